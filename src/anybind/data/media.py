@@ -1,0 +1,107 @@
+"""Decoding of media files: images (raster and SVG) and audio.
+
+Every function raises :class:`~anybind.errors.DataError` naming the file and
+what is wrong, never a traceback from deep inside a codec.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".svg"})
+AUDIO_SUFFIXES = frozenset({".wav", ".ogg", ".oga", ".flac", ".mp3", ".aiff", ".aif"})
+
+
+def _read_bytes(path: str | Path) -> bytes:
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"{p}: file does not exist")
+    if not p.is_file():
+        raise DataError(f"{p}: not a regular file")
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise DataError(f"{p}: unreadable ({e.strerror or e})") from None
+    if not data:
+        raise DataError(f"{p}: file is empty")
+    return data
+
+
+def _looks_like_svg(data: bytes) -> bool:
+    head = data[:2048].lstrip().lower()
+    return head.startswith(b"<svg") or (head.startswith(b"<?xml") and b"<svg" in head) or b"<svg" in head[:1024]
+
+
+def load_image(path: str | Path, size: int | None = None):
+    """Open an image as an RGB ``PIL.Image``.
+
+    Transparent images are composited on white (Tux Paint stamps and emoji are
+    transparent PNGs: on black they would all look alike).  SVG files are
+    rasterised with CairoSVG at ``size`` pixels on the longer side (default 512).
+    The file type is sniffed from the content, not the name.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    data = _read_bytes(path)
+    if _looks_like_svg(data):
+        try:
+            import cairosvg
+        except ImportError:  # pragma: no cover - cairosvg is a core dependency
+            raise DataError(f"{path}: SVG needs the 'cairosvg' package") from None
+        try:
+            png = cairosvg.svg2png(bytestring=data, output_width=size or 512)
+        except Exception as e:  # cairosvg raises many types on bad XML
+            raise DataError(f"{path}: corrupt SVG ({type(e).__name__}: {e})") from None
+        data = png
+    try:
+        img = Image.open(io.BytesIO(data))
+        img.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise DataError(f"{path}: corrupt or unsupported image ({e})") from None
+    if img.width < 1 or img.height < 1:
+        raise DataError(f"{path}: image has no pixels")
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(bg, rgba)
+    return img.convert("RGB")
+
+
+def load_audio(path: str | Path, sample_rate: int | None = None) -> tuple[np.ndarray, int]:
+    """Decode an audio file to mono float32 in [-1, 1].
+
+    Reads wav/ogg/flac/mp3 (libsndfile through ``soundfile``), mixes channels to
+    mono and, when ``sample_rate`` is given, resamples with a polyphase filter.
+    Returns ``(samples, rate)``.  Empty or undecodable files raise DataError.
+    """
+    import soundfile as sf
+
+    data = _read_bytes(path)
+    try:
+        wav, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    except Exception as e:  # soundfile raises LibsndfileError / RuntimeError / TypeError
+        raise DataError(f"{path}: corrupt or unsupported audio ({e})") from None
+    if wav.shape[0] == 0:
+        raise DataError(f"{path}: audio has no samples")
+    mono = wav.mean(axis=1).astype(np.float32)
+    if not np.isfinite(mono).all():
+        raise DataError(f"{path}: audio contains non-finite samples")
+    if sample_rate and sr != sample_rate:
+        mono = resample(mono, sr, sample_rate)
+        sr = sample_rate
+    return mono, int(sr)
+
+
+def resample(x: np.ndarray, sr_from: int, sr_to: int) -> np.ndarray:
+    """Polyphase resampling (scipy) of a mono signal."""
+    from math import gcd
+
+    from scipy.signal import resample_poly
+
+    g = gcd(int(sr_from), int(sr_to))
+    return resample_poly(x, sr_to // g, sr_from // g).astype(np.float32)
