@@ -35,10 +35,6 @@ import numpy as np
 
 from ..errors import EncoderError
 
-#: Modalities whose items are strings to embed directly (not paths).
-TEXT_MODALITIES = frozenset({"text"})
-
-
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     """Hex SHA-256 of a file's bytes (used for identities and cache keys)."""
     h = hashlib.sha256()
@@ -73,6 +69,9 @@ class Encoder(ABC):
     dim: int
     #: default batch size for :meth:`encode`
     batch_size: int = 32
+    #: what manifest values mean for this encoder: "text" (the string itself),
+    #: "file" (a path relative to the manifest) or "key" (a lookup key)
+    input_kind: str = "file"
 
     @property
     @abstractmethod
@@ -106,7 +105,7 @@ class Encoder(ABC):
 
     def content_key(self, item: Any) -> str:
         """What identifies an item's content for the cache (text or file bytes)."""
-        if self.modality in TEXT_MODALITIES or not isinstance(item, (str, Path)):
+        if self.input_kind != "file" or not isinstance(item, (str, Path)):
             return "s:" + hashlib.sha256(str(item).encode("utf-8")).hexdigest()
         return "f:" + sha256_file(item)
 

@@ -1,0 +1,38 @@
+# anybind: `make demo` runs the main job, `make test` runs the tests. Both bootstrap everything, idempotently.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.anybind-installed
+DEB    := $(VENV)/.anybind-debian
+
+.PHONY: demo test bench install clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+# torch first, pinned to the CPU build on local disk: a bare requirement would pull a multi-GB CUDA build.
+# aisfx pins ancient numpy/librosa, so it goes in with --no-deps (its real needs are in the [audio] extra).
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[audio,dev]'
+	$(PY) -m pip install -q --no-deps aisfx==0.1.2
+	touch $(STAMP)
+
+$(DEB): scripts/bootstrap-debian.sh
+	bash scripts/bootstrap-debian.sh
+	@mkdir -p $(VENV) && touch $(DEB)
+
+install: $(STAMP) $(DEB)
+
+demo: install
+	$(VENV)/bin/anybind demo --work demo-out
+
+test: install
+	$(PY) -m pytest -q -p no:cacheprovider tests
+
+bench: install
+	$(VENV)/bin/anybind bench --all --json runs/bench/results.json
+
+clean:
+	rm -rf $(VENV) demo-out runs

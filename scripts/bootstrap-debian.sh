@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Install the Debian packages anybind's demo, tests and corpora need, when missing (idempotent).
+set -euo pipefail
+PKGS=(tuxpaint-stamps-default libsndfile1 libcairo2 espeak-ng)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null; then SUDO="sudo"; else
+    echo "anybind needs these Debian packages: ${missing[*]}; run: apt-get install -y ${missing[*]}" >&2; exit 1
+  fi
+fi
+echo "installing Debian packages: ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get install -y -qq "${missing[@]}" >/dev/null 2>&1 || { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${missing[@]}"; }

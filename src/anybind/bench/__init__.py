@@ -1,0 +1,124 @@
+"""The benchmark harness: ``anybind bench --task NAME --json results.json``.
+
+A task is a function registered with :func:`task`; it returns a
+:class:`TaskResult` whose ``metrics`` and ``baselines`` were computed in the
+same run (these machines are noisy: compare side by side, as ratios).  The
+harness times it and writes, per task::
+
+    {"task", "metrics": {flat keys}, "baselines": {"name": {flat keys}}, "seconds", "config"}
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+@dataclass
+class TaskResult:
+    metrics: dict[str, float]
+    baselines: dict[str, dict[str, float]] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Task:
+    name: str
+    fn: Callable[..., TaskResult]
+    description: str
+
+
+TASKS: dict[str, Task] = {}
+
+
+def task(name: str, description: str) -> Callable[[Callable[..., TaskResult]], Callable[..., TaskResult]]:
+    """Register a benchmark task ``fn(work: Path, cache, seed, console) -> TaskResult``."""
+
+    def deco(fn):
+        TASKS[name] = Task(name, fn, description)
+        return fn
+
+    return deco
+
+
+def result_table(name: str, res: TaskResult) -> Table:
+    systems = {"anybind": res.metrics, **res.baselines}
+    keys = sorted({k for r in systems.values() for k in r if not k.endswith("/n")})
+    t = Table(title=f"bench: {name}")
+    t.add_column("metric")
+    for s in systems:
+        t.add_column(s, justify="right")
+    for k in keys:
+        row = [k]
+        for r in systems.values():
+            v = r.get(k)
+            row.append("-" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v)))
+        t.add_row(*row)
+    return t
+
+
+def machine_info() -> dict[str, Any]:
+    import os
+
+    import torch
+
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def run_tasks(
+    names: list[str],
+    *,
+    json_out: Path | None = None,
+    work: Path = Path("runs/bench"),
+    cache: Path | None = None,
+    seed: int = 0,
+    console: Console | None = None,
+) -> list[dict[str, Any]]:
+    from . import tasks as _  # noqa: F401  (registers the built-in tasks)
+
+    console = console or Console()
+    unknown = [n for n in names if n not in TASKS]
+    if unknown:
+        from ..errors import AnybindError
+
+        raise AnybindError(f"unknown bench task(s) {unknown}; known: {', '.join(sorted(TASKS))}")
+    out = []
+    for name in names:
+        console.rule(f"[bold]{name}")
+        t0 = time.perf_counter()
+        res = TASKS[name].fn(work=Path(work), cache=cache, seed=seed, console=console)
+        secs = time.perf_counter() - t0
+        console.print(result_table(name, res))
+        for n in res.notes:
+            console.print(f"  note: {n}", highlight=False)
+        console.print(f"  {secs:.1f} s")
+        out.append(
+            {
+                "task": name,
+                "metrics": res.metrics,
+                "baselines": res.baselines,
+                "seconds": round(secs, 2),
+                "config": {**res.config, "seed": seed, "machine": machine_info()},
+                "notes": res.notes,
+            }
+        )
+        if json_out:  # after every task: a killed run keeps what finished
+            from ..cache import atomic_write_bytes
+
+            atomic_write_bytes(Path(json_out), json.dumps(out, indent=2, sort_keys=True).encode())
+    return out

@@ -1,0 +1,359 @@
+"""The Space: the saved artifact that maps every bound modality into one shared sphere.
+
+A space is a directory::
+
+    space.json              encoder specs + identities, projector configs,
+                            training config, data fingerprint, metrics, lineage
+    projectors.safetensors  every projector's weights and the temperature
+
+``Space.load`` reproduces embeddings exactly and refuses an encoder whose
+identity differs from the one the space was trained with.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import __version__
+from .cache import FeatureCache
+from .data.manifest import Manifest, Record, load_manifest
+from .encoders.base import Encoder, default_spec, get_encoder
+from .errors import DataError, SpaceError
+from .projectors import Projector, ProjectorConfig
+
+FORMAT_VERSION = 1
+
+
+def _np(x: torch.Tensor) -> np.ndarray:
+    return x.detach().cpu().numpy()
+
+
+class Space:
+    """A set of projectors, one per modality, into a shared L2-normalised space.
+
+    Build one with :meth:`fit` (or :meth:`load`), then::
+
+        space.embed("text", ["a barking dog"])            # (1, dim), unit norm
+        space.embed("image", ["photos/dog.png"])
+        space.similarity("text", texts, "image", paths)
+
+    Parameters are explicit; nothing global is read except the feature cache
+    location (``cache=`` or ``$ANYBIND_CACHE``).
+    """
+
+    def __init__(
+        self,
+        encoders: Mapping[str, str],
+        projectors: Mapping[str, Projector],
+        logit_scale: float = float(np.log(1 / 0.07)),
+        *,
+        identities: Mapping[str, str] | None = None,
+        config: Mapping[str, Any] | None = None,
+        info: Mapping[str, Any] | None = None,
+    ):
+        if set(encoders) != set(projectors):
+            raise SpaceError(f"encoders {sorted(encoders)} and projectors {sorted(projectors)} differ")
+        self.encoders = dict(encoders)
+        self.projectors = dict(projectors)
+        self.logit_scale = float(logit_scale)
+        self.identities = dict(identities or {})
+        self.config = dict(config or {})
+        self.info: dict[str, Any] = dict(info or {})
+        self.info.setdefault("lineage", [])
+        self.info.setdefault("metrics", {})
+        for p in self.projectors.values():
+            p.eval()
+        self._encoder_objs: dict[str, Encoder] = {}
+
+    # -- properties -------------------------------------------------------
+    @property
+    def modalities(self) -> list[str]:
+        return sorted(self.projectors)
+
+    @property
+    def dim(self) -> int:
+        return next(iter(self.projectors.values())).cfg.out_dim
+
+    @property
+    def temperature(self) -> float:
+        return float(np.exp(-self.logit_scale))
+
+    def identity(self) -> str:
+        """A hash of everything that decides the embeddings: index files are tied to it."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for m in self.modalities:
+            h.update(m.encode())
+            h.update(self.identities.get(m, self.encoders[m]).encode())
+            for k, v in sorted(self.projectors[m].state_dict().items()):
+                h.update(k.encode())
+                h.update(_np(v).tobytes())
+        return h.hexdigest()[:24]
+
+    def __repr__(self) -> str:
+        mods = ", ".join(f"{m}={self.encoders[m]}" for m in self.modalities)
+        return f"<Space dim={self.dim} {mods}>"
+
+    # -- encoders ---------------------------------------------------------
+    def encoder(self, modality: str) -> Encoder:
+        """The frozen encoder of a modality, checked against the identity the space was trained with."""
+        if modality not in self.encoders:
+            raise SpaceError(f"modality {modality!r} is not bound in this space (bound: {', '.join(self.modalities)})")
+        if modality not in self._encoder_objs:
+            enc = get_encoder(self.encoders[modality])
+            want = self.identities.get(modality)
+            if want is not None and enc.identity != want:
+                raise SpaceError(
+                    f"encoder for {modality!r} ({self.encoders[modality]}) has identity\n  {enc.identity}\n"
+                    f"but this space was trained with\n  {want}\n"
+                    "its weights or preprocessing changed: retrain the space, or install the encoder version it was built with"
+                )
+            self._encoder_objs[modality] = enc
+        return self._encoder_objs[modality]
+
+    # -- embedding --------------------------------------------------------
+    @torch.no_grad()
+    def project(self, modality: str, features: np.ndarray) -> np.ndarray:
+        """Map encoder features (n, in_dim) to unit vectors (n, dim) in the shared space."""
+        if modality not in self.projectors:
+            raise SpaceError(f"modality {modality!r} is not bound in this space (bound: {', '.join(self.modalities)})")
+        proj = self.projectors[modality]
+        x = np.asarray(features, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != proj.cfg.in_dim:
+            raise SpaceError(f"{modality}: features of shape {x.shape}, expected (n, {proj.cfg.in_dim})")
+        proj.eval()
+        out = []
+        for i in range(0, len(x), 4096):
+            out.append(_np(F.normalize(proj(torch.from_numpy(x[i : i + 4096])), dim=-1)))
+        if not out:
+            return np.zeros((0, self.dim), np.float32)
+        return np.concatenate(out).astype(np.float32)
+
+    def features(
+        self, modality: str, items: Sequence[Any], *, cache: FeatureCache | str | Path | None = None, progress: bool = False
+    ) -> np.ndarray:
+        """Frozen encoder features of raw items, through the feature cache."""
+        enc = self.encoder(modality)
+        if enc.input_kind == "text":
+            for i, t in enumerate(items):
+                if not isinstance(t, str) or not t.strip():
+                    raise DataError(f"item {i}: empty text cannot be embedded")
+        fc = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
+        return fc.encode(enc, list(items), progress=progress, description=f"encoding {modality}")
+
+    def embed(
+        self, modality: str, items: Sequence[Any], *, cache: FeatureCache | str | Path | None = None, progress: bool = False
+    ) -> np.ndarray:
+        """Embed texts (for text modalities) or file paths into the space: float32 (n, dim), unit norm."""
+        if isinstance(items, (str, Path)):
+            items = [items]
+        return self.project(modality, self.features(modality, items, cache=cache, progress=progress))
+
+    def similarity(self, mod_a: str, items_a: Sequence[Any], mod_b: str, items_b: Sequence[Any], **kw) -> np.ndarray:
+        """Cosine similarities (len(items_a), len(items_b)) across two modalities."""
+        return self.embed(mod_a, items_a, **kw) @ self.embed(mod_b, items_b, **kw).T
+
+    # -- fitting ----------------------------------------------------------
+    @classmethod
+    def fit(
+        cls,
+        manifest: str | Path | Manifest | Sequence[str | Path | Manifest],
+        modalities: Iterable[str] | None = None,
+        *,
+        encoders: Mapping[str, str] | None = None,
+        method: str = "contrastive",
+        cache: FeatureCache | str | Path | None = None,
+        strict: bool = False,
+        progress: bool = True,
+        weights: Sequence[float] | None = None,
+        **config: Any,
+    ) -> "Space":
+        """Bind modalities from paired records.
+
+        Parameters
+        ----------
+        manifest: a JSONL manifest path (or a loaded :class:`Manifest`, or a list of them
+            for mixed training; ``weights`` then sets each corpus' sampling weight).
+        modalities: manifest fields to bind (default: every modality present).
+        encoders: modality -> encoder spec (default: each modality's default encoder).
+        method: ``"contrastive"`` (trained projectors, see :class:`~anybind.train.TrainConfig`
+            for ``**config``) or ``"procrustes"`` (training-free, see :mod:`anybind.align`).
+        cache: feature cache (object or folder); default ``$ANYBIND_CACHE`` or ``~/.cache/anybind``.
+        strict: make any bad record fatal instead of skipping it.
+        """
+        from .train import FeatureSet, TrainConfig, train_space
+
+        fc = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
+        manifests = _as_manifests(manifest, modalities, encoders, strict, progress)
+        mods = sorted(set(modalities) if modalities is not None else {m for man in manifests for m in man.modalities})
+        if len(mods) < 1:
+            raise DataError("nothing to bind: the manifest has no modality fields")
+        specs = {m: (encoders or {}).get(m) or default_spec(m) for m in mods}
+        fs = FeatureSet.from_manifests(manifests, specs, fc, progress=progress, weights=weights)
+        if method == "contrastive":
+            cfg = TrainConfig(**config)
+            space = train_space(fs, cfg, progress=progress)
+        elif method in ("procrustes", "cca"):
+            from .align import fit_training_free
+
+            space = fit_training_free(fs, method=method, **config)
+        else:
+            raise ValueError(f"unknown method {method!r}: use 'contrastive', 'procrustes' or 'cca'")
+        space.info["lineage"].append(
+            {
+                "event": "fit",
+                "method": method,
+                "modalities": mods,
+                "data": [
+                    {"manifest": str(man.path), "fingerprint": man.fingerprint(mods), "records": len(man.records)}
+                    for man in manifests
+                ],
+                "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "anybind": __version__,
+            }
+        )
+        return space
+
+    # -- persistence ------------------------------------------------------
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        sd = {}
+        for m, p in self.projectors.items():
+            for k, v in p.state_dict().items():
+                sd[f"{m}.{k}"] = v.detach().cpu().contiguous()
+        sd["logit_scale"] = torch.tensor([self.logit_scale], dtype=torch.float64)
+        return sd
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": "anybind.space",
+            "format_version": FORMAT_VERSION,
+            "anybind_version": __version__,
+            "dim": self.dim,
+            "modalities": {
+                m: {
+                    "encoder": self.encoders[m],
+                    "identity": self.identities.get(m),
+                    "projector": self.projectors[m].cfg.to_dict(),
+                }
+                for m in self.modalities
+            },
+            "temperature": self.temperature,
+            "config": self.config,
+            "info": self.info,
+            "identity": self.identity(),
+        }
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``space.json`` + ``projectors.safetensors`` atomically (temp folder, then rename)."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+        tmp.mkdir()
+        try:
+            save_file(self.state_dict(), str(tmp / "projectors.safetensors"), metadata={"format": "anybind.space"})
+            (tmp / "space.json").write_text(json.dumps(self.to_json(), indent=2, sort_keys=True, default=_json_default))
+            if path.exists():
+                old = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.old")
+                path.rename(old)
+                tmp.rename(path)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                tmp.rename(path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Space":
+        """Load a saved space (JSON + safetensors; nothing is unpickled)."""
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        meta_p, w_p = path / "space.json", path / "projectors.safetensors"
+        if not meta_p.is_file() or not w_p.is_file():
+            raise SpaceError(f"{path}: not a saved space (needs space.json and projectors.safetensors)")
+        try:
+            meta = json.loads(meta_p.read_text())
+        except json.JSONDecodeError as e:
+            raise SpaceError(f"{meta_p}: corrupt JSON ({e})") from None
+        if meta.get("format") != "anybind.space":
+            raise SpaceError(f"{meta_p}: not an anybind space file")
+        if meta.get("format_version", 0) > FORMAT_VERSION:
+            raise SpaceError(f"{path}: saved by a newer anybind (format {meta['format_version']}); upgrade anybind")
+        sd = load_file(str(w_p))
+        projectors: dict[str, Projector] = {}
+        encoders, identities = {}, {}
+        for m, spec in meta["modalities"].items():
+            proj = Projector(ProjectorConfig(**spec["projector"]))
+            own = {k[len(m) + 1 :]: v for k, v in sd.items() if k.startswith(m + ".")}
+            missing = set(proj.state_dict()) - set(own)
+            if missing:
+                raise SpaceError(f"{w_p}: weights for {m!r} are missing {sorted(missing)}")
+            proj.load_state_dict(own)
+            projectors[m] = proj
+            encoders[m] = spec["encoder"]
+            if spec.get("identity"):
+                identities[m] = spec["identity"]
+        return cls(
+            encoders,
+            projectors,
+            float(sd["logit_scale"].item()),
+            identities=identities,
+            config=meta.get("config"),
+            info=meta.get("info"),
+        )
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def _as_manifests(manifest, modalities, encoders, strict, progress) -> list[Manifest]:
+    items = manifest if isinstance(manifest, (list, tuple)) else [manifest]
+    kinds = {}
+    for m, spec in (encoders or {}).items():
+        enc_kind = None
+        if spec.startswith("vectors:"):
+            enc_kind = "key"
+        elif spec.startswith("text:"):
+            enc_kind = "text"
+        elif spec.startswith("callable:"):
+            enc_kind = getattr(get_encoder(spec), "input_kind", "file")
+        if enc_kind:
+            kinds[m] = enc_kind
+    out = []
+    for it in items:
+        if isinstance(it, Manifest):
+            out.append(it)
+        else:
+            man = load_manifest(it, strict=strict, modalities=modalities, kinds=kinds, progress=progress)
+            if man.bad:
+                from rich.console import Console
+
+                Console(stderr=True).print(f"[yellow]{man.report()}[/yellow]", highlight=False)
+            out.append(man)
+    return out
+
+
+def records_with(records: Sequence[Record], *modalities: str) -> list[Record]:
+    return [r for r in records if all(r.has(m) for m in modalities)]

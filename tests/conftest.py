@@ -1,0 +1,30 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+# tests must never reach a model hub
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).parent))  # for the helper encoders module
+
+STAMPS = Path("/usr/share/tuxpaint/stamps")
+
+
+@pytest.fixture(scope="session")
+def tux_dir(tmp_path_factory):
+    """The real Tux Paint corpus, built once per test session."""
+    from anybind.corpora.tuxpaint import build_tuxpaint
+
+    if not STAMPS.is_dir():
+        pytest.fail("Debian package tuxpaint-stamps-default is missing: `make test` installs it")
+    out = tmp_path_factory.mktemp("corpus") / "tux"
+    build_tuxpaint(out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def shared_cache(tmp_path_factory):
+    """One feature cache for the session: each real item is encoded once across tests."""
+    return tmp_path_factory.mktemp("featcache")

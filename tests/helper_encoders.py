@@ -1,0 +1,49 @@
+"""Small deterministic encoders for tests (used through `callable:helper_encoders:<fn>`)."""
+
+import hashlib
+import os
+import time
+
+import numpy as np
+
+
+def _vec(s: str, dim: int) -> np.ndarray:
+    seed = int.from_bytes(hashlib.sha256(s.encode()).digest()[:4], "little")
+    return np.random.default_rng(seed).normal(size=dim).astype(np.float32)
+
+
+def hashed_text(items):
+    """Text -> a pseudo-random vector derived from the string (deterministic)."""
+    log = os.environ.get("ANYBIND_TEST_CALL_LOG")
+    if log:
+        with open(log, "a") as f:
+            f.write(f"{len(items)}\n")
+    return np.stack([_vec(s, 8) for s in items])
+
+
+hashed_text.dim = 8
+hashed_text.input_kind = "text"
+hashed_text.batch_size = 4
+
+
+def slow_text(items):
+    """Like hashed_text but slow, so that a test can kill the process mid-encode."""
+    time.sleep(float(os.environ.get("ANYBIND_TEST_SLEEP", "0.2")))
+    return hashed_text(items)
+
+
+slow_text.dim = 8
+slow_text.input_kind = "text"
+slow_text.batch_size = 4
+
+
+def file_size(items):
+    """File path -> [size, first byte] (a 'sensor' encoder reading files)."""
+    out = []
+    for p in items:
+        b = open(p, "rb").read()
+        out.append([float(len(b)), float(b[0]) if b else 0.0])
+    return np.asarray(out, np.float32)
+
+
+file_size.dim = 2

@@ -1,0 +1,114 @@
+"""Feature cache: encode once, resume after a kill, invalidate on identity change."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from anybind.cache import FeatureCache
+from anybind.encoders.base import get_encoder
+
+
+def test_second_encode_encodes_nothing_and_returns_same_vectors(tmp_path):
+    enc = get_encoder("callable:helper_encoders:hashed_text")
+    cache = FeatureCache(tmp_path, chunk_size=5)
+    items = [f"item {i}" for i in range(23)] + ["item 3"]  # a duplicate is encoded once
+    X1 = cache.encode(enc, items, progress=False)
+    assert cache.last_stats.encoded == 23 and cache.last_stats.hits == 0
+    assert np.array_equal(X1[3], X1[-1])
+    # a fresh cache object (a new process) sees everything on disk
+    cache2 = FeatureCache(tmp_path)
+    X2 = cache2.encode(enc, items, progress=False)
+    assert cache2.last_stats.encoded == 0 and cache2.last_stats.hits == 23
+    assert np.array_equal(X1, X2)
+    assert np.allclose(X1, enc.encode(items))  # the cache returns what the encoder returns
+
+
+def test_new_items_only_are_encoded(tmp_path):
+    enc = get_encoder("callable:helper_encoders:hashed_text")
+    cache = FeatureCache(tmp_path)
+    cache.encode(enc, ["a", "b"], progress=False)
+    cache.encode(enc, ["a", "b", "c"], progress=False)
+    assert cache.last_stats.encoded == 1
+
+
+def test_identity_change_invalidates(tmp_path):
+    enc = get_encoder("callable:helper_encoders:hashed_text", cached=False)
+    cache = FeatureCache(tmp_path)
+    cache.encode(enc, ["a", "b"], progress=False)
+    enc._identity += "|prep=changed"
+    cache.encode(enc, ["a", "b"], progress=False)
+    assert cache.last_stats.encoded == 2
+    assert len(list(tmp_path.iterdir())) == 2  # two identities, two folders
+
+
+def test_file_items_are_keyed_by_content_not_path(tmp_path):
+    a, b, c = tmp_path / "a.bin", tmp_path / "b.bin", tmp_path / "c.bin"
+    a.write_bytes(b"same")
+    b.write_bytes(b"same")
+    c.write_bytes(b"other")
+    enc = get_encoder("callable:helper_encoders:file_size")
+    cache = FeatureCache(tmp_path / "cache")
+    cache.encode(enc, [str(a), str(b), str(c)], progress=False)
+    assert cache.last_stats.encoded == 2
+    c.write_bytes(b"changed!")  # edited file -> re-encoded
+    cache.encode(enc, [str(a), str(c)], progress=False)
+    assert cache.last_stats.encoded == 1
+
+
+SCRIPT = """
+import sys
+from anybind.cache import FeatureCache
+from anybind.encoders.base import get_encoder
+enc = get_encoder("callable:helper_encoders:slow_text")
+cache = FeatureCache(sys.argv[1], chunk_size=8)
+cache.encode(enc, [f"t{i}" for i in range(40)], progress=False)
+print("encoded", cache.last_stats.encoded, "hits", cache.last_stats.hits, flush=True)
+"""
+
+
+def test_killed_encode_resumes_without_redoing_finished_items(tmp_path):
+    cache_dir = tmp_path / "cache"
+    log = tmp_path / "calls.log"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent), "ANYBIND_TEST_CALL_LOG": str(log), "ANYBIND_TEST_SLEEP": "0.15"}
+    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(cache_dir)], env=env, stdout=subprocess.PIPE, text=True)
+    # wait until at least two shards (16 items) are committed, then kill -9 mid-chunk
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        shards = list(cache_dir.glob("*/shards/*.safetensors"))
+        if len(shards) >= 2:
+            break
+        assert proc.poll() is None, "the encoding process died on its own"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    shards = list(cache_dir.glob("*/shards/*.safetensors"))
+    assert len(shards) >= 2, "the first chunks must be on disk before the kill"
+    done_before = 8 * len(shards)
+    assert done_before < 40, "the kill came too late to test resumption"
+    env.pop("ANYBIND_TEST_CALL_LOG")
+    out = subprocess.run([sys.executable, "-c", SCRIPT, str(cache_dir)], env={**env, "ANYBIND_TEST_SLEEP": "0"},
+                         capture_output=True, text=True, check=True).stdout
+    encoded = int(out.split()[1])
+    hits = int(out.split()[3])
+    assert hits == done_before and encoded == 40 - done_before
+
+
+def test_encoder_returning_wrong_shape_is_a_clear_error(tmp_path):
+    from anybind.encoders.base import Encoder
+    from anybind.errors import EncoderError
+
+    class Bad(Encoder):
+        spec, modality, dim, input_kind = "bad:x", "text", 4, "text"
+        identity = "bad"
+
+        def encode_loaded(self, batch):
+            return np.zeros((len(batch), 3))
+
+    with pytest.raises(EncoderError, match=r"returned shape \(2, 3\), expected \(2, 4\)"):
+        FeatureCache(tmp_path).encode(Bad(), ["a", "b"], progress=False)

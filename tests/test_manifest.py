@@ -1,0 +1,128 @@
+"""Manifest validation: every bad-input case is named with its record and reason, and costs nothing else."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from anybind.data.manifest import SPLITS, hash_split, load_manifest
+from anybind.errors import DataError
+
+
+@pytest.fixture()
+def media(tmp_path):
+    img = tmp_path / "ok.png"
+    Image.new("RGBA", (20, 20), (255, 0, 0, 128)).save(img)
+    import soundfile as sf
+
+    snd = tmp_path / "ok.wav"
+    sf.write(snd, np.sin(np.linspace(0, 100, 8000)).astype(np.float32), 16000)
+    (tmp_path / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\nthis is not a png")
+    (tmp_path / "corrupt.ogg").write_bytes(b"OggS" + b"\x00" * 100)
+    (tmp_path / "empty.png").write_bytes(b"")
+    return tmp_path
+
+
+def write(tmp_path: Path, lines) -> Path:
+    p = tmp_path / "m.jsonl"
+    p.write_text("\n".join(x if isinstance(x, str) else json.dumps(x) for x in lines) + "\n")
+    return p
+
+
+GOOD = {"id": "good", "split": "train", "text": "a red square", "image": "ok.png", "audio": "ok.wav"}
+
+BAD_CASES = [
+    ({"id": "u1", "split": "train", "text": "x", "smell": "a.bin"}, "unknown modality 'smell'"),
+    ({"id": "m1", "split": "train", "text": "x", "image": "nope.png"}, "missing file for image"),
+    ({"id": "c1", "split": "train", "text": "x", "image": "corrupt.png"}, "corrupt file for image"),
+    ({"id": "c2", "split": "train", "text": "x", "audio": "corrupt.ogg"}, "corrupt file for audio"),
+    ({"id": "c3", "split": "train", "text": "x", "image": "empty.png"}, "empty"),
+    ({"id": "e1", "split": "train", "text": "   "}, "empty text in 'text'"),
+    ({"id": "e2", "split": "train", "text_fr": ""}, "empty text in 'text_fr'"),
+    ({"id": "good", "split": "train", "text": "again"}, "duplicate id"),
+    ({"id": "s1", "split": "training", "text": "x"}, "bad split name 'training'"),
+    ({"split": "train", "text": "x"}, "missing id"),
+    ('{"id": "j1", "text": ', "malformed JSON"),
+    ("[1, 2]", "expected a JSON object"),
+    ({"id": "t1", "split": "train", "text": 42}, "expected a string"),
+    ({"id": "l1", "split": "train", "text": "x", "labels": ["a"]}, "bad labels"),
+]
+
+
+@pytest.mark.parametrize("record,reason", BAD_CASES, ids=[r for _, r in BAD_CASES])
+def test_each_bad_record_is_named_skipped_and_counted(media, record, reason):
+    p = write(media, [GOOD, record, {"id": "after", "split": "test", "text": "still here"}])
+    man = load_manifest(p)
+    assert [r.id for r in man.records] == ["good", "after"], "the valid records must survive"
+    assert len(man.bad) == 1
+    bad = man.bad[0]
+    assert bad.line == 2
+    assert reason in bad.reason
+    rid = record.get("id") if isinstance(record, dict) else None
+    report = man.report()
+    assert "line 2" in report and reason in report
+    if rid:
+        assert repr(rid) in str(bad)
+
+
+@pytest.mark.parametrize("record,reason", BAD_CASES[:4], ids=[r for _, r in BAD_CASES[:4]])
+def test_strict_makes_bad_records_fatal_with_the_reason(media, record, reason):
+    p = write(media, [GOOD, record])
+    with pytest.raises(DataError) as ei:
+        load_manifest(p, strict=True)
+    assert reason in str(ei.value) and record["id"] in str(ei.value)
+
+
+def test_paths_resolve_relative_to_the_manifest_and_any_subset_is_fine(media):
+    sub = media / "sub"
+    sub.mkdir()
+    p = write(sub, [
+        {"id": "a", "split": "train", "image": "../ok.png"},
+        {"id": "b", "split": "val", "text": "only text", "text_de": "nur Text"},
+        {"id": "c", "split": "test", "audio": str(media / "ok.wav"), "labels": {"k": "v"}},
+    ])
+    man = load_manifest(p)
+    assert not man.bad
+    assert man.records[0].values["image"] == str((sub / "../ok.png"))
+    assert man.modalities == ["audio", "image", "text", "text_de"]
+    assert man.records[2].labels == {"k": "v"}
+    assert man.counts()["val"] == {"records": 1, "text": 1, "text_de": 1}
+
+
+def test_modalities_filter_ignores_other_fields(media):
+    p = write(media, [{"id": "a", "split": "train", "text": "x", "image": "nope.png"}])
+    man = load_manifest(p, modalities=["text"])
+    assert not man.bad and man.records[0].values == {"text": "x"}
+
+
+def test_declared_kinds_for_own_modalities(media):
+    p = write(media, [{"id": "a", "split": "train", "imu": True}, {"id": "b", "split": "train", "imu": "key-7"}])
+    assert load_manifest(p).bad  # undeclared: unknown modality
+    man = load_manifest(p, kinds={"imu": "key"})
+    assert [r.values["imu"] for r in man.records] == ["a", "key-7"]
+
+
+def test_missing_manifest_and_bad_kind(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        load_manifest(tmp_path / "none.jsonl")
+    p = write(tmp_path, [{"id": "a", "text": "x"}])
+    with pytest.raises(DataError, match="kind must be"):
+        load_manifest(p, kinds={"x": "blob"})
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(min_size=1, max_size=40))
+def test_hash_split_is_deterministic_and_valid(rid):
+    assert hash_split(rid) in SPLITS
+    assert hash_split(rid) == hash_split(rid)
+
+
+def test_hash_split_proportions():
+    from collections import Counter
+
+    c = Counter(hash_split(f"id-{i}") for i in range(20000))
+    assert abs(c["train"] / 20000 - 0.7) < 0.02 and abs(c["test"] / 20000 - 0.2) < 0.02

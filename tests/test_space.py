@@ -1,0 +1,131 @@
+"""Space: fit, embed, save/load exactly, refuse changed encoders, determinism, partial records."""
+
+import json
+
+import numpy as np
+import pytest
+
+from anybind import Space, load_manifest
+from anybind.errors import DataError, SpaceError
+
+
+def make_vectors(tmp_path, n=300, seed=0, missing_b_every=0):
+    """Three 'modalities' as noisy views of one latent: a, b, c precomputed vector files."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(n, 12))
+    ids = np.array([f"r{i}" for i in range(n)])
+    specs = {}
+    for name, d in (("sa", 40), ("sb", 30), ("sc", 20)):
+        X = z @ rng.normal(size=(12, d)) + 0.8 * rng.normal(size=(n, d))
+        np.savez(tmp_path / f"{name}.npz", ids=ids, vectors=X)
+        specs[name] = f"vectors:{tmp_path / f'{name}.npz'}"
+    with open(tmp_path / "m.jsonl", "w") as f:
+        for i, rid in enumerate(ids):
+            rec = {"id": str(rid), "split": SPLIT_CYCLE[i % 10], "sa": True, "sc": True}
+            if not (missing_b_every and i % missing_b_every == 0):
+                rec["sb"] = True
+            f.write(json.dumps(rec) + "\n")
+    return tmp_path / "m.jsonl", specs
+
+
+SPLIT_CYCLE = ["train"] * 7 + ["val"] + ["test"] * 2
+FAST = dict(epochs=40, patience=10, hidden=64, dim=32, progress=False)
+
+
+def test_fit_learns_alignment_far_above_chance(tmp_path):
+    m, specs = make_vectors(tmp_path)
+    space = Space.fit(m, encoders=specs, cache=tmp_path / "c", **FAST)
+    from anybind.evaluate import evaluate
+
+    res = evaluate(space, load_manifest(m, kinds={k: "key" for k in specs}), cache=tmp_path / "c")
+    n = res["sa->sb/n"]
+    assert n == 60
+    assert res["sa->sb/R@1"] > 10 / n and res["sc->sb/R@10"] > 0.5  # chance R@10 is 1/6
+    emb = space.embed("sa", ["r0", "r1"], cache=tmp_path / "c")
+    assert emb.shape == (2, 32) and emb.dtype == np.float32
+    assert np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
+
+
+def test_same_seed_same_space_other_seed_differs(tmp_path):
+    m, specs = make_vectors(tmp_path)
+    a = Space.fit(m, encoders=specs, cache=tmp_path / "c", seed=1, **FAST)
+    b = Space.fit(m, encoders=specs, cache=tmp_path / "c", seed=1, **FAST)
+    c = Space.fit(m, encoders=specs, cache=tmp_path / "c", seed=2, **FAST)
+    assert a.identity() == b.identity()
+    assert a.identity() != c.identity()
+
+
+def test_save_load_roundtrip_is_exact(tmp_path):
+    m, specs = make_vectors(tmp_path)
+    space = Space.fit(m, encoders=specs, cache=tmp_path / "c", **FAST)
+    ids = [f"r{i}" for i in range(50)]
+    before = {k: space.embed(k, ids, cache=tmp_path / "c") for k in specs}
+    space.save(tmp_path / "sp")
+    meta = json.loads((tmp_path / "sp" / "space.json").read_text())
+    assert set(meta["modalities"]) == {"sa", "sb", "sc"}
+    assert meta["info"]["lineage"][0]["data"][0]["fingerprint"]
+    assert meta["config"]["epochs"] == 40 and "metrics" in meta["info"]
+    loaded = Space.load(tmp_path / "sp")
+    for k in specs:
+        assert np.array_equal(before[k], loaded.embed(k, ids, cache=tmp_path / "c"))
+    assert loaded.identity() == space.identity()
+    # saving over an existing space replaces it atomically, no temp folders left
+    loaded.save(tmp_path / "sp")
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_load_refuses_changed_encoder(tmp_path):
+    m, specs = make_vectors(tmp_path)
+    space = Space.fit(m, encoders=specs, cache=tmp_path / "c", **FAST)
+    space.save(tmp_path / "sp")
+    meta = json.loads((tmp_path / "sp" / "space.json").read_text())
+    meta["modalities"]["sa"]["identity"] = meta["modalities"]["sa"]["identity"].replace("sha256=", "sha256=0")
+    (tmp_path / "sp" / "space.json").write_text(json.dumps(meta))
+    loaded = Space.load(tmp_path / "sp")
+    with pytest.raises(SpaceError, match="has identity"):
+        loaded.embed("sa", ["r0"], cache=tmp_path / "c")
+    loaded.embed("sb", ["r0"], cache=tmp_path / "c")  # the other modalities still work
+
+
+def test_load_rejects_non_space(tmp_path):
+    with pytest.raises(SpaceError, match="not a saved space"):
+        Space.load(tmp_path)
+    (tmp_path / "space.json").write_text("{")
+    (tmp_path / "projectors.safetensors").write_bytes(b"")
+    with pytest.raises(SpaceError, match="corrupt JSON"):
+        Space.load(tmp_path)
+
+
+def test_records_missing_a_modality_still_serve_their_pairs(tmp_path):
+    m, specs = make_vectors(tmp_path, missing_b_every=3)
+    space = Space.fit(m, encoders=specs, cache=tmp_path / "c", **FAST)
+    pairs = space.info["training"]["pairs"]
+    assert sorted(map(tuple, pairs)) == [("sa", "sb"), ("sa", "sc"), ("sb", "sc")]
+
+
+def test_unbound_modality_and_empty_text_errors(tmp_path):
+    m, specs = make_vectors(tmp_path)
+    space = Space.fit(m, encoders=specs, cache=tmp_path / "c", **FAST)
+    with pytest.raises(SpaceError, match="not bound"):
+        space.embed("image", ["x.png"])
+
+
+def test_training_free_methods(tmp_path):
+    m, specs = make_vectors(tmp_path)
+    for method in ("procrustes", "cca"):
+        sp = Space.fit(m, encoders=specs, cache=tmp_path / "c", method=method, progress=False)
+        assert sp.config["method"] == method
+        e = sp.embed("sb", ["r1", "r2"], cache=tmp_path / "c")
+        assert np.allclose(np.linalg.norm(e, axis=1), 1, atol=1e-5)
+        sp.save(tmp_path / method)
+        assert np.array_equal(Space.load(tmp_path / method).embed("sb", ["r1", "r2"], cache=tmp_path / "c"), e)
+
+
+def test_no_training_split_is_clear(tmp_path):
+    m, specs = make_vectors(tmp_path)
+    lines = [json.loads(x) for x in m.read_text().splitlines()]
+    for r in lines:
+        r["split"] = "test"
+    m.write_text("\n".join(json.dumps(r) for r in lines))
+    with pytest.raises(DataError, match="at least 2 training records"):
+        Space.fit(m, encoders=specs, cache=tmp_path / "c", **FAST)
