@@ -127,9 +127,10 @@ def _val(fs, maps, idx, anchor, mods) -> float:
         sel = fs.with_pair(idx, m, anchor)
         if len(sel) < 2:
             continue
-        a, b = maps[m](fs.get(m, sel)), maps[anchor](fs.get(anchor, sel))
-        for q, g in ((a, b), (b, a)):
-            r = pair_recalls(q, g)
+        fa, fb = fs.get(m, sel), fs.get(anchor, sel)
+        a, b = maps[m](fa), maps[anchor](fb)
+        for q, g, kq, kg in ((a, b, fa, fb), (b, a, fb, fa)):
+            r = pair_recalls(q, g, query_keys=kq, gallery_keys=kg)
             scores.append((r["R@1"] + r["R@5"] + r["R@10"]) / 3)
     return float(np.mean(scores)) if scores else float("nan")
 

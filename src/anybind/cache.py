@@ -144,6 +144,10 @@ class FeatureCache:
         Returns float32 ``(len(items), encoder.dim)``; ``last_stats`` says how
         many items were served from the cache and how many were encoded.
         """
+        base = getattr(encoder, "base_encoder", None)
+        if base is not None and hasattr(encoder, "derive"):
+            # a derived encoder (e.g. +bridge): cache the base features, recompute the cheap derivation
+            return encoder.derive(self.encode(base, items, progress=progress, description=description, workers=workers))
         identity = encoder.identity
         idx = self._load_index(identity)
         keys = [encoder.content_key(it) for it in items]

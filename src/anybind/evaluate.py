@@ -21,38 +21,76 @@ if TYPE_CHECKING:
 KS = (1, 5, 10)
 
 
-def ranks_of_diagonal(sim: np.ndarray) -> np.ndarray:
-    """1-based rank of ``sim[i, i]`` within row ``i`` (ties count against the query: pessimistic)."""
-    diag = np.diag(sim)[:, None]
-    return (sim > diag).sum(1) + (sim == diag).sum(1)  # the true item counts once among its ties
+def _duplicate_groups(X: np.ndarray) -> np.ndarray:
+    """Group index of each row; identical rows (identical content) share a group."""
+    return np.unique(np.ascontiguousarray(X), axis=0, return_inverse=True)[1].reshape(-1)
 
 
-def pair_recalls(queries: np.ndarray, gallery: np.ndarray, ks: Sequence[int] = KS) -> dict[str, float]:
-    """Recall@K and median rank when ``queries[i]`` should retrieve ``gallery[i]``."""
-    sim = queries @ gallery.T
-    r = ranks_of_diagonal(sim)
-    out = {f"R@{k}": float((r <= k).mean()) for k in ks}
-    out["MdR"] = float(np.median(r))
-    out["n"] = int(len(r))
-    return out
+def ranks_of_diagonal(sim: np.ndarray, relevant: np.ndarray | None = None) -> np.ndarray:
+    """1-based rank of the best relevant item of each row (default: ``sim[i, i]`` alone).
+
+    Ties with irrelevant items count against the query (pessimistic), so a
+    collapsed space scores like chance or worse, never well.
+    """
+    n = sim.shape[0]
+    if relevant is None:
+        relevant = np.eye(n, dtype=bool)
+    best = np.where(relevant, sim, -np.inf).max(1, keepdims=True)
+    return 1 + ((sim >= best) & ~relevant).sum(1)
+
+
+def content_groups(keys: Sequence[Any] | np.ndarray) -> np.ndarray:
+    """Group index per item from content keys (strings) or from frozen *input* feature rows."""
+    if isinstance(keys, np.ndarray) and keys.ndim == 2:
+        return _duplicate_groups(keys)
+    return np.unique(np.asarray([str(k) for k in keys]), return_inverse=True)[1].reshape(-1)
+
+
+def pair_recalls(
+    queries: np.ndarray,
+    gallery: np.ndarray,
+    ks: Sequence[int] = KS,
+    *,
+    query_keys: Sequence[Any] | np.ndarray | None = None,
+    gallery_keys: Sequence[Any] | np.ndarray | None = None,
+) -> dict[str, float]:
+    """Recall@K and median rank when ``queries[i]`` should retrieve ``gallery[i]``.
+
+    Items with identical *content* are interchangeable: when several queries
+    are identical (two stamps captioned "A flower.") any of their partners is
+    a correct answer, and likewise identical gallery items.  Content identity
+    comes from ``*_keys`` (content keys, or the frozen input features) -- never
+    from the embeddings being scored, so a collapsed space cannot profit.
+    """
+    return sim_recalls(queries @ gallery.T, ks, query_keys=query_keys, gallery_keys=gallery_keys)
 
 
 def retrieval_from_embeddings(
     embs: Mapping[str, tuple[Sequence[str], np.ndarray]],
     pairs: Iterable[tuple[str, str]] | None = None,
     ks: Sequence[int] = KS,
+    *,
+    rerank: str | None = None,
+    banks: Mapping[str, np.ndarray] | None = None,
+    rerank_params: Mapping[str, Any] | None = None,
 ) -> dict[str, float]:
     """Retrieval metrics for every ordered modality pair.
 
     ``embs[m] = (ids, X)``; for pair (a, b) the evaluation set is the ids that
     have both, and each a-query must find its own record's b-item among all of them.
+
+    ``rerank`` (``"csls"``, ``"qbnorm"``, ``"invgc"``, see :mod:`anybind.rerank`)
+    re-scores each direction with a hubness correction; ``banks[m]`` are the
+    bank embeddings of modality ``m`` (e.g. the training split's), used as the
+    query bank when ``m`` is the query side and as the gallery bank when it is
+    the gallery side.  Without a bank for a modality, its evaluation items
+    themselves are the bank.
     """
     out: dict[str, float] = {}
     mods = sorted(embs)
     pairs = list(pairs) if pairs is not None else list(itertools.combinations(mods, 2))
     for a, b in pairs:
-        ids_a, Xa = embs[a]
-        ids_b, Xb = embs[b]
+        ids_a, ids_b = embs[a][0], embs[b][0]
         pos_b = {i: k for k, i in enumerate(ids_b)}
         common = [(k, pos_b[i]) for k, i in enumerate(ids_a) if i in pos_b]
         if len(common) < 2:
@@ -61,8 +99,45 @@ def retrieval_from_embeddings(
         for (q, qi), (g, gi), name in (((a, ia), (b, ib), f"{a}->{b}"), ((b, ib), (a, ia), f"{b}->{a}")):
             Q = embs[q][1][qi]
             G = embs[g][1][gi]
-            for k, v in pair_recalls(Q, G, ks).items():
+            keys = {
+                "query_keys": [embs[q][2][i] for i in qi] if len(embs[q]) > 2 else None,
+                "gallery_keys": [embs[g][2][i] for i in gi] if len(embs[g]) > 2 else None,
+            }
+            if rerank is None:
+                res = pair_recalls(Q, G, ks, **keys)
+            else:
+                from .rerank import apply_rerank
+
+                qb = (banks or {}).get(q, Q)
+                gb = (banks or {}).get(g, G)
+                res = sim_recalls(
+                    apply_rerank(rerank, Q, G, query_bank=qb, gallery_bank=gb, params=rerank_params), ks, **keys
+                )
+            for k, v in res.items():
                 out[f"{name}/{k}"] = v
+    return out
+
+
+def sim_recalls(
+    sim: np.ndarray,
+    ks: Sequence[int] = KS,
+    *,
+    query_keys: Sequence[Any] | np.ndarray | None = None,
+    gallery_keys: Sequence[Any] | np.ndarray | None = None,
+) -> dict[str, float]:
+    """Like :func:`pair_recalls` on a ready (possibly re-scored) similarity matrix."""
+    sim = np.asarray(sim)
+    relevant = np.eye(len(sim), dtype=bool)
+    if query_keys is not None:
+        qg = content_groups(query_keys)
+        relevant |= qg[:, None] == qg[None, :]
+    if gallery_keys is not None:
+        gg = content_groups(gallery_keys)
+        relevant |= gg[:, None] == gg[None, :]
+    r = ranks_of_diagonal(sim, relevant)
+    out = {f"R@{k}": float((r <= k).mean()) for k in ks}
+    out["MdR"] = float(np.median(r))
+    out["n"] = int(len(r))
     return out
 
 
@@ -78,8 +153,10 @@ def embed_records(
         have = [r for r in records if r.has(m)]
         if not have:
             continue
-        X = space.embed(m, [r.values[m] for r in have], cache=cache, progress=progress)
-        out[m] = ([r.id for r in have], X)
+        values = [r.values[m] for r in have]
+        X = space.embed(m, values, cache=cache, progress=progress)
+        enc = space.encoder(m)
+        out[m] = ([r.id for r in have], X, [enc.content_key(v) for v in values])
     return out
 
 
@@ -94,13 +171,27 @@ def evaluate(
     zero_shot_modalities: Iterable[str] | None = None,
     templates: Sequence[str] = ("a {}.",),
     progress: bool = False,
+    rerank: str | None = None,
+    rerank_params: Mapping[str, Any] | None = None,
+    bank_split: str = "train",
 ) -> dict[str, float]:
-    """Retrieval for every pair of bound modalities on ``split``; optionally zero-shot on a label key."""
+    """Retrieval for every pair of bound modalities on ``split``; optionally zero-shot on a label key.
+
+    ``rerank`` applies a hubness correction (see :mod:`anybind.rerank`) with
+    the ``bank_split`` records' embeddings as query and gallery banks.
+    """
     man = manifest if isinstance(manifest, Manifest) else load_manifest(manifest, modalities=space.modalities)
     mods = [m for m in (modalities or space.modalities) if m in space.modalities]
     recs = man.split(split)
     embs = embed_records(space, recs, mods, cache=cache, progress=progress)
-    out = retrieval_from_embeddings(embs)
+    banks = None
+    if rerank is not None:
+        from .rerank import check_method
+
+        if check_method(rerank) is not None:
+            bank_embs = embed_records(space, man.split(bank_split), mods, cache=cache, progress=progress)
+            banks = {m: e[1] for m, e in bank_embs.items()}
+    out = retrieval_from_embeddings(embs, rerank=rerank, banks=banks, rerank_params=rerank_params)
     if zero_shot_label:
         for m in zero_shot_modalities or [m for m in mods if not m.startswith("text")]:
             if m not in embs:

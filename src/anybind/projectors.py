@@ -4,7 +4,10 @@ Every projector standardises its input with statistics fitted on the training
 features (stored as buffers, saved with the weights), then maps it to the
 shared width.  ``kind="linear"`` is one affine map; ``kind="mlp"`` adds a
 hidden layer with GELU and dropout on top of a linear skip path, so it can
-only add to what a linear map does.
+only add to what a linear map does.  ``kind="identity"`` passes the encoder's
+features through untouched: the modality is *locked* and its encoder's own
+space becomes the shared space (LiT-style locking, and the frozen side of
+progressive binding).
 """
 
 from __future__ import annotations
@@ -35,8 +38,10 @@ class Projector(nn.Module):
 
     def __init__(self, cfg: ProjectorConfig):
         super().__init__()
-        if cfg.kind not in ("linear", "mlp"):
-            raise ValueError(f"projector kind must be 'linear' or 'mlp', got {cfg.kind!r}")
+        if cfg.kind not in ("linear", "mlp", "identity"):
+            raise ValueError(f"projector kind must be 'linear', 'mlp' or 'identity', got {cfg.kind!r}")
+        if cfg.kind == "identity" and cfg.in_dim != cfg.out_dim:
+            raise ValueError(f"an identity projector needs in_dim == out_dim, got {cfg.in_dim} and {cfg.out_dim}")
         self.cfg = cfg
         self.register_buffer("mean", torch.zeros(cfg.in_dim))
         self.register_buffer("scale", torch.ones(cfg.in_dim))
@@ -64,6 +69,8 @@ class Projector(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.cfg.kind == "identity":  # a locked modality: the encoder's own space, centred
+            return x - self.mean
         x = (x - self.mean) / self.scale
         x = self.in_drop(x)
         y = self.linear(x)

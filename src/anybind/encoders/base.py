@@ -188,6 +188,13 @@ def get_encoder(spec: str, *, cached: bool = True) -> Encoder:
         spec = default_spec(spec)
     if cached and spec in _INSTANCES:
         return _INSTANCES[spec]
+    if spec.endswith("+bridge"):  # <image spec>+bridge: base features ++ label bridge (see bridge.py)
+        from .bridge import LabelBridgeEncoder
+
+        enc = LabelBridgeEncoder(spec[: -len("+bridge")])
+        if cached:
+            _INSTANCES[spec] = enc
+        return enc
     prefix, name = spec.split(":", 1)
     if prefix not in _REGISTRY:
         raise EncoderError(

@@ -1,0 +1,133 @@
+"""The label bridge: an image encoder's own classifier, read through a text encoder.
+
+``image:efficientnet-lite0+bridge`` returns the base encoder's pooled features
+concatenated with a *bridge* vector: the base model's ImageNet class
+probabilities averaged over the text embeddings of the class names
+(``"a photo of a {class}."`` by ``text:minilm``).  The bridge lands in the
+text encoder's own space, so it carries what the frozen classifier knows about
+an image in a form that captions can be compared with -- with no paired data
+at all.  It is the training-free *label bridge* baseline on its own, and it
+gives projectors trained on a few hundred pairs a strong head start.
+
+The bridge is computed from the base features (``logits = fc(pooled)``), so
+the feature cache reuses the base encoder's cached features and only this
+cheap step runs again (see :attr:`LabelBridgeEncoder.base_encoder`).
+
+ImageNet class names ship with anybind (``resources/imagenet_classes.tsv``,
+from timm, Apache-2.0).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from importlib import resources
+from typing import Any
+
+import numpy as np
+
+from ..errors import EncoderError
+from .base import Encoder
+
+SUFFIX = "+bridge"
+
+
+def imagenet_class_names(first_lemma_only: bool = True) -> list[str]:
+    """The 1000 ImageNet-1k class names in model output order."""
+    text = resources.files("anybind").joinpath("resources/imagenet_classes.tsv").read_text(encoding="utf-8")
+    names = []
+    for line in text.splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        lemmas = line.split("\t", 1)[1]
+        names.append(lemmas.split(",")[0].strip() if first_lemma_only else lemmas.strip())
+    if len(names) != 1000:
+        raise EncoderError(f"imagenet_classes.tsv has {len(names)} classes, expected 1000")
+    return names
+
+
+def classifier_head(base: Encoder) -> tuple[np.ndarray, np.ndarray]:
+    """(W, b) of the base model's 1000-way classifier on its pooled features."""
+    if hasattr(base, "classifier_head"):
+        return base.classifier_head()
+    model = base.model() if callable(getattr(base, "model", None)) else None
+    fc = getattr(model, "_fc", None)
+    if fc is None:
+        raise EncoderError(
+            f"{base.spec} has no ImageNet classifier head that anybind knows how to read; "
+            "the label bridge needs one (EfficientNet-Lite has it)"
+        )
+    return fc.weight.detach().cpu().numpy().astype(np.float32), fc.bias.detach().cpu().numpy().astype(np.float32)
+
+
+class LabelBridgeEncoder(Encoder):
+    """Base image features ++ label-bridge vector in a text encoder's space."""
+
+    modality = "image"
+    input_kind = "file"
+
+    def __init__(
+        self,
+        base_spec: str,
+        text_spec: str = "text:minilm",
+        temperature: float = 1.0,
+        template: str = "a photo of a {}.",
+    ):
+        from .base import get_encoder
+
+        self.base_encoder = get_encoder(base_spec)
+        self.text_encoder = get_encoder(text_spec)
+        self.spec = base_spec + SUFFIX
+        self.temperature = float(temperature)
+        self.template = template
+        self.batch_size = self.base_encoder.batch_size
+        self.dim = self.base_encoder.dim + self.text_encoder.dim
+        self._head: tuple[np.ndarray, np.ndarray] | None = None
+        self._names: np.ndarray | None = None
+        self._identity: str | None = None
+
+    @property
+    def identity(self) -> str:
+        if self._identity is None:
+            classes = hashlib.sha256("\n".join(imagenet_class_names()).encode()).hexdigest()[:12]
+            self._identity = (
+                f"{self.spec}|base=[{self.base_encoder.identity}]|text=[{self.text_encoder.identity}]"
+                f"|classes={classes}|T={self.temperature}|template={self.template}|bridge-v1"
+            )
+        return self._identity
+
+    def _class_embeddings(self) -> np.ndarray:
+        if self._names is None:
+            from ..cache import FeatureCache
+
+            prompts = [self.template.format(n) for n in imagenet_class_names()]
+            E = FeatureCache().encode(self.text_encoder, prompts, progress=False)
+            self._names = E / np.maximum(np.linalg.norm(E, axis=1, keepdims=True), 1e-12)
+        return self._names
+
+    def bridge(self, feats: np.ndarray) -> np.ndarray:
+        """Bridge vectors (n, text dim), unit norm, from base features (n, base dim)."""
+        if self._head is None:
+            self._head = classifier_head(self.base_encoder)
+        W, b = self._head
+        logits = (feats @ W.T + b) / self.temperature
+        logits -= logits.max(1, keepdims=True)
+        p = np.exp(logits)
+        p /= p.sum(1, keepdims=True)
+        B = p @ self._class_embeddings()
+        return (B / np.maximum(np.linalg.norm(B, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+    def derive(self, base_feats: np.ndarray) -> np.ndarray:
+        """Concatenate; the bridge block gets the base block's norm so neither drowns the other."""
+        base_feats = np.asarray(base_feats, dtype=np.float32)
+        scale = np.linalg.norm(base_feats, axis=1, keepdims=True)
+        return np.concatenate([base_feats, self.bridge(base_feats) * scale], axis=1).astype(np.float32)
+
+    def load(self, item: Any) -> Any:
+        return self.base_encoder.load(item)
+
+    def content_key(self, item: Any) -> str:
+        return self.base_encoder.content_key(item)
+
+    def encode_loaded(self, batch: Sequence[Any]) -> np.ndarray:
+        return self.derive(self.base_encoder.encode_loaded(batch))
