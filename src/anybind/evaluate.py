@@ -250,8 +250,8 @@ def class_embeddings(space: "Space", names: Sequence[str], templates: Sequence[s
     return E / np.linalg.norm(E, axis=1, keepdims=True)
 
 
-def retrieval_table(results: Mapping[str, Mapping[str, float]], title: str = "retrieval", ks: Sequence[int] = KS):
-    """A Rich table: one row per direction, one column group per system."""
+def retrieval_table(results: Mapping[str, Mapping[str, float]], title: str = "retrieval", ks: Sequence[int] = (1, 10)):
+    """A Rich table: one row per direction, one column per system with "R@1 / R@10"."""
     from rich.table import Table
 
     systems = list(results)
@@ -260,14 +260,12 @@ def retrieval_table(results: Mapping[str, Mapping[str, float]], title: str = "re
     t.add_column("direction")
     t.add_column("n", justify="right")
     for s in systems:
-        for k in ks:
-            t.add_column(f"{s}\nR@{k}", justify="right")
+        t.add_column(f"{s}\n" + " / ".join(f"R@{k}" for k in ks), justify="right")
     for d in dirs:
         n = next((int(r[f"{d}/n"]) for r in results.values() if f"{d}/n" in r), 0)
         row = [d, str(n)]
         for s in systems:
-            for k in ks:
-                v = results[s].get(f"{d}/R@{k}")
-                row.append("-" if v is None else f"{v:.3f}")
+            vals = [results[s].get(f"{d}/R@{k}") for k in ks]
+            row.append(" / ".join("-" if v is None else f"{v:.3f}" for v in vals))
         t.add_row(*row)
     return t

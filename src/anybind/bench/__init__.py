@@ -28,6 +28,9 @@ class TaskResult:
     baselines: dict[str, dict[str, float]] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    #: optional rows for a compact table (one dict per system/config: {"name": ..., metric: value});
+    #: printed instead of the generic metric-per-row table, and written to the JSON as "table"
+    table: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -50,7 +53,20 @@ def task(name: str, description: str) -> Callable[[Callable[..., TaskResult]], C
     return deco
 
 
+def rows_table(name: str, rows: list[dict[str, Any]]) -> Table:
+    cols = [k for k in rows[0] if k != "name"]
+    t = Table(title=f"bench: {name}")
+    t.add_column("system")
+    for c in cols:
+        t.add_column(c.replace("/", "\n"), justify="right")
+    for r in rows:
+        t.add_row(str(r["name"]), *[("-" if r.get(c) is None else f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c])) for c in cols])
+    return t
+
+
 def result_table(name: str, res: TaskResult) -> Table:
+    if res.table:
+        return rows_table(name, res.table)
     systems = {"anybind": res.metrics, **res.baselines}
     keys = sorted({k for r in systems.values() for k in r if not k.endswith("/n")})
     t = Table(title=f"bench: {name}")
@@ -80,6 +96,19 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+def load_tasks() -> dict[str, Task]:
+    """Import every ``anybind.bench.tasks*`` module (each registers its tasks with :func:`task`)."""
+    import importlib
+    import pkgutil
+
+    from .. import bench
+
+    for mod in pkgutil.iter_modules(bench.__path__):
+        if mod.name.startswith("tasks"):
+            importlib.import_module(f"{__name__}.{mod.name}")
+    return TASKS
+
+
 def run_tasks(
     names: list[str],
     *,
@@ -89,8 +118,7 @@ def run_tasks(
     seed: int = 0,
     console: Console | None = None,
 ) -> list[dict[str, Any]]:
-    from . import tasks as _  # noqa: F401  (registers the built-in tasks)
-
+    load_tasks()
     console = console or Console()
     unknown = [n for n in names if n not in TASKS]
     if unknown:
@@ -115,6 +143,7 @@ def run_tasks(
                 "seconds": round(secs, 2),
                 "config": {**res.config, "seed": seed, "machine": machine_info()},
                 "notes": res.notes,
+                **({"table": res.table} if res.table else {}),
             }
         )
         if json_out:  # after every task: a killed run keeps what finished
