@@ -32,6 +32,7 @@ test: install
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 bench: install
+	$(PY) -m pip install -q -e '.[audio,dev,bench]'
 	$(VENV)/bin/anybind bench --all --json runs/bench/results.json
 
 clean:

@@ -116,6 +116,18 @@ def fit(
     lr: float = typer.Option(1e-3),
     weight_decay: float = typer.Option(0.05),
     temperature: float = typer.Option(0.05, help="Initial temperature (learnt)."),
+    loss: str = typer.Option(
+        "infonce",
+        help="Objective: infonce | siglip | symile | symile-n2, plus weighted terms uniformity, alignment, intra, m2mix; "
+        "e.g. 'infonce+uniformity:0.1+intra:0.5'.",
+    ),
+    missing: str = typer.Option("learned", help="Symile: placeholder for a missing modality, learned | mean."),
+    lock: Optional[str] = typer.Option(
+        None, help="A modality whose encoder space IS the shared space (e.g. text): its projector is the identity."
+    ),
+    init: str = typer.Option(
+        "random", help="random | ridge (regress onto the locked space; needs --lock) | procrustes | cca (training-free start)."
+    ),
     seed: int = typer.Option(0),
     cache: Optional[Path] = typer.Option(None, help="Feature cache folder (default $ANYBIND_CACHE or ~/.cache/anybind/features)."),
     strict: bool = typer.Option(False, help="Any bad record is fatal (default: report, skip, count)."),
@@ -123,14 +135,25 @@ def fit(
     """Bind modalities into one space: encode once (cached), train projectors, save.
 
     Example:  anybind fit data/tux/manifest.jsonl --modalities image,text,audio --out spaces/tux
+
+    The demo's recipe (best on Tux Paint's val split):
+
+      anybind fit data/tux/manifest.jsonl -e image=image:efficientnet-lite0+bridge --lock text --init ridge --out spaces/tux
     """
     from .space import Space
 
     sources = list(manifests or []) + list(data or [])
     if not sources:
         raise typer.BadParameter("give at least one manifest")
+    from .losses import parse_loss_spec
+
+    try:
+        parse_loss_spec(loss)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--loss") from None
     kw = dict(dim=dim, projector=projector, epochs=epochs, batch_size=batch_size, lr=lr,
-              weight_decay=weight_decay, temperature=temperature, seed=seed)
+              weight_decay=weight_decay, temperature=temperature, seed=seed, loss=loss, missing=missing,
+              lock=lock, init=init)
     if method != "contrastive":
         kw = {"seed": seed}
     try:
@@ -162,27 +185,74 @@ def eval_cmd(
     zero_shot_label: Optional[str] = typer.Option(None, "--zero-shot", help="Also classify zero-shot on this label key."),
     template: list[str] = typer.Option(None, "--template", help="Prompt template(s) for zero-shot, e.g. 'a photo of a {}.'"),
     cache: Optional[Path] = typer.Option(None),
+    with_diagnostics: bool = typer.Option(True, "--diagnostics/--no-diagnostics", help="Add the geometry diagnostics (diag/... keys, see `anybind diagnose`)."),
+    rerank: Optional[str] = typer.Option(None, "--rerank", help="Hubness correction: invgc | qbnorm | csls (train split as banks)."),
 ):
     """Retrieval (R@1/5/10, median rank) in both directions for every modality pair.
+
+    Spaces trained with Symile also get multilinear-inner-product retrieval (mip/... keys).
 
     Example:  anybind eval spaces/tux data/tux/manifest.jsonl --split test --json results.json
     """
     from .evaluate import evaluate, retrieval_table
+    from .multilinear import mip_retrieval_from_embeddings, missing_embeddings
     from .space import Space
 
     try:
         space = Space.load(space_dir)
         res = evaluate(space, manifest, split=split, cache=cache, zero_shot_label=zero_shot_label,
-                       templates=template or ("a {}.",), progress=True)
+                       templates=template or ("a {}.",), progress=True, rerank=rerank)
+        missing = missing_embeddings(space)
+        if with_diagnostics or missing:
+            from .diagnostics import diagnostics, embed_split
+
+            embs = embed_split(space, manifest, split, cache=cache)
+            if missing:
+                res.update({f"mip/{k}": v for k, v in mip_retrieval_from_embeddings(embs, missing).items()})
+            if with_diagnostics:
+                res.update(diagnostics(embs))
     except AnybindError as e:
         _fail(e)
-    console.print(retrieval_table({"space": res}, title=f"{space_dir} on {manifest} ({split})"))
+    console.print(retrieval_table({"space": {k: v for k, v in res.items() if not k.startswith(("mip/", "diag/"))}},
+                                  title=f"{space_dir} on {manifest} ({split})"))
+    mip = {k[4:]: v for k, v in res.items() if k.startswith("mip/")}
+    if mip:
+        console.print(retrieval_table({"space": mip}, title="scored with the multilinear inner product (Symile)"))
     zs = {k: v for k, v in res.items() if k.startswith("zeroshot/")}
     if zs:
         console.print_json(data=zs)
     if json_out:
         json_out.write_text(json.dumps(res, indent=2, sort_keys=True))
         console.print(f"metrics written to {json_out}")
+
+
+@app.command("diagnose")
+def diagnose_cmd(
+    space_dir: Path = typer.Argument(..., help="Saved space folder."),
+    manifest: Path = typer.Argument(..., help="Manifest whose split is embedded."),
+    split: str = typer.Option("test", help="train | val | test | all."),
+    png: Optional[Path] = typer.Option(None, "--png", help="Write the picture here (PCA of every modality + similarity histograms)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the flat diag/... numbers here."),
+    cache: Optional[Path] = typer.Option(None),
+):
+    """The geometry of a space: modality gap and separability, uniformity, alignment, hubness, effective rank.
+
+    Example:  anybind diagnose spaces/tux data/tux/manifest.jsonl --split test --png tux-geometry.png --json diag.json
+    """
+    from .diagnostics import diagnose, diagnostics_table
+    from .space import Space
+
+    try:
+        space = Space.load(space_dir)
+        res, _ = diagnose(space, manifest, split, cache=cache, png=png, progress=True)
+    except AnybindError as e:
+        _fail(e)
+    console.print(diagnostics_table({str(space_dir): res}, title=f"{space_dir} on {manifest} ({split})"))
+    if png:
+        console.print(f"picture written to {png}")
+    if json_out:
+        json_out.write_text(json.dumps(res, indent=2, sort_keys=True))
+        console.print(f"diagnostics written to {json_out}")
 
 
 @app.command()
@@ -259,7 +329,9 @@ def bench(
 
     Example:  anybind bench --task tuxpaint-retrieval --json results.json
     """
-    from .bench import TASKS, run_tasks
+    from .bench import TASKS, load_tasks, run_tasks
+
+    load_tasks()
 
     if list_tasks:
         for name, t in sorted(TASKS.items()):
@@ -272,6 +344,90 @@ def bench(
         run_tasks(names, json_out=json_out, work=work, cache=cache, seed=seed, console=console)
     except AnybindError as e:
         _fail(e)
+
+
+@app.command("index")
+def index_cmd(
+    space_dir: Path = typer.Argument(..., help="Saved space folder."),
+    manifest: Path = typer.Argument(..., help="JSONL manifest of the corpus to index."),
+    out: Path = typer.Option(..., "--out", "-o", help="Index folder (created, or updated incrementally if it exists)."),
+    modalities: Optional[str] = typer.Option(None, help="Fields to index, comma-separated (default: every bound field)."),
+    split: Optional[str] = typer.Option(None, help="Only this split (train | val | test); default all records."),
+    ann: str = typer.Option("auto", help="auto (build an ANN index from --ann-threshold rows) | always | never."),
+    ann_type: str = typer.Option("ivf_hnsw_sq", help="ivf_hnsw_sq | ivf_pq."),
+    ann_threshold: int = typer.Option(100_000, help="Row count from which searches use the ANN index."),
+    overwrite: bool = typer.Option(False, help="Start over instead of updating an existing index."),
+    cache: Optional[Path] = typer.Option(None, help="Feature cache folder."),
+):
+    """Embed a corpus (any modalities) into a persistent LanceDB index tied to the space.
+
+    Rerunning it on a grown or edited manifest embeds only new or changed items.
+
+    Example:  anybind index spaces/tux data/tux/manifest.jsonl --out indexes/tux
+    """
+    from .index import META_FILE, Index
+    from .space import Space
+
+    if ann not in ("auto", "always", "never"):
+        raise typer.BadParameter(f"--ann must be auto, always or never, got {ann!r}")
+    try:
+        space = Space.load(space_dir)
+        before = len(Index.open(out, space)) if (out / META_FILE).exists() and not overwrite else 0
+        index = Index.build(space, manifest, out, _split_csv(modalities), cache=cache, split=split,
+                            ann={"auto": "auto", "always": True, "never": False}[ann], ann_type=ann_type,
+                            ann_threshold=ann_threshold, overwrite=overwrite, progress=True)
+    except AnybindError as e:
+        _fail(e)
+    console.print(f"{index}: {index.counts()} ({len(index) - before:+d} rows)", highlight=False)
+    if index.meta.get("ann"):
+        a = index.meta["ann"]
+        console.print(f"ANN index {a['type']} over {a['rows']} rows ({a['build_seconds']} s)")
+
+
+@app.command()
+def search(
+    index_dir: Path = typer.Argument(..., help="Index folder (from `anybind index`)."),
+    text: list[str] = typer.Option(None, "--text", "-t", help="Text query (repeatable; several inputs are fused)."),
+    image: list[Path] = typer.Option(None, "--image", help="Image file query (repeatable)."),
+    audio: list[Path] = typer.Option(None, "--audio", help="Audio file query (repeatable)."),
+    weight: list[float] = typer.Option(None, "--weight", help="Fusion weight per input, in order: texts, images, audios."),
+    modality: Optional[str] = typer.Option(None, "--modality", "-m", help="Only return items of this modality (comma-separated for several)."),
+    k: int = typer.Option(10, "-k", "--k", help="Number of results."),
+    label: list[str] = typer.Option(None, "--label", "-l", help="KEY=VALUE filter on the items' labels (repeatable; all must match)."),
+    rerank: Optional[str] = typer.Option(None, "--rerank", help="Hubness correction: invgc | qbnorm | csls."),
+    exact: Optional[bool] = typer.Option(None, "--exact/--ann", help="Force exact or ANN search (default: by index size)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the hits as JSON."),
+    space_dir: Optional[Path] = typer.Option(None, "--space", help="Space to embed the query with (default: the copy inside the index)."),
+    cache: Optional[Path] = typer.Option(None, help="Feature cache folder."),
+):
+    """Search an index with text, an image, a sound, or several of them fused into one query.
+
+    Example:  anybind search indexes/tux --text "a barking dog" --modality image -k 10
+    """
+    from rich.table import Table
+
+    from .index import Index
+    from .space import Space
+
+    try:
+        space = Space.load(space_dir) if space_dir else None
+        index = Index.open(index_dir, space)
+        hits = index.search(text=list(text) if text else None, image=[str(p) for p in image] if image else None,
+                            audio=[str(p) for p in audio] if audio else None, weights=list(weight) if weight else None,
+                            modality=_split_csv(modality), k=k, labels=list(label or []), rerank=rerank,
+                            exact=exact, cache=cache)
+    except AnybindError as e:
+        _fail(e)
+    if json_out:
+        sys.stdout.write(json.dumps([h.to_dict() for h in hits], indent=2, ensure_ascii=False) + "\n")
+        return
+    t = Table(title=f"{len(hits)} hits in {index_dir}")
+    for c in ("rank", "score", "modality", "id", "source", "labels"):
+        t.add_column(c, justify="right" if c in ("rank", "score") else "left")
+    for h in hits:
+        src = h.source if len(h.source) <= 70 else h.source[:67] + "..."
+        t.add_row(str(h.rank), f"{h.score:.4f}", h.modality, h.id, src, json.dumps(h.labels, ensure_ascii=False) if h.labels else "")
+    console.print(t)
 
 
 def main() -> None:  # pragma: no cover
