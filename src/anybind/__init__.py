@@ -14,6 +14,7 @@ from .data.manifest import Manifest, Record, load_manifest  # noqa: E402
 from .encoders.base import Encoder, get_encoder, register_encoder  # noqa: E402
 from .errors import AnybindError, DataError, EncoderError, SpaceError  # noqa: E402
 from .evaluate import evaluate  # noqa: E402
+from .index import Hit, Index  # noqa: E402
 from .space import Space  # noqa: E402
 
 __all__ = [
@@ -22,6 +23,8 @@ __all__ = [
     "Encoder",
     "EncoderError",
     "FeatureCache",
+    "Hit",
+    "Index",
     "Manifest",
     "Record",
     "Space",
