@@ -25,6 +25,8 @@ def run_demo(work: Path, *, epochs: int = 200, seed: int = 0, cache=None, consol
         highlight=False,
     )
     console.print(retrieval_table(results, title="test split retrieval (all three systems computed in this run)"))
+    space.info["metrics"].update({f"test/{k}": v for k, v in results["anybind"].items()})
+    proc.info["metrics"].update({f"test/{k}": v for k, v in results["procrustes"].items()})
     out = space.save(work / "space")
     proc.save(work / "space-procrustes")
     (work / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True))

@@ -436,6 +436,7 @@ def _train_space(fs: FeatureSet, cfg: TrainConfig, *, progress: bool = True):
         identities=fs.identities,
         config={"method": "contrastive", **cfg.to_dict()},
     )
+    space.info["metrics"]["val/score"] = best
     space.info["training"] = {
         "best_epoch": best_state[2],
         "epochs_run": len(history),
