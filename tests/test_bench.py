@@ -1,0 +1,59 @@
+"""The bench harness: task registry, JSON records, Markdown sections."""
+
+import json
+
+import pytest
+
+from anybind.bench import TASKS, TaskResult, run_tasks, task, update_markdown
+from anybind.errors import AnybindError
+
+
+@pytest.fixture()
+def toy_tasks():
+    @task("toy-a", "a toy task")
+    def _a(work, cache=None, seed=0, console=None):
+        return TaskResult(metrics={"x/R@1": 0.5 + seed}, baselines={"chance": {"x/R@1": 0.1}}, config={"k": 1})
+
+    @task("toy-b", "a toy task with a table")
+    def _b(work, cache=None, seed=0, console=None):
+        return TaskResult(metrics={"y": 1.0}, table=[{"name": "sys1", "y": 1.0}, {"name": "sys2", "y": 0.25}])
+
+    yield
+    TASKS.pop("toy-a")
+    TASKS.pop("toy-b")
+
+
+def test_run_tasks_writes_records(toy_tasks, tmp_path):
+    out = tmp_path / "r.json"
+    recs = run_tasks(["toy-a", "toy-b"], json_out=out, work=tmp_path, seed=2)
+    on_disk = json.loads(out.read_text())
+    assert on_disk == json.loads(json.dumps(recs))
+    a = on_disk[0]
+    assert a["task"] == "toy-a" and a["metrics"] == {"x/R@1": 2.5} and a["baselines"]["chance"]["x/R@1"] == 0.1
+    assert a["config"]["seed"] == 2 and a["config"]["machine"]["cpus"] >= 1 and a["seconds"] >= 0
+    assert on_disk[1]["table"][1] == {"name": "sys2", "y": 0.25}
+
+
+def test_unknown_task_is_a_clear_error(tmp_path):
+    with pytest.raises(AnybindError, match="unknown bench task"):
+        run_tasks(["no-such-task"], work=tmp_path)
+
+
+def test_markdown_sections_are_replaced_not_duplicated(toy_tasks, tmp_path):
+    md = tmp_path / "BENCHMARKS.md"
+    recs = run_tasks(["toy-a", "toy-b"], work=tmp_path)
+    update_markdown(md, recs, "anybind bench --all")
+    first = md.read_text()
+    assert first.count("## toy-a") == 1 and "| sys2 | 0.250 |" in first and "| x/R@1 | 0.500 | 0.100 |" in first
+    recs2 = run_tasks(["toy-a"], work=tmp_path, seed=1)
+    update_markdown(md, recs2, "anybind bench --task toy-a")
+    second = md.read_text()
+    assert second.count("## toy-a") == 1 and "| x/R@1 | 1.500 | 0.100 |" in second
+    assert "| sys2 | 0.250 |" in second  # the other task's section is kept
+
+
+def test_builtin_tasks_registered():
+    from anybind.bench import load_tasks
+
+    names = set(load_tasks())
+    assert {"tuxpaint-retrieval", "tuxpaint-ablation"} <= names
