@@ -233,6 +233,9 @@ def fit(
     seed: int = typer.Option(0),
     cache: Optional[Path] = typer.Option(None, help="Feature cache folder (default $ANYBIND_CACHE or ~/.cache/anybind/features)."),
     strict: bool = typer.Option(False, help="Any bad record is fatal (default: report, skip, count)."),
+    allow_eval_only: bool = typer.Option(
+        False, "--allow-eval-only", help="Train on a corpus marked evaluation-only (corpus.json eval_only, e.g. Fashion-MNIST)."
+    ),
 ):
     """Bind modalities into one space: encode once (cached), train projectors, save.
 
@@ -247,6 +250,14 @@ def fit(
     sources = list(manifests or []) + list(data or [])
     if not sources:
         raise typer.BadParameter("give at least one manifest")
+    from .corpora import is_eval_only
+
+    held_out = [str(s) for s in sources if is_eval_only(s)]
+    if held_out and not allow_eval_only:
+        _fail(ValueError(
+            f"{', '.join(held_out)}: corpus marked evaluation-only (corpus.json \"eval_only\": true); "
+            "training on it would leak the benchmark. Pass --allow-eval-only if you really mean to."
+        ))
     from .losses import parse_loss_spec
 
     try:

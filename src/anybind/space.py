@@ -225,6 +225,46 @@ class Space:
         )
         return space
 
+    # -- progressive binding (see anybind.progressive) ---------------------
+    def add_modality(
+        self,
+        name: str,
+        encoder: str,
+        data: str | Path | Manifest | Sequence[str | Path | Manifest],
+        anchors: Sequence[str] | None = None,
+        **kw: Any,
+    ) -> "Space":
+        """A new Space with modality ``name`` bound through its pairs with already-bound ``anchors``.
+
+        Only the new projector is trained, against the frozen embeddings of the anchor
+        items; this space is not modified and every existing embedding of the returned
+        space is bit-identical to this one's.  ``**kw``: ``cache``, ``strict``,
+        ``progress`` and :class:`~anybind.progressive.BindConfig` fields.
+
+        Example::
+
+            space2 = space.add_modality("audio", "audio:aisfx", "sounds.jsonl", anchors=["text"])
+        """
+        from .progressive import add_modality
+
+        return add_modality(self, name, encoder, data, anchors, **kw)
+
+    def replace_encoder(
+        self,
+        name: str,
+        encoder: str,
+        data: str | Path | Manifest | Sequence[str | Path | Manifest],
+        anchors: Sequence[str] | None = None,
+        **kw: Any,
+    ) -> "Space":
+        """A new Space where ``name`` is encoded by ``encoder``, its projector trained to land where this space put those items.
+
+        See :func:`anybind.progressive.replace_encoder`; the other modalities stay bit-identical.
+        """
+        from .progressive import replace_encoder
+
+        return replace_encoder(self, name, encoder, data, anchors, **kw)
+
     # -- persistence ------------------------------------------------------
     def state_dict(self) -> dict[str, torch.Tensor]:
         sd = {}

@@ -354,7 +354,7 @@ def objectives_table(summaries: dict[str, dict[str, float]]):
 def objectives_task(work: Path, cache=None, seed: int = 0, console=None, *, seeds: int = 3, epochs: int = 200) -> TaskResult:
     res = run_objectives(work, cache=cache, seeds=tuple(range(seed, seed + seeds)), epochs=epochs, console=console)
     if console:
-        console.print(objectives_table({k: v["summary"] for k, v in res.items()}))
+        console.print(objectives_table({k: v["summary"] for k, v in res.items()}), width=max(console.width, 190))
     ref = res["infonce"]["summary"]
     baselines = {name: r["summary"] for name, r in res.items() if name != "infonce"}
     notes = [
@@ -368,7 +368,9 @@ def objectives_task(work: Path, cache=None, seed: int = 0, console=None, *, seed
             continue
         d = r["summary"]["mean/R@1"] - ref["mean/R@1"]
         noise = max(ref.get("mean/R@1_std", 0.0), r["summary"].get("mean/R@1_std", 0.0))
-        notes.append(f"{name} ({r['spec']}): mean R@1 {d:+.3f} vs InfoNCE (seed std {noise:.3f})")
+        it = {k: r["summary"].get(k, float("nan")) - ref.get(k, float("nan")) for k in ("image->text/R@1", "text->image/R@1")}
+        notes.append(f"{name} ({r['spec']}): mean R@1 {d:+.3f} vs InfoNCE (seed std {noise:.3f}); "
+                     f"image->text R@1 {it['image->text/R@1']:+.3f}, text->image R@1 {it['text->image/R@1']:+.3f}")
     return TaskResult(metrics=ref, baselines=baselines,
                       config={"objectives": {k: v["spec"] for k, v in res.items()}, "seeds": seeds, "epochs": epochs},
                       notes=notes)

@@ -1,1 +1,16 @@
-"""Corpora."""
+"""Corpora built from packaged data (Debian packages, PyPI packages), one module each.
+
+* :mod:`.tuxpaint` -- Tux Paint stamps: image, captions in ~80 languages, sounds, speech.
+* :mod:`.emoji` -- Noto Color Emoji: every single-code-point emoji drawn, its name, group/subgroup.
+* :mod:`.openclipart` -- Open Clip Art SVGs with cleaned titles and keywords.
+* :mod:`.fashion_mnist` -- Fashion-MNIST, evaluation only (``corpus.json`` ``eval_only``).
+* :mod:`.sounds` -- freedesktop event sounds and farm-animal sounds.
+
+Each writes ``manifest.jsonl``, ``corpus.json``, ``LICENSE`` and ``SOURCE.md``
+(see :mod:`._build`); :func:`read_corpus_meta` / :func:`is_eval_only` read
+``corpus.json`` back from a manifest path.
+"""
+
+from ._build import is_eval_only, read_corpus_meta
+
+__all__ = ["is_eval_only", "read_corpus_meta"]

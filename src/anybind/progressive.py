@@ -1,0 +1,466 @@
+"""Progressive binding: add a modality to a frozen space, or swap a modality's encoder (OneEncoder-style).
+
+A bound space is a set of projectors into one shared sphere.  To add a modality
+(a new sensor, a new encoder) nothing of the original training data is needed:
+pairs between the new modality and *any* modality already bound are enough.
+Only the new modality's projector is trained; every existing projector, the
+temperature and therefore every existing embedding stay bit-identical::
+
+    space2 = space.add_modality("audio", "audio:aisfx", "sounds.jsonl", anchors=["text"])
+    space2 = space.replace_encoder("image", "image:efficientnet-lite1+bridge", "photos.jsonl")
+
+How the new projector is trained (:func:`add_modality`):
+
+* targets: the frozen space's embeddings of the anchor items (e.g. the
+  captions paired with the sounds), computed once and never updated;
+* start (``init="ridge"``, the default): a ridge regression from the new
+  modality's standardised features onto those targets (shrinkage chosen on
+  the validation pairs), so that epoch 0 already lands near the anchors;
+* fine-tuning: the space's pairwise objective (InfoNCE by default) between the
+  new embeddings and the frozen targets, batches per anchor modality, early
+  stopping on the validation pairs' retrieval score (epoch 0 competes too).
+
+Because everything else is frozen, a modality bound only through text is
+retrievable from images (and the other way round): *emergent* alignment,
+measured by the ``progressive`` bench task.
+
+:func:`replace_encoder` trains a projector for a *new* encoder of a bound
+modality with the same machinery, its targets being where the old space put
+the same items (the old encoder + old projector), then swaps it in.
+
+Every change appends an entry to ``space.info["lineage"]``: what was added or
+replaced, when, with which encoder (and its identity), from which data
+(manifest path, fingerprint, record and pair counts) and how it trained.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .cache import FeatureCache
+from .data.manifest import Manifest
+from .encoders.base import get_encoder
+from .errors import DataError, SpaceError
+from .evaluate import pair_recalls
+from .projectors import Projector, ProjectorConfig
+
+if TYPE_CHECKING:
+    from .space import Space
+
+#: ridge shrinkage candidates (lam = alpha * n), chosen on the validation pairs
+RIDGE_ALPHAS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
+
+
+@dataclass
+class BindConfig:
+    """How the one new projector is trained (recorded in the lineage entry)."""
+
+    projector: str = "mlp"  # "linear" | "mlp"
+    hidden: int = 1024
+    dropout: float = 0.2
+    input_dropout: float = 0.1
+    standardize: bool = True
+    init: str = "ridge"  # "ridge" (regress onto the frozen targets first) | "random"
+    loss: str = "infonce"  # any pairwise objective spec (see anybind.losses)
+    label_smoothing: float = 0.0
+    temperature: float = 0.05  # training temperature (learnt; the space's own temperature is untouched)
+    learn_temperature: bool = True
+    batch_size: int = 128
+    epochs: int = 200
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    patience: int = 25
+    feature_noise: float = 0.0
+    seed: int = 0
+    threads: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _config(config: Mapping[str, Any]) -> BindConfig:
+    known = set(BindConfig.__dataclass_fields__)
+    bad = sorted(set(config) - known)
+    if bad:
+        raise TypeError(f"unknown option(s) {bad} for progressive binding (known: {', '.join(sorted(known))})")
+    cfg = BindConfig(**config)
+    if cfg.init not in ("ridge", "random"):
+        raise ValueError(f"init must be 'ridge' or 'random' for progressive binding, got {cfg.init!r}")
+    if cfg.projector not in ("linear", "mlp"):
+        raise ValueError(f"projector must be 'linear' or 'mlp', got {cfg.projector!r}")
+    return cfg
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def add_modality(
+    space: "Space",
+    name: str,
+    encoder: str,
+    data: str | Path | Manifest | Sequence[str | Path | Manifest],
+    anchors: Sequence[str] | None = None,
+    *,
+    cache: FeatureCache | str | Path | None = None,
+    strict: bool = False,
+    progress: bool = False,
+    **config: Any,
+) -> "Space":
+    """Bind a new modality ``name`` (encoded by ``encoder``) into a frozen space; returns a new Space.
+
+    Parameters
+    ----------
+    space: the frozen space (not modified).
+    name: the new modality's manifest field, e.g. ``"audio"``.
+    encoder: its encoder spec, e.g. ``"audio:aisfx"``.
+    data: manifest(s) whose records pair ``name`` with modalities the space already binds.
+    anchors: bound modalities to learn from (default: every bound modality the data pairs
+        with ``name``); their frozen embeddings are the training targets.
+    cache: feature cache (object or folder); default ``$ANYBIND_CACHE`` or ``~/.cache/anybind``.
+    strict: make any bad record fatal instead of skipping it.
+    **config: :class:`BindConfig` fields (``projector``, ``init``, ``epochs``, ``seed``, ...).
+    """
+    if name in space.modalities:
+        raise SpaceError(
+            f"modality {name!r} is already bound in this space (encoder {space.encoders[name]}); "
+            "to swap its encoder use replace_encoder (CLI: anybind bind --replace)"
+        )
+    return _bind(space, name, encoder, data, anchors, replace=False, cache=cache, strict=strict,
+                 progress=progress, cfg=_config(config))
+
+
+def replace_encoder(
+    space: "Space",
+    name: str,
+    encoder: str,
+    data: str | Path | Manifest | Sequence[str | Path | Manifest],
+    anchors: Sequence[str] | None = None,
+    *,
+    cache: FeatureCache | str | Path | None = None,
+    strict: bool = False,
+    progress: bool = False,
+    **config: Any,
+) -> "Space":
+    """Swap the encoder of bound modality ``name`` for ``encoder``; returns a new Space.
+
+    The new projector is trained to put every item of ``name`` in ``data`` where
+    the old encoder + old projector put it (ridge start, then the contrastive
+    objective against those frozen targets), then replaces the old one.  No
+    pairs with other modalities are needed; ``anchors`` may add some (other bound
+    modalities whose frozen embeddings also serve as targets).  Every other
+    modality's projector stays bit-identical.
+    """
+    if name not in space.modalities:
+        raise SpaceError(f"modality {name!r} is not bound in this space (bound: {', '.join(space.modalities)}); use add_modality")
+    return _bind(space, name, encoder, data, anchors, replace=True, cache=cache, strict=strict,
+                 progress=progress, cfg=_config(config))
+
+
+# ----------------------------------------------------------------------------- internals
+
+
+@dataclass
+class _Target:
+    """One anchor: frozen target embeddings of the records that pair it with the new modality."""
+
+    anchor: str  # bound modality (for replace: the replaced modality itself, its old embeddings)
+    records: np.ndarray  # record indices
+    rows: np.ndarray  # row into the new modality's features, per record
+    targets: np.ndarray  # (n, space dim) unit vectors from the frozen space
+    keys: np.ndarray  # the anchor's frozen input features (content identity for scoring)
+
+
+def _load_data(space, name, encoder, data, mods, strict, progress) -> list[Manifest]:
+    from .space import _as_manifests
+
+    encoders = {m: space.encoders[m] for m in mods if m in space.encoders and m != name}
+    encoders[name] = encoder
+    return _as_manifests(data, mods, encoders, strict, progress)
+
+
+def _bind(space, name, spec, data, anchors, *, replace, cache, strict, progress, cfg: BindConfig):
+    from . import __version__
+    from .space import Space
+
+    t0 = time.perf_counter()
+    fc = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
+    bound = space.modalities
+    if anchors is not None:
+        anchors = list(dict.fromkeys(anchors))
+        unknown = [a for a in anchors if a not in bound]
+        if unknown:
+            raise SpaceError(f"anchor(s) {unknown} are not bound in this space (bound: {', '.join(bound)})")
+        if not replace and name in anchors:
+            raise DataError(f"the new modality {name!r} cannot be its own anchor")
+    enc = get_encoder(spec)
+    if replace:
+        old = space.encoder(name)
+        if enc.input_kind != old.input_kind:
+            raise DataError(
+                f"cannot replace {name!r}'s encoder {space.encoders[name]} (reads {old.input_kind} items) "
+                f"with {spec} (reads {enc.input_kind} items)"
+            )
+    wanted = sorted({name, *(anchors if anchors is not None else bound)})
+    manifests = _load_data(space, name, spec, data, wanted, strict, progress)
+    records = [r for man in manifests for r in man.records]
+    present = {m for r in records for m in r.values}
+    where = ", ".join(str(m.path) for m in manifests)
+    if name not in present:
+        raise DataError(f"{where}: no valid record has the modality {name!r} to bind")
+    shared = sorted((present - {name}) & set(bound))
+    if not replace and not shared:
+        raise DataError(
+            f"{where}: the data shares no modality with the space: its records have {name!r} but none of "
+            f"the bound modalities ({', '.join(bound)}); adding {name!r} needs records that pair it with "
+            "a bound modality (e.g. sounds with their captions)"
+        )
+    splits = np.array([r.split for r in records])
+    train_idx = np.flatnonzero(splits == "train")
+    val_idx = np.flatnonzero(splits == "val")
+
+    # the new modality's features (through the cache)
+    have = np.array([i for i, r in enumerate(records) if r.has(name)], dtype=np.int64)
+    feats = fc.encode(enc, [records[i].values[name] for i in have], progress=progress, description=f"encoding {name} ({spec})")
+    row_of = np.full(len(records), -1, dtype=np.int64)
+    row_of[have] = np.arange(len(have))
+
+    # frozen targets, one block per anchor
+    if anchors is None and replace:  # default: the old space's own embeddings of the same items
+        anchor_list = [name]
+    elif anchors is None:  # default: every bound modality with training pairs
+        anchor_list = [a for a in shared if ((row_of[train_idx] >= 0) & _has(records, train_idx, a)).sum() >= 2]
+        if not anchor_list:
+            raise DataError(
+                f"{where}: fewer than 2 training records pair {name!r} with any bound modality "
+                f"({', '.join(shared)}); check the 'split' fields"
+            )
+    else:
+        anchor_list = ([name] if replace else []) + [a for a in anchors if a != name]
+    targets: dict[str, _Target] = {}
+    for a in anchor_list:
+        recs = np.array([i for i in have if records[i].has(a)], dtype=np.int64)
+        if len(recs) == 0:
+            raise DataError(f"{where}: no record pairs {name!r} with the anchor {a!r}")
+        items = [records[i].values[a] for i in recs]
+        keys = space.features(a, items, cache=fc, progress=progress)  # checks the encoder identity
+        targets[a] = _Target(a, recs, row_of[recs], space.project(a, keys), keys)
+    for a, t in targets.items():
+        n_tr = int(np.isin(t.records, train_idx).sum())
+        if n_tr < 2:
+            what = f"items of {name!r}" if (replace and a == name) else f"pairs of {name!r} with {a!r}"
+            raise DataError(f"{where}: {n_tr} training {what}; need at least 2 (check the 'split' fields)")
+
+    proj, train_info = _train_projector(space, feats, row_of, targets, train_idx, val_idx, cfg, progress)
+
+    projectors = {m: copy.deepcopy(p) for m, p in space.projectors.items()}
+    projectors[name] = proj
+    encoders = {**space.encoders, name: spec}
+    identities = {**space.identities, name: enc.identity}
+    info = copy.deepcopy(space.info)
+    entry: dict[str, Any] = {
+        "event": "replace_encoder" if replace else "add_modality",
+        "modality": name,
+        "encoder": spec,
+        "identity": enc.identity,
+        "anchors": [a for a in targets],
+        "pairs": {
+            a: {"train": int(np.isin(t.records, train_idx).sum()), "val": int(np.isin(t.records, val_idx).sum())}
+            for a, t in targets.items()
+        },
+        "data": [
+            {"manifest": str(man.path), "fingerprint": man.fingerprint(sorted({name, *targets})), "records": len(man.records)}
+            for man in manifests
+        ],
+        "base_space": space.identity(),
+        "frozen": [m for m in bound if not (replace and m == name)],
+        "config": cfg.to_dict(),
+        "training": {**train_info, "seconds": round(time.perf_counter() - t0, 2)},
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "anybind": __version__,
+    }
+    if replace:
+        entry["previous_encoder"] = space.encoders[name]
+        entry["previous_identity"] = space.identities.get(name)
+    info.setdefault("lineage", []).append(entry)
+    return Space(
+        encoders,
+        projectors,
+        space.logit_scale,
+        identities=identities,
+        config=copy.deepcopy(space.config),
+        info=info,
+    )
+
+
+def _has(records, idx: np.ndarray, m: str) -> np.ndarray:
+    return np.array([records[i].has(m) for i in idx], dtype=bool)
+
+
+def _val_score(proj: Projector, feats: np.ndarray, targets: Mapping[str, _Target], val_idx: np.ndarray) -> float:
+    """Mean (R@1+R@5+R@10)/3 of new<->anchor retrieval on the val pairs, both directions, over anchors."""
+    scores = []
+    with torch.no_grad():
+        for t in targets.values():
+            sel = np.isin(t.records, val_idx)
+            if sel.sum() < 2:
+                continue
+            x = feats[t.rows[sel]]
+            e = F.normalize(proj(torch.from_numpy(x)), dim=-1).numpy()
+            g = t.targets[sel]
+            for q, gg, kq, kg in ((e, g, x, t.keys[sel]), (g, e, t.keys[sel], x)):
+                r = pair_recalls(q, gg, query_keys=kq, gallery_keys=kg)
+                scores.append((r["R@1"] + r["R@5"] + r["R@10"]) / 3)
+    return float(np.mean(scores)) if scores else float("nan")
+
+
+def _ridge_start(proj: Projector, feats, targets: Mapping[str, _Target], train_idx, val_idx) -> float:
+    """Linear path := ridge regression of the standardised features onto the frozen targets."""
+    Z_parts, T_parts = [], []
+    for t in targets.values():
+        sel = np.isin(t.records, train_idx)
+        Z_parts.append(feats[t.rows[sel]])
+        T_parts.append(t.targets[sel])
+    with torch.no_grad():
+        Z = ((torch.from_numpy(np.concatenate(Z_parts)) - proj.mean) / proj.scale).double()
+        T = torch.from_numpy(np.concatenate(T_parts)).double()
+    n, d = Z.shape
+    Tm = T.mean(0)
+    Tc = T - Tm
+    # primal (d x d) or dual (n x n) system, whichever is smaller
+    if d <= n:
+        G, R = Z.T @ Z, Z.T @ Tc
+    else:
+        G, R = Z @ Z.T, Tc
+    eye = torch.eye(G.shape[0], dtype=torch.float64)
+    best = None
+    for alpha in RIDGE_ALPHAS:
+        S = torch.linalg.solve(G + alpha * n * eye, R)
+        W = S if d <= n else Z.T @ S
+        with torch.no_grad():
+            proj.linear.weight.copy_(W.T.float())
+            proj.linear.bias.copy_(Tm.float())
+            if proj.mlp is not None:
+                proj.mlp[-1].weight.zero_()
+                proj.mlp[-1].bias.zero_()
+        proj.eval()
+        score = _val_score(proj, feats, targets, val_idx)
+        score = -alpha if math.isnan(score) else score  # no val pairs: the weakest shrinkage
+        if best is None or score > best[0]:
+            best = (score, alpha, W.clone())
+    with torch.no_grad():
+        proj.linear.weight.copy_(best[2].T.float())
+        proj.linear.bias.copy_(Tm.float())
+    return best[1]
+
+
+def _train_projector(space, feats, row_of, targets: Mapping[str, _Target], train_idx, val_idx, cfg: BindConfig, progress):
+    from .losses import build_loss, is_multimodal
+
+    prev_threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, cfg.threads))
+    torch.set_flush_denormal(True)
+    try:
+        torch.manual_seed(cfg.seed)
+        rng = np.random.default_rng(cfg.seed)
+        pc = ProjectorConfig(
+            in_dim=feats.shape[1], out_dim=space.dim, kind=cfg.projector, hidden=cfg.hidden,
+            dropout=cfg.dropout, input_dropout=cfg.input_dropout, standardize=cfg.standardize,
+        )
+        tr_rows = np.unique(row_of[train_idx][row_of[train_idx] >= 0])
+        proj = Projector(pc).fit_stats(feats[tr_rows] if len(tr_rows) > 1 else feats)
+        info: dict[str, Any] = {}
+        if cfg.init == "ridge":
+            info["ridge_alpha"] = _ridge_start(proj, feats, targets, train_idx, val_idx)
+        loss_fn = build_loss(cfg.loss, label_smoothing=cfg.label_smoothing)
+        if is_multimodal(loss_fn):
+            raise ValueError(f"progressive binding needs a pairwise objective, not {cfg.loss!r}")
+        needs_feats = bool(getattr(loss_fn, "needs_features", False))
+        logit_scale = torch.nn.Parameter(torch.tensor(math.log(1 / cfg.temperature)), requires_grad=cfg.learn_temperature)
+        extra = [p for p in loss_fn.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(
+            [{"params": list(proj.parameters()), "weight_decay": cfg.weight_decay},
+             {"params": [logit_scale] + extra, "weight_decay": 0.0}],
+            lr=cfg.lr,
+        )
+        feats_t = torch.from_numpy(feats)
+        members = {a: np.flatnonzero(np.isin(t.records, train_idx)) for a, t in targets.items()}
+        tgt_t = {a: torch.from_numpy(t.targets) for a, t in targets.items()}
+        key_t = {a: torch.from_numpy(t.keys) for a, t in targets.items()}
+        cursors = {a: (rng.permutation(m), 0) for a, m in members.items()}
+        steps = max(1, math.ceil(max(len(m) for m in members.values()) / cfg.batch_size))
+
+        def next_batch(a):
+            mem = members[a]
+            bs = min(cfg.batch_size, len(mem))
+            order, pos = cursors[a]
+            if pos + bs > len(order):
+                order, pos = rng.permutation(mem), 0
+            cursors[a] = (order, pos + bs)
+            return order[pos : pos + bs]
+
+        use_val = any(np.isin(t.records, val_idx).sum() >= 2 for t in targets.values())
+        history = []
+        best, best_state, bad = -math.inf, None, 0
+        if cfg.init == "ridge" and use_val:  # the ridge start competes as epoch 0
+            proj.eval()
+            best = _val_score(proj, feats, targets, val_idx)
+            best_state = (copy.deepcopy(proj.state_dict()), 0)
+            history.append({"epoch": 0, "loss": float("nan"), "val": best})
+        for epoch in range(cfg.epochs):
+            proj.train()
+            ep_loss = 0.0
+            for _ in range(steps):
+                opt.zero_grad(set_to_none=True)
+                total = 0.0
+                for a, t in targets.items():
+                    j = next_batch(a)
+                    x = feats_t[t.rows[j]]
+                    if cfg.feature_noise > 0:
+                        x = x + cfg.feature_noise * proj.scale * torch.randn_like(x)
+                    e = F.normalize(proj(x), dim=-1)
+                    g = tgt_t[a][j]  # frozen: no gradient reaches the bound space
+                    kw = {"feats": (((x - proj.mean) / proj.scale).detach(), key_t[a][j])} if needs_feats else {}
+                    total = total + sum(loss_fn(e, g, logit_scale, **kw).values())
+                total = total / len(targets)
+                total.backward()
+                opt.step()
+                with torch.no_grad():
+                    logit_scale.clamp_(0, math.log(100))
+                ep_loss += float(total.detach())
+            proj.eval()
+            score = _val_score(proj, feats, targets, val_idx) if use_val else -ep_loss
+            history.append({"epoch": epoch + 1, "loss": ep_loss / steps, "val": score})
+            if score > best + 1e-6:
+                best, bad = score, 0
+                best_state = (copy.deepcopy(proj.state_dict()), epoch + 1)
+            else:
+                bad += 1
+            if progress:
+                print(f"epoch {epoch + 1}: loss {ep_loss / steps:.4f} val {score:.4f} best {best:.4f}", flush=True)
+            if bad >= cfg.patience:
+                break
+        if best_state is not None:
+            proj.load_state_dict(best_state[0])
+        proj.eval()
+        info.update({
+            "best_epoch": best_state[1] if best_state else len(history),
+            "epochs_run": len(history),
+            "best_val": best,
+            "val_metric": "mean (R@1+R@5+R@10)/3, new<->anchor on val pairs, both directions" if use_val else "-train loss",
+            "train_temperature": float(math.exp(-logit_scale.item())),
+            "history": history,
+        })
+        return proj, info
+    finally:
+        torch.set_num_threads(prev_threads)
+        torch.set_flush_denormal(False)

@@ -1,0 +1,157 @@
+"""Progressive binding: add a modality to a frozen space, swap an encoder; bit-identical guarantee, lineage, errors."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from anybind import Space, load_manifest
+from anybind.cli import app
+from anybind.errors import DataError, SpaceError
+from anybind.evaluate import evaluate
+
+SPLIT_CYCLE = ["train"] * 7 + ["val"] + ["test"] * 2
+FAST = dict(epochs=40, patience=10, hidden=64, dim=32, progress=False)
+BIND_FAST = dict(epochs=30, patience=8, hidden=64)
+
+
+def three_views(tmp_path, n=300, seed=0):
+    """Three 'modalities' as noisy views of one latent (vectors: encoders) and a 4th view to swap in for b."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(n, 12))
+    ids = np.array([f"r{i}" for i in range(n)])
+    specs = {}
+    for name, d in (("sa", 40), ("sb", 30), ("sc", 20), ("sb2", 24)):
+        X = z @ rng.normal(size=(12, d)) + 0.8 * rng.normal(size=(n, d))
+        np.savez(tmp_path / f"{name}.npz", ids=ids, vectors=X)
+        specs[name] = f"vectors:{tmp_path / f'{name}.npz'}"
+
+    def manifest(fname, fields):
+        with open(tmp_path / fname, "w") as f:
+            for i, rid in enumerate(ids):
+                f.write(json.dumps({"id": str(rid), "split": SPLIT_CYCLE[i % 10], **{k: True for k in fields}}) + "\n")
+        return tmp_path / fname
+
+    return {
+        "ab": manifest("ab.jsonl", ["sa", "sb"]),  # the original space's data
+        "cb": manifest("cb.jsonl", ["sc", "sb"]),  # the new modality, paired with b only
+        "c": manifest("c.jsonl", ["sc"]),  # the new modality alone
+        "abc": manifest("abc.jsonl", ["sa", "sb", "sc"]),  # evaluation: every pair
+        "b": manifest("b.jsonl", ["sb"]),  # b alone (to swap its encoder)
+    }, specs
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("prog")
+    mans, specs = three_views(tmp)
+    space = Space.fit(mans["ab"], encoders={"sa": specs["sa"], "sb": specs["sb"]}, cache=tmp / "c", seed=0, **FAST)
+    return tmp, mans, specs, space
+
+
+def _kinds(specs):
+    return {k: "key" for k in specs}
+
+
+def test_add_modality_leaves_existing_projectors_bit_identical(base):
+    tmp, mans, specs, space = base
+    ids = [f"r{i}" for i in range(300)]
+    before = {m: space.embed(m, ids, cache=tmp / "c") for m in ("sa", "sb")}
+    space.save(tmp / "sp1")
+    space2 = space.add_modality("sc", specs["sc"], mans["cb"], anchors=["sb"], cache=tmp / "c", **BIND_FAST)
+    assert space.modalities == ["sa", "sb"]  # the original is not modified
+    assert space2.modalities == ["sa", "sb", "sc"] and space2.dim == space.dim
+    space2.save(tmp / "sp2")
+    loaded = Space.load(tmp / "sp2")
+    for m in ("sa", "sb"):
+        assert np.array_equal(before[m], space2.embed(m, ids, cache=tmp / "c"))
+        assert np.array_equal(before[m], loaded.embed(m, ids, cache=tmp / "c"))
+    # the saved tensors of every old projector (and the temperature) are identical, byte for byte
+    w1 = load_file(str(tmp / "sp1" / "projectors.safetensors"))
+    w2 = load_file(str(tmp / "sp2" / "projectors.safetensors"))
+    assert set(w1) < set(w2) and any(k.startswith("sc.") for k in w2)
+    for k, v in w1.items():
+        assert v.dtype == w2[k].dtype and torch.equal(v, w2[k]), k
+    assert space2.encoders["sc"] == specs["sc"] and space2.identities["sc"].startswith(specs["sc"])
+
+
+def test_lineage_records_what_was_added_from_which_data(base):
+    tmp, mans, specs, space = base
+    space2 = space.add_modality("sc", specs["sc"], mans["cb"], cache=tmp / "c", **BIND_FAST)
+    space2.save(tmp / "sp-lin")
+    lin = json.loads((tmp / "sp-lin" / "space.json").read_text())["info"]["lineage"]
+    assert [e["event"] for e in lin] == ["fit", "add_modality"]
+    e = lin[-1]
+    assert e["modality"] == "sc" and e["encoder"] == specs["sc"]
+    assert e["anchors"] == ["sb"]  # the default: every bound modality the data pairs with it
+    assert e["pairs"]["sb"] == {"train": 210, "val": 30}
+    man = load_manifest(mans["cb"], kinds=_kinds(specs))
+    assert e["data"] == [{"manifest": str(mans["cb"]), "fingerprint": man.fingerprint(["sb", "sc"]), "records": 300}]
+    assert e["base_space"] == space.identity() and e["frozen"] == ["sa", "sb"]
+    assert e["training"]["best_epoch"] >= 0 and e["config"]["init"] == "ridge" and e["time"]
+    # a second addition appends; the first entries are kept
+    space3 = space2.replace_encoder("sb", specs["sb2"], mans["b"], cache=tmp / "c", **BIND_FAST)
+    assert [x["event"] for x in space3.info["lineage"]] == ["fit", "add_modality", "replace_encoder"]
+    assert space3.info["lineage"][-1]["previous_encoder"] == specs["sb"]
+    assert len(space2.info["lineage"]) == 2  # space2 itself is not modified
+
+
+def test_emergent_retrieval_through_the_anchor(base):
+    """c was paired only with b; a<->c (never paired) retrieves far above chance on the test split."""
+    tmp, mans, specs, space = base
+    space2 = space.add_modality("sc", specs["sc"], mans["cb"], anchors=["sb"], cache=tmp / "c", **BIND_FAST)
+    res = evaluate(space2, load_manifest(mans["abc"], kinds=_kinds(specs)), cache=tmp / "c")
+    n = res["sa->sc/n"]
+    assert n == 60
+    for d in ("sa->sc", "sc->sa", "sc->sb"):
+        assert res[f"{d}/R@1"] > 8 / n and res[f"{d}/R@10"] > 0.6, (d, res[f"{d}/R@1"], res[f"{d}/R@10"])
+
+
+def test_data_sharing_no_modality_is_a_clear_error(base):
+    tmp, mans, specs, space = base
+    with pytest.raises(DataError, match="shares no modality with the space"):
+        space.add_modality("sc", specs["sc"], mans["c"], cache=tmp / "c")
+    with pytest.raises(SpaceError, match="already bound"):
+        space.add_modality("sb", specs["sc"], mans["cb"], cache=tmp / "c")
+    with pytest.raises(SpaceError, match="not bound"):
+        space.add_modality("sc", specs["sc"], mans["cb"], anchors=["nope"], cache=tmp / "c")
+    with pytest.raises(SpaceError, match="not bound"):
+        space.replace_encoder("sc", specs["sc"], mans["cb"], cache=tmp / "c")
+    with pytest.raises(TypeError, match="unknown option"):
+        space.add_modality("sc", specs["sc"], mans["cb"], cache=tmp / "c", lock="sb")
+
+
+def test_replace_encoder_lands_where_the_old_space_was(base):
+    tmp, mans, specs, space = base
+    man = load_manifest(mans["ab"], kinds=_kinds(specs))
+    before = evaluate(space, man, cache=tmp / "c")
+    ids = [f"r{i}" for i in range(300)]
+    new = space.replace_encoder("sb", specs["sb2"], mans["b"], cache=tmp / "c", **BIND_FAST)
+    assert new.encoders["sb"] == specs["sb2"] and space.encoders["sb"] == specs["sb"]
+    assert np.array_equal(space.embed("sa", ids, cache=tmp / "c"), new.embed("sa", ids, cache=tmp / "c"))
+    # the new b embeddings sit near the old ones of the same items (test split: never trained on)
+    test_ids = [r.id for r in man.split("test")]
+    old_b, new_b = space.embed("sb", test_ids, cache=tmp / "c"), new.embed("sb", test_ids, cache=tmp / "c")
+    assert np.mean(np.sum(old_b * new_b, 1)) > 0.5
+    after = evaluate(new, man, cache=tmp / "c")
+    # a never saw b2 paired with a, yet retrieves through it far above chance (1/60)
+    assert after["sa->sb/R@10"] > 0.5 and after["sa->sb/R@10"] > 0.6 * before["sa->sb/R@10"]
+
+
+def test_cli_bind_add_and_errors(base):
+    tmp, mans, specs, space = base
+    space.save(tmp / "sp-cli")
+    runner = CliRunner()
+    r = runner.invoke(app, ["bind", str(tmp / "sp-cli"), "--add", f"sc={specs['sc']}", "--data", str(mans["cb"]),
+                            "--anchors", "sb", "--out", str(tmp / "sp-cli2"), "--epochs", "5", "--cache", str(tmp / "c")])
+    assert r.exit_code == 0, r.output
+    assert "add_modality sc=" in r.output
+    loaded = Space.load(tmp / "sp-cli2")
+    assert loaded.modalities == ["sa", "sb", "sc"] and loaded.info["lineage"][-1]["anchors"] == ["sb"]
+    r = runner.invoke(app, ["bind", str(tmp / "sp-cli"), "--add", f"sc={specs['sc']}", "--data", str(mans["c"]),
+                            "--out", str(tmp / "sp-cli3"), "--cache", str(tmp / "c")])
+    assert r.exit_code == 2 and "shares no modality" in r.output and "Traceback" not in r.output
+    assert not (tmp / "sp-cli3").exists()
