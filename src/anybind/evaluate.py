@@ -180,7 +180,12 @@ def evaluate(
     ``rerank`` applies a hubness correction (see :mod:`anybind.rerank`) with
     the ``bank_split`` records' embeddings as query and gallery banks.
     """
-    man = manifest if isinstance(manifest, Manifest) else load_manifest(manifest, modalities=space.modalities)
+    if isinstance(manifest, Manifest):
+        man = manifest
+    else:
+        from .space import manifest_kinds
+
+        man = load_manifest(manifest, modalities=space.modalities, kinds=manifest_kinds(space.encoders))
     mods = [m for m in (modalities or space.modalities) if m in space.modalities]
     recs = man.split(split)
     embs = embed_records(space, recs, mods, cache=cache, progress=progress)

@@ -368,8 +368,8 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def _as_manifests(manifest, modalities, encoders, strict, progress) -> list[Manifest]:
-    items = manifest if isinstance(manifest, (list, tuple)) else [manifest]
+def manifest_kinds(encoders: Mapping[str, str] | None) -> dict[str, str]:
+    """Manifest field kinds implied by encoder specs (a ``vectors:`` modality holds keys, ...)."""
     kinds = {}
     for m, spec in (encoders or {}).items():
         enc_kind = None
@@ -381,6 +381,12 @@ def _as_manifests(manifest, modalities, encoders, strict, progress) -> list[Mani
             enc_kind = getattr(get_encoder(spec), "input_kind", "file")
         if enc_kind:
             kinds[m] = enc_kind
+    return kinds
+
+
+def _as_manifests(manifest, modalities, encoders, strict, progress) -> list[Manifest]:
+    items = manifest if isinstance(manifest, (list, tuple)) else [manifest]
+    kinds = manifest_kinds(encoders)
     out = []
     for it in items:
         if isinstance(it, Manifest):
