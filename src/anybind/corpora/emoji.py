@@ -86,7 +86,7 @@ FONT_SIZE = 109  # the only strike of Noto Color Emoji's CBDT bitmaps
 _LINE_RE = re.compile(
     r"^([0-9A-Fa-f]{4,6}(?:\s+[0-9A-Fa-f]{4,6})*)\s*;\s*([a-z-]+)\s*#\s*\S+\s+E(\d+\.\d+)\s+(.+?)\s*$"
 )
-_QUOTES = "“”‘’\"«»"
+_QUOTES = '“”‘’"«»'
 _WS_RE = re.compile(r"\s+")
 
 
@@ -318,12 +318,18 @@ def _build_into(
         "builder": {"module": __name__, "version": BUILDER_VERSION, "article": article, "limit": limit},
         "media": "rendered into media/ (RGBA PNG, transparent background)",
         "split": "hash_split(cleaned name): 70/10/20",
-        "labels": {"group": dict(sorted(groups.items())), "subgroups": len({r["labels"]["subgroup"] for r in records})},
+        "labels": {
+            "group": dict(sorted(groups.items())),
+            "subgroups": len({r["labels"]["subgroup"] for r in records}),
+        },
     }
     summary = finish_corpus(tmp, out_dir, NAME, records, meta, skipped, problems)
     write_license(
         tmp,
-        {FONT_PACKAGE: debian_copyright_path(FONT_PACKAGE), DATA_PACKAGE: debian_copyright_path(DATA_PACKAGE)},
+        {
+            FONT_PACKAGE: debian_copyright_path(FONT_PACKAGE),
+            DATA_PACKAGE: debian_copyright_path(DATA_PACKAGE),
+        },
         fallback="Noto Color Emoji (c) Google Inc., SIL Open Font License 1.1.\n"
         "emoji-test.txt (c) Unicode, Inc., Unicode License Agreement - Data Files and Software.",
         source_md=(

