@@ -843,3 +843,13 @@ def test_cli_fit_refuses_an_eval_only_corpus(mini_fm, tmp_path):
     res = CliRunner().invoke(app, ["fit", str(out / "manifest.jsonl"), "--out", str(tmp_path / "space")])
     assert res.exit_code == 2 and "evaluation-only" in res.output and "--allow-eval-only" in res.output
     assert not (tmp_path / "space").exists()
+
+
+def test_space_fit_refuses_an_eval_only_corpus_in_the_library_too(mini_fm, tmp_path):
+    from anybind import Space
+    from anybind.errors import DataError
+
+    out = tmp_path / "fmc"
+    fm.build_fashion_mnist(out, data_dir=mini_fm, limit=5, progress=False)
+    with pytest.raises(DataError, match="evaluation-only"):
+        Space.fit(out / "manifest.jsonl", cache=tmp_path / "c", progress=False)

@@ -250,14 +250,6 @@ def fit(
     sources = list(manifests or []) + list(data or [])
     if not sources:
         raise typer.BadParameter("give at least one manifest")
-    from .corpora import is_eval_only
-
-    held_out = [str(s) for s in sources if is_eval_only(s)]
-    if held_out and not allow_eval_only:
-        _fail(ValueError(
-            f"{', '.join(held_out)}: corpus marked evaluation-only (corpus.json \"eval_only\": true); "
-            "training on it would leak the benchmark. Pass --allow-eval-only if you really mean to."
-        ))
     from .losses import parse_loss_spec
 
     try:
@@ -278,6 +270,7 @@ def fit(
             cache=cache,
             strict=strict,
             weights=weight or None,
+            allow_eval_only=allow_eval_only,
             **kw,
         )
         space.save(out)

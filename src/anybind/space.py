@@ -177,6 +177,7 @@ class Space:
         strict: bool = False,
         progress: bool = True,
         weights: Sequence[float] | None = None,
+        allow_eval_only: bool = False,
         **config: Any,
     ) -> "Space":
         """Bind modalities from paired records.
@@ -191,11 +192,23 @@ class Space:
             for ``**config``) or ``"procrustes"`` (training-free, see :mod:`anybind.align`).
         cache: feature cache (object or folder); default ``$ANYBIND_CACHE`` or ``~/.cache/anybind``.
         strict: make any bad record fatal instead of skipping it.
+        allow_eval_only: train even on a corpus whose ``corpus.json`` says ``"eval_only": true``
+            (Fashion-MNIST); refused by default because it would leak the benchmark.
         """
         from .train import FeatureSet, TrainConfig, train_space
 
         fc = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
         manifests = _as_manifests(manifest, modalities, encoders, strict, progress)
+        if not allow_eval_only:
+            from .corpora import is_eval_only
+
+            held_out = [str(m.path) for m in manifests if is_eval_only(m.path)]
+            if held_out:
+                raise DataError(
+                    f"{', '.join(held_out)}: corpus marked evaluation-only (corpus.json \"eval_only\": true); "
+                    "training on it would leak the benchmark. Pass allow_eval_only=True (--allow-eval-only) "
+                    "if you really mean to."
+                )
         mods = sorted(set(modalities) if modalities is not None else {m for man in manifests for m in man.modalities})
         if len(mods) < 1:
             raise DataError("nothing to bind: the manifest has no modality fields")
