@@ -15,8 +15,8 @@ def toy_tasks():
         return TaskResult(metrics={"x/R@1": 0.5 + seed}, baselines={"chance": {"x/R@1": 0.1}}, config={"k": 1})
 
     @task("toy-b", "a toy task with a table")
-    def _b(work, cache=None, seed=0, console=None):
-        return TaskResult(metrics={"y": 1.0}, table=[{"name": "sys1", "y": 1.0}, {"name": "sys2", "y": 0.25}])
+    def _b(work, cache=None, seed=0, console=None, limit="7"):
+        return TaskResult(metrics={"y": float(limit)}, table=[{"name": "sys1", "y": 1.0}, {"name": "sys2", "y": 0.25}])
 
     yield
     TASKS.pop("toy-a")
@@ -32,6 +32,12 @@ def test_run_tasks_writes_records(toy_tasks, tmp_path):
     assert a["task"] == "toy-a" and a["metrics"] == {"x/R@1": 2.5} and a["baselines"]["chance"]["x/R@1"] == 0.1
     assert a["config"]["seed"] == 2 and a["config"]["machine"]["cpus"] >= 1 and a["seconds"] >= 0
     assert on_disk[1]["table"][1] == {"name": "sys2", "y": 0.25}
+
+
+def test_options_reach_only_tasks_that_take_them(toy_tasks, tmp_path):
+    recs = run_tasks(["toy-a", "toy-b"], work=tmp_path, options={"limit": "3"})
+    assert recs[0]["config"]["options"] == {} and recs[1]["config"]["options"] == {"limit": "3"}
+    assert recs[1]["metrics"]["y"] == 3.0
 
 
 def test_unknown_task_is_a_clear_error(tmp_path):

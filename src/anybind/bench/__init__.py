@@ -117,7 +117,11 @@ def run_tasks(
     cache: Path | None = None,
     seed: int = 0,
     console: Console | None = None,
+    options: dict[str, str] | None = None,
 ) -> list[dict[str, Any]]:
+    """Run tasks by name; ``options`` (``--opt KEY=VALUE``) go to the tasks whose function takes that keyword."""
+    import inspect
+
     load_tasks()
     console = console or Console()
     unknown = [n for n in names if n not in TASKS]
@@ -129,7 +133,9 @@ def run_tasks(
     for name in names:
         console.rule(f"[bold]{name}")
         t0 = time.perf_counter()
-        res = TASKS[name].fn(work=Path(work), cache=cache, seed=seed, console=console)
+        params = inspect.signature(TASKS[name].fn).parameters
+        opts = {k: v for k, v in (options or {}).items() if k in params}
+        res = TASKS[name].fn(work=Path(work), cache=cache, seed=seed, console=console, **opts)
         secs = time.perf_counter() - t0
         console.print(result_table(name, res))
         for n in res.notes:
@@ -141,7 +147,7 @@ def run_tasks(
                 "metrics": res.metrics,
                 "baselines": res.baselines,
                 "seconds": round(secs, 2),
-                "config": {**res.config, "seed": seed, "machine": machine_info()},
+                "config": {**res.config, "seed": seed, "options": opts, "machine": machine_info()},
                 "notes": res.notes,
                 **({"table": res.table} if res.table else {}),
             }
