@@ -528,6 +528,7 @@ def bench(
     markdown: Optional[Path] = typer.Option(
         None, "--markdown", help="Update this Markdown file (e.g. BENCHMARKS.md): one section per task run."
     ),
+    opt: list[str] = typer.Option(None, "--opt", help="KEY=VALUE passed to the tasks that take KEY (e.g. --opt limit=2000)."),
     work: Path = typer.Option(Path("runs/bench"), help="Scratch folder for corpora and spaces."),
     cache: Optional[Path] = typer.Option(None),
     seed: int = typer.Option(0),
@@ -548,7 +549,8 @@ def bench(
     if not names:
         raise typer.BadParameter("give --task NAME (see --list) or --all")
     try:
-        records = run_tasks(names, json_out=json_out, work=work, cache=cache, seed=seed, console=console)
+        options = dict(o.split("=", 1) for o in (opt or []) if "=" in o)
+        records = run_tasks(names, json_out=json_out, work=work, cache=cache, seed=seed, console=console, options=options)
         if markdown:
             from .bench import update_markdown
 
