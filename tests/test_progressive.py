@@ -155,3 +155,64 @@ def test_cli_bind_add_and_errors(base):
                             "--out", str(tmp / "sp-cli3"), "--cache", str(tmp / "c")])
     assert r.exit_code == 2 and "shares no modality" in r.output and "Traceback" not in r.output
     assert not (tmp / "sp-cli3").exists()
+
+
+def test_training_free_dim_chosen_on_val_and_svd_reuse_is_exact(tmp_path):
+    """Item 2 of the issue: Procrustes / CCA pick their subspace width on val; reusing one SVD per k changes nothing."""
+    from anybind.align import _fit_maps
+    from anybind.cache import FeatureCache
+    from anybind.train import FeatureSet
+
+    mans, specs = three_views(tmp_path)
+    man = load_manifest(mans["abc"], kinds=_kinds(specs))
+    fs = FeatureSet.from_manifests([man], {m: specs[m] for m in ("sa", "sb", "sc")}, FeatureCache(tmp_path / "c"), progress=False)
+    train = fs.split_idx("train")
+    for method in ("procrustes", "cca"):
+        sp = Space.fit(man, encoders={m: specs[m] for m in ("sa", "sb", "sc")}, cache=tmp_path / "c", method=method,
+                       dims=(4, 8, 16), progress=False)
+        by_dim = sp.info["training"]["val_score_by_dim"]
+        assert set(by_dim) == {"4", "8", "16"}
+        best = max(by_dim, key=lambda k: (by_dim[k], -int(k)))
+        assert sp.config["dim"] == sp.dim <= int(best)
+        res = evaluate(sp, man, cache=tmp_path / "c")
+        assert res["sa->sc/R@1"] > 10 / res["sa->sc/n"]
+        memo: dict = {}
+        for k in (16, 4, 8):
+            a = _fit_maps(fs, train, "sa", fs.modalities, method, k, 0.1, memo)
+            b = _fit_maps(fs, train, "sa", fs.modalities, method, k, 0.1, None)
+            assert all(np.array_equal(a[m].W, b[m].W) for m in a)
+
+
+@pytest.fixture(scope="module")
+def tux_sounds(tux_dir, tmp_path_factory):
+    """The 40 stamps with a sound that test_end_to_end's slice starts with (one session encodes them once)."""
+    recs = [json.loads(x) for x in (tux_dir / "manifest.jsonl").read_text().splitlines()]
+    out = tmp_path_factory.mktemp("psounds") / "manifest.jsonl"
+    with open(out, "w") as f:
+        for r in [r for r in recs if "audio" in r][:40]:
+            keep = {k: v for k, v in r.items() if k in ("id", "text", "image", "audio")}
+            for k in ("image", "audio"):
+                keep[k] = str(tux_dir / keep[k])
+            keep["split"] = "val" if len(keep["id"]) % 7 == 0 else "train"
+            f.write(json.dumps(keep) + "\n")
+    return out
+
+
+def test_real_tuxpaint_add_audio_through_text(tux_sounds, shared_cache):
+    """Real encoders: image+text space, then sound bound from sound<->text pairs only; image<->sound emerges."""
+    man = load_manifest(tux_sounds, modalities=["image", "text", "audio"])
+    base = Space.fit(man, modalities=["image", "text"], encoders={"image": "image:efficientnet-lite0+bridge"},
+                     lock="text", init="ridge", cache=shared_cache, epochs=5, progress=False)
+    prog = base.add_modality("audio", "audio:aisfx", man, anchors=["text"], cache=shared_cache, epochs=20)
+    imgs = [r.values["image"] for r in man.records]
+    texts = [r.values["text"] for r in man.records]
+    assert np.array_equal(base.embed("image", imgs, cache=shared_cache), prog.embed("image", imgs, cache=shared_cache))
+    assert np.array_equal(base.embed("text", texts, cache=shared_cache), prog.embed("text", texts, cache=shared_cache))
+    e = prog.info["lineage"][-1]
+    assert e["anchors"] == ["text"] and e["pairs"]["text"]["train"] + e["pairs"]["text"]["val"] == 40
+    res = evaluate(prog, man, split="all", cache=shared_cache)
+    n = res["image->audio/n"]
+    assert n == 40
+    # never paired in training, yet far above chance (R@1 = 0.025, R@10 = 0.25 here)
+    for d in ("image->audio", "audio->image"):
+        assert res[f"{d}/R@1"] > 0.25 and res[f"{d}/R@10"] > 0.5, res

@@ -34,10 +34,23 @@ def _std(x: np.ndarray) -> tuple[np.ndarray, float]:
     return mean, scale
 
 
-def _pca(x: np.ndarray, k: int) -> np.ndarray:
-    """Top-k principal directions (d, k) of centred data."""
-    _, _, vt = np.linalg.svd(x - x.mean(0), full_matrices=False)
+def _pca(x: np.ndarray, k: int, memo: dict | None = None, key=None) -> np.ndarray:
+    """Top-k principal directions (d, k) of centred data.
+
+    ``memo[key]`` keeps the full SVD basis, so trying several ``k`` on the same
+    data (the dimension search) decomposes it once.
+    """
+    if memo is not None and key in memo:
+        vt = memo[key]
+    else:
+        _, _, vt = np.linalg.svd(x - x.mean(0), full_matrices=False)
+        if memo is not None:
+            memo[key] = vt
     return vt[:k].T
+
+
+def _key(name: str, idx: np.ndarray) -> tuple:
+    return (name, len(idx), hash(np.ascontiguousarray(idx).tobytes()))
 
 
 def _inv_sqrt(c: np.ndarray, eps: float) -> np.ndarray:
@@ -66,7 +79,7 @@ class _Linear:
         return p
 
 
-def _fit_maps(fs, train, anchor: str, mods: list[str], method: str, k: int, eps: float) -> dict[str, _Linear]:
+def _fit_maps(fs, train, anchor: str, mods: list[str], method: str, k: int, eps: float, memo: dict | None = None) -> dict[str, _Linear]:
     stats = {}
     for m in mods:
         tr = train[fs.rows[m][train] >= 0]
@@ -77,12 +90,12 @@ def _fit_maps(fs, train, anchor: str, mods: list[str], method: str, k: int, eps:
     if method == "procrustes":
         ta = train[fs.rows[anchor][train] >= 0]
         Xa = (fs.get(anchor, ta) - stats[anchor][0]) / stats[anchor][1]
-        Pa = _pca(Xa, k)
+        Pa = _pca(Xa, k, memo, _key(anchor, ta))
         maps[anchor] = _Linear(stats[anchor][0], stats[anchor][1], Pa)
         for m in others:
             sel = fs.with_pair(train, m, anchor)
             Xm = (fs.get(m, sel) - stats[m][0]) / stats[m][1]
-            Pm = _pca(Xm, min(k, len(sel) - 1, Xm.shape[1]))
+            Pm = _pca(Xm, min(k, len(sel) - 1, Xm.shape[1]), memo, _key(m, sel))
             if Pm.shape[1] < k:  # too few pairs for k dims: pad with zero directions
                 Pm = np.pad(Pm, ((0, 0), (0, k - Pm.shape[1])))
             Zm = Xm @ Pm
@@ -96,7 +109,7 @@ def _fit_maps(fs, train, anchor: str, mods: list[str], method: str, k: int, eps:
     Xa = (fs.get(anchor, sel) - stats[anchor][0]) / stats[anchor][1]
     Xm = (fs.get(first, sel) - stats[first][0]) / stats[first][1]
     kp = min(2 * k, len(sel) - 1, Xa.shape[1], Xm.shape[1])
-    Pa, Pm = _pca(Xa, kp), _pca(Xm, kp)
+    Pa, Pm = _pca(Xa, kp, memo, _key("cca:" + anchor, sel)), _pca(Xm, kp, memo, _key("cca:" + first, sel))
     Za, Zm = Xa @ Pa, Xm @ Pm
     Za0, Zm0 = Za - Za.mean(0), Zm - Zm.mean(0)
     n = len(sel)
@@ -161,8 +174,9 @@ def fit_training_free(
     max_k = min(min(fs.feats[m].shape[1] for m in mods), max(len(fs.with_pair(train, m, anchor)) for m in mods if m != anchor) - 1)
     cands = [dim] if dim else [k for k in dims if k <= max_k] or [max_k]
     scored = []
+    memo: dict = {}  # one SVD per modality, shared by every candidate dimension
     for k in cands:
-        maps = _fit_maps(fs, train, anchor, mods, method, k, ridge)
+        maps = _fit_maps(fs, train, anchor, mods, method, k, ridge, memo)
         scored.append((_val(fs, maps, val, anchor, mods) if len(val) else 0.0, k, maps))
     score, k, maps = max(scored, key=lambda t: (np.nan_to_num(t[0], nan=-1), -t[1]))
     # every projector must share one output width (CCA can return fewer than k canonical directions)

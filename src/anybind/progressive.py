@@ -210,7 +210,10 @@ def _bind(space, name, spec, data, anchors, *, replace, cache, strict, progress,
                 f"cannot replace {name!r}'s encoder {space.encoders[name]} (reads {old.input_kind} items) "
                 f"with {spec} (reads {enc.input_kind} items)"
             )
-    wanted = sorted({name, *(anchors if anchors is not None else bound)})
+    if anchors is not None:
+        wanted = sorted({name, *anchors})
+    else:  # replace: the modality's own items; add: any bound modality may pair with it
+        wanted = [name] if replace else sorted({name, *bound})
     manifests = _load_data(space, name, spec, data, wanted, strict, progress)
     records = [r for man in manifests for r in man.records]
     present = {m for r in records for m in r.values}

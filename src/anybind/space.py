@@ -189,7 +189,8 @@ class Space:
         modalities: manifest fields to bind (default: every modality present).
         encoders: modality -> encoder spec (default: each modality's default encoder).
         method: ``"contrastive"`` (trained projectors, see :class:`~anybind.train.TrainConfig`
-            for ``**config``) or ``"procrustes"`` (training-free, see :mod:`anybind.align`).
+            for ``**config``), or ``"procrustes"`` / ``"cca"`` (training-free, the subspace width chosen
+            on the val split; ``**config``: ``dims``, ``dim``, ``anchor``, ``ridge``, see :mod:`anybind.align`).
         cache: feature cache (object or folder); default ``$ANYBIND_CACHE`` or ``~/.cache/anybind``.
         strict: make any bad record fatal instead of skipping it.
         allow_eval_only: train even on a corpus whose ``corpus.json`` says ``"eval_only": true``
