@@ -1,6 +1,5 @@
 """The text encoder (real MiniLM from its package), callable and vectors encoders, the registry."""
 
-import json
 
 import numpy as np
 import pytest

@@ -16,6 +16,7 @@ inputs give byte-identical files.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass, field
 import json
 import os
 import re
@@ -29,7 +30,6 @@ from typing import Any
 
 from ..data.manifest import SPLITS, base_modality
 from ..errors import DataError
-from .tuxpaint import CorpusSummary
 
 __all__ = [
     "CorpusSummary",
@@ -40,6 +40,31 @@ __all__ = [
     "read_corpus_meta",
     "write_license",
 ]
+
+@dataclass
+class CorpusSummary:
+    """What a corpus build produced (the same numbers are in ``corpus.json``)."""
+
+    name: str
+    out_dir: Path
+    manifest: Path
+    records: int
+    splits: dict[str, int]
+    modalities: dict[str, int]
+    skipped: dict[str, int]
+    problems: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def __str__(self) -> str:
+        sp = ", ".join(f"{k} {v}" for k, v in self.splits.items())
+        mods = ", ".join(f"{k} {v}" for k, v in self.modalities.items())
+        sk = ", ".join(f"{k} {v}" for k, v in sorted(self.skipped.items())) or "none"
+        return (
+            f"{self.name}: {self.records} records ({sp}) in {self.manifest}\n"
+            f"  with {mods}\n  skipped: {sk}\n  built in {self.seconds:.1f} s"
+        )
+
+
 
 _NOT_MODALITIES = frozenset({"id", "split", "labels", "meta"})
 

@@ -122,6 +122,7 @@ from typing import Any
 
 from ..data.manifest import SPLITS, hash_split
 from ..errors import DataError
+from ._build import CorpusSummary, _replace_dir, make_progress, previous_build
 from ._debian import debian_copyright_path, debian_package_version, ensure_debian_package
 
 __all__ = [
@@ -157,30 +158,6 @@ _SCRIPT_BLOCKS: dict[str, tuple[int, int]] = {"ta": (0x0B80, 0x0BFF)}  # TSCII s
 
 
 # --------------------------------------------------------------------------- summary
-
-
-@dataclass
-class CorpusSummary:
-    """What a corpus build produced (the same numbers are in ``corpus.json``)."""
-
-    name: str
-    out_dir: Path
-    manifest: Path
-    records: int
-    splits: dict[str, int]
-    modalities: dict[str, int]
-    skipped: dict[str, int]
-    problems: dict[str, int] = field(default_factory=dict)
-    seconds: float = 0.0
-
-    def __str__(self) -> str:
-        sp = ", ".join(f"{k} {v}" for k, v in self.splits.items())
-        mods = ", ".join(f"{k} {v}" for k, v in self.modalities.items())
-        sk = ", ".join(f"{k} {v}" for k, v in sorted(self.skipped.items())) or "none"
-        return (
-            f"{self.name}: {self.records} records ({sp}) in {self.manifest}\n"
-            f"  with {mods}\n  skipped: {sk}\n  built in {self.seconds:.1f} s"
-        )
 
 
 # --------------------------------------------------------------------------- captions
@@ -450,50 +427,6 @@ def _write_license(tmp: Path, source: dict[str, str]) -> None:
     )
 
 
-def _previous_build(out_dir: Path) -> bool:
-    """True when ``out_dir`` may be replaced: absent, empty, or an earlier build of this corpus."""
-    if not out_dir.exists() and not out_dir.is_symlink():
-        return True
-    if not out_dir.is_dir() or out_dir.is_symlink():
-        return False
-    if not any(out_dir.iterdir()):
-        return True
-    try:
-        meta = json.loads((out_dir / "corpus.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(meta, dict) and meta.get("name") == NAME
-
-
-def _replace_dir(tmp: Path, out_dir: Path) -> None:
-    if not out_dir.exists():
-        os.replace(tmp, out_dir)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-    os.rmdir(old)
-    os.replace(out_dir, old)
-    try:
-        os.replace(tmp, out_dir)
-    except OSError:
-        os.replace(old, out_dir)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _progress(enabled: bool):
-    if not enabled:
-        return None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        transient=True,
-    )
-
-
 def build_tuxpaint(
     out_dir: str | os.PathLike[str],
     stamps_dir: str | os.PathLike[str] = DEFAULT_STAMPS_DIR,
@@ -520,7 +453,7 @@ def build_tuxpaint(
                 f"(it installs {DEFAULT_STAMPS_DIR}), or pass stamps_dir= pointing to a copy."
             )
     stamps = stamps.absolute()
-    if not _previous_build(out_dir):
+    if not previous_build(out_dir, NAME):
         raise DataError(
             f"{out_dir} exists and is not a previous build of the {NAME} corpus "
             "(no corpus.json naming it): refusing to replace it; pick another out_dir or remove it"
@@ -528,7 +461,7 @@ def build_tuxpaint(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.building-", dir=out_dir.parent))
     os.chmod(tmp, 0o755)  # mkdtemp makes it private; the corpus is not
-    prog = _progress(progress)
+    prog = make_progress(progress)
     try:
         if prog is not None:
             prog.start()
