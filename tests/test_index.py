@@ -279,12 +279,21 @@ def test_rerank_in_search_matches_the_direct_computation(built):
     text_rows = np.nonzero(snap.modality == "text")[0]
     img_rows = np.nonzero(snap.modality == "image")[0]
     ids = snap.meta.column("id").to_pylist()
+    ids_arr = np.array(ids, dtype=object)
     q = index.embed_query(text="stamp number 11")[0]
     for method in rr.RERANKERS:
         hits = index.search(text="stamp number 11", modality="image", k=5, rerank=method)
-        S = rr.apply_rerank(method, q[None], V[img_rows], query_bank=V[text_rows], gallery_bank=V[img_rows])[
-            0
-        ]
+        # the index leaves each item's own record out of its bank statistics: so does the reference
+        S = rr.apply_rerank(
+            method,
+            q[None],
+            V[img_rows],
+            query_bank=V[text_rows],
+            gallery_bank=V[img_rows],
+            gallery_ids=ids_arr[img_rows],
+            query_bank_ids=ids_arr[text_rows],
+            gallery_bank_ids=ids_arr[img_rows],
+        )[0]
         want = [ids[img_rows[j]] for j in np.argsort(-S, kind="stable")[:5]]
         assert [h.id for h in hits] == want, method
         assert np.allclose([h.score for h in hits], np.sort(S)[::-1][:5], atol=1e-5)

@@ -50,11 +50,15 @@ def naive_qbnorm(Q, G, B, beta, k):
     return out
 
 
-def naive_invgc(Q, G, QB, GB, r_g, r_q, pool_rate, local_adj):
-    def message(g, bank, rate, all_g):
+def naive_invgc(Q, G, QB, GB, r_g, r_q, pool_rate, local_adj, ids=None):
+    """``ids`` = (gallery ids, query-bank ids, gallery-bank ids): same-record bank items are skipped."""
+
+    def message(g, bank, rate, all_g, gid=None, bank_ids=None):
         pnum = max(1, int(pool_rate * len(bank)))
         sims = np.array([float(g @ b) for b in bank])
         itself = sims > 1 - 1e-5  # an item is not its own neighbour
+        if gid is not None:
+            itself |= np.array([b == gid for b in bank_ids])
         if local_adj:
             order = np.argsort(-np.where(itself, -np.inf, sims))[:pnum]
             msg = sum((0.0 if itself[j] else sims[j]) * bank[j] for j in order) / pnum
@@ -65,8 +69,12 @@ def naive_invgc(Q, G, QB, GB, r_g, r_q, pool_rate, local_adj):
         return v / np.linalg.norm(v)
 
     newG = []
-    for g in G:
-        a, b = message(g, GB, r_g, G), message(g, QB, r_q, G)
+    for j, g in enumerate(G):
+        if ids is None:
+            a, b = message(g, GB, r_g, G), message(g, QB, r_q, G)
+        else:
+            a = message(g, GB, r_g, G, ids[0][j], ids[2])
+            b = message(g, QB, r_q, G, ids[0][j], ids[1])
         v = 0.5 * a + 0.5 * b
         newG.append(v / np.linalg.norm(v))
     return Q @ np.array(newG).T
@@ -285,3 +293,37 @@ def test_cli_eval_rerank_option(tmp_path):
         ],
     )
     assert bad.exit_code == 2 and "unknown rerank method" in bad.output
+
+
+def test_banks_from_the_gallerys_own_corpus_leave_each_items_own_record_out():
+    """Index case: the bank holds the gallery items' partners (same record ids) -- they must not count."""
+    rng = np.random.default_rng(4)
+    G = unit(rng.normal(size=(12, 6))).astype(np.float32)
+    partners = unit(G + 0.3 * rng.normal(size=G.shape)).astype(np.float32)  # each item's own caption
+    others = unit(rng.normal(size=(5, 6))).astype(np.float32)
+    B = np.concatenate([partners, others])
+    gids = np.array([f"r{i}" for i in range(12)], dtype=object)
+    bids = np.array([f"r{i}" for i in range(12)] + [f"x{i}" for i in range(5)], dtype=object)
+    Q = unit(rng.normal(size=(4, 6))).astype(np.float32)
+    S, BS = Q @ G.T, B @ G.T
+    # CSLS: r_Q(g_j) over the bank without g_j's own partner
+    got = rr.csls(S, BS, k=3, bank_ids=bids, gallery_ids=gids)
+    for j in range(12):
+        keep = bids != gids[j]
+        ref = rr.csls(S[:, j : j + 1], BS[keep][:, j : j + 1], k=3, query_knn=rr._mean_topk(S, 3, axis=1))
+        assert np.allclose(got[:, j], ref[:, 0], atol=1e-5)
+    # QB-Norm: denominators and the activation set without same-record pairs
+    got = rr.qb_norm(S, BS, beta=10.0, k=1, bank_ids=bids, gallery_ids=gids)
+    masked = np.where(bids[:, None] == gids[None, :], -np.inf, BS)
+    active = np.zeros(12, bool)
+    active[np.unique(masked.argmax(1))] = True
+    den = np.exp(10.0 * masked.astype(np.float64)).sum(0)
+    for i in range(4):
+        want = np.exp(10.0 * S[i].astype(np.float64)) / den if active[S[i].argmax()] else S[i]
+        assert np.allclose(got[i], want, rtol=1e-4, atol=1e-7)
+    # InvGC: an image is not pushed away from its own caption
+    got = rr.invgc(Q, G, B, G, r_g=0.5, r_q=1.0, pool_rate=0.2, gallery_ids=gids, query_bank_ids=bids,
+                   gallery_bank_ids=gids)
+    ref = naive_invgc(Q, G, B, G, 0.5, 1.0, 0.2, True, ids=(gids, bids, gids))
+    assert np.allclose(got, ref, atol=1e-5)
+    assert not np.allclose(got, rr.invgc(Q, G, B, G, r_g=0.5, r_q=1.0, pool_rate=0.2), atol=1e-3)

@@ -635,12 +635,12 @@ def search(
     if json_out:
         sys.stdout.write(json.dumps([h.to_dict() for h in hits], indent=2, ensure_ascii=False) + "\n")
         return
-    t = Table(title=f"{len(hits)} hits in {index_dir}")
-    for c in ("rank", "score", "modality", "id", "source", "labels"):
-        t.add_column(c, justify="right" if c in ("rank", "score") else "left")
+    t = Table(title=f"{len(hits)} hits in {index_dir} (labels and full paths: --json)")
+    for c in ("rank", "score", "modality", "id", "source"):
+        t.add_column(c, justify="right" if c in ("rank", "score") else "left", overflow="fold")
     for h in hits:
-        src = h.source if len(h.source) <= 70 else h.source[:67] + "..."
-        t.add_row(str(h.rank), f"{h.score:.4f}", h.modality, h.id, src, json.dumps(h.labels, ensure_ascii=False) if h.labels else "")
+        src = Path(h.source).name if Path(h.source).is_absolute() else h.source
+        t.add_row(str(h.rank), f"{h.score:.4f}", h.modality, h.id, src if len(src) <= 60 else src[:57] + "...")
     console.print(t)
 
 

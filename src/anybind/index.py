@@ -132,15 +132,19 @@ def exact_topk(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` inner products of every query against ``vectors`` (optionally only ``rows`` of it).
 
-    One matmul per (query block, vector block) and ``torch.topk``; running
-    top-k lists are merged block by block, so memory beyond the inputs is one
-    score block of at most ``block_floats`` floats (64 MiB by default).
-    Returns ``(scores, indices)``, both ``(n_queries, min(k, n))``, best first;
-    indices point into ``vectors`` (not into ``rows``).
+    For each block of queries: one matmul per block of vectors into a reused
+    score buffer (at most ``block_floats`` floats, 64 MiB by default), a
+    ``torch.topk`` per block, and one final top-k over the blocks' winners.
+    Memory beyond the inputs is the score buffer plus ``k`` candidates per
+    block.  Returns ``(scores, indices)``, both ``(n_queries, min(k, n))``, best
+    first; indices point into ``vectors`` (not into ``rows``).
     """
     import torch
 
-    Q = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32))
+    with warnings.catch_warnings():  # inputs may be read-only (Arrow memory): they are only read here
+        warnings.simplefilter("ignore", UserWarning)
+        Q = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32))
+        X = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32))
     if Q.ndim != 2:
         raise ValueError(f"queries must be 2-D, got shape {tuple(Q.shape)}")
     n = len(vectors) if rows is None else len(rows)
@@ -148,33 +152,33 @@ def exact_topk(
     nq = Q.shape[0]
     if kk <= 0 or nq == 0:
         return np.zeros((nq, 0), np.float32), np.zeros((nq, 0), np.int64)
-    with warnings.catch_warnings():  # stored vectors may be read-only (Arrow memory): only read here
-        warnings.simplefilter("ignore", UserWarning)
-        X = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32))
     R = None if rows is None else torch.from_numpy(np.asarray(rows, dtype=np.int64))
     qb = max(1, min(query_block, nq))
     cb = max(kk, min(n, block_floats // qb))
+    buf = torch.empty((qb, cb), dtype=torch.float32)  # reused: no fresh pages per block
     out_s, out_i = [], []
     with torch.inference_mode():
         for q0 in range(0, nq, qb):
             q = Q[q0 : q0 + qb]
-            best_s = best_i = None
+            vals, idxs = [], []
             for c0 in range(0, n, cb):
                 if R is None:
-                    blk = X[c0 : c0 + cb]
-                    idx_map = None
+                    blk, idx_map = X[c0 : c0 + cb], None
                 else:
                     idx_map = R[c0 : c0 + cb]
                     blk = X.index_select(0, idx_map)
-                s = q @ blk.T
-                v, i = torch.topk(s, min(kk, s.shape[1]), dim=1)
-                i = (i + c0) if idx_map is None else idx_map[i]
-                if best_s is None:
-                    best_s, best_i = v, i
+                if q.shape[0] == qb and blk.shape[0] == cb:
+                    sc = torch.mm(q, blk.t(), out=buf)
                 else:
-                    cs, ci = torch.cat([best_s, v], 1), torch.cat([best_i, i], 1)
-                    best_s, j = torch.topk(cs, kk, dim=1)
-                    best_i = torch.gather(ci, 1, j)
+                    sc = torch.mm(q, blk.t())
+                v, i = torch.topk(sc, min(kk, sc.shape[1]), dim=1)
+                vals.append(v)
+                idxs.append((i + c0) if idx_map is None else idx_map[i])
+            if len(vals) == 1:
+                best_s, best_i = vals[0], idxs[0]
+            else:
+                best_s, j = torch.topk(torch.cat(vals, 1), kk, dim=1)
+                best_i = torch.gather(torch.cat(idxs, 1), 1, j)
             out_s.append(best_s)
             out_i.append(best_i)
     return torch.cat(out_s).numpy(), torch.cat(out_i).numpy()
@@ -507,13 +511,25 @@ class Index:
 
     def snapshot(self) -> _Snapshot:
         """The table in memory (vectors + metadata), reloaded only when the table changed."""
+        import pyarrow as pa
+
         v = self.table.version
         if self._snap is None or self._snap.version != v:
-            t = self.table.to_arrow()
-            vectors = _vectors_of(t.column("vector"), self.dim)
-            meta = t.drop_columns(["vector"])
+            # streamed in batches into one preallocated matrix: peak memory ~ the vectors once
+            V = np.empty((self.table.count_rows(), self.dim), np.float32)
+            cols = [f.name for f in self.table.schema if f.name != "vector"]
+            metas, pos = [], 0
+            for b in self.table.search().limit(None).to_batches(65536):
+                m = b.num_rows
+                if pos + m > len(V):  # rows appeared since count_rows(): grow
+                    V = np.concatenate([V, np.empty((pos + m - len(V), self.dim), np.float32)])
+                V[pos : pos + m] = _vectors_of(b.column("vector"), self.dim)
+                metas.append(b.select(cols))
+                pos += m
+            schema = pa.schema([f for f in self.table.schema if f.name != "vector"])
+            meta = pa.Table.from_batches(metas, schema=schema) if metas else schema.empty_table()
             mods = meta.column("modality").to_numpy(zero_copy_only=False)
-            self._snap = _Snapshot(v, meta, vectors, mods)
+            self._snap = _Snapshot(v, meta, V[:pos], mods)
             self._bank_cache.clear()
         return self._snap
 
@@ -679,7 +695,7 @@ class Index:
         sources: Sequence[str] | None = None,
         labels: Sequence[Mapping[str, Any]] | None = None,
         keys: Sequence[str] | None = None,
-        chunk_size: int = 1 << 20,
+        chunk_size: int = 100_000,
     ) -> AddStats:
         """Add precomputed vectors of one modality (normalised here); existing (id, modality) rows are replaced."""
         X = np.asarray(vectors, dtype=np.float32)
@@ -1173,35 +1189,41 @@ class Index:
             out.append((t, s))
         return out
 
-    def _bank(self, spec, bank_size: int, seed: int = 0) -> np.ndarray | None:
-        """Bank vectors: an array as given, or a sample of the indexed items of some modalities."""
+    def _bank(self, spec, bank_size: int, seed: int = 0) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Bank vectors and their record ids: an array as given (no ids), or a sample (at most
+        ``bank_size``) of the indexed items of some modalities."""
         if spec is None:
-            return None
+            return None, None
         if isinstance(spec, np.ndarray):
-            return _unit(np.atleast_2d(spec))
+            return _unit(np.atleast_2d(spec)), None
         mods = [spec] if isinstance(spec, str) else list(spec)
         key = ("bank", tuple(mods), bank_size, self.table.version)
         if key not in self._bank_cache:
             where = f"modality IN ({', '.join(_sql_str(m) for m in mods)})"
-            t = self.table.search().where(where).select(["vector"]).limit(None).to_arrow()
+            t = self.table.search().where(where).select(["id", "vector"]).limit(None).to_arrow()
             V = _vectors_of(t.column("vector"), self.dim)
+            ids = t.column("id").to_numpy(zero_copy_only=False)
             if len(V) > bank_size:
-                V = V[np.sort(np.random.default_rng(seed).choice(len(V), bank_size, replace=False))]
-            self._bank_cache[key] = V
+                pick = np.sort(np.random.default_rng(seed).choice(len(V), bank_size, replace=False))
+                V, ids = V[pick], ids[pick]
+            self._bank_cache[key] = (V, ids)
         return self._bank_cache[key]
 
     def _rerank(self, method, Q, cands, targets, lab, params, query_bank, bank_size, exact):
+        """Re-score each query's candidates.  Banks come from the index itself, so a gallery
+        item's own record (the item, or its partner in another modality) is left out of the
+        bank statistics of that item (see :func:`anybind.rerank._without_self`)."""
         from . import rerank as rr
 
         p = rr.params_for(method, params)
-        qbank = self._bank(query_bank, bank_size)
+        qbank, qids = self._bank(query_bank, bank_size)
         if method in ("csls", "qbnorm") and (qbank is None or len(qbank) == 0):
             raise QueryError(
                 f"rerank {method} needs a query bank: the index has no items of the query's modality "
                 f"({query_bank or 'a vector query has none'}); pass query_bank= (vectors or modality names)"
             )
         gmods = targets if targets is not None else sorted(self.counts())
-        gbank = self._bank(list(gmods), bank_size) if method == "invgc" else None
+        gbank, gids = self._bank(list(gmods), bank_size) if method == "invgc" else (None, None)
         active = None
         if method == "qbnorm":
             key = (
@@ -1213,19 +1235,31 @@ class Index:
                 self.table.version,
             )
             if key not in self._bank_cache:
-                # gallery items in some bank query's top-k, over the whole (filtered) gallery
+                # gallery items in some bank query's top-k over the whole (filtered) gallery, leaving
+                # out the bank query's own record (itself, or its partner in another modality)
+                kk = p["k"] + 1 + len(self.modalities)
                 if self.uses_ann(exact):
-                    top = self._ann_search(qbank, p["k"], self._where(targets, lab), with_vectors=False)
-                    pairs = {
-                        (i, m)
+                    top = self._ann_search(qbank, kk, self._where(targets, lab), with_vectors=False)
+                    hits = [
+                        list(
+                            zip(
+                                t.column("id").to_pylist(),
+                                t.column("modality").to_pylist(),
+                                t.column("score").to_numpy(zero_copy_only=False),
+                            )
+                        )
                         for t in top
-                        for i, m in zip(t.column("id").to_pylist(), t.column("modality").to_pylist())
-                    }
+                    ]
                 else:
                     snap = self.snapshot()
-                    _, top = exact_topk(qbank, snap.vectors, p["k"], rows=snap.rows_where(targets, lab))
+                    S, top = exact_topk(qbank, snap.vectors, kk, rows=snap.rows_where(targets, lab))
                     ids = snap.meta.column("id").to_numpy(zero_copy_only=False)
-                    pairs = {(ids[j], snap.modality[j]) for j in np.unique(top)}
+                    hits = [[(ids[j], snap.modality[j], v) for v, j in zip(sr, tr)] for sr, tr in zip(S, top)]
+                pairs = set()
+                for b, row in enumerate(hits):
+                    own = qids[b] if qids is not None else None
+                    keep = [(i, m) for i, m, v in row if i != own and v <= 1.0 - rr.SELF_TOL]
+                    pairs.update(keep[: p["k"]])
                 self._bank_cache[key] = pairs
             active = self._bank_cache[key]
         out = []
@@ -1234,18 +1268,32 @@ class Index:
                 out.append((t, s))
                 continue
             G = _vectors_of(t.column("vector"), self.dim)
+            cids = t.column("id").to_numpy(zero_copy_only=False)
             if method == "invgc":
-                new = rr.invgc(Q[qi : qi + 1], G, qbank, gbank, **p)[0]
+                new = rr.invgc(
+                    Q[qi : qi + 1],
+                    G,
+                    qbank,
+                    gbank,
+                    **p,
+                    gallery_ids=cids,
+                    query_bank_ids=qids,
+                    gallery_bank_ids=gids,
+                )[0]
             elif method == "csls":
-                new = rr.csls(s[None], qbank @ G.T, k=p["k"])[0]
+                new = rr.csls(s[None], qbank @ G.T, k=p["k"], bank_ids=qids, gallery_ids=cids)[0]
             else:
-                mask = np.array(
-                    [
-                        (i, m) in active
-                        for i, m in zip(t.column("id").to_pylist(), t.column("modality").to_pylist())
-                    ]
-                )
-                new = rr.qb_norm(s[None], qbank @ G.T, beta=p["beta"], k=p["k"], active=mask)[0]
+                mods = t.column("modality").to_pylist()
+                mask = np.array([(i, m) in active for i, m in zip(cids, mods)])
+                new = rr.qb_norm(
+                    s[None],
+                    qbank @ G.T,
+                    beta=p["beta"],
+                    k=p["k"],
+                    active=mask,
+                    bank_ids=qids,
+                    gallery_ids=cids,
+                )[0]
             out.append((t, np.asarray(new, np.float32)))
         return out
 

@@ -56,15 +56,42 @@ def _f32(x: np.ndarray) -> np.ndarray:
 
 
 def _mean_topk(mat: np.ndarray, k: int, axis: int) -> np.ndarray:
-    """Mean of the ``k`` largest values along ``axis``."""
+    """Mean of the ``k`` largest values along ``axis`` (-inf entries are excluded; none left -> 0)."""
     n = mat.shape[axis]
     k = max(1, min(int(k), n))
     if k == n:
-        return mat.mean(axis=axis)
-    part = np.partition(mat, n - k, axis=axis)
-    sl = [slice(None)] * mat.ndim
-    sl[axis] = slice(n - k, None)
-    return part[tuple(sl)].mean(axis=axis)
+        top = mat
+    else:
+        part = np.partition(mat, n - k, axis=axis)
+        sl = [slice(None)] * mat.ndim
+        sl[axis] = slice(n - k, None)
+        top = part[tuple(sl)]
+    if np.isfinite(top).all():
+        return top.mean(axis=axis)
+    fin = np.isfinite(top)
+    return np.where(fin, top, 0.0).sum(axis=axis) / np.maximum(fin.sum(axis=axis), 1)
+
+
+SELF_TOL = 1e-5  #: a bank item this close (cosine above 1 - SELF_TOL) to a gallery item *is* that item
+
+
+def _without_self(
+    bank_sim: np.ndarray, tol: float | None, bank_ids: Any = None, gallery_ids: Any = None
+) -> np.ndarray:
+    """``bank_sim`` (n_bank, n_gallery) with the entries that are the gallery item itself set to -inf.
+
+    When the bank holds the gallery items themselves (an index searched within one modality),
+    an item must not count as its own bank neighbour: it would look like the biggest hub of
+    all.  Entries above ``1 - tol`` are such self matches.  With ``bank_ids`` and
+    ``gallery_ids`` (record ids), every pair from the same record is left out as well: a
+    record's own caption is not a typical query for its own image, and counting it would
+    single out exactly the items whose partners happen to be in the bank.
+    """
+    b = np.asarray(bank_sim, dtype=np.float32)
+    mask = (b > 1.0 - tol) if tol is not None else np.zeros(b.shape, bool)
+    if bank_ids is not None and gallery_ids is not None:
+        mask |= np.asarray(bank_ids, dtype=object)[:, None] == np.asarray(gallery_ids, dtype=object)[None, :]
+    return np.where(mask, -np.inf, b).astype(np.float32) if mask.any() else b
 
 
 def _normalize(x: np.ndarray) -> np.ndarray:
@@ -105,7 +132,14 @@ def hubness(sim: np.ndarray, k: int = 10) -> dict[str, float]:
 # CSLS
 # ---------------------------------------------------------------------------------------
 def csls(
-    sim: np.ndarray, bank_sim: np.ndarray, k: int = 10, *, query_knn: np.ndarray | None = None
+    sim: np.ndarray,
+    bank_sim: np.ndarray,
+    k: int = 10,
+    *,
+    query_knn: np.ndarray | None = None,
+    self_tol: float | None = SELF_TOL,
+    bank_ids: Any = None,
+    gallery_ids: Any = None,
 ) -> np.ndarray:
     """Cross-domain Similarity Local Scaling.
 
@@ -116,13 +150,17 @@ def csls(
         each query to its k nearest gallery items); by default computed from
         ``sim``.  It is constant within a row, so it never changes a ranking,
         only the score scale.
+    self_tol, bank_ids, gallery_ids: bank entries that are the gallery item itself (or its
+        own record's partner) are skipped, see :func:`_without_self`.
     Returns ``2 sim - r_G(q)[:, None] - r_Q(g)[None, :]``.
     """
     sim = np.asarray(sim, dtype=np.float32)
     bank_sim = np.asarray(bank_sim, dtype=np.float32)
     if bank_sim.shape[1] != sim.shape[1]:
         raise ValueError(f"bank_sim has {bank_sim.shape[1]} gallery columns, sim has {sim.shape[1]}")
-    r_q = _mean_topk(bank_sim, k, axis=0)  # per gallery item: mean sim to its k nearest bank queries
+    r_q = _mean_topk(
+        _without_self(bank_sim, self_tol, bank_ids, gallery_ids), k, axis=0
+    )  # mean sim to its k nearest bank queries
     r_g = _mean_topk(sim, k, axis=1) if query_knn is None else np.asarray(query_knn, np.float32)
     return 2 * sim - r_g[:, None] - r_q[None, :]
 
@@ -130,14 +168,23 @@ def csls(
 # ---------------------------------------------------------------------------------------
 # QB-Norm, dynamic inverted softmax
 # ---------------------------------------------------------------------------------------
-def activation_set(bank_sim: np.ndarray, k: int = 1) -> np.ndarray:
-    """Boolean mask over gallery columns: items in the top-``k`` of at least one bank query."""
-    bank_sim = np.asarray(bank_sim)
+def activation_set(
+    bank_sim: np.ndarray,
+    k: int = 1,
+    *,
+    self_tol: float | None = SELF_TOL,
+    bank_ids: Any = None,
+    gallery_ids: Any = None,
+) -> np.ndarray:
+    """Boolean mask over gallery columns: items in the top-``k`` of at least one bank query
+    (a bank query does not activate the gallery item it is, or its own record's partner)."""
+    bank_sim = _without_self(bank_sim, self_tol, bank_ids, gallery_ids)
     ng = bank_sim.shape[1]
     k = max(1, min(int(k), ng))
     top = np.argpartition(-bank_sim, k - 1, axis=1)[:, :k]
+    ok = np.isfinite(np.take_along_axis(bank_sim, top, axis=1))
     mask = np.zeros(ng, dtype=bool)
-    mask[np.unique(top)] = True
+    mask[np.unique(top[ok])] = True
     return mask
 
 
@@ -149,6 +196,9 @@ def qb_norm(
     *,
     active: np.ndarray | None = None,
     log_denominator: np.ndarray | None = None,
+    self_tol: float | None = SELF_TOL,
+    bank_ids: Any = None,
+    gallery_ids: Any = None,
 ) -> np.ndarray:
     """Querybank Normalisation with the Dynamic Inverted Softmax.
 
@@ -159,6 +209,8 @@ def qb_norm(
         when ``sim`` holds a subset of the gallery, e.g. search candidates, but the
         activation set was computed on the whole gallery).
     log_denominator: optional precomputed ``logsumexp_b(beta * bank_sim[b, g])`` per column.
+    self_tol, bank_ids, gallery_ids: bank entries that are the gallery item itself (or its
+        own record's partner) are skipped, see :func:`_without_self`.
 
     Rows whose raw top-1 column is activated become
     ``exp(beta * s - logsumexp_b(beta * s_bank))``; other rows are returned unchanged.
@@ -168,11 +220,13 @@ def qb_norm(
     if sim.size == 0:
         return out
     if active is None:
-        active = activation_set(bank_sim, k)
+        active = activation_set(bank_sim, k, self_tol=self_tol, bank_ids=bank_ids, gallery_ids=gallery_ids)
     if log_denominator is None:
         from scipy.special import logsumexp
 
-        log_denominator = logsumexp(beta * np.asarray(bank_sim, dtype=np.float64), axis=0)
+        B = _without_self(bank_sim, self_tol, bank_ids, gallery_ids).astype(np.float64)
+        log_denominator = logsumexp(beta * B, axis=0)
+        log_denominator = np.where(np.isfinite(log_denominator), log_denominator, 0.0)  # no bank item left
     top1 = sim.argmax(axis=1)
     rows = np.nonzero(np.asarray(active)[top1])[0]
     if len(rows):
@@ -192,15 +246,20 @@ def _invgc_message(
     local_adj: bool,
     pool_rate: float,
     budget: int = 1 << 24,
-    self_tol: float | None = 1e-5,
+    self_tol: float | None = SELF_TOL,
+    gallery_ids: Any = None,
+    bank_ids: Any = None,
 ) -> np.ndarray:
     """One inverse convolution of ``gallery`` against ``bank`` (then renormalised).
 
     Works through the gallery in chunks so that the (chunk, bank) adjacency
     stays under ``budget`` floats.  Bank items identical to the row (cosine
-    above ``1 - self_tol``) get weight 0, so a gallery that is its own bank is
-    not pushed away from itself.
+    above ``1 - self_tol``), or from the same record (equal ids, when given),
+    get weight 0, so a gallery that is its own bank is not pushed away from
+    itself, nor an image from its own caption.
     """
+    gids = None if gallery_ids is None or bank_ids is None else np.asarray(gallery_ids, dtype=object)
+    bids = None if gids is None else np.asarray(bank_ids, dtype=object)
     out = np.empty_like(gallery)
     nb = len(bank)
     pnum = max(1, int(pool_rate * nb))
@@ -213,6 +272,9 @@ def _invgc_message(
         g = gallery[s : s + chunk]
         w = g @ bank.T  # (c, nb) adjacency
         self_mask = (w > 1.0 - self_tol) if self_tol is not None else None
+        if gids is not None:
+            same = gids[s : s + chunk, None] == bids[None, :]
+            self_mask = same if self_mask is None else (self_mask | same)
         if local_adj:
             if pnum < nb:  # keep each row's pnum strongest edges (with their similarities), zero the rest
                 sel = w if self_mask is None else np.where(self_mask, -np.inf, w)
@@ -241,6 +303,10 @@ def invgc_gallery(
     r_q: float = 0.5,
     pool_rate: float = 0.01,
     local_adj: bool = True,
+    *,
+    gallery_ids: Any = None,
+    query_bank_ids: Any = None,
+    gallery_bank_ids: Any = None,
 ) -> np.ndarray:
     """The InvGC-updated gallery embeddings (unit norm), one per input row.
 
@@ -249,15 +315,19 @@ def invgc_gallery(
     (rate ``r_g``) and in the query bank (rate ``r_q``); the two updates are
     averaged and renormalised.  A missing bank contributes the unchanged row.
     ``local_adj=False`` is the dense variant (every bank item, similarities
-    centred on their mean).
+    centred on their mean).  With record ids, bank items of the row's own record are skipped.
     """
     g = _normalize(_f32(gallery))
     msgs = []
-    for bank, rate in ((gallery_bank, r_g), (query_bank, r_q)):
+    for bank, rate, bids in ((gallery_bank, r_g, gallery_bank_ids), (query_bank, r_q, query_bank_ids)):
         if bank is None or len(bank) == 0:
             msgs.append(g)
         else:
-            msgs.append(_invgc_message(g, _f32(bank), rate, local_adj, pool_rate))
+            msgs.append(
+                _invgc_message(
+                    g, _f32(bank), rate, local_adj, pool_rate, gallery_ids=gallery_ids, bank_ids=bids
+                )
+            )
     return _normalize(0.5 * msgs[0] + 0.5 * msgs[1])
 
 
@@ -270,10 +340,12 @@ def invgc(
     r_q: float = 0.5,
     pool_rate: float = 0.01,
     local_adj: bool = True,
+    **ids: Any,
 ) -> np.ndarray:
-    """Similarities (n_queries, n_gallery) of the queries to the InvGC-updated gallery."""
+    """Similarities (n_queries, n_gallery) of the queries to the InvGC-updated gallery
+    (``ids``: ``gallery_ids``, ``query_bank_ids``, ``gallery_bank_ids``, see :func:`invgc_gallery`)."""
     g2 = invgc_gallery(
-        gallery, query_bank, gallery_bank, r_g=r_g, r_q=r_q, pool_rate=pool_rate, local_adj=local_adj
+        gallery, query_bank, gallery_bank, r_g=r_g, r_q=r_q, pool_rate=pool_rate, local_adj=local_adj, **ids
     )
     return _f32(queries) @ g2.T
 
@@ -313,6 +385,9 @@ def apply_rerank(
     gallery_bank: np.ndarray | None = None,
     params: Mapping[str, Any] | None = None,
     sim: np.ndarray | None = None,
+    gallery_ids: Any = None,
+    query_bank_ids: Any = None,
+    gallery_bank_ids: Any = None,
 ) -> np.ndarray:
     """Corrected (n_queries, n_gallery) scores of ``queries`` against ``gallery``.
 
@@ -322,6 +397,9 @@ def apply_rerank(
     gallery_bank: embeddings of typical gallery items (InvGC only; default: the gallery itself).
     params: overrides of :data:`DEFAULTS`.
     sim: the raw ``queries @ gallery.T`` when the caller already has it.
+    gallery_ids, query_bank_ids, gallery_bank_ids: record ids; bank items of a gallery item's
+        own record are left out of its statistics (needed when the banks come from the
+        gallery's own corpus, as in an index; see :func:`_without_self`).
     """
     method = check_method(method)
     Q, G = _f32(queries), _f32(gallery)
@@ -329,12 +407,23 @@ def apply_rerank(
         return Q @ G.T if sim is None else np.asarray(sim, np.float32)
     p = params_for(method, params)
     if method == "invgc":
-        gb = G if gallery_bank is None else gallery_bank
-        return invgc(Q, G, query_bank, gb, **p)
+        if gallery_bank is None:
+            gallery_bank, gallery_bank_ids = G, gallery_ids
+        return invgc(
+            Q,
+            G,
+            query_bank,
+            gallery_bank,
+            **p,
+            gallery_ids=gallery_ids,
+            query_bank_ids=query_bank_ids,
+            gallery_bank_ids=gallery_bank_ids,
+        )
     if query_bank is None or len(query_bank) == 0:
         raise DataError(f"{method} needs a query bank (embeddings of typical queries of the query modality)")
     S = Q @ G.T if sim is None else np.asarray(sim, np.float32)
     B = _f32(query_bank) @ G.T
+    ids = {"bank_ids": query_bank_ids, "gallery_ids": gallery_ids}
     if method == "csls":
-        return csls(S, B, k=p["k"])
-    return qb_norm(S, B, beta=p["beta"], k=p["k"])
+        return csls(S, B, k=p["k"], **ids)
+    return qb_norm(S, B, beta=p["beta"], k=p["k"], **ids)
