@@ -65,6 +65,21 @@ def pair_recalls(
     return sim_recalls(queries @ gallery.T, ks, query_keys=query_keys, gallery_keys=gallery_keys)
 
 
+def paired_rows(embs: Mapping[str, tuple], pairs: Iterable[tuple[str, str]] | None = None):
+    """For each modality pair (default: all), the rows of ``embs[a]`` and ``embs[b]`` of the records having both.
+
+    Yields ``(a, b, rows_a, rows_b)``; pairs with fewer than 2 common records are skipped.
+    """
+    mods = sorted(embs)
+    for a, b in list(pairs) if pairs is not None else list(itertools.combinations(mods, 2)):
+        pos_b = {i: k for k, i in enumerate(embs[b][0])}
+        common = [(k, pos_b[i]) for k, i in enumerate(embs[a][0]) if i in pos_b]
+        if len(common) < 2:
+            continue
+        ia, ib = (np.asarray(x) for x in zip(*common))
+        yield a, b, ia, ib
+
+
 def retrieval_from_embeddings(
     embs: Mapping[str, tuple[Sequence[str], np.ndarray]],
     pairs: Iterable[tuple[str, str]] | None = None,
@@ -87,15 +102,7 @@ def retrieval_from_embeddings(
     themselves are the bank.
     """
     out: dict[str, float] = {}
-    mods = sorted(embs)
-    pairs = list(pairs) if pairs is not None else list(itertools.combinations(mods, 2))
-    for a, b in pairs:
-        ids_a, ids_b = embs[a][0], embs[b][0]
-        pos_b = {i: k for k, i in enumerate(ids_b)}
-        common = [(k, pos_b[i]) for k, i in enumerate(ids_a) if i in pos_b]
-        if len(common) < 2:
-            continue
-        ia, ib = (np.asarray(x) for x in zip(*common))
+    for a, b, ia, ib in paired_rows(embs, pairs):
         for (q, qi), (g, gi), name in (((a, ia), (b, ib), f"{a}->{b}"), ((b, ib), (a, ia), f"{b}->{a}")):
             Q = embs[q][1][qi]
             G = embs[g][1][gi]

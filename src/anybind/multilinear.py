@@ -13,13 +13,12 @@ pairwise retrieval a -> b in a three-modality Symile space is therefore
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .evaluate import KS, pair_recalls
+from .evaluate import KS, pair_recalls, paired_rows
 
 if TYPE_CHECKING:
     from .space import Space
@@ -66,15 +65,7 @@ def mip_retrieval_from_embeddings(
     missing embedding; same keys (``"a->b/R@1"``...) as the cosine version.
     """
     out: dict[str, float] = {}
-    mods = sorted(embs)
-    pairs = list(pairs) if pairs is not None else list(itertools.combinations(mods, 2))
-    for a, b in pairs:
-        ids_a, ids_b = embs[a][0], embs[b][0]
-        pos_b = {i: k for k, i in enumerate(ids_b)}
-        common = [(k, pos_b[i]) for k, i in enumerate(ids_a) if i in pos_b]
-        if len(common) < 2:
-            continue
-        ia, ib = (np.asarray(x) for x in zip(*common))
+    for a, b, ia, ib in paired_rows(embs, pairs):
         w = np.ones(embs[a][1].shape[1], dtype=np.float32)
         for m, e in missing.items():
             if m not in (a, b):

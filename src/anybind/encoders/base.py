@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import EncoderError
+from ..errors import DataError, EncoderError
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     """Hex SHA-256 of a file's bytes (used for identities and cache keys)."""
@@ -56,6 +56,15 @@ def sha256_dir(path: str | Path) -> str:
             h.update(str(p.relative_to(root)).encode())
             h.update(sha256_file(p).encode())
     return h.hexdigest()
+
+
+def check_text(item: Any) -> str:
+    """The validation every text encoder's ``load`` does: a non-empty string."""
+    if not isinstance(item, str):
+        raise DataError(f"text encoder got {type(item).__name__}, expected a string")
+    if not item.strip():
+        raise DataError("empty text")
+    return item
 
 
 class Encoder(ABC):

@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DataError, EncoderError
+from ..errors import EncoderError
 from . import text as _text  # noqa: F401  (the sentence-transformers "text" factory must be registered first)
-from .base import _REGISTRY, Encoder, register_encoder, sha256_file
+from .base import Encoder, _REGISTRY, check_text, register_encoder, sha256_file
 
 #: name -> is_query
 E5_NAMES = {"e5-small": False, "e5-small-query": True}
@@ -73,11 +73,7 @@ class E5SmallEncoder(Encoder):
         return self._identity
 
     def load(self, item: Any) -> str:
-        if not isinstance(item, str):
-            raise DataError(f"text encoder got {type(item).__name__}, expected a string")
-        if not item.strip():
-            raise DataError("empty text")
-        return item
+        return check_text(item)
 
     def encode_loaded(self, batch: Sequence[str]) -> np.ndarray:
         out = self._loaded().encode(list(batch), is_query=self.is_query)

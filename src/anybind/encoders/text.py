@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DataError, EncoderError
-from .base import Encoder, register_encoder, sha256_dir
+from ..errors import EncoderError
+from .base import Encoder, check_text, register_encoder, sha256_dir
 
 _KNOWN_DIMS = {"minilm": 384}
 
@@ -79,11 +79,7 @@ class SentenceTransformerEncoder(Encoder):
         return self._identity
 
     def load(self, item: Any) -> str:
-        if not isinstance(item, str):
-            raise DataError(f"text encoder got {type(item).__name__}, expected a string")
-        if not item.strip():
-            raise DataError("empty text")
-        return item
+        return check_text(item)
 
     def encode_loaded(self, batch: Sequence[str]) -> np.ndarray:
         model = self._loaded()
