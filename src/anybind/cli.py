@@ -644,6 +644,99 @@ def search(
     console.print(t)
 
 
+fuse_app = typer.Typer(help="Classifiers that fuse any subset of a space's modalities (robust to missing ones).", no_args_is_help=True)
+app.add_typer(fuse_app, name="fuse")
+
+
+@fuse_app.command("train")
+def fuse_train(
+    manifest: Path = typer.Argument(..., help="Labelled manifest (train split trains, val split selects the epoch)."),
+    space_dir: Path = typer.Option(..., "--space", help="Saved space folder."),
+    label: str = typer.Option(..., "--label", help="Label key in each record's labels."),
+    modalities: str = typer.Option(..., "--modalities", help="Comma-separated bound modalities to fuse, e.g. image,text,audio."),
+    out: Path = typer.Option(..., "--out", help="Folder to save the classifier to."),
+    kind: str = typer.Option("attention", help="late | concat | gated | attention."),
+    dropout: float = typer.Option(0.3, help="Modality dropout probability (never drops all)."),
+    reconstruct: bool = typer.Option(True, "--reconstruct/--no-reconstruct", help="Fill missing modalities with a learned decoder."),
+    balance: str = typer.Option("ogm-ge", help="ogm-ge | ogm | none."),
+    epochs: int = typer.Option(60),
+    seed: int = typer.Option(0),
+    cache: Optional[Path] = typer.Option(None),
+):
+    """Train a fusion classifier on a space's embeddings.
+
+    Example:  anybind fuse train data/tux/manifest.jsonl --space spaces/tux --label top --modalities image,text,audio --out models/tux-top
+    """
+    from .fusion import FusionClassifier
+    from .space import Space
+
+    try:
+        space = Space.load(space_dir)
+        clf = FusionClassifier(space, [m.strip() for m in modalities.split(",") if m.strip()], kind=kind, dropout=dropout,
+                               reconstruct=reconstruct, balance=None if balance == "none" else balance, epochs=epochs, seed=seed)
+        clf.fit(manifest, label, cache=cache)
+        clf.save(out)
+    except AnybindError as e:
+        _fail(e)
+    best = next((h for h in clf.history_ if h.get("best")), clf.history_[-1])
+    console.print(f"saved {out}: {len(clf.classes_)} classes, best epoch {best['epoch']}"
+                  + (f", val acc {best['val_acc']:.3f}" if "val_acc" in best else ""))
+    if "contribution" in best:
+        console.print("per-modality contribution (unimodal val accuracy): "
+                      + ", ".join(f"{m}={v:.3f}" for m, v in best["contribution"].items() if v is not None))
+
+
+@fuse_app.command("eval")
+def fuse_eval(
+    model: Path = typer.Argument(..., help="Saved fusion classifier folder."),
+    manifest: Path = typer.Argument(..., help="Labelled manifest."),
+    space_dir: Path = typer.Option(..., "--space", help="The space the classifier was trained on."),
+    missing: str = typer.Option("all-subsets", help="all-subsets | none."),
+    split: str = typer.Option("test", help="train | val | test | all."),
+    reconstruct: bool = typer.Option(True, "--reconstruct/--no-reconstruct", help="Fill missing modalities with the decoder."),
+    png: Optional[Path] = typer.Option(None, "--png", help="Also plot accuracy per subset to this PNG."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write {subset: accuracy} here."),
+    cache: Optional[Path] = typer.Option(None),
+):
+    """Accuracy for every subset of present modalities (each scored on the records holding all of it).
+
+    Example:  anybind fuse eval models/tux-top data/tux/manifest.jsonl --space spaces/tux --png robustness.png
+    """
+    from .data.manifest import load_manifest
+    from .fusion import FusionClassifier, subsets_table
+    from .space import Space, manifest_kinds
+
+    try:
+        space = Space.load(space_dir)
+        clf = FusionClassifier.load(model, space)
+        man = load_manifest(manifest, kinds=manifest_kinds(space.encoders), modalities=clf.modalities)
+        recs = [r for r in man.split(split) if any(m in r.values for m in clf.modalities)]
+        res, cnt = clf.evaluate(recs, missing=missing, cache=cache, reconstruct=reconstruct, counts=True)
+    except AnybindError as e:
+        _fail(e)
+    console.print(subsets_table(res, cnt, title=f"{model} on {manifest} ({split}, label {clf.label_key!r})"))
+    if json_out:
+        json_out.write_text(json.dumps({"accuracy": res, "n": cnt}, indent=2, sort_keys=True))
+        console.print(f"written to {json_out}")
+    if png:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        names = sorted(res, key=lambda k: (k.count("+"), k))
+        fig, ax = plt.subplots(figsize=(max(4, 0.8 * len(names)), 3.5))
+        ax.bar(range(len(names)), [res[k] for k in names])
+        ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("accuracy")
+        ax.set_title(f"accuracy by available modalities ({clf.kind})")
+        fig.tight_layout()
+        fig.savefig(png, dpi=120)
+        plt.close(fig)
+        console.print(f"plot written to {png}")
+
+
 def main() -> None:  # pragma: no cover
     app()
 
