@@ -33,8 +33,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import shutil
-import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -510,25 +508,14 @@ class FusionClassifier:
         from safetensors.torch import save_file
 
         net = self._check_fitted()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-        tmp.mkdir()
-        try:
+        from .cache import atomic_write_dir
+
+        def write(tmp: Path) -> None:
             sd = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
             save_file(sd, str(tmp / "fusion.safetensors"), metadata={"format": FORMAT})
             (tmp / "fusion.json").write_text(json.dumps(self.to_json(), indent=2, sort_keys=True))
-            if path.exists():
-                old = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.old")
-                path.rename(old)
-                tmp.rename(path)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                tmp.rename(path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return path
+
+        return atomic_write_dir(Path(path), write)
 
     @classmethod
     def load(cls, path: str | Path, space: Any) -> FusionClassifier:

@@ -13,9 +13,7 @@ identity differs from the one the space was trained with.
 from __future__ import annotations
 
 import json
-import shutil
 import time
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -312,24 +310,13 @@ class Space:
         """Write ``space.json`` + ``projectors.safetensors`` atomically (temp folder, then rename)."""
         from safetensors.torch import save_file
 
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-        tmp.mkdir()
-        try:
+        from .cache import atomic_write_dir
+
+        def write(tmp: Path) -> None:
             save_file(self.state_dict(), str(tmp / "projectors.safetensors"), metadata={"format": "anybind.space"})
             (tmp / "space.json").write_text(json.dumps(self.to_json(), indent=2, sort_keys=True, default=_json_default))
-            if path.exists():
-                old = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.old")
-                path.rename(old)
-                tmp.rename(path)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                tmp.rename(path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return path
+
+        return atomic_write_dir(Path(path), write)
 
     @classmethod
     def load(cls, path: str | Path) -> "Space":

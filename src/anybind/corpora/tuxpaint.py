@@ -113,8 +113,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,7 +120,7 @@ from typing import Any
 
 from ..data.manifest import SPLITS, hash_split
 from ..errors import DataError
-from ._build import CorpusSummary, _replace_dir, make_progress, previous_build
+from ._build import CorpusSummary, build_atomically
 from ._debian import debian_copyright_path, debian_package_version, ensure_debian_package
 
 __all__ = [
@@ -440,7 +438,6 @@ def build_tuxpaint(
     default ``stamps_dir``, a missing package is installed when running as
     root, otherwise :class:`DataError` gives the ``apt-get`` command.
     """
-    t0 = time.perf_counter()
     out_dir = Path(out_dir).absolute()
     stamps = Path(stamps_dir)
     if not stamps.is_dir():
@@ -453,28 +450,9 @@ def build_tuxpaint(
                 f"(it installs {DEFAULT_STAMPS_DIR}), or pass stamps_dir= pointing to a copy."
             )
     stamps = stamps.absolute()
-    if not previous_build(out_dir, NAME):
-        raise DataError(
-            f"{out_dir} exists and is not a previous build of the {NAME} corpus "
-            "(no corpus.json naming it): refusing to replace it; pick another out_dir or remove it"
-        )
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.building-", dir=out_dir.parent))
-    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the corpus is not
-    prog = make_progress(progress)
-    try:
-        if prog is not None:
-            prog.start()
-        summary = _build_into(tmp, out_dir, stamps, copy_media, prog)
-        _replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    finally:
-        if prog is not None:
-            prog.stop()
-    summary.seconds = time.perf_counter() - t0
-    return summary
+    return build_atomically(
+        NAME, out_dir, lambda tmp, out, prog: _build_into(tmp, out, stamps, copy_media, prog), progress
+    )
 
 
 def _build_into(tmp: Path, out_dir: Path, stamps_dir: Path, copy_media: bool, prog: Any) -> CorpusSummary:

@@ -223,6 +223,9 @@ class AisfxEncoder(Encoder):
         path = self.weights_path()
         if not path.is_file():
             raise EncoderError(f"audio:aisfx: checkpoint {path} is missing; reinstall aisfx")
+        pkg_dir = Path(inf.__file__).resolve().parent
+        if not path.resolve().is_relative_to(pkg_dir):  # never unpickle anything but the packaged file
+            raise EncoderError(f"audio:aisfx: refusing to load {path}: not inside the installed aisfx package {pkg_dir}")
         # The checkpoint is a pickle holding (state_dict, ds_dict) with numpy scalars, so it
         # cannot be read with weights_only=True.  Only this file, shipped inside the installed
         # aisfx package, is ever loaded this way (trusted package data).
