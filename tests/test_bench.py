@@ -63,3 +63,39 @@ def test_builtin_tasks_registered():
 
     names = set(load_tasks())
     assert {"tuxpaint-retrieval", "tuxpaint-ablation"} <= names
+
+
+def test_language_recalls_groups_translations_by_english_caption():
+    """A translation of a duplicated caption finds any image of that caption; per-language rows."""
+    import numpy as np
+
+    from anybind.bench.tasks_multilingual import language_recalls
+    from anybind.data.manifest import Record
+
+    # two records share the English caption "A flower." (their images differ), one is a dog
+    recs = [
+        Record("f1", "test", {"image": "f1.png", "text": "A flower.", "text_fr": "Une fleur."}),
+        Record("f2", "test", {"image": "f2.png", "text": "A flower.", "text_fr": "Une fleur."}),
+        Record("d", "test", {"image": "d.png", "text": "A dog.", "text_fr": "Un chien.", "text_de": "Ein Hund."}),
+    ]
+    vec = {"f1.png": [1, 0, 0], "f2.png": [0, 1, 0], "d.png": [0, 0, 1],
+           "A flower.": [0, 1, 0], "Une fleur.": [0, 1, 0], "A dog.": [0, 0, 1], "Un chien.": [1, 0, 0], "Ein Hund.": [0, 0, 1]}
+
+    class Enc:
+        def content_key(self, v):
+            return v
+
+    class FakeSpace:
+        def embed(self, modality, items, cache=None):
+            return np.array([vec[i] for i in items], dtype=np.float32)
+
+        def encoder(self, modality):
+            return Enc()
+
+    out = language_recalls(FakeSpace(), recs, ("fr", "de", "es"))
+    assert set(out) == {"en", "fr", "de"}  # no record has Spanish: no row
+    # "A flower." query hits f2 first; f1 counts too (same English caption) -> both flowers found at rank 1
+    assert out["en"]["R@1"] == 1.0
+    # French: fleur -> f2 (found), chien -> f1 (a flower: wrong) -> R@1 2/3
+    assert abs(out["fr"]["R@1"] - 2 / 3) < 1e-9 and out["fr"]["n"] == 3
+    assert out["de"] == {**out["de"], "R@1": 1.0, "n": 1}
