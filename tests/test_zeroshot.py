@@ -52,3 +52,29 @@ def test_zero_shot_recovers_classes_in_a_text_aligned_space(tmp_path):
         rot.linear.bias.zero_()
     bad = Space(space.encoders, {"text": identity(), "photo": rot})
     assert zero_shot(bad, man.records, "photo", "kind", cache=tmp_path / "c")["accuracy"] < 0.5
+
+
+def test_centring_removes_a_shared_offset_that_makes_one_prompt_a_hub(tmp_path):
+    """Items from another domain share an offset towards one class prompt: every item is then called
+    that class; centring on the items' own mean (no labels used) recovers the classes."""
+    txt = get_encoder("text:minilm")
+    E = txt.encode([f"a {c}." for c in CLASSES])
+    rng = np.random.default_rng(1)
+    ids, vecs, lines = [], [], []
+    for i in range(50):
+        c = i % len(CLASSES)
+        ids.append(f"p{i}")
+        # class signal + a strong shared pull towards "mountain" + noise
+        vecs.append(0.3 * E[c] + 1.0 * E[3] + 0.01 * rng.normal(size=E.shape[1]))
+        lines.append({"id": f"p{i}", "split": "test", "photo": True, "labels": {"kind": CLASSES[c]}})
+    np.savez(tmp_path / "photo.npz", ids=np.array(ids), vectors=np.array(vecs, dtype=np.float32))
+    (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(x) for x in lines))
+    d = E.shape[1]
+    ident = {m: Projector(ProjectorConfig(in_dim=d, out_dim=d, kind="identity", standardize=False)) for m in ("text", "photo")}
+    space = Space({"text": "text:minilm", "photo": f"vectors:{tmp_path / 'photo.npz'}"}, ident)
+    man = load_manifest(tmp_path / "m.jsonl", kinds={"photo": "key"})
+    plain = zero_shot(space, man.records, "photo", "kind", cache=tmp_path / "c")
+    centred = zero_shot(space, man.records, "photo", "kind", cache=tmp_path / "c", center=True)
+    hub = np.array(plain["confusion"]).sum(0)
+    assert hub[plain["labels"].index("mountain")] == 50 and plain["accuracy"] == 0.2
+    assert centred["accuracy"] >= 0.9

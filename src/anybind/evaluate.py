@@ -177,6 +177,7 @@ def evaluate(
     zero_shot_label: str | None = None,
     zero_shot_modalities: Iterable[str] | None = None,
     templates: Sequence[str] = ("a {}.",),
+    zero_shot_center: bool = False,
     progress: bool = False,
     rerank: str | None = None,
     rerank_params: Mapping[str, Any] | None = None,
@@ -208,7 +209,8 @@ def evaluate(
         for m in zero_shot_modalities or [m for m in mods if not m.startswith("text")]:
             if m not in embs:
                 continue
-            zs = zero_shot(space, [r for r in recs if r.has(m)], m, zero_shot_label, templates=templates, cache=cache)
+            zs = zero_shot(space, [r for r in recs if r.has(m)], m, zero_shot_label, templates=templates, cache=cache,
+                           center=zero_shot_center)
             out.update({f"zeroshot/{m}/{zero_shot_label}/{k}": v for k, v in zs.items() if not isinstance(v, (list, dict))})
     return out
 
@@ -229,8 +231,15 @@ def zero_shot(
     templates: Sequence[str] = ("a {}.",),
     text_modality: str = "text",
     cache: "FeatureCache | str | None" = None,
+    center: bool = False,
 ) -> dict[str, Any]:
-    """Classify items by their nearest class prompt (averaged over templates, a prompt ensemble)."""
+    """Classify items by their nearest class prompt (averaged over templates, a prompt ensemble).
+
+    ``center=True`` subtracts the mean embedding of the classified items before the
+    cosine (transductive: it uses the unlabelled batch, never its labels).  When a
+    whole out-of-domain corpus lands in one corner of the space, every item is
+    nearest to the same few prompts (hubs); centring removes that shared offset.
+    """
     recs = [r for r in records if r.has(modality) and label_key in r.labels]
     if not recs:
         return {"accuracy": float("nan"), "n": 0}
@@ -238,6 +247,9 @@ def zero_shot(
     classes = sorted(set(y)) if classes is None else list(classes)
     C = class_embeddings(space, [names(c) for c in classes], templates, text_modality, cache)
     X = space.embed(modality, [r.values[modality] for r in recs], cache=cache)
+    if center:
+        X = X - X.mean(0)
+        X /= np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
     pred = (X @ C.T).argmax(1)
     cidx = {c: i for i, c in enumerate(classes)}
     yi = np.array([cidx.get(v, -1) for v in y])

@@ -124,8 +124,12 @@ def fashion_mnist_zeroshot(work: Path, cache=None, seed: int = 0, console=None, 
                        templates=FM_TEMPLATES, cache=cache)
         single = zero_shot(sp, test, "image", "class", classes=list(FM_NAMES), names=lambda c: FM_NAMES[c],
                            templates=FM_TEMPLATES[:1], cache=cache)
+        centred = zero_shot(sp, test, "image", "class", classes=list(FM_NAMES), names=lambda c: FM_NAMES[c],
+                            templates=FM_TEMPLATES, cache=cache, center=True)
         accs[name] = zs["accuracy"]
-        rows.append({"name": name, "accuracy": zs["accuracy"], "one prompt": single["accuracy"]})
+        accs[name + " centred"] = centred["accuracy"]
+        rows.append({"name": name, "accuracy": zs["accuracy"], "one prompt": single["accuracy"],
+                     "centred (transductive)": centred["accuracy"]})
     # the ceiling: logistic regression on the same frozen image features, trained on Fashion-MNIST train
     from ..cache import FeatureCache
     from ..encoders.base import get_encoder
@@ -139,13 +143,15 @@ def fashion_mnist_zeroshot(work: Path, cache=None, seed: int = 0, console=None, 
     mu, sd = Xtr.mean(0), Xtr.std(0) + 1e-6
     clf = LogisticRegression(max_iter=2000, C=0.5).fit((Xtr - mu) / sd, ytr)
     ceiling = float((clf.predict((Xte - mu) / sd) == yte).mean())
-    rows.append({"name": "linear probe (ceiling)", "accuracy": ceiling, "one prompt": None})
-    rows.append({"name": "chance", "accuracy": 0.1, "one prompt": 0.1})
+    rows.append({"name": "linear probe (ceiling)", "accuracy": ceiling, "one prompt": None, "centred (transductive)": None})
+    rows.append({"name": "chance", "accuracy": 0.1, "one prompt": 0.1, "centred (transductive)": 0.1})
     for r in rows:
         r["of ceiling"] = None if r["accuracy"] is None else r["accuracy"] / ceiling
     best = accs["anybind (recipe, 3 corpora)"]
     return TaskResult(
-        metrics={"accuracy": best, "fraction_of_ceiling": best / ceiling},
+        metrics={"accuracy": best, "fraction_of_ceiling": best / ceiling,
+                 "accuracy_centred": accs["anybind (recipe, 3 corpora) centred"],
+                 "fraction_of_ceiling_centred": accs["anybind (recipe, 3 corpora) centred"] / ceiling},
         baselines={
             "label-bridge": {"accuracy": accs["label bridge (training-free)"]},
             "tuxpaint-only": {"accuracy": accs["anybind (recipe, Tux Paint only)"]},
@@ -157,5 +163,7 @@ def fashion_mnist_zeroshot(work: Path, cache=None, seed: int = 0, console=None, 
         config={"test_images": len(test), "probe_train_images": len(train), "templates": list(FM_TEMPLATES),
                 "train_corpora": [str(p) for p in sources]},
         notes=[f"first {len(test)} Fashion-MNIST test images, inverted to dark-on-white; probe trained on the first "
-               f"{len(train)} train images"],
+               f"{len(train)} train images",
+               "centred: the test images' mean embedding subtracted before the cosine (uses the unlabelled test batch; "
+               "Fashion-MNIST sits in one corner of the space, where 'trousers' is the hub)"],
     )
