@@ -132,8 +132,13 @@ def _loss_agreement(seed: int) -> dict[str, float]:
     return {"agree/loss_n2_max_abs_diff": worst_n2, "agree/loss_n_max_abs_diff": worst_n, "agree/grad_n2_max_abs_diff": worst_grad}
 
 
-def _timing(batch: int, dim: int, repeats: int, seed: int) -> dict[str, float]:
-    """Forward+backward seconds (median of interleaved repeats) of the O(N^2) loss at ``batch``."""
+def _timing(batch: int, dim: int, repeats: int, seed: int, threads: int = 1) -> dict[str, float]:
+    """Forward+backward seconds (median of interleaved repeats) of the O(N^2) loss at ``batch``.
+
+    Both run with the same number of torch threads, 1 by default: what anybind's trainer uses
+    (``TrainConfig.threads``), and the only setting whose ratio does not swing with how busy the
+    machine's other cores are (measured on a loaded 2-core machine: 10.4x at 1 thread, 6.0x at 2).
+    """
     import symile
 
     from ..losses import Symile
@@ -150,17 +155,26 @@ def _timing(batch: int, dim: int, repeats: int, seed: int) -> dict[str, float]:
         theirs(embs, ls.exp()).backward()
 
     times: dict[str, list[float]] = {"ours": [], "official": []}
-    run_ours()
-    run_theirs()
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        run_ours()
+        run_theirs()
+        _interleave(repeats, embs, times, (("ours", run_ours), ("official", run_theirs)))
+    finally:
+        torch.set_num_threads(before)
+    o, t = statistics.median(times["ours"]), statistics.median(times["official"])
+    return {f"speed/ours_s_d{dim}": o, f"speed/official_s_d{dim}": t, f"speed/ratio_d{dim}": t / o}
+
+
+def _interleave(repeats, embs, times, runs) -> None:
     for _ in range(repeats):
-        for name, fn in (("ours", run_ours), ("official", run_theirs)):
+        for name, fn in runs:
             for e in embs:
                 e.grad = None
             t = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t)
-    o, t = statistics.median(times["ours"]), statistics.median(times["official"])
-    return {f"speed/ours_s_d{dim}": o, f"speed/official_s_d{dim}": t, f"speed/ratio_d{dim}": t / o}
 
 
 @task("symile-xor", "Symile's synthetic XOR task: Symile vs pairwise InfoNCE, and vs the official symile package (values, accuracy, speed)")
@@ -203,14 +217,14 @@ def symile_xor(work: Path, cache=None, seed: int = 0, console=None, *, bits: int
         diff = [abs(a["acc/mean"] - b["acc/mean"]) for a, b in zip(per["ours-n"], per["official-n"])]
         metrics["agree/acc_max_abs_diff_vs_official"] = float(max(diff))
         metrics.update(_loss_agreement(seed))
-        metrics.update(_timing(256, dim, 7, seed))
+        metrics.update(_timing(256, dim, 11, seed))
         metrics.update(_timing(256, 256, 3, seed))
         notes.append(
             f"official symile package: loss |diff| O(N^2) {metrics['agree/loss_n2_max_abs_diff']:.2e}, "
             f"O(N) {metrics['agree/loss_n_max_abs_diff']:.2e} (same inputs, float32); "
             f"O(N^2) forward+backward at batch 256: {metrics[f'speed/ratio_d{dim}']:.1f}x faster at d={dim}, "
             f"{metrics['speed/ratio_d256']:.1f}x at d=256 (median of interleaved repeats, "
-            f"{torch.get_num_threads()} torch threads)"
+            "1 torch thread each, as anybind trains)"
         )
     else:
         notes.append("official `symile` package not installed (pip install symile --no-deps): comparison skipped")
