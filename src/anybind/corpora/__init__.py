@@ -5,6 +5,8 @@
 * :mod:`.openclipart` -- Open Clip Art SVGs with cleaned titles and keywords.
 * :mod:`.fashion_mnist` -- Fashion-MNIST, evaluation only (``corpus.json`` ``eval_only``).
 * :mod:`.sounds` -- freedesktop event sounds and farm-animal sounds.
+* :mod:`.speech` -- Tux Paint captions spoken by espeak-ng, voices disjoint between train/val/test, + images.
+* :mod:`.timeseries` -- UCR/UEA labelled time series bundled in aeon (BasicMotions...), class described as text.
 
 Each writes ``manifest.jsonl``, ``corpus.json``, ``LICENSE`` and ``SOURCE.md``
 (see :mod:`._build`); :func:`read_corpus_meta` / :func:`is_eval_only` read

@@ -157,6 +157,10 @@ def _check_media(name: str, path: Path) -> None:
         load_image(path, size=64)
     elif base in ("audio", "speech"):
         load_audio(path)
+    elif base == "timeseries":
+        from ..encoders.timeseries import load_series
+
+        load_series(path)
 
 
 def load_manifest(
@@ -177,7 +181,7 @@ def load_manifest(
     modalities: only these modality fields are validated and kept (others are
         ignored, not rejected); ``None`` keeps every known modality.
     kinds: extra modality names and their kind (``"file"``, ``"text"``, ``"key"``).
-    check_media: decode every image and audio file (catches corrupt files
+    check_media: decode every image, audio and time series file (catches corrupt files
         before any encoding starts).
     """
     path = Path(path)
