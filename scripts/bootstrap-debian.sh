@@ -4,8 +4,10 @@ set -euo pipefail
 # corpora (anybind corpus NAME): emoji = fonts-noto-color-emoji + unicode-data (emoji-test.txt: names, groups);
 # openclipart = openclipart-svg (25 MB download) + wamerican (English word list of its title rule);
 # fashion-mnist = dataset-fashion-mnist (31 MB); sounds = sound-theme-freedesktop
+# chromium: the web page's end-to-end test (tests/test_web_e2e.py) drives /usr/bin/chromium with Playwright
 PKGS=(tuxpaint-stamps-default libsndfile1 libcairo2 espeak-ng
-      fonts-noto-color-emoji unicode-data openclipart-svg wamerican dataset-fashion-mnist sound-theme-freedesktop)
+      fonts-noto-color-emoji unicode-data openclipart-svg wamerican dataset-fashion-mnist sound-theme-freedesktop
+      chromium)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

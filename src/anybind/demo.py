@@ -1,4 +1,5 @@
-"""``anybind demo`` (what ``make demo`` runs): Tux Paint corpus -> bind image + text + sound -> measure."""
+"""``anybind demo`` (what ``make demo`` runs): Tux Paint corpus -> bind image + text + sound -> measure ->
+index the corpus, write the HTML report, print how to serve it."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from rich.console import Console
 
 from .bench.tuxpaint import compare_on_tuxpaint
 from .evaluate import retrieval_table
+from .index import Index
+from .report import write_report
 
 
 def run_demo(work: Path, *, epochs: int = 200, seed: int = 0, cache=None, console: Console | None = None) -> dict:
@@ -36,7 +39,16 @@ def run_demo(work: Path, *, epochs: int = 200, seed: int = 0, cache=None, consol
         f"procrustes subspace dim {proc.config['dim']}"
     )
     console.print(f"space saved to [bold]{out}[/bold]; metrics in {work / 'results.json'}")
+    index = Index.build(space, man, work / "index", cache=cache, overwrite=True, progress=True)
+    counts_ix = ", ".join(f"{n} {m}" for m, n in sorted(index.counts().items()))
+    console.print(f"search index of the whole corpus ({counts_ix}) written to {work / 'index'}", highlight=False)
+    report, numbers = write_report(space, man, work / "report.html", split="test", cache=cache,
+                                   space_name=f"{out} (demo)", progress=True)
+    console.print(f"report written to [bold]{report}[/bold] (zero-shot label {numbers['label'] or '-'})", highlight=False)
     console.print(f'try:  anybind embed {out} --modality text "a barking dog"')
     console.print(f"      anybind eval {out} {man.path} --split test")
+    console.print(f'      anybind search {work / "index"} --text "a barking dog" --modality image')
+    console.print(f"serve it:  [bold]anybind serve {out} --index {work / 'index'} --port 8000[/bold]"
+                  "   then open http://127.0.0.1:8000/", highlight=False)
     console.print(f"demo finished in {time.perf_counter() - t0:.1f} s")
     return results

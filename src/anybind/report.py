@@ -1,0 +1,399 @@
+"""``anybind report SPACE MANIFEST --out report.html``: one self-contained HTML page about a space.
+
+The page holds, for one split of a manifest:
+
+* the retrieval table (every direction: R@1/5/10, median rank, chance) and recall@K curves;
+* zero-shot classification over a label key (accuracy beside chance, confusion matrices);
+* the geometry: a 2-D PCA of every modality's embeddings (the modality gap made
+  visible), histograms of paired vs unpaired similarities, and the diagnostics
+  numbers (:mod:`anybind.diagnostics`);
+* the training curves the space recorded (``space.info["training"]["history"]``),
+  its configuration and lineage.
+
+Figures are PNGs drawn with matplotlib (Agg) and embedded as base64 ``data:``
+URIs; there is no script, stylesheet, font or image fetched from anywhere, so
+the file can be mailed or archived as is.  Every number comes from
+:mod:`anybind.evaluate` and :mod:`anybind.diagnostics`.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from . import __version__
+from .errors import DataError
+
+if TYPE_CHECKING:
+    from .cache import FeatureCache
+    from .data.manifest import Manifest, Record
+    from .space import Space
+
+#: the K of the recall@K curves (those above the gallery size are dropped)
+KS_CURVE = (1, 2, 3, 5, 10, 20, 50, 100, 200, 500)
+TABLE_KS = (1, 5, 10)
+
+
+def default_label(records: Sequence["Record"], min_share: float = 0.5) -> str | None:
+    """The label key to classify by: on at least ``min_share`` of the records, with the fewest
+    distinct values (at least 2); ties go to the alphabetically first key.  ``None`` if none fits."""
+    if not records:
+        return None
+    values: dict[str, set[str]] = {}
+    have: dict[str, int] = {}
+    for r in records:
+        for k, v in (r.labels or {}).items():
+            if isinstance(v, (str, int)) and not isinstance(v, bool):
+                values.setdefault(k, set()).add(str(v))
+                have[k] = have.get(k, 0) + 1
+    fits = [k for k in values if have[k] >= min_share * len(records) and len(values[k]) >= 2]
+    return min(fits, key=lambda k: (len(values[k]), k)) if fits else None
+
+
+# ---------------------------------------------------------------------------------------
+# figures
+# ---------------------------------------------------------------------------------------
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig) -> str:
+    plt = _plt()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def recall_curves_png(ret: dict[str, float], ks: Sequence[int]) -> str | None:
+    """Recall@K against K (log scale) for every retrieval direction, with chance (K/n) dashed."""
+    dirs = sorted({k.rsplit("/", 1)[0] for k in ret if "->" in k})
+    if not dirs:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    ns = set()
+    for d in dirs:
+        kk = [k for k in ks if f"{d}/R@{k}" in ret]
+        ax.plot(kk, [ret[f"{d}/R@{k}"] for k in kk], marker="o", ms=3, label=f"{d} (n={int(ret[f'{d}/n'])})")
+        ns.add(int(ret[f"{d}/n"]))
+    for n in sorted(ns):
+        kk = [k for k in ks if k <= n]
+        ax.plot(kk, [k / n for k in kk], ls="--", color="grey", lw=1)
+    ax.plot([], [], ls="--", color="grey", lw=1, label="chance (K/n)")
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    ax.set_xscale("log")
+    ax.set_xticks([k for k in ks if k <= max(ns)])
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("K")
+    ax.set_ylabel("recall@K")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    ax.set_title("recall@K by direction")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def confusion_png(zs: dict[str, Any], modality: str, label: str) -> str:
+    """A row-normalised confusion matrix (true class rows, predicted columns)."""
+    plt = _plt()
+    conf = np.asarray(zs["confusion"], dtype=np.float64)
+    names = [str(x) for x in zs["labels"]]
+    rows = conf.sum(1, keepdims=True)
+    norm = np.divide(conf, rows, out=np.zeros_like(conf), where=rows > 0)
+    n = len(names)
+    side = min(16.0, max(4.5, 0.32 * n + 2.5))
+    fig, ax = plt.subplots(figsize=(side + 1.2, side))
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    fs = 8 if n <= 25 else 6 if n <= 50 else 4
+    ax.set_xticks(range(n), names, rotation=90, fontsize=fs)
+    ax.set_yticks(range(n), names, fontsize=fs)
+    if n <= 20:
+        for i in range(n):
+            for j in range(n):
+                if conf[i, j]:
+                    ax.text(j, i, int(conf[i, j]), ha="center", va="center", fontsize=7,
+                            color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"{modality}: zero-shot {label} (accuracy {zs['accuracy']:.3f}, chance {zs['chance']:.3f})", fontsize=10)
+    fig.colorbar(im, ax=ax, fraction=0.04, label="share of the true class")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def geometry_png(embs: dict[str, tuple], title: str) -> str:
+    """:func:`anybind.diagnostics.plot_diagnostics` (PCA of every modality + similarity histograms), as base64."""
+    from .diagnostics import plot_diagnostics
+
+    with tempfile.TemporaryDirectory(prefix="anybind-report-") as tmp:
+        p = plot_diagnostics(embs, Path(tmp) / "geometry.png", title=title)
+        return base64.b64encode(p.read_bytes()).decode("ascii")
+
+
+def training_png(history: list[dict[str, Any]], best_epoch: int | None) -> str | None:
+    """One small plot per recorded quantity (loss, validation score, temperature, ...) against the epoch."""
+    if not history:
+        return None
+    keys = [k for k in history[0] if k != "epoch" and isinstance(history[0][k], (int, float))]
+    keys = sorted(keys, key=lambda k: ({"loss": 0, "val": 1, "temperature": 2}.get(k, 3), k))[:6]
+    if not keys:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4), squeeze=False)
+    ep = [h.get("epoch", i) for i, h in enumerate(history)]
+    for ax, k in zip(axes[0], keys):
+        ys = np.array([h.get(k, np.nan) for h in history], dtype=np.float64)
+        ax.plot(ep, ys, lw=1.4)
+        if best_epoch is not None:
+            ax.axvline(best_epoch, color="tab:red", ls=":", lw=1, label=f"best epoch {best_epoch}")
+            ax.legend(fontsize=7)
+        ax.set_title({"val": "validation score (mean R@1,5,10)"}.get(k, k), fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _png(fig)
+
+
+# ---------------------------------------------------------------------------------------
+# the page
+# ---------------------------------------------------------------------------------------
+CSS = """
+body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;color:#1d2330;max-width:1100px;margin:0 auto;padding:16px 20px 60px}
+h1{font-size:22px;margin:0 0 4px}h2{font-size:18px;margin:28px 0 8px;border-bottom:1px solid #dde1e8;padding-bottom:4px}
+.muted{color:#687083}table{border-collapse:collapse;margin:6px 0 10px;font-size:13px}
+th,td{border:1px solid #dde1e8;padding:3px 8px;text-align:right}th{background:#f3f5f8}
+td:first-child,th:first-child{text-align:left}img{max-width:100%;height:auto;border:1px solid #eef0f3}
+nav a{margin-right:12px}pre{background:#f6f7f9;padding:8px;overflow:auto;font-size:12px}
+.note{background:#fff8e5;border:1px solid #f0e0b0;padding:6px 10px;border-radius:6px}
+"""
+
+
+def _e(x: Any) -> str:
+    return html.escape(str(x), quote=True)
+
+
+def _f(v: Any, digits: int = 3) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+        return str(int(v))
+    try:
+        fv = float(v)
+    except (TypeError, ValueError):
+        return _e(v)
+    return "-" if not np.isfinite(fv) else f"{fv:.{digits}f}"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    h = "".join(f"<th>{_e(c)}</th>" for c in header)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{h}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _img(b64: str | None, alt: str) -> str:
+    if not b64:
+        return ""
+    return f'<p><img alt="{_e(alt)}" src="data:image/png;base64,{b64}"></p>'
+
+
+def _diag_tables(diag: dict[str, float]) -> str:
+    """The ``diag/<measure>/<what>`` numbers as three small tables: per pair, per direction, per modality."""
+    groups: dict[str, dict[str, dict[str, float]]] = {"pair": {}, "direction": {}, "modality": {}}
+    for k, v in diag.items():
+        _, measure, what = k.split("/", 2)
+        kind = "direction" if "->" in what else "pair" if "-" in what and what != "all" else "modality"
+        groups[kind].setdefault(what, {})[measure] = v
+    out = []
+    for kind, rows in groups.items():
+        if not rows:
+            continue
+        measures = sorted({m for r in rows.values() for m in r})
+        out.append(_table([kind, *measures], [[_e(w), *[_f(r.get(m)) for m in measures]] for w, r in sorted(rows.items())]))
+    return "".join(out)
+
+
+def build_report(
+    space: "Space",
+    manifest: "str | Path | Manifest",
+    *,
+    split: str = "test",
+    label: str | None = None,
+    templates: Sequence[str] = ("a {}.",),
+    cache: "FeatureCache | str | Path | None" = None,
+    space_name: str | None = None,
+    progress: bool = False,
+) -> tuple[str, dict[str, Any]]:
+    """The report's HTML and its numbers (``{"retrieval", "zeroshot", "diagnostics", "label", ...}``)."""
+    from .bench.tuxpaint import chance_metrics
+    from .data.manifest import Manifest, load_manifest
+    from .diagnostics import diagnostics, embed_split
+    from .evaluate import retrieval_from_embeddings, zero_shot
+    from .space import manifest_kinds
+
+    t0 = time.perf_counter()
+    if isinstance(manifest, Manifest):
+        man = manifest
+    else:
+        man = load_manifest(
+            manifest, modalities=space.modalities, kinds=manifest_kinds(space.encoders), progress=progress
+        )
+    recs = man.records if split == "all" else man.split(split)
+    embs = embed_split(space, man, split, cache=cache, progress=progress)
+    n_max = max((len(e[0]) for e in embs.values()), default=0)
+    ks = [k for k in KS_CURVE if k <= max(1, n_max)]
+    ret = retrieval_from_embeddings(embs, ks=sorted(set(ks) | set(TABLE_KS)))
+    chance = chance_metrics(ret)
+    if label is None:
+        label = default_label(recs)
+    elif not any(label in (r.labels or {}) for r in recs):
+        keys = sorted({k for r in recs for k in (r.labels or {})})
+        raise DataError(f"{man.path}: no {split} record has label {label!r} (labels: {', '.join(keys) or 'none'})")
+    zs: dict[str, dict[str, Any]] = {}
+    if label and "text" in space.modalities:
+        for m in [m for m in embs if not m.startswith("text")]:
+            res = zero_shot(space, recs, m, label, templates=templates, cache=cache)
+            if res.get("n"):
+                zs[m] = res
+    diag = diagnostics(embs)
+    name = space_name or "space"
+
+    # -- header
+    counts = {m: len(e[0]) for m, e in embs.items()}
+    enc_rows = [
+        [_e(m), _e(space.encoders[m]), _e(counts.get(m, 0))] for m in space.modalities
+    ]
+    parts = [
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>anybind report: {_e(name)}</title><style>{CSS}</style></head><body>",
+        f"<h1>anybind report: {_e(name)}</h1>",
+        f"<p class='muted'>{_e(man.path)}, split <b>{_e(split)}</b> ({len(recs)} records); "
+        f"{space.dim}-d space, identity {_e(space.identity())}, temperature {space.temperature:.4f}; "
+        f"written {_e(time.strftime('%Y-%m-%d %H:%M:%S'))} by anybind {_e(__version__)}</p>",
+        "<nav><a href='#retrieval'>retrieval</a><a href='#zeroshot'>zero-shot</a>"
+        "<a href='#geometry'>geometry</a><a href='#training'>training</a><a href='#lineage'>lineage</a></nav>",
+        _table(["modality", "encoder", f"items in {split}"], enc_rows),
+    ]
+
+    # -- retrieval
+    dirs = sorted({k.rsplit("/", 1)[0] for k in ret if "->" in k})
+    rows = []
+    for d in dirs:
+        rows.append(
+            [_e(d), _f(int(ret[f"{d}/n"]))]
+            + [_f(ret.get(f"{d}/R@{k}")) for k in TABLE_KS]
+            + [_f(ret.get(f"{d}/MdR"), 1)]
+            + [_f(chance.get(f"{d}/R@{k}")) for k in (1, 10)]
+        )
+    parts.append("<h2 id='retrieval'>Retrieval</h2>")
+    if rows:
+        parts.append(
+            "<p class='muted'>Each query must find its own record's item among every item of the other modality "
+            "in the split (identical contents count as correct). Chance: K/n.</p>"
+        )
+        parts.append(
+            _table(["direction", "n", *[f"R@{k}" for k in TABLE_KS], "median rank", "chance R@1", "chance R@10"], rows)
+        )
+        parts.append(_img(recall_curves_png(ret, ks), "recall@K curves"))
+    else:
+        parts.append("<p class='note'>No two modalities share records in this split: nothing to retrieve.</p>")
+
+    # -- zero-shot
+    parts.append("<h2 id='zeroshot'>Zero-shot classification</h2>")
+    if not label:
+        parts.append("<p class='note'>No label key fits (present on half the records, at least 2 values): "
+                     "pass --label.</p>")
+    elif not zs:
+        parts.append(f"<p class='note'>No non-text item with label {_e(label)!s} in this split "
+                     "(or no bound text modality to embed class names).</p>")
+    else:
+        parts.append(
+            f"<p class='muted'>Label <b>{_e(label)}</b>; each item gets the class whose prompt ensemble "
+            f"({', '.join(_e(t) for t in templates)}) is nearest. Chance: the majority class share.</p>"
+        )
+        parts.append(
+            _table(
+                ["modality", "accuracy", "chance", "classes", "n"],
+                [[_e(m), _f(r["accuracy"]), _f(r["chance"]), _f(r["classes"]), _f(r["n"])] for m, r in zs.items()],
+            )
+        )
+        for m, r in zs.items():
+            parts.append(_img(confusion_png(r, m, label), f"confusion matrix, {m}"))
+
+    # -- geometry
+    parts.append("<h2 id='geometry'>Geometry: the modality gap</h2>")
+    parts.append(
+        "<p class='muted'>Left: a 2-D PCA (fitted on every modality together) of each modality's embeddings, "
+        "X = centroid; separate clouds are the modality gap. Right: cosine similarity of paired vs unpaired "
+        "items; the further apart, the easier retrieval.</p>"
+    )
+    parts.append(_img(geometry_png(embs, f"{name} ({split})"), "PCA of the embeddings and similarity histograms"))
+    parts.append(
+        _diag_tables(diag)
+        + "<p class='muted'>gap: distance between centroids; separability: cross-validated accuracy telling "
+        "two modalities apart (0.5 = mixed); pos_sim / neg_sim: mean cosine of paired / unpaired items; "
+        "hubness: skew of the 10-occurrence (&gt;1: a few hubs answer most queries); erank: effective rank.</p>"
+    )
+
+    # -- training
+    parts.append("<h2 id='training'>Training</h2>")
+    tr = space.info.get("training") or {}
+    hist = tr.get("history") or []
+    if hist:
+        parts.append(
+            f"<p class='muted'>{len(hist)} epochs recorded; best epoch {_e(tr.get('best_epoch'))} "
+            f"(validation score {_f(tr.get('best_val'))}); loss {_e(tr.get('loss', space.config.get('loss', '-')))}.</p>"
+        )
+        parts.append(_img(training_png(hist, tr.get("best_epoch")), "training curves"))
+    else:
+        method = next((ev.get("method") for ev in reversed(space.info.get("lineage", [])) if ev.get("method")), None)
+        parts.append(
+            f"<p class='note'>This space records no training history"
+            f"{' (fitted with ' + _e(method) + ', training-free)' if method in ('procrustes', 'cca') else ''}.</p>"
+        )
+    if space.config:
+        parts.append(_table(["setting", "value"], [[_e(k), _e(v)] for k, v in sorted(space.config.items())]))
+
+    # -- lineage
+    parts.append("<h2 id='lineage'>Lineage</h2>")
+    lineage = space.info.get("lineage") or []
+    parts.append(f"<pre>{_e(json.dumps(lineage, indent=2, default=str))}</pre>" if lineage else "<p>-</p>")
+    parts.append(f"<p class='muted'>report computed in {time.perf_counter() - t0:.1f} s</p></body></html>")
+    numbers = {
+        "split": split,
+        "records": len(recs),
+        "label": label,
+        "retrieval": ret,
+        "zeroshot": {m: {k: v for k, v in r.items() if k not in ("confusion",)} for m, r in zs.items()},
+        "diagnostics": diag,
+    }
+    return "".join(parts), numbers
+
+
+def write_report(
+    space: "Space", manifest: "str | Path | Manifest", out: str | Path, **kw: Any
+) -> tuple[Path, dict[str, Any]]:
+    """Build the report (see :func:`build_report`) and write it atomically to ``out``."""
+    from .cache import atomic_write_bytes
+
+    page, numbers = build_report(space, manifest, **kw)
+    out = Path(out)
+    atomic_write_bytes(out, page.encode("utf-8"))
+    return out, numbers

@@ -1,0 +1,740 @@
+"""The search service: ``anybind serve SPACE --index INDEX`` (FastAPI + uvicorn).
+
+Endpoints (OpenAPI schema at ``/openapi.json``, interactive docs at ``/docs``)::
+
+    GET  /                      the web page (static/index.html, vanilla JS, no build step)
+    GET  /health                space, index, limits, load
+    POST /embed                 texts -> vectors               POST /embed/upload     files -> vectors
+    POST /search                text(s), fused, filtered       POST /search/upload    image/sound (+ text), fused
+    POST /classify              zero-shot over given labels    POST /classify/upload  the same for a file
+    GET  /items/{id}            a stored item (image, sound or text), looked up in the index by id
+    GET  /thumbs/{id}           a JPEG thumbnail of a stored image
+
+Guarantees:
+
+* **Loaded once.**  The space, the index and every encoder are loaded (and the
+  encoders run once) in the app's lifespan, before the first request.
+* **Bounded work.**  Embedding and search run in worker threads, at most
+  ``concurrency`` at once; up to ``max_queue`` more requests wait (at most
+  ``queue_timeout`` seconds) for a slot, and any beyond that get **503** with
+  ``Retry-After``.  Thumbnails have their own ``concurrency`` threads; file
+  serving is plain I/O.
+* **Bounded uploads.**  A request body over ``max_upload_bytes`` gets **413**
+  (from ``Content-Length`` before anything is read, or as soon as the stream
+  passes the cap); more than ``max_files`` files in one request get **400**.
+* **Sniffed, not trusted.**  An upload's type comes from its first bytes (PNG,
+  JPEG, GIF, WebP, SVG; WAV, OGG, FLAC, MP3), never from its name or declared
+  content type: anything else gets **415**; a file of a known type that does not
+  decode gets **400**, naming the file and the decoder's complaint.
+* **No paths from clients.**  ``/items`` and ``/thumbs`` take an item id, look it
+  up in the index loaded at start-up and serve the file the index recorded for
+  it; results carry URLs, never server paths.
+* **Loopback by default.**  ``anybind serve`` binds 127.0.0.1; the service has
+  no authentication.
+
+Errors are JSON ``{"detail": "..."}`` (400 bad query, 404 unknown item, 413 too
+large, 415 not an image or sound, 503 busy); request-schema violations are
+FastAPI's 422.
+"""
+
+import functools
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import quote
+
+import anyio
+import anyio.to_thread
+from fastapi import FastAPI, File, Form, Path as PathParam, Query, Request, UploadFile
+from fastapi.exceptions import HTTPException
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict, Field
+
+from .. import __version__
+from ..errors import AnybindError
+from ..index import Hit, QueryError
+from .sniff import MIME_TYPES, SNIFF_BYTES, sniff
+from .state import NotFound, ServeConfig, Service, UploadError
+
+STATIC = Path(__file__).parent / "static"
+MAX_K = 100
+MAX_TEXT = 2000
+MAX_LABELS = 256  # class names per /classify request
+MAX_TEMPLATES = 8
+RERANK = Literal["csls", "qbnorm", "invgc"]
+PAGE_CSP = (
+    "default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; style-src 'self'; "
+    "script-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+ITEM_CSP = "default-src 'none'; style-src 'unsafe-inline'; sandbox"
+
+
+# ---------------------------------------------------------------------------------------
+# request / response models
+# ---------------------------------------------------------------------------------------
+class ErrorOut(BaseModel):
+    detail: str = Field(description="What is wrong, naming the input or item.")
+
+
+class QueryInput(BaseModel):
+    """One text input of a fused query."""
+
+    model_config = ConfigDict(extra="forbid")
+    modality: str = Field("text", max_length=100, description="A bound text modality (text, text_fr, ...).")
+    text: str = Field(min_length=1, max_length=MAX_TEXT)
+    weight: float = Field(1.0, ge=-100, le=100, allow_inf_nan=False)
+
+
+LabelFilter = dict[Annotated[str, Field(max_length=200)], str | Annotated[list[str], Field(max_length=50)]]
+
+
+class SearchRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"text": "a barking dog", "k": 10, "modality": ["image"]}]},
+    )
+    text: str | None = Field(None, max_length=MAX_TEXT, description="A text query (modality 'text').")
+    inputs: list[QueryInput] = Field(
+        default_factory=list, max_length=16, description="More inputs, fused with `text`: weighted mean, renormalised."
+    )
+    k: int = Field(10, ge=1, le=MAX_K, description="Number of results.")
+    modality: str | Annotated[list[str], Field(max_length=16)] | None = Field(
+        None, description="Only return items of this modality (or these); default any."
+    )
+    labels: LabelFilter = Field(
+        default_factory=dict,
+        max_length=16,
+        description='Label filters, e.g. {"top": "animals"}; every key must match, a list matches any of its values.',
+    )
+    rerank: RERANK | None = Field(None, description="Hubness correction of the scores (see anybind.rerank).")
+
+
+class HitOut(BaseModel):
+    rank: int = Field(ge=1)
+    id: str
+    modality: str
+    media: Literal["image", "audio", "text", "other"]
+    score: float
+    labels: dict[str, Any]
+    text: str | None = Field(None, description="The item itself, for text modalities.")
+    url: str | None = Field(None, description="GET it to fetch the stored item (file modalities).")
+    thumb_url: str | None = Field(None, description="GET it for a JPEG thumbnail (images).")
+
+
+class SearchOut(BaseModel):
+    hits: list[HitOut]
+    query_modalities: list[str]
+    took_ms: float
+
+
+class EmbedRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"texts": ["a barking dog"]}]})
+    modality: str = Field("text", max_length=100, description="A bound text modality.")
+    texts: list[Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]] = Field(min_length=1, max_length=64)
+
+
+class EmbeddedOut(BaseModel):
+    modality: str
+    name: str | None = Field(None, description="The uploaded file's name (uploads only).")
+    vector: list[float]
+
+
+class EmbedOut(BaseModel):
+    dim: int
+    items: list[EmbeddedOut]
+    took_ms: float
+
+
+class ClassifyRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"text": "it barks at the postman", "labels": ["dog", "cat", "bird"]}]},
+    )
+    text: str | None = Field(None, max_length=MAX_TEXT, description="The text to classify.")
+    inputs: list[QueryInput] = Field(default_factory=list, max_length=16, description="More inputs, fused.")
+    labels: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
+        min_length=1, max_length=MAX_LABELS, description="Candidate class names."
+    )
+    templates: list[Annotated[str, Field(min_length=2, max_length=500)]] = Field(
+        default_factory=lambda: ["a {}."],
+        min_length=1,
+        max_length=MAX_TEMPLATES,
+        description="Prompt templates; each class is the mean of its filled templates' embeddings.",
+    )
+
+
+class ClassOut(BaseModel):
+    label: str
+    score: float = Field(description="Cosine of the query with the class's prompt-ensemble embedding.")
+    probability: float = Field(ge=0, le=1, description="Softmax of the scores at the space's temperature.")
+
+
+class ClassifyOut(BaseModel):
+    results: list[ClassOut]
+    query_modalities: list[str]
+    templates: list[str]
+    took_ms: float
+
+
+class SpaceInfo(BaseModel):
+    identity: str
+    dim: int
+    encoders: dict[str, str]
+    temperature: float
+
+
+class IndexInfo(BaseModel):
+    rows: int
+    counts: dict[str, int]
+
+
+class LimitsInfo(BaseModel):
+    max_upload_bytes: int
+    max_files: int
+    concurrency: int
+    max_queue: int
+    queue_timeout: float
+    max_k: int
+
+
+class LoadInfo(BaseModel):
+    running: int
+    waiting: int
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok"]
+    anybind_version: str
+    space: SpaceInfo
+    index: IndexInfo
+    text_modalities: list[str] = Field(description="Modalities a text query may name.")
+    upload_modalities: dict[str, str] = Field(description="Uploaded image / sound -> the modality it is embedded as.")
+    media: dict[str, str] = Field(description="Each bound modality's media (image, audio, text, other).")
+    limits: LimitsInfo
+    load: LoadInfo
+    uptime_s: float
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorOut, "description": "Unusable query: empty, unknown modality, undecodable file, too many files..."},
+    413: {"model": ErrorOut, "description": "Request body over the upload cap."},
+    503: {"model": ErrorOut, "description": "Busy: every worker slot taken and the queue full (see Retry-After)."},
+}
+UPLOAD_ERRORS = {**ERRORS, 415: {"model": ErrorOut, "description": "Not an image or sound this service reads."}}
+ITEM_TYPES = {t: {} for t in (*MIME_TYPES, "text/plain", "application/octet-stream")}
+
+
+# ---------------------------------------------------------------------------------------
+# admission control and body limits
+# ---------------------------------------------------------------------------------------
+class Busy(Exception):
+    """Every slot is taken and the queue is full, or a request waited too long (HTTP 503)."""
+
+
+class Gate:
+    """At most ``concurrency`` jobs in worker threads; up to ``max_queue`` waiting, each at most ``timeout`` s."""
+
+    def __init__(self, concurrency: int, max_queue: int, timeout: float):
+        self.concurrency = max(1, int(concurrency))
+        self.sem = anyio.Semaphore(self.concurrency)
+        self.threads = anyio.CapacityLimiter(self.concurrency)
+        self.max_queue = max(0, int(max_queue))
+        self.timeout = float(timeout)
+        self.waiting = 0
+        self.running = 0
+
+    async def run(self, fn, *args, **kwargs):
+        if self.sem.value == 0 and self.waiting >= self.max_queue:
+            raise Busy(f"busy: {self.running} requests running and {self.waiting} waiting; retry shortly")
+        self.waiting += 1
+        try:
+            with anyio.move_on_after(self.timeout) as scope:
+                await self.sem.acquire()
+        finally:
+            self.waiting -= 1
+        if scope.cancelled_caught:
+            raise Busy(f"busy: no worker slot became free within {self.timeout:g} s; retry shortly")
+        self.running += 1
+        try:
+            return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs), limiter=self.threads)
+        finally:
+            self.running -= 1
+            self.sem.release()
+
+
+async def _send_json(send, status: int, detail: str, headers: list[tuple[bytes, bytes]] = ()) -> None:
+    import json
+
+    body = json.dumps({"detail": detail}).encode()
+    hdrs = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers]
+    await send({"type": "http.response.start", "status": status, "headers": hdrs})
+    await send({"type": "http.response.body", "body": body})
+
+
+class BodyLimit:
+    """Pure ASGI middleware: 413 for a request body over ``max_bytes`` (declared or streamed)."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app = app
+        self.max_bytes = int(max_bytes)
+
+    def _message(self) -> str:
+        return f"request body over the upload cap of {self.max_bytes} bytes ({self.max_bytes / 2**20:.1f} MiB)"
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.strip().isdigit() or int(declared) > self.max_bytes):
+            return await _send_json(send, 413, self._message(), [(b"connection", b"close")])
+        seen = 0
+
+        async def limited():
+            nonlocal seen
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > self.max_bytes:
+                    raise HTTPException(413, self._message())
+            return msg
+
+        await self.app(scope, limited, send)
+
+
+class SecurityHeaders:
+    """Pure ASGI middleware: nosniff everywhere; a strict CSP on the page and on stored items."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path = scope["path"]
+        extra = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer")]
+        if path == "/" or path.startswith("/static/"):
+            extra.append((b"content-security-policy", PAGE_CSP.encode()))
+        elif path.startswith(("/items/", "/thumbs/")):
+            extra.append((b"content-security-policy", ITEM_CSP.encode()))
+
+        async def send_with_headers(msg):
+            if msg["type"] == "http.response.start":
+                msg = {**msg, "headers": [*msg.get("headers", []), *extra]}
+            await send(msg)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+# ---------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------
+def _quote_id(item_id: str) -> str:
+    """An item id as URL path segments: every segment percent-encoded, dot segments too."""
+    segs = []
+    for s in item_id.split("/"):
+        q = quote(s, safe="")
+        segs.append(q.replace(".", "%2E") if s in (".", "..") else q)
+    return "/".join(segs)
+
+
+def _hit_out(svc: Service, h: Hit) -> HitOut:
+    media = svc.media.get(h.modality, "other")
+    url = thumb = text = None
+    if media == "text":
+        text = h.source
+    else:
+        ref = f"{_quote_id(h.id)}?modality={quote(h.modality, safe='')}"
+        url = f"/items/{ref}"
+        if media == "image":
+            thumb = f"/thumbs/{ref}"
+    return HitOut(
+        rank=h.rank, id=h.id, modality=h.modality, media=media, score=h.score, labels=h.labels, text=text,
+        url=url, thumb_url=thumb,
+    )
+
+
+def _text_parts(svc: Service, text: str | None, inputs: list[QueryInput]) -> list[tuple[str, Any, float]]:
+    parts: list[tuple[str, Any, float]] = []
+    if text is not None:
+        if not text.strip():
+            raise QueryError("empty text query: give some text")
+        parts.append(("text", text, 1.0))
+    for i in inputs:
+        parts.append((svc.check_text_modality(i.modality), i.text, float(i.weight)))
+    return parts
+
+
+async def _read_uploads(svc: Service, files: list[UploadFile]) -> list[tuple[bytes, str]]:
+    if len(files) > svc.config.max_files:
+        raise QueryError(f"{len(files)} files in one request: at most {svc.config.max_files}")
+    out = []
+    for f in files:
+        out.append((await f.read(), f.filename or "upload"))
+    return out
+
+
+def _upload_parts(
+    svc: Service,
+    uploads: list[tuple[bytes, str]],
+    texts: list[str],
+    weights: list[float],
+    file_modality: list[str],
+    text_modality: str,
+) -> tuple[list[tuple[str, Any, float]], list[tuple[Path, str]]]:
+    """Stage uploads (sniffed, written to private temporary files) and build the fused query's parts.
+
+    Weights follow the order texts, then files; returns the parts and the staged files (to delete)."""
+    n = len(texts) + len(uploads)
+    if weights and len(weights) != n:
+        raise QueryError(f"{len(weights)} weights for {n} query inputs (texts first, then files)")
+    if file_modality and len(file_modality) != len(uploads):
+        raise QueryError(f"{len(file_modality)} file_modality values for {len(uploads)} files")
+    w = list(weights) if weights else [1.0] * n
+    parts: list[tuple[str, Any, float]] = []
+    if texts:
+        svc.check_text_modality(text_modality)
+    for t, wt in zip(texts, w):
+        if not t.strip():
+            raise QueryError("empty text query: give some text")
+        parts.append((text_modality, t, wt))
+    staged: list[tuple[Path, str]] = []
+    try:
+        for j, (data, name) in enumerate(uploads):
+            m, path, shown = svc.stage(data, name, file_modality[j] if file_modality else None)
+            staged.append((path, shown))
+            parts.append((m, str(path), w[len(texts) + j]))
+    except BaseException:
+        _unstage(staged)
+        raise
+    return parts, staged
+
+
+def _unstage(staged: list[tuple[Path, str]]) -> None:
+    for p, _ in staged:
+        p.unlink(missing_ok=True)
+
+
+def _named(e: Exception, staged: list[tuple[Path, str]]) -> str:
+    """An error message with the private temporary paths replaced by the uploads' names."""
+    msg = str(e)
+    for p, shown in staged:
+        msg = msg.replace(str(p), shown)
+    return msg
+
+
+def _ms(t0: float) -> float:
+    return round((time.perf_counter() - t0) * 1000, 2)
+
+
+# ---------------------------------------------------------------------------------------
+# the app
+# ---------------------------------------------------------------------------------------
+def create_app(
+    space_dir: str | Path | None = None,
+    index_dir: str | Path | None = None,
+    *,
+    service: Service | None = None,
+    cache: str | Path | None = None,
+    config: ServeConfig | None = None,
+    warm: bool = True,
+) -> FastAPI:
+    """The FastAPI app serving ``index_dir`` (searched with ``space_dir``, which it must have been built with).
+
+    The space, index and encoders are loaded in the app's lifespan (start-up), or
+    taken from a ready ``service`` (tests, benchmarks: several apps may share one).
+    ``config``: limits, see :class:`~anybind.serve.state.ServeConfig`.
+    """
+    if service is None and index_dir is None:
+        raise ValueError("create_app needs index_dir (and the space it was built with), or service=")
+    cfg = config or (service.config if service is not None else ServeConfig())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        svc = service
+        if svc is None:
+            svc = await anyio.to_thread.run_sync(
+                lambda: Service.load(space_dir, index_dir, cache=cache, config=cfg, warm=warm)
+            )
+        gate = Gate(cfg.concurrency, cfg.max_queue, cfg.queue_timeout)
+        thumbs = anyio.CapacityLimiter(max(1, cfg.concurrency))
+        try:
+            yield {"svc": svc, "gate": gate, "thumbs": thumbs}
+        finally:
+            if service is None:
+                svc.close()
+
+    app = FastAPI(
+        title="anybind search",
+        version=__version__,
+        description=(
+            "Search one shared embedding space with text, images and sounds; zero-shot classify; fetch stored "
+            "items. Errors are JSON {\"detail\": ...}."
+        ),
+        lifespan=lifespan,
+    )
+    app.add_middleware(BodyLimit, max_bytes=cfg.max_upload_bytes)
+    app.add_middleware(SecurityHeaders)
+
+    @app.exception_handler(UploadError)
+    async def _upload_error(request: Request, exc: UploadError):
+        return JSONResponse({"detail": str(exc)}, status_code=415)
+
+    @app.exception_handler(NotFound)
+    async def _not_found(request: Request, exc: NotFound):
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(AnybindError)
+    async def _bad_query(request: Request, exc: AnybindError):
+        return JSONResponse({"detail": str(exc)}, status_code=400)
+
+    @app.exception_handler(Busy)
+    async def _busy(request: Request, exc: Busy):
+        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "1"})
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    @app.get("/health", response_model=HealthOut, summary="Space, index, limits and current load")
+    async def health(request: Request) -> HealthOut:
+        svc: Service = request.state.svc
+        gate: Gate = request.state.gate
+        sp = svc.space
+        ups = {k: m for k in ("image", "audio") if (m := svc.upload_modality(k))}
+        return HealthOut(
+            status="ok",
+            anybind_version=__version__,
+            space=SpaceInfo(identity=sp.identity(), dim=sp.dim, encoders=sp.encoders, temperature=sp.temperature),
+            index=IndexInfo(rows=sum(svc.counts.values()), counts=svc.counts),
+            text_modalities=[m for m in sp.modalities if svc.input_kind[m] == "text"],
+            upload_modalities=ups,
+            media=svc.media,
+            limits=LimitsInfo(
+                max_upload_bytes=cfg.max_upload_bytes, max_files=cfg.max_files, concurrency=gate.concurrency,
+                max_queue=gate.max_queue, queue_timeout=gate.timeout, max_k=MAX_K,
+            ),
+            load=LoadInfo(running=gate.running, waiting=gate.waiting),
+            uptime_s=round(time.time() - svc.started, 1),
+        )
+
+    # -- embed ---------------------------------------------------------------------------
+    @app.post("/embed", response_model=EmbedOut, responses=ERRORS, summary="Embed texts into the space")
+    async def embed(body: EmbedRequest, request: Request) -> EmbedOut:
+        svc: Service = request.state.svc
+
+        def work():
+            t0 = time.perf_counter()
+            m = svc.check_text_modality(body.modality)
+            for i, t in enumerate(body.texts):
+                if not t.strip():
+                    raise QueryError(f"text {i} is empty")
+            X = svc.embed_items(m, body.texts)
+            items = [EmbeddedOut(modality=m, vector=v.tolist()) for v in X]
+            return EmbedOut(dim=svc.space.dim, items=items, took_ms=_ms(t0))
+
+        return await request.state.gate.run(work)
+
+    @app.post(
+        "/embed/upload", response_model=EmbedOut, responses=UPLOAD_ERRORS, summary="Embed uploaded images / sounds"
+    )
+    async def embed_upload(
+        request: Request,
+        files: Annotated[list[UploadFile], File(description="Images or sounds (type sniffed from the content).")],
+        file_modality: Annotated[
+            list[str], Form(description="Per file, the bound modality to embed it as (default by its type).")
+        ] = [],  # noqa: B006 - FastAPI copies defaults
+    ) -> EmbedOut:
+        svc: Service = request.state.svc
+        uploads = await _read_uploads(svc, files)
+
+        def work():
+            t0 = time.perf_counter()
+            parts, staged = _upload_parts(svc, uploads, [], [], file_modality, "text")
+            try:
+                items = []
+                for (m, p, _), (_, shown) in zip(parts, staged):
+                    v = svc.embed_items(m, [p])[0]
+                    items.append(EmbeddedOut(modality=m, name=shown.strip("'\""), vector=v.tolist()))
+            except AnybindError as e:
+                raise type(e)(_named(e, staged)) from None
+            finally:
+                _unstage(staged)
+            return EmbedOut(dim=svc.space.dim, items=items, took_ms=_ms(t0))
+
+        return await request.state.gate.run(work)
+
+    # -- search --------------------------------------------------------------------------
+    @app.post("/search", response_model=SearchOut, responses=ERRORS, summary="Search with text (one or several, fused)")
+    async def search(body: SearchRequest, request: Request) -> SearchOut:
+        svc: Service = request.state.svc
+
+        def work():
+            t0 = time.perf_counter()
+            parts = _text_parts(svc, body.text, body.inputs)
+            if not parts:
+                raise QueryError("empty query: give text, or inputs")
+            mods = [body.modality] if isinstance(body.modality, str) else (body.modality or None)
+            hits, qmods = svc.search(parts, k=body.k, modality=mods, labels=body.labels, rerank=body.rerank)
+            return SearchOut(hits=[_hit_out(svc, h) for h in hits], query_modalities=qmods, took_ms=_ms(t0))
+
+        return await request.state.gate.run(work)
+
+    @app.post(
+        "/search/upload",
+        response_model=SearchOut,
+        responses=UPLOAD_ERRORS,
+        summary="Search with uploaded images / sounds, optionally fused with text",
+    )
+    async def search_upload(
+        request: Request,
+        files: Annotated[list[UploadFile], File(description="Images or sounds (type sniffed from the content).")],
+        text: Annotated[list[str], Form(description="Texts fused with the files.")] = [],  # noqa: B006
+        text_modality: Annotated[str, Form(max_length=100)] = "text",
+        weights: Annotated[list[float], Form(description="One per input: texts first, then files.")] = [],  # noqa: B006
+        file_modality: Annotated[list[str], Form(description="Per file, the modality to embed it as.")] = [],  # noqa: B006
+        k: Annotated[int, Form(ge=1, le=MAX_K)] = 10,
+        modality: Annotated[list[str], Form(description="Only return items of these modalities.")] = [],  # noqa: B006
+        label: Annotated[list[str], Form(description="KEY=VALUE label filters (all must match).")] = [],  # noqa: B006
+        rerank: Annotated[RERANK | None, Form()] = None,
+    ) -> SearchOut:
+        svc: Service = request.state.svc
+        uploads = await _read_uploads(svc, files)
+
+        def work():
+            t0 = time.perf_counter()
+            parts, staged = _upload_parts(svc, uploads, text, weights, file_modality, text_modality)
+            try:
+                hits, qmods = svc.search(parts, k=k, modality=modality or None, labels=label, rerank=rerank)
+            except AnybindError as e:
+                raise type(e)(_named(e, staged)) from None
+            finally:
+                _unstage(staged)
+            return SearchOut(hits=[_hit_out(svc, h) for h in hits], query_modalities=qmods, took_ms=_ms(t0))
+
+        return await request.state.gate.run(work)
+
+    # -- classify ------------------------------------------------------------------------
+    def _classify_out(svc, parts, labels, templates, t0, staged=()):
+        try:
+            scores, probs, qmods = svc.classify(parts, labels, templates)
+        except AnybindError as e:
+            raise type(e)(_named(e, list(staged))) from None
+        order = sorted(range(len(labels)), key=lambda i: -float(scores[i]))
+        return ClassifyOut(
+            results=[
+                ClassOut(label=labels[i], score=float(scores[i]), probability=min(1.0, max(0.0, float(probs[i]))))
+                for i in order
+            ],
+            query_modalities=qmods,
+            templates=list(templates),
+            took_ms=_ms(t0),
+        )
+
+    @app.post(
+        "/classify", response_model=ClassifyOut, responses=ERRORS, summary="Zero-shot classify a text over given labels"
+    )
+    async def classify(body: ClassifyRequest, request: Request) -> ClassifyOut:
+        svc: Service = request.state.svc
+
+        def work():
+            t0 = time.perf_counter()
+            parts = _text_parts(svc, body.text, body.inputs)
+            if not parts:
+                raise QueryError("nothing to classify: give text, or inputs")
+            return _classify_out(svc, parts, body.labels, body.templates, t0)
+
+        return await request.state.gate.run(work)
+
+    @app.post(
+        "/classify/upload",
+        response_model=ClassifyOut,
+        responses=UPLOAD_ERRORS,
+        summary="Zero-shot classify uploaded images / sounds (optionally fused with text)",
+    )
+    async def classify_upload(
+        request: Request,
+        files: Annotated[list[UploadFile], File(description="Images or sounds (type sniffed from the content).")],
+        labels: Annotated[list[str], Form(description="Candidate class names (repeat the field).")],
+        templates: Annotated[list[str], Form(description="Prompt templates with '{}' (default 'a {}.').")] = [],  # noqa: B006
+        text: Annotated[list[str], Form(description="Texts fused with the files.")] = [],  # noqa: B006
+        weights: Annotated[list[float], Form(description="One per input: texts first, then files.")] = [],  # noqa: B006
+        file_modality: Annotated[list[str], Form(description="Per file, the modality to embed it as.")] = [],  # noqa: B006
+    ) -> ClassifyOut:
+        svc: Service = request.state.svc
+        uploads = await _read_uploads(svc, files)
+        names = [x for x in labels if x.strip()]
+        if not names:
+            raise QueryError("no labels given: repeat the 'labels' field, one class name each")
+        if len(names) > MAX_LABELS:
+            raise QueryError(f"{len(names)} labels: at most {MAX_LABELS}")
+        if len(templates) > MAX_TEMPLATES:
+            raise QueryError(f"{len(templates)} templates: at most {MAX_TEMPLATES}")
+        tmpl = templates or ["a {}."]
+
+        def work():
+            t0 = time.perf_counter()
+            parts, staged = _upload_parts(svc, uploads, text, weights, file_modality, "text")
+            try:
+                return _classify_out(svc, parts, names, tmpl, t0, staged)
+            finally:
+                _unstage(staged)
+
+        return await request.state.gate.run(work)
+
+    # -- stored items --------------------------------------------------------------------
+    @app.get(
+        "/items/{item_id:path}",
+        response_class=Response,
+        responses={
+            200: {"content": ITEM_TYPES, "description": "The stored file (type sniffed from its bytes), or the text."},
+            404: {"model": ErrorOut, "description": "No such item (or its file is gone)."},
+        },
+        summary="A stored item, by its id in the index (never by path)",
+    )
+    def item(
+        request: Request,
+        item_id: Annotated[str, PathParam(description="The record id, as in search results.")],
+        modality: Annotated[str | None, Query(max_length=100, description="Which of the record's items.")] = None,
+    ) -> Response:
+        svc: Service = request.state.svc
+        it = svc.item(item_id, modality)
+        if it.media == "text":
+            return PlainTextResponse(it.source)
+        p = Path(it.source)
+        if not p.is_file():
+            raise NotFound(f"the stored {it.modality} file of item {item_id!r} is missing")
+        with open(p, "rb") as f:
+            head = f.read(SNIFF_BYTES)
+        s = sniff(head)
+        return FileResponse(p, media_type=s.mime if s else "application/octet-stream")
+
+    @app.get(
+        "/thumbs/{item_id:path}",
+        response_class=Response,
+        responses={
+            200: {"content": {"image/jpeg": {}}, "description": "A JPEG at most `size` pixels a side."},
+            404: {"model": ErrorOut, "description": "No such image item, or it cannot be read."},
+        },
+        summary="A thumbnail of a stored image",
+    )
+    async def thumb(
+        request: Request,
+        item_id: Annotated[str, PathParam(description="The record id, as in search results.")],
+        modality: Annotated[str | None, Query(max_length=100)] = None,
+        size: Annotated[int, Query(ge=16, le=512)] = 160,
+    ) -> Response:
+        svc: Service = request.state.svc
+        it = svc.item(item_id, modality)
+        if it.media != "image":
+            raise NotFound(f"item {item_id!r} ({it.modality}) is not an image: no thumbnail")
+        try:
+            data = await anyio.to_thread.run_sync(svc.thumbnail, it, size, limiter=request.state.thumbs)
+        except AnybindError as e:
+            raise NotFound(f"cannot make a thumbnail of item {item_id!r}: {str(e).replace(it.source, 'its file')}") from None
+        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
+
+    return app

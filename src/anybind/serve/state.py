@@ -1,0 +1,409 @@
+"""What the service loads once at start-up: the space, its index, warm encoders, lookups, a query cache.
+
+:class:`Service` holds no request state; the FastAPI app (:mod:`anybind.serve.app`)
+calls it from worker threads, at most ``concurrency`` at a time.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+import wave
+import weakref
+from collections import OrderedDict, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..cache import FeatureCache
+from ..errors import AnybindError, DataError
+from ..index import Hit, Index, QueryError, class_embeddings
+from ..space import Space
+from .sniff import SNIFF_BYTES, Sniffed, sniff
+
+
+@dataclass
+class ServeConfig:
+    """Limits of the service (``anybind serve --help`` shows the same defaults).
+
+    max_upload_bytes: cap on a request body (all files of an upload together); larger -> 413.
+    max_files: files in one upload request.
+    concurrency: encoder/search jobs running at once (each runs in a worker thread).
+    max_queue: requests allowed to wait for a slot; one more -> 503 with ``Retry-After``.
+    queue_timeout: seconds a request may wait for a slot before it gets 503.
+    query_cache: query embeddings (texts, uploads, class prompts) kept in memory (LRU).
+    thumb_cache: thumbnails kept in memory (LRU).
+    max_pixels: an uploaded raster image larger than this (width x height, read from its header) -> 400,
+        before anything is decoded (a small file can hold a huge image).
+    max_audio_seconds: an uploaded sound longer than this (read from its header) -> 400.
+    """
+
+    max_upload_bytes: int = 10 * 1024 * 1024
+    max_files: int = 8
+    concurrency: int = 2
+    max_queue: int = 256
+    queue_timeout: float = 60.0
+    query_cache: int = 4096
+    thumb_cache: int = 1024
+    max_pixels: int = 40_000_000
+    max_audio_seconds: float = 120.0
+
+
+class MemoryFeatureCache(FeatureCache):
+    """A feature cache that reads the on-disk cache but keeps what it encodes in memory only.
+
+    Corpus items already on disk are hits; queries (texts, uploaded files, class
+    prompts) are encoded once and kept in an LRU of ``max_items`` entries, so a
+    running service never writes a shard per query into the user's cache.
+    Encoder calls are serialised per encoder identity (a tokenizer or a model
+    shared by worker threads is never entered twice at once).
+    """
+
+    def __init__(self, root: str | Path | None = None, max_items: int = 4096):
+        super().__init__(root)
+        self.max_items = int(max_items)
+        self._mem: OrderedDict[Path, tuple[str, list[str]]] = OrderedDict()
+        self._mem_items = 0
+        self._lock = threading.RLock()
+        self._encoder_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+
+    def _load_index(self, identity: str):
+        with self._lock:
+            return super()._load_index(identity)
+
+    def _encode_missing(self, encoder, identity, missing, first, progress, description, workers) -> None:
+        with self._lock:
+            lock = self._encoder_locks[identity]
+        with lock:
+            idx = self._load_index(identity)
+            still = [k for k in missing if k not in idx]  # another thread may have encoded them meanwhile
+            if still:
+                super()._encode_missing(encoder, identity, still, first, False, description, 1)
+
+    def _write_shard(self, identity: str, keys: list[str], vectors: np.ndarray) -> Path:
+        path = Path(f"<memory>/{uuid.uuid4().hex}")
+        with self._lock:
+            idx = self._load_index(identity)
+            self._shard_data[path] = np.asarray(vectors, dtype=np.float32)
+            for row, k in enumerate(keys):
+                idx[k] = (path, row)
+            self._mem[path] = (identity, list(keys))
+            self._mem_items += len(keys)
+            while self._mem_items > self.max_items and len(self._mem) > 1:
+                old, (ident, old_keys) = self._mem.popitem(last=False)
+                old_idx = self._index.get(ident, {})
+                for k in old_keys:
+                    if old_idx.get(k, (None,))[0] == old:
+                        del old_idx[k]
+                self._shard_data.pop(old, None)
+                self._mem_items -= len(old_keys)
+        return path
+
+    def __len__(self) -> int:
+        return self._mem_items
+
+
+@dataclass
+class Item:
+    """One stored row the service may serve: its source (text, or an absolute file path) and media kind."""
+
+    id: str
+    modality: str
+    source: str
+    media: str  # "image" | "audio" | "text" | "other"
+
+
+def _tiny_png() -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 32), (200, 120, 40)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _tiny_wav(seconds: float = 1.0, rate: int = 16000) -> bytes:
+    t = np.arange(int(seconds * rate)) / rate
+    pcm = (0.3 * np.sin(2 * np.pi * 440 * t) * 32767).astype("<i2")
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm.tobytes())
+    return buf.getvalue()
+
+
+class Service:
+    """The loaded space + index, the item lookup table and the query cache, shared by all requests."""
+
+    def __init__(
+        self,
+        space: Space,
+        index: Index,
+        *,
+        cache: str | Path | None = None,
+        config: ServeConfig | None = None,
+        space_dir: str | Path | None = None,
+    ):
+        self.space = space
+        self.index = index
+        self.config = config or ServeConfig()
+        self.space_dir = str(space_dir) if space_dir is not None else None
+        self.cache = MemoryFeatureCache(cache, max_items=self.config.query_cache)
+        self.tmp = Path(tempfile.mkdtemp(prefix="anybind-serve-")).resolve()
+        # staged uploads live here; removed by close(), or at exit if close() was never called
+        self._cleanup = weakref.finalize(self, shutil.rmtree, str(self.tmp), True)
+        self.started = time.time()
+        # what each bound modality reads ("text" or "file") and what its media are
+        self.input_kind = {m: getattr(space.encoder(m), "input_kind", "file") for m in space.modalities}
+        self.media = {m: self._media_of(m) for m in space.modalities}
+        snap = index.snapshot()
+        ids = snap.meta.column("id").to_pylist()
+        srcs = snap.meta.column("source").to_pylist()
+        self.items: dict[str, dict[str, Item]] = {}
+        for i, m, s in zip(ids, snap.modality.tolist(), srcs):
+            self.items.setdefault(i, {})[m] = Item(i, m, s, self.media.get(m, "other"))
+        self.counts = index.counts()
+        self._thumbs: OrderedDict[tuple[str, str, int], bytes] = OrderedDict()
+        self._thumb_lock = threading.Lock()
+
+    @classmethod
+    def load(
+        cls,
+        space_dir: str | Path | None,
+        index_dir: str | Path,
+        *,
+        cache: str | Path | None = None,
+        config: ServeConfig | None = None,
+        warm: bool = True,
+    ) -> "Service":
+        """Open the index with the space (refused unless the index was built with it); warm the encoders."""
+        space = Space.load(space_dir) if space_dir is not None else None
+        index = Index.open(index_dir, space)
+        if index.space is None:
+            raise DataError(f"{index_dir}: this index holds no space; pass the space it was built with")
+        svc = cls(index.space, index, cache=cache, config=config, space_dir=space_dir)
+        if warm:
+            svc.warm_up()
+        return svc
+
+    def _media_of(self, modality: str) -> str:
+        if self.input_kind[modality] == "text":
+            return "text"
+        if self.input_kind[modality] != "file":
+            return "other"
+        kind = getattr(self.space.encoder(modality), "modality", None)
+        if kind not in ("image", "audio"):  # a custom encoder: go by the field's name (image_hd, speech...)
+            kind = {"speech": "audio", "sound": "audio"}.get(modality.split("_")[0], modality.split("_")[0])
+        return kind if kind in ("image", "audio") else "other"
+
+    def upload_modality(self, kind: str) -> str | None:
+        """The bound modality an uploaded image / sound is embedded as: ``image`` / ``audio``, else the
+        only bound file modality of that media kind."""
+        if kind in self.space.modalities and self.media.get(kind) == kind:
+            return kind
+        cands = [m for m in self.space.modalities if self.media.get(m) == kind]
+        return cands[0] if len(cands) == 1 else None
+
+    def warm_up(self) -> None:
+        """Build every encoder's model and the query cache's index now, not on the first request."""
+        blobs = {"image": (_tiny_png(), ".png"), "audio": (_tiny_wav(), ".wav")}
+        for m in self.space.modalities:
+            if self.input_kind[m] == "text":
+                self.space.embed(m, ["warm up"], cache=self.cache)
+            elif self.media[m] in blobs:
+                data, ext = blobs[self.media[m]]
+                p = self.tmp / f"warm-{m}{ext}"
+                p.write_bytes(data)
+                try:
+                    self.space.embed(m, [str(p)], cache=self.cache)
+                finally:
+                    p.unlink(missing_ok=True)
+        self.index.snapshot()
+
+    def close(self) -> None:
+        """Remove the folder of staged uploads."""
+        self._cleanup()
+
+    # -- queries -------------------------------------------------------------
+    def check_text_modality(self, m: str) -> str:
+        if m not in self.space.modalities:
+            raise QueryError(f"unknown modality {m!r}: this space binds {', '.join(self.space.modalities)}")
+        if self.input_kind[m] != "text":
+            raise QueryError(f"modality {m!r} does not read text (it reads {self.input_kind[m]}s): upload a file")
+        return m
+
+    def stage(self, data: bytes, name: str, modality: str | None) -> tuple[str, Path, str]:
+        """Check an upload's content and write it to a private temporary file.
+
+        Returns ``(modality, path, display_name)``; raises :class:`UploadError`
+        (415) when the bytes are no image or sound this service reads, and
+        :class:`QueryError` (400) when the modality does not fit.
+        """
+        shown = _display_name(name)
+        if not data:
+            raise QueryError(f"{shown}: the file is empty")
+        s = sniff(data[:SNIFF_BYTES])
+        if s is None:
+            from .sniff import ACCEPTED
+
+            raise UploadError(
+                f"{shown}: not an image or a sound this service reads (the content was checked, not the name): "
+                f"send {ACCEPTED}"
+            )
+        if modality is None:
+            modality = self.upload_modality(s.kind)
+            if modality is None:
+                raise QueryError(
+                    f"{shown} is {'an' if s.kind == 'image' else 'a'} {s.kind} ({s.mime}), but this space binds no "
+                    f"single {s.kind} modality (bound: {', '.join(self.space.modalities)}); name one with file_modality"
+                )
+        elif modality not in self.space.modalities:
+            raise QueryError(f"unknown modality {modality!r}: this space binds {', '.join(self.space.modalities)}")
+        elif self.media.get(modality) != s.kind:
+            raise QueryError(
+                f"{shown} is {'an' if s.kind == 'image' else 'a'} {s.kind} ({s.mime}), but modality {modality!r} "
+                f"reads {self.media.get(modality)} input"
+            )
+        self._check_size(data, s, shown)
+        path = self.tmp / f"{uuid.uuid4().hex}{s.ext}"
+        path.write_bytes(data)
+        return modality, path, shown
+
+    def _check_size(self, data: bytes, s: Sniffed, shown: str) -> None:
+        """Refuse images of too many pixels and sounds too long, from their headers (nothing decoded).
+        A header that cannot be read is left to the decoder, whose message is clearer."""
+        if s.kind == "image" and s.mime != "image/svg+xml":
+            import warnings
+
+            from PIL import Image
+
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    with Image.open(io.BytesIO(data)) as im:
+                        w, h = im.size
+            except Exception:  # noqa: BLE001 - unreadable header: the decoder reports it
+                return
+            if w * h > self.config.max_pixels:
+                raise QueryError(
+                    f"{shown}: an image of {w}x{h} pixels; this service takes at most "
+                    f"{self.config.max_pixels / 1e6:g} million pixels"
+                )
+        elif s.kind == "audio":
+            import soundfile as sf
+
+            try:
+                info = sf.info(io.BytesIO(data))
+                seconds = info.frames / info.samplerate
+            except Exception:  # noqa: BLE001 - unreadable header: the decoder reports it
+                return
+            if seconds > self.config.max_audio_seconds:
+                raise QueryError(
+                    f"{shown}: a sound of {seconds:.0f} s; this service takes at most "
+                    f"{self.config.max_audio_seconds:g} s"
+                )
+
+    def embed_parts(self, parts: Sequence[tuple[str, Any, float]]) -> tuple[np.ndarray, list[str]]:
+        """One fused unit query vector (see :meth:`Index.embed_query`) and the query modalities."""
+        return self.index.embed_query(list(parts), cache=self.cache)
+
+    def search(
+        self,
+        parts: Sequence[tuple[str, Any, float]],
+        *,
+        k: int,
+        modality: Sequence[str] | None,
+        labels: Any,
+        rerank: str | None,
+    ) -> tuple[list[Hit], list[str]]:
+        q, qmods = self.embed_parts(parts)
+        hits = self.index.search_vectors(
+            q[None], modality=modality, k=k, labels=labels, rerank=rerank, query_bank=qmods or None
+        )[0]
+        return hits, qmods
+
+    def classify(
+        self, parts: Sequence[tuple[str, Any, float]], names: Sequence[str], templates: Sequence[str]
+    ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """Cosine of the (fused) query with each class's prompt-ensemble embedding, and the softmax at the
+        space's temperature."""
+        for t in templates:
+            try:
+                filled = t.format("x")
+            except (IndexError, KeyError, ValueError) as e:
+                raise QueryError(f"template {t!r} is not a format string with one '{{}}' ({e})") from None
+            if "{}" not in t or filled == t:
+                raise QueryError(f"template {t!r} has no '{{}}' for the class name")
+        q, qmods = self.embed_parts(parts)
+        text_mod = "text" if "text" in self.space.modalities else None
+        if text_mod is None or self.input_kind[text_mod] != "text":
+            raise QueryError("zero-shot classification needs a bound 'text' modality to embed class names")
+        try:
+            C = class_embeddings(self.space, list(names), list(templates), text_modality=text_mod, cache=self.cache)
+        except AnybindError as e:
+            raise QueryError(str(e)) from None
+        scores = C @ q
+        logits = scores * float(np.exp(self.space.logit_scale))
+        p = np.exp(logits - logits.max())
+        return scores, p / p.sum(), qmods
+
+    def embed_items(self, modality: str, items: Sequence[Any]) -> np.ndarray:
+        try:
+            return self.space.embed(modality, list(items), cache=self.cache)
+        except AnybindError as e:
+            raise QueryError(f"cannot embed {modality} input: {e}") from None
+
+    # -- stored items ---------------------------------------------------------
+    def item(self, item_id: str, modality: str | None) -> Item:
+        rows = self.items.get(item_id)
+        if not rows:
+            raise NotFound(f"no item {item_id!r} in this index")
+        if modality is not None:
+            if modality not in rows:
+                raise NotFound(f"item {item_id!r} has no {modality!r} (it has {', '.join(sorted(rows))})")
+            return rows[modality]
+        order = {"image": 0, "audio": 1, "other": 2, "text": 3}
+        return min(rows.values(), key=lambda it: (order.get(it.media, 9), it.modality))
+
+    def thumbnail(self, it: Item, size: int) -> bytes:
+        """A JPEG of at most ``size`` pixels a side (LRU-cached)."""
+        key = (it.id, it.modality, size)
+        with self._thumb_lock:
+            if key in self._thumbs:
+                self._thumbs.move_to_end(key)
+                return self._thumbs[key]
+        from ..data.media import load_image
+
+        img = load_image(it.source, size=max(size, 64))
+        img.thumbnail((size, size))
+        buf = io.BytesIO()
+        img.save(buf, format="JPEG", quality=85)
+        data = buf.getvalue()
+        with self._thumb_lock:
+            self._thumbs[key] = data
+            while len(self._thumbs) > self.config.thumb_cache:
+                self._thumbs.popitem(last=False)
+        return data
+
+
+class NotFound(AnybindError):
+    """No such stored item (HTTP 404)."""
+
+
+class UploadError(QueryError):
+    """An upload whose content is no image or sound this service reads (HTTP 415)."""
+
+
+def _display_name(name: str | None) -> str:
+    """An upload's file name as shown in messages: no folders, printable, at most 80 characters."""
+    base = (name or "upload").replace("\\", "/").rsplit("/", 1)[-1] or "upload"
+    base = "".join(c if c.isprintable() else "?" for c in base)
+    return repr(base if len(base) <= 80 else base[:77] + "...")

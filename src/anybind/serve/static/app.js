@@ -1,0 +1,196 @@
+// anybind search page: vanilla JS, no build step. Talks to /health, /search, /search/upload, /classify(/upload).
+"use strict";
+
+const $ = (sel) => document.querySelector(sel);
+const state = { files: [], controller: null, previews: [] };
+
+function el(tag, attrs = {}, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") e.className = v;
+    else if (k === "text") e.textContent = v;
+    else e.setAttribute(k, v);
+  }
+  for (const c of children) if (c) e.append(c);
+  return e;
+}
+
+function setStatus(msg, error = false) {
+  const s = $("#status");
+  s.textContent = msg;
+  s.classList.toggle("error", error);
+}
+
+async function loadHealth() {
+  try {
+    const r = await fetch("/health");
+    const h = await r.json();
+    const sel = $("#modality");
+    for (const [m, n] of Object.entries(h.index.counts)) {
+      sel.append(el("option", { value: m, text: `${m} (${n})` }));
+    }
+    const counts = Object.entries(h.index.counts).map(([m, n]) => `${n} ${m}`).join(", ");
+    const enc = Object.entries(h.space.encoders).map(([m, s]) => `${m}: ${s}`).join(", ");
+    $("#corpus").textContent = `${h.index.rows} items (${counts}) in a ${h.space.dim}-d space (${enc}).`;
+  } catch (e) {
+    $("#corpus").textContent = "the service did not answer /health";
+  }
+}
+
+function labelList() {
+  return $("#labels").value.split(",").map((s) => s.trim()).filter(Boolean);
+}
+
+function showFiles() {
+  const box = $("#files");
+  for (const u of state.previews) URL.revokeObjectURL(u);
+  state.previews = [];
+  box.replaceChildren();
+  box.hidden = state.files.length === 0;
+  state.files.forEach((f, i) => {
+    const url = URL.createObjectURL(f);
+    state.previews.push(url);
+    const media = f.type.startsWith("audio") || /\.(ogg|oga|flac|wav|mp3)$/i.test(f.name)
+      ? el("audio", { controls: "", src: url, preload: "none" })
+      : el("img", { src: url, alt: f.name });
+    const rm = el("button", { type: "button", title: "remove", text: "\u00d7" });
+    rm.addEventListener("click", () => { state.files.splice(i, 1); showFiles(); search(); });
+    box.append(el("div", { class: "chip" }, media, el("span", { text: f.name }), rm));
+  });
+}
+
+function renderHits(data) {
+  const box = $("#results");
+  box.replaceChildren();
+  for (const h of data.hits) {
+    let media;
+    if (h.media === "image" && h.thumb_url) {
+      const img = el("img", { src: h.thumb_url, alt: h.id, loading: "lazy" });
+      media = el("a", { href: h.url, target: "_blank", rel: "noopener" }, img);
+    } else if (h.media === "audio" && h.url) {
+      media = el("audio", { controls: "", preload: "none", src: h.url });
+    } else if (h.text !== null && h.text !== undefined) {
+      media = el("blockquote", { text: h.text });
+    } else if (h.url) {
+      media = el("a", { href: h.url, text: "open" });
+    }
+    const labels = el("div", { class: "labels" });
+    for (const [k, v] of Object.entries(h.labels || {})) {
+      labels.append(el("span", { title: k, text: Array.isArray(v) ? v.join(", ") : String(v) }));
+    }
+    const name = h.id.split("/").pop();
+    box.append(el("article", { class: "hit", "data-modality": h.modality, "data-id": h.id },
+      el("div", { class: "media" }, media),
+      el("div", { class: "name", title: h.id, text: name }),
+      el("div", { class: "meta" },
+        el("span", { class: `badge ${h.media}`, text: h.modality }),
+        el("span", { class: "score", text: h.score.toFixed(3) })),
+      labels));
+  }
+}
+
+function renderClasses(data) {
+  const box = $("#classes");
+  box.replaceChildren(el("div", { class: "muted", text: "zero-shot" }));
+  for (const c of data.results.slice(0, 8)) {
+    const bar = el("div", { class: "bar" });
+    bar.style.width = `${Math.max(1, Math.round(c.probability * 100))}%`;
+    box.append(el("div", { class: "row" }, el("span", { text: c.label }), el("div", {}, bar),
+      el("span", { text: `${(c.probability * 100).toFixed(1)}%` })));
+  }
+  box.hidden = false;
+}
+
+async function post(url, body, signal) {
+  const opts = { method: "POST", signal };
+  if (body instanceof FormData) opts.body = body;
+  else { opts.body = JSON.stringify(body); opts.headers = { "content-type": "application/json" }; }
+  const r = await fetch(url, opts);
+  let data = null;
+  try { data = await r.json(); } catch (e) { /* not JSON */ }
+  if (!r.ok) {
+    const d = data && data.detail;
+    throw new Error(typeof d === "string" ? d : (d ? JSON.stringify(d) : `HTTP ${r.status}`));
+  }
+  return data;
+}
+
+function uploadForm(extra) {
+  const fd = new FormData();
+  for (const f of state.files) fd.append("files", f, f.name);
+  const text = $("#q").value.trim();
+  if (text) fd.append("text", text);
+  for (const [k, v] of extra) fd.append(k, v);
+  return fd;
+}
+
+async function search() {
+  const text = $("#q").value.trim();
+  if (!text && state.files.length === 0) { setStatus(""); return; }
+  if (state.controller) state.controller.abort();  // only the latest query matters: spare the CPU
+  const controller = new AbortController();
+  state.controller = controller;
+  $("#results").setAttribute("aria-busy", "true");
+  const k = Number($("#k").value);
+  const mod = $("#modality").value;
+  const labels = labelList();
+  setStatus("searching\u2026");
+  try {
+    let data;
+    if (state.files.length) {
+      const extra = [["k", String(k)]];
+      if (mod) extra.push(["modality", mod]);
+      data = await post("/search/upload", uploadForm(extra), controller.signal);
+    } else {
+      data = await post("/search", { text, k, modality: mod || null }, controller.signal);
+    }
+    renderHits(data);
+    const what = [text && `"${text}"`, ...state.files.map((f) => f.name)].filter(Boolean).join(" + ");
+    setStatus(`${data.hits.length} results for ${what} (${data.took_ms.toFixed(0)} ms)`);
+    if (labels.length) {
+      const cls = state.files.length
+        ? await post("/classify/upload", uploadForm(labels.map((l) => ["labels", l])), controller.signal)
+        : await post("/classify", { text, labels }, controller.signal);
+      renderClasses(cls);
+    } else {
+      $("#classes").hidden = true;
+    }
+  } catch (e) {
+    if (e.name === "AbortError") return;
+    setStatus(e.message, true);
+    $("#results").replaceChildren();
+  } finally {
+    if (state.controller === controller) {
+      state.controller = null;
+      $("#results").setAttribute("aria-busy", "false");
+    }
+  }
+}
+
+function addFiles(list) {
+  const files = Array.from(list || []);
+  if (!files.length) return;
+  state.files = files.slice(0, 8);
+  showFiles();
+  search();
+}
+
+function init() {
+  loadHealth();
+  $("#query").addEventListener("submit", (e) => { e.preventDefault(); search(); });
+  $("#modality").addEventListener("change", search);
+  $("#k").addEventListener("change", search);
+  $("#file").addEventListener("change", (e) => { addFiles(e.target.files); e.target.value = ""; });
+  const drop = $("#drop");
+  for (const ev of ["dragenter", "dragover"]) {
+    drop.addEventListener(ev, (e) => { e.preventDefault(); drop.classList.add("over"); });
+  }
+  for (const ev of ["dragleave", "drop"]) {
+    drop.addEventListener(ev, () => drop.classList.remove("over"));
+  }
+  drop.addEventListener("drop", (e) => { e.preventDefault(); addFiles(e.dataTransfer.files); });
+  document.addEventListener("dragover", (e) => e.preventDefault());
+  document.addEventListener("drop", (e) => { e.preventDefault(); addFiles(e.dataTransfer.files); });
+}
+
+document.addEventListener("DOMContentLoaded", init);

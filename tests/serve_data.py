@@ -1,0 +1,55 @@
+"""A small real space + index for the service, report and web tests: Tux Paint stamps, real encoders.
+
+Built once per test session (features through the session's shared cache):
+36 stamps (12 with their sound effect), image + text + audio, a contrastive
+space trained for a few epochs (so it has training history), and an index of
+every record.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+_BUILT: dict[tuple[str, str], dict] = {}
+
+
+def small_tux(tux_dir: Path, cache: Path, out: Path, n_audio: int = 12, n_plain: int = 24) -> dict:
+    key = (str(tux_dir), str(cache))
+    if key in _BUILT:
+        return _BUILT[key]
+    from anybind.data.manifest import load_manifest
+    from anybind.index import Index
+    from anybind.space import Space
+
+    man = load_manifest(tux_dir / "manifest.jsonl", modalities=["image", "text", "audio"])
+    with_audio = [r for r in man.records if r.has("audio") and r.has("image") and r.has("text")][:n_audio]
+    plain = [r for r in man.records if not r.has("audio") and r.has("image") and r.has("text")][:n_plain]
+    recs = []
+    for i, r in enumerate(with_audio):  # A P P A P P ...: every split gets some sounds
+        recs.append(r)
+        recs.extend(plain[2 * i : 2 * i + 2])
+    recs.extend(plain[2 * len(with_audio) :])
+    out.mkdir(parents=True, exist_ok=True)
+    mpath = out / "small.jsonl"
+    with open(mpath, "w") as f:
+        for i, r in enumerate(recs):
+            split = ("train", "train", "train", "val", "test")[i % 5]
+            row = {"id": r.id, "split": split, "labels": r.labels}
+            for m in ("image", "text", "audio"):
+                if r.has(m):
+                    row[m] = str(Path(r.values[m]).resolve()) if m != "text" else r.values[m]
+            f.write(json.dumps(row) + "\n")
+    space = Space.fit(
+        mpath, modalities=["image", "text", "audio"], cache=cache, progress=False, epochs=8, dim=64, seed=0
+    )
+    space.save(out / "space")
+    Index.build(space, mpath, out / "index", cache=cache)
+    _BUILT[key] = {
+        "manifest": mpath,
+        "space": out / "space",
+        "index": out / "index",
+        "records": recs,
+        "audio": [r for r in recs if r.has("audio")],
+    }
+    return _BUILT[key]

@@ -1,0 +1,112 @@
+"""The web page end to end: headless Chromium (Debian `chromium`, driven by Playwright; no browser download)
+against the real service on a loopback port, over a small real space + index."""
+
+from pathlib import Path
+
+import pytest
+
+from anybind.serve import ServeConfig, Service, create_app, serve_in_thread
+from serve_data import small_tux
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(),
+    reason="headless end-to-end test needs the Debian package chromium (/usr/bin/chromium): apt-get install chromium",
+)
+
+
+@pytest.fixture(scope="module")
+def site(tux_dir, shared_cache, tmp_path_factory):
+    data = small_tux(tux_dir, shared_cache, tmp_path_factory.mktemp("serve-small"))
+    svc = Service.load(data["space"], data["index"], cache=shared_cache, config=ServeConfig())
+    try:
+        with serve_in_thread(create_app(service=svc)) as url:
+            yield url, data
+    finally:
+        svc.close()
+
+
+@pytest.fixture
+def page(site):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+        try:
+            pg = browser.new_page(viewport={"width": 1100, "height": 2400})  # every result in view: thumbnails are lazy
+            problems: list[str] = []
+            pg.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+            pg.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+            pg.problems = problems
+            yield pg
+        finally:
+            browser.close()
+
+
+def _settled(page) -> None:
+    """Wait until the page's latest search has finished."""
+    page.locator("#results[aria-busy='false']").wait_for(state="attached", timeout=30_000)
+
+
+def _loaded_images(page) -> list[bool]:
+    """Whether each result thumbnail decoded to a real picture (waits for them; a broken one is False)."""
+    return page.locator("#results .hit img").evaluate_all(
+        "imgs => Promise.all(imgs.map(i => i.decode().then(() => i.naturalWidth > 0, () => false)))"
+    )
+
+
+def test_type_a_query_and_see_result_images(site, page):
+    url, data = site
+    page.goto(url + "/")
+    page.locator("#corpus", has_text="84 items").wait_for(timeout=30_000)  # /health answered
+    texts = [r.values["text"] for r in data["records"]]
+    rec = next(r for r in data["records"] if texts.count(r.values["text"]) == 1)  # a caption no other stamp has
+    caption = rec.values["text"]
+    page.fill("#q", caption)
+    page.press("#q", "Enter")
+    _settled(page)
+    assert "results for" in page.locator("#status").inner_text()
+    hits = page.locator("#results .hit")
+    assert hits.count() == 12
+    assert hits.first.get_attribute("data-id") == rec.id  # its own caption, score 1.000
+    assert hits.first.locator(".score").inner_text() == "1.000"
+    # only images: every card shows a thumbnail that the browser actually decoded
+    page.select_option("#modality", "image")
+    _settled(page)
+    cards = page.locator("#results .hit")
+    assert cards.count() == 12
+    assert set(cards.evaluate_all("els => els.map(e => e.dataset.modality)")) == {"image"}
+    assert all(_loaded_images(page)) and len(_loaded_images(page)) == 12
+    assert page.problems == []
+
+
+def test_drop_a_sound_and_see_results(site, page):
+    url, data = site
+    rec = data["audio"][0]
+    page.goto(url + "/")
+    page.locator("#corpus", has_text="84 items").wait_for(timeout=30_000)
+    page.set_input_files("#file", rec.values["audio"])  # what a drop on the page does: the file goes to the query
+    _settled(page)
+    assert Path(rec.values["audio"]).name in page.locator("#status").inner_text()
+    assert page.locator("#files audio").count() == 1  # the dropped sound is shown, playable
+    first = page.locator("#results .hit").first
+    assert first.get_attribute("data-id") == rec.id and first.get_attribute("data-modality") == "audio"
+    player = first.locator("audio")
+    src = player.get_attribute("src")
+    res = page.request.get(url + src)
+    assert res.status == 200 and res.headers["content-type"] == "audio/ogg"
+    # image results of the sound: thumbnails load
+    page.select_option("#modality", "image")
+    _settled(page)
+    cards = page.locator("#results .hit")
+    assert set(cards.evaluate_all("els => els.map(e => e.dataset.modality)")) == {"image"}
+    assert all(_loaded_images(page)) and len(_loaded_images(page)) == 12
+    # a file that is no image or sound: the page shows the service's message
+    bad = Path(data["manifest"]).parent / "notes.png"
+    bad.write_bytes(b"just some text, not a picture")
+    page.set_input_files("#file", str(bad))
+    _settled(page)
+    assert "not an image or a sound" in page.locator("#status.error").inner_text()
+    assert page.locator("#results .hit").count() == 0
+    assert [p for p in page.problems if "415" not in p] == []  # the browser logs the 415 itself
