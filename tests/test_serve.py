@@ -3,6 +3,7 @@
 import asyncio
 import io
 import json
+import re
 import threading
 import time
 import wave
@@ -61,6 +62,16 @@ def test_health_describes_the_space_the_index_and_the_limits(client, svc):
     assert h["upload_modalities"] == {"image": "image", "audio": "audio"}
     assert h["limits"]["max_upload_bytes"] == CAP and h["limits"]["concurrency"] == 2
     assert h["load"] == {"running": 0, "waiting": 0}
+
+
+def test_api_docs_work_offline(client):
+    """/docs must not need a CDN: its script and stylesheet are served by the app itself."""
+    html = client.get("/docs").text
+    srcs = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert srcs and all(u.startswith("/") for u in srcs), srcs
+    for u in srcs:
+        assert client.get(u).status_code == 200, u
+    assert "/openapi.json" in html
 
 
 def test_text_search_filters_and_k(client, data):

@@ -48,7 +48,7 @@ import anyio
 import anyio.to_thread
 from fastapi import FastAPI, File, Form, Path as PathParam, Query, Request, UploadFile
 from fastapi.exceptions import HTTPException
-from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -303,6 +303,18 @@ class BodyLimit:
         await self.app(scope, limited, send)
 
 
+def _swagger_dir() -> str | None:
+    """Swagger UI's files from the ``swagger-ui-bundle`` wheel (FastAPI's default /docs loads them from a CDN)."""
+    try:
+        import swagger_ui_bundle
+    except ImportError:
+        return None
+    return str(swagger_ui_bundle.swagger_ui_path)
+
+
+_SWAGGER_DIR = _swagger_dir()
+
+
 class SecurityHeaders:
     """Pure ASGI middleware: nosniff everywhere; a strict CSP on the page and on stored items."""
 
@@ -473,7 +485,20 @@ def create_app(
             "items. Errors are JSON {\"detail\": ...}."
         ),
         lifespan=lifespan,
+        docs_url=None if _SWAGGER_DIR else "/docs",
     )
+    if _SWAGGER_DIR:  # the Swagger UI from the swagger-ui-bundle wheel: /docs works offline
+        from fastapi.openapi.docs import get_swagger_ui_html
+
+        app.mount("/docs-assets", StaticFiles(directory=_SWAGGER_DIR), name="docs-assets")
+
+        @app.get("/docs", include_in_schema=False)
+        async def docs() -> HTMLResponse:
+            return get_swagger_ui_html(openapi_url=app.openapi_url, title=f"{app.title} - API docs",
+                                       swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+                                       swagger_css_url="/docs-assets/swagger-ui.css",
+                                       swagger_favicon_url="/docs-assets/favicon-32x32.png")
+
     app.add_middleware(BodyLimit, max_bytes=cfg.max_upload_bytes)
     app.add_middleware(SecurityHeaders)
 
