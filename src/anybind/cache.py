@@ -153,6 +153,33 @@ class FeatureCache:
     def count(self, identity: str) -> int:
         return len(self._load_index(identity))
 
+    def keys(self, identity: str) -> "set[str]":
+        """The content keys cached for an encoder identity (as of the last scan of its shards)."""
+        return set(self._load_index(identity))
+
+    def write_shard(self, identity: str, keys: list[str], vectors: np.ndarray) -> Path:
+        """Commit one shard of finished vectors (atomically), without keeping it in memory.
+
+        What distributed encoding (:mod:`anybind.scale`) calls from its workers: the
+        shard has exactly the layout and keys :meth:`encode` writes.
+        """
+        if len(keys) != len(vectors):
+            raise ValueError(f"{len(keys)} keys for {len(vectors)} vectors")
+        path = self._write_shard(identity, list(keys), vectors)
+        self._shard_data.pop(path, None)
+        return path
+
+    def unload(self) -> None:
+        """Drop the shard data held in memory (bounded-memory readers call it between chunks)."""
+        self._shard_data.clear()
+
+    def rescan(self, identity: str | None = None) -> None:
+        """Forget the in-memory index so the next lookup sees shards written by other processes."""
+        if identity is None:
+            self._index.clear()
+        else:
+            self._index.pop(identity, None)
+
     # -- the main entry point -------------------------------------------
     def encode(
         self,

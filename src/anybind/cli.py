@@ -54,6 +54,13 @@ def _split_csv(v: str | None) -> list[str] | None:
     return [x.strip() for x in v.split(",") if x.strip()] if v else None
 
 
+def _ray_target(ray: bool, address: str | None) -> bool | str:
+    """``--ray`` / ``--ray-address``: False (no Ray), True (local Ray, or $RAY_ADDRESS), or an address."""
+    if address:
+        return address
+    return bool(ray)
+
+
 @corpus_app.command("tuxpaint")
 def corpus_tuxpaint(
     out: Path = typer.Option(..., "--out", "-o", help="Folder to write the corpus to (manifest.jsonl, media, LICENSE)."),
@@ -180,6 +187,70 @@ def corpus_sounds(
     _print_corpus(summary)
 
 
+@corpus_app.command("speech")
+def corpus_speech(
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to write the corpus to."),
+    tux: Optional[Path] = typer.Option(None, help="A built Tux Paint corpus (folder or manifest); default: build one from --stamps."),
+    stamps: Path = typer.Option(Path("/usr/share/tuxpaint/stamps"), help="Tux Paint stamps folder, used when --tux is not given."),
+    train_voices: int = typer.Option(1, help="Voices per train caption (of the 4 train voices)."),
+    copy_images: bool = typer.Option(True, "--copy/--no-copy", help="Copy the images into the corpus or point at the Tux Paint corpus."),
+    limit: Optional[int] = typer.Option(None, help="Only the first N Tux Paint records of each split."),
+    jobs: int = typer.Option(2, help="espeak-ng processes at once."),
+    install: bool = typer.Option(True, "--install/--no-install", help="apt-get install espeak-ng / the stamps when missing (as root)."),
+):
+    """Tux Paint captions spoken by espeak-ng (voices differ between train, val and test) + the stamp images.
+
+    Example:  anybind corpus speech --out data/speech --tux data/tux
+    """
+    from .corpora.speech import build_speech
+
+    try:
+        summary = build_speech(
+            out, tux, stamps_dir=stamps, train_voices=train_voices, copy_images=copy_images, limit=limit,
+            jobs=jobs, install=install, progress=True,
+        )
+    except AnybindError as e:
+        _fail(e)
+    _print_corpus(summary)
+    from .corpora import read_corpus_meta
+
+    meta = read_corpus_meta(summary.manifest) or {}
+    clips = meta.get("clips", {})
+    console.print(f"  clips: {clips.get('ok', 0)} spoken, {clips.get('failed', 0)} failed "
+                  f"({clips.get('seconds_total', 0)} s of speech)", highlight=False)
+    for split, vs in (meta.get("voices") or {}).items():
+        console.print(f"  {split} voices: {', '.join(vs) or '-'}", highlight=False)
+
+
+@corpus_app.command("timeseries")
+def corpus_timeseries(
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to write the corpus to."),
+    dataset: Optional[list[str]] = typer.Option(
+        None, "--dataset", "-d",
+        help="aeon-bundled dataset to include (repeat): BasicMotions, PickupGestureWiimoteZ, GunPoint, ItalyPowerDemand "
+        "(default: BasicMotions and PickupGestureWiimoteZ).",
+    ),
+    data_dir: Optional[Path] = typer.Option(None, help="A folder laid out like aeon's datasets/data (default: the installed aeon's)."),
+    limit: Optional[int] = typer.Option(None, help="Only the first N series of each official train/test file."),
+):
+    """Labelled time series (UCR/UEA, bundled in aeon) as .npy files, the class described in words as text.
+
+    Example:  anybind corpus timeseries --out data/timeseries --dataset BasicMotions --dataset GunPoint
+    """
+    from .corpora.timeseries import DEFAULT_DATASETS, build_timeseries
+
+    try:
+        summary = build_timeseries(out, datasets=dataset or DEFAULT_DATASETS, data_dir=data_dir, limit=limit, progress=True)
+    except AnybindError as e:
+        _fail(e)
+    _print_corpus(summary)
+    from .corpora import read_corpus_meta
+
+    meta = read_corpus_meta(summary.manifest) or {}
+    for rid, why in list((meta.get("bad_series_reasons") or {}).items())[:10]:
+        err.print(f"[yellow]skipped {rid}:[/yellow] {why}", highlight=False)
+
+
 @app.command()
 def validate(
     manifest: Path = typer.Argument(..., help="JSONL manifest to check."),
@@ -236,6 +307,16 @@ def fit(
     allow_eval_only: bool = typer.Option(
         False, "--allow-eval-only", help="Train on a corpus marked evaluation-only (corpus.json eval_only, e.g. Fashion-MNIST)."
     ),
+    stream: bool = typer.Option(
+        False, "--stream", help="Train from training shards in bounded memory (corpora larger than RAM; pairwise losses, init random)."
+    ),
+    ray_workers: int = typer.Option(
+        0, "--ray-workers", help="Train on Ray Train with N DDP workers from training shards (--batch-size is the global batch)."
+    ),
+    ray: bool = typer.Option(False, "--ray", help="Also encode missing features on Ray (local, or --ray-address / $RAY_ADDRESS)."),
+    ray_address: Optional[str] = typer.Option(
+        None, "--ray-address", help="Ray cluster for --ray / --ray-workers, e.g. ray://head:10001 (default $RAY_ADDRESS, else local)."
+    ),
 ):
     """Bind modalities into one space: encode once (cached), train projectors, save.
 
@@ -244,6 +325,10 @@ def fit(
     The demo's recipe (best on Tux Paint's val split):
 
       anybind fit data/tux/manifest.jsonl -e image=image:efficientnet-lite0+bridge --lock text --init ridge --out spaces/tux
+
+    On Ray Train (2 DDP workers; RAY_ADDRESS or --ray-address for a cluster):
+
+      anybind fit data/tux/manifest.jsonl --modalities image,text --ray-workers 2 --out spaces/tux-ray
     """
     from .space import Space
 
@@ -261,6 +346,25 @@ def fit(
               lock=lock, init=init)
     if method != "contrastive":
         kw = {"seed": seed}
+    if stream or ray_workers > 0:
+        if method != "contrastive":
+            raise typer.BadParameter("--stream / --ray-workers train projectors: use --method contrastive")
+        try:
+            from .scale.train import fit_sharded
+
+            space = fit_sharded(
+                [str(s) for s in sources], _split_csv(modalities), encoders=_parse_encoders(encoder), cache=cache,
+                ray_workers=ray_workers, ray=_ray_target(ray, ray_address), ray_address=ray_address,
+                strict=strict, weights=weight or None, allow_eval_only=allow_eval_only, **kw,
+            )
+            space.save(out)
+        except AnybindError as e:
+            _fail(e)
+        tr = space.info["training"]
+        console.print(f"saved {space} to [bold]{out}[/bold] (trainer: {space.info['lineage'][-1]['trainer']})")
+        console.print(f"best epoch {tr['best_epoch']} of {tr['epochs_run']}, val score {tr['best_val']:.3f}, "
+                      f"temperature {space.temperature:.4f}")
+        return
     try:
         space = Space.fit(
             [str(s) for s in sources],
@@ -388,6 +492,8 @@ def eval_cmd(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the flat metrics here."),
     zero_shot_label: Optional[str] = typer.Option(None, "--zero-shot", help="Also classify zero-shot on this label key."),
     template: list[str] = typer.Option(None, "--template", help="Prompt template(s) for zero-shot, e.g. 'a photo of a {}.'"),
+    center: bool = typer.Option(False, "--center", help="Zero-shot: subtract the evaluated items' mean embedding first "
+                                "(transductive; helps when a whole corpus sits off in one corner of the space)."),
     cache: Optional[Path] = typer.Option(None),
     with_diagnostics: bool = typer.Option(True, "--diagnostics/--no-diagnostics", help="Add the geometry diagnostics (diag/... keys, see `anybind diagnose`)."),
     rerank: Optional[str] = typer.Option(None, "--rerank", help="Hubness correction: invgc | qbnorm | csls (train split as banks)."),
@@ -405,7 +511,7 @@ def eval_cmd(
     try:
         space = Space.load(space_dir)
         res = evaluate(space, manifest, split=split, cache=cache, zero_shot_label=zero_shot_label,
-                       templates=template or ("a {}.",), progress=True, rerank=rerank)
+                       templates=template or ("a {}.",), zero_shot_center=center, progress=True, rerank=rerank)
         missing = missing_embeddings(space)
         if with_diagnostics or missing:
             from .diagnostics import diagnostics, embed_split
@@ -560,6 +666,55 @@ def bench(
         _fail(e)
 
 
+@app.command()
+def encode(
+    manifest: Path = typer.Argument(..., help="JSONL manifest whose items to encode."),
+    encoder: str = typer.Option(..., "--encoder", "-e", help="Encoder spec, e.g. image:efficientnet-lite0 (or FIELD=SPEC)."),
+    modality: Optional[str] = typer.Option(None, "--modality", "-m", help="Manifest field to encode (default: the spec's prefix, e.g. image)."),
+    ray: bool = typer.Option(False, "--ray", help="Encode on Ray: decode in map tasks, encode in an actor pool (local Ray, or $RAY_ADDRESS)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster, e.g. ray://head:10001 or auto (implies --ray)."),
+    batch_size: Optional[int] = typer.Option(None, help="Ray: items per forward pass (default, and in one process: the encoder's)."),
+    concurrency: int = typer.Option(2, help="Ray: encoder actors."),
+    num_gpus: float = typer.Option(
+        0.0, help="Ray: GPUs per encoder actor (reserved, CUDA_VISIBLE_DEVICES set; built-in encoders run on CPU, a callable: one may use them)."
+    ),
+    shard_size: int = typer.Option(256, help="Ray: rows per committed cache shard."),
+    cache: Optional[Path] = typer.Option(None, help="Feature cache folder (default $ANYBIND_CACHE or ~/.cache/anybind/features)."),
+    strict: bool = typer.Option(False, help="Any bad record or undecodable item is fatal (exit code 1)."),
+):
+    """Encode one field of a manifest into the feature cache (what fit, eval and index then read).
+
+    Resumable: items already cached are skipped, so a rerun after a crash encodes only the rest.
+
+    Example:  anybind encode data/tux/manifest.jsonl --encoder image:efficientnet-lite0
+
+    On Ray, 4 actors with a GPU each:  anybind encode data/tux/manifest.jsonl -e image:efficientnet-lite0 --ray --concurrency 4 --num-gpus 1
+    """
+    from .scale.encode import encode_manifest
+
+    if "=" in encoder:
+        field, encoder = (x.strip() for x in encoder.split("=", 1))
+        modality = modality or field
+    target = _ray_target(ray, ray_address)
+    try:
+        rep, man, owners = encode_manifest(
+            manifest, encoder, modality, cache, ray=target, strict=strict, progress=True, batch_size=batch_size,
+            concurrency=concurrency, num_gpus=num_gpus, shard_size=shard_size,
+        )
+    except AnybindError as e:
+        _fail(e)
+    if man.bad:
+        err.print(f"[yellow]{man.report()}[/yellow]", highlight=False)
+    for item, why in rep.failed[:20]:
+        ids = ", ".join(owners.get(item, [])[:3]) or "-"
+        err.print(f"[yellow]not encoded:[/yellow] record {ids}: {why}", highlight=False)
+    if len(rep.failed) > 20:
+        err.print(f"  ... and {len(rep.failed) - 20} more", highlight=False)
+    console.print(rep.summary() + (f" into {rep.shards} shards" if rep.mode == "ray" and rep.shards else ""), highlight=False)
+    if strict and rep.failed:
+        raise typer.Exit(1)
+
+
 @app.command("index")
 def index_cmd(
     space_dir: Path = typer.Argument(..., help="Saved space folder."),
@@ -572,12 +727,19 @@ def index_cmd(
     ann_threshold: int = typer.Option(100_000, help="Row count from which searches use the ANN index."),
     overwrite: bool = typer.Option(False, help="Start over instead of updating an existing index."),
     cache: Optional[Path] = typer.Option(None, help="Feature cache folder."),
+    ray: bool = typer.Option(False, "--ray", help="Embed on Ray (actors; the driver writes the table chunk by chunk)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster, e.g. ray://head:10001 (default $RAY_ADDRESS, else local)."),
+    concurrency: int = typer.Option(2, help="Ray: embedding actors."),
+    batch_size: int = typer.Option(256, help="Ray: items per actor call."),
+    num_gpus: float = typer.Option(0.0, help="Ray: GPUs per actor (reserved for your callable: encoders; built-in ones run on CPU)."),
 ):
     """Embed a corpus (any modalities) into a persistent LanceDB index tied to the space.
 
     Rerunning it on a grown or edited manifest embeds only new or changed items.
 
     Example:  anybind index spaces/tux data/tux/manifest.jsonl --out indexes/tux
+
+    On Ray (a local one, or --ray-address ray://head:10001):  anybind index spaces/tux data/tux/manifest.jsonl --out indexes/tux --ray
     """
     from .index import META_FILE, Index
     from .space import Space
@@ -587,9 +749,19 @@ def index_cmd(
     try:
         space = Space.load(space_dir)
         before = len(Index.open(out, space)) if (out / META_FILE).exists() and not overwrite else 0
-        index = Index.build(space, manifest, out, _split_csv(modalities), cache=cache, split=split,
-                            ann={"auto": "auto", "always": True, "never": False}[ann], ann_type=ann_type,
-                            ann_threshold=ann_threshold, overwrite=overwrite, progress=True)
+        target = _ray_target(ray, ray_address)
+        build = dict(cache=cache, split=split, ann={"auto": "auto", "always": True, "never": False}[ann],
+                     ann_type=ann_type, ann_threshold=ann_threshold, overwrite=overwrite, progress=True)
+        if target is False:
+            index = Index.build(space, manifest, out, _split_csv(modalities), **build)
+        else:
+            from .scale import ray_session
+            from .scale.encode import ray_index_embedder
+
+            embedder = ray_index_embedder(space_dir, space.identity(), cache, batch_size=batch_size,
+                                          concurrency=concurrency, num_gpus=num_gpus)
+            with ray_session(None if target is True else target):
+                index = Index.build(space, manifest, out, _split_csv(modalities), embedder=embedder, **build)
     except AnybindError as e:
         _fail(e)
     console.print(f"{index}: {index.counts()} ({len(index) - before:+d} rows)", highlight=False)
@@ -644,79 +816,210 @@ def search(
     console.print(t)
 
 
-fuse_app = typer.Typer(help="Classifiers that fuse any subset of a space's modalities (robust to missing ones).", no_args_is_help=True)
+@app.command()
+def serve(
+    space_dir: Path = typer.Argument(..., help="Saved space folder (the index must have been built with it)."),
+    index_dir: Path = typer.Option(..., "--index", "-i", help="Index folder (from `anybind index`)."),
+    host: str = typer.Option(
+        "127.0.0.1", help="Interface to bind. The service has no authentication: keep loopback unless a proxy guards it."
+    ),
+    port: int = typer.Option(8000, help="TCP port."),
+    max_upload_mb: float = typer.Option(10.0, help="Cap on a request body in MiB (uploads over it get 413)."),
+    concurrency: int = typer.Option(2, help="Embedding/search jobs running at once (worker threads)."),
+    max_queue: int = typer.Option(256, help="Requests that may wait for a free slot; beyond that, 503 + Retry-After."),
+    queue_timeout: float = typer.Option(60.0, help="Seconds a request may wait for a slot before it gets 503."),
+    cache: Optional[Path] = typer.Option(None, help="Feature cache to read from (queries are cached in memory only)."),
+    log_level: str = typer.Option("info", help="uvicorn log level."),
+):
+    """Search service: a web page at /, a JSON API (POST /search, /classify, /embed ...), OpenAPI docs at /docs.
+
+    The space, the index and the encoders are loaded once, before the first request.
+
+    Example:  anybind serve spaces/tux --index indexes/tux --port 8000   (then open http://127.0.0.1:8000/)
+    """
+    try:
+        import uvicorn
+
+        from .serve import ServeConfig, Service, create_app
+    except ImportError as e:
+        _fail(AnybindError(f"the service needs the 'serve' extra ({e.name} is missing): pip install 'anybind[serve]'"))
+    cfg = ServeConfig(
+        max_upload_bytes=int(max_upload_mb * 2**20), concurrency=concurrency, max_queue=max_queue,
+        queue_timeout=queue_timeout,
+    )
+    try:
+        with console.status("loading the space, the index and the encoders..."):
+            svc = Service.load(space_dir, index_dir, cache=cache, config=cfg)
+    except AnybindError as e:
+        _fail(e)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        err.print(f"[yellow]warning:[/yellow] binding {host}: anyone who can reach it can search and upload files "
+                  "(the service has no authentication)")
+    shown = f"[{host}]" if ":" in host else host
+    items = ", ".join(f"{n} {m}" for m, n in sorted(svc.counts.items()))
+    console.print(f"serving {index_dir} ({items}) on [bold]http://{shown}:{port}/[/bold] (API docs: /docs)",
+                  highlight=False)
+    try:
+        uvicorn.run(create_app(service=svc), host=host, port=port, log_level=log_level)
+    finally:
+        svc.close()
+
+
+@app.command()
+def report(
+    space_dir: Path = typer.Argument(..., help="Saved space folder."),
+    manifest: Path = typer.Argument(..., help="JSONL manifest to measure on."),
+    out: Path = typer.Option(Path("report.html"), "--out", "-o", help="The HTML file to write."),
+    split: str = typer.Option("test", help="train | val | test | all."),
+    label: Optional[str] = typer.Option(
+        None, help="Label key for zero-shot classification (default: the key on most records with the fewest values)."
+    ),
+    template: list[str] = typer.Option(None, "--template", help="Prompt template with {} (repeatable; default 'a {}.')."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the report's numbers here."),
+    cache: Optional[Path] = typer.Option(None, help="Feature cache folder."),
+):
+    """One self-contained HTML page about a space: retrieval, recall@K, zero-shot, modality gap, training curves.
+
+    Example:  anybind report spaces/tux data/tux/manifest.jsonl --out report.html --split test --label top
+    """
+    from .report import write_report
+    from .space import Space
+
+    try:
+        space = Space.load(space_dir)
+        path, numbers = write_report(space, manifest, out, split=split, label=label,
+                                     templates=tuple(template or ("a {}.",)), cache=cache,
+                                     space_name=str(space_dir), progress=True)
+    except AnybindError as e:
+        _fail(e)
+    console.print(f"report written to [bold]{path}[/bold] ({path.stat().st_size / 1024:.0f} KiB; "
+                  f"{numbers['records']} {split} records, zero-shot label {numbers['label'] or '-'})", highlight=False)
+    if json_out:
+        json_out.write_text(json.dumps(numbers, indent=2, sort_keys=True, default=str))
+        console.print(f"numbers written to {json_out}")
+
+
+fuse_app = typer.Typer(help="Classifiers and regressors that fuse any subset of a space's modalities (robust to missing ones).", no_args_is_help=True)
 app.add_typer(fuse_app, name="fuse")
+
+
+def _fmt_mods(d: dict) -> str:
+    return ", ".join(f"{m}={v:.3f}" for m, v in d.items() if v is not None)
 
 
 @fuse_app.command("train")
 def fuse_train(
     manifest: Path = typer.Argument(..., help="Labelled manifest (train split trains, val split selects the epoch)."),
     space_dir: Path = typer.Option(..., "--space", help="Saved space folder."),
-    label: str = typer.Option(..., "--label", help="Label key in each record's labels."),
+    label: Optional[str] = typer.Option(None, "--label", help="Class label key in each record's labels (a classifier)."),
+    target: Optional[str] = typer.Option(None, "--target", help="Numeric label key in each record's labels (a regressor)."),
     modalities: str = typer.Option(..., "--modalities", help="Comma-separated bound modalities to fuse, e.g. image,text,audio."),
-    out: Path = typer.Option(..., "--out", help="Folder to save the classifier to."),
+    out: Path = typer.Option(..., "--out", help="Folder to save the model to."),
     kind: str = typer.Option("attention", help="late | concat | gated | attention."),
     dropout: float = typer.Option(0.3, help="Modality dropout probability (never drops all)."),
+    dropout_schedule: str = typer.Option("constant", help="constant | ramp (0 -> dropout, first half) | anneal (dropout -> 0, second half)."),
     reconstruct: bool = typer.Option(True, "--reconstruct/--no-reconstruct", help="Fill missing modalities with a learned decoder."),
-    balance: str = typer.Option("ogm-ge", help="ogm-ge | ogm | none."),
+    balance: str = typer.Option("ogm-ge", help="ogm-ge | ogm | agm | none."),
+    alpha: float = typer.Option(0.5, help="Modulation strength (OGM / AGM)."),
+    full_weight: float = typer.Option(0.0, help="Weight of an extra all-modality loss on every batch (with dropout)."),
+    loss: str = typer.Option("mse", help="Regression loss: mse | huber (with --target)."),
     epochs: int = typer.Option(60),
     seed: int = typer.Option(0),
     cache: Optional[Path] = typer.Option(None),
 ):
-    """Train a fusion classifier on a space's embeddings.
+    """Train a fusion classifier (--label) or regressor (--target) on a space's embeddings.
+
+    Prints every 10th epoch's val score and each modality's contribution (unimodal probe score,
+    Shapley mono-modal score, and the balancing coefficient).
 
     Example:  anybind fuse train data/tux/manifest.jsonl --space spaces/tux --label top --modalities image,text,audio --out models/tux-top
+    Example:  anybind fuse train data/shop/manifest.jsonl --space spaces/shop --target price --modalities image,text --balance agm --out models/price
     """
-    from .fusion import FusionClassifier
+    from .fusion import FusionClassifier, FusionRegressor
     from .space import Space
 
+    if (label is None) == (target is None):
+        _fail(ValueError("give exactly one of --label (classification) or --target (regression)"))
     try:
         space = Space.load(space_dir)
-        clf = FusionClassifier(space, [m.strip() for m in modalities.split(",") if m.strip()], kind=kind, dropout=dropout,
-                               reconstruct=reconstruct, balance=None if balance == "none" else balance, epochs=epochs, seed=seed)
-        clf.fit(manifest, label, cache=cache)
-        clf.save(out)
+        mods = [m.strip() for m in modalities.split(",") if m.strip()]
+        kw = dict(kind=kind, dropout=dropout, dropout_schedule=dropout_schedule, reconstruct=reconstruct,
+                  balance=None if balance == "none" else balance, alpha=alpha, full_weight=full_weight,
+                  epochs=epochs, seed=seed)
+        model = FusionClassifier(space, mods, **kw) if label else FusionRegressor(space, mods, loss=loss, **kw)
+    except (AnybindError, ValueError) as e:
+        _fail(e)
+    short = model.short
+
+    def report(ep: dict) -> None:
+        if ep["epoch"] % 10 and ep["epoch"] != epochs:
+            return
+        line = f"epoch {ep['epoch']:3d}: train {short} {ep[f'train_{short}']:.3f}"
+        if f"val_{short}" in ep:
+            line += f", val {short} {ep[f'val_{short}']:.3f} | probe {_fmt_mods(ep['contribution'])} | shapley {_fmt_mods(ep['shapley'])}"
+        for tag in ("ogm", "agm"):
+            if f"{tag}_coeff" in ep:
+                line += f" | {tag} coeff {_fmt_mods(ep[f'{tag}_coeff'])}"
+        console.print(line, highlight=False)
+
+    try:
+        model.fit(manifest, label or target, cache=cache, on_epoch=report)
+        model.save(out)
     except AnybindError as e:
         _fail(e)
-    best = next((h for h in clf.history_ if h.get("best")), clf.history_[-1])
-    console.print(f"saved {out}: {len(clf.classes_)} classes, best epoch {best['epoch']}"
-                  + (f", val acc {best['val_acc']:.3f}" if "val_acc" in best else ""))
+    best = next((h for h in model.history_ if h.get("best")), model.history_[-1])
+    what = (f"{len(model.classes_)} classes" if label else
+            f"regression of {target!r} (train mean {model.target_mean_:.3g}, sd {model.target_std_:.3g}, {loss})")
+    console.print(f"saved {out}: {what}, best epoch {best['epoch']}"
+                  + (f", val {short} {best[f'val_{short}']:.3f}" if f"val_{short}" in best else ""), highlight=False)
     if "contribution" in best:
-        console.print("per-modality contribution (unimodal val accuracy): "
-                      + ", ".join(f"{m}={v:.3f}" for m, v in best["contribution"].items() if v is not None))
+        console.print(f"per-modality contribution at the best epoch -- unimodal probe val {short}: {_fmt_mods(best['contribution'])}; "
+                      f"Shapley mono-modal val {short}: {_fmt_mods(best['shapley'])}", highlight=False)
+    for tag in ("ogm", "agm"):
+        if f"{tag}_coeff" in best:
+            console.print(f"mean {tag.upper()} gradient coefficient at the best epoch: {_fmt_mods(best[f'{tag}_coeff'])}", highlight=False)
 
 
 @fuse_app.command("eval")
 def fuse_eval(
-    model: Path = typer.Argument(..., help="Saved fusion classifier folder."),
+    model: Path = typer.Argument(..., help="Saved fusion classifier or regressor folder."),
     manifest: Path = typer.Argument(..., help="Labelled manifest."),
-    space_dir: Path = typer.Option(..., "--space", help="The space the classifier was trained on."),
+    space_dir: Path = typer.Option(..., "--space", help="The space the model was trained on."),
     missing: str = typer.Option("all-subsets", help="all-subsets | none."),
     split: str = typer.Option("test", help="train | val | test | all."),
     reconstruct: bool = typer.Option(True, "--reconstruct/--no-reconstruct", help="Fill missing modalities with the decoder."),
-    png: Optional[Path] = typer.Option(None, "--png", help="Also plot accuracy per subset to this PNG."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write {subset: accuracy} here."),
+    png: Optional[Path] = typer.Option(None, "--png", help="Also plot the score per subset to this PNG."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write {metric: {subset: value}, n: {subset: count}} here."),
     cache: Optional[Path] = typer.Option(None),
 ):
-    """Accuracy for every subset of present modalities (each scored on the records holding all of it).
+    """Score for every subset of present modalities (each scored on the records holding all of it):
+    accuracy for a classifier; R², MAE and RMSE for a regressor.  Also prints each modality's
+    Shapley mono-modal score on the split.
 
     Example:  anybind fuse eval models/tux-top data/tux/manifest.jsonl --space spaces/tux --png robustness.png
     """
     from .data.manifest import load_manifest
-    from .fusion import FusionClassifier, subsets_table
+    from .fusion import load_fusion, subsets_table
     from .space import Space, manifest_kinds
 
     try:
         space = Space.load(space_dir)
-        clf = FusionClassifier.load(model, space)
+        clf = load_fusion(model, space)
         man = load_manifest(manifest, kinds=manifest_kinds(space.encoders), modalities=clf.modalities)
         recs = [r for r in man.split(split) if any(m in r.values for m in clf.modalities)]
-        res, cnt = clf.evaluate(recs, missing=missing, cache=cache, reconstruct=reconstruct, counts=True)
-    except AnybindError as e:
+        skipped = len(man.split(split)) - len(recs)
+        res, cnt = clf.evaluate(recs, missing=missing, cache=cache, reconstruct=reconstruct, counts=True, metric="all")
+        contrib = clf.contributions(recs, cache=cache)
+    except (AnybindError, ValueError) as e:
         _fail(e)
-    console.print(subsets_table(res, cnt, title=f"{model} on {manifest} ({split}, label {clf.label_key!r})"))
+    console.print(subsets_table(res, cnt, title=f"{model} on {manifest} ({split}, {clf.task} of {clf.label_key!r})"))
+    console.print(f"Shapley mono-modal {clf.metric} per modality: {_fmt_mods(contrib)}", highlight=False)
+    if skipped:
+        console.print(f"[yellow]{skipped} {split} record(s) hold none of {', '.join(clf.modalities)}: not scored[/yellow]")
+    metrics = list(next(iter(res.values())))
     if json_out:
-        json_out.write_text(json.dumps({"accuracy": res, "n": cnt}, indent=2, sort_keys=True))
+        json_out.write_text(json.dumps({**{k: {s: v[k] for s, v in res.items()} for k in metrics}, "n": cnt,
+                                        "shapley": contrib}, indent=2, sort_keys=True))
         console.print(f"written to {json_out}")
     if png:
         import matplotlib
@@ -725,12 +1028,17 @@ def fuse_eval(
         import matplotlib.pyplot as plt
 
         names = sorted(res, key=lambda k: (k.count("+"), k))
+        vals = [res[k][clf.metric] for k in names]
         fig, ax = plt.subplots(figsize=(max(4, 0.8 * len(names)), 3.5))
-        ax.bar(range(len(names)), [res[k] for k in names])
+        ax.bar(range(len(names)), vals)
         ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
-        ax.set_ylim(0, 1)
-        ax.set_ylabel("accuracy")
-        ax.set_title(f"accuracy by available modalities ({clf.kind})")
+        if clf.metric == "accuracy":
+            ax.set_ylim(0, 1)
+        else:
+            ax.axhline(0, color="grey", lw=0.8)
+            ax.set_ylim(min(0.0, *[v for v in vals if v == v]) - 0.05, 1)
+        ax.set_ylabel("R²" if clf.metric == "r2" else clf.metric)
+        ax.set_title(f"{clf.metric} by available modalities ({clf.kind})")
         fig.tight_layout()
         fig.savefig(png, dpi=120)
         plt.close(fig)

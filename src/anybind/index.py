@@ -469,6 +469,7 @@ class Index:
         chunk_size: int = 1024,
         overwrite: bool = False,
         progress: bool = False,
+        embedder=None,
     ) -> "Index":
         """Embed a corpus into a new index at ``path`` (or update the index already there, incrementally).
 
@@ -476,6 +477,7 @@ class Index:
         split: only this split's records (default: all).
         ann: ``"auto"`` builds an ANN index when the table reaches ``ann_threshold`` rows;
             ``True`` always; ``False`` never.
+        embedder: see :meth:`add` (e.g. :func:`anybind.scale.encode.ray_index_embedder`).
         """
         path = Path(path)
         mods = sorted(set(modalities)) if modalities is not None else None
@@ -494,7 +496,8 @@ class Index:
         records = index._records(manifest, mods, split=split, progress=progress)
         if mods is None:
             mods = sorted({m for r in records for m in r.values if m in space.modalities})
-        stats = index.add(records, modalities=mods, cache=cache, chunk_size=chunk_size, progress=progress)
+        stats = index.add(records, modalities=mods, cache=cache, chunk_size=chunk_size, progress=progress,
+                          embedder=embedder)
         n = len(index)
         have = index.meta.get("ann")
         if n and (ann is True or (ann == "auto" and n >= index.ann_threshold)):
@@ -586,6 +589,7 @@ class Index:
         cache: "FeatureCache | str | Path | None" = None,
         chunk_size: int = 1024,
         progress: bool = False,
+        embedder=None,
     ) -> AddStats:
         """Add (or update) records; only new or changed content is embedded.
 
@@ -594,6 +598,11 @@ class Index:
         with the stored vector; changed content is re-embedded.  Rows are
         committed every ``chunk_size`` items, so an interrupted add keeps what
         it committed and a rerun continues from there.
+
+        ``embedder(modality, items, chunk_size)`` replaces the in-process embedding: it
+        yields ``(chunk, vectors)`` with ``chunk`` a list of the given items (any order,
+        at most ``chunk_size``) and ``vectors`` their unit embeddings; each is committed
+        as it arrives (:func:`anybind.scale.encode.ray_index_embedder` embeds on Ray).
         """
         if self.space is None:
             raise IndexError_("this index has no space to embed records with: use add_vectors()")
@@ -640,9 +649,15 @@ class Index:
                     stats.unchanged += 1
         for m in mods:
             items = list(todo[m].values())
-            for c0 in range(0, len(items), chunk_size):
-                chunk = items[c0 : c0 + chunk_size]
-                X = space.embed(m, [it[1] for it in chunk], cache=cache, progress=progress)
+            if embedder is not None:
+                chunks = embedder(m, items, chunk_size)
+            else:
+                chunks = (
+                    (items[c0 : c0 + chunk_size],
+                     space.embed(m, [it[1] for it in items[c0 : c0 + chunk_size]], cache=cache, progress=progress))
+                    for c0 in range(0, len(items), chunk_size)
+                )
+            for chunk, X in chunks:
                 rows = _rows_table(
                     self.dim,
                     [it[0] for it in chunk],

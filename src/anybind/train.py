@@ -391,13 +391,8 @@ def _train_space(fs: FeatureSet, cfg: TrainConfig, *, progress: bool = True):
                     a, b = p
                     xa = feats_t[a][fs.rows[a][idx]]
                     xb = feats_t[b][fs.rows[b][idx]]
-                    if cfg.feature_noise > 0:
-                        xa = xa + cfg.feature_noise * projectors[a].scale * torch.randn_like(xa)
-                        xb = xb + cfg.feature_noise * projectors[b].scale * torch.randn_like(xb)
-                    ea = F.normalize(projectors[a](xa), dim=-1)
-                    eb = F.normalize(projectors[b](xb), dim=-1)
-                    kw = {"feats": (_standardised(projectors[a], xa), _standardised(projectors[b], xb))} if needs_feats else {}
-                    terms = loss_fn(ea, eb, logit_scale, **kw)
+                    terms = pair_terms(loss_fn, projectors, a, b, xa, xb, logit_scale,
+                                       noise=cfg.feature_noise, needs_feats=needs_feats)
                     for k, v in terms.items():
                         terms_sum[k] = terms_sum.get(k, 0.0) + float(v.detach())
                     total = total + sum(terms.values())
@@ -458,6 +453,40 @@ def _train_space(fs: FeatureSet, cfg: TrainConfig, *, progress: bool = True):
     if scalars:  # e.g. SigLIP's learnt bias (the value at the end of training)
         space.info["training"]["loss_parameters"] = scalars
     return space
+
+
+def pair_terms(
+    loss_fn,
+    projectors: Mapping[str, Projector],
+    a: str,
+    b: str,
+    xa: torch.Tensor,
+    xb: torch.Tensor,
+    logit_scale: torch.Tensor,
+    *,
+    noise: float = 0.0,
+    needs_feats: bool = False,
+    gather=None,
+) -> dict[str, torch.Tensor]:
+    """The loss terms of one batch of (a, b) pairs: features -> projectors -> unit embeddings -> loss.
+
+    Shared by the in-memory trainer and the streaming / Ray Train one (:mod:`anybind.scale`).
+    ``gather`` (distributed training): a function concatenating a tensor over every worker,
+    gradients flowing back to each worker's slice (open_clip's ``gather_with_grad``), so
+    each worker computes the loss over the *global* batch and the averaged gradients equal
+    the single-process ones.
+    """
+    if noise > 0:
+        xa = xa + noise * projectors[a].scale * torch.randn_like(xa)
+        xb = xb + noise * projectors[b].scale * torch.randn_like(xb)
+    ea = F.normalize(projectors[a](xa), dim=-1)
+    eb = F.normalize(projectors[b](xb), dim=-1)
+    feats = (_standardised(projectors[a], xa), _standardised(projectors[b], xb)) if needs_feats else None
+    if gather is not None:
+        ea, eb = gather(ea), gather(eb)
+        feats = (gather(feats[0]), gather(feats[1])) if feats is not None else None
+    kw = {"feats": feats} if feats is not None else {}
+    return loss_fn(ea, eb, logit_scale, **kw)
 
 
 def _standardised(projector: Projector, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,121 @@
+"""Scale-out: distributed encoding, indexing and training on Ray; bounded-memory feature streaming.
+
+When a corpus outgrows one process, anybind runs on `Ray <https://www.ray.io>`_ (the
+``scale`` extra: ``pip install 'anybind[scale]'``) instead of a scheduler of its own.
+The same commands run on a laptop (a local Ray started with the machine's CPUs)
+and on a cluster (``--ray-address ray://head:10001`` or ``RAY_ADDRESS``)::
+
+    anybind encode data/tux/manifest.jsonl --encoder image:efficientnet-lite0 --modality image --ray
+    anybind index spaces/tux data/tux/manifest.jsonl --out indexes/tux --ray
+    anybind fit data/tux/manifest.jsonl --modalities image,text --ray-workers 2 --out spaces/tux
+
+* :func:`~anybind.scale.encode.encode_items` -- Ray Data decodes items in map tasks and
+  encodes them in an actor pool (one pool per encoder), each actor committing shards to
+  the :class:`~anybind.cache.FeatureCache` in the very format the single-process path
+  writes: ``fit`` reads them directly.  Cached items are filtered out before anything is
+  decoded, so a rerun after a crash encodes only what is missing.
+* :func:`~anybind.scale.encode.ray_index_embedder` -- parallel embedding for
+  :meth:`anybind.index.Index.add`; the driver writes to LanceDB chunk by chunk.
+* :mod:`anybind.scale.stream` -- training shards (the cached features joined per
+  record, a few thousand rows per file) and :class:`~anybind.scale.stream.PairStream`,
+  which iterates them in bounded memory (one shard at a time, a shuffle buffer).
+* :mod:`anybind.scale.train` -- the streaming trainer, in-process (``fit --stream``)
+  or on Ray Train (``TorchTrainer``, DDP over gloo/NCCL, ``fit --ray-workers N``).
+
+On a cluster every node must see the same paths: the manifest and its media, the
+feature cache (``--cache`` / ``$ANYBIND_CACHE`` on shared storage) and, for ``callable:``
+encoders, the module (installed on the nodes or on ``PYTHONPATH``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Iterator
+
+LOCAL = "local"
+
+
+def ray_address(address: str | None) -> str | None:
+    """The address to connect to: ``address``, else ``$RAY_ADDRESS``; ``None``/``"local"`` = start a local Ray."""
+    a = address if address not in (None, "") else os.environ.get("RAY_ADDRESS")
+    return None if a in (None, "", LOCAL) else a
+
+
+def _require_ray():
+    try:
+        import ray  # noqa: F401
+    except ImportError as e:  # pragma: no cover - the extra is installed in development
+        from ..errors import AnybindError
+
+        raise AnybindError(f"distributed mode needs Ray ({e}): pip install 'anybind[scale]'") from None
+    return ray
+
+
+def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> bool:
+    """Connect to (or start) Ray; returns True when this call started it (the caller shuts it down).
+
+    ``address``: ``None`` or ``"local"`` starts a local Ray with ``num_cpus`` (default: the
+    machine's CPUs) unless ``$RAY_ADDRESS`` names a cluster; ``"auto"`` joins the cluster
+    this machine belongs to; ``"ray://head:10001"`` connects a client to a remote cluster.
+    Already initialised: nothing happens.  Locally, the workers get this process'
+    ``sys.path`` so that ``callable:`` encoders importable here import there too.
+    """
+    ray = _require_ray()
+    if ray.is_initialized():
+        return False
+    addr = ray_address(address)
+    kw: dict = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
+    if addr is None:
+        # local workers inherit the environment of the Ray processes started here: give them this
+        # process' import path (no runtime_env, which would forbid reusing prestarted workers)
+        old = os.environ.get("PYTHONPATH")
+        path = [p for p in sys.path if p and os.path.isdir(p)]
+        os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(path + ([old] if old else [])))
+        try:
+            ray.init(num_cpus=num_cpus or os.cpu_count() or 1, **kw)
+        finally:
+            if old is None:
+                os.environ.pop("PYTHONPATH", None)
+            else:
+                os.environ["PYTHONPATH"] = old
+    else:
+        if addr.startswith("ray://"):
+            kw.pop("include_dashboard")
+        ray.init(address=addr, **kw)
+    quiet_ray_data()
+    return True
+
+
+def quiet_ray_data() -> None:
+    """No Ray Data progress bars or per-execution log lines: anybind shows its own progress."""
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    with contextlib.suppress(AttributeError):
+        ctx.print_on_execution_start = False
+    for name in ("ray.data", "ray.train", "ray.tune"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None = None, *, num_cpus: int | None = None) -> Iterator[None]:
+    """``with ray_session(addr):`` -- Ray connected inside; shut down after if this block started it."""
+    started = init_ray(address, num_cpus=num_cpus)
+    try:
+        yield
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+
+
+def cluster_cpus() -> float:
+    """Logical CPUs of the connected Ray cluster."""
+    import ray
+
+    return float(ray.cluster_resources().get("CPU", 1.0))

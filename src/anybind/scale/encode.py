@@ -1,0 +1,482 @@
+"""Encoding a corpus into the feature cache: in this process, or as a Ray Data pipeline.
+
+Both paths write the same thing: shards of the :class:`~anybind.cache.FeatureCache`
+(``<cache>/<identity hash>/shards/*.safetensors``, a ``vectors`` matrix and its rows'
+content keys), so ``fit``, ``eval`` and ``index`` read them whichever path wrote them.
+
+The Ray pipeline (:func:`encode_items` with ``ray=True``)::
+
+    content keys (map tasks, file hashing)  ->  driver: drop what the cache already has
+    -> decode (map tasks, ``Encoder.load``)  ->  encode (actor pool, ``encode_loaded``)
+    -> each actor commits one shard per batch of ``shard_size`` rows (atomic rename)
+
+A worker that dies loses at most the shard it was filling (Ray restarts it and retries
+that batch); a job that fails keeps every committed shard, and a rerun encodes only
+what is missing.  Items that cannot be decoded are reported by name and counted, the
+others still get encoded.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..cache import FeatureCache
+from ..encoders.base import Encoder, get_encoder
+from ..errors import DataError, EncoderError
+from . import cluster_cpus, ray_session
+
+#: rows per shard the Ray path commits (the single-process path uses the cache's chunk_size)
+DEFAULT_SHARD_SIZE = 256
+#: the single-process path hands the cache at most this many items at a time (bounded memory)
+LOCAL_CHUNK_ITEMS = 50_000
+#: from this many files on, content keys (file hashes) are computed by Ray tasks, not by the driver
+KEY_TASKS_FROM = 20_000
+
+
+@dataclass
+class EncodeReport:
+    """What one encode run did."""
+
+    spec: str
+    identity: str
+    mode: str  # "local" | "ray"
+    requested: int = 0
+    unique: int = 0  # distinct contents
+    hits: int = 0  # already in the cache
+    encoded: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (item, reason)
+    shards: int = 0  # shards written by the Ray path
+    seconds: float = 0.0
+
+    @property
+    def items_per_second(self) -> float:
+        return self.encoded / self.seconds if self.seconds > 0 else float("nan")
+
+    def summary(self) -> str:
+        s = (
+            f"{self.spec} ({self.mode}): {self.requested} items, {self.unique} distinct, {self.hits} already cached, "
+            f"{self.encoded} encoded in {self.seconds:.1f} s"
+        )
+        if self.encoded:
+            s += f" ({self.items_per_second:.1f} items/s)"
+        if self.failed:
+            s += f", {len(self.failed)} failed"
+        return s
+
+
+def cached_encoder(encoder: Encoder | str) -> Encoder:
+    """The encoder whose features the cache stores (a derived ``+bridge`` encoder caches its base's)."""
+    enc = get_encoder(encoder) if isinstance(encoder, str) else encoder
+    base = getattr(enc, "base_encoder", None)
+    return base if base is not None and hasattr(enc, "derive") else enc
+
+
+def encode_items(
+    encoder: Encoder | str,
+    items: Sequence[Any],
+    cache: FeatureCache | str | Path | None = None,
+    *,
+    ray: bool | str = False,
+    batch_size: int | None = None,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    concurrency: int = 2,
+    num_gpus: float = 0.0,
+    cpus_per_actor: float | None = None,
+    progress: bool = True,
+) -> EncodeReport:
+    """Encode ``items`` (texts, file paths or keys) into the feature cache; nothing is returned but a report.
+
+    ``ray``: ``False`` encodes here (decoding overlapped with the forward pass, chunks
+    committed as they finish); ``True``/``"local"`` a local Ray, or a cluster address
+    (``"auto"``, ``"ray://head:10001"``).  Ray options: ``batch_size`` (items per forward
+    pass, default the encoder's), ``shard_size`` (rows per committed shard),
+    ``concurrency`` (encoder actors), ``num_gpus`` (per actor: Ray reserves them and sets
+    ``CUDA_VISIBLE_DEVICES``; the built-in encoders run on CPU, a ``callable:`` encoder may
+    use them), ``cpus_per_actor`` (default: one, or a share of the CPUs that leaves room
+    for decoding).
+    """
+    fc = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
+    enc = cached_encoder(encoder)
+    if ray is False or ray is None:
+        return _encode_local(enc, items, fc, progress)
+    address = None if ray is True else str(ray)
+    with ray_session(address):
+        return _encode_ray(
+            enc, items, fc, batch_size=batch_size, shard_size=shard_size, concurrency=concurrency,
+            num_gpus=num_gpus, cpus_per_actor=cpus_per_actor, progress=progress,
+        )
+
+
+# ----------------------------------------------------------------------------- single process
+def _encode_local(enc: Encoder, items: Sequence[Any], fc: FeatureCache, progress: bool) -> EncodeReport:
+    t0 = time.perf_counter()
+    rep = EncodeReport(spec=enc.spec, identity=enc.identity, mode="local", requested=len(items))
+    uniq = list(dict.fromkeys(str(x) if isinstance(x, Path) else x for x in items))
+    n_chunks = max(1, math.ceil(len(uniq) / LOCAL_CHUNK_ITEMS))
+    for c in range(n_chunks):
+        chunk = uniq[c * LOCAL_CHUNK_ITEMS : (c + 1) * LOCAL_CHUNK_ITEMS]
+        desc = f"encoding {enc.spec}" + (f" ({c + 1}/{n_chunks})" if n_chunks > 1 else "")
+        fc.encode(enc, chunk, progress=progress, description=desc)
+        fc.unload()  # bounded memory: the vectors are on disk
+        st = fc.last_stats
+        rep.unique += st.unique
+        rep.hits += st.hits
+        rep.encoded += st.encoded
+    rep.seconds = time.perf_counter() - t0
+    return rep
+
+
+# ----------------------------------------------------------------------------- Ray
+def _worker_encoder(spec: str) -> Encoder:
+    return cached_encoder(get_encoder(spec))
+
+
+def _key_batch(batch: dict[str, np.ndarray], spec: str) -> dict[str, np.ndarray]:
+    """Map task: the content key of each item (hashing file bytes), or why it cannot be read."""
+    enc = _worker_encoder(spec)
+    keys, errors = [], []
+    for it in batch["item"]:
+        try:
+            keys.append(enc.content_key(str(it)))
+            errors.append("")
+        except OSError as e:
+            keys.append("")
+            errors.append(f"cannot read ({e.strerror or e})")
+    return {"i": batch["i"], "key": np.asarray(keys, dtype=object), "error": np.asarray(errors, dtype=object)}
+
+
+def _decode_batch(batch: dict[str, np.ndarray], spec: str) -> dict[str, np.ndarray]:
+    """Map task: ``Encoder.load`` on each item; an undecodable item becomes an error row, not a failure."""
+    enc = _worker_encoder(spec)
+    data, errors = [], []
+    for it in batch["item"]:
+        try:
+            # transport between anybind's own workers (Ray pickles task data anyway)
+            data.append(pickle.dumps(enc.load(str(it)), protocol=pickle.HIGHEST_PROTOCOL))
+            errors.append("")
+        except DataError as e:
+            data.append(b"")
+            errors.append(str(e))
+    return {
+        "key": batch["key"],
+        "item": batch["item"],
+        "data": np.asarray(data, dtype=object),
+        "error": np.asarray(errors, dtype=object),
+    }
+
+
+class _EncodeActor:
+    """One frozen encoder per actor: encodes decoded rows in forward-pass batches, commits one shard per call."""
+
+    def __init__(self, spec: str, identity: str, cache_root: str, batch_size: int, threads: int):
+        import torch
+
+        torch.set_num_threads(max(1, threads))
+        self.enc = _worker_encoder(spec)
+        if self.enc.identity != identity:
+            raise EncoderError(
+                f"{spec}: a worker built an encoder of identity {self.enc.identity}, the driver's is {identity} "
+                "(different weights or code on this node?)"
+            )
+        self.identity = identity
+        self.cache = FeatureCache(cache_root)
+        self.batch_size = max(1, batch_size)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        errors = batch["error"]
+        ok = [i for i, e in enumerate(errors) if not e]
+        written = np.zeros(len(errors), dtype=bool)
+        if ok:
+            loaded = [pickle.loads(batch["data"][i]) for i in ok]
+            outs = []
+            for s in range(0, len(loaded), self.batch_size):
+                part = loaded[s : s + self.batch_size]
+                outs.append(self.enc._check(self.enc.encode_loaded(part), len(part)))
+            self.cache.write_shard(self.identity, [str(batch["key"][i]) for i in ok], np.concatenate(outs, axis=0))
+            written[ok] = True
+        return {"item": batch["item"], "error": errors, "written": written}
+
+
+def _resources(concurrency: int, num_gpus: float, cpus_per_actor: float | None) -> tuple[float, float]:
+    """(CPUs per decode task, CPUs per encoder actor): actors never take every CPU, or decoding would starve."""
+    total = cluster_cpus()
+    decode = 1.0 if total >= concurrency + 2 else 0.5
+    if cpus_per_actor is not None:
+        return decode, float(cpus_per_actor)
+    return decode, max(0.1, min(1.0, (total - decode) / max(1, concurrency)))
+
+
+def _compute(concurrency: int):
+    import ray.data
+
+    return ray.data.ActorPoolStrategy(size=max(1, int(concurrency)))
+
+
+def _root_cause(e: BaseException) -> str:
+    """The user-code error behind a Ray Data failure (its type and message), not Ray's wrapper text."""
+    import re
+
+    texts, c = [], e
+    while c is not None and len(texts) < 10:
+        texts.append(re.sub(r"\x1b\[[0-9;]*m", "", str(c)))
+        c = c.__cause__ or getattr(c, "cause", None)
+    pat = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception)): (.+)$")
+    found = [m.group(0) for t in texts for line in t.splitlines() if (m := pat.match(line.strip()))
+             and not m.group(1).startswith("ray.")]
+    if found:
+        return found[-1]
+    first = texts[0].strip().splitlines()
+    return f"{type(e).__name__}: {first[0] if first else ''}"
+
+
+def _release() -> None:
+    """Drop what is left of a failed Ray Data execution (its actors keep their CPUs while referenced)."""
+    import gc
+
+    gc.collect()
+
+
+def _progress(enabled: bool, description: str, total: int):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    prog = Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]} items/s"), TimeRemainingColumn(), disable=not enabled,
+    )
+    return prog, prog.add_task(description, total=total, rate="-")
+
+
+def _ray_keys(enc: Encoder, uniq: list[str], shard_size: int, decode_cpus: float) -> tuple[list[str], list[str]]:
+    """Content keys of every item: file bytes hashed by Ray tasks for large corpora, here otherwise."""
+    if enc.input_kind != "file" or len(uniq) < KEY_TASKS_FROM:
+        b = _key_batch({"i": np.arange(len(uniq)), "item": np.asarray(uniq, dtype=object)}, enc.spec)
+        return [str(k) for k in b["key"]], [str(e) for e in b["error"]]
+    import ray.data
+
+    ds = ray.data.from_items(
+        [{"i": i, "item": it} for i, it in enumerate(uniq)],
+        override_num_blocks=max(1, min(len(uniq) // max(1, shard_size) + 1, 1000)),
+    )
+    ds = ds.map_batches(_key_batch, fn_kwargs={"spec": enc.spec}, batch_size=None, num_cpus=decode_cpus)
+    keys, errors = [""] * len(uniq), [""] * len(uniq)
+    for b in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        for i, k, e in zip(b["i"], b["key"], b["error"]):
+            keys[int(i)], errors[int(i)] = str(k), str(e)
+    return keys, errors
+
+
+def _encode_ray(
+    enc: Encoder,
+    items: Sequence[Any],
+    fc: FeatureCache,
+    *,
+    batch_size: int | None,
+    shard_size: int,
+    concurrency: int,
+    num_gpus: float,
+    cpus_per_actor: float | None,
+    progress: bool,
+) -> EncodeReport:
+    import ray.data
+
+    t0 = time.perf_counter()
+    identity = enc.identity
+    rep = EncodeReport(spec=enc.spec, identity=identity, mode="ray", requested=len(items))
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    uniq = list(dict.fromkeys(str(x) for x in items))
+    decode_cpus, actor_cpus = _resources(concurrency, num_gpus, cpus_per_actor)
+    keys, key_errors = _ray_keys(enc, uniq, shard_size, decode_cpus)
+    rep.failed += [(it, e) for it, e in zip(uniq, key_errors) if e]
+    fc.rescan(identity)
+    have = fc.keys(identity)
+    first: dict[str, str] = {}
+    for k, it, e in zip(keys, uniq, key_errors):
+        if not e:
+            first.setdefault(k, it)
+    rep.unique = len(first)
+    missing = [(k, it) for k, it in first.items() if k not in have]
+    rep.hits = rep.unique - len(missing)
+    shards_dir = fc.folder(identity) / "shards"
+    n_before = len(list(shards_dir.glob("*.safetensors"))) if shards_dir.is_dir() else 0
+    if missing:
+        ds = ray.data.from_items(
+            [{"key": k, "item": it} for k, it in missing],
+            override_num_blocks=max(1, min(math.ceil(len(missing) / shard_size), 10_000)),
+        )
+        ds = ds.map_batches(_decode_batch, fn_kwargs={"spec": enc.spec}, batch_size=shard_size, num_cpus=decode_cpus)
+        ds = ds.map_batches(
+            _EncodeActor,
+            fn_constructor_kwargs={
+                "spec": enc.spec, "identity": identity, "cache_root": str(fc.root.absolute()),
+                "batch_size": int(batch_size or enc.batch_size), "threads": max(1, round(actor_cpus)),
+            },
+            batch_size=shard_size,
+            compute=_compute(concurrency),
+            num_cpus=actor_cpus,
+            num_gpus=num_gpus or None,
+        )
+        prog, task = _progress(progress, f"encoding {enc.spec} on Ray ({concurrency} actors)", len(missing))
+        t1 = time.perf_counter()
+        failure = None
+        try:
+            with prog:
+                for b in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                    n_ok = int(b["written"].sum())
+                    rep.encoded += n_ok
+                    rep.failed += [(str(it), str(e)) for it, e in zip(b["item"], b["error"]) if e]
+                    prog.update(task, advance=len(b["item"]),
+                                rate=f"{rep.encoded / max(time.perf_counter() - t1, 1e-9):.1f}")
+        except Exception as e:  # a worker raised: committed shards stay, the rerun continues
+            failure = _root_cause(e)
+        if failure is not None:
+            ds = None
+            _release()  # the failed pipeline's actors hold CPUs until its last reference is gone
+            fc.rescan(identity)
+            done = len(fc.keys(identity)) - len(have)
+            raise EncoderError(
+                f"distributed encode with {enc.spec} failed ({failure}); {done} items were committed to "
+                f"{fc.folder(identity)} and are kept: rerun to encode the remaining {len(missing) - done}"
+            )
+    fc.rescan(identity)
+    rep.shards = (len(list(shards_dir.glob("*.safetensors"))) if shards_dir.is_dir() else 0) - n_before
+    rep.seconds = time.perf_counter() - t0
+    return rep
+
+
+# ----------------------------------------------------------------------------- manifests
+def manifest_items(manifest, modality: str) -> tuple[list[str], dict[str, list[str]]]:
+    """The values of one modality field, and for each value the ids of the records holding it."""
+    items: list[str] = []
+    owners: dict[str, list[str]] = {}
+    for r in manifest.records:
+        if modality in r.values:
+            v = r.values[modality]
+            if v not in owners:
+                items.append(v)
+            owners.setdefault(v, []).append(r.id)
+    return items, owners
+
+
+def default_modality(spec: str, fields: Sequence[str]) -> str:
+    """The manifest field an encoder reads when ``--modality`` is not given (``image:...`` -> ``image``)."""
+    prefix = spec.split(":", 1)[0]
+    if prefix in fields:
+        return prefix
+    raise DataError(
+        f"which field should {spec} encode? the manifest has {', '.join(fields) or 'no modality fields'}: "
+        "give --modality NAME"
+    )
+
+
+def encode_manifest(
+    manifest: str | Path,
+    encoder: str,
+    modality: str | None = None,
+    cache: FeatureCache | str | Path | None = None,
+    *,
+    ray: bool | str = False,
+    strict: bool = False,
+    progress: bool = True,
+    **kw: Any,
+):
+    """Encode one modality field of a manifest into the cache; returns ``(report, manifest, owners)``.
+
+    The manifest is validated first (bad records reported and skipped, or fatal with
+    ``strict``); in Ray mode media are decoded by the workers only (undecodable files
+    come back in ``report.failed``), not once more on the driver.
+    """
+    from ..data.manifest import load_manifest
+    from ..space import manifest_kinds
+
+    path = Path(manifest)
+    if modality is None:
+        head = load_manifest(path, check_media=False, kinds=manifest_kinds({}))
+        modality = default_modality(encoder, head.modalities)
+    kinds = manifest_kinds({modality: encoder})
+    man = load_manifest(path, strict=strict, modalities=[modality], kinds=kinds,
+                        check_media=ray is False or ray is None, progress=progress)
+    items, owners = manifest_items(man, modality)
+    if not items:
+        raise DataError(f"{path}: no valid record has the field {modality!r}")
+    rep = encode_items(encoder, items, cache, ray=ray, progress=progress, **kw)
+    return rep, man, owners
+
+
+# ----------------------------------------------------------------------------- index
+class _EmbedActor:
+    """Embeds items of one modality with a saved space (features through the shared feature cache)."""
+
+    def __init__(self, space_dir: str, identity: str, modality: str, cache_root: str, threads: int):
+        import torch
+
+        from ..space import Space
+
+        torch.set_num_threads(max(1, threads))
+        self.space = Space.load(space_dir)
+        if self.space.identity() != identity:
+            raise EncoderError(f"{space_dir}: a worker loaded space {self.space.identity()}, the driver's is {identity}")
+        self.modality = modality
+        self.cache = FeatureCache(cache_root)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        X = self.space.embed(self.modality, [str(x) for x in batch["item"]], cache=self.cache)
+        self.cache.unload()  # bounded memory: each batch reads only its own shards
+        return {"i": batch["i"], "vector": X.astype(np.float32)}
+
+
+def ray_index_embedder(
+    space_dir: str | Path,
+    identity: str,
+    cache: FeatureCache | str | Path | None = None,
+    *,
+    batch_size: int = 256,
+    concurrency: int = 2,
+    num_gpus: float = 0.0,
+    cpus_per_actor: float | None = None,
+) -> Callable[[str, list[tuple], int], Iterator[tuple[list[tuple], np.ndarray]]]:
+    """An ``embedder`` for :meth:`anybind.index.Index.add`: Ray Data embeds, the driver commits each chunk.
+
+    Call it inside a connected Ray (:func:`anybind.scale.ray_session`).  ``space_dir`` is
+    the space every worker loads (the copy inside the index); items stream back in any
+    order and are committed in chunks of the index's ``chunk_size``.
+    """
+    root = str((cache.root if isinstance(cache, FeatureCache) else FeatureCache(cache).root).absolute())
+
+    def embed(modality: str, items: list[tuple], chunk_size: int) -> Iterator[tuple[list[tuple], np.ndarray]]:
+        import ray.data
+
+        if not items:
+            return
+        _, actor_cpus = _resources(concurrency, num_gpus, cpus_per_actor)
+        ds = ray.data.from_items(
+            [{"i": i, "item": str(it[1])} for i, it in enumerate(items)],
+            override_num_blocks=max(1, min(math.ceil(len(items) / batch_size), 10_000)),
+        )
+        ds = ds.map_batches(
+            _EmbedActor,
+            fn_constructor_kwargs={"space_dir": str(Path(space_dir).absolute()), "identity": identity,
+                                   "modality": modality, "cache_root": root, "threads": max(1, round(actor_cpus))},
+            batch_size=batch_size, compute=_compute(concurrency), num_cpus=actor_cpus, num_gpus=num_gpus or None,
+        )
+        failure = None
+        try:
+            for b in ds.iter_batches(batch_size=chunk_size, batch_format="numpy"):
+                yield [items[int(i)] for i in b["i"]], np.asarray(b["vector"], dtype=np.float32)
+        except Exception as e:  # noqa: BLE001 - reported below, once the pipeline is released
+            failure = _root_cause(e)
+        if failure is not None:
+            ds = None
+            _release()
+            raise EncoderError(f"distributed embedding of {modality!r} failed ({failure}); "
+                               "committed chunks are kept: rerun to embed the rest")
+
+    return embed

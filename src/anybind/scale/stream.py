@@ -1,0 +1,518 @@
+"""Training shards, and streams that read them in bounded memory whatever the corpus size.
+
+Training needs, per record, the features of each of its modalities: the feature
+cache stores them per encoder and content, so they are joined once, record by
+record, into *training shards*::
+
+    <dir>/shards.json           format, modalities, dims, encoder specs + identities, per-shard counts
+    <dir>/000000.safetensors    x.<m>  (rows, dim) features (zeros where a record lacks m)
+                                has.<m> (rows,) uint8, split (rows,) uint8 (0 train, 1 val, 2 test)
+                                metadata "ids": the records' ids, in row order
+
+Built in one streaming pass (:func:`write_training_shards`, a few thousand rows per
+shard, the folder swapped in atomically and reused while manifests and encoders are
+unchanged).  :class:`PairStream` then yields endless batches of one modality pair,
+reading one shard at a time through a shuffle buffer; memory is the buffer plus one
+shard, so a corpus far larger than RAM streams through an epoch.  With ``rank`` and
+``world`` each distributed worker reads its own subset of the shards.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import math
+import zlib
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import DataError
+
+FORMAT = "anybind.training-shards"
+FORMAT_VERSION = 1
+META = "shards.json"
+SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
+DEFAULT_ROWS_PER_SHARD = 4096
+
+
+def _combo(mods: Sequence[str]) -> str:
+    return "+".join(sorted(mods))
+
+
+def _counts(split: np.ndarray, has: Mapping[str, np.ndarray]) -> dict[str, dict[str, int]]:
+    """Rows per split having each modality and each pair of modalities (what streams and epochs need)."""
+    out: dict[str, dict[str, int]] = {}
+    mods = sorted(has)
+    for name, code in SPLIT_CODES.items():
+        s = split == code
+        c = {"rows": int(s.sum())}
+        for m in mods:
+            c[m] = int((s & has[m]).sum())
+        for a, b in itertools.combinations(mods, 2):
+            c[_combo((a, b))] = int((s & has[a] & has[b]).sum())
+        out[name] = c
+    return out
+
+
+class TrainingShards:
+    """A training-shards folder (see the module doc).  :meth:`open` it, or build one with :func:`write_training_shards`."""
+
+    def __init__(self, path: Path, meta: dict[str, Any]):
+        self.path = Path(path)
+        self.meta = meta
+
+    @classmethod
+    def open(cls, path: str | Path) -> "TrainingShards":
+        path = Path(path)
+        mp = path / META
+        if not mp.is_file():
+            raise DataError(f"{path}: not a training-shards folder (no {META})")
+        try:
+            meta = json.loads(mp.read_text())
+        except json.JSONDecodeError as e:
+            raise DataError(f"{mp}: corrupt JSON ({e})") from None
+        if meta.get("format") != FORMAT:
+            raise DataError(f"{mp}: not a training-shards file")
+        for s in meta["shards"]:
+            if not (path / s["file"]).is_file():
+                raise DataError(f"{path}: shard {s['file']} is missing (rebuild the training shards)")
+        return cls(path, meta)
+
+    # -- description -------------------------------------------------------
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.meta["modalities"])
+
+    @property
+    def dims(self) -> dict[str, int]:
+        return {m: int(d) for m, d in self.meta["dims"].items()}
+
+    @property
+    def specs(self) -> dict[str, str]:
+        return dict(self.meta.get("specs", {}))
+
+    @property
+    def identities(self) -> dict[str, str]:
+        return dict(self.meta.get("identities", {}))
+
+    @property
+    def rows(self) -> int:
+        return sum(int(s["rows"]) for s in self.meta["shards"])
+
+    def __len__(self) -> int:
+        return len(self.meta["shards"])
+
+    def __repr__(self) -> str:
+        return f"<TrainingShards {self.path} rows={self.rows} shards={len(self)} modalities={self.modalities}>"
+
+    def count(self, split: str, mods: Sequence[str] | str) -> int:
+        """Rows of ``split`` having every modality in ``mods`` (one modality or a pair)."""
+        key = mods if isinstance(mods, str) else (mods[0] if len(mods) == 1 else _combo(mods))
+        return sum(int(s["counts"][split].get(key, 0)) for s in self.meta["shards"])
+
+    def files(self, split: str, mods: Sequence[str] | str) -> list[Path]:
+        """The shards holding at least one row of ``split`` with ``mods``, in order."""
+        key = mods if isinstance(mods, str) else (mods[0] if len(mods) == 1 else _combo(mods))
+        return [self.path / s["file"] for s in self.meta["shards"] if int(s["counts"][split].get(key, 0)) > 0]
+
+    # -- reading -----------------------------------------------------------
+    def read(self, file: Path, names: Sequence[str]) -> dict[str, np.ndarray]:
+        """Some tensors of one shard (features as float32)."""
+        from safetensors import safe_open
+
+        out = {}
+        try:
+            with safe_open(str(file), "np") as f:
+                for n in names:
+                    a = f.get_tensor(n)
+                    out[n] = a.astype(np.float32, copy=False) if n.startswith("x.") else a
+        except Exception as e:  # noqa: BLE001 - a truncated or foreign file
+            raise DataError(f"{file}: unreadable training shard ({type(e).__name__}: {e})") from None
+        return out
+
+    def ids(self, file: Path) -> list[str]:
+        from safetensors import safe_open
+
+        with safe_open(str(file), "np") as f:
+            return json.loads((f.metadata() or {}).get("ids", "[]"))
+
+    def standardisation(self, modality: str, split: str = "train") -> tuple[np.ndarray, float, int]:
+        """``(mean, scale, n)`` of a modality's features over a split, in one streaming pass.
+
+        The statistics :meth:`anybind.projectors.Projector.fit_stats` computes in memory:
+        per-dimension mean, one global scale ``sqrt(mean ||x - mean||^2 / dim)``.
+        """
+        d = self.dims[modality]
+        s1, s2, n = np.zeros(d, np.float64), 0.0, 0
+        for f in self.files(split, modality):
+            t = self.read(f, [f"x.{modality}", f"has.{modality}", "split"])
+            sel = (t["split"] == SPLIT_CODES[split]) & (t[f"has.{modality}"] > 0)
+            x = t[f"x.{modality}"][sel].astype(np.float64)
+            s1 += x.sum(0)
+            s2 += float((x * x).sum())
+            n += len(x)
+        if n == 0:
+            return np.zeros(d, np.float32), 1.0, 0
+        mean = s1 / n
+        var = max(s2 / n - float(mean @ mean), 0.0) / d
+        return mean.astype(np.float32), max(math.sqrt(var), 1e-6), n
+
+    def feature_set(self, split: str):
+        """One split in memory as a :class:`~anybind.train.FeatureSet` (for validation: splits that fit in RAM)."""
+        from ..data.manifest import Record
+        from ..train import FeatureSet
+
+        mods = self.modalities
+        ids: list[str] = []
+        feats: dict[str, list[np.ndarray]] = {m: [] for m in mods}
+        has: dict[str, list[np.ndarray]] = {m: [] for m in mods}
+        for f in self.files(split, "rows"):
+            t = self.read(f, [f"x.{m}" for m in mods] + [f"has.{m}" for m in mods] + ["split"])
+            sel = t["split"] == SPLIT_CODES[split]
+            ids += [i for i, s in zip(self.ids(f), sel) if s]
+            for m in mods:
+                feats[m].append(t[f"x.{m}"][sel])
+                has[m].append(t[f"has.{m}"][sel] > 0)
+        n = len(ids)
+        records = [Record(id=i, split=split, values={}) for i in ids]
+        F, R = {}, {}
+        for m in mods:
+            h = np.concatenate(has[m]) if has[m] else np.zeros(0, bool)
+            X = np.concatenate(feats[m]) if feats[m] else np.zeros((0, self.dims[m]), np.float32)
+            F[m] = np.ascontiguousarray(X[h])
+            r = np.full(n, -1, np.int64)
+            r[np.nonzero(h)[0]] = np.arange(int(h.sum()))
+            R[m] = r
+            for rec, ok in zip(records, h):
+                if ok:
+                    rec.values[m] = "1"
+        return FeatureSet(records=records, specs=self.specs, identities=self.identities, feats=F, rows=R,
+                          corpus=np.zeros(n, np.int64))
+
+
+# ----------------------------------------------------------------------------- writing
+class ShardWriter:
+    """Writes shards of joined features into a folder, then its ``shards.json``."""
+
+    def __init__(self, folder: Path, dims: Mapping[str, int], dtype: str = "float32"):
+        if dtype not in ("float32", "float16"):
+            raise ValueError(f"dtype must be float32 or float16, got {dtype!r}")
+        self.folder = Path(folder)
+        self.dims = dict(dims)
+        self.dtype = dtype
+        self.shards: list[dict[str, Any]] = []
+
+    def add(self, ids: Sequence[str], split: np.ndarray, feats: Mapping[str, np.ndarray], has: Mapping[str, np.ndarray]) -> None:
+        from safetensors.numpy import save_file
+
+        n = len(ids)
+        if n == 0:
+            return
+        tensors: dict[str, np.ndarray] = {"split": np.asarray(split, np.uint8)}
+        for m, d in self.dims.items():
+            X = np.asarray(feats[m])
+            if X.shape != (n, d):
+                raise DataError(f"modality {m!r}: features of shape {X.shape}, expected ({n}, {d})")
+            tensors[f"x.{m}"] = np.ascontiguousarray(X, dtype=self.dtype)
+            tensors[f"has.{m}"] = np.asarray(has[m], np.uint8)
+        name = f"{len(self.shards):06d}.safetensors"
+        save_file(tensors, str(self.folder / name), metadata={"ids": json.dumps(list(ids))})
+        self.shards.append({
+            "file": name, "rows": n,
+            "counts": _counts(tensors["split"], {m: tensors[f"has.{m}"] > 0 for m in self.dims}),
+        })
+
+    def finish(self, **extra: Any) -> dict[str, Any]:
+        from ..cache import atomic_write_bytes
+
+        meta = {
+            "format": FORMAT, "format_version": FORMAT_VERSION, "modalities": sorted(self.dims),
+            "dims": self.dims, "dtype": self.dtype, "shards": self.shards, **extra,
+        }
+        atomic_write_bytes(self.folder / META, json.dumps(meta, indent=1, sort_keys=True).encode())
+        return meta
+
+
+def _records(manifests) -> list:
+    """Every record of every manifest; an id used by two corpora is disambiguated (as FeatureSet does)."""
+    out, seen = [], set()
+    for man in manifests:
+        for r in man.records:
+            if r.id in seen:
+                r = copy.copy(r)
+                r.id = f"{man.path.parent.name}:{r.id}"
+            seen.add(r.id)
+            out.append(r)
+    return out
+
+
+def write_training_shards(
+    manifests: Sequence,
+    specs: Mapping[str, str],
+    cache=None,
+    out: str | Path | None = None,
+    *,
+    rows_per_shard: int = DEFAULT_ROWS_PER_SHARD,
+    dtype: str = "float32",
+    progress: bool = True,
+) -> TrainingShards:
+    """Join the cached features of loaded manifests into training shards (bounded memory); reuse them when unchanged.
+
+    ``specs``: modality -> encoder spec.  Features missing from the cache are encoded
+    here (single process; encode them first with :func:`anybind.scale.encode.encode_items`
+    to do that on Ray).  ``out`` defaults to ``<cache>/training/<hash>``, the hash
+    covering the manifests' content, the encoder identities and the layout.
+    """
+    from ..cache import FeatureCache, atomic_write_dir
+    from ..encoders.base import get_encoder
+
+    fc = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
+    mods = sorted(specs)
+    encs = {m: get_encoder(specs[m]) for m in mods}
+    identities = {m: encs[m].identity for m in mods}
+    h = hashlib.sha256(json.dumps({
+        "data": [man.fingerprint(mods) for man in manifests], "identities": identities,
+        "rows_per_shard": rows_per_shard, "dtype": dtype, "format_version": FORMAT_VERSION,
+    }, sort_keys=True).encode()).hexdigest()[:20]
+    out = Path(out) if out is not None else fc.root / "training" / h
+    if (out / META).is_file():
+        try:
+            ts = TrainingShards.open(out)
+            if ts.meta.get("source_hash") == h:
+                return ts
+        except DataError:
+            pass  # damaged: rebuilt below
+    records = _records(manifests)
+    if not records:
+        raise DataError("no valid records to train on")
+    for m in mods:
+        if not any(m in r.values for r in records):
+            raise DataError(f"no valid record has modality {m!r}")
+    from ..corpora._build import make_progress
+
+    dims = {}  # from one item each: a callable encoder knows its width only once it ran
+    for m in mods:
+        first = next(r.values[m] for r in records if m in r.values)
+        dims[m] = int(fc.encode(encs[m], [first], progress=False).shape[1])
+
+    def write(tmp: Path) -> None:
+        writer = ShardWriter(tmp, dims, dtype=dtype)
+        prog = make_progress(progress)
+        if prog is not None:
+            prog.start()
+            task = prog.add_task("writing training shards", total=len(records))
+        try:
+            for c0 in range(0, len(records), rows_per_shard):
+                chunk = records[c0 : c0 + rows_per_shard]
+                feats, has = {}, {}
+                for m in mods:
+                    sel = [i for i, r in enumerate(chunk) if m in r.values]
+                    X = fc.encode(encs[m], [chunk[i].values[m] for i in sel], progress=False) if sel else None
+                    fc.unload()
+                    full = np.zeros((len(chunk), dims[m]), np.float32)
+                    if X is not None:
+                        full[sel] = X
+                    feats[m] = full
+                    has[m] = np.isin(np.arange(len(chunk)), sel)
+                split = np.array([SPLIT_CODES[r.split] for r in chunk], np.uint8)
+                writer.add([r.id for r in chunk], split, feats, has)
+                if prog is not None:
+                    prog.advance(task, len(chunk))
+        finally:
+            if prog is not None:
+                prog.stop()
+        writer.finish(specs=dict(specs), identities=identities, source_hash=h,
+                      sources=[str(man.path) for man in manifests])
+
+    atomic_write_dir(out, write)
+    return TrainingShards.open(out)
+
+
+def write_synthetic_shards(
+    out: str | Path,
+    rows: int,
+    *,
+    dims: Mapping[str, int] | None = None,
+    latent: int = 16,
+    noise: float = 0.5,
+    val_rows: int = 1000,
+    rows_per_shard: int = 65536,
+    dtype: str = "float16",
+    seed: int = 0,
+    progress: bool = False,
+) -> TrainingShards:
+    """A deterministic synthetic paired feature set on disk (for scale benchmarks).
+
+    Row ``i`` has a latent ``z_i ~ N(0, I_latent)``; modality ``m``'s features are
+    ``z_i @ W_m + noise * eps`` with a fixed random ``W_m``: learnable, alignable pairs.
+    The first ``val_rows`` rows are the val split, the rest train.  Generated shard by
+    shard (each from its own seeded generator): memory is one shard.
+    """
+    from ..cache import atomic_write_dir
+
+    dims = dict(dims or {"a": 64, "b": 64})
+    rng = np.random.default_rng(seed)
+    W = {m: (rng.normal(size=(latent, d)) / math.sqrt(latent)).astype(np.float32) for m, d in sorted(dims.items())}
+    n_shards = max(1, math.ceil(rows / rows_per_shard))
+
+    def write(tmp: Path) -> None:
+        from ..corpora._build import make_progress
+
+        writer = ShardWriter(tmp, dims, dtype=dtype)
+        prog = make_progress(progress)
+        if prog is not None:
+            prog.start()
+            task = prog.add_task("writing synthetic shards", total=rows)
+        try:
+            for s in range(n_shards):
+                r0, r1 = s * rows_per_shard, min(rows, (s + 1) * rows_per_shard)
+                g = np.random.default_rng([seed, s])
+                z = g.standard_normal((r1 - r0, latent), dtype=np.float32)
+                feats = {m: z @ W[m] + noise * g.standard_normal((r1 - r0, d), dtype=np.float32) for m, d in sorted(dims.items())}
+                has = {m: np.ones(r1 - r0, bool) for m in dims}
+                split = np.where(np.arange(r0, r1) < val_rows, SPLIT_CODES["val"], SPLIT_CODES["train"]).astype(np.uint8)
+                writer.add([f"r{i}" for i in range(r0, r1)], split, feats, has)
+                if prog is not None:
+                    prog.advance(task, r1 - r0)
+        finally:
+            if prog is not None:
+                prog.stop()
+        writer.finish(specs={m: f"synthetic:{m}" for m in dims}, identities={m: f"synthetic:{m}|seed={seed}" for m in dims},
+                      synthetic={"rows": rows, "latent": latent, "noise": noise, "seed": seed})
+
+    atomic_write_dir(Path(out), write)
+    return TrainingShards.open(out)
+
+
+# ----------------------------------------------------------------------------- streaming
+def _offsets(shards: TrainingShards) -> list[int]:
+    """The global row number of each shard's first row."""
+    out, n = [], 0
+    for e in shards.meta["shards"]:
+        out.append(n)
+        n += int(e["rows"])
+    return out
+
+
+class PairStream:
+    """Endless batches ``(xa, xb)`` (float32) of the ``split`` records having both ``a`` and ``b``.
+
+    Memory: a shuffle buffer of ``shuffle_buffer`` rows plus one shard.  Each pass over
+    the shards visits them in a fresh seeded order; rows enter the buffer and leave it
+    in random batches (without replacement), the rows left at the end of a pass that
+    do not fill a batch are dropped (like the in-memory trainer's permutation tail),
+    so a batch never holds a row twice.  A buffer as large as the data is a full
+    shuffle.  Distributed: worker ``rank`` of ``world`` reads its own whole shards
+    (balanced by rows), or, when that would leave a worker short of a batch, every
+    ``world``-th row of every shard.
+    """
+
+    def __init__(
+        self,
+        shards: TrainingShards,
+        a: str,
+        b: str,
+        *,
+        batch_size: int,
+        split: str = "train",
+        shuffle_buffer: int = 16384,
+        seed: int = 0,
+        rank: int = 0,
+        world: int = 1,
+    ):
+        for m in (a, b):
+            if m not in shards.dims:
+                raise DataError(f"modality {m!r} is not in the training shards ({', '.join(shards.modalities)})")
+        if batch_size < 1:
+            raise DataError(f"batch size must be >= 1, got {batch_size}")
+        self.shards, self.a, self.b, self.split = shards, a, b, split
+        self.batch_size = int(batch_size)
+        key = _combo((a, b))
+        entries = [(shards.path / e["file"], int(e["counts"][split].get(key, 0)), off)
+                   for e, off in zip(shards.meta["shards"], _offsets(shards))]
+        entries = [e for e in entries if e[1] > 0]
+        if not entries:
+            raise DataError(f"no {split} record has both {a!r} and {b!r}")
+        self.rank, self.world = rank, world
+        # whole shards per worker, balanced by rows; with too few shards for that, every world-th row
+        loads, bins = [0] * world, [[] for _ in range(world)]
+        for e in sorted(entries, key=lambda e: -e[1]):
+            w = loads.index(min(loads))
+            bins[w].append(e)
+            loads[w] += e[1]
+        self.row_stride = world > 1 and min(loads) < self.batch_size
+        if self.row_stride:
+            self.entries = entries
+            self.rows = sum(int(self._mask(f, off).sum()) for f, _, off in entries)
+        else:
+            self.entries = sorted(bins[rank], key=lambda e: e[2])
+            self.rows = loads[rank]
+        self.files = [e[0] for e in self.entries]
+        if self.rows < self.batch_size:
+            raise DataError(
+                f"pair {a}-{b}: worker {rank} holds {self.rows} {split} rows, fewer than its batch of {self.batch_size}"
+            )
+        self.buffer = max(self.batch_size, min(int(shuffle_buffer), self.rows))
+        self.rng = np.random.default_rng([seed, rank, zlib.crc32(key.encode())])
+        self.passes = 0
+        self._it = self._batches()
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        return self
+
+    def __next__(self) -> tuple[np.ndarray, np.ndarray]:
+        return next(self._it)
+
+    def _mask(self, file: Path, offset: int, t: dict | None = None) -> np.ndarray:
+        """This worker's rows of ``split`` having both modalities, in one shard."""
+        a, b = self.a, self.b
+        if t is None:
+            t = self.shards.read(file, [f"has.{a}", f"has.{b}", "split"])
+        mask = (t["split"] == SPLIT_CODES[self.split]) & (t[f"has.{a}"] > 0) & (t[f"has.{b}"] > 0)
+        if self.row_stride:
+            mask &= (offset + np.arange(len(mask))) % self.world == self.rank
+        return mask
+
+    def _shard_rows(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        a, b = self.a, self.b
+        for i in self.rng.permutation(len(self.entries)):
+            f, _, off = self.entries[i]
+            t = self.shards.read(f, [f"x.{a}", f"x.{b}", f"has.{a}", f"has.{b}", "split"])
+            sel = np.nonzero(self._mask(f, off, t))[0]
+            if len(sel):
+                yield t[f"x.{a}"][sel], t[f"x.{b}"][sel]
+
+    def _batches(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        bs, K = self.batch_size, self.buffer
+        da, db = self.shards.dims[self.a], self.shards.dims[self.b]
+        cap = K + max(int(s["rows"]) for s in self.shards.meta["shards"])
+        ba, bb = np.empty((cap, da), np.float32), np.empty((cap, db), np.float32)
+        while True:
+            n = 0
+            for xa, xb in self._shard_rows():
+                k = len(xa)
+                ba[n : n + k], bb[n : n + k] = xa, xb
+                n += k
+                while n >= max(K, bs):
+                    yield self._take(ba, bb, n)
+                    n -= bs
+            while n >= bs:  # end of the pass: what is left, in full batches
+                yield self._take(ba, bb, n)
+                n -= bs
+            self.passes += 1
+
+    def _take(self, ba: np.ndarray, bb: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """A random batch out of the first ``n`` buffered rows; the rows after it fill the holes."""
+        bs = self.batch_size
+        idx = np.sort(self.rng.choice(n, size=bs, replace=False))
+        out = ba[idx].copy(), bb[idx].copy()
+        tail = np.arange(n - bs, n)
+        holes = idx[idx < n - bs]
+        fillers = tail[~np.isin(tail, idx)]
+        ba[holes], bb[holes] = ba[fillers], bb[fillers]
+        return out

@@ -1,0 +1,299 @@
+"""Scale-out (anybind.scale): streaming training shards, Ray encoding / indexing / training.
+
+The Ray tests share one local Ray (2 CPUs, no dashboard) started by a module fixture
+and shut down after the module; they are few and small because a Ray Data execution
+costs seconds of actor start-up on a 2-core machine (one actor where two add nothing
+to what is checked).
+
+Equivalence tolerance (documented in anybind.scale.train): on the synthetic corpus below
+(600 records, noisy linear views of an 8-d latent), test R@1 of the in-memory trainer
+varies by ~0.09 across seeds (0.28-0.37) and the streaming / Ray trainers land within
+~0.03 of it for the same seed; the tests allow 0.10 on every recall.
+"""
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from anybind.cache import FeatureCache
+from anybind.encoders.base import get_encoder
+from anybind.errors import DataError, EncoderError
+from anybind.evaluate import evaluate
+from anybind.scale.stream import PairStream, TrainingShards, write_synthetic_shards
+from anybind.space import Space
+
+STAMPS = Path("/usr/share/tuxpaint/stamps")
+TOL = 0.10
+FIT = dict(epochs=30, batch_size=64, dim=32, hidden=64, patience=100, seed=0)
+
+
+# ----------------------------------------------------------------------------- data
+def _synthetic_corpus(d: Path, n: int = 600, noise: float = 2.5, seed: int = 0):
+    """Two 'sensors' seeing the same latent through different noisy linear maps (vectors: encoders)."""
+    d.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(n, 8))
+    ids = [f"r{i:04d}" for i in range(n)]
+    for name, dim in (("a", 24), ("b", 20)):
+        X = z @ rng.normal(size=(8, dim)) + noise * rng.normal(size=(n, dim))
+        np.savez(d / f"{name}.npz", ids=np.array(ids), vectors=X.astype(np.float32))
+    splits = ["train"] * 6 + ["val"] * 2 + ["test"] * 2
+    with open(d / "manifest.jsonl", "w") as f:
+        for i, rid in enumerate(ids):
+            f.write(json.dumps({"id": rid, "split": splits[i % 10], "a": True, "b": True, "labels": {"k": i % 3}}) + "\n")
+    return d / "manifest.jsonl", {"a": f"vectors:{d}/a.npz", "b": f"vectors:{d}/b.npz"}
+
+
+def _recalls(space, manifest, cache):
+    r = evaluate(space, manifest, split="test", cache=cache)
+    return {k: v for k, v in r.items() if k.endswith(("/R@1", "/R@10"))}
+
+
+@pytest.fixture(scope="module")
+def syn(tmp_path_factory):
+    d = tmp_path_factory.mktemp("syn")
+    manifest, encoders = _synthetic_corpus(d)
+    cache = d / "cache"
+    single = Space.fit(manifest, encoders=encoders, cache=cache, progress=False, **FIT)
+    return {"dir": d, "manifest": manifest, "encoders": encoders, "cache": cache, "single": single,
+            "recalls": _recalls(single, manifest, cache)}
+
+
+@pytest.fixture(scope="module")
+def tux_mini(tmp_path_factory):
+    """60 real Tux Paint stamps: English caption + PNG (read straight from the Debian package)."""
+    if not STAMPS.is_dir():
+        pytest.fail("Debian package tuxpaint-stamps-default is missing: `make test` installs it")
+    d = tmp_path_factory.mktemp("tuxmini")
+    rows = []
+    for txt in sorted(STAMPS.rglob("*.txt")):
+        png = txt.with_suffix(".png")
+        cap = txt.read_text(encoding="utf-8", errors="replace").splitlines()[0].strip() if txt.stat().st_size else ""
+        if png.is_file() and cap:
+            rows.append({"id": f"{txt.parent.name}/{txt.stem}", "text": cap, "image": str(png)})
+        if len(rows) == 60:
+            break
+    (d / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return d / "manifest.jsonl", rows
+
+
+def _cache_contents(root: Path, spec: str) -> dict[str, np.ndarray]:
+    fc = FeatureCache(root)
+    enc = get_encoder(spec)
+    idx = fc._load_index(enc.identity)
+    return {k: fc._vector(p, r) for k, (p, r) in idx.items()}
+
+
+# ----------------------------------------------------------------------------- streaming (no Ray)
+def _row_ids(x: np.ndarray) -> list[bytes]:
+    return [r.tobytes() for r in x]
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(bs=st.integers(1, 40), buffer=st.integers(1, 400), per_shard=st.integers(7, 150), world=st.integers(1, 3))
+def test_pair_stream_passes_are_shuffled_partitions(tmp_path_factory, bs, buffer, per_shard, world):
+    rows = 300
+    shards = write_synthetic_shards(tmp_path_factory.mktemp("s"), rows, dims={"a": 4, "b": 3}, val_rows=20,
+                                    rows_per_shard=per_shard, dtype="float32")
+    assert shards.count("train", ("a", "b")) == 280 and shards.count("val", "rows") == 20
+    seen_all: set[bytes] = set()
+    for rank in range(world):
+        s = PairStream(shards, "a", "b", batch_size=bs, shuffle_buffer=buffer, seed=3, rank=rank, world=world)
+        assert s.buffer <= max(bs, buffer)  # bounded memory: buffer + one shard
+        first_pass: list[bytes] = []
+        while s.passes == 0:
+            xa, xb = next(s)
+            assert xa.shape == (bs, 4) and xb.shape == (bs, 3) and xa.dtype == np.float32
+            if s.passes == 0:
+                first_pass += _row_ids(xa)
+        # one pass: every row of this worker at most once, all but a partial batch of them
+        assert len(first_pass) == len(set(first_pass))
+        assert s.rows - bs < len(first_pass) <= s.rows
+        assert not (seen_all & set(first_pass))  # workers read disjoint rows
+        seen_all |= set(first_pass)
+
+
+def test_pair_stream_is_seeded_and_refuses_what_it_cannot_serve(tmp_path):
+    shards = write_synthetic_shards(tmp_path / "s", 200, dims={"a": 4, "b": 4}, val_rows=0, rows_per_shard=50)
+    a = [next(PairStream(shards, "a", "b", batch_size=16, seed=1))[0] for _ in range(1)]
+    b = [next(PairStream(shards, "a", "b", batch_size=16, seed=1))[0] for _ in range(1)]
+    c = [next(PairStream(shards, "a", "b", batch_size=16, seed=2))[0] for _ in range(1)]
+    assert np.array_equal(a[0], b[0]) and not np.array_equal(a[0], c[0])
+    assert shards.meta["dtype"] == "float16" and a[0].dtype == np.float32
+    with pytest.raises(DataError, match="fewer than its batch"):
+        PairStream(shards, "a", "b", batch_size=500)
+    with pytest.raises(DataError, match="no val record"):
+        PairStream(shards, "a", "b", batch_size=4, split="val")
+    with pytest.raises(DataError, match="not in the training shards"):
+        PairStream(shards, "a", "c", batch_size=4)
+    (tmp_path / "s" / "000001.safetensors").unlink()
+    with pytest.raises(DataError, match="000001.safetensors is missing"):
+        TrainingShards.open(tmp_path / "s")
+
+
+def test_streaming_fit_matches_in_memory_fit(syn):
+    from anybind.scale.train import fit_sharded
+
+    space = fit_sharded(syn["manifest"], encoders=syn["encoders"], cache=syn["cache"], progress=False,
+                        rows_per_shard=100, shuffle_buffer=1000, **FIT)
+    tr = space.info["training"]
+    shards = TrainingShards.open(tr["shards"])
+    assert len(shards) == 6 and shards.count("train", ("a", "b")) == 360
+    # the standardisation streamed over the shards is what the in-memory projector computed
+    for m in ("a", "b"):
+        assert np.allclose(space.projectors[m].mean, syn["single"].projectors[m].mean, atol=1e-5)
+        assert np.allclose(space.projectors[m].scale, syn["single"].projectors[m].scale, rtol=1e-5)
+    rec = _recalls(space, syn["manifest"], syn["cache"])
+    for k, v in syn["recalls"].items():
+        assert abs(rec[k] - v) <= TOL, (k, rec[k], v)
+    assert min(rec.values()) > 0.1, rec  # it learnt (chance: R@1 1/120, R@10 1/12)
+    # through the CLI: unchanged manifest + encoders reuse the training shards (default layout: one shard here)
+    from anybind.cli import app
+
+    out = syn["dir"] / "space-stream"
+    args = ["fit", str(syn["manifest"]), "--stream", "--epochs", "2", "--cache", str(syn["cache"]), "--out", str(out)]
+    for m, spec in syn["encoders"].items():
+        args += ["-e", f"{m}={spec}"]
+    for _ in range(2):
+        res = CliRunner().invoke(app, args)
+        assert res.exit_code == 0, res.output
+    assert "trainer: streaming" in " ".join(res.output.split())
+    assert len(list((Path(syn["cache"]) / "training").glob("*/shards.json"))) == 2  # 100-row and 4096-row layouts
+    assert Space.load(out).info["training"]["epochs_run"] == 2
+    with pytest.raises(DataError, match="multimodal"):
+        fit_sharded(syn["manifest"], encoders=syn["encoders"], cache=syn["cache"], progress=False, loss="symile")
+
+
+# ----------------------------------------------------------------------------- Ray
+@pytest.fixture(scope="module")
+def ray_local(tmp_path_factory):
+    ray = pytest.importorskip("ray")
+    from anybind.scale import init_ray
+
+    ctl = tmp_path_factory.mktemp("scalectl")
+    old = os.environ.get("ANYBIND_TEST_SCALE_DIR")
+    os.environ["ANYBIND_TEST_SCALE_DIR"] = str(ctl)  # inherited by the Ray workers started below
+    started = init_ray(num_cpus=2)
+    yield ctl
+    if started:
+        ray.shutdown()
+    if old is None:
+        os.environ.pop("ANYBIND_TEST_SCALE_DIR", None)
+    else:
+        os.environ["ANYBIND_TEST_SCALE_DIR"] = old
+
+
+def _calls(ctl: Path) -> int:
+    log = ctl / "calls.log"
+    return sum(int(x) for x in log.read_text().split()) if log.exists() else 0
+
+
+def test_worker_stages_turn_unreadable_items_into_reported_rows(tux_mini, tmp_path):
+    from anybind.scale.encode import _decode_batch, _key_batch
+
+    _, rows = tux_mini
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    items = np.array([rows[0]["image"], str(bad), str(tmp_path / "gone.png")], dtype=object)
+    k = _key_batch({"i": np.arange(3), "item": items}, "image:efficientnet-lite0")
+    assert k["key"][0].startswith("f:") and k["key"][1].startswith("f:") and k["key"][2] == ""
+    assert list(k["error"][:2]) == ["", ""] and "cannot read" in k["error"][2]
+    d = _decode_batch({"key": k["key"][:2], "item": items[:2]}, "image:efficientnet-lite0")
+    assert d["error"][0] == "" and len(d["data"][0]) > 0
+    assert "bad.png" in d["error"][1] and "corrupt" in d["error"][1] and d["data"][1] == b""
+
+
+def test_ray_encode_matches_single_process_and_resumes_after_a_worker_failure(ray_local, tux_mini, tmp_path, monkeypatch):
+    from anybind.cli import app
+    from anybind.scale.encode import encode_items
+
+    ctl = ray_local
+    manifest, rows = tux_mini
+    spec = "callable:scale_encoders:flaky_text"
+    runner = CliRunner()
+    texts = list(dict.fromkeys(r["text"] for r in rows))  # a few captions repeat: encoded once
+    # single process, through the CLI
+    res = runner.invoke(app, ["encode", str(manifest), "-e", f"text={spec}", "--cache", str(tmp_path / "local")])
+    assert res.exit_code == 0, res.output
+    assert f"{len(texts)} encoded" in " ".join(res.output.split())
+    # Ray, first run: the encoder fails after 5 batches (of 4): committed shards stay
+    (ctl / "calls.log").unlink()
+    (ctl / "control.json").write_text(json.dumps({"fail_after": 5, "mode": "raise"}))
+    with pytest.raises(EncoderError, match="simulated encoder failure.*rerun to encode the remaining"):
+        encode_items(spec, texts, tmp_path / "ray", ray=True, shard_size=8, batch_size=4, concurrency=1, progress=False)
+    committed = _cache_contents(tmp_path / "ray", spec)
+    assert 0 < len(committed) < len(texts)
+    assert len(committed) % 8 == 0 or len(committed) < 8 * 2  # whole shards only
+    # rerun (through the CLI): only what is missing is encoded
+    (ctl / "calls.log").unlink()
+    res = runner.invoke(app, ["encode", str(manifest), "-e", spec, "-m", "text", "--ray", "--shard-size", "8",
+                              "--batch-size", "4", "--concurrency", "1", "--cache", str(tmp_path / "ray")])
+    assert res.exit_code == 0, res.output
+    assert _calls(ctl) == len(texts) - len(committed)
+    assert f"{len(committed)} already cached" in " ".join(res.output.split())
+    local, ray_ = _cache_contents(tmp_path / "local", spec), _cache_contents(tmp_path / "ray", spec)
+    assert set(local) == set(ray_) and len(local) == len(texts)
+    for k in local:
+        np.testing.assert_allclose(ray_[k], local[k], atol=1e-6)
+    for k, v in committed.items():  # what the failed run committed was not rewritten
+        assert np.array_equal(ray_[k], v)
+    # files: content keys hashed by the workers, decoding in map tasks, the same vectors
+    img = "callable:helper_encoders:image_stats"
+    paths = [r["image"] for r in rows]
+    FeatureCache(tmp_path / "local").encode(get_encoder(img), paths, progress=False)
+    monkeypatch.setattr("anybind.scale.encode.KEY_TASKS_FROM", 0)  # hash the files in Ray tasks, as for big corpora
+    rep = encode_items(img, paths + [str(tmp_path / "missing.png")], tmp_path / "ray", ray=True, shard_size=16,
+                       concurrency=2, progress=False)  # two actors committing shards side by side
+    assert rep.encoded == len(set(paths)) and rep.shards >= 2
+    assert len(rep.failed) == 1 and "missing.png" in rep.failed[0][0]
+    local, ray_ = _cache_contents(tmp_path / "local", img), _cache_contents(tmp_path / "ray", img)
+    assert set(local) == set(ray_)
+    for k in local:
+        np.testing.assert_allclose(ray_[k], local[k], atol=1e-6)
+
+
+def test_ray_index_has_the_same_rows(ray_local, syn, tmp_path):
+    from anybind.index import Index
+    from anybind.scale.encode import ray_index_embedder
+
+    space_dir = syn["single"].save(tmp_path / "space")
+    space = Space.load(space_dir)
+    plain = Index.build(space, syn["manifest"], tmp_path / "plain", cache=syn["cache"], ann=False)
+    emb = ray_index_embedder(space_dir, space.identity(), syn["cache"], batch_size=100, concurrency=1)
+    distributed = Index.build(space, syn["manifest"], tmp_path / "ray", cache=syn["cache"], ann=False,
+                              chunk_size=256, embedder=emb)
+
+    def table(ix):
+        t = ix.table.to_arrow().to_pydict()
+        order = sorted(range(len(t["id"])), key=lambda i: (t["modality"][i], t["id"][i]))
+        return {c: [t[c][i] for i in order] for c in t}
+
+    a, b = table(plain), table(distributed)
+    assert len(a["id"]) == 1200
+    for c in ("id", "modality", "source", "labels", "label_pairs", "key"):
+        assert a[c] == b[c], c
+    np.testing.assert_allclose(np.array(a["vector"]), np.array(b["vector"]), atol=1e-6)
+    # and it stays incremental: nothing new to embed
+    assert distributed.add(syn["manifest"], embedder=emb).total_embedded == 0
+
+
+def test_ray_train_matches_single_process_training(ray_local, syn):
+    from anybind.scale.train import fit_sharded
+
+    space = fit_sharded(syn["manifest"], encoders=syn["encoders"], cache=syn["cache"], progress=False,
+                        ray_workers=2, rows_per_shard=100, shuffle_buffer=1000, **FIT)
+    tr = space.info["training"]
+    assert tr["workers"] == 2 and tr["ray_workers"] == 2 and space.info["lineage"][-1]["trainer"] == "ray-train x2"
+    rec = _recalls(space, syn["manifest"], syn["cache"])
+    for k, v in syn["recalls"].items():
+        assert abs(rec[k] - v) <= TOL, (k, rec[k], v)
+    # the saved space works like any other
+    assert space.embed("a", ["r0001"], cache=syn["cache"]).shape == (1, 32)
+    shutil.rmtree(Path(tr["shards"]).parent / "_ray_runs", ignore_errors=True)
