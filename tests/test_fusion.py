@@ -10,7 +10,9 @@ import torch
 from anybind import Space, load_manifest
 from anybind.data.manifest import Record
 from anybind.errors import DataError
-from anybind.fusion import FusionClassifier, ogm_coefficients
+from anybind.errors import SpaceError
+from anybind.fusion import (FusionClassifier, FusionRegressor, agm_coefficients, full_outputs, load_fusion,
+                             ogm_coefficients, shapley_values, subset_outputs)
 
 SPLIT_CYCLE = ["train"] * 7 + ["val"] + ["test"] * 2
 FAST_SPACE = {"epochs": 25, "patience": 8, "hidden": 64, "dim": 32, "progress": False}
@@ -22,17 +24,19 @@ def make_labelled(tmp_path, n=320, seed=0, noise=(0.6, 0.6, 0.6)):
     rng = np.random.default_rng(seed)
     y = np.arange(n) % N_CLASSES
     centres = rng.normal(size=(N_CLASSES, 8)) * 2.0
-    z = centres[y] + 0.3 * rng.normal(size=(n, 8))
+    u = rng.normal(size=n)  # a continuous factor beside the class, for the numeric target
+    z = np.column_stack([centres[y] + 0.3 * rng.normal(size=(n, 8)), 1.5 * u])
+    score = 2 * u + 0.5 * centres[y] @ rng.normal(size=8)  # a numeric target every modality carries (noisily)
     ids = np.array([f"r{i}" for i in range(n)])
     specs = {}
     for (name, d), s in zip((("sa", 24), ("sb", 20), ("sc", 16)), noise):
-        X = z @ rng.normal(size=(8, d)) + s * rng.normal(size=(n, d)) * np.sqrt(8)
+        X = z @ rng.normal(size=(9, d)) + s * rng.normal(size=(n, d)) * np.sqrt(8)
         np.savez(tmp_path / f"{name}.npz", ids=ids, vectors=X)
         specs[name] = f"vectors:{tmp_path / f'{name}.npz'}"
     with open(tmp_path / "m.jsonl", "w") as f:
         for i, rid in enumerate(ids):
             rec = {"id": str(rid), "split": SPLIT_CYCLE[i % 10], "sa": True, "sb": True, "sc": True,
-                   "labels": {"cls": f"c{y[i]}"}}
+                   "labels": {"cls": f"c{y[i]}", "score": round(float(score[i]), 4)}}
             f.write(json.dumps(rec) + "\n")
     return tmp_path / "m.jsonl", specs
 
@@ -164,16 +168,24 @@ def tux_top(tux_dir, tmp_path_factory):
             if c not in per or per[c] >= 40:
                 continue
             per[c] += 1
-            keep = {"id": r["id"], "text": r["text"], "image": str(tux_dir / r["image"]), "labels": {"top": c},
+            # a real numeric target: the length of the stamp's English description in words
+            keep = {"id": r["id"], "text": r["text"], "image": str(tux_dir / r["image"]),
+                    "labels": {"top": c, "caption_words": len(r["text"].split())},
                     "split": ("test" if per[c] % 4 == 0 else "train")}
             f.write(json.dumps(keep) + "\n")
     return out
 
 
-def test_real_tuxpaint_top_category_survives_a_missing_modality(tux_top, shared_cache):
+@pytest.fixture(scope="module")
+def tux_space(tux_top, shared_cache):
     man = load_manifest(tux_top, modalities=["image", "text"])
     space = Space.fit(man, modalities=["image", "text"], encoders={"image": "image:efficientnet-lite0+bridge"},
                       cache=shared_cache, epochs=15, dim=64, hidden=128, progress=False)
+    return man, space
+
+
+def test_real_tuxpaint_top_category_survives_a_missing_modality(tux_space, shared_cache):
+    man, space = tux_space
     clf = FusionClassifier(space, ["image", "text"], kind="attention", dropout=0.3, epochs=40, seed=0)
     clf.fit(man, "top", cache=shared_cache)
     test = man.split("test")
@@ -209,3 +221,145 @@ def test_cli_fuse_train_and_eval_all_subsets(setup, tmp_path):
     r = runner.invoke(app, ["fuse", "train", str(man.path), "--space", str(tmp_path / "sp"), "--label", "nope",
                             "--modalities", "sa", "--out", str(tmp_path / "m2"), "--cache", str(tmp / "c")])
     assert r.exit_code == 2 and "nope" in " ".join(r.output.split())
+
+
+def test_real_tuxpaint_regressor_beats_the_mean(tux_space, shared_cache):
+    """Caption length of real Tux Paint stamps from the image alone, the caption alone, and both."""
+    man, space = tux_space
+    reg = FusionRegressor(space, ["image", "text"], kind="concat", dropout=0.3, balance="agm", epochs=40, seed=0)
+    reg.fit(man, "caption_words", cache=shared_cache)
+    test = man.split("test")
+    res = reg.evaluate(test, cache=shared_cache, metric="all")
+    y = np.array([r.labels["caption_words"] for r in test], float)
+    train_mean = np.mean([r.labels["caption_words"] for r in man.split("train")])
+    mean_mae = np.abs(y - train_mean).mean()
+    for subset in ("image", "text", "image+text"):
+        assert res[subset]["r2"] > 0.3, res  # predicting the mean scores <= 0
+        assert res[subset]["mae"] < mean_mae, (res, mean_mae)
+    pred = reg.predict(test, cache=shared_cache)
+    assert pred.shape == (len(test),) and abs(pred.mean() - y.mean()) < y.std()
+    hist = reg.history_
+    assert "agm_coeff" in hist[-1] and set(hist[-1]["agm_coeff"]) == {"image", "text"}
+
+
+def test_regressor_save_load_identical(setup):
+    tmp, space, man = setup
+    reg = FusionRegressor(space, ["sa", "sb", "sc"], kind="attention", loss="huber", balance="agm", epochs=6, hidden=16)
+    reg.fit(man, "score", cache=tmp / "c")
+    test = man.split("test")
+    before = reg.predict(test, cache=tmp / "c")
+    reg.save(tmp / "rz")
+    loaded = FusionRegressor.load(tmp / "rz", space)
+    assert np.array_equal(before, loaded.predict(test, cache=tmp / "c"))
+    assert loaded.params() == reg.params() and loaded.target_std_ == reg.target_std_
+    assert loaded.evaluate(test, cache=tmp / "c", metric="all") == reg.evaluate(test, cache=tmp / "c", metric="all")
+    assert isinstance(load_fusion(tmp / "rz", space), FusionRegressor)
+    with pytest.raises(SpaceError, match="regression"):
+        FusionClassifier.load(tmp / "rz", space)
+
+
+def test_regressor_learns_and_reports_every_subset(setup):
+    tmp, space, man = setup
+    reg = FusionRegressor(space, ["sa", "sb", "sc"], kind="concat", dropout=0.3, **FIT).fit(man, "score", cache=tmp / "c")
+    res, cnt = reg.evaluate(man.split("test"), cache=tmp / "c", counts=True, metric="all")
+    assert len(res) == 7 and set(res["sa"]) == {"r2", "mae", "rmse"}
+    assert min(v["r2"] for v in res.values()) > 0.5, res
+    assert res["sa+sb+sc"]["r2"] >= max(res[m]["r2"] for m in ("sa", "sb", "sc")) - 0.05
+    assert reg.evaluate(man.split("test"), cache=tmp / "c") == {k: v["r2"] for k, v in res.items()}
+    assert "val_r2" in reg.history_[-1] and "contribution" in reg.history_[-1]
+
+
+def test_regressor_refuses_bad_targets_and_empty_records(setup):
+    tmp, space, man = setup
+    reg = FusionRegressor(space, ["sa", "sb"], kind="late", epochs=3, hidden=16).fit(man, "score", cache=tmp / "c")
+    recs = man.split("test")[:3] + [Record(id="lonely", split="test", values={"sc": "r0"}, labels={"score": 1.0})]
+    with pytest.raises(DataError, match="lonely"):
+        reg.predict(recs, cache=tmp / "c")
+    with pytest.raises(DataError, match="lonely"):
+        reg.evaluate(recs, cache=tmp / "c")
+    with pytest.raises(DataError, match=r"'r1' \('x'\)"):
+        reg.evaluate([Record(id="r1", split="test", values={"sa": "r1"}, labels={"score": "x"})], cache=tmp / "c")
+    bad = [Record(id=f"b{i}", split="train", values={"sa": f"r{i}"}, labels={"score": v})
+           for i, v in enumerate([1.0, "many", None, float("nan"), True])]
+    with pytest.raises(DataError, match=r"4 record\(s\).*'b1' \('many'\)"):
+        FusionRegressor(space, ["sa"], epochs=1).fit(bad, "score", cache=tmp / "c")
+    with pytest.raises(DataError, match="constant"):
+        FusionRegressor(space, ["sa"], epochs=1).fit(bad[:1] * 3, "score", cache=tmp / "c")
+
+
+def test_agm_coefficients_slow_the_modality_pulling_ahead():
+    # equal standing so far; now modality 0's mono-modal loss drops far below the others'
+    ratio, coeff = agm_coefficients(torch.tensor([0.2, 1.0, 1.0]), torch.tensor([1.0, 1.0, 1.0]), alpha=0.5)
+    assert coeff[0] < 1 < coeff[1] and torch.isclose(coeff[1], coeff[2])
+    assert ratio[0] > 1 > ratio[1]
+    # a modality that is usually ahead and stays as far ahead is left alone
+    _, coeff = agm_coefficients(torch.tensor([0.2, 1.0]), torch.tensor([0.2, 1.0]), alpha=0.5)
+    assert torch.allclose(coeff, torch.ones(2))
+    # absent from the batch (NaN): coefficient 1, and with one valid modality nothing is modulated
+    _, coeff = agm_coefficients(torch.tensor([0.2, float("nan"), 1.0]), torch.tensor([1.0, 1.0, 1.0]), alpha=0.5)
+    assert coeff[1] == 1 and coeff[0] < 1
+    _, coeff = agm_coefficients(torch.tensor([0.2, float("nan")]), torch.tensor([1.0, 1.0]), alpha=0.5)
+    assert torch.equal(coeff, torch.ones(2))
+
+
+def test_shapley_mono_outputs_match_the_definition_and_sum_to_the_fused_output():
+    g = torch.Generator().manual_seed(0)
+    n, M, K = 40, 3, 5
+    x, W, inter = torch.randn(n, M, generator=g), torch.randn(M, K, generator=g), torch.randn(K, generator=g)
+
+    def f(rows, sub):  # a non-additive set function of the present modalities
+        return torch.tanh((x[rows] * sub.float()) @ W) + sub.all(1, keepdim=True).float() * inter
+
+    mask = torch.rand((n, M), generator=g) < 0.6
+    mask[~mask.any(1), 1] = True
+    outs = subset_outputs(f, mask, K)
+    phi = shapley_values(outs, mask)
+    assert torch.allclose(phi.sum(1), full_outputs(outs, mask), atol=1e-5)
+    assert torch.all(phi[~mask] == 0)
+    r = int(torch.nonzero(mask.all(1))[0])  # a row with all three: check phi_0 by the definition
+    one = lambda *mods: f(torch.tensor([r]), torch.tensor([[i in mods for i in range(M)]]))[0]  # noqa: E731
+    want = (one(0) / 3 + (one(0, 1) - one(1)) / 6 + (one(0, 2) - one(2)) / 6 + (one(0, 1, 2) - one(1, 2)) / 3)
+    assert torch.allclose(phi[r, 0], want, atol=1e-5)
+
+
+def test_agm_training_reports_contributions_and_slows_the_dominant_modality(tmp_path):
+    m, specs = make_labelled(tmp_path, noise=(0.05, 2.5, 2.5))  # sa nearly clean, sb/sc very noisy
+    space = Space.fit(m, encoders=specs, cache=tmp_path / "c", **FAST_SPACE)
+    man = load_manifest(m, kinds={k: "key" for k in specs})
+    clf = FusionClassifier(space, ["sa", "sb", "sc"], kind="concat", dropout=0.0, reconstruct=False, balance="agm",
+                           epochs=12, hidden=32).fit(man, "cls", cache=tmp_path / "c")
+    hist = clf.history_
+    for ep in hist:
+        assert set(ep["agm_coeff"]) == set(ep["shapley"]) == set(ep["agm_mono_loss"]) == {"sa", "sb", "sc"}
+    # the clean modality carries the fused output (Shapley) and has the lowest mono-modal loss
+    assert hist[-1]["shapley"]["sa"] > max(hist[-1]["shapley"]["sb"], hist[-1]["shapley"]["sc"])
+    assert hist[-1]["agm_mono_loss"]["sa"] < min(hist[-1]["agm_mono_loss"]["sb"], hist[-1]["agm_mono_loss"]["sc"])
+    # while it pulls ahead (early epochs) its gradient is scaled down, the others' up
+    early = hist[0]["agm_coeff"]
+    assert early["sa"] < 1 < min(early["sb"], early["sc"]), early
+    assert clf.evaluate(man.split("test"), cache=tmp_path / "c")["sa+sb+sc"] > 0.8
+
+
+def test_cli_fuse_regression_with_agm(setup, tmp_path):
+    from typer.testing import CliRunner
+
+    from anybind.cli import app
+
+    tmp, space, man = setup
+    space.save(tmp_path / "sp")
+    runner = CliRunner()
+    r = runner.invoke(app, ["fuse", "train", str(man.path), "--space", str(tmp_path / "sp"), "--target", "score",
+                            "--modalities", "sa,sb", "--out", str(tmp_path / "reg"), "--kind", "concat",
+                            "--balance", "agm", "--epochs", "10", "--cache", str(tmp / "c")])
+    assert r.exit_code == 0, r.output
+    out = " ".join(r.output.split())
+    assert "regression of 'score'" in out and "AGM gradient coefficient" in out and "epoch 10" in out
+    r = runner.invoke(app, ["fuse", "eval", str(tmp_path / "reg"), str(man.path), "--space", str(tmp_path / "sp"),
+                            "--json", str(tmp_path / "r.json"), "--png", str(tmp_path / "r.png"), "--cache", str(tmp / "c")])
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "r.json").read_text())
+    assert set(res) == {"r2", "mae", "rmse", "n", "shapley"} and len(res["r2"]) == 3
+    assert res["r2"]["sa+sb"] > 0.5 and "R²" in r.output and (tmp_path / "r.png").stat().st_size > 1000
+    r = runner.invoke(app, ["fuse", "train", str(man.path), "--space", str(tmp_path / "sp"), "--target", "score",
+                            "--label", "cls", "--modalities", "sa", "--out", str(tmp_path / "x")])
+    assert r.exit_code == 2 and "exactly one" in " ".join(r.output.split())
