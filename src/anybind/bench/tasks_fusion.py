@@ -229,8 +229,8 @@ def fusion_missing(work: Path, cache=None, seed: int = 0, console=None, space: s
     for name in chosen:
         if "drop+recon" in name or "robust" in name:
             mean = stats[name][0]
-            gaps = {m: stats["single-modality models"][0][m] - mean[m] for m in MODS}
-            verdict.append(f"{name}: single-modality gap to own models "
+            gaps = {m: mean[m] - stats["single-modality models"][0][m] for m in MODS}
+            verdict.append(f"{name}: given one modality, minus that modality's own model: "
                            + ", ".join(f"{m} {g:+.3f}" for m, g in gaps.items())
                            + (f"; all three {mean['image+text+audio']:.3f} vs plain concat {plain:.3f}" if plain is not None else ""))
     main = "attention robust (ogm-ge)" if "attention robust (ogm-ge)" in stats else next(iter(stats))
