@@ -136,8 +136,9 @@ def _timing(batch: int, dim: int, repeats: int, seed: int, threads: int = 1) -> 
     """Forward+backward seconds (median of interleaved repeats) of the O(N^2) loss at ``batch``.
 
     Both run with the same number of torch threads, 1 by default: what anybind's trainer uses
-    (``TrainConfig.threads``), and the only setting whose ratio does not swing with how busy the
-    machine's other cores are (measured on a loaded 2-core machine: 10.4x at 1 thread, 6.0x at 2).
+    (``TrainConfig.threads``), and the setting whose ratio swings least with how busy the machine's
+    other cores are (2-core machine at d=16: 8.5-10.4x at 1 thread loaded, 8.7x quiet; 6.0x at 2
+    threads loaded, 9.7x quiet).
     """
     import symile
 
