@@ -19,7 +19,6 @@ others still get encoded.
 from __future__ import annotations
 
 import math
-import pickle
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -159,16 +158,19 @@ def _decode_batch(batch: dict[str, np.ndarray], spec: str) -> dict[str, np.ndarr
     data, errors = [], []
     for it in batch["item"]:
         try:
-            # transport between anybind's own workers (Ray pickles task data anyway)
-            data.append(pickle.dumps(enc.load(str(it)), protocol=pickle.HIGHEST_PROTOCOL))
+            # the decoded object itself: Ray's own transport carries it to the actor (nothing of ours unpickles)
+            data.append(enc.load(str(it)))
             errors.append("")
         except DataError as e:
             data.append(b"")
             errors.append(str(e))
+    column = np.empty(len(data), dtype=object)
+    for i, x in enumerate(data):  # element by element: equal-shaped arrays must not fuse into one block
+        column[i] = x
     return {
         "key": batch["key"],
         "item": batch["item"],
-        "data": np.asarray(data, dtype=object),
+        "data": column,
         "error": np.asarray(errors, dtype=object),
     }
 
@@ -195,7 +197,7 @@ class _EncodeActor:
         ok = [i for i, e in enumerate(errors) if not e]
         written = np.zeros(len(errors), dtype=bool)
         if ok:
-            loaded = [pickle.loads(batch["data"][i]) for i in ok]
+            loaded = [batch["data"][i] for i in ok]
             outs = []
             for s in range(0, len(loaded), self.batch_size):
                 part = loaded[s : s + self.batch_size]
