@@ -108,3 +108,26 @@ def resample(x: np.ndarray, sr_from: int, sr_to: int) -> np.ndarray:
 
     g = gcd(int(sr_from), int(sr_to))
     return resample_poly(x, sr_to // g, sr_from // g).astype(np.float32)
+
+
+def as_mono(arr: np.ndarray, what: str) -> np.ndarray:
+    """An in-memory waveform ((n,) or (n, channels); float or integer PCM) as finite mono float32."""
+    a = np.asarray(arr)
+    if a.size == 0:
+        raise DataError(f"{what}: no samples")
+    if a.ndim not in (1, 2):
+        raise DataError(f"{what}: expected shape (n,) or (n, channels), got {a.shape}")
+    if np.issubdtype(a.dtype, np.integer):  # PCM: scale like soundfile (int16 / 32768)
+        a = a.astype(np.float64) / float(-np.iinfo(a.dtype).min)
+    a = a.astype(np.float32)
+    if a.ndim == 2:
+        a = a.mean(axis=1, dtype=np.float32)
+    if not np.isfinite(a).all():
+        raise DataError(f"{what}: non-finite samples")
+    return a
+
+
+def short_repr(item: object) -> str:
+    """``repr`` cut to 80 characters, for error messages about an unexpected in-memory item."""
+    r = repr(item)
+    return r if len(r) <= 80 else r[:77] + "..."

@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data.media import load_audio, resample
+from ..data.media import as_mono, load_audio, resample, short_repr
 from ..errors import DataError, EncoderError
 from .base import Encoder, register_encoder, sha256_file
 
@@ -235,7 +235,7 @@ class AisfxEncoder(Encoder):
         if isinstance(item, (str, Path)):
             samples, _ = load_audio(item, SAMPLE_RATE)
         elif isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], np.ndarray):
-            samples = _as_mono(item[0], "audio array")
+            samples = as_mono(item[0], "audio array")
             sr = int(item[1])
             if sr <= 0:
                 raise DataError(f"audio array: bad sample rate {item[1]!r}")
@@ -244,10 +244,10 @@ class AisfxEncoder(Encoder):
         elif isinstance(item, LogMel):
             return item
         elif isinstance(item, np.ndarray):
-            samples = _as_mono(item, "audio array")
+            samples = as_mono(item, "audio array")
         else:
             raise DataError(
-                f"{_short_repr(item)}: not audio (expected a file path, an array or (array, rate))"
+                f"{short_repr(item)}: not audio (expected a file path, an array or (array, rate))"
             )
         return LogMel(logmel(samples))
 
@@ -271,27 +271,6 @@ class AisfxEncoder(Encoder):
         return np.stack([emb[bounds[k] : bounds[k + 1]].mean(axis=0) for k in range(len(batch))]).astype(
             np.float32
         )
-
-
-def _as_mono(arr: np.ndarray, what: str) -> np.ndarray:
-    a = np.asarray(arr)
-    if a.size == 0:
-        raise DataError(f"{what}: no samples")
-    if a.ndim not in (1, 2):
-        raise DataError(f"{what}: expected shape (n,) or (n, channels), got {a.shape}")
-    if np.issubdtype(a.dtype, np.integer):  # PCM: scale like soundfile (int16 / 32768)
-        a = a.astype(np.float64) / float(-np.iinfo(a.dtype).min)
-    a = a.astype(np.float32)
-    if a.ndim == 2:
-        a = a.mean(axis=1, dtype=np.float32)
-    if not np.isfinite(a).all():
-        raise DataError(f"{what}: non-finite samples")
-    return a
-
-
-def _short_repr(item: Any) -> str:
-    r = repr(item)
-    return r if len(r) <= 80 else r[:77] + "..."
 
 
 @register_encoder("audio")

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data.media import load_image
+from ..data.media import load_image, short_repr
 from ..errors import DataError, EncoderError
 from .base import Encoder, register_encoder, sha256_dir, sha256_file
 
@@ -83,12 +83,7 @@ def as_rgb_image(item: Any):
             raise DataError(f"image array of shape {item.shape}: expected HxW, HxWx3 or HxWx4")
         arr = item[:, :, 0] if item.ndim == 3 and item.shape[2] == 1 else item
         return to_rgb(Image.fromarray(np.ascontiguousarray(arr)))
-    raise DataError(f"{_short_repr(item)}: not an image (expected a file path, a PIL image or a uint8 array)")
-
-
-def _short_repr(item: Any) -> str:
-    r = repr(item)
-    return r if len(r) <= 80 else r[:77] + "..."
+    raise DataError(f"{short_repr(item)}: not an image (expected a file path, a PIL image or a uint8 array)")
 
 
 def _is_prepared(item: Any) -> bool:
@@ -184,7 +179,7 @@ class TorchImageEncoder(Encoder):
         except (DataError, EncoderError):  # e.g. the model (and its transform) failed to build
             raise
         except Exception as e:  # noqa: BLE001 - a decoder that passed but a transform that chokes
-            name = item if isinstance(item, (str, Path)) else _short_repr(item)
+            name = item if isinstance(item, (str, Path)) else short_repr(item)
             raise DataError(f"{name}: cannot preprocess image ({type(e).__name__}: {e})") from None
         return np.ascontiguousarray(x, dtype=np.float32)
 

@@ -77,7 +77,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data.media import load_audio, resample
+from ..data.media import as_mono, load_audio, resample, short_repr
 from ..errors import DataError, EncoderError
 from .base import Encoder, register_encoder, sha256_file
 
@@ -368,7 +368,7 @@ class WhisperEncoder(Encoder):
             samples, _ = load_audio(item, SAMPLE_RATE)
             what = str(item)
         elif isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], np.ndarray):
-            samples = _as_mono(item[0], "speech array")
+            samples = as_mono(item[0], "speech array")
             sr = int(item[1])
             if sr <= 0:
                 raise DataError(f"speech array: bad sample rate {item[1]!r}")
@@ -376,11 +376,10 @@ class WhisperEncoder(Encoder):
                 samples = resample(samples, sr, SAMPLE_RATE)
             what = "speech array"
         elif isinstance(item, np.ndarray):
-            samples, what = _as_mono(item, "speech array"), "speech array"
+            samples, what = as_mono(item, "speech array"), "speech array"
         else:
-            r = repr(item)
             raise DataError(
-                f"{r if len(r) <= 80 else r[:77] + '...'}: not speech audio "
+                f"{short_repr(item)}: not speech audio "
                 "(expected a file path, an array at 16 kHz or (array, rate))"
             )
         if len(samples) == 0:
@@ -410,22 +409,6 @@ class WhisperEncoder(Encoder):
             [pooled_sum[bounds[k] : bounds[k + 1]].sum(0) / counts[bounds[k] : bounds[k + 1]].sum() for k in range(len(items))]
         )
         return out_vecs.astype(np.float32)
-
-
-def _as_mono(arr: np.ndarray, what: str) -> np.ndarray:
-    a = np.asarray(arr)
-    if a.size == 0:
-        raise DataError(f"{what}: no samples")
-    if a.ndim not in (1, 2):
-        raise DataError(f"{what}: expected shape (n,) or (n, channels), got {a.shape}")
-    if np.issubdtype(a.dtype, np.integer):  # PCM: scale like soundfile (int16 / 32768)
-        a = a.astype(np.float64) / float(-np.iinfo(a.dtype).min)
-    a = a.astype(np.float32)
-    if a.ndim == 2:
-        a = a.mean(axis=1, dtype=np.float32)
-    if not np.isfinite(a).all():
-        raise DataError(f"{what}: non-finite samples")
-    return a
 
 
 @register_encoder("speech")

@@ -98,6 +98,7 @@ from typing import Any
 
 import numpy as np
 
+from ..data.media import short_repr
 from ..errors import DataError, EncoderError
 from .base import Encoder, register_encoder, sha256_file
 
@@ -356,8 +357,7 @@ class _SeriesEncoder(Encoder):
             return load_series(item)
         if isinstance(item, np.ndarray):
             return as_series(item, "series array")
-        r = repr(item)
-        raise DataError(f"{r if len(r) <= 80 else r[:77] + '...'}: not a time series (expected a file path or an array)")
+        raise DataError(f"{short_repr(item)}: not a time series (expected a file path or an array)")
 
     def model(self) -> Any:
         if self._model is None:
