@@ -214,12 +214,14 @@ class AisfxEncoder(Encoder):
         if not path.is_file():
             raise EncoderError(f"audio:aisfx: checkpoint {path} is missing; reinstall aisfx")
         pkg_dir = Path(inf.__file__).resolve().parent
-        if not path.resolve().is_relative_to(pkg_dir):  # never unpickle anything but the packaged file
+        if not path.resolve().is_relative_to(pkg_dir):  # only ever the packaged file
             raise EncoderError(f"audio:aisfx: refusing to load {path}: not inside the installed aisfx package {pkg_dir}")
-        # The checkpoint is a pickle holding (state_dict, ds_dict) with numpy scalars, so it
-        # cannot be read with weights_only=True.  Only this file, shipped inside the installed
-        # aisfx package, is ever loaded this way (trusted package data).
-        weights, ds_dict = torch.load(str(path), map_location="cpu", weights_only=False)
+        # The checkpoint holds (state_dict, ds_dict) whose dict has numpy int64 scalars: read it with
+        # weights_only=True, allowing exactly those numpy types and nothing that can run code.
+        core = getattr(np, "_core", None) or np.core
+        numpy_scalars = [(core.multiarray.scalar, "numpy.core.multiarray.scalar"), np.dtype, type(np.dtype(np.int64))]
+        with torch.serialization.safe_globals(numpy_scalars):
+            weights, ds_dict = torch.load(str(path), map_location="cpu", weights_only=True)
         model = inf.load_bestModel(weights, ds_dict, "cpu")
         model.eval()
         for p in model.parameters():
