@@ -1,0 +1,17 @@
+"""The ``anybind`` command line (Typer + Rich).
+
+Every command's ``--help`` ends with an example; run ``anybind --help`` for the list.
+"""
+
+from ._common import app
+from . import corpus, fit, measure, search, fuse  # noqa: E402,F401  (each registers its commands, in this order)
+
+__all__ = ["app", "main"]
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

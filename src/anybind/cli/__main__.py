@@ -1,0 +1,5 @@
+"""``python -m anybind.cli``."""
+
+from . import main
+
+main()

