@@ -78,3 +78,30 @@ def test_centring_removes_a_shared_offset_that_makes_one_prompt_a_hub(tmp_path):
     hub = np.array(plain["confusion"]).sum(0)
     assert hub[plain["labels"].index("mountain")] == 50 and plain["accuracy"] == 0.2
     assert centred["accuracy"] >= 0.9
+
+
+def test_a_symile_space_classifies_with_the_multilinear_inner_product(tmp_path):
+    """In a Symile space an image-text score is MIP(image, text, missing_sound): photos stored as
+    their class embedding times the sound modality's missing embedding (a sign pattern) are
+    scrambled for the cosine, and classified exactly once the missing embedding is multiplied in."""
+    txt = get_encoder("text:minilm")
+    E = txt.encode([f"a {c}." for c in CLASSES])
+    d = E.shape[1]
+    rng = np.random.default_rng(2)
+    w = np.where(rng.random(d) < 0.5, -1.0, 1.0) / np.sqrt(d)
+    ids, vecs, lines = [], [], []
+    for i in range(40):
+        c = i % len(CLASSES)
+        ids.append(f"p{i}")
+        vecs.append(E[c] * np.sign(w) + 0.01 * rng.normal(size=d))
+        lines.append({"id": f"p{i}", "split": "test", "photo": True, "labels": {"kind": CLASSES[c]}})
+    np.savez(tmp_path / "photo.npz", ids=np.array(ids), vectors=np.array(vecs, dtype=np.float32))
+    (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(x) for x in lines))
+    ident = {m: Projector(ProjectorConfig(in_dim=d, out_dim=d, kind="identity", standardize=False)) for m in ("text", "photo")}
+    encs = {"text": "text:minilm", "photo": f"vectors:{tmp_path / 'photo.npz'}"}
+    man = load_manifest(tmp_path / "m.jsonl", kinds={"photo": "key"})
+    cosine = zero_shot(Space(encs, ident), man.records, "photo", "kind", cache=tmp_path / "c")
+    symile = Space(encs, ident, info={"missing_embeddings": {"sound": w.tolist(), "photo": w.tolist(), "text": w.tolist()}})
+    mip = zero_shot(symile, man.records, "photo", "kind", cache=tmp_path / "c")
+    assert cosine["accuracy"] < 0.6
+    assert mip["accuracy"] == 1.0

@@ -239,7 +239,13 @@ def zero_shot(
     cosine (transductive: it uses the unlabelled batch, never its labels).  When a
     whole out-of-domain corpus lands in one corner of the space, every item is
     nearest to the same few prompts (hubs); centring removes that shared offset.
+
+    A Symile space (one saved with "missing" embeddings) scores with the multilinear
+    inner product ``MIP(item, prompt, missing_m...)``, every other modality standing
+    in with its learnt missing embedding, as in training.
     """
+    from .multilinear import missing_embeddings
+
     recs = [r for r in records if r.has(modality) and label_key in r.labels]
     if not recs:
         return {"accuracy": float("nan"), "n": 0}
@@ -250,6 +256,9 @@ def zero_shot(
     if center:
         X = X - X.mean(0)
         X /= np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+    for m, e in missing_embeddings(space).items():
+        if m not in (modality, text_modality):
+            X = X * e
     pred = (X @ C.T).argmax(1)
     cidx = {c: i for i, c in enumerate(classes)}
     yi = np.array([cidx.get(v, -1) for v in y])

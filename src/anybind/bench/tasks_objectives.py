@@ -5,8 +5,9 @@
   predicting one modality from the other two; Symile's multilinear inner product can.  In the
   same run: our Symile against the official ``symile`` package (same loss values on the same
   inputs, same accuracy with the same seeds) and the speed of the O(N^2) loss at batch 256.
-* ``objectives``: every objective on Tux Paint image + text + sound retrieval, same seeds and
-  budget, with the diagnostics of each space beside its retrieval numbers.
+* ``objectives``: every objective on Tux Paint image + text + sound retrieval and, with the
+  same spaces, Fashion-MNIST zero-shot (never trained on), same seeds and budget, with the
+  diagnostics of each space beside its numbers.
 """
 
 from __future__ import annotations
@@ -295,9 +296,30 @@ def _summarise(res: dict[str, float]) -> dict[str, float]:
     return out
 
 
+def _fashion_mnist_test(work: Path, limit: int, console=None) -> list:
+    """The first ``limit`` Fashion-MNIST test records ([] when ``limit`` is 0 or the data set is
+    not installed: the objectives are then compared on Tux Paint alone)."""
+    if limit <= 0:
+        return []
+    from ..corpora.fashion_mnist import build_fashion_mnist
+    from ..data.manifest import load_manifest
+    from .tasks_corpora import _build_once
+
+    try:
+        path = _build_once(work, "fashion-mnist", build_fashion_mnist)
+    except Exception as e:  # noqa: BLE001 -- reported, and the task goes on with Tux Paint alone
+        if console:
+            console.print(f"  Fashion-MNIST unavailable ({e}); objectives compared on Tux Paint alone")
+        return []
+    return load_manifest(path, modalities=["image"], check_media=False).split("test")[:limit]
+
+
 def run_objectives(work: Path, *, cache=None, seeds=(0,), objectives: dict[str, str] | None = None, epochs: int = 200,
-                   console=None, modalities=("image", "text", "audio"), split: str = "test") -> dict[str, dict[str, Any]]:
-    """Train every objective on the same cached Tux Paint features; retrieval + diagnostics on ``split``."""
+                   console=None, modalities=("image", "text", "audio"), split: str = "test",
+                   fashion_mnist: int = 10_000) -> dict[str, dict[str, Any]]:
+    """Train every objective on the same cached Tux Paint features; retrieval + diagnostics on
+    ``split``, and Fashion-MNIST zero-shot on its first ``fashion_mnist`` test images (5-prompt
+    ensemble; Symile spaces score with the multilinear inner product)."""
     from ..cache import FeatureCache
     from ..data.manifest import load_manifest
     from ..diagnostics import diagnostics
@@ -309,7 +331,9 @@ def run_objectives(work: Path, *, cache=None, seeds=(0,), objectives: dict[str, 
 
     manifest = prepare_tuxpaint(work, console)
     man = load_manifest(manifest, modalities=list(modalities), progress=console is not None)
-    fs = FeatureSet.from_manifests([man], {m: default_spec(m) for m in modalities}, FeatureCache(cache), progress=console is not None)
+    fc = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
+    fs = FeatureSet.from_manifests([man], {m: default_spec(m) for m in modalities}, fc, progress=console is not None)
+    fm_test = _fashion_mnist_test(work, fashion_mnist, console) if {"image", "text"} <= set(modalities) else []
     objectives = objectives or OBJECTIVES
     out: dict[str, dict[str, Any]] = {}
     for name, spec in objectives.items():
@@ -324,6 +348,13 @@ def run_objectives(work: Path, *, cache=None, seeds=(0,), objectives: dict[str, 
             row = _summarise(ret)
             if miss:  # the same space scored with plain cosine, for reference
                 row["cosine/mean/R@1"] = _summarise(retrieval_from_embeddings(embs))["mean/R@1"]
+            if fm_test:
+                from ..evaluate import zero_shot
+                from .tasks_corpora import FM_NAMES, FM_TEMPLATES
+
+                for key, center in (("fashion-mnist/accuracy", False), ("fashion-mnist/accuracy_centred", True)):
+                    row[key] = zero_shot(space, fm_test, "image", "class", classes=list(FM_NAMES), names=FM_NAMES.get,
+                                         templates=FM_TEMPLATES, cache=fc, center=center)["accuracy"]
             diag = diagnostics(embs)
             row.update({k: diag[k] for k in DIAG_KEYS if k in diag})
             row["train_seconds"] = secs
@@ -335,7 +366,7 @@ def run_objectives(work: Path, *, cache=None, seeds=(0,), objectives: dict[str, 
         keys = runs[0].keys()
         agg = {k: float(np.mean([r[k] for r in runs])) for k in keys}
         if len(runs) > 1:
-            for k in ("mean/R@1", "mean/R@10", "image->text/R@1", "text->image/R@1"):
+            for k in ("mean/R@1", "mean/R@10", "image->text/R@1", "text->image/R@1", "fashion-mnist/accuracy"):
                 if k in runs[0]:
                     agg[f"{k}_std"] = float(np.std([r[k] for r in runs]))
         out[name] = {"spec": spec, "summary": agg, "runs": runs}
@@ -344,7 +375,7 @@ def run_objectives(work: Path, *, cache=None, seeds=(0,), objectives: dict[str, 
 
 TABLE_COLUMNS = (
     ("mean/R@1", "mean R@1"), ("mean/R@1_std", "± seeds"), ("mean/R@10", "mean R@10"),
-    ("image->text/R@1", "i→t R@1"), ("text->image/R@1", "t→i R@1"),
+    ("image->text/R@1", "i→t R@1"), ("text->image/R@1", "t→i R@1"), ("fashion-mnist/accuracy", "FM 0-shot"),
     ("diag/gap/image-text", "gap i-t"), ("diag/separability/image-text", "separ. i-t"),
     ("diag/alignment/image-text", "align i-t"), ("diag/uniformity/all", "uniform."),
     ("diag/hubness/text->image", "hub t→i"), ("diag/erank/image", "erank i"), ("diag/erank/text", "erank t"),
@@ -356,7 +387,7 @@ def objectives_table(summaries: dict[str, dict[str, float]]):
     """One row per objective: retrieval beside the diagnostics of the space it produced."""
     from rich.table import Table
 
-    t = Table(title="objectives on Tux Paint (test split)")
+    t = Table(title="objectives: Tux Paint retrieval (test split), Fashion-MNIST zero-shot")
     t.add_column("objective")
     for _, label in TABLE_COLUMNS:
         t.add_column(label, justify="right")
@@ -365,9 +396,12 @@ def objectives_table(summaries: dict[str, dict[str, float]]):
     return t
 
 
-@task("objectives", "Every alignment objective on Tux Paint image+text+sound retrieval, same seeds and budget, diagnostics beside each")
-def objectives_task(work: Path, cache=None, seed: int = 0, console=None, *, seeds: int = 3, epochs: int = 200) -> TaskResult:
-    res = run_objectives(work, cache=cache, seeds=tuple(range(seed, seed + seeds)), epochs=epochs, console=console)
+@task("objectives", "Every alignment objective on Tux Paint image+text+sound retrieval and Fashion-MNIST zero-shot, same "
+                    "seeds and budget, diagnostics beside each (--opt fashion_mnist=N test images, 0 to skip)")
+def objectives_task(work: Path, cache=None, seed: int = 0, console=None, *, seeds: int = 3, epochs: int = 200,
+                    fashion_mnist: int = 10_000) -> TaskResult:
+    res = run_objectives(work, cache=cache, seeds=tuple(range(seed, seed + seeds)), epochs=epochs, console=console,
+                         fashion_mnist=int(fashion_mnist))
     if console:
         console.print(objectives_table({k: v["summary"] for k, v in res.items()}), width=max(console.width, 190))
     ref = res["infonce"]["summary"]
@@ -378,14 +412,20 @@ def objectives_task(work: Path, cache=None, seed: int = 0, console=None, *, seed
         "with the multilinear inner product (the absent third modality = its learnt 'missing' embedding), "
         "cosine/mean/R@1 shows the same space scored by cosine",
     ]
+    if "fashion-mnist/accuracy" in ref:
+        notes.append("fashion-mnist: the same spaces (bound on Tux Paint only, plain encoders, no label bridge) classify "
+                     f"the first {int(fashion_mnist)} Fashion-MNIST test images among 10 class prompts (5-template "
+                     "ensemble; chance 0.100); _centred subtracts the test images' mean embedding first")
     for name, r in res.items():
         if name == "infonce":
             continue
         d = r["summary"]["mean/R@1"] - ref["mean/R@1"]
         noise = max(ref.get("mean/R@1_std", 0.0), r["summary"].get("mean/R@1_std", 0.0))
         it = {k: r["summary"].get(k, float("nan")) - ref.get(k, float("nan")) for k in ("image->text/R@1", "text->image/R@1")}
+        fm = r["summary"].get("fashion-mnist/accuracy", float("nan")) - ref.get("fashion-mnist/accuracy", float("nan"))
         notes.append(f"{name} ({r['spec']}): mean R@1 {d:+.3f} vs InfoNCE (seed std {noise:.3f}); "
-                     f"image->text R@1 {it['image->text/R@1']:+.3f}, text->image R@1 {it['text->image/R@1']:+.3f}")
+                     f"image->text R@1 {it['image->text/R@1']:+.3f}, text->image R@1 {it['text->image/R@1']:+.3f}"
+                     + (f"; Fashion-MNIST zero-shot {fm:+.3f}" if fm == fm else ""))
     return TaskResult(metrics=ref, baselines=baselines,
                       config={"objectives": {k: v["spec"] for k, v in res.items()}, "seeds": seeds, "epochs": epochs},
                       notes=notes)
