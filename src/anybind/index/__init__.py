@@ -1,0 +1,79 @@
+"""A persistent any-to-any search index over a bound space (LanceDB, embedded, on disk).
+
+An index is a folder::
+
+    index.json      format, the space identity it is tied to, dim, modalities, ANN settings
+    space/          a copy of the space the vectors were made with (so queries embed the same way)
+    items.lance/    the LanceDB table: one row per (record id, modality)
+
+Table columns: ``id``, ``modality``, ``source`` (the text itself, or the
+absolute file path, or the lookup key), ``labels`` (the record's labels as a
+JSON string), ``label_pairs`` (the same as ``"key=value"`` strings, for
+filters), ``key`` (the encoder's content key: a hash of the text or of the
+file's bytes) and ``vector`` (``fixed_size_list<float32>[dim]``, unit norm).
+
+::
+
+    index = Index.build(space, "data/tux/manifest.jsonl", "indexes/tux")
+    index.search(text="a barking dog", modality="image", k=10)
+    index.search(image="dog.png", text="at night", modality="audio")       # fused query
+    index.add(load_manifest("more.jsonl"))    # embeds only what is new or changed
+    index.delete(["badger"])
+
+Guarantees:
+
+* **Tied to the space.**  ``index.json`` stores ``space.identity()``;
+  :meth:`Index.open` with a space of another identity raises
+  :class:`~anybind.errors.SpaceError` naming both.
+* **Incremental.**  A row is keyed by (record id, modality) and carries the
+  content key of what was embedded; :meth:`Index.add` embeds only rows that are
+  new or whose content changed (a label-only change rewrites the labels and
+  reuses the stored vector).
+* **Crash-safe.**  Rows are committed in chunks; each commit is a new LanceDB
+  version written atomically, so a killed insert leaves the last committed
+  version readable and a rerun embeds only what is missing.
+* **Exact or approximate.**  Exact search is one batched matmul + top-k per
+  block of the stored vectors (bounded memory for the score blocks); above
+  ``ann_threshold`` rows an ANN index (LanceDB IVF-HNSW-SQ or IVF-PQ) is used,
+  and :meth:`Index.ann_recall` reports its recall@k against exact search.
+
+Modules: :mod:`.core` (the :class:`Index` class: create / open / build),
+:mod:`.write` (add, add_vectors, delete, optimize), :mod:`.search` (search,
+search_vectors, re-ranking), :mod:`.query` (turning inputs into a query vector),
+:mod:`.ann` (the ANN index and its recall), :mod:`.classify` (zero-shot over many
+classes), :mod:`.exact` (exact top-k), :mod:`.store` (format constants, LanceDB/Arrow
+helpers), :mod:`.errors` (QueryError, IndexError_), :mod:`.results` (Hit, AddStats).
+"""
+
+from .classify import class_embeddings, zero_shot_topk
+from .core import Index
+from .errors import IndexError_, QueryError
+from .exact import exact_topk
+from .results import AddStats, Hit
+from .store import (
+    ANN_TYPES,
+    DEFAULT_ANN_THRESHOLD,
+    FORMAT,
+    FORMAT_VERSION,
+    META_FILE,
+    SPACE_DIR,
+    TABLE,
+)
+
+__all__ = [
+    "ANN_TYPES",
+    "AddStats",
+    "DEFAULT_ANN_THRESHOLD",
+    "FORMAT",
+    "FORMAT_VERSION",
+    "Hit",
+    "Index",
+    "IndexError_",
+    "META_FILE",
+    "QueryError",
+    "SPACE_DIR",
+    "TABLE",
+    "class_embeddings",
+    "exact_topk",
+    "zero_shot_topk",
+]

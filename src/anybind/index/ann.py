@@ -1,0 +1,211 @@
+"""Approximate search: building the LanceDB ANN index (IVF-HNSW-SQ or IVF-PQ), querying it,
+and measuring its recall and speed against exact search."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import IndexError_
+from .exact import _unit, exact_topk
+from .store import ANN_TYPES, _sql_str
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+
+class AnnMixin:
+    """:class:`~anybind.index.Index` methods for the ANN index (mixed into ``Index``)."""
+
+    def create_ann(
+        self,
+        kind: str = "ivf_hnsw_sq",
+        *,
+        num_partitions: int | None = None,
+        num_sub_vectors: int | None = None,
+        m: int = 16,
+        ef_construction: int = 100,
+        nprobes: int | None = None,
+        refine_factor: int | None = None,
+        ef: int | None = None,
+    ) -> dict[str, Any]:
+        """Build an ANN index over the vector column (replacing any previous one).
+
+        kind: ``"ivf_hnsw_sq"`` (IVF partitions, an HNSW graph over 8-bit scalar-quantised
+            vectors in each) or ``"ivf_pq"`` (IVF + product quantisation; pair it with
+            ``refine_factor`` to re-score candidates with the full vectors).
+        nprobes / refine_factor / ef: the query-time defaults stored with the index.
+        """
+        from lancedb.index import IvfHnswSq, IvfPq
+
+        kind = kind.lower().replace("-", "_")
+        n = len(self)
+        if n < 256:
+            raise IndexError_(
+                f"an ANN index needs at least 256 rows to train on (this index has {n}); exact search is used"
+            )
+        if kind == "ivf_hnsw_sq":
+            parts = num_partitions or max(1, n // 250_000)
+            cfg = IvfHnswSq(distance_type="dot", num_partitions=parts, m=m, ef_construction=ef_construction)
+            search = {"nprobes": nprobes or min(parts, 4), "ef": ef or 128, "refine_factor": refine_factor}
+        elif kind == "ivf_pq":
+            parts = num_partitions or max(1, int(np.sqrt(n)))
+            sub = num_sub_vectors or max(1, self.dim // 8)
+            while self.dim % sub:
+                sub -= 1
+            cfg = IvfPq(distance_type="dot", num_partitions=parts, num_sub_vectors=sub)
+            search = {
+                "nprobes": nprobes or max(20, parts // 20),
+                "refine_factor": 10 if refine_factor is None else refine_factor,
+                "ef": None,
+            }
+        else:
+            raise ValueError(f"unknown ANN kind {kind!r} (use one of {', '.join(ANN_TYPES)})")
+        t0 = time.perf_counter()
+        self.table.create_index("vector", config=cfg, replace=True)
+        self.meta["ann"] = {
+            "type": kind,
+            "num_partitions": parts,
+            "rows": n,
+            "search": search,
+            "build_seconds": round(time.perf_counter() - t0, 2),
+        }
+        self._save_meta()
+        return self.meta["ann"]
+
+    def uses_ann(self, exact: bool | None = None) -> bool:
+        if exact is True:
+            return False
+        has = bool(self.meta.get("ann"))
+        if exact is False:
+            if not has:
+                raise IndexError_(
+                    "no ANN index: build one with create_ann() (or `anybind index --ann always`)"
+                )
+            return True
+        return has and len(self) >= self.ann_threshold
+
+    def _where(self, modalities: Sequence[str] | None, labels: dict[str, list[str]]) -> str | None:
+        conds = []
+        if modalities is not None:
+            conds.append(f"modality IN ({', '.join(_sql_str(m) for m in modalities)})")
+        for k, vals in labels.items():
+            conds.append(
+                "(" + " OR ".join(f"array_has(label_pairs, {_sql_str(f'{k}={v}')})" for v in vals) + ")"
+            )
+        return " AND ".join(conds) if conds else None
+
+    def _ann_search(
+        self,
+        Q: np.ndarray,
+        k: int,
+        where: str | None,
+        *,
+        with_vectors: bool = True,
+        batch: int = 64,
+        **params,
+    ) -> list["pa.Table"]:
+        """ANN top-``k`` per query vector, ``batch`` queries per LanceDB call (a multi-vector query:
+        several times faster than one call per query).  Each result holds the metadata columns,
+        ``vector`` (when ``with_vectors``) and ``score``, best first."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        sp = dict((self.meta.get("ann") or {}).get("search") or {})
+        sp.update({k_: v for k_, v in params.items() if v is not None})
+        cols = ["id", "modality", "source", "labels", "label_pairs", "key"] + (
+            ["vector"] if with_vectors else []
+        )
+        out: list[pa.Table] = []
+        for s0 in range(0, len(Q), batch):
+            part = np.asarray(Q[s0 : s0 + batch], np.float32)
+            b = self.table.search(list(part) if len(part) > 1 else part[0]).distance_type("dot").limit(k)
+            if sp.get("nprobes"):
+                b = b.nprobes(int(sp["nprobes"]))
+            if sp.get("refine_factor"):
+                b = b.refine_factor(int(sp["refine_factor"]))
+            if sp.get("ef"):
+                b = b.ef(int(sp["ef"]))
+            if where:
+                b = b.where(where, prefilter=True)
+            t = b.select(cols + ["_distance"]).to_arrow()
+            score = pa.array(1.0 - t.column("_distance").to_numpy(zero_copy_only=False), pa.float32())
+            t = t.append_column("score", score)
+            if len(part) == 1:
+                groups = [t]
+            else:
+                qi = t.column("query_index").to_numpy(zero_copy_only=False)
+                groups = [t.filter(pa.array(qi == j)) for j in range(len(part))]
+            for g in groups:
+                sc = g.column("score").to_numpy(zero_copy_only=False)
+                if len(sc) > 1 and np.any(np.diff(sc) > 0):  # LanceDB returns each query's rows best first
+                    g = g.take(pc.sort_indices(g, sort_keys=[("score", "descending")]))
+                out.append(g.select(cols + ["score"]))
+        return out
+
+    def ann_recall(
+        self,
+        k: int = 10,
+        n_queries: int = 200,
+        *,
+        queries: np.ndarray | None = None,
+        modality: str | None = None,
+        noise: float = 0.5,
+        seed: int = 0,
+        **ann_params,
+    ) -> dict[str, float]:
+        """Recall@k of the ANN index against exact search, and both speeds, on the same queries.
+
+        Queries default to ``n_queries`` stored vectors (of ``modality``, if given)
+        perturbed with Gaussian noise of norm ~``noise`` and renormalised, so that
+        no query is its own trivial nearest neighbour.  Both searches are timed
+        one query at a time (``*_qps_single``) and batched (``*_qps_batch``: one
+        matmul for exact, multi-vector LanceDB queries for ANN).
+        """
+        snap = self.snapshot()
+        rows = snap.rows_where([modality] if modality else None, {})
+        if queries is None:
+            rng = np.random.default_rng(seed)
+            pool = np.arange(len(snap.vectors)) if rows is None else rows
+            pick = rng.choice(pool, size=min(n_queries, len(pool)), replace=False)
+            Q = snap.vectors[pick] + rng.normal(size=(len(pick), self.dim)).astype(np.float32) * (
+                noise / np.sqrt(self.dim)
+            )
+            Q = _unit(Q)
+        else:
+            Q = _unit(np.atleast_2d(queries))
+        t0 = time.perf_counter()
+        _, gt = exact_topk(Q, snap.vectors, k, rows=rows)
+        t_exact_batch = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for q in Q[: min(len(Q), 50)]:
+            exact_topk(q[None], snap.vectors, k, rows=rows)
+        t_exact_single = (time.perf_counter() - t0) / min(len(Q), 50)
+        where = self._where([modality] if modality else None, {})
+        ids_mod = list(zip(snap.meta.column("id").to_pylist(), snap.modality))
+        t0 = time.perf_counter()
+        res = self._ann_search(Q, k, where, with_vectors=False, **ann_params)
+        t_ann = (time.perf_counter() - t0) / len(Q)
+        n1 = min(len(Q), 50)
+        t0 = time.perf_counter()
+        self._ann_search(Q[:n1], k, where, with_vectors=False, batch=1, **ann_params)
+        t_ann_single = (time.perf_counter() - t0) / n1
+        rec = []
+        for i, t in enumerate(res):
+            got = set(zip(t.column("id").to_pylist(), t.column("modality").to_pylist()))
+            want = {ids_mod[j] for j in gt[i]}
+            rec.append(len(got & want) / max(1, len(want)))
+        return {
+            f"recall@{k}": float(np.mean(rec)),
+            "ann_qps_single": 1.0 / t_ann_single,
+            "ann_qps_batch": 1.0 / t_ann,
+            "exact_qps_single": 1.0 / t_exact_single,
+            "exact_qps_batch": len(Q) / t_exact_batch,
+            "speedup_single": t_exact_single / t_ann_single,
+            "speedup_batch": t_exact_batch / len(Q) / t_ann,
+            "n_queries": int(len(Q)),
+            "rows": int(len(snap.vectors)),
+        }

@@ -1,0 +1,294 @@
+"""The :class:`Index` class: state, properties, create / open / build, and reading the table.
+
+Its other methods come from mixins, one module each: :mod:`.write` (add, add_vectors,
+delete, optimize), :mod:`.ann` (create_ann, ann_recall), :mod:`.query` (embed_query),
+:mod:`.search` (search, search_vectors, re-ranking), :mod:`.classify` (classify).  See
+:mod:`anybind.index` for the on-disk layout and the guarantees."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .. import __version__
+from ..errors import DataError, SpaceError
+from .ann import AnnMixin
+from .classify import ClassifyMixin
+from .errors import IndexError_
+from .query import QueryMixin
+from .search import SearchMixin
+from .store import (
+    DEFAULT_ANN_THRESHOLD,
+    FORMAT,
+    FORMAT_VERSION,
+    META_FILE,
+    SPACE_DIR,
+    TABLE,
+    _schema,
+    _Snapshot,
+    _vectors_of,
+    _write_json_atomic,
+)
+from .write import WriteMixin
+
+if TYPE_CHECKING:
+    from ..cache import FeatureCache
+    from ..data.manifest import Manifest, Record
+    from ..space import Space
+
+
+class Index(WriteMixin, AnnMixin, QueryMixin, SearchMixin, ClassifyMixin):
+    """A persistent LanceDB index of one space's embeddings.  Build with :meth:`build`, reopen with :meth:`open`."""
+
+    def __init__(self, path: Path, meta: dict[str, Any], space: "Space | None", table):
+        self.path = Path(path)
+        self.meta = meta
+        self.space = space
+        self.table = table
+        self._snap: _Snapshot | None = None
+        self._bank_cache: dict[Any, Any] = {}
+
+    # -- properties -------------------------------------------------------
+    @property
+    def identity(self) -> str:
+        return self.meta["identity"]
+
+    @property
+    def dim(self) -> int:
+        return int(self.meta["dim"])
+
+    @property
+    def modalities(self) -> list[str]:
+        """The modalities this index embeds from records (set at build, extended by :meth:`add`)."""
+        return list(self.meta.get("modalities", []))
+
+    @property
+    def ann_threshold(self) -> int:
+        return int(self.meta.get("ann_threshold", DEFAULT_ANN_THRESHOLD))
+
+    def __len__(self) -> int:
+        return int(self.table.count_rows())
+
+    def counts(self) -> dict[str, int]:
+        """Rows per modality."""
+        snap_mods = self._column("modality")
+        vals, cnt = (
+            np.unique(np.asarray(snap_mods, dtype=object), return_counts=True) if len(snap_mods) else ([], [])
+        )
+        return {str(v): int(c) for v, c in zip(vals, cnt)}
+
+    def __repr__(self) -> str:
+        return f"<Index {self.path} rows={len(self)} dim={self.dim} identity={self.identity}>"
+
+    # -- creation / opening ------------------------------------------------
+    @classmethod
+    def create(
+        cls,
+        path: str | Path,
+        *,
+        space: "Space | None" = None,
+        dim: int | None = None,
+        identity: str | None = None,
+        modalities: Iterable[str] = (),
+        ann_threshold: int = DEFAULT_ANN_THRESHOLD,
+        overwrite: bool = False,
+    ) -> "Index":
+        """An empty index: tied to ``space`` (saved inside it), or to a bare ``dim`` + ``identity`` for raw vectors."""
+        import lancedb
+
+        path = Path(path)
+        if space is not None:
+            dim, identity = space.dim, space.identity()
+        if dim is None or identity is None:
+            raise ValueError("Index.create needs a space, or dim= and identity= for a vectors-only index")
+        if (path / META_FILE).exists():
+            if not overwrite:
+                raise IndexError_(f"{path}: an index already exists there (open it, or pass overwrite=True)")
+            shutil.rmtree(path)
+        elif path.exists():
+            # a create killed before index.json was written leaves only our own parts: clear them
+            for part in (SPACE_DIR, f"{TABLE}.lance"):
+                if (path / part).exists():
+                    shutil.rmtree(path / part)
+        path.mkdir(parents=True, exist_ok=True)
+        if space is not None:
+            space.save(path / SPACE_DIR)
+        db = lancedb.connect(str(path))
+        table = db.create_table(TABLE, schema=_schema(int(dim)), exist_ok=True)
+        meta = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "anybind_version": __version__,
+            "identity": identity,
+            "dim": int(dim),
+            "metric": "dot",
+            "modalities": sorted(set(modalities)),
+            "encoders": dict(space.encoders) if space is not None else {},
+            "space": SPACE_DIR if space is not None else None,
+            "ann": None,
+            "ann_threshold": int(ann_threshold),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        _write_json_atomic(path / META_FILE, meta)  # written last: its presence marks a complete index
+        return cls(path, meta, space, table)
+
+    @classmethod
+    def open(cls, path: str | Path, space: "Space | None" = None) -> "Index":
+        """Open an index; with ``space``, refuse it unless it is the space the index was built with."""
+        import lancedb
+
+        from ..space import Space
+
+        path = Path(path)
+        mp = path / META_FILE
+        if not mp.is_file():
+            raise IndexError_(
+                f"{path}: not an anybind index (no {META_FILE}); build one with `anybind index`"
+            )
+        try:
+            meta = json.loads(mp.read_text())
+        except json.JSONDecodeError as e:
+            raise IndexError_(f"{mp}: corrupt JSON ({e})") from None
+        if meta.get("format") != FORMAT:
+            raise IndexError_(f"{mp}: not an anybind index file")
+        if meta.get("format_version", 0) > FORMAT_VERSION:
+            raise IndexError_(
+                f"{path}: written by a newer anybind (format {meta['format_version']}); upgrade anybind"
+            )
+        if space is not None:
+            if space.identity() != meta["identity"]:
+                raise SpaceError(
+                    f"index {path} was built with space identity {meta['identity']} "
+                    f"(encoders {meta.get('encoders') or '-'}), but the space given has identity {space.identity()} "
+                    f"({space.encoders}): its vectors would not be comparable. Rebuild the index with this space "
+                    "(`anybind index SPACE MANIFEST --out NEW`), or open it with the space it was built with"
+                )
+        elif meta.get("space") and (path / meta["space"]).is_dir():
+            space = Space.load(path / meta["space"])
+            if space.identity() != meta["identity"]:
+                raise IndexError_(
+                    f"{path}: the space copy inside the index does not match its identity (damaged index)"
+                )
+        db = lancedb.connect(str(path))
+        try:
+            table = db.open_table(TABLE)
+        except Exception:  # a create killed after index.json: an empty table
+            table = db.create_table(TABLE, schema=_schema(int(meta["dim"])), exist_ok=True)
+        return cls(path, meta, space, table)
+
+    @classmethod
+    def build(
+        cls,
+        space: "Space",
+        manifest: "str | Path | Manifest | Sequence[Record]",
+        path: str | Path,
+        modalities: Iterable[str] | None = None,
+        *,
+        cache: "FeatureCache | str | Path | None" = None,
+        split: str | None = None,
+        ann: str | bool = "auto",
+        ann_type: str = "ivf_hnsw_sq",
+        ann_threshold: int = DEFAULT_ANN_THRESHOLD,
+        chunk_size: int = 1024,
+        overwrite: bool = False,
+        progress: bool = False,
+        embedder=None,
+    ) -> "Index":
+        """Embed a corpus into a new index at ``path`` (or update the index already there, incrementally).
+
+        modalities: the manifest fields to index (default: every field bound in the space).
+        split: only this split's records (default: all).
+        ann: ``"auto"`` builds an ANN index when the table reaches ``ann_threshold`` rows;
+            ``True`` always; ``False`` never.
+        embedder: see :meth:`add` (e.g. :func:`anybind.scale.encode.ray_index_embedder`).
+        """
+        path = Path(path)
+        mods = sorted(set(modalities)) if modalities is not None else None
+        if mods is not None:
+            unknown = [m for m in mods if m not in space.modalities]
+            if unknown:
+                raise SpaceError(
+                    f"modalities {unknown} are not bound in this space (bound: {', '.join(space.modalities)})"
+                )
+        if (path / META_FILE).exists() and not overwrite:
+            index = cls.open(path, space)
+        else:
+            index = cls.create(
+                path, space=space, modalities=mods or (), ann_threshold=ann_threshold, overwrite=overwrite
+            )
+        records = index._records(manifest, mods, split=split, progress=progress)
+        if mods is None:
+            mods = sorted({m for r in records for m in r.values if m in space.modalities})
+        stats = index.add(records, modalities=mods, cache=cache, chunk_size=chunk_size, progress=progress,
+                          embedder=embedder)
+        n = len(index)
+        have = index.meta.get("ann")
+        if n and (ann is True or (ann == "auto" and n >= index.ann_threshold)):
+            if not have or n >= 2 * int(have.get("rows", 0)) or have.get("type") != ann_type:
+                index.create_ann(ann_type)
+            elif stats.commits:
+                index.optimize()  # folds the new rows into the existing ANN index
+        return index
+
+    # -- reading the table -------------------------------------------------
+    def _column(self, name: str) -> np.ndarray:
+        t = self.table.search().select([name]).limit(None).to_arrow()
+        return t.column(name).to_numpy(zero_copy_only=False)
+
+    def snapshot(self) -> _Snapshot:
+        """The table in memory (vectors + metadata), reloaded only when the table changed."""
+        import pyarrow as pa
+
+        v = self.table.version
+        if self._snap is None or self._snap.version != v:
+            # streamed in batches into one preallocated matrix: peak memory ~ the vectors once
+            V = np.empty((self.table.count_rows(), self.dim), np.float32)
+            cols = [f.name for f in self.table.schema if f.name != "vector"]
+            metas, pos = [], 0
+            for b in self.table.search().limit(None).to_batches(65536):
+                m = b.num_rows
+                if pos + m > len(V):  # rows appeared since count_rows(): grow
+                    V = np.concatenate([V, np.empty((pos + m - len(V), self.dim), np.float32)])
+                V[pos : pos + m] = _vectors_of(b.column("vector"), self.dim)
+                metas.append(b.select(cols))
+                pos += m
+            schema = pa.schema([f for f in self.table.schema if f.name != "vector"])
+            meta = pa.Table.from_batches(metas, schema=schema) if metas else schema.empty_table()
+            mods = meta.column("modality").to_numpy(zero_copy_only=False)
+            self._snap = _Snapshot(v, meta, V[:pos], mods)
+            self._bank_cache.clear()
+        return self._snap
+
+    def refresh(self) -> None:
+        """See writes made by other processes since this index was opened."""
+        self.table.checkout_latest()
+        self._snap = None
+
+    def _save_meta(self) -> None:
+        _write_json_atomic(self.path / META_FILE, self.meta)
+
+    def _records(self, manifest, modalities, split=None, progress=False) -> list["Record"]:
+        from ..data.manifest import Manifest, Record
+
+        if isinstance(manifest, (str, Path, Manifest)):
+            if self.space is None:
+                raise IndexError_("this index has no space: add raw vectors with add_vectors()")
+            from ..space import _as_manifests
+
+            mods = modalities or [m for m in self.space.modalities]
+            man = _as_manifests(manifest, mods, self.space.encoders, False, progress)[0]
+            recs = man.split(split)
+        else:
+            recs = list(manifest)
+            if split is not None:
+                recs = [r for r in recs if r.split == split]
+        for r in recs:
+            if not isinstance(r, Record):
+                raise DataError(f"expected manifest records, got {type(r).__name__}")
+        return recs

@@ -1,0 +1,176 @@
+"""Turning a query into one unit vector: file/modality sniffing, ``k`` and target checks, and
+the :class:`~anybind.index.Index` methods :meth:`~QueryMixin.embed_query`, ``_embed_one``,
+``_check_targets``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import AnybindError
+from .errors import QueryError
+from .exact import _unit
+
+if TYPE_CHECKING:
+    from ..cache import FeatureCache
+
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".svg"}
+_AUDIO_SUFFIXES = {".wav", ".ogg", ".oga", ".flac", ".mp3", ".aiff", ".aif", ".m4a"}
+
+
+def _check_k(k: Any) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise QueryError(f"k must be a positive integer, got {k!r}")
+    if k <= 0:
+        raise QueryError(f"k must be a positive integer, got {k}")
+    return int(k)
+
+
+def _looks_like_file(s: str) -> bool:
+    suf = Path(s).suffix.lower()
+    return (suf in _IMAGE_SUFFIXES or suf in _AUDIO_SUFFIXES) and "\n" not in s and len(s) < 4096
+
+
+def _modality_of_file(p: str | Path) -> str:
+    suf = Path(p).suffix.lower()
+    if suf in _IMAGE_SUFFIXES:
+        return "image"
+    if suf in _AUDIO_SUFFIXES:
+        return "audio"
+    raise QueryError(
+        f"cannot tell the modality of {p} from its suffix: pass image=..., audio=... or inputs={{modality: path}}"
+    )
+
+
+class QueryMixin:
+    """:class:`~anybind.index.Index` methods that embed queries (mixed into ``Index``)."""
+
+    def embed_query(
+        self,
+        query: Any = None,
+        *,
+        text: str | Sequence[str] | None = None,
+        image: str | Path | Sequence[str | Path] | None = None,
+        audio: str | Path | Sequence[str | Path] | None = None,
+        inputs: Mapping[str, Any] | Sequence[tuple] | None = None,
+        weights: Sequence[float] | None = None,
+        cache: "FeatureCache | str | Path | None" = None,
+        text_modality: str = "text",
+    ) -> tuple[np.ndarray, list[str]]:
+        """One unit query vector from one or several inputs, and the input modalities.
+
+        ``query`` may be a text, a file path (modality from its suffix), a vector,
+        or a list of ``(modality, item)`` / ``(modality, item, weight)`` tuples.
+        ``text=``, ``image=``, ``audio=`` take one item or a list; ``inputs`` maps
+        any bound modality (``"text_fr"``, ``"speech"``...) to items.  Several
+        inputs are fused: the weighted mean of their unit vectors, renormalised
+        (``weights`` follow the order query, text, image, audio, inputs).
+        """
+        parts: list[tuple[str, Any]] = []
+        vec_parts: list[np.ndarray] = []
+        tuple_weights: list[float | None] = []
+
+        def as_list(x):
+            return list(x) if isinstance(x, (list, tuple)) else [x]
+
+        if query is not None:
+            if isinstance(query, np.ndarray):
+                q = np.asarray(query, np.float32)
+                if q.ndim == 2 and q.shape[0] == 1:
+                    q = q[0]
+                if q.shape != (self.dim,):
+                    raise QueryError(
+                        f"query vector of shape {query.shape}: this index holds {self.dim}-d vectors"
+                    )
+                vec_parts.append(q)
+            elif isinstance(query, str) and not _looks_like_file(query):
+                parts.append((text_modality, query))
+            elif isinstance(query, (str, Path)):
+                parts.append((_modality_of_file(query), query))
+            elif isinstance(query, (list, tuple)):
+                for t in query:
+                    if not isinstance(t, tuple) or len(t) not in (2, 3):
+                        raise QueryError(
+                            f"query list items must be (modality, item[, weight]) tuples, got {t!r}"
+                        )
+                    parts.append((t[0], t[1]))
+                    tuple_weights.append(t[2] if len(t) == 3 else None)
+            else:
+                raise QueryError(f"unsupported query of type {type(query).__name__}")
+        for m, v in ((text_modality, text), ("image", image), ("audio", audio)):
+            if v is not None:
+                parts += [(m, x) for x in as_list(v)]
+        if inputs is not None:
+            items = inputs.items() if isinstance(inputs, Mapping) else inputs
+            for m, v in items:
+                parts += [(m, x) for x in as_list(v)]
+        n_inputs = len(vec_parts) + len(parts)
+        if n_inputs == 0:
+            raise QueryError("empty query: give a text, an image or audio path, or a vector")
+        if weights is None and any(w is not None for w in tuple_weights):
+            weights = (
+                [1.0] * len(vec_parts)
+                + [w if w is not None else 1.0 for w in tuple_weights]
+                + [1.0] * (len(parts) - len(tuple_weights))
+            )
+        if weights is not None:
+            weights = [float(w) for w in weights]
+            if len(weights) != n_inputs:
+                raise QueryError(f"{len(weights)} weights for {n_inputs} query inputs")
+            if not all(np.isfinite(weights)) or sum(abs(w) for w in weights) == 0:
+                raise QueryError("query weights must be finite and not all zero")
+        vecs = [_unit(v) for v in vec_parts]
+        for m, item in parts:
+            vecs.append(self._embed_one(m, item, cache))
+        W = np.ones(len(vecs), np.float32) if weights is None else np.asarray(weights, np.float32)
+        fused = (W[:, None] * np.stack(vecs)).sum(0)
+        norm = float(np.linalg.norm(fused))
+        if norm < 1e-6:
+            raise QueryError(
+                "the fused query vector is zero (the inputs cancel out): change the inputs or weights"
+            )
+        return (fused / norm).astype(np.float32), sorted({m for m, _ in parts})
+
+    def _embed_one(self, modality: str, item: Any, cache) -> np.ndarray:
+        space = self.space
+        if space is None:
+            raise QueryError("this index has no space to embed queries with: pass a query vector")
+        if modality not in space.modalities:
+            raise QueryError(
+                f"unknown query modality {modality!r}: this index's space binds {', '.join(space.modalities)}"
+            )
+        kind = getattr(space.encoder(modality), "input_kind", "file")
+        if kind == "text":
+            if not isinstance(item, str) or not item.strip():
+                raise QueryError(f"empty {modality} query: give some text")
+        elif kind == "file":
+            p = Path(item)
+            if not p.exists():
+                raise QueryError(f"cannot read {modality} query {p}: no such file")
+            if not p.is_file():
+                raise QueryError(f"cannot read {modality} query {p}: not a regular file")
+            try:
+                with open(p, "rb") as f:
+                    f.read(1)
+            except OSError as e:
+                raise QueryError(f"cannot read {modality} query {p}: {e.strerror or e}") from None
+            item = str(p.resolve())
+        try:
+            return space.embed(modality, [item], cache=cache)[0]
+        except AnybindError as e:
+            raise QueryError(f"cannot use {modality} query: {e}") from None
+
+    def _check_targets(self, modality: str | Sequence[str] | None) -> list[str] | None:
+        if modality is None:
+            return None
+        mods = [modality] if isinstance(modality, str) else list(modality)
+        known = set(self.modalities) | set(self.space.modalities if self.space else [])
+        for m in mods:
+            if m not in known:
+                raise QueryError(
+                    f"unknown modality {m!r}: this index holds {', '.join(sorted(known)) or 'nothing'}"
+                )
+        return mods

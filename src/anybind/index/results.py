@@ -1,0 +1,37 @@
+"""What index calls hand back: :class:`Hit` (one search result) and :class:`AddStats` (what an add did)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class Hit:
+    """One search result."""
+
+    id: str
+    modality: str
+    score: float
+    source: str
+    labels: dict[str, Any] = field(default_factory=dict)
+    rank: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class AddStats:
+    """What :meth:`Index.add` did: rows added, content-updated, relabelled, unchanged; items embedded."""
+
+    added: int = 0
+    updated: int = 0
+    relabelled: int = 0
+    unchanged: int = 0
+    embedded: dict[str, int] = field(default_factory=dict)
+    commits: int = 0
+
+    @property
+    def total_embedded(self) -> int:
+        return sum(self.embedded.values())

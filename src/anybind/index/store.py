@@ -1,0 +1,145 @@
+"""The on-disk side of an index: format constants, the LanceDB table schema, rows to and from
+Arrow, label filters and SQL quoting, atomic ``index.json`` writes, and :class:`_Snapshot` (the
+table in memory).  pyarrow is imported inside the functions that need it."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import QueryError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+os.environ.setdefault("LANCE_LOG", "error")  # lance logs "no existing dataset" etc. as warnings
+
+FORMAT = "anybind.index"
+FORMAT_VERSION = 1
+META_FILE = "index.json"
+TABLE = "items"
+SPACE_DIR = "space"
+DEFAULT_ANN_THRESHOLD = 100_000
+ANN_TYPES = ("ivf_hnsw_sq", "ivf_pq")
+
+
+def _sql_str(s: str) -> str:
+    return "'" + str(s).replace("'", "''") + "'"
+
+
+def _label_pairs(labels: Mapping[str, Any]) -> list[str]:
+    out = []
+    for k, v in sorted((labels or {}).items()):
+        vals = v if isinstance(v, list) else [v]
+        for x in vals:
+            out.append(f"{k}={x if isinstance(x, str) else json.dumps(x, sort_keys=True)}")
+    return out
+
+
+def _label_filter(labels: Mapping[str, Any] | Sequence[str] | None) -> dict[str, list[str]]:
+    """``{"category": "animals"}`` or ``["category=animals", "lang=en"]`` -> ``{key: [values]}``."""
+    if not labels:
+        return {}
+    if isinstance(labels, Mapping):
+        items = list(labels.items())
+    else:
+        items = []
+        for s in labels:
+            if "=" not in str(s):
+                raise QueryError(f"label filter {s!r}: expected KEY=VALUE")
+            k, v = str(s).split("=", 1)
+            items.append((k.strip(), v.strip()))
+    out: dict[str, list[str]] = {}
+    for k, v in items:
+        vals = v if isinstance(v, (list, tuple, set)) else [v]
+        for x in vals:
+            out.setdefault(str(k), []).append(x if isinstance(x, str) else json.dumps(x, sort_keys=True))
+    return out
+
+
+def _write_json_atomic(path: Path, obj: Any) -> None:
+    from ..cache import atomic_write_bytes
+
+    atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=True).encode())
+
+
+def _schema(dim: int) -> "pa.Schema":
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("id", pa.string()),
+            ("modality", pa.string()),
+            ("source", pa.string()),
+            ("labels", pa.string()),
+            ("label_pairs", pa.list_(pa.string())),
+            ("key", pa.string()),
+            ("vector", pa.list_(pa.float32(), dim)),
+        ]
+    )
+
+
+def _rows_table(dim: int, ids, modalities, sources, labels, keys, vectors: np.ndarray) -> "pa.Table":
+    import pyarrow as pa
+
+    V = np.ascontiguousarray(vectors, dtype=np.float32)
+    return pa.table(
+        {
+            "id": pa.array([str(i) for i in ids], pa.string()),
+            "modality": pa.array(list(modalities), pa.string()),
+            "source": pa.array([str(s) for s in sources], pa.string()),
+            "labels": pa.array(
+                [json.dumps(lb or {}, sort_keys=True, default=str) for lb in labels], pa.string()
+            ),
+            "label_pairs": pa.array([_label_pairs(lb) for lb in labels], pa.list_(pa.string())),
+            "key": pa.array(list(keys), pa.string()),
+            "vector": pa.FixedSizeListArray.from_arrays(pa.array(V.reshape(-1)), dim),
+        },
+        schema=_schema(dim),
+    )
+
+
+def _vectors_of(col: "pa.ChunkedArray | pa.Array", dim: int) -> np.ndarray:
+    import pyarrow as pa
+
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    if len(col) == 0:
+        return np.zeros((0, dim), np.float32)
+    flat = col.flatten() if col.offset == 0 else pa.concat_arrays([col]).flatten()
+    return flat.to_numpy(zero_copy_only=False).reshape(-1, dim).astype(np.float32, copy=False)
+
+
+@dataclass
+class _Snapshot:
+    """The table as of one version, in memory, for exact search and bookkeeping."""
+
+    version: int
+    meta: "pa.Table"  # every column but the vector, in row order
+    vectors: np.ndarray  # (n, dim) float32
+    modality: np.ndarray  # (n,) object
+
+    def rows_where(self, modalities: Sequence[str] | None, labels: dict[str, list[str]]) -> np.ndarray | None:
+        """Row numbers passing the filters (``None`` = all rows)."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        mask = None
+        if modalities is not None:
+            mask = np.isin(self.modality, np.asarray(list(modalities), dtype=object))
+        if labels:
+            col = self.meta.column("label_pairs").combine_chunks()
+            flat = pc.list_flatten(col)
+            parents = pc.list_parent_indices(col).to_numpy()
+            for key, vals in labels.items():
+                hit = pc.is_in(flat, value_set=pa.array([f"{key}={v}" for v in vals], pa.string()))
+                ok = np.zeros(len(self.modality), dtype=bool)
+                ok[parents[hit.to_numpy(zero_copy_only=False).astype(bool)]] = True
+                mask = ok if mask is None else (mask & ok)
+        return None if mask is None else np.nonzero(mask)[0]

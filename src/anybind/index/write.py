@@ -1,0 +1,228 @@
+"""Writing to an index: :meth:`~WriteMixin.add` (incremental, embeds only new or changed
+content), :meth:`~WriteMixin.add_vectors`, :meth:`~WriteMixin.delete`,
+:meth:`~WriteMixin.optimize`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import DataError, SpaceError
+from .errors import IndexError_
+from .exact import _unit
+from .results import AddStats
+from .store import _rows_table, _sql_str, _vectors_of
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from ..cache import FeatureCache
+    from ..data.manifest import Manifest, Record
+
+
+class WriteMixin:
+    """:class:`~anybind.index.Index` methods that write rows (mixed into ``Index``)."""
+
+    def _existing(self) -> dict[tuple[str, str], tuple[str, str, str]]:
+        t = self.table.search().select(["id", "modality", "key", "source", "labels"]).limit(None).to_arrow()
+        cols = [t.column(c).to_pylist() for c in ("id", "modality", "key", "source", "labels")]
+        return {(i, m): (k, s, lb) for i, m, k, s, lb in zip(*cols)}
+
+    def _commit(self, rows: "pa.Table", upsert: bool) -> None:
+        if upsert:
+            (
+                self.table.merge_insert(["id", "modality"])
+                .when_matched_update_all()
+                .when_not_matched_insert_all()
+                .execute(rows)
+            )
+        else:
+            self.table.add(rows)
+
+    def add(
+        self,
+        records: "str | Path | Manifest | Sequence[Record]",
+        *,
+        modalities: Iterable[str] | None = None,
+        cache: "FeatureCache | str | Path | None" = None,
+        chunk_size: int = 1024,
+        progress: bool = False,
+        embedder=None,
+    ) -> AddStats:
+        """Add (or update) records; only new or changed content is embedded.
+
+        A row is (record id, modality).  Unchanged content (same content key)
+        is skipped without embedding; a changed label or source is rewritten
+        with the stored vector; changed content is re-embedded.  Rows are
+        committed every ``chunk_size`` items, so an interrupted add keeps what
+        it committed and a rerun continues from there.
+
+        ``embedder(modality, items, chunk_size)`` replaces the in-process embedding: it
+        yields ``(chunk, vectors)`` with ``chunk`` a list of the given items (any order,
+        at most ``chunk_size``) and ``vectors`` their unit embeddings; each is committed
+        as it arrives (:func:`anybind.scale.encode.ray_index_embedder` embeds on Ray).
+        """
+        if self.space is None:
+            raise IndexError_("this index has no space to embed records with: use add_vectors()")
+        space = self.space
+        mods = sorted(set(modalities)) if modalities is not None else (self.modalities or space.modalities)
+        unknown = [m for m in mods if m not in space.modalities]
+        if unknown:
+            raise SpaceError(
+                f"modalities {unknown} are not bound in this space (bound: {', '.join(space.modalities)})"
+            )
+        recs = self._records(records, mods, progress=progress)
+        new_mods = sorted(set(self.modalities) | set(mods))
+        if new_mods != self.modalities:
+            self.meta["modalities"] = new_mods
+            self._save_meta()
+        existing = self._existing()
+        stats = AddStats()
+        todo: dict[str, dict[tuple[str, str], tuple]] = {m: {} for m in mods}
+        relabel: dict[str, dict[tuple[str, str], tuple]] = {m: {} for m in mods}
+        for m in mods:
+            enc = space.encoder(m)
+            is_file = getattr(enc, "input_kind", "file") == "file"
+            for r in recs:
+                if m not in r.values:
+                    continue
+                value = str(Path(r.values[m]).resolve()) if is_file else r.values[m]
+                try:
+                    key = enc.content_key(value)
+                except OSError as e:
+                    raise DataError(
+                        f"record {r.id!r}: cannot read {m} file {value} ({e.strerror or e})"
+                    ) from None
+                labels_json = json.dumps(r.labels or {}, sort_keys=True, default=str)
+                row = (r.id, m)
+                old = existing.get(row)
+                item = (r.id, value, r.labels or {}, key)
+                if old is None:
+                    todo[m][row] = item
+                elif old[0] != key:
+                    todo[m][row] = item
+                elif old[1] != str(value) or old[2] != labels_json:
+                    relabel[m][row] = item
+                else:
+                    stats.unchanged += 1
+        for m in mods:
+            items = list(todo[m].values())
+            if embedder is not None:
+                chunks = embedder(m, items, chunk_size)
+            else:
+                chunks = (
+                    (items[c0 : c0 + chunk_size],
+                     space.embed(m, [it[1] for it in items[c0 : c0 + chunk_size]], cache=cache, progress=progress))
+                    for c0 in range(0, len(items), chunk_size)
+                )
+            for chunk, X in chunks:
+                rows = _rows_table(
+                    self.dim,
+                    [it[0] for it in chunk],
+                    [m] * len(chunk),
+                    [it[1] for it in chunk],
+                    [it[2] for it in chunk],
+                    [it[3] for it in chunk],
+                    X,
+                )
+                n_old = sum((it[0], m) in existing for it in chunk)
+                self._commit(rows, upsert=n_old > 0)
+                stats.commits += 1
+                stats.added += len(chunk) - n_old
+                stats.updated += n_old
+                stats.embedded[m] = stats.embedded.get(m, 0) + len(chunk)
+            items = list(relabel[m].values())
+            for c0 in range(0, len(items), chunk_size):
+                chunk = items[c0 : c0 + chunk_size]
+                vecs = self._stored_vectors([it[0] for it in chunk], m)
+                rows = _rows_table(
+                    self.dim,
+                    [it[0] for it in chunk],
+                    [m] * len(chunk),
+                    [it[1] for it in chunk],
+                    [it[2] for it in chunk],
+                    [it[3] for it in chunk],
+                    np.stack([vecs[it[0]] for it in chunk]),
+                )
+                self._commit(rows, upsert=True)
+                stats.commits += 1
+                stats.relabelled += len(chunk)
+        return stats
+
+    def _stored_vectors(self, ids: Sequence[str], modality: str) -> dict[str, np.ndarray]:
+        out = {}
+        for c0 in range(0, len(ids), 500):
+            part = ids[c0 : c0 + 500]
+            where = f"modality = {_sql_str(modality)} AND id IN ({', '.join(_sql_str(i) for i in part)})"
+            t = self.table.search().where(where).select(["id", "vector"]).limit(None).to_arrow()
+            for i, v in zip(t.column("id").to_pylist(), _vectors_of(t.column("vector"), self.dim)):
+                out[i] = v
+        return out
+
+    def add_vectors(
+        self,
+        ids: Sequence[str],
+        vectors: np.ndarray,
+        modality: str,
+        *,
+        sources: Sequence[str] | None = None,
+        labels: Sequence[Mapping[str, Any]] | None = None,
+        keys: Sequence[str] | None = None,
+        chunk_size: int = 100_000,
+    ) -> AddStats:
+        """Add precomputed vectors of one modality (normalised here); existing (id, modality) rows are replaced."""
+        X = np.asarray(vectors, dtype=np.float32)
+        if X.ndim != 2 or X.shape[1] != self.dim:
+            raise DataError(f"vectors of shape {X.shape}: this index holds {self.dim}-d vectors")
+        if len(ids) != len(X):
+            raise DataError(f"{len(ids)} ids but {len(X)} vectors")
+        if not np.isfinite(X).all():
+            raise DataError("vectors contain non-finite values")
+        X = _unit(X)
+        ids = [str(i) for i in ids]
+        if len(set(ids)) != len(ids):
+            raise DataError("duplicate ids in one add_vectors call")
+        sources = list(sources) if sources is not None else ids
+        labels = list(labels) if labels is not None else [{}] * len(ids)
+        if keys is None:
+            import hashlib
+
+            keys = ["v:" + hashlib.sha256(x.tobytes()).hexdigest()[:32] for x in X]
+        existing = set(self._existing()) if len(self) else set()
+        stats = AddStats()
+        if modality not in self.meta["modalities"]:
+            self.meta["modalities"] = sorted(set(self.meta["modalities"]) | {modality})
+            self._save_meta()
+        for c0 in range(0, len(ids), chunk_size):
+            sl = slice(c0, c0 + chunk_size)
+            part = ids[sl]
+            n_old = sum((i, modality) in existing for i in part)
+            rows = _rows_table(
+                self.dim, part, [modality] * len(part), sources[sl], labels[sl], keys[sl], X[sl]
+            )
+            self._commit(rows, upsert=n_old > 0)
+            stats.commits += 1
+            stats.added += len(part) - n_old
+            stats.updated += n_old
+        return stats
+
+    def delete(self, ids: Iterable[str], modality: str | None = None) -> int:
+        """Delete every row of these record ids (only ``modality``'s rows when given); returns rows deleted."""
+        ids = [str(i) for i in ids]
+        before = len(self)
+        for c0 in range(0, len(ids), 500):
+            part = ids[c0 : c0 + 500]
+            where = f"id IN ({', '.join(_sql_str(i) for i in part)})"
+            if modality is not None:
+                where = f"modality = {_sql_str(modality)} AND " + where
+            self.table.delete(where)
+        return before - len(self)
+
+    def optimize(self) -> None:
+        """Compact small fragments, fold new rows into the ANN index, drop versions older than a week."""
+        self.table.optimize()
+        self._snap = None
