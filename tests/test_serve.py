@@ -271,6 +271,39 @@ def test_items_are_served_by_id_never_by_path(client, data):
         assert res.headers["content-type"] == "application/json"
 
 
+def test_items_written_to_the_index_while_serving_become_searchable(data, shared_cache, tmp_path):
+    """Another process (here: a second Index handle) adds and then deletes an item while the
+    service runs; with refresh_seconds=0 the next request sees each change."""
+    import shutil
+
+    from anybind.index import Index
+    from anybind.space import Space
+
+    live = tmp_path / "index"
+    shutil.copytree(data["index"], live)
+    svc2 = Service.load(data["space"], live, cache=shared_cache, config=ServeConfig(refresh_seconds=0), warm=False)
+    writer = Index.open(live, Space.load(data["space"]))
+    caption = "a purple giraffe on roller skates juggling teapots"
+    image = _rec(data).values["image"]
+    (tmp_path / "new.jsonl").write_text(json.dumps({"id": "zz-new", "split": "test", "text": caption, "image": image}) + "\n")
+    try:
+        with TestClient(create_app(service=svc2)) as c:
+            rows = c.get("/health").json()["index"]["rows"]
+            assert c.get("/items/zz-new").status_code == 404
+            writer.add(tmp_path / "new.jsonl", cache=shared_cache)
+            top = c.post("/search", json={"text": caption, "k": 1}).json()["hits"][0]
+            assert top["id"] == "zz-new" and top["score"] == pytest.approx(1.0, abs=1e-4)
+            assert c.get("/items/zz-new?modality=text").text == caption
+            assert c.get("/items/zz-new").content == open(image, "rb").read()
+            assert c.get("/health").json()["index"]["rows"] == rows + 2
+            writer.delete(["zz-new"])
+            assert c.get("/items/zz-new").status_code == 404
+            assert c.post("/search", json={"text": caption, "k": 1}).json()["hits"][0]["id"] != "zz-new"
+            assert c.get("/health").json()["index"]["rows"] == rows
+    finally:
+        svc2.close()
+
+
 def test_the_page_and_its_assets(client):
     page = client.get("/")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]

@@ -176,11 +176,15 @@ def serve(
     max_queue: int = typer.Option(256, help="Requests that may wait for a free slot; beyond that, 503 + Retry-After."),
     queue_timeout: float = typer.Option(60.0, help="Seconds a request may wait for a slot before it gets 503."),
     cache: Optional[Path] = typer.Option(None, help="Feature cache to read from (queries are cached in memory only)."),
+    refresh_seconds: float = typer.Option(
+        2.0, help="How often (at most) requests look for items written to the index meanwhile (`anybind index ... --out` on it)."
+    ),
     log_level: str = typer.Option("info", help="uvicorn log level."),
 ):
     """Search service: a web page at /, a JSON API (POST /search, /classify, /embed ...), OpenAPI docs at /docs.
 
-    The space, the index and the encoders are loaded once, before the first request.
+    The space, the index and the encoders are loaded once, before the first request; items added to
+    the index while it serves become searchable within --refresh-seconds.
 
     Example:  anybind serve spaces/tux --index indexes/tux --port 8000   (then open http://127.0.0.1:8000/)
     """
@@ -192,7 +196,7 @@ def serve(
         _fail(AnybindError(f"the service needs the 'serve' extra ({e.name} is missing): pip install 'anybind[serve]'"))
     cfg = ServeConfig(
         max_upload_bytes=int(max_upload_mb * 2**20), concurrency=concurrency, max_queue=max_queue,
-        queue_timeout=queue_timeout,
+        queue_timeout=queue_timeout, refresh_seconds=refresh_seconds,
     )
     try:
         with console.status("loading the space, the index and the encoders..."):

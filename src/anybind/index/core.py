@@ -265,10 +265,20 @@ class Index(WriteMixin, AnnMixin, QueryMixin, SearchMixin, ClassifyMixin):
             self._bank_cache.clear()
         return self._snap
 
-    def refresh(self) -> None:
-        """See writes made by other processes since this index was opened."""
+    def refresh(self) -> bool:
+        """See writes made by other processes since this index was opened (rows added, replaced or
+        deleted; the metadata in ``index.json``).  Cheap when nothing changed: the in-memory
+        snapshot is kept and reloaded only if the table's version moved.  Returns whether it did."""
+        before = self.table.version
         self.table.checkout_latest()
-        self._snap = None
+        mp = self.path / META_FILE
+        try:
+            meta = json.loads(mp.read_text())
+        except (OSError, json.JSONDecodeError):  # being replaced right now (atomic rename): keep ours
+            meta = None
+        if isinstance(meta, dict) and meta.get("identity") == self.meta.get("identity"):
+            self.meta = meta
+        return self.table.version != before
 
     def _save_meta(self) -> None:
         _write_json_atomic(self.path / META_FILE, self.meta)

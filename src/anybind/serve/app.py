@@ -528,6 +528,7 @@ def create_app(
     async def health(request: Request) -> HealthOut:
         svc: Service = request.state.svc
         gate: Gate = request.state.gate
+        await anyio.to_thread.run_sync(svc.refresh)  # current counts; off the event loop (it may reload)
         sp = svc.space
         ups = {k: m for k in ("image", "audio") if (m := svc.upload_modality(k))}
         return HealthOut(

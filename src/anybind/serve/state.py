@@ -43,6 +43,9 @@ class ServeConfig:
     max_pixels: an uploaded raster image larger than this (width x height, read from its header) -> 400,
         before anything is decoded (a small file can hold a huge image).
     max_audio_seconds: an uploaded sound longer than this (read from its header) -> 400.
+    refresh_seconds: how often (at most) a request looks for writes other processes made to the index
+        (``anybind index ... --out`` on it while serving): new, replaced and deleted items are then searchable and
+        served; 0 = before every request.
     """
 
     max_upload_bytes: int = 10 * 1024 * 1024
@@ -54,6 +57,7 @@ class ServeConfig:
     thumb_cache: int = 1024
     max_pixels: int = 40_000_000
     max_audio_seconds: float = 120.0
+    refresh_seconds: float = 2.0
 
 
 class MemoryFeatureCache(FeatureCache):
@@ -164,15 +168,38 @@ class Service:
         # what each bound modality reads ("text" or "file") and what its media are
         self.input_kind = {m: getattr(space.encoder(m), "input_kind", "file") for m in space.modalities}
         self.media = {m: self._media_of(m) for m in space.modalities}
-        snap = index.snapshot()
-        ids = snap.meta.column("id").to_pylist()
-        srcs = snap.meta.column("source").to_pylist()
-        self.items: dict[str, dict[str, Item]] = {}
-        for i, m, s in zip(ids, snap.modality.tolist(), srcs):
-            self.items.setdefault(i, {})[m] = Item(i, m, s, self.media.get(m, "other"))
-        self.counts = index.counts()
+        self._load_items()
+        self._refresh_lock = threading.Lock()
+        self._checked = time.monotonic()
         self._thumbs: OrderedDict[tuple[str, str, int], bytes] = OrderedDict()
         self._thumb_lock = threading.Lock()
+
+    def _load_items(self) -> None:
+        """The id -> items lookup and the per-modality counts, from the index's current snapshot."""
+        snap = self.index.snapshot()
+        ids = snap.meta.column("id").to_pylist()
+        srcs = snap.meta.column("source").to_pylist()
+        items: dict[str, dict[str, Item]] = {}
+        for i, m, s in zip(ids, snap.modality.tolist(), srcs):
+            items.setdefault(i, {})[m] = Item(i, m, s, self.media.get(m, "other"))
+        self.items, self.counts = items, self.index.counts()  # swapped whole: readers see old or new
+
+    def refresh(self, force: bool = False) -> bool:
+        """Pick up writes other processes made to the index, at most every ``refresh_seconds``
+        (every call with ``force``).  Returns whether anything changed."""
+        now = time.monotonic()
+        if not force and now - self._checked < self.config.refresh_seconds:
+            return False
+        with self._refresh_lock:
+            if not force and now - self._checked < self.config.refresh_seconds:
+                return False  # another request refreshed meanwhile
+            self._checked = now
+            if not self.index.refresh():
+                return False
+            self._load_items()
+            with self._thumb_lock:
+                self._thumbs.clear()
+            return True
 
     @classmethod
     def load(
@@ -324,6 +351,7 @@ class Service:
         labels: Any,
         rerank: str | None,
     ) -> tuple[list[Hit], list[str]]:
+        self.refresh()
         q, qmods = self.embed_parts(parts)
         hits = self.index.search_vectors(
             q[None], modality=modality, k=k, labels=labels, rerank=rerank, query_bank=qmods or None
@@ -363,6 +391,7 @@ class Service:
 
     # -- stored items ---------------------------------------------------------
     def item(self, item_id: str, modality: str | None) -> Item:
+        self.refresh()
         rows = self.items.get(item_id)
         if not rows:
             raise NotFound(f"no item {item_id!r} in this index")
