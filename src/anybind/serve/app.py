@@ -35,272 +35,57 @@ Guarantees:
 Errors are JSON ``{"detail": "..."}`` (400 bad query, 404 unknown item, 413 too
 large, 415 not an image or sound, 503 busy); request-schema violations are
 FastAPI's 422.
+
+Layout: the routes, error handlers and lifespan are here (:func:`create_app`); the
+request / response models in :mod:`~anybind.serve.schemas`, the admission gate in
+:mod:`~anybind.serve.gate`, the ASGI middleware in :mod:`~anybind.serve.middleware`,
+the request plumbing (query parts, uploads, hits) in :mod:`~anybind.serve.queries`.
 """
 
-import functools
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any, Literal
-from urllib.parse import quote
+from typing import Annotated
 
 import anyio
 import anyio.to_thread
 from fastapi import FastAPI, File, Form, Path as PathParam, Query, Request, UploadFile
-from fastapi.exceptions import HTTPException
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, ConfigDict, Field
 
 from .. import __version__
 from ..errors import AnybindError
-from ..index import Hit, QueryError
-from .sniff import MIME_TYPES, SNIFF_BYTES, sniff
+from ..index import QueryError
+from .gate import Busy, Gate
+from .middleware import BodyLimit, SecurityHeaders
+from .queries import _hit_out, _ms, _named, _read_uploads, _text_parts, _unstage, _upload_parts
+from .schemas import (
+    ERRORS,
+    ITEM_TYPES,
+    MAX_K,
+    MAX_LABELS,
+    MAX_TEMPLATES,
+    RERANK,
+    UPLOAD_ERRORS,
+    ClassifyOut,
+    ClassifyRequest,
+    ClassOut,
+    EmbeddedOut,
+    EmbedOut,
+    EmbedRequest,
+    ErrorOut,
+    HealthOut,
+    IndexInfo,
+    LimitsInfo,
+    LoadInfo,
+    SearchOut,
+    SearchRequest,
+    SpaceInfo,
+)
+from .sniff import SNIFF_BYTES, sniff
 from .state import NotFound, ServeConfig, Service, UploadError
 
 STATIC = Path(__file__).parent / "static"
-MAX_K = 100
-MAX_TEXT = 2000
-MAX_LABELS = 256  # class names per /classify request
-MAX_TEMPLATES = 8
-RERANK = Literal["csls", "qbnorm", "invgc"]
-PAGE_CSP = (
-    "default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; style-src 'self'; "
-    "script-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
-)
-ITEM_CSP = "default-src 'none'; style-src 'unsafe-inline'; sandbox"
-
-
-# ---------------------------------------------------------------------------------------
-# request / response models
-# ---------------------------------------------------------------------------------------
-class ErrorOut(BaseModel):
-    detail: str = Field(description="What is wrong, naming the input or item.")
-
-
-class QueryInput(BaseModel):
-    """One text input of a fused query."""
-
-    model_config = ConfigDict(extra="forbid")
-    modality: str = Field("text", max_length=100, description="A bound text modality (text, text_fr, ...).")
-    text: str = Field(min_length=1, max_length=MAX_TEXT)
-    weight: float = Field(1.0, ge=-100, le=100, allow_inf_nan=False)
-
-
-LabelFilter = dict[Annotated[str, Field(max_length=200)], str | Annotated[list[str], Field(max_length=50)]]
-
-
-class SearchRequest(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={"examples": [{"text": "a barking dog", "k": 10, "modality": ["image"]}]},
-    )
-    text: str | None = Field(None, max_length=MAX_TEXT, description="A text query (modality 'text').")
-    inputs: list[QueryInput] = Field(
-        default_factory=list, max_length=16, description="More inputs, fused with `text`: weighted mean, renormalised."
-    )
-    k: int = Field(10, ge=1, le=MAX_K, description="Number of results.")
-    modality: str | Annotated[list[str], Field(max_length=16)] | None = Field(
-        None, description="Only return items of this modality (or these); default any."
-    )
-    labels: LabelFilter = Field(
-        default_factory=dict,
-        max_length=16,
-        description='Label filters, e.g. {"top": "animals"}; every key must match, a list matches any of its values.',
-    )
-    rerank: RERANK | None = Field(None, description="Hubness correction of the scores (see anybind.rerank).")
-
-
-class HitOut(BaseModel):
-    rank: int = Field(ge=1)
-    id: str
-    modality: str
-    media: Literal["image", "audio", "text", "other"]
-    score: float
-    labels: dict[str, Any]
-    text: str | None = Field(None, description="The item itself, for text modalities.")
-    url: str | None = Field(None, description="GET it to fetch the stored item (file modalities).")
-    thumb_url: str | None = Field(None, description="GET it for a JPEG thumbnail (images).")
-
-
-class SearchOut(BaseModel):
-    hits: list[HitOut]
-    query_modalities: list[str]
-    took_ms: float
-
-
-class EmbedRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"texts": ["a barking dog"]}]})
-    modality: str = Field("text", max_length=100, description="A bound text modality.")
-    texts: list[Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]] = Field(min_length=1, max_length=64)
-
-
-class EmbeddedOut(BaseModel):
-    modality: str
-    name: str | None = Field(None, description="The uploaded file's name (uploads only).")
-    vector: list[float]
-
-
-class EmbedOut(BaseModel):
-    dim: int
-    items: list[EmbeddedOut]
-    took_ms: float
-
-
-class ClassifyRequest(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={"examples": [{"text": "it barks at the postman", "labels": ["dog", "cat", "bird"]}]},
-    )
-    text: str | None = Field(None, max_length=MAX_TEXT, description="The text to classify.")
-    inputs: list[QueryInput] = Field(default_factory=list, max_length=16, description="More inputs, fused.")
-    labels: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
-        min_length=1, max_length=MAX_LABELS, description="Candidate class names."
-    )
-    templates: list[Annotated[str, Field(min_length=2, max_length=500)]] = Field(
-        default_factory=lambda: ["a {}."],
-        min_length=1,
-        max_length=MAX_TEMPLATES,
-        description="Prompt templates; each class is the mean of its filled templates' embeddings.",
-    )
-
-
-class ClassOut(BaseModel):
-    label: str
-    score: float = Field(description="Cosine of the query with the class's prompt-ensemble embedding.")
-    probability: float = Field(ge=0, le=1, description="Softmax of the scores at the space's temperature.")
-
-
-class ClassifyOut(BaseModel):
-    results: list[ClassOut]
-    query_modalities: list[str]
-    templates: list[str]
-    took_ms: float
-
-
-class SpaceInfo(BaseModel):
-    identity: str
-    dim: int
-    encoders: dict[str, str]
-    temperature: float
-
-
-class IndexInfo(BaseModel):
-    rows: int
-    counts: dict[str, int]
-
-
-class LimitsInfo(BaseModel):
-    max_upload_bytes: int
-    max_files: int
-    concurrency: int
-    max_queue: int
-    queue_timeout: float
-    max_k: int
-
-
-class LoadInfo(BaseModel):
-    running: int
-    waiting: int
-
-
-class HealthOut(BaseModel):
-    status: Literal["ok"]
-    anybind_version: str
-    space: SpaceInfo
-    index: IndexInfo
-    text_modalities: list[str] = Field(description="Modalities a text query may name.")
-    upload_modalities: dict[str, str] = Field(description="Uploaded image / sound -> the modality it is embedded as.")
-    media: dict[str, str] = Field(description="Each bound modality's media (image, audio, text, other).")
-    limits: LimitsInfo
-    load: LoadInfo
-    uptime_s: float
-
-
-ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorOut, "description": "Unusable query: empty, unknown modality, undecodable file, too many files..."},
-    413: {"model": ErrorOut, "description": "Request body over the upload cap."},
-    503: {"model": ErrorOut, "description": "Busy: every worker slot taken and the queue full (see Retry-After)."},
-}
-UPLOAD_ERRORS = {**ERRORS, 415: {"model": ErrorOut, "description": "Not an image or sound this service reads."}}
-ITEM_TYPES = {t: {} for t in (*MIME_TYPES, "text/plain", "application/octet-stream")}
-
-
-# ---------------------------------------------------------------------------------------
-# admission control and body limits
-# ---------------------------------------------------------------------------------------
-class Busy(Exception):
-    """Every slot is taken and the queue is full, or a request waited too long (HTTP 503)."""
-
-
-class Gate:
-    """At most ``concurrency`` jobs in worker threads; up to ``max_queue`` waiting, each at most ``timeout`` s."""
-
-    def __init__(self, concurrency: int, max_queue: int, timeout: float):
-        self.concurrency = max(1, int(concurrency))
-        self.sem = anyio.Semaphore(self.concurrency)
-        self.threads = anyio.CapacityLimiter(self.concurrency)
-        self.max_queue = max(0, int(max_queue))
-        self.timeout = float(timeout)
-        self.waiting = 0
-        self.running = 0
-
-    async def run(self, fn, *args, **kwargs):
-        if self.sem.value == 0 and self.waiting >= self.max_queue:
-            raise Busy(f"busy: {self.running} requests running and {self.waiting} waiting; retry shortly")
-        self.waiting += 1
-        try:
-            with anyio.move_on_after(self.timeout) as scope:
-                await self.sem.acquire()
-        finally:
-            self.waiting -= 1
-        if scope.cancelled_caught:
-            raise Busy(f"busy: no worker slot became free within {self.timeout:g} s; retry shortly")
-        self.running += 1
-        try:
-            return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs), limiter=self.threads)
-        finally:
-            self.running -= 1
-            self.sem.release()
-
-
-async def _send_json(send, status: int, detail: str, headers: list[tuple[bytes, bytes]] = ()) -> None:
-    import json
-
-    body = json.dumps({"detail": detail}).encode()
-    hdrs = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers]
-    await send({"type": "http.response.start", "status": status, "headers": hdrs})
-    await send({"type": "http.response.body", "body": body})
-
-
-class BodyLimit:
-    """Pure ASGI middleware: 413 for a request body over ``max_bytes`` (declared or streamed)."""
-
-    def __init__(self, app, max_bytes: int):
-        self.app = app
-        self.max_bytes = int(max_bytes)
-
-    def _message(self) -> str:
-        return f"request body over the upload cap of {self.max_bytes} bytes ({self.max_bytes / 2**20:.1f} MiB)"
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
-            return await self.app(scope, receive, send)
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and (not declared.strip().isdigit() or int(declared) > self.max_bytes):
-            return await _send_json(send, 413, self._message(), [(b"connection", b"close")])
-        seen = 0
-
-        async def limited():
-            nonlocal seen
-            msg = await receive()
-            if msg["type"] == "http.request":
-                seen += len(msg.get("body", b""))
-                if seen > self.max_bytes:
-                    raise HTTPException(413, self._message())
-            return msg
-
-        await self.app(scope, limited, send)
 
 
 def _swagger_dir() -> str | None:
@@ -313,131 +98,6 @@ def _swagger_dir() -> str | None:
 
 
 _SWAGGER_DIR = _swagger_dir()
-
-
-class SecurityHeaders:
-    """Pure ASGI middleware: nosniff everywhere; a strict CSP on the page and on stored items."""
-
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        path = scope["path"]
-        extra = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer")]
-        if path == "/" or path.startswith("/static/"):
-            extra.append((b"content-security-policy", PAGE_CSP.encode()))
-        elif path.startswith(("/items/", "/thumbs/")):
-            extra.append((b"content-security-policy", ITEM_CSP.encode()))
-
-        async def send_with_headers(msg):
-            if msg["type"] == "http.response.start":
-                msg = {**msg, "headers": [*msg.get("headers", []), *extra]}
-            await send(msg)
-
-        await self.app(scope, receive, send_with_headers)
-
-
-# ---------------------------------------------------------------------------------------
-# helpers
-# ---------------------------------------------------------------------------------------
-def _quote_id(item_id: str) -> str:
-    """An item id as URL path segments: every segment percent-encoded, dot segments too."""
-    segs = []
-    for s in item_id.split("/"):
-        q = quote(s, safe="")
-        segs.append(q.replace(".", "%2E") if s in (".", "..") else q)
-    return "/".join(segs)
-
-
-def _hit_out(svc: Service, h: Hit) -> HitOut:
-    media = svc.media.get(h.modality, "other")
-    url = thumb = text = None
-    if media == "text":
-        text = h.source
-    else:
-        ref = f"{_quote_id(h.id)}?modality={quote(h.modality, safe='')}"
-        url = f"/items/{ref}"
-        if media == "image":
-            thumb = f"/thumbs/{ref}"
-    return HitOut(
-        rank=h.rank, id=h.id, modality=h.modality, media=media, score=h.score, labels=h.labels, text=text,
-        url=url, thumb_url=thumb,
-    )
-
-
-def _text_parts(svc: Service, text: str | None, inputs: list[QueryInput]) -> list[tuple[str, Any, float]]:
-    parts: list[tuple[str, Any, float]] = []
-    if text is not None:
-        if not text.strip():
-            raise QueryError("empty text query: give some text")
-        parts.append(("text", text, 1.0))
-    for i in inputs:
-        parts.append((svc.check_text_modality(i.modality), i.text, float(i.weight)))
-    return parts
-
-
-async def _read_uploads(svc: Service, files: list[UploadFile]) -> list[tuple[bytes, str]]:
-    if len(files) > svc.config.max_files:
-        raise QueryError(f"{len(files)} files in one request: at most {svc.config.max_files}")
-    out = []
-    for f in files:
-        out.append((await f.read(), f.filename or "upload"))
-    return out
-
-
-def _upload_parts(
-    svc: Service,
-    uploads: list[tuple[bytes, str]],
-    texts: list[str],
-    weights: list[float],
-    file_modality: list[str],
-    text_modality: str,
-) -> tuple[list[tuple[str, Any, float]], list[tuple[Path, str]]]:
-    """Stage uploads (sniffed, written to private temporary files) and build the fused query's parts.
-
-    Weights follow the order texts, then files; returns the parts and the staged files (to delete)."""
-    n = len(texts) + len(uploads)
-    if weights and len(weights) != n:
-        raise QueryError(f"{len(weights)} weights for {n} query inputs (texts first, then files)")
-    if file_modality and len(file_modality) != len(uploads):
-        raise QueryError(f"{len(file_modality)} file_modality values for {len(uploads)} files")
-    w = list(weights) if weights else [1.0] * n
-    parts: list[tuple[str, Any, float]] = []
-    if texts:
-        svc.check_text_modality(text_modality)
-    for t, wt in zip(texts, w):
-        if not t.strip():
-            raise QueryError("empty text query: give some text")
-        parts.append((text_modality, t, wt))
-    staged: list[tuple[Path, str]] = []
-    try:
-        for j, (data, name) in enumerate(uploads):
-            m, path, shown = svc.stage(data, name, file_modality[j] if file_modality else None)
-            staged.append((path, shown))
-            parts.append((m, str(path), w[len(texts) + j]))
-    except BaseException:
-        _unstage(staged)
-        raise
-    return parts, staged
-
-
-def _unstage(staged: list[tuple[Path, str]]) -> None:
-    for p, _ in staged:
-        p.unlink(missing_ok=True)
-
-
-def _named(e: Exception, staged: list[tuple[Path, str]]) -> str:
-    """An error message with the private temporary paths replaced by the uploads' names."""
-    msg = str(e)
-    for p, shown in staged:
-        msg = msg.replace(str(p), shown)
-    return msg
-
-
-def _ms(t0: float) -> float:
-    return round((time.perf_counter() - t0) * 1000, 2)
 
 
 # ---------------------------------------------------------------------------------------

@@ -1,0 +1,110 @@
+"""Request plumbing shared by the routes: query parts from texts and uploads, hits as ``HitOut``."""
+
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import UploadFile
+
+from ..index import Hit, QueryError
+from .schemas import HitOut, QueryInput
+from .state import Service
+
+
+def _quote_id(item_id: str) -> str:
+    """An item id as URL path segments: every segment percent-encoded, dot segments too."""
+    segs = []
+    for s in item_id.split("/"):
+        q = quote(s, safe="")
+        segs.append(q.replace(".", "%2E") if s in (".", "..") else q)
+    return "/".join(segs)
+
+
+def _hit_out(svc: Service, h: Hit) -> HitOut:
+    media = svc.media.get(h.modality, "other")
+    url = thumb = text = None
+    if media == "text":
+        text = h.source
+    else:
+        ref = f"{_quote_id(h.id)}?modality={quote(h.modality, safe='')}"
+        url = f"/items/{ref}"
+        if media == "image":
+            thumb = f"/thumbs/{ref}"
+    return HitOut(
+        rank=h.rank, id=h.id, modality=h.modality, media=media, score=h.score, labels=h.labels, text=text,
+        url=url, thumb_url=thumb,
+    )
+
+
+def _text_parts(svc: Service, text: str | None, inputs: list[QueryInput]) -> list[tuple[str, Any, float]]:
+    parts: list[tuple[str, Any, float]] = []
+    if text is not None:
+        if not text.strip():
+            raise QueryError("empty text query: give some text")
+        parts.append(("text", text, 1.0))
+    for i in inputs:
+        parts.append((svc.check_text_modality(i.modality), i.text, float(i.weight)))
+    return parts
+
+
+async def _read_uploads(svc: Service, files: list[UploadFile]) -> list[tuple[bytes, str]]:
+    if len(files) > svc.config.max_files:
+        raise QueryError(f"{len(files)} files in one request: at most {svc.config.max_files}")
+    out = []
+    for f in files:
+        out.append((await f.read(), f.filename or "upload"))
+    return out
+
+
+def _upload_parts(
+    svc: Service,
+    uploads: list[tuple[bytes, str]],
+    texts: list[str],
+    weights: list[float],
+    file_modality: list[str],
+    text_modality: str,
+) -> tuple[list[tuple[str, Any, float]], list[tuple[Path, str]]]:
+    """Stage uploads (sniffed, written to private temporary files) and build the fused query's parts.
+
+    Weights follow the order texts, then files; returns the parts and the staged files (to delete)."""
+    n = len(texts) + len(uploads)
+    if weights and len(weights) != n:
+        raise QueryError(f"{len(weights)} weights for {n} query inputs (texts first, then files)")
+    if file_modality and len(file_modality) != len(uploads):
+        raise QueryError(f"{len(file_modality)} file_modality values for {len(uploads)} files")
+    w = list(weights) if weights else [1.0] * n
+    parts: list[tuple[str, Any, float]] = []
+    if texts:
+        svc.check_text_modality(text_modality)
+    for t, wt in zip(texts, w):
+        if not t.strip():
+            raise QueryError("empty text query: give some text")
+        parts.append((text_modality, t, wt))
+    staged: list[tuple[Path, str]] = []
+    try:
+        for j, (data, name) in enumerate(uploads):
+            m, path, shown = svc.stage(data, name, file_modality[j] if file_modality else None)
+            staged.append((path, shown))
+            parts.append((m, str(path), w[len(texts) + j]))
+    except BaseException:
+        _unstage(staged)
+        raise
+    return parts, staged
+
+
+def _unstage(staged: list[tuple[Path, str]]) -> None:
+    for p, _ in staged:
+        p.unlink(missing_ok=True)
+
+
+def _named(e: Exception, staged: list[tuple[Path, str]]) -> str:
+    """An error message with the private temporary paths replaced by the uploads' names."""
+    msg = str(e)
+    for p, shown in staged:
+        msg = msg.replace(str(p), shown)
+    return msg
+
+
+def _ms(t0: float) -> float:
+    return round((time.perf_counter() - t0) * 1000, 2)

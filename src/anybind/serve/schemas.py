@@ -1,0 +1,165 @@
+"""The service's request / response models and the limits they enforce (see :mod:`anybind.serve.app`)."""
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .sniff import MIME_TYPES
+
+MAX_K = 100
+MAX_TEXT = 2000
+MAX_LABELS = 256  # class names per /classify request
+MAX_TEMPLATES = 8
+RERANK = Literal["csls", "qbnorm", "invgc"]
+
+
+class ErrorOut(BaseModel):
+    detail: str = Field(description="What is wrong, naming the input or item.")
+
+
+class QueryInput(BaseModel):
+    """One text input of a fused query."""
+
+    model_config = ConfigDict(extra="forbid")
+    modality: str = Field("text", max_length=100, description="A bound text modality (text, text_fr, ...).")
+    text: str = Field(min_length=1, max_length=MAX_TEXT)
+    weight: float = Field(1.0, ge=-100, le=100, allow_inf_nan=False)
+
+
+LabelFilter = dict[Annotated[str, Field(max_length=200)], str | Annotated[list[str], Field(max_length=50)]]
+
+
+class SearchRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"text": "a barking dog", "k": 10, "modality": ["image"]}]},
+    )
+    text: str | None = Field(None, max_length=MAX_TEXT, description="A text query (modality 'text').")
+    inputs: list[QueryInput] = Field(
+        default_factory=list, max_length=16, description="More inputs, fused with `text`: weighted mean, renormalised."
+    )
+    k: int = Field(10, ge=1, le=MAX_K, description="Number of results.")
+    modality: str | Annotated[list[str], Field(max_length=16)] | None = Field(
+        None, description="Only return items of this modality (or these); default any."
+    )
+    labels: LabelFilter = Field(
+        default_factory=dict,
+        max_length=16,
+        description='Label filters, e.g. {"top": "animals"}; every key must match, a list matches any of its values.',
+    )
+    rerank: RERANK | None = Field(None, description="Hubness correction of the scores (see anybind.rerank).")
+
+
+class HitOut(BaseModel):
+    rank: int = Field(ge=1)
+    id: str
+    modality: str
+    media: Literal["image", "audio", "text", "other"]
+    score: float
+    labels: dict[str, Any]
+    text: str | None = Field(None, description="The item itself, for text modalities.")
+    url: str | None = Field(None, description="GET it to fetch the stored item (file modalities).")
+    thumb_url: str | None = Field(None, description="GET it for a JPEG thumbnail (images).")
+
+
+class SearchOut(BaseModel):
+    hits: list[HitOut]
+    query_modalities: list[str]
+    took_ms: float
+
+
+class EmbedRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"texts": ["a barking dog"]}]})
+    modality: str = Field("text", max_length=100, description="A bound text modality.")
+    texts: list[Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]] = Field(min_length=1, max_length=64)
+
+
+class EmbeddedOut(BaseModel):
+    modality: str
+    name: str | None = Field(None, description="The uploaded file's name (uploads only).")
+    vector: list[float]
+
+
+class EmbedOut(BaseModel):
+    dim: int
+    items: list[EmbeddedOut]
+    took_ms: float
+
+
+class ClassifyRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"text": "it barks at the postman", "labels": ["dog", "cat", "bird"]}]},
+    )
+    text: str | None = Field(None, max_length=MAX_TEXT, description="The text to classify.")
+    inputs: list[QueryInput] = Field(default_factory=list, max_length=16, description="More inputs, fused.")
+    labels: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
+        min_length=1, max_length=MAX_LABELS, description="Candidate class names."
+    )
+    templates: list[Annotated[str, Field(min_length=2, max_length=500)]] = Field(
+        default_factory=lambda: ["a {}."],
+        min_length=1,
+        max_length=MAX_TEMPLATES,
+        description="Prompt templates; each class is the mean of its filled templates' embeddings.",
+    )
+
+
+class ClassOut(BaseModel):
+    label: str
+    score: float = Field(description="Cosine of the query with the class's prompt-ensemble embedding.")
+    probability: float = Field(ge=0, le=1, description="Softmax of the scores at the space's temperature.")
+
+
+class ClassifyOut(BaseModel):
+    results: list[ClassOut]
+    query_modalities: list[str]
+    templates: list[str]
+    took_ms: float
+
+
+class SpaceInfo(BaseModel):
+    identity: str
+    dim: int
+    encoders: dict[str, str]
+    temperature: float
+
+
+class IndexInfo(BaseModel):
+    rows: int
+    counts: dict[str, int]
+
+
+class LimitsInfo(BaseModel):
+    max_upload_bytes: int
+    max_files: int
+    concurrency: int
+    max_queue: int
+    queue_timeout: float
+    max_k: int
+
+
+class LoadInfo(BaseModel):
+    running: int
+    waiting: int
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok"]
+    anybind_version: str
+    space: SpaceInfo
+    index: IndexInfo
+    text_modalities: list[str] = Field(description="Modalities a text query may name.")
+    upload_modalities: dict[str, str] = Field(description="Uploaded image / sound -> the modality it is embedded as.")
+    media: dict[str, str] = Field(description="Each bound modality's media (image, audio, text, other).")
+    limits: LimitsInfo
+    load: LoadInfo
+    uptime_s: float
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorOut, "description": "Unusable query: empty, unknown modality, undecodable file, too many files..."},
+    413: {"model": ErrorOut, "description": "Request body over the upload cap."},
+    503: {"model": ErrorOut, "description": "Busy: every worker slot taken and the queue full (see Retry-After)."},
+}
+UPLOAD_ERRORS = {**ERRORS, 415: {"model": ErrorOut, "description": "Not an image or sound this service reads."}}
+ITEM_TYPES = {t: {} for t in (*MIME_TYPES, "text/plain", "application/octet-stream")}
