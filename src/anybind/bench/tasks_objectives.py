@@ -138,8 +138,8 @@ def _timing(batch: int, dim: int, repeats: int, seed: int, threads: int = 1) -> 
 
     Both run with the same number of torch threads, 1 by default: what anybind's trainer uses
     (``TrainConfig.threads``), and the setting whose ratio swings least with how busy the machine's
-    other cores are.  2-core machine, d=16, with the tiled exp2 loss: 13.5-14.5x at 1 thread, 14.0x
-    at 2 threads, quiet (the earlier loss over a materialised 256^3 tensor: 8.7x / 9.7x quiet).
+    other cores are.  2-core machine, d=16, with the tiled exp2 loss: 17.7x at 1 thread (d=256: 3.6x),
+    quiet (the earlier loss over a materialised 256^3 tensor: 8.7x at 1 thread, 9.7x at 2, quiet).
     """
     import symile
 
