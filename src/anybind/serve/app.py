@@ -414,7 +414,7 @@ def create_app(
         size: Annotated[int, Query(ge=16, le=512)] = 160,
     ) -> Response:
         svc: Service = request.state.svc
-        it = svc.item(item_id, modality)
+        it = await anyio.to_thread.run_sync(svc.item, item_id, modality)  # may reload the index: off the event loop
         if it.media != "image":
             raise NotFound(f"item {item_id!r} ({it.modality}) is not an image: no thumbnail")
         try:
