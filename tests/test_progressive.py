@@ -183,6 +183,21 @@ def test_training_free_dim_chosen_on_val_and_svd_reuse_is_exact(tmp_path):
             assert all(np.array_equal(a[m].W, b[m].W) for m in a)
 
 
+def test_cli_training_free_honours_dim_when_given(tmp_path):
+    """`anybind fit --method procrustes`: the width is chosen on val unless --dim names one."""
+    mans, specs = three_views(tmp_path)
+    enc = [x for m in ("sa", "sb", "sc") for x in ("-e", f"{m}={specs[m]}")]
+    runner = CliRunner()
+    for dim, out in ((None, "auto"), (8, "fixed")):
+        args = ["fit", str(mans["abc"]), *enc, "--method", "procrustes", "--out", str(tmp_path / out),
+                "--cache", str(tmp_path / "c")] + (["--dim", str(dim)] if dim else [])
+        r = runner.invoke(app, args)
+        assert r.exit_code == 0, r.output
+    auto, fixed = Space.load(tmp_path / "auto"), Space.load(tmp_path / "fixed")
+    assert fixed.dim == 8 and set(fixed.info["training"]["val_score_by_dim"]) == {"8"}
+    assert auto.dim == 16 and set(auto.info["training"]["val_score_by_dim"]) == {"16"}  # 16..256, capped by 20-d features
+
+
 @pytest.fixture(scope="module")
 def tux_sounds(tux_dir, tmp_path_factory):
     """The 40 stamps with a sound that test_end_to_end's slice starts with (one session encodes them once)."""

@@ -44,7 +44,9 @@ def fit(
     out: Path = typer.Option(..., "--out", "-o", help="Folder to save the space to."),
     method: str = typer.Option("contrastive", help="contrastive (trained projectors) | procrustes | cca (training-free)."),
     projector: str = typer.Option("mlp", help="mlp | linear."),
-    dim: int = typer.Option(256, help="Shared space width."),
+    dim: Optional[int] = typer.Option(
+        None, help="Shared space width (default 256; procrustes / cca: chosen on val among 16..256 unless given)."
+    ),
     epochs: int = typer.Option(200, help="Maximum epochs (early stopping on val)."),
     batch_size: int = typer.Option(128),
     lr: float = typer.Option(1e-3),
@@ -102,11 +104,11 @@ def fit(
         parse_loss_spec(loss)
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--loss") from None
-    kw = dict(dim=dim, projector=projector, epochs=epochs, batch_size=batch_size, lr=lr,
+    kw = dict(dim=dim or 256, projector=projector, epochs=epochs, batch_size=batch_size, lr=lr,
               weight_decay=weight_decay, temperature=temperature, seed=seed, loss=loss, missing=missing,
               lock=lock, init=init)
     if method != "contrastive":
-        kw = {"seed": seed}
+        kw = {"seed": seed, **({"dim": dim} if dim else {})}
     if stream or ray_workers > 0:
         if method != "contrastive":
             raise typer.BadParameter("--stream / --ray-workers train projectors: use --method contrastive")
