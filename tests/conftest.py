@@ -1,5 +1,6 @@
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -7,6 +8,8 @@ import pytest
 # tests must never reach a model hub
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# remembered media checks go to a fresh file per session, never the user's cache
+os.environ.setdefault("ANYBIND_MEDIA_CHECKS", os.path.join(tempfile.mkdtemp(prefix="anybind-checks-"), "checks.sqlite"))
 sys.path.insert(0, str(Path(__file__).parent))  # for the helper encoders module
 
 STAMPS = Path("/usr/share/tuxpaint/stamps")

@@ -126,3 +126,45 @@ def test_hash_split_proportions():
 
     c = Counter(hash_split(f"id-{i}") for i in range(20000))
     assert abs(c["train"] / 20000 - 0.7) < 0.02 and abs(c["test"] / 20000 - 0.2) < 0.02
+
+
+def test_passed_media_checks_are_remembered_until_the_file_changes(media, tmp_path, monkeypatch):
+    """A file that decoded once is only stat()ed on later loads; a touched or rewritten file is decoded
+    again, a failure is never remembered, and check_cache=False / ANYBIND_MEDIA_CHECKS=off decode all."""
+    import os
+
+    import anybind.data.manifest as mf
+
+    monkeypatch.setenv("ANYBIND_MEDIA_CHECKS", str(tmp_path / "checks" / "c.sqlite"))
+    decoded: list[str] = []
+    real = mf._check_media
+    monkeypatch.setattr(mf, "_check_media", lambda kind, path: (decoded.append(path.name), real(kind, path)))
+    bad = {"id": "c1", "split": "train", "text": "x", "image": "corrupt.png"}
+    p = write(media, [GOOD, bad])
+
+    def load(**kw):
+        decoded.clear()
+        man = load_manifest(p, **kw)
+        return sorted(decoded), [r.id for r in man.records], [(b.id, b.reason) for b in man.bad]
+
+    first = load()
+    assert first[0] == ["corrupt.png", "ok.png", "ok.wav"] and first[1] == ["good"] and first[2][0][0] == "c1"
+    assert load() == (["corrupt.png"], ["good"], first[2])  # good files remembered; the corrupt one reported again
+    st = (media / "ok.png").stat()
+    os.utime(media / "ok.png", ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))  # touched: checked again
+    assert load()[0] == ["corrupt.png", "ok.png"]
+    (media / "ok.wav").write_bytes(b"RIFF" + b"\x00" * 60)  # rewritten, now corrupt: decoded, and reported
+    names, ids, bads = load()
+    assert names == ["corrupt.png", "ok.wav"] and ids == [] and "corrupt file for audio" in dict(bads)["good"]
+    assert load()[0] == ["corrupt.png", "ok.wav"]  # failures are never remembered
+    assert load(check_cache=False)[0] == ["corrupt.png", "ok.png", "ok.wav"]
+    monkeypatch.setenv("ANYBIND_MEDIA_CHECKS", "off")
+    assert load()[0] == ["corrupt.png", "ok.png", "ok.wav"]
+
+
+def test_an_unwritable_check_store_only_warns(media, tmp_path, monkeypatch):
+    (tmp_path / "a-file").write_text("not a folder")
+    monkeypatch.setenv("ANYBIND_MEDIA_CHECKS", str(tmp_path / "a-file" / "c.sqlite"))
+    with pytest.warns(RuntimeWarning, match="media checks are not remembered"):
+        man = load_manifest(write(media, [GOOD]))
+    assert [r.id for r in man.records] == ["good"]

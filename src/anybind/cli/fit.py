@@ -17,15 +17,20 @@ def validate(
     manifest: Path = typer.Argument(..., help="JSONL manifest to check."),
     modalities: Optional[str] = typer.Option(None, help="Only check these fields (comma-separated)."),
     strict: bool = typer.Option(False, help="Exit non-zero if any record is bad."),
+    recheck: bool = typer.Option(
+        False, help="Decode every file again, even those that passed before and have not changed since."
+    ),
 ):
     """Check a manifest without encoding anything: every bad record is listed with its reason.
+
+    Every image, sound and series is decoded; one that passed is remembered (path, size, mtime) and later commands only stat() it until it changes.
 
     Example:  anybind validate data/tux/manifest.jsonl --strict
     """
     from ..data.manifest import load_manifest
 
     try:
-        man = load_manifest(manifest, modalities=_split_csv(modalities), progress=True)
+        man = load_manifest(manifest, modalities=_split_csv(modalities), progress=True, check_cache=not recheck)
     except AnybindError as e:
         _fail(e)
     console.print(man.report(), highlight=False)

@@ -33,9 +33,12 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import DataError
+
+if TYPE_CHECKING:
+    from .checks import MediaChecks
 
 SPLITS = ("train", "val", "test")
 RESERVED = frozenset({"id", "split", "labels", "meta"})
@@ -149,15 +152,20 @@ def modality_kind(name: str, kinds: Mapping[str, str] | None = None) -> str | No
     return BUILTIN_KINDS.get(base_modality(name))
 
 
-def _check_media(name: str, path: Path) -> None:
+def _check_kind(name: str) -> str | None:
+    """What decoding checks a file field (``None``: nothing to decode, e.g. video)."""
+    base = base_modality(name)
+    return {"image": "image", "audio": "audio", "speech": "audio", "timeseries": "timeseries"}.get(base)
+
+
+def _check_media(kind: str, path: Path) -> None:
     from .media import load_audio, load_image
 
-    base = base_modality(name)
-    if base == "image":
+    if kind == "image":
         load_image(path, size=64)
-    elif base in ("audio", "speech"):
+    elif kind == "audio":
         load_audio(path)
-    elif base == "timeseries":
+    elif kind == "timeseries":
         from ..encoders.timeseries import load_series
 
         load_series(path)
@@ -170,6 +178,7 @@ def load_manifest(
     modalities: Iterable[str] | None = None,
     kinds: Mapping[str, str] | None = None,
     check_media: bool = True,
+    check_cache: bool = True,
     progress: bool = False,
 ) -> Manifest:
     """Read and validate a JSONL manifest.
@@ -183,6 +192,9 @@ def load_manifest(
     kinds: extra modality names and their kind (``"file"``, ``"text"``, ``"key"``).
     check_media: decode every image, audio and time series file (catches corrupt files
         before any encoding starts).
+    check_cache: skip files that passed the same check before and have not changed since
+        (same size and modification time; see :mod:`anybind.data.checks`); ``False`` decodes
+        every file again.
     """
     path = Path(path)
     if not path.is_file():
@@ -195,6 +207,11 @@ def load_manifest(
     records: list[Record] = []
     bad: list[BadRecord] = []
     seen: dict[str, int] = {}
+    checks = None
+    if check_media and check_cache:
+        from .checks import MediaChecks, default_checks_path
+
+        checks = MediaChecks(default_checks_path())
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as e:
@@ -214,7 +231,7 @@ def load_manifest(
                 prog.advance(task)
             if not raw.strip():
                 continue
-            rec, err = _parse_record(raw, lineno, root, wanted, kinds, check_media, seen)
+            rec, err = _parse_record(raw, lineno, root, wanted, kinds, check_media, seen, checks)
             if err is not None:
                 bad.append(err)
             else:
@@ -224,6 +241,8 @@ def load_manifest(
     finally:
         if prog is not None:
             prog.stop()
+        if checks is not None:
+            checks.flush()  # what passed so far, even if loading stopped part-way
     man = Manifest(path=path, records=records, bad=bad, kinds=dict(kinds or {}))
     if strict and bad:
         raise DataError(man.report())
@@ -238,6 +257,7 @@ def _parse_record(
     kinds: Mapping[str, str] | None,
     check_media: bool,
     seen: dict[str, int],
+    checks: "MediaChecks | None" = None,
 ) -> tuple[Record | None, BadRecord | None]:
     try:
         obj = json.loads(raw)
@@ -306,10 +326,15 @@ def _parse_record(
                     f.read(1)
             except OSError as e:
                 return bad(f"unreadable file for {name}: {value} ({e.strerror or e})")
-            if check_media:
-                try:
-                    _check_media(name, p)
-                except DataError as e:
-                    return bad(f"corrupt file for {name}: {e}")
+            kind = _check_kind(name) if check_media else None
+            if kind is not None:
+                st = p.stat()
+                if checks is None or not checks.known(p, kind, st):
+                    try:
+                        _check_media(kind, p)
+                    except DataError as e:
+                        return bad(f"corrupt file for {name}: {e}")
+                    if checks is not None:
+                        checks.remember(p, kind, st)
             values[name] = str(p)
     return Record(id=rid, split=split, values=values, labels=labels, meta=obj.get("meta"), line=lineno), None
