@@ -231,3 +231,36 @@ def test_real_tuxpaint_add_audio_through_text(tux_sounds, shared_cache):
     # never paired in training, yet far above chance (R@1 = 0.025, R@10 = 0.25 here)
     for d in ("image->audio", "audio->image"):
         assert res[f"{d}/R@1"] > 0.25 and res[f"{d}/R@10"] > 0.5, res
+
+
+def test_adding_a_modality_to_a_symile_space_trains_the_multilinear_score(tmp_path):
+    """In a Symile space the new modality is scored against an anchor by MIP(new, anchor, missing...):
+    binding trains that score (retrieval far above chance with it), and the old modalities' MIP scores
+    are unchanged (the new modality's stand-in is the all-ones vector)."""
+    from anybind.multilinear import mip_retrieval_from_embeddings, missing_embeddings
+
+    mans, specs = three_views(tmp_path)
+    enc = {m: specs[m] for m in ("sa", "sb", "sc")}
+    space = Space.fit(mans["abc"], encoders=enc, cache=tmp_path / "c", seed=0, loss="symile", dim=16, epochs=40, progress=False)
+    miss = missing_embeddings(space)
+    assert set(miss) == {"sa", "sb", "sc"}
+    man = load_manifest(mans["abc"], kinds=_kinds(specs))
+    ids = [r.id for r in man.split("test")]
+    before = {m: space.embed(m, ids, cache=tmp_path / "c") for m in ("sa", "sb", "sc")}
+    pairs = tmp_path / "a-b2.jsonl"  # the new view, paired with sa only
+    pairs.write_text("".join(json.dumps({"id": r.id, "split": r.split, "sa": True, "sb2": True}) + "\n" for r in man.records))
+    added = space.add_modality("sb2", specs["sb2"], pairs, anchors=["sa"], cache=tmp_path / "c", epochs=30)
+    miss2 = missing_embeddings(added)
+    assert np.array_equal(miss2["sb2"], np.ones(16, np.float32))
+    assert all(np.array_equal(miss2[m], miss[m]) for m in miss)
+    embs = {m: (ids, added.embed(m, ids, cache=tmp_path / "c"), ids) for m in ("sa", "sb", "sc", "sb2")}
+    for m in ("sa", "sb", "sc"):
+        assert np.array_equal(embs[m][1], before[m])
+    old = mip_retrieval_from_embeddings({m: embs[m] for m in ("sa", "sb", "sc")}, miss)
+    new = mip_retrieval_from_embeddings(embs, miss2)
+    assert new["sa->sb/R@1"] == old["sa->sb/R@1"] and new["sb->sc/R@10"] == old["sb->sc/R@10"]
+    chance10 = 10 / len(ids)
+    assert new["sb2->sa/R@10"] > 5 * chance10 and new["sa->sb2/R@10"] > 5 * chance10
+    # the same projector scored without the missing-embedding weights (the cosine it was not trained for) is worse
+    cos = mip_retrieval_from_embeddings(embs, {m: np.ones(16, np.float32) for m in miss2})
+    assert new["sb2->sa/R@10"] > cos["sb2->sa/R@10"]

@@ -20,6 +20,13 @@ How the new projector is trained (:func:`add_modality`):
   new embeddings and the frozen targets, batches per anchor modality, early
   stopping on the validation pairs' retrieval score (epoch 0 competes too).
 
+In a Symile space (scored by the multilinear inner product, see
+:mod:`anybind.multilinear`), the new modality meets anchor ``a`` as
+``MIP(new, a, missing_m...)``: its targets are ``a``'s embeddings times every
+other bound modality's learnt missing embedding, so the pairwise objective
+trains exactly the score used at retrieval, and its own missing embedding is
+the all-ones vector, which leaves every score among the old modalities as it was.
+
 Because everything else is frozen, a modality bound only through text is
 retrievable from images (and the other way round): *emergent* alignment,
 measured by the ``progressive`` bench task.
@@ -249,6 +256,11 @@ def _bind(space, name, spec, data, anchors, *, replace, cache, strict, progress,
             )
     else:
         anchor_list = ([name] if replace else []) + [a for a in anchors if a != name]
+    # a Symile space scores the new modality with anchor a by MIP(new, a, missing_m ...): its targets are
+    # a's embeddings times every other bound modality's learnt missing embedding (see multilinear.py)
+    from .multilinear import missing_embeddings
+
+    missing = {} if replace else missing_embeddings(space)
     targets: dict[str, _Target] = {}
     for a in anchor_list:
         recs = np.array([i for i in have if records[i].has(a)], dtype=np.int64)
@@ -256,7 +268,11 @@ def _bind(space, name, spec, data, anchors, *, replace, cache, strict, progress,
             raise DataError(f"{where}: no record pairs {name!r} with the anchor {a!r}")
         items = [records[i].values[a] for i in recs]
         keys = space.features(a, items, cache=fc, progress=progress)  # checks the encoder identity
-        targets[a] = _Target(a, recs, row_of[recs], space.project(a, keys), keys)
+        emb = space.project(a, keys)
+        for m, w in missing.items():
+            if m != a:
+                emb = emb * w
+        targets[a] = _Target(a, recs, row_of[recs], emb.astype(np.float32), keys)
     for a, t in targets.items():
         n_tr = int(np.isin(t.records, train_idx).sum())
         if n_tr < 2:
@@ -294,6 +310,11 @@ def _bind(space, name, spec, data, anchors, *, replace, cache, strict, progress,
     if replace:
         entry["previous_encoder"] = space.encoders[name]
         entry["previous_identity"] = space.identities.get(name)
+    if missing:
+        # the new modality's stand-in is the neutral element: every MIP score the space gave before
+        # (over the modalities it had) is unchanged
+        info["missing_embeddings"][name] = [1.0] * space.dim
+        entry["scoring"] = "multilinear inner product (Symile space): targets weighted by the other modalities' missing embeddings"
     info.setdefault("lineage", []).append(entry)
     return Space(
         encoders,
