@@ -12,6 +12,10 @@ subset of them, the features come from the feature cache, and the model is tied 
 * :mod:`.base`     :class:`FusionModel`, what every task shares: inputs, modality dropout,
                    reconstruction, balancing, epoch selection, evaluation per subset of present
                    modalities, JSON + safetensors persistence.
+* :mod:`.training` its training mixin: modality dropout, the forward with reconstruction,
+                   ``fit`` and the training loop with OGM-GE / AGM balancing.
+* :mod:`.scoring`  its scoring mixin: validation scores and epoch selection, inference,
+                   contributions, evaluation per subset of present modalities.
 * :mod:`.model`    the tasks on it: :class:`FusionClassifier` and :class:`FusionRegressor`.
 
 Absent modalities are masked (learned missing token + presence mask for concat, softmax over
