@@ -119,3 +119,22 @@ def cluster_cpus() -> float:
     import ray
 
     return float(ray.cluster_resources().get("CPU", 1.0))
+
+
+def free_cpus(wait: float = 0.0, at_least: float = 0.1) -> float:
+    """Logical CPUs of the connected Ray cluster not held by anything now (actors, tasks, other jobs).
+
+    With ``wait`` > 0, polls for up to that many seconds until at least ``at_least`` are free (actors of
+    a pipeline that just ended give their CPUs back asynchronously)."""
+    import gc
+    import time
+
+    import ray
+
+    deadline = time.monotonic() + wait
+    while True:
+        free = float(ray.available_resources().get("CPU", 0.0))
+        if free >= at_least - 1e-9 or time.monotonic() >= deadline:
+            return free
+        gc.collect()  # drops unreferenced pipelines, whose actors then exit
+        time.sleep(0.2)

@@ -30,7 +30,7 @@ import numpy as np
 from ..cache import FeatureCache
 from ..encoders.base import Encoder, get_encoder
 from ..errors import DataError, EncoderError
-from . import cluster_cpus, ray_session
+from . import cluster_cpus, free_cpus, ray_session
 
 #: rows per shard the Ray path commits (the single-process path uses the cache's chunk_size)
 DEFAULT_SHARD_SIZE = 256
@@ -208,12 +208,19 @@ class _EncodeActor:
 
 
 def _resources(concurrency: int, num_gpus: float, cpus_per_actor: float | None) -> tuple[float, float]:
-    """(CPUs per decode task, CPUs per encoder actor): actors never take every CPU, or decoding would starve."""
-    total = cluster_cpus()
-    decode = 1.0 if total >= concurrency + 2 else 0.5
+    """(CPUs per decode task, CPUs per encoder actor), sized to the CPUs free now: the actors never take
+    every free CPU, or the decode tasks could never be scheduled and the pipeline would wait forever (a
+    cluster shared with other jobs, or the actors of a failed run that Ray has not reaped yet)."""
+    free = free_cpus(wait=60.0, at_least=min(1.0, cluster_cpus()))
+    if free < 0.2:
+        raise EncoderError(
+            f"the Ray cluster has {free:g} free CPUs of {cluster_cpus():g} (held by other work): nothing could run; "
+            "retry when it has some, or give --ray-address of another cluster"
+        )
+    decode = 1.0 if free >= concurrency + 2 else min(0.5, free / 4)
     if cpus_per_actor is not None:
         return decode, float(cpus_per_actor)
-    return decode, max(0.1, min(1.0, (total - decode) / max(1, concurrency)))
+    return decode, max(0.05, min(1.0, (free - decode) / max(1, concurrency)))
 
 
 def _compute(concurrency: int):
@@ -295,6 +302,7 @@ def _encode_ray(
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
     uniq = list(dict.fromkeys(str(x) for x in items))
+    free_before = free_cpus()
     decode_cpus, actor_cpus = _resources(concurrency, num_gpus, cpus_per_actor)
     keys, key_errors = _ray_keys(enc, uniq, shard_size, decode_cpus)
     rep.failed += [(it, e) for it, e in zip(uniq, key_errors) if e]
@@ -342,6 +350,7 @@ def _encode_ray(
         if failure is not None:
             ds = None
             _release()  # the failed pipeline's actors hold CPUs until its last reference is gone
+            free_cpus(wait=10.0, at_least=free_before)  # ... and give them back asynchronously (or not: see _resources)
             fc.rescan(identity)
             done = len(fc.keys(identity)) - len(have)
             raise EncoderError(
