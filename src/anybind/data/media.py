@@ -7,6 +7,7 @@ what is wrong, never a traceback from deep inside a codec.
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -65,7 +66,8 @@ def load_image(path: str | Path, size: int | None = None):
         img = Image.open(io.BytesIO(data))
         img.load()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise DataError(f"{path}: corrupt or unsupported image ({e})") from None
+        why = re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-f]+>", "", str(e))  # PIL names its buffer, not the file
+        raise DataError(f"{path}: corrupt or unsupported image ({why})") from None
     if img.width < 1 or img.height < 1:
         raise DataError(f"{path}: image has no pixels")
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
