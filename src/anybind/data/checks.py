@@ -71,13 +71,13 @@ class MediaChecks:
 
     def known(self, path: Path, kind: str, st: os.stat_result) -> bool:
         """Whether ``path`` passed a ``kind`` check as it is now (same size and mtime)."""
-        ok = self._known.get((str(path), kind)) == (st.st_size, st.st_mtime_ns, CHECK_VERSION)
+        ok = self._known.get((str(path.absolute()), kind)) == (st.st_size, st.st_mtime_ns, CHECK_VERSION)
         self.hits += ok
         return ok
 
     def remember(self, path: Path, kind: str, st: os.stat_result) -> None:
         if self.path is not None:
-            self._new.append((str(path), kind, st.st_size, st.st_mtime_ns, CHECK_VERSION))
+            self._new.append((str(path.absolute()), kind, st.st_size, st.st_mtime_ns, CHECK_VERSION))
 
     def flush(self) -> None:
         """Write the checks passed since the last flush, in one transaction."""
