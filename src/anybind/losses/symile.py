@@ -60,7 +60,7 @@ class _CubeMeanLSE(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, P, z, s, shift, m_count, tile_rows):
-        n, d = z.shape
+        n = z.shape[0]
         M, rows = m_count, P.shape[0]
         # (T - shift) log2(e) = [log2(e) s P, 1] @ [z, -log2(e) shift]^T, one GEMM per tile; exp(T - shift)
         # is then exp2 of it, which torch computes ~2.7x faster than exp
