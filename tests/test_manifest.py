@@ -147,9 +147,11 @@ def test_passed_media_checks_are_remembered_until_the_file_changes(media, tmp_pa
         man = load_manifest(p, **kw)
         return sorted(decoded), [r.id for r in man.records], [(b.id, b.reason) for b in man.bad]
 
+    assert load_manifest(p, check_media=False).media_checks == {"decoded": 0, "unchanged": 0}
     first = load()
     assert first[0] == ["corrupt.png", "ok.png", "ok.wav"] and first[1] == ["good"] and first[2][0][0] == "c1"
     assert load() == (["corrupt.png"], ["good"], first[2])  # good files remembered; the corrupt one reported again
+    assert load_manifest(p).media_checks == {"decoded": 1, "unchanged": 2}
     st = (media / "ok.png").stat()
     os.utime(media / "ok.png", ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))  # touched: checked again
     assert load()[0] == ["corrupt.png", "ok.png"]

@@ -34,6 +34,10 @@ def validate(
     except AnybindError as e:
         _fail(e)
     console.print(man.report(), highlight=False)
+    mc = man.media_checks
+    if mc["decoded"] or mc["unchanged"]:
+        console.print(f"media files: {mc['decoded']} decoded, {mc['unchanged']} unchanged since they last passed "
+                      "(--recheck decodes every one)", highlight=False)
     console.print_json(data=man.counts())
     if strict and man.bad:
         raise typer.Exit(1)

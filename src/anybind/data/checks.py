@@ -47,7 +47,6 @@ class MediaChecks:
         self.path = Path(path) if path is not None else None
         self._known: dict[tuple[str, str], tuple[int, int, int]] = {}
         self._new: list[tuple[str, str, int, int, int]] = []
-        self.hits = 0
         if self.path is not None:
             try:
                 db = self._connect()
@@ -71,9 +70,7 @@ class MediaChecks:
 
     def known(self, path: Path, kind: str, st: os.stat_result) -> bool:
         """Whether ``path`` passed a ``kind`` check as it is now (same size and mtime)."""
-        ok = self._known.get((str(path.absolute()), kind)) == (st.st_size, st.st_mtime_ns, CHECK_VERSION)
-        self.hits += ok
-        return ok
+        return self._known.get((str(path.absolute()), kind)) == (st.st_size, st.st_mtime_ns, CHECK_VERSION)
 
     def remember(self, path: Path, kind: str, st: os.stat_result) -> None:
         if self.path is not None:

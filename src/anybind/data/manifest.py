@@ -100,6 +100,8 @@ class Manifest:
     records: list[Record]
     bad: list[BadRecord]
     kinds: dict[str, str]
+    #: media files decoded by this load, and those skipped because they passed before, unchanged
+    media_checks: dict[str, int] = field(default_factory=lambda: {"decoded": 0, "unchanged": 0})
 
     @property
     def modalities(self) -> list[str]:
@@ -207,6 +209,7 @@ def load_manifest(
     records: list[Record] = []
     bad: list[BadRecord] = []
     seen: dict[str, int] = {}
+    tally = {"decoded": 0, "unchanged": 0}
     checks = None
     if check_media and check_cache:
         from .checks import MediaChecks, default_checks_path
@@ -231,7 +234,7 @@ def load_manifest(
                 prog.advance(task)
             if not raw.strip():
                 continue
-            rec, err = _parse_record(raw, lineno, root, wanted, kinds, check_media, seen, checks)
+            rec, err = _parse_record(raw, lineno, root, wanted, kinds, check_media, seen, checks, tally)
             if err is not None:
                 bad.append(err)
             else:
@@ -243,7 +246,7 @@ def load_manifest(
             prog.stop()
         if checks is not None:
             checks.flush()  # what passed so far, even if loading stopped part-way
-    man = Manifest(path=path, records=records, bad=bad, kinds=dict(kinds or {}))
+    man = Manifest(path=path, records=records, bad=bad, kinds=dict(kinds or {}), media_checks=tally)
     if strict and bad:
         raise DataError(man.report())
     return man
@@ -258,6 +261,7 @@ def _parse_record(
     check_media: bool,
     seen: dict[str, int],
     checks: "MediaChecks | None" = None,
+    tally: dict[str, int] | None = None,
 ) -> tuple[Record | None, BadRecord | None]:
     try:
         obj = json.loads(raw)
@@ -329,7 +333,12 @@ def _parse_record(
             kind = _check_kind(name) if check_media else None
             if kind is not None:
                 st = p.stat()
-                if checks is None or not checks.known(p, kind, st):
+                if checks is not None and checks.known(p, kind, st):
+                    if tally is not None:
+                        tally["unchanged"] += 1
+                else:
+                    if tally is not None:
+                        tally["decoded"] += 1
                     try:
                         _check_media(kind, p)
                     except DataError as e:
