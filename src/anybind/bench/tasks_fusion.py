@@ -361,7 +361,8 @@ def _mean_predictor_mae(folds: list[tuple[Any, Any]], target: str, subsets: list
         mean = float(np.mean([float(r.labels[target]) for r in man.split("train")]))
         for r in man.split("test"):
             for sub in subsets:
-                if all(m in r.values for m in sub.split("+")):
+                held = any(m in r.values for m in MODS) if sub == ALL_AVAILABLE else all(m in r.values for m in sub.split("+"))
+                if held:
                     err[sub] = err.get(sub, 0.0) + abs(float(r.labels[target]) - mean)
                     cnt[sub] = cnt.get(sub, 0) + 1
     return {s: err[s] / cnt[s] for s in subsets if cnt.get(s)}
