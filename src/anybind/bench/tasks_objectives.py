@@ -416,6 +416,9 @@ def objectives_task(work: Path, cache=None, seed: int = 0, console=None, *, seed
         notes.append("fashion-mnist: the same spaces (bound on Tux Paint only, plain encoders, no label bridge) classify "
                      f"the first {int(fashion_mnist)} Fashion-MNIST test images among 10 class prompts (5-template "
                      "ensemble; chance 0.100); _centred subtracts the test images' mean embedding first")
+    elif int(fashion_mnist) > 0:
+        notes.append("fashion-mnist zero-shot SKIPPED: the data set could not be built (Debian package "
+                     "dataset-fashion-mnist; the reason is printed above): objectives compared on Tux Paint alone")
     for name, r in res.items():
         if name == "infonce":
             continue
