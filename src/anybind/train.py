@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import itertools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -139,17 +139,19 @@ class FeatureSet:
         )
 
 
-def _pairs(fs: FeatureSet, cfg: TrainConfig, train_idx: np.ndarray) -> list[tuple[str, str]]:
+def choose_pairs(
+    cfg: TrainConfig, modalities: Sequence[str], train_count: Callable[[str, str], int]
+) -> list[tuple[str, str]]:
+    """The modality pairs trained: ``cfg.pairs`` (checked against ``modalities``), else every pair with
+    at least 2 training records (``train_count(a, b)``).  Shared by the in-memory and streaming trainers."""
     if cfg.pairs:
         out = []
         for p in cfg.pairs:
-            if len(p) != 2 or any(m not in fs.feats for m in p):
-                raise DataError(f"bad pair {p}: both must be bound modalities ({fs.modalities})")
+            if len(p) != 2 or any(m not in modalities for m in p):
+                raise DataError(f"bad pair {p}: both must be bound modalities ({list(modalities)})")
             out.append((p[0], p[1]))
         return out
-    return [
-        (a, b) for a, b in itertools.combinations(fs.modalities, 2) if len(fs.with_pair(train_idx, a, b)) >= 2
-    ]
+    return [(a, b) for a, b in itertools.combinations(modalities, 2) if train_count(a, b) >= 2]
 
 
 def val_score(
@@ -284,7 +286,7 @@ def _train_space(fs: FeatureSet, cfg: TrainConfig, *, progress: bool = True):
     train_idx, val_idx = fs.split_idx("train"), fs.split_idx("val")
     if len(train_idx) < 2:
         raise DataError(f"need at least 2 training records, found {len(train_idx)} (check the 'split' fields)")
-    pairs = _pairs(fs, cfg, train_idx)
+    pairs = choose_pairs(cfg, fs.modalities, lambda a, b: len(fs.with_pair(train_idx, a, b)))
     if cfg.lock is not None and cfg.lock not in fs.feats:
         raise DataError(f"lock={cfg.lock!r} is not a bound modality ({', '.join(fs.modalities)})")
     if not pairs:

@@ -24,7 +24,6 @@ temperature, early stopping on the val split's retrieval score.  What differs:
 from __future__ import annotations
 
 import copy
-import itertools
 import json
 import math
 import shutil
@@ -39,7 +38,7 @@ import torch
 from torch import nn
 
 from ..errors import DataError
-from ..train import TrainConfig, pair_terms, val_score
+from ..train import TrainConfig, choose_pairs, pair_terms, val_score
 from .stream import DEFAULT_ROWS_PER_SHARD, PairStream, TrainingShards, write_training_shards
 
 DEFAULT_SHUFFLE_BUFFER = 16384
@@ -77,15 +76,8 @@ def _check_config(cfg: TrainConfig) -> None:
 
 
 def stream_pairs(shards: TrainingShards, cfg: TrainConfig) -> list[tuple[str, str]]:
-    """The modality pairs trained: ``cfg.pairs``, else every pair with at least 2 training records."""
-    if cfg.pairs:
-        out = []
-        for p in cfg.pairs:
-            if len(p) != 2 or any(m not in shards.dims for m in p):
-                raise DataError(f"bad pair {p}: both must be modalities of the shards ({shards.modalities})")
-            out.append((p[0], p[1]))
-        return out
-    return [(a, b) for a, b in itertools.combinations(shards.modalities, 2) if shards.count("train", (a, b)) >= 2]
+    """The modality pairs trained (:func:`anybind.train.choose_pairs` over the shards' counts)."""
+    return choose_pairs(cfg, shards.modalities, lambda a, b: shards.count("train", (a, b)))
 
 
 def build_projectors(shards: TrainingShards, cfg: TrainConfig, stats: dict | None = None) -> dict:
