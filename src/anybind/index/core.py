@@ -76,8 +76,9 @@ class Index(WriteMixin, AnnMixin, QueryMixin, SearchMixin, ClassifyMixin):
         return int(self.table.count_rows())
 
     def counts(self) -> dict[str, int]:
-        """Rows per modality."""
-        snap_mods = self._column("modality")
+        """Rows per modality (from the in-memory snapshot when it is current, else one column read)."""
+        snap = self._snap
+        snap_mods = snap.modality if snap is not None and snap.version == self.table.version else self._column("modality")
         vals, cnt = (
             np.unique(np.asarray(snap_mods, dtype=object), return_counts=True) if len(snap_mods) else ([], [])
         )
