@@ -43,6 +43,7 @@ replaced, when, with which encoder (and its identity), from which data
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -63,6 +64,8 @@ from .projectors import Projector, ProjectorConfig
 
 if TYPE_CHECKING:
     from .space import Space
+
+log = logging.getLogger(__name__)
 
 #: ridge shrinkage candidates (lam = alpha * n), chosen on the validation pairs
 RIDGE_ALPHAS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
@@ -470,7 +473,7 @@ def _train_projector(space, feats, row_of, targets: Mapping[str, _Target], train
             else:
                 bad += 1
             if progress:
-                print(f"epoch {epoch + 1}: loss {ep_loss / steps:.4f} val {score:.4f} best {best:.4f}", flush=True)
+                log.info("epoch %d: loss %.4f val %.4f best %.4f", epoch + 1, ep_loss / steps, score, best)
             if bad >= cfg.patience:
                 break
         if best_state is not None:

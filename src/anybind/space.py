@@ -13,6 +13,7 @@ identity differs from the one the space was trained with.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -30,6 +31,8 @@ from .errors import DataError, SpaceError
 from .projectors import Projector, ProjectorConfig
 
 FORMAT_VERSION = 1
+
+log = logging.getLogger(__name__)
 
 
 def _np(x: torch.Tensor) -> np.ndarray:
@@ -395,9 +398,7 @@ def _as_manifests(manifest, modalities, encoders, strict, progress) -> list[Mani
         else:
             man = load_manifest(it, strict=strict, modalities=modalities, kinds=kinds, progress=progress)
             if man.bad:
-                from rich.console import Console
-
-                Console(stderr=True).print(f"[yellow]{man.report()}[/yellow]", highlight=False)
+                log.warning(man.report())
             out.append(man)
     return out
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 
 app = typer.Typer(
@@ -21,13 +23,63 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err = Console(stderr=True)
+console = Console(soft_wrap=True)  # paths and ids in messages are never split across lines
+# Errors and warnings are one line per problem, never wrapped at the terminal width (a user greps and copies
+# paths and record ids out of them; without a terminal Rich would wrap at 80 columns).
+err = Console(stderr=True, soft_wrap=True, highlight=False)
+
+
+class _StderrHandler(logging.Handler):
+    """The library's log records, as the CLI shows them: ``warning: ...`` lines on stderr, never wrapped."""
+
+    STYLE = {logging.ERROR: "bold red", logging.WARNING: "yellow"}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            msg = record.getMessage()
+            level = record.levelname.lower()
+            style = self.STYLE.get(record.levelno)
+            for line in msg.splitlines() or [""]:
+                if record.levelno >= logging.WARNING:
+                    err.print(f"[{style}]{level}:[/{style}] {escape(line)}" if style else f"{level}: {escape(line)}")
+                else:
+                    err.print(line, markup=False)
+        except Exception:  # pragma: no cover - logging must never raise
+            self.handleError(record)
+
+
+_handler: _StderrHandler | None = None
+
+
+def configure_logging(verbose: int = 0, quiet: bool = False) -> None:
+    """Route the library's ``logging`` (logger ``anybind``) to stderr: info and up by default, debug with -v,
+    warnings and errors only with -q."""
+    global _handler
+    log = logging.getLogger("anybind")
+    if _handler is None:
+        _handler = _StderrHandler()
+        log.addHandler(_handler)
+        log.propagate = False
+    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    log.setLevel(level)
+
+
+def _plain(e: Exception) -> str:
+    """An exception as one line (a message that spans lines is joined, so a grep finds it whole)."""
+    return " ".join(str(e).split("\n")) if str(e) else type(e).__name__
 
 
 def _fail(e: Exception) -> None:
-    err.print(f"[bold red]error:[/bold red] {e}", highlight=False)
+    err.print(f"[bold red]error:[/bold red] {escape(_plain(e))}")
     raise typer.Exit(2)
+
+
+@app.callback()
+def _main(
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="Debug log lines too."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors on stderr (progress bars stay)."),
+) -> None:
+    configure_logging(verbose, quiet)
 
 
 def _parse_encoders(values: list[str] | None) -> dict[str, str]:

@@ -8,6 +8,8 @@ from typing import Optional
 import typer
 
 from ..errors import AnybindError
+from rich.markup import escape
+
 from ._common import _fail, app, console, err
 
 
@@ -53,7 +55,7 @@ def _print_corpus(summary) -> None:
     if check and check.get("sampled"):
         console.print(f"  rasterised {check['sampled']} of {check['of']} as a check: {check['failed']} failed", highlight=False)
     for name, why in (meta.get("missing_sources") or {}).items():
-        err.print(f"[yellow]missing source {name}:[/yellow] {why}", highlight=False)
+        err.print(f"[yellow]missing source {escape(str(name))}:[/yellow] {escape(str(why))}")
     if meta.get("eval_only"):
         console.print("  [bold]evaluation only[/bold] (corpus.json eval_only: true): not for training by default")
 
@@ -202,4 +204,4 @@ def corpus_timeseries(
 
     meta = read_corpus_meta(summary.manifest) or {}
     for rid, why in list((meta.get("bad_series_reasons") or {}).items())[:10]:
-        err.print(f"[yellow]skipped {rid}:[/yellow] {why}", highlight=False)
+        err.print(f"[yellow]skipped {escape(str(rid))}:[/yellow] {escape(str(why))}")

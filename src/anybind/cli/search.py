@@ -10,6 +10,8 @@ from typing import Optional
 import typer
 
 from ..errors import AnybindError
+from rich.markup import escape
+
 from ._common import _fail, _ray_target, _split_csv, app, console, err
 
 
@@ -51,10 +53,10 @@ def encode(
     except AnybindError as e:
         _fail(e)
     if man.bad:
-        err.print(f"[yellow]{man.report()}[/yellow]", highlight=False)
+        err.print(f"[yellow]{escape(man.report())}[/yellow]")
     for item, why in rep.failed[:20]:
         ids = ", ".join(owners.get(item, [])[:3]) or "-"
-        err.print(f"[yellow]not encoded:[/yellow] record {ids}: {why}", highlight=False)
+        err.print(f"[yellow]not encoded:[/yellow] record {escape(str(ids))}: {escape(str(why))}")
     if len(rep.failed) > 20:
         err.print(f"  ... and {len(rep.failed) - 20} more", highlight=False)
     console.print(rep.summary() + (f" into {rep.shards} shards" if rep.mode == "ray" and rep.shards else ""), highlight=False)
