@@ -61,3 +61,16 @@ def image_stats(items):
 
 
 image_stats.dim = 7
+
+
+def array_stats(items):
+    """An in-memory array or PIL image -> [mean, std, sum of squares, first, last] (deterministic)."""
+    out = []
+    for x in items:
+        a = np.asarray(x, dtype=np.float64).ravel()
+        out.append([a.mean(), a.std(), float((a * a).sum()), a[0], a[-1]])
+    return np.asarray(out, np.float32)
+
+
+array_stats.dim = 5
+array_stats.input_kind = "array"

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from anybind.cache import FeatureCache
 from anybind.encoders.base import get_encoder
@@ -112,3 +114,68 @@ def test_encoder_returning_wrong_shape_is_a_clear_error(tmp_path):
 
     with pytest.raises(EncoderError, match=r"returned shape \(2, 3\), expected \(2, 4\)"):
         FeatureCache(tmp_path).encode(Bad(), ["a", "b"], progress=False)
+
+
+def test_in_memory_arrays_are_keyed_by_their_bytes_not_their_repr(tmp_path):
+    """numpy's repr elides the middle of a large array: two arrays differing there once shared one vector."""
+    enc = get_encoder("callable:helper_encoders:array_stats")
+    a = np.zeros(5000, np.float32)
+    b = a.copy()
+    b[2500] = 7.0
+    assert str(a) == str(b)  # what the old key hashed
+    cache = FeatureCache(tmp_path)
+    X = cache.encode(enc, [a, b], progress=False)
+    assert cache.last_stats.encoded == 2
+    assert not np.allclose(X[0], X[1])
+    assert np.allclose(X, enc.encode([a, b]))
+    # same values, another dtype or shape: another item
+    keys = {enc.content_key(x) for x in (a, a.astype(np.float64), a.reshape(50, 100), b)}
+    assert len(keys) == 4
+    # an equal copy (a new object) is a hit
+    cache.encode(enc, [a.copy(), b.copy()], progress=False)
+    assert cache.last_stats.hits == 2 and cache.last_stats.encoded == 0
+
+
+def test_pil_images_hit_the_cache_by_content(tmp_path):
+    """A PIL image's repr holds its memory address: it never hit and added a shard every time."""
+    from PIL import Image
+
+    enc = get_encoder("callable:helper_encoders:array_stats")
+    cache = FeatureCache(tmp_path)
+    img = Image.new("RGB", (16, 16), (10, 20, 30))
+    cache.encode(enc, [img], progress=False)
+    shards = sorted((tmp_path).rglob("*.safetensors"))
+    for _ in range(3):
+        cache.encode(enc, [img.copy()], progress=False)
+        assert cache.last_stats.hits == 1 and cache.last_stats.encoded == 0
+    assert sorted(tmp_path.rglob("*.safetensors")) == shards
+    other = img.copy()
+    other.putpixel((8, 8), (10, 20, 31))
+    assert enc.content_key(other) != enc.content_key(img)
+    assert enc.content_key(img.convert("L")) != enc.content_key(img)
+
+
+def test_items_that_cannot_be_keyed_by_content_are_refused(tmp_path):
+    from anybind.errors import DataError
+
+    enc = get_encoder("callable:helper_encoders:array_stats")
+    with pytest.raises(DataError, match="by its content"):
+        enc.content_key(object())
+    with pytest.raises(DataError, match="object array"):
+        enc.content_key(np.array([object(), object()]))
+
+
+@given(
+    st.lists(st.floats(allow_nan=False, width=32), min_size=1, max_size=300),
+    st.integers(min_value=0, max_value=299),
+    st.floats(allow_nan=False, width=32),
+)
+@settings(max_examples=60, deadline=None)
+def test_array_keys_differ_whenever_bytes_differ(values, pos, new):
+    enc = get_encoder("callable:helper_encoders:array_stats")
+    a = np.asarray(values, np.float32)
+    b = a.copy()
+    b[pos % len(b)] = new
+    same = a.tobytes() == b.tobytes()
+    assert (enc.content_key(a) == enc.content_key(b)) == same
+    assert enc.content_key(list(map(float, a))) == enc.content_key(a.astype(np.float64))

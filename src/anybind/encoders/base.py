@@ -26,6 +26,7 @@ Users add encoders with :func:`register_encoder`::
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -57,6 +58,81 @@ def sha256_dir(path: str | Path) -> str:
             h.update(str(p.relative_to(root)).encode())
             h.update(sha256_file(p).encode())
     return h.hexdigest()
+
+
+def content_key(item: Any, input_kind: str = "file") -> str:
+    """The feature cache's key of an item's *content*, never of its ``repr``.
+
+    * a path (for an encoder that reads files): ``"f:" + sha256(file bytes)``;
+    * a string or a number: ``"s:" + sha256(its text)``;
+    * bytes: ``"b:" + sha256(bytes)``;
+    * an array (numpy, torch, or a nested list of numbers): ``"a:" + sha256(dtype, shape, bytes)``;
+    * a PIL image: ``"p:" + sha256(mode, size, palette, pixel bytes)``;
+    * a dict or list of plain JSON values: ``"j:" + sha256(canonical JSON)``.
+
+    Anything else cannot be keyed by content and raises :class:`DataError` (a ``repr`` holds memory addresses,
+    and numpy's elides the middle of large arrays: two different items would share a key).
+    """
+    if isinstance(item, Path) or (isinstance(item, str) and input_kind == "file"):
+        return "f:" + sha256_file(item)
+    if isinstance(item, bool) or item is None:
+        raise DataError(f"cannot use {item!r} as an item: expected {input_kind} content")
+    if isinstance(item, (str, int, float, np.integer, np.floating)):
+        return "s:" + hashlib.sha256(str(item).encode("utf-8")).hexdigest()
+    if isinstance(item, (bytes, bytearray, memoryview)):
+        return "b:" + hashlib.sha256(bytes(item)).hexdigest()
+    if hasattr(item, "detach") and hasattr(item, "cpu") and hasattr(item, "numpy"):  # a torch tensor
+        item = item.detach().cpu().numpy()
+    if isinstance(item, np.ndarray):
+        return "a:" + _array_digest(item)
+    if _is_pil_image(item):
+        h = hashlib.sha256(f"{item.mode}|{item.size[0]}x{item.size[1]}|".encode())
+        palette = item.getpalette() if item.mode == "P" else None
+        if palette:
+            h.update(bytes(palette))
+        h.update(item.tobytes())
+        return "p:" + h.hexdigest()
+    if isinstance(item, (list, tuple)):
+        arr = _numeric_array(item)
+        if arr is not None:
+            return "a:" + _array_digest(arr)
+    if isinstance(item, (list, tuple, dict)):
+        try:
+            text = json.dumps(item, sort_keys=True, allow_nan=True, separators=(",", ":"))
+        except (TypeError, ValueError):
+            pass
+        else:
+            return "j:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+    raise DataError(
+        f"cannot key an in-memory {type(item).__name__} by its content for the feature cache "
+        "(pass a path, a string, bytes, an array or a PIL image)"
+    )
+
+
+def _array_digest(a: np.ndarray) -> str:
+    if a.dtype == object:
+        raise DataError(f"cannot key an object array of shape {a.shape} by its content (use a numeric dtype)")
+    a = np.ascontiguousarray(a)
+    h = hashlib.sha256(f"{a.dtype.str}|{a.shape}|".encode())
+    h.update(a.reshape(-1).view(np.uint8).data)
+    return h.hexdigest()
+
+
+def _numeric_array(item: list | tuple) -> np.ndarray | None:
+    """A nested list of plain numbers as an array (None when it holds anything else or is ragged)."""
+    try:
+        arr = np.asarray(item)
+    except (ValueError, TypeError):
+        return None
+    return arr if arr.dtype.kind in "biuf" and arr.size else None
+
+
+def _is_pil_image(item: Any) -> bool:
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover - pillow is a core dependency
+        return False
+    return isinstance(item, Image.Image)
 
 
 def check_text(item: Any) -> str:
@@ -114,10 +190,8 @@ class Encoder(ABC):
         return np.concatenate(out, axis=0)
 
     def content_key(self, item: Any) -> str:
-        """What identifies an item's content for the cache (text or file bytes)."""
-        if self.input_kind != "file" or not isinstance(item, (str, Path)):
-            return "s:" + hashlib.sha256(str(item).encode("utf-8")).hexdigest()
-        return "f:" + sha256_file(item)
+        """What identifies an item's content for the cache: see :func:`content_key`."""
+        return content_key(item, self.input_kind)
 
     def _check(self, arr: Any, n: int) -> np.ndarray:
         arr = np.asarray(arr, dtype=np.float32)
