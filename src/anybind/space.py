@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from . import __version__
 from .cache import FeatureCache
-from .data.manifest import Manifest, Record, load_manifest
+from .data.manifest import Manifest, Record, load_manifest, modality_kind
 from .encoders.base import Encoder, default_spec, get_encoder
 from .errors import DataError, SpaceError
 from .projectors import Projector, ProjectorConfig
@@ -381,7 +381,8 @@ def manifest_kinds(encoders: Mapping[str, str] | None) -> dict[str, str]:
             enc_kind = "key"
         elif spec.startswith("text:"):
             enc_kind = "text"
-        elif spec.startswith("callable:"):
+        elif spec.startswith("callable:") or modality_kind(m) is None:
+            # a user's encoder (a plugin, a callable) says what its manifest values are
             enc_kind = getattr(get_encoder(spec), "input_kind", "file")
         if enc_kind:
             kinds[m] = enc_kind

@@ -128,11 +128,16 @@ def encoders():
 
     Example:  anybind encoders
     """
-    from ..encoders.base import _DEFAULTS, registered_prefixes
+    from rich.table import Table
 
-    console.print("prefixes: " + ", ".join(registered_prefixes()))
-    for m, s in _DEFAULTS.items():
-        console.print(f"  default for {m}: {s}")
+    from ..encoders.registry import list_encoders
+
+    table = Table("prefix", "source", "factory", "default for", title="encoder spec prefixes (PREFIX:NAME)")
+    for info in list_encoders():
+        table.add_row(info.prefix, info.source, info.target, ", ".join(info.default_for))
+    console.print(table)
+    console.print("plugins: declare an 'anybind.encoders' entry point (prefix = \"package.module:factory\")",
+                  highlight=False)
 
 
 @app.command()

@@ -47,7 +47,7 @@ import numpy as np
 
 from ..data.media import as_mono, load_audio, resample, short_repr
 from ..errors import DataError, EncoderError
-from .base import Encoder, register_encoder, sha256_file
+from .base import Encoder, sha256_file
 
 #: bump when the preprocessing below changes (it is part of the identity)
 PREP_VERSION = "v1"
@@ -275,7 +275,6 @@ class AisfxEncoder(Encoder):
         )
 
 
-@register_encoder("audio")
 def make_audio_encoder(name: str) -> Encoder:
     """Factory for ``audio:<name>`` specs; ``aisfx`` (the default) is the only built-in."""
     name = name.strip() or "aisfx"
@@ -283,5 +282,5 @@ def make_audio_encoder(name: str) -> Encoder:
         return AisfxEncoder(f"audio:{name}")
     raise EncoderError(
         f"unknown audio encoder {name!r}: the built-in one is 'aisfx'; "
-        "add others with anybind.encoders.base.register_encoder or a callable: spec"
+        "add others with an anybind.encoders plugin, anybind.register_encoder or a callable: spec"
     )

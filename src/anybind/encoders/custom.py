@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError, EncoderError
-from .base import Encoder, register_encoder, sha256_file
+from .base import Encoder, sha256_file
 
 
 class CallableEncoder(Encoder):
@@ -163,11 +163,11 @@ class VectorsEncoder(Encoder):
         return self.vectors[np.asarray(batch, dtype=np.int64)]
 
 
-@register_encoder("callable")
-def _make_callable(name: str) -> Encoder:
+def make_callable_encoder(name: str) -> Encoder:
+    """Factory for ``callable:<module>:<function>``."""
     return CallableEncoder(name)
 
 
-@register_encoder("vectors")
-def _make_vectors(name: str) -> Encoder:
+def make_vectors_encoder(name: str) -> Encoder:
+    """Factory for ``vectors:<path>``."""
     return VectorsEncoder(name)

@@ -19,8 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import EncoderError
-from . import text as _text  # noqa: F401  (the sentence-transformers "text" factory must be registered first)
-from .base import Encoder, _REGISTRY, check_text, register_encoder, sha256_file
+from .base import Encoder, check_text, sha256_file
 
 #: name -> is_query
 E5_NAMES = {"e5-small": False, "e5-small-query": True}
@@ -86,14 +85,8 @@ class E5SmallEncoder(Encoder):
         return np.asarray(out, dtype=np.float32).reshape(len(batch), self.dim)
 
 
-_previous_text_factory = _REGISTRY.get("text")
-
-
-@register_encoder("text")
-def _make_text(name: str) -> Encoder:
-    """``text:e5-small[-query]`` here; any other ``text:<name>`` to sentence-transformers."""
-    if name in E5_NAMES:
-        return E5SmallEncoder(name)
-    if _previous_text_factory is None:  # pragma: no cover - text.py always registers first
-        raise EncoderError(f"no factory for text:{name}")
-    return _previous_text_factory(name)
+def make_e5_encoder(name: str) -> Encoder:
+    """``text:e5-small[-query]`` (the text factory hands ``e5-*`` names here)."""
+    if name not in E5_NAMES:
+        raise EncoderError(f"unknown e5 encoder text:{name} (known: {', '.join('text:' + n for n in E5_NAMES)})")
+    return E5SmallEncoder(name)

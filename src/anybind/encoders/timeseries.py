@@ -100,7 +100,7 @@ import numpy as np
 
 from ..data.media import short_repr
 from ..errors import DataError, EncoderError
-from .base import Encoder, register_encoder, sha256_file
+from .base import Encoder, sha256_file
 
 __all__ = [
     "FracastEncoder",
@@ -562,7 +562,6 @@ class FracastEncoder(_SeriesEncoder):
                     feats[i + j] = np.concatenate([obs.mean(axis=0), obs.std(axis=0), h[-1]])
 
 
-@register_encoder("timeseries")
 def make_timeseries_encoder(name: str) -> Encoder:
     """Factory for ``timeseries:<name>``: ``minirocket`` (default), ``minirocket@<ref>``, ``fracast``."""
     name = name.strip() or "minirocket"

