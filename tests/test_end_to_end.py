@@ -82,7 +82,12 @@ def test_cli_fit_eval_embed_validate(tux_slice, shared_cache, tmp_path):
     r = runner.invoke(app, ["embed", str(out), "--modality", "text", "a dog", "a cat", "--cache", str(shared_cache)])
     assert r.exit_code == 0, r.output
     vecs = [json.loads(line) for line in r.stdout.strip().splitlines()]
-    assert [v["item"] for v in vecs] == ["a dog", "a cat"] and len(vecs[0]["vector"]) == 256
+    # the default recipe locks the text encoder's own space (MiniLM: 384-d) and bridges the images
+    assert [v["item"] for v in vecs] == ["a dog", "a cat"] and len(vecs[0]["vector"]) == 384
+    meta = json.loads((out / "space.json").read_text())
+    assert meta["modalities"]["image"]["encoder"] == "image:efficientnet-lite0+bridge"
+    assert meta["info"]["lineage"][-1]["recipe"]["chosen"] == {
+        "lock": "text", "init": "ridge", "encoders.image": "image:efficientnet-lite0+bridge"}
     r = runner.invoke(app, ["validate", str(tux_slice), "--strict"])
     assert r.exit_code == 0, r.output
 

@@ -26,9 +26,10 @@ import torch.nn.functional as F
 from . import __version__
 from .cache import FeatureCache
 from .data.manifest import Manifest, Record, load_manifest, modality_kind
-from .encoders.base import Encoder, default_spec, get_encoder
+from .encoders.base import Encoder, get_encoder
 from .errors import DataError, SpaceError
 from .projectors import Projector, ProjectorConfig
+from .recipe import resolve_recipe
 
 FORMAT_VERSION = 1
 
@@ -179,6 +180,7 @@ class Space:
         progress: bool = True,
         weights: Sequence[float] | None = None,
         allow_eval_only: bool = False,
+        recipe: str = "auto",
         **config: Any,
     ) -> "Space":
         """Bind modalities from paired records.
@@ -196,6 +198,9 @@ class Space:
         strict: make any bad record fatal instead of skipping it.
         allow_eval_only: train even on a corpus whose ``corpus.json`` says ``"eval_only": true``
             (Fashion-MNIST); refused by default because it would leak the benchmark.
+        recipe: ``"auto"`` fills every choice left open (encoders, ``lock``, ``init``) with the best recipe
+            the project knows for the modalities at hand (text bound: locked text space, ridge start, label
+            bridge for default images; see :mod:`anybind.recipe`); ``"plain"``: the bare defaults.
         """
         from .train import FeatureSet, TrainConfig, train_space
 
@@ -214,7 +219,7 @@ class Space:
         mods = sorted(set(modalities) if modalities is not None else {m for man in manifests for m in man.modalities})
         if len(mods) < 1:
             raise DataError("nothing to bind: the manifest has no modality fields")
-        specs = {m: (encoders or {}).get(m) or default_spec(m) for m in mods}
+        specs, config, chosen = resolve_recipe(recipe, mods, encoders, config, method)
         fs = FeatureSet.from_manifests(manifests, specs, fc, progress=progress, weights=weights)
         if method == "contrastive":
             cfg = TrainConfig(**config)
@@ -229,6 +234,7 @@ class Space:
             {
                 "event": "fit",
                 "method": method,
+                "recipe": {"name": recipe, "chosen": chosen},
                 "modalities": mods,
                 "data": [
                     {"manifest": str(man.path), "fingerprint": man.fingerprint(mods), "records": len(man.records)}

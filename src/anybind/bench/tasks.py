@@ -48,7 +48,7 @@ def tuxpaint_ablation(work: Path, cache=None, seed: int = 0, console=None) -> Ta
     for name, encs, kw in ABLATION:
         t0 = time.perf_counter()
         sp = Space.fit(man, modalities=mods, encoders={m: encs[m] for m in mods}, cache=cache, seed=seed,
-                       progress=False, **kw)
+                       progress=False, **kw, recipe="plain")
         res = full_res[name] = score(sp, man, mods, cache=cache)
         tr = sp.info.get("training", {})
         rows[name] = {k: res[k] for k in KEYS} | {
@@ -73,4 +73,37 @@ def tuxpaint_ablation(work: Path, cache=None, seed: int = 0, console=None) -> Ta
         + [{"name": "label-bridge (training-free)", **{k: zs[k] for k in KEYS}},
            {"name": "chance", **{k: chance_metrics(full)[k] for k in KEYS}}],
         notes=["val = mean (R@1+R@5+R@10)/3 on the val split, what early stopping and ridge's alpha were chosen by"],
+    )
+
+
+@task("defaults", "What a newcomer gets: Space.fit(manifest) with recipe auto vs plain vs Procrustes, Tux Paint image<->text")
+def fit_defaults(work: Path, cache=None, seed: int = 0, console=None) -> TaskResult:
+    """``Space.fit(man, ["image", "text"])`` with nothing else chosen, next to the bare defaults and Procrustes."""
+    from ..space import Space
+    from .tuxpaint import chance_metrics
+
+    mods = ["image", "text"]
+    man = load_tux(work, mods, console)
+    rows: dict[str, dict[str, float]] = {}
+    systems = {
+        "Space.fit defaults (recipe auto)": {},
+        "Space.fit recipe plain": {"recipe": "plain"},
+        "procrustes (training-free)": {"method": "procrustes"},
+    }
+    chosen = {}
+    for name, kw in systems.items():
+        t0 = time.perf_counter()
+        sp = Space.fit(man, modalities=mods, cache=cache, seed=seed, progress=False, **kw)
+        res = score(sp, man, mods, cache=cache)
+        rows[name] = {k: res[k] for k in KEYS} | {"fit_seconds": round(time.perf_counter() - t0, 2)}
+        chosen[name] = {"encoders": sp.encoders, "recipe": sp.info["lineage"][-1].get("recipe")}
+    ch = chance_metrics(res)
+    auto = rows["Space.fit defaults (recipe auto)"]
+    return TaskResult(
+        metrics={k: auto[k] for k in KEYS} | {f"{n}/{k}": v for n, r in rows.items() for k, v in r.items()},
+        baselines={"procrustes": {k: rows["procrustes (training-free)"][k] for k in KEYS},
+                   "chance": {k: ch[k] for k in KEYS}},
+        config={"systems": chosen, "n_test": int(res["text->image/n"])},
+        table=[{"name": n, **r} for n, r in rows.items()] + [{"name": "chance", **{k: ch[k] for k in KEYS}}],
+        notes=["one pair per query, strict ranking (the project's retrieval metric); same seed, same run"],
     )

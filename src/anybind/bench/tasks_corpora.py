@@ -111,11 +111,11 @@ def fashion_mnist_zeroshot(work: Path, cache=None, seed: int = 0, console=None, 
     encs = {m: RECIPE["encoders"][m] for m in mods}
     systems = {
         "anybind (recipe, 3 corpora)": Space.fit(mans, modalities=mods, encoders=encs, cache=cache, seed=seed,
-                                                 lock="text", init="ridge", progress=False),
+                                                 lock="text", init="ridge", progress=False, recipe="plain"),
         "anybind (recipe, Tux Paint only)": Space.fit(mans[0], modalities=mods, encoders=encs, cache=cache, seed=seed,
-                                                      lock="text", init="ridge", progress=False),
+                                                      lock="text", init="ridge", progress=False, recipe="plain"),
         "plain InfoNCE (3 corpora)": Space.fit(mans, modalities=mods, encoders={m: PLAIN_ENCODERS[m] for m in mods},
-                                               cache=cache, seed=seed, progress=False),
+                                               cache=cache, seed=seed, progress=False, recipe="plain"),
         "label bridge (training-free)": bridge_space(),
     }
     rows, accs = [], {}

@@ -163,7 +163,7 @@ def _recipe_fitter(mods: list[str], cache, seed: int) -> Callable[[Any], Any]:
         enc = recipe.pop("encoders")
         recipe.setdefault("epochs", 200)
         return Space.fit(man, modalities=mods, encoders={m: enc[m] for m in mods}, cache=cache, seed=seed,
-                         progress=False, **recipe)
+                         progress=False, **recipe, recipe="plain")
 
     return fit
 

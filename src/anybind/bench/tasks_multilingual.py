@@ -58,9 +58,9 @@ def multilingual_retrieval(work: Path, cache=None, seed: int = 0, console=None) 
     kw = {k: v for k, v in RECIPE.items() if k != "encoders"}
     spaces = {
         "e5-small": Space.fit(man, modalities=["image", "text"], encoders={"image": RECIPE["encoders"]["image"], "text": E5},
-                              cache=cache, seed=seed, **kw),
+                              cache=cache, seed=seed, **kw, recipe="plain"),
         "minilm": Space.fit(man, modalities=["image", "text"], encoders={"image": RECIPE["encoders"]["image"], "text": "text:minilm"},
-                            cache=cache, seed=seed, **kw),
+                            cache=cache, seed=seed, **kw, recipe="plain"),
     }
     test = man.split("test")
     res = {name: language_recalls(sp, test, LANGS, cache) for name, sp in spaces.items()}

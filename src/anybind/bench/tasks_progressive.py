@@ -74,14 +74,14 @@ def progressive(work: Path, cache=None, seed: int = 0, console=None) -> TaskResu
             metrics[f"{block}: {name}/seconds"] = round(secs, 2)
             return res
 
-        run("base image+text", lambda: Space.fit(man, modalities=["image", "text"], encoders={m: enc[m] for m in ("image", "text")}, **kw))
+        run("base image+text", lambda: Space.fit(man, modalities=["image", "text"], encoders={m: enc[m] for m in ("image", "text")}, **kw, recipe="plain"))
         base = spaces["base image+text"]
         full = run("+audio via text (progressive)",
                    lambda: base.add_modality("audio", enc["audio"], man, anchors=["text"], cache=cache, seed=seed))
         prog = spaces["+audio via text (progressive)"]
-        run("joint, every pair", lambda: Space.fit(man, modalities=mods, encoders=enc, **kw))
+        run("joint, every pair", lambda: Space.fit(man, modalities=mods, encoders=enc, **kw, recipe="plain"))
         run("joint, i-t + a-t pairs only",
-            lambda: Space.fit(man, modalities=mods, encoders=enc, pairs=[["image", "text"], ["audio", "text"]], **kw))
+            lambda: Space.fit(man, modalities=mods, encoders=enc, pairs=[["image", "text"], ["audio", "text"]], **kw, recipe="plain"))
 
         # the guarantee: every old embedding and every old tensor is bit-identical
         test = man.split("test")
@@ -106,7 +106,7 @@ def progressive(work: Path, cache=None, seed: int = 0, console=None) -> TaskResu
             new_img = "image:efficientnet-lite1+bridge"
             run(f"replace image -> {new_img} (images only)", lambda: prog.replace_encoder("image", new_img, man, cache=cache, seed=seed))
             run(f"refit image+text with {new_img}",
-                lambda: Space.fit(man, modalities=["image", "text"], encoders={"image": new_img, "text": enc["text"]}, **kw))
+                lambda: Space.fit(man, modalities=["image", "text"], encoders={"image": new_img, "text": enc["text"]}, **kw, recipe="plain"))
     ch = chance_metrics(full)
     rows["chance"] = {c: ch[k] for k, c in PROG_KEYS.items()}
     return TaskResult(
@@ -174,7 +174,7 @@ def training_free(work: Path, cache=None, seed: int = 0, console=None) -> TaskRe
             t0 = time.perf_counter()
             with threadpool_limits(1):  # one BLAS thread, like the trainer's one torch thread: comparable times
                 sp = Space.fit(sub, modalities=mods, encoders={m: encs[m] for m in mods}, cache=cache,
-                               progress=False, seed=seed, **kw)
+                               progress=False, seed=seed, **kw, recipe="plain")
             secs = time.perf_counter() - t0
             res = score(sp, man, mods, cache=cache)
             ch = ch or chance_metrics(res)
@@ -237,7 +237,7 @@ def compat_task(work: Path, cache=None, seed: int = 0, console=None) -> TaskResu
         for binder, kw in (("recipe", {"lock": "text", "init": "ridge"}), ("procrustes", {"method": "procrustes"})):
             t1 = time.perf_counter()
             sp = Space.fit(man, modalities=mods, encoders={"image": i, "text": t}, cache=cache, seed=seed,
-                           progress=False, **kw)
+                           progress=False, **kw, recipe="plain")
             row[f"{binder}/seconds"] = round(time.perf_counter() - t1, 2)
             for split in ("val", "test"):
                 row[f"{binder}/{split} R@1"] = _mean_r1(score(sp, man, mods, split=split, cache=cache), "image", "text")

@@ -493,8 +493,8 @@ def hubness_task(work: Path, cache=None, seed: int = 0, console=None) -> TaskRes
     for corpus, manifest in corpora:
         man = load_manifest(manifest, modalities=mods, progress=False)
         spaces = {
-            "trained": Space.fit(man, modalities=mods, cache=cache, seed=seed, progress=False),
-            "procrustes": Space.fit(man, modalities=mods, cache=cache, method="procrustes", progress=False),
+            "trained": Space.fit(man, modalities=mods, cache=cache, seed=seed, progress=False, recipe="plain"),
+            "procrustes": Space.fit(man, modalities=mods, cache=cache, method="procrustes", progress=False, recipe="plain"),
         }
         for sname, space in spaces.items():
             E = {s: embed_records(space, man.split(s), mods, cache=cache) for s in ("train", "val", "test")}

@@ -77,7 +77,7 @@ def serve_load(
     mods = ("image", "text", "audio")
     man = load_tux(work, mods, console)
     space = Space.fit(man, modalities=list(mods), encoders=PLAIN_ENCODERS, cache=cache, method="procrustes",
-                      progress=False)
+                      progress=False, recipe="plain")
     index = Index.build(space, man, Path(work) / "serve-load" / "index", cache=cache, overwrite=True)
     test = [r for r in man.split("test") if r.has("image") and r.has("text")]
     rng = np.random.default_rng(seed)

@@ -37,7 +37,7 @@ def _fit(man, enc: str, cache, seed: int, method: str = "contrastive"):
 
     kw = {"seed": seed, "lock": "text", "init": "ridge"} if method == "contrastive" else {}
     return Space.fit(man, modalities=["timeseries", "text"], encoders={"timeseries": enc, "text": "text:minilm"},
-                     cache=cache, progress=False, method=method, **kw)
+                     cache=cache, progress=False, method=method, **kw, recipe="plain")
 
 
 def linear_probe(fc, enc, train, test) -> float:

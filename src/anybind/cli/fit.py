@@ -54,7 +54,8 @@ def fit(
     method: str = typer.Option("contrastive", help="contrastive (trained projectors) | procrustes | cca (training-free)."),
     projector: str = typer.Option("mlp", help="mlp | linear."),
     dim: Optional[int] = typer.Option(
-        None, help="Shared space width (default 256; procrustes / cca: chosen on val among 16..256 unless given)."
+        None, help="Shared space width (default: the text encoder's when the recipe locks text, else 256; "
+        "procrustes / cca: chosen on val among 16..256 unless given). Giving it rules out locking text."
     ),
     epochs: int = typer.Option(200, help="Maximum epochs (early stopping on val)."),
     batch_size: int = typer.Option(128),
@@ -70,8 +71,13 @@ def fit(
     lock: Optional[str] = typer.Option(
         None, help="A modality whose encoder space IS the shared space (e.g. text): its projector is the identity."
     ),
-    init: str = typer.Option(
-        "random", help="random | ridge (regress onto the locked space; needs --lock) | procrustes | cca (training-free start)."
+    init: Optional[str] = typer.Option(
+        None, help="random | ridge (regress onto the locked space; needs --lock) | procrustes | cca (training-free start). "
+        "Default: ridge when text is locked, else random."
+    ),
+    recipe: str = typer.Option(
+        "auto", help="auto: choices left open (image encoder, --lock, --init) follow the best known recipe for the "
+        "modalities (text bound: --lock text --init ridge, images with their label bridge); plain: bare defaults."
     ),
     seed: int = typer.Option(0),
     cache: Optional[Path] = typer.Option(None, help="Feature cache folder (default $ANYBIND_CACHE or ~/.cache/anybind/features)."),
@@ -94,9 +100,9 @@ def fit(
 
     Example:  anybind fit data/tux/manifest.jsonl --modalities image,text,audio --out spaces/tux
 
-    The demo's recipe (best on Tux Paint's val split):
+    With the default --recipe auto this binds with the demo's recipe (best on Tux Paint's val split), the same as:
 
-      anybind fit data/tux/manifest.jsonl -e image=image:efficientnet-lite0+bridge --lock text --init ridge --out spaces/tux
+      anybind fit data/tux/manifest.jsonl --modalities image,text -e image=image:efficientnet-lite0+bridge --lock text --init ridge --out spaces/tux
 
     On Ray Train (2 DDP workers; RAY_ADDRESS or --ray-address for a cluster):
 
@@ -113,14 +119,19 @@ def fit(
         parse_loss_spec(loss)
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--loss") from None
-    kw = dict(dim=dim or 256, projector=projector, epochs=epochs, batch_size=batch_size, lr=lr,
-              weight_decay=weight_decay, temperature=temperature, seed=seed, loss=loss, missing=missing,
-              lock=lock, init=init)
+    if recipe not in ("auto", "plain"):
+        raise typer.BadParameter(f"{recipe!r}: use auto or plain", param_hint="--recipe")
+    kw = dict(projector=projector, epochs=epochs, batch_size=batch_size, lr=lr,
+              weight_decay=weight_decay, temperature=temperature, seed=seed, loss=loss, missing=missing)
+    # only what the user chose: the recipe fills the rest (an explicit --dim rules out locking the text space)
+    kw.update({k: v for k, v in (("dim", dim), ("lock", lock), ("init", init)) if v is not None})
     if method != "contrastive":
         kw = {"seed": seed, **({"dim": dim} if dim else {})}
     if stream or ray_workers > 0:
         if method != "contrastive":
             raise typer.BadParameter("--stream / --ray-workers train projectors: use --method contrastive")
+        kw.setdefault("dim", 256)
+        kw.setdefault("init", "random")
         try:
             from ..scale.train import fit_sharded
 
@@ -147,6 +158,7 @@ def fit(
             strict=strict,
             weights=weight or None,
             allow_eval_only=allow_eval_only,
+            recipe=recipe,
             **kw,
         )
         space.save(out)
