@@ -108,13 +108,13 @@ def fit(
     sources = list(manifests or []) + list(data or [])
     if not sources:
         raise typer.BadParameter("give at least one manifest")
-    _check_out(out, "space", overwrite)
     from ..losses import parse_loss_spec
 
     try:
         parse_loss_spec(loss)
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--loss") from None
+    _check_out(out, "space", overwrite)
     kw = dict(dim=dim or 256, projector=projector, epochs=epochs, batch_size=batch_size, lr=lr,
               weight_decay=weight_decay, temperature=temperature, seed=seed, loss=loss, missing=missing,
               lock=lock, init=init)
