@@ -71,7 +71,7 @@ def assert_refused(r, *words):
 
 
 # ----------------------------------------------------------------------------- item 1: refuse bad outputs
-@pytest.mark.parametrize("target", ["victim", "file", ".", "..", "data"])
+@pytest.mark.parametrize("target", ["victim", "file", ".", "..", "data", "~"])
 def test_cli_fit_refuses_a_foreign_output_before_any_work(tmp_path, monkeypatch, target):
     data = tmp_path / "data"
     data.mkdir()
@@ -79,7 +79,7 @@ def test_cli_fit_refuses_a_foreign_output_before_any_work(tmp_path, monkeypatch,
     (tmp_path / "victim").mkdir()
     (tmp_path / "victim" / "thesis.txt").write_text("four years of work")
     monkeypatch.chdir(data if target in (".", "..") else tmp_path)
-    out = {"victim": tmp_path / "victim", "file": m, ".": ".", "..": "..", "data": data}[target]
+    out = {"victim": tmp_path / "victim", "file": m, ".": ".", "..": "..", "data": data, "~": "~"}[target]
     before = tree(tmp_path)
     r = cli("fit", m, *enc, "--out", out, "--cache", tmp_path / "cache", "--epochs", "2", "--dim", "4")
     assert_refused(r, str(out))
@@ -358,3 +358,17 @@ def test_a_failed_swap_in_process_puts_the_old_version_back(tmp_path, monkeypatc
     monkeypatch.setattr(os, "rename", real)
     assert Space.load(tmp_path / "sp").identity() == tiny_space(seed=0).identity()
     assert leftovers(tmp_path) == []
+
+
+def test_a_leftover_that_may_be_the_only_copy_is_never_removed(tmp_path):
+    old, new = tiny_space(seed=0), tiny_space(seed=1)
+    old.save(tmp_path / "sp")
+    new.save(tmp_path / "staging" / "new")
+    _run_killed(tmp_path / "sp", tmp_path / "staging" / "new", "space", "rename-new", sigkill=False)
+    (tmp_path / "sp").mkdir()  # something else appeared at the path meanwhile: both versions are kept
+    aio.recover_dir(tmp_path / "sp", "space")
+    kept = [tmp_path / n for n in leftovers(tmp_path) if not n.endswith(".lock")]
+    assert sorted(p.suffix for p in kept) == [".old", ".tmp"]
+    assert sorted(Space.load(p).identity() for p in kept) == sorted([old.identity(), new.identity()])
+    (tmp_path / "sp").rmdir()
+    assert Space.load(tmp_path / "sp").identity() == new.identity() and leftovers(tmp_path) == []

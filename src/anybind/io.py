@@ -25,7 +25,6 @@ missing and removes the others.  A writer is dead when its lock file is free.
 
 from __future__ import annotations
 
-import fcntl
 import fnmatch
 import json
 import logging
@@ -39,6 +38,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import OutputError
+
+try:
+    import fcntl
+except ImportError:  # no flock (Windows): leftovers are never taken for a dead writer's, so never touched
+    fcntl = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +173,8 @@ def check_output(path: str | Path, kind: str, overwrite: bool = False, *, update
 # -- the swap and its recovery --------------------------------------------------------------
 def _try_lock(lock: Path) -> int | None:
     """An fd holding ``lock`` exclusively, or None when a live writer holds it (or it is gone)."""
+    if fcntl is None:
+        return None
     try:
         fd = os.open(lock, os.O_RDWR)
     except OSError:
@@ -237,18 +243,18 @@ def _recover_once(p: Path, kind: str) -> bool:
                 live_swap |= "old" in g
             else:
                 held[token] = fd
-        dead = [(t, g) for t, g in groups.items() if t in held]
-        if not live_swap and not os.path.lexists(p):
-            complete = [g[w] for _, g in dead for w in ("tmp", "old") if w in g and is_complete(g[w], kind)]
-            if complete:
-                best = max(complete, key=lambda d: (d / KINDS[kind].marker).stat().st_mtime)
-                os.rename(best, p)
-                log.warning("%s: restored the complete version an interrupted write left at %s", p, best.name)
-        for _, g in dead:
+        dead = [g for t, g in groups.items() if t in held]
+        complete = [g[w] for g in dead for w in ("tmp", "old") if w in g and is_complete(g[w], kind)]
+        if complete and not live_swap and not os.path.lexists(p):
+            best = max(complete, key=lambda d: (d / KINDS[kind].marker).stat().st_mtime)
+            os.rename(best, p)
+            log.warning("%s: restored the complete version an interrupted write left at %s", p, best.name)
+        keep = set() if is_complete(p, kind) else set(complete)  # never remove what may be the only copy
+        for g in dead:
             for w in ("tmp", "old"):
-                if w in g and os.path.lexists(g[w]):
+                if w in g and g[w] not in keep and os.path.lexists(g[w]):
                     _remove(g[w], kind)
-            if "lock" in g:
+            if "lock" in g and not keep.intersection(g.values()):
                 g["lock"].unlink(missing_ok=True)
     finally:
         for fd in held.values():
@@ -287,6 +293,8 @@ def _take_lock(p: Path) -> tuple[str, Path, int]:
         token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         lock = p.with_name(f".{p.name}.{token}.lock")
         fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        if fcntl is None:
+            return token, lock, fd
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             if os.stat(lock).st_ino == os.fstat(fd).st_ino:
