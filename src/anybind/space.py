@@ -307,11 +307,8 @@ class Space:
         }
 
     def save(self, path: str | Path, overwrite: bool = True) -> Path:
-        """Write ``space.json`` + ``projectors.safetensors`` as a recoverable atomic swap (see :mod:`anybind.io`).
-
-        Refuses (:class:`~anybind.errors.OutputError`) a file, or a folder that is not an empty one or a
-        saved space; an existing space is replaced unless ``overwrite=False``.
-        """
+        """Write ``space.json`` + ``projectors.safetensors`` as a recoverable swap (:mod:`anybind.io`): only a new
+        or empty folder or a saved space (unless ``overwrite=False``) is written to, anything else is refused."""
         from safetensors.torch import save_file
 
         from .io import atomic_write_dir

@@ -192,11 +192,8 @@ class FusionModel(TrainingMixin, ScoringMixin):
         }
 
     def save(self, path: str | Path, overwrite: bool = True) -> Path:
-        """Write ``fusion.json`` + ``fusion.safetensors`` as a recoverable atomic swap (see :mod:`anybind.io`).
-
-        Refuses a file, or a folder that is not an empty one or a saved fusion model; an existing
-        model is replaced unless ``overwrite=False``.
-        """
+        """Write ``fusion.json`` + ``fusion.safetensors`` as a recoverable swap (:mod:`anybind.io`): only a new or
+        empty folder or a saved fusion model (unless ``overwrite=False``) is written to, anything else is refused."""
         from safetensors.torch import save_file
 
         from ..io import atomic_write_dir
