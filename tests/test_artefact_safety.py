@@ -170,6 +170,8 @@ def test_index_never_deletes_files_beside_or_inside_it(tmp_path):
     # --overwrite replaces an index, but never one holding other files too
     assert cli("index", tmp_path / "sp", m, "--out", tmp_path / "ix", "--cache", tmp_path / "c").exit_code == 0
     (tmp_path / "ix" / "notes.txt").write_text("mine")
+    r = cli("index", tmp_path / "sp", m, "--out", tmp_path / "ix", "--cache", tmp_path / "c")  # an update: fine
+    assert r.exit_code == 0 and "(+0 rows)" in " ".join(r.output.split()), r.output
     r = cli("index", tmp_path / "sp", m, "--out", tmp_path / "ix", "--cache", tmp_path / "c", "--overwrite")
     assert_refused(r, "notes.txt")
     with pytest.raises(OutputError, match="notes.txt"):

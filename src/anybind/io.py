@@ -158,15 +158,17 @@ def check_output(path: str | Path, kind: str, overwrite: bool = False, *, update
         raise OutputError(
             f"{path}: is a non-empty folder that is not {k.label} ({what}); choose a new or empty folder"
         )
+    if not overwrite:
+        if update:
+            return p  # written in place: nothing beside it is touched
+        raise OutputError(f"{path}: already holds {k.label}; pass --overwrite (overwrite=True) to replace it, "
+                          "or choose another folder")
     foreign = [e for e in entries if not any(fnmatch.fnmatch(e, g) for g in k.parts)]
     if foreign:
         raise OutputError(
             f"{path}: holds {k.label} but also other files ({_listing(foreign)}) that replacing it would lose; "
             "move them out or choose another folder"
         )
-    if not overwrite and not update:
-        raise OutputError(f"{path}: already holds {k.label}; pass --overwrite (overwrite=True) to replace it, "
-                          "or choose another folder")
     return p
 
 
