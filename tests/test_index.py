@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from anybind import rerank as rr
-from anybind.errors import SpaceError
+from anybind.errors import OutputError, SpaceError
 from anybind.index import Index, IndexError_, QueryError, exact_topk
 from anybind.projectors import Projector, ProjectorConfig
 from anybind.space import Space
@@ -142,7 +142,7 @@ def test_index_is_tied_to_its_space(built):
         Index.build(other, root / "m.jsonl", root / "ix")
     with pytest.raises(IndexError_, match="not an anybind index"):
         Index.open(root / "img")
-    with pytest.raises(IndexError_, match="already exists"):
+    with pytest.raises(OutputError, match="already holds an index; pass --overwrite"):
         Index.create(root / "ix", space=space)
     fresh = Index.build(other, root / "m.jsonl", root / "ix", overwrite=True, cache=root / "cache")
     assert fresh.identity == other.identity() and len(fresh) == 48

@@ -161,8 +161,8 @@ def test_streaming_fit_matches_in_memory_fit(syn):
     args = ["fit", str(syn["manifest"]), "--stream", "--epochs", "2", "--cache", str(syn["cache"]), "--out", str(out)]
     for m, spec in syn["encoders"].items():
         args += ["-e", f"{m}={spec}"]
-    for _ in range(2):
-        res = CliRunner().invoke(app, args)
+    for extra in ([], ["--overwrite"]):  # the second run replaces the space the first saved
+        res = CliRunner().invoke(app, args + extra)
         assert res.exit_code == 0, res.output
     assert "trainer: streaming" in " ".join(res.output.split())
     assert len(list((Path(syn["cache"]) / "training").glob("*/shards.json"))) == 2  # 100-row and 4096-row layouts

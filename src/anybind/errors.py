@@ -17,3 +17,7 @@ class EncoderError(AnybindError, RuntimeError):
 
 class SpaceError(AnybindError, RuntimeError):
     """A saved space is inconsistent with what it is used with."""
+
+
+class OutputError(AnybindError, ValueError):
+    """An output path that writing there could lose data at (a file, a foreign folder, an artefact without overwrite)."""

@@ -391,7 +391,7 @@ def write_report(
     space: "Space", manifest: "str | Path | Manifest", out: str | Path, **kw: Any
 ) -> tuple[Path, dict[str, Any]]:
     """Build the report (see :func:`build_report`) and write it atomically to ``out``."""
-    from .cache import atomic_write_bytes
+    from .io import atomic_write_bytes
 
     page, numbers = build_report(space, manifest, **kw)
     out = Path(out)

@@ -315,24 +315,28 @@ class Space:
             "identity": self.identity(),
         }
 
-    def save(self, path: str | Path) -> Path:
-        """Write ``space.json`` + ``projectors.safetensors`` atomically (temp folder, then rename)."""
+    def save(self, path: str | Path, overwrite: bool = True) -> Path:
+        """Write ``space.json`` + ``projectors.safetensors`` as a recoverable swap (:mod:`anybind.io`): only a new
+        or empty folder or a saved space (unless ``overwrite=False``) is written to, anything else is refused."""
         from safetensors.torch import save_file
 
-        from .cache import atomic_write_dir
+        from .io import atomic_write_dir
 
         def write(tmp: Path) -> None:
             save_file(self.state_dict(), str(tmp / "projectors.safetensors"), metadata={"format": "anybind.space"})
             (tmp / "space.json").write_text(json.dumps(self.to_json(), indent=2, sort_keys=True, default=_json_default))
 
-        return atomic_write_dir(Path(path), write)
+        return atomic_write_dir(Path(path), write, kind="space", overwrite=overwrite)
 
     @classmethod
     def load(cls, path: str | Path) -> "Space":
         """Load a saved space (JSON + safetensors; nothing is unpickled)."""
         from safetensors.torch import load_file
 
+        from .io import recover_dir
+
         path = Path(path)
+        recover_dir(path, "space")  # a save killed mid-swap: put the complete version back
         meta_p, w_p = path / "space.json", path / "projectors.safetensors"
         if not meta_p.is_file() or not w_p.is_file():
             raise SpaceError(f"{path}: not a saved space (needs space.json and projectors.safetensors)")

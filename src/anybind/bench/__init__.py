@@ -153,7 +153,7 @@ def run_tasks(
             }
         )
         if json_out:  # after every task: a killed run keeps what finished
-            from ..cache import atomic_write_bytes
+            from ..io import atomic_write_bytes
 
             atomic_write_bytes(Path(json_out), json.dumps(out, indent=2, sort_keys=True).encode())
     return out
@@ -196,6 +196,6 @@ def update_markdown(path: Path, records: list[dict[str, Any]], command: str) -> 
     for rec in records:
         by_name[rec["task"]] = task_markdown(rec, command)
     body = "\n".join(by_name[k].rstrip() + "\n" for k in sorted(by_name))
-    from ..cache import atomic_write_bytes
+    from ..io import atomic_write_bytes
 
     atomic_write_bytes(path, (head.rstrip() + "\n\n" + body).encode())

@@ -82,6 +82,17 @@ def _main(
     configure_logging(verbose, quiet)
 
 
+def _check_out(out, kind: str, overwrite: bool, update: bool = False) -> None:
+    """Refuse an unsafe --out before any work starts (see :func:`anybind.io.check_output`)."""
+    from ..errors import AnybindError
+    from ..io import check_output
+
+    try:
+        check_output(out, kind, overwrite, update=update)
+    except AnybindError as e:
+        _fail(e)
+
+
 def _parse_encoders(values: list[str] | None) -> dict[str, str]:
     out = {}
     for v in values or []:

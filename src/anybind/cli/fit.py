@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from ..errors import AnybindError
-from ._common import _fail, _parse_encoders, _ray_target, _split_csv, app, console
+from ._common import _check_out, _fail, _parse_encoders, _ray_target, _split_csv, app, console
 
 
 @app.command()
@@ -50,7 +50,8 @@ def fit(
     weight: list[float] = typer.Option(None, "--weight", help="Sampling weight per manifest, in order (repeatable)."),
     modalities: Optional[str] = typer.Option(None, help="Fields to bind, comma-separated (default: all present)."),
     encoder: list[str] = typer.Option(None, "--encoder", "-e", help="MODALITY=SPEC, e.g. audio=audio:aisfx (repeatable)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Folder to save the space to."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to save the space to (new or empty, see --overwrite)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the space already saved at --out."),
     method: str = typer.Option("contrastive", help="contrastive (trained projectors) | procrustes | cca (training-free)."),
     projector: str = typer.Option("mlp", help="mlp | linear."),
     dim: Optional[int] = typer.Option(
@@ -119,6 +120,7 @@ def fit(
         parse_loss_spec(loss)
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--loss") from None
+    _check_out(out, "space", overwrite)
     if recipe not in ("auto", "plain"):
         raise typer.BadParameter(f"{recipe!r}: use auto or plain", param_hint="--recipe")
     kw = dict(projector=projector, epochs=epochs, batch_size=batch_size, lr=lr,
@@ -140,7 +142,7 @@ def fit(
                 ray_workers=ray_workers, ray=_ray_target(ray, ray_address), ray_address=ray_address,
                 strict=strict, weights=weight or None, allow_eval_only=allow_eval_only, **kw,
             )
-            space.save(out)
+            space.save(out, overwrite=overwrite)
         except AnybindError as e:
             _fail(e)
         tr = space.info["training"]
@@ -161,7 +163,7 @@ def fit(
             recipe=recipe,
             **kw,
         )
-        space.save(out)
+        space.save(out, overwrite=overwrite)
     except AnybindError as e:
         _fail(e)
     tr = space.info.get("training", {})
@@ -178,7 +180,8 @@ def bind(
         None, "--replace", help="NAME=SPEC: swap a bound modality's encoder, e.g. image=image:efficientnet-lite1 (repeatable)."
     ),
     data: list[Path] = typer.Option(..., "--data", help="Manifest pairing the new modality with bound ones (repeatable)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Folder to save the new space to."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to save the new space to (new or empty, see --overwrite)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the space already saved at --out."),
     anchors: Optional[str] = typer.Option(
         None, help="Bound modalities to learn from, comma-separated (default: every bound modality the data pairs with it)."
     ),
@@ -206,6 +209,7 @@ def bind(
     reps = _parse_encoders(replace)
     if not adds and not reps:
         raise typer.BadParameter("give --add NAME=SPEC and/or --replace NAME=SPEC")
+    _check_out(out, "space", overwrite)
     kw = dict(projector=projector, init=init, epochs=epochs, loss=loss, seed=seed, cache=cache, strict=strict, progress=False)
     try:
         space = Space.load(space_dir)
@@ -216,7 +220,7 @@ def bind(
         for name, spec in reps.items():
             space = space.replace_encoder(name, spec, sources, _split_csv(anchors), **kw)
             _print_bind(space)
-        space.save(out)
+        space.save(out, overwrite=overwrite)
     except (AnybindError, ValueError) as e:
         _fail(e)
     console.print(f"saved {space} to [bold]{out}[/bold]")

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from ..errors import AnybindError
-from ._common import _fail, app, console
+from ._common import _check_out, _fail, app, console
 
 
 fuse_app = typer.Typer(help="Classifiers and regressors that fuse any subset of a space's modalities (robust to missing ones).", no_args_is_help=True)
@@ -27,7 +27,8 @@ def fuse_train(
     label: Optional[str] = typer.Option(None, "--label", help="Class label key in each record's labels (a classifier)."),
     target: Optional[str] = typer.Option(None, "--target", help="Numeric label key in each record's labels (a regressor)."),
     modalities: str = typer.Option(..., "--modalities", help="Comma-separated bound modalities to fuse, e.g. image,text,audio."),
-    out: Path = typer.Option(..., "--out", help="Folder to save the model to."),
+    out: Path = typer.Option(..., "--out", help="Folder to save the model to (new or empty, see --overwrite)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the fusion model already saved at --out."),
     kind: str = typer.Option("attention", help="late | concat | gated | attention."),
     dropout: float = typer.Option(0.3, help="Modality dropout probability (never drops all)."),
     dropout_schedule: str = typer.Option("constant", help="constant | ramp (0 -> dropout, first half) | anneal (dropout -> 0, second half)."),
@@ -53,6 +54,7 @@ def fuse_train(
 
     if (label is None) == (target is None):
         _fail(ValueError("give exactly one of --label (classification) or --target (regression)"))
+    _check_out(out, "fusion", overwrite)
     try:
         space = Space.load(space_dir)
         mods = [m.strip() for m in modalities.split(",") if m.strip()]
@@ -77,7 +79,7 @@ def fuse_train(
 
     try:
         model.fit(manifest, label or target, cache=cache, on_epoch=report)
-        model.save(out)
+        model.save(out, overwrite=overwrite)
     except AnybindError as e:
         _fail(e)
     best = next((h for h in model.history_ if h.get("best")), model.history_[-1])

@@ -12,7 +12,7 @@ import typer
 from ..errors import AnybindError
 from rich.markup import escape
 
-from ._common import _fail, _ray_target, _split_csv, app, console, err
+from ._common import _check_out, _fail, _ray_target, _split_csv, app, console, err
 
 
 @app.command()
@@ -74,7 +74,9 @@ def index_cmd(
     ann: str = typer.Option("auto", help="auto (build an ANN index from --ann-threshold rows) | always | never."),
     ann_type: str = typer.Option("ivf_hnsw_sq", help="ivf_hnsw_sq | ivf_pq."),
     ann_threshold: int = typer.Option(100_000, help="Row count from which searches use the ANN index."),
-    overwrite: bool = typer.Option(False, help="Start over instead of updating an existing index."),
+    overwrite: bool = typer.Option(
+        False, help="Start over instead of updating an existing index (only an index is ever replaced)."
+    ),
     cache: Optional[Path] = typer.Option(None, help="Feature cache folder."),
     ray: bool = typer.Option(False, "--ray", help="Embed on Ray (actors; the driver writes the table chunk by chunk)."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster, e.g. ray://head:10001 (default $RAY_ADDRESS, else local)."),
@@ -95,6 +97,7 @@ def index_cmd(
 
     if ann not in ("auto", "always", "never"):
         raise typer.BadParameter(f"--ann must be auto, always or never, got {ann!r}")
+    _check_out(out, "index", overwrite, update=True)
     try:
         space = Space.load(space_dir)
         before = len(Index.open(out, space)) if (out / META_FILE).exists() and not overwrite else 0

@@ -191,11 +191,12 @@ class FusionModel(TrainingMixin, ScoringMixin):
             "history": self.history_,
         }
 
-    def save(self, path: str | Path) -> Path:
-        """Write ``fusion.json`` + ``fusion.safetensors`` atomically (temp folder, then rename)."""
+    def save(self, path: str | Path, overwrite: bool = True) -> Path:
+        """Write ``fusion.json`` + ``fusion.safetensors`` as a recoverable swap (:mod:`anybind.io`): only a new or
+        empty folder or a saved fusion model (unless ``overwrite=False``) is written to, anything else is refused."""
         from safetensors.torch import save_file
 
-        from ..cache import atomic_write_dir
+        from ..io import atomic_write_dir
 
         net = self._check_fitted()
 
@@ -204,7 +205,7 @@ class FusionModel(TrainingMixin, ScoringMixin):
             save_file(sd, str(tmp / "fusion.safetensors"), metadata={"format": FORMAT})
             (tmp / "fusion.json").write_text(json.dumps(self.to_json(), indent=2, sort_keys=True))
 
-        return atomic_write_dir(Path(path), write)
+        return atomic_write_dir(Path(path), write, kind="fusion", overwrite=overwrite)
 
     @classmethod
     def load(cls, path: str | Path, space: Any):
@@ -212,7 +213,10 @@ class FusionModel(TrainingMixin, ScoringMixin):
         and (called on a subclass) a model of the other task."""
         from safetensors.torch import load_file
 
+        from ..io import recover_dir
+
         path = Path(path)
+        recover_dir(path, "fusion")
         meta_p, w_p = path / "fusion.json", path / "fusion.safetensors"
         if not meta_p.is_file() or not w_p.is_file():
             raise SpaceError(f"{path}: not a saved fusion model (needs fusion.json and fusion.safetensors)")

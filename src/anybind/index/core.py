@@ -8,7 +8,6 @@ delete, optimize), :mod:`.ann` (create_ann, ann_recall), :mod:`.query` (embed_qu
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -18,6 +17,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import DataError, SpaceError
+from ..io import atomic_write_dir, recover_dir
 from .ann import AnnMixin
 from .classify import ClassifyMixin
 from .errors import IndexError_
@@ -100,7 +100,11 @@ class Index(WriteMixin, AnnMixin, QueryMixin, SearchMixin, ClassifyMixin):
         ann_threshold: int = DEFAULT_ANN_THRESHOLD,
         overwrite: bool = False,
     ) -> "Index":
-        """An empty index: tied to ``space`` (saved inside it), or to a bare ``dim`` + ``identity`` for raw vectors."""
+        """An empty index: tied to ``space`` (saved inside it), or to a bare ``dim`` + ``identity`` for raw vectors.
+
+        Written whole in a temporary folder and swapped in (:func:`anybind.io.atomic_write_dir`): ``path``
+        must be new, an empty folder, or (with ``overwrite``) an index holding nothing else.
+        """
         import lancedb
 
         path = Path(path)
@@ -108,20 +112,6 @@ class Index(WriteMixin, AnnMixin, QueryMixin, SearchMixin, ClassifyMixin):
             dim, identity = space.dim, space.identity()
         if dim is None or identity is None:
             raise ValueError("Index.create needs a space, or dim= and identity= for a vectors-only index")
-        if (path / META_FILE).exists():
-            if not overwrite:
-                raise IndexError_(f"{path}: an index already exists there (open it, or pass overwrite=True)")
-            shutil.rmtree(path)
-        elif path.exists():
-            # a create killed before index.json was written leaves only our own parts: clear them
-            for part in (SPACE_DIR, f"{TABLE}.lance"):
-                if (path / part).exists():
-                    shutil.rmtree(path / part)
-        path.mkdir(parents=True, exist_ok=True)
-        if space is not None:
-            space.save(path / SPACE_DIR)
-        db = lancedb.connect(str(path))
-        table = db.create_table(TABLE, schema=_schema(int(dim)), exist_ok=True)
         meta = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -136,8 +126,15 @@ class Index(WriteMixin, AnnMixin, QueryMixin, SearchMixin, ClassifyMixin):
             "ann_threshold": int(ann_threshold),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
-        _write_json_atomic(path / META_FILE, meta)  # written last: its presence marks a complete index
-        return cls(path, meta, space, table)
+
+        def write(tmp: Path) -> None:
+            if space is not None:
+                space.save(tmp / SPACE_DIR)
+            lancedb.connect(str(tmp)).create_table(TABLE, schema=_schema(int(dim)))
+            _write_json_atomic(tmp / META_FILE, meta)  # written last: its presence marks a complete index
+
+        atomic_write_dir(path, write, kind="index", overwrite=overwrite)
+        return cls(path, meta, space, lancedb.connect(str(path)).open_table(TABLE))
 
     @classmethod
     def open(cls, path: str | Path, space: "Space | None" = None) -> "Index":
@@ -147,6 +144,7 @@ class Index(WriteMixin, AnnMixin, QueryMixin, SearchMixin, ClassifyMixin):
         from ..space import Space
 
         path = Path(path)
+        recover_dir(path, "index")  # a create killed mid-swap: put the complete version back
         mp = path / META_FILE
         if not mp.is_file():
             raise IndexError_(
@@ -217,6 +215,7 @@ class Index(WriteMixin, AnnMixin, QueryMixin, SearchMixin, ClassifyMixin):
                 raise SpaceError(
                     f"modalities {unknown} are not bound in this space (bound: {', '.join(space.modalities)})"
                 )
+        recover_dir(path, "index")
         if (path / META_FILE).exists() and not overwrite:
             index = cls.open(path, space)
         else:

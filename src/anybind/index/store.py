@@ -64,7 +64,7 @@ def _label_filter(labels: Mapping[str, Any] | Sequence[str] | None) -> dict[str,
 
 
 def _write_json_atomic(path: Path, obj: Any) -> None:
-    from ..cache import atomic_write_bytes
+    from ..io import atomic_write_bytes
 
     atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=True).encode())
 

@@ -68,7 +68,10 @@ class TrainingShards:
 
     @classmethod
     def open(cls, path: str | Path) -> "TrainingShards":
+        from ..io import recover_dir
+
         path = Path(path)
+        recover_dir(path, "training-shards")
         mp = path / META
         if not mp.is_file():
             raise DataError(f"{path}: not a training-shards folder (no {META})")
@@ -228,7 +231,7 @@ class ShardWriter:
         })
 
     def finish(self, **extra: Any) -> dict[str, Any]:
-        from ..cache import atomic_write_bytes
+        from ..io import atomic_write_bytes
 
         meta = {
             "format": FORMAT, "format_version": FORMAT_VERSION, "modalities": sorted(self.dims),
@@ -268,8 +271,9 @@ def write_training_shards(
     to do that on Ray).  ``out`` defaults to ``<cache>/training/<hash>``, the hash
     covering the manifests' content, the encoder identities and the layout.
     """
-    from ..cache import FeatureCache, atomic_write_dir
+    from ..cache import FeatureCache
     from ..encoders.base import get_encoder
+    from ..io import atomic_write_dir
 
     fc = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
     mods = sorted(specs)
@@ -329,7 +333,7 @@ def write_training_shards(
         writer.finish(specs=dict(specs), identities=identities, source_hash=h,
                       sources=[str(man.path) for man in manifests])
 
-    atomic_write_dir(out, write)
+    atomic_write_dir(out, write, kind="training-shards", overwrite=True)  # stale shards are replaced, nothing else
     return TrainingShards.open(out)
 
 
@@ -353,7 +357,7 @@ def write_synthetic_shards(
     The first ``val_rows`` rows are the val split, the rest train.  Generated shard by
     shard (each from its own seeded generator): memory is one shard.
     """
-    from ..cache import atomic_write_dir
+    from ..io import atomic_write_dir
 
     dims = dict(dims or {"a": 64, "b": 64})
     rng = np.random.default_rng(seed)
@@ -385,7 +389,7 @@ def write_synthetic_shards(
         writer.finish(specs={m: f"synthetic:{m}" for m in dims}, identities={m: f"synthetic:{m}|seed={seed}" for m in dims},
                       synthetic={"rows": rows, "latent": latent, "noise": noise, "seed": seed})
 
-    atomic_write_dir(Path(out), write)
+    atomic_write_dir(Path(out), write, kind="training-shards", overwrite=True)
     return TrainingShards.open(out)
 
 
