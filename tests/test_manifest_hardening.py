@@ -356,7 +356,9 @@ def test_f_a_space_saved_with_a_working_directory_path_still_loads_there(vec_pro
     assert np.allclose(loaded.embed("imu", ["r2"], cache=c), sp.embed("imu", ["r2"], cache=c))
 
 
-def test_d_zero_width_index_query_is_refused(vec_project, tmp_path):
+def test_d_c_the_index_refuses_zero_width_queries_and_unreachable_ids(vec_project, tmp_path):
+    import numpy as np
+
     from anybind.index import Index, QueryError
 
     sp = _fit(vec_project / "data" / "m.jsonl", vec_project / "data" / "imu.npz", tmp_path / "c", epochs=1)
@@ -365,3 +367,7 @@ def test_d_zero_width_index_query_is_refused(vec_project, tmp_path):
     index = Index.build(sp, vec_project / "data" / "m.jsonl", tmp_path / "index", cache=tmp_path / "c")
     with pytest.raises(QueryError, match="empty text query"):
         index.embed_query(text="\u200b\u200c")
+    # ids given directly (not from a manifest) follow the same rule
+    vec = np.ones((2, sp.dim), np.float32)
+    with pytest.raises(DataError, match=r"id 'r1\\n': a control character"):
+        index.add_vectors(["ok", "r1\n"], vec, "imu")

@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import DataError
-from .strings import id_problem, is_blank
+from .strings import ID_RULE, id_problem, is_blank
 
 if TYPE_CHECKING:
     from .checks import MediaChecks
@@ -303,7 +303,7 @@ def _parse_record(
         return None, BadRecord(lineno, None, "missing id: every record needs a non-empty string 'id'")
     problem = id_problem(rid)
     if problem is not None:
-        return None, BadRecord(lineno, rid, f"bad id: {problem}; an id must be reachable by its URL /items/<id>")
+        return None, BadRecord(lineno, rid, f"bad id: {problem}; {ID_RULE}")
 
     def bad(reason: str) -> tuple[None, BadRecord]:
         return None, BadRecord(lineno, rid, reason)

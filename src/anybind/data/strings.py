@@ -19,6 +19,8 @@ from __future__ import annotations
 import re
 import unicodedata
 
+#: appended to every refusal of an id
+ID_RULE = "an id must be reachable by its URL /items/<id>"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
