@@ -58,6 +58,7 @@ import torch.nn.functional as F
 from .cache import FeatureCache
 from .data.manifest import Manifest
 from .encoders.base import get_encoder
+from .epochs import EpochSelection, selection_record
 from .errors import DataError, SpaceError
 from .evaluate import pair_recalls
 from .projectors import Projector, ProjectorConfig
@@ -437,12 +438,14 @@ def _train_projector(space, feats, row_of, targets: Mapping[str, _Target], train
 
         use_val = any(np.isin(t.records, val_idx).sum() >= 2 for t in targets.values())
         history = []
-        best, best_state, bad = -math.inf, None, 0
+        best_state = None
+        sel = EpochSelection(use_val, cfg.patience)
         if cfg.init == "ridge" and use_val:  # the ridge start competes as epoch 0
             proj.eval()
-            best = _val_score(proj, feats, targets, val_idx)
-            best_state = (copy.deepcopy(proj.state_dict()), 0)
-            history.append({"epoch": 0, "loss": float("nan"), "val": best})
+            score0 = _val_score(proj, feats, targets, val_idx)
+            if sel.update(0, score0):
+                best_state = (copy.deepcopy(proj.state_dict()), 0)
+            history.append({"epoch": 0, "loss": float("nan"), "val": score0})
         for epoch in range(cfg.epochs):
             proj.train()
             ep_loss = 0.0
@@ -465,16 +468,13 @@ def _train_projector(space, feats, row_of, targets: Mapping[str, _Target], train
                     logit_scale.clamp_(0, math.log(100))
                 ep_loss += float(total.detach())
             proj.eval()
-            score = _val_score(proj, feats, targets, val_idx) if use_val else -ep_loss
+            score = _val_score(proj, feats, targets, val_idx) if use_val else None
             history.append({"epoch": epoch + 1, "loss": ep_loss / steps, "val": score})
-            if score > best + 1e-6:
-                best, bad = score, 0
+            if sel.update(epoch + 1, score):
                 best_state = (copy.deepcopy(proj.state_dict()), epoch + 1)
-            else:
-                bad += 1
             if progress:
-                log.info("epoch %d: loss %.4f val %.4f best %.4f", epoch + 1, ep_loss / steps, score, best)
-            if bad >= cfg.patience:
+                log.info("epoch %d: %s", epoch + 1, sel.progress(ep_loss / steps, score))
+            if sel.stop:
                 break
         if best_state is not None:
             proj.load_state_dict(best_state[0])
@@ -482,8 +482,7 @@ def _train_projector(space, feats, row_of, targets: Mapping[str, _Target], train
         info.update({
             "best_epoch": best_state[1] if best_state else len(history),
             "epochs_run": len(history),
-            "best_val": best,
-            "val_metric": "mean (R@1+R@5+R@10)/3, new<->anchor on val pairs, both directions" if use_val else "-train loss",
+            **selection_record(use_val, sel.best, "mean (R@1+R@5+R@10)/3, new<->anchor on val pairs, both directions"),
             "train_temperature": float(math.exp(-logit_scale.item())),
             "history": history,
         })

@@ -26,7 +26,9 @@ import torch.nn.functional as F
 from . import __version__
 from .cache import FeatureCache
 from .data.manifest import Manifest, Record, load_manifest, modality_kind
+from .data.strings import is_blank
 from .encoders.base import Encoder, get_encoder
+from .encoders.custom import spec_for_folder, spec_in_folder
 from .errors import DataError, SpaceError
 from .projectors import Projector, ProjectorConfig
 from .recipe import resolve_recipe
@@ -115,7 +117,7 @@ class Space:
         if modality not in self._encoder_objs:
             enc = get_encoder(self.encoders[modality])
             want = self.identities.get(modality)
-            if want is not None and enc.identity != want:
+            if want is not None and not enc.matches_identity(want):
                 raise SpaceError(
                     f"encoder for {modality!r} ({self.encoders[modality]}) has identity\n  {enc.identity}\n"
                     f"but this space was trained with\n  {want}\n"
@@ -149,7 +151,7 @@ class Space:
         enc = self.encoder(modality)
         if enc.input_kind == "text":
             for i, t in enumerate(items):
-                if not isinstance(t, str) or not t.strip():
+                if not isinstance(t, str) or is_blank(t):
                     raise DataError(f"item {i}: empty text cannot be embedded")
         fc = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
         return fc.encode(enc, list(items), progress=progress, description=f"encoding {modality}")
@@ -295,7 +297,9 @@ class Space:
         sd["logit_scale"] = torch.tensor([self.logit_scale], dtype=torch.float64)
         return sd
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, folder: str | Path | None = None) -> dict[str, Any]:
+        """The ``space.json`` content; ``folder``: where it is saved (``vectors:`` paths are stored for it)."""
+        store = (lambda s: s) if folder is None else (lambda s: spec_for_folder(s, folder))
         return {
             "format": "anybind.space",
             "format_version": FORMAT_VERSION,
@@ -303,7 +307,7 @@ class Space:
             "dim": self.dim,
             "modalities": {
                 m: {
-                    "encoder": self.encoders[m],
+                    "encoder": store(self.encoders[m]),
                     "identity": self.identities.get(m),
                     "projector": self.projectors[m].cfg.to_dict(),
                 }
@@ -324,7 +328,7 @@ class Space:
 
         def write(tmp: Path) -> None:
             save_file(self.state_dict(), str(tmp / "projectors.safetensors"), metadata={"format": "anybind.space"})
-            (tmp / "space.json").write_text(json.dumps(self.to_json(), indent=2, sort_keys=True, default=_json_default))
+            (tmp / "space.json").write_text(json.dumps(self.to_json(path), indent=2, sort_keys=True, default=_json_default))
 
         return atomic_write_dir(Path(path), write, kind="space", overwrite=overwrite)
 
@@ -359,7 +363,7 @@ class Space:
                 raise SpaceError(f"{w_p}: weights for {m!r} are missing {sorted(missing)}")
             proj.load_state_dict(own)
             projectors[m] = proj
-            encoders[m] = spec["encoder"]
+            encoders[m] = spec_in_folder(spec["encoder"], path)
             if spec.get("identity"):
                 identities[m] = spec["identity"]
         return cls(

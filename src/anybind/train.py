@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from .cache import FeatureCache
 from .data.manifest import Manifest, Record
 from .encoders.base import get_encoder
+from .epochs import EpochSelection, selection_record
 from .errors import DataError
 from .evaluate import pair_recalls
 from .losses import MissingPlaceholders, build_loss, is_multimodal
@@ -49,7 +50,7 @@ class TrainConfig:
     epochs: int = 200
     lr: float = 1e-3
     weight_decay: float = 0.05
-    patience: int = 25  # epochs without val improvement before stopping
+    patience: int = 25  # epochs without val improvement before stopping (no val split: every epoch runs)
     seed: int = 0
     pairs: list[list[str]] | None = None  # default: every pair of bound modalities
     feature_noise: float = 0.0  # gaussian noise on standardised inputs during training
@@ -152,6 +153,9 @@ def choose_pairs(
             out.append((p[0], p[1]))
         return out
     return [(a, b) for a, b in itertools.combinations(modalities, 2) if train_count(a, b) >= 2]
+
+
+VAL_METRIC = "mean (R@1+R@5+R@10)/3 over pairs, both directions"
 
 
 def val_score(
@@ -352,19 +356,21 @@ def _train_space(fs: FeatureSet, cfg: TrainConfig, *, progress: bool = True):
         cursors[p] = (order, pos + bs)
         return order[pos : pos + bs]
 
-    best, best_state, bad_epochs, history = -1.0, None, 0, []
+    best_state, history = None, []
     use_val = len(val_idx) >= 2 and any(len(fs.with_pair(val_idx, *p)) >= 2 for p in pairs)
+    sel = EpochSelection(use_val, cfg.patience)
     if cfg.init != "random" and use_val:  # epoch 0 (the training-free start) competes for "best"
         for pr in projectors.values():
             pr.eval()
-        best = val_score(projectors, fs, val_idx, pairs)
+        score0 = val_score(projectors, fs, val_idx, pairs)
+        sel.update(0, score0)
         best_state = (
             {m: copy.deepcopy(pr.state_dict()) for m, pr in projectors.items()},
             float(logit_scale.item()),
             0,
             copy.deepcopy(placeholders.state_dict()),
         )
-        history.append({"epoch": 0, "loss": float("nan"), "val": best, "temperature": math.exp(-logit_scale.item())})
+        history.append({"epoch": 0, "loss": float("nan"), "val": score0, "temperature": math.exp(-logit_scale.item())})
     cols = [TextColumn("[bold]training"), BarColumn(), TextColumn("epoch {task.completed}/{task.total} {task.fields[msg]}"), TimeElapsedColumn()]
     with Progress(*cols, disable=not progress, transient=False) as prog:
         task = prog.add_task("train", total=cfg.epochs, msg="")
@@ -407,20 +413,17 @@ def _train_space(fs: FeatureSet, cfg: TrainConfig, *, progress: bool = True):
             for pr in projectors.values():
                 pr.eval()
             mip_w = _mip_weights(pairs, mods_multi, missing_embeddings(projectors, placeholders, mods_multi)) if multimodal else None
-            score = val_score(projectors, fs, val_idx, pairs, mip_w) if use_val else -ep_loss
+            score = val_score(projectors, fs, val_idx, pairs, mip_w) if use_val else None
             history.append({"epoch": epoch + 1, "loss": ep_loss / steps, "val": score, "temperature": math.exp(-logit_scale.item())})
-            if score > best + 1e-6:
-                best, bad_epochs = score, 0
+            if sel.update(epoch + 1, score):
                 best_state = (
                     {m: copy.deepcopy(pr.state_dict()) for m, pr in projectors.items()},
                     float(logit_scale.item()),
                     epoch + 1,
                     copy.deepcopy(placeholders.state_dict()),
                 )
-            else:
-                bad_epochs += 1
-            prog.update(task, advance=1, msg=f"loss {ep_loss / steps:.3f} val {score:.3f} best {best:.3f}")
-            if bad_epochs >= cfg.patience:
+            prog.update(task, advance=1, msg=sel.progress(ep_loss / steps, score))
+            if sel.stop:
                 break
     assert best_state is not None
     for m, sd in best_state[0].items():
@@ -433,12 +436,11 @@ def _train_space(fs: FeatureSet, cfg: TrainConfig, *, progress: bool = True):
         identities=fs.identities,
         config={"method": "contrastive", **cfg.to_dict()},
     )
-    space.info["metrics"]["val/score"] = best
+    space.info["metrics"]["val/score"] = sel.best
     space.info["training"] = {
         "best_epoch": best_state[2],
         "epochs_run": len(history),
-        "best_val": best,
-        "val_metric": "mean (R@1+R@5+R@10)/3 over pairs, both directions" if use_val else "-train loss (no val split)",
+        **selection_record(use_val, sel.best, VAL_METRIC),
         "pairs": [list(p) for p in pairs],
         "history": history,
         "train_records": int(len(train_idx)),

@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 
+from ..epochs import describe_training
 from ..errors import AnybindError
 from ._common import _check_out, _fail, _parse_encoders, _ray_target, _split_csv, app, console
 
@@ -147,8 +148,7 @@ def fit(
             _fail(e)
         tr = space.info["training"]
         console.print(f"saved {space} to [bold]{out}[/bold] (trainer: {space.info['lineage'][-1]['trainer']})")
-        console.print(f"best epoch {tr['best_epoch']} of {tr['epochs_run']}, val score {tr['best_val']:.3f}, "
-                      f"temperature {space.temperature:.4f}")
+        console.print(f"{describe_training(tr)}, temperature {space.temperature:.4f}", highlight=False)
         return
     try:
         space = Space.fit(
@@ -169,7 +169,7 @@ def fit(
     tr = space.info.get("training", {})
     console.print(f"saved {space} to [bold]{out}[/bold]")
     if "best_epoch" in tr:
-        console.print(f"best epoch {tr['best_epoch']} of {tr['epochs_run']}, val score {tr['best_val']:.3f}, temperature {space.temperature:.4f}")
+        console.print(f"{describe_training(tr)}, temperature {space.temperature:.4f}", highlight=False)
 
 
 @app.command()
@@ -266,7 +266,6 @@ def _print_bind(space) -> None:
     tr = e["training"]
     pairs = ", ".join(f"{a}: {p['train']} train / {p['val']} val" for a, p in e["pairs"].items())
     console.print(
-        f"{e['event']} {e['modality']}={e['encoder']} from {pairs}; best epoch {tr['best_epoch']} of {tr['epochs_run']}, "
-        f"val score {tr['best_val']:.3f} ({tr['seconds']} s)",
+        f"{e['event']} {e['modality']}={e['encoder']} from {pairs}; {describe_training(tr)} ({tr['seconds']} s)",
         highlight=False,
     )

@@ -17,12 +17,23 @@ Example line::
   ``true`` means "the record id").
 * ``labels`` (a flat object) and ``meta`` (anything) are carried along.
 
+The file is UTF-8, one record per ``\n``-terminated line (``\r\n`` too); a
+byte-order mark at the start of the file, or of a line, is ignored.
+
+An id must be reachable through its own URL ``/items/<id>``: it is refused when
+empty, with leading or trailing whitespace, with a control character (``\n``,
+``\r``, ``\t``, ...) or a lone surrogate, or with a ``.`` / ``..`` path segment
+(see :func:`anybind.data.strings.id_problem`).  A text is empty when nothing is
+left after removing whitespace and invisible format characters such as U+200B
+(:func:`anybind.data.strings.is_blank`).
+
 :func:`load_manifest` validates every record before anything is encoded:
-malformed JSON, missing/duplicate id, bad split name, unknown modality,
-empty text, missing/unreadable file, corrupt image or audio.  Each bad record
-is reported with its line, id and reason, skipped and counted; with
-``strict=True`` the first report becomes a :class:`~anybind.errors.DataError`
-listing them all.  One bad record never costs the valid ones.
+a line that is not UTF-8, malformed JSON, missing/bad/duplicate id, bad split
+name, unknown modality, empty text, missing/unreadable file, corrupt image or
+audio.  Each bad record is reported with its line, id and reason, skipped and
+counted; with ``strict=True`` the first report becomes a
+:class:`~anybind.errors.DataError` listing them all.  One bad record never costs
+the valid ones.
 """
 
 from __future__ import annotations
@@ -36,6 +47,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import DataError
+from .strings import ID_RULE, id_problem, is_blank
 
 if TYPE_CHECKING:
     from .checks import MediaChecks
@@ -216,11 +228,13 @@ def load_manifest(
 
         checks = MediaChecks(default_checks_path())
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text ({e})") from None
+        lines = path.read_bytes().split(b"\n")
+    except OSError as e:
+        raise DataError(f"{path}: cannot read the manifest ({e.strerror or e})") from None
+    if lines and not lines[-1]:
+        lines.pop()  # the final newline ends the last line; it does not start another
 
-    it: Iterable[tuple[int, str]] = enumerate(lines, start=1)
+    it: Iterable[tuple[int, bytes]] = enumerate(lines, start=1)
     prog = None
     if progress and len(lines) > 200:
         from rich.progress import Progress
@@ -229,9 +243,13 @@ def load_manifest(
         prog.start()
         task = prog.add_task(f"checking {path.name}", total=len(lines))
     try:
-        for lineno, raw in it:
+        for lineno, data in it:
             if prog is not None:
                 prog.advance(task)
+            raw, undecodable = _decode_line(data)
+            if undecodable is not None:
+                bad.append(BadRecord(lineno, None, undecodable))
+                continue
             if not raw.strip():
                 continue
             rec, err = _parse_record(raw, lineno, root, wanted, kinds, check_media, seen, checks, tally)
@@ -250,6 +268,15 @@ def load_manifest(
     if strict and bad:
         raise DataError(man.report())
     return man
+
+
+def _decode_line(data: bytes) -> tuple[str, str | None]:
+    """One manifest line as text (a byte-order mark and a ``\r`` ending dropped), or why it is not UTF-8."""
+    data = data.removesuffix(b"\r").removeprefix(b"\xef\xbb\xbf")
+    try:
+        return data.decode("utf-8"), None
+    except UnicodeDecodeError as e:
+        return "", f"not UTF-8 text (byte {e.start + 1} of the line, 0x{data[e.start]:02x}: {e.reason})"
 
 
 def _parse_record(
@@ -272,8 +299,11 @@ def _parse_record(
     rid = obj.get("id")
     if isinstance(rid, int) and not isinstance(rid, bool):
         rid = str(rid)
-    if not isinstance(rid, str) or not rid.strip():
+    if not isinstance(rid, str) or is_blank(rid):
         return None, BadRecord(lineno, None, "missing id: every record needs a non-empty string 'id'")
+    problem = id_problem(rid)
+    if problem is not None:
+        return None, BadRecord(lineno, rid, f"bad id: {problem}; {ID_RULE}")
 
     def bad(reason: str) -> tuple[None, BadRecord]:
         return None, BadRecord(lineno, rid, reason)
@@ -307,8 +337,9 @@ def _parse_record(
         if kind == "text":
             if not isinstance(value, str):
                 return bad(f"{name}: expected a string, got {type(value).__name__}")
-            if not value.strip():
-                return bad(f"empty text in {name!r}")
+            if is_blank(value):
+                detail = ": only whitespace and invisible characters" if value.strip() else ""
+                return bad(f"empty text in {name!r}{detail}")
             values[name] = value
         elif kind == "key":
             if value is True:

@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from ..data.strings import is_blank
 from ..errors import DataError, EncoderError
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -140,7 +141,7 @@ def check_text(item: Any) -> str:
     """The validation every text encoder's ``load`` does: a non-empty string."""
     if not isinstance(item, str):
         raise DataError(f"text encoder got {type(item).__name__}, expected a string")
-    if not item.strip():
+    if is_blank(item):
         raise DataError("empty text")
     return item
 
@@ -164,6 +165,10 @@ class Encoder(ABC):
     @abstractmethod
     def identity(self) -> str:
         """A string that changes whenever weights or preprocessing change."""
+
+    def matches_identity(self, recorded: str) -> bool:
+        """Whether an artefact that recorded the identity ``recorded`` was made with this encoder."""
+        return self.identity == recorded
 
     def load(self, item: Any) -> Any:
         """Decode one item (a path or a string) into what :meth:`encode_loaded` takes.

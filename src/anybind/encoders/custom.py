@@ -11,6 +11,10 @@
   ``vector`` list column (or one numeric column per dimension), an ``.npz``
   with arrays ``ids`` and ``vectors``, or an ``.npy`` matrix with a sidecar
   ``<path>.ids.txt`` (one id per line, in row order).  Nothing is unpickled.
+  A relative path is relative to the working directory; a saved space stores it
+  relative to the space folder when the file lies inside it, else absolute
+  (:func:`spec_for_folder`, :func:`spec_in_folder`).  The identity is the file's
+  content hash, not its path, so a space and its vectors can move.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from __future__ import annotations
 import hashlib
 import importlib
 import inspect
+import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +32,9 @@ import numpy as np
 
 from ..errors import DataError, EncoderError
 from .base import Encoder, sha256_file
+
+log = logging.getLogger(__name__)
+_VECTORS = "vectors:"
 
 
 class CallableEncoder(Encoder):
@@ -113,7 +122,7 @@ class VectorsEncoder(Encoder):
         self.index = {k: i for i, k in enumerate(ids)}
         self.vectors = vecs.astype(np.float32)
         self.dim = vecs.shape[1]
-        self._identity = f"{self.spec}|sha256={sha256_file(self.path)[:16]}"
+        self._identity = f"vectors|sha256={sha256_file(self.path)[:16]}"  # the content, wherever it lies
 
     @staticmethod
     def _read(path: Path) -> tuple[list[str], np.ndarray]:
@@ -150,6 +159,11 @@ class VectorsEncoder(Encoder):
     def identity(self) -> str:
         return self._identity
 
+    def matches_identity(self, recorded: str) -> bool:
+        # spaces saved before the identity dropped the path recorded "vectors:<path>|sha256=..."
+        content = self._identity.rsplit("|", 1)[-1]
+        return recorded == self._identity or (recorded.startswith(_VECTORS) and recorded.endswith("|" + content))
+
     def content_key(self, item: Any) -> str:
         return "k:" + str(item)
 
@@ -161,6 +175,44 @@ class VectorsEncoder(Encoder):
 
     def encode_loaded(self, batch: Sequence[int]) -> np.ndarray:
         return self.vectors[np.asarray(batch, dtype=np.int64)]
+
+
+def spec_for_folder(spec: str, folder: str | Path) -> str:
+    """A spec as an artefact saved in ``folder`` stores it.
+
+    A ``vectors:`` path (relative ones are relative to the working directory) becomes
+    relative to ``folder`` when the file lies inside it, so the folder can move with
+    its vectors, and absolute otherwise, so any working directory finds it.  Other
+    specs are returned unchanged.
+    """
+    if not spec.startswith(_VECTORS):
+        return spec
+    p = os.path.abspath(spec[len(_VECTORS) :])
+    try:
+        rel = os.path.relpath(p, os.path.abspath(folder))
+    except ValueError:  # another drive
+        return _VECTORS + p
+    inside = rel != os.pardir and not rel.startswith(os.pardir + os.sep)
+    return _VECTORS + (Path(rel).as_posix() if inside else p)
+
+
+def spec_in_folder(spec: str, folder: str | Path) -> str:
+    """The spec to use for one stored in an artefact saved in ``folder`` (inverse of :func:`spec_for_folder`).
+
+    A relative ``vectors:`` path resolves against ``folder``.  A space saved by an
+    older anybind stored it relative to the working directory of its fit: when only
+    that file exists, it is used and a warning says to save the space again.
+    """
+    if not isinstance(spec, str) or not spec.startswith(_VECTORS) or os.path.isabs(spec[len(_VECTORS) :]):
+        return spec
+    rel = spec[len(_VECTORS) :]
+    p = os.path.abspath(os.path.join(folder, rel))
+    if not os.path.exists(p) and os.path.isfile(rel):
+        log.warning("%s: vectors file %s is not in the folder; using %s from the working directory "
+                    "(saved by an older anybind: save the space again to store the path correctly)",
+                    folder, rel, os.path.abspath(rel))
+        p = os.path.abspath(rel)
+    return _VECTORS + p
 
 
 def make_callable_encoder(name: str) -> Encoder:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..data.strings import is_blank
 from ..errors import DataError
 from .errors import IndexError_
 from .exact import _unit, exact_topk
@@ -87,7 +88,7 @@ def class_embeddings(
 
     if not names:
         raise DataError("no class names given")
-    bad = [i for i, n in enumerate(names) if not isinstance(n, str) or not n.strip()]
+    bad = [i for i, n in enumerate(names) if not isinstance(n, str) or is_blank(n)]
     if bad:
         raise DataError(f"empty class name at position {bad[0]}")
     fc = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..data.strings import is_blank
 from ..errors import AnybindError
 from .errors import QueryError
 from .exact import _unit
@@ -144,7 +145,7 @@ class QueryMixin:
             )
         kind = getattr(space.encoder(modality), "input_kind", "file")
         if kind == "text":
-            if not isinstance(item, str) or not item.strip():
+            if not isinstance(item, str) or is_blank(item):
                 raise QueryError(f"empty {modality} query: give some text")
         elif kind == "file":
             p = Path(item)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..data.strings import ID_RULE, id_problem
 from ..errors import DataError, SpaceError
 from .errors import IndexError_
 from .exact import _unit
@@ -184,6 +185,9 @@ class WriteMixin:
             raise DataError("vectors contain non-finite values")
         X = _unit(X)
         ids = [str(i) for i in ids]
+        for i in ids:  # the manifest's rule: every id must be reachable by its URL /items/<id>
+            if (problem := id_problem(i)) is not None:
+                raise DataError(f"id {i!r}: {problem}; {ID_RULE}")
         if len(set(ids)) != len(ids):
             raise DataError("duplicate ids in one add_vectors call")
         sources = list(sources) if sources is not None else ids

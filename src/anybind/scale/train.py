@@ -37,8 +37,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..epochs import EpochSelection, selection_record
 from ..errors import DataError
-from ..train import TrainConfig, choose_pairs, pair_terms, val_score
+from ..train import VAL_METRIC, TrainConfig, choose_pairs, pair_terms, val_score
 from .stream import DEFAULT_ROWS_PER_SHARD, PairStream, TrainingShards, write_training_shards
 
 DEFAULT_SHUFFLE_BUFFER = 16384
@@ -176,7 +177,8 @@ def train_streaming(
             vfs = shards.feature_set("val")
         val_idx = np.arange(len(vfs.records)) if vfs is not None else None
 
-        best, best_state, bad_epochs, history = -1.0, None, 0, []
+        best_state, history = None, []
+        sel = EpochSelection(use_val, cfg.patience)
         gather = _gather if distributed else None
         cols = [TextColumn("[bold]training (streaming)"), BarColumn(),
                 TextColumn("epoch {task.completed}/{task.total} {task.fields[msg]}"), TimeElapsedColumn()]
@@ -210,22 +212,19 @@ def train_streaming(
                         dist.broadcast(t, 0)
                         score = float(t[0])
                 else:
-                    score = -ep_loss
+                    score = None
                 history.append({"epoch": epoch + 1, "loss": ep_loss / steps, "val": score,
                                 "temperature": math.exp(-logit_scale.item())})
-                if score > best + 1e-6:
-                    best, bad_epochs = score, 0
+                if sel.update(epoch + 1, score):
                     best_state = ({m: copy.deepcopy(pr.state_dict()) for m, pr in projectors.items()},
                                   float(logit_scale.item()), epoch + 1)
-                else:
-                    bad_epochs += 1
-                prog.update(task, advance=1, msg=f"loss {ep_loss / steps:.3f} val {score:.3f} best {best:.3f}")
-                if bad_epochs >= cfg.patience:
+                prog.update(task, advance=1, msg=sel.progress(ep_loss / steps, score))
+                if sel.stop:
                     break
         assert best_state is not None
         seconds = time.perf_counter() - t0
         return {
-            "state": best_state[0], "logit_scale": best_state[1], "best_epoch": best_state[2], "best_val": best,
+            "state": best_state[0], "logit_scale": best_state[1], "best_epoch": best_state[2], "best_val": sel.best,
             "history": history, "pairs": [list(p) for p in pairs], "use_val": use_val, "steps_per_epoch": steps,
             "seconds": seconds, "rows_seen": rows_seen, "world": world,
             "passes": {f"{a}+{b}": s.passes for (a, b), s in streams.items()},
@@ -248,8 +247,7 @@ def space_from_result(shards: TrainingShards, cfg: TrainConfig, res: dict[str, A
     space.info["training"] = {
         "best_epoch": res["best_epoch"],
         "epochs_run": len(res["history"]),
-        "best_val": res["best_val"],
-        "val_metric": "mean (R@1+R@5+R@10)/3 over pairs, both directions" if res["use_val"] else "-train loss (no val split)",
+        **selection_record(res["use_val"], res["best_val"], VAL_METRIC),
         "pairs": res["pairs"],
         "history": res["history"],
         "train_records": shards.count("train", "rows"),
@@ -297,7 +295,8 @@ def _ray_worker(config: dict[str, Any]) -> None:
         save_file(tensors, str(d / "projectors.safetensors"))
         (d / "result.json").write_text(json.dumps({k: v for k, v in res.items() if k != "state"}))
         ckpt = ray.train.Checkpoint.from_directory(str(d))
-    ray.train.report({"best_val": res["best_val"], "best_epoch": res["best_epoch"]}, checkpoint=ckpt)
+    best_val = float("nan") if res["best_val"] is None else res["best_val"]  # no val split: still a number
+    ray.train.report({"best_val": best_val, "best_epoch": res["best_epoch"]}, checkpoint=ckpt)
 
 
 def fit_ray(

@@ -54,6 +54,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTex
 from fastapi.staticfiles import StaticFiles
 
 from .. import __version__
+from ..data.strings import is_blank
 from ..errors import AnybindError
 from ..index import QueryError
 from .gate import Busy, Gate
@@ -216,7 +217,7 @@ def create_app(
             t0 = time.perf_counter()
             m = svc.check_text_modality(body.modality)
             for i, t in enumerate(body.texts):
-                if not t.strip():
+                if is_blank(t):
                     raise QueryError(f"text {i} is empty")
             X = svc.embed_items(m, body.texts)
             items = [EmbeddedOut(modality=m, vector=v.tolist()) for v in X]
@@ -352,7 +353,7 @@ def create_app(
     ) -> ClassifyOut:
         svc: Service = request.state.svc
         uploads = await _read_uploads(svc, files)
-        names = [x for x in labels if x.strip()]
+        names = [x for x in labels if not is_blank(x)]
         if not names:
             raise QueryError("no labels given: repeat the 'labels' field, one class name each")
         if len(names) > MAX_LABELS:

@@ -7,6 +7,7 @@ from urllib.parse import quote
 
 from fastapi import UploadFile
 
+from ..data.strings import is_blank
 from ..index import Hit, QueryError
 from .schemas import HitOut, QueryInput
 from .state import Service
@@ -40,7 +41,7 @@ def _hit_out(svc: Service, h: Hit) -> HitOut:
 def _text_parts(svc: Service, text: str | None, inputs: list[QueryInput]) -> list[tuple[str, Any, float]]:
     parts: list[tuple[str, Any, float]] = []
     if text is not None:
-        if not text.strip():
+        if is_blank(text):
             raise QueryError("empty text query: give some text")
         parts.append(("text", text, 1.0))
     for i in inputs:
@@ -78,7 +79,7 @@ def _upload_parts(
     if texts:
         svc.check_text_modality(text_modality)
     for t, wt in zip(texts, w):
-        if not t.strip():
+        if is_blank(t):
             raise QueryError("empty text query: give some text")
         parts.append((text_modality, t, wt))
     staged: list[tuple[Path, str]] = []
