@@ -16,7 +16,6 @@ from string import Formatter
 
 from ..errors import DataError
 
-DEFAULT_TEMPLATES: tuple[str, ...] = ("a {}.",)
 PLACEHOLDERS = ("", "0", "label")  # field names of the one allowed placeholder: {} {0} {label}
 _HOW = "put '{}' (or '{label}') where the class name goes, and '{{' / '}}' for literal braces"
 

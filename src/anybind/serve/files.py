@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 _PROC_FD = "/proc/self/fd"
+# read-only; no link as the last component; non-blocking, so a FIFO put in a file's place cannot hang a worker
+_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
 class NotFound(AnybindError):
@@ -75,7 +77,9 @@ class OpenItemFile:
             pass
 
 
-def indexed_folders(sources: "pa.ChunkedArray", modality: np.ndarray, file_modalities: list[str]) -> frozenset[str]:
+def indexed_folders(
+    sources: "pa.ChunkedArray", modality: np.ndarray, file_modalities: list[str]
+) -> frozenset[str]:
     """The directories of the stored paths of every file row (one vectorised pass)."""
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -119,7 +123,7 @@ class ItemFiles:
             raise NotFound(f"{what} is missing")
         real = os.path.realpath(source)
         try:
-            fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+            fd = os.open(real, _OPEN_FLAGS)
         except FileNotFoundError:
             raise NotFound(f"{what} is missing") from None
         except OSError as e:  # a link swapped in after realpath (ELOOP), a folder, no permission...
