@@ -224,6 +224,7 @@ def test_item_swapped_for_a_link_out_of_the_indexed_folders_is_refused(tiny, tar
 def test_item_whose_content_changed_is_refused(tiny):
     c, img = tiny["client"], tiny["img"]
     assert c.get("/items/tiny?modality=image").status_code == 200
+    assert c.get("/thumbs/tiny?size=16").status_code == 200  # a cached thumbnail is not served once it changed
     new = _png(color=(10, 200, 90), size=40)
     img.write_bytes(new)
     for url in ("/items/tiny?modality=image", "/thumbs/tiny?size=16"):

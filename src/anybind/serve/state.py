@@ -414,15 +414,17 @@ class Service:
         return self.files.open(it.id, it.modality, it.source, it.key)
 
     def thumbnail(self, it: Item, size: int) -> bytes:
-        """A JPEG of at most ``size`` pixels a side (LRU-cached), made from the checked file."""
-        key = (it.id, it.modality, size)
-        with self._thumb_lock:
-            if key in self._thumbs:
-                self._thumbs.move_to_end(key)
-                return self._thumbs[key]
+        """A JPEG of at most ``size`` pixels a side (LRU-cached), made from the checked file; the file is
+        checked on every call (cheap once its version is verified), so a cached thumbnail is not served
+        for a file that changed since it was indexed."""
         from ..data.media import load_image
 
+        key = (it.id, it.modality, size)
         with self.open_item(it) as f:
+            with self._thumb_lock:
+                if key in self._thumbs:
+                    self._thumbs.move_to_end(key)
+                    return self._thumbs[key]
             try:
                 img = load_image(f.path, size=max(size, 64))
             except AnybindError as e:
