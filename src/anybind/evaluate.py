@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .data.manifest import Manifest, Record, load_manifest
+from .data.templates import check_templates, fill_template
 
 if TYPE_CHECKING:
     from .cache import FeatureCache
@@ -188,6 +189,8 @@ def evaluate(
     ``rerank`` applies a hubness correction (see :mod:`anybind.rerank`) with
     the ``bank_split`` records' embeddings as query and gallery banks.
     """
+    if zero_shot_label:
+        templates = check_templates(templates)  # before any work: a bad template fails fast
     if isinstance(manifest, Manifest):
         man = manifest
     else:
@@ -246,6 +249,7 @@ def zero_shot(
     """
     from .multilinear import missing_embeddings
 
+    templates = check_templates(templates)
     recs = [r for r in records if r.has(modality) and label_key in r.labels]
     if not recs:
         return {"accuracy": float("nan"), "n": 0}
@@ -278,7 +282,8 @@ def zero_shot(
 
 def class_embeddings(space: "Space", names: Sequence[str], templates: Sequence[str], text_modality: str = "text", cache=None):
     """Prompt-ensemble class embeddings: mean of the templates' embeddings, renormalised."""
-    prompts = [t.format(n) for n in names for t in templates]
+    templates = check_templates(templates)
+    prompts = [fill_template(t, n) for n in names for t in templates]
     E = space.embed(text_modality, prompts, cache=cache).reshape(len(names), len(templates), -1).mean(1)
     return E / np.linalg.norm(E, axis=1, keepdims=True)
 

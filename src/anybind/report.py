@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import __version__
+from .data.templates import check_templates
 from .errors import DataError
 
 if TYPE_CHECKING:
@@ -249,6 +250,7 @@ def build_report(
     from .space import manifest_kinds
 
     t0 = time.perf_counter()
+    templates = check_templates(templates)  # before any work: a bad template fails fast
     if isinstance(manifest, Manifest):
         man = manifest
     else:

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from ..data.templates import check_template, fill_template
 from ..errors import EncoderError
 from .base import Encoder
 
@@ -79,7 +80,7 @@ class LabelBridgeEncoder(Encoder):
         self.text_encoder = get_encoder(text_spec)
         self.spec = base_spec + SUFFIX
         self.temperature = float(temperature)
-        self.template = template
+        self.template = check_template(template)
         self.batch_size = self.base_encoder.batch_size
         self.dim = self.base_encoder.dim + self.text_encoder.dim
         self._head: tuple[np.ndarray, np.ndarray] | None = None
@@ -100,7 +101,7 @@ class LabelBridgeEncoder(Encoder):
         if self._names is None:
             from ..cache import FeatureCache
 
-            prompts = [self.template.format(n) for n in imagenet_class_names()]
+            prompts = [fill_template(self.template, n) for n in imagenet_class_names()]
             E = FeatureCache().encode(self.text_encoder, prompts, progress=False)
             self._names = E / np.maximum(np.linalg.norm(E, axis=1, keepdims=True), 1e-12)
         return self._names

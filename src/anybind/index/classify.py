@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..data.strings import is_blank
+from ..data.templates import check_templates, fill_template
 from ..errors import DataError
 from .errors import IndexError_
 from .exact import _unit, exact_topk
@@ -45,6 +46,7 @@ class ClassifyMixin:
         if self.space is None:
             raise IndexError_("this index has no space to embed class names with")
         k = _check_k(k)
+        templates = check_templates(templates)
         targets = self._check_targets(modality)
         C = class_embeddings(
             self.space, classes, templates, text_modality=text_modality, cache=cache, batch_size=batch_size
@@ -91,13 +93,14 @@ def class_embeddings(
     bad = [i for i, n in enumerate(names) if not isinstance(n, str) or is_blank(n)]
     if bad:
         raise DataError(f"empty class name at position {bad[0]}")
+    templates = check_templates(templates)
     fc = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
     T = len(templates)
     per = max(1, batch_size // max(1, T))
     out = np.zeros((len(names), space.dim), np.float32)
     for c0 in range(0, len(names), per):
         part = names[c0 : c0 + per]
-        prompts = [t.format(n) for n in part for t in templates]
+        prompts = [fill_template(t, n) for n in part for t in templates]
         E = space.embed(text_modality, prompts, cache=fc).reshape(len(part), T, -1).mean(1)
         out[c0 : c0 + len(part)] = E / np.maximum(np.linalg.norm(E, axis=1, keepdims=True), 1e-12)
     return out

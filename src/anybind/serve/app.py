@@ -28,13 +28,16 @@ Guarantees:
   decode gets **400**, naming the file and the decoder's complaint.
 * **No paths from clients.**  ``/items`` and ``/thumbs`` take an item id, look it
   up in the index loaded at start-up and serve the file the index recorded for
-  it; results carry URLs, never server paths.
+  it; results carry URLs, never server paths.  The file is served only if it still
+  lies in the folders the index's files came from (no link leading out: 404) and
+  holds the content that was indexed (409); see :mod:`~anybind.serve.files`.
 * **Loopback by default.**  ``anybind serve`` binds 127.0.0.1; the service has
   no authentication.
 
-Errors are JSON ``{"detail": "..."}`` (400 bad query, 404 unknown item, 413 too
-large, 415 not an image or sound, 503 busy); request-schema violations are
-FastAPI's 422.
+Errors are JSON ``{"detail": "..."}`` (400 bad query, 404 unknown item, 409 item
+changed since indexing, 413 too large, 415 not an image or sound, 503 busy);
+request-schema violations are FastAPI's 422 (also for ``NaN`` / ``Infinity`` and
+lone surrogates, see :mod:`~anybind.serve.errors`).
 
 Layout: the routes, error handlers and lifespan are here (:func:`create_app`); the
 request / response models in :mod:`~anybind.serve.schemas`, the admission gate in
@@ -50,14 +53,16 @@ from typing import Annotated
 import anyio
 import anyio.to_thread
 from fastapi import FastAPI, File, Form, Path as PathParam, Query, Request, UploadFile
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.background import BackgroundTask
 
 from .. import __version__
 from ..data.strings import is_blank
 from ..errors import AnybindError
 from ..index import QueryError
-from .gate import Busy, Gate
+from .errors import add_error_handlers
+from .gate import Busy, Gate  # noqa: F401 - Busy: imported from here by callers
 from .middleware import BodyLimit, SecurityHeaders
 from .queries import _hit_out, _ms, _named, _read_uploads, _text_parts, _unstage, _upload_parts
 from .schemas import (
@@ -84,7 +89,7 @@ from .schemas import (
     SpaceInfo,
 )
 from .sniff import SNIFF_BYTES, sniff
-from .state import NotFound, ServeConfig, Service, UploadError
+from .state import Changed, NotFound, ServeConfig, Service
 
 STATIC = Path(__file__).parent / "static"
 
@@ -163,21 +168,7 @@ def create_app(
     app.add_middleware(BodyLimit, max_bytes=cfg.max_upload_bytes)
     app.add_middleware(SecurityHeaders)
 
-    @app.exception_handler(UploadError)
-    async def _upload_error(request: Request, exc: UploadError):
-        return JSONResponse({"detail": str(exc)}, status_code=415)
-
-    @app.exception_handler(NotFound)
-    async def _not_found(request: Request, exc: NotFound):
-        return JSONResponse({"detail": str(exc)}, status_code=404)
-
-    @app.exception_handler(AnybindError)
-    async def _bad_query(request: Request, exc: AnybindError):
-        return JSONResponse({"detail": str(exc)}, status_code=400)
-
-    @app.exception_handler(Busy)
-    async def _busy(request: Request, exc: Busy):
-        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "1"})
+    add_error_handlers(app)
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
@@ -378,7 +369,9 @@ def create_app(
         response_class=Response,
         responses={
             200: {"content": ITEM_TYPES, "description": "The stored file (type sniffed from its bytes), or the text."},
-            404: {"model": ErrorOut, "description": "No such item (or its file is gone)."},
+            404: {"model": ErrorOut, "description": "No such item (or its file is gone, or leads outside the indexed "
+                  "folders)."},
+            409: {"model": ErrorOut, "description": "The item's file changed since it was indexed: not served."},
         },
         summary="A stored item, by its id in the index (never by path)",
     )
@@ -391,13 +384,10 @@ def create_app(
         it = svc.item(item_id, modality)
         if it.media == "text":
             return PlainTextResponse(it.source)
-        p = Path(it.source)
-        if not p.is_file():
-            raise NotFound(f"the stored {it.modality} file of item {item_id!r} is missing")
-        with open(p, "rb") as f:
-            head = f.read(SNIFF_BYTES)
-        s = sniff(head)
-        return FileResponse(p, media_type=s.mime if s else "application/octet-stream")
+        f = svc.open_item(it)  # checked: inside the indexed folders, the indexed content (404 / 409)
+        s = sniff(f.head(SNIFF_BYTES))
+        return FileResponse(f.path, stat_result=f.stat, media_type=s.mime if s else "application/octet-stream",
+                            background=BackgroundTask(f.close))
 
     @app.get(
         "/thumbs/{item_id:path}",
@@ -405,6 +395,7 @@ def create_app(
         responses={
             200: {"content": {"image/jpeg": {}}, "description": "A JPEG at most `size` pixels a side."},
             404: {"model": ErrorOut, "description": "No such image item, or it cannot be read."},
+            409: {"model": ErrorOut, "description": "The item's file changed since it was indexed."},
         },
         summary="A thumbnail of a stored image",
     )
@@ -420,6 +411,8 @@ def create_app(
             raise NotFound(f"item {item_id!r} ({it.modality}) is not an image: no thumbnail")
         try:
             data = await anyio.to_thread.run_sync(svc.thumbnail, it, size, limiter=request.state.thumbs)
+        except (NotFound, Changed):
+            raise
         except AnybindError as e:
             raise NotFound(f"cannot make a thumbnail of item {item_id!r}: {str(e).replace(it.source, 'its file')}") from None
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})

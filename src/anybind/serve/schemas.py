@@ -2,7 +2,7 @@
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .sniff import MIME_TYPES
 
@@ -17,10 +17,45 @@ class ErrorOut(BaseModel):
     detail: str = Field(description="What is wrong, naming the input or item.")
 
 
-class QueryInput(BaseModel):
+def _lone_surrogate_at(value: Any, where: str = "body") -> str | None:
+    """Where in a parsed JSON body a string (or key) holds a lone UTF-16 surrogate, else ``None``."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return where
+        return None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            at = _lone_surrogate_at(k, f"{where} (a key)") or _lone_surrogate_at(v, f"{where}.{k}")
+            if at:
+                return at
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            if at := _lone_surrogate_at(v, f"{where}[{i}]"):
+                return at
+    return None
+
+
+class RequestModel(BaseModel):
+    """A JSON request body: unknown fields, non-finite numbers (``NaN``, ``Infinity``) and lone UTF-16
+    surrogates (``"\\ud800"``, no Unicode text) are schema violations (422)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, data: Any) -> Any:
+        at = _lone_surrogate_at(data)
+        if at:
+            at = at.encode("utf-8", "backslashreplace").decode()
+            raise ValueError(f"{at}: a lone UTF-16 surrogate escape (\\udXXX) is not valid Unicode text")
+        return data
+
+
+class QueryInput(RequestModel):
     """One text input of a fused query."""
 
-    model_config = ConfigDict(extra="forbid")
     modality: str = Field("text", max_length=100, description="A bound text modality (text, text_fr, ...).")
     text: str = Field(min_length=1, max_length=MAX_TEXT)
     weight: float = Field(1.0, ge=-100, le=100, allow_inf_nan=False)
@@ -29,7 +64,7 @@ class QueryInput(BaseModel):
 LabelFilter = dict[Annotated[str, Field(max_length=200)], str | Annotated[list[str], Field(max_length=50)]]
 
 
-class SearchRequest(BaseModel):
+class SearchRequest(RequestModel):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={"examples": [{"text": "a barking dog", "k": 10, "modality": ["image"]}]},
@@ -68,7 +103,7 @@ class SearchOut(BaseModel):
     took_ms: float
 
 
-class EmbedRequest(BaseModel):
+class EmbedRequest(RequestModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"texts": ["a barking dog"]}]})
     modality: str = Field("text", max_length=100, description="A bound text modality.")
     texts: list[Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]] = Field(min_length=1, max_length=64)
@@ -86,7 +121,7 @@ class EmbedOut(BaseModel):
     took_ms: float
 
 
-class ClassifyRequest(BaseModel):
+class ClassifyRequest(RequestModel):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={"examples": [{"text": "it barks at the postman", "labels": ["dog", "cat", "bird"]}]},

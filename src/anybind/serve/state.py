@@ -23,9 +23,11 @@ from typing import Any
 import numpy as np
 
 from ..cache import FeatureCache
+from ..data.templates import check_templates
 from ..errors import AnybindError, DataError
 from ..index import Hit, Index, QueryError, class_embeddings
 from ..space import Space
+from .files import Changed, ItemFiles, NotFound, OpenItemFile, indexed_folders  # noqa: F401 - re-exported
 from .sniff import SNIFF_BYTES, Sniffed, sniff
 
 
@@ -116,12 +118,14 @@ class MemoryFeatureCache(FeatureCache):
 
 @dataclass
 class Item:
-    """One stored row the service may serve: its source (text, or an absolute file path) and media kind."""
+    """One stored row the service may serve: its source (text, or an absolute file path), media kind and
+    content key (``"f:" + sha256`` of a file's bytes when it was indexed)."""
 
     id: str
     modality: str
     source: str
     media: str  # "image" | "audio" | "text" | "other"
+    key: str | None = None
 
 
 def _tiny_png() -> bytes:
@@ -168,6 +172,7 @@ class Service:
         # what each bound modality reads ("text" or "file") and what its media are
         self.input_kind = {m: getattr(space.encoder(m), "input_kind", "file") for m in space.modalities}
         self.media = {m: self._media_of(m) for m in space.modalities}
+        self.files = ItemFiles()
         self._load_items()
         self._refresh_lock = threading.Lock()
         self._checked = time.monotonic()
@@ -179,10 +184,14 @@ class Service:
         snap = self.index.snapshot()
         ids = snap.meta.column("id").to_pylist()
         srcs = snap.meta.column("source").to_pylist()
+        keys = snap.meta.column("key").to_pylist()
         items: dict[str, dict[str, Item]] = {}
-        for i, m, s in zip(ids, snap.modality.tolist(), srcs):
-            items.setdefault(i, {})[m] = Item(i, m, s, self.media.get(m, "other"))
+        for i, m, s, k in zip(ids, snap.modality.tolist(), srcs, keys):
+            items.setdefault(i, {})[m] = Item(i, m, s, self.media.get(m, "other"), k)
+        file_mods = [m for m, kind in self.input_kind.items() if kind == "file"]
+        folders = indexed_folders(snap.meta.column("source"), snap.modality, file_mods)
         self.items, self.counts = items, self.index.counts()  # swapped whole: readers see old or new
+        self.files.set_folders(folders)
 
     def refresh(self, force: bool = False) -> bool:
         """Pick up writes other processes made to the index, at most every ``refresh_seconds``
@@ -363,13 +372,10 @@ class Service:
     ) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """Cosine of the (fused) query with each class's prompt-ensemble embedding, and the softmax at the
         space's temperature."""
-        for t in templates:
-            try:
-                filled = t.format("x")
-            except (IndexError, KeyError, ValueError) as e:
-                raise QueryError(f"template {t!r} is not a format string with one '{{}}' ({e})") from None
-            if "{}" not in t or filled == t:
-                raise QueryError(f"template {t!r} has no '{{}}' for the class name")
+        try:
+            templates = check_templates(templates)  # before anything is filled or embedded
+        except DataError as e:
+            raise QueryError(str(e)) from None
         q, qmods = self.embed_parts(parts)
         text_mod = "text" if "text" in self.space.modalities else None
         if text_mod is None or self.input_kind[text_mod] != "text":
@@ -402,16 +408,27 @@ class Service:
         order = {"image": 0, "audio": 1, "other": 2, "text": 3}
         return min(rows.values(), key=lambda it: (order.get(it.media, 9), it.modality))
 
+    def open_item(self, it: Item) -> OpenItemFile:
+        """The item's stored file, open and checked: inside the indexed folders (else :class:`NotFound`)
+        and holding the content that was indexed (else :class:`Changed`); see :mod:`anybind.serve.files`."""
+        return self.files.open(it.id, it.modality, it.source, it.key)
+
     def thumbnail(self, it: Item, size: int) -> bytes:
-        """A JPEG of at most ``size`` pixels a side (LRU-cached)."""
-        key = (it.id, it.modality, size)
-        with self._thumb_lock:
-            if key in self._thumbs:
-                self._thumbs.move_to_end(key)
-                return self._thumbs[key]
+        """A JPEG of at most ``size`` pixels a side (LRU-cached), made from the checked file; the file is
+        checked on every call (cheap once its version is verified), so a cached thumbnail is not served
+        for a file that changed since it was indexed."""
         from ..data.media import load_image
 
-        img = load_image(it.source, size=max(size, 64))
+        key = (it.id, it.modality, size)
+        with self.open_item(it) as f:
+            with self._thumb_lock:
+                if key in self._thumbs:
+                    self._thumbs.move_to_end(key)
+                    return self._thumbs[key]
+            try:
+                img = load_image(f.path, size=max(size, 64))
+            except AnybindError as e:
+                raise type(e)(str(e).replace(f.path, it.source)) from None
         img.thumbnail((size, size))
         buf = io.BytesIO()
         img.save(buf, format="JPEG", quality=85)
@@ -421,10 +438,6 @@ class Service:
             while len(self._thumbs) > self.config.thumb_cache:
                 self._thumbs.popitem(last=False)
         return data
-
-
-class NotFound(AnybindError):
-    """No such stored item (HTTP 404)."""
 
 
 class UploadError(QueryError):

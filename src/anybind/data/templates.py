@@ -1,0 +1,83 @@
+"""Prompt templates for zero-shot classification: ``"a photo of a {}."`` filled with a class name.
+
+A template is checked by :func:`check_template` before anything is filled, and filled by
+:func:`fill_template` by plain substitution, never by ``str.format``: a format spec such as
+``{:>2000000000}`` would allocate gigabytes, and ``{0.__class__}`` would reach into objects.
+The only placeholder is ``{}`` (also spelled ``{0}`` or ``{label}``), as often as wanted;
+``{{`` and ``}}`` are literal braces.  A filled template is at most
+``len(template) * (1 + len(name))`` characters long.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import lru_cache
+from string import Formatter
+
+from ..errors import DataError
+
+PLACEHOLDERS = ("", "0", "label")  # field names of the one allowed placeholder: {} {0} {label}
+_HOW = "put '{}' (or '{label}') where the class name goes, and '{{' / '}}' for literal braces"
+
+
+def _shown(template: str) -> str:
+    r = repr(template)
+    return r if len(r) <= 80 else r[:77] + "..."
+
+
+@lru_cache(maxsize=1024)
+def _pieces(template: str) -> tuple[str, ...]:
+    """The literal text between placeholders (one more piece than placeholders); raises DataError."""
+    pieces, text = [], ""
+    try:
+        for literal, field, spec, conversion in Formatter().parse(template):
+            text += literal
+            if field is None:
+                continue
+            if field not in PLACEHOLDERS:
+                raise DataError(f"template {_shown(template)}: unknown placeholder {{{field}}}; {_HOW}")
+            if conversion is not None or spec:
+                bad = f"!{conversion}" if conversion is not None else f":{spec}"
+                raise DataError(
+                    f"template {_shown(template)}: the placeholder takes no format spec or conversion "
+                    f"({bad!r}); {_HOW}"
+                )
+            pieces.append(text)
+            text = ""
+    except ValueError as e:  # str.format's parser: a lone '{' or '}'
+        if isinstance(e, DataError):
+            raise
+        raise DataError(f"template {_shown(template)}: {e}; {_HOW}") from None
+    if not pieces:
+        raise DataError(f"template {_shown(template)} has no '{{}}' for the class name; {_HOW}")
+    pieces.append(text)
+    return tuple(pieces)
+
+
+def _parsed(template: str) -> tuple[str, ...]:
+    if not isinstance(template, str):
+        raise DataError(f"template {template!r} is not a string")
+    return _pieces(template)
+
+
+def check_template(template: str) -> str:
+    """``template`` if it is a usable prompt template, else :class:`DataError` saying what is wrong."""
+    _parsed(template)
+    return template
+
+
+def check_templates(templates: Sequence[str]) -> list[str]:
+    """Check every template of a prompt ensemble (at least one); returns them as a list."""
+    if isinstance(templates, str):
+        templates = [templates]
+    out = list(templates)
+    if not out:
+        raise DataError("no prompt templates given (e.g. 'a {}.')")
+    for t in out:
+        check_template(t)
+    return out
+
+
+def fill_template(template: str, name: str) -> str:
+    """``template`` with every placeholder replaced by ``name`` (checked first; no ``str.format``)."""
+    return str(name).join(_parsed(template))

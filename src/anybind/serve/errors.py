@@ -1,0 +1,77 @@
+"""The service's error answers: every error is JSON ``{"detail": ...}`` that can always be written.
+
+A request body may hold what JSON can say but a response cannot carry: ``NaN`` and
+``Infinity`` (Python's JSON reader takes them, strict JSON writing refuses them) and lone
+UTF-16 surrogates (``"\\ud800"``, not encodable as UTF-8).  FastAPI's 422 answer echoes
+the bad input, so such a body once turned a 422 into a 500.  Every error answer here goes
+through :func:`json_safe` first: non-finite numbers become the strings ``"NaN"`` /
+``"Infinity"`` / ``"-Infinity"``, lone surrogates their ``\\udXXX`` escape.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from ..errors import AnybindError
+from .gate import Busy
+from .state import Changed, NotFound, UploadError
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` (JSON-like: dicts, lists, str, numbers) with nothing strict JSON / UTF-8 cannot write."""
+    if isinstance(obj, str):
+        try:
+            obj.encode("utf-8")
+            return obj
+        except UnicodeEncodeError:
+            return obj.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return "NaN" if math.isnan(obj) else ("Infinity" if obj > 0 else "-Infinity")
+    if isinstance(obj, dict):
+        return {json_safe(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def json_error(status: int, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:
+    """``{"detail": detail}`` with status ``status``, made writable by :func:`json_safe`."""
+    return JSONResponse({"detail": json_safe(detail)}, status_code=status, headers=headers)
+
+
+#: the status of each error anybind raises on purpose (the most specific class applies)
+STATUS: tuple[tuple[type[Exception], int], ...] = (
+    (UploadError, 415),  # an upload that is no image or sound this service reads
+    (NotFound, 404),  # no such item, or its file cannot be served
+    (Changed, 409),  # the item's file changed since it was indexed
+    (AnybindError, 400),  # an unusable query
+)
+
+
+def _answer(status: int):
+    async def handler(request: Request, exc: Exception) -> JSONResponse:
+        return json_error(status, str(exc))
+
+    return handler
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    """The app's error answers: :data:`STATUS`, 503 busy (with ``Retry-After``) and FastAPI's 422 for a
+    request-schema violation (the echoed input made writable)."""
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        return json_error(422, jsonable_encoder(exc.errors()))
+
+    @app.exception_handler(Busy)
+    async def _busy(request: Request, exc: Busy):
+        return json_error(503, str(exc), headers={"Retry-After": "1"})
+
+    for cls, status in STATUS:
+        app.add_exception_handler(cls, _answer(status))
