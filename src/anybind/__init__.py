@@ -7,15 +7,15 @@
 (1, 256)
 """
 
-__version__ = "0.1.0"
-
-from .cache import FeatureCache  # noqa: E402
-from .data.manifest import Manifest, Record, load_manifest  # noqa: E402
-from .encoders.base import Encoder, get_encoder, register_encoder  # noqa: E402
-from .errors import AnybindError, DataError, EncoderError, SpaceError  # noqa: E402
-from .evaluate import evaluate  # noqa: E402
-from .index import Hit, Index  # noqa: E402
-from .space import Space  # noqa: E402
+from .version import __version__
+from .cache import FeatureCache
+from .data.manifest import Manifest, Record, load_manifest
+from .encoders.base import Encoder
+from .encoders.registry import get_encoder, register_encoder
+from .errors import AnybindError, DataError, EncoderError, SpaceError
+from .evaluate import evaluate
+from .index import Hit, Index
+from .space import Space
 
 __all__ = [
     "AnybindError",

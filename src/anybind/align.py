@@ -23,8 +23,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from .errors import DataError
-from .evaluate import pair_recalls
+from .errors import DataError, EncoderError
+from .metrics import pair_recalls
 from .projectors import Projector, ProjectorConfig
 
 
@@ -197,3 +197,34 @@ def fit_training_free(
         "train_records": int(len(train)),
     }
     return space
+
+
+def bridge_space(image_spec: str = "image:efficientnet-lite0+bridge", text_spec: str = "text:minilm"):
+    """The training-free label-bridge space: images by their bridge vector, texts as they are.
+
+    No paired data at all: an image is scored against a caption by the cosine
+    between the caption's embedding and the image's class-name mixture.  The
+    baseline every trained image<->text space should beat.
+    """
+    from .encoders.registry import get_encoder
+    from .encoders.bridge import SUFFIX
+    from .space import Space
+
+    if not image_spec.endswith(SUFFIX):
+        raise EncoderError(f"bridge_space needs a '{SUFFIX}' image encoder, got {image_spec!r}")
+    img, txt = get_encoder(image_spec), get_encoder(text_spec)
+    if img.text_encoder.spec != txt.spec:
+        raise EncoderError(f"{image_spec} bridges into {img.text_encoder.spec}, not {text_spec}")
+    d_base, d_txt = img.base_encoder.dim, txt.dim
+    p_img = Projector(ProjectorConfig(in_dim=img.dim, out_dim=d_txt, kind="linear", dropout=0, input_dropout=0, standardize=False))
+    with torch.no_grad():
+        p_img.linear.weight.zero_()
+        p_img.linear.weight[:, d_base:] = torch.eye(d_txt)
+        p_img.linear.bias.zero_()
+    p_txt = Projector(ProjectorConfig(in_dim=d_txt, out_dim=d_txt, kind="identity", standardize=False))
+    return Space(
+        {"image": image_spec, "text": text_spec},
+        {"image": p_img, "text": p_txt},
+        identities={"image": img.identity, "text": txt.identity},
+        config={"method": "label-bridge"},
+    )

@@ -31,16 +31,8 @@ import numpy as np
 
 from .encoders.base import Encoder
 from .errors import DataError
+from .io import default_cache_dir  # noqa: F401  (re-exported: it was defined here)
 from .io import atomic_write_bytes, atomic_write_dir  # noqa: F401 -- re-exported (they used to live here)
-
-
-def default_cache_dir() -> Path:
-    """``$ANYBIND_CACHE``, else ``$XDG_CACHE_HOME/anybind/features``, else ``~/.cache/anybind/features``."""
-    env = os.environ.get("ANYBIND_CACHE")
-    if env:
-        return Path(env)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return Path(xdg or Path.home() / ".cache") / "anybind" / "features"
 
 
 @dataclass

@@ -156,7 +156,7 @@ class Candidate:
 
 
 def _default_field(spec: str) -> str | None:
-    from .encoders.base import get_encoder
+    from .encoders.registry import get_encoder
 
     mod = getattr(get_encoder(spec), "modality", None)
     return None if mod in (None, "custom") else mod
@@ -259,7 +259,7 @@ def compat(
     """
     from .cache import FeatureCache
     from .data.manifest import Manifest, load_manifest
-    from .encoders.base import get_encoder
+    from .encoders.registry import get_encoder
 
     cands = [c if isinstance(c, Candidate) else parse_candidate(c) for c in candidates]
     labels = [c.label for c in cands]

@@ -13,141 +13,20 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .data.manifest import Manifest, Record, load_manifest
+from .metrics import (  # noqa: F401  (re-exported: evaluate is where users look for them)
+    KS,
+    content_groups,
+    pair_recalls,
+    paired_rows,
+    ranks_of_diagonal,
+    retrieval_from_embeddings,
+    sim_recalls,
+)
 from .data.templates import check_templates, fill_template
 
 if TYPE_CHECKING:
     from .cache import FeatureCache
     from .space import Space
-
-KS = (1, 5, 10)
-
-
-def _duplicate_groups(X: np.ndarray) -> np.ndarray:
-    """Group index of each row; identical rows (identical content) share a group."""
-    return np.unique(np.ascontiguousarray(X), axis=0, return_inverse=True)[1].reshape(-1)
-
-
-def ranks_of_diagonal(sim: np.ndarray, relevant: np.ndarray | None = None) -> np.ndarray:
-    """1-based rank of the best relevant item of each row (default: ``sim[i, i]`` alone).
-
-    Ties with irrelevant items count against the query (pessimistic), so a
-    collapsed space scores like chance or worse, never well.
-    """
-    n = sim.shape[0]
-    if relevant is None:
-        relevant = np.eye(n, dtype=bool)
-    best = np.where(relevant, sim, -np.inf).max(1, keepdims=True)
-    return 1 + ((sim >= best) & ~relevant).sum(1)
-
-
-def content_groups(keys: Sequence[Any] | np.ndarray) -> np.ndarray:
-    """Group index per item from content keys (strings) or from frozen *input* feature rows."""
-    if isinstance(keys, np.ndarray) and keys.ndim == 2:
-        return _duplicate_groups(keys)
-    return np.unique(np.asarray([str(k) for k in keys]), return_inverse=True)[1].reshape(-1)
-
-
-def pair_recalls(
-    queries: np.ndarray,
-    gallery: np.ndarray,
-    ks: Sequence[int] = KS,
-    *,
-    query_keys: Sequence[Any] | np.ndarray | None = None,
-    gallery_keys: Sequence[Any] | np.ndarray | None = None,
-) -> dict[str, float]:
-    """Recall@K and median rank when ``queries[i]`` should retrieve ``gallery[i]``.
-
-    Items with identical *content* are interchangeable: when several queries
-    are identical (two stamps captioned "A flower.") any of their partners is
-    a correct answer, and likewise identical gallery items.  Content identity
-    comes from ``*_keys`` (content keys, or the frozen input features) -- never
-    from the embeddings being scored, so a collapsed space cannot profit.
-    """
-    return sim_recalls(queries @ gallery.T, ks, query_keys=query_keys, gallery_keys=gallery_keys)
-
-
-def paired_rows(embs: Mapping[str, tuple], pairs: Iterable[tuple[str, str]] | None = None):
-    """For each modality pair (default: all), the rows of ``embs[a]`` and ``embs[b]`` of the records having both.
-
-    Yields ``(a, b, rows_a, rows_b)``; pairs with fewer than 2 common records are skipped.
-    """
-    mods = sorted(embs)
-    for a, b in list(pairs) if pairs is not None else list(itertools.combinations(mods, 2)):
-        pos_b = {i: k for k, i in enumerate(embs[b][0])}
-        common = [(k, pos_b[i]) for k, i in enumerate(embs[a][0]) if i in pos_b]
-        if len(common) < 2:
-            continue
-        ia, ib = (np.asarray(x) for x in zip(*common))
-        yield a, b, ia, ib
-
-
-def retrieval_from_embeddings(
-    embs: Mapping[str, tuple[Sequence[str], np.ndarray]],
-    pairs: Iterable[tuple[str, str]] | None = None,
-    ks: Sequence[int] = KS,
-    *,
-    rerank: str | None = None,
-    banks: Mapping[str, np.ndarray] | None = None,
-    rerank_params: Mapping[str, Any] | None = None,
-) -> dict[str, float]:
-    """Retrieval metrics for every ordered modality pair.
-
-    ``embs[m] = (ids, X)``; for pair (a, b) the evaluation set is the ids that
-    have both, and each a-query must find its own record's b-item among all of them.
-
-    ``rerank`` (``"csls"``, ``"qbnorm"``, ``"invgc"``, see :mod:`anybind.rerank`)
-    re-scores each direction with a hubness correction; ``banks[m]`` are the
-    bank embeddings of modality ``m`` (e.g. the training split's), used as the
-    query bank when ``m`` is the query side and as the gallery bank when it is
-    the gallery side.  Without a bank for a modality, its evaluation items
-    themselves are the bank.
-    """
-    out: dict[str, float] = {}
-    for a, b, ia, ib in paired_rows(embs, pairs):
-        for (q, qi), (g, gi), name in (((a, ia), (b, ib), f"{a}->{b}"), ((b, ib), (a, ia), f"{b}->{a}")):
-            Q = embs[q][1][qi]
-            G = embs[g][1][gi]
-            keys = {
-                "query_keys": [embs[q][2][i] for i in qi] if len(embs[q]) > 2 else None,
-                "gallery_keys": [embs[g][2][i] for i in gi] if len(embs[g]) > 2 else None,
-            }
-            if rerank is None:
-                res = pair_recalls(Q, G, ks, **keys)
-            else:
-                from .rerank import apply_rerank
-
-                qb = (banks or {}).get(q, Q)
-                gb = (banks or {}).get(g, G)
-                res = sim_recalls(
-                    apply_rerank(rerank, Q, G, query_bank=qb, gallery_bank=gb, params=rerank_params), ks, **keys
-                )
-            for k, v in res.items():
-                out[f"{name}/{k}"] = v
-    return out
-
-
-def sim_recalls(
-    sim: np.ndarray,
-    ks: Sequence[int] = KS,
-    *,
-    query_keys: Sequence[Any] | np.ndarray | None = None,
-    gallery_keys: Sequence[Any] | np.ndarray | None = None,
-) -> dict[str, float]:
-    """Like :func:`pair_recalls` on a ready (possibly re-scored) similarity matrix."""
-    sim = np.asarray(sim)
-    relevant = np.eye(len(sim), dtype=bool)
-    if query_keys is not None:
-        qg = content_groups(query_keys)
-        relevant |= qg[:, None] == qg[None, :]
-    if gallery_keys is not None:
-        gg = content_groups(gallery_keys)
-        relevant |= gg[:, None] == gg[None, :]
-    r = ranks_of_diagonal(sim, relevant)
-    out = {f"R@{k}": float((r <= k).mean()) for k in ks}
-    out["MdR"] = float(np.median(r))
-    out["n"] = int(len(r))
-    return out
-
 
 def embed_records(
     space: "Space",
@@ -194,7 +73,7 @@ def evaluate(
     if isinstance(manifest, Manifest):
         man = manifest
     else:
-        from .space import manifest_kinds
+        from .encoders.kinds import manifest_kinds
 
         man = load_manifest(manifest, modalities=space.modalities, kinds=manifest_kinds(space.encoders))
     mods = [m for m in (modalities or space.modalities) if m in space.modalities]

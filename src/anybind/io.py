@@ -47,6 +47,15 @@ except ImportError:  # no flock (Windows): leftovers are never taken for a dead 
 log = logging.getLogger(__name__)
 
 
+def default_cache_dir() -> Path:
+    """``$ANYBIND_CACHE``, else ``$XDG_CACHE_HOME/anybind/features``, else ``~/.cache/anybind/features``."""
+    env = os.environ.get("ANYBIND_CACHE")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return Path(xdg or Path.home() / ".cache") / "anybind" / "features"
+
+
 @dataclass(frozen=True)
 class Kind:
     """One artefact kind: its marker file, the format the marker names, and the entries it is made of."""

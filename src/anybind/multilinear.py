@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .evaluate import KS, pair_recalls, paired_rows
+from .metrics import KS, pair_recalls, paired_rows
 
 if TYPE_CHECKING:
     from .space import Space

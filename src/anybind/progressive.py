@@ -57,10 +57,10 @@ import torch.nn.functional as F
 
 from .cache import FeatureCache
 from .data.manifest import Manifest
-from .encoders.base import get_encoder
+from .encoders.registry import get_encoder
 from .epochs import EpochSelection, selection_record
 from .errors import DataError, SpaceError
-from .evaluate import pair_recalls
+from .metrics import pair_recalls
 from .projectors import Projector, ProjectorConfig
 
 if TYPE_CHECKING:
@@ -200,7 +200,7 @@ def _load_data(space, name, encoder, data, mods, strict, progress) -> list[Manif
 
 
 def _bind(space, name, spec, data, anchors, *, replace, cache, strict, progress, cfg: BindConfig):
-    from . import __version__
+    from .version import __version__
     from .space import Space
 
     t0 = time.perf_counter()

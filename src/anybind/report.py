@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import __version__
+from .version import __version__
 from .data.templates import check_templates
 from .errors import DataError
 
@@ -243,11 +243,11 @@ def build_report(
     progress: bool = False,
 ) -> tuple[str, dict[str, Any]]:
     """The report's HTML and its numbers (``{"retrieval", "zeroshot", "diagnostics", "label", ...}``)."""
-    from .bench.tuxpaint import chance_metrics
+    from .metrics import chance_metrics
     from .data.manifest import Manifest, load_manifest
     from .diagnostics import diagnostics, embed_split
     from .evaluate import retrieval_from_embeddings, zero_shot
-    from .space import manifest_kinds
+    from .encoders.kinds import manifest_kinds
 
     t0 = time.perf_counter()
     templates = check_templates(templates)  # before any work: a bad template fails fast

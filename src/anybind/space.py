@@ -23,12 +23,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import __version__
+from .version import __version__
 from .cache import FeatureCache
-from .data.manifest import Manifest, Record, load_manifest, modality_kind
+from .data.manifest import Manifest, Record, load_manifest
 from .data.strings import is_blank
-from .encoders.base import Encoder, get_encoder
+from .encoders.base import Encoder
+from .encoders.registry import get_encoder
 from .encoders.custom import spec_for_folder, spec_in_folder
+from .encoders.kinds import manifest_kinds  # noqa: F401  (re-exported: it was defined here)
 from .errors import DataError, SpaceError
 from .projectors import Projector, ProjectorConfig
 from .recipe import resolve_recipe
@@ -384,23 +386,6 @@ def _json_default(o: Any) -> Any:
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
-def manifest_kinds(encoders: Mapping[str, str] | None) -> dict[str, str]:
-    """Manifest field kinds implied by encoder specs (a ``vectors:`` modality holds keys, ...)."""
-    kinds = {}
-    for m, spec in (encoders or {}).items():
-        enc_kind = None
-        if spec.startswith("vectors:"):
-            enc_kind = "key"
-        elif spec.startswith("text:"):
-            enc_kind = "text"
-        elif spec.startswith("callable:") or modality_kind(m) is None:
-            # a user's encoder (a plugin, a callable) says what its manifest values are
-            enc_kind = getattr(get_encoder(spec), "input_kind", "file")
-        if enc_kind:
-            kinds[m] = enc_kind
-    return kinds
 
 
 def _as_manifests(manifest, modalities, encoders, strict, progress) -> list[Manifest]:

@@ -23,10 +23,10 @@ import torch.nn.functional as F
 
 from .cache import FeatureCache
 from .data.manifest import Manifest, Record
-from .encoders.base import get_encoder
+from .encoders.registry import get_encoder
 from .epochs import EpochSelection, selection_record
 from .errors import DataError
-from .evaluate import pair_recalls
+from .metrics import pair_recalls
 from .losses import MissingPlaceholders, build_loss, is_multimodal
 from .projectors import Projector, ProjectorConfig
 

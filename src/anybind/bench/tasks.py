@@ -37,7 +37,7 @@ KEYS = ("text->image/R@1", "text->image/R@10", "image->text/R@1", "image->text/R
 
 @task("tuxpaint-ablation", "Training choices for Tux Paint image<->text (test split), each lever on top of the last, same seed")
 def tuxpaint_ablation(work: Path, cache=None, seed: int = 0, console=None) -> TaskResult:
-    from ..encoders.bridge import bridge_space
+    from ..align import bridge_space
     from ..space import Space
     from .tuxpaint import chance_metrics
 

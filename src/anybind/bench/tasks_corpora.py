@@ -91,7 +91,7 @@ def fashion_mnist_zeroshot(work: Path, cache=None, seed: int = 0, console=None, 
     from ..corpora.fashion_mnist import build_fashion_mnist
     from ..corpora.openclipart import build_openclipart
     from ..data.manifest import load_manifest
-    from ..encoders.bridge import bridge_space
+    from ..align import bridge_space
     from ..evaluate import zero_shot
     from ..space import Space
     from .tuxpaint import PLAIN_ENCODERS, RECIPE, prepare_tuxpaint
@@ -132,7 +132,7 @@ def fashion_mnist_zeroshot(work: Path, cache=None, seed: int = 0, console=None, 
                      "centred (transductive)": centred["accuracy"]})
     # the ceiling: logistic regression on the same frozen image features, trained on Fashion-MNIST train
     from ..cache import FeatureCache
-    from ..encoders.base import get_encoder
+    from ..encoders.registry import get_encoder
 
     fc = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
     img = get_encoder(PLAIN_ENCODERS["image"])

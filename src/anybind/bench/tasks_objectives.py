@@ -323,7 +323,7 @@ def run_objectives(work: Path, *, cache=None, seeds=(0,), objectives: dict[str, 
     from ..cache import FeatureCache
     from ..data.manifest import load_manifest
     from ..diagnostics import diagnostics
-    from ..encoders.base import default_spec
+    from ..encoders.registry import default_spec
     from ..evaluate import retrieval_from_embeddings
     from ..multilinear import mip_retrieval_from_embeddings, missing_embeddings
     from ..train import FeatureSet, TrainConfig, train_space

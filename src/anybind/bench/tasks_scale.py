@@ -146,7 +146,7 @@ def scale_task(
     work: Path, cache=None, seed: int = 0, console=None, n: str = "2000", rows: str = "10000000",
     encode_items: str = "100000", encoder: str = "text:minilm", workers: str = "2", batch: str = "256",
 ) -> TaskResult:
-    from ..encoders.base import get_encoder
+    from ..encoders.registry import get_encoder
     from ..scale import ray_session
     from ..scale.encode import encode_items as encode
     from ..scale.stream import TrainingShards, write_synthetic_shards
@@ -238,7 +238,7 @@ def scale_task(
 # ----------------------------------------------------------------------------- encode-overhead
 def _overhead_row(spec: str, items: list[str], root: Path, repeats: int) -> dict[str, Any]:
     from ..cache import FeatureCache
-    from ..encoders.base import get_encoder
+    from ..encoders.registry import get_encoder
     from ..scale.encode import encode_items as encode
 
     enc = get_encoder(spec)
@@ -326,7 +326,7 @@ def _reencode_epoch(fs, man_records, specs: dict[str, str], cfg) -> float:
     """One epoch in the open_clip locked-tower style: every batch runs the frozen encoders again, then the step."""
     import torch
 
-    from ..encoders.base import get_encoder
+    from ..encoders.registry import get_encoder
     from ..losses import build_loss
     from ..projectors import Projector, ProjectorConfig
     from ..train import pair_terms

@@ -84,7 +84,7 @@ def _transcribe(paths: list[str], batch: int = 4) -> list[str]:
 def speech_retrieval(work: Path, cache=None, seed: int = 0, console=None, asr: str = "1", train_voices: str = "1") -> TaskResult:
     from ..cache import FeatureCache
     from ..data.manifest import load_manifest
-    from ..encoders.base import get_encoder
+    from ..encoders.registry import get_encoder
     from ..evaluate import embed_records, retrieval_from_embeddings
     from ..space import Space
 

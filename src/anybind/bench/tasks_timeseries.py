@@ -45,7 +45,7 @@ def linear_probe(fc, enc, train, test) -> float:
     import numpy as np
     from sklearn.linear_model import LogisticRegression
 
-    from ..encoders.base import get_encoder
+    from ..encoders.registry import get_encoder
 
     e = get_encoder(enc)
     Xtr = fc.encode(e, [r.values["timeseries"] for r in train], progress=False)

@@ -115,7 +115,8 @@ def fuse_eval(
     """
     from ..data.manifest import load_manifest
     from ..fusion import load_fusion, subsets_table
-    from ..space import Space, manifest_kinds
+    from ..encoders.kinds import manifest_kinds
+    from ..space import Space
 
     try:
         space = Space.load(space_dir)

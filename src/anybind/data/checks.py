@@ -35,7 +35,7 @@ def default_checks_path() -> Path | None:
     env = os.environ.get("ANYBIND_MEDIA_CHECKS")
     if env:
         return None if env.strip().lower() in ("off", "0", "no", "false") else Path(env).expanduser()
-    from ..cache import default_cache_dir
+    from ..io import default_cache_dir
 
     return default_cache_dir() / "media-checks.sqlite"
 

@@ -180,7 +180,7 @@ def _check_media(kind: str, path: Path) -> None:
     elif kind == "audio":
         load_audio(path)
     elif kind == "timeseries":
-        from ..encoders.timeseries import load_series
+        from .series import load_series
 
         load_series(path)
 

@@ -233,18 +233,15 @@ class Encoder(ABC):
         """Re-import what :attr:`_transient` dropped (modules cannot be pickled) after unpickling."""
 
 
-# The registry lives in registry.py (imported last: it needs nothing from here at run time).
-from .registry import (  # noqa: E402
-    DEFAULTS as _DEFAULTS,
-    EncoderFactory,
-    default_spec,
-    get_encoder,
-    list_encoders,
-    register_encoder,
-    registered_prefixes,
-)
+_MOVED = {"DEFAULTS", "EncoderFactory", "default_spec", "get_encoder", "list_encoders", "register_encoder",
+          "registered_prefixes"}
 
-__all__ = [
-    "Encoder", "EncoderFactory", "check_text", "content_key", "default_spec", "get_encoder", "list_encoders",
-    "register_encoder", "registered_prefixes", "sha256_dir", "sha256_file",
-]
+
+def __getattr__(name: str):
+    """The registry moved to :mod:`anybind.encoders.registry`; its names stay importable from here."""
+    if name in _MOVED or name == "_DEFAULTS":
+        import importlib
+
+        registry = importlib.import_module("anybind.encoders.registry")  # lazily: registry builds encoders
+        return getattr(registry, "DEFAULTS" if name == "_DEFAULTS" else name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

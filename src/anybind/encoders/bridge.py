@@ -20,6 +20,7 @@ from timm, Apache-2.0).
 from __future__ import annotations
 
 import hashlib
+import io
 from collections.abc import Sequence
 from importlib import resources
 from typing import Any
@@ -74,7 +75,7 @@ class LabelBridgeEncoder(Encoder):
         temperature: float = 1.0,
         template: str = "a photo of a {}.",
     ):
-        from .base import get_encoder
+        from .registry import get_encoder
 
         self.base_encoder = get_encoder(base_spec)
         self.text_encoder = get_encoder(text_spec)
@@ -99,10 +100,8 @@ class LabelBridgeEncoder(Encoder):
 
     def _class_embeddings(self) -> np.ndarray:
         if self._names is None:
-            from ..cache import FeatureCache
-
             prompts = [fill_template(self.template, n) for n in imagenet_class_names()]
-            E = FeatureCache().encode(self.text_encoder, prompts, progress=False)
+            E = _cached_class_embeddings(self.text_encoder, prompts)
             self._names = E / np.maximum(np.linalg.norm(E, axis=1, keepdims=True), 1e-12)
         return self._names
 
@@ -134,34 +133,25 @@ class LabelBridgeEncoder(Encoder):
         return self.derive(self.base_encoder.encode_loaded(batch))
 
 
-def bridge_space(image_spec: str = "image:efficientnet-lite0+bridge", text_spec: str = "text:minilm"):
-    """The training-free label-bridge space: images by their bridge vector, texts as they are.
+def _cached_class_embeddings(text_encoder: Encoder, prompts: list[str]) -> np.ndarray:
+    """The text encoder's embeddings of the class prompts, kept in one ``.npy`` beside the feature cache.
 
-    No paired data at all: an image is scored against a caption by the cosine
-    between the caption's embedding and the image's class-name mixture.  The
-    baseline every trained image<->text space should beat.
+    Encoding 1,000 prompts costs seconds; every process that bridges images needs them.  Keyed by the text
+    encoder's identity and the prompts themselves, so another model or template never reads them.
     """
-    import torch
+    from ..io import atomic_write_bytes, default_cache_dir
 
-    from ..projectors import Projector, ProjectorConfig
-    from ..space import Space
-    from .base import get_encoder
-
-    if not image_spec.endswith(SUFFIX):
-        raise EncoderError(f"bridge_space needs a '{SUFFIX}' image encoder, got {image_spec!r}")
-    img, txt = get_encoder(image_spec), get_encoder(text_spec)
-    if img.text_encoder.spec != txt.spec:
-        raise EncoderError(f"{image_spec} bridges into {img.text_encoder.spec}, not {text_spec}")
-    d_base, d_txt = img.base_encoder.dim, txt.dim
-    p_img = Projector(ProjectorConfig(in_dim=img.dim, out_dim=d_txt, kind="linear", dropout=0, input_dropout=0, standardize=False))
-    with torch.no_grad():
-        p_img.linear.weight.zero_()
-        p_img.linear.weight[:, d_base:] = torch.eye(d_txt)
-        p_img.linear.bias.zero_()
-    p_txt = Projector(ProjectorConfig(in_dim=d_txt, out_dim=d_txt, kind="identity", standardize=False))
-    return Space(
-        {"image": image_spec, "text": text_spec},
-        {"image": p_img, "text": p_txt},
-        identities={"image": img.identity, "text": txt.identity},
-        config={"method": "label-bridge"},
-    )
+    key = hashlib.sha256("\n".join([text_encoder.identity, *prompts]).encode()).hexdigest()[:24]
+    path = default_cache_dir() / "label-bridge" / f"{key}.npy"
+    if path.is_file():
+        try:
+            E = np.load(path, allow_pickle=False)
+            if E.shape == (len(prompts), text_encoder.dim) and np.isfinite(E).all():
+                return E.astype(np.float32)
+        except (OSError, ValueError):
+            pass  # a damaged file is recomputed and replaced
+    E = np.asarray(text_encoder.encode(prompts), dtype=np.float32)
+    buf = io.BytesIO()
+    np.save(buf, E, allow_pickle=False)
+    atomic_write_bytes(path, buf.getvalue())
+    return E

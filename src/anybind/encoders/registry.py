@@ -25,16 +25,14 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
-from typing import TYPE_CHECKING
+from typing import Any
 
 from ..errors import EncoderError
 
-if TYPE_CHECKING:
-    from .base import Encoder
-
 log = logging.getLogger(__name__)
 
-EncoderFactory = Callable[[str], "Encoder"]
+#: ``factory(name) -> Encoder`` (see :class:`anybind.encoders.base.Encoder`)
+EncoderFactory = Callable[[str], Any]
 
 #: the entry-point group installed packages declare their encoders in
 ENTRY_POINT_GROUP = "anybind.encoders"
@@ -50,6 +48,9 @@ BUILTINS: dict[str, str] = {
     "vectors": "anybind.encoders.custom:make_vectors_encoder",
 }
 
+#: spec suffixes that wrap another encoder: ``<spec><suffix>`` -> ``wrapper(<spec>)``
+SUFFIXES: dict[str, str] = {"+bridge": "anybind.encoders.bridge:LabelBridgeEncoder"}
+
 #: the encoder a bare modality name means
 DEFAULTS: dict[str, str] = {
     "text": "text:minilm",
@@ -61,7 +62,7 @@ DEFAULTS: dict[str, str] = {
 
 _RUNTIME: dict[str, EncoderFactory] = {}
 _LOADED: dict[str, EncoderFactory] = {}
-_INSTANCES: dict[str, "Encoder"] = {}
+_INSTANCES: dict[str, Any] = {}
 _PLUGINS: dict[str, metadata.EntryPoint] | None = None
 
 
@@ -197,7 +198,7 @@ def default_spec(modality: str) -> str:
     return DEFAULTS[base]
 
 
-def get_encoder(spec: str, *, cached: bool = True) -> "Encoder":
+def get_encoder(spec: str, *, cached: bool = True) -> Any:
     """Build (or reuse) the encoder for a spec string such as ``"text:minilm"``.
 
     A bare modality (``"image"``) means that modality's default encoder.  Encoders are heavy, so one
@@ -207,10 +208,10 @@ def get_encoder(spec: str, *, cached: bool = True) -> "Encoder":
         spec = default_spec(spec)
     if cached and spec in _INSTANCES:
         return _INSTANCES[spec]
-    if spec.endswith("+bridge"):  # <image spec>+bridge: base features ++ label bridge (see bridge.py)
-        from .bridge import LabelBridgeEncoder
-
-        enc = LabelBridgeEncoder(spec[: -len("+bridge")])
+    suffix = next((s for s in SUFFIXES if spec.endswith(s)), None)
+    if suffix:  # e.g. <image spec>+bridge: base features ++ label bridge (see bridge.py)
+        wrapper = _import_target(SUFFIXES[suffix], f"encoder suffix {suffix!r}")
+        enc = wrapper(spec[: -len(suffix)])
     else:
         prefix, name = spec.split(":", 1)
         try:

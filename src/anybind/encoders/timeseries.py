@@ -86,10 +86,8 @@ used; the identity holds the SHA-256 of the weight files and config.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import importlib.util
-import io
 import threading
 from collections.abc import Sequence
 from functools import lru_cache
@@ -99,6 +97,15 @@ from typing import Any
 import numpy as np
 
 from ..data.media import short_repr
+from ..data.series import (  # noqa: F401  (the loaders live in data/, re-exported here)
+    MAX_ELEMENTS,
+    MIN_LENGTH,
+    NPY_MAGIC,
+    as_series,
+    load_npy,
+    load_series,
+    read_series_bytes,
+)
 from ..errors import DataError, EncoderError
 from .base import Encoder, sha256_file
 
@@ -116,10 +123,6 @@ __all__ = [
 
 #: bump when the preprocessing below changes (it is part of the identities)
 PREP_VERSION = "v1"
-#: the fewest time steps a series may have
-MIN_LENGTH = 2
-#: refuse files whose array would not fit comfortably in memory (elements)
-MAX_ELEMENTS = 50_000_000
 
 MINIROCKET_LENGTH = 512
 MINIROCKET_FEATURES = 2016  # multiple of 84 (MiniRocket's base kernels): 24 per kernel
@@ -139,146 +142,6 @@ _FRACAST_TAG = (
     f"minmax-per-channel,right-aligned-w{FRACAST_WINDOW}+mask+coverage,>{FRACAST_WINDOW}:resample-linear,"
     f"<{FRACAST_MIN}:resample-linear,core-hidden:mean|std|last-over-observed,mean-over-channels,w8;{PREP_VERSION}"
 )
-
-_NPY_MAGIC = b"\x93NUMPY"
-
-
-# ----------------------------------------------------------------------------- loading
-
-
-def as_series(arr: Any, what: str = "series") -> np.ndarray:
-    """Validate an array as one series: float64 ``(channels, length)``, finite, long enough.
-
-    A 1-d array is one channel.  Raises :class:`DataError` starting with ``what``.
-    """
-    a = np.asarray(arr)
-    if a.dtype == object or not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
-        raise DataError(f"{what}: not a numeric array (dtype {a.dtype})")
-    if np.iscomplexobj(a):
-        raise DataError(f"{what}: complex values are not a time series")
-    if a.ndim == 1:
-        a = a[None, :]
-    if a.ndim != 2:
-        raise DataError(f"{what}: expected shape (length,) or (channels, length), got {a.shape}")
-    if a.size == 0:
-        raise DataError(f"{what}: no samples (shape {a.shape})")
-    if a.shape[1] < MIN_LENGTH:
-        raise DataError(f"{what}: {a.shape[1]} time step(s), need at least {MIN_LENGTH} (shape is (channels, length))")
-    a = a.astype(np.float64)
-    bad = ~np.isfinite(a)
-    if bad.any():
-        c, t = (int(v[0]) for v in np.nonzero(bad))
-        raise DataError(
-            f"{what}: {int(bad.sum())} missing/non-finite value(s) (NaN or inf), first at channel {c}, step {t}; "
-            "fill or trim them before encoding"
-        )
-    return a
-
-
-def _read(path: Path) -> bytes:
-    if not path.exists():
-        raise DataError(f"{path}: file does not exist")
-    if not path.is_file():
-        raise DataError(f"{path}: not a regular file")
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise DataError(f"{path}: unreadable ({e.strerror or e})") from None
-    if not data:
-        raise DataError(f"{path}: file is empty")
-    return data
-
-
-def _load_npy(path: Path, data: bytes) -> np.ndarray:
-    try:
-        arr = np.load(io.BytesIO(data), allow_pickle=False)
-    except ValueError as e:
-        if "allow_pickle" in str(e) or "pickle" in str(e).lower():
-            raise DataError(
-                f"{path}: the .npy holds Python objects (a pickle); refusing to unpickle it -- "
-                "save a plain numeric array instead"
-            ) from None
-        raise DataError(f"{path}: not a readable .npy file ({e})") from None
-    except (OSError, EOFError) as e:
-        raise DataError(f"{path}: truncated or corrupt .npy file ({type(e).__name__}: {e})") from None
-    if not isinstance(arr, np.ndarray):
-        raise DataError(f"{path}: expected one array, found {type(arr).__name__}")
-    if arr.dtype.names is not None:
-        raise DataError(f"{path}: structured (record) arrays are not supported; save a plain numeric array")
-    return arr
-
-
-def _delimiter(line: str) -> str | None:
-    for d in (",", ";", "\t"):
-        if d in line:
-            return d
-    return None  # whitespace
-
-
-def _load_text(path: Path, data: bytes) -> np.ndarray:
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: neither a .npy file nor UTF-8 text (CSV)") from None
-    lines = [(i, ln) for i, ln in enumerate(text.splitlines(), start=1) if ln.strip()]
-    if not lines:
-        raise DataError(f"{path}: no rows")
-    delim = _delimiter(lines[0][1] if len(lines) == 1 else lines[1][1])
-
-    def cells(ln: str) -> list[str]:
-        if delim is None:
-            return ln.split()
-        return [c.strip() for c in next(csv.reader([ln], delimiter=delim))]
-
-    def floats(row: list[str]) -> list[float] | None:
-        try:
-            return [float(c) for c in row]
-        except ValueError:
-            return None
-
-    first = cells(lines[0][1])
-    start = 0 if floats(first) is not None else 1  # one header row of channel names is allowed
-    rows: list[list[float]] = []
-    width = None
-    for lineno, ln in lines[start:]:
-        row = cells(ln)
-        vals = floats(row)
-        if vals is None:
-            bad = next(c for c in row if floats([c]) is None)
-            raise DataError(f"{path}: line {lineno}: {bad!r} is not a number" if bad else f"{path}: line {lineno}: empty cell")
-        if width is None:
-            width = len(vals)
-        elif len(vals) != width:
-            raise DataError(f"{path}: line {lineno} has {len(vals)} columns, the first data row {width}")
-        rows.append(vals)
-        if width and len(rows) * width > MAX_ELEMENTS:
-            raise DataError(f"{path}: more than {MAX_ELEMENTS} values; too large for one series")
-    if not rows:
-        raise DataError(f"{path}: a header but no data rows")
-    return np.asarray(rows, dtype=np.float64).T  # rows are time steps -> (channels, length)
-
-
-def load_series(path: str | Path) -> np.ndarray:
-    """Read one series file (``.npy`` or CSV) to a float64 ``(channels, length)`` array.
-
-    Raises :class:`DataError` naming the file when it is missing, empty,
-    unreadable, a pickle, non-numeric, has NaN/inf values or too few steps.
-    """
-    p = Path(path)
-    data = _read(p)
-    if data.startswith(_NPY_MAGIC):
-        arr = _load_npy(p, data)
-    elif p.suffix.lower() == ".npy":
-        raise DataError(f"{p}: not a .npy file (no NUMPY magic number)")
-    else:
-        arr = _load_text(p, data)
-    if arr.size > MAX_ELEMENTS:
-        raise DataError(f"{p}: {arr.size} values; too large for one series (max {MAX_ELEMENTS})")
-    return as_series(arr, str(p))
-
-
-# ----------------------------------------------------------------------------- preprocessing
-
 
 def resample_linear(x: np.ndarray, length: int) -> np.ndarray:
     """Each row of ``x`` (channels, n) linearly interpolated to ``length`` evenly spaced steps (ends kept)."""
@@ -400,10 +263,10 @@ class MiniRocketEncoder(_SeriesEncoder):
             p = Path(ref).expanduser()
             if p.suffix.lower() == ".npy" or p.is_file() or "/" in ref:
                 try:
-                    data = _read(p)
-                    if not data.startswith(_NPY_MAGIC):
+                    data = read_series_bytes(p)
+                    if not data.startswith(NPY_MAGIC):
                         raise DataError(f"{p}: not a .npy file (no NUMPY magic number)")
-                    arr = _load_npy(p, data)
+                    arr = load_npy(p, data)
                 except DataError as e:
                     raise EncoderError(f"{self.spec}: bad reference: {e}") from None
                 if arr.ndim == 2:

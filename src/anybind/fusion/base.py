@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import __version__
+from ..version import __version__
 from ..cache import FeatureCache
 from ..data.manifest import Manifest, Record, load_manifest
 from ..errors import DataError, SpaceError
@@ -143,7 +143,7 @@ class FusionModel(TrainingMixin, ScoringMixin):
 
     def _records(self, data: Any) -> list[Record]:
         if isinstance(data, (str, Path)):
-            from ..space import manifest_kinds
+            from ..encoders.kinds import manifest_kinds
 
             data = load_manifest(data, kinds=manifest_kinds(self.space.encoders), modalities=self.modalities)
         if isinstance(data, Manifest):

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .. import __version__
+from ..version import __version__
 from ..errors import DataError, SpaceError
 from ..io import atomic_write_dir, recover_dir
 from .ann import AnnMixin

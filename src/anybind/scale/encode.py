@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 
 from ..cache import FeatureCache
-from ..encoders.base import Encoder, get_encoder
+from ..encoders.base import Encoder
+from ..encoders.registry import get_encoder
 from ..errors import DataError, EncoderError
 from . import cluster_cpus, free_cpus, ray_session
 
@@ -419,7 +420,7 @@ def encode_manifest(
     come back in ``report.failed``), not once more on the driver.
     """
     from ..data.manifest import load_manifest
-    from ..space import manifest_kinds
+    from ..encoders.kinds import manifest_kinds
 
     path = Path(manifest)
     if modality is None:

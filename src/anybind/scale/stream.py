@@ -272,7 +272,7 @@ def write_training_shards(
     covering the manifests' content, the encoder identities and the layout.
     """
     from ..cache import FeatureCache
-    from ..encoders.base import get_encoder
+    from ..encoders.registry import get_encoder
     from ..io import atomic_write_dir
 
     fc = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)

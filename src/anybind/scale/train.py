@@ -386,9 +386,9 @@ def fit_sharded(
     local / ``$RAY_ADDRESS``), or in this process (streaming) when ``ray_workers`` is 0.
     ``**config``: :class:`~anybind.train.TrainConfig` fields.
     """
-    from .. import __version__
+    from ..version import __version__
     from ..cache import FeatureCache
-    from ..encoders.base import default_spec
+    from ..encoders.registry import default_spec
     from ..space import _as_manifests
     from .encode import encode_items, manifest_items
 

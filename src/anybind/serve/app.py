@@ -57,7 +57,7 @@ from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse, Res
 from fastapi.staticfiles import StaticFiles
 from starlette.background import BackgroundTask
 
-from .. import __version__
+from ..version import __version__
 from ..data.strings import is_blank
 from ..errors import AnybindError
 from ..index import QueryError
