@@ -32,7 +32,8 @@ from anybind.space import Space
 TESTS = Path(__file__).parent
 ENV = {
     **os.environ,
-    "PYTHONPATH": os.pathsep.join([str(Path(anybind.__file__).parents[1]), str(TESTS), os.environ.get("PYTHONPATH", "")]),
+    "PYTHONPATH": os.pathsep.join([str(Path(anybind.__file__).parents[1]), str(TESTS),
+                                  os.environ.get("PYTHONPATH", "")]),
 }
 
 
@@ -96,8 +97,11 @@ def test_two_processes_adding_overlapping_ids_at_once_store_each_row_once(tmp_pa
     Index.create(path, dim=4, identity="raw-test")
     here = Index.open(path)
     X = np.random.default_rng(10).normal(size=(24, 4))
-    other, mine = race(ADD_SCRIPT.format(path=str(path), lo=0, hi=24),
-                       lambda: here.add_vectors([f"r{i}" for i in range(8, 32)], X, "vec", chunk_size=4), tmp_path)
+
+    def add_here():
+        return here.add_vectors([f"r{i}" for i in range(8, 32)], X, "vec", chunk_size=4)
+
+    other, mine = race(ADD_SCRIPT.format(path=str(path), lo=0, hi=24), add_here, tmp_path)
     assert other.returncode == 0, other.stderr[-2000:]
     ids = ids_of(Index.open(path))
     assert len(ids) == len(set(ids)) == 32, f"{len(ids)} rows for {len(set(ids))} ids"
@@ -122,14 +126,14 @@ def test_two_builds_creating_the_same_new_index_at_once_both_succeed_into_one_in
     m1 = write_manifest(tmp_path / "a.jsonl", range(0, 20))
     m2 = write_manifest(tmp_path / "b.jsonl", range(10, 30))
     path = tmp_path / "ix"
-    other, mine = race(BUILD_SCRIPT.format(space=str(tmp_path / "space"), manifest=str(m1), path=str(path)),
+    other, _ = race(BUILD_SCRIPT.format(space=str(tmp_path / "space"), manifest=str(m1), path=str(path)),
                        lambda: Index.build(space, m2, path, chunk_size=4), tmp_path)
     assert other.returncode == 0, other.stderr[-2000:]
     index = Index.open(path, space)
     ids = ids_of(index)
     assert len(ids) == len(set(ids)) == 30
     assert index.search(text="caption 7", k=1)[0].id == "r7"
-    assert sorted(p.name for p in path.iterdir()) == [".anybind-write.lock", "index.json", "items.lance", "space"]
+    assert sorted(p.name for p in path.iterdir()) == [LOCK_FILE, "index.json", "items.lance", "space"]
 
 
 # ----------------------------------------------------------------------------- interleavings, in one process
@@ -240,6 +244,28 @@ def test_a_writer_waiting_while_the_folder_is_removed_locks_the_new_one(tmp_path
     assert current and (path / LOCK_FILE).stat().st_ino == ino
 
 
+def test_a_writer_waiting_while_the_index_is_replaced_stops_instead_of_writing_into_the_new_one(tmp_path):
+    path = tmp_path / "ix"
+    Index.create(path, dim=4, identity="raw-a").add_vectors(["x"], np.eye(1, 4), "vec")
+    late, errors = Index.open(path), []
+
+    def write():
+        try:
+            late.add_vectors(["y"], np.eye(1, 4), "vec")
+        except IndexError_ as e:
+            errors.append(str(e))
+
+    with writer_lock(path):
+        writer = threading.Thread(target=write)
+        writer.start()
+        time.sleep(0.3)
+        assert writer.is_alive()  # waiting for the lock
+        Index.create(path, dim=4, identity="raw-b", overwrite=True)  # replaces the folder, lock and all
+    writer.join(30)
+    assert errors and "was replaced while this process was writing" in errors[0]
+    assert len(Index.open(path)) == 0 and Index.open(path).identity == "raw-b"
+
+
 def _lock_and_stat(path):
     with writer_lock(path, create=True) as lk:
         st = os.fstat(lk.fd)
@@ -273,7 +299,8 @@ def damage(index: Index, ids: list[str], copies: int = 2) -> None:
     """What concurrent runs of the old code left: the same rows appended again through the raw table;
     the last copy's source says "newest"."""
     where = f"id IN ({', '.join(repr(i) for i in ids)})"
-    rows = index.table.search().where(where).limit(None).to_arrow().select([f.name for f in index.table.schema])
+    rows = index.table.search().where(where).limit(None).to_arrow()
+    rows = rows.select([f.name for f in index.table.schema])
     for c in range(copies):
         if c == copies - 1:
             rows = rows.set_column(rows.schema.get_field_index("source"), "source",
@@ -314,7 +341,8 @@ def test_cli_index_repair(tmp_path):
     assert "removed 3 duplicate rows (8 rows left)" in " ".join(res.output.split())
     assert len(Index.open(tmp_path / "ix")) == 8
     m2 = write_manifest(tmp_path / "m2.jsonl", range(10))
-    res = runner.invoke(app, ["index", str(tmp_path / "space"), str(m2), "--out", str(tmp_path / "ix"), "--repair"])
+    res = runner.invoke(app, ["index", str(tmp_path / "space"), str(m2), "--out", str(tmp_path / "ix"),
+                              "--repair"])
     out = " ".join(res.output.split())
     assert res.exit_code == 0 and "removed 0 duplicate rows" in out and "+2 rows" in out, out
     res = runner.invoke(app, ["index", str(tmp_path / "space"), "--out", str(tmp_path / "ix")])

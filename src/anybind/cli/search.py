@@ -91,7 +91,7 @@ def index_cmd(
 
     On Ray (a local one, or --ray-address ray://head:10001):  anybind index spaces/tux data/tux/manifest.jsonl --out indexes/tux --ray
     """
-    from ..index import META_FILE, Index
+    from ..index import Index
     from ..space import Space
 
     if ann not in ("auto", "always", "never"):
@@ -108,7 +108,6 @@ def index_cmd(
             console.print(f"{out}: removed {removed} duplicate rows ({len(fixed)} rows left)", highlight=False)
             if manifest is None:
                 return
-        before = len(Index.open(out, space)) if (out / META_FILE).exists() and not overwrite else 0
         target = _ray_target(ray, ray_address)
         build = dict(cache=cache, split=split, ann={"auto": "auto", "always": True, "never": False}[ann],
                      ann_type=ann_type, ann_threshold=ann_threshold, overwrite=overwrite, progress=True)
@@ -124,7 +123,8 @@ def index_cmd(
                 index = Index.build(space, manifest, out, _split_csv(modalities), embedder=embedder, **build)
     except AnybindError as e:
         _fail(e)
-    console.print(f"{index}: {index.counts()} ({len(index) - before:+d} rows)", highlight=False)
+    added = index.last_add.added if index.last_add else 0  # by this run (another may add at the same time)
+    console.print(f"{index}: {index.counts()} (+{added} rows)", highlight=False)
     if index.meta.get("ann"):
         a = index.meta["ann"]
         console.print(f"ANN index {a['type']} over {a['rows']} rows ({a['build_seconds']} s)")

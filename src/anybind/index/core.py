@@ -1,7 +1,7 @@
 """The :class:`Index` class: state, properties, create / open / build, and reading the table.
 
 Its other methods come from mixins, one module each: :mod:`.write` (add, add_vectors,
-delete, optimize), :mod:`.ann` (create_ann, ann_recall), :mod:`.query` (embed_query),
+delete, optimize, repair), :mod:`.ann` (create_ann, ann_recall), :mod:`.query` (embed_query),
 :mod:`.search` (search, search_vectors, re-ranking), :mod:`.classify` (classify).  See
 :mod:`anybind.index` for the on-disk layout and the guarantees."""
 
@@ -24,6 +24,7 @@ from .classify import ClassifyMixin
 from .errors import IndexError_
 from .lock import discard_parts, relock, writer_lock
 from .query import QueryMixin
+from .results import AddStats
 from .search import SearchMixin
 from .store import (
     DEFAULT_ANN_THRESHOLD,
@@ -58,6 +59,7 @@ class Index(WriteMixin, AnnMixin, QueryMixin, SearchMixin, ClassifyMixin):
         self._snap: _Snapshot | None = None
         self._bank_cache: dict[Any, Any] = {}
         self._made_dir: bool | None = None  # set by create(): this object made the index (and the folder?)
+        self.last_add: AddStats | None = None  # what the last add / add_vectors through this object did
 
     # -- properties -------------------------------------------------------
     @property

@@ -1,6 +1,7 @@
 """Writing to an index: :meth:`~WriteMixin.add` (incremental, embeds only new or changed
 content), :meth:`~WriteMixin.add_vectors`, :meth:`~WriteMixin.delete`,
-:meth:`~WriteMixin.optimize`."""
+:meth:`~WriteMixin.optimize`, :meth:`~WriteMixin.repair`; each commit under the writer lock
+(:mod:`.lock`)."""
 
 from __future__ import annotations
 
@@ -54,8 +55,15 @@ class WriteMixin:
         """Hold the index's writer lock, with the table (and ``index.json`` if ``meta``) re-read at
         their latest."""
         with writer_lock(self.path):
-            if not (self.path / META_FILE).is_file():
-                raise IndexError_(f"{self.path}: the index was removed while this process was writing to it")
+            try:
+                identity = json.loads((self.path / META_FILE).read_text()).get("identity")
+            except (OSError, ValueError, AttributeError):
+                identity = None
+            if identity != self.identity:  # replaced (overwrite) or removed while we waited
+                raise IndexError_(
+                    f"{self.path}: the index was {'replaced' if identity else 'removed'} while this process "
+                    "was writing to it; nothing more was written"
+                )
             if meta:
                 self.refresh()
             else:
@@ -218,6 +226,7 @@ class WriteMixin:
                 self._commit_rows(rows, m, seen, upsert=True)
                 stats.commits += 1
                 stats.relabelled += len(chunk)
+        self.last_add = stats
         return stats
 
     def _stored_vectors(self, ids: Sequence[str], modality: str) -> dict[str, np.ndarray]:
@@ -273,6 +282,7 @@ class WriteMixin:
             stats.commits += 1
             stats.added += len(part) - n_old
             stats.updated += n_old
+        self.last_add = stats
         return stats
 
     def delete(self, ids: Iterable[str], modality: str | None = None) -> int:
