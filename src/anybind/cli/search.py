@@ -67,7 +67,7 @@ def encode(
 @app.command("index")
 def index_cmd(
     space_dir: Path = typer.Argument(..., help="Saved space folder."),
-    manifest: Path = typer.Argument(..., help="JSONL manifest of the corpus to index."),
+    manifest: Optional[Path] = typer.Argument(None, help="JSONL manifest of the corpus to index (optional with --repair)."),
     out: Path = typer.Option(..., "--out", "-o", help="Index folder (created, or updated incrementally if it exists)."),
     modalities: Optional[str] = typer.Option(None, help="Fields to index, comma-separated (default: every bound field)."),
     split: Optional[str] = typer.Option(None, help="Only this split (train | val | test); default all records."),
@@ -77,6 +77,7 @@ def index_cmd(
     overwrite: bool = typer.Option(
         False, help="Start over instead of updating an existing index (only an index is ever replaced)."
     ),
+    repair: bool = typer.Option(False, "--repair", help="First remove duplicate rows of the index at --out (concurrent runs before the writer lock could leave some), keeping the newest of each; without MANIFEST, only that."),
     cache: Optional[Path] = typer.Option(None, help="Feature cache folder."),
     ray: bool = typer.Option(False, "--ray", help="Embed on Ray (actors; the driver writes the table chunk by chunk)."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster, e.g. ray://head:10001 (default $RAY_ADDRESS, else local)."),
@@ -90,17 +91,28 @@ def index_cmd(
 
     Example:  anybind index spaces/tux data/tux/manifest.jsonl --out indexes/tux
 
+    Concurrent runs on one index are safe: their writes take turns (a writer lock in the index folder).
+
     On Ray (a local one, or --ray-address ray://head:10001):  anybind index spaces/tux data/tux/manifest.jsonl --out indexes/tux --ray
     """
-    from ..index import META_FILE, Index
+    from ..index import Index
     from ..space import Space
 
     if ann not in ("auto", "always", "never"):
         raise typer.BadParameter(f"--ann must be auto, always or never, got {ann!r}")
+    if manifest is None and not repair:
+        raise typer.BadParameter("MANIFEST is missing (only --repair runs without one)")
+    if repair and overwrite:
+        raise typer.BadParameter("--repair repairs the index at --out, --overwrite replaces it: give one of them")
     _check_out(out, "index", overwrite, update=True)
     try:
         space = Space.load(space_dir)
-        before = len(Index.open(out, space)) if (out / META_FILE).exists() and not overwrite else 0
+        if repair:
+            fixed = Index.open(out, space)
+            removed = fixed.repair()
+            console.print(f"{out}: removed {removed} duplicate rows ({len(fixed)} rows left)", highlight=False)
+            if manifest is None:
+                return
         target = _ray_target(ray, ray_address)
         build = dict(cache=cache, split=split, ann={"auto": "auto", "always": True, "never": False}[ann],
                      ann_type=ann_type, ann_threshold=ann_threshold, overwrite=overwrite, progress=True)
@@ -116,7 +128,8 @@ def index_cmd(
                 index = Index.build(space, manifest, out, _split_csv(modalities), embedder=embedder, **build)
     except AnybindError as e:
         _fail(e)
-    console.print(f"{index}: {index.counts()} ({len(index) - before:+d} rows)", highlight=False)
+    added = index.last_add.added if index.last_add else 0  # by this run (another may add at the same time)
+    console.print(f"{index}: {index.counts()} (+{added} rows)", highlight=False)
     if index.meta.get("ann"):
         a = index.meta["ann"]
         console.print(f"ANN index {a['type']} over {a['rows']} rows ({a['build_seconds']} s)")

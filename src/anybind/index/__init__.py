@@ -5,6 +5,7 @@ An index is a folder::
     index.json      format, the space identity it is tied to, dim, modalities, ANN settings
     space/          a copy of the space the vectors were made with (so queries embed the same way)
     items.lance/    the LanceDB table: one row per (record id, modality)
+    .anybind-write.lock   the writer lock (an empty file; see below)
 
 Table columns: ``id``, ``modality``, ``source`` (the text itself, or the
 absolute file path, or the lookup key), ``labels`` (the record's labels as a
@@ -32,17 +33,25 @@ Guarantees:
 * **Crash-safe.**  Rows are committed in chunks; each commit is a new LanceDB
   version written atomically, so a killed insert leaves the last committed
   version readable and a rerun embeds only what is missing.
+* **Concurrent writers take turns.**  Every write (create, each committed chunk of
+  :meth:`Index.add`, delete, optimize, the ANN build) holds an exclusive ``flock`` on
+  ``.anybind-write.lock`` in the folder (:mod:`.lock`; released by the kernel if the writer
+  dies) and decides append-or-replace against the table's latest version, so concurrent runs
+  never store a (record id, modality) twice; a second creator of a new index opens the first
+  one's.  Readers never take the lock.  :meth:`Index.repair` removes duplicates that older
+  versions could leave.
 * **Exact or approximate.**  Exact search is one batched matmul + top-k per
   block of the stored vectors (bounded memory for the score blocks); above
   ``ann_threshold`` rows an ANN index (LanceDB IVF-HNSW-SQ or IVF-PQ) is used,
   and :meth:`Index.ann_recall` reports its recall@k against exact search.
 
 Modules: :mod:`.core` (the :class:`Index` class: create / open / build),
-:mod:`.write` (add, add_vectors, delete, optimize), :mod:`.search` (search,
+:mod:`.write` (add, add_vectors, delete, optimize, repair), :mod:`.search` (search,
 search_vectors, re-ranking), :mod:`.query` (turning inputs into a query vector),
-:mod:`.ann` (the ANN index and its recall), :mod:`.classify` (zero-shot over many
-classes), :mod:`.exact` (exact top-k), :mod:`.store` (format constants, LanceDB/Arrow
-helpers), :mod:`.errors` (QueryError, IndexError_), :mod:`.results` (Hit, AddStats).
+:mod:`.ann` (the ANN index and its recall), :mod:`.lock` (the writer lock),
+:mod:`.classify` (zero-shot over many classes), :mod:`.exact` (exact top-k), :mod:`.store`
+(format constants, LanceDB/Arrow helpers), :mod:`.errors` (QueryError, IndexError_),
+:mod:`.results` (Hit, AddStats).
 """
 
 from .classify import class_embeddings, zero_shot_topk

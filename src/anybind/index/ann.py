@@ -39,6 +39,13 @@ class AnnMixin:
             ``refine_factor`` to re-score candidates with the full vectors).
         nprobes / refine_factor / ef: the query-time defaults stored with the index.
         """
+        with self._write_txn():  # the writer lock: the rows it is trained on and index.json stay ours
+            return self._create_ann(kind, num_partitions, num_sub_vectors, m, ef_construction, nprobes,
+                                    refine_factor, ef)
+
+    def _create_ann(
+        self, kind, num_partitions, num_sub_vectors, m, ef_construction, nprobes, refine_factor, ef
+    ) -> dict[str, Any]:
         from lancedb.index import IvfHnswSq, IvfPq
 
         kind = kind.lower().replace("-", "_")

@@ -1,13 +1,14 @@
 """The :class:`Index` class: state, properties, create / open / build, and reading the table.
 
 Its other methods come from mixins, one module each: :mod:`.write` (add, add_vectors,
-delete, optimize), :mod:`.ann` (create_ann, ann_recall), :mod:`.query` (embed_query),
+delete, optimize, repair), :mod:`.ann` (create_ann, ann_recall), :mod:`.query` (embed_query),
 :mod:`.search` (search, search_vectors, re-ranking), :mod:`.classify` (classify).  See
 :mod:`anybind.index` for the on-disk layout and the guarantees."""
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -21,7 +22,9 @@ from ..io import atomic_write_dir, recover_dir
 from .ann import AnnMixin
 from .classify import ClassifyMixin
 from .errors import IndexError_
+from .lock import discard_parts, relock, writer_lock
 from .query import QueryMixin
+from .results import AddStats
 from .search import SearchMixin
 from .store import (
     DEFAULT_ANN_THRESHOLD,
@@ -42,6 +45,8 @@ if TYPE_CHECKING:
     from ..data.manifest import Manifest, Record
     from ..space import Space
 
+log = logging.getLogger(__name__)
+
 
 class Index(WriteMixin, AnnMixin, QueryMixin, SearchMixin, ClassifyMixin):
     """A persistent LanceDB index of one space's embeddings.  Build with :meth:`build`, reopen with :meth:`open`."""
@@ -53,6 +58,8 @@ class Index(WriteMixin, AnnMixin, QueryMixin, SearchMixin, ClassifyMixin):
         self.table = table
         self._snap: _Snapshot | None = None
         self._bank_cache: dict[Any, Any] = {}
+        self._made_dir: bool | None = None  # set by create(): this object made the index (and the folder?)
+        self.last_add: AddStats | None = None  # what the last add / add_vectors through this object did
 
     # -- properties -------------------------------------------------------
     @property
@@ -99,12 +106,56 @@ class Index(WriteMixin, AnnMixin, QueryMixin, SearchMixin, ClassifyMixin):
         modalities: Iterable[str] = (),
         ann_threshold: int = DEFAULT_ANN_THRESHOLD,
         overwrite: bool = False,
+        exist_ok: bool = False,
     ) -> "Index":
-        """An empty index: tied to ``space`` (saved inside it), or to a bare ``dim`` + ``identity`` for raw vectors.
+        """An empty index: tied to ``space`` (saved inside it), or to a bare ``dim`` + ``identity``
+        for raw vectors.
 
-        Written whole in a temporary folder and swapped in (:func:`anybind.io.atomic_write_dir`): ``path``
-        must be new, an empty folder, or (with ``overwrite``) an index holding nothing else.
-        """
+        Holds the folder's writer lock, so concurrent creators serialise.  exist_ok: if an index is
+        there (or another process creates one meanwhile), open it instead; it must have the same
+        space identity (else :class:`~anybind.errors.SpaceError`)."""
+        path = Path(path)
+        made_dir = not path.exists()
+        with writer_lock(path, create=True):
+            if exist_ok and not overwrite and (path / META_FILE).exists():
+                return cls._open_for_create(path, space, dim, identity)
+            try:
+                index = cls._create(path, space=space, dim=dim, identity=identity, modalities=modalities,
+                                    ann_threshold=ann_threshold, overwrite=overwrite)
+            except BaseException:
+                if not (path / META_FILE).exists():  # leave nothing: all of it if this call made the folder
+                    discard_parts(path, made_dir, (SPACE_DIR, f"{TABLE}.lance") if made_dir else ())
+                raise
+        index._made_dir = made_dir
+        return index
+
+    @classmethod
+    def _open_for_create(
+        cls, path: Path, space: "Space | None", dim: int | None, identity: str | None
+    ) -> "Index":
+        """The index already at ``path`` (made by another run), if it is of the same space."""
+        index = cls.open(path, space)  # SpaceError if it was built with another space
+        if space is None and (index.identity, index.dim) != (identity, dim):
+            raise SpaceError(
+                f"{path}: an index of identity {index.identity} ({index.dim}-d vectors) is already there, "
+                f"not {identity} ({dim}-d): open it, or give another --out"
+            )
+        return index
+
+    @classmethod
+    def _create(
+        cls,
+        path: Path,
+        *,
+        space: "Space | None",
+        dim: int | None,
+        identity: str | None,
+        modalities: Iterable[str],
+        ann_threshold: int,
+        overwrite: bool,
+    ) -> "Index":
+        """Written whole in a temporary folder and swapped in (:func:`anybind.io.atomic_write_dir`): ``path``
+        must be new, an empty folder, or (with ``overwrite``) an index holding nothing else."""
         import lancedb
 
         path = Path(path)
@@ -134,6 +185,7 @@ class Index(WriteMixin, AnnMixin, QueryMixin, SearchMixin, ClassifyMixin):
             _write_json_atomic(tmp / META_FILE, meta)  # written last: its presence marks a complete index
 
         atomic_write_dir(path, write, kind="index", overwrite=overwrite)
+        relock(path)  # the folder was swapped: hold the lock of the one there now
         return cls(path, meta, space, lancedb.connect(str(path)).open_table(TABLE))
 
     @classmethod
@@ -219,22 +271,48 @@ class Index(WriteMixin, AnnMixin, QueryMixin, SearchMixin, ClassifyMixin):
         if (path / META_FILE).exists() and not overwrite:
             index = cls.open(path, space)
         else:
-            index = cls.create(
-                path, space=space, modalities=mods or (), ann_threshold=ann_threshold, overwrite=overwrite
+            index = cls.create(  # exist_ok: another run may be creating the same index right now
+                path, space=space, modalities=mods or (), ann_threshold=ann_threshold, overwrite=overwrite,
+                exist_ok=True,
             )
-        records = index._records(manifest, mods, split=split, progress=progress)
-        if mods is None:
-            mods = sorted({m for r in records for m in r.values if m in space.modalities})
-        stats = index.add(records, modalities=mods, cache=cache, chunk_size=chunk_size, progress=progress,
-                          embedder=embedder)
-        n = len(index)
-        have = index.meta.get("ann")
-        if n and (ann is True or (ann == "auto" and n >= index.ann_threshold)):
-            if not have or n >= 2 * int(have.get("rows", 0)) or have.get("type") != ann_type:
-                index.create_ann(ann_type)
-            elif stats.commits:
-                index.optimize()  # folds the new rows into the existing ANN index
+        try:
+            records = index._records(manifest, mods, split=split, progress=progress)
+            if mods is None:
+                mods = sorted({m for r in records for m in r.values if m in space.modalities})
+            stats = index.add(records, modalities=mods, cache=cache, chunk_size=chunk_size, progress=progress,
+                              embedder=embedder)
+        except BaseException:
+            index._discard_if_empty()  # a failed run leaves no empty index behind (only one it created)
+            raise
+        if index._discard_if_empty():
+            src = manifest if isinstance(manifest, (str, Path)) else "the records given"
+            raise DataError(f"{src}: no record to index (each is bad or lacks the indexed modalities); "
+                            f"no index was written at {path}")
+        with index._write_txn():  # decided and built under the lock: concurrent builds build it once
+            n = len(index)
+            have = index.meta.get("ann")
+            if n and (ann is True or (ann == "auto" and n >= index.ann_threshold)):
+                if not have or n >= 2 * int(have.get("rows", 0)) or have.get("type") != ann_type:
+                    index.create_ann(ann_type)
+                elif stats.commits:
+                    index.optimize()  # folds the new rows into the existing ANN index
         return index
+
+    def _discard_if_empty(self) -> bool:
+        """Remove this index if :meth:`create` made it through this object and it holds no rows
+        (no other writer added any); returns whether it did."""
+        if self._made_dir is None:
+            return False
+        try:
+            with writer_lock(self.path):
+                self.table.checkout_latest()
+                if self.table.count_rows():
+                    return False
+                discard_parts(self.path, self._made_dir, (META_FILE, SPACE_DIR, f"{TABLE}.lance"))
+                return True
+        except Exception as e:  # never hide the failure that brought us here
+            log.warning("%s: could not remove the empty index this run created (%s)", self.path, e)
+            return False
 
     # -- reading the table -------------------------------------------------
     def _column(self, name: str) -> np.ndarray:

@@ -1,11 +1,15 @@
 """Writing to an index: :meth:`~WriteMixin.add` (incremental, embeds only new or changed
 content), :meth:`~WriteMixin.add_vectors`, :meth:`~WriteMixin.delete`,
-:meth:`~WriteMixin.optimize`."""
+:meth:`~WriteMixin.optimize`, :meth:`~WriteMixin.repair`; each commit under the writer lock
+(:mod:`.lock`)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+import logging
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +20,8 @@ from ..errors import DataError, SpaceError
 from .errors import IndexError_
 from .exact import _unit
 from .results import AddStats
-from .store import _rows_table, _sql_str, _vectors_of
+from .lock import writer_lock
+from .store import META_FILE, _rows_table, _sql_str, _vectors_of
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -24,14 +29,84 @@ if TYPE_CHECKING:
     from ..cache import FeatureCache
     from ..data.manifest import Manifest, Record
 
+log = logging.getLogger(__name__)
+
+
+def _id_filters(ids: Sequence[str], modality: str | None = None, per: int = 500) -> Iterator[str]:
+    """SQL filters selecting these record ids (of ``modality`` only, when given), ``per`` ids each."""
+    for c0 in range(0, len(ids), per):
+        where = f"id IN ({', '.join(_sql_str(i) for i in ids[c0 : c0 + per])})"
+        yield where if modality is None else f"modality = {_sql_str(modality)} AND {where}"
+
+
+@dataclass
+class _Seen:
+    """The (id, modality) rows a writer knows are in the table, complete as of table ``version``
+    (``None`` once another writer committed meanwhile: each commit then asks the table)."""
+
+    version: int | None
+    rows: set[tuple[str, str]]
+
 
 class WriteMixin:
     """:class:`~anybind.index.Index` methods that write rows (mixed into ``Index``)."""
+
+    @contextmanager
+    def _write_txn(self, meta: bool = True) -> Iterator[None]:
+        """Hold the index's writer lock, with the table (and ``index.json`` if ``meta``) re-read at
+        their latest."""
+        with writer_lock(self.path):
+            try:
+                identity = json.loads((self.path / META_FILE).read_text()).get("identity")
+            except (OSError, ValueError, AttributeError):
+                identity = None
+            if identity != self.identity:  # replaced (overwrite) or removed while we waited
+                raise IndexError_(
+                    f"{self.path}: the index was {'replaced' if identity else 'removed'} while this process "
+                    "was writing to it; nothing more was written"
+                )
+            if meta:
+                self.refresh()
+            else:
+                self.table.checkout_latest()
+            yield
 
     def _existing(self) -> dict[tuple[str, str], tuple[str, str, str]]:
         t = self.table.search().select(["id", "modality", "key", "source", "labels"]).limit(None).to_arrow()
         cols = [t.column(c).to_pylist() for c in ("id", "modality", "key", "source", "labels")]
         return {(i, m): (k, s, lb) for i, m, k, s, lb in zip(*cols)}
+
+    def _seen(self) -> tuple[dict[tuple[str, str], tuple[str, str, str]], _Seen]:
+        """The rows in the table now (see :meth:`_existing`), and what :meth:`_commit_rows` needs of them."""
+        self.table.checkout_latest()
+        version = self.table.version  # read before the rows: rows newer than it only make a commit ask again
+        existing = self._existing()
+        return existing, _Seen(version, set(existing))
+
+    def _commit_rows(self, rows: "pa.Table", modality: str, seen: _Seen, upsert: bool = False) -> int:
+        """Commit ``rows`` (all of ``modality``) under the writer lock: an upsert if any of their
+        (id, modality) is in the table at its latest version (so concurrent writers never insert a
+        row twice), else a plain append.  Returns how many of them replaced rows."""
+        ids = rows.column("id").to_pylist()
+        with self._write_txn(meta=False):
+            if seen.version is not None and self.table.version == seen.version:
+                n_old = sum((i, modality) in seen.rows for i in ids)
+            else:  # another writer committed since `seen` was read: ask the table about these ids
+                seen.version = None
+                n_old = len(self._present(ids, modality))
+            self._commit(rows, upsert=upsert or n_old > 0)
+            if seen.version is not None:
+                seen.version = self.table.version
+        seen.rows.update((i, modality) for i in ids)
+        return n_old
+
+    def _present(self, ids: Sequence[str], modality: str) -> set[str]:
+        """Which of these ids have a row of ``modality`` in the table."""
+        out: set[str] = set()
+        for where in _id_filters(ids, modality):
+            t = self.table.search().where(where).select(["id"]).limit(None).to_arrow()
+            out.update(t.column("id").to_pylist())
+        return out
 
     def _commit(self, rows: "pa.Table", upsert: bool) -> None:
         if upsert:
@@ -77,11 +152,12 @@ class WriteMixin:
                 f"modalities {unknown} are not bound in this space (bound: {', '.join(space.modalities)})"
             )
         recs = self._records(records, mods, progress=progress)
-        new_mods = sorted(set(self.modalities) | set(mods))
-        if new_mods != self.modalities:
-            self.meta["modalities"] = new_mods
-            self._save_meta()
-        existing = self._existing()
+        with self._write_txn():
+            new_mods = sorted(set(self.modalities) | set(mods))
+            if new_mods != self.modalities:
+                self.meta["modalities"] = new_mods
+                self._save_meta()
+        existing, seen = self._seen()
         stats = AddStats()
         todo: dict[str, dict[tuple[str, str], tuple]] = {m: {} for m in mods}
         relabel: dict[str, dict[tuple[str, str], tuple]] = {m: {} for m in mods}
@@ -130,8 +206,7 @@ class WriteMixin:
                     [it[3] for it in chunk],
                     X,
                 )
-                n_old = sum((it[0], m) in existing for it in chunk)
-                self._commit(rows, upsert=n_old > 0)
+                n_old = self._commit_rows(rows, m, seen)
                 stats.commits += 1
                 stats.added += len(chunk) - n_old
                 stats.updated += n_old
@@ -149,16 +224,15 @@ class WriteMixin:
                     [it[3] for it in chunk],
                     np.stack([vecs[it[0]] for it in chunk]),
                 )
-                self._commit(rows, upsert=True)
+                self._commit_rows(rows, m, seen, upsert=True)
                 stats.commits += 1
                 stats.relabelled += len(chunk)
+        self.last_add = stats
         return stats
 
     def _stored_vectors(self, ids: Sequence[str], modality: str) -> dict[str, np.ndarray]:
         out = {}
-        for c0 in range(0, len(ids), 500):
-            part = ids[c0 : c0 + 500]
-            where = f"modality = {_sql_str(modality)} AND id IN ({', '.join(_sql_str(i) for i in part)})"
+        for where in _id_filters(ids, modality):
             t = self.table.search().where(where).select(["id", "vector"]).limit(None).to_arrow()
             for i, v in zip(t.column("id").to_pylist(), _vectors_of(t.column("vector"), self.dim)):
                 out[i] = v
@@ -196,37 +270,56 @@ class WriteMixin:
             import hashlib
 
             keys = ["v:" + hashlib.sha256(x.tobytes()).hexdigest()[:32] for x in X]
-        existing = set(self._existing()) if len(self) else set()
         stats = AddStats()
-        if modality not in self.meta["modalities"]:
-            self.meta["modalities"] = sorted(set(self.meta["modalities"]) | {modality})
-            self._save_meta()
+        with self._write_txn():
+            if modality not in self.meta["modalities"]:
+                self.meta["modalities"] = sorted(set(self.meta["modalities"]) | {modality})
+                self._save_meta()
+        seen = self._seen()[1]
         for c0 in range(0, len(ids), chunk_size):
             sl = slice(c0, c0 + chunk_size)
             part = ids[sl]
-            n_old = sum((i, modality) in existing for i in part)
             rows = _rows_table(
                 self.dim, part, [modality] * len(part), sources[sl], labels[sl], keys[sl], X[sl]
             )
-            self._commit(rows, upsert=n_old > 0)
+            n_old = self._commit_rows(rows, modality, seen)
             stats.commits += 1
             stats.added += len(part) - n_old
             stats.updated += n_old
+        self.last_add = stats
         return stats
 
     def delete(self, ids: Iterable[str], modality: str | None = None) -> int:
         """Delete every row of these record ids (only ``modality``'s rows when given); returns rows deleted."""
         ids = [str(i) for i in ids]
-        before = len(self)
-        for c0 in range(0, len(ids), 500):
-            part = ids[c0 : c0 + 500]
-            where = f"id IN ({', '.join(_sql_str(i) for i in part)})"
-            if modality is not None:
-                where = f"modality = {_sql_str(modality)} AND " + where
-            self.table.delete(where)
-        return before - len(self)
+        with self._write_txn():
+            before = len(self)
+            for where in _id_filters(ids, modality):
+                self.table.delete(where)
+            return before - len(self)
 
     def optimize(self) -> None:
         """Compact small fragments, fold new rows into the ANN index, drop versions older than a week."""
-        self.table.optimize()
-        self._snap = None
+        with self._write_txn():
+            self.table.optimize()
+            self._snap = None
+
+    def repair(self) -> int:
+        """Remove duplicate rows (one (record id, modality) stored more than once, as concurrent
+        writers before the writer lock could leave), keeping the newest of each; returns how many
+        rows were removed.  The newest is the last in table order (rows are scanned in the order
+        they were written, which compaction keeps)."""
+        with self._write_txn():
+            t = self.table.search().select(["id", "modality"]).with_row_id(True).limit(None).to_arrow()
+            last: dict[tuple[str, str], int] = {}
+            drop: list[int] = []
+            for row, rid in zip(zip(t.column("id").to_pylist(), t.column("modality").to_pylist()),
+                                t.column("_rowid").to_pylist()):
+                if row in last:
+                    drop.append(last[row])
+                last[row] = rid
+            for c0 in range(0, len(drop), 1000):  # each delete is atomic; a rerun finishes a killed repair
+                self.table.delete(f"_rowid IN ({', '.join(str(r) for r in drop[c0 : c0 + 1000])})")
+        if drop:
+            log.info("%s: removed %d duplicate rows", self.path, len(drop))
+        return len(drop)
