@@ -32,7 +32,9 @@ install: $(STAMP) $(DEB)
 demo: install
 	$(VENV)/bin/anybind demo --work demo-out
 
+# lint-imports: the layers in .importlinter (nothing imports upward), then the tests
 test: install
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 bench: install

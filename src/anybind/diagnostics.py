@@ -157,9 +157,9 @@ def embed_split(
     """Embed every bound modality of a manifest split (``split="all"`` for every record)."""
     from .data.manifest import Manifest
     from .evaluate import embed_records
-    from .space import _as_manifests
+    from .space import as_manifests
 
-    man = manifest if isinstance(manifest, Manifest) else _as_manifests(manifest, space.modalities, space.encoders, False, progress)[0]
+    man = manifest if isinstance(manifest, Manifest) else as_manifests(manifest, space.modalities, space.encoders, False, progress)[0]
     recs = man.records if split == "all" else man.split(split)
     if not recs:
         from .errors import DataError

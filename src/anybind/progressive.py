@@ -192,11 +192,11 @@ class _Target:
 
 
 def _load_data(space, name, encoder, data, mods, strict, progress) -> list[Manifest]:
-    from .space import _as_manifests
+    from .space import as_manifests
 
     encoders = {m: space.encoders[m] for m in mods if m in space.encoders and m != name}
     encoders[name] = encoder
-    return _as_manifests(data, mods, encoders, strict, progress)
+    return as_manifests(data, mods, encoders, strict, progress)
 
 
 def _bind(space, name, spec, data, anchors, *, replace, cache, strict, progress, cfg: BindConfig):

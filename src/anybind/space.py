@@ -209,7 +209,7 @@ class Space:
         from .train import FeatureSet, TrainConfig, train_space
 
         fc = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
-        manifests = _as_manifests(manifest, modalities, encoders, strict, progress)
+        manifests = as_manifests(manifest, modalities, encoders, strict, progress)
         if not allow_eval_only:
             from .corpora import is_eval_only
 
@@ -388,7 +388,7 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def _as_manifests(manifest, modalities, encoders, strict, progress) -> list[Manifest]:
+def as_manifests(manifest, modalities, encoders, strict, progress) -> list[Manifest]:
     items = manifest if isinstance(manifest, (list, tuple)) else [manifest]
     kinds = manifest_kinds(encoders)
     out = []

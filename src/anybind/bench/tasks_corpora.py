@@ -70,7 +70,7 @@ FM_NAMES = {
 }
 
 
-def _build_once(work: Path, name: str, builder):
+def build_once(work: Path, name: str, builder):
     out = Path(work) / name
     if not (out / "manifest.jsonl").exists():
         builder(out, progress=False)
@@ -100,10 +100,10 @@ def fashion_mnist_zeroshot(work: Path, cache=None, seed: int = 0, console=None, 
     mods = ["image", "text"]
     sources = [
         prepare_tuxpaint(work, console),
-        _build_once(work, "emoji", build_emoji),
-        _build_once(work, "openclipart", build_openclipart),
+        build_once(work, "emoji", build_emoji),
+        build_once(work, "openclipart", build_openclipart),
     ]
-    fm_path = _build_once(work, "fashion-mnist", build_fashion_mnist)
+    fm_path = build_once(work, "fashion-mnist", build_fashion_mnist)
     fm = load_manifest(fm_path, modalities=["image"], check_media=False)
     test = fm.split("test")[:n_test]
     train = fm.split("train")[:n_train]

@@ -52,22 +52,22 @@ class MemoSpace:
         return np.stack([self._memo[(modality, str(v))] for v in values])
 
 
-def _unit(key: str) -> float:
+def unit_rows(key: str) -> float:
     return int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big") / 2**64
 
 
 def caption_folds(man: Any, k: int) -> list[Any]:
     """``k`` manifests over the same records, fold ``i`` as test, 1/8 of the rest as val, by the
     hash of the casefolded English caption (duplicate captions never straddle folds)."""
-    from ..corpora.tuxpaint import _split_key
+    from ..corpora.tuxpaint import split_key
 
     out = []
-    keys = {r.id: _split_key(str(r.values.get("text", r.id))) for r in man.records}
+    keys = {r.id: split_key(str(r.values.get("text", r.id))) for r in man.records}
     for i in range(k):
         recs = []
         for r in man.records:
             key = keys[r.id]
-            split = "test" if int(_unit(key) * k) == i else ("val" if _unit(key + "#val") < 1 / 8 else "train")
+            split = "test" if int(unit_rows(key) * k) == i else ("val" if unit_rows(key + "#val") < 1 / 8 else "train")
             recs.append(dataclasses.replace(r, split=split))
         out.append(dataclasses.replace(man, records=recs))
     return out
@@ -154,7 +154,7 @@ def fmt(mean: float, std: float, n_runs: int) -> str:
     return f"{mean:.3f}" if n_runs == 1 else f"{mean:.3f}±{std:.3f}"
 
 
-def _recipe_fitter(mods: list[str], cache, seed: int) -> Callable[[Any], Any]:
+def recipe_fitter(mods: list[str], cache, seed: int) -> Callable[[Any], Any]:
     from ..space import Space
     from .tuxpaint import RECIPE
 
@@ -212,7 +212,7 @@ def fusion_missing(work: Path, cache=None, seed: int = 0, console=None, space: s
     man = load_tux(work, MODS, console)
     ep, n_seeds = int(epochs), int(seeds)
     chosen = {k: v for k, v in MISSING_CONFIGS.items() if not configs or k in configs.split(";")}
-    fold_list = prepare_folds(protocol, man, _recipe_fitter(MODS, cache, seed), Space.load(space) if space else None,
+    fold_list = prepare_folds(protocol, man, recipe_fitter(MODS, cache, seed), Space.load(space) if space else None,
                               int(folds), console, store=Path(work) / "fusion-fold-spaces", tag=f"-seed{seed}")
     runs: dict[str, list[dict[str, float]]] = {}
     counts: dict[str, int] = {}
@@ -300,7 +300,7 @@ def fusion_regression(work: Path, cache=None, seed: int = 0, console=None, space
     names = _tux_numeric_targets(man, prepare_tuxpaint(work))
     names = [t for t in names if not targets or t in targets.split(";")]
     ep, n_seeds = int(epochs), int(seeds)
-    fold_list = prepare_folds(protocol, man, _recipe_fitter(MODS, cache, seed), Space.load(space) if space else None,
+    fold_list = prepare_folds(protocol, man, recipe_fitter(MODS, cache, seed), Space.load(space) if space else None,
                               int(folds), console, store=Path(work) / "fusion-fold-spaces", tag=f"-seed{seed}")
     configs = {
         "concat plain": {"kind": "concat", "dropout": 0.0, "reconstruct": False, "balance": None},

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from . import TaskResult, task
-from .tasks_fusion import MemoSpace, _recipe_fitter, _unit, fmt, mean_std
+from .tasks_fusion import MemoSpace, recipe_fitter, unit_rows, fmt, mean_std
 
 MODS = ["image", "text"]
 
@@ -42,11 +42,11 @@ def shortcut_records(records: list[Any], classes: list[str], leak: float, seed: 
     out = []
     for r in records:
         true = str(r.labels["top"])
-        if _unit(f"{seed}:{r.id}:leak") < leak:
+        if unit_rows(f"{seed}:{r.id}:leak") < leak:
             name = true
         else:
             others = [c for c in classes if c != true]
-            name = others[int(_unit(f"{seed}:{r.id}:other") * len(others))]
+            name = others[int(unit_rows(f"{seed}:{r.id}:other") * len(others))]
         out.append(dataclasses.replace(r, values={"image": r.values["image"], "text": name}))
     return out
 
@@ -84,7 +84,7 @@ def fusion_balance(work: Path, cache=None, seed: int = 0, console=None, space: s
     from .tuxpaint import load_tux
 
     man = load_tux(work, MODS, console)
-    sp = MemoSpace(Space.load(space) if space else _recipe_fitter(MODS, cache, seed)(man))
+    sp = MemoSpace(Space.load(space) if space else recipe_fitter(MODS, cache, seed)(man))
     classes = sorted({str(r.labels["top"]) for r in man.records})
     ep, n_seeds, a = int(epochs), int(seeds), float(alpha)
     lrs = {"sgd": 0.05, "adamw": 2e-3}

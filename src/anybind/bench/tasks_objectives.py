@@ -303,10 +303,10 @@ def _fashion_mnist_test(work: Path, limit: int, console=None) -> list:
         return []
     from ..corpora.fashion_mnist import build_fashion_mnist
     from ..data.manifest import load_manifest
-    from .tasks_corpora import _build_once
+    from .tasks_corpora import build_once
 
     try:
-        path = _build_once(work, "fashion-mnist", build_fashion_mnist)
+        path = build_once(work, "fashion-mnist", build_fashion_mnist)
     except Exception as e:  # noqa: BLE001 -- reported, and the task goes on with Tux Paint alone
         if console:
             console.print(f"  Fashion-MNIST unavailable ({e}); objectives compared on Tux Paint alone")

@@ -69,7 +69,7 @@ def _plain(e: Exception) -> str:
     return " ".join(str(e).split("\n")) if str(e) else type(e).__name__
 
 
-def _fail(e: Exception) -> None:
+def fail(e: Exception) -> None:
     err.print(f"[bold red]error:[/bold red] {escape(_plain(e))}")
     raise typer.Exit(2)
 
@@ -82,7 +82,7 @@ def _main(
     configure_logging(verbose, quiet)
 
 
-def _check_out(out, kind: str, overwrite: bool, update: bool = False) -> None:
+def check_out(out, kind: str, overwrite: bool, update: bool = False) -> None:
     """Refuse an unsafe --out before any work starts (see :func:`anybind.io.check_output`)."""
     from ..errors import AnybindError
     from ..io import check_output
@@ -90,10 +90,10 @@ def _check_out(out, kind: str, overwrite: bool, update: bool = False) -> None:
     try:
         check_output(out, kind, overwrite, update=update)
     except AnybindError as e:
-        _fail(e)
+        fail(e)
 
 
-def _parse_encoders(values: list[str] | None) -> dict[str, str]:
+def parse_encoders(values: list[str] | None) -> dict[str, str]:
     out = {}
     for v in values or []:
         if "=" not in v:
@@ -103,11 +103,11 @@ def _parse_encoders(values: list[str] | None) -> dict[str, str]:
     return out
 
 
-def _split_csv(v: str | None) -> list[str] | None:
+def split_csv(v: str | None) -> list[str] | None:
     return [x.strip() for x in v.split(",") if x.strip()] if v else None
 
 
-def _ray_target(ray: bool, address: str | None) -> bool | str:
+def ray_target(ray: bool, address: str | None) -> bool | str:
     """``--ray`` / ``--ray-address``: False (no Ray), True (local Ray, or $RAY_ADDRESS), or an address."""
     if address:
         return address

@@ -10,7 +10,7 @@ import typer
 from ..errors import AnybindError
 from rich.markup import escape
 
-from ._common import _fail, app, console, err
+from ._common import fail, app, console, err
 
 
 corpus_app = typer.Typer(help="Build a paired corpus (a JSONL manifest with its media) from packaged data.", no_args_is_help=True)
@@ -37,7 +37,7 @@ def corpus_tuxpaint(
             ensure_debian_package("tuxpaint-stamps-default", str(stamps))
         summary = build_tuxpaint(out, stamps_dir=stamps, copy_media=copy_media, progress=True)
     except AnybindError as e:
-        _fail(e)
+        fail(e)
     console.print(summary)
 
 
@@ -77,7 +77,7 @@ def corpus_emoji(
     try:
         summary = build_emoji(out, font_path=font, emoji_test=emoji_test, article=article, limit=limit, progress=True)
     except AnybindError as e:
-        _fail(e)
+        fail(e)
     _print_corpus(summary)
 
 
@@ -100,7 +100,7 @@ def corpus_openclipart(
             out, svg_dir=svg_dir, copy_media=copy_media, check_sample=check, max_title_share=max_title_share, progress=True
         )
     except AnybindError as e:
-        _fail(e)
+        fail(e)
     _print_corpus(summary)
 
 
@@ -119,7 +119,7 @@ def corpus_fashion_mnist(
     try:
         summary = build_fashion_mnist(out, data_dir=data_dir, limit=limit, progress=True)
     except AnybindError as e:
-        _fail(e)
+        fail(e)
     _print_corpus(summary)
 
 
@@ -139,7 +139,7 @@ def corpus_sounds(
     try:
         summary = build_sounds(out, freedesktop_dir=freedesktop, ovos=ovos, install=install, progress=True)
     except AnybindError as e:
-        _fail(e)
+        fail(e)
     _print_corpus(summary)
 
 
@@ -166,7 +166,7 @@ def corpus_speech(
             jobs=jobs, install=install, progress=True,
         )
     except AnybindError as e:
-        _fail(e)
+        fail(e)
     _print_corpus(summary)
     from ..corpora import read_corpus_meta
 
@@ -198,7 +198,7 @@ def corpus_timeseries(
     try:
         summary = build_timeseries(out, datasets=dataset or DEFAULT_DATASETS, data_dir=data_dir, limit=limit, progress=True)
     except AnybindError as e:
-        _fail(e)
+        fail(e)
     _print_corpus(summary)
     from ..corpora import read_corpus_meta
 

@@ -10,7 +10,7 @@ import typer
 
 from ..epochs import describe_training
 from ..errors import AnybindError
-from ._common import _check_out, _fail, _parse_encoders, _ray_target, _split_csv, app, console
+from ._common import check_out, fail, parse_encoders, ray_target, split_csv, app, console
 
 
 @app.command()
@@ -31,9 +31,9 @@ def validate(
     from ..data.manifest import load_manifest
 
     try:
-        man = load_manifest(manifest, modalities=_split_csv(modalities), progress=True, check_cache=not recheck)
+        man = load_manifest(manifest, modalities=split_csv(modalities), progress=True, check_cache=not recheck)
     except AnybindError as e:
-        _fail(e)
+        fail(e)
     console.print(man.report(), highlight=False)
     mc = man.media_checks
     if mc["decoded"] or mc["unchanged"]:
@@ -121,7 +121,7 @@ def fit(
         parse_loss_spec(loss)
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--loss") from None
-    _check_out(out, "space", overwrite)
+    check_out(out, "space", overwrite)
     if recipe not in ("auto", "plain"):
         raise typer.BadParameter(f"{recipe!r}: use auto or plain", param_hint="--recipe")
     kw = dict(projector=projector, epochs=epochs, batch_size=batch_size, lr=lr,
@@ -139,13 +139,13 @@ def fit(
             from ..scale.train import fit_sharded
 
             space = fit_sharded(
-                [str(s) for s in sources], _split_csv(modalities), encoders=_parse_encoders(encoder), cache=cache,
-                ray_workers=ray_workers, ray=_ray_target(ray, ray_address), ray_address=ray_address,
+                [str(s) for s in sources], split_csv(modalities), encoders=parse_encoders(encoder), cache=cache,
+                ray_workers=ray_workers, ray=ray_target(ray, ray_address), ray_address=ray_address,
                 strict=strict, weights=weight or None, allow_eval_only=allow_eval_only, **kw,
             )
             space.save(out, overwrite=overwrite)
         except AnybindError as e:
-            _fail(e)
+            fail(e)
         tr = space.info["training"]
         console.print(f"saved {space} to [bold]{out}[/bold] (trainer: {space.info['lineage'][-1]['trainer']})")
         console.print(f"{describe_training(tr)}, temperature {space.temperature:.4f}", highlight=False)
@@ -153,8 +153,8 @@ def fit(
     try:
         space = Space.fit(
             [str(s) for s in sources],
-            modalities=_split_csv(modalities),
-            encoders=_parse_encoders(encoder),
+            modalities=split_csv(modalities),
+            encoders=parse_encoders(encoder),
             method=method,
             cache=cache,
             strict=strict,
@@ -165,7 +165,7 @@ def fit(
         )
         space.save(out, overwrite=overwrite)
     except AnybindError as e:
-        _fail(e)
+        fail(e)
     tr = space.info.get("training", {})
     console.print(f"saved {space} to [bold]{out}[/bold]")
     if "best_epoch" in tr:
@@ -205,24 +205,24 @@ def bind(
     """
     from ..space import Space
 
-    adds = _parse_encoders(add)
-    reps = _parse_encoders(replace)
+    adds = parse_encoders(add)
+    reps = parse_encoders(replace)
     if not adds and not reps:
         raise typer.BadParameter("give --add NAME=SPEC and/or --replace NAME=SPEC")
-    _check_out(out, "space", overwrite)
+    check_out(out, "space", overwrite)
     kw = dict(projector=projector, init=init, epochs=epochs, loss=loss, seed=seed, cache=cache, strict=strict, progress=False)
     try:
         space = Space.load(space_dir)
         sources = [str(d) for d in data]
         for name, spec in adds.items():
-            space = space.add_modality(name, spec, sources, _split_csv(anchors), **kw)
+            space = space.add_modality(name, spec, sources, split_csv(anchors), **kw)
             _print_bind(space)
         for name, spec in reps.items():
-            space = space.replace_encoder(name, spec, sources, _split_csv(anchors), **kw)
+            space = space.replace_encoder(name, spec, sources, split_csv(anchors), **kw)
             _print_bind(space)
         space.save(out, overwrite=overwrite)
     except (AnybindError, ValueError) as e:
-        _fail(e)
+        fail(e)
     console.print(f"saved {space} to [bold]{out}[/bold]")
 
 
@@ -254,7 +254,7 @@ def compat(
     try:
         res = run_compat(data, cands, split=split, k=k, by=by, cache=cache, progress=True, max_records=max_records)
     except (AnybindError, ValueError) as e:
-        _fail(e)
+        fail(e)
     console.print(res.table())
     if json_out:
         json_out.write_text(json.dumps(res.to_dict(), indent=2, sort_keys=True))

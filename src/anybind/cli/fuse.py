@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from ..errors import AnybindError
-from ._common import _check_out, _fail, app, console
+from ._common import check_out, fail, app, console
 
 
 fuse_app = typer.Typer(help="Classifiers and regressors that fuse any subset of a space's modalities (robust to missing ones).", no_args_is_help=True)
@@ -53,8 +53,8 @@ def fuse_train(
     from ..space import Space
 
     if (label is None) == (target is None):
-        _fail(ValueError("give exactly one of --label (classification) or --target (regression)"))
-    _check_out(out, "fusion", overwrite)
+        fail(ValueError("give exactly one of --label (classification) or --target (regression)"))
+    check_out(out, "fusion", overwrite)
     try:
         space = Space.load(space_dir)
         mods = [m.strip() for m in modalities.split(",") if m.strip()]
@@ -63,7 +63,7 @@ def fuse_train(
                   epochs=epochs, seed=seed)
         model = FusionClassifier(space, mods, **kw) if label else FusionRegressor(space, mods, loss=loss, **kw)
     except (AnybindError, ValueError) as e:
-        _fail(e)
+        fail(e)
     short = model.short
 
     def report(ep: dict) -> None:
@@ -81,7 +81,7 @@ def fuse_train(
         model.fit(manifest, label or target, cache=cache, on_epoch=report)
         model.save(out, overwrite=overwrite)
     except AnybindError as e:
-        _fail(e)
+        fail(e)
     best = next((h for h in model.history_ if h.get("best")), model.history_[-1])
     what = (f"{len(model.classes_)} classes" if label else
             f"regression of {target!r} (train mean {model.target_mean_:.3g}, sd {model.target_std_:.3g}, {loss})")
@@ -127,7 +127,7 @@ def fuse_eval(
         res, cnt = clf.evaluate(recs, missing=missing, cache=cache, reconstruct=reconstruct, counts=True, metric="all")
         contrib = clf.contributions(recs, cache=cache)
     except (AnybindError, ValueError) as e:
-        _fail(e)
+        fail(e)
     console.print(subsets_table(res, cnt, title=f"{model} on {manifest} ({split}, {clf.task} of {clf.label_key!r})"))
     console.print(f"Shapley mono-modal {clf.metric} per modality: {_fmt_mods(contrib)}", highlight=False)
     if skipped:

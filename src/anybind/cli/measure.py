@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 
 from ..errors import AnybindError
-from ._common import _fail, app, console
+from ._common import fail, app, console
 
 
 @app.command("eval")
@@ -51,7 +51,7 @@ def eval_cmd(
             if with_diagnostics:
                 res.update(diagnostics(embs))
     except AnybindError as e:
-        _fail(e)
+        fail(e)
     console.print(retrieval_table({"space": {k: v for k, v in res.items() if not k.startswith(("mip/", "diag/"))}},
                                   title=f"{space_dir} on {manifest} ({split})"))
     mip = {k[4:]: v for k, v in res.items() if k.startswith("mip/")}
@@ -85,7 +85,7 @@ def diagnose_cmd(
         space = Space.load(space_dir)
         res, _ = diagnose(space, manifest, split, cache=cache, png=png, progress=True)
     except AnybindError as e:
-        _fail(e)
+        fail(e)
     console.print(diagnostics_table({str(space_dir): res}, title=f"{space_dir} on {manifest} ({split})"))
     if png:
         console.print(f"picture written to {png}")
@@ -113,7 +113,7 @@ def embed(
     try:
         X = Space.load(space_dir).embed(modality, items, cache=cache)
     except AnybindError as e:
-        _fail(e)
+        fail(e)
     if out:
         np.save(out, X)
         console.print(f"{X.shape} written to {out}")
@@ -156,7 +156,7 @@ def demo(
     try:
         run_demo(work, epochs=epochs, seed=seed, cache=cache, console=console)
     except AnybindError as e:
-        _fail(e)
+        fail(e)
 
 
 @app.command()
@@ -197,4 +197,4 @@ def bench(
             update_markdown(markdown, records, "anybind bench " + " ".join(f"--task {n}" for n in names))
             console.print(f"updated {markdown}")
     except AnybindError as e:
-        _fail(e)
+        fail(e)

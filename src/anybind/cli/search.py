@@ -12,7 +12,7 @@ import typer
 from ..errors import AnybindError
 from rich.markup import escape
 
-from ._common import _check_out, _fail, _ray_target, _split_csv, app, console, err
+from ._common import check_out, fail, ray_target, split_csv, app, console, err
 
 
 @app.command()
@@ -44,14 +44,14 @@ def encode(
     if "=" in encoder:
         field, encoder = (x.strip() for x in encoder.split("=", 1))
         modality = modality or field
-    target = _ray_target(ray, ray_address)
+    target = ray_target(ray, ray_address)
     try:
         rep, man, owners = encode_manifest(
             manifest, encoder, modality, cache, ray=target, strict=strict, progress=True, batch_size=batch_size,
             concurrency=concurrency, num_gpus=num_gpus, shard_size=shard_size,
         )
     except AnybindError as e:
-        _fail(e)
+        fail(e)
     if man.bad:
         err.print(f"[yellow]{escape(man.report())}[/yellow]")
     for item, why in rep.failed[:20]:
@@ -104,7 +104,7 @@ def index_cmd(
         raise typer.BadParameter("MANIFEST is missing (only --repair runs without one)")
     if repair and overwrite:
         raise typer.BadParameter("--repair repairs the index at --out, --overwrite replaces it: give one of them")
-    _check_out(out, "index", overwrite, update=True)
+    check_out(out, "index", overwrite, update=True)
     try:
         space = Space.load(space_dir)
         if repair:
@@ -113,11 +113,11 @@ def index_cmd(
             console.print(f"{out}: removed {removed} duplicate rows ({len(fixed)} rows left)", highlight=False)
             if manifest is None:
                 return
-        target = _ray_target(ray, ray_address)
+        target = ray_target(ray, ray_address)
         build = dict(cache=cache, split=split, ann={"auto": "auto", "always": True, "never": False}[ann],
                      ann_type=ann_type, ann_threshold=ann_threshold, overwrite=overwrite, progress=True)
         if target is False:
-            index = Index.build(space, manifest, out, _split_csv(modalities), **build)
+            index = Index.build(space, manifest, out, split_csv(modalities), **build)
         else:
             from ..scale import ray_session
             from ..scale.encode import ray_index_embedder
@@ -125,9 +125,9 @@ def index_cmd(
             embedder = ray_index_embedder(space_dir, space.identity(), cache, batch_size=batch_size,
                                           concurrency=concurrency, num_gpus=num_gpus)
             with ray_session(None if target is True else target):
-                index = Index.build(space, manifest, out, _split_csv(modalities), embedder=embedder, **build)
+                index = Index.build(space, manifest, out, split_csv(modalities), embedder=embedder, **build)
     except AnybindError as e:
-        _fail(e)
+        fail(e)
     added = index.last_add.added if index.last_add else 0  # by this run (another may add at the same time)
     console.print(f"{index}: {index.counts()} (+{added} rows)", highlight=False)
     if index.meta.get("ann"):
@@ -165,10 +165,10 @@ def search(
         index = Index.open(index_dir, space)
         hits = index.search(text=list(text) if text else None, image=[str(p) for p in image] if image else None,
                             audio=[str(p) for p in audio] if audio else None, weights=list(weight) if weight else None,
-                            modality=_split_csv(modality), k=k, labels=list(label or []), rerank=rerank,
+                            modality=split_csv(modality), k=k, labels=list(label or []), rerank=rerank,
                             exact=exact, cache=cache)
     except AnybindError as e:
-        _fail(e)
+        fail(e)
     if json_out:
         sys.stdout.write(json.dumps([h.to_dict() for h in hits], indent=2, ensure_ascii=False) + "\n")
         return
@@ -211,7 +211,7 @@ def serve(
 
         from ..serve import ServeConfig, Service, create_app
     except ImportError as e:
-        _fail(AnybindError(f"the service needs the 'serve' extra ({e.name} is missing): pip install 'anybind[serve]'"))
+        fail(AnybindError(f"the service needs the 'serve' extra ({e.name} is missing): pip install 'anybind[serve]'"))
     cfg = ServeConfig(
         max_upload_bytes=int(max_upload_mb * 2**20), concurrency=concurrency, max_queue=max_queue,
         queue_timeout=queue_timeout, refresh_seconds=refresh_seconds,
@@ -220,7 +220,7 @@ def serve(
         with console.status("loading the space, the index and the encoders..."):
             svc = Service.load(space_dir, index_dir, cache=cache, config=cfg)
     except AnybindError as e:
-        _fail(e)
+        fail(e)
     if host not in ("127.0.0.1", "localhost", "::1"):
         err.print(f"[yellow]warning:[/yellow] binding {host}: anyone who can reach it can search and upload files "
                   "(the service has no authentication)")
@@ -260,7 +260,7 @@ def report(
                                      templates=tuple(template or ("a {}.",)), cache=cache,
                                      space_name=str(space_dir), progress=True)
     except AnybindError as e:
-        _fail(e)
+        fail(e)
     console.print(f"report written to [bold]{path}[/bold] ({path.stat().st_size / 1024:.0f} KiB; "
                   f"{numbers['records']} {split} records, zero-shot label {numbers['label'] or '-'})", highlight=False)
     if json_out:

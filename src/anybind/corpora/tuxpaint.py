@@ -224,7 +224,7 @@ def parse_caption(data: bytes) -> Caption:
     return Caption(english=english or None, translations=translations, problems=problems)
 
 
-def _split_key(english: str) -> str:
+def split_key(english: str) -> str:
     return _WS_RE.sub(" ", english.casefold()).strip().rstrip(_FINAL_PUNCT)
 
 
@@ -513,7 +513,7 @@ def _build_into(tmp: Path, out_dir: Path, stamps_dir: Path, copy_media: bool, pr
             bad_images[st.id] = err.replace(str(stamps_dir) + os.sep, "")
             continue
 
-        rec: dict[str, Any] = {"id": st.id, "split": hash_split(_split_key(cap.english)), "text": cap.english}
+        rec: dict[str, Any] = {"id": st.id, "split": hash_split(split_key(cap.english)), "text": cap.english}
         for lang in sorted(cap.translations):
             rec[f"text_{lang}"] = cap.translations[lang]
         rec["image"] = media_path(image, st, image.name)

@@ -20,7 +20,7 @@ from ..cache import FeatureCache
 from ..data.manifest import Manifest, Record, load_manifest
 from ..errors import DataError, SpaceError
 from .net import KINDS, FusionNet
-from .scoring import ScoringMixin, _subset_name  # noqa: F401  (_subset_name: re-exported)
+from .scoring import ScoringMixin, subset_name  # noqa: F401  (subset_name: re-exported)
 from .training import TrainingMixin
 
 BALANCE = (None, "none", "ogm", "ogm-ge", "agm")

@@ -14,7 +14,7 @@ from .balance import full_outputs, shapley_values
 from .net import FusionNet
 
 
-def _subset_name(mods: Sequence[str]) -> str:
+def subset_name(mods: Sequence[str]) -> str:
     return "+".join(mods)
 
 
@@ -125,7 +125,7 @@ class ScoringMixin:
             M = len(self.modalities)
             for k in range(1, M + 1):
                 for sub in itertools.combinations(range(M), k):
-                    name = _subset_name([self.modalities[i] for i in sub])
+                    name = subset_name([self.modalities[i] for i in sub])
                     sel = mask[:, list(sub)].all(1)
                     cnt[name] = int(sel.sum())
                     if not sel.any():

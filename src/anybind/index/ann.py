@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import IndexError_
-from .exact import _unit, exact_topk
-from .store import ANN_TYPES, _sql_str
+from .exact import unit_rows, exact_topk
+from .store import ANN_TYPES, sql_str
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -98,10 +98,10 @@ class AnnMixin:
     def _where(self, modalities: Sequence[str] | None, labels: dict[str, list[str]]) -> str | None:
         conds = []
         if modalities is not None:
-            conds.append(f"modality IN ({', '.join(_sql_str(m) for m in modalities)})")
+            conds.append(f"modality IN ({', '.join(sql_str(m) for m in modalities)})")
         for k, vals in labels.items():
             conds.append(
-                "(" + " OR ".join(f"array_has(label_pairs, {_sql_str(f'{k}={v}')})" for v in vals) + ")"
+                "(" + " OR ".join(f"array_has(label_pairs, {sql_str(f'{k}={v}')})" for v in vals) + ")"
             )
         return " AND ".join(conds) if conds else None
 
@@ -181,9 +181,9 @@ class AnnMixin:
             Q = snap.vectors[pick] + rng.normal(size=(len(pick), self.dim)).astype(np.float32) * (
                 noise / np.sqrt(self.dim)
             )
-            Q = _unit(Q)
+            Q = unit_rows(Q)
         else:
-            Q = _unit(np.atleast_2d(queries))
+            Q = unit_rows(np.atleast_2d(queries))
         t0 = time.perf_counter()
         _, gt = exact_topk(Q, snap.vectors, k, rows=rows)
         t_exact_batch = time.perf_counter() - t0

@@ -13,9 +13,9 @@ from ..data.strings import is_blank
 from ..data.templates import check_templates, fill_template
 from ..errors import DataError
 from .errors import IndexError_
-from .exact import _unit, exact_topk
-from .query import _check_k
-from .store import _label_filter
+from .exact import unit_rows, exact_topk
+from .query import check_k
+from .store import label_filter
 
 if TYPE_CHECKING:
     from ..cache import FeatureCache
@@ -45,14 +45,14 @@ class ClassifyMixin:
         """
         if self.space is None:
             raise IndexError_("this index has no space to embed class names with")
-        k = _check_k(k)
+        k = check_k(k)
         templates = check_templates(templates)
         targets = self._check_targets(modality)
         C = class_embeddings(
             self.space, classes, templates, text_modality=text_modality, cache=cache, batch_size=batch_size
         )
         snap = self.snapshot()
-        rows = snap.rows_where(targets, _label_filter(labels))
+        rows = snap.rows_where(targets, label_filter(labels))
         idx = np.arange(len(snap.vectors)) if rows is None else rows
         out = []
         ids = snap.meta.column("id").to_pylist()
@@ -121,4 +121,4 @@ def zero_shot_topk(
     C = class_embeddings(
         space, classes, templates, text_modality=text_modality, cache=cache, batch_size=batch_size
     )
-    return exact_topk(_unit(np.atleast_2d(vectors)), C, _check_k(k))
+    return exact_topk(unit_rows(np.atleast_2d(vectors)), C, check_k(k))

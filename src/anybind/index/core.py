@@ -33,10 +33,10 @@ from .store import (
     META_FILE,
     SPACE_DIR,
     TABLE,
-    _schema,
-    _Snapshot,
-    _vectors_of,
-    _write_json_atomic,
+    table_schema,
+    Snapshot,
+    vectors_of,
+    write_json_atomic,
 )
 from .write import WriteMixin
 
@@ -56,7 +56,7 @@ class Index(WriteMixin, AnnMixin, QueryMixin, SearchMixin, ClassifyMixin):
         self.meta = meta
         self.space = space
         self.table = table
-        self._snap: _Snapshot | None = None
+        self._snap: Snapshot | None = None
         self._bank_cache: dict[Any, Any] = {}
         self._made_dir: bool | None = None  # set by create(): this object made the index (and the folder?)
         self.last_add: AddStats | None = None  # what the last add / add_vectors through this object did
@@ -181,8 +181,8 @@ class Index(WriteMixin, AnnMixin, QueryMixin, SearchMixin, ClassifyMixin):
         def write(tmp: Path) -> None:
             if space is not None:
                 space.save(tmp / SPACE_DIR)
-            lancedb.connect(str(tmp)).create_table(TABLE, schema=_schema(int(dim)))
-            _write_json_atomic(tmp / META_FILE, meta)  # written last: its presence marks a complete index
+            lancedb.connect(str(tmp)).create_table(TABLE, schema=table_schema(int(dim)))
+            write_json_atomic(tmp / META_FILE, meta)  # written last: its presence marks a complete index
 
         atomic_write_dir(path, write, kind="index", overwrite=overwrite)
         relock(path)  # the folder was swapped: hold the lock of the one there now
@@ -230,7 +230,7 @@ class Index(WriteMixin, AnnMixin, QueryMixin, SearchMixin, ClassifyMixin):
         try:
             table = db.open_table(TABLE)
         except Exception:  # a create killed after index.json: an empty table
-            table = db.create_table(TABLE, schema=_schema(int(meta["dim"])), exist_ok=True)
+            table = db.create_table(TABLE, schema=table_schema(int(meta["dim"])), exist_ok=True)
         return cls(path, meta, space, table)
 
     @classmethod
@@ -319,7 +319,7 @@ class Index(WriteMixin, AnnMixin, QueryMixin, SearchMixin, ClassifyMixin):
         t = self.table.search().select([name]).limit(None).to_arrow()
         return t.column(name).to_numpy(zero_copy_only=False)
 
-    def snapshot(self) -> _Snapshot:
+    def snapshot(self) -> Snapshot:
         """The table in memory (vectors + metadata), reloaded only when the table changed."""
         import pyarrow as pa
 
@@ -333,13 +333,13 @@ class Index(WriteMixin, AnnMixin, QueryMixin, SearchMixin, ClassifyMixin):
                 m = b.num_rows
                 if pos + m > len(V):  # rows appeared since count_rows(): grow
                     V = np.concatenate([V, np.empty((pos + m - len(V), self.dim), np.float32)])
-                V[pos : pos + m] = _vectors_of(b.column("vector"), self.dim)
+                V[pos : pos + m] = vectors_of(b.column("vector"), self.dim)
                 metas.append(b.select(cols))
                 pos += m
             schema = pa.schema([f for f in self.table.schema if f.name != "vector"])
             meta = pa.Table.from_batches(metas, schema=schema) if metas else schema.empty_table()
             mods = meta.column("modality").to_numpy(zero_copy_only=False)
-            self._snap = _Snapshot(v, meta, V[:pos], mods)
+            self._snap = Snapshot(v, meta, V[:pos], mods)
             self._bank_cache.clear()
         return self._snap
 
@@ -359,7 +359,7 @@ class Index(WriteMixin, AnnMixin, QueryMixin, SearchMixin, ClassifyMixin):
         return self.table.version != before
 
     def _save_meta(self) -> None:
-        _write_json_atomic(self.path / META_FILE, self.meta)
+        write_json_atomic(self.path / META_FILE, self.meta)
 
     def _records(self, manifest, modalities, split=None, progress=False) -> list["Record"]:
         from ..data.manifest import Manifest, Record
@@ -367,10 +367,10 @@ class Index(WriteMixin, AnnMixin, QueryMixin, SearchMixin, ClassifyMixin):
         if isinstance(manifest, (str, Path, Manifest)):
             if self.space is None:
                 raise IndexError_("this index has no space: add raw vectors with add_vectors()")
-            from ..space import _as_manifests
+            from ..space import as_manifests
 
             mods = modalities or [m for m in self.space.modalities]
-            man = _as_manifests(manifest, mods, self.space.encoders, False, progress)[0]
+            man = as_manifests(manifest, mods, self.space.encoders, False, progress)[0]
             recs = man.split(split)
         else:
             recs = list(manifest)

@@ -72,7 +72,7 @@ def exact_topk(
     return torch.cat(out_s).numpy(), torch.cat(out_i).numpy()
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
+def unit_rows(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     n = np.linalg.norm(x, axis=-1, keepdims=True)
     if np.any(n < 1e-12):

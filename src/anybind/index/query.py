@@ -13,7 +13,7 @@ import numpy as np
 from ..data.strings import is_blank
 from ..errors import AnybindError
 from .errors import QueryError
-from .exact import _unit
+from .exact import unit_rows
 
 if TYPE_CHECKING:
     from ..cache import FeatureCache
@@ -22,7 +22,7 @@ _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".t
 _AUDIO_SUFFIXES = {".wav", ".ogg", ".oga", ".flac", ".mp3", ".aiff", ".aif", ".m4a"}
 
 
-def _check_k(k: Any) -> int:
+def check_k(k: Any) -> int:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
         raise QueryError(f"k must be a positive integer, got {k!r}")
     if k <= 0:
@@ -123,7 +123,7 @@ class QueryMixin:
                 raise QueryError(f"{len(weights)} weights for {n_inputs} query inputs")
             if not all(np.isfinite(weights)) or sum(abs(w) for w in weights) == 0:
                 raise QueryError("query weights must be finite and not all zero")
-        vecs = [_unit(v) for v in vec_parts]
+        vecs = [unit_rows(v) for v in vec_parts]
         for m, item in parts:
             vecs.append(self._embed_one(m, item, cache))
         W = np.ones(len(vecs), np.float32) if weights is None else np.asarray(weights, np.float32)

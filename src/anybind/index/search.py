@@ -13,10 +13,10 @@ import numpy as np
 
 from ..errors import DataError
 from .errors import QueryError
-from .exact import _unit, exact_topk
-from .query import _check_k
+from .exact import unit_rows, exact_topk
+from .query import check_k
 from .results import Hit
-from .store import _label_filter, _sql_str, _vectors_of
+from .store import label_filter, sql_str, vectors_of
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -58,9 +58,9 @@ class SearchMixin:
             index has one and at least ``ann_threshold`` rows.
         ann_params: ``nprobes``, ``refine_factor``, ``ef`` overrides for ANN search.
         """
-        k = _check_k(k)
+        k = check_k(k)
         targets = self._check_targets(modality)
-        lab = _label_filter(labels)
+        lab = label_filter(labels)
         q, qmods = self.embed_query(
             query, text=text, image=image, audio=audio, inputs=inputs, weights=weights, cache=cache
         )
@@ -95,16 +95,16 @@ class SearchMixin:
         """Search with a batch of query vectors (n, dim); one hit list per query."""
         from .. import rerank as rr
 
-        k = _check_k(k)
+        k = check_k(k)
         try:
             method = rr.check_method(rerank)
         except DataError as e:
             raise QueryError(str(e)) from None
-        Q = _unit(np.atleast_2d(np.asarray(queries, np.float32)))
+        Q = unit_rows(np.atleast_2d(np.asarray(queries, np.float32)))
         if Q.shape[1] != self.dim:
             raise QueryError(f"queries of width {Q.shape[1]}: this index holds {self.dim}-d vectors")
         targets = self._check_targets(modality) if modality is not None else None
-        lab = _label_filter(labels)
+        lab = label_filter(labels)
         pool = k if method is None else max(k, rerank_pool)
         cands = self._candidates(Q, pool, targets, lab, exact, with_vectors=method is not None, **ann_params)
         if method is not None:
@@ -153,13 +153,13 @@ class SearchMixin:
         if spec is None:
             return None, None
         if isinstance(spec, np.ndarray):
-            return _unit(np.atleast_2d(spec)), None
+            return unit_rows(np.atleast_2d(spec)), None
         mods = [spec] if isinstance(spec, str) else list(spec)
         key = ("bank", tuple(mods), bank_size, self.table.version)
         if key not in self._bank_cache:
-            where = f"modality IN ({', '.join(_sql_str(m) for m in mods)})"
+            where = f"modality IN ({', '.join(sql_str(m) for m in mods)})"
             t = self.table.search().where(where).select(["id", "vector"]).limit(None).to_arrow()
-            V = _vectors_of(t.column("vector"), self.dim)
+            V = vectors_of(t.column("vector"), self.dim)
             ids = t.column("id").to_numpy(zero_copy_only=False)
             if len(V) > bank_size:
                 pick = np.sort(np.random.default_rng(seed).choice(len(V), bank_size, replace=False))
@@ -225,7 +225,7 @@ class SearchMixin:
             if len(s) == 0:
                 out.append((t, s))
                 continue
-            G = _vectors_of(t.column("vector"), self.dim)
+            G = vectors_of(t.column("vector"), self.dim)
             cids = t.column("id").to_numpy(zero_copy_only=False)
             if method == "invgc":
                 new = rr.invgc(

@@ -1,5 +1,5 @@
 """The on-disk side of an index: format constants, the LanceDB table schema, rows to and from
-Arrow, label filters and SQL quoting, atomic ``index.json`` writes, and :class:`_Snapshot` (the
+Arrow, label filters and SQL quoting, atomic ``index.json`` writes, and :class:`Snapshot` (the
 table in memory).  pyarrow is imported inside the functions that need it."""
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ DEFAULT_ANN_THRESHOLD = 100_000
 ANN_TYPES = ("ivf_hnsw_sq", "ivf_pq")
 
 
-def _sql_str(s: str) -> str:
+def sql_str(s: str) -> str:
     return "'" + str(s).replace("'", "''") + "'"
 
 
@@ -42,7 +42,7 @@ def _label_pairs(labels: Mapping[str, Any]) -> list[str]:
     return out
 
 
-def _label_filter(labels: Mapping[str, Any] | Sequence[str] | None) -> dict[str, list[str]]:
+def label_filter(labels: Mapping[str, Any] | Sequence[str] | None) -> dict[str, list[str]]:
     """``{"category": "animals"}`` or ``["category=animals", "lang=en"]`` -> ``{key: [values]}``."""
     if not labels:
         return {}
@@ -63,13 +63,13 @@ def _label_filter(labels: Mapping[str, Any] | Sequence[str] | None) -> dict[str,
     return out
 
 
-def _write_json_atomic(path: Path, obj: Any) -> None:
+def write_json_atomic(path: Path, obj: Any) -> None:
     from ..io import atomic_write_bytes
 
     atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=True).encode())
 
 
-def _schema(dim: int) -> "pa.Schema":
+def table_schema(dim: int) -> "pa.Schema":
     import pyarrow as pa
 
     return pa.schema(
@@ -85,7 +85,7 @@ def _schema(dim: int) -> "pa.Schema":
     )
 
 
-def _rows_table(dim: int, ids, modalities, sources, labels, keys, vectors: np.ndarray) -> "pa.Table":
+def rows_table(dim: int, ids, modalities, sources, labels, keys, vectors: np.ndarray) -> "pa.Table":
     import pyarrow as pa
 
     V = np.ascontiguousarray(vectors, dtype=np.float32)
@@ -101,11 +101,11 @@ def _rows_table(dim: int, ids, modalities, sources, labels, keys, vectors: np.nd
             "key": pa.array(list(keys), pa.string()),
             "vector": pa.FixedSizeListArray.from_arrays(pa.array(V.reshape(-1)), dim),
         },
-        schema=_schema(dim),
+        schema=table_schema(dim),
     )
 
 
-def _vectors_of(col: "pa.ChunkedArray | pa.Array", dim: int) -> np.ndarray:
+def vectors_of(col: "pa.ChunkedArray | pa.Array", dim: int) -> np.ndarray:
     import pyarrow as pa
 
     if isinstance(col, pa.ChunkedArray):
@@ -117,7 +117,7 @@ def _vectors_of(col: "pa.ChunkedArray | pa.Array", dim: int) -> np.ndarray:
 
 
 @dataclass
-class _Snapshot:
+class Snapshot:
     """The table as of one version, in memory, for exact search and bookkeeping."""
 
     version: int

@@ -18,10 +18,10 @@ import numpy as np
 from ..data.strings import ID_RULE, id_problem
 from ..errors import DataError, SpaceError
 from .errors import IndexError_
-from .exact import _unit
+from .exact import unit_rows
 from .results import AddStats
 from .lock import writer_lock
-from .store import META_FILE, _rows_table, _sql_str, _vectors_of
+from .store import META_FILE, rows_table, sql_str, vectors_of
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -35,8 +35,8 @@ log = logging.getLogger(__name__)
 def _id_filters(ids: Sequence[str], modality: str | None = None, per: int = 500) -> Iterator[str]:
     """SQL filters selecting these record ids (of ``modality`` only, when given), ``per`` ids each."""
     for c0 in range(0, len(ids), per):
-        where = f"id IN ({', '.join(_sql_str(i) for i in ids[c0 : c0 + per])})"
-        yield where if modality is None else f"modality = {_sql_str(modality)} AND {where}"
+        where = f"id IN ({', '.join(sql_str(i) for i in ids[c0 : c0 + per])})"
+        yield where if modality is None else f"modality = {sql_str(modality)} AND {where}"
 
 
 @dataclass
@@ -197,7 +197,7 @@ class WriteMixin:
                     for c0 in range(0, len(items), chunk_size)
                 )
             for chunk, X in chunks:
-                rows = _rows_table(
+                rows = rows_table(
                     self.dim,
                     [it[0] for it in chunk],
                     [m] * len(chunk),
@@ -215,7 +215,7 @@ class WriteMixin:
             for c0 in range(0, len(items), chunk_size):
                 chunk = items[c0 : c0 + chunk_size]
                 vecs = self._stored_vectors([it[0] for it in chunk], m)
-                rows = _rows_table(
+                rows = rows_table(
                     self.dim,
                     [it[0] for it in chunk],
                     [m] * len(chunk),
@@ -234,7 +234,7 @@ class WriteMixin:
         out = {}
         for where in _id_filters(ids, modality):
             t = self.table.search().where(where).select(["id", "vector"]).limit(None).to_arrow()
-            for i, v in zip(t.column("id").to_pylist(), _vectors_of(t.column("vector"), self.dim)):
+            for i, v in zip(t.column("id").to_pylist(), vectors_of(t.column("vector"), self.dim)):
                 out[i] = v
         return out
 
@@ -257,7 +257,7 @@ class WriteMixin:
             raise DataError(f"{len(ids)} ids but {len(X)} vectors")
         if not np.isfinite(X).all():
             raise DataError("vectors contain non-finite values")
-        X = _unit(X)
+        X = unit_rows(X)
         ids = [str(i) for i in ids]
         for i in ids:  # the manifest's rule: every id must be reachable by its URL /items/<id>
             if (problem := id_problem(i)) is not None:
@@ -279,7 +279,7 @@ class WriteMixin:
         for c0 in range(0, len(ids), chunk_size):
             sl = slice(c0, c0 + chunk_size)
             part = ids[sl]
-            rows = _rows_table(
+            rows = rows_table(
                 self.dim, part, [modality] * len(part), sources[sl], labels[sl], keys[sl], X[sl]
             )
             n_old = self._commit_rows(rows, modality, seen)

@@ -27,12 +27,12 @@ part.  Registered names: ``infonce`` (``clip``), ``siglip``, ``symile``
 """
 
 from .pairwise import Alignment, InfoNCE, IntraModal, M2Mix, SigLIP, Uniformity, slerp, uniformity
-from .spec import _PRESETS as _PRESETS
+from .spec import PRESETS
 from .spec import LOSSES, CombinedLoss, build_loss, is_multimodal, parse_loss_spec
-from .spec import _make as _make
-from .symile import _LOG2E as _LOG2E
+from .spec import make_term
+from .symile import LOG2E
 from .symile import MissingPlaceholders, Symile, mip
-from .symile import _CubeMeanLSE as _CubeMeanLSE
+from .symile import CubeMeanLSE
 
 __all__ = [
     "LOSSES",

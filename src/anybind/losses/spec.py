@@ -105,7 +105,7 @@ LOSSES: dict[str, type[nn.Module]] = {
     "intra": IntraModal,
     "m2mix": M2Mix,
 }
-_PRESETS: dict[str, dict] = {"symile": {"negatives": "n"}, "symile-n2": {"negatives": "n2"}}
+PRESETS: dict[str, dict] = {"symile": {"negatives": "n"}, "symile-n2": {"negatives": "n2"}}
 
 
 def parse_loss_spec(spec: str) -> list[tuple[str, float]]:
@@ -129,11 +129,11 @@ def parse_loss_spec(spec: str) -> list[tuple[str, float]]:
     return parts
 
 
-def _make(name: str, kwargs: Mapping) -> nn.Module:
+def make_term(name: str, kwargs: Mapping) -> nn.Module:
     cls = LOSSES[name]
     accepted = inspect.signature(cls.__init__).parameters
     kw = {k: v for k, v in kwargs.items() if k in accepted}
-    kw.update(_PRESETS.get(name, {}))
+    kw.update(PRESETS.get(name, {}))
     return cls(**kw)
 
 
@@ -146,8 +146,8 @@ def build_loss(name: str, **kwargs) -> nn.Module:
     """
     parts = parse_loss_spec(name)
     if len(parts) == 1 and parts[0][1] == 1.0 and not getattr(LOSSES[parts[0][0]], "multimodal", False):
-        return _make(parts[0][0], kwargs)
-    return CombinedLoss([(n, _make(n, kwargs), w) for n, w in parts])
+        return make_term(parts[0][0], kwargs)
+    return CombinedLoss([(n, make_term(n, kwargs), w) for n, w in parts])
 
 
 def is_multimodal(loss: nn.Module) -> bool:

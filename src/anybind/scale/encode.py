@@ -230,7 +230,7 @@ def _compute(concurrency: int):
     return ray.data.ActorPoolStrategy(size=max(1, int(concurrency)))
 
 
-def _root_cause(e: BaseException) -> str:
+def root_cause(e: BaseException) -> str:
     """The user-code error behind a Ray Data failure (its type and message), not Ray's wrapper text."""
     import re
 
@@ -360,7 +360,7 @@ def _encode_ray(
                     prog.update(task, advance=len(b["item"]),
                                 rate=f"{rep.encoded / max(time.perf_counter() - t1, 1e-9):.1f}")
         except Exception as e:  # a worker raised: committed shards stay, the rerun continues
-            failure = _root_cause(e)
+            failure = root_cause(e)
         if failure is not None:
             ds = None
             _release()  # the failed pipeline's actors hold CPUs until its last reference is gone
@@ -497,7 +497,7 @@ def ray_index_embedder(
             for b in ds.iter_batches(batch_size=chunk_size, batch_format="numpy"):
                 yield [items[int(i)] for i in b["i"]], np.asarray(b["vector"], dtype=np.float32)
         except Exception as e:  # noqa: BLE001 - reported below, once the pipeline is released
-            failure = _root_cause(e)
+            failure = root_cause(e)
         if failure is not None:
             ds = None
             _release()

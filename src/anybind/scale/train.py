@@ -343,9 +343,9 @@ def fit_ray(
         try:
             result = trainer.fit()
         except Exception as e:
-            from .encode import _root_cause
+            from .encode import root_cause
 
-            raise DataError(f"Ray Train run failed ({_root_cause(e)})") from e
+            raise DataError(f"Ray Train run failed ({root_cause(e)})") from e
         if getattr(result, "error", None):
             raise DataError(f"Ray Train run failed ({result.error})")
         with result.checkpoint.as_directory() as d:
@@ -389,13 +389,13 @@ def fit_sharded(
     from ..version import __version__
     from ..cache import FeatureCache
     from ..encoders.registry import default_spec
-    from ..space import _as_manifests
+    from ..space import as_manifests
     from .encode import encode_items, manifest_items
 
     if weights is not None and len(set(float(w) for w in weights)) > 1:
         raise DataError("per-corpus sampling weights need the in-memory fit (drop --stream / --ray-workers)")
     fc = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
-    manifests = _as_manifests(manifest, modalities, encoders, strict, progress)
+    manifests = as_manifests(manifest, modalities, encoders, strict, progress)
     if not allow_eval_only:
         from ..corpora import is_eval_only
 

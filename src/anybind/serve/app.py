@@ -64,7 +64,7 @@ from ..index import QueryError
 from .errors import add_error_handlers
 from .gate import Busy, Gate  # noqa: F401 - Busy: imported from here by callers
 from .middleware import BodyLimit, SecurityHeaders
-from .queries import _hit_out, _ms, _named, _read_uploads, _text_parts, _unstage, _upload_parts
+from .queries import hit_out, to_ms, named_files, read_uploads, text_parts, unstage, upload_parts
 from .schemas import (
     ERRORS,
     ITEM_TYPES,
@@ -212,7 +212,7 @@ def create_app(
                     raise QueryError(f"text {i} is empty")
             X = svc.embed_items(m, body.texts)
             items = [EmbeddedOut(modality=m, vector=v.tolist()) for v in X]
-            return EmbedOut(dim=svc.space.dim, items=items, took_ms=_ms(t0))
+            return EmbedOut(dim=svc.space.dim, items=items, took_ms=to_ms(t0))
 
         return await request.state.gate.run(work)
 
@@ -227,21 +227,21 @@ def create_app(
         ] = [],  # noqa: B006 - FastAPI copies defaults
     ) -> EmbedOut:
         svc: Service = request.state.svc
-        uploads = await _read_uploads(svc, files)
+        uploads = await read_uploads(svc, files)
 
         def work():
             t0 = time.perf_counter()
-            parts, staged = _upload_parts(svc, uploads, [], [], file_modality, "text")
+            parts, staged = upload_parts(svc, uploads, [], [], file_modality, "text")
             try:
                 items = []
                 for (m, p, _), (_, shown) in zip(parts, staged):
                     v = svc.embed_items(m, [p])[0]
                     items.append(EmbeddedOut(modality=m, name=shown.strip("'\""), vector=v.tolist()))
             except AnybindError as e:
-                raise type(e)(_named(e, staged)) from None
+                raise type(e)(named_files(e, staged)) from None
             finally:
-                _unstage(staged)
-            return EmbedOut(dim=svc.space.dim, items=items, took_ms=_ms(t0))
+                unstage(staged)
+            return EmbedOut(dim=svc.space.dim, items=items, took_ms=to_ms(t0))
 
         return await request.state.gate.run(work)
 
@@ -252,12 +252,12 @@ def create_app(
 
         def work():
             t0 = time.perf_counter()
-            parts = _text_parts(svc, body.text, body.inputs)
+            parts = text_parts(svc, body.text, body.inputs)
             if not parts:
                 raise QueryError("empty query: give text, or inputs")
             mods = [body.modality] if isinstance(body.modality, str) else (body.modality or None)
             hits, qmods = svc.search(parts, k=body.k, modality=mods, labels=body.labels, rerank=body.rerank)
-            return SearchOut(hits=[_hit_out(svc, h) for h in hits], query_modalities=qmods, took_ms=_ms(t0))
+            return SearchOut(hits=[hit_out(svc, h) for h in hits], query_modalities=qmods, took_ms=to_ms(t0))
 
         return await request.state.gate.run(work)
 
@@ -280,18 +280,18 @@ def create_app(
         rerank: Annotated[RERANK | None, Form()] = None,
     ) -> SearchOut:
         svc: Service = request.state.svc
-        uploads = await _read_uploads(svc, files)
+        uploads = await read_uploads(svc, files)
 
         def work():
             t0 = time.perf_counter()
-            parts, staged = _upload_parts(svc, uploads, text, weights, file_modality, text_modality)
+            parts, staged = upload_parts(svc, uploads, text, weights, file_modality, text_modality)
             try:
                 hits, qmods = svc.search(parts, k=k, modality=modality or None, labels=label, rerank=rerank)
             except AnybindError as e:
-                raise type(e)(_named(e, staged)) from None
+                raise type(e)(named_files(e, staged)) from None
             finally:
-                _unstage(staged)
-            return SearchOut(hits=[_hit_out(svc, h) for h in hits], query_modalities=qmods, took_ms=_ms(t0))
+                unstage(staged)
+            return SearchOut(hits=[hit_out(svc, h) for h in hits], query_modalities=qmods, took_ms=to_ms(t0))
 
         return await request.state.gate.run(work)
 
@@ -300,7 +300,7 @@ def create_app(
         try:
             scores, probs, qmods = svc.classify(parts, labels, templates)
         except AnybindError as e:
-            raise type(e)(_named(e, list(staged))) from None
+            raise type(e)(named_files(e, list(staged))) from None
         order = sorted(range(len(labels)), key=lambda i: -float(scores[i]))
         return ClassifyOut(
             results=[
@@ -309,7 +309,7 @@ def create_app(
             ],
             query_modalities=qmods,
             templates=list(templates),
-            took_ms=_ms(t0),
+            took_ms=to_ms(t0),
         )
 
     @app.post(
@@ -320,7 +320,7 @@ def create_app(
 
         def work():
             t0 = time.perf_counter()
-            parts = _text_parts(svc, body.text, body.inputs)
+            parts = text_parts(svc, body.text, body.inputs)
             if not parts:
                 raise QueryError("nothing to classify: give text, or inputs")
             return _classify_out(svc, parts, body.labels, body.templates, t0)
@@ -343,7 +343,7 @@ def create_app(
         file_modality: Annotated[list[str], Form(description="Per file, the modality to embed it as.")] = [],  # noqa: B006
     ) -> ClassifyOut:
         svc: Service = request.state.svc
-        uploads = await _read_uploads(svc, files)
+        uploads = await read_uploads(svc, files)
         names = [x for x in labels if not is_blank(x)]
         if not names:
             raise QueryError("no labels given: repeat the 'labels' field, one class name each")
@@ -355,11 +355,11 @@ def create_app(
 
         def work():
             t0 = time.perf_counter()
-            parts, staged = _upload_parts(svc, uploads, text, weights, file_modality, "text")
+            parts, staged = upload_parts(svc, uploads, text, weights, file_modality, "text")
             try:
                 return _classify_out(svc, parts, names, tmpl, t0, staged)
             finally:
-                _unstage(staged)
+                unstage(staged)
 
         return await request.state.gate.run(work)
 

@@ -22,7 +22,7 @@ def _quote_id(item_id: str) -> str:
     return "/".join(segs)
 
 
-def _hit_out(svc: Service, h: Hit) -> HitOut:
+def hit_out(svc: Service, h: Hit) -> HitOut:
     media = svc.media.get(h.modality, "other")
     url = thumb = text = None
     if media == "text":
@@ -38,7 +38,7 @@ def _hit_out(svc: Service, h: Hit) -> HitOut:
     )
 
 
-def _text_parts(svc: Service, text: str | None, inputs: list[QueryInput]) -> list[tuple[str, Any, float]]:
+def text_parts(svc: Service, text: str | None, inputs: list[QueryInput]) -> list[tuple[str, Any, float]]:
     parts: list[tuple[str, Any, float]] = []
     if text is not None:
         if is_blank(text):
@@ -49,7 +49,7 @@ def _text_parts(svc: Service, text: str | None, inputs: list[QueryInput]) -> lis
     return parts
 
 
-async def _read_uploads(svc: Service, files: list[UploadFile]) -> list[tuple[bytes, str]]:
+async def read_uploads(svc: Service, files: list[UploadFile]) -> list[tuple[bytes, str]]:
     if len(files) > svc.config.max_files:
         raise QueryError(f"{len(files)} files in one request: at most {svc.config.max_files}")
     out = []
@@ -58,7 +58,7 @@ async def _read_uploads(svc: Service, files: list[UploadFile]) -> list[tuple[byt
     return out
 
 
-def _upload_parts(
+def upload_parts(
     svc: Service,
     uploads: list[tuple[bytes, str]],
     texts: list[str],
@@ -89,17 +89,17 @@ def _upload_parts(
             staged.append((path, shown))
             parts.append((m, str(path), w[len(texts) + j]))
     except BaseException:
-        _unstage(staged)
+        unstage(staged)
         raise
     return parts, staged
 
 
-def _unstage(staged: list[tuple[Path, str]]) -> None:
+def unstage(staged: list[tuple[Path, str]]) -> None:
     for p, _ in staged:
         p.unlink(missing_ok=True)
 
 
-def _named(e: Exception, staged: list[tuple[Path, str]]) -> str:
+def named_files(e: Exception, staged: list[tuple[Path, str]]) -> str:
     """An error message with the private temporary paths replaced by the uploads' names."""
     msg = str(e)
     for p, shown in staged:
@@ -107,5 +107,5 @@ def _named(e: Exception, staged: list[tuple[Path, str]]) -> str:
     return msg
 
 
-def _ms(t0: float) -> float:
+def to_ms(t0: float) -> float:
     return round((time.perf_counter() - t0) * 1000, 2)
