@@ -26,7 +26,10 @@ err = Console(stderr=True)
 
 
 def _fail(e: Exception) -> None:
-    err.print(f"[bold red]error:[/bold red] {e}", highlight=False)
+    from rich.markup import escape
+
+    # one line, never wrapped; the message is text, not markup (a path may hold "[...]")
+    err.print(f"[bold red]error:[/bold red] {escape(str(e))}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
