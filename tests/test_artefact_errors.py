@@ -163,6 +163,13 @@ def test_a_hand_built_space_records_its_encoder_identities(saved):
     assert Space.load(saved).identity() == meta["identity"] == tiny_space().identity()
 
 
+def test_a_space_whose_encoder_identity_is_unknown_is_not_saved(tmp_path):
+    space = Space({"x": "nosuch:encoder"}, {"x": Projector(ProjectorConfig(in_dim=3, out_dim=4, kind="linear"))})
+    with pytest.raises(SpaceError, match="cannot save the space: no identity for the encoder.s. of 'x' .nosuch:encoder."):
+        space.save(tmp_path / "sp")
+    assert not (tmp_path / "sp").exists()
+
+
 def test_a_space_saved_before_identities_were_required_still_loads(tmp_path):
     """tests/fixtures/space_v1: format 1, saved by the code before issue 14 (image had no encoder identity)."""
     import shutil

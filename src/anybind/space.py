@@ -6,8 +6,9 @@ A space is a directory::
                             training config, data fingerprint, metrics, lineage
     projectors.safetensors  every projector's weights and the temperature
 
-``Space.load`` reproduces embeddings exactly and refuses an encoder whose
-identity differs from the one the space was trained with.
+``Space.load`` reproduces embeddings exactly; it refuses a file whose content no
+longer matches its saved identity (see :mod:`anybind.space_config`) and an encoder
+whose identity differs from the one the space was trained with.
 """
 
 from __future__ import annotations
