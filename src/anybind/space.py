@@ -353,9 +353,10 @@ class Space:
         sf = read_space_json(meta_p)
         weights, logit_scale = read_space_weights(w_p, sf)
         projectors: dict[str, Projector] = {}
-        for m, entry in sf.modalities.items():
-            projectors[m] = Projector(entry.projector)  # sizes checked against the weights file first
-            projectors[m].load_state_dict(weights[m])
+        for m, entry in sf.modalities.items():  # built empty, then given the checked tensors (no copy)
+            with torch.device("meta"):
+                projectors[m] = Projector(entry.projector)
+            projectors[m].load_state_dict({k: v.float() for k, v in weights[m].items()}, assign=True)
         space = cls(
             {m: e.encoder for m, e in sf.modalities.items()},
             projectors,
