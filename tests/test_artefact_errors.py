@@ -88,6 +88,26 @@ def test_media_loader_refuses_a_fifo_without_blocking(tmp_path):
             load(p)
 
 
+@pytest.mark.timeout(30)
+def test_a_file_swapped_for_a_fifo_after_validation_names_its_record(tmp_path):
+    """Index.build hashes every file: one turned into a FIFO after the manifest was checked is its record's error."""
+    from PIL import Image
+
+    from anybind import load_manifest
+    from anybind.index import Index
+
+    (tmp_path / "img").mkdir()
+    with open(tmp_path / "m.jsonl", "w") as f:
+        for i in range(3):
+            Image.new("RGB", (4, 4), (i * 40, 0, 0)).save(tmp_path / "img" / f"{i}.png")
+            f.write(json.dumps({"id": f"r{i}", "text": f"item {i}", "image": f"img/{i}.png"}) + "\n")
+    man = load_manifest(tmp_path / "m.jsonl", progress=False)
+    (tmp_path / "img" / "1.png").unlink()
+    os.mkfifo(tmp_path / "img" / "1.png")
+    with pytest.raises(DataError, match=r"record 'r1': cannot read image file .*1.png.*not a regular file \(a FIFO\)"):
+        Index.build(tiny_space(), man, tmp_path / "ix", cache=tmp_path / "c", progress=False)
+
+
 # ----------------------------------------------------------------------------- 13: identities
 
 
