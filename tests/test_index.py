@@ -177,7 +177,7 @@ def test_fused_query_is_the_normalised_weighted_mean(built):
     [
         (dict(text="   "), "empty text query"),
         (dict(text=""), "empty text query"),
-        (dict(image="nowhere.png"), "cannot read image query nowhere.png: no such file"),
+        (dict(image="nowhere.png"), "cannot read image query nowhere.png: file does not exist"),
         (dict(image="CORRUPT"), "cannot use image query: .*corrupt or unsupported image"),
         (dict(image="DIR"), "not a regular file"),
         (dict(text="a dog", modality="video"), "unknown modality 'video'"),
@@ -451,7 +451,7 @@ def test_cli_index_and_search(tmp_path):
     assert res.exit_code == 0, res.output
     assert {h["labels"]["group"] for h in json.loads(res.output)} == {"odd"}
     res = runner.invoke(app, ["search", str(tmp_path / "ix"), "--image", str(tmp_path / "nope.png")])
-    assert res.exit_code == 2 and "no such file" in res.output
+    assert res.exit_code == 2 and "file does not exist" in " ".join(res.output.split())
     res = runner.invoke(app, ["search", str(tmp_path / "ix"), "--text", "x", "-k", "0"])
     assert res.exit_code == 2 and "k must be a positive integer" in res.output
     # rerunning the index command adds nothing

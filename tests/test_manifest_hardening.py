@@ -350,6 +350,12 @@ def test_f_a_space_saved_with_a_working_directory_path_still_loads_there(vec_pro
     mod = meta["modalities"]["imu"]
     mod["encoder"] = "vectors:data/imu.npz"  # what older versions wrote, and their identity spelling
     mod["identity"] = "vectors:data/imu.npz|" + mod["identity"].split("|", 1)[1]
+    # older versions wrote format 1, whose identity hashes the per-modality identities and the weights
+    from anybind.space_config import space_identity
+
+    meta["format_version"] = 1
+    ids = {m: e["identity"] for m, e in meta["modalities"].items()}
+    meta["identity"] = space_identity(1, {m: e["encoder"] for m, e in meta["modalities"].items()}, ids, sp.projectors)
     p.write_text(json.dumps(meta))
     loaded = Space.load("out/old")
     c = tmp_path / "c"

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from anybind import Space, load_manifest
+from anybind.encoders.base import get_encoder
 from anybind.errors import DataError, SpaceError
 
 
@@ -74,16 +75,28 @@ def test_save_load_roundtrip_is_exact(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
 
-def test_load_refuses_changed_encoder(tmp_path):
+def test_load_refuses_changed_encoder(tmp_path, monkeypatch):
     m, specs = make_vectors(tmp_path)
     space = Space.fit(m, encoders=specs, cache=tmp_path / "c", **FAST)
     space.save(tmp_path / "sp")
-    meta = json.loads((tmp_path / "sp" / "space.json").read_text())
+    saved = (tmp_path / "sp" / "space.json").read_text()
+    # an edited encoder identity in space.json no longer matches the space identity: refused on load
+    meta = json.loads(saved)
     meta["modalities"]["sa"]["identity"] = meta["modalities"]["sa"]["identity"].replace("sha256=", "sha256=0")
     (tmp_path / "sp" / "space.json").write_text(json.dumps(meta))
+    with pytest.raises(SpaceError, match="space.json: saved identity .* does not match its content"):
+        Space.load(tmp_path / "sp")
+    # the file intact but the encoder changed under the same spec (other vectors): refused when it is built
+    (tmp_path / "sp" / "space.json").write_text(saved)
+    old = space.identities["sa"]
+    with np.load(tmp_path / "sa.npz") as z:
+        np.savez(tmp_path / "sa.npz", ids=z["ids"], vectors=z["vectors"] + 1.0)
+    monkeypatch.setattr("anybind.space.get_encoder", lambda spec: get_encoder(spec, cached=False))  # a new process
     loaded = Space.load(tmp_path / "sp")
-    with pytest.raises(SpaceError, match="has identity"):
+    with pytest.raises(SpaceError, match="encoder for 'sa'") as e:
         loaded.embed("sa", ["r0"], cache=tmp_path / "c")
+    msg = str(e.value)
+    assert "\n" not in msg and old in msg and get_encoder(specs["sa"], cached=False).identity in msg
     loaded.embed("sb", ["r0"], cache=tmp_path / "c")  # the other modalities still work
 
 

@@ -6,8 +6,9 @@ A space is a directory::
                             training config, data fingerprint, metrics, lineage
     projectors.safetensors  every projector's weights and the temperature
 
-``Space.load`` reproduces embeddings exactly and refuses an encoder whose
-identity differs from the one the space was trained with.
+``Space.load`` reproduces embeddings exactly; it refuses a file whose content no
+longer matches its saved identity (see :mod:`anybind.space_config`) and an encoder
+whose identity differs from the one the space was trained with.
 """
 
 from __future__ import annotations
@@ -28,14 +29,13 @@ from .cache import FeatureCache
 from .data.manifest import Manifest, Record, load_manifest
 from .data.strings import is_blank
 from .encoders.base import Encoder
-from .encoders.registry import get_encoder
 from .encoders.custom import spec_for_folder, spec_in_folder
 from .encoders.kinds import manifest_kinds  # noqa: F401  (re-exported: it was defined here)
-from .errors import DataError, SpaceError
-from .projectors import Projector, ProjectorConfig
+from .encoders.registry import get_encoder
+from .errors import AnybindError, DataError, SpaceError
+from .projectors import Projector
 from .recipe import resolve_recipe
-
-FORMAT_VERSION = 1
+from .space_config import FORMAT_VERSION, SPACE_FORMAT, space_identity
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +66,16 @@ class Space:
         identities: Mapping[str, str] | None = None,
         config: Mapping[str, Any] | None = None,
         info: Mapping[str, Any] | None = None,
+        format_version: int = FORMAT_VERSION,
     ):
         if set(encoders) != set(projectors):
             raise SpaceError(f"encoders {sorted(encoders)} and projectors {sorted(projectors)} differ")
         self.encoders = dict(encoders)
         self.projectors = dict(projectors)
         self.logit_scale = float(logit_scale)
-        self.identities = dict(identities or {})
+        self.identities = {m: i for m, i in (identities or {}).items() if i}
+        #: the space file format this space follows (1: loaded from a file that predates recorded identities)
+        self.format_version = int(format_version)
         self.config = dict(config or {})
         self.info: dict[str, Any] = dict(info or {})
         self.info.setdefault("lineage", [])
@@ -80,6 +83,17 @@ class Space:
         for p in self.projectors.values():
             p.eval()
         self._encoder_objs: dict[str, Encoder] = {}
+        if self.format_version >= 2:
+            self._record_identities()
+
+    def _record_identities(self) -> None:
+        """Fill in the identity of each encoder not given one (a space built by hand), so that it is saved."""
+        for m in self.modalities:
+            if m not in self.identities:
+                try:
+                    self.identities[m] = get_encoder(self.encoders[m]).identity
+                except AnybindError as e:  # it cannot embed either; saving it is refused (to_json)
+                    log.warning("no identity for the %r encoder %s: %s", m, self.encoders[m], e)
 
     # -- properties -------------------------------------------------------
     @property
@@ -95,17 +109,9 @@ class Space:
         return float(np.exp(-self.logit_scale))
 
     def identity(self) -> str:
-        """A hash of everything that decides the embeddings: index files are tied to it."""
-        import hashlib
-
-        h = hashlib.sha256()
-        for m in self.modalities:
-            h.update(m.encode())
-            h.update(self.identities.get(m, self.encoders[m]).encode())
-            for k, v in sorted(self.projectors[m].state_dict().items()):
-                h.update(k.encode())
-                h.update(_np(v).tobytes())
-        return h.hexdigest()[:24]
+        """A hash of everything that decides the embeddings (see :func:`~anybind.space_config.space_identity`);
+        index files and fusion models are tied to it."""
+        return space_identity(self.format_version, self.encoders, self.identities, self.projectors)
 
     def __repr__(self) -> str:
         mods = ", ".join(f"{m}={self.encoders[m]}" for m in self.modalities)
@@ -119,11 +125,14 @@ class Space:
         if modality not in self._encoder_objs:
             enc = get_encoder(self.encoders[modality])
             want = self.identities.get(modality)
-            if want is not None and not enc.matches_identity(want):
+            if want is None:  # only a format-1 space (or one whose encoder could not be built) lacks it
+                log.warning("the %r encoder %s has no recorded identity: a changed model cannot be detected; "
+                            "re-save the space to record it", modality, self.encoders[modality])
+            elif not enc.matches_identity(want):
                 raise SpaceError(
-                    f"encoder for {modality!r} ({self.encoders[modality]}) has identity\n  {enc.identity}\n"
-                    f"but this space was trained with\n  {want}\n"
-                    "its weights or preprocessing changed: retrain the space, or install the encoder version it was built with"
+                    f"encoder for {modality!r} ({self.encoders[modality]}) has identity {enc.identity}, but this space "
+                    f"was trained with {want}: its weights or preprocessing changed; retrain the space, "
+                    "or install the encoder version it was built with"
                 )
             self._encoder_objs[modality] = enc
         return self._encoder_objs[modality]
@@ -302,9 +311,16 @@ class Space:
     def to_json(self, folder: str | Path | None = None) -> dict[str, Any]:
         """The ``space.json`` content; ``folder``: where it is saved (``vectors:`` paths are stored for it)."""
         store = (lambda s: s) if folder is None else (lambda s: spec_for_folder(s, folder))
+        if self.format_version >= 2:
+            missing = [m for m in self.modalities if m not in self.identities]
+            if missing:
+                raise SpaceError(
+                    f"cannot save the space: no identity for the encoder(s) of {', '.join(map(repr, missing))} "
+                    f"({', '.join(self.encoders[m] for m in missing)}); a space must record what it was built with"
+                )
         return {
-            "format": "anybind.space",
-            "format_version": FORMAT_VERSION,
+            "format": SPACE_FORMAT,
+            "format_version": self.format_version,
             "anybind_version": __version__,
             "dim": self.dim,
             "modalities": {
@@ -336,8 +352,12 @@ class Space:
 
     @classmethod
     def load(cls, path: str | Path) -> "Space":
-        """Load a saved space (JSON + safetensors; nothing is unpickled)."""
-        from safetensors.torch import load_file
+        """Load a saved space (JSON + safetensors; nothing is unpickled), checking every part.
+
+        ``space.json`` is read by :func:`~anybind.space_config.read_space_json`, the weights are
+        checked against it, and the identity recomputed from what was loaded must be the one saved.
+        """
+        from .space_config import read_space_json, read_space_weights
 
         from .io import recover_dir
 
@@ -346,36 +366,28 @@ class Space:
         meta_p, w_p = path / "space.json", path / "projectors.safetensors"
         if not meta_p.is_file() or not w_p.is_file():
             raise SpaceError(f"{path}: not a saved space (needs space.json and projectors.safetensors)")
-        try:
-            meta = json.loads(meta_p.read_text())
-        except json.JSONDecodeError as e:
-            raise SpaceError(f"{meta_p}: corrupt JSON ({e})") from None
-        if meta.get("format") != "anybind.space":
-            raise SpaceError(f"{meta_p}: not an anybind space file")
-        if meta.get("format_version", 0) > FORMAT_VERSION:
-            raise SpaceError(f"{path}: saved by a newer anybind (format {meta['format_version']}); upgrade anybind")
-        sd = load_file(str(w_p))
+        sf = read_space_json(meta_p)
+        weights, logit_scale = read_space_weights(w_p, sf)
         projectors: dict[str, Projector] = {}
-        encoders, identities = {}, {}
-        for m, spec in meta["modalities"].items():
-            proj = Projector(ProjectorConfig(**spec["projector"]))
-            own = {k[len(m) + 1 :]: v for k, v in sd.items() if k.startswith(m + ".")}
-            missing = set(proj.state_dict()) - set(own)
-            if missing:
-                raise SpaceError(f"{w_p}: weights for {m!r} are missing {sorted(missing)}")
-            proj.load_state_dict(own)
-            projectors[m] = proj
-            encoders[m] = spec_in_folder(spec["encoder"], path)
-            if spec.get("identity"):
-                identities[m] = spec["identity"]
-        return cls(
-            encoders,
+        for m, entry in sf.modalities.items():  # built empty, then given the checked tensors (no copy)
+            with torch.device("meta"):
+                projectors[m] = Projector(entry.projector)
+            projectors[m].load_state_dict({k: v.float() for k, v in weights[m].items()}, assign=True)
+        space = cls(
+            {m: spec_in_folder(e.encoder, path) for m, e in sf.modalities.items()},
             projectors,
-            float(sd["logit_scale"].item()),
-            identities=identities,
-            config=meta.get("config"),
-            info=meta.get("info"),
+            logit_scale,
+            identities={m: e.identity for m, e in sf.modalities.items() if e.identity},
+            config=sf.config,
+            info=sf.info,
+            format_version=sf.format_version,
         )
+        if space.identity() != sf.identity:
+            raise SpaceError(
+                f"{meta_p}: saved identity {sf.identity} does not match its content (recomputed {space.identity()}): "
+                f"space.json or {w_p.name} was edited or damaged; restore the saved space, or fit it again"
+            )
+        return space
 
 
 def _json_default(o: Any) -> Any:

@@ -13,23 +13,16 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
+from .files import read_regular
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".svg"})
 AUDIO_SUFFIXES = frozenset({".wav", ".ogg", ".oga", ".flac", ".mp3", ".aiff", ".aif"})
 
 
 def _read_bytes(path: str | Path) -> bytes:
-    p = Path(path)
-    if not p.exists():
-        raise DataError(f"{p}: file does not exist")
-    if not p.is_file():
-        raise DataError(f"{p}: not a regular file")
-    try:
-        data = p.read_bytes()
-    except OSError as e:
-        raise DataError(f"{p}: unreadable ({e.strerror or e})") from None
+    data = read_regular(path)  # refuses a missing path, a folder, a FIFO or a device without blocking on it
     if not data:
-        raise DataError(f"{p}: file is empty")
+        raise DataError(f"{path}: file is empty")
     return data
 
 

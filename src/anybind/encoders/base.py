@@ -37,14 +37,22 @@ from typing import Any
 import numpy as np
 
 from ..data.strings import is_blank
+from ..data.files import open_regular
 from ..errors import DataError, EncoderError
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file's bytes (used for identities and cache keys)."""
+    """Hex SHA-256 of a file's bytes (used for identities and cache keys).
+
+    Only a regular file is opened: a missing path, a folder or a FIFO is a
+    :class:`~anybind.errors.DataError` naming it (a FIFO would block the read forever).
+    """
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         while True:
-            block = f.read(chunk)
+            try:
+                block = f.read(chunk)
+            except OSError as e:
+                raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
             if not block:
                 break
             h.update(block)

@@ -32,6 +32,7 @@ import numpy as np
 
 from ..errors import DataError, EncoderError
 from .base import Encoder, sha256_file
+from .vectors_files import read_vectors_file
 
 log = logging.getLogger(__name__)
 _VECTORS = "vectors:"
@@ -126,34 +127,7 @@ class VectorsEncoder(Encoder):
 
     @staticmethod
     def _read(path: Path) -> tuple[list[str], np.ndarray]:
-        if not path.is_file():
-            raise DataError(f"{path}: vectors file does not exist")
-        suf = path.suffix.lower()
-        if suf == ".parquet":
-            import pyarrow.parquet as pq
-
-            t = pq.read_table(path)
-            if "id" not in t.column_names:
-                raise DataError(f"{path}: Parquet vectors need an 'id' column")
-            ids = [str(x) for x in t.column("id").to_pylist()]
-            if "vector" in t.column_names:
-                vecs = np.asarray(t.column("vector").to_pylist(), dtype=np.float32)
-            else:
-                cols = [c for c in t.column_names if c != "id"]
-                vecs = np.stack([t.column(c).to_numpy() for c in cols], axis=1).astype(np.float32)
-            return ids, vecs
-        if suf == ".npz":
-            with np.load(path, allow_pickle=False) as z:
-                if "ids" not in z or "vectors" not in z:
-                    raise DataError(f"{path}: .npz vectors need arrays 'ids' and 'vectors'")
-                return [str(x) for x in z["ids"]], np.asarray(z["vectors"])
-        if suf == ".npy":
-            side = path.with_name(path.name + ".ids.txt")
-            if not side.is_file():
-                raise DataError(f"{path}: an .npy matrix needs its ids in {side.name} (one per line, row order)")
-            ids = side.read_text(encoding="utf-8").splitlines()
-            return ids, np.load(path, allow_pickle=False)
-        raise DataError(f"{path}: unsupported vectors file (use .parquet, .npz or .npy + .ids.txt)")
+        return read_vectors_file(path)
 
     @property
     def identity(self) -> str:

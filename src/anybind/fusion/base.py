@@ -211,7 +211,7 @@ class FusionModel(TrainingMixin, ScoringMixin):
     def load(cls, path: str | Path, space: Any):
         """Load a saved model for ``space``; refuses a space other than the one it was trained on,
         and (called on a subclass) a model of the other task."""
-        from safetensors.torch import load_file
+        from ..space_config import read_weights
 
         from ..io import recover_dir
 
@@ -222,10 +222,12 @@ class FusionModel(TrainingMixin, ScoringMixin):
             raise SpaceError(f"{path}: not a saved fusion model (needs fusion.json and fusion.safetensors)")
         try:
             meta = json.loads(meta_p.read_text())
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
             raise SpaceError(f"{meta_p}: corrupt JSON ({e})") from None
-        if meta.get("format") != FORMAT:
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise SpaceError(f"{meta_p}: not an anybind fusion model")
+        if not isinstance(meta.get("format_version", 0), int):
+            raise SpaceError(f"{meta_p}: format_version is {meta['format_version']!r}, expected an integer")
         if meta.get("format_version", 0) > FORMAT_VERSION:
             raise SpaceError(f"{path}: saved by a newer anybind (format {meta['format_version']}); upgrade anybind")
         task = meta.get("task", "classification")  # format 1 held classifiers only
@@ -234,17 +236,26 @@ class FusionModel(TrainingMixin, ScoringMixin):
             raise SpaceError(f"{meta_p}: unknown fusion task {task!r}")
         if cls is not FusionModel and not issubclass(impl, cls):
             raise SpaceError(f"{path}: a fusion {task} model, not a {cls.task} one; load it with {impl.__name__}.load")
-        if meta["space_identity"] != space.identity():
+        trained_on = meta.get("space_identity")
+        if not isinstance(trained_on, str) or not trained_on:
+            raise SpaceError(f"{meta_p}: no 'space_identity' (the space the model was trained on): damaged file")
+        if trained_on != space.identity():
             raise SpaceError(
-                f"{path}: trained on space {meta['space_identity']}, but the given space is {space.identity()}; "
+                f"{path}: trained on space {trained_on}, but the given space is {space.identity()}; "
                 "retrain the model on this space"
             )
-        p = dict(meta["params"])
-        mods = p.pop("modalities")
-        model = impl(space, mods, **p)
-        model.label_key, model.history_ = meta["label_key"], meta.get("history", [])
-        model._load_task_json(meta)
+        try:
+            p = dict(meta["params"])
+            mods = p.pop("modalities")
+            model = impl(space, mods, **p)
+            model.label_key, model.history_ = meta["label_key"], meta.get("history", [])
+            model._load_task_json(meta)
+            with torch.device("meta"):  # the shapes fusion.json implies, checked against the weights before allocating
+                net = FusionNet(len(mods), space.dim, model._n_out(), model.kind, model.hidden)
+        except (KeyError, TypeError, ValueError, AssertionError) as e:
+            raise SpaceError(f"{meta_p}: damaged fusion model ({type(e).__name__}: {' '.join(str(e).split())})") from None
+        sd = read_weights(w_p, {k: tuple(v.shape) for k, v in net.state_dict().items()}, meta_p.name)
         model.net = FusionNet(len(mods), space.dim, model._n_out(), model.kind, model.hidden)
-        model.net.load_state_dict(load_file(str(w_p)))
+        model.net.load_state_dict(sd)
         model.net.eval()
         return model

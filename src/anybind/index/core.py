@@ -206,8 +206,10 @@ class Index(WriteMixin, AnnMixin, QueryMixin, SearchMixin, ClassifyMixin):
             meta = json.loads(mp.read_text())
         except json.JSONDecodeError as e:
             raise IndexError_(f"{mp}: corrupt JSON ({e})") from None
-        if meta.get("format") != FORMAT:
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise IndexError_(f"{mp}: not an anybind index file")
+        if not isinstance(meta.get("identity"), str) or not meta["identity"]:
+            raise IndexError_(f"{mp}: no space 'identity' (the space the index was built with): damaged index")
         if meta.get("format_version", 0) > FORMAT_VERSION:
             raise IndexError_(
                 f"{path}: written by a newer anybind (format {meta['format_version']}); upgrade anybind"

@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..data.files import open_regular
 from ..data.strings import is_blank
-from ..errors import AnybindError
+from ..errors import AnybindError, DataError
 from .errors import QueryError
 from .exact import unit_rows
 
@@ -149,15 +150,10 @@ class QueryMixin:
                 raise QueryError(f"empty {modality} query: give some text")
         elif kind == "file":
             p = Path(item)
-            if not p.exists():
-                raise QueryError(f"cannot read {modality} query {p}: no such file")
-            if not p.is_file():
-                raise QueryError(f"cannot read {modality} query {p}: not a regular file")
             try:
-                with open(p, "rb") as f:
-                    f.read(1)
-            except OSError as e:
-                raise QueryError(f"cannot read {modality} query {p}: {e.strerror or e}") from None
+                open_regular(p).close()  # the check every file read makes: no folder, FIFO or device
+            except DataError as e:
+                raise QueryError(f"cannot read {modality} query {e}") from None
             item = str(p.resolve())
         try:
             return space.embed(modality, [item], cache=cache)[0]

@@ -170,9 +170,9 @@ class WriteMixin:
                 value = str(Path(r.values[m]).resolve()) if is_file else r.values[m]
                 try:
                     key = enc.content_key(value)
-                except OSError as e:
+                except (OSError, DataError) as e:  # DataError: not a regular file (see data/files.py)
                     raise DataError(
-                        f"record {r.id!r}: cannot read {m} file {value} ({e.strerror or e})"
+                        f"record {r.id!r}: cannot read {m} file {value} ({getattr(e, 'strerror', None) or e})"
                     ) from None
                 labels_json = json.dumps(r.labels or {}, sort_keys=True, default=str)
                 row = (r.id, m)

@@ -147,9 +147,9 @@ def _key_batch(batch: dict[str, np.ndarray], spec: str) -> dict[str, np.ndarray]
         try:
             keys.append(enc.content_key(str(it)))
             errors.append("")
-        except OSError as e:
+        except (OSError, DataError) as e:  # DataError: not a regular file (see data/files.py)
             keys.append("")
-            errors.append(f"cannot read ({e.strerror or e})")
+            errors.append(f"cannot read ({getattr(e, 'strerror', None) or e})")
     return {"i": batch["i"], "key": np.asarray(keys, dtype=object), "error": np.asarray(errors, dtype=object)}
 
 

@@ -1,0 +1,74 @@
+"""Opening an input file safely: only regular files are read.
+
+Every place that reads an item's bytes (the feature cache's content hash, the media
+decoders, query files) goes through :func:`open_regular`.  A missing path, a folder, a
+FIFO, a device or a socket is refused with a one-line :class:`~anybind.errors.DataError`
+*before* it is opened (``os.stat``), so a FIFO can never block the reader; the opened
+descriptor is checked again (``fstat``) in case the path was swapped in between.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from typing import BinaryIO
+
+from ..errors import DataError
+
+_KINDS = (
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def _why_not_regular(mode: int) -> str | None:
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "is a directory, not a regular file"
+    kind = next((name for test, name in _KINDS if test(mode)), "special")
+    return f"not a regular file ({kind})"
+
+
+def file_problem(path: str | Path) -> str | None:
+    """Why ``path`` cannot be read as an input file (``None`` when it is a regular file); never opens it."""
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return "file does not exist"
+    except (OSError, ValueError) as e:  # ValueError: a NUL byte in the path
+        return f"cannot read ({getattr(e, 'strerror', None) or e})"
+    return _why_not_regular(st.st_mode)
+
+
+def open_regular(path: str | Path) -> BinaryIO:
+    """Open a regular file for binary reading; :class:`DataError` naming it for anything else."""
+    why = file_problem(path)
+    if why:
+        raise DataError(f"{path}: {why}")
+    # O_NONBLOCK: if the path became a FIFO after the stat, opening it must not wait for a writer
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
+    try:
+        why = _why_not_regular(os.fstat(fd).st_mode)
+        if why:
+            raise DataError(f"{path}: {why}")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_regular(path: str | Path) -> bytes:
+    """The bytes of a regular file (see :func:`open_regular`)."""
+    with open_regular(path) as f:
+        try:
+            return f.read()
+        except OSError as e:
+            raise DataError(f"{path}: cannot read ({e.strerror or e})") from None

@@ -1,0 +1,260 @@
+"""Reading a saved space, checked: ``space.json`` into typed values, ``projectors.safetensors`` into tensors.
+
+Every problem is one :class:`~anybind.errors.SpaceError` line naming the file and the reason:
+a missing, unknown or mistyped key, an absurd size, a weights file that is not safetensors or
+does not match ``space.json``, NaN or infinite weights.  Sizes stated in ``space.json`` are
+checked (range, then against the shapes in the weights file's header) before anything of that
+size is allocated.
+
+Formats (``format_version``):
+
+* 1 -- anybind before issue 14.  A modality's encoder ``identity`` may be ``null``; the space
+  ``identity`` hashes each modality's encoder identity (or its spec when null) and its weights.
+* 2 -- every modality records its encoder ``identity``; the space ``identity`` also hashes the
+  encoder specs and the projector configs, so an edit to any of them is caught on load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .data.media import short_repr
+from .errors import SpaceError
+from .projectors import Projector, ProjectorConfig
+
+SPACE_FORMAT = "anybind.space"
+FORMAT_VERSION = 2
+MAX_WIDTH = 1 << 20  # the widest in_dim / out_dim / hidden a space.json may state
+_KINDS = ("linear", "mlp", "identity")
+_REQUIRED = ("format", "format_version", "dim", "modalities", "temperature", "identity")
+_OPTIONAL = ("anybind_version", "config", "info")
+_FLOAT_DTYPES = {"F16", "BF16", "F32", "F64"}
+
+
+@dataclass(frozen=True)
+class ModalityEntry:
+    """One bound modality as ``space.json`` states it."""
+
+    encoder: str
+    identity: str | None  # None only in format 1
+    projector: ProjectorConfig
+
+
+@dataclass(frozen=True)
+class SpaceFile:
+    """The checked content of a ``space.json``."""
+
+    path: Path
+    format_version: int
+    dim: int
+    temperature: float
+    identity: str
+    modalities: dict[str, ModalityEntry]
+    config: dict[str, Any]
+    info: dict[str, Any]
+
+
+def _fail(path: Path, what: str) -> SpaceError:
+    return SpaceError(f"{path}: {' '.join(what.split())}")
+
+
+def _int(path: Path, where: str, v: Any, lo: int, hi: int) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise _fail(path, f"{where} is {short_repr(v)}, expected an integer in {lo}..{hi}")
+    return v
+
+
+def _number(path: Path, where: str, v: Any, lo: float, hi: float) -> float:
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    if not ok or not lo <= v <= hi:
+        raise _fail(path, f"{where} is {short_repr(v)}, expected a finite number in [{lo}, {hi}]")
+    return float(v)
+
+
+def _text(path: Path, where: str, v: Any) -> str:
+    if not isinstance(v, str) or not v.strip():
+        raise _fail(path, f"{where} is {short_repr(v)}, expected a non-empty string")
+    return v
+
+
+def _keys(path: Path, where: str, d: Any, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict:
+    if not isinstance(d, dict):
+        raise _fail(path, f"{where} is {short_repr(d)}, expected an object")
+    missing = [k for k in required if k not in d]
+    unknown = sorted(set(d) - set(required) - set(optional))
+    at = f"{where}: " if where else ""
+    if missing:
+        raise _fail(path, f"{at}missing key(s) {', '.join(map(repr, missing))}")
+    if unknown:
+        raise _fail(path, f"{at}unknown key(s) {', '.join(map(repr, unknown[:5]))}")
+    return d
+
+
+def _projector(path: Path, where: str, d: Any) -> ProjectorConfig:
+    names = tuple(f.name for f in fields(ProjectorConfig))
+    d = _keys(path, where, d, names)
+    kind = d["kind"]
+    if kind not in _KINDS:
+        raise _fail(path, f"{where}.kind is {short_repr(kind)}, expected one of {', '.join(_KINDS)}")
+    if not isinstance(d["standardize"], bool):
+        raise _fail(path, f"{where}.standardize is {short_repr(d['standardize'])}, expected true or false")
+    cfg = ProjectorConfig(
+        in_dim=_int(path, f"{where}.in_dim", d["in_dim"], 1, MAX_WIDTH),
+        out_dim=_int(path, f"{where}.out_dim", d["out_dim"], 1, MAX_WIDTH),
+        kind=kind,
+        hidden=_int(path, f"{where}.hidden", d["hidden"], 0, MAX_WIDTH),
+        dropout=_number(path, f"{where}.dropout", d["dropout"], 0.0, 1.0),
+        input_dropout=_number(path, f"{where}.input_dropout", d["input_dropout"], 0.0, 1.0),
+        standardize=d["standardize"],
+    )
+    if kind == "identity" and cfg.in_dim != cfg.out_dim:
+        raise _fail(path, f"{where}: an identity projector needs in_dim == out_dim, got {cfg.in_dim} and {cfg.out_dim}")
+    return cfg
+
+
+def read_space_json(path: str | Path) -> SpaceFile:
+    """Parse and check a ``space.json`` (any supported format version)."""
+    path = Path(path)
+    try:
+        meta = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise _fail(path, f"corrupt JSON ({type(e).__name__}: {e})") from None
+    except OSError as e:
+        raise _fail(path, f"unreadable ({e.strerror or e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != SPACE_FORMAT:
+        raise _fail(path, "not an anybind space file")
+    version = meta.get("format_version")
+    if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
+        raise _fail(path, f"saved by a newer anybind (format {version}); upgrade anybind")
+    _keys(path, "", meta, _REQUIRED, _OPTIONAL)
+    version = _int(path, "format_version", version, 1, FORMAT_VERSION)
+    dim = _int(path, "dim", meta["dim"], 1, MAX_WIDTH)
+    mods = meta["modalities"]
+    if not isinstance(mods, dict) or not mods:
+        raise _fail(path, f"modalities is {short_repr(mods)}, expected an object with one entry per modality")
+    entries: dict[str, ModalityEntry] = {}
+    for m, raw in mods.items():
+        _text(path, "a modality name", m)
+        where = f"modalities.{m}"
+        required = ("encoder", "identity", "projector") if version >= 2 else ("encoder", "projector")
+        entry = _keys(path, where, raw, required, ("identity",))  # format 1: the identity may be absent or null
+        ident = entry.get("identity")
+        if ident is not None or version >= 2:
+            ident = _text(path, f"{where}.identity", ident)
+        cfg = _projector(path, f"{where}.projector", entry["projector"])
+        if cfg.out_dim != dim:
+            raise _fail(path, f"{where}.projector.out_dim is {cfg.out_dim}, but the space's dim is {dim}")
+        entries[m] = ModalityEntry(_text(path, f"{where}.encoder", entry["encoder"]), ident, cfg)
+    temperature = _number(path, "temperature", meta["temperature"], 0.0, math.inf)
+    if temperature <= 0:
+        raise _fail(path, f"temperature is {temperature}, expected a positive number")
+    extras = {}
+    for k in ("config", "info"):
+        extras[k] = meta.get(k, {})
+        if not isinstance(extras[k], dict):
+            raise _fail(path, f"{k} is {short_repr(extras[k])}, expected an object")
+    if "anybind_version" in meta:
+        _text(path, "anybind_version", meta["anybind_version"])
+    return SpaceFile(path, version, dim, temperature, _text(path, "identity", meta["identity"]), entries,
+                     extras["config"], extras["info"])
+
+
+def space_identity(
+    version: int, encoders: Mapping[str, str], identities: Mapping[str, str], projectors: Mapping[str, Projector]
+) -> str:
+    """The identity of a space of this format: a hash of what decides its embeddings.
+
+    Format 2: each modality's encoder spec and identity, projector config and weights; format 1
+    (kept for spaces saved before, so that their indexes stay valid): encoder identity (or spec)
+    and weights.
+    """
+    h = hashlib.sha256()
+    for m in sorted(projectors):
+        h.update(m.encode())
+        if version >= 2:
+            cfg = json.dumps(asdict(projectors[m].cfg), sort_keys=True, default=_plain)
+            # a vectors: spec names a file whose path depends on where the space is (stored relative to it);
+            # its content is in the encoder identity
+            spec = "vectors:" if encoders[m].startswith("vectors:") else encoders[m]
+            for part in (spec, identities.get(m, ""), cfg):
+                h.update(b"\0" + part.encode())
+        else:
+            h.update(identities.get(m, encoders[m]).encode())
+        for k, v in sorted(projectors[m].state_dict().items()):
+            h.update(k.encode())
+            h.update(v.detach().cpu().numpy().tobytes())
+    return h.hexdigest()[:24]
+
+
+def _plain(o: Any) -> Any:
+    return o.item()  # numpy scalars in a config built in code (in_dim from a feature matrix's shape)
+
+
+def expected_shapes(cfg: ProjectorConfig) -> dict[str, tuple[int, ...]]:
+    """The tensor shapes of a projector's state dict, without allocating it (meta device)."""
+    with torch.device("meta"):
+        proj = Projector(cfg)
+    return {k: tuple(v.shape) for k, v in proj.state_dict().items()}
+
+
+def read_weights(path: str | Path, want: Mapping[str, tuple[int, ...]], described_by: str) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file, which must be exactly ``want`` (name -> shape), floating and finite.
+
+    The names, shapes and dtypes are checked in the file's header before any tensor is read, so a
+    size stated in ``described_by`` (the JSON file) is never allocated unless the file holds it.
+    """
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    try:
+        with safe_open(str(path), "pt") as f:
+            header = {k: (tuple(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype()) for k in f.keys()}
+    except Exception as e:  # safetensors raises SafetensorError, OSError, ... on anything not safetensors
+        raise _fail(path, f"not a readable safetensors file ({type(e).__name__}: {e})") from None
+    missing = [k for k in want if k not in header]
+    if missing:
+        raise _fail(path, f"missing tensor(s) {', '.join(missing[:5])}")
+    unknown = sorted(set(header) - set(want))
+    if unknown:
+        raise _fail(path, f"tensor(s) {', '.join(unknown[:5])} are not described by {described_by}")
+    for k, (shape, dtype) in header.items():
+        if shape != tuple(want[k]):
+            raise _fail(path, f"tensor {k} has shape {list(shape)}, but {described_by} implies {list(want[k])}")
+        if dtype not in _FLOAT_DTYPES:
+            raise _fail(path, f"tensor {k} has dtype {dtype}, expected floating point")
+    try:
+        sd = load_file(str(path))
+    except Exception as e:
+        raise _fail(path, f"not a readable safetensors file ({type(e).__name__}: {e})") from None
+    for k in sorted(sd):
+        if not _finite(sd[k]):
+            raise _fail(path, f"tensor {k} has non-finite values (NaN or infinity)")
+    return sd
+
+
+def _finite(t: torch.Tensor) -> bool:
+    # numpy: on a busy CPU torch.isfinite over a few MB costs 100x more (thread pool contention)
+    return bool(np.isfinite((t.float() if t.dtype == torch.bfloat16 else t).numpy()).all())
+
+
+def read_space_weights(path: str | Path, sf: SpaceFile) -> tuple[dict[str, dict[str, torch.Tensor]], float]:
+    """Each modality's projector state dict and the logit scale, checked against ``sf`` before loading."""
+    by_mod = {m: {f"{m}.{k}": s for k, s in expected_shapes(e.projector).items()} for m, e in sf.modalities.items()}
+    sd = read_weights(path, {**{k: s for shapes in by_mod.values() for k, s in shapes.items()}, "logit_scale": (1,)},
+                      sf.path.name)
+    logit_scale = float(sd["logit_scale"].item())
+    temperature = math.exp(-max(logit_scale, -700.0))
+    if not math.isclose(temperature, sf.temperature, rel_tol=1e-6):
+        raise _fail(Path(path), f"logit_scale {logit_scale} means temperature {temperature:.6g}, "
+                                f"but {sf.path.name} says {sf.temperature:.6g}")
+    return {m: {k[len(m) + 1 :]: sd[k] for k in shapes} for m, shapes in by_mod.items()}, logit_scale
