@@ -5,6 +5,7 @@ content), :meth:`~WriteMixin.add_vectors`, :meth:`~WriteMixin.delete`,
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,6 +17,8 @@ from .errors import IndexError_
 from .exact import _unit
 from .results import AddStats
 from .store import _rows_table, _sql_str, _vectors_of
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -114,12 +117,10 @@ class WriteMixin:
             if embedder is not None:
                 chunks = embedder(m, items, chunk_size)
             else:
-                chunks = (
-                    (items[c0 : c0 + chunk_size],
-                     space.embed(m, [it[1] for it in items[c0 : c0 + chunk_size]], cache=cache, progress=progress))
-                    for c0 in range(0, len(items), chunk_size)
-                )
+                chunks = self._embedded_chunks(m, items, chunk_size, cache, progress, stats)
             for chunk, X in chunks:
+                if not chunk:
+                    continue
                 rows = _rows_table(
                     self.dim,
                     [it[0] for it in chunk],
@@ -152,6 +153,19 @@ class WriteMixin:
                 stats.commits += 1
                 stats.relabelled += len(chunk)
         return stats
+
+    def _embedded_chunks(self, m: str, items: list[tuple], chunk_size: int, cache, progress: bool, stats):
+        """``(items, vectors)`` per chunk; an item whose file cannot be decoded (changed since it was
+        validated) is left out, logged as a warning and listed in ``stats.failed``."""
+        for c0 in range(0, len(items), chunk_size):
+            part = items[c0 : c0 + chunk_size]
+            bad: dict[int, str] = {}
+            X = self.space.embed(m, [it[1] for it in part], cache=cache, progress=progress, bad=bad)
+            for j, why in sorted(bad.items()):
+                log.warning("record %r: corrupt file for %s: %s (skipped)", part[j][0], m, why)
+                stats.failed.append((part[j][0], f"corrupt file for {m}: {why}"))
+            keep = [j for j in range(len(part)) if j not in bad]
+            yield [part[j] for j in keep], X[keep]
 
     def _stored_vectors(self, ids: Sequence[str], modality: str) -> dict[str, np.ndarray]:
         out = {}

@@ -123,7 +123,9 @@ def _encode_local(enc: Encoder, items: Sequence[Any], fc: FeatureCache, progress
     for c in range(n_chunks):
         chunk = uniq[c * LOCAL_CHUNK_ITEMS : (c + 1) * LOCAL_CHUNK_ITEMS]
         desc = f"encoding {enc.spec}" + (f" ({c + 1}/{n_chunks})" if n_chunks > 1 else "")
-        fc.encode(enc, chunk, progress=progress, description=desc)
+        bad: dict[int, str] = {}
+        fc.encode(enc, chunk, progress=progress, description=desc, bad=bad)
+        rep.failed += [(str(chunk[i]), why) for i, why in sorted(bad.items())]
         fc.unload()  # bounded memory: the vectors are on disk
         st = fc.last_stats
         rep.unique += st.unique
