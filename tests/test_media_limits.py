@@ -285,9 +285,9 @@ def client(tmp_path_factory):
 )
 def test_hostile_uploads_get_400_in_bounded_time_and_memory(client, name, make, message):
     blob = make()
-    for route in ("/search/upload", "/embed/upload"):
+    for route, form in (("/search/upload", {}), ("/embed/upload", {}), ("/classify/upload", {"labels": ["a", "b"]})):
         with bounded(seconds=10, mb=150):
-            res = client.post(route, files={"files": (name, blob)})
+            res = client.post(route, files={"files": (name, blob)}, data=form)
         assert res.status_code == 400, res.text
         assert f"'{name}'" in res.json()["detail"] and message in res.json()["detail"]
 

@@ -373,6 +373,10 @@ def _encode_ray(
                 f"{fc.folder(identity)} and are kept: rerun to encode the remaining {len(missing) - done}"
             )
     fc.rescan(identity)
+    if rep.failed and enc.input_kind == "file":  # as FeatureCache.encode does for the single-process path
+        from ..data.checks import forget
+
+        forget([Path(it) for it, _ in rep.failed])
     rep.shards = (len(list(shards_dir.glob("*.safetensors"))) if shards_dir.is_dir() else 0) - n_before
     rep.seconds = time.perf_counter() - t0
     return rep
