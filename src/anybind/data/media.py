@@ -28,15 +28,16 @@ class MediaLimits:
 
     max_pixels: a raster image (read from its header), the rendering of an SVG, or the images embedded in
         an SVG (all the times they are drawn, together) of more pixels is refused.  Default: PIL's
-        decompression-bomb threshold (2 x ``Image.MAX_IMAGE_PIXELS``); ``anybind serve`` uses its
-        ``--max-pixels`` (40 million).
+        decompression-bomb threshold (2 x ``Image.MAX_IMAGE_PIXELS``); the service checks uploads against
+        its own ``ServeConfig.max_pixels`` (40 million) and ``max_svg_work``.
     max_svg_bytes: SVG text, after inflating a gzip-compressed SVG (``.svgz``) and with every SVG embedded
         in it; inflation stops at this size.  The largest Open Clip Art SVG is 1.7 MB.
     max_svg_work: the estimated work of rendering an SVG, in units of about one plain element (~50 us):
         each ``<use>`` / ``url(#...)`` reference counts as a copy of its target, markers once per vertex,
-        plus path data, text, style-sheet matching and compositing (see :mod:`anybind.data.svg`).  Every
-        one of the 9,026 SVGs of Open Clip Art, Tux Paint and the Adwaita icons passes (the costliest, 167k,
-        renders in 9 s; the next 90k); ``anybind serve`` takes 100k.
+        plus path data, text, style-sheet matching and compositing (see :mod:`anybind.data.svg`).  All 9,026
+        SVGs of Open Clip Art, Tux Paint and /usr/share's icons that CairoSVG reads pass (17 more declare XML
+        entities, which it refuses); the costliest, 167k, renders in 9 s, the next 90k.  The service
+        takes 100k (all but that one).
     max_svg_depth: nesting of elements and references in an SVG (real files: at most 14).
     """
 
