@@ -144,6 +144,7 @@ class FeatureCache:
         progress: bool = True,
         description: str | None = None,
         workers: int = 2,
+        bad: dict[int, str] | None = None,
     ) -> np.ndarray:
         """Features for ``items`` (texts, paths or keys), encoding only what is missing.
 
@@ -152,11 +153,19 @@ class FeatureCache:
         decoding of the next batch overlaps with the model's forward pass.
         Returns float32 ``(len(items), encoder.dim)``; ``last_stats`` says how
         many items were served from the cache and how many were encoded.
+
+        An item that cannot be decoded (a :class:`DataError` from the encoder) never stops
+        the others: they are all encoded and cached.  Then, without ``bad``, DataError names
+        the first such item; with a dict ``bad``, ``bad[i]`` gets the reason for every
+        position ``i`` holding one and its row is NaN (the caller skips and reports those).
+        Either way the file's remembered media check (:mod:`anybind.data.checks`) is dropped,
+        so ``validate`` decodes it again.
         """
         base = getattr(encoder, "base_encoder", None)
         if base is not None and hasattr(encoder, "derive"):
             # a derived encoder (e.g. +bridge): cache the base features, recompute the cheap derivation
-            return encoder.derive(self.encode(base, items, progress=progress, description=description, workers=workers))
+            X = self.encode(base, items, progress=progress, description=description, workers=workers, bad=bad)
+            return encoder.derive(X)
         identity = encoder.identity
         idx = self._load_index(identity)
         keys = [encoder.content_key(it) for it in items]
@@ -167,15 +176,31 @@ class FeatureCache:
         stats.unique = len(first)
         missing = [k for k in first if k not in idx]
         stats.hits = stats.unique - len(missing)
+        failed: dict[str, str] = {}
         if missing:
-            self._encode_missing(encoder, identity, missing, first, progress, description, workers)
-        stats.encoded = len(missing)
+            failed = self._encode_missing(encoder, identity, missing, first, progress, description, workers)
+        stats.encoded = len(missing) - len(failed)
+        stats.failed = len(failed)
         self.last_stats = stats
+        if failed:
+            if encoder.input_kind == "file":
+                from .data.checks import forget
+
+                forget([Path(first[k]) for k in failed])
+            if bad is None:
+                k = next(iter(failed))
+                raise DataError(f"{encoder.spec}: cannot decode {first[k]!s}: {failed[k]}")
+            for i, k in enumerate(keys):
+                if k in failed:
+                    bad[i] = failed[k]
         if not items:
             return np.zeros((0, encoder.dim), np.float32)
-        return np.stack([self._vector(*idx[k]) for k in keys]).astype(np.float32, copy=False)
+        nan = np.full(encoder.dim, np.nan, np.float32)
+        X = np.stack([nan if k in failed else self._vector(*idx[k]) for k in keys])
+        return X.astype(np.float32, copy=False)
 
-    def _encode_missing(self, encoder, identity, missing, first, progress, description, workers) -> None:
+    def _encode_missing(self, encoder, identity, missing, first, progress, description, workers) -> dict:
+        """Encode and commit ``missing`` (content keys); returns ``{key: why}`` for those not decodable."""
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         bs = max(1, encoder.batch_size)
@@ -192,6 +217,7 @@ class FeatureCache:
 
         t0 = time.perf_counter()
         done = 0
+        failed: dict[str, str] = {}
         with Progress(*cols, disable=not progress, transient=False) as prog:
             task = prog.add_task(desc, total=len(missing), rate="-")
             for c0 in range(0, len(missing), self.chunk_size):
@@ -199,24 +225,59 @@ class FeatureCache:
                 batches = [chunk[i : i + bs] for i in range(0, len(chunk), bs)]
                 # decode batch i+1 while the model works on batch i
                 futures = [pool.submit(self._load_batch, encoder, b, first) for b in batches[:1]]
+                ok_keys: list[str] = []
                 outs = []
                 for bi, b in enumerate(batches):
                     if bi + 1 < len(batches):
                         futures.append(pool.submit(self._load_batch, encoder, batches[bi + 1], first))
                     loaded = futures[bi].result()
-                    outs.append(encoder._check(encoder.encode_loaded(loaded), len(loaded)))
+                    good, X = _encode_batch(encoder, loaded, failed)
+                    ok_keys += good
+                    if X is not None:
+                        outs.append(X)
                     done += len(b)
                     rate = done / max(time.perf_counter() - t0, 1e-9)
                     prog.update(task, advance=len(b), rate=f"{rate:.1f}")
-                self._write_shard(identity, list(chunk), np.concatenate(outs, axis=0))
+                if ok_keys:
+                    self._write_shard(identity, ok_keys, np.concatenate(outs, axis=0))
         pool.shutdown()
+        return failed
 
     @staticmethod
-    def _load_batch(encoder: Encoder, keys: list[str], first: dict[str, Any]) -> list[Any]:
-        out = []
+    def _load_batch(encoder: Encoder, keys: list[str], first: dict[str, Any]) -> list[tuple]:
+        """``(key, decoded item or None, why it could not be decoded or None)`` for each key."""
+        out: list[tuple[str, Any, str | None]] = []
         for k in keys:
             try:
-                out.append(encoder.load(first[k]))
+                out.append((k, encoder.load(first[k]), None))
             except DataError as e:
-                raise DataError(f"{encoder.spec}: cannot decode {first[k]!s}: {e}") from None
+                out.append((k, None, str(e)))
         return out
+
+
+def _encode_batch(
+    encoder: Encoder, loaded: list[tuple[str, Any, str | None]], failed: dict[str, str]
+) -> tuple[list[str], np.ndarray | None]:
+    """Encode the decoded items of a batch: (their keys, features); undecodable ones go to ``failed``.
+
+    An encoder that decodes inside its forward pass (a ``callable:``) raises DataError for the whole
+    batch: it is then encoded item by item, so only the bad item fails."""
+    for k, _, why in loaded:
+        if why is not None:
+            failed[k] = why
+    good = [(k, x) for k, x, why in loaded if why is None]
+    if not good:
+        return [], None
+    try:
+        return [k for k, _ in good], encoder._check(encoder.encode_loaded([x for _, x in good]), len(good))
+    except DataError as e:
+        if len(good) == 1:
+            failed[good[0][0]] = str(e)
+            return [], None
+    keys, outs = [], []
+    for k, x in good:
+        ks, X = _encode_batch(encoder, [(k, x, None)], failed)
+        if X is not None:
+            keys += ks
+            outs.append(X)
+    return keys, (np.concatenate(outs, axis=0) if outs else None)

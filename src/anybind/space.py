@@ -156,24 +156,28 @@ class Space:
         return np.concatenate(out).astype(np.float32)
 
     def features(
-        self, modality: str, items: Sequence[Any], *, cache: FeatureCache | str | Path | None = None, progress: bool = False
+        self, modality: str, items: Sequence[Any], *, cache: FeatureCache | str | Path | None = None,
+        progress: bool = False, bad: dict[int, str] | None = None,
     ) -> np.ndarray:
-        """Frozen encoder features of raw items, through the feature cache."""
+        """Frozen encoder features of raw items, through the feature cache.
+
+        ``bad``: see :meth:`FeatureCache.encode` (undecodable items get NaN rows instead of raising)."""
         enc = self.encoder(modality)
         if enc.input_kind == "text":
             for i, t in enumerate(items):
                 if not isinstance(t, str) or is_blank(t):
                     raise DataError(f"item {i}: empty text cannot be embedded")
         fc = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
-        return fc.encode(enc, list(items), progress=progress, description=f"encoding {modality}")
+        return fc.encode(enc, list(items), progress=progress, description=f"encoding {modality}", bad=bad)
 
-    def embed(
-        self, modality: str, items: Sequence[Any], *, cache: FeatureCache | str | Path | None = None, progress: bool = False
-    ) -> np.ndarray:
-        """Embed texts (for text modalities) or file paths into the space: float32 (n, dim), unit norm."""
+    def embed(self, modality: str, items: Sequence[Any], *, cache: FeatureCache | str | Path | None = None,
+              progress: bool = False, bad: dict[int, str] | None = None) -> np.ndarray:
+        """Embed texts (for text modalities) or file paths into the space: float32 (n, dim), unit norm.
+
+        ``bad``: see :meth:`FeatureCache.encode` (undecodable items get NaN rows instead of raising)."""
         if isinstance(items, (str, Path)):
             items = [items]
-        return self.project(modality, self.features(modality, items, cache=cache, progress=progress))
+        return self.project(modality, self.features(modality, items, cache=cache, progress=progress, bad=bad))
 
     def similarity(self, mod_a: str, items_a: Sequence[Any], mod_b: str, items_b: Sequence[Any], **kw) -> np.ndarray:
         """Cosine similarities (len(items_a), len(items_b)) across two modalities."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -22,13 +23,15 @@ import torch
 import torch.nn.functional as F
 
 from .cache import FeatureCache
-from .data.manifest import Manifest, Record
+from .data.manifest import BadRecord, Manifest, Record
 from .encoders.registry import get_encoder
 from .epochs import EpochSelection, selection_record
 from .errors import DataError
 from .metrics import pair_recalls
 from .losses import MissingPlaceholders, build_loss, is_multimodal
 from .projectors import Projector, ProjectorConfig
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -75,6 +78,7 @@ class FeatureSet:
     corpus: np.ndarray  # (n_records,) index of the manifest each record came from
     weights: np.ndarray = field(default_factory=lambda: np.ones(1))
     sources: list[str] = field(default_factory=list)
+    skipped: list[BadRecord] = field(default_factory=list)  # undecodable when encoded (each logged)
 
     @property
     def modalities(self) -> list[str]:
@@ -115,20 +119,40 @@ class FeatureSet:
                 corpus.append(ci)
         if weights is not None and len(weights) != len(manifests):
             raise DataError(f"{len(weights)} weights for {len(manifests)} manifests")
-        feats, rows, identities = {}, {}, {}
+        encoded, identities = {}, {}
+        skipped: dict[int, BadRecord] = {}  # records whose file is undecodable now (changed since validated)
         for m, spec in specs.items():
             enc = get_encoder(spec)
             have = [i for i, r in enumerate(records) if r.has(m)]
             if not have:
                 raise DataError(f"no valid record has modality {m!r}")
+            bad: dict[int, str] = {}
             items = [records[i].values[m] for i in have]
-            feats[m] = cache.encode(enc, items, progress=progress, description=f"encoding {m} ({spec})")
-            rr = np.full(len(records), -1, dtype=np.int64)
-            rr[np.asarray(have)] = np.arange(len(have))
-            rows[m] = rr
+            X = cache.encode(enc, items, progress=progress, description=f"encoding {m} ({spec})", bad=bad)
+            for j, why in bad.items():
+                r = records[have[j]]
+                skipped.setdefault(have[j], BadRecord(r.line, r.id, f"corrupt file for {m}: {why}"))
+            encoded[m] = (have, X)
             identities[m] = enc.identity
+        for i, b in skipped.items():
+            log.warning("%s: %s (skipped)", manifests[corpus[i]].path, b)
+        keep = np.asarray([i for i in range(len(records)) if i not in skipped], dtype=np.int64)
+        new_row = np.full(len(records), -1, dtype=np.int64)
+        new_row[keep] = np.arange(len(keep))
+        feats, rows = {}, {}
+        for m, (have, X) in encoded.items():
+            sel = np.asarray([j for j, i in enumerate(have) if i not in skipped], dtype=np.int64)
+            if not len(sel):
+                raise DataError(f"no valid record has modality {m!r}")
+            feats[m] = X[sel]
+            rr = np.full(len(keep), -1, dtype=np.int64)
+            rr[new_row[np.asarray(have)[sel]]] = np.arange(len(sel))
+            rows[m] = rr
+        records = [records[i] for i in keep]
+        corpus = [corpus[i] for i in keep]
         w = np.asarray(weights if weights is not None else [1.0] * len(manifests), dtype=np.float64)
         return cls(
+            skipped=list(skipped.values()),
             records=records,
             specs=dict(specs),
             identities=identities,

@@ -7,7 +7,9 @@ records on a 2-core machine, an hour for 100k files.  Each successful check is r
 here under (absolute path, check kind) with the file's size and modification time (ns)
 and :data:`CHECK_VERSION`; a later load whose file still has that size and time only
 ``stat()``\\ s it.  A failed check is never recorded (it is reported again every time), and
-a changed, replaced or touched file is decoded again.
+a changed, replaced or touched file is decoded again.  A file rewritten in place with the same
+size and mtime is not noticed here; when encoding then fails to decode it, :func:`forget`
+drops its checks (the feature cache does), so the next ``validate`` reports it.
 
 Stored in one SQLite file (Python's own ``sqlite3``: safe with several processes writing)
 beside the feature cache: ``$ANYBIND_MEDIA_CHECKS``, else ``<feature cache>/media-checks.sqlite``;
@@ -23,7 +25,7 @@ import sqlite3
 import warnings
 from pathlib import Path
 
-CHECK_VERSION = 1  # bump when what a check verifies changes: every file is then checked again
+CHECK_VERSION = 2  # bump when what a check verifies changes: every file is then checked again
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS ok (path TEXT NOT NULL, kind TEXT NOT NULL, size INTEGER NOT NULL, "
     "mtime_ns INTEGER NOT NULL, version INTEGER NOT NULL, PRIMARY KEY (path, kind))"
@@ -91,3 +93,21 @@ class MediaChecks:
         except (sqlite3.Error, OSError) as e:
             self._disable(e)
         self._new.clear()
+
+
+def forget(paths: "list[Path]", path: str | Path | None = None) -> None:
+    """Drop every remembered check of these files (``path``: the checks file, default the usual one)."""
+    db_path = Path(path) if path is not None else default_checks_path()
+    if db_path is None or not db_path.exists() or not paths:
+        return
+    try:
+        names = sorted({str(p.absolute()) for p in paths} | {str(p.resolve()) for p in paths})
+        db = sqlite3.connect(db_path, timeout=60)
+        try:
+            with db:
+                db.execute(_SCHEMA)
+                db.executemany("DELETE FROM ok WHERE path = ?", [(n,) for n in names])
+        finally:
+            db.close()
+    except (sqlite3.Error, OSError) as e:
+        warnings.warn(f"media checks could not be updated ({db_path}: {e})", RuntimeWarning, stacklevel=2)

@@ -1,13 +1,17 @@
 """Decoding of media files: images (raster and SVG) and audio.
 
 Every function raises :class:`~anybind.errors.DataError` naming the file and
-what is wrong, never a traceback from deep inside a codec.
+what is wrong, never a traceback from deep inside a codec.  What decoding one file
+may cost is bounded by :class:`MediaLimits` (:data:`LIMITS` by default; the service
+passes its own ``max_pixels``): a file over a limit is a bad record, like a corrupt one.
 """
 
 from __future__ import annotations
 
 import io
 import re
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +23,35 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".
 AUDIO_SUFFIXES = frozenset({".wav", ".ogg", ".oga", ".flac", ".mp3", ".aiff", ".aif"})
 
 
+@dataclass(frozen=True)
+class MediaLimits:
+    """Bounds on the memory and CPU one image may cost, checked before anything is decoded or rendered.
+
+    max_pixels: a raster image (read from its header), the rendering of an SVG, or the images embedded in
+        an SVG (all the times they are drawn, together) of more pixels is refused.  Default: PIL's
+        decompression-bomb threshold (2 x ``Image.MAX_IMAGE_PIXELS``); the service checks uploads against
+        its own ``ServeConfig.max_pixels`` (40 million) and ``max_svg_work``.
+    max_svg_bytes: SVG text, after inflating a gzip-compressed SVG (``.svgz``) and with every SVG embedded
+        in it; inflation stops at this size.  The largest Open Clip Art SVG is 1.7 MB.
+    max_svg_work: the estimated work of rendering an SVG, in units of about one plain element (~50 us):
+        each ``<use>`` / ``url(#...)`` reference counts as a copy of its target, markers once per vertex,
+        plus path data, text, style-sheet matching and compositing (see :mod:`anybind.data.svg`).  All 9,026
+        SVGs of Open Clip Art, Tux Paint and /usr/share's icons that CairoSVG reads pass (17 more declare XML
+        entities, which it refuses); the costliest, 167k, renders in 9 s, the next 90k.  The service
+        takes 100k (all but that one).
+    max_svg_depth: nesting of elements and references in an SVG (real files: at most 14).
+    """
+
+    max_pixels: int = 178_956_970
+    max_svg_bytes: int = 16 * 2**20
+    max_svg_work: int = 250_000
+    max_svg_depth: int = 64
+
+
+#: the limits :func:`load_image` applies unless given others
+LIMITS = MediaLimits()
+
+
 def _read_bytes(path: str | Path) -> bytes:
     data = read_regular(path)  # refuses a missing path, a folder, a FIFO or a device without blocking on it
     if not data:
@@ -26,7 +59,17 @@ def _read_bytes(path: str | Path) -> bytes:
     return data
 
 
-def _looks_like_svg(data: bytes) -> bool:
+def looks_like_svg(data: bytes) -> bool:
+    """Whether ``data`` (a file's first bytes) is SVG text, or gzip-compressed SVG text (``.svgz``).
+
+    A gzip stream is judged by its first inflated bytes (at most 64 KB are inflated), not by the
+    name stored in its header."""
+    from .svg import GZIP_MAGIC, svg_head
+
+    if data[:2] == GZIP_MAGIC:
+        data = svg_head(data)
+        if data[:2] == GZIP_MAGIC:
+            return False
     head = data[:2048].lstrip().lower()
     if head.startswith(b"<svg") or (head.startswith(b"<?xml") and b"<svg" in head) or b"<svg" in head[:1024]:
         return True
@@ -34,33 +77,39 @@ def _looks_like_svg(data: bytes) -> bool:
     return head.startswith((b"<?xml", b"<!doctype", b"<!--")) and b"<svg" in data[:65536].lower()
 
 
-def load_image(path: str | Path, size: int | None = None):
+def load_image(path: str | Path, size: int | None = None, limits: MediaLimits | None = None):
     """Open an image as an RGB ``PIL.Image``.
 
     Transparent images are composited on white (Tux Paint stamps and emoji are
-    transparent PNGs: on black they would all look alike).  SVG files are
-    rasterised with CairoSVG at ``size`` pixels on the longer side (default 512).
-    The file type is sniffed from the content, not the name.
+    transparent PNGs: on black they would all look alike).  SVG files (also
+    gzip-compressed) are rasterised with CairoSVG at ``size`` pixels wide (default 512).
+    The file type is sniffed from the content, not the name.  An image over
+    ``limits`` (default :data:`LIMITS`) raises DataError before it is decoded.
     """
     from PIL import Image, UnidentifiedImageError
 
+    lim = limits or LIMITS
     data = _read_bytes(path)
-    if _looks_like_svg(data):
-        try:
-            import cairosvg
-        except ImportError:  # pragma: no cover - cairosvg is a core dependency
-            raise DataError(f"{path}: SVG needs the 'cairosvg' package") from None
-        try:
-            png = cairosvg.svg2png(bytestring=data, output_width=size or 512)
-        except Exception as e:  # cairosvg raises many types on bad XML
-            raise DataError(f"{path}: corrupt SVG ({type(e).__name__}: {e})") from None
-        data = png
+    if looks_like_svg(data):
+        from .svg import render_svg
+
+        data = render_svg(data, path, size or 512, lim)
+    bad = (UnidentifiedImageError, OSError, SyntaxError, ValueError)
     try:
-        img = Image.open(io.BytesIO(data))
+        with warnings.catch_warnings():  # the pixel count is checked here, against lim.max_pixels
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as e:  # PIL's own limit, when lim.max_pixels is above it
+        raise DataError(f"{path}: image too large to decode ({e})") from None
+    except bad as e:
+        raise DataError(f"{path}: corrupt or unsupported image ({_no_buffer(e)})") from None
+    if img.width * img.height > lim.max_pixels:
+        size = f"{img.width}x{img.height}"
+        raise DataError(f"{path}: an image of {size} pixels; at most {lim.max_pixels:,} are decoded")
+    try:
         img.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        why = re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-f]+>", "", str(e))  # PIL names its buffer, not the file
-        raise DataError(f"{path}: corrupt or unsupported image ({why})") from None
+    except bad as e:
+        raise DataError(f"{path}: corrupt or unsupported image ({_no_buffer(e)})") from None
     if img.width < 1 or img.height < 1:
         raise DataError(f"{path}: image has no pixels")
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
@@ -68,6 +117,11 @@ def load_image(path: str | Path, size: int | None = None):
         bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img = Image.alpha_composite(bg, rgba)
     return img.convert("RGB")
+
+
+def _no_buffer(e: Exception) -> str:
+    """A codec's message without the in-memory buffer it names in place of the file (the caller names it)."""
+    return re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-f]+>", "", str(e))
 
 
 def load_audio(path: str | Path, sample_rate: int | None = None) -> tuple[np.ndarray, int]:
@@ -83,7 +137,7 @@ def load_audio(path: str | Path, sample_rate: int | None = None) -> tuple[np.nda
     try:
         wav, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
     except Exception as e:  # soundfile raises LibsndfileError / RuntimeError / TypeError
-        raise DataError(f"{path}: corrupt or unsupported audio ({e})") from None
+        raise DataError(f"{path}: corrupt or unsupported audio ({_no_buffer(e)})") from None
     if wav.shape[0] == 0:
         raise DataError(f"{path}: audio has no samples")
     mono = wav.mean(axis=1).astype(np.float32)

@@ -31,6 +31,7 @@ class AddStats:
     unchanged: int = 0
     embedded: dict[str, int] = field(default_factory=dict)
     commits: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (record id, why): not decodable, skipped
 
     @property
     def total_embedded(self) -> int:

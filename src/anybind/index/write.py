@@ -23,6 +23,8 @@ from .results import AddStats
 from .lock import writer_lock
 from .store import META_FILE, rows_table, sql_str, vectors_of
 
+log = logging.getLogger(__name__)
+
 if TYPE_CHECKING:
     import pyarrow as pa
 
@@ -191,12 +193,10 @@ class WriteMixin:
             if embedder is not None:
                 chunks = embedder(m, items, chunk_size)
             else:
-                chunks = (
-                    (items[c0 : c0 + chunk_size],
-                     space.embed(m, [it[1] for it in items[c0 : c0 + chunk_size]], cache=cache, progress=progress))
-                    for c0 in range(0, len(items), chunk_size)
-                )
+                chunks = self._embedded_chunks(m, items, chunk_size, cache, progress, stats)
             for chunk, X in chunks:
+                if not chunk:
+                    continue
                 rows = rows_table(
                     self.dim,
                     [it[0] for it in chunk],
@@ -229,6 +229,19 @@ class WriteMixin:
                 stats.relabelled += len(chunk)
         self.last_add = stats
         return stats
+
+    def _embedded_chunks(self, m: str, items: list[tuple], chunk_size: int, cache, progress: bool, stats):
+        """``(items, vectors)`` per chunk; an item whose file cannot be decoded (changed since it was
+        validated) is left out, logged as a warning and listed in ``stats.failed``."""
+        for c0 in range(0, len(items), chunk_size):
+            part = items[c0 : c0 + chunk_size]
+            bad: dict[int, str] = {}
+            X = self.space.embed(m, [it[1] for it in part], cache=cache, progress=progress, bad=bad)
+            for j, why in sorted(bad.items()):
+                log.warning("record %r: corrupt file for %s: %s (skipped)", part[j][0], m, why)
+                stats.failed.append((part[j][0], f"corrupt file for {m}: {why}"))
+            keep = [j for j in range(len(part)) if j not in bad]
+            yield [part[j] for j in keep], X[keep]
 
     def _stored_vectors(self, ids: Sequence[str], modality: str) -> dict[str, np.ndarray]:
         out = {}

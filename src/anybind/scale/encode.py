@@ -124,7 +124,9 @@ def _encode_local(enc: Encoder, items: Sequence[Any], fc: FeatureCache, progress
     for c in range(n_chunks):
         chunk = uniq[c * LOCAL_CHUNK_ITEMS : (c + 1) * LOCAL_CHUNK_ITEMS]
         desc = f"encoding {enc.spec}" + (f" ({c + 1}/{n_chunks})" if n_chunks > 1 else "")
-        fc.encode(enc, chunk, progress=progress, description=desc)
+        bad: dict[int, str] = {}
+        fc.encode(enc, chunk, progress=progress, description=desc, bad=bad)
+        rep.failed += [(str(chunk[i]), why) for i, why in sorted(bad.items())]
         fc.unload()  # bounded memory: the vectors are on disk
         st = fc.last_stats
         rep.unique += st.unique
@@ -372,6 +374,10 @@ def _encode_ray(
                 f"{fc.folder(identity)} and are kept: rerun to encode the remaining {len(missing) - done}"
             )
     fc.rescan(identity)
+    if rep.failed and enc.input_kind == "file":  # as FeatureCache.encode does for the single-process path
+        from ..data.checks import forget
+
+        forget([Path(it) for it, _ in rep.failed])
     rep.shards = (len(list(shards_dir.glob("*.safetensors"))) if shards_dir.is_dir() else 0) - n_before
     rep.seconds = time.perf_counter() - t0
     return rep

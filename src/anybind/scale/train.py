@@ -24,7 +24,9 @@ temperature, early stopping on the val split's retrieval score.  What differs:
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
+import logging
 import math
 import shutil
 import tempfile
@@ -41,6 +43,8 @@ from ..epochs import EpochSelection, selection_record
 from ..errors import DataError
 from ..train import VAL_METRIC, TrainConfig, choose_pairs, pair_terms, val_score
 from .stream import DEFAULT_ROWS_PER_SHARD, PairStream, TrainingShards, write_training_shards
+
+log = logging.getLogger(__name__)
 
 DEFAULT_SHUFFLE_BUFFER = 16384
 
@@ -414,9 +418,8 @@ def fit_sharded(
         items = [v for man in manifests for v in manifest_items(man, m)[0]]
         if items:
             rep = encode_items(spec, items, fc, ray=encode_on, progress=progress)
-            if rep.failed:
-                raise DataError(f"{len(rep.failed)} {m} items could not be encoded, e.g. "
-                                + "; ".join(f"{it}: {why}" for it, why in rep.failed[:3]))
+            if rep.failed:  # files changed since they were validated: skipped and reported, like bad records
+                manifests = [_skip_undecodable(man, m, dict(rep.failed)) for man in manifests]
     shards = write_training_shards(manifests, specs, fc, rows_per_shard=rows_per_shard, progress=progress)
     if ray_workers > 0:
         address = ray_address or (ray if isinstance(ray, str) else None)
@@ -432,3 +435,17 @@ def fit_sharded(
     })
     return space
 
+
+def _skip_undecodable(man, modality: str, failed: dict[str, str]):
+    """``man`` without the records whose ``modality`` file could not be decoded (each logged as a warning)."""
+    from ..data.manifest import BadRecord
+
+    keep, bad = [], []
+    for r in man.records:
+        why = failed.get(r.values.get(modality, ""))
+        if why is None:
+            keep.append(r)
+            continue
+        bad.append(BadRecord(r.line, r.id, f"corrupt file for {modality}: {why}"))
+        log.warning("%s: %s (skipped)", man.path, bad[-1])
+    return dataclasses.replace(man, records=keep, bad=list(man.bad) + bad)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..data.media import _looks_like_svg
+from ..data.media import looks_like_svg
 
 #: bytes read from the start of a file to sniff it (SVG roots may sit behind up to 64 KB of comments)
 SNIFF_BYTES = 65536
@@ -68,6 +68,6 @@ def sniff(data: bytes) -> Sniffed | None:
         return _FLAC
     if data.startswith(b"ID3") or _mp3_frame(data[:4]):
         return _MP3
-    if _looks_like_svg(data):
+    if looks_like_svg(data):
         return _SVG
     return None

@@ -45,6 +45,8 @@ class ServeConfig:
     max_pixels: an uploaded raster image larger than this (width x height, read from its header) -> 400,
         before anything is decoded (a small file can hold a huge image).
     max_audio_seconds: an uploaded sound longer than this (read from its header) -> 400.
+    max_svg_work: an uploaded SVG whose estimated rendering work is larger -> 400, before it is rendered
+        (see :class:`~anybind.data.media.MediaLimits`; its embedded images count against ``max_pixels``).
     refresh_seconds: how often (at most) a request looks for writes other processes made to the index
         (``anybind index ... --out`` on it while serving): new, replaced and deleted items are then searchable and
         served; 0 = before every request.
@@ -59,6 +61,7 @@ class ServeConfig:
     thumb_cache: int = 1024
     max_pixels: int = 40_000_000
     max_audio_seconds: float = 120.0
+    max_svg_work: int = 100_000
     refresh_seconds: float = 2.0
 
 
@@ -84,14 +87,15 @@ class MemoryFeatureCache(FeatureCache):
         with self._lock:
             return super()._load_index(identity)
 
-    def _encode_missing(self, encoder, identity, missing, first, progress, description, workers) -> None:
+    def _encode_missing(self, encoder, identity, missing, first, progress, description, workers) -> dict:
         with self._lock:
             lock = self._encoder_locks[identity]
         with lock:
             idx = self._load_index(identity)
             still = [k for k in missing if k not in idx]  # another thread may have encoded them meanwhile
-            if still:
-                super()._encode_missing(encoder, identity, still, first, False, description, 1)
+            if not still:
+                return {}
+            return super()._encode_missing(encoder, identity, still, first, False, description, 1)
 
     def _write_shard(self, identity: str, keys: list[str], vectors: np.ndarray) -> Path:
         path = Path(f"<memory>/{uuid.uuid4().hex}")
@@ -314,9 +318,16 @@ class Service:
         return modality, path, shown
 
     def _check_size(self, data: bytes, s: Sniffed, shown: str) -> None:
-        """Refuse images of too many pixels and sounds too long, from their headers (nothing decoded).
-        A header that cannot be read is left to the decoder, whose message is clearer."""
-        if s.kind == "image" and s.mime != "image/svg+xml":
+        """Refuse images of too many pixels and sounds too long, from their headers (nothing decoded), and
+        SVGs too costly to render (nothing rendered).  A header that cannot be read is left to the decoder,
+        whose message is clearer."""
+        if s.mime == "image/svg+xml":
+            from ..data.media import MediaLimits
+            from ..data.svg import check_svg
+
+            cfg = self.config
+            check_svg(data, shown, MediaLimits(max_pixels=cfg.max_pixels, max_svg_work=cfg.max_svg_work))
+        elif s.kind == "image":
             import warnings
 
             from PIL import Image
@@ -326,6 +337,8 @@ class Service:
                     warnings.simplefilter("ignore")
                     with Image.open(io.BytesIO(data)) as im:
                         w, h = im.size
+            except Image.DecompressionBombError as e:  # over PIL's own limit
+                raise QueryError(f"{shown}: image too large ({e})") from None
             except Exception:  # noqa: BLE001 - unreadable header: the decoder reports it
                 return
             if w * h > self.config.max_pixels:
