@@ -46,3 +46,14 @@ def test_the_private_name_check_sees_what_it_should():
     code = "from .store import _rows\nfrom numpy import _core\nfrom . import __version__\nfrom .x import public\n"
     assert _private_imports(ast.parse(code), "anybind.index.write") == [
         "anybind.index.write:1 imports _rows from .store"]
+
+
+def test_every_top_level_module_has_a_layer():
+    """A new module must be placed in .importlinter's layers, or the contract would not look at it."""
+    text = (ROOT / ".importlinter").read_text()
+    layers = text.split("layers =", 1)[1].split("ignore_imports", 1)[0]
+    listed = {m.strip() for line in layers.splitlines() for m in line.replace("|", ":").split(":") if m.strip()}
+    tops = {f"anybind.{p.stem}" for p in SRC.glob("*.py") if p.stem != "__init__"}
+    tops |= {f"anybind.{p.parent.name}" for p in SRC.glob("*/__init__.py")}
+    missing = sorted(tops - listed)
+    assert not missing, f"add these to a layer in .importlinter: {missing}"
