@@ -204,6 +204,11 @@ def test_subset_build(subset):
     assert v["id"] == "violin/A6-long-loud" and v["audio"] == "media/violin/A6-long-loud.flac"
     assert v["text"] == "a violin playing a long very high note, loudly"
     assert v["labels"]["family"] == "Strings"
+    assert v["meta"]["register"] == "very high" and v["meta"]["drum"] is None
+    d = next(r for r in recs if r["id"] == "drum-kit/snare-drum-soft")
+    assert d["text"] == "a drum kit playing a snare drum, softly" and d["meta"]["drum"] == "snare drum"
+    assert d["meta"]["channel"] == 10 and d["meta"]["note"] == 38
+    assert d["labels"] == {"instrument": "Drum Kit", "family": "Drum Kit"}
 
 
 def test_subset_clips_decode_and_sound(subset):

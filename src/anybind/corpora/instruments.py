@@ -32,7 +32,8 @@ in the instrument's own range (``very low`` .. ``very high``).
 "a choir singing ...", "the sound of a helicopter, low-pitched, short and
 soft", "a drum kit playing a snare drum, loudly"); ``labels`` =
 ``{"instrument": <GM name>, "family": <GM family>}``; ``meta`` = program,
-MIDI note, note name, velocity, note length, register, dynamics, spoken name.
+MIDI note, note name, velocity, note length, register (or drum sound),
+dynamics, spoken name.
 
 **Audio.**  One ``fluidsynth`` run per class (:mod:`._fluidsynth`: reverb
 and chorus off, float output, each note in its own block-aligned slot after a
@@ -307,7 +308,8 @@ def _record(n: Note, rel: str, split: str) -> dict[str, Any]:
             "note_name": note_name(n.note),
             "velocity": n.velocity,
             "note_ms": n.ms,
-            "register": n.register,
+            "register": n.register if n.program is not None else None,
+            "drum": n.register if n.program is None else None,
             "dynamics": n.dynamics,
             "length": n.length,
             "spoken": spoken,
@@ -360,8 +362,8 @@ def _finish(
             },
         },
         "builder": {"module": __name__, "version": BUILDER_VERSION},
-        "audio": f"{SAMPLE_RATE} Hz mono 16-bit FLAC, {CLIP / SAMPLE_RATE:g} s per clip, "
-        f"faded out over the last {FADE / SAMPLE_RATE * 1000:g} ms",
+        "audio": f"{SAMPLE_RATE} Hz mono 16-bit FLAC, {CLIP} samples ({CLIP / SAMPLE_RATE:.2f} s) per clip, "
+        f"faded out over the last {FADE} samples ({FADE / SAMPLE_RATE * 1000:.0f} ms)",
         "split": "stratified hash: unit = (class, pitch) with all its velocities and lengths; per class the "
         "unit with the smallest sha256('<slug>/<note>') is test, the next val (3+ units), the rest train",
         "families": families,
