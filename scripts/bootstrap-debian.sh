@@ -4,9 +4,11 @@ set -euo pipefail
 # corpora (anybind corpus NAME): emoji = fonts-noto-color-emoji + unicode-data (emoji-test.txt: names, groups);
 # openclipart = openclipart-svg (25 MB download) + wamerican (English word list of its title rule);
 # fashion-mnist = dataset-fashion-mnist (31 MB); sounds = sound-theme-freedesktop
+# instruments = fluid-soundfont-gm (FluidR3 GM soundfont, 148 MB) + fluidsynth (renders it)
 # chromium: the web page's end-to-end test (tests/test_web_e2e.py) drives /usr/bin/chromium with Playwright
 PKGS=(tuxpaint-stamps-default libsndfile1 libcairo2 espeak-ng
       fonts-noto-color-emoji unicode-data openclipart-svg wamerican dataset-fashion-mnist sound-theme-freedesktop
+      fluid-soundfont-gm fluidsynth
       chromium)
 missing=()
 for p in "${PKGS[@]}"; do

@@ -205,3 +205,36 @@ def corpus_timeseries(
     meta = read_corpus_meta(summary.manifest) or {}
     for rid, why in list((meta.get("bad_series_reasons") or {}).items())[:10]:
         err.print(f"[yellow]skipped {escape(str(rid))}:[/yellow] {escape(str(why))}")
+
+
+@corpus_app.command("instruments")
+def corpus_instruments(
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to write the corpus to."),
+    soundfont: Path = typer.Option(Path("/usr/share/sounds/sf2/FluidR3_GM.sf2"), help="General MIDI soundfont (Debian fluid-soundfont-gm)."),
+    program: Optional[list[int]] = typer.Option(None, "--program", "-p", help="Only this GM program, 0-127 (repeat; default: all 128)."),
+    pitches: int = typer.Option(5, help="Notes per program, spread over its usual range."),
+    drums: bool = typer.Option(True, "--drums/--no-drums", help="Add the GM drum kit as a class."),
+    jobs: int = typer.Option(2, help="fluidsynth processes at once."),
+    install: bool = typer.Option(True, "--install/--no-install", help="apt-get install fluid-soundfont-gm / fluidsynth when missing (as root)."),
+):
+    """General MIDI instruments rendered by FluidSynth: each clip captioned, labelled with instrument and family.
+
+    Example:  anybind corpus instruments --out data/instruments
+    """
+    from ..corpora.instruments import build_instruments
+
+    try:
+        summary = build_instruments(
+            out, soundfont=soundfont, programs=program, pitches=pitches, drums=drums, jobs=jobs, install=install,
+            progress=True,
+        )
+    except AnybindError as e:
+        _fail(e)
+    _print_corpus(summary)
+    from ..corpora import read_corpus_meta
+
+    meta = read_corpus_meta(summary.manifest) or {}
+    console.print(f"  {len(meta.get('kept_per_class') or {})} instruments in {len(meta.get('families') or [])} families",
+                  highlight=False)
+    for cls, why in list((meta.get("render_errors") or {}).items())[:10]:
+        err.print(f"[yellow]render failed {escape(str(cls))}:[/yellow] {escape(str(why))}")

@@ -7,6 +7,7 @@
 * :mod:`.sounds` -- freedesktop event sounds and farm-animal sounds.
 * :mod:`.speech` -- Tux Paint captions spoken by espeak-ng, voices disjoint between train/val/test, + images.
 * :mod:`.timeseries` -- UCR/UEA labelled time series bundled in aeon (BasicMotions...), class described as text.
+* :mod:`.instruments` -- the 128 General MIDI instruments (+ drum kit) rendered by FluidSynth, captioned.
 
 Each writes ``manifest.jsonl``, ``corpus.json``, ``LICENSE`` and ``SOURCE.md``
 (see :mod:`._build`); :func:`read_corpus_meta` / :func:`is_eval_only` read
