@@ -119,7 +119,7 @@ def test_real_split_proportions_and_caption_groups(real):
     assert meta["counts"]["splits"] == {"train": c["train"], "val": c["val"], "test": c["test"]}
     by_caption: dict[str, set[str]] = {}
     for r in recs:
-        by_caption.setdefault(tp._split_key(r["text"]), set()).add(r["split"])
+        by_caption.setdefault(tp.split_key(r["text"]), set()).add(r["split"])
     assert all(len(s) == 1 for s in by_caption.values())
 
 

@@ -157,7 +157,7 @@ def test_another_writer_committing_between_a_writers_read_and_its_commits_never_
     XA = np.random.default_rng(1).normal(size=(len(a_ids), 4))
     XB = np.random.default_rng(2).normal(size=(len(b_ids), 4))
     at = min(at, (len(a_ids) - 1) // a_chunk)  # B commits just before A's chunk number `at`
-    real, count, ran = write_mod._rows_table, [0], []
+    real, count, ran = write_mod.rows_table, [0], []
 
     def rows_table(*args, **kw):  # A calls it once per chunk, after A's read, before that chunk's commit
         if not ran and count[0] == at:
@@ -166,7 +166,7 @@ def test_another_writer_committing_between_a_writers_read_and_its_commits_never_
         count[0] += 1
         return real(*args, **kw)
 
-    with mock.patch.object(write_mod, "_rows_table", rows_table):
+    with mock.patch.object(write_mod, "rows_table", rows_table):
         a.add_vectors(a_ids, XA, "vec", chunk_size=a_chunk)
     assert ran, "B never ran"
     expect = {i: x for i, x in zip(b_ids, XB)}
