@@ -8,6 +8,8 @@ set -euo pipefail
 PKGS=(tuxpaint-stamps-default libsndfile1 libcairo2 espeak-ng
       fonts-noto-color-emoji unicode-data openclipart-svg wamerican dataset-fashion-mnist sound-theme-freedesktop
       chromium)
+# ktuberling = ktuberling-data (sprites in themed SVG scenes + human recordings of their words, ~70 MB)
+PKGS+=(ktuberling-data)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -81,6 +81,34 @@ def corpus_emoji(
     _print_corpus(summary)
 
 
+@corpus_app.command("ktuberling")
+def corpus_ktuberling(
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to write the corpus to."),
+    root: Path = typer.Option(Path("/usr/share/ktuberling"), help="KTuberling data folder with pics/ and sounds/ (Debian ktuberling-data)."),
+    theme: Optional[list[str]] = typer.Option(None, "--theme", "-t", help="Only this theme (file stem, repeat): default all 10."),
+    limit: Optional[int] = typer.Option(None, help="Only the first N objects of each theme."),
+    size: int = typer.Option(256, help="Side of the square sprite PNGs, in pixels."),
+):
+    """KTuberling sprites cut from its SVG scenes + their English word + human recordings in ~23 languages.
+
+    Example:  anybind corpus ktuberling --out data/ktuberling
+
+    Quick look (two themes, 10 sprites each):  anybind corpus ktuberling --out /tmp/kt -t pizzeria -t moon --limit 10
+    """
+    from ..corpora.ktuberling import build_ktuberling
+
+    try:
+        summary = build_ktuberling(out, root=root, themes=theme or None, limit=limit, size=size, progress=True)
+    except AnybindError as e:
+        _fail(e)
+    _print_corpus(summary)
+    from ..corpora import read_corpus_meta
+
+    sp = (read_corpus_meta(summary.manifest) or {}).get("speech", {})
+    console.print(f"  speech: {sp.get('clips', 0)} recordings in {sp.get('languages', 0)} languages "
+                  f"({sp.get('seconds_total', 0)} s)", highlight=False)
+
+
 @corpus_app.command("openclipart")
 def corpus_openclipart(
     out: Path = typer.Option(..., "--out", "-o", help="Folder to write the corpus to."),
