@@ -9,6 +9,7 @@ whole real KTuberling build takes over a minute, so real data is tested on a few
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +17,11 @@ import pytest
 from typer.testing import CliRunner
 
 from anybind.cli import app
+from anybind.corpora import _cldr
+from anybind.corpora import emoji as em
 from anybind.corpora import ktuberling as kt
 from anybind.corpora._svg_sprites import SvgScene, visible_fraction
-from anybind.data.manifest import base_modality, load_manifest
+from anybind.data.manifest import base_modality, hash_split, load_manifest
 from anybind.data.media import load_audio, load_image
 from anybind.errors import DataError
 
@@ -228,13 +231,15 @@ def test_ktuberling_mini_build_counts_every_problem(mini_kt, tmp_path):
     }  # fmt: skip
     assert not any(base_modality(k) == "speech" for k in by_id["mini/hidden"])  # its only recording is missing
     assert set(by_id["mini/moved"]) >= {"speech"} and "speech_fr" not in by_id["mini/moved"]
-    assert meta["missing_files"] == ["en/bow.wav"] and list(meta["bad_audio"]) == ["fr/ballon.wav", "fr:../../pics/mini.svg"]
-    assert set(meta["bad_files"]) == {"broken.theme", "badsvg.svgz", "zz.soundtheme"} and "\n" not in meta["bad_files"]["badsvg.svgz"]
+    assert meta["missing_files"] == ["en/bow.wav"]
+    assert list(meta["bad_audio"]) == ["fr/ballon.wav", "fr:../../pics/mini.svg"]
+    assert set(meta["bad_files"]) == {"broken.theme", "badsvg.svgz", "zz.soundtheme"}
+    assert "\n" not in meta["bad_files"]["badsvg.svgz"]
     assert meta["unused_sounds"] == ["cigar"] and meta["speech"]["same_as_other_language"] == {"sr@latin = sr": 1}
     assert meta["themes"]["mini"] == {"name": "Mini", "scene": "mini.svg", "objects": 9, "records": 4}
     assert meta["speech"]["languages"] == 3 and meta["speech"]["clips"] == 5  # en x3, fr, sr
     assert not (out / "media" / "sounds" / "fr" / "ballon.wav").exists()  # a corrupt file is not shipped
-    assert all(r["split"] == kt.hash_split(r["text"]) for r in recs)
+    assert all(r["split"] == hash_split(r["text"]) for r in recs)
     # rebuilt: the same bytes everywhere
     again = tmp_path / "kt2"
     kt.build_ktuberling(again, root=mini_kt, size=64, progress=False)
@@ -258,7 +263,8 @@ def test_cli_corpus_ktuberling(mini_kt, tmp_path):
                               "-t", "mini", "--size", "32"])  # fmt: skip
     assert res.exit_code == 0, res.output
     assert "ktuberling: 4 records" in res.output and "speech: 5 recordings in 3 languages" in res.output
-    res = runner.invoke(app, ["corpus", "ktuberling", "--out", str(tmp_path / "k2"), "--root", str(mini_kt), "-t", "x"])
+    res = runner.invoke(app, ["corpus", "ktuberling", "--out", str(tmp_path / "k2"), "--root", str(mini_kt),
+                              "-t", "x"])  # fmt: skip
     assert res.exit_code == 2 and "error:" in res.output and "no theme x" in res.output
 
 
@@ -328,8 +334,158 @@ def test_ktuberling_real_copy_with_corrupt_inputs(tmp_path):
     recs, meta = _check_corpus(out, "ktuberling")
     assert [r["text"] for r in recs] == ["pepper", "pepper", "pepper", "pineapple"]
     assert meta["skipped"] == {"bad_scene": 4} and "moon.svg" in meta["bad_files"]
-    assert meta["bad_audio"] == {files[("fr", "pizzeria_pepper")]: meta["bad_audio"][files[("fr", "pizzeria_pepper")]]}
+    assert list(meta["bad_audio"]) == [files[("fr", "pizzeria_pepper")]]
     assert files[("uk", "pizzeria_pepper")] in meta["missing_files"]
     assert meta["problems"]["speech_bad_audio"] == 1
     assert all("speech_fr" not in r and "speech_uk" not in r for r in recs[:3])
     assert recs[3]["speech_fr"] and recs[3]["speech_uk"]  # the pineapple's recordings are intact
+
+
+# =========================================================================== emoji: CLDR captions
+
+FONT, EMOJI_TEST, CLDR = Path(em.DEFAULT_FONT), Path(em.DEFAULT_EMOJI_TEST), Path(em.DEFAULT_CLDR)
+needs_emoji = pytest.mark.skipif(
+    not (FONT.exists() and EMOJI_TEST.exists()),
+    reason=f"apt-get install -y {em.FONT_PACKAGE} {em.DATA_PACKAGE}",
+)
+needs_cldr = pytest.mark.skipif(not CLDR.is_dir(), reason=f"{CLDR} missing: apt-get install -y {_cldr.CLDR_PACKAGE}")
+
+EMOJI_SNIPPET = """\
+# Version: 15.0
+# group: Smileys & Emotion
+# subgroup: face-smiling
+1F600                                                  ; fully-qualified     # 😀 E1.0 grinning face
+263A FE0F                                              ; fully-qualified     # ☺️ E0.6 smiling face
+# group: Animals & Nature
+# subgroup: animal-mammal
+1F98C                                                  ; fully-qualified     # 🦌 E3.0 deer
+"""
+
+
+def _ldml(locale: str, body: str) -> str:
+    return (
+        '<?xml version="1.0" encoding="UTF-8" ?>\n<!DOCTYPE ldml SYSTEM "../../common/dtd/ldml.dtd">\n'
+        f'<ldml><identity><language type="{locale}"/></identity><annotations>\n{body}</annotations></ldml>\n'
+    )
+
+
+@pytest.fixture
+def mini_cldr(tmp_path) -> Path:
+    """CLDR's common/: inheritance through supplementalData, drafts, the inherit marker, a broken file."""
+    common = tmp_path / "common"
+    (common / "annotations").mkdir(parents=True)
+    (common / "supplemental").mkdir()
+    (common / "dtd").mkdir()
+    (common / "dtd" / "ldml.dtd").write_text('<!ATTLIST version cldrVersion CDATA #FIXED "99" >\n')
+    (common / "supplemental" / "supplementalData.xml").write_text(
+        '<supplementalData><parentLocales><parentLocale parent="root" locales="sr_Latn"/>'
+        '<parentLocale parent="en_001" locales="en_GB"/></parentLocales></supplementalData>'
+    )
+    files = {
+        "root": "",
+        "en": '<annotation cp="😀">face | grin | grinning face | grin</annotation>\n'
+        '<annotation cp="😀" type="tts">grinning face</annotation>\n'
+        '<annotation cp="☺">face | outlined | relaxed | smile</annotation>\n'
+        '<annotation cp="☺" type="tts">smiling  face</annotation>\n'
+        '<annotation cp="🐉" type="tts">dragon</annotation>\n',
+        "en_001": '<annotation cp="😀" type="tts">grinning face</annotation>\n',
+        "en_GB": '<annotation cp="☺" type="tts">smiling face, British</annotation>\n',
+        "fr": '<annotation cp="😀" type="tts">visage rieur</annotation>\n'
+        '<annotation cp="☺" type="tts">visage souriant</annotation>\n'
+        '<annotation cp="🦌" type="tts" draft="unconfirmed">cerf</annotation>\n',
+        "fr_CA": '<annotation cp="😀" type="tts">visage avec large sourire</annotation>\n'
+        '<annotation cp="☺" type="tts">visage souriant</annotation>\n'
+        '<annotation cp="🦌" type="tts" draft="contributed">chevreuil</annotation>\n',
+        "de": '<annotation cp="😀" type="tts">grinsendes Gesicht</annotation>\n'
+        '<annotation cp="☺" type="tts">↑↑↑</annotation>\n'
+        '<annotation cp="🦌" type="tts" draft="provisional">Hirsch</annotation>\n',
+        "sr": '<annotation cp="😀" type="tts">лице</annotation>\n',
+        "sr_Latn": '<annotation cp="😀" type="tts">lice</annotation>\n',
+        "pt_PT": '<annotation cp="😀" type="tts">cara sorridente</annotation>\n',
+    }
+    for loc, body in files.items():
+        (common / "annotations" / f"{loc}.xml").write_text(_ldml(loc, body), encoding="utf-8")
+    (common / "annotations" / "zz.xml").write_text("<ldml><annotations><annotation cp=", encoding="utf-8")
+    return common
+
+
+def test_cldr_rules(mini_cldr):
+    problems: Counter[str] = Counter()
+    c = _cldr.read_cldr(mini_cldr, {"😀", "☺", "🦌"}, problems)
+    assert problems == {"cldr_file_unreadable": 1} and set(c.bad_files) == {"zz.xml"} and c.version == "99"
+    assert c.drafts_dropped == 2  # fr "cerf" (unconfirmed), de "Hirsch" (provisional); fr_CA's contributed kept
+    assert "dragon" not in str(c.names)  # only the emoji asked for are kept
+    assert (c.parent("en_GB"), c.parent("fr_CA"), c.parent("sr_Latn"), c.parent("fr")) == ("en_001", "fr", "root", "root")
+    assert c.captions("😀", "grinning face") == {
+        "text_keywords": "face, grin, grinning face",  # CLDR's order, repeats dropped
+        "text_de": "grinsendes Gesicht",
+        "text_fr": "visage rieur",
+        "text_fr_ca": "visage avec large sourire",  # differs from fr
+        "text_pt_pt": "cara sorridente",  # pt has no name: differs from its parent's (none)
+        "text_sr": "лице",
+        "text_sr_latn": "lice",  # parent root (supplementalData), not sr
+    }  # no text_en: the same as the record's own name; en_001 repeats en
+    got = c.captions("☺", "smiling face")
+    assert got["text_en_gb"] == "smiling face, British" and "text_en" not in got  # whitespace collapsed: same
+    assert "text_de" not in got  # ↑↑↑ inherits (from root: nothing)
+    assert "text_fr_ca" not in got and got["text_fr"] == "visage souriant"
+    assert c.captions("🦌", "deer") == {"text_fr_ca": "chevreuil"}  # fr's only name was a draft
+    assert c.captions("😀", "grinning face, renamed")["text_en"] == "grinning face"
+    assert all(base_modality(k) == "text" for k in c.captions("😀", "x"))
+
+
+@needs_emoji
+def test_emoji_cldr_captions_only_add_fields(mini_cldr, tmp_path):
+    test_file = tmp_path / "emoji-test.txt"
+    test_file.write_text(EMOJI_SNIPPET, encoding="utf-8")
+    plain, with_cldr = tmp_path / "plain", tmp_path / "cldr"
+    em.build_emoji(plain, emoji_test=test_file, cldr_dir=None, progress=False)
+    em.build_emoji(with_cldr, emoji_test=test_file, cldr_dir=mini_cldr, progress=False)
+    a, meta = _check_corpus(with_cldr, "emoji")
+    b = _read(plain / "manifest.jsonl")
+    assert [{k: v for k, v in r.items() if not k.startswith("text_")} for r in a] == b  # text, splits... unchanged
+    assert [list(r)[:4] for r in a] == [["id", "split", "text", "image"]] * 3
+    assert a[0]["text_keywords"] == "face, grin, grinning face" and a[0]["text_fr_ca"] == "visage avec large sourire"
+    assert "text_keywords" not in a[2] and a[2]["text_fr_ca"] == "chevreuil"
+    assert meta["problems"] == {"cldr_file_unreadable": 1}
+    assert meta["cldr"]["without_annotation"] == ["U+1F98C"] and meta["cldr"]["version"] == "99"
+    assert meta["source"]["packages"][_cldr.CLDR_PACKAGE] == "unknown"  # not the installed folder
+    again = tmp_path / "cldr2"
+    em.build_emoji(again, emoji_test=test_file, cldr_dir=mini_cldr, progress=False)
+    assert _files(with_cldr) == _files(again)
+    with pytest.raises(DataError, match=f"apt-get install -y {_cldr.CLDR_PACKAGE}"):
+        em.build_emoji(tmp_path / "x", emoji_test=test_file, cldr_dir=tmp_path / "nothing", progress=False)
+
+
+@needs_emoji
+def test_cli_corpus_emoji_cldr(mini_cldr, tmp_path):
+    test_file = tmp_path / "emoji-test.txt"
+    test_file.write_text(EMOJI_SNIPPET, encoding="utf-8")
+    runner = CliRunner()
+    base = ["corpus", "emoji", "--emoji-test", str(test_file)]
+    res = runner.invoke(app, [*base, "--out", str(tmp_path / "a"), "--cldr", str(mini_cldr)])
+    assert res.exit_code == 0, res.output
+    assert _read(tmp_path / "a" / "manifest.jsonl")[0]["text_fr"] == "visage rieur"
+    res = runner.invoke(app, [*base, "--out", str(tmp_path / "b"), "--no-cldr"])
+    assert res.exit_code == 0
+    assert not any(k.startswith("text_") for r in _read(tmp_path / "b" / "manifest.jsonl") for k in r)
+    res = runner.invoke(app, [*base, "--out", str(tmp_path / "c"), "--cldr", str(tmp_path / "none")])
+    assert res.exit_code == 2 and "error:" in res.output and _cldr.CLDR_PACKAGE in res.output
+
+
+@needs_emoji
+@needs_cldr
+def test_emoji_real_cldr(tmp_path):
+    out = tmp_path / "emoji"
+    em.build_emoji(out, limit=30, progress=False)
+    recs, meta = _check_corpus(out, "emoji")
+    plain = tmp_path / "plain"
+    em.build_emoji(plain, limit=30, cldr_dir=None, progress=False)
+    assert [r["text"] for r in recs] == [r["text"] for r in _read(plain / "manifest.jsonl")]
+    fields = Counter(k for r in recs for k in r if k.startswith("text_"))
+    assert fields["text_keywords"] == fields["text_fr"] == fields["text_ja"] == fields["text_de"] == 30
+    assert len(fields) >= 100 and all(base_modality(k) == "text" for k in fields)
+    assert "text_en" not in fields  # CLDR's English names are emoji-test's
+    assert meta["cldr"]["locales_read"] >= 140 and meta["cldr"]["version"] == "41"
+    assert meta["source"]["packages"][_cldr.CLDR_PACKAGE] != "unknown" and "CLDR" in (out / "SOURCE.md").read_text()
+    assert recs[0]["text_fr"] == "visage rieur" and recs[0]["text_keywords"].startswith("face, grin")

@@ -65,17 +65,25 @@ def corpus_emoji(
     out: Path = typer.Option(..., "--out", "-o", help="Folder to write the corpus to."),
     font: Path = typer.Option(Path("/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf"), help="Noto Color Emoji font (Debian fonts-noto-color-emoji)."),
     emoji_test: Path = typer.Option(Path("/usr/share/unicode/emoji/emoji-test.txt"), help="Unicode emoji-test.txt (Debian unicode-data): names, groups."),
+    cldr: Path = typer.Option(Path("/usr/share/unicode/cldr/common"), help="CLDR common/ folder (Debian unicode-cldr-core): names in ~140 locales, keywords."),
+    no_cldr: bool = typer.Option(False, "--no-cldr", help="Leave out the CLDR captions (text_<locale>, text_keywords)."),
     article: bool = typer.Option(False, "--article/--no-article", help="Texts with a/an: 'a grinning face'."),
     limit: Optional[int] = typer.Option(None, help="Only the first N emoji (CLDR order)."),
 ):
     """Noto Color Emoji: every single-code-point emoji drawn as a PNG, its name as text, group/subgroup as labels.
 
+    With CLDR (default): the name in every CLDR locale as text_<locale> (text_fr, text_pt_pt...),
+    the English keywords as text_keywords.
+
     Example:  anybind corpus emoji --out data/emoji
+
+    Without CLDR captions:  anybind corpus emoji --out data/emoji --no-cldr
     """
     from ..corpora.emoji import build_emoji
 
     try:
-        summary = build_emoji(out, font_path=font, emoji_test=emoji_test, article=article, limit=limit, progress=True)
+        summary = build_emoji(out, font_path=font, emoji_test=emoji_test, cldr_dir=None if no_cldr else cldr,
+                              article=article, limit=limit, progress=True)
     except AnybindError as e:
         _fail(e)
     _print_corpus(summary)
