@@ -10,6 +10,10 @@ PKGS=(tuxpaint-stamps-default libsndfile1 libcairo2 espeak-ng
       fonts-noto-color-emoji unicode-data openclipart-svg wamerican dataset-fashion-mnist sound-theme-freedesktop
       fluid-soundfont-gm fluidsynth
       chromium)
+# ktuberling = ktuberling-data (sprites in themed SVG scenes + human recordings of their words, ~70 MB)
+PKGS+=(ktuberling-data)
+# emoji's captions in ~140 locales + keywords = unicode-cldr-core (CLDR common/annotations)
+PKGS+=(unicode-cldr-core)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -65,20 +65,56 @@ def corpus_emoji(
     out: Path = typer.Option(..., "--out", "-o", help="Folder to write the corpus to."),
     font: Path = typer.Option(Path("/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf"), help="Noto Color Emoji font (Debian fonts-noto-color-emoji)."),
     emoji_test: Path = typer.Option(Path("/usr/share/unicode/emoji/emoji-test.txt"), help="Unicode emoji-test.txt (Debian unicode-data): names, groups."),
+    cldr: Path = typer.Option(Path("/usr/share/unicode/cldr/common"), help="CLDR common/ folder (Debian unicode-cldr-core): names in ~140 locales, keywords."),
+    no_cldr: bool = typer.Option(False, "--no-cldr", help="Leave out the CLDR captions (text_<locale>, text_keywords)."),
     article: bool = typer.Option(False, "--article/--no-article", help="Texts with a/an: 'a grinning face'."),
     limit: Optional[int] = typer.Option(None, help="Only the first N emoji (CLDR order)."),
 ):
     """Noto Color Emoji: every single-code-point emoji drawn as a PNG, its name as text, group/subgroup as labels.
 
+    With CLDR (default): the name in every CLDR locale as text_<locale> (text_fr, text_pt_pt...),
+    the English keywords as text_keywords.
+
     Example:  anybind corpus emoji --out data/emoji
+
+    Without CLDR captions:  anybind corpus emoji --out data/emoji --no-cldr
     """
     from ..corpora.emoji import build_emoji
 
     try:
-        summary = build_emoji(out, font_path=font, emoji_test=emoji_test, article=article, limit=limit, progress=True)
+        summary = build_emoji(out, font_path=font, emoji_test=emoji_test, cldr_dir=None if no_cldr else cldr,
+                              article=article, limit=limit, progress=True)
     except AnybindError as e:
         fail(e)
     _print_corpus(summary)
+
+
+@corpus_app.command("ktuberling")
+def corpus_ktuberling(
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to write the corpus to."),
+    root: Path = typer.Option(Path("/usr/share/ktuberling"), help="KTuberling data folder with pics/ and sounds/ (Debian ktuberling-data)."),
+    theme: Optional[list[str]] = typer.Option(None, "--theme", "-t", help="Only this theme (file stem, repeat): default all 10."),
+    limit: Optional[int] = typer.Option(None, help="Only the first N objects of each theme."),
+    size: int = typer.Option(256, help="Side of the square sprite PNGs, in pixels."),
+):
+    """KTuberling sprites cut from its SVG scenes + their English word + human recordings in ~23 languages.
+
+    Example:  anybind corpus ktuberling --out data/ktuberling
+
+    Quick look (two themes, 10 sprites each):  anybind corpus ktuberling --out /tmp/kt -t pizzeria -t moon --limit 10
+    """
+    from ..corpora.ktuberling import build_ktuberling
+
+    try:
+        summary = build_ktuberling(out, root=root, themes=theme or None, limit=limit, size=size, progress=True)
+    except AnybindError as e:
+        fail(e)
+    _print_corpus(summary)
+    from ..corpora import read_corpus_meta
+
+    sp = (read_corpus_meta(summary.manifest) or {}).get("speech", {})
+    console.print(f"  speech: {sp.get('clips', 0)} recordings in {sp.get('languages', 0)} languages "
+                  f"({sp.get('seconds_total', 0)} s)", highlight=False)
 
 
 @corpus_app.command("openclipart")
@@ -229,7 +265,7 @@ def corpus_instruments(
             progress=True,
         )
     except AnybindError as e:
-        _fail(e)
+        fail(e)
     _print_corpus(summary)
     from ..corpora import read_corpus_meta
 

@@ -2,6 +2,7 @@
 
 * :mod:`.tuxpaint` -- Tux Paint stamps: image, captions in ~80 languages, sounds, speech.
 * :mod:`.emoji` -- Noto Color Emoji: every single-code-point emoji drawn, its name, group/subgroup.
+* :mod:`.ktuberling` -- KTuberling's sprites cut from SVG scenes, their word, human recordings in 23 languages.
 * :mod:`.openclipart` -- Open Clip Art SVGs with cleaned titles and keywords.
 * :mod:`.fashion_mnist` -- Fashion-MNIST, evaluation only (``corpus.json`` ``eval_only``).
 * :mod:`.sounds` -- freedesktop event sounds and farm-animal sounds.

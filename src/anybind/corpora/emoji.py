@@ -41,6 +41,16 @@ character name (``GRINNING FACE``, from Python's :mod:`unicodedata`, absent
 for code points newer than its Unicode version) and the code point go to
 ``meta``.
 
+**Other languages and keywords.**  From the Unicode CLDR annotations
+(Debian ``unicode-cldr-core``; ``cldr_dir=None`` leaves them out): the
+emoji's name in every CLDR locale as ``text_<locale>`` (``text_fr``,
+``text_pt_pt``: a sub-locale only where it differs from its parent) and
+its English keywords as ``text_keywords`` (``face, grin, grinning face``);
+rules in :mod:`anybind.corpora._cldr`.  ``text`` is unchanged: CLDR 41's
+English names are those of ``emoji-test.txt`` for every emoji both have.
+Emoji newer than the CLDR version (21 of emoji 15.0 for CLDR 41) have
+neither; they are listed in ``corpus.json`` (``cldr.without_annotation``).
+
 **Labels.**  ``group`` (10 groups) and ``subgroup`` (~100).
 
 **Split.**  :func:`anybind.data.manifest.hash_split` of the cleaned name:
@@ -64,9 +74,11 @@ from typing import Any
 from ..data.manifest import hash_split
 from ..errors import DataError
 from ._build import CorpusSummary, build_atomically, finish_corpus, write_license
+from ._cldr import CLDR_PACKAGE, DEFAULT_CLDR, read_cldr
 from ._debian import debian_copyright_path, debian_package_version, ensure_debian_package
 
 __all__ = [
+    "DEFAULT_CLDR",
     "DEFAULT_EMOJI_TEST",
     "DEFAULT_FONT",
     "EmojiEntry",
@@ -76,11 +88,12 @@ __all__ = [
 ]
 
 NAME = "emoji"
-BUILDER_VERSION = "1"
+BUILDER_VERSION = "2"  # 2: CLDR captions
 FONT_PACKAGE = "fonts-noto-color-emoji"
 DATA_PACKAGE = "unicode-data"
 DEFAULT_FONT = "/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf"
 DEFAULT_EMOJI_TEST = "/usr/share/unicode/emoji/emoji-test.txt"
+_CLDR_EN = f"{DEFAULT_CLDR}/annotations/en.xml"
 FONT_SIZE = 109  # the only strike of Noto Color Emoji's CBDT bitmaps
 
 _LINE_RE = re.compile(
@@ -218,6 +231,7 @@ def build_emoji(
     out_dir: str | os.PathLike[str],
     font_path: str | os.PathLike[str] = DEFAULT_FONT,
     emoji_test: str | os.PathLike[str] = DEFAULT_EMOJI_TEST,
+    cldr_dir: str | os.PathLike[str] | None = DEFAULT_CLDR,
     article: bool = False,
     limit: int | None = None,
     progress: bool = True,
@@ -225,22 +239,35 @@ def build_emoji(
     """Build the emoji corpus into ``out_dir`` (see the module docstring for the rules).
 
     ``limit`` keeps the first N emoji of ``emoji-test.txt`` (CLDR order), for
-    quick checks.  Missing default inputs are installed (as root) or named in
-    a :class:`DataError` with the ``apt-get`` command.
+    quick checks; ``cldr_dir``: CLDR's ``common/`` folder (``None``: no
+    ``text_<locale>`` / ``text_keywords``).  Missing default inputs are
+    installed (as root) or named in a :class:`DataError` with the ``apt-get``
+    command.
     """
     font = _resolve(font_path, DEFAULT_FONT, FONT_PACKAGE, "emoji font")
     test = _resolve(emoji_test, DEFAULT_EMOJI_TEST, DATA_PACKAGE, "emoji list")
+    cldr: Path | None = None
+    if cldr_dir is not None:  # the English file stands for the folder: the one every build needs
+        en = _resolve(Path(cldr_dir) / "annotations" / "en.xml", _CLDR_EN, CLDR_PACKAGE, "CLDR annotations")
+        cldr = en.parent.parent
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be >= 1, got {limit}")
 
     def fill(tmp: Path, out: Path, prog: Any) -> CorpusSummary:
-        return _build_into(tmp, out, font, test, article, limit, prog)
+        return _build_into(tmp, out, font, test, cldr, article, limit, prog)
 
     return build_atomically(NAME, out_dir, fill, progress)
 
 
 def _build_into(
-    tmp: Path, out_dir: Path, font_path: Path, test_path: Path, article: bool, limit: int | None, prog: Any
+    tmp: Path,
+    out_dir: Path,
+    font_path: Path,
+    test_path: Path,
+    cldr_dir: Path | None,
+    article: bool,
+    limit: int | None,
+    prog: Any,
 ) -> CorpusSummary:
     from PIL import ImageFont
 
@@ -255,6 +282,7 @@ def _build_into(
     if limit is not None:
         entries = entries[:limit]
     cmap = _font_cmap(font_path)
+    cldr = read_cldr(cldr_dir, {chr(e.codepoint) for e in entries}, problems) if cldr_dir else None
     try:
         font = ImageFont.truetype(str(font_path), FONT_SIZE)
     except OSError as e:
@@ -268,6 +296,7 @@ def _build_into(
     task = prog.add_task("rendering emoji", total=len(entries)) if prog is not None else None
     skipped: dict[str, list[str]] = {}
     records: list[dict[str, Any]] = []
+    no_cldr: list[str] = []
     for e in entries:
         if prog is not None:
             prog.advance(task)
@@ -289,16 +318,15 @@ def _build_into(
         uname = unicodedata.name(chr(e.codepoint), None)
         if uname:
             meta["unicode_name"] = uname
-        records.append(
-            {
-                "id": rid,
-                "split": hash_split(clean_emoji_name(e.name)),
-                "text": name,
-                "image": rel,
-                "labels": {"group": e.group, "subgroup": e.subgroup},
-                "meta": meta,
-            }
-        )
+        split = hash_split(clean_emoji_name(e.name))
+        rec: dict[str, Any] = {"id": rid, "split": split, "text": name, "image": rel}
+        if cldr is not None:
+            rec.update(cldr.captions(chr(e.codepoint), e.name))
+            if cldr.name("en", chr(e.codepoint)) is None:
+                no_cldr.append(rid)
+        rec["labels"] = {"group": e.group, "subgroup": e.subgroup}
+        rec["meta"] = meta
+        records.append(rec)
 
     source = {
         "packages": {
@@ -308,8 +336,10 @@ def _build_into(
         "font": str(font_path),
         "emoji_test": str(test_path),
         "emoji_test_version": _emoji_test_version(text),
-        "license": "images: SIL Open Font License 1.1 (Noto Color Emoji); names and groups: Unicode license",
+        "license": "images: SIL Open Font License 1.1 (Noto Color Emoji); names, groups, CLDR: Unicode license",
     }
+    if cldr_dir is not None:
+        source["packages"][CLDR_PACKAGE] = _version(CLDR_PACKAGE, cldr_dir, DEFAULT_CLDR)
     groups = Counter(r["labels"]["group"] for r in records)
     meta = {
         "description": "Noto Color Emoji: every single-code-point emoji drawn as a 136x136 PNG, "
@@ -323,12 +353,18 @@ def _build_into(
             "subgroups": len({r["labels"]["subgroup"] for r in records}),
         },
     }
+    if cldr is not None and cldr_dir is not None:
+        meta["description"] += (
+            " Its name in every CLDR locale as text_<locale> and its English keywords as text_keywords."
+        )
+        meta["cldr"] = cldr.describe(cldr_dir, records, no_cldr)
     summary = finish_corpus(tmp, out_dir, NAME, records, meta, skipped, problems)
     write_license(
         tmp,
         {
             FONT_PACKAGE: debian_copyright_path(FONT_PACKAGE),
             DATA_PACKAGE: debian_copyright_path(DATA_PACKAGE),
+            **({CLDR_PACKAGE: debian_copyright_path(CLDR_PACKAGE)} if cldr is not None else {}),
         },
         fallback="Noto Color Emoji (c) Google Inc., SIL Open Font License 1.1.\n"
         "emoji-test.txt (c) Unicode, Inc., Unicode License Agreement - Data Files and Software.",
@@ -339,7 +375,13 @@ def _build_into(
             "  renderings of the font's glyphs.\n"
             f"* Names, groups, subgroups: Unicode `emoji-test.txt` {source['emoji_test_version']} (`{test_path}`, "
             f"Debian `{DATA_PACKAGE}` {source['packages'][DATA_PACKAGE]}), Unicode license.\n"
-            f"* Built by `{__name__}` version {BUILDER_VERSION}; rules in that module's docstring.\n"
+            + (
+                f"* Names in other languages and English keywords: Unicode CLDR {cldr.version} annotations "
+                f"(`{cldr_dir}`, Debian `{CLDR_PACKAGE}` {source['packages'][CLDR_PACKAGE]}), Unicode license.\n"
+                if cldr is not None
+                else ""
+            )
+            + f"* Built by `{__name__}` version {BUILDER_VERSION}; rules in that module's docstring.\n"
         ),
     )
     return summary
