@@ -516,3 +516,33 @@ def test_real_tuxpaint_index_with_real_encoders(tux_dir, shared_cache, tmp_path)
     bad.write_bytes(b"\x89PNG\r\n\x1a\n broken")
     with pytest.raises(QueryError, match="cannot use image query"):
         index.search(image=bad, cache=shared_cache)
+
+
+def test_cli_search_takes_a_query_in_any_bound_modality(tmp_path):
+    """--query MODALITY=VALUE: the same hits as the modality's own option, and any bound field works."""
+    from typer.testing import CliRunner
+
+    from anybind.cli import app
+
+    space = make_space()
+    space.save(tmp_path / "space")
+    m = write_corpus(tmp_path, n=10)
+    runner = CliRunner()
+    assert runner.invoke(app, ["index", str(tmp_path / "space"), str(m), "--out", str(tmp_path / "ix"),
+                               "--cache", str(tmp_path / "c")]).exit_code == 0
+
+    def hits(*args):
+        r = runner.invoke(app, ["search", str(tmp_path / "ix"), "--json", "-k", "4", "--cache", str(tmp_path / "c"),
+                                *args])
+        assert r.exit_code == 0, r.output
+        return [(h["id"], h["modality"]) for h in json.loads(r.output)]
+
+    img = str(tmp_path / "img" / "3.png")
+    assert hits("--query", f"image={img}") == hits("--image", img)
+    assert hits("--query", "text=stamp number 3") == hits("--text", "stamp number 3")
+    fused = hits("--query", f"image={img}", "--query", "text=stamp number 3", "-m", "image")
+    assert fused == hits("--image", img, "--text", "stamp number 3", "-m", "image")
+    r = runner.invoke(app, ["search", str(tmp_path / "ix"), "--query", "speech=x.wav"])
+    assert r.exit_code == 2 and "speech" in r.output and "Traceback" not in r.output
+    r = runner.invoke(app, ["search", str(tmp_path / "ix"), "--query", "no-equals-sign"])
+    assert r.exit_code == 2 and "MODALITY=VALUE" in r.output

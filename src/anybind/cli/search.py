@@ -141,7 +141,11 @@ def search(
     text: list[str] = typer.Option(None, "--text", "-t", help="Text query (repeatable; several inputs are fused)."),
     image: list[Path] = typer.Option(None, "--image", help="Image file query (repeatable)."),
     audio: list[Path] = typer.Option(None, "--audio", help="Audio file query (repeatable)."),
-    weight: list[float] = typer.Option(None, "--weight", help="Fusion weight per input, in order: texts, images, audios."),
+    query: list[str] = typer.Option(
+        None, "--query",
+        help="MODALITY=VALUE: a query in any bound modality, e.g. speech=clip.wav, text_fr=\"un chien\", "
+        "timeseries=walk.npy (repeatable; a file path or, for text fields, the text itself)."),
+    weight: list[float] = typer.Option(None, "--weight", help="Fusion weight per input, in order: texts, images, audios, --query inputs."),
     modality: Optional[str] = typer.Option(None, "--modality", "-m", help="Only return items of this modality (comma-separated for several)."),
     k: int = typer.Option(10, "-k", "--k", help="Number of results."),
     label: list[str] = typer.Option(None, "--label", "-l", help="KEY=VALUE filter on the items' labels (repeatable; all must match)."),
@@ -151,20 +155,30 @@ def search(
     space_dir: Optional[Path] = typer.Option(None, "--space", help="Space to embed the query with (default: the copy inside the index)."),
     cache: Optional[Path] = typer.Option(None, help="Feature cache folder."),
 ):
-    """Search an index with text, an image, a sound, or several of them fused into one query.
+    """Search an index with text, an image, a sound, any bound modality (--query), or several fused into one query.
 
     Example:  anybind search indexes/tux --text "a barking dog" --modality image -k 10
+
+    Any modality:  anybind search indexes/tux --query speech=clip.wav --query text="at night" -m image
     """
     from rich.table import Table
 
     from ..index import Index
     from ..space import Space
 
+    inputs = []
+    for q in query or []:
+        mod, sep, value = q.partition("=")
+        if not sep or not mod.strip() or not value:
+            raise typer.BadParameter(f"--query takes MODALITY=VALUE (e.g. speech=clip.wav), got {q!r}",
+                                     param_hint="--query")
+        inputs.append((mod.strip(), value))
     try:
         space = Space.load(space_dir) if space_dir else None
         index = Index.open(index_dir, space)
         hits = index.search(text=list(text) if text else None, image=[str(p) for p in image] if image else None,
-                            audio=[str(p) for p in audio] if audio else None, weights=list(weight) if weight else None,
+                            audio=[str(p) for p in audio] if audio else None, inputs=inputs or None,
+                            weights=list(weight) if weight else None,
                             modality=split_csv(modality), k=k, labels=list(label or []), rerank=rerank,
                             exact=exact, cache=cache)
     except AnybindError as e:
