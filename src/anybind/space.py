@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from . import __version__
 from .cache import FeatureCache
+from .data.fields import fields_to_bind
 from .data.manifest import Manifest, Record, load_manifest, modality_kind
 from .data.strings import is_blank
 from .encoders.base import Encoder, get_encoder
@@ -191,7 +192,8 @@ class Space:
         ----------
         manifest: a JSONL manifest path (or a loaded :class:`Manifest`, or a list of them
             for mixed training; ``weights`` then sets each corpus' sampling weight).
-        modalities: manifest fields to bind (default: every modality present).
+        modalities: manifest fields to bind (default: every base modality present; language variants such as
+            ``text_fr`` are left out and logged, see :mod:`anybind.data.fields`).
         encoders: modality -> encoder spec (default: each modality's default encoder).
         method: ``"contrastive"`` (trained projectors, see :class:`~anybind.train.TrainConfig`
             for ``**config``), or ``"procrustes"`` / ``"cca"`` (training-free, the subspace width chosen
@@ -207,7 +209,7 @@ class Space:
         from .train import FeatureSet, TrainConfig, train_space
 
         fc = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
-        manifests = _as_manifests(manifest, modalities, encoders, strict, progress)
+        manifests, mods = fit_manifests(manifest, modalities, encoders, strict, progress)
         if not allow_eval_only:
             from .corpora import is_eval_only
 
@@ -218,7 +220,6 @@ class Space:
                     "training on it would leak the benchmark. Pass allow_eval_only=True (--allow-eval-only) "
                     "if you really mean to."
                 )
-        mods = sorted(set(modalities) if modalities is not None else {m for man in manifests for m in man.modalities})
         if len(mods) < 1:
             raise DataError("nothing to bind: the manifest has no modality fields")
         specs, config, chosen = resolve_recipe(recipe, mods, encoders, config, method)
@@ -401,6 +402,14 @@ def manifest_kinds(encoders: Mapping[str, str] | None) -> dict[str, str]:
         if enc_kind:
             kinds[m] = enc_kind
     return kinds
+
+
+def fit_manifests(manifest, modalities, encoders, strict, progress) -> tuple[list[Manifest], list[str]]:
+    """What a fit reads: the manifests, loaded with only the fields it binds, and those fields
+    (``modalities`` checked against the manifests, else the base modalities: :func:`~anybind.data.fields.fields_to_bind`)."""
+    items = list(manifest) if isinstance(manifest, (list, tuple)) else [manifest]
+    mods = fields_to_bind(items, modalities, manifest_kinds(encoders), named=encoders or ())
+    return _as_manifests(items, mods, encoders, strict, progress), mods
 
 
 def _as_manifests(manifest, modalities, encoders, strict, progress) -> list[Manifest]:

@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import typer
 
 from ..errors import AnybindError
 from rich.markup import escape
 
-from ._common import _check_out, _fail, _ray_target, _split_csv, app, console, err
+from ._common import Rerank, Split, _check_out, _fail, _ray_target, _split_csv, app, console, err, one_of
 
 
 @app.command()
@@ -41,9 +41,14 @@ def encode(
     """
     from ..scale.encode import encode_manifest
 
+    from ..encoders.registry import spec_problem
+
     if "=" in encoder:
         field, encoder = (x.strip() for x in encoder.split("=", 1))
         modality = modality or field
+    problem = spec_problem(encoder)
+    if problem:
+        _fail(AnybindError(f"--encoder {encoder}: {problem}"))
     target = _ray_target(ray, ray_address)
     try:
         rep, man, owners = encode_manifest(
@@ -70,9 +75,11 @@ def index_cmd(
     manifest: Path = typer.Argument(..., help="JSONL manifest of the corpus to index."),
     out: Path = typer.Option(..., "--out", "-o", help="Index folder (created, or updated incrementally if it exists)."),
     modalities: Optional[str] = typer.Option(None, help="Fields to index, comma-separated (default: every bound field)."),
-    split: Optional[str] = typer.Option(None, help="Only this split (train | val | test); default all records."),
-    ann: str = typer.Option("auto", help="auto (build an ANN index from --ann-threshold rows) | always | never."),
-    ann_type: str = typer.Option("ivf_hnsw_sq", help="ivf_hnsw_sq | ivf_pq."),
+    split: Optional[Literal["train", "val", "test"]] = typer.Option(None, metavar=one_of(Literal["train", "val", "test"]), help="Only this split; default all records."),
+    ann: Literal["auto", "always", "never"] = typer.Option(
+        "auto", metavar=one_of(Literal["auto", "always", "never"]), help="auto: build an ANN index from --ann-threshold rows."
+    ),
+    ann_type: Literal["ivf_hnsw_sq", "ivf_pq"] = typer.Option("ivf_hnsw_sq", metavar=one_of(Literal["ivf_hnsw_sq", "ivf_pq"]), help="ANN index type."),
     ann_threshold: int = typer.Option(100_000, help="Row count from which searches use the ANN index."),
     overwrite: bool = typer.Option(
         False, help="Start over instead of updating an existing index (only an index is ever replaced)."
@@ -95,8 +102,6 @@ def index_cmd(
     from ..index import META_FILE, Index
     from ..space import Space
 
-    if ann not in ("auto", "always", "never"):
-        raise typer.BadParameter(f"--ann must be auto, always or never, got {ann!r}")
     _check_out(out, "index", overwrite, update=True)
     try:
         space = Space.load(space_dir)
@@ -128,11 +133,17 @@ def search(
     text: list[str] = typer.Option(None, "--text", "-t", help="Text query (repeatable; several inputs are fused)."),
     image: list[Path] = typer.Option(None, "--image", help="Image file query (repeatable)."),
     audio: list[Path] = typer.Option(None, "--audio", help="Audio file query (repeatable)."),
-    weight: list[float] = typer.Option(None, "--weight", help="Fusion weight per input, in order: texts, images, audios."),
+    vector: Optional[Path] = typer.Option(
+        None, "--vector", help="Query vector: a .npy file of one float vector of the index's width "
+        "(e.g. from `anybind embed SPACE ITEM --out q.npy`)."
+    ),
+    weight: list[float] = typer.Option(
+        None, "--weight", help="Fusion weight per input, in order: vector, texts, images, audios."
+    ),
     modality: Optional[str] = typer.Option(None, "--modality", "-m", help="Only return items of this modality (comma-separated for several)."),
     k: int = typer.Option(10, "-k", "--k", help="Number of results."),
     label: list[str] = typer.Option(None, "--label", "-l", help="KEY=VALUE filter on the items' labels (repeatable; all must match)."),
-    rerank: Optional[str] = typer.Option(None, "--rerank", help="Hubness correction: invgc | qbnorm | csls."),
+    rerank: Optional[Rerank] = typer.Option(None, "--rerank", metavar=one_of(Rerank), help="Hubness correction."),
     exact: Optional[bool] = typer.Option(None, "--exact/--ann", help="Force exact or ANN search (default: by index size)."),
     json_out: bool = typer.Option(False, "--json", help="Print the hits as JSON."),
     space_dir: Optional[Path] = typer.Option(None, "--space", help="Space to embed the query with (default: the copy inside the index)."),
@@ -141,6 +152,8 @@ def search(
     """Search an index with text, an image, a sound, or several of them fused into one query.
 
     Example:  anybind search indexes/tux --text "a barking dog" --modality image -k 10
+
+    With a vector:  anybind embed spaces/tux "a barking dog" --out q.npy && anybind search indexes/tux --vector q.npy
     """
     from rich.table import Table
 
@@ -150,7 +163,7 @@ def search(
     try:
         space = Space.load(space_dir) if space_dir else None
         index = Index.open(index_dir, space)
-        hits = index.search(text=list(text) if text else None, image=[str(p) for p in image] if image else None,
+        hits = index.search(_load_vector(vector, index.dim) if vector else None, text=list(text) if text else None, image=[str(p) for p in image] if image else None,
                             audio=[str(p) for p in audio] if audio else None, weights=list(weight) if weight else None,
                             modality=_split_csv(modality), k=k, labels=list(label or []), rerank=rerank,
                             exact=exact, cache=cache)
@@ -166,6 +179,29 @@ def search(
         src = Path(h.source).name if Path(h.source).is_absolute() else h.source
         t.add_row(str(h.rank), f"{h.score:.4f}", h.modality, h.id, src if len(src) <= 60 else src[:57] + "...")
     console.print(t)
+
+
+def _load_vector(path: Path, dim: int):
+    """``--vector``: one vector of width ``dim`` from a .npy file (never unpickled), checked."""
+    import numpy as np
+
+    from ..index import QueryError
+    from ..index.query import query_vector
+
+    if not path.is_file():
+        raise QueryError(f"--vector {path}: no such file")
+    try:
+        x = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise QueryError(f"--vector {path}: not a .npy array of numbers ({_plain_reason(e)})") from None
+    if not isinstance(x, np.ndarray):  # an .npz archive
+        x.close()
+        raise QueryError(f"--vector {path}: an .npz archive, not one .npy array")
+    return query_vector(x, dim, f"--vector {path}")
+
+
+def _plain_reason(e: Exception) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
 
 
 @app.command()
@@ -184,7 +220,9 @@ def serve(
     refresh_seconds: float = typer.Option(
         2.0, help="How often (at most) requests look for items written to the index meanwhile (`anybind index ... --out` on it)."
     ),
-    log_level: str = typer.Option("info", help="uvicorn log level."),
+    log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = typer.Option(
+        "info", metavar=one_of(Literal["critical", "error", "warning", "info", "debug", "trace"]), help="uvicorn log level."
+    ),
 ):
     """Search service: a web page at /, a JSON API (POST /search, /classify, /embed ...), OpenAPI docs at /docs.
 
@@ -226,7 +264,7 @@ def report(
     space_dir: Path = typer.Argument(..., help="Saved space folder."),
     manifest: Path = typer.Argument(..., help="JSONL manifest to measure on."),
     out: Path = typer.Option(Path("report.html"), "--out", "-o", help="The HTML file to write."),
-    split: str = typer.Option("test", help="train | val | test | all."),
+    split: Split = typer.Option("test", metavar=one_of(Split), help="Records to report on."),
     label: Optional[str] = typer.Option(
         None, help="Label key for zero-shot classification (default: the key on most records with the fewest values)."
     ),
