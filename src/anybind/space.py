@@ -405,8 +405,8 @@ def manifest_kinds(encoders: Mapping[str, str] | None) -> dict[str, str]:
 
 
 def fit_manifests(manifest, modalities, encoders, strict, progress) -> tuple[list[Manifest], list[str]]:
-    """What a fit reads: the manifests, loaded with only the fields it binds, and those fields
-    (``modalities`` checked against the manifests, else the base modalities: :func:`~anybind.data.fields.fields_to_bind`)."""
+    """What a fit reads: the manifests, loaded with only the fields it binds, and those fields (``modalities``
+    checked against the manifests, else the base modalities: :func:`~anybind.data.fields.fields_to_bind`)."""
     items = list(manifest) if isinstance(manifest, (list, tuple)) else [manifest]
     mods = fields_to_bind(items, modalities, manifest_kinds(encoders), named=encoders or ())
     return _as_manifests(items, mods, encoders, strict, progress), mods

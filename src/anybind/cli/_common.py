@@ -102,8 +102,10 @@ def _parse_encoders(values: list[str] | None, option: str = "--encoder") -> dict
     out = {}
     for v in values or []:
         if "=" not in v:
-            raise typer.BadParameter(f"{option} takes MODALITY=SPEC (e.g. image=image:efficientnet-lite0), got {v!r}",
-                                     param_hint=option)
+            raise typer.BadParameter(
+                f"{option} takes MODALITY=SPEC (e.g. image=image:efficientnet-lite0), got {v!r}",
+                param_hint=option,
+            )
         m, spec = (x.strip() for x in v.split("=", 1))
         problem = spec_problem(spec)
         if problem:
@@ -134,11 +136,18 @@ def one_of(values: Any) -> str:
     return "[" + " | ".join(get_args(values)) + "]"
 
 
-def _fold_long_words_in_help() -> None:
-    """Typer lays --help out in Rich tables that cut a word wider than its column with an ellipsis (a loss spec, a
-    cache path, a long option name at 80 columns): fold such a word onto the next line instead, so nothing is lost.
+def choice(default: Any, values: Any, *names: str, help: str) -> Any:
+    """An option taking one of the ``values`` (a ``Literal``): Typer refuses anything else, listing them, and
+    --help shows them."""
+    return typer.Option(default, *names, metavar=one_of(values), help=help)
 
-    Option names and help texts go through Typer's two option highlighters, defaults ("[default: /usr/share/...]")
+
+def _fold_long_words_in_help() -> None:
+    """Typer lays --help out in Rich tables that cut a word wider than its column with an ellipsis (a loss
+    spec, a cache path, a long option name at 80 columns): fold such a word onto the next line instead, so
+    nothing is lost.
+
+    Option names and help texts go through Typer's two option highlighters, defaults ("[default: /usr/...]")
     through its parameter-help builder: both now return folding text.
     """
     from rich.text import Text

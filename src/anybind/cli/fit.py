@@ -12,8 +12,16 @@ from rich.markup import escape
 from ..epochs import describe_training
 from ..errors import AnybindError
 from ._common import (
-    ProjectorKind, Split, _check_out, _fail, _parse_encoders, _ray_target, _split_csv, app, console, err, one_of,
+    ProjectorKind, Split, _check_out, _fail, _parse_encoders, _ray_target, _split_csv, app, choice, console,
+    err,
 )
+
+Method = Literal["contrastive", "procrustes", "cca"]
+Missing = Literal["learned", "mean"]
+Init = Literal["random", "ridge", "procrustes", "cca"]
+Recipe = Literal["auto", "plain"]
+BindInit = Literal["ridge", "random"]
+CompatBy = Literal["mknn", "cka", "cka_debiased"]
 
 
 @app.command()
@@ -21,10 +29,12 @@ def validate(
     manifest: Path = typer.Argument(..., help="JSONL manifest to check."),
     modalities: Optional[str] = typer.Option(None, help="Only check these fields (comma-separated)."),
     encoder: list[str] = typer.Option(
-        None, "--encoder", "-e", help="MODALITY=SPEC for a field of your own, e.g. imu=callable:mypkg.imu:encode "
-        "(its encoder says what the field holds: text, a file, a key)."
+        None, "--encoder", "-e", help="MODALITY=SPEC for a field of your own, e.g. "
+        "imu=callable:mypkg.imu:encode (its encoder says what the field holds: text, a file, a key)."
     ),
-    strict: bool = typer.Option(False, help="Exit non-zero if any record is bad (or a field has no encoder)."),
+    strict: bool = typer.Option(
+        False, help="Exit non-zero if any record is bad (or a field has no encoder)."
+    ),
     recheck: bool = typer.Option(
         False, help="Decode every file again, even those that passed before and have not changed since."
     ),
@@ -50,7 +60,8 @@ def validate(
             fields = scan_fields(manifest)
             unread = unreadable_fields(fields, kinds)
             for f in unread:
-                err.print(f"[yellow]warning:[/yellow] {escape(unreadable_warning(f, str(manifest), 'checked'))}")
+                warning = unreadable_warning(f, str(manifest), "checked")
+                err.print(f"[yellow]warning:[/yellow] {escape(warning)}")
             mods = [f for f in fields if f not in unread] if unread else None
         man = load_manifest(manifest, modalities=mods, kinds=kinds, progress=True, check_cache=not recheck)
     except AnybindError as e:
@@ -77,10 +88,10 @@ def fit(
     encoder: list[str] = typer.Option(None, "--encoder", "-e", help="MODALITY=SPEC, e.g. audio=audio:aisfx (repeatable)."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder to save the space to (new or empty, see --overwrite)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the space already saved at --out."),
-    method: Literal["contrastive", "procrustes", "cca"] = typer.Option(
-        "contrastive", metavar=one_of(Literal["contrastive", "procrustes", "cca"]), help="contrastive: trained projectors; procrustes, cca: training-free."
+    method: Method = choice(
+        "contrastive", Method, help="contrastive: trained projectors; procrustes, cca: training-free."
     ),
-    projector: ProjectorKind = typer.Option("mlp", metavar=one_of(ProjectorKind), help="Projector architecture."),
+    projector: ProjectorKind = choice("mlp", ProjectorKind, help="Projector architecture."),
     dim: Optional[int] = typer.Option(
         None, help="Shared space width (default: the text encoder's when the recipe locks text, else 256; "
         "procrustes / cca: chosen on val among 16..256 unless given). Giving it rules out locking text."
@@ -92,20 +103,21 @@ def fit(
     temperature: float = typer.Option(0.05, help="Initial temperature (learnt)."),
     loss: str = typer.Option(
         "infonce",
-        help="Objective: infonce, siglip, symile or symile-n2, plus weighted terms uniformity, alignment, intra, m2mix; "
-        "e.g. 'infonce+uniformity:0.1+intra:0.5'.",
+        help="Objective: infonce, siglip, symile or symile-n2, plus weighted terms uniformity, alignment, "
+        "intra, m2mix; e.g. 'infonce+uniformity:0.1+intra:0.5'.",
     ),
-    missing: Literal["learned", "mean"] = typer.Option("learned", metavar=one_of(Literal["learned", "mean"]), help="Symile: placeholder for a missing modality."),
+    missing: Missing = choice("learned", Missing, help="Symile: placeholder for a missing modality."),
     lock: Optional[str] = typer.Option(
         None, help="A modality whose encoder space IS the shared space (e.g. text): its projector is the identity."
     ),
-    init: Optional[Literal["random", "ridge", "procrustes", "cca"]] = typer.Option(
-        None, metavar=one_of(Literal["random", "ridge", "procrustes", "cca"]), help="ridge: regress onto the locked space (needs --lock); procrustes, cca: training-free start. "
-        "Default: ridge when text is locked, else random."
+    init: Optional[Init] = choice(
+        None, Init, help="ridge: regress onto the locked space (needs --lock); procrustes, cca: "
+        "training-free start. Default: ridge when text is locked, else random."
     ),
-    recipe: Literal["auto", "plain"] = typer.Option(
-        "auto", metavar=one_of(Literal["auto", "plain"]), help="auto: choices left open (image encoder, --lock, --init) follow the best known recipe for the "
-        "modalities (text bound: --lock text --init ridge, images with their label bridge); plain: bare defaults."
+    recipe: Recipe = choice(
+        "auto", Recipe, help="auto: choices left open (image encoder, --lock, --init) follow the best known "
+        "recipe for the modalities (text bound: --lock text --init ridge, images with their label bridge); "
+        "plain: bare defaults."
     ),
     seed: int = typer.Option(0),
     cache: Optional[Path] = typer.Option(None, help="Feature cache folder (default $ANYBIND_CACHE or ~/.cache/anybind/features)."),
@@ -210,8 +222,8 @@ def bind(
     anchors: Optional[str] = typer.Option(
         None, help="Bound modalities to learn from, comma-separated (default: every bound modality the data pairs with it)."
     ),
-    projector: ProjectorKind = typer.Option("mlp", metavar=one_of(ProjectorKind), help="Projector architecture."),
-    init: Literal["ridge", "random"] = typer.Option("ridge", metavar=one_of(Literal["ridge", "random"]), help="ridge: regress onto the frozen targets first."),
+    projector: ProjectorKind = choice("mlp", ProjectorKind, help="Projector architecture."),
+    init: BindInit = choice("ridge", BindInit, help="ridge: regress onto the frozen targets first."),
     epochs: int = typer.Option(200, help="Maximum epochs (early stopping on the val pairs)."),
     loss: str = typer.Option("infonce", help="Pairwise objective spec (see anybind fit --loss)."),
     seed: int = typer.Option(0),
@@ -235,7 +247,8 @@ def bind(
     if not adds and not reps:
         raise typer.BadParameter("give --add NAME=SPEC and/or --replace NAME=SPEC")
     _check_out(out, "space", overwrite)
-    kw = dict(projector=projector, init=init, epochs=epochs, loss=loss, seed=seed, cache=cache, strict=strict, progress=True)
+    kw = dict(projector=projector, init=init, epochs=epochs, loss=loss, seed=seed, cache=cache, strict=strict,
+              progress=True)
     try:
         space = Space.load(space_dir)
         sources = [str(d) for d in data]
@@ -258,9 +271,9 @@ def compat(
     candidates: list[str] = typer.Option(
         None, "--candidates", "-c", help="Encoder specs (or FIELD=SPEC); several may follow one --candidates."
     ),
-    split: Split = typer.Option("train", metavar=one_of(Split), help="Records to score on (train: what a space would be trained on)."),
+    split: Split = choice("train", Split, help="Records to score on (train: what a space is trained on)."),
     k: int = typer.Option(10, help="Neighbourhood size of the mutual k-NN metric."),
-    by: Literal["mknn", "cka", "cka_debiased"] = typer.Option("mknn", metavar=one_of(Literal["mknn", "cka", "cka_debiased"]), help="Ranking metric."),
+    by: CompatBy = choice("mknn", CompatBy, help="Ranking metric."),
     max_records: Optional[int] = typer.Option(None, help="Score on a seeded random subset of at most this many records."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the ranking here."),
     cache: Optional[Path] = typer.Option(None, help="Feature cache folder."),

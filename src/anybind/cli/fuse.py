@@ -9,13 +9,18 @@ from typing import Literal, Optional
 import typer
 
 from ..errors import AnybindError
-from ._common import Split, _check_out, _fail, app, console, one_of
+from ._common import Split, _check_out, _fail, app, choice, console
 
+Kind = Literal["late", "concat", "gated", "attention"]
+Schedule = Literal["constant", "ramp", "anneal"]
+Balance = Literal["ogm-ge", "ogm", "agm", "none"]
+Loss = Literal["mse", "huber"]
 
 fuse_app = typer.Typer(
-    help="Classifiers and regressors that fuse any subset of a space's modalities (robust to missing ones).\n\n"
-    "Example:  anybind fuse train data/tux/manifest.jsonl --space spaces/tux --label top --modalities image,text "
-    "--out models/tux-top\n\n"
+    help="Classifiers and regressors that fuse any subset of a space's modalities (robust to missing ones)."
+    "\n\n"
+    "Example:  anybind fuse train data/tux/manifest.jsonl --space spaces/tux --label top "
+    "--modalities image,text --out models/tux-top\n\n"
     "then:  anybind fuse eval models/tux-top data/tux/manifest.jsonl --space spaces/tux",
     no_args_is_help=True,
 )
@@ -35,16 +40,17 @@ def fuse_train(
     modalities: str = typer.Option(..., "--modalities", help="Comma-separated bound modalities to fuse, e.g. image,text,audio."),
     out: Path = typer.Option(..., "--out", help="Folder to save the model to (new or empty, see --overwrite)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the fusion model already saved at --out."),
-    kind: Literal["late", "concat", "gated", "attention"] = typer.Option("attention", metavar=one_of(Literal["late", "concat", "gated", "attention"]), help="Fusion architecture."),
+    kind: Kind = choice("attention", Kind, help="Fusion architecture."),
     dropout: float = typer.Option(0.3, help="Modality dropout probability (never drops all)."),
-    dropout_schedule: Literal["constant", "ramp", "anneal"] = typer.Option(
-        "constant", metavar=one_of(Literal["constant", "ramp", "anneal"]), help="ramp: 0 -> dropout over the first half; anneal: dropout -> 0 over the second half."
+    dropout_schedule: Schedule = choice(
+        "constant", Schedule,
+        help="ramp: 0 -> dropout over the first half; anneal: dropout -> 0 over the second half.",
     ),
     reconstruct: bool = typer.Option(True, "--reconstruct/--no-reconstruct", help="Fill missing modalities with a learned decoder."),
-    balance: Literal["ogm-ge", "ogm", "agm", "none"] = typer.Option("ogm-ge", metavar=one_of(Literal["ogm-ge", "ogm", "agm", "none"]), help="Modality balancing of the gradients."),
+    balance: Balance = choice("ogm-ge", Balance, help="Modality balancing of the gradients."),
     alpha: float = typer.Option(0.5, help="Modulation strength (OGM / AGM)."),
     full_weight: float = typer.Option(0.0, help="Weight of an extra all-modality loss on every batch (with dropout)."),
-    loss: Literal["mse", "huber"] = typer.Option("mse", metavar=one_of(Literal["mse", "huber"]), help="Regression loss (with --target)."),
+    loss: Loss = choice("mse", Loss, help="Regression loss (with --target)."),
     epochs: int = typer.Option(60),
     seed: int = typer.Option(0),
     cache: Optional[Path] = typer.Option(None),
@@ -108,10 +114,11 @@ def fuse_eval(
     model: Path = typer.Argument(..., help="Saved fusion classifier or regressor folder."),
     manifest: Path = typer.Argument(..., help="Labelled manifest."),
     space_dir: Path = typer.Option(..., "--space", help="The space the model was trained on."),
-    missing: Literal["all-subsets", "none"] = typer.Option(
-        "all-subsets", metavar=one_of(Literal["all-subsets", "none"]), help="all-subsets: score every subset of the modalities; none: each record with what it has."
+    missing: Literal["all-subsets", "none"] = choice(
+        "all-subsets", Literal["all-subsets", "none"],
+        help="all-subsets: score every subset of the modalities; none: each record with what it has.",
     ),
-    split: Split = typer.Option("test", metavar=one_of(Split), help="Records to score on."),
+    split: Split = choice("test", Split, help="Records to score on."),
     reconstruct: bool = typer.Option(True, "--reconstruct/--no-reconstruct", help="Fill missing modalities with the decoder."),
     png: Optional[Path] = typer.Option(None, "--png", help="Also plot the score per subset to this PNG."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write {metric: {subset: value}, n: {subset: count}} here."),

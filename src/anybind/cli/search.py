@@ -12,7 +12,10 @@ import typer
 from ..errors import AnybindError
 from rich.markup import escape
 
-from ._common import Rerank, Split, _check_out, _fail, _ray_target, _split_csv, app, console, err, one_of
+from ._common import Rerank, Split, _check_out, _fail, _ray_target, _split_csv, app, choice, console, err
+
+LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]
+AnnType = Literal["ivf_hnsw_sq", "ivf_pq"]
 
 
 @app.command()
@@ -75,11 +78,11 @@ def index_cmd(
     manifest: Path = typer.Argument(..., help="JSONL manifest of the corpus to index."),
     out: Path = typer.Option(..., "--out", "-o", help="Index folder (created, or updated incrementally if it exists)."),
     modalities: Optional[str] = typer.Option(None, help="Fields to index, comma-separated (default: every bound field)."),
-    split: Optional[Literal["train", "val", "test"]] = typer.Option(None, metavar=one_of(Literal["train", "val", "test"]), help="Only this split; default all records."),
-    ann: Literal["auto", "always", "never"] = typer.Option(
-        "auto", metavar=one_of(Literal["auto", "always", "never"]), help="auto: build an ANN index from --ann-threshold rows."
+    split: Optional[Split] = choice(None, Split, help="Only this split (default: all records)."),
+    ann: Literal["auto", "always", "never"] = choice(
+        "auto", Literal["auto", "always", "never"], help="auto: build an ANN index from --ann-threshold rows."
     ),
-    ann_type: Literal["ivf_hnsw_sq", "ivf_pq"] = typer.Option("ivf_hnsw_sq", metavar=one_of(Literal["ivf_hnsw_sq", "ivf_pq"]), help="ANN index type."),
+    ann_type: AnnType = choice("ivf_hnsw_sq", AnnType, help="ANN index type."),
     ann_threshold: int = typer.Option(100_000, help="Row count from which searches use the ANN index."),
     overwrite: bool = typer.Option(
         False, help="Start over instead of updating an existing index (only an index is ever replaced)."
@@ -143,7 +146,7 @@ def search(
     modality: Optional[str] = typer.Option(None, "--modality", "-m", help="Only return items of this modality (comma-separated for several)."),
     k: int = typer.Option(10, "-k", "--k", help="Number of results."),
     label: list[str] = typer.Option(None, "--label", "-l", help="KEY=VALUE filter on the items' labels (repeatable; all must match)."),
-    rerank: Optional[Rerank] = typer.Option(None, "--rerank", metavar=one_of(Rerank), help="Hubness correction."),
+    rerank: Optional[Rerank] = choice(None, Rerank, "--rerank", help="Hubness correction."),
     exact: Optional[bool] = typer.Option(None, "--exact/--ann", help="Force exact or ANN search (default: by index size)."),
     json_out: bool = typer.Option(False, "--json", help="Print the hits as JSON."),
     space_dir: Optional[Path] = typer.Option(None, "--space", help="Space to embed the query with (default: the copy inside the index)."),
@@ -153,7 +156,9 @@ def search(
 
     Example:  anybind search indexes/tux --text "a barking dog" --modality image -k 10
 
-    With a vector:  anybind embed spaces/tux "a barking dog" --out q.npy && anybind search indexes/tux --vector q.npy
+    With a vector (from a file):
+
+      anybind embed spaces/tux "a barking dog" --out q.npy && anybind search indexes/tux --vector q.npy
     """
     from rich.table import Table
 
@@ -163,7 +168,9 @@ def search(
     try:
         space = Space.load(space_dir) if space_dir else None
         index = Index.open(index_dir, space)
-        hits = index.search(_load_vector(vector, index.dim) if vector else None, text=list(text) if text else None, image=[str(p) for p in image] if image else None,
+        query = _load_vector(vector, index.dim) if vector else None
+        hits = index.search(query, text=list(text) if text else None,
+                            image=[str(p) for p in image] if image else None,
                             audio=[str(p) for p in audio] if audio else None, weights=list(weight) if weight else None,
                             modality=_split_csv(modality), k=k, labels=list(label or []), rerank=rerank,
                             exact=exact, cache=cache)
@@ -220,9 +227,7 @@ def serve(
     refresh_seconds: float = typer.Option(
         2.0, help="How often (at most) requests look for items written to the index meanwhile (`anybind index ... --out` on it)."
     ),
-    log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = typer.Option(
-        "info", metavar=one_of(Literal["critical", "error", "warning", "info", "debug", "trace"]), help="uvicorn log level."
-    ),
+    log_level: LogLevel = choice("info", LogLevel, help="uvicorn log level."),
 ):
     """Search service: a web page at /, a JSON API (POST /search, /classify, /embed ...), OpenAPI docs at /docs.
 
@@ -264,7 +269,7 @@ def report(
     space_dir: Path = typer.Argument(..., help="Saved space folder."),
     manifest: Path = typer.Argument(..., help="JSONL manifest to measure on."),
     out: Path = typer.Option(Path("report.html"), "--out", "-o", help="The HTML file to write."),
-    split: Split = typer.Option("test", metavar=one_of(Split), help="Records to report on."),
+    split: Split = choice("test", Split, help="Records to report on."),
     label: Optional[str] = typer.Option(
         None, help="Label key for zero-shot classification (default: the key on most records with the fewest values)."
     ),

@@ -5,7 +5,8 @@ A field ``<base>_<suffix>`` (``text_fr``, ``speech_de``, ``speech_name``) whose 
 another take).  It is not a new modality, so a fit that is not told which fields to bind binds the base
 modalities only, and says which variants it left out.  A variant's items embed through its base modality's
 encoder (``space.embed("text", ["Un blaireau."])``), which is how they serve as evaluation queries (see
-``anybind bench --task multilingual-retrieval``); naming one in ``modalities`` binds it as a modality of its own.
+``anybind bench --task multilingual-retrieval``); naming one in ``modalities`` binds it as a modality of its
+own.
 
 A field no encoder can read (not a built-in modality, no encoder given for it) is left out with one warning,
 instead of every record being rejected for it.  A field asked for by name that no record carries is an error
@@ -48,7 +49,7 @@ def scan_fields(path: str | Path) -> Counter:
 
 
 def variant_base(name: str, fields: Iterable[str]) -> str | None:
-    """The modality ``name`` is a variant of (``text_fr`` -> ``text`` when ``text`` is a field), else ``None``."""
+    """The modality ``name`` is a variant of (``text_fr`` -> ``text`` if ``text`` is a field), or ``None``."""
     base = base_modality(name)
     return base if base != name and base in set(fields) else None
 
@@ -76,7 +77,8 @@ def unreadable_warning(name: str, where: str, what: str = "bound") -> str:
 
 
 def _encoder_hint(name: str) -> str:
-    return f"give it an encoder (anybind: -e {name}=PREFIX:NAME, see `anybind encoders`; Python: encoders={{{name!r}: SPEC}})"
+    return (f"give it an encoder (anybind: -e {name}=PREFIX:NAME, see `anybind encoders`; "
+            f"Python: encoders={{{name!r}: SPEC}})")
 
 
 def check_fields(requested: Sequence[str], fields: Mapping[str, int], where: str,
@@ -87,13 +89,15 @@ def check_fields(requested: Sequence[str], fields: Mapping[str, int], where: str
             close = difflib.get_close_matches(name, list(fields), n=1, cutoff=0.6)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             bound, variants = split_variants(fields)
-            have = ", ".join(bound) + (f" and {sum(map(len, variants.values()))} language variants" if variants else "")
+            n_variants = sum(map(len, variants.values()))
+            have = ", ".join(bound) + (f" and {n_variants} language variants" if variants else "")
             raise DataError(f"no field {name!r} in {where}{hint} (fields: {have or 'none'})")
         if modality_kind(name, kinds) is None:
             raise DataError(f"field {name!r} of {where} is not a built-in modality: {_encoder_hint(name)}")
 
 
-def require_fields(path: str | Path, requested: Sequence[str], kinds: Mapping[str, str] | None = None) -> None:
+def require_fields(path: str | Path, requested: Sequence[str], kinds: Mapping[str, str] | None = None
+                   ) -> None:
     """:func:`check_fields` on a manifest file (its fields read by :func:`scan_fields`)."""
     check_fields(requested, scan_fields(path), str(path), kinds)
 
@@ -146,8 +150,9 @@ def fields_to_bind(
         log.warning(unreadable_warning(f, where))
     bound = [f for f in bound if f not in unread]
     if variants:
-        log.info("binding %s; not bound: %s -- a variant (another language) embeds through its base modality's "
-                 "encoder, e.g. as an evaluation query; name it in --modalities (modalities=) to bind it on its own",
+        log.info("binding %s; not bound: %s -- a variant (another language) embeds through its base "
+                 "modality's encoder, e.g. as an evaluation query; name it in --modalities (modalities=) to "
+                 "bind it on its own",
                  ", ".join(bound) or "nothing", _describe(variants))
     else:
         log.info("binding %s", ", ".join(bound) or "nothing")

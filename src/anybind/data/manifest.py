@@ -329,8 +329,9 @@ def _parse_record(
         kind = modality_kind(name, kinds)
         if kind is None:
             return bad(
-                f"unknown modality {name!r}: not one of {', '.join(sorted(BUILTIN_KINDS))}; give it an encoder "
-                f"(anybind: -e {name}=PREFIX:NAME; Python: encoders={{{name!r}: SPEC}} or kinds={{{name!r}: 'file'}})"
+                f"unknown modality {name!r}: not one of {', '.join(sorted(BUILTIN_KINDS))}; give it an "
+                f"encoder (anybind: -e {name}=PREFIX:NAME; Python: encoders={{{name!r}: SPEC}} or "
+                f"kinds={{{name!r}: 'file'}})"
             )
         if value is None:
             continue  # an explicit null means "absent"

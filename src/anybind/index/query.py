@@ -54,7 +54,9 @@ def query_vector(x: np.ndarray, dim: int, what: str = "query vector") -> np.ndar
         raise QueryError(f"{what} holds {x.dtype} values: give real numbers (float)")
     q = x[0] if x.ndim == 2 and x.shape[0] == 1 else x
     if q.shape != (dim,):
-        raise QueryError(f"{what} of shape {x.shape}: this index holds {dim}-d vectors, give one of shape ({dim},)")
+        raise QueryError(
+            f"{what} of shape {x.shape}: this index holds {dim}-d vectors, give one of shape ({dim},)"
+        )
     with np.errstate(over="ignore"):  # a value beyond float32 becomes inf, refused just below
         q = q.astype(np.float32)
     if not np.isfinite(q).all():
