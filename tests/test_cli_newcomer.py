@@ -206,7 +206,8 @@ BAD_CHOICES = [
 def test_enumerated_option_lists_its_values(argv, option, allowed):
     r = _cli(*argv)
     out = _flat(r.output)
-    assert r.exit_code == 2 and "Traceback" not in out and r.exception is None or isinstance(r.exception, SystemExit)
+    assert r.exit_code == 2 and "Traceback" not in out, out
+    assert r.exception is None or isinstance(r.exception, SystemExit), r.exception
     assert f"Invalid value for '{option}'" in out and all(f"'{v}'" in out for v in allowed), out
 
 
