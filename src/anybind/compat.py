@@ -191,7 +191,8 @@ class CompatResult:
 
         t = Table(title=f"{title} (split {self.split}, ranked by {self.by}, k={self.k})")
         for c in ("rank", "a", "b", "n", *METRICS):
-            t.add_column(c, justify="left" if c in ("a", "b") else "right")
+            # encoder specs are identifiers: folded onto a second line when narrow, never cut with an ellipsis
+            t.add_column(c, justify="left" if c in ("a", "b") else "right", overflow="fold")
         for r in self.rows:
             t.add_row(str(r["rank"]), r["a"], r["b"], str(r["n"]), *[f"{r[m]:.3f}" for m in METRICS])
         return t

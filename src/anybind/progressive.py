@@ -61,6 +61,7 @@ from .encoders.registry import get_encoder
 from .epochs import EpochSelection, selection_record
 from .errors import DataError, SpaceError
 from .metrics import pair_recalls
+from .numerics import flush_denormals
 from .projectors import Projector, ProjectorConfig
 
 if TYPE_CHECKING:
@@ -396,7 +397,7 @@ def _train_projector(space, feats, row_of, targets: Mapping[str, _Target], train
 
     prev_threads = torch.get_num_threads()
     torch.set_num_threads(max(1, cfg.threads))
-    torch.set_flush_denormal(True)
+    flush_denormals(True)
     try:
         torch.manual_seed(cfg.seed)
         rng = np.random.default_rng(cfg.seed)
@@ -472,8 +473,8 @@ def _train_projector(space, feats, row_of, targets: Mapping[str, _Target], train
             history.append({"epoch": epoch + 1, "loss": ep_loss / steps, "val": score})
             if sel.update(epoch + 1, score):
                 best_state = (copy.deepcopy(proj.state_dict()), epoch + 1)
-            if progress:
-                log.info("epoch %d: %s", epoch + 1, sel.progress(ep_loss / steps, score))
+            if progress:  # one line per epoch: debug (anybind -v), the encoding bars are the progress shown
+                log.debug("epoch %d: %s", epoch + 1, sel.progress(ep_loss / steps, score))
             if sel.stop:
                 break
         if best_state is not None:
@@ -489,4 +490,4 @@ def _train_projector(space, feats, row_of, targets: Mapping[str, _Target], train
         return proj, info
     finally:
         torch.set_num_threads(prev_threads)
-        torch.set_flush_denormal(False)
+        flush_denormals(False)

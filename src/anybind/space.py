@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from .version import __version__
 from .cache import FeatureCache
+from .data.fields import fields_to_bind
 from .data.manifest import Manifest, Record, load_manifest
 from .data.strings import is_blank
 from .encoders.base import Encoder
@@ -206,7 +207,8 @@ class Space:
         ----------
         manifest: a JSONL manifest path (or a loaded :class:`Manifest`, or a list of them
             for mixed training; ``weights`` then sets each corpus' sampling weight).
-        modalities: manifest fields to bind (default: every modality present).
+        modalities: manifest fields to bind (default: every base modality present; language variants such as
+            ``text_fr`` are left out and logged, see :mod:`anybind.data.fields`).
         encoders: modality -> encoder spec (default: each modality's default encoder).
         method: ``"contrastive"`` (trained projectors, see :class:`~anybind.train.TrainConfig`
             for ``**config``), or ``"procrustes"`` / ``"cca"`` (training-free, the subspace width chosen
@@ -222,7 +224,7 @@ class Space:
         from .train import FeatureSet, TrainConfig, train_space
 
         fc = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
-        manifests = as_manifests(manifest, modalities, encoders, strict, progress)
+        manifests, mods = fit_manifests(manifest, modalities, encoders, strict, progress)
         if not allow_eval_only:
             from .corpora import is_eval_only
 
@@ -233,7 +235,6 @@ class Space:
                     "training on it would leak the benchmark. Pass allow_eval_only=True (--allow-eval-only) "
                     "if you really mean to."
                 )
-        mods = sorted(set(modalities) if modalities is not None else {m for man in manifests for m in man.modalities})
         if len(mods) < 1:
             raise DataError("nothing to bind: the manifest has no modality fields")
         specs, config, chosen = resolve_recipe(recipe, mods, encoders, config, method)
@@ -402,6 +403,14 @@ def _json_default(o: Any) -> Any:
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def fit_manifests(manifest, modalities, encoders, strict, progress) -> tuple[list[Manifest], list[str]]:
+    """What a fit reads: the manifests, loaded with only the fields it binds, and those fields (``modalities``
+    checked against the manifests, else the base modalities: :func:`~anybind.data.fields.fields_to_bind`)."""
+    items = list(manifest) if isinstance(manifest, (list, tuple)) else [manifest]
+    mods = fields_to_bind(items, modalities, manifest_kinds(encoders), named=encoders or ())
+    return as_manifests(items, mods, encoders, strict, progress), mods
 
 
 def as_manifests(manifest, modalities, encoders, strict, progress) -> list[Manifest]:

@@ -29,6 +29,7 @@ from .epochs import EpochSelection, selection_record
 from .errors import DataError
 from .metrics import pair_recalls
 from .losses import MissingPlaceholders, build_loss, is_multimodal
+from .numerics import flush_denormals
 from .projectors import Projector, ProjectorConfig
 
 log = logging.getLogger(__name__)
@@ -296,12 +297,12 @@ def train_space(fs: FeatureSet, cfg: TrainConfig, *, progress: bool = True):
     torch.set_num_threads(max(1, cfg.threads))
     # Adam's second moments underflow to denormals, which are ~2x slower on CPUs: flush them
     # while training (measured 2.5 s -> 1.5 s for 5 epochs), restore the default after.
-    torch.set_flush_denormal(True)
+    flush_denormals(True)
     try:
         return _train_space(fs, cfg, progress=progress)
     finally:
         torch.set_num_threads(prev_threads)
-        torch.set_flush_denormal(False)
+        flush_denormals(False)
 
 
 def _train_space(fs: FeatureSet, cfg: TrainConfig, *, progress: bool = True):

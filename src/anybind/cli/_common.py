@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any, Literal, get_args
 
 import typer
 from rich.console import Console
@@ -93,13 +94,23 @@ def check_out(out, kind: str, overwrite: bool, update: bool = False) -> None:
         fail(e)
 
 
-def parse_encoders(values: list[str] | None) -> dict[str, str]:
+def parse_encoders(values: list[str] | None, option: str = "--encoder") -> dict[str, str]:
+    """``MODALITY=SPEC`` values, each spec checked for its form and prefix before any work starts."""
+    from ..encoders.registry import spec_problem
+    from ..errors import EncoderError
+
     out = {}
     for v in values or []:
         if "=" not in v:
-            raise typer.BadParameter(f"--encoder takes MODALITY=SPEC (e.g. image=image:efficientnet-lite0), got {v!r}")
-        m, spec = v.split("=", 1)
-        out[m.strip()] = spec.strip()
+            raise typer.BadParameter(
+                f"{option} takes MODALITY=SPEC (e.g. image=image:efficientnet-lite0), got {v!r}",
+                param_hint=option,
+            )
+        m, spec = (x.strip() for x in v.split("=", 1))
+        problem = spec_problem(spec)
+        if problem:
+            fail(EncoderError(f"{option} {v}: {problem}; {option} takes MODALITY=PREFIX:NAME"))
+        out[m] = spec
     return out
 
 
@@ -112,3 +123,63 @@ def ray_target(ray: bool, address: str | None) -> bool | str:
     if address:
         return address
     return bool(ray)
+
+
+# Enumerated options: Typer checks them (listing the allowed values) and shows them in --help.
+Split = Literal["train", "val", "test", "all"]
+Rerank = Literal["invgc", "qbnorm", "csls"]
+ProjectorKind = Literal["mlp", "linear"]
+
+
+def one_of(values: Any) -> str:
+    """The metavar of an enumerated option (a ``Literal``): its values, spaced so that --help wraps them."""
+    return "[" + " | ".join(get_args(values)) + "]"
+
+
+def choice(default: Any, values: Any, *names: str, help: str) -> Any:
+    """An option taking one of the ``values`` (a ``Literal``): Typer refuses anything else, listing them, and
+    --help shows them."""
+    return typer.Option(default, *names, metavar=one_of(values), help=help)
+
+
+def _fold_long_words_in_help() -> None:
+    """Typer lays --help out in Rich tables that cut a word wider than its column with an ellipsis (a loss
+    spec, a cache path, a long option name at 80 columns): fold such a word onto the next line instead, so
+    nothing is lost.
+
+    Option names and help texts go through Typer's two option highlighters, defaults ("[default: /usr/...]")
+    through its parameter-help builder: both now return folding text.
+    """
+    from rich.text import Text
+    from typer import rich_utils
+
+    build = getattr(rich_utils, "_get_parameter_help", None)
+    if build is not None and not getattr(build, "_anybind_folds", False):
+
+        def folding_help(*args, **kw):
+            out = build(*args, **kw)
+            for part in getattr(out, "renderables", ()):
+                if isinstance(part, Text):
+                    part.overflow = "fold"
+            return out
+
+        folding_help._anybind_folds = True  # type: ignore[attr-defined]
+        rich_utils._get_parameter_help = folding_help
+
+    for name in ("highlighter", "negative_highlighter"):
+        h = getattr(rich_utils, name, None)
+        if h is None or getattr(h, "_anybind_folds", False):
+            continue
+
+        class Folding(type(h)):  # type: ignore[misc, valid-type]
+            _anybind_folds = True
+
+            def __call__(self, text):
+                out = super().__call__(text)
+                out.overflow = "fold"
+                return out
+
+        setattr(rich_utils, name, Folding())
+
+
+_fold_long_words_in_help()

@@ -13,7 +13,12 @@ from rich.markup import escape
 from ._common import fail, app, console, err
 
 
-corpus_app = typer.Typer(help="Build a paired corpus (a JSONL manifest with its media) from packaged data.", no_args_is_help=True)
+corpus_app = typer.Typer(
+    help="Build a paired corpus (a JSONL manifest with its media) from packaged data.\n\n"
+    "Example:  anybind corpus tuxpaint --out data/tux\n\n"
+    "then:  anybind fit data/tux/manifest.jsonl --out spaces/tux",
+    no_args_is_help=True,
+)
 app.add_typer(corpus_app, name="corpus")
 
 

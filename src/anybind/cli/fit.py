@@ -4,20 +4,37 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import typer
+from rich.markup import escape
 
 from ..epochs import describe_training
 from ..errors import AnybindError
-from ._common import check_out, fail, parse_encoders, ray_target, split_csv, app, console
+from ._common import (
+    ProjectorKind, Split, check_out, fail, parse_encoders, ray_target, split_csv, app, choice, console,
+    err,
+)
+
+Method = Literal["contrastive", "procrustes", "cca"]
+Missing = Literal["learned", "mean"]
+Init = Literal["random", "ridge", "procrustes", "cca"]
+Recipe = Literal["auto", "plain"]
+BindInit = Literal["ridge", "random"]
+CompatBy = Literal["mknn", "cka", "cka_debiased"]
 
 
 @app.command()
 def validate(
     manifest: Path = typer.Argument(..., help="JSONL manifest to check."),
     modalities: Optional[str] = typer.Option(None, help="Only check these fields (comma-separated)."),
-    strict: bool = typer.Option(False, help="Exit non-zero if any record is bad."),
+    encoder: list[str] = typer.Option(
+        None, "--encoder", "-e", help="MODALITY=SPEC for a field of your own, e.g. "
+        "imu=callable:mypkg.imu:encode (its encoder says what the field holds: text, a file, a key)."
+    ),
+    strict: bool = typer.Option(
+        False, help="Exit non-zero if any record is bad (or a field has no encoder)."
+    ),
     recheck: bool = typer.Option(
         False, help="Decode every file again, even those that passed before and have not changed since."
     ),
@@ -28,10 +45,25 @@ def validate(
 
     Example:  anybind validate data/tux/manifest.jsonl --strict
     """
+    from ..data.fields import require_fields, scan_fields, unreadable_fields, unreadable_warning
     from ..data.manifest import load_manifest
+    from ..space import manifest_kinds
 
+    mods = split_csv(modalities)
+    encoders = parse_encoders(encoder)
+    unread: list[str] = []
     try:
-        man = load_manifest(manifest, modalities=split_csv(modalities), progress=True, check_cache=not recheck)
+        kinds = manifest_kinds(encoders)
+        if mods:
+            require_fields(manifest, mods, kinds)
+        else:  # a field no encoder reads is reported once, not on every record
+            fields = scan_fields(manifest)
+            unread = unreadable_fields(fields, kinds)
+            for f in unread:
+                warning = unreadable_warning(f, str(manifest), "checked")
+                err.print(f"[yellow]warning:[/yellow] {escape(warning)}")
+            mods = [f for f in fields if f not in unread] if unread else None
+        man = load_manifest(manifest, modalities=mods, kinds=kinds, progress=True, check_cache=not recheck)
     except AnybindError as e:
         fail(e)
     console.print(man.report(), highlight=False)
@@ -40,7 +72,7 @@ def validate(
         console.print(f"media files: {mc['decoded']} decoded, {mc['unchanged']} unchanged since they last passed "
                       "(--recheck decodes every one)", highlight=False)
     console.print_json(data=man.counts())
-    if strict and man.bad:
+    if strict and (man.bad or unread):
         raise typer.Exit(1)
 
 
@@ -49,12 +81,17 @@ def fit(
     manifests: list[Path] = typer.Argument(None, help="JSONL manifest(s). Several = mixed training."),
     data: list[Path] = typer.Option(None, "--data", help="Another manifest (repeatable), same as a positional one."),
     weight: list[float] = typer.Option(None, "--weight", help="Sampling weight per manifest, in order (repeatable)."),
-    modalities: Optional[str] = typer.Option(None, help="Fields to bind, comma-separated (default: all present)."),
+    modalities: Optional[str] = typer.Option(
+        None, help="Fields to bind, comma-separated (default: every base modality; language variants such as "
+        "text_fr, speech_de are left out unless named here or given an --encoder)."
+    ),
     encoder: list[str] = typer.Option(None, "--encoder", "-e", help="MODALITY=SPEC, e.g. audio=audio:aisfx (repeatable)."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder to save the space to (new or empty, see --overwrite)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the space already saved at --out."),
-    method: str = typer.Option("contrastive", help="contrastive (trained projectors) | procrustes | cca (training-free)."),
-    projector: str = typer.Option("mlp", help="mlp | linear."),
+    method: Method = choice(
+        "contrastive", Method, help="contrastive: trained projectors; procrustes, cca: training-free."
+    ),
+    projector: ProjectorKind = choice("mlp", ProjectorKind, help="Projector architecture."),
     dim: Optional[int] = typer.Option(
         None, help="Shared space width (default: the text encoder's when the recipe locks text, else 256; "
         "procrustes / cca: chosen on val among 16..256 unless given). Giving it rules out locking text."
@@ -66,20 +103,21 @@ def fit(
     temperature: float = typer.Option(0.05, help="Initial temperature (learnt)."),
     loss: str = typer.Option(
         "infonce",
-        help="Objective: infonce | siglip | symile | symile-n2, plus weighted terms uniformity, alignment, intra, m2mix; "
-        "e.g. 'infonce+uniformity:0.1+intra:0.5'.",
+        help="Objective: infonce, siglip, symile or symile-n2, plus weighted terms uniformity, alignment, "
+        "intra, m2mix; e.g. 'infonce+uniformity:0.1+intra:0.5'.",
     ),
-    missing: str = typer.Option("learned", help="Symile: placeholder for a missing modality, learned | mean."),
+    missing: Missing = choice("learned", Missing, help="Symile: placeholder for a missing modality."),
     lock: Optional[str] = typer.Option(
         None, help="A modality whose encoder space IS the shared space (e.g. text): its projector is the identity."
     ),
-    init: Optional[str] = typer.Option(
-        None, help="random | ridge (regress onto the locked space; needs --lock) | procrustes | cca (training-free start). "
-        "Default: ridge when text is locked, else random."
+    init: Optional[Init] = choice(
+        None, Init, help="ridge: regress onto the locked space (needs --lock); procrustes, cca: "
+        "training-free start. Default: ridge when text is locked, else random."
     ),
-    recipe: str = typer.Option(
-        "auto", help="auto: choices left open (image encoder, --lock, --init) follow the best known recipe for the "
-        "modalities (text bound: --lock text --init ridge, images with their label bridge); plain: bare defaults."
+    recipe: Recipe = choice(
+        "auto", Recipe, help="auto: choices left open (image encoder, --lock, --init) follow the best known "
+        "recipe for the modalities (text bound: --lock text --init ridge, images with their label bridge); "
+        "plain: bare defaults."
     ),
     seed: int = typer.Option(0),
     cache: Optional[Path] = typer.Option(None, help="Feature cache folder (default $ANYBIND_CACHE or ~/.cache/anybind/features)."),
@@ -121,9 +159,8 @@ def fit(
         parse_loss_spec(loss)
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--loss") from None
+    encoders = parse_encoders(encoder)
     check_out(out, "space", overwrite)
-    if recipe not in ("auto", "plain"):
-        raise typer.BadParameter(f"{recipe!r}: use auto or plain", param_hint="--recipe")
     kw = dict(projector=projector, epochs=epochs, batch_size=batch_size, lr=lr,
               weight_decay=weight_decay, temperature=temperature, seed=seed, loss=loss, missing=missing)
     # only what the user chose: the recipe fills the rest (an explicit --dim rules out locking the text space)
@@ -139,7 +176,7 @@ def fit(
             from ..scale.train import fit_sharded
 
             space = fit_sharded(
-                [str(s) for s in sources], split_csv(modalities), encoders=parse_encoders(encoder), cache=cache,
+                [str(s) for s in sources], split_csv(modalities), encoders=encoders, cache=cache,
                 ray_workers=ray_workers, ray=ray_target(ray, ray_address), ray_address=ray_address,
                 strict=strict, weights=weight or None, allow_eval_only=allow_eval_only, **kw,
             )
@@ -154,7 +191,7 @@ def fit(
         space = Space.fit(
             [str(s) for s in sources],
             modalities=split_csv(modalities),
-            encoders=parse_encoders(encoder),
+            encoders=encoders,
             method=method,
             cache=cache,
             strict=strict,
@@ -185,8 +222,8 @@ def bind(
     anchors: Optional[str] = typer.Option(
         None, help="Bound modalities to learn from, comma-separated (default: every bound modality the data pairs with it)."
     ),
-    projector: str = typer.Option("mlp", help="mlp | linear."),
-    init: str = typer.Option("ridge", help="ridge (regress onto the frozen targets first) | random."),
+    projector: ProjectorKind = choice("mlp", ProjectorKind, help="Projector architecture."),
+    init: BindInit = choice("ridge", BindInit, help="ridge: regress onto the frozen targets first."),
     epochs: int = typer.Option(200, help="Maximum epochs (early stopping on the val pairs)."),
     loss: str = typer.Option("infonce", help="Pairwise objective spec (see anybind fit --loss)."),
     seed: int = typer.Option(0),
@@ -205,12 +242,13 @@ def bind(
     """
     from ..space import Space
 
-    adds = parse_encoders(add)
-    reps = parse_encoders(replace)
+    adds = parse_encoders(add, "--add")
+    reps = parse_encoders(replace, "--replace")
     if not adds and not reps:
         raise typer.BadParameter("give --add NAME=SPEC and/or --replace NAME=SPEC")
     check_out(out, "space", overwrite)
-    kw = dict(projector=projector, init=init, epochs=epochs, loss=loss, seed=seed, cache=cache, strict=strict, progress=False)
+    kw = dict(projector=projector, init=init, epochs=epochs, loss=loss, seed=seed, cache=cache, strict=strict,
+              progress=True)
     try:
         space = Space.load(space_dir)
         sources = [str(d) for d in data]
@@ -233,9 +271,9 @@ def compat(
     candidates: list[str] = typer.Option(
         None, "--candidates", "-c", help="Encoder specs (or FIELD=SPEC); several may follow one --candidates."
     ),
-    split: str = typer.Option("train", help="Records to score on (train: what a space would be trained on)."),
+    split: Split = choice("train", Split, help="Records to score on (train: what a space is trained on)."),
     k: int = typer.Option(10, help="Neighbourhood size of the mutual k-NN metric."),
-    by: str = typer.Option("mknn", help="Rank by mknn | cka | cka_debiased."),
+    by: CompatBy = choice("mknn", CompatBy, help="Ranking metric."),
     max_records: Optional[int] = typer.Option(None, help="Score on a seeded random subset of at most this many records."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the ranking here."),
     cache: Optional[Path] = typer.Option(None, help="Feature cache folder."),

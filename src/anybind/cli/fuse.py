@@ -4,15 +4,26 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import typer
 
 from ..errors import AnybindError
-from ._common import check_out, fail, app, console
+from ._common import Split, check_out, fail, app, choice, console
 
+Kind = Literal["late", "concat", "gated", "attention"]
+Schedule = Literal["constant", "ramp", "anneal"]
+Balance = Literal["ogm-ge", "ogm", "agm", "none"]
+Loss = Literal["mse", "huber"]
 
-fuse_app = typer.Typer(help="Classifiers and regressors that fuse any subset of a space's modalities (robust to missing ones).", no_args_is_help=True)
+fuse_app = typer.Typer(
+    help="Classifiers and regressors that fuse any subset of a space's modalities (robust to missing ones)."
+    "\n\n"
+    "Example:  anybind fuse train data/tux/manifest.jsonl --space spaces/tux --label top "
+    "--modalities image,text --out models/tux-top\n\n"
+    "then:  anybind fuse eval models/tux-top data/tux/manifest.jsonl --space spaces/tux",
+    no_args_is_help=True,
+)
 app.add_typer(fuse_app, name="fuse")
 
 
@@ -29,14 +40,17 @@ def fuse_train(
     modalities: str = typer.Option(..., "--modalities", help="Comma-separated bound modalities to fuse, e.g. image,text,audio."),
     out: Path = typer.Option(..., "--out", help="Folder to save the model to (new or empty, see --overwrite)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the fusion model already saved at --out."),
-    kind: str = typer.Option("attention", help="late | concat | gated | attention."),
+    kind: Kind = choice("attention", Kind, help="Fusion architecture."),
     dropout: float = typer.Option(0.3, help="Modality dropout probability (never drops all)."),
-    dropout_schedule: str = typer.Option("constant", help="constant | ramp (0 -> dropout, first half) | anneal (dropout -> 0, second half)."),
+    dropout_schedule: Schedule = choice(
+        "constant", Schedule,
+        help="ramp: 0 -> dropout over the first half; anneal: dropout -> 0 over the second half.",
+    ),
     reconstruct: bool = typer.Option(True, "--reconstruct/--no-reconstruct", help="Fill missing modalities with a learned decoder."),
-    balance: str = typer.Option("ogm-ge", help="ogm-ge | ogm | agm | none."),
+    balance: Balance = choice("ogm-ge", Balance, help="Modality balancing of the gradients."),
     alpha: float = typer.Option(0.5, help="Modulation strength (OGM / AGM)."),
     full_weight: float = typer.Option(0.0, help="Weight of an extra all-modality loss on every batch (with dropout)."),
-    loss: str = typer.Option("mse", help="Regression loss: mse | huber (with --target)."),
+    loss: Loss = choice("mse", Loss, help="Regression loss (with --target)."),
     epochs: int = typer.Option(60),
     seed: int = typer.Option(0),
     cache: Optional[Path] = typer.Option(None),
@@ -100,16 +114,20 @@ def fuse_eval(
     model: Path = typer.Argument(..., help="Saved fusion classifier or regressor folder."),
     manifest: Path = typer.Argument(..., help="Labelled manifest."),
     space_dir: Path = typer.Option(..., "--space", help="The space the model was trained on."),
-    missing: str = typer.Option("all-subsets", help="all-subsets | none."),
-    split: str = typer.Option("test", help="train | val | test | all."),
+    missing: Literal["all-subsets", "none"] = choice(
+        "all-subsets", Literal["all-subsets", "none"],
+        help="all-subsets: score every subset of the modalities; none: each record with what it has.",
+    ),
+    split: Split = choice("test", Split, help="Records to score on."),
     reconstruct: bool = typer.Option(True, "--reconstruct/--no-reconstruct", help="Fill missing modalities with the decoder."),
     png: Optional[Path] = typer.Option(None, "--png", help="Also plot the score per subset to this PNG."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write {metric: {subset: value}, n: {subset: count}} here."),
     cache: Optional[Path] = typer.Option(None),
 ):
-    """Score for every subset of present modalities (each scored on the records holding all of it):
-    accuracy for a classifier; R², MAE and RMSE for a regressor.  Also prints each modality's
-    Shapley mono-modal score on the split.
+    """Score a fusion model on every subset of the modalities: how it copes with missing ones.
+
+    Each subset is scored on the records holding all of it: accuracy for a classifier; R², MAE and RMSE for a
+    regressor.  Also prints each modality's Shapley mono-modal score on the split.
 
     Example:  anybind fuse eval models/tux-top data/tux/manifest.jsonl --space spaces/tux --png robustness.png
     """

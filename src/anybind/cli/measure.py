@@ -10,14 +10,14 @@ from typing import Optional
 import typer
 
 from ..errors import AnybindError
-from ._common import fail, app, console
+from ._common import Rerank, Split, fail, app, choice, console
 
 
 @app.command("eval")
 def eval_cmd(
     space_dir: Path = typer.Argument(..., help="Saved space folder."),
     manifest: Path = typer.Argument(..., help="Manifest to evaluate on."),
-    split: str = typer.Option("test", help="train | val | test | all."),
+    split: Split = choice("test", Split, help="Records to measure on."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the flat metrics here."),
     zero_shot_label: Optional[str] = typer.Option(None, "--zero-shot", help="Also classify zero-shot on this label key."),
     template: list[str] = typer.Option(None, "--template", help="Prompt template(s) for zero-shot, e.g. 'a photo of a {}.'"),
@@ -25,7 +25,9 @@ def eval_cmd(
                                 "(transductive; helps when a whole corpus sits off in one corner of the space)."),
     cache: Optional[Path] = typer.Option(None),
     with_diagnostics: bool = typer.Option(True, "--diagnostics/--no-diagnostics", help="Add the geometry diagnostics (diag/... keys, see `anybind diagnose`)."),
-    rerank: Optional[str] = typer.Option(None, "--rerank", help="Hubness correction: invgc | qbnorm | csls (train split as banks)."),
+    rerank: Optional[Rerank] = choice(
+        None, Rerank, "--rerank", help="Hubness correction (the train split as banks)."
+    ),
 ):
     """Retrieval (R@1/5/10, median rank) in both directions for every modality pair.
 
@@ -69,7 +71,7 @@ def eval_cmd(
 def diagnose_cmd(
     space_dir: Path = typer.Argument(..., help="Saved space folder."),
     manifest: Path = typer.Argument(..., help="Manifest whose split is embedded."),
-    split: str = typer.Option("test", help="train | val | test | all."),
+    split: Split = choice("test", Split, help="Records to measure on."),
     png: Optional[Path] = typer.Option(None, "--png", help="Write the picture here (PCA of every modality + similarity histograms)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the flat diag/... numbers here."),
     cache: Optional[Path] = typer.Option(None),

@@ -5,14 +5,17 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import typer
 
 from ..errors import AnybindError
 from rich.markup import escape
 
-from ._common import check_out, fail, ray_target, split_csv, app, console, err
+from ._common import Rerank, Split, check_out, fail, ray_target, split_csv, app, choice, console, err
+
+LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]
+AnnType = Literal["ivf_hnsw_sq", "ivf_pq"]
 
 
 @app.command()
@@ -41,9 +44,14 @@ def encode(
     """
     from ..scale.encode import encode_manifest
 
+    from ..encoders.registry import spec_problem
+
     if "=" in encoder:
         field, encoder = (x.strip() for x in encoder.split("=", 1))
         modality = modality or field
+    problem = spec_problem(encoder)
+    if problem:
+        fail(AnybindError(f"--encoder {encoder}: {problem}"))
     target = ray_target(ray, ray_address)
     try:
         rep, man, owners = encode_manifest(
@@ -70,9 +78,11 @@ def index_cmd(
     manifest: Optional[Path] = typer.Argument(None, help="JSONL manifest of the corpus to index (optional with --repair)."),
     out: Path = typer.Option(..., "--out", "-o", help="Index folder (created, or updated incrementally if it exists)."),
     modalities: Optional[str] = typer.Option(None, help="Fields to index, comma-separated (default: every bound field)."),
-    split: Optional[str] = typer.Option(None, help="Only this split (train | val | test); default all records."),
-    ann: str = typer.Option("auto", help="auto (build an ANN index from --ann-threshold rows) | always | never."),
-    ann_type: str = typer.Option("ivf_hnsw_sq", help="ivf_hnsw_sq | ivf_pq."),
+    split: Optional[Split] = choice(None, Split, help="Only this split (default: all records)."),
+    ann: Literal["auto", "always", "never"] = choice(
+        "auto", Literal["auto", "always", "never"], help="auto: build an ANN index from --ann-threshold rows."
+    ),
+    ann_type: AnnType = choice("ivf_hnsw_sq", AnnType, help="ANN index type."),
     ann_threshold: int = typer.Option(100_000, help="Row count from which searches use the ANN index."),
     overwrite: bool = typer.Option(
         False, help="Start over instead of updating an existing index (only an index is ever replaced)."
@@ -98,12 +108,6 @@ def index_cmd(
     from ..index import Index
     from ..space import Space
 
-    if ann not in ("auto", "always", "never"):
-        raise typer.BadParameter(f"--ann must be auto, always or never, got {ann!r}")
-    if manifest is None and not repair:
-        raise typer.BadParameter("MANIFEST is missing (only --repair runs without one)")
-    if repair and overwrite:
-        raise typer.BadParameter("--repair repairs the index at --out, --overwrite replaces it: give one of them")
     check_out(out, "index", overwrite, update=True)
     try:
         space = Space.load(space_dir)
@@ -141,15 +145,21 @@ def search(
     text: list[str] = typer.Option(None, "--text", "-t", help="Text query (repeatable; several inputs are fused)."),
     image: list[Path] = typer.Option(None, "--image", help="Image file query (repeatable)."),
     audio: list[Path] = typer.Option(None, "--audio", help="Audio file query (repeatable)."),
-    query: list[str] = typer.Option(
+    vector: Optional[Path] = typer.Option(
+        None, "--vector", help="Query vector: a .npy file of one float vector of the index's width "
+        "(e.g. from `anybind embed SPACE ITEM --out q.npy`)."
+    ),
+    queries: list[str] = typer.Option(
         None, "--query",
         help="MODALITY=VALUE: a query in any bound modality, e.g. speech=clip.wav, text_fr=\"un chien\", "
         "timeseries=walk.npy (repeatable; a file path or, for text fields, the text itself)."),
-    weight: list[float] = typer.Option(None, "--weight", help="Fusion weight per input, in order: texts, images, audios, --query inputs."),
+    weight: list[float] = typer.Option(
+        None, "--weight", help="Fusion weight per input, in order: vector, texts, images, audios, --query inputs."
+    ),
     modality: Optional[str] = typer.Option(None, "--modality", "-m", help="Only return items of this modality (comma-separated for several)."),
     k: int = typer.Option(10, "-k", "--k", help="Number of results."),
     label: list[str] = typer.Option(None, "--label", "-l", help="KEY=VALUE filter on the items' labels (repeatable; all must match)."),
-    rerank: Optional[str] = typer.Option(None, "--rerank", help="Hubness correction: invgc | qbnorm | csls."),
+    rerank: Optional[Rerank] = choice(None, Rerank, "--rerank", help="Hubness correction."),
     exact: Optional[bool] = typer.Option(None, "--exact/--ann", help="Force exact or ANN search (default: by index size)."),
     json_out: bool = typer.Option(False, "--json", help="Print the hits as JSON."),
     space_dir: Optional[Path] = typer.Option(None, "--space", help="Space to embed the query with (default: the copy inside the index)."),
@@ -159,6 +169,10 @@ def search(
 
     Example:  anybind search indexes/tux --text "a barking dog" --modality image -k 10
 
+    With a vector (from a file):
+
+      anybind embed spaces/tux "a barking dog" --out q.npy && anybind search indexes/tux --vector q.npy
+
     Any modality:  anybind search indexes/tux --query speech=clip.wav --query text="at night" -m image
     """
     from rich.table import Table
@@ -167,7 +181,7 @@ def search(
     from ..space import Space
 
     inputs = []
-    for q in query or []:
+    for q in queries or []:
         mod, sep, value = q.partition("=")
         if not sep or not mod.strip() or not value:
             raise typer.BadParameter(f"--query takes MODALITY=VALUE (e.g. speech=clip.wav), got {q!r}",
@@ -176,7 +190,9 @@ def search(
     try:
         space = Space.load(space_dir) if space_dir else None
         index = Index.open(index_dir, space)
-        hits = index.search(text=list(text) if text else None, image=[str(p) for p in image] if image else None,
+        query = _load_vector(vector, index.dim) if vector else None
+        hits = index.search(query, text=list(text) if text else None,
+                            image=[str(p) for p in image] if image else None,
                             audio=[str(p) for p in audio] if audio else None, inputs=inputs or None,
                             weights=list(weight) if weight else None,
                             modality=split_csv(modality), k=k, labels=list(label or []), rerank=rerank,
@@ -195,6 +211,29 @@ def search(
     console.print(t)
 
 
+def _load_vector(path: Path, dim: int):
+    """``--vector``: one vector of width ``dim`` from a .npy file (never unpickled), checked."""
+    import numpy as np
+
+    from ..index import QueryError
+    from ..index.query import query_vector
+
+    if not path.is_file():
+        raise QueryError(f"--vector {path}: no such file")
+    try:
+        x = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise QueryError(f"--vector {path}: not a .npy array of numbers ({_plain_reason(e)})") from None
+    if not isinstance(x, np.ndarray):  # an .npz archive
+        x.close()
+        raise QueryError(f"--vector {path}: an .npz archive, not one .npy array")
+    return query_vector(x, dim, f"--vector {path}")
+
+
+def _plain_reason(e: Exception) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
 @app.command()
 def serve(
     space_dir: Path = typer.Argument(..., help="Saved space folder (the index must have been built with it)."),
@@ -211,7 +250,7 @@ def serve(
     refresh_seconds: float = typer.Option(
         2.0, help="How often (at most) requests look for items written to the index meanwhile (`anybind index ... --out` on it)."
     ),
-    log_level: str = typer.Option("info", help="uvicorn log level."),
+    log_level: LogLevel = choice("info", LogLevel, help="uvicorn log level."),
 ):
     """Search service: a web page at /, a JSON API (POST /search, /classify, /embed ...), OpenAPI docs at /docs.
 
@@ -253,7 +292,7 @@ def report(
     space_dir: Path = typer.Argument(..., help="Saved space folder."),
     manifest: Path = typer.Argument(..., help="JSONL manifest to measure on."),
     out: Path = typer.Option(Path("report.html"), "--out", "-o", help="The HTML file to write."),
-    split: str = typer.Option("test", help="train | val | test | all."),
+    split: Split = choice("test", Split, help="Records to report on."),
     label: Optional[str] = typer.Option(
         None, help="Label key for zero-shot classification (default: the key on most records with the fewest values)."
     ),

@@ -324,14 +324,15 @@ def _parse_record(
     for name, value in obj.items():
         if name in RESERVED:
             continue
+        if wanted is not None and name not in wanted:
+            continue  # a field not asked for is ignored, whatever it holds
         kind = modality_kind(name, kinds)
         if kind is None:
             return bad(
-                f"unknown modality {name!r}: not one of {', '.join(sorted(BUILTIN_KINDS))} "
-                "(declare your own with kinds=..., or --encoder NAME=SPEC)"
+                f"unknown modality {name!r}: not one of {', '.join(sorted(BUILTIN_KINDS))}; give it an "
+                f"encoder (anybind: -e {name}=PREFIX:NAME; Python: encoders={{{name!r}: SPEC}} or "
+                f"kinds={{{name!r}: 'file'}})"
             )
-        if wanted is not None and name not in wanted:
-            continue
         if value is None:
             continue  # an explicit null means "absent"
         if kind == "text":

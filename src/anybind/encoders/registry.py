@@ -198,6 +198,27 @@ def default_spec(modality: str) -> str:
     return DEFAULTS[base]
 
 
+def spec_problem(spec: str) -> str | None:
+    """What is wrong with the form of an encoder spec (``None``: nothing), without building the encoder.
+
+    A spec is ``PREFIX:NAME`` with a known prefix, or a bare modality with a default (``"image"``).
+    """
+    prefixes = registered_prefixes()
+    how = (f"an encoder spec is PREFIX:NAME, e.g. image:efficientnet-lite0 or text:minilm (prefixes: "
+           f"{', '.join(prefixes)}; `anybind encoders` lists them)")
+    if not spec:
+        return f"empty encoder spec: {how}"
+    if ":" not in spec:
+        if spec.split("_", 1)[0] in DEFAULTS:
+            return None
+        return f"{spec!r} has no prefix: {how}"
+    prefix = spec.split(":", 1)[0]
+    if prefix not in prefixes:
+        return (f"unknown prefix {prefix!r} in {spec!r}: {how}; a plugin declares its prefix as an "
+                f"{ENTRY_POINT_GROUP!r} entry point")
+    return None
+
+
 def get_encoder(spec: str, *, cached: bool = True) -> Any:
     """Build (or reuse) the encoder for a spec string such as ``"text:minilm"``.
 
@@ -205,6 +226,9 @@ def get_encoder(spec: str, *, cached: bool = True) -> Any:
     instance per spec is kept and reused unless ``cached=False``.
     """
     if ":" not in spec:
+        problem = spec_problem(spec)
+        if problem:
+            raise EncoderError(problem)
         spec = default_spec(spec)
     if cached and spec in _INSTANCES:
         return _INSTANCES[spec]

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from ..cache import FeatureCache
 from ..data.manifest import Manifest, Record
 from ..errors import DataError
+from ..numerics import flush_denormals
 from .balance import RunningMean, agm_coefficients, ogm_coefficients, scale_grad, shapley_values, subset_outputs
 from .net import FusionNet
 
@@ -88,12 +89,12 @@ class TrainingMixin:
                 yv = self._targets(val)
         prev_threads = torch.get_num_threads()
         torch.set_num_threads(1)  # a tiny network: more threads only spin (see train.py)
-        torch.set_flush_denormal(True)
+        flush_denormals(True)
         try:
             self._train(X, mask, y, Xv, mv, yv, on_epoch)
         finally:
             torch.set_num_threads(prev_threads)
-            torch.set_flush_denormal(False)
+            flush_denormals(False)
         return self
 
     def _train(self, X, mask, y, Xv, mv, yv, on_epoch=None) -> None:

@@ -47,6 +47,26 @@ def _modality_of_file(p: str | Path) -> str:
     )
 
 
+def query_vector(x: np.ndarray, dim: int, what: str = "query vector") -> np.ndarray:
+    """A query given as a vector, checked: real numbers, one vector of width ``dim`` (``(dim,)`` or
+    ``(1, dim)``), finite, not zero.  Returns it as float32 ``(dim,)``."""
+    x = np.asarray(x)
+    if x.dtype.kind not in "fiu" or x.dtype.kind == "b":
+        raise QueryError(f"{what} holds {x.dtype} values: give real numbers (float)")
+    q = x[0] if x.ndim == 2 and x.shape[0] == 1 else x
+    if q.shape != (dim,):
+        raise QueryError(
+            f"{what} of shape {x.shape}: this index holds {dim}-d vectors, give one of shape ({dim},)"
+        )
+    with np.errstate(over="ignore"):  # a value beyond float32 becomes inf, refused just below
+        q = q.astype(np.float32)
+    if not np.isfinite(q).all():
+        raise QueryError(f"{what} holds NaN or infinite values")
+    if not np.any(q):
+        raise QueryError(f"{what} is all zeros: it has no direction to search in")
+    return q
+
+
 class QueryMixin:
     """:class:`~anybind.index.Index` methods that embed queries (mixed into ``Index``)."""
 
@@ -80,14 +100,7 @@ class QueryMixin:
 
         if query is not None:
             if isinstance(query, np.ndarray):
-                q = np.asarray(query, np.float32)
-                if q.ndim == 2 and q.shape[0] == 1:
-                    q = q[0]
-                if q.shape != (self.dim,):
-                    raise QueryError(
-                        f"query vector of shape {query.shape}: this index holds {self.dim}-d vectors"
-                    )
-                vec_parts.append(q)
+                vec_parts.append(query_vector(query, self.dim))
             elif isinstance(query, str) and not _looks_like_file(query):
                 parts.append((text_modality, query))
             elif isinstance(query, (str, Path)):

@@ -33,6 +33,7 @@ import contextlib
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Iterator
 
 LOCAL = "local"
@@ -67,6 +68,7 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> bool
     if ray.is_initialized():
         return False
     addr = ray_address(address)
+    quiet_ray_core()
     kw: dict = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
     if addr is None:
         # local workers inherit the environment of the Ray processes started here: give them this
@@ -89,6 +91,21 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> bool
     return True
 
 
+#: Ray's own lines that are no business of an anybind user: a note that the local cluster anybind starts
+#: uses token authentication, and Ray Data's note that its progress bars are off (anybind shows its own)
+_RAY_NOTE_LOGGERS = ("ray._private.authentication.authentication_token_setup", "ray.data._internal.progress")
+
+
+def quiet_ray_core() -> None:
+    """Before ``ray.init``: Ray's informational notes off (see :data:`_RAY_NOTE_LOGGERS`).
+
+    Ray's C++ core still writes its ERROR lines to stderr (``core_worker.cc:... E ... Actor ... has
+    constructor arguments in the object store and max_restarts > 0``, once per Ray Data actor pool): the
+    only switch, ``RAY_BACKEND_LOG_LEVEL``, prints a line of its own when set and would hide real errors."""
+    for name in _RAY_NOTE_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def quiet_ray_data() -> None:
     """No Ray Data progress bars or per-execution log lines: anybind shows its own progress."""
     import ray.data
@@ -99,6 +116,9 @@ def quiet_ray_data() -> None:
         ctx.print_on_execution_start = False
     for name in ("ray.data", "ray.train", "ray.tune"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # a small input cannot keep every encoder actor busy: Ray Data says so on every small run (anybind
+    # chose the pool size, not the user), so that one warning is dropped
+    warnings.filterwarnings("ignore", message="The minimum number of concurrent actors", category=UserWarning)
 
 
 @contextlib.contextmanager

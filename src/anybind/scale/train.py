@@ -41,6 +41,7 @@ from torch import nn
 
 from ..epochs import EpochSelection, selection_record
 from ..errors import DataError
+from ..numerics import flush_denormals
 from ..train import VAL_METRIC, TrainConfig, choose_pairs, pair_terms, val_score
 from .stream import DEFAULT_ROWS_PER_SHARD, PairStream, TrainingShards, write_training_shards
 
@@ -142,7 +143,7 @@ def train_streaming(
     distributed = world > 1
     prev_threads = torch.get_num_threads()
     torch.set_num_threads(max(1, cfg.threads))
-    torch.set_flush_denormal(True)
+    flush_denormals(True)
     try:
         torch.manual_seed(cfg.seed)  # identical initial weights on every worker (and as train_space)
         pairs = stream_pairs(shards, cfg)
@@ -235,7 +236,7 @@ def train_streaming(
         }
     finally:
         torch.set_num_threads(prev_threads)
-        torch.set_flush_denormal(False)
+        flush_denormals(False)
 
 
 def space_from_result(shards: TrainingShards, cfg: TrainConfig, res: dict[str, Any], stats: dict, **info: Any):
@@ -393,13 +394,13 @@ def fit_sharded(
     from ..version import __version__
     from ..cache import FeatureCache
     from ..encoders.registry import default_spec
-    from ..space import as_manifests
+    from ..space import fit_manifests
     from .encode import encode_items, manifest_items
 
     if weights is not None and len(set(float(w) for w in weights)) > 1:
         raise DataError("per-corpus sampling weights need the in-memory fit (drop --stream / --ray-workers)")
     fc = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
-    manifests = as_manifests(manifest, modalities, encoders, strict, progress)
+    manifests, mods = fit_manifests(manifest, modalities, encoders, strict, progress)
     if not allow_eval_only:
         from ..corpora import is_eval_only
 
@@ -407,7 +408,6 @@ def fit_sharded(
         if held_out:
             raise DataError(f"{', '.join(held_out)}: corpus marked evaluation-only (corpus.json \"eval_only\": true); "
                             "pass allow_eval_only=True (--allow-eval-only) if you really mean to")
-    mods = sorted(set(modalities) if modalities is not None else {m for man in manifests for m in man.modalities})
     if not mods:
         raise DataError("nothing to bind: the manifest has no modality fields")
     specs = {m: (encoders or {}).get(m) or default_spec(m) for m in mods}

@@ -1,0 +1,159 @@
+"""Which manifest fields a fit binds: the base modalities by default; language variants are views of them.
+
+A field ``<base>_<suffix>`` (``text_fr``, ``speech_de``, ``speech_name``) whose base field (``text``,
+``speech``) is also in the manifest is a *variant* of that modality: the same items in another language (or
+another take).  It is not a new modality, so a fit that is not told which fields to bind binds the base
+modalities only, and says which variants it left out.  A variant's items embed through its base modality's
+encoder (``space.embed("text", ["Un blaireau."])``), which is how they serve as evaluation queries (see
+``anybind bench --task multilingual-retrieval``); naming one in ``modalities`` binds it as a modality of its
+own.
+
+A field no encoder can read (not a built-in modality, no encoder given for it) is left out with one warning,
+instead of every record being rejected for it.  A field asked for by name that no record carries is an error
+that names the nearest field (``imgae`` -> ``image``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import logging
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+from ..errors import DataError
+from .manifest import RESERVED, Manifest, base_modality, modality_kind
+
+log = logging.getLogger(__name__)
+
+
+def scan_fields(path: str | Path) -> Counter:
+    """How many lines of a manifest carry each field (a quick read of the JSON keys; nothing is validated)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: manifest does not exist")
+    counts: Counter = Counter()
+    try:
+        with open(path, "rb") as f:
+            for line in f:
+                try:
+                    obj = json.loads(line)
+                except ValueError:  # not JSON, not UTF-8: load_manifest reports the line
+                    continue
+                if isinstance(obj, dict):
+                    counts.update(k for k, v in obj.items() if k not in RESERVED and v is not None)
+    except OSError as e:
+        raise DataError(f"{path}: cannot read the manifest ({e.strerror or e})") from None
+    return counts
+
+
+def variant_base(name: str, fields: Iterable[str]) -> str | None:
+    """The modality ``name`` is a variant of (``text_fr`` -> ``text`` if ``text`` is a field), or ``None``."""
+    base = base_modality(name)
+    return base if base != name and base in set(fields) else None
+
+
+def split_variants(fields: Iterable[str]) -> tuple[list[str], dict[str, list[str]]]:
+    """``(fields bound by default, {base: its variants})`` of a manifest's fields."""
+    fields = sorted(set(fields))
+    bound, variants = [], {}
+    for f in fields:
+        base = variant_base(f, fields)
+        if base is None:
+            bound.append(f)
+        else:
+            variants.setdefault(base, []).append(f)
+    return bound, variants
+
+
+def unreadable_fields(fields: Iterable[str], kinds: Mapping[str, str] | None = None) -> list[str]:
+    """The fields no encoder can read: not a built-in modality and no kind (no encoder) given for them."""
+    return sorted(f for f in set(fields) if modality_kind(f, kinds) is None)
+
+
+def unreadable_warning(name: str, where: str, what: str = "bound") -> str:
+    return f"field {name!r} of {where} is not {what}: it is not a built-in modality; {_encoder_hint(name)}"
+
+
+def _encoder_hint(name: str) -> str:
+    return (f"give it an encoder (anybind: -e {name}=PREFIX:NAME, see `anybind encoders`; "
+            f"Python: encoders={{{name!r}: SPEC}})")
+
+
+def check_fields(requested: Sequence[str], fields: Mapping[str, int], where: str,
+                 kinds: Mapping[str, str] | None = None) -> None:
+    """Refuse a requested field that no record carries (naming the nearest one) or that no encoder reads."""
+    for name in requested:
+        if name not in fields:
+            close = difflib.get_close_matches(name, list(fields), n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            bound, variants = split_variants(fields)
+            n_variants = sum(map(len, variants.values()))
+            have = ", ".join(bound) + (f" and {n_variants} language variants" if variants else "")
+            raise DataError(f"no field {name!r} in {where}{hint} (fields: {have or 'none'})")
+        if modality_kind(name, kinds) is None:
+            raise DataError(f"field {name!r} of {where} is not a built-in modality: {_encoder_hint(name)}")
+
+
+def require_fields(path: str | Path, requested: Sequence[str], kinds: Mapping[str, str] | None = None
+                   ) -> None:
+    """:func:`check_fields` on a manifest file (its fields read by :func:`scan_fields`)."""
+    check_fields(requested, scan_fields(path), str(path), kinds)
+
+
+def _describe(variants: Mapping[str, list[str]]) -> str:
+    parts = []
+    for i, (base, vs) in enumerate(sorted(variants.items())):
+        shown = ", ".join(vs[:3]) + (", ..." if len(vs) > 3 else "")
+        parts.append(f"{len(vs)} {'variants ' if i == 0 else ''}of {base} ({shown})")
+    return ", ".join(parts)
+
+
+def fields_to_bind(
+    manifests: Sequence[str | Path | Manifest],
+    requested: Iterable[str] | None,
+    kinds: Mapping[str, str] | None = None,
+    named: Iterable[str] = (),
+) -> list[str]:
+    """The fields a fit on ``manifests`` binds: ``requested`` (checked), else every base modality and every
+    field ``named`` (given an encoder of its own), variant or not.
+
+    Logs which fields are bound and which were left as variants (or unread: no encoder for them).
+    """
+    fields: Counter = Counter()  # what a fit would read: a loaded manifest's fields, a file's
+    written: Counter = Counter()  # what the files hold (a field whose every record is bad is still there)
+    names = []
+    kinds = dict(kinds or {})
+    for m in manifests:
+        if isinstance(m, Manifest):
+            kinds = {**m.kinds, **kinds}  # the kinds it was loaded with
+            fields.update(f for r in m.records for f in r.values)
+            if m.path.is_file():
+                written.update(scan_fields(m.path))
+            names.append(str(m.path))
+        else:
+            fields.update(scan_fields(m))
+            names.append(str(m))
+    where = ", ".join(names)
+    if requested is not None:
+        requested = sorted(set(requested))
+        check_fields(requested, fields + written, where, kinds)
+        return requested
+    bound, variants = split_variants(fields)
+    named = set(named) & set(fields)
+    bound = sorted(set(bound) | named)
+    variants = {b: [v for v in vs if v not in named] for b, vs in variants.items()}
+    variants = {b: vs for b, vs in variants.items() if vs}
+    unread = unreadable_fields(bound, kinds)
+    for f in unread:
+        log.warning(unreadable_warning(f, where))
+    bound = [f for f in bound if f not in unread]
+    if variants:
+        log.info("binding %s; not bound: %s -- a variant (another language) embeds through its base "
+                 "modality's encoder, e.g. as an evaluation query; name it in --modalities (modalities=) to "
+                 "bind it on its own",
+                 ", ".join(bound) or "nothing", _describe(variants))
+    else:
+        log.info("binding %s", ", ".join(bound) or "nothing")
+    return bound

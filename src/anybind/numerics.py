@@ -1,0 +1,33 @@
+"""CPU numerics for the trainers: flushing denormals to zero without numpy's "smallest subnormal" warning.
+
+Adam's second moments underflow to denormals, which are ~2x slower on CPUs, so every trainer flushes them
+while it trains (``torch.set_flush_denormal``) and restores the default after.  numpy computes its float
+limits lazily (the first ``np.finfo(...)``, or the first ``np.unique``, which imports ``numpy.ma``);
+computed while denormals are flushed, they come out with a smallest subnormal of zero and numpy warns "The
+value of the smallest subnormal for <class 'numpy.float32'> type is zero" -- noise on the user's terminal,
+and a wrong value cached for the process.  :func:`flush_denormals` computes them first.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+_LIMITS_READY = False
+
+
+def _compute_float_limits() -> None:
+    global _LIMITS_READY
+    if not _LIMITS_READY:
+        for t in (np.float16, np.float32, np.float64, np.longdouble):
+            np.finfo(t)
+        import numpy.ma  # noqa: F401  (its import reads the limits too)
+
+        _LIMITS_READY = True
+
+
+def flush_denormals(on: bool = True) -> None:
+    """Flush denormals to zero on CPU (``on``) or restore the default; numpy's float limits computed first."""
+    if on:
+        _compute_float_limits()
+    torch.set_flush_denormal(on)
