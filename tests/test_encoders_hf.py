@@ -107,6 +107,18 @@ def test_text_features_equal_the_raw_forward_and_mean_ignores_padding(models):
     np.testing.assert_allclose(pooler, out.pooler_output.numpy(), atol=1e-5)
 
 
+def test_a_pickled_encoder_rebuilds_its_model_in_the_worker(models):
+    import pickle
+
+    enc = get_encoder(f"text:hf/{models['bert']}", cached=False)
+    want = enc.encode(TEXTS)
+    blob = pickle.dumps(enc)
+    assert b"BertModel" not in blob and len(blob) < 20_000  # the model travels as its spec, not its weights
+    again = pickle.loads(blob)
+    assert again.identity == enc.identity
+    np.testing.assert_allclose(again.encode(TEXTS), want, atol=1e-6)
+
+
 def test_image_features_are_vit_cls_and_a_corrupt_image_names_its_file(models, tmp_path):
     paths = _pngs(tmp_path)
     enc = get_encoder(f"image:hf/{models['vit']}", cached=False)
@@ -182,6 +194,9 @@ def test_identity_follows_weights_pooling_and_not_device_or_readme(models, tmp_p
     spec = f"text:hf/{folder}"
     before = get_encoder(spec, cached=False)
     ident, vec = before.identity, before.encode(TEXTS)
+    used = get_encoder(spec, cached=False)
+    used.encode(TEXTS)  # a tokenizer call sets its padding / truncation state: not part of the identity
+    assert used.identity == ident
     (folder / "README.md").write_text("notes")
     assert get_encoder(spec, cached=False).identity == ident
     assert get_encoder(spec + "@device=cpu", cached=False).identity == ident
@@ -271,6 +286,21 @@ def test_feature_cache_and_space_fit_end_to_end(models, tmp_path, monkeypatch):
     encoders = {"text": f"text:hf/{folder}", "image": f"image:hf/{models['vit']}"}
     sp = Space.fit(man, encoders=encoders, cache=tmp_path / "c", epochs=2, progress=False, recipe="plain")
     assert sorted(sp.modalities) == ["image", "text"]
+    from typer.testing import CliRunner
+
+    from anybind.cli import app
+
+    def cli_fit(out: str, *encs: str):
+        argv = ["fit", str(man), *(x for e in encs for x in ("-e", e)), "--epochs", "2", "--out",
+                str(tmp_path / out), "--cache", str(tmp_path / "c")]
+        return CliRunner().invoke(app, argv, env={"COLUMNS": "80"})
+
+    r = cli_fit("cli", f"text={encoders['text']}", f"image={encoders['image']}")
+    assert r.exit_code == 0, r.output
+    saved = json.loads((tmp_path / "cli" / "space.json").read_text())["modalities"]
+    assert saved["text"]["encoder"] == encoders["text"] and "weights=sha256:" in saved["text"]["identity"]
+    bad = cli_fit("bad", f"text={encoders['text']}@pool=max")
+    assert bad.exit_code == 2 and "pool='max'" in bad.output and "Traceback" not in bad.output
     assert sp.embed("text", ["the dog"]).shape[0] == 1
     sp.save(tmp_path / "sp")
     from safetensors.torch import load_file, save_file

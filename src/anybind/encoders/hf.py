@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import json
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -195,7 +196,10 @@ class HfEncoder(Encoder):
                 weights = "commit:" + self._commit()
             proc = self.processor()
             if hasattr(proc, "backend_tokenizer"):
-                prep_text = proc.backend_tokenizer.to_str() + f"|max={self._max_length()}"
+                # the padding / truncation state changes with every call: not part of what the tokenizer is
+                state = {k: v for k, v in json.loads(proc.backend_tokenizer.to_str()).items()
+                         if k not in ("padding", "truncation")}
+                prep_text = json.dumps(state, sort_keys=True) + f"|max={self._max_length()}"
             elif hasattr(proc, "to_json_string"):
                 prep_text = proc.to_json_string()
             else:
