@@ -3,7 +3,8 @@ trains, and what DDP wraps on Ray Train).
 
 * :class:`PairBinder`: pairwise objectives, a batch per modality pair (in-memory, streaming and Ray training);
 * :class:`MultiBinder`: multimodal objectives (Symile), one batch of records with every modality, placeholders
-  where one is missing (in-memory training).
+  where one is missing (in-memory training);
+* :class:`AnchorBinder`: one new projector against frozen target embeddings (progressive binding).
 """
 
 from __future__ import annotations
@@ -109,6 +110,34 @@ class MultiBinder(nn.Module):
             feats.append(standardised(pr, x))
         kw = {"feats": feats} if self.needs_feats else {}
         return sum(self.loss_fn.forward_multi(embs, self.logit_scale, observed=torch.stack(observed, 1), **kw).values())
+
+
+class AnchorBinder(nn.Module):
+    """One projector, temperature and a pairwise loss against frozen targets; ``forward([(anchor, j), ...])``:
+    the mean over anchors of the loss between ``projector(feats[rows[anchor][j]])`` and ``targets[anchor][j]``
+    (``keys[anchor]``: the anchor's frozen input features, for terms that read features)."""
+
+    def __init__(self, projector: Projector, logit_scale: nn.Parameter, loss_fn: nn.Module, feats: torch.Tensor,
+                 rows: Mapping[str, np.ndarray], targets: Mapping[str, torch.Tensor], keys: Mapping[str, torch.Tensor],
+                 *, noise: float = 0.0):
+        super().__init__()
+        self.projector = projector
+        self.logit_scale = logit_scale
+        self.loss_fn = loss_fn
+        self.feats, self.rows, self.targets, self.keys, self.noise = feats, rows, targets, keys, noise
+        self.needs_feats = bool(getattr(loss_fn, "needs_features", False))
+
+    def forward(self, batch: Sequence[tuple[str, np.ndarray]]) -> torch.Tensor:
+        proj, total = self.projector, 0.0
+        for a, j in batch:
+            x = self.feats[self.rows[a][j]]
+            if self.noise > 0:
+                x = x + self.noise * proj.scale * torch.randn_like(x)
+            e = F.normalize(proj(x), dim=-1)
+            g = self.targets[a][j]  # frozen: no gradient reaches the bound space
+            kw = {"feats": (standardised(proj, x), self.keys[a][j])} if self.needs_feats else {}
+            total = total + sum(self.loss_fn(e, g, self.logit_scale, **kw).values())
+        return total / len(batch)
 
 
 @torch.no_grad()

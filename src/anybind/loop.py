@@ -93,15 +93,26 @@ class IndexSampler:
     Each key walks a fresh seeded permutation of its members ``batch`` at a time (a new
     permutation when the rest would not fill a batch); a key with sampling probabilities
     (per-corpus weights) draws without replacement with them instead.  Every key's first
-    permutation is drawn up front, in key order, so the random stream does not depend on
-    which keys are used.
+    permutation is drawn when it is added, so the random stream does not depend on which
+    keys are used.
     """
 
     def __init__(self, members: Mapping[Hashable, np.ndarray], batch_size: int, rng: np.random.Generator,
                  probabilities: Mapping[Hashable, np.ndarray] | None = None):
-        self.members, self.batch_size, self.rng = dict(members), batch_size, rng
-        self.probabilities = dict(probabilities or {})
-        self.cursors = {k: (rng.permutation(m), 0) for k, m in self.members.items()}
+        self.batch_size, self.rng = batch_size, rng
+        self.members: dict[Hashable, np.ndarray] = {}
+        self.probabilities: dict[Hashable, np.ndarray] = {}
+        self.cursors: dict[Hashable, tuple[np.ndarray, int]] = {}
+        for k, m in members.items():
+            self.add(k, m, (probabilities or {}).get(k))
+
+    def add(self, key: Hashable, members: np.ndarray, probabilities: np.ndarray | None = None) -> None:
+        """Members of another key (its first permutation drawn now); an existing key is replaced."""
+        self.members[key] = members
+        self.probabilities.pop(key, None)
+        if probabilities is not None:
+            self.probabilities[key] = probabilities
+        self.cursors[key] = (self.rng.permutation(members), 0)
 
     def next(self, key: Hashable) -> np.ndarray:
         mem = self.members[key]
@@ -124,7 +135,7 @@ class IndexSampler:
 class LoopResult:
     """What :func:`fit_loop` kept: the best epoch's state and how it was chosen."""
 
-    state: dict[str, dict[str, torch.Tensor]] | None  # keep-name -> state dict of the kept epoch
+    state: dict[str, dict[str, torch.Tensor]]  # keep-name -> state dict of the kept epoch
     logit_scale: float  # the kept epoch's
     best_epoch: int
     best_val: float | None
@@ -209,8 +220,8 @@ def fit_loop(
             log.debug("%s epoch %d: %s", label, epoch, note)
             if sel.stop:
                 break
-    if best is None:  # no epoch ran: the weights as they are
-        return LoopResult(None, float(logit_scale.item()), len(history), sel.best, use_val, history)
+    if best is None:  # no epoch was kept (none ran, or no score was a number): the weights as they are
+        best = snapshot(len(history))
     for k, sd in best[0].items():
         keep[k].load_state_dict(sd)
     return LoopResult(best[0], best[1], best[2], sel.best, use_val, history)

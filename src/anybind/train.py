@@ -305,15 +305,17 @@ def _train_space(fs: FeatureSet, cfg: TrainConfig, *, progress: bool = True):
     opt = make_optimizer([p for pr in projectors.values() for p in pr.parameters()], logit_scale,
                          list(loss_fn.parameters()) + list(placeholders.parameters()),
                          lr=cfg.lr, weight_decay=cfg.weight_decay)
-    members = {p: fs.with_pair(train_idx, *p) for p in pairs}
+
+    def add(key, mem: np.ndarray) -> None:  # with per-corpus sampling weights, if any
+        sampler.add(key, mem, fs.weights[fs.corpus[mem]] / fs.weights[fs.corpus[mem]].sum() if len(fs.weights) > 1 else None)
+
+    sampler = IndexSampler({}, cfg.batch_size, rng)
+    for p in pairs:
+        add(p, fs.with_pair(train_idx, *p))
     mods_multi: list[str] = sorted({m for p in pairs for m in p})
-    if multimodal:  # one batch of every record with >= 2 of the modalities; missing ones get placeholders
+    if multimodal:  # one batch of every record with >= 2 of the modalities (with 2 modalities: the pair's key)
         have = np.stack([fs.rows[m][train_idx] >= 0 for m in mods_multi], 1)
-        members[tuple(mods_multi)] = train_idx[have.sum(1) >= 2]
-    probs = {}
-    if len(fs.weights) > 1:  # per-corpus sampling weights
-        probs = {k: fs.weights[fs.corpus[mem]] / fs.weights[fs.corpus[mem]].sum() for k, mem in members.items()}
-    sampler = IndexSampler(members, cfg.batch_size, rng, probs)
+        add(tuple(mods_multi), train_idx[have.sum(1) >= 2])
     feats_t = {m: torch.from_numpy(fs.feats[m]) for m in fs.modalities}
     model: torch.nn.Module
     if multimodal:
