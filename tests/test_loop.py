@@ -96,7 +96,8 @@ def test_stream_fit_follows_the_same_recipe_and_lineage_as_fit(tmp_path):
     from anybind.cli import app
 
     man, specs = _corpus(tmp_path)
-    args = ["fit", str(man), "--epochs", "3", "--cache", str(tmp_path / "c")] + [a for m, s in specs.items() for a in ("-e", f"{m}={s}")]
+    args = ["fit", str(man), "--epochs", "3", "--cache", str(tmp_path / "c")]
+    args += [a for m, s in specs.items() for a in ("-e", f"{m}={s}")]
     for extra, out in ((["--stream"], "stream"), ([], "mem")):
         res = CliRunner().invoke(app, args + extra + ["--out", str(tmp_path / out)])
         assert res.exit_code == 0, res.output

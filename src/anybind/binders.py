@@ -1,5 +1,5 @@
-"""The trainable parts of a fit as one module whose ``forward(batch)`` is one step's loss (what :func:`anybind.loop.fit_loop`
-trains, and what DDP wraps on Ray Train).
+"""The trainable parts of a fit as one module whose ``forward(batch)`` is one step's loss (what
+:func:`anybind.loop.fit_loop` trains, and what DDP wraps on Ray Train).
 
 * :class:`PairBinder`: pairwise objectives, a batch per modality pair (in-memory, streaming and Ray training);
 * :class:`MultiBinder`: multimodal objectives (Symile), one batch of records with every modality, placeholders
@@ -84,9 +84,9 @@ class MultiBinder(nn.Module):
     """Projectors, placeholders, temperature and a multimodal loss; ``forward(record indices)``: the loss of
     every modality of those records (``rows[m]``: record -> row of ``feats[m]``, -1 where missing)."""
 
-    def __init__(self, projectors: Mapping[str, Projector], placeholders: MissingPlaceholders, logit_scale: nn.Parameter,
-                 loss_fn: nn.Module, mods: Sequence[str], feats: Mapping[str, torch.Tensor],
-                 rows: Mapping[str, np.ndarray], *, noise: float = 0.0):
+    def __init__(self, projectors: Mapping[str, Projector], placeholders: MissingPlaceholders,
+                 logit_scale: nn.Parameter, loss_fn: nn.Module, mods: Sequence[str],
+                 feats: Mapping[str, torch.Tensor], rows: Mapping[str, np.ndarray], *, noise: float = 0.0):
         super().__init__()
         self.projectors = nn.ModuleDict(projectors)
         self.placeholders = placeholders
@@ -109,7 +109,8 @@ class MultiBinder(nn.Module):
             observed.append(obs)
             feats.append(standardised(pr, x))
         kw = {"feats": feats} if self.needs_feats else {}
-        return sum(self.loss_fn.forward_multi(embs, self.logit_scale, observed=torch.stack(observed, 1), **kw).values())
+        terms = self.loss_fn.forward_multi(embs, self.logit_scale, observed=torch.stack(observed, 1), **kw)
+        return sum(terms.values())
 
 
 class AnchorBinder(nn.Module):
@@ -118,8 +119,8 @@ class AnchorBinder(nn.Module):
     (``keys[anchor]``: the anchor's frozen input features, for terms that read features)."""
 
     def __init__(self, projector: Projector, logit_scale: nn.Parameter, loss_fn: nn.Module, feats: torch.Tensor,
-                 rows: Mapping[str, np.ndarray], targets: Mapping[str, torch.Tensor], keys: Mapping[str, torch.Tensor],
-                 *, noise: float = 0.0):
+                 rows: Mapping[str, np.ndarray], targets: Mapping[str, torch.Tensor],
+                 keys: Mapping[str, torch.Tensor], *, noise: float = 0.0):
         super().__init__()
         self.projector = projector
         self.logit_scale = logit_scale
@@ -141,7 +142,8 @@ class AnchorBinder(nn.Module):
 
 
 @torch.no_grad()
-def missing_embeddings(projectors: Mapping[str, Projector], placeholders: MissingPlaceholders, mods) -> dict[str, np.ndarray]:
+def missing_embeddings(projectors: Mapping[str, Projector], placeholders: MissingPlaceholders,
+                       mods) -> dict[str, np.ndarray]:
     """Unit embedding of a *missing* item of each modality (eval mode): the placeholder through its projector."""
     out = {}
     for m in mods:

@@ -107,5 +107,6 @@ def fit_in_memory(plan: FitPlan, *, cache: FeatureCache | str | Path | None = No
         from .align import fit_training_free
 
         space = fit_training_free(fs, method=plan.method, **plan.config)
-    space.info["lineage"].append(plan.lineage(trainer="in-memory" if plan.method == "contrastive" else "training-free"))
+    trainer = "in-memory" if plan.method == "contrastive" else "training-free"
+    space.info["lineage"].append(plan.lineage(trainer=trainer))
     return space

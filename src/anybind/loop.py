@@ -71,10 +71,9 @@ def make_optimizer(
     ``undecayed`` (the loss' own parameters such as SigLIP's bias, Symile's missing placeholders; frozen
     ones left out) without."""
     rest = [p for p in undecayed if p.requires_grad]
-    return torch.optim.AdamW(
-        [{"params": list(decayed), "weight_decay": weight_decay}, {"params": [logit_scale] + rest, "weight_decay": 0.0}],
-        lr=lr,
-    )
+    groups = [{"params": list(decayed), "weight_decay": weight_decay},
+              {"params": [logit_scale] + rest, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr)
 
 
 @torch.no_grad()
@@ -90,7 +89,7 @@ def temperature_of(logit_scale: torch.Tensor) -> float:
 class IndexSampler:
     """Batches of indices from in-memory member lists, one cursor per key.
 
-    Each key walks a fresh seeded permutation of its members ``batch`` at a time (a new
+    Each key walks a fresh seeded permutation of its members ``batch_size`` at a time (a new
     permutation when the rest would not fill a batch); a key with sampling probabilities
     (per-corpus weights) draws without replacement with them instead.  Every key's first
     permutation is drawn when it is added, so the random stream does not depend on which
@@ -191,8 +190,8 @@ def fit_loop(
         if sel.update(0, s0):
             best = snapshot(0)
         history.append({"epoch": 0, "loss": float("nan"), "val": s0, "temperature": temperature_of(logit_scale)})
-    cols = [TextColumn(f"[bold]{label}"), BarColumn(), TextColumn("epoch {task.completed}/{task.total} {task.fields[msg]}"),
-            TimeElapsedColumn()]
+    cols = [TextColumn(f"[bold]{label}"), BarColumn(),
+            TextColumn("epoch {task.completed}/{task.total} {task.fields[msg]}"), TimeElapsedColumn()]
     with Progress(*cols, disable=not progress, transient=False) as prog:
         task = prog.add_task("train", total=epochs, msg="")
         for epoch in range(1, epochs + 1):
@@ -210,7 +209,8 @@ def fit_loop(
                 ep_loss += float(total.detach())
             model.eval()
             s = score(epoch) if use_val else None
-            history.append({"epoch": epoch, "loss": ep_loss / steps, "val": s, "temperature": temperature_of(logit_scale)})
+            history.append({"epoch": epoch, "loss": ep_loss / steps, "val": s,
+                            "temperature": temperature_of(logit_scale)})
             if on_epoch is not None:
                 on_epoch(epoch, s)
             if sel.update(epoch, s):

@@ -408,7 +408,8 @@ def _train_projector(space, feats, row_of, targets: Mapping[str, _Target], train
         if is_multimodal(loss_fn):
             raise ValueError(f"progressive binding needs a pairwise objective, not {cfg.loss!r}")
         logit_scale = make_temperature(cfg.temperature, cfg.learn_temperature)
-        opt = make_optimizer(proj.parameters(), logit_scale, loss_fn.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        opt = make_optimizer(proj.parameters(), logit_scale, loss_fn.parameters(), lr=cfg.lr,
+                             weight_decay=cfg.weight_decay)
         sampler = IndexSampler({a: np.flatnonzero(np.isin(t.records, train_idx)) for a, t in targets.items()},
                                cfg.batch_size, rng)
         model = AnchorBinder(proj, logit_scale, loss_fn, torch.from_numpy(feats),

@@ -5,7 +5,9 @@ and training only ever touches them, so an epoch over thousands of pairs
 takes milliseconds.  Every modality pair present in the data is trained with
 its own batches drawn from the records that have both modalities: a record
 missing a modality still serves the pairs it has, and a rare modality (sound)
-still sees full batches of negatives.
+still sees full batches of negatives.  The model is :class:`~anybind.binders.PairBinder`
+(or :class:`~anybind.binders.MultiBinder` for Symile) trained by :func:`anybind.loop.fit_loop`,
+the loop progressive binding and the streaming / Ray trainers share.
 """
 
 from __future__ import annotations
@@ -244,7 +246,8 @@ def warm_start(projectors: Mapping[str, Projector], fs: FeatureSet, cfg: TrainCo
 def ridge_start(projectors: Mapping[str, Projector], fs: FeatureSet, cfg: TrainConfig) -> None:
     """Start every unlocked projector at the ridge regression onto the locked modality's space
     (:func:`anybind.loop.locked_ridge_start` over the training pairs, shrinkage chosen on the val pairs)."""
-    locked_ridge_start(projectors, cfg.lock, featureset_pairs(fs, "train", cfg.lock), featureset_pairs(fs, "val", cfg.lock))
+    locked_ridge_start(projectors, cfg.lock, featureset_pairs(fs, "train", cfg.lock),
+                       featureset_pairs(fs, "val", cfg.lock))
 
 
 def featureset_pairs(fs: FeatureSet, split: str, lock: str | None):
@@ -307,7 +310,8 @@ def _train_space(fs: FeatureSet, cfg: TrainConfig, *, progress: bool = True):
                          lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     def add(key, mem: np.ndarray) -> None:  # with per-corpus sampling weights, if any
-        sampler.add(key, mem, fs.weights[fs.corpus[mem]] / fs.weights[fs.corpus[mem]].sum() if len(fs.weights) > 1 else None)
+        w = fs.weights[fs.corpus[mem]]
+        sampler.add(key, mem, w / w.sum() if len(fs.weights) > 1 else None)
 
     sampler = IndexSampler({}, cfg.batch_size, rng)
     for p in pairs:
@@ -338,8 +342,8 @@ def _train_space(fs: FeatureSet, cfg: TrainConfig, *, progress: bool = True):
 
     use_val = len(val_idx) >= 2 and any(len(fs.with_pair(val_idx, *p)) >= 2 for p in pairs)
     res = fit_loop(model, batches, opt, logit_scale, epochs=cfg.epochs, steps=steps, use_val=use_val,
-                   patience=cfg.patience, score=score, keep={"projectors": model.projectors, "placeholders": placeholders},
-                   start=cfg.init != "random", progress=progress)
+                   patience=cfg.patience, score=score, start=cfg.init != "random", progress=progress,
+                   keep={"projectors": model.projectors, "placeholders": placeholders})
     space = Space(
         fs.specs,
         projectors,

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from ..cache import FeatureCache
 from ..data.manifest import Manifest, Record
 from ..errors import DataError
+from ..loop import training_threads
 from .balance import RunningMean, agm_coefficients, ogm_coefficients, scale_grad, shapley_values, subset_outputs
 from .net import FusionNet
 
@@ -86,14 +87,8 @@ class TrainingMixin:
             if val:
                 Xv, mv = self._inputs(val, cache)
                 yv = self._targets(val)
-        prev_threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # a tiny network: more threads only spin (see train.py)
-        torch.set_flush_denormal(True)
-        try:
+        with training_threads(1):  # a tiny network: more threads only spin (see anybind.loop)
             self._train(X, mask, y, Xv, mv, yv, on_epoch)
-        finally:
-            torch.set_num_threads(prev_threads)
-            torch.set_flush_denormal(False)
         return self
 
     def _train(self, X, mask, y, Xv, mv, yv, on_epoch=None) -> None:

@@ -17,7 +17,8 @@ import torch
 from ..errors import DataError
 from ..train import TrainConfig
 from .stream import TrainingShards
-from .train import DEFAULT_SHUFFLE_BUFFER, check_config, ridge_init, shard_stats, space_from_result, train_streaming
+from .train import (DEFAULT_SHUFFLE_BUFFER, check_config, ridge_init, shard_stats, space_from_result,
+                    train_streaming)
 
 
 def _ray_worker(config: dict[str, Any]) -> None:
@@ -73,7 +74,9 @@ def fit_ray(
         raise DataError(f"ray workers must be >= 1, got {workers}")
     stats = shard_stats(shards)
     init = ridge_init(shards, cfg, stats)  # here, once: every worker starts from it
-    init_bytes = None if init is None else save({f"{m}.{k}": v.contiguous() for m, sd in init.items() for k, v in sd.items()})
+    init_bytes = None
+    if init is not None:
+        init_bytes = save({f"{m}.{k}": v.contiguous() for m, sd in init.items() for k, v in sd.items()})
     with ray_session(address):
         from ray.train import RunConfig, ScalingConfig
         from ray.train.torch import TorchConfig, TorchTrainer

@@ -250,8 +250,8 @@ def fit_streaming(shards: TrainingShards, cfg: TrainConfig, *, shuffle_buffer: i
     """Train a space from training shards in this process, in bounded memory."""
     check_config(cfg)
     stats = shard_stats(shards)
-    res = train_streaming(shards, cfg, shuffle_buffer=shuffle_buffer, stats=stats, init=ridge_init(shards, cfg, stats),
-                          progress=progress)
+    init = ridge_init(shards, cfg, stats)
+    res = train_streaming(shards, cfg, shuffle_buffer=shuffle_buffer, stats=stats, init=init, progress=progress)
     return space_from_result(shards, cfg, res, stats, shuffle_buffer=shuffle_buffer)
 
 
