@@ -297,3 +297,20 @@ def test_ray_train_matches_single_process_training(ray_local, syn):
     # the saved space works like any other
     assert space.embed("a", ["r0001"], cache=syn["cache"]).shape == (1, 32)
     shutil.rmtree(Path(tr["shards"]).parent / "_ray_runs", ignore_errors=True)
+
+
+def test_ray_train_workers_start_from_the_drivers_ridge_start(ray_local, syn):
+    """init='ridge' on Ray Train: the driver streams the ridge start once and every worker starts from it."""
+    import torch
+
+    from anybind.scale.train import fit_sharded
+
+    kw = dict(encoders=syn["encoders"], cache=syn["cache"], progress=False, rows_per_shard=100, shuffle_buffer=1000,
+              lock="a", init="ridge", epochs=0, hidden=64)
+    ray_space = fit_sharded(syn["manifest"], ray_workers=2, **kw)
+    local = fit_sharded(syn["manifest"], **kw)
+    sd = ray_space.state_dict()
+    assert all(torch.equal(v, sd[k]) for k, v in local.state_dict().items())
+    assert ray_space.info["training"]["history"][0]["epoch"] == 0 and ray_space.info["training"]["best_epoch"] == 0
+    assert ray_space.dim == 24 and ray_space.projectors["b"].linear.weight.abs().sum() > 0  # b regressed onto a
+    shutil.rmtree(Path(ray_space.info["training"]["shards"]).parent / "_ray_runs", ignore_errors=True)

@@ -43,6 +43,7 @@ replaced, when, with which encoder (and its identity), from which data
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 import math
 import time
@@ -55,13 +56,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .binders import AnchorBinder
 from .cache import FeatureCache
 from .data.manifest import Manifest
 from .encoders.registry import get_encoder
-from .epochs import EpochSelection, selection_record
 from .errors import DataError, SpaceError
+from .loop import IndexSampler, fit_loop, make_optimizer, make_temperature, ridge_select, training_threads
 from .metrics import pair_recalls
-from .numerics import flush_denormals
 from .projectors import Projector, ProjectorConfig
 
 if TYPE_CHECKING:
@@ -69,8 +70,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: ridge shrinkage candidates (lam = alpha * n), chosen on the validation pairs
-RIDGE_ALPHAS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
+VAL_METRIC = "mean (R@1+R@5+R@10)/3, new<->anchor on val pairs, both directions"
 
 
 @dataclass
@@ -353,7 +353,8 @@ def _val_score(proj: Projector, feats: np.ndarray, targets: Mapping[str, _Target
 
 
 def _ridge_start(proj: Projector, feats, targets: Mapping[str, _Target], train_idx, val_idx) -> float:
-    """Linear path := ridge regression of the standardised features onto the frozen targets."""
+    """Linear path := ridge regression of the standardised features onto the frozen targets (centred; their
+    mean is the bias), the shrinkage chosen on the val pairs (:func:`anybind.loop.ridge_select`)."""
     Z_parts, T_parts = [], []
     for t in targets.values():
         sel = np.isin(t.records, train_idx)
@@ -365,40 +366,33 @@ def _ridge_start(proj: Projector, feats, targets: Mapping[str, _Target], train_i
     n, d = Z.shape
     Tm = T.mean(0)
     Tc = T - Tm
+
+    @torch.no_grad()
+    def start_at(W: torch.Tensor) -> None:
+        proj.linear.weight.copy_(W.T.float())
+        proj.linear.bias.copy_(Tm.float())
+        if proj.mlp is not None:
+            proj.mlp[-1].weight.zero_()
+            proj.mlp[-1].bias.zero_()
+
+    def score(W: torch.Tensor) -> float:
+        start_at(W)
+        proj.eval()
+        return _val_score(proj, feats, targets, val_idx)
+
     # primal (d x d) or dual (n x n) system, whichever is smaller
     if d <= n:
-        G, R = Z.T @ Z, Z.T @ Tc
+        alpha, W = ridge_select(Z.T @ Z, Z.T @ Tc, n, score)
     else:
-        G, R = Z @ Z.T, Tc
-    eye = torch.eye(G.shape[0], dtype=torch.float64)
-    best = None
-    for alpha in RIDGE_ALPHAS:
-        S = torch.linalg.solve(G + alpha * n * eye, R)
-        W = S if d <= n else Z.T @ S
-        with torch.no_grad():
-            proj.linear.weight.copy_(W.T.float())
-            proj.linear.bias.copy_(Tm.float())
-            if proj.mlp is not None:
-                proj.mlp[-1].weight.zero_()
-                proj.mlp[-1].bias.zero_()
-        proj.eval()
-        score = _val_score(proj, feats, targets, val_idx)
-        score = -alpha if math.isnan(score) else score  # no val pairs: the weakest shrinkage
-        if best is None or score > best[0]:
-            best = (score, alpha, W.clone())
-    with torch.no_grad():
-        proj.linear.weight.copy_(best[2].T.float())
-        proj.linear.bias.copy_(Tm.float())
-    return best[1]
+        alpha, W = ridge_select(Z @ Z.T, Tc, n, score, back=lambda S: Z.T @ S)
+    start_at(W)
+    return alpha
 
 
 def _train_projector(space, feats, row_of, targets: Mapping[str, _Target], train_idx, val_idx, cfg: BindConfig, progress):
     from .losses import build_loss, is_multimodal
 
-    prev_threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, cfg.threads))
-    flush_denormals(True)
-    try:
+    with training_threads(cfg.threads):
         torch.manual_seed(cfg.seed)
         rng = np.random.default_rng(cfg.seed)
         pc = ProjectorConfig(
@@ -413,81 +407,20 @@ def _train_projector(space, feats, row_of, targets: Mapping[str, _Target], train
         loss_fn = build_loss(cfg.loss, label_smoothing=cfg.label_smoothing)
         if is_multimodal(loss_fn):
             raise ValueError(f"progressive binding needs a pairwise objective, not {cfg.loss!r}")
-        needs_feats = bool(getattr(loss_fn, "needs_features", False))
-        logit_scale = torch.nn.Parameter(torch.tensor(math.log(1 / cfg.temperature)), requires_grad=cfg.learn_temperature)
-        extra = [p for p in loss_fn.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(
-            [{"params": list(proj.parameters()), "weight_decay": cfg.weight_decay},
-             {"params": [logit_scale] + extra, "weight_decay": 0.0}],
-            lr=cfg.lr,
-        )
-        feats_t = torch.from_numpy(feats)
-        members = {a: np.flatnonzero(np.isin(t.records, train_idx)) for a, t in targets.items()}
-        tgt_t = {a: torch.from_numpy(t.targets) for a, t in targets.items()}
-        key_t = {a: torch.from_numpy(t.keys) for a, t in targets.items()}
-        cursors = {a: (rng.permutation(m), 0) for a, m in members.items()}
-        steps = max(1, math.ceil(max(len(m) for m in members.values()) / cfg.batch_size))
-
-        def next_batch(a):
-            mem = members[a]
-            bs = min(cfg.batch_size, len(mem))
-            order, pos = cursors[a]
-            if pos + bs > len(order):
-                order, pos = rng.permutation(mem), 0
-            cursors[a] = (order, pos + bs)
-            return order[pos : pos + bs]
-
+        logit_scale = make_temperature(cfg.temperature, cfg.learn_temperature)
+        opt = make_optimizer(proj.parameters(), logit_scale, loss_fn.parameters(), lr=cfg.lr,
+                             weight_decay=cfg.weight_decay)
+        sampler = IndexSampler({a: np.flatnonzero(np.isin(t.records, train_idx)) for a, t in targets.items()},
+                               cfg.batch_size, rng)
+        model = AnchorBinder(proj, logit_scale, loss_fn, torch.from_numpy(feats),
+                             {a: t.rows for a, t in targets.items()},
+                             {a: torch.from_numpy(t.targets) for a, t in targets.items()},
+                             {a: torch.from_numpy(t.keys) for a, t in targets.items()}, noise=cfg.feature_noise)
+        batches = ([(a, sampler.next(a)) for a in targets] for _ in itertools.count())
         use_val = any(np.isin(t.records, val_idx).sum() >= 2 for t in targets.values())
-        history = []
-        best_state = None
-        sel = EpochSelection(use_val, cfg.patience)
-        if cfg.init == "ridge" and use_val:  # the ridge start competes as epoch 0
-            proj.eval()
-            score0 = _val_score(proj, feats, targets, val_idx)
-            if sel.update(0, score0):
-                best_state = (copy.deepcopy(proj.state_dict()), 0)
-            history.append({"epoch": 0, "loss": float("nan"), "val": score0})
-        for epoch in range(cfg.epochs):
-            proj.train()
-            ep_loss = 0.0
-            for _ in range(steps):
-                opt.zero_grad(set_to_none=True)
-                total = 0.0
-                for a, t in targets.items():
-                    j = next_batch(a)
-                    x = feats_t[t.rows[j]]
-                    if cfg.feature_noise > 0:
-                        x = x + cfg.feature_noise * proj.scale * torch.randn_like(x)
-                    e = F.normalize(proj(x), dim=-1)
-                    g = tgt_t[a][j]  # frozen: no gradient reaches the bound space
-                    kw = {"feats": (((x - proj.mean) / proj.scale).detach(), key_t[a][j])} if needs_feats else {}
-                    total = total + sum(loss_fn(e, g, logit_scale, **kw).values())
-                total = total / len(targets)
-                total.backward()
-                opt.step()
-                with torch.no_grad():
-                    logit_scale.clamp_(0, math.log(100))
-                ep_loss += float(total.detach())
-            proj.eval()
-            score = _val_score(proj, feats, targets, val_idx) if use_val else None
-            history.append({"epoch": epoch + 1, "loss": ep_loss / steps, "val": score})
-            if sel.update(epoch + 1, score):
-                best_state = (copy.deepcopy(proj.state_dict()), epoch + 1)
-            if progress:  # one line per epoch: debug (anybind -v), the encoding bars are the progress shown
-                log.debug("epoch %d: %s", epoch + 1, sel.progress(ep_loss / steps, score))
-            if sel.stop:
-                break
-        if best_state is not None:
-            proj.load_state_dict(best_state[0])
+        res = fit_loop(model, batches, opt, logit_scale, epochs=cfg.epochs, steps=sampler.steps(), use_val=use_val,
+                       patience=cfg.patience, score=lambda epoch: _val_score(proj, feats, targets, val_idx),
+                       keep={"projector": proj}, start=cfg.init == "ridge", progress=progress, label="binding")
         proj.eval()
-        info.update({
-            "best_epoch": best_state[1] if best_state else len(history),
-            "epochs_run": len(history),
-            **selection_record(use_val, sel.best, "mean (R@1+R@5+R@10)/3, new<->anchor on val pairs, both directions"),
-            "train_temperature": float(math.exp(-logit_scale.item())),
-            "history": history,
-        })
+        info.update({**res.record(VAL_METRIC), "train_temperature": float(math.exp(-logit_scale.item()))})
         return proj, info
-    finally:
-        torch.set_num_threads(prev_threads)
-        flush_denormals(False)

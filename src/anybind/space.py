@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,6 @@ from .encoders.kinds import manifest_kinds  # noqa: F401  (re-exported: it was d
 from .encoders.registry import get_encoder
 from .errors import AnybindError, DataError, SpaceError
 from .projectors import Projector
-from .recipe import resolve_recipe
 from .space_config import FORMAT_VERSION, SPACE_FORMAT, space_identity
 
 log = logging.getLogger(__name__)
@@ -221,48 +219,11 @@ class Space:
             the project knows for the modalities at hand (text bound: locked text space, ridge start, label
             bridge for default images; see :mod:`anybind.recipe`); ``"plain"``: the bare defaults.
         """
-        from .train import FeatureSet, TrainConfig, train_space
+        from .fitting import fit_in_memory, plan_fit
 
-        fc = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
-        manifests, mods = fit_manifests(manifest, modalities, encoders, strict, progress)
-        if not allow_eval_only:
-            from .corpora import is_eval_only
-
-            held_out = [str(m.path) for m in manifests if is_eval_only(m.path)]
-            if held_out:
-                raise DataError(
-                    f"{', '.join(held_out)}: corpus marked evaluation-only (corpus.json \"eval_only\": true); "
-                    "training on it would leak the benchmark. Pass allow_eval_only=True (--allow-eval-only) "
-                    "if you really mean to."
-                )
-        if len(mods) < 1:
-            raise DataError("nothing to bind: the manifest has no modality fields")
-        specs, config, chosen = resolve_recipe(recipe, mods, encoders, config, method)
-        fs = FeatureSet.from_manifests(manifests, specs, fc, progress=progress, weights=weights)
-        if method == "contrastive":
-            cfg = TrainConfig(**config)
-            space = train_space(fs, cfg, progress=progress)
-        elif method in ("procrustes", "cca"):
-            from .align import fit_training_free
-
-            space = fit_training_free(fs, method=method, **config)
-        else:
-            raise ValueError(f"unknown method {method!r}: use 'contrastive', 'procrustes' or 'cca'")
-        space.info["lineage"].append(
-            {
-                "event": "fit",
-                "method": method,
-                "recipe": {"name": recipe, "chosen": chosen},
-                "modalities": mods,
-                "data": [
-                    {"manifest": str(man.path), "fingerprint": man.fingerprint(mods), "records": len(man.records)}
-                    for man in manifests
-                ],
-                "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "anybind": __version__,
-            }
-        )
-        return space
+        plan = plan_fit(manifest, modalities, encoders=encoders, method=method, recipe=recipe, config=config,
+                        strict=strict, progress=progress, allow_eval_only=allow_eval_only)
+        return fit_in_memory(plan, cache=cache, weights=weights, progress=progress)
 
     # -- progressive binding (see anybind.progressive) ---------------------
     def add_modality(

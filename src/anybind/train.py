@@ -5,7 +5,9 @@ and training only ever touches them, so an epoch over thousands of pairs
 takes milliseconds.  Every modality pair present in the data is trained with
 its own batches drawn from the records that have both modalities: a record
 missing a modality still serves the pairs it has, and a rare modality (sound)
-still sees full batches of negatives.
+still sees full batches of negatives.  The model is :class:`~anybind.binders.PairBinder`
+(or :class:`~anybind.binders.MultiBinder` for Symile) trained by :func:`anybind.loop.fit_loop`,
+the loop progressive binding and the streaming / Ray trainers share.
 """
 
 from __future__ import annotations
@@ -13,8 +15,7 @@ from __future__ import annotations
 import copy
 import itertools
 import logging
-import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -25,11 +26,12 @@ import torch.nn.functional as F
 from .cache import FeatureCache
 from .data.manifest import BadRecord, Manifest, Record
 from .encoders.registry import get_encoder
-from .epochs import EpochSelection, selection_record
+from .binders import MultiBinder, PairBinder, missing_embeddings, mip_weights
+from .binders import pair_terms  # noqa: F401  (re-exported: it was defined here)
 from .errors import DataError
-from .metrics import pair_recalls
+from .loop import IndexSampler, fit_loop, locked_ridge_start, make_optimizer, make_temperature, training_threads
 from .losses import MissingPlaceholders, build_loss, is_multimodal
-from .numerics import flush_denormals
+from .metrics import pair_recalls
 from .projectors import Projector, ProjectorConfig
 
 log = logging.getLogger(__name__)
@@ -241,73 +243,34 @@ def warm_start(projectors: Mapping[str, Projector], fs: FeatureSet, cfg: TrainCo
                 pr.mlp[-1].bias.zero_()
 
 
-RIDGE_ALPHAS = (0.1, 0.3, 1.0, 3.0, 10.0)
-
-
 def ridge_start(projectors: Mapping[str, Projector], fs: FeatureSet, cfg: TrainConfig) -> None:
-    """Start every unlocked projector at the ridge regression onto the locked modality's space.
+    """Start every unlocked projector at the ridge regression onto the locked modality's space
+    (:func:`anybind.loop.locked_ridge_start` over the training pairs, shrinkage chosen on the val pairs)."""
+    locked_ridge_start(projectors, cfg.lock, featureset_pairs(fs, "train", cfg.lock),
+                       featureset_pairs(fs, "val", cfg.lock))
 
-    For each modality ``m`` paired with the locked one, ``W = argmin ||Z W - (T - mean T)||^2
-    + lam ||W||^2`` on the training pairs (``Z``: standardised features), with ``lam = alpha * n``
-    and ``alpha`` chosen on the validation pairs from :data:`RIDGE_ALPHAS`.  Strong shrinkage is
-    what makes a few hundred pairs generalise; the MLP path starts at zero on top of it.
-    """
-    lock = cfg.lock
-    if not lock:
-        raise DataError("init='ridge' needs a locked modality (lock='text', say): it regresses onto its space")
-    train_idx, val_idx = fs.split_idx("train"), fs.split_idx("val")
-    tgt = projectors[lock]
-    with torch.no_grad():
-        for m, pr in projectors.items():
-            if m == lock:
-                continue
-            tr = fs.with_pair(train_idx, m, lock)
-            if len(tr) < 3:
-                raise DataError(f"init='ridge': {m!r} has {len(tr)} training pairs with {lock!r}; need at least 3")
-            Z = (torch.from_numpy(fs.get(m, tr)) - pr.mean) / pr.scale
-            T = tgt(torch.from_numpy(fs.get(lock, tr)))
-            va = fs.with_pair(val_idx, m, lock)
-            G, ZT = Z.T @ Z, Z.T @ T
-            eye = torch.eye(G.shape[0])
-            best = None
-            for alpha in RIDGE_ALPHAS:
-                W = torch.linalg.solve(G.double() + alpha * len(tr) * eye.double(), ZT.double()).float()
-                if len(va) >= 2:
-                    fm, fl = fs.get(m, va), fs.get(lock, va)
-                    q = F.normalize(((torch.from_numpy(fm) - pr.mean) / pr.scale) @ W, dim=-1).numpy()
-                    g = F.normalize(tgt(torch.from_numpy(fl)), dim=-1).numpy()
-                    r1 = pair_recalls(q, g, query_keys=fm, gallery_keys=fl)
-                    r2 = pair_recalls(g, q, query_keys=fl, gallery_keys=fm)
-                    score = sum(r[k] for r in (r1, r2) for k in ("R@1", "R@5", "R@10")) / 6
-                else:
-                    score = -alpha  # no val split: the weakest shrinkage
-                if best is None or score > best[0]:
-                    best = (score, alpha, W)
-            pr.linear.weight.copy_(best[2].T)
-            pr.linear.bias.zero_()
-            if pr.mlp is not None:
-                pr.mlp[-1].weight.zero_()
-                pr.mlp[-1].bias.zero_()
-            pr.ridge_alpha = best[1]
+
+def featureset_pairs(fs: FeatureSet, split: str, lock: str | None):
+    """``pairs(m)``: the ``split`` records' features of (``m``, ``lock``), for :func:`~anybind.loop.locked_ridge_start`
+    (train: one block; val: ``None`` below 2 pairs)."""
+    idx = fs.split_idx(split)
+
+    def pairs(m: str):
+        sel = fs.with_pair(idx, m, lock)
+        if split == "train":
+            return [(fs.get(m, sel), fs.get(lock, sel))]
+        return (fs.get(m, sel), fs.get(lock, sel)) if len(sel) >= 2 else None
+
+    return pairs
 
 
 def train_space(fs: FeatureSet, cfg: TrainConfig, *, progress: bool = True):
     """Train one projector per modality with the configured objective; early stopping on val."""
-    prev_threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, cfg.threads))
-    # Adam's second moments underflow to denormals, which are ~2x slower on CPUs: flush them
-    # while training (measured 2.5 s -> 1.5 s for 5 epochs), restore the default after.
-    flush_denormals(True)
-    try:
+    with training_threads(cfg.threads):
         return _train_space(fs, cfg, progress=progress)
-    finally:
-        torch.set_num_threads(prev_threads)
-        flush_denormals(False)
 
 
 def _train_space(fs: FeatureSet, cfg: TrainConfig, *, progress: bool = True):
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
     from .space import Space
 
     torch.manual_seed(cfg.seed)
@@ -336,138 +299,62 @@ def _train_space(fs: FeatureSet, cfg: TrainConfig, *, progress: bool = True):
         projectors[m] = Projector(pc).fit_stats(fs.feats[m][fs.rows[m][tr]] if len(tr) else fs.feats[m])
     if cfg.init != "random":
         warm_start(projectors, fs, cfg)
-    logit_scale = torch.nn.Parameter(torch.tensor(math.log(1 / cfg.temperature)), requires_grad=cfg.learn_temperature)
+    logit_scale = make_temperature(cfg.temperature, cfg.learn_temperature)
     loss_fn = build_loss(cfg.loss, label_smoothing=cfg.label_smoothing)
     multimodal = is_multimodal(loss_fn)
-    needs_feats = bool(getattr(loss_fn, "needs_features", False))
     if cfg.missing not in ("learned", "mean"):
         raise ValueError(f"missing must be 'learned' or 'mean', got {cfg.missing!r}")
     placeholders = MissingPlaceholders({m: fs.feats[m].shape[1] for m in fs.modalities}, learn=cfg.missing == "learned")
-    params = [p for pr in projectors.values() for p in pr.parameters()]
-    # the loss' own parameters (SigLIP's bias) and the "missing" offsets are not decayed, like the temperature
-    extra = [p for p in list(loss_fn.parameters()) + list(placeholders.parameters()) if p.requires_grad]
-    opt = torch.optim.AdamW(
-        [{"params": params, "weight_decay": cfg.weight_decay}, {"params": [logit_scale] + extra, "weight_decay": 0.0}],
-        lr=cfg.lr,
-    )
-    members = {p: fs.with_pair(train_idx, *p) for p in pairs}
-    feats_t = {m: torch.from_numpy(fs.feats[m]) for m in fs.modalities}
-    sample_p = {}
-    if len(fs.weights) > 1:
-        for p, mem in members.items():
-            w = fs.weights[fs.corpus[mem]]
-            sample_p[p] = w / w.sum()
-    steps = max(1, math.ceil(max(len(m) for m in members.values()) / cfg.batch_size))
-    cursors = {p: (rng.permutation(mem), 0) for p, mem in members.items()}
+    opt = make_optimizer([p for pr in projectors.values() for p in pr.parameters()], logit_scale,
+                         list(loss_fn.parameters()) + list(placeholders.parameters()),
+                         lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    def add(key, mem: np.ndarray) -> None:  # with per-corpus sampling weights, if any
+        w = fs.weights[fs.corpus[mem]]
+        sampler.add(key, mem, w / w.sum() if len(fs.weights) > 1 else None)
+
+    sampler = IndexSampler({}, cfg.batch_size, rng)
+    for p in pairs:
+        add(p, fs.with_pair(train_idx, *p))
     mods_multi: list[str] = sorted({m for p in pairs for m in p})
-    if multimodal:  # one batch of every record with >= 2 of the modalities; missing ones get placeholders
+    if multimodal:  # one batch of every record with >= 2 of the modalities (with 2 modalities: the pair's key)
         have = np.stack([fs.rows[m][train_idx] >= 0 for m in mods_multi], 1)
-        members_multi = train_idx[have.sum(1) >= 2]
-        members[tuple(mods_multi)] = members_multi
-        cursors[tuple(mods_multi)] = (rng.permutation(members_multi), 0)
-        if len(fs.weights) > 1:
-            w = fs.weights[fs.corpus[members_multi]]
-            sample_p[tuple(mods_multi)] = w / w.sum()
-        steps = max(1, math.ceil(len(members_multi) / cfg.batch_size))
+        add(tuple(mods_multi), train_idx[have.sum(1) >= 2])
+    feats_t = {m: torch.from_numpy(fs.feats[m]) for m in fs.modalities}
+    model: torch.nn.Module
+    if multimodal:
+        model = MultiBinder(projectors, placeholders, logit_scale, loss_fn, mods_multi, feats_t, fs.rows,
+                            noise=cfg.feature_noise)
+        batches: Iterator = (sampler.next(tuple(mods_multi)) for _ in itertools.count())
+        steps = sampler.steps([tuple(mods_multi)])
+    else:
+        model = PairBinder(projectors, logit_scale, loss_fn, noise=cfg.feature_noise)
+        batches = featureset_batches(fs, feats_t, pairs, sampler)
+        steps = sampler.steps(pairs)
 
-    def next_batch(p) -> np.ndarray:
-        mem = members[p]
-        bs = min(cfg.batch_size, len(mem))
-        if p in sample_p:
-            return rng.choice(mem, size=bs, replace=False, p=sample_p[p])
-        order, pos = cursors[p]
-        if pos + bs > len(order):
-            order, pos = rng.permutation(mem), 0
-        cursors[p] = (order, pos + bs)
-        return order[pos : pos + bs]
+    def score(epoch: int) -> float:
+        # a multimodal space is scored by the multilinear product with the learnt missing embeddings (the warm
+        # start, epoch 0, by cosine)
+        mip = None
+        if multimodal and epoch > 0:
+            mip = mip_weights(pairs, mods_multi, missing_embeddings(projectors, placeholders, mods_multi))
+        return val_score(projectors, fs, val_idx, pairs, mip)
 
-    best_state, history = None, []
     use_val = len(val_idx) >= 2 and any(len(fs.with_pair(val_idx, *p)) >= 2 for p in pairs)
-    sel = EpochSelection(use_val, cfg.patience)
-    if cfg.init != "random" and use_val:  # epoch 0 (the training-free start) competes for "best"
-        for pr in projectors.values():
-            pr.eval()
-        score0 = val_score(projectors, fs, val_idx, pairs)
-        sel.update(0, score0)
-        best_state = (
-            {m: copy.deepcopy(pr.state_dict()) for m, pr in projectors.items()},
-            float(logit_scale.item()),
-            0,
-            copy.deepcopy(placeholders.state_dict()),
-        )
-        history.append({"epoch": 0, "loss": float("nan"), "val": score0, "temperature": math.exp(-logit_scale.item())})
-    cols = [TextColumn("[bold]training"), BarColumn(), TextColumn("epoch {task.completed}/{task.total} {task.fields[msg]}"), TimeElapsedColumn()]
-    with Progress(*cols, disable=not progress, transient=False) as prog:
-        task = prog.add_task("train", total=cfg.epochs, msg="")
-        for epoch in range(cfg.epochs):
-            for pr in projectors.values():
-                pr.train()
-            ep_loss = 0.0
-            for _ in range(steps):
-                opt.zero_grad(set_to_none=True)
-                total = 0.0
-                terms_sum: dict[str, float] = {}
-                if multimodal:
-                    terms = _multimodal_terms(
-                        loss_fn, fs, next_batch(tuple(mods_multi)), mods_multi, projectors, placeholders,
-                        feats_t, logit_scale, cfg.feature_noise, needs_feats,
-                    )
-                    total = sum(terms.values())
-                    total.backward()
-                    opt.step()
-                    with torch.no_grad():
-                        logit_scale.clamp_(0, math.log(100))
-                    ep_loss += float(total.detach())
-                    continue
-                for p in pairs:
-                    idx = next_batch(p)
-                    a, b = p
-                    xa = feats_t[a][fs.rows[a][idx]]
-                    xb = feats_t[b][fs.rows[b][idx]]
-                    terms = pair_terms(loss_fn, projectors, a, b, xa, xb, logit_scale,
-                                       noise=cfg.feature_noise, needs_feats=needs_feats)
-                    for k, v in terms.items():
-                        terms_sum[k] = terms_sum.get(k, 0.0) + float(v.detach())
-                    total = total + sum(terms.values())
-                total = total / len(pairs)
-                total.backward()
-                opt.step()
-                with torch.no_grad():
-                    logit_scale.clamp_(0, math.log(100))
-                ep_loss += float(total.detach())
-            for pr in projectors.values():
-                pr.eval()
-            mip_w = _mip_weights(pairs, mods_multi, missing_embeddings(projectors, placeholders, mods_multi)) if multimodal else None
-            score = val_score(projectors, fs, val_idx, pairs, mip_w) if use_val else None
-            history.append({"epoch": epoch + 1, "loss": ep_loss / steps, "val": score, "temperature": math.exp(-logit_scale.item())})
-            if sel.update(epoch + 1, score):
-                best_state = (
-                    {m: copy.deepcopy(pr.state_dict()) for m, pr in projectors.items()},
-                    float(logit_scale.item()),
-                    epoch + 1,
-                    copy.deepcopy(placeholders.state_dict()),
-                )
-            prog.update(task, advance=1, msg=sel.progress(ep_loss / steps, score))
-            if sel.stop:
-                break
-    assert best_state is not None
-    for m, sd in best_state[0].items():
-        projectors[m].load_state_dict(sd)
-    placeholders.load_state_dict(best_state[3])
+    res = fit_loop(model, batches, opt, logit_scale, epochs=cfg.epochs, steps=steps, use_val=use_val,
+                   patience=cfg.patience, score=score, start=cfg.init != "random", progress=progress,
+                   keep={"projectors": model.projectors, "placeholders": placeholders})
     space = Space(
         fs.specs,
         projectors,
-        best_state[1],
+        res.logit_scale,
         identities=fs.identities,
         config={"method": "contrastive", **cfg.to_dict()},
     )
-    space.info["metrics"]["val/score"] = sel.best
+    space.info["metrics"]["val/score"] = res.best_val
     space.info["training"] = {
-        "best_epoch": best_state[2],
-        "epochs_run": len(history),
-        **selection_record(use_val, sel.best, VAL_METRIC),
+        **res.record(VAL_METRIC),
         "pairs": [list(p) for p in pairs],
-        "history": history,
         "train_records": int(len(train_idx)),
         "val_records": int(len(val_idx)),
         "corpora": fs.sources,
@@ -484,83 +371,12 @@ def _train_space(fs: FeatureSet, cfg: TrainConfig, *, progress: bool = True):
     return space
 
 
-def pair_terms(
-    loss_fn,
-    projectors: Mapping[str, Projector],
-    a: str,
-    b: str,
-    xa: torch.Tensor,
-    xb: torch.Tensor,
-    logit_scale: torch.Tensor,
-    *,
-    noise: float = 0.0,
-    needs_feats: bool = False,
-    gather=None,
-) -> dict[str, torch.Tensor]:
-    """The loss terms of one batch of (a, b) pairs: features -> projectors -> unit embeddings -> loss.
+def featureset_batches(fs: FeatureSet, feats_t: Mapping[str, torch.Tensor], pairs, sampler: IndexSampler):
+    """Endless in-memory batches for :class:`~anybind.binders.PairBinder`: ``{(a, b): (xa, xb)}``, one per pair."""
+    while True:
+        batch = {}
+        for a, b in pairs:
+            idx = sampler.next((a, b))
+            batch[(a, b)] = (feats_t[a][fs.rows[a][idx]], feats_t[b][fs.rows[b][idx]])
+        yield batch
 
-    Shared by the in-memory trainer and the streaming / Ray Train one (:mod:`anybind.scale`).
-    ``gather`` (distributed training): a function concatenating a tensor over every worker,
-    gradients flowing back to each worker's slice (open_clip's ``gather_with_grad``), so
-    each worker computes the loss over the *global* batch and the averaged gradients equal
-    the single-process ones.
-    """
-    if noise > 0:
-        xa = xa + noise * projectors[a].scale * torch.randn_like(xa)
-        xb = xb + noise * projectors[b].scale * torch.randn_like(xb)
-    ea = F.normalize(projectors[a](xa), dim=-1)
-    eb = F.normalize(projectors[b](xb), dim=-1)
-    feats = (_standardised(projectors[a], xa), _standardised(projectors[b], xb)) if needs_feats else None
-    if gather is not None:
-        ea, eb = gather(ea), gather(eb)
-        feats = (gather(feats[0]), gather(feats[1])) if feats is not None else None
-    kw = {"feats": feats} if feats is not None else {}
-    return loss_fn(ea, eb, logit_scale, **kw)
-
-
-def _standardised(projector: Projector, x: torch.Tensor) -> torch.Tensor:
-    """The frozen features as the projector sees them (standardised), for terms that read them."""
-    return ((x - projector.mean) / projector.scale).detach()
-
-
-@torch.no_grad()
-def missing_embeddings(projectors: Mapping[str, Projector], placeholders: MissingPlaceholders, mods) -> dict[str, np.ndarray]:
-    """Unit embedding of a *missing* item of each modality (eval mode): the placeholder through its projector."""
-    out = {}
-    for m in mods:
-        pr = projectors[m]
-        was = pr.training
-        pr.eval()
-        out[m] = F.normalize(pr(placeholders.inputs(m, pr, 1)), dim=-1)[0].numpy().astype(np.float32)
-        pr.train(was)
-    return out
-
-
-def _mip_weights(pairs, mods, missing: Mapping[str, np.ndarray]) -> dict:
-    """For each pair, the product of the other modalities' missing embeddings (ones when there are none)."""
-    out = {}
-    for a, b in pairs:
-        w = np.ones_like(next(iter(missing.values())))
-        for m in mods:
-            if m not in (a, b):
-                w = w * missing[m]
-        out[(a, b)] = w
-    return out
-
-
-def _multimodal_terms(loss_fn, fs, idx, mods, projectors, placeholders, feats_t, logit_scale, noise, needs_feats):
-    """One multimodal batch: every modality of every record in ``idx``, placeholders where missing."""
-    embs, observed, feats = [], [], []
-    for m in mods:
-        rows = torch.from_numpy(fs.rows[m][idx])
-        obs = rows >= 0
-        pr = projectors[m]
-        x = feats_t[m][rows.clamp_min(0)]
-        if noise > 0:
-            x = x + noise * pr.scale * torch.randn_like(x)
-        x = torch.where(obs[:, None], x, placeholders.inputs(m, pr, len(idx)))
-        embs.append(F.normalize(pr(x), dim=-1))
-        observed.append(obs)
-        feats.append(_standardised(pr, x))
-    kw = {"feats": feats} if needs_feats else {}
-    return loss_fn.forward_multi(embs, logit_scale, observed=torch.stack(observed, 1), **kw)

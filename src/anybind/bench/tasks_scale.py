@@ -117,11 +117,11 @@ _STREAM_CHILD = """
 def main(path, batch_size, threads):
     import time
     from anybind.scale.stream import TrainingShards
-    from anybind.scale.train import train_streaming, _stats
+    from anybind.scale.train import train_streaming, shard_stats
     from anybind.train import TrainConfig
     shards = TrainingShards.open(path)
     t0 = time.perf_counter()
-    stats = _stats(shards)
+    stats = shard_stats(shards)
     t_stats = time.perf_counter() - t0
     cfg = TrainConfig(epochs=1, batch_size=int(batch_size), projector="linear", dim=64, threads=int(threads),
                       input_dropout=0.0, patience=1)

@@ -126,7 +126,7 @@ def fit(
         False, "--allow-eval-only", help="Train on a corpus marked evaluation-only (corpus.json eval_only, e.g. Fashion-MNIST)."
     ),
     stream: bool = typer.Option(
-        False, "--stream", help="Train from training shards in bounded memory (corpora larger than RAM; pairwise losses, init random)."
+        False, "--stream", help="Train from training shards in bounded memory (corpora larger than RAM; pairwise losses, init random or ridge)."
     ),
     ray_workers: int = typer.Option(
         0, "--ray-workers", help="Train on Ray Train with N DDP workers from training shards (--batch-size is the global batch)."
@@ -170,15 +170,13 @@ def fit(
     if stream or ray_workers > 0:
         if method != "contrastive":
             raise typer.BadParameter("--stream / --ray-workers train projectors: use --method contrastive")
-        kw.setdefault("dim", 256)
-        kw.setdefault("init", "random")
         try:
             from ..scale.train import fit_sharded
 
             space = fit_sharded(
                 [str(s) for s in sources], split_csv(modalities), encoders=encoders, cache=cache,
                 ray_workers=ray_workers, ray=ray_target(ray, ray_address), ray_address=ray_address,
-                strict=strict, weights=weight or None, allow_eval_only=allow_eval_only, **kw,
+                strict=strict, weights=weight or None, allow_eval_only=allow_eval_only, recipe=recipe, **kw,
             )
             space.save(out, overwrite=overwrite)
         except AnybindError as e:

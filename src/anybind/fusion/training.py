@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from ..cache import FeatureCache
 from ..data.manifest import Manifest, Record
 from ..errors import DataError
-from ..numerics import flush_denormals
+from ..loop import training_threads
 from .balance import RunningMean, agm_coefficients, ogm_coefficients, scale_grad, shapley_values, subset_outputs
 from .net import FusionNet
 
@@ -87,14 +87,8 @@ class TrainingMixin:
             if val:
                 Xv, mv = self._inputs(val, cache)
                 yv = self._targets(val)
-        prev_threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # a tiny network: more threads only spin (see train.py)
-        flush_denormals(True)
-        try:
+        with training_threads(1):  # a tiny network: more threads only spin (see anybind.loop)
             self._train(X, mask, y, Xv, mv, yv, on_epoch)
-        finally:
-            torch.set_num_threads(prev_threads)
-            flush_denormals(False)
         return self
 
     def _train(self, X, mask, y, Xv, mv, yv, on_epoch=None) -> None:

@@ -1,10 +1,11 @@
 """The streaming trainer: projectors trained from training shards, in one process or on Ray Train.
 
-Same model, objective and schedule as :func:`anybind.train.train_space` (the per-batch
-loss is the same function, :func:`anybind.train.pair_terms`): one projector per
-modality, every modality pair gets a batch of ``batch_size`` pairs per step,
-``ceil(largest pair count / batch_size)`` steps per epoch, AdamW, a learnt
-temperature, early stopping on the val split's retrieval score.  What differs:
+The in-memory trainer's model and loop (:class:`anybind.binders.PairBinder` trained by
+:func:`anybind.loop.fit_loop`): one projector per modality, every modality pair gets a batch
+of ``batch_size`` pairs per step, ``ceil(largest pair count / batch_size)`` steps per epoch,
+AdamW, a learnt temperature, early stopping on the val split's retrieval score; a locked
+modality and the ridge start (``init="ridge"``, its normal equations summed over the shards)
+as in memory, so the recipe :func:`anybind.recipe.resolve_recipe` picks applies here too.  What differs:
 
 * batches come from :class:`~anybind.scale.stream.PairStream` (one shard at a time
   through a shuffle buffer) instead of an in-memory permutation, so memory does not
@@ -16,22 +17,18 @@ temperature, early stopping on the val split's retrieval score.  What differs:
   gradients: the same update as one process with the global batch.  Results match the
   single-process trainer within run-to-run noise (dropout masks and batch composition
   differ; see tests/test_scale.py);
-* not supported (a clear error instead): multimodal objectives (Symile), warm starts
-  (``init`` other than ``random``) and per-corpus sampling weights -- they need every
+* not supported (a clear error instead): multimodal objectives (Symile), the training-free
+  starts (``init="procrustes"`` / ``"cca"``) and per-corpus sampling weights -- they need every
   feature in memory; use the in-memory ``fit`` for those.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import json
 import logging
 import math
-import shutil
-import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,46 +36,28 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..epochs import EpochSelection, selection_record
+from ..binders import PairBinder
+from ..epochs import selection_record
 from ..errors import DataError
-from ..numerics import flush_denormals
-from ..train import VAL_METRIC, TrainConfig, choose_pairs, pair_terms, val_score
-from .stream import DEFAULT_ROWS_PER_SHARD, PairStream, TrainingShards, write_training_shards
+from ..loop import fit_loop, locked_ridge_start, make_optimizer, make_temperature, training_threads
+from ..train import VAL_METRIC, TrainConfig, choose_pairs, featureset_pairs, val_score
+from .stream import DEFAULT_ROWS_PER_SHARD, SPLIT_CODES, PairStream, TrainingShards, write_training_shards
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SHUFFLE_BUFFER = 16384
 
 
-class _Binder(nn.Module):
-    """Every trainable part in one module (what DDP wraps); ``forward`` returns one step's loss."""
-
-    def __init__(self, projectors: dict, logit_scale: nn.Parameter, loss_fn: nn.Module):
-        super().__init__()
-        self.projectors = nn.ModuleDict(projectors)
-        self.logit_scale = logit_scale
-        self.loss_fn = loss_fn
-
-    def forward(self, batches: dict, noise: float, needs_feats: bool, gather: Callable | None):
-        total, terms_sum = 0.0, {}
-        for (a, b), (xa, xb) in batches.items():
-            terms = pair_terms(self.loss_fn, self.projectors, a, b, xa, xb, self.logit_scale,
-                               noise=noise, needs_feats=needs_feats, gather=gather)
-            for k, v in terms.items():
-                terms_sum[k] = terms_sum.get(k, 0.0) + float(v.detach())
-            total = total + sum(terms.values())
-        return total / len(batches), terms_sum
-
-
-def _check_config(cfg: TrainConfig) -> None:
+def check_config(cfg: TrainConfig) -> None:
+    """Refuse what the streaming / Ray trainer cannot do (it needs every feature in memory)."""
     from ..losses import build_loss, is_multimodal
 
     if is_multimodal(build_loss(cfg.loss)):
         raise DataError(f"loss {cfg.loss!r} is multimodal (Symile): the streaming / Ray trainer trains pairwise "
                         "objectives only; use the in-memory fit")
-    if cfg.init != "random":
+    if cfg.init not in ("random", "ridge"):
         raise DataError(f"init={cfg.init!r} needs every feature in memory: the streaming / Ray trainer starts from "
-                        "init='random'; use the in-memory fit for warm starts")
+                        "init='random' or 'ridge'; use the in-memory fit for training-free starts")
 
 
 def stream_pairs(shards: TrainingShards, cfg: TrainConfig) -> list[tuple[str, str]]:
@@ -109,6 +88,32 @@ def build_projectors(shards: TrainingShards, cfg: TrainConfig, stats: dict | Non
     return out
 
 
+def ridge_init(shards: TrainingShards, cfg: TrainConfig, stats: dict) -> dict[str, dict[str, torch.Tensor]] | None:
+    """The projectors' starting state for ``init="ridge"`` (``None`` for ``init="random"``): the ridge start of
+    :func:`anybind.loop.locked_ridge_start`, its normal equations summed shard by shard, the shrinkage chosen
+    on the val split (held in memory)."""
+    if cfg.init != "ridge":
+        return None
+    with training_threads(cfg.threads):
+        torch.manual_seed(cfg.seed)  # the parameters the ridge start leaves alone start where train_streaming's do
+        projectors = build_projectors(shards, cfg, stats)
+        locked_ridge_start(projectors, cfg.lock, _shard_pairs(shards, "train", cfg.lock),
+                           featureset_pairs(shards.feature_set("val"), "val", cfg.lock))
+        return {m: pr.state_dict() for m, pr in projectors.items()}
+
+
+def _shard_pairs(shards: TrainingShards, split: str, lock: str | None):
+    """``pairs(m)``: the ``split`` rows' features of (``m``, ``lock``), one shard at a time."""
+
+    def pairs(m: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for f in shards.files(split, (m, lock)):
+            t = shards.read(f, [f"x.{m}", f"x.{lock}", f"has.{m}", f"has.{lock}", "split"])
+            sel = (t["split"] == SPLIT_CODES[split]) & (t[f"has.{m}"] > 0) & (t[f"has.{lock}"] > 0)
+            yield t[f"x.{m}"][sel], t[f"x.{lock}"][sel]
+
+    return pairs
+
+
 def _gather(t: torch.Tensor) -> torch.Tensor:
     import torch.distributed.nn.functional as dfn
 
@@ -123,6 +128,7 @@ def train_streaming(
     world: int = 1,
     shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
     stats: dict | None = None,
+    init: dict[str, dict[str, torch.Tensor]] | None = None,
     max_steps: int | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -130,38 +136,31 @@ def train_streaming(
 
     ``world > 1``: call it in every worker of an initialised ``torch.distributed``
     process group (Ray Train does that): the model is wrapped in DDP and the global
-    batch ``cfg.batch_size`` is split over the workers.  ``max_steps`` caps the steps
-    per epoch (benchmarks).  The result (identical on every worker) is a dict:
-    ``state`` (projector state dicts), ``logit_scale``, ``best_epoch``, ``best_val``,
-    ``history``, ``pairs``, ``use_val``.
+    batch ``cfg.batch_size`` is split over the workers.  ``init``: the projectors' starting
+    state (:func:`ridge_init`).  ``max_steps`` caps the steps per epoch (benchmarks).  The
+    result (identical on every worker) is a dict: ``state`` (projector state dicts),
+    ``logit_scale``, ``best_epoch``, ``best_val``, ``history``, ``pairs``, ``use_val``.
     """
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
     from ..losses import build_loss
 
-    _check_config(cfg)
+    check_config(cfg)
     distributed = world > 1
-    prev_threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, cfg.threads))
-    flush_denormals(True)
-    try:
+    with training_threads(cfg.threads):
         torch.manual_seed(cfg.seed)  # identical initial weights on every worker (and as train_space)
         pairs = stream_pairs(shards, cfg)
         if not pairs:
             raise DataError("no two modalities occur together in the training records: nothing to align")
         projectors = build_projectors(shards, cfg, stats)
-        logit_scale = nn.Parameter(torch.tensor(math.log(1 / cfg.temperature)), requires_grad=cfg.learn_temperature)
+        for m, sd in (init or {}).items():
+            projectors[m].load_state_dict(sd)
+        logit_scale = make_temperature(cfg.temperature, cfg.learn_temperature)
         loss_fn = build_loss(cfg.loss, label_smoothing=cfg.label_smoothing)
-        needs_feats = bool(getattr(loss_fn, "needs_features", False))
-        binder = _Binder(projectors, logit_scale, loss_fn)
-        params = [p for pr in projectors.values() for p in pr.parameters()]
-        extra = [p for p in loss_fn.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(
-            [{"params": params, "weight_decay": cfg.weight_decay}, {"params": [logit_scale] + extra, "weight_decay": 0.0}],
-            lr=cfg.lr,
-        )
+        binder = PairBinder(projectors, logit_scale, loss_fn, noise=cfg.feature_noise,
+                            gather=_gather if distributed else None)
+        opt = make_optimizer([p for pr in projectors.values() for p in pr.parameters()], logit_scale,
+                             loss_fn.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         model: nn.Module = binder
-        if distributed:
+        if distributed:  # backward all-reduces (averages) the gradients
             model = nn.parallel.DistributedDataParallel(binder, find_unused_parameters=True)
             torch.manual_seed(cfg.seed + 7919 * rank)  # workers draw different dropout masks
         counts = {p: shards.count("train", p) for p in pairs}
@@ -176,67 +175,40 @@ def train_streaming(
                 raise DataError(f"pair {p[0]}-{p[1]}: {counts[p]} training pairs for {world} workers")
             streams[p] = PairStream(shards, *p, batch_size=local_bs, shuffle_buffer=shuffle_buffer,
                                     seed=cfg.seed, rank=rank, world=world)
-        vfs = None
         use_val = shards.count("val", "rows") >= 2 and any(shards.count("val", p) >= 2 for p in pairs)
-        if use_val and rank == 0:
-            vfs = shards.feature_set("val")
-        val_idx = np.arange(len(vfs.records)) if vfs is not None else None
-
-        best_state, history = None, []
-        sel = EpochSelection(use_val, cfg.patience)
-        gather = _gather if distributed else None
-        cols = [TextColumn("[bold]training (streaming)"), BarColumn(),
-                TextColumn("epoch {task.completed}/{task.total} {task.fields[msg]}"), TimeElapsedColumn()]
-        t0 = time.perf_counter()
+        vfs = shards.feature_set("val") if use_val and rank == 0 else None
         rows_seen = 0
-        with Progress(*cols, disable=not (progress and rank == 0), transient=False) as prog:
-            task = prog.add_task("train", total=cfg.epochs, msg="")
-            for epoch in range(cfg.epochs):
-                binder.train()
-                ep_loss = 0.0
-                for _ in range(steps):
-                    batches = {}
-                    for p in pairs:
-                        xa, xb = next(streams[p])
-                        batches[p] = (torch.from_numpy(xa), torch.from_numpy(xb))
-                        rows_seen += len(xa)
-                    opt.zero_grad(set_to_none=True)
-                    total, _ = model(batches, cfg.feature_noise, needs_feats, gather)
-                    total.backward()
-                    opt.step()
-                    with torch.no_grad():
-                        logit_scale.clamp_(0, math.log(100))
-                    ep_loss += float(total.detach())
-                binder.eval()
-                if use_val:
-                    score = val_score(projectors, vfs, val_idx, pairs) if rank == 0 else 0.0
-                    if distributed:
-                        import torch.distributed as dist
 
-                        t = torch.tensor([score], dtype=torch.float64)
-                        dist.broadcast(t, 0)
-                        score = float(t[0])
-                else:
-                    score = None
-                history.append({"epoch": epoch + 1, "loss": ep_loss / steps, "val": score,
-                                "temperature": math.exp(-logit_scale.item())})
-                if sel.update(epoch + 1, score):
-                    best_state = ({m: copy.deepcopy(pr.state_dict()) for m, pr in projectors.items()},
-                                  float(logit_scale.item()), epoch + 1)
-                prog.update(task, advance=1, msg=sel.progress(ep_loss / steps, score))
-                if sel.stop:
-                    break
-        assert best_state is not None
-        seconds = time.perf_counter() - t0
+        def batches() -> Iterator[dict]:
+            nonlocal rows_seen
+            while True:
+                batch = {}
+                for p in pairs:
+                    xa, xb = next(streams[p])
+                    batch[p] = (torch.from_numpy(xa), torch.from_numpy(xb))
+                    rows_seen += len(xa)
+                yield batch
+
+        def score(epoch: int) -> float:  # on rank 0, shared with every worker
+            s = val_score(projectors, vfs, np.arange(len(vfs.records)), pairs) if vfs is not None else 0.0
+            if distributed:
+                import torch.distributed as dist
+
+                t = torch.tensor([s], dtype=torch.float64)
+                dist.broadcast(t, 0)
+                s = float(t[0])
+            return s
+
+        t0 = time.perf_counter()
+        res = fit_loop(model, batches(), opt, logit_scale, epochs=cfg.epochs, steps=steps, use_val=use_val,
+                       patience=cfg.patience, score=score, keep=projectors, start=cfg.init != "random",
+                       progress=progress and rank == 0, label="training (streaming)")
         return {
-            "state": best_state[0], "logit_scale": best_state[1], "best_epoch": best_state[2], "best_val": sel.best,
-            "history": history, "pairs": [list(p) for p in pairs], "use_val": use_val, "steps_per_epoch": steps,
-            "seconds": seconds, "rows_seen": rows_seen, "world": world,
+            "state": res.state, "logit_scale": res.logit_scale, "best_epoch": res.best_epoch, "best_val": res.best_val,
+            "history": res.history, "pairs": [list(p) for p in pairs], "use_val": use_val, "steps_per_epoch": steps,
+            "seconds": time.perf_counter() - t0, "rows_seen": rows_seen, "world": world,
             "passes": {f"{a}+{b}": s.passes for (a, b), s in streams.items()},
         }
-    finally:
-        torch.set_num_threads(prev_threads)
-        flush_denormals(False)
 
 
 def space_from_result(shards: TrainingShards, cfg: TrainConfig, res: dict[str, Any], stats: dict, **info: Any):
@@ -268,101 +240,19 @@ def space_from_result(shards: TrainingShards, cfg: TrainConfig, res: dict[str, A
     return space
 
 
-def _stats(shards: TrainingShards) -> dict:
+def shard_stats(shards: TrainingShards) -> dict:
+    """Each modality's standardisation over the training split, streamed (:meth:`TrainingShards.standardisation`)."""
     return {m: shards.standardisation(m) for m in shards.modalities}
 
 
 def fit_streaming(shards: TrainingShards, cfg: TrainConfig, *, shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
                   progress: bool = True):
     """Train a space from training shards in this process, in bounded memory."""
-    stats = _stats(shards)
-    res = train_streaming(shards, cfg, shuffle_buffer=shuffle_buffer, stats=stats, progress=progress)
+    check_config(cfg)
+    stats = shard_stats(shards)
+    init = ridge_init(shards, cfg, stats)
+    res = train_streaming(shards, cfg, shuffle_buffer=shuffle_buffer, stats=stats, init=init, progress=progress)
     return space_from_result(shards, cfg, res, stats, shuffle_buffer=shuffle_buffer)
-
-
-# ----------------------------------------------------------------------------- Ray Train
-def _ray_worker(config: dict[str, Any]) -> None:
-    """The Ray Train loop (one per worker): stream this worker's shards, DDP, report rank 0's best state."""
-    import ray.train
-    from safetensors.torch import save_file
-
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    shards = TrainingShards.open(config["shards"])
-    cfg = TrainConfig(**config["cfg"])
-    stats = {m: (np.asarray(v[0], np.float32), float(v[1]), int(v[2])) for m, v in config["stats"].items()}
-    res = train_streaming(shards, cfg, rank=rank, world=world, shuffle_buffer=config["shuffle_buffer"],
-                          stats=stats, progress=False)
-    ckpt = None
-    if rank == 0:
-        d = Path(tempfile.mkdtemp(prefix="anybind-ray-"))
-        tensors = {f"{m}.{k}": v.contiguous() for m, sd in res["state"].items() for k, v in sd.items()}
-        save_file(tensors, str(d / "projectors.safetensors"))
-        (d / "result.json").write_text(json.dumps({k: v for k, v in res.items() if k != "state"}))
-        ckpt = ray.train.Checkpoint.from_directory(str(d))
-    best_val = float("nan") if res["best_val"] is None else res["best_val"]  # no val split: still a number
-    ray.train.report({"best_val": best_val, "best_epoch": res["best_epoch"]}, checkpoint=ckpt)
-
-
-def fit_ray(
-    shards: TrainingShards,
-    cfg: TrainConfig,
-    *,
-    workers: int = 2,
-    address: str | None = None,
-    shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
-    storage: str | Path | None = None,
-):
-    """Train a space from training shards with Ray Train (``TorchTrainer``, ``workers`` DDP workers).
-
-    ``cfg.batch_size`` is the global batch (``batch_size // workers`` per worker).
-    ``storage``: where Ray Train keeps the run (default: beside the shards, which on a
-    cluster must be shared storage every node reads).
-    """
-    from safetensors.torch import load_file
-
-    from . import cluster_cpus, ray_session
-
-    _check_config(cfg)
-    if workers < 1:
-        raise DataError(f"ray workers must be >= 1, got {workers}")
-    stats = _stats(shards)
-    with ray_session(address):
-        from ray.train import RunConfig, ScalingConfig
-        from ray.train.torch import TorchConfig, TorchTrainer
-
-        cpus = max(0.1, min(1.0, cluster_cpus() / workers))
-        root = Path(storage) if storage is not None else shards.path.parent / "_ray_runs"
-        root.mkdir(parents=True, exist_ok=True)
-        name = f"fit-{time.strftime('%Y%m%d-%H%M%S')}-{np.random.default_rng().integers(1 << 30):08x}"
-        trainer = TorchTrainer(
-            _ray_worker,
-            train_loop_config={
-                "shards": str(shards.path.absolute()), "cfg": cfg.to_dict(), "shuffle_buffer": int(shuffle_buffer),
-                "stats": {m: (v[0].tolist(), v[1], v[2]) for m, v in stats.items()},
-            },
-            scaling_config=ScalingConfig(num_workers=workers, use_gpu=False, resources_per_worker={"CPU": cpus}),
-            torch_config=TorchConfig(backend="gloo"),
-            run_config=RunConfig(storage_path=str(root.absolute()), name=name),
-        )
-        try:
-            result = trainer.fit()
-        except Exception as e:
-            from .encode import root_cause
-
-            raise DataError(f"Ray Train run failed ({root_cause(e)})") from e
-        if getattr(result, "error", None):
-            raise DataError(f"Ray Train run failed ({result.error})")
-        with result.checkpoint.as_directory() as d:
-            flat = load_file(str(Path(d) / "projectors.safetensors"))
-            res = json.loads((Path(d) / "result.json").read_text())
-        shutil.rmtree(root / name, ignore_errors=True)
-    state: dict[str, dict[str, torch.Tensor]] = {}
-    for k, v in flat.items():
-        m, rest = k.split(".", 1)
-        state.setdefault(m, {})[rest] = v
-    res["state"] = state
-    return space_from_result(shards, cfg, res, stats, ray_workers=workers, shuffle_buffer=shuffle_buffer)
 
 
 # ----------------------------------------------------------------------------- from manifests
@@ -378,6 +268,7 @@ def fit_sharded(
     strict: bool = False,
     weights: Sequence[float] | None = None,
     allow_eval_only: bool = False,
+    recipe: str = "auto",
     rows_per_shard: int = DEFAULT_ROWS_PER_SHARD,
     shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
     progress: bool = True,
@@ -389,30 +280,22 @@ def fit_sharded(
     ``$RAY_ADDRESS``; or an address), else here.  Training runs on Ray Train with
     ``ray_workers`` workers (on ``ray_address``, else ``ray`` when it is an address, else
     local / ``$RAY_ADDRESS``), or in this process (streaming) when ``ray_workers`` is 0.
-    ``**config``: :class:`~anybind.train.TrainConfig` fields.
+    The data, the eval-only refusal, the recipe (``recipe="auto"``: the encoders, ``lock`` and
+    ``init`` left open follow :func:`anybind.recipe.resolve_recipe`) and the lineage are those of
+    ``Space.fit`` (:func:`anybind.fitting.plan_fit`).  ``**config``: :class:`~anybind.train.TrainConfig` fields.
     """
-    from ..version import __version__
     from ..cache import FeatureCache
-    from ..encoders.registry import default_spec
-    from ..space import fit_manifests
+    from ..fitting import plan_fit
     from .encode import encode_items, manifest_items
 
     if weights is not None and len(set(float(w) for w in weights)) > 1:
         raise DataError("per-corpus sampling weights need the in-memory fit (drop --stream / --ray-workers)")
     fc = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
-    manifests, mods = fit_manifests(manifest, modalities, encoders, strict, progress)
-    if not allow_eval_only:
-        from ..corpora import is_eval_only
-
-        held_out = [str(m.path) for m in manifests if is_eval_only(m.path)]
-        if held_out:
-            raise DataError(f"{', '.join(held_out)}: corpus marked evaluation-only (corpus.json \"eval_only\": true); "
-                            "pass allow_eval_only=True (--allow-eval-only) if you really mean to")
-    if not mods:
-        raise DataError("nothing to bind: the manifest has no modality fields")
-    specs = {m: (encoders or {}).get(m) or default_spec(m) for m in mods}
-    cfg = TrainConfig(**config)
-    _check_config(cfg)
+    plan = plan_fit(manifest, modalities, encoders=encoders, recipe=recipe, config=config, strict=strict,
+                    progress=progress, allow_eval_only=allow_eval_only)
+    cfg = TrainConfig(**plan.config)
+    check_config(cfg)
+    manifests, specs = plan.manifests, plan.specs
     encode_on = ray if ray not in (None, False) else False
     for m, spec in specs.items():
         items = [v for man in manifests for v in manifest_items(man, m)[0]]
@@ -423,16 +306,14 @@ def fit_sharded(
     shards = write_training_shards(manifests, specs, fc, rows_per_shard=rows_per_shard, progress=progress)
     if ray_workers > 0:
         address = ray_address or (ray if isinstance(ray, str) else None)
+        from .ray_train import fit_ray
+
         space = fit_ray(shards, cfg, workers=ray_workers, address=address, shuffle_buffer=shuffle_buffer)
     else:
         space = fit_streaming(shards, cfg, shuffle_buffer=shuffle_buffer, progress=progress)
-    space.info["lineage"].append({
-        "event": "fit", "method": "contrastive", "modalities": mods,
-        "trainer": f"ray-train x{ray_workers}" if ray_workers > 0 else "streaming",
-        "data": [{"manifest": str(man.path), "fingerprint": man.fingerprint(mods), "records": len(man.records)}
-                 for man in manifests],
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "anybind": __version__,
-    })
+    plan.manifests = manifests  # without the records skipped as undecodable
+    space.info["lineage"].append(
+        plan.lineage(trainer=f"ray-train x{ray_workers}" if ray_workers > 0 else "streaming"))
     return space
 
 

@@ -1,0 +1,113 @@
+"""One fit orchestration for every trainer (``Space.fit``, ``anybind fit``, ``--stream``, ``--ray-workers``).
+
+:func:`plan_fit` loads the manifests, refuses a corpus marked evaluation-only, and resolves the
+recipe (:func:`anybind.recipe.resolve_recipe`: the encoders and training choices the user left
+open); :meth:`FitPlan.lineage` is the lineage entry the fitted space records.  ``Space.fit`` is
+:func:`plan_fit` then :func:`fit_in_memory` (encode through the feature cache, train in memory or
+fit a training-free map, record); the streaming / Ray Train fit (:func:`anybind.scale.train.fit_sharded`)
+follows the same plan with training shards instead of in-memory features.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .cache import FeatureCache
+from .data.manifest import Manifest
+from .errors import DataError
+from .recipe import resolve_recipe
+
+if TYPE_CHECKING:
+    from .space import Space
+
+METHODS = ("contrastive", "procrustes", "cca")
+
+
+@dataclass
+class FitPlan:
+    """What a fit binds: the loaded manifests, the modalities, their encoders and the training config."""
+
+    manifests: list[Manifest]
+    method: str  # "contrastive" | "procrustes" | "cca"
+    modalities: list[str]
+    specs: dict[str, str]  # modality -> encoder spec (the recipe's where the user gave none)
+    config: dict[str, Any]  # training options (the recipe's where the user gave none)
+    recipe: str
+    chosen: dict[str, Any]  # what the recipe chose
+
+    def lineage(self, **extra: Any) -> dict[str, Any]:
+        """The space's lineage entry for this fit (``extra``: e.g. the trainer)."""
+        from .version import __version__
+
+        mods = self.modalities
+        return {
+            "event": "fit",
+            "method": self.method,
+            "recipe": {"name": self.recipe, "chosen": self.chosen},
+            "modalities": mods,
+            **extra,
+            "data": [{"manifest": str(man.path), "fingerprint": man.fingerprint(mods), "records": len(man.records)}
+                     for man in self.manifests],
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "anybind": __version__,
+        }
+
+
+def plan_fit(
+    manifest: str | Path | Manifest | Sequence[str | Path | Manifest],
+    modalities: Iterable[str] | None = None,
+    *,
+    encoders: Mapping[str, str] | None = None,
+    method: str = "contrastive",
+    recipe: str = "auto",
+    config: Mapping[str, Any] | None = None,
+    strict: bool = False,
+    progress: bool = True,
+    allow_eval_only: bool = False,
+) -> FitPlan:
+    """Load the data and decide what the fit binds with (see the module doc)."""
+    from .space import fit_manifests
+
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}: use 'contrastive', 'procrustes' or 'cca'")
+    modalities = list(modalities) if modalities is not None else None
+    # only the fields it binds are loaded: those named, else the base modalities (language variants are listed)
+    manifests, bound = fit_manifests(manifest, modalities, encoders, strict, progress)
+    if not allow_eval_only:
+        from .corpora import is_eval_only
+
+        held_out = [str(m.path) for m in manifests if is_eval_only(m.path)]
+        if held_out:
+            raise DataError(
+                f"{', '.join(held_out)}: corpus marked evaluation-only (corpus.json \"eval_only\": true); "
+                "training on it would leak the benchmark. Pass allow_eval_only=True (--allow-eval-only) "
+                "if you really mean to."
+            )
+    mods = sorted(bound)
+    if not mods:
+        raise DataError("nothing to bind: the manifest has no modality fields")
+    specs, cfg, chosen = resolve_recipe(recipe, mods, encoders, dict(config or {}), method)
+    return FitPlan(manifests, method, mods, specs, cfg, recipe, chosen)
+
+
+def fit_in_memory(plan: FitPlan, *, cache: FeatureCache | str | Path | None = None,
+                  weights: Sequence[float] | None = None, progress: bool = True) -> "Space":
+    """``Space.fit`` after :func:`plan_fit`: encode (through the feature cache), train in memory or fit a
+    training-free map, record the lineage."""
+    from .train import FeatureSet, TrainConfig, train_space
+
+    fc = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
+    fs = FeatureSet.from_manifests(plan.manifests, plan.specs, fc, progress=progress, weights=weights)
+    if plan.method == "contrastive":
+        space = train_space(fs, TrainConfig(**plan.config), progress=progress)
+    else:
+        from .align import fit_training_free
+
+        space = fit_training_free(fs, method=plan.method, **plan.config)
+    trainer = "in-memory" if plan.method == "contrastive" else "training-free"
+    space.info["lineage"].append(plan.lineage(trainer=trainer))
+    return space

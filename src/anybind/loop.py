@@ -1,0 +1,311 @@
+"""One training loop for every trainer: in-memory fit, progressive binding, streaming and Ray Train.
+
+The trainers differ only in where batches come from and how gradients are reduced (on Ray
+Train the model is wrapped in DDP, whose ``backward`` averages the gradients over the
+workers); what they share is here:
+
+* :func:`training_threads`: torch threads and flushed denormals while training;
+* :func:`make_temperature`, :func:`make_optimizer` (AdamW: projector weights decayed; the
+  temperature, the loss' own parameters and Symile's missing placeholders not), :func:`clamp_temperature`;
+* :class:`IndexSampler`: batches of record indices drawn from memory (in-memory and progressive);
+* :func:`fit_loop`: epochs of steps, the val score through a callback, best-epoch selection and
+  early stopping (:class:`~anybind.epochs.EpochSelection`), the history rows and the progress bar;
+* :func:`ridge_select` / :func:`locked_ridge_start`: the ridge start and its one shrinkage grid.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .numerics import flush_denormals
+from .epochs import EpochSelection, selection_record
+from .errors import DataError
+from .metrics import pair_recalls
+
+log = logging.getLogger(__name__)
+
+#: the temperature is clamped to [1/100, 1] (the logit scale to [0, log 100]) after every step
+MAX_LOGIT_SCALE = math.log(100)
+#: ridge shrinkage candidates (lam = alpha * n), chosen on the validation pairs
+RIDGE_ALPHAS = (0.1, 0.3, 1.0, 3.0, 10.0)
+
+
+@contextmanager
+def training_threads(threads: int) -> Iterator[None]:
+    """Train with ``threads`` torch threads and denormals flushed; the previous settings come back after.
+
+    Small projectors gain nothing from more threads, and on a busy machine multi-threaded
+    OpenMP spins (5x slower measured on 2 shared cores).  Adam's second moments underflow
+    to denormals, ~2x slower on CPUs (measured 2.5 s -> 1.5 s for 5 epochs).
+    """
+    prev = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads))
+    flush_denormals(True)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(prev)
+        flush_denormals(False)
+
+
+def make_temperature(temperature: float, learn: bool = True) -> nn.Parameter:
+    """The logit scale ``log(1 / temperature)`` as a parameter (learnt unless ``learn=False``)."""
+    return nn.Parameter(torch.tensor(math.log(1 / temperature)), requires_grad=learn)
+
+
+def make_optimizer(
+    decayed: Iterable[nn.Parameter], logit_scale: nn.Parameter, undecayed: Iterable[nn.Parameter] = (), *,
+    lr: float, weight_decay: float,
+) -> torch.optim.AdamW:
+    """AdamW over two groups: ``decayed`` (projector weights) with ``weight_decay``; the temperature and
+    ``undecayed`` (the loss' own parameters such as SigLIP's bias, Symile's missing placeholders; frozen
+    ones left out) without."""
+    rest = [p for p in undecayed if p.requires_grad]
+    groups = [{"params": list(decayed), "weight_decay": weight_decay},
+              {"params": [logit_scale] + rest, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr)
+
+
+@torch.no_grad()
+def clamp_temperature(logit_scale: torch.Tensor) -> None:
+    """Keep the temperature in [1/100, 1] (as CLIP does)."""
+    logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+
+
+def temperature_of(logit_scale: torch.Tensor) -> float:
+    return math.exp(-logit_scale.item())
+
+
+class IndexSampler:
+    """Batches of indices from in-memory member lists, one cursor per key.
+
+    Each key walks a fresh seeded permutation of its members ``batch_size`` at a time (a new
+    permutation when the rest would not fill a batch); a key with sampling probabilities
+    (per-corpus weights) draws without replacement with them instead.  Every key's first
+    permutation is drawn when it is added, so the random stream does not depend on which
+    keys are used.
+    """
+
+    def __init__(self, members: Mapping[Hashable, np.ndarray], batch_size: int, rng: np.random.Generator,
+                 probabilities: Mapping[Hashable, np.ndarray] | None = None):
+        self.batch_size, self.rng = batch_size, rng
+        self.members: dict[Hashable, np.ndarray] = {}
+        self.probabilities: dict[Hashable, np.ndarray] = {}
+        self.cursors: dict[Hashable, tuple[np.ndarray, int]] = {}
+        for k, m in members.items():
+            self.add(k, m, (probabilities or {}).get(k))
+
+    def add(self, key: Hashable, members: np.ndarray, probabilities: np.ndarray | None = None) -> None:
+        """Members of another key (its first permutation drawn now); an existing key is replaced."""
+        self.members[key] = members
+        self.probabilities.pop(key, None)
+        if probabilities is not None:
+            self.probabilities[key] = probabilities
+        self.cursors[key] = (self.rng.permutation(members), 0)
+
+    def next(self, key: Hashable) -> np.ndarray:
+        mem = self.members[key]
+        bs = min(self.batch_size, len(mem))
+        if key in self.probabilities:
+            return self.rng.choice(mem, size=bs, replace=False, p=self.probabilities[key])
+        order, pos = self.cursors[key]
+        if pos + bs > len(order):
+            order, pos = self.rng.permutation(mem), 0
+        self.cursors[key] = (order, pos + bs)
+        return order[pos : pos + bs]
+
+    def steps(self, keys: Iterable[Hashable] | None = None) -> int:
+        """Steps per epoch: enough batches for the largest of ``keys`` (default: every key)."""
+        keys = list(self.members) if keys is None else list(keys)
+        return max(1, math.ceil(max(len(self.members[k]) for k in keys) / self.batch_size))
+
+
+@dataclass
+class LoopResult:
+    """What :func:`fit_loop` kept: the best epoch's state and how it was chosen."""
+
+    state: dict[str, dict[str, torch.Tensor]]  # keep-name -> state dict of the kept epoch
+    logit_scale: float  # the kept epoch's
+    best_epoch: int
+    best_val: float | None
+    use_val: bool
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def record(self, val_metric: str) -> dict[str, Any]:
+        """The training-record fields every trainer saves."""
+        return {"best_epoch": self.best_epoch, "epochs_run": len(self.history),
+                **selection_record(self.use_val, self.best_val, val_metric), "history": self.history}
+
+
+def fit_loop(
+    model: nn.Module,
+    batches: Iterator[Any],
+    optimizer: torch.optim.Optimizer,
+    logit_scale: torch.Tensor,
+    *,
+    epochs: int,
+    steps: int,
+    use_val: bool,
+    patience: int,
+    score: Callable[[int], float | None],
+    keep: Mapping[str, nn.Module],
+    start: bool = False,
+    penalty: Callable[[], torch.Tensor] | None = None,
+    on_epoch: Callable[[int, float | None], None] | None = None,
+    progress: bool = False,
+    label: str = "training",
+) -> LoopResult:
+    """Train ``model`` (``model(batch)`` returns one step's loss) for up to ``epochs`` epochs of ``steps`` steps.
+
+    ``batches``: an endless iterator of whatever ``model`` takes.  ``model`` may be DDP-wrapped:
+    its ``backward`` then reduces the gradients.  After every epoch (in eval mode) ``score(epoch)``
+    gives the val score (called only when ``use_val``); the best epoch's state of the ``keep``
+    modules is snapshotted, restored into them at the end, and returned, and training stops
+    after ``patience`` epochs without improvement (see :class:`~anybind.epochs.EpochSelection`).
+    ``start``: the weights as they are (a warm start) compete as epoch 0.  ``penalty()``: added to
+    every step's loss (a regulariser); ``on_epoch(epoch, score)``: called after each epoch is scored.
+    """
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    sel = EpochSelection(use_val, patience)
+    best: tuple[dict, float, int] | None = None
+    history: list[dict[str, Any]] = []
+
+    def snapshot(epoch: int) -> tuple[dict, float, int]:
+        return {k: copy.deepcopy(m.state_dict()) for k, m in keep.items()}, float(logit_scale.item()), epoch
+
+    if start and use_val:
+        model.eval()
+        s0 = score(0)
+        if sel.update(0, s0):
+            best = snapshot(0)
+        history.append({"epoch": 0, "loss": float("nan"), "val": s0, "temperature": temperature_of(logit_scale)})
+    cols = [TextColumn(f"[bold]{label}"), BarColumn(),
+            TextColumn("epoch {task.completed}/{task.total} {task.fields[msg]}"), TimeElapsedColumn()]
+    with Progress(*cols, disable=not progress, transient=False) as prog:
+        task = prog.add_task("train", total=epochs, msg="")
+        for epoch in range(1, epochs + 1):
+            model.train()
+            ep_loss = 0.0
+            for _ in range(steps):
+                batch = next(batches)
+                optimizer.zero_grad(set_to_none=True)
+                total = model(batch)
+                if penalty is not None:
+                    total = total + penalty()
+                total.backward()
+                optimizer.step()
+                clamp_temperature(logit_scale)
+                ep_loss += float(total.detach())
+            model.eval()
+            s = score(epoch) if use_val else None
+            history.append({"epoch": epoch, "loss": ep_loss / steps, "val": s,
+                            "temperature": temperature_of(logit_scale)})
+            if on_epoch is not None:
+                on_epoch(epoch, s)
+            if sel.update(epoch, s):
+                best = snapshot(epoch)
+            note = sel.progress(ep_loss / steps, s)
+            prog.update(task, advance=1, msg=note)
+            log.debug("%s epoch %d: %s", label, epoch, note)
+            if sel.stop:
+                break
+    if best is None:  # no epoch was kept (none ran, or no score was a number): the weights as they are
+        best = snapshot(len(history))
+    for k, sd in best[0].items():
+        keep[k].load_state_dict(sd)
+    return LoopResult(best[0], best[1], best[2], sel.best, use_val, history)
+
+
+# ----------------------------------------------------------------------------- ridge start
+def ridge_select(
+    G: torch.Tensor,
+    R: torch.Tensor,
+    n: int,
+    score: Callable[[torch.Tensor], float],
+    *,
+    alphas: Iterable[float] = RIDGE_ALPHAS,
+    back: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> tuple[float, torch.Tensor]:
+    """``(alpha, W)``: the ridge solution ``W = back((G + alpha n I)^-1 R)`` (float64) whose ``score(W)`` is best.
+
+    ``G``, ``R``: the normal equations (``Z^T Z``, ``Z^T T``; or the dual ``Z Z^T``, ``T`` with
+    ``back = Z^T @``).  A NaN score (no val pairs) counts as ``-alpha``: the weakest shrinkage wins.
+    """
+    G, R = G.double(), R.double()
+    eye = torch.eye(G.shape[0], dtype=torch.float64)
+    best: tuple[float, float, torch.Tensor] | None = None
+    for alpha in alphas:
+        S = torch.linalg.solve(G + alpha * n * eye, R)
+        W = back(S) if back is not None else S
+        s = score(W)
+        s = -alpha if s is None or math.isnan(s) else s
+        if best is None or s > best[0]:
+            best = (s, alpha, W)
+    assert best is not None
+    return best[1], best[2]
+
+
+PairBlocks = Callable[[str], Iterable[tuple[np.ndarray, np.ndarray]]]
+
+
+@torch.no_grad()
+def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, train_pairs: PairBlocks,
+                       val_pairs: Callable[[str], tuple[np.ndarray, np.ndarray] | None]) -> dict[str, float]:
+    """Start every unlocked projector at the ridge regression onto the locked modality's space.
+
+    For each modality ``m``, ``W = argmin ||Z W - T||^2 + lam ||W||^2`` over the training pairs
+    with ``lock`` (``Z``: ``m``'s standardised features, ``T``: the locked space), ``lam = alpha n``
+    with ``alpha`` chosen on the val pairs from :data:`RIDGE_ALPHAS` (:func:`ridge_select`); the
+    MLP path starts at zero on top of it.  ``train_pairs(m)`` yields blocks of (``m``, ``lock``)
+    features (the normal equations are summed over them: memory is one block);
+    ``val_pairs(m)``: the val pairs, or ``None`` when there are fewer than 2.  Returns each alpha.
+    """
+    if not lock:
+        raise DataError("init='ridge' needs a locked modality (lock='text', say): it regresses onto its space")
+    tgt = projectors[lock]
+    chosen = {}
+    for m, pr in projectors.items():
+        if m == lock:
+            continue
+        G = R = None
+        n = 0
+        for xm, xl in train_pairs(m):
+            Z = (torch.from_numpy(xm) - pr.mean) / pr.scale
+            T = tgt(torch.from_numpy(xl))
+            g, r = (Z.T @ Z).double(), (Z.T @ T).double()
+            G, R = (g, r) if G is None else (G + g, R + r)
+            n += len(xm)
+        if n < 3:
+            raise DataError(f"init='ridge': {m!r} has {n} training pairs with {lock!r}; need at least 3")
+        va = val_pairs(m)
+
+        def score(W: torch.Tensor, pr=pr, va=va) -> float:
+            if va is None:
+                return float("nan")
+            fm, fl = va
+            q = F.normalize(((torch.from_numpy(fm) - pr.mean) / pr.scale) @ W.float(), dim=-1).numpy()
+            g = F.normalize(tgt(torch.from_numpy(fl)), dim=-1).numpy()
+            r1 = pair_recalls(q, g, query_keys=fm, gallery_keys=fl)
+            r2 = pair_recalls(g, q, query_keys=fl, gallery_keys=fm)
+            return sum(r[k] for r in (r1, r2) for k in ("R@1", "R@5", "R@10")) / 6
+
+        alpha, W = ridge_select(G, R, n, score)
+        pr.linear.weight.copy_(W.float().T)
+        pr.linear.bias.zero_()
+        if pr.mlp is not None:
+            pr.mlp[-1].weight.zero_()
+            pr.mlp[-1].bias.zero_()
+        pr.ridge_alpha = chosen[m] = alpha
+    return chosen

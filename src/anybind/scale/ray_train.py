@@ -1,0 +1,115 @@
+"""Ray Train for the streaming trainer: every worker runs :func:`anybind.scale.train.train_streaming` on its own
+shards inside a DDP process group (``TorchTrainer`` over gloo: the projectors are small, CPUs suffice); the
+driver computes the standardisation and the ridge start once and saves rank 0's best state as the space."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import DataError
+from ..train import TrainConfig
+from .stream import TrainingShards
+from .train import (DEFAULT_SHUFFLE_BUFFER, check_config, ridge_init, shard_stats, space_from_result,
+                    train_streaming)
+
+
+def _ray_worker(config: dict[str, Any]) -> None:
+    """The Ray Train loop (one per worker): stream this worker's shards, DDP, report rank 0's best state."""
+    import ray.train
+    from safetensors.torch import load, save_file
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    shards = TrainingShards.open(config["shards"])
+    cfg = TrainConfig(**config["cfg"])
+    stats = {m: (np.asarray(v[0], np.float32), float(v[1]), int(v[2])) for m, v in config["stats"].items()}
+    init = None
+    if config.get("init") is not None:  # the driver's ridge start, as safetensors bytes
+        init = {}
+        for k, v in load(config["init"]).items():
+            m, rest = k.split(".", 1)
+            init.setdefault(m, {})[rest] = v
+    res = train_streaming(shards, cfg, rank=rank, world=world, shuffle_buffer=config["shuffle_buffer"],
+                          stats=stats, init=init, progress=False)
+    ckpt = None
+    if rank == 0:
+        d = Path(tempfile.mkdtemp(prefix="anybind-ray-"))
+        tensors = {f"{m}.{k}": v.contiguous() for m, sd in res["state"].items() for k, v in sd.items()}
+        save_file(tensors, str(d / "projectors.safetensors"))
+        (d / "result.json").write_text(json.dumps({k: v for k, v in res.items() if k != "state"}))
+        ckpt = ray.train.Checkpoint.from_directory(str(d))
+    best_val = float("nan") if res["best_val"] is None else res["best_val"]  # no val split: still a number
+    ray.train.report({"best_val": best_val, "best_epoch": res["best_epoch"]}, checkpoint=ckpt)
+
+
+def fit_ray(
+    shards: TrainingShards,
+    cfg: TrainConfig,
+    *,
+    workers: int = 2,
+    address: str | None = None,
+    shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
+    storage: str | Path | None = None,
+):
+    """Train a space from training shards with Ray Train (``TorchTrainer``, ``workers`` DDP workers).
+
+    ``cfg.batch_size`` is the global batch (``batch_size // workers`` per worker).
+    ``storage``: where Ray Train keeps the run (default: beside the shards, which on a
+    cluster must be shared storage every node reads).
+    """
+    from safetensors.torch import load_file, save
+
+    from . import cluster_cpus, ray_session
+
+    check_config(cfg)
+    if workers < 1:
+        raise DataError(f"ray workers must be >= 1, got {workers}")
+    stats = shard_stats(shards)
+    init = ridge_init(shards, cfg, stats)  # here, once: every worker starts from it
+    init_bytes = None
+    if init is not None:
+        init_bytes = save({f"{m}.{k}": v.contiguous() for m, sd in init.items() for k, v in sd.items()})
+    with ray_session(address):
+        from ray.train import RunConfig, ScalingConfig
+        from ray.train.torch import TorchConfig, TorchTrainer
+
+        cpus = max(0.1, min(1.0, cluster_cpus() / workers))
+        root = Path(storage) if storage is not None else shards.path.parent / "_ray_runs"
+        root.mkdir(parents=True, exist_ok=True)
+        name = f"fit-{time.strftime('%Y%m%d-%H%M%S')}-{np.random.default_rng().integers(1 << 30):08x}"
+        trainer = TorchTrainer(
+            _ray_worker,
+            train_loop_config={
+                "shards": str(shards.path.absolute()), "cfg": cfg.to_dict(), "shuffle_buffer": int(shuffle_buffer),
+                "stats": {m: (v[0].tolist(), v[1], v[2]) for m, v in stats.items()}, "init": init_bytes,
+            },
+            scaling_config=ScalingConfig(num_workers=workers, use_gpu=False, resources_per_worker={"CPU": cpus}),
+            torch_config=TorchConfig(backend="gloo"),
+            run_config=RunConfig(storage_path=str(root.absolute()), name=name),
+        )
+        try:
+            result = trainer.fit()
+        except Exception as e:
+            from .encode import root_cause
+
+            raise DataError(f"Ray Train run failed ({root_cause(e)})") from e
+        if getattr(result, "error", None):
+            raise DataError(f"Ray Train run failed ({result.error})")
+        with result.checkpoint.as_directory() as d:
+            flat = load_file(str(Path(d) / "projectors.safetensors"))
+            res = json.loads((Path(d) / "result.json").read_text())
+        shutil.rmtree(root / name, ignore_errors=True)
+    state: dict[str, dict[str, torch.Tensor]] = {}
+    for k, v in flat.items():
+        m, rest = k.split(".", 1)
+        state.setdefault(m, {})[rest] = v
+    res["state"] = state
+    return space_from_result(shards, cfg, res, stats, ray_workers=workers, shuffle_buffer=shuffle_buffer)
