@@ -108,6 +108,10 @@ def index_cmd(
     from ..index import Index
     from ..space import Space
 
+    if manifest is None and not repair:
+        raise typer.BadParameter("MANIFEST is missing (only --repair runs without one)")
+    if repair and overwrite:
+        raise typer.BadParameter("--repair repairs the index at --out, --overwrite replaces it: give one of them")
     check_out(out, "index", overwrite, update=True)
     try:
         space = Space.load(space_dir)
