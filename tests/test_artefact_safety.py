@@ -374,3 +374,27 @@ def test_a_leftover_that_may_be_the_only_copy_is_never_removed(tmp_path):
     assert sorted(Space.load(p).identity() for p in kept) == sorted([old.identity(), new.identity()])
     (tmp_path / "sp").rmdir()
     assert Space.load(tmp_path / "sp").identity() == new.identity() and leftovers(tmp_path) == []
+
+
+def test_report_never_replaces_a_file_it_did_not_write(tmp_path):
+    """A single-file output (the report) is checked like a folder one: an earlier report is replaced, anything
+    else only with --overwrite (H12 found `report --out manifest.jsonl` silently replaced the manifest)."""
+    from anybind.io import check_output_file
+    from anybind.report import GENERATOR
+
+    mark = GENERATOR.encode()
+    victim = tmp_path / "manifest.jsonl"
+    victim.write_text('{"id": "a"}\n')
+    with pytest.raises(OutputError, match="not written by anybind"):
+        check_output_file(victim, mark)
+    assert victim.read_text() == '{"id": "a"}\n'
+    assert check_output_file(victim, mark, overwrite=True) == victim.absolute()
+    earlier = tmp_path / "report.html"
+    earlier.write_text("<!doctype html><html><head><meta charset='utf-8'>" + GENERATOR + "</head></html>")
+    assert check_output_file(earlier, mark) == earlier.absolute()
+    with pytest.raises(OutputError, match="not a regular file"):
+        check_output_file(tmp_path, mark, overwrite=True)
+    (tmp_path / "link.html").symlink_to(earlier)
+    with pytest.raises(OutputError, match="is a link"):
+        check_output_file(tmp_path / "link.html", mark)
+    assert check_output_file(tmp_path / "new.html", mark) == (tmp_path / "new.html").absolute()

@@ -325,3 +325,20 @@ def test_upload_routes_refuse_non_finite_weights(client):
     for w in ("nan", "inf", "-Infinity"):
         res = client.post("/search/upload", files={"files": ("i.png", _png())}, data={"weights": [w]})
         assert res.status_code in (400, 422) and "finite" in res.text, (w, res.status_code, res.text[:200])
+
+
+def test_classify_upload_form_fields_get_the_json_routes_caps(client):
+    """Form fields bypass the JSON schema: a 40 KB form once built a 200 MB prompt (H12). Same caps, 400."""
+    for data, why in (
+        ({"labels": ["y" * 20000], "templates": ["{}"]}, "label of 20000 characters"),
+        ({"labels": ["frog"], "templates": ["{}" * 5000]}, "template of 10000 characters"),
+        ({"labels": ["frog"], "text": ["t" * 5000]}, "text query of 5000 characters"),
+    ):
+        tracemalloc.start()
+        try:
+            res = client.post("/classify/upload", files={"files": ("i.png", _png())}, data=data)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert res.status_code == 400 and why in res.json()["detail"], (res.status_code, res.text[:200])
+        assert peak < 50e6, peak

@@ -42,7 +42,7 @@ def run_demo(work: Path, *, epochs: int = 200, seed: int = 0, cache=None, consol
     index = Index.build(space, man, work / "index", cache=cache, overwrite=True, progress=True)
     counts_ix = ", ".join(f"{n} {m}" for m, n in sorted(index.counts().items()))
     console.print(f"search index of the whole corpus ({counts_ix}) written to {work / 'index'}", highlight=False)
-    report, numbers = write_report(space, man, work / "report.html", split="test", cache=cache,
+    report, numbers = write_report(space, man, work / "report.html", overwrite=True, split="test", cache=cache,  # its own work folder
                                    space_name=f"{out} (demo)", progress=True)
     console.print(f"report written to [bold]{report}[/bold] (zero-shot label {numbers['label'] or '-'})", highlight=False)
     console.print(f'try:  anybind embed {out} --modality text "a barking dog"')

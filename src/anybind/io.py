@@ -182,6 +182,27 @@ def check_output(path: str | Path, kind: str, overwrite: bool = False, *, update
 
 
 # -- the swap and its recovery --------------------------------------------------------------
+def check_output_file(path: str | Path, marker: bytes, overwrite: bool = False) -> Path:
+    """Refuse a single-file output (a report, a numbers file) that writing could lose data at.
+
+    Accepted: a new path, or (replaced) a file this program wrote before -- its first 4 KB hold ``marker`` --
+    or any regular file with ``overwrite``.  A folder, a link, or someone else's file is refused.
+    """
+    p = Path(path).expanduser()
+    if p.is_symlink():
+        raise OutputError(f"{path}: is a link; give the file's own path or a new one")
+    if p.exists():
+        if not p.is_file():
+            raise OutputError(f"{path}: is not a regular file (a folder?); give a new file name")
+        if not overwrite:
+            with open(p, "rb") as f:
+                head = f.read(4096)
+            if marker not in head:
+                raise OutputError(f"{path}: already exists and was not written by anybind; pass --overwrite "
+                                  "(overwrite=True) to replace it, or choose another name")
+    return p.absolute()
+
+
 def _try_lock(lock: Path) -> int | None:
     """An fd holding ``lock`` exclusively, or None when a live writer holds it (or it is gone)."""
     if fcntl is None:

@@ -44,6 +44,9 @@ KS_CURVE = (1, 2, 3, 5, 10, 20, 50, 100, 200, 500)
 TABLE_KS = (1, 5, 10)
 
 
+#: marks a page as an anybind report (a rerun may replace it; any other file needs --overwrite)
+GENERATOR = "<meta name='generator' content='anybind report'>"
+
 def default_label(records: Sequence["Record"], min_share: float = 0.5) -> str | None:
     """The label key to classify by: on at least ``min_share`` of the records, with the fewest
     distinct values (at least 2); ties go to the alphabetically first key.  ``None`` if none fits."""
@@ -283,7 +286,7 @@ def build_report(
         [_e(m), _e(space.encoders[m]), _e(counts.get(m, 0))] for m in space.modalities
     ]
     parts = [
-        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
+        f"<!doctype html><html lang='en'><head><meta charset='utf-8'>{GENERATOR}",
         f"<title>anybind report: {_e(name)}</title><style>{CSS}</style></head><body>",
         f"<h1>anybind report: {_e(name)}</h1>",
         f"<p class='muted'>{_e(man.path)}, split <b>{_e(split)}</b> ({len(recs)} records); "
@@ -390,11 +393,13 @@ def build_report(
 
 
 def write_report(
-    space: "Space", manifest: "str | Path | Manifest", out: str | Path, **kw: Any
+    space: "Space", manifest: "str | Path | Manifest", out: str | Path, overwrite: bool = False, **kw: Any
 ) -> tuple[Path, dict[str, Any]]:
-    """Build the report (see :func:`build_report`) and write it atomically to ``out``."""
-    from .io import atomic_write_bytes
+    """Build the report (see :func:`build_report`) and write it atomically to ``out``: a new file or an
+    earlier report (another existing file only with ``overwrite``; checked before any work)."""
+    from .io import atomic_write_bytes, check_output_file
 
+    check_output_file(out, GENERATOR.encode(), overwrite)
     page, numbers = build_report(space, manifest, **kw)
     out = Path(out)
     atomic_write_bytes(out, page.encode("utf-8"))

@@ -303,17 +303,25 @@ def report(
     template: list[str] = typer.Option(None, "--template", help="Prompt template with {} (repeatable; default 'a {}.')."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the report's numbers here."),
     cache: Optional[Path] = typer.Option(None, help="Feature cache folder."),
+    overwrite: bool = typer.Option(False, help="Replace an existing file that is not an earlier report."),
 ):
     """One self-contained HTML page about a space: retrieval, recall@K, zero-shot, modality gap, training curves.
 
     Example:  anybind report spaces/tux data/tux/manifest.jsonl --out report.html --split test --label top
     """
-    from ..report import write_report
+    from ..report import GENERATOR, write_report
+
+    NUMBERS_MARK = b'"anybind": "report numbers"'  # sorted first in the numbers file
     from ..space import Space
 
+    from ..io import check_output_file
+
     try:
+        check_output_file(out, GENERATOR.encode(), overwrite)  # before any work
+        if json_out:
+            check_output_file(json_out, NUMBERS_MARK, overwrite)
         space = Space.load(space_dir)
-        path, numbers = write_report(space, manifest, out, split=split, label=label,
+        path, numbers = write_report(space, manifest, out, overwrite=overwrite, split=split, label=label,
                                      templates=tuple(template or ("a {}.",)), cache=cache,
                                      space_name=str(space_dir), progress=True)
     except AnybindError as e:
@@ -321,5 +329,5 @@ def report(
     console.print(f"report written to [bold]{path}[/bold] ({path.stat().st_size / 1024:.0f} KiB; "
                   f"{numbers['records']} {split} records, zero-shot label {numbers['label'] or '-'})", highlight=False)
     if json_out:
-        json_out.write_text(json.dumps(numbers, indent=2, sort_keys=True, default=str))
+        json_out.write_text(json.dumps({"anybind": "report numbers", **numbers}, indent=2, sort_keys=True, default=str))
         console.print(f"numbers written to {json_out}")

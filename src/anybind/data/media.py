@@ -40,12 +40,16 @@ class MediaLimits:
         entities, which it refuses); the costliest, 167k, renders in 9 s, the next 90k.  The service
         takes 100k (all but that one).
     max_svg_depth: nesting of elements and references in an SVG (real files: at most 14).
+    max_sample_rate: an audio file declaring a higher sample rate (Hz) is refused before it is resampled:
+        the polyphase filter grows with the rate (a 444-byte WAV declaring 5 MHz cost 4.6 GB). 384 kHz is
+        the highest rate audio hardware records at.
     """
 
     max_pixels: int = 178_956_970
     max_svg_bytes: int = 16 * 2**20
     max_svg_work: int = 250_000
     max_svg_depth: int = 64
+    max_sample_rate: int = 384_000
 
 
 #: the limits :func:`load_image` applies unless given others
@@ -140,6 +144,8 @@ def load_audio(path: str | Path, sample_rate: int | None = None) -> tuple[np.nda
         raise DataError(f"{path}: corrupt or unsupported audio ({_no_buffer(e)})") from None
     if wav.shape[0] == 0:
         raise DataError(f"{path}: audio has no samples")
+    if not 1 <= sr <= LIMITS.max_sample_rate:
+        raise DataError(f"{path}: audio declares a sample rate of {sr} Hz; at most {LIMITS.max_sample_rate} Hz is read")
     mono = wav.mean(axis=1).astype(np.float32)
     if not np.isfinite(mono).all():
         raise DataError(f"{path}: audio contains non-finite samples")
@@ -150,8 +156,12 @@ def load_audio(path: str | Path, sample_rate: int | None = None) -> tuple[np.nda
 
 
 def resample(x: np.ndarray, sr_from: int, sr_to: int) -> np.ndarray:
-    """Polyphase resampling (scipy) of a mono signal."""
+    """Polyphase resampling (scipy) of a mono signal; rates above ``LIMITS.max_sample_rate`` are refused."""
     from math import gcd
+
+    for sr in (sr_from, sr_to):
+        if not 1 <= int(sr) <= LIMITS.max_sample_rate:
+            raise DataError(f"sample rate {sr} Hz: at most {LIMITS.max_sample_rate} Hz is resampled")
 
     from scipy.signal import resample_poly
 

@@ -69,7 +69,9 @@ from .schemas import (
     ERRORS,
     ITEM_TYPES,
     MAX_K,
+    MAX_LABEL,
     MAX_LABELS,
+    MAX_TEMPLATE,
     MAX_TEMPLATES,
     RERANK,
     UPLOAD_ERRORS,
@@ -351,6 +353,11 @@ def create_app(
             raise QueryError(f"{len(names)} labels: at most {MAX_LABELS}")
         if len(templates) > MAX_TEMPLATES:
             raise QueryError(f"{len(templates)} templates: at most {MAX_TEMPLATES}")
+        # form fields get the caps the JSON route's schema gives (a 40 KB form once built a 200 MB prompt)
+        if any(len(x) > MAX_LABEL for x in names):
+            raise QueryError(f"a label of {max(map(len, names))} characters: at most {MAX_LABEL}")
+        if any(len(x) > MAX_TEMPLATE for x in templates):
+            raise QueryError(f"a template of {max(map(len, templates))} characters: at most {MAX_TEMPLATE}")
         tmpl = templates or ["a {}."]
 
         def work():

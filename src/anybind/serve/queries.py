@@ -9,7 +9,7 @@ from fastapi import UploadFile
 
 from ..data.strings import is_blank
 from ..index import Hit, QueryError
-from .schemas import HitOut, QueryInput
+from .schemas import MAX_TEXT, HitOut, QueryInput
 from .state import Service
 
 
@@ -81,6 +81,8 @@ def upload_parts(
     for t, wt in zip(texts, w):
         if is_blank(t):
             raise QueryError("empty text query: give some text")
+        if len(t) > MAX_TEXT:  # form fields are not validated by the JSON schemas: the same caps here
+            raise QueryError(f"a text query of {len(t)} characters: at most {MAX_TEXT}")
         parts.append((text_modality, t, wt))
     staged: list[tuple[Path, str]] = []
     try:

@@ -10,6 +10,8 @@ MAX_K = 100
 MAX_TEXT = 2000
 MAX_LABELS = 256  # class names per /classify request
 MAX_TEMPLATES = 8
+MAX_LABEL = 200  # characters of one class name
+MAX_TEMPLATE = 500  # characters of one prompt template
 RERANK = Literal["csls", "qbnorm", "invgc"]
 
 
@@ -128,10 +130,10 @@ class ClassifyRequest(RequestModel):
     )
     text: str | None = Field(None, max_length=MAX_TEXT, description="The text to classify.")
     inputs: list[QueryInput] = Field(default_factory=list, max_length=16, description="More inputs, fused.")
-    labels: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
+    labels: list[Annotated[str, Field(min_length=1, max_length=MAX_LABEL)]] = Field(
         min_length=1, max_length=MAX_LABELS, description="Candidate class names."
     )
-    templates: list[Annotated[str, Field(min_length=2, max_length=500)]] = Field(
+    templates: list[Annotated[str, Field(min_length=2, max_length=MAX_TEMPLATE)]] = Field(
         default_factory=lambda: ["a {}."],
         min_length=1,
         max_length=MAX_TEMPLATES,
