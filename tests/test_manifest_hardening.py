@@ -183,6 +183,15 @@ def test_d_is_blank_on_every_mix_of_whitespace_and_format_characters(text):
     assert not is_blank(text + "x")
 
 
+@pytest.mark.parametrize("text", ["\u3164", "\u115f\u1160", "\uffa0", "\u2800", "\u034f", "\U000e0020",
+                                  "\u200b\u0301", " \u0301\u20dd "])
+def test_d_blank_looking_letters_and_lone_combining_marks_are_blank(text):
+    """H12: Hangul fillers, the blank Braille pattern, a combining mark with nothing to mark, tag characters."""
+    assert is_blank(text)
+    assert not is_blank("e\u0301")  # a decomposed letter is text
+    assert not is_blank("\u3164a")
+
+
 def test_d_zero_width_text_is_empty_for_encoders_and_class_names():
     from anybind.encoders.base import check_text
     from anybind.index.classify import class_embeddings

@@ -24,9 +24,15 @@ ID_RULE = "an id must be reachable by its URL /items/<id>"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
+#: letters that render as nothing (Hangul fillers, the blank Braille pattern)
+_BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+
+
 def is_blank(text: str) -> bool:
-    """True when ``text`` holds only whitespace and invisible format characters (or nothing)."""
-    return all(ch.isspace() or unicodedata.category(ch) == "Cf" for ch in text)
+    """True when ``text`` holds nothing visible: only whitespace, invisible format characters (Cf: zero-width
+    spaces, tag characters...), combining marks with nothing to combine with, and blank-rendering letters."""
+    return all(ch.isspace() or ch in _BLANK_LETTERS or unicodedata.category(ch) in ("Cf", "Mn", "Me")
+               for ch in text)
 
 
 def id_problem(rid: str) -> str | None:
