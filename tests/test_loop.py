@@ -118,7 +118,7 @@ def test_stream_fit_follows_the_same_recipe_and_lineage_as_fit(tmp_path):
 
 def test_eval_only_corpus_is_refused_by_every_trainer(tmp_path):
     from anybind.errors import DataError
-    from anybind.scale.train import fit_sharded
+    from anybind.scale.sharded import fit_sharded
 
     man, specs = _corpus(tmp_path)
     (tmp_path / "corpus.json").write_text('{"name": "x", "eval_only": true}')

@@ -273,7 +273,7 @@ def test_e_no_val_split_trains_every_epoch_and_records_no_val_score(vec_project,
 
 
 def test_e_streaming_fit_without_val_split_runs_every_epoch(vec_project, tmp_path):
-    from anybind.scale.train import fit_sharded
+    from anybind.scale.sharded import fit_sharded
 
     encoders = {"text": TEXT_ENC, "imu": f"vectors:{vec_project / 'data' / 'imu.npz'}"}
     sp = fit_sharded(vec_project / "data" / "m.jsonl", encoders=encoders, cache=tmp_path / "c",

@@ -139,7 +139,7 @@ def test_pair_stream_is_seeded_and_refuses_what_it_cannot_serve(tmp_path):
 
 
 def test_streaming_fit_matches_in_memory_fit(syn):
-    from anybind.scale.train import fit_sharded
+    from anybind.scale.sharded import fit_sharded
 
     space = fit_sharded(syn["manifest"], encoders=syn["encoders"], cache=syn["cache"], progress=False,
                         rows_per_shard=100, shuffle_buffer=1000, **FIT)
@@ -285,7 +285,7 @@ def test_ray_index_has_the_same_rows(ray_local, syn, tmp_path):
 
 
 def test_ray_train_matches_single_process_training(ray_local, syn):
-    from anybind.scale.train import fit_sharded
+    from anybind.scale.sharded import fit_sharded
 
     space = fit_sharded(syn["manifest"], encoders=syn["encoders"], cache=syn["cache"], progress=False,
                         ray_workers=2, rows_per_shard=100, shuffle_buffer=1000, **FIT)
@@ -303,7 +303,7 @@ def test_ray_train_workers_start_from_the_drivers_ridge_start(ray_local, syn):
     """init='ridge' on Ray Train: the driver streams the ridge start once and every worker starts from it."""
     import torch
 
-    from anybind.scale.train import fit_sharded
+    from anybind.scale.sharded import fit_sharded
 
     kw = dict(encoders=syn["encoders"], cache=syn["cache"], progress=False, rows_per_shard=100, shuffle_buffer=1000,
               lock="a", init="ridge", epochs=0, hidden=64)

@@ -4,7 +4,7 @@
 recipe (:func:`anybind.recipe.resolve_recipe`: the encoders and training choices the user left
 open); :meth:`FitPlan.lineage` is the lineage entry the fitted space records.  ``Space.fit`` is
 :func:`plan_fit` then :func:`fit_in_memory` (encode through the feature cache, train in memory or
-fit a training-free map, record); the streaming / Ray Train fit (:func:`anybind.scale.train.fit_sharded`)
+fit a training-free map, record); the streaming / Ray Train fit (:func:`anybind.scale.sharded.fit_sharded`)
 follows the same plan with training shards instead of in-memory features.
 """
 

@@ -171,7 +171,7 @@ def fit(
         if method != "contrastive":
             raise typer.BadParameter("--stream / --ray-workers train projectors: use --method contrastive")
         try:
-            from ..scale.train import fit_sharded
+            from ..scale.sharded import fit_sharded
 
             space = fit_sharded(
                 [str(s) for s in sources], split_csv(modalities), encoders=encoders, cache=cache,

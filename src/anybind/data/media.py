@@ -11,49 +11,20 @@ from __future__ import annotations
 import io
 import re
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..errors import DataError
 from .files import read_regular
+from .limits import LIMITS, MediaLimits  # noqa: F401  (re-exported: defined here before)
+from .svg import looks_like_svg, render_svg  # noqa: F401  (looks_like_svg re-exported: defined here before)
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".svg"})
 AUDIO_SUFFIXES = frozenset({".wav", ".ogg", ".oga", ".flac", ".mp3", ".aiff", ".aif"})
 
 
-@dataclass(frozen=True)
-class MediaLimits:
-    """Bounds on the memory and CPU one image may cost, checked before anything is decoded or rendered.
-
-    max_pixels: a raster image (read from its header), the rendering of an SVG, or the images embedded in
-        an SVG (all the times they are drawn, together) of more pixels is refused.  Default: PIL's
-        decompression-bomb threshold (2 x ``Image.MAX_IMAGE_PIXELS``); the service checks uploads against
-        its own ``ServeConfig.max_pixels`` (40 million) and ``max_svg_work``.
-    max_svg_bytes: SVG text, after inflating a gzip-compressed SVG (``.svgz``) and with every SVG embedded
-        in it; inflation stops at this size.  The largest Open Clip Art SVG is 1.7 MB.
-    max_svg_work: the estimated work of rendering an SVG, in units of about one plain element (~50 us):
-        each ``<use>`` / ``url(#...)`` reference counts as a copy of its target, markers once per vertex,
-        plus path data, text, style-sheet matching and compositing (see :mod:`anybind.data.svg`).  All 9,026
-        SVGs of Open Clip Art, Tux Paint and /usr/share's icons that CairoSVG reads pass (17 more declare XML
-        entities, which it refuses); the costliest, 167k, renders in 9 s, the next 90k.  The service
-        takes 100k (all but that one).
-    max_svg_depth: nesting of elements and references in an SVG (real files: at most 14).
-    max_sample_rate: an audio file declaring a higher sample rate (Hz) is refused before it is resampled:
-        the polyphase filter grows with the rate (a 444-byte WAV declaring 5 MHz cost 4.6 GB). 384 kHz is
-        the highest rate audio hardware records at.
-    """
-
-    max_pixels: int = 178_956_970
-    max_svg_bytes: int = 16 * 2**20
-    max_svg_work: int = 250_000
-    max_svg_depth: int = 64
-    max_sample_rate: int = 384_000
-
-
-#: the limits :func:`load_image` applies unless given others
-LIMITS = MediaLimits()
 
 
 def _read_bytes(path: str | Path) -> bytes:
@@ -61,24 +32,6 @@ def _read_bytes(path: str | Path) -> bytes:
     if not data:
         raise DataError(f"{path}: file is empty")
     return data
-
-
-def looks_like_svg(data: bytes) -> bool:
-    """Whether ``data`` (a file's first bytes) is SVG text, or gzip-compressed SVG text (``.svgz``).
-
-    A gzip stream is judged by its first inflated bytes (at most 64 KB are inflated), not by the
-    name stored in its header."""
-    from .svg import GZIP_MAGIC, svg_head
-
-    if data[:2] == GZIP_MAGIC:
-        data = svg_head(data)
-        if data[:2] == GZIP_MAGIC:
-            return False
-    head = data[:2048].lstrip().lower()
-    if head.startswith(b"<svg") or (head.startswith(b"<?xml") and b"<svg" in head) or b"<svg" in head[:1024]:
-        return True
-    # a prolog, DOCTYPE or comments can push the root further (Open Clip Art: up to 4 KB of comments)
-    return head.startswith((b"<?xml", b"<!doctype", b"<!--")) and b"<svg" in data[:65536].lower()
 
 
 def load_image(path: str | Path, size: int | None = None, limits: MediaLimits | None = None):
@@ -95,7 +48,6 @@ def load_image(path: str | Path, size: int | None = None, limits: MediaLimits | 
     lim = limits or LIMITS
     data = _read_bytes(path)
     if looks_like_svg(data):
-        from .svg import render_svg
 
         data = render_svg(data, path, size or 512, lim)
     bad = (UnidentifiedImageError, OSError, SyntaxError, ValueError)
@@ -190,3 +142,32 @@ def short_repr(item: object) -> str:
     """``repr`` cut to 80 characters, for error messages about an unexpected in-memory item."""
     r = repr(item)
     return r if len(r) <= 80 else r[:77] + "..."
+
+
+def to_rgb(img: Any):
+    """An RGB ``PIL.Image`` from a PIL image, composited on white like :func:`load_image`."""
+    from PIL import Image
+
+    if img.width < 1 or img.height < 1:
+        raise DataError("image has no pixels")
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(bg, rgba)
+    return img.convert("RGB")
+
+
+def as_rgb_image(item: Any):
+    """Decode an item to an RGB PIL image: a path, a PIL image or a uint8 HxW[xC] array."""
+    from PIL import Image
+
+    if isinstance(item, (str, Path)):
+        return load_image(item)
+    if isinstance(item, Image.Image):
+        return to_rgb(item)
+    if isinstance(item, np.ndarray) and item.dtype == np.uint8 and item.ndim in (2, 3):
+        if item.ndim == 3 and item.shape[2] not in (1, 3, 4):
+            raise DataError(f"image array of shape {item.shape}: expected HxW, HxWx3 or HxWx4")
+        arr = item[:, :, 0] if item.ndim == 3 and item.shape[2] == 1 else item
+        return to_rgb(Image.fromarray(np.ascontiguousarray(arr)))
+    raise DataError(f"{short_repr(item)}: not an image (expected a file path, a PIL image or a uint8 array)")

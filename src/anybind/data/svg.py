@@ -31,11 +31,11 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote_to_bytes
 
 from ..errors import DataError
+from .limits import MediaLimits
 
 if TYPE_CHECKING:
     from xml.etree.ElementTree import Element
 
-    from .media import MediaLimits
 
 GZIP_MAGIC = b"\x1f\x8b"
 _XLINK = "{http://www.w3.org/1999/xlink}href"
@@ -276,8 +276,6 @@ class _Doc:
             raise DataError(f"{self.what}: an embedded image is not valid base64 ({e})") from None
         if len(blob) < 5:
             return 1, 0
-        from .media import looks_like_svg
-
         svg = blob[:2] == GZIP_MAGIC or b"<svg" in blob or looks_like_svg(blob)
         if svg and not blob.startswith(b"\x89PNG"):  # what CairoSVG draws as an SVG (a PNG is a PNG first)
             doc = _Doc(_text(blob, self.what, self.budget), self.what, self.budget)
@@ -349,3 +347,19 @@ def _bounded_surface(max_pixels: int):
             return super()._create_surface(width, height)
 
     return BoundedPNGSurface
+
+
+def looks_like_svg(data: bytes) -> bool:
+    """Whether ``data`` (a file's first bytes) is SVG text, or gzip-compressed SVG text (``.svgz``).
+
+    A gzip stream is judged by its first inflated bytes (at most 64 KB are inflated), not by the
+    name stored in its header."""
+    if data[:2] == GZIP_MAGIC:
+        data = svg_head(data)
+        if data[:2] == GZIP_MAGIC:
+            return False
+    head = data[:2048].lstrip().lower()
+    if head.startswith(b"<svg") or (head.startswith(b"<?xml") and b"<svg" in head) or b"<svg" in head[:1024]:
+        return True
+    # a prolog, DOCTYPE or comments can push the root further (Open Clip Art: up to 4 KB of comments)
+    return head.startswith((b"<?xml", b"<!doctype", b"<!--")) and b"<svg" in data[:65536].lower()

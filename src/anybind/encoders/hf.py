@@ -34,11 +34,10 @@ from typing import Any
 
 import numpy as np
 
-from ..data.media import load_audio, resample, short_repr
+from ..data.media import as_rgb_image, load_audio, resample, short_repr
 from ..errors import DataError, EncoderError
 from .base import Encoder, check_text
-from .hf_spec import files_sha256, one_line, parse_hf_name
-from .image import as_rgb_image
+from .hf_spec import files_sha256, no_loader_bars, one_line, parse_hf_name
 
 #: bump when the preprocessing or pooling code below changes (it is part of every identity)
 PREP_VERSION = "hf-v1"
@@ -155,7 +154,6 @@ class HfEncoder(Encoder):
                     import torch
                     from transformers import AutoModel
 
-                    from .text import no_loader_bars
 
                     with no_loader_bars():
                         model = self._call("model", AutoModel.from_pretrained, dtype=torch.float32)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,3 +81,22 @@ def files_sha256(folder: Path) -> str:
         if p.is_file() and p.suffix in HASHED_SUFFIXES and not any(s.startswith(".") for s in rel.parts):
             h.update(f"{rel.as_posix()}:{sha256_file(p)};".encode())
     return h.hexdigest()
+
+
+@contextmanager
+def no_loader_bars():
+    """transformers' own tqdm bars ("Loading weights") off while a model loads: not the user's business (the
+    command's progress bars say what runs); the previous setting is restored after."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:  # pragma: no cover - sentence-transformers always brings transformers
+        yield
+        return
+    was = hf_logging.is_progress_bar_enabled()
+    if was:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()

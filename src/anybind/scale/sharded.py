@@ -1,0 +1,95 @@
+"""The sharded fit: ``anybind fit --stream`` (in this process) and ``--ray-workers N`` (Ray Train).
+
+:func:`fit_sharded` plans the fit like ``Space.fit`` (:func:`anybind.fitting.plan_fit`), writes training shards,
+and trains them streaming (:mod:`anybind.scale.train`) or on Ray Train workers (:mod:`anybind.scale.ray_train`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import DataError
+from ..train import TrainConfig
+from .ray_train import fit_ray
+from .stream import DEFAULT_ROWS_PER_SHARD, write_training_shards
+from .train import DEFAULT_SHUFFLE_BUFFER, check_config, fit_streaming
+
+log = logging.getLogger(__name__)
+
+
+def fit_sharded(
+    manifest: str | Path | Sequence[str | Path],
+    modalities: Sequence[str] | None = None,
+    *,
+    encoders: dict[str, str] | None = None,
+    cache=None,
+    ray_workers: int = 0,
+    ray: bool | str | None = None,
+    ray_address: str | None = None,
+    strict: bool = False,
+    weights: Sequence[float] | None = None,
+    allow_eval_only: bool = False,
+    recipe: str = "auto",
+    rows_per_shard: int = DEFAULT_ROWS_PER_SHARD,
+    shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
+    progress: bool = True,
+    **config: Any,
+):
+    """``anybind fit --stream`` / ``--ray-workers N``: encode what is missing, write training shards, train.
+
+    Missing features are encoded on Ray when ``ray`` is given (``True``: a local Ray or
+    ``$RAY_ADDRESS``; or an address), else here.  Training runs on Ray Train with
+    ``ray_workers`` workers (on ``ray_address``, else ``ray`` when it is an address, else
+    local / ``$RAY_ADDRESS``), or in this process (streaming) when ``ray_workers`` is 0.
+    The data, the eval-only refusal, the recipe (``recipe="auto"``: the encoders, ``lock`` and
+    ``init`` left open follow :func:`anybind.recipe.resolve_recipe`) and the lineage are those of
+    ``Space.fit`` (:func:`anybind.fitting.plan_fit`).  ``**config``: :class:`~anybind.train.TrainConfig` fields.
+    """
+    from ..cache import FeatureCache
+    from ..fitting import plan_fit
+    from .encode import encode_items, manifest_items
+
+    if weights is not None and len(set(float(w) for w in weights)) > 1:
+        raise DataError("per-corpus sampling weights need the in-memory fit (drop --stream / --ray-workers)")
+    fc = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
+    plan = plan_fit(manifest, modalities, encoders=encoders, recipe=recipe, config=config, strict=strict,
+                    progress=progress, allow_eval_only=allow_eval_only)
+    cfg = TrainConfig(**plan.config)
+    check_config(cfg)
+    manifests, specs = plan.manifests, plan.specs
+    encode_on = ray if ray not in (None, False) else False
+    for m, spec in specs.items():
+        items = [v for man in manifests for v in manifest_items(man, m)[0]]
+        if items:
+            rep = encode_items(spec, items, fc, ray=encode_on, progress=progress)
+            if rep.failed:  # files changed since they were validated: skipped and reported, like bad records
+                manifests = [_skip_undecodable(man, m, dict(rep.failed)) for man in manifests]
+    shards = write_training_shards(manifests, specs, fc, rows_per_shard=rows_per_shard, progress=progress)
+    if ray_workers > 0:
+        address = ray_address or (ray if isinstance(ray, str) else None)
+
+        space = fit_ray(shards, cfg, workers=ray_workers, address=address, shuffle_buffer=shuffle_buffer)
+    else:
+        space = fit_streaming(shards, cfg, shuffle_buffer=shuffle_buffer, progress=progress)
+    plan.manifests = manifests  # without the records skipped as undecodable
+    space.info["lineage"].append(
+        plan.lineage(trainer=f"ray-train x{ray_workers}" if ray_workers > 0 else "streaming"))
+    return space
+
+
+def _skip_undecodable(man, modality: str, failed: dict[str, str]):
+    """``man`` without the records whose ``modality`` file could not be decoded (each logged as a warning)."""
+    from ..data.manifest import BadRecord
+
+    keep, bad = [], []
+    for r in man.records:
+        why = failed.get(r.values.get(modality, ""))
+        if why is None:
+            keep.append(r)
+            continue
+        bad.append(BadRecord(r.line, r.id, f"corrupt file for {modality}: {why}"))
+        log.warning("%s: %s (skipped)", man.path, bad[-1])
+    return dataclasses.replace(man, records=keep, bad=list(man.bad) + bad)
