@@ -70,12 +70,20 @@ def test_b_a_json_string_holding_u2028_is_one_line(tmp_path):
 _valid_text = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=20).filter(
     lambda t: not is_blank(t)
 )
+def _decodes(b: bytes) -> bool:
+    try:
+        b.removesuffix(b"\r").removeprefix(b"\xef\xbb\xbf").decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 # bytes that are never valid UTF-8 somewhere in the line, and never contain a newline
 _invalid_line = st.tuples(
     st.binary(max_size=10).map(lambda b: b.replace(b"\n", b"")),
     st.sampled_from([b"\xff", b"\xc3(", b"\xe2\x82", b"\xed\xa0\x80", b"\xf8\x88\x80\x80\x80", b"\x80"]),
     st.binary(max_size=10).map(lambda b: b.replace(b"\n", b"")),
-).map(lambda t: b"".join(t))
+).map(lambda t: b"".join(t)).filter(lambda b: not _decodes(b))  # random neighbours can complete a sequence
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
