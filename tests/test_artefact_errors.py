@@ -378,11 +378,33 @@ def test_any_edit_of_space_json_loads_the_same_space_or_is_one_line(saved, data)
     try:
         space = Space.load(saved)
     except SpaceError as e:
-        assert "\n" not in str(e) and str(saved) in str(e)
+        assert len(str(e).splitlines()) == 1 and str(saved) in str(e)
     else:
         assert space.identity() == json.loads(original)["identity"]
     finally:
         (saved / "space.json").write_text(original)
+
+
+def test_an_identity_with_a_line_break_is_reported_on_one_line(saved):
+    """The case CI found: a saved identity of "0\\n" was quoted raw and split the message over two lines."""
+    original = (saved / "space.json").read_text()
+    meta = json.loads(original)
+    meta["identity"] = "0\n"
+    (saved / "space.json").write_text(json.dumps(meta))
+    try:
+        with pytest.raises(SpaceError) as e:
+            Space.load(saved)
+        assert str(e.value).splitlines() == [str(e.value)] and "identity 0\\n does not match" in str(e.value)
+    finally:
+        (saved / "space.json").write_text(original)
+
+
+@given(st.text())
+def test_every_anybind_error_is_one_line_whatever_it_quotes(text):
+    for cls in (DataError, SpaceError):
+        shown = str(cls(f"record {text}: bad"))
+        assert len(shown.splitlines()) == 1 and shown.startswith("record ") and shown.endswith(": bad")
+        assert "\t" not in shown and "\x00" not in shown
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

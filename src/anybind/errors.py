@@ -3,8 +3,19 @@
 from __future__ import annotations
 
 
+_ESCAPES = {i: f"\\x{i:02x}" for i in range(32)} | {ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t", 0x7F: "\\x7f"}
+_ESCAPES |= {c: f"\\u{c:04x}" for c in (0x85, 0x2028, 0x2029)}  # line breaks to str.splitlines
+
+
 class AnybindError(Exception):
-    """Base class: anything anybind reports to the user as a clear message."""
+    """Base class: anything anybind reports to the user as a clear message.
+
+    The message is always one line: a value quoted from a record or a file that holds a line break or
+    another control character is shown escaped (``\\n``), so that one problem is one line to grep.
+    """
+
+    def __str__(self) -> str:
+        return super().__str__().translate(_ESCAPES)
 
 
 class DataError(AnybindError, ValueError):
