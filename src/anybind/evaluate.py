@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -22,7 +23,9 @@ from .metrics import (  # noqa: F401  (re-exported: evaluate is where users look
     retrieval_from_embeddings,
     sim_recalls,
 )
+from .data.strings import is_blank
 from .data.templates import check_templates, fill_template
+from .errors import DataError
 
 if TYPE_CHECKING:
     from .cache import FeatureCache
@@ -86,7 +89,7 @@ def evaluate(
         if check_method(rerank) is not None:
             bank_embs = embed_records(space, man.split(bank_split), mods, cache=cache, progress=progress)
             banks = {m: e[1] for m, e in bank_embs.items()}
-    out = retrieval_from_embeddings(embs, rerank=rerank, banks=banks, rerank_params=rerank_params)
+    out = retrieval_from_embeddings(embs, rerank=rerank, banks=banks, rerank_params=rerank_params, scorer=space.scorer)
     if zero_shot_label:
         for m in zero_shot_modalities or [m for m in mods if not m.startswith("text")]:
             if m not in embs:
@@ -122,12 +125,10 @@ def zero_shot(
     whole out-of-domain corpus lands in one corner of the space, every item is
     nearest to the same few prompts (hubs); centring removes that shared offset.
 
-    A Symile space (one saved with "missing" embeddings) scores with the multilinear
-    inner product ``MIP(item, prompt, missing_m...)``, every other modality standing
-    in with its learnt missing embedding, as in training.
+    Scored by the space's :attr:`~anybind.Space.scorer`: a Symile space (one saved with "missing"
+    embeddings) scores with the multilinear inner product ``MIP(item, prompt, missing_m...)``, every
+    other modality standing in with its learnt missing embedding, as in training.
     """
-    from .multilinear import missing_embeddings
-
     templates = check_templates(templates)
     recs = [r for r in records if r.has(modality) and label_key in r.labels]
     if not recs:
@@ -139,10 +140,7 @@ def zero_shot(
     if center:
         X = X - X.mean(0)
         X /= np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
-    for m, e in missing_embeddings(space).items():
-        if m not in (modality, text_modality):
-            X = X * e
-    pred = (X @ C.T).argmax(1)
+    pred = space.scorer.pair_scores(X, modality, C, text_modality).argmax(1)
     cidx = {c: i for i, c in enumerate(classes)}
     yi = np.array([cidx.get(v, -1) for v in y])
     conf = np.zeros((len(classes), len(classes)), dtype=np.int64)
@@ -159,12 +157,40 @@ def zero_shot(
     }
 
 
-def class_embeddings(space: "Space", names: Sequence[str], templates: Sequence[str], text_modality: str = "text", cache=None):
-    """Prompt-ensemble class embeddings: mean of the templates' embeddings, renormalised."""
+def class_embeddings(
+    space: "Space",
+    names: Sequence[str],
+    templates: Sequence[str] = ("a {}.",),
+    text_modality: str = "text",
+    cache: "FeatureCache | str | Path | None" = None,
+    *,
+    batch_size: int = 4096,
+) -> np.ndarray:
+    """Prompt-ensemble class embeddings (n_classes, dim): each class the renormalised mean of its
+    templates' embeddings.
+
+    Prompts are embedded ``batch_size`` at a time (so thousands of classes x templates never sit in
+    memory as encoder inputs at once) and every prompt's encoder features are cached, so a second
+    call with the same classes encodes nothing.
+    """
+    from .cache import FeatureCache
+
+    if not names:
+        raise DataError("no class names given")
+    bad = [i for i, n in enumerate(names) if not isinstance(n, str) or is_blank(n)]
+    if bad:
+        raise DataError(f"empty class name at position {bad[0]}")
     templates = check_templates(templates)
-    prompts = [fill_template(t, n) for n in names for t in templates]
-    E = space.embed(text_modality, prompts, cache=cache).reshape(len(names), len(templates), -1).mean(1)
-    return E / np.linalg.norm(E, axis=1, keepdims=True)
+    fc = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
+    T = len(templates)
+    per = max(1, batch_size // max(1, T))
+    out = np.zeros((len(names), space.dim), np.float32)
+    for c0 in range(0, len(names), per):
+        part = names[c0 : c0 + per]
+        prompts = [fill_template(t, n) for n in part for t in templates]
+        E = space.embed(text_modality, prompts, cache=fc).reshape(len(part), T, -1).mean(1)
+        out[c0 : c0 + len(part)] = E / np.maximum(np.linalg.norm(E, axis=1, keepdims=True), 1e-12)
+    return out
 
 
 def retrieval_table(results: Mapping[str, Mapping[str, float]], title: str = "retrieval", ks: Sequence[int] = (1, 10)):

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .scoring import Scorer
 
 KS = (1, 5, 10)
 
@@ -84,8 +87,12 @@ def retrieval_from_embeddings(
     rerank: str | None = None,
     banks: Mapping[str, np.ndarray] | None = None,
     rerank_params: Mapping[str, Any] | None = None,
+    scorer: "Scorer | None" = None,
 ) -> dict[str, float]:
     """Retrieval metrics for every ordered modality pair.
+
+    ``scorer``: the space's scoring rule (:attr:`anybind.Space.scorer`); default cosine.  In a Symile
+    space each query row is weighted by the missing embeddings of the modalities not in the pair.
 
     ``embs[m] = (ids, X)``; for pair (a, b) the evaluation set is the ids that
     have both, and each a-query must find its own record's b-item among all of them.
@@ -100,7 +107,7 @@ def retrieval_from_embeddings(
     out: dict[str, float] = {}
     for a, b, ia, ib in paired_rows(embs, pairs):
         for (q, qi), (g, gi), name in (((a, ia), (b, ib), f"{a}->{b}"), ((b, ib), (a, ia), f"{b}->{a}")):
-            Q = embs[q][1][qi]
+            Q = embs[q][1][qi] if scorer is None else scorer.weigh(embs[q][1][qi], q, g)
             G = embs[g][1][gi]
             keys = {
                 "query_keys": [embs[q][2][i] for i in qi] if len(embs[q]) > 2 else None,

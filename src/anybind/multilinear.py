@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .metrics import KS, pair_recalls, paired_rows
+from .metrics import KS, retrieval_from_embeddings
+from .scoring import Scorer
 
 if TYPE_CHECKING:
     from .space import Space
@@ -49,8 +50,7 @@ def mip_predict(candidates: np.ndarray, queries: Sequence[np.ndarray]) -> np.nda
 
 def missing_embeddings(space: "Space") -> dict[str, np.ndarray]:
     """The learnt "missing" embedding of each modality of a Symile space ({} for other spaces)."""
-    raw = space.info.get("missing_embeddings") or {}
-    return {m: np.asarray(v, dtype=np.float32) for m, v in raw.items()}
+    return dict(space.scorer.missing)
 
 
 def mip_retrieval_from_embeddings(
@@ -64,18 +64,4 @@ def mip_retrieval_from_embeddings(
     Every modality in ``missing`` other than the pair's two stands in with its
     missing embedding; same keys (``"a->b/R@1"``...) as the cosine version.
     """
-    out: dict[str, float] = {}
-    for a, b, ia, ib in paired_rows(embs, pairs):
-        w = np.ones(embs[a][1].shape[1], dtype=np.float32)
-        for m, e in missing.items():
-            if m not in (a, b):
-                w = w * e
-        for (q, qi), (g, gi), name in (((a, ia), (b, ib), f"{a}->{b}"), ((b, ib), (a, ia), f"{b}->{a}")):
-            # content keys (3rd element, as embed_records gives them): identical items are interchangeable
-            keys = {
-                "query_keys": [embs[q][2][i] for i in qi] if len(embs[q]) > 2 else None,
-                "gallery_keys": [embs[g][2][i] for i in gi] if len(embs[g]) > 2 else None,
-            }
-            for k, v in pair_recalls(embs[q][1][qi] * w, embs[g][1][gi], ks, **keys).items():
-                out[f"{name}/{k}"] = v
-    return out
+    return retrieval_from_embeddings(embs, pairs, ks, scorer=Scorer(dict(missing)))

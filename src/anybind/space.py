@@ -34,6 +34,7 @@ from .encoders.kinds import manifest_kinds  # noqa: F401  (re-exported: it was d
 from .encoders.registry import get_encoder
 from .errors import AnybindError, DataError, SpaceError
 from .projectors import Projector
+from .scoring import Scorer
 from .space_config import FORMAT_VERSION, SPACE_FORMAT, space_identity
 
 log = logging.getLogger(__name__)
@@ -178,9 +179,16 @@ class Space:
             items = [items]
         return self.project(modality, self.features(modality, items, cache=cache, progress=progress, bad=bad))
 
+    @property
+    def scorer(self) -> Scorer:
+        """How this space scores (cosine, or Symile's multilinear inner product): see :mod:`anybind.scoring`."""
+        return Scorer.from_info(self.info)
+
     def similarity(self, mod_a: str, items_a: Sequence[Any], mod_b: str, items_b: Sequence[Any], **kw) -> np.ndarray:
-        """Cosine similarities (len(items_a), len(items_b)) across two modalities."""
-        return self.embed(mod_a, items_a, **kw) @ self.embed(mod_b, items_b, **kw).T
+        """Scores (len(items_a), len(items_b)) across two modalities, by the space's :attr:`scorer`
+        (cosine; in a Symile space the multilinear inner product with the other modalities' missing
+        embeddings standing in)."""
+        return self.scorer.pair_scores(self.embed(mod_a, items_a, **kw), mod_a, self.embed(mod_b, items_b, **kw), mod_b)
 
     # -- fitting ----------------------------------------------------------
     @classmethod

@@ -31,34 +31,35 @@ def eval_cmd(
 ):
     """Retrieval (R@1/5/10, median rank) in both directions for every modality pair.
 
-    Spaces trained with Symile also get multilinear-inner-product retrieval (mip/... keys).
+    Scored as the space scores: cosine, or in a space trained with Symile the multilinear inner
+    product (with plain cosine beside it, cosine/... keys).
 
     Example:  anybind eval spaces/tux data/tux/manifest.jsonl --split test --json results.json
     """
-    from ..evaluate import evaluate, retrieval_table
-    from ..multilinear import mip_retrieval_from_embeddings, missing_embeddings
+    from ..evaluate import evaluate, retrieval_from_embeddings, retrieval_table
     from ..space import Space
 
     try:
         space = Space.load(space_dir)
         res = evaluate(space, manifest, split=split, cache=cache, zero_shot_label=zero_shot_label,
                        templates=template or ("a {}.",), zero_shot_center=center, progress=True, rerank=rerank)
-        missing = missing_embeddings(space)
-        if with_diagnostics or missing:
+        symile = space.scorer.kind != "cosine"
+        if with_diagnostics or symile:
             from ..diagnostics import diagnostics, embed_split
 
             embs = embed_split(space, manifest, split, cache=cache)
-            if missing:
-                res.update({f"mip/{k}": v for k, v in mip_retrieval_from_embeddings(embs, missing).items()})
+            if symile:  # the plain cosine beside the space's own score, for reference
+                res.update({f"cosine/{k}": v for k, v in retrieval_from_embeddings(embs).items()})
             if with_diagnostics:
                 res.update(diagnostics(embs))
     except AnybindError as e:
         fail(e)
-    console.print(retrieval_table({"space": {k: v for k, v in res.items() if not k.startswith(("mip/", "diag/"))}},
-                                  title=f"{space_dir} on {manifest} ({split})"))
-    mip = {k[4:]: v for k, v in res.items() if k.startswith("mip/")}
-    if mip:
-        console.print(retrieval_table({"space": mip}, title="scored with the multilinear inner product (Symile)"))
+    scored = "the multilinear inner product (Symile)" if space.scorer.kind != "cosine" else "cosine"
+    console.print(retrieval_table({"space": {k: v for k, v in res.items() if not k.startswith(("cosine/", "diag/"))}},
+                                  title=f"{space_dir} on {manifest} ({split}), scored by {scored}"))
+    cos = {k[7:]: v for k, v in res.items() if k.startswith("cosine/")}
+    if cos:
+        console.print(retrieval_table({"space": cos}, title="the same embeddings scored by plain cosine (reference)"))
     zs = {k: v for k, v in res.items() if k.startswith("zeroshot/")}
     if zs:
         console.print_json(data=zs)

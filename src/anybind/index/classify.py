@@ -1,5 +1,6 @@
 """Zero-shot classification over many class names: :meth:`~ClassifyMixin.classify` (the indexed
-items), :func:`class_embeddings` (prompt-ensemble class vectors) and :func:`zero_shot_topk`."""
+items) and :func:`zero_shot_topk`; prompt-ensemble class vectors come from
+:func:`anybind.evaluate.class_embeddings` (re-exported here).  Scored by the space's scorer."""
 
 from __future__ import annotations
 
@@ -9,9 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..data.strings import is_blank
-from ..data.templates import check_templates, fill_template
-from ..errors import DataError
+from ..data.templates import check_templates
+from ..evaluate import class_embeddings
 from .errors import IndexError_
 from .exact import unit_rows, exact_topk
 from .query import check_k
@@ -51,6 +51,7 @@ class ClassifyMixin:
         C = class_embeddings(
             self.space, classes, templates, text_modality=text_modality, cache=cache, batch_size=batch_size
         )
+        scorer = self.space.scorer
         snap = self.snapshot()
         rows = snap.rows_where(targets, label_filter(labels))
         idx = np.arange(len(snap.vectors)) if rows is None else rows
@@ -58,7 +59,13 @@ class ClassifyMixin:
         ids = snap.meta.column("id").to_pylist()
         for c0 in range(0, len(idx), 65536):
             part = idx[c0 : c0 + 65536]
-            S, top = exact_topk(snap.vectors[part], C, k)
+            X = snap.vectors[part]
+            if scorer.kind != "cosine":  # each item scored as the space scores its modality against text
+                X = np.array(X, np.float32)
+                for m in set(snap.modality[part]):
+                    sel = snap.modality[part] == m
+                    X[sel] = scorer.weigh(X[sel], str(m), text_modality)
+            S, top = exact_topk(X, C, k)
             for r, s, i in zip(part, S, top):
                 out.append(
                     {
@@ -68,42 +75,6 @@ class ClassifyMixin:
                     }
                 )
         return out
-
-
-def class_embeddings(
-    space: "Space",
-    names: Sequence[str],
-    templates: Sequence[str] = ("a {}.",),
-    *,
-    text_modality: str = "text",
-    cache: "FeatureCache | str | Path | None" = None,
-    batch_size: int = 4096,
-) -> np.ndarray:
-    """Prompt-ensemble embeddings (n_classes, dim) of many class names, in batches through the feature cache.
-
-    Each class is the renormalised mean of its templates' embeddings; prompts are
-    embedded ``batch_size`` at a time (so thousands of classes x templates never
-    sit in memory as encoder inputs at once) and every prompt's encoder features
-    are cached, so a second call with the same classes encodes nothing.
-    """
-    from ..cache import FeatureCache
-
-    if not names:
-        raise DataError("no class names given")
-    bad = [i for i, n in enumerate(names) if not isinstance(n, str) or is_blank(n)]
-    if bad:
-        raise DataError(f"empty class name at position {bad[0]}")
-    templates = check_templates(templates)
-    fc = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
-    T = len(templates)
-    per = max(1, batch_size // max(1, T))
-    out = np.zeros((len(names), space.dim), np.float32)
-    for c0 in range(0, len(names), per):
-        part = names[c0 : c0 + per]
-        prompts = [fill_template(t, n) for n in part for t in templates]
-        E = space.embed(text_modality, prompts, cache=fc).reshape(len(part), T, -1).mean(1)
-        out[c0 : c0 + len(part)] = E / np.maximum(np.linalg.norm(E, axis=1, keepdims=True), 1e-12)
-    return out
 
 
 def zero_shot_topk(

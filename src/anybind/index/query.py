@@ -13,6 +13,7 @@ import numpy as np
 from ..data.files import open_regular
 from ..data.strings import is_blank
 from ..errors import AnybindError, DataError
+from ..scoring import Scorer
 from .errors import QueryError
 from .exact import unit_rows
 
@@ -81,6 +82,7 @@ class QueryMixin:
         weights: Sequence[float] | None = None,
         cache: "FeatureCache | str | Path | None" = None,
         text_modality: str = "text",
+        target: str | None = None,
     ) -> tuple[np.ndarray, list[str]]:
         """One unit query vector from one or several inputs, and the input modalities.
 
@@ -88,9 +90,46 @@ class QueryMixin:
         or a list of ``(modality, item)`` / ``(modality, item, weight)`` tuples.
         ``text=``, ``image=``, ``audio=`` take one item or a list; ``inputs`` maps
         any bound modality (``"text_fr"``, ``"speech"``...) to items.  Several
-        inputs are fused: the weighted mean of their unit vectors, renormalised
-        (``weights`` follow the order query, text, image, audio, inputs).
+        inputs are fused by the space's scorer (:mod:`anybind.scoring`): in a cosine space
+        the weighted mean of their unit vectors, renormalised (``weights`` follow the order
+        query, text, image, audio, inputs); in a Symile space their multilinear product,
+        for candidates of modality ``target``.
         """
+        parts, weights, mods = self.query_parts(
+            query, text=text, image=image, audio=audio, inputs=inputs, weights=weights, cache=cache,
+            text_modality=text_modality,
+        )
+        return self.fuse_query(parts, weights, target)[0], mods
+
+    def fuse_query(
+        self, parts: list[tuple[str | None, np.ndarray]], weights: list[float] | None, target: str | None
+    ) -> tuple[np.ndarray, float]:
+        """The unit direction of the scorer's query for candidates of ``target`` (see :meth:`embed_query`),
+        and the factor that turns its inner products into the space's scores (1 in a cosine space; the
+        query's length in a Symile space, where scores are multilinear inner products)."""
+        scorer = self.space.scorer if self.space is not None else Scorer()
+        fused = scorer.query(parts, target, weights)
+        norm = float(np.linalg.norm(fused))
+        if norm < 1e-6:
+            raise QueryError(
+                "the fused query vector is zero (the inputs cancel out): change the inputs or weights"
+            )
+        return (fused / norm).astype(np.float32), (1.0 if scorer.kind == "cosine" else norm)
+
+    def query_parts(
+        self,
+        query: Any = None,
+        *,
+        text: str | Sequence[str] | None = None,
+        image: str | Path | Sequence[str | Path] | None = None,
+        audio: str | Path | Sequence[str | Path] | None = None,
+        inputs: Mapping[str, Any] | Sequence[tuple] | None = None,
+        weights: Sequence[float] | None = None,
+        cache: "FeatureCache | str | Path | None" = None,
+        text_modality: str = "text",
+    ) -> tuple[list[tuple[str | None, np.ndarray]], list[float] | None, list[str]]:
+        """The query's inputs embedded: ``(modality or None for a vector, unit vector)`` each, their
+        checked weights (or None) and the input modalities."""
         parts: list[tuple[str, Any]] = []
         vec_parts: list[np.ndarray] = []
         tuple_weights: list[float | None] = []
@@ -137,17 +176,9 @@ class QueryMixin:
                 raise QueryError(f"{len(weights)} weights for {n_inputs} query inputs")
             if not all(np.isfinite(weights)) or sum(abs(w) for w in weights) == 0:
                 raise QueryError("query weights must be finite and not all zero")
-        vecs = [unit_rows(v) for v in vec_parts]
-        for m, item in parts:
-            vecs.append(self._embed_one(m, item, cache))
-        W = np.ones(len(vecs), np.float32) if weights is None else np.asarray(weights, np.float32)
-        fused = (W[:, None] * np.stack(vecs)).sum(0)
-        norm = float(np.linalg.norm(fused))
-        if norm < 1e-6:
-            raise QueryError(
-                "the fused query vector is zero (the inputs cancel out): change the inputs or weights"
-            )
-        return (fused / norm).astype(np.float32), sorted({m for m, _ in parts})
+        embedded: list[tuple[str | None, np.ndarray]] = [(None, unit_rows(v)) for v in vec_parts]
+        embedded += [(m, self._embed_one(m, item, cache)) for m, item in parts]
+        return embedded, weights, sorted({m for m, _ in parts})
 
     def _embed_one(self, modality: str, item: Any, cache) -> np.ndarray:
         space = self.space

@@ -5,6 +5,7 @@ and re-ranking (CSLS, QB-Norm, InvGC) with banks drawn from the index."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -61,21 +62,23 @@ class SearchMixin:
         k = check_k(k)
         targets = self._check_targets(modality)
         lab = label_filter(labels)
-        q, qmods = self.embed_query(
+        parts, w, qmods = self.query_parts(
             query, text=text, image=image, audio=audio, inputs=inputs, weights=weights, cache=cache
         )
         bank = query_bank if query_bank is not None else (qmods or None)
-        return self.search_vectors(
-            q[None],
-            modality=targets,
-            k=k,
-            labels=lab,
-            rerank=rerank,
-            rerank_params=rerank_params,
-            query_bank=bank,
-            exact=exact,
-            **ann_params,
-        )[0]
+        kw = dict(k=k, labels=lab, rerank=rerank, rerank_params=rerank_params, query_bank=bank, exact=exact)
+        if self.space is None or self.space.scorer.kind == "cosine":
+            q, _ = self.fuse_query(parts, w, None)
+            return self.search_vectors(q[None], modality=targets, **kw, **ann_params)[0]
+        # a Symile space scores MIP(query..., candidate, missing...): the query depends on the candidates'
+        # modality, so one search per target modality, each hit scored by the MIP itself, merged
+        hits: list[Hit] = []
+        for t in targets or sorted(self.counts()):
+            q, scale = self.fuse_query(parts, w, t)
+            found = self.search_vectors(q[None], modality=t, **kw, **ann_params)[0]
+            hits += [replace(h, score=h.score * scale) for h in found]
+        hits.sort(key=lambda h: -h.score)
+        return [replace(h, rank=r + 1) for r, h in enumerate(hits[:k])]
 
     def search_vectors(
         self,

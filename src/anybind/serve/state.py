@@ -360,10 +360,6 @@ class Service:
                     f"{self.config.max_audio_seconds:g} s"
                 )
 
-    def embed_parts(self, parts: Sequence[tuple[str, Any, float]]) -> tuple[np.ndarray, list[str]]:
-        """One fused unit query vector (see :meth:`Index.embed_query`) and the query modalities."""
-        return self.index.embed_query(list(parts), cache=self.cache)
-
     def search(
         self,
         parts: Sequence[tuple[str, Any, float]],
@@ -374,30 +370,28 @@ class Service:
         rerank: str | None,
     ) -> tuple[list[Hit], list[str]]:
         self.refresh()
-        q, qmods = self.embed_parts(parts)
-        hits = self.index.search_vectors(
-            q[None], modality=modality, k=k, labels=labels, rerank=rerank, query_bank=qmods or None
-        )[0]
-        return hits, qmods
+        hits = self.index.search(list(parts), modality=modality, k=k, labels=labels, rerank=rerank, cache=self.cache)
+        return hits, sorted({p[0] for p in parts})
 
     def classify(
         self, parts: Sequence[tuple[str, Any, float]], names: Sequence[str], templates: Sequence[str]
     ) -> tuple[np.ndarray, np.ndarray, list[str]]:
-        """Cosine of the (fused) query with each class's prompt-ensemble embedding, and the softmax at the
-        space's temperature."""
+        """The space's score (cosine, or MIP in a Symile space) of the (fused) query with each class's
+        prompt-ensemble embedding, and the softmax at the space's temperature."""
         try:
             templates = check_templates(templates)  # before anything is filled or embedded
         except DataError as e:
             raise QueryError(str(e)) from None
-        q, qmods = self.embed_parts(parts)
         text_mod = "text" if "text" in self.space.modalities else None
         if text_mod is None or self.input_kind[text_mod] != "text":
             raise QueryError("zero-shot classification needs a bound 'text' modality to embed class names")
+        qparts, w, qmods = self.index.query_parts(list(parts), cache=self.cache)
+        q, scale = self.index.fuse_query(qparts, w, text_mod)  # the space's scorer: cosine, or MIP in Symile
         try:
             C = class_embeddings(self.space, list(names), list(templates), text_modality=text_mod, cache=self.cache)
         except AnybindError as e:
             raise QueryError(str(e)) from None
-        scores = C @ q
+        scores = (C @ q) * scale
         logits = scores * float(np.exp(self.space.logit_scale))
         p = np.exp(logits - logits.max())
         return scores, p / p.sum(), qmods
