@@ -1,6 +1,7 @@
 """Retrieval metrics against a naive reference; zero-shot on a known geometry."""
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -69,3 +70,22 @@ def test_retrieval_uses_only_records_with_both_modalities():
     res = retrieval_from_embeddings(embs)
     assert res["image->text/n"] == 3 and res["text->image/n"] == 3
     assert res["image->text/R@1"] == 1.0
+
+
+def test_embeddings_are_typed_and_plain_tuples_still_work():
+    """embed_records' results are Embedded(ids, vectors, keys); a plain (ids, X) tuple means no keys, and
+    content keys make identical items interchangeable (the third element is no longer found by len())."""
+    from anybind.metrics import Embedded, retrieval_from_embeddings
+
+    rng = np.random.default_rng(0)
+    A = rng.normal(size=(6, 8)).astype(np.float32)
+    A /= np.linalg.norm(A, axis=1, keepdims=True)
+    B = A.copy()
+    B[[1, 2]] = B[[2, 1]]  # items 1 and 2 swapped in the gallery
+    ids = [f"r{i}" for i in range(6)]
+    plain = retrieval_from_embeddings({"a": (ids, A), "b": (ids, B)})
+    typed = retrieval_from_embeddings({"a": Embedded(ids, A), "b": Embedded(ids, B)})
+    assert plain == typed and plain["a->b/R@1"] == pytest.approx(4 / 6)
+    keys = ["k0", "dup", "dup", "k3", "k4", "k5"]  # 1 and 2 have identical content: either is right
+    keyed = retrieval_from_embeddings({"a": Embedded(ids, A, keys), "b": Embedded(ids, B, keys)})
+    assert keyed["a->b/R@1"] == 1.0

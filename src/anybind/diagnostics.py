@@ -1,6 +1,6 @@
 """The geometry of a space: is it one space, or one island per modality?
 
-Every number is computed from the embeddings of a split (``embs[m] = (ids, X)``
+Every number is computed from the embeddings of a split (``embs[m] = Embedded(ids, X, keys)``
 as returned by :func:`anybind.evaluate.embed_records`) and returned as flat keys:
 
 ``diag/gap/a-b``            distance between the two modalities' centroids (Liang et al. 2022, "Mind the Gap")
@@ -28,11 +28,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .metrics import Embedded, as_embedded
+
 if TYPE_CHECKING:
     from .cache import FeatureCache
     from .space import Space
 
-Embs = Mapping[str, tuple]  # modality -> (ids, X) or (ids, X, content keys), as embed_records gives
+Embs = Mapping[str, "Embedded | tuple"]  # modality -> Embedded(ids, vectors, keys), as embed_records gives
 
 
 # -- single measures ---------------------------------------------------------------------
@@ -123,17 +125,18 @@ def _paired(embs: Embs, a: str, b: str) -> tuple[np.ndarray, np.ndarray]:
 def diagnostics(embs: Embs, *, k: int = 10, seed: int = 0) -> dict[str, float]:
     """Every diagnostic of a set of embeddings, as flat ``diag/...`` keys (see the module doc)."""
     out: dict[str, float] = {}
-    mods = sorted(m for m in embs if len(embs[m][1]))
+    embs = {m: as_embedded(e) for m, e in embs.items()}
+    mods = sorted(m for m in embs if len(embs[m].vectors))
     for m in mods:
-        X = embs[m][1]
+        X = embs[m].vectors
         out[f"diag/uniformity/{m}"] = uniformity(X, seed=seed)
         out[f"diag/erank/{m}"] = effective_rank(X)
     if len(mods) > 1:
-        out["diag/uniformity/all"] = uniformity(np.concatenate([embs[m][1] for m in mods]), seed=seed)
+        out["diag/uniformity/all"] = uniformity(np.concatenate([embs[m].vectors for m in mods]), seed=seed)
     for a, b in itertools.combinations(mods, 2):
         key = f"{a}-{b}"
-        out[f"diag/gap/{key}"] = centroid_gap(embs[a][1], embs[b][1])
-        out[f"diag/separability/{key}"] = separability(embs[a][1], embs[b][1], seed=seed)
+        out[f"diag/gap/{key}"] = centroid_gap(embs[a].vectors, embs[b].vectors)
+        out[f"diag/separability/{key}"] = separability(embs[a].vectors, embs[b].vectors, seed=seed)
         A, B = _paired(embs, a, b)
         if len(A) >= 2:
             sim = A @ B.T
@@ -153,7 +156,7 @@ def embed_split(
     *,
     cache: "FeatureCache | str | Path | None" = None,
     progress: bool = False,
-) -> dict[str, tuple[list[str], np.ndarray]]:
+) -> dict[str, Embedded]:
     """Embed every bound modality of a manifest split (``split="all"`` for every record)."""
     from .data.manifest import Manifest
     from .evaluate import embed_records
@@ -192,24 +195,25 @@ def plot_diagnostics(embs: Embs, path: str | Path, *, title: str | None = None, 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    mods = sorted(m for m in embs if len(embs[m][1]))
+    embs = {m: as_embedded(e) for m, e in embs.items()}
+    mods = sorted(m for m in embs if len(embs[m].vectors))
     pairs = [(a, b) for a, b in itertools.combinations(mods, 2) if len(_paired(embs, a, b)[0]) >= 2]
     ncols = 1 + max(1, len(pairs))
     fig, axes = plt.subplots(1, ncols, figsize=(4.6 * ncols, 4.4), squeeze=False)
     axes = axes[0]
     ax = axes[0]
     if mods:
-        allX = np.concatenate([embs[m][1] for m in mods]).astype(np.float64)
+        allX = np.concatenate([embs[m].vectors for m in mods]).astype(np.float64)
         mu = allX.mean(0)
         _, _, vt = np.linalg.svd(allX - mu, full_matrices=False)
         comps = vt[:2]
         colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
         for i, m in enumerate(mods):
-            X = _subsample(np.asarray(embs[m][1], np.float64), max_points, i)
+            X = _subsample(np.asarray(embs[m].vectors, np.float64), max_points, i)
             Y = (X - mu) @ comps.T
             c = colors[i % len(colors)]
-            ax.scatter(Y[:, 0], Y[:, 1] if Y.shape[1] > 1 else np.zeros(len(Y)), s=6, alpha=0.5, color=c, label=f"{m} ({len(embs[m][1])})")
-            cen = (np.asarray(embs[m][1]).mean(0) - mu) @ comps.T
+            ax.scatter(Y[:, 0], Y[:, 1] if Y.shape[1] > 1 else np.zeros(len(Y)), s=6, alpha=0.5, color=c, label=f"{m} ({len(embs[m].vectors)})")
+            cen = (np.asarray(embs[m].vectors).mean(0) - mu) @ comps.T
             ax.scatter([cen[0]], [cen[1] if len(cen) > 1 else 0], s=140, marker="X", color=c, edgecolor="black")
         ax.legend(fontsize=8, markerscale=2)
     ax.set_title("PCA of the embeddings (X = centroid)")

@@ -16,6 +16,8 @@ import numpy as np
 from .data.manifest import Manifest, Record, load_manifest
 from .metrics import (  # noqa: F401  (re-exported: evaluate is where users look for them)
     KS,
+    Embedded,
+    as_embedded,
     content_groups,
     pair_recalls,
     paired_rows,
@@ -37,7 +39,8 @@ def embed_records(
     modalities: Iterable[str],
     cache: "FeatureCache | str | None" = None,
     progress: bool = False,
-) -> dict[str, tuple[list[str], np.ndarray]]:
+) -> dict[str, Embedded]:
+    """Each modality's embeddings of the records that have it, with the encoder's content keys."""
     out = {}
     for m in modalities:
         have = [r for r in records if r.has(m)]
@@ -46,7 +49,7 @@ def embed_records(
         values = [r.values[m] for r in have]
         X = space.embed(m, values, cache=cache, progress=progress)
         enc = space.encoder(m)
-        out[m] = ([r.id for r in have], X, [enc.content_key(v) for v in values])
+        out[m] = Embedded([r.id for r in have], X, [enc.content_key(v) for v in values])
     return out
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -18,6 +18,20 @@ if TYPE_CHECKING:
     from .scoring import Scorer
 
 KS = (1, 5, 10)
+
+
+class Embedded(NamedTuple):
+    """Embeddings of one modality of some records: ``ids[i]``'s vector is ``vectors[i]``; ``keys[i]`` is its
+    content key (equal keys = identical content, interchangeable in retrieval), or ``None`` when unknown."""
+
+    ids: Sequence[str]
+    vectors: np.ndarray
+    keys: Sequence[Any] | np.ndarray | None = None
+
+
+def as_embedded(x: "Embedded | tuple") -> Embedded:
+    """An :class:`Embedded` from itself or a plain ``(ids, vectors[, keys])`` tuple."""
+    return x if isinstance(x, Embedded) else Embedded(*x)
 
 
 def _duplicate_groups(X: np.ndarray) -> np.ndarray:
@@ -64,15 +78,15 @@ def pair_recalls(
     return sim_recalls(queries @ gallery.T, ks, query_keys=query_keys, gallery_keys=gallery_keys)
 
 
-def paired_rows(embs: Mapping[str, tuple], pairs: Iterable[tuple[str, str]] | None = None):
+def paired_rows(embs: Mapping[str, "Embedded | tuple"], pairs: Iterable[tuple[str, str]] | None = None):
     """For each modality pair (default: all), the rows of ``embs[a]`` and ``embs[b]`` of the records having both.
 
     Yields ``(a, b, rows_a, rows_b)``; pairs with fewer than 2 common records are skipped.
     """
     mods = sorted(embs)
     for a, b in list(pairs) if pairs is not None else list(itertools.combinations(mods, 2)):
-        pos_b = {i: k for k, i in enumerate(embs[b][0])}
-        common = [(k, pos_b[i]) for k, i in enumerate(embs[a][0]) if i in pos_b]
+        pos_b = {i: k for k, i in enumerate(as_embedded(embs[b]).ids)}
+        common = [(k, pos_b[i]) for k, i in enumerate(as_embedded(embs[a]).ids) if i in pos_b]
         if len(common) < 2:
             continue
         ia, ib = (np.asarray(x) for x in zip(*common))
@@ -80,7 +94,7 @@ def paired_rows(embs: Mapping[str, tuple], pairs: Iterable[tuple[str, str]] | No
 
 
 def retrieval_from_embeddings(
-    embs: Mapping[str, tuple[Sequence[str], np.ndarray]],
+    embs: Mapping[str, "Embedded | tuple"],
     pairs: Iterable[tuple[str, str]] | None = None,
     ks: Sequence[int] = KS,
     *,
@@ -94,7 +108,7 @@ def retrieval_from_embeddings(
     ``scorer``: the space's scoring rule (:attr:`anybind.Space.scorer`); default cosine.  In a Symile
     space each query row is weighted by the missing embeddings of the modalities not in the pair.
 
-    ``embs[m] = (ids, X)``; for pair (a, b) the evaluation set is the ids that
+    ``embs[m] = Embedded(ids, X, keys)`` (or a plain ``(ids, X[, keys])`` tuple); for pair (a, b) the evaluation set is the ids that
     have both, and each a-query must find its own record's b-item among all of them.
 
     ``rerank`` (``"csls"``, ``"qbnorm"``, ``"invgc"``, see :mod:`anybind.rerank`)
@@ -105,13 +119,14 @@ def retrieval_from_embeddings(
     themselves are the bank.
     """
     out: dict[str, float] = {}
+    embs = {m: as_embedded(e) for m, e in embs.items()}
     for a, b, ia, ib in paired_rows(embs, pairs):
         for (q, qi), (g, gi), name in (((a, ia), (b, ib), f"{a}->{b}"), ((b, ib), (a, ia), f"{b}->{a}")):
-            Q = embs[q][1][qi] if scorer is None else scorer.weigh(embs[q][1][qi], q, g)
-            G = embs[g][1][gi]
+            Q = embs[q].vectors[qi] if scorer is None else scorer.weigh(embs[q].vectors[qi], q, g)
+            G = embs[g].vectors[gi]
             keys = {
-                "query_keys": [embs[q][2][i] for i in qi] if len(embs[q]) > 2 else None,
-                "gallery_keys": [embs[g][2][i] for i in gi] if len(embs[g]) > 2 else None,
+                "query_keys": None if embs[q].keys is None else [embs[q].keys[i] for i in qi],
+                "gallery_keys": None if embs[g].keys is None else [embs[g].keys[i] for i in gi],
             }
             if rerank is None:
                 res = pair_recalls(Q, G, ks, **keys)

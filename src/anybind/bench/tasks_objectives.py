@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..metrics import Embedded
 from . import TaskResult, task
 
 # ------------------------------------------------------------------------------------------
@@ -263,7 +264,7 @@ DIAG_KEYS = (
 )
 
 
-def split_embeddings(space, fs, split: str) -> dict[str, tuple[list[str], np.ndarray, list[str]]]:
+def split_embeddings(space, fs, split: str) -> dict[str, Embedded]:
     """Embeddings of a split straight from the cached features (no encoder call).
 
     Third element: a content key per item (a hash of its frozen features), so that
@@ -279,7 +280,7 @@ def split_embeddings(space, fs, split: str) -> dict[str, tuple[list[str], np.nda
         if len(sel):
             F_ = fs.get(m, sel)
             keys = [hashlib.sha1(np.ascontiguousarray(row).tobytes()).hexdigest() for row in F_]
-            out[m] = ([fs.records[i].id for i in sel], space.project(m, F_), keys)
+            out[m] = Embedded([fs.records[i].id for i in sel], space.project(m, F_), keys)
     return out
 
 
