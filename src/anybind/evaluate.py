@@ -22,7 +22,7 @@ from .metrics import (  # noqa: F401  (re-exported: evaluate is where users look
     retrieval_from_embeddings,
     sim_recalls,
 )
-from .data.templates import check_templates, fill_template
+from .data.templates import fill_template, templates_for
 
 if TYPE_CHECKING:
     from .cache import FeatureCache
@@ -56,20 +56,21 @@ def evaluate(
     cache: "FeatureCache | str | None" = None,
     zero_shot_label: str | None = None,
     zero_shot_modalities: Iterable[str] | None = None,
-    templates: Sequence[str] = ("a {}.",),
+    templates: Sequence[str] | None = None,
     zero_shot_center: bool = False,
     progress: bool = False,
     rerank: str | None = None,
     rerank_params: Mapping[str, Any] | None = None,
     bank_split: str = "train",
 ) -> dict[str, float]:
-    """Retrieval for every pair of bound modalities on ``split``; optionally zero-shot on a label key.
+    """Retrieval for every pair of bound modalities on ``split``; optionally zero-shot on a label key (with
+    ``templates``, default the space's own: :func:`~anybind.data.templates.templates_for`).
 
     ``rerank`` applies a hubness correction (see :mod:`anybind.rerank`) with
     the ``bank_split`` records' embeddings as query and gallery banks.
     """
     if zero_shot_label:
-        templates = check_templates(templates)  # before any work: a bad template fails fast
+        templates = templates_for(space, templates)  # before any work: a bad template fails fast
     if isinstance(manifest, Manifest):
         man = manifest
     else:
@@ -110,7 +111,7 @@ def zero_shot(
     *,
     classes: Sequence[str] | None = None,
     names: Callable[[str], str] = class_name,
-    templates: Sequence[str] = ("a {}.",),
+    templates: Sequence[str] | None = None,
     text_modality: str = "text",
     cache: "FeatureCache | str | None" = None,
     center: bool = False,
@@ -128,7 +129,7 @@ def zero_shot(
     """
     from .multilinear import missing_embeddings
 
-    templates = check_templates(templates)
+    templates = templates_for(space, templates)  # None: the space's own prompts
     recs = [r for r in records if r.has(modality) and label_key in r.labels]
     if not recs:
         return {"accuracy": float("nan"), "n": 0}
@@ -159,9 +160,11 @@ def zero_shot(
     }
 
 
-def class_embeddings(space: "Space", names: Sequence[str], templates: Sequence[str], text_modality: str = "text", cache=None):
-    """Prompt-ensemble class embeddings: mean of the templates' embeddings, renormalised."""
-    templates = check_templates(templates)
+def class_embeddings(space: "Space", names: Sequence[str], templates: Sequence[str] | None,
+                     text_modality: str = "text", cache=None):
+    """Prompt-ensemble class embeddings: the renormalised mean of the templates' embeddings (None: the space's
+    own templates)."""
+    templates = templates_for(space, templates)
     prompts = [fill_template(t, n) for n in names for t in templates]
     E = space.embed(text_modality, prompts, cache=cache).reshape(len(names), len(templates), -1).mean(1)
     return E / np.linalg.norm(E, axis=1, keepdims=True)
