@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
@@ -343,3 +345,20 @@ def test_feature_cache_space_fit_and_the_cli(models, tmp_path, monkeypatch):
     assert loaded.embed("text", ["the dog"]).shape == (1, sp.dim)  # unchanged model: served
     with pytest.raises(SpaceError, match="weights or preprocessing changed"):
         loaded.embed("image", [str(images[0])])
+
+
+@given(modality=st.sampled_from(["image", "text", "audio"]),
+       tail=st.lists(st.tuples(st.sampled_from(["size", "mean", "std", "resize", "scale", "sr", "max_seconds",
+                                                "normalize", "max_length", "pool", "device", "layout", "x"]),
+                               st.text(max_size=12)), max_size=4))
+@settings(max_examples=200, deadline=None)
+def test_any_option_string_parses_or_is_one_encoder_error_line(modality, tail):
+    from anybind.encoders.ort_spec import parse_onnx_name
+
+    name = "m.onnx@" + ",".join(f"{k}={v}" for k, v in tail)
+    try:
+        source, opts = parse_onnx_name(f"{modality}:onnx/{name}", modality, name)
+    except EncoderError as e:
+        assert "\n" not in str(e) and f"{modality}:onnx/m.onnx" in str(e)
+    else:
+        assert source.startswith("m.onnx") and opts.described(modality)
