@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import wave
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ transformers = pytest.importorskip("transformers")
 
 from anybind.encoders.registry import get_encoder  # noqa: E402
 from anybind.errors import DataError, EncoderError, SpaceError  # noqa: E402
+from encoder_samples import cli_fit, pngs, text_image_manifest, wav  # noqa: E402
 
 TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"abcdefghijklmnopqrstuvwxyz", "the", "dog", "cat",
           *("##" + c for c in "abcdefghijklmnopqrstuvwxyz")]
@@ -64,26 +64,6 @@ def models(tmp_path_factory):
     }
 
 
-def _wav(path: Path, n: int, seed: int) -> Path:
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(16000)
-        w.writeframes((np.random.default_rng(seed).normal(size=n) * 3000).astype(np.int16).tobytes())
-    return path
-
-
-def _pngs(root: Path, n: int = 3) -> list[Path]:
-    from PIL import Image
-
-    out = []
-    for i in range(n):
-        arr = np.random.default_rng(i).integers(0, 255, (20 + 4 * i, 24, 3), dtype=np.uint8)
-        Image.fromarray(arr).save(root / f"i{i}.png")
-        out.append(root / f"i{i}.png")
-    return out
-
-
 def _masked_mean(h, mask):
     m = mask.unsqueeze(-1).float()
     return ((h * m).sum(1) / m.sum(1)).numpy()
@@ -120,7 +100,7 @@ def test_a_pickled_encoder_rebuilds_its_model_in_the_worker(models):
 
 
 def test_image_features_are_vit_cls_and_a_corrupt_image_names_its_file(models, tmp_path):
-    paths = _pngs(tmp_path)
+    paths = pngs(tmp_path)
     enc = get_encoder(f"image:hf/{models['vit']}", cached=False)
     got = enc.encode([str(p) for p in paths])
     model = transformers.AutoModel.from_pretrained(models["vit"]).eval()
@@ -140,7 +120,7 @@ def test_image_features_are_vit_cls_and_a_corrupt_image_names_its_file(models, t
 
 
 def test_audio_features_are_the_mean_over_frames_item_by_item(models, tmp_path):
-    wavs = [_wav(tmp_path / f"s{i}.wav", n, i) for i, n in enumerate((4000, 6400, 4000))]
+    wavs = [wav(tmp_path / f"s{i}.wav", n, i) for i, n in enumerate((4000, 6400, 4000))]
     enc = get_encoder(f"audio:hf/{models['w2v']}", cached=False)
     got = enc.encode([str(w) for w in wavs])  # two lengths: never padded together
     model = transformers.AutoModel.from_pretrained(models["w2v"]).eval()
@@ -159,7 +139,7 @@ def test_audio_features_are_the_mean_over_frames_item_by_item(models, tmp_path):
 
 
 def test_clip_auto_pool_uses_the_projection_heads(models, tmp_path):
-    paths = _pngs(tmp_path, 2)
+    paths = pngs(tmp_path, 2)
     model = transformers.AutoModel.from_pretrained(models["clip"]).eval()
     tok = transformers.AutoTokenizer.from_pretrained(models["clip"])
     proc = transformers.AutoImageProcessor.from_pretrained(models["clip"])
@@ -277,29 +257,16 @@ def test_feature_cache_and_space_fit_end_to_end(models, tmp_path, monkeypatch):
 
     folder = tmp_path / "bert"
     shutil.copytree(models["bert"], folder)
-    pngs = _pngs(tmp_path, 12)
-    words = ["the dog", "a cat", "the cat", "dog", "cat", "a dog sat", "zebra", "quiz", "mat", "sat", "hat",
-             "map"]
-    man = tmp_path / "m.jsonl"
-    man.write_text("".join(json.dumps({"id": f"r{i}", "split": "val" if i < 3 else "train", "text": w,
-                                       "image": p.name}) + "\n" for i, (w, p) in enumerate(zip(words, pngs))))
+    images = pngs(tmp_path, 12)
+    man = text_image_manifest(tmp_path / "m.jsonl", images)
     encoders = {"text": f"text:hf/{folder}", "image": f"image:hf/{models['vit']}"}
     sp = Space.fit(man, encoders=encoders, cache=tmp_path / "c", epochs=2, progress=False, recipe="plain")
     assert sorted(sp.modalities) == ["image", "text"]
-    from typer.testing import CliRunner
-
-    from anybind.cli import app
-
-    def cli_fit(out: str, *encs: str):
-        argv = ["fit", str(man), *(x for e in encs for x in ("-e", e)), "--epochs", "2", "--out",
-                str(tmp_path / out), "--cache", str(tmp_path / "c")]
-        return CliRunner().invoke(app, argv, env={"COLUMNS": "80"})
-
-    r = cli_fit("cli", f"text={encoders['text']}", f"image={encoders['image']}")
+    r = cli_fit(man, tmp_path / "cli", tmp_path / "c", f"text={encoders['text']}", f"image={encoders['image']}")
     assert r.exit_code == 0, r.output
     saved = json.loads((tmp_path / "cli" / "space.json").read_text())["modalities"]
     assert saved["text"]["encoder"] == encoders["text"] and "weights=sha256:" in saved["text"]["identity"]
-    bad = cli_fit("bad", f"text={encoders['text']}@pool=max")
+    bad = cli_fit(man, tmp_path / "bad", tmp_path / "c", f"text={encoders['text']}@pool=max")
     assert bad.exit_code == 2 and "pool='max'" in bad.output and "Traceback" not in bad.output
     assert sp.embed("text", ["the dog"]).shape[0] == 1
     sp.save(tmp_path / "sp")
@@ -310,6 +277,6 @@ def test_feature_cache_and_space_fit_end_to_end(models, tmp_path, monkeypatch):
     save_file(w, folder / "model.safetensors", metadata={"format": "pt"})
     monkeypatch.setattr(registry, "_INSTANCES", {})  # a fresh process would build the encoder anew
     loaded = Space.load(tmp_path / "sp")
-    assert loaded.embed("image", [str(pngs[0])]).shape == (1, sp.dim)  # unchanged model: served
+    assert loaded.embed("image", [str(images[0])]).shape == (1, sp.dim)  # unchanged model: served
     with pytest.raises(SpaceError, match="weights or preprocessing changed"):
         loaded.embed("text", ["the dog"])

@@ -15,6 +15,7 @@ from .encoders.registry import get_encoder, register_encoder
 from .errors import AnybindError, DataError, EncoderError, SpaceError
 from .evaluate import evaluate
 from .index import Hit, Index
+from .pairs import from_pretrained_pair
 from .space import Space
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "SpaceError",
     "__version__",
     "evaluate",
+    "from_pretrained_pair",
     "get_encoder",
     "load_manifest",
     "register_encoder",

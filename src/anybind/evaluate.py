@@ -26,7 +26,7 @@ from .metrics import (  # noqa: F401  (re-exported: evaluate is where users look
     sim_recalls,
 )
 from .data.strings import is_blank
-from .data.templates import check_templates, fill_template
+from .data.templates import fill_template, templates_for
 from .errors import DataError
 
 if TYPE_CHECKING:
@@ -62,20 +62,21 @@ def evaluate(
     cache: "FeatureCache | str | None" = None,
     zero_shot_label: str | None = None,
     zero_shot_modalities: Iterable[str] | None = None,
-    templates: Sequence[str] = ("a {}.",),
+    templates: Sequence[str] | None = None,
     zero_shot_center: bool = False,
     progress: bool = False,
     rerank: str | None = None,
     rerank_params: Mapping[str, Any] | None = None,
     bank_split: str = "train",
 ) -> dict[str, float]:
-    """Retrieval for every pair of bound modalities on ``split``; optionally zero-shot on a label key.
+    """Retrieval for every pair of bound modalities on ``split``; optionally zero-shot on a label key (with
+    ``templates``, default the space's own: :func:`~anybind.data.templates.templates_for`).
 
     ``rerank`` applies a hubness correction (see :mod:`anybind.rerank`) with
     the ``bank_split`` records' embeddings as query and gallery banks.
     """
     if zero_shot_label:
-        templates = check_templates(templates)  # before any work: a bad template fails fast
+        templates = templates_for(space, templates)  # before any work: a bad template fails fast
     if isinstance(manifest, Manifest):
         man = manifest
     else:
@@ -116,7 +117,7 @@ def zero_shot(
     *,
     classes: Sequence[str] | None = None,
     names: Callable[[str], str] = class_name,
-    templates: Sequence[str] = ("a {}.",),
+    templates: Sequence[str] | None = None,
     text_modality: str = "text",
     cache: "FeatureCache | str | None" = None,
     center: bool = False,
@@ -132,7 +133,7 @@ def zero_shot(
     embeddings) scores with the multilinear inner product ``MIP(item, prompt, missing_m...)``, every
     other modality standing in with its learnt missing embedding, as in training.
     """
-    templates = check_templates(templates)
+    templates = templates_for(space, templates)  # None: the space's own prompts
     recs = [r for r in records if r.has(modality) and label_key in r.labels]
     if not recs:
         return {"accuracy": float("nan"), "n": 0}
@@ -163,14 +164,14 @@ def zero_shot(
 def class_embeddings(
     space: "Space",
     names: Sequence[str],
-    templates: Sequence[str] = ("a {}.",),
+    templates: Sequence[str] | None = None,
     text_modality: str = "text",
     cache: "FeatureCache | str | Path | None" = None,
     *,
     batch_size: int = 4096,
 ) -> np.ndarray:
     """Prompt-ensemble class embeddings (n_classes, dim): each class the renormalised mean of its
-    templates' embeddings.
+    templates' embeddings (``templates`` None: the space's own prompts).
 
     Prompts are embedded ``batch_size`` at a time (so thousands of classes x templates never sit in
     memory as encoder inputs at once) and every prompt's encoder features are cached, so a second
@@ -183,7 +184,7 @@ def class_embeddings(
     bad = [i for i, n in enumerate(names) if not isinstance(n, str) or is_blank(n)]
     if bad:
         raise DataError(f"empty class name at position {bad[0]}")
-    templates = check_templates(templates)
+    templates = templates_for(space, templates)  # None: the space's own prompts
     fc = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
     T = len(templates)
     per = max(1, batch_size // max(1, T))

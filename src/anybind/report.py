@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .version import __version__
-from .data.templates import check_templates
+from .data.templates import templates_for
 from .errors import DataError
 
 if TYPE_CHECKING:
@@ -240,7 +240,7 @@ def build_report(
     *,
     split: str = "test",
     label: str | None = None,
-    templates: Sequence[str] = ("a {}.",),
+    templates: Sequence[str] | None = None,
     cache: "FeatureCache | str | Path | None" = None,
     space_name: str | None = None,
     progress: bool = False,
@@ -253,7 +253,7 @@ def build_report(
     from .encoders.kinds import manifest_kinds
 
     t0 = time.perf_counter()
-    templates = check_templates(templates)  # before any work: a bad template fails fast
+    templates = templates_for(space, templates)  # None: the space's own; checked before any work
     if isinstance(manifest, Manifest):
         man = manifest
     else:

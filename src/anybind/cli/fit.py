@@ -86,6 +86,10 @@ def fit(
         "text_fr, speech_de are left out unless named here or given an --encoder)."
     ),
     encoder: list[str] = typer.Option(None, "--encoder", "-e", help="MODALITY=SPEC, e.g. audio=audio:aisfx (repeatable)."),
+    from_pretrained: Optional[str] = typer.Option(
+        None, "--from-pretrained", help="KIND=SOURCE: import an aligned pair as the space, no manifest, no "
+        "training (clip=<Hugging Face CLIP repo or folder>); add modalities to it with `anybind bind --add`."
+    ),
     out: Path = typer.Option(..., "--out", "-o", help="Folder to save the space to (new or empty, see --overwrite)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the space already saved at --out."),
     method: Method = choice(
@@ -147,10 +151,18 @@ def fit(
     On Ray Train (2 DDP workers; RAY_ADDRESS or --ray-address for a cluster):
 
       anybind fit data/tux/manifest.jsonl --modalities image,text --ray-workers 2 --out spaces/tux-ray
+
+    Start from CLIP (text and image in CLIP's own space, its scale and prompts), then bind sounds to it:
+
+      anybind fit --from-pretrained clip=openai/clip-vit-base-patch32 --out spaces/clip
+      anybind bind spaces/clip --add audio=audio:aisfx --data sounds.jsonl --anchors text --out spaces/clip+audio
     """
     from ..space import Space
 
     sources = list(manifests or []) + list(data or [])
+    if from_pretrained:
+        _fit_from_pretrained(from_pretrained, sources, encoder, out, overwrite)
+        return
     if not sources:
         raise typer.BadParameter("give at least one manifest")
     from ..losses import parse_loss_spec
@@ -205,6 +217,24 @@ def fit(
     console.print(f"saved {space} to [bold]{out}[/bold]")
     if "best_epoch" in tr:
         console.print(f"{describe_training(tr)}, temperature {space.temperature:.4f}", highlight=False)
+
+
+def _fit_from_pretrained(value: str, sources: list[Path], encoder: list[str] | None, out: Path,
+                         overwrite: bool) -> None:
+    """``fit --from-pretrained KIND=SOURCE``: the pair as the space (see :mod:`anybind.pairs`)."""
+    from ..pairs import from_pretrained_pair, parse_pair
+
+    if sources or encoder:
+        raise typer.BadParameter("--from-pretrained imports the pair as it is: give no manifest and no "
+                                 "--encoder (bind more modalities to the saved space with `anybind bind --add`)")
+    check_out(out, "space", overwrite)
+    try:
+        space = from_pretrained_pair(*parse_pair(value))
+        space.save(out, overwrite=overwrite)
+    except AnybindError as e:
+        fail(e)
+    console.print(f"saved {space} to [bold]{out}[/bold] (imported, logit scale {space.logit_scale:.4f}, "
+                  f"{len(space.info['templates'])} prompt templates)", highlight=False)
 
 
 @app.command()

@@ -42,7 +42,7 @@ def eval_cmd(
     try:
         space = Space.load(space_dir)
         res = evaluate(space, manifest, split=split, cache=cache, zero_shot_label=zero_shot_label,
-                       templates=template or ("a {}.",), zero_shot_center=center, progress=True, rerank=rerank)
+                       templates=template or None, zero_shot_center=center, progress=True, rerank=rerank)
         symile = space.scorer.kind != "cosine"
         if with_diagnostics or symile:
             from ..diagnostics import diagnostics, embed_split

@@ -322,7 +322,7 @@ def report(
             check_output_file(json_out, NUMBERS_MARK, overwrite)
         space = Space.load(space_dir)
         path, numbers = write_report(space, manifest, out, overwrite=overwrite, split=split, label=label,
-                                     templates=tuple(template or ("a {}.",)), cache=cache,
+                                     templates=tuple(template) if template else None, cache=cache,
                                      space_name=str(space_dir), progress=True)
     except AnybindError as e:
         fail(e)

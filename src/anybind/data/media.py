@@ -171,3 +171,18 @@ def as_rgb_image(item: Any):
         arr = item[:, :, 0] if item.ndim == 3 and item.shape[2] == 1 else item
         return to_rgb(Image.fromarray(np.ascontiguousarray(arr)))
     raise DataError(f"{short_repr(item)}: not an image (expected a file path, a PIL image or a uint8 array)")
+
+
+def as_audio(item: Any, sample_rate: int) -> np.ndarray:
+    """Decode an item to mono float32 samples at ``sample_rate``: a file path, ``(samples, rate)``, or mono
+    samples already at ``sample_rate`` (what an encoder's ``load`` returns)."""
+    if isinstance(item, (str, Path)):
+        return load_audio(item, sample_rate)[0]
+    if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], np.ndarray):
+        wav, rate = np.asarray(item[0], np.float32), int(item[1])
+        if rate <= 0 or wav.ndim != 1 or wav.size == 0:
+            raise DataError(f"{short_repr(item)}: expected (mono samples, sample rate > 0)")
+        return resample(wav, rate, sample_rate) if rate != sample_rate else wav
+    if isinstance(item, np.ndarray) and item.ndim == 1 and item.size:
+        return item.astype(np.float32)
+    raise DataError(f"{short_repr(item)}: not audio (expected a file path, mono samples or (samples, rate))")

@@ -6,16 +6,22 @@ A template is checked by :func:`check_template` before anything is filled, and f
 The only placeholder is ``{}`` (also spelled ``{0}`` or ``{label}``), as often as wanted;
 ``{{`` and ``}}`` are literal braces.  A filled template is at most
 ``len(template) * (1 + len(name))`` characters long.
+
+A space may carry its own prompts (``space.info["templates"]``: an imported CLIP pair stores CLIP's ensemble,
+see :mod:`anybind.pairs`); :func:`templates_for` is what every zero-shot path uses when none are given.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import lru_cache
+from typing import Any
 from string import Formatter
 
 from ..errors import DataError
 
+#: the prompt of a space that carries none of its own
+DEFAULT_TEMPLATES = ("a {}.",)
 PLACEHOLDERS = ("", "0", "label")  # field names of the one allowed placeholder: {} {0} {label}
 _HOW = "put '{}' (or '{label}') where the class name goes, and '{{' / '}}' for literal braces"
 
@@ -81,3 +87,12 @@ def check_templates(templates: Sequence[str]) -> list[str]:
 def fill_template(template: str, name: str) -> str:
     """``template`` with every placeholder replaced by ``name`` (checked first; no ``str.format``)."""
     return str(name).join(_parsed(template))
+
+
+def templates_for(space: Any, templates: Sequence[str] | None = None) -> list[str]:
+    """The prompt templates to use with ``space``, checked: ``templates`` when given (non-empty), else the
+    space's own (``space.info["templates"]``), else :data:`DEFAULT_TEMPLATES`."""
+    if templates is not None and (isinstance(templates, str) or len(templates)):
+        return check_templates(templates)
+    own = (getattr(space, "info", None) or {}).get("templates")
+    return check_templates(own if own else DEFAULT_TEMPLATES)

@@ -283,9 +283,13 @@ def make_audio_encoder(name: str) -> Encoder:
         from .hf import make_hf_encoder
 
         return make_hf_encoder("audio", name[len("hf/") :])
+    if name.startswith("onnx/"):  # ONNX Runtime (anybind.encoders.ort)
+        from .ort import make_onnx_encoder
+
+        return make_onnx_encoder("audio", name[len("onnx/") :])
     if name == "aisfx":
         return AisfxEncoder(f"audio:{name}")
     raise EncoderError(
-        f"unknown audio encoder {name!r}: the built-in one is 'aisfx', or hf/<repo or folder>; "
+        f"unknown audio encoder {name!r}: the built-in one is 'aisfx', or hf/<repo or folder>, onnx/<model.onnx>; "
         "add others with an anybind.encoders plugin, anybind.register_encoder or a callable: spec"
     )

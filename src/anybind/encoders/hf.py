@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data.media import as_rgb_image, load_audio, resample, short_repr
+from ..data.media import as_audio, as_rgb_image, short_repr
 from ..errors import DataError, EncoderError
 from .base import Encoder, check_text
 from .hf_spec import files_sha256, no_loader_bars, one_line, parse_hf_name
@@ -257,18 +257,7 @@ class HfEncoder(Encoder):
         return {k: np.ascontiguousarray(np.asarray(v)[0]) for k, v in out.items() if hasattr(v, "shape")}
 
     def _audio(self, item: Any, sr: int) -> np.ndarray:
-        if isinstance(item, (str, Path)):
-            return load_audio(item, sr)[0]
-        if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], np.ndarray):
-            wav, rate = np.asarray(item[0], np.float32), int(item[1])
-            if rate <= 0 or wav.ndim != 1 or wav.size == 0:
-                raise DataError(f"{short_repr(item)}: expected (mono samples, sample rate > 0)")
-            return resample(wav, rate, sr) if rate != sr else wav
-        if isinstance(item, np.ndarray) and item.ndim == 1 and item.size:
-            return item.astype(np.float32)
-        raise DataError(
-            f"{short_repr(item)}: not audio (expected a file path, mono samples or (samples, rate))"
-        )
+        return as_audio(item, sr)
 
     def encode_loaded(self, batch: Sequence[Any]) -> np.ndarray:
         if len(batch) == 0:

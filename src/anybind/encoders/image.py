@@ -17,6 +17,8 @@ Specs (``image:<name>``):
 
 * ``image:hf/<repo or folder>[@options]`` -- a ``transformers`` model (DINOv2, SigLIP, CLIP...), see
   :mod:`anybind.encoders.hf`.
+* ``image:onnx/<model.onnx>[@size=...,mean=...,...]`` -- an ONNX export run by ONNX Runtime with declared
+  preprocessing, see :mod:`anybind.encoders.ort`.
 
 timm and OpenCLIP need torchvision; they are imported only when such a spec is
 built, and a missing or broken install raises :class:`EncoderError`.
@@ -458,6 +460,10 @@ def make_image_encoder(name: str) -> Encoder:
         from .hf import make_hf_encoder
 
         return make_hf_encoder("image", name[len("hf/") :])
+    if name.startswith("onnx/"):  # ONNX Runtime (anybind.encoders.ort)
+        from .ort import make_onnx_encoder
+
+        return make_onnx_encoder("image", name[len("onnx/") :])
     if name.startswith("timm/"):
         model, ckpt = _split_at(name[len("timm/") :])
         return TimmEncoder(model, ckpt)
@@ -469,5 +475,6 @@ def make_image_encoder(name: str) -> Encoder:
         return OpenClipEncoder(arch, pretrained)
     raise EncoderError(
         f"unknown image encoder {name!r}: use one of {', '.join(_EFFNET_LITE)}, "
-        "timm/<model>[@<checkpoint>], open_clip/<arch>[@<tag or checkpoint>] or hf/<repo or folder>[@options]"
+        "timm/<model>[@<checkpoint>], open_clip/<arch>[@<tag or checkpoint>], hf/<repo or folder>[@options] "
+        "or onnx/<model.onnx>[@options]"
     )

@@ -4,6 +4,8 @@
   package (384-d, English); loads with no network.
 * ``text:hf/<repo or folder>[@pool=...,layer=...,revision=...]`` -- any ``transformers`` model, see
   :mod:`anybind.encoders.hf`.
+* ``text:onnx/<model.onnx>[@tokenizer=<folder>,...]`` -- an ONNX export run by ONNX Runtime, see
+  :mod:`anybind.encoders.ort`.
 * ``text:<name or path>`` -- any sentence-transformers model name (downloaded by
   sentence-transformers when the machine has internet) or local folder.
 """
@@ -104,6 +106,10 @@ def make_text_encoder(name: str) -> Encoder:
         from .hf import make_hf_encoder
 
         return make_hf_encoder("text", name[len("hf/") :])
+    if name.startswith("onnx/"):  # ONNX Runtime (anybind.encoders.ort)
+        from .ort import make_onnx_encoder
+
+        return make_onnx_encoder("text", name[len("onnx/") :])
     if name.startswith("e5-small"):
         from .e5 import E5_NAMES, make_e5_encoder
 

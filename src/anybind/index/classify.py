@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..data.templates import check_templates
+from ..data.templates import templates_for
 from ..evaluate import class_embeddings
 from .errors import IndexError_
 from .exact import unit_rows, exact_topk
@@ -30,7 +30,7 @@ class ClassifyMixin:
         classes: Sequence[str],
         *,
         modality: str | None = None,
-        templates: Sequence[str] = ("a {}.",),
+        templates: Sequence[str] | None = None,
         k: int = 5,
         labels: Mapping[str, Any] | Sequence[str] | None = None,
         text_modality: str = "text",
@@ -46,7 +46,7 @@ class ClassifyMixin:
         if self.space is None:
             raise IndexError_("this index has no space to embed class names with")
         k = check_k(k)
-        templates = check_templates(templates)
+        templates = templates_for(self.space, templates)  # None: the space's own prompts
         targets = self._check_targets(modality)
         C = class_embeddings(
             self.space, classes, templates, text_modality=text_modality, cache=cache, batch_size=batch_size
@@ -82,7 +82,7 @@ def zero_shot_topk(
     vectors: np.ndarray,
     classes: Sequence[str],
     *,
-    templates: Sequence[str] = ("a {}.",),
+    templates: Sequence[str] | None = None,
     k: int = 5,
     text_modality: str = "text",
     cache: "FeatureCache | str | Path | None" = None,

@@ -59,6 +59,7 @@ from starlette.background import BackgroundTask
 
 from ..version import __version__
 from ..data.strings import is_blank
+from ..data.templates import templates_for
 from ..errors import AnybindError
 from ..index import QueryError
 from .errors import add_error_handlers
@@ -310,7 +311,7 @@ def create_app(
                 for i in order
             ],
             query_modalities=qmods,
-            templates=list(templates),
+            templates=templates_for(svc.space, templates or None),  # what was used (checked by classify)
             took_ms=to_ms(t0),
         )
 
@@ -339,7 +340,9 @@ def create_app(
         request: Request,
         files: Annotated[list[UploadFile], File(description="Images or sounds (type sniffed from the content).")],
         labels: Annotated[list[str], Form(description="Candidate class names (repeat the field).")],
-        templates: Annotated[list[str], Form(description="Prompt templates with '{}' (default 'a {}.').")] = [],  # noqa: B006
+        templates: Annotated[list[str], Form(
+            description="Prompt templates with '{}' (default: the space's own, else 'a {}.')."
+        )] = [],  # noqa: B006
         text: Annotated[list[str], Form(description="Texts fused with the files.")] = [],  # noqa: B006
         weights: Annotated[list[float], Form(description="One per input: texts first, then files.")] = [],  # noqa: B006
         file_modality: Annotated[list[str], Form(description="Per file, the modality to embed it as.")] = [],  # noqa: B006
@@ -358,13 +361,12 @@ def create_app(
             raise QueryError(f"a label of {max(map(len, names))} characters: at most {MAX_LABEL}")
         if any(len(x) > MAX_TEMPLATE for x in templates):
             raise QueryError(f"a template of {max(map(len, templates))} characters: at most {MAX_TEMPLATE}")
-        tmpl = templates or ["a {}."]
 
         def work():
             t0 = time.perf_counter()
             parts, staged = upload_parts(svc, uploads, text, weights, file_modality, "text")
             try:
-                return _classify_out(svc, parts, names, tmpl, t0, staged)
+                return _classify_out(svc, parts, names, templates, t0, staged)
             finally:
                 unstage(staged)
 

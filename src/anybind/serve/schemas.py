@@ -134,10 +134,10 @@ class ClassifyRequest(RequestModel):
         min_length=1, max_length=MAX_LABELS, description="Candidate class names."
     )
     templates: list[Annotated[str, Field(min_length=2, max_length=MAX_TEMPLATE)]] = Field(
-        default_factory=lambda: ["a {}."],
-        min_length=1,
+        default_factory=list,
         max_length=MAX_TEMPLATES,
-        description="Prompt templates; each class is the mean of its filled templates' embeddings.",
+        description="Prompt templates; each class is the mean of its filled templates' embeddings (default: "
+        "the space's own, e.g. an imported CLIP's ensemble, else 'a {}.').",
     )
 
 

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..cache import FeatureCache
-from ..data.templates import check_templates
+from ..data.templates import templates_for
 from ..errors import AnybindError, DataError
 from ..index import Hit, Index, QueryError, class_embeddings
 from ..space import Space
@@ -374,12 +374,13 @@ class Service:
         return hits, sorted({p[0] for p in parts})
 
     def classify(
-        self, parts: Sequence[tuple[str, Any, float]], names: Sequence[str], templates: Sequence[str]
+        self, parts: Sequence[tuple[str, Any, float]], names: Sequence[str], templates: Sequence[str] | None
     ) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """The space's score (cosine, or MIP in a Symile space) of the (fused) query with each class's
-        prompt-ensemble embedding, and the softmax at the space's temperature."""
+        prompt-ensemble embedding, and the softmax at the space's temperature (``templates`` empty or None:
+        the space's own prompts)."""
         try:
-            templates = check_templates(templates)  # before anything is filled or embedded
+            templates = templates_for(self.space, templates or None)  # before anything is filled or embedded
         except DataError as e:
             raise QueryError(str(e)) from None
         text_mod = "text" if "text" in self.space.modalities else None
