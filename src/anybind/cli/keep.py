@@ -48,3 +48,17 @@ def update(
     tr = new.info["lineage"][-1]["training"]
     console.print(f"saved {new} to [bold]{out}[/bold] ({method}: best epoch {tr['best_epoch']} of "
                   f"{tr['epochs_run']}, {tr['seconds']} s)", highlight=False)
+
+
+def refresh_index_cmd(index_dir: Path, space_dir: Path | None, cache: Path | None, cached_only: bool) -> None:
+    """``anybind index --refresh INDEX --space SPACE``: re-embed a stale index with the new space."""
+    from ..index import refresh_index
+    from ..space import Space
+
+    if space_dir is None:
+        raise typer.BadParameter("--refresh INDEX needs the new space: --space SPACE")
+    try:
+        stats = refresh_index(index_dir, Space.load(space_dir), cache=cache, cached_only=cached_only)
+    except AnybindError as e:
+        fail(e)
+    console.print(f"{index_dir}: {stats.summary()} ({stats.seconds} s)", highlight=False)
