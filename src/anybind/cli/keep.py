@@ -62,3 +62,38 @@ def refresh_index_cmd(index_dir: Path, space_dir: Path | None, cache: Path | Non
     except AnybindError as e:
         fail(e)
     console.print(f"{index_dir}: {stats.summary()} ({stats.seconds} s)", highlight=False)
+
+
+@app.command()
+def merge(
+    space_a: Path = typer.Argument(..., help="Space A (its projectors are kept as they are)."),
+    space_b: Path = typer.Argument(..., help="Space B (its other modalities are brought into A's space)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to save the merged space to (new or empty, see --overwrite)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the space already saved at --out."),
+    anchor: Optional[str] = typer.Option(None, "--anchor", help="The shared modality to align on (default: the one both bind)."),
+    anchor_data: list[Path] = typer.Option(
+        None, "--anchor-data", help="Manifest with anchor items (e.g. texts) to align B to A by orthogonal Procrustes; "
+        "not needed when both embed the anchor identically (repeatable)."),
+    cache: Optional[Path] = typer.Option(None, help="Feature cache folder."),
+    strict: bool = typer.Option(False, help="Any bad record is fatal."),
+):
+    """Merge two spaces bound separately that share an anchor modality (say image<->text and speech<->text).
+
+    Modalities never paired (speech and image) then retrieve each other through the anchor.
+
+    Example:  anybind merge spaces/image-text spaces/speech-text --anchor-data data/tux/manifest.jsonl --out spaces/merged
+    """
+    from ..merge import merge_spaces
+    from ..space import Space
+
+    check_out(out, "space", overwrite)
+    try:
+        merged = merge_spaces(Space.load(space_a), Space.load(space_b), anchor=anchor,
+                              anchor_data=[str(d) for d in anchor_data or []] or None, cache=cache, strict=strict,
+                              progress=True)
+        merged.save(out, overwrite=overwrite)
+    except AnybindError as e:
+        fail(e)
+    e = merged.info["lineage"][-1]
+    fit = f", anchor cosine {e['alignment']['cosine_before']} -> {e['alignment']['cosine_after']}" if "alignment" in e else ""
+    console.print(f"saved {merged} to [bold]{out}[/bold] ({e['method']} merge on {e['anchor']!r}{fit})", highlight=False)
