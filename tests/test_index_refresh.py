@@ -74,7 +74,7 @@ def test_refresh_reembeds_from_cached_features_only_keeping_ids_and_labels(stale
         assert not np.allclose(vec, before[(rid, mod)][3], atol=1e-3)  # re-embedded, not copied
     assert index.meta["refreshed"]["from"] == space.identity()
     monkeypatch.undo()  # a query is encoded, of course
-    hits = index.search(text="stamp number 3", modality="text", k=1)
+    hits = index.search(text="stamp number 3", modality="text", k=1, cache=tmp / "cache")
     assert hits[0].id == "r3"
     with pytest.raises(SpaceError, match="identity"):
         Index.open(tmp / "ix", space)  # and the old space no longer matches it
