@@ -183,9 +183,8 @@ def update_space(
         raise SpaceError(f"the space's objective {space.config.get('loss')!r} is multimodal: update needs a pairwise one")
     fc = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
     bound = space.modalities
-    listed = lambda x: [] if x is None else list(x) if isinstance(x, (list, tuple)) else [x]  # noqa: E731
-    new_mans = as_manifests(listed(data), bound, space.encoders, strict, progress)
-    old_mans = as_manifests(listed(replay), bound, space.encoders, strict, progress)
+    new_mans = as_manifests(_listed(data), bound, space.encoders, strict, progress)
+    old_mans = as_manifests(_listed(replay), bound, space.encoders, strict, progress)
     where = ", ".join(str(m.path) for m in new_mans)
     present = sorted({m for man in new_mans + old_mans for r in man.records for m in r.values} & set(bound))
     for m in present:
@@ -227,9 +226,6 @@ def update_space(
     for p in projectors.values():
         p.eval()
     info = copy.deepcopy(space.info)
-    describe = lambda mans: [  # noqa: E731
-        {"manifest": str(man.path), "fingerprint": man.fingerprint(present), "records": len(man.records)} for man in mans
-    ]
     info.setdefault("lineage", []).append({
         "event": "update",
         "method": cfg.method,
@@ -237,8 +233,8 @@ def update_space(
         "modalities": present,
         "pairs": {f"{a}-{b}": {"train": int(len(fs.with_pair(train_idx, a, b))),
                                "val": int(len(fs.with_pair(val_idx, a, b)))} for a, b in pairs},
-        "data": describe(new_mans),
-        "replay": describe(old_mans),
+        "data": _describe(new_mans, present),
+        "replay": _describe(old_mans, present),
         "config": {**cfg.to_dict(), "distill_temperature": tau},
         "training": {**res.record(VAL_METRIC), "seconds": round(time.perf_counter() - t0, 2)},
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -248,3 +244,12 @@ def update_space(
         log.info("update: no epoch beat the space as it was on the val pairs; the projectors are unchanged")
     return Space(space.encoders, projectors, res.logit_scale, identities=space.identities,
                  config=copy.deepcopy(space.config), info=info, format_version=space.format_version)
+
+
+def _listed(x) -> list:
+    return [] if x is None else list(x) if isinstance(x, (list, tuple)) else [x]
+
+
+def _describe(mans: Sequence[Manifest], modalities: Sequence[str]) -> list[dict[str, Any]]:
+    """The lineage's account of the manifests an update read."""
+    return [{"manifest": str(m.path), "fingerprint": m.fingerprint(modalities), "records": len(m.records)} for m in mans]
