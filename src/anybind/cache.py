@@ -135,6 +135,28 @@ class FeatureCache:
         else:
             self._index.pop(identity, None)
 
+    def cached(self, encoder: Encoder, keys: Sequence[str]) -> tuple[np.ndarray, list[int]]:
+        """Features of content ``keys`` (``encoder.content_key`` values) from the cache only, never encoding:
+        float32 ``(len(keys), dim)`` and the positions of the keys not cached (their rows are NaN).
+        A derived encoder (``+bridge``) looks up its base's features and derives them."""
+        base = getattr(encoder, "base_encoder", None)
+        if base is not None and hasattr(encoder, "derive"):
+            B, missing = self.cached(base, keys)
+            X = np.full((len(keys), encoder.dim), np.nan, np.float32)
+            ok = np.setdiff1d(np.arange(len(keys)), missing)
+            if len(ok):
+                X[ok] = encoder.derive(B[ok])
+            return X, missing
+        idx = self._load_index(encoder.identity)
+        X = np.full((len(keys), encoder.dim), np.nan, np.float32)
+        missing = []
+        for i, k in enumerate(keys):
+            if k in idx:
+                X[i] = self._vector(*idx[k])
+            else:
+                missing.append(i)
+        return X, missing
+
     # -- the main entry point -------------------------------------------
     def encode(
         self,

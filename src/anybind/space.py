@@ -273,6 +273,13 @@ class Space:
 
         return replace_encoder(self, name, encoder, data, anchors, **kw)
 
+    def update(self, data: str | Path | Manifest | Sequence[str | Path | Manifest], **kw: Any) -> "Space":
+        """A new Space fine-tuned on the new pairs in ``data`` without forgetting (Mod-X distillation); see
+        :func:`anybind.update.update_space` for ``**kw`` (``method``, ``replay``, ``distill``, ``cache``...)."""
+        from .update import update_space
+
+        return update_space(self, data, **kw)
+
     # -- persistence ------------------------------------------------------
     def state_dict(self) -> dict[str, torch.Tensor]:
         sd = {}

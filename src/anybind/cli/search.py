@@ -74,9 +74,12 @@ def encode(
 
 @app.command("index")
 def index_cmd(
-    space_dir: Path = typer.Argument(..., help="Saved space folder."),
+    space_dir: Optional[Path] = typer.Argument(None, help="Saved space folder (with --refresh: the new space, or --space)."),
     manifest: Optional[Path] = typer.Argument(None, help="JSONL manifest of the corpus to index (optional with --repair)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Index folder (created, or updated incrementally if it exists)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Index folder (created, or updated incrementally if it exists)."),
+    refresh: Optional[Path] = typer.Option(None, "--refresh", help="Re-embed this index with the space given (--space: e.g. one `anybind update` made) from the feature cache, keeping ids and labels; no manifest, no re-encoding."),
+    space_opt: Optional[Path] = typer.Option(None, "--space", help="With --refresh: the new space."),
+    cached_only: bool = typer.Option(False, "--cached-only", help="With --refresh: fail rather than encode a row whose features are not cached."),
     modalities: Optional[str] = typer.Option(None, help="Fields to index, comma-separated (default: every bound field)."),
     split: Optional[Split] = choice(None, Split, help="Only this split (default: all records)."),
     ann: Literal["auto", "always", "never"] = choice(
@@ -104,10 +107,18 @@ def index_cmd(
     Concurrent runs on one index are safe: their writes take turns (a writer lock in the index folder).
 
     On Ray (a local one, or --ray-address ray://head:10001):  anybind index spaces/tux data/tux/manifest.jsonl --out indexes/tux --ray
+
+    After `anybind update` (the index is then stale):  anybind index --refresh indexes/tux --space spaces/tux2
     """
     from ..index import Index
     from ..space import Space
 
+    if refresh is not None:
+        from .keep import refresh_index_cmd
+
+        return refresh_index_cmd(refresh, space_opt or space_dir, cache, cached_only)
+    if space_dir is None or out is None:
+        raise typer.BadParameter("give SPACE_DIR and --out (or --refresh INDEX --space SPACE)")
     if manifest is None and not repair:
         raise typer.BadParameter("MANIFEST is missing (only --repair runs without one)")
     if repair and overwrite:

@@ -48,7 +48,7 @@ Guarantees:
 Modules: :mod:`.core` (the :class:`Index` class: create / open / build),
 :mod:`.write` (add, add_vectors, delete, optimize, repair), :mod:`.search` (search,
 search_vectors, re-ranking), :mod:`.query` (turning inputs into a query vector),
-:mod:`.ann` (the ANN index and its recall), :mod:`.lock` (the writer lock),
+:mod:`.ann` (the ANN index and its recall), :mod:`.refresh` (stale indexes, re-embedding with an updated space), :mod:`.lock` (the writer lock),
 :mod:`.classify` (zero-shot over many classes), :mod:`.exact` (exact top-k), :mod:`.store`
 (format constants, LanceDB/Arrow helpers), :mod:`.errors` (QueryError, IndexError_),
 :mod:`.results` (Hit, AddStats).
@@ -57,6 +57,7 @@ search_vectors, re-ranking), :mod:`.query` (turning inputs into a query vector),
 from .classify import class_embeddings, zero_shot_topk
 from .core import Index
 from .errors import IndexError_, QueryError
+from .refresh import RefreshStats, refresh_index
 from .exact import exact_topk
 from .results import AddStats, Hit
 from .store import (
@@ -80,9 +81,11 @@ __all__ = [
     "IndexError_",
     "META_FILE",
     "QueryError",
+    "RefreshStats",
     "SPACE_DIR",
     "TABLE",
     "class_embeddings",
     "exact_topk",
+    "refresh_index",
     "zero_shot_topk",
 ]

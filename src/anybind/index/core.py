@@ -24,6 +24,7 @@ from .classify import ClassifyMixin
 from .errors import IndexError_
 from .lock import discard_parts, relock, writer_lock
 from .query import QueryMixin
+from .refresh import stale_error
 from .results import AddStats
 from .search import SearchMixin
 from .store import (
@@ -216,12 +217,7 @@ class Index(WriteMixin, AnnMixin, QueryMixin, SearchMixin, ClassifyMixin):
             )
         if space is not None:
             if space.identity() != meta["identity"]:
-                raise SpaceError(
-                    f"index {path} was built with space identity {meta['identity']} "
-                    f"(encoders {meta.get('encoders') or '-'}), but the space given has identity {space.identity()} "
-                    f"({space.encoders}): its vectors would not be comparable. Rebuild the index with this space "
-                    "(`anybind index SPACE MANIFEST --out NEW`), or open it with the space it was built with"
-                )
+                raise stale_error(path, meta, space)  # names both identities and the fix (a refresh)
         elif meta.get("space") and (path / meta["space"]).is_dir():
             space = Space.load(path / meta["space"])
             if space.identity() != meta["identity"]:

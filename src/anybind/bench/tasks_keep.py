@@ -1,0 +1,79 @@
+"""Bench tasks of a space's life after its first fit (issue 19); the studies are :mod:`anybind.lifecycle`'s.
+
+* ``continual``: bind image<->text on Tux Paint, then update on emoji, then on openclipart (``--opt
+  domains=``): old (Tux Paint test) and new R@1 after each step for naive fine-tuning, Mod-X, joint
+  retraining on every domain seen (upper bound) and the first space frozen (lower bound).
+* ``merge``: Tux Paint image<->text and audio<->text bound apart, merged through text: audio<->image
+  R@1 (never paired) and each original pair's, beside the three bound jointly; with the demo recipe
+  (text locked in both: nearly the same anchor) and plain InfoNCE (anchors trained apart, seeds differ).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from . import TaskResult, task
+from .tuxpaint import PLAIN_ENCODERS, RECIPE, prepare_tuxpaint
+
+BLOCKS = {"recipe": (RECIPE["encoders"], {k: v for k, v in RECIPE.items() if k != "encoders"}),
+          "plain": (PLAIN_ENCODERS, {})}
+
+
+def _domain(work: Path, name: str) -> Path:
+    from ..corpora.emoji import build_emoji
+    from ..corpora.openclipart import build_openclipart
+    from .tasks_corpora import build_once
+
+    if name == "tuxpaint":
+        return prepare_tuxpaint(work)
+    builders = {"emoji": build_emoji, "openclipart": build_openclipart}
+    if name not in builders:
+        raise ValueError(f"unknown domain {name!r}: use tuxpaint, emoji, openclipart")
+    return build_once(work, name, builders[name])
+
+
+def _flat(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, float]:
+    return {f"{r['name']}/step{r.get('step', 0)}/{k}": float(r[k]) for r in rows for k in keys if r.get(k) is not None}
+
+
+@task("continual", "Tux Paint -> emoji -> openclipart image<->text: old/new R@1 after each update for naive "
+      "fine-tuning, Mod-X, joint retraining and the frozen first space (--opt domains=a,b,c block=recipe|plain)")
+def continual(work: Path, cache=None, seed: int = 0, console=None, domains: str = "tuxpaint,emoji,openclipart",
+              block: str = "recipe", epochs: str = "50", distill: str = "1.0") -> TaskResult:
+    from ..data.manifest import load_manifest
+    from ..lifecycle import continual_study
+
+    encoders, fit = BLOCKS[block]
+    names = [d.strip() for d in domains.split(",") if d.strip()]
+    mans = [(n, load_manifest(_domain(work, n), modalities=["image", "text"], progress=False)) for n in names]
+    rows = continual_study(mans, encoders={m: encoders[m] for m in ("image", "text")}, fit=fit,
+                           update={"epochs": int(epochs), "distill": float(distill)}, cache=cache, seed=seed)
+    notes = [f"domains {' -> '.join(names)} ({', '.join(f'{n}: {len(m.records)} records' for n, m in mans)}); "
+             f"R@1: mean of image->text and text->image on each test split; block {block}"]
+    last = {r["name"]: r for r in rows if r["step"] == len(names) - 1}
+    if {"naive", "modx"} <= set(last):
+        n, x = last["naive"], last["modx"]
+        ok = x["forgetting"] <= 0.5 * max(n["forgetting"], 0.0) and x["new R@1"] >= n["new R@1"]
+        notes.append(f"goal (Mod-X forgets at most half of naive at equal or better new R@1): {'met' if ok else 'not met'} "
+                     f"(forgetting {x['forgetting']:.3f} vs {n['forgetting']:.3f}, new {x['new R@1']:.3f} vs {n['new R@1']:.3f})")
+    return TaskResult(metrics=_flat(rows, ("old R@1", "new R@1", "forgetting")), table=rows,
+                      config={"domains": names, "block": block, "epochs": int(epochs), "distill": float(distill)},
+                      notes=notes)
+
+
+@task("merge", "Tux Paint image<->text + audio<->text bound apart and merged through text: audio<->image R@1 "
+      "(never paired) and each pair's, beside joint binding")
+def merge(work: Path, cache=None, seed: int = 0, console=None) -> TaskResult:
+    from ..data.manifest import load_manifest
+    from ..lifecycle import merge_study
+
+    man = load_manifest(prepare_tuxpaint(work), modalities=["image", "text", "audio"], progress=False)
+    table: list[dict[str, Any]] = []
+    for block, (encoders, fit) in BLOCKS.items():
+        rows = merge_study(man, encoders=encoders, fit=fit, b_fit={"seed": seed + 1}, cache=cache, seed=seed)
+        table += [{**r, "name": f"{block}: {r['name']}"} for r in rows]
+    keys = tuple(k for k in table[0] if k != "name") + ("anchor cosine",)
+    return TaskResult(metrics=_flat(table, keys), table=table, notes=[
+        "merged: A's projectors kept, B's audio projector rotated onto A by orthogonal Procrustes on the training "
+        "split's texts; audio<->image was never paired in A, B or the merge; test split R@1 (mean of both directions)"])

@@ -1,0 +1,99 @@
+"""``anybind update / merge``: keep a space alive (continual updates without forgetting, merging spaces)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Optional
+
+import typer
+
+from ..errors import AnybindError
+from ._common import app, check_out, choice, console, fail
+
+UpdateMethod = Literal["modx", "naive"]
+
+
+@app.command()
+def update(
+    space_dir: Path = typer.Argument(..., help="Saved space to update (left untouched)."),
+    data: list[Path] = typer.Option(..., "--data", help="Manifest of the new pairs (repeatable)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to save the updated space to (new or empty, see --overwrite)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the space already saved at --out."),
+    replay: list[Path] = typer.Option(None, "--replay", help="Manifest of old pairs to replay alongside (optional, repeatable)."),
+    method: UpdateMethod = choice("modx", UpdateMethod, help="modx: fine-tune with Mod-X's off-diagonal distillation against the old space; naive: plain fine-tuning."),
+    distill: float = typer.Option(1.0, help="Weight of the distillation term (modx)."),
+    epochs: int = typer.Option(50, help="Maximum epochs (early stopping on the val pairs; the space as it was competes)."),
+    lr: float = typer.Option(3e-4, help="Learning rate."),
+    seed: int = typer.Option(0),
+    cache: Optional[Path] = typer.Option(None, help="Feature cache folder."),
+    strict: bool = typer.Option(False, help="Any bad record is fatal."),
+):
+    """Continual update: fine-tune the space's projectors on new pairs without forgetting the old ones.
+
+    The new space's lineage records the update (parent identity, data, settings); indexes built with the old
+    space then ask to be refreshed (anybind index --refresh INDEX --space NEW).
+
+    Example:  anybind update spaces/tux --data data/emoji/manifest.jsonl --out spaces/tux+emoji
+    """
+    from ..space import Space
+
+    check_out(out, "space", overwrite)
+    try:
+        space = Space.load(space_dir)
+        new = space.update([str(d) for d in data], replay=[str(r) for r in replay or []] or None, method=method,
+                           distill=distill, epochs=epochs, lr=lr, seed=seed, cache=cache, strict=strict, progress=True)
+        new.save(out, overwrite=overwrite)
+    except (AnybindError, ValueError) as e:
+        fail(e)
+    tr = new.info["lineage"][-1]["training"]
+    console.print(f"saved {new} to [bold]{out}[/bold] ({method}: best epoch {tr['best_epoch']} of "
+                  f"{tr['epochs_run']}, {tr['seconds']} s)", highlight=False)
+
+
+def refresh_index_cmd(index_dir: Path, space_dir: Path | None, cache: Path | None, cached_only: bool) -> None:
+    """``anybind index --refresh INDEX --space SPACE``: re-embed a stale index with the new space."""
+    from ..index import refresh_index
+    from ..space import Space
+
+    if space_dir is None:
+        raise typer.BadParameter("--refresh INDEX needs the new space: --space SPACE")
+    try:
+        stats = refresh_index(index_dir, Space.load(space_dir), cache=cache, cached_only=cached_only)
+    except AnybindError as e:
+        fail(e)
+    console.print(f"{index_dir}: {stats.summary()} ({stats.seconds} s)", highlight=False)
+
+
+@app.command()
+def merge(
+    space_a: Path = typer.Argument(..., help="Space A (its projectors are kept as they are)."),
+    space_b: Path = typer.Argument(..., help="Space B (its other modalities are brought into A's space)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to save the merged space to (new or empty, see --overwrite)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the space already saved at --out."),
+    anchor: Optional[str] = typer.Option(None, "--anchor", help="The shared modality to align on (default: the one both bind)."),
+    anchor_data: list[Path] = typer.Option(
+        None, "--anchor-data", help="Manifest with anchor items (e.g. texts) to align B to A by orthogonal Procrustes; "
+        "not needed when both embed the anchor identically (repeatable)."),
+    cache: Optional[Path] = typer.Option(None, help="Feature cache folder."),
+    strict: bool = typer.Option(False, help="Any bad record is fatal."),
+):
+    """Merge two spaces bound separately that share an anchor modality (say image<->text and speech<->text).
+
+    Modalities never paired (speech and image) then retrieve each other through the anchor.
+
+    Example:  anybind merge spaces/image-text spaces/speech-text --anchor-data data/tux/manifest.jsonl --out spaces/merged
+    """
+    from ..merge import merge_spaces
+    from ..space import Space
+
+    check_out(out, "space", overwrite)
+    try:
+        merged = merge_spaces(Space.load(space_a), Space.load(space_b), anchor=anchor,
+                              anchor_data=[str(d) for d in anchor_data or []] or None, cache=cache, strict=strict,
+                              progress=True)
+        merged.save(out, overwrite=overwrite)
+    except AnybindError as e:
+        fail(e)
+    e = merged.info["lineage"][-1]
+    fit = f", anchor cosine {e['alignment']['cosine_before']} -> {e['alignment']['cosine_after']}" if "alignment" in e else ""
+    console.print(f"saved {merged} to [bold]{out}[/bold] ({e['method']} merge on {e['anchor']!r}{fit})", highlight=False)

@@ -1,0 +1,163 @@
+"""Stale indexes and their refresh: an index built with a space that was since updated (``anybind update``,
+``bind``, ``merge``) is re-embedded with the new space from the feature cache, without re-encoding.
+
+:func:`stale_error` is what :meth:`Index.open <anybind.index.Index.open>` raises for a space of another
+identity: one line naming both identities and the fix (a refresh when the space descends from the
+index's, by its lineage).
+
+:func:`refresh_index` (CLI ``anybind index --refresh INDEX --space NEW``) reads every row's content
+key (the encoder's hash of the text or file it embedded), takes the frozen features of that key from
+the :class:`~anybind.cache.FeatureCache` (the encoders are never called for them) and projects them
+with the new space.  Ids, modalities, sources and labels are kept.  The new version of the index
+(table, space copy, ``index.json``) is written whole in a temporary folder under the index's writer
+lock and swapped in (:func:`anybind.io.atomic_write_dir`): until then readers see the old version,
+complete; a killed refresh leaves it as it was.  Rows whose features are not cached are encoded from
+their source (counted) unless ``cached_only``; an ANN index is rebuilt over the new vectors.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import SpaceError
+from .errors import IndexError_
+from .lock import relock, writer_lock
+from .store import META_FILE, SPACE_DIR, TABLE, rows_table, table_schema, write_json_atomic
+
+if TYPE_CHECKING:
+    from ..cache import FeatureCache
+    from ..space import Space
+
+log = logging.getLogger(__name__)
+
+#: lineage fields naming the identity of the space an event started from
+_PARENT_FIELDS = ("parent", "base_space", "a", "b")
+
+
+def descent(space: "Space", identity: str) -> str | None:
+    """The lineage event (``update``, ``add_modality``, ``merge``...) by which ``space`` descends from the
+    space of ``identity``, or ``None`` when its lineage does not name it."""
+    for e in reversed(space.info.get("lineage", [])):
+        if isinstance(e, Mapping) and any(e.get(k) == identity for k in _PARENT_FIELDS):
+            return str(e.get("event", "change"))
+    return None
+
+
+def stale_error(path: Path, meta: Mapping[str, Any], space: "Space") -> SpaceError:
+    """The one-line error of :meth:`Index.open` given a space of another identity than the index's."""
+    old, new = meta["identity"], space.identity()
+    event = descent(space, old)
+    refresh = f"`anybind index --refresh {path} --space NEW_SPACE` (re-embeds from the feature cache, keeps ids and labels)"
+    if event is not None:
+        return SpaceError(f"index {path} is stale: it was built with space {old}, and the space given ({new}) "
+                          f"descends from it ({event}); refresh it: {refresh}")
+    return SpaceError(
+        f"index {path} was built with space identity {old} (encoders {meta.get('encoders') or '-'}), but the space "
+        f"given has identity {new} ({space.encoders}): its vectors would not be comparable. Refresh the index "
+        f"with this space: {refresh}, or open it with the space it was built with"
+    )
+
+
+@dataclass
+class RefreshStats:
+    """What :func:`refresh_index` did."""
+
+    rows: int = 0
+    from_cache: int = 0  # rows re-embedded from cached features (no encoder call)
+    encoded: dict[str, int] = field(default_factory=dict)  # modality -> rows whose features had to be encoded
+    old_identity: str = ""
+    new_identity: str = ""
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        enc = sum(self.encoded.values())
+        return (f"refreshed {self.rows} rows ({self.from_cache} from cached features, {enc} encoded): "
+                f"space {self.old_identity} -> {self.new_identity}")
+
+
+def refresh_index(path: str | Path, space: "Space", *, cache: "FeatureCache | str | Path | None" = None,
+                  cached_only: bool = False, chunk_size: int = 4096) -> RefreshStats:
+    """Re-embed the index at ``path`` with ``space`` (see the module doc); returns what it did."""
+    from ..cache import FeatureCache
+    from .core import Index
+
+    t0 = time.perf_counter()
+    path = Path(path)
+    fc = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
+    stats = RefreshStats(new_identity=space.identity())
+    with writer_lock(path):
+        old = Index.open(path)
+        stats.old_identity = old.identity
+        if old.space is None:
+            raise IndexError_(f"{path}: holds raw vectors (no space): it cannot be re-embedded; add them again")
+        mods = sorted(old.counts())
+        unbound = [m for m in mods if m not in space.modalities]
+        if unbound:
+            raise SpaceError(f"index {path} holds {', '.join(unbound)} rows, which the space given does not bind "
+                             f"(bound: {', '.join(space.modalities)}): it cannot refresh this index")
+        if descent(space, old.identity) is None and old.identity != space.identity():
+            log.info("%s: the space given does not descend from the index's (%s); re-embedding every row with it",
+                     path, old.identity)
+
+        def write(tmp: Path) -> None:
+            import lancedb
+
+            space.save(tmp / SPACE_DIR)
+            table = lancedb.connect(str(tmp)).create_table(TABLE, schema=table_schema(space.dim))
+            cols = ["id", "modality", "source", "labels", "key"]
+            for batch in old.table.search().select(cols).limit(None).to_batches(chunk_size):
+                rows = {c: batch.column(c).to_pylist() for c in cols}
+                mod = np.asarray(rows["modality"], dtype=object)
+                V = np.zeros((len(mod), space.dim), np.float32)
+                for m in sorted(set(rows["modality"])):
+                    sel = np.flatnonzero(mod == m)
+                    V[sel], keys = _vectors(space, m, [rows["key"][i] for i in sel],
+                                            [rows["source"][i] for i in sel], fc, cached_only, stats)
+                    for i, k in zip(sel, keys):
+                        rows["key"][i] = k
+                table.add(rows_table(space.dim, rows["id"], rows["modality"], rows["source"],
+                                     [json.loads(lb) for lb in rows["labels"]], rows["key"], V))
+                stats.rows += len(mod)
+            meta = {**old.meta, "identity": space.identity(), "dim": space.dim, "encoders": dict(space.encoders),
+                    "space": SPACE_DIR, "ann": None,
+                    "refreshed": {"from": old.identity, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}}
+            write_json_atomic(tmp / META_FILE, meta)  # last: its presence marks a complete index
+
+        from ..io import atomic_write_dir
+
+        atomic_write_dir(path, write, kind="index", overwrite=True)
+        relock(path)  # the folder was swapped: hold the lock of the one there now
+        ann = old.meta.get("ann")
+        if ann:  # the old ANN index was over the old vectors: build it again over the new ones
+            Index.open(path, space).create_ann(str(ann.get("type", "ivf_hnsw_sq")))
+    stats.seconds = round(time.perf_counter() - t0, 2)
+    log.info("%s: %s", path, stats.summary())
+    return stats
+
+
+def _vectors(space: "Space", m: str, keys: list[str], sources: list[str], fc: "FeatureCache", cached_only: bool,
+             stats: RefreshStats) -> tuple[np.ndarray, list[str]]:
+    """``space``'s unit vectors of one modality's rows from their content keys' cached features (and their keys);
+    a row whose features are not cached is encoded from its source, or refused with ``cached_only``."""
+    enc = space.encoder(m)  # checked against the identity the space recorded; not called for cached features
+    X, missing = fc.cached(enc, keys)
+    if missing:
+        if cached_only:
+            raise IndexError_(f"{len(missing)} {m} row(s) (first: source {sources[missing[0]]!r}) have no cached "
+                              f"features for {space.encoders[m]}: encode them first (`anybind encode`), or refresh "
+                              "without --cached-only")
+        X[missing] = space.features(m, [sources[i] for i in missing], cache=fc)
+        keys = list(keys)
+        for i in missing:
+            keys[i] = enc.content_key(sources[i])
+        stats.encoded[m] = stats.encoded.get(m, 0) + len(missing)
+    stats.from_cache += len(keys) - len(missing)
+    return space.project(m, X), keys

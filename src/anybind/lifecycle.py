@@ -1,0 +1,105 @@
+"""Measuring a space's life after its first fit: continual updates and merges (the ``continual`` and ``merge``
+bench tasks are thin wrappers of these).
+
+* :func:`continual_study`: bind on the first domain, then update on each next one with every method
+  (naive fine-tuning, Mod-X; :mod:`anybind.update`), beside joint retraining on every domain seen
+  (the upper bound) and the first space frozen (the lower bound); R@1 on the first domain's test
+  split (old) and the new domain's after each step; forgetting = the drop on the first domain.
+* :func:`merge_study`: two spaces bound apart (A: ``a_mods``, B: ``b_mods``, sharing ``anchor``) merged
+  (:mod:`anybind.merge`), beside the same modalities bound jointly: each pair's R@1 and the never-paired
+  pair's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .data.manifest import Manifest, load_manifest
+
+
+def pair_r1(space, manifest: Manifest, a: str, b: str, *, split: str = "test", cache=None) -> float:
+    """Mean of a->b and b->a R@1 on ``split`` of ``manifest`` (records with both)."""
+    from .evaluate import embed_records, retrieval_from_embeddings
+
+    res = retrieval_from_embeddings(embed_records(space, manifest.split(split), [a, b], cache=cache))
+    return (res[f"{a}->{b}/R@1"] + res[f"{b}->{a}/R@1"]) / 2
+
+
+def continual_study(
+    domains: Sequence[tuple[str, Manifest]],
+    *,
+    pair: tuple[str, str] = ("image", "text"),
+    encoders: Mapping[str, str],
+    fit: Mapping[str, Any] | None = None,
+    update: Mapping[str, Any] | None = None,
+    methods: Sequence[str] = ("naive", "modx"),
+    joint: bool = True,
+    cache=None,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+    """One row per (step, system): ``old R@1`` (first domain), ``new R@1`` (this step's domain), ``forgetting``."""
+    from .space import Space
+
+    a, b = pair
+    fit_kw = {"progress": False, "recipe": "plain", "seed": seed, **(fit or {})}
+    first_name, first = domains[0]
+    space0 = Space.fit(first, modalities=list(pair), encoders=dict(encoders), cache=cache, **fit_kw)
+    old0 = pair_r1(space0, first, a, b, cache=cache)
+    rows = [{"name": "first space", "step": 0, "domain": first_name, "old R@1": old0, "new R@1": old0,
+             "forgetting": 0.0}]
+    current = {m: space0 for m in methods}
+    for step, (name, man) in enumerate(domains[1:], start=1):
+        systems: dict[str, Any] = {"frozen": space0}
+        for m in methods:
+            current[m] = current[m].update(man, method=m, cache=cache, seed=seed, **(update or {}))
+            systems[m] = current[m]
+        if joint:
+            systems["joint"] = Space.fit([d for _, d in domains[: step + 1]], modalities=list(pair),
+                                         encoders=dict(encoders), cache=cache, **fit_kw)
+        for sys_name, sp in systems.items():
+            old = pair_r1(sp, first, a, b, cache=cache)
+            rows.append({"name": sys_name, "step": step, "domain": name, "old R@1": old,
+                         "new R@1": pair_r1(sp, man, a, b, cache=cache), "forgetting": old0 - old})
+    return rows
+
+
+def merge_study(
+    manifest: Manifest | str | Path,
+    *,
+    anchor: str = "text",
+    a_mods: tuple[str, str] = ("image", "text"),
+    b_mods: tuple[str, str] = ("audio", "text"),
+    encoders: Mapping[str, str],
+    fit: Mapping[str, Any] | None = None,
+    b_fit: Mapping[str, Any] | None = None,
+    cache=None,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+    """Rows for A, B, merged (anchor items: the training split's) and joint: each pair's test R@1 (None where a
+    space does not bind it); the never-paired pair is ``a_mods`` x ``b_mods`` less the anchor."""
+    from .merge import merge_spaces
+    from .space import Space
+
+    man = manifest if isinstance(manifest, Manifest) else load_manifest(manifest, progress=False)
+    fit_kw = {"progress": False, "recipe": "plain", "seed": seed, **(fit or {})}
+    space_a = Space.fit(man, modalities=list(a_mods), encoders={m: encoders[m] for m in a_mods}, cache=cache, **fit_kw)
+    space_b = Space.fit(man, modalities=list(b_mods), encoders={m: encoders[m] for m in b_mods}, cache=cache,
+                        **{**fit_kw, **(b_fit or {})})
+    anchors = Manifest(man.path, [r for r in man.split("train") if r.has(anchor)], [], man.kinds)
+    merged = merge_spaces(space_a, space_b, anchor=anchor, anchor_data=anchors, cache=cache)
+    mods = sorted({*a_mods, *b_mods})
+    joint = Space.fit(man, modalities=mods, encoders={m: encoders[m] for m in mods}, cache=cache, **fit_kw)
+    (x,), (y,) = (set(a_mods) - {anchor}), (set(b_mods) - {anchor})
+    pairs = [tuple(a_mods), tuple(b_mods), (y, x)]
+    rows = []
+    for name, sp in (("A " + "<->".join(a_mods), space_a), ("B " + "<->".join(b_mods), space_b),
+                     ("merged", merged), ("joint", joint)):
+        row: dict[str, Any] = {"name": name}
+        for p, q in pairs:
+            row[f"{p}<->{q} R@1"] = pair_r1(sp, man, p, q, cache=cache) if {p, q} <= set(sp.modalities) else None
+        rows.append(row)
+    align = merged.info["lineage"][-1]
+    rows[2]["anchor cosine"] = align.get("alignment", {}).get("cosine_after", 1.0)
+    return rows

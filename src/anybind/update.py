@@ -1,0 +1,255 @@
+"""Continual update of a bound space on new pairs, without forgetting (Mod-X).
+
+A space is not trained once: new pairs arrive.  :func:`update_space` (``Space.update``, CLI
+``anybind update``) fine-tunes the projectors of a saved space on new paired records, starting
+from where they are (their feature standardisation kept), with the space's own pairwise
+objective and one more term:
+
+* ``method="modx"`` (default): Mod-X's off-diagonal distillation (Ni et al. 2023, "Continual
+  vision-language representation learning with off-diagonal information").  For every batch of
+  new pairs the *old* space (frozen) and the new one each score every item against every other;
+  the KL divergence between the rows of the two softmax(similarity / temperature) matrices,
+  both directions, is added to the loss (weight ``distill``).  The old space's rows are first
+  *screened*: where it ranked a wrong item first, that item's score and the true pair's are
+  swapped, so the new space is never taught the old space's mistakes.  The whole similarity
+  structure (not only the diagonal the contrastive loss sees) stays close to the old space's,
+  which is what keeps the old domain's retrieval.
+* ``method="naive"``: the same fine-tuning without the distillation term (the baseline).
+
+No old data is needed; ``replay=`` adds a small buffer of old pairs when the user has one.
+Training is :func:`anybind.loop.fit_loop` (the one loop): batches per modality pair, early
+stopping on the val pairs of the data given (the space as it was competes as epoch 0, so an
+update that helps nothing changes nothing).  The result is a new :class:`~anybind.space.Space`
+(the original is not modified) whose lineage ends with an ``update`` entry: the parent's
+identity, the data (manifest, fingerprint, records), the replay buffer, the settings and how it
+trained.  Indexes built with the parent learn they are stale (:mod:`anybind.index.refresh`).
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .binders import standardised
+from .cache import FeatureCache
+from .data.manifest import Manifest
+from .errors import DataError, SpaceError
+from .loop import IndexSampler, fit_loop, make_optimizer, make_temperature, training_threads
+from .projectors import Projector
+
+if TYPE_CHECKING:
+    from .space import Space
+
+log = logging.getLogger(__name__)
+
+METHODS = ("modx", "naive")
+VAL_METRIC = "mean (R@1+R@5+R@10)/3 over pairs, both directions, on the update's val records (replay included)"
+
+
+@dataclass
+class UpdateConfig:
+    """How a space is updated (recorded in the lineage entry)."""
+
+    method: str = "modx"  # "modx" | "naive"
+    distill: float = 1.0  # weight of the off-diagonal distillation term (modx)
+    distill_temperature: float | None = None  # temperature of both similarity distributions (default: the space's)
+    screening: bool = True  # correct the old space's wrongly ranked rows before distilling them
+    epochs: int = 50
+    lr: float = 3e-4
+    weight_decay: float = 0.0  # decay pulls weights towards zero, away from the old space: off by default
+    batch_size: int = 128
+    patience: int = 10
+    replay_weight: float = 1.0  # sampling weight of each replay manifest relative to the new data
+    seed: int = 0
+    threads: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def update_config(config: Mapping[str, Any]) -> UpdateConfig:
+    """Checked :class:`UpdateConfig` from keyword options (an unknown one is a TypeError naming the known)."""
+    known = set(UpdateConfig.__dataclass_fields__)
+    bad = sorted(set(config) - known)
+    if bad:
+        raise TypeError(f"unknown option(s) {bad} for a space update (known: {', '.join(sorted(known))})")
+    cfg = UpdateConfig(**config)
+    if cfg.method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {cfg.method!r}")
+    if cfg.distill < 0 or cfg.epochs < 0 or cfg.batch_size < 2 or cfg.replay_weight <= 0:
+        raise ValueError("distill and epochs must be >= 0, batch_size >= 2 and replay_weight > 0")
+    return cfg
+
+
+# ----------------------------------------------------------------------------- the distillation term
+@torch.no_grad()
+def screen(logits: torch.Tensor) -> torch.Tensor:
+    """Mod-X's screening: in each row whose largest entry is not on the diagonal, swap it with the diagonal."""
+    s = logits.clone()
+    i = torch.arange(len(s))
+    j = s.argmax(1)
+    bad = j != i
+    ib, jb = i[bad], j[bad]
+    diag, top = s[ib, ib].clone(), s[ib, jb].clone()
+    s[ib, ib], s[ib, jb] = top, diag
+    return s
+
+
+def offdiag_distillation(new_a: torch.Tensor, new_b: torch.Tensor, old_a: torch.Tensor, old_b: torch.Tensor,
+                         temperature: float, screening: bool = True) -> torch.Tensor:
+    """KL(old || new) between the rows of softmax(similarity / temperature), a->b and b->a, averaged.
+
+    ``new_*``: the trained space's unit embeddings of one batch of pairs; ``old_*``: the frozen
+    space's of the same items (no gradient)."""
+    s_new = new_a @ new_b.T / temperature
+    with torch.no_grad():
+        s_old = old_a @ old_b.T / temperature
+    total = new_a.new_zeros(())
+    for sn, so in ((s_new, s_old), (s_new.T, s_old.T)):
+        so = screen(so) if screening else so
+        total = total + F.kl_div(F.log_softmax(sn, 1), F.log_softmax(so, 1), log_target=True, reduction="batchmean")
+    return total / 2
+
+
+class DistillBinder(nn.Module):
+    """Trainable projectors + the space's pairwise loss, plus ``weight`` x :func:`offdiag_distillation` against
+    the frozen ``old`` projectors; ``forward({(a, b): (xa, xb), ...})``: the mean over pairs (what
+    :func:`~anybind.loop.fit_loop` trains, like :class:`~anybind.binders.PairBinder`)."""
+
+    def __init__(self, projectors: Mapping[str, Projector], old: Mapping[str, Projector], logit_scale: nn.Parameter,
+                 loss_fn: nn.Module, *, weight: float, temperature: float, screening: bool):
+        super().__init__()
+        self.projectors = nn.ModuleDict(projectors)
+        self.old = dict(old)  # a plain dict: not registered, so never put in train mode nor optimised
+        self.logit_scale = logit_scale
+        self.loss_fn = loss_fn
+        self.weight, self.temperature, self.screening = weight, temperature, screening
+        self.needs_feats = bool(getattr(loss_fn, "needs_features", False))
+
+    def forward(self, batch: Mapping[tuple[str, str], tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        total = 0.0
+        for (a, b), (xa, xb) in batch.items():
+            pa, pb = self.projectors[a], self.projectors[b]
+            ea, eb = F.normalize(pa(xa), dim=-1), F.normalize(pb(xb), dim=-1)
+            kw = {"feats": (standardised(pa, xa), standardised(pb, xb))} if self.needs_feats else {}
+            loss = sum(self.loss_fn(ea, eb, self.logit_scale, **kw).values())
+            if self.weight > 0:
+                with torch.no_grad():
+                    oa, ob = F.normalize(self.old[a](xa), dim=-1), F.normalize(self.old[b](xb), dim=-1)
+                loss = loss + self.weight * offdiag_distillation(ea, eb, oa, ob, self.temperature, self.screening)
+            total = total + loss
+        return total / len(batch)
+
+
+# ----------------------------------------------------------------------------- the update
+def update_space(
+    space: "Space",
+    data: str | Path | Manifest | Sequence[str | Path | Manifest],
+    *,
+    replay: str | Path | Manifest | Sequence[str | Path | Manifest] | None = None,
+    cache: FeatureCache | str | Path | None = None,
+    strict: bool = False,
+    progress: bool = False,
+    **config: Any,
+) -> "Space":
+    """A new Space: ``space`` fine-tuned on the pairs of ``data`` (see the module doc); ``space`` is not modified.
+
+    ``replay``: manifest(s) of old pairs trained on alongside (sampling weight ``replay_weight``);
+    ``**config``: :class:`UpdateConfig` fields (``method``, ``distill``, ``epochs``, ``lr``, ``seed``...).
+    """
+    from .losses import build_loss, is_multimodal
+    from .space import Space, as_manifests
+    from .train import FeatureSet, featureset_batches, val_score
+    from .version import __version__
+
+    t0 = time.perf_counter()
+    cfg = update_config(config)
+    if space.scorer.kind != "cosine":
+        raise SpaceError("a Symile (multilinear) space cannot be updated yet: update supports pairwise-objective spaces")
+    loss_fn = build_loss(str(space.config.get("loss", "infonce")),
+                         label_smoothing=float(space.config.get("label_smoothing", 0.0)))
+    if is_multimodal(loss_fn):
+        raise SpaceError(f"the space's objective {space.config.get('loss')!r} is multimodal: update needs a pairwise one")
+    fc = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
+    bound = space.modalities
+    new_mans = as_manifests(_listed(data), bound, space.encoders, strict, progress)
+    old_mans = as_manifests(_listed(replay), bound, space.encoders, strict, progress)
+    where = ", ".join(str(m.path) for m in new_mans)
+    present = sorted({m for man in new_mans + old_mans for r in man.records for m in r.values} & set(bound))
+    for m in present:
+        space.encoder(m)  # the encoder must be the one the space was trained with
+    weights = [1.0] * len(new_mans) + [cfg.replay_weight] * len(old_mans)
+    fs = FeatureSet.from_manifests(new_mans + old_mans, {m: space.encoders[m] for m in present}, fc,
+                                   progress=progress, weights=weights)
+    train_idx, val_idx = fs.split_idx("train"), fs.split_idx("val")
+    trainable = {m for m in present if space.projectors[m].cfg.kind != "identity"}
+    pairs = [(a, b) for a, b in itertools.combinations(present, 2)
+             if (a in trainable or b in trainable) and len(fs.with_pair(train_idx, a, b)) >= 2]
+    if not pairs:
+        raise DataError(f"{where}: no two bound modalities ({', '.join(bound)}) occur together in 2 or more "
+                        "training records (check the fields and the 'split' values): nothing to update on")
+
+    with training_threads(cfg.threads):
+        torch.manual_seed(cfg.seed)
+        rng = np.random.default_rng(cfg.seed)
+        projectors = {m: copy.deepcopy(p) for m, p in space.projectors.items()}
+        old = {m: copy.deepcopy(p).eval().requires_grad_(False) for m, p in space.projectors.items()}
+        logit_scale = make_temperature(space.temperature, bool(space.config.get("learn_temperature", True)))
+        params = [p for m in sorted(trainable) for p in projectors[m].parameters()]
+        opt = make_optimizer(params, logit_scale, loss_fn.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        sampler = IndexSampler({}, cfg.batch_size, rng)
+        for p in pairs:
+            mem = fs.with_pair(train_idx, *p)
+            w = fs.weights[fs.corpus[mem]]
+            sampler.add(p, mem, w / w.sum() if old_mans else None)
+        weight = cfg.distill if cfg.method == "modx" else 0.0
+        tau = cfg.distill_temperature or space.temperature
+        model = DistillBinder({m: projectors[m] for m in present}, old, logit_scale, loss_fn, weight=weight,
+                              temperature=tau, screening=cfg.screening)
+        feats_t = {m: torch.from_numpy(fs.feats[m]) for m in present}
+        use_val = any(len(fs.with_pair(val_idx, *p)) >= 2 for p in pairs)
+        res = fit_loop(model, featureset_batches(fs, feats_t, pairs, sampler), opt, logit_scale,
+                       epochs=cfg.epochs, steps=sampler.steps(pairs), use_val=use_val, patience=cfg.patience,
+                       score=lambda epoch: val_score(projectors, fs, val_idx, pairs), keep={"projectors": model.projectors},
+                       start=True, progress=progress, label=f"updating ({cfg.method})")
+    for p in projectors.values():
+        p.eval()
+    info = copy.deepcopy(space.info)
+    info.setdefault("lineage", []).append({
+        "event": "update",
+        "method": cfg.method,
+        "parent": space.identity(),
+        "modalities": present,
+        "pairs": {f"{a}-{b}": {"train": int(len(fs.with_pair(train_idx, a, b))),
+                               "val": int(len(fs.with_pair(val_idx, a, b)))} for a, b in pairs},
+        "data": _describe(new_mans, present),
+        "replay": _describe(old_mans, present),
+        "config": {**cfg.to_dict(), "distill_temperature": tau},
+        "training": {**res.record(VAL_METRIC), "seconds": round(time.perf_counter() - t0, 2)},
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "anybind": __version__,
+    })
+    if res.best_epoch == 0:
+        log.info("update: no epoch beat the space as it was on the val pairs; the projectors are unchanged")
+    return Space(space.encoders, projectors, res.logit_scale, identities=space.identities,
+                 config=copy.deepcopy(space.config), info=info, format_version=space.format_version)
+
+
+def _listed(x) -> list:
+    return [] if x is None else list(x) if isinstance(x, (list, tuple)) else [x]
+
+
+def _describe(mans: Sequence[Manifest], modalities: Sequence[str]) -> list[dict[str, Any]]:
+    """The lineage's account of the manifests an update read."""
+    return [{"manifest": str(m.path), "fingerprint": m.fingerprint(modalities), "records": len(m.records)} for m in mans]

@@ -1,0 +1,141 @@
+"""Stale indexes (issue 19): an index built with a space that was since updated says so on open, and
+`anybind index --refresh` re-embeds it from cached features (no encoder call), keeping ids and labels,
+the old version readable until the new one commits."""
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from anybind.cache import FeatureCache
+from anybind.cli import app
+from anybind.errors import SpaceError
+from anybind.index import Index, IndexError_, refresh_index
+from anybind.index import refresh as refresh_mod
+from anybind.space import Space
+from test_index import make_space, write_corpus
+
+
+@pytest.fixture
+def stale(tmp_path):
+    """An index built with a space, and an update of that space (trained on the same records)."""
+    space = make_space()
+    m = write_corpus(tmp_path, n=30)
+    Index.build(space, m, tmp_path / "ix", cache=tmp_path / "cache")
+    space2 = space.update(m, cache=tmp_path / "cache", method="naive", epochs=3, lr=1e-2)
+    assert space2.identity() != space.identity()
+    return space, space2, m, tmp_path
+
+
+def rows(index: Index) -> dict:
+    t = index.table.search().limit(None).to_arrow()
+    cols = {c: t.column(c).to_pylist() for c in ("id", "modality", "source", "labels", "key")}
+    vecs = np.asarray(t.column("vector").to_pylist(), np.float32)
+    return {(i, m): (s, lb, k, v) for i, m, s, lb, k, v in zip(cols["id"], cols["modality"], cols["source"],
+                                                               cols["labels"], cols["key"], vecs)}
+
+
+def no_encoding(monkeypatch, space):
+    """Any encoder call (or any cache miss being encoded) fails the test."""
+    def boom(*a, **k):
+        raise AssertionError("an encoder was called")
+
+    monkeypatch.setattr(FeatureCache, "_encode_missing", boom)
+    for m in space.modalities:
+        monkeypatch.setattr(type(space.encoder(m)), "encode_loaded", boom)
+
+
+def test_open_with_the_updated_space_says_the_index_is_stale_and_how_to_refresh(stale):
+    space, space2, m, tmp = stale
+    with pytest.raises(SpaceError) as ei:
+        Index.open(tmp / "ix", space2)
+    msg = str(ei.value)
+    assert "\n" not in msg and "is stale" in msg and "(update)" in msg
+    assert space.identity() in msg and space2.identity() in msg
+    assert f"anybind index --refresh {tmp / 'ix'} --space" in msg
+
+
+def test_refresh_reembeds_from_cached_features_only_keeping_ids_and_labels(stale, monkeypatch):
+    space, space2, m, tmp = stale
+    before = rows(Index.open(tmp / "ix", space))
+    no_encoding(monkeypatch, space2)
+    stats = refresh_index(tmp / "ix", space2, cache=tmp / "cache", cached_only=True)
+    assert (stats.rows, stats.from_cache, stats.encoded) == (60, 60, {})
+    assert (stats.old_identity, stats.new_identity) == (space.identity(), space2.identity())
+    index = Index.open(tmp / "ix", space2)  # the refreshed index belongs to the new space
+    after = rows(index)
+    assert set(after) == set(before)
+    fc = FeatureCache(tmp / "cache")
+    for (rid, mod), (src, labels, key, vec) in after.items():
+        assert (src, labels, key) == before[(rid, mod)][:3]
+        X, missing = fc.cached(space2.encoder(mod), [key])
+        assert not missing and np.allclose(vec, space2.project(mod, X)[0], atol=1e-6)
+        assert not np.allclose(vec, before[(rid, mod)][3], atol=1e-3)  # re-embedded, not copied
+    assert index.meta["refreshed"]["from"] == space.identity()
+    monkeypatch.undo()  # a query is encoded, of course
+    hits = index.search(text="stamp number 3", modality="text", k=1, cache=tmp / "cache")
+    assert hits[0].id == "r3"
+    with pytest.raises(SpaceError, match="identity"):
+        Index.open(tmp / "ix", space)  # and the old space no longer matches it
+
+
+def test_the_old_version_stays_readable_until_the_refresh_commits(stale, monkeypatch):
+    space, space2, m, tmp = stale
+    before = rows(Index.open(tmp / "ix", space))
+    seen = []
+    real = refresh_mod.write_json_atomic
+
+    def check_then_write(path, obj):  # the new index.json is the last thing written before the swap
+        old = Index.open(tmp / "ix", space)
+        seen.append(len(old))
+        assert rows(old).keys() == before.keys()
+        real(path, obj)
+
+    monkeypatch.setattr(refresh_mod, "write_json_atomic", check_then_write)
+    refresh_index(tmp / "ix", space2, cache=tmp / "cache")
+    assert seen == [60]
+    # a refresh that fails half-way leaves the old version as it was
+    space3 = space2.update(m, cache=tmp / "cache", method="naive", epochs=2, lr=1e-2, seed=5)
+    calls = []
+
+    def fail_second(*a, **k):
+        calls.append(1)
+        if len(calls) > 1:
+            raise RuntimeError("killed")
+        return real_rows(*a, **k)
+
+    real_rows = refresh_mod.rows_table
+    monkeypatch.setattr(refresh_mod, "rows_table", fail_second)
+    with pytest.raises(RuntimeError, match="killed"):
+        refresh_index(tmp / "ix", space3, cache=tmp / "cache", chunk_size=16)
+    index = Index.open(tmp / "ix", space2)
+    assert len(index) == 60 and index.identity == space2.identity()
+    assert not [p for p in tmp.iterdir() if p.name.startswith(".ix.")]  # no leftovers of the failed write
+
+
+def test_rows_without_cached_features_are_encoded_or_refused(stale):
+    space, space2, m, tmp = stale
+    with pytest.raises(IndexError_, match=r"have no cached features .* --cached-only"):
+        refresh_index(tmp / "ix", space2, cache=tmp / "empty-cache", cached_only=True)
+    assert Index.open(tmp / "ix", space).identity == space.identity()  # nothing was replaced
+    stats = refresh_index(tmp / "ix", space2, cache=tmp / "empty-cache")
+    assert stats.from_cache == 0 and stats.encoded == {"image": 30, "text": 30}
+
+
+def test_cli_refresh(stale):
+    space, space2, m, tmp = stale
+    space2.save(tmp / "s2")
+    r = CliRunner().invoke(app, ["index", "--refresh", str(tmp / "ix"), "--space", str(tmp / "s2"),
+                                 "--cache", str(tmp / "cache")])
+    assert r.exit_code == 0, r.output
+    assert "refreshed 60 rows (60 from cached features, 0 encoded)" in r.output
+    assert json.loads((tmp / "ix" / "index.json").read_text())["identity"] == space2.identity()
+    r = CliRunner().invoke(app, ["index", "--refresh", str(tmp / "ix")])
+    assert r.exit_code == 2 and "--space" in r.output
+    s3 = Space(space.encoders, {m: p for m, p in make_space(seed=4).projectors.items()})
+    s3.projectors.pop("image")
+    s3.encoders.pop("image")
+    s3.save(tmp / "s3")
+    r = CliRunner().invoke(app, ["index", "--refresh", str(tmp / "ix"), "--space", str(tmp / "s3")])
+    assert r.exit_code == 2 and "error:" in r.output and "does not bind" in r.output
