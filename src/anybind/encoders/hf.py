@@ -14,12 +14,15 @@ preprocessing with ``AutoTokenizer`` (text), ``AutoImageProcessor`` (image) or `
   projection head is used only with ``layer=-1``;
 * ``revision`` -- the hub branch, tag or commit to load (pin a commit for reproducible features);
 * ``trust_remote_code`` -- ``true`` lets a model that ships its own Python code run it; never done otherwise;
-* ``device`` -- ``cpu`` (default), ``cuda[:N]`` or ``auto`` (CUDA when available).  Always fp32.
+* ``device`` -- pins this encoder to ``cpu``, ``cuda[:N]``, ``mps`` or ``auto``; without it the model runs
+  on the process's device and precision (``--device`` / ``--precision``, :mod:`anybind.encoders.device`);
+* ``chunk``, ``chunk_size``, ``chunk_stride`` -- text longer than the model's limit (:mod:`anybind.encoders.chunks`).
 
 The identity holds the spec (without ``device``), the resolved hub commit or, for a local folder, a hash of
 its weight, config and tokenizer files, a hash of the preprocessing config, and the pooling actually used: a
 changed model changes the identity, so the feature cache and saved spaces refuse it.  Text longer than the
-model's limit is truncated.  Audio items are run through the feature extractor one by one and batched only
+model's limit is cut into overlapping chunks whose vectors are pooled (``chunk=on``, the default, see
+:mod:`anybind.encoders.chunks`; the policy is in the identity), or truncated with ``chunk=off``.  Audio items are run through the feature extractor one by one and batched only
 with items of the same length, so no padding ever enters a model that does not mask it (wav2vec2 base)."""
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ import numpy as np
 from ..data.media import as_rgb_image, load_audio, resample, short_repr
 from ..errors import DataError, EncoderError
 from .base import Encoder, check_text
+from .chunks import chunk_inputs, chunk_spans, long_items, pool_chunks, special_tokens
+from .device import Runtime, autocast, check_precision, current_runtime, place, resolve_device
 from .hf_spec import files_sha256, no_loader_bars, one_line, parse_hf_name
 
 #: bump when the preprocessing or pooling code below changes (it is part of every identity)
@@ -59,6 +64,7 @@ class HfEncoder(Encoder):
     """A ``transformers`` model as a frozen encoder of one modality (see the module docstring)."""
 
     batch_size = 16
+    runs_torch = True
     _transient = ("_model", "_lock", "_proc", "_config")
 
     def __init__(self, modality: str, name: str):
@@ -138,14 +144,13 @@ class HfEncoder(Encoder):
         return self._proc
 
     def device(self) -> str:
-        import torch
-
-        want = self.options.device
-        if want == "auto":
-            return "cuda" if torch.cuda.is_available() else "cpu"
-        if want.startswith("cuda") and not torch.cuda.is_available():
-            raise self._err(f"device={want} but CUDA is not available (use device=auto or cpu)")
-        return want
+        """The spec's ``device=`` when given, else the process's (:func:`~anybind.encoders.device.current_runtime`)."""
+        if self.options.device is None:
+            return current_runtime().device
+        try:
+            return resolve_device(self.options.device)
+        except EncoderError as e:
+            raise self._err(f"device={self.options.device}: {e}") from None
 
     def model(self) -> Any:
         if self._model is None:
@@ -160,7 +165,7 @@ class HfEncoder(Encoder):
                     model.eval()
                     for p in model.parameters():
                         p.requires_grad_(False)
-                    self._model = model.to(self.device())
+                    self._model = model
         return self._model
 
     # ------------------------------------------------------------------ the protocol
@@ -205,10 +210,12 @@ class HfEncoder(Encoder):
             prep = hashlib.sha256(prep_text.encode()).hexdigest()[:16]
             self.dim  # noqa: B018 - resolves pool=auto
             spec = self.spec.split("@", 1)[0]
-            opts = ",".join(f"{k}={v}" for k, v in sorted(vars(self.options).items()) if k != "device")
+            opts = ",".join(f"{k}={v}" for k, v in sorted(vars(self.options).items())
+                            if k not in ("device", "chunk"))
+            chunk = f"|{self.options.chunk.tag()}" if self.modality == "text" else ""
             self._identity = (
                 f"{spec}@{opts}|weights={weights}|prep={prep}|pool={self._pool_used},"
-                f"layer={self.options.layer};{PREP_VERSION}"
+                f"layer={self.options.layer}{chunk};{PREP_VERSION}"
             )
         return self._identity
 
@@ -288,16 +295,47 @@ class HfEncoder(Encoder):
     def _forward_group(self, items: list) -> np.ndarray:
         import torch
 
-        model = self.model()
         if self.modality == "text":
-            enc = self.processor()(items, padding=True, truncation=True, max_length=self._max_length(),
-                                   return_tensors="pt")
-            inputs = {k: v for k, v in enc.items()}
-        else:
-            inputs = {k: torch.from_numpy(np.stack([it[k] for it in items])) for k in items[0]}
-        inputs = {k: v.to(self.device()) for k, v in inputs.items()}
+            return self._text_features(items)
+        return self._run({k: torch.from_numpy(np.stack([it[k] for it in items])) for k in items[0]})
+
+    def _text_features(self, texts: list[str]) -> np.ndarray:
+        """Texts within the model's limit in one batch (as ever); longer ones chunked and pooled."""
+        proc, limit = self.processor(), self._max_length()
+        room = limit - special_tokens(proc)
+        long = long_items(proc, texts, room) if self.options.chunk.on and room > 0 else {}
+        short = [i for i in range(len(texts)) if i not in long]
+        out: np.ndarray | None = None
+        if short:
+            enc = proc([texts[i] for i in short], padding=True, truncation=True, max_length=limit,
+                       return_tensors="pt")
+            X = self._run(dict(enc.items()))
+            if not long:
+                return X
+            out = np.zeros((len(texts), X.shape[1]), np.float32)
+            out[short] = X
+        size, stride = self.options.chunk.resolved(room)
+        for i, ids in long.items():
+            spans = chunk_spans(len(ids), size, stride)
+            v = pool_chunks(self._run(chunk_inputs(proc, ids, spans)), spans)
+            if out is None:
+                out = np.zeros((len(texts), v.shape[0]), np.float32)
+            out[i] = v
+        assert out is not None
+        return out
+
+    def _run(self, inputs: dict) -> np.ndarray:
+        """The pooled features of model inputs, on the runtime's device and precision."""
+        import torch
+
+        dev = self.device()
+        model = place(self.model(), dev)
+        inputs = {k: v.to(dev) for k, v in inputs.items()}
+        rt = current_runtime()
+        if dev != rt.device:  # a spec pinned to another device: the process's precision, checked for it
+            rt = Runtime(dev, check_precision(rt.precision, dev))
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), autocast(rt):
                 feats = self._pooled(model, inputs)
         except EncoderError:
             raise

@@ -11,9 +11,10 @@ from typing import Any
 
 from ..errors import EncoderError
 from .base import sha256_file
+from .chunks import CHUNK_OPTIONS, ChunkPolicy, parse_chunk_option
 
 POOLS = ("auto", "cls", "mean", "pooler")
-OPTIONS = ("pool", "layer", "revision", "trust_remote_code", "device")
+OPTIONS = ("pool", "layer", "revision", "trust_remote_code", "device", *CHUNK_OPTIONS)
 #: files of a local model folder whose bytes make its identity (README, .git, caches are left out)
 HASHED_SUFFIXES = {".safetensors", ".bin", ".json", ".txt", ".model", ".tiktoken"}
 
@@ -24,7 +25,9 @@ class HfOptions:
     layer: int = -1
     revision: str | None = None
     trust_remote_code: bool = False
-    device: str = "cpu"
+    #: None: the process's runtime (``--device``, see :mod:`anybind.encoders.device`)
+    device: str | None = None
+    chunk: ChunkPolicy = ChunkPolicy()
 
 
 def _err(spec: str, msg: str) -> EncoderError:
@@ -45,6 +48,7 @@ def parse_hf_name(spec: str, name: str) -> tuple[str, HfOptions]:
     if not source.strip():
         raise _err(spec, "hf/ needs a hub repo id or a model folder, e.g. image:hf/facebook/dinov2-small")
     kw: dict[str, Any] = {}
+    chunk: dict[str, Any] = {}
     for part in filter(None, (p.strip() for p in opts.split(","))):
         key, eq, value = part.partition("=")
         key, value = key.strip(), value.strip()
@@ -65,12 +69,14 @@ def parse_hf_name(spec: str, name: str) -> tuple[str, HfOptions]:
                 raise _err(spec, f"trust_remote_code={value!r}: use true or false")
             kw[key] = value.lower() == "true"
         elif key == "device":
-            if value not in ("cpu", "auto") and not (value == "cuda" or value.startswith("cuda:")):
-                raise _err(spec, f"device={value!r}: use cpu, cuda, cuda:N or auto")
+            if value not in ("cpu", "auto", "mps") and not (value == "cuda" or value.startswith("cuda:")):
+                raise _err(spec, f"device={value!r}: use cpu, cuda, cuda:N, mps or auto")
             kw[key] = value
+        elif key in CHUNK_OPTIONS:
+            parse_chunk_option(spec, key, value, chunk)
         else:
             kw[key] = value
-    return source.strip(), HfOptions(**kw)
+    return source.strip(), HfOptions(**kw, chunk=ChunkPolicy(**chunk))
 
 
 def files_sha256(folder: Path) -> str:

@@ -1,0 +1,135 @@
+"""Long texts (issue 17): chunked with overlap and pooled, weighted by token count, instead of truncated.
+
+Tiny randomly initialised models built from configs and saved locally (no network): a text three times the
+model's limit must give the token-weighted mean of its chunks encoded by hand with the bare model, a short
+text exactly what it gave before, and the chunk policy must be part of the identity."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from anybind.encoders.registry import get_encoder  # noqa: E402
+from anybind.errors import EncoderError  # noqa: E402
+
+TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"abcdefghijklmnopqrstuvwxyz", "the", "dog", "cat",
+          *("##" + c for c in "abcdefghijklmnopqrstuvwxyz")]
+LIMIT = 64
+SHORT = ["the dog", "a cat sat on the mat with the dog", "cat"]
+
+
+def _words(n: int, seed: int = 0) -> str:
+    rng = np.random.default_rng(seed)
+    return " ".join(rng.choice(["the", "dog", "cat", "a", "b", "c"], size=n))
+
+
+@pytest.fixture(scope="module")
+def bert(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("long") / "bert"
+    torch.manual_seed(0)
+    cfg = transformers.BertConfig(vocab_size=len(TOKENS), max_position_embeddings=LIMIT, hidden_size=32,
+                                  num_hidden_layers=2, num_attention_heads=2, intermediate_size=37)
+    transformers.BertModel(cfg).save_pretrained(folder)
+    tok = transformers.BertTokenizerFast(vocab={t: i for i, t in enumerate(TOKENS)}, model_max_length=LIMIT)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def _by_hand(ids: list[int], room: int, stride: int, forward) -> np.ndarray:
+    """Chunks [s, s + room) every ``stride`` tokens (the last one ending at the end), each as [CLS] ids [SEP],
+    pooled with weights = their token counts."""
+    vecs, weights, s = [], [], 0
+    while True:
+        e = min(s + room, len(ids))
+        vecs.append(forward([2, *ids[s:e], 3]))
+        weights.append(e - s)
+        if e == len(ids):
+            break
+        s += stride
+    w = np.asarray(weights, np.float64) / sum(weights)
+    return (np.stack(vecs).astype(np.float64) * w[:, None]).sum(0), len(vecs)
+
+
+def test_hf_text_three_times_the_limit_is_the_weighted_mean_of_its_chunks(bert):
+    enc = get_encoder(f"text:hf/{bert}@pool=mean", cached=False)
+    model = transformers.BertModel.from_pretrained(bert).eval()
+    tok = transformers.BertTokenizerFast.from_pretrained(bert)
+    text = _words(3 * LIMIT)
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    assert len(ids) == 3 * LIMIT
+
+    def forward(row):
+        with torch.no_grad():
+            return model(input_ids=torch.tensor([row])).last_hidden_state[0].mean(0).numpy()
+
+    ref, n_chunks = _by_hand(ids, LIMIT - 2, (LIMIT - 2) * 3 // 4, forward)
+    assert n_chunks == 4
+    X = enc.encode([SHORT[0], text, SHORT[2]])
+    np.testing.assert_allclose(X[1], ref, rtol=1e-5, atol=1e-5)
+    # it is not the truncated text (what chunk=off, and the code before, gives)
+    off = get_encoder(f"text:hf/{bert}@pool=mean,chunk=off", cached=False).encode([text])[0]
+    np.testing.assert_allclose(off, forward([2, *ids[: LIMIT - 2], 3]), rtol=1e-5, atol=1e-5)
+    assert np.abs(off - X[1]).max() > 1e-3
+    # chunk size and stride from the spec
+    small = get_encoder(f"text:hf/{bert}@pool=mean,chunk_size=40,chunk_stride=40", cached=False).encode([text])[0]
+    np.testing.assert_allclose(small, _by_hand(ids, 40, 40, forward)[0], rtol=1e-5, atol=1e-5)
+
+
+def test_hf_short_texts_are_bit_identical_and_the_policy_is_in_the_identity(bert):
+    on = get_encoder(f"text:hf/{bert}", cached=False)
+    off = get_encoder(f"text:hf/{bert}@chunk=off", cached=False)
+    assert np.array_equal(on.encode(SHORT), off.encode(SHORT))  # the path texts within the limit always took
+    ids = {get_encoder(f"text:hf/{bert}{tail}", cached=False).identity
+           for tail in ("", "@chunk=off", "@chunk_size=40", "@chunk_stride=10", "@chunk=on")}
+    assert len(ids) == 4  # chunk=on is the default: the same identity as no option
+    assert "chunk=on,size=auto,stride=auto,pool=token-weighted-mean" in on.identity
+    with pytest.raises(EncoderError, match=r"chunk='maybe': use on or off"):
+        get_encoder(f"text:hf/{bert}@chunk=maybe", cached=False)
+    with pytest.raises(EncoderError, match=r"chunk_size='0' is not a positive number of tokens"):
+        get_encoder(f"text:hf/{bert}@chunk_size=0", cached=False)
+
+
+@pytest.fixture(scope="module")
+def st_model(bert, tmp_path_factory) -> Path:
+    sentence_transformers = pytest.importorskip("sentence_transformers")
+    from sentence_transformers.sentence_transformer import modules as models
+    folder = tmp_path_factory.mktemp("long") / "st"
+    t = models.Transformer(str(bert), max_seq_length=32)
+    width = getattr(t, "get_embedding_dimension", t.get_word_embedding_dimension)()
+    st = sentence_transformers.SentenceTransformer(
+        modules=[t, models.Pooling(width, "mean"), models.Normalize()], device="cpu")
+    st.save(str(folder))
+    return folder
+
+
+def test_sentence_transformers_long_text_is_pooled_over_chunks(st_model):
+    import sentence_transformers
+
+    enc = get_encoder(f"text:{st_model}", cached=False)
+    st = sentence_transformers.SentenceTransformer(str(st_model), device="cpu")
+    text = _words(3 * 32, seed=1)
+    ids = st.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def forward(row):
+        feats = {"input_ids": torch.tensor([row]), "attention_mask": torch.ones(1, len(row), dtype=torch.long),
+                 "token_type_ids": torch.zeros(1, len(row), dtype=torch.long)}
+        with torch.no_grad():
+            return st(feats)["sentence_embedding"][0].numpy()
+
+    ref, n_chunks = _by_hand(ids, 30, 22, forward)
+    assert n_chunks == 4
+    X = enc.encode([text, *SHORT])
+    np.testing.assert_allclose(X[0], ref / np.linalg.norm(ref), rtol=1e-5, atol=1e-5)
+    # short texts: exactly sentence-transformers' own encode, as before
+    plain = st.encode(SHORT, batch_size=len(SHORT), convert_to_numpy=True, normalize_embeddings=True)
+    assert np.array_equal(enc.encode(SHORT), plain)
+    off = get_encoder(f"text:{st_model}@chunk=off", cached=False)
+    assert np.array_equal(off.encode([text]), st.encode([text], normalize_embeddings=True))  # truncated
+    assert off.identity != enc.identity and enc.identity.endswith("pool=token-weighted-mean")
+    # a space saved before chunking (the identity without the policy) is still accepted for these weights
+    assert enc.matches_identity(enc.identity.rsplit("|", 1)[0]) and not off.matches_identity(enc.identity)
