@@ -133,3 +133,69 @@ def test_sentence_transformers_long_text_is_pooled_over_chunks(st_model):
     assert off.identity != enc.identity and enc.identity.endswith("pool=token-weighted-mean")
     # a space saved before chunking (the identity without the policy) is still accepted for these weights
     assert enc.matches_identity(enc.identity.rsplit("|", 1)[0]) and not off.matches_identity(enc.identity)
+
+
+# ----------------------------------------------------------------------------- long audio
+@pytest.fixture(scope="module")
+def w2v(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("long") / "w2v"
+    torch.manual_seed(0)
+    model = transformers.Wav2Vec2Model(transformers.Wav2Vec2Config(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37, conv_dim=(16, 16),
+        conv_stride=(5, 4), conv_kernel=(10, 4), num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
+        do_stable_layer_norm=True, feat_extract_norm="layer"))
+    model.save_pretrained(folder)
+    transformers.Wav2Vec2FeatureExtractor(sampling_rate=16000, do_normalize=True).save_pretrained(folder)
+    return folder
+
+
+def test_hf_long_audio_is_pooled_over_windows_weighted_by_samples(w2v):
+    wav = np.random.default_rng(3).normal(size=10_000).astype(np.float32) * 0.1
+    model = transformers.AutoModel.from_pretrained(w2v).eval()
+    fe = transformers.AutoFeatureExtractor.from_pretrained(w2v)
+
+    def forward(x):
+        inp = fe(x, sampling_rate=16000, return_tensors="pt")
+        with torch.no_grad():
+            return model(input_values=inp["input_values"]).last_hidden_state.mean(1)[0].numpy()
+
+    enc = get_encoder(f"audio:hf/{w2v}@window=0.25", cached=False)  # 4000 samples: 4000 + 4000 + 2000
+    X = enc.encode([(wav, 16000), (wav[:3000], 16000)])
+    want = (0.4 * forward(wav[:4000]).astype(np.float64) + 0.4 * forward(wav[4000:8000])
+            + 0.2 * forward(wav[8000:]))
+    np.testing.assert_allclose(X[0], want, rtol=1e-5, atol=1e-5)
+    whole = get_encoder(f"audio:hf/{w2v}", cached=False)  # wav2vec2 reads any length: the whole clip (auto)
+    assert np.array_equal(X[1], whole.encode([(wav[:3000], 16000)])[0])  # one window: exactly as before
+    np.testing.assert_allclose(whole.encode([(wav, 16000)])[0], forward(wav), rtol=1e-5, atol=1e-5)
+    assert "window=0.25:4000," in enc.identity and "window=auto:whole," in whole.identity
+    with pytest.raises(EncoderError, match=r"window='-1': use auto, off or a number of seconds"):
+        get_encoder(f"audio:hf/{w2v}@window=-1", cached=False)
+
+
+def test_auto_windows_are_the_extractors_own_lengths():
+    from anybind.encoders.hf_audio import auto_window
+
+    assert auto_window(transformers.ASTFeatureExtractor(), 16000) == 1023 * 160 + 400  # 1024 frames, ~10.25 s
+    assert auto_window(transformers.ClapFeatureExtractor(), 48000) == 480_000  # 10 s (CLAP crops at random)
+    assert auto_window(transformers.WhisperFeatureExtractor(), 16000) == 480_000  # 30 s
+    assert auto_window(transformers.Wav2Vec2FeatureExtractor(), 16000) is None
+
+
+def test_chunk_spans_cover_every_token_with_the_given_overlap():
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    from anybind.encoders.chunks import ChunkPolicy, chunk_spans
+
+    @given(n=st.integers(1, 2000), room=st.integers(1, 600), size=st.integers(0, 700), stride=st.integers(0, 700))
+    def check(n, room, size, stride):
+        s, t = ChunkPolicy(size=size, stride=stride).resolved(room)
+        assert 1 <= t <= s <= room
+        spans = chunk_spans(n, s, t)
+        assert spans[0][0] == 0 and spans[-1][1] == n
+        assert all(e - b <= s and e > b for b, e in spans)
+        assert all(b2 - b1 == t for (b1, _), (b2, _) in zip(spans, spans[1:]))
+        assert all(e1 >= b2 for (_, e1), (b2, _) in zip(spans, spans[1:]))  # no token left out
+        assert len(spans) == 1 or spans[-2][1] < n  # no chunk after the one that reached the end
+
+    check()

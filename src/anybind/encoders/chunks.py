@@ -85,10 +85,15 @@ def chunk_spans(n: int, size: int, stride: int) -> list[tuple[int, int]]:
     return [(s, min(s + size, n)) for s in starts]
 
 
+def weighted_mean(vectors: np.ndarray, weights: list[int]) -> np.ndarray:
+    """The mean of the rows of ``vectors`` weighted by ``weights`` (computed in float64), as float32."""
+    w = np.asarray(weights, np.float64)
+    return (np.asarray(vectors, np.float64) * (w / w.sum())[:, None]).sum(0).astype(np.float32)
+
+
 def pool_chunks(vectors: np.ndarray, spans: list[tuple[int, int]]) -> np.ndarray:
     """The mean of the chunks' vectors weighted by their token counts."""
-    w = np.asarray([e - s for s, e in spans], np.float64)
-    return (np.asarray(vectors, np.float64) * (w / w.sum())[:, None]).sum(0).astype(np.float32)
+    return weighted_mean(vectors, [e - s for s, e in spans])
 
 
 def long_items(tokenizer: Any, texts: list[str], room: int) -> dict[int, list[int]]:

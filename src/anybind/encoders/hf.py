@@ -16,14 +16,17 @@ preprocessing with ``AutoTokenizer`` (text), ``AutoImageProcessor`` (image) or `
 * ``trust_remote_code`` -- ``true`` lets a model that ships its own Python code run it; never done otherwise;
 * ``device`` -- pins this encoder to ``cpu``, ``cuda[:N]``, ``mps`` or ``auto``; without it the model runs
   on the process's device and precision (``--device`` / ``--precision``, :mod:`anybind.encoders.device`);
-* ``chunk``, ``chunk_size``, ``chunk_stride`` -- text longer than the model's limit (:mod:`anybind.encoders.chunks`).
+* ``chunk``, ``chunk_size``, ``chunk_stride`` -- text longer than the model's limit (:mod:`anybind.encoders.chunks`);
+* ``window`` -- audio longer than the extractor's length: ``auto`` (default), ``off`` or seconds; windows
+  pooled, never cropped (:mod:`anybind.encoders.hf_audio`).
 
 The identity holds the spec (without ``device``), the resolved hub commit or, for a local folder, a hash of
 its weight, config and tokenizer files, a hash of the preprocessing config, and the pooling actually used: a
 changed model changes the identity, so the feature cache and saved spaces refuse it.  Text longer than the
 model's limit is cut into overlapping chunks whose vectors are pooled (``chunk=on``, the default, see
-:mod:`anybind.encoders.chunks`; the policy is in the identity), or truncated with ``chunk=off``.  Audio items are run through the feature extractor one by one and batched only
-with items of the same length, so no padding ever enters a model that does not mask it (wav2vec2 base)."""
+:mod:`anybind.encoders.chunks`; the policy is in the identity), or truncated with ``chunk=off``.  Audio items
+are run through the feature extractor one by one (a long clip window by window) and batched only with items
+of the same length, so no padding ever enters a model that does not mask it (wav2vec2 base)."""
 
 from __future__ import annotations
 
@@ -37,11 +40,12 @@ from typing import Any
 
 import numpy as np
 
-from ..data.media import as_rgb_image, load_audio, resample, short_repr
+from ..data.media import as_rgb_image, short_repr
 from ..errors import DataError, EncoderError
 from .base import Encoder, check_text
 from .chunks import chunk_inputs, chunk_spans, long_items, pool_chunks, special_tokens
 from .device import Runtime, autocast, check_precision, current_runtime, place, resolve_device
+from .hf_audio import AudioWindows, decode_audio, pool_windows, split_clip, window_samples
 from .hf_spec import files_sha256, no_loader_bars, one_line, parse_hf_name
 
 #: bump when the preprocessing or pooling code below changes (it is part of every identity)
@@ -187,7 +191,8 @@ class HfEncoder(Encoder):
         else:
             sr = self._sampling_rate()
             item = (np.sin(np.arange(sr, dtype=np.float32) * 0.05) * 0.1).astype(np.float32), sr
-        out = self._forward_group([self.load(item)] if self.modality != "text" else [item])
+        x = self.load(item) if self.modality != "text" else item
+        out = self._forward_group([x.parts[0] if isinstance(x, AudioWindows) else x])
         self._dim = int(out.shape[1])
 
     @property
@@ -211,8 +216,11 @@ class HfEncoder(Encoder):
             self.dim  # noqa: B018 - resolves pool=auto
             spec = self.spec.split("@", 1)[0]
             opts = ",".join(f"{k}={v}" for k, v in sorted(vars(self.options).items())
-                            if k not in ("device", "chunk"))
+                            if k not in ("device", "chunk", "window"))
             chunk = f"|{self.options.chunk.tag()}" if self.modality == "text" else ""
+            if self.modality == "audio":
+                n = self._window()
+                chunk = f"|window={self.options.window}:{n or 'whole'},pool=sample-weighted-mean"
             self._identity = (
                 f"{spec}@{opts}|weights={weights}|prep={prep}|pool={self._pool_used},"
                 f"layer={self.options.layer}{chunk};{PREP_VERSION}"
@@ -236,6 +244,10 @@ class HfEncoder(Encoder):
             raise self._err(f"the feature extractor declares no sampling_rate")
         return int(sr)
 
+    def _window(self) -> int | None:
+        """Samples per audio window (None: the whole clip), see :mod:`anybind.encoders.hf_audio`."""
+        return window_samples(self.options.window, self.processor(), self._sampling_rate())
+
     def _max_length(self) -> int:
         n = int(getattr(self.processor(), "model_max_length", 0) or 0)
         cfg = self.config()
@@ -246,7 +258,7 @@ class HfEncoder(Encoder):
     def load(self, item: Any) -> Any:
         if self.modality == "text":
             return check_text(item)
-        if isinstance(item, dict):  # already preprocessed by load()
+        if isinstance(item, (dict, AudioWindows)):  # already preprocessed by load()
             return item
         name = item if isinstance(item, (str, Path)) else short_repr(item)
         if self.modality == "image":
@@ -254,28 +266,19 @@ class HfEncoder(Encoder):
             call = lambda proc: proc(images=img, return_tensors="np")  # noqa: E731
         else:
             sr = self._sampling_rate()
-            wav = self._audio(item, sr)
-            call = lambda proc: proc(wav, sampling_rate=sr, return_tensors="np")  # noqa: E731
-        proc = self.processor()
+            pieces = split_clip(decode_audio(item, sr), self._window())
+            if len(pieces) > 1:  # a long clip: each window on its own, pooled in encode_loaded
+                return AudioWindows([self._prep(name, lambda proc, w=w: proc(w, sampling_rate=sr, return_tensors="np"))
+                                     for w in pieces], [len(w) for w in pieces])
+            call = lambda proc: proc(pieces[0], sampling_rate=sr, return_tensors="np")  # noqa: E731
+        return self._prep(name, call)
+
+    def _prep(self, name: Any, call: Any) -> dict[str, np.ndarray]:
         try:
-            out = call(proc)
+            out = call(self.processor())
         except Exception as e:  # noqa: BLE001 - a decoded item the processor chokes on
             raise DataError(f"{name}: cannot preprocess for {self.spec} ({one_line(e)})") from None
         return {k: np.ascontiguousarray(np.asarray(v)[0]) for k, v in out.items() if hasattr(v, "shape")}
-
-    def _audio(self, item: Any, sr: int) -> np.ndarray:
-        if isinstance(item, (str, Path)):
-            return load_audio(item, sr)[0]
-        if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], np.ndarray):
-            wav, rate = np.asarray(item[0], np.float32), int(item[1])
-            if rate <= 0 or wav.ndim != 1 or wav.size == 0:
-                raise DataError(f"{short_repr(item)}: expected (mono samples, sample rate > 0)")
-            return resample(wav, rate, sr) if rate != sr else wav
-        if isinstance(item, np.ndarray) and item.ndim == 1 and item.size:
-            return item.astype(np.float32)
-        raise DataError(
-            f"{short_repr(item)}: not audio (expected a file path, mono samples or (samples, rate))"
-        )
 
     def encode_loaded(self, batch: Sequence[Any]) -> np.ndarray:
         if len(batch) == 0:
@@ -283,12 +286,20 @@ class HfEncoder(Encoder):
         loaded = [self.load(b) for b in batch]
         if self.modality == "text":
             return self._forward_group(loaded)
+        flat = [p for x in loaded for p in (x.parts if isinstance(x, AudioWindows) else [x])]
         groups: dict[tuple, list[int]] = {}
-        for i, x in enumerate(loaded):  # same shapes batch together: nothing is padded
+        for i, x in enumerate(flat):  # same shapes batch together: nothing is padded
             groups.setdefault(tuple(sorted((k, v.shape) for k, v in x.items())), []).append(i)
-        out = np.zeros((len(loaded), self.dim), np.float32)
+        feats = np.zeros((len(flat), self.dim), np.float32)
         for idx in groups.values():
-            out[idx] = self._forward_group([loaded[i] for i in idx])
+            feats[idx] = self._forward_group([flat[i] for i in idx])
+        if len(flat) == len(loaded):
+            return feats
+        out, j = np.zeros((len(loaded), self.dim), np.float32), 0
+        for i, x in enumerate(loaded):  # a long clip: its windows' mean, weighted by their samples
+            n = len(x.parts) if isinstance(x, AudioWindows) else 1
+            out[i] = pool_windows(feats[j : j + n], x.samples) if n > 1 else feats[j]
+            j += n
         return out
 
     # ------------------------------------------------------------------ the forward and the pooling

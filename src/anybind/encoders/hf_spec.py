@@ -12,9 +12,10 @@ from typing import Any
 from ..errors import EncoderError
 from .base import sha256_file
 from .chunks import CHUNK_OPTIONS, ChunkPolicy, parse_chunk_option
+from .hf_audio import parse_window
 
 POOLS = ("auto", "cls", "mean", "pooler")
-OPTIONS = ("pool", "layer", "revision", "trust_remote_code", "device", *CHUNK_OPTIONS)
+OPTIONS = ("pool", "layer", "revision", "trust_remote_code", "device", *CHUNK_OPTIONS, "window")
 #: files of a local model folder whose bytes make its identity (README, .git, caches are left out)
 HASHED_SUFFIXES = {".safetensors", ".bin", ".json", ".txt", ".model", ".tiktoken"}
 
@@ -28,6 +29,8 @@ class HfOptions:
     #: None: the process's runtime (``--device``, see :mod:`anybind.encoders.device`)
     device: str | None = None
     chunk: ChunkPolicy = ChunkPolicy()
+    #: audio: ``auto`` (the extractor's own length), ``off`` or seconds (:mod:`anybind.encoders.hf_audio`)
+    window: str = "auto"
 
 
 def _err(spec: str, msg: str) -> EncoderError:
@@ -74,6 +77,8 @@ def parse_hf_name(spec: str, name: str) -> tuple[str, HfOptions]:
             kw[key] = value
         elif key in CHUNK_OPTIONS:
             parse_chunk_option(spec, key, value, chunk)
+        elif key == "window":
+            kw[key] = parse_window(spec, value)
         else:
             kw[key] = value
     return source.strip(), HfOptions(**kw, chunk=ChunkPolicy(**chunk))
