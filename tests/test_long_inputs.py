@@ -199,3 +199,42 @@ def test_chunk_spans_cover_every_token_with_the_given_overlap():
         assert len(spans) == 1 or spans[-2][1] < n  # no chunk after the one that reached the end
 
     check()
+
+
+# ----------------------------------------------------------------------------- passage rows
+def _rows(index) -> dict[str, str]:
+    t = index.table.search().select(["id", "source"]).limit(None).to_arrow()
+    return dict(zip(t.column("id").to_pylist(), t.column("source").to_pylist()))
+
+
+def test_index_chunk_rows_give_one_row_per_passage_and_drop_stale_ones(bert, tmp_path):
+    import json
+
+    from anybind.index import Index
+    from anybind.projectors import Projector, ProjectorConfig
+    from anybind.space import Space
+
+    torch.manual_seed(0)
+    proj = Projector(ProjectorConfig(in_dim=32, out_dim=8, kind="linear", dropout=0.0, input_dropout=0.0))
+    space = Space({"text": f"text:hf/{bert}@pool=mean"}, {"text": proj})
+    long_text = _words(3 * LIMIT, seed=5)
+
+    def write(text):
+        recs = [{"id": "doc", "text": text}, {"id": "short", "text": "the dog"}, {"id": "short#7", "text": "cat"}]
+        (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+        return tmp_path / "m.jsonl"
+
+    ix = Index.build(space, write(long_text), tmp_path / "ix", cache=tmp_path / "c", chunk_rows=True)
+    rows = _rows(ix)
+    assert sorted(rows) == ["doc#0", "doc#1", "doc#2", "doc#3", "short", "short#7"]
+    enc = space.encoder("text")
+    assert [rows[f"doc#{k}"] for k in range(4)] == enc.passages(long_text)
+    assert all(p in long_text for p in enc.passages(long_text))
+    hit = ix.search(text=rows["doc#2"], k=1)[0]
+    assert hit.id == "doc#2" and hit.score == pytest.approx(1.0, abs=1e-4)  # the passage itself is found
+    # the text shrinks to two passages, then fits: the passage rows it no longer has are deleted
+    ix = Index.build(space, write(" ".join(long_text.split()[: LIMIT + 20])), tmp_path / "ix", cache=tmp_path / "c",
+                     chunk_rows=True)
+    assert sorted(_rows(ix)) == ["doc#0", "doc#1", "short", "short#7"]
+    ix = Index.build(space, write("the cat"), tmp_path / "ix", cache=tmp_path / "c", chunk_rows=True)
+    assert sorted(_rows(ix)) == ["doc", "short", "short#7"]  # a record whose id looks like a passage is kept

@@ -102,6 +102,10 @@ def index_cmd(
     concurrency: int = typer.Option(2, help="Ray: embedding actors."),
     batch_size: int = typer.Option(256, help="Ray: items per actor call."),
     num_gpus: float = typer.Option(0.0, help="Ray: GPUs per actor (default 1 when --device is CUDA)."),
+    chunk_rows: bool = typer.Option(
+        False, "--chunk-rows", help="A text longer than its encoder's limit: one row per chunk (ID#0, ID#1 ...), "
+        "for passage-level search."
+    ),
     device: str = device_option(),
     precision: str = precision_option(),
 ):
@@ -134,7 +138,8 @@ def index_cmd(
                 return
         target = ray_target(ray, ray_address)
         build = dict(cache=cache, split=split, ann={"auto": "auto", "always": True, "never": False}[ann],
-                     ann_type=ann_type, ann_threshold=ann_threshold, overwrite=overwrite, progress=True)
+                     ann_type=ann_type, ann_threshold=ann_threshold, overwrite=overwrite, progress=True,
+                     chunk_rows=chunk_rows)
         if target is False:
             index = Index.build(space, manifest, out, split_csv(modalities), **build)
         else:

@@ -137,3 +137,16 @@ def chunk_inputs(tokenizer: Any, ids: list[int], spans: list[tuple[int, int]]) -
     if "token_type_ids" in getattr(tokenizer, "model_input_names", ()):
         out["token_type_ids"] = torch.zeros_like(input_ids)
     return out
+
+
+def text_passages(tokenizer: Any, text: str, room: int, policy: ChunkPolicy) -> list[str]:
+    """The text's chunks as passages of the text itself (what ``anybind index --chunk-rows`` indexes one row
+    each): the characters each chunk's tokens cover; ``[text]`` when it fits (or chunking is off)."""
+    if not policy.on or room < 1:
+        return [text]
+    enc = tokenizer(text, add_special_tokens=False, truncation=False, return_offsets_mapping=True, verbose=False)
+    offsets = enc["offset_mapping"]
+    if len(offsets) <= room:
+        return [text]
+    size, stride = policy.resolved(room)
+    return [text[offsets[s][0] : offsets[e - 1][1]] for s, e in chunk_spans(len(offsets), size, stride)]

@@ -31,7 +31,6 @@ of the same length, so no padding ever enters a model that does not mask it (wav
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import threading
 from collections.abc import Sequence
@@ -43,10 +42,10 @@ import numpy as np
 from ..data.media import as_rgb_image, short_repr
 from ..errors import DataError, EncoderError
 from .base import Encoder, check_text
-from .chunks import chunk_inputs, chunk_spans, long_items, pool_chunks, special_tokens
+from .chunks import chunk_inputs, chunk_spans, long_items, pool_chunks, special_tokens, text_passages
 from .device import Runtime, autocast, check_precision, current_runtime, place, resolve_device
 from .hf_audio import AudioWindows, decode_audio, pool_windows, split_clip, window_samples
-from .hf_spec import files_sha256, no_loader_bars, one_line, parse_hf_name
+from .hf_spec import accepted as _accepted, files_sha256, no_loader_bars, one_line, parse_hf_name
 
 #: bump when the preprocessing or pooling code below changes (it is part of every identity)
 PREP_VERSION = "hf-v1"
@@ -54,14 +53,6 @@ _HEADS = {"text": "get_text_features", "image": "get_image_features", "audio": "
 _TOWERS = {"text": "text_model", "image": "vision_model", "audio": "audio_model"}
 _PROCESSORS = {"text": "AutoTokenizer", "image": "AutoImageProcessor", "audio": "AutoFeatureExtractor"}
 _SUB_PROCESSORS = {"text": "tokenizer", "image": "image_processor", "audio": "feature_extractor"}
-
-
-def _accepted(fn: Any, inputs: dict) -> dict:
-    """The inputs ``fn`` takes (a tokenizer's ``token_type_ids`` are not every model's)."""
-    params = inspect.signature(fn).parameters
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return inputs
-    return {k: v for k, v in inputs.items() if k in params}
 
 
 class HfEncoder(Encoder):
@@ -334,6 +325,13 @@ class HfEncoder(Encoder):
             out[i] = v
         assert out is not None
         return out
+
+    def passages(self, text: str) -> list[str]:
+        """A long text's chunks as passages of it (one index row each with ``--chunk-rows``)."""
+        if self.modality != "text":
+            return [text]
+        proc = self.processor()
+        return text_passages(proc, text, self._max_length() - special_tokens(proc), self.options.chunk)
 
     def _run(self, inputs: dict) -> np.ndarray:
         """The pooled features of model inputs, on the runtime's device and precision."""

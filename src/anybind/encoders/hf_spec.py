@@ -5,6 +5,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 import hashlib
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,14 @@ def parse_hf_name(spec: str, name: str) -> tuple[str, HfOptions]:
         else:
             kw[key] = value
     return source.strip(), HfOptions(**kw, chunk=ChunkPolicy(**chunk))
+
+
+def accepted(fn: Any, inputs: dict) -> dict:
+    """The inputs ``fn`` takes (a tokenizer's ``token_type_ids`` are not every model's)."""
+    params = inspect.signature(fn).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return inputs
+    return {k: v for k, v in inputs.items() if k in params}
 
 
 def files_sha256(folder: Path) -> str:

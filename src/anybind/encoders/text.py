@@ -26,7 +26,9 @@ import numpy as np
 from ..errors import EncoderError
 from .hf_spec import no_loader_bars
 from .base import Encoder, check_text, sha256_dir
-from .chunks import ChunkPolicy, chunk_inputs, chunk_spans, long_items, pool_chunks, special_tokens, split_options
+from .chunks import (
+    ChunkPolicy, chunk_inputs, chunk_spans, long_items, pool_chunks, special_tokens, split_options, text_passages,
+)
 from .device import autocast, current_runtime, place
 
 log = logging.getLogger(__name__)
@@ -103,7 +105,10 @@ class SentenceTransformerEncoder(Encoder):
         if super().matches_identity(recorded):
             return True
         ident = self.identity
-        if self.chunk.on and recorded == ident.rsplit("|", 1)[0]:
+        if self.chunk == ChunkPolicy() and recorded == ident.rsplit("|", 1)[0]:
+            if getattr(self, "_warned", False):
+                return True
+            self._warned = True
             log.warning("%s: the space was made before long texts were chunked; texts over the model's "
                         "%d tokens now get their chunks pooled instead of being truncated", self.spec,
                         int(getattr(self._loaded(), "max_seq_length", 0) or 0))
@@ -135,6 +140,12 @@ class SentenceTransformerEncoder(Encoder):
             v = pool_chunks(self._chunk_vectors(model, chunk_inputs(tok, ids, spans), rt), spans)
             out[i] = v / max(float(np.linalg.norm(v)), 1e-12)
         return out
+
+    def passages(self, text: str) -> list[str]:
+        """A long text's chunks as passages of it (one index row each with ``--chunk-rows``)."""
+        model = self._loaded()
+        room = int(model.max_seq_length or 0) - special_tokens(model.tokenizer)
+        return text_passages(model.tokenizer, text, room, self.chunk)
 
     @staticmethod
     def _chunk_vectors(model, inputs, rt) -> np.ndarray:
