@@ -40,6 +40,7 @@ def pair_terms(
     each worker computes the loss over the *global* batch and the averaged gradients equal
     the single-process ones.
     """
+    xa, xb = xa.to(logit_scale.device), xb.to(logit_scale.device)  # the features live on the CPU
     if noise > 0:
         xa = xa + noise * projectors[a].scale * torch.randn_like(xa)
         xb = xb + noise * projectors[b].scale * torch.randn_like(xb)
@@ -101,7 +102,8 @@ class MultiBinder(nn.Module):
             rows = torch.from_numpy(self.rows[m][idx])
             obs = rows >= 0
             pr = self.projectors[m]
-            x = self.feats[m][rows.clamp_min(0)]
+            x = self.feats[m][rows.clamp_min(0)].to(self.logit_scale.device)
+            obs = obs.to(x.device)
             if self.noise > 0:
                 x = x + self.noise * pr.scale * torch.randn_like(x)
             x = torch.where(obs[:, None], x, self.placeholders.inputs(m, pr, len(idx)))
@@ -131,12 +133,12 @@ class AnchorBinder(nn.Module):
     def forward(self, batch: Sequence[tuple[str, np.ndarray]]) -> torch.Tensor:
         proj, total = self.projector, 0.0
         for a, j in batch:
-            x = self.feats[self.rows[a][j]]
+            x = self.feats[self.rows[a][j]].to(self.logit_scale.device)
             if self.noise > 0:
                 x = x + self.noise * proj.scale * torch.randn_like(x)
             e = F.normalize(proj(x), dim=-1)
-            g = self.targets[a][j]  # frozen: no gradient reaches the bound space
-            kw = {"feats": (standardised(proj, x), self.keys[a][j])} if self.needs_feats else {}
+            g = self.targets[a][j].to(x.device)  # frozen: no gradient reaches the bound space
+            kw = {"feats": (standardised(proj, x), self.keys[a][j].to(x.device))} if self.needs_feats else {}
             total = total + sum(self.loss_fn(e, g, self.logit_scale, **kw).values())
         return total / len(batch)
 
@@ -150,7 +152,7 @@ def missing_embeddings(projectors: Mapping[str, Projector], placeholders: Missin
         pr = projectors[m]
         was = pr.training
         pr.eval()
-        out[m] = F.normalize(pr(placeholders.inputs(m, pr, 1)), dim=-1)[0].numpy().astype(np.float32)
+        out[m] = F.normalize(pr(placeholders.inputs(m, pr, 1)), dim=-1)[0].cpu().numpy().astype(np.float32)
         pr.train(was)
     return out
 

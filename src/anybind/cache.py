@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 
 from .encoders.base import Encoder
+from .encoders.batching import encode_adaptive
+from .encoders.device import cache_identity
 from .errors import DataError
 from .io import default_cache_dir  # noqa: F401  (re-exported: it was defined here)
 from .io import atomic_write_bytes, atomic_write_dir  # noqa: F401 -- re-exported (they used to live here)
@@ -188,7 +190,7 @@ class FeatureCache:
             # a derived encoder (e.g. +bridge): cache the base features, recompute the cheap derivation
             X = self.encode(base, items, progress=progress, description=description, workers=workers, bad=bad)
             return encoder.derive(X)
-        identity = encoder.identity
+        identity = cache_identity(encoder)  # the identity, plus the precision when it is not fp32
         idx = self._load_index(identity)
         keys = [encoder.content_key(it) for it in items]
         stats = EncodeStats(requested=len(items))
@@ -253,7 +255,7 @@ class FeatureCache:
                     if bi + 1 < len(batches):
                         futures.append(pool.submit(self._load_batch, encoder, batches[bi + 1], first))
                     loaded = futures[bi].result()
-                    good, X = _encode_batch(encoder, loaded, failed)
+                    good, X = _encode_batch(encoder, loaded, failed, first)
                     ok_keys += good
                     if X is not None:
                         outs.append(X)
@@ -278,12 +280,14 @@ class FeatureCache:
 
 
 def _encode_batch(
-    encoder: Encoder, loaded: list[tuple[str, Any, str | None]], failed: dict[str, str]
+    encoder: Encoder, loaded: list[tuple[str, Any, str | None]], failed: dict[str, str],
+    first: dict[str, Any] | None = None,
 ) -> tuple[list[str], np.ndarray | None]:
     """Encode the decoded items of a batch: (their keys, features); undecodable ones go to ``failed``.
 
     An encoder that decodes inside its forward pass (a ``callable:``) raises DataError for the whole
-    batch: it is then encoded item by item, so only the bad item fails."""
+    batch: it is then encoded item by item, so only the bad item fails.  A batch that runs out of memory
+    is encoded in halves (:func:`~anybind.encoders.batching.encode_adaptive`)."""
     for k, _, why in loaded:
         if why is not None:
             failed[k] = why
@@ -291,14 +295,15 @@ def _encode_batch(
     if not good:
         return [], None
     try:
-        return [k for k, _ in good], encoder._check(encoder.encode_loaded([x for _, x in good]), len(good))
+        names = [str(first[k]) if first and k in first else k for k, _ in good]
+        return [k for k, _ in good], encode_adaptive(encoder, [x for _, x in good], names=names)
     except DataError as e:
         if len(good) == 1:
             failed[good[0][0]] = str(e)
             return [], None
     keys, outs = [], []
     for k, x in good:
-        ks, X = _encode_batch(encoder, [(k, x, None)], failed)
+        ks, X = _encode_batch(encoder, [(k, x, None)], failed, first)
         if X is not None:
             keys += ks
             outs.append(X)

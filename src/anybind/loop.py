@@ -9,7 +9,9 @@ workers); what they share is here:
   temperature, the loss' own parameters and Symile's missing placeholders not), :func:`clamp_temperature`;
 * :class:`IndexSampler`: batches of record indices drawn from memory (in-memory and progressive);
 * :func:`fit_loop`: epochs of steps, the val score through a callback, best-epoch selection and
-  early stopping (:class:`~anybind.epochs.EpochSelection`), the history rows and the progress bar;
+  early stopping (:class:`~anybind.epochs.EpochSelection`), the history rows and the progress bar; the
+  steps run on the process's device and precision (:mod:`anybind.encoders.device`: autocast, a gradient
+  scaler for fp16), and the trained modules come back to the CPU;
 * :func:`ridge_select` / :func:`locked_ridge_start`: the ridge start and its one shrinkage grid.
 """
 
@@ -28,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .encoders.device import Runtime, autocast, current_runtime, place
 from .numerics import flush_denormals
 from .epochs import EpochSelection, selection_record
 from .errors import DataError
@@ -165,6 +168,7 @@ def fit_loop(
     on_epoch: Callable[[int, float | None], None] | None = None,
     progress: bool = False,
     label: str = "training",
+    runtime: Runtime | None = None,
 ) -> LoopResult:
     """Train ``model`` (``model(batch)`` returns one step's loss) for up to ``epochs`` epochs of ``steps`` steps.
 
@@ -175,6 +179,8 @@ def fit_loop(
     after ``patience`` epochs without improvement (see :class:`~anybind.epochs.EpochSelection`).
     ``start``: the weights as they are (a warm start) compete as epoch 0.  ``penalty()``: added to
     every step's loss (a regulariser); ``on_epoch(epoch, score)``: called after each epoch is scored.
+    ``runtime``: where and at what precision the steps run (default: the process's); ``score`` then sees
+    the modules on that device, and they are moved back to the CPU at the end.
     """
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -182,8 +188,12 @@ def fit_loop(
     best: tuple[dict, float, int] | None = None
     history: list[dict[str, Any]] = []
 
+    rt = runtime or current_runtime()
+    place(model, rt.device)
+    scaler = torch.amp.GradScaler(rt.device_type) if rt.precision == "fp16" else None
+
     def snapshot(epoch: int) -> tuple[dict, float, int]:
-        return {k: copy.deepcopy(m.state_dict()) for k, m in keep.items()}, float(logit_scale.item()), epoch
+        return {k: _cpu_state(m) for k, m in keep.items()}, float(logit_scale.item()), epoch
 
     if start and use_val:
         model.eval()
@@ -201,11 +211,17 @@ def fit_loop(
             for _ in range(steps):
                 batch = next(batches)
                 optimizer.zero_grad(set_to_none=True)
-                total = model(batch)
-                if penalty is not None:
-                    total = total + penalty()
-                total.backward()
-                optimizer.step()
+                with autocast(rt):
+                    total = model(batch)
+                    if penalty is not None:
+                        total = total + penalty()
+                if scaler is None:
+                    total.backward()
+                    optimizer.step()
+                else:  # fp16: scaled loss, unscaled and checked gradients
+                    scaler.scale(total).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
                 clamp_temperature(logit_scale)
                 ep_loss += float(total.detach())
             model.eval()
@@ -225,7 +241,17 @@ def fit_loop(
         best = snapshot(len(history))
     for k, sd in best[0].items():
         keep[k].load_state_dict(sd)
+    if rt.device != "cpu":
+        model.to("cpu")
+        for m in keep.values():
+            m.to("cpu")
     return LoopResult(best[0], best[1], best[2], sel.best, use_val, history)
+
+
+def _cpu_state(module: nn.Module) -> dict:
+    """A copy of a module's state on the CPU (a snapshot of a model training on a GPU)."""
+    return {k: v.detach().cpu().clone() if torch.is_tensor(v) else copy.deepcopy(v)
+            for k, v in module.state_dict().items()}
 
 
 # ----------------------------------------------------------------------------- ridge start

@@ -63,7 +63,7 @@ from .encoders.registry import get_encoder
 from .errors import DataError, SpaceError
 from .loop import IndexSampler, fit_loop, make_optimizer, make_temperature, ridge_select, training_threads
 from .metrics import pair_recalls
-from .projectors import Projector, ProjectorConfig
+from .projectors import Projector, ProjectorConfig, project
 
 if TYPE_CHECKING:
     from .space import Space
@@ -344,7 +344,7 @@ def _val_score(proj: Projector, feats: np.ndarray, targets: Mapping[str, _Target
             if sel.sum() < 2:
                 continue
             x = feats[t.rows[sel]]
-            e = F.normalize(proj(torch.from_numpy(x)), dim=-1).numpy()
+            e = F.normalize(project(proj, x), dim=-1).numpy()
             g = t.targets[sel]
             for q, gg, kq, kg in ((e, g, x, t.keys[sel]), (g, e, t.keys[sel], x)):
                 r = pair_recalls(q, gg, query_keys=kq, gallery_keys=kg)

@@ -77,3 +77,10 @@ class Projector(nn.Module):
         if self.mlp is not None:
             y = y + self.mlp(x)
         return y
+
+
+def project(projector: nn.Module, x: np.ndarray) -> torch.Tensor:
+    """``projector(x)`` for a numpy batch, run where the projector is (a GPU while it trains there); the
+    result on the CPU."""
+    dev = next(iter(projector.buffers()), torch.empty(0)).device
+    return projector(torch.from_numpy(x).to(dev)).cpu()

@@ -32,7 +32,7 @@ from .errors import DataError
 from .loop import IndexSampler, fit_loop, locked_ridge_start, make_optimizer, make_temperature, training_threads
 from .losses import MissingPlaceholders, build_loss, is_multimodal
 from .metrics import pair_recalls
-from .projectors import Projector, ProjectorConfig
+from .projectors import Projector, ProjectorConfig, project
 
 log = logging.getLogger(__name__)
 
@@ -200,8 +200,8 @@ def val_score(
             sel = fs.with_pair(idx, a, b)
             if len(sel) < 2:
                 continue
-            ea = F.normalize(projectors[a](torch.from_numpy(fs.get(a, sel))), dim=-1).numpy()
-            eb = F.normalize(projectors[b](torch.from_numpy(fs.get(b, sel))), dim=-1).numpy()
+            ea = F.normalize(project(projectors[a], fs.get(a, sel)), dim=-1).numpy()
+            eb = F.normalize(project(projectors[b], fs.get(b, sel)), dim=-1).numpy()
             w = mip_weights.get((a, b)) if mip_weights is not None else None
             qa, qb = (ea, eb) if w is None else (ea * w, eb * w)  # MIP(q, g, missing...) = (q * w) . g
             fa, fb = fs.get(a, sel), fs.get(b, sel)  # frozen inputs: identical content, identical rows

@@ -126,6 +126,7 @@ def ray_target(ray: bool, address: str | None) -> bool | str:
 
 
 # Enumerated options: Typer checks them (listing the allowed values) and shows them in --help.
+Precision = Literal["fp32", "fp16", "bf16"]
 Split = Literal["train", "val", "test", "all"]
 Rerank = Literal["invgc", "qbnorm", "csls"]
 ProjectorKind = Literal["mlp", "linear"]
@@ -140,6 +141,33 @@ def choice(default: Any, values: Any, *names: str, help: str) -> Any:
     """An option taking one of the ``values`` (a ``Literal``): Typer refuses anything else, listing them, and
     --help shows them."""
     return typer.Option(default, *names, metavar=one_of(values), help=help)
+
+
+def device_option() -> Any:
+    """``--device``: where torch models run (encoders, projector training), see :mod:`anybind.encoders.device`."""
+    return typer.Option(
+        "auto", "--device", metavar="[auto | cpu | cuda[:N] | mps]",
+        help="Where encoders (and projector training) run: auto is CUDA when present, else the CPU.",
+    )
+
+
+def precision_option() -> Any:
+    """``--precision``: autocast precision of the torch models."""
+    return choice("fp32", Precision, "--precision",
+                  help="Autocast precision of the models (fp16 needs a GPU; bf16 also runs on a CPU).")
+
+
+def use_device(ctx: typer.Context, device: str, precision: str) -> Any:
+    """Set the process's device and precision until the command ``ctx`` ends (a device this machine lacks,
+    or fp16 on a CPU: error, exit 2)."""
+    from ..encoders.device import make_runtime, use_runtime
+    from ..errors import AnybindError
+
+    try:
+        rt = make_runtime(device, precision)
+    except AnybindError as e:
+        fail(e)
+    return ctx.with_resource(use_runtime(rt))
 
 
 def _fold_long_words_in_help() -> None:

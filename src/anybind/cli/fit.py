@@ -13,7 +13,7 @@ from ..epochs import describe_training
 from ..errors import AnybindError
 from ._common import (
     ProjectorKind, Split, check_out, fail, parse_encoders, ray_target, split_csv, app, choice, console,
-    err,
+    device_option, err, precision_option, use_device,
 )
 
 Method = Literal["contrastive", "procrustes", "cca"]
@@ -78,6 +78,7 @@ def validate(
 
 @app.command()
 def fit(
+    ctx: typer.Context,
     manifests: list[Path] = typer.Argument(None, help="JSONL manifest(s). Several = mixed training."),
     data: list[Path] = typer.Option(None, "--data", help="Another manifest (repeatable), same as a positional one."),
     weight: list[float] = typer.Option(None, "--weight", help="Sampling weight per manifest, in order (repeatable)."),
@@ -139,6 +140,8 @@ def fit(
     ray_address: Optional[str] = typer.Option(
         None, "--ray-address", help="Ray cluster for --ray / --ray-workers, e.g. ray://head:10001 (default $RAY_ADDRESS, else local)."
     ),
+    device: str = device_option(),
+    precision: str = precision_option(),
 ):
     """Bind modalities into one space: encode once (cached), train projectors, save.
 
@@ -173,6 +176,7 @@ def fit(
         raise typer.BadParameter(str(e), param_hint="--loss") from None
     encoders = parse_encoders(encoder)
     check_out(out, "space", overwrite)
+    use_device(ctx, device, precision)
     kw = dict(projector=projector, epochs=epochs, batch_size=batch_size, lr=lr,
               weight_decay=weight_decay, temperature=temperature, seed=seed, loss=loss, missing=missing)
     # only what the user chose: the recipe fills the rest (an explicit --dim rules out locking the text space)
@@ -239,6 +243,7 @@ def _fit_from_pretrained(value: str, sources: list[Path], encoder: list[str] | N
 
 @app.command()
 def bind(
+    ctx: typer.Context,
     space_dir: Path = typer.Argument(..., help="Saved space to extend (left untouched)."),
     add: list[str] = typer.Option(None, "--add", help="NAME=SPEC: bind a new modality, e.g. audio=audio:aisfx (repeatable)."),
     replace: list[str] = typer.Option(
@@ -257,6 +262,8 @@ def bind(
     seed: int = typer.Option(0),
     cache: Optional[Path] = typer.Option(None, help="Feature cache folder."),
     strict: bool = typer.Option(False, help="Any bad record is fatal."),
+    device: str = device_option(),
+    precision: str = precision_option(),
 ):
     """Progressive binding: train only the new projector(s) against the frozen space, save a new space.
 
@@ -275,6 +282,7 @@ def bind(
     if not adds and not reps:
         raise typer.BadParameter("give --add NAME=SPEC and/or --replace NAME=SPEC")
     check_out(out, "space", overwrite)
+    use_device(ctx, device, precision)
     kw = dict(projector=projector, init=init, epochs=epochs, loss=loss, seed=seed, cache=cache, strict=strict,
               progress=True)
     try:

@@ -12,7 +12,10 @@ import typer
 from ..errors import AnybindError
 from rich.markup import escape
 
-from ._common import Rerank, Split, check_out, fail, ray_target, split_csv, app, choice, console, err
+from ._common import (
+    Rerank, Split, check_out, fail, ray_target, split_csv, app, choice, console, device_option, err, precision_option,
+    use_device,
+)
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]
 AnnType = Literal["ivf_hnsw_sq", "ivf_pq"]
@@ -20,6 +23,7 @@ AnnType = Literal["ivf_hnsw_sq", "ivf_pq"]
 
 @app.command()
 def encode(
+    ctx: typer.Context,
     manifest: Path = typer.Argument(..., help="JSONL manifest whose items to encode."),
     encoder: str = typer.Option(..., "--encoder", "-e", help="Encoder spec, e.g. image:efficientnet-lite0 (or FIELD=SPEC)."),
     modality: Optional[str] = typer.Option(None, "--modality", "-m", help="Manifest field to encode (default: the spec's prefix, e.g. image)."),
@@ -28,11 +32,13 @@ def encode(
     batch_size: Optional[int] = typer.Option(None, help="Ray: items per forward pass (default, and in one process: the encoder's)."),
     concurrency: int = typer.Option(2, help="Ray: encoder actors."),
     num_gpus: float = typer.Option(
-        0.0, help="Ray: GPUs per encoder actor (reserved, CUDA_VISIBLE_DEVICES set; built-in encoders run on CPU, a callable: one may use them)."
+        0.0, help="Ray: GPUs per encoder actor (reserved, CUDA_VISIBLE_DEVICES set; default 1 when --device is CUDA)."
     ),
     shard_size: int = typer.Option(256, help="Ray: rows per committed cache shard."),
     cache: Optional[Path] = typer.Option(None, help="Feature cache folder (default $ANYBIND_CACHE or ~/.cache/anybind/features)."),
     strict: bool = typer.Option(False, help="Any bad record or undecodable item is fatal (exit code 1)."),
+    device: str = device_option(),
+    precision: str = precision_option(),
 ):
     """Encode one field of a manifest into the feature cache (what fit, eval and index then read).
 
@@ -53,6 +59,7 @@ def encode(
     if problem:
         fail(AnybindError(f"--encoder {encoder}: {problem}"))
     target = ray_target(ray, ray_address)
+    use_device(ctx, device, precision)
     try:
         rep, man, owners = encode_manifest(
             manifest, encoder, modality, cache, ray=target, strict=strict, progress=True, batch_size=batch_size,
@@ -74,6 +81,7 @@ def encode(
 
 @app.command("index")
 def index_cmd(
+    ctx: typer.Context,
     space_dir: Optional[Path] = typer.Argument(None, help="Saved space folder (with --refresh: the new space, or --space)."),
     manifest: Optional[Path] = typer.Argument(None, help="JSONL manifest of the corpus to index (optional with --repair)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Index folder (created, or updated incrementally if it exists)."),
@@ -96,7 +104,13 @@ def index_cmd(
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster, e.g. ray://head:10001 (default $RAY_ADDRESS, else local)."),
     concurrency: int = typer.Option(2, help="Ray: embedding actors."),
     batch_size: int = typer.Option(256, help="Ray: items per actor call."),
-    num_gpus: float = typer.Option(0.0, help="Ray: GPUs per actor (reserved for your callable: encoders; built-in ones run on CPU)."),
+    num_gpus: float = typer.Option(0.0, help="Ray: GPUs per actor (default 1 when --device is CUDA)."),
+    chunk_rows: bool = typer.Option(
+        False, "--chunk-rows", help="A text longer than its encoder's limit: one row per chunk (ID#0, ID#1 ...), "
+        "for passage-level search."
+    ),
+    device: str = device_option(),
+    precision: str = precision_option(),
 ):
     """Embed a corpus (any modalities) into a persistent LanceDB index tied to the space.
 
@@ -124,6 +138,7 @@ def index_cmd(
     if repair and overwrite:
         raise typer.BadParameter("--repair repairs the index at --out, --overwrite replaces it: give one of them")
     check_out(out, "index", overwrite, update=True)
+    use_device(ctx, device, precision)
     try:
         space = Space.load(space_dir)
         if repair:
@@ -134,7 +149,8 @@ def index_cmd(
                 return
         target = ray_target(ray, ray_address)
         build = dict(cache=cache, split=split, ann={"auto": "auto", "always": True, "never": False}[ann],
-                     ann_type=ann_type, ann_threshold=ann_threshold, overwrite=overwrite, progress=True)
+                     ann_type=ann_type, ann_threshold=ann_threshold, overwrite=overwrite, progress=True,
+                     chunk_rows=chunk_rows)
         if target is False:
             index = Index.build(space, manifest, out, split_csv(modalities), **build)
         else:
@@ -251,6 +267,7 @@ def _plain_reason(e: Exception) -> str:
 
 @app.command()
 def serve(
+    ctx: typer.Context,
     space_dir: Path = typer.Argument(..., help="Saved space folder (the index must have been built with it)."),
     index_dir: Path = typer.Option(..., "--index", "-i", help="Index folder (from `anybind index`)."),
     host: str = typer.Option(
@@ -266,6 +283,8 @@ def serve(
         2.0, help="How often (at most) requests look for items written to the index meanwhile (`anybind index ... --out` on it)."
     ),
     log_level: LogLevel = choice("info", LogLevel, help="uvicorn log level."),
+    device: str = device_option(),
+    precision: str = precision_option(),
 ):
     """Search service: a web page at /, a JSON API (POST /search, /classify, /embed ...), OpenAPI docs at /docs.
 
@@ -280,6 +299,7 @@ def serve(
         from ..serve import ServeConfig, Service, create_app
     except ImportError as e:
         fail(AnybindError(f"the service needs the 'serve' extra ({e.name} is missing): pip install 'anybind[serve]'"))
+    use_device(ctx, device, precision)
     cfg = ServeConfig(
         max_upload_bytes=int(max_upload_mb * 2**20), concurrency=concurrency, max_queue=max_queue,
         queue_timeout=queue_timeout, refresh_seconds=refresh_seconds,

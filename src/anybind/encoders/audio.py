@@ -48,6 +48,7 @@ import numpy as np
 from ..data.media import as_mono, load_audio, resample, short_repr
 from ..errors import DataError, EncoderError
 from .base import Encoder, sha256_file
+from .device import autocast, current_runtime, place
 
 #: bump when the preprocessing below changes (it is part of the identity)
 PREP_VERSION = "v1"
@@ -168,6 +169,7 @@ class AisfxEncoder(Encoder):
     modality = "audio"
     dim = EMB_DIM
     batch_size = 16
+    runs_torch = True
     #: windows per forward pass (bounds memory; small chunks were fastest on a 2-core CPU)
     max_windows = 8
 
@@ -260,13 +262,15 @@ class AisfxEncoder(Encoder):
             return np.zeros((0, self.dim), np.float32)
         specs = [self.load(b).spec for b in batch]
         model = self.model()  # imports aisfx (clear EncoderError if that fails) before windows() uses it
+        rt = current_runtime()  # the device and precision set for this process (see encoders/device.py)
+        place(model, rt.device)
         wins = [windows(sp) for sp in specs]
         counts = [w.shape[0] for w in wins]
         allw = np.concatenate(wins, axis=0)
         outs = []
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(rt):
             for i in range(0, allw.shape[0], self.max_windows):
-                x = torch.from_numpy(np.ascontiguousarray(allw[i : i + self.max_windows]))
+                x = torch.from_numpy(np.ascontiguousarray(allw[i : i + self.max_windows])).to(rt.device)
                 outs.append(model.get_embedding(x).to(torch.float32).cpu().numpy())
         emb = np.concatenate(outs, axis=0)
         bounds = np.cumsum([0, *counts])

@@ -168,6 +168,9 @@ class Encoder(ABC):
     #: what manifest values mean for this encoder: "text" (the string itself),
     #: "file" (a path relative to the manifest) or "key" (a lookup key)
     input_kind: str = "file"
+    #: whether the encoder runs a torch model on :func:`~anybind.encoders.device.current_runtime`'s device and
+    #: precision (then a precision other than fp32 is part of its feature-cache key)
+    runs_torch: bool = False
 
     @property
     @abstractmethod
@@ -196,11 +199,13 @@ class Encoder(ABC):
 
         Returns a float32 array of shape ``(len(items), dim)``.
         """
+        from .batching import encode_adaptive
+
         bs = batch_size or self.batch_size
         out = [np.zeros((0, self.dim), np.float32)]
         for i in range(0, len(items), bs):
             loaded = [self.load(it) for it in items[i : i + bs]]
-            out.append(self._check(self.encode_loaded(loaded), len(loaded)))
+            out.append(encode_adaptive(self, loaded))  # a batch that runs out of memory is encoded in halves
         return np.concatenate(out, axis=0)
 
     def content_key(self, item: Any) -> str:

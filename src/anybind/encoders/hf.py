@@ -14,18 +14,23 @@ preprocessing with ``AutoTokenizer`` (text), ``AutoImageProcessor`` (image) or `
   projection head is used only with ``layer=-1``;
 * ``revision`` -- the hub branch, tag or commit to load (pin a commit for reproducible features);
 * ``trust_remote_code`` -- ``true`` lets a model that ships its own Python code run it; never done otherwise;
-* ``device`` -- ``cpu`` (default), ``cuda[:N]`` or ``auto`` (CUDA when available).  Always fp32.
+* ``device`` -- pins this encoder to ``cpu``, ``cuda[:N]``, ``mps`` or ``auto``; without it the model runs
+  on the process's device and precision (``--device`` / ``--precision``, :mod:`anybind.encoders.device`);
+* ``chunk``, ``chunk_size``, ``chunk_stride`` -- text longer than the model's limit (:mod:`anybind.encoders.chunks`);
+* ``window`` -- audio longer than the extractor's length: ``auto`` (default), ``off`` or seconds; windows
+  pooled, never cropped (:mod:`anybind.encoders.hf_audio`).
 
 The identity holds the spec (without ``device``), the resolved hub commit or, for a local folder, a hash of
 its weight, config and tokenizer files, a hash of the preprocessing config, and the pooling actually used: a
 changed model changes the identity, so the feature cache and saved spaces refuse it.  Text longer than the
-model's limit is truncated.  Audio items are run through the feature extractor one by one and batched only
-with items of the same length, so no padding ever enters a model that does not mask it (wav2vec2 base)."""
+model's limit is cut into overlapping chunks whose vectors are pooled (``chunk=on``, the default, see
+:mod:`anybind.encoders.chunks`; the policy is in the identity), or truncated with ``chunk=off``.  Audio items
+are run through the feature extractor one by one (a long clip window by window) and batched only with items
+of the same length, so no padding ever enters a model that does not mask it (wav2vec2 base)."""
 
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import threading
 from collections.abc import Sequence
@@ -37,7 +42,10 @@ import numpy as np
 from ..data.media import as_audio, as_rgb_image, short_repr
 from ..errors import DataError, EncoderError
 from .base import Encoder, check_text
-from .hf_spec import files_sha256, no_loader_bars, one_line, parse_hf_name
+from .chunks import chunk_inputs, chunk_spans, long_items, pool_chunks, special_tokens, text_passages
+from .device import Runtime, autocast, check_precision, current_runtime, place, resolve_device
+from .hf_audio import AudioWindows, pool_windows, split_clip, window_samples
+from .hf_spec import accepted as _accepted, files_sha256, no_loader_bars, one_line, parse_hf_name
 
 #: bump when the preprocessing or pooling code below changes (it is part of every identity)
 PREP_VERSION = "hf-v1"
@@ -47,18 +55,11 @@ _PROCESSORS = {"text": "AutoTokenizer", "image": "AutoImageProcessor", "audio": 
 _SUB_PROCESSORS = {"text": "tokenizer", "image": "image_processor", "audio": "feature_extractor"}
 
 
-def _accepted(fn: Any, inputs: dict) -> dict:
-    """The inputs ``fn`` takes (a tokenizer's ``token_type_ids`` are not every model's)."""
-    params = inspect.signature(fn).parameters
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return inputs
-    return {k: v for k, v in inputs.items() if k in params}
-
-
 class HfEncoder(Encoder):
     """A ``transformers`` model as a frozen encoder of one modality (see the module docstring)."""
 
     batch_size = 16
+    runs_torch = True
     _transient = ("_model", "_lock", "_proc", "_config")
 
     def __init__(self, modality: str, name: str):
@@ -138,14 +139,13 @@ class HfEncoder(Encoder):
         return self._proc
 
     def device(self) -> str:
-        import torch
-
-        want = self.options.device
-        if want == "auto":
-            return "cuda" if torch.cuda.is_available() else "cpu"
-        if want.startswith("cuda") and not torch.cuda.is_available():
-            raise self._err(f"device={want} but CUDA is not available (use device=auto or cpu)")
-        return want
+        """The spec's ``device=`` when given, else the process's (:func:`~anybind.encoders.device.current_runtime`)."""
+        if self.options.device is None:
+            return current_runtime().device
+        try:
+            return resolve_device(self.options.device)
+        except EncoderError as e:
+            raise self._err(f"device={self.options.device}: {e}") from None
 
     def model(self) -> Any:
         if self._model is None:
@@ -160,7 +160,7 @@ class HfEncoder(Encoder):
                     model.eval()
                     for p in model.parameters():
                         p.requires_grad_(False)
-                    self._model = model.to(self.device())
+                    self._model = model
         return self._model
 
     # ------------------------------------------------------------------ the protocol
@@ -182,7 +182,8 @@ class HfEncoder(Encoder):
         else:
             sr = self._sampling_rate()
             item = (np.sin(np.arange(sr, dtype=np.float32) * 0.05) * 0.1).astype(np.float32), sr
-        out = self._forward_group([self.load(item)] if self.modality != "text" else [item])
+        x = self.load(item) if self.modality != "text" else item
+        out = self._forward_group([x.parts[0] if isinstance(x, AudioWindows) else x])
         self._dim = int(out.shape[1])
 
     @property
@@ -205,10 +206,15 @@ class HfEncoder(Encoder):
             prep = hashlib.sha256(prep_text.encode()).hexdigest()[:16]
             self.dim  # noqa: B018 - resolves pool=auto
             spec = self.spec.split("@", 1)[0]
-            opts = ",".join(f"{k}={v}" for k, v in sorted(vars(self.options).items()) if k != "device")
+            opts = ",".join(f"{k}={v}" for k, v in sorted(vars(self.options).items())
+                            if k not in ("device", "chunk", "window"))
+            chunk = f"|{self.options.chunk.tag()}" if self.modality == "text" else ""
+            if self.modality == "audio":
+                n = self._window()
+                chunk = f"|window={self.options.window}:{n or 'whole'},pool=sample-weighted-mean"
             self._identity = (
                 f"{spec}@{opts}|weights={weights}|prep={prep}|pool={self._pool_used},"
-                f"layer={self.options.layer};{PREP_VERSION}"
+                f"layer={self.options.layer}{chunk};{PREP_VERSION}"
             )
         return self._identity
 
@@ -229,6 +235,10 @@ class HfEncoder(Encoder):
             raise self._err(f"the feature extractor declares no sampling_rate")
         return int(sr)
 
+    def _window(self) -> int | None:
+        """Samples per audio window (None: the whole clip), see :mod:`anybind.encoders.hf_audio`."""
+        return window_samples(self.options.window, self.processor(), self._sampling_rate())
+
     def _max_length(self) -> int:
         n = int(getattr(self.processor(), "model_max_length", 0) or 0)
         cfg = self.config()
@@ -239,7 +249,7 @@ class HfEncoder(Encoder):
     def load(self, item: Any) -> Any:
         if self.modality == "text":
             return check_text(item)
-        if isinstance(item, dict):  # already preprocessed by load()
+        if isinstance(item, (dict, AudioWindows)):  # already preprocessed by load()
             return item
         name = item if isinstance(item, (str, Path)) else short_repr(item)
         if self.modality == "image":
@@ -247,17 +257,19 @@ class HfEncoder(Encoder):
             call = lambda proc: proc(images=img, return_tensors="np")  # noqa: E731
         else:
             sr = self._sampling_rate()
-            wav = self._audio(item, sr)
-            call = lambda proc: proc(wav, sampling_rate=sr, return_tensors="np")  # noqa: E731
-        proc = self.processor()
+            pieces = split_clip(as_audio(item, sr), self._window())
+            if len(pieces) > 1:  # a long clip: each window on its own, pooled in encode_loaded
+                return AudioWindows([self._prep(name, lambda proc, w=w: proc(w, sampling_rate=sr, return_tensors="np"))
+                                     for w in pieces], [len(w) for w in pieces])
+            call = lambda proc: proc(pieces[0], sampling_rate=sr, return_tensors="np")  # noqa: E731
+        return self._prep(name, call)
+
+    def _prep(self, name: Any, call: Any) -> dict[str, np.ndarray]:
         try:
-            out = call(proc)
+            out = call(self.processor())
         except Exception as e:  # noqa: BLE001 - a decoded item the processor chokes on
             raise DataError(f"{name}: cannot preprocess for {self.spec} ({one_line(e)})") from None
         return {k: np.ascontiguousarray(np.asarray(v)[0]) for k, v in out.items() if hasattr(v, "shape")}
-
-    def _audio(self, item: Any, sr: int) -> np.ndarray:
-        return as_audio(item, sr)
 
     def encode_loaded(self, batch: Sequence[Any]) -> np.ndarray:
         if len(batch) == 0:
@@ -265,28 +277,74 @@ class HfEncoder(Encoder):
         loaded = [self.load(b) for b in batch]
         if self.modality == "text":
             return self._forward_group(loaded)
+        flat = [p for x in loaded for p in (x.parts if isinstance(x, AudioWindows) else [x])]
         groups: dict[tuple, list[int]] = {}
-        for i, x in enumerate(loaded):  # same shapes batch together: nothing is padded
+        for i, x in enumerate(flat):  # same shapes batch together: nothing is padded
             groups.setdefault(tuple(sorted((k, v.shape) for k, v in x.items())), []).append(i)
-        out = np.zeros((len(loaded), self.dim), np.float32)
+        feats = np.zeros((len(flat), self.dim), np.float32)
         for idx in groups.values():
-            out[idx] = self._forward_group([loaded[i] for i in idx])
+            feats[idx] = self._forward_group([flat[i] for i in idx])
+        if len(flat) == len(loaded):
+            return feats
+        out, j = np.zeros((len(loaded), self.dim), np.float32), 0
+        for i, x in enumerate(loaded):  # a long clip: its windows' mean, weighted by their samples
+            n = len(x.parts) if isinstance(x, AudioWindows) else 1
+            out[i] = pool_windows(feats[j : j + n], x.samples) if n > 1 else feats[j]
+            j += n
         return out
 
     # ------------------------------------------------------------------ the forward and the pooling
     def _forward_group(self, items: list) -> np.ndarray:
         import torch
 
-        model = self.model()
         if self.modality == "text":
-            enc = self.processor()(items, padding=True, truncation=True, max_length=self._max_length(),
-                                   return_tensors="pt")
-            inputs = {k: v for k, v in enc.items()}
-        else:
-            inputs = {k: torch.from_numpy(np.stack([it[k] for it in items])) for k in items[0]}
-        inputs = {k: v.to(self.device()) for k, v in inputs.items()}
+            return self._text_features(items)
+        return self._run({k: torch.from_numpy(np.stack([it[k] for it in items])) for k in items[0]})
+
+    def _text_features(self, texts: list[str]) -> np.ndarray:
+        """Texts within the model's limit in one batch (as ever); longer ones chunked and pooled."""
+        proc, limit = self.processor(), self._max_length()
+        room = limit - special_tokens(proc)
+        long = long_items(proc, texts, room) if self.options.chunk.on and room > 0 else {}
+        short = [i for i in range(len(texts)) if i not in long]
+        out: np.ndarray | None = None
+        if short:
+            enc = proc([texts[i] for i in short], padding=True, truncation=True, max_length=limit,
+                       return_tensors="pt")
+            X = self._run(dict(enc.items()))
+            if not long:
+                return X
+            out = np.zeros((len(texts), X.shape[1]), np.float32)
+            out[short] = X
+        size, stride = self.options.chunk.resolved(room)
+        for i, ids in long.items():
+            spans = chunk_spans(len(ids), size, stride)
+            v = pool_chunks(self._run(chunk_inputs(proc, ids, spans)), spans)
+            if out is None:
+                out = np.zeros((len(texts), v.shape[0]), np.float32)
+            out[i] = v
+        assert out is not None
+        return out
+
+    def passages(self, text: str) -> list[str]:
+        """A long text's chunks as passages of it (one index row each with ``--chunk-rows``)."""
+        if self.modality != "text":
+            return [text]
+        proc = self.processor()
+        return text_passages(proc, text, self._max_length() - special_tokens(proc), self.options.chunk)
+
+    def _run(self, inputs: dict) -> np.ndarray:
+        """The pooled features of model inputs, on the runtime's device and precision."""
+        import torch
+
+        dev = self.device()
+        model = place(self.model(), dev)
+        inputs = {k: v.to(dev) for k, v in inputs.items()}
+        rt = current_runtime()
+        if dev != rt.device:  # a spec pinned to another device: the process's precision, checked for it
+            rt = Runtime(dev, check_precision(rt.precision, dev))
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), autocast(rt):
                 feats = self._pooled(model, inputs)
         except EncoderError:
             raise

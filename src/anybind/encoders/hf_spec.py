@@ -5,15 +5,18 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 import hashlib
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import EncoderError
 from .base import sha256_file
+from .chunks import CHUNK_OPTIONS, ChunkPolicy, parse_chunk_option
+from .hf_audio import parse_window
 
 POOLS = ("auto", "cls", "mean", "pooler")
-OPTIONS = ("pool", "layer", "revision", "trust_remote_code", "device")
+OPTIONS = ("pool", "layer", "revision", "trust_remote_code", "device", *CHUNK_OPTIONS, "window")
 #: files of a local model folder whose bytes make its identity (README, .git, caches are left out)
 HASHED_SUFFIXES = {".safetensors", ".bin", ".json", ".txt", ".model", ".tiktoken"}
 
@@ -24,7 +27,11 @@ class HfOptions:
     layer: int = -1
     revision: str | None = None
     trust_remote_code: bool = False
-    device: str = "cpu"
+    #: None: the process's runtime (``--device``, see :mod:`anybind.encoders.device`)
+    device: str | None = None
+    chunk: ChunkPolicy = ChunkPolicy()
+    #: audio: ``auto`` (the extractor's own length), ``off`` or seconds (:mod:`anybind.encoders.hf_audio`)
+    window: str = "auto"
 
 
 def _err(spec: str, msg: str) -> EncoderError:
@@ -45,6 +52,7 @@ def parse_hf_name(spec: str, name: str) -> tuple[str, HfOptions]:
     if not source.strip():
         raise _err(spec, "hf/ needs a hub repo id or a model folder, e.g. image:hf/facebook/dinov2-small")
     kw: dict[str, Any] = {}
+    chunk: dict[str, Any] = {}
     for part in filter(None, (p.strip() for p in opts.split(","))):
         key, eq, value = part.partition("=")
         key, value = key.strip(), value.strip()
@@ -65,12 +73,24 @@ def parse_hf_name(spec: str, name: str) -> tuple[str, HfOptions]:
                 raise _err(spec, f"trust_remote_code={value!r}: use true or false")
             kw[key] = value.lower() == "true"
         elif key == "device":
-            if value not in ("cpu", "auto") and not (value == "cuda" or value.startswith("cuda:")):
-                raise _err(spec, f"device={value!r}: use cpu, cuda, cuda:N or auto")
+            if value not in ("cpu", "auto", "mps") and not (value == "cuda" or value.startswith("cuda:")):
+                raise _err(spec, f"device={value!r}: use cpu, cuda, cuda:N, mps or auto")
             kw[key] = value
+        elif key in CHUNK_OPTIONS:
+            parse_chunk_option(spec, key, value, chunk)
+        elif key == "window":
+            kw[key] = parse_window(spec, value)
         else:
             kw[key] = value
-    return source.strip(), HfOptions(**kw)
+    return source.strip(), HfOptions(**kw, chunk=ChunkPolicy(**chunk))
+
+
+def accepted(fn: Any, inputs: dict) -> dict:
+    """The inputs ``fn`` takes (a tokenizer's ``token_type_ids`` are not every model's)."""
+    params = inspect.signature(fn).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return inputs
+    return {k: v for k, v in inputs.items() if k in params}
 
 
 def files_sha256(folder: Path) -> str:

@@ -46,6 +46,7 @@ import numpy as np
 from ..data.media import as_rgb_image, load_image, short_repr, to_rgb  # noqa: F401  (as_rgb_image, to_rgb: re-exported)
 from ..errors import DataError, EncoderError
 from .base import Encoder, sha256_dir, sha256_file
+from .device import autocast, current_runtime, place
 
 #: bump when any preprocessing below changes (it is part of every identity)
 PREP_VERSION = "v1"
@@ -98,6 +99,7 @@ class TorchImageEncoder(Encoder):
 
     modality = "image"
     batch_size = 32
+    runs_torch = True
     #: attributes rebuilt after unpickling (the model is reloaded lazily in the new process)
     _transient: tuple[str, ...] = ("_model", "_lock")
 
@@ -165,9 +167,10 @@ class TorchImageEncoder(Encoder):
         shapes = {a.shape for a in arrs}
         if len(shapes) != 1:
             raise EncoderError(f"encoder {self.spec!r}: preprocessed images differ in shape {sorted(shapes)}")
-        model = self.model()
-        x = torch.from_numpy(np.stack(arrs))
-        with torch.inference_mode():
+        rt = current_runtime()  # the device and precision set for this process (see encoders/device.py)
+        model = place(self.model(), rt.device)
+        x = torch.from_numpy(np.stack(arrs)).to(rt.device)
+        with torch.inference_mode(), autocast(rt):
             out = self._forward(model, x)
         return out.detach().to(torch.float32).cpu().numpy()
 

@@ -341,17 +341,23 @@ class WhisperEncoder(Encoder):
         return self._identity
 
     def model(self) -> Any:
-        """The CTranslate2 Whisper model (loaded on first use)."""
-        if self._model is None:
+        """The CTranslate2 Whisper model (loaded on first use, on the runtime's CUDA device when it is one,
+        else on the CPU; the precision is the spec's compute type, part of the identity, not ``--precision``)."""
+        from .device import current_runtime
+
+        rt = current_runtime()
+        where = ("cuda", int(rt.device.split(":")[1])) if rt.is_cuda else ("cpu", 0)
+        if self._model is None or getattr(self, "_where", None) != where:
             with self._lock:
-                if self._model is None:
+                if self._model is None or getattr(self, "_where", None) != where:
                     import ctranslate2
 
                     try:
                         self._model = ctranslate2.models.Whisper(
-                            str(model_dir()), device="cpu", compute_type=self.compute_type,
-                            intra_threads=self.threads,
+                            str(model_dir()), device=where[0], device_index=where[1],
+                            compute_type=self.compute_type, intra_threads=self.threads,
                         )
+                        self._where = where
                     except Exception as e:  # noqa: BLE001 - ctranslate2 raises RuntimeError/ValueError
                         raise EncoderError(f"{self.spec}: cannot load the Whisper model from {model_dir()} ({e})") from None
         return self._model

@@ -8,11 +8,16 @@
   :mod:`anybind.encoders.ort`.
 * ``text:<name or path>`` -- any sentence-transformers model name (downloaded by
   sentence-transformers when the machine has internet) or local folder.
+
+Texts longer than the model's ``max_seq_length`` are chunked and pooled (``@chunk=on``, the default;
+``text:minilm@chunk=off`` truncates as sentence-transformers does), see :mod:`anybind.encoders.chunks`.  The
+model runs on the process's device and precision (:mod:`anybind.encoders.device`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,7 +28,12 @@ import numpy as np
 from ..errors import EncoderError
 from .hf_spec import no_loader_bars
 from .base import Encoder, check_text, sha256_dir
+from .chunks import (
+    ChunkPolicy, chunk_inputs, chunk_spans, long_items, pool_chunks, special_tokens, split_options, text_passages,
+)
+from .device import autocast, current_runtime, place
 
+log = logging.getLogger(__name__)
 _KNOWN_DIMS = {"minilm": 384}
 
 
@@ -43,10 +53,14 @@ class SentenceTransformerEncoder(Encoder):
     modality = "text"
     input_kind = "text"
     batch_size = 64
+    runs_torch = True
 
-    def __init__(self, name: str):
-        self.name = name
+    def __init__(self, name: str, chunk: ChunkPolicy | None = None):
         self.spec = f"text:{name}"
+        if chunk is None:
+            name, chunk = split_options(self.spec, name)
+        self.name = name
+        self.chunk = chunk
         self._model = None
         self._identity: str | None = None
         if name == "minilm":
@@ -81,22 +95,70 @@ class SentenceTransformerEncoder(Encoder):
                     h.update(k.encode())
                     h.update(v.detach().cpu().numpy().tobytes())
                 weights = h.hexdigest()
-            self._identity = f"{self.spec}|weights={weights[:16]}|prep=st-normalized-v1"
+            self._identity = f"{self._legacy(weights)}|{self.chunk.tag()}"
         return self._identity
+
+    def _legacy(self, weights: str) -> str:
+        return f"text:{self.name}|weights={weights[:16]}|prep=st-normalized-v1"
+
+    def matches_identity(self, recorded: str) -> bool:
+        """Also a space saved before long texts were chunked (same weights, texts truncated): every text
+        within the model's limit gets the same features; a longer one now gets its chunks pooled."""
+        if super().matches_identity(recorded):
+            return True
+        ident = self.identity
+        if self.chunk == ChunkPolicy() and recorded == ident.rsplit("|", 1)[0]:
+            if getattr(self, "_warned", False):
+                return True
+            self._warned = True
+            log.warning("%s: the space was made before long texts were chunked; texts over the model's "
+                        "%d tokens now get their chunks pooled instead of being truncated", self.spec,
+                        int(getattr(self._loaded(), "max_seq_length", 0) or 0))
+            return True
+        return False
 
     def load(self, item: Any) -> str:
         return check_text(item)
 
     def encode_loaded(self, batch: Sequence[str]) -> np.ndarray:
+        rt = current_runtime()
+        model = place(self._loaded(), rt.device)
+        texts = list(batch)
+        tok = model.tokenizer
+        room = int(model.max_seq_length or 0) - special_tokens(tok)
+        long = long_items(tok, texts, room) if self.chunk.on and room > 0 else {}
+        short = [i for i in range(len(texts)) if i not in long]
+        out = np.zeros((len(texts), self.dim), np.float32)
+        if short:
+            with autocast(rt):
+                X = model.encode([texts[i] for i in short], batch_size=len(short), convert_to_numpy=True,
+                                 normalize_embeddings=True, show_progress_bar=False, device=rt.device)
+            if not long:
+                return np.asarray(X, dtype=np.float32)
+            out[short] = X
+        size, stride = self.chunk.resolved(room)
+        for i, ids in long.items():
+            spans = chunk_spans(len(ids), size, stride)
+            v = pool_chunks(self._chunk_vectors(model, chunk_inputs(tok, ids, spans), rt), spans)
+            out[i] = v / max(float(np.linalg.norm(v)), 1e-12)
+        return out
+
+    def passages(self, text: str) -> list[str]:
+        """A long text's chunks as passages of it (one index row each with ``--chunk-rows``)."""
         model = self._loaded()
-        out = model.encode(
-            list(batch),
-            batch_size=len(batch),
-            convert_to_numpy=True,
-            normalize_embeddings=True,
-            show_progress_bar=False,
-        )
-        return np.asarray(out, dtype=np.float32)
+        room = int(model.max_seq_length or 0) - special_tokens(model.tokenizer)
+        return text_passages(model.tokenizer, text, room, self.chunk)
+
+    @staticmethod
+    def _chunk_vectors(model, inputs, rt) -> np.ndarray:
+        """The normalised sentence embeddings of a text's chunks (sentence-transformers' own modules)."""
+        import torch
+        import torch.nn.functional as F
+
+        feats = {k: v.to(rt.device) for k, v in inputs.items()}
+        with torch.inference_mode(), autocast(rt):
+            emb = model(feats)["sentence_embedding"]
+        return F.normalize(emb.to(torch.float32), dim=-1).cpu().numpy()
 
 
 def make_text_encoder(name: str) -> Encoder:

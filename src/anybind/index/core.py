@@ -248,6 +248,7 @@ class Index(WriteMixin, AnnMixin, QueryMixin, SearchMixin, ClassifyMixin):
         overwrite: bool = False,
         progress: bool = False,
         embedder=None,
+        chunk_rows: bool = False,
     ) -> "Index":
         """Embed a corpus into a new index at ``path`` (or update the index already there, incrementally).
 
@@ -256,6 +257,7 @@ class Index(WriteMixin, AnnMixin, QueryMixin, SearchMixin, ClassifyMixin):
         ann: ``"auto"`` builds an ANN index when the table reaches ``ann_threshold`` rows;
             ``True`` always; ``False`` never.
         embedder: see :meth:`add` (e.g. :func:`anybind.scale.encode.ray_index_embedder`).
+        chunk_rows: a long text gives one row per chunk (passage-level search, :mod:`.passages`).
         """
         path = Path(path)
         mods = sorted(set(modalities)) if modalities is not None else None
@@ -277,6 +279,12 @@ class Index(WriteMixin, AnnMixin, QueryMixin, SearchMixin, ClassifyMixin):
             records = index._records(manifest, mods, split=split, progress=progress)
             if mods is None:
                 mods = sorted({m for r in records for m in r.values if m in space.modalities})
+            if chunk_rows:
+                from .passages import passage_records, stale_rows
+
+                records, counts = passage_records(records, space, mods)
+                for m, ids in stale_rows(index._existing(), counts).items():
+                    index.delete(ids, m)
             stats = index.add(records, modalities=mods, cache=cache, chunk_size=chunk_size, progress=progress,
                               embedder=embedder)
         except BaseException:

@@ -29,6 +29,8 @@ import numpy as np
 
 from ..cache import FeatureCache
 from ..encoders.base import Encoder
+from ..encoders.batching import encode_adaptive
+from ..encoders.device import cache_identity, current_runtime, ray_gpus, worker_runtime
 from ..encoders.registry import get_encoder
 from ..errors import DataError, EncoderError
 from . import cluster_cpus, free_cpus, ray_session
@@ -99,8 +101,8 @@ def encode_items(
     (``"auto"``, ``"ray://head:10001"``).  Ray options: ``batch_size`` (items per forward
     pass, default the encoder's), ``shard_size`` (rows per committed shard),
     ``concurrency`` (encoder actors), ``num_gpus`` (per actor: Ray reserves them and sets
-    ``CUDA_VISIBLE_DEVICES``; the built-in encoders run on CPU, a ``callable:`` encoder may
-    use them), ``cpus_per_actor`` (default: one, or a share of the CPUs that leaves room
+    ``CUDA_VISIBLE_DEVICES``; default one when the process's device is CUDA, see
+    :mod:`anybind.encoders.device`, whose device and precision the actors run with), ``cpus_per_actor`` (default: one, or a share of the CPUs that leaves room
     for decoding).
     """
     fc = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
@@ -181,17 +183,19 @@ def _decode_batch(batch: dict[str, np.ndarray], spec: str) -> dict[str, np.ndarr
 class _EncodeActor:
     """One frozen encoder per actor: encodes decoded rows in forward-pass batches, commits one shard per call."""
 
-    def __init__(self, spec: str, identity: str, cache_root: str, batch_size: int, threads: int):
+    def __init__(self, spec: str, identity: str, cache_root: str, batch_size: int, threads: int,
+                 cache_key: str | None = None, runtime: dict[str, str] | None = None):
         import torch
 
         torch.set_num_threads(max(1, threads))
+        worker_runtime(runtime)  # the driver's device and precision
         self.enc = _worker_encoder(spec)
         if self.enc.identity != identity:
             raise EncoderError(
                 f"{spec}: a worker built an encoder of identity {self.enc.identity}, the driver's is {identity} "
                 "(different weights or code on this node?)"
             )
-        self.identity = identity
+        self.identity = cache_key or identity  # the cache's key: the identity (+ a precision other than fp32)
         self.cache = FeatureCache(cache_root)
         self.batch_size = max(1, batch_size)
 
@@ -201,13 +205,24 @@ class _EncodeActor:
         written = np.zeros(len(errors), dtype=bool)
         if ok:
             loaded = [batch["data"][i] for i in ok]
-            outs = []
-            for s in range(0, len(loaded), self.batch_size):
-                part = loaded[s : s + self.batch_size]
-                outs.append(self.enc._check(self.enc.encode_loaded(part), len(part)))
-            self.cache.write_shard(self.identity, [str(batch["key"][i]) for i in ok], np.concatenate(outs, axis=0))
+            X = encode_adaptive(self.enc, loaded, self.batch_size, names=[str(batch["item"][i]) for i in ok])
+            self.cache.write_shard(self.identity, [str(batch["key"][i]) for i in ok], X)
             written[ok] = True
         return {"item": batch["item"], "error": errors, "written": written}
+
+
+def encode_actor_options(enc: Encoder, cache_root: str, *, batch_size: int, shard_size: int, num_gpus: float,
+                         actor_cpus: float) -> dict[str, Any]:
+    """The Ray Data ``map_batches`` options of the encoder actors (less ``compute``): the driver's runtime
+    travels to them, and each asks for a GPU when it is CUDA (or ``num_gpus`` when given)."""
+    return {
+        "fn_constructor_kwargs": {
+            "spec": enc.spec, "identity": enc.identity, "cache_root": cache_root, "batch_size": int(batch_size),
+            "threads": max(1, round(actor_cpus)), "cache_key": cache_identity(enc),
+            "runtime": current_runtime().to_dict(),
+        },
+        "batch_size": shard_size, "num_cpus": actor_cpus, "num_gpus": ray_gpus(num_gpus) or None,
+    }
 
 
 def _resources(concurrency: int, num_gpus: float, cpus_per_actor: float | None) -> tuple[float, float]:
@@ -313,8 +328,8 @@ def _encode_ray(
     import ray.data
 
     t0 = time.perf_counter()
-    identity = enc.identity
-    rep = EncodeReport(spec=enc.spec, identity=identity, mode="ray", requested=len(items))
+    identity = cache_identity(enc)  # what the cache keys on (the identity, + a precision other than fp32)
+    rep = EncodeReport(spec=enc.spec, identity=enc.identity, mode="ray", requested=len(items))
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
     uniq = list(dict.fromkeys(str(x) for x in items))
@@ -339,17 +354,9 @@ def _encode_ray(
             override_num_blocks=max(1, min(math.ceil(len(missing) / shard_size), 10_000)),
         )
         ds = ds.map_batches(_decode_batch, fn_kwargs={"spec": enc.spec}, batch_size=shard_size, num_cpus=decode_cpus)
-        ds = ds.map_batches(
-            _EncodeActor,
-            fn_constructor_kwargs={
-                "spec": enc.spec, "identity": identity, "cache_root": str(fc.root.absolute()),
-                "batch_size": int(batch_size or enc.batch_size), "threads": max(1, round(actor_cpus)),
-            },
-            batch_size=shard_size,
-            compute=_compute(concurrency),
-            num_cpus=actor_cpus,
-            num_gpus=num_gpus or None,
-        )
+        opts = encode_actor_options(enc, str(fc.root.absolute()), batch_size=batch_size or enc.batch_size,
+                                    shard_size=shard_size, num_gpus=num_gpus, actor_cpus=actor_cpus)
+        ds = ds.map_batches(_EncodeActor, compute=_compute(concurrency), **opts)
         prog, task = _progress(progress, f"encoding {enc.spec} on Ray ({concurrency} actors)", len(missing))
         t1 = time.perf_counter()
         failure = None
@@ -446,12 +453,14 @@ def encode_manifest(
 class _EmbedActor:
     """Embeds items of one modality with a saved space (features through the shared feature cache)."""
 
-    def __init__(self, space_dir: str, identity: str, modality: str, cache_root: str, threads: int):
+    def __init__(self, space_dir: str, identity: str, modality: str, cache_root: str, threads: int,
+                 runtime: dict[str, str] | None = None):
         import torch
 
         from ..space import Space
 
         torch.set_num_threads(max(1, threads))
+        worker_runtime(runtime)  # the driver's device and precision
         self.space = Space.load(space_dir)
         if self.space.identity() != identity:
             raise EncoderError(f"{space_dir}: a worker loaded space {self.space.identity()}, the driver's is {identity}")
@@ -495,8 +504,10 @@ def ray_index_embedder(
         ds = ds.map_batches(
             _EmbedActor,
             fn_constructor_kwargs={"space_dir": str(Path(space_dir).absolute()), "identity": identity,
-                                   "modality": modality, "cache_root": root, "threads": max(1, round(actor_cpus))},
-            batch_size=batch_size, compute=_compute(concurrency), num_cpus=actor_cpus, num_gpus=num_gpus or None,
+                                   "modality": modality, "cache_root": root, "threads": max(1, round(actor_cpus)),
+                                   "runtime": current_runtime().to_dict()},
+            batch_size=batch_size, compute=_compute(concurrency), num_cpus=actor_cpus,
+            num_gpus=ray_gpus(num_gpus) or None,
         )
         failure = None
         try:

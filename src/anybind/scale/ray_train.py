@@ -1,6 +1,7 @@
 """Ray Train for the streaming trainer: every worker runs :func:`anybind.scale.train.train_streaming` on its own
-shards inside a DDP process group (``TorchTrainer`` over gloo: the projectors are small, CPUs suffice); the
-driver computes the standardisation and the ridge start once and saves rank 0's best state as the space."""
+shards inside a DDP process group (``TorchTrainer`` over gloo on CPUs; over nccl, one GPU per worker, when the
+process's device is CUDA: :func:`scaling`); the driver computes the standardisation and the ridge start once and
+saves rank 0's best state as the space."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..encoders.device import Runtime, current_runtime, worker_runtime
 from ..errors import DataError
 from ..train import TrainConfig
 from .stream import TrainingShards
@@ -26,6 +28,7 @@ def _ray_worker(config: dict[str, Any]) -> None:
     import ray.train
     from safetensors.torch import load, save_file
 
+    worker_runtime(config.get("runtime"))  # the driver's device and precision (a CUDA one: this worker's GPU)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     shards = TrainingShards.open(config["shards"])
@@ -48,6 +51,15 @@ def _ray_worker(config: dict[str, Any]) -> None:
         ckpt = ray.train.Checkpoint.from_directory(str(d))
     best_val = float("nan") if res["best_val"] is None else res["best_val"]  # no val split: still a number
     ray.train.report({"best_val": best_val, "best_epoch": res["best_epoch"]}, checkpoint=ckpt)
+
+
+def scaling(workers: int, cpus: float, rt: Runtime | None = None) -> tuple[dict[str, Any], str]:
+    """(``ScalingConfig`` arguments, DDP backend) of a run: one GPU per worker and nccl when the runtime is
+    CUDA, else CPUs and gloo."""
+    rt = rt or current_runtime()
+    if rt.is_cuda:
+        return {"num_workers": workers, "use_gpu": True, "resources_per_worker": {"CPU": cpus, "GPU": 1}}, "nccl"
+    return {"num_workers": workers, "use_gpu": False, "resources_per_worker": {"CPU": cpus}}, "gloo"
 
 
 def fit_ray(
@@ -82,6 +94,8 @@ def fit_ray(
         from ray.train.torch import TorchConfig, TorchTrainer
 
         cpus = max(0.1, min(1.0, cluster_cpus() / workers))
+        rt = current_runtime()
+        scale, backend = scaling(workers, cpus, rt)
         root = Path(storage) if storage is not None else shards.path.parent / "_ray_runs"
         root.mkdir(parents=True, exist_ok=True)
         name = f"fit-{time.strftime('%Y%m%d-%H%M%S')}-{np.random.default_rng().integers(1 << 30):08x}"
@@ -90,9 +104,10 @@ def fit_ray(
             train_loop_config={
                 "shards": str(shards.path.absolute()), "cfg": cfg.to_dict(), "shuffle_buffer": int(shuffle_buffer),
                 "stats": {m: (v[0].tolist(), v[1], v[2]) for m, v in stats.items()}, "init": init_bytes,
+                "runtime": rt.to_dict(),
             },
-            scaling_config=ScalingConfig(num_workers=workers, use_gpu=False, resources_per_worker={"CPU": cpus}),
-            torch_config=TorchConfig(backend="gloo"),
+            scaling_config=ScalingConfig(**scale),
+            torch_config=TorchConfig(backend=backend),
             run_config=RunConfig(storage_path=str(root.absolute()), name=name),
         )
         try:

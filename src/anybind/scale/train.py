@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from ..binders import PairBinder
+from ..encoders.device import current_runtime, place
 from ..epochs import selection_record
 from ..errors import DataError
 from ..loop import fit_loop, locked_ridge_start, make_optimizer, make_temperature, training_threads
@@ -159,7 +160,10 @@ def train_streaming(
                              loss_fn.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         model: nn.Module = binder
         if distributed:  # backward all-reduces (averages) the gradients
-            model = nn.parallel.DistributedDataParallel(binder, find_unused_parameters=True)
+            rt = current_runtime()  # DDP wraps a module already on its device (the worker's GPU under Ray)
+            place(binder, rt.device)
+            ids = [int(rt.device.split(":")[1])] if rt.is_cuda else None
+            model = nn.parallel.DistributedDataParallel(binder, device_ids=ids, find_unused_parameters=True)
             torch.manual_seed(cfg.seed + 7919 * rank)  # workers draw different dropout masks
         counts = {p: shards.count("train", p) for p in pairs}
         steps = max(1, math.ceil(max(counts.values()) / cfg.batch_size))
@@ -192,7 +196,7 @@ def train_streaming(
             if distributed:
                 import torch.distributed as dist
 
-                t = torch.tensor([s], dtype=torch.float64)
+                t = torch.tensor([s], dtype=torch.float64, device=logit_scale.device)  # nccl: on the GPU
                 dist.broadcast(t, 0)
                 s = float(t[0])
             return s
