@@ -33,9 +33,11 @@ install: $(STAMP) $(DEB)
 demo: install
 	$(VENV)/bin/anybind demo --work demo-out
 
-# lint-imports: the layers in .importlinter (nothing imports upward), then the tests
+# lint-imports: the layers in .importlinter (nothing imports upward); ruff's pyflakes rules (an undefined
+# name is a crash waiting on a rare path); then the tests
 test: install
 	$(VENV)/bin/lint-imports --no-cache
+	$(VENV)/bin/ruff check --quiet --select F src tests
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 bench: install

@@ -22,7 +22,6 @@ def test_layers_contract_is_kept():
 
 def _private_imports(tree: ast.AST, module: str) -> list[str]:
     out = []
-    pkg = module.rsplit(".", 1)[0]
     for n in ast.walk(tree):
         if not isinstance(n, ast.ImportFrom) or n.module == "__future__":
             continue

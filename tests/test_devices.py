@@ -5,7 +5,6 @@ runs through CPU autocast, and GPU requests of Ray actors are checked on the opt
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Sequence
 
 import numpy as np

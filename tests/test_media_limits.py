@@ -366,6 +366,23 @@ def test_a_file_changed_after_validation_is_skipped_reported_and_rechecked(tmp_p
     assert sum("record 'r5'" in r.getMessage() for r in caplog.records) == 1
 
 
+def test_a_file_changed_after_validation_is_skipped_by_the_streaming_fit_too(tmp_path, monkeypatch, caplog):
+    """The streaming trainer skips and reports the record as the in-memory one does (it raised NameError)."""
+    from anybind.scale.sharded import fit_sharded
+
+    monkeypatch.setenv("ANYBIND_MEDIA_CHECKS", str(tmp_path / "checks.sqlite"))
+    manifest = _corpus(tmp_path / "data", n=8)
+    assert load_manifest(manifest).bad == []  # validated: every check remembered
+    _corrupt_in_place(tmp_path / "data" / "img" / "4.png")
+    caplog.set_level(logging.WARNING)
+    space = fit_sharded(manifest, ["image", "text"], encoders=ENC, cache=tmp_path / "c", progress=False,
+                        dim=4, batch_size=4, epochs=2)
+    assert space.modalities == ["image", "text"]
+    lines = [r.getMessage() for r in caplog.records if "4.png" in r.getMessage()]
+    assert any("r4" in line and "corrupt" in line for line in lines), lines
+    assert all("\n" not in line for line in lines)
+
+
 # ----------------------------------------------------------------------------- item 15: audio errors
 def test_audio_errors_name_the_file_not_a_buffer(tmp_path):
     p = _write(tmp_path / "noise.wav", b"RIFF" + os.urandom(400))

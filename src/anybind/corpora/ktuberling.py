@@ -173,7 +173,7 @@ def build_ktuberling(
     src = Path(root)
     if not src.exists() and src.absolute() == Path(DEFAULT_ROOT):
         ensure_debian_package(PACKAGE, DEFAULT_ROOT)
-    pics, sounds = src / "pics", src / "sounds"
+    pics = src / "pics"
     if not pics.is_dir():
         raise DataError(
             f"{pics} does not exist: install the Debian package with `sudo apt-get install -y {PACKAGE}` "

@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
-from .media import short_repr
 
 #: the fewest time steps a series may have
 MIN_LENGTH = 2

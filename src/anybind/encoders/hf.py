@@ -232,7 +232,7 @@ class HfEncoder(Encoder):
     def _sampling_rate(self) -> int:
         sr = getattr(self.processor(), "sampling_rate", None)
         if not sr:
-            raise self._err(f"the feature extractor declares no sampling_rate")
+            raise self._err("the feature extractor declares no sampling_rate")
         return int(sr)
 
     def _window(self) -> int | None:
@@ -364,7 +364,7 @@ class HfEncoder(Encoder):
         out = net(**_accepted(net.forward, inputs), output_hidden_states=layer != -1, return_dict=True)
         if pool == "pooler":
             if getattr(out, "pooler_output", None) is None:
-                raise self._err(f"the model has no pooler_output; use pool=cls or pool=mean")
+                raise self._err("the model has no pooler_output; use pool=cls or pool=mean")
             self._pool_used = "pooler"
             return out.pooler_output.reshape(out.pooler_output.shape[0], -1)
         if layer == -1:
@@ -376,7 +376,7 @@ class HfEncoder(Encoder):
             h = hs[layer]
         if h.ndim == 4:  # (B, C, H, W) of a convolutional model
             if pool == "cls":
-                raise self._err(f"a convolutional model has no CLS token; use pool=mean")
+                raise self._err("a convolutional model has no CLS token; use pool=mean")
             self._pool_used = "mean-spatial"
             return h.mean(dim=(2, 3))
         if pool == "cls" or (pool == "auto" and self.modality == "image"):

@@ -27,12 +27,8 @@ part.  Registered names: ``infonce`` (``clip``), ``siglip``, ``symile``
 """
 
 from .pairwise import Alignment, InfoNCE, IntraModal, M2Mix, SigLIP, Uniformity, slerp, uniformity
-from .spec import PRESETS
 from .spec import LOSSES, CombinedLoss, build_loss, is_multimodal, parse_loss_spec
-from .spec import make_term
-from .symile import LOG2E
 from .symile import MissingPlaceholders, Symile, mip
-from .symile import CubeMeanLSE
 
 __all__ = [
     "LOSSES",

@@ -6,6 +6,7 @@ and trains them streaming (:mod:`anybind.scale.train`) or on Ray Train workers (
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from pathlib import Path
