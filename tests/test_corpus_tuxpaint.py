@@ -433,7 +433,7 @@ def test_failed_build_keeps_previous_corpus(mini, tmp_path, monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(tp, "_write_license", boom)
+    monkeypatch.setattr(tp, "write_license", boom)
     with pytest.raises(RuntimeError, match="disk full"):
         build_tuxpaint(out, stamps_dir=mini, progress=False)
     assert (out / "manifest.jsonl").read_bytes() == before
