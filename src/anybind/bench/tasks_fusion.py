@@ -59,7 +59,7 @@ def unit_rows(key: str) -> float:
 def caption_folds(man: Any, k: int) -> list[Any]:
     """``k`` manifests over the same records, fold ``i`` as test, 1/8 of the rest as val, by the
     hash of the casefolded English caption (duplicate captions never straddle folds)."""
-    from ..corpora.tuxpaint import split_key
+    from ..corpora.tuxpaint_source import split_key
 
     out = []
     keys = {r.id: split_key(str(r.values.get("text", r.id))) for r in man.records}

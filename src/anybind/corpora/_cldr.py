@@ -46,7 +46,7 @@ from pathlib import Path
 
 from ..errors import DataError
 from ._build import stable_message
-from .tuxpaint import normalise_lang
+from .tuxpaint_source import normalise_lang
 
 __all__ = ["CLDR_PACKAGE", "DEFAULT_CLDR", "CldrAnnotations", "read_cldr"]
 

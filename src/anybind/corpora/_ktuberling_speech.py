@@ -14,7 +14,7 @@ from typing import Any
 
 from ..errors import DataError
 from ._build import stable_message
-from .tuxpaint import normalise_lang
+from .tuxpaint_source import normalise_lang
 
 __all__ = ["Clip", "Recordings", "load_soundthemes", "parse_soundtheme", "read_xml", "speech_field"]
 

@@ -88,10 +88,8 @@ from __future__ import annotations
 import hashlib
 import html
 import os
-import re
 import shutil
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree as ET
@@ -100,6 +98,28 @@ from ..data.manifest import hash_split
 from ..errors import DataError
 from ._build import CorpusSummary, build_atomically, finish_corpus, stable_message, write_license
 from ._debian import debian_copyright_path, debian_package_version, ensure_debian_package
+from .openclipart_titles import (
+    BUILDER_VERSION,
+    DEFAULT_CHECK_SAMPLE,
+    DEFAULT_SVG_DIR,
+    DEFAULT_WORDS,
+    MAX_TITLE_SHARE,
+    METADATA_RE,
+    NAME,
+    PACKAGE,
+    PERCENT_OPACITY_RE,
+    TITLE_REASONS,
+    WORDS_PACKAGE,
+    WS_RE,
+    Drawing,
+    clean_keywords,
+    clean_title,
+    load_words,
+    local_name,
+    read_metadata,
+    title_problem,
+    unmojibake,
+)
 
 __all__ = [
     "DEFAULT_SVG_DIR",
@@ -109,170 +129,6 @@ __all__ = [
     "load_words",
     "title_problem",
 ]
-
-NAME = "openclipart"
-BUILDER_VERSION = "1"
-PACKAGE = "openclipart-svg"
-WORDS_PACKAGE = "wamerican"
-DEFAULT_SVG_DIR = "/usr/share/openclipart/svg"
-DEFAULT_WORDS = "/usr/share/dict/words"
-MAX_TITLE_SHARE = 10
-DEFAULT_CHECK_SAMPLE = 200
-TITLE_REASONS = ("no_title", "author_title", "collection_title", "file_like_title", "no_words", "not_english")
-
-_WS_RE = re.compile(r"\s+")
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
-_COLLECTION_RE = re.compile(
-    r"\b(collections?|themes?|icons|icon ?sets?|cliparts?|clip arts?|submission|sibmission|svg)\b", re.I
-)
-_BY_NAME_RE = re.compile(r"\bby\s+[A-Z]")
-_FILE_RE = re.compile(r"\.(svg|png|jpe?g|gif|ai|eps|xcf|pdf)\b|[#@\\]", re.I)
-_MIXED_RE = re.compile(r"\b(?=\w*[^\W\d_])(?=\w*\d)\w+\b")
-_ORDINAL_RE = re.compile(r"^\d+(d|st|nd|rd|th|s)$", re.I)  # 3D, 1st, 1950s: words, not identifiers
-_PERCENT_OPACITY_RE = re.compile(rb"opacity\s*(?::|=\s*[\"'])\s*[\d.]+%")
-_WORD_RE = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?")
-_TRAILING_NUMBER_RE = re.compile(r"(?<=[^\W\d_])[\s_-]*\d{1,3}$")
-_METADATA_RE = re.compile(rb"<metadata\b.*?</metadata\s*>", re.S)
-_DROP_KEYWORDS = frozenset({"", "hash", "unsorted"})
-
-
-# --------------------------------------------------------------------------- titles
-
-
-def clean_title(raw: str | None) -> str:
-    """Decode, unglue and trim a ``dc:title`` (see the module docstring); ``""`` for none."""
-    if not raw:
-        return ""
-    t = _unmojibake(html.unescape(html.unescape(raw)))
-    t = _WS_RE.sub(" ", _CONTROL_RE.sub(" ", t)).strip()
-    if " " not in t:
-        t = re.sub(r"(?<=[^\W_])[-.](?=[^\W_])", " ", t)
-    t = t.replace("_", " ")
-    t = re.sub(r"(?<=[a-z]{2})(?=[A-Z][a-z])", " ", t)
-    t = _WS_RE.sub(" ", t).strip()
-    t = _TRAILING_NUMBER_RE.sub("", t).strip()
-    return t
-
-
-def _unmojibake(t: str) -> str:
-    """``LÃ©zard`` (UTF-8 read as Latin-1) -> ``Lézard``; anything else unchanged."""
-    if not re.search("[\u00c2\u00c3][\u0080-\u00bf]", t):
-        return t
-    try:
-        return t.encode("latin-1").decode("utf-8")
-    except (UnicodeEncodeError, UnicodeDecodeError):
-        return t
-
-
-def load_words(path: str | os.PathLike[str] = DEFAULT_WORDS) -> frozenset[str] | None:
-    """A casefolded English word list (one word a line), or None when the file is missing."""
-    try:
-        text = Path(path).read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return None
-    words = {w.strip().casefold() for w in text.splitlines() if w.strip()}
-    words |= {w[:-2] for w in words if w.endswith("'s")}
-    return frozenset(words)
-
-
-def _is_word(w: str, words: frozenset[str]) -> bool:
-    w = w.casefold()
-    if w.endswith("'s"):
-        w = w[:-2]
-    if w in words:
-        return True
-    if w.endswith("ies") and w[:-3] + "y" in words:
-        return True
-    if w.endswith("es") and w[:-2] in words:
-        return True
-    return w.endswith("s") and w[:-1] in words
-
-
-def title_problem(
-    title: str,
-    creator: str | None = None,
-    share: int = 1,
-    words: frozenset[str] | None = None,
-    max_share: int = MAX_TITLE_SHARE,
-) -> str | None:
-    """Why a cleaned title does not describe its drawing (a reason of :data:`TITLE_REASONS`), or None.
-
-    ``share``: how many different drawings have this cleaned title;
-    ``words``: the English word list (None skips the ``not_english`` rule).
-    """
-    if not title.strip():
-        return "no_title"
-    cf = title.casefold()
-    cr = _WS_RE.sub(" ", html.unescape(creator or "")).strip().casefold()
-    if _BY_NAME_RE.search(title) or (len(cr) >= 4 and cr in cf) or (cr and cr == cf):
-        return "author_title"
-    if _COLLECTION_RE.search(title) or share >= max_share:
-        return "collection_title"
-    if _FILE_RE.search(title) or any(not _ORDINAL_RE.match(m) for m in _MIXED_RE.findall(title)):
-        return "file_like_title"
-    if not re.search(r"[^\W\d_]{2}", title):
-        return "no_words"
-    if words is not None:
-        toks = _WORD_RE.findall(title)
-        known = sum(_is_word(w, words) for w in toks)
-        if not toks or known * 2 < len(toks):
-            return "not_english"
-    return None
-
-
-def clean_keywords(raw: list[str], creator: str | None = None) -> list[str]:
-    cr = _WS_RE.sub(" ", html.unescape(creator or "")).strip().casefold()
-    out: list[str] = []
-    for k in raw:
-        k = _WS_RE.sub(" ", _unmojibake(html.unescape(html.unescape(k))).replace("_", " ")).strip().lower()
-        if k in _DROP_KEYWORDS or k.startswith("hash(") or (len(cr) >= 4 and cr in k) or k in out:
-            continue
-        out.append(k)
-    return out
-
-
-# --------------------------------------------------------------------------- SVG metadata
-
-
-def _local(tag: Any) -> str:
-    return tag.rsplit("}", 1)[-1] if isinstance(tag, str) else ""
-
-
-@dataclass
-class _Drawing:
-    path: Path
-    id: str
-    category: str
-    title_raw: str | None = None
-    keywords: list[str] = field(default_factory=list)
-    creator: str | None = None
-    body_hash: str = ""
-
-
-def _agent_title(el: ET.Element) -> str | None:
-    for a in el.iter():
-        if _local(a.tag) == "title" and a is not el and (a.text or "").strip():
-            return a.text.strip()  # type: ignore[union-attr]
-    return None
-
-
-def _read_metadata(root: ET.Element, d: _Drawing) -> None:
-    work = next((e for e in root.iter() if _local(e.tag) == "Work"), None)
-    if work is not None:
-        for child in work:
-            name = _local(child.tag)
-            if name == "title" and d.title_raw is None:
-                d.title_raw = (child.text or "").strip() or None
-            elif name == "subject":
-                lis = [li.text or "" for li in child.iter() if _local(li.tag) == "li"]
-                d.keywords = lis if lis else re.split(r"[,;]", child.text or "")
-            elif name == "creator" and d.creator is None:
-                d.creator = _agent_title(child) or ((child.text or "").strip() or None)
-    if d.title_raw is None:  # an SVG <title> child of the root, when the work has none
-        t = next((c for c in root if _local(c.tag) == "title"), None)
-        if t is not None and (t.text or "").strip():
-            d.title_raw = t.text.strip()  # type: ignore[union-attr]
-
 
 # --------------------------------------------------------------------------- build
 
@@ -325,7 +181,7 @@ def build_openclipart(
     return build_atomically(NAME, out_dir, fill, progress)
 
 
-def _scan(src: Path, skipped: dict[str, list[str]], bad_files: dict[str, str], prog: Any) -> list[_Drawing]:
+def _scan(src: Path, skipped: dict[str, list[str]], bad_files: dict[str, str], prog: Any) -> list[Drawing]:
     paths: list[Path] = []
     for folder, dirs, files in os.walk(src):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
@@ -333,7 +189,7 @@ def _scan(src: Path, skipped: dict[str, list[str]], bad_files: dict[str, str], p
             Path(folder) / f for f in sorted(files) if f.lower().endswith(".svg") and not f.startswith(".")
         )
     task = prog.add_task("reading SVG metadata", total=len(paths)) if prog is not None else None
-    out: list[_Drawing] = []
+    out: list[Drawing] = []
     for p in paths:
         if prog is not None:
             prog.advance(task)
@@ -353,7 +209,7 @@ def _scan(src: Path, skipped: dict[str, list[str]], bad_files: dict[str, str], p
             skipped.setdefault("svg_entities", []).append(rid)
             bad_files[rid] = "declares <!ENTITY>: the rasteriser (CairoSVG via defusedxml) refuses entities"
             continue
-        if _PERCENT_OPACITY_RE.search(data):
+        if PERCENT_OPACITY_RE.search(data):
             skipped.setdefault("svg_unsupported", []).append(rid)
             bad_files[rid] = "opacity given in percent, which the rasteriser (CairoSVG) cannot parse"
             continue
@@ -363,9 +219,9 @@ def _scan(src: Path, skipped: dict[str, list[str]], bad_files: dict[str, str], p
             skipped.setdefault("bad_svg", []).append(rid)
             bad_files[rid] = f"not well-formed XML ({e})"
             continue
-        if _local(root.tag) != "svg":
+        if local_name(root.tag) != "svg":
             skipped.setdefault("bad_svg", []).append(rid)
-            bad_files[rid] = f"root element is <{_local(root.tag)}>, not <svg>"
+            bad_files[rid] = f"root element is <{local_name(root.tag)}>, not <svg>"
             continue
         w, h = root.get("width") or "", root.get("height") or ""
         if not root.get("viewBox") and not (w and h and "%" not in w + h):
@@ -374,9 +230,9 @@ def _scan(src: Path, skipped: dict[str, list[str]], bad_files: dict[str, str], p
                 "no viewBox and no absolute width/height: the rasteriser (CairoSVG) cannot size it"
             )
             continue
-        d = _Drawing(path=p, id=rid, category=category)
-        _read_metadata(root, d)
-        d.body_hash = hashlib.sha256(_METADATA_RE.sub(b"", data)).hexdigest()
+        d = Drawing(path=p, id=rid, category=category)
+        read_metadata(root, d)
+        d.body_hash = hashlib.sha256(METADATA_RE.sub(b"", data)).hexdigest()
         out.append(d)
     return out
 
@@ -398,11 +254,11 @@ def _build_into(
     drawings = _scan(src, skipped, bad_files, prog)
 
     # duplicates: same drawing, different metadata -> keep the deepest folder, then the first path
-    by_body: dict[str, list[_Drawing]] = {}
+    by_body: dict[str, list[Drawing]] = {}
     for d in drawings:
         by_body.setdefault(d.body_hash, []).append(d)
     duplicate_of: dict[str, str] = {}
-    unique: list[_Drawing] = []
+    unique: list[Drawing] = []
     for d in drawings:
         group = by_body[d.body_hash]
         keep = min(group, key=lambda x: (-x.category.count("/") - bool(x.category), x.id))
@@ -414,7 +270,7 @@ def _build_into(
 
     titles = {d.id: clean_title(d.title_raw) for d in unique}
     share = Counter(t.casefold() for t in titles.values() if t)
-    kept: list[_Drawing] = []
+    kept: list[Drawing] = []
     examples: dict[str, list[str]] = {}
     for d in unique:
         t = titles[d.id]
@@ -426,7 +282,7 @@ def _build_into(
             if len(ex) < 12 and shown not in ex:
                 ex.append(shown)
             continue
-        if d.title_raw and t != _WS_RE.sub(" ", d.title_raw).strip():
+        if d.title_raw and t != WS_RE.sub(" ", d.title_raw).strip():
             problems["title_cleaned"] += 1
         kept.append(d)
 
@@ -473,7 +329,7 @@ def _build_into(
         rec["image"] = image
         rec["labels"] = {"category": d.category, "top": d.category.split("/", 1)[0]}
         if d.creator:
-            rec["meta"] = {"creator": _unmojibake(html.unescape(html.unescape(d.creator)))}
+            rec["meta"] = {"creator": unmojibake(html.unescape(html.unescape(d.creator)))}
         records.append(rec)
 
     if copies:
