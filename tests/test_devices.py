@@ -95,7 +95,7 @@ def test_the_cache_keeps_bf16_features_apart_from_fp32_ones(tmp_path):
 
 
 def test_ray_actors_ask_for_a_gpu_when_the_device_is_cuda(tmp_path):
-    from anybind.scale.encode import encode_actor_options
+    from anybind.scale.encode_ray import encode_actor_options
     from anybind.scale.ray_train import scaling
 
     enc = _Lin()

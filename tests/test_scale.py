@@ -196,16 +196,16 @@ def _calls(ctl: Path) -> int:
 
 
 def test_worker_stages_turn_unreadable_items_into_reported_rows(tux_mini, tmp_path):
-    from anybind.scale.encode import _decode_batch, _key_batch
+    from anybind.scale.encode_ray import decode_batch, key_batch
 
     _, rows = tux_mini
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not a png")
     items = np.array([rows[0]["image"], str(bad), str(tmp_path / "gone.png")], dtype=object)
-    k = _key_batch({"i": np.arange(3), "item": items}, "image:efficientnet-lite0")
+    k = key_batch({"i": np.arange(3), "item": items}, "image:efficientnet-lite0")
     assert k["key"][0].startswith("f:") and k["key"][1].startswith("f:") and k["key"][2] == ""
     assert list(k["error"][:2]) == ["", ""] and "cannot read" in k["error"][2]
-    d = _decode_batch({"key": k["key"][:2], "item": items[:2]}, "image:efficientnet-lite0")
+    d = decode_batch({"key": k["key"][:2], "item": items[:2]}, "image:efficientnet-lite0")
     assert d["error"][0] == "" and len(d["data"][0]) > 0
     assert "bad.png" in d["error"][1] and "corrupt" in d["error"][1] and d["data"][1] == b""
 
@@ -248,7 +248,7 @@ def test_ray_encode_matches_single_process_and_resumes_after_a_worker_failure(ra
     img = "callable:helper_encoders:image_stats"
     paths = [r["image"] for r in rows]
     FeatureCache(tmp_path / "local").encode(get_encoder(img), paths, progress=False)
-    monkeypatch.setattr("anybind.scale.encode.KEY_TASKS_FROM", 0)  # hash the files in Ray tasks, as for big corpora
+    monkeypatch.setattr("anybind.scale.encode_ray.KEY_TASKS_FROM", 0)  # hash the files in Ray tasks, as for big corpora
     rep = encode_items(img, paths + [str(tmp_path / "missing.png")], tmp_path / "ray", ray=True, shard_size=16,
                        concurrency=2, progress=False)  # two actors committing shards side by side
     assert rep.encoded == len(set(paths)) and rep.shards >= 2
@@ -261,7 +261,7 @@ def test_ray_encode_matches_single_process_and_resumes_after_a_worker_failure(ra
 
 def test_ray_index_has_the_same_rows(ray_local, syn, tmp_path):
     from anybind.index import Index
-    from anybind.scale.encode import ray_index_embedder
+    from anybind.scale.encode_ray import ray_index_embedder
 
     space_dir = syn["single"].save(tmp_path / "space")
     space = Space.load(space_dir)

@@ -155,7 +155,7 @@ def index_cmd(
             index = Index.build(space, manifest, out, split_csv(modalities), **build)
         else:
             from ..scale import ray_session
-            from ..scale.encode import ray_index_embedder
+            from ..scale.encode_ray import ray_index_embedder
 
             embedder = ray_index_embedder(space_dir, space.identity(), cache, batch_size=batch_size,
                                           concurrency=concurrency, num_gpus=num_gpus)

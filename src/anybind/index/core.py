@@ -256,7 +256,7 @@ class Index(WriteMixin, AnnMixin, QueryMixin, SearchMixin, ClassifyMixin):
         split: only this split's records (default: all).
         ann: ``"auto"`` builds an ANN index when the table reaches ``ann_threshold`` rows;
             ``True`` always; ``False`` never.
-        embedder: see :meth:`add` (e.g. :func:`anybind.scale.encode.ray_index_embedder`).
+        embedder: see :meth:`add` (e.g. :func:`anybind.scale.encode_ray.ray_index_embedder`).
         chunk_rows: a long text gives one row per chunk (passage-level search, :mod:`.passages`).
         """
         path = Path(path)

@@ -142,7 +142,7 @@ class WriteMixin:
         ``embedder(modality, items, chunk_size)`` replaces the in-process embedding: it
         yields ``(chunk, vectors)`` with ``chunk`` a list of the given items (any order,
         at most ``chunk_size``) and ``vectors`` their unit embeddings; each is committed
-        as it arrives (:func:`anybind.scale.encode.ray_index_embedder` embeds on Ray).
+        as it arrives (:func:`anybind.scale.encode_ray.ray_index_embedder` embeds on Ray).
         """
         if self.space is None:
             raise IndexError_("this index has no space to embed records with: use add_vectors()")

@@ -14,7 +14,7 @@ and on a cluster (``--ray-address ray://head:10001`` or ``RAY_ADDRESS``)::
   the :class:`~anybind.cache.FeatureCache` in the very format the single-process path
   writes: ``fit`` reads them directly.  Cached items are filtered out before anything is
   decoded, so a rerun after a crash encodes only what is missing.
-* :func:`~anybind.scale.encode.ray_index_embedder` -- parallel embedding for
+* :func:`~anybind.scale.encode_ray.ray_index_embedder` -- parallel embedding for
   :meth:`anybind.index.Index.add`; the driver writes to LanceDB chunk by chunk.
 * :mod:`anybind.scale.stream` -- training shards (the cached features joined per
   record, a few thousand rows per file) and :class:`~anybind.scale.stream.PairStream`,

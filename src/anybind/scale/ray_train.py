@@ -113,7 +113,7 @@ def fit_ray(
         try:
             result = trainer.fit()
         except Exception as e:
-            from .encode import root_cause
+            from .encode_ray import root_cause
 
             raise DataError(f"Ray Train run failed ({root_cause(e)})") from e
         if getattr(result, "error", None):

@@ -1,0 +1,352 @@
+"""Encoding on Ray: Ray Data actor pools write the same feature-cache shards as the single-process path
+(:func:`anybind.scale.encode.encode_items` with ``ray=``), resumable after a failure; and the Ray embedder
+of ``anybind index --ray``."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..cache import FeatureCache
+from ..encoders.base import Encoder
+from ..encoders.batching import encode_adaptive
+from ..encoders.device import cache_identity, current_runtime, ray_gpus, worker_runtime
+from ..encoders.registry import get_encoder
+from ..errors import DataError, EncoderError
+from . import cluster_cpus, free_cpus
+from .encode import EncodeReport, cached_encoder
+
+#: from this many files on, content keys (file hashes) are computed by Ray tasks, not by the driver
+KEY_TASKS_FROM = 20_000
+
+
+def _worker_encoder(spec: str) -> Encoder:
+    return cached_encoder(get_encoder(spec))
+
+
+def key_batch(batch: dict[str, np.ndarray], spec: str) -> dict[str, np.ndarray]:
+    """Map task: the content key of each item (hashing file bytes), or why it cannot be read."""
+    enc = _worker_encoder(spec)
+    keys, errors = [], []
+    for it in batch["item"]:
+        try:
+            keys.append(enc.content_key(str(it)))
+            errors.append("")
+        except (OSError, DataError) as e:  # DataError: not a regular file (see data/files.py)
+            keys.append("")
+            errors.append(f"cannot read ({getattr(e, 'strerror', None) or e})")
+    return {"i": batch["i"], "key": np.asarray(keys, dtype=object), "error": np.asarray(errors, dtype=object)}
+
+
+def decode_batch(batch: dict[str, np.ndarray], spec: str) -> dict[str, np.ndarray]:
+    """Map task: ``Encoder.load`` on each item; an undecodable item becomes an error row, not a failure."""
+    enc = _worker_encoder(spec)
+    data, errors = [], []
+    for it in batch["item"]:
+        try:
+            # the decoded object itself: Ray's own transport carries it to the actor (nothing of ours unpickles)
+            data.append(enc.load(str(it)))
+            errors.append("")
+        except DataError as e:
+            data.append(b"")
+            errors.append(str(e))
+    column = np.empty(len(data), dtype=object)
+    for i, x in enumerate(data):  # element by element: equal-shaped arrays must not fuse into one block
+        column[i] = x
+    return {
+        "key": batch["key"],
+        "item": batch["item"],
+        "data": column,
+        "error": np.asarray(errors, dtype=object),
+    }
+
+
+class _EncodeActor:
+    """One frozen encoder per actor: encodes decoded rows in forward-pass batches, commits one shard per call."""
+
+    def __init__(self, spec: str, identity: str, cache_root: str, batch_size: int, threads: int,
+                 cache_key: str | None = None, runtime: dict[str, str] | None = None):
+        import torch
+
+        torch.set_num_threads(max(1, threads))
+        worker_runtime(runtime)  # the driver's device and precision
+        self.enc = _worker_encoder(spec)
+        if self.enc.identity != identity:
+            raise EncoderError(
+                f"{spec}: a worker built an encoder of identity {self.enc.identity}, the driver's is {identity} "
+                "(different weights or code on this node?)"
+            )
+        self.identity = cache_key or identity  # the cache's key: the identity (+ a precision other than fp32)
+        self.cache = FeatureCache(cache_root)
+        self.batch_size = max(1, batch_size)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        errors = batch["error"]
+        ok = [i for i, e in enumerate(errors) if not e]
+        written = np.zeros(len(errors), dtype=bool)
+        if ok:
+            loaded = [batch["data"][i] for i in ok]
+            X = encode_adaptive(self.enc, loaded, self.batch_size, names=[str(batch["item"][i]) for i in ok])
+            self.cache.write_shard(self.identity, [str(batch["key"][i]) for i in ok], X)
+            written[ok] = True
+        return {"item": batch["item"], "error": errors, "written": written}
+
+
+def encode_actor_options(enc: Encoder, cache_root: str, *, batch_size: int, shard_size: int, num_gpus: float,
+                         actor_cpus: float) -> dict[str, Any]:
+    """The Ray Data ``map_batches`` options of the encoder actors (less ``compute``): the driver's runtime
+    travels to them, and each asks for a GPU when it is CUDA (or ``num_gpus`` when given)."""
+    return {
+        "fn_constructor_kwargs": {
+            "spec": enc.spec, "identity": enc.identity, "cache_root": cache_root, "batch_size": int(batch_size),
+            "threads": max(1, round(actor_cpus)), "cache_key": cache_identity(enc),
+            "runtime": current_runtime().to_dict(),
+        },
+        "batch_size": shard_size, "num_cpus": actor_cpus, "num_gpus": ray_gpus(num_gpus) or None,
+    }
+
+
+def _resources(concurrency: int, num_gpus: float, cpus_per_actor: float | None) -> tuple[float, float]:
+    """(CPUs per decode task, CPUs per encoder actor), sized to the CPUs free now: the actors never take
+    every free CPU, or the decode tasks could never be scheduled and the pipeline would wait forever (a
+    cluster shared with other jobs, or the actors of a failed run that Ray has not reaped yet)."""
+    free = free_cpus(wait=60.0, at_least=min(1.0, cluster_cpus()))
+    if free < 0.2:
+        raise EncoderError(
+            f"the Ray cluster has {free:g} free CPUs of {cluster_cpus():g} (held by other work): nothing could run; "
+            "retry when it has some, or give --ray-address of another cluster"
+        )
+    decode = 1.0 if free >= concurrency + 2 else min(0.5, free / 4)
+    if cpus_per_actor is not None:
+        return decode, float(cpus_per_actor)
+    return decode, max(0.05, min(1.0, (free - decode) / max(1, concurrency)))
+
+
+def _compute(concurrency: int):
+    import ray.data
+
+    return ray.data.ActorPoolStrategy(size=max(1, int(concurrency)))
+
+
+def root_cause(e: BaseException) -> str:
+    """The user-code error behind a Ray Data failure (its type and message), not Ray's wrapper text."""
+    import re
+
+    texts, c = [], e
+    while c is not None and len(texts) < 10:
+        texts.append(re.sub(r"\x1b\[[0-9;]*m", "", str(c)))
+        c = c.__cause__ or getattr(c, "cause", None)
+    pat = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception)): (.+)$")
+    found = [m.group(0) for t in texts for line in t.splitlines() if (m := pat.match(line.strip()))
+             and not m.group(1).startswith("ray.")]
+    if found:
+        return found[-1]
+    first = texts[0].strip().splitlines()
+    return f"{type(e).__name__}: {first[0] if first else ''}"
+
+
+def _release() -> None:
+    """Drop what is left of a failed Ray Data execution: its encoder actors can outlive the pipeline (seen
+    on Ray 2.x: idle, each holding its CPUs, so the next run's tasks or a Ray Train fit never get scheduled).
+    Kills this job's remaining encoder actors; anything else on the cluster is left alone."""
+    import gc
+
+    gc.collect()
+    try:
+        import ray
+        from ray.util.state import list_actors
+
+        job = ray.get_runtime_context().get_job_id()
+        for a in list_actors(filters=[("state", "=", "ALIVE"), ("job_id", "=", job)], limit=10_000,
+                             raise_on_missing_output=False):
+            if "_EncodeActor" in (a.class_name or ""):
+                ray._private.worker.global_worker.core_worker.kill_actor(ray.ActorID.from_hex(a.actor_id), True)
+    except Exception:  # noqa: BLE001 -- best effort: the state API may be unavailable on a remote cluster
+        pass
+
+
+def _progress(enabled: bool, description: str, total: int):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    prog = Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]} items/s"), TimeRemainingColumn(), disable=not enabled,
+    )
+    return prog, prog.add_task(description, total=total, rate="-")
+
+
+def _ray_keys(enc: Encoder, uniq: list[str], shard_size: int, decode_cpus: float) -> tuple[list[str], list[str]]:
+    """Content keys of every item: file bytes hashed by Ray tasks for large corpora, here otherwise."""
+    if enc.input_kind != "file" or len(uniq) < KEY_TASKS_FROM:
+        b = key_batch({"i": np.arange(len(uniq)), "item": np.asarray(uniq, dtype=object)}, enc.spec)
+        return [str(k) for k in b["key"]], [str(e) for e in b["error"]]
+    import ray.data
+
+    ds = ray.data.from_items(
+        [{"i": i, "item": it} for i, it in enumerate(uniq)],
+        override_num_blocks=max(1, min(len(uniq) // max(1, shard_size) + 1, 1000)),
+    )
+    ds = ds.map_batches(key_batch, fn_kwargs={"spec": enc.spec}, batch_size=None, num_cpus=decode_cpus)
+    keys, errors = [""] * len(uniq), [""] * len(uniq)
+    for b in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        for i, k, e in zip(b["i"], b["key"], b["error"]):
+            keys[int(i)], errors[int(i)] = str(k), str(e)
+    return keys, errors
+
+
+def encode_ray(
+    enc: Encoder,
+    items: Sequence[Any],
+    fc: FeatureCache,
+    *,
+    batch_size: int | None,
+    shard_size: int,
+    concurrency: int,
+    num_gpus: float,
+    cpus_per_actor: float | None,
+    progress: bool,
+) -> EncodeReport:
+    import ray.data
+
+    t0 = time.perf_counter()
+    identity = cache_identity(enc)  # what the cache keys on (the identity, + a precision other than fp32)
+    rep = EncodeReport(spec=enc.spec, identity=enc.identity, mode="ray", requested=len(items))
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    uniq = list(dict.fromkeys(str(x) for x in items))
+    free_before = free_cpus()
+    decode_cpus, actor_cpus = _resources(concurrency, num_gpus, cpus_per_actor)
+    keys, key_errors = _ray_keys(enc, uniq, shard_size, decode_cpus)
+    rep.failed += [(it, e) for it, e in zip(uniq, key_errors) if e]
+    fc.rescan(identity)
+    have = fc.keys(identity)
+    first: dict[str, str] = {}
+    for k, it, e in zip(keys, uniq, key_errors):
+        if not e:
+            first.setdefault(k, it)
+    rep.unique = len(first)
+    missing = [(k, it) for k, it in first.items() if k not in have]
+    rep.hits = rep.unique - len(missing)
+    shards_dir = fc.folder(identity) / "shards"
+    n_before = len(list(shards_dir.glob("*.safetensors"))) if shards_dir.is_dir() else 0
+    if missing:
+        ds = ray.data.from_items(
+            [{"key": k, "item": it} for k, it in missing],
+            override_num_blocks=max(1, min(math.ceil(len(missing) / shard_size), 10_000)),
+        )
+        ds = ds.map_batches(decode_batch, fn_kwargs={"spec": enc.spec}, batch_size=shard_size, num_cpus=decode_cpus)
+        opts = encode_actor_options(enc, str(fc.root.absolute()), batch_size=batch_size or enc.batch_size,
+                                    shard_size=shard_size, num_gpus=num_gpus, actor_cpus=actor_cpus)
+        ds = ds.map_batches(_EncodeActor, compute=_compute(concurrency), **opts)
+        prog, task = _progress(progress, f"encoding {enc.spec} on Ray ({concurrency} actors)", len(missing))
+        t1 = time.perf_counter()
+        failure = None
+        try:
+            with prog:
+                for b in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                    n_ok = int(b["written"].sum())
+                    rep.encoded += n_ok
+                    rep.failed += [(str(it), str(e)) for it, e in zip(b["item"], b["error"]) if e]
+                    prog.update(task, advance=len(b["item"]),
+                                rate=f"{rep.encoded / max(time.perf_counter() - t1, 1e-9):.1f}")
+        except Exception as e:  # a worker raised: committed shards stay, the rerun continues
+            failure = root_cause(e)
+        if failure is not None:
+            ds = None
+            _release()  # the failed pipeline's actors hold CPUs until its last reference is gone
+            free_cpus(wait=10.0, at_least=free_before)  # ... and give them back asynchronously (or not: see _resources)
+            fc.rescan(identity)
+            done = len(fc.keys(identity)) - len(have)
+            raise EncoderError(
+                f"distributed encode with {enc.spec} failed ({failure}); {done} items were committed to "
+                f"{fc.folder(identity)} and are kept: rerun to encode the remaining {len(missing) - done}"
+            )
+    fc.rescan(identity)
+    if rep.failed and enc.input_kind == "file":  # as FeatureCache.encode does for the single-process path
+        from ..data.checks import forget
+
+        forget([Path(it) for it, _ in rep.failed])
+    rep.shards = (len(list(shards_dir.glob("*.safetensors"))) if shards_dir.is_dir() else 0) - n_before
+    rep.seconds = time.perf_counter() - t0
+    return rep
+
+
+
+# ----------------------------------------------------------------------------- index
+class _EmbedActor:
+    """Embeds items of one modality with a saved space (features through the shared feature cache)."""
+
+    def __init__(self, space_dir: str, identity: str, modality: str, cache_root: str, threads: int,
+                 runtime: dict[str, str] | None = None):
+        import torch
+
+        from ..space import Space
+
+        torch.set_num_threads(max(1, threads))
+        worker_runtime(runtime)  # the driver's device and precision
+        self.space = Space.load(space_dir)
+        if self.space.identity() != identity:
+            raise EncoderError(f"{space_dir}: a worker loaded space {self.space.identity()}, the driver's is {identity}")
+        self.modality = modality
+        self.cache = FeatureCache(cache_root)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        X = self.space.embed(self.modality, [str(x) for x in batch["item"]], cache=self.cache)
+        self.cache.unload()  # bounded memory: each batch reads only its own shards
+        return {"i": batch["i"], "vector": X.astype(np.float32)}
+
+
+def ray_index_embedder(
+    space_dir: str | Path,
+    identity: str,
+    cache: FeatureCache | str | Path | None = None,
+    *,
+    batch_size: int = 256,
+    concurrency: int = 2,
+    num_gpus: float = 0.0,
+    cpus_per_actor: float | None = None,
+) -> Callable[[str, list[tuple], int], Iterator[tuple[list[tuple], np.ndarray]]]:
+    """An ``embedder`` for :meth:`anybind.index.Index.add`: Ray Data embeds, the driver commits each chunk.
+
+    Call it inside a connected Ray (:func:`anybind.scale.ray_session`).  ``space_dir`` is
+    the space every worker loads (the copy inside the index); items stream back in any
+    order and are committed in chunks of the index's ``chunk_size``.
+    """
+    root = str((cache.root if isinstance(cache, FeatureCache) else FeatureCache(cache).root).absolute())
+
+    def embed(modality: str, items: list[tuple], chunk_size: int) -> Iterator[tuple[list[tuple], np.ndarray]]:
+        import ray.data
+
+        if not items:
+            return
+        _, actor_cpus = _resources(concurrency, num_gpus, cpus_per_actor)
+        ds = ray.data.from_items(
+            [{"i": i, "item": str(it[1])} for i, it in enumerate(items)],
+            override_num_blocks=max(1, min(math.ceil(len(items) / batch_size), 10_000)),
+        )
+        ds = ds.map_batches(
+            _EmbedActor,
+            fn_constructor_kwargs={"space_dir": str(Path(space_dir).absolute()), "identity": identity,
+                                   "modality": modality, "cache_root": root, "threads": max(1, round(actor_cpus)),
+                                   "runtime": current_runtime().to_dict()},
+            batch_size=batch_size, compute=_compute(concurrency), num_cpus=actor_cpus,
+            num_gpus=ray_gpus(num_gpus) or None,
+        )
+        failure = None
+        try:
+            for b in ds.iter_batches(batch_size=chunk_size, batch_format="numpy"):
+                yield [items[int(i)] for i in b["i"]], np.asarray(b["vector"], dtype=np.float32)
+        except Exception as e:  # noqa: BLE001 - reported below, once the pipeline is released
+            failure = root_cause(e)
+        if failure is not None:
+            ds = None
+            _release()
+            raise EncoderError(f"distributed embedding of {modality!r} failed ({failure}); "
+                               "committed chunks are kept: rerun to embed the rest")
+
+    return embed
