@@ -122,14 +122,15 @@ class MemoryFeatureCache(FeatureCache):
 
 @dataclass
 class Item:
-    """One stored row the service may serve: its source (text, or an absolute file path), media kind and
-    content key (``"f:" + sha256`` of a file's bytes when it was indexed)."""
+    """One stored row the service may serve: its source (text, or an absolute file path), media kind,
+    content key (``"f:" + sha256`` of a file's bytes when it was indexed) and indexed file size."""
 
     id: str
     modality: str
     source: str
     media: str  # "image" | "audio" | "text" | "other"
     key: str | None = None
+    size: int | None = None  # a file's size in bytes when it was indexed (None: not recorded)
 
 
 def _tiny_png() -> bytes:
@@ -189,9 +190,11 @@ class Service:
         ids = snap.meta.column("id").to_pylist()
         srcs = snap.meta.column("source").to_pylist()
         keys = snap.meta.column("key").to_pylist()
+        # an index written before sizes were recorded has no such column: its files are checked by hash alone
+        sizes = snap.meta.column("size").to_pylist() if "size" in snap.meta.column_names else [None] * len(ids)
         items: dict[str, dict[str, Item]] = {}
-        for i, m, s, k in zip(ids, snap.modality.tolist(), srcs, keys):
-            items.setdefault(i, {})[m] = Item(i, m, s, self.media.get(m, "other"), k)
+        for i, m, s, k, n in zip(ids, snap.modality.tolist(), srcs, keys, sizes):
+            items.setdefault(i, {})[m] = Item(i, m, s, self.media.get(m, "other"), k, n)
         file_mods = [m for m, kind in self.input_kind.items() if kind == "file"]
         folders = indexed_folders(snap.meta.column("source"), snap.modality, file_mods)
         self.items, self.counts = items, self.index.counts()  # swapped whole: readers see old or new
@@ -424,7 +427,7 @@ class Service:
     def open_item(self, it: Item) -> OpenItemFile:
         """The item's stored file, open and checked: inside the indexed folders (else :class:`NotFound`)
         and holding the content that was indexed (else :class:`Changed`); see :mod:`anybind.serve.files`."""
-        return self.files.open(it.id, it.modality, it.source, it.key)
+        return self.files.open(it.id, it.modality, it.source, it.key, it.size)
 
     def thumbnail(self, it: Item, size: int) -> bytes:
         """A JPEG of at most ``size`` pixels a side (LRU-cached), made from the checked file; the file is
