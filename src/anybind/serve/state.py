@@ -16,13 +16,14 @@ import wave
 import weakref
 from collections import OrderedDict, defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..cache import FeatureCache
+from ..data.limits import LIMITS, MediaLimits, using_limits
 from ..data.templates import check_templates
 from ..errors import AnybindError, DataError
 from ..index import Hit, Index, QueryError, class_embeddings
@@ -47,6 +48,9 @@ class ServeConfig:
     max_audio_seconds: an uploaded sound longer than this (read from its header) -> 400.
     max_svg_work: an uploaded SVG whose estimated rendering work is larger -> 400, before it is rendered
         (see :class:`~anybind.data.media.MediaLimits`; its embedded images count against ``max_pixels``).
+    max_svg_seconds: wall-clock seconds rendering one SVG may take (an upload, or an indexed SVG's thumbnail):
+        it is rendered in a worker process killed past them -> 400, so that no SVG holds a slot longer.
+        Uploads are decoded under these limits (see :func:`~anybind.data.limits.using_limits`).
     refresh_seconds: how often (at most) a request looks for writes other processes made to the index
         (``anybind index ... --out`` on it while serving): new, replaced and deleted items are then searchable and
         served; 0 = before every request.
@@ -62,6 +66,7 @@ class ServeConfig:
     max_pixels: int = 40_000_000
     max_audio_seconds: float = 120.0
     max_svg_work: int = 100_000
+    max_svg_seconds: float = 20.0
     refresh_seconds: float = 2.0
 
 
@@ -237,6 +242,14 @@ class Service:
             svc.warm_up()
         return svc
 
+    @property
+    def media_limits(self) -> MediaLimits:
+        """The limits uploads are checked and rendered under (see :class:`ServeConfig`)."""
+        cfg = self.config
+        return MediaLimits(
+            max_pixels=cfg.max_pixels, max_svg_work=cfg.max_svg_work, max_svg_seconds=cfg.max_svg_seconds
+        )
+
     def _media_of(self, modality: str) -> str:
         if self.input_kind[modality] == "text":
             return "text"
@@ -325,11 +338,9 @@ class Service:
         SVGs too costly to render (nothing rendered).  A header that cannot be read is left to the decoder,
         whose message is clearer."""
         if s.mime == "image/svg+xml":
-            from ..data.media import MediaLimits
             from ..data.svg import check_svg
 
-            cfg = self.config
-            check_svg(data, shown, MediaLimits(max_pixels=cfg.max_pixels, max_svg_work=cfg.max_svg_work))
+            check_svg(data, shown, self.media_limits)
         elif s.kind == "image":
             import warnings
 
@@ -364,8 +375,10 @@ class Service:
                 )
 
     def embed_parts(self, parts: Sequence[tuple[str, Any, float]]) -> tuple[np.ndarray, list[str]]:
-        """One fused unit query vector (see :meth:`Index.embed_query`) and the query modalities."""
-        return self.index.embed_query(list(parts), cache=self.cache)
+        """One fused unit query vector (see :meth:`Index.embed_query`) and the query modalities; media are
+        decoded under the service's limits (an SVG rendered within ``max_svg_seconds``)."""
+        with using_limits(self.media_limits):
+            return self.index.embed_query(list(parts), cache=self.cache)
 
     def search(
         self,
@@ -407,7 +420,8 @@ class Service:
 
     def embed_items(self, modality: str, items: Sequence[Any]) -> np.ndarray:
         try:
-            return self.space.embed(modality, list(items), cache=self.cache)
+            with using_limits(self.media_limits):  # as embed_parts
+                return self.space.embed(modality, list(items), cache=self.cache)
         except AnybindError as e:
             raise QueryError(f"cannot embed {modality} input: {e}") from None
 
@@ -436,13 +450,16 @@ class Service:
         from ..data.media import load_image
 
         key = (it.id, it.modality, size)
+        budget = self.config.max_svg_seconds
         with self.open_item(it) as f:
             with self._thumb_lock:
                 if key in self._thumbs:
                     self._thumbs.move_to_end(key)
                     return self._thumbs[key]
             try:
-                img = load_image(f.path, size=max(size, 64))
+                # an indexed SVG passed the library's limits when it was indexed; its rendering here is
+                # still bounded by the service's time budget
+                img = load_image(f.path, size=max(size, 64), limits=replace(LIMITS, max_svg_seconds=budget))
             except AnybindError as e:
                 raise type(e)(str(e).replace(f.path, it.source)) from None
         img.thumbnail((size, size))
