@@ -192,3 +192,44 @@ def test_an_svg_upload_embeds_as_the_library_embeds_the_file(tight, tmp_path):
     (tmp_path / "c.svg").write_bytes(fine)
     want = Space.load(root / "space").embed("image", [str(tmp_path / "c.svg")])[0]
     assert np.allclose(res.json()["items"][0]["vector"], want, atol=1e-5)
+
+
+def _open_pipes() -> list[int]:
+    out = []
+    for n in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{n}").startswith("pipe:"):
+                out.append(int(n))
+        except OSError:  # the descriptor listdir itself used, closed since
+            pass
+    return out
+
+
+def test_a_worker_whose_pipes_are_numbered_past_1024_still_renders():
+    """A busy server holds many descriptors, so a new worker's pipes can be numbered 1024 or more, which
+    select() cannot wait on (every SVG then failed): the wait uses poll()."""
+    import resource
+
+    from anybind.data.svg_pool import stop_idle_workers
+
+    high = 1100
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < high + 64:
+        pytest.skip(f"this machine allows {hard} open files; the case needs {high + 64}")
+    if soft != resource.RLIM_INFINITY and soft < high + 64:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (high + 64, hard))
+    small = HEAD.encode() + b'<rect width="100" height="100" fill="red"/></svg>'
+    stop_idle_workers()  # the next rendering starts a worker, with the lowest free descriptors
+    fds = [os.open(os.devnull, os.O_RDONLY)]
+    try:
+        while fds[-1] < high:
+            fds.append(os.open(os.devnull, os.O_RDONLY))
+        png = render_svg(small, "small.svg", 64, MediaLimits(max_svg_seconds=30))
+        pipes = [n for n in _open_pipes() if n > high]
+        assert pipes, "the worker's pipes were not numbered past 1024: the case was not exercised"
+        assert png == render_svg(small, "small.svg", 64, MediaLimits(max_svg_seconds=None))
+    finally:
+        stop_idle_workers()  # its pipes are the high ones
+        for fd in fds:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

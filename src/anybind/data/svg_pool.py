@@ -75,7 +75,9 @@ class _Worker:
     def _fill(self, deadline: float) -> None:
         fd = self.proc.stdout.fileno()
         left = deadline - time.monotonic()
-        if left <= 0 or not select.select([fd], [], [], left)[0]:
+        poll = select.poll()  # not select(): a busy server's descriptors can be numbered past 1024
+        poll.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+        if left <= 0 or not poll.poll(max(1, int(left * 1000))):
             raise _Timeout
         data = os.read(fd, 1 << 20)
         if not data:
@@ -143,6 +145,11 @@ class _Pool:
 
 _POOL = _Pool()
 atexit.register(_POOL.close)
+
+
+def stop_idle_workers() -> None:
+    """Stop this process's idle workers (they are stopped at exit anyway; the next SVG starts a new one)."""
+    _POOL.close()
 
 
 def render_in_worker(

@@ -88,7 +88,9 @@ def table_schema(dim: int) -> "pa.Schema":
     )
 
 
-def rows_table(dim: int, ids, modalities, sources, labels, keys, vectors: np.ndarray, sizes=None) -> "pa.Table":
+def rows_table(
+    dim: int, ids, modalities, sources, labels, keys, vectors: np.ndarray, sizes=None
+) -> "pa.Table":
     """Rows in the table's schema; ``sizes``: each file item's size in bytes (``None``: not a file)."""
     import pyarrow as pa
 
