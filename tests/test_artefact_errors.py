@@ -7,6 +7,7 @@ F: a saved fusion model verifies its identity on load (fusion.json and its weigh
 """
 
 import json
+import logging
 import os
 import re
 
@@ -644,7 +645,7 @@ def test_a_fusion_model_verifies_its_identity(fusion_saved, case):
     assert str(fz / "fusion.json") in str(e.value) and "\n" not in str(e.value)
 
 
-def test_a_fusion_model_saved_before_identities_still_loads(tmp_path):
+def test_a_fusion_model_saved_before_identities_still_loads(tmp_path, caplog):
     """F: tests/fixtures/fusion_v2 (format 2, saved by the code before fusion identities, on a vectors:
     space) loads and predicts as it did; saved again, it gets an identity."""
     import shutil
@@ -659,7 +660,11 @@ def test_a_fusion_model_saved_before_identities_still_loads(tmp_path):
     want = json.loads((src / "expected.json").read_text())
     space = Space.load(tmp_path / "f" / "space")
     assert json.loads((src / "model" / "fusion.json").read_text())["format_version"] == 2
-    clf = FusionClassifier.load(tmp_path / "f" / "model", space)
+    with caplog.at_level(logging.WARNING, logger="anybind.fusion"):
+        clf = FusionClassifier.load(tmp_path / "f" / "model", space)
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(said) == 1 and "an edit cannot be detected" in said[0] and "\n" not in said[0], said
+    assert str(tmp_path / "f" / "model" / "fusion.json") in said[0]
     with open(tmp_path / "m.jsonl", "w") as f:
         for i in want["ids"]:
             f.write(json.dumps({"id": i, "vec": True}) + "\n")

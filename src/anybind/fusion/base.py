@@ -294,8 +294,8 @@ def _check_identity(meta: dict[str, Any], sd: Mapping[str, torch.Tensor], meta_p
     """Refuse a model whose saved identity is missing (format 3 on) or not what its content hashes to."""
     saved = meta.get("identity")
     if meta.get("format_version", 0) < 3 and saved is None:
-        log.info("%s: saved before fusion models had an identity (format %s): an edit cannot be detected; "
-                 "save it again to add one", meta_p, meta.get("format_version", 0))
+        log.warning("%s: saved before fusion models had an identity (format %s): an edit cannot be detected; "
+                    "save it again to add one", meta_p, meta.get("format_version", 0))
         return
     if not isinstance(saved, str) or not saved:
         raise SpaceError(f"{meta_p}: no 'identity' (a hash of the model's content): damaged file")
