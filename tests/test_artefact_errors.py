@@ -3,9 +3,11 @@
 12: an input path that is missing, a folder or a FIFO is refused before it is opened (no traceback, no hang).
 13: a saved space verifies its identity on load, and each encoder's identity when it is built.
 14: a damaged space (space.json, projectors.safetensors) or vectors file is one line naming the file and why.
+F: a saved fusion model verifies its identity on load (fusion.json and its weights hashed).
 """
 
 import json
+import logging
 import os
 import re
 
@@ -601,6 +603,78 @@ def test_a_damaged_fusion_model_is_one_line(fusion_saved, case):
     with pytest.raises(SpaceError, match=match) as e:
         FusionClassifier.load(fz, space)
     assert str(fz) in str(e.value) and "\n" not in str(e.value)
+
+
+def _first_weight_nudged(d):
+    k = sorted(d[1])[0]
+    d[1][k].view(-1)[0] += 1e-3
+
+
+IDENTITY_EDITS = {
+    "classes-reordered": lambda d: d[0]["classes"].reverse(),
+    "weight-edited": _first_weight_nudged,
+    "config-edited": lambda d: d[0]["params"].update(reconstruct=not d[0]["params"]["reconstruct"]),
+    "label-edited": lambda d: d[0].update(label_key="other"),
+    "identity-removed": lambda d: _drop(d[0], "identity"),
+    "version-edited": lambda d: d[0].update(format_version=2),  # with its identity kept: still checked
+}
+
+
+@pytest.mark.parametrize("case", sorted(IDENTITY_EDITS))
+def test_a_fusion_model_verifies_its_identity(fusion_saved, case):
+    """F: fusion.json carries an identity (its content and weights hashed), recomputed on load: reordered
+    classes, an edited weight or config are refused in one line naming the file; untouched, it loads the same."""
+    from safetensors.torch import load_file, save_file
+
+    from anybind import load_manifest
+    from anybind.fusion import FusionClassifier
+
+    space, fz = fusion_saved
+    man = load_manifest(fz.parent / "m.jsonl", modalities=["text"], kinds={"text": "text"}, progress=False)
+    meta, sd = json.loads((fz / "fusion.json").read_text()), load_file(str(fz / "fusion.safetensors"))
+    assert isinstance(meta["identity"], str) and meta["format_version"] == 3
+    a, b = FusionClassifier.load(fz, space), FusionClassifier.load(fz, space)  # untouched: loads the same
+    assert a.identity() == b.identity() == meta["identity"] and a.classes_ == meta["classes"]
+    assert np.array_equal(a.predict_proba(man), b.predict_proba(man))
+    IDENTITY_EDITS[case]((meta, sd))
+    (fz / "fusion.json").write_text(json.dumps(meta))
+    save_file(sd, str(fz / "fusion.safetensors"))
+    want = "no 'identity'" if case == "identity-removed" else "saved identity .* does not match its content"
+    with pytest.raises(SpaceError, match=want) as e:
+        FusionClassifier.load(fz, space)
+    assert str(fz / "fusion.json") in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_fusion_model_saved_before_identities_still_loads(tmp_path, caplog):
+    """F: tests/fixtures/fusion_v2 (format 2, saved by the code before fusion identities, on a vectors:
+    space) loads and predicts as it did; saved again, it gets an identity."""
+    import shutil
+    from pathlib import Path
+
+    from anybind import load_manifest
+    from anybind.encoders.kinds import manifest_kinds
+    from anybind.fusion import FusionClassifier
+
+    src = Path(__file__).parent / "fixtures" / "fusion_v2"
+    shutil.copytree(src, tmp_path / "f")
+    want = json.loads((src / "expected.json").read_text())
+    space = Space.load(tmp_path / "f" / "space")
+    assert json.loads((src / "model" / "fusion.json").read_text())["format_version"] == 2
+    with caplog.at_level(logging.WARNING, logger="anybind.fusion"):
+        clf = FusionClassifier.load(tmp_path / "f" / "model", space)
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(said) == 1 and "an edit cannot be detected" in said[0] and "\n" not in said[0], said
+    assert str(tmp_path / "f" / "model" / "fusion.json") in said[0]
+    with open(tmp_path / "m.jsonl", "w") as f:
+        for i in want["ids"]:
+            f.write(json.dumps({"id": i, "vec": True}) + "\n")
+    man = load_manifest(tmp_path / "m.jsonl", modalities=["vec"], kinds=manifest_kinds(space.encoders), progress=False)
+    assert clf.classes_ == want["classes"]
+    assert np.allclose(clf.predict_proba(man), np.asarray(want["proba"]), atol=1e-6)
+    again = FusionClassifier.load(clf.save(tmp_path / "again"), space)
+    saved = json.loads((tmp_path / "again" / "fusion.json").read_text())
+    assert saved["format_version"] == 3 and saved["identity"] == again.identity() == clf.identity()
+    assert np.array_equal(again.predict_proba(man), clf.predict_proba(man))
 
 
 def test_an_index_verifies_its_identity_and_its_space_copy(tmp_path):

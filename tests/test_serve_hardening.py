@@ -2,7 +2,8 @@
 
 7: prompt templates are checked before anything is filled (no format specs: ``{:>2000000000}``
 allocated 2 GB), in the library, the CLI and the service.  10: ``/items`` and ``/thumbs`` serve a
-stored file only inside the indexed folders and with the indexed content.  11: ``NaN`` /
+stored file only inside the indexed folders and with the indexed content (E: the indexed size compared
+first, verdicts remembered, so a swapped-in file is hashed at most once, a file of another size never).  11: ``NaN`` /
 ``Infinity`` and lone surrogates in JSON bodies get a 4xx, never a 500.
 """
 
@@ -244,6 +245,86 @@ def test_item_whose_content_changed_is_refused(tiny):
     assert img.stat().st_size == st0.st_size and img.stat().st_mtime_ns == st0.st_mtime_ns
     res = c.get("/items/tiny?modality=image")
     assert res.status_code == 409 and bytes(same_size) not in res.content
+
+
+def _count_hashing(monkeypatch) -> list[int]:
+    import anybind.serve.files as files_mod
+
+    calls, real = [], files_mod._sha256_fd
+
+    def counting(fd, *a, **kw):
+        calls.append(fd)
+        return real(fd, *a, **kw)
+
+    monkeypatch.setattr(files_mod, "_sha256_fd", counting)
+    return calls
+
+
+def test_a_swapped_in_file_of_another_size_is_refused_unhashed(tiny, monkeypatch):
+    """E: the index stores each file's size; a file of another size (a 4 GB sparse file) is refused 409 from
+    its size alone, never read, on every request."""
+    c, img = tiny["client"], tiny["img"]
+    calls = _count_hashing(monkeypatch)
+    assert c.get("/items/tiny?modality=image").status_code == 200 and len(calls) == 1
+    assert c.get("/items/tiny?modality=image").status_code == 200 and len(calls) == 1  # verified: remembered
+    img.unlink()
+    with open(img, "wb") as f:
+        f.truncate(4 << 30)
+    t0 = time.perf_counter()
+    for url in ("/items/tiny?modality=image", "/items/tiny", "/thumbs/tiny?size=16"):
+        res = c.get(url)
+        assert res.status_code == 409, (url, res.status_code)
+        assert "changed since it was indexed (4,294,967,296 bytes, indexed" in res.json()["detail"], res.text
+    assert len(calls) == 1 and time.perf_counter() - t0 < 3
+
+
+def test_a_same_size_changed_file_is_hashed_once(tiny, monkeypatch):
+    """E: a mismatch is remembered per file version, so asking again costs no hashing; a new version is
+    checked again."""
+    c, img = tiny["client"], tiny["img"]
+    old = img.read_bytes()
+    calls = _count_hashing(monkeypatch)
+    bad = bytearray(old)
+    bad[-20] ^= 0xFF
+    img.write_bytes(bytes(bad))
+    for _ in range(3):
+        assert c.get("/items/tiny?modality=image").status_code == 409
+    assert len(calls) == 1
+    img.write_bytes(old)  # put back: a new version, checked, served
+    assert c.get("/items/tiny?modality=image").status_code == 200 and len(calls) == 2
+
+
+def test_an_index_without_sizes_is_still_written_and_served(data, shared_cache, tmp_path, monkeypatch):
+    """E: an index written before the size column keeps its schema when added to, and its files are served
+    with the hash check (a mismatch hashed once)."""
+    from anybind.index import Index
+    from anybind.space import Space
+
+    media = tmp_path / "media"
+    media.mkdir()
+    rows = []
+    for i in range(2):
+        (media / f"t{i}.png").write_bytes(_png(color=(40 * i, 90, 10)))
+        rows.append({"id": f"t{i}", "split": "test", "image": str(media / f"t{i}.png"), "text": f"square {i}"})
+    (tmp_path / "a.jsonl").write_text(json.dumps(rows[0]) + "\n")
+    (tmp_path / "b.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    space = Space.load(data["space"])
+    ix = Index.build(space, tmp_path / "a.jsonl", tmp_path / "index", cache=shared_cache)
+    ix.table.drop_columns(["size"])  # as an index written before sizes were stored
+    Index.open(tmp_path / "index", space).add(tmp_path / "b.jsonl", cache=shared_cache)
+    ix = Index.open(tmp_path / "index", space)
+    assert "size" not in ix.table.schema.names and len(ix) == 4
+    s = Service.load(data["space"], tmp_path / "index", cache=shared_cache,
+                     config=ServeConfig(refresh_seconds=0), warm=False)
+    try:
+        with TestClient(create_app(service=s), raise_server_exceptions=False) as c:
+            calls = _count_hashing(monkeypatch)
+            assert c.get("/items/t1?modality=image").content == (media / "t1.png").read_bytes()
+            (media / "t1.png").write_bytes(_png(size=30))
+            assert [c.get("/items/t1?modality=image").status_code for _ in range(3)] == [409] * 3
+            assert len(calls) == 2
+    finally:
+        s.close()
 
 
 def test_item_files_without_a_content_hash_are_checked_for_containment(tmp_path):

@@ -22,6 +22,7 @@ import json
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import copy_context
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -247,12 +248,16 @@ class FeatureCache:
                 chunk = missing[c0 : c0 + self.chunk_size]
                 batches = [chunk[i : i + bs] for i in range(0, len(chunk), bs)]
                 # decode batch i+1 while the model works on batch i
-                futures = [pool.submit(self._load_batch, encoder, b, first) for b in batches[:1]]
+                # each decoding runs in a copy of this thread's context (the media limits in force here)
+                futures = [
+                    pool.submit(copy_context().run, self._load_batch, encoder, b, first) for b in batches[:1]
+                ]
                 ok_keys: list[str] = []
                 outs = []
                 for bi, b in enumerate(batches):
                     if bi + 1 < len(batches):
-                        futures.append(pool.submit(self._load_batch, encoder, batches[bi + 1], first))
+                        nxt = batches[bi + 1]
+                        futures.append(pool.submit(copy_context().run, self._load_batch, encoder, nxt, first))
                     loaded = futures[bi].result()
                     good, X = _encode_batch(encoder, loaded, failed, first)
                     ok_keys += good

@@ -18,8 +18,8 @@ import numpy as np
 
 from ..errors import DataError
 from .files import read_regular
-from .limits import LIMITS, MediaLimits  # noqa: F401  (re-exported: defined here before)
-from .svg import looks_like_svg, render_svg  # noqa: F401  (looks_like_svg re-exported: defined here before)
+from .limits import LIMITS, MediaLimits, current_limits  # noqa: F401  (re-exported: defined here before)
+from .svg import SVG_WIDTH, looks_like_svg, render_svg  # noqa: F401  (looks_like_svg re-exported: defined here before)
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".svg"})
 AUDIO_SUFFIXES = frozenset({".wav", ".ogg", ".oga", ".flac", ".mp3", ".aiff", ".aif"})
@@ -41,15 +41,15 @@ def load_image(path: str | Path, size: int | None = None, limits: MediaLimits | 
     transparent PNGs: on black they would all look alike).  SVG files (also
     gzip-compressed) are rasterised with CairoSVG at ``size`` pixels wide (default 512).
     The file type is sniffed from the content, not the name.  An image over
-    ``limits`` (default :data:`LIMITS`) raises DataError before it is decoded.
+    ``limits`` (default: :func:`~anybind.data.limits.current_limits`) raises DataError before it is decoded.
     """
     from PIL import Image, UnidentifiedImageError
 
-    lim = limits or LIMITS
+    lim = limits or current_limits()
     data = _read_bytes(path)
     if looks_like_svg(data):
 
-        data = render_svg(data, path, size or 512, lim)
+        data = render_svg(data, path, size or SVG_WIDTH, lim)
     bad = (UnidentifiedImageError, OSError, SyntaxError, ValueError)
     try:
         with warnings.catch_warnings():  # the pixel count is checked here, against lim.max_pixels

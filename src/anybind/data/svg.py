@@ -8,7 +8,8 @@ a document, :func:`check_svg`
 * parses it (``defusedxml``: no entities, no external DTDs) and estimates the
   rendering work: every element counts once, and every reference (``<use href="#a">``,
   ``fill="url(#p)"``, markers once per path vertex, ...) counts as a copy of what it
-  points to, plus the document scan CairoSVG does to find it.  More than
+  points to, plus the document scan CairoSVG does to find it; a stroked shape also counts its
+  vertices times its stroke's width in output pixels (:mod:`anybind.data.svg_stroke`).  More than
   ``max_svg_work`` units, references nested deeper than ``max_svg_depth`` or a
   reference cycle are refused;
 * reads the header of every raster image embedded as a ``data:`` URI (nothing is
@@ -16,8 +17,9 @@ a document, :func:`check_svg`
   embedded SVG is checked like the document itself, within the same budgets.
 
 Then :func:`render_svg` renders onto a surface that refuses an output of more than
-``max_pixels`` (a 1 x 10000 viewBox at 512 pixels wide is 512 x 5 million).  External
-references are never fetched (CairoSVG's safe fetcher draws them empty).
+``max_pixels`` (a 1 x 10000 viewBox at 512 pixels wide is 512 x 5 million), in a worker
+process killed past ``max_svg_seconds`` (:mod:`anybind.data.svg_pool`): no estimate miss can
+cost more.  External references are never fetched (CairoSVG's safe fetcher draws them empty).
 The limits are :class:`anybind.data.media.MediaLimits`.
 """
 
@@ -32,12 +34,17 @@ from urllib.parse import unquote_to_bytes
 
 from ..errors import DataError
 from .limits import MediaLimits
+from .svg_pool import render_in_worker
+from .svg_stroke import StrokeCosts
+from .svg_process import TooLarge, render
 
 if TYPE_CHECKING:
     from xml.etree.ElementTree import Element
 
 
 GZIP_MAGIC = b"\x1f\x8b"
+#: the width SVGs are rendered at unless a caller asks for another (what the image encoders read)
+SVG_WIDTH = 512
 _XLINK = "{http://www.w3.org/1999/xlink}href"
 _URL_REF = re.compile(r"url\(\s*['\"]?#([^)'\"\s]+)")
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
@@ -129,8 +136,8 @@ def svg_head(data: bytes, n: int = 65536) -> bytes:
 class _Budget:
     """What one document (with everything embedded in it) may still cost."""
 
-    def __init__(self, limits: "MediaLimits"):
-        self.limits = limits
+    def __init__(self, limits: "MediaLimits", width: int):
+        self.limits, self.width = limits, width
         self.text_bytes = 0
 
     def add_text(self, n: int, what: object) -> None:
@@ -139,12 +146,13 @@ class _Budget:
             raise DataError(f"{what}: more than {_mb(self.limits.max_svg_bytes)} of SVG text (the limit)")
 
 
-def check_svg(data: bytes, what: object, limits: "MediaLimits") -> bytes:
-    """The SVG text of ``data`` (gzip inflated) once its size, work and embedded images are within ``limits``.
+def check_svg(data: bytes, what: object, limits: "MediaLimits", width: int = SVG_WIDTH) -> bytes:
+    """The SVG text of ``data`` (gzip inflated) once its size, work and embedded images are within ``limits``
+    (rendered ``width`` pixels wide: stroke work grows with the output's scale).
 
     Raises :class:`DataError` naming ``what`` otherwise; nothing is rendered or decoded.
     """
-    budget = _Budget(limits)
+    budget = _Budget(limits, width)
     text = _text(data, what, budget)
     doc = _Doc(text, what, budget)
     doc.cost(doc.root, 0)
@@ -179,6 +187,7 @@ class _Doc:
         self.active: set[int] = set()
         rules = sum((el.text or "").count("{") for el in root.iter() if _local(el) == "style")
         self.css_work = rules // CSS_RULES_PER_WORK
+        self.strokes = StrokeCosts(root, budget.width)
         self.scans = 0  # work of the first lookup of each reference target (CairoSVG caches the rest)
         self.looked_up: set[int] = set()
 
@@ -186,8 +195,9 @@ class _Doc:
         lim = self.budget.limits
         if work + self.scans > lim.max_svg_work:
             raise DataError(
-                f"{self.what}: SVG too costly to render (more than {lim.max_svg_work:,} elements once its "
-                "references are expanded; the limit)"
+                f"{self.what}: SVG too costly to render (estimated at more than {lim.max_svg_work:,} "
+                "units of about one plain element, its references expanded and its paths and strokes "
+                "drawn; the limit)"
             )
 
     def cost(self, el: "Element", level: int, fresh: bool = False) -> tuple[int, int]:
@@ -206,7 +216,7 @@ class _Doc:
         self.active.add(id(el))
         tag = _local(el)
         inner = fresh or tag in ("pattern", "mask")
-        work, pixels = 1 + self.css_work + _own_work(el, tag), 0
+        work, pixels = 1 + self.css_work + _own_work(el, tag) + self.strokes.of(el), 0
         for child in el:
             if _local(child) in _DEFINITIONS:  # only parsed where it stands; drawn where it is referenced
                 work += sum(1 for _ in child.iter())
@@ -315,38 +325,26 @@ _DOC_URL = "file:///anybind-svg/document.svg"
 
 
 def render_svg(data: bytes, what: object, width: int, limits: "MediaLimits") -> bytes:
-    """PNG bytes of an SVG (plain or gzip-compressed) ``width`` pixels wide, after :func:`check_svg`."""
-    text = check_svg(data, what, limits)
+    """PNG bytes of an SVG (plain or gzip-compressed) ``width`` pixels wide, after :func:`check_svg`.
+
+    With ``limits.max_svg_seconds`` it is rendered in a worker process killed past that many seconds
+    (:mod:`anybind.data.svg_pool`), else in this process."""
+    text = check_svg(data, what, limits, width)
     try:
         import cairosvg  # noqa: F401
     except ImportError:  # pragma: no cover - cairosvg is a core dependency
         raise DataError(f"{what}: SVG needs the 'cairosvg' package") from None
-    surface = _bounded_surface(limits.max_pixels)
+    # a document URL turns on CairoSVG's cache of reference targets (without one, every <use> walks the
+    # whole document again: 10x slower on Open Clip Art); relative references resolve under it and, not
+    # being data: URIs, are still never fetched
+    if limits.max_svg_seconds:
+        return render_in_worker(text, what, width, limits.max_pixels, _DOC_URL, limits.max_svg_seconds)
     try:
-        # a document URL turns on CairoSVG's cache of reference targets (without one, every <use> walks the
-        # whole document again: 10x slower on Open Clip Art); relative references resolve under it and, not
-        # being data: URIs, are still never fetched
-        return surface.convert(bytestring=text, output_width=width, url=_DOC_URL)
-    except DataError as e:
+        return render(text, width, limits.max_pixels, _DOC_URL)
+    except TooLarge as e:
         raise DataError(f"{what}: {e}") from None
     except Exception as e:  # noqa: BLE001 - cairosvg raises many types on bad documents
         raise DataError(f"{what}: corrupt SVG ({type(e).__name__}: {e})") from None
-
-
-def _bounded_surface(max_pixels: int):
-    """A CairoSVG PNG surface that refuses to allocate more than ``max_pixels`` (before allocating)."""
-    from cairosvg.surface import PNGSurface
-
-    class BoundedPNGSurface(PNGSurface):
-        def _create_surface(self, width, height):
-            if width * height > max_pixels:
-                raise DataError(
-                    f"the SVG renders to {width:.0f}x{height:.0f} pixels; at most {max_pixels:,} are drawn "
-                    "(the limit)"
-                )
-            return super()._create_surface(width, height)
-
-    return BoundedPNGSurface
 
 
 def looks_like_svg(data: bytes) -> bool:

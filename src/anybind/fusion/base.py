@@ -7,8 +7,10 @@ and balancing, epoch selection, evaluation per subset of present modalities, per
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Sequence
+import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,26 @@ BALANCE = (None, "none", "ogm", "ogm-ge", "agm")
 SCHEDULES = ("constant", "ramp", "anneal")
 OPTIMIZERS = ("adamw", "sgd")
 FORMAT = "anybind.fusion"
-FORMAT_VERSION = 2  # 2: task (classification | regression), agm, full_weight, dropout_schedule
+FORMAT_VERSION = 3  # 2: task (classification | regression), agm, full_weight, dropout_schedule; 3: identity
+#: keys of fusion.json that do not decide predictions, left out of its identity (and the identity itself)
+_NOT_IDENTITY = ("identity", "history", "anybind_version")
+
+log = logging.getLogger(__name__)
+
+
+def fusion_identity(meta: Mapping[str, Any], weights: Mapping[str, torch.Tensor]) -> str:
+    """A hash of what decides a fusion model's predictions: every key of its ``fusion.json`` but
+    ``history`` and ``anybind_version`` (task, parameters, label, classes or target scale, space
+    identity, ...) and its weights, so that an edit to either (classes reordered, a weight changed)
+    is caught on load."""
+    h = hashlib.sha256(FORMAT.encode())
+    content = {k: v for k, v in meta.items() if k not in _NOT_IDENTITY}
+    h.update(json.dumps(content, sort_keys=True, separators=(",", ":")).encode())
+    for k in sorted(weights):
+        v = weights[k].detach().cpu().contiguous()
+        h.update(f"\0{k}|{v.dtype}|{list(v.shape)}\0".encode())
+        h.update(v.numpy().tobytes())
+    return h.hexdigest()[:24]
 
 
 class FusionModel(TrainingMixin, ScoringMixin):
@@ -191,6 +212,10 @@ class FusionModel(TrainingMixin, ScoringMixin):
             "history": self.history_,
         }
 
+    def identity(self) -> str:
+        """The model's identity (see :func:`fusion_identity`), as saved in ``fusion.json``."""
+        return fusion_identity(self.to_json(), self._check_fitted().state_dict())
+
     def save(self, path: str | Path, overwrite: bool = True) -> Path:
         """Write ``fusion.json`` + ``fusion.safetensors`` as a recoverable swap (:mod:`anybind.io`): only a new or
         empty folder or a saved fusion model (unless ``overwrite=False``) is written to, anything else is refused."""
@@ -202,15 +227,18 @@ class FusionModel(TrainingMixin, ScoringMixin):
 
         def write(tmp: Path) -> None:
             sd = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+            meta = self.to_json()
+            meta["identity"] = fusion_identity(meta, sd)
             save_file(sd, str(tmp / "fusion.safetensors"), metadata={"format": FORMAT})
-            (tmp / "fusion.json").write_text(json.dumps(self.to_json(), indent=2, sort_keys=True))
+            (tmp / "fusion.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
 
         return atomic_write_dir(Path(path), write, kind="fusion", overwrite=overwrite)
 
     @classmethod
     def load(cls, path: str | Path, space: Any):
         """Load a saved model for ``space``; refuses a space other than the one it was trained on,
-        and (called on a subclass) a model of the other task."""
+        (called on a subclass) a model of the other task, and one whose identity recomputed from
+        what was loaded is not the one saved (format 3 on; models saved before load unchecked)."""
         from ..space_config import read_weights
 
         from ..io import recover_dir
@@ -255,7 +283,25 @@ class FusionModel(TrainingMixin, ScoringMixin):
         except (KeyError, TypeError, ValueError, AssertionError) as e:
             raise SpaceError(f"{meta_p}: damaged fusion model ({type(e).__name__}: {' '.join(str(e).split())})") from None
         sd = read_weights(w_p, {k: tuple(v.shape) for k, v in net.state_dict().items()}, meta_p.name)
+        _check_identity(meta, sd, meta_p, w_p)
         model.net = FusionNet(len(mods), space.dim, model._n_out(), model.kind, model.hidden)
         model.net.load_state_dict(sd)
         model.net.eval()
         return model
+
+
+def _check_identity(meta: dict[str, Any], sd: Mapping[str, torch.Tensor], meta_p: Path, w_p: Path) -> None:
+    """Refuse a model whose saved identity is missing (format 3 on) or not what its content hashes to."""
+    saved = meta.get("identity")
+    if meta.get("format_version", 0) < 3 and saved is None:
+        log.warning("%s: saved before fusion models had an identity (format %s): an edit cannot be detected; "
+                    "save it again to add one", meta_p, meta.get("format_version", 0))
+        return
+    if not isinstance(saved, str) or not saved:
+        raise SpaceError(f"{meta_p}: no 'identity' (a hash of the model's content): damaged file")
+    recomputed = fusion_identity(meta, sd)
+    if recomputed != saved:
+        raise SpaceError(
+            f"{meta_p}: saved identity {saved} does not match its content (recomputed {recomputed}): "
+            f"{meta_p.name} or {w_p.name} was edited or damaged; restore the saved model, or train it again"
+        )

@@ -81,11 +81,17 @@ def table_schema(dim: int) -> "pa.Schema":
             ("label_pairs", pa.list_(pa.string())),
             ("key", pa.string()),
             ("vector", pa.list_(pa.float32(), dim)),
+            # a file item's size in bytes when it was indexed (null: no file, or an index written before
+            # the column; such tables keep their schema): the service refuses a file of another size unhashed
+            ("size", pa.int64()),
         ]
     )
 
 
-def rows_table(dim: int, ids, modalities, sources, labels, keys, vectors: np.ndarray) -> "pa.Table":
+def rows_table(
+    dim: int, ids, modalities, sources, labels, keys, vectors: np.ndarray, sizes=None
+) -> "pa.Table":
+    """Rows in the table's schema; ``sizes``: each file item's size in bytes (``None``: not a file)."""
     import pyarrow as pa
 
     V = np.ascontiguousarray(vectors, dtype=np.float32)
@@ -100,6 +106,7 @@ def rows_table(dim: int, ids, modalities, sources, labels, keys, vectors: np.nda
             "label_pairs": pa.array([_label_pairs(lb) for lb in labels], pa.list_(pa.string())),
             "key": pa.array(list(keys), pa.string()),
             "vector": pa.FixedSizeListArray.from_arrays(pa.array(V.reshape(-1)), dim),
+            "size": pa.array(list(sizes) if sizes is not None else [None] * len(V), pa.int64()),
         },
         schema=table_schema(dim),
     )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -111,6 +112,9 @@ class WriteMixin:
         return out
 
     def _commit(self, rows: "pa.Table", upsert: bool) -> None:
+        names = self.table.schema.names
+        if len(names) < rows.num_columns:  # a table written before a column was added keeps its schema
+            rows = rows.select([n for n in rows.column_names if n in names])
         if upsert:
             (
                 self.table.merge_insert(["id", "modality"])
@@ -172,6 +176,7 @@ class WriteMixin:
                 value = str(Path(r.values[m]).resolve()) if is_file else r.values[m]
                 try:
                     key = enc.content_key(value)
+                    size = os.stat(value).st_size if is_file else None
                 except (OSError, DataError) as e:  # DataError: not a regular file (see data/files.py)
                     raise DataError(
                         f"record {r.id!r}: cannot read {m} file {value} ({getattr(e, 'strerror', None) or e})"
@@ -179,7 +184,7 @@ class WriteMixin:
                 labels_json = json.dumps(r.labels or {}, sort_keys=True, default=str)
                 row = (r.id, m)
                 old = existing.get(row)
-                item = (r.id, value, r.labels or {}, key)
+                item = (r.id, value, r.labels or {}, key, size)
                 if old is None:
                     todo[m][row] = item
                 elif old[0] != key:
@@ -205,6 +210,7 @@ class WriteMixin:
                     [it[2] for it in chunk],
                     [it[3] for it in chunk],
                     X,
+                    [it[4] for it in chunk],
                 )
                 n_old = self._commit_rows(rows, m, seen)
                 stats.commits += 1
@@ -223,6 +229,7 @@ class WriteMixin:
                     [it[2] for it in chunk],
                     [it[3] for it in chunk],
                     np.stack([vecs[it[0]] for it in chunk]),
+                    [it[4] for it in chunk],
                 )
                 self._commit_rows(rows, m, seen, upsert=True)
                 stats.commits += 1

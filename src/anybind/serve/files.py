@@ -9,10 +9,13 @@ is at that path now may differ: the file may have been edited, or swapped for a 
   resolved, read back from the open descriptor) lies directly in one of the folders that hold
   the index's file items (the *indexed folders*: the directories of the stored paths of every
   file row);  else **404**;
-* **its content is what was indexed**: the SHA-256 of its bytes equals the stored content key
-  (checked once per file version: a file whose device, inode, size, mtime and ctime are
-  unchanged is not hashed again);  else **409**.  Rows whose key is no file hash (custom
-  encoders, raw vectors) are served with the folder check alone.
+* **its content is what was indexed**: its size equals the size stored when it was indexed
+  (compared first: a file of another size, however large, is refused without reading it), and
+  the SHA-256 of its bytes equals the stored content key;  else **409**.  The hash is computed
+  once per file version: the verdict on a version (device, inode, size, mtime, ctime), match or
+  mismatch, is remembered, so a swapped-in file is hashed at most once however often it is asked
+  for.  Rows whose key is no file hash (custom encoders, raw vectors) are served with the folder
+  check alone; rows of an index written before sizes were stored, with the hash check alone.
 
 The file is opened once (non-blocking, so a FIFO cannot hang a worker) and served from that
 open descriptor (``/proc/self/fd/N``), so a swap after the check cannot change what is sent.
@@ -109,15 +112,18 @@ class ItemFiles:
     def __init__(self, max_verified: int = 4096):
         self.folders: frozenset[str] = frozenset()
         self.max_verified = int(max_verified)
-        self._verified: OrderedDict[tuple, None] = OrderedDict()
+        self._verified: OrderedDict[tuple, bool] = OrderedDict()  # file version -> its content matched
         self._lock = threading.Lock()
 
     def set_folders(self, folders: frozenset[str]) -> None:
         self.folders = folders
 
-    def open(self, item_id: str, modality: str, source: str, key: str | None) -> OpenItemFile:
+    def open(
+        self, item_id: str, modality: str, source: str, key: str | None, size: int | None = None
+    ) -> OpenItemFile:
         """Open ``source`` for serving, or raise :class:`NotFound` (gone, not a file, outside the indexed
-        folders) / :class:`Changed` (content differs from what was indexed)."""
+        folders) / :class:`Changed` (size or content differs from what was indexed; ``size``: the
+        indexed size in bytes, when the index recorded it)."""
         what = f"the stored {modality} file of item {item_id!r}"
         if not os.path.isabs(source):
             raise NotFound(f"{what} is missing")
@@ -141,6 +147,8 @@ class ItemFiles:
                     f"{what} now leads outside the folders this index was built from (a link?); not served"
                 )
             if key and key.startswith("f:") and len(key) == 66:
+                if size is not None and st.st_size != size:
+                    raise _changed(what, f"{st.st_size:,} bytes, indexed {size:,}")
                 self._check_content(fd, st, opened, key, what)
             return OpenItemFile(path, st, fd)
         except BaseException:
@@ -150,15 +158,20 @@ class ItemFiles:
     def _check_content(self, fd: int, st: os.stat_result, opened: str, key: str, what: str) -> None:
         version = (opened, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, key)
         with self._lock:
-            if version in self._verified:
+            ok = self._verified.get(version)
+            if ok is not None:
                 self._verified.move_to_end(version)
-                return
-        if _sha256_fd(fd) != key[2:]:
-            raise Changed(
-                f"{what} changed since it was indexed (its content no longer matches); not served: "
-                "re-index it to serve the new file"
-            )
-        with self._lock:
-            self._verified[version] = None
-            while len(self._verified) > self.max_verified:
-                self._verified.popitem(last=False)
+        if ok is None:
+            ok = _sha256_fd(fd) == key[2:]
+            with self._lock:
+                self._verified[version] = ok
+                while len(self._verified) > self.max_verified:
+                    self._verified.popitem(last=False)
+        if not ok:
+            raise _changed(what, "its content no longer matches")
+
+
+def _changed(what: str, why: str) -> Changed:
+    return Changed(
+        f"{what} changed since it was indexed ({why}); not served: re-index it to serve the new file"
+    )

@@ -16,13 +16,14 @@ import wave
 import weakref
 from collections import OrderedDict, defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..cache import FeatureCache
+from ..data.limits import LIMITS, MediaLimits, using_limits
 from ..data.templates import templates_for
 from ..errors import AnybindError, DataError
 from ..index import Hit, Index, QueryError, class_embeddings
@@ -47,6 +48,9 @@ class ServeConfig:
     max_audio_seconds: an uploaded sound longer than this (read from its header) -> 400.
     max_svg_work: an uploaded SVG whose estimated rendering work is larger -> 400, before it is rendered
         (see :class:`~anybind.data.media.MediaLimits`; its embedded images count against ``max_pixels``).
+    max_svg_seconds: wall-clock seconds rendering one SVG may take (an upload, or an indexed SVG's thumbnail):
+        it is rendered in a worker process killed past them -> 400, so that no SVG holds a slot longer.
+        Uploads are decoded under these limits (see :func:`~anybind.data.limits.using_limits`).
     refresh_seconds: how often (at most) a request looks for writes other processes made to the index
         (``anybind index ... --out`` on it while serving): new, replaced and deleted items are then searchable and
         served; 0 = before every request.
@@ -62,6 +66,7 @@ class ServeConfig:
     max_pixels: int = 40_000_000
     max_audio_seconds: float = 120.0
     max_svg_work: int = 100_000
+    max_svg_seconds: float = 20.0
     refresh_seconds: float = 2.0
 
 
@@ -122,14 +127,15 @@ class MemoryFeatureCache(FeatureCache):
 
 @dataclass
 class Item:
-    """One stored row the service may serve: its source (text, or an absolute file path), media kind and
-    content key (``"f:" + sha256`` of a file's bytes when it was indexed)."""
+    """One stored row the service may serve: its source (text, or an absolute file path), media kind,
+    content key (``"f:" + sha256`` of a file's bytes when it was indexed) and indexed file size."""
 
     id: str
     modality: str
     source: str
     media: str  # "image" | "audio" | "text" | "other"
     key: str | None = None
+    size: int | None = None  # a file's size in bytes when it was indexed (None: not recorded)
 
 
 def _tiny_png() -> bytes:
@@ -189,9 +195,11 @@ class Service:
         ids = snap.meta.column("id").to_pylist()
         srcs = snap.meta.column("source").to_pylist()
         keys = snap.meta.column("key").to_pylist()
+        # an index written before sizes were recorded has no such column: its files are checked by hash alone
+        sizes = snap.meta.column("size").to_pylist() if "size" in snap.meta.column_names else [None] * len(ids)
         items: dict[str, dict[str, Item]] = {}
-        for i, m, s, k in zip(ids, snap.modality.tolist(), srcs, keys):
-            items.setdefault(i, {})[m] = Item(i, m, s, self.media.get(m, "other"), k)
+        for i, m, s, k, n in zip(ids, snap.modality.tolist(), srcs, keys, sizes):
+            items.setdefault(i, {})[m] = Item(i, m, s, self.media.get(m, "other"), k, n)
         file_mods = [m for m, kind in self.input_kind.items() if kind == "file"]
         folders = indexed_folders(snap.meta.column("source"), snap.modality, file_mods)
         self.items, self.counts = items, self.index.counts()  # swapped whole: readers see old or new
@@ -233,6 +241,14 @@ class Service:
         if warm:
             svc.warm_up()
         return svc
+
+    @property
+    def media_limits(self) -> MediaLimits:
+        """The limits uploads are checked and rendered under (see :class:`ServeConfig`)."""
+        cfg = self.config
+        return MediaLimits(
+            max_pixels=cfg.max_pixels, max_svg_work=cfg.max_svg_work, max_svg_seconds=cfg.max_svg_seconds
+        )
 
     def _media_of(self, modality: str) -> str:
         if self.input_kind[modality] == "text":
@@ -322,11 +338,9 @@ class Service:
         SVGs too costly to render (nothing rendered).  A header that cannot be read is left to the decoder,
         whose message is clearer."""
         if s.mime == "image/svg+xml":
-            from ..data.media import MediaLimits
             from ..data.svg import check_svg
 
-            cfg = self.config
-            check_svg(data, shown, MediaLimits(max_pixels=cfg.max_pixels, max_svg_work=cfg.max_svg_work))
+            check_svg(data, shown, self.media_limits)
         elif s.kind == "image":
             import warnings
 
@@ -370,7 +384,9 @@ class Service:
         rerank: str | None,
     ) -> tuple[list[Hit], list[str]]:
         self.refresh()
-        hits = self.index.search(list(parts), modality=modality, k=k, labels=labels, rerank=rerank, cache=self.cache)
+        with using_limits(self.media_limits):  # uploads decoded under the service's limits
+            hits = self.index.search(list(parts), modality=modality, k=k, labels=labels, rerank=rerank,
+                                     cache=self.cache)
         return hits, sorted({p[0] for p in parts})
 
     def classify(
@@ -386,7 +402,8 @@ class Service:
         text_mod = "text" if "text" in self.space.modalities else None
         if text_mod is None or self.input_kind[text_mod] != "text":
             raise QueryError("zero-shot classification needs a bound 'text' modality to embed class names")
-        qparts, w, qmods = self.index.query_parts(list(parts), cache=self.cache)
+        with using_limits(self.media_limits):
+            qparts, w, qmods = self.index.query_parts(list(parts), cache=self.cache)
         q, scale = self.index.fuse_query(qparts, w, text_mod)  # the space's scorer: cosine, or MIP in Symile
         try:
             C = class_embeddings(self.space, list(names), list(templates), text_modality=text_mod, cache=self.cache)
@@ -399,7 +416,8 @@ class Service:
 
     def embed_items(self, modality: str, items: Sequence[Any]) -> np.ndarray:
         try:
-            return self.space.embed(modality, list(items), cache=self.cache)
+            with using_limits(self.media_limits):  # as search and classify
+                return self.space.embed(modality, list(items), cache=self.cache)
         except AnybindError as e:
             raise QueryError(f"cannot embed {modality} input: {e}") from None
 
@@ -419,7 +437,7 @@ class Service:
     def open_item(self, it: Item) -> OpenItemFile:
         """The item's stored file, open and checked: inside the indexed folders (else :class:`NotFound`)
         and holding the content that was indexed (else :class:`Changed`); see :mod:`anybind.serve.files`."""
-        return self.files.open(it.id, it.modality, it.source, it.key)
+        return self.files.open(it.id, it.modality, it.source, it.key, it.size)
 
     def thumbnail(self, it: Item, size: int) -> bytes:
         """A JPEG of at most ``size`` pixels a side (LRU-cached), made from the checked file; the file is
@@ -428,13 +446,16 @@ class Service:
         from ..data.media import load_image
 
         key = (it.id, it.modality, size)
+        budget = self.config.max_svg_seconds
         with self.open_item(it) as f:
             with self._thumb_lock:
                 if key in self._thumbs:
                     self._thumbs.move_to_end(key)
                     return self._thumbs[key]
             try:
-                img = load_image(f.path, size=max(size, 64))
+                # an indexed SVG passed the library's limits when it was indexed; its rendering here is
+                # still bounded by the service's time budget
+                img = load_image(f.path, size=max(size, 64), limits=replace(LIMITS, max_svg_seconds=budget))
             except AnybindError as e:
                 raise type(e)(str(e).replace(f.path, it.source)) from None
         img.thumbnail((size, size))

@@ -1,0 +1,184 @@
+"""Rendering SVG under a wall-clock budget: in a worker process that is killed when the budget runs out.
+
+The estimate of :func:`anybind.data.svg.check_svg` refuses costly documents before rendering;
+this bounds what an estimate misses.  :func:`render_in_worker` hands checked SVG text to an idle
+worker (:mod:`anybind.data.svg_process`, started on first use and kept for the next SVG) and
+waits at most ``budget`` seconds for the PNG: past it the worker is killed (its CPU and memory
+are freed at once) and a :class:`DataError` names the file, which the callers report like any
+undecodable file (a 400 in the service, a skipped and reported record in ``fit`` / ``index``).
+
+Workers are plain ``python svg_process.py`` processes talking over pipes (no anybind import, no
+fork of the calling process, whose threads and models a fork would copy); at most
+:data:`MAX_IDLE` are kept idle; one is started per concurrent rendering beyond those.  A forked
+child (a data-loader worker) never uses its parent's workers: it starts its own.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import select
+import subprocess
+import sys
+import threading
+import time
+
+from ..errors import DataError
+from . import svg_process
+
+#: idle workers kept for the next SVG (the others are stopped when their rendering ends)
+MAX_IDLE = 4
+#: seconds a new worker may take to start (not counted in a rendering's budget)
+START_SECONDS = 120.0
+
+
+class _Timeout(Exception):
+    pass
+
+
+class _Stopped(Exception):
+    pass
+
+
+class _Worker:
+    """One worker process and the bytes read from it but not yet used."""
+
+    def __init__(self) -> None:
+        if not sys.executable:
+            raise _Stopped("no Python interpreter to start it with (sys.executable is empty)")
+        # -P: the script's folder (anybind/data, whose module names could shadow others) stays off sys.path
+        safe = ["-P"] if sys.version_info >= (3, 11) else []
+        self.proc = subprocess.Popen(
+            [sys.executable, *safe, svg_process.__file__],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=0,
+        )
+        self.buf = b""
+        try:
+            if self._line(time.monotonic() + START_SECONDS) != b"ready":
+                raise _Stopped("it did not start")
+        except BaseException:
+            self.kill()
+            raise
+
+    def render(self, text: bytes, width: int, max_pixels: int, url: str, budget: float) -> tuple[dict, bytes]:
+        head = json.dumps({"n": len(text), "width": int(width), "max_pixels": int(max_pixels), "url": url})
+        try:
+            self.proc.stdin.write(head.encode() + b"\n" + text)  # read whole by the worker before it renders
+            self.proc.stdin.flush()
+        except OSError as e:
+            raise _Stopped(f"it stopped ({e.strerror or e})") from None
+        deadline = time.monotonic() + budget
+        answer = json.loads(self._line(deadline))
+        return answer, self._bytes(answer.get("n", 0), deadline)
+
+    def _fill(self, deadline: float) -> None:
+        fd = self.proc.stdout.fileno()
+        left = deadline - time.monotonic()
+        poll = select.poll()  # not select(): a busy server's descriptors can be numbered past 1024
+        poll.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+        if left <= 0 or not poll.poll(max(1, int(left * 1000))):
+            raise _Timeout
+        data = os.read(fd, 1 << 20)
+        if not data:
+            self.proc.wait()
+            raise _Stopped(f"it stopped (exit code {self.proc.returncode})")
+        self.buf += data
+
+    def _line(self, deadline: float) -> bytes:
+        while b"\n" not in self.buf:
+            self._fill(deadline)
+        line, _, self.buf = self.buf.partition(b"\n")
+        return line
+
+    def _bytes(self, n: int, deadline: float) -> bytes:
+        while len(self.buf) < n:
+            self._fill(deadline)
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        for f in (self.proc.stdin, self.proc.stdout):
+            try:
+                f.close()
+            except OSError:
+                pass
+
+
+class _Pool:
+    """Idle workers of this process (a forked child starts its own)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.idle: list[_Worker] = []
+        self.pid = os.getpid()
+
+    def acquire(self) -> _Worker:
+        with self.lock:
+            if self.pid != os.getpid():  # forked: the parent's workers are the parent's
+                self.idle, self.pid = [], os.getpid()
+            while self.idle:
+                w = self.idle.pop()
+                if w.alive():
+                    return w
+        return _Worker()
+
+    def release(self, w: _Worker) -> None:
+        with self.lock:
+            if self.pid == os.getpid() and len(self.idle) < MAX_IDLE and w.alive():
+                self.idle.append(w)
+                return
+        w.kill()
+
+    def close(self) -> None:
+        with self.lock:
+            idle, self.idle = (self.idle if self.pid == os.getpid() else []), []
+        for w in idle:
+            w.kill()
+
+
+_POOL = _Pool()
+atexit.register(_POOL.close)
+
+
+def stop_idle_workers() -> None:
+    """Stop this process's idle workers (they are stopped at exit anyway; the next SVG starts a new one)."""
+    _POOL.close()
+
+
+def render_in_worker(
+    text: bytes, what: object, width: int, max_pixels: int, url: str, budget: float
+) -> bytes:
+    """PNG bytes of checked SVG ``text``, rendered in a worker process within ``budget`` seconds.
+
+    Raises :class:`DataError` naming ``what`` when the budget runs out (the worker is killed), the
+    output would exceed ``max_pixels``, the document is corrupt, or no worker can be started."""
+    try:
+        w = _POOL.acquire()
+    except (_Stopped, _Timeout, OSError) as e:
+        why = "it did not start in time" if isinstance(e, _Timeout) else str(e) or type(e).__name__
+        raise DataError(f"{what}: cannot start the SVG renderer process ({why})") from None
+    try:
+        answer, png = w.render(text, width, max_pixels, url, budget)
+    except _Timeout:
+        w.kill()
+        raise DataError(
+            f"{what}: SVG took more than {budget:g} s to render (the limit); not rendered"
+        ) from None
+    except (_Stopped, ValueError) as e:  # ValueError: a garbled answer
+        w.kill()
+        raise DataError(f"{what}: the SVG renderer process failed on this SVG ({e})") from None
+    except BaseException:  # interrupted (KeyboardInterrupt): the worker may still be busy
+        w.kill()
+        raise
+    _POOL.release(w)
+    if answer.get("ok"):
+        return png
+    error = str(answer.get("error", "unknown error"))
+    raise DataError(f"{what}: {error}" if answer.get("pixels") else f"{what}: corrupt SVG ({error})")

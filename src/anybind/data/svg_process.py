@@ -1,0 +1,65 @@
+"""Rendering checked SVG text to PNG with CairoSVG, in this process or as a worker process.
+
+:func:`render` is what every rendering runs.  Run as a script (``python svg_process.py``), this
+module is the worker of :mod:`anybind.data.svg_pool`: it imports CairoSVG and no anybind
+module (so it starts in a fraction of a second), says ``ready``, then answers requests on its
+standard input until that closes:
+
+* request: a JSON line ``{"n": bytes, "width": px, "max_pixels": int, "url": str}``, then ``n``
+  bytes of SVG text (already checked by :func:`anybind.data.svg.check_svg`);
+* answer: a JSON line ``{"ok": true, "n": bytes}`` then ``n`` bytes of PNG, or
+  ``{"ok": false, "pixels": bool, "error": str}`` (``pixels``: the output would be too large).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+
+class TooLarge(Exception):
+    """The SVG renders to more pixels than allowed (raised before the surface is allocated)."""
+
+
+def render(text: bytes, width: int, max_pixels: int, url: str) -> bytes:
+    """PNG bytes of ``text`` rendered ``width`` pixels wide onto a surface of at most ``max_pixels``."""
+    from cairosvg.surface import PNGSurface
+
+    class BoundedPNGSurface(PNGSurface):
+        def _create_surface(self, w, h):
+            if w * h > max_pixels:
+                raise TooLarge(
+                    f"the SVG renders to {w:.0f}x{h:.0f} pixels; at most {max_pixels:,} are drawn (the limit)"
+                )
+            return super()._create_surface(w, h)
+
+    return BoundedPNGSurface.convert(bytestring=text, output_width=width, url=url)
+
+
+def _serve() -> None:
+    out, inp = sys.stdout.buffer, sys.stdin.buffer
+    sys.stdout = sys.stderr  # nothing but answers goes to the parent's stream
+    import cairosvg  # noqa: F401 - loaded before saying ready, so a request's time is rendering only
+
+    out.write(b"ready\n")
+    out.flush()
+    while True:
+        line = inp.readline()
+        if not line:
+            return
+        req = json.loads(line)
+        text = inp.read(req["n"])
+        png = b""
+        try:
+            png = render(text, req["width"], req["max_pixels"], req["url"])
+            head = {"ok": True, "n": len(png)}
+        except TooLarge as e:
+            head = {"ok": False, "pixels": True, "error": str(e)}
+        except Exception as e:  # noqa: BLE001 - cairosvg raises many types on bad documents
+            head = {"ok": False, "pixels": False, "error": f"{type(e).__name__}: {e}"}
+        out.write(json.dumps(head).encode() + b"\n" + png)
+        out.flush()
+
+
+if __name__ == "__main__":
+    _serve()
