@@ -132,7 +132,7 @@ def test_bad_videos_are_one_line_data_errors_naming_the_file(tmp_path, clips):
 def test_limits_refuse_large_long_or_endless_videos_before_or_while_decoding(clips):
     enc = get_encoder(f"video:frames({STATS})@fps=100,max=100", cached=False)
     cases = [(MediaLimits(max_video_pixels=64 * 47), "video frames of 64x48 pixels"),
-             (MediaLimits(max_video_seconds=1.5), "a video of 2 s"),
+             (MediaLimits(max_video_seconds=1.5), "a video of 2.0 s; at most 1.5 s"),
              (MediaLimits(max_video_frames=7), "more than 7 frames decoded")]
     for lim, why in cases:
         with using_limits(lim), pytest.raises(DataError, match=why) as e:

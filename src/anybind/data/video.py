@@ -99,7 +99,7 @@ def _sample(container: Any, name: str, fps: float, max_frames: int, lim: MediaLi
         raise DataError(f"{name}: video frames of {w}x{h} pixels; at most {lim.max_video_pixels:,} are decoded")
     seconds = _declared_seconds(container, stream)
     if seconds is not None and seconds > lim.max_video_seconds:
-        raise DataError(f"{name}: a video of {seconds:.0f} s; at most {lim.max_video_seconds:.0f} s are decoded")
+        raise DataError(f"{name}: a video of {seconds:.1f} s; at most {lim.max_video_seconds:g} s are decoded")
     step = 1.0 / fps
     rate = float(stream.average_rate or stream.guessed_rate or 0) or None
     t0: float | None = None
