@@ -52,7 +52,9 @@ function showFiles() {
     state.previews.push(url);
     const media = f.type.startsWith("audio") || /\.(ogg|oga|flac|wav|mp3)$/i.test(f.name)
       ? el("audio", { controls: "", src: url, preload: "none" })
-      : el("img", { src: url, alt: f.name });
+      : f.type.startsWith("video") || /\.(mp4|m4v|webm)$/i.test(f.name)
+        ? el("video", { src: url, muted: "", preload: "metadata" })
+        : el("img", { src: url, alt: f.name });
     const rm = el("button", { type: "button", title: "remove", text: "\u00d7" });
     rm.addEventListener("click", () => { state.files.splice(i, 1); showFiles(); search(); });
     box.append(el("div", { class: "chip" }, media, el("span", { text: f.name }), rm));
@@ -67,6 +69,9 @@ function renderHits(data) {
     if (h.media === "image" && h.thumb_url) {
       const img = el("img", { src: h.thumb_url, alt: h.id, loading: "lazy" });
       media = el("a", { href: h.url, target: "_blank", rel: "noopener" }, img);
+    } else if (h.media === "video" && h.url) {
+      // the poster is the clip's first frame (/thumbs); the clip itself loads only when played
+      media = el("video", { controls: "", preload: "none", muted: "", src: h.url, poster: h.thumb_url || "" });
     } else if (h.media === "audio" && h.url) {
       media = el("audio", { controls: "", preload: "none", src: h.url });
     } else if (h.text !== null && h.text !== undefined) {
