@@ -178,3 +178,13 @@ def test_poster_frame_and_sniffing(clips):
     assert looks_like_video(clips["mp4"].read_bytes()[:64]) == "mp4"
     assert looks_like_video(clips["webm"].read_bytes()[:64]) == "webm"
     assert looks_like_video(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40) is None
+
+
+def test_bench_task_is_registered_and_times_the_encoder_decoding_and_forward_on_the_same_clips(clips):
+    from anybind.bench import load_tasks
+    from anybind.bench.tasks_video import _speed
+
+    assert "video-retrieval" in load_tasks()
+    s = _speed([str(clips["mp4"]), str(clips["webm"])], f"video:frames({STATS})@fps=4,max=5")
+    assert s["clips"] == 2 and s["frames"] == 10
+    assert all(s[k] > 0 for k in ("encoder clips/s", "decode clips/s", "forward clips/s", "encoder / (decode + forward)"))
