@@ -94,3 +94,22 @@ def test_sniffing_tells_videos_from_images_and_heif(built):
     assert sniff((root / "c1.webm").read_bytes()[:64]).mime == "video/webm"
     assert sniff(b"\x00\x00\x00\x18ftypheic" + b"\x00" * 20) is None  # a HEIF still image is no video
     assert sniff(b"\x1a\x45\xdf\xa3" + b"\x00" * 20 + b"matroska") is None  # Matroska, not WebM: not taken
+
+
+def test_cli_fits_indexes_and_searches_a_video_manifest(built, tmp_path):
+    from typer.testing import CliRunner
+
+    from anybind.cli import app
+
+    root = built[0]
+    run = CliRunner().invoke
+    res = run(app, ["fit", str(root / "m.jsonl"), "--modalities", "video,text", "-e", f"video={VIDEO}",
+                    "-e", "text=callable:helper_encoders:hashed_text", "--epochs", "2", "--dim", "8",
+                    "--cache", str(root / "cache"), "--out", str(tmp_path / "space")])
+    assert res.exit_code == 0, res.output
+    res = run(app, ["index", str(tmp_path / "space"), str(root / "m.jsonl"), "--out", str(tmp_path / "ix"),
+                    "--cache", str(root / "cache")])
+    assert res.exit_code == 0, res.output
+    index = Index.open(tmp_path / "ix", Space.load(tmp_path / "space"))
+    assert index.counts() == {"text": 6, "video": 6}
+    assert index.search(str(root / "c4.mp4"), modality="video", k=1)[0].id == "v4"
