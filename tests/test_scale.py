@@ -26,7 +26,8 @@ from anybind.cache import FeatureCache
 from anybind.encoders.base import get_encoder
 from anybind.errors import DataError, EncoderError
 from anybind.evaluate import evaluate
-from anybind.scale.stream import PairStream, TrainingShards, write_synthetic_shards
+from anybind.scale.pairstream import PairStream
+from anybind.scale.stream import TrainingShards, write_synthetic_shards
 from anybind.space import Space
 
 STAMPS = Path("/usr/share/tuxpaint/stamps")

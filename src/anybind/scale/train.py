@@ -40,7 +40,8 @@ from ..epochs import selection_record
 from ..errors import DataError
 from ..loop import fit_loop, locked_ridge_start, make_optimizer, make_temperature, training_threads
 from ..train import VAL_METRIC, TrainConfig, choose_pairs, featureset_pairs, val_score
-from .stream import SPLIT_CODES, PairStream, TrainingShards
+from .pairstream import PairStream
+from .stream import SPLIT_CODES, TrainingShards
 
 log = logging.getLogger(__name__)
 
