@@ -10,6 +10,7 @@ follows the same plan with training shards instead of in-memory features.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -55,6 +56,29 @@ class FitPlan:
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "anybind": __version__,
         }
+
+
+def fit_options(config: Any, options: Mapping[str, Any], method: str = "contrastive") -> dict[str, Any]:
+    """One options dict from ``config`` (a config object such as :class:`~anybind.train.TrainConfig`, a
+    mapping, or None) and keyword ``options`` (which win).  A config object's fields that differ from its
+    class's defaults count as chosen (the recipe fills the others, as for keywords left out)."""
+    if config is None:
+        out: dict[str, Any] = {}
+    elif isinstance(config, Mapping):
+        out = dict(config)
+    elif dataclasses.is_dataclass(config) and not isinstance(config, type):
+        if method != "contrastive":
+            raise ValueError(
+                f"config={type(config).__name__}(...) configures trained projectors, not method={method!r}: "
+                "pass the training-free options (dims, dim, anchor, ridge) as keywords or a dict"
+            )
+        default = type(config)()
+        out = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
+               if getattr(config, f.name) != getattr(default, f.name)}
+    else:
+        raise TypeError(f"config must be a TrainConfig, a dict or None, not {type(config).__name__}")
+    out.update(options)
+    return out
 
 
 def plan_fit(

@@ -205,7 +205,8 @@ class Space:
         weights: Sequence[float] | None = None,
         allow_eval_only: bool = False,
         recipe: str = "auto",
-        **config: Any,
+        config: Any = None,
+        **options: Any,
     ) -> "Space":
         """Bind modalities from paired records.
 
@@ -217,8 +218,10 @@ class Space:
             ``text_fr`` are left out and logged, see :mod:`anybind.data.fields`).
         encoders: modality -> encoder spec (default: each modality's default encoder).
         method: ``"contrastive"`` (trained projectors, see :class:`~anybind.train.TrainConfig`
-            for ``**config``), or ``"procrustes"`` / ``"cca"`` (training-free, the subspace width chosen
-            on the val split; ``**config``: ``dims``, ``dim``, ``anchor``, ``ridge``, see :mod:`anybind.align`).
+            for the options), or ``"procrustes"`` / ``"cca"`` (training-free, the subspace width chosen
+            on the val split; options ``dims``, ``dim``, ``anchor``, ``ridge``, see :mod:`anybind.align`).
+        config: the options as one object, e.g. ``TrainConfig(epochs=50, loss="siglip")`` (or a mapping);
+            its fields that differ from the defaults count as chosen, ``**options`` override it.
         cache: feature cache (object or folder); default ``$ANYBIND_CACHE`` or ``~/.cache/anybind``.
         strict: make any bad record fatal instead of skipping it.
         allow_eval_only: train even on a corpus whose ``corpus.json`` says ``"eval_only": true``
@@ -227,9 +230,10 @@ class Space:
             the project knows for the modalities at hand (text bound: locked text space, ridge start, label
             bridge for default images; see :mod:`anybind.recipe`); ``"plain"``: the bare defaults.
         """
-        from .fitting import fit_in_memory, plan_fit
+        from .fitting import fit_in_memory, fit_options, plan_fit
 
-        plan = plan_fit(manifest, modalities, encoders=encoders, method=method, recipe=recipe, config=config,
+        plan = plan_fit(manifest, modalities, encoders=encoders, method=method, recipe=recipe,
+                        config=fit_options(config, options, method),
                         strict=strict, progress=progress, allow_eval_only=allow_eval_only)
         return fit_in_memory(plan, cache=cache, weights=weights, progress=progress)
 
