@@ -243,7 +243,7 @@ def serve(
     space_dir: Path = typer.Argument(..., help="Saved space folder (the index must have been built with it)."),
     index_dir: Path = typer.Option(..., "--index", "-i", help="Index folder (from `anybind index`)."),
     host: str = typer.Option(
-        "127.0.0.1", help="Interface to bind. The service has no authentication: keep loopback unless a proxy guards it."
+        "127.0.0.1", help="Interface to bind. Any other than loopback needs --api-keys (or --insecure)."
     ),
     port: int = typer.Option(8000, help="TCP port."),
     max_upload_mb: float = typer.Option(10.0, help="Cap on a request body in MiB (uploads over it get 413)."),
@@ -255,6 +255,16 @@ def serve(
         2.0, help="How often (at most) requests look for items written to the index meanwhile (`anybind index ... --out` on it)."
     ),
     log_level: LogLevel = choice("info", LogLevel, help="uvicorn log level."),
+    api_keys: Optional[Path] = typer.Option(
+        None, "--api-keys", help="Key file (`anybind keys add FILE NAME`): every route but /health and the page's "
+        "static files then needs 'Authorization: Bearer KEY'. Re-read when it changes (revocation is live)."
+    ),
+    cors_origin: list[str] = typer.Option(
+        None, "--cors-origin", help="An origin allowed to call the API from a browser (repeatable; default none)."
+    ),
+    insecure: bool = typer.Option(
+        False, "--insecure", help="Allow a non-loopback --host without --api-keys (e.g. behind an authenticating proxy)."
+    ),
 ):
     """Search service: a web page at /, a JSON API (POST /search, /classify, /embed ...), OpenAPI docs at /docs.
 
@@ -274,19 +284,26 @@ def serve(
         queue_timeout=queue_timeout, refresh_seconds=refresh_seconds,
     )
     try:
+        from ..serve.auth import KeyStore, check_bind, check_keys_file, is_local
+
+        check_bind(host, api_keys, insecure)  # before anything is loaded
+        if api_keys is not None:
+            check_keys_file(api_keys)
         with console.status("loading the space, the index and the encoders..."):
             svc = Service.load(space_dir, index_dir, cache=cache, config=cfg)
     except AnybindError as e:
         fail(e)
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        err.print(f"[yellow]warning:[/yellow] binding {host}: anyone who can reach it can search and upload files "
-                  "(the service has no authentication)")
+    if not is_local(host) and api_keys is None:
+        err.print(f"[yellow]warning:[/yellow] binding {host} without --api-keys (--insecure): anyone who can reach "
+                  "it can search and upload files")
     shown = f"[{host}]" if ":" in host else host
     items = ", ".join(f"{n} {m}" for m, n in sorted(svc.counts.items()))
     console.print(f"serving {index_dir} ({items}) on [bold]http://{shown}:{port}/[/bold] (API docs: /docs)",
                   highlight=False)
     try:
-        uvicorn.run(create_app(service=svc), host=host, port=port, log_level=log_level)
+        app_ = create_app(service=svc, api_keys=KeyStore(api_keys) if api_keys else None,
+                          cors_origins=tuple(cors_origin or ()))
+        uvicorn.run(app_, host=host, port=port, log_level=log_level)
     finally:
         svc.close()
 
