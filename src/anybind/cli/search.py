@@ -84,6 +84,15 @@ def index_cmd(
     ),
     ann_type: AnnType = choice("ivf_hnsw_sq", AnnType, help="ANN index type."),
     ann_threshold: int = typer.Option(100_000, help="Row count from which searches use the ANN index."),
+    memory_ann: bool = typer.Option(
+        False, "--memory-ann", help="Also keep an in-memory HNSW graph (hnswlib) beside the table, saved in the "
+        "index and kept in step with it; searches from --ann-threshold rows use it (fast serving)."
+    ),
+    quantize: Optional[Literal["int8", "binary", "none"]] = choice(
+        None, Literal["int8", "binary", "none"], "--quantize",
+        help="Search int8 or binary codes in memory, rescoring the top candidates with the float vectors "
+        "(none: stop)."
+    ),
     overwrite: bool = typer.Option(
         False, help="Start over instead of updating an existing index (only an index is ever replaced)."
     ),
@@ -136,11 +145,23 @@ def index_cmd(
                 index = Index.build(space, manifest, out, split_csv(modalities), embedder=embedder, **build)
     except AnybindError as e:
         fail(e)
+    try:
+        if memory_ann and not index.meta.get("memory_ann"):  # once there, each build keeps it up to date
+            index.create_memory_ann()
+        if quantize:
+            index.quantize(None if quantize == "none" else quantize)
+    except AnybindError as e:
+        fail(e)
     added = index.last_add.added if index.last_add else 0  # by this run (another may add at the same time)
     console.print(f"{index}: {index.counts()} (+{added} rows)", highlight=False)
     if index.meta.get("ann"):
         a = index.meta["ann"]
         console.print(f"ANN index {a['type']} over {a['rows']} rows ({a['build_seconds']} s)")
+    if index.meta.get("memory_ann"):
+        a = index.meta["memory_ann"]
+        console.print(f"in-memory ANN (hnswlib, M={a['M']}) over {a['rows']} rows at table version {a['version']}")
+    if (index.meta.get("quantize") or {}).get("kind"):
+        console.print(f"searches use {index.meta['quantize']['kind']} codes with exact rescoring")
 
 
 @app.command()

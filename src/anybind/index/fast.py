@@ -1,0 +1,168 @@
+"""Fast search for serving, beside the LanceDB table: the in-memory HNSW graph (:mod:`.memann`) and
+quantised codes with exact rescoring (:mod:`.quant`).  :meth:`~FastMixin._fast_candidates` is asked
+first by :meth:`~anybind.index.Index.search_vectors`; it answers ``None`` when neither is set up (or
+the index is below ``ann_threshold`` rows, or a filter keeps too few rows for the graph), and the
+LanceDB ANN or exact search answers as before."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import IndexError_
+from .memann import MEMANN_DIR, MemoryAnn
+from .quant import QUANT_KINDS, QuantStore, memory_of
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+log = logging.getLogger(__name__)
+_INIT = threading.Lock()  # loading a graph or building codes: once per index object
+
+
+class FastMixin:
+    """:class:`~anybind.index.Index` methods for the in-memory ANN and the quantised codes."""
+
+    _memann: "MemoryAnn | bool | None" = None  # None: not loaded yet; False: unusable (warned once)
+    _quant: QuantStore | None = None
+
+    # -- setting up -----------------------------------------------------------------------------
+    def create_memory_ann(self, *, M: int = 16, ef_construction: int = 100, ef: int = 64) -> dict[str, Any]:
+        """Build the in-memory HNSW graph over every row and save it in the index folder (``memann/``)."""
+        with self._write_txn():
+            t0 = time.perf_counter()
+            ann = MemoryAnn.build(self.snapshot(), self.identity, M=M, ef_construction=ef_construction, ef=ef)
+            ann.save(self.path / MEMANN_DIR)
+            self._memann = ann
+            self.meta["memory_ann"] = {"library": "hnswlib", **ann.params, "rows": ann.live,
+                                       "version": ann.version, "build_seconds": round(time.perf_counter() - t0, 2)}
+            self._save_meta()
+            return self.meta["memory_ann"]
+
+    def update_memory_ann(self) -> tuple[int, int]:
+        """Bring the saved graph up to the table's latest version (rows added / deleted since); the
+        writer calls this under its lock (``Index.build`` does).  Returns (inserted, deleted)."""
+        with self._write_txn():
+            ann = self._memory_ann(rebuild=True)
+            with ann.lock.write():
+                snap = self.snapshot()
+                added, gone = ann.sync(snap)
+                ann.save(self.path / MEMANN_DIR)
+            self.meta["memory_ann"].update(rows=ann.live, version=ann.version)
+            self._save_meta()
+            return added, gone
+
+    def quantize(self, kind: str | None, *, rescore: int | None = None) -> dict[str, Any] | None:
+        """Search int8 or binary codes in memory and rescore the top ``rescore * k`` candidates with
+        the float vectors (``None``: stop).  The codes are made on the first search after this."""
+        if kind is not None and kind not in QUANT_KINDS:
+            raise IndexError_(f"unknown quantisation {kind!r}: use one of {', '.join(QUANT_KINDS)}")
+        with self._write_txn():
+            self.meta["quantize"] = {"kind": kind, "rescore": rescore} if kind else None
+            self._save_meta()
+        self._drop_quant()
+        return self.meta["quantize"]
+
+    def quant_memory(self) -> dict[str, float]:
+        """Bytes of the quantised codes in memory and of the float vectors they stand for."""
+        return memory_of(self._quant_store())
+
+    def warm_fast(self) -> None:
+        """Load the in-memory graph (brought to the table's version) or make the quantised codes now,
+        not on the first search (the service calls this at start); nothing when searches would not use
+        them (neither set up, or fewer than ``ann_threshold`` rows)."""
+        if len(self):
+            q = np.zeros((1, self.dim), np.float32)
+            q[0, 0] = 1.0
+            self._fast_candidates(q, 1, None, {}, None, False)
+
+    # -- loading --------------------------------------------------------------------------------
+    def _memory_ann(self, rebuild: bool = False) -> MemoryAnn | None:
+        with _INIT:
+            if isinstance(self._memann, MemoryAnn):
+                return self._memann
+            if self._memann is False and not rebuild:
+                return None
+            try:
+                self._memann = MemoryAnn.load(self.path / MEMANN_DIR, self.identity, self.dim)
+            except IndexError_ as e:
+                if rebuild:
+                    log.warning("%s; rebuilding it", e)
+                    self._memann = MemoryAnn.build(self.snapshot(), self.identity,
+                                                   **{k: v for k, v in (self.meta.get("memory_ann") or {}).items()
+                                                      if k in ("M", "ef_construction", "ef")})
+                    return self._memann
+                log.warning("%s; searching exactly meanwhile", e)
+                self._memann = False
+                return None
+            return self._memann
+
+    def _drop_quant(self) -> None:
+        if self._quant is not None:
+            self._quant.close()
+            self._quant = None
+
+    def _quant_store(self) -> QuantStore:
+        cfg = self.meta.get("quantize") or {}
+        if not cfg.get("kind"):
+            raise IndexError_("this index keeps no quantised codes: set them with Index.quantize('int8')")
+        with _INIT:
+            q = self._quant
+            if q is None or q.version != self.table.version or q.kind != cfg["kind"]:
+                self._drop_quant()  # never answer from codes of an older version: made again
+                t0 = time.perf_counter()
+                q = self._quant = QuantStore.build(self.table, self.dim, cfg["kind"], cfg.get("rescore"))
+                log.info("%s: %s codes of %d rows made in %.1f s", self.path, q.kind, len(q.codes),
+                         time.perf_counter() - t0)
+            return q
+
+    # -- searching ------------------------------------------------------------------------------
+    def _fast_candidates(self, Q, pool, targets, lab, exact, with_vectors) -> list[tuple["pa.Table", np.ndarray]] | None:
+        if exact is True or not (self.meta.get("memory_ann") or (self.meta.get("quantize") or {}).get("kind")):
+            return None
+        if exact is None and len(self) < self.ann_threshold:
+            return None
+        if self.meta.get("memory_ann"):
+            ann = self._memory_ann()
+            if ann is not None:
+                res = None
+                for _ in range(3):  # another thread may move the graph on between our sync and search
+                    snap = self.snapshot()
+                    if ann.version != snap.version or len(ann.slot_row) != len(ann.slots):  # moved, or just loaded
+                        with ann.lock.write():
+                            if ann.version != snap.version or len(ann.slot_row) != len(ann.slots):
+                                stale = ann.version != snap.version
+                                added, gone = ann.sync(snap)
+                                if stale:
+                                    log.info("%s: in-memory ANN brought to table version %d (+%d rows, -%d)",
+                                             self.path, snap.version, added, gone)
+                    with ann.lock.read():  # searches share the graph; a sync waits for them
+                        if ann.version == snap.version:
+                            res = ann.search(Q, pool, snap, snap.rows_where(targets, lab))
+                            break
+                if res is not None:
+                    return _candidates(snap.meta, snap.vectors, *res, self.dim, with_vectors)
+        if (self.meta.get("quantize") or {}).get("kind"):
+            q = self._quant_store()
+            S, R = q.search(Q, pool, q.snapshot().rows_where(targets, lab))
+            return _candidates(q.meta, q.floats, S, R, self.dim, with_vectors)
+        return None
+
+
+def _candidates(meta, vectors, S, R, dim, with_vectors) -> list[tuple["pa.Table", np.ndarray]]:
+    import pyarrow as pa
+
+    out = []
+    for s, r in zip(S, R):
+        ok = r >= 0
+        r, s = r[ok], s[ok]
+        t = meta.take(pa.array(r, pa.int64()))
+        if with_vectors:
+            V = np.asarray(vectors[np.sort(r)])[np.argsort(np.argsort(r))] if len(r) else np.zeros((0, dim), np.float32)
+            t = t.append_column("vector", pa.FixedSizeListArray.from_arrays(pa.array(V.reshape(-1)), dim))
+        out.append((t, np.asarray(s, np.float32)))
+    return out
