@@ -202,3 +202,14 @@ def test_cli_index_keeps_the_graph_and_codes(tmp_path):
     q = ["search", str(tmp_path / "ix"), "--text", "stamp number 33", "-k", "5", "--json", "--cache", str(tmp_path / "c")]
     fast, exact = (json.loads(runner.invoke(app, q + extra).output) for extra in ([], ["--exact"]))
     assert [h["id"] for h in fast] == [h["id"] for h in exact] and fast[0]["id"] == "r33"
+
+
+def test_the_search_breadth_is_saved_with_the_index(tmp_path):
+    ix, X, Q = make(tmp_path, 500)
+    ix.create_memory_ann(ef=16)
+    ix.set_memory_ann_ef(200)
+    assert Index.open(ix.path).meta["memory_ann"]["ef"] == 200
+    reader = Index.open(ix.path)
+    assert recall(reader.search_vectors(Q, k=10), reader.search_vectors(Q, k=10, exact=True)) >= 0.99
+    with pytest.raises(IndexError_, match="ef must be a positive integer"):
+        ix.set_memory_ann_ef(0)

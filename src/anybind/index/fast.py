@@ -56,6 +56,22 @@ class FastMixin:
             self._save_meta()
             return added, gone
 
+    def set_memory_ann_ef(self, ef: int) -> None:
+        """The in-memory graph's search breadth (candidates kept while searching; more: higher recall,
+        slower), saved with the index."""
+        if not self.meta.get("memory_ann"):
+            raise IndexError_("this index keeps no in-memory ANN: build one with Index.create_memory_ann()")
+        if int(ef) < 1:
+            raise IndexError_(f"ef must be a positive integer, not {ef!r}")
+        with self._write_txn():
+            self.meta["memory_ann"]["ef"] = int(ef)
+            self._save_meta()
+        ann = self._memory_ann()
+        if ann is not None:
+            with ann.lock.write():
+                ann.params["ef"] = int(ef)
+                ann.graph.set_ef(int(ef))
+
     def quantize(self, kind: str | None, *, rescore: int | None = None) -> dict[str, Any] | None:
         """Search int8 or binary codes in memory and rescore the top ``rescore * k`` candidates with
         the float vectors (``None``: stop).  The codes are made on the first search after this."""
@@ -88,7 +104,7 @@ class FastMixin:
             if self._memann is False and not rebuild:
                 return None
             try:
-                self._memann = MemoryAnn.load(self.path / MEMANN_DIR, self.identity, self.dim)
+                ann = MemoryAnn.load(self.path / MEMANN_DIR, self.identity, self.dim)
             except IndexError_ as e:
                 if rebuild:
                     log.warning("%s; rebuilding it", e)
@@ -99,7 +115,12 @@ class FastMixin:
                 log.warning("%s; searching exactly meanwhile", e)
                 self._memann = False
                 return None
-            return self._memann
+            ef = (self.meta.get("memory_ann") or {}).get("ef")
+            if ef and int(ef) != ann.params.get("ef"):  # set since the graph was saved
+                ann.params["ef"] = int(ef)
+                ann.graph.set_ef(int(ef))
+            self._memann = ann
+            return ann
 
     def _drop_quant(self) -> None:
         if self._quant is not None:

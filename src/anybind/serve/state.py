@@ -267,6 +267,7 @@ class Service:
                 finally:
                     p.unlink(missing_ok=True)
         self.index.snapshot()
+        self.index.warm_fast()  # the in-memory ANN graph / quantised codes, when the index keeps them
 
     def close(self) -> None:
         """Remove the folder of staged uploads."""
