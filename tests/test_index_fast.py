@@ -213,3 +213,16 @@ def test_the_search_breadth_is_saved_with_the_index(tmp_path):
     assert recall(reader.search_vectors(Q, k=10), reader.search_vectors(Q, k=10, exact=True)) >= 0.99
     with pytest.raises(IndexError_, match="ef must be a positive integer"):
         ix.set_memory_ann_ef(0)
+
+
+def test_more_rescored_candidates_find_more_of_the_true_neighbours(tmp_path):
+    ix, X, Q = make(tmp_path, 2000, d=128, clusters=20, nq=40)
+    exact = ix.search_vectors(Q, k=10, exact=True)
+    got = {}
+    for r in (1, 5, 100):
+        ix.quantize("binary", rescore=r)
+        got[r] = recall(ix.search_vectors(Q, k=10), exact)
+    assert got[1] < got[5] < got[100] and got[100] >= 0.95, got
+    assert Index.open(ix.path).meta["quantize"] == {"kind": "binary", "rescore": 100}
+    with pytest.raises(IndexError_, match="rescore must be a positive integer"):
+        ix.quantize("int8", rescore=0)

@@ -93,6 +93,9 @@ def index_cmd(
         help="Search int8 or binary codes in memory, rescoring the top candidates with the float vectors "
         "(none: stop)."
     ),
+    rescore: Optional[int] = typer.Option(
+        None, "--rescore", min=1, help="With --quantize: candidates rescored per hit (default 4 for int8, 50 for binary)."
+    ),
     overwrite: bool = typer.Option(
         False, help="Start over instead of updating an existing index (only an index is ever replaced)."
     ),
@@ -149,7 +152,7 @@ def index_cmd(
         if memory_ann and not index.meta.get("memory_ann"):  # once there, each build keeps it up to date
             index.create_memory_ann()
         if quantize:
-            index.quantize(None if quantize == "none" else quantize)
+            index.quantize(None if quantize == "none" else quantize, rescore=rescore)
     except AnybindError as e:
         fail(e)
     added = index.last_add.added if index.last_add else 0  # by this run (another may add at the same time)

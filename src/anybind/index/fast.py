@@ -15,7 +15,7 @@ import numpy as np
 
 from .errors import IndexError_
 from .memann import MEMANN_DIR, MemoryAnn
-from .quant import QUANT_KINDS, QuantStore, memory_of
+from .quant import DEFAULT_RESCORE, QUANT_KINDS, QuantStore, memory_of
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -77,10 +77,13 @@ class FastMixin:
         the float vectors (``None``: stop).  The codes are made on the first search after this."""
         if kind is not None and kind not in QUANT_KINDS:
             raise IndexError_(f"unknown quantisation {kind!r}: use one of {', '.join(QUANT_KINDS)}")
+        if rescore is not None and int(rescore) < 1:
+            raise IndexError_(f"rescore must be a positive integer (candidates per hit), not {rescore!r}")
         with self._write_txn():
             self.meta["quantize"] = {"kind": kind, "rescore": rescore} if kind else None
             self._save_meta()
-        self._drop_quant()
+        if self._quant is None or self._quant.kind != kind:  # the same codes: only the factor changes
+            self._drop_quant()
         return self.meta["quantize"]
 
     def quant_memory(self) -> dict[str, float]:
@@ -139,6 +142,7 @@ class FastMixin:
                 q = self._quant = QuantStore.build(self.table, self.dim, cfg["kind"], cfg.get("rescore"))
                 log.info("%s: %s codes of %d rows made in %.1f s", self.path, q.kind, len(q.codes),
                          time.perf_counter() - t0)
+            q.rescore = int(cfg.get("rescore") or DEFAULT_RESCORE[q.kind])  # as set now (maybe by another process)
             return q
 
     # -- searching ------------------------------------------------------------------------------
@@ -177,13 +181,17 @@ class FastMixin:
 def _candidates(meta, vectors, S, R, dim, with_vectors) -> list[tuple["pa.Table", np.ndarray]]:
     import pyarrow as pa
 
-    out = []
-    for s, r in zip(S, R):
-        ok = r >= 0
-        r, s = r[ok], s[ok]
-        t = meta.take(pa.array(r, pa.int64()))
-        if with_vectors:
-            V = np.asarray(vectors[np.sort(r)])[np.argsort(np.argsort(r))] if len(r) else np.zeros((0, dim), np.float32)
-            t = t.append_column("vector", pa.FixedSizeListArray.from_arrays(pa.array(V.reshape(-1)), dim))
-        out.append((t, np.asarray(s, np.float32)))
+    ok = R >= 0
+    rows = [r[o] for r, o in zip(R, ok)]
+    t_all = meta.take(pa.array(np.concatenate(rows) if rows else np.zeros(0, np.int64), pa.int64()))  # one take
+    if with_vectors:
+        flat = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+        order = np.argsort(flat, kind="stable")  # sorted reads (the floats may be memory-mapped)
+        V = np.empty((len(flat), dim), np.float32)
+        V[order] = np.asarray(vectors[flat[order]]).reshape(-1, dim)
+        t_all = t_all.append_column("vector", pa.FixedSizeListArray.from_arrays(pa.array(V.reshape(-1)), dim))
+    out, pos = [], 0
+    for r, s, o in zip(rows, S, ok):
+        out.append((t_all.slice(pos, len(r)), np.asarray(s[o], np.float32)))
+        pos += len(r)
     return out

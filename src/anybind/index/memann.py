@@ -189,11 +189,13 @@ class MemoryAnn:
             fetch = int(np.ceil(kk * n_rows / want * 2)) + 10
         fetch = min(fetch, self.live)
         try:  # the caller holds self.lock for reading; hnswlib searches with max(ef, fetch) candidates
-            labels, _ = self.graph.knn_query(Q, k=fetch, num_threads=1 if len(Q) == 1 else -1)
+            labels, dist = self.graph.knn_query(Q, k=fetch, num_threads=1 if len(Q) == 1 else -1)
         except RuntimeError as e:  # fewer than `fetch` reachable items (many deleted): exact answers
             log.info("in-memory ANN search gave up (%s); searching exactly", " ".join(str(e).split()))
             return None
-        R = self.slot_row[labels.astype(np.int64)]
+        R = self.slot_row[labels.astype(np.int64)]  # deleted slots are never returned
+        if mask is None and fetch == kk:  # hnswlib's inner-product distance is 1 - the score, best first
+            return (1.0 - dist).astype(np.float32), R
         out_s = np.full((len(Q), kk), -np.inf, np.float32)
         out_r = np.full((len(Q), kk), -1, np.int64)
         for i in range(len(Q)):

@@ -21,8 +21,10 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 QUANT_KINDS = ("int8", "binary")
-#: candidates rescored per hit asked for (k=10 -> 40 int8 or 200 binary candidates)
-DEFAULT_RESCORE = {"int8": 4, "binary": 20}
+#: candidates rescored per hit asked for (k=10 -> 40 int8 or 500 binary candidates).  Sign bits rank
+#: coarsely: on 50k clustered 256-d vectors, recall@10 after rescoring 200 / 500 / 1000 Hamming candidates
+#: was 0.74 / 0.95 / 0.9995 (the ``search-scale`` bench chooses the factor on its tuning queries).
+DEFAULT_RESCORE = {"int8": 4, "binary": 50}
 _BLOCK = 65536
 _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], np.uint8)  # numpy < 2 has no bitwise_count
 
@@ -35,6 +37,35 @@ def hamming(codes: np.ndarray, q: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(np.pad(x, ((0, 0), (0, pad))) if pad else x).view(np.uint64)
         return np.bitwise_count(x).sum(1, dtype=np.int32)
     return _POPCOUNT[x].sum(1, dtype=np.int32)
+
+
+def _int8_scores(Qs, C):
+    """``Qs @ C.T`` for float queries and an int8 block (torch: its int8 weight kernel where it has one)."""
+    import torch
+
+    try:
+        return torch.ops.aten._weight_int8pack_mm(Qs, C, torch.ones(len(C), dtype=torch.float32))
+    except (AttributeError, RuntimeError, NotImplementedError):  # an older torch, or a shape it refuses
+        return Qs @ C.to(torch.float32).T
+
+
+def int8_topk(Qs: np.ndarray, codes: np.ndarray, pool: int) -> np.ndarray:
+    """Per query, the rows of the largest ``pool`` scores ``Qs . code`` (unordered), a block of codes at a time."""
+    import torch
+
+    Qt = torch.from_numpy(np.ascontiguousarray(Qs, np.float32))
+    C = torch.from_numpy(np.ascontiguousarray(codes))
+    vals, idxs = [], []
+    with torch.inference_mode():
+        for s0 in range(0, len(C), _BLOCK):
+            S = _int8_scores(Qt, C[s0 : s0 + _BLOCK])
+            v, i = torch.topk(S, min(pool, S.shape[1]), dim=1)
+            vals.append(v)
+            idxs.append(i + s0)
+        if len(vals) > 1:
+            _, j = torch.topk(torch.cat(vals, 1), pool, dim=1)
+            return torch.gather(torch.cat(idxs, 1), 1, j).numpy()
+    return idxs[0].numpy()
 
 
 @dataclass
@@ -122,19 +153,9 @@ class QuantStore:
         n = len(codes)
         out = np.empty((len(Q), pool), np.int64)
         if self.kind == "int8":
-            Qs_all = (Q * self.step).astype(np.float32)  # score = Q.(lo + (c + 128) step) = Qs.c + const
+            Qs = (Q * self.step).astype(np.float32)  # score = Q.(lo + (c + 128) step) = Qs.c + const
             for q0 in range(0, len(Q), 256):
-                Qs = Qs_all[q0 : q0 + 256]
-                bs, bi = np.full((len(Qs), 0), -np.inf, np.float32), np.zeros((len(Qs), 0), np.int64)
-                for s0 in range(0, n, _BLOCK):
-                    blk = codes[s0 : s0 + _BLOCK].astype(np.float32)
-                    S = np.concatenate([bs, Qs @ blk.T], 1)
-                    idx = np.concatenate([bi, np.broadcast_to(np.arange(s0, s0 + len(blk)), (len(Qs), len(blk)))], 1)
-                    if S.shape[1] > pool:
-                        j = np.argpartition(-S, pool - 1, axis=1)[:, :pool]
-                        S, idx = np.take_along_axis(S, j, 1), np.take_along_axis(idx, j, 1)
-                    bs, bi = S, idx
-                out[q0 : q0 + len(Qs)] = bi
+                out[q0 : q0 + 256] = int8_topk(Qs[q0 : q0 + 256], codes, pool)
         else:
             qc = np.packbits(Q > 0, axis=1)
             for i in range(len(Q)):
