@@ -29,10 +29,12 @@ def _qps(index, Q: np.ndarray, k: int, n_single: int) -> tuple[float, float, np.
     for q in Q[:n_single]:
         index.search_vectors(q[None], k=k)
     single = n_single / (time.perf_counter() - t0)
-    t0 = time.perf_counter()
-    hits = index.search_vectors(Q, k=k)
-    batch = len(Q) / (time.perf_counter() - t0)
-    return single, batch, _ids(hits)
+    best = float("inf")
+    for _ in range(3):  # best of: the machine is shared
+        t0 = time.perf_counter()
+        hits = index.search_vectors(Q, k=k)
+        best = min(best, time.perf_counter() - t0)
+    return single, len(Q) / best, _ids(hits)
 
 
 def fast_search(

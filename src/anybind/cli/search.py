@@ -278,6 +278,11 @@ def serve(
     refresh_seconds: float = typer.Option(
         2.0, help="How often (at most) requests look for items written to the index meanwhile (`anybind index ... --out` on it)."
     ),
+    batch_wait_ms: float = typer.Option(
+        0.0, min=0.0, help="Dynamic batching: concurrent requests needing the same encoder wait up to this long "
+        "to be encoded in one call (0: off; raise --concurrency too)."
+    ),
+    max_batch: int = typer.Option(64, min=1, help="With --batch-wait-ms: stop waiting once this many items are gathered."),
     log_level: LogLevel = choice("info", LogLevel, help="uvicorn log level."),
     api_keys: Optional[Path] = typer.Option(
         None, "--api-keys", help="Key file (`anybind keys add FILE NAME`): every route but /health and the page's "
@@ -305,7 +310,8 @@ def serve(
         fail(AnybindError(f"the service needs the 'serve' extra ({e.name} is missing): pip install 'anybind[serve]'"))
     cfg = ServeConfig(
         max_upload_bytes=int(max_upload_mb * 2**20), concurrency=concurrency, max_queue=max_queue,
-        queue_timeout=queue_timeout, refresh_seconds=refresh_seconds,
+        queue_timeout=queue_timeout, refresh_seconds=refresh_seconds, batch_wait_ms=batch_wait_ms,
+        max_batch=max_batch,
     )
     try:
         from ..serve.auth import KeyStore, check_bind, check_keys_file, is_local
