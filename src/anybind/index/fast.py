@@ -149,14 +149,17 @@ class FastMixin:
     def _fast_candidates(self, Q, pool, targets, lab, exact, with_vectors) -> list[tuple["pa.Table", np.ndarray]] | None:
         if exact is True or not (self.meta.get("memory_ann") or (self.meta.get("quantize") or {}).get("kind")):
             return None
-        if exact is None and len(self) < self.ann_threshold:
+        graph = bool(self.meta.get("memory_ann"))
+        # the graph needs the snapshot (current: one version check, no row count); codes alone do not
+        snap = self.snapshot() if graph else None
+        if exact is None and (len(snap.modality) if snap is not None else len(self)) < self.ann_threshold:
             return None
-        if self.meta.get("memory_ann"):
+        if graph:
             ann = self._memory_ann()
             if ann is not None:
                 res = None
-                for _ in range(3):  # another thread may move the graph on between our sync and search
-                    snap = self.snapshot()
+                for attempt in range(3):  # another thread may move the graph on between our sync and search
+                    snap = self.snapshot() if attempt else snap
                     if ann.version != snap.version or len(ann.slot_row) != len(ann.slots):  # moved, or just loaded
                         with ann.lock.write():
                             if ann.version != snap.version or len(ann.slot_row) != len(ann.slots):

@@ -40,13 +40,17 @@ def hamming(codes: np.ndarray, q: np.ndarray) -> np.ndarray:
 
 
 def _int8_scores(Qs, C):
-    """``Qs @ C.T`` for float queries and an int8 block (torch: its int8 weight kernel where it has one)."""
+    """``Qs @ C.T`` for float queries and an int8 block: a few queries through torch's int8 weight
+    kernel where it has one (no float copy of the block), more through one float block and a matmul
+    (that kernel is slow for many rows)."""
     import torch
 
-    try:
-        return torch.ops.aten._weight_int8pack_mm(Qs, C, torch.ones(len(C), dtype=torch.float32))
-    except (AttributeError, RuntimeError, NotImplementedError):  # an older torch, or a shape it refuses
-        return Qs @ C.to(torch.float32).T
+    if len(Qs) <= 4:
+        try:
+            return torch.ops.aten._weight_int8pack_mm(Qs, C, torch.ones(len(C), dtype=torch.float32))
+        except (AttributeError, RuntimeError, NotImplementedError):  # an older torch, or a shape it refuses
+            pass
+    return Qs @ C.to(torch.float32).T
 
 
 def int8_topk(Qs: np.ndarray, codes: np.ndarray, pool: int) -> np.ndarray:
