@@ -83,3 +83,30 @@ def fast_search(
     say(f"in-memory ANN (hnswlib via Index.search_vectors): recall@10 {m['memann/recall@10']:.3f} at ef={ef}, "
         f"{single:.0f} q/s one by one, {batch:.0f} q/s batched, built in {m['memann/build_s']:.1f} s")
     return m, cfg
+
+
+def interleaved_vs_hnswlib(index, h, Q: np.ndarray, k: int, n_single: int, threads: int,
+                           rounds: int = 3) -> dict[str, float]:
+    """Queries/s of the in-memory graph through ``Index.search_vectors`` and of a bare hnswlib index
+    ``h`` (same M, ef_construction, ef) timed in alternating rounds, best of each: on a shared
+    machine, measurements minutes apart are not comparable."""
+    Qs = Q[:n_single]
+    best = {"ours_single": np.inf, "ours_batch": np.inf, "hnswlib_single": np.inf, "hnswlib_batch": np.inf}
+    runs = {
+        "ours_single": lambda: [index.search_vectors(q[None], k=k) for q in Qs],
+        "hnswlib_single": lambda: [h.knn_query(q[None], k=k, num_threads=1) for q in Qs],
+        "ours_batch": lambda: index.search_vectors(Q, k=k),
+        "hnswlib_batch": lambda: h.knn_query(Q, k=k, num_threads=threads),
+    }
+    for _ in range(rounds):
+        for name, fn in runs.items():
+            t0 = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - t0)
+    m = {f"memann/interleaved_qps_{mode}": (len(Qs) if mode == "single" else len(Q)) / best[f"ours_{mode}"]
+         for mode in ("single", "batch")}
+    m.update({f"memann/interleaved_hnswlib_qps_{mode}": (len(Qs) if mode == "single" else len(Q))
+              / best[f"hnswlib_{mode}"] for mode in ("single", "batch")})
+    for mode in ("single", "batch"):
+        m[f"memann/vs_hnswlib_{mode}"] = best[f"hnswlib_{mode}"] / best[f"ours_{mode}"]
+    return m
