@@ -133,6 +133,9 @@ class SearchMixin:
         """Per query: (candidate rows with metadata (+ ``vector``), their raw scores)."""
         import pyarrow as pa
 
+        fast = self._fast_candidates(Q, pool, targets, lab, exact, with_vectors)  # in-memory ANN / codes
+        if fast is not None:
+            return fast
         if self.uses_ann(exact):
             res = self._ann_search(
                 Q, pool, self._where(targets, lab), with_vectors=with_vectors, **ann_params
