@@ -111,7 +111,8 @@ def test_stream_fit_follows_the_same_recipe_and_lineage_as_fit(tmp_path):
     stream, mem = Space.load(tmp_path / "stream"), Space.load(tmp_path / "mem")
     for sp in (stream, mem):
         assert sp.config["lock"] == "text" and sp.config["init"] == "ridge" and sp.dim == 24
-        assert sp.info["lineage"][-1]["recipe"] == {"name": "auto", "chosen": {"lock": "text", "init": "ridge"}}
+        assert sp.info["lineage"][-1]["recipe"] == {
+            "name": "auto", "chosen": {"lock": "text", "init": "ridge", "wise": "auto", "lr": 1e-4}}
         assert sp.info["training"]["history"][0]["epoch"] == 0  # the ridge start competed
     assert stream.info["lineage"][-1]["trainer"] == "streaming" and mem.info["lineage"][-1]["trainer"] == "in-memory"
     drop = ("time", "trainer")

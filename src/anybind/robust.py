@@ -68,8 +68,10 @@ def interpolate(start: State, trained: State, alpha: float) -> State:
         return copy.deepcopy(start)
     if alpha == 1:
         return copy.deepcopy(trained)
-    return {m: {k: (torch.lerp(start[m][k], v, float(alpha)) if v.is_floating_point() else v) for k, v in sd.items()}
-            for m, sd in trained.items()}
+    def mix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.lerp(a, b, float(alpha)) if b.is_floating_point() else b
+
+    return {m: {k: mix(start[m][k], v) for k, v in sd.items()} for m, sd in trained.items()}
 
 
 def load_state(projectors: Mapping[str, Projector], state: State) -> None:
@@ -114,7 +116,8 @@ def check_robust(cfg) -> None:
     if cfg.ridge_prior not in RIDGE_PRIORS:
         raise DataError(f"ridge_prior must be one of {', '.join(RIDGE_PRIORS)}, got {cfg.ridge_prior!r}")
     if cfg.ridge_prior != "zero" and cfg.init != "ridge":
-        raise DataError(f"ridge_prior={cfg.ridge_prior!r} is what the ridge start shrinks towards: use init='ridge'")
+        raise DataError(f"ridge_prior={cfg.ridge_prior!r} is what the ridge start shrinks towards: "
+                        "use init='ridge'")
     if (cfg.wise is not None or lam > 0) and cfg.init == "random":
         raise DataError("wise / l2sp keep projectors near their training-free start: use init='ridge' "
                         "(with lock), 'procrustes' or 'cca', not init='random'")
@@ -181,9 +184,9 @@ class RobustFit:
 
 # ----------------------------------------------------------------------------- the ridge start's prior
 def bridge_prior(spec: str, lock_spec: str, projector: Projector) -> torch.Tensor | None:
-    """The map (in_dim, out_dim) that reads the label-bridge block of ``projector``'s standardised input back in
-    the encoder's units (centred): for an encoder ``spec`` whose label bridge maps into ``lock_spec``'s space;
-    None for any other encoder."""
+    """The map (in_dim, out_dim) that reads the label-bridge block of ``projector``'s standardised input back
+    in the encoder's units (centred): for an encoder ``spec`` whose label bridge maps into ``lock_spec``'s
+    space; None for any other encoder."""
     from .encoders.bridge import LabelBridgeEncoder
     from .encoders.registry import get_encoder
 
@@ -200,9 +203,9 @@ def bridge_prior(spec: str, lock_spec: str, projector: Projector) -> torch.Tenso
 
 def ridge_start(projectors: Mapping[str, Projector], cfg, specs: Mapping[str, str], train_pairs: PairBlocks,
                 val_pairs) -> dict[str, dict[str, Any]]:
-    """:func:`anybind.loop.locked_ridge_start` with ``cfg.ridge_prior``; returns each modality's ridge ``alpha``
-    and ``prior`` (``"bridge"`` or ``"zero"``; a bridge prior with no label bridge into ``cfg.lock`` falls back
-    to zero, with a warning)."""
+    """:func:`anybind.loop.locked_ridge_start` with ``cfg.ridge_prior``; returns each modality's ridge
+    ``alpha`` and ``prior`` (``"bridge"`` or ``"zero"``; a bridge prior with no label bridge into ``cfg.lock``
+    falls back to zero, with a warning)."""
     check_robust(cfg)
     used: dict[str, str] = {}
 
@@ -213,15 +216,16 @@ def ridge_start(projectors: Mapping[str, Projector], cfg, specs: Mapping[str, st
 
     alphas = locked_ridge_start(projectors, cfg.lock, train_pairs, val_pairs, prior=prior)
     if cfg.ridge_prior != "zero" and all(p == "zero" for p in used.values()):
-        log.warning("ridge_prior=%r: no bound modality's encoder has a label bridge into the %r encoder's space "
-                    "(%s): every ridge start shrinks towards zero", cfg.ridge_prior, cfg.lock,
+        log.warning("ridge_prior=%r: no bound modality's encoder has a label bridge into the %r encoder's "
+                    "space (%s): every ridge start shrinks towards zero", cfg.ridge_prior, cfg.lock,
                     ", ".join(f"{k}={v}" for k, v in specs.items()))
     return {m: {"alpha": a, "prior": used.get(m, "zero")} for m, a in alphas.items()}
 
 
 # ----------------------------------------------------------------------------- inductive centring
 @torch.no_grad()
-def train_centers(projectors: Mapping[str, Projector], feats: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+def train_centers(projectors: Mapping[str, Projector],
+                  feats: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Each modality's mean unit embedding of ``feats[m]`` (its training features), before any centring."""
     out = {}
     for m, X in feats.items():
@@ -229,13 +233,15 @@ def train_centers(projectors: Mapping[str, Projector], feats: Mapping[str, np.nd
             continue
         pr = projectors[m]
         pr.eval()
-        E = [F.normalize(pr.uncentred(torch.from_numpy(np.ascontiguousarray(X[i:i + 4096], np.float32))), dim=-1)
-             for i in range(0, len(X), 4096)]
+        blocks = (torch.from_numpy(np.ascontiguousarray(X[i:i + 4096], np.float32))
+                  for i in range(0, len(X), 4096))
+        E = [F.normalize(pr.uncentred(x), dim=-1) for x in blocks]
         out[m] = torch.cat(E).mean(0).numpy()
     return out
 
 
-def center_projectors(projectors: Mapping[str, Projector], feats: Mapping[str, np.ndarray]) -> dict[str, float]:
+def center_projectors(projectors: Mapping[str, Projector],
+                      feats: Mapping[str, np.ndarray]) -> dict[str, float]:
     """Store in each projector the mean embedding of its modality's ``feats`` (the train split); returns each
     centre's norm (0: the embeddings spread evenly; near 1: one corner)."""
     norms = {}
@@ -245,8 +251,8 @@ def center_projectors(projectors: Mapping[str, Projector], feats: Mapping[str, n
     return norms
 
 
-def centred(space: "Space", data: "Manifest | Sequence[Manifest] | Sequence[Record]", *, split: str | None = "train",
-            cache=None) -> "Space":
+def centred(space: "Space", data: "Manifest | Sequence[Manifest] | Sequence[Record]", *,
+            split: str | None = "train", cache=None) -> "Space":
     """A copy of ``space`` whose every modality is centred on its mean embedding over ``data`` (inductive:
     the records of ``split`` only, default ``train``; never the data the space is then scored on)."""
     from .cache import FeatureCache
@@ -264,9 +270,11 @@ def centred(space: "Space", data: "Manifest | Sequence[Manifest] | Sequence[Reco
         if have:
             feats[m] = space.features(m, have, cache=fc)
     if not feats:
-        raise DataError(f"centring: no {split or 'given'} record has any of the modalities {', '.join(space.modalities)}")
+        raise DataError(f"centring: no {split or 'given'} record has any of the modalities "
+                        f"{', '.join(space.modalities)}")
     norms = center_projectors(projectors, feats)
     info = copy.deepcopy(space.info)
-    info.setdefault("lineage", []).append({"event": "centre", "split": split, "records": len(recs), "center_norms": norms})
+    info.setdefault("lineage", []).append(
+        {"event": "centre", "split": split, "records": len(recs), "center_norms": norms})
     return Space(space.encoders, projectors, space.logit_scale, identities=space.identities,
                  config=copy.deepcopy(space.config), info=info, format_version=max(space.format_version, 2))
