@@ -12,9 +12,10 @@ train on Tux Paint / emoji / openclipart / all, R@1 on every corpus): with the r
 projector shrinks towards the label bridge instead of zero (``ridge_prior="bridge"``, see :mod:`anybind.robust`),
 fine-tuning runs at ``lr=1e-4`` (:data:`FINE_TUNE_LR`; the ridge weights are ~1e-4, Adam's 1e-3 per step wiped
 the start out in one epoch) and is mixed back with its start, alpha chosen on val (``wise="auto"``, WiSE-FT).
-Measured (BENCHMARKS.md, section transfer; the alternatives below with ``--opt systems=...``), old -> new:
-held-out corpora, val R@1 minus the better of label bridge and Procrustes, mean over the 12 off-diagonal cells of
-each / all: -0.002 (6/12 cells >=) -> +0.027 (12/12); test: -0.014 (5/12) -> +0.029 (10/12); the 18 cells with
+Measured on the full matrix on branch h11, before the port to the shared loop (its command and numbers:
+BENCHMARKS.md, section transfer, last note; the alternatives below with ``--opt systems=...``), old -> new:
+held-out corpora, val R@1 minus the better of label bridge and Procrustes, mean over the 12 off-diagonal cells
+of each / all: -0.002 (6/12 cells >=) -> +0.027 (12/12); test: -0.014 (5/12) -> +0.029 (10/12); the 18 cells with
 leave-one-out too: -0.008 (10/18) -> +0.028 (15/18).  Diagonal, test text->image / image->text R@1: Tux Paint
 0.321 / 0.203 -> 0.390 / 0.321, emoji 0.241 / 0.220 -> 0.259 / 0.248, openclipart 0.262 / 0.253 -> 0.241 / 0.237
 (the one cell that dropped, inside its interval).  Fashion-MNIST zero-shot (10,000 test images, inductive), trained
@@ -24,6 +25,11 @@ Not taken: WiSE-FT at lr 1e-3 (alpha from in-domain val follows the fine-tuned w
 9/12), a fixed alpha 0.5 (-0.003, 6/12), L2-SP (lambda 1e-4 or 1e-3 chosen on val: +0.001, 8/12; 0.01 to 1
 kept the start: early stopping never left epoch 0) and inductive centring
 (``center=True``: +0.000 on average over 126 val cells, each within +-0.03; Fashion-MNIST +0.001).
+Re-measured on this code (BENCHMARKS.md, sections transfer, defaults, tuxpaint-ablation): a smaller matrix
+(Tux Paint + emoji, 300 train records each, 1,000 Fashion-MNIST images), off-diagonal val R@1 minus the better
+baseline -0.030 (2/4 cells >=) -> +0.045 with the bridge start alone -> +0.036 (4/4) with the defaults; Tux Paint
+test text->image R@1 0.321 -> 0.390 (all train pairs).  In-domain Tux Paint val alone would not have chosen it
+(mean R@1/5/10 0.649 -> 0.647, a tie): the choice rests on the held-out corpora's val cells.
 
 ``recipe="auto"`` (the default) applies each rule only where the user chose nothing: an explicit encoder,
 ``lock``, ``init``, ``dim`` (a projected width rules out locking), ``ridge_prior``, ``wise`` or ``lr`` always
