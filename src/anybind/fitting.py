@@ -40,17 +40,20 @@ class FitPlan:
     recipe: str
     chosen: dict[str, Any]  # what the recipe chose
 
-    def lineage(self, **extra: Any) -> dict[str, Any]:
-        """The space's lineage entry for this fit (``extra``: e.g. the trainer)."""
+    def lineage(self, space: "Space | None" = None, **extra: Any) -> dict[str, Any]:
+        """The space's lineage entry for this fit (``extra``: e.g. the trainer; ``space``: the fitted space, whose
+        ridge start, each modality's shrinkage ``alpha`` and ``prior``, is recorded)."""
         from .version import __version__
 
         mods = self.modalities
+        ridge = ((space.info.get("training") or {}).get("robust") or {}).get("ridge") if space is not None else None
         return {
             "event": "fit",
             "method": self.method,
             "recipe": {"name": self.recipe, "chosen": self.chosen},
             "modalities": mods,
             **extra,
+            **({"ridge_start": ridge} if ridge else {}),
             "data": [{"manifest": str(man.path), "fingerprint": man.fingerprint(mods), "records": len(man.records)}
                      for man in self.manifests],
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -133,5 +136,5 @@ def fit_in_memory(plan: FitPlan, *, cache: FeatureCache | str | Path | None = No
 
         space = fit_training_free(fs, method=plan.method, **plan.config)
     trainer = "in-memory" if plan.method == "contrastive" else "training-free"
-    space.info["lineage"].append(plan.lineage(trainer=trainer))
+    space.info["lineage"].append(plan.lineage(space, trainer=trainer))
     return space

@@ -35,7 +35,7 @@ from .encoders.registry import get_encoder
 from .errors import AnybindError, DataError, SpaceError
 from .projectors import Projector
 from .scoring import Scorer
-from .space_config import FORMAT_VERSION, SPACE_FORMAT, space_identity
+from .space_config import FORMAT_VERSION, SPACE_FORMAT, file_version, space_identity
 
 log = logging.getLogger(__name__)
 
@@ -305,7 +305,7 @@ class Space:
                 )
         return {
             "format": SPACE_FORMAT,
-            "format_version": self.format_version,
+            "format_version": file_version(self.format_version, self.projectors),
             "anybind_version": __version__,
             "dim": self.dim,
             "modalities": {
