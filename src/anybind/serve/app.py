@@ -61,6 +61,7 @@ from ..version import __version__
 from ..data.strings import is_blank
 from ..errors import AnybindError
 from ..index import QueryError
+from ..index.calibrated import probabilities, query_modality
 from .errors import add_error_handlers
 from .gate import Busy, Gate  # noqa: F401 - Busy: imported from here by callers
 from .middleware import BodyLimit, SecurityHeaders
@@ -258,7 +259,8 @@ def create_app(
             if not parts:
                 raise QueryError("empty query: give text, or inputs")
             mods = [body.modality] if isinstance(body.modality, str) else (body.modality or None)
-            hits, qmods = svc.search(parts, k=body.k, modality=mods, labels=body.labels, rerank=body.rerank)
+            hits, qmods = svc.search(parts, k=body.k, modality=mods, labels=body.labels, rerank=body.rerank,
+                                     rank_by=body.rank_by)
             return SearchOut(hits=[hit_out(svc, h) for h in hits], query_modalities=qmods, took_ms=to_ms(t0))
 
         return await request.state.gate.run(work)
@@ -304,9 +306,12 @@ def create_app(
         except AnybindError as e:
             raise type(e)(named_files(e, list(staged))) from None
         order = sorted(range(len(labels)), key=lambda i: -float(scores[i]))
+        qmod = query_modality(svc.space, qmods, False, None)  # issue 20: calibrated P(match), when there is one
+        match = probabilities(svc.space, qmod, "text", scores) if qmod is not None else None
         return ClassifyOut(
             results=[
-                ClassOut(label=labels[i], score=float(scores[i]), probability=min(1.0, max(0.0, float(probs[i]))))
+                ClassOut(label=labels[i], score=float(scores[i]), probability=min(1.0, max(0.0, float(probs[i]))),
+                         match_probability=None if match is None else float(match[i]))
                 for i in order
             ],
             query_modalities=qmods,
