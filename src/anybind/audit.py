@@ -12,7 +12,8 @@ Four checks, each a score in [0, 1] per record (the record's audit score is the 
   modalities both have that are duplicated.  Counted per split pair in :attr:`AuditResult.leakage`.
 * **label** -- its label (``label`` key) disagrees with its ``k`` nearest neighbours' labels and with the
   zero-shot prediction (class names embedded by the text modality):
-  ``0.5 (1 - neighbours agreeing) + 0.5 (rank of its class - 1) / (classes - 1)``, averaged over its modalities.
+  ``0.5 (1 - agreeing / possible) + 0.5 (rank of its class - 1) / (classes - 1)``, averaged over its
+  modalities; ``possible = min(k, items with its label - 1)`` (a label held by one item: none agree).
 * **outlier** -- far from everything of its modality: the percentile of its mean cosine distance to its
   ``k`` nearest neighbours, halved (an outlier is a reason to look, not evidence of an error); a
   reason is given from the 95th percentile on.
@@ -197,7 +198,10 @@ def label_scores(space: "Space", records: Sequence["Record"], embs: dict[str, Em
         ids = [e.ids[i] for i in rows]
         y = np.asarray([cidx[lab[i]] for i in ids])
         _, nb = exact_topk(X, X, k + 1)
-        agree = np.array([np.mean([y[j] == y[i] for j in row if j != i][:k]) for i, row in enumerate(nb)])
+        agreeing = np.array([sum(int(y[j] == y[i]) for j in [j for j in row if j != i][:k]) for i, row in enumerate(nb)])
+        # at most (items with its label - 1) neighbours can agree: a small class is not evidence of a wrong label
+        possible = np.minimum(k, np.bincount(y, minlength=len(classes))[y] - 1)
+        agree = np.where(possible > 0, agreeing / np.maximum(possible, 1), 0.0)
         zs_share, top = np.zeros(len(ids)), [None] * len(ids)
         if C is not None:
             S = space.scorer.pair_scores(X, m, C, "text")
@@ -209,7 +213,7 @@ def label_scores(space: "Space", records: Sequence["Record"], embs: dict[str, Em
             zs = "" if top[i] is None else f"; zero-shot ranks it {int(round(zs_share[i] * (len(classes) - 1))) + 1} " \
                                             f"of {len(classes)} (top: {top[i]!r})"
             parts.setdefault(rid, []).append(
-                (float(score[i]), f"{m}: {int(round(agree[i] * k))}/{k} nearest agree{zs}"))
+                (float(score[i]), f"{m}: {agreeing[i]}/{possible[i]} nearest agree{zs}"))
     best, why = {}, {}
     for rid, ps in parts.items():
         best[rid] = float(np.mean([s for s, _ in ps]))
