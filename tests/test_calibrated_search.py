@@ -103,5 +103,6 @@ def test_cli_json_and_service_carry_the_probability(data, tmp_path):
         assert r.status_code == 200, r.text
         ps = [h["probability"] for h in r.json()["hits"]]
         assert all(0 < p < 1 for p in ps) and ps == sorted(ps, reverse=True)
+        assert "image-text" in client.get("/health").json()["calibrated"]  # the page offers 'rank by P(match)'
         schema = client.get("/openapi.json").json()["components"]["schemas"]
         assert "probability" in schema["HitOut"]["properties"] and "rank_by" in schema["SearchRequest"]["properties"]

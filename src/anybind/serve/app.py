@@ -194,6 +194,7 @@ def create_app(
             text_modalities=[m for m in sp.modalities if svc.input_kind[m] == "text"],
             upload_modalities=ups,
             media=svc.media,
+            calibrated=sorted(k.replace("|", "-") for k in sp.calibration.pairs) if sp.calibration is not None else [],
             limits=LimitsInfo(
                 max_upload_bytes=cfg.max_upload_bytes, max_files=cfg.max_files, concurrency=gate.concurrency,
                 max_queue=gate.max_queue, queue_timeout=gate.timeout, max_k=MAX_K,
