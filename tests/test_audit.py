@@ -154,4 +154,4 @@ def test_bench_tasks_are_registered():
     from anybind.bench import TASKS, load_tasks
 
     load_tasks()
-    assert {"calibration", "audit"} <= set(TASKS)
+    assert {"calibration", "audit", "explanations"} <= set(TASKS)

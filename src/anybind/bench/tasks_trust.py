@@ -1,11 +1,14 @@
 """Trusting the space's answers (issue 20): calibrated match probabilities and the audit of paired data.
 
-Thin: the logic is :mod:`anybind.calibration`, :mod:`anybind.audit` and :mod:`anybind.audit_eval`."""
+Thin: the logic is :mod:`anybind.calibration`, :mod:`anybind.audit`, :mod:`anybind.audit_eval` and
+:mod:`anybind.explain`."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
+
+import numpy as np
 
 from . import TaskResult, task
 from .tuxpaint import DEFAULT_MODALITIES, prepare_tuxpaint
@@ -98,4 +101,56 @@ def audit_task(work: Path, cache=None, seed: int = 0, console=None) -> TaskResul
         notes=["the space is fitted on the corrupted corpus (what a curator has), then audits it",
                f"planted cross-split duplicates found: {leak_recall:.3f}",
                f"clean Tux Paint: leakage per split pair {clean.leakage}", *[f"clean top: {t}" for t in top]],
+    )
+
+
+def head_noun(caption: str) -> str | None:
+    """The caption's head noun, approximately: the last word of its first clause that is no stopword."""
+    from ..explain import STOPWORDS, WORD
+
+    first = caption.split(",")[0].split(".")[0].split(" with ")[0].split(" and ")[0]
+    words = [w for w in WORD.findall(first.lower()) if w not in STOPWORDS]
+    return words[-1] if words else None
+
+
+@task("explanations", "Tux Paint test images: how often the category name or the caption's head noun is among "
+                      "the top-5 vocabulary words (a vocabulary from the train texts and labels), and how often the "
+                      "head noun has a caption's largest leave-one-word-out drop; vs the label bridge")
+def explanations_task(work: Path, cache=None, seed: int = 0, console=None) -> TaskResult:
+    from ..align import bridge_space
+    from ..data.manifest import load_manifest
+    from ..explain import nearest_words, vocabulary, word_drops
+    from ..space import Space
+
+    man = prepare_tuxpaint(work, console)
+    recs = load_manifest(man, modalities=["image", "text"]).records
+    space = Space.fit(man, modalities=["image", "text"], cache=cache, seed=seed, progress=False)
+    words = vocabulary([r for r in recs if r.split == "train"])
+    test = [r for r in recs if r.split == "test" and r.has("image") and r.has("text")]
+    truth = [(str(r.labels.get("category", "")).rstrip("/").split("/")[-1].lower(), head_noun(r.values["text"]))
+             for r in test]
+    rows = {}
+    for name, sp in (("anybind", space), ("label bridge", bridge_space())):
+        near = nearest_words(sp, "image", [r.values["image"] for r in test], words, k=5, cache=cache)
+        got = [{w for w, _ in ws} for ws in near]
+        rows[name] = {
+            "category@5": float(np.mean([c in g for (c, _), g in zip(truth, got)])),
+            "head_noun@5": float(np.mean([h in g for (_, h), g in zip(truth, got)])),
+            "either@5": float(np.mean([c in g or h in g for (c, h), g in zip(truth, got)])),
+        }
+        top_drop = []
+        for r, (_, h) in zip(test, truth):
+            _, drops = word_drops(sp, "text", r.values["text"], "image", r.values["image"], cache=cache)
+            top_drop.append(max(drops, key=lambda d: d.drop).word.lower() == h)
+        rows[name]["head_noun_top_drop"] = float(np.mean(top_drop))
+    in_vocab = float(np.mean([c in words or h in words for c, h in truth]))
+    return TaskResult(
+        metrics=rows["anybind"],
+        baselines={"label bridge": rows["label bridge"], "chance (5 random words)": {
+            "either@5": round(1 - (1 - 2 / max(len(words), 1)) ** 5, 4)}},
+        config={"vocabulary": len(words), "test_images": len(test), "encoders": space.encoders},
+        table=[{"name": n, **r} for n, r in rows.items()],
+        notes=[f"vocabulary: {len(words)} words of the train captions and labels (stopwords out); "
+               f"{in_vocab:.2f} of the test images have their category or head noun in it",
+               "head noun: the last non-stopword of the caption's first clause (approximate)"],
     )
