@@ -33,7 +33,8 @@ def inject_errors(
     """Write ``manifest`` with seeded errors to ``out`` (a new file); returns the truth:
     ``"swap:<modality>"`` -> ids whose item was swapped, ``"label"`` -> relabelled ids,
     ``"duplicate"`` -> ``(original id, copy id)`` pairs (copies of ``duplicate_from`` records put in
-    ``duplicate_to``, every item identical)."""
+    ``duplicate_to``, every item identical).  Lines are copied as they are: write ``out`` beside ``manifest``
+    when its media paths are relative (they are resolved against the manifest's folder)."""
     rows = [json.loads(line) for line in open(manifest, encoding="utf-8") if line.strip()]
     rng = np.random.default_rng(seed)
     truth: dict[str, Any] = {}

@@ -36,7 +36,7 @@ def calibration_task(work: Path, cache=None, seed: int = 0, console=None) -> Tas
         baselines={"score read as probability": {f"{pair}/ece": r["ece_raw"] for pair, r in rows["platt"].items()}},
         config={"encoders": space.encoders, "target_precision": TARGET, "fit_seconds": round(fit_s, 1),
                 "prior": 0.5, "calibrated_on": "val", "measured_on": "test"},
-        table=[{"name": f"{meth} {pair}", **{k: r.get(k) for k in keys}} for meth, rs in rows.items()
+        table=[{"name": f"{meth} {pair.replace('|', '-')}", **{k: r.get(k) for k in keys}} for meth, rs in rows.items()
                for pair, r in sorted(rs.items())],
         notes=["P(match) at a prior of 0.5: positive and negative test pairs weighted equally in ECE, Brier, precision",
                "before = the raw score (cosine) clipped to [0, 1] read as a probability",
@@ -54,7 +54,7 @@ def audit_task(work: Path, cache=None, seed: int = 0, console=None) -> TaskResul
     from ..space import Space
 
     man = prepare_tuxpaint(work, console)
-    bad = Path(work) / f"tuxpaint-corrupted-{seed}.jsonl"
+    bad = Path(man).parent / f"corrupted-{seed}.jsonl"  # beside the original: its media paths are relative to it
     truth = inject_errors(man, bad, swap={"text": 0.05, "audio": 0.05}, relabel=0.05, label="category",
                           duplicate=20, seed=seed)
     space = Space.fit(bad, modalities=list(DEFAULT_MODALITIES), cache=cache, seed=seed, progress=False)
