@@ -213,7 +213,8 @@ def label_scores(space: "Space", records: Sequence["Record"], embs: dict[str, Em
             zs = "" if top[i] is None else f"; zero-shot ranks it {int(round(zs_share[i] * (len(classes) - 1))) + 1} " \
                                             f"of {len(classes)} (top: {top[i]!r})"
             parts.setdefault(rid, []).append(
-                (float(score[i]), f"{m}: {agreeing[i]}/{possible[i]} nearest agree{zs}"))
+                (float(score[i]), f"{m}: " + (f"{agreeing[i]}/{possible[i]} nearest agree" if possible[i] > 0
+                                              else "no other item has this label") + zs))
     best, why = {}, {}
     for rid, ps in parts.items():
         best[rid] = float(np.mean([s for s, _ in ps]))
