@@ -24,6 +24,12 @@ JSONL_MARK = b'"anybind_audit"'
 CLEANED_MARK = b"\0anybind cleaned manifest"  # a manifest holds no marker: replacing one needs overwrite
 FIXES = ("drop", "flag")
 MAX_AUDIO_BYTES = 400_000  # larger sounds are linked by name, not embedded
+# the records table: text left-aligned, ids may break anywhere, the reasons get the room
+PAGE_CSS = ("#records+table{width:100%;table-layout:fixed}#records+table td{vertical-align:top;text-align:left;overflow-wrap:anywhere}"
+            "#records+table td:nth-child(5) audio{width:100%}"
+            "#records+table th:nth-child(1){width:2.5em}#records+table th:nth-child(2){width:3.5em}"
+            "#records+table th:nth-child(3){width:13em}#records+table th:nth-child(4){width:3.5em}"
+            "#records+table th:nth-child(5){width:14em}#records+table th:nth-child(6){width:9em}")
 
 
 def audit_lines(result: AuditResult) -> list[str]:
@@ -70,10 +76,10 @@ def audit_html(result: AuditResult, man: "Manifest", kinds: dict[str, str], top:
                           for f in sorted(ra.findings, key=lambda f: -f.score) if f.score > 0)
         labels = ", ".join(f"{esc(k)}={esc(v)}" for k, v in (rec.labels or {}).items()) if rec else ""
         rows.append([str(i + 1), num(ra.score), esc(ra.id), esc(ra.split),
-                     _media(rec.values, kinds) if rec else "", labels, f"<div style='text-align:left'>{reasons}</div>"])
+                     _media(rec.values, kinds) if rec else "", labels, reasons])
     parts = [
         f"<!doctype html><html lang='en'><head><meta charset='utf-8'>{GENERATOR}",
-        f"<title>anybind audit: {esc(result.manifest)}</title><style>{CSS}td{{vertical-align:top}}</style></head><body>",
+        f"<title>anybind audit: {esc(result.manifest)}</title><style>{CSS}{PAGE_CSS}</style></head><body>",
         f"<h1>anybind audit: {esc(result.manifest)}</h1>",
         f"<p class='muted'>{len(result.records)} records; label {esc(result.label or '-')}; "
         f"settings {esc(json.dumps(result.settings))}; written {esc(time.strftime('%Y-%m-%d %H:%M:%S'))} by anybind "
