@@ -137,4 +137,7 @@ def fit_in_memory(plan: FitPlan, *, cache: FeatureCache | str | Path | None = No
         space = fit_training_free(fs, method=plan.method, **plan.config)
     trainer = "in-memory" if plan.method == "contrastive" else "training-free"
     space.info["lineage"].append(plan.lineage(space, trainer=trainer))
+    from .calibration import calibrate_after_fit  # issue 20: match probabilities, when there is a val split
+
+    calibrate_after_fit(space, plan.manifests, cache=fc)
     return space

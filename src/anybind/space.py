@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from .version import __version__
 from .cache import FeatureCache
+from .calibrators import Calibration, read_calibration, write_calibration
 from .data.fields import fields_to_bind
 from .data.manifest import Manifest, Record, load_manifest
 from .data.strings import is_blank
@@ -83,6 +84,8 @@ class Space:
         for p in self.projectors.values():
             p.eval()
         self._encoder_objs: dict[str, Encoder] = {}
+        #: match probabilities (issue 20: :mod:`anybind.calibration`); saved as calibration.json, not in the identity
+        self.calibration: Calibration | None = None
         if self.format_version >= 2:
             self._record_identities()
 
@@ -189,6 +192,14 @@ class Space:
         (cosine; in a Symile space the multilinear inner product with the other modalities' missing
         embeddings standing in)."""
         return self.scorer.pair_scores(self.embed(mod_a, items_a, **kw), mod_a, self.embed(mod_b, items_b, **kw), mod_b)
+
+    def match_probability(self, a_mod: str, a_items: Sequence[Any], b_mod: str, b_items: Sequence[Any], *,
+                          prior: float = 0.5, **kw) -> np.ndarray:
+        """``P(match)`` (len(a_items), len(b_items)) by the space's calibration (:mod:`anybind.calibration`;
+        at ``prior``, default 0.5); :class:`SpaceError` when the space is not calibrated."""
+        if self.calibration is None:
+            raise SpaceError("this space is not calibrated: run `anybind calibrate SPACE MANIFEST` (needs a val split)")
+        return self.calibration.probability(a_mod, b_mod, self.similarity(a_mod, a_items, b_mod, b_items, **kw), prior)
 
     # -- fitting ----------------------------------------------------------
     @classmethod
@@ -331,6 +342,8 @@ class Space:
 
         def write(tmp: Path) -> None:
             save_file(self.state_dict(), str(tmp / "projectors.safetensors"), metadata={"format": "anybind.space"})
+            if self.calibration is not None:
+                write_calibration(tmp, self.calibration, self.identity())
             (tmp / "space.json").write_text(json.dumps(self.to_json(path), indent=2, sort_keys=True, default=_json_default))
 
         return atomic_write_dir(Path(path), write, kind="space", overwrite=overwrite)
@@ -372,6 +385,7 @@ class Space:
                 f"{meta_p}: saved identity {sf.identity} does not match its content (recomputed {space.identity()}): "
                 f"space.json or {w_p.name} was edited or damaged; restore the saved space, or fit it again"
             )
+        space.calibration = read_calibration(path, sf.identity)
         return space
 
 

@@ -216,7 +216,11 @@ def search(
     label: list[str] = typer.Option(None, "--label", "-l", help="KEY=VALUE filter on the items' labels (repeatable; all must match)."),
     rerank: Optional[Rerank] = choice(None, Rerank, "--rerank", help="Hubness correction."),
     exact: Optional[bool] = typer.Option(None, "--exact/--ann", help="Force exact or ANN search (default: by index size)."),
-    json_out: bool = typer.Option(False, "--json", help="Print the hits as JSON."),
+    rank_by: Literal["score", "probability"] = choice(
+        "score", Literal["score", "probability"], "--rank-by",
+        help="probability: rank every modality's hits by calibrated P(match) (a calibrated space)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the hits as JSON (with each hit's calibrated "
+                                  "probability when the space is calibrated)."),
     space_dir: Optional[Path] = typer.Option(None, "--space", help="Space to embed the query with (default: the copy inside the index)."),
     cache: Optional[Path] = typer.Option(None, help="Feature cache folder."),
 ):
@@ -251,7 +255,7 @@ def search(
                             audio=[str(p) for p in audio] if audio else None, inputs=inputs or None,
                             weights=list(weight) if weight else None,
                             modality=split_csv(modality), k=k, labels=list(label or []), rerank=rerank,
-                            exact=exact, cache=cache)
+                            exact=exact, cache=cache, rank_by=rank_by)
     except AnybindError as e:
         fail(e)
     if json_out:

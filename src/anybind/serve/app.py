@@ -65,6 +65,7 @@ from ..data.strings import is_blank
 from ..data.templates import templates_for
 from ..errors import AnybindError
 from ..index import QueryError
+from ..index.calibrated import probabilities, query_modality
 from .auth import ApiKeyAuth, KeyStore
 from .errors import add_error_handlers
 from .gate import Busy, Gate  # noqa: F401 - Busy: imported from here by callers
@@ -210,6 +211,7 @@ def create_app(
             text_modalities=[m for m in sp.modalities if svc.input_kind[m] == "text"],
             upload_modalities=ups,
             media=svc.media,
+            calibrated=sorted(k.replace("|", "-") for k in sp.calibration.pairs) if sp.calibration is not None else [],
             limits=LimitsInfo(
                 max_upload_bytes=cfg.max_upload_bytes, max_files=cfg.max_files, concurrency=gate.concurrency,
                 max_queue=gate.max_queue, queue_timeout=gate.timeout, max_k=MAX_K,
@@ -275,7 +277,8 @@ def create_app(
             if not parts:
                 raise QueryError("empty query: give text, or inputs")
             mods = [body.modality] if isinstance(body.modality, str) else (body.modality or None)
-            hits, qmods = svc.search(parts, k=body.k, modality=mods, labels=body.labels, rerank=body.rerank)
+            hits, qmods = svc.search(parts, k=body.k, modality=mods, labels=body.labels, rerank=body.rerank,
+                                     rank_by=body.rank_by)
             return SearchOut(hits=[hit_out(svc, h) for h in hits], query_modalities=qmods, took_ms=to_ms(t0))
 
         return await request.state.gate.run(work)
@@ -321,9 +324,12 @@ def create_app(
         except AnybindError as e:
             raise type(e)(named_files(e, list(staged))) from None
         order = sorted(range(len(labels)), key=lambda i: -float(scores[i]))
+        qmod = query_modality(svc.space, qmods, False, None)  # issue 20: calibrated P(match), when there is one
+        match = probabilities(svc.space, qmod, "text", scores) if qmod is not None else None
         return ClassifyOut(
             results=[
-                ClassOut(label=labels[i], score=float(scores[i]), probability=min(1.0, max(0.0, float(probs[i]))))
+                ClassOut(label=labels[i], score=float(scores[i]), probability=min(1.0, max(0.0, float(probs[i]))),
+                         match_probability=None if match is None else float(match[i]))
                 for i in order
             ],
             query_modalities=qmods,

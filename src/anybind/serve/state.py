@@ -399,11 +399,12 @@ class Service:
         modality: Sequence[str] | None,
         labels: Any,
         rerank: str | None,
+        rank_by: str = "score",
     ) -> tuple[list[Hit], list[str]]:
         self.refresh()
         with using_limits(self.media_limits):  # uploads decoded under the service's limits
             hits = self.index.search(list(parts), modality=modality, k=k, labels=labels, rerank=rerank,
-                                     cache=self.cache)
+                                     cache=self.cache, rank_by=rank_by)
         return hits, sorted({p[0] for p in parts})
 
     def classify(

@@ -67,6 +67,7 @@ async function loadHealth() {
   try {
     const r = await api("/health");
     const h = await r.json();
+    $("#byprob-box").hidden = (h.calibrated || []).length === 0;  // offered when the space is calibrated
     const sel = $("#modality");
     for (const [m, n] of Object.entries(h.index.counts)) {
       sel.append(el("option", { value: m, text: `${m} (${n})` }));
@@ -134,6 +135,9 @@ function renderHits(data) {
       el("div", { class: "name", title: h.id, text: name }),
       el("div", { class: "meta" },
         el("span", { class: `badge ${h.media}`, text: h.modality }),
+        h.probability === null || h.probability === undefined ? null
+          : el("span", { class: "prob", title: "calibrated P(match) with the query (prior 0.5)",
+            text: `P ${(h.probability * 100).toFixed(0)}%` }),
         el("span", { class: "score", text: h.score.toFixed(3) })),
       labels));
   }
@@ -192,7 +196,8 @@ async function search() {
       if (mod) extra.push(["modality", mod]);
       data = await post("/search/upload", uploadForm(extra), controller.signal);
     } else {
-      data = await post("/search", { text, k, modality: mod || null }, controller.signal);
+      const rank_by = $("#byprob").checked && !$("#byprob-box").hidden ? "probability" : "score";
+      data = await post("/search", { text, k, modality: mod || null, rank_by }, controller.signal);
     }
     renderHits(data);
     const what = [text && `"${text}"`, ...state.files.map((f) => f.name)].filter(Boolean).join(" + ");
@@ -239,6 +244,7 @@ function init() {
   $("#query").addEventListener("submit", (e) => { e.preventDefault(); search(); });
   $("#modality").addEventListener("change", search);
   $("#k").addEventListener("change", search);
+  $("#byprob").addEventListener("change", search);
   $("#file").addEventListener("change", (e) => { addFiles(e.target.files); e.target.value = ""; });
   const drop = $("#drop");
   for (const ev of ["dragenter", "dragover"]) {
