@@ -40,6 +40,19 @@ def test_options_reach_only_tasks_that_take_them(toy_tasks, tmp_path):
     assert recs[1]["metrics"]["y"] == 3.0
 
 
+def test_markdown_command_records_the_options(toy_tasks, tmp_path):
+    """A section must say how to reproduce its numbers: the --opt values belong in its command."""
+    from typer.testing import CliRunner
+
+    from anybind.cli import app
+
+    md = tmp_path / "B.md"
+    res = CliRunner().invoke(app, ["bench", "--task", "toy-b", "--opt", "limit=3", "--opt", "systems=a b,c",
+                                   "--work", str(tmp_path), "--markdown", str(md)])
+    assert res.exit_code == 0, res.output
+    assert "`anybind bench --task toy-b --opt limit=3 --opt 'systems=a b,c'`" in md.read_text()
+
+
 def test_unknown_task_is_a_clear_error(tmp_path):
     with pytest.raises(AnybindError, match="unknown bench task"):
         run_tasks(["no-such-task"], work=tmp_path)

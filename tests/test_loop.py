@@ -51,7 +51,7 @@ def _corpus(d, n=200, seed=0):
 
 
 # ----------------------------------------------------------------------------- in-memory == streaming
-@pytest.mark.parametrize("init", ["random", "ridge"])
+@pytest.mark.parametrize("init", ["random", "ridge", "ridge+robust"])
 def test_streaming_and_in_memory_trainers_differ_only_in_where_batches_come_from(tmp_path, monkeypatch, init):
     from anybind.scale.stream import write_training_shards
     from anybind.scale.train import ridge_init, train_streaming
@@ -59,8 +59,10 @@ def test_streaming_and_in_memory_trainers_differ_only_in_where_batches_come_from
     from anybind.train import FeatureSet, TrainConfig, train_space
 
     man, specs = _corpus(tmp_path)
+    robust = dict(wise="auto", l2sp=1e-3) if init == "ridge+robust" else {}  # WiSE-FT / L2-SP: the loop's hooks
+    init = init.split("+")[0]
     cfg = TrainConfig(epochs=6, patience=3, batch_size=32, dim=16, hidden=32, seed=0, init=init,
-                      lock="text" if init == "ridge" else None)
+                      lock="text" if init == "ridge" else None, **robust)
     manifests = as_manifests(man, None, specs, False, False)
     fc = FeatureCache(tmp_path / "cache")
     fs = FeatureSet.from_manifests(manifests, specs, fc, progress=False)
@@ -80,7 +82,8 @@ def test_streaming_and_in_memory_trainers_differ_only_in_where_batches_come_from
             return fs.get(self.key[0], idx), fs.get(self.key[1], idx)
 
     monkeypatch.setattr("anybind.scale.train.PairStream", SameBatches)
-    res = train_streaming(shards, cfg, stats=stats, init=ridge_init(shards, cfg, stats), progress=False)
+    start, ridge = ridge_init(shards, cfg, stats)
+    res = train_streaming(shards, cfg, stats=stats, init=start, progress=False)
     for m, pr in single.projectors.items():
         for k, v in pr.state_dict().items():
             assert torch.equal(res["state"][m][k], v), (m, k)
@@ -89,6 +92,10 @@ def test_streaming_and_in_memory_trainers_differ_only_in_where_batches_come_from
     assert json.dumps(res["history"]) == json.dumps(tr["history"])
     assert (res["best_epoch"], res["best_val"]) == (tr["best_epoch"], tr["best_val"])
     assert tr["history"][0]["epoch"] == (0 if init == "ridge" else 1)  # the ridge start competes as epoch 0
+    assert res["robust"] == {k: v for k, v in tr["robust"].items() if k != "ridge"}
+    assert ridge == tr["robust"].get("ridge", {})
+    if robust:
+        assert "wise_alpha" in res["robust"] and res["robust"]["l2sp"] == 1e-3
 
 
 def test_stream_fit_follows_the_same_recipe_and_lineage_as_fit(tmp_path):
@@ -104,7 +111,8 @@ def test_stream_fit_follows_the_same_recipe_and_lineage_as_fit(tmp_path):
     stream, mem = Space.load(tmp_path / "stream"), Space.load(tmp_path / "mem")
     for sp in (stream, mem):
         assert sp.config["lock"] == "text" and sp.config["init"] == "ridge" and sp.dim == 24
-        assert sp.info["lineage"][-1]["recipe"] == {"name": "auto", "chosen": {"lock": "text", "init": "ridge"}}
+        assert sp.info["lineage"][-1]["recipe"] == {
+            "name": "auto", "chosen": {"lock": "text", "init": "ridge", "wise": "auto", "lr": 1e-4}}
         assert sp.info["training"]["history"][0]["epoch"] == 0  # the ridge start competed
     assert stream.info["lineage"][-1]["trainer"] == "streaming" and mem.info["lineage"][-1]["trainer"] == "in-memory"
     drop = ("time", "trainer")

@@ -57,14 +57,16 @@ def test_report_is_one_self_contained_file_with_every_figure(data, shared_cache,
     assert "@import" not in page and "url(" not in page
     for tag, attr, value in p.refs:
         assert value.startswith("#") or value.startswith("data:image/png;base64,"), (tag, attr, value[:60])
-    # recall@K curves, one confusion matrix per non-text modality, the geometry figure, the training curves
-    assert len(p.imgs) == 1 + len(numbers["zeroshot"]) + 1 + 1 and numbers["zeroshot"]
+    # recall@K curves, one confusion matrix per non-text modality, the geometry figure, the reliability diagram
+    # (the space was calibrated by its fit, on the val split), the training curves
+    assert len(p.imgs) == 1 + len(numbers["zeroshot"]) + 1 + 1 + 1 and numbers["zeroshot"]
     for src in p.imgs:
         blob = base64.b64decode(src.split(",", 1)[1])
         assert blob.startswith(b"\x89PNG") and min(Image.open(io.BytesIO(blob)).size) > 100
-    for alt in ("recall@K curves", "PCA of the embeddings", "training curves", "confusion matrix, image"):
+    for alt in ("recall@K curves", "PCA of the embeddings", "training curves", "confusion matrix, image",
+                "reliability diagram"):
         assert f'alt="{alt}' in page
-    for section in ("Retrieval", "Zero-shot classification", "the modality gap", "Training", "Lineage"):
+    for section in ("Retrieval", "Zero-shot classification", "the modality gap", "Calibration", "Training", "Lineage"):
         assert section in page
     # the numbers are anybind.evaluate's, on the same split
     want = retrieval_from_embeddings(embed_split(space, data["manifest"], "test", cache=shared_cache), ks=(1, 5, 10))
@@ -75,6 +77,8 @@ def test_report_is_one_self_contained_file_with_every_figure(data, shared_cache,
     assert numbers["records"] == n_test and f"({n_test} records)" in page
     assert numbers["label"] == "category" and "epochs recorded" in page
     assert set(numbers["diagnostics"]) >= {"diag/gap/image-text", "diag/separability/audio-image"}
+    it = numbers["calibration"]["image|text"]
+    assert 0 <= it["ece"] <= 1 and 0 <= it["ece_raw"] <= 1 and f"<td>{it['ece']:.3f}</td>" in page
 
 
 def test_training_free_space_and_chosen_label_via_the_cli(data, shared_cache, tmp_path):

@@ -26,7 +26,8 @@ from anybind.cache import FeatureCache
 from anybind.encoders.base import get_encoder
 from anybind.errors import DataError, EncoderError
 from anybind.evaluate import evaluate
-from anybind.scale.stream import PairStream, TrainingShards, write_synthetic_shards
+from anybind.scale.pairstream import PairStream
+from anybind.scale.stream import TrainingShards, write_synthetic_shards
 from anybind.space import Space
 
 STAMPS = Path("/usr/share/tuxpaint/stamps")
@@ -313,4 +314,9 @@ def test_ray_train_workers_start_from_the_drivers_ridge_start(ray_local, syn):
     assert all(torch.equal(v, sd[k]) for k, v in local.state_dict().items())
     assert ray_space.info["training"]["history"][0]["epoch"] == 0 and ray_space.info["training"]["best_epoch"] == 0
     assert ray_space.dim == 24 and ray_space.projectors["b"].linear.weight.abs().sum() > 0  # b regressed onto a
+    # WiSE-FT and L2-SP through the shared loop's hooks on DDP workers: every worker mixes in step
+    robust = fit_sharded(syn["manifest"], ray_workers=2, **{**kw, "epochs": 2, "wise": "auto", "l2sp": 1e-3})
+    rob = robust.info["training"]["robust"]
+    assert rob["l2sp"] == 1e-3 and rob["wise_alpha"] in [float(a) for a in rob["wise_val"]]
+    assert rob["ridge"]["b"]["prior"] == "zero" and robust.info["lineage"][-1]["ridge_start"] == rob["ridge"]
     shutil.rmtree(Path(ray_space.info["training"]["shards"]).parent / "_ray_runs", ignore_errors=True)

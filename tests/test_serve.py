@@ -304,6 +304,44 @@ def test_items_written_to_the_index_while_serving_become_searchable(data, shared
         svc2.close()
 
 
+@pytest.mark.parametrize("fast", ["memory_ann", "int8"])
+def test_a_fast_index_serves_the_exact_answers_and_follows_writes(data, shared_cache, tmp_path, fast):
+    """An index with the in-memory HNSW graph or int8 codes (used from 0 rows here): the service loads
+    it at start, answers as exact search does, and sees another process's writes (never a stale graph)."""
+    import shutil
+
+    from anybind.index import Index
+    from anybind.space import Space
+
+    live = tmp_path / "index"
+    shutil.copytree(data["index"], live)
+    meta = json.loads((live / "index.json").read_text())
+    (live / "index.json").write_text(json.dumps({**meta, "ann_threshold": 0}))
+    ix = Index.open(live)
+    ix.create_memory_ann() if fast == "memory_ann" else ix.quantize("int8")
+    svc2 = Service.load(data["space"], live, cache=shared_cache, config=ServeConfig(refresh_seconds=0), warm=False)
+    writer = Index.open(live, Space.load(data["space"]))
+    caption = "a purple giraffe on roller skates juggling teapots"
+    (tmp_path / "new.jsonl").write_text(json.dumps({"id": "zz-new", "split": "test", "text": caption}) + "\n")
+    try:
+        svc2.index.warm_fast()
+        with TestClient(create_app(service=svc2)) as c:
+            for r in data["records"][:5]:
+                got = c.post("/search", json={"text": r.values["text"], "k": 10}).json()["hits"]
+                want = svc2.index.search(text=r.values["text"], k=10, exact=True, cache=shared_cache)
+                assert [h["score"] for h in got] == pytest.approx([h.score for h in want], abs=1e-5)  # ties: any order
+                assert {(h["id"], h["modality"]) for h in got} <= {(h.id, h.modality) for h in want} | {
+                    (h.id, h.modality) for h in svc2.index.search(text=r.values["text"], k=12, exact=True,
+                                                                  cache=shared_cache)}
+            writer.add(tmp_path / "new.jsonl", cache=shared_cache)
+            top = c.post("/search", json={"text": caption, "k": 1}).json()["hits"][0]
+            assert top["id"] == "zz-new" and top["score"] == pytest.approx(1.0, abs=1e-4)
+            writer.delete(["zz-new"])
+            assert c.post("/search", json={"text": caption, "k": 1}).json()["hits"][0]["id"] != "zz-new"
+    finally:
+        svc2.close()
+
+
 def test_the_page_and_its_assets(client):
     page = client.get("/")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]

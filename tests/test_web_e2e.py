@@ -110,3 +110,27 @@ def test_drop_a_sound_and_see_results(site, page):
     assert "not an image, a sound or a video" in page.locator("#status.error").inner_text()
     assert page.locator("#results .hit").count() == 0
     assert [p for p in page.problems if "415" not in p] == []  # the browser logs the 415 itself
+
+
+def test_rank_every_modality_by_calibrated_probability(site, page):
+    """A calibrated space: the page offers 'rank by P(match)'; checked, the image and sound hits of a text query
+    come first, ordered by their P(match) badge (text hits, whose pair has no calibration, follow)."""
+    url, data = site
+    page.goto(url + "/")
+    page.locator("#corpus", has_text="84 items").wait_for(timeout=30_000)
+    assert page.locator("#byprob").is_visible()
+    page.fill("#q", "a bird")
+    page.press("#q", "Enter")
+    _settled(page)
+    by_score = page.locator("#results .hit").evaluate_all("els => els.map(e => e.dataset.modality)")
+    page.check("#byprob")
+    _settled(page)
+    cards = page.locator("#results .hit")
+    mods = cards.evaluate_all("els => els.map(e => e.dataset.modality)")
+    probs = cards.evaluate_all("els => els.map(e => { const p = e.querySelector('.prob');"
+                               " return p ? Number(p.textContent.replace(/[^0-9]/g, '')) : null; })")
+    assert len(mods) == 12 and mods[0] in ("image", "audio") and probs[0] is not None
+    calibrated = [p for p in probs if p is not None]
+    assert probs[: len(calibrated)] == calibrated and calibrated == sorted(calibrated, reverse=True)
+    assert mods.count("text") < by_score.count("text") or "text" not in by_score  # texts no longer crowd the top
+    assert page.problems == []

@@ -10,6 +10,7 @@ follows the same plan with training shards instead of in-memory features.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -39,22 +40,48 @@ class FitPlan:
     recipe: str
     chosen: dict[str, Any]  # what the recipe chose
 
-    def lineage(self, **extra: Any) -> dict[str, Any]:
-        """The space's lineage entry for this fit (``extra``: e.g. the trainer)."""
+    def lineage(self, space: "Space | None" = None, **extra: Any) -> dict[str, Any]:
+        """The space's lineage entry for this fit (``extra``: e.g. the trainer; ``space``: the fitted space, whose
+        ridge start, each modality's shrinkage ``alpha`` and ``prior``, is recorded)."""
         from .version import __version__
 
         mods = self.modalities
+        ridge = ((space.info.get("training") or {}).get("robust") or {}).get("ridge") if space is not None else None
         return {
             "event": "fit",
             "method": self.method,
             "recipe": {"name": self.recipe, "chosen": self.chosen},
             "modalities": mods,
             **extra,
+            **({"ridge_start": ridge} if ridge else {}),
             "data": [{"manifest": str(man.path), "fingerprint": man.fingerprint(mods), "records": len(man.records)}
                      for man in self.manifests],
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "anybind": __version__,
         }
+
+
+def fit_options(config: Any, options: Mapping[str, Any], method: str = "contrastive") -> dict[str, Any]:
+    """One options dict from ``config`` (a config object such as :class:`~anybind.train.TrainConfig`, a
+    mapping, or None) and keyword ``options`` (which win).  A config object's fields that differ from its
+    class's defaults count as chosen (the recipe fills the others, as for keywords left out)."""
+    if config is None:
+        out: dict[str, Any] = {}
+    elif isinstance(config, Mapping):
+        out = dict(config)
+    elif dataclasses.is_dataclass(config) and not isinstance(config, type):
+        if method != "contrastive":
+            raise ValueError(
+                f"config={type(config).__name__}(...) configures trained projectors, not method={method!r}: "
+                "pass the training-free options (dims, dim, anchor, ridge) as keywords or a dict"
+            )
+        default = type(config)()
+        out = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
+               if getattr(config, f.name) != getattr(default, f.name)}
+    else:
+        raise TypeError(f"config must be a TrainConfig, a dict or None, not {type(config).__name__}")
+    out.update(options)
+    return out
 
 
 def plan_fit(
@@ -109,5 +136,8 @@ def fit_in_memory(plan: FitPlan, *, cache: FeatureCache | str | Path | None = No
 
         space = fit_training_free(fs, method=plan.method, **plan.config)
     trainer = "in-memory" if plan.method == "contrastive" else "training-free"
-    space.info["lineage"].append(plan.lineage(trainer=trainer))
+    space.info["lineage"].append(plan.lineage(space, trainer=trainer))
+    from .calibration import calibrate_after_fit  # issue 20: match probabilities, when there is a val split
+
+    calibrate_after_fit(space, plan.manifests, cache=fc)
     return space

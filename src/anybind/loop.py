@@ -263,17 +263,22 @@ def ridge_select(
     *,
     alphas: Iterable[float] = RIDGE_ALPHAS,
     back: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    prior: torch.Tensor | None = None,
 ) -> tuple[float, torch.Tensor]:
     """``(alpha, W)``: the ridge solution ``W = back((G + alpha n I)^-1 R)`` (float64) whose ``score(W)`` is best.
 
     ``G``, ``R``: the normal equations (``Z^T Z``, ``Z^T T``; or the dual ``Z Z^T``, ``T`` with
     ``back = Z^T @``).  A NaN score (no val pairs) counts as ``-alpha``: the weakest shrinkage wins.
+    ``prior`` (primal only): shrink towards it instead of zero, ``W = (G + lam I)^-1 (R + lam prior)``.
     """
+    if prior is not None and back is not None:
+        raise ValueError("ridge_select: a prior needs the primal normal equations (no back=)")
     G, R = G.double(), R.double()
     eye = torch.eye(G.shape[0], dtype=torch.float64)
     best: tuple[float, float, torch.Tensor] | None = None
     for alpha in alphas:
-        S = torch.linalg.solve(G + alpha * n * eye, R)
+        lam = alpha * n
+        S = torch.linalg.solve(G + lam * eye, R if prior is None else R + lam * prior.double())
         W = back(S) if back is not None else S
         s = score(W)
         s = -alpha if s is None or math.isnan(s) else s
@@ -288,15 +293,18 @@ PairBlocks = Callable[[str], Iterable[tuple[np.ndarray, np.ndarray]]]
 
 @torch.no_grad()
 def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, train_pairs: PairBlocks,
-                       val_pairs: Callable[[str], tuple[np.ndarray, np.ndarray] | None]) -> dict[str, float]:
+                       val_pairs: Callable[[str], tuple[np.ndarray, np.ndarray] | None], *,
+                       prior: Callable[[str], torch.Tensor | None] | None = None) -> dict[str, float]:
     """Start every unlocked projector at the ridge regression onto the locked modality's space.
 
-    For each modality ``m``, ``W = argmin ||Z W - T||^2 + lam ||W||^2`` over the training pairs
+    For each modality ``m``, ``W = argmin ||Z W - T||^2 + lam ||W - W0||^2`` over the training pairs
     with ``lock`` (``Z``: ``m``'s standardised features, ``T``: the locked space), ``lam = alpha n``
     with ``alpha`` chosen on the val pairs from :data:`RIDGE_ALPHAS` (:func:`ridge_select`); the
     MLP path starts at zero on top of it.  ``train_pairs(m)`` yields blocks of (``m``, ``lock``)
     features (the normal equations are summed over them: memory is one block);
-    ``val_pairs(m)``: the val pairs, or ``None`` when there are fewer than 2.  Returns each alpha.
+    ``val_pairs(m)``: the val pairs, or ``None`` when there are fewer than 2.  ``W0`` is zero, or
+    ``c * prior(m)`` where ``prior(m)`` gives a map (``in_dim``, ``out_dim``), ``c`` its least-squares
+    scale onto the targets (``<Z W0, T> / ||Z W0||^2``, from the same normal equations).  Returns each alpha.
     """
     if not lock:
         raise DataError("init='ridge' needs a locked modality (lock='text', say): it regresses onto its space")
@@ -327,7 +335,11 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
             r2 = pair_recalls(g, q, query_keys=fl, gallery_keys=fm)
             return sum(r[k] for r in (r1, r2) for k in ("R@1", "R@5", "R@10")) / 6
 
-        alpha, W = ridge_select(G, R, n, score)
+        W0 = prior(m) if prior is not None else None
+        if W0 is not None:  # scaled onto the targets: c = <Z W0, T> / ||Z W0||^2 = tr(W0' R) / tr(W0' G W0)
+            W0 = W0.double()
+            W0 = W0 * float((W0 * R).sum() / (W0 * (G @ W0)).sum().clamp_min(1e-12))
+        alpha, W = ridge_select(G, R, n, score, prior=W0)
         pr.linear.weight.copy_(W.float().T)
         pr.linear.bias.zero_()
         if pr.mlp is not None:

@@ -151,6 +151,21 @@ def sim_recalls(
     gallery_keys: Sequence[Any] | np.ndarray | None = None,
 ) -> dict[str, float]:
     """Like :func:`pair_recalls` on a ready (possibly re-scored) similarity matrix."""
+    r = query_ranks(sim, query_keys=query_keys, gallery_keys=gallery_keys)
+    out = {f"R@{k}": float((r <= k).mean()) for k in ks}
+    out["MdR"] = float(np.median(r))
+    out["n"] = int(len(r))
+    return out
+
+
+def query_ranks(
+    sim: np.ndarray,
+    *,
+    query_keys: Sequence[Any] | np.ndarray | None = None,
+    gallery_keys: Sequence[Any] | np.ndarray | None = None,
+) -> np.ndarray:
+    """1-based rank of each query's best relevant gallery item (row ``i`` should find column ``i``; identical
+    content, from the keys, is interchangeable as in :func:`pair_recalls`): per-query, for bootstrap intervals."""
     sim = np.asarray(sim)
     relevant = np.eye(len(sim), dtype=bool)
     if query_keys is not None:
@@ -159,11 +174,7 @@ def sim_recalls(
     if gallery_keys is not None:
         gg = content_groups(gallery_keys)
         relevant |= gg[:, None] == gg[None, :]
-    r = ranks_of_diagonal(sim, relevant)
-    out = {f"R@{k}": float((r <= k).mean()) for k in ks}
-    out["MdR"] = float(np.median(r))
-    out["n"] = int(len(r))
-    return out
+    return ranks_of_diagonal(sim, relevant)
 
 
 def chance_metrics(res: dict[str, float]) -> dict[str, float]:

@@ -8,14 +8,19 @@ only add to what a linear map does.  ``kind="identity"`` passes the encoder's
 features through untouched: the modality is *locked* and its encoder's own
 space becomes the shared space (LiT-style locking, and the frozen side of
 progressive binding).
+
+A *centred* projector (``center=True``, see :mod:`anybind.robust`) also stores its modality's
+mean unit embedding over the training split and returns ``normalize(y) - center``: once
+re-normalised by the caller, every item is measured from its modality's centre.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -28,9 +33,14 @@ class ProjectorConfig:
     dropout: float = 0.2
     input_dropout: float = 0.1
     standardize: bool = True
+    center: bool = False  # inductive centring (space format 3): a stored mean embedding is subtracted
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The config as saved; ``center`` only when set, so an uncentred space reads as format 2."""
+        d = asdict(self)
+        if not self.center:
+            d.pop("center")
+        return d
 
 
 class Projector(nn.Module):
@@ -56,6 +66,8 @@ class Projector(nn.Module):
             )
         else:
             self.mlp = None
+        if cfg.center:
+            self.register_buffer("center", torch.zeros(cfg.out_dim))
 
     @torch.no_grad()
     def fit_stats(self, feats: np.ndarray) -> "Projector":
@@ -68,7 +80,26 @@ class Projector(nn.Module):
             self.scale.fill_(float(std.clamp_min(1e-6)))
         return self
 
+    @torch.no_grad()
+    def set_center(self, center: np.ndarray | torch.Tensor) -> "Projector":
+        """Centre this projector's output on ``center`` (the modality's mean unit embedding, ``(out_dim,)``)."""
+        c = torch.as_tensor(np.asarray(center, dtype=np.float32)).reshape(-1)
+        if c.shape[0] != self.cfg.out_dim or not torch.isfinite(c).all():
+            raise ValueError(f"a centre must be {self.cfg.out_dim} finite numbers, got shape {tuple(c.shape)}")
+        if not self.cfg.center:
+            self.cfg = replace(self.cfg, center=True)
+            self.register_buffer("center", torch.zeros(self.cfg.out_dim))
+        self.center.copy_(c)
+        return self
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.uncentred(x)
+        if self.cfg.center:  # the caller re-normalises: items are measured from the modality's centre
+            y = F.normalize(y, dim=-1) - self.center
+        return y
+
+    def uncentred(self, x: torch.Tensor) -> torch.Tensor:
+        """The map before any centring."""
         if self.cfg.kind == "identity":  # a locked modality: the encoder's own space, centred
             return x - self.mean
         x = (x - self.mean) / self.scale

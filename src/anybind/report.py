@@ -7,6 +7,8 @@ The page holds, for one split of a manifest:
 * the geometry: a 2-D PCA of every modality's embeddings (the modality gap made
   visible), histograms of paired vs unpaired similarities, and the diagnostics
   numbers (:mod:`anybind.diagnostics`);
+* calibration (a calibrated space, :mod:`anybind.calibration_report`): per modality pair the reliability
+  diagram and the expected calibration error before / after, and precision / recall at the suggested threshold;
 * the training curves the space recorded (``space.info["training"]["history"]``),
   its configuration and lineage.
 
@@ -19,8 +21,6 @@ the file can be mailed or archived as is.  Every number comes from
 from __future__ import annotations
 
 import base64
-import html
-import io
 import json
 import tempfile
 import time
@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .version import __version__
+from .pagekit import CSS, esc as _e, img as _img, num as _f, png_b64 as _png, pyplot as _plt, table as _table  # noqa: F401
 from .data.templates import templates_for
 from .errors import DataError
 
@@ -66,23 +67,6 @@ def default_label(records: Sequence["Record"], min_share: float = 0.5) -> str | 
 # ---------------------------------------------------------------------------------------
 # figures
 # ---------------------------------------------------------------------------------------
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _png(fig) -> str:
-    plt = _plt()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
 def recall_curves_png(ret: dict[str, float], ks: Sequence[int]) -> str | None:
     """Recall@K against K (log scale) for every retrieval direction, with chance (K/n) dashed."""
     dirs = sorted({k.rsplit("/", 1)[0] for k in ret if "->" in k})
@@ -179,45 +163,6 @@ def training_png(history: list[dict[str, Any]], best_epoch: int | None) -> str |
 # ---------------------------------------------------------------------------------------
 # the page
 # ---------------------------------------------------------------------------------------
-CSS = """
-body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;color:#1d2330;max-width:1100px;margin:0 auto;padding:16px 20px 60px}
-h1{font-size:22px;margin:0 0 4px}h2{font-size:18px;margin:28px 0 8px;border-bottom:1px solid #dde1e8;padding-bottom:4px}
-.muted{color:#687083}table{border-collapse:collapse;margin:6px 0 10px;font-size:13px}
-th,td{border:1px solid #dde1e8;padding:3px 8px;text-align:right}th{background:#f3f5f8}
-td:first-child,th:first-child{text-align:left}img{max-width:100%;height:auto;border:1px solid #eef0f3}
-nav a{margin-right:12px}pre{background:#f6f7f9;padding:8px;overflow:auto;font-size:12px}
-.note{background:#fff8e5;border:1px solid #f0e0b0;padding:6px 10px;border-radius:6px}
-"""
-
-
-def _e(x: Any) -> str:
-    return html.escape(str(x), quote=True)
-
-
-def _f(v: Any, digits: int = 3) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
-        return str(int(v))
-    try:
-        fv = float(v)
-    except (TypeError, ValueError):
-        return _e(v)
-    return "-" if not np.isfinite(fv) else f"{fv:.{digits}f}"
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    h = "".join(f"<th>{_e(c)}</th>" for c in header)
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{h}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _img(b64: str | None, alt: str) -> str:
-    if not b64:
-        return ""
-    return f'<p><img alt="{_e(alt)}" src="data:image/png;base64,{b64}"></p>'
-
-
 def _diag_tables(diag: dict[str, float]) -> str:
     """The ``diag/<measure>/<what>`` numbers as three small tables: per pair, per direction, per modality."""
     groups: dict[str, dict[str, dict[str, float]]] = {"pair": {}, "direction": {}, "modality": {}}
@@ -293,7 +238,7 @@ def build_report(
         f"{space.dim}-d space, identity {_e(space.identity())}, temperature {space.temperature:.4f}; "
         f"written {_e(time.strftime('%Y-%m-%d %H:%M:%S'))} by anybind {_e(__version__)}</p>",
         "<nav><a href='#retrieval'>retrieval</a><a href='#zeroshot'>zero-shot</a>"
-        "<a href='#geometry'>geometry</a><a href='#training'>training</a><a href='#lineage'>lineage</a></nav>",
+        "<a href='#geometry'>geometry</a><a href='#calibration'>calibration</a><a href='#training'>training</a><a href='#lineage'>lineage</a></nav>",
         _table(["modality", "encoder", f"items in {split}"], enc_rows),
     ]
 
@@ -357,6 +302,12 @@ def build_report(
         "hubness: skew of the 10-occurrence (&gt;1: a few hubs answer most queries); erank: effective rank.</p>"
     )
 
+    # -- calibration (issue 20: anybind.calibration_report)
+    from .calibration_report import calibration_section
+
+    cal_html, cal_numbers = calibration_section(space, man, split, cache)
+    parts.append(cal_html)
+
     # -- training
     parts.append("<h2 id='training'>Training</h2>")
     tr = space.info.get("training") or {}
@@ -388,6 +339,7 @@ def build_report(
         "retrieval": ret,
         "zeroshot": {m: {k: v for k, v in r.items() if k not in ("confusion",)} for m, r in zs.items()},
         "diagnostics": diag,
+        "calibration": cal_numbers,
     }
     return "".join(parts), numbers
 

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from .version import __version__
 from .cache import FeatureCache
+from .calibrators import Calibration, read_calibration, write_calibration
 from .data.fields import fields_to_bind
 from .data.manifest import Manifest, Record, load_manifest
 from .data.strings import is_blank
@@ -35,7 +36,7 @@ from .encoders.registry import get_encoder
 from .errors import AnybindError, DataError, SpaceError
 from .projectors import Projector
 from .scoring import Scorer
-from .space_config import FORMAT_VERSION, SPACE_FORMAT, space_identity
+from .space_config import FORMAT_VERSION, SPACE_FORMAT, file_version, space_identity
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,8 @@ class Space:
         for p in self.projectors.values():
             p.eval()
         self._encoder_objs: dict[str, Encoder] = {}
+        #: match probabilities (issue 20: :mod:`anybind.calibration`); saved as calibration.json, not in the identity
+        self.calibration: Calibration | None = None
         if self.format_version >= 2:
             self._record_identities()
 
@@ -190,6 +193,14 @@ class Space:
         embeddings standing in)."""
         return self.scorer.pair_scores(self.embed(mod_a, items_a, **kw), mod_a, self.embed(mod_b, items_b, **kw), mod_b)
 
+    def match_probability(self, a_mod: str, a_items: Sequence[Any], b_mod: str, b_items: Sequence[Any], *,
+                          prior: float = 0.5, **kw) -> np.ndarray:
+        """``P(match)`` (len(a_items), len(b_items)) by the space's calibration (:mod:`anybind.calibration`;
+        at ``prior``, default 0.5); :class:`SpaceError` when the space is not calibrated."""
+        if self.calibration is None:
+            raise SpaceError("this space is not calibrated: run `anybind calibrate SPACE MANIFEST` (needs a val split)")
+        return self.calibration.probability(a_mod, b_mod, self.similarity(a_mod, a_items, b_mod, b_items, **kw), prior)
+
     # -- fitting ----------------------------------------------------------
     @classmethod
     def fit(
@@ -205,7 +216,8 @@ class Space:
         weights: Sequence[float] | None = None,
         allow_eval_only: bool = False,
         recipe: str = "auto",
-        **config: Any,
+        config: Any = None,
+        **options: Any,
     ) -> "Space":
         """Bind modalities from paired records.
 
@@ -217,8 +229,10 @@ class Space:
             ``text_fr`` are left out and logged, see :mod:`anybind.data.fields`).
         encoders: modality -> encoder spec (default: each modality's default encoder).
         method: ``"contrastive"`` (trained projectors, see :class:`~anybind.train.TrainConfig`
-            for ``**config``), or ``"procrustes"`` / ``"cca"`` (training-free, the subspace width chosen
-            on the val split; ``**config``: ``dims``, ``dim``, ``anchor``, ``ridge``, see :mod:`anybind.align`).
+            for the options), or ``"procrustes"`` / ``"cca"`` (training-free, the subspace width chosen
+            on the val split; options ``dims``, ``dim``, ``anchor``, ``ridge``, see :mod:`anybind.align`).
+        config: the options as one object, e.g. ``TrainConfig(epochs=50, loss="siglip")`` (or a mapping);
+            its fields that differ from the defaults count as chosen, ``**options`` override it.
         cache: feature cache (object or folder); default ``$ANYBIND_CACHE`` or ``~/.cache/anybind``.
         strict: make any bad record fatal instead of skipping it.
         allow_eval_only: train even on a corpus whose ``corpus.json`` says ``"eval_only": true``
@@ -227,9 +241,10 @@ class Space:
             the project knows for the modalities at hand (text bound: locked text space, ridge start, label
             bridge for default images; see :mod:`anybind.recipe`); ``"plain"``: the bare defaults.
         """
-        from .fitting import fit_in_memory, plan_fit
+        from .fitting import fit_in_memory, fit_options, plan_fit
 
-        plan = plan_fit(manifest, modalities, encoders=encoders, method=method, recipe=recipe, config=config,
+        plan = plan_fit(manifest, modalities, encoders=encoders, method=method, recipe=recipe,
+                        config=fit_options(config, options, method),
                         strict=strict, progress=progress, allow_eval_only=allow_eval_only)
         return fit_in_memory(plan, cache=cache, weights=weights, progress=progress)
 
@@ -301,7 +316,7 @@ class Space:
                 )
         return {
             "format": SPACE_FORMAT,
-            "format_version": self.format_version,
+            "format_version": file_version(self.format_version, self.projectors),
             "anybind_version": __version__,
             "dim": self.dim,
             "modalities": {
@@ -327,6 +342,8 @@ class Space:
 
         def write(tmp: Path) -> None:
             save_file(self.state_dict(), str(tmp / "projectors.safetensors"), metadata={"format": "anybind.space"})
+            if self.calibration is not None:
+                write_calibration(tmp, self.calibration, self.identity())
             (tmp / "space.json").write_text(json.dumps(self.to_json(path), indent=2, sort_keys=True, default=_json_default))
 
         return atomic_write_dir(Path(path), write, kind="space", overwrite=overwrite)
@@ -368,6 +385,7 @@ class Space:
                 f"{meta_p}: saved identity {sf.identity} does not match its content (recomputed {space.identity()}): "
                 f"space.json or {w_p.name} was edited or damaged; restore the saved space, or fit it again"
             )
+        space.calibration = read_calibration(path, sf.identity)
         return space
 
 

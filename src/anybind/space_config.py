@@ -12,6 +12,9 @@ Formats (``format_version``):
   ``identity`` hashes each modality's encoder identity (or its spec when null) and its weights.
 * 2 -- every modality records its encoder ``identity``; the space ``identity`` also hashes the
   encoder specs and the projector configs, so an edit to any of them is caught on load.
+* 3 -- as 2, and a projector may be *centred* (inductive centring, :mod:`anybind.robust`): its
+  config has ``"center": true`` and the weights file a ``<modality>.center`` tensor.  A space
+  with no centred projector is still written as format 2, so an older anybind reads it.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import hashlib
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +35,9 @@ from .errors import SpaceError
 from .projectors import Projector, ProjectorConfig
 
 SPACE_FORMAT = "anybind.space"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 2  # the format of a new space (see file_version: format 3 when a projector is centred)
+CENTRED_FORMAT = 3
+NEWEST_FORMAT = 3  # the newest format this anybind reads
 MAX_WIDTH = 1 << 20  # the widest in_dim / out_dim / hidden a space.json may state
 _KINDS = ("linear", "mlp", "identity")
 _REQUIRED = ("format", "format_version", "dim", "modalities", "temperature", "identity")
@@ -100,8 +105,11 @@ def _keys(path: Path, where: str, d: Any, required: tuple[str, ...], optional: t
 
 
 def _projector(path: Path, where: str, d: Any) -> ProjectorConfig:
-    names = tuple(f.name for f in fields(ProjectorConfig))
-    d = _keys(path, where, d, names)
+    names = tuple(f.name for f in fields(ProjectorConfig) if f.name != "center")
+    d = _keys(path, where, d, names, ("center",))
+    center = d.get("center", False)
+    if not isinstance(center, bool):
+        raise _fail(path, f"{where}.center is {short_repr(center)}, expected true or false")
     kind = d["kind"]
     if kind not in _KINDS:
         raise _fail(path, f"{where}.kind is {short_repr(kind)}, expected one of {', '.join(_KINDS)}")
@@ -115,6 +123,7 @@ def _projector(path: Path, where: str, d: Any) -> ProjectorConfig:
         dropout=_number(path, f"{where}.dropout", d["dropout"], 0.0, 1.0),
         input_dropout=_number(path, f"{where}.input_dropout", d["input_dropout"], 0.0, 1.0),
         standardize=d["standardize"],
+        center=center,
     )
     if kind == "identity" and cfg.in_dim != cfg.out_dim:
         raise _fail(path, f"{where}: an identity projector needs in_dim == out_dim, got {cfg.in_dim} and {cfg.out_dim}")
@@ -133,10 +142,10 @@ def read_space_json(path: str | Path) -> SpaceFile:
     if not isinstance(meta, dict) or meta.get("format") != SPACE_FORMAT:
         raise _fail(path, "not an anybind space file")
     version = meta.get("format_version")
-    if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
+    if isinstance(version, int) and not isinstance(version, bool) and version > NEWEST_FORMAT:
         raise _fail(path, f"saved by a newer anybind (format {version}); upgrade anybind")
     _keys(path, "", meta, _REQUIRED, _OPTIONAL)
-    version = _int(path, "format_version", version, 1, FORMAT_VERSION)
+    version = _int(path, "format_version", version, 1, NEWEST_FORMAT)
     dim = _int(path, "dim", meta["dim"], 1, MAX_WIDTH)
     mods = meta["modalities"]
     if not isinstance(mods, dict) or not mods:
@@ -151,6 +160,8 @@ def read_space_json(path: str | Path) -> SpaceFile:
         if ident is not None or version >= 2:
             ident = _text(path, f"{where}.identity", ident)
         cfg = _projector(path, f"{where}.projector", entry["projector"])
+        if cfg.center and version < CENTRED_FORMAT:
+            raise _fail(path, f"{where}.projector.center needs format_version {CENTRED_FORMAT}, the file says {version}")
         if cfg.out_dim != dim:
             raise _fail(path, f"{where}.projector.out_dim is {cfg.out_dim}, but the space's dim is {dim}")
         entries[m] = ModalityEntry(_text(path, f"{where}.encoder", entry["encoder"]), ident, cfg)
@@ -181,7 +192,7 @@ def space_identity(
     for m in sorted(projectors):
         h.update(m.encode())
         if version >= 2:
-            cfg = json.dumps(asdict(projectors[m].cfg), sort_keys=True, default=_plain)
+            cfg = json.dumps(projectors[m].cfg.to_dict(), sort_keys=True, default=_plain)  # "center" only when set
             # a vectors: spec names a file whose path depends on where the space is (stored relative to it);
             # its content is in the encoder identity
             spec = "vectors:" if encoders[m].startswith("vectors:") else encoders[m]
@@ -193,6 +204,11 @@ def space_identity(
             h.update(k.encode())
             h.update(v.detach().cpu().numpy().tobytes())
     return h.hexdigest()[:24]
+
+
+def file_version(version: int, projectors: Mapping[str, Projector]) -> int:
+    """The format a space of format ``version`` is written in: format 3 as soon as a projector is centred."""
+    return max(version, CENTRED_FORMAT) if any(p.cfg.center for p in projectors.values()) else version
 
 
 def _plain(o: Any) -> Any:

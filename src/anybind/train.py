@@ -29,10 +29,11 @@ from .encoders.registry import get_encoder
 from .binders import MultiBinder, PairBinder, missing_embeddings, mip_weights
 from .binders import pair_terms  # noqa: F401  (re-exported: it was defined here)
 from .errors import DataError
-from .loop import IndexSampler, fit_loop, locked_ridge_start, make_optimizer, make_temperature, training_threads
+from .loop import IndexSampler, fit_loop, make_optimizer, make_temperature, training_threads
 from .losses import MissingPlaceholders, build_loss, is_multimodal
 from .metrics import pair_recalls
 from .projectors import Projector, ProjectorConfig, project
+from . import robust
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,12 @@ class TrainConfig:
     feature_noise: float = 0.0  # gaussian noise on standardised inputs during training
     init: str = "random"  # "random" | "procrustes" | "cca": start from a training-free alignment
     lock: str | None = None  # a modality whose encoder space *is* the shared space (identity projector)
+    # robust fine-tuning (anybind.robust): WiSE-FT with the training-free start ("auto": alpha on val | alpha),
+    # L2-SP towards it, what the ridge start shrinks towards ("zero" | "bridge"), inductive centring
+    wise: str | float | None = None
+    l2sp: float = 0.0
+    ridge_prior: str = "zero"
+    center: bool = False
     threads: int = 1  # torch threads while training: small projectors gain nothing from more,
     # and a busy machine makes multi-threaded OpenMP spin (5x slower measured on 2 shared cores)
 
@@ -211,13 +218,13 @@ def val_score(
     return float(np.mean(scores)) if scores else float("nan")
 
 
-def warm_start(projectors: Mapping[str, Projector], fs: FeatureSet, cfg: TrainConfig) -> None:
+def warm_start(projectors: Mapping[str, Projector], fs: FeatureSet, cfg: TrainConfig) -> dict[str, Any] | None:
     """Start every projector at a training-free alignment (Procrustes or CCA, dim chosen on val).
 
     The linear path gets the training-free map (zero-padded to the space width)
     and the MLP's output layer starts at zero, so epoch 0 *is* the
     training-free space and training can only move away from it where the
-    validation score says so.
+    validation score says so.  ``init="ridge"``: :func:`ridge_start` (returns its record).
     """
     from .align import fit_training_free
 
@@ -241,13 +248,15 @@ def warm_start(projectors: Mapping[str, Projector], fs: FeatureSet, cfg: TrainCo
             if pr.mlp is not None:
                 pr.mlp[-1].weight.zero_()
                 pr.mlp[-1].bias.zero_()
+    return None
 
 
-def ridge_start(projectors: Mapping[str, Projector], fs: FeatureSet, cfg: TrainConfig) -> None:
+def ridge_start(projectors: Mapping[str, Projector], fs: FeatureSet, cfg: TrainConfig) -> dict[str, Any]:
     """Start every unlocked projector at the ridge regression onto the locked modality's space
-    (:func:`anybind.loop.locked_ridge_start` over the training pairs, shrinkage chosen on the val pairs)."""
-    locked_ridge_start(projectors, cfg.lock, featureset_pairs(fs, "train", cfg.lock),
-                       featureset_pairs(fs, "val", cfg.lock))
+    (:func:`anybind.loop.locked_ridge_start` over the training pairs, shrinkage chosen on the val pairs,
+    shrunk towards ``cfg.ridge_prior``: :func:`anybind.robust.ridge_start`); each modality's alpha and prior."""
+    return robust.ridge_start(projectors, cfg, fs.specs, featureset_pairs(fs, "train", cfg.lock),
+                              featureset_pairs(fs, "val", cfg.lock))
 
 
 def featureset_pairs(fs: FeatureSet, split: str, lock: str | None):
@@ -297,9 +306,9 @@ def _train_space(fs: FeatureSet, cfg: TrainConfig, *, progress: bool = True):
         )
         tr = train_idx[fs.rows[m][train_idx] >= 0]
         projectors[m] = Projector(pc).fit_stats(fs.feats[m][fs.rows[m][tr]] if len(tr) else fs.feats[m])
-    if cfg.init != "random":
-        warm_start(projectors, fs, cfg)
+    ridge = warm_start(projectors, fs, cfg) if cfg.init != "random" else None
     logit_scale = make_temperature(cfg.temperature, cfg.learn_temperature)
+    rob = robust.RobustFit(cfg, projectors, logit_scale)  # WiSE-FT / L2-SP around the loop
     loss_fn = build_loss(cfg.loss, label_smoothing=cfg.label_smoothing)
     multimodal = is_multimodal(loss_fn)
     if cfg.missing not in ("learned", "mean"):
@@ -343,15 +352,22 @@ def _train_space(fs: FeatureSet, cfg: TrainConfig, *, progress: bool = True):
     use_val = len(val_idx) >= 2 and any(len(fs.with_pair(val_idx, *p)) >= 2 for p in pairs)
     res = fit_loop(model, batches, opt, logit_scale, epochs=cfg.epochs, steps=steps, use_val=use_val,
                    patience=cfg.patience, score=score, start=cfg.init != "random", progress=progress,
-                   keep={"projectors": model.projectors, "placeholders": placeholders})
+                   keep={"projectors": model.projectors, "placeholders": placeholders},
+                   penalty=rob.penalty, on_epoch=rob.on_epoch)
+    final_logit, rob_rec = rob.finish(res.logit_scale, (lambda: score(1)) if use_val else None)
+    if ridge:
+        rob_rec["ridge"] = ridge
+    if cfg.center:  # inductive: the training split's mean embeddings, stored in the projectors
+        rob_rec["center_norms"] = robust.center_projectors(
+            projectors, {m: fs.get(m, train_idx[fs.rows[m][train_idx] >= 0]) for m in fs.modalities})
     space = Space(
         fs.specs,
         projectors,
-        res.logit_scale,
+        final_logit,
         identities=fs.identities,
         config={"method": "contrastive", **cfg.to_dict()},
     )
-    space.info["metrics"]["val/score"] = res.best_val
+    space.info["metrics"]["val/score"] = rob_rec.get("wise_val_chosen", res.best_val)
     space.info["training"] = {
         **res.record(VAL_METRIC),
         "pairs": [list(p) for p in pairs],
@@ -360,6 +376,7 @@ def _train_space(fs: FeatureSet, cfg: TrainConfig, *, progress: bool = True):
         "corpora": fs.sources,
         "corpus_weights": fs.weights.tolist(),
         "loss": repr(loss_fn) if hasattr(loss_fn, "names") else cfg.loss,
+        "robust": rob_rec,
     }
     if multimodal:  # what a missing modality looks like in the space, for multilinear (MIP) scoring
         emb = missing_embeddings(projectors, placeholders, mods_multi)

@@ -28,7 +28,9 @@ ABLATION = [
     ("mlp+lock+ridge", PLAIN_ENCODERS, {"lock": "text", "init": "ridge"}),
     ("bridge+mlp", RECIPE["encoders"], {}),
     ("bridge+mlp+lock", RECIPE["encoders"], {"lock": "text"}),
-    ("bridge+mlp+lock+ridge (recipe)", RECIPE["encoders"], {"lock": "text", "init": "ridge"}),
+    ("bridge+mlp+lock+ridge", RECIPE["encoders"], {"lock": "text", "init": "ridge"}),
+    ("+bridge prior+wise, lr 1e-4 (recipe)", RECIPE["encoders"],
+     {"lock": "text", "init": "ridge", "ridge_prior": "bridge", "wise": "auto", "lr": 1e-4}),
     ("procrustes", PLAIN_ENCODERS, {"method": "procrustes"}),
     ("procrustes+bridge", RECIPE["encoders"], {"method": "procrustes"}),
 ]
@@ -57,7 +59,7 @@ def tuxpaint_ablation(work: Path, cache=None, seed: int = 0, console=None) -> Ta
             "fit_seconds": round(time.perf_counter() - t0, 2),
         }
     zs = score(bridge_space(), man, mods, cache=cache)
-    recipe_name = "bridge+mlp+lock+ridge (recipe)"
+    recipe_name = "+bridge prior+wise, lr 1e-4 (recipe)"
     full = full_res[recipe_name]
     metrics = {f"{k}": rows[recipe_name][k] for k in KEYS}
     metrics.update({f"{name}/{k}": v for name, r in rows.items() for k, v in r.items()})

@@ -4,6 +4,7 @@
 
     anybind bench --task serve-load                      # 200 requests at once
     anybind bench --task serve-load --opt requests=500 --opt concurrency=2 --opt uploads=0.25
+    anybind bench --task serve-load --opt concurrency=16 --opt batch_wait_ms=5   # dynamic batching
 
 The whole Tux Paint corpus (image + text + sound) is indexed with a
 training-free (Procrustes) space, the service runs under uvicorn on a free
@@ -57,6 +58,8 @@ def serve_load(
     concurrency: int | str = 2,
     uploads: float | str = 0.25,
     k: int | str = 10,
+    batch_wait_ms: float | str = 0.0,
+    max_batch: int | str = 64,
 ) -> TaskResult:
     from PIL import Image
 
@@ -97,7 +100,8 @@ def serve_load(
             blobs.append(buf.getvalue())
     say(f"index: {len(index)} rows {index.counts()}; {n} requests ({n_up} image uploads), concurrency {conc}")
 
-    cfg = ServeConfig(concurrency=conc, max_queue=max(256, n), queue_timeout=600)
+    cfg = ServeConfig(concurrency=conc, max_queue=max(256, n), queue_timeout=600,
+                      batch_wait_ms=float(batch_wait_ms), max_batch=int(max_batch))
 
     # -- the service under load ------------------------------------------------------------
     svc = Service(space, index, cache=cache, config=cfg)
@@ -190,6 +194,7 @@ def serve_load(
         metrics=ours,
         baselines={"in-process sequential": base},
         config={"requests": n, "uploads": n_up, "concurrency": conc, "k": k, "index_rows": len(index),
+                "batch_wait_ms": float(batch_wait_ms), "max_batch": int(max_batch),
                 "space": "procrustes (image:efficientnet-lite0, text:minilm, audio:aisfx)"},
         notes=notes,
     )

@@ -13,14 +13,18 @@ from ..metrics import chance_metrics  # noqa: F401  (re-exported for the bench t
 
 DEFAULT_MODALITIES = ("image", "text", "audio")
 
-#: The recipe ``anybind demo`` binds with (chosen on the val split; see the ablation task):
-#: images carry their label bridge, the text encoder's own space is the shared space (locked),
-#: every other projector starts at a ridge regression onto it and is fine-tuned with InfoNCE
-#: (early stopping keeps the start when fine-tuning does not raise the val score).
+#: The recipe ``anybind demo`` binds with, the one ``Space.fit`` defaults to (chosen on the val split; see the
+#: ablation and transfer tasks and :mod:`anybind.recipe`): images carry their label bridge, the text encoder's
+#: own space is the shared space (locked), every other projector starts at a ridge regression onto it (a
+#: bridged image projector shrunk towards its label bridge) and is fine-tuned gently with InfoNCE, mixed back
+#: with its start (WiSE-FT, alpha on val; early stopping keeps the start when fine-tuning does not help).
 RECIPE: dict[str, Any] = {
     "encoders": {"image": "image:efficientnet-lite0+bridge", "text": "text:minilm", "audio": "audio:aisfx"},
     "lock": "text",
     "init": "ridge",
+    "ridge_prior": "bridge",
+    "wise": "auto",
+    "lr": 1e-4,
 }
 PLAIN_ENCODERS = {"image": "image:efficientnet-lite0", "text": "text:minilm", "audio": "audio:aisfx"}
 

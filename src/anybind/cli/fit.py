@@ -20,6 +20,7 @@ Method = Literal["contrastive", "procrustes", "cca"]
 Missing = Literal["learned", "mean"]
 Init = Literal["random", "ridge", "procrustes", "cca"]
 Recipe = Literal["auto", "plain"]
+RidgePrior = Literal["zero", "bridge"]
 BindInit = Literal["ridge", "random"]
 CompatBy = Literal["mknn", "cka", "cka_debiased"]
 
@@ -103,7 +104,9 @@ def fit(
     ),
     epochs: int = typer.Option(200, help="Maximum epochs (early stopping on val)."),
     batch_size: int = typer.Option(128),
-    lr: float = typer.Option(1e-3),
+    lr: Optional[float] = typer.Option(
+        None, help="Learning rate (default 1e-3, or what --recipe auto chooses for fine-tuning a warm start)."
+    ),
     weight_decay: float = typer.Option(0.05),
     temperature: float = typer.Option(0.05, help="Initial temperature (learnt)."),
     loss: str = typer.Option(
@@ -118,6 +121,21 @@ def fit(
     init: Optional[Init] = choice(
         None, Init, help="ridge: regress onto the locked space (needs --lock); procrustes, cca: "
         "training-free start. Default: ridge when text is locked, else random."
+    ),
+    wise: Optional[str] = typer.Option(
+        None, help="WiSE-FT: mix the trained projectors with their training-free start: auto (alpha chosen on "
+        "val) | a number in [0, 1] | none. Needs a training-free start (--init ridge / procrustes / cca)."
+    ),
+    l2sp: Optional[float] = typer.Option(
+        None, help="L2-SP: lambda * ||theta - theta_start||^2 added to the loss (keeps projectors near their start)."
+    ),
+    ridge_prior: Optional[RidgePrior] = choice(
+        None, RidgePrior, "--ridge-prior", help="What the ridge start shrinks towards: zero, or bridge (a "
+        "label-bridge encoder's own bridge into the locked space)."
+    ),
+    center: Optional[bool] = typer.Option(
+        None, "--center/--no-center", help="Inductive centring: store each modality's mean train embedding in "
+        "the space and subtract it at embed time (no statistics of the data embedded later)."
     ),
     recipe: Recipe = choice(
         "auto", Recipe, help="auto: choices left open (image encoder, --lock, --init) follow the best known "
@@ -177,10 +195,14 @@ def fit(
     encoders = parse_encoders(encoder)
     check_out(out, "space", overwrite)
     use_device(ctx, device, precision)
-    kw = dict(projector=projector, epochs=epochs, batch_size=batch_size, lr=lr,
+    kw = dict(projector=projector, epochs=epochs, batch_size=batch_size,
               weight_decay=weight_decay, temperature=temperature, seed=seed, loss=loss, missing=missing)
     # only what the user chose: the recipe fills the rest (an explicit --dim rules out locking the text space)
-    kw.update({k: v for k, v in (("dim", dim), ("lock", lock), ("init", init)) if v is not None})
+    given = (("dim", dim), ("lock", lock), ("init", init), ("lr", lr), ("l2sp", l2sp), ("ridge_prior", ridge_prior),
+             ("center", center))
+    kw.update({k: v for k, v in given if v is not None})
+    if wise is not None:  # a number is a fixed alpha (checked by the trainer)
+        kw["wise"] = None if wise.lower() == "none" else wise if wise == "auto" else _number_or_text(wise)
     if method != "contrastive":
         kw = {"seed": seed, **({"dim": dim} if dim else {})}
     if stream or ray_workers > 0:
@@ -343,3 +365,10 @@ def _print_bind(space) -> None:
         f"{e['event']} {e['modality']}={e['encoder']} from {pairs}; {describe_training(tr)} ({tr['seconds']} s)",
         highlight=False,
     )
+
+
+def _number_or_text(s: str) -> float | str:
+    try:
+        return float(s)
+    except ValueError:
+        return s

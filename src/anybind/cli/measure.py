@@ -197,7 +197,11 @@ def bench(
         if markdown:
             from ..bench import update_markdown
 
-            update_markdown(markdown, records, "anybind bench " + " ".join(f"--task {n}" for n in names))
+            import shlex
+
+            command = "anybind bench " + " ".join(f"--task {n}" for n in names)
+            command += "".join(f" --opt {shlex.quote(f'{k}={v}')}" for k, v in options.items())
+            update_markdown(markdown, records, command)
             console.print(f"updated {markdown}")
     except AnybindError as e:
         fail(e)

@@ -95,6 +95,18 @@ def index_cmd(
     ),
     ann_type: AnnType = choice("ivf_hnsw_sq", AnnType, help="ANN index type."),
     ann_threshold: int = typer.Option(100_000, help="Row count from which searches use the ANN index."),
+    memory_ann: bool = typer.Option(
+        False, "--memory-ann", help="Also keep an in-memory HNSW graph (hnswlib) beside the table, saved in the "
+        "index and kept in step with it; searches from --ann-threshold rows use it (fast serving)."
+    ),
+    quantize: Optional[Literal["int8", "binary", "none"]] = choice(
+        None, Literal["int8", "binary", "none"], "--quantize",
+        help="Search int8 or binary codes in memory, rescoring the top candidates with the float vectors "
+        "(none: stop)."
+    ),
+    rescore: Optional[int] = typer.Option(
+        None, "--rescore", min=1, help="With --quantize: candidates rescored per hit (default 4 for int8, 50 for binary)."
+    ),
     overwrite: bool = typer.Option(
         False, help="Start over instead of updating an existing index (only an index is ever replaced)."
     ),
@@ -163,11 +175,23 @@ def index_cmd(
                 index = Index.build(space, manifest, out, split_csv(modalities), embedder=embedder, **build)
     except AnybindError as e:
         fail(e)
+    try:
+        if memory_ann and not index.meta.get("memory_ann"):  # once there, each build keeps it up to date
+            index.create_memory_ann()
+        if quantize:
+            index.quantize(None if quantize == "none" else quantize, rescore=rescore)
+    except AnybindError as e:
+        fail(e)
     added = index.last_add.added if index.last_add else 0  # by this run (another may add at the same time)
     console.print(f"{index}: {index.counts()} (+{added} rows)", highlight=False)
     if index.meta.get("ann"):
         a = index.meta["ann"]
         console.print(f"ANN index {a['type']} over {a['rows']} rows ({a['build_seconds']} s)")
+    if index.meta.get("memory_ann"):
+        a = index.meta["memory_ann"]
+        console.print(f"in-memory ANN (hnswlib, M={a['M']}) over {a['rows']} rows at table version {a['version']}")
+    if (index.meta.get("quantize") or {}).get("kind"):
+        console.print(f"searches use {index.meta['quantize']['kind']} codes with exact rescoring")
 
 
 @app.command()
@@ -192,7 +216,11 @@ def search(
     label: list[str] = typer.Option(None, "--label", "-l", help="KEY=VALUE filter on the items' labels (repeatable; all must match)."),
     rerank: Optional[Rerank] = choice(None, Rerank, "--rerank", help="Hubness correction."),
     exact: Optional[bool] = typer.Option(None, "--exact/--ann", help="Force exact or ANN search (default: by index size)."),
-    json_out: bool = typer.Option(False, "--json", help="Print the hits as JSON."),
+    rank_by: Literal["score", "probability"] = choice(
+        "score", Literal["score", "probability"], "--rank-by",
+        help="probability: rank every modality's hits by calibrated P(match) (a calibrated space)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the hits as JSON (with each hit's calibrated "
+                                  "probability when the space is calibrated)."),
     space_dir: Optional[Path] = typer.Option(None, "--space", help="Space to embed the query with (default: the copy inside the index)."),
     cache: Optional[Path] = typer.Option(None, help="Feature cache folder."),
 ):
@@ -227,7 +255,7 @@ def search(
                             audio=[str(p) for p in audio] if audio else None, inputs=inputs or None,
                             weights=list(weight) if weight else None,
                             modality=split_csv(modality), k=k, labels=list(label or []), rerank=rerank,
-                            exact=exact, cache=cache)
+                            exact=exact, cache=cache, rank_by=rank_by)
     except AnybindError as e:
         fail(e)
     if json_out:
@@ -271,7 +299,7 @@ def serve(
     space_dir: Path = typer.Argument(..., help="Saved space folder (the index must have been built with it)."),
     index_dir: Path = typer.Option(..., "--index", "-i", help="Index folder (from `anybind index`)."),
     host: str = typer.Option(
-        "127.0.0.1", help="Interface to bind. The service has no authentication: keep loopback unless a proxy guards it."
+        "127.0.0.1", help="Interface to bind. Any other than loopback needs --api-keys (or --insecure)."
     ),
     port: int = typer.Option(8000, help="TCP port."),
     max_upload_mb: float = typer.Option(10.0, help="Cap on a request body in MiB (uploads over it get 413)."),
@@ -282,9 +310,24 @@ def serve(
     refresh_seconds: float = typer.Option(
         2.0, help="How often (at most) requests look for items written to the index meanwhile (`anybind index ... --out` on it)."
     ),
+    batch_wait_ms: float = typer.Option(
+        0.0, min=0.0, help="Dynamic batching: concurrent requests needing the same encoder wait up to this long "
+        "to be encoded in one call (0: off; raise --concurrency too)."
+    ),
+    max_batch: int = typer.Option(64, min=1, help="With --batch-wait-ms: stop waiting once this many items are gathered."),
     log_level: LogLevel = choice("info", LogLevel, help="uvicorn log level."),
     device: str = device_option(),
     precision: str = precision_option(),
+    api_keys: Optional[Path] = typer.Option(
+        None, "--api-keys", help="Key file (`anybind keys add FILE NAME`): every route but /health and the page's "
+        "static files then needs 'Authorization: Bearer KEY'. Re-read when it changes (revocation is live)."
+    ),
+    cors_origin: list[str] = typer.Option(
+        None, "--cors-origin", help="An origin allowed to call the API from a browser (repeatable; default none)."
+    ),
+    insecure: bool = typer.Option(
+        False, "--insecure", help="Allow a non-loopback --host without --api-keys (e.g. behind an authenticating proxy)."
+    ),
 ):
     """Search service: a web page at /, a JSON API (POST /search, /classify, /embed ...), OpenAPI docs at /docs.
 
@@ -302,22 +345,30 @@ def serve(
     use_device(ctx, device, precision)
     cfg = ServeConfig(
         max_upload_bytes=int(max_upload_mb * 2**20), concurrency=concurrency, max_queue=max_queue,
-        queue_timeout=queue_timeout, refresh_seconds=refresh_seconds,
+        queue_timeout=queue_timeout, refresh_seconds=refresh_seconds, batch_wait_ms=batch_wait_ms,
+        max_batch=max_batch,
     )
     try:
+        from ..serve.auth import KeyStore, check_bind, check_keys_file, is_local
+
+        check_bind(host, api_keys, insecure)  # before anything is loaded
+        if api_keys is not None:
+            check_keys_file(api_keys)
         with console.status("loading the space, the index and the encoders..."):
             svc = Service.load(space_dir, index_dir, cache=cache, config=cfg)
     except AnybindError as e:
         fail(e)
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        err.print(f"[yellow]warning:[/yellow] binding {host}: anyone who can reach it can search and upload files "
-                  "(the service has no authentication)")
+    if not is_local(host) and api_keys is None:
+        err.print(f"[yellow]warning:[/yellow] binding {host} without --api-keys (--insecure): anyone who can reach "
+                  "it can search and upload files")
     shown = f"[{host}]" if ":" in host else host
     items = ", ".join(f"{n} {m}" for m, n in sorted(svc.counts.items()))
     console.print(f"serving {index_dir} ({items}) on [bold]http://{shown}:{port}/[/bold] (API docs: /docs)",
                   highlight=False)
     try:
-        uvicorn.run(create_app(service=svc), host=host, port=port, log_level=log_level)
+        app_ = create_app(service=svc, api_keys=KeyStore(api_keys) if api_keys else None,
+                          cors_origins=tuple(cors_origin or ()))
+        uvicorn.run(app_, host=host, port=port, log_level=log_level)
     finally:
         svc.close()
 

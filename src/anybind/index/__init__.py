@@ -5,6 +5,7 @@ An index is a folder::
     index.json      format, the space identity it is tied to, dim, modalities, ANN settings
     space/          a copy of the space the vectors were made with (so queries embed the same way)
     items.lance/    the LanceDB table: one row per (record id, modality)
+    memann/         optional: the in-memory HNSW graph for serving and the table version it covers
     .anybind-write.lock   the writer lock (an empty file; see below)
 
 Table columns: ``id``, ``modality``, ``source`` (the text itself, or the
@@ -44,13 +45,19 @@ Guarantees:
   block of the stored vectors (bounded memory for the score blocks); above
   ``ann_threshold`` rows an ANN index (LanceDB IVF-HNSW-SQ or IVF-PQ) is used,
   and :meth:`Index.ann_recall` reports its recall@k against exact search.
+* **Fast for serving (optional).**  :meth:`Index.create_memory_ann` keeps an hnswlib HNSW graph
+  beside the table (``memann/``, saved with the table version it covers; searches from
+  ``ann_threshold`` rows use it, after bringing it to the table's version: it never answers
+  stale); :meth:`Index.quantize` searches int8 or binary codes in memory and rescores the top
+  candidates with the float vectors.  The LanceDB table stays the store of record.
 
 Modules: :mod:`.core` (the :class:`Index` class: create / open / build),
 :mod:`.write` (add, add_vectors, delete, optimize, repair), :mod:`.search` (search,
 search_vectors, re-ranking), :mod:`.query` (turning inputs into a query vector),
 :mod:`.ann` (the ANN index and its recall), :mod:`.refresh` (stale indexes, re-embedding with an updated space), :mod:`.lock` (the writer lock),
 :mod:`.classify` (zero-shot over many classes), :mod:`.exact` (exact top-k), :mod:`.store`
-(format constants, LanceDB/Arrow helpers), :mod:`.errors` (QueryError, IndexError_),
+(format constants, LanceDB/Arrow helpers), :mod:`.fast` / :mod:`.memann` / :mod:`.quant` (the
+in-memory graph and quantised codes), :mod:`.errors` (QueryError, IndexError_),
 :mod:`.results` (Hit, AddStats).
 """
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from ..data.templates import templates_for
 from ..evaluate import class_embeddings
+from .calibrated import with_class_probabilities
 from .errors import IndexError_
 from .exact import unit_rows, exact_topk
 from .query import check_k
@@ -41,7 +42,8 @@ class ClassifyMixin:
 
         Nothing stored is re-embedded; class prompts go through the feature cache
         in batches (see :func:`class_embeddings`).  Returns, per item,
-        ``{"id", "modality", "classes": [(name, score), ...]}`` (top ``k``).
+        ``{"id", "modality", "classes": [(name, score), ...]}`` (top ``k``), and in a calibrated space
+        ``"probabilities"``: each class's ``P(match)`` (:mod:`anybind.index.calibrated`).
         """
         if self.space is None:
             raise IndexError_("this index has no space to embed class names with")
@@ -67,13 +69,9 @@ class ClassifyMixin:
                     X[sel] = scorer.weigh(X[sel], str(m), text_modality)
             S, top = exact_topk(X, C, k)
             for r, s, i in zip(part, S, top):
-                out.append(
-                    {
-                        "id": ids[r],
-                        "modality": str(snap.modality[r]),
-                        "classes": [(classes[j], float(v)) for v, j in zip(s, i)],
-                    }
-                )
+                row = {"id": ids[r], "modality": str(snap.modality[r]),
+                       "classes": [(classes[j], float(v)) for v, j in zip(s, i)]}
+                out.append(with_class_probabilities(self.space, row, text_modality))
         return out
 
 

@@ -22,6 +22,7 @@ from ..io import atomic_write_dir, recover_dir
 from .ann import AnnMixin
 from .classify import ClassifyMixin
 from .errors import IndexError_
+from .fast import FastMixin
 from .lock import discard_parts, relock, writer_lock
 from .query import QueryMixin
 from .refresh import stale_error
@@ -49,7 +50,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class Index(WriteMixin, AnnMixin, QueryMixin, SearchMixin, ClassifyMixin):
+class Index(WriteMixin, AnnMixin, FastMixin, QueryMixin, SearchMixin, ClassifyMixin):
     """A persistent LanceDB index of one space's embeddings.  Build with :meth:`build`, reopen with :meth:`open`."""
 
     def __init__(self, path: Path, meta: dict[str, Any], space: "Space | None", table):
@@ -302,6 +303,8 @@ class Index(WriteMixin, AnnMixin, QueryMixin, SearchMixin, ClassifyMixin):
                     index.create_ann(ann_type)
                 elif stats.commits:
                     index.optimize()  # folds the new rows into the existing ANN index
+            if index.meta.get("memory_ann") and stats.commits:
+                index.update_memory_ann()  # the saved in-memory graph follows the table
         return index
 
     def _discard_if_empty(self) -> bool:

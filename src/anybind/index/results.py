@@ -16,9 +16,14 @@ class Hit:
     source: str
     labels: dict[str, Any] = field(default_factory=dict)
     rank: int = 0
+    #: P(match) when the space is calibrated (:mod:`anybind.index.calibrated`); absent from to_dict() when None
+    probability: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if d["probability"] is None:
+            del d["probability"]
+        return d
 
 
 @dataclass

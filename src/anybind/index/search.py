@@ -14,6 +14,7 @@ import numpy as np
 
 from ..errors import DataError
 from .errors import QueryError
+from .calibrated import check_rank_by, query_modality, rank_hits
 from .exact import unit_rows, exact_topk
 from .query import check_k
 from .results import Hit
@@ -45,6 +46,7 @@ class SearchMixin:
         query_bank: np.ndarray | str | Sequence[str] | None = None,
         exact: bool | None = None,
         cache: "FeatureCache | str | Path | None" = None,
+        rank_by: str = "score",
         **ann_params,
     ) -> list[Hit]:
         """Search with one (possibly fused) query; returns up to ``k`` hits, best first.
@@ -57,6 +59,8 @@ class SearchMixin:
             vectors, or modality names); the gallery bank is the searched items.
         exact: force exact (``True``) or ANN (``False``) search; default: ANN when the
             index has one and at least ``ann_threshold`` rows.
+        rank_by: ``"score"``, or ``"probability"`` (a calibrated space, a one-modality query): hits of every
+            modality ranked by their calibrated ``P(match)`` (see :mod:`anybind.index.calibrated`).
         ann_params: ``nprobes``, ``refine_factor``, ``ef`` overrides for ANN search.
         """
         k = check_k(k)
@@ -67,18 +71,20 @@ class SearchMixin:
         )
         bank = query_bank if query_bank is not None else (qmods or None)
         kw = dict(k=k, labels=lab, rerank=rerank, rerank_params=rerank_params, query_bank=bank, exact=exact)
-        if self.space is None or self.space.scorer.kind == "cosine":
+        qmod = query_modality(self.space, qmods, any(m is None for m, _ in parts), rerank)
+        rank_by = check_rank_by(rank_by, qmod, self.space)
+        if self.space is None or (self.space.scorer.kind == "cosine" and rank_by == "score"):
             q, _ = self.fuse_query(parts, w, None)
-            return self.search_vectors(q[None], modality=targets, **kw, **ann_params)[0]
+            return rank_hits(self.space, self.search_vectors(q[None], modality=targets, **kw, **ann_params)[0], qmod, k)
         # a Symile space scores MIP(query..., candidate, missing...): the query depends on the candidates'
-        # modality, so one search per target modality, each hit scored by the MIP itself, merged
+        # modality, so one search per target modality, each hit scored by the MIP itself, merged (by score, or
+        # by calibrated probability: rank_by="probability", see anybind.index.calibrated)
         hits: list[Hit] = []
         for t in targets or sorted(self.counts()):
             q, scale = self.fuse_query(parts, w, t)
             found = self.search_vectors(q[None], modality=t, **kw, **ann_params)[0]
             hits += [replace(h, score=h.score * scale) for h in found]
-        hits.sort(key=lambda h: -h.score)
-        return [replace(h, rank=r + 1) for r, h in enumerate(hits[:k])]
+        return rank_hits(self.space, hits, qmod, k, rank_by)
 
     def search_vectors(
         self,
@@ -133,6 +139,9 @@ class SearchMixin:
         """Per query: (candidate rows with metadata (+ ``vector``), their raw scores)."""
         import pyarrow as pa
 
+        fast = self._fast_candidates(Q, pool, targets, lab, exact, with_vectors)  # in-memory ANN / codes
+        if fast is not None:
+            return fast
         if self.uses_ann(exact):
             res = self._ann_search(
                 Q, pool, self._where(targets, lab), with_vectors=with_vectors, **ann_params

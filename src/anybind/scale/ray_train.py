@@ -85,7 +85,7 @@ def fit_ray(
     if workers < 1:
         raise DataError(f"ray workers must be >= 1, got {workers}")
     stats = shard_stats(shards)
-    init = ridge_init(shards, cfg, stats)  # here, once: every worker starts from it
+    init, ridge = ridge_init(shards, cfg, stats)  # here, once: every worker starts from it
     init_bytes = None
     if init is not None:
         init_bytes = save({f"{m}.{k}": v.contiguous() for m, sd in init.items() for k, v in sd.items()})
@@ -127,4 +127,6 @@ def fit_ray(
         m, rest = k.split(".", 1)
         state.setdefault(m, {})[rest] = v
     res["state"] = state
+    if ridge:
+        res.setdefault("robust", {})["ridge"] = ridge
     return space_from_result(shards, cfg, res, stats, ray_workers=workers, shuffle_buffer=shuffle_buffer)

@@ -77,7 +77,7 @@ def fit_sharded(
         space = fit_streaming(shards, cfg, shuffle_buffer=shuffle_buffer, progress=progress)
     plan.manifests = manifests  # without the records skipped as undecodable
     space.info["lineage"].append(
-        plan.lineage(trainer=f"ray-train x{ray_workers}" if ray_workers > 0 else "streaming"))
+        plan.lineage(space, trainer=f"ray-train x{ray_workers}" if ray_workers > 0 else "streaming"))
     return space
 
 

@@ -17,9 +17,12 @@ as in memory, so the recipe :func:`anybind.recipe.resolve_recipe` picks applies 
   gradients: the same update as one process with the global batch.  Results match the
   single-process trainer within run-to-run noise (dropout masks and batch composition
   differ; see tests/test_scale.py);
+* robust fine-tuning (:mod:`anybind.robust`) through the same hooks: WiSE-FT (``wise``, alpha on the val
+  split), L2-SP (``l2sp``) and the ridge start's prior (``ridge_prior``);
 * not supported (a clear error instead): multimodal objectives (Symile), the training-free
-  starts (``init="procrustes"`` / ``"cca"``) and per-corpus sampling weights -- they need every
-  feature in memory; use the in-memory ``fit`` for those.
+  starts (``init="procrustes"`` / ``"cca"``), inductive centring (``center``: a pass of its own over the
+  training embeddings) and per-corpus sampling weights -- they need every feature in memory; use the
+  in-memory ``fit`` for those.
 """
 
 from __future__ import annotations
@@ -38,9 +41,11 @@ from ..binders import PairBinder
 from ..encoders.device import current_runtime, place
 from ..epochs import selection_record
 from ..errors import DataError
-from ..loop import fit_loop, locked_ridge_start, make_optimizer, make_temperature, training_threads
+from ..robust import RobustFit, check_robust, ridge_start
+from ..loop import fit_loop, make_optimizer, make_temperature, training_threads
 from ..train import VAL_METRIC, TrainConfig, choose_pairs, featureset_pairs, val_score
-from .stream import SPLIT_CODES, PairStream, TrainingShards
+from .pairstream import PairStream
+from .stream import SPLIT_CODES, TrainingShards
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +62,10 @@ def check_config(cfg: TrainConfig) -> None:
     if cfg.init not in ("random", "ridge"):
         raise DataError(f"init={cfg.init!r} needs every feature in memory: the streaming / Ray trainer starts from "
                         "init='random' or 'ridge'; use the in-memory fit for training-free starts")
+    if cfg.center:
+        raise DataError("center=True (inductive centring) needs the in-memory fit: the streaming / Ray trainer "
+                        "keeps no training embeddings to centre on")
+    check_robust(cfg)
 
 
 def stream_pairs(shards: TrainingShards, cfg: TrainConfig) -> list[tuple[str, str]]:
@@ -87,18 +96,19 @@ def build_projectors(shards: TrainingShards, cfg: TrainConfig, stats: dict | Non
     return out
 
 
-def ridge_init(shards: TrainingShards, cfg: TrainConfig, stats: dict) -> dict[str, dict[str, torch.Tensor]] | None:
-    """The projectors' starting state for ``init="ridge"`` (``None`` for ``init="random"``): the ridge start of
-    :func:`anybind.loop.locked_ridge_start`, its normal equations summed shard by shard, the shrinkage chosen
-    on the val split (held in memory)."""
+def ridge_init(shards: TrainingShards, cfg: TrainConfig,
+               stats: dict) -> tuple[dict[str, dict[str, torch.Tensor]] | None, dict[str, Any]]:
+    """``(state, record)``: the projectors' starting state for ``init="ridge"`` (``None`` for ``init="random"``)
+    and each modality's ridge alpha and prior: the ridge start of :func:`anybind.robust.ridge_start`, its normal
+    equations summed shard by shard, the shrinkage chosen on the val split (held in memory)."""
     if cfg.init != "ridge":
-        return None
+        return None, {}
     with training_threads(cfg.threads):
         torch.manual_seed(cfg.seed)  # the parameters the ridge start leaves alone start where train_streaming's do
         projectors = build_projectors(shards, cfg, stats)
-        locked_ridge_start(projectors, cfg.lock, _shard_pairs(shards, "train", cfg.lock),
-                           featureset_pairs(shards.feature_set("val"), "val", cfg.lock))
-        return {m: pr.state_dict() for m, pr in projectors.items()}
+        rec = ridge_start(projectors, cfg, shards.specs, _shard_pairs(shards, "train", cfg.lock),
+                          featureset_pairs(shards.feature_set("val"), "val", cfg.lock))
+        return {m: pr.state_dict() for m, pr in projectors.items()}, rec
 
 
 def _shard_pairs(shards: TrainingShards, split: str, lock: str | None):
@@ -138,7 +148,8 @@ def train_streaming(
     batch ``cfg.batch_size`` is split over the workers.  ``init``: the projectors' starting
     state (:func:`ridge_init`).  ``max_steps`` caps the steps per epoch (benchmarks).  The
     result (identical on every worker) is a dict: ``state`` (projector state dicts),
-    ``logit_scale``, ``best_epoch``, ``best_val``, ``history``, ``pairs``, ``use_val``.
+    ``logit_scale``, ``best_epoch``, ``best_val``, ``history``, ``pairs``, ``use_val``, ``robust``
+    (WiSE-FT / L2-SP, :class:`anybind.robust.RobustFit`: applied to ``state``).
     """
     from ..losses import build_loss
 
@@ -153,6 +164,7 @@ def train_streaming(
         for m, sd in (init or {}).items():
             projectors[m].load_state_dict(sd)
         logit_scale = make_temperature(cfg.temperature, cfg.learn_temperature)
+        rob = RobustFit(cfg, projectors, logit_scale)
         loss_fn = build_loss(cfg.loss, label_smoothing=cfg.label_smoothing)
         binder = PairBinder(projectors, logit_scale, loss_fn, noise=cfg.feature_noise,
                             gather=_gather if distributed else None)
@@ -204,9 +216,14 @@ def train_streaming(
         t0 = time.perf_counter()
         res = fit_loop(model, batches(), opt, logit_scale, epochs=cfg.epochs, steps=steps, use_val=use_val,
                        patience=cfg.patience, score=score, keep=projectors, start=cfg.init != "random",
-                       progress=progress and rank == 0, label="training (streaming)")
+                       progress=progress and rank == 0, label="training (streaming)",
+                       penalty=rob.penalty, on_epoch=rob.on_epoch)
+        # every worker mixes in step (score broadcasts rank 0's val score)
+        logit, rob_rec = rob.finish(res.logit_scale, (lambda: score(1)) if use_val else None)
+        state = {m: {k: v.detach().clone() for k, v in pr.state_dict().items()} for m, pr in projectors.items()}
         return {
-            "state": res.state, "logit_scale": res.logit_scale, "best_epoch": res.best_epoch, "best_val": res.best_val,
+            "state": state, "logit_scale": logit, "best_epoch": res.best_epoch, "best_val": res.best_val,
+            "robust": rob_rec,
             "history": res.history, "pairs": [list(p) for p in pairs], "use_val": use_val, "steps_per_epoch": steps,
             "seconds": time.perf_counter() - t0, "rows_seen": rows_seen, "world": world,
             "passes": {f"{a}+{b}": s.passes for (a, b), s in streams.items()},
@@ -222,7 +239,7 @@ def space_from_result(shards: TrainingShards, cfg: TrainConfig, res: dict[str, A
         projectors[m].load_state_dict(sd)
     space = Space(shards.specs, projectors, res["logit_scale"], identities=shards.identities,
                   config={"method": "contrastive", **cfg.to_dict()})
-    space.info["metrics"]["val/score"] = res["best_val"]
+    space.info["metrics"]["val/score"] = res.get("robust", {}).get("wise_val_chosen", res["best_val"])
     space.info["training"] = {
         "best_epoch": res["best_epoch"],
         "epochs_run": len(res["history"]),
@@ -233,6 +250,7 @@ def space_from_result(shards: TrainingShards, cfg: TrainConfig, res: dict[str, A
         "val_records": shards.count("val", "rows"),
         "corpora": shards.meta.get("sources", []),
         "loss": cfg.loss,
+        "robust": res.get("robust", {}),
         "trainer": "streaming",
         "workers": res["world"],
         "seconds": round(res["seconds"], 3),
@@ -252,8 +270,10 @@ def fit_streaming(shards: TrainingShards, cfg: TrainConfig, *, shuffle_buffer: i
     """Train a space from training shards in this process, in bounded memory."""
     check_config(cfg)
     stats = shard_stats(shards)
-    init = ridge_init(shards, cfg, stats)
+    init, ridge = ridge_init(shards, cfg, stats)
     res = train_streaming(shards, cfg, shuffle_buffer=shuffle_buffer, stats=stats, init=init, progress=progress)
+    if ridge:
+        res["robust"]["ridge"] = ridge
     return space_from_result(shards, cfg, res, stats, shuffle_buffer=shuffle_buffer)
 
 

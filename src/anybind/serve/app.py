@@ -31,8 +31,10 @@ Guarantees:
   it; results carry URLs, never server paths.  The file is served only if it still
   lies in the folders the index's files came from (no link leading out: 404) and
   holds the content that was indexed (409); see :mod:`~anybind.serve.files`.
-* **Loopback by default.**  ``anybind serve`` binds 127.0.0.1; the service has
-  no authentication.
+* **Loopback by default; keys beyond it.**  ``anybind serve`` binds 127.0.0.1, and refuses any
+  other address without ``--api-keys`` (unless ``--insecure``); with keys, every route but
+  ``/health`` and the page's static files needs ``Authorization: Bearer`` (401 / 429 with
+  ``Retry-After``); see :mod:`~anybind.serve.auth`.  CORS is closed unless origins are given.
 
 Errors are JSON ``{"detail": "..."}`` (400 bad query, 404 unknown item, 409 item
 changed since indexing, 413 too large, 415 not an image or sound, 503 busy);
@@ -46,6 +48,7 @@ the request plumbing (query parts, uploads, hits) in :mod:`~anybind.serve.querie
 """
 
 import time
+from collections.abc import Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated
@@ -62,6 +65,8 @@ from ..data.strings import is_blank
 from ..data.templates import templates_for
 from ..errors import AnybindError
 from ..index import QueryError
+from ..index.calibrated import probabilities, query_modality
+from .auth import ApiKeyAuth, KeyStore
 from .errors import add_error_handlers
 from .gate import Busy, Gate  # noqa: F401 - Busy: imported from here by callers
 from .middleware import BodyLimit, SecurityHeaders
@@ -120,12 +125,17 @@ def create_app(
     cache: str | Path | None = None,
     config: ServeConfig | None = None,
     warm: bool = True,
+    api_keys: "str | Path | KeyStore | None" = None,
+    cors_origins: Sequence[str] = (),
 ) -> FastAPI:
     """The FastAPI app serving ``index_dir`` (searched with ``space_dir``, which it must have been built with).
 
     The space, index and encoders are loaded in the app's lifespan (start-up), or
     taken from a ready ``service`` (tests, benchmarks: several apps may share one).
     ``config``: limits, see :class:`~anybind.serve.state.ServeConfig`.
+    ``api_keys``: a key file (or a :class:`~anybind.serve.auth.KeyStore`): every route but ``/health`` and
+    the page's static files then needs ``Authorization: Bearer <key>`` (see :mod:`~anybind.serve.auth`).
+    ``cors_origins``: origins allowed to call the API from a browser (none by default: same origin only).
     """
     if service is None and index_dir is None:
         raise ValueError("create_app needs index_dir (and the space it was built with), or service=")
@@ -169,6 +179,13 @@ def create_app(
                                        swagger_favicon_url="/docs-assets/favicon-32x32.png")
 
     app.add_middleware(BodyLimit, max_bytes=cfg.max_upload_bytes)
+    if api_keys is not None:  # inside CORS (a preflight carries no key), outside everything that reads a body
+        app.add_middleware(ApiKeyAuth, store=api_keys if isinstance(api_keys, KeyStore) else KeyStore(api_keys))
+    if cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["authorization", "content-type"], max_age=600)
     app.add_middleware(SecurityHeaders)
 
     add_error_handlers(app)
@@ -194,6 +211,7 @@ def create_app(
             text_modalities=[m for m in sp.modalities if svc.input_kind[m] == "text"],
             upload_modalities=ups,
             media=svc.media,
+            calibrated=sorted(k.replace("|", "-") for k in sp.calibration.pairs) if sp.calibration is not None else [],
             limits=LimitsInfo(
                 max_upload_bytes=cfg.max_upload_bytes, max_files=cfg.max_files, concurrency=gate.concurrency,
                 max_queue=gate.max_queue, queue_timeout=gate.timeout, max_k=MAX_K,
@@ -259,7 +277,8 @@ def create_app(
             if not parts:
                 raise QueryError("empty query: give text, or inputs")
             mods = [body.modality] if isinstance(body.modality, str) else (body.modality or None)
-            hits, qmods = svc.search(parts, k=body.k, modality=mods, labels=body.labels, rerank=body.rerank)
+            hits, qmods = svc.search(parts, k=body.k, modality=mods, labels=body.labels, rerank=body.rerank,
+                                     rank_by=body.rank_by)
             return SearchOut(hits=[hit_out(svc, h) for h in hits], query_modalities=qmods, took_ms=to_ms(t0))
 
         return await request.state.gate.run(work)
@@ -305,9 +324,12 @@ def create_app(
         except AnybindError as e:
             raise type(e)(named_files(e, list(staged))) from None
         order = sorted(range(len(labels)), key=lambda i: -float(scores[i]))
+        qmod = query_modality(svc.space, qmods, False, None)  # issue 20: calibrated P(match), when there is one
+        match = probabilities(svc.space, qmod, "text", scores) if qmod is not None else None
         return ClassifyOut(
             results=[
-                ClassOut(label=labels[i], score=float(scores[i]), probability=min(1.0, max(0.0, float(probs[i]))))
+                ClassOut(label=labels[i], score=float(scores[i]), probability=min(1.0, max(0.0, float(probs[i]))),
+                         match_probability=None if match is None else float(match[i]))
                 for i in order
             ],
             query_modalities=qmods,

@@ -9,7 +9,7 @@ PAGE_CSP = (
 ITEM_CSP = "default-src 'none'; style-src 'unsafe-inline'; sandbox"
 
 
-async def _send_json(send, status: int, detail: str, headers: list[tuple[bytes, bytes]] = ()) -> None:
+async def send_json(send, status: int, detail: str, headers: list[tuple[bytes, bytes]] = ()) -> None:
     import json
 
     body = json.dumps({"detail": detail}).encode()
@@ -33,7 +33,7 @@ class BodyLimit:
             return await self.app(scope, receive, send)
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and (not declared.strip().isdigit() or int(declared) > self.max_bytes):
-            return await _send_json(send, 413, self._message(), [(b"connection", b"close")])
+            return await send_json(send, 413, self._message(), [(b"connection", b"close")])
         seen = 0
 
         async def limited():

@@ -34,7 +34,7 @@ def hit_out(svc: Service, h: Hit) -> HitOut:
             thumb = f"/thumbs/{ref}"
     return HitOut(
         rank=h.rank, id=h.id, modality=h.modality, media=media, score=h.score, labels=h.labels, text=text,
-        url=url, thumb_url=thumb,
+        url=url, thumb_url=thumb, probability=h.probability,
     )
 
 

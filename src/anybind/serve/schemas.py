@@ -85,6 +85,9 @@ class SearchRequest(RequestModel):
         description='Label filters, e.g. {"top": "animals"}; every key must match, a list matches any of its values.',
     )
     rerank: RERANK | None = Field(None, description="Hubness correction of the scores (see anybind.rerank).")
+    rank_by: Literal["score", "probability"] = Field(
+        "score", description="'probability': rank hits of every modality by their calibrated match probability "
+        "(a calibrated space, a one-modality query), so the modality gap does not decide the order.")
 
 
 class HitOut(BaseModel):
@@ -97,6 +100,8 @@ class HitOut(BaseModel):
     text: str | None = Field(None, description="The item itself, for text modalities.")
     url: str | None = Field(None, description="GET it to fetch the stored item (file modalities).")
     thumb_url: str | None = Field(None, description="GET it for a JPEG thumbnail (images; a video's first frame).")
+    probability: float | None = Field(
+        None, ge=0, le=1, description="Calibrated P(match) at prior 0.5 (a calibrated space, a one-modality query).")
 
 
 class SearchOut(BaseModel):
@@ -145,6 +150,9 @@ class ClassOut(BaseModel):
     label: str
     score: float = Field(description="Cosine of the query with the class's prompt-ensemble embedding.")
     probability: float = Field(ge=0, le=1, description="Softmax of the scores at the space's temperature.")
+    match_probability: float | None = Field(
+        None, ge=0, le=1, description="Calibrated P(match) of the query and the class prompt, at prior 0.5 "
+        "(a calibrated space, a one-modality query).")
 
 
 class ClassifyOut(BaseModel):
@@ -188,6 +196,9 @@ class HealthOut(BaseModel):
     text_modalities: list[str] = Field(description="Modalities a text query may name.")
     upload_modalities: dict[str, str] = Field(description="Uploaded image / sound -> the modality it is embedded as.")
     media: dict[str, str] = Field(description="Each bound modality's media (image, audio, text, other).")
+    calibrated: list[str] = Field(default_factory=list, description="Modality pairs with a calibrated P(match) "
+                                  "('image-text'); empty when the space is not calibrated (then rank_by='probability' "
+                                  "is refused).")
     limits: LimitsInfo
     load: LoadInfo
     uptime_s: float

@@ -28,6 +28,7 @@ from ..data.templates import templates_for
 from ..errors import AnybindError, DataError
 from ..index import Hit, Index, QueryError, class_embeddings
 from ..space import Space
+from .batching import Batcher
 from .files import Changed, ItemFiles, NotFound, OpenItemFile, indexed_folders  # noqa: F401 - re-exported
 from .sniff import SNIFF_BYTES, Sniffed, sniff
 
@@ -56,6 +57,9 @@ class ServeConfig:
     refresh_seconds: how often (at most) a request looks for writes other processes made to the index
         (``anybind index ... --out`` on it while serving): new, replaced and deleted items are then searchable and
         served; 0 = before every request.
+    batch_wait_ms: dynamic batching (:mod:`anybind.serve.batching`): concurrent requests that need the same
+        encoder wait up to this long to be encoded in one call (0: off; useful with ``concurrency`` > 2).
+    max_batch: stop waiting once this many items are gathered for one encoder call.
     """
 
     max_upload_bytes: int = 10 * 1024 * 1024
@@ -71,6 +75,8 @@ class ServeConfig:
     max_svg_work: int = 100_000
     max_svg_seconds: float = 20.0
     refresh_seconds: float = 2.0
+    batch_wait_ms: float = 0.0
+    max_batch: int = 64
 
 
 class MemoryFeatureCache(FeatureCache):
@@ -83,8 +89,11 @@ class MemoryFeatureCache(FeatureCache):
     shared by worker threads is never entered twice at once).
     """
 
-    def __init__(self, root: str | Path | None = None, max_items: int = 4096):
+    def __init__(self, root: str | Path | None = None, max_items: int = 4096, batch_wait: float = 0.0,
+                 max_batch: int = 64):
         super().__init__(root)
+        # batch_wait > 0: concurrent calls for one encoder are encoded together (see .batching)
+        self.batcher = Batcher(batch_wait, max_batch) if batch_wait > 0 else None
         self.max_items = int(max_items)
         self._mem: OrderedDict[Path, tuple[str, list[str]]] = OrderedDict()
         self._mem_items = 0
@@ -96,6 +105,12 @@ class MemoryFeatureCache(FeatureCache):
             return super()._load_index(identity)
 
     def _encode_missing(self, encoder, identity, missing, first, progress, description, workers) -> dict:
+        if self.batcher is not None:
+            return self.batcher.run(identity, missing, first,
+                                    lambda keys, fst: self._encode_now(encoder, identity, keys, fst, description))
+        return self._encode_now(encoder, identity, missing, first, description)
+
+    def _encode_now(self, encoder, identity, missing, first, description) -> dict:
         with self._lock:
             lock = self._encoder_locks[identity]
         with lock:
@@ -177,7 +192,8 @@ class Service:
         self.index = index
         self.config = config or ServeConfig()
         self.space_dir = str(space_dir) if space_dir is not None else None
-        self.cache = MemoryFeatureCache(cache, max_items=self.config.query_cache)
+        self.cache = MemoryFeatureCache(cache, max_items=self.config.query_cache,
+                                        batch_wait=self.config.batch_wait_ms / 1000, max_batch=self.config.max_batch)
         self.tmp = Path(tempfile.mkdtemp(prefix="anybind-serve-")).resolve()
         # staged uploads live here; removed by close(), or at exit if close() was never called
         self._cleanup = weakref.finalize(self, shutil.rmtree, str(self.tmp), True)
@@ -287,6 +303,7 @@ class Service:
                 finally:
                     p.unlink(missing_ok=True)
         self.index.snapshot()
+        self.index.warm_fast()  # the in-memory ANN graph / quantised codes, when the index keeps them
 
     def close(self) -> None:
         """Remove the folder of staged uploads."""
@@ -386,11 +403,12 @@ class Service:
         modality: Sequence[str] | None,
         labels: Any,
         rerank: str | None,
+        rank_by: str = "score",
     ) -> tuple[list[Hit], list[str]]:
         self.refresh()
         with using_limits(self.media_limits):  # uploads decoded under the service's limits
             hits = self.index.search(list(parts), modality=modality, k=k, labels=labels, rerank=rerank,
-                                     cache=self.cache)
+                                     cache=self.cache, rank_by=rank_by)
         return hits, sorted({p[0] for p in parts})
 
     def classify(

@@ -2,7 +2,49 @@
 "use strict";
 
 const $ = (sel) => document.querySelector(sel);
-const state = { files: [], controller: null, previews: [] };
+const state = { files: [], controller: null, previews: [], blobs: [] };
+
+// API keys (`anybind serve --api-keys`): asked for on the first 401, kept for this tab in sessionStorage,
+// sent as `Authorization: Bearer`; stored images and sounds are then fetched with it and shown from blob: URLs.
+const KEY = "anybind-api-key";
+const apiKey = () => sessionStorage.getItem(KEY) || "";
+
+function withKey(headers = {}) {
+  const k = apiKey();
+  return k ? { ...headers, authorization: `Bearer ${k}` } : headers;
+}
+
+function askKey(why) {
+  $("#auth-why").textContent = why;
+  $("#auth").hidden = false;
+  $("#key").focus();
+}
+
+async function api(url, opts = {}) {
+  const r = await fetch(url, { ...opts, headers: withKey(opts.headers) });
+  if (r.status === 401) {
+    let d = "";
+    try { d = (await r.clone().json()).detail; } catch (e) { /* not JSON */ }
+    askKey(apiKey() ? `the key was refused (${d}); enter another` : "this service needs an API key");
+  }
+  return r;
+}
+
+async function blobInto(node, attr, url) {
+  try {
+    const r = await api(url);
+    if (!r.ok) return;
+    const u = URL.createObjectURL(await r.blob());
+    state.blobs.push(u);
+    node.setAttribute(attr, u);
+  } catch (e) { /* a thumbnail that does not load stays empty */ }
+}
+
+function mediaSrc(node, attr, url) {
+  if (apiKey()) blobInto(node, attr, url);  // <img>/<audio> cannot send the header themselves
+  else node.setAttribute(attr, url);
+  return node;
+}
 
 function el(tag, attrs = {}, ...children) {
   const e = document.createElement(tag);
@@ -23,8 +65,9 @@ function setStatus(msg, error = false) {
 
 async function loadHealth() {
   try {
-    const r = await fetch("/health");
+    const r = await api("/health");
     const h = await r.json();
+    $("#byprob-box").hidden = (h.calibrated || []).length === 0;  // offered when the space is calibrated
     const sel = $("#modality");
     for (const [m, n] of Object.entries(h.index.counts)) {
       sel.append(el("option", { value: m, text: `${m} (${n})` }));
@@ -64,16 +107,26 @@ function showFiles() {
 function renderHits(data) {
   const box = $("#results");
   box.replaceChildren();
+  for (const u of state.blobs) URL.revokeObjectURL(u);
+  state.blobs = [];
   for (const h of data.hits) {
     let media;
     if (h.media === "image" && h.thumb_url) {
-      const img = el("img", { src: h.thumb_url, alt: h.id, loading: "lazy" });
+      const img = mediaSrc(el("img", { alt: h.id, loading: "lazy" }), "src", h.thumb_url);
       media = el("a", { href: h.url, target: "_blank", rel: "noopener" }, img);
+      media.addEventListener("click", async (e) => {
+        if (!apiKey()) return;
+        e.preventDefault();
+        const r = await api(h.url);
+        if (r.ok) window.open(URL.createObjectURL(await r.blob()), "_blank", "noopener");
+      });
     } else if (h.media === "video" && h.url) {
       // the poster is the clip's first frame (/thumbs); the clip itself loads only when played
-      media = el("video", { controls: "", preload: "none", muted: "", src: h.url, poster: h.thumb_url || "" });
+      // (with an API key both come through fetch, as blobs: a <video> cannot send the header)
+      media = mediaSrc(el("video", { controls: "", preload: "none", muted: "" }), "src", h.url);
+      if (h.thumb_url) mediaSrc(media, "poster", h.thumb_url);
     } else if (h.media === "audio" && h.url) {
-      media = el("audio", { controls: "", preload: "none", src: h.url });
+      media = mediaSrc(el("audio", { controls: "", preload: "none" }), "src", h.url);
     } else if (h.text !== null && h.text !== undefined) {
       media = el("blockquote", { text: h.text });
     } else if (h.url) {
@@ -89,6 +142,9 @@ function renderHits(data) {
       el("div", { class: "name", title: h.id, text: name }),
       el("div", { class: "meta" },
         el("span", { class: `badge ${h.media}`, text: h.modality }),
+        h.probability === null || h.probability === undefined ? null
+          : el("span", { class: "prob", title: "calibrated P(match) with the query (prior 0.5)",
+            text: `P ${(h.probability * 100).toFixed(0)}%` }),
         el("span", { class: "score", text: h.score.toFixed(3) })),
       labels));
   }
@@ -110,7 +166,7 @@ async function post(url, body, signal) {
   const opts = { method: "POST", signal };
   if (body instanceof FormData) opts.body = body;
   else { opts.body = JSON.stringify(body); opts.headers = { "content-type": "application/json" }; }
-  const r = await fetch(url, opts);
+  const r = await api(url, opts);
   let data = null;
   try { data = await r.json(); } catch (e) { /* not JSON */ }
   if (!r.ok) {
@@ -147,7 +203,8 @@ async function search() {
       if (mod) extra.push(["modality", mod]);
       data = await post("/search/upload", uploadForm(extra), controller.signal);
     } else {
-      data = await post("/search", { text, k, modality: mod || null }, controller.signal);
+      const rank_by = $("#byprob").checked && !$("#byprob-box").hidden ? "probability" : "score";
+      data = await post("/search", { text, k, modality: mod || null, rank_by }, controller.signal);
     }
     renderHits(data);
     const what = [text && `"${text}"`, ...state.files.map((f) => f.name)].filter(Boolean).join(" + ");
@@ -182,9 +239,19 @@ function addFiles(list) {
 
 function init() {
   loadHealth();
+  $("#auth").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const k = $("#key").value.trim();
+    if (!k) return;
+    sessionStorage.setItem(KEY, k);
+    $("#key").value = "";
+    $("#auth").hidden = true;
+    search();
+  });
   $("#query").addEventListener("submit", (e) => { e.preventDefault(); search(); });
   $("#modality").addEventListener("change", search);
   $("#k").addEventListener("change", search);
+  $("#byprob").addEventListener("change", search);
   $("#file").addEventListener("change", (e) => { addFiles(e.target.files); e.target.value = ""; });
   const drop = $("#drop");
   for (const ev of ["dragenter", "dragover"]) {

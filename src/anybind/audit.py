@@ -1,0 +1,283 @@
+"""``anybind audit MANIFEST --space S``: which records of a paired corpus look wrong, with a score and a reason.
+
+Four checks, each a score in [0, 1] per record (the record's audit score is the highest):
+
+* **mismatch** -- its modalities disagree (a caption that does not describe its image, a wrong sound).
+  Per modality pair, over every record having both: the calibrated ``P(match)`` of its own pair (when
+  the space is calibrated, :mod:`anybind.calibration`) and the rank of its own partner among every
+  record's, in both directions (items with identical content are not counted as beating it):
+  ``0.5 (1 - P(match)) + 0.5 rank_share`` (uncalibrated: ``rank_share`` alone); the worst pair counts.
+* **leak** -- near-duplicates across splits (train/test leakage): per modality, identical content
+  (content keys) or embeddings at cosine >= ``near``; a record pair's score is the share of the
+  modalities both have that are duplicated.  Counted per split pair in :attr:`AuditResult.leakage`.
+* **label** -- its label (``label`` key) disagrees with its ``k`` nearest neighbours' labels and with the
+  zero-shot prediction (class names embedded by the text modality):
+  ``0.5 (1 - agreeing / possible) + 0.5 (rank of its class - 1) / (classes - 1)``, averaged over its
+  modalities; ``possible = min(k, items with its label - 1)`` (a label held by one item: none agree).
+* **outlier** -- far from everything of its modality: the percentile of its mean cosine distance to its
+  ``k`` nearest neighbours, halved (an outlier is a reason to look, not evidence of an error); a
+  reason is given from the 95th percentile on.
+
+Output: :func:`anybind.audit_page.write_audit` (JSONL, HTML page, a cleaned manifest with ``--fix``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .calibration import load_for
+from .errors import DataError
+from .evaluate import class_embeddings, class_name, embed_records
+from .index.exact import exact_topk
+from .metrics import Embedded, content_groups
+from .report import default_label
+
+if TYPE_CHECKING:
+    from .cache import FeatureCache
+    from .data.manifest import Manifest, Record
+    from .space import Space
+
+log = logging.getLogger(__name__)
+
+KINDS = ("mismatch", "leak", "label", "outlier")
+BLOCK = 2048  # rows of a score block
+
+
+@dataclass
+class Finding:
+    """One reason to look at a record."""
+
+    kind: str
+    score: float
+    detail: str
+    other: str | None = None  # the other record (a duplicate)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {"kind": self.kind, "score": round(float(self.score), 4), "detail": self.detail}
+        if self.other is not None:
+            d["other"] = self.other
+        return d
+
+
+@dataclass
+class RecordAudit:
+    id: str
+    split: str | None
+    score: float = 0.0
+    findings: list[Finding] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        fs = sorted(self.findings, key=lambda f: -f.score)
+        return {"id": self.id, "split": self.split, "score": round(float(self.score), 4),
+                "kinds": sorted({f.kind for f in fs}), "reasons": [f.to_dict() for f in fs]}
+
+
+@dataclass
+class AuditResult:
+    """Every record's audit (highest score first), per-check scores by record id, and the leakage counts."""
+
+    records: list[RecordAudit]
+    scores: dict[str, dict[str, float]]  # kind -> record id -> score
+    leakage: dict[str, dict[str, int]]  # "test-train" -> {"records": n pairs, "<modality>": n pairs}
+    label: str | None
+    manifest: str
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def flagged(self, threshold: float) -> list[RecordAudit]:
+        return [r for r in self.records if r.score >= threshold]
+
+
+def _pair_ranks(space: "Space", A: np.ndarray, a: str, B: np.ndarray, b: str, ga: np.ndarray, gb: np.ndarray):
+    """Own-pair scores and, per row, how many other records' b-items outscore its own (content duplicates excluded)."""
+    own = np.einsum("ij,ij->i", space.scorer.weigh(A, a, b), B)
+    beaten = np.zeros(len(A), np.int64)
+    for i0 in range(0, len(A), BLOCK):
+        S = space.scorer.pair_scores(A[i0 : i0 + BLOCK], a, B, b)
+        rows = np.arange(i0, min(i0 + BLOCK, len(A)))
+        same = (ga[rows, None] == ga[None, :]) | (gb[rows, None] == gb[None, :])
+        beaten[rows] = ((S > own[rows, None]) & ~same).sum(1)
+    return own, beaten
+
+
+def mismatch_scores(space: "Space", embs: dict[str, Embedded]) -> tuple[dict[str, float], dict[str, Finding]]:
+    """Per record, the mismatch score of its worst modality pair (see the module doc) and its finding."""
+    cal = space.calibration
+    best: dict[str, float] = {}
+    why: dict[str, Finding] = {}
+    for a, b in itertools.combinations(sorted(embs), 2):
+        pos_b = {i: k for k, i in enumerate(embs[b].ids)}
+        common = [(k, pos_b[i]) for k, i in enumerate(embs[a].ids) if i in pos_b]
+        if len(common) < 3:
+            continue
+        ia, ib = (np.asarray(x) for x in zip(*common))
+        A, B = embs[a].vectors[ia], embs[b].vectors[ib]
+        ga, gb = (content_groups([e.keys[i] for i in idx]) for e, idx in ((embs[a], ia), (embs[b], ib)))
+        own, beat_ab = _pair_ranks(space, A, a, B, b, ga, gb)
+        _, beat_ba = _pair_ranks(space, B, b, A, a, gb, ga)
+        n = len(ia)
+        share = (beat_ab + beat_ba) / (2.0 * (n - 1))
+        p = cal.probability(a, b, own) if cal is not None and cal.get(a, b) is not None else None
+        score = share if p is None else 0.5 * (1 - p) + 0.5 * share
+        for k, rid in enumerate(embs[a].ids[i] for i in ia):
+            if score[k] > best.get(rid, -1.0):
+                best[rid] = float(score[k])
+                pm = "" if p is None else f"P(match) {p[k]:.2f}, "
+                why[rid] = Finding("mismatch", float(score[k]),
+                                   f"{a}-{b}: {pm}score {own[k]:.3f}; its own {b} ranks {beat_ab[k] + 1} of {n}, "
+                                   f"its own {a} ranks {beat_ba[k] + 1} of {n}")
+    return best, why
+
+
+def duplicate_pairs(embs: dict[str, Embedded], splits: dict[str, str | None], near: float):
+    """``(record, record) -> {modality: "identical" | cosine}`` for pairs in different splits that are
+    identical (content keys) or near-identical (cosine >= ``near``) in some modality."""
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    for m, e in embs.items():
+        ids = list(e.ids)
+        sp = np.asarray([str(splits.get(i)) for i in ids])
+        groups = content_groups(e.keys) if e.keys is not None else np.arange(len(ids))
+        X = e.vectors
+        for i0 in range(0, len(ids), BLOCK):
+            S = X[i0 : i0 + BLOCK] @ X.T
+            rows = np.arange(i0, min(i0 + BLOCK, len(ids)))
+            same_key = groups[rows, None] == groups[None, :]
+            hit = (same_key | (S >= near)) & (sp[rows, None] != sp[None, :])
+            hit &= rows[:, None] < np.arange(len(ids))[None, :]  # each unordered pair once
+            for r, j in zip(*np.nonzero(hit)):
+                i = rows[r]
+                key = tuple(sorted((ids[i], ids[j])))
+                found.setdefault(key, {})[m] = "identical" if same_key[r, j] else round(float(S[r, j]), 4)
+    return found
+
+
+def leak_scores(embs: dict[str, Embedded], splits: dict[str, str | None], near: float):
+    """Per record its strongest cross-split duplicate (score, finding), and pair counts per split pair."""
+    have = {m: set(e.ids) for m, e in embs.items()}
+    best: dict[str, float] = {}
+    why: dict[str, Finding] = {}
+    counts: dict[str, dict[str, int]] = {}
+    for (x, y), mods in duplicate_pairs(embs, splits, near).items():
+        both = [m for m in embs if x in have[m] and y in have[m]]
+        score = len(mods) / max(len(both), 1)
+        sp = "-".join(sorted((str(splits.get(x)), str(splits.get(y)))))
+        c = counts.setdefault(sp, {"records": 0})
+        c["records"] += 1
+        for m in mods:
+            c[m] = c.get(m, 0) + 1
+        what = ", ".join(f"{m} {'identical' if v == 'identical' else f'cosine {v:.3f}'}" for m, v in sorted(mods.items()))
+        for me, other in ((x, y), (y, x)):
+            if score > best.get(me, -1.0):
+                best[me] = score
+                why[me] = Finding("leak", score, f"duplicate of {other} ({splits.get(other)}): {what}", other)
+    return best, why, counts
+
+
+def label_scores(space: "Space", records: Sequence["Record"], embs: dict[str, Embedded], label: str, *, k: int,
+                 templates: Sequence[str], cache) -> tuple[dict[str, float], dict[str, Finding]]:
+    """Per labelled record: disagreement with its neighbours' labels and the zero-shot prediction."""
+    lab = {r.id: str(r.labels[label]) for r in records if label in (r.labels or {})}
+    classes = sorted(set(lab.values()))
+    if len(classes) < 2:
+        return {}, {}
+    cidx = {c: i for i, c in enumerate(classes)}
+    C = class_embeddings(space, [class_name(c) for c in classes], templates, cache=cache) \
+        if "text" in space.modalities else None
+    parts: dict[str, list[tuple[float, str]]] = {}
+    for m, e in embs.items():
+        rows = [i for i, rid in enumerate(e.ids) if rid in lab]
+        if len(rows) <= k + 1:
+            continue
+        X = e.vectors[rows]
+        ids = [e.ids[i] for i in rows]
+        y = np.asarray([cidx[lab[i]] for i in ids])
+        _, nb = exact_topk(X, X, k + 1)
+        agreeing = np.array([sum(int(y[j] == y[i]) for j in [j for j in row if j != i][:k]) for i, row in enumerate(nb)])
+        # at most (items with its label - 1) neighbours can agree: a small class is not evidence of a wrong label
+        possible = np.minimum(k, np.bincount(y, minlength=len(classes))[y] - 1)
+        agree = np.where(possible > 0, agreeing / np.maximum(possible, 1), 0.0)
+        zs_share, top = np.zeros(len(ids)), [None] * len(ids)
+        if C is not None:
+            S = space.scorer.pair_scores(X, m, C, "text")
+            rank = (S > S[np.arange(len(ids)), y][:, None]).sum(1)
+            zs_share = rank / max(len(classes) - 1, 1)
+            top = [classes[t] for t in S.argmax(1)]
+        score = 0.5 * (1 - agree) + 0.5 * zs_share
+        for i, rid in enumerate(ids):
+            zs = "" if top[i] is None else f"; zero-shot ranks it {int(round(zs_share[i] * (len(classes) - 1))) + 1} " \
+                                            f"of {len(classes)} (top: {top[i]!r})"
+            parts.setdefault(rid, []).append(
+                (float(score[i]), f"{m}: " + (f"{agreeing[i]}/{possible[i]} nearest agree" if possible[i] > 0
+                                              else "no other item has this label") + zs))
+    best, why = {}, {}
+    for rid, ps in parts.items():
+        best[rid] = float(np.mean([s for s, _ in ps]))
+        why[rid] = Finding("label", best[rid], f"{label}={lab[rid]!r}: " + "; ".join(d for _, d in ps))
+    return best, why
+
+
+def outlier_scores(embs: dict[str, Embedded], k: int) -> tuple[dict[str, float], dict[str, Finding]]:
+    """Per record the highest (halved) percentile of its kNN distance within a modality."""
+    best: dict[str, float] = {}
+    why: dict[str, Finding] = {}
+    for m, e in embs.items():
+        if len(e.ids) <= k + 1:
+            continue
+        S, _ = exact_topk(e.vectors, e.vectors, k + 1)
+        dist = 1 - S[:, 1:].mean(1)  # the first is the item itself
+        pct = (np.argsort(np.argsort(dist, kind="stable"), kind="stable") + 1) / len(dist)
+        for i, rid in enumerate(e.ids):
+            s = 0.5 * float(pct[i])
+            if s > best.get(rid, -1.0):
+                best[rid] = s
+                if pct[i] >= 0.95:
+                    why[rid] = Finding("outlier", s, f"{m}: mean cosine {1 - dist[i]:.3f} to its {k} nearest "
+                                                     f"(farther than {pct[i]:.0%} of the {m} items)")
+                else:
+                    why.pop(rid, None)
+    return best, why
+
+
+def audit(
+    space: "Space", manifest: "str | Path | Manifest", *, modalities: Iterable[str] | None = None,
+    label: str | None = None, k: int = 10, near: float = 0.97, templates: Sequence[str] = ("a {}.",),
+    cache: "FeatureCache | str | Path | None" = None, progress: bool = False,
+) -> AuditResult:
+    """Audit every record of ``manifest`` (all splits) with ``space`` (see the module doc)."""
+    if not 0 < near <= 1:
+        raise DataError(f"near must be in (0, 1], got {near}")
+    man = load_for(space, manifest)
+    recs = man.records
+    if not recs:
+        raise DataError(f"{man.path}: no records to audit")
+    mods = [m for m in (modalities or space.modalities) if m in space.modalities]
+    embs = embed_records(space, recs, mods, cache=cache, progress=progress)
+    splits = {r.id: r.split for r in recs}
+    label = label if label is not None else default_label(recs)
+    if label is not None and not any(label in (r.labels or {}) for r in recs):
+        raise DataError(f"{man.path}: no record has label {label!r}")
+    checks = {"mismatch": mismatch_scores(space, embs)}
+    *leak, leakage = leak_scores(embs, splits, near)
+    checks["leak"] = tuple(leak)
+    if label is not None:
+        checks["label"] = label_scores(space, recs, embs, label, k=k, templates=templates, cache=cache)
+    checks["outlier"] = outlier_scores(embs, k)
+    out = []
+    for r in recs:
+        ra = RecordAudit(r.id, r.split)
+        for kind, (scores, why) in checks.items():
+            if r.id in scores:
+                ra.score = max(ra.score, scores[r.id])
+            if r.id in why:
+                ra.findings.append(why[r.id])
+        out.append(ra)
+    out.sort(key=lambda x: -x.score)
+    log.info("audited %d records of %s: leakage %s", len(recs), man.path, leakage or "none")
+    return AuditResult(out, {kind: s for kind, (s, _) in checks.items()}, leakage, label, str(man.path),
+                       {"k": k, "near": near, "modalities": mods, "calibrated": space.calibration is not None})

@@ -1,0 +1,331 @@
+"""The transfer matrix (issue 16): train on each corpus and on all of them, test on every corpus and on
+Fashion-MNIST, every trained cell beside the training-free label bridge and Procrustes of the same run.
+
+``anybind bench --task transfer --opt corpora=tuxpaint,emoji --opt max_train=300 --opt fm=2000``
+
+Options: ``corpora`` (any of tuxpaint, emoji, openclipart and corpora whose builders exist), ``train``
+(``each``, ``all``, ``loo`` = all but one, or ``a+b``), ``systems`` (``recipe`` or ``defaults`` followed by
+``+lever``s, see :func:`system_kwargs`: ``recipe+bridge+wise+lr1e-4``), ``max_train`` (train records per
+corpus, 0 = all), ``fm`` (Fashion-MNIST test images, 0 = none), ``center`` (1: every system also centred
+inductively, :func:`anybind.robust.centred`), ``l2sp_grid``, ``boot``.
+
+Rows are (train set, system); columns are text->image / image->text R@1 on each corpus' test split
+(the project's duplicate-aware metric) and Fashion-MNIST zero-shot accuracy (inductive: no statistics
+of the test images; ``fm transd.`` centres on them, reported apart).  Every cell carries a seeded
+bootstrap 95 % interval over its queries; every trained cell also its paired-bootstrap difference to
+the better of the two baselines.  The same cells are measured on each corpus' *val* split (in the
+JSON metrics): defaults are chosen there, on the corpora a space was not trained on, never on test.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import TaskResult, task
+
+MODS = ["image", "text"]
+DIRS = (("text", "image", "t->i"), ("image", "text", "i->t"))
+
+
+def _corpus_builders() -> dict[str, Callable[[Path], Path]]:
+    """name -> ``fn(work) -> manifest path`` for every image<->text corpus this anybind can build."""
+    import importlib
+
+    from ..corpora.emoji import build_emoji
+    from ..corpora.openclipart import build_openclipart
+    from .tasks_corpora import build_once
+    from .tuxpaint import prepare_tuxpaint
+
+    out: dict[str, Callable[[Path], Path]] = {
+        "tuxpaint": prepare_tuxpaint,
+        "emoji": lambda w: build_once(w, "emoji", build_emoji),
+        "openclipart": lambda w: build_once(w, "openclipart", build_openclipart),
+    }
+    for name in ("ktuberling", "icons"):  # corpora added by other work, picked up when their builders exist
+        try:
+            mod = importlib.import_module(f"anybind.corpora.{name}")
+        except ImportError:
+            continue
+        fn = getattr(mod, f"build_{name}", None)
+        if fn is not None:
+            out[name] = lambda w, n=name, f=fn: build_once(w, n, f)
+    return out
+
+
+def train_sets(spec: str, corpora: Sequence[str]) -> dict[str, list[str]]:
+    """``each`` (one corpus), ``all``, ``loo`` (all but one), or explicit ``a+b``; comma-separated."""
+    out: dict[str, list[str]] = {}
+    for part in [p.strip() for p in spec.split(",") if p.strip()]:
+        if part == "each":
+            out.update({c: [c] for c in corpora})
+        elif part == "all":
+            out["all"] = list(corpora)
+        elif part == "loo":
+            if len(corpora) > 2:
+                out.update({"all-" + c: [o for o in corpora if o != c] for c in corpora})
+        else:
+            names = part.split("+")
+            unknown = [n for n in names if n not in corpora]
+            if unknown:
+                from ..errors import AnybindError
+
+                raise AnybindError(f"train set {part!r}: {', '.join(unknown)} not among the corpora {', '.join(corpora)}")
+            out[part] = names
+    return out
+
+
+def bootstrap(hits: np.ndarray, others: Sequence[np.ndarray] = (), n: int = 1000, seed: int = 0):
+    """Mean of ``hits`` with a percentile 95 % interval; with ``others`` (same queries), also the paired
+    interval of ``hits - max over others`` of the means (``(lo, hi)`` or None)."""
+    hits = np.asarray(hits, np.float64)
+    if not len(hits):
+        return float("nan"), (float("nan"), float("nan")), None
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(hits), size=(n, len(hits)))
+    means = hits[idx].mean(1)
+    ci = (float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5)))
+    diff = None
+    if others:
+        best = np.max(np.stack([np.asarray(o, np.float64)[idx].mean(1) for o in others]), 0)
+        d = means - best
+        diff = (float(np.percentile(d, 2.5)), float(np.percentile(d, 97.5)))
+    return float(hits.mean()), ci, diff
+
+
+def retrieval_hits(space, man, split: str, cache) -> dict[str, np.ndarray]:
+    """Per-query R@1 hits (0/1) of ``t->i`` and ``i->t`` on one corpus split."""
+    from ..evaluate import embed_records
+    from ..metrics import paired_rows, query_ranks
+
+    embs = embed_records(space, man.split(split), MODS, cache=cache)
+    out = {}
+    for a, b, ia, ib in paired_rows(embs, [("text", "image")]):
+        rows = {a: ia, b: ib}
+        for q, g, name in DIRS:
+            Q, G = embs[q][1][rows[q]], embs[g][1][rows[g]]
+            r = query_ranks(Q @ G.T, query_keys=[embs[q][2][i] for i in rows[q]],
+                            gallery_keys=[embs[g][2][i] for i in rows[g]])
+            out[name] = (r == 1).astype(np.float64)
+    return out
+
+
+def fm_hits(space, recs, cache, center: bool = False) -> np.ndarray:
+    """Fashion-MNIST zero-shot correctness (0/1 per image, in the order of ``recs``'s classes' counts)."""
+    from ..evaluate import zero_shot
+    from .tasks_corpora import FM_NAMES, FM_TEMPLATES
+
+    zs = zero_shot(space, recs, "image", "class", classes=list(FM_NAMES), names=lambda c: FM_NAMES[c],
+                   templates=FM_TEMPLATES, cache=cache, center=center)
+    k, n = int(np.trace(np.asarray(zs["confusion"]))), int(zs["n"])
+    return np.r_[np.ones(k), np.zeros(n - k)]  # a mean of 0/1 values: only the count matters to the bootstrap
+
+
+def subsample_train(man, max_train: int, seed: int):
+    """The manifest with at most ``max_train`` train records (seeded); val and test kept whole."""
+    import copy
+
+    if max_train <= 0:
+        return man
+    train = [r for r in man.records if r.split == "train"]
+    if len(train) <= max_train:
+        return man
+    keep = {id(train[i]) for i in np.random.default_rng(seed).choice(len(train), max_train, replace=False)}
+    out = copy.copy(man)
+    out.records = [r for r in man.records if r.split != "train" or id(r) in keep]
+    return out
+
+
+#: what each lever of a system name adds to the fit ("recipe+bridge+wise+lr1e-4"); "l2sp" fits every lambda
+#: of the grid and keeps the best on val, "lrX" sets the learning rate, "wiseX" a fixed WiSE-FT alpha
+LEVERS: dict[str, dict[str, Any]] = {
+    "start": {"epochs": 0},  # the training-free start itself (no fine-tuning)
+    "bridge": {"ridge_prior": "bridge"},
+    "wise": {"wise": "auto"},
+    "linear": {"projector": "linear"},
+    "l2sp": {},
+}
+BASES = ("recipe", "defaults")
+
+
+def system_kwargs(name: str) -> dict[str, Any]:
+    """``Space.fit`` keywords of a system: ``recipe`` (locked text, ridge start, label-bridge images, InfoNCE with
+    early stopping: the issue-16 start) or ``defaults`` (``Space.fit(data)``), then ``+lever`` ..."""
+    from ..errors import AnybindError
+
+    base, *levers = name.split("+")
+    if base not in BASES:
+        raise AnybindError(f"system {name!r}: starts with one of {', '.join(BASES)}")
+    kw: dict[str, Any] = {"lock": "text", "init": "ridge"} if base == "recipe" else {}
+    for lever in levers:
+        if lever in LEVERS:
+            kw.update(LEVERS[lever])
+        elif lever.startswith("lr") and _number(lever[2:]):
+            kw["lr"] = float(lever[2:])
+        elif lever.startswith("wise") and _number(lever[4:]):
+            kw["wise"] = float(lever[4:])
+        else:
+            raise AnybindError(f"system {name!r}: unknown lever {lever!r} (known: {', '.join(LEVERS)}, lrX, wiseX)")
+    return kw
+
+
+def _number(s: str) -> bool:
+    try:
+        float(s)
+    except ValueError:
+        return False
+    return True
+
+
+@task("transfer", "Transfer matrix: train on each corpus / all, R@1 on every corpus' test split and Fashion-MNIST "
+      "zero-shot, beside the label bridge and Procrustes (--opt corpora=, train=, systems=, max_train=, fm=, center=)")
+def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str = "tuxpaint,emoji,openclipart",
+             train: str = "each,all,loo", systems: str = "recipe,recipe+bridge+start,defaults",
+             max_train: str = "0", fm: str = "10000", center: str = "1", l2sp_grid: str = "0.0001,0.001,0.01",
+             boot: str = "1000") -> TaskResult:
+    from ..align import bridge_space
+    from ..cache import FeatureCache
+    from ..corpora.fashion_mnist import build_fashion_mnist
+    from ..data.manifest import load_manifest
+    from ..robust import centred
+    from ..space import Space
+    from .tasks_corpora import build_once
+    from .tuxpaint import PLAIN_ENCODERS, RECIPE
+
+    fc = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
+    builders = _corpus_builders()
+    names = [c.strip() for c in corpora.split(",") if c.strip()]
+    unknown = [c for c in names if c not in builders]
+    if unknown:
+        from ..errors import AnybindError
+
+        raise AnybindError(f"unknown corpora {unknown}; known: {', '.join(builders)}")
+    wanted = [s.strip() for s in systems.split(",") if s.strip()]
+    fit_kw = {s: system_kwargs(s) for s in wanted}  # unknown levers fail before any work
+    n_boot, n_fm, cap = int(boot), int(fm), int(max_train)
+    mans = {c: load_manifest(builders[c](Path(work)), modalities=MODS, progress=False) for c in names}
+    fm_recs = []
+    if n_fm > 0:
+        fm_man = load_manifest(build_once(Path(work), "fashion-mnist", build_fashion_mnist), modalities=["image"],
+                               check_media=False)
+        fm_recs = fm_man.split("test")[:n_fm]
+    sets = train_sets(train, names)
+    encs = {m: RECIPE["encoders"][m] for m in MODS}
+
+    def measure(space) -> dict[str, np.ndarray]:
+        """Every cell's per-query hits: '<split>/<corpus>/<dir>' and 'test/fm' ('test/fm transd.')."""
+        out = {}
+        for split in ("test", "val"):
+            for c, man in mans.items():
+                for d, h in retrieval_hits(space, man, split, fc).items():
+                    out[f"{split}/{c}/{d}"] = h
+        if fm_recs:
+            out["test/fm"] = fm_hits(space, fm_recs, fc)
+            out["test/fm transd."] = fm_hits(space, fm_recs, fc, center=True)
+        return out
+
+    bridge = measure(bridge_space())
+    rows, metrics, baselines, chosen = [], {}, {"label bridge": {}}, {}
+    cells = [k for k in bridge if k.startswith("test/")]
+
+    def add_row(train_name: str, system: str, hits: dict[str, np.ndarray], base: dict[str, np.ndarray] | None,
+                extra: dict[str, Any]) -> None:
+        row: dict[str, Any] = {"name": system if train_name == "-" else f"{train_name}: {system}"}
+        for key, h in hits.items():
+            others = [] if base is None else [bridge[key], base[key]]
+            mean, ci, diff = bootstrap(h, others, n_boot, seed)
+            metrics[f"{train_name}/{system}/{key}"] = mean
+            metrics[f"{train_name}/{system}/{key}/lo"], metrics[f"{train_name}/{system}/{key}/hi"] = ci
+            if diff is not None:  # paired bootstrap: this cell minus the better baseline
+                metrics[f"{train_name}/{system}/{key}/vs_best_lo"] = diff[0]
+                metrics[f"{train_name}/{system}/{key}/vs_best_hi"] = diff[1]
+            if key in cells:
+                row[key[5:]] = f"{mean:.3f} ({ci[0]:.2f}-{ci[1]:.2f})"
+        row.update({k: extra.get(k) for k in ("val", "epoch", "alpha", "l2sp")})
+        rows.append(row)
+
+    add_row("-", "label bridge (no pairs)", bridge, None, {})
+    baselines["label bridge"] = {k: float(v.mean()) for k, v in bridge.items()}
+    timings = {}
+    for tname, members in sets.items():
+        train_mans = [subsample_train(mans[c], cap, seed) for c in members]
+        t0 = time.perf_counter()
+        proc = Space.fit(train_mans, modalities=MODS, encoders={m: PLAIN_ENCODERS[m] for m in MODS}, cache=fc,
+                         method="procrustes", progress=False, recipe="plain")
+        proc_hits = measure(proc)
+        add_row(tname, "procrustes", proc_hits, None, {})
+        baselines[f"{tname}/procrustes"] = {k: float(v.mean()) for k, v in proc_hits.items()}
+        for system in wanted:
+            kw = fit_kw[system]
+            if system.startswith("defaults"):
+                sp = Space.fit(train_mans, modalities=MODS, cache=fc, seed=seed, progress=False, **kw)
+            elif "+l2sp" in system:
+                fits = {lam: Space.fit(train_mans, modalities=MODS, encoders=encs, cache=fc, seed=seed, progress=False,
+                                       recipe="plain", l2sp=lam, **kw)
+                        for lam in (float(x) for x in l2sp_grid.split(","))}
+                lam = max(fits, key=lambda k: (fits[k].info["metrics"]["val/score"], -k))  # chosen on val
+                sp = fits[lam]
+                chosen[f"{tname}/{system}"] = {str(k): v.info["metrics"]["val/score"] for k, v in fits.items()}
+            else:
+                sp = Space.fit(train_mans, modalities=MODS, encoders=encs, cache=fc, seed=seed, progress=False,
+                               recipe="plain", **kw)
+            tr = sp.info.get("training", {})
+            rob = tr.get("robust", {})
+            extra = {"val": sp.info["metrics"].get("val/score"), "epoch": tr.get("best_epoch"),
+                     "alpha": rob.get("wise_alpha"), "l2sp": rob.get("l2sp") or None}
+            add_row(tname, system, measure(sp), proc_hits, extra)
+            if center == "1":
+                add_row(tname, system + " +center", measure(centred(sp, train_mans, cache=fc)), proc_hits, {})
+        timings[tname] = round(time.perf_counter() - t0, 1)
+    notes = summary_notes(metrics, sets, wanted, names, center == "1")
+    notes += [
+        "cells: R@1 on each corpus' test split (one pair per query, strict, duplicates interchangeable) and Fashion-MNIST"
+        f" zero-shot on its first {len(fm_recs)} test images; (lo-hi): bootstrap 95% interval over queries "
+        f"({n_boot} resamples, seed {seed})",
+        "+center: inductive centring, each modality's mean train embedding subtracted at embed time (no test statistics); "
+        "fm transd.: centred on the Fashion-MNIST test images themselves (transductive, apart)",
+        "recipe = locked text, ridge start, label-bridge images, InfoNCE + early stopping on val (the issue-16 start); "
+        "+start: its epoch 0 (no fine-tuning); +bridge: the ridge start shrinks towards the label bridge; +wise: WiSE-FT, "
+        "alpha on val; +l2sp: lambda from the grid " + l2sp_grid + " chosen on val; +lrX: learning rate X; "
+        "defaults = Space.fit(data)",
+    ]
+    return TaskResult(
+        metrics=metrics,
+        baselines=baselines,
+        table=rows,
+        config={"corpora": names, "train_sets": sets, "systems": wanted, "max_train": cap, "fm_test_images": len(fm_recs),
+                "bootstrap": n_boot, "l2sp_chosen_on_val": chosen, "seconds_per_train_set": timings},
+        notes=notes,
+    )
+
+
+def summary_notes(metrics: dict[str, Any], sets: dict[str, list[str]], systems: Sequence[str], corpora: Sequence[str],
+                  center: bool) -> list[str]:
+    """Per system: mean difference to the better baseline over the off-diagonal cells (held-out corpora), val and test."""
+    names = [s for s in systems] + ([s + " +center" for s in systems] if center else [])
+    notes = []
+    for split in ("val", "test"):
+        parts = []
+        for s in names:
+            diffs, wins = [], 0
+            for tname, members in sets.items():
+                for c in corpora:
+                    if c in members:
+                        continue
+                    for d in ("t->i", "i->t"):
+                        key = f"{split}/{c}/{d}"
+                        v = metrics.get(f"{tname}/{s}/{key}")
+                        if v is None:
+                            continue
+                        best = max(metrics[f"-/label bridge (no pairs)/{key}"], metrics[f"{tname}/procrustes/{key}"])
+                        diffs.append(v - best)
+                        wins += v >= best
+            if diffs:
+                parts.append(f"{s}: {np.mean(diffs):+.3f} ({wins}/{len(diffs)} cells >=)")
+        if parts:
+            notes.append(f"off-diagonal {split} R@1 minus the better baseline, mean over cells: " + "; ".join(parts))
+    return notes

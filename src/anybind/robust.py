@@ -1,0 +1,280 @@
+"""Robust fine-tuning (issue 16): a trained space that keeps what its training-free start knew.
+
+Four levers, each a :class:`~anybind.train.TrainConfig` field, measured cell by cell in
+``anybind bench --task transfer``; both trainers (in memory and streaming / Ray) apply them
+through the shared loop's hooks (:func:`anybind.loop.fit_loop`'s ``penalty=`` and ``on_epoch=``,
+:func:`anybind.loop.locked_ridge_start`'s ``prior=``):
+
+* ``wise`` -- WiSE-FT (Wortsman et al. 2022, "Robust fine-tuning of zero-shot models"):
+  weight-space ensembling of every trained projector with its training-free start,
+  ``theta(alpha) = (1 - alpha) theta_start + alpha theta_trained``.  The trained endpoint is the
+  best fine-tuned epoch (val score over epochs >= 1); ``"auto"`` picks ``alpha`` on the val
+  split from :data:`WISE_GRID` (the first best, i.e. the one closest to the start on ties), a
+  number fixes it.  The grid holds both endpoints, so the mixture is never worse on val than
+  what early stopping alone keeps.
+* ``l2sp`` -- L2-SP (Li et al. 2018): ``lambda * sum ||theta - theta_start||^2`` over the trainable
+  projector weights, added to the loss of every step.
+* ``ridge_prior="bridge"`` -- the label bridge kept as the start's fallback: the ridge start
+  shrinks a label-bridge projector towards the label bridge itself (``min ||Z W - T||^2 +
+  lam ||W - c W_bridge||^2``, ``W_bridge`` reading the bridge block of the features, ``c`` fitted on
+  the training pairs) instead of towards zero, so the strong shrinkage that makes a few hundred
+  pairs generalise falls back on what the frozen classifier knows rather than on nothing
+  (:func:`bridge_prior`).  Where no encoder bridges into the locked space it shrinks towards zero,
+  with a warning; each modality's alpha and prior are recorded (:func:`ridge_start`).
+* ``center`` -- inductive centring: each modality's mean embedding over the training split is
+  stored in its projector (:meth:`~anybind.projectors.Projector.set_center`) and subtracted, then
+  re-normalised, at embed time: a corpus that lands in one corner of the space (Fashion-MNIST)
+  needs no statistics of its own test batch.  :func:`centred` does the same to any saved space.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import DataError
+from .loop import PairBlocks, locked_ridge_start
+from .projectors import Projector
+
+if TYPE_CHECKING:
+    from .data.manifest import Manifest, Record
+    from .space import Space
+
+log = logging.getLogger(__name__)
+
+#: the WiSE-FT mixing coefficients tried on val (0: the training-free start, 1: the fine-tuned weights)
+WISE_GRID = tuple(round(0.1 * i, 1) for i in range(11))
+#: what the ridge start shrinks towards
+RIDGE_PRIORS = ("zero", "bridge")
+
+State = dict[str, dict[str, torch.Tensor]]
+
+
+def snapshot(projectors: Mapping[str, Projector]) -> State:
+    """A detached copy of every projector's state (parameters and buffers)."""
+    return {m: {k: v.detach().clone() for k, v in pr.state_dict().items()} for m, pr in projectors.items()}
+
+
+def interpolate(start: State, trained: State, alpha: float) -> State:
+    """``(1 - alpha) * start + alpha * trained``, tensor by tensor (alpha 0 and 1 return exact copies)."""
+    if alpha == 0:
+        return copy.deepcopy(start)
+    if alpha == 1:
+        return copy.deepcopy(trained)
+    def mix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.lerp(a, b, float(alpha)) if b.is_floating_point() else b
+
+    return {m: {k: mix(start[m][k], v) for k, v in sd.items()} for m, sd in trained.items()}
+
+
+def load_state(projectors: Mapping[str, Projector], state: State) -> None:
+    for m, sd in state.items():
+        projectors[m].load_state_dict(sd)
+
+
+def l2sp_penalty(projectors: Mapping[str, Projector], start: State, lam: float) -> torch.Tensor | float:
+    """``lam * sum ||theta - theta_start||^2`` over the trainable parameters of the projectors that map
+    (a locked, identity projector has nothing to keep); 0.0 when ``lam`` is 0."""
+    total = None
+    if lam > 0:
+        for m, pr in projectors.items():
+            if pr.cfg.kind == "identity":
+                continue
+            for k, p in pr.named_parameters():
+                if p.requires_grad:
+                    d = (p - start[m][k]).pow(2).sum()
+                    total = d if total is None else total + d
+    return 0.0 if total is None else lam * total
+
+
+def parse_wise(value: Any) -> str | float | None:
+    """``None`` (off), ``"auto"`` (alpha chosen on val) or a mixing coefficient in [0, 1]."""
+    if value is None or value == "auto":
+        return value
+    try:
+        alpha = float(value)
+    except (TypeError, ValueError):
+        raise DataError(f"wise must be 'auto', a number in [0, 1] or None, got {value!r}") from None
+    if math.isnan(alpha) or not 0.0 <= alpha <= 1.0:
+        raise DataError(f"wise must be 'auto', a number in [0, 1] or None, got {value!r}")
+    return alpha
+
+
+def check_robust(cfg) -> None:
+    """Refuse a robust-fine-tuning setting that cannot apply (one line, before any work)."""
+    parse_wise(cfg.wise)
+    lam = cfg.l2sp
+    if isinstance(lam, bool) or not isinstance(lam, (int, float)) or math.isnan(lam) or lam < 0:
+        raise DataError(f"l2sp must be a non-negative number, got {lam!r}")
+    if cfg.ridge_prior not in RIDGE_PRIORS:
+        raise DataError(f"ridge_prior must be one of {', '.join(RIDGE_PRIORS)}, got {cfg.ridge_prior!r}")
+    if cfg.ridge_prior != "zero" and cfg.init != "ridge":
+        raise DataError(f"ridge_prior={cfg.ridge_prior!r} is what the ridge start shrinks towards: "
+                        "use init='ridge'")
+    if (cfg.wise is not None or lam > 0) and cfg.init == "random":
+        raise DataError("wise / l2sp keep projectors near their training-free start: use init='ridge' "
+                        "(with lock), 'procrustes' or 'cca', not init='random'")
+
+
+class RobustFit:
+    """WiSE-FT and L2-SP around :func:`anybind.loop.fit_loop`: keeps the start (the projectors as given, a
+    training-free start) and the best fine-tuned epoch; ``penalty`` / ``on_epoch`` are the loop's hooks."""
+
+    def __init__(self, cfg, projectors: Mapping[str, Projector], logit_scale: torch.Tensor):
+        check_robust(cfg)
+        self.wise, self.l2sp = parse_wise(cfg.wise), float(cfg.l2sp)
+        self.projectors, self.logit_scale = projectors, logit_scale
+        active = self.wise is not None or self.l2sp > 0
+        self.start = snapshot(projectors) if active else None
+        self.start_logit = float(logit_scale.item())
+        self.best: tuple[float, int, State, float] | None = None  # the best fine-tuned epoch (>= 1)
+
+    @property
+    def penalty(self) -> Callable[[], torch.Tensor | float] | None:
+        """The L2-SP term for ``fit_loop(penalty=...)`` (None when off)."""
+        if self.l2sp <= 0:
+            return None
+        return lambda: l2sp_penalty(self.projectors, self.start, self.l2sp)
+
+    def on_epoch(self, epoch: int, score: float | None) -> None:
+        """``fit_loop(on_epoch=...)``: keep the best fine-tuned epoch's weights (the last one without val)."""
+        if self.wise is None:
+            return
+        s = -math.inf if score is None or math.isnan(score) else score
+        if self.best is None or score is None or s > self.best[0] + 1e-6:
+            self.best = (s, epoch, snapshot(self.projectors), float(self.logit_scale.item()))
+
+    def finish(self, logit_scale: float, val: Callable[[], float] | None) -> tuple[float, dict[str, Any]]:
+        """Apply WiSE-FT to the projectors (holding early stopping's choice): ``(logit scale, record)``.
+
+        ``val()`` scores the projectors as they are now on the val split (None: no val split)."""
+        rec: dict[str, Any] = {"l2sp": self.l2sp, "wise": self.wise}
+        if self.wise is None:
+            return logit_scale, rec
+        if self.best is None:
+            rec["wise_note"] = "no fine-tuned epoch: nothing to mix"
+            return logit_scale, rec
+        _, epoch, trained, trained_logit = self.best
+        rec["wise_endpoint_epoch"] = epoch
+        if self.wise == "auto":
+            if val is None:
+                rec["wise_note"] = "no val split: alpha cannot be chosen, early stopping's choice kept"
+                return logit_scale, rec
+            scores = {}
+            for a in WISE_GRID:
+                load_state(self.projectors, interpolate(self.start, trained, a))
+                scores[a] = float(val())
+            alpha = max(WISE_GRID, key=lambda a: (np.nan_to_num(scores[a], nan=-1.0), -a))
+            rec["wise_val"] = {f"{a:.1f}": scores[a] for a in WISE_GRID}
+        else:
+            alpha = float(self.wise)
+        load_state(self.projectors, interpolate(self.start, trained, alpha))
+        rec["wise_alpha"] = alpha
+        if val is not None:  # the space's val score is the mixture's own
+            rec["wise_val_chosen"] = rec["wise_val"][f"{alpha:.1f}"] if "wise_val" in rec else float(val())
+        return (1 - alpha) * self.start_logit + alpha * trained_logit, rec
+
+
+# ----------------------------------------------------------------------------- the ridge start's prior
+def bridge_prior(spec: str, lock_spec: str, projector: Projector) -> torch.Tensor | None:
+    """The map (in_dim, out_dim) that reads the label-bridge block of ``projector``'s standardised input back
+    in the encoder's units (centred): for an encoder ``spec`` whose label bridge maps into ``lock_spec``'s
+    space; None for any other encoder."""
+    from .encoders.bridge import LabelBridgeEncoder
+    from .encoders.registry import get_encoder
+
+    enc = get_encoder(spec)
+    if not isinstance(enc, LabelBridgeEncoder) or enc.text_encoder.spec != lock_spec:
+        return None
+    d_base, d_in, d_out = enc.base_encoder.dim, projector.cfg.in_dim, projector.cfg.out_dim
+    if d_in != d_base + d_out:
+        return None
+    W = torch.zeros(d_in, d_out, dtype=torch.float64)
+    W[d_base:] = torch.diag(projector.scale[d_base:].double())  # z * scale = the centred bridge block
+    return W
+
+
+def ridge_start(projectors: Mapping[str, Projector], cfg, specs: Mapping[str, str], train_pairs: PairBlocks,
+                val_pairs) -> dict[str, dict[str, Any]]:
+    """:func:`anybind.loop.locked_ridge_start` with ``cfg.ridge_prior``; returns each modality's ridge
+    ``alpha`` and ``prior`` (``"bridge"`` or ``"zero"``; a bridge prior with no label bridge into ``cfg.lock``
+    falls back to zero, with a warning)."""
+    check_robust(cfg)
+    used: dict[str, str] = {}
+
+    def prior(m: str) -> torch.Tensor | None:
+        W0 = bridge_prior(specs[m], specs[cfg.lock], projectors[m]) if cfg.ridge_prior == "bridge" else None
+        used[m] = "zero" if W0 is None else cfg.ridge_prior
+        return W0
+
+    alphas = locked_ridge_start(projectors, cfg.lock, train_pairs, val_pairs, prior=prior)
+    if cfg.ridge_prior != "zero" and all(p == "zero" for p in used.values()):
+        log.warning("ridge_prior=%r: no bound modality's encoder has a label bridge into the %r encoder's "
+                    "space (%s): every ridge start shrinks towards zero", cfg.ridge_prior, cfg.lock,
+                    ", ".join(f"{k}={v}" for k, v in specs.items()))
+    return {m: {"alpha": a, "prior": used.get(m, "zero")} for m, a in alphas.items()}
+
+
+# ----------------------------------------------------------------------------- inductive centring
+@torch.no_grad()
+def train_centers(projectors: Mapping[str, Projector],
+                  feats: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Each modality's mean unit embedding of ``feats[m]`` (its training features), before any centring."""
+    out = {}
+    for m, X in feats.items():
+        if not len(X):
+            continue
+        pr = projectors[m]
+        pr.eval()
+        blocks = (torch.from_numpy(np.ascontiguousarray(X[i:i + 4096], np.float32))
+                  for i in range(0, len(X), 4096))
+        E = [F.normalize(pr.uncentred(x), dim=-1) for x in blocks]
+        out[m] = torch.cat(E).mean(0).numpy()
+    return out
+
+
+def center_projectors(projectors: Mapping[str, Projector],
+                      feats: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """Store in each projector the mean embedding of its modality's ``feats`` (the train split); returns each
+    centre's norm (0: the embeddings spread evenly; near 1: one corner)."""
+    norms = {}
+    for m, c in train_centers(projectors, feats).items():
+        projectors[m].set_center(c)
+        norms[m] = round(float(np.linalg.norm(c)), 4)
+    return norms
+
+
+def centred(space: "Space", data: "Manifest | Sequence[Manifest] | Sequence[Record]", *,
+            split: str | None = "train", cache=None) -> "Space":
+    """A copy of ``space`` whose every modality is centred on its mean embedding over ``data`` (inductive:
+    the records of ``split`` only, default ``train``; never the data the space is then scored on)."""
+    from .cache import FeatureCache
+    from .data.manifest import Manifest
+    from .space import Space
+
+    items = [data] if isinstance(data, Manifest) else list(data)
+    recs = [r for it in items for r in (it.records if isinstance(it, Manifest) else [it])]
+    recs = [r for r in recs if split is None or r.split == split]
+    fc = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
+    projectors = {m: copy.deepcopy(p) for m, p in space.projectors.items()}
+    feats = {}
+    for m in space.modalities:
+        have = [r.values[m] for r in recs if r.has(m)]
+        if have:
+            feats[m] = space.features(m, have, cache=fc)
+    if not feats:
+        raise DataError(f"centring: no {split or 'given'} record has any of the modalities "
+                        f"{', '.join(space.modalities)}")
+    norms = center_projectors(projectors, feats)
+    info = copy.deepcopy(space.info)
+    info.setdefault("lineage", []).append(
+        {"event": "centre", "split": split, "records": len(recs), "center_norms": norms})
+    return Space(space.encoders, projectors, space.logit_scale, identities=space.identities,
+                 config=copy.deepcopy(space.config), info=info, format_version=max(space.format_version, 2))

@@ -1,0 +1,157 @@
+"""`anybind audit` (issue 20): swapped captions rank at the top, planted cross-split duplicates are all found,
+the outputs (JSONL, HTML, cleaned manifest) leave the original untouched."""
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from anybind.audit import audit
+from anybind.cli import app
+from anybind.errors import OutputError
+from anybind.space import Space
+from serve_data import small_tux
+
+
+@pytest.fixture(scope="module")
+def data(tux_dir, shared_cache, tmp_path_factory):
+    return small_tux(tux_dir, shared_cache, tmp_path_factory.mktemp("serve-small"))
+
+
+def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
+    """P(a positive outscores a negative), ties half."""
+    s, y = np.asarray(scores, float), np.asarray(positive, bool)
+    d = s[y][:, None] - s[~y][None, :]
+    return float(((d > 0) + 0.5 * (d == 0)).mean())
+
+
+@pytest.fixture(scope="module")
+def corrupted(data, tmp_path_factory):
+    """The small corpus with 6 captions swapped in pairs (seeded) and 3 test records copied into train."""
+    rows = [json.loads(line) for line in open(data["manifest"])]
+    rng = np.random.default_rng(7)
+    pick = rng.choice(len(rows), 6, replace=False)
+    for i, j in pick.reshape(-1, 2):
+        rows[i]["text"], rows[j]["text"] = rows[j]["text"], rows[i]["text"]
+    tests = [r for r in rows if r["split"] == "test"][:3]
+    planted = [{**r, "id": r["id"] + "-copy", "split": "train"} for r in tests]
+    out = tmp_path_factory.mktemp("audit") / "corrupted.jsonl"
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows + planted))
+    return out, {rows[i]["id"] for i in pick}, {(r["id"], r["id"] + "-copy") for r in tests}
+
+
+def test_swapped_captions_rank_at_the_top(data, corrupted, shared_cache):
+    path, swapped, _ = corrupted
+    space = Space.load(data["space"])
+    res = audit(space, path, cache=shared_cache)
+    ids = [r.id for r in res.records]
+    mism = res.scores["mismatch"]
+    common = [i for i in ids if i in mism]
+    a = auroc(np.array([mism[i] for i in common]), np.array([i in swapped for i in common]))
+    # measured 0.9+ on this corpus; chance is 0.5
+    assert a > 0.75, a
+    top = {r.id for r in res.records[: 2 * len(swapped)]}
+    assert len(top & swapped) >= len(swapped) // 2
+    r0 = next(r for r in res.records if r.id in swapped)
+    assert any(f.kind == "mismatch" and "ranks" in f.detail for f in r0.findings)
+
+
+def test_planted_cross_split_duplicates_are_all_found(data, corrupted, shared_cache):
+    path, _, planted = corrupted
+    res = audit(Space.load(data["space"]), path, cache=shared_cache)
+    found = {tuple(sorted((r.id, f.other))) for r in res.records for f in r.findings if f.kind == "leak"}
+    assert {tuple(sorted(p)) for p in planted} <= found  # recall 1.0
+    assert res.leakage["test-train"]["records"] >= len(planted)
+    for a, b in planted:
+        assert res.scores["leak"][a] == 1.0 and res.scores["leak"][b] == 1.0  # every modality identical
+
+
+def test_cli_writes_jsonl_html_and_a_cleaned_manifest_without_touching_the_original(data, corrupted, shared_cache,
+                                                                                       tmp_path):
+    path, swapped, planted = corrupted
+    before = path.read_bytes()
+    base = ["audit", str(path), "--space", str(data["space"]), "--cache", str(shared_cache),
+            "--jsonl", str(tmp_path / "a.jsonl"), "--html", str(tmp_path / "a.html"), "--threshold", "0.9"]
+    args = [*base, "--fix", "drop", "--out", str(tmp_path / "clean.jsonl")]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert path.read_bytes() == before
+    lines = [json.loads(x) for x in (tmp_path / "a.jsonl").read_text().splitlines()]
+    assert len(lines) == len(before.splitlines()) and lines[0]["score"] >= lines[-1]["score"]
+    page = (tmp_path / "a.html").read_text()
+    assert page.startswith("<!doctype html>") and "Leakage across splits" in page and "data:image/png;base64," in page
+    kept = {json.loads(x)["id"] for x in (tmp_path / "clean.jsonl").read_text().splitlines()}
+    dropped = {r["id"] for r in lines if r["score"] >= 0.9}
+    assert dropped and not kept & dropped and len(kept) + len(dropped) == len(lines)
+    assert {i for p in planted for i in p} <= dropped  # exact duplicates score 1.0
+    # a rerun replaces its own JSONL and page; the cleaned manifest (no marker) needs --overwrite
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 2 and "clean.jsonl" in again.output
+    again = CliRunner().invoke(app, [*base, "--fix", "flag", "--out", str(tmp_path / "clean.jsonl"), "--overwrite"])
+    assert again.exit_code == 0, again.output
+    flagged = [json.loads(x) for x in (tmp_path / "clean.jsonl").read_text().splitlines()]
+    assert len(flagged) == len(lines) and sum("audit" in r.get("labels", {}) for r in flagged) == len(dropped)
+    # the original as --out is refused
+    bad = CliRunner().invoke(app, [*base, "--fix", "drop", "--out", str(path), "--overwrite"])
+    assert bad.exit_code == 2 and path.read_bytes() == before
+
+
+def test_cli_calibrate_writes_the_calibration_into_the_space(data, shared_cache, tmp_path):
+    import shutil
+
+    shutil.copytree(data["space"], tmp_path / "s")
+    (tmp_path / "s" / "calibration.json").unlink()
+    res = CliRunner().invoke(app, ["calibrate", str(tmp_path / "s"), str(data["manifest"]), "--method", "isotonic",
+                                   "--cache", str(shared_cache)])
+    assert res.exit_code == 0, res.output
+    assert "image-text" in res.output and Space.load(tmp_path / "s").calibration.method == "isotonic"
+    bad = CliRunner().invoke(app, ["calibrate", str(tmp_path / "s"), str(data["manifest"]), "--method", "magic"])
+    assert bad.exit_code == 2
+
+
+def test_outputs_are_checked_before_any_work(data, tmp_path):
+    from anybind.audit_page import write_audit
+
+    (tmp_path / "notmine.html").write_text("precious")
+    with pytest.raises(OutputError):
+        write_audit(None, None, {}, html=tmp_path / "notmine.html")  # refused before the result is read
+
+
+def test_cli_refuses_unsafe_outputs_before_loading_anything(data, tmp_path):
+    manifest = data["manifest"]
+    before = manifest.read_bytes()
+    (tmp_path / "notes.html").write_text("precious")
+    missing = str(tmp_path / "no-such-space")  # an output error must come first: nothing is loaded before
+    res = CliRunner().invoke(app, ["audit", str(manifest), "--space", missing, "--html", str(tmp_path / "notes.html")])
+    assert res.exit_code == 2 and "notes.html" in res.output and "no-such-space" not in res.output
+    assert (tmp_path / "notes.html").read_text() == "precious"
+    # the manifest itself is never an output, not even with --overwrite
+    res = CliRunner().invoke(app, ["audit", str(manifest), "--space", missing, "--jsonl", str(manifest), "--overwrite"])
+    assert res.exit_code == 2 and "audited manifest" in res.output and manifest.read_bytes() == before
+    res = CliRunner().invoke(app, ["audit", str(manifest), "--space", missing, "--jsonl", str(tmp_path / "x"),
+                                   "--fix", "flag", "--out", str(tmp_path / "x")])
+    assert res.exit_code == 2 and "another output" in res.output
+    res = CliRunner().invoke(app, ["audit", str(manifest), "--space", missing, "--fix", "drop"])
+    assert res.exit_code == 2 and "--out" in res.output
+
+
+def test_inject_errors_is_seeded_and_tells_the_truth(data, tmp_path):
+    from anybind.audit_eval import detection, inject_errors
+
+    a = inject_errors(data["manifest"], tmp_path / "a.jsonl", swap={"text": 0.2}, relabel=0.1, duplicate=2, seed=3)
+    b = inject_errors(data["manifest"], tmp_path / "b.jsonl", swap={"text": 0.2}, relabel=0.1, duplicate=2, seed=3)
+    assert a == b and (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
+    orig = {json.loads(x)["id"]: json.loads(x) for x in open(data["manifest"])}
+    new = {json.loads(x)["id"]: json.loads(x) for x in open(tmp_path / "a.jsonl")}
+    assert {i for i in orig if new[i]["text"] != orig[i]["text"]} == a["swap:text"]
+    assert {i for i in orig if new[i]["labels"] != orig[i]["labels"]} == a["label"]
+    assert len(new) == len(orig) + 2
+    assert detection({"x": 1.0, "y": 0.0, "z": 0.5}, {"x"}) == {"auroc": 1.0, "precision@k": 1.0, "k": 1}
+
+
+def test_bench_tasks_are_registered():
+    from anybind.bench import TASKS, load_tasks
+
+    load_tasks()
+    assert {"calibration", "audit", "explanations"} <= set(TASKS)

@@ -1,0 +1,228 @@
+"""Fast search for serving (issue 21): the in-memory HNSW graph beside the LanceDB table (recall, never
+stale, deletes and filters respected) and quantised codes with exact rescoring (recall, memory)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from anybind.bench.tasks_search import clustered_vectors
+from anybind.index import Index, IndexError_
+from anybind.index.memann import MEMANN_DIR, MemoryAnn
+from anybind.index.quant import hamming
+
+pytest.importorskip("hnswlib", reason="the in-memory ANN needs hnswlib (pip install 'anybind[ann]')")
+
+SLOW = settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def make(tmp, n, d=32, seed=0, clusters=None, nq=50):
+    rng = np.random.default_rng(seed)
+    X, C = clustered_vectors(n, d, clusters or max(4, n // 50), rng)
+    Q, _ = clustered_vectors(nq, d, len(C), rng, centers=C)
+    ix = Index.create(tmp / f"i{seed}-{n}-{d}", dim=d, identity=f"t{d}", ann_threshold=0, overwrite=True)
+    ix.add_vectors([str(i) for i in range(n)], X, "v")
+    return ix, X, Q
+
+
+def recall(got, want) -> float:
+    return float(np.mean([len({h.id for h in a} & {h.id for h in b}) / max(1, len(b)) for a, b in zip(got, want)]))
+
+
+@SLOW
+@given(n=st.integers(300, 3000), seed=st.integers(0, 1000))
+def test_memory_ann_recall_against_exact(tmp_path, n, seed):
+    ix, X, Q = make(tmp_path, n, seed=seed)
+    ix.create_memory_ann()
+    exact = ix.search_vectors(Q, k=10, exact=True)
+    got = ix.search_vectors(Q, k=10)  # above ann_threshold (0): the graph answers
+    assert recall(got, exact) >= 0.95
+    for g, e in zip(got[:5], exact[:5]):  # exact scores of what it found
+        assert g[0].score == pytest.approx(e[0].score, abs=1e-5) or g[0].id != e[0].id
+
+
+def test_memory_ann_is_used_and_never_answers_stale(tmp_path, caplog):
+    ix, X, Q = make(tmp_path, 1500)
+    info = ix.create_memory_ann()
+    assert info["version"] == ix.table.version and (tmp_path / ix.path.name / MEMANN_DIR / "graph.bin").is_file()
+    other = Index.open(ix.path)  # another writer: the saved graph now covers an older version
+    other.delete([str(i) for i in range(200)])
+    other.add_vectors(["new"], Q[:1], "v")
+    reader = Index.open(ix.path)  # loads the saved (stale) graph
+    with caplog.at_level(logging.INFO, logger="anybind.index.fast"):
+        hits = reader.search_vectors(Q, k=10)
+    assert "brought to table version" in caplog.text and "+1 rows, -200" in caplog.text
+    assert hits[0][0].id == "new" and hits[0][0].score == pytest.approx(1.0, abs=1e-5)
+    gone = {str(i) for i in range(200)}
+    assert not any(h.id in gone for row in hits for h in row)  # deletes respected
+    assert recall(hits, reader.search_vectors(Q, k=10, exact=True)) >= 0.95
+    # the writer's update saves the graph at the new version
+    added, deleted = other.update_memory_ann()
+    assert (added, deleted) == (1, 200)
+    assert Index.open(ix.path).meta["memory_ann"]["version"] == other.table.version
+
+
+def test_memory_ann_respects_filters(tmp_path):
+    ix, X, Q = make(tmp_path, 1200)
+    ix.add_vectors([str(i) for i in range(300)], X[:300], "w", labels=[{"c": "a" if i % 2 else "b"} for i in range(300)])
+    ix.create_memory_ann()
+    hits = ix.search_vectors(Q, k=10, modality="w")
+    assert hits and all(h.modality == "w" for row in hits for h in row)
+    assert recall(hits, ix.search_vectors(Q, k=10, modality="w", exact=True)) >= 0.95
+    few = ix.search_vectors(Q, k=10, labels={"c": "a"})  # 150 of 1500 rows: answered exactly
+    assert all(h.labels == {"c": "a"} for row in few for h in row)
+    assert [h.id for h in few[0]] == [h.id for h in ix.search_vectors(Q[:1], k=10, labels={"c": "a"}, exact=True)[0]]
+
+
+def test_a_damaged_graph_falls_back_to_exact_with_a_warning(tmp_path, caplog):
+    ix, X, Q = make(tmp_path, 800)
+    ix.create_memory_ann()
+    (ix.path / MEMANN_DIR / "graph.bin").write_bytes(b"not a graph")
+    reader = Index.open(ix.path)
+    with caplog.at_level(logging.WARNING):
+        got = reader.search_vectors(Q[:5], k=10)
+    assert "in-memory ANN not usable" in caplog.text and "searching exactly" in caplog.text
+    assert [[h.id for h in r] for r in got] == [[h.id for h in r] for r in reader.search_vectors(Q[:5], k=10, exact=True)]
+    reader.update_memory_ann()  # the writer rebuilds it
+    assert recall(Index.open(ix.path).search_vectors(Q, k=10), reader.search_vectors(Q, k=10, exact=True)) >= 0.95
+
+
+# ----------------------------------------------------------------------------- quantised codes
+@SLOW
+@given(n=st.integers(500, 2500), seed=st.integers(0, 1000))
+def test_quantised_recall_after_rescoring(tmp_path, n, seed):
+    ix, X, Q = make(tmp_path, n, d=256, seed=seed, clusters=max(8, n // 100), nq=60)
+    exact = ix.search_vectors(Q, k=10, exact=True)
+    ix.quantize("int8")
+    assert recall(ix.search_vectors(Q, k=10), exact) >= 0.99
+    assert ix.quant_memory()["ratio"] == pytest.approx(4.0)
+    ix.quantize("binary")
+    assert recall(ix.search_vectors(Q, k=10), exact) >= 0.95
+    mem = ix.quant_memory()
+    assert mem["ratio"] == pytest.approx(32.0) and mem["code_bytes"] == len(ix) * 256 / 8
+
+
+def test_quantised_codes_follow_the_table(tmp_path):
+    ix, X, Q = make(tmp_path, 600, d=64)
+    ix.quantize("binary")
+    assert ix.search_vectors(Q[:1], k=1)[0][0].id != "new"
+    other = Index.open(ix.path)
+    other.add_vectors(["new"], Q[:1], "v")
+    other.delete(["1", "2"])
+    ix.table.checkout_latest()
+    top = ix.search_vectors(Q[:1], k=10)
+    assert top[0][0].id == "new" and top[0][0].score == pytest.approx(1.0, abs=1e-5)
+    assert len(ix.quant_memory()) == 3 and ix._quant.version == ix.table.version
+    assert not {"1", "2"} & {h.id for h in ix.search_vectors(X[1:3], k=5)[0]}
+    ix.quantize(None)
+    assert ix._quant is None and ix.meta["quantize"] is None
+
+
+# ----------------------------------------------------------------------------- refusal, loading, threads
+def test_a_graph_never_answers_for_another_table_version(tmp_path):
+    ix, X, Q = make(tmp_path, 400)
+    ix.create_memory_ann()
+    old = Index.open(ix.path)
+    ann = MemoryAnn.load(ix.path / MEMANN_DIR, ix.identity, ix.dim)
+    assert ann.graph.ef == 64  # the saved search breadth, not hnswlib's default of 10
+    other = Index.open(ix.path)
+    other.add_vectors(["late"], Q[:1], "v")
+    old.table.checkout_latest()
+    with pytest.raises(IndexError_, match=f"covers table version {ann.version}, not {old.table.version}"):
+        ann.search(Q[:1], 10, old.snapshot())
+    assert old.search_vectors(Q[:1], k=1)[0][0].id == "late"  # the index brings it up to date first
+
+
+def test_searches_in_threads_while_another_writer_adds_rows(tmp_path):
+    ix, X, Q = make(tmp_path, 1000)
+    ix.create_memory_ann()
+    reader = Index.open(ix.path)
+    reader.warm_fast()  # loads the graph before the first search
+    errors: list[BaseException] = []
+
+    def search(i):
+        try:
+            for j in range(8):
+                reader.search_vectors(Q[(i * 8 + j) % len(Q)][None], k=10)
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=search, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    writer = Index.open(ix.path)
+    for b in range(3):
+        writer.add_vectors([f"new{b}-{i}" for i in range(5)], Q[b * 5 : b * 5 + 5], "v")
+        reader.table.checkout_latest()
+    for t in threads:
+        t.join()
+    assert not errors
+    hits = reader.search_vectors(Q[:15], k=1)
+    assert [h[0].id for h in hits] == [f"new{i // 5}-{i % 5}" for i in range(15)]
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.binary(min_size=5, max_size=5), min_size=1, max_size=20), st.binary(min_size=5, max_size=5))
+def test_hamming_counts_differing_bits(rows, q):
+    C = np.frombuffer(b"".join(rows), np.uint8).reshape(len(rows), 5)
+    qq = np.frombuffer(q, np.uint8)
+    want = np.unpackbits(C ^ qq, axis=1).sum(1)
+    assert hamming(C, qq).tolist() == want.tolist()
+
+
+def test_cli_index_keeps_the_graph_and_codes(tmp_path):
+    from typer.testing import CliRunner
+
+    from anybind.cli import app
+    from test_index import make_space, write_corpus
+
+    make_space().save(tmp_path / "space")
+    runner = CliRunner()
+    base = ["index", str(tmp_path / "space"), "--out", str(tmp_path / "ix"), "--cache", str(tmp_path / "c"),
+            "--ann", "never", "--ann-threshold", "0"]
+    res = runner.invoke(app, [*base[:2], str(write_corpus(tmp_path, n=30)), *base[2:], "--memory-ann"])
+    assert res.exit_code == 0, res.output
+    assert "in-memory ANN (hnswlib, M=16) over 60 rows" in res.output
+    more = write_corpus(tmp_path, n=10, start=30, name="more.jsonl")
+    res = runner.invoke(app, [*base[:2], str(more), *base[2:]])  # a later build keeps the saved graph current
+    assert res.exit_code == 0 and "over 80 rows" in res.output, res.output
+    ix = Index.open(tmp_path / "ix")
+    assert ix.meta["memory_ann"]["version"] == ix.table.version
+    assert MemoryAnn.load(ix.path / MEMANN_DIR, ix.identity, ix.dim).live == 80
+    for kind in ("binary", "none"):
+        res = runner.invoke(app, [*base[:2], str(more), *base[2:], "--quantize", kind])
+        assert res.exit_code == 0, res.output
+        assert ("searches use binary codes" in res.output) == (kind == "binary")
+    assert Index.open(tmp_path / "ix").meta["quantize"] is None
+    q = ["search", str(tmp_path / "ix"), "--text", "stamp number 33", "-k", "5", "--json", "--cache", str(tmp_path / "c")]
+    fast, exact = (json.loads(runner.invoke(app, q + extra).output) for extra in ([], ["--exact"]))
+    assert [h["id"] for h in fast] == [h["id"] for h in exact] and fast[0]["id"] == "r33"
+
+
+def test_the_search_breadth_is_saved_with_the_index(tmp_path):
+    ix, X, Q = make(tmp_path, 500)
+    ix.create_memory_ann(ef=16)
+    ix.set_memory_ann_ef(200)
+    assert Index.open(ix.path).meta["memory_ann"]["ef"] == 200
+    reader = Index.open(ix.path)
+    assert recall(reader.search_vectors(Q, k=10), reader.search_vectors(Q, k=10, exact=True)) >= 0.99
+    with pytest.raises(IndexError_, match="ef must be a positive integer"):
+        ix.set_memory_ann_ef(0)
+
+
+def test_more_rescored_candidates_find_more_of_the_true_neighbours(tmp_path):
+    ix, X, Q = make(tmp_path, 2000, d=128, clusters=20, nq=40)
+    exact = ix.search_vectors(Q, k=10, exact=True)
+    got = {}
+    for r in (1, 5, 100):
+        ix.quantize("binary", rescore=r)
+        got[r] = recall(ix.search_vectors(Q, k=10), exact)
+    assert got[1] < got[5] < got[100] and got[100] >= 0.95, got
+    assert Index.open(ix.path).meta["quantize"] == {"kind": "binary", "rescore": 100}
+    with pytest.raises(IndexError_, match="rescore must be a positive integer"):
+        ix.quantize("int8", rescore=0)

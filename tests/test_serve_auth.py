@@ -1,0 +1,241 @@
+"""Access control of the service (issue 21): API keys (hashed), Bearer checks, scopes, rate limits,
+CORS closed by default, and the refusal to bind a non-loopback address without keys."""
+
+from __future__ import annotations
+
+import hmac
+import json
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from hypothesis import given, settings, strategies as st
+from typer.testing import CliRunner
+
+from anybind.cli import app as cli
+from anybind.serve import ServeConfig, Service, create_app
+from anybind.serve import auth
+from anybind.serve.auth import AuthConfigError, KeyStore, add_key, check_bind, hash_key, read_keys, revoke_key
+from serve_data import small_tux
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def toy_app(store: KeyStore) -> FastAPI:
+    """A tiny app behind the same middleware: a read route, a write route and /health."""
+    from anybind.serve.auth import ApiKeyAuth
+
+    app = FastAPI()
+
+    @app.get("/health")
+    def health():
+        return {"ok": True}
+
+    @app.post("/search")
+    def search():
+        return {"hits": []}
+
+    @app.post("/admin/reindex")
+    def reindex():
+        return {"done": True}
+
+    app.add_middleware(ApiKeyAuth, store=store)
+    return app
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.fixture
+def keyfile(tmp_path):
+    f = tmp_path / "keys.json"
+    keys = {"reader": add_key(f, "reader"), "writer": add_key(f, "writer", scope="write"),
+            "slow": add_key(f, "slow", rate_per_minute=2)}
+    return f, keys
+
+
+def test_the_file_holds_hashes_only_and_is_private(keyfile):
+    f, keys = keyfile
+    text = f.read_text()
+    for k in keys.values():
+        assert k.startswith("ab_") and len(k) > 40
+        assert k not in text and hash_key(k) in text
+    assert f.stat().st_mode & 0o077 == 0
+    assert [k.name for k in read_keys(f)] == ["reader", "writer", "slow"]
+
+
+def test_missing_wrong_and_revoked_keys_get_401_health_stays_open(keyfile):
+    f, keys = keyfile
+    store = KeyStore(f, reload_seconds=0)
+    with TestClient(toy_app(store)) as c:
+        assert c.get("/health").status_code == 200
+        r = c.post("/search")
+        assert r.status_code == 401 and "Bearer" in r.json()["detail"]
+        assert r.headers["www-authenticate"].startswith("Bearer")
+        assert c.post("/search", headers={"Authorization": f"Basic {keys['reader']}"}).status_code == 401
+        assert c.post("/search", headers=bearer(keys["reader"] + "x")).json()["detail"] == "unknown API key"
+        assert c.post("/search", headers=bearer(keys["reader"])).status_code == 200
+        revoke_key(f, "reader")  # live: the running service re-reads the file
+        r = c.post("/search", headers=bearer(keys["reader"]))
+        assert r.status_code == 401 and "revoked" in r.json()["detail"]
+        assert c.post("/search", headers=bearer(keys["writer"])).status_code == 200
+
+
+def test_a_broken_key_file_closes_the_service(keyfile):
+    f, keys = keyfile
+    store = KeyStore(f, reload_seconds=0)
+    with TestClient(toy_app(store)) as c:
+        assert c.post("/search", headers=bearer(keys["reader"])).status_code == 200
+        f.write_text("{not json")
+        assert c.post("/search", headers=bearer(keys["reader"])).status_code == 401
+        f.unlink()
+        assert c.post("/search", headers=bearer(keys["reader"])).status_code == 401
+
+
+def test_read_only_key_on_a_write_route_gets_403(keyfile, monkeypatch):
+    f, keys = keyfile
+    monkeypatch.setattr(auth, "WRITE_ROUTES", (("POST", "/admin/"),))
+    with TestClient(toy_app(KeyStore(f))) as c:
+        r = c.post("/admin/reindex", headers=bearer(keys["reader"]))
+        assert r.status_code == 403 and "read-only" in r.json()["detail"]
+        assert c.post("/admin/reindex", headers=bearer(keys["writer"])).status_code == 200
+        assert c.post("/search", headers=bearer(keys["reader"])).status_code == 200
+
+
+def test_rate_limit_gives_429_with_retry_after_per_key(keyfile):
+    f, keys = keyfile
+    clock = Clock()
+    store = KeyStore(f, clock=clock)
+    with TestClient(toy_app(store)) as c:
+        for _ in range(2):  # burst = the rate: 2 at once
+            assert c.post("/search", headers=bearer(keys["slow"])).status_code == 200
+        r = c.post("/search", headers=bearer(keys["slow"]))
+        assert r.status_code == 429
+        assert r.headers["retry-after"] == "30"  # 2/min: the next token in 30 s
+        assert c.post("/search", headers=bearer(keys["reader"])).status_code == 200  # other keys unaffected
+        clock.t += 29.0
+        assert c.post("/search", headers=bearer(keys["slow"])).headers["retry-after"] == "1"
+        clock.t += 1.0
+        assert c.post("/search", headers=bearer(keys["slow"])).status_code == 200
+
+
+def test_every_stored_hash_is_compared_in_constant_time(keyfile, monkeypatch):
+    """The match neither stops at the first hit nor compares with ==: hmac.compare_digest on every entry."""
+    f, keys = keyfile
+    store = KeyStore(f)
+    calls = []
+    real = hmac.compare_digest
+
+    def spy(a, b):
+        calls.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(auth.hmac, "compare_digest", spy)
+    assert store.check(f"Bearer {keys['reader']}", "POST", "/search").status == 0  # the first entry
+    assert len(calls) == 3
+    calls.clear()
+    assert store.check("Bearer nope", "POST", "/search").status == 401
+    assert len(calls) == 3
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.text(min_size=1, max_size=80).filter(lambda s: s.strip() == s and " " not in s))
+def test_no_made_up_token_is_accepted(tmp_path_factory, token):
+    f = tmp_path_factory.mktemp("k") / "keys.json"
+    key = add_key(f, "a")
+    store = KeyStore(f)
+    assert store.check(f"Bearer {token}", "POST", "/search").status == (0 if token == key else 401)
+    assert store.check(f"Bearer {key}", "POST", "/search").status == 0
+
+
+def test_bad_key_files_are_named(tmp_path):
+    f = tmp_path / "k.json"
+    with pytest.raises(AuthConfigError, match="no such key file"):
+        KeyStore(f)
+    f.write_text(json.dumps({"format": "anybind.api-keys", "keys": [{"name": "a", "sha256": "xyz"}]}))
+    with pytest.raises(AuthConfigError, match=r"key 0 \('a'\): 'sha256'"):
+        read_keys(f)
+    add_key(tmp_path / "ok.json", "a")
+    with pytest.raises(AuthConfigError, match="already there"):
+        add_key(tmp_path / "ok.json", "a")
+    with pytest.raises(AuthConfigError, match="scope 'admin'"):
+        add_key(tmp_path / "ok.json", "b", scope="admin")
+
+
+@pytest.mark.parametrize("host,ok", [("127.0.0.1", True), ("::1", True), ("localhost", True), ("127.0.0.2", True),
+                                     ("0.0.0.0", False), ("::", False), ("192.168.1.5", False),
+                                     ("example.org", False)])
+def test_non_local_bind_without_keys_is_refused(host, ok, tmp_path):
+    if ok:
+        check_bind(host, None)
+    else:
+        with pytest.raises(AuthConfigError, match="--api-keys"):
+            check_bind(host, None)
+        check_bind(host, None, insecure=True)
+        check_bind(host, tmp_path / "keys.json")
+
+
+def test_cli_refuses_before_loading_anything(tmp_path):
+    r = CliRunner().invoke(cli, ["serve", str(tmp_path / "nospace"), "--index", str(tmp_path / "noindex"),
+                                 "--host", "0.0.0.0"])
+    assert r.exit_code == 2 and "--api-keys" in r.stderr and "Traceback" not in r.output
+    r = CliRunner().invoke(cli, ["serve", str(tmp_path / "nospace"), "--index", str(tmp_path / "noindex"),
+                                 "--host", "0.0.0.0", "--insecure"])
+    assert r.exit_code == 2 and "--api-keys" not in r.stderr  # it went on: the space is missing
+
+
+def test_cli_keys_add_list_revoke(tmp_path):
+    f = tmp_path / "keys.json"
+    r = CliRunner().invoke(cli, ["keys", "add", str(f), "web", "--rate", "60"])
+    assert r.exit_code == 0, r.output
+    key = r.stdout.strip()
+    assert KeyStore(f).check(f"Bearer {key}", "GET", "/items/x").status == 0
+    r = CliRunner().invoke(cli, ["keys", "list", str(f)])
+    assert r.stdout.split()[:4] == ["web", "read", "60/min", "active"] and key not in r.stdout
+    assert CliRunner().invoke(cli, ["keys", "revoke", str(f), "web"]).exit_code == 0
+    assert KeyStore(f).check(f"Bearer {key}", "GET", "/items/x").status == 401
+    r = CliRunner().invoke(cli, ["keys", "revoke", str(f), "nobody"])
+    assert r.exit_code == 2 and "no key named 'nobody'" in r.stderr
+
+
+# ----------------------------------------------------------------------------- the real service
+@pytest.fixture(scope="module")
+def svc(tux_dir, shared_cache, tmp_path_factory):
+    data = small_tux(tux_dir, shared_cache, tmp_path_factory.mktemp("serve-small"))
+    s = Service.load(data["space"], data["index"], cache=shared_cache, config=ServeConfig())
+    yield s
+    s.close()
+
+
+def test_service_with_keys_closes_everything_but_health_and_the_page(svc, tmp_path):
+    f = tmp_path / "keys.json"
+    key = add_key(f, "t")
+    with TestClient(create_app(service=svc, api_keys=f), raise_server_exceptions=False) as c:
+        assert c.get("/health").status_code == 200
+        assert c.get("/").status_code == 200 and c.get("/static/app.js").status_code == 200
+        item = svc.index.snapshot().meta.column("id")[0].as_py()
+        for method, path, body in [("post", "/search", {"text": "a dog"}), ("post", "/embed", {"texts": ["a"]}),
+                                   ("post", "/classify", {"text": "a", "labels": ["x", "y"]}),
+                                   ("get", f"/items/{item}", None), ("get", f"/thumbs/{item}", None),
+                                   ("get", "/openapi.json", None), ("get", "/docs", None)]:
+            r = getattr(c, method)(path, **({"json": body} if body else {}))
+            assert r.status_code == 401, (path, r.status_code)
+            assert r.headers["x-content-type-options"] == "nosniff"  # still inside the security headers
+        r = c.post("/search", json={"text": "a dog"}, headers=bearer(key))
+        assert r.status_code == 200 and r.json()["hits"]
+        # CORS closed by default: no allow-origin header, a preflight is refused
+        r = c.post("/search", json={"text": "a dog"}, headers={**bearer(key), "Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in r.headers
+    with TestClient(create_app(service=svc, api_keys=f, cors_origins=["https://app.example"])) as c:
+        pre = c.options("/search", headers={"Origin": "https://app.example", "Access-Control-Request-Method": "POST",
+                                            "Access-Control-Request-Headers": "authorization,content-type"})
+        assert pre.status_code == 200 and pre.headers["access-control-allow-origin"] == "https://app.example"
+        r = c.post("/search", json={"text": "a dog"}, headers={**bearer(key), "Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in r.headers

@@ -1,0 +1,91 @@
+"""Dynamic batching of the service's encoder calls (anybind.serve.batching): concurrent requests for one
+encoder share one call, get the same vectors as alone, and keep their errors to themselves."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from anybind.encoders.registry import get_encoder
+from anybind.errors import DataError
+from anybind.serve.batching import Batcher
+from anybind.serve.state import MemoryFeatureCache
+
+
+def together(fn, args):
+    """fn(arg) in one thread per arg, started at once; (results, errors) in arg order."""
+    gate = threading.Barrier(len(args))
+    out: list = [None] * len(args)
+    err: list = [None] * len(args)
+
+    def one(i):
+        gate.wait()
+        try:
+            out[i] = fn(args[i])
+        except Exception as e:  # noqa: BLE001 - compared below
+            err[i] = e
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(args))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return out, err
+
+
+def test_concurrent_texts_are_encoded_in_shared_calls(tmp_path, monkeypatch):
+    log = tmp_path / "calls.log"
+    monkeypatch.setenv("ANYBIND_TEST_CALL_LOG", str(log))
+    enc = get_encoder("callable:helper_encoders:hashed_text")
+    texts = [f"query number {i}" for i in range(8)]
+    cache = MemoryFeatureCache(None, batch_wait=0.5, max_batch=8)
+    got, err = together(lambda t: cache.encode(enc, [t], progress=False)[0], texts)
+    assert err == [None] * 8
+    sizes = [int(x) for x in log.read_text().split()]
+    assert sum(sizes) == 8 and max(sizes) > 1 and cache.batcher.calls < 8 and cache.batcher.asks == 8
+    alone = MemoryFeatureCache(None).encode(enc, texts, progress=False)
+    np.testing.assert_allclose(np.stack(got), alone, rtol=1e-6)
+
+
+def test_a_corrupt_upload_fails_alone_in_its_batch(tmp_path):
+    enc = get_encoder("callable:helper_encoders:image_stats")
+    paths = []
+    for i in range(5):
+        p = tmp_path / f"{i}.png"
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (9 + i, 10, 3), dtype=np.uint8)).save(p)
+        paths.append(p)
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"not really a png")
+    paths.insert(2, bad)
+    cache = MemoryFeatureCache(None, batch_wait=0.5, max_batch=6)
+    got, err = together(lambda p: cache.encode(enc, [str(p)], progress=False)[0], paths)
+    assert isinstance(err[2], DataError) and "bad.png" in str(err[2]) and got[2] is None
+    assert [e for i, e in enumerate(err) if i != 2] == [None] * 5
+    assert cache.batcher.calls < 6
+    alone = MemoryFeatureCache(None).encode(enc, [str(p) for i, p in enumerate(paths) if i != 2], progress=False)
+    np.testing.assert_allclose(np.stack([g for i, g in enumerate(got) if i != 2]), alone, rtol=1e-6)
+
+
+def test_a_failing_combined_call_is_retried_per_request():
+    calls = []
+
+    def encode(keys, first):
+        calls.append(sorted(keys))
+        if "boom" in keys:
+            raise RuntimeError("the encoder crashed on boom")
+        return {k: "undecodable" for k in keys if k.startswith("bad")}
+
+    b = Batcher(0.5, max_batch=4)
+    got, err = together(lambda k: b.run("enc", [k], {k: k}, encode), ["a", "boom", "bad1", "c"])
+    assert got[0] == {} and got[3] == {} and got[2] == {"bad1": "undecodable"}
+    assert isinstance(err[1], RuntimeError) and err[0] is None and err[2] is None
+    assert calls[0] == ["a", "bad1", "boom", "c"] and sorted(calls[1:]) == [["a"], ["bad1"], ["boom"], ["c"]]
+
+
+def test_batching_is_off_by_default_and_a_lone_error_reaches_its_request():
+    assert MemoryFeatureCache(None).batcher is None
+    with pytest.raises(RuntimeError, match="alone"):
+        Batcher(0.0).run("e", ["x"], {"x": 1}, lambda k, f: (_ for _ in ()).throw(RuntimeError("alone")))
