@@ -5,8 +5,8 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.anybind-installed
 DEB    := $(VENV)/.anybind-debian
 # every extra the README uses: every modality (lite: EfficientNet-Lite1/2 for `bind --replace` and `compat`),
-# ONNX Runtime encoders, the service and Ray scale-out, and the test tools (schemathesis, Playwright)
-EXTRAS := audio,e5,lite,speech,timeseries,serve,scale,onnx,dev
+# ONNX Runtime encoders, video decoding (PyAV), the service and Ray scale-out, and the test tools (schemathesis, Playwright)
+EXTRAS := audio,e5,lite,speech,timeseries,serve,scale,onnx,video,dev
 
 .PHONY: demo test bench install clean
 

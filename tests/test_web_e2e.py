@@ -107,7 +107,7 @@ def test_drop_a_sound_and_see_results(site, page):
     bad.write_bytes(b"just some text, not a picture")
     page.set_input_files("#file", str(bad))
     _settled(page)
-    assert "not an image or a sound" in page.locator("#status.error").inner_text()
+    assert "not an image, a sound or a video" in page.locator("#status.error").inner_text()
     assert page.locator("#results .hit").count() == 0
     assert [p for p in page.problems if "415" not in p] == []  # the browser logs the 415 itself
 

@@ -219,6 +219,40 @@ def corpus_speech(
         console.print(f"  {split} voices: {', '.join(vs) or '-'}", highlight=False)
 
 
+@corpus_app.command("tuxpaint-video")
+def corpus_tuxpaint_video(
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to write the corpus to."),
+    tux: Optional[Path] = typer.Option(None, help="A built Tux Paint corpus (folder or manifest); default: build one from --stamps."),
+    stamps: Path = typer.Option(Path("/usr/share/tuxpaint/stamps"), help="Tux Paint stamps folder, used when --tux is not given."),
+    limit: Optional[int] = typer.Option(None, help="Only the first N Tux Paint records of each split (a quick build)."),
+    seconds: float = typer.Option(3.0, help="Length of each clip, in seconds."),
+    fps: int = typer.Option(8, help="Frames per second of each clip."),
+    size: int = typer.Option(128, help="Side of the square clips, in pixels (even)."),
+    copy_images: bool = typer.Option(True, "--copy/--no-copy", help="Copy the stamp images into the corpus or point at the Tux Paint corpus."),
+    install: bool = typer.Option(True, "--install/--no-install", help="apt-get install the stamps when missing (as root)."),
+):
+    """Tux Paint stamps panning, zooming or fading in as short H.264 clips, with their captions and still images.
+
+    Example:  anybind corpus tuxpaint-video --out data/tux-video
+
+    Quick look (5 stamps of each split):  anybind corpus tuxpaint-video --out /tmp/tv --limit 5
+    """
+    from ..corpora.tuxpaint_video import build_tuxpaint_video
+
+    try:
+        summary = build_tuxpaint_video(out, tux, stamps_dir=stamps, limit=limit, seconds=seconds, fps=fps, size=size,
+                                       copy_images=copy_images, install=install, progress=True)
+    except AnybindError as e:
+        fail(e)
+    _print_corpus(summary)
+    from ..corpora import read_corpus_meta
+
+    clips = (read_corpus_meta(summary.manifest) or {}).get("clips", {})
+    motions = ", ".join(f"{k} {v}" for k, v in (clips.get("motions") or {}).items())
+    console.print(f"  clips: {clips.get('frames', 0)} frames of {clips.get('size', 0)} px at {clips.get('fps', 0)} fps; "
+                  f"{motions}", highlight=False)
+
+
 @corpus_app.command("timeseries")
 def corpus_timeseries(
     out: Path = typer.Option(..., "--out", "-o", help="Folder to write the corpus to."),

@@ -6,6 +6,7 @@
 * :mod:`.openclipart` -- Open Clip Art SVGs with cleaned titles and keywords.
 * :mod:`.fashion_mnist` -- Fashion-MNIST, evaluation only (``corpus.json`` ``eval_only``).
 * :mod:`.sounds` -- freedesktop event sounds and farm-animal sounds.
+* :mod:`.tuxpaint_video` -- Tux Paint stamps panning, zooming or fading in as short captioned H.264 clips.
 * :mod:`.speech` -- Tux Paint captions spoken by espeak-ng, voices disjoint between train/val/test, + images.
 * :mod:`.timeseries` -- UCR/UEA labelled time series bundled in aeon (BasicMotions...), class described as text.
 * :mod:`.instruments` -- the 128 General MIDI instruments (+ drum kit) rendered by FluidSynth, captioned.

@@ -33,6 +33,11 @@ class MediaLimits:
     max_sample_rate: an audio file declaring a higher sample rate (Hz) is refused before it is resampled:
         the polyphase filter grows with the rate (a 444-byte WAV declaring 5 MHz cost 4.6 GB). 384 kHz is
         the highest rate audio hardware records at.
+    max_video_pixels: a video whose frames are larger (width x height, from the stream header) is refused
+        before any frame is decoded: 4096 x 2160 (DCI 4K) passes.
+    max_video_seconds: a video declaring a longer duration is refused before decoding.
+    max_video_frames: frames decoded from one video, sampled or not: past them the video is refused (a
+        stream declaring thousands of frames per second would otherwise decode without end).
     """
 
     max_pixels: int = 178_956_970
@@ -41,6 +46,9 @@ class MediaLimits:
     max_svg_depth: int = 64
     max_sample_rate: int = 384_000
     max_svg_seconds: float | None = 120.0
+    max_video_pixels: int = 4096 * 2160
+    max_video_seconds: float = 4 * 3600.0
+    max_video_frames: int = 20_000
 
 
 #: the limits :func:`anybind.data.media.load_image` applies unless given others (or :func:`using_limits`)

@@ -167,9 +167,9 @@ def modality_kind(name: str, kinds: Mapping[str, str] | None = None) -> str | No
 
 
 def _check_kind(name: str) -> str | None:
-    """What decoding checks a file field (``None``: nothing to decode, e.g. video)."""
+    """What decoding checks a file field (``None``: nothing to decode)."""
     base = base_modality(name)
-    return {"image": "image", "audio": "audio", "speech": "audio", "timeseries": "timeseries"}.get(base)
+    return {"image": "image", "audio": "audio", "speech": "audio", "timeseries": "timeseries", "video": "video"}.get(base)
 
 
 def _check_media(kind: str, path: Path) -> None:
@@ -183,6 +183,10 @@ def _check_media(kind: str, path: Path) -> None:
         from .series import load_series
 
         load_series(path)
+    elif kind == "video":  # the header, the limits and the first frame (decoding all of it is the encoder's work)
+        from .video import poster_frame
+
+        poster_frame(path)
 
 
 def load_manifest(

@@ -71,7 +71,7 @@ class CallableEncoder(Encoder):
         return self._identity
 
     def load(self, item: Any) -> Any:
-        if self.input_kind == "file":
+        if self.input_kind == "file" and isinstance(item, (str, Path)):  # in memory (a video's frame): as is
             p = Path(item)
             if not p.is_file():
                 raise DataError(f"{p}: file does not exist")

@@ -44,6 +44,7 @@ BUILTINS: dict[str, str] = {
     "audio": "anybind.encoders.audio:make_audio_encoder",
     "speech": "anybind.encoders.speech:make_speech_encoder",
     "timeseries": "anybind.encoders.timeseries:make_timeseries_encoder",
+    "video": "anybind.encoders.video:make_video_encoder",
     "callable": "anybind.encoders.custom:make_callable_encoder",
     "vectors": "anybind.encoders.custom:make_vectors_encoder",
 }
@@ -58,6 +59,7 @@ DEFAULTS: dict[str, str] = {
     "audio": "audio:aisfx",
     "speech": "speech:whisper-tiny",
     "timeseries": "timeseries:minirocket",
+    "video": "video:frames(image:efficientnet-lite0)@fps=1,max=32",
 }
 
 _RUNTIME: dict[str, EncoderFactory] = {}

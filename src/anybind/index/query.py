@@ -12,6 +12,7 @@ import numpy as np
 
 from ..data.files import open_regular
 from ..data.strings import is_blank
+from ..data.video import VIDEO_SUFFIXES
 from ..errors import AnybindError, DataError
 from ..scoring import Scorer
 from .errors import QueryError
@@ -34,7 +35,8 @@ def check_k(k: Any) -> int:
 
 def _looks_like_file(s: str) -> bool:
     suf = Path(s).suffix.lower()
-    return (suf in _IMAGE_SUFFIXES or suf in _AUDIO_SUFFIXES) and "\n" not in s and len(s) < 4096
+    known = suf in _IMAGE_SUFFIXES or suf in _AUDIO_SUFFIXES or suf in VIDEO_SUFFIXES
+    return known and "\n" not in s and len(s) < 4096
 
 
 def _modality_of_file(p: str | Path) -> str:
@@ -43,6 +45,8 @@ def _modality_of_file(p: str | Path) -> str:
         return "image"
     if suf in _AUDIO_SUFFIXES:
         return "audio"
+    if suf in VIDEO_SUFFIXES:
+        return "video"
     raise QueryError(
         f"cannot tell the modality of {p} from its suffix: pass image=..., audio=... or inputs={{modality: path}}"
     )

@@ -8,7 +8,7 @@ Endpoints (OpenAPI schema at ``/openapi.json``, interactive docs at ``/docs``)::
     POST /search                text(s), fused, filtered       POST /search/upload    image/sound (+ text), fused
     POST /classify              zero-shot over given labels    POST /classify/upload  the same for a file
     GET  /items/{id}            a stored item (image, sound or text), looked up in the index by id
-    GET  /thumbs/{id}           a JPEG thumbnail of a stored image
+    GET  /thumbs/{id}           a JPEG thumbnail of a stored image (a video's first frame)
 
 Guarantees:
 
@@ -438,8 +438,8 @@ def create_app(
     ) -> Response:
         svc: Service = request.state.svc
         it = await anyio.to_thread.run_sync(svc.item, item_id, modality)  # may reload the index: off the event loop
-        if it.media != "image":
-            raise NotFound(f"item {item_id!r} ({it.modality}) is not an image: no thumbnail")
+        if it.media not in ("image", "video"):
+            raise NotFound(f"item {item_id!r} ({it.modality}) is not an image or a video: no thumbnail")
         try:
             data = await anyio.to_thread.run_sync(svc.thumbnail, it, size, limiter=request.state.thumbs)
         except (NotFound, Changed):

@@ -30,7 +30,7 @@ def hit_out(svc: Service, h: Hit) -> HitOut:
     else:
         ref = f"{_quote_id(h.id)}?modality={quote(h.modality, safe='')}"
         url = f"/items/{ref}"
-        if media == "image":
+        if media in ("image", "video"):
             thumb = f"/thumbs/{ref}"
     return HitOut(
         rank=h.rank, id=h.id, modality=h.modality, media=media, score=h.score, labels=h.labels, text=text,

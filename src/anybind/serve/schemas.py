@@ -94,12 +94,12 @@ class HitOut(BaseModel):
     rank: int = Field(ge=1)
     id: str
     modality: str
-    media: Literal["image", "audio", "text", "other"]
+    media: Literal["image", "audio", "video", "text", "other"]
     score: float
     labels: dict[str, Any]
     text: str | None = Field(None, description="The item itself, for text modalities.")
     url: str | None = Field(None, description="GET it to fetch the stored item (file modalities).")
-    thumb_url: str | None = Field(None, description="GET it for a JPEG thumbnail (images).")
+    thumb_url: str | None = Field(None, description="GET it for a JPEG thumbnail (images; a video's first frame).")
     probability: float | None = Field(
         None, ge=0, le=1, description="Calibrated P(match) at prior 0.5 (a calibrated space, a one-modality query).")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..data.media import looks_like_svg
+from ..data.video import looks_like_video
 
 #: bytes read from the start of a file to sniff it (SVG roots may sit behind up to 64 KB of comments)
 SNIFF_BYTES = 65536
@@ -17,7 +18,7 @@ SNIFF_BYTES = 65536
 
 @dataclass(frozen=True)
 class Sniffed:
-    kind: str  # "image" | "audio"
+    kind: str  # "image" | "audio" | "video"
     mime: str
     ext: str
 
@@ -31,10 +32,12 @@ _WAV = Sniffed("audio", "audio/wav", ".wav")
 _OGG = Sniffed("audio", "audio/ogg", ".ogg")
 _FLAC = Sniffed("audio", "audio/flac", ".flac")
 _MP3 = Sniffed("audio", "audio/mpeg", ".mp3")
+_MP4 = Sniffed("video", "video/mp4", ".mp4")
+_WEBM = Sniffed("video", "video/webm", ".webm")
 
 #: every content type :func:`sniff` can answer (the service documents these for stored files)
-MIME_TYPES = tuple(s.mime for s in (_PNG, _JPEG, _GIF, _WEBP, _SVG, _WAV, _OGG, _FLAC, _MP3))
-ACCEPTED = "PNG, JPEG, GIF, WebP or SVG images; WAV, OGG, FLAC or MP3 sounds"
+MIME_TYPES = tuple(s.mime for s in (_PNG, _JPEG, _GIF, _WEBP, _SVG, _WAV, _OGG, _FLAC, _MP3, _MP4, _WEBM))
+ACCEPTED = "PNG, JPEG, GIF, WebP or SVG images; WAV, OGG, FLAC or MP3 sounds; MP4 or WebM videos"
 
 
 def _mp3_frame(head: bytes) -> bool:
@@ -49,7 +52,10 @@ def _mp3_frame(head: bytes) -> bool:
 
 
 def sniff(data: bytes) -> Sniffed | None:
-    """The image or sound format of ``data`` (the file's first bytes), or ``None`` when it is neither."""
+    """The image, sound or video format of ``data`` (the file's first bytes), or ``None`` when it is none.
+
+    Videos: MP4 (an ``ftyp`` box; not the still-image HEIF/AVIF brands) and WebM (EBML with the ``webm`` doc
+    type); QuickTime and other Matroska files are not taken."""
     if data.startswith(b"\x89PNG\r\n\x1a\n"):
         return _PNG
     if data.startswith(b"\xff\xd8\xff"):
@@ -68,6 +74,11 @@ def sniff(data: bytes) -> Sniffed | None:
         return _FLAC
     if data.startswith(b"ID3") or _mp3_frame(data[:4]):
         return _MP3
+    video = looks_like_video(data[:64])
+    if video == "mp4":
+        return _MP4
+    if video == "webm":
+        return _WEBM
     if looks_like_svg(data):
         return _SVG
     return None

@@ -47,6 +47,8 @@ class ServeConfig:
     max_pixels: an uploaded raster image larger than this (width x height, read from its header) -> 400,
         before anything is decoded (a small file can hold a huge image).
     max_audio_seconds: an uploaded sound longer than this (read from its header) -> 400.
+    max_video_seconds: an uploaded video declaring a longer duration -> 400, before a frame is decoded (its
+        frames are also bounded by ``max_pixels``, and by the library's 4096x2160).
     max_svg_work: an uploaded SVG whose estimated rendering work is larger -> 400, before it is rendered
         (see :class:`~anybind.data.media.MediaLimits`; its embedded images count against ``max_pixels``).
     max_svg_seconds: wall-clock seconds rendering one SVG may take (an upload, or an indexed SVG's thumbnail):
@@ -69,6 +71,7 @@ class ServeConfig:
     thumb_cache: int = 1024
     max_pixels: int = 40_000_000
     max_audio_seconds: float = 120.0
+    max_video_seconds: float = 120.0
     max_svg_work: int = 100_000
     max_svg_seconds: float = 20.0
     refresh_seconds: float = 2.0
@@ -263,7 +266,8 @@ class Service:
         """The limits uploads are checked and rendered under (see :class:`ServeConfig`)."""
         cfg = self.config
         return MediaLimits(
-            max_pixels=cfg.max_pixels, max_svg_work=cfg.max_svg_work, max_svg_seconds=cfg.max_svg_seconds
+            max_pixels=cfg.max_pixels, max_svg_work=cfg.max_svg_work, max_svg_seconds=cfg.max_svg_seconds,
+            max_video_pixels=min(cfg.max_pixels, LIMITS.max_video_pixels), max_video_seconds=cfg.max_video_seconds,
         )
 
     def _media_of(self, modality: str) -> str:
@@ -272,9 +276,9 @@ class Service:
         if self.input_kind[modality] != "file":
             return "other"
         kind = getattr(self.space.encoder(modality), "modality", None)
-        if kind not in ("image", "audio"):  # a custom encoder: go by the field's name (image_hd, speech...)
+        if kind not in ("image", "audio", "video"):  # a custom encoder: go by the field's name (image_hd, speech...)
             kind = {"speech": "audio", "sound": "audio"}.get(modality.split("_")[0], modality.split("_")[0])
-        return kind if kind in ("image", "audio") else "other"
+        return kind if kind in ("image", "audio", "video") else "other"
 
     def upload_modality(self, kind: str) -> str | None:
         """The bound modality an uploaded image / sound is embedded as: ``image`` / ``audio``, else the
@@ -328,7 +332,7 @@ class Service:
             from .sniff import ACCEPTED
 
             raise UploadError(
-                f"{shown}: not an image or a sound this service reads (the content was checked, not the name): "
+                f"{shown}: not an image, a sound or a video this service reads (the content was checked, not the name): "
                 f"send {ACCEPTED}"
             )
         if modality is None:
@@ -449,7 +453,7 @@ class Service:
             if modality not in rows:
                 raise NotFound(f"item {item_id!r} has no {modality!r} (it has {', '.join(sorted(rows))})")
             return rows[modality]
-        order = {"image": 0, "audio": 1, "other": 2, "text": 3}
+        order = {"image": 0, "video": 1, "audio": 2, "other": 3, "text": 4}
         return min(rows.values(), key=lambda it: (order.get(it.media, 9), it.modality))
 
     def open_item(self, it: Item) -> OpenItemFile:
@@ -461,7 +465,7 @@ class Service:
         """A JPEG of at most ``size`` pixels a side (LRU-cached), made from the checked file; the file is
         checked on every call (cheap once its version is verified), so a cached thumbnail is not served
         for a file that changed since it was indexed."""
-        from ..data.media import load_image
+        from ..data.media import load_image, to_rgb
 
         key = (it.id, it.modality, size)
         budget = self.config.max_svg_seconds
@@ -473,7 +477,14 @@ class Service:
             try:
                 # an indexed SVG passed the library's limits when it was indexed; its rendering here is
                 # still bounded by the service's time budget
-                img = load_image(f.path, size=max(size, 64), limits=replace(LIMITS, max_svg_seconds=budget))
+                if it.media == "video":  # its poster frame: the first, decoded under the service's limits
+                    from PIL import Image
+
+                    from ..data.video import poster_frame
+
+                    img = to_rgb(Image.fromarray(poster_frame(f.path, limits=self.media_limits)))
+                else:
+                    img = load_image(f.path, size=max(size, 64), limits=replace(LIMITS, max_svg_seconds=budget))
             except AnybindError as e:
                 raise type(e)(str(e).replace(f.path, it.source)) from None
         img.thumbnail((size, size))

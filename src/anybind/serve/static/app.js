@@ -95,7 +95,9 @@ function showFiles() {
     state.previews.push(url);
     const media = f.type.startsWith("audio") || /\.(ogg|oga|flac|wav|mp3)$/i.test(f.name)
       ? el("audio", { controls: "", src: url, preload: "none" })
-      : el("img", { src: url, alt: f.name });
+      : f.type.startsWith("video") || /\.(mp4|m4v|webm)$/i.test(f.name)
+        ? el("video", { src: url, muted: "", preload: "metadata" })
+        : el("img", { src: url, alt: f.name });
     const rm = el("button", { type: "button", title: "remove", text: "\u00d7" });
     rm.addEventListener("click", () => { state.files.splice(i, 1); showFiles(); search(); });
     box.append(el("div", { class: "chip" }, media, el("span", { text: f.name }), rm));
@@ -118,6 +120,11 @@ function renderHits(data) {
         const r = await api(h.url);
         if (r.ok) window.open(URL.createObjectURL(await r.blob()), "_blank", "noopener");
       });
+    } else if (h.media === "video" && h.url) {
+      // the poster is the clip's first frame (/thumbs); the clip itself loads only when played
+      // (with an API key both come through fetch, as blobs: a <video> cannot send the header)
+      media = mediaSrc(el("video", { controls: "", preload: "none", muted: "" }), "src", h.url);
+      if (h.thumb_url) mediaSrc(media, "poster", h.thumb_url);
     } else if (h.media === "audio" && h.url) {
       media = mediaSrc(el("audio", { controls: "", preload: "none" }), "src", h.url);
     } else if (h.text !== null && h.text !== undefined) {

@@ -1,0 +1,170 @@
+"""Video encoders: frames sampled from a clip, encoded by any image encoder, pooled.
+
+Spec: ``video:frames(<image spec>)[@fps=1,max=32]``, e.g. ``video:frames(image:efficientnet-lite0)@fps=2,max=16``
+or ``video:frames(callable:mypkg.mod:encode)``.  A clip is decoded with PyAV (``pip install 'anybind[video]'``)
+and sampled by :func:`anybind.data.video.sample_frames`: at ``fps`` frames per second (default 1) from its first
+frame, at most ``max`` frames (default 32); each frame goes through the image encoder's own ``load`` (an RGB
+uint8 array, like a decoded image file) and ``encode_loaded``, and the clip's feature is the mean of its
+frames' features (``dim`` is the image encoder's).
+
+Items: a video file path, the file's bytes, or frames already sampled (a ``(T, H, W, 3)`` uint8 array or a
+list of images; the first ``max`` are used).  The identity holds the image encoder's identity, the sampling
+options and :data:`~anybind.data.video.SAMPLING_VERSION`, so the feature cache and a saved space refuse
+features of other frames or another image model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..data.media import short_repr
+from ..data.video import SAMPLING_VERSION, sample_frames, video_name
+from ..errors import DataError, EncoderError
+from .base import Encoder
+
+DEFAULT_FPS = 1.0
+DEFAULT_MAX = 32
+#: the most frames one clip may be sampled to (a clip's frames are held in memory, preprocessed)
+MAX_FRAMES = 1024
+POOL = "mean"
+
+
+@dataclass
+class LoadedClip:
+    """A clip's sampled frames, each as the image encoder's ``load`` returned it (picklable)."""
+
+    frames: list
+    times: list
+
+
+def parse_frames_spec(name: str) -> tuple[str, float, int]:
+    """``frames(<image spec>)@fps=1,max=32`` -> ``(image spec, fps, max)``; EncoderError saying what is wrong."""
+    how = "a video encoder spec is video:frames(<image spec>)[@fps=1,max=32], e.g. video:frames(image:efficientnet-lite0)"
+    if not name.startswith("frames("):
+        raise EncoderError(f"unknown video encoder {name!r}: {how}")
+    depth, end = 0, -1
+    for i in range(len("frames"), len(name)):
+        depth += name[i] == "("
+        depth -= name[i] == ")"
+        if depth == 0:
+            end = i
+            break
+    if end < 0:
+        raise EncoderError(f"video encoder {name!r}: unbalanced parentheses; {how}")
+    image_spec, rest = name[len("frames(") : end].strip(), name[end + 1 :]
+    if not image_spec:
+        raise EncoderError(f"video encoder {name!r}: no image encoder inside frames(...); {how}")
+    fps, max_frames = DEFAULT_FPS, DEFAULT_MAX
+    if rest:
+        if not rest.startswith("@") or len(rest) == 1:
+            raise EncoderError(f"video encoder {name!r}: unexpected {rest!r} after frames(...); {how}")
+        for opt in rest[1:].split(","):
+            key, eq, val = opt.partition("=")
+            key = key.strip()
+            try:
+                if not eq:
+                    raise ValueError
+                if key == "fps":
+                    fps = float(val)
+                    if not 0 < fps <= 1000:
+                        raise ValueError
+                elif key == "max":
+                    max_frames = int(val)
+                    if not 1 <= max_frames <= MAX_FRAMES:
+                        raise ValueError
+                else:
+                    raise EncoderError(f"video encoder {name!r}: unknown option {key!r} (known: fps, max)")
+            except ValueError:
+                raise EncoderError(f"video encoder {name!r}: bad option {opt!r} (fps: a number in (0, 1000]; "
+                                   f"max: an integer in 1..{MAX_FRAMES})") from None
+    return image_spec, fps, max_frames
+
+
+class VideoFramesEncoder(Encoder):
+    """Mean of an image encoder's features over a clip's sampled frames."""
+
+    modality = "video"
+    input_kind = "file"
+    batch_size = 4
+
+    def __init__(self, image_spec: str, fps: float = DEFAULT_FPS, max_frames: int = DEFAULT_MAX,
+                 spec: str | None = None):
+        from .registry import get_encoder
+
+        if image_spec.startswith("video:"):
+            raise EncoderError(f"video:frames({image_spec}): the frames' encoder must be an image encoder")
+        self.image_spec, self.fps, self.max_frames = image_spec, float(fps), int(max_frames)
+        self.spec = spec or f"video:frames({image_spec})@fps={self.fps:g},max={self.max_frames}"
+        try:
+            import av  # noqa: F401
+        except ImportError as e:
+            raise EncoderError(f"video encoder {self.spec!r} needs PyAV ({e}): pip install 'anybind[video]'") from None
+        self.image = get_encoder(image_spec)
+        self.runs_torch = bool(getattr(self.image, "runs_torch", False))
+
+    @property
+    def dim(self) -> int:  # the image encoder's (a callable learns its width on its first batch)
+        return int(self.image.dim)
+
+    @property
+    def identity(self) -> str:
+        return (f"video:frames|image=({self.image.identity})|fps={self.fps:g},max={self.max_frames},"
+                f"{SAMPLING_VERSION}|pool={POOL}")
+
+    def load(self, item: Any) -> LoadedClip:
+        if isinstance(item, LoadedClip):
+            return item
+        if isinstance(item, (str, Path, bytes, bytearray, memoryview)):
+            sampled = sample_frames(item, self.fps, self.max_frames)
+            name = video_name(item)
+        elif (isinstance(item, np.ndarray) and item.ndim == 4 and item.dtype == np.uint8) or (
+                isinstance(item, (list, tuple)) and item):
+            sampled = ((i / self.fps, f) for i, f in enumerate(list(item)[: self.max_frames]))
+            name = f"<{len(item)} frames>"
+        else:
+            raise DataError(f"{short_repr(item)}: not a video (expected a file path, its bytes, "
+                            "or frames as a (T, H, W, 3) uint8 array or a list of images)")
+        frames, times = [], []
+        for t, frame in sampled:
+            try:
+                frames.append(self.image.load(frame))
+            except DataError as e:
+                raise DataError(f"{name}: frame at {t:.2f} s: {e}") from None
+            times.append(t)
+        if not frames:
+            raise DataError(f"{name}: video has no frames")
+        return LoadedClip(frames, times)
+
+    def encode_loaded(self, batch: Sequence[Any]) -> np.ndarray:
+        clips = [self.load(b) for b in batch]
+        flat = [f for c in clips for f in c.frames]
+        if not flat:
+            return np.zeros((0, self.dim), np.float32)
+        bs = max(1, int(getattr(self.image, "batch_size", 32)))
+        feats = np.concatenate([np.asarray(self.image.encode_loaded(flat[i : i + bs]), np.float32)
+                                for i in range(0, len(flat), bs)], axis=0)
+        if feats.ndim != 2 or feats.shape[0] != len(flat):
+            raise EncoderError(f"encoder {self.spec!r}: the image encoder returned shape {feats.shape} "
+                               f"for {len(flat)} frames")
+        out, i = [], 0
+        for c in clips:
+            n = len(c.frames)
+            out.append(feats[i : i + n].mean(axis=0, dtype=np.float64))
+            i += n
+        return self._check(np.stack(out).astype(np.float32), len(clips))
+
+    def encode(self, items, batch_size=None):
+        if self.dim == 0 and len(items):  # a callable image encoder learns its width on a first batch
+            self.encode_loaded([self.load(items[0])])
+        return super().encode(items, batch_size)
+
+
+def make_video_encoder(name: str) -> Encoder:
+    """Factory for ``video:<name>`` specs (see the module docstring)."""
+    image_spec, fps, max_frames = parse_frames_spec(name.strip())
+    return VideoFramesEncoder(image_spec, fps, max_frames)

@@ -1,0 +1,72 @@
+"""Small video clips written with PyAV, and an image encoder for frames (``callable:video_helpers:rgb_stats``)."""
+
+from pathlib import Path
+
+import numpy as np
+
+CODECS = {"mp4": "libx264", "webm": "libvpx-vp9", "avi": "mpeg4"}
+
+
+def frame_pixels(i: int, w: int = 64, h: int = 48) -> np.ndarray:
+    """Frame ``i`` of a test clip: red level 10*i + 20, a green bar that moves right."""
+    a = np.zeros((h, w, 3), np.uint8)
+    a[:, :, 0] = 10 * i + 20
+    a[:, (3 * i) % w :, 1] = 200
+    a[: h // 2, :, 2] = 90
+    return a
+
+
+def make_clip(path: Path, n: int = 20, rate: int = 10, w: int = 64, h: int = 48, codec: str | None = None) -> Path:
+    """A clip of ``n`` frames at ``rate`` frames per second (codec from the suffix: H.264, VP9 or MPEG-4)."""
+    import av
+
+    path = Path(path)
+    with av.open(str(path), "w") as c:
+        s = c.add_stream(codec or CODECS[path.suffix[1:]], rate=rate)
+        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        for i in range(n):
+            for p in s.encode(av.VideoFrame.from_ndarray(frame_pixels(i, w, h), format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return path
+
+
+def make_zero_frame_clip(path: Path) -> Path:
+    """An AVI with a video stream and no frames."""
+    import av
+
+    with av.open(str(path), "w", format="avi") as c:
+        s = c.add_stream("mpeg4", rate=10)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        c.start_encoding()
+    return path
+
+
+def make_audio_only(path: Path) -> Path:
+    import av
+
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("aac", rate=8000)
+        fr = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        fr.sample_rate = 8000
+        for p in s.encode(fr):
+            c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return path
+
+
+def rgb_stats(items):
+    """An RGB image (uint8 array, PIL image or path) -> mean and std of each channel, scaled to [0, 1]."""
+    from anybind.data.media import as_rgb_image
+
+    out = []
+    for x in items:
+        a = np.asarray(as_rgb_image(x), dtype=np.float64).reshape(-1, 3) / 255.0
+        out.append(np.concatenate([a.mean(0), a.std(0)]))
+    return np.asarray(out, np.float32)
+
+
+rgb_stats.dim = 6
+rgb_stats.batch_size = 5
