@@ -260,6 +260,18 @@ def test_ray_encode_matches_single_process_and_resumes_after_a_worker_failure(ra
         np.testing.assert_allclose(ray_[k], local[k], atol=1e-6)
 
 
+def test_ray_encode_leaves_out_rays_note_on_its_actor_pool(ray_local, tmp_path, capfd):
+    """Ray's core writes a note to descriptor 2 on each actor pool (ray#53727): none of it reaches stderr."""
+    from anybind.scale.encode import encode_items
+    from anybind.scale.native_stderr import RAY_ACTOR_RESTART_NOTE
+
+    texts = [f"a note-free caption {i}" for i in range(12)]
+    rep = encode_items("callable:scale_encoders:flaky_text", texts, tmp_path / "c", ray=True, shard_size=4,
+                       concurrency=1, progress=False)
+    assert rep.encoded == 12
+    assert RAY_ACTOR_RESTART_NOTE not in capfd.readouterr().err
+
+
 def test_ray_index_has_the_same_rows(ray_local, syn, tmp_path):
     from anybind.index import Index
     from anybind.scale.encode_ray import ray_index_embedder

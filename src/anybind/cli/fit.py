@@ -291,7 +291,7 @@ def bind(
 
     Existing projectors and embeddings stay bit-identical; the new space records its lineage.
 
-    Example:  anybind bind spaces/tux --add audio=audio:aisfx --data sounds.jsonl --anchors text --out spaces/tux+audio
+    Example:  anybind bind spaces/tux-it --add audio=audio:aisfx --data data/tux/manifest.jsonl --anchors text --out spaces/tux-it+audio
 
     Swap an encoder (the new projector learns to land where the old one put the same items):
 

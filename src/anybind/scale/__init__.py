@@ -99,9 +99,10 @@ _RAY_NOTE_LOGGERS = ("ray._private.authentication.authentication_token_setup", "
 def quiet_ray_core() -> None:
     """Before ``ray.init``: Ray's informational notes off (see :data:`_RAY_NOTE_LOGGERS`).
 
-    Ray's C++ core still writes its ERROR lines to stderr (``core_worker.cc:... E ... Actor ... has
-    constructor arguments in the object store and max_restarts > 0``, once per Ray Data actor pool): the
-    only switch, ``RAY_BACKEND_LOG_LEVEL``, prints a line of its own when set and would hide real errors."""
+    Ray's C++ core writes its ERROR lines to stderr itself; the one that comes in every normal run
+    (``core_worker.cc:... E ... Actor ... has constructor arguments in the object store and max_restarts > 0``,
+    once per Ray Data actor pool) is dropped inside :func:`ray_session` by
+    :func:`anybind.scale.native_stderr.native_stderr_without`, every other line stays."""
     for name in _RAY_NOTE_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
 
@@ -124,9 +125,12 @@ def quiet_ray_data() -> None:
 @contextlib.contextmanager
 def ray_session(address: str | None = None, *, num_cpus: int | None = None) -> Iterator[None]:
     """``with ray_session(addr):`` -- Ray connected inside; shut down after if this block started it."""
+    from .native_stderr import RAY_ACTOR_RESTART_NOTE, native_stderr_without
+
     started = init_ray(address, num_cpus=num_cpus)
     try:
-        yield
+        with native_stderr_without(RAY_ACTOR_RESTART_NOTE):  # Ray's one known line per actor pool: dropped
+            yield
     finally:
         if started:
             import ray
