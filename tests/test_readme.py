@@ -33,7 +33,6 @@ import shutil
 import time
 from pathlib import Path
 
-import pytest
 import typer.main
 from typer.testing import CliRunner
 
