@@ -192,3 +192,36 @@ def test_paired_mapper_trains_on_the_other_modality(corpus):
     assert set(cap.info["noise_val_nll"]) == {"0.0"} and len(cap.info["history"]) <= 4
     assert cap.info["trained_on"] == "sketch" and cap.noise_std == 0.0
     assert len(cap.caption("sketch", [recs[0]["id"]], cache=tmp / "c")) == 1
+
+
+def test_cli_caption_fit_and_caption(corpus, tmp_path):
+    from typer.testing import CliRunner
+
+    from anybind.cli import app
+
+    tmp, man, space, lm, recs = corpus
+    space.save(tmp_path / "sp")
+    runner = CliRunner()
+    fit = ["caption-fit", str(tmp_path / "sp"), str(man), "--out", str(tmp_path / "cap"), "--lm", lm.spec,
+           "--noise-grid", "0,0.1", "--epochs", "30", "--prefix-len", "4", "--hidden", "64", "--batch-size", "8",
+           "--lr", "0.01", "--cache", str(tmp / "c")]
+    r = runner.invoke(app, fit)
+    assert r.exit_code == 0, r.output
+    out = " ".join(r.output.split())
+    assert "saved" in out and "chosen on val sketch" in out and "0.0:" in out and "0.1:" in out
+    # an existing captioner is not overwritten without --overwrite; a foreign folder never
+    r = runner.invoke(app, fit)
+    assert r.exit_code == 2 and "--overwrite" in " ".join(r.output.split())
+    test = [x for x in recs if x["split"] == "test"][:3]
+    r = runner.invoke(app, ["caption", str(tmp_path / "cap"), "--json", "--text", "Two blue stars.",
+                            *[a for x in test for a in ("--item", f"sketch={x['id']}")], "--method", "beam",
+                            "--cache", str(tmp / "c")])
+    assert r.exit_code == 0, r.output
+    rows = [json.loads(line) for line in r.output.splitlines() if line.startswith("{")]
+    assert [(x["modality"], x["item"]) for x in rows] == [("text", "Two blue stars.")] + [("sketch", x["id"]) for x in test]
+    assert all(isinstance(x["caption"], str) and "\n" not in x["caption"] for x in rows)
+    # a modality the space does not bind, and nothing asked: one line each, exit 2
+    r = runner.invoke(app, ["caption", str(tmp_path / "cap"), "--image", "x.png"])
+    assert r.exit_code == 2 and "binds no 'image' modality" in " ".join(r.output.split())
+    r = runner.invoke(app, ["caption", str(tmp_path / "cap")])
+    assert r.exit_code == 2 and "nothing to caption" in r.output

@@ -110,6 +110,6 @@ def caption_cmd(
         fail(e)
     for m, v, c in results:
         if json_out:
-            console.print_json(json.dumps({"modality": m, "item": v, "caption": c}))
+            console.print(json.dumps({"modality": m, "item": v, "caption": c}), highlight=False, markup=False)
         else:
             console.print(f"{m}\t{v}\t{c}", highlight=False, markup=False)
