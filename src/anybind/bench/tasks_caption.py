@@ -36,9 +36,10 @@ def _label_bridge_captions(paths: list[str], cache) -> list[str]:
       "text->image R@1 of the captions, vs retrieval captioning and the label bridge; mapper training time, tokens/s")
 def captioning(work: Path, cache=None, seed: int = 0, console=None, lm: str = "smollm2", epochs: str = "4",
                noise: str = "", noise_grid: str = "0,0.05,0.1", n_test: str = "0", method: str = "greedy",
-               prefix_len: str = "8", batch_size: str = "32", max_tokens: str = "20") -> TaskResult:
+               prefix_len: str = "8", batch_size: str = "32", max_tokens: str = "20", paired: str = "0") -> TaskResult:
     """Options (``--opt KEY=VALUE``): ``lm``, ``epochs``, ``noise`` (fixed) or ``noise_grid`` (chosen on val),
-    ``n_test`` (0: the whole test split), ``method`` (greedy | beam | sample), ``prefix_len``, ``batch_size``."""
+    ``n_test`` (0: the whole test split), ``method`` (greedy | beam | sample), ``prefix_len``, ``batch_size``,
+    ``paired=1``: also a mapper trained on the paired image embeddings (the supervised comparison)."""
     from ..caption import bleu, cider_d, fit_captioner
     from ..space import Space
 
@@ -73,6 +74,11 @@ def captioning(work: Path, cache=None, seed: int = 0, console=None, lm: str = "s
         "label bridge (a picture of a {ImageNet class})": _label_bridge_captions(paths, cache),
         "reference captions (upper bound of R@1)": [r[0] for r in refs],
     }
+    if paired.strip() not in ("", "0"):
+        kw = {k: v for k, v in fit_kw.items() if k not in ("noise", "noise_grid")}
+        sup = fit_captioner(space, man, cap.lm, cache=cache, progress=True, paired=True, select_on="image", **kw)
+        systems["mapper trained on paired image embeddings"] = sup.decode(Xi, method=method, max_tokens=int(max_tokens),
+                                                                         seed=seed)
     rows = {}
     for name, caps in systems.items():
         rows[name] = {"BLEU-4": bleu(caps, refs), "CIDEr-D": cider_d(caps, refs), "text->image/R@1": _r1(space, caps, Xi, cache)}
