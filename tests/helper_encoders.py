@@ -74,3 +74,16 @@ def array_stats(items):
 
 array_stats.dim = 5
 array_stats.input_kind = "array"
+
+
+def bow_text(items):
+    """Text -> the sum of a pseudo-random vector per lower-cased word (a bag of words: shared words, nearby vectors)."""
+    import re
+
+    return np.stack([sum((_vec(w, 32) for w in re.findall(r"\w+", s.lower())), np.zeros(32, np.float32))
+                     for s in items]).astype(np.float32)
+
+
+bow_text.dim = 32
+bow_text.input_kind = "text"
+bow_text.batch_size = 64

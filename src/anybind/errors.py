@@ -32,3 +32,7 @@ class SpaceError(AnybindError, RuntimeError):
 
 class OutputError(AnybindError, ValueError):
     """An output path that writing there could lose data at (a file, a foreign folder, an artefact without overwrite)."""
+
+
+class CaptionError(AnybindError, RuntimeError):
+    """A captioner or its language model cannot be built, loaded or used (named in the message)."""

@@ -74,6 +74,8 @@ KINDS: dict[str, Kind] = {
         ignored=("*.lock",),
     ),
     "fusion": Kind("a fusion model", "fusion.json", "anybind.fusion", ("fusion.json", "fusion.safetensors")),
+    "captioner": Kind("a captioner", "captioner.json", "anybind.captioner",
+                      ("captioner.json", "mapper.safetensors", "space")),
     "training-shards": Kind(
         "training shards", "shards.json", "anybind.training-shards",
         ("shards.json", "[0-9]*.safetensors", ".shards.json.*.tmp"),

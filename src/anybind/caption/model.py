@@ -1,0 +1,207 @@
+"""The captioner: a prefix mapper from one space vector to ``k`` soft tokens of a frozen LM, and decoding.
+
+A saved captioner is a folder::
+
+    captioner.json          format, the space's identity, the LM spec and identity, the mapper's shape,
+                            the noise it was trained with (and how it was chosen), training history
+    mapper.safetensors      the prefix mapper's weights
+    space/                  a copy of the space it decodes from (so ``anybind caption DIR --image x.png``
+                            needs nothing else)
+
+:meth:`Captioner.load` refuses a space or a language model other than the ones it was trained with.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import SpaceError
+from ..version import __version__
+from .lm import CaptionError, FrozenLM, load_lm
+
+log = logging.getLogger(__name__)
+
+FORMAT = "anybind.captioner"
+FORMAT_VERSION = 1
+METHODS = ("greedy", "beam", "sample")
+
+
+@dataclass(frozen=True)
+class MapperConfig:
+    dim: int  # the space's dimension
+    lm_hidden: int  # the LM's hidden size
+    prefix_len: int = 8  # k soft tokens
+    hidden: int = 512  # the MLP's inner width
+
+
+class PrefixMapper(nn.Module):
+    """An MLP from one unit vector of the space to ``prefix_len`` soft tokens of the LM: (n, dim) -> (n, k, h)."""
+
+    def __init__(self, cfg: MapperConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.net = nn.Sequential(nn.Linear(cfg.dim, cfg.hidden), nn.GELU(),
+                                 nn.Linear(cfg.hidden, cfg.prefix_len * cfg.lm_hidden))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).view(len(x), self.cfg.prefix_len, self.cfg.lm_hidden)
+
+
+def text_modality(space: Any, name: str = "text") -> str:
+    """The modality captions are embedded by; a one-line error for a space without it."""
+    if name not in space.modalities:
+        raise CaptionError(f"this space has no {name!r} modality (bound: {', '.join(space.modalities)}): a captioner "
+                           f"decodes into text and is trained on captions embedded as {name!r}; bind a text "
+                           "modality first (anybind fit ... --modalities image,text)")
+    return name
+
+
+class Captioner:
+    """Decode text from any bound modality of a space through a frozen LM.
+
+    Example::
+
+        cap = Captioner.load("models/tux-cap")            # with its copy of the space
+        cap.caption("image", ["stamps/bear.png"])         # ["A brown bear."]
+        cap.caption("audio", ["moo.ogg"], method="beam", beams=4)
+    """
+
+    def __init__(self, space: Any, lm: FrozenLM, mapper: PrefixMapper, *, text: str = "text",
+                 noise_std: float = 0.0, info: dict[str, Any] | None = None):
+        self.space, self.lm, self.mapper = space, lm, mapper
+        self.text = text_modality(space, text)
+        if mapper.cfg.dim != space.dim or mapper.cfg.lm_hidden != lm.hidden_size:
+            raise CaptionError(f"prefix mapper {mapper.cfg.dim}->{mapper.cfg.lm_hidden} does not fit a space of dim "
+                               f"{space.dim} and a language model of hidden size {lm.hidden_size}")
+        self.noise_std = float(noise_std)
+        self.info: dict[str, Any] = dict(info or {})
+        self.mapper.eval()
+
+    # -- decoding -----------------------------------------------------------
+    def caption(self, modality: str, items: Sequence[Any], *, cache: Any = None, **gen: Any) -> list[str]:
+        """Captions of raw items (texts, or file paths) of a bound modality; ``**gen``: see :meth:`decode`."""
+        if isinstance(items, (str, Path)):
+            items = [items]
+        return self.decode(self.space.embed(modality, list(items), cache=cache), **gen)
+
+    @torch.no_grad()
+    def decode(self, embeddings: np.ndarray, *, method: str = "greedy", max_tokens: int = 24, beams: int = 3,
+               temperature: float = 1.0, top_p: float = 0.9, seed: int = 0, batch_size: int = 16) -> list[str]:
+        """Captions of unit vectors of the space (n, dim).
+
+        ``method``: ``greedy``, ``beam`` (``beams`` kept) or ``sample`` (``temperature``, nucleus ``top_p``,
+        reproducible by ``seed``).  Decoding stops at the LM's end of text or a line break (the stop rule), or
+        after ``max_tokens`` tokens.
+        """
+        if method not in METHODS:
+            raise CaptionError(f"unknown decoding method {method!r}: use one of {', '.join(METHODS)}")
+        if not 1 <= int(max_tokens) <= 256:
+            raise CaptionError(f"max_tokens is {max_tokens}: give 1 to 256")
+        X = np.asarray(embeddings, dtype=np.float32)
+        if X.ndim != 2 or X.shape[1] != self.space.dim:
+            raise CaptionError(f"embeddings of shape {X.shape}, expected (n, {self.space.dim})")
+        kw: dict[str, Any] = {"max_new_tokens": int(max_tokens), "eos_token_id": self.lm.stop_ids(),
+                              "pad_token_id": self.lm.eos_id}
+        if method == "greedy":
+            kw |= {"do_sample": False, "num_beams": 1}
+        elif method == "beam":
+            kw |= {"do_sample": False, "num_beams": max(1, int(beams)), "early_stopping": True}
+        else:
+            kw |= {"do_sample": True, "num_beams": 1, "temperature": float(temperature), "top_p": float(top_p),
+                   "top_k": 0}
+            torch.manual_seed(seed)
+        out: list[str] = []
+        for i in range(0, len(X), batch_size):
+            prefix = self.lm.with_bos(self.mapper(torch.from_numpy(X[i : i + batch_size])))
+            mask = torch.ones(prefix.shape[:2], dtype=torch.long)
+            ids = self.lm.model.generate(inputs_embeds=prefix, attention_mask=mask, **kw)
+            out += [self._clean(t) for t in self.lm.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+        return out
+
+    @staticmethod
+    def _clean(text: str) -> str:
+        return " ".join(text.split("\n", 1)[0].split())
+
+    # -- persistence ----------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "anybind_version": __version__,
+            "space_identity": self.space.identity(),
+            "text_modality": self.text,
+            "lm": {"spec": self.lm.spec, "identity": self.lm.identity},
+            "mapper": asdict(self.mapper.cfg),
+            "noise_std": self.noise_std,
+            "info": self.info,
+        }
+
+    def save(self, path: str | Path, overwrite: bool = True) -> Path:
+        """Write the captioner (with a copy of its space) as a recoverable swap (:mod:`anybind.io`)."""
+        from safetensors.torch import save_file
+
+        from ..io import atomic_write_dir
+
+        def write(tmp: Path) -> None:
+            self.space.save(tmp / "space")
+            sd = {k: v.detach().cpu().contiguous() for k, v in self.mapper.state_dict().items()}
+            save_file(sd, str(tmp / "mapper.safetensors"), metadata={"format": FORMAT})
+            (tmp / "captioner.json").write_text(json.dumps(self.to_json(), indent=2, sort_keys=True))
+
+        return atomic_write_dir(Path(path), write, kind="captioner", overwrite=overwrite)
+
+    @classmethod
+    def load(cls, path: str | Path, space: Any = None, lm: FrozenLM | None = None) -> "Captioner":
+        """Load a saved captioner; ``space`` (default: its own copy) and ``lm`` (default: loaded from the saved spec)
+        must be the ones it was trained with."""
+        from ..io import recover_dir
+        from ..space import Space
+        from ..space_config import read_weights
+
+        path = Path(path)
+        recover_dir(path, "captioner")
+        meta_p, w_p = path / "captioner.json", path / "mapper.safetensors"
+        if not meta_p.is_file() or not w_p.is_file():
+            raise CaptionError(f"{path}: not a saved captioner (needs captioner.json and mapper.safetensors)")
+        try:
+            meta = json.loads(meta_p.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+            raise CaptionError(f"{meta_p}: corrupt JSON ({e})") from None
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise CaptionError(f"{meta_p}: not an anybind captioner")
+        if not isinstance(meta.get("format_version"), int) or meta["format_version"] > FORMAT_VERSION:
+            raise CaptionError(f"{meta_p}: format_version {meta.get('format_version')!r}; this anybind reads up to "
+                               f"{FORMAT_VERSION} (upgrade anybind)")
+        if space is None:
+            if not (path / "space").is_dir():
+                raise CaptionError(f"{path}: holds no copy of its space; pass the space it was trained on")
+            space = Space.load(path / "space")
+        if meta.get("space_identity") != space.identity():
+            raise SpaceError(f"{path}: trained on space {meta.get('space_identity')}, but the given space is "
+                             f"{space.identity()}; train a captioner for this space (anybind caption-fit)")
+        try:
+            cfg = MapperConfig(**meta["mapper"])
+            lm_meta = meta["lm"]
+            spec, want = str(lm_meta["spec"]), str(lm_meta["identity"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise CaptionError(f"{meta_p}: damaged captioner ({type(e).__name__}: {' '.join(str(e).split())})") from None
+        lm = lm or load_lm(spec)
+        if lm.identity != want:
+            raise CaptionError(f"{path}: trained with language model {spec} of identity {want}, but {lm.spec} has "
+                               f"identity {lm.identity}; use the model it was trained with, or train it again")
+        with torch.device("meta"):
+            shapes = {k: tuple(v.shape) for k, v in PrefixMapper(cfg).state_dict().items()}
+        sd = read_weights(w_p, shapes, meta_p.name)
+        mapper = PrefixMapper(cfg)
+        mapper.load_state_dict({k: v.float() for k, v in sd.items()})
+        return cls(space, lm, mapper, text=meta.get("text_modality", "text"),
+                   noise_std=float(meta.get("noise_std", 0.0)), info=meta.get("info") or {})

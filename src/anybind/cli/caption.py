@@ -1,0 +1,115 @@
+"""``anybind caption-fit`` / ``anybind caption``: decode captions from a space through a small frozen LM."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal, Optional
+
+import typer
+
+from ..errors import AnybindError
+from ._common import app, check_out, choice, console, fail, split_csv
+
+Method = Literal["greedy", "beam", "sample"]
+
+
+@app.command("caption-fit")
+def caption_fit(
+    space_dir: Path = typer.Argument(..., help="Saved space folder (it must bind a text modality)."),
+    manifest: Path = typer.Argument(..., help="Manifest with captions (text): train split trains, val split selects."),
+    out: Path = typer.Option(..., "--out", help="Folder to save the captioner to (new or empty, see --overwrite)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the captioner already saved at --out."),
+    lm: str = typer.Option("smollm2", "--lm", help="Frozen LM: smollm2 (SmolLM2-135M-Instruct), a .gguf file, "
+                           "or a transformers folder."),
+    noise: Optional[float] = typer.Option(None, "--noise", help="Std of the Gaussian noise on the training "
+                                          "embeddings (default: chosen on val from --noise-grid)."),
+    noise_grid: str = typer.Option("0,0.025,0.05,0.1", "--noise-grid", help="Comma-separated noise levels to try."),
+    select_on: Optional[str] = typer.Option(None, "--select-on", help="Modality whose val pairs choose the noise "
+                                            "and the epoch (default: the first non-text one)."),
+    paired: bool = typer.Option(False, "--paired", help="Train on the --select-on embeddings of the train pairs "
+                                "instead of the captions' text embeddings (the supervised comparison)."),
+    prefix_len: int = typer.Option(8, "--prefix-len", help="Soft tokens per space vector."),
+    hidden: int = typer.Option(512, "--hidden", help="Inner width of the mapper MLP."),
+    epochs: int = typer.Option(10, "--epochs"),
+    batch_size: int = typer.Option(32, "--batch-size"),
+    lr: float = typer.Option(2e-3, "--lr"),
+    seed: int = typer.Option(0, "--seed"),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="Feature cache folder."),
+):
+    """Train a captioner for a space, text-only: each caption is decoded from its own noised text embedding.
+
+    Example:  anybind caption-fit spaces/tux data/tux/manifest.jsonl --out models/tux-cap
+    """
+    from ..caption import fit_captioner
+    from ..space import Space
+
+    check_out(out, "captioner", overwrite)
+    try:
+        grid = tuple(float(x) for x in split_csv(noise_grid) or [])
+    except ValueError:
+        fail(ValueError(f"--noise-grid takes comma-separated numbers, got {noise_grid!r}"))
+    try:
+        space = Space.load(space_dir)
+        cap = fit_captioner(space, manifest, lm, cache=cache, noise=noise, noise_grid=grid, select_on=select_on,
+                            paired=paired, prefix_len=prefix_len, hidden=hidden, epochs=epochs,
+                            batch_size=batch_size, lr=lr, seed=seed)
+        cap.save(out, overwrite=overwrite)
+    except (AnybindError, ValueError) as e:
+        fail(e)
+    nll = ", ".join(f"{s}: {v:.3f}" for s, v in cap.info["noise_val_nll"].items())
+    console.print(f"saved {out}: {cap.info['n_train']} captions, noise {cap.noise_std:g} chosen on "
+                  f"{cap.info['selected_on']} ({nll}), {cap.info['seconds']:.0f} s", highlight=False)
+
+
+@app.command("caption")
+def caption_cmd(
+    captioner: Path = typer.Argument(..., help="Saved captioner folder (from anybind caption-fit)."),
+    image: Optional[list[str]] = typer.Option(None, "--image", help="Image file(s) to caption (repeatable)."),
+    audio: Optional[list[str]] = typer.Option(None, "--audio", help="Sound file(s)."),
+    speech: Optional[list[str]] = typer.Option(None, "--speech", help="Speech recording(s)."),
+    text: Optional[list[str]] = typer.Option(None, "--text", help="Text(s): decoded back from their embedding."),
+    item: Optional[list[str]] = typer.Option(None, "--item", help="MODALITY=VALUE for any other bound modality."),
+    space_dir: Optional[Path] = typer.Option(None, "--space", help="The space (default: the captioner's copy)."),
+    method: Method = choice("greedy", Method, "--method", help="Decoding: greedy, beam search, or sampling."),
+    beams: int = typer.Option(3, "--beams", help="Beam width (--method beam)."),
+    max_tokens: int = typer.Option(24, "--max-tokens", help="At most this many tokens per caption."),
+    temperature: float = typer.Option(1.0, "--temperature", help="Sampling temperature (--method sample)."),
+    top_p: float = typer.Option(0.9, "--top-p", help="Nucleus mass (--method sample)."),
+    seed: int = typer.Option(0, "--seed", help="Sampling seed."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON lines {modality, item, caption}."),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="Feature cache folder."),
+):
+    """Caption images, sounds, speech or texts through a captioner.
+
+    Example:  anybind caption models/tux-cap --image bear.png --audio moo.ogg --method beam
+    """
+    from ..caption import Captioner
+    from ..space import Space
+
+    asked: dict[str, list[str]] = {}
+    for mod, vals in (("image", image), ("audio", audio), ("speech", speech), ("text", text)):
+        if vals:
+            asked.setdefault(mod, []).extend(vals)
+    for v in item or []:
+        if "=" not in v:
+            raise typer.BadParameter(f"--item takes MODALITY=VALUE, got {v!r}", param_hint="--item")
+        m, val = v.split("=", 1)
+        asked.setdefault(m.strip(), []).append(val)
+    if not asked:
+        fail(ValueError("nothing to caption: give --image, --audio, --speech, --text or --item MODALITY=VALUE"))
+    try:
+        cap = Captioner.load(captioner, Space.load(space_dir) if space_dir else None)
+        for mod in asked:
+            if mod not in cap.space.modalities:
+                fail(AnybindError(f"--{mod}: the space binds no {mod!r} modality (bound: {', '.join(cap.space.modalities)})"))
+        gen = dict(method=method, beams=beams, max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed)
+        results = [(m, v, c) for m, vals in asked.items()
+                   for v, c in zip(vals, cap.caption(m, vals, cache=cache, **gen))]
+    except (AnybindError, ValueError) as e:
+        fail(e)
+    for m, v, c in results:
+        if json_out:
+            console.print(json.dumps({"modality": m, "item": v, "caption": c}), highlight=False, markup=False)
+        else:
+            console.print(f"{m}\t{v}\t{c}", highlight=False, markup=False)

