@@ -191,6 +191,7 @@ def test_every_saved_artefact_carries_its_kind(tmp_path):
     assert {k: (v.marker, v.format) for k, v in aio.KINDS.items()} == {
         "space": ("space.json", "anybind.space"), "index": (META_FILE, INDEX),
         "fusion": ("fusion.json", FUSION), "training-shards": (META, SHARDS),
+        "captioner": ("captioner.json", "anybind.captioner"),
     }
     space = tiny_space()
     space.save(tmp_path / "sp")

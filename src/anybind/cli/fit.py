@@ -123,8 +123,8 @@ def fit(
         "training-free start. Default: ridge when text is locked, else random."
     ),
     wise: Optional[str] = typer.Option(
-        None, help="WiSE-FT: mix the trained projectors with their training-free start: auto (alpha chosen on "
-        "val) | a number in [0, 1] | none. Needs a training-free start (--init ridge / procrustes / cca)."
+        None, help="WiSE-FT: mix the trained projectors with their training-free start: 'auto' (alpha chosen on "
+        "val), a number in [0, 1], or 'none'. Needs a training-free start (--init ridge / procrustes / cca)."
     ),
     l2sp: Optional[float] = typer.Option(
         None, help="L2-SP: lambda * ||theta - theta_start||^2 added to the loss (keeps projectors near their start)."
