@@ -12,7 +12,7 @@ from PIL import Image
 from anybind.encoders.registry import get_encoder
 from anybind.errors import DataError
 from anybind.serve.batching import Batcher
-from anybind.serve.state import MemoryFeatureCache
+from anybind.serve.memcache import MemoryFeatureCache
 
 
 def together(fn, args):

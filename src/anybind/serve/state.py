@@ -14,7 +14,7 @@ import time
 import uuid
 import wave
 import weakref
-from collections import OrderedDict, defaultdict
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -22,125 +22,15 @@ from typing import Any
 
 import numpy as np
 
-from ..cache import FeatureCache
 from ..data.limits import LIMITS, MediaLimits, using_limits
 from ..data.templates import templates_for
 from ..errors import AnybindError, DataError
 from ..index import Hit, Index, QueryError, class_embeddings
 from ..space import Space
-from .batching import Batcher
+from .config import ServeConfig
 from .files import Changed, ItemFiles, NotFound, OpenItemFile, indexed_folders  # noqa: F401 - re-exported
+from .memcache import MemoryFeatureCache
 from .sniff import SNIFF_BYTES, Sniffed, sniff
-
-
-@dataclass
-class ServeConfig:
-    """Limits of the service (``anybind serve --help`` shows the same defaults).
-
-    max_upload_bytes: cap on a request body (all files of an upload together); larger -> 413.
-    max_files: files in one upload request.
-    concurrency: encoder/search jobs running at once (each runs in a worker thread).
-    max_queue: requests allowed to wait for a slot; one more -> 503 with ``Retry-After``.
-    queue_timeout: seconds a request may wait for a slot before it gets 503.
-    query_cache: query embeddings (texts, uploads, class prompts) kept in memory (LRU).
-    thumb_cache: thumbnails kept in memory (LRU).
-    max_pixels: an uploaded raster image larger than this (width x height, read from its header) -> 400,
-        before anything is decoded (a small file can hold a huge image).
-    max_audio_seconds: an uploaded sound longer than this (read from its header) -> 400.
-    max_video_seconds: an uploaded video declaring a longer duration -> 400, before a frame is decoded (its
-        frames are also bounded by ``max_pixels``, and by the library's 4096x2160).
-    max_svg_work: an uploaded SVG whose estimated rendering work is larger -> 400, before it is rendered
-        (see :class:`~anybind.data.media.MediaLimits`; its embedded images count against ``max_pixels``).
-    max_svg_seconds: wall-clock seconds rendering one SVG may take (an upload, or an indexed SVG's thumbnail):
-        it is rendered in a worker process killed past them -> 400, so that no SVG holds a slot longer.
-        Uploads are decoded under these limits (see :func:`~anybind.data.limits.using_limits`).
-    refresh_seconds: how often (at most) a request looks for writes other processes made to the index
-        (``anybind index ... --out`` on it while serving): new, replaced and deleted items are then searchable and
-        served; 0 = before every request.
-    batch_wait_ms: dynamic batching (:mod:`anybind.serve.batching`): concurrent requests that need the same
-        encoder wait up to this long to be encoded in one call (0: off; useful with ``concurrency`` > 2).
-    max_batch: stop waiting once this many items are gathered for one encoder call.
-    """
-
-    max_upload_bytes: int = 10 * 1024 * 1024
-    max_files: int = 8
-    concurrency: int = 2
-    max_queue: int = 256
-    queue_timeout: float = 60.0
-    query_cache: int = 4096
-    thumb_cache: int = 1024
-    max_pixels: int = 40_000_000
-    max_audio_seconds: float = 120.0
-    max_video_seconds: float = 120.0
-    max_svg_work: int = 100_000
-    max_svg_seconds: float = 20.0
-    refresh_seconds: float = 2.0
-    batch_wait_ms: float = 0.0
-    max_batch: int = 64
-
-
-class MemoryFeatureCache(FeatureCache):
-    """A feature cache that reads the on-disk cache but keeps what it encodes in memory only.
-
-    Corpus items already on disk are hits; queries (texts, uploaded files, class
-    prompts) are encoded once and kept in an LRU of ``max_items`` entries, so a
-    running service never writes a shard per query into the user's cache.
-    Encoder calls are serialised per encoder identity (a tokenizer or a model
-    shared by worker threads is never entered twice at once).
-    """
-
-    def __init__(self, root: str | Path | None = None, max_items: int = 4096, batch_wait: float = 0.0,
-                 max_batch: int = 64):
-        super().__init__(root)
-        # batch_wait > 0: concurrent calls for one encoder are encoded together (see .batching)
-        self.batcher = Batcher(batch_wait, max_batch) if batch_wait > 0 else None
-        self.max_items = int(max_items)
-        self._mem: OrderedDict[Path, tuple[str, list[str]]] = OrderedDict()
-        self._mem_items = 0
-        self._lock = threading.RLock()
-        self._encoder_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
-
-    def _load_index(self, identity: str):
-        with self._lock:
-            return super()._load_index(identity)
-
-    def _encode_missing(self, encoder, identity, missing, first, progress, description, workers) -> dict:
-        if self.batcher is not None:
-            return self.batcher.run(identity, missing, first,
-                                    lambda keys, fst: self._encode_now(encoder, identity, keys, fst, description))
-        return self._encode_now(encoder, identity, missing, first, description)
-
-    def _encode_now(self, encoder, identity, missing, first, description) -> dict:
-        with self._lock:
-            lock = self._encoder_locks[identity]
-        with lock:
-            idx = self._load_index(identity)
-            still = [k for k in missing if k not in idx]  # another thread may have encoded them meanwhile
-            if not still:
-                return {}
-            return super()._encode_missing(encoder, identity, still, first, False, description, 1)
-
-    def _write_shard(self, identity: str, keys: list[str], vectors: np.ndarray) -> Path:
-        path = Path(f"<memory>/{uuid.uuid4().hex}")
-        with self._lock:
-            idx = self._load_index(identity)
-            self._shard_data[path] = np.asarray(vectors, dtype=np.float32)
-            for row, k in enumerate(keys):
-                idx[k] = (path, row)
-            self._mem[path] = (identity, list(keys))
-            self._mem_items += len(keys)
-            while self._mem_items > self.max_items and len(self._mem) > 1:
-                old, (ident, old_keys) = self._mem.popitem(last=False)
-                old_idx = self._index.get(ident, {})
-                for k in old_keys:
-                    if old_idx.get(k, (None,))[0] == old:
-                        del old_idx[k]
-                self._shard_data.pop(old, None)
-                self._mem_items -= len(old_keys)
-        return path
-
-    def __len__(self) -> int:
-        return self._mem_items
 
 
 @dataclass

@@ -1,0 +1,52 @@
+"""The service's limits and options (:class:`ServeConfig`), given to :class:`~anybind.serve.state.Service`
+and the app."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class ServeConfig:
+    """Limits of the service (``anybind serve --help`` shows the same defaults).
+
+    max_upload_bytes: cap on a request body (all files of an upload together); larger -> 413.
+    max_files: files in one upload request.
+    concurrency: encoder/search jobs running at once (each runs in a worker thread).
+    max_queue: requests allowed to wait for a slot; one more -> 503 with ``Retry-After``.
+    queue_timeout: seconds a request may wait for a slot before it gets 503.
+    query_cache: query embeddings (texts, uploads, class prompts) kept in memory (LRU).
+    thumb_cache: thumbnails kept in memory (LRU).
+    max_pixels: an uploaded raster image larger than this (width x height, read from its header) -> 400,
+        before anything is decoded (a small file can hold a huge image).
+    max_audio_seconds: an uploaded sound longer than this (read from its header) -> 400.
+    max_video_seconds: an uploaded video declaring a longer duration -> 400, before a frame is decoded (its
+        frames are also bounded by ``max_pixels``, and by the library's 4096x2160).
+    max_svg_work: an uploaded SVG whose estimated rendering work is larger -> 400, before it is rendered
+        (see :class:`~anybind.data.media.MediaLimits`; its embedded images count against ``max_pixels``).
+    max_svg_seconds: wall-clock seconds rendering one SVG may take (an upload, or an indexed SVG's thumbnail):
+        it is rendered in a worker process killed past them -> 400, so that no SVG holds a slot longer.
+        Uploads are decoded under these limits (see :func:`~anybind.data.limits.using_limits`).
+    refresh_seconds: how often (at most) a request looks for writes other processes made to the index
+        (``anybind index ... --out`` on it while serving): new, replaced and deleted items are then searchable and
+        served; 0 = before every request.
+    batch_wait_ms: dynamic batching (:mod:`anybind.serve.batching`): concurrent requests that need the same
+        encoder wait up to this long to be encoded in one call (0: off; useful with ``concurrency`` > 2).
+    max_batch: stop waiting once this many items are gathered for one encoder call.
+    """
+
+    max_upload_bytes: int = 10 * 1024 * 1024
+    max_files: int = 8
+    concurrency: int = 2
+    max_queue: int = 256
+    queue_timeout: float = 60.0
+    query_cache: int = 4096
+    thumb_cache: int = 1024
+    max_pixels: int = 40_000_000
+    max_audio_seconds: float = 120.0
+    max_video_seconds: float = 120.0
+    max_svg_work: int = 100_000
+    max_svg_seconds: float = 20.0
+    refresh_seconds: float = 2.0
+    batch_wait_ms: float = 0.0
+    max_batch: int = 64

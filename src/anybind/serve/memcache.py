@@ -1,0 +1,78 @@
+"""The service's feature cache: reads the on-disk cache, keeps what it encodes in a bounded in-memory LRU
+(nothing written to disk), and can batch encodes across concurrent requests (:mod:`anybind.serve.batching`)."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections import OrderedDict, defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from ..cache import FeatureCache
+from .batching import Batcher
+
+
+class MemoryFeatureCache(FeatureCache):
+    """A feature cache that reads the on-disk cache but keeps what it encodes in memory only.
+
+    Corpus items already on disk are hits; queries (texts, uploaded files, class
+    prompts) are encoded once and kept in an LRU of ``max_items`` entries, so a
+    running service never writes a shard per query into the user's cache.
+    Encoder calls are serialised per encoder identity (a tokenizer or a model
+    shared by worker threads is never entered twice at once).
+    """
+
+    def __init__(self, root: str | Path | None = None, max_items: int = 4096, batch_wait: float = 0.0,
+                 max_batch: int = 64):
+        super().__init__(root)
+        # batch_wait > 0: concurrent calls for one encoder are encoded together (see .batching)
+        self.batcher = Batcher(batch_wait, max_batch) if batch_wait > 0 else None
+        self.max_items = int(max_items)
+        self._mem: OrderedDict[Path, tuple[str, list[str]]] = OrderedDict()
+        self._mem_items = 0
+        self._lock = threading.RLock()
+        self._encoder_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+
+    def _load_index(self, identity: str):
+        with self._lock:
+            return super()._load_index(identity)
+
+    def _encode_missing(self, encoder, identity, missing, first, progress, description, workers) -> dict:
+        if self.batcher is not None:
+            return self.batcher.run(identity, missing, first,
+                                    lambda keys, fst: self._encode_now(encoder, identity, keys, fst, description))
+        return self._encode_now(encoder, identity, missing, first, description)
+
+    def _encode_now(self, encoder, identity, missing, first, description) -> dict:
+        with self._lock:
+            lock = self._encoder_locks[identity]
+        with lock:
+            idx = self._load_index(identity)
+            still = [k for k in missing if k not in idx]  # another thread may have encoded them meanwhile
+            if not still:
+                return {}
+            return super()._encode_missing(encoder, identity, still, first, False, description, 1)
+
+    def _write_shard(self, identity: str, keys: list[str], vectors: np.ndarray) -> Path:
+        path = Path(f"<memory>/{uuid.uuid4().hex}")
+        with self._lock:
+            idx = self._load_index(identity)
+            self._shard_data[path] = np.asarray(vectors, dtype=np.float32)
+            for row, k in enumerate(keys):
+                idx[k] = (path, row)
+            self._mem[path] = (identity, list(keys))
+            self._mem_items += len(keys)
+            while self._mem_items > self.max_items and len(self._mem) > 1:
+                old, (ident, old_keys) = self._mem.popitem(last=False)
+                old_idx = self._index.get(ident, {})
+                for k in old_keys:
+                    if old_idx.get(k, (None,))[0] == old:
+                        del old_idx[k]
+                self._shard_data.pop(old, None)
+                self._mem_items -= len(old_keys)
+        return path
+
+    def __len__(self) -> int:
+        return self._mem_items
