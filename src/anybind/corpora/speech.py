@@ -64,7 +64,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -74,14 +73,13 @@ from typing import Any
 from ..data.manifest import load_manifest
 from ..errors import DataError
 from ._build import CorpusSummary, build_atomically, finish_corpus, stable_message, write_license
-from ._debian import debian_copyright_path, debian_package_version, ensure_debian_package
+from ._debian import debian_copyright_path, debian_package_version
 from .speech_voices import (
     ESPEAK_PACKAGE,
     SAMPLE_RATE,
     check_voices,
     ensure_espeak,
     espeak_version,
-    find_tux_manifest,
     known_voices,
     slug,
     speak,
@@ -131,21 +129,9 @@ def build_speech(
     if limit is not None and limit < 1:
         raise DataError(f"limit must be at least 1, got {limit}")
     exe = ensure_espeak(espeak, install)
-    tmp_tux: Path | None = None
-    try:
-        if tux is None:
-            from .tuxpaint import build_tuxpaint
+    from .tuxpaint import tux_manifest as tux_corpus
 
-            stamps = Path(stamps_dir)
-            if install and not stamps.exists() and stamps.absolute() == Path(DEFAULT_STAMPS_DIR):
-                ensure_debian_package(TUX_PACKAGE, DEFAULT_STAMPS_DIR)
-            tmp_tux = Path(tempfile.mkdtemp(prefix="anybind-tux-"))
-            build_tuxpaint(tmp_tux / "tux", stamps_dir=stamps, copy_media=False, progress=progress)
-            tux_manifest = tmp_tux / "tux" / "manifest.jsonl"
-            tux_source = f"built from {Path(stamps_dir).absolute()} (anybind.corpora.tuxpaint, copy_media=False)"
-        else:
-            tux_manifest = find_tux_manifest(tux).absolute()
-            tux_source = str(tux_manifest)
+    with tux_corpus(tux, stamps_dir, install, progress) as (tux_manifest, tux_source):
 
         def fill(tmp: Path, out: Path, prog: Any) -> CorpusSummary:
             return _build_into(
@@ -153,9 +139,6 @@ def build_speech(
             )
 
         return build_atomically(NAME, out_dir, fill, progress)
-    finally:
-        if tmp_tux is not None:
-            shutil.rmtree(tmp_tux, ignore_errors=True)
 
 
 def _build_into(

@@ -5,7 +5,6 @@ the corpus)."""
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import subprocess
 import tempfile
@@ -99,13 +98,6 @@ def check_voices(voices: Mapping[str, Sequence[str]]) -> dict[str, tuple[str, ..
                 )
     return out
 
-
-def find_tux_manifest(tux: str | os.PathLike[str]) -> Path:
-    p = Path(tux)
-    m = p / "manifest.jsonl" if p.is_dir() else p
-    if not m.is_file():
-        raise DataError(f"{tux}: no Tux Paint corpus there (build one with `anybind corpus tuxpaint --out DIR`)")
-    return m
 
 
 def ensure_espeak(espeak: str, install: bool) -> str:

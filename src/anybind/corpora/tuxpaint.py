@@ -112,7 +112,10 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -177,6 +180,34 @@ def build_tuxpaint(
     return build_atomically(
         NAME, out_dir, lambda tmp, out, prog: _build_into(tmp, out, stamps, copy_media, prog), progress
     )
+
+
+@contextmanager
+def tux_manifest(
+    tux: str | os.PathLike[str] | None,
+    stamps_dir: str | os.PathLike[str] = DEFAULT_STAMPS_DIR,
+    install: bool = True,
+    progress: bool = False,
+) -> Iterator[tuple[Path, str]]:
+    """The Tux Paint manifest a derived corpus (speech, video) reads: ``tux`` (a built corpus folder or its
+    manifest), else one built from ``stamps_dir`` into a temporary folder (media not copied), removed on exit.
+    Yields ``(absolute manifest path, where it came from)``."""
+    if tux is not None:
+        p = Path(tux)
+        m = p / "manifest.jsonl" if p.is_dir() else p
+        if not m.is_file():
+            raise DataError(f"{tux}: no Tux Paint corpus there (build one with `anybind corpus tuxpaint --out DIR`)")
+        yield m.absolute(), str(m.absolute())
+        return
+    stamps = Path(stamps_dir)
+    if install and not stamps.exists() and stamps.absolute() == Path(DEFAULT_STAMPS_DIR):
+        ensure_debian_package(PACKAGE, DEFAULT_STAMPS_DIR)
+    tmp = Path(tempfile.mkdtemp(prefix="anybind-tux-"))
+    try:
+        build_tuxpaint(tmp / "tux", stamps_dir=stamps, copy_media=False, progress=progress)
+        yield tmp / "tux" / "manifest.jsonl", f"built from {stamps.absolute()} (anybind.corpora.tuxpaint, copy_media=False)"
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _build_into(tmp: Path, out_dir: Path, stamps_dir: Path, copy_media: bool, prog: Any) -> CorpusSummary:

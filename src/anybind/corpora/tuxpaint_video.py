@@ -39,7 +39,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -51,7 +50,7 @@ from ..data.media import load_image
 from ..data.video import import_av
 from ..errors import DataError
 from ._build import CorpusSummary, build_atomically, finish_corpus, stable_message, write_license
-from ._debian import debian_copyright_path, debian_package_version, ensure_debian_package
+from ._debian import debian_copyright_path, debian_package_version
 
 __all__ = ["MOTIONS", "build_tuxpaint_video", "motion_for", "render_frames", "write_clip"]
 
@@ -143,33 +142,15 @@ def build_tuxpaint_video(
     if not 1 <= fps <= 60 or not 0 < seconds <= 60:
         raise DataError(f"fps must be in 1..60 and seconds in (0, 60], got fps={fps}, seconds={seconds}")
     import_av("anybind corpus tuxpaint-video")
-    tmp_tux: Path | None = None
-    try:
-        if tux is None:
-            from .tuxpaint import build_tuxpaint
+    from .tuxpaint import tux_manifest as tux_corpus
 
-            stamps = Path(stamps_dir)
-            if install and not stamps.exists() and stamps.absolute() == Path(DEFAULT_STAMPS_DIR):
-                ensure_debian_package(TUX_PACKAGE, DEFAULT_STAMPS_DIR)
-            tmp_tux = Path(tempfile.mkdtemp(prefix="anybind-tux-"))
-            build_tuxpaint(tmp_tux / "tux", stamps_dir=stamps, copy_media=False, progress=progress)
-            tux_manifest = tmp_tux / "tux" / "manifest.jsonl"
-            tux_source = f"built from {Path(stamps_dir).absolute()} (anybind.corpora.tuxpaint, copy_media=False)"
-        else:
-            p = Path(tux)
-            tux_manifest = (p / "manifest.jsonl" if p.is_dir() else p).absolute()
-            if not tux_manifest.is_file():
-                raise DataError(f"{tux}: no Tux Paint corpus there (build one with `anybind corpus tuxpaint --out DIR`)")
-            tux_source = str(tux_manifest)
+    with tux_corpus(tux, stamps_dir, install, progress) as (tux_manifest, tux_source):
         opts = {"seconds": seconds, "fps": fps, "size": size, "frames": max(1, round(seconds * fps))}
 
         def fill(tmp: Path, out: Path, prog: Any) -> CorpusSummary:
             return _build_into(tmp, out, tux_manifest, tux_source, limit, opts, copy_images, prog)
 
         return build_atomically(NAME, out_dir, fill, progress)
-    finally:
-        if tmp_tux is not None:
-            shutil.rmtree(tmp_tux, ignore_errors=True)
 
 
 def _build_into(tmp: Path, out_dir: Path, tux_manifest: Path, tux_source: str, limit: int | None,
