@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import EncoderError
 from .base import sha256_file
-from .image import PREP_VERSION, TorchImageEncoder, state_dict_sha256, weights_sha256
+from .image_base import PREP_VERSION, TorchImageEncoder, state_dict_sha256, weights_sha256
 
 # ----------------------------------------------------------------------------- timm
 

@@ -21,58 +21,19 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..cache import FeatureCache
 from ..encoders.base import Encoder
-from ..encoders.registry import get_encoder
 from ..errors import DataError
 from . import ray_session
+from .encode_report import EncodeReport, cached_encoder
 
 #: rows per shard the Ray path commits (the single-process path uses the cache's chunk_size)
 DEFAULT_SHARD_SIZE = 256
 #: the single-process path hands the cache at most this many items at a time (bounded memory)
 LOCAL_CHUNK_ITEMS = 50_000
-
-
-@dataclass
-class EncodeReport:
-    """What one encode run did."""
-
-    spec: str
-    identity: str
-    mode: str  # "local" | "ray"
-    requested: int = 0
-    unique: int = 0  # distinct contents
-    hits: int = 0  # already in the cache
-    encoded: int = 0
-    failed: list[tuple[str, str]] = field(default_factory=list)  # (item, reason)
-    shards: int = 0  # shards written by the Ray path
-    seconds: float = 0.0
-
-    @property
-    def items_per_second(self) -> float:
-        return self.encoded / self.seconds if self.seconds > 0 else float("nan")
-
-    def summary(self) -> str:
-        s = (
-            f"{self.spec} ({self.mode}): {self.requested} items, {self.unique} distinct, {self.hits} already cached, "
-            f"{self.encoded} encoded in {self.seconds:.1f} s"
-        )
-        if self.encoded:
-            s += f" ({self.items_per_second:.1f} items/s)"
-        if self.failed:
-            s += f", {len(self.failed)} failed"
-        return s
-
-
-def cached_encoder(encoder: Encoder | str) -> Encoder:
-    """The encoder whose features the cache stores (a derived ``+bridge`` encoder caches its base's)."""
-    enc = get_encoder(encoder) if isinstance(encoder, str) else encoder
-    base = getattr(enc, "base_encoder", None)
-    return base if base is not None and hasattr(enc, "derive") else enc
 
 
 def encode_items(
@@ -104,7 +65,7 @@ def encode_items(
     if ray is False or ray is None:
         return _encode_local(enc, items, fc, progress)
     address = None if ray is True else str(ray)
-    from .encode_ray import encode_ray  # it imports this module (EncodeReport)
+    from .encode_ray import encode_ray  # Ray is imported only when asked for
 
     with ray_session(address):
         return encode_ray(

@@ -19,7 +19,7 @@ from ..encoders.device import cache_identity, current_runtime, ray_gpus, worker_
 from ..encoders.registry import get_encoder
 from ..errors import DataError, EncoderError
 from . import cluster_cpus, free_cpus
-from .encode import EncodeReport, cached_encoder
+from .encode_report import EncodeReport, cached_encoder
 
 #: from this many files on, content keys (file hashes) are computed by Ray tasks, not by the driver
 KEY_TASKS_FROM = 20_000

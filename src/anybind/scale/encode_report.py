@@ -1,0 +1,47 @@
+"""What an encode run did (:class:`EncodeReport`) and the encoder it runs (:func:`cached_encoder`), shared by
+the single-process path (:mod:`anybind.scale.encode`) and the Ray path (:mod:`anybind.scale.encode_ray`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..encoders.base import Encoder
+from ..encoders.registry import get_encoder
+
+
+@dataclass
+class EncodeReport:
+    """What one encode run did."""
+
+    spec: str
+    identity: str
+    mode: str  # "local" | "ray"
+    requested: int = 0
+    unique: int = 0  # distinct contents
+    hits: int = 0  # already in the cache
+    encoded: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (item, reason)
+    shards: int = 0  # shards written by the Ray path
+    seconds: float = 0.0
+
+    @property
+    def items_per_second(self) -> float:
+        return self.encoded / self.seconds if self.seconds > 0 else float("nan")
+
+    def summary(self) -> str:
+        s = (
+            f"{self.spec} ({self.mode}): {self.requested} items, {self.unique} distinct, {self.hits} already cached, "
+            f"{self.encoded} encoded in {self.seconds:.1f} s"
+        )
+        if self.encoded:
+            s += f" ({self.items_per_second:.1f} items/s)"
+        if self.failed:
+            s += f", {len(self.failed)} failed"
+        return s
+
+
+def cached_encoder(encoder: Encoder | str) -> Encoder:
+    """The encoder whose features the cache stores (a derived ``+bridge`` encoder caches its base's)."""
+    enc = get_encoder(encoder) if isinstance(encoder, str) else encoder
+    base = getattr(enc, "base_encoder", None)
+    return base if base is not None and hasattr(enc, "derive") else enc
