@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from anybind.bench.tasks_search import clustered_vectors
+from anybind.bench.search_util import clustered_vectors
 from anybind.index import Index, IndexError_
 from anybind.index.memann import MEMANN_DIR, MemoryAnn
 from anybind.index.quant import hamming

@@ -43,7 +43,7 @@ def fast_search(
 ) -> tuple[dict[str, float], dict[str, Any]]:
     """Metrics (``quant-int8/...``, ``quant-binary/...``, ``memann/...``) and the settings chosen.
     ``I_ex`` / ``I_tune``: exact top-``k`` row numbers (= ids) of ``Q`` / ``Qtune``."""
-    from .tasks_search import PeakRSS
+    from .search_util import PeakRSS
 
     m: dict[str, float] = {}
     cfg: dict[str, Any] = {}

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -20,90 +19,14 @@ import numpy as np
 
 from . import TaskResult, task
 from .search_fast import fast_search, interleaved_vs_hnswlib
-
-
-# ---------------------------------------------------------------------------------------
-# helpers
-# ---------------------------------------------------------------------------------------
-def _rss() -> int:
-    """Resident set size of this process, bytes."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:  # not Linux
-        import resource
-
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-class PeakRSS:
-    """Samples the process RSS every few ms while active: ``peak`` and ``extra`` (peak - start), in GiB."""
-
-    def __init__(self, interval: float = 0.02):
-        self.interval = interval
-        self.peak = self.start = 0
-        self._stop = threading.Event()
-
-    def __enter__(self) -> "PeakRSS":
-        self.start = self.peak = _rss()
-        self._stop.clear()
-        self._t = threading.Thread(target=self._run, daemon=True)
-        self._t.start()
-        return self
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.peak = max(self.peak, _rss())
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._t.join()
-        self.peak = max(self.peak, _rss())
-
-    @property
-    def peak_gb(self) -> float:
-        return self.peak / 2**30
-
-    @property
-    def extra_gb(self) -> float:
-        return (self.peak - self.start) / 2**30
-
-
-def clustered_vectors(
-    n: int,
-    d: int,
-    clusters: int,
-    rng: np.random.Generator,
-    centers: np.ndarray | None = None,
-    noise: float = 1.0,
-    chunk: int = 100_000,
-) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` unit vectors around ``clusters`` Gaussian centres (isotropic noise of per-dim std ``noise``)."""
-    C = centers if centers is not None else rng.standard_normal((clusters, d), dtype=np.float32)
-    X = np.empty((n, d), np.float32)
-    for s in range(0, n, chunk):
-        m = min(chunk, n - s)
-        x = C[rng.integers(0, len(C), m)] + noise * rng.standard_normal((m, d), dtype=np.float32)
-        X[s : s + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
-    return X, C
-
-
-def _best_time(fn, repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
-def _recall(found: np.ndarray, truth: np.ndarray) -> float:
-    k = truth.shape[1]
-    return float(np.mean([len(set(f[:k].tolist()) & set(t.tolist())) / k for f, t in zip(found, truth)]))
-
-
-def _du(path: Path) -> int:
-    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+from .search_util import (
+    PeakRSS,
+    best_time,
+    clustered_vectors,
+    du,
+    recall,
+    rss,
+)
 
 
 # ---------------------------------------------------------------------------------------
@@ -153,20 +76,20 @@ def search_scale(
     t_ours, t_faiss = [], []
     with PeakRSS() as mem_ours:
         for _ in range(repeats):
-            t_ours.append(_best_time(lambda: exact_topk(Q, X, k), 1))
-            t_faiss.append(_best_time(lambda: flat.search(Q, k), 1))
+            t_ours.append(best_time(lambda: exact_topk(Q, X, k), 1))
+            t_faiss.append(best_time(lambda: flat.search(Q, k), 1))
     S_ex, I_ex = exact_topk(Q, X, k)
     _, I_tune = exact_topk(Qtune, X, k)
     D_f, I_f = flat.search(Q, k)
     ours["exact/qps_batch"] = nq / min(t_ours)
     faiss_m["exact/qps_batch"] = nq / min(t_faiss)
     ours["exact/vs_faiss_flat"] = ours["exact/qps_batch"] / faiss_m["exact/qps_batch"]
-    ours["exact/agreement_with_faiss@10"] = _recall(I_ex, I_f)
+    ours["exact/agreement_with_faiss@10"] = recall(I_ex, I_f)
     ours["exact/search_extra_gb"] = mem_ours.extra_gb
-    ours["exact/qps_single"] = n_single / _best_time(
+    ours["exact/qps_single"] = n_single / best_time(
         lambda: [exact_topk(q[None], X, k) for q in Q[:n_single]], 1
     )
-    faiss_m["exact/qps_single"] = n_single / _best_time(
+    faiss_m["exact/qps_single"] = n_single / best_time(
         lambda: [flat.search(q[None], k) for q in Q[:n_single]], 1
     )
     faiss_m["exact/agreement_with_faiss@10"] = 1.0
@@ -200,7 +123,7 @@ def search_scale(
         info = index.create_ann(ann_kind)
     ours["ann/build_s"] = info["build_seconds"]
     ours["ann/build_extra_gb"] = mem.extra_gb
-    ours["index/disk_gb"] = _du(root / "index") / 2**30
+    ours["index/disk_gb"] = du(root / "index") / 2**30
     say(
         f"lancedb: write {ours['index/write_s']:.1f} s, ANN ({ann_kind}, {info['num_partitions']} partitions) "
         f"built in {ours['ann/build_s']:.1f} s"
@@ -219,7 +142,7 @@ def search_scale(
         if p > parts and p != grid[0][0]:
             continue
         res = index._ann_search(tune_q, k, None, with_vectors=False, nprobes=min(p, parts), ef=e)
-        rec = _recall(
+        rec = recall(
             np.array([[int(i) for i in t.column("id").to_pylist()] + [-1] * (k - t.num_rows) for t in res]),
             I_tune,
         )
@@ -237,7 +160,7 @@ def search_scale(
         res = index._ann_search(Q[:nq_ann], k, None, with_vectors=False, batch=64)
         t_par = time.perf_counter() - t0
     found = np.array([[int(i) for i in t.column("id").to_pylist()] + [-1] * (k - t.num_rows) for t in res])
-    ours["ann/recall@10"] = _recall(found, I_ex[:nq_ann])
+    ours["ann/recall@10"] = recall(found, I_ex[:nq_ann])
     ours["ann/qps_single"] = nq_ann / t_single
     ours["ann/qps_batch"] = nq_ann / t_par
     ours["ann/search_extra_gb"] = mem.extra_gb
@@ -272,14 +195,14 @@ def search_scale(
         for ef in (16, 32, 64, 128, 256, 512):
             h.set_ef(ef)
             lab, _ = h.knn_query(Qtune, k=k, num_threads=threads)
-            if _recall(lab, I_tune) >= tune_target:
+            if recall(lab, I_tune) >= tune_target:
                 break
         hnsw_m["ann/ef"] = float(ef)
-        t_b = _best_time(lambda: h.knn_query(Q, k=k, num_threads=threads), repeats)
+        t_b = best_time(lambda: h.knn_query(Q, k=k, num_threads=threads), repeats)
         lab, _ = h.knn_query(Q, k=k, num_threads=threads)
-        hnsw_m["ann/recall@10"] = _recall(lab, I_ex)
+        hnsw_m["ann/recall@10"] = recall(lab, I_ex)
         hnsw_m["ann/qps_batch"] = nq / t_b
-        hnsw_m["ann/qps_single"] = nq_ann / _best_time(
+        hnsw_m["ann/qps_single"] = nq_ann / best_time(
             lambda: [h.knn_query(q[None], k=k, num_threads=1) for q in Q[:nq_ann]], 1
         )
         hnsw_m["ann/speedup_vs_exact_single"] = hnsw_m["ann/qps_single"] / ours["exact/qps_single"]
@@ -296,7 +219,7 @@ def search_scale(
         del h
     del index
 
-    ours["peak_rss_gb"] = _rss() / 2**30
+    ours["peak_rss_gb"] = rss() / 2**30
     for mode in ("single", "batch"):
         if hnsw_m and f"memann/vs_hnswlib_{mode}" not in ours:  # not timed in turns: the separate runs
             ours[f"memann/vs_hnswlib_{mode}"] = ours[f"memann/qps_{mode}"] / hnsw_m[f"ann/qps_{mode}"]
