@@ -66,22 +66,7 @@ reference, and is then a frozen deterministic function of the series alone:
   or MiniRocket implementation is a different encoder (and a saved space
   refuses it).
 
-``timeseries:fracast`` -- Fracast-0's encoder
----------------------------------------------
-
-Fracast-0 (PyPI ``fracast``, Apache-2.0; weights inside the wheel) is a small
-pretrained univariate forecaster whose core maps a 2,048-step context to
-hidden states ``(2048, 64)``.  We feed the core exactly what its own
-forecaster feeds it (``FracastModel._predict_rows``): each channel min-max
-normalised over its observed values, right-aligned in the 2,048-step window
-with an "observed" mask and coverage over the real steps.  Series longer
-than 2,048 steps are resampled (linear) to 2,048, series shorter than 8 (the
-model's minimum) up to 8.  Features per channel: the mean and the standard
-deviation of the hidden states over the observed steps and the hidden state
-of the last step (the model is causal; its receptive field spans the whole
-window) -- 3 x 64 = 192 -- averaged over channels (the model treats
-channels independently).  The release's default int8 ("w8") weights are
-used; the identity holds the SHA-256 of the weight files and config.
+``timeseries:fracast`` -- Fracast-0's encoder: see :mod:`anybind.encoders.fracast`.
 """
 
 from __future__ import annotations
@@ -96,7 +81,6 @@ from typing import Any
 
 import numpy as np
 
-from ..data.media import short_repr
 from ..data.series import (  # noqa: F401  (the loaders live in data/, re-exported here)
     MAX_ELEMENTS,
     MIN_LENGTH,
@@ -107,7 +91,9 @@ from ..data.series import (  # noqa: F401  (the loaders live in data/, re-export
     read_series_bytes,
 )
 from ..errors import DataError, EncoderError
-from .base import Encoder, sha256_file
+from .base import Encoder
+from .fracast import FRACAST_DIM, FracastEncoder  # noqa: F401  (re-exported)
+from .series_base import PREP_VERSION, SeriesEncoder, resample_linear, znormalise
 
 __all__ = [
     "FracastEncoder",
@@ -121,8 +107,6 @@ __all__ = [
     "znormalise",
 ]
 
-#: bump when the preprocessing below changes (it is part of the identities)
-PREP_VERSION = "v1"
 
 MINIROCKET_LENGTH = 512
 MINIROCKET_FEATURES = 2016  # multiple of 84 (MiniRocket's base kernels): 24 per kernel
@@ -132,36 +116,6 @@ _MINIROCKET_TAG = (
     f"resample-linear{MINIROCKET_LENGTH},znorm-per-channel,univariate-per-channel,"
     f"mean-over-channels,n_kernels{MINIROCKET_FEATURES},seed{MINIROCKET_SEED};{PREP_VERSION}"
 )
-
-FRACAST_WINDOW = 2048
-FRACAST_MIN = 8
-FRACAST_WIDTH = 64
-FRACAST_DIM = 3 * FRACAST_WIDTH
-_FRACAST_FILES = ("config.json", "model.int8.safetensors", "w8_manifest.json")
-_FRACAST_TAG = (
-    f"minmax-per-channel,right-aligned-w{FRACAST_WINDOW}+mask+coverage,>{FRACAST_WINDOW}:resample-linear,"
-    f"<{FRACAST_MIN}:resample-linear,core-hidden:mean|std|last-over-observed,mean-over-channels,w8;{PREP_VERSION}"
-)
-
-def resample_linear(x: np.ndarray, length: int) -> np.ndarray:
-    """Each row of ``x`` (channels, n) linearly interpolated to ``length`` evenly spaced steps (ends kept)."""
-    x = np.asarray(x, dtype=np.float64)
-    n = x.shape[1]
-    if n == length:
-        return x.copy()
-    src = np.arange(n, dtype=np.float64)
-    dst = np.linspace(0.0, n - 1.0, length)
-    return np.stack([np.interp(dst, src, row) for row in x])
-
-
-def znormalise(x: np.ndarray) -> np.ndarray:
-    """Each row to mean 0, std 1; a (numerically) constant row becomes zeros."""
-    x = np.asarray(x, dtype=np.float64)
-    mu = x.mean(axis=1, keepdims=True)
-    sd = x.std(axis=1, keepdims=True)
-    scale = np.maximum(np.abs(mu), 1.0)
-    ok = sd > 1e-8 * scale
-    return np.where(ok, (x - mu) / np.where(ok, sd, 1.0), 0.0)
 
 
 def _minirocket_rows(x: np.ndarray) -> np.ndarray:
@@ -208,32 +162,7 @@ def load_aeon_split(name: str, split: str = "TRAIN", data_dir: str | Path | None
 # ----------------------------------------------------------------------------- encoders
 
 
-class _SeriesEncoder(Encoder):
-    """What both time-series encoders share: loading, lazy model, picklable."""
-
-    modality = "timeseries"
-    input_kind = "file"
-
-    def load(self, item: Any) -> np.ndarray:
-        """A path (``.npy``/CSV) or an array -> validated float64 ``(channels, length)``."""
-        if isinstance(item, (str, Path)):
-            return load_series(item)
-        if isinstance(item, np.ndarray):
-            return as_series(item, "series array")
-        raise DataError(f"{short_repr(item)}: not a time series (expected a file path or an array)")
-
-    def model(self) -> Any:
-        if self._model is None:
-            with self._lock:
-                if self._model is None:
-                    self._model = self._build()
-        return self._model
-
-    def _build(self) -> Any:  # pragma: no cover - overridden
-        raise NotImplementedError
-
-
-class MiniRocketEncoder(_SeriesEncoder):
+class MiniRocketEncoder(SeriesEncoder):
     """MiniRocket fitted once on a fixed reference; 2,016-d, mean over channels (see the module docstring)."""
 
     dim = MINIROCKET_FEATURES
@@ -321,108 +250,6 @@ class MiniRocketEncoder(_SeriesEncoder):
             raise EncoderError(f"{self.spec}: MiniRocket returned {feats.shape[1]} features, expected {self.dim}")
         bounds = np.cumsum([0, *(s.shape[0] for s in series)])
         return np.stack([feats[bounds[k] : bounds[k + 1]].mean(axis=0) for k in range(len(series))]).astype(np.float32)
-
-
-class FracastEncoder(_SeriesEncoder):
-    """Fracast-0's core hidden states, mean|std|last over observed steps, mean over channels; 192-d."""
-
-    dim = FRACAST_DIM
-    batch_size = 32
-    #: channel rows per forward pass (bounds memory: a row is 2048 x 64 hidden floats per layer)
-    max_rows = 16
-    #: torch threads while encoding: this small model is fastest on one (measured 0.045 s per channel
-    #: row with 1 thread, 0.12-0.6 s with 2 on a busy 2-core machine); restored afterwards
-    threads = 1
-
-    def __init__(self, spec: str = "timeseries:fracast"):
-        if importlib.util.find_spec("fracast") is None:
-            raise EncoderError("timeseries:fracast needs the 'fracast' package: pip install 'anybind[timeseries]'")
-        self.spec = spec
-        self._model: Any = None
-        self._lock = threading.Lock()
-        self._identity: str | None = None
-
-    @staticmethod
-    def weights_dir() -> Path:
-        """The release weights shipped inside the fracast wheel (what ``from_pretrained()`` loads)."""
-        spec = importlib.util.find_spec("fracast")
-        assert spec is not None and spec.submodule_search_locations
-        return Path(next(iter(spec.submodule_search_locations))) / "weights"
-
-    @property
-    def identity(self) -> str:
-        if self._identity is None:
-            d = self.weights_dir()
-            missing = [f for f in _FRACAST_FILES if not (d / f).is_file()]
-            if missing:
-                raise EncoderError(f"{self.spec}: {d} lacks {', '.join(missing)}; reinstall fracast")
-            h = hashlib.sha256()
-            for f in _FRACAST_FILES:
-                h.update(f.encode())
-                h.update(sha256_file(d / f).encode())
-            self._identity = f"{self.spec}|weights={h.hexdigest()}|prep={_FRACAST_TAG}"
-        return self._identity
-
-    def _build(self) -> Any:
-        try:
-            from fracast.inference import FracastModel
-        except Exception as e:  # noqa: BLE001 - report any import failure clearly
-            raise EncoderError(f"{self.spec}: cannot import fracast ({type(e).__name__}: {e})") from None
-        fm = FracastModel.from_pretrained()  # the packaged release weights (w8), never a download
-        if fm.context_length != FRACAST_WINDOW:
-            raise EncoderError(f"{self.spec}: fracast context length {fm.context_length}, expected {FRACAST_WINDOW}")
-        for p in fm.core.parameters():
-            p.requires_grad_(False)
-        return fm.core
-
-    @staticmethod
-    def window(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Fracast's input for each channel: min-max normalised, right-aligned, and the observed mask."""
-        n = x.shape[1]
-        if n > FRACAST_WINDOW:
-            x = resample_linear(x, FRACAST_WINDOW)
-        elif n < FRACAST_MIN:
-            x = resample_linear(x, FRACAST_MIN)
-        n = x.shape[1]
-        loc = x.min(axis=1, keepdims=True)
-        span = np.maximum(x.max(axis=1, keepdims=True) - loc, 1e-5)
-        values = np.zeros((x.shape[0], FRACAST_WINDOW), dtype=np.float32)
-        observed = np.zeros((x.shape[0], FRACAST_WINDOW), dtype=bool)
-        values[:, FRACAST_WINDOW - n :] = ((x - loc) / span).astype(np.float32)
-        observed[:, FRACAST_WINDOW - n :] = True
-        return values, observed
-
-    def encode_loaded(self, batch: Sequence[Any]) -> np.ndarray:
-        import torch
-
-        if len(batch) == 0:
-            return np.zeros((0, self.dim), np.float32)
-        series = [self.load(b) for b in batch]
-        core = self.model()
-        wins = [self.window(s) for s in series]
-        values = np.concatenate([w[0] for w in wins])
-        observed = np.concatenate([w[1] for w in wins])
-        feats = np.empty((len(values), self.dim), dtype=np.float32)
-        prev_threads = torch.get_num_threads()
-        torch.set_num_threads(max(1, self.threads))
-        try:
-            self._forward(core, values, observed, feats)
-        finally:
-            torch.set_num_threads(prev_threads)
-        bounds = np.cumsum([0, *(s.shape[0] for s in series)])
-        return np.stack([feats[bounds[k] : bounds[k + 1]].mean(axis=0) for k in range(len(series))]).astype(np.float32)
-
-    def _forward(self, core: Any, values: np.ndarray, observed: np.ndarray, feats: np.ndarray) -> None:
-        import torch
-
-        with torch.inference_mode():
-            for i in range(0, len(values), self.max_rows):
-                v = torch.from_numpy(values[i : i + self.max_rows, None, :])
-                m = torch.from_numpy(observed[i : i + self.max_rows, None, :])
-                hidden = core(v, m, m.to(torch.float32)).to(torch.float32).numpy()  # (rows, 2048, 64)
-                for j, h in enumerate(hidden):
-                    obs = h[observed[i + j]]
-                    feats[i + j] = np.concatenate([obs.mean(axis=0), obs.std(axis=0), h[-1]])
 
 
 def make_timeseries_encoder(name: str) -> Encoder:
