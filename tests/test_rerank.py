@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 from anybind import rerank as rr
 from anybind.errors import DataError
 from anybind.evaluate import retrieval_from_embeddings
+from anybind.rerank.common import mean_topk
+from anybind.rerank.invgc import invgc_message
 
 
 def unit(x):
@@ -144,11 +146,11 @@ def test_invgc_ignores_the_item_itself_when_the_gallery_is_its_own_bank():
 
 def test_invgc_chunking_does_not_change_results():
     Q, G, QB, GB = data(5, nq=4, ng=50, nb=40)
-    a = rr._invgc_message(G, QB, 0.7, True, 0.1)
-    b = rr._invgc_message(G, QB, 0.7, True, 0.1, budget=40 * 3)  # 3 rows per chunk
+    a = invgc_message(G, QB, 0.7, True, 0.1)
+    b = invgc_message(G, QB, 0.7, True, 0.1, budget=40 * 3)  # 3 rows per chunk
     assert np.allclose(a, b, atol=1e-6)
-    c = rr._invgc_message(G, QB, 0.7, False, 0.1)
-    d = rr._invgc_message(G, QB, 0.7, False, 0.1, budget=40 * 7)
+    c = invgc_message(G, QB, 0.7, False, 0.1)
+    d = invgc_message(G, QB, 0.7, False, 0.1, budget=40 * 7)
     assert np.allclose(c, d, atol=1e-6)
 
 
@@ -312,7 +314,7 @@ def test_banks_from_the_gallerys_own_corpus_leave_each_items_own_record_out():
     got = rr.csls(S, BS, k=3, bank_ids=bids, gallery_ids=gids)
     for j in range(12):
         keep = bids != gids[j]
-        ref = rr.csls(S[:, j : j + 1], BS[keep][:, j : j + 1], k=3, query_knn=rr._mean_topk(S, 3, axis=1))
+        ref = rr.csls(S[:, j : j + 1], BS[keep][:, j : j + 1], k=3, query_knn=mean_topk(S, 3, axis=1))
         assert np.allclose(got[:, j], ref[:, 0], atol=1e-5)
     # QB-Norm: denominators and the activation set without same-record pairs
     got = rr.qb_norm(S, BS, beta=10.0, k=1, bank_ids=bids, gallery_ids=gids)

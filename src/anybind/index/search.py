@@ -182,7 +182,7 @@ class SearchMixin:
     def _rerank(self, method, Q, cands, targets, lab, params, query_bank, bank_size, exact):
         """Re-score each query's candidates.  Banks come from the index itself, so a gallery
         item's own record (the item, or its partner in another modality) is left out of the
-        bank statistics of that item (see :func:`anybind.rerank._without_self`)."""
+        bank statistics of that item (see :func:`anybind.rerank.common.without_self`)."""
         from .. import rerank as rr
 
         p = rr.params_for(method, params)

@@ -38,7 +38,25 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DataError
+from ..errors import DataError
+from .common import SELF_TOL, f32, mean_topk, without_self
+from .invgc import invgc, invgc_gallery
+
+__all__ = [
+    "DEFAULTS",
+    "RERANKERS",
+    "SELF_TOL",
+    "activation_set",
+    "apply_rerank",
+    "check_method",
+    "csls",
+    "hubness",
+    "invgc",
+    "invgc_gallery",
+    "k_occurrence",
+    "params_for",
+    "qb_norm",
+]
 
 RERANKERS = ("csls", "qbnorm", "invgc")
 
@@ -49,54 +67,6 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "qbnorm": {"beta": 20.0, "k": 1},
     "invgc": {"r_g": 0.5, "r_q": 0.5, "pool_rate": 0.01, "local_adj": True},
 }
-
-
-def _f32(x: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(np.asarray(x, dtype=np.float32))
-
-
-def _mean_topk(mat: np.ndarray, k: int, axis: int) -> np.ndarray:
-    """Mean of the ``k`` largest values along ``axis`` (-inf entries are excluded; none left -> 0)."""
-    n = mat.shape[axis]
-    k = max(1, min(int(k), n))
-    if k == n:
-        top = mat
-    else:
-        part = np.partition(mat, n - k, axis=axis)
-        sl = [slice(None)] * mat.ndim
-        sl[axis] = slice(n - k, None)
-        top = part[tuple(sl)]
-    if np.isfinite(top).all():
-        return top.mean(axis=axis)
-    fin = np.isfinite(top)
-    return np.where(fin, top, 0.0).sum(axis=axis) / np.maximum(fin.sum(axis=axis), 1)
-
-
-SELF_TOL = 1e-5  #: a bank item this close (cosine above 1 - SELF_TOL) to a gallery item *is* that item
-
-
-def _without_self(
-    bank_sim: np.ndarray, tol: float | None, bank_ids: Any = None, gallery_ids: Any = None
-) -> np.ndarray:
-    """``bank_sim`` (n_bank, n_gallery) with the entries that are the gallery item itself set to -inf.
-
-    When the bank holds the gallery items themselves (an index searched within one modality),
-    an item must not count as its own bank neighbour: it would look like the biggest hub of
-    all.  Entries above ``1 - tol`` are such self matches.  With ``bank_ids`` and
-    ``gallery_ids`` (record ids), every pair from the same record is left out as well: a
-    record's own caption is not a typical query for its own image, and counting it would
-    single out exactly the items whose partners happen to be in the bank.
-    """
-    b = np.asarray(bank_sim, dtype=np.float32)
-    mask = (b > 1.0 - tol) if tol is not None else np.zeros(b.shape, bool)
-    if bank_ids is not None and gallery_ids is not None:
-        mask |= np.asarray(bank_ids, dtype=object)[:, None] == np.asarray(gallery_ids, dtype=object)[None, :]
-    return np.where(mask, -np.inf, b).astype(np.float32) if mask.any() else b
-
-
-def _normalize(x: np.ndarray) -> np.ndarray:
-    n = np.linalg.norm(x, axis=-1, keepdims=True)
-    return x / np.maximum(n, 1e-12)
 
 
 # ---------------------------------------------------------------------------------------
@@ -151,17 +121,17 @@ def csls(
         ``sim``.  It is constant within a row, so it never changes a ranking,
         only the score scale.
     self_tol, bank_ids, gallery_ids: bank entries that are the gallery item itself (or its
-        own record's partner) are skipped, see :func:`_without_self`.
+        own record's partner) are skipped, see :func:`without_self`.
     Returns ``2 sim - r_G(q)[:, None] - r_Q(g)[None, :]``.
     """
     sim = np.asarray(sim, dtype=np.float32)
     bank_sim = np.asarray(bank_sim, dtype=np.float32)
     if bank_sim.shape[1] != sim.shape[1]:
         raise ValueError(f"bank_sim has {bank_sim.shape[1]} gallery columns, sim has {sim.shape[1]}")
-    r_q = _mean_topk(
-        _without_self(bank_sim, self_tol, bank_ids, gallery_ids), k, axis=0
+    r_q = mean_topk(
+        without_self(bank_sim, self_tol, bank_ids, gallery_ids), k, axis=0
     )  # mean sim to its k nearest bank queries
-    r_g = _mean_topk(sim, k, axis=1) if query_knn is None else np.asarray(query_knn, np.float32)
+    r_g = mean_topk(sim, k, axis=1) if query_knn is None else np.asarray(query_knn, np.float32)
     return 2 * sim - r_g[:, None] - r_q[None, :]
 
 
@@ -178,7 +148,7 @@ def activation_set(
 ) -> np.ndarray:
     """Boolean mask over gallery columns: items in the top-``k`` of at least one bank query
     (a bank query does not activate the gallery item it is, or its own record's partner)."""
-    bank_sim = _without_self(bank_sim, self_tol, bank_ids, gallery_ids)
+    bank_sim = without_self(bank_sim, self_tol, bank_ids, gallery_ids)
     ng = bank_sim.shape[1]
     k = max(1, min(int(k), ng))
     top = np.argpartition(-bank_sim, k - 1, axis=1)[:, :k]
@@ -210,7 +180,7 @@ def qb_norm(
         activation set was computed on the whole gallery).
     log_denominator: optional precomputed ``logsumexp_b(beta * bank_sim[b, g])`` per column.
     self_tol, bank_ids, gallery_ids: bank entries that are the gallery item itself (or its
-        own record's partner) are skipped, see :func:`_without_self`.
+        own record's partner) are skipped, see :func:`without_self`.
 
     Rows whose raw top-1 column is activated become
     ``exp(beta * s - logsumexp_b(beta * s_bank))``; other rows are returned unchanged.
@@ -224,7 +194,7 @@ def qb_norm(
     if log_denominator is None:
         from scipy.special import logsumexp
 
-        B = _without_self(bank_sim, self_tol, bank_ids, gallery_ids).astype(np.float64)
+        B = without_self(bank_sim, self_tol, bank_ids, gallery_ids).astype(np.float64)
         log_denominator = logsumexp(beta * B, axis=0)
         log_denominator = np.where(np.isfinite(log_denominator), log_denominator, 0.0)  # no bank item left
     top1 = sim.argmax(axis=1)
@@ -234,120 +204,6 @@ def qb_norm(
             np.float32
         )
     return out
-
-
-# ---------------------------------------------------------------------------------------
-# InvGC (with LocalAdj)
-# ---------------------------------------------------------------------------------------
-def _invgc_message(
-    gallery: np.ndarray,
-    bank: np.ndarray,
-    rate: float,
-    local_adj: bool,
-    pool_rate: float,
-    budget: int = 1 << 24,
-    self_tol: float | None = SELF_TOL,
-    gallery_ids: Any = None,
-    bank_ids: Any = None,
-) -> np.ndarray:
-    """One inverse convolution of ``gallery`` against ``bank`` (then renormalised).
-
-    Works through the gallery in chunks so that the (chunk, bank) adjacency
-    stays under ``budget`` floats.  Bank items identical to the row (cosine
-    above ``1 - self_tol``), or from the same record (equal ids, when given),
-    get weight 0, so a gallery that is its own bank is not pushed away from
-    itself, nor an image from its own caption.
-    """
-    gids = None if gallery_ids is None or bank_ids is None else np.asarray(gallery_ids, dtype=object)
-    bids = None if gids is None else np.asarray(bank_ids, dtype=object)
-    out = np.empty_like(gallery)
-    nb = len(bank)
-    pnum = max(1, int(pool_rate * nb))
-    chunk = max(1, budget // max(1, nb))
-    mean_w = None
-    if not local_adj:  # the dense variant centres on the mean similarity over the whole gallery x bank
-        mean_w = sum(float((gallery[s : s + chunk] @ bank.T).sum()) for s in range(0, len(gallery), chunk))
-        mean_w /= max(1, len(gallery) * nb)
-    for s in range(0, len(gallery), chunk):
-        g = gallery[s : s + chunk]
-        w = g @ bank.T  # (c, nb) adjacency
-        self_mask = (w > 1.0 - self_tol) if self_tol is not None else None
-        if gids is not None:
-            same = gids[s : s + chunk, None] == bids[None, :]
-            self_mask = same if self_mask is None else (self_mask | same)
-        if local_adj:
-            if pnum < nb:  # keep each row's pnum strongest edges (with their similarities), zero the rest
-                sel = w if self_mask is None else np.where(self_mask, -np.inf, w)
-                idx = np.argpartition(-sel, pnum - 1, axis=1)[:, :pnum]
-                vals = np.take_along_axis(sel, idx, axis=1)
-                sparse = np.zeros_like(w)
-                np.put_along_axis(sparse, idx, np.where(np.isfinite(vals), vals, 0.0), axis=1)
-                w = sparse
-            elif self_mask is not None:
-                w = np.where(self_mask, 0.0, w)
-            msg = (w @ bank) / pnum
-        else:
-            c = w - mean_w
-            if self_mask is not None:
-                c[self_mask] = 0.0
-            msg = (c @ bank) / nb
-        out[s : s + chunk] = _normalize(g - rate * msg)
-    return out
-
-
-def invgc_gallery(
-    gallery: np.ndarray,
-    query_bank: np.ndarray | None,
-    gallery_bank: np.ndarray | None,
-    r_g: float = 0.5,
-    r_q: float = 0.5,
-    pool_rate: float = 0.01,
-    local_adj: bool = True,
-    *,
-    gallery_ids: Any = None,
-    query_bank_ids: Any = None,
-    gallery_bank_ids: Any = None,
-) -> np.ndarray:
-    """The InvGC-updated gallery embeddings (unit norm), one per input row.
-
-    Each row moves away from the (similarity-weighted) mean of its
-    ``max(1, pool_rate * len(bank))`` nearest neighbours in the gallery bank
-    (rate ``r_g``) and in the query bank (rate ``r_q``); the two updates are
-    averaged and renormalised.  A missing bank contributes the unchanged row.
-    ``local_adj=False`` is the dense variant (every bank item, similarities
-    centred on their mean).  With record ids, bank items of the row's own record are skipped.
-    """
-    g = _normalize(_f32(gallery))
-    msgs = []
-    for bank, rate, bids in ((gallery_bank, r_g, gallery_bank_ids), (query_bank, r_q, query_bank_ids)):
-        if bank is None or len(bank) == 0:
-            msgs.append(g)
-        else:
-            msgs.append(
-                _invgc_message(
-                    g, _f32(bank), rate, local_adj, pool_rate, gallery_ids=gallery_ids, bank_ids=bids
-                )
-            )
-    return _normalize(0.5 * msgs[0] + 0.5 * msgs[1])
-
-
-def invgc(
-    queries: np.ndarray,
-    gallery: np.ndarray,
-    query_bank: np.ndarray | None,
-    gallery_bank: np.ndarray | None,
-    r_g: float = 0.5,
-    r_q: float = 0.5,
-    pool_rate: float = 0.01,
-    local_adj: bool = True,
-    **ids: Any,
-) -> np.ndarray:
-    """Similarities (n_queries, n_gallery) of the queries to the InvGC-updated gallery
-    (``ids``: ``gallery_ids``, ``query_bank_ids``, ``gallery_bank_ids``, see :func:`invgc_gallery`)."""
-    g2 = invgc_gallery(
-        gallery, query_bank, gallery_bank, r_g=r_g, r_q=r_q, pool_rate=pool_rate, local_adj=local_adj, **ids
-    )
-    return _f32(queries) @ g2.T
 
 
 # ---------------------------------------------------------------------------------------
@@ -399,10 +255,10 @@ def apply_rerank(
     sim: the raw ``queries @ gallery.T`` when the caller already has it.
     gallery_ids, query_bank_ids, gallery_bank_ids: record ids; bank items of a gallery item's
         own record are left out of its statistics (needed when the banks come from the
-        gallery's own corpus, as in an index; see :func:`_without_self`).
+        gallery's own corpus, as in an index; see :func:`without_self`).
     """
     method = check_method(method)
-    Q, G = _f32(queries), _f32(gallery)
+    Q, G = f32(queries), f32(gallery)
     if method is None:
         return Q @ G.T if sim is None else np.asarray(sim, np.float32)
     p = params_for(method, params)
@@ -422,7 +278,7 @@ def apply_rerank(
     if query_bank is None or len(query_bank) == 0:
         raise DataError(f"{method} needs a query bank (embeddings of typical queries of the query modality)")
     S = Q @ G.T if sim is None else np.asarray(sim, np.float32)
-    B = _f32(query_bank) @ G.T
+    B = f32(query_bank) @ G.T
     ids = {"bank_ids": query_bank_ids, "gallery_ids": gallery_ids}
     if method == "csls":
         return csls(S, B, k=p["k"], **ids)
