@@ -43,74 +43,26 @@ replaced, when, with which encoder (and its identity), from which data
 from __future__ import annotations
 
 import copy
-import itertools
 import logging
-import math
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
-from .binders import AnchorBinder
 from .cache import FeatureCache
 from .data.manifest import Manifest
 from .encoders.registry import get_encoder
 from .errors import DataError, SpaceError
-from .loop import IndexSampler, fit_loop, make_optimizer, make_temperature, ridge_select, training_threads
-from .metrics import pair_recalls
-from .projectors import Projector, ProjectorConfig, project
+from .progressive_fit import VAL_METRIC, BindConfig  # noqa: F401  (VAL_METRIC re-exported)
+from .progressive_fit import Target, bind_config, has_modality, train_projector
 
 if TYPE_CHECKING:
     from .space import Space
 
 log = logging.getLogger(__name__)
 
-VAL_METRIC = "mean (R@1+R@5+R@10)/3, new<->anchor on val pairs, both directions"
-
-
-@dataclass
-class BindConfig:
-    """How the one new projector is trained (recorded in the lineage entry)."""
-
-    projector: str = "mlp"  # "linear" | "mlp"
-    hidden: int = 1024
-    dropout: float = 0.2
-    input_dropout: float = 0.1
-    standardize: bool = True
-    init: str = "ridge"  # "ridge" (regress onto the frozen targets first) | "random"
-    loss: str = "infonce"  # any pairwise objective spec (see anybind.losses)
-    label_smoothing: float = 0.0
-    temperature: float = 0.05  # training temperature (learnt; the space's own temperature is untouched)
-    learn_temperature: bool = True
-    batch_size: int = 128
-    epochs: int = 200
-    lr: float = 1e-3
-    weight_decay: float = 0.05
-    patience: int = 25
-    feature_noise: float = 0.0
-    seed: int = 0
-    threads: int = 1
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def _config(config: Mapping[str, Any]) -> BindConfig:
-    known = set(BindConfig.__dataclass_fields__)
-    bad = sorted(set(config) - known)
-    if bad:
-        raise TypeError(f"unknown option(s) {bad} for progressive binding (known: {', '.join(sorted(known))})")
-    cfg = BindConfig(**config)
-    if cfg.init not in ("ridge", "random"):
-        raise ValueError(f"init must be 'ridge' or 'random' for progressive binding, got {cfg.init!r}")
-    if cfg.projector not in ("linear", "mlp"):
-        raise ValueError(f"projector must be 'linear' or 'mlp', got {cfg.projector!r}")
-    return cfg
 
 
 # ----------------------------------------------------------------------------- public API
@@ -148,7 +100,7 @@ def add_modality(
             "to swap its encoder use replace_encoder (CLI: anybind bind --replace)"
         )
     return _bind(space, name, encoder, data, anchors, replace=False, cache=cache, strict=strict,
-                 progress=progress, cfg=_config(config))
+                 progress=progress, cfg=bind_config(config))
 
 
 def replace_encoder(
@@ -175,21 +127,10 @@ def replace_encoder(
     if name not in space.modalities:
         raise SpaceError(f"modality {name!r} is not bound in this space (bound: {', '.join(space.modalities)}); use add_modality")
     return _bind(space, name, encoder, data, anchors, replace=True, cache=cache, strict=strict,
-                 progress=progress, cfg=_config(config))
+                 progress=progress, cfg=bind_config(config))
 
 
 # ----------------------------------------------------------------------------- internals
-
-
-@dataclass
-class _Target:
-    """One anchor: frozen target embeddings of the records that pair it with the new modality."""
-
-    anchor: str  # bound modality (for replace: the replaced modality itself, its old embeddings)
-    records: np.ndarray  # record indices
-    rows: np.ndarray  # row into the new modality's features, per record
-    targets: np.ndarray  # (n, space dim) unit vectors from the frozen space
-    keys: np.ndarray  # the anchor's frozen input features (content identity for scoring)
 
 
 def _load_data(space, name, encoder, data, mods, strict, progress) -> list[Manifest]:
@@ -201,8 +142,8 @@ def _load_data(space, name, encoder, data, mods, strict, progress) -> list[Manif
 
 
 def _bind(space, name, spec, data, anchors, *, replace, cache, strict, progress, cfg: BindConfig):
-    from .version import __version__
     from .space import Space
+    from .version import __version__
 
     t0 = time.perf_counter()
     fc = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
@@ -253,7 +194,7 @@ def _bind(space, name, spec, data, anchors, *, replace, cache, strict, progress,
     if anchors is None and replace:  # default: the old space's own embeddings of the same items
         anchor_list = [name]
     elif anchors is None:  # default: every bound modality with training pairs
-        anchor_list = [a for a in shared if ((row_of[train_idx] >= 0) & _has(records, train_idx, a)).sum() >= 2]
+        anchor_list = [a for a in shared if ((row_of[train_idx] >= 0) & has_modality(records, train_idx, a)).sum() >= 2]
         if not anchor_list:
             raise DataError(
                 f"{where}: fewer than 2 training records pair {name!r} with any bound modality "
@@ -266,7 +207,7 @@ def _bind(space, name, spec, data, anchors, *, replace, cache, strict, progress,
     from .multilinear import missing_embeddings
 
     missing = {} if replace else missing_embeddings(space)
-    targets: dict[str, _Target] = {}
+    targets: dict[str, Target] = {}
     for a in anchor_list:
         recs = np.array([i for i in have if records[i].has(a)], dtype=np.int64)
         if len(recs) == 0:
@@ -277,14 +218,14 @@ def _bind(space, name, spec, data, anchors, *, replace, cache, strict, progress,
         for m, w in missing.items():
             if m != a:
                 emb = emb * w
-        targets[a] = _Target(a, recs, row_of[recs], emb.astype(np.float32), keys)
+        targets[a] = Target(a, recs, row_of[recs], emb.astype(np.float32), keys)
     for a, t in targets.items():
         n_tr = int(np.isin(t.records, train_idx).sum())
         if n_tr < 2:
             what = f"items of {name!r}" if (replace and a == name) else f"pairs of {name!r} with {a!r}"
             raise DataError(f"{where}: {n_tr} training {what}; need at least 2 (check the 'split' fields)")
 
-    proj, train_info = _train_projector(space, feats, row_of, targets, train_idx, val_idx, cfg, progress)
+    proj, train_info = train_projector(space, feats, row_of, targets, train_idx, val_idx, cfg, progress)
 
     projectors = {m: copy.deepcopy(p) for m, p in space.projectors.items()}
     projectors[name] = proj
@@ -329,98 +270,3 @@ def _bind(space, name, spec, data, anchors, *, replace, cache, strict, progress,
         config=copy.deepcopy(space.config),
         info=info,
     )
-
-
-def _has(records, idx: np.ndarray, m: str) -> np.ndarray:
-    return np.array([records[i].has(m) for i in idx], dtype=bool)
-
-
-def _val_score(proj: Projector, feats: np.ndarray, targets: Mapping[str, _Target], val_idx: np.ndarray) -> float:
-    """Mean (R@1+R@5+R@10)/3 of new<->anchor retrieval on the val pairs, both directions, over anchors."""
-    scores = []
-    with torch.no_grad():
-        for t in targets.values():
-            sel = np.isin(t.records, val_idx)
-            if sel.sum() < 2:
-                continue
-            x = feats[t.rows[sel]]
-            e = F.normalize(project(proj, x), dim=-1).numpy()
-            g = t.targets[sel]
-            for q, gg, kq, kg in ((e, g, x, t.keys[sel]), (g, e, t.keys[sel], x)):
-                r = pair_recalls(q, gg, query_keys=kq, gallery_keys=kg)
-                scores.append((r["R@1"] + r["R@5"] + r["R@10"]) / 3)
-    return float(np.mean(scores)) if scores else float("nan")
-
-
-def _ridge_start(proj: Projector, feats, targets: Mapping[str, _Target], train_idx, val_idx) -> float:
-    """Linear path := ridge regression of the standardised features onto the frozen targets (centred; their
-    mean is the bias), the shrinkage chosen on the val pairs (:func:`anybind.loop.ridge_select`)."""
-    Z_parts, T_parts = [], []
-    for t in targets.values():
-        sel = np.isin(t.records, train_idx)
-        Z_parts.append(feats[t.rows[sel]])
-        T_parts.append(t.targets[sel])
-    with torch.no_grad():
-        Z = ((torch.from_numpy(np.concatenate(Z_parts)) - proj.mean) / proj.scale).double()
-        T = torch.from_numpy(np.concatenate(T_parts)).double()
-    n, d = Z.shape
-    Tm = T.mean(0)
-    Tc = T - Tm
-
-    @torch.no_grad()
-    def start_at(W: torch.Tensor) -> None:
-        proj.linear.weight.copy_(W.T.float())
-        proj.linear.bias.copy_(Tm.float())
-        if proj.mlp is not None:
-            proj.mlp[-1].weight.zero_()
-            proj.mlp[-1].bias.zero_()
-
-    def score(W: torch.Tensor) -> float:
-        start_at(W)
-        proj.eval()
-        return _val_score(proj, feats, targets, val_idx)
-
-    # primal (d x d) or dual (n x n) system, whichever is smaller
-    if d <= n:
-        alpha, W = ridge_select(Z.T @ Z, Z.T @ Tc, n, score)
-    else:
-        alpha, W = ridge_select(Z @ Z.T, Tc, n, score, back=lambda S: Z.T @ S)
-    start_at(W)
-    return alpha
-
-
-def _train_projector(space, feats, row_of, targets: Mapping[str, _Target], train_idx, val_idx, cfg: BindConfig, progress):
-    from .losses import build_loss, is_multimodal
-
-    with training_threads(cfg.threads):
-        torch.manual_seed(cfg.seed)
-        rng = np.random.default_rng(cfg.seed)
-        pc = ProjectorConfig(
-            in_dim=feats.shape[1], out_dim=space.dim, kind=cfg.projector, hidden=cfg.hidden,
-            dropout=cfg.dropout, input_dropout=cfg.input_dropout, standardize=cfg.standardize,
-        )
-        tr_rows = np.unique(row_of[train_idx][row_of[train_idx] >= 0])
-        proj = Projector(pc).fit_stats(feats[tr_rows] if len(tr_rows) > 1 else feats)
-        info: dict[str, Any] = {}
-        if cfg.init == "ridge":
-            info["ridge_alpha"] = _ridge_start(proj, feats, targets, train_idx, val_idx)
-        loss_fn = build_loss(cfg.loss, label_smoothing=cfg.label_smoothing)
-        if is_multimodal(loss_fn):
-            raise ValueError(f"progressive binding needs a pairwise objective, not {cfg.loss!r}")
-        logit_scale = make_temperature(cfg.temperature, cfg.learn_temperature)
-        opt = make_optimizer(proj.parameters(), logit_scale, loss_fn.parameters(), lr=cfg.lr,
-                             weight_decay=cfg.weight_decay)
-        sampler = IndexSampler({a: np.flatnonzero(np.isin(t.records, train_idx)) for a, t in targets.items()},
-                               cfg.batch_size, rng)
-        model = AnchorBinder(proj, logit_scale, loss_fn, torch.from_numpy(feats),
-                             {a: t.rows for a, t in targets.items()},
-                             {a: torch.from_numpy(t.targets) for a, t in targets.items()},
-                             {a: torch.from_numpy(t.keys) for a, t in targets.items()}, noise=cfg.feature_noise)
-        batches = ([(a, sampler.next(a)) for a in targets] for _ in itertools.count())
-        use_val = any(np.isin(t.records, val_idx).sum() >= 2 for t in targets.values())
-        res = fit_loop(model, batches, opt, logit_scale, epochs=cfg.epochs, steps=sampler.steps(), use_val=use_val,
-                       patience=cfg.patience, score=lambda epoch: _val_score(proj, feats, targets, val_idx),
-                       keep={"projector": proj}, start=cfg.init == "ridge", progress=progress, label="binding")
-        proj.eval()
-        info.update({**res.record(VAL_METRIC), "train_temperature": float(math.exp(-logit_scale.item()))})
-        return proj, info
