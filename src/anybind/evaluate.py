@@ -6,6 +6,7 @@ files, JSON outputs and tables all share one shape.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,6 +14,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .data.manifest import Manifest, Record, load_manifest
+from .data.strings import is_blank
+from .data.templates import fill_template, templates_for
+from .errors import DataError
 from .metrics import (  # noqa: F401  (re-exported: evaluate is where users look for them)
     KS,
     Embedded,
@@ -24,9 +28,6 @@ from .metrics import (  # noqa: F401  (re-exported: evaluate is where users look
     retrieval_from_embeddings,
     sim_recalls,
 )
-from .data.strings import is_blank
-from .data.templates import fill_template, templates_for
-from .errors import DataError
 
 if TYPE_CHECKING:
     from .cache import FeatureCache
@@ -49,6 +50,25 @@ def embed_records(
         X = space.embed(m, values, cache=cache, progress=progress)
         enc = space.encoder(m)
         out[m] = Embedded([r.id for r in have], X, [enc.content_key(v) for v in values])
+    return out
+
+
+def embed_split(space, fs, split: str) -> dict[str, Embedded]:
+    """Embeddings of one split of a :class:`~anybind.train.FeatureSet`, per modality, straight from its frozen
+    features (no encoder call): for scoring many spaces fitted on the same features.
+
+    The keys are a hash of each item's frozen features, so identical items (two stamps captioned "A flower.")
+    count as interchangeable, as :func:`embed_records` does with the encoders' content keys.
+    """
+
+    idx = fs.split_idx(split)
+    out = {}
+    for m in space.modalities:
+        sel = idx[fs.rows[m][idx] >= 0]
+        if len(sel):
+            F_ = fs.get(m, sel)
+            keys = [hashlib.sha1(np.ascontiguousarray(row).tobytes()).hexdigest() for row in F_]
+            out[m] = Embedded([fs.records[i].id for i in sel], space.project(m, F_), keys)
     return out
 
 

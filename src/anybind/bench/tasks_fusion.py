@@ -18,42 +18,19 @@ the mean +- standard deviation over seeds.
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..data.folds import grouped_folds, swap_val_test
+from ..memo import MemoSpace
 from . import TaskResult, task
 
 MODS = ["image", "text", "audio"]
 ALL_AVAILABLE = "all available"  # column: each record scored with every modality it has
-
-
-class MemoSpace:
-    """A space whose ``features`` are memoised per (modality, value): the bench fits many models
-    on the same records, and reading the feature cache again for each is most of a small fit."""
-
-    def __init__(self, space: Any):
-        self._space = space
-        self._memo: dict[tuple[str, str], np.ndarray] = {}
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._space, name)
-
-    def features(self, modality: str, values: Sequence[Any], cache=None, **kw) -> np.ndarray:
-        todo = list(dict.fromkeys(str(v) for v in values if (modality, str(v)) not in self._memo))
-        if todo:
-            for v, f in zip(todo, self._space.features(modality, todo, cache=cache, **kw)):
-                self._memo[(modality, v)] = f
-        return np.stack([self._memo[(modality, str(v))] for v in values])
-
-
-def unit_rows(key: str) -> float:
-    return int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big") / 2**64
 
 
 def caption_folds(man: Any, k: int) -> list[Any]:
@@ -61,22 +38,7 @@ def caption_folds(man: Any, k: int) -> list[Any]:
     hash of the casefolded English caption (duplicate captions never straddle folds)."""
     from ..corpora.tuxpaint_source import split_key
 
-    out = []
-    keys = {r.id: split_key(str(r.values.get("text", r.id))) for r in man.records}
-    for i in range(k):
-        recs = []
-        for r in man.records:
-            key = keys[r.id]
-            split = "test" if int(unit_rows(key) * k) == i else ("val" if unit_rows(key + "#val") < 1 / 8 else "train")
-            recs.append(dataclasses.replace(r, split=split))
-        out.append(dataclasses.replace(man, records=recs))
-    return out
-
-
-def swapped(man: Any) -> Any:
-    """The manifest with its val and test splits exchanged."""
-    sw = {"val": "test", "test": "val"}
-    return dataclasses.replace(man, records=[dataclasses.replace(r, split=sw.get(r.split, r.split)) for r in man.records])
+    return grouped_folds(man, k, lambda r: split_key(str(r.values.get("text", r.id))))
 
 
 def prepare_folds(protocol: str, man: Any, fit_space: Callable[[Any], Any], space: Any | None, folds: int,
@@ -87,7 +49,7 @@ def prepare_folds(protocol: str, man: Any, fit_space: Callable[[Any], Any], spac
     fusion-regression, bind the same folds)."""
     if protocol in ("split", "swap"):
         sp = MemoSpace(space if space is not None else fit_space(man))
-        return [(sp, man)] if protocol == "split" else [(sp, man), (sp, swapped(man))]
+        return [(sp, man)] if protocol == "split" else [(sp, man), (sp, swap_val_test(man))]
     if protocol == "kfold":
         from ..space import Space
 

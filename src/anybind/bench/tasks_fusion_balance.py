@@ -30,8 +30,10 @@ from typing import Any
 
 import numpy as np
 
+from ..data.folds import unit_hash as unit_rows
+from ..memo import MemoSpace
 from . import TaskResult, task
-from .tasks_fusion import MemoSpace, recipe_fitter, unit_rows, fmt, mean_std
+from .tasks_fusion import fmt, mean_std, recipe_fitter
 
 MODS = ["image", "text"]
 
