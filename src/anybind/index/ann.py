@@ -35,13 +35,9 @@ class LanceAnn:
         refine_factor: int | None = None,
         ef: int | None = None,
     ) -> dict[str, Any]:
-        """Build an ANN index over the vector column (replacing any previous one).
-
-        kind: ``"ivf_hnsw_sq"`` (IVF partitions, an HNSW graph over 8-bit scalar-quantised
-            vectors in each) or ``"ivf_pq"`` (IVF + product quantisation; pair it with
-            ``refine_factor`` to re-score candidates with the full vectors).
-        nprobes / refine_factor / ef: the query-time defaults stored with the index.
-        """
+        """Build the ANN index over the vector column, replacing any previous one (see :meth:`Index.create_ann
+        <anybind.index.Index.create_ann>`)."""
+    """
         with self.t.write_txn():  # the writer lock: the rows it is trained on and index.json stay ours
             return self._create(kind, num_partitions, num_sub_vectors, m, ef_construction, nprobes,
                                     refine_factor, ef)

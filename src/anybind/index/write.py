@@ -135,19 +135,9 @@ class Writer:
         progress: bool = False,
         embedder=None,
     ) -> AddStats:
-        """Add (or update) records; only new or changed content is embedded.
-
-        A row is (record id, modality).  Unchanged content (same content key)
-        is skipped without embedding; a changed label or source is rewritten
-        with the stored vector; changed content is re-embedded.  Rows are
-        committed every ``chunk_size`` items, so an interrupted add keeps what
-        it committed and a rerun continues from there.
-
-        ``embedder(modality, items, chunk_size)`` replaces the in-process embedding: it
-        yields ``(chunk, vectors)`` with ``chunk`` a list of the given items (any order,
-        at most ``chunk_size``) and ``vectors`` their unit embeddings; each is committed
-        as it arrives (:func:`anybind.scale.encode_ray.ray_index_embedder` embeds on Ray).
-        """
+        """Add (or update) records, embedding only new or changed content (see :meth:`Index.add
+        <anybind.index.Index.add>`); returns what it did."""
+    """
         if self.t.space is None:
             raise IndexError_("this index has no space to embed records with: use add_vectors()")
         space = self.t.space
