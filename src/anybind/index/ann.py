@@ -37,10 +37,9 @@ class LanceAnn:
     ) -> dict[str, Any]:
         """Build the ANN index over the vector column, replacing any previous one (see :meth:`Index.create_ann
         <anybind.index.Index.create_ann>`)."""
-    """
         with self.t.write_txn():  # the writer lock: the rows it is trained on and index.json stay ours
             return self._create(kind, num_partitions, num_sub_vectors, m, ef_construction, nprobes,
-                                    refine_factor, ef)
+                                refine_factor, ef)
 
     def _create(
         self, kind, num_partitions, num_sub_vectors, m, ef_construction, nprobes, refine_factor, ef

@@ -137,7 +137,6 @@ class Writer:
     ) -> AddStats:
         """Add (or update) records, embedding only new or changed content (see :meth:`Index.add
         <anybind.index.Index.add>`); returns what it did."""
-    """
         if self.t.space is None:
             raise IndexError_("this index has no space to embed records with: use add_vectors()")
         space = self.t.space
