@@ -17,7 +17,7 @@ from PIL import Image
 
 from anybind import rerank as rr
 from anybind.errors import OutputError, SpaceError
-from anybind.index import Index, IndexError_, QueryError, exact_topk
+from anybind.index import Index, IndexError_, Query, QueryError, exact_topk
 from anybind.projectors import Projector, ProjectorConfig
 from anybind.space import Space
 
@@ -170,6 +170,35 @@ def test_fused_query_is_the_normalised_weighted_mean(built):
     assert [h.id for h in fused] == [h.id for h in index.search_vectors(want[None], k=5)[0]]
     tup = index.embed_query([("text", "stamp number 2", 1.0), ("image", str(root / "img" / "9.png"), 3.0)])[0]
     assert np.allclose(tup, want, atol=1e-6)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    texts=st.lists(st.text("abc ", min_size=1, max_size=6), min_size=1, max_size=3),
+    images=st.lists(st.sampled_from(["a.png", "b.jpg"]), max_size=2),
+    weights=st.one_of(st.none(), st.just("ones")),
+)
+def test_every_query_form_parses_to_one_query(texts, images, weights):
+    w = [1.0] * (len(texts) + len(images)) if weights == "ones" else None
+    items = tuple([("text", t) for t in texts] + [("image", p) for p in images])
+    by_keywords = Query.of(dim=16, text=texts, image=images or None, weights=w)
+    by_inputs = Query.of(dim=16, inputs={"text": texts, **({"image": images} if images else {})}, weights=w)
+    by_tuples = Query.of([(m, x, 1.0) if w else (m, x) for m, x in items], dim=16)
+    for q in (by_keywords, by_inputs, by_tuples):
+        assert q.items == items and q.weights == (tuple(w) if w else None) and not q.has_vector
+        assert q.modalities == sorted({m for m, _ in items}) and len(q) == len(items)
+    assert Query.of(by_keywords, dim=16) is by_keywords
+
+
+def test_a_query_object_searches_as_its_keywords_do(built):
+    _, index, root = built
+    q = Query.of(dim=index.dim, text="stamp number 2", image=root / "img" / "9.png", weights=[1.0, 3.0])
+    by_kw = index.search(text="stamp number 2", image=root / "img" / "9.png", weights=[1.0, 3.0], k=5)
+    assert [(h.id, h.modality, h.score) for h in index.search(q, k=5)] == [(h.id, h.modality, h.score) for h in by_kw]
+    assert np.allclose(index.embed_query(q)[0], index.embed_query(text="stamp number 2", image=root / "img" / "9.png",
+                                                                   weights=[1.0, 3.0])[0])
+    with pytest.raises(QueryError, match="give a Query, or its inputs as keywords, not both"):
+        index.search(q, text="more")
 
 
 @pytest.mark.parametrize(

@@ -117,10 +117,13 @@ def test_quantised_codes_follow_the_table(tmp_path):
     ix.table.checkout_latest()
     top = ix.search_vectors(Q[:1], k=10)
     assert top[0][0].id == "new" and top[0][0].score == pytest.approx(1.0, abs=1e-5)
-    assert len(ix.quant_memory()) == 3 and ix._quant.version == ix.table.version
+    mem = ix.quant_memory()  # the codes were made again for the table now: 600 + 1 - 2 rows of 64 bits
+    assert len(mem) == 3 and mem["code_bytes"] == len(ix) * 64 / 8 == 599 * 8
     assert not {"1", "2"} & {h.id for h in ix.search_vectors(X[1:3], k=5)[0]}
     ix.quantize(None)
-    assert ix._quant is None and ix.meta["quantize"] is None
+    assert ix.meta["quantize"] is None
+    with pytest.raises(IndexError_, match="keeps no quantised codes"):
+        ix.quant_memory()
 
 
 # ----------------------------------------------------------------------------- refusal, loading, threads

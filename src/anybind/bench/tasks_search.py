@@ -141,7 +141,7 @@ def search_scale(
     for p, e in grid:
         if p > parts and p != grid[0][0]:
             continue
-        res = index._ann_search(tune_q, k, None, with_vectors=False, nprobes=min(p, parts), ef=e)
+        res = index.lance_ann.search(tune_q, k, None, with_vectors=False, nprobes=min(p, parts), ef=e)
         rec = recall(
             np.array([[int(i) for i in t.column("id").to_pylist()] + [-1] * (k - t.num_rows) for t in res]),
             I_tune,
@@ -149,15 +149,14 @@ def search_scale(
         chosen = (min(p, parts), e, rec)
         if rec >= tune_target:
             break
-    index.meta["ann"]["search"].update({"nprobes": chosen[0], "ef": chosen[1]})
-    index._save_meta()
+    index.lance_ann.set_search_defaults(nprobes=chosen[0], ef=chosen[1])
     ours["ann/nprobes"], ours["ann/ef"] = float(chosen[0]), float(chosen[1] or 0)
     with PeakRSS() as mem:
         t0 = time.perf_counter()
-        index._ann_search(Q[:nq_ann], k, None, with_vectors=False, batch=1)
+        index.lance_ann.search(Q[:nq_ann], k, None, with_vectors=False, batch=1)
         t_single = time.perf_counter() - t0
         t0 = time.perf_counter()
-        res = index._ann_search(Q[:nq_ann], k, None, with_vectors=False, batch=64)
+        res = index.lance_ann.search(Q[:nq_ann], k, None, with_vectors=False, batch=64)
         t_par = time.perf_counter() - t0
     found = np.array([[int(i) for i in t.column("id").to_pylist()] + [-1] * (k - t.num_rows) for t in res])
     ours["ann/recall@10"] = recall(found, I_ex[:nq_ann])

@@ -51,14 +51,18 @@ Guarantees:
   stale); :meth:`Index.quantize` searches int8 or binary codes in memory and rescores the top
   candidates with the float vectors.  The LanceDB table stays the store of record.
 
-Modules: :mod:`.core` (the :class:`Index` class: create / open / build),
-:mod:`.write` (add, add_vectors, delete, optimize, repair), :mod:`.search` (search,
-search_vectors, re-ranking), :mod:`.query` (turning inputs into a query vector),
-:mod:`.ann` (the ANN index and its recall), :mod:`.refresh` (stale indexes, re-embedding with an updated space), :mod:`.lock` (the writer lock),
-:mod:`.classify` (zero-shot over many classes), :mod:`.exact` (exact top-k), :mod:`.store`
-(format constants, LanceDB/Arrow helpers), :mod:`.fast` / :mod:`.memann` / :mod:`.quant` (the
-in-memory graph and quantised codes), :mod:`.errors` (QueryError, IndexError_),
-:mod:`.results` (Hit, AddStats).
+Modules: :mod:`.core` (the :class:`Index` class, made of the parts below, each given the
+:class:`~.table.IndexTable` handle it works on), :mod:`.build` (create / open / build the folder),
+:mod:`.table` (the handle: folder, ``index.json``, space, LanceDB table, snapshot), :mod:`.write`
+(add, add_vectors, delete, optimize, repair), :mod:`.query` (:class:`Query`: a query's inputs parsed
+once; turning them into a query vector), :mod:`.search` (search, search_vectors), :mod:`.banks`
+(re-ranking), :mod:`.ann` (the LanceDB ANN index and its recall), :mod:`.fast` / :mod:`.memann` /
+:mod:`.quant` (the in-memory graph and quantised codes), :mod:`.classify` (zero-shot over many
+classes), :mod:`.stale` (an index of another space), :mod:`.refresh` (re-embedding with an updated
+space), :mod:`.lock` (the writer lock), :mod:`.exact` (exact top-k), :mod:`.store` (format
+constants, LanceDB/Arrow helpers), :mod:`.errors` (QueryError, IndexError_), :mod:`.results`
+(Hit, AddStats).  Inside the package the modules form layers (``.importlinter``): refresh above
+core, core above build, build above the parts, the parts above table, table above the rest.
 """
 
 from .classify import class_embeddings, zero_shot_topk
@@ -66,6 +70,7 @@ from .core import Index
 from .errors import IndexError_, QueryError
 from .refresh import RefreshStats, refresh_index
 from .exact import exact_topk
+from .query import Query
 from .results import AddStats, Hit
 from .store import (
     ANN_TYPES,
@@ -87,6 +92,7 @@ __all__ = [
     "Index",
     "IndexError_",
     "META_FILE",
+    "Query",
     "QueryError",
     "RefreshStats",
     "SPACE_DIR",

@@ -1,26 +1,29 @@
-"""Approximate search: building the LanceDB ANN index (IVF-HNSW-SQ or IVF-PQ), querying it,
-and measuring its recall and speed against exact search."""
+"""Approximate search through LanceDB: :class:`LanceAnn` builds the table's ANN index (IVF-HNSW-SQ or
+IVF-PQ), queries it, and measures its recall and speed against exact search."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .errors import IndexError_
 from .exact import unit_rows, exact_topk
-from .store import ANN_TYPES, sql_str
+from .store import ANN_TYPES, sql_where
+from .table import IndexTable
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
 
-class AnnMixin:
-    """:class:`~anybind.index.Index` methods for the ANN index (mixed into ``Index``)."""
+class LanceAnn:
+    """The LanceDB ANN index of one index's table (its settings live in ``meta["ann"]``)."""
 
-    def create_ann(
+    def __init__(self, t: IndexTable) -> None:
+        self.t = t
+
+    def create(
         self,
         kind: str = "ivf_hnsw_sq",
         *,
@@ -32,24 +35,19 @@ class AnnMixin:
         refine_factor: int | None = None,
         ef: int | None = None,
     ) -> dict[str, Any]:
-        """Build an ANN index over the vector column (replacing any previous one).
+        """Build the ANN index over the vector column, replacing any previous one (see :meth:`Index.create_ann
+        <anybind.index.Index.create_ann>`)."""
+        with self.t.write_txn():  # the writer lock: the rows it is trained on and index.json stay ours
+            return self._create(kind, num_partitions, num_sub_vectors, m, ef_construction, nprobes,
+                                refine_factor, ef)
 
-        kind: ``"ivf_hnsw_sq"`` (IVF partitions, an HNSW graph over 8-bit scalar-quantised
-            vectors in each) or ``"ivf_pq"`` (IVF + product quantisation; pair it with
-            ``refine_factor`` to re-score candidates with the full vectors).
-        nprobes / refine_factor / ef: the query-time defaults stored with the index.
-        """
-        with self._write_txn():  # the writer lock: the rows it is trained on and index.json stay ours
-            return self._create_ann(kind, num_partitions, num_sub_vectors, m, ef_construction, nprobes,
-                                    refine_factor, ef)
-
-    def _create_ann(
+    def _create(
         self, kind, num_partitions, num_sub_vectors, m, ef_construction, nprobes, refine_factor, ef
     ) -> dict[str, Any]:
         from lancedb.index import IvfHnswSq, IvfPq
 
         kind = kind.lower().replace("-", "_")
-        n = len(self)
+        n = self.t.count()
         if n < 256:
             raise IndexError_(
                 f"an ANN index needs at least 256 rows to train on (this index has {n}); exact search is used"
@@ -60,8 +58,8 @@ class AnnMixin:
             search = {"nprobes": nprobes or min(parts, 4), "ef": ef or 128, "refine_factor": refine_factor}
         elif kind == "ivf_pq":
             parts = num_partitions or max(1, int(np.sqrt(n)))
-            sub = num_sub_vectors or max(1, self.dim // 8)
-            while self.dim % sub:
+            sub = num_sub_vectors or max(1, self.t.dim // 8)
+            while self.t.dim % sub:
                 sub -= 1
             cfg = IvfPq(distance_type="dot", num_partitions=parts, num_sub_vectors=sub)
             search = {
@@ -72,40 +70,41 @@ class AnnMixin:
         else:
             raise ValueError(f"unknown ANN kind {kind!r} (use one of {', '.join(ANN_TYPES)})")
         t0 = time.perf_counter()
-        self.table.create_index("vector", config=cfg, replace=True)
-        self.meta["ann"] = {
+        self.t.table.create_index("vector", config=cfg, replace=True)
+        self.t.meta["ann"] = {
             "type": kind,
             "num_partitions": parts,
             "rows": n,
             "search": search,
             "build_seconds": round(time.perf_counter() - t0, 2),
         }
-        self._save_meta()
-        return self.meta["ann"]
+        self.t.save_meta()
+        return self.t.meta["ann"]
 
-    def uses_ann(self, exact: bool | None = None) -> bool:
+    def set_search_defaults(self, **params: Any) -> dict[str, Any]:
+        """Store query-time defaults (``nprobes``, ``refine_factor``, ``ef``) with the ANN index, e.g. after
+        tuning them with :meth:`search`; returns the stored settings."""
+        with self.t.write_txn():
+            ann = self.t.meta.get("ann")
+            if not ann:
+                raise IndexError_("no ANN index: build one with create_ann() (or `anybind index --ann always`)")
+            ann.setdefault("search", {}).update(params)
+            self.t.save_meta()
+            return dict(ann["search"])
+
+    def uses(self, exact: bool | None = None) -> bool:
         if exact is True:
             return False
-        has = bool(self.meta.get("ann"))
+        has = bool(self.t.meta.get("ann"))
         if exact is False:
             if not has:
                 raise IndexError_(
                     "no ANN index: build one with create_ann() (or `anybind index --ann always`)"
                 )
             return True
-        return has and len(self) >= self.ann_threshold
+        return has and self.t.count() >= self.t.ann_threshold
 
-    def _where(self, modalities: Sequence[str] | None, labels: dict[str, list[str]]) -> str | None:
-        conds = []
-        if modalities is not None:
-            conds.append(f"modality IN ({', '.join(sql_str(m) for m in modalities)})")
-        for k, vals in labels.items():
-            conds.append(
-                "(" + " OR ".join(f"array_has(label_pairs, {sql_str(f'{k}={v}')})" for v in vals) + ")"
-            )
-        return " AND ".join(conds) if conds else None
-
-    def _ann_search(
+    def search(
         self,
         Q: np.ndarray,
         k: int,
@@ -121,7 +120,7 @@ class AnnMixin:
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        sp = dict((self.meta.get("ann") or {}).get("search") or {})
+        sp = dict((self.t.meta.get("ann") or {}).get("search") or {})
         sp.update({k_: v for k_, v in params.items() if v is not None})
         cols = ["id", "modality", "source", "labels", "label_pairs", "key"] + (
             ["vector"] if with_vectors else []
@@ -129,7 +128,7 @@ class AnnMixin:
         out: list[pa.Table] = []
         for s0 in range(0, len(Q), batch):
             part = np.asarray(Q[s0 : s0 + batch], np.float32)
-            b = self.table.search(list(part) if len(part) > 1 else part[0]).distance_type("dot").limit(k)
+            b = self.t.table.search(list(part) if len(part) > 1 else part[0]).distance_type("dot").limit(k)
             if sp.get("nprobes"):
                 b = b.nprobes(int(sp["nprobes"]))
             if sp.get("refine_factor"):
@@ -153,7 +152,7 @@ class AnnMixin:
                 out.append(g.select(cols + ["score"]))
         return out
 
-    def ann_recall(
+    def recall(
         self,
         k: int = 10,
         n_queries: int = 200,
@@ -172,14 +171,14 @@ class AnnMixin:
         one query at a time (``*_qps_single``) and batched (``*_qps_batch``: one
         matmul for exact, multi-vector LanceDB queries for ANN).
         """
-        snap = self.snapshot()
+        snap = self.t.snapshot()
         rows = snap.rows_where([modality] if modality else None, {})
         if queries is None:
             rng = np.random.default_rng(seed)
             pool = np.arange(len(snap.vectors)) if rows is None else rows
             pick = rng.choice(pool, size=min(n_queries, len(pool)), replace=False)
-            Q = snap.vectors[pick] + rng.normal(size=(len(pick), self.dim)).astype(np.float32) * (
-                noise / np.sqrt(self.dim)
+            Q = snap.vectors[pick] + rng.normal(size=(len(pick), self.t.dim)).astype(np.float32) * (
+                noise / np.sqrt(self.t.dim)
             )
             Q = unit_rows(Q)
         else:
@@ -191,14 +190,14 @@ class AnnMixin:
         for q in Q[: min(len(Q), 50)]:
             exact_topk(q[None], snap.vectors, k, rows=rows)
         t_exact_single = (time.perf_counter() - t0) / min(len(Q), 50)
-        where = self._where([modality] if modality else None, {})
+        where = sql_where([modality] if modality else None, {})
         ids_mod = list(zip(snap.meta.column("id").to_pylist(), snap.modality))
         t0 = time.perf_counter()
-        res = self._ann_search(Q, k, where, with_vectors=False, **ann_params)
+        res = self.search(Q, k, where, with_vectors=False, **ann_params)
         t_ann = (time.perf_counter() - t0) / len(Q)
         n1 = min(len(Q), 50)
         t0 = time.perf_counter()
-        self._ann_search(Q[:n1], k, where, with_vectors=False, batch=1, **ann_params)
+        self.search(Q[:n1], k, where, with_vectors=False, batch=1, **ann_params)
         t_ann_single = (time.perf_counter() - t0) / n1
         rec = []
         for i, t in enumerate(res):

@@ -1,5 +1,4 @@
-"""Zero-shot classification over many class names: :meth:`~ClassifyMixin.classify` (the indexed
-items) and :func:`zero_shot_topk`; prompt-ensemble class vectors come from
+"""Zero-shot classification over many class names: :class:`Classifier` (the indexed items) and :func:`zero_shot_topk`; prompt-ensemble class vectors come from
 :func:`anybind.evaluate.class_embeddings` (re-exported here).  Scored by the space's scorer."""
 
 from __future__ import annotations
@@ -17,14 +16,18 @@ from .errors import IndexError_
 from .exact import unit_rows, exact_topk
 from .query import check_k
 from .store import label_filter
+from .table import IndexTable
 
 if TYPE_CHECKING:
     from ..cache import FeatureCache
     from ..space import Space
 
 
-class ClassifyMixin:
-    """:class:`~anybind.index.Index` zero-shot classification (mixed into ``Index``)."""
+class Classifier:
+    """Zero-shot classification of one index's items."""
+
+    def __init__(self, t: IndexTable) -> None:
+        self.t = t
 
     def classify(
         self,
@@ -45,16 +48,16 @@ class ClassifyMixin:
         ``{"id", "modality", "classes": [(name, score), ...]}`` (top ``k``), and in a calibrated space
         ``"probabilities"``: each class's ``P(match)`` (:mod:`anybind.index.calibrated`).
         """
-        if self.space is None:
+        if self.t.space is None:
             raise IndexError_("this index has no space to embed class names with")
         k = check_k(k)
-        templates = templates_for(self.space, templates)  # None: the space's own prompts
-        targets = self._check_targets(modality)
+        templates = templates_for(self.t.space, templates)  # None: the space's own prompts
+        targets = self.t.check_targets(modality)
         C = class_embeddings(
-            self.space, classes, templates, text_modality=text_modality, cache=cache, batch_size=batch_size
+            self.t.space, classes, templates, text_modality=text_modality, cache=cache, batch_size=batch_size
         )
-        scorer = self.space.scorer
-        snap = self.snapshot()
+        scorer = self.t.space.scorer
+        snap = self.t.snapshot()
         rows = snap.rows_where(targets, label_filter(labels))
         idx = np.arange(len(snap.vectors)) if rows is None else rows
         out = []
@@ -71,7 +74,7 @@ class ClassifyMixin:
             for r, s, i in zip(part, S, top):
                 row = {"id": ids[r], "modality": str(snap.modality[r]),
                        "classes": [(classes[j], float(v)) for v, j in zip(s, i)]}
-                out.append(with_class_probabilities(self.space, row, text_modality))
+                out.append(with_class_probabilities(self.t.space, row, text_modality))
         return out
 
 

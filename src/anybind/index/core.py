@@ -1,102 +1,93 @@
-"""The :class:`Index` class: state, properties, create / open / build, and reading the table.
-
-Its other methods come from mixins, one module each: :mod:`.write` (add, add_vectors,
-delete, optimize, repair), :mod:`.ann` (create_ann, ann_recall), :mod:`.query` (embed_query),
-:mod:`.search` (search, search_vectors, re-ranking), :mod:`.classify` (classify).  See
-:mod:`anybind.index` for the on-disk layout and the guarantees."""
+"""The :class:`Index` class: the object a user holds.  It is made of small parts, each with one job and
+given the state it works on (an :class:`~.table.IndexTable`: folder, ``index.json``, space, LanceDB table,
+snapshot): :class:`~.write.Writer` (add, delete...), :class:`~.ann.LanceAnn` (the LanceDB ANN index),
+:class:`~.fast.FastSearch` (in-memory graph, quantised codes), :class:`~.query.QueryEmbedder` (a
+:class:`~.query.Query` embedded and fused), :class:`~.search.Searcher` (search, re-ranking) and
+:class:`~.classify.Classifier` (zero-shot).  Making, opening and filling the folder is :mod:`.build`.
+Index's methods check their arguments and hand the work to the parts.  See :mod:`anybind.index` for the
+on-disk layout and the guarantees."""
 
 from __future__ import annotations
 
-import json
-import logging
-import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..version import __version__
-from ..errors import DataError, SpaceError
-from ..io import atomic_write_dir, recover_dir
-from .ann import AnnMixin
-from .classify import ClassifyMixin
-from .errors import IndexError_
-from .fast import FastMixin
-from .lock import discard_parts, relock, writer_lock
-from .query import QueryMixin
-from .refresh import stale_error
-from .results import AddStats
-from .search import SearchMixin
-from .store import (
-    DEFAULT_ANN_THRESHOLD,
-    FORMAT,
-    FORMAT_VERSION,
-    META_FILE,
-    SPACE_DIR,
-    TABLE,
-    table_schema,
-    Snapshot,
-    vectors_of,
-    write_json_atomic,
-)
-from .write import WriteMixin
+from . import build as _build
+from .ann import LanceAnn
+from .classify import Classifier
+from .fast import FastSearch
+from .query import Query, QueryEmbedder, check_k
+from .results import AddStats, Hit
+from .search import Searcher
+from .store import DEFAULT_ANN_THRESHOLD, Snapshot, label_filter
+from .table import IndexTable
+from .write import Writer
 
 if TYPE_CHECKING:
     from ..cache import FeatureCache
     from ..data.manifest import Manifest, Record
     from ..space import Space
 
-log = logging.getLogger(__name__)
+
+def _forward(name: str, doc: str) -> property:
+    """A read-only property of the index that is its table handle's ``name``."""
+    return property(lambda self: getattr(self._t, name), doc=doc)
 
 
-class Index(WriteMixin, AnnMixin, FastMixin, QueryMixin, SearchMixin, ClassifyMixin):
+class Index:
     """A persistent LanceDB index of one space's embeddings.  Build with :meth:`build`, reopen with :meth:`open`."""
 
     def __init__(self, path: Path, meta: dict[str, Any], space: "Space | None", table):
-        self.path = Path(path)
-        self.meta = meta
-        self.space = space
-        self.table = table
-        self._snap: Snapshot | None = None
-        self._bank_cache: dict[Any, Any] = {}
+        self._t = t = IndexTable(Path(path), meta, space, table)
+        self._writer = Writer(t)
+        self._ann = LanceAnn(t)
+        self._fast = FastSearch(t)
+        self._embedder = QueryEmbedder(space, t.dim)
+        self._searcher = Searcher(t, self._embedder, self._fast, self._ann)
+        self._classifier = Classifier(t)
         self._made_dir: bool | None = None  # set by create(): this object made the index (and the folder?)
         self.last_add: AddStats | None = None  # what the last add / add_vectors through this object did
 
-    # -- properties -------------------------------------------------------
-    @property
-    def identity(self) -> str:
-        return self.meta["identity"]
+    # -- state (the table handle's) --------------------------------------------------------------
+    path = _forward("path", "The index folder.")
+    meta = _forward("meta", "``index.json`` as last read (:meth:`refresh` re-reads it).")
+    space = _forward("space", "The space the index embeds with (``None``: raw vectors only).")
+    table = _forward("table", "The LanceDB table (the store of record).")
+    identity = _forward("identity", "The identity of the space the index was built with.")
+    dim = _forward("dim", "The width of the stored vectors.")
+    modalities = _forward("modalities", "The modalities this index embeds from records (set at build, extended "
+                                        "by :meth:`add`).")
+    ann_threshold = _forward("ann_threshold", "Rows from which searches use an approximate index.")
 
     @property
-    def dim(self) -> int:
-        return int(self.meta["dim"])
-
-    @property
-    def modalities(self) -> list[str]:
-        """The modalities this index embeds from records (set at build, extended by :meth:`add`)."""
-        return list(self.meta.get("modalities", []))
-
-    @property
-    def ann_threshold(self) -> int:
-        return int(self.meta.get("ann_threshold", DEFAULT_ANN_THRESHOLD))
+    def lance_ann(self) -> LanceAnn:
+        """The LanceDB ANN part (its ``search`` and ``set_search_defaults``, for tuning query-time settings)."""
+        return self._ann
 
     def __len__(self) -> int:
-        return int(self.table.count_rows())
+        return self._t.count()
 
     def counts(self) -> dict[str, int]:
         """Rows per modality (from the in-memory snapshot when it is current, else one column read)."""
-        snap = self._snap
-        snap_mods = snap.modality if snap is not None and snap.version == self.table.version else self._column("modality")
-        vals, cnt = (
-            np.unique(np.asarray(snap_mods, dtype=object), return_counts=True) if len(snap_mods) else ([], [])
-        )
-        return {str(v): int(c) for v, c in zip(vals, cnt)}
+        return self._t.counts()
 
     def __repr__(self) -> str:
         return f"<Index {self.path} rows={len(self)} dim={self.dim} identity={self.identity}>"
 
-    # -- creation / opening ------------------------------------------------
+    def snapshot(self) -> Snapshot:
+        """The table in memory (vectors + metadata), reloaded only when the table changed."""
+        return self._t.snapshot()
+
+    def refresh(self) -> bool:
+        """See writes made by other processes since this index was opened (rows added, replaced or deleted;
+        ``index.json``).  Cheap when nothing changed: the snapshot is reloaded only if the table's version moved.
+        Returns whether it did."""
+        return self._t.refresh()
+
+    # -- creation / opening ---------------------------------------------------------------------
     @classmethod
     def create(
         cls,
@@ -110,127 +101,22 @@ class Index(WriteMixin, AnnMixin, FastMixin, QueryMixin, SearchMixin, ClassifyMi
         overwrite: bool = False,
         exist_ok: bool = False,
     ) -> "Index":
-        """An empty index: tied to ``space`` (saved inside it), or to a bare ``dim`` + ``identity``
-        for raw vectors.
+        """An empty index: tied to ``space`` (saved inside it), or to a bare ``dim`` + ``identity`` for raw vectors.
 
-        Holds the folder's writer lock, so concurrent creators serialise.  exist_ok: if an index is
-        there (or another process creates one meanwhile), open it instead; it must have the same
-        space identity (else :class:`~anybind.errors.SpaceError`)."""
-        path = Path(path)
-        made_dir = not path.exists()
-        with writer_lock(path, create=True):
-            if exist_ok and not overwrite and (path / META_FILE).exists():
-                return cls._open_for_create(path, space, dim, identity)
-            try:
-                index = cls._create(path, space=space, dim=dim, identity=identity, modalities=modalities,
-                                    ann_threshold=ann_threshold, overwrite=overwrite)
-            except BaseException:
-                if not (path / META_FILE).exists():  # leave nothing: all of it if this call made the folder
-                    discard_parts(path, made_dir, (SPACE_DIR, f"{TABLE}.lance") if made_dir else ())
-                raise
+        Holds the folder's writer lock, so concurrent creators serialise.  exist_ok: if an index is there (or
+        another process creates one meanwhile), open it instead; it must have the same space identity (else
+        :class:`~anybind.errors.SpaceError`)."""
+        index, made_dir = _build.create(cls, Path(path), space=space, dim=dim, identity=identity,
+                                        modalities=modalities, ann_threshold=ann_threshold, overwrite=overwrite,
+                                        exist_ok=exist_ok)
         index._made_dir = made_dir
         return index
 
     @classmethod
-    def _open_for_create(
-        cls, path: Path, space: "Space | None", dim: int | None, identity: str | None
-    ) -> "Index":
-        """The index already at ``path`` (made by another run), if it is of the same space."""
-        index = cls.open(path, space)  # SpaceError if it was built with another space
-        if space is None and (index.identity, index.dim) != (identity, dim):
-            raise SpaceError(
-                f"{path}: an index of identity {index.identity} ({index.dim}-d vectors) is already there, "
-                f"not {identity} ({dim}-d): open it, or give another --out"
-            )
-        return index
-
-    @classmethod
-    def _create(
-        cls,
-        path: Path,
-        *,
-        space: "Space | None",
-        dim: int | None,
-        identity: str | None,
-        modalities: Iterable[str],
-        ann_threshold: int,
-        overwrite: bool,
-    ) -> "Index":
-        """Written whole in a temporary folder and swapped in (:func:`anybind.io.atomic_write_dir`): ``path``
-        must be new, an empty folder, or (with ``overwrite``) an index holding nothing else."""
-        import lancedb
-
-        path = Path(path)
-        if space is not None:
-            dim, identity = space.dim, space.identity()
-        if dim is None or identity is None:
-            raise ValueError("Index.create needs a space, or dim= and identity= for a vectors-only index")
-        meta = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "anybind_version": __version__,
-            "identity": identity,
-            "dim": int(dim),
-            "metric": "dot",
-            "modalities": sorted(set(modalities)),
-            "encoders": dict(space.encoders) if space is not None else {},
-            "space": SPACE_DIR if space is not None else None,
-            "ann": None,
-            "ann_threshold": int(ann_threshold),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
-
-        def write(tmp: Path) -> None:
-            if space is not None:
-                space.save(tmp / SPACE_DIR)
-            lancedb.connect(str(tmp)).create_table(TABLE, schema=table_schema(int(dim)))
-            write_json_atomic(tmp / META_FILE, meta)  # written last: its presence marks a complete index
-
-        atomic_write_dir(path, write, kind="index", overwrite=overwrite)
-        relock(path)  # the folder was swapped: hold the lock of the one there now
-        return cls(path, meta, space, lancedb.connect(str(path)).open_table(TABLE))
-
-    @classmethod
     def open(cls, path: str | Path, space: "Space | None" = None) -> "Index":
         """Open an index; with ``space``, refuse it unless it is the space the index was built with."""
-        import lancedb
-
-        from ..space import Space
-
-        path = Path(path)
-        recover_dir(path, "index")  # a create killed mid-swap: put the complete version back
-        mp = path / META_FILE
-        if not mp.is_file():
-            raise IndexError_(
-                f"{path}: not an anybind index (no {META_FILE}); build one with `anybind index`"
-            )
-        try:
-            meta = json.loads(mp.read_text())
-        except json.JSONDecodeError as e:
-            raise IndexError_(f"{mp}: corrupt JSON ({e})") from None
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise IndexError_(f"{mp}: not an anybind index file")
-        if not isinstance(meta.get("identity"), str) or not meta["identity"]:
-            raise IndexError_(f"{mp}: no space 'identity' (the space the index was built with): damaged index")
-        if meta.get("format_version", 0) > FORMAT_VERSION:
-            raise IndexError_(
-                f"{path}: written by a newer anybind (format {meta['format_version']}); upgrade anybind"
-            )
-        if space is not None:
-            if space.identity() != meta["identity"]:
-                raise stale_error(path, meta, space)  # names both identities and the fix (a refresh)
-        elif meta.get("space") and (path / meta["space"]).is_dir():
-            space = Space.load(path / meta["space"])
-            if space.identity() != meta["identity"]:
-                raise IndexError_(
-                    f"{path}: the space copy inside the index does not match its identity (damaged index)"
-                )
-        db = lancedb.connect(str(path))
-        try:
-            table = db.open_table(TABLE)
-        except Exception:  # a create killed after index.json: an empty table
-            table = db.create_table(TABLE, schema=table_schema(int(meta["dim"])), exist_ok=True)
-        return cls(path, meta, space, table)
+        meta, space, table = _build.read_meta(Path(path), space)
+        return cls(Path(path), meta, space, table)
 
     @classmethod
     def build(
@@ -260,132 +146,260 @@ class Index(WriteMixin, AnnMixin, FastMixin, QueryMixin, SearchMixin, ClassifyMi
         embedder: see :meth:`add` (e.g. :func:`anybind.scale.encode_ray.ray_index_embedder`).
         chunk_rows: a long text gives one row per chunk (passage-level search, :mod:`.passages`).
         """
-        path = Path(path)
         mods = sorted(set(modalities)) if modalities is not None else None
-        if mods is not None:
-            unknown = [m for m in mods if m not in space.modalities]
-            if unknown:
-                raise SpaceError(
-                    f"modalities {unknown} are not bound in this space (bound: {', '.join(space.modalities)})"
-                )
-        recover_dir(path, "index")
-        if (path / META_FILE).exists() and not overwrite:
-            index = cls.open(path, space)
-        else:
-            index = cls.create(  # exist_ok: another run may be creating the same index right now
-                path, space=space, modalities=mods or (), ann_threshold=ann_threshold, overwrite=overwrite,
-                exist_ok=True,
-            )
-        try:
-            records = index._records(manifest, mods, split=split, progress=progress)
-            if mods is None:
-                mods = sorted({m for r in records for m in r.values if m in space.modalities})
-            if chunk_rows:
-                from .passages import passage_records, stale_rows
-
-                records, counts = passage_records(records, space, mods)
-                for m, ids in stale_rows(index._existing(), counts).items():
-                    index.delete(ids, m)
-            stats = index.add(records, modalities=mods, cache=cache, chunk_size=chunk_size, progress=progress,
-                              embedder=embedder)
-        except BaseException:
-            index._discard_if_empty()  # a failed run leaves no empty index behind (only one it created)
-            raise
-        if index._discard_if_empty():
-            src = manifest if isinstance(manifest, (str, Path)) else "the records given"
-            raise DataError(f"{src}: no record to index (each is bad or lacks the indexed modalities); "
-                            f"no index was written at {path}")
-        with index._write_txn():  # decided and built under the lock: concurrent builds build it once
-            n = len(index)
-            have = index.meta.get("ann")
-            if n and (ann is True or (ann == "auto" and n >= index.ann_threshold)):
-                if not have or n >= 2 * int(have.get("rows", 0)) or have.get("type") != ann_type:
-                    index.create_ann(ann_type)
-                elif stats.commits:
-                    index.optimize()  # folds the new rows into the existing ANN index
-            if index.meta.get("memory_ann") and stats.commits:
-                index.update_memory_ann()  # the saved in-memory graph follows the table
+        index = _build.open_or_create(cls, space, Path(path), mods, ann_threshold, overwrite)
+        _build.fill(index, index._writer, index._t, manifest, mods, made_dir=index._made_dir, split=split,
+                    cache=cache, ann=ann, ann_type=ann_type, chunk_size=chunk_size, progress=progress,
+                    embedder=embedder, chunk_rows=chunk_rows)
         return index
 
-    def _discard_if_empty(self) -> bool:
-        """Remove this index if :meth:`create` made it through this object and it holds no rows
-        (no other writer added any); returns whether it did."""
-        if self._made_dir is None:
-            return False
-        try:
-            with writer_lock(self.path):
-                self.table.checkout_latest()
-                if self.table.count_rows():
-                    return False
-                discard_parts(self.path, self._made_dir, (META_FILE, SPACE_DIR, f"{TABLE}.lance"))
-                return True
-        except Exception as e:  # never hide the failure that brought us here
-            log.warning("%s: could not remove the empty index this run created (%s)", self.path, e)
-            return False
+    # -- writing (:mod:`.write`) ----------------------------------------------------------------
+    def add(
+        self,
+        records: "str | Path | Manifest | Sequence[Record]",
+        *,
+        modalities: Iterable[str] | None = None,
+        cache: "FeatureCache | str | Path | None" = None,
+        chunk_size: int = 1024,
+        progress: bool = False,
+        embedder=None,
+    ) -> AddStats:
+        """Add (or update) records; only new or changed content is embedded.
 
-    # -- reading the table -------------------------------------------------
-    def _column(self, name: str) -> np.ndarray:
-        t = self.table.search().select([name]).limit(None).to_arrow()
-        return t.column(name).to_numpy(zero_copy_only=False)
+        A row is (record id, modality).  Unchanged content (same content key) is skipped without embedding;
+        a changed label or source is rewritten with the stored vector; changed content is re-embedded.  Rows
+        are committed every ``chunk_size`` items, so an interrupted add keeps what it committed and a rerun
+        continues from there.
 
-    def snapshot(self) -> Snapshot:
-        """The table in memory (vectors + metadata), reloaded only when the table changed."""
-        import pyarrow as pa
+        ``embedder(modality, items, chunk_size)`` replaces the in-process embedding: it yields ``(chunk,
+        vectors)`` with ``chunk`` a list of the given items (any order, at most ``chunk_size``) and ``vectors``
+        their unit embeddings; each is committed as it arrives (:func:`anybind.scale.encode_ray.ray_index_embedder`).
+        """
+        self.last_add = self._writer.add(records, modalities=modalities, cache=cache, chunk_size=chunk_size,
+                                         progress=progress, embedder=embedder)
+        return self.last_add
 
-        v = self.table.version
-        if self._snap is None or self._snap.version != v:
-            # streamed in batches into one preallocated matrix: peak memory ~ the vectors once
-            V = np.empty((self.table.count_rows(), self.dim), np.float32)
-            cols = [f.name for f in self.table.schema if f.name != "vector"]
-            metas, pos = [], 0
-            for b in self.table.search().limit(None).to_batches(65536):
-                m = b.num_rows
-                if pos + m > len(V):  # rows appeared since count_rows(): grow
-                    V = np.concatenate([V, np.empty((pos + m - len(V), self.dim), np.float32)])
-                V[pos : pos + m] = vectors_of(b.column("vector"), self.dim)
-                metas.append(b.select(cols))
-                pos += m
-            schema = pa.schema([f for f in self.table.schema if f.name != "vector"])
-            meta = pa.Table.from_batches(metas, schema=schema) if metas else schema.empty_table()
-            mods = meta.column("modality").to_numpy(zero_copy_only=False)
-            self._snap = Snapshot(v, meta, V[:pos], mods)
-            self._bank_cache.clear()
-        return self._snap
+    def add_vectors(
+        self,
+        ids: Sequence[str],
+        vectors: np.ndarray,
+        modality: str,
+        *,
+        sources: Sequence[str] | None = None,
+        labels: Sequence[Mapping[str, Any]] | None = None,
+        keys: Sequence[str] | None = None,
+        chunk_size: int = 100_000,
+    ) -> AddStats:
+        """Add precomputed vectors of one modality (normalised here); existing (id, modality) rows are replaced."""
+        self.last_add = self._writer.add_vectors(ids, vectors, modality, sources=sources, labels=labels, keys=keys,
+                                                 chunk_size=chunk_size)
+        return self.last_add
 
-    def refresh(self) -> bool:
-        """See writes made by other processes since this index was opened (rows added, replaced or
-        deleted; the metadata in ``index.json``).  Cheap when nothing changed: the in-memory
-        snapshot is kept and reloaded only if the table's version moved.  Returns whether it did."""
-        before = self.table.version
-        self.table.checkout_latest()
-        mp = self.path / META_FILE
-        try:
-            meta = json.loads(mp.read_text())
-        except (OSError, json.JSONDecodeError):  # being replaced right now (atomic rename): keep ours
-            meta = None
-        if isinstance(meta, dict) and meta.get("identity") == self.meta.get("identity"):
-            self.meta = meta
-        return self.table.version != before
+    def delete(self, ids: Iterable[str], modality: str | None = None) -> int:
+        """Delete every row of these record ids (only ``modality``'s rows when given); returns rows deleted."""
+        return self._writer.delete(ids, modality)
 
-    def _save_meta(self) -> None:
-        write_json_atomic(self.path / META_FILE, self.meta)
+    def optimize(self) -> None:
+        """Compact small fragments, fold new rows into the ANN index, drop versions older than a week."""
+        self._writer.optimize()
 
-    def _records(self, manifest, modalities, split=None, progress=False) -> list["Record"]:
-        from ..data.manifest import Manifest, Record
+    def repair(self) -> int:
+        """Remove duplicate rows (one (record id, modality) stored more than once, as concurrent writers
+        before the writer lock could leave), keeping the newest of each; returns how many rows were removed."""
+        return self._writer.repair()
 
-        if isinstance(manifest, (str, Path, Manifest)):
-            if self.space is None:
-                raise IndexError_("this index has no space: add raw vectors with add_vectors()")
-            from ..space import as_manifests
+    # -- approximate search (:mod:`.ann`, :mod:`.fast`) -----------------------------------------
+    def create_ann(
+        self,
+        kind: str = "ivf_hnsw_sq",
+        *,
+        num_partitions: int | None = None,
+        num_sub_vectors: int | None = None,
+        m: int = 16,
+        ef_construction: int = 100,
+        nprobes: int | None = None,
+        refine_factor: int | None = None,
+        ef: int | None = None,
+    ) -> dict[str, Any]:
+        """Build an ANN index over the vector column (replacing any previous one).
 
-            mods = modalities or [m for m in self.space.modalities]
-            man = as_manifests(manifest, mods, self.space.encoders, False, progress)[0]
-            recs = man.split(split)
-        else:
-            recs = list(manifest)
-            if split is not None:
-                recs = [r for r in recs if r.split == split]
-        for r in recs:
-            if not isinstance(r, Record):
-                raise DataError(f"expected manifest records, got {type(r).__name__}")
-        return recs
+        kind: ``"ivf_hnsw_sq"`` (IVF partitions, an HNSW graph over 8-bit scalar-quantised
+            vectors in each) or ``"ivf_pq"`` (IVF + product quantisation; pair it with
+            ``refine_factor`` to re-score candidates with the full vectors).
+        nprobes / refine_factor / ef: the query-time defaults stored with the index.
+        """
+        return self._ann.create(kind, num_partitions=num_partitions, num_sub_vectors=num_sub_vectors, m=m,
+                                ef_construction=ef_construction, nprobes=nprobes, refine_factor=refine_factor, ef=ef)
+
+    def uses_ann(self, exact: bool | None = None) -> bool:
+        return self._ann.uses(exact)
+
+    def ann_recall(self, k: int = 10, n_queries: int = 200, *, queries: np.ndarray | None = None,
+                   modality: str | None = None, noise: float = 0.5, seed: int = 0, **ann_params) -> dict[str, float]:
+        """Recall@k of the ANN index against exact search, and both speeds, on the same queries
+        (see :meth:`LanceAnn.recall <anybind.index.ann.LanceAnn.recall>`)."""
+        return self._ann.recall(k, n_queries, queries=queries, modality=modality, noise=noise, seed=seed,
+                                **ann_params)
+
+    def create_memory_ann(self, *, M: int = 16, ef_construction: int = 100, ef: int = 64) -> dict[str, Any]:
+        """Build the in-memory HNSW graph over every row and save it in the index folder (``memann/``)."""
+        return self._fast.create_memory_ann(M=M, ef_construction=ef_construction, ef=ef)
+
+    def update_memory_ann(self) -> tuple[int, int]:
+        """Bring the saved graph up to the table's latest version (rows added / deleted since); the
+        writer calls this under its lock (``Index.build`` does).  Returns (inserted, deleted)."""
+        return self._fast.update_memory_ann()
+
+    def set_memory_ann_ef(self, ef: int) -> None:
+        """The in-memory graph's search breadth (candidates kept while searching; more: higher recall,
+        slower), saved with the index."""
+        self._fast.set_memory_ann_ef(ef)
+
+    def quantize(self, kind: str | None, *, rescore: int | None = None) -> dict[str, Any] | None:
+        """Search int8 or binary codes in memory and rescore the top ``rescore * k`` candidates with
+        the float vectors (``None``: stop).  The codes are made on the first search after this."""
+        return self._fast.quantize(kind, rescore=rescore)
+
+    def quant_memory(self) -> dict[str, float]:
+        """Bytes of the quantised codes in memory and of the float vectors they stand for."""
+        return self._fast.quant_memory()
+
+    def warm_fast(self) -> None:
+        """Load the in-memory graph (brought to the table's version) or make the quantised codes now,
+        not on the first search (the service calls this at start); nothing when searches would not use them."""
+        self._fast.warm()
+
+    # -- queries (:mod:`.query`) ----------------------------------------------------------------
+    def embed_query(
+        self,
+        query: Any = None,
+        *,
+        text: str | Sequence[str] | None = None,
+        image: str | Path | Sequence[str | Path] | None = None,
+        audio: str | Path | Sequence[str | Path] | None = None,
+        inputs: Mapping[str, Any] | Sequence[tuple] | None = None,
+        weights: Sequence[float] | None = None,
+        cache: "FeatureCache | str | Path | None" = None,
+        text_modality: str = "text",
+        target: str | None = None,
+    ) -> tuple[np.ndarray, list[str]]:
+        """One unit query vector from one or several inputs, and the input modalities.
+
+        ``query`` may be a text, a file path (modality from its suffix), a vector, a :class:`~.query.Query`, or
+        a list of ``(modality, item)`` / ``(modality, item, weight)`` tuples.  ``text=``, ``image=``, ``audio=``
+        take one item or a list; ``inputs`` maps any bound modality (``"text_fr"``, ``"speech"``...) to items.
+        Several inputs are fused by the space's scorer (:mod:`anybind.scoring`): in a cosine space the weighted
+        mean of their unit vectors, renormalised (``weights`` follow the order query, text, image, audio,
+        inputs); in a Symile space their multilinear product, for candidates of modality ``target``.
+        """
+        parts, w, mods = self.query_parts(query, text=text, image=image, audio=audio, inputs=inputs,
+                                          weights=weights, cache=cache, text_modality=text_modality)
+        return self._embedder.fuse(parts, w, target)[0], mods
+
+    def fuse_query(
+        self, parts: list[tuple[str | None, np.ndarray]], weights: list[float] | None, target: str | None
+    ) -> tuple[np.ndarray, float]:
+        """The unit direction of the scorer's query for candidates of ``target`` (see :meth:`embed_query`),
+        and the factor that turns its inner products into the space's scores (1 in a cosine space; the
+        query's length in a Symile space, where scores are multilinear inner products)."""
+        return self._embedder.fuse(parts, weights, target)
+
+    def query_parts(
+        self,
+        query: Any = None,
+        *,
+        text: str | Sequence[str] | None = None,
+        image: str | Path | Sequence[str | Path] | None = None,
+        audio: str | Path | Sequence[str | Path] | None = None,
+        inputs: Mapping[str, Any] | Sequence[tuple] | None = None,
+        weights: Sequence[float] | None = None,
+        cache: "FeatureCache | str | Path | None" = None,
+        text_modality: str = "text",
+    ) -> tuple[list[tuple[str | None, np.ndarray]], list[float] | None, list[str]]:
+        """The query's inputs embedded: ``(modality or None for a vector, unit vector)`` each, their
+        checked weights (or None) and the input modalities."""
+        q = Query.of(query, dim=self.dim, text=text, image=image, audio=audio, inputs=inputs, weights=weights,
+                     text_modality=text_modality)
+        return self._embedder.parts(q, cache)
+
+    # -- searching (:mod:`.search`, :mod:`.classify`) -------------------------------------------
+    def search(
+        self,
+        query: Any = None,
+        *,
+        text: str | Sequence[str] | None = None,
+        image: str | Path | Sequence[str | Path] | None = None,
+        audio: str | Path | Sequence[str | Path] | None = None,
+        inputs: Mapping[str, Any] | Sequence[tuple] | None = None,
+        weights: Sequence[float] | None = None,
+        modality: str | Sequence[str] | None = None,
+        k: int = 10,
+        labels: Mapping[str, Any] | Sequence[str] | None = None,
+        rerank: str | None = None,
+        rerank_params: Mapping[str, Any] | None = None,
+        query_bank: np.ndarray | str | Sequence[str] | None = None,
+        exact: bool | None = None,
+        cache: "FeatureCache | str | Path | None" = None,
+        rank_by: str = "score",
+        **ann_params,
+    ) -> list[Hit]:
+        """Search with one (possibly fused) query (the forms of :meth:`embed_query`); up to ``k`` hits, best first.
+
+        modality: only return items of this modality (or these); default any.
+        labels: ``{"category": "animals"}`` or ``["category=animals"]``; every key must match (a list of values
+            matches any of them).
+        rerank: ``"csls"``, ``"qbnorm"`` or ``"invgc"`` (see :mod:`anybind.rerank`).  The query bank is the
+            indexed items of the query's modalities (or ``query_bank``: vectors, or modality names); the
+            gallery bank is the searched items.
+        exact: force exact (``True``) or ANN (``False``) search; default: ANN when the index has one and at
+            least ``ann_threshold`` rows.
+        rank_by: ``"score"``, or ``"probability"`` (a calibrated space, a one-modality query): hits of every
+            modality ranked by their calibrated ``P(match)`` (see :mod:`anybind.index.calibrated`).
+        ann_params: ``nprobes``, ``refine_factor``, ``ef`` overrides for ANN search.
+        """
+        k = check_k(k)
+        targets = self._t.check_targets(modality)
+        lab = label_filter(labels)
+        q = Query.of(query, dim=self.dim, text=text, image=image, audio=audio, inputs=inputs, weights=weights)
+        return self._searcher.search(q, targets=targets, k=k, labels=lab, rerank=rerank, rerank_params=rerank_params,
+                                     query_bank=query_bank, exact=exact, cache=cache, rank_by=rank_by, **ann_params)
+
+    def search_vectors(
+        self,
+        queries: np.ndarray,
+        *,
+        modality: str | Sequence[str] | None = None,
+        k: int = 10,
+        labels: Mapping[str, Any] | Sequence[str] | None = None,
+        rerank: str | None = None,
+        rerank_params: Mapping[str, Any] | None = None,
+        query_bank: np.ndarray | str | Sequence[str] | None = None,
+        exact: bool | None = None,
+        rerank_pool: int = 1000,
+        bank_size: int = 4096,
+        **ann_params,
+    ) -> list[list[Hit]]:
+        """Search with a batch of query vectors (n, dim); one hit list per query."""
+        return self._searcher.search_vectors(queries, modality=modality, k=k, labels=labels, rerank=rerank,
+                                             rerank_params=rerank_params, query_bank=query_bank, exact=exact,
+                                             rerank_pool=rerank_pool, bank_size=bank_size, **ann_params)
+
+    def classify(
+        self,
+        classes: Sequence[str],
+        *,
+        modality: str | None = None,
+        templates: Sequence[str] | None = None,
+        k: int = 5,
+        labels: Mapping[str, Any] | Sequence[str] | None = None,
+        text_modality: str = "text",
+        cache: "FeatureCache | str | Path | None" = None,
+        batch_size: int = 4096,
+    ) -> list[dict[str, Any]]:
+        """Zero-shot classify the indexed items (of ``modality``) over any number of class names.
+
+        Nothing stored is re-embedded; class prompts go through the feature cache in batches (see
+        :func:`~anybind.index.class_embeddings`).  Returns, per item, ``{"id", "modality", "classes": [(name,
+        score), ...]}`` (top ``k``), and in a calibrated space ``"probabilities"``: each class's ``P(match)``."""
+        return self._classifier.classify(classes, modality=modality, templates=templates, k=k, labels=labels,
+                                         text_modality=text_modality, cache=cache, batch_size=batch_size)

@@ -1,6 +1,6 @@
 """Fast search for serving, beside the LanceDB table: the in-memory HNSW graph (:mod:`.memann`) and
-quantised codes with exact rescoring (:mod:`.quant`).  :meth:`~FastMixin._fast_candidates` is asked
-first by :meth:`~anybind.index.Index.search_vectors`; it answers ``None`` when neither is set up (or
+quantised codes with exact rescoring (:mod:`.quant`), held by :class:`FastSearch`.  Its
+:meth:`~FastSearch.candidates` is asked first by :meth:`~anybind.index.Index.search_vectors`; it answers ``None`` when neither is set up (or
 the index is below ``ann_threshold`` rows, or a filter keeps too few rows for the graph), and the
 LanceDB ANN or exact search answers as before."""
 
@@ -16,6 +16,7 @@ import numpy as np
 from .errors import IndexError_
 from .memann import MEMANN_DIR, MemoryAnn
 from .quant import DEFAULT_RESCORE, QUANT_KINDS, QuantStore, memory_of
+from .table import IndexTable
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -24,48 +25,50 @@ log = logging.getLogger(__name__)
 _INIT = threading.Lock()  # loading a graph or building codes: once per index object
 
 
-class FastMixin:
-    """:class:`~anybind.index.Index` methods for the in-memory ANN and the quantised codes."""
+class FastSearch:
+    """The in-memory ANN graph and the quantised codes of one index (each loaded or made when first needed)."""
 
-    _memann: "MemoryAnn | bool | None" = None  # None: not loaded yet; False: unusable (warned once)
-    _quant: QuantStore | None = None
+    def __init__(self, t: IndexTable) -> None:
+        self.t = t
+        self._memann: "MemoryAnn | bool | None" = None  # None: not loaded yet; False: unusable (warned once)
+        self._quant: QuantStore | None = None
 
     # -- setting up -----------------------------------------------------------------------------
     def create_memory_ann(self, *, M: int = 16, ef_construction: int = 100, ef: int = 64) -> dict[str, Any]:
         """Build the in-memory HNSW graph over every row and save it in the index folder (``memann/``)."""
-        with self._write_txn():
+        with self.t.write_txn():
             t0 = time.perf_counter()
-            ann = MemoryAnn.build(self.snapshot(), self.identity, M=M, ef_construction=ef_construction, ef=ef)
-            ann.save(self.path / MEMANN_DIR)
+            ann = MemoryAnn.build(self.t.snapshot(), self.t.identity, M=M, ef_construction=ef_construction, ef=ef)
+            ann.save(self.t.path / MEMANN_DIR)
             self._memann = ann
-            self.meta["memory_ann"] = {"library": "hnswlib", **ann.params, "rows": ann.live,
+            self.t.meta["memory_ann"] = {"library": "hnswlib", **ann.params, "rows": ann.live,
                                        "version": ann.version, "build_seconds": round(time.perf_counter() - t0, 2)}
-            self._save_meta()
-            return self.meta["memory_ann"]
+            self.t.save_meta()
+            return self.t.meta["memory_ann"]
 
     def update_memory_ann(self) -> tuple[int, int]:
         """Bring the saved graph up to the table's latest version (rows added / deleted since); the
         writer calls this under its lock (``Index.build`` does).  Returns (inserted, deleted)."""
-        with self._write_txn():
+        with self.t.write_txn():
             ann = self._memory_ann(rebuild=True)
             with ann.lock.write():
-                snap = self.snapshot()
+                snap = self.t.snapshot()
                 added, gone = ann.sync(snap)
-                ann.save(self.path / MEMANN_DIR)
-            self.meta["memory_ann"].update(rows=ann.live, version=ann.version)
-            self._save_meta()
+                ann.save(self.t.path / MEMANN_DIR)
+            self.t.meta["memory_ann"].update(rows=ann.live, version=ann.version)
+            self.t.save_meta()
             return added, gone
 
     def set_memory_ann_ef(self, ef: int) -> None:
         """The in-memory graph's search breadth (candidates kept while searching; more: higher recall,
         slower), saved with the index."""
-        if not self.meta.get("memory_ann"):
+        if not self.t.meta.get("memory_ann"):
             raise IndexError_("this index keeps no in-memory ANN: build one with Index.create_memory_ann()")
         if int(ef) < 1:
             raise IndexError_(f"ef must be a positive integer, not {ef!r}")
-        with self._write_txn():
-            self.meta["memory_ann"]["ef"] = int(ef)
-            self._save_meta()
+        with self.t.write_txn():
+            self.t.meta["memory_ann"]["ef"] = int(ef)
+            self.t.save_meta()
         ann = self._memory_ann()
         if ann is not None:
             with ann.lock.write():
@@ -79,25 +82,25 @@ class FastMixin:
             raise IndexError_(f"unknown quantisation {kind!r}: use one of {', '.join(QUANT_KINDS)}")
         if rescore is not None and int(rescore) < 1:
             raise IndexError_(f"rescore must be a positive integer (candidates per hit), not {rescore!r}")
-        with self._write_txn():
-            self.meta["quantize"] = {"kind": kind, "rescore": rescore} if kind else None
-            self._save_meta()
+        with self.t.write_txn():
+            self.t.meta["quantize"] = {"kind": kind, "rescore": rescore} if kind else None
+            self.t.save_meta()
         if self._quant is None or self._quant.kind != kind:  # the same codes: only the factor changes
             self._drop_quant()
-        return self.meta["quantize"]
+        return self.t.meta["quantize"]
 
     def quant_memory(self) -> dict[str, float]:
         """Bytes of the quantised codes in memory and of the float vectors they stand for."""
         return memory_of(self._quant_store())
 
-    def warm_fast(self) -> None:
+    def warm(self) -> None:
         """Load the in-memory graph (brought to the table's version) or make the quantised codes now,
         not on the first search (the service calls this at start); nothing when searches would not use
         them (neither set up, or fewer than ``ann_threshold`` rows)."""
-        if len(self):
-            q = np.zeros((1, self.dim), np.float32)
+        if self.t.count():
+            q = np.zeros((1, self.t.dim), np.float32)
             q[0, 0] = 1.0
-            self._fast_candidates(q, 1, None, {}, None, False)
+            self.candidates(q, 1, None, {}, None, False)
 
     # -- loading --------------------------------------------------------------------------------
     def _memory_ann(self, rebuild: bool = False) -> MemoryAnn | None:
@@ -107,18 +110,18 @@ class FastMixin:
             if self._memann is False and not rebuild:
                 return None
             try:
-                ann = MemoryAnn.load(self.path / MEMANN_DIR, self.identity, self.dim)
+                ann = MemoryAnn.load(self.t.path / MEMANN_DIR, self.t.identity, self.t.dim)
             except IndexError_ as e:
                 if rebuild:
                     log.warning("%s; rebuilding it", e)
-                    self._memann = MemoryAnn.build(self.snapshot(), self.identity,
-                                                   **{k: v for k, v in (self.meta.get("memory_ann") or {}).items()
+                    self._memann = MemoryAnn.build(self.t.snapshot(), self.t.identity,
+                                                   **{k: v for k, v in (self.t.meta.get("memory_ann") or {}).items()
                                                       if k in ("M", "ef_construction", "ef")})
                     return self._memann
                 log.warning("%s; searching exactly meanwhile", e)
                 self._memann = False
                 return None
-            ef = (self.meta.get("memory_ann") or {}).get("ef")
+            ef = (self.t.meta.get("memory_ann") or {}).get("ef")
             if ef and int(ef) != ann.params.get("ef"):  # set since the graph was saved
                 ann.params["ef"] = int(ef)
                 ann.graph.set_ef(int(ef))
@@ -131,35 +134,35 @@ class FastMixin:
             self._quant = None
 
     def _quant_store(self) -> QuantStore:
-        cfg = self.meta.get("quantize") or {}
+        cfg = self.t.meta.get("quantize") or {}
         if not cfg.get("kind"):
             raise IndexError_("this index keeps no quantised codes: set them with Index.quantize('int8')")
         with _INIT:
             q = self._quant
-            if q is None or q.version != self.table.version or q.kind != cfg["kind"]:
+            if q is None or q.version != self.t.table.version or q.kind != cfg["kind"]:
                 self._drop_quant()  # never answer from codes of an older version: made again
                 t0 = time.perf_counter()
-                q = self._quant = QuantStore.build(self.table, self.dim, cfg["kind"], cfg.get("rescore"))
-                log.info("%s: %s codes of %d rows made in %.1f s", self.path, q.kind, len(q.codes),
+                q = self._quant = QuantStore.build(self.t.table, self.t.dim, cfg["kind"], cfg.get("rescore"))
+                log.info("%s: %s codes of %d rows made in %.1f s", self.t.path, q.kind, len(q.codes),
                          time.perf_counter() - t0)
             q.rescore = int(cfg.get("rescore") or DEFAULT_RESCORE[q.kind])  # as set now (maybe by another process)
             return q
 
     # -- searching ------------------------------------------------------------------------------
-    def _fast_candidates(self, Q, pool, targets, lab, exact, with_vectors) -> list[tuple["pa.Table", np.ndarray]] | None:
-        if exact is True or not (self.meta.get("memory_ann") or (self.meta.get("quantize") or {}).get("kind")):
+    def candidates(self, Q, pool, targets, lab, exact, with_vectors) -> list[tuple["pa.Table", np.ndarray]] | None:
+        if exact is True or not (self.t.meta.get("memory_ann") or (self.t.meta.get("quantize") or {}).get("kind")):
             return None
-        graph = bool(self.meta.get("memory_ann"))
+        graph = bool(self.t.meta.get("memory_ann"))
         # the graph needs the snapshot (current: one version check, no row count); codes alone do not
-        snap = self.snapshot() if graph else None
-        if exact is None and (len(snap.modality) if snap is not None else len(self)) < self.ann_threshold:
+        snap = self.t.snapshot() if graph else None
+        if exact is None and (len(snap.modality) if snap is not None else self.t.count()) < self.t.ann_threshold:
             return None
         if graph:
             ann = self._memory_ann()
             if ann is not None:
                 res = None
                 for attempt in range(3):  # another thread may move the graph on between our sync and search
-                    snap = self.snapshot() if attempt else snap
+                    snap = self.t.snapshot() if attempt else snap
                     if ann.version != snap.version or len(ann.slot_row) != len(ann.slots):  # moved, or just loaded
                         with ann.lock.write():
                             if ann.version != snap.version or len(ann.slot_row) != len(ann.slots):
@@ -167,17 +170,17 @@ class FastMixin:
                                 added, gone = ann.sync(snap)
                                 if stale:
                                     log.info("%s: in-memory ANN brought to table version %d (+%d rows, -%d)",
-                                             self.path, snap.version, added, gone)
+                                             self.t.path, snap.version, added, gone)
                     with ann.lock.read():  # searches share the graph; a sync waits for them
                         if ann.version == snap.version:
                             res = ann.search(Q, pool, snap, snap.rows_where(targets, lab))
                             break
                 if res is not None:
-                    return _candidates(snap.meta, snap.vectors, *res, self.dim, with_vectors)
-        if (self.meta.get("quantize") or {}).get("kind"):
+                    return _candidates(snap.meta, snap.vectors, *res, self.t.dim, with_vectors)
+        if (self.t.meta.get("quantize") or {}).get("kind"):
             q = self._quant_store()
             S, R = q.search(Q, pool, q.snapshot().rows_where(targets, lab))
-            return _candidates(q.meta, q.floats, S, R, self.dim, with_vectors)
+            return _candidates(q.meta, q.floats, S, R, self.t.dim, with_vectors)
         return None
 
 

@@ -1,10 +1,11 @@
-"""Turning a query into one unit vector: file/modality sniffing, ``k`` and target checks, and
-the :class:`~anybind.index.Index` methods :meth:`~QueryMixin.embed_query`, ``_embed_one``,
-``_check_targets``."""
+"""A query and its embedding: :class:`Query` (the query's inputs, parsed and checked once from every form
+the :class:`~anybind.index.Index` methods take) and :class:`QueryEmbedder` (its inputs embedded with the
+index's space and fused by the space's scorer), plus ``k`` and query-vector checks."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,7 @@ from .exact import unit_rows
 
 if TYPE_CHECKING:
     from ..cache import FeatureCache
+    from ..space import Space
 
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".svg"}
 _AUDIO_SUFFIXES = {".wav", ".ogg", ".oga", ".flac", ".mp3", ".aiff", ".aif", ".m4a"}
@@ -72,70 +74,52 @@ def query_vector(x: np.ndarray, dim: int, what: str = "query vector") -> np.ndar
     return q
 
 
-class QueryMixin:
-    """:class:`~anybind.index.Index` methods that embed queries (mixed into ``Index``)."""
+@dataclass(frozen=True, eq=False)
+class Query:
+    """One search query: its inputs, in order, and their fusion weights.
 
-    def embed_query(
-        self,
+    ``items``: ``(modality, item)`` pairs (a text, a file path, any bound modality's input);
+    ``vectors``: raw query vectors (checked, float32); ``weights``: one per input, vectors first
+    (``None``: equal weights).  Build it with :meth:`of` from the forms the index methods take."""
+
+    items: tuple[tuple[str, Any], ...] = ()
+    vectors: tuple[np.ndarray, ...] = ()
+    weights: tuple[float, ...] | None = None
+
+    @property
+    def modalities(self) -> list[str]:
+        """The input modalities (a raw vector has none)."""
+        return sorted({m for m, _ in self.items})
+
+    @property
+    def has_vector(self) -> bool:
+        return bool(self.vectors)
+
+    def __len__(self) -> int:
+        return len(self.vectors) + len(self.items)
+
+    @classmethod
+    def of(
+        cls,
         query: Any = None,
         *,
+        dim: int,
         text: str | Sequence[str] | None = None,
         image: str | Path | Sequence[str | Path] | None = None,
         audio: str | Path | Sequence[str | Path] | None = None,
         inputs: Mapping[str, Any] | Sequence[tuple] | None = None,
         weights: Sequence[float] | None = None,
-        cache: "FeatureCache | str | Path | None" = None,
         text_modality: str = "text",
-        target: str | None = None,
-    ) -> tuple[np.ndarray, list[str]]:
-        """One unit query vector from one or several inputs, and the input modalities.
-
-        ``query`` may be a text, a file path (modality from its suffix), a vector,
-        or a list of ``(modality, item)`` / ``(modality, item, weight)`` tuples.
-        ``text=``, ``image=``, ``audio=`` take one item or a list; ``inputs`` maps
-        any bound modality (``"text_fr"``, ``"speech"``...) to items.  Several
-        inputs are fused by the space's scorer (:mod:`anybind.scoring`): in a cosine space
-        the weighted mean of their unit vectors, renormalised (``weights`` follow the order
-        query, text, image, audio, inputs); in a Symile space their multilinear product,
-        for candidates of modality ``target``.
-        """
-        parts, weights, mods = self.query_parts(
-            query, text=text, image=image, audio=audio, inputs=inputs, weights=weights, cache=cache,
-            text_modality=text_modality,
-        )
-        return self.fuse_query(parts, weights, target)[0], mods
-
-    def fuse_query(
-        self, parts: list[tuple[str | None, np.ndarray]], weights: list[float] | None, target: str | None
-    ) -> tuple[np.ndarray, float]:
-        """The unit direction of the scorer's query for candidates of ``target`` (see :meth:`embed_query`),
-        and the factor that turns its inner products into the space's scores (1 in a cosine space; the
-        query's length in a Symile space, where scores are multilinear inner products)."""
-        scorer = self.space.scorer if self.space is not None else Scorer()
-        fused = scorer.query(parts, target, weights)
-        norm = float(np.linalg.norm(fused))
-        if norm < 1e-6:
-            raise QueryError(
-                "the fused query vector is zero (the inputs cancel out): change the inputs or weights"
-            )
-        return (fused / norm).astype(np.float32), (1.0 if scorer.kind == "cosine" else norm)
-
-    def query_parts(
-        self,
-        query: Any = None,
-        *,
-        text: str | Sequence[str] | None = None,
-        image: str | Path | Sequence[str | Path] | None = None,
-        audio: str | Path | Sequence[str | Path] | None = None,
-        inputs: Mapping[str, Any] | Sequence[tuple] | None = None,
-        weights: Sequence[float] | None = None,
-        cache: "FeatureCache | str | Path | None" = None,
-        text_modality: str = "text",
-    ) -> tuple[list[tuple[str | None, np.ndarray]], list[float] | None, list[str]]:
-        """The query's inputs embedded: ``(modality or None for a vector, unit vector)`` each, their
-        checked weights (or None) and the input modalities."""
-        parts: list[tuple[str, Any]] = []
-        vec_parts: list[np.ndarray] = []
+    ) -> "Query":
+        """The query of these inputs, checked (see :meth:`Index.embed_query <anybind.index.Index.embed_query>`
+        for the forms); ``dim`` is the index's vector width.  A :class:`Query` given as ``query`` is returned
+        as it is (and may not be combined with other inputs)."""
+        if isinstance(query, Query):
+            if any(x is not None for x in (text, image, audio, inputs, weights)):
+                raise QueryError("give a Query, or its inputs as keywords, not both")
+            return query
+        items: list[tuple[str, Any]] = []
+        vectors: list[np.ndarray] = []
         tuple_weights: list[float | None] = []
 
         def as_list(x):
@@ -143,36 +127,33 @@ class QueryMixin:
 
         if query is not None:
             if isinstance(query, np.ndarray):
-                vec_parts.append(query_vector(query, self.dim))
+                vectors.append(query_vector(query, dim))
             elif isinstance(query, str) and not _looks_like_file(query):
-                parts.append((text_modality, query))
+                items.append((text_modality, query))
             elif isinstance(query, (str, Path)):
-                parts.append((_modality_of_file(query), query))
+                items.append((_modality_of_file(query), query))
             elif isinstance(query, (list, tuple)):
                 for t in query:
                     if not isinstance(t, tuple) or len(t) not in (2, 3):
-                        raise QueryError(
-                            f"query list items must be (modality, item[, weight]) tuples, got {t!r}"
-                        )
-                    parts.append((t[0], t[1]))
+                        raise QueryError(f"query list items must be (modality, item[, weight]) tuples, got {t!r}")
+                    items.append((t[0], t[1]))
                     tuple_weights.append(t[2] if len(t) == 3 else None)
             else:
                 raise QueryError(f"unsupported query of type {type(query).__name__}")
         for m, v in ((text_modality, text), ("image", image), ("audio", audio)):
             if v is not None:
-                parts += [(m, x) for x in as_list(v)]
+                items += [(m, x) for x in as_list(v)]
         if inputs is not None:
-            items = inputs.items() if isinstance(inputs, Mapping) else inputs
-            for m, v in items:
-                parts += [(m, x) for x in as_list(v)]
-        n_inputs = len(vec_parts) + len(parts)
+            for m, v in inputs.items() if isinstance(inputs, Mapping) else inputs:
+                items += [(m, x) for x in as_list(v)]
+        n_inputs = len(vectors) + len(items)
         if n_inputs == 0:
             raise QueryError("empty query: give a text, an image or audio path, or a vector")
         if weights is None and any(w is not None for w in tuple_weights):
             weights = (
-                [1.0] * len(vec_parts)
+                [1.0] * len(vectors)
                 + [w if w is not None else 1.0 for w in tuple_weights]
-                + [1.0] * (len(parts) - len(tuple_weights))
+                + [1.0] * (len(items) - len(tuple_weights))
             )
         if weights is not None:
             weights = [float(w) for w in weights]
@@ -180,11 +161,40 @@ class QueryMixin:
                 raise QueryError(f"{len(weights)} weights for {n_inputs} query inputs")
             if not all(np.isfinite(weights)) or sum(abs(w) for w in weights) == 0:
                 raise QueryError("query weights must be finite and not all zero")
-        embedded: list[tuple[str | None, np.ndarray]] = [(None, unit_rows(v)) for v in vec_parts]
-        embedded += [(m, self._embed_one(m, item, cache)) for m, item in parts]
-        return embedded, weights, sorted({m for m, _ in parts})
+        return cls(tuple(items), tuple(vectors), tuple(weights) if weights is not None else None)
 
-    def _embed_one(self, modality: str, item: Any, cache) -> np.ndarray:
+
+class QueryEmbedder:
+    """Embeds a :class:`Query` with the index's space (``None``: raw-vector queries only) and fuses its
+    inputs with the space's scorer."""
+
+    def __init__(self, space: "Space | None", dim: int) -> None:
+        self.space = space
+        self.dim = dim
+
+    def parts(
+        self, q: Query, cache: "FeatureCache | str | Path | None" = None
+    ) -> tuple[list[tuple[str | None, np.ndarray]], list[float] | None, list[str]]:
+        """The query's inputs embedded: ``(modality or None for a vector, unit vector)`` each, their
+        weights (or None) and the input modalities."""
+        embedded: list[tuple[str | None, np.ndarray]] = [(None, unit_rows(v)) for v in q.vectors]
+        embedded += [(m, self.embed_one(m, item, cache)) for m, item in q.items]
+        return embedded, (list(q.weights) if q.weights is not None else None), q.modalities
+
+    def fuse(
+        self, parts: list[tuple[str | None, np.ndarray]], weights: list[float] | None, target: str | None
+    ) -> tuple[np.ndarray, float]:
+        """The unit direction of the scorer's query for candidates of ``target``, and the factor that turns
+        its inner products into the space's scores (1 in a cosine space; the query's length in a Symile
+        space, where scores are multilinear inner products)."""
+        scorer = self.space.scorer if self.space is not None else Scorer()
+        fused = scorer.query(parts, target, weights)
+        norm = float(np.linalg.norm(fused))
+        if norm < 1e-6:
+            raise QueryError("the fused query vector is zero (the inputs cancel out): change the inputs or weights")
+        return (fused / norm).astype(np.float32), (1.0 if scorer.kind == "cosine" else norm)
+
+    def embed_one(self, modality: str, item: Any, cache) -> np.ndarray:
         space = self.space
         if space is None:
             raise QueryError("this index has no space to embed queries with: pass a query vector")
@@ -207,15 +217,3 @@ class QueryMixin:
             return space.embed(modality, [item], cache=cache)[0]
         except AnybindError as e:
             raise QueryError(f"cannot use {modality} query: {e}") from None
-
-    def _check_targets(self, modality: str | Sequence[str] | None) -> list[str] | None:
-        if modality is None:
-            return None
-        mods = [modality] if isinstance(modality, str) else list(modality)
-        known = set(self.modalities) | set(self.space.modalities if self.space else [])
-        for m in mods:
-            if m not in known:
-                raise QueryError(
-                    f"unknown modality {m!r}: this index holds {', '.join(sorted(known)) or 'nothing'}"
-                )
-        return mods

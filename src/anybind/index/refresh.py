@@ -1,9 +1,7 @@
 """Stale indexes and their refresh: an index built with a space that was since updated (``anybind update``,
 ``bind``, ``merge``) is re-embedded with the new space from the feature cache, without re-encoding.
 
-:func:`stale_error` is what :meth:`Index.open <anybind.index.Index.open>` raises for a space of another
-identity: one line naming both identities and the fix (a refresh when the space descends from the
-index's, by its lineage).
+An index opened with a space of another identity is refused with :func:`~.stale.stale_error` (:mod:`.stale`).
 
 :func:`refresh_index` (CLI ``anybind index --refresh INDEX --space NEW``) reads every row's content
 key (the encoder's hash of the text or file it embedded), takes the frozen features of that key from
@@ -20,16 +18,17 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import SpaceError
+from .core import Index
 from .errors import IndexError_
 from .lock import relock, writer_lock
+from .stale import descent
 from .store import META_FILE, SPACE_DIR, TABLE, rows_table, table_schema, write_json_atomic
 
 if TYPE_CHECKING:
@@ -37,33 +36,6 @@ if TYPE_CHECKING:
     from ..space import Space
 
 log = logging.getLogger(__name__)
-
-#: lineage fields naming the identity of the space an event started from
-_PARENT_FIELDS = ("parent", "base_space", "a", "b")
-
-
-def descent(space: "Space", identity: str) -> str | None:
-    """The lineage event (``update``, ``add_modality``, ``merge``...) by which ``space`` descends from the
-    space of ``identity``, or ``None`` when its lineage does not name it."""
-    for e in reversed(space.info.get("lineage", [])):
-        if isinstance(e, Mapping) and any(e.get(k) == identity for k in _PARENT_FIELDS):
-            return str(e.get("event", "change"))
-    return None
-
-
-def stale_error(path: Path, meta: Mapping[str, Any], space: "Space") -> SpaceError:
-    """The one-line error of :meth:`Index.open` given a space of another identity than the index's."""
-    old, new = meta["identity"], space.identity()
-    event = descent(space, old)
-    refresh = f"`anybind index --refresh {path} --space NEW_SPACE` (re-embeds from the feature cache, keeps ids and labels)"
-    if event is not None:
-        return SpaceError(f"index {path} is stale: it was built with space {old}, and the space given ({new}) "
-                          f"descends from it ({event}); refresh it: {refresh}")
-    return SpaceError(
-        f"index {path} was built with space identity {old} (encoders {meta.get('encoders') or '-'}), but the space "
-        f"given has identity {new} ({space.encoders}): its vectors would not be comparable. Refresh the index "
-        f"with this space: {refresh}, or open it with the space it was built with"
-    )
 
 
 @dataclass
@@ -87,7 +59,6 @@ def refresh_index(path: str | Path, space: "Space", *, cache: "FeatureCache | st
                   cached_only: bool = False, chunk_size: int = 4096) -> RefreshStats:
     """Re-embed the index at ``path`` with ``space`` (see the module doc); returns what it did."""
     from ..cache import FeatureCache
-    from .core import Index
 
     t0 = time.perf_counter()
     path = Path(path)

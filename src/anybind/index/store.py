@@ -33,6 +33,17 @@ def sql_str(s: str) -> str:
     return "'" + str(s).replace("'", "''") + "'"
 
 
+def sql_where(modalities: Sequence[str] | None, labels: Mapping[str, Sequence[str]]) -> str | None:
+    """The SQL filter of a search: rows of these modalities (``None``: any) carrying every label key with
+    one of its values (``{key: [values]}``, from :func:`label_filter`); ``None`` when nothing is filtered."""
+    conds = []
+    if modalities is not None:
+        conds.append(f"modality IN ({', '.join(sql_str(m) for m in modalities)})")
+    for k, vals in labels.items():
+        conds.append("(" + " OR ".join(f"array_has(label_pairs, {sql_str(f'{k}={v}')})" for v in vals) + ")")
+    return " AND ".join(conds) if conds else None
+
+
 def _label_pairs(labels: Mapping[str, Any]) -> list[str]:
     out = []
     for k, v in sorted((labels or {}).items()):

@@ -1,7 +1,6 @@
-"""Writing to an index: :meth:`~WriteMixin.add` (incremental, embeds only new or changed
-content), :meth:`~WriteMixin.add_vectors`, :meth:`~WriteMixin.delete`,
-:meth:`~WriteMixin.optimize`, :meth:`~WriteMixin.repair`; each commit under the writer lock
-(:mod:`.lock`)."""
+"""Writing to an index: :class:`Writer` (``add``: incremental, embeds only new or changed content;
+``add_vectors``, ``delete``, ``optimize``, ``repair``), working on the :class:`~.table.IndexTable` it is
+given; each commit under the writer lock (:mod:`.lock`)."""
 
 from __future__ import annotations
 
@@ -9,7 +8,6 @@ import json
 import logging
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,10 +19,8 @@ from ..errors import DataError, SpaceError
 from .errors import IndexError_
 from .exact import unit_rows
 from .results import AddStats
-from .lock import writer_lock
-from .store import META_FILE, rows_table, sql_str, vectors_of
-
-log = logging.getLogger(__name__)
+from .store import rows_table, sql_str, vectors_of
+from .table import IndexTable
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -51,39 +47,43 @@ class _Seen:
     rows: set[tuple[str, str]]
 
 
-class WriteMixin:
-    """:class:`~anybind.index.Index` methods that write rows (mixed into ``Index``)."""
+class Writer:
+    """The writing side of one index (see the module doc)."""
 
-    @contextmanager
-    def _write_txn(self, meta: bool = True) -> Iterator[None]:
-        """Hold the index's writer lock, with the table (and ``index.json`` if ``meta``) re-read at
-        their latest."""
-        with writer_lock(self.path):
-            try:
-                identity = json.loads((self.path / META_FILE).read_text()).get("identity")
-            except (OSError, ValueError, AttributeError):
-                identity = None
-            if identity != self.identity:  # replaced (overwrite) or removed while we waited
-                raise IndexError_(
-                    f"{self.path}: the index was {'replaced' if identity else 'removed'} while this process "
-                    "was writing to it; nothing more was written"
-                )
-            if meta:
-                self.refresh()
-            else:
-                self.table.checkout_latest()
-            yield
+    def __init__(self, t: IndexTable) -> None:
+        self.t = t
 
-    def _existing(self) -> dict[tuple[str, str], tuple[str, str, str]]:
-        t = self.table.search().select(["id", "modality", "key", "source", "labels"]).limit(None).to_arrow()
+    def records(self, manifest, modalities, split=None, progress=False) -> list["Record"]:
+        """The records of a manifest (path or object, read with the space's encoders) or of a list, checked."""
+        from ..data.manifest import Manifest, Record
+
+        if isinstance(manifest, (str, Path, Manifest)):
+            if self.t.space is None:
+                raise IndexError_("this index has no space: add raw vectors with add_vectors()")
+            from ..space import as_manifests
+
+            mods = modalities or [m for m in self.t.space.modalities]
+            man = as_manifests(manifest, mods, self.t.space.encoders, False, progress)[0]
+            recs = man.split(split)
+        else:
+            recs = list(manifest)
+            if split is not None:
+                recs = [r for r in recs if r.split == split]
+        for r in recs:
+            if not isinstance(r, Record):
+                raise DataError(f"expected manifest records, got {type(r).__name__}")
+        return recs
+
+    def existing(self) -> dict[tuple[str, str], tuple[str, str, str]]:
+        t = self.t.table.search().select(["id", "modality", "key", "source", "labels"]).limit(None).to_arrow()
         cols = [t.column(c).to_pylist() for c in ("id", "modality", "key", "source", "labels")]
         return {(i, m): (k, s, lb) for i, m, k, s, lb in zip(*cols)}
 
     def _seen(self) -> tuple[dict[tuple[str, str], tuple[str, str, str]], _Seen]:
-        """The rows in the table now (see :meth:`_existing`), and what :meth:`_commit_rows` needs of them."""
-        self.table.checkout_latest()
-        version = self.table.version  # read before the rows: rows newer than it only make a commit ask again
-        existing = self._existing()
+        """The rows in the table now (see :meth:`existing`), and what :meth:`_commit_rows` needs of them."""
+        self.t.table.checkout_latest()
+        version = self.t.table.version  # read before the rows: rows newer than it only make a commit ask again
+        existing = self.existing()
         return existing, _Seen(version, set(existing))
 
     def _commit_rows(self, rows: "pa.Table", modality: str, seen: _Seen, upsert: bool = False) -> int:
@@ -91,15 +91,15 @@ class WriteMixin:
         (id, modality) is in the table at its latest version (so concurrent writers never insert a
         row twice), else a plain append.  Returns how many of them replaced rows."""
         ids = rows.column("id").to_pylist()
-        with self._write_txn(meta=False):
-            if seen.version is not None and self.table.version == seen.version:
+        with self.t.write_txn(meta=False):
+            if seen.version is not None and self.t.table.version == seen.version:
                 n_old = sum((i, modality) in seen.rows for i in ids)
             else:  # another writer committed since `seen` was read: ask the table about these ids
                 seen.version = None
                 n_old = len(self._present(ids, modality))
             self._commit(rows, upsert=upsert or n_old > 0)
             if seen.version is not None:
-                seen.version = self.table.version
+                seen.version = self.t.table.version
         seen.rows.update((i, modality) for i in ids)
         return n_old
 
@@ -107,23 +107,23 @@ class WriteMixin:
         """Which of these ids have a row of ``modality`` in the table."""
         out: set[str] = set()
         for where in _id_filters(ids, modality):
-            t = self.table.search().where(where).select(["id"]).limit(None).to_arrow()
+            t = self.t.table.search().where(where).select(["id"]).limit(None).to_arrow()
             out.update(t.column("id").to_pylist())
         return out
 
     def _commit(self, rows: "pa.Table", upsert: bool) -> None:
-        names = self.table.schema.names
+        names = self.t.table.schema.names
         if len(names) < rows.num_columns:  # a table written before a column was added keeps its schema
             rows = rows.select([n for n in rows.column_names if n in names])
         if upsert:
             (
-                self.table.merge_insert(["id", "modality"])
+                self.t.table.merge_insert(["id", "modality"])
                 .when_matched_update_all()
                 .when_not_matched_insert_all()
                 .execute(rows)
             )
         else:
-            self.table.add(rows)
+            self.t.table.add(rows)
 
     def add(
         self,
@@ -135,34 +135,23 @@ class WriteMixin:
         progress: bool = False,
         embedder=None,
     ) -> AddStats:
-        """Add (or update) records; only new or changed content is embedded.
-
-        A row is (record id, modality).  Unchanged content (same content key)
-        is skipped without embedding; a changed label or source is rewritten
-        with the stored vector; changed content is re-embedded.  Rows are
-        committed every ``chunk_size`` items, so an interrupted add keeps what
-        it committed and a rerun continues from there.
-
-        ``embedder(modality, items, chunk_size)`` replaces the in-process embedding: it
-        yields ``(chunk, vectors)`` with ``chunk`` a list of the given items (any order,
-        at most ``chunk_size``) and ``vectors`` their unit embeddings; each is committed
-        as it arrives (:func:`anybind.scale.encode_ray.ray_index_embedder` embeds on Ray).
-        """
-        if self.space is None:
+        """Add (or update) records, embedding only new or changed content (see :meth:`Index.add
+        <anybind.index.Index.add>`); returns what it did."""
+        if self.t.space is None:
             raise IndexError_("this index has no space to embed records with: use add_vectors()")
-        space = self.space
-        mods = sorted(set(modalities)) if modalities is not None else (self.modalities or space.modalities)
+        space = self.t.space
+        mods = sorted(set(modalities)) if modalities is not None else (self.t.modalities or space.modalities)
         unknown = [m for m in mods if m not in space.modalities]
         if unknown:
             raise SpaceError(
                 f"modalities {unknown} are not bound in this space (bound: {', '.join(space.modalities)})"
             )
-        recs = self._records(records, mods, progress=progress)
-        with self._write_txn():
-            new_mods = sorted(set(self.modalities) | set(mods))
-            if new_mods != self.modalities:
-                self.meta["modalities"] = new_mods
-                self._save_meta()
+        recs = self.records(records, mods, progress=progress)
+        with self.t.write_txn():
+            new_mods = sorted(set(self.t.modalities) | set(mods))
+            if new_mods != self.t.modalities:
+                self.t.meta["modalities"] = new_mods
+                self.t.save_meta()
         existing, seen = self._seen()
         stats = AddStats()
         todo: dict[str, dict[tuple[str, str], tuple]] = {m: {} for m in mods}
@@ -203,7 +192,7 @@ class WriteMixin:
                 if not chunk:
                     continue
                 rows = rows_table(
-                    self.dim,
+                    self.t.dim,
                     [it[0] for it in chunk],
                     [m] * len(chunk),
                     [it[1] for it in chunk],
@@ -222,7 +211,7 @@ class WriteMixin:
                 chunk = items[c0 : c0 + chunk_size]
                 vecs = self._stored_vectors([it[0] for it in chunk], m)
                 rows = rows_table(
-                    self.dim,
+                    self.t.dim,
                     [it[0] for it in chunk],
                     [m] * len(chunk),
                     [it[1] for it in chunk],
@@ -234,7 +223,6 @@ class WriteMixin:
                 self._commit_rows(rows, m, seen, upsert=True)
                 stats.commits += 1
                 stats.relabelled += len(chunk)
-        self.last_add = stats
         return stats
 
     def _embedded_chunks(self, m: str, items: list[tuple], chunk_size: int, cache, progress: bool, stats):
@@ -243,7 +231,7 @@ class WriteMixin:
         for c0 in range(0, len(items), chunk_size):
             part = items[c0 : c0 + chunk_size]
             bad: dict[int, str] = {}
-            X = self.space.embed(m, [it[1] for it in part], cache=cache, progress=progress, bad=bad)
+            X = self.t.space.embed(m, [it[1] for it in part], cache=cache, progress=progress, bad=bad)
             for j, why in sorted(bad.items()):
                 log.warning("record %r: corrupt file for %s: %s (skipped)", part[j][0], m, why)
                 stats.failed.append((part[j][0], f"corrupt file for {m}: {why}"))
@@ -253,8 +241,8 @@ class WriteMixin:
     def _stored_vectors(self, ids: Sequence[str], modality: str) -> dict[str, np.ndarray]:
         out = {}
         for where in _id_filters(ids, modality):
-            t = self.table.search().where(where).select(["id", "vector"]).limit(None).to_arrow()
-            for i, v in zip(t.column("id").to_pylist(), vectors_of(t.column("vector"), self.dim)):
+            t = self.t.table.search().where(where).select(["id", "vector"]).limit(None).to_arrow()
+            for i, v in zip(t.column("id").to_pylist(), vectors_of(t.column("vector"), self.t.dim)):
                 out[i] = v
         return out
 
@@ -271,8 +259,8 @@ class WriteMixin:
     ) -> AddStats:
         """Add precomputed vectors of one modality (normalised here); existing (id, modality) rows are replaced."""
         X = np.asarray(vectors, dtype=np.float32)
-        if X.ndim != 2 or X.shape[1] != self.dim:
-            raise DataError(f"vectors of shape {X.shape}: this index holds {self.dim}-d vectors")
+        if X.ndim != 2 or X.shape[1] != self.t.dim:
+            raise DataError(f"vectors of shape {X.shape}: this index holds {self.t.dim}-d vectors")
         if len(ids) != len(X):
             raise DataError(f"{len(ids)} ids but {len(X)} vectors")
         if not np.isfinite(X).all():
@@ -291,46 +279,45 @@ class WriteMixin:
 
             keys = ["v:" + hashlib.sha256(x.tobytes()).hexdigest()[:32] for x in X]
         stats = AddStats()
-        with self._write_txn():
-            if modality not in self.meta["modalities"]:
-                self.meta["modalities"] = sorted(set(self.meta["modalities"]) | {modality})
-                self._save_meta()
+        with self.t.write_txn():
+            if modality not in self.t.meta["modalities"]:
+                self.t.meta["modalities"] = sorted(set(self.t.meta["modalities"]) | {modality})
+                self.t.save_meta()
         seen = self._seen()[1]
         for c0 in range(0, len(ids), chunk_size):
             sl = slice(c0, c0 + chunk_size)
             part = ids[sl]
             rows = rows_table(
-                self.dim, part, [modality] * len(part), sources[sl], labels[sl], keys[sl], X[sl]
+                self.t.dim, part, [modality] * len(part), sources[sl], labels[sl], keys[sl], X[sl]
             )
             n_old = self._commit_rows(rows, modality, seen)
             stats.commits += 1
             stats.added += len(part) - n_old
             stats.updated += n_old
-        self.last_add = stats
         return stats
 
     def delete(self, ids: Iterable[str], modality: str | None = None) -> int:
         """Delete every row of these record ids (only ``modality``'s rows when given); returns rows deleted."""
         ids = [str(i) for i in ids]
-        with self._write_txn():
-            before = len(self)
+        with self.t.write_txn():
+            before = self.t.count()
             for where in _id_filters(ids, modality):
-                self.table.delete(where)
-            return before - len(self)
+                self.t.table.delete(where)
+            return before - self.t.count()
 
     def optimize(self) -> None:
         """Compact small fragments, fold new rows into the ANN index, drop versions older than a week."""
-        with self._write_txn():
-            self.table.optimize()
-            self._snap = None
+        with self.t.write_txn():
+            self.t.table.optimize()
+            self.t.drop_snapshot()
 
     def repair(self) -> int:
         """Remove duplicate rows (one (record id, modality) stored more than once, as concurrent
         writers before the writer lock could leave), keeping the newest of each; returns how many
         rows were removed.  The newest is the last in table order (rows are scanned in the order
         they were written, which compaction keeps)."""
-        with self._write_txn():
-            t = self.table.search().select(["id", "modality"]).with_row_id(True).limit(None).to_arrow()
+        with self.t.write_txn():
+            t = self.t.table.search().select(["id", "modality"]).with_row_id(True).limit(None).to_arrow()
             last: dict[tuple[str, str], int] = {}
             drop: list[int] = []
             for row, rid in zip(zip(t.column("id").to_pylist(), t.column("modality").to_pylist()),
@@ -339,7 +326,7 @@ class WriteMixin:
                     drop.append(last[row])
                 last[row] = rid
             for c0 in range(0, len(drop), 1000):  # each delete is atomic; a rerun finishes a killed repair
-                self.table.delete(f"_rowid IN ({', '.join(str(r) for r in drop[c0 : c0 + 1000])})")
+                self.t.table.delete(f"_rowid IN ({', '.join(str(r) for r in drop[c0 : c0 + 1000])})")
         if drop:
-            log.info("%s: removed %d duplicate rows", self.path, len(drop))
+            log.info("%s: removed %d duplicate rows", self.t.path, len(drop))
         return len(drop)

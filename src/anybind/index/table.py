@@ -1,0 +1,144 @@
+"""The state every part of an :class:`~anybind.index.Index` works on, in one object: :class:`IndexTable`
+holds the folder, its ``index.json`` (``meta``), the space, the LanceDB table and the in-memory
+:class:`~anybind.index.store.Snapshot`, and does the reads and the locking they all need.
+
+The writer, the ANN, the fast search, the searcher and the classifier are each given this handle
+(:mod:`.core` builds them); none of them holds a copy of its state."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import IndexError_, QueryError
+from .lock import writer_lock
+from .store import DEFAULT_ANN_THRESHOLD, META_FILE, Snapshot, vectors_of, write_json_atomic
+
+if TYPE_CHECKING:
+    from ..space import Space
+
+
+class IndexTable:
+    """One index folder opened: ``path``, ``meta`` (``index.json``), ``space`` (or ``None`` for raw
+    vectors), ``table`` (the LanceDB table) and the snapshot of the table in memory."""
+
+    def __init__(self, path: Path, meta: dict[str, Any], space: "Space | None", table) -> None:
+        self.path = Path(path)
+        self.meta = meta
+        self.space = space
+        self.table = table
+        self.snap: Snapshot | None = None
+        #: per-version memos of the searcher (re-ranking banks); emptied when the snapshot is reloaded
+        self.memo: dict[Any, Any] = {}
+
+    # -- what index.json says ------------------------------------------------------------------
+    @property
+    def identity(self) -> str:
+        return self.meta["identity"]
+
+    @property
+    def dim(self) -> int:
+        return int(self.meta["dim"])
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.meta.get("modalities", []))
+
+    @property
+    def ann_threshold(self) -> int:
+        return int(self.meta.get("ann_threshold", DEFAULT_ANN_THRESHOLD))
+
+    def save_meta(self) -> None:
+        write_json_atomic(self.path / META_FILE, self.meta)
+
+    # -- reading the table ---------------------------------------------------------------------
+    def count(self) -> int:
+        return int(self.table.count_rows())
+
+    def column(self, name: str) -> np.ndarray:
+        t = self.table.search().select([name]).limit(None).to_arrow()
+        return t.column(name).to_numpy(zero_copy_only=False)
+
+    def counts(self) -> dict[str, int]:
+        """Rows per modality (from the in-memory snapshot when it is current, else one column read)."""
+        snap = self.snap
+        mods = snap.modality if snap is not None and snap.version == self.table.version else self.column("modality")
+        vals, cnt = np.unique(np.asarray(mods, dtype=object), return_counts=True) if len(mods) else ([], [])
+        return {str(v): int(c) for v, c in zip(vals, cnt)}
+
+    def snapshot(self) -> Snapshot:
+        """The table in memory (vectors + metadata), reloaded only when the table changed."""
+        import pyarrow as pa
+
+        v = self.table.version
+        if self.snap is None or self.snap.version != v:
+            # streamed in batches into one preallocated matrix: peak memory ~ the vectors once
+            V = np.empty((self.table.count_rows(), self.dim), np.float32)
+            cols = [f.name for f in self.table.schema if f.name != "vector"]
+            metas, pos = [], 0
+            for b in self.table.search().limit(None).to_batches(65536):
+                m = b.num_rows
+                if pos + m > len(V):  # rows appeared since count_rows(): grow
+                    V = np.concatenate([V, np.empty((pos + m - len(V), self.dim), np.float32)])
+                V[pos : pos + m] = vectors_of(b.column("vector"), self.dim)
+                metas.append(b.select(cols))
+                pos += m
+            schema = pa.schema([f for f in self.table.schema if f.name != "vector"])
+            meta = pa.Table.from_batches(metas, schema=schema) if metas else schema.empty_table()
+            mods = meta.column("modality").to_numpy(zero_copy_only=False)
+            self.snap = Snapshot(v, meta, V[:pos], mods)
+            self.memo.clear()
+        return self.snap
+
+    def drop_snapshot(self) -> None:
+        self.snap = None
+
+    def refresh(self) -> bool:
+        """See writes made by other processes (table rows, ``index.json``); returns whether the table moved."""
+        before = self.table.version
+        self.table.checkout_latest()
+        try:
+            meta = json.loads((self.path / META_FILE).read_text())
+        except (OSError, json.JSONDecodeError):  # being replaced right now (atomic rename): keep ours
+            meta = None
+        if isinstance(meta, dict) and meta.get("identity") == self.meta.get("identity"):
+            self.meta = meta
+        return self.table.version != before
+
+    @contextmanager
+    def write_txn(self, meta: bool = True) -> Iterator[None]:
+        """Hold the index's writer lock, with the table (and ``index.json`` if ``meta``) re-read at
+        their latest."""
+        with writer_lock(self.path):
+            try:
+                identity = json.loads((self.path / META_FILE).read_text()).get("identity")
+            except (OSError, ValueError, AttributeError):
+                identity = None
+            if identity != self.identity:  # replaced (overwrite) or removed while we waited
+                raise IndexError_(
+                    f"{self.path}: the index was {'replaced' if identity else 'removed'} while this process "
+                    "was writing to it; nothing more was written"
+                )
+            if meta:
+                self.refresh()
+            else:
+                self.table.checkout_latest()
+            yield
+
+    def check_targets(self, modality: str | Sequence[str] | None) -> list[str] | None:
+        """The target modalities of a search, checked against the index's and the space's."""
+        if modality is None:
+            return None
+        mods = [modality] if isinstance(modality, str) else list(modality)
+        known = set(self.modalities) | set(self.space.modalities if self.space else [])
+        for m in mods:
+            if m not in known:
+                raise QueryError(
+                    f"unknown modality {m!r}: this index holds {', '.join(sorted(known)) or 'nothing'}"
+                )
+        return mods
