@@ -1,4 +1,4 @@
-"""``anybind encode / index / search / serve / report``: cache features, index, search, serve, report."""
+"""``anybind encode / index / search / serve``: cache features, index, search, serve (``report`` is in cli/report)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,22 @@ from pathlib import Path
 from typing import Literal, Optional
 
 import typer
-
-from ..errors import AnybindError
 from rich.markup import escape
 
+from ..errors import AnybindError
 from ._common import (
-    Rerank, Split, check_out, fail, ray_target, split_csv, app, choice, console, device_option, err, precision_option,
+    Rerank,
+    Split,
+    app,
+    check_out,
+    choice,
+    console,
+    device_option,
+    err,
+    fail,
+    precision_option,
+    ray_target,
+    split_csv,
     use_device,
 )
 
@@ -48,9 +58,8 @@ def encode(
 
     On Ray, 4 actors with a GPU each:  anybind encode data/tux/manifest.jsonl -e image:efficientnet-lite0 --ray --concurrency 4 --num-gpus 1
     """
-    from ..scale.encode import encode_manifest
-
     from ..encoders.registry import spec_problem
+    from ..scale.encode import encode_manifest
 
     if "=" in encoder:
         field, encoder = (x.strip() for x in encoder.split("=", 1))
@@ -371,45 +380,3 @@ def serve(
         uvicorn.run(app_, host=host, port=port, log_level=log_level)
     finally:
         svc.close()
-
-
-@app.command()
-def report(
-    space_dir: Path = typer.Argument(..., help="Saved space folder."),
-    manifest: Path = typer.Argument(..., help="JSONL manifest to measure on."),
-    out: Path = typer.Option(Path("report.html"), "--out", "-o", help="The HTML file to write."),
-    split: Split = choice("test", Split, help="Records to report on."),
-    label: Optional[str] = typer.Option(
-        None, help="Label key for zero-shot classification (default: the key on most records with the fewest values)."
-    ),
-    template: list[str] = typer.Option(None, "--template", help="Prompt template with {} (repeatable; default 'a {}.')."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the report's numbers here."),
-    cache: Optional[Path] = typer.Option(None, help="Feature cache folder."),
-    overwrite: bool = typer.Option(False, help="Replace an existing file that is not an earlier report."),
-):
-    """One self-contained HTML page about a space: retrieval, recall@K, zero-shot, modality gap, training curves.
-
-    Example:  anybind report spaces/tux data/tux/manifest.jsonl --out report.html --split test --label top
-    """
-    from ..report import GENERATOR, write_report
-
-    NUMBERS_MARK = b'"anybind": "report numbers"'  # sorted first in the numbers file
-    from ..space import Space
-
-    from ..io import check_output_file
-
-    try:
-        check_output_file(out, GENERATOR.encode(), overwrite)  # before any work
-        if json_out:
-            check_output_file(json_out, NUMBERS_MARK, overwrite)
-        space = Space.load(space_dir)
-        path, numbers = write_report(space, manifest, out, overwrite=overwrite, split=split, label=label,
-                                     templates=tuple(template) if template else None, cache=cache,
-                                     space_name=str(space_dir), progress=True)
-    except AnybindError as e:
-        fail(e)
-    console.print(f"report written to [bold]{path}[/bold] ({path.stat().st_size / 1024:.0f} KiB; "
-                  f"{numbers['records']} {split} records, zero-shot label {numbers['label'] or '-'})", highlight=False)
-    if json_out:
-        json_out.write_text(json.dumps({"anybind": "report numbers", **numbers}, indent=2, sort_keys=True, default=str))
-        console.print(f"numbers written to {json_out}")
