@@ -301,6 +301,31 @@ def test_ann_recall_against_exact_on_clustered_vectors(tmp_path):
         Index.create(tmp_path / "tiny", dim=4, identity="t").create_ann()
 
 
+def test_tune_ann_picks_the_cheapest_setting_that_reaches_the_target_and_stores_it(tmp_path):
+    X, lab = clustered(3000, clusters=60, noise=0.9)
+    index = Index.create(tmp_path / "vt", dim=32, identity="test-vectors", ann_threshold=2000)
+    index.add_vectors([f"v{i}" for i in range(3000)], X, "vec")
+    with pytest.raises(IndexError_, match="no ANN index"):
+        index.tune_ann()
+    index.create_ann("ivf_hnsw_sq", num_partitions=8)
+    Q, _ = clustered(60, clusters=60, noise=0.9, seed=3)
+    got = index.tune_ann(0.9, k=10, queries=Q)
+    tried = got["tried"]
+    assert got["reached"] and got["recall@10"] >= 0.9 and tried[-1]["nprobes"] == got["nprobes"]
+    assert all(t["recall@10"] < 0.9 for t in tried[:-1])  # every cheaper setting tried missed the target
+    # the chosen settings are the index's defaults now, also after reopening, and give the tuned recall
+    assert Index.open(tmp_path / "vt").meta["ann"]["search"]["nprobes"] == got["nprobes"]
+    exact = index.search_vectors(Q, k=10, exact=True)
+    ann = index.search_vectors(Q, k=10)
+    overlap = np.mean([len({h.id for h in a} & {h.id for h in e}) / 10 for a, e in zip(ann, exact)])
+    assert overlap == pytest.approx(got["recall@10"], abs=1e-9)
+    # an unreachable target keeps the most thorough setting and says so
+    hard = index.tune_ann(1.0, k=10, queries=-Q, save=False)
+    assert hard["reached"] or (hard["nprobes"], hard["ef"]) == (8, 256)
+    with pytest.raises(IndexError_, match="target_recall"):
+        index.tune_ann(1.5)
+
+
 def test_rerank_in_search_matches_the_direct_computation(built):
     space, index, root = built
     snap = index.snapshot()
@@ -494,9 +519,12 @@ def test_cli_index_and_search(tmp_path):
             str(tmp_path / "ix"),
             "--cache",
             str(tmp_path / "c"),
+            "--ann-recall",
+            "0.9",
         ],
     )
     assert res.exit_code == 0 and "+0 rows" in res.output
+    assert "no ANN index to tune (--ann-recall)" in " ".join(res.output.split())  # 20 rows: no ANN index was built
 
 
 # ----------------------------------------------------------------------------- the real thing

@@ -130,26 +130,8 @@ def search_scale(
     )
     nq_ann = min(nq, 300)
     # the search-time settings: the cheapest nprobes / ef reaching recall@10 >= 0.96 on the tuning queries
-    tune_q = Qtune
-    chosen = None
-    grid = (
-        [(p, e) for p in (1, 2, 4, 8, 16, 32) for e in (64, 128, 256)]
-        if ann_kind == "ivf_hnsw_sq"
-        else [(p, None) for p in (8, 16, 32, 64, 128)]
-    )
-    parts = info["num_partitions"]
-    for p, e in grid:
-        if p > parts and p != grid[0][0]:
-            continue
-        res = index.lance_ann.search(tune_q, k, None, with_vectors=False, nprobes=min(p, parts), ef=e)
-        rec = recall(
-            np.array([[int(i) for i in t.column("id").to_pylist()] + [-1] * (k - t.num_rows) for t in res]),
-            I_tune,
-        )
-        chosen = (min(p, parts), e, rec)
-        if rec >= tune_target:
-            break
-    index.lance_ann.set_search_defaults(nprobes=chosen[0], ef=chosen[1])
+    tuned = index.tune_ann(tune_target, k, queries=Qtune)
+    chosen = (tuned["nprobes"], tuned.get("ef"))
     ours["ann/nprobes"], ours["ann/ef"] = float(chosen[0]), float(chosen[1] or 0)
     with PeakRSS() as mem:
         t0 = time.perf_counter()

@@ -104,6 +104,10 @@ def index_cmd(
     ),
     ann_type: AnnType = choice("ivf_hnsw_sq", AnnType, help="ANN index type."),
     ann_threshold: int = typer.Option(100_000, help="Row count from which searches use the ANN index."),
+    ann_recall: Optional[float] = typer.Option(
+        None, "--ann-recall", min=0.01, max=1.0, help="Tune the ANN index's search settings: the cheapest "
+        "nprobes / ef reaching this recall@10 against exact search (on perturbed stored vectors), saved with it."
+    ),
     memory_ann: bool = typer.Option(
         False, "--memory-ann", help="Also keep an in-memory HNSW graph (hnswlib) beside the table, saved in the "
         "index and kept in step with it; searches from --ann-threshold rows use it (fast serving)."
@@ -189,13 +193,20 @@ def index_cmd(
             index.create_memory_ann()
         if quantize:
             index.quantize(None if quantize == "none" else quantize, rescore=rescore)
+        tuned = index.tune_ann(ann_recall) if ann_recall is not None and index.meta.get("ann") else None
     except AnybindError as e:
         fail(e)
+    if ann_recall is not None and tuned is None:
+        err.print(f"[yellow]warning:[/yellow] {escape(str(out))}: no ANN index to tune (--ann-recall): one is built "
+                  "from --ann-threshold rows, or with --ann always")
     added = index.last_add.added if index.last_add else 0  # by this run (another may add at the same time)
     console.print(f"{index}: {index.counts()} (+{added} rows)", highlight=False)
     if index.meta.get("ann"):
         a = index.meta["ann"]
         console.print(f"ANN index {a['type']} over {a['rows']} rows ({a['build_seconds']} s)")
+        if tuned is not None:
+            console.print(f"ANN search settings: nprobes {tuned['nprobes']}, ef {tuned.get('ef') or '-'} "
+                          f"(recall@10 {tuned['recall@10']:.3f}{'' if tuned['reached'] else ', target not reached'})")
     if index.meta.get("memory_ann"):
         a = index.meta["memory_ann"]
         console.print(f"in-memory ANN (hnswlib, M={a['M']}) over {a['rows']} rows at table version {a['version']}")

@@ -215,3 +215,64 @@ class LanceAnn:
             "n_queries": int(len(Q)),
             "rows": int(len(snap.vectors)),
         }
+
+    def tune(
+        self,
+        target_recall: float = 0.96,
+        k: int = 10,
+        n_queries: int = 200,
+        *,
+        queries: np.ndarray | None = None,
+        modality: str | None = None,
+        noise: float = 0.5,
+        seed: int = 0,
+        save: bool = True,
+    ) -> dict[str, Any]:
+        """The cheapest query-time settings (``nprobes``, and ``ef`` for an HNSW-in-IVF index) whose recall@k
+        against exact search reaches ``target_recall`` on tuning queries, stored as the index's search defaults
+        (unless ``save=False``).  Queries are ``queries`` or, as in :meth:`recall`, ``n_queries`` stored vectors
+        perturbed by noise.  When no setting reaches the target, the most thorough one tried is kept and
+        ``reached`` is false.  Returns the chosen settings, their recall, and every setting tried (``tried``)."""
+        ann = self.t.meta.get("ann")
+        if not ann:
+            raise IndexError_("no ANN index: build one with create_ann() (or `anybind index --ann always`)")
+        if not 0.0 < target_recall <= 1.0:
+            raise IndexError_(f"target_recall must be in (0, 1], got {target_recall}")
+        snap = self.t.snapshot()
+        rows = snap.rows_where([modality] if modality else None, {})
+        if queries is None:
+            rng = np.random.default_rng(seed)
+            pool = np.arange(len(snap.vectors)) if rows is None else rows
+            pick = rng.choice(pool, size=min(n_queries, len(pool)), replace=False)
+            noisy = snap.vectors[pick] + rng.normal(size=(len(pick), self.t.dim)).astype(np.float32) * (
+                noise / np.sqrt(self.t.dim)
+            )
+            Q = unit_rows(noisy)
+        else:
+            Q = unit_rows(np.atleast_2d(queries))
+        _, gt = exact_topk(Q, snap.vectors, k, rows=rows)
+        ids_mod = list(zip(snap.meta.column("id").to_pylist(), snap.modality))
+        want = [{ids_mod[j] for j in g} for g in gt]
+        where = sql_where([modality] if modality else None, {})
+        parts = max(1, int(ann.get("num_partitions") or 1))
+        probes = sorted({min(p, parts) for p in (1, 2, 4, 8, 16, 32, 64, 128)})
+        efs = (64, 128, 256) if ann.get("type") == "ivf_hnsw_sq" else (None,)
+        tried: list[dict[str, Any]] = []
+        for p in probes:
+            for e in efs:
+                params = {"nprobes": p} | ({"ef": e} if e else {})
+                res = self.search(Q, k, where, with_vectors=False, **params)
+                rec = float(np.mean([
+                    len(set(zip(t.column("id").to_pylist(), t.column("modality").to_pylist())) & w) / max(1, len(w))
+                    for t, w in zip(res, want)
+                ]))
+                tried.append({**params, f"recall@{k}": rec})
+                if rec >= target_recall:
+                    break
+            if tried[-1][f"recall@{k}"] >= target_recall:
+                break
+        best = {key: v for key, v in tried[-1].items() if key in ("nprobes", "ef")}
+        if save:
+            self.set_search_defaults(**best)
+        rec = tried[-1][f"recall@{k}"]
+        return {**best, f"recall@{k}": rec, "reached": rec >= target_recall, "tried": tried}
