@@ -67,11 +67,13 @@ def audit_task(work: Path, cache=None, seed: int = 0, console=None) -> TaskResul
     rows = {
         "swapped captions": {
             "audit": detection(res.scores["mismatch"], truth["swap:text"], with_["text"]),
+            "audit, the caption's score": detection(res.scores["mismatch:text"], truth["swap:text"], with_["text"]),
             "raw cosine": detection(raw_cosine_scores(space, bad, "image", "text", cache), truth["swap:text"], with_["text"]),
             "label bridge audit": detection(bridged.scores["mismatch"], truth["swap:text"], with_["text"]),
         },
         "swapped sounds": {
             "audit": detection(res.scores["mismatch"], truth["swap:audio"], with_["audio"]),
+            "audit, the sound's score": detection(res.scores["mismatch:audio"], truth["swap:audio"], with_["audio"]),
             "raw cosine": detection(raw_cosine_scores(space, bad, "audio", "text", cache), truth["swap:audio"],
                                     with_["audio"]),
         },
@@ -99,6 +101,8 @@ def audit_task(work: Path, cache=None, seed: int = 0, console=None) -> TaskResul
                 "clean_leakage": clean.leakage},
         table=[{"name": f"{err}: {sysname}", **d} for err, r in rows.items() for sysname, d in r.items()],
         notes=["the space is fitted on the corrupted corpus (what a curator has), then audits it",
+               "audit = the record's score (its worst modality pair); the caption's / sound's score = the mean over "
+               "the pairs having that modality (scores['mismatch:<modality>'])",
                f"planted cross-split duplicates found: {leak_recall:.3f}",
                f"clean Tux Paint: leakage per split pair {clean.leakage}", *[f"clean top: {t}" for t in top]],
     )
