@@ -13,9 +13,12 @@ Four checks, each a score in [0, 1] per record (the record's audit score is the 
   record's score is its worst pair; ``scores["mismatch:<modality>"]`` is the mean over the pairs having
   that modality (which item is the odd one out).  The reason names the calibrated ``P(match)`` (when the
   space is calibrated, :mod:`anybind.calibration`) and the own partner's rank among every record's.
-* **leak** -- near-duplicates across splits (train/test leakage): per modality, identical content
-  (content keys) or embeddings at cosine >= ``near``; a record pair's score is the share of the
-  modalities both have that are duplicated.  Counted per split pair in :attr:`AuditResult.leakage`.
+* **leak** -- duplicates across splits (train/test leakage), judged outside the joint space (which puts
+  look-alikes as close as copies; :mod:`anybind.duplicates`): per modality, identical content (content
+  keys), a **copy** (images: DCT pHash within :data:`~anybind.duplicates.COPY_BITS` bits) or a
+  **look-alike** (the frozen encoder's own features at cosine >= ``near``).  A record pair's score is the
+  share of the modalities both have that are duplicated, a look-alike counting half.  Counted per split
+  pair in :attr:`AuditResult.leakage`.
 * **label** -- its label (``label`` key) disagrees with its ``k`` nearest neighbours' labels and with the
   zero-shot prediction (class names embedded by the text modality):
   ``0.5 (1 - agreeing / possible) + 0.5 (rank of its class - 1) / (classes - 1)``, averaged over its
@@ -39,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .calibration import load_for
+from .duplicates import encoder_features, near_pairs, phashes
 from .errors import DataError
 from .evaluate import class_embeddings, class_name, embed_records
 from .index.exact import exact_topk
@@ -160,43 +164,52 @@ def mismatch_scores(space: "Space", embs: dict[str, Embedded], splits: dict[str,
     return best, why, {m: {r: float(np.mean(v)) for r, v in d.items()} for m, d in per_mod.items()}
 
 
-def duplicate_pairs(embs: dict[str, Embedded], splits: dict[str, str | None], near: float):
-    """``(record, record) -> {modality: "identical" | cosine}`` for pairs in different splits that are
-    identical (content keys) or near-identical (cosine >= ``near``) in some modality."""
-    found: dict[tuple[str, str], dict[str, Any]] = {}
+def duplicate_pairs(space: "Space", records: Sequence["Record"], embs: dict[str, Embedded],
+                    splits: dict[str, str | None], near: float, cache=None, progress: bool = False):
+    """``(record, record) -> {modality: ("identical" | "copy" | "look-alike", value)}`` for pairs in different
+    splits, judged outside the joint space (:mod:`anybind.duplicates`): identical content keys, a pHash copy
+    (images; value: differing bits) or encoder features at cosine >= ``near`` (value: the cosine)."""
+    values = {r.id: r.values for r in records}
+    found: dict[tuple[str, str], dict[str, tuple[str, Any]]] = {}
     for m, e in embs.items():
         ids = list(e.ids)
+        items = [values[i][m] for i in ids]
         sp = np.asarray([str(splits.get(i)) for i in ids])
         groups = content_groups(e.keys) if e.keys is not None else np.arange(len(ids))
-        X = e.vectors
-        for i0 in range(0, len(ids), BLOCK):
-            S = X[i0 : i0 + BLOCK] @ X.T
-            rows = np.arange(i0, min(i0 + BLOCK, len(ids)))
-            same_key = groups[rows, None] == groups[None, :]
-            hit = (same_key | (S >= near)) & (sp[rows, None] != sp[None, :])
-            hit &= rows[:, None] < np.arange(len(ids))[None, :]  # each unordered pair once
-            for r, j in zip(*np.nonzero(hit)):
-                i = rows[r]
-                key = tuple(sorted((ids[i], ids[j])))
-                found.setdefault(key, {})[m] = "identical" if same_key[r, j] else round(float(S[r, j]), 4)
+        F = encoder_features(space, m, items, cache=cache)
+        H = phashes(items, progress=progress) if space.encoder(m).modality == "image" else None
+        cross = lambda rows, cols: sp[rows, None] != sp[None, cols]  # noqa: E731
+        for i, j, kind, v in near_pairs(F, cross, near, H):
+            key = tuple(sorted((ids[i], ids[j])))
+            found.setdefault(key, {})[m] = ("identical", None) if groups[i] == groups[j] else (kind, v)
     return found
 
 
-def leak_scores(embs: dict[str, Embedded], splits: dict[str, str | None], near: float):
-    """Per record its strongest cross-split duplicate (score, finding), and pair counts per split pair."""
+LEAK_WEIGHT = {"identical": 1.0, "copy": 1.0, "look-alike": 0.5}
+
+
+def _what(m: str, kind: str, v: Any) -> str:
+    return f"{m} {kind}" + ("" if v is None else f" (pHash {v} bits)" if kind == "copy" else f" (encoder cosine {v:.3f})")
+
+
+def leak_scores(space: "Space", records: Sequence["Record"], embs: dict[str, Embedded],
+                splits: dict[str, str | None], near: float, cache=None, progress: bool = False):
+    """Per record its strongest cross-split duplicate (score, finding), and pair counts per split pair
+    (``"<modality>"``: identical or copies; ``"<modality> look-alike"``)."""
     have = {m: set(e.ids) for m, e in embs.items()}
     best: dict[str, float] = {}
     why: dict[str, Finding] = {}
     counts: dict[str, dict[str, int]] = {}
-    for (x, y), mods in duplicate_pairs(embs, splits, near).items():
+    for (x, y), mods in duplicate_pairs(space, records, embs, splits, near, cache, progress).items():
         both = [m for m in embs if x in have[m] and y in have[m]]
-        score = len(mods) / max(len(both), 1)
+        score = sum(LEAK_WEIGHT[k] for k, _ in mods.values()) / max(len(both), 1)
         sp = "-".join(sorted((str(splits.get(x)), str(splits.get(y)))))
         c = counts.setdefault(sp, {"records": 0})
         c["records"] += 1
-        for m in mods:
-            c[m] = c.get(m, 0) + 1
-        what = ", ".join(f"{m} {'identical' if v == 'identical' else f'cosine {v:.3f}'}" for m, v in sorted(mods.items()))
+        for m, (kind, _) in mods.items():
+            name = m if kind != "look-alike" else f"{m} look-alike"
+            c[name] = c.get(name, 0) + 1
+        what = ", ".join(_what(m, *kv) for m, kv in sorted(mods.items()))
         for me, other in ((x, y), (y, x)):
             if score > best.get(me, -1.0):
                 best[me] = score
@@ -271,7 +284,7 @@ def outlier_scores(embs: dict[str, Embedded], k: int) -> tuple[dict[str, float],
 
 def audit(
     space: "Space", manifest: "str | Path | Manifest", *, modalities: Iterable[str] | None = None,
-    label: str | None = None, k: int = 10, near: float = 0.97, templates: Sequence[str] = ("a {}.",),
+    label: str | None = None, k: int = 10, near: float = 0.95, templates: Sequence[str] = ("a {}.",),
     cache: "FeatureCache | str | Path | None" = None, progress: bool = False,
 ) -> AuditResult:
     """Audit every record of ``manifest`` (all splits) with ``space`` (see the module doc)."""
@@ -289,7 +302,7 @@ def audit(
         raise DataError(f"{man.path}: no record has label {label!r}")
     *mism, per_mod = mismatch_scores(space, embs, splits)
     checks = {"mismatch": tuple(mism)}
-    *leak, leakage = leak_scores(embs, splits, near)
+    *leak, leakage = leak_scores(space, recs, embs, splits, near, cache, progress)
     checks["leak"] = tuple(leak)
     if label is not None:
         checks["label"] = label_scores(space, recs, embs, label, k=k, templates=templates, cache=cache)
