@@ -51,7 +51,7 @@ import time
 from collections.abc import Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import anyio
 import anyio.to_thread
@@ -79,6 +79,7 @@ from .schemas import (
     MAX_LABELS,
     MAX_TEMPLATE,
     MAX_TEMPLATES,
+    RANK_BY,
     RERANK,
     UPLOAD_ERRORS,
     ClassifyOut,
@@ -300,6 +301,7 @@ def create_app(
         modality: Annotated[list[str], Form(description="Only return items of these modalities.")] = [],  # noqa: B006
         label: Annotated[list[str], Form(description="KEY=VALUE label filters (all must match).")] = [],  # noqa: B006
         rerank: Annotated[RERANK | None, Form()] = None,
+        rank_by: Annotated[Literal["score", "probability"], Form(description=RANK_BY)] = "score",
     ) -> SearchOut:
         svc: Service = request.state.svc
         uploads = await read_uploads(svc, files)
@@ -308,7 +310,8 @@ def create_app(
             t0 = time.perf_counter()
             parts, staged = upload_parts(svc, uploads, text, weights, file_modality, text_modality)
             try:
-                hits, qmods = svc.search(parts, k=k, modality=modality or None, labels=label, rerank=rerank)
+                hits, qmods = svc.search(parts, k=k, modality=modality or None, labels=label, rerank=rerank,
+                                         rank_by=rank_by)
             except AnybindError as e:
                 raise type(e)(named_files(e, staged)) from None
             finally:

@@ -198,12 +198,12 @@ async function search() {
   setStatus("searching\u2026");
   try {
     let data;
+    const rank_by = $("#byprob").checked && !$("#byprob-box").hidden ? "probability" : "score";
     if (state.files.length) {
-      const extra = [["k", String(k)]];
+      const extra = [["k", String(k)], ["rank_by", rank_by]];
       if (mod) extra.push(["modality", mod]);
       data = await post("/search/upload", uploadForm(extra), controller.signal);
     } else {
-      const rank_by = $("#byprob").checked && !$("#byprob-box").hidden ? "probability" : "score";
       data = await post("/search", { text, k, modality: mod || null, rank_by }, controller.signal);
     }
     renderHits(data);
