@@ -7,6 +7,7 @@ Endpoints (OpenAPI schema at ``/openapi.json``, interactive docs at ``/docs``)::
     POST /embed                 texts -> vectors               POST /embed/upload     files -> vectors
     POST /search                text(s), fused, filtered       POST /search/upload    image/sound (+ text), fused
     POST /classify              zero-shot over given labels    POST /classify/upload  the same for a file
+    POST /explain               why a stored item matches a text (word drops, nearest words; serve/explain_route)
     GET  /items/{id}            a stored item (image, sound or text), looked up in the index by id
     GET  /thumbs/{id}           a JPEG thumbnail of a stored image (a video's first frame)
 
@@ -68,6 +69,7 @@ from ..index import QueryError
 from ..index.calibrated import probabilities, query_modality
 from .auth import ApiKeyAuth, KeyStore
 from .errors import add_error_handlers
+from .explain_route import router as explain_router
 from .gate import Busy, Gate  # noqa: F401 - Busy: imported from here by callers
 from .middleware import BodyLimit, SecurityHeaders
 from .queries import hit_out, to_ms, named_files, read_uploads, text_parts, unstage, upload_parts
@@ -190,6 +192,7 @@ def create_app(
     app.add_middleware(SecurityHeaders)
 
     add_error_handlers(app)
+    app.include_router(explain_router)  # POST /explain (issue 20)
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
