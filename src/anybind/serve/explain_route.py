@@ -20,7 +20,7 @@ from ..errors import AnybindError
 from ..explain import nearest_words, word_drops, words_of
 from ..index import QueryError
 from .queries import to_ms
-from .schemas import ERRORS, MAX_TEXT, RequestModel
+from .schemas import ERRORS, MAX_TEXT, ErrorOut, RequestModel
 from .state import Service
 
 router = APIRouter()
@@ -80,7 +80,11 @@ def lookup(svc: Service) -> _Lookup:
         return have
 
 
-@router.post("/explain", response_model=ExplainOut, responses=ERRORS,
+EXPLAIN_ERRORS = {**ERRORS, 404: {"model": ErrorOut, "description": "No such item (or the record has no such "
+                                                                 "modality)."}}
+
+
+@router.post("/explain", response_model=ExplainOut, responses=EXPLAIN_ERRORS,
              summary="Why a stored item matches a text: word drops and the item's nearest vocabulary words")
 async def explain(body: ExplainRequest, request: Request) -> ExplainOut:
     svc: Service = request.state.svc
