@@ -5,9 +5,10 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given, strategies as st
 from typer.testing import CliRunner
 
-from anybind.audit import audit
+from anybind.audit import audit, split_share_above
 from anybind.cli import app
 from anybind.errors import OutputError
 from anybind.space import Space
@@ -155,3 +156,50 @@ def test_bench_tasks_are_registered():
 
     load_tasks()
     assert {"calibration", "audit", "explanations"} <= set(TASKS)
+
+
+@given(st.lists(st.tuples(st.floats(-1, 1, allow_nan=False), st.sampled_from("abc")), min_size=1, max_size=40))
+def test_split_share_above_ranks_within_each_split_only(rows):
+    own = np.array([o for o, _ in rows])
+    sp = np.array([s for _, s in rows])
+    got = split_share_above(own, sp)
+    assert ((got >= 0) & (got <= 1)).all()
+    for s in set(sp):
+        idx = np.flatnonzero(sp == s)
+        shifted = own.copy()
+        shifted[sp != s] += 10.0  # another split scoring far higher changes nothing here
+        assert np.allclose(split_share_above(shifted, sp)[idx], got[idx])
+        if len(idx) > 1:  # the lowest of its split scores highest
+            assert got[idx[np.argmin(own[idx])]] == got[idx].max()
+
+
+def test_the_odd_modality_has_its_own_score(data, corrupted, shared_cache):
+    path, swapped, _ = corrupted
+    res = audit(Space.load(data["space"]), path, cache=shared_cache)
+    text = res.scores["mismatch:text"]
+    common = list(text)
+    assert auroc(np.array([text[i] for i in common]), np.array([i in swapped for i in common])) > 0.75
+    assert set(res.scores["mismatch:image"]) <= set(res.scores["mismatch"])
+
+
+def test_a_re_encoded_copy_in_another_split_is_named_a_copy(data, shared_cache, tmp_path):
+    from PIL import Image
+
+    from anybind.data.media import load_image
+
+    rows = [json.loads(line) for line in open(data["manifest"])]
+    src = next(r for r in rows if r["split"] == "test" and "image" in r)
+    img = load_image(src["image"])
+    img.resize((int(img.width * 0.7), int(img.height * 0.7)), Image.Resampling.BILINEAR).save(
+        tmp_path / "copy.jpg", quality=70)
+    extra = {"id": "the-copy", "split": "train", "image": str(tmp_path / "copy.jpg"), "text": "a re-encoded copy"}
+    path = tmp_path / "m.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows + [extra]))
+    res = audit(Space.load(data["space"]), path, cache=shared_cache)
+    leak = {r.id: f for r in res.records for f in r.findings if f.kind == "leak"}
+    assert leak["the-copy"].other == src["id"] and "image copy (pHash" in leak["the-copy"].detail
+    assert res.scores["leak"]["the-copy"] == 0.5  # the image of two shared modalities; the texts differ
+    assert res.leakage["test-train"]["image"] >= 1
+    # no other stamp of the corpus is a pHash copy of another across splits
+    assert not [f for r in res.records for f in r.findings if f.kind == "leak" and "copy (pHash" in f.detail
+                and "the-copy" not in (r.id, f.other)]

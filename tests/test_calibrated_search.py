@@ -106,3 +106,25 @@ def test_cli_json_and_service_carry_the_probability(data, tmp_path):
         assert "image-text" in client.get("/health").json()["calibrated"]  # the page offers 'rank by P(match)'
         schema = client.get("/openapi.json").json()["components"]["schemas"]
         assert "probability" in schema["HitOut"]["properties"] and "rank_by" in schema["SearchRequest"]["properties"]
+
+
+def test_the_upload_route_ranks_by_probability_too(data):
+    from anybind.serve import create_app
+
+    img = next(json.loads(line)["image"] for line in open(data["manifest"]) if "image" in json.loads(line))
+    with TestClient(create_app(data["space"], data["index"])) as client:
+        def post(**form):
+            with open(img, "rb") as f:
+                return client.post("/search/upload", files=[("files", ("q.png", f.read(), "image/png"))],
+                                   data={"k": "6", "modality": ["text", "audio"], **form})
+
+        fair, plain = post(rank_by="probability"), post()
+        assert fair.status_code == 200 and plain.status_code == 200, (fair.text, plain.text)
+        ps = [h["probability"] for h in fair.json()["hits"]]
+        assert len(ps) == 6 and all(0 < p < 1 for p in ps) and ps == sorted(ps, reverse=True)
+        scores = [h["score"] for h in plain.json()["hits"]]
+        assert scores == sorted(scores, reverse=True)
+        assert post(rank_by="loudness").status_code == 422
+        props = client.get("/openapi.json").json()["components"]["schemas"]
+        upload = next(v for k, v in props.items() if k.startswith("Body_search_upload"))
+        assert "rank_by" in upload["properties"]

@@ -6,7 +6,7 @@ import pytest
 
 from anybind.data.manifest import load_manifest
 from anybind.errors import DataError
-from anybind.explain import STOPWORDS, nearest_words, vocabulary, word_drops
+from anybind.explain import STOPWORDS, nearest_words, read_vocabulary, vocabulary, word_drops
 from anybind.space import Space
 from serve_data import small_tux
 
@@ -63,3 +63,47 @@ def test_nearest_words_of_a_caption_hold_its_own_words(data, shared_cache):
     with pytest.raises(DataError):
         nearest_words(space, "image", X, [], cache=shared_cache)
     assert isinstance(res[0][0][1], float) and np.isfinite(res[0][0][1])
+
+
+def test_read_vocabulary_from_a_manifest_or_a_words_file(data, tmp_path):
+    d, _, recs = data
+    assert read_vocabulary(d["manifest"]) == vocabulary(recs)
+    f = tmp_path / "words.txt"
+    f.write_text("# animals\ndog\n\ncat\ndog\n")
+    assert read_vocabulary(f) == ["cat", "dog"]
+    f.write_text("# nothing\n")
+    with pytest.raises(DataError, match="no words"):
+        read_vocabulary(f)
+    with pytest.raises(DataError, match="no such vocabulary"):
+        read_vocabulary(tmp_path / "missing.txt")
+
+
+def test_cli_explain_prints_drops_and_nearest_words_as_json(data, shared_cache):
+    import json
+
+    from typer.testing import CliRunner
+
+    from anybind.cli import app
+
+    d, space, recs = data
+    r = next(r for r in recs if r.has("image") and len(r.values["text"].split()) >= 2)
+    args = ["explain", str(d["space"]), "--text", r.values["text"], "--image", str(r.values["image"]),
+            "--vocab", str(d["manifest"]), "-k", "3", "--cache", str(shared_cache), "--json"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(line) for line in res.output.splitlines() if line.strip()]
+    assert [x["modality"] for x in rows] == ["text", "image"]
+    img = rows[1]
+    full, drops = word_drops(space, "text", r.values["text"], "image", r.values["image"], cache=shared_cache)
+    assert img["score"] == pytest.approx(full, abs=1e-4)
+    assert [x["word"] for x in img["drops"]] == [x.word for x in drops]
+    want = nearest_words(space, "image", [r.values["image"]], vocabulary(recs), k=3, cache=shared_cache)[0]
+    assert [w["word"] for w in img["words"]] == [w for w, _ in want] and len(rows[0]["words"]) == 3
+    # the plain form names the words; nothing to explain, or an unbound modality, is one line
+    plain = CliRunner().invoke(app, args[:-1])
+    assert plain.exit_code == 0 and "nearest words:" in plain.output and "without each word:" in plain.output
+    for bad, says in ((["explain", str(d["space"])], "nothing to explain"),
+                      (["explain", str(d["space"]), "--text", "a dog"], "--vocab"),
+                      (["explain", str(d["space"]), "--text", "a dog", "--item", "smell=x"], "no 'smell'")):
+        out = CliRunner().invoke(app, bad)
+        assert out.exit_code != 0 and says in out.output, out.output

@@ -453,6 +453,7 @@ OPERATIONS = [
     ("POST", "/search/upload"),
     ("POST", "/classify"),
     ("POST", "/classify/upload"),
+    ("POST", "/explain"),
     ("GET", "/items/{item_id}"),
     ("GET", "/thumbs/{item_id}"),
 ]

@@ -77,16 +77,42 @@ def vocabulary(records: Iterable["Record"], text_modalities: Sequence[str] = ("t
                min_count: int = 1, min_length: int = 3) -> list[str]:
     """The distinct lower-cased words of the records' texts (and, with ``labels``, their label values' words),
     stopwords and words shorter than ``min_length`` left out, sorted."""
+    def texts():
+        for r in records:
+            yield from (str(r.values[m]) for m in text_modalities if r.has(m))
+            if labels:
+                yield from (str(v).replace("/", " ").replace("_", " ") for v in (r.labels or {}).values())
+
+    return words_of(texts(), min_count=min_count, min_length=min_length)
+
+
+def words_of(texts: Iterable[str], *, min_count: int = 1, min_length: int = 3) -> list[str]:
+    """The distinct lower-cased words of ``texts`` (stopwords, digits and words shorter than ``min_length``
+    left out; at least ``min_count`` times), sorted."""
     counts: dict[str, int] = {}
-    for r in records:
-        texts = [str(r.values[m]) for m in text_modalities if r.has(m)]
-        if labels:
-            texts += [str(v).replace("/", " ").replace("_", " ") for v in (r.labels or {}).values()]
-        for t in texts:
-            for w in WORD.findall(t.lower()):
-                if len(w) >= min_length and w not in STOPWORDS and not w.isdigit():
-                    counts[w] = counts.get(w, 0) + 1
+    for t in texts:
+        for w in WORD.findall(str(t).lower()):
+            if len(w) >= min_length and w not in STOPWORDS and not w.isdigit():
+                counts[w] = counts.get(w, 0) + 1
     return sorted(w for w, c in counts.items() if c >= min_count)
+
+
+def read_vocabulary(path: str | Path, text_modalities: Sequence[str] = ("text",)) -> list[str]:
+    """A vocabulary from a manifest (``.jsonl``: :func:`vocabulary` of its records) or a words file (one word
+    or phrase a line; blank lines and ``#`` comments left out)."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: no such vocabulary file (a manifest .jsonl or a words file, one a line)")
+    if p.suffix == ".jsonl":
+        from .data.manifest import load_manifest
+
+        man = load_manifest(p, modalities=list(text_modalities), check_media=False)
+        return vocabulary(man.records, text_modalities)
+    words = sorted({w.strip() for w in p.read_text(encoding="utf-8").splitlines()
+                    if w.strip() and not w.strip().startswith("#")})
+    if not words:
+        raise DataError(f"{p}: the vocabulary file has no words")
+    return words
 
 
 def nearest_words(
@@ -106,4 +132,4 @@ def nearest_words(
     return [[(words[j], float(S[i, j])) for j in row] for i, row in enumerate(top)]
 
 
-__all__ = ["WordDrop", "nearest_words", "vocabulary", "word_drops"]
+__all__ = ["WordDrop", "nearest_words", "read_vocabulary", "vocabulary", "word_drops", "words_of"]

@@ -67,11 +67,13 @@ def audit_task(work: Path, cache=None, seed: int = 0, console=None) -> TaskResul
     rows = {
         "swapped captions": {
             "audit": detection(res.scores["mismatch"], truth["swap:text"], with_["text"]),
+            "audit, the caption's score": detection(res.scores["mismatch:text"], truth["swap:text"], with_["text"]),
             "raw cosine": detection(raw_cosine_scores(space, bad, "image", "text", cache), truth["swap:text"], with_["text"]),
             "label bridge audit": detection(bridged.scores["mismatch"], truth["swap:text"], with_["text"]),
         },
         "swapped sounds": {
             "audit": detection(res.scores["mismatch"], truth["swap:audio"], with_["audio"]),
+            "audit, the sound's score": detection(res.scores["mismatch:audio"], truth["swap:audio"], with_["audio"]),
             "raw cosine": detection(raw_cosine_scores(space, bad, "audio", "text", cache), truth["swap:audio"],
                                     with_["audio"]),
         },
@@ -91,6 +93,8 @@ def audit_task(work: Path, cache=None, seed: int = 0, console=None) -> TaskResul
     metrics.update({"duplicates/recall": leak_recall, "audit_seconds": round(audit_s, 1)})
     top = [f"{r.id} ({r.split}) {r.score:.2f}: " + max(r.findings, key=lambda f: f.score).detail
            for r in clean.records[:8] if r.findings]
+    dups = sorted({f"{min(r.id, f.other)} ~ {max(r.id, f.other)}: " + f.detail.split(": ", 1)[1]
+                   for r in clean.records for f in r.findings if f.kind == "leak"})
     return TaskResult(
         metrics=metrics,
         baselines={sysname: {f"{err}/auroc": d["auroc"] for err, r in rows.items() for s2, d in r.items() if s2 == sysname}
@@ -99,8 +103,11 @@ def audit_task(work: Path, cache=None, seed: int = 0, console=None) -> TaskResul
                 "clean_leakage": clean.leakage},
         table=[{"name": f"{err}: {sysname}", **d} for err, r in rows.items() for sysname, d in r.items()],
         notes=["the space is fitted on the corrupted corpus (what a curator has), then audits it",
+               "audit = the record's score (its worst modality pair); the caption's / sound's score = the mean over "
+               "the pairs having that modality (scores['mismatch:<modality>'])",
                f"planted cross-split duplicates found: {leak_recall:.3f}",
-               f"clean Tux Paint: leakage per split pair {clean.leakage}", *[f"clean top: {t}" for t in top]],
+               f"clean Tux Paint: leakage per split pair {clean.leakage}", *[f"clean top: {t}" for t in top],
+               *[f"clean duplicate: {d}" for d in dups]],
     )
 
 

@@ -7,6 +7,7 @@ Endpoints (OpenAPI schema at ``/openapi.json``, interactive docs at ``/docs``)::
     POST /embed                 texts -> vectors               POST /embed/upload     files -> vectors
     POST /search                text(s), fused, filtered       POST /search/upload    image/sound (+ text), fused
     POST /classify              zero-shot over given labels    POST /classify/upload  the same for a file
+    POST /explain               why a stored item matches a text (word drops, nearest words; serve/explain_route)
     GET  /items/{id}            a stored item (image, sound or text), looked up in the index by id
     GET  /thumbs/{id}           a JPEG thumbnail of a stored image (a video's first frame)
 
@@ -51,7 +52,7 @@ import time
 from collections.abc import Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import anyio
 import anyio.to_thread
@@ -68,6 +69,7 @@ from ..index import QueryError
 from ..index.calibrated import probabilities, query_modality
 from .auth import ApiKeyAuth, KeyStore
 from .errors import add_error_handlers
+from .explain_route import router as explain_router
 from .gate import Busy, Gate  # noqa: F401 - Busy: imported from here by callers
 from .middleware import BodyLimit, SecurityHeaders
 from .queries import hit_out, to_ms, named_files, read_uploads, text_parts, unstage, upload_parts
@@ -79,6 +81,7 @@ from .schemas import (
     MAX_LABELS,
     MAX_TEMPLATE,
     MAX_TEMPLATES,
+    RANK_BY,
     RERANK,
     UPLOAD_ERRORS,
     ClassifyOut,
@@ -189,6 +192,7 @@ def create_app(
     app.add_middleware(SecurityHeaders)
 
     add_error_handlers(app)
+    app.include_router(explain_router)  # POST /explain (issue 20)
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
@@ -300,6 +304,7 @@ def create_app(
         modality: Annotated[list[str], Form(description="Only return items of these modalities.")] = [],  # noqa: B006
         label: Annotated[list[str], Form(description="KEY=VALUE label filters (all must match).")] = [],  # noqa: B006
         rerank: Annotated[RERANK | None, Form()] = None,
+        rank_by: Annotated[Literal["score", "probability"], Form(description=RANK_BY)] = "score",
     ) -> SearchOut:
         svc: Service = request.state.svc
         uploads = await read_uploads(svc, files)
@@ -308,7 +313,8 @@ def create_app(
             t0 = time.perf_counter()
             parts, staged = upload_parts(svc, uploads, text, weights, file_modality, text_modality)
             try:
-                hits, qmods = svc.search(parts, k=k, modality=modality or None, labels=label, rerank=rerank)
+                hits, qmods = svc.search(parts, k=k, modality=modality or None, labels=label, rerank=rerank,
+                                         rank_by=rank_by)
             except AnybindError as e:
                 raise type(e)(named_files(e, staged)) from None
             finally:

@@ -13,6 +13,8 @@ MAX_TEMPLATES = 8
 MAX_LABEL = 200  # characters of one class name
 MAX_TEMPLATE = 500  # characters of one prompt template
 RERANK = Literal["csls", "qbnorm", "invgc"]
+RANK_BY = ("'probability': rank hits of every modality by their calibrated match probability (a calibrated space, "
+           "a one-modality query), so the modality gap does not decide the order.")
 
 
 class ErrorOut(BaseModel):
@@ -85,9 +87,7 @@ class SearchRequest(RequestModel):
         description='Label filters, e.g. {"top": "animals"}; every key must match, a list matches any of its values.',
     )
     rerank: RERANK | None = Field(None, description="Hubness correction of the scores (see anybind.rerank).")
-    rank_by: Literal["score", "probability"] = Field(
-        "score", description="'probability': rank hits of every modality by their calibrated match probability "
-        "(a calibrated space, a one-modality query), so the modality gap does not decide the order.")
+    rank_by: Literal["score", "probability"] = Field("score", description=RANK_BY)
 
 
 class HitOut(BaseModel):

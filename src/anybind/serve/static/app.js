@@ -137,6 +137,7 @@ function renderHits(data) {
       labels.append(el("span", { title: k, text: Array.isArray(v) ? v.join(", ") : String(v) }));
     }
     const name = h.id.split("/").pop();
+    const why = data.query_text ? whyButton(data.query_text, h) : null;
     box.append(el("article", { class: "hit", "data-modality": h.modality, "data-id": h.id },
       el("div", { class: "media" }, media),
       el("div", { class: "name", title: h.id, text: name }),
@@ -146,8 +147,36 @@ function renderHits(data) {
           : el("span", { class: "prob", title: "calibrated P(match) with the query (prior 0.5)",
             text: `P ${(h.probability * 100).toFixed(0)}%` }),
         el("span", { class: "score", text: h.score.toFixed(3) })),
-      labels));
+      labels, why));
   }
+}
+
+// "why this result": each word's leave-one-word-out drop and the item's nearest vocabulary words (POST /explain)
+function whyButton(text, h) {
+  const box = el("div", { class: "why" });
+  const btn = el("button", { type: "button", class: "why-btn", text: "why?",
+    title: "which words of the query drove this match, and the words nearest to this item" });
+  btn.addEventListener("click", async () => {
+    btn.disabled = true;
+    try {
+      const x = await post("/explain", { text, id: h.id, modality: h.modality, k: 5 });
+      const words = el("div", { class: "drops", title: "score lost without each word (red: the match is better without it)" });
+      for (const d of x.drops) {
+        const w = el("span", { text: d.word, title: `${d.drop >= 0 ? "+" : ""}${d.drop.toFixed(3)}` });
+        const a = Math.min(1, Math.abs(d.drop) / Math.max(1e-6, Math.abs(x.score)));
+        w.style.background = d.drop >= 0 ? `rgba(40, 160, 80, ${a})` : `rgba(200, 60, 60, ${a})`;
+        words.append(w, " ");
+      }
+      box.replaceChildren(words);
+      if (x.words.length) {
+        box.append(el("div", { class: "near muted", text: "near: " + x.words.map((w) => w.word).join(", ") }));
+      }
+    } catch (e) {
+      box.replaceChildren(el("div", { class: "muted", text: e.message }));
+    }
+  });
+  box.append(btn);
+  return box;
 }
 
 function renderClasses(data) {
@@ -198,14 +227,15 @@ async function search() {
   setStatus("searching\u2026");
   try {
     let data;
+    const rank_by = $("#byprob").checked && !$("#byprob-box").hidden ? "probability" : "score";
     if (state.files.length) {
-      const extra = [["k", String(k)]];
+      const extra = [["k", String(k)], ["rank_by", rank_by]];
       if (mod) extra.push(["modality", mod]);
       data = await post("/search/upload", uploadForm(extra), controller.signal);
     } else {
-      const rank_by = $("#byprob").checked && !$("#byprob-box").hidden ? "probability" : "score";
       data = await post("/search", { text, k, modality: mod || null, rank_by }, controller.signal);
     }
+    data.query_text = text;
     renderHits(data);
     const what = [text && `"${text}"`, ...state.files.map((f) => f.name)].filter(Boolean).join(" + ");
     setStatus(`${data.hits.length} results for ${what} (${data.took_ms.toFixed(0)} ms)`);

@@ -1,0 +1,100 @@
+"""``anybind explain``: why two items match (issue 20) -- leave-one-word-out drops and nearest vocabulary words."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from ..errors import AnybindError
+from ._common import app, console, fail
+
+
+def _others(image: list[str] | None, audio: list[str] | None, item: list[str] | None) -> list[tuple[str, str]]:
+    out = [("image", v) for v in image or []] + [("audio", v) for v in audio or []]
+    for v in item or []:
+        if "=" not in v:
+            raise typer.BadParameter(f"--item takes MODALITY=VALUE, got {v!r}", param_hint="--item")
+        m, val = v.split("=", 1)
+        out.append((m.strip(), val))
+    return out
+
+
+def explain_items(space, text: str | None, others: list[tuple[str, str]], words: list[str] | None, *, k: int,
+                  text_modality: str, cache) -> list[dict[str, Any]]:
+    """One result per explained item: ``{"modality", "item", "words": [...]}``, plus ``"score"`` and ``"drops"``
+    for an item matched against ``text``."""
+    from ..explain import nearest_words, word_drops
+
+    for m, _ in others:
+        if m not in space.modalities:
+            raise AnybindError(f"--{m}: the space binds no {m!r} modality (bound: {', '.join(space.modalities)})")
+    out: list[dict[str, Any]] = []
+    items = ([(text_modality, text)] if text is not None and words else []) + others
+    near = {}
+    if words:
+        by_mod: dict[str, list[Any]] = {}
+        for m, v in items:
+            by_mod.setdefault(m, []).append(v)
+        for m, vals in by_mod.items():
+            near[m] = iter(nearest_words(space, m, vals, words, k=k, text_modality=text_modality, cache=cache))
+    for m, v in items:
+        row: dict[str, Any] = {"modality": m, "item": v}
+        if text is not None and (m, v) != (text_modality, text):
+            score, drops = word_drops(space, text_modality, text, m, v, cache=cache)
+            row |= {"score": round(score, 4), "drops": [d.to_dict() for d in drops]}
+        if words:
+            row["words"] = [{"word": w, "score": round(s, 4)} for w, s in next(near[m])]
+        out.append(row)
+    return out
+
+
+@app.command("explain")
+def explain_cmd(
+    space_dir: Path = typer.Argument(..., help="Saved space folder (it must bind a text modality)."),
+    text: Optional[str] = typer.Option(None, "--text", help="The text whose words are weighed against each item."),
+    image: Optional[list[str]] = typer.Option(None, "--image", help="Image file(s) (repeatable)."),
+    audio: Optional[list[str]] = typer.Option(None, "--audio", help="Sound file(s) (repeatable)."),
+    item: Optional[list[str]] = typer.Option(None, "--item", help="MODALITY=VALUE for any other bound modality."),
+    vocab: Optional[Path] = typer.Option(None, "--vocab", help="Vocabulary for the nearest words: a manifest "
+                                         "(.jsonl: its texts' and labels' words) or a words file, one a line."),
+    k: int = typer.Option(5, "-k", min=1, max=100, help="Nearest vocabulary words per item."),
+    text_modality: str = typer.Option("text", "--text-modality", help="The text modality to embed texts with."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object per item."),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="Feature cache folder."),
+):
+    """Why items match: each word's leave-one-word-out drop of the text's score with each item, and the
+    vocabulary words nearest to every item (a lexical view of the space).
+
+    Example:  anybind explain spaces/tux --text "a barking dog" --image dog.png --vocab data/tux/manifest.jsonl
+    """
+    from ..explain import read_vocabulary
+    from ..space import Space
+
+    others = _others(image, audio, item)
+    if text is None and not others:
+        fail(ValueError("nothing to explain: give --text, and/or --image, --audio or --item MODALITY=VALUE"))
+    if not others and vocab is None:
+        fail(ValueError("a text alone is explained by its nearest words: give --vocab, or an item to match it with"))
+    try:
+        space = Space.load(space_dir)
+        if text_modality not in space.modalities:
+            raise AnybindError(f"--text-modality: the space binds no {text_modality!r} (bound: "
+                               f"{', '.join(space.modalities)})")
+        words = read_vocabulary(vocab, [text_modality]) if vocab is not None else None
+        rows = explain_items(space, text, others, words, k=k, text_modality=text_modality, cache=cache)
+    except (AnybindError, ValueError) as e:
+        fail(e)
+    for r in rows:
+        if json_out:
+            console.print(json.dumps(r, ensure_ascii=False), highlight=False, markup=False, soft_wrap=True)
+            continue
+        console.print(f"{r['modality']}\t{r['item']}", highlight=False, markup=False)
+        if "drops" in r:
+            ds = "  ".join(f"{d['word']} {d['drop']:+.3f}" for d in sorted(r["drops"], key=lambda d: -d["drop"]))
+            console.print(f"  score {r['score']:.3f}; without each word: {ds}", highlight=False, markup=False)
+        if "words" in r:
+            ws = ", ".join(f"{w['word']} {w['score']:.3f}" for w in r["words"])
+            console.print(f"  nearest words: {ws}", highlight=False, markup=False)

@@ -1,0 +1,50 @@
+"""``POST /explain`` (issue 20): why a stored item matches a text, from the service -- the word drops and the
+nearest vocabulary words the library gives, on the indexed embedding; errors are one line."""
+
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+
+from anybind.data.manifest import load_manifest
+from anybind.explain import nearest_words, vocabulary, word_drops
+from anybind.serve import create_app
+from anybind.space import Space
+from serve_data import small_tux
+
+
+@pytest.fixture(scope="module")
+def data(tux_dir, shared_cache, tmp_path_factory):
+    return small_tux(tux_dir, shared_cache, tmp_path_factory.mktemp("serve-small"))
+
+
+def test_explain_gives_the_library_s_drops_and_nearest_words_for_a_stored_image(data, shared_cache):
+    space = Space.load(data["space"])
+    recs = load_manifest(data["manifest"], modalities=space.modalities).records
+    r = next(r for r in recs if r.has("image") and len(r.values["text"].split()) >= 2)
+    text = "a " + r.values["text"].lower()
+    with TestClient(create_app(data["space"], data["index"])) as client:
+        res = client.post("/explain", json={"text": text, "id": r.id, "k": 4})
+        assert res.status_code == 200, res.text
+        out = res.json()
+        assert out["modality"] == "image" and out["id"] == r.id
+        full, drops = word_drops(space, "text", text, "image", r.values["image"], cache=shared_cache)
+        assert out["score"] == pytest.approx(full, abs=1e-3)
+        assert [d["word"] for d in out["drops"]] == [d.word for d in drops]
+        assert [d["drop"] for d in out["drops"]] == pytest.approx([d.drop for d in drops], abs=1e-3)
+        # the vocabulary is the index's texts (label words are not indexed items)
+        words = vocabulary(recs, labels=False)
+        assert out["vocabulary"] == len(words)
+        want = nearest_words(space, "image", [r.values["image"]], words, k=4, cache=shared_cache)[0]
+        assert [w["word"] for w in out["words"]] == [w for w, _ in want]
+        # another of the record's items by name; k=0: no words
+        res = client.post("/explain", json={"text": text, "id": r.id, "modality": "text", "k": 0})
+        assert res.status_code == 200 and res.json()["modality"] == "text" and res.json()["words"] == []
+        for body, code, says in (({"text": text, "id": "no/such/id"}, 404, "no item"),
+                                 ({"text": "  ", "id": r.id}, 400, "empty text"),
+                                 ({"text": text, "id": r.id, "text_modality": "image"}, 400, "does not read text"),
+                                 ({"text": text, "id": r.id, "color": 1}, 422, "")):
+            bad = client.post("/explain", json=body)
+            assert bad.status_code == code and says in json.dumps(bad.json()), bad.text
+        paths = client.get("/openapi.json").json()["paths"]
+        assert "/explain" in paths and {"/search", "/search/upload", "/classify"} <= set(paths)
