@@ -15,6 +15,7 @@ from anybind.bench.search_util import clustered_vectors
 from anybind.index import Index, IndexError_
 from anybind.index.memann import MEMANN_DIR, MemoryAnn
 from anybind.index.quant import hamming
+from anybind.index.store import rows_table
 
 pytest.importorskip("hnswlib", reason="the in-memory ANN needs hnswlib (pip install 'anybind[ann]')")
 
@@ -229,3 +230,26 @@ def test_more_rescored_candidates_find_more_of_the_true_neighbours(tmp_path):
     assert Index.open(ix.path).meta["quantize"] == {"kind": "binary", "rescore": 100}
     with pytest.raises(IndexError_, match="rescore must be a positive integer"):
         ix.quantize("int8", rescore=0)
+
+
+@pytest.mark.parametrize("kind", ["graph", "int8", "exact"])
+def test_writes_through_the_table_itself_are_seen_by_the_next_search(tmp_path, kind):
+    # the index keeps the table's version between searches; a write or checkout on index.table (a LanceDB call
+    # the index did not make) must still be seen: the graph, the codes and exact search never answer stale
+    ix, X, Q = make(tmp_path, 400)
+    if kind == "graph":
+        ix.create_memory_ann()
+    elif kind == "int8":
+        ix.quantize("int8")
+    exact = True if kind == "exact" else None
+    assert ix.search_vectors(Q[:1], k=1, exact=exact)[0][0].id != "direct"
+    ix.table.add(rows_table(ix.dim, ["direct"], ["v"], ["direct"], [{}], ["k"], Q[:1]))
+    top = ix.search_vectors(Q[:1], k=1, exact=exact)[0][0]
+    assert top.id == "direct" and top.score == pytest.approx(1.0, abs=1e-5) and len(ix) == 401
+    away = rows_table(ix.dim, ["direct"], ["v"], ["direct"], [{}], ["k2"], -Q[:1])  # through a merge_insert builder
+    ix.table.merge_insert(["id", "modality"]).when_matched_update_all().when_not_matched_insert_all().execute(away)
+    assert "direct" not in {h.id for h in ix.search_vectors(Q[:1], k=5, exact=exact)[0]} and len(ix) == 401
+    other = Index.open(ix.path)  # another writer; this index sees it after a checkout on its table
+    other.delete(["direct"])
+    ix.table.checkout_latest()
+    assert len(ix) == 400 and ix.counts() == {"v": 400}

@@ -28,7 +28,7 @@ class Reranker:
         if isinstance(spec, np.ndarray):
             return unit_rows(np.atleast_2d(spec)), None
         mods = [spec] if isinstance(spec, str) else list(spec)
-        key = ("bank", tuple(mods), bank_size, self.t.table.version)
+        key = ("bank", tuple(mods), bank_size, self.t.version)
         if key not in self.t.memo:
             where = f"modality IN ({', '.join(sql_str(m) for m in mods)})"
             t = self.t.table.search().where(where).select(["id", "vector"]).limit(None).to_arrow()
@@ -63,7 +63,7 @@ class Reranker:
                 tuple(gmods),
                 json.dumps(lab, sort_keys=True),
                 p["k"],
-                self.t.table.version,
+                self.t.version,
             )
             if key not in self.t.memo:
                 # gallery items in some bank query's top-k over the whole (filtered) gallery, leaving

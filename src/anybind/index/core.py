@@ -58,24 +58,20 @@ class Index:
     table = _forward("table", "The LanceDB table (the store of record).")
     identity = _forward("identity", "The identity of the space the index was built with.")
     dim = _forward("dim", "The width of the stored vectors.")
-    modalities = _forward("modalities", "The modalities this index embeds from records (set at build, extended "
-                                        "by :meth:`add`).")
+    modalities = _forward("modalities", "The modalities it embeds from records (set at build, extended by add).")
     ann_threshold = _forward("ann_threshold", "Rows from which searches use an approximate index.")
-
-    @property
-    def lance_ann(self) -> LanceAnn:
-        """The LanceDB ANN part (its ``search`` and ``set_search_defaults``, for tuning query-time settings)."""
-        return self._ann
+    lance_ann = property(lambda self: self._ann, doc="The LanceDB ANN part (its ``search`` and "
+                         "``set_search_defaults``: for tuning the query-time settings).")
 
     def __len__(self) -> int:
         return self._t.count()
 
+    def __repr__(self) -> str:
+        return f"<Index {self.path} rows={len(self)} dim={self.dim} identity={self.identity}>"
+
     def counts(self) -> dict[str, int]:
         """Rows per modality (from the in-memory snapshot when it is current, else one column read)."""
         return self._t.counts()
-
-    def __repr__(self) -> str:
-        return f"<Index {self.path} rows={len(self)} dim={self.dim} identity={self.identity}>"
 
     def snapshot(self) -> Snapshot:
         """The table in memory (vectors + metadata), reloaded only when the table changed."""
@@ -223,15 +219,14 @@ class Index:
     ) -> dict[str, Any]:
         """Build an ANN index over the vector column (replacing any previous one).
 
-        kind: ``"ivf_hnsw_sq"`` (IVF partitions, an HNSW graph over 8-bit scalar-quantised
-            vectors in each) or ``"ivf_pq"`` (IVF + product quantisation; pair it with
-            ``refine_factor`` to re-score candidates with the full vectors).
-        nprobes / refine_factor / ef: the query-time defaults stored with the index.
-        """
+        kind: ``"ivf_hnsw_sq"`` (IVF partitions, an HNSW graph over 8-bit scalar-quantised vectors in each) or
+            ``"ivf_pq"`` (IVF + product quantisation; pair it with ``refine_factor`` to re-score candidates with
+            the full vectors).  nprobes / refine_factor / ef: the query-time defaults stored with the index."""
         return self._ann.create(kind, num_partitions=num_partitions, num_sub_vectors=num_sub_vectors, m=m,
                                 ef_construction=ef_construction, nprobes=nprobes, refine_factor=refine_factor, ef=ef)
 
     def uses_ann(self, exact: bool | None = None) -> bool:
+        """Whether a search with this ``exact`` goes to the LanceDB ANN index."""
         return self._ann.uses(exact)
 
     def ann_recall(self, k: int = 10, n_queries: int = 200, *, queries: np.ndarray | None = None,
@@ -306,9 +301,9 @@ class Index:
     def fuse_query(
         self, parts: list[tuple[str | None, np.ndarray]], weights: list[float] | None, target: str | None
     ) -> tuple[np.ndarray, float]:
-        """The unit direction of the scorer's query for candidates of ``target`` (see :meth:`embed_query`),
-        and the factor that turns its inner products into the space's scores (1 in a cosine space; the
-        query's length in a Symile space, where scores are multilinear inner products)."""
+        """The unit direction of the scorer's query for candidates of ``target`` (see :meth:`embed_query`), and
+        the factor that turns its inner products into the space's scores (1 in a cosine space; the query's
+        length in a Symile space, where scores are multilinear inner products)."""
         return self._embedder.fuse(parts, weights, target)
 
     def query_parts(

@@ -139,7 +139,7 @@ class FastSearch:
             raise IndexError_("this index keeps no quantised codes: set them with Index.quantize('int8')")
         with _INIT:
             q = self._quant
-            if q is None or q.version != self.t.table.version or q.kind != cfg["kind"]:
+            if q is None or q.version != self.t.version or q.kind != cfg["kind"]:
                 self._drop_quant()  # never answer from codes of an older version: made again
                 t0 = time.perf_counter()
                 q = self._quant = QuantStore.build(self.t.table, self.t.dim, cfg["kind"], cfg.get("rescore"))

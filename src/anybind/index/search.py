@@ -118,7 +118,7 @@ class Searcher:
             labs = t.column("labels").to_pylist()
             out.append(
                 [
-                    Hit(ids[j], mods[j], float(scores[j]), srcs[j], json.loads(labs[j] or "{}"), r + 1)
+                    Hit(ids[j], mods[j], float(scores[j]), srcs[j], _labels(labs[j]), r + 1)
                     for r, j in enumerate(order)
                 ]
             )
@@ -147,3 +147,8 @@ class Searcher:
                 t = t.append_column("vector", V)
             out.append((t, s))
         return out
+
+
+def _labels(s: str | None) -> dict[str, Any]:
+    """A row's labels from their JSON (most rows have none: no parse for those)."""
+    return {} if not s or s == "{}" else json.loads(s)

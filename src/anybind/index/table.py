@@ -8,7 +8,8 @@ The writer, the ANN, the fast search, the searcher and the classifier are each g
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,15 +24,63 @@ if TYPE_CHECKING:
     from ..space import Space
 
 
+#: methods of a LanceDB table (and attributes) that only read it; any other call may move its version
+_READS = frozenset({"search", "count_rows", "schema", "version", "name", "to_arrow", "to_pandas", "head", "uri",
+                    "list_versions", "list_indices", "index_stats", "stats", "query", "vector_search"})
+
+
+class TableView:
+    """The LanceDB table as the index hands it out: every attribute passes through, and a call of any method
+    but the reading ones (``add``, ``delete``, ``checkout_latest``, a ``merge_insert`` builder's ``execute``...)
+    tells ``moved`` before and after it, so that the version the index keeps is asked again."""
+
+    def __init__(self, obj: Any, moved: Callable[[], None]) -> None:
+        object.__setattr__(self, "_obj", obj)
+        object.__setattr__(self, "_moved", moved)
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._obj, name)
+        if name in _READS or not callable(attr):
+            return attr
+        moved = self._moved
+
+        def call(*args, **kwargs):
+            moved()
+            try:
+                out = attr(*args, **kwargs)
+            finally:
+                moved()
+            return TableView(out, moved) if type(out).__module__.startswith("lancedb") else out
+
+        return call
+
+    def __len__(self) -> int:
+        return len(self._obj)
+
+    def __repr__(self) -> str:
+        return repr(self._obj)
+
+
 class IndexTable:
     """One index folder opened: ``path``, ``meta`` (``index.json``), ``space`` (or ``None`` for raw
-    vectors), ``table`` (the LanceDB table) and the snapshot of the table in memory."""
+    vectors), ``table`` (the LanceDB table, as a :class:`TableView`), its version and the snapshot of the
+    table in memory.
+
+    The table's version moves only through calls on this process's table object (LanceDB re-reads the
+    folder on ``checkout_latest``, which :meth:`refresh` calls), so :attr:`version` is kept here and asked
+    again only after such a call (a write, a checkout: :class:`TableView` and :meth:`write_txn` say so).
+    A search thus costs no version round trip, and still never answers from an older version."""
 
     def __init__(self, path: Path, meta: dict[str, Any], space: "Space | None", table) -> None:
         self.path = Path(path)
         self.meta = meta
         self.space = space
-        self.table = table
+        self._lance = table._obj if isinstance(table, TableView) else table
+        self.table = TableView(self._lance, self.moved)
+        self._version: int | None = None
+        self._count: tuple[int, int] | None = None  # (version, rows)
+        self._gen = 0  # moves so far: a version read while the table moved is not kept
+        self._vlock = threading.Lock()
         self.snap: Snapshot | None = None
         #: per-version memos of the searcher (re-ranking banks); emptied when the snapshot is reloaded
         self.memo: dict[Any, Any] = {}
@@ -56,9 +105,34 @@ class IndexTable:
     def save_meta(self) -> None:
         write_json_atomic(self.path / META_FILE, self.meta)
 
+    # -- the version -----------------------------------------------------------------------------
+    def moved(self) -> None:
+        """The table may have moved (a write or a checkout through this process's table object)."""
+        with self._vlock:
+            self._gen += 1
+            self._version = None
+
+    @property
+    def version(self) -> int:
+        """The table's version, asked of LanceDB only after it may have moved."""
+        v = self._version
+        if v is None:
+            with self._vlock:
+                gen = self._gen
+            v = self._lance.version
+            with self._vlock:
+                if gen == self._gen:  # nothing moved it while we asked
+                    self._version = v
+        return v
+
     # -- reading the table ---------------------------------------------------------------------
     def count(self) -> int:
-        return int(self.table.count_rows())
+        """Rows in the table (counted once per version)."""
+        v = self.version
+        c = self._count
+        if c is None or c[0] != v:
+            c = self._count = (v, int(self._lance.count_rows()))
+        return c[1]
 
     def column(self, name: str) -> np.ndarray:
         t = self.table.search().select([name]).limit(None).to_arrow()
@@ -67,7 +141,7 @@ class IndexTable:
     def counts(self) -> dict[str, int]:
         """Rows per modality (from the in-memory snapshot when it is current, else one column read)."""
         snap = self.snap
-        mods = snap.modality if snap is not None and snap.version == self.table.version else self.column("modality")
+        mods = snap.modality if snap is not None and snap.version == self.version else self.column("modality")
         vals, cnt = np.unique(np.asarray(mods, dtype=object), return_counts=True) if len(mods) else ([], [])
         return {str(v): int(c) for v, c in zip(vals, cnt)}
 
@@ -75,7 +149,7 @@ class IndexTable:
         """The table in memory (vectors + metadata), reloaded only when the table changed."""
         import pyarrow as pa
 
-        v = self.table.version
+        v = self.version
         if self.snap is None or self.snap.version != v:
             # streamed in batches into one preallocated matrix: peak memory ~ the vectors once
             V = np.empty((self.table.count_rows(), self.dim), np.float32)
@@ -100,7 +174,7 @@ class IndexTable:
 
     def refresh(self) -> bool:
         """See writes made by other processes (table rows, ``index.json``); returns whether the table moved."""
-        before = self.table.version
+        before = self.version
         self.table.checkout_latest()
         try:
             meta = json.loads((self.path / META_FILE).read_text())
@@ -108,7 +182,7 @@ class IndexTable:
             meta = None
         if isinstance(meta, dict) and meta.get("identity") == self.meta.get("identity"):
             self.meta = meta
-        return self.table.version != before
+        return self.version != before
 
     @contextmanager
     def write_txn(self, meta: bool = True) -> Iterator[None]:
@@ -124,11 +198,14 @@ class IndexTable:
                     f"{self.path}: the index was {'replaced' if identity else 'removed'} while this process "
                     "was writing to it; nothing more was written"
                 )
-            if meta:
-                self.refresh()
-            else:
-                self.table.checkout_latest()
-            yield
+            try:
+                if meta:
+                    self.refresh()
+                else:
+                    self.table.checkout_latest()
+                yield
+            finally:
+                self.moved()  # whatever was written under the lock: the version is asked again
 
     def check_targets(self, modality: str | Sequence[str] | None) -> list[str] | None:
         """The target modalities of a search, checked against the index's and the space's."""
