@@ -109,7 +109,10 @@ def test_only_weights_public_embeddings_and_scores_leave_a_client(world):
     # and the saved space names the public data only
     js = json.dumps(sp.info)
     assert not any(str(p) in js for p in cpaths) and str(ppath) in js
-    assert sp.info["lineage"][-1]["bytes"]["up"] == sum(m.nbytes() for _, m in up)
+    b = sp.info["lineage"][-1]["bytes"]
+    assert b["up"] == sum(m.nbytes() for _, m in up if m.kind == "public-embeddings")
+    assert b["up"] + b["down"] + b["evaluation"] == sum(m.nbytes() for *_, m in seen)
+    assert b["evaluation_per_round"] > b["per_round"]  # CreamFL's global weights, sent to be scored, outweigh it
 
 
 def test_the_boundary_refuses_what_may_not_cross():

@@ -13,7 +13,8 @@ left which client) and handed to ``on_message`` when given:
   distils the global projectors on the public pairs (see :mod:`anybind.federated_parties`).
 
 Every round ends with the global projectors sent to the clients, which answer with their val
-score on their own val pairs (a number and a count); the round with the best count-weighted
+score on their own val pairs (a number and a count; these bytes, and CreamFL's global weights, which its clients
+only score, are counted apart from the training exchange); the round with the best count-weighted
 score is kept, and training stops after ``patience`` rounds without improvement.  The start
 competes as round 0.  The result is a normal :class:`~anybind.space.Space` whose lineage names
 the method, rounds, client count and the public data, never the clients' data.
@@ -57,7 +58,7 @@ class FederatedConfig:
     rounds: int = 20
     local_epochs: int = 1  # client epochs per round
     server_epochs: int = 2  # creamfl: epochs of the server on the public pairs per round (and before the first)
-    patience: int = 5  # rounds without a better val score before stopping
+    patience: int = 10  # rounds without a better val score before stopping
     dim: int = 256
     projector: str = "mlp"
     hidden: int = 1024
@@ -100,13 +101,16 @@ class Ledger:
     def __init__(self, server: Server, dim: int, on_message: Callable[[str, int, Message], None] | None):
         self.shapes, self.n_public, self.dim = server.shapes, server.n_public, dim
         self.on_message = on_message
-        self.bytes = {"up": 0, "down": 0}
+        self.bytes = {"up": 0, "down": 0, "evaluation": 0}
         self.by_kind: dict[str, int] = {}
+        self.evaluation = ("val",)
 
     def cross(self, msg: Message, client: int) -> Message:
+        """Check, count and pass on one message (the kinds in ``evaluation`` are counted apart: they only serve to
+        choose the round)."""
         check_message(msg, shapes=self.shapes, n_public=self.n_public, dim=self.dim)
         way = "up" if msg.sender == "client" else "down"
-        self.bytes[way] += msg.nbytes()
+        self.bytes["evaluation" if msg.kind in self.evaluation else way] += msg.nbytes()
         self.by_kind[msg.kind] = self.by_kind.get(msg.kind, 0) + msg.nbytes()
         log.debug("%s client %d: %s", "from" if way == "up" else "to", client, msg.summary())
         if self.on_message is not None:
@@ -159,6 +163,8 @@ def federate(
                     server.aggregate([ledger.cross(p.handle(ledger.cross(train, i)), i) for i, p in enumerate(parties)])
                 glob = server.global_message()
                 vals = [ledger.cross(p.handle(ledger.cross(glob, i)), i) for i, p in enumerate(parties)]
+                if cfg.method == "creamfl":  # its clients keep their own projectors: the global model is only scored
+                    ledger.evaluation = ("val", "global")
                 score = _weighted(vals) if use_val else None
                 history.append({"round": rnd, "val": score, "temperature": float(np.exp(-server.logit_scale.item())),
                                 **{f"bytes_{k}": ledger.bytes[k] - before[k] for k in ledger.bytes}})
@@ -178,7 +184,8 @@ def federate(
         "rounds_run": len(rounds), "best_round": best[2], "modalities": server.modalities,
         "public": _describe(pub_mans, server.modalities),
         "bytes": {**ledger.bytes, "by_kind": dict(ledger.by_kind),
-                  "per_round": round(sum(h["bytes_up"] + h["bytes_down"] for h in rounds) / max(1, len(rounds)))},
+                  "per_round": round(sum(h["bytes_up"] + h["bytes_down"] for h in rounds) / max(1, len(rounds))),
+                  "evaluation_per_round": round(sum(h["bytes_evaluation"] for h in rounds) / max(1, len(rounds)))},
     }
     training = {"best_epoch": best[2], "epochs_run": len(rounds), **selection_record(use_val, sel.best, VAL_METRIC),
                 "history": history}

@@ -6,8 +6,9 @@
   (``by=None``: records dealt at random).  The test records stay out of every part.
 * :func:`federated_study`: test R@1 of each client alone, FedAvg, CreamFL and centralised training on
   the union of every client's and the public records (the upper bound), all through
-  :mod:`anybind.federated`'s code with the same projectors, optimiser and epoch budget; each system
-  chooses its epoch / round on val pairs only.
+  :mod:`anybind.federated`'s code with the same projectors, optimiser and epoch budget (and, a second upper
+  bound, ``Space.fit`` on the union with its own defaults); each system chooses its epoch / round on val
+  pairs only.
 """
 
 from __future__ import annotations
@@ -64,9 +65,11 @@ def federated_study(
     methods: Sequence[str] = ("fedavg", "creamfl"),
     cache=None,
     seed: int = 0,
+    fit_too: bool = True,
 ) -> list[dict[str, Any]]:
-    """Rows ``{"name", "test R@1", "val", "bytes/round", "records"}``: each client alone, their mean, each method,
-    centralised; R@1 on ``manifest``'s test split (mean of both directions)."""
+    """Rows ``{"name", "test R@1", "val", "records", "best/run", "bytes/round"}``: each client alone, their mean,
+    each method, centralised; R@1 on ``manifest``'s test split (mean of both directions); ``best/run``: the kept
+    round (epoch, trained alone) and how many ran."""
     from .federated import federate, train_alone
     from .lifecycle import pair_r1
 
@@ -77,21 +80,28 @@ def federated_study(
     rows: list[dict[str, Any]] = []
 
     def row(name: str, space, **extra: Any) -> dict[str, Any]:
-        r = {"name": name, "test R@1": pair_r1(space, manifest, a, b, cache=cache),
-             "val": space.info["training"].get("best_val"), **extra}
+        tr = space.info["training"]
+        r = {"name": name, "test R@1": pair_r1(space, manifest, a, b, cache=cache), "val": tr.get("best_val"),
+             "records": None, "best/run": f"{tr['best_epoch']}/{tr['epochs_run']}", "bytes/round": None, **extra}
         rows.append(r)
         return r
 
     alone = [row(f"client {i} alone", train_alone(c, public, encoders=enc, cache=cache, **kw),
                  records=len(c.records)) for i, c in enumerate(clients)]
-    rows.append({"name": "clients alone (mean)", "test R@1": float(np.mean([r["test R@1"] for r in alone])),
+    rows.append({**{k: None for k in alone[0]}, "name": "clients alone (mean)",
+                 "test R@1": float(np.mean([r["test R@1"] for r in alone])),
                  "records": round(float(np.mean([r["records"] for r in alone])))})
     for method in methods:
         sp = federate(clients, public, encoders=enc, cache=cache, method=method, **kw)
         e = sp.info["lineage"][-1]
-        row(method, sp, **{"bytes/round": e["bytes"]["per_round"], "rounds": e["rounds_run"],
-                           "records": sum(len(c.records) for c in clients)})
+        row(method, sp, **{"bytes/round": e["bytes"]["per_round"], "records": sum(len(c.records) for c in clients)})
     union = Manifest(manifest.path, [r for c in clients for r in c.records] + public.records, [], manifest.kinds)
     row("centralised (union + public)", train_alone(union, public, encoders=enc, cache=cache, **kw),
         records=len(union.records))
+    if fit_too:  # the project's own fit on the union (its defaults: 200 epochs, patience 25), a second upper bound
+        from .space import Space
+
+        fitted = Space.fit(union, modalities=list(pair), encoders=enc, cache=cache, recipe="plain", seed=seed,
+                           progress=False)
+        row("centralised (Space.fit, plain)", fitted, records=len(union.records))
     return rows
