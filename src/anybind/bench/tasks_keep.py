@@ -40,19 +40,24 @@ def _flat(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, float]
 
 
 @task("continual", "Tux Paint -> emoji -> openclipart image<->text: old/new R@1 after each update for naive "
-      "fine-tuning, Mod-X, joint retraining and the frozen first space (--opt domains=a,b,c block=recipe|plain)")
+      "fine-tuning, Mod-X, joint retraining and the frozen first space (--opt domains=a,b,c block=recipe|plain "
+      "distill=1.0|auto)")
 def continual(work: Path, cache=None, seed: int = 0, console=None, domains: str = "tuxpaint,emoji,openclipart",
               block: str = "recipe", epochs: str = "50", distill: str = "1.0") -> TaskResult:
     from ..data.manifest import load_manifest
     from ..lifecycle import continual_study
 
     encoders, fit = BLOCKS[block]
+    weight: float | str = distill if distill == "auto" else float(distill)  # auto: chosen on val (old and new domain)
     names = [d.strip() for d in domains.split(",") if d.strip()]
     mans = [(n, load_manifest(_domain(work, n), modalities=["image", "text"], progress=False)) for n in names]
     rows = continual_study(mans, encoders={m: encoders[m] for m in ("image", "text")}, fit=fit,
-                           update={"epochs": int(epochs), "distill": float(distill)}, cache=cache, seed=seed)
+                           update={"epochs": int(epochs), "distill": weight}, cache=cache, seed=seed)
     notes = [f"domains {' -> '.join(names)} ({', '.join(f'{n}: {len(m.records)} records' for n, m in mans)}); "
              f"R@1: mean of image->text and text->image on each test split; block {block}"]
+    chosen = [f"step {r['step']}: {r['distill']}" for r in rows if "distill" in r]
+    if chosen:
+        notes.append(f"Mod-X distillation weight chosen on val (old and new domain): {', '.join(chosen)}")
     last = {r["name"]: r for r in rows if r["step"] == len(names) - 1}
     if {"naive", "modx"} <= set(last):
         n, x = last["naive"], last["modx"]
@@ -60,7 +65,7 @@ def continual(work: Path, cache=None, seed: int = 0, console=None, domains: str 
         notes.append(f"goal (Mod-X forgets at most half of naive at equal or better new R@1): {'met' if ok else 'not met'} "
                      f"(forgetting {x['forgetting']:.3f} vs {n['forgetting']:.3f}, new {x['new R@1']:.3f} vs {n['new R@1']:.3f})")
     return TaskResult(metrics=_flat(rows, ("old R@1", "new R@1", "forgetting")), table=rows,
-                      config={"domains": names, "block": block, "epochs": int(epochs), "distill": float(distill)},
+                      config={"domains": names, "block": block, "epochs": int(epochs), "distill": weight},
                       notes=notes)
 
 

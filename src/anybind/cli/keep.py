@@ -21,7 +21,10 @@ def update(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the space already saved at --out."),
     replay: list[Path] = typer.Option(None, "--replay", help="Manifest of old pairs to replay alongside (optional, repeatable)."),
     method: UpdateMethod = choice("modx", UpdateMethod, help="modx: fine-tune with Mod-X's off-diagonal distillation against the old space; naive: plain fine-tuning."),
-    distill: float = typer.Option(1.0, help="Weight of the distillation term (modx)."),
+    distill: str = typer.Option("1.0", help="Weight of the distillation term (modx), or 'auto': chosen on the val "
+                                "pairs of the new data and of the old (--old-val or --replay)."),
+    old_val: list[Path] = typer.Option(None, "--old-val", help="Manifest of the old data whose val split judges "
+                                       "--distill auto (only its val records are read; repeatable)."),
     epochs: int = typer.Option(50, help="Maximum epochs (early stopping on the val pairs; the space as it was competes)."),
     lr: float = typer.Option(3e-4, help="Learning rate."),
     seed: int = typer.Option(0),
@@ -39,15 +42,23 @@ def update(
 
     check_out(out, "space", overwrite)
     try:
+        weight: float | str = distill if distill == "auto" else _number(distill, "--distill")
         space = Space.load(space_dir)
         new = space.update([str(d) for d in data], replay=[str(r) for r in replay or []] or None, method=method,
-                           distill=distill, epochs=epochs, lr=lr, seed=seed, cache=cache, strict=strict, progress=True)
+                           old_val=[str(v) for v in old_val or []] or None, distill=weight, epochs=epochs, lr=lr, seed=seed, cache=cache, strict=strict, progress=True)
         new.save(out, overwrite=overwrite)
     except (AnybindError, ValueError) as e:
         fail(e)
     tr = new.info["lineage"][-1]["training"]
     console.print(f"saved {new} to [bold]{out}[/bold] ({method}: best epoch {tr['best_epoch']} of "
                   f"{tr['epochs_run']}, {tr['seconds']} s)", highlight=False)
+
+
+def _number(value: str, option: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"{option} takes a number or 'auto', got {value!r}") from None
 
 
 def refresh_index_cmd(index_dir: Path, space_dir: Path | None, cache: Path | None, cached_only: bool) -> None:
