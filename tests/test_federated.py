@@ -233,9 +233,9 @@ def test_federated_study_rows_and_bench_task(world):
     rows = federated_study(load_manifest(path, kinds=KINDS), k=3, public_fraction=0.1, pair=("sa", "sb"),
                            encoders=specs, config={**CFG, "rounds": 3}, cache=tmp / "c", fit_too=False)
     assert [r["name"] for r in rows] == ["client 0 alone", "client 1 alone", "client 2 alone", "clients alone (mean)",
-                                         "fedavg", "creamfl", "centralised (union + public)"]
+                                         "public set alone", "fedavg", "creamfl", "centralised (union + public)"]
     assert all(list(r) == list(rows[0]) for r in rows)  # one table: the same columns in every row
     assert rows[3]["test R@1"] == pytest.approx(np.mean([r["test R@1"] for r in rows[:3]]))
-    assert all(rows[i]["bytes/round"] > 0 for i in (4, 5)) and rows[0]["bytes/round"] is None
-    assert rows[6]["records"] == rows[4]["records"] + 42  # the union of the clients' and the public records
+    assert all(rows[i]["bytes/round"] > 0 for i in (5, 6)) and rows[0]["bytes/round"] is None
+    assert rows[4]["records"] == 42 and rows[7]["records"] == rows[5]["records"] + 42  # clients' and public records
     assert "federated" in load_tasks()

@@ -4,8 +4,8 @@
   ``k`` clients holding the rest of the training and val records: non-IID (``by`` a label: each
   category goes whole to one client, largest first to the client with the fewest records) or IID
   (``by=None``: records dealt at random).  The test records stay out of every part.
-* :func:`federated_study`: test R@1 of each client alone, FedAvg, CreamFL and centralised training on
-  the union of every client's and the public records (the upper bound), all through
+* :func:`federated_study`: test R@1 of each client alone, the public set alone (what the server could do
+  without the clients), FedAvg, CreamFL and centralised training on the union of every client's and the public records (the upper bound), all through
   :mod:`anybind.federated`'s code with the same projectors, optimiser and epoch budget (and, a second upper
   bound, ``Space.fit`` on the union with its own defaults); each system chooses its epoch / round on val
   pairs only.
@@ -68,7 +68,7 @@ def federated_study(
     fit_too: bool = True,
 ) -> list[dict[str, Any]]:
     """Rows ``{"name", "test R@1", "val", "records", "best/run", "bytes/round"}``: each client alone, their mean,
-    each method, centralised; R@1 on ``manifest``'s test split (mean of both directions); ``best/run``: the kept
+    the public set alone, each method, centralised; R@1 on ``manifest``'s test split (mean of both directions); ``best/run``: the kept
     round (epoch, trained alone) and how many ran."""
     from .federated import federate, train_alone
     from .lifecycle import pair_r1
@@ -91,6 +91,7 @@ def federated_study(
     rows.append({**{k: None for k in alone[0]}, "name": "clients alone (mean)",
                  "test R@1": float(np.mean([r["test R@1"] for r in alone])),
                  "records": round(float(np.mean([r["records"] for r in alone])))})
+    row("public set alone", train_alone(public, public, encoders=enc, cache=cache, **kw), records=len(public.records))
     for method in methods:
         sp = federate(clients, public, encoders=enc, cache=cache, method=method, **kw)
         e = sp.info["lineage"][-1]
