@@ -239,3 +239,17 @@ def test_federated_study_rows_and_bench_task(world):
     assert all(rows[i]["bytes/round"] > 0 for i in (5, 6)) and rows[0]["bytes/round"] is None
     assert rows[4]["records"] == 42 and rows[7]["records"] == rows[5]["records"] + 42  # clients' and public records
     assert "federated" in load_tasks()
+
+
+def test_cli_federate_simulates_clients_from_one_corpus(world, tmp_path):
+    tmp, path, specs, *_ = world
+    enc = [x for m, s in specs.items() for x in ("-e", f"{m}={s}")]
+    r = CliRunner().invoke(app, ["federate", "--data", str(path), "--clients", "3", "--public-fraction", "0.1", *enc,
+                                 "--cache", str(tmp / "c"), "--rounds", "2", "--dim", "16", "--hidden", "32",
+                                 "--out", str(tmp_path / "s")])
+    assert r.exit_code == 0, r.output
+    e = Space.load(tmp_path / "s").info["lineage"][-1]
+    assert e["method"] == "creamfl" and e["clients"] == 3 and e["public"][0]["records"] == 42
+    r = CliRunner().invoke(app, ["federate", "--data", str(path), "--clients", "9", *enc, "--cache", str(tmp / "c"),
+                                 "--out", str(tmp_path / "s2")])
+    assert r.exit_code == 2 and "6 values of label 'top' for 9" in r.output and len(r.output.strip().splitlines()) == 1
