@@ -40,3 +40,12 @@ def test_bench_tasks_are_registered():
 
     tasks = load_tasks()
     assert {"continual", "merge"} <= set(tasks) and "Mod-X" in tasks["continual"].description
+
+
+def test_continual_study_chooses_the_distillation_weight_on_val(tmp_path):
+    mans, specs = two_domains(tmp_path, n=300)
+    doms = [(d, load_manifest(mans[d], kinds={"sa": "key", "sb": "key"})) for d in ("a", "b")]
+    rows = continual_study(doms, pair=("sa", "sb"), encoders=specs, fit=FIT, joint=False,
+                           update={"epochs": 3, "lr": 1e-3, "distill": "auto"}, cache=tmp_path / "c")
+    by = {r["name"]: r for r in rows}
+    assert by["modx"]["distill"] in (0.1, 0.3, 1.0, 3.0, 10.0) and "distill" not in by["naive"]

@@ -12,7 +12,7 @@ from anybind import Space, load_manifest
 from anybind.cli import app
 from anybind.errors import DataError
 from anybind.evaluate import evaluate
-from anybind.update import offdiag_distillation, screen
+from anybind.update import DISTILL_GRID, offdiag_distillation, screen
 
 SPLIT_CYCLE = ["train"] * 7 + ["val"] + ["test"] * 2
 KINDS = {"sa": "key", "sb": "key"}
@@ -135,3 +135,21 @@ def test_cli_update(base, tmp_path):
     r = CliRunner().invoke(app, ["update", str(tmp_path / "s1"), "--data", str(tmp_path / "nope.jsonl"),
                                  "--out", str(tmp_path / "s3"), "--cache", str(tmp / "c")])
     assert r.exit_code == 2 and "error:" in r.output and not (tmp_path / "s3").exists()
+
+
+def test_distill_auto_is_chosen_on_val_of_the_old_and_the_new_data(base):
+    tmp, mans, specs, space = base
+    c, kw = tmp / "c", {**UPDATE, "epochs": 8}
+    auto = space.update(mans["b"], distill="auto", old_val=mans["a"], cache=c, **kw)
+    s = auto.info["lineage"][-1]["distill_search"]
+    assert s["grid"] == list(DISTILL_GRID) and s["chosen"] in DISTILL_GRID
+    assert s["scores"][str(s["chosen"])]["score"] >= max(v["score"] for v in s["scores"].values()) - 1e-9
+    assert auto.identity() == space.update(mans["b"], distill=s["chosen"], cache=c, **kw).identity()
+    assert s["scores"]["10.0"]["old"] > s["scores"]["0.1"]["old"]  # a heavier distillation keeps more of the old
+    with pytest.raises(DataError, match="old_val") as ei:
+        space.update(mans["b"], distill="auto", cache=c)
+    assert "\n" not in str(ei.value)
+    with pytest.raises(ValueError, match="needs method='modx'"):
+        space.update(mans["b"], distill="auto", method="naive", old_val=mans["a"], cache=c)
+    r = CliRunner().invoke(app, ["update", str(tmp), "--data", str(mans["b"]), "--out", str(tmp / "x"), "--distill", "lots"])
+    assert r.exit_code == 2 and "--distill takes a number or 'auto'" in r.output

@@ -36,3 +36,7 @@ class OutputError(AnybindError, ValueError):
 
 class CaptionError(AnybindError, RuntimeError):
     """A captioner or its language model cannot be built, loaded or used (named in the message)."""
+
+
+class FederationError(AnybindError, RuntimeError):
+    """A federation step that would break its protocol (a message carrying what it may not, named in the message)."""

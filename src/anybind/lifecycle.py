@@ -2,7 +2,8 @@
 bench tasks are thin wrappers of these).
 
 * :func:`continual_study`: bind on the first domain, then update on each next one with every method
-  (naive fine-tuning, Mod-X; :mod:`anybind.update`), beside joint retraining on every domain seen
+  (naive fine-tuning, Mod-X; :mod:`anybind.update`; ``update={"distill": "auto"}``: Mod-X's weight chosen on
+  the val pairs of the first domain and the new one), beside joint retraining on every domain seen
   (the upper bound) and the first space frozen (the lower bound); R@1 on the first domain's test
   split (old) and the new domain's after each step; forgetting = the drop on the first domain.
 * :func:`merge_study`: two spaces bound apart (A: ``a_mods``, B: ``b_mods``, sharing ``anchor``) merged
@@ -53,7 +54,10 @@ def continual_study(
     for step, (name, man) in enumerate(domains[1:], start=1):
         systems: dict[str, Any] = {"frozen": space0}
         for m in methods:
-            current[m] = current[m].update(man, method=m, cache=cache, seed=seed, **(update or {}))
+            kw = dict(update or {})
+            if kw.get("distill") == "auto":  # Mod-X's weight chosen on the val pairs of the first and this domain
+                kw.update({"old_val": first} if m == "modx" else {"distill": 0.0})
+            current[m] = current[m].update(man, method=m, cache=cache, seed=seed, **kw)
             systems[m] = current[m]
         if joint:
             systems["joint"] = Space.fit([d for _, d in domains[: step + 1]], modalities=list(pair),
@@ -62,6 +66,9 @@ def continual_study(
             old = pair_r1(sp, first, a, b, cache=cache)
             rows.append({"name": sys_name, "step": step, "domain": name, "old R@1": old,
                          "new R@1": pair_r1(sp, man, a, b, cache=cache), "forgetting": old0 - old})
+            search = sp.info["lineage"][-1].get("distill_search") if sys_name in methods else None
+            if search:  # Mod-X's weight chosen on val
+                rows[-1]["distill"] = search["chosen"]
     return rows
 
 

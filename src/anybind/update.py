@@ -62,7 +62,7 @@ class UpdateConfig:
     """How a space is updated (recorded in the lineage entry)."""
 
     method: str = "modx"  # "modx" | "naive"
-    distill: float = 1.0  # weight of the off-diagonal distillation term (modx)
+    distill: float | str = 1.0  # weight of the off-diagonal distillation term (modx); "auto": chosen on val
     distill_temperature: float | None = None  # temperature of both similarity distributions (default: the space's)
     screening: bool = True  # correct the old space's wrongly ranked rows before distilling them
     epochs: int = 50
@@ -87,6 +87,12 @@ def update_config(config: Mapping[str, Any]) -> UpdateConfig:
     cfg = UpdateConfig(**config)
     if cfg.method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {cfg.method!r}")
+    if isinstance(cfg.distill, str):
+        if cfg.distill != "auto":
+            raise ValueError(f"distill must be a number >= 0 or 'auto', got {cfg.distill!r}")
+        if cfg.method != "modx":
+            raise ValueError("distill='auto' chooses Mod-X's distillation weight: it needs method='modx'")
+        return cfg
     if cfg.distill < 0 or cfg.epochs < 0 or cfg.batch_size < 2 or cfg.replay_weight <= 0:
         raise ValueError("distill and epochs must be >= 0, batch_size >= 2 and replay_weight > 0")
     return cfg
@@ -158,6 +164,7 @@ def update_space(
     data: str | Path | Manifest | Sequence[str | Path | Manifest],
     *,
     replay: str | Path | Manifest | Sequence[str | Path | Manifest] | None = None,
+    old_val: str | Path | Manifest | Sequence[str | Path | Manifest] | None = None,
     cache: FeatureCache | str | Path | None = None,
     strict: bool = False,
     progress: bool = False,
@@ -167,7 +174,14 @@ def update_space(
 
     ``replay``: manifest(s) of old pairs trained on alongside (sampling weight ``replay_weight``);
     ``**config``: :class:`UpdateConfig` fields (``method``, ``distill``, ``epochs``, ``lr``, ``seed``...).
+    ``distill="auto"``: Mod-X's weight is chosen from :data:`DISTILL_GRID` by the mean of the val scores on the
+    new data's val pairs and on the old data's (``old_val`` and ``replay`` manifests' val splits): what the old
+    space could do and what the new data asks, weighed equally (:func:`choose_distill`).
     """
+    if config.get("distill") == "auto":
+        update_config(config)  # the other options are checked before any training
+        return choose_distill(space, data, replay=replay, old_val=old_val, cache=cache, strict=strict,
+                              progress=progress, **config)
     from .losses import build_loss, is_multimodal
     from .space import Space, as_manifests
     from .train import FeatureSet, featureset_batches, val_score
@@ -244,6 +258,55 @@ def update_space(
         log.info("update: no epoch beat the space as it was on the val pairs; the projectors are unchanged")
     return Space(space.encoders, projectors, res.logit_scale, identities=space.identities,
                  config=copy.deepcopy(space.config), info=info, format_version=space.format_version)
+
+
+DISTILL_GRID = (0.1, 0.3, 1.0, 3.0, 10.0)
+DISTILL_METRIC = "mean of the new data's and the old data's val scores, each (R@1+R@5+R@10)/3 over pairs, both directions"
+
+
+def choose_distill(space: "Space", data, *, replay=None, old_val=None, cache=None, strict: bool = False,
+                   progress: bool = False, **config: Any) -> "Space":
+    """:func:`update_space` with every weight of :data:`DISTILL_GRID`; the one whose update scores best on val
+    (:data:`DISTILL_METRIC`) is returned, its lineage entry recording the search."""
+    from .space import as_manifests
+
+    olds = _listed(old_val) + _listed(replay)
+    if not olds:
+        raise DataError("distill='auto' chooses the weight on val pairs of the old data as well as the new: give the "
+                        "old data's manifest (old_val=, --old-val) or a replay buffer with a val split")
+    fc = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
+    new_mans = as_manifests(_listed(data), space.modalities, space.encoders, strict, progress)
+    old_mans = as_manifests(olds, space.modalities, space.encoders, strict, progress)
+    for name, mans in (("new data", new_mans), ("old data", old_mans)):
+        if not any(r.split == "val" for m in mans for r in m.records):
+            raise DataError(f"{', '.join(str(m.path) for m in mans)}: the {name} has no val records to choose "
+                            "distill='auto' on")
+    best, scores = None, {}
+    for w in DISTILL_GRID:
+        cand = update_space(space, new_mans, replay=replay, cache=fc, strict=strict, progress=progress,
+                            **{**config, "distill": w})
+        new, old = _val_score(cand, new_mans, fc), _val_score(cand, old_mans, fc)
+        scores[str(w)] = {"new": new, "old": old, "score": (new + old) / 2}
+        log.info("update: distill %g: val new %.3f old %.3f", w, new, old)
+        if best is None or scores[str(w)]["score"] > best[0] + 1e-9:
+            best = (scores[str(w)]["score"], w, cand)
+    assert best is not None
+    chosen = best[2]
+    chosen.info["lineage"][-1]["distill_search"] = {"grid": list(DISTILL_GRID), "chosen": best[1], "scores": scores,
+                                                    "metric": DISTILL_METRIC}
+    return chosen
+
+
+def _val_score(space: "Space", mans: Sequence[Manifest], cache: FeatureCache) -> float:
+    from .evaluate import embed_records
+    from .metrics import retrieval_from_embeddings
+
+    records = [r for m in mans for r in m.split("val")]
+    mods = sorted({m for r in records for m in r.values} & set(space.modalities))
+    res = retrieval_from_embeddings(embed_records(space, records, mods, cache=cache), scorer=space.scorer)
+    vals = [(res[f"{d}/R@1"] + res[f"{d}/R@5"] + res[f"{d}/R@10"]) / 3
+            for d in sorted({k.rsplit("/", 1)[0] for k in res if k.endswith("/R@1")})]
+    return float(np.mean(vals)) if vals else float("nan")
 
 
 def _listed(x) -> list:

@@ -6,6 +6,8 @@
 * ``merge``: Tux Paint image<->text and audio<->text bound apart, merged through text: audio<->image
   R@1 (never paired) and each original pair's, beside the three bound jointly; with the demo recipe
   (text locked in both: nearly the same anchor) and plain InfoNCE (anchors trained apart, seeds differ).
+* ``federated``: Tux Paint image<->text split into non-IID clients (each top category whole in one client) and a
+  public set: test R@1 of each client alone, FedAvg, CreamFL and centralised training on the union (upper bound).
 """
 
 from __future__ import annotations
@@ -38,19 +40,24 @@ def _flat(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, float]
 
 
 @task("continual", "Tux Paint -> emoji -> openclipart image<->text: old/new R@1 after each update for naive "
-      "fine-tuning, Mod-X, joint retraining and the frozen first space (--opt domains=a,b,c block=recipe|plain)")
+      "fine-tuning, Mod-X, joint retraining and the frozen first space (--opt domains=a,b,c block=recipe|plain "
+      "distill=1.0|auto)")
 def continual(work: Path, cache=None, seed: int = 0, console=None, domains: str = "tuxpaint,emoji,openclipart",
               block: str = "recipe", epochs: str = "50", distill: str = "1.0") -> TaskResult:
     from ..data.manifest import load_manifest
     from ..lifecycle import continual_study
 
     encoders, fit = BLOCKS[block]
+    weight: float | str = distill if distill == "auto" else float(distill)  # auto: chosen on val (old and new domain)
     names = [d.strip() for d in domains.split(",") if d.strip()]
     mans = [(n, load_manifest(_domain(work, n), modalities=["image", "text"], progress=False)) for n in names]
     rows = continual_study(mans, encoders={m: encoders[m] for m in ("image", "text")}, fit=fit,
-                           update={"epochs": int(epochs), "distill": float(distill)}, cache=cache, seed=seed)
+                           update={"epochs": int(epochs), "distill": weight}, cache=cache, seed=seed)
     notes = [f"domains {' -> '.join(names)} ({', '.join(f'{n}: {len(m.records)} records' for n, m in mans)}); "
              f"R@1: mean of image->text and text->image on each test split; block {block}"]
+    chosen = [f"step {r['step']}: {r['distill']}" for r in rows if "distill" in r]
+    if chosen:
+        notes.append(f"Mod-X distillation weight chosen on val (old and new domain): {', '.join(chosen)}")
     last = {r["name"]: r for r in rows if r["step"] == len(names) - 1}
     if {"naive", "modx"} <= set(last):
         n, x = last["naive"], last["modx"]
@@ -58,7 +65,7 @@ def continual(work: Path, cache=None, seed: int = 0, console=None, domains: str 
         notes.append(f"goal (Mod-X forgets at most half of naive at equal or better new R@1): {'met' if ok else 'not met'} "
                      f"(forgetting {x['forgetting']:.3f} vs {n['forgetting']:.3f}, new {x['new R@1']:.3f} vs {n['new R@1']:.3f})")
     return TaskResult(metrics=_flat(rows, ("old R@1", "new R@1", "forgetting")), table=rows,
-                      config={"domains": names, "block": block, "epochs": int(epochs), "distill": float(distill)},
+                      config={"domains": names, "block": block, "epochs": int(epochs), "distill": weight},
                       notes=notes)
 
 
@@ -77,3 +84,31 @@ def merge(work: Path, cache=None, seed: int = 0, console=None) -> TaskResult:
     return TaskResult(metrics=_flat(table, keys), table=table, notes=[
         "merged: A's projectors kept, B's audio projector rotated onto A by orthogonal Procrustes on the training "
         "split's texts; audio<->image was never paired in A, B or the merge; test split R@1 (mean of both directions)"])
+
+
+@task("federated", "Tux Paint image<->text in K clients (non-IID by top category, or IID) and a public set: test R@1 "
+      "of each client alone, FedAvg, CreamFL, centralised (--opt clients=4 rounds=40 split=noniid|iid public_fraction=0.15)")
+def federated(work: Path, cache=None, seed: int = 0, console=None, clients: str = "4", rounds: str = "40",
+              split: str = "noniid", local_epochs: str = "1", public_fraction: str = "0.15") -> TaskResult:
+    from ..data.manifest import load_manifest
+    from ..federated_study import federated_study
+
+    man = load_manifest(prepare_tuxpaint(work), modalities=["image", "text"], progress=False)
+    config = {"rounds": int(rounds), "local_epochs": int(local_epochs)}
+    rows = federated_study(man, k=int(clients), by=None if split == "iid" else "top",
+                           public_fraction=float(public_fraction), encoders=PLAIN_ENCODERS, config=config,
+                           cache=cache, seed=seed)
+    by = {r["name"]: r for r in rows}
+    cream, avg, cen = (by[n]["test R@1"] for n in ("creamfl", "fedavg", "centralised (union + public)"))
+    notes = [f"{clients} clients ({split}), public fraction {public_fraction} of the training records; plain encoders "
+             f"and MLP projectors for every system, {rounds} rounds x {local_epochs} local epochs (the epoch budget of "
+             "the systems trained alone); each system picks its round/epoch on val pairs; test R@1: mean of "
+             "image->text and text->image on the whole test split",
+             f"goal (CreamFL within 80% of centralised and ahead of FedAvg): "
+             f"{'met' if cream >= 0.8 * cen and cream > avg else 'not met'} (CreamFL {cream:.3f} = "
+             f"{cream / cen:.0%} of centralised {cen:.3f}; FedAvg {avg:.3f})",
+             f"CreamFL vs the public set alone (what its server could learn without any client): {cream:.3f} vs "
+             f"{by['public set alone']['test R@1']:.3f}"]
+    metrics = {f"{r['name']}/{k}": float(v) for r in rows for k, v in r.items() if isinstance(v, (int, float))}
+    return TaskResult(metrics=metrics, table=rows, notes=notes,
+                      config={"clients": int(clients), "split": split, "public_fraction": float(public_fraction), **config})

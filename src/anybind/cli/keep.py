@@ -21,7 +21,10 @@ def update(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the space already saved at --out."),
     replay: list[Path] = typer.Option(None, "--replay", help="Manifest of old pairs to replay alongside (optional, repeatable)."),
     method: UpdateMethod = choice("modx", UpdateMethod, help="modx: fine-tune with Mod-X's off-diagonal distillation against the old space; naive: plain fine-tuning."),
-    distill: float = typer.Option(1.0, help="Weight of the distillation term (modx)."),
+    distill: str = typer.Option("1.0", help="Weight of the distillation term (modx), or 'auto': chosen on the val "
+                                "pairs of the new data and of the old (--old-val or --replay)."),
+    old_val: list[Path] = typer.Option(None, "--old-val", help="Manifest of the old data whose val split judges "
+                                       "--distill auto (only its val records are read; repeatable)."),
     epochs: int = typer.Option(50, help="Maximum epochs (early stopping on the val pairs; the space as it was competes)."),
     lr: float = typer.Option(3e-4, help="Learning rate."),
     seed: int = typer.Option(0),
@@ -39,15 +42,23 @@ def update(
 
     check_out(out, "space", overwrite)
     try:
+        weight: float | str = distill if distill == "auto" else _number(distill, "--distill")
         space = Space.load(space_dir)
         new = space.update([str(d) for d in data], replay=[str(r) for r in replay or []] or None, method=method,
-                           distill=distill, epochs=epochs, lr=lr, seed=seed, cache=cache, strict=strict, progress=True)
+                           old_val=[str(v) for v in old_val or []] or None, distill=weight, epochs=epochs, lr=lr, seed=seed, cache=cache, strict=strict, progress=True)
         new.save(out, overwrite=overwrite)
     except (AnybindError, ValueError) as e:
         fail(e)
     tr = new.info["lineage"][-1]["training"]
     console.print(f"saved {new} to [bold]{out}[/bold] ({method}: best epoch {tr['best_epoch']} of "
                   f"{tr['epochs_run']}, {tr['seconds']} s)", highlight=False)
+
+
+def _number(value: str, option: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"{option} takes a number or 'auto', got {value!r}") from None
 
 
 def refresh_index_cmd(index_dir: Path, space_dir: Path | None, cache: Path | None, cached_only: bool) -> None:
@@ -97,3 +108,65 @@ def merge(
     e = merged.info["lineage"][-1]
     fit = f", anchor cosine {e['alignment']['cosine_before']} -> {e['alignment']['cosine_after']}" if "alignment" in e else ""
     console.print(f"saved {merged} to [bold]{out}[/bold] ({e['method']} merge on {e['anchor']!r}{fit})", highlight=False)
+
+
+FedMethod = Literal["creamfl", "fedavg"]
+
+
+@app.command()
+def federate(
+    client: list[Path] = typer.Option(None, "--client", help="A client's private manifest (repeatable: one per client)."),
+    public: list[Path] = typer.Option(None, "--public", help="The public manifest the server holds (pairs anyone may read)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Simulate: split this corpus into --clients clients and a public set."),
+    clients: int = typer.Option(4, "--clients", help="With --data: how many clients."),
+    split_by: str = typer.Option("top", "--split-by", help="With --data: the label whose categories go whole to one client "
+                                 "(non-IID); 'iid' deals records at random."),
+    public_fraction: float = typer.Option(0.15, help="With --data: the fraction of training records made public."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to save the federated space to (new or empty, see --overwrite)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the space already saved at --out."),
+    encoder: list[str] = typer.Option(None, "--encoder", "-e", help="MODALITY=SPEC, shared by every party (repeatable)."),
+    method: FedMethod = choice("creamfl", FedMethod, help="creamfl: clients send embeddings of the public set, the "
+                               "server ensembles and distils; fedavg: clients send projector weights, the server averages."),
+    rounds: int = typer.Option(20, help="Maximum rounds (the best round on the clients' val pairs is kept)."),
+    local_epochs: int = typer.Option(1, help="Client epochs per round."),
+    dim: int = typer.Option(256, help="Shared space width."),
+    hidden: int = typer.Option(1024, help="Projector hidden width."),
+    lr: float = typer.Option(1e-3, help="Learning rate."),
+    seed: int = typer.Option(0),
+    cache: Optional[Path] = typer.Option(None, help="Feature cache folder."),
+    strict: bool = typer.Option(False, help="Any bad record is fatal."),
+):
+    """Federated binding: clients bind one space without their pairs leaving them.
+
+    Only projector weights (fedavg) or embeddings of the public set (creamfl), and val scores, cross; the space's
+    lineage names the method, rounds and client count, never the clients' data.
+
+    Example:  anybind federate --data data/tux/manifest.jsonl --clients 4 --out spaces/fed
+    """
+    from ..data.manifest import load_manifest
+    from ..federated import federate as run
+    from ..federated_study import split_clients
+    from ._common import parse_encoders
+
+    encoders = parse_encoders(encoder)
+    if data is None and not (client and public):
+        fail(ValueError("give the clients' and the public manifests (--client ... --public ...) or a corpus to split (--data)"))
+    check_out(out, "space", overwrite)
+    try:
+        cl: list = [str(c) for c in client or []]
+        pub: list = [str(p) for p in public or []]
+        if data is not None:
+            from ..encoders.kinds import manifest_kinds
+
+            man = load_manifest(data, kinds=manifest_kinds(encoders), progress=False)
+            parts, pub_man = split_clients(man, clients, by=None if split_by == "iid" else split_by,
+                                           public_fraction=public_fraction, seed=seed)
+            cl, pub = cl + parts, pub + [pub_man]
+        space = run(cl, pub, encoders=encoders or None, cache=cache, strict=strict, progress=True, method=method,
+                    rounds=rounds, local_epochs=local_epochs, dim=dim, hidden=hidden, lr=lr, seed=seed)
+        space.save(out, overwrite=overwrite)
+    except (AnybindError, ValueError) as e:
+        fail(e)
+    e = space.info["lineage"][-1]
+    console.print(f"saved {space} to [bold]{out}[/bold] ({method}, {e['clients']} clients: best round {e['best_round']} "
+                  f"of {e['rounds_run']}, {e['bytes']['per_round']:,} bytes a round)", highlight=False)

@@ -1,0 +1,301 @@
+"""Federated binding: clients whose pairs never leave them bind one space (``anybind federate``).
+
+Each client holds a private manifest; the server holds a *public* manifest (pairs anyone may
+read) and the global projectors, whose feature standardisation it fits on the public set.  Only
+:class:`~anybind.federated_parties.Message` objects cross between them, each checked
+(:func:`~anybind.federated_parties.check_message`), counted in bytes, logged (``debug``: what
+left which client) and handed to ``on_message`` when given:
+
+* ``method="fedavg"``: the clients send projector weights, the server averages them weighted by
+  each client's number of training pairs;
+* ``method="creamfl"``: the clients send their embeddings of the public records; the server
+  ensembles them (weighted by agreement with its own embeddings of the other modalities) and
+  distils the global projectors on the public pairs (see :mod:`anybind.federated_parties`).
+
+Every round ends with the global projectors sent to the clients, which answer with their val
+score on their own val pairs (a number and a count; these bytes, and CreamFL's global weights, which its clients
+only score, are counted apart from the training exchange); the round with the best count-weighted
+score is kept, and training stops after ``patience`` rounds without improvement.  The start
+competes as round 0.  The result is a normal :class:`~anybind.space.Space` whose lineage names
+the method, rounds, client count and the public data, never the clients' data.
+:func:`train_alone` trains one client's data alone through the same code (the "local only"
+baseline, and with the union of every client's data the centralised one).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .cache import FeatureCache
+from .data.manifest import Manifest
+from .epochs import EpochSelection, selection_record
+from .errors import DataError
+from .federated_parties import Client, Message, Server, check_message, public_features
+from .loop import training_threads
+
+if TYPE_CHECKING:
+    from .space import Space
+
+log = logging.getLogger(__name__)
+
+METHODS = ("fedavg", "creamfl")
+VAL_METRIC = "clients' val-pair-count-weighted mean of (R@1+R@5+R@10)/3 over pairs, both directions"
+
+
+@dataclass
+class FederatedConfig:
+    """How a federation trains (recorded in the lineage)."""
+
+    method: str = "creamfl"  # "fedavg" | "creamfl"
+    rounds: int = 20
+    local_epochs: int = 1  # client epochs per round
+    server_epochs: int = 2  # creamfl: epochs of the server on the public pairs per round (and before the first)
+    patience: int = 10  # rounds without a better val score before stopping
+    dim: int = 256
+    projector: str = "mlp"
+    hidden: int = 1024
+    dropout: float = 0.2
+    input_dropout: float = 0.1
+    temperature: float = 0.05
+    learn_temperature: bool = True
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    batch_size: int = 128
+    reg_weight: float = 1.0  # creamfl: the clients' inter+intra-modal term on the public pairs
+    reg_temperature: float = 0.5  # creamfl: its temperature (CreamFL's), and the aggregation's
+    kd_weight: float = 1.0  # creamfl: the server's distillation towards the aggregate
+    seed: int = 0
+    threads: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def federated_config(config: Mapping[str, Any]) -> FederatedConfig:
+    """Checked :class:`FederatedConfig` from keyword options (an unknown one is a TypeError naming the known)."""
+    known = set(FederatedConfig.__dataclass_fields__)
+    bad = sorted(set(config) - known)
+    if bad:
+        raise TypeError(f"unknown option(s) {bad} for a federation (known: {', '.join(sorted(known))})")
+    cfg = FederatedConfig(**config)
+    if cfg.method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {cfg.method!r}")
+    if cfg.projector not in ("mlp", "linear"):
+        raise ValueError(f"projector must be 'mlp' or 'linear', got {cfg.projector!r}")
+    if min(cfg.rounds, cfg.local_epochs, cfg.server_epochs, cfg.patience) < 1 or cfg.batch_size < 2:
+        raise ValueError("rounds, local_epochs, server_epochs and patience must be >= 1 and batch_size >= 2")
+    return cfg
+
+
+class Ledger:
+    """Every message that crosses: checked, counted, logged, passed to ``on_message(direction, client, msg)``."""
+
+    def __init__(self, server: Server, dim: int, on_message: Callable[[str, int, Message], None] | None):
+        self.shapes, self.n_public, self.dim = server.shapes, server.n_public, dim
+        self.on_message = on_message
+        self.bytes = {"up": 0, "down": 0, "evaluation": 0}
+        self.by_kind: dict[str, int] = {}
+        self.evaluation = ("val",)
+
+    def cross(self, msg: Message, client: int) -> Message:
+        """Check, count and pass on one message (the kinds in ``evaluation`` are counted apart: they only serve to
+        choose the round)."""
+        check_message(msg, shapes=self.shapes, n_public=self.n_public, dim=self.dim)
+        way = "up" if msg.sender == "client" else "down"
+        self.bytes["evaluation" if msg.kind in self.evaluation else way] += msg.nbytes()
+        self.by_kind[msg.kind] = self.by_kind.get(msg.kind, 0) + msg.nbytes()
+        log.debug("%s client %d: %s", "from" if way == "up" else "to", client, msg.summary())
+        if self.on_message is not None:
+            self.on_message(way, client, msg)
+        return msg
+
+
+def federate(
+    clients: Sequence[str | Path | Manifest],
+    public: str | Path | Manifest | Sequence[str | Path | Manifest],
+    *,
+    encoders: Mapping[str, str] | None = None,
+    modalities: Sequence[str] | None = None,
+    cache: FeatureCache | str | Path | None = None,
+    strict: bool = False,
+    progress: bool = False,
+    on_message: Callable[[str, int, Message], None] | None = None,
+    **config: Any,
+) -> "Space":
+    """A Space bound by ``len(clients)`` clients (one manifest each) and a server holding ``public`` (see the
+    module doc); ``encoders``: modality -> encoder spec, shared by everyone (default: each of ``modalities``' or the
+    public set's base fields' default encoder); ``**config``: :class:`FederatedConfig`."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    t0 = time.perf_counter()
+    cfg = federated_config(config)
+    if not clients:
+        raise DataError("a federation needs at least one client manifest")
+    fc, pub_mans, pub_fs, encoders = _public(public, encoders, modalities, cache, strict, progress)
+    loss_fn = _loss()
+    with training_threads(cfg.threads):
+        pub = public_features(pub_fs)
+        server = Server(pub, cfg, loss_fn, cfg.seed)
+        parties = [_client(c, i, encoders, fc, pub, cfg, loss_fn, strict, progress) for i, c in enumerate(clients)]
+        ledger = Ledger(server, cfg.dim, on_message)
+        use_val = any(p.n_val > 0 for p in parties)
+        sel = EpochSelection(use_val, cfg.patience)
+        history: list[dict[str, Any]] = []
+        if cfg.method == "creamfl":  # the server starts from the public pairs
+            server.distil(cfg.server_epochs)
+        best = None
+        cols = [TextColumn(f"[bold]federating ({cfg.method}, {len(parties)} clients)"), BarColumn(),
+                TextColumn("round {task.completed}/{task.total} {task.fields[msg]}"), TimeElapsedColumn()]
+        with Progress(*cols, disable=not progress, transient=False) as prog:
+            bar = prog.add_task("rounds", total=cfg.rounds, msg="")
+            for rnd in range(cfg.rounds + 1):
+                before = dict(ledger.bytes)
+                if rnd > 0:
+                    train = server.train_message()
+                    server.aggregate([ledger.cross(p.handle(ledger.cross(train, i)), i) for i, p in enumerate(parties)])
+                glob = server.global_message()
+                vals = [ledger.cross(p.handle(ledger.cross(glob, i)), i) for i, p in enumerate(parties)]
+                if cfg.method == "creamfl":  # its clients keep their own projectors: the global model is only scored
+                    ledger.evaluation = ("val", "global")
+                score = _weighted(vals) if use_val else None
+                history.append({"round": rnd, "val": score, "temperature": float(np.exp(-server.logit_scale.item())),
+                                **{f"bytes_{k}": ledger.bytes[k] - before[k] for k in ledger.bytes}})
+                if sel.update(rnd, score):
+                    best = ({m: copy.deepcopy(p.state_dict()) for m, p in server.projectors.items()},
+                            float(server.logit_scale.item()), rnd)
+                if rnd > 0:
+                    prog.update(bar, advance=1, msg=sel.progress(float("nan"), score).replace("loss nan ", ""))
+                if sel.stop:
+                    break
+    assert best is not None
+    for m, sd in best[0].items():
+        server.projectors[m].load_state_dict(sd)
+    rounds = history[1:]
+    entry = {
+        "event": "federate", "method": cfg.method, "clients": len(parties), "rounds": cfg.rounds,
+        "rounds_run": len(rounds), "best_round": best[2], "modalities": server.modalities,
+        "public": _describe(pub_mans, server.modalities),
+        "bytes": {**ledger.bytes, "by_kind": dict(ledger.by_kind),
+                  "per_round": round(sum(h["bytes_up"] + h["bytes_down"] for h in rounds) / max(1, len(rounds))),
+                  "evaluation_per_round": round(sum(h["bytes_evaluation"] for h in rounds) / max(1, len(rounds)))},
+    }
+    training = {"best_epoch": best[2], "epochs_run": len(rounds), **selection_record(use_val, sel.best, VAL_METRIC),
+                "history": history}
+    return _space(encoders, pub_fs.identities, server.projectors, best[1], cfg, entry, training, t0)
+
+
+def train_alone(
+    data: str | Path | Manifest,
+    public: str | Path | Manifest | Sequence[str | Path | Manifest],
+    *,
+    encoders: Mapping[str, str] | None = None,
+    modalities: Sequence[str] | None = None,
+    cache: FeatureCache | str | Path | None = None,
+    strict: bool = False,
+    progress: bool = False,
+    **config: Any,
+) -> "Space":
+    """One client's data trained alone, as :func:`federate` would train it (the server's start and standardisation,
+    the client's optimiser and random streams), ``rounds * local_epochs`` epochs with early stopping on its own
+    val pairs: with one client, ``federate(method="fedavg", local_epochs=1)`` gives the same projectors."""
+    t0 = time.perf_counter()
+    cfg = federated_config({"method": "fedavg", **config})
+    fc, pub_mans, pub_fs, encoders = _public(public, encoders, modalities, cache, strict, progress)
+    loss_fn = _loss()
+    with training_threads(cfg.threads):
+        pub = public_features(pub_fs)
+        server = Server(pub, cfg, loss_fn, cfg.seed)
+        client = _client(data, 0, encoders, fc, pub, cfg, loss_fn, strict, progress)
+        client.handle(server.global_message())
+        res = client.fit(cfg.rounds * cfg.local_epochs, use_val=client.n_val > 0, patience=cfg.patience * cfg.local_epochs,
+                         start=True)
+    entry = {"event": "federate", "method": "alone", "clients": 1, "rounds": cfg.rounds,
+             "modalities": client.modalities, "public": _describe(pub_mans, server.modalities)}
+    projectors = {m: client.projectors[m] for m in client.modalities}
+    return _space(encoders, pub_fs.identities, projectors, res.logit_scale, cfg, entry, res.record(VAL_METRIC), t0)
+
+
+# ----------------------------------------------------------------------------- helpers
+def _loss():
+    from .losses import build_loss
+
+    return build_loss("infonce")
+
+
+def _public(public, encoders, modalities, cache, strict, progress):
+    """The public manifests, the encoder of every modality bound (``encoders``, else the default of each
+    ``modalities`` or base field of the public set) and the public feature set."""
+    from .recipe import default_spec
+    from .space import fit_manifests
+    from .train import FeatureSet
+
+    fc = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
+    items = list(public) if isinstance(public, (list, tuple)) else [public]
+    given = dict(encoders or {})
+    mans, mods = fit_manifests(items, modalities or (list(given) if given else None), given, strict, progress)
+    encoders = {m: given.get(m) or default_spec(m) for m in mods}
+    present = sorted({m for man in mans for r in man.records for m in r.values} & set(encoders))
+    if len(present) < 2:
+        raise DataError(f"{', '.join(str(m.path) for m in mans)}: the public set has {len(present)} of the encoders' "
+                        f"modalities ({', '.join(sorted(encoders))}): it needs pairs of 2 or more")
+    fs = FeatureSet.from_manifests(mans, {m: encoders[m] for m in present}, fc, progress=progress)
+    return fc, mans, fs, {m: encoders[m] for m in present}
+
+
+def _client(data, i: int, encoders, fc, pub, cfg, loss_fn, strict, progress) -> Client:
+    """Client ``i``, built from its own manifest (read on the client's side only)."""
+    from .space import as_manifests
+    from .train import FeatureSet
+
+    (man,) = as_manifests([data], list(encoders), dict(encoders), strict, progress)
+    where = f"client {i} ({man.path})"
+    present = sorted({m for r in man.records for m in r.values} & set(encoders))
+    extra = sorted(set(present) - set(pub))
+    if extra:
+        raise DataError(f"{where}: modality {', '.join(extra)} is not in the public set ({', '.join(sorted(pub))})")
+    if len(present) < 2:
+        raise DataError(f"{where}: {len(present)} of the encoders' modalities ({', '.join(sorted(encoders))}) occur: "
+                        "a federated client needs pairs")
+    fs = FeatureSet.from_manifests([man], {m: encoders[m] for m in present}, fc, progress=progress)
+    return Client(fs, pub, cfg, loss_fn, seed=cfg.seed + 1 + i, where=where)
+
+
+def _weighted(vals: Sequence[Message]) -> float:
+    got = [(float(v.counts["val"]), float(v.counts["n_val"])) for v in vals
+           if v.counts["n_val"] > 0 and not np.isnan(v.counts["val"])]
+    if len(got) == 1:
+        return got[0][0]
+    return float(sum(s * n for s, n in got) / sum(n for _, n in got)) if got else float("nan")
+
+
+def _describe(mans: Sequence[Manifest], modalities: Sequence[str]) -> list[dict[str, Any]]:
+    return [{"manifest": str(m.path), "fingerprint": m.fingerprint(modalities), "records": len(m.records)} for m in mans]
+
+
+def _space(encoders, identities, projectors, logit_scale: float, cfg: FederatedConfig, entry: dict, training: dict,
+           t0: float) -> "Space":
+    from .space import Space
+    from .version import __version__
+
+    mods = sorted(projectors)
+    for p in projectors.values():
+        p.eval()
+    config = {"method": "contrastive", "loss": "infonce", "dim": cfg.dim, "projector": cfg.projector,
+              "hidden": cfg.hidden, "temperature": cfg.temperature, "learn_temperature": cfg.learn_temperature,
+              "federated": cfg.method if entry["method"] != "alone" else "alone"}
+    space = Space({m: encoders[m] for m in mods}, dict(projectors), logit_scale,
+                  identities={m: identities[m] for m in mods if m in identities}, config=config)
+    space.info["metrics"]["val/score"] = training.get("best_val")
+    space.info["training"] = training
+    space.info["lineage"].append({**entry, "config": cfg.to_dict(), "seconds": round(time.perf_counter() - t0, 2),
+                                  "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "anybind": __version__})
+    return space
+

@@ -1,0 +1,374 @@
+"""The two sides of a federation (:mod:`anybind.federated`): a :class:`Client` holding private pairs and the
+:class:`Server` holding only the public set.
+
+They talk through :class:`Message` only: named numeric arrays and counts, checked by
+:func:`check_message` each time one crosses (no strings, no record ids, and from a client only
+projector weights, embeddings of the *public* records or scores).  A client's records and features
+are attributes of the client and never part of a message; the server is built from the public
+feature set and the messages, nothing else, so what it can have read is what was sent.
+
+* FedAvg (McMahan et al. 2017): the client adopts the global weights, trains ``local_epochs`` on
+  its pairs and sends its weights and its number of training pairs; the server averages them.
+* CreamFL (Yu et al. 2023): the client keeps its own projectors; trained on its pairs plus, on the
+  public pairs, an intra-modal term (its embedding of a public item towards the global embedding of
+  that item, away from its own previous embedding of it) and an inter-modal one (towards the global
+  embedding of the paired item of each other modality, among all public items), temperature
+  ``reg_temperature``, weight ``reg_weight``; it sends its embeddings of the public records.  The
+  server weights each client's embedding of each item by how well it retrieves the global embedding
+  of the item's other modalities (softmax over clients of the contrastive log-probability), averages
+  and distils: InfoNCE on the public pairs plus ``kd_weight`` x the squared distance to the average.
+
+Local training is the shared :func:`anybind.loop.fit_loop` with :class:`~anybind.binders.PairBinder`
+(FedAvg) or :class:`CreamBinder`.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .binders import PairBinder, pair_terms
+from .errors import DataError, FederationError
+from .loop import IndexSampler, LoopResult, fit_loop, make_optimizer, make_temperature
+from .projectors import Projector, ProjectorConfig, project
+
+#: what each side may send (kind -> array names allowed: "weights" are ``modality.param`` and ``logit_scale``)
+KINDS = {"server": {"global", "train"}, "client": {"val", "weights", "public-embeddings"}}
+
+
+@dataclass(frozen=True)
+class Message:
+    """What crosses the boundary: named numeric arrays and counts, nothing else."""
+
+    sender: str  # "server" | "client"
+    kind: str
+    arrays: Mapping[str, np.ndarray] = field(default_factory=dict)
+    counts: Mapping[str, float] = field(default_factory=dict)
+
+    def nbytes(self) -> int:
+        return int(sum(a.nbytes for a in self.arrays.values()) + 8 * len(self.counts))
+
+    def summary(self) -> str:
+        arr = ", ".join(f"{k}[{'x'.join(map(str, a.shape))}]" for k, a in self.arrays.items())
+        cnt = ", ".join(f"{k}={v:g}" for k, v in self.counts.items())
+        return f"{self.kind}: {arr or '-'}; {cnt or '-'} ({self.nbytes():,} bytes)"
+
+
+def check_message(msg: Message, *, shapes: Mapping[str, tuple[int, ...]], n_public: int, dim: int) -> None:
+    """Refuse (:class:`~anybind.errors.FederationError`) a message carrying anything but what its kind allows:
+    weights of the known shapes, ``(n_public, dim)`` public embeddings per modality, numeric counts."""
+    if msg.sender not in KINDS or msg.kind not in KINDS[msg.sender]:
+        raise FederationError(f"a {msg.sender} may not send a {msg.kind!r} message")
+    for k, v in msg.counts.items():
+        if not isinstance(v, (int, float)) or isinstance(v, bool):
+            raise FederationError(f"{msg.kind} message: count {k!r} is a {type(v).__name__}, not a number")
+    for k, a in msg.arrays.items():
+        if not isinstance(a, np.ndarray) or not np.issubdtype(a.dtype, np.number):
+            raise FederationError(f"{msg.kind} message: {k!r} is not a numeric array")
+        want = {"weights": shapes.get(k), "global": shapes.get(k),
+                "public-embeddings": (n_public, dim), "train": (n_public, dim)}.get(msg.kind)
+        if want is None or tuple(a.shape) != tuple(want):
+            raise FederationError(f"{msg.kind} message: {k!r} has shape {tuple(a.shape)}, allowed {want}")
+
+
+def weights_message(sender: str, kind: str, projectors: Mapping[str, Projector], logit_scale: torch.Tensor,
+                    *, buffers: bool = True, **counts: float) -> Message:
+    """Every projector's parameters, its buffers (the standardisation, the server's) unless ``buffers=False``,
+    and the logit scale."""
+    arrays = {}
+    for m, p in projectors.items():
+        names = set(p.state_dict()) if buffers else {k for k, _ in p.named_parameters()}
+        arrays.update({f"{m}.{k}": v.detach().cpu().numpy().copy() for k, v in p.state_dict().items() if k in names})
+    arrays["logit_scale"] = np.asarray(float(logit_scale.detach()), dtype=np.float64).reshape(())
+    return Message(sender, kind, arrays, counts)
+
+
+@torch.no_grad()
+def load_weights(msg: Message, projectors: Mapping[str, Projector], logit_scale: torch.Tensor) -> None:
+    """Copy a weights message into ``projectors`` (those it has) and ``logit_scale``, in place."""
+    for m, p in projectors.items():
+        p.load_state_dict({k: torch.from_numpy(msg.arrays[f"{m}.{k}"]) for k in p.state_dict()})
+    logit_scale.copy_(torch.tensor(float(msg.arrays["logit_scale"])))
+
+
+@torch.no_grad()
+def embed_public(projectors: Mapping[str, Projector], public: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Unit embeddings of the public records' features, per modality (eval mode)."""
+    out = {}
+    for m, p in projectors.items():
+        was = p.training
+        p.eval()
+        out[m] = F.normalize(project(p, public[m]), dim=-1).numpy().astype(np.float32)
+        p.train(was)
+    return out
+
+
+class CreamBinder(nn.Module):
+    """Private pairs' loss plus CreamFL's regulariser on public pairs; ``forward((private batch, public idx))``."""
+
+    def __init__(self, projectors: Mapping[str, Projector], old: Mapping[str, Projector], logit_scale: nn.Parameter,
+                 loss_fn: nn.Module, public: Mapping[str, torch.Tensor], glob: Mapping[str, torch.Tensor], *,
+                 weight: float, temperature: float):
+        super().__init__()
+        self.projectors = nn.ModuleDict(projectors)
+        self.old = dict(old)  # frozen: the client's projectors when the round began (not registered)
+        self.pairs = PairBinder(projectors, logit_scale, loss_fn)
+        self.public, self.glob = public, glob
+        self.weight, self.temperature = weight, temperature
+
+    def forward(self, batch) -> torch.Tensor:
+        private, idx = batch
+        loss = self.pairs(private)
+        if self.weight > 0:
+            loss = loss + self.weight * self.regulariser(torch.as_tensor(idx))
+        return loss
+
+    def regulariser(self, idx: torch.Tensor) -> torch.Tensor:
+        t, total, n = self.temperature, 0.0, 0
+        local = {m: F.normalize(p(self.public[m][idx]), dim=-1) for m, p in self.projectors.items()}
+        for m, e in local.items():
+            with torch.no_grad():
+                old = F.normalize(self.old[m](self.public[m][idx]), dim=-1)
+            intra = torch.stack([(e * self.glob[m][idx]).sum(-1), (e * old).sum(-1)], 1) / t
+            total = total + F.cross_entropy(intra, torch.zeros(len(idx), dtype=torch.long))
+            n += 1
+            for o in local:
+                if o != m:
+                    total = total + F.cross_entropy(e @ self.glob[o].T / t, idx)
+                    n += 1
+        return total / max(n, 1)
+
+
+@contextmanager
+def own_rng(holder) -> Iterator[None]:
+    """Run with ``holder``'s own torch random stream (dropout), whatever ran before: the result of a party's
+    training does not depend on the order parties train in."""
+    with torch.random.fork_rng(devices=[]):
+        torch.set_rng_state(holder.torch_state)
+        yield
+        holder.torch_state = torch.get_rng_state()
+
+
+class Client:
+    """One party: its private feature set (never sent), its projectors, optimiser and random streams."""
+
+    def __init__(self, fs, public: Mapping[str, np.ndarray], cfg, loss_fn: nn.Module, seed: int, where: str):
+        self._fs, self.cfg, self.loss_fn = fs, cfg, loss_fn
+        self._train, self._val = fs.split_idx("train"), fs.split_idx("val")
+        self.pairs = [(a, b) for a, b in itertools.combinations(fs.modalities, 2) if len(fs.with_pair(self._train, a, b)) >= 2]
+        if not self.pairs:
+            raise DataError(f"{where}: no two modalities occur together in 2 or more training records: "
+                            "a federated client needs pairs to train on")
+        self.modalities = sorted({m for p in self.pairs for m in p})
+        self.n_train = int(max(len(fs.with_pair(self._train, *p)) for p in self.pairs))
+        self.public = {m: torch.from_numpy(public[m]) for m in self.modalities}
+        self.rng = np.random.default_rng(seed)
+        self.torch_state = torch.Generator().manual_seed(seed).get_state()
+        self.projectors: dict[str, Projector] = {}
+        self.logit_scale = make_temperature(cfg.temperature, cfg.learn_temperature)
+        self.opt: torch.optim.Optimizer | None = None
+        self.sampler = IndexSampler({}, cfg.batch_size, self.rng)
+        for p in self.pairs:
+            self.sampler.add(p, fs.with_pair(self._train, *p))
+        self._feats = {m: torch.from_numpy(fs.feats[m]) for m in self.modalities}
+
+    # -- the protocol ---------------------------------------------------------------------------------------
+    def handle(self, msg: Message) -> Message:
+        """Answer one server message: ``global`` -> ``val`` (and, the first time, the client's start);
+        ``train`` -> ``weights`` (FedAvg) or ``public-embeddings`` (CreamFL)."""
+        if msg.kind == "global":
+            return self._on_global(msg)
+        return self._on_train(msg)
+
+    def _on_global(self, msg: Message) -> Message:
+        first = not self.projectors
+        glob = self._projectors_like(msg)
+        if first or self.cfg.method == "fedavg":  # FedAvg trains from the global model; CreamFL only starts there
+            if first:
+                self.projectors = copy.deepcopy(glob)
+                self.logit_scale.data.copy_(torch.tensor(float(msg.arrays["logit_scale"])))
+                params = [q for m in self.modalities for q in self.projectors[m].parameters()]
+                self.opt = make_optimizer(params, self.logit_scale, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+            else:
+                load_weights(msg, self.projectors, self.logit_scale)
+        return Message("client", "val", {}, {"val": self.score(glob), "n_val": self.n_val})
+
+    def _on_train(self, msg: Message) -> Message:
+        self.fit(self.cfg.local_epochs, glob=dict(msg.arrays) if msg.arrays else None)
+        if self.cfg.method == "fedavg":
+            return weights_message("client", "weights", {m: self.projectors[m] for m in self.modalities},
+                                   self.logit_scale, buffers=False, n=self.n_train)
+        emb = embed_public({m: self.projectors[m] for m in self.modalities}, {m: v.numpy() for m, v in self.public.items()})
+        return Message("client", "public-embeddings", emb, {"n": self.n_train})
+
+    # -- local work -----------------------------------------------------------------------------------------
+    @property
+    def n_val(self) -> int:
+        return int(sum(len(self._fs.with_pair(self._val, *p)) for p in self.pairs))
+
+    def score(self, projectors: Mapping[str, Projector]) -> float:
+        """The val score of ``projectors`` on this client's val pairs (NaN without any)."""
+        from .train import val_score
+
+        return float(val_score(projectors, self._fs, self._val, self.pairs))
+
+    def fit(self, epochs: int, *, glob: Mapping[str, np.ndarray] | None = None, use_val: bool = False,
+            patience: int = 0, start: bool = False) -> LoopResult:
+        """Train the local projectors ``epochs`` epochs on the private pairs (CreamFL: regularised towards the
+        global public embeddings ``glob``); ``use_val``: keep the best epoch on the private val pairs."""
+        from .train import featureset_batches
+
+        if self.opt is None:
+            raise FederationError("a client trains only after it has received the global model")
+        mine = {m: self.projectors[m] for m in self.modalities}
+        batches: Iterator = featureset_batches(self._fs, self._feats, self.pairs, self.sampler)
+        model: nn.Module
+        if glob is None:
+            model = PairBinder(mine, self.logit_scale, self.loss_fn)
+        else:
+            old = {m: copy.deepcopy(p).eval().requires_grad_(False) for m, p in mine.items()}
+            g = {m: torch.from_numpy(np.asarray(v)) for m, v in glob.items()}
+            model = CreamBinder(mine, old, self.logit_scale, self.loss_fn, self.public, g,
+                                weight=self.cfg.reg_weight, temperature=self.cfg.reg_temperature)
+            n_pub = len(next(iter(self.public.values())))
+            pub = IndexSampler({"public": np.arange(n_pub)}, self.cfg.batch_size, self.rng)
+            batches = ((b, pub.next("public")) for b in batches)
+        with own_rng(self):
+            return fit_loop(model, batches, self.opt, self.logit_scale, epochs=epochs,
+                            steps=self.sampler.steps(self.pairs), use_val=use_val, patience=patience,
+                            score=lambda e: self.score(mine), keep={"projectors": model.projectors}, start=start,
+                            label="client")
+
+    def _projectors_like(self, msg: Message) -> dict[str, Projector]:
+        out = {}
+        for m in self.modalities:
+            p = Projector(projector_config(self.cfg, self._fs.feats[m].shape[1]))
+            p.load_state_dict({k: torch.from_numpy(msg.arrays[f"{m}.{k}"]) for k in p.state_dict()})
+            out[m] = p.eval()
+        return out
+
+
+def projector_config(cfg, in_dim: int) -> ProjectorConfig:
+    return ProjectorConfig(in_dim=in_dim, out_dim=cfg.dim, kind=cfg.projector, hidden=cfg.hidden,
+                           dropout=cfg.dropout, input_dropout=cfg.input_dropout)
+
+
+class KDBinder(nn.Module):
+    """The server's objective on the public pairs: InfoNCE plus ``weight`` x the squared distance of each
+    global embedding to its target (the clients' aggregate); ``forward(idx)`` (rows of the public set)."""
+
+    def __init__(self, projectors: Mapping[str, Projector], logit_scale: nn.Parameter, loss_fn: nn.Module,
+                 public: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor] | None, weight: float):
+        super().__init__()
+        self.projectors = nn.ModuleDict(projectors)
+        self.logit_scale, self.loss_fn = logit_scale, loss_fn
+        self.public, self.targets, self.weight = public, targets, weight
+
+    def forward(self, idx: np.ndarray) -> torch.Tensor:
+        i = torch.as_tensor(idx)
+        mods = list(self.projectors)
+        total = 0.0
+        for a, b in itertools.combinations(mods, 2):
+            terms = pair_terms(self.loss_fn, self.projectors, a, b, self.public[a][i], self.public[b][i],
+                               self.logit_scale)
+            total = total + sum(terms.values())
+        total = total / max(1, len(mods) * (len(mods) - 1) // 2)
+        if self.targets is not None and self.weight > 0:
+            for m in mods:
+                if m in self.targets:
+                    e = F.normalize(self.projectors[m](self.public[m][i]), dim=-1)
+                    total = total + self.weight * (e - self.targets[m][i]).pow(2).sum(-1).mean()
+        return total
+
+
+def public_features(public_fs) -> dict[str, np.ndarray]:
+    """The public set both sides use: the features of its training records that have every modality."""
+    idx = public_fs.split_idx("train")
+    mods = public_fs.modalities
+    have = idx[np.all([public_fs.rows[m][idx] >= 0 for m in mods], axis=0)] if len(idx) else idx
+    if len(have) < 2:
+        raise DataError(f"{', '.join(public_fs.sources)}: the public set needs 2 or more training records with "
+                        f"every modality ({', '.join(mods)}), found {len(have)}")
+    return {m: public_fs.get(m, have) for m in mods}
+
+
+class Server:
+    """The global projectors, built from the public features; it learns of the clients only from messages."""
+
+    def __init__(self, public: Mapping[str, np.ndarray], cfg, loss_fn: nn.Module, seed: int):
+        self.cfg, self.loss_fn = cfg, loss_fn
+        self.modalities = sorted(public)
+        self.public = dict(public)
+        self.public_t = {m: torch.from_numpy(v) for m, v in self.public.items()}
+        self.n_public = len(next(iter(self.public.values())))
+        self.rng = np.random.default_rng(seed)
+        self.torch_state = torch.Generator().manual_seed(seed).get_state()
+        with own_rng(self):
+            self.projectors = {m: Projector(projector_config(cfg, v.shape[1])).fit_stats(v)
+                               for m, v in self.public.items()}
+        self.logit_scale = make_temperature(cfg.temperature, cfg.learn_temperature)
+        params = [q for p in self.projectors.values() for q in p.parameters()]
+        self.opt = make_optimizer(params, self.logit_scale, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.sampler = IndexSampler({"public": np.arange(self.n_public)}, cfg.batch_size, self.rng)
+        self.targets: dict[str, torch.Tensor] | None = None
+
+    @property
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        return {**{f"{m}.{k}": tuple(v.shape) for m, p in self.projectors.items() for k, v in p.state_dict().items()},
+                "logit_scale": ()}
+
+    def global_message(self) -> Message:
+        return weights_message("server", "global", self.projectors, self.logit_scale)
+
+    def train_message(self) -> Message:
+        """FedAvg: train (from the global weights just sent); CreamFL: the global embeddings of the public set."""
+        if self.cfg.method == "fedavg":
+            return Message("server", "train")
+        return Message("server", "train", embed_public(self.projectors, self.public))
+
+    def aggregate(self, replies: Sequence[Message]) -> None:
+        """FedAvg: the training-pair-weighted mean of the clients' weights; CreamFL: the agreement-weighted public
+        embeddings, then :meth:`distil`."""
+        if self.cfg.method == "fedavg":
+            n = np.asarray([float(r.counts["n"]) for r in replies])
+            w = n / n.sum()
+            with torch.no_grad():  # parameters only: the standardisation buffers are the server's own
+                for m, p in self.projectors.items():
+                    have = [(wi, r) for wi, r in zip(w, replies) if f"{m}.linear.weight" in r.arrays]
+                    tot = sum(float(wi) for wi, _ in have)
+                    for k, v in p.named_parameters():
+                        if have:
+                            v.copy_(sum(float(wi) / tot * torch.from_numpy(r.arrays[f"{m}.{k}"]) for wi, r in have))
+                self.logit_scale.copy_(torch.tensor(sum(float(wi) * float(r.arrays["logit_scale"])
+                                                        for wi, r in zip(w, replies))))
+            return
+        glob = {m: torch.from_numpy(v) for m, v in embed_public(self.projectors, self.public).items()}
+        self.targets = {}
+        for m in self.modalities:
+            local = [torch.from_numpy(r.arrays[m]) for r in replies if m in r.arrays]
+            others = [o for o in self.modalities if o != m]
+            if not local or not others:
+                continue
+            score = torch.stack([sum(torch.diagonal(F.log_softmax(v @ glob[o].T / self.cfg.reg_temperature, 1))
+                                     for o in others) / len(others) for v in local])  # (clients, n_public)
+            w = torch.softmax(score, 0)
+            self.targets[m] = (w[..., None] * torch.stack(local)).sum(0)
+        self.distil(self.cfg.server_epochs)
+
+    def distil(self, epochs: int) -> LoopResult:
+        """Train the global projectors on the public pairs (plus the distillation term once there are targets)."""
+        model = KDBinder(self.projectors, self.logit_scale, self.loss_fn, self.public_t, self.targets,
+                         self.cfg.kd_weight)
+        batches = (self.sampler.next("public") for _ in itertools.count())
+        with own_rng(self):
+            return fit_loop(model, batches, self.opt, self.logit_scale, epochs=epochs,
+                            steps=self.sampler.steps(), use_val=False, patience=0, score=lambda e: None,
+                            keep={"projectors": model.projectors}, label="server")

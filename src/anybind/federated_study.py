@@ -1,0 +1,108 @@
+"""Simulating a federation on one corpus (the ``federated`` bench task is a thin wrapper of :func:`federated_study`).
+
+* :func:`split_clients`: a public set (a seeded fraction of the training records, every category) and
+  ``k`` clients holding the rest of the training and val records: non-IID (``by`` a label: each
+  category goes whole to one client, largest first to the client with the fewest records) or IID
+  (``by=None``: records dealt at random).  The test records stay out of every part.
+* :func:`federated_study`: test R@1 of each client alone, the public set alone (what the server could do
+  without the clients), FedAvg, CreamFL and centralised training on the union of every client's and the public records (the upper bound), all through
+  :mod:`anybind.federated`'s code with the same projectors, optimiser and epoch budget (and, a second upper
+  bound, ``Space.fit`` on the union with its own defaults); each system chooses its epoch / round on val
+  pairs only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from .data.manifest import Manifest, Record
+from .errors import DataError
+
+
+def split_clients(manifest: Manifest, k: int, *, by: str | None = "top", public_fraction: float = 0.15,
+                  seed: int = 0) -> tuple[list[Manifest], Manifest]:
+    """``(clients, public)``: see the module doc.  ``by``: a key of the records' ``labels`` (a record without it
+    is refused, named); ``public_fraction``: of the training records."""
+    if k < 1 or not 0 < public_fraction < 1:
+        raise ValueError(f"k must be >= 1 and public_fraction in (0, 1), got k={k}, public_fraction={public_fraction}")
+    rng = np.random.default_rng(seed)
+    train = [r for r in manifest.records if r.split == "train"]
+    pub_idx = set(rng.permutation(len(train))[: max(2, round(public_fraction * len(train)))].tolist())
+    public = [r for i, r in enumerate(train) if i in pub_idx]
+    rest = [r for i, r in enumerate(train) if i not in pub_idx] + [r for r in manifest.records if r.split == "val"]
+    parts: list[list[Record]] = [[] for _ in range(k)]
+    if by is None:
+        for j, i in enumerate(rng.permutation(len(rest))):
+            parts[j % k].append(rest[i])
+    else:
+        groups: dict[str, list[Record]] = {}
+        for r in rest:
+            if by not in r.labels:
+                raise DataError(f"{manifest.path}: line {r.line}: record {r.id!r} has no label {by!r} to split clients by")
+            groups.setdefault(str(r.labels[by]), []).append(r)
+        if len(groups) < k:
+            raise DataError(f"{manifest.path}: {len(groups)} values of label {by!r} for {k} non-IID clients: "
+                            "use fewer clients or by=None (IID)")
+        for cat in sorted(groups, key=lambda c: (-len(groups[c]), c)):
+            j = min(range(k), key=lambda i: (len(parts[i]), i))
+            parts[j].extend(groups[cat])
+    clients = [Manifest(manifest.path, part, [], manifest.kinds) for part in parts]
+    return clients, Manifest(manifest.path, public, [], manifest.kinds)
+
+
+def federated_study(
+    manifest: Manifest,
+    *,
+    k: int = 4,
+    by: str | None = "top",
+    public_fraction: float = 0.15,
+    pair: tuple[str, str] = ("image", "text"),
+    encoders: Mapping[str, str],
+    config: Mapping[str, Any] | None = None,
+    methods: Sequence[str] = ("fedavg", "creamfl"),
+    cache=None,
+    seed: int = 0,
+    fit_too: bool = True,
+) -> list[dict[str, Any]]:
+    """Rows ``{"name", "test R@1", "val", "records", "best/run", "bytes/round"}``: each client alone, their mean,
+    the public set alone, each method, centralised; R@1 on ``manifest``'s test split (mean of both directions); ``best/run``: the kept
+    round (epoch, trained alone) and how many ran."""
+    from .federated import federate, train_alone
+    from .lifecycle import pair_r1
+
+    a, b = pair
+    enc = {m: encoders[m] for m in pair}
+    kw = {"seed": seed, **(config or {})}
+    clients, public = split_clients(manifest, k, by=by, public_fraction=public_fraction, seed=seed)
+    rows: list[dict[str, Any]] = []
+
+    def row(name: str, space, **extra: Any) -> dict[str, Any]:
+        tr = space.info["training"]
+        r = {"name": name, "test R@1": pair_r1(space, manifest, a, b, cache=cache), "val": tr.get("best_val"),
+             "records": None, "best/run": f"{tr['best_epoch']}/{tr['epochs_run']}", "bytes/round": None, **extra}
+        rows.append(r)
+        return r
+
+    alone = [row(f"client {i} alone", train_alone(c, public, encoders=enc, cache=cache, **kw),
+                 records=len(c.records)) for i, c in enumerate(clients)]
+    rows.append({**{k: None for k in alone[0]}, "name": "clients alone (mean)",
+                 "test R@1": float(np.mean([r["test R@1"] for r in alone])),
+                 "records": round(float(np.mean([r["records"] for r in alone])))})
+    row("public set alone", train_alone(public, public, encoders=enc, cache=cache, **kw), records=len(public.records))
+    for method in methods:
+        sp = federate(clients, public, encoders=enc, cache=cache, method=method, **kw)
+        e = sp.info["lineage"][-1]
+        row(method, sp, **{"bytes/round": e["bytes"]["per_round"], "records": sum(len(c.records) for c in clients)})
+    union = Manifest(manifest.path, [r for c in clients for r in c.records] + public.records, [], manifest.kinds)
+    row("centralised (union + public)", train_alone(union, public, encoders=enc, cache=cache, **kw),
+        records=len(union.records))
+    if fit_too:  # the project's own fit on the union (its defaults: 200 epochs, patience 25), a second upper bound
+        from .space import Space
+
+        fitted = Space.fit(union, modalities=list(pair), encoders=enc, cache=cache, recipe="plain", seed=seed,
+                           progress=False)
+        row("centralised (Space.fit, plain)", fitted, records=len(union.records))
+    return rows
