@@ -1,6 +1,6 @@
 """Robust fine-tuning (issue 16): a trained space that keeps what its training-free start knew.
 
-Four levers, each a :class:`~anybind.train.TrainConfig` field, measured cell by cell in
+Five levers, each a :class:`~anybind.train.TrainConfig` field, measured cell by cell in
 ``anybind bench --task transfer``; both trainers (in memory and streaming / Ray) apply them
 through the shared loop's hooks (:func:`anybind.loop.fit_loop`'s ``penalty=`` and ``on_epoch=``,
 :func:`anybind.loop.locked_ridge_start`'s ``prior=``):
@@ -21,6 +21,14 @@ through the shared loop's hooks (:func:`anybind.loop.fit_loop`'s ``penalty=`` an
   pairs generalise falls back on what the frozen classifier knows rather than on nothing
   (:func:`bridge_prior`).  Where no encoder bridges into the locked space it shrinks towards zero,
   with a warning; each modality's alpha and prior are recorded (:func:`ridge_start`).
+* ``mixup`` (weight) and ``mixup_alpha`` -- geodesic multi-modal mixup (Oh et al. 2023, "Geodesic
+  Multi-Modal Mixup for Robust Fine-Tuning", m^2-mix): each positive pair's two unit embeddings are
+  mixed on the great circle between them (``slerp`` with ``lam ~ Beta(alpha, alpha)``) and the mixtures
+  serve as hard negatives of a second contrastive term, ``mixup`` times
+  :class:`~anybind.losses.M2Mix`, added to any pairwise objective (:func:`with_mixup`, wrapped around the
+  loss by both trainers, so it runs inside the shared loop's steps, after the distributed all-gather).
+  ``lam`` comes from the mixup's own generator seeded with ``cfg.seed`` (one draw per pair and step):
+  runs repeat exactly, and every DDP worker draws the same ``lam``.
 * ``center`` -- inductive centring: each modality's mean embedding over the training split is
   stored in its projector (:meth:`~anybind.projectors.Projector.set_center`) and subtracted, then
   re-normalised, at embed time: a corpus that lands in one corner of the space (Fashion-MNIST)
@@ -39,8 +47,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from torch import nn
+
 from .errors import DataError
 from .loop import PairBlocks, locked_ridge_start
+from .losses import M2Mix, is_multimodal
 from .projectors import Projector
 
 if TYPE_CHECKING:
@@ -113,6 +124,11 @@ def check_robust(cfg) -> None:
     lam = cfg.l2sp
     if isinstance(lam, bool) or not isinstance(lam, (int, float)) or math.isnan(lam) or lam < 0:
         raise DataError(f"l2sp must be a non-negative number, got {lam!r}")
+    for name, low in (("mixup", 0.0), ("mixup_alpha", None)):
+        v = getattr(cfg, name, 0.0 if low is not None else 1.0)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or \
+                (v < 0 if low is not None else v <= 0):
+            raise DataError(f"{name} must be a {'non-negative' if low is not None else 'positive'} number, got {v!r}")
     if cfg.ridge_prior not in RIDGE_PRIORS:
         raise DataError(f"ridge_prior must be one of {', '.join(RIDGE_PRIORS)}, got {cfg.ridge_prior!r}")
     if cfg.ridge_prior != "zero" and cfg.init != "ridge":
@@ -129,6 +145,7 @@ class RobustFit:
 
     def __init__(self, cfg, projectors: Mapping[str, Projector], logit_scale: torch.Tensor):
         check_robust(cfg)
+        self.cfg = cfg
         self.wise, self.l2sp = parse_wise(cfg.wise), float(cfg.l2sp)
         self.projectors, self.logit_scale = projectors, logit_scale
         active = self.wise is not None or self.l2sp > 0
@@ -156,6 +173,8 @@ class RobustFit:
 
         ``val()`` scores the projectors as they are now on the val split (None: no val split)."""
         rec: dict[str, Any] = {"l2sp": self.l2sp, "wise": self.wise}
+        if getattr(self.cfg, "mixup", 0.0) > 0:
+            rec.update(mixup=float(self.cfg.mixup), mixup_alpha=float(self.cfg.mixup_alpha))
         if self.wise is None:
             return logit_scale, rec
         if self.best is None:
@@ -180,6 +199,40 @@ class RobustFit:
         if val is not None:  # the space's val score is the mixture's own
             rec["wise_val_chosen"] = rec["wise_val"][f"{alpha:.1f}"] if "wise_val" in rec else float(val())
         return (1 - alpha) * self.start_logit + alpha * trained_logit, rec
+
+
+# ----------------------------------------------------------------------------- geodesic multi-modal mixup
+class GeodesicMixup(nn.Module):
+    """A pairwise objective plus ``weight`` x m^2-mix (:class:`~anybind.losses.M2Mix`, its term named
+    ``"mixup"``), ``lam ~ Beta(alpha, alpha)`` drawn from a generator seeded with ``seed``, one draw per call."""
+
+    multimodal = False
+
+    def __init__(self, base: nn.Module, weight: float, alpha: float, seed: int = 0):
+        super().__init__()
+        self.base, self.weight, self.alpha = base, float(weight), float(alpha)
+        self.mix = M2Mix(beta=alpha)
+        self.needs_features = bool(getattr(base, "needs_features", False))
+        self.rng = np.random.default_rng([seed, 0x6D32])  # its own stream: the trainers' draws are untouched
+        self.last_lam: float | None = None
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor, logit_scale: torch.Tensor, **context) -> dict[str, torch.Tensor]:
+        out = dict(self.base(a, b, logit_scale, **context))
+        self.last_lam = float(self.rng.beta(self.alpha, self.alpha))
+        out["mixup"] = self.weight * self.mix(a, b, logit_scale, lam=self.last_lam)["m2mix"]
+        return out
+
+
+def with_mixup(loss_fn: nn.Module, cfg) -> nn.Module:
+    """``loss_fn`` itself when ``cfg.mixup`` is 0, else :class:`GeodesicMixup` around it (pairwise objectives
+    only: a one-line error for a multimodal one)."""
+    check_robust(cfg)
+    if cfg.mixup <= 0:
+        return loss_fn
+    if is_multimodal(loss_fn):
+        raise DataError(f"mixup={cfg.mixup} mixes pairs of embeddings: it needs a pairwise objective, not "
+                        f"the multimodal {cfg.loss!r}")
+    return GeodesicMixup(loss_fn, cfg.mixup, cfg.mixup_alpha, cfg.seed)
 
 
 # ----------------------------------------------------------------------------- the ridge start's prior
