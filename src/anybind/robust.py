@@ -21,6 +21,9 @@ through the shared loop's hooks (:func:`anybind.loop.fit_loop`'s ``penalty=`` an
   pairs generalise falls back on what the frozen classifier knows rather than on nothing
   (:func:`bridge_prior`).  Where no encoder bridges into the locked space it shrinks towards zero,
   with a warning; each modality's alpha and prior are recorded (:func:`ridge_start`).
+  ``ridge_prior="residual"``: the label bridge as a residual branch -- the start *is* the bridge (``c W_bridge``,
+  the ridge with infinite shrinkage: a zero-initialised residual on top), fine-tuning learns the residual, and
+  WiSE-FT's alpha scales it (``c W_bridge + alpha * delta``).
 * ``mixup`` (weight) and ``mixup_alpha`` -- geodesic multi-modal mixup (Oh et al. 2023, "Geodesic
   Multi-Modal Mixup for Robust Fine-Tuning", m^2-mix): each positive pair's two unit embeddings are
   mixed on the great circle between them (``slerp`` with ``lam ~ Beta(alpha, alpha)``) and the mixtures
@@ -63,7 +66,7 @@ log = logging.getLogger(__name__)
 #: the WiSE-FT mixing coefficients tried on val (0: the training-free start, 1: the fine-tuned weights)
 WISE_GRID = tuple(round(0.1 * i, 1) for i in range(11))
 #: what the ridge start shrinks towards
-RIDGE_PRIORS = ("zero", "bridge")
+RIDGE_PRIORS = ("zero", "bridge", "residual")
 
 State = dict[str, dict[str, torch.Tensor]]
 
@@ -263,11 +266,12 @@ def ridge_start(projectors: Mapping[str, Projector], cfg, specs: Mapping[str, st
     used: dict[str, str] = {}
 
     def prior(m: str) -> torch.Tensor | None:
-        W0 = bridge_prior(specs[m], specs[cfg.lock], projectors[m]) if cfg.ridge_prior == "bridge" else None
+        W0 = bridge_prior(specs[m], specs[cfg.lock], projectors[m]) if cfg.ridge_prior != "zero" else None
         used[m] = "zero" if W0 is None else cfg.ridge_prior
         return W0
 
-    alphas = locked_ridge_start(projectors, cfg.lock, train_pairs, val_pairs, prior=prior)
+    alphas = locked_ridge_start(projectors, cfg.lock, train_pairs, val_pairs, prior=prior,
+                                exact_prior=cfg.ridge_prior == "residual")
     if cfg.ridge_prior != "zero" and all(p == "zero" for p in used.values()):
         log.warning("ridge_prior=%r: no bound modality's encoder has a label bridge into the %r encoder's "
                     "space (%s): every ridge start shrinks towards zero", cfg.ridge_prior, cfg.lock,

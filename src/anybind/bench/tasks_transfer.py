@@ -146,6 +146,7 @@ def subsample_train(man, max_train: int, seed: int):
 LEVERS: dict[str, dict[str, Any]] = {
     "start": {"epochs": 0},  # the training-free start itself (no fine-tuning)
     "bridge": {"ridge_prior": "bridge"},
+    "residual": {"ridge_prior": "residual"},  # the label bridge as a branch, a zero-initialised residual on top
     "wise": {"wise": "auto"},
     "linear": {"projector": "linear"},
     "l2sp": {},
@@ -314,7 +315,8 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
         "+center: inductive centring, each modality's mean train embedding subtracted at embed time (no test statistics); "
         "fm transd.: centred on the Fashion-MNIST test images themselves (transductive, apart)",
         "recipe = locked text, ridge start, label-bridge images, InfoNCE + early stopping on val (the issue-16 start); "
-        "+start: its epoch 0 (no fine-tuning); +bridge: the ridge start shrinks towards the label bridge; +wise: WiSE-FT, "
+        "+start: its epoch 0 (no fine-tuning); +bridge: the ridge start shrinks towards the label bridge; +residual: the start is the label bridge itself, "
+        "fine-tuning learns a zero-initialised residual; +wise: WiSE-FT, "
         "alpha on val; +l2sp: lambda from the grid " + l2sp_grid + " chosen on val; +lrX: learning rate X; "
         "+mixup(X): geodesic multi-modal mixup hard negatives at weight X (0.5); +select: epoch, WiSE-FT alpha and "
         f"ridge shrinkage chosen on the val split of {select or '-'} (a corpus never measured here); "

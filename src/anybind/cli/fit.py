@@ -20,7 +20,7 @@ Method = Literal["contrastive", "procrustes", "cca"]
 Missing = Literal["learned", "mean"]
 Init = Literal["random", "ridge", "procrustes", "cca"]
 Recipe = Literal["auto", "plain"]
-RidgePrior = Literal["zero", "bridge"]
+RidgePrior = Literal["zero", "bridge", "residual"]
 BindInit = Literal["ridge", "random"]
 CompatBy = Literal["mknn", "cka", "cka_debiased"]
 
@@ -145,7 +145,8 @@ def fit(
     ),
     ridge_prior: Optional[RidgePrior] = choice(
         None, RidgePrior, "--ridge-prior", help="What the ridge start shrinks towards: zero, or bridge (a "
-        "label-bridge encoder's own bridge into the locked space)."
+        "label-bridge encoder's own bridge into the locked space); residual: start at the bridge itself and learn a "
+        "zero-initialised residual."
     ),
     center: Optional[bool] = typer.Option(
         None, "--center/--no-center", help="Inductive centring: store each modality's mean train embedding in "
