@@ -49,7 +49,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-
 from torch import nn
 
 from .errors import DataError
@@ -127,10 +126,9 @@ def check_robust(cfg) -> None:
     lam = cfg.l2sp
     if isinstance(lam, bool) or not isinstance(lam, (int, float)) or math.isnan(lam) or lam < 0:
         raise DataError(f"l2sp must be a non-negative number, got {lam!r}")
-    for name, low in (("mixup", 0.0), ("mixup_alpha", None)):
-        v = getattr(cfg, name, 0.0 if low is not None else 1.0)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or \
-                (v < 0 if low is not None else v <= 0):
+    for name, v, low in (("mixup", cfg.mixup, 0.0), ("mixup_alpha", cfg.mixup_alpha, None)):
+        number = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+        if not number or (v < low if low is not None else v <= 0):
             raise DataError(f"{name} must be a {'non-negative' if low is not None else 'positive'} number, got {v!r}")
     if cfg.ridge_prior not in RIDGE_PRIORS:
         raise DataError(f"ridge_prior must be one of {', '.join(RIDGE_PRIORS)}, got {cfg.ridge_prior!r}")
@@ -176,7 +174,7 @@ class RobustFit:
 
         ``val()`` scores the projectors as they are now on the val split (None: no val split)."""
         rec: dict[str, Any] = {"l2sp": self.l2sp, "wise": self.wise}
-        if getattr(self.cfg, "mixup", 0.0) > 0:
+        if self.cfg.mixup > 0:
             rec.update(mixup=float(self.cfg.mixup), mixup_alpha=float(self.cfg.mixup_alpha))
         if self.wise is None:
             return logit_scale, rec
