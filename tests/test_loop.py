@@ -51,7 +51,7 @@ def _corpus(d, n=200, seed=0):
 
 
 # ----------------------------------------------------------------------------- in-memory == streaming
-@pytest.mark.parametrize("init", ["random", "ridge", "ridge+robust"])
+@pytest.mark.parametrize("init", ["random", "ridge", "ridge+robust", "ridge+mixup"])
 def test_streaming_and_in_memory_trainers_differ_only_in_where_batches_come_from(tmp_path, monkeypatch, init):
     from anybind.scale.stream import write_training_shards
     from anybind.scale.train import ridge_init, train_streaming
@@ -59,7 +59,8 @@ def test_streaming_and_in_memory_trainers_differ_only_in_where_batches_come_from
     from anybind.train import FeatureSet, TrainConfig, train_space
 
     man, specs = _corpus(tmp_path)
-    robust = dict(wise="auto", l2sp=1e-3) if init == "ridge+robust" else {}  # WiSE-FT / L2-SP: the loop's hooks
+    robust = {"ridge+robust": dict(wise="auto", l2sp=1e-3),  # WiSE-FT / L2-SP: the loop's hooks
+              "ridge+mixup": dict(mixup=0.5, mixup_alpha=0.3)}.get(init, {})  # m2-mix: the wrapped loss
     init = init.split("+")[0]
     cfg = TrainConfig(epochs=6, patience=3, batch_size=32, dim=16, hidden=32, seed=0, init=init,
                       lock="text" if init == "ridge" else None, **robust)
@@ -94,8 +95,10 @@ def test_streaming_and_in_memory_trainers_differ_only_in_where_batches_come_from
     assert tr["history"][0]["epoch"] == (0 if init == "ridge" else 1)  # the ridge start competes as epoch 0
     assert res["robust"] == {k: v for k, v in tr["robust"].items() if k != "ridge"}
     assert ridge == tr["robust"].get("ridge", {})
-    if robust:
+    if "wise" in robust:
         assert "wise_alpha" in res["robust"] and res["robust"]["l2sp"] == 1e-3
+    if "mixup" in robust:  # the same lambda draws in both trainers: bit-identical weights (checked above)
+        assert res["robust"]["mixup"] == 0.5 and res["robust"]["mixup_alpha"] == 0.3
 
 
 def test_stream_fit_follows_the_same_recipe_and_lineage_as_fit(tmp_path):

@@ -327,8 +327,9 @@ def test_ray_train_workers_start_from_the_drivers_ridge_start(ray_local, syn):
     assert ray_space.info["training"]["history"][0]["epoch"] == 0 and ray_space.info["training"]["best_epoch"] == 0
     assert ray_space.dim == 24 and ray_space.projectors["b"].linear.weight.abs().sum() > 0  # b regressed onto a
     # WiSE-FT and L2-SP through the shared loop's hooks on DDP workers: every worker mixes in step
-    robust = fit_sharded(syn["manifest"], ray_workers=2, **{**kw, "epochs": 2, "wise": "auto", "l2sp": 1e-3})
+    robust = fit_sharded(syn["manifest"], ray_workers=2, **{**kw, "epochs": 2, "wise": "auto", "l2sp": 1e-3,
+                                                             "mixup": 0.5})  # m2-mix on every worker, one lambda
     rob = robust.info["training"]["robust"]
-    assert rob["l2sp"] == 1e-3 and rob["wise_alpha"] in [float(a) for a in rob["wise_val"]]
+    assert rob["l2sp"] == 1e-3 and rob["mixup"] == 0.5 and rob["wise_alpha"] in [float(a) for a in rob["wise_val"]]
     assert rob["ridge"]["b"]["prior"] == "zero" and robust.info["lineage"][-1]["ridge_start"] == rob["ridge"]
     shutil.rmtree(Path(ray_space.info["training"]["shards"]).parent / "_ray_runs", ignore_errors=True)

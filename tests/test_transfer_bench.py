@@ -78,7 +78,23 @@ def test_system_names_compose_levers():
                                                           "wise": "auto", "lr": 1e-4}
     assert system_kwargs("recipe+start+wise0.5") == {"lock": "text", "init": "ridge", "epochs": 0, "wise": 0.5}
     assert system_kwargs("defaults") == {}
+    assert system_kwargs("defaults+mixup") == {"mixup": 0.5}
+    assert system_kwargs("defaults+mixup0.2+select") == {"mixup": 0.2, "select_data": "held-out"}
     with pytest.raises(AnybindError, match="unknown lever 'bogus'"):
         system_kwargs("recipe+bogus")
     with pytest.raises(AnybindError, match="starts with one of"):
         system_kwargs("plain+wise")
+
+
+def test_selection_corpus_must_lie_outside_the_measured_corpora(tmp_path):
+    from anybind.bench.tasks_transfer import _selection_corpus, system_kwargs
+
+    builders = {"tuxpaint": None, "emoji": None, "openclipart": None}
+    kw = {"defaults+select": system_kwargs("defaults+select")}
+    assert _selection_corpus("", ["tuxpaint"], builders, {"defaults": {}}, tmp_path) == []
+    with pytest.raises(AnybindError, match="give --opt select=NAME"):
+        _selection_corpus("", ["tuxpaint", "emoji"], builders, kw, tmp_path)
+    with pytest.raises(AnybindError, match="outside the measured corpora"):
+        _selection_corpus("emoji", ["tuxpaint", "emoji"], builders, kw, tmp_path)
+    with pytest.raises(AnybindError, match="outside the measured corpora"):
+        _selection_corpus("nope", ["tuxpaint", "emoji"], builders, kw, tmp_path)

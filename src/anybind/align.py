@@ -158,7 +158,7 @@ def fit_training_free(
     ridge: float = 0.1,
     seed: int = 0,
 ):
-    """Fit a Procrustes or CCA space from a :class:`~anybind.train.FeatureSet` (no gradient steps)."""
+    """Fit a Procrustes or CCA space from a :class:`~anybind.featureset.FeatureSet` (no gradient steps)."""
     from .space import Space
 
     mods = fs.modalities

@@ -54,7 +54,7 @@ def embed_records(
 
 
 def embed_split(space, fs, split: str) -> dict[str, Embedded]:
-    """Embeddings of one split of a :class:`~anybind.train.FeatureSet`, per modality, straight from its frozen
+    """Embeddings of one split of a :class:`~anybind.featureset.FeatureSet`, per modality, straight from its frozen
     features (no encoder call): for scoring many spaces fitted on the same features.
 
     The keys are a hash of each item's frozen features, so identical items (two stamps captioned "A flower.")

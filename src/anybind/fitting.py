@@ -122,15 +122,28 @@ def plan_fit(
 
 
 def fit_in_memory(plan: FitPlan, *, cache: FeatureCache | str | Path | None = None,
-                  weights: Sequence[float] | None = None, progress: bool = True) -> "Space":
+                  weights: Sequence[float] | None = None, progress: bool = True,
+                  select_data: Any = None, select_split: str | None = "val") -> "Space":
     """``Space.fit`` after :func:`plan_fit`: encode (through the feature cache), train in memory or fit a
-    training-free map, record the lineage."""
-    from .train import FeatureSet, TrainConfig, train_space
+    training-free map, record the lineage.  ``select_data``: manifests whose ``select_split`` records
+    replace the val split for every choice made on val (:func:`anybind.featureset.selection_set`)."""
+    from .space import as_manifests
+    from .train import FeatureSet, TrainConfig, selection_set, train_space
 
     fc = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
     fs = FeatureSet.from_manifests(plan.manifests, plan.specs, fc, progress=progress, weights=weights)
+    select = None
+    if select_data is not None:
+        if plan.method != "contrastive":
+            raise DataError(f"select_data chooses epochs and WiSE-FT alphas of trained projectors, not "
+                            f"method={plan.method!r}")
+        smans = as_manifests(select_data, plan.modalities, plan.specs, False, progress)
+        select = selection_set(smans, plan.specs, fc, split=select_split, progress=progress)
     if plan.method == "contrastive":
-        space = train_space(fs, TrainConfig(**plan.config), progress=progress)
+        space = train_space(fs, TrainConfig(**plan.config), progress=progress, select=select)
+        if select is not None:
+            space.info["training"]["select_data"] = {"data": select.sources, "split": select_split,
+                                                   "records": len(select.records)}
     else:
         from .align import fit_training_free
 

@@ -294,7 +294,8 @@ PairBlocks = Callable[[str], Iterable[tuple[np.ndarray, np.ndarray]]]
 @torch.no_grad()
 def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, train_pairs: PairBlocks,
                        val_pairs: Callable[[str], tuple[np.ndarray, np.ndarray] | None], *,
-                       prior: Callable[[str], torch.Tensor | None] | None = None) -> dict[str, float]:
+                       prior: Callable[[str], torch.Tensor | None] | None = None,
+                       exact_prior: bool = False) -> dict[str, float | None]:
     """Start every unlocked projector at the ridge regression onto the locked modality's space.
 
     For each modality ``m``, ``W = argmin ||Z W - T||^2 + lam ||W - W0||^2`` over the training pairs
@@ -304,7 +305,9 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
     features (the normal equations are summed over them: memory is one block);
     ``val_pairs(m)``: the val pairs, or ``None`` when there are fewer than 2.  ``W0`` is zero, or
     ``c * prior(m)`` where ``prior(m)`` gives a map (``in_dim``, ``out_dim``), ``c`` its least-squares
-    scale onto the targets (``<Z W0, T> / ||Z W0||^2``, from the same normal equations).  Returns each alpha.
+    scale onto the targets (``<Z W0, T> / ||Z W0||^2``, from the same normal equations).  ``exact_prior``: a
+    modality with a prior starts at ``c * prior(m)`` itself (infinite shrinkage: the prior as a branch whose
+    residual starts at zero; alpha None).  Returns each alpha.
     """
     if not lock:
         raise DataError("init='ridge' needs a locked modality (lock='text', say): it regresses onto its space")
@@ -339,7 +342,10 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
         if W0 is not None:  # scaled onto the targets: c = <Z W0, T> / ||Z W0||^2 = tr(W0' R) / tr(W0' G W0)
             W0 = W0.double()
             W0 = W0 * float((W0 * R).sum() / (W0 * (G @ W0)).sum().clamp_min(1e-12))
-        alpha, W = ridge_select(G, R, n, score, prior=W0)
+        if exact_prior and W0 is not None:
+            alpha, W = None, W0
+        else:
+            alpha, W = ridge_select(G, R, n, score, prior=W0)
         pr.linear.weight.copy_(W.float().T)
         pr.linear.bias.zero_()
         if pr.mlp is not None:

@@ -25,6 +25,11 @@ Not taken: WiSE-FT at lr 1e-3 (alpha from in-domain val follows the fine-tuned w
 9/12), a fixed alpha 0.5 (-0.003, 6/12), L2-SP (lambda 1e-4 or 1e-3 chosen on val: +0.001, 8/12; 0.01 to 1
 kept the start: early stopping never left epoch 0) and inductive centring
 (``center=True``: +0.000 on average over 126 val cells, each within +-0.03; Fashion-MNIST +0.001).
+Also not taken (branch h32, Tux Paint + emoji, 300 train records, off-diagonal val minus the better baseline; BENCHMARKS.md,
+section transfer): geodesic mixup (``mixup=0.5``: +0.030 vs +0.024 over three seeds, +0.024 vs +0.017 with openclipart as a third
+corpus, each gap inside its interval; diagonal -0.005 / +0.002; test level: a candidate for the full matrix), selection on another corpus (``select_data``, openclipart's val: +0.036 vs +0.036, Tux
+Paint's own val t->i 0.485 -> 0.437) and the bridge as a residual branch (``ridge_prior="residual"``: +0.009 vs +0.031
+over two seeds).
 Re-measured on this code (BENCHMARKS.md, sections transfer, defaults, tuxpaint-ablation): a smaller matrix
 (Tux Paint + emoji, 300 train records each, 1,000 Fashion-MNIST images), off-diagonal val R@1 minus the better
 baseline -0.030 (2/4 cells >=) -> +0.045 with the bridge start alone -> +0.036 (4/4) with the defaults; Tux Paint

@@ -1,6 +1,6 @@
 """Robust fine-tuning (issue 16): a trained space that keeps what its training-free start knew.
 
-Four levers, each a :class:`~anybind.train.TrainConfig` field, measured cell by cell in
+Five levers, each a :class:`~anybind.train.TrainConfig` field, measured cell by cell in
 ``anybind bench --task transfer``; both trainers (in memory and streaming / Ray) apply them
 through the shared loop's hooks (:func:`anybind.loop.fit_loop`'s ``penalty=`` and ``on_epoch=``,
 :func:`anybind.loop.locked_ridge_start`'s ``prior=``):
@@ -21,6 +21,17 @@ through the shared loop's hooks (:func:`anybind.loop.fit_loop`'s ``penalty=`` an
   pairs generalise falls back on what the frozen classifier knows rather than on nothing
   (:func:`bridge_prior`).  Where no encoder bridges into the locked space it shrinks towards zero,
   with a warning; each modality's alpha and prior are recorded (:func:`ridge_start`).
+  ``ridge_prior="residual"``: the label bridge as a residual branch -- the start *is* the bridge (``c W_bridge``,
+  the ridge with infinite shrinkage: a zero-initialised residual on top), fine-tuning learns the residual, and
+  WiSE-FT's alpha scales it (``c W_bridge + alpha * delta``).
+* ``mixup`` (weight) and ``mixup_alpha`` -- geodesic multi-modal mixup (Oh et al. 2023, "Geodesic
+  Multi-Modal Mixup for Robust Fine-Tuning", m^2-mix): each positive pair's two unit embeddings are
+  mixed on the great circle between them (``slerp`` with ``lam ~ Beta(alpha, alpha)``) and the mixtures
+  serve as hard negatives of a second contrastive term, ``mixup`` times
+  :class:`~anybind.losses.M2Mix`, added to any pairwise objective (:func:`with_mixup`, wrapped around the
+  loss by both trainers, so it runs inside the shared loop's steps, after the distributed all-gather).
+  ``lam`` comes from the mixup's own generator seeded with ``cfg.seed`` (one draw per pair and step):
+  runs repeat exactly, and every DDP worker draws the same ``lam``.
 * ``center`` -- inductive centring: each modality's mean embedding over the training split is
   stored in its projector (:meth:`~anybind.projectors.Projector.set_center`) and subtracted, then
   re-normalised, at embed time: a corpus that lands in one corner of the space (Fashion-MNIST)
@@ -38,9 +49,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from .errors import DataError
 from .loop import PairBlocks, locked_ridge_start
+from .losses import M2Mix, is_multimodal
 from .projectors import Projector
 
 if TYPE_CHECKING:
@@ -52,7 +65,7 @@ log = logging.getLogger(__name__)
 #: the WiSE-FT mixing coefficients tried on val (0: the training-free start, 1: the fine-tuned weights)
 WISE_GRID = tuple(round(0.1 * i, 1) for i in range(11))
 #: what the ridge start shrinks towards
-RIDGE_PRIORS = ("zero", "bridge")
+RIDGE_PRIORS = ("zero", "bridge", "residual")
 
 State = dict[str, dict[str, torch.Tensor]]
 
@@ -113,6 +126,10 @@ def check_robust(cfg) -> None:
     lam = cfg.l2sp
     if isinstance(lam, bool) or not isinstance(lam, (int, float)) or math.isnan(lam) or lam < 0:
         raise DataError(f"l2sp must be a non-negative number, got {lam!r}")
+    for name, v, low in (("mixup", cfg.mixup, 0.0), ("mixup_alpha", cfg.mixup_alpha, None)):
+        number = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+        if not number or (v < low if low is not None else v <= 0):
+            raise DataError(f"{name} must be a {'non-negative' if low is not None else 'positive'} number, got {v!r}")
     if cfg.ridge_prior not in RIDGE_PRIORS:
         raise DataError(f"ridge_prior must be one of {', '.join(RIDGE_PRIORS)}, got {cfg.ridge_prior!r}")
     if cfg.ridge_prior != "zero" and cfg.init != "ridge":
@@ -129,6 +146,7 @@ class RobustFit:
 
     def __init__(self, cfg, projectors: Mapping[str, Projector], logit_scale: torch.Tensor):
         check_robust(cfg)
+        self.cfg = cfg
         self.wise, self.l2sp = parse_wise(cfg.wise), float(cfg.l2sp)
         self.projectors, self.logit_scale = projectors, logit_scale
         active = self.wise is not None or self.l2sp > 0
@@ -156,6 +174,8 @@ class RobustFit:
 
         ``val()`` scores the projectors as they are now on the val split (None: no val split)."""
         rec: dict[str, Any] = {"l2sp": self.l2sp, "wise": self.wise}
+        if self.cfg.mixup > 0:
+            rec.update(mixup=float(self.cfg.mixup), mixup_alpha=float(self.cfg.mixup_alpha))
         if self.wise is None:
             return logit_scale, rec
         if self.best is None:
@@ -180,6 +200,40 @@ class RobustFit:
         if val is not None:  # the space's val score is the mixture's own
             rec["wise_val_chosen"] = rec["wise_val"][f"{alpha:.1f}"] if "wise_val" in rec else float(val())
         return (1 - alpha) * self.start_logit + alpha * trained_logit, rec
+
+
+# ----------------------------------------------------------------------------- geodesic multi-modal mixup
+class GeodesicMixup(nn.Module):
+    """A pairwise objective plus ``weight`` x m^2-mix (:class:`~anybind.losses.M2Mix`, its term named
+    ``"mixup"``), ``lam ~ Beta(alpha, alpha)`` drawn from a generator seeded with ``seed``, one draw per call."""
+
+    multimodal = False
+
+    def __init__(self, base: nn.Module, weight: float, alpha: float, seed: int = 0):
+        super().__init__()
+        self.base, self.weight, self.alpha = base, float(weight), float(alpha)
+        self.mix = M2Mix(beta=alpha)
+        self.needs_features = bool(getattr(base, "needs_features", False))
+        self.rng = np.random.default_rng([seed, 0x6D32])  # its own stream: the trainers' draws are untouched
+        self.last_lam: float | None = None
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor, logit_scale: torch.Tensor, **context) -> dict[str, torch.Tensor]:
+        out = dict(self.base(a, b, logit_scale, **context))
+        self.last_lam = float(self.rng.beta(self.alpha, self.alpha))
+        out["mixup"] = self.weight * self.mix(a, b, logit_scale, lam=self.last_lam)["m2mix"]
+        return out
+
+
+def with_mixup(loss_fn: nn.Module, cfg) -> nn.Module:
+    """``loss_fn`` itself when ``cfg.mixup`` is 0, else :class:`GeodesicMixup` around it (pairwise objectives
+    only: a one-line error for a multimodal one)."""
+    check_robust(cfg)
+    if cfg.mixup <= 0:
+        return loss_fn
+    if is_multimodal(loss_fn):
+        raise DataError(f"mixup={cfg.mixup} mixes pairs of embeddings: it needs a pairwise objective, not "
+                        f"the multimodal {cfg.loss!r}")
+    return GeodesicMixup(loss_fn, cfg.mixup, cfg.mixup_alpha, cfg.seed)
 
 
 # ----------------------------------------------------------------------------- the ridge start's prior
@@ -210,11 +264,12 @@ def ridge_start(projectors: Mapping[str, Projector], cfg, specs: Mapping[str, st
     used: dict[str, str] = {}
 
     def prior(m: str) -> torch.Tensor | None:
-        W0 = bridge_prior(specs[m], specs[cfg.lock], projectors[m]) if cfg.ridge_prior == "bridge" else None
+        W0 = bridge_prior(specs[m], specs[cfg.lock], projectors[m]) if cfg.ridge_prior != "zero" else None
         used[m] = "zero" if W0 is None else cfg.ridge_prior
         return W0
 
-    alphas = locked_ridge_start(projectors, cfg.lock, train_pairs, val_pairs, prior=prior)
+    alphas = locked_ridge_start(projectors, cfg.lock, train_pairs, val_pairs, prior=prior,
+                                exact_prior=cfg.ridge_prior == "residual")
     if cfg.ridge_prior != "zero" and all(p == "zero" for p in used.values()):
         log.warning("ridge_prior=%r: no bound modality's encoder has a label bridge into the %r encoder's "
                     "space (%s): every ridge start shrinks towards zero", cfg.ridge_prior, cfg.lock,

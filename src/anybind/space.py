@@ -217,6 +217,8 @@ class Space:
         allow_eval_only: bool = False,
         recipe: str = "auto",
         config: Any = None,
+        select_data: str | Path | Manifest | Sequence[str | Path | Manifest] | None = None,
+        select_split: str | None = "val",
         **options: Any,
     ) -> "Space":
         """Bind modalities from paired records.
@@ -242,13 +244,17 @@ class Space:
         recipe: ``"auto"`` fills every choice left open (encoders, ``lock``, ``init``) with the best recipe
             the project knows for the modalities at hand (text bound: locked text space, ridge start, label
             bridge for default images; see :mod:`anybind.recipe`); ``"plain"``: the bare defaults.
+        select_data: manifests (another corpus) whose ``select_split`` records (None: all) replace the val split
+            wherever a choice is made on val (best epoch, WiSE-FT alpha, ridge shrinkage): selection then
+            measures transfer rather than in-domain fit (:func:`anybind.featureset.selection_set`).
         """
         from .fitting import fit_in_memory, fit_options, plan_fit
 
         plan = plan_fit(manifest, modalities, encoders=encoders, method=method, recipe=recipe,
                         config=fit_options(config, options, method),
                         strict=strict, progress=progress, allow_eval_only=allow_eval_only)
-        return fit_in_memory(plan, cache=cache, weights=weights, progress=progress)
+        return fit_in_memory(plan, cache=cache, weights=weights, progress=progress, select_data=select_data,
+                             select_split=select_split)
 
     # -- progressive binding (see anybind.progressive) ---------------------
     def add_modality(

@@ -12,22 +12,19 @@ the loop progressive binding and the streaming / Ray trainers share.
 
 from __future__ import annotations
 
-import copy
 import itertools
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .cache import FeatureCache
-from .data.manifest import BadRecord, Manifest, Record
-from .encoders.registry import get_encoder
 from .binders import MultiBinder, PairBinder, missing_embeddings, mip_weights
 from .binders import pair_terms  # noqa: F401  (re-exported: it was defined here)
+from .featureset import FeatureSet, selection_set  # noqa: F401  (FeatureSet re-exported: it was defined here)
 from .errors import DataError
 from .loop import IndexSampler, fit_loop, make_optimizer, make_temperature, training_threads
 from .losses import MissingPlaceholders, build_loss, is_multimodal
@@ -69,109 +66,13 @@ class TrainConfig:
     l2sp: float = 0.0
     ridge_prior: str = "zero"
     center: bool = False
+    mixup: float = 0.0  # weight of the geodesic multi-modal mixup term (m^2-mix hard negatives; 0: off)
+    mixup_alpha: float = 0.5  # its mixing coefficient ~ Beta(mixup_alpha, mixup_alpha)
     threads: int = 1  # torch threads while training: small projectors gain nothing from more,
     # and a busy machine makes multi-threaded OpenMP spin (5x slower measured on 2 shared cores)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-@dataclass
-class FeatureSet:
-    """Cached encoder features for every record and modality, plus splits."""
-
-    records: list[Record]
-    specs: dict[str, str]
-    identities: dict[str, str]
-    feats: dict[str, np.ndarray]  # modality -> (n_with_modality, dim)
-    rows: dict[str, np.ndarray]  # modality -> (n_records,) row into feats or -1
-    corpus: np.ndarray  # (n_records,) index of the manifest each record came from
-    weights: np.ndarray = field(default_factory=lambda: np.ones(1))
-    sources: list[str] = field(default_factory=list)
-    skipped: list[BadRecord] = field(default_factory=list)  # undecodable when encoded (each logged)
-
-    @property
-    def modalities(self) -> list[str]:
-        return sorted(self.feats)
-
-    def split_idx(self, split: str) -> np.ndarray:
-        return np.array([i for i, r in enumerate(self.records) if r.split == split], dtype=np.int64)
-
-    def with_pair(self, idx: np.ndarray, a: str, b: str) -> np.ndarray:
-        return idx[(self.rows[a][idx] >= 0) & (self.rows[b][idx] >= 0)]
-
-    def get(self, modality: str, idx: np.ndarray) -> np.ndarray:
-        r = self.rows[modality][idx]
-        if (r < 0).any():
-            raise DataError(f"some records lack {modality!r}")
-        return self.feats[modality][r]
-
-    @classmethod
-    def from_manifests(
-        cls,
-        manifests: Sequence[Manifest],
-        specs: Mapping[str, str],
-        cache: FeatureCache,
-        *,
-        progress: bool = True,
-        weights: Sequence[float] | None = None,
-    ) -> "FeatureSet":
-        records: list[Record] = []
-        corpus: list[int] = []
-        seen: set[str] = set()
-        for ci, man in enumerate(manifests):
-            for r in man.records:
-                if r.id in seen:  # same id in two corpora: keep both, disambiguated
-                    r = copy.copy(r)
-                    r.id = f"{man.path.parent.name}:{r.id}"
-                seen.add(r.id)
-                records.append(r)
-                corpus.append(ci)
-        if weights is not None and len(weights) != len(manifests):
-            raise DataError(f"{len(weights)} weights for {len(manifests)} manifests")
-        encoded, identities = {}, {}
-        skipped: dict[int, BadRecord] = {}  # records whose file is undecodable now (changed since validated)
-        for m, spec in specs.items():
-            enc = get_encoder(spec)
-            have = [i for i, r in enumerate(records) if r.has(m)]
-            if not have:
-                raise DataError(f"no valid record has modality {m!r}")
-            bad: dict[int, str] = {}
-            items = [records[i].values[m] for i in have]
-            X = cache.encode(enc, items, progress=progress, description=f"encoding {m} ({spec})", bad=bad)
-            for j, why in bad.items():
-                r = records[have[j]]
-                skipped.setdefault(have[j], BadRecord(r.line, r.id, f"corrupt file for {m}: {why}"))
-            encoded[m] = (have, X)
-            identities[m] = enc.identity
-        for i, b in skipped.items():
-            log.warning("%s: %s (skipped)", manifests[corpus[i]].path, b)
-        keep = np.asarray([i for i in range(len(records)) if i not in skipped], dtype=np.int64)
-        new_row = np.full(len(records), -1, dtype=np.int64)
-        new_row[keep] = np.arange(len(keep))
-        feats, rows = {}, {}
-        for m, (have, X) in encoded.items():
-            sel = np.asarray([j for j, i in enumerate(have) if i not in skipped], dtype=np.int64)
-            if not len(sel):
-                raise DataError(f"no valid record has modality {m!r}")
-            feats[m] = X[sel]
-            rr = np.full(len(keep), -1, dtype=np.int64)
-            rr[new_row[np.asarray(have)[sel]]] = np.arange(len(sel))
-            rows[m] = rr
-        records = [records[i] for i in keep]
-        corpus = [corpus[i] for i in keep]
-        w = np.asarray(weights if weights is not None else [1.0] * len(manifests), dtype=np.float64)
-        return cls(
-            skipped=list(skipped.values()),
-            records=records,
-            specs=dict(specs),
-            identities=identities,
-            feats=feats,
-            rows=rows,
-            corpus=np.asarray(corpus, dtype=np.int64),
-            weights=w,
-            sources=[str(m.path) for m in manifests],
-        )
 
 
 def choose_pairs(
@@ -204,6 +105,8 @@ def val_score(
     scores = []
     with torch.no_grad():
         for a, b in pairs:
+            if a not in fs.rows or b not in fs.rows:  # a selection set without this pair
+                continue
             sel = fs.with_pair(idx, a, b)
             if len(sel) < 2:
                 continue
@@ -218,18 +121,20 @@ def val_score(
     return float(np.mean(scores)) if scores else float("nan")
 
 
-def warm_start(projectors: Mapping[str, Projector], fs: FeatureSet, cfg: TrainConfig) -> dict[str, Any] | None:
+def warm_start(projectors: Mapping[str, Projector], fs: FeatureSet, cfg: TrainConfig,
+               select: FeatureSet | None = None) -> dict[str, Any] | None:
     """Start every projector at a training-free alignment (Procrustes or CCA, dim chosen on val).
 
     The linear path gets the training-free map (zero-padded to the space width)
     and the MLP's output layer starts at zero, so epoch 0 *is* the
     training-free space and training can only move away from it where the
-    validation score says so.  ``init="ridge"``: :func:`ridge_start` (returns its record).
+    validation score says so.  ``init="ridge"``: :func:`ridge_start` (returns its record; its shrinkage chosen
+    on ``select``'s val records when given).
     """
     from .align import fit_training_free
 
     if cfg.init == "ridge":
-        return ridge_start(projectors, fs, cfg)
+        return ridge_start(projectors, fs, cfg, select)
     if cfg.init not in ("procrustes", "cca"):
         raise DataError(f"init must be 'random', 'ridge', 'procrustes' or 'cca', got {cfg.init!r}")
     if cfg.lock:
@@ -251,12 +156,13 @@ def warm_start(projectors: Mapping[str, Projector], fs: FeatureSet, cfg: TrainCo
     return None
 
 
-def ridge_start(projectors: Mapping[str, Projector], fs: FeatureSet, cfg: TrainConfig) -> dict[str, Any]:
+def ridge_start(projectors: Mapping[str, Projector], fs: FeatureSet, cfg: TrainConfig,
+                select: FeatureSet | None = None) -> dict[str, Any]:
     """Start every unlocked projector at the ridge regression onto the locked modality's space
     (:func:`anybind.loop.locked_ridge_start` over the training pairs, shrinkage chosen on the val pairs,
     shrunk towards ``cfg.ridge_prior``: :func:`anybind.robust.ridge_start`); each modality's alpha and prior."""
     return robust.ridge_start(projectors, cfg, fs.specs, featureset_pairs(fs, "train", cfg.lock),
-                              featureset_pairs(fs, "val", cfg.lock))
+                              featureset_pairs(select or fs, "val", cfg.lock))
 
 
 def featureset_pairs(fs: FeatureSet, split: str, lock: str | None):
@@ -265,6 +171,8 @@ def featureset_pairs(fs: FeatureSet, split: str, lock: str | None):
     idx = fs.split_idx(split)
 
     def pairs(m: str):
+        if m not in fs.rows or lock not in fs.rows:  # a selection set without this pair
+            return [] if split == "train" else None
         sel = fs.with_pair(idx, m, lock)
         if split == "train":
             return [(fs.get(m, sel), fs.get(lock, sel))]
@@ -273,18 +181,22 @@ def featureset_pairs(fs: FeatureSet, split: str, lock: str | None):
     return pairs
 
 
-def train_space(fs: FeatureSet, cfg: TrainConfig, *, progress: bool = True):
-    """Train one projector per modality with the configured objective; early stopping on val."""
+def train_space(fs: FeatureSet, cfg: TrainConfig, *, progress: bool = True, select: FeatureSet | None = None):
+    """Train one projector per modality with the configured objective; early stopping on val.
+
+    ``select`` (:func:`~anybind.featureset.selection_set`): the val records every choice on val is made on
+    (epoch, WiSE-FT alpha, ridge shrinkage) instead of ``fs``'s own, e.g. another corpus'."""
     with training_threads(cfg.threads):
-        return _train_space(fs, cfg, progress=progress)
+        return _train_space(fs, cfg, progress=progress, select=select)
 
 
-def _train_space(fs: FeatureSet, cfg: TrainConfig, *, progress: bool = True):
+def _train_space(fs: FeatureSet, cfg: TrainConfig, *, progress: bool = True, select: FeatureSet | None = None):
     from .space import Space
 
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    train_idx, val_idx = fs.split_idx("train"), fs.split_idx("val")
+    vfs = select if select is not None else fs  # where every choice on val is made
+    train_idx, val_idx = fs.split_idx("train"), vfs.split_idx("val")
     if len(train_idx) < 2:
         raise DataError(f"need at least 2 training records, found {len(train_idx)} (check the 'split' fields)")
     pairs = choose_pairs(cfg, fs.modalities, lambda a, b: len(fs.with_pair(train_idx, a, b)))
@@ -306,10 +218,10 @@ def _train_space(fs: FeatureSet, cfg: TrainConfig, *, progress: bool = True):
         )
         tr = train_idx[fs.rows[m][train_idx] >= 0]
         projectors[m] = Projector(pc).fit_stats(fs.feats[m][fs.rows[m][tr]] if len(tr) else fs.feats[m])
-    ridge = warm_start(projectors, fs, cfg) if cfg.init != "random" else None
+    ridge = warm_start(projectors, fs, cfg, select) if cfg.init != "random" else None
     logit_scale = make_temperature(cfg.temperature, cfg.learn_temperature)
     rob = robust.RobustFit(cfg, projectors, logit_scale)  # WiSE-FT / L2-SP around the loop
-    loss_fn = build_loss(cfg.loss, label_smoothing=cfg.label_smoothing)
+    loss_fn = robust.with_mixup(build_loss(cfg.loss, label_smoothing=cfg.label_smoothing), cfg)
     multimodal = is_multimodal(loss_fn)
     if cfg.missing not in ("learned", "mean"):
         raise ValueError(f"missing must be 'learned' or 'mean', got {cfg.missing!r}")
@@ -347,9 +259,10 @@ def _train_space(fs: FeatureSet, cfg: TrainConfig, *, progress: bool = True):
         mip = None
         if multimodal and epoch > 0:
             mip = mip_weights(pairs, mods_multi, missing_embeddings(projectors, placeholders, mods_multi))
-        return val_score(projectors, fs, val_idx, pairs, mip)
+        return val_score(projectors, vfs, val_idx, pairs, mip)
 
-    use_val = len(val_idx) >= 2 and any(len(fs.with_pair(val_idx, *p)) >= 2 for p in pairs)
+    use_val = len(val_idx) >= 2 and any(len(vfs.with_pair(val_idx, *p)) >= 2
+                                        for p in pairs if set(p) <= set(vfs.feats))
     res = fit_loop(model, batches, opt, logit_scale, epochs=cfg.epochs, steps=steps, use_val=use_val,
                    patience=cfg.patience, score=score, start=cfg.init != "random", progress=progress,
                    keep={"projectors": model.projectors, "placeholders": placeholders},
@@ -373,6 +286,7 @@ def _train_space(fs: FeatureSet, cfg: TrainConfig, *, progress: bool = True):
         "pairs": [list(p) for p in pairs],
         "train_records": int(len(train_idx)),
         "val_records": int(len(val_idx)),
+        **({"selected_on": vfs.sources} if select is not None else {}),
         "corpora": fs.sources,
         "corpus_weights": fs.weights.tolist(),
         "loss": repr(loss_fn) if hasattr(loss_fn, "names") else cfg.loss,

@@ -7,7 +7,8 @@ Options: ``corpora`` (any of tuxpaint, emoji, openclipart and corpora whose buil
 (``each``, ``all``, ``loo`` = all but one, or ``a+b``), ``systems`` (``recipe`` or ``defaults`` followed by
 ``+lever``s, see :func:`system_kwargs`: ``recipe+bridge+wise+lr1e-4``), ``max_train`` (train records per
 corpus, 0 = all), ``fm`` (Fashion-MNIST test images, 0 = none), ``center`` (1: every system also centred
-inductively, :func:`anybind.robust.centred`), ``l2sp_grid``, ``boot``.
+inductively, :func:`anybind.robust.centred`), ``l2sp_grid``, ``boot``, ``select`` (the corpus, outside
+``corpora``, whose val split the ``+select`` systems choose on: never a measured cell).
 
 Rows are (train set, system); columns are text->image / image->text R@1 on each corpus' test split
 (the project's duplicate-aware metric) and Fashion-MNIST zero-shot accuracy (inductive: no statistics
@@ -145,9 +146,12 @@ def subsample_train(man, max_train: int, seed: int):
 LEVERS: dict[str, dict[str, Any]] = {
     "start": {"epochs": 0},  # the training-free start itself (no fine-tuning)
     "bridge": {"ridge_prior": "bridge"},
+    "residual": {"ridge_prior": "residual"},  # the label bridge as a branch, a zero-initialised residual on top
     "wise": {"wise": "auto"},
     "linear": {"projector": "linear"},
     "l2sp": {},
+    "mixup": {"mixup": 0.5},
+    "select": {"select_data": "held-out"},  # epoch / WiSE alpha / ridge chosen on the val split of --opt select=  # geodesic multi-modal mixup (m^2-mix) at weight 0.5; "mixupX": weight X
 }
 BASES = ("recipe", "defaults")
 
@@ -168,9 +172,28 @@ def system_kwargs(name: str) -> dict[str, Any]:
             kw["lr"] = float(lever[2:])
         elif lever.startswith("wise") and _number(lever[4:]):
             kw["wise"] = float(lever[4:])
+        elif lever.startswith("mixup") and _number(lever[5:]):
+            kw["mixup"] = float(lever[5:])
         else:
-            raise AnybindError(f"system {name!r}: unknown lever {lever!r} (known: {', '.join(LEVERS)}, lrX, wiseX)")
+            raise AnybindError(f"system {name!r}: unknown lever {lever!r} (known: {', '.join(LEVERS)}, lrX, wiseX, "
+                               "mixupX)")
     return kw
+
+
+def _selection_corpus(select: str, names: Sequence[str], builders, fit_kw: dict, work) -> list:
+    """The manifest the ``+select`` systems choose on (``--opt select=NAME``, a corpus outside the matrix)."""
+    from ..data.manifest import load_manifest
+    from ..errors import AnybindError
+
+    wants = [s for s, kw in fit_kw.items() if kw.get("select_data") == "held-out"]
+    if not wants:
+        return []
+    if not select:
+        raise AnybindError(f"systems {', '.join(wants)} select on another corpus: give --opt select=NAME")
+    if select in names or select not in builders:
+        raise AnybindError(f"select={select!r} must be a buildable corpus ({', '.join(builders)}) outside the "
+                           f"measured corpora ({', '.join(names)}): selection must not see a measured cell")
+    return [load_manifest(builders[select](Path(work)), modalities=MODS, progress=False)]
 
 
 def _number(s: str) -> bool:
@@ -186,7 +209,7 @@ def _number(s: str) -> bool:
 def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str = "tuxpaint,emoji,openclipart",
              train: str = "each,all,loo", systems: str = "recipe,recipe+bridge+start,defaults",
              max_train: str = "0", fm: str = "10000", center: str = "1", l2sp_grid: str = "0.0001,0.001,0.01",
-             boot: str = "1000") -> TaskResult:
+             boot: str = "1000", select: str = "") -> TaskResult:
     from ..align import bridge_space
     from ..cache import FeatureCache
     from ..corpora.fashion_mnist import build_fashion_mnist
@@ -207,6 +230,7 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
     wanted = [s.strip() for s in systems.split(",") if s.strip()]
     fit_kw = {s: system_kwargs(s) for s in wanted}  # unknown levers fail before any work
     n_boot, n_fm, cap = int(boot), int(fm), int(max_train)
+    select_mans = _selection_corpus(select, names, builders, fit_kw, work)
     mans = {c: load_manifest(builders[c](Path(work)), modalities=MODS, progress=False) for c in names}
     fm_recs = []
     if n_fm > 0:
@@ -260,7 +284,9 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
         add_row(tname, "procrustes", proc_hits, None, {})
         baselines[f"{tname}/procrustes"] = {k: float(v.mean()) for k, v in proc_hits.items()}
         for system in wanted:
-            kw = fit_kw[system]
+            kw = dict(fit_kw[system])
+            if kw.get("select_data") == "held-out":
+                kw["select_data"] = select_mans
             if system.startswith("defaults"):
                 sp = Space.fit(train_mans, modalities=MODS, cache=fc, seed=seed, progress=False, **kw)
             elif "+l2sp" in system:
@@ -289,8 +315,11 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
         "+center: inductive centring, each modality's mean train embedding subtracted at embed time (no test statistics); "
         "fm transd.: centred on the Fashion-MNIST test images themselves (transductive, apart)",
         "recipe = locked text, ridge start, label-bridge images, InfoNCE + early stopping on val (the issue-16 start); "
-        "+start: its epoch 0 (no fine-tuning); +bridge: the ridge start shrinks towards the label bridge; +wise: WiSE-FT, "
+        "+start: its epoch 0 (no fine-tuning); +bridge: the ridge start shrinks towards the label bridge; +residual: the start is the label bridge itself, "
+        "fine-tuning learns a zero-initialised residual; +wise: WiSE-FT, "
         "alpha on val; +l2sp: lambda from the grid " + l2sp_grid + " chosen on val; +lrX: learning rate X; "
+        "+mixup(X): geodesic multi-modal mixup hard negatives at weight X (0.5); +select: epoch, WiSE-FT alpha and "
+        f"ridge shrinkage chosen on the val split of {select or '-'} (a corpus never measured here); "
         "defaults = Space.fit(data)",
     ]
     return TaskResult(

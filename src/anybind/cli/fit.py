@@ -20,7 +20,7 @@ Method = Literal["contrastive", "procrustes", "cca"]
 Missing = Literal["learned", "mean"]
 Init = Literal["random", "ridge", "procrustes", "cca"]
 Recipe = Literal["auto", "plain"]
-RidgePrior = Literal["zero", "bridge"]
+RidgePrior = Literal["zero", "bridge", "residual"]
 BindInit = Literal["ridge", "random"]
 CompatBy = Literal["mknn", "cka", "cka_debiased"]
 
@@ -129,9 +129,24 @@ def fit(
     l2sp: Optional[float] = typer.Option(
         None, help="L2-SP: lambda * ||theta - theta_start||^2 added to the loss (keeps projectors near their start)."
     ),
+    mixup: Optional[float] = typer.Option(
+        None, help="Geodesic multi-modal mixup (m2-mix): weight of a contrastive term whose negatives are each "
+        "pair's two embeddings mixed on the sphere (hard negatives; 0: off)."
+    ),
+    mixup_alpha: Optional[float] = typer.Option(
+        None, "--mixup-alpha", help="m2-mix mixing coefficient ~ Beta(a, a) (default 0.5)."
+    ),
+    select_data: list[Path] = typer.Option(
+        None, "--select-data", help="Choose the epoch, WiSE-FT alpha and ridge shrinkage on these manifests "
+        "(another corpus; repeatable) instead of the training data's own val split: selection for transfer."
+    ),
+    select_split: str = typer.Option(
+        "val", "--select-split", help="Which split of --select-data selects ('all': every record)."
+    ),
     ridge_prior: Optional[RidgePrior] = choice(
         None, RidgePrior, "--ridge-prior", help="What the ridge start shrinks towards: zero, or bridge (a "
-        "label-bridge encoder's own bridge into the locked space)."
+        "label-bridge encoder's own bridge into the locked space); residual: start at the bridge itself and learn a "
+        "zero-initialised residual."
     ),
     center: Optional[bool] = typer.Option(
         None, "--center/--no-center", help="Inductive centring: store each modality's mean train embedding in "
@@ -199,12 +214,14 @@ def fit(
               weight_decay=weight_decay, temperature=temperature, seed=seed, loss=loss, missing=missing)
     # only what the user chose: the recipe fills the rest (an explicit --dim rules out locking the text space)
     given = (("dim", dim), ("lock", lock), ("init", init), ("lr", lr), ("l2sp", l2sp), ("ridge_prior", ridge_prior),
-             ("center", center))
+             ("center", center), ("mixup", mixup), ("mixup_alpha", mixup_alpha))
     kw.update({k: v for k, v in given if v is not None})
     if wise is not None:  # a number is a fixed alpha (checked by the trainer)
         kw["wise"] = None if wise.lower() == "none" else wise if wise == "auto" else _number_or_text(wise)
     if method != "contrastive":
         kw = {"seed": seed, **({"dim": dim} if dim else {})}
+    if select_data:
+        kw.update(select_data=[str(p) for p in select_data], select_split=None if select_split == "all" else select_split)
     if stream or ray_workers > 0:
         if method != "contrastive":
             raise typer.BadParameter("--stream / --ray-workers train projectors: use --method contrastive")

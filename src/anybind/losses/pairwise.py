@@ -181,7 +181,8 @@ class M2Mix(nn.Module):
         logits_a[i, j] = s * a_i.b_i  if i == j  else  s_m * a_i.m_j      (same for b)
 
     ``s = exp(logit_scale)``; ``s_m`` is ``mix_scale`` when set (the paper's
-    ``m_tau``), else ``s``.  Use it beside plain InfoNCE: ``infonce+m2mix:0.5``.
+    ``m_tau``), else ``s``.  Use it beside plain InfoNCE: ``infonce+m2mix:0.5``.  ``lam=`` fixes the
+    mixing coefficient of a call (:class:`anybind.robust.GeodesicMixup` draws it from its own seeded stream).
     """
 
     multimodal = False
@@ -190,11 +191,13 @@ class M2Mix(nn.Module):
         super().__init__()
         self.beta, self.mix_scale = beta, mix_scale
 
-    def forward(self, a: Tensor, b: Tensor, logit_scale: Tensor, **context) -> dict[str, Tensor]:
+    def forward(self, a: Tensor, b: Tensor, logit_scale: Tensor, lam: float | None = None,
+                **context) -> dict[str, Tensor]:
         n = a.shape[0]
         s = logit_scale.exp()
         sm = s if self.mix_scale is None else torch.as_tensor(self.mix_scale, dtype=a.dtype)
-        lam = torch.distributions.Beta(self.beta, self.beta).sample().to(a.dtype)
+        if lam is None:
+            lam = torch.distributions.Beta(self.beta, self.beta).sample().to(a.dtype)
         m = slerp(a, b, lam)
         eye = torch.eye(n, dtype=torch.bool, device=a.device)
         pos = s * (a * b).sum(-1)

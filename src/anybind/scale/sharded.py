@@ -53,6 +53,10 @@ def fit_sharded(
     from ..fitting import plan_fit
     from .encode import encode_items, manifest_items
 
+    config.pop("select_split", None)
+    if config.pop("select_data", None) is not None:
+        raise DataError("select_data (selection on another corpus) needs the in-memory fit (drop --stream / "
+                        "--ray-workers): the streaming trainer selects on its shards' val split")
     if weights is not None and len(set(float(w) for w in weights)) > 1:
         raise DataError("per-corpus sampling weights need the in-memory fit (drop --stream / --ray-workers)")
     fc = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)

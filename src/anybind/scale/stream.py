@@ -165,7 +165,7 @@ class TrainingShards:
         return mean.astype(np.float32), max(math.sqrt(var), 1e-6), n
 
     def feature_set(self, split: str):
-        """One split in memory as a :class:`~anybind.train.FeatureSet` (for validation: splits that fit in RAM)."""
+        """One split in memory as a :class:`~anybind.featureset.FeatureSet` (for validation: splits that fit in RAM)."""
         from ..data.manifest import Record
         from ..train import FeatureSet
 

@@ -18,7 +18,7 @@ as in memory, so the recipe :func:`anybind.recipe.resolve_recipe` picks applies 
   single-process trainer within run-to-run noise (dropout masks and batch composition
   differ; see tests/test_scale.py);
 * robust fine-tuning (:mod:`anybind.robust`) through the same hooks: WiSE-FT (``wise``, alpha on the val
-  split), L2-SP (``l2sp``) and the ridge start's prior (``ridge_prior``);
+  split), L2-SP (``l2sp``), geodesic mixup (``mixup``) and the ridge start's prior (``ridge_prior``);
 * not supported (a clear error instead): multimodal objectives (Symile), the training-free
   starts (``init="procrustes"`` / ``"cca"``), inductive centring (``center``: a pass of its own over the
   training embeddings) and per-corpus sampling weights -- they need every feature in memory; use the
@@ -41,7 +41,7 @@ from ..binders import PairBinder
 from ..encoders.device import current_runtime, place
 from ..epochs import selection_record
 from ..errors import DataError
-from ..robust import RobustFit, check_robust, ridge_start
+from ..robust import RobustFit, check_robust, ridge_start, with_mixup
 from ..loop import fit_loop, make_optimizer, make_temperature, training_threads
 from ..train import VAL_METRIC, TrainConfig, choose_pairs, featureset_pairs, val_score
 from .pairstream import PairStream
@@ -165,7 +165,7 @@ def train_streaming(
             projectors[m].load_state_dict(sd)
         logit_scale = make_temperature(cfg.temperature, cfg.learn_temperature)
         rob = RobustFit(cfg, projectors, logit_scale)
-        loss_fn = build_loss(cfg.loss, label_smoothing=cfg.label_smoothing)
+        loss_fn = with_mixup(build_loss(cfg.loss, label_smoothing=cfg.label_smoothing), cfg)
         binder = PairBinder(projectors, logit_scale, loss_fn, noise=cfg.feature_noise,
                             gather=_gather if distributed else None)
         opt = make_optimizer([p for pr in projectors.values() for p in pr.parameters()], logit_scale,
