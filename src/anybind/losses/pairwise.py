@@ -156,18 +156,23 @@ class IntraModal(nn.Module):
 def slerp(a: Tensor, b: Tensor, lam: Tensor | float) -> Tensor:
     """Geodesic interpolation on the unit sphere, row by row: ``lam=1`` gives ``a``, ``lam=0`` gives ``b``.
 
-    (The convention of Oh et al.'s ``sph_inter``.)  Nearly identical rows fall
-    back to the linear mix (renormalised), so the result never has NaNs.
+    (The convention of Oh et al.'s ``sph_inter``.)  Written in the tangent form
+    ``cos((1 - lam) theta) a + sin((1 - lam) theta) u``, with ``u`` the unit direction from ``a`` towards
+    ``b`` and ``theta = atan2(|b - (a.b) a|, a.b)``: accurate for every angle, identical and antipodal rows
+    included (for an antipodal pair, whose great circle is not unique, ``u`` is a fixed direction
+    orthogonal to ``a``), and never NaN, in value or gradient.
     """
     lam = torch.as_tensor(lam, dtype=a.dtype, device=a.device)
-    cos = (a * b).sum(-1, keepdim=True).clamp(-1 + 1e-6, 1 - 1e-6)
-    theta = torch.acos(cos)
-    sin = torch.sin(theta)
-    near = sin < 1e-4
-    safe = torch.where(near, torch.ones_like(sin), sin)
-    geo = (torch.sin(lam * theta) * a + torch.sin((1 - lam) * theta) * b) / safe
-    lin = F.normalize(lam * a + (1 - lam) * b, dim=-1)
-    return torch.where(near, lin, geo)
+    tiny = torch.finfo(a.dtype).eps
+    cos = (a * b).sum(-1, keepdim=True)
+    u = b - cos * a
+    n = u.norm(dim=-1, keepdim=True)
+    theta = torch.atan2(n, cos)
+    # a fixed direction orthogonal to a (from the basis vector where a is smallest), for antipodal rows
+    e = F.one_hot(a.abs().argmin(-1), a.shape[-1]).to(a.dtype)
+    perp = F.normalize(e - (a * e).sum(-1, keepdim=True) * a, dim=-1)
+    direction = torch.where(n > tiny, u / n.clamp_min(tiny), perp)
+    return torch.cos((1 - lam) * theta) * a + torch.sin((1 - lam) * theta) * direction
 
 
 class M2Mix(nn.Module):
