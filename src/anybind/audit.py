@@ -189,7 +189,9 @@ LEAK_WEIGHT = {"identical": 1.0, "copy": 1.0, "look-alike": 0.5}
 
 
 def _what(m: str, kind: str, v: Any) -> str:
-    return f"{m} {kind}" + ("" if v is None else f" (pHash {v} bits)" if kind == "copy" else f" (encoder cosine {v:.3f})")
+    if kind == "copy":
+        return f"{m} copy " + ("(identical encoder features)" if v is None else f"(pHash {v} bits)")
+    return f"{m} {kind}" + ("" if v is None else f" (encoder cosine {v:.3f})")
 
 
 def leak_scores(space: "Space", records: Sequence["Record"], embs: dict[str, Embedded],
