@@ -124,8 +124,10 @@ def split_share_above(own: np.ndarray, splits: np.ndarray) -> np.ndarray:
         if len(idx) < 2:
             continue
         o = own[idx]
-        above = (o[None, :] > o[:, None]).sum(1) + 0.5 * ((o[None, :] == o[:, None]).sum(1) - 1)
-        out[idx] = above / (len(idx) - 1)
+        srt = np.sort(o)  # O(n log n): a split may hold millions of pairs
+        higher = len(o) - np.searchsorted(srt, o, side="right")
+        ties = np.searchsorted(srt, o, side="right") - np.searchsorted(srt, o, side="left") - 1
+        out[idx] = (higher + 0.5 * ties) / (len(idx) - 1)
     return out
 
 

@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 HASH_SIZE = 8  # bits per side: 64-bit hashes
 COPY_BITS = 4  # at most this many differing bits: a copy (38 of 40 Tux Paint stamps rescaled to 70 % and saved as JPEG 70 stay within it)
 SAME_FEATURES = 0.99999  # features this close: the same item to the encoder (a copy, e.g. two files of silence)
-BLOCK = 2048
+BLOCK = 256  # rows per block: the hash XOR holds BLOCK x n x 8 bytes
 
 
 def phash(path: str | Path, hash_size: int = HASH_SIZE, highfreq_factor: int = 4) -> np.ndarray:
