@@ -12,9 +12,8 @@ Four checks, each a score in [0, 1] per record (the record's audit score is the 
   perfectly is no error.  Chosen on the planted errors of train + val (AUROC, swapped captions / sounds:
   pooled cosine 0.846 / 0.862, ``low`` alone 0.909 / 0.883, this 0.848 / 0.880; CSLS- and rank-based
   scores 0.70-0.80 on train) and on the clean emoji corpus, where ``low`` alone put train pairs at rank 1
-  of 480 with ``P(match)`` 1.00 at the top (at 0.75, ``low`` alone flags 28 % of Tux Paint's records,
-  this 5 %).  The
-  record's score is its worst pair; ``scores["mismatch:<modality>"]`` is the mean over the pairs having
+  of 480 with ``P(match)`` 1.00 at the top (at 0.75, ``low`` alone flags 28 % of the bench's Tux Paint
+  records, this 5 %).  The record's score is its worst pair; ``scores["mismatch:<modality>"]`` is the mean over the pairs having
   that modality (which item is the odd one out).  The reason names the calibrated ``P(match)`` (when the
   space is calibrated, :mod:`anybind.calibration`) and the own partner's rank among every record's.
 * **leak** -- duplicates across splits (train/test leakage), judged outside the joint space (which puts
