@@ -203,3 +203,11 @@ def test_a_re_encoded_copy_in_another_split_is_named_a_copy(data, shared_cache, 
     # no other stamp of the corpus is a pHash copy of another across splits
     assert not [f for r in res.records for f in r.findings if f.kind == "leak" and "copy (pHash" in f.detail
                 and "the-copy" not in (r.id, f.other)]
+
+
+@given(st.lists(st.sampled_from([0.1, 0.2, 0.3, 0.5]), min_size=2, max_size=30))
+def test_split_share_above_counts_higher_items_and_half_the_ties(own):
+    o = np.array(own)
+    got = split_share_above(o, np.zeros(len(o), int))
+    want = [((o > x).sum() + 0.5 * ((o == x).sum() - 1)) / (len(o) - 1) for x in o]
+    assert np.allclose(got, want)

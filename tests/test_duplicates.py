@@ -55,4 +55,5 @@ def test_near_pairs_names_copies_before_look_alikes_and_respects_the_allowed_blo
     split = np.array(["train", "train", "test", "train"])
     cross = lambda r, c: split[r, None] != split[None, c]  # noqa: E731
     assert [(i, j) for i, j, *_ in near_pairs(F, cross, 0.99, H)] == [(2, 3)]
-    assert [(i, j) for i, j, *_ in near_pairs(F, everything, 0.99, None)] == [(0, 1), (2, 3)]
+    # without hashes, identical features are still a copy
+    assert near_pairs(F, everything, 0.99, None) == [(0, 1, "copy", None), (2, 3, "look-alike", 0.995)]

@@ -11,7 +11,9 @@ check judges duplicates instead by
   edited copy stays within a few bits, a different drawing differs in about half of them.  Images within
   ``max_bits`` (default :data:`COPY_BITS`) are a **copy**;
 * **encoder features** -- cosine of the frozen encoder's features (read through the feature cache) at or
-  over ``near``: a **look-alike** when no hash says copy (any modality; the only test for sounds and texts).
+  over ``near``: a **look-alike** when no hash says copy (any modality; the only test for sounds and texts);
+  features the same to :data:`SAME_FEATURES` make a copy too (four Tux Paint stamps' sounds are 1.07 s of
+  the same digital silence).
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ log = logging.getLogger(__name__)
 
 HASH_SIZE = 8  # bits per side: 64-bit hashes
 COPY_BITS = 4  # at most this many differing bits: a copy (38 of 40 Tux Paint stamps rescaled to 70 % and saved as JPEG 70 stay within it)
-BLOCK = 2048
+SAME_FEATURES = 0.99999  # features this close: the same item to the encoder (a copy, e.g. two files of silence)
+BLOCK = 256  # rows per block: the hash XOR holds BLOCK x n x 8 bytes
 
 
 def phash(path: str | Path, hash_size: int = HASH_SIZE, highfreq_factor: int = 4) -> np.ndarray:
@@ -80,8 +83,8 @@ def encoder_features(space: "Space", modality: str, items: Sequence[Any],
 
 def near_pairs(F: np.ndarray, allowed, near: float, hashes: np.ndarray | None = None, max_bits: int = COPY_BITS):
     """``(i, j, kind, value)`` for i < j where ``allowed(rows, cols)`` (a boolean block) holds and the pair is a
-    copy (hash distance <= ``max_bits``; value: the distance) or a look-alike (feature cosine >= ``near``;
-    value: the cosine)."""
+    copy (hash distance <= ``max_bits``, value: the distance; or features at cosine >= :data:`SAME_FEATURES`,
+    value: None) or a look-alike (feature cosine >= ``near``; value: the cosine)."""
     out = []
     n = len(F)
     cols = np.arange(n)
@@ -91,10 +94,13 @@ def near_pairs(F: np.ndarray, allowed, near: float, hashes: np.ndarray | None = 
         S = F[rows] @ F.T
         H = hamming(hashes[rows], hashes) if hashes is not None else None
         copy = (H <= max_bits) if H is not None else np.zeros_like(ok)
-        for r, j in zip(*np.nonzero(ok & (copy | (S >= near)))):
+        same = S >= SAME_FEATURES
+        for r, j in zip(*np.nonzero(ok & (copy | same | (S >= near)))):
             i = rows[r]
             if copy[r, j]:
                 out.append((int(i), int(j), "copy", int(H[r, j])))
+            elif same[r, j]:
+                out.append((int(i), int(j), "copy", None))
             else:
                 out.append((int(i), int(j), "look-alike", round(float(S[r, j]), 4)))
     return out

@@ -21,7 +21,7 @@ from ..explain import nearest_words, word_drops, words_of
 from ..index import QueryError
 from .queries import to_ms
 from .schemas import ERRORS, MAX_TEXT, ErrorOut, RequestModel
-from .state import Service
+from .state import NotFound, Service
 
 router = APIRouter()
 _LOOKUP: "weakref.WeakKeyDictionary[Service, _Lookup]" = weakref.WeakKeyDictionary()
@@ -96,7 +96,10 @@ async def explain(body: ExplainRequest, request: Request) -> ExplainOut:
             raise QueryError("empty text: nothing to explain")
         it = svc.item(body.id, body.modality)  # 404 for an unknown id or modality
         lk = lookup(svc)
-        x = lk.snap.vectors[[lk.rows[(it.id, it.modality)]]]  # the item's embedding as indexed
+        row = lk.rows.get((it.id, it.modality))
+        if row is None:  # the index changed between the two look-ups
+            raise NotFound(f"item {body.id!r} ({it.modality}) is no longer in this index")
+        x = lk.snap.vectors[[row]]  # the item's embedding as indexed
         try:
             score, drops = word_drops(svc.space, tm, body.text, it.modality, x[0], cache=svc.cache)
         except AnybindError as e:
