@@ -23,20 +23,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .version import __version__
 from .cache import FeatureCache
 from .calibrators import Calibration, read_calibration, write_calibration
-from .data.fields import fields_to_bind
-from .data.manifest import Manifest, Record, load_manifest
+from .data.manifest import Manifest
 from .data.strings import is_blank
 from .encoders.base import Encoder
 from .encoders.custom import spec_for_folder, spec_in_folder
 from .encoders.kinds import manifest_kinds  # noqa: F401  (re-exported: it was defined here)
 from .encoders.registry import get_encoder
 from .errors import AnybindError, DataError, SpaceError
+from .manifests import as_manifests, fit_manifests, records_with  # noqa: F401  (re-exported: they were defined here)
 from .projectors import Projector
 from .scoring import Scorer
-from .space_config import FORMAT_VERSION, SPACE_FORMAT, file_version, space_identity
+from .space_config import FORMAT_VERSION, SPACE_FORMAT, file_version, json_default, space_identity
+from .version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -352,7 +352,7 @@ class Space:
             save_file(self.state_dict(), str(tmp / "projectors.safetensors"), metadata={"format": "anybind.space"})
             if self.calibration is not None:
                 write_calibration(tmp, self.calibration, self.identity())
-            (tmp / "space.json").write_text(json.dumps(self.to_json(path), indent=2, sort_keys=True, default=_json_default))
+            (tmp / "space.json").write_text(json.dumps(self.to_json(path), indent=2, sort_keys=True, default=json_default))
 
         return atomic_write_dir(Path(path), write, kind="space", overwrite=overwrite)
 
@@ -363,9 +363,8 @@ class Space:
         ``space.json`` is read by :func:`~anybind.space_config.read_space_json`, the weights are
         checked against it, and the identity recomputed from what was loaded must be the one saved.
         """
-        from .space_config import read_space_json, read_space_weights
-
         from .io import recover_dir
+        from .space_config import read_space_json, read_space_weights
 
         path = Path(path)
         recover_dir(path, "space")  # a save killed mid-swap: put the complete version back
@@ -395,40 +394,3 @@ class Space:
             )
         space.calibration = read_calibration(path, sf.identity)
         return space
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
-def fit_manifests(manifest, modalities, encoders, strict, progress) -> tuple[list[Manifest], list[str]]:
-    """What a fit reads: the manifests, loaded with only the fields it binds, and those fields (``modalities``
-    checked against the manifests, else the base modalities: :func:`~anybind.data.fields.fields_to_bind`)."""
-    items = list(manifest) if isinstance(manifest, (list, tuple)) else [manifest]
-    mods = fields_to_bind(items, modalities, manifest_kinds(encoders), named=encoders or ())
-    return as_manifests(items, mods, encoders, strict, progress), mods
-
-
-def as_manifests(manifest, modalities, encoders, strict, progress) -> list[Manifest]:
-    items = manifest if isinstance(manifest, (list, tuple)) else [manifest]
-    kinds = manifest_kinds(encoders)
-    out = []
-    for it in items:
-        if isinstance(it, Manifest):
-            out.append(it)
-        else:
-            man = load_manifest(it, strict=strict, modalities=modalities, kinds=kinds, progress=progress)
-            if man.bad:
-                log.warning(man.report())
-            out.append(man)
-    return out
-
-
-def records_with(records: Sequence[Record], *modalities: str) -> list[Record]:
-    return [r for r in records if all(r.has(m) for m in modalities)]

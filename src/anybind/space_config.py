@@ -274,3 +274,14 @@ def read_space_weights(path: str | Path, sf: SpaceFile) -> tuple[dict[str, dict[
         raise _fail(Path(path), f"logit_scale {logit_scale} means temperature {temperature:.6g}, "
                                 f"but {sf.path.name} says {sf.temperature:.6g}")
     return {m: {k[len(m) + 1 :]: sd[k] for k in shapes} for m, shapes in by_mod.items()}, logit_scale
+
+
+def json_default(o: Any) -> Any:
+    """``json.dumps``' default for space.json: numpy scalars and arrays, paths."""
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
