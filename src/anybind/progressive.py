@@ -60,6 +60,7 @@ from .binders import AnchorBinder
 from .cache import FeatureCache
 from .data.manifest import Manifest
 from .encoders.registry import get_encoder
+from .encoders.video import temporal_frames
 from .errors import DataError, SpaceError
 from .loop import IndexSampler, fit_loop, make_optimizer, make_temperature, ridge_select, training_threads
 from .metrics import pair_recalls
@@ -284,7 +285,8 @@ def _bind(space, name, spec, data, anchors, *, replace, cache, strict, progress,
             what = f"items of {name!r}" if (replace and a == name) else f"pairs of {name!r} with {a!r}"
             raise DataError(f"{where}: {n_tr} training {what}; need at least 2 (check the 'split' fields)")
 
-    proj, train_info = _train_projector(space, feats, row_of, targets, train_idx, val_idx, cfg, progress)
+    proj, train_info = _train_projector(space, feats, row_of, targets, train_idx, val_idx, cfg, progress,
+                                         frames=temporal_frames(spec))
 
     projectors = {m: copy.deepcopy(p) for m, p in space.projectors.items()}
     projectors[name] = proj
@@ -361,7 +363,7 @@ def _ridge_start(proj: Projector, feats, targets: Mapping[str, _Target], train_i
         Z_parts.append(feats[t.rows[sel]])
         T_parts.append(t.targets[sel])
     with torch.no_grad():
-        Z = ((torch.from_numpy(np.concatenate(Z_parts)) - proj.mean) / proj.scale).double()
+        Z = proj.standardized(torch.from_numpy(np.concatenate(Z_parts))).double()
         T = torch.from_numpy(np.concatenate(T_parts)).double()
     n, d = Z.shape
     Tm = T.mean(0)
@@ -389,7 +391,8 @@ def _ridge_start(proj: Projector, feats, targets: Mapping[str, _Target], train_i
     return alpha
 
 
-def _train_projector(space, feats, row_of, targets: Mapping[str, _Target], train_idx, val_idx, cfg: BindConfig, progress):
+def _train_projector(space, feats, row_of, targets: Mapping[str, _Target], train_idx, val_idx, cfg: BindConfig, progress,
+                     frames: int = 0):
     from .losses import build_loss, is_multimodal
 
     with training_threads(cfg.threads):
@@ -397,7 +400,7 @@ def _train_projector(space, feats, row_of, targets: Mapping[str, _Target], train
         rng = np.random.default_rng(cfg.seed)
         pc = ProjectorConfig(
             in_dim=feats.shape[1], out_dim=space.dim, kind=cfg.projector, hidden=cfg.hidden,
-            dropout=cfg.dropout, input_dropout=cfg.input_dropout, standardize=cfg.standardize,
+            dropout=cfg.dropout, input_dropout=cfg.input_dropout, standardize=cfg.standardize, frames=frames,
         )
         tr_rows = np.unique(row_of[train_idx][row_of[train_idx] >= 0])
         proj = Projector(pc).fit_stats(feats[tr_rows] if len(tr_rows) > 1 else feats)
