@@ -171,3 +171,8 @@ def test_fit_on_clips_caches_frames_and_embeds_through_the_learnt_pool(tmp_path)
     back = Space.load(sp.save(tmp_path / "sp"))
     np.testing.assert_allclose(back.embed("video", [str(tmp_path / "c0.mp4")], cache=tmp_path / "cache"), E[:1],
                                atol=1e-6)
+    from anybind.scale.sharded import fit_sharded
+
+    with pytest.raises(DataError, match="video: a pool=attn video spec needs the in-memory fit"):
+        fit_sharded(man, encoders={"video": spec, "text": "callable:helper_encoders:hashed_text"},
+                    cache=tmp_path / "cache", progress=False, epochs=1, rows_per_shard=8)
