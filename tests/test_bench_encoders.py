@@ -31,11 +31,11 @@ def _check(rec, kinds):
 
 
 def test_hf_onnx_and_video_kinds_match_their_bare_forward(tmp_path):
-    kinds = ["hf-text", "hf-image", "hf-audio", "onnx-image", "video"]
+    kinds = ["hf-text", "hf-image", "hf-audio", "onnx-image", "video", "hf-video"]
     [rec] = run_tasks(["encoders"], work=tmp_path, options={"kinds": ",".join(kinds), "scale": "0.07",
                                                             "repeats": "1", "video_image": "onnx"})
     _check(rec, kinds)
-    assert rec["table"][-1]["name"] == "video (clips)" and rec["table"][-1]["n"] == 2
+    assert rec["table"][-2]["name"] == "video (clips)" and rec["table"][-2]["n"] == 2
     assert "video:frames(image:onnx/" in rec["config"]["specs"]["video"]
 
 

@@ -30,7 +30,7 @@ LETTERS = "abcdefghijklmnopqrstuvwxyz"
 HF_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *LETTERS, *WORDS, *("##" + c for c in LETTERS)]
 MEAN, STD = np.array([0.485, 0.456, 0.406], np.float32), np.array([0.229, 0.224, 0.225], np.float32)
 #: the kinds, in the order they run; ``video`` wraps the image encoder named by the task's ``video_image``
-KINDS = ("effnet", "minilm", "aisfx", "hf-text", "hf-image", "hf-audio", "onnx-image", "video")
+KINDS = ("effnet", "minilm", "aisfx", "hf-text", "hf-image", "hf-audio", "onnx-image", "video", "hf-video")
 
 
 @dataclass
@@ -233,9 +233,13 @@ def _hf_folder(work: Path, kind: str) -> Path:
         return folder
     torch.manual_seed(0)
     small = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128)
-    if kind == "text":
-        model: Any = tf.BertModel(tf.BertConfig(vocab_size=len(HF_TOKENS), max_position_embeddings=128, **small))
-        proc: Any = tf.BertTokenizerFast(vocab={t: i for i, t in enumerate(HF_TOKENS)}, model_max_length=128)
+    if kind == "video":
+        model: Any = tf.VideoMAEModel(tf.VideoMAEConfig(image_size=64, patch_size=16, num_frames=4, tubelet_size=2,
+                                                        **small))
+        proc: Any = tf.VideoMAEImageProcessor(size={"shortest_edge": 64}, crop_size={"height": 64, "width": 64})
+    elif kind == "text":
+        model = tf.BertModel(tf.BertConfig(vocab_size=len(HF_TOKENS), max_position_embeddings=128, **small))
+        proc = tf.BertTokenizerFast(vocab={t: i for i, t in enumerate(HF_TOKENS)}, model_max_length=128)
     elif kind == "image":
         model = tf.ViTModel(tf.ViTConfig(image_size=64, patch_size=8, **small))
         proc = tf.ViTImageProcessor(size={"height": 64, "width": 64})
@@ -270,6 +274,21 @@ def case_hf(work: Path, kind: str, n: int, seed: int) -> Case:
             return ((h * m).sum(1) / m.sum(1).clamp(min=1.0)).numpy()
 
         return Case(kind, f"text:hf/{folder}", texts(n, seed), bare, 16)
+    if modality == "video":
+        vproc = tf.AutoImageProcessor.from_pretrained(folder)
+
+        def bare_video(batch: list) -> np.ndarray:
+            px = []
+            for p in batch:
+                fs = sampled_frames(p, 4.0, 256)
+                px.append(vproc([fs[i] for i in np.linspace(0, len(fs) - 1, 4).round().astype(int)],
+                                   return_tensors="pt")["pixel_values"])
+            with torch.inference_mode():
+                return model(pixel_values=torch.cat(px)).last_hidden_state.mean(1).numpy()
+
+        return Case(kind, f"video:hf/{folder}@fps=4", clips(work / "clips", n, seed), bare_video, 4, unit="clips",
+                    note="hf-video: a VideoMAE (4 frames of 64 px) reading 4 frames picked evenly from those sampled "
+                         "at 4 fps; bare = a PyAV loop + the model's image processor + the token mean")
     if modality == "image":
         from PIL import Image
 

@@ -2,7 +2,7 @@
 
 For each kind (:data:`anybind.bench.encoder_cases.KINDS`: the built-in EfficientNet-Lite0, MiniLM and aiSFX,
 ``text:hf/``, ``image:hf/`` and ``audio:hf/`` with small models built from configs, ``image:onnx/`` exported
-from a small torch model, and ``video:frames(...)``), on the same raw items (files or texts):
+from a small torch model, ``video:frames(...)`` and ``video:hf/`` with a small VideoMAE), on the same raw items (files or texts):
 
 * **anybind**: ``get_encoder(spec).encode(items)`` -- decoding, preprocessing, batching (the encoder's batch
   size, halved and retried on out-of-memory), the forward pass and the pooling; no feature cache (its cost
@@ -38,7 +38,7 @@ from .tasks_search import PeakRSS
 
 #: items per kind at scale 1 (a kind's whole run takes seconds to a minute on 2 busy cores)
 COUNTS = {"effnet": 32, "minilm": 256, "aisfx": 8, "hf-text": 256, "hf-image": 64, "hf-audio": 32,
-          "onnx-image": 128, "video": 8}
+          "onnx-image": 128, "video": 8, "hf-video": 8}
 RTOL = 1e-4
 
 
