@@ -159,6 +159,7 @@ def test_fit_on_clips_caches_frames_and_embeds_through_the_learnt_pool(tmp_path)
         rows.append({"id": f"c{i}", "video": c.name, "text": f"clip {i} of {8 + i} frames",
                      "split": "val" if i % 4 == 0 else "train"})
     (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "m2.jsonl").write_text("".join(json.dumps({**r, "video_seq": r["video"]}) + "\n" for r in rows))
     man = load_manifest(tmp_path / "m.jsonl", modalities=["video", "text"])
     spec = f"video:frames({STATS})@fps=1,max=4,pool=attn"
     sp = Space.fit(man, modalities=["video", "text"], cache=tmp_path / "cache", seed=0, progress=False,
@@ -171,6 +172,14 @@ def test_fit_on_clips_caches_frames_and_embeds_through_the_learnt_pool(tmp_path)
     back = Space.load(sp.save(tmp_path / "sp"))
     np.testing.assert_allclose(back.embed("video", [str(tmp_path / "c0.mp4")], cache=tmp_path / "cache"), E[:1],
                                atol=1e-6)
+    # bind --add: a frame-pooling modality bound to the text of a space that has it
+    added = sp.add_modality("video_seq", spec, tmp_path / "m2.jsonl", anchors=["text"], cache=tmp_path / "cache",
+                            epochs=2, progress=False)
+    assert added.projectors["video_seq"].cfg.frames == 4
+    again = Space.load(added.save(tmp_path / "sp2"))
+    np.testing.assert_allclose(again.embed("video_seq", [str(tmp_path / "c3.mp4")], cache=tmp_path / "cache"),
+                               added.embed("video_seq", [str(tmp_path / "c3.mp4")], cache=tmp_path / "cache"), atol=1e-6)
+
     from anybind.scale.sharded import fit_sharded
 
     with pytest.raises(DataError, match="video: a pool=attn video spec needs the in-memory fit"):
