@@ -185,3 +185,33 @@ def test_fit_on_clips_caches_frames_and_embeds_through_the_learnt_pool(tmp_path)
     with pytest.raises(DataError, match="video: a pool=attn video spec needs the in-memory fit"):
         fit_sharded(man, encoders={"video": spec, "text": "callable:helper_encoders:hashed_text"},
                     cache=tmp_path / "cache", progress=False, epochs=1, rows_per_shard=8)
+
+
+def test_the_ridge_start_shrinks_towards_the_frames_label_bridge(monkeypatch):
+    """A clip of a label-bridge image encoder carries the bridge block in each frame (or in their mean): the
+    recipe's bridge prior reads it there, for a frame-pooling projector as for a mean-pooled one."""
+    from anybind.encoders import bridge, registry
+    from anybind.robust import bridge_prior
+
+    class Fake(bridge.LabelBridgeEncoder):
+        def __init__(self):
+            self.base_encoder = type("B", (), {"dim": 10})()
+            self.text_encoder = type("T", (), {"spec": "text:fake", "dim": 6})()
+            self.dim, self.spec = 16, "image:fake+bridge"
+
+    real = registry.get_encoder
+    monkeypatch.setattr(registry, "get_encoder",
+                        lambda spec, *a, **k: Fake() if spec == "image:fake+bridge" else real(spec, *a, **k))
+    rng = np.random.default_rng(0)
+    for pool, frames, width in (("mean", 0, 16), ("attn", 3, 3 * 17)):
+        spec = f"video:frames(image:fake+bridge)@fps=1,max=3,pool={pool}"
+        x = rng.normal(size=(20, 3, 17)).astype(np.float32)
+        x[:, :, 16] = 1.0
+        feats = x.reshape(20, -1) if frames else x[:, 0, :16].copy()
+        assert feats.shape[1] == width
+        p = Projector(ProjectorConfig(in_dim=width, out_dim=6, frames=frames)).fit_stats(feats)
+        W = bridge_prior(spec, "text:fake", p)
+        assert W is not None and tuple(W.shape) == (16, 6)
+        np.testing.assert_allclose(W[10:].numpy(), np.diag(p.scale[10:].double().numpy()))
+        assert not W[:10].any()
+        assert bridge_prior(spec, "text:other", p) is None
