@@ -129,7 +129,8 @@ def test_feature_cache_and_fit_end_to_end(models, tmp_path):
     rows = []
     for i in range(8):
         make_clip(tmp_path / f"c{i}.mp4", n=6 + 2 * i, rate=4)
-        rows.append({"id": f"c{i}", "video": f"c{i}.mp4", "text": f"clip {i}", "split": "val" if i % 4 == 0 else "train"})
+        rows.append({"id": f"c{i}", "video": f"c{i}.mp4", "text": f"clip {i}",
+                     "split": "val" if i % 4 == 0 else "train"})
     (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     man = load_manifest(tmp_path / "m.jsonl", modalities=["video", "text"])
     sp = Space.fit(man, modalities=["video", "text"], cache=tmp_path / "cache", seed=0, progress=False, epochs=2,

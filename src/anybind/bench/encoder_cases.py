@@ -5,7 +5,8 @@ deterministically) and ``bare(items) -> (n, dim)``: the same model run the way i
 with no anybind code in the path -- the library's decoding and preprocessing (PIL, soundfile, PyAV, the
 ``transformers`` processors, sentence-transformers' ``encode``), the forward pass in batches of the
 encoder's batch size, and the same pooling.  Two exceptions, said in the case's ``note``: aiSFX's own
-preprocessing needs Essentia, so its bare path reuses anybind's numpy port of it (:func:`anybind.encoders.audio.logmel`);
+preprocessing needs Essentia, so its bare path reuses anybind's numpy port of it
+(:func:`anybind.encoders.audio.logmel`);
 and a video's frames are sampled by a plain loop over PyAV's frames (first frame at or after each k/fps s).
 
 The Hugging Face models are small and randomly initialised from configs (no network), saved with
@@ -378,7 +379,8 @@ def case_video(work: Path, n: int, seed: int, inner: str = "effnet", fps: float 
 
     spec = f"video:frames({image_case.spec})@fps={fps:g},max={max_frames}"
     return Case("video", spec, clips(work / "clips", n, seed), bare, 4, unit="clips",
-                note=f"video: {max_frames} frames a clip at {fps:g} fps; bare = a PyAV loop + the image model's bare path")
+                note=f"video: {max_frames} frames a clip at {fps:g} fps; bare = a PyAV loop + the image model's "
+                     "bare path")
 
 
 def build_case(kind: str, work: Path, n: int, seed: int, video_image: str = "effnet") -> Case:

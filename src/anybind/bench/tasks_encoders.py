@@ -2,7 +2,8 @@
 
 For each kind (:data:`anybind.bench.encoder_cases.KINDS`: the built-in EfficientNet-Lite0, MiniLM and aiSFX,
 ``text:hf/``, ``image:hf/`` and ``audio:hf/`` with small models built from configs, ``image:onnx/`` exported
-from a small torch model, ``video:frames(...)`` and ``video:hf/`` with a small VideoMAE), on the same raw items (files or texts):
+from a small torch model, ``video:frames(...)`` and ``video:hf/`` with a small VideoMAE), on the same raw
+items (files or texts):
 
 * **anybind**: ``get_encoder(spec).encode(items)`` -- decoding, preprocessing, batching (the encoder's batch
   size, halved and retried on out-of-memory), the forward pass and the pooling; no feature cache (its cost
@@ -13,7 +14,8 @@ from a small torch model, ``video:frames(...)`` and ``video:hf/`` with a small V
 The features must be equal (``max |diff|`` is reported; a kind over ``1e-4`` relative is flagged ``equal=no``).
 Speed: ``repeats`` interleaved rounds, the order alternating (the machine is shared and noisy):
 ``ratio`` = best bare wall time / best anybind wall time (goal >= 0.9), ``paired`` = the median over rounds of
-the same ratio.  Memory, in one more round each after the timed ones: the peak of Python's allocations
+the same ratio, ``cpu ratio`` = the best process CPU times' ratio (what other processes on a shared machine
+move least).  Memory, in one more round each after the timed ones: the peak of Python's allocations
 (``tracemalloc``: numpy arrays and Python objects; torch's own buffers are not seen) and the peak resident
 set size above the start of the run (sampled every 5 ms; the allocator keeps freed pages, so it shows what
 the call added beyond what earlier calls left).
@@ -73,12 +75,14 @@ def measure(case: Case, repeats: int) -> dict[str, Any]:
     diff = float(np.max(np.abs(ours_out - bare_out))) if ours_out.shape == bare_out.shape else float("inf")
     scale = float(np.max(np.abs(bare_out))) or 1.0
     wall: dict[str, list[float]] = {"bare": [], "anybind": []}
+    cpu: dict[str, list[float]] = {"bare": [], "anybind": []}
     runs = {"bare": lambda: run_bare(case), "anybind": lambda: enc.encode(case.items)}
     for r in range(repeats):
         for name in (("bare", "anybind") if r % 2 == 0 else ("anybind", "bare")):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             runs[name]()
             wall[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
     mem = {name: _memory(fn) for name, fn in runs.items()}
     n = len(case.items)
     return {
@@ -87,6 +91,7 @@ def measure(case: Case, repeats: int) -> dict[str, Any]:
         "anybind/s": n / min(wall["anybind"]), "bare/s": n / min(wall["bare"]),
         "ratio": min(wall["bare"]) / min(wall["anybind"]),
         "paired": float(np.median([b / o for b, o in zip(wall["bare"], wall["anybind"])])),
+        "cpu ratio": min(cpu["bare"]) / min(cpu["anybind"]),
         "py MiB anybind": mem["anybind"][0], "py MiB bare": mem["bare"][0],
         "RSS MiB anybind": mem["anybind"][1], "RSS MiB bare": mem["bare"][1],
         "max |diff|": diff, "equal": "yes" if diff <= RTOL * scale else "no",
@@ -120,12 +125,13 @@ def encoders_task(work: Path, cache=None, seed: int = 0, console=None, kinds: st
             notes.append(case.note)
     metrics: dict[str, float] = {}
     for r in rows:
-        for k in ("anybind/s", "bare/s", "ratio", "paired", "py MiB anybind", "py MiB bare", "RSS MiB anybind",
-                  "RSS MiB bare", "max |diff|"):
+        for k in ("anybind/s", "bare/s", "ratio", "paired", "cpu ratio", "py MiB anybind", "py MiB bare",
+                  "RSS MiB anybind", "RSS MiB bare", "max |diff|"):
             metrics[f"{r['kind']}/{k}"] = float(r[k])
         metrics[f"{r['kind']}/equal"] = float(r["equal"] == "yes")
     notes.append(f"{repeats} interleaved rounds; ratio = best bare / best anybind wall time (goal >= 0.9), paired = "
-                 "median over rounds; py MiB = tracemalloc peak (torch buffers unseen), RSS MiB = resident peak above "
+                 "median over rounds, cpu ratio = the same with process CPU time (less moved by other processes); "
+                 "py MiB = tracemalloc peak (torch buffers unseen), RSS MiB = resident peak above "
                  f"the call's start; torch threads {torch.get_num_threads()}; specs: "
                  + "; ".join(f"{r['kind']} = {r['spec']}" for r in rows))
     table = [{k: v for k, v in r.items() if k not in ("spec", "kind")} for r in rows]

@@ -78,7 +78,8 @@ class HfVideoEncoder(HfEncoder):
         super().__init__("video", rest)
         self.spec, self.input_kind = spec, "file"
         cfg = self.config()
-        n = frames or getattr(cfg, "num_frames", None) or getattr(getattr(cfg, "vision_config", None), "num_frames", None)
+        vision = getattr(cfg, "vision_config", None)
+        n = frames or getattr(cfg, "num_frames", None) or getattr(vision, "num_frames", None)
         if not n:
             raise self._err("the model's config declares no num_frames: say how many it reads with @frames=N")
         self.frames = int(n)
