@@ -56,7 +56,7 @@ def pair_terms(
 
 def standardised(projector: Projector, x: torch.Tensor) -> torch.Tensor:
     """The frozen features as the projector sees them (standardised), for terms that read them."""
-    return ((x - projector.mean) / projector.scale).detach()
+    return projector.standardized(x).detach()
 
 
 class PairBinder(nn.Module):

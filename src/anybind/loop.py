@@ -319,7 +319,7 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
         G = R = None
         n = 0
         for xm, xl in train_pairs(m):
-            Z = (torch.from_numpy(xm) - pr.mean) / pr.scale
+            Z = pr.standardized(torch.from_numpy(xm))
             T = tgt(torch.from_numpy(xl))
             g, r = (Z.T @ Z).double(), (Z.T @ T).double()
             G, R = (g, r) if G is None else (G + g, R + r)
@@ -332,7 +332,7 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
             if va is None:
                 return float("nan")
             fm, fl = va
-            q = F.normalize(((torch.from_numpy(fm) - pr.mean) / pr.scale) @ W.float(), dim=-1).numpy()
+            q = F.normalize(pr.standardized(torch.from_numpy(fm)) @ W.float(), dim=-1).numpy()
             g = F.normalize(tgt(torch.from_numpy(fl)), dim=-1).numpy()
             r1 = pair_recalls(q, g, query_keys=fm, gallery_keys=fl)
             r2 = pair_recalls(g, q, query_keys=fl, gallery_keys=fm)

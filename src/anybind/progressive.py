@@ -54,6 +54,7 @@ import numpy as np
 from .cache import FeatureCache
 from .data.manifest import Manifest
 from .encoders.registry import get_encoder
+from .encoders.video import temporal_frames
 from .errors import DataError, SpaceError
 from .progressive_fit import VAL_METRIC, BindConfig  # noqa: F401  (VAL_METRIC re-exported)
 from .progressive_fit import Target, bind_config, has_modality, train_projector
@@ -225,7 +226,8 @@ def _bind(space, name, spec, data, anchors, *, replace, cache, strict, progress,
             what = f"items of {name!r}" if (replace and a == name) else f"pairs of {name!r} with {a!r}"
             raise DataError(f"{where}: {n_tr} training {what}; need at least 2 (check the 'split' fields)")
 
-    proj, train_info = train_projector(space, feats, row_of, targets, train_idx, val_idx, cfg, progress)
+    proj, train_info = train_projector(space, feats, row_of, targets, train_idx, val_idx, cfg, progress,
+                                       frames=temporal_frames(spec))
 
     projectors = {m: copy.deepcopy(p) for m, p in space.projectors.items()}
     projectors[name] = proj

@@ -102,7 +102,7 @@ def ridge_start(proj: Projector, feats, targets: Mapping[str, Target], train_idx
         Z_parts.append(feats[t.rows[sel]])
         T_parts.append(t.targets[sel])
     with torch.no_grad():
-        Z = ((torch.from_numpy(np.concatenate(Z_parts)) - proj.mean) / proj.scale).double()
+        Z = proj.standardized(torch.from_numpy(np.concatenate(Z_parts))).double()
         T = torch.from_numpy(np.concatenate(T_parts)).double()
     n, d = Z.shape
     Tm = T.mean(0)
@@ -130,7 +130,8 @@ def ridge_start(proj: Projector, feats, targets: Mapping[str, Target], train_idx
     return alpha
 
 
-def train_projector(space, feats, row_of, targets: Mapping[str, Target], train_idx, val_idx, cfg: BindConfig, progress):
+def train_projector(space, feats, row_of, targets: Mapping[str, Target], train_idx, val_idx, cfg: BindConfig, progress,
+                    frames: int = 0):
     from .losses import build_loss, is_multimodal
 
     with training_threads(cfg.threads):
@@ -138,7 +139,7 @@ def train_projector(space, feats, row_of, targets: Mapping[str, Target], train_i
         rng = np.random.default_rng(cfg.seed)
         pc = ProjectorConfig(
             in_dim=feats.shape[1], out_dim=space.dim, kind=cfg.projector, hidden=cfg.hidden,
-            dropout=cfg.dropout, input_dropout=cfg.input_dropout, standardize=cfg.standardize,
+            dropout=cfg.dropout, input_dropout=cfg.input_dropout, standardize=cfg.standardize, frames=frames,
         )
         tr_rows = np.unique(row_of[train_idx][row_of[train_idx] >= 0])
         proj = Projector(pc).fit_stats(feats[tr_rows] if len(tr_rows) > 1 else feats)

@@ -9,6 +9,14 @@ features through untouched: the modality is *locked* and its encoder's own
 space becomes the shared space (LiT-style locking, and the frozen side of
 progressive binding).
 
+A *temporal* projector (``frames=T > 0``) reads a frame-sequence feature (``video:frames(...)@...,pool=attn``,
+:mod:`anybind.encoders.video`): ``T`` rows of ``d`` frame features and a validity flag, flattened
+(``in_dim = T * (d + 1)``).  It standardises the frames (statistics over the training clips' valid frames),
+pools them with a learnt gated attention (``a_t = softmax_t(v . tanh(W z_t + b))`` over the valid frames,
+Ilse et al.'s attention MIL pooling, the usual temporal head over frozen per-frame features) and maps the
+pooled ``d`` features like any projector.  ``v`` starts at zero, so an untrained head is the mean over the
+valid frames (what ``pool=mean`` gives), and a ridge start (:meth:`Projector.standardized`) is exact.
+
 A *centred* projector (``center=True``, see :mod:`anybind.robust`) also stores its modality's
 mean unit embedding over the training split and returns ``normalize(y) - center``: once
 re-normalised by the caller, every item is measured from its modality's centre.
@@ -34,13 +42,36 @@ class ProjectorConfig:
     input_dropout: float = 0.1
     standardize: bool = True
     center: bool = False  # inductive centring (space format 3): a stored mean embedding is subtracted
+    frames: int = 0  # > 0: a temporal projector over that many frames (space format 4), see the module docstring
 
     def to_dict(self) -> dict:
-        """The config as saved; ``center`` only when set, so an uncentred space reads as format 2."""
+        """The config as saved; ``center`` and ``frames`` only when set, so a plain space reads as format 2."""
         d = asdict(self)
         if not self.center:
             d.pop("center")
+        if not self.frames:
+            d.pop("frames")
         return d
+
+    @property
+    def feat_dim(self) -> int:
+        """The width the standardisation and the map see: a frame's features for a temporal projector."""
+        return self.in_dim // self.frames - 1 if self.frames else self.in_dim
+
+
+#: the hidden width of a temporal projector's attention scorer
+ATTN_HIDDEN = 64
+
+
+def check_frames(cfg: ProjectorConfig) -> str | None:
+    """Why a temporal config cannot be built (None when it can, or when it is not temporal)."""
+    if not cfg.frames:
+        return None
+    if cfg.frames < 0 or cfg.in_dim % cfg.frames or cfg.in_dim // cfg.frames < 2:
+        return f"frames={cfg.frames} needs in_dim = frames * (frame features + 1), got in_dim {cfg.in_dim}"
+    if cfg.kind == "identity":
+        return "an identity projector cannot pool frames (lock another modality)"
+    return None
 
 
 class Projector(nn.Module):
@@ -52,14 +83,22 @@ class Projector(nn.Module):
             raise ValueError(f"projector kind must be 'linear', 'mlp' or 'identity', got {cfg.kind!r}")
         if cfg.kind == "identity" and cfg.in_dim != cfg.out_dim:
             raise ValueError(f"an identity projector needs in_dim == out_dim, got {cfg.in_dim} and {cfg.out_dim}")
+        why = check_frames(cfg)
+        if why:
+            raise ValueError(why)
         self.cfg = cfg
-        self.register_buffer("mean", torch.zeros(cfg.in_dim))
-        self.register_buffer("scale", torch.ones(cfg.in_dim))
+        d = cfg.feat_dim
+        self.register_buffer("mean", torch.zeros(d))
+        self.register_buffer("scale", torch.ones(d))
         self.in_drop = nn.Dropout(cfg.input_dropout)
-        self.linear = nn.Linear(cfg.in_dim, cfg.out_dim)
+        if cfg.frames:
+            self.attn = nn.Linear(d, ATTN_HIDDEN)
+            self.attn_v = nn.Linear(ATTN_HIDDEN, 1, bias=False)
+            nn.init.zeros_(self.attn_v.weight)  # an untrained head is the mean over the valid frames
+        self.linear = nn.Linear(d, cfg.out_dim)
         if cfg.kind == "mlp":
             self.mlp = nn.Sequential(
-                nn.Linear(cfg.in_dim, cfg.hidden),
+                nn.Linear(d, cfg.hidden),
                 nn.GELU(),
                 nn.Dropout(cfg.dropout),
                 nn.Linear(cfg.hidden, cfg.out_dim),
@@ -72,6 +111,9 @@ class Projector(nn.Module):
     @torch.no_grad()
     def fit_stats(self, feats: np.ndarray) -> "Projector":
         """Set the standardisation from training features (per-dim mean; one global scale)."""
+        if self.cfg.frames:  # every valid frame of the training clips
+            f, m = self._frames(torch.as_tensor(feats, dtype=torch.float32))
+            feats = f[m].numpy()
         if self.cfg.standardize and len(feats) > 1:
             x = torch.as_tensor(feats, dtype=torch.float32)
             self.mean.copy_(x.mean(0))
@@ -98,12 +140,39 @@ class Projector(nn.Module):
             y = F.normalize(y, dim=-1) - self.center
         return y
 
+    def _frames(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A frame-sequence batch as (B, T, d) frame features and a (B, T) validity mask."""
+        s = x.reshape(x.shape[0], self.cfg.frames, self.cfg.feat_dim + 1)
+        return s[..., :-1], s[..., -1] > 0.5
+
+    def attention(self, x: torch.Tensor) -> torch.Tensor:
+        """A temporal projector's (B, T) weights over the frames (zero on padding)."""
+        f, m = self._frames(x)
+        return self._weights((f - self.mean) / self.scale, m)
+
+    def _weights(self, z: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        scores = self.attn_v(torch.tanh(self.attn(z))).squeeze(-1).masked_fill(~m, float("-inf"))
+        return torch.nan_to_num(torch.softmax(scores, dim=-1))  # a clip with no valid frame: all zero
+
+    def standardized(self, x: torch.Tensor) -> torch.Tensor:
+        """What the linear map reads at the start of training: the standardised features, or for a temporal
+        projector the mean of its standardised valid frames (what its untrained attention gives)."""
+        if not self.cfg.frames:
+            return (x - self.mean) / self.scale
+        f, m = self._frames(x)
+        w = m.to(f.dtype) / m.sum(-1, keepdim=True).clamp(min=1)
+        return (w.unsqueeze(-1) * ((f - self.mean) / self.scale)).sum(1)
+
     def uncentred(self, x: torch.Tensor) -> torch.Tensor:
         """The map before any centring."""
         if self.cfg.kind == "identity":  # a locked modality: the encoder's own space, centred
             return x - self.mean
-        x = (x - self.mean) / self.scale
-        x = self.in_drop(x)
+        if self.cfg.frames:
+            f, m = self._frames(x)
+            z = self.in_drop((f - self.mean) / self.scale)
+            x = (self._weights(z, m).unsqueeze(-1) * z).sum(1)
+        else:
+            x = self.in_drop((x - self.mean) / self.scale)
         y = self.linear(x)
         if self.mlp is not None:
             y = y + self.mlp(x)

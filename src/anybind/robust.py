@@ -240,14 +240,18 @@ def with_mixup(loss_fn: nn.Module, cfg) -> nn.Module:
 def bridge_prior(spec: str, lock_spec: str, projector: Projector) -> torch.Tensor | None:
     """The map (in_dim, out_dim) that reads the label-bridge block of ``projector``'s standardised input back
     in the encoder's units (centred): for an encoder ``spec`` whose label bridge maps into ``lock_spec``'s
-    space; None for any other encoder."""
+    space, or a ``video:frames(...)`` of such an image encoder (the block of the frames' mean, or of each frame
+    for a frame-pooling projector: ``in_dim`` is then a frame's width); None for any other encoder."""
     from .encoders.bridge import LabelBridgeEncoder
     from .encoders.registry import get_encoder
+    from .encoders.video import VideoFramesEncoder
 
     enc = get_encoder(spec)
+    if isinstance(enc, VideoFramesEncoder):  # a clip's features are its frames' (their mean, or the sequence)
+        enc = enc.image
     if not isinstance(enc, LabelBridgeEncoder) or enc.text_encoder.spec != lock_spec:
         return None
-    d_base, d_in, d_out = enc.base_encoder.dim, projector.cfg.in_dim, projector.cfg.out_dim
+    d_base, d_in, d_out = enc.base_encoder.dim, projector.cfg.feat_dim, projector.cfg.out_dim
     if d_in != d_base + d_out:
         return None
     W = torch.zeros(d_in, d_out, dtype=torch.float64)

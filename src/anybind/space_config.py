@@ -15,6 +15,9 @@ Formats (``format_version``):
 * 3 -- as 2, and a projector may be *centred* (inductive centring, :mod:`anybind.robust`): its
   config has ``"center": true`` and the weights file a ``<modality>.center`` tensor.  A space
   with no centred projector is still written as format 2, so an older anybind reads it.
+* 4 -- as 3, and a projector may pool a frame sequence (``"frames": T``, a ``video:frames(...)@...,pool=attn``
+  modality, :mod:`anybind.projectors`): its weights add the attention scorer (``attn.*``, ``attn_v.*``).  Only
+  a space with such a projector is written as format 4.
 """
 
 from __future__ import annotations
@@ -32,12 +35,13 @@ import torch
 
 from .data.media import short_repr
 from .errors import SpaceError
-from .projectors import Projector, ProjectorConfig
+from .projectors import Projector, ProjectorConfig, check_frames
 
 SPACE_FORMAT = "anybind.space"
 FORMAT_VERSION = 2  # the format of a new space (see file_version: format 3 when a projector is centred)
 CENTRED_FORMAT = 3
-NEWEST_FORMAT = 3  # the newest format this anybind reads
+TEMPORAL_FORMAT = 4
+NEWEST_FORMAT = 4  # the newest format this anybind reads
 MAX_WIDTH = 1 << 20  # the widest in_dim / out_dim / hidden a space.json may state
 _KINDS = ("linear", "mlp", "identity")
 _REQUIRED = ("format", "format_version", "dim", "modalities", "temperature", "identity")
@@ -105,8 +109,8 @@ def _keys(path: Path, where: str, d: Any, required: tuple[str, ...], optional: t
 
 
 def _projector(path: Path, where: str, d: Any) -> ProjectorConfig:
-    names = tuple(f.name for f in fields(ProjectorConfig) if f.name != "center")
-    d = _keys(path, where, d, names, ("center",))
+    names = tuple(f.name for f in fields(ProjectorConfig) if f.name not in ("center", "frames"))
+    d = _keys(path, where, d, names, ("center", "frames"))
     center = d.get("center", False)
     if not isinstance(center, bool):
         raise _fail(path, f"{where}.center is {short_repr(center)}, expected true or false")
@@ -124,7 +128,11 @@ def _projector(path: Path, where: str, d: Any) -> ProjectorConfig:
         input_dropout=_number(path, f"{where}.input_dropout", d["input_dropout"], 0.0, 1.0),
         standardize=d["standardize"],
         center=center,
+        frames=_int(path, f"{where}.frames", d.get("frames", 0), 0, MAX_WIDTH),
     )
+    why = check_frames(cfg)
+    if why:
+        raise _fail(path, f"{where}: {why}")
     if kind == "identity" and cfg.in_dim != cfg.out_dim:
         raise _fail(path, f"{where}: an identity projector needs in_dim == out_dim, got {cfg.in_dim} and {cfg.out_dim}")
     return cfg
@@ -162,6 +170,8 @@ def read_space_json(path: str | Path) -> SpaceFile:
         cfg = _projector(path, f"{where}.projector", entry["projector"])
         if cfg.center and version < CENTRED_FORMAT:
             raise _fail(path, f"{where}.projector.center needs format_version {CENTRED_FORMAT}, the file says {version}")
+        if cfg.frames and version < TEMPORAL_FORMAT:
+            raise _fail(path, f"{where}.projector.frames needs format_version {TEMPORAL_FORMAT}, the file says {version}")
         if cfg.out_dim != dim:
             raise _fail(path, f"{where}.projector.out_dim is {cfg.out_dim}, but the space's dim is {dim}")
         entries[m] = ModalityEntry(_text(path, f"{where}.encoder", entry["encoder"]), ident, cfg)
@@ -207,7 +217,10 @@ def space_identity(
 
 
 def file_version(version: int, projectors: Mapping[str, Projector]) -> int:
-    """The format a space of format ``version`` is written in: format 3 as soon as a projector is centred."""
+    """The format a space of format ``version`` is written in: format 3 as soon as a projector is centred,
+    4 as soon as one pools frames."""
+    if any(p.cfg.frames for p in projectors.values()):
+        return max(version, TEMPORAL_FORMAT)
     return max(version, CENTRED_FORMAT) if any(p.cfg.center for p in projectors.values()) else version
 
 

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .encoders.video import temporal_frames
 from .binders import MultiBinder, PairBinder, missing_embeddings, mip_weights
 from .binders import pair_terms  # noqa: F401  (re-exported: it was defined here)
 from .featureset import FeatureSet, selection_set  # noqa: F401  (FeatureSet re-exported: it was defined here)
@@ -139,6 +140,9 @@ def warm_start(projectors: Mapping[str, Projector], fs: FeatureSet, cfg: TrainCo
         raise DataError(f"init must be 'random', 'ridge', 'procrustes' or 'cca', got {cfg.init!r}")
     if cfg.lock:
         raise DataError("with a locked modality use init='ridge' (procrustes/cca build their own subspace)")
+    if temporal := [m for m, pr in projectors.items() if pr.cfg.frames]:  # a pool=attn video spec
+        raise DataError(f"init={cfg.init!r} cannot start the frame-pooling projector of {', '.join(temporal)}; "
+                        "use init='ridge' or 'random'")
     dims = [d for d in (16, 32, 64, 128, 256, 512) if d <= cfg.dim] or [cfg.dim]
     tf = fit_training_free(fs, method=cfg.init, dims=dims, seed=cfg.seed)
     with torch.no_grad():
@@ -215,6 +219,7 @@ def _train_space(fs: FeatureSet, cfg: TrainConfig, *, progress: bool = True, sel
             dropout=cfg.dropout,
             input_dropout=cfg.input_dropout,
             standardize=cfg.standardize,
+            frames=temporal_frames(fs.specs.get(m, "")),
         )
         tr = train_idx[fs.rows[m][train_idx] >= 0]
         projectors[m] = Projector(pc).fit_stats(fs.feats[m][fs.rows[m][tr]] if len(tr) else fs.feats[m])

@@ -9,8 +9,12 @@
   against decoding alone and the bare image model forward on the same preprocessed frames (``forward``), and
   the ratio of the encoder to decode + forward (the wrapper's own overhead: goal >= 0.9).
 
+With ``--opt attn=1`` a third space binds text to the clips' frame sequences
+(``video:frames(...)@...,pool=attn``): the video projector learns an attention pooling over the frames
+(:mod:`anybind.projectors`), scored beside the frames' mean.
+
 Options (``--opt``): ``limit`` (stamps per split for a quick run; 0 = all), ``fps``, ``max`` (frame sampling),
-``n_speed`` (clips timed).
+``n_speed`` (clips timed), ``attn`` (1: add the attention-pooled row).
 """
 
 from __future__ import annotations
@@ -71,7 +75,7 @@ def _speed(paths: list[str], video_spec: str) -> dict[str, float]:
 @task("video-retrieval", "Tux Paint clips (tuxpaint-video): video<->text R@k beside image<->text of the same stamps, "
       "and video encoder clips/s against decoding and the bare image forward")
 def video_retrieval(work: Path, cache=None, seed: int = 0, console=None, limit: str = "0", fps: str = "2",
-                    max: str = "6", n_speed: str = "48") -> TaskResult:  # noqa: A002 - the option's name
+                    max: str = "6", n_speed: str = "48", attn: str = "0") -> TaskResult:  # noqa: A002 - the option's name
     from ..cache import FeatureCache
     from ..data.manifest import load_manifest
     from ..evaluate import embed_records
@@ -91,12 +95,16 @@ def video_retrieval(work: Path, cache=None, seed: int = 0, console=None, limit: 
     speed = _speed([r.values["video"] for r in test[: int(n_speed)]], plain_video)
     times: dict[str, float] = {}
     results: dict[str, dict[str, float]] = {}
-    for m, spec in (("video", video_spec), ("image", image_spec)):
+    systems = [("video", "video", video_spec), ("image", "image", image_spec)]
+    if attn.strip() not in ("", "0"):
+        systems.append(("video-attn", "video", video_spec + ",pool=attn"))
+    for key, m, spec in systems:
         t0 = time.perf_counter()
         space = Space.fit(man, modalities=["text", m], encoders={"text": text_spec, m: spec}, cache=fc, seed=seed,
                           progress=False, **recipe_kw, recipe="plain")
-        times[f"fit text+{m} (with encoding)"] = time.perf_counter() - t0
-        results[m] = retrieval_from_embeddings(embed_records(space, test, ["text", m], cache=fc), [(m, "text")])
+        times[f"fit text+{key} (with encoding)"] = time.perf_counter() - t0
+        res = retrieval_from_embeddings(embed_records(space, test, ["text", m], cache=fc), [(m, "text")])
+        results[key] = {k.replace(f"{m}->", f"{key}->").replace(f"->{m}/", f"->{key}/"): v for k, v in res.items()}
 
     def row(name: str, res: dict[str, float], m: str) -> dict[str, Any]:
         out: dict[str, Any] = {"name": name}
@@ -107,6 +115,8 @@ def video_retrieval(work: Path, cache=None, seed: int = 0, console=None, limit: 
         return out
 
     table = [row("video: frames' mean (config: video)", results["video"], "video"),
+             *([row("video: attention pool learnt with the projector", results["video-attn"], "video-attn")]
+               if "video-attn" in results else []),
              row("image: the same stamps' stills", results["image"], "image"),
              row("chance", chance_metrics(results["video"]), "video")]
     metrics: dict[str, float] = {}
@@ -125,6 +135,7 @@ def video_retrieval(work: Path, cache=None, seed: int = 0, console=None, limit: 
         f"{speed['encoder / (decode + forward)']:.2f}",
     ]
     return TaskResult(metrics=metrics, baselines={"chance": chance_metrics(results["video"])},
-                      config={"video": video_spec, "image": image_spec, "text": text_spec, "limit": int(limit),
+                      config={"video": video_spec, "image": image_spec, "attn": "video-attn" in results,
+                              "text": text_spec, "limit": int(limit),
                               "corpus": str(path), **{k: v for k, v in recipe_kw.items()}},
                       notes=notes, table=table)

@@ -141,6 +141,8 @@ class TorchImageEncoder(Encoder):
         rt = current_runtime()  # the device and precision set for this process (see encoders/device.py)
         model = place(self.model(), rt.device)
         x = torch.from_numpy(np.stack(arrs)).to(rt.device)
+        if x.ndim == 4:  # channels-last: the CPU convolutions run ~1.5x faster on it (bench --task encoders)
+            x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), autocast(rt):
             out = self._forward(model, x)
         return out.detach().to(torch.float32).cpu().numpy()

@@ -1,11 +1,22 @@
 """Video encoders: frames sampled from a clip, encoded by any image encoder, pooled.
 
-Spec: ``video:frames(<image spec>)[@fps=1,max=32]``, e.g. ``video:frames(image:efficientnet-lite0)@fps=2,max=16``
-or ``video:frames(callable:mypkg.mod:encode)``.  A clip is decoded with PyAV (``pip install 'anybind[video]'``)
-and sampled by :func:`anybind.data.video.sample_frames`: at ``fps`` frames per second (default 1) from its first
-frame, at most ``max`` frames (default 32); each frame goes through the image encoder's own ``load`` (an RGB
-uint8 array, like a decoded image file) and ``encode_loaded``, and the clip's feature is the mean of its
-frames' features (``dim`` is the image encoder's).
+Spec: ``video:frames(<image spec>)[@fps=1,max=32,pool=mean]``, e.g.
+``video:frames(image:efficientnet-lite0)@fps=2,max=16`` or ``video:frames(callable:mypkg.mod:encode)``.  A clip
+is decoded with PyAV (``pip install 'anybind[video]'``) and sampled by :func:`anybind.data.video.sample_frames`:
+at ``fps`` frames per second (default 1) from its first frame, at most ``max`` frames (default 32); each frame
+goes through the image encoder's own ``load`` (an RGB uint8 array, like a decoded image file) and
+``encode_loaded``.  Pooling:
+
+* ``pool=mean`` (the default): the clip's feature is the mean of its frames' features (``dim`` is the image
+  encoder's);
+* ``pool=attn``: the encoder (frozen, like every encoder) pools nothing.  Its feature is the clip's *frame
+  sequence*: ``max`` rows of ``image dim + 1`` numbers, flattened (``dim = max * (image dim + 1)``); row ``t``
+  holds frame ``t``'s features and a 1 in its last place, rows past the clip's last sampled frame are zeros.
+  So the feature cache keeps every frame's features, and the modality's projector
+  (:class:`anybind.projectors.Projector` with ``frames = max``, built so by training when it sees such a spec,
+  see :func:`temporal_frames`) learns an attention pooling over the frames together with the space: the
+  learnt temporal head of frozen-frame-encoder video models, trained with the projector.  It starts as the
+  mean over the valid frames, so training moves away from mean pooling only where the validation score says so.
 
 Items: a video file path, the file's bytes, or frames already sampled (a ``(T, H, W, 3)`` uint8 array or a
 list of images; the first ``max`` are used).  The identity holds the image encoder's identity, the sampling
@@ -31,7 +42,7 @@ DEFAULT_FPS = 1.0
 DEFAULT_MAX = 32
 #: the most frames one clip may be sampled to (a clip's frames are held in memory, preprocessed)
 MAX_FRAMES = 1024
-POOL = "mean"
+POOLS = ("mean", "attn")
 
 
 @dataclass
@@ -42,9 +53,11 @@ class LoadedClip:
     times: list
 
 
-def parse_frames_spec(name: str) -> tuple[str, float, int]:
-    """``frames(<image spec>)@fps=1,max=32`` -> ``(image spec, fps, max)``; EncoderError saying what is wrong."""
-    how = "a video encoder spec is video:frames(<image spec>)[@fps=1,max=32], e.g. video:frames(image:efficientnet-lite0)"
+def parse_frames_spec(name: str) -> tuple[str, float, int, str]:
+    """``frames(<image spec>)@fps=1,max=32,pool=mean`` -> ``(image spec, fps, max, pool)``; EncoderError saying
+    what is wrong."""
+    how = ("a video encoder spec is video:frames(<image spec>)[@fps=1,max=32,pool=mean|attn], "
+           "e.g. video:frames(image:efficientnet-lite0); or video:hf/<model> (a transformers video model)")
     if not name.startswith("frames("):
         raise EncoderError(f"unknown video encoder {name!r}: {how}")
     depth, end = 0, -1
@@ -59,7 +72,7 @@ def parse_frames_spec(name: str) -> tuple[str, float, int]:
     image_spec, rest = name[len("frames(") : end].strip(), name[end + 1 :]
     if not image_spec:
         raise EncoderError(f"video encoder {name!r}: no image encoder inside frames(...); {how}")
-    fps, max_frames = DEFAULT_FPS, DEFAULT_MAX
+    fps, max_frames, pool = DEFAULT_FPS, DEFAULT_MAX, "mean"
     if rest:
         if not rest.startswith("@") or len(rest) == 1:
             raise EncoderError(f"video encoder {name!r}: unexpected {rest!r} after frames(...); {how}")
@@ -77,12 +90,30 @@ def parse_frames_spec(name: str) -> tuple[str, float, int]:
                     max_frames = int(val)
                     if not 1 <= max_frames <= MAX_FRAMES:
                         raise ValueError
+                elif key == "pool":
+                    pool = val.strip()
+                    if pool not in POOLS:
+                        raise ValueError
                 else:
-                    raise EncoderError(f"video encoder {name!r}: unknown option {key!r} (known: fps, max)")
+                    raise EncoderError(f"video encoder {name!r}: unknown option {key!r} (known: fps, max, pool)")
             except ValueError:
                 raise EncoderError(f"video encoder {name!r}: bad option {opt!r} (fps: a number in (0, 1000]; "
-                                   f"max: an integer in 1..{MAX_FRAMES})") from None
-    return image_spec, fps, max_frames
+                                   f"max: an integer in 1..{MAX_FRAMES}; pool: mean or attn)") from None
+    return image_spec, fps, max_frames, pool
+
+
+def temporal_frames(spec: str) -> int:
+    """The frames of a frame-sequence feature (``video:frames(...)@...,pool=attn``: its ``max``), else 0.
+
+    What training reads to build that modality's projector with an attention pooling over the frames; any
+    other spec (and one that does not parse) is an ordinary vector feature."""
+    if not isinstance(spec, str) or not spec.startswith("video:frames("):
+        return 0
+    try:
+        _, _, max_frames, pool = parse_frames_spec(spec[len("video:") :].strip())
+    except EncoderError:
+        return 0
+    return max_frames if pool == "attn" else 0
 
 
 class VideoFramesEncoder(Encoder):
@@ -93,13 +124,16 @@ class VideoFramesEncoder(Encoder):
     batch_size = 4
 
     def __init__(self, image_spec: str, fps: float = DEFAULT_FPS, max_frames: int = DEFAULT_MAX,
-                 spec: str | None = None):
+                 spec: str | None = None, pool: str = "mean"):
         from .registry import get_encoder
 
         if image_spec.startswith("video:"):
             raise EncoderError(f"video:frames({image_spec}): the frames' encoder must be an image encoder")
-        self.image_spec, self.fps, self.max_frames = image_spec, float(fps), int(max_frames)
-        self.spec = spec or f"video:frames({image_spec})@fps={self.fps:g},max={self.max_frames}"
+        if pool not in POOLS:
+            raise EncoderError(f"video:frames({image_spec}): pool={pool!r}; known: {', '.join(POOLS)}")
+        self.image_spec, self.fps, self.max_frames, self.pool = image_spec, float(fps), int(max_frames), pool
+        attn = ",pool=attn" if pool == "attn" else ""
+        self.spec = spec or f"video:frames({image_spec})@fps={self.fps:g},max={self.max_frames}{attn}"
         try:
             import av  # noqa: F401
         except ImportError as e:
@@ -109,12 +143,14 @@ class VideoFramesEncoder(Encoder):
 
     @property
     def dim(self) -> int:  # the image encoder's (a callable learns its width on its first batch)
-        return int(self.image.dim)
+        d = int(self.image.dim)
+        return d if self.pool == "mean" or d == 0 else self.max_frames * (d + 1)
 
     @property
     def identity(self) -> str:
+        pool = "mean" if self.pool == "mean" else "frames+mask"  # attn: the projector pools the frame sequence
         return (f"video:frames|image=({self.image.identity})|fps={self.fps:g},max={self.max_frames},"
-                f"{SAMPLING_VERSION}|pool={POOL}")
+                f"{SAMPLING_VERSION}|pool={pool}")
 
     def load(self, item: Any) -> LoadedClip:
         if isinstance(item, LoadedClip):
@@ -154,7 +190,12 @@ class VideoFramesEncoder(Encoder):
         out, i = [], 0
         for c in clips:
             n = len(c.frames)
-            out.append(feats[i : i + n].mean(axis=0, dtype=np.float64))
+            if self.pool == "mean":
+                out.append(feats[i : i + n].mean(axis=0, dtype=np.float64))
+            else:  # the frame sequence, each row flagged valid, padded with zero rows to max frames
+                seq = np.zeros((self.max_frames, feats.shape[1] + 1), np.float32)
+                seq[:n, :-1], seq[:n, -1] = feats[i : i + n], 1.0
+                out.append(seq.reshape(-1))
             i += n
         return self._check(np.stack(out).astype(np.float32), len(clips))
 
@@ -165,6 +206,11 @@ class VideoFramesEncoder(Encoder):
 
 
 def make_video_encoder(name: str) -> Encoder:
-    """Factory for ``video:<name>`` specs (see the module docstring)."""
-    image_spec, fps, max_frames = parse_frames_spec(name.strip())
-    return VideoFramesEncoder(image_spec, fps, max_frames)
+    """Factory for ``video:<name>`` specs (see the module docstring); ``video:hf/<model>`` is a ``transformers``
+    video model (:mod:`anybind.encoders.hf_video`)."""
+    if name.strip().startswith("hf/"):
+        from .hf_video import make_hf_video_encoder
+
+        return make_hf_video_encoder(name.strip()[len("hf/") :])
+    image_spec, fps, max_frames, pool = parse_frames_spec(name.strip())
+    return VideoFramesEncoder(image_spec, fps, max_frames, pool=pool)

@@ -77,6 +77,11 @@ def build_projectors(shards: TrainingShards, cfg: TrainConfig, stats: dict | Non
     """One projector per modality, standardised with the training split's statistics (streamed)."""
     from ..projectors import Projector, ProjectorConfig
 
+    from ..encoders.video import temporal_frames
+
+    if temporal := [m for m, spec in shards.specs.items() if temporal_frames(spec)]:
+        raise DataError(f"{', '.join(temporal)}: a pool=attn video spec needs the in-memory fit (its projector pools "
+                        "frames; the streaming / Ray trainer standardises flat vectors); use pool=mean here")
     if cfg.lock is not None and cfg.lock not in shards.dims:
         raise DataError(f"lock={cfg.lock!r} is not a modality of the shards ({', '.join(shards.modalities)})")
     out = {}
