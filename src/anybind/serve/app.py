@@ -67,6 +67,7 @@ from ..errors import AnybindError
 from ..index import QueryError
 from ..index.calibrated import probabilities, query_modality
 from .auth import ApiKeyAuth, KeyStore
+from .caption_routes import add_caption_routes
 from .errors import add_error_handlers
 from .gate import Busy, Gate  # noqa: F401 - Busy: imported from here by callers
 from .middleware import BodyLimit, SecurityHeaders
@@ -137,8 +138,7 @@ def create_app(
     ``api_keys``: a key file (or a :class:`~anybind.serve.auth.KeyStore`): every route but ``/health`` and
     the page's static files then needs ``Authorization: Bearer <key>`` (see :mod:`~anybind.serve.auth`).
     ``cors_origins``: origins allowed to call the API from a browser (none by default: same origin only).
-    ``captioner``: a captioner (or its folder) of the served space: adds ``/caption`` routes
-    (:mod:`~anybind.serve.caption_routes`).
+    ``captioner``: a captioner (or its folder) of the served space adds ``/caption`` (:mod:`.caption_routes`).
     """
     if service is None and index_dir is None:
         raise ValueError("create_app needs index_dir (and the space it was built with), or service=")
@@ -452,7 +452,5 @@ def create_app(
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
 
     if captioner is not None:
-        from .caption_routes import add_caption_routes
-
         add_caption_routes(app, captioner, service)
     return app
