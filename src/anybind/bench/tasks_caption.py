@@ -1,4 +1,11 @@
-"""``anybind bench --task captioning``: Tux Paint test images -> captions through a small frozen LM."""
+"""``anybind bench --task captioning``: Tux Paint test images, sounds and spoken captions -> captions through a
+small frozen LM.
+
+One space binds image, text and (with ``audio`` in ``sources``) the stamps' sound effects on Tux Paint with the
+bench recipe; ``speech`` (Whisper-tiny features) is added progressively through text from the spoken-captions
+corpus (held-out voices at test, :mod:`anybind.corpora.speech`).  One captioner is trained text-only on the
+train captions; each source's test items are captioned with its chosen projection and without one, beside
+retrieval captioning (the nearest train caption) and, for images, the label bridge."""
 
 from __future__ import annotations
 
@@ -12,7 +19,7 @@ from .tuxpaint import RECIPE, load_tux
 
 
 def _r1(space, captions: list[str], image_emb: np.ndarray, cache) -> float:
-    """Text->image R@1 of generated captions among the test images (strict: a tie is a miss)."""
+    """Text->source R@1 of generated captions among the source's test items (strict: a tie is a miss)."""
     C = space.embed("text", [c if c.strip() else "(empty)" for c in captions], cache=cache)
     S = C @ image_emb.T
     own = np.diag(S)
@@ -32,70 +39,139 @@ def _label_bridge_captions(paths: list[str], cache) -> list[str]:
     return [f"a picture of a {names[i]}." for i in (feats @ W.T + b).argmax(1)]
 
 
-@task("captioning", "Tux Paint test images -> captions from a small frozen LM (SmolLM2-135M): BLEU-4, CIDEr-D and "
-      "text->image R@1 of the captions, vs retrieval captioning and the label bridge; mapper training time, tokens/s")
-def captioning(work: Path, cache=None, seed: int = 0, console=None, lm: str = "smollm2", epochs: str = "4",
-               noise: str = "", noise_grid: str = "0,0.05,0.1", n_test: str = "0", method: str = "greedy",
-               prefix_len: str = "8", batch_size: str = "32", max_tokens: str = "20", paired: str = "0") -> TaskResult:
-    """Options (``--opt KEY=VALUE``): ``lm``, ``epochs``, ``noise`` (fixed) or ``noise_grid`` (chosen on val),
-    ``n_test`` (0: the whole test split), ``method`` (greedy | beam | sample), ``prefix_len``, ``batch_size``,
-    ``paired=1``: also a mapper trained on the paired image embeddings (the supervised comparison)."""
-    from ..caption import bleu, cider_d, fit_captioner
+SOURCES = ("image", "audio", "speech")
+
+
+def _space(work: Path, sources: list[str], cache, seed: int, console):
+    """The bench space (image + text [+ audio] on Tux Paint, + speech through text) and the manifests."""
+    from ..data.manifest import load_manifest
     from ..space import Space
 
-    mods = ["image", "text"]
+    mods = ["image", "text"] + (["audio"] if "audio" in sources else [])
     man = load_tux(work, mods, console)
     space = Space.fit(man, modalities=mods, encoders={m: RECIPE["encoders"][m] for m in mods}, cache=cache, seed=seed,
                       epochs=200, lock=RECIPE["lock"], init=RECIPE["init"], recipe="plain", progress=False)
-    fit_kw = {"epochs": int(epochs), "prefix_len": int(prefix_len), "batch_size": int(batch_size), "seed": seed}
+    speech = None
+    if "speech" in sources:
+        from .tasks_speech import SPEECH_SPEC, prepare_speech
+
+        speech = load_manifest(prepare_speech(work, console), modalities=["speech", "text", "image"], progress=True)
+        space = space.add_modality("speech", SPEECH_SPEC, speech, anchors=["text"], cache=cache, seed=seed)
+    return space, man, speech
+
+
+def _rows(space, cap, source: str, test: list, train_caps: list[str], Xt: np.ndarray, cache, gen: dict) -> tuple:
+    """The systems' captions of one source's test items and their scores: ``(rows, generated, seconds, X)``."""
+    from ..caption import bleu, cider_d
+
+    items = [r.values[source] for r in test]
+    refs = [[r.values["text"]] for r in test]
+    X = space.embed(source, items, cache=cache)
+    t0 = time.perf_counter()
+    generated = cap.decode(X, **gen)
+    gen_s = time.perf_counter() - t0
+    other = "none" if cap.projection == "memory" else "memory"
+    systems = {
+        f"anybind captioner (projection {cap.projection}, chosen on val)": generated,
+        f"anybind captioner (projection {other})": cap.decode(X, **gen, projection=other),
+        "retrieval (nearest train caption)": [train_caps[i] for i in (X @ Xt.T).argmax(1)],
+    }
+    if source == "image":
+        systems["label bridge (a picture of a {ImageNet class})"] = _label_bridge_captions(items, cache)
+    systems["reference captions (upper bound of R@1)"] = [r[0] for r in refs]
+    rows = {name: {"BLEU-4": bleu(c, refs), "CIDEr-D": cider_d(c, refs), f"text->{source}/R@1": _r1(space, c, X, cache)}
+            for name, c in systems.items()}
+    return rows, systems, gen_s, X
+
+
+@task("captioning", "Tux Paint test images, sounds and spoken captions -> captions from a small frozen LM "
+      "(SmolLM2-135M): BLEU-4, CIDEr-D and text->source R@1 of the captions, vs retrieval captioning and the label "
+      "bridge; mapper training time, tokens/s")
+def captioning(work: Path, cache=None, seed: int = 0, console=None, lm: str = "smollm2", epochs: str = "4",
+               noise: str = "", noise_grid: str = "0,0.05,0.1", n_test: str = "0", method: str = "greedy",
+               prefix_len: str = "8", batch_size: str = "32", max_tokens: str = "20", paired: str = "0",
+               sources: str = "image,audio,speech", lr: str = "2e-3", hidden: str = "512", n_train: str = "0",
+               projection: str = "auto") -> TaskResult:
+    """Options (``--opt KEY=VALUE``): ``lm``, ``epochs``, ``noise`` (fixed) or ``noise_grid`` (chosen on val),
+    ``n_test`` (0: each source's whole test split), ``method`` (greedy | beam | sample), ``prefix_len``,
+    ``batch_size``, ``lr``, ``hidden``, ``n_train`` (0: every train caption; else a seeded sample: a lighter
+    setting for a slow CPU), ``projection`` (auto: chosen on val | none | memory), ``sources`` (comma-separated
+    of image, audio, speech), ``paired=1``: also a mapper trained on the paired image embeddings."""
+    from dataclasses import replace
+
+    from ..caption import bleu, cider_d, fit_captioner
+
+    srcs = [x.strip() for x in sources.split(",") if x.strip()]
+    if not srcs or set(srcs) - set(SOURCES) or srcs[0] != "image":
+        raise ValueError(f"sources={sources!r}: a comma-separated list of {', '.join(SOURCES)}, image first")
+    space, man, speech = _space(work, srcs, cache, seed, console)
+    fit_kw = {"epochs": int(epochs), "prefix_len": int(prefix_len), "batch_size": int(batch_size), "seed": seed,
+              "lr": float(lr), "hidden": int(hidden), "select_on": "image",
+              "projection": None if projection == "auto" else projection}
     if noise.strip():
         fit_kw["noise"] = float(noise)
     else:
         fit_kw["noise_grid"] = tuple(float(x) for x in noise_grid.split(",") if x.strip())
+    fit_man = man
+    if int(n_train) > 0:
+        train = [r for r in man.split("train") if r.has("text")]
+        keep = {r.id for r in np.random.default_rng(seed).permutation(np.array(train, dtype=object))[: int(n_train)]}
+        fit_man = replace(man, records=[r for r in man.records if r.split != "train" or r.id in keep])
     t0 = time.perf_counter()
-    cap = fit_captioner(space, man, lm, cache=cache, progress=True, **fit_kw)
+    cap = fit_captioner(space, fit_man, lm, cache=cache, progress=True, **fit_kw)
     train_s = time.perf_counter() - t0
-    test = sorted((r for r in man.split("test") if r.has("image") and r.has("text")), key=lambda r: r.id)
-    if int(n_test) > 0:
-        test = test[: int(n_test)]
-    paths = [r.values["image"] for r in test]
-    refs = [[r.values["text"]] for r in test]
-    Xi = space.embed("image", paths, cache=cache)
-    t1 = time.perf_counter()
-    generated = cap.decode(Xi, method=method, max_tokens=int(max_tokens), seed=seed)
-    gen_s = time.perf_counter() - t1
-    n_tokens = sum(len(cap.lm.tokenizer(g, add_special_tokens=False)["input_ids"]) + 1 for g in generated)
+    gen = {"method": method, "max_tokens": int(max_tokens), "seed": seed}
     train_caps = sorted({r.values["text"] for r in man.split("train") if r.has("text")})
     Xt = space.embed("text", train_caps, cache=cache)
-    retrieved = [train_caps[i] for i in (Xi @ Xt.T).argmax(1)]
-    systems = {
-        "anybind captioner (text-only, frozen LM)": generated,
-        "retrieval (nearest train caption)": retrieved,
-        "label bridge (a picture of a {ImageNet class})": _label_bridge_captions(paths, cache),
-        "reference captions (upper bound of R@1)": [r[0] for r in refs],
-    }
-    if paired.strip() not in ("", "0"):
-        kw = {k: v for k, v in fit_kw.items() if k not in ("noise", "noise_grid")}
-        sup = fit_captioner(space, man, cap.lm, cache=cache, progress=True, paired=True, select_on="image", **kw)
-        systems["mapper trained on paired image embeddings"] = sup.decode(Xi, method=method, max_tokens=int(max_tokens),
-                                                                         seed=seed)
-    rows = {}
-    for name, caps in systems.items():
-        rows[name] = {"BLEU-4": bleu(caps, refs), "CIDEr-D": cider_d(caps, refs), "text->image/R@1": _r1(space, caps, Xi, cache)}
-    main = rows["anybind captioner (text-only, frozen LM)"]
-    metrics = dict(main) | {"train_seconds": round(train_s, 1), "tokens_per_s": n_tokens / max(gen_s, 1e-9),
-                            "noise_std": cap.noise_std, "n_test": len(test)}
-    examples = [f"{r.id}: {g!r} (ref {ref[0]!r}, retrieval {rt!r})"
-                for r, g, ref, rt in list(zip(test, generated, refs, retrieved))[:5]]
+    rows: dict[str, dict[str, float]] = {}
+    metrics: dict[str, float] = {}
+    examples: list[str] = []
+    n_tokens, gen_s = 0, 0.0
+    for s in srcs:
+        pool = speech if s == "speech" else man
+        test = sorted((r for r in pool.split("test") if r.has(s) and r.has("text")), key=lambda r: r.id)
+        if int(n_test) > 0:
+            test = test[: int(n_test)]
+        if not test:
+            raise ValueError(f"no {s} test records with captions")
+        src_rows, systems, secs, Xs = _rows(space, cap, s, test, train_caps, Xt, cache, gen)
+        main_name = next(iter(src_rows))
+        generated = systems[main_name]
+        if s == "image":
+            n_tokens = sum(len(cap.lm.tokenizer(g, add_special_tokens=False)["input_ids"]) + 1 for g in generated)
+            gen_s = secs
+            metrics |= src_rows[main_name]
+            if paired.strip() not in ("", "0"):
+                kw = {k: v for k, v in fit_kw.items() if k not in ("noise", "noise_grid", "projection")}
+                sup = fit_captioner(space, fit_man, cap.lm, cache=cache, progress=True, paired=True,
+                                    projection="none", **kw)
+                caps_sup = sup.decode(Xs, **gen)
+                refs = [[r.values["text"]] for r in test]
+                src_rows["mapper trained on paired image embeddings"] = {
+                    "BLEU-4": bleu(caps_sup, refs), "CIDEr-D": cider_d(caps_sup, refs),
+                    "text->image/R@1": _r1(space, caps_sup, Xs, cache)}
+        metrics |= {f"{s}->caption/{k.split('/')[0] if '/' not in k else 'R@1'}": v
+                    for k, v in src_rows[main_name].items()} | {f"{s}->caption/n_test": len(test)}
+        for name, v in src_rows.items():
+            rows[f"{s}->caption: {name}"] = {"BLEU-4": v["BLEU-4"], "CIDEr-D": v["CIDEr-D"],
+                                             "text->source R@1": next(x for k, x in v.items() if k.endswith("R@1"))}
+        examples += [f"{s} {r.id}: {g!r} (ref {r.values['text']!r})" for r, g in list(zip(test, generated))[:3]]
+    metrics |= {"train_seconds": round(train_s, 1), "tokens_per_s": n_tokens / max(gen_s, 1e-9),
+                "noise_std": cap.noise_std, "n_test": metrics.get("image->caption/n_test", 0)}
     return TaskResult(
         metrics=metrics,
-        baselines={n: v for n, v in rows.items() if not n.startswith("anybind")},
+        baselines={n: v for n, v in rows.items() if "anybind captioner (projection" not in n or "chosen" not in n},
         config={"lm": cap.lm.spec, "lm_identity": cap.lm.identity, "fit": fit_kw, "method": method,
-                "noise_val_nll": cap.info["noise_val_nll"], "n_train": cap.info["n_train"], "encoders": space.encoders},
+                "sources": srcs, "noise_val_nll": cap.info["noise_val_nll"],
+                "projection": {"kind": cap.projection, "temperature": cap.memory_temperature,
+                               "val_nll": cap.info["projection_val_nll"]},
+                "n_train": cap.info["n_train"], "encoders": space.encoders},
         table=[{"name": n, **v} for n, v in rows.items()],
-        notes=[f"mapper training {train_s:.0f} s on this machine (noise {cap.noise_std:g} chosen on val image->caption "
-               f"NLL: {cap.info['noise_val_nll']}); generation {n_tokens} tokens in {gen_s:.0f} s "
-               f"({n_tokens / max(gen_s, 1e-9):.2f} tokens/s, {method}, tokens re-counted from the text + 1 stop)",
-               "BLEU-4 and CIDEr-D as in coco-caption (anybind.caption.scores), one English reference per stamp",
+        notes=[f"mapper training {train_s:.0f} s on this machine (noise {cap.noise_std:g}, projection {cap.projection} "
+               f"at temperature {cap.memory_temperature:g}, chosen on val image->caption NLL: "
+               f"{cap.info['noise_val_nll']}, {cap.info['projection_val_nll']}); image generation {n_tokens} tokens in "
+               f"{gen_s:.0f} s ({n_tokens / max(gen_s, 1e-9):.2f} tokens/s, {method}, tokens re-counted from the text "
+               "+ 1 stop)",
+               "BLEU-4 and CIDEr-D as in coco-caption (anybind.caption.scores), one English reference per item",
                *examples],
     )

@@ -7,6 +7,11 @@ val split: each level of ``noise_grid`` trains a mapper, scored by the LM's mean
 val captions given the prefix of their paired ``select_on`` embedding (an image's, when the space binds
 images); the lowest wins, and the same score picks each mapper's epoch (early stopping).
 
+Each mapper is also scored with its val embeddings projected onto the memory of the training captions' text
+embeddings (DeCap, :mod:`anybind.caption.memory`) at each temperature of ``temperature_grid``: the projection
+(``none`` or ``memory``) and temperature with the lowest val NLL are the captioner's default, and the memory
+is saved with it.
+
 ``paired=True`` trains on the ``select_on`` embeddings of the training records instead of the captions' text
 embeddings (the supervised comparison: needs paired data, no noise).
 """
@@ -28,6 +33,7 @@ from ..data.manifest import Manifest, load_manifest
 from ..encoders.kinds import manifest_kinds
 from ..errors import DataError
 from .lm import SMOLLM2, CaptionError, FrozenLM, load_lm
+from .memory import TEMPERATURE_GRID, build_memory, choose_projection
 from .model import Captioner, MapperConfig, PrefixMapper, text_modality
 
 log = logging.getLogger(__name__)
@@ -48,6 +54,13 @@ class CaptionConfig:
     paired: bool = False
     patience: int = 3
     max_caption_tokens: int = 32
+    #: "none" | "memory" (DeCap projection at decoding time); None: chosen on val
+    projection: str | None = None
+    #: the softmax temperature of the memory projection; None: chosen on val in temperature_grid
+    memory_temperature: float | None = None
+    temperature_grid: tuple[float, ...] = TEMPERATURE_GRID
+    #: distinct training captions kept in the memory (a seeded sample beyond it)
+    memory_size: int = 50_000
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -190,16 +203,28 @@ def fit_captioner(space: Any, manifest: str | Path | Manifest, lm: str | FrozenL
         log.info("caption mapper, noise %g: best val nll %.4f (%s)", s,
                  min(h["val_nll"] for h in runs[s][1]), select)
     scores = {s: min(h["val_nll"] for h in hist) for s, (_, hist) in runs.items()}
-    chosen = min(scores, key=lambda s: (scores[s], s))
+    X_text = X if src == text else space.embed(text, [r.values[text] for r in train], cache=cache, progress=progress)
+    memory = build_memory(X_text, [r.values[text] for r in train], cfg.memory_size, cfg.seed)
+    proj_scores: dict[float, tuple[str, float, dict[str, float]]] = {}
+    for s, (m, _) in runs.items():
+        proj_scores[s] = choose_projection(lambda Z, m=m: val_nll(lm, m, Z, seqs_v), Xv, memory,
+                                           projection=cfg.projection, temperature=cfg.memory_temperature,
+                                           grid=cfg.temperature_grid)
+        log.info("caption mapper, noise %g: val nll by projection %s", s, proj_scores[s][2])
+    best = {s: min(ps[2].values()) for s, ps in proj_scores.items()}
+    chosen = min(best, key=lambda s: (best[s], s))
+    projection, temperature, pscores = proj_scores[chosen]
     mapper, history = runs[chosen]
     info = {
         "config": {k: v for k, v in asdict(cfg).items() if k != "extra"},
         "selected_on": f"val {select} -> caption nll",
         "noise_val_nll": {str(s): v for s, v in scores.items()},
+        "projection_val_nll": {k: v for k, v in pscores.items()},
         "trained_on": src,
         "n_train": len(train),
         "n_val": len(val),
         "history": history,
         "seconds": round(time.perf_counter() - t0, 2),
     }
-    return Captioner(space, lm, mapper, text=text, noise_std=chosen, info=info)
+    return Captioner(space, lm, mapper, text=text, noise_std=chosen, info=info, memory=memory,
+                     projection=projection, memory_temperature=temperature)

@@ -5,6 +5,8 @@ A saved captioner is a folder::
     captioner.json          format, the space's identity, the LM spec and identity, the mapper's shape,
                             the noise it was trained with (and how it was chosen), training history
     mapper.safetensors      the prefix mapper's weights
+    memory.safetensors      the memory of training text embeddings the DeCap projection uses (format 2;
+                            see :mod:`anybind.caption.memory`)
     space/                  a copy of the space it decodes from (so ``anybind caption DIR --image x.png``
                             needs nothing else)
 
@@ -27,11 +29,12 @@ from torch import nn
 from ..errors import SpaceError
 from ..version import __version__
 from .lm import CaptionError, FrozenLM, load_lm
+from .memory import check_projection, project
 
 log = logging.getLogger(__name__)
 
 FORMAT = "anybind.captioner"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the memory of training text embeddings and the projection
 METHODS = ("greedy", "beam", "sample")
 
 
@@ -76,13 +79,21 @@ class Captioner:
     """
 
     def __init__(self, space: Any, lm: FrozenLM, mapper: PrefixMapper, *, text: str = "text",
-                 noise_std: float = 0.0, info: dict[str, Any] | None = None):
+                 noise_std: float = 0.0, info: dict[str, Any] | None = None, memory: np.ndarray | None = None,
+                 projection: str = "none", memory_temperature: float = 0.01):
         self.space, self.lm, self.mapper = space, lm, mapper
         self.text = text_modality(space, text)
         if mapper.cfg.dim != space.dim or mapper.cfg.lm_hidden != lm.hidden_size:
             raise CaptionError(f"prefix mapper {mapper.cfg.dim}->{mapper.cfg.lm_hidden} does not fit a space of dim "
                                f"{space.dim} and a language model of hidden size {lm.hidden_size}")
         self.noise_std = float(noise_std)
+        if memory is not None:
+            memory = np.ascontiguousarray(memory, dtype=np.float32)
+            if memory.ndim != 2 or memory.shape[1] != space.dim or not np.isfinite(memory).all():
+                raise CaptionError(f"a memory of shape {memory.shape} (finite values needed): expected (n, {space.dim})")
+        self.memory = memory
+        self.memory_temperature = float(memory_temperature)
+        self.projection = check_projection(projection, memory, self.memory_temperature)
         self.info: dict[str, Any] = dict(info or {})
         self.mapper.eval()
 
@@ -95,8 +106,13 @@ class Captioner:
 
     @torch.no_grad()
     def decode(self, embeddings: np.ndarray, *, method: str = "greedy", max_tokens: int = 24, beams: int = 3,
-               temperature: float = 1.0, top_p: float = 0.9, seed: int = 0, batch_size: int = 16) -> list[str]:
+               temperature: float = 1.0, top_p: float = 0.9, seed: int = 0, batch_size: int = 16,
+               projection: str | None = None) -> list[str]:
         """Captions of unit vectors of the space (n, dim).
+
+        ``projection``: ``"memory"`` moves each vector onto the memory of training text embeddings first (DeCap,
+        at the captioner's ``memory_temperature``), ``"none"`` decodes it as it is; default: the captioner's own
+        (chosen on val when it was trained).
 
         ``method``: ``greedy``, ``beam`` (``beams`` kept) or ``sample`` (``temperature``, nucleus ``top_p``,
         reproducible by ``seed``).  Decoding stops at the LM's end of text or a line break (the stop rule), or
@@ -109,6 +125,10 @@ class Captioner:
         X = np.asarray(embeddings, dtype=np.float32)
         if X.ndim != 2 or X.shape[1] != self.space.dim:
             raise CaptionError(f"embeddings of shape {X.shape}, expected (n, {self.space.dim})")
+        proj = check_projection(self.projection if projection is None else projection, self.memory,
+                                self.memory_temperature)
+        if proj == "memory" and len(X):
+            X = project(X, self.memory, self.memory_temperature)
         kw: dict[str, Any] = {"max_new_tokens": int(max_tokens), "eos_token_id": self.lm.stop_ids(),
                               "pad_token_id": self.lm.eos_id}
         if method == "greedy":
@@ -142,6 +162,8 @@ class Captioner:
             "lm": {"spec": self.lm.spec, "identity": self.lm.identity},
             "mapper": asdict(self.mapper.cfg),
             "noise_std": self.noise_std,
+            "projection": {"kind": self.projection, "temperature": self.memory_temperature,
+                           "memory_size": 0 if self.memory is None else len(self.memory)},
             "info": self.info,
         }
 
@@ -155,6 +177,9 @@ class Captioner:
             self.space.save(tmp / "space")
             sd = {k: v.detach().cpu().contiguous() for k, v in self.mapper.state_dict().items()}
             save_file(sd, str(tmp / "mapper.safetensors"), metadata={"format": FORMAT})
+            if self.memory is not None:
+                save_file({"memory": torch.from_numpy(self.memory)}, str(tmp / "memory.safetensors"),
+                          metadata={"format": FORMAT})
             (tmp / "captioner.json").write_text(json.dumps(self.to_json(), indent=2, sort_keys=True))
 
         return atomic_write_dir(Path(path), write, kind="captioner", overwrite=overwrite)
@@ -203,5 +228,17 @@ class Captioner:
         sd = read_weights(w_p, shapes, meta_p.name)
         mapper = PrefixMapper(cfg)
         mapper.load_state_dict({k: v.float() for k, v in sd.items()})
+        proj = meta.get("projection") or {"kind": "none", "temperature": 0.01, "memory_size": 0}
+        memory = None
+        try:
+            kind, temp, size = str(proj["kind"]), float(proj["temperature"]), int(proj["memory_size"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise CaptionError(f"{meta_p}: damaged projection entry ({type(e).__name__}: {' '.join(str(e).split())})") from None
+        if size:
+            mem_p = path / "memory.safetensors"
+            if not mem_p.is_file():
+                raise CaptionError(f"{path}: memory.safetensors is missing (captioner.json records {size} rows)")
+            memory = read_weights(mem_p, {"memory": (size, space.dim)}, meta_p.name)["memory"].float().numpy()
         return cls(space, lm, mapper, text=meta.get("text_modality", "text"),
-                   noise_std=float(meta.get("noise_std", 0.0)), info=meta.get("info") or {})
+                   noise_std=float(meta.get("noise_std", 0.0)), info=meta.get("info") or {}, memory=memory,
+                   projection=kind, memory_temperature=temp)

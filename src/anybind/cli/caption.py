@@ -12,6 +12,7 @@ from ..errors import AnybindError
 from ._common import app, check_out, choice, console, fail, split_csv
 
 Method = Literal["greedy", "beam", "sample"]
+Projection = Literal["auto", "none", "memory"]
 
 
 @app.command("caption-fit")
@@ -35,6 +36,11 @@ def caption_fit(
     batch_size: int = typer.Option(32, "--batch-size"),
     lr: float = typer.Option(2e-3, "--lr"),
     seed: int = typer.Option(0, "--seed"),
+    projection: Projection = choice("auto", Projection, "--projection", help="Decode a non-text embedding as it "
+                                    "is (none) or projected onto the memory of training caption embeddings (memory, "
+                                    "DeCap); auto: the one with the lower val NLL."),
+    memory_temperature: Optional[float] = typer.Option(None, "--memory-temperature", help="Softmax temperature of "
+                                                       "the memory projection (default: chosen on val)."),
     cache: Optional[Path] = typer.Option(None, "--cache", help="Feature cache folder."),
 ):
     """Train a captioner for a space, text-only: each caption is decoded from its own noised text embedding.
@@ -53,13 +59,18 @@ def caption_fit(
         space = Space.load(space_dir)
         cap = fit_captioner(space, manifest, lm, cache=cache, noise=noise, noise_grid=grid, select_on=select_on,
                             paired=paired, prefix_len=prefix_len, hidden=hidden, epochs=epochs,
-                            batch_size=batch_size, lr=lr, seed=seed)
+                            batch_size=batch_size, lr=lr, seed=seed,
+                            projection=None if projection == "auto" else projection,
+                            memory_temperature=memory_temperature)
         cap.save(out, overwrite=overwrite)
     except (AnybindError, ValueError) as e:
         fail(e)
     nll = ", ".join(f"{s}: {v:.3f}" for s, v in cap.info["noise_val_nll"].items())
     console.print(f"saved {out}: {cap.info['n_train']} captions, noise {cap.noise_std:g} chosen on "
                   f"{cap.info['selected_on']} ({nll}), {cap.info['seconds']:.0f} s", highlight=False)
+    pn = ", ".join(f"{k}: {v:.3f}" for k, v in cap.info["projection_val_nll"].items())
+    console.print(f"projection {cap.projection} (memory of {len(cap.memory)} captions, temperature "
+                  f"{cap.memory_temperature:g}) chosen on val ({pn})", highlight=False)
 
 
 @app.command("caption")
@@ -77,6 +88,8 @@ def caption_cmd(
     temperature: float = typer.Option(1.0, "--temperature", help="Sampling temperature (--method sample)."),
     top_p: float = typer.Option(0.9, "--top-p", help="Nucleus mass (--method sample)."),
     seed: int = typer.Option(0, "--seed", help="Sampling seed."),
+    projection: Optional[str] = typer.Option(None, "--projection", help="none or memory (DeCap projection onto "
+                                             "the training captions' embeddings); default: the captioner's own."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON lines {modality, item, caption}."),
     cache: Optional[Path] = typer.Option(None, "--cache", help="Feature cache folder."),
 ):
@@ -103,7 +116,8 @@ def caption_cmd(
         for mod in asked:
             if mod not in cap.space.modalities:
                 fail(AnybindError(f"--{mod}: the space binds no {mod!r} modality (bound: {', '.join(cap.space.modalities)})"))
-        gen = dict(method=method, beams=beams, max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed)
+        gen = dict(method=method, beams=beams, max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed,
+                   projection=projection)
         results = [(m, v, c) for m, vals in asked.items()
                    for v, c in zip(vals, cap.caption(m, vals, cache=cache, **gen))]
     except (AnybindError, ValueError) as e:

@@ -348,6 +348,10 @@ def serve(
     insecure: bool = typer.Option(
         False, "--insecure", help="Allow a non-loopback --host without --api-keys (e.g. behind an authenticating proxy)."
     ),
+    captioner: Optional[Path] = typer.Option(
+        None, "--captioner", help="A captioner of this space (`anybind caption-fit`): adds POST /caption and "
+        "/caption/upload, and a caption action to the web page."
+    ),
 ):
     """Search service: a web page at /, a JSON API (POST /search, /classify, /embed ...), OpenAPI docs at /docs.
 
@@ -376,6 +380,11 @@ def serve(
             check_keys_file(api_keys)
         with console.status("loading the space, the index and the encoders..."):
             svc = Service.load(space_dir, index_dir, cache=cache, config=cfg)
+        if captioner is not None:
+            from ..caption import Captioner
+
+            with console.status("loading the captioner and its language model..."):
+                captioner = Captioner.load(captioner, svc.space)  # refused unless trained for this space
     except AnybindError as e:
         fail(e)
     if not is_local(host) and api_keys is None:
@@ -387,7 +396,7 @@ def serve(
                   highlight=False)
     try:
         app_ = create_app(service=svc, api_keys=KeyStore(api_keys) if api_keys else None,
-                          cors_origins=tuple(cors_origin or ()))
+                          cors_origins=tuple(cors_origin or ()), captioner=captioner)
         uvicorn.run(app_, host=host, port=port, log_level=log_level)
     finally:
         svc.close()

@@ -68,6 +68,7 @@ from ..errors import AnybindError
 from ..index import QueryError
 from ..index.calibrated import probabilities, query_modality
 from .auth import ApiKeyAuth, KeyStore
+from .caption_routes import add_caption_routes
 from .errors import add_error_handlers
 from .explain_route import router as explain_router
 from .gate import Busy, Gate  # noqa: F401 - Busy: imported from here by callers
@@ -130,6 +131,7 @@ def create_app(
     warm: bool = True,
     api_keys: "str | Path | KeyStore | None" = None,
     cors_origins: Sequence[str] = (),
+    captioner: "str | Path | object | None" = None,
 ) -> FastAPI:
     """The FastAPI app serving ``index_dir`` (searched with ``space_dir``, which it must have been built with).
 
@@ -139,6 +141,7 @@ def create_app(
     ``api_keys``: a key file (or a :class:`~anybind.serve.auth.KeyStore`): every route but ``/health`` and
     the page's static files then needs ``Authorization: Bearer <key>`` (see :mod:`~anybind.serve.auth`).
     ``cors_origins``: origins allowed to call the API from a browser (none by default: same origin only).
+    ``captioner``: a captioner (or its folder) of the served space adds ``/caption`` (:mod:`.caption_routes`).
     """
     if service is None and index_dir is None:
         raise ValueError("create_app needs index_dir (and the space it was built with), or service=")
@@ -454,4 +457,6 @@ def create_app(
             raise NotFound(f"cannot make a thumbnail of item {item_id!r}: {str(e).replace(it.source, 'its file')}") from None
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
 
+    if captioner is not None:
+        add_caption_routes(app, captioner, service)
     return app

@@ -1,0 +1,162 @@
+"""The caption routes of the service (issue 18): GET /caption, POST /caption (stored items, texts) and
+POST /caption/upload, over a small space of drawn shapes, a tiny LM and a captioner (tests/caption_serve_data.py).
+Each caption served is the library's caption of the same input with the same options."""
+
+import json
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from anybind.caption import Captioner
+from anybind.serve import ServeConfig, Service, create_app
+from caption_serve_data import caption_site
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    return caption_site(tmp_path_factory.mktemp("caption-site"))
+
+
+@pytest.fixture(scope="module")
+def svc(site):
+    s = Service.load(site["space"], site["index"], cache=site["cache"], config=ServeConfig(max_files=4,
+                                                                                          max_upload_bytes=200_000))
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="module")
+def cap(site, svc):
+    return Captioner.load(site["captioner"], svc.space, lm=site["lm"])
+
+
+@pytest.fixture(scope="module")
+def client(svc, cap):
+    with TestClient(create_app(service=svc, captioner=cap)) as c:
+        yield c
+
+
+def _png(site, i=0):
+    rec = [r for r in site["records"] if r["split"] == "test"][i]
+    return rec, Path(rec["image"]).read_bytes()
+
+
+def test_info_describes_the_captioner_and_its_limits(client, cap):
+    info = client.get("/caption").json()
+    assert info["space_identity"] == cap.space.identity() and info["lm"] == cap.lm.spec
+    assert info["projection"] == cap.projection and info["memory_size"] == len(cap.memory) > 0
+    assert info["limits"] == {"max_tokens": 64, "max_beams": 8, "max_inputs": 4}
+
+
+def test_upload_is_captioned_as_the_library_does(client, site, cap):
+    rec, data = _png(site)
+    r = client.post("/caption/upload", files=[("files", ("shape.png", data, "image/png"))])
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["method"] == "greedy" and out["projection"] == cap.projection
+    [c] = out["captions"]
+    assert c["modality"] == "image" and c["name"] == "shape.png"
+    assert c["caption"] == cap.caption("image", [rec["image"]])[0] and c["caption"]
+    # options go through: beam search, no projection, a short cap on tokens; two files, two captions in order
+    rec2, data2 = _png(site, 5)
+    form = {"method": "beam", "beams": "4", "projection": "none", "max_tokens": "3"}
+    r = client.post("/caption/upload", data=form, files=[("files", ("a.png", data, "image/png")),
+                                                         ("files", ("b.png", data2, "image/png"))])
+    assert r.status_code == 200, r.text
+    got = [c["caption"] for c in r.json()["captions"]]
+    assert got == cap.caption("image", [rec["image"], rec2["image"]], method="beam", beams=4, projection="none",
+                              max_tokens=3)
+    assert r.json()["projection"] == "none" and all(len(site["lm"].tokenizer(g)["input_ids"]) <= 3 for g in got)
+    # sampling is reproducible by its seed
+    form = {"method": "sample", "seed": "7", "temperature": "1.5"}
+    a, b = (client.post("/caption/upload", data=form, files=[("files", ("a.png", data, "image/png"))]).json()
+            for _ in range(2))
+    assert a["captions"] == b["captions"]
+
+
+def test_stored_items_and_texts_by_json(client, site, cap, svc):
+    test = [r for r in site["records"] if r["split"] == "test"][:3]
+    body = {"items": [{"id": r["id"], "modality": "image"} for r in test[:2]] + [{"id": test[2]["id"]}],
+            "texts": ["Two blue stars."], "method": "beam"}
+    r = client.post("/caption", json=body)
+    assert r.status_code == 200, r.text
+    caps = r.json()["captions"]
+    assert [(c["modality"], c["id"], c["text"]) for c in caps] == \
+        [("image", t["id"], None) for t in test] + [("text", None, "Two blue stars.")]
+    # a stored item is decoded from its vector in the index: the same as captioning its file
+    want = cap.caption("image", [t["image"] for t in test], method="beam") + \
+        cap.caption("text", ["Two blue stars."], method="beam")
+    assert [c["caption"] for c in caps] == want
+    r = client.post("/caption", json={"items": [{"id": test[0]["id"], "modality": "text"}]})
+    assert r.json()["captions"][0]["caption"] == cap.caption("text", [test[0]["text"]])[0]
+
+
+@pytest.mark.parametrize("body,status,words", [
+    ({}, 400, "nothing to caption"),
+    ({"texts": ["a"] * 5}, 400, "5 inputs in one request: at most 4"),
+    ({"items": [{"id": "no-such-id"}]}, 404, "no item 'no-such-id'"),
+    ({"items": [{"id": "one-red-circle-3", "modality": "audio"}]}, 404, "has no 'audio'"),
+    ({"texts": ["x"], "text_modality": "image"}, 400, "does not read text"),
+    ({"texts": ["x"], "max_tokens": 65}, 422, "less than or equal to 64"),
+    ({"texts": ["x"], "beams": 9}, 422, "less than or equal to 8"),
+    ({"texts": ["x"], "method": "nucleus"}, 422, "greedy"),
+    ({"texts": ["x"], "projection": "nearest"}, 422, "memory"),
+    ({"texts": ["x"], "top_p": 0}, 422, "greater than 0"),
+    ({"texts": ["x"], "bogus": 1}, 422, "Extra inputs"),
+])
+def test_json_refusals(client, body, status, words):
+    r = client.post("/caption", json=body)
+    assert r.status_code == status, r.text
+    assert words in json.dumps(r.json()["detail"])
+
+
+def test_upload_refusals_match_the_other_upload_routes(client, site):
+    _, data = _png(site)
+    r = client.post("/caption/upload", files=[("files", ("n.png", b"plain text, no picture", "image/png"))])
+    assert r.status_code == 415 and "'n.png': not an image, a sound" in r.json()["detail"]
+    r = client.post("/caption/upload", files=[("files", (f"{i}.png", data, "image/png")) for i in range(5)])
+    assert r.status_code == 400 and "5 files in one request: at most 4" in r.json()["detail"]
+    r = client.post("/caption/upload", files=[("files", ("big.png", data + b"\0" * 250_000, "image/png"))])
+    assert r.status_code == 413
+    r = client.post("/caption/upload", data={"max_tokens": "100"}, files=[("files", ("a.png", data, "image/png"))])
+    assert r.status_code == 422
+    r = client.post("/caption/upload", data={"file_modality": "text"}, files=[("files", ("a.png", data, "image/png"))])
+    assert r.status_code == 400 and "reads text input" in r.json()["detail"]
+
+
+def test_routes_only_with_a_captioner_and_the_schema_only_gains(svc, cap, site, tmp_path):
+    with TestClient(create_app(service=svc)) as plain, TestClient(create_app(service=svc, captioner=cap)) as withc:
+        assert plain.get("/caption").status_code == 404
+        assert plain.post("/caption", json={"texts": ["x"]}).status_code in (404, 405)
+        before, after = plain.get("/openapi.json").json(), withc.get("/openapi.json").json()
+    assert set(after["paths"]) - set(before["paths"]) == {"/caption", "/caption/upload"}
+    assert all(after["paths"][p] == v for p, v in before["paths"].items())  # nothing existing changed
+    old = before["components"]["schemas"]
+    assert all(after["components"]["schemas"][k] == v for k, v in old.items() if not k.startswith("Body_"))
+    # a captioner of another space is refused before serving, in one line
+    from anybind import Space
+    from anybind.errors import SpaceError
+
+    other = Space.fit(site["manifest"], encoders=svc.space.encoders, cache=site["cache"], epochs=2, dim=16,
+                      hidden=64, progress=False, seed=3)
+    foreign = Captioner(other, cap.lm, cap.mapper)
+    with pytest.raises(SpaceError, match="trained on space .* but this service serves space") as e:
+        create_app(service=svc, captioner=foreign)
+    assert "\n" not in str(e.value)
+
+
+def test_cli_serve_refuses_a_captioner_of_another_space(site, tmp_path):
+    from typer.testing import CliRunner
+
+    from anybind import Space
+    from anybind.cli import app
+
+    other = Space.fit(site["manifest"], encoders=Space.load(site["space"]).encoders, cache=site["cache"], epochs=2,
+                      dim=16, hidden=64, progress=False, seed=4)
+    other.save(tmp_path / "other")
+    Captioner(other, site["lm"], site["cap"].mapper).save(tmp_path / "cap")
+    r = CliRunner().invoke(app, ["serve", str(site["space"]), "--index", str(site["index"]), "--captioner",
+                                 str(tmp_path / "cap"), "--port", "1"])
+    assert r.exit_code == 2, r.output
+    assert "train a captioner for this space" in " ".join(r.output.split())
