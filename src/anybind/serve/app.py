@@ -56,27 +56,26 @@ from typing import Annotated, Literal
 
 import anyio
 import anyio.to_thread
-from fastapi import FastAPI, File, Form, Path as PathParam, Query, Request, UploadFile
-from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse, Response
+from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
-from starlette.background import BackgroundTask
 
-from ..version import __version__
 from ..data.strings import is_blank
 from ..data.templates import templates_for
 from ..errors import AnybindError
 from ..index import QueryError
 from ..index.calibrated import probabilities, query_modality
+from ..version import __version__
 from .auth import ApiKeyAuth, KeyStore
 from .caption_routes import add_caption_routes
 from .errors import add_error_handlers
 from .explain_route import router as explain_router
 from .gate import Busy, Gate  # noqa: F401 - Busy: imported from here by callers
+from .item_routes import router as items_router
 from .middleware import BodyLimit, SecurityHeaders
-from .queries import hit_out, to_ms, named_files, read_uploads, text_parts, unstage, upload_parts
+from .queries import hit_out, named_files, read_uploads, text_parts, to_ms, unstage, upload_parts
 from .schemas import (
     ERRORS,
-    ITEM_TYPES,
     MAX_K,
     MAX_LABEL,
     MAX_LABELS,
@@ -91,7 +90,6 @@ from .schemas import (
     EmbeddedOut,
     EmbedOut,
     EmbedRequest,
-    ErrorOut,
     HealthOut,
     IndexInfo,
     LimitsInfo,
@@ -100,8 +98,7 @@ from .schemas import (
     SearchRequest,
     SpaceInfo,
 )
-from .sniff import SNIFF_BYTES, sniff
-from .state import Changed, NotFound, ServeConfig, Service
+from .state import ServeConfig, Service
 
 STATIC = Path(__file__).parent / "static"
 
@@ -403,59 +400,7 @@ def create_app(
 
         return await request.state.gate.run(work)
 
-    # -- stored items --------------------------------------------------------------------
-    @app.get(
-        "/items/{item_id:path}",
-        response_class=Response,
-        responses={
-            200: {"content": ITEM_TYPES, "description": "The stored file (type sniffed from its bytes), or the text."},
-            404: {"model": ErrorOut, "description": "No such item (or its file is gone, or leads outside the indexed "
-                  "folders)."},
-            409: {"model": ErrorOut, "description": "The item's file changed since it was indexed: not served."},
-        },
-        summary="A stored item, by its id in the index (never by path)",
-    )
-    def item(
-        request: Request,
-        item_id: Annotated[str, PathParam(description="The record id, as in search results.")],
-        modality: Annotated[str | None, Query(max_length=100, description="Which of the record's items.")] = None,
-    ) -> Response:
-        svc: Service = request.state.svc
-        it = svc.item(item_id, modality)
-        if it.media == "text":
-            return PlainTextResponse(it.source)
-        f = svc.open_item(it)  # checked: inside the indexed folders, the indexed content (404 / 409)
-        s = sniff(f.head(SNIFF_BYTES))
-        return FileResponse(f.path, stat_result=f.stat, media_type=s.mime if s else "application/octet-stream",
-                            background=BackgroundTask(f.close))
-
-    @app.get(
-        "/thumbs/{item_id:path}",
-        response_class=Response,
-        responses={
-            200: {"content": {"image/jpeg": {}}, "description": "A JPEG at most `size` pixels a side."},
-            404: {"model": ErrorOut, "description": "No such image item, or it cannot be read."},
-            409: {"model": ErrorOut, "description": "The item's file changed since it was indexed."},
-        },
-        summary="A thumbnail of a stored image",
-    )
-    async def thumb(
-        request: Request,
-        item_id: Annotated[str, PathParam(description="The record id, as in search results.")],
-        modality: Annotated[str | None, Query(max_length=100)] = None,
-        size: Annotated[int, Query(ge=16, le=512)] = 160,
-    ) -> Response:
-        svc: Service = request.state.svc
-        it = await anyio.to_thread.run_sync(svc.item, item_id, modality)  # may reload the index: off the event loop
-        if it.media not in ("image", "video"):
-            raise NotFound(f"item {item_id!r} ({it.modality}) is not an image or a video: no thumbnail")
-        try:
-            data = await anyio.to_thread.run_sync(svc.thumbnail, it, size, limiter=request.state.thumbs)
-        except (NotFound, Changed):
-            raise
-        except AnybindError as e:
-            raise NotFound(f"cannot make a thumbnail of item {item_id!r}: {str(e).replace(it.source, 'its file')}") from None
-        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
+    app.include_router(items_router)  # GET /items/{id}, /thumbs/{id} (serve/item_routes)
 
     if captioner is not None:
         add_caption_routes(app, captioner, service)
