@@ -84,6 +84,15 @@ class HfEncoder(Encoder):
         self._identity: str | None = None
         self.config()  # a missing model, an offline miss or remote code is refused when the spec is built
 
+    def hidden_state(self, out: Any, layer: int) -> Any:
+        """The model output's last hidden state (``layer=-1``) or ``hidden_states[layer]``, range-checked."""
+        if layer == -1:
+            return out.last_hidden_state
+        hs = out.hidden_states
+        if not -len(hs) <= layer < len(hs):
+            raise self._err(f"layer={layer} out of range (the model has {len(hs)} hidden states)")
+        return hs[layer]
+
     def _err(self, msg: str) -> EncoderError:
         return EncoderError(f"encoder {self.spec!r}: {msg}")
 
@@ -367,13 +376,7 @@ class HfEncoder(Encoder):
                 raise self._err("the model has no pooler_output; use pool=cls or pool=mean")
             self._pool_used = "pooler"
             return out.pooler_output.reshape(out.pooler_output.shape[0], -1)
-        if layer == -1:
-            h = out.last_hidden_state
-        else:
-            hs = out.hidden_states
-            if not -len(hs) <= layer < len(hs):
-                raise self._err(f"layer={layer} out of range (the model has {len(hs)} hidden states)")
-            h = hs[layer]
+        h = self.hidden_state(out, layer)
         if h.ndim == 4:  # (B, C, H, W) of a convolutional model
             if pool == "cls":
                 raise self._err("a convolutional model has no CLS token; use pool=mean")

@@ -152,13 +152,7 @@ class HfVideoEncoder(HfEncoder):
                 raise self._err("the model has no pooler_output; use pool=cls or pool=mean")
             self._pool_used = "pooler"
             return pooler.reshape(pooler.shape[0], -1)
-        if layer == -1:
-            h = out.last_hidden_state
-        else:
-            hs = out.hidden_states
-            if not -len(hs) <= layer < len(hs):
-                raise self._err(f"layer={layer} out of range (the model has {len(hs)} hidden states)")
-            h = hs[layer]
+        h = self.hidden_state(out, layer)
         if pool == "cls":
             self._pool_used = "cls"
             return h[:, 0]

@@ -152,6 +152,20 @@ class LanceAnn:
                 out.append(g.select(cols + ["score"]))
         return out
 
+    def _queries(self, snap: Any, rows: np.ndarray | None, queries: np.ndarray | None, n_queries: int,
+                 noise: float, seed: int) -> np.ndarray:
+        """``queries`` as unit rows, or ``n_queries`` stored vectors (of ``rows``) perturbed by Gaussian noise of
+        norm ~``noise`` and renormalised, so that no query is its own trivial nearest neighbour."""
+        if queries is not None:
+            return unit_rows(np.atleast_2d(queries))
+        rng = np.random.default_rng(seed)
+        pool = np.arange(len(snap.vectors)) if rows is None else rows
+        pick = rng.choice(pool, size=min(n_queries, len(pool)), replace=False)
+        noisy = snap.vectors[pick] + rng.normal(size=(len(pick), self.t.dim)).astype(np.float32) * (
+            noise / np.sqrt(self.t.dim)
+        )
+        return unit_rows(noisy)
+
     def recall(
         self,
         k: int = 10,
@@ -173,16 +187,7 @@ class LanceAnn:
         """
         snap = self.t.snapshot()
         rows = snap.rows_where([modality] if modality else None, {})
-        if queries is None:
-            rng = np.random.default_rng(seed)
-            pool = np.arange(len(snap.vectors)) if rows is None else rows
-            pick = rng.choice(pool, size=min(n_queries, len(pool)), replace=False)
-            Q = snap.vectors[pick] + rng.normal(size=(len(pick), self.t.dim)).astype(np.float32) * (
-                noise / np.sqrt(self.t.dim)
-            )
-            Q = unit_rows(Q)
-        else:
-            Q = unit_rows(np.atleast_2d(queries))
+        Q = self._queries(snap, rows, queries, n_queries, noise, seed)
         t0 = time.perf_counter()
         _, gt = exact_topk(Q, snap.vectors, k, rows=rows)
         t_exact_batch = time.perf_counter() - t0
@@ -240,16 +245,7 @@ class LanceAnn:
             raise IndexError_(f"target_recall must be in (0, 1], got {target_recall}")
         snap = self.t.snapshot()
         rows = snap.rows_where([modality] if modality else None, {})
-        if queries is None:
-            rng = np.random.default_rng(seed)
-            pool = np.arange(len(snap.vectors)) if rows is None else rows
-            pick = rng.choice(pool, size=min(n_queries, len(pool)), replace=False)
-            noisy = snap.vectors[pick] + rng.normal(size=(len(pick), self.t.dim)).astype(np.float32) * (
-                noise / np.sqrt(self.t.dim)
-            )
-            Q = unit_rows(noisy)
-        else:
-            Q = unit_rows(np.atleast_2d(queries))
+        Q = self._queries(snap, rows, queries, n_queries, noise, seed)
         _, gt = exact_topk(Q, snap.vectors, k, rows=rows)
         ids_mod = list(zip(snap.meta.column("id").to_pylist(), snap.modality))
         want = [{ids_mod[j] for j in g} for g in gt]
