@@ -6,12 +6,11 @@ shows no caption action."""
 from pathlib import Path
 
 import pytest
+from caption_serve_data import caption_site
+from web_page import CHROMIUM, chromium_page, settled
 
 from anybind.caption import Captioner
 from anybind.serve import ServeConfig, Service, create_app, serve_in_thread
-from caption_serve_data import caption_site
-
-CHROMIUM = Path("/usr/bin/chromium")
 
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(),
@@ -34,23 +33,12 @@ def served(tmp_path_factory):
 
 @pytest.fixture
 def page():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True)
-        try:
-            pg = browser.new_page(viewport={"width": 1100, "height": 2400})
-            problems: list[str] = []
-            pg.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-            pg.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-            pg.problems = problems
-            yield pg
-        finally:
-            browser.close()
+    with chromium_page() as pg:
+        yield pg
 
 
 def _settled(page) -> None:
-    page.locator("#results[aria-busy='false']").wait_for(state="attached", timeout=60_000)
+    settled(page, timeout=60000)
 
 
 def test_caption_a_dropped_image_and_a_result(served, page):

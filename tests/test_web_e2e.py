@@ -4,11 +4,10 @@ against the real service on a loopback port, over a small real space + index."""
 from pathlib import Path
 
 import pytest
+from serve_data import small_tux
+from web_page import CHROMIUM, chromium_page, settled
 
 from anybind.serve import ServeConfig, Service, create_app, serve_in_thread
-from serve_data import small_tux
-
-CHROMIUM = Path("/usr/bin/chromium")
 
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(),
@@ -29,24 +28,12 @@ def site(tux_dir, shared_cache, tmp_path_factory):
 
 @pytest.fixture
 def page(site):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True)
-        try:
-            pg = browser.new_page(viewport={"width": 1100, "height": 2400})  # every result in view: thumbnails are lazy
-            problems: list[str] = []
-            pg.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-            pg.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-            pg.problems = problems
-            yield pg
-        finally:
-            browser.close()
+    with chromium_page() as pg:
+        yield pg
 
 
 def _settled(page) -> None:
-    """Wait until the page's latest search has finished."""
-    page.locator("#results[aria-busy='false']").wait_for(state="attached", timeout=30_000)
+    settled(page, timeout=30000)
 
 
 def _loaded_images(page) -> list[bool]:
