@@ -100,7 +100,7 @@ def st_model(bert, tmp_path_factory) -> Path:
     from sentence_transformers.sentence_transformer import modules as models
     folder = tmp_path_factory.mktemp("long") / "st"
     t = models.Transformer(str(bert), max_seq_length=32)
-    width = getattr(t, "get_embedding_dimension", t.get_word_embedding_dimension)()
+    width = (getattr(t, "get_embedding_dimension", None) or t.get_word_embedding_dimension)()
     st = sentence_transformers.SentenceTransformer(
         modules=[t, models.Pooling(width, "mean"), models.Normalize()], device="cpu")
     st.save(str(folder))

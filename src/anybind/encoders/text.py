@@ -67,7 +67,11 @@ class SentenceTransformerEncoder(Encoder):
             self.source = _minilm_path()
         else:
             self.source = name
-        self.dim = _KNOWN_DIMS.get(name, 0) or self._loaded().get_sentence_embedding_dimension()
+        if not _KNOWN_DIMS.get(name, 0):
+            m = self._loaded()  # sentence-transformers 5 renamed the method (the old name warns)
+            self.dim = (getattr(m, "get_embedding_dimension", None) or m.get_sentence_embedding_dimension)()
+        else:
+            self.dim = _KNOWN_DIMS[name]
 
     def _loaded(self):
         if self._model is None:
