@@ -107,3 +107,12 @@ def test_cli_explain_prints_drops_and_nearest_words_as_json(data, shared_cache):
                       (["explain", str(d["space"]), "--text", "a dog", "--item", "smell=x"], "no 'smell'")):
         out = CliRunner().invoke(app, bad)
         assert out.exit_code != 0 and says in out.output, out.output
+
+
+def test_words_of_keeps_the_most_frequent_words_when_capped():
+    from anybind.explain import words_of
+
+    texts = ["zebra zebra zebra", "apple apple", "mango", "kiwi"]
+    assert words_of(texts) == ["apple", "kiwi", "mango", "zebra"]
+    assert words_of(texts, max_words=2) == ["apple", "zebra"]  # the two most frequent, sorted
+    assert words_of(texts, max_words=3) == ["apple", "kiwi", "zebra"]  # ties broken alphabetically

@@ -48,3 +48,21 @@ def test_explain_gives_the_library_s_drops_and_nearest_words_for_a_stored_image(
             assert bad.status_code == code and says in json.dumps(bad.json()), bad.text
         paths = client.get("/openapi.json").json()["paths"]
         assert "/explain" in paths and {"/search", "/search/upload", "/classify"} <= set(paths)
+
+
+def test_the_vocabulary_is_embedded_once_per_index_snapshot(data):
+    from anybind.serve import ServeConfig, Service
+    from anybind.serve.explain_route import lookup
+
+    space = Space.load(data["space"])
+    r = next(r for r in load_manifest(data["manifest"], modalities=space.modalities).records if r.has("image"))
+    svc = Service.load(data["space"], data["index"], config=ServeConfig())
+    try:
+        with TestClient(create_app(service=svc)) as client:
+            first = client.post("/explain", json={"text": "a small animal", "id": r.id, "k": 3}).json()
+            kept = lookup(svc).embedded["text"]
+            assert len(kept) == first["vocabulary"]
+            second = client.post("/explain", json={"text": "a red flower", "id": r.id, "k": 3}).json()
+            assert lookup(svc).embedded["text"] is kept and second["words"] == first["words"]
+    finally:
+        svc.close()

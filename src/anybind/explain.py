@@ -86,15 +86,19 @@ def vocabulary(records: Iterable["Record"], text_modalities: Sequence[str] = ("t
     return words_of(texts(), min_count=min_count, min_length=min_length)
 
 
-def words_of(texts: Iterable[str], *, min_count: int = 1, min_length: int = 3) -> list[str]:
+def words_of(texts: Iterable[str], *, min_count: int = 1, min_length: int = 3,
+             max_words: int | None = None) -> list[str]:
     """The distinct lower-cased words of ``texts`` (stopwords, digits and words shorter than ``min_length``
-    left out; at least ``min_count`` times), sorted."""
+    left out; at least ``min_count`` times), sorted; with ``max_words``, only that many of the most frequent."""
     counts: dict[str, int] = {}
     for t in texts:
         for w in WORD.findall(str(t).lower()):
             if len(w) >= min_length and w not in STOPWORDS and not w.isdigit():
                 counts[w] = counts.get(w, 0) + 1
-    return sorted(w for w, c in counts.items() if c >= min_count)
+    kept = [w for w, c in counts.items() if c >= min_count]
+    if max_words is not None and len(kept) > max_words:
+        kept = sorted(kept, key=lambda w: (-counts[w], w))[:max_words]
+    return sorted(kept)
 
 
 def read_vocabulary(path: str | Path, text_modalities: Sequence[str] = ("text",)) -> list[str]:
@@ -117,15 +121,18 @@ def read_vocabulary(path: str | Path, text_modalities: Sequence[str] = ("text",)
 
 def nearest_words(
     space: "Space", modality: str, items: Any, words: Sequence[str], *, k: int = 5, text_modality: str = "text",
-    cache: "FeatureCache | str | Path | None" = None,
+    cache: "FeatureCache | str | Path | None" = None, embedded_words: np.ndarray | None = None,
 ) -> list[list[tuple[str, float]]]:
     """Per item (a list of items of ``modality``, or their embeddings as a 2-D array) the ``k`` vocabulary
-    words scoring highest against it, best first, with their scores."""
+    words scoring highest against it, best first, with their scores.  ``embedded_words``: the words'
+    embeddings in ``text_modality`` when the caller keeps them (a service), else they are embedded here."""
     if not words:
         raise DataError("nearest_words needs a non-empty vocabulary")
     X = np.asarray(items, np.float32) if isinstance(items, np.ndarray) else space.embed(modality, list(items),
                                                                                         cache=cache)
-    V = space.embed(text_modality, list(words), cache=cache)
+    V = embedded_words if embedded_words is not None else space.embed(text_modality, list(words), cache=cache)
+    if len(V) != len(words):
+        raise DataError(f"nearest_words: {len(V)} word embeddings for {len(words)} words")
     S = space.scorer.pair_scores(X.reshape(len(X), -1), modality, V, text_modality)
     k = min(k, len(words))
     top = np.argsort(-S, axis=1, kind="stable")[:, :k]

@@ -12,6 +12,7 @@ import threading
 import time
 import weakref
 
+import numpy as np
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
@@ -60,15 +61,30 @@ class ExplainOut(BaseModel):
     took_ms: float
 
 
+#: at most this many vocabulary words (the most frequent of the index's texts): embedded once per snapshot
+MAX_VOCABULARY = 20_000
+
+
 class _Lookup:
-    """Per loaded index snapshot: the vocabulary of its texts and the row of each (id, modality)."""
+    """Per loaded index snapshot: the vocabulary of its texts (embedded once per text modality, on first use)
+    and the row of each (id, modality)."""
 
     def __init__(self, svc: Service):
         snap = svc.index.snapshot()
         self.snap, self.items = snap, svc.items
         self.rows = {(i, m): r for r, (i, m) in enumerate(zip(snap.meta.column("id").to_pylist(),
                                                                snap.modality.tolist()))}
-        self.words = words_of(it.source for rows in svc.items.values() for it in rows.values() if it.media == "text")
+        self.words = words_of((it.source for rows in svc.items.values() for it in rows.values()
+                               if it.media == "text"), max_words=MAX_VOCABULARY)
+        self.embedded: dict[str, np.ndarray] = {}
+        self.lock = threading.Lock()
+
+    def vocabulary(self, svc: Service, text_modality: str) -> np.ndarray:
+        """The vocabulary's embeddings in ``text_modality``, computed once for this snapshot."""
+        with self.lock:
+            if text_modality not in self.embedded:
+                self.embedded[text_modality] = svc.space.embed(text_modality, self.words, cache=svc.cache)
+            return self.embedded[text_modality]
 
 
 def lookup(svc: Service) -> _Lookup:
@@ -105,8 +121,8 @@ async def explain(body: ExplainRequest, request: Request) -> ExplainOut:
         except AnybindError as e:
             raise QueryError(str(e)) from None
         words = lk.words if body.k else []
-        near = nearest_words(svc.space, it.modality, x, words, k=body.k, text_modality=tm, cache=svc.cache)[0] \
-            if words else []
+        near = nearest_words(svc.space, it.modality, x, words, k=body.k, text_modality=tm,
+                             embedded_words=lk.vocabulary(svc, tm))[0] if words else []
         return ExplainOut(id=it.id, modality=it.modality, score=score,
                           drops=[WordDropOut(**d.to_dict()) for d in drops],
                           words=[NearWordOut(word=w, score=round(s, 4)) for w, s in near],
