@@ -57,3 +57,15 @@ def test_near_pairs_names_copies_before_look_alikes_and_respects_the_allowed_blo
     assert [(i, j) for i, j, *_ in near_pairs(F, cross, 0.99, H)] == [(2, 3)]
     # without hashes, identical features are still a copy
     assert near_pairs(F, everything, 0.99, None) == [(0, 1, "copy", None), (2, 3, "look-alike", 0.995)]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 20), st.integers(1, 20))
+def test_hamming_on_64_bit_words_equals_the_bitwise_count(seed, n, m):
+    rng = np.random.default_rng(seed)
+    A = rng.integers(0, 256, size=(n, 8), dtype=np.uint8)
+    B = rng.integers(0, 256, size=(m, 8), dtype=np.uint8)
+    want = np.array([[sum(bin(x ^ y).count("1") for x, y in zip(a, b)) for b in B] for a in A])
+    assert np.array_equal(hamming(A, B), want)
+    want4 = np.array([[sum(bin(x ^ y).count("1") for x, y in zip(a[:4], b[:4])) for b in B] for a in A])
+    assert np.array_equal(hamming(A[:, :4], B[:, :4]), want4)  # other widths: the byte table

@@ -83,7 +83,11 @@ def test_selection_on_another_corpus_chooses_epoch_and_alpha_there(tmp_path):
 def test_selection_on_every_record_and_its_errors(tmp_path):
     paths, specs = two_corpora(tmp_path, n=60)
     sp = fit(tmp_path, paths["a"], specs, epochs=3, select_data=paths["b"], select_split=None)
-    assert sp.info["training"]["select_data"]["records"] == 60 and sp.info["training"]["val_records"] == 60
+    non_test = sum(SPLITS[i % 10] != "test" for i in range(60))  # None: every record outside the test split
+    assert sp.info["training"]["select_data"]["records"] == non_test and sp.info["training"]["val_records"] == non_test
+    assert non_test < 60
+    with pytest.raises(DataError, match="select_split='test': nothing is chosen on a test split"):
+        fit(tmp_path, paths["a"], specs, epochs=3, select_data=paths["b"], select_split="test")
     with pytest.raises(DataError, match="select_data .* 0 nope-split records") as e:
         fit(tmp_path, paths["a"], specs, epochs=3, select_data=paths["b"], select_split="nope")
     assert "\n" not in str(e.value)
@@ -112,13 +116,13 @@ def test_cli_fit_selects_on_another_corpus(tmp_path):
     res = CliRunner().invoke(app, args + ["--select-data", str(paths["b"]), "--select-split", "all",
                                           "--out", str(tmp_path / "sp2")])
     assert res.exit_code == 0, res.output
-    assert Space.load(tmp_path / "sp2").info["training"]["select_data"]["records"] == 100
+    assert Space.load(tmp_path / "sp2").info["training"]["select_data"]["records"] == 80  # all but the 20 test
 
 
 def test_a_selection_set_holds_only_the_chosen_split_relabelled_val(tmp_path):
     paths, specs = two_corpora(tmp_path, n=40)
-    fs = features(tmp_path, paths["b"], specs, split="test")
-    assert len(fs.records) == 8 and {r.split for r in fs.records} == {"val"}
+    fs = features(tmp_path, paths["b"], specs, split="train")
+    assert len(fs.records) == 28 and {r.split for r in fs.records} == {"val"}
     assert all(r.id.startswith("b") for r in fs.records)
     man = load_manifest(paths["b"], kinds={k: "key" for k in specs})
     assert {r.split for r in man.records} == {"train", "val", "test"}  # the manifest itself is untouched

@@ -130,6 +130,21 @@ def test_untrained_head_is_the_mean_and_ridge_start_is_exact():
     assert sp.projectors["video"].cfg.frames == T
     with pytest.raises(DataError, match="init=.procrustes. cannot start the frame-pooling projector of video; use"):
         train_space(fs, TrainConfig(**{**CFG, "epochs": 1, "init": "procrustes"}), progress=False)
+    from anybind.align import fit_training_free
+
+    for method in ("procrustes", "cca"):  # the training-free methods cannot learn the pooling either
+        with pytest.raises(DataError, match=f"video: a pool=attn video spec has a learnt frame pooling; {method}"):
+            fit_training_free(fs, method=method)
+
+
+def test_a_zero_frame_clip_gives_no_nan_in_the_attention_gradient():
+    x = torch.from_numpy(_synthetic(1, pooled=False, n=260).feats["video"][:8].copy())
+    x.view(8, T, D + 1)[0, :, D] = 0.0  # the first clip has no valid frame at all
+    p = Projector(ProjectorConfig(in_dim=x.shape[1], out_dim=8, kind="mlp", hidden=16, frames=T)).fit_stats(x.numpy())
+    out = p(x)
+    out.sum().backward()
+    assert torch.isfinite(out).all()
+    assert all(torch.isfinite(q.grad).all() for q in p.parameters() if q.grad is not None)
 
 
 def test_save_and_load_keep_the_attention_head(trained, tmp_path):

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from .encoders.video import temporal_frames
 from .errors import DataError, EncoderError
 from .metrics import pair_recalls
 from .projectors import Projector, ProjectorConfig
@@ -164,6 +165,9 @@ def fit_training_free(
     mods = fs.modalities
     if len(mods) < 2:
         raise DataError("training-free alignment needs at least two modalities")
+    if temporal := [m for m in mods if temporal_frames(fs.specs.get(m, ""))]:
+        raise DataError(f"{', '.join(temporal)}: a pool=attn video spec has a learnt frame pooling; "
+                        f"{method} is training-free: use pool=mean, or fit with init='ridge'")
     anchor = anchor or ("text" if "text" in mods else mods[0])
     if anchor not in mods:
         raise DataError(f"anchor {anchor!r} is not among the modalities {mods}")

@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 HASH_SIZE = 8  # bits per side: 64-bit hashes
 COPY_BITS = 4  # at most this many differing bits: a copy (38 of 40 Tux Paint stamps rescaled to 70 % and saved as JPEG 70 stay within it)
 SAME_FEATURES = 0.99999  # features this close: the same item to the encoder (a copy, e.g. two files of silence)
-BLOCK = 256  # rows per block: the hash XOR holds BLOCK x n x 8 bytes
+BLOCK = 256  # rows per block: a block holds BLOCK x n similarities and hash distances
 
 
 def phash(path: str | Path, hash_size: int = HASH_SIZE, highfreq_factor: int = 4) -> np.ndarray:
@@ -67,7 +67,12 @@ _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], np.uint8)
 
 
 def hamming(A: np.ndarray, B: np.ndarray) -> np.ndarray:
-    """Differing bits between every packed hash of ``A`` and of ``B``: (len(A), len(B))."""
+    """Differing bits between every packed hash of ``A`` and of ``B``: (len(A), len(B)).  Hashes of 8 bytes are
+    compared as one 64-bit word each (a block then holds len(A) x len(B) words, not 8 x as many bytes)."""
+    if A.shape[-1] == 8 and hasattr(np, "bitwise_count"):
+        a = np.ascontiguousarray(A).view(np.uint64)[:, 0]
+        b = np.ascontiguousarray(B).view(np.uint64)[:, 0]
+        return np.bitwise_count(a[:, None] ^ b[None, :]).astype(np.int32)
     return _POPCOUNT[A[:, None, :] ^ B[None, :, :]].sum(-1, dtype=np.int32)
 
 

@@ -119,12 +119,16 @@ class FeatureSet:
 
 def selection_set(manifests: Sequence[Manifest], specs: Mapping[str, str], cache: FeatureCache, *,
                   split: str | None = "val", progress: bool = True) -> FeatureSet:
-    """The features of ``manifests``' ``split`` records (None: every record), relabelled ``"val"``: what a fit
-    scores its epochs, WiSE-FT mixtures and ridge shrinkages on instead of its own val split
-    (``Space.fit(select_data=...)``).  Only the fit's modalities that these records have are encoded."""
+    """The features of ``manifests``' ``split`` records (None: every record outside a test split), relabelled
+    ``"val"``: what a fit scores its epochs, WiSE-FT mixtures and ridge shrinkages on instead of its own val split
+    (``Space.fit(select_data=...)``).  Only the fit's modalities that these records have are encoded.  Test
+    records are never used: nothing is chosen on a test split."""
+    if split == "test":
+        raise DataError("select_split='test': nothing is chosen on a test split; use 'val', 'train' or None "
+                        "(every record outside the test split)")
     mans, n = [], 0
     for man in manifests:
-        keep = [r for r in man.records if split is None or r.split == split]
+        keep = [r for r in man.records if (r.split != "test" if split is None else r.split == split)]
         recs = []
         for r in keep:
             r = copy.copy(r)

@@ -146,6 +146,8 @@ def federate(
         server = Server(pub, cfg, loss_fn, cfg.seed)
         parties = [_client(c, i, encoders, fc, pub, cfg, loss_fn, strict, progress) for i, c in enumerate(clients)]
         ledger = Ledger(server, cfg.dim, on_message)
+        if cfg.method == "creamfl":  # its clients keep their own projectors: the global model is only scored
+            ledger.evaluation = ("val", "global")
         use_val = any(p.n_val > 0 for p in parties)
         sel = EpochSelection(use_val, cfg.patience)
         history: list[dict[str, Any]] = []
@@ -163,8 +165,6 @@ def federate(
                     server.aggregate([ledger.cross(p.handle(ledger.cross(train, i)), i) for i, p in enumerate(parties)])
                 glob = server.global_message()
                 vals = [ledger.cross(p.handle(ledger.cross(glob, i)), i) for i, p in enumerate(parties)]
-                if cfg.method == "creamfl":  # its clients keep their own projectors: the global model is only scored
-                    ledger.evaluation = ("val", "global")
                 score = _weighted(vals) if use_val else None
                 history.append({"round": rnd, "val": score, "temperature": float(np.exp(-server.logit_scale.item())),
                                 **{f"bytes_{k}": ledger.bytes[k] - before[k] for k in ledger.bytes}})
@@ -175,7 +175,11 @@ def federate(
                     prog.update(bar, advance=1, msg=sel.progress(float("nan"), score).replace("loss nan ", ""))
                 if sel.stop:
                     break
-    assert best is not None
+    if best is None:  # no round could be scored (NaN on every client's val pairs): keep the last one, and say so
+        log.warning("federate: no round could be scored on the clients' val pairs; keeping the last round (%d)",
+                    history[-1]["round"])
+        best = ({m: copy.deepcopy(p.state_dict()) for m, p in server.projectors.items()},
+                float(server.logit_scale.item()), history[-1]["round"])
     for m, sd in best[0].items():
         server.projectors[m].load_state_dict(sd)
     rounds = history[1:]
@@ -233,6 +237,7 @@ def _loss():
 def _public(public, encoders, modalities, cache, strict, progress):
     """The public manifests, the encoder of every modality bound (``encoders``, else the default of each
     ``modalities`` or base field of the public set) and the public feature set."""
+    from .encoders.video import temporal_frames
     from .recipe import default_spec
     from .space import fit_manifests
     from .train import FeatureSet
@@ -242,6 +247,9 @@ def _public(public, encoders, modalities, cache, strict, progress):
     given = dict(encoders or {})
     mans, mods = fit_manifests(items, modalities or (list(given) if given else None), given, strict, progress)
     encoders = {m: given.get(m) or default_spec(m) for m in mods}
+    if temporal := [m for m, spec in encoders.items() if temporal_frames(spec)]:
+        raise DataError(f"{', '.join(temporal)}: a pool=attn video spec needs the in-memory fit (its projector pools "
+                        "frames); federated binding trains flat projectors: use pool=mean here")
     present = sorted({m for man in mans for r in man.records for m in r.values} & set(encoders))
     if len(present) < 2:
         raise DataError(f"{', '.join(str(m.path) for m in mans)}: the public set has {len(present)} of the encoders' "

@@ -25,6 +25,8 @@ class MemoSpace:
         return getattr(self.space, name)
 
     def features(self, modality: str, values: Sequence[Any], cache=None, **kw) -> np.ndarray:
+        if kw.get("bad") is not None:  # the caller wants undecodable items reported by position: no memo
+            return self.space.features(modality, values, cache=cache, **kw)
         todo = list(dict.fromkeys(str(v) for v in values if (modality, str(v)) not in self.memo))
         if todo:
             for v, f in zip(todo, self.space.features(modality, todo, cache=cache, **kw)):

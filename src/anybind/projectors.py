@@ -151,8 +151,11 @@ class Projector(nn.Module):
         return self._weights((f - self.mean) / self.scale, m)
 
     def _weights(self, z: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-        scores = self.attn_v(torch.tanh(self.attn(z))).squeeze(-1).masked_fill(~m, float("-inf"))
-        return torch.nan_to_num(torch.softmax(scores, dim=-1))  # a clip with no valid frame: all zero
+        scores = self.attn_v(torch.tanh(self.attn(z))).squeeze(-1)
+        # padded frames get no weight; a clip with no valid frame gets all zero weights (and finite gradients:
+        # a softmax over a row of -inf would give NaN in the backward pass)
+        w = torch.softmax(scores.masked_fill(~m, torch.finfo(scores.dtype).min), dim=-1) * m.to(scores.dtype)
+        return w / w.sum(-1, keepdim=True).clamp_min(torch.finfo(scores.dtype).tiny)
 
     def standardized(self, x: torch.Tensor) -> torch.Tensor:
         """What the linear map reads at the start of training: the standardised features, or for a temporal

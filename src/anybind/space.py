@@ -244,7 +244,7 @@ class Space:
         recipe: ``"auto"`` fills every choice left open (encoders, ``lock``, ``init``) with the best recipe
             the project knows for the modalities at hand (text bound: locked text space, ridge start, label
             bridge for default images; see :mod:`anybind.recipe`); ``"plain"``: the bare defaults.
-        select_data: manifests (another corpus) whose ``select_split`` records (None: all) replace the val split
+        select_data: manifests (another corpus) whose ``select_split`` records (None: all but test) replace the val split
             wherever a choice is made on val (best epoch, WiSE-FT alpha, ridge shrinkage): selection then
             measures transfer rather than in-domain fit (:func:`anybind.featureset.selection_set`).
         """

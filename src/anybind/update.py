@@ -288,9 +288,12 @@ def choose_distill(space: "Space", data, *, replay=None, old_val=None, cache=Non
         new, old = _val_score(cand, new_mans, fc), _val_score(cand, old_mans, fc)
         scores[str(w)] = {"new": new, "old": old, "score": (new + old) / 2}
         log.info("update: distill %g: val new %.3f old %.3f", w, new, old)
-        if best is None or scores[str(w)]["score"] > best[0] + 1e-9:
-            best = (scores[str(w)]["score"], w, cand)
-    assert best is not None
+        score = scores[str(w)]["score"]
+        if score == score and (best is None or score > best[0] + 1e-9):  # a NaN score (no scorable pair) never wins
+            best = (score, w, cand)
+    if best is None:
+        raise DataError("distill='auto': no weight could be scored on the val pairs of the old and the new data "
+                        "(every score is NaN: do their val records pair the space's modalities?)")
     chosen = best[2]
     chosen.info["lineage"][-1]["distill_search"] = {"grid": list(DISTILL_GRID), "chosen": best[1], "scores": scores,
                                                     "metric": DISTILL_METRIC}

@@ -141,7 +141,8 @@ def fit(
         "(another corpus; repeatable) instead of the training data's own val split: selection for transfer."
     ),
     select_split: str = typer.Option(
-        "val", "--select-split", help="Which split of --select-data selects ('all': every record)."
+        "val", "--select-split", help="Which split of --select-data selects ('all': every record outside its test "
+        "split; test is refused)."
     ),
     ridge_prior: Optional[RidgePrior] = choice(
         None, RidgePrior, "--ridge-prior", help="What the ridge start shrinks towards: zero, or bridge (a "

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -143,14 +144,14 @@ def add_caption_routes(app: FastAPI, captioner: Any, service: Service | None = N
     cap = captioner if isinstance(captioner, Captioner) else Captioner.load(Path(captioner))
     if service is not None:
         _check_space(cap, service)
-    checked: set[int] = set()
+    checked: "weakref.WeakSet[Service]" = weakref.WeakSet()  # by object: a new service never reuses a check
     stored = _StoredRows()
     router = APIRouter()
 
     def captioner_for(svc: Service) -> Any:
-        if id(svc) not in checked:
+        if svc not in checked:
             _check_space(cap, svc)
-            checked.add(id(svc))
+            checked.add(svc)
         return cap
 
     def decode(svc: Service, X: np.ndarray, opts: DecodeOptions) -> tuple[list[str], str]:
