@@ -94,7 +94,8 @@ class CaptionLimits(BaseModel):
 class CaptionInfoOut(BaseModel):
     space_identity: str
     text_modality: str
-    lm: str = Field(description="The frozen language model's spec (smollm2, a .gguf file, a folder).")
+    lm: str = Field(description="The frozen language model: its name (smollm2), or the name of its .gguf file or "
+                    "folder (never the server's path).")
     lm_identity: str
     prefix_len: int
     noise_std: float
@@ -167,7 +168,7 @@ def add_caption_routes(app: FastAPI, captioner: Any, service: Service | None = N
     async def caption_info(request: Request) -> CaptionInfoOut:
         c = captioner_for(request.state.svc)
         return CaptionInfoOut(
-            space_identity=c.space.identity(), text_modality=c.text, lm=c.lm.spec, lm_identity=c.lm.identity,
+            space_identity=c.space.identity(), text_modality=c.text, lm=Path(str(c.lm.spec)).name or str(c.lm.spec), lm_identity=c.lm.identity,
             prefix_len=c.mapper.cfg.prefix_len, noise_std=c.noise_std, projection=c.projection,
             memory_temperature=c.memory_temperature, memory_size=0 if c.memory is None else len(c.memory),
             limits=CaptionLimits(max_tokens=MAX_CAPTION_TOKENS, max_beams=MAX_BEAMS,
