@@ -224,6 +224,7 @@ def test_service_with_keys_closes_everything_but_health_and_the_page(svc, tmp_pa
         for method, path, body in [("post", "/search", {"text": "a dog"}), ("post", "/embed", {"texts": ["a"]}),
                                    ("post", "/classify", {"text": "a", "labels": ["x", "y"]}),
                                    ("get", f"/items/{item}", None), ("get", f"/thumbs/{item}", None),
+                                   ("post", "/explain", {"text": "a dog", "id": item}),
                                    ("get", "/openapi.json", None), ("get", "/docs", None)]:
             r = getattr(c, method)(path, **({"json": body} if body else {}))
             assert r.status_code == 401, (path, r.status_code)

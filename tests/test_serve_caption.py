@@ -161,3 +161,17 @@ def test_cli_serve_refuses_a_captioner_of_another_space(site, tmp_path):
                                  str(tmp_path / "cap"), "--port", "1"])
     assert r.exit_code == 2, r.output
     assert "train a captioner for this space" in " ".join(r.output.split())
+
+
+def test_caption_routes_need_a_key_when_the_service_has_keys(svc, cap, site, tmp_path):
+    from anybind.serve.auth import add_key
+
+    f = tmp_path / "keys.json"
+    key = add_key(f, "t")
+    rec, png = _png(site)
+    with TestClient(create_app(service=svc, captioner=cap, api_keys=f), raise_server_exceptions=False) as c:
+        for method, path, kw in [("get", "/caption", {}), ("post", "/caption", {"json": {"texts": ["a circle"]}}),
+                                 ("post", "/caption/upload", {"files": {"files": ("x.png", png, "image/png")}})]:
+            assert getattr(c, method)(path, **kw).status_code == 401, path
+        r = c.post("/caption", json={"texts": ["a circle"]}, headers={"Authorization": f"Bearer {key}"})
+        assert r.status_code == 200, r.text
