@@ -238,3 +238,43 @@ def test_index_chunk_rows_give_one_row_per_passage_and_drop_stale_ones(bert, tmp
     assert sorted(_rows(ix)) == ["doc#0", "doc#1", "short", "short#7"]
     ix = Index.build(space, write("the cat"), tmp_path / "ix", cache=tmp_path / "c", chunk_rows=True)
     assert sorted(_rows(ix)) == ["doc", "short", "short#7"]  # a record whose id looks like a passage is kept
+
+
+@pytest.fixture(scope="module")
+def tokenizers_of_each_kind(bert):
+    """WordPiece (the tiny BERT's), byte-level BPE (GPT-2's kind) and SentencePiece-style BPE, the last two
+    trained here on a few sentences (no network)."""
+    from tokenizers import ByteLevelBPETokenizer, SentencePieceBPETokenizer
+
+    corpus = ["the dog sat on the mat", "naïve café résumé", "東京 タワー", "emoji 🐶🐱 and ß", "x" * 40]
+    byte_bpe, sp_bpe = ByteLevelBPETokenizer(), SentencePieceBPETokenizer()
+    byte_bpe.train_from_iterator(corpus, vocab_size=300, min_frequency=1)
+    sp_bpe.train_from_iterator(corpus, vocab_size=100, min_frequency=1)
+    wordpiece = transformers.BertTokenizerFast.from_pretrained(bert)
+    return {"wordpiece": lambda t: wordpiece(t, add_special_tokens=False)["input_ids"],
+            "byte-bpe": lambda t: byte_bpe.encode(t).ids, "sentencepiece-bpe": lambda t: sp_bpe.encode(t).ids}
+
+
+def test_no_tokenizer_kind_makes_more_than_two_tokens_per_utf8_byte(tokenizers_of_each_kind):
+    """What the hf text encoder's shortcut rests on: a text of at most room/2 UTF-8 bytes cannot be over the
+    model's limit, so only longer texts are tokenized a second time to look for chunks."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=150, deadline=None)
+    @given(st.text(max_size=60))
+    def check(text):
+        for kind, tokenize in tokenizers_of_each_kind.items():
+            assert len(tokenize(text)) <= 2 * len(text.encode("utf-8")), (kind, text)
+
+    check()
+
+
+def test_texts_just_over_the_byte_bound_are_still_chunked(bert):
+    """A text of many one-letter words is as long in tokens as it can be for its bytes: it is found and chunked."""
+    on = get_encoder(f"text:hf/{bert}", cached=False)
+    off = get_encoder(f"text:hf/{bert}@chunk=off", cached=False)
+    text = " ".join(["a"] * LIMIT)  # 64 one-token words: over the 62-token room, in 127 bytes
+    chunked, truncated = on.encode([text, "the dog"]), off.encode([text, "the dog"])
+    assert not np.allclose(chunked[0], truncated[0])  # found long (pooled over chunks), not cut at the limit
+    assert np.array_equal(chunked[1], truncated[1])  # the short text in the same batch as before

@@ -15,6 +15,7 @@ Spec options (``@chunk=on|off,chunk_size=N,chunk_stride=N``); the policy is part
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,13 +98,37 @@ def pool_chunks(vectors: np.ndarray, spans: list[tuple[int, int]]) -> np.ndarray
 
 
 def long_items(tokenizer: Any, texts: list[str], room: int) -> dict[int, list[int]]:
-    """``{position: token ids without special tokens}`` of the texts longer than ``room`` tokens."""
-    ids = tokenizer(texts, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
-    return {i: list(x) for i, x in enumerate(ids) if len(x) > room}
+    """``{position: token ids without special tokens}`` of the texts longer than ``room`` tokens.
+
+    No tokenizer kind makes over 2 tokens per UTF-8 byte (byte-level BPE: a token is at least a byte; WordPiece
+    and SentencePiece: at least a character, plus at most one word-start piece each; tests/test_long_inputs.py),
+    so only texts over ``room / 2`` bytes are tokenized here: a batch of short texts is not tokenized twice."""
+    maybe = [i for i, t in enumerate(texts) if 2 * len(t.encode("utf-8")) > room]
+    if not maybe:
+        return {}
+    ids = tokenizer([texts[i] for i in maybe], add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
+    return {i: list(x) for i, x in zip(maybe, ids) if len(x) > room}
+
+
+_TEMPLATES: "weakref.WeakKeyDictionary[Any, tuple[list[int], list[int]]]" = weakref.WeakKeyDictionary()
 
 
 def special_template(tokenizer: Any) -> tuple[list[int], list[int]]:
-    """The token ids the tokenizer puts before and after a single text (``[CLS]`` / ``[SEP]``, ``<s>`` / ``</s>``)."""
+    """The token ids the tokenizer puts before and after a single text (``[CLS]`` / ``[SEP]``, ``<s>`` / ``</s>``);
+    found once per tokenizer object (every batch asks)."""
+    try:
+        return _TEMPLATES[tokenizer]
+    except (KeyError, TypeError):  # TypeError: an object that cannot be weakly referenced
+        pass
+    found = _find_template(tokenizer)
+    try:
+        _TEMPLATES[tokenizer] = found
+    except TypeError:
+        pass
+    return found
+
+
+def _find_template(tokenizer: Any) -> tuple[list[int], list[int]]:
     probe = "a"
     bare = list(tokenizer(probe, add_special_tokens=False)["input_ids"])
     full = list(tokenizer(probe)["input_ids"])
