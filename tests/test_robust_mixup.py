@@ -153,5 +153,5 @@ def test_on_real_tux_paint_pairs_mixup_changes_the_default_fit_and_repeats(tux_d
     assert plain.info["training"]["robust"]["wise_endpoint_epoch"] >= 1
     assert not same(weights(plain), weights(mixed)) and same(weights(mixed), weights(again))
     assert mixed.info["lineage"][-1]["recipe"]["chosen"]["ridge_prior"] == "bridge"  # the default recipe ran
-    sel = Space.fit(path, mixup=0.5, select_data=path, select_split="test", **kw)
-    assert sel.info["training"]["select_data"]["records"] == 30 and sel.info["training"]["val_records"] == 30
+    sel = Space.fit(path, mixup=0.5, select_data=path, select_split="train", **kw)  # never a test split
+    assert sel.info["training"]["select_data"]["records"] == 90 and sel.info["training"]["val_records"] == 90
