@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any, Literal, get_args
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-
 
 app = typer.Typer(
     help=(
@@ -211,3 +211,22 @@ def _fold_long_words_in_help() -> None:
 
 
 _fold_long_words_in_help()
+
+
+def load_vector(path: Path, dim: int):
+    """``--vector``: one vector of width ``dim`` from a .npy file (never unpickled), checked."""
+    import numpy as np
+
+    from ..index import QueryError
+    from ..index.query import query_vector
+
+    if not path.is_file():
+        raise QueryError(f"--vector {path}: no such file")
+    try:
+        x = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise QueryError(f"--vector {path}: not a .npy array of numbers ({_plain(e)})") from None
+    if not isinstance(x, np.ndarray):  # an .npz archive
+        x.close()
+        raise QueryError(f"--vector {path}: an .npz archive, not one .npy array")
+    return query_vector(x, dim, f"--vector {path}")

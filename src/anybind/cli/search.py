@@ -21,6 +21,7 @@ from ._common import (
     device_option,
     err,
     fail,
+    load_vector,
     precision_option,
     ray_target,
     split_csv,
@@ -269,7 +270,7 @@ def search(
     try:
         space = Space.load(space_dir) if space_dir else None
         index = Index.open(index_dir, space)
-        query = _load_vector(vector, index.dim) if vector else None
+        query = load_vector(vector, index.dim) if vector else None
         hits = index.search(query, text=list(text) if text else None,
                             image=[str(p) for p in image] if image else None,
                             audio=[str(p) for p in audio] if audio else None, inputs=inputs or None,
@@ -288,29 +289,6 @@ def search(
         src = Path(h.source).name if Path(h.source).is_absolute() else h.source
         t.add_row(str(h.rank), f"{h.score:.4f}", h.modality, h.id, src if len(src) <= 60 else src[:57] + "...")
     console.print(t)
-
-
-def _load_vector(path: Path, dim: int):
-    """``--vector``: one vector of width ``dim`` from a .npy file (never unpickled), checked."""
-    import numpy as np
-
-    from ..index import QueryError
-    from ..index.query import query_vector
-
-    if not path.is_file():
-        raise QueryError(f"--vector {path}: no such file")
-    try:
-        x = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
-        raise QueryError(f"--vector {path}: not a .npy array of numbers ({_plain_reason(e)})") from None
-    if not isinstance(x, np.ndarray):  # an .npz archive
-        x.close()
-        raise QueryError(f"--vector {path}: an .npz archive, not one .npy array")
-    return query_vector(x, dim, f"--vector {path}")
-
-
-def _plain_reason(e: Exception) -> str:
-    return " ".join(str(e).split()) or type(e).__name__
 
 
 @app.command()

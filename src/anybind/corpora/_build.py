@@ -16,7 +16,6 @@ inputs give byte-identical files.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
 import json
 import os
 import re
@@ -25,10 +24,11 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..data.manifest import SPLITS, base_modality
+from ..data.manifest import SPLITS, Manifest, base_modality, load_manifest
 from ..errors import DataError
 
 __all__ = [
@@ -285,3 +285,16 @@ def is_eval_only(manifest: str | os.PathLike[str]) -> bool:
     """True for a corpus marked ``"eval_only": true`` (Fashion-MNIST): never train on it by default."""
     meta = read_corpus_meta(manifest)
     return bool(meta and meta.get("eval_only") is True)
+
+
+def read_source_manifest(path: Path, modalities: list[str]) -> tuple[Manifest, dict[str, list[str]], Counter[str]]:
+    """The manifest a derived corpus builds from (e.g. Tux Paint's), media unchecked, with its bad records
+    already counted: ``(manifest, skipped, problems)`` to start the derived corpus' own accounts with."""
+    man = load_manifest(path, modalities=modalities, check_media=False)
+    skipped: dict[str, list[str]] = {}
+    problems: Counter[str] = Counter()
+    if man.bad:
+        problems["tux_bad_records"] = len(man.bad)
+        skipped["tux_bad_record"] = [b.id or f"line {b.line}" for b in man.bad]
+    return man, skipped, problems
+

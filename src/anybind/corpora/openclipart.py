@@ -92,7 +92,6 @@ import shutil
 from collections import Counter
 from pathlib import Path
 from typing import Any
-from xml.etree import ElementTree as ET
 
 from ..data.manifest import hash_split
 from ..errors import DataError
@@ -104,10 +103,8 @@ from .openclipart_titles import (
     DEFAULT_SVG_DIR,
     DEFAULT_WORDS,
     MAX_TITLE_SHARE,
-    METADATA_RE,
     NAME,
     PACKAGE,
-    PERCENT_OPACITY_RE,
     TITLE_REASONS,
     WORDS_PACKAGE,
     WS_RE,
@@ -115,8 +112,7 @@ from .openclipart_titles import (
     clean_keywords,
     clean_title,
     load_words,
-    local_name,
-    read_metadata,
+    scan_drawings,
     title_problem,
     unmojibake,
 )
@@ -181,62 +177,6 @@ def build_openclipart(
     return build_atomically(NAME, out_dir, fill, progress)
 
 
-def _scan(src: Path, skipped: dict[str, list[str]], bad_files: dict[str, str], prog: Any) -> list[Drawing]:
-    paths: list[Path] = []
-    for folder, dirs, files in os.walk(src):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        paths.extend(
-            Path(folder) / f for f in sorted(files) if f.lower().endswith(".svg") and not f.startswith(".")
-        )
-    task = prog.add_task("reading SVG metadata", total=len(paths)) if prog is not None else None
-    out: list[Drawing] = []
-    for p in paths:
-        if prog is not None:
-            prog.advance(task)
-        rel = p.relative_to(src).as_posix()
-        rid = rel[: -len(".svg")]
-        category = os.path.dirname(rel)
-        if p.is_symlink():
-            skipped.setdefault("symlink", []).append(rid)
-            continue
-        try:
-            data = p.read_bytes()
-        except OSError as e:
-            skipped.setdefault("unreadable", []).append(rid)
-            bad_files[rid] = f"unreadable ({e.strerror or e})"
-            continue
-        if b"<!ENTITY" in data:
-            skipped.setdefault("svg_entities", []).append(rid)
-            bad_files[rid] = "declares <!ENTITY>: the rasteriser (CairoSVG via defusedxml) refuses entities"
-            continue
-        if PERCENT_OPACITY_RE.search(data):
-            skipped.setdefault("svg_unsupported", []).append(rid)
-            bad_files[rid] = "opacity given in percent, which the rasteriser (CairoSVG) cannot parse"
-            continue
-        try:
-            root = ET.fromstring(data)
-        except ET.ParseError as e:
-            skipped.setdefault("bad_svg", []).append(rid)
-            bad_files[rid] = f"not well-formed XML ({e})"
-            continue
-        if local_name(root.tag) != "svg":
-            skipped.setdefault("bad_svg", []).append(rid)
-            bad_files[rid] = f"root element is <{local_name(root.tag)}>, not <svg>"
-            continue
-        w, h = root.get("width") or "", root.get("height") or ""
-        if not root.get("viewBox") and not (w and h and "%" not in w + h):
-            skipped.setdefault("svg_no_size", []).append(rid)
-            bad_files[rid] = (
-                "no viewBox and no absolute width/height: the rasteriser (CairoSVG) cannot size it"
-            )
-            continue
-        d = Drawing(path=p, id=rid, category=category)
-        read_metadata(root, d)
-        d.body_hash = hashlib.sha256(METADATA_RE.sub(b"", data)).hexdigest()
-        out.append(d)
-    return out
-
-
 def _build_into(
     tmp: Path,
     out_dir: Path,
@@ -251,7 +191,7 @@ def _build_into(
     skipped: dict[str, list[str]] = {}
     bad_files: dict[str, str] = {}
     problems: Counter[str] = Counter()
-    drawings = _scan(src, skipped, bad_files, prog)
+    drawings = scan_drawings(src, skipped, bad_files, prog)
 
     # duplicates: same drawing, different metadata -> keep the deepest folder, then the first path
     by_body: dict[str, list[Drawing]] = {}

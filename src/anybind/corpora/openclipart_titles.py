@@ -3,6 +3,7 @@ others are not), keywords, and the metadata read from each SVG (see :mod:`anybin
 
 from __future__ import annotations
 
+import hashlib
 import html
 import os
 import re
@@ -173,3 +174,61 @@ def read_metadata(root: ET.Element, d: Drawing) -> None:
         t = next((c for c in root if local_name(c.tag) == "title"), None)
         if t is not None and (t.text or "").strip():
             d.title_raw = t.text.strip()  # type: ignore[union-attr]
+
+
+def scan_drawings(src: Path, skipped: dict[str, list[str]], bad_files: dict[str, str], prog: Any) -> list[Drawing]:
+    """Every ``.svg`` under ``src`` (sorted, no hidden files or symlinks) that the rasteriser can draw, with its
+    metadata and a hash of its body; the others are listed in ``skipped`` / ``bad_files`` with their reason."""
+    paths: list[Path] = []
+    for folder, dirs, files in os.walk(src):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        paths.extend(
+            Path(folder) / f for f in sorted(files) if f.lower().endswith(".svg") and not f.startswith(".")
+        )
+    task = prog.add_task("reading SVG metadata", total=len(paths)) if prog is not None else None
+    out: list[Drawing] = []
+    for p in paths:
+        if prog is not None:
+            prog.advance(task)
+        rel = p.relative_to(src).as_posix()
+        rid = rel[: -len(".svg")]
+        category = os.path.dirname(rel)
+        if p.is_symlink():
+            skipped.setdefault("symlink", []).append(rid)
+            continue
+        try:
+            data = p.read_bytes()
+        except OSError as e:
+            skipped.setdefault("unreadable", []).append(rid)
+            bad_files[rid] = f"unreadable ({e.strerror or e})"
+            continue
+        if b"<!ENTITY" in data:
+            skipped.setdefault("svg_entities", []).append(rid)
+            bad_files[rid] = "declares <!ENTITY>: the rasteriser (CairoSVG via defusedxml) refuses entities"
+            continue
+        if PERCENT_OPACITY_RE.search(data):
+            skipped.setdefault("svg_unsupported", []).append(rid)
+            bad_files[rid] = "opacity given in percent, which the rasteriser (CairoSVG) cannot parse"
+            continue
+        try:
+            root = ET.fromstring(data)
+        except ET.ParseError as e:
+            skipped.setdefault("bad_svg", []).append(rid)
+            bad_files[rid] = f"not well-formed XML ({e})"
+            continue
+        if local_name(root.tag) != "svg":
+            skipped.setdefault("bad_svg", []).append(rid)
+            bad_files[rid] = f"root element is <{local_name(root.tag)}>, not <svg>"
+            continue
+        w, h = root.get("width") or "", root.get("height") or ""
+        if not root.get("viewBox") and not (w and h and "%" not in w + h):
+            skipped.setdefault("svg_no_size", []).append(rid)
+            bad_files[rid] = (
+                "no viewBox and no absolute width/height: the rasteriser (CairoSVG) cannot size it"
+            )
+            continue
+        d = Drawing(path=p, id=rid, category=category)
+        read_metadata(root, d)
+        d.body_hash = hashlib.sha256(METADATA_RE.sub(b"", data)).hexdigest()
+        out.append(d)
+    return out

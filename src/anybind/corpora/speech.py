@@ -70,9 +70,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from ..data.manifest import load_manifest
 from ..errors import DataError
-from ._build import CorpusSummary, build_atomically, finish_corpus, stable_message, write_license
+from ._build import (
+    CorpusSummary,
+    build_atomically,
+    finish_corpus,
+    read_source_manifest,
+    stable_message,
+    write_license,
+)
 from ._debian import debian_copyright_path, debian_package_version
 from .speech_voices import (
     ESPEAK_PACKAGE,
@@ -154,12 +160,7 @@ def _build_into(
     jobs: int,
     prog: Any,
 ) -> CorpusSummary:
-    man = load_manifest(tux_manifest, modalities=["text", "image"], check_media=False)
-    skipped: dict[str, list[str]] = {}
-    problems: Counter[str] = Counter()
-    if man.bad:
-        problems["tux_bad_records"] = len(man.bad)
-        skipped["tux_bad_record"] = [b.id or f"line {b.line}" for b in man.bad]
+    man, skipped, problems = read_source_manifest(tux_manifest, ["text", "image"])
     per_split: Counter[str] = Counter()
     # (tux record, voice) pairs to write, and the clips they need
     plan: list[tuple[Any, str]] = []

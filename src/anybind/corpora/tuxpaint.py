@@ -119,10 +119,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ..data.manifest import SPLITS, hash_split
+from ..data.manifest import hash_split
 from ..errors import DataError
 from ._build import CorpusSummary, build_atomically
 from ._debian import ensure_debian_package
+from .tuxpaint_counts import corpus_counts
 from .tuxpaint_source import (
     BUILDER_VERSION,
     DEFAULT_STAMPS_DIR,
@@ -324,7 +325,7 @@ def _build_into(tmp: Path, out_dir: Path, stamps_dir: Path, copy_media: bool, pr
         for rec in records:
             f.write(json.dumps(rec, ensure_ascii=False) + "\n")
 
-    counts = _counts(records)
+    counts = corpus_counts(records)
     skipped_counts = {k: len(v) for k, v in sorted(skipped.items())}
     source = package_info(stamps_dir)
     meta = {
@@ -357,47 +358,3 @@ def _build_into(tmp: Path, out_dir: Path, stamps_dir: Path, copy_media: bool, pr
         skipped=skipped_counts,
         problems={k: v for k, v in sorted(problems.items()) if v},
     )
-
-
-def _counts(records: list[dict[str, Any]]) -> dict[str, Any]:
-    def family(key: str) -> str | None:
-        if key in ("id", "split", "labels"):
-            return None
-        if key.startswith("speech_name"):
-            return "speech_name"
-        if key.startswith("text_"):
-            return "text_translated"
-        if key.startswith("speech_"):
-            return "speech_translated"
-        return key
-
-    fams = ("text", "text_translated", "image", "audio", "speech", "speech_translated", "speech_name")
-    modalities = {m: 0 for m in fams}
-    per_split = {s: {"records": 0, **{m: 0 for m in fams}} for s in SPLITS}
-    fields: Counter[str] = Counter()
-    text_langs: set[str] = set()
-    speech_langs: set[str] = set()
-    for r in records:
-        present = {family(k) for k in r} - {None}
-        per_split[r["split"]]["records"] += 1
-        for m in present:
-            modalities[m] += 1  # type: ignore[index]
-            per_split[r["split"]][m] += 1  # type: ignore[index]
-        for k in r:
-            if family(k) is not None:
-                fields[k] += 1
-            if k.startswith("text_"):
-                text_langs.add(k[5:])
-            elif k.startswith("speech_") and not k.startswith("speech_name"):
-                speech_langs.add(k[7:])
-    image_kinds = Counter(os.path.splitext(r["image"])[1].lower() for r in records)
-    return {
-        "records": len(records),
-        "splits": {s: per_split[s]["records"] for s in SPLITS},
-        "modalities": modalities,
-        "per_split": per_split,
-        "image_formats": dict(sorted(image_kinds.items())),
-        "text_languages": len(text_langs) + 1,
-        "speech_languages": sorted(speech_langs | ({"en"} if modalities["speech"] else set())),
-        "fields": dict(sorted(fields.items())),
-    }

@@ -45,11 +45,17 @@ from typing import Any
 
 import numpy as np
 
-from ..data.manifest import load_manifest
 from ..data.media import load_image
 from ..data.video import import_av
 from ..errors import DataError
-from ._build import CorpusSummary, build_atomically, finish_corpus, stable_message, write_license
+from ._build import (
+    CorpusSummary,
+    build_atomically,
+    finish_corpus,
+    read_source_manifest,
+    stable_message,
+    write_license,
+)
 from ._debian import debian_copyright_path, debian_package_version
 
 __all__ = ["MOTIONS", "build_tuxpaint_video", "motion_for", "render_frames", "write_clip"]
@@ -155,12 +161,7 @@ def build_tuxpaint_video(
 
 def _build_into(tmp: Path, out_dir: Path, tux_manifest: Path, tux_source: str, limit: int | None,
                 opts: dict[str, Any], copy_images: bool, prog: Any) -> CorpusSummary:
-    man = load_manifest(tux_manifest, modalities=["text", "image"], check_media=False)
-    skipped: dict[str, list[str]] = {}
-    problems: Counter[str] = Counter()
-    if man.bad:
-        problems["tux_bad_records"] = len(man.bad)
-        skipped["tux_bad_record"] = [b.id or f"line {b.line}" for b in man.bad]
+    man, skipped, problems = read_source_manifest(tux_manifest, ["text", "image"])
     per_split: Counter[str] = Counter()
     plan = []
     for r in man.records:

@@ -1,11 +1,8 @@
-"""The :class:`Index` class: the object a user holds.  It is made of small parts, each with one job and
-given the state it works on (an :class:`~.table.IndexTable`: folder, ``index.json``, space, LanceDB table,
-snapshot): :class:`~.write.Writer` (add, delete...), :class:`~.ann.LanceAnn` (the LanceDB ANN index),
-:class:`~.fast.FastSearch` (in-memory graph, quantised codes), :class:`~.query.QueryEmbedder` (a
-:class:`~.query.Query` embedded and fused), :class:`~.search.Searcher` (search, re-ranking) and
-:class:`~.classify.Classifier` (zero-shot).  Making, opening and filling the folder is :mod:`.build`.
-Index's methods check their arguments and hand the work to the parts.  See :mod:`anybind.index` for the
-on-disk layout and the guarantees."""
+"""The :class:`Index` a user holds, made of parts given the state they work on (an :class:`~.table.IndexTable`):
+:class:`~.write.Writer`, :class:`~.ann.LanceAnn`, :class:`~.fast.FastSearch` (in-memory graph, codes),
+:class:`~.query.QueryEmbedder`, :class:`~.search.Searcher` and :class:`~.classify.Classifier`; making and opening
+the folder is :mod:`.build`.  Index's methods check their arguments and hand the work to the parts.  See
+:mod:`anybind.index` for the on-disk layout and the guarantees."""
 
 from __future__ import annotations
 
@@ -60,8 +57,7 @@ class Index:
     dim = _forward("dim", "The width of the stored vectors.")
     modalities = _forward("modalities", "The modalities it embeds from records (set at build, extended by add).")
     ann_threshold = _forward("ann_threshold", "Rows from which searches use an approximate index.")
-    lance_ann = property(lambda self: self._ann, doc="The LanceDB ANN part (its ``search`` and "
-                         "``set_search_defaults``: for tuning the query-time settings).")
+    lance_ann = property(lambda self: self._ann, doc="The LanceDB ANN part (search, tune, set_search_defaults).")
 
     def __len__(self) -> int:
         return self._t.count()
@@ -78,9 +74,8 @@ class Index:
         return self._t.snapshot()
 
     def refresh(self) -> bool:
-        """See writes made by other processes since this index was opened (rows added, replaced or deleted;
-        ``index.json``).  Cheap when nothing changed: the snapshot is reloaded only if the table's version moved.
-        Returns whether it did."""
+        """See other processes' writes since this index was opened (rows, ``index.json``); the snapshot is
+        reloaded only if the table's version moved.  Returns whether it did."""
         return self._t.refresh()
 
     # -- creation / opening ---------------------------------------------------------------------
@@ -238,9 +233,7 @@ class Index:
 
     def tune_ann(self, target_recall: float = 0.96, k: int = 10, n_queries: int = 200, *,
                  queries: np.ndarray | None = None, modality: str | None = None, save: bool = True) -> dict[str, Any]:
-        """The cheapest ANN search settings reaching ``target_recall`` against exact search on your queries (or
-        perturbed stored vectors), stored as the index's defaults (see :meth:`LanceAnn.tune
-        <anybind.index.ann.LanceAnn.tune>`)."""
+        """The cheapest ANN settings reaching ``target_recall``, saved (:meth:`.ann.LanceAnn.tune`)."""
         return self._ann.tune(target_recall, k, n_queries, queries=queries, modality=modality, save=save)
 
     def create_memory_ann(self, *, M: int = 16, ef_construction: int = 100, ef: int = 64) -> dict[str, Any]:

@@ -42,8 +42,8 @@ changed since indexing, 413 too large, 415 not an image or sound, 503 busy);
 request-schema violations are FastAPI's 422 (also for ``NaN`` / ``Infinity`` and
 lone surrogates, see :mod:`~anybind.serve.errors`).
 
-Layout: the routes, error handlers and lifespan are here (:func:`create_app`); the
-request / response models in :mod:`~anybind.serve.schemas`, the admission gate in
+Layout: the search routes, error handlers and lifespan are here (:func:`create_app`); classify, stored items,
+explain and caption are routers of their own (``*_routes``, ``explain_route``); the request / response models in :mod:`~anybind.serve.schemas`, the admission gate in
 :mod:`~anybind.serve.gate`, the ASGI middleware in :mod:`~anybind.serve.middleware`,
 the request plumbing (query parts, uploads, hits) in :mod:`~anybind.serve.queries`.
 """
@@ -61,13 +61,12 @@ from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from ..data.strings import is_blank
-from ..data.templates import templates_for
 from ..errors import AnybindError
 from ..index import QueryError
-from ..index.calibrated import probabilities, query_modality
 from ..version import __version__
 from .auth import ApiKeyAuth, KeyStore
 from .caption_routes import add_caption_routes
+from .classify_routes import router as classify_router
 from .errors import add_error_handlers
 from .explain_route import router as explain_router
 from .gate import Busy, Gate  # noqa: F401 - Busy: imported from here by callers
@@ -77,16 +76,9 @@ from .queries import hit_out, named_files, read_uploads, text_parts, to_ms, unst
 from .schemas import (
     ERRORS,
     MAX_K,
-    MAX_LABEL,
-    MAX_LABELS,
-    MAX_TEMPLATE,
-    MAX_TEMPLATES,
     RANK_BY,
     RERANK,
     UPLOAD_ERRORS,
-    ClassifyOut,
-    ClassifyRequest,
-    ClassOut,
     EmbeddedOut,
     EmbedOut,
     EmbedRequest,
@@ -323,83 +315,7 @@ def create_app(
 
         return await request.state.gate.run(work)
 
-    # -- classify ------------------------------------------------------------------------
-    def _classify_out(svc, parts, labels, templates, t0, staged=()):
-        try:
-            scores, probs, qmods = svc.classify(parts, labels, templates)
-        except AnybindError as e:
-            raise type(e)(named_files(e, list(staged))) from None
-        order = sorted(range(len(labels)), key=lambda i: -float(scores[i]))
-        qmod = query_modality(svc.space, qmods, False, None)  # issue 20: calibrated P(match), when there is one
-        match = probabilities(svc.space, qmod, "text", scores) if qmod is not None else None
-        return ClassifyOut(
-            results=[
-                ClassOut(label=labels[i], score=float(scores[i]), probability=min(1.0, max(0.0, float(probs[i]))),
-                         match_probability=None if match is None else float(match[i]))
-                for i in order
-            ],
-            query_modalities=qmods,
-            templates=templates_for(svc.space, templates or None),  # what was used (checked by classify)
-            took_ms=to_ms(t0),
-        )
-
-    @app.post(
-        "/classify", response_model=ClassifyOut, responses=ERRORS, summary="Zero-shot classify a text over given labels"
-    )
-    async def classify(body: ClassifyRequest, request: Request) -> ClassifyOut:
-        svc: Service = request.state.svc
-
-        def work():
-            t0 = time.perf_counter()
-            parts = text_parts(svc, body.text, body.inputs)
-            if not parts:
-                raise QueryError("nothing to classify: give text, or inputs")
-            return _classify_out(svc, parts, body.labels, body.templates, t0)
-
-        return await request.state.gate.run(work)
-
-    @app.post(
-        "/classify/upload",
-        response_model=ClassifyOut,
-        responses=UPLOAD_ERRORS,
-        summary="Zero-shot classify uploaded images / sounds (optionally fused with text)",
-    )
-    async def classify_upload(
-        request: Request,
-        files: Annotated[list[UploadFile], File(description="Images or sounds (type sniffed from the content).")],
-        labels: Annotated[list[str], Form(description="Candidate class names (repeat the field).")],
-        templates: Annotated[list[str], Form(
-            description="Prompt templates with '{}' (default: the space's own, else 'a {}.')."
-        )] = [],  # noqa: B006
-        text: Annotated[list[str], Form(description="Texts fused with the files.")] = [],  # noqa: B006
-        weights: Annotated[list[float], Form(description="One per input: texts first, then files.")] = [],  # noqa: B006
-        file_modality: Annotated[list[str], Form(description="Per file, the modality to embed it as.")] = [],  # noqa: B006
-    ) -> ClassifyOut:
-        svc: Service = request.state.svc
-        uploads = await read_uploads(svc, files)
-        names = [x for x in labels if not is_blank(x)]
-        if not names:
-            raise QueryError("no labels given: repeat the 'labels' field, one class name each")
-        if len(names) > MAX_LABELS:
-            raise QueryError(f"{len(names)} labels: at most {MAX_LABELS}")
-        if len(templates) > MAX_TEMPLATES:
-            raise QueryError(f"{len(templates)} templates: at most {MAX_TEMPLATES}")
-        # form fields get the caps the JSON route's schema gives (a 40 KB form once built a 200 MB prompt)
-        if any(len(x) > MAX_LABEL for x in names):
-            raise QueryError(f"a label of {max(map(len, names))} characters: at most {MAX_LABEL}")
-        if any(len(x) > MAX_TEMPLATE for x in templates):
-            raise QueryError(f"a template of {max(map(len, templates))} characters: at most {MAX_TEMPLATE}")
-
-        def work():
-            t0 = time.perf_counter()
-            parts, staged = upload_parts(svc, uploads, text, weights, file_modality, "text")
-            try:
-                return _classify_out(svc, parts, names, templates, t0, staged)
-            finally:
-                unstage(staged)
-
-        return await request.state.gate.run(work)
-
+    app.include_router(classify_router)  # POST /classify, /classify/upload (serve/classify_routes)
     app.include_router(items_router)  # GET /items/{id}, /thumbs/{id} (serve/item_routes)
 
     if captioner is not None:
