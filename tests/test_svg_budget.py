@@ -114,9 +114,14 @@ def _svg_children() -> list[int]:
 
 
 def test_the_library_kills_a_rendering_past_its_budget():
+    from anybind.data.svg_pool import stop_idle_workers
+
+    stop_idle_workers()  # workers left idle by earlier tests are not the one this test watches
+    assert _svg_children() == []
     lim = MediaLimits(max_svg_work=10**12, max_svg_seconds=1)
     small = HEAD.encode() + b'<rect width="100" height="100" fill="red"/></svg>'
     assert render_svg(small, "small.svg", 64, lim)[:4] == b"\x89PNG"  # a worker is started (not timed)
+    assert len(_svg_children()) == 1  # kept idle, and taken by the next rendering
     t0 = time.perf_counter()
     with pytest.raises(DataError, match=r"^slow.svg: SVG took more than 1 s to render \(the limit\); not rendered$"):
         render_svg(slow_svg(), "slow.svg", 512, lim)
