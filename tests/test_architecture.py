@@ -1,4 +1,5 @@
-"""The package's shape: layers without upward imports (import-linter) and no module reaching into another's privates."""
+"""The package's shape: layers without upward imports (import-linter), no import cycle (grimp), and no module
+reaching into another's privates."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src" / "anybind"
@@ -18,6 +21,74 @@ def test_layers_contract_is_kept():
     r = subprocess.run([exe, "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "0 broken" in r.stdout
+
+
+def _cycles(graph) -> list[list[str]]:
+    """Every strongly connected component of more than one module in ``graph`` (a grimp graph): an import circle."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+    for root in sorted(graph.modules):  # Tarjan, iterative (no recursion limit on a deep chain)
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph.find_modules_directly_imported_by(root))))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            v, children = work[-1]
+            for w in children:
+                if w not in index:
+                    index[w] = low[w] = len(index)
+                    stack.append(w)
+                    on_stack.add(w)
+                    work.append((w, iter(sorted(graph.find_modules_directly_imported_by(w)))))
+                    break
+                if w in on_stack:
+                    low[v] = min(low[v], index[w])
+            else:
+                work.pop()
+                if work:
+                    low[work[-1][0]] = min(low[work[-1][0]], low[v])
+                if low[v] == index[v]:
+                    comp = []
+                    while True:
+                        w = stack.pop()
+                        on_stack.discard(w)
+                        comp.append(w)
+                        if w == v:
+                            break
+                    if len(comp) > 1:
+                        found.append(sorted(comp))
+    return found
+
+
+def test_no_import_cycle_in_the_package():
+    """No circle of imports, counting those made when a function runs and those under TYPE_CHECKING (an annotation
+    naming a class from above would tie the layers together as well): the import-linter contract has no
+    ignore_imports to hide one."""
+    grimp = pytest.importorskip("grimp", reason="grimp comes with import-linter: pip install 'anybind[dev]'")
+    graph = grimp.build_graph("anybind", exclude_type_checking_imports=False, cache_dir=None)
+    assert "anybind.space" in graph.modules and "anybind.fitting" in graph.modules
+    cycles = _cycles(graph)
+    why = [" -> ".join(graph.find_shortest_chain(importer=c[1], imported=c[0]) or c) for c in cycles]
+    assert not cycles, "import cycles (strongly connected modules):\n" + "\n".join(
+        f"{len(c)} modules {c}; e.g. {w}" for c, w in zip(cycles, why))
+    assert not [ln for ln in (ROOT / ".importlinter").read_text().splitlines() if ln.startswith("ignore_imports")]
+
+
+def test_the_cycle_check_sees_a_cycle():
+    grimp = pytest.importorskip("grimp", reason="grimp comes with import-linter: pip install 'anybind[dev]'")
+    g = grimp.ImportGraph()
+    for a, b in [("p.a", "p.b"), ("p.b", "p.c"), ("p.c", "p.a"), ("p.c", "p.d"), ("p.d", "p.e"), ("p.e", "p.d"),
+                 ("p.f", "p.a")]:
+        g.add_import(importer=a, imported=b)
+    assert sorted(_cycles(g)) == [["p.a", "p.b", "p.c"], ["p.d", "p.e"]]
+    g.remove_import(importer="p.c", imported="p.a")
+    g.remove_import(importer="p.e", imported="p.d")
+    assert _cycles(g) == []
 
 
 def _private_imports(tree: ast.AST, module: str) -> list[str]:
@@ -50,7 +121,8 @@ def test_the_private_name_check_sees_what_it_should():
 def test_every_top_level_module_has_a_layer():
     """A new module must be placed in .importlinter's layers, or the contract would not look at it."""
     text = (ROOT / ".importlinter").read_text()
-    layers = text.split("layers =", 1)[1].split("ignore_imports", 1)[0]
+    layers = text.split("[importlinter:contract:layers]", 1)[1].split("[importlinter:contract:", 1)[0]
+    layers = layers.split("layers =", 1)[1]
     listed = {m.strip() for line in layers.splitlines() for m in line.replace("|", ":").split(":") if m.strip()}
     tops = {f"anybind.{p.stem}" for p in SRC.glob("*.py") if p.stem != "__init__"}
     tops |= {f"anybind.{p.parent.name}" for p in SRC.glob("*/__init__.py")}

@@ -160,7 +160,7 @@ def fit_training_free(
     seed: int = 0,
 ):
     """Fit a Procrustes or CCA space from a :class:`~anybind.featureset.FeatureSet` (no gradient steps)."""
-    from .space import Space
+    from .space_core import SpaceCore
 
     mods = fs.modalities
     if len(mods) < 2:
@@ -188,7 +188,7 @@ def fit_training_free(
     for mp in maps.values():
         mp.W = mp.W[:, :width]
     projectors = {m: maps[m].projector() for m in mods}
-    space = Space(
+    space = SpaceCore(
         fs.specs,
         projectors,
         float(np.log(1 / 0.05)),
@@ -212,7 +212,7 @@ def bridge_space(image_spec: str = "image:efficientnet-lite0+bridge", text_spec:
     """
     from .encoders.registry import get_encoder
     from .encoders.bridge import SUFFIX
-    from .space import Space
+    from .space_core import SpaceCore
 
     if not image_spec.endswith(SUFFIX):
         raise EncoderError(f"bridge_space needs a '{SUFFIX}' image encoder, got {image_spec!r}")
@@ -226,7 +226,7 @@ def bridge_space(image_spec: str = "image:efficientnet-lite0+bridge", text_spec:
         p_img.linear.weight[:, d_base:] = torch.eye(d_txt)
         p_img.linear.bias.zero_()
     p_txt = Projector(ProjectorConfig(in_dim=d_txt, out_dim=d_txt, kind="identity", standardize=False))
-    return Space(
+    return SpaceCore(
         {"image": image_spec, "text": text_spec},
         {"image": p_img, "text": p_txt},
         identities={"image": img.identity, "text": txt.identity},

@@ -39,7 +39,7 @@ from .metrics import Embedded, as_embedded, content_groups, paired_rows
 
 if TYPE_CHECKING:
     from .cache import FeatureCache
-    from .space import Space
+    from .space_core import SpaceCore
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ MAX_NEGATIVES = 200_000
 MAX_RECORDS = 2000  # a larger split is sampled (seeded): the score matrix is records x records
 
 
-def load_for(space: "Space", manifest: "str | Path | Manifest") -> Manifest:
+def load_for(space: "SpaceCore", manifest: "str | Path | Manifest") -> Manifest:
     """``manifest`` loaded with the space's modalities (a loaded one as it is)."""
     if isinstance(manifest, Manifest):
         return manifest
@@ -68,7 +68,7 @@ def relevance(keys_a: Any, keys_b: Any, n: int) -> np.ndarray:
 
 
 def pair_samples(
-    space: "Space", embs: Mapping[str, Embedded], a: str, b: str, *, max_negatives: int = MAX_NEGATIVES, seed: int = 0
+    space: "SpaceCore", embs: Mapping[str, Embedded], a: str, b: str, *, max_negatives: int = MAX_NEGATIVES, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
     """Scores and match labels (positives first, then a seeded sample of negatives) of pair ``a``-``b``."""
     ea, eb = as_embedded(embs[a]), as_embedded(embs[b])
@@ -85,7 +85,7 @@ def pair_samples(
 
 
 def split_samples(
-    space: "Space", man: Manifest, split: str, *, modalities: Iterable[str] | None = None,
+    space: "SpaceCore", man: Manifest, split: str, *, modalities: Iterable[str] | None = None,
     cache: "FeatureCache | str | Path | None" = None, max_negatives: int = MAX_NEGATIVES, seed: int = 0,
     progress: bool = False,
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -104,7 +104,7 @@ def split_samples(
 
 
 def fit_calibration(
-    space: "Space", manifest: "str | Path | Manifest", *, split: str = "val", method: str = "platt",
+    space: "SpaceCore", manifest: "str | Path | Manifest", *, split: str = "val", method: str = "platt",
     modalities: Iterable[str] | None = None, cache: "FeatureCache | str | Path | None" = None,
     max_negatives: int = MAX_NEGATIVES, seed: int = 0, progress: bool = False,
 ) -> Calibration:
@@ -121,13 +121,13 @@ def fit_calibration(
     return Calibration(pairs, method, split, source=str(man.path))
 
 
-def calibrate(space: "Space", manifest: "str | Path | Manifest", **kw: Any) -> "Space":
+def calibrate(space: "SpaceCore", manifest: "str | Path | Manifest", **kw: Any) -> "SpaceCore":
     """Fit the space's calibration (:func:`fit_calibration`) and attach it (``space.calibration``); returns the space."""
     space.calibration = fit_calibration(space, manifest, **kw)
     return space
 
 
-def calibrate_after_fit(space: "Space", manifests: Iterable[Manifest], **kw: Any) -> None:
+def calibrate_after_fit(space: "SpaceCore", manifests: Iterable[Manifest], **kw: Any) -> None:
     """The fit's hook: calibrate on the first manifest that has a val split; nothing when none has one."""
     for man in manifests:
         if man.split("val"):
@@ -138,14 +138,14 @@ def calibrate_after_fit(space: "Space", manifests: Iterable[Manifest], **kw: Any
             return
 
 
-def match_probability(space: "Space", a_mod: str, a_items, b_mod: str, b_items, *, prior: float = 0.5,
+def match_probability(space: "SpaceCore", a_mod: str, a_items, b_mod: str, b_items, *, prior: float = 0.5,
                       **kw: Any) -> np.ndarray:
     """``P(match)`` (len(a_items), len(b_items)) of items of two modalities, by the space's calibration."""
     return space.match_probability(a_mod, a_items, b_mod, b_items, prior=prior, **kw)
 
 
 def measure_calibration(
-    space: "Space", manifest: "str | Path | Manifest", *, split: str = "test", target_precision: float = 0.9,
+    space: "SpaceCore", manifest: "str | Path | Manifest", *, split: str = "test", target_precision: float = 0.9,
     modalities: Iterable[str] | None = None, cache: "FeatureCache | str | Path | None" = None, bins: int = 10,
 ) -> dict[str, dict[str, Any]]:
     """Per calibrated modality pair, on ``split`` (classes balanced: the stated prior 0.5):

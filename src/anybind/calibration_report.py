@@ -13,7 +13,7 @@ from .pagekit import esc, img, num, png_b64, pyplot, table
 if TYPE_CHECKING:
     from .cache import FeatureCache
     from .data.manifest import Manifest
-    from .space import Space
+    from .space_core import SpaceCore
 
 
 def reliability_png(rows: dict[str, dict[str, Any]]) -> str:
@@ -38,7 +38,7 @@ def reliability_png(rows: dict[str, dict[str, Any]]) -> str:
     return png_b64(fig)
 
 
-def calibration_section(space: "Space", man: "Manifest", split: str,
+def calibration_section(space: "SpaceCore", man: "Manifest", split: str,
                         cache: "FeatureCache | str | Path | None" = None) -> tuple[str, dict[str, Any]]:
     """The section's HTML and numbers (``{}`` numbers and a note for an uncalibrated space)."""
     head = "<h2 id='calibration'>Calibration: match probabilities</h2>"

@@ -31,10 +31,10 @@ from .metrics import (  # noqa: F401  (re-exported: evaluate is where users look
 
 if TYPE_CHECKING:
     from .cache import FeatureCache
-    from .space import Space
+    from .space_core import SpaceCore
 
 def embed_records(
-    space: "Space",
+    space: "SpaceCore",
     records: Sequence[Record],
     modalities: Iterable[str],
     cache: "FeatureCache | str | None" = None,
@@ -73,7 +73,7 @@ def embed_split(space, fs, split: str) -> dict[str, Embedded]:
 
 
 def evaluate(
-    space: "Space",
+    space: "SpaceCore",
     manifest: str | Manifest,
     *,
     split: str = "test",
@@ -129,7 +129,7 @@ def class_name(label: str) -> str:
 
 
 def zero_shot(
-    space: "Space",
+    space: "SpaceCore",
     records: Sequence[Record],
     modality: str,
     label_key: str,
@@ -181,7 +181,7 @@ def zero_shot(
 
 
 def class_embeddings(
-    space: "Space",
+    space: "SpaceCore",
     names: Sequence[str],
     templates: Sequence[str] | None = None,
     text_modality: str = "text",

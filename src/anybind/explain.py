@@ -23,7 +23,7 @@ from .errors import DataError
 if TYPE_CHECKING:
     from .cache import FeatureCache
     from .data.manifest import Record
-    from .space import Space
+    from .space_core import SpaceCore
 
 WORD = re.compile(r"\w+(?:['\u2019]\w+)*")
 MAX_WORDS = 128
@@ -45,13 +45,13 @@ class WordDrop:
         return {"word": self.word, "start": self.start, "end": self.end, "drop": round(float(self.drop), 4)}
 
 
-def _one(space: "Space", modality: str, item: Any, cache) -> np.ndarray:
+def _one(space: "SpaceCore", modality: str, item: Any, cache) -> np.ndarray:
     x = np.asarray(item, np.float32) if isinstance(item, np.ndarray) else space.embed(modality, [item], cache=cache)
     return x.reshape(1, -1)
 
 
 def word_drops(
-    space: "Space", text_modality: str, text: str, other_modality: str, other: Any, *,
+    space: "SpaceCore", text_modality: str, text: str, other_modality: str, other: Any, *,
     cache: "FeatureCache | str | Path | None" = None,
 ) -> tuple[float, list[WordDrop]]:
     """The match score of ``text`` with ``other`` (an item of ``other_modality``, or its embedding) and each
@@ -120,7 +120,7 @@ def read_vocabulary(path: str | Path, text_modalities: Sequence[str] = ("text",)
 
 
 def nearest_words(
-    space: "Space", modality: str, items: Any, words: Sequence[str], *, k: int = 5, text_modality: str = "text",
+    space: "SpaceCore", modality: str, items: Any, words: Sequence[str], *, k: int = 5, text_modality: str = "text",
     cache: "FeatureCache | str | Path | None" = None, embedded_words: np.ndarray | None = None,
 ) -> list[list[tuple[str, float]]]:
     """Per item (a list of items of ``modality``, or their embeddings as a 2-D array) the ``k`` vocabulary

@@ -42,7 +42,7 @@ from .federated_parties import Client, Message, Server, check_message, public_fe
 from .loop import training_threads
 
 if TYPE_CHECKING:
-    from .space import Space
+    from .space_core import SpaceCore
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ def federate(
     progress: bool = False,
     on_message: Callable[[str, int, Message], None] | None = None,
     **config: Any,
-) -> "Space":
+) -> "SpaceCore":
     """A Space bound by ``len(clients)`` clients (one manifest each) and a server holding ``public`` (see the
     module doc); ``encoders``: modality -> encoder spec, shared by everyone (default: each of ``modalities``' or the
     public set's base fields' default encoder); ``**config``: :class:`FederatedConfig`."""
@@ -206,7 +206,7 @@ def train_alone(
     strict: bool = False,
     progress: bool = False,
     **config: Any,
-) -> "Space":
+) -> "SpaceCore":
     """One client's data trained alone, as :func:`federate` would train it (the server's start and standardisation,
     the client's optimiser and random streams), ``rounds * local_epochs`` epochs with early stopping on its own
     val pairs: with one client, ``federate(method="fedavg", local_epochs=1)`` gives the same projectors."""
@@ -239,7 +239,7 @@ def _public(public, encoders, modalities, cache, strict, progress):
     ``modalities`` or base field of the public set) and the public feature set."""
     from .encoders.video import temporal_frames
     from .recipe import default_spec
-    from .space import fit_manifests
+    from .manifests import fit_manifests
     from .train import FeatureSet
 
     fc = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
@@ -260,7 +260,7 @@ def _public(public, encoders, modalities, cache, strict, progress):
 
 def _client(data, i: int, encoders, fc, pub, cfg, loss_fn, strict, progress) -> Client:
     """Client ``i``, built from its own manifest (read on the client's side only)."""
-    from .space import as_manifests
+    from .manifests import as_manifests
     from .train import FeatureSet
 
     (man,) = as_manifests([data], list(encoders), dict(encoders), strict, progress)
@@ -289,8 +289,8 @@ def _describe(mans: Sequence[Manifest], modalities: Sequence[str]) -> list[dict[
 
 
 def _space(encoders, identities, projectors, logit_scale: float, cfg: FederatedConfig, entry: dict, training: dict,
-           t0: float) -> "Space":
-    from .space import Space
+           t0: float) -> "SpaceCore":
+    from .space_core import SpaceCore
     from .version import __version__
 
     mods = sorted(projectors)
@@ -299,7 +299,7 @@ def _space(encoders, identities, projectors, logit_scale: float, cfg: FederatedC
     config = {"method": "contrastive", "loss": "infonce", "dim": cfg.dim, "projector": cfg.projector,
               "hidden": cfg.hidden, "temperature": cfg.temperature, "learn_temperature": cfg.learn_temperature,
               "federated": cfg.method if entry["method"] != "alone" else "alone"}
-    space = Space({m: encoders[m] for m in mods}, dict(projectors), logit_scale,
+    space = SpaceCore({m: encoders[m] for m in mods}, dict(projectors), logit_scale,
                   identities={m: identities[m] for m in mods if m in identities}, config=config)
     space.info["metrics"]["val/score"] = training.get("best_val")
     space.info["training"] = training

@@ -100,9 +100,9 @@ def federated_study(
     row("centralised (union + public)", train_alone(union, public, encoders=enc, cache=cache, **kw),
         records=len(union.records))
     if fit_too:  # the project's own fit on the union (its defaults: 200 epochs, patience 25), a second upper bound
-        from .space import Space
+        from .fitting import fit_space
 
-        fitted = Space.fit(union, modalities=list(pair), encoders=enc, cache=cache, recipe="plain", seed=seed,
+        fitted = fit_space(union, modalities=list(pair), encoders=enc, cache=cache, recipe="plain", seed=seed,
                            progress=False)
         row("centralised (Space.fit, plain)", fitted, records=len(union.records))
     return rows

@@ -2,9 +2,10 @@
 
 :func:`plan_fit` loads the manifests, refuses a corpus marked evaluation-only, and resolves the
 recipe (:func:`anybind.recipe.resolve_recipe`: the encoders and training choices the user left
-open); :meth:`FitPlan.lineage` is the lineage entry the fitted space records.  ``Space.fit`` is
-:func:`plan_fit` then :func:`fit_in_memory` (encode through the feature cache, train in memory or
-fit a training-free map, record); the streaming / Ray Train fit (:func:`anybind.scale.sharded.fit_sharded`)
+open); :meth:`FitPlan.lineage` is the lineage entry the fitted space records.  :func:`fit_space` (what
+``Space.fit`` runs) is :func:`plan_fit` then :func:`fit_in_memory` (encode through the feature cache, train
+in memory or fit a training-free map, record); it returns a :class:`~anybind.space_core.SpaceCore`, which
+``Space.fit`` hands to the user as an :class:`anybind.Space`.  The streaming / Ray Train fit (:func:`anybind.scale.sharded.fit_sharded`)
 follows the same plan with training shards instead of in-memory features.
 """
 
@@ -23,7 +24,7 @@ from .errors import DataError
 from .recipe import resolve_recipe
 
 if TYPE_CHECKING:
-    from .space import Space
+    from .space_core import SpaceCore
 
 METHODS = ("contrastive", "procrustes", "cca")
 
@@ -40,7 +41,7 @@ class FitPlan:
     recipe: str
     chosen: dict[str, Any]  # what the recipe chose
 
-    def lineage(self, space: "Space | None" = None, **extra: Any) -> dict[str, Any]:
+    def lineage(self, space: "SpaceCore | None" = None, **extra: Any) -> dict[str, Any]:
         """The space's lineage entry for this fit (``extra``: e.g. the trainer; ``space``: the fitted space, whose
         ridge start, each modality's shrinkage ``alpha`` and ``prior``, is recorded)."""
         from .version import __version__
@@ -97,7 +98,7 @@ def plan_fit(
     allow_eval_only: bool = False,
 ) -> FitPlan:
     """Load the data and decide what the fit binds with (see the module doc)."""
-    from .space import fit_manifests
+    from .manifests import fit_manifests
 
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}: use 'contrastive', 'procrustes' or 'cca'")
@@ -121,13 +122,38 @@ def plan_fit(
     return FitPlan(manifests, method, mods, specs, cfg, recipe, chosen)
 
 
+def fit_space(
+    manifest: str | Path | Manifest | Sequence[str | Path | Manifest],
+    modalities: Iterable[str] | None = None,
+    *,
+    encoders: Mapping[str, str] | None = None,
+    method: str = "contrastive",
+    cache: FeatureCache | str | Path | None = None,
+    strict: bool = False,
+    progress: bool = True,
+    weights: Sequence[float] | None = None,
+    allow_eval_only: bool = False,
+    recipe: str = "auto",
+    config: Any = None,
+    select_data: Any = None,
+    select_split: str | None = "val",
+    **options: Any,
+) -> "SpaceCore":
+    """``Space.fit`` (see it for the parameters) below the public class: :func:`plan_fit`, then :func:`fit_in_memory`."""
+    plan = plan_fit(manifest, modalities, encoders=encoders, method=method, recipe=recipe,
+                    config=fit_options(config, options, method),
+                    strict=strict, progress=progress, allow_eval_only=allow_eval_only)
+    return fit_in_memory(plan, cache=cache, weights=weights, progress=progress, select_data=select_data,
+                         select_split=select_split)
+
+
 def fit_in_memory(plan: FitPlan, *, cache: FeatureCache | str | Path | None = None,
                   weights: Sequence[float] | None = None, progress: bool = True,
-                  select_data: Any = None, select_split: str | None = "val") -> "Space":
+                  select_data: Any = None, select_split: str | None = "val") -> "SpaceCore":
     """``Space.fit`` after :func:`plan_fit`: encode (through the feature cache), train in memory or fit a
     training-free map, record the lineage.  ``select_data``: manifests whose ``select_split`` records
     replace the val split for every choice made on val (:func:`anybind.featureset.selection_set`)."""
-    from .space import as_manifests
+    from .manifests import as_manifests
     from .train import FeatureSet, TrainConfig, selection_set, train_space
 
     fc = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)

@@ -41,12 +41,13 @@ def continual_study(
     seed: int = 0,
 ) -> list[dict[str, Any]]:
     """One row per (step, system): ``old R@1`` (first domain), ``new R@1`` (this step's domain), ``forgetting``."""
-    from .space import Space
+    from .fitting import fit_space
+    from .update import update_space
 
     a, b = pair
     fit_kw = {"progress": False, "recipe": "plain", "seed": seed, **(fit or {})}
     first_name, first = domains[0]
-    space0 = Space.fit(first, modalities=list(pair), encoders=dict(encoders), cache=cache, **fit_kw)
+    space0 = fit_space(first, modalities=list(pair), encoders=dict(encoders), cache=cache, **fit_kw)
     old0 = pair_r1(space0, first, a, b, cache=cache)
     rows = [{"name": "first space", "step": 0, "domain": first_name, "old R@1": old0, "new R@1": old0,
              "forgetting": 0.0}]
@@ -57,10 +58,10 @@ def continual_study(
             kw = dict(update or {})
             if kw.get("distill") == "auto":  # Mod-X's weight chosen on the val pairs of the first and this domain
                 kw.update({"old_val": first} if m == "modx" else {"distill": 0.0})
-            current[m] = current[m].update(man, method=m, cache=cache, seed=seed, **kw)
+            current[m] = update_space(current[m], man, method=m, cache=cache, seed=seed, **kw)
             systems[m] = current[m]
         if joint:
-            systems["joint"] = Space.fit([d for _, d in domains[: step + 1]], modalities=list(pair),
+            systems["joint"] = fit_space([d for _, d in domains[: step + 1]], modalities=list(pair),
                                          encoders=dict(encoders), cache=cache, **fit_kw)
         for sys_name, sp in systems.items():
             old = pair_r1(sp, first, a, b, cache=cache)
@@ -86,18 +87,18 @@ def merge_study(
 ) -> list[dict[str, Any]]:
     """Rows for A, B, merged (anchor items: the training split's) and joint: each pair's test R@1 (None where a
     space does not bind it); the never-paired pair is ``a_mods`` x ``b_mods`` less the anchor."""
+    from .fitting import fit_space
     from .merge import merge_spaces
-    from .space import Space
 
     man = manifest if isinstance(manifest, Manifest) else load_manifest(manifest, progress=False)
     fit_kw = {"progress": False, "recipe": "plain", "seed": seed, **(fit or {})}
-    space_a = Space.fit(man, modalities=list(a_mods), encoders={m: encoders[m] for m in a_mods}, cache=cache, **fit_kw)
-    space_b = Space.fit(man, modalities=list(b_mods), encoders={m: encoders[m] for m in b_mods}, cache=cache,
+    space_a = fit_space(man, modalities=list(a_mods), encoders={m: encoders[m] for m in a_mods}, cache=cache, **fit_kw)
+    space_b = fit_space(man, modalities=list(b_mods), encoders={m: encoders[m] for m in b_mods}, cache=cache,
                         **{**fit_kw, **(b_fit or {})})
     anchors = Manifest(man.path, [r for r in man.split("train") if r.has(anchor)], [], man.kinds)
     merged = merge_spaces(space_a, space_b, anchor=anchor, anchor_data=anchors, cache=cache)
     mods = sorted({*a_mods, *b_mods})
-    joint = Space.fit(man, modalities=mods, encoders={m: encoders[m] for m in mods}, cache=cache, **fit_kw)
+    joint = fit_space(man, modalities=mods, encoders={m: encoders[m] for m in mods}, cache=cache, **fit_kw)
     (x,), (y,) = (set(a_mods) - {anchor}), (set(b_mods) - {anchor})
     pairs = [tuple(a_mods), tuple(b_mods), (y, x)]
     rows = []

@@ -37,7 +37,7 @@ from .errors import DataError, SpaceError
 from .projectors import Projector, ProjectorConfig
 
 if TYPE_CHECKING:
-    from .space import Space
+    from .space_core import SpaceCore
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def rotated(projector: Projector, R: np.ndarray) -> Projector:
     return out.eval()
 
 
-def _same_anchor(a: "Space", b: "Space", m: str) -> bool:
+def _same_anchor(a: "SpaceCore", b: "SpaceCore", m: str) -> bool:
     pa, pb = a.projectors[m], b.projectors[m]
     if a.identities.get(m) != b.identities.get(m) or a.encoders[m] != b.encoders[m] or pa.cfg != pb.cfg:
         return False
@@ -77,21 +77,21 @@ def _same_anchor(a: "Space", b: "Space", m: str) -> bool:
 
 
 def merge_spaces(
-    a: "Space",
-    b: "Space",
+    a: "SpaceCore",
+    b: "SpaceCore",
     *,
     anchor: str | None = None,
     anchor_data: str | Path | Manifest | Sequence[str | Path | Manifest] | None = None,
     cache: FeatureCache | str | Path | None = None,
     strict: bool = False,
     progress: bool = False,
-) -> "Space":
+) -> "SpaceCore":
     """One space binding the modalities of ``a`` and ``b`` through their shared ``anchor`` (see the module doc).
 
     ``anchor``: the shared modality (default: the one both bind); ``anchor_data``: manifest(s) whose
     records hold anchor items (any split), needed unless both spaces embed the anchor identically.
     """
-    from .space import Space, as_manifests
+    from .manifests import as_manifests
     from .version import __version__
 
     shared = sorted(set(a.modalities) & set(b.modalities))
@@ -151,6 +151,6 @@ def merge_spaces(
     info = copy.deepcopy(a.info)
     info.setdefault("lineage", []).append({**entry, "b_lineage": copy.deepcopy(b.info.get("lineage", [])),
                                            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "anybind": __version__})
-    return Space({**a.encoders, **{m: b.encoders[m] for m in added}}, projectors, a.logit_scale,
-                 identities={**a.identities, **{m: b.identities[m] for m in added if m in b.identities}},
-                 config=copy.deepcopy(a.config), info=info, format_version=min(a.format_version, b.format_version))
+    return type(a)({**a.encoders, **{m: b.encoders[m] for m in added}}, projectors, a.logit_scale,
+                   identities={**a.identities, **{m: b.identities[m] for m in added if m in b.identities}},
+                   config=copy.deepcopy(a.config), info=info, format_version=min(a.format_version, b.format_version))

@@ -22,7 +22,7 @@ from .metrics import KS, retrieval_from_embeddings
 from .scoring import Scorer
 
 if TYPE_CHECKING:
-    from .space import Space
+    from .space_core import SpaceCore
 
 
 def mip_scores(candidates: np.ndarray, queries: Sequence[np.ndarray]) -> np.ndarray:
@@ -48,7 +48,7 @@ def mip_predict(candidates: np.ndarray, queries: Sequence[np.ndarray]) -> np.nda
     return mip_scores(candidates, queries).argmax(1)
 
 
-def missing_embeddings(space: "Space") -> dict[str, np.ndarray]:
+def missing_embeddings(space: "SpaceCore") -> dict[str, np.ndarray]:
     """The learnt "missing" embedding of each modality of a Symile space ({} for other spaces)."""
     return dict(space.scorer.missing)
 

@@ -60,7 +60,7 @@ from .progressive_fit import VAL_METRIC, BindConfig  # noqa: F401  (VAL_METRIC r
 from .progressive_fit import Target, bind_config, has_modality, train_projector
 
 if TYPE_CHECKING:
-    from .space import Space
+    from .space_core import SpaceCore
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ log = logging.getLogger(__name__)
 
 
 def add_modality(
-    space: "Space",
+    space: "SpaceCore",
     name: str,
     encoder: str,
     data: str | Path | Manifest | Sequence[str | Path | Manifest],
@@ -80,7 +80,7 @@ def add_modality(
     strict: bool = False,
     progress: bool = False,
     **config: Any,
-) -> "Space":
+) -> "SpaceCore":
     """Bind a new modality ``name`` (encoded by ``encoder``) into a frozen space; returns a new Space.
 
     Parameters
@@ -105,7 +105,7 @@ def add_modality(
 
 
 def replace_encoder(
-    space: "Space",
+    space: "SpaceCore",
     name: str,
     encoder: str,
     data: str | Path | Manifest | Sequence[str | Path | Manifest],
@@ -115,7 +115,7 @@ def replace_encoder(
     strict: bool = False,
     progress: bool = False,
     **config: Any,
-) -> "Space":
+) -> "SpaceCore":
     """Swap the encoder of bound modality ``name`` for ``encoder``; returns a new Space.
 
     The new projector is trained to put every item of ``name`` in ``data`` where
@@ -135,7 +135,7 @@ def replace_encoder(
 
 
 def _load_data(space, name, encoder, data, mods, strict, progress) -> list[Manifest]:
-    from .space import as_manifests
+    from .manifests import as_manifests
 
     encoders = {m: space.encoders[m] for m in mods if m in space.encoders and m != name}
     encoders[name] = encoder
@@ -143,7 +143,6 @@ def _load_data(space, name, encoder, data, mods, strict, progress) -> list[Manif
 
 
 def _bind(space, name, spec, data, anchors, *, replace, cache, strict, progress, cfg: BindConfig):
-    from .space import Space
     from .version import __version__
 
     t0 = time.perf_counter()
@@ -264,7 +263,7 @@ def _bind(space, name, spec, data, anchors, *, replace, cache, strict, progress,
         info["missing_embeddings"][name] = [1.0] * space.dim
         entry["scoring"] = "multilinear inner product (Symile space): targets weighted by the other modalities' missing embeddings"
     info.setdefault("lineage", []).append(entry)
-    return Space(
+    return type(space)(  # the given space's class: a public Space grows into a public Space
         encoders,
         projectors,
         space.logit_scale,

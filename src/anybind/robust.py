@@ -58,7 +58,7 @@ from .projectors import Projector
 
 if TYPE_CHECKING:
     from .data.manifest import Manifest, Record
-    from .space import Space
+    from .space_core import SpaceCore
 
 log = logging.getLogger(__name__)
 
@@ -310,13 +310,12 @@ def center_projectors(projectors: Mapping[str, Projector],
     return norms
 
 
-def centred(space: "Space", data: "Manifest | Sequence[Manifest] | Sequence[Record]", *,
-            split: str | None = "train", cache=None) -> "Space":
+def centred(space: "SpaceCore", data: "Manifest | Sequence[Manifest] | Sequence[Record]", *,
+            split: str | None = "train", cache=None) -> "SpaceCore":
     """A copy of ``space`` whose every modality is centred on its mean embedding over ``data`` (inductive:
     the records of ``split`` only, default ``train``; never the data the space is then scored on)."""
     from .cache import FeatureCache
     from .data.manifest import Manifest
-    from .space import Space
 
     items = [data] if isinstance(data, Manifest) else list(data)
     recs = [r for it in items for r in (it.records if isinstance(it, Manifest) else [it])]
@@ -335,5 +334,5 @@ def centred(space: "Space", data: "Manifest | Sequence[Manifest] | Sequence[Reco
     info = copy.deepcopy(space.info)
     info.setdefault("lineage", []).append(
         {"event": "centre", "split": split, "records": len(recs), "center_norms": norms})
-    return Space(space.encoders, projectors, space.logit_scale, identities=space.identities,
-                 config=copy.deepcopy(space.config), info=info, format_version=max(space.format_version, 2))
+    return type(space)(space.encoders, projectors, space.logit_scale, identities=space.identities,
+                       config=copy.deepcopy(space.config), info=info, format_version=max(space.format_version, 2))

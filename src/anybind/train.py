@@ -195,7 +195,7 @@ def train_space(fs: FeatureSet, cfg: TrainConfig, *, progress: bool = True, sele
 
 
 def _train_space(fs: FeatureSet, cfg: TrainConfig, *, progress: bool = True, select: FeatureSet | None = None):
-    from .space import Space
+    from .space_core import SpaceCore
 
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -278,7 +278,7 @@ def _train_space(fs: FeatureSet, cfg: TrainConfig, *, progress: bool = True, sel
     if cfg.center:  # inductive: the training split's mean embeddings, stored in the projectors
         rob_rec["center_norms"] = robust.center_projectors(
             projectors, {m: fs.get(m, train_idx[fs.rows[m][train_idx] >= 0]) for m in fs.modalities})
-    space = Space(
+    space = SpaceCore(
         fs.specs,
         projectors,
         final_logit,

@@ -49,7 +49,7 @@ from .loop import IndexSampler, fit_loop, make_optimizer, make_temperature, trai
 from .projectors import Projector
 
 if TYPE_CHECKING:
-    from .space import Space
+    from .space_core import SpaceCore
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ class DistillBinder(nn.Module):
 
 # ----------------------------------------------------------------------------- the update
 def update_space(
-    space: "Space",
+    space: "SpaceCore",
     data: str | Path | Manifest | Sequence[str | Path | Manifest],
     *,
     replay: str | Path | Manifest | Sequence[str | Path | Manifest] | None = None,
@@ -169,7 +169,7 @@ def update_space(
     strict: bool = False,
     progress: bool = False,
     **config: Any,
-) -> "Space":
+) -> "SpaceCore":
     """A new Space: ``space`` fine-tuned on the pairs of ``data`` (see the module doc); ``space`` is not modified.
 
     ``replay``: manifest(s) of old pairs trained on alongside (sampling weight ``replay_weight``);
@@ -183,7 +183,7 @@ def update_space(
         return choose_distill(space, data, replay=replay, old_val=old_val, cache=cache, strict=strict,
                               progress=progress, **config)
     from .losses import build_loss, is_multimodal
-    from .space import Space, as_manifests
+    from .manifests import as_manifests
     from .train import FeatureSet, featureset_batches, val_score
     from .version import __version__
 
@@ -256,19 +256,19 @@ def update_space(
     })
     if res.best_epoch == 0:
         log.info("update: no epoch beat the space as it was on the val pairs; the projectors are unchanged")
-    return Space(space.encoders, projectors, res.logit_scale, identities=space.identities,
-                 config=copy.deepcopy(space.config), info=info, format_version=space.format_version)
+    return type(space)(space.encoders, projectors, res.logit_scale, identities=space.identities,
+                       config=copy.deepcopy(space.config), info=info, format_version=space.format_version)
 
 
 DISTILL_GRID = (0.1, 0.3, 1.0, 3.0, 10.0)
 DISTILL_METRIC = "mean of the new data's and the old data's val scores, each (R@1+R@5+R@10)/3 over pairs, both directions"
 
 
-def choose_distill(space: "Space", data, *, replay=None, old_val=None, cache=None, strict: bool = False,
-                   progress: bool = False, **config: Any) -> "Space":
+def choose_distill(space: "SpaceCore", data, *, replay=None, old_val=None, cache=None, strict: bool = False,
+                   progress: bool = False, **config: Any) -> "SpaceCore":
     """:func:`update_space` with every weight of :data:`DISTILL_GRID`; the one whose update scores best on val
     (:data:`DISTILL_METRIC`) is returned, its lineage entry recording the search."""
-    from .space import as_manifests
+    from .manifests import as_manifests
 
     olds = _listed(old_val) + _listed(replay)
     if not olds:
@@ -300,7 +300,7 @@ def choose_distill(space: "Space", data, *, replay=None, old_val=None, cache=Non
     return chosen
 
 
-def _val_score(space: "Space", mans: Sequence[Manifest], cache: FeatureCache) -> float:
+def _val_score(space: "SpaceCore", mans: Sequence[Manifest], cache: FeatureCache) -> float:
     from .evaluate import embed_records
     from .metrics import retrieval_from_embeddings
 
