@@ -548,7 +548,7 @@ def test_embed_with_a_damaged_vectors_file_is_one_cli_line(tmp_path, monkeypatch
     assert CliRunner().invoke(app, ["embed", str(tmp_path / "sp"), "-m", "vec", "r0", "--cache", str(tmp_path / "c")]
                               ).exit_code == 0
     pq.write_table(pa.table({"id": ["r0", "r1"], "vector": [[1.0, 2.0, 3.0], [4.0]]}), p)
-    monkeypatch.setattr("anybind.space.get_encoder", lambda s: get_encoder(s, cached=False))  # as a new process
+    monkeypatch.setattr("anybind.space_core.get_encoder", lambda s: get_encoder(s, cached=False))  # as a new process
     out = cli_error(["embed", str(tmp_path / "sp"), "-m", "vec", "r0", "--cache", str(tmp_path / "c")])
     assert f"{p}: the 'vector' column is ragged" in out
 

@@ -77,6 +77,7 @@ def _clip_features(folder: Path, texts, images):
 def test_the_imported_space_is_clips_own_embeddings_scale_and_prompts(pair, tmp_path):
     images = [str(p) for p in pngs(tmp_path, 3)]
     sp = from_pretrained_pair("clip", str(pair["clip"]))
+    assert type(sp) is Space  # the public class (add_modality etc.), not the trainers' SpaceCore
     want_t, want_i, want_scale = _clip_features(pair["clip"], TEXTS, images)
     assert sp.modalities == ["image", "text"] and sp.dim == 16
     assert {p.cfg.kind for p in sp.projectors.values()} == {"identity"}

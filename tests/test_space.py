@@ -91,7 +91,7 @@ def test_load_refuses_changed_encoder(tmp_path, monkeypatch):
     old = space.identities["sa"]
     with np.load(tmp_path / "sa.npz") as z:
         np.savez(tmp_path / "sa.npz", ids=z["ids"], vectors=z["vectors"] + 1.0)
-    monkeypatch.setattr("anybind.space.get_encoder", lambda spec: get_encoder(spec, cached=False))  # a new process
+    monkeypatch.setattr("anybind.space_core.get_encoder", lambda spec: get_encoder(spec, cached=False))  # a new process
     loaded = Space.load(tmp_path / "sp")
     with pytest.raises(SpaceError, match="encoder for 'sa'") as e:
         loaded.embed("sa", ["r0"], cache=tmp_path / "c")
