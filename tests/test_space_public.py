@@ -17,6 +17,7 @@ import anybind
 from anybind import Index, Space, load_manifest
 from anybind.cli import app
 from anybind.fitting import fit_space
+from anybind.memo import MemoSpace
 from anybind.merge import merge_spaces
 from anybind.progressive import add_modality
 from anybind.robust import centred
@@ -63,6 +64,8 @@ def test_every_entry_point_hands_out_the_public_space(views, tmp_path):
     assert sorted(merged.modalities) == ["sa", "sb", "sc"]
     kinds = {k: "key" for k in specs}
     _public(centred(space, load_manifest(mans["ab"], kinds=kinds), cache=cache))
+    # a wrapper forwards derived() to the space it wraps
+    _public(centred(MemoSpace(space), load_manifest(mans["ab"], kinds=kinds), cache=cache))
     idx = Index.build(space, load_manifest(mans["abc"], kinds=kinds), tmp_path / "idx", modalities=["sa"],
                       cache=cache)
     assert idx.space is space

@@ -68,7 +68,8 @@ def relevance(keys_a: Any, keys_b: Any, n: int) -> np.ndarray:
 
 
 def pair_samples(
-    space: "SpaceCore", embs: Mapping[str, Embedded], a: str, b: str, *, max_negatives: int = MAX_NEGATIVES, seed: int = 0
+    space: "SpaceCore", embs: Mapping[str, Embedded], a: str, b: str, *, max_negatives: int = MAX_NEGATIVES,
+    seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Scores and match labels (positives first, then a seeded sample of negatives) of pair ``a``-``b``."""
     ea, eb = as_embedded(embs[a]), as_embedded(embs[b])

@@ -5,8 +5,9 @@ recipe (:func:`anybind.recipe.resolve_recipe`: the encoders and training choices
 open); :meth:`FitPlan.lineage` is the lineage entry the fitted space records.  :func:`fit_space` (what
 ``Space.fit`` runs) is :func:`plan_fit` then :func:`fit_in_memory` (encode through the feature cache, train
 in memory or fit a training-free map, record); it returns a :class:`~anybind.space_core.SpaceCore`, which
-``Space.fit`` hands to the user as an :class:`anybind.Space`.  The streaming / Ray Train fit (:func:`anybind.scale.sharded.fit_sharded`)
-follows the same plan with training shards instead of in-memory features.
+``Space.fit`` hands to the user as an :class:`anybind.Space`.  The streaming / Ray Train fit
+(:func:`anybind.scale.sharded.fit_sharded`) follows the same plan with training shards instead of in-memory
+features.
 """
 
 from __future__ import annotations
@@ -139,7 +140,8 @@ def fit_space(
     select_split: str | None = "val",
     **options: Any,
 ) -> "SpaceCore":
-    """``Space.fit`` (see it for the parameters) below the public class: :func:`plan_fit`, then :func:`fit_in_memory`."""
+    """``Space.fit`` (see it for the parameters) below the public class: :func:`plan_fit`, then
+    :func:`fit_in_memory`."""
     plan = plan_fit(manifest, modalities, encoders=encoders, method=method, recipe=recipe,
                     config=fit_options(config, options, method),
                     strict=strict, progress=progress, allow_eval_only=allow_eval_only)

@@ -151,6 +151,6 @@ def merge_spaces(
     info = copy.deepcopy(a.info)
     info.setdefault("lineage", []).append({**entry, "b_lineage": copy.deepcopy(b.info.get("lineage", [])),
                                            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "anybind": __version__})
-    return type(a)({**a.encoders, **{m: b.encoders[m] for m in added}}, projectors, a.logit_scale,
-                   identities={**a.identities, **{m: b.identities[m] for m in added if m in b.identities}},
-                   config=copy.deepcopy(a.config), info=info, format_version=min(a.format_version, b.format_version))
+    return a.derived({**a.encoders, **{m: b.encoders[m] for m in added}}, projectors, a.logit_scale,
+                     identities={**a.identities, **{m: b.identities[m] for m in added if m in b.identities}},
+                     config=copy.deepcopy(a.config), info=info, format_version=min(a.format_version, b.format_version))

@@ -263,7 +263,7 @@ def _bind(space, name, spec, data, anchors, *, replace, cache, strict, progress,
         info["missing_embeddings"][name] = [1.0] * space.dim
         entry["scoring"] = "multilinear inner product (Symile space): targets weighted by the other modalities' missing embeddings"
     info.setdefault("lineage", []).append(entry)
-    return type(space)(  # the given space's class: a public Space grows into a public Space
+    return space.derived(  # the given space's class: a public Space grows into a public Space
         encoders,
         projectors,
         space.logit_scale,

@@ -334,5 +334,5 @@ def centred(space: "SpaceCore", data: "Manifest | Sequence[Manifest] | Sequence[
     info = copy.deepcopy(space.info)
     info.setdefault("lineage", []).append(
         {"event": "centre", "split": split, "records": len(recs), "center_norms": norms})
-    return type(space)(space.encoders, projectors, space.logit_scale, identities=space.identities,
-                       config=copy.deepcopy(space.config), info=info, format_version=max(space.format_version, 2))
+    return space.derived(space.encoders, projectors, space.logit_scale, identities=space.identities,
+                         config=copy.deepcopy(space.config), info=info, format_version=max(space.format_version, 2))

@@ -92,6 +92,13 @@ class SpaceCore:
         if self.format_version >= 2:
             self._record_identities()
 
+    def derived(self, encoders: Mapping[str, str], projectors: Mapping[str, Projector], logit_scale: float,
+                **kw: Any) -> Self:
+        """A new space made of new parts (``kw``: as for the constructor), of this space's class: what a
+        trainer derives from a public :class:`anybind.Space` is a public Space (a wrapper such as
+        :class:`~anybind.memo.MemoSpace` forwards this to the space it wraps)."""
+        return type(self)(encoders, projectors, logit_scale, **kw)
+
     def _record_identities(self) -> None:
         """Fill in the identity of each encoder not given one (a space built by hand), so that it is saved."""
         for m in self.modalities:

@@ -256,8 +256,8 @@ def update_space(
     })
     if res.best_epoch == 0:
         log.info("update: no epoch beat the space as it was on the val pairs; the projectors are unchanged")
-    return type(space)(space.encoders, projectors, res.logit_scale, identities=space.identities,
-                       config=copy.deepcopy(space.config), info=info, format_version=space.format_version)
+    return space.derived(space.encoders, projectors, res.logit_scale, identities=space.identities,
+                         config=copy.deepcopy(space.config), info=info, format_version=space.format_version)
 
 
 DISTILL_GRID = (0.1, 0.3, 1.0, 3.0, 10.0)
