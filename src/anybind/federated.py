@@ -74,6 +74,7 @@ class FederatedConfig:
     reg_weight: float = 1.0  # creamfl: the clients' inter+intra-modal term on the public pairs
     reg_temperature: float = 0.5  # creamfl: its temperature (CreamFL's), and the aggregation's
     kd_weight: float = 1.0  # creamfl: the server's distillation towards the aggregate
+    label: str = "top"  # a client holding one modality: the label its local (supervised contrastive) loss uses
     seed: int = 0
     threads: int = 1
 
@@ -150,9 +151,9 @@ def build_client(spec: ClientSpec, public: Mapping[str, np.ndarray], progress: b
     extra = sorted(set(present) - set(public))
     if extra:
         raise DataError(f"{where}: modality {', '.join(extra)} is not in the public set ({', '.join(sorted(public))})")
-    if len(present) < 2:
-        raise DataError(f"{where}: {len(present)} of the encoders' modalities ({', '.join(sorted(encoders))}) occur: "
-                        "a federated client needs pairs")
+    if not present:
+        raise DataError(f"{where}: none of the encoders' modalities ({', '.join(sorted(encoders))}) occur: a federated "
+                        "client needs pairs, or one modality with labels")
     fs = FeatureSet.from_manifests([man], {m: encoders[m] for m in present}, FeatureCache(spec.cache), progress=progress)
     return Client(fs, public, cfg, _loss(), seed=cfg.seed + 1 + spec.index, where=where)
 
