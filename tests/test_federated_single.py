@@ -66,3 +66,37 @@ def test_a_one_modality_client_needs_labels(mixed, tmp_path):
     # the label key is the configuration's: its records carry only 'top', so label="kind" refuses the labelled client too
     with pytest.raises(DataError, match="label 'kind'"):
         federate(clients[:2], public, encoders=specs, cache=tmp / "c", label="kind", **{**CFG, "rounds": 1})
+
+
+def test_study_with_one_modality_clients_and_its_summary_over_seeds(mixed, tmp_path):
+    import numpy as np
+    from typer.testing import CliRunner
+
+    from anybind import Space
+    from anybind.cli import app
+    from anybind.federated_study import federated_study, seed_summary
+
+    tmp, path, specs, clients, public = mixed
+    man = load_manifest(path, kinds=KINDS)
+    runs = [federated_study(man, k=3, by=None, public_fraction=0.1, pair=("sa", "sb"), encoders=specs,
+                            config={**CFG, "rounds": 3}, cache=tmp / "c", seed=s, fit_too=False,
+                            holds=["paired", "sa", "sb"]) for s in (0, 1)]
+    assert [r["name"] for r in runs[0]] == ["client 0 alone", "clients alone (mean)", "public set alone", "fedavg",
+                                            "creamfl", "centralised (union + public)"]  # one-modality clients bind nothing alone
+    summary = seed_summary(runs)
+    assert [r["name"] for r in summary] == [r["name"] for r in runs[0][1:]]
+    for row in summary:
+        vals = [next(x["test R@1"] for x in rs if x["name"] == row["name"]) for rs in runs]
+        assert row["mean"] == pytest.approx(np.mean(vals)) and row["sd"] == pytest.approx(np.std(vals, ddof=1))
+        assert row["test R@1"] == f"{row['mean']:.3f} ± {row['sd']:.3f}" and row["seeds"] == 2
+        assert (row["bytes/round"] is not None) == (row["name"] in ("fedavg", "creamfl"))
+    assert summary[-1]["of centralised"] == pytest.approx(1.0)
+    with pytest.raises(DataError, match="cannot hold 'image'"):
+        split_clients(man, 3, by=None, holds=["paired", "image"])
+    enc = [x for m, s in specs.items() for x in ("-e", f"{m}={s}")]
+    r = CliRunner().invoke(app, ["federate", "--data", str(path), "--clients", "3", "--split-by", "iid", "--holds",
+                                 "paired,sa,sb", "--public-fraction", "0.1", *enc, "--cache", str(tmp / "c"),
+                                 "--rounds", "1", "--dim", "16", "--hidden", "32", "--out", str(tmp_path / "s")])
+    assert r.exit_code == 0, r.output
+    e = Space.load(tmp_path / "s").info["lineage"][-1]
+    assert e["clients"] == 3 and e["config"]["label"] == "top"

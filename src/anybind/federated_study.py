@@ -53,6 +53,10 @@ def split_clients(manifest: Manifest, k: int, *, by: str | None = "top", public_
             j = min(range(k), key=lambda i: (len(parts[i]), i))
             parts[j].extend(groups[cat])
     if holds:
+        mods = {m for r in manifest.records for m in r.values}
+        if bad := sorted(set(holds) - mods - {"paired"}):
+            raise DataError(f"{manifest.path}: a client cannot hold {', '.join(map(repr, bad))}: use 'paired' or one "
+                            f"of the records' modalities ({', '.join(sorted(mods))})")
         for i, part in enumerate(parts):
             keep = holds[i % len(holds)]
             if keep != "paired":
@@ -74,17 +78,19 @@ def federated_study(
     cache=None,
     seed: int = 0,
     fit_too: bool = True,
+    holds: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
     """Rows ``{"name", "test R@1", "val", "records", "best/run", "bytes/round"}``: each client alone, their mean,
     the public set alone, each method, centralised; R@1 on ``manifest``'s test split (mean of both directions); ``best/run``: the kept
-    round (epoch, trained alone) and how many ran."""
+    round (epoch, trained alone) and how many ran; ``holds``: see :func:`split_clients` (a one-modality client
+    alone binds nothing: it has no row, and the clients' mean is over the paired ones)."""
     from .federated import federate, train_alone
     from .lifecycle import pair_r1
 
     a, b = pair
     enc = {m: encoders[m] for m in pair}
     kw = {"seed": seed, **(config or {})}
-    clients, public = split_clients(manifest, k, by=by, public_fraction=public_fraction, seed=seed)
+    clients, public = split_clients(manifest, k, by=by, public_fraction=public_fraction, seed=seed, holds=holds)
     rows: list[dict[str, Any]] = []
 
     def row(name: str, space, **extra: Any) -> dict[str, Any]:
@@ -94,11 +100,13 @@ def federated_study(
         rows.append(r)
         return r
 
-    alone = [row(f"client {i} alone", train_alone(c, public, encoders=enc, cache=cache, **kw),
-                 records=len(c.records)) for i, c in enumerate(clients)]
-    rows.append({**{k: None for k in alone[0]}, "name": "clients alone (mean)",
-                 "test R@1": float(np.mean([r["test R@1"] for r in alone])),
-                 "records": round(float(np.mean([r["records"] for r in alone])))})
+    paired = [i for i, c in enumerate(clients) if all(r.has(a) and r.has(b) for r in c.records)]
+    alone = [row(f"client {i} alone", train_alone(clients[i], public, encoders=enc, cache=cache, **kw),
+                 records=len(clients[i].records)) for i in paired]
+    if alone:
+        rows.append({**{k: None for k in rows[0]}, "name": "clients alone (mean)",
+                     "test R@1": float(np.mean([r["test R@1"] for r in alone])),
+                     "records": round(float(np.mean([r["records"] for r in alone])))})
     row("public set alone", train_alone(public, public, encoders=enc, cache=cache, **kw), records=len(public.records))
     for method in methods:
         sp = federate(clients, public, encoders=enc, cache=cache, method=method, **kw)

@@ -122,6 +122,9 @@ def federate(
     split_by: str = typer.Option("top", "--split-by", help="With --data: the label whose categories go whole to one client "
                                  "(non-IID); 'iid' deals records at random."),
     public_fraction: float = typer.Option(0.15, help="With --data: the fraction of training records made public."),
+    holds: Optional[str] = typer.Option(None, "--holds", help="With --data: what each client keeps, in turn, e.g. "
+                                        "paired,image,text (one-modality clients train on --label)."),
+    label: str = typer.Option("top", "--label", help="The label a client holding one modality trains on."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder to save the federated space to (new or empty, see --overwrite)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the space already saved at --out."),
     encoder: list[str] = typer.Option(None, "--encoder", "-e", help="MODALITY=SPEC, shared by every party (repeatable)."),
@@ -169,7 +172,8 @@ def federate(
 
             man = load_manifest(data, kinds=manifest_kinds(encoders), progress=False)
             parts, pub_man = split_clients(man, clients, by=None if split_by == "iid" else split_by,
-                                           public_fraction=public_fraction, seed=seed)
+                                           public_fraction=public_fraction, seed=seed,
+                                           holds=[h.strip() for h in (holds or "").split(",") if h.strip()])
             cl, pub = cl + parts, pub + [pub_man]
         runner = None
         if target:
@@ -179,7 +183,8 @@ def federate(
 
             runner = functools.partial(ray_clients, address=target if isinstance(target, str) else None)
         space = run(cl, pub, encoders=encoders or None, cache=cache, strict=strict, progress=True, method=method,
-                    rounds=rounds, local_epochs=local_epochs, dim=dim, hidden=hidden, lr=lr, seed=seed, runner=runner)
+                    rounds=rounds, local_epochs=local_epochs, dim=dim, hidden=hidden, lr=lr, seed=seed, runner=runner,
+                    label=label)
         space.save(out, overwrite=overwrite)
     except (AnybindError, ValueError) as e:
         fail(e)
