@@ -15,6 +15,7 @@ from anybind import Space, load_manifest
 from anybind.cache import FeatureCache
 from anybind.cli import app
 from anybind.data.manifest import Manifest
+from anybind.errors import AnybindError
 from anybind.federated import federate
 from anybind.federated_study import split_clients
 from anybind.train import FeatureSet
@@ -44,7 +45,7 @@ def _write(man: Manifest, path):
 
 def test_ray_client_actors_bind_the_same_space_and_send_only_the_protocol(tux_dir, shared_cache, tmp_path):
     ray = pytest.importorskip("ray")
-    from anybind.scale import init_ray
+    from anybind.scale import free_cpus, init_ray
     from anybind.scale.federated_ray import federate_on_ray
 
     man = _small(tux_dir, tmp_path)
@@ -86,6 +87,10 @@ def test_ray_client_actors_bind_the_same_space_and_send_only_the_protocol(tux_di
                     for a in m.arrays.values():
                         if a.ndim == 2 and a.shape[1] == rows.shape[1]:
                             assert not (np.abs(a[:, None, :] - rows[None]).max(-1) < 1e-6).any()
+        with pytest.raises(AnybindError) as ei:  # a client's own error, raised in its actor, reaches the driver
+            federate_on_ray([cpaths[0], tmp_path / "gone.jsonl"], ppath, encoders=ENC, cache=shared_cache, **CFG)
+        assert "\n" not in str(ei.value) and "gone.jsonl" in str(ei.value)
+        assert free_cpus(wait=60, at_least=2.0) == pytest.approx(2.0)  # every client actor gone: its CPUs back
         r = CliRunner().invoke(app, ["federate", *[x for p in cpaths for x in ("--client", str(p))],
                                      "--public", str(ppath), *[x for m, s in ENC.items() for x in ("-e", f"{m}={s}")],
                                      "--cache", str(shared_cache), "--rounds", "1", "--dim", "16", "--hidden", "32",

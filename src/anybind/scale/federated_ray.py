@@ -79,14 +79,18 @@ class RayClients:
         return [writable(r) for r in self._get([a.handle.remote(m) for a, m in zip(self.actors, msgs)])]
 
     def _get(self, refs: list) -> list:
+        """Each client's answer, in order (all run at once); a failed client named, with its error's root cause."""
         import ray
 
-        try:
-            return ray.get(refs)
-        except ray.exceptions.RayError as e:
-            from .encode_ray import root_cause
+        out = []
+        for i, ref in enumerate(refs):
+            try:
+                out.append(ray.get(ref))
+            except ray.exceptions.RayError as e:
+                from .encode_ray import root_cause
 
-            raise FederationError(f"a federated client failed on Ray ({root_cause(e)})") from None
+                raise FederationError(f"client {i} failed in its Ray actor ({root_cause(e)})") from None
+        return out
 
     def close(self) -> None:
         import ray
