@@ -88,18 +88,20 @@ def merge(work: Path, cache=None, seed: int = 0, console=None) -> TaskResult:
 
 @task("federated", "Tux Paint image<->text in K clients (non-IID by top category, or IID) and a public set: test R@1 "
       "of each client alone, FedAvg, CreamFL, centralised (--opt clients=4 rounds=40 split=noniid|iid|noniid,iid "
-      "public_fraction=0.15 seeds=0,1,2 fit=1 holds=paired,image,text)")
+      "public_fraction=0.15 seeds=0,1,2 fit=1 holds=paired,image,text label=top)")
 def federated(work: Path, cache=None, seed: int = 0, console=None, clients: str = "4", rounds: str = "40",
               split: str = "noniid", local_epochs: str = "1", public_fraction: str = "0.15", seeds: str = "",
-              fit: str = "1", holds: str = "") -> TaskResult:
+              fit: str = "1", holds: str = "", label: str = "top") -> TaskResult:
     """One seed (``seed``, or one in ``seeds``) and one split: every row of the study; several (``seeds=0,1,2``,
     ``split=noniid,iid``): each system's mean ± sd over the seeds, per split.  ``holds``: what each client keeps,
-    cycling (``paired,image,text``: one-modality clients among them, trained on their top category)."""
+    cycling (``paired,image,text``: one-modality clients among them, trained on their ``label``)."""
     from ..data.manifest import load_manifest
     from ..federated_study import federated_study, seed_summary
 
     man = load_manifest(prepare_tuxpaint(work), modalities=["image", "text"], progress=False)
-    config = {"rounds": int(rounds), "local_epochs": int(local_epochs)}
+    config: dict[str, Any] = {"rounds": int(rounds), "local_epochs": int(local_epochs)}
+    if holds:
+        config["label"] = label
     splits = [s.strip() for s in split.split(",") if s.strip()]
     seed_list = [int(s) for s in seeds.split(",") if s.strip()] or [seed]
     runs: dict[str, list[list[dict[str, Any]]]] = {}
@@ -116,7 +118,7 @@ def federated(work: Path, cache=None, seed: int = 0, console=None, clients: str 
              "systems trained alone); each system picks its round/epoch on val pairs; test R@1: mean of image->text "
              "and text->image on the whole test split")
     if holds:
-        basis += f"; the clients hold, in turn: {holds} (a one-modality client trains on its top category)"
+        basis += f"; the clients hold, in turn: {holds} (a one-modality client trains on its label {label!r})"
     config = {"clients": int(clients), "split": splits, "public_fraction": float(public_fraction),
               "seeds": seed_list, "holds": holds or "paired", **config}
     if len(splits) == 1 and len(seed_list) == 1:
