@@ -24,10 +24,12 @@ baseline, and with the union of every client's data the centralised one).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -72,6 +74,7 @@ class FederatedConfig:
     reg_weight: float = 1.0  # creamfl: the clients' inter+intra-modal term on the public pairs
     reg_temperature: float = 0.5  # creamfl: its temperature (CreamFL's), and the aggregation's
     kd_weight: float = 1.0  # creamfl: the server's distillation towards the aggregate
+    label: str = "top"  # a client holding one modality: the label its local (supervised contrastive) loss uses
     seed: int = 0
     threads: int = 1
 
@@ -117,6 +120,63 @@ class Ledger:
             self.on_message(way, client, msg)
         return msg
 
+    def exchange(self, parties, msg: Message) -> list[Message]:
+        """Send ``msg`` to every client (``parties.exchange``: at once) and return their checked replies, in order."""
+        sent = [self.cross(msg, i) for i in range(len(parties.n_val))]
+        return [self.cross(r, i) for i, r in enumerate(parties.exchange(sent))]
+
+
+@dataclass(frozen=True)
+class ClientSpec:
+    """What client ``index`` is built from on its own side (this process, or a Ray actor): its manifest (read
+    there), the encoders everyone shares, the feature cache's folder and the federation's configuration."""
+
+    data: Any  # str | Path | Manifest
+    index: int
+    encoders: dict[str, str]
+    cache: str
+    config: FederatedConfig
+    strict: bool = False
+
+
+def build_client(spec: ClientSpec, public: Mapping[str, np.ndarray], progress: bool = False) -> Client:
+    """Client ``spec.index``, built from its own manifest and features (read on the client's side only)."""
+    from .manifests import as_manifests
+    from .train import FeatureSet
+
+    encoders, cfg = spec.encoders, spec.config
+    (man,) = as_manifests([spec.data], list(encoders), dict(encoders), spec.strict, progress)
+    where = f"client {spec.index} ({man.path})"
+    present = sorted({m for r in man.records for m in r.values} & set(encoders))
+    extra = sorted(set(present) - set(public))
+    if extra:
+        raise DataError(f"{where}: modality {', '.join(extra)} is not in the public set ({', '.join(sorted(public))})")
+    if not present:
+        raise DataError(f"{where}: none of the encoders' modalities ({', '.join(sorted(encoders))}) occur: a federated "
+                        "client needs pairs, or one modality with labels")
+    fs = FeatureSet.from_manifests([man], {m: encoders[m] for m in present}, FeatureCache(spec.cache), progress=progress)
+    return Client(fs, public, cfg, _loss(), seed=cfg.seed + 1 + spec.index, where=where)
+
+
+class LocalClients:
+    """The clients in this process, answering one after the other."""
+
+    where = "in-process"
+
+    def __init__(self, clients: Sequence[Client]):
+        self.clients = list(clients)
+        self.n_val = [c.n_val for c in self.clients]
+
+    def exchange(self, msgs: Sequence[Message]) -> list[Message]:
+        return [c.handle(m) for c, m in zip(self.clients, msgs)]
+
+
+@contextlib.contextmanager
+def local_clients(specs: Sequence[ClientSpec], public: Mapping[str, np.ndarray],
+                  progress: bool = False) -> Iterator[LocalClients]:
+    """The default runner of :func:`federate`: every client built here, in this process."""
+    yield LocalClients([build_client(s, public, progress) for s in specs])
+
 
 def federate(
     clients: Sequence[str | Path | Manifest],
@@ -128,11 +188,15 @@ def federate(
     strict: bool = False,
     progress: bool = False,
     on_message: Callable[[str, int, Message], None] | None = None,
+    runner: Callable[[Sequence[ClientSpec], Mapping[str, np.ndarray]], AbstractContextManager[Any]] | None = None,
     **config: Any,
 ) -> "SpaceCore":
     """A Space bound by ``len(clients)`` clients (one manifest each) and a server holding ``public`` (see the
     module doc); ``encoders``: modality -> encoder spec, shared by everyone (default: each of ``modalities``' or the
-    public set's base fields' default encoder); ``**config``: :class:`FederatedConfig`."""
+    public set's base fields' default encoder); ``runner(specs, public features)``: a context manager giving the
+    clients, each built on its own side from its :class:`ClientSpec` (default :func:`local_clients`, in this
+    process; :func:`anybind.scale.federated_ray.ray_clients`: one Ray actor each); ``**config``:
+    :class:`FederatedConfig`."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     t0 = time.perf_counter()
@@ -141,30 +205,29 @@ def federate(
         raise DataError("a federation needs at least one client manifest")
     fc, pub_mans, pub_fs, encoders = _public(public, encoders, modalities, cache, strict, progress)
     loss_fn = _loss()
-    with training_threads(cfg.threads):
+    specs = [ClientSpec(c, i, dict(encoders), str(fc.root), cfg, strict) for i, c in enumerate(clients)]
+    with training_threads(cfg.threads), contextlib.ExitStack() as stack:
         pub = public_features(pub_fs)
         server = Server(pub, cfg, loss_fn, cfg.seed)
-        parties = [_client(c, i, encoders, fc, pub, cfg, loss_fn, strict, progress) for i, c in enumerate(clients)]
+        parties = stack.enter_context(runner(specs, pub) if runner else local_clients(specs, pub, progress))
         ledger = Ledger(server, cfg.dim, on_message)
         if cfg.method == "creamfl":  # its clients keep their own projectors: the global model is only scored
             ledger.evaluation = ("val", "global")
-        use_val = any(p.n_val > 0 for p in parties)
+        use_val = any(n > 0 for n in parties.n_val)
         sel = EpochSelection(use_val, cfg.patience)
         history: list[dict[str, Any]] = []
         if cfg.method == "creamfl":  # the server starts from the public pairs
             server.distil(cfg.server_epochs)
         best = None
-        cols = [TextColumn(f"[bold]federating ({cfg.method}, {len(parties)} clients)"), BarColumn(),
+        cols = [TextColumn(f"[bold]federating ({cfg.method}, {len(specs)} clients)"), BarColumn(),
                 TextColumn("round {task.completed}/{task.total} {task.fields[msg]}"), TimeElapsedColumn()]
         with Progress(*cols, disable=not progress, transient=False) as prog:
             bar = prog.add_task("rounds", total=cfg.rounds, msg="")
             for rnd in range(cfg.rounds + 1):
                 before = dict(ledger.bytes)
                 if rnd > 0:
-                    train = server.train_message()
-                    server.aggregate([ledger.cross(p.handle(ledger.cross(train, i)), i) for i, p in enumerate(parties)])
-                glob = server.global_message()
-                vals = [ledger.cross(p.handle(ledger.cross(glob, i)), i) for i, p in enumerate(parties)]
+                    server.aggregate(ledger.exchange(parties, server.train_message()))
+                vals = ledger.exchange(parties, server.global_message())
                 score = _weighted(vals) if use_val else None
                 history.append({"round": rnd, "val": score, "temperature": float(np.exp(-server.logit_scale.item())),
                                 **{f"bytes_{k}": ledger.bytes[k] - before[k] for k in ledger.bytes}})
@@ -184,7 +247,7 @@ def federate(
         server.projectors[m].load_state_dict(sd)
     rounds = history[1:]
     entry = {
-        "event": "federate", "method": cfg.method, "clients": len(parties), "rounds": cfg.rounds,
+        "event": "federate", "method": cfg.method, "clients": len(specs), "clients_ran": parties.where, "rounds": cfg.rounds,
         "rounds_run": len(rounds), "best_round": best[2], "modalities": server.modalities,
         "public": _describe(pub_mans, server.modalities),
         "bytes": {**ledger.bytes, "by_kind": dict(ledger.by_kind),
@@ -217,7 +280,7 @@ def train_alone(
     with training_threads(cfg.threads):
         pub = public_features(pub_fs)
         server = Server(pub, cfg, loss_fn, cfg.seed)
-        client = _client(data, 0, encoders, fc, pub, cfg, loss_fn, strict, progress)
+        client = build_client(ClientSpec(data, 0, dict(encoders), str(fc.root), cfg, strict), pub, progress)
         client.handle(server.global_message())
         res = client.fit(cfg.rounds * cfg.local_epochs, use_val=client.n_val > 0, patience=cfg.patience * cfg.local_epochs,
                          start=True)
@@ -256,24 +319,6 @@ def _public(public, encoders, modalities, cache, strict, progress):
                         f"modalities ({', '.join(sorted(encoders))}): it needs pairs of 2 or more")
     fs = FeatureSet.from_manifests(mans, {m: encoders[m] for m in present}, fc, progress=progress)
     return fc, mans, fs, {m: encoders[m] for m in present}
-
-
-def _client(data, i: int, encoders, fc, pub, cfg, loss_fn, strict, progress) -> Client:
-    """Client ``i``, built from its own manifest (read on the client's side only)."""
-    from .manifests import as_manifests
-    from .train import FeatureSet
-
-    (man,) = as_manifests([data], list(encoders), dict(encoders), strict, progress)
-    where = f"client {i} ({man.path})"
-    present = sorted({m for r in man.records for m in r.values} & set(encoders))
-    extra = sorted(set(present) - set(pub))
-    if extra:
-        raise DataError(f"{where}: modality {', '.join(extra)} is not in the public set ({', '.join(sorted(pub))})")
-    if len(present) < 2:
-        raise DataError(f"{where}: {len(present)} of the encoders' modalities ({', '.join(sorted(encoders))}) occur: "
-                        "a federated client needs pairs")
-    fs = FeatureSet.from_manifests([man], {m: encoders[m] for m in present}, fc, progress=progress)
-    return Client(fs, pub, cfg, loss_fn, seed=cfg.seed + 1 + i, where=where)
 
 
 def _weighted(vals: Sequence[Message]) -> float:

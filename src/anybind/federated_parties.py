@@ -19,7 +19,8 @@ feature set and the messages, nothing else, so what it can have read is what was
   and distils: InfoNCE on the public pairs plus ``kd_weight`` x the squared distance to the average.
 
 Local training is the shared :func:`anybind.loop.fit_loop` with :class:`~anybind.binders.PairBinder`
-(FedAvg) or :class:`CreamBinder`.
+(FedAvg) or :class:`CreamBinder`; a client holding one modality trains on its labels instead
+(:mod:`anybind.federated_single`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from torch import nn
 
 from .binders import PairBinder, pair_terms
 from .errors import DataError, FederationError
+from .federated_single import LabelBinder, label_batches, label_codes
 from .loop import IndexSampler, LoopResult, fit_loop, make_optimizer, make_temperature
 from .projectors import Projector, ProjectorConfig, project
 
@@ -116,11 +118,11 @@ class CreamBinder(nn.Module):
 
     def __init__(self, projectors: Mapping[str, Projector], old: Mapping[str, Projector], logit_scale: nn.Parameter,
                  loss_fn: nn.Module, public: Mapping[str, torch.Tensor], glob: Mapping[str, torch.Tensor], *,
-                 weight: float, temperature: float):
+                 weight: float, temperature: float, local: nn.Module | None = None):
         super().__init__()
         self.projectors = nn.ModuleDict(projectors)
         self.old = dict(old)  # frozen: the client's projectors when the round began (not registered)
-        self.pairs = PairBinder(projectors, logit_scale, loss_fn)
+        self.pairs = local if local is not None else PairBinder(projectors, logit_scale, loss_fn)  # the private loss
         self.public, self.glob = public, glob
         self.weight, self.temperature = weight, temperature
 
@@ -140,7 +142,7 @@ class CreamBinder(nn.Module):
             intra = torch.stack([(e * self.glob[m][idx]).sum(-1), (e * old).sum(-1)], 1) / t
             total = total + F.cross_entropy(intra, torch.zeros(len(idx), dtype=torch.long))
             n += 1
-            for o in local:
+            for o in self.glob:  # every other modality's global embeddings (a one-modality client's only tie)
                 if o != m:
                     total = total + F.cross_entropy(e @ self.glob[o].T / t, idx)
                     n += 1
@@ -164,11 +166,12 @@ class Client:
         self._fs, self.cfg, self.loss_fn = fs, cfg, loss_fn
         self._train, self._val = fs.split_idx("train"), fs.split_idx("val")
         self.pairs = [(a, b) for a, b in itertools.combinations(fs.modalities, 2) if len(fs.with_pair(self._train, a, b)) >= 2]
+        self.labelled: list[str] = []  # without pairs: the one modality trained on its labels (federated_single)
         if not self.pairs:
-            raise DataError(f"{where}: no two modalities occur together in 2 or more training records: "
-                            "a federated client needs pairs to train on")
-        self.modalities = sorted({m for p in self.pairs for m in p})
-        self.n_train = int(max(len(fs.with_pair(self._train, *p)) for p in self.pairs))
+            self.labelled = self._labelled(fs, where)
+        self.modalities = sorted({m for p in self.pairs for m in p} | set(self.labelled))
+        self.n_train = int(max([len(fs.with_pair(self._train, *p)) for p in self.pairs]
+                               + [int((fs.rows[m][self._train] >= 0).sum()) for m in self.labelled]))
         self.public = {m: torch.from_numpy(public[m]) for m in self.modalities}
         self.rng = np.random.default_rng(seed)
         self.torch_state = torch.Generator().manual_seed(seed).get_state()
@@ -178,6 +181,8 @@ class Client:
         self.sampler = IndexSampler({}, cfg.batch_size, self.rng)
         for p in self.pairs:
             self.sampler.add(p, fs.with_pair(self._train, *p))
+        for m in self.labelled:
+            self.sampler.add(m, self._train[fs.rows[m][self._train] >= 0])
         self._feats = {m: torch.from_numpy(fs.feats[m]) for m in self.modalities}
 
     # -- the protocol ---------------------------------------------------------------------------------------
@@ -209,6 +214,17 @@ class Client:
         emb = embed_public({m: self.projectors[m] for m in self.modalities}, {m: v.numpy() for m, v in self.public.items()})
         return Message("client", "public-embeddings", emb, {"n": self.n_train})
 
+    def _labelled(self, fs, where: str) -> list[str]:
+        """A client without pairs: its one modality, which its training records label (``cfg.label``)."""
+        held = [m for m in fs.modalities if (fs.rows[m][self._train] >= 0).sum() >= 2]
+        self._codes = label_codes(fs.records, self.cfg.label)
+        codes = self._codes[self._train[fs.rows[held[0]][self._train] >= 0]] if len(held) == 1 else self._codes[:0]
+        if len(set(codes[codes >= 0].tolist())) < 2:
+            raise DataError(f"{where}: no two modalities occur together in 2 or more training records, and no one "
+                            f"modality's training records carry 2 or more values of label {self.cfg.label!r}: a "
+                            "federated client needs pairs, or one modality with labels")
+        return held
+
     # -- local work -----------------------------------------------------------------------------------------
     @property
     def n_val(self) -> int:
@@ -218,6 +234,8 @@ class Client:
         """The val score of ``projectors`` on this client's val pairs (NaN without any)."""
         from .train import val_score
 
+        if not self.pairs:
+            return float("nan")
         return float(val_score(projectors, self._fs, self._val, self.pairs))
 
     def fit(self, epochs: int, *, glob: Mapping[str, np.ndarray] | None = None, use_val: bool = False,
@@ -229,21 +247,25 @@ class Client:
         if self.opt is None:
             raise FederationError("a client trains only after it has received the global model")
         mine = {m: self.projectors[m] for m in self.modalities}
-        batches: Iterator = featureset_batches(self._fs, self._feats, self.pairs, self.sampler)
-        model: nn.Module
-        if glob is None:
-            model = PairBinder(mine, self.logit_scale, self.loss_fn)
+        local: nn.Module
+        if self.pairs:
+            batches: Iterator = featureset_batches(self._fs, self._feats, self.pairs, self.sampler)
+            local = PairBinder(mine, self.logit_scale, self.loss_fn)
         else:
+            batches = label_batches(self._fs, self._feats, self.labelled, self._codes, self.sampler)
+            local = LabelBinder(mine, self.logit_scale)
+        model: nn.Module = local
+        if glob is not None:
             old = {m: copy.deepcopy(p).eval().requires_grad_(False) for m, p in mine.items()}
             g = {m: torch.from_numpy(np.asarray(v)) for m, v in glob.items()}
             model = CreamBinder(mine, old, self.logit_scale, self.loss_fn, self.public, g,
-                                weight=self.cfg.reg_weight, temperature=self.cfg.reg_temperature)
+                                weight=self.cfg.reg_weight, temperature=self.cfg.reg_temperature, local=local)
             n_pub = len(next(iter(self.public.values())))
             pub = IndexSampler({"public": np.arange(n_pub)}, self.cfg.batch_size, self.rng)
             batches = ((b, pub.next("public")) for b in batches)
         with own_rng(self):
             return fit_loop(model, batches, self.opt, self.logit_scale, epochs=epochs,
-                            steps=self.sampler.steps(self.pairs), use_val=use_val, patience=patience,
+                            steps=self.sampler.steps(self.pairs or self.labelled), use_val=use_val, patience=patience,
                             score=lambda e: self.score(mine), keep={"projectors": model.projectors}, start=start,
                             label="client")
 

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -23,9 +24,11 @@ from .errors import DataError
 
 
 def split_clients(manifest: Manifest, k: int, *, by: str | None = "top", public_fraction: float = 0.15,
-                  seed: int = 0) -> tuple[list[Manifest], Manifest]:
+                  seed: int = 0, holds: Sequence[str] = ()) -> tuple[list[Manifest], Manifest]:
     """``(clients, public)``: see the module doc.  ``by``: a key of the records' ``labels`` (a record without it
-    is refused, named); ``public_fraction``: of the training records."""
+    is refused, named); ``public_fraction``: of the training records; ``holds``: what client ``i`` keeps of its
+    records, ``holds[i % len(holds)]``: ``"paired"`` (everything) or one modality (its records keep only that
+    value and their labels: a one-modality client); empty: every client paired."""
     if k < 1 or not 0 < public_fraction < 1:
         raise ValueError(f"k must be >= 1 and public_fraction in (0, 1), got k={k}, public_fraction={public_fraction}")
     rng = np.random.default_rng(seed)
@@ -49,6 +52,15 @@ def split_clients(manifest: Manifest, k: int, *, by: str | None = "top", public_
         for cat in sorted(groups, key=lambda c: (-len(groups[c]), c)):
             j = min(range(k), key=lambda i: (len(parts[i]), i))
             parts[j].extend(groups[cat])
+    if holds:
+        mods = {m for r in manifest.records for m in r.values}
+        if bad := sorted(set(holds) - mods - {"paired"}):
+            raise DataError(f"{manifest.path}: a client cannot hold {', '.join(map(repr, bad))}: use 'paired' or one "
+                            f"of the records' modalities ({', '.join(sorted(mods))})")
+        for i, part in enumerate(parts):
+            keep = holds[i % len(holds)]
+            if keep != "paired":
+                parts[i] = [dataclasses.replace(r, values={keep: r.values[keep]}) for r in part if r.has(keep)]
     clients = [Manifest(manifest.path, part, [], manifest.kinds) for part in parts]
     return clients, Manifest(manifest.path, public, [], manifest.kinds)
 
@@ -66,17 +78,19 @@ def federated_study(
     cache=None,
     seed: int = 0,
     fit_too: bool = True,
+    holds: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
     """Rows ``{"name", "test R@1", "val", "records", "best/run", "bytes/round"}``: each client alone, their mean,
     the public set alone, each method, centralised; R@1 on ``manifest``'s test split (mean of both directions); ``best/run``: the kept
-    round (epoch, trained alone) and how many ran."""
+    round (epoch, trained alone) and how many ran; ``holds``: see :func:`split_clients` (a one-modality client
+    alone binds nothing: it has no row, and the clients' mean is over the paired ones)."""
     from .federated import federate, train_alone
     from .lifecycle import pair_r1
 
     a, b = pair
     enc = {m: encoders[m] for m in pair}
     kw = {"seed": seed, **(config or {})}
-    clients, public = split_clients(manifest, k, by=by, public_fraction=public_fraction, seed=seed)
+    clients, public = split_clients(manifest, k, by=by, public_fraction=public_fraction, seed=seed, holds=holds)
     rows: list[dict[str, Any]] = []
 
     def row(name: str, space, **extra: Any) -> dict[str, Any]:
@@ -86,11 +100,13 @@ def federated_study(
         rows.append(r)
         return r
 
-    alone = [row(f"client {i} alone", train_alone(c, public, encoders=enc, cache=cache, **kw),
-                 records=len(c.records)) for i, c in enumerate(clients)]
-    rows.append({**{k: None for k in alone[0]}, "name": "clients alone (mean)",
-                 "test R@1": float(np.mean([r["test R@1"] for r in alone])),
-                 "records": round(float(np.mean([r["records"] for r in alone])))})
+    paired = [i for i, c in enumerate(clients) if all(r.has(a) and r.has(b) for r in c.records)]
+    alone = [row(f"client {i} alone", train_alone(clients[i], public, encoders=enc, cache=cache, **kw),
+                 records=len(clients[i].records)) for i in paired]
+    if alone:
+        rows.append({**{k: None for k in rows[0]}, "name": "clients alone (mean)",
+                     "test R@1": float(np.mean([r["test R@1"] for r in alone])),
+                     "records": round(float(np.mean([r["records"] for r in alone])))})
     row("public set alone", train_alone(public, public, encoders=enc, cache=cache, **kw), records=len(public.records))
     for method in methods:
         sp = federate(clients, public, encoders=enc, cache=cache, method=method, **kw)
@@ -106,3 +122,28 @@ def federated_study(
                            progress=False)
         row("centralised (Space.fit, plain)", fitted, records=len(union.records))
     return rows
+
+
+SUMMARY_ROWS = ("clients alone (mean)", "public set alone", "fedavg", "creamfl", "centralised (union + public)",
+                "centralised (Space.fit, plain)")
+
+
+def seed_summary(runs: Sequence[Sequence[Mapping[str, Any]]]) -> list[dict[str, Any]]:
+    """One row per system of :func:`federated_study`'s rows over several seeds (``runs``: one row list per seed):
+    ``{"name", "test R@1" ("mean ± sd"), "mean", "sd", "of centralised", "bytes/round", "seeds"}``; the sample sd
+    (``ddof=1``; 0 with one seed); ``of centralised``: the mean over seeds of each seed's ratio to its centralised
+    run (same split of the records); the per-client rows are summarised by their mean."""
+    central = [next(r["test R@1"] for r in rows if r["name"] == "centralised (union + public)") for rows in runs]
+    out = []
+    for name in SUMMARY_ROWS:
+        got = [(next((r for r in rows if r["name"] == name), None), c) for rows, c in zip(runs, central)]
+        got = [(r, c) for r, c in got if r is not None]
+        if not got:
+            continue
+        vals = np.asarray([float(r["test R@1"]) for r, _ in got])
+        sd = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
+        bts = [r["bytes/round"] for r, _ in got if r.get("bytes/round") is not None]
+        out.append({"name": name, "test R@1": f"{vals.mean():.3f} ± {sd:.3f}", "mean": float(vals.mean()), "sd": sd,
+                    "of centralised": float(np.mean([v / c if c > 0 else np.nan for v, (_, c) in zip(vals, got)])),
+                    "bytes/round": round(float(np.mean(bts))) if bts else None, "seeds": len(vals)})
+    return out

@@ -87,28 +87,63 @@ def merge(work: Path, cache=None, seed: int = 0, console=None) -> TaskResult:
 
 
 @task("federated", "Tux Paint image<->text in K clients (non-IID by top category, or IID) and a public set: test R@1 "
-      "of each client alone, FedAvg, CreamFL, centralised (--opt clients=4 rounds=40 split=noniid|iid public_fraction=0.15)")
+      "of each client alone, FedAvg, CreamFL, centralised (--opt clients=4 rounds=40 split=noniid|iid|noniid,iid "
+      "public_fraction=0.15 seeds=0,1,2 fit=1 holds=paired,image,text label=top)")
 def federated(work: Path, cache=None, seed: int = 0, console=None, clients: str = "4", rounds: str = "40",
-              split: str = "noniid", local_epochs: str = "1", public_fraction: str = "0.15") -> TaskResult:
+              split: str = "noniid", local_epochs: str = "1", public_fraction: str = "0.15", seeds: str = "",
+              fit: str = "1", holds: str = "", label: str = "top") -> TaskResult:
+    """One seed (``seed``, or one in ``seeds``) and one split: every row of the study; several (``seeds=0,1,2``,
+    ``split=noniid,iid``): each system's mean ± sd over the seeds, per split.  ``holds``: what each client keeps,
+    cycling (``paired,image,text``: one-modality clients among them, trained on their ``label``)."""
     from ..data.manifest import load_manifest
-    from ..federated_study import federated_study
+    from ..federated_study import federated_study, seed_summary
 
     man = load_manifest(prepare_tuxpaint(work), modalities=["image", "text"], progress=False)
-    config = {"rounds": int(rounds), "local_epochs": int(local_epochs)}
-    rows = federated_study(man, k=int(clients), by=None if split == "iid" else "top",
-                           public_fraction=float(public_fraction), encoders=PLAIN_ENCODERS, config=config,
-                           cache=cache, seed=seed)
-    by = {r["name"]: r for r in rows}
-    cream, avg, cen = (by[n]["test R@1"] for n in ("creamfl", "fedavg", "centralised (union + public)"))
-    notes = [f"{clients} clients ({split}), public fraction {public_fraction} of the training records; plain encoders "
-             f"and MLP projectors for every system, {rounds} rounds x {local_epochs} local epochs (the epoch budget of "
-             "the systems trained alone); each system picks its round/epoch on val pairs; test R@1: mean of "
-             "image->text and text->image on the whole test split",
-             f"goal (CreamFL within 80% of centralised and ahead of FedAvg): "
-             f"{'met' if cream >= 0.8 * cen and cream > avg else 'not met'} (CreamFL {cream:.3f} = "
-             f"{cream / cen:.0%} of centralised {cen:.3f}; FedAvg {avg:.3f})",
-             f"CreamFL vs the public set alone (what its server could learn without any client): {cream:.3f} vs "
-             f"{by['public set alone']['test R@1']:.3f}"]
-    metrics = {f"{r['name']}/{k}": float(v) for r in rows for k, v in r.items() if isinstance(v, (int, float))}
-    return TaskResult(metrics=metrics, table=rows, notes=notes,
-                      config={"clients": int(clients), "split": split, "public_fraction": float(public_fraction), **config})
+    config: dict[str, Any] = {"rounds": int(rounds), "local_epochs": int(local_epochs)}
+    if holds:
+        config["label"] = label
+    splits = [s.strip() for s in split.split(",") if s.strip()]
+    seed_list = [int(s) for s in seeds.split(",") if s.strip()] or [seed]
+    runs: dict[str, list[list[dict[str, Any]]]] = {}
+    for sp in splits:
+        for s in seed_list:
+            runs.setdefault(sp, []).append(federated_study(
+                man, k=int(clients), by=None if sp == "iid" else "top", public_fraction=float(public_fraction),
+                encoders=PLAIN_ENCODERS, config=config, cache=cache, seed=s, fit_too=fit not in ("0", "false", "no"),
+                holds=[h.strip() for h in holds.split(",") if h.strip()]))
+            if console is not None:
+                console.print(f"federated: {sp} seed {s} done", highlight=False)
+    basis = (f"{clients} clients, public fraction {public_fraction} of the training records; plain encoders and MLP "
+             f"projectors for every system, {rounds} rounds x {local_epochs} local epochs (the epoch budget of the "
+             "systems trained alone); each system picks its round/epoch on val pairs; test R@1: mean of image->text "
+             "and text->image on the whole test split")
+    if holds:
+        basis += f"; the clients hold, in turn: {holds} (a one-modality client trains on its label {label!r})"
+    config = {"clients": int(clients), "split": splits, "public_fraction": float(public_fraction),
+              "seeds": seed_list, "holds": holds or "paired", **config}
+    if len(splits) == 1 and len(seed_list) == 1:
+        rows = runs[splits[0]][0]
+        by = {r["name"]: r for r in rows}
+        cream, avg, cen = (by[n]["test R@1"] for n in ("creamfl", "fedavg", "centralised (union + public)"))
+        notes = [f"{basis} ({splits[0]}, seed {seed_list[0]})", _goal(cream, avg, cen, ""),
+                 f"CreamFL vs the public set alone (what its server could learn without any client): {cream:.3f} vs "
+                 f"{by['public set alone']['test R@1']:.3f}"]
+        metrics = {f"{r['name']}/{k}": float(v) for r in rows for k, v in r.items() if isinstance(v, (int, float))}
+        return TaskResult(metrics=metrics, table=rows, notes=notes, config=config)
+    table, notes, metrics = [], [f"{basis}; seeds {', '.join(map(str, seed_list))} (each seed: its own split of "
+                                 "the records into public set and clients, and its own training seeds); mean ± sample sd "
+                                 "over the seeds"], {}
+    for sp, rs in runs.items():
+        rows = seed_summary(rs)
+        table += [{**r, "name": f"{sp}: {r['name']}"} for r in rows]
+        by = {r["name"]: r for r in rows}
+        notes.append(_goal(by["creamfl"]["mean"], by["fedavg"]["mean"], by["centralised (union + public)"]["mean"],
+                           f"{sp}, means: "))
+        metrics.update({f"{sp}/{r['name']}/{k}": float(r[k]) for r in rows for k in ("mean", "sd", "of centralised")})
+    return TaskResult(metrics=metrics, table=table, notes=notes, config=config)
+
+
+def _goal(cream: float, avg: float, cen: float, what: str) -> str:
+    return (f"goal (CreamFL within 80% of centralised and ahead of FedAvg), {what}"
+            f"{'met' if cream >= 0.8 * cen and cream > avg else 'not met'} (CreamFL {cream:.3f} = {cream / cen:.0%} "
+            f"of centralised {cen:.3f}; FedAvg {avg:.3f})")

@@ -122,6 +122,9 @@ def federate(
     split_by: str = typer.Option("top", "--split-by", help="With --data: the label whose categories go whole to one client "
                                  "(non-IID); 'iid' deals records at random."),
     public_fraction: float = typer.Option(0.15, help="With --data: the fraction of training records made public."),
+    holds: Optional[str] = typer.Option(None, "--holds", help="With --data: what each client keeps, in turn, e.g. "
+                                        "paired,image,text (one-modality clients train on --label)."),
+    label: str = typer.Option("top", "--label", help="The label a client holding one modality trains on."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder to save the federated space to (new or empty, see --overwrite)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the space already saved at --out."),
     encoder: list[str] = typer.Option(None, "--encoder", "-e", help="MODALITY=SPEC, shared by every party (repeatable)."),
@@ -135,6 +138,10 @@ def federate(
     seed: int = typer.Option(0),
     cache: Optional[Path] = typer.Option(None, help="Feature cache folder."),
     strict: bool = typer.Option(False, help="Any bad record is fatal."),
+    ray: bool = typer.Option(False, "--ray", help="Every client a Ray actor holding its shard (local Ray, or $RAY_ADDRESS)."),
+    ray_address: Optional[str] = typer.Option(
+        None, "--ray-address", help="Ray cluster for the client actors, e.g. ray://head:10001 (implies --ray; the "
+        "clients' manifests, media and --cache must be readable on its nodes)."),
 ):
     """Federated binding: clients bind one space without their pairs leaving them.
 
@@ -142,13 +149,18 @@ def federate(
     lineage names the method, rounds and client count, never the clients' data.
 
     Example:  anybind federate --data data/tux/manifest.jsonl --clients 4 --out spaces/fed
+
+    Clients as Ray actors (a local Ray; --ray-address for a cluster):
+
+      anybind federate --data data/tux/manifest.jsonl --clients 4 --ray --out spaces/fed-ray
     """
     from ..data.manifest import load_manifest
     from ..federated import federate as run
     from ..federated_study import split_clients
-    from ._common import parse_encoders
+    from ._common import parse_encoders, ray_target
 
     encoders = parse_encoders(encoder)
+    target = ray_target(ray, ray_address)
     if data is None and not (client and public):
         fail(ValueError("give the clients' and the public manifests (--client ... --public ...) or a corpus to split (--data)"))
     check_out(out, "space", overwrite)
@@ -160,13 +172,22 @@ def federate(
 
             man = load_manifest(data, kinds=manifest_kinds(encoders), progress=False)
             parts, pub_man = split_clients(man, clients, by=None if split_by == "iid" else split_by,
-                                           public_fraction=public_fraction, seed=seed)
+                                           public_fraction=public_fraction, seed=seed,
+                                           holds=[h.strip() for h in (holds or "").split(",") if h.strip()])
             cl, pub = cl + parts, pub + [pub_man]
+        runner = None
+        if target:
+            import functools
+
+            from ..scale.federated_ray import ray_clients
+
+            runner = functools.partial(ray_clients, address=target if isinstance(target, str) else None)
         space = run(cl, pub, encoders=encoders or None, cache=cache, strict=strict, progress=True, method=method,
-                    rounds=rounds, local_epochs=local_epochs, dim=dim, hidden=hidden, lr=lr, seed=seed)
+                    rounds=rounds, local_epochs=local_epochs, dim=dim, hidden=hidden, lr=lr, seed=seed, runner=runner,
+                    label=label)
         space.save(out, overwrite=overwrite)
     except (AnybindError, ValueError) as e:
         fail(e)
     e = space.info["lineage"][-1]
-    console.print(f"saved {space} to [bold]{out}[/bold] ({method}, {e['clients']} clients: best round {e['best_round']} "
+    console.print(f"saved {space} to [bold]{out}[/bold] ({method}, {e['clients']} clients{' on Ray' if target else ''}: best round {e['best_round']} "
                   f"of {e['rounds_run']}, {e['bytes']['per_round']:,} bytes a round)", highlight=False)

@@ -1,0 +1,131 @@
+"""Federated clients as Ray actors (``anybind federate --ray`` / ``--ray-address``).
+
+Each client is one actor: it reads its own manifest and features where it runs (on a cluster, the
+node's view of the paths and of the feature cache) and keeps them; the driver holds the server and
+sends each actor the server's :class:`~anybind.federated_parties.Message` objects, all clients of a
+round at once.  What an actor returns is its reply message and nothing else, checked, counted and
+logged by the driver's ledger exactly as for clients in the driver's process; with the same seed the
+space is the same (each client trains with its own random streams and the federation's thread count
+and float settings, wherever it runs).
+
+    from anybind.scale.federated_ray import federate_on_ray
+    space = federate_on_ray(["a.jsonl", "b.jsonl"], "public.jsonl", address=None)  # a local Ray
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import AnybindError, FederationError
+from ..federated import ClientSpec, build_client, federate
+from ..federated_parties import Message
+from ..loop import training_threads
+
+
+class ClientActor:
+    """One client inside a Ray actor: built on the actor's side; a build error is kept and handed to the driver."""
+
+    def __init__(self, spec: ClientSpec, public: Mapping[str, np.ndarray]):
+        self.threads = spec.config.threads
+        self.client, self.error = None, None
+        try:
+            self.client = build_client(spec, public)
+        except AnybindError as e:  # the driver raises it (one line, the client named)
+            self.error = e
+
+    def ready(self) -> tuple[AnybindError | None, int]:
+        """(the build error or None, the number of val pairs)."""
+        return self.error, (self.client.n_val if self.client is not None else 0)
+
+    def handle(self, msg: Message) -> Message:
+        with training_threads(self.threads):
+            return self.client.handle(writable(msg))
+
+
+def writable(msg: Message) -> Message:
+    """``msg`` with arrays of its own (Ray hands over read-only views of its object store, which torch refuses to
+    share)."""
+    return Message(msg.sender, msg.kind, {k: np.array(v) for k, v in msg.arrays.items()}, dict(msg.counts))
+
+
+class RayClients:
+    """The clients of a federation as Ray actors (the driver must be connected to Ray)."""
+
+    where = "ray"
+
+    def __init__(self, specs: Sequence[ClientSpec], public: Mapping[str, np.ndarray], cpus: float | None = None):
+        import ray
+
+        from . import cluster_cpus
+
+        cpus = cpus if cpus is not None else max(0.05, min(1.0, cluster_cpus() / max(1, len(specs))))
+        actor = ray.remote(num_cpus=cpus, max_restarts=0)(ClientActor)
+        ref = ray.put(dict(public))
+        self.actors = [actor.remote(s, ref) for s in specs]
+        ready = self._get([a.ready.remote() for a in self.actors])
+        for err, _ in ready:
+            if err is not None:
+                self.close()
+                raise err
+        self.n_val = [n for _, n in ready]
+
+    def exchange(self, msgs: Sequence[Message]) -> list[Message]:
+        return [writable(r) for r in self._get([a.handle.remote(m) for a, m in zip(self.actors, msgs)])]
+
+    def _get(self, refs: list) -> list:
+        """Each client's answer, in order (all run at once); a failed client named, with its error's root cause."""
+        import ray
+
+        out = []
+        for i, ref in enumerate(refs):
+            try:
+                out.append(ray.get(ref))
+            except ray.exceptions.RayError as e:
+                from .encode_ray import root_cause
+
+                raise FederationError(f"client {i} failed in its Ray actor ({root_cause(e)})") from None
+        return out
+
+    def close(self) -> None:
+        import ray
+
+        for a in self.actors:
+            with contextlib.suppress(Exception):
+                ray.kill(a)
+        self.actors = []
+
+
+@contextlib.contextmanager
+def ray_clients(specs: Sequence[ClientSpec], public: Mapping[str, np.ndarray], *, address: str | None = None,
+                num_cpus: int | None = None, cpus_per_client: float | None = None) -> Iterator[RayClients]:
+    """A :func:`anybind.federated.federate` runner: one actor per client on the Ray at ``address`` (``None``:
+    ``$RAY_ADDRESS``, else a local Ray with ``num_cpus``, shut down after); each actor asks for
+    ``cpus_per_client`` CPUs (default: the cluster's CPUs shared among the clients, at most 1)."""
+    from . import ray_session
+
+    with ray_session(address, num_cpus=num_cpus):
+        parties = RayClients(specs, public, cpus_per_client)
+        try:
+            yield parties
+        finally:
+            parties.close()
+
+
+def federate_on_ray(
+    clients: Sequence[str | Path | Any],
+    public: Any,
+    *,
+    address: str | None = None,
+    num_cpus: int | None = None,
+    cpus_per_client: float | None = None,
+    **kw: Any,
+):
+    """:func:`anybind.federated.federate` with every client a Ray actor (see :func:`ray_clients`)."""
+    runner = functools.partial(ray_clients, address=address, num_cpus=num_cpus, cpus_per_client=cpus_per_client)
+    return federate(clients, public, runner=runner, **kw)

@@ -1,0 +1,103 @@
+"""Federated clients as Ray actors (issue 19): on real Tux Paint stamps, the space bound with 2 client actors on a
+local Ray equals the one bound in-process for the same seed, message for message, and only the protocol's messages
+leave a client (no private record id, no row of a private feature matrix); ``anybind federate --ray`` too.
+
+One test (a local Ray takes 20-60 s to start here)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from anybind import Space, load_manifest
+from anybind.cache import FeatureCache
+from anybind.cli import app
+from anybind.data.manifest import Manifest
+from anybind.errors import AnybindError
+from anybind.federated import federate
+from anybind.federated_study import split_clients
+from anybind.train import FeatureSet
+
+ENC = {"image": "image:efficientnet-lite0", "text": "text:minilm"}
+CFG = dict(dim=16, hidden=32, rounds=2, patience=2, lr=3e-3, batch_size=16, seed=3)
+
+
+def _small(tux_dir, out) -> Manifest:
+    """60 real stamps with image and text, splits cycling train x3 / val / test, written with absolute paths."""
+    man = load_manifest(tux_dir / "manifest.jsonl", modalities=["image", "text"])
+    recs = [r for r in man.records if r.has("image") and r.has("text")][:60]
+    path = out / "small.jsonl"
+    with open(path, "w") as f:
+        for i, r in enumerate(recs):
+            f.write(json.dumps({"id": r.id, "split": ("train", "train", "train", "val", "test")[i % 5],
+                                "image": str((tux_dir / r.values["image"]).resolve()) if not str(r.values["image"]).startswith("/")
+                                else r.values["image"], "text": r.values["text"], "labels": r.labels}) + "\n")
+    return load_manifest(path, modalities=["image", "text"])
+
+
+def _write(man: Manifest, path):
+    path.write_text("".join(json.dumps({"id": r.id, "split": r.split, **dict(r.values), "labels": r.labels}) + "\n"
+                            for r in man.records))
+    return path
+
+
+def test_ray_client_actors_bind_the_same_space_and_send_only_the_protocol(tux_dir, shared_cache, tmp_path):
+    ray = pytest.importorskip("ray")
+    from anybind.scale import free_cpus, init_ray
+    from anybind.scale.federated_ray import federate_on_ray
+
+    man = _small(tux_dir, tmp_path)
+    FeatureSet.from_manifests([man], ENC, FeatureCache(shared_cache), progress=False)  # encoded once, here
+    clients, public = split_clients(man, 2, by=None, public_fraction=0.25, seed=0)
+    cpaths = [_write(c, tmp_path / f"client{i}.jsonl") for i, c in enumerate(clients)]
+    ppath = _write(public, tmp_path / "public.jsonl")
+
+    def run(method, on_ray):
+        seen = []
+        kw = dict(encoders=ENC, cache=shared_cache, method=method, on_message=lambda *a: seen.append(a), **CFG)
+        sp = federate_on_ray(cpaths, ppath, **kw) if on_ray else federate(cpaths, ppath, **kw)
+        return sp, seen
+
+    started = init_ray(num_cpus=2)
+    try:
+        for method in ("creamfl", "fedavg"):
+            (here, seen_here), (there, seen_there) = run(method, False), run(method, True)
+            for m in ENC:
+                a, b = here.projectors[m].state_dict(), there.projectors[m].state_dict()
+                assert all(torch.equal(a[k], b[k]) for k in a), (method, m)
+            assert here.logit_scale == there.logit_scale
+            assert here.info["training"]["history"] == there.info["training"]["history"]
+            assert there.info["lineage"][-1]["clients_ran"] == "ray" != here.info["lineage"][-1]["clients_ran"]
+            assert [(w, i, m.kind) for w, i, m in seen_here] == [(w, i, m.kind) for w, i, m in seen_there]
+            for (_, _, x), (_, _, y) in zip(seen_here, seen_there):
+                assert x.counts == y.counts and x.arrays.keys() == y.arrays.keys()
+                assert all(np.array_equal(x.arrays[k], y.arrays[k]) for k in x.arrays)
+            # what left a client actor: only the protocol's kinds, numbers, no private id or feature row
+            up = [(i, m) for w, i, m in seen_there if w == "up"]
+            assert {m.kind for _, m in up} == {"val", "public-embeddings" if method == "creamfl" else "weights"}
+            private = [r.id for c in clients for r in c.records]
+            assert not any(pid in json.dumps([[m.kind, sorted(m.arrays), sorted(m.counts)] for _, m in up])
+                           for pid in private)
+            fs = FeatureSet.from_manifests(clients, ENC, FeatureCache(shared_cache), progress=False)
+            for mod in ENC:
+                rows = fs.feats[mod]
+                for _, m in up:
+                    for a in m.arrays.values():
+                        if a.ndim == 2 and a.shape[1] == rows.shape[1]:
+                            assert not (np.abs(a[:, None, :] - rows[None]).max(-1) < 1e-6).any()
+        with pytest.raises(AnybindError) as ei:  # a client's own error, raised in its actor, reaches the driver
+            federate_on_ray([cpaths[0], tmp_path / "gone.jsonl"], ppath, encoders=ENC, cache=shared_cache, **CFG)
+        assert "\n" not in str(ei.value) and "gone.jsonl" in str(ei.value)
+        assert free_cpus(wait=60, at_least=2.0) == pytest.approx(2.0)  # every client actor gone: its CPUs back
+        r = CliRunner().invoke(app, ["federate", *[x for p in cpaths for x in ("--client", str(p))],
+                                     "--public", str(ppath), *[x for m, s in ENC.items() for x in ("-e", f"{m}={s}")],
+                                     "--cache", str(shared_cache), "--rounds", "1", "--dim", "16", "--hidden", "32",
+                                     "--method", "fedavg", "--ray", "--out", str(tmp_path / "s")])
+        assert r.exit_code == 0, r.output
+        assert "on Ray" in r.output
+        assert Space.load(tmp_path / "s").info["lineage"][-1]["clients_ran"] == "ray"
+    finally:
+        if started:
+            ray.shutdown()
