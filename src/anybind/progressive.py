@@ -58,6 +58,7 @@ from .encoders.video import temporal_frames
 from .errors import DataError, SpaceError
 from .progressive_fit import VAL_METRIC, BindConfig  # noqa: F401  (VAL_METRIC re-exported)
 from .progressive_fit import Target, bind_config, has_modality, train_projector
+from .vocabulary import carry_vocabulary
 
 if TYPE_CHECKING:
     from .space import Space
@@ -264,11 +265,6 @@ def _bind(space, name, spec, data, anchors, *, replace, cache, strict, progress,
         info["missing_embeddings"][name] = [1.0] * space.dim
         entry["scoring"] = "multilinear inner product (Symile space): targets weighted by the other modalities' missing embeddings"
     info.setdefault("lineage", []).append(entry)
-    return Space(
-        encoders,
-        projectors,
-        space.logit_scale,
-        identities=identities,
-        config=copy.deepcopy(space.config),
-        info=info,
-    )
+    out = Space(encoders, projectors, space.logit_scale, identities=identities, config=copy.deepcopy(space.config),
+                info=info)
+    return carry_vocabulary(space, out, cache=fc, progress=progress)  # embedded again if the text modality changed
