@@ -155,7 +155,7 @@ def test_bench_tasks_are_registered():
     from anybind.bench import TASKS, load_tasks
 
     load_tasks()
-    assert {"calibration", "audit", "explanations"} <= set(TASKS)
+    assert {"calibration", "audit", "explanations", "recolour"} <= set(TASKS)
 
 
 @given(st.lists(st.tuples(st.floats(-1, 1, allow_nan=False), st.sampled_from("abc")), min_size=1, max_size=40))
