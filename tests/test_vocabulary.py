@@ -169,3 +169,16 @@ def test_cli_build_vocab_stores_it_and_explain_uses_it_without_vocab(data, share
     assert bad.exit_code != 0 and "--build-vocab" in bad.output and "--vocab" in bad.output
     bad = run(app, ["explain", str(d["space"]), "--text", "a dog"])
     assert bad.exit_code != 0 and "--build-vocab" in bad.output
+
+
+def test_centring_the_space_embeds_its_vocabulary_again(data, shared_cache):
+    from anybind.robust import centred
+
+    d, _, recs = data
+    words = vocabulary(recs)[:30]
+    sp = Space.load(d["space"])
+    sp.vocabulary = embed_vocabulary(sp, words, cache=shared_cache)
+    c = centred(sp, load_manifest(d["manifest"], modalities=sp.modalities), cache=shared_cache)
+    assert modality_identity(c, "text") != modality_identity(sp, "text")
+    assert c.vocabulary.fits(c) and c.vocabulary.words == tuple(words)
+    assert np.allclose(c.vocabulary.vectors, c.embed("text", words, cache=shared_cache), atol=1e-6)

@@ -17,7 +17,8 @@ indexes and fusion models stay valid) and an older anybind, which does not know 
 :func:`stored_vocabulary` answers it only while the space's text modality still has that identity, a save
 leaves out one that no longer fits, a load refuses one that does not fit the space it is in (an edited or
 copied file), and :func:`carry_vocabulary` hands it to a space derived by ``replace_encoder`` / ``update`` /
-``add_modality``: kept when the text modality is unchanged, re-embedded (same words) when it changed.
+``add_modality`` / centring / ``merge``: kept when the text modality is unchanged, re-embedded (same words) when
+it changed.  A space made afresh (``Space.fit``) has none.
 """
 
 from __future__ import annotations
