@@ -155,7 +155,7 @@ def test_bench_tasks_are_registered():
     from anybind.bench import TASKS, load_tasks
 
     load_tasks()
-    assert {"calibration", "audit", "explanations"} <= set(TASKS)
+    assert {"calibration", "audit", "explanations", "recolour"} <= set(TASKS)
 
 
 @given(st.lists(st.tuples(st.floats(-1, 1, allow_nan=False), st.sampled_from("abc")), min_size=1, max_size=40))
@@ -182,10 +182,11 @@ def test_the_odd_modality_has_its_own_score(data, corrupted, shared_cache):
     assert set(res.scores["mismatch:image"]) <= set(res.scores["mismatch"])
 
 
-def test_a_re_encoded_copy_in_another_split_is_named_a_copy(data, shared_cache, tmp_path):
+def test_a_re_encoded_copy_in_another_split_is_named_a_copy_a_recoloured_one_a_variant(data, shared_cache, tmp_path):
     from PIL import Image
 
     from anybind.data.media import load_image
+    from anybind.duplicates import COLOUR_DIFF, COPY_BITS, colour_distance, hamming, image_signatures
 
     rows = [json.loads(line) for line in open(data["manifest"])]
     src = next(r for r in rows if r["split"] == "test" and "image" in r)
@@ -193,13 +194,28 @@ def test_a_re_encoded_copy_in_another_split_is_named_a_copy(data, shared_cache, 
     img.resize((int(img.width * 0.7), int(img.height * 0.7)), Image.Resampling.BILINEAR).save(
         tmp_path / "copy.jpg", quality=70)
     extra = {"id": "the-copy", "split": "train", "image": str(tmp_path / "copy.jpg"), "text": "a re-encoded copy"}
+    # a test stamp with its red and blue swapped, into train: the pHash (grey-level) says copy, the colours not
+    for r in (r for r in rows if r["split"] == "test" and "image" in r and r is not src):
+        red, green, blue = load_image(r["image"]).split()
+        Image.merge("RGB", (blue, green, red)).save(tmp_path / "recoloured.png")
+        (H, C) = image_signatures([r["image"], tmp_path / "recoloured.png"])
+        if hamming(H[:1], H[1:])[0, 0] <= COPY_BITS and colour_distance(C[0], C[1]) > COLOUR_DIFF:
+            recoloured = r
+            break
+    else:
+        pytest.fail("no test stamp whose red-blue swap keeps its pHash and changes its colours")
+    variant = {"id": "the-variant", "split": "train", "image": str(tmp_path / "recoloured.png"),
+               "text": "a recoloured stamp"}
     path = tmp_path / "m.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows + [extra]))
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows + [extra, variant]))
     res = audit(Space.load(data["space"]), path, cache=shared_cache)
     leak = {r.id: f for r in res.records for f in r.findings if f.kind == "leak"}
     assert leak["the-copy"].other == src["id"] and "image copy (pHash" in leak["the-copy"].detail
     assert res.scores["leak"]["the-copy"] == 0.5  # the image of two shared modalities; the texts differ
     assert res.leakage["test-train"]["image"] >= 1
+    assert leak["the-variant"].other == recoloured["id"] and "image recoloured variant" in leak["the-variant"].detail
+    assert res.scores["leak"]["the-variant"] == 0.25  # a variant counts half, as a look-alike
+    assert res.leakage["test-train"]["image variant"] == 1
     # no other stamp of the corpus is a pHash copy of another across splits
     assert not [f for r in res.records for f in r.findings if f.kind == "leak" and "copy (pHash" in f.detail
                 and "the-copy" not in (r.id, f.other)]

@@ -1,17 +1,19 @@
-"""Near-duplicates outside the joint space (issue 20): the DCT pHash tells a rescaled, re-encoded or recoloured
-copy of a stamp from another stamp, and the audit names copies and look-alikes apart."""
+"""Near-duplicates outside the joint space (issue 20): the DCT pHash tells a rescaled or re-encoded copy of a
+stamp from another stamp, the colour signature tells a recoloured variant from a copy, and the audit names
+copies, variants and look-alikes apart."""
 
 import numpy as np
 from hypothesis import given, settings, strategies as st
 from PIL import Image
 
-from anybind.duplicates import COPY_BITS, hamming, near_pairs, phash, phashes
+from anybind.duplicates import (COLOUR_DIFF, COPY_BITS, colour_distance, colour_signature, hamming,
+                                image_signatures, near_pairs, phash, phashes)
 from conftest import STAMPS
 
 STAMP_FILES = sorted(STAMPS.rglob("*.png"))[:40]
 
 
-def test_a_rescaled_jpeg_or_recoloured_copy_keeps_its_hash_and_other_stamps_do_not(tmp_path):
+def test_a_rescaled_jpeg_copy_keeps_its_hash_and_other_stamps_do_not(tmp_path):
     originals, copies = [], []
     for k, p in enumerate(STAMP_FILES[:12]):
         img = Image.open(p).convert("RGBA")
@@ -69,3 +71,72 @@ def test_hamming_on_64_bit_words_equals_the_bitwise_count(seed, n, m):
     assert np.array_equal(hamming(A, B), want)
     want4 = np.array([[sum(bin(x ^ y).count("1") for x, y in zip(a[:4], b[:4])) for b in B] for a in A])
     assert np.array_equal(hamming(A[:, :4], B[:, :4]), want4)  # other widths: the byte table
+
+
+def _on_white(img: Image.Image) -> Image.Image:
+    return Image.alpha_composite(Image.new("RGBA", img.size, (255, 255, 255, 255)), img.convert("RGBA")).convert("RGB")
+
+
+def _hue_turned(img: Image.Image, degrees: int) -> Image.Image:
+    rgba = img.convert("RGBA")
+    h, s, v = rgba.convert("RGB").convert("HSV").split()
+    out = Image.merge("HSV", (h.point(lambda x: (x + degrees * 256 // 360) % 256), s, v)).convert("RGBA")
+    out.putalpha(rgba.getchannel("A"))
+    return out
+
+
+def test_a_recoloured_stamp_is_a_variant_where_phash_alone_calls_it_a_copy(tmp_path):
+    """The first 40 stamps (COLOUR_DIFF was chosen on others): each stamp that has colour, rescaled to 70 % as
+    a JPEG (a copy) and with its hue turned by 120 degrees or its red and blue swapped (recoloured variants)."""
+    files, kinds = [], []
+    for k, p in enumerate(STAMP_FILES):
+        img = Image.open(p).convert("RGBA")
+        if np.linalg.norm(colour_signature(p).reshape(-1, 2).astype(float) - 128, axis=1).max() < COLOUR_DIFF / 2:
+            continue  # too little colour to change: no recolour moves a cell by more than twice its chroma
+        rgb = _on_white(img)
+        copy = tmp_path / f"{k}-copy.jpg"
+        rgb.resize((max(1, rgb.width * 7 // 10), max(1, rgb.height * 7 // 10))).save(copy, quality=70)
+        hue = tmp_path / f"{k}-hue.png"
+        _hue_turned(img, 120).save(hue)
+        r, g, b, a = img.split()
+        swap = tmp_path / f"{k}-swap.png"
+        Image.merge("RGBA", (b, g, r, a)).save(swap)
+        files += [p, copy, hue, swap]
+        kinds += ["original", "copy", "variant", "variant"]
+    assert len(files) >= 4 * 15  # 21 of the 40 stamps have that much colour
+    H, C = image_signatures(files)
+    assert np.array_equal(H, phashes(files)) and np.array_equal(C[0], colour_signature(files[0]))
+    kinds = np.array(kinds)
+    origin = np.arange(len(files)) // 4
+    with_original = lambda r, c: (origin[r, None] == origin[None, c]) & (kinds[r, None] == "original")  # noqa: E731
+    F = np.eye(len(files), dtype=np.float32)  # no look-alikes: the hash and the colours decide
+    got = {j: (kind, v) for i, j, kind, v in near_pairs(F, with_original, 0.99, H, colours=C)}
+    blind = {j: kind for i, j, kind, _ in near_pairs(F, with_original, 0.99, H)}  # pHash alone
+    copies, variants = np.nonzero(kinds == "copy")[0], np.nonzero(kinds == "variant")[0]
+    hashed_alike = [j for j in variants if blind.get(j) == "copy"]
+    # the case this is for: pHash (grey-level) calls most recoloured stamps copies
+    assert len(hashed_alike) >= 0.5 * len(variants), (len(hashed_alike), len(variants))
+    assert all(got[j][0] == "variant" and got[j][1] > COLOUR_DIFF for j in hashed_alike if got[j][0] != "copy")
+    assert np.mean([got[j][0] == "variant" for j in hashed_alike]) >= 0.9
+    # a rescaled JPEG copy stays a copy: its colours are the same
+    assert np.mean([got.get(j, ("none",))[0] == "copy" for j in copies]) >= 0.9
+    assert np.mean([blind.get(j) == "copy" for j in copies]) >= 0.9
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.tuples(st.integers(0, 255), st.integers(0, 255), st.integers(0, 255)),
+       st.tuples(st.integers(0, 255), st.integers(0, 255), st.integers(0, 255)))
+def test_the_colour_signature_holds_each_cell_s_mean_chroma(tmp_path_factory, a, b):
+    """Left half one colour, right half another: the left cells hold the first colour's Cb Cr, the right ones
+    the second's; the distance between the two halves' signatures is the chroma distance of the colours."""
+    d = tmp_path_factory.mktemp("colours")
+    img = Image.new("RGB", (64, 64), a)
+    img.paste(Image.new("RGB", (32, 64), b), (32, 0))
+    img.save(d / "two.png")
+    Image.new("RGB", (64, 64), a).save(d / "one.png")
+    sig = colour_signature(d / "two.png").reshape(4, 4, 2).astype(int)
+    ya, yb = (np.asarray(Image.new("RGB", (1, 1), c).convert("YCbCr"), int)[0, 0, 1:] for c in (a, b))
+    assert np.abs(sig[:, :2] - ya).max() <= 1 and np.abs(sig[:, 2:] - yb).max() <= 1
+    one = colour_signature(d / "one.png")
+    assert colour_distance(one, one) == 0
+    assert abs(float(colour_distance(one, colour_signature(d / "two.png"))) - float(np.linalg.norm(ya - yb))) <= 2

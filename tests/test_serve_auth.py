@@ -7,7 +7,7 @@ import hmac
 import json
 
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 from hypothesis import given, settings, strategies as st
 from typer.testing import CliRunner
@@ -240,3 +240,75 @@ def test_service_with_keys_closes_everything_but_health_and_the_page(svc, tmp_pa
         assert pre.status_code == 200 and pre.headers["access-control-allow-origin"] == "https://app.example"
         r = c.post("/search", json={"text": "a dog"}, headers={**bearer(key), "Origin": "https://evil.example"})
         assert "access-control-allow-origin" not in r.headers
+
+
+@pytest.fixture(scope="module")
+def priced_key(tmp_path_factory):
+    f = tmp_path_factory.mktemp("priced") / "keys.json"
+    return f, add_key(f, "k", rate_per_minute=6, burst=10)  # 0.1 token a second, 10 at once
+
+
+@settings(max_examples=60, deadline=None)
+@given(ops=st.lists(st.tuples(st.floats(0, 200), st.integers(1, 30), st.booleans()), min_size=1, max_size=25))
+def test_a_request_s_cost_is_taken_all_or_none_and_retry_after_says_when_it_fits(priced_key, ops):
+    """Requests of any cost, priced up front (check) or by their route once the body is read (charge, after the
+    middleware's one token): what is let through never exceeds the burst plus the rate over the time passed, a
+    cost over the burst needs a full bucket (not forever), and a refused request took nothing: retried after
+    its Retry-After it passes."""
+    f, key = priced_key
+    clock = Clock()
+    store, header, start = KeyStore(f, clock=clock), bearer(key)["Authorization"], clock.t
+    granted = 0.0
+
+    def ask(cost: int, routed: bool):
+        if not routed:
+            return store.check(header, "POST", "/search", cost=cost)
+        d = store.check(header, "POST", "/caption")
+        return store.charge("k", cost, "costs what", paid=1.0) if d.status == 0 else d
+
+    for dt, cost, routed in ops:
+        clock.t += dt
+        d = ask(cost, routed)
+        # the middleware does not know a routed request's cost: after its Retry-After the route may refuse it
+        # once more (then with the whole cost's wait)
+        for _ in range(2 if routed and "costs" not in d.detail else 1):
+            if d.status:
+                assert d.status == 429 and d.retry_after >= 1 and "retry in" in d.detail
+                assert ask(cost, routed).retry_after == d.retry_after  # the refusal took nothing
+                clock.t += d.retry_after
+                d = ask(cost, routed)
+        assert d.status == 0, d.detail
+        granted += min(cost, 10)
+        assert granted <= 10 + 0.1 * (clock.t - start) + 1e-6
+
+
+def test_a_route_charges_its_cost_after_the_middleware_s_token(priced_key):
+    """charge_request through a route: 429 with Retry-After from the app's error answers, the message naming the
+    cost; a service without keys charges nothing."""
+    from types import SimpleNamespace
+
+    from anybind.serve.auth import RateLimited, charge_request
+    from anybind.serve.errors import add_error_handlers
+
+    f, key = priced_key
+    clock = Clock()
+    store = KeyStore(f, clock=clock)
+    app = toy_app(store)
+    add_error_handlers(app)
+
+    @app.post("/priced/{cost}")
+    def priced(cost: int, request: Request):
+        charge_request(request.state, cost, f"{cost} units")
+        return {"ok": True}
+
+    with TestClient(app) as c:
+        assert c.post("/priced/7", headers=bearer(key)).status_code == 200  # 3 tokens left
+        r = c.post("/priced/7", headers=bearer(key))
+        assert r.status_code == 429 and r.headers["retry-after"] == "40"  # 4 more tokens at 0.1/s
+        assert "costs 7 units" in r.json()["detail"]
+        assert c.post("/priced/3", headers=bearer(key)).status_code == 200  # the refusal took nothing
+        clock.t += 70
+        assert c.post("/priced/7", headers=bearer(key)).status_code == 200
+    charge_request(SimpleNamespace(), 1000)  # no key store (a service without keys): nothing to charge
+    with pytest.raises(RateLimited):
+        charge_request(SimpleNamespace(key_store=store, api_key="k"), 10)

@@ -175,3 +175,46 @@ def test_caption_routes_need_a_key_when_the_service_has_keys(svc, cap, site, tmp
             assert getattr(c, method)(path, **kw).status_code == 401, path
         r = c.post("/caption", json={"texts": ["a circle"]}, headers={"Authorization": f"Bearer {key}"})
         assert r.status_code == 200, r.text
+
+
+def test_a_caption_request_costs_its_decoding_work_of_the_key_s_rate_limit(svc, cap, site, tmp_path):
+    """inputs x beams x tokens / 64 tokens of the key's bucket (not one token a request): a beam request of 4
+    texts x 8 beams x 16 tokens costs 8; 429 with Retry-After when the bucket does not hold it, and a refused
+    request takes nothing."""
+    from anybind.serve.auth import KeyStore, add_key
+    from anybind.serve.caption_routes import DecodeOptions, caption_cost
+
+    assert caption_cost(4, DecodeOptions(method="beam", beams=8, max_tokens=16))[0] == 8
+    assert caption_cost(16, DecodeOptions(method="beam", beams=8, max_tokens=64))[0] == 128
+    assert caption_cost(16, DecodeOptions(method="greedy", beams=8, max_tokens=64))[0] == 16  # one beam
+    assert caption_cost(1, DecodeOptions())[0] == 1
+
+    class Clock:
+        t = 0.0
+
+        def __call__(self):
+            return self.t
+
+    f = tmp_path / "keys.json"
+    key = add_key(f, "t", rate_per_minute=60, burst=10)  # a token a second, 10 at once
+    clock = Clock()
+    h = {"Authorization": f"Bearer {key}"}
+    beam = {"texts": ["a circle", "a square", "a red circle", "a blue square"], "method": "beam", "beams": 8,
+            "max_tokens": 16}
+    _, png = _png(site)
+    with TestClient(create_app(service=svc, captioner=cap, api_keys=KeyStore(f, clock=clock))) as c:
+        assert c.post("/caption", json=beam, headers=h).status_code == 200  # 8 of 10: 2 left
+        r = c.post("/caption", json=beam, headers=h)
+        assert r.status_code == 429 and r.headers["retry-after"] == "6", r.text  # 6 more at a token a second
+        assert "4 input(s) x 8 beam(s) x 16 tokens" in r.json()["detail"]
+        assert c.post("/caption", json={"texts": ["a circle"]}, headers=h).status_code == 200  # costs 1: 1 left
+        clock.t += 7  # 8 tokens
+        assert c.post("/caption", json=beam, headers=h).status_code == 200  # none left
+        # uploads are charged per file alike: 2 files x 8 beams x 64 tokens = 16, over the burst: a full bucket
+        files = [("files", ("a.png", png, "image/png")), ("files", ("b.png", png, "image/png"))]
+        form = {"method": "beam", "beams": "8", "max_tokens": "64"}
+        clock.t += 5
+        r = c.post("/caption/upload", files=files, data=form, headers=h)
+        assert r.status_code == 429 and r.headers["retry-after"] == "5", r.text  # 5 of the 10
+        clock.t += 5
+        assert c.post("/caption/upload", files=files, data=form, headers=h).status_code == 200

@@ -3,6 +3,7 @@ nearest vocabulary words the library gives, on the indexed embedding; errors are
 
 import json
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -32,9 +33,9 @@ def test_explain_gives_the_library_s_drops_and_nearest_words_for_a_stored_image(
         assert out["score"] == pytest.approx(full, abs=1e-3)
         assert [d["word"] for d in out["drops"]] == [d.word for d in drops]
         assert [d["drop"] for d in out["drops"]] == pytest.approx([d.drop for d in drops], abs=1e-3)
-        # the vocabulary is the index's texts (label words are not indexed items)
+        # the space stores no vocabulary: it is the index's texts (label words are not indexed items)
         words = vocabulary(recs, labels=False)
-        assert out["vocabulary"] == len(words)
+        assert out["vocabulary"] == len(words) and out["vocabulary_source"] == "index"
         want = nearest_words(space, "image", [r.values["image"]], words, k=4, cache=shared_cache)[0]
         assert [w["word"] for w in out["words"]] == [w for w, _ in want]
         # another of the record's items by name; k=0: no words
@@ -61,8 +62,32 @@ def test_the_vocabulary_is_embedded_once_per_index_snapshot(data):
         with TestClient(create_app(service=svc)) as client:
             first = client.post("/explain", json={"text": "a small animal", "id": r.id, "k": 3}).json()
             kept = lookup(svc).embedded["text"]
-            assert len(kept) == first["vocabulary"]
+            assert len(kept.words) == len(kept.vectors) == first["vocabulary"] and kept.source == "index"
             second = client.post("/explain", json={"text": "a red flower", "id": r.id, "k": 3}).json()
             assert lookup(svc).embedded["text"] is kept and second["words"] == first["words"]
+    finally:
+        svc.close()
+
+
+def test_a_vocabulary_stored_with_the_space_is_the_one_explain_uses(data, shared_cache, tmp_path):
+    from anybind.serve import ServeConfig, Service
+    from anybind.serve.explain_route import lookup
+    from anybind.vocabulary import embed_vocabulary
+
+    space = Space.load(data["space"])
+    recs = load_manifest(data["manifest"], modalities=space.modalities).records
+    words = vocabulary(recs)  # with the labels' words ("animals"), which the index's texts lack
+    assert set(words) - set(vocabulary(recs, labels=False))
+    space.vocabulary = embed_vocabulary(space, words, cache=shared_cache)
+    space.save(tmp_path / "space")
+    r = next(r for r in recs if r.has("image"))
+    svc = Service.load(tmp_path / "space", data["index"], config=ServeConfig())  # the same index: identity kept
+    try:
+        with TestClient(create_app(service=svc)) as client:
+            out = client.post("/explain", json={"text": "a small animal", "id": r.id, "k": 5}).json()
+            assert out["vocabulary"] == len(words) and out["vocabulary_source"] == "space"
+            want = nearest_words(space, "image", [r.values["image"]], words, k=5, cache=shared_cache)[0]
+            assert [w["word"] for w in out["words"]] == [w for w, _ in want]
+            assert np.array_equal(lookup(svc).embedded["text"].vectors, space.vocabulary.vectors)
     finally:
         svc.close()

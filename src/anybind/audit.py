@@ -18,9 +18,10 @@ Four checks, each a score in [0, 1] per record (the record's audit score is the 
   space is calibrated, :mod:`anybind.calibration`) and the own partner's rank among every record's.
 * **leak** -- duplicates across splits (train/test leakage), judged outside the joint space (which puts
   look-alikes as close as copies; :mod:`anybind.duplicates`): per modality, identical content (content
-  keys), a **copy** (images: DCT pHash within :data:`~anybind.duplicates.COPY_BITS` bits) or a
-  **look-alike** (the frozen encoder's own features at cosine >= ``near``).  A record pair's score is the
-  share of the modalities both have that are duplicated, a look-alike counting half.  Counted per split
+  keys), a **copy** (images: DCT pHash within :data:`~anybind.duplicates.COPY_BITS` bits, colours alike), a
+  recoloured **variant** (images: a pHash copy in other colours) or a **look-alike** (the frozen encoder's
+  own features at cosine >= ``near``).  A record pair's score is the share of the modalities both have that
+  are duplicated, a variant or a look-alike counting half.  Counted per split
   pair in :attr:`AuditResult.leakage`.
 * **label** -- its label (``label`` key) disagrees with its ``k`` nearest neighbours' labels and with the
   zero-shot prediction (class names embedded by the text modality):
@@ -45,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .calibration import load_for
-from .duplicates import encoder_features, near_pairs, phashes
+from .duplicates import encoder_features, image_signatures, near_pairs
 from .errors import DataError
 from .evaluate import class_embeddings, class_name, embed_records
 from .index.exact import exact_topk
@@ -174,9 +175,10 @@ def mismatch_scores(space: "Space", embs: dict[str, Embedded], splits: dict[str,
 
 def duplicate_pairs(space: "Space", records: Sequence["Record"], embs: dict[str, Embedded],
                     splits: dict[str, str | None], near: float, cache=None, progress: bool = False):
-    """``(record, record) -> {modality: ("identical" | "copy" | "look-alike", value)}`` for pairs in different
-    splits, judged outside the joint space (:mod:`anybind.duplicates`): identical content keys, a pHash copy
-    (images; value: differing bits) or encoder features at cosine >= ``near`` (value: the cosine)."""
+    """``(record, record) -> {modality: ("identical" | "copy" | "variant" | "look-alike", value)}`` for pairs in
+    different splits, judged outside the joint space (:mod:`anybind.duplicates`): identical content keys, a
+    pHash copy (images; value: differing bits), a recoloured variant (images; value: the colour distance) or
+    encoder features at cosine >= ``near`` (value: the cosine)."""
     values = {r.id: r.values for r in records}
     found: dict[tuple[str, str], dict[str, tuple[str, Any]]] = {}
     for m, e in embs.items():
@@ -185,27 +187,29 @@ def duplicate_pairs(space: "Space", records: Sequence["Record"], embs: dict[str,
         sp = np.asarray([str(splits.get(i)) for i in ids])
         groups = content_groups(e.keys) if e.keys is not None else np.arange(len(ids))
         F = encoder_features(space, m, items, cache=cache)
-        H = phashes(items, progress=progress) if space.encoder(m).modality == "image" else None
+        H, C = image_signatures(items, progress=progress) if space.encoder(m).modality == "image" else (None, None)
         cross = lambda rows, cols: sp[rows, None] != sp[None, cols]  # noqa: E731
-        for i, j, kind, v in near_pairs(F, cross, near, H):
+        for i, j, kind, v in near_pairs(F, cross, near, H, colours=C):
             key = tuple(sorted((ids[i], ids[j])))
             found.setdefault(key, {})[m] = ("identical", None) if groups[i] == groups[j] else (kind, v)
     return found
 
 
-LEAK_WEIGHT = {"identical": 1.0, "copy": 1.0, "look-alike": 0.5}
+LEAK_WEIGHT = {"identical": 1.0, "copy": 1.0, "variant": 0.5, "look-alike": 0.5}
 
 
 def _what(m: str, kind: str, v: Any) -> str:
     if kind == "copy":
         return f"{m} copy " + ("(identical encoder features)" if v is None else f"(pHash {v} bits)")
+    if kind == "variant":
+        return f"{m} recoloured variant (pHash copy, colour distance {v:g})"
     return f"{m} {kind}" + ("" if v is None else f" (encoder cosine {v:.3f})")
 
 
 def leak_scores(space: "Space", records: Sequence["Record"], embs: dict[str, Embedded],
                 splits: dict[str, str | None], near: float, cache=None, progress: bool = False):
     """Per record its strongest cross-split duplicate (score, finding), and pair counts per split pair
-    (``"<modality>"``: identical or copies; ``"<modality> look-alike"``)."""
+    (``"<modality>"``: identical or copies; ``"<modality> variant"``, ``"<modality> look-alike"``)."""
     have = {m: set(e.ids) for m, e in embs.items()}
     best: dict[str, float] = {}
     why: dict[str, Finding] = {}
@@ -217,7 +221,7 @@ def leak_scores(space: "Space", records: Sequence["Record"], embs: dict[str, Emb
         c = counts.setdefault(sp, {"records": 0})
         c["records"] += 1
         for m, (kind, _) in mods.items():
-            name = m if kind != "look-alike" else f"{m} look-alike"
+            name = f"{m} {kind}" if kind in ("variant", "look-alike") else m
             c[name] = c.get(name, 0) + 1
         what = ", ".join(_what(m, *kv) for m, kv in sorted(mods.items()))
         for me, other in ((x, y), (y, x)):

@@ -6,6 +6,8 @@
 * :func:`nearest_words` -- the vocabulary words whose text embeddings score highest against an embedding of
   any modality (a lexical view of the space, in the spirit of LexVLA).  :func:`vocabulary` gathers one from a
   manifest's texts and labels; the feature cache keeps the words' features, so a vocabulary is encoded once.
+  A space may keep an embedded vocabulary of its own (:mod:`anybind.vocabulary`, ``anybind explain
+  --build-vocab``); explanations use it when no other vocabulary is given.
 """
 
 from __future__ import annotations
@@ -77,13 +79,14 @@ def vocabulary(records: Iterable["Record"], text_modalities: Sequence[str] = ("t
                min_count: int = 1, min_length: int = 3) -> list[str]:
     """The distinct lower-cased words of the records' texts (and, with ``labels``, their label values' words),
     stopwords and words shorter than ``min_length`` left out, sorted."""
-    def texts():
-        for r in records:
-            yield from (str(r.values[m]) for m in text_modalities if r.has(m))
-            if labels:
-                yield from (str(v).replace("/", " ").replace("_", " ") for v in (r.labels or {}).values())
+    return words_of(_texts(records, text_modalities, labels), min_count=min_count, min_length=min_length)
 
-    return words_of(texts(), min_count=min_count, min_length=min_length)
+
+def _texts(records: Iterable["Record"], text_modalities: Sequence[str], labels: bool) -> Iterable[str]:
+    for r in records:
+        yield from (str(r.values[m]) for m in text_modalities if r.has(m))
+        if labels:
+            yield from (str(v).replace("/", " ").replace("_", " ") for v in (r.labels or {}).values())
 
 
 def words_of(texts: Iterable[str], *, min_count: int = 1, min_length: int = 3,
@@ -101,9 +104,11 @@ def words_of(texts: Iterable[str], *, min_count: int = 1, min_length: int = 3,
     return sorted(kept)
 
 
-def read_vocabulary(path: str | Path, text_modalities: Sequence[str] = ("text",)) -> list[str]:
-    """A vocabulary from a manifest (``.jsonl``: :func:`vocabulary` of its records) or a words file (one word
-    or phrase a line; blank lines and ``#`` comments left out)."""
+def read_vocabulary(path: str | Path, text_modalities: Sequence[str] = ("text",), *,
+                    max_words: int | None = None) -> list[str]:
+    """A vocabulary from a manifest (``.jsonl``: :func:`vocabulary` of its records; with ``max_words``, only
+    that many of its most frequent words) or a words file (one word or phrase a line; blank lines and ``#``
+    comments left out; all of them)."""
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{p}: no such vocabulary file (a manifest .jsonl or a words file, one a line)")
@@ -111,7 +116,9 @@ def read_vocabulary(path: str | Path, text_modalities: Sequence[str] = ("text",)
         from .data.manifest import load_manifest
 
         man = load_manifest(p, modalities=list(text_modalities), check_media=False)
-        return vocabulary(man.records, text_modalities)
+        if max_words is None:
+            return vocabulary(man.records, text_modalities)
+        return words_of(_texts(man.records, text_modalities, True), max_words=max_words)
     words = sorted({w.strip() for w in p.read_text(encoding="utf-8").splitlines()
                     if w.strip() and not w.strip().startswith("#")})
     if not words:

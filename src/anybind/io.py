@@ -68,7 +68,8 @@ class Kind:
 
 
 KINDS: dict[str, Kind] = {
-    "space": Kind("a saved space", "space.json", "anybind.space", ("space.json", "projectors.safetensors", "calibration.json")),
+    "space": Kind("a saved space", "space.json", "anybind.space",
+                  ("space.json", "projectors.safetensors", "calibration.json", "vocabulary.json", "vocabulary.safetensors")),
     "index": Kind(
         "an index", "index.json", "anybind.index", ("index.json", "space", "items.lance", ".index.json.*.tmp"),
         ignored=("*.lock",),

@@ -35,6 +35,7 @@ from .cache import FeatureCache
 from .data.manifest import Manifest
 from .errors import DataError, SpaceError
 from .projectors import Projector, ProjectorConfig
+from .vocabulary import carry_vocabulary
 
 if TYPE_CHECKING:
     from .space_core import SpaceCore
@@ -151,6 +152,7 @@ def merge_spaces(
     info = copy.deepcopy(a.info)
     info.setdefault("lineage", []).append({**entry, "b_lineage": copy.deepcopy(b.info.get("lineage", [])),
                                            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "anybind": __version__})
-    return a.derived({**a.encoders, **{m: b.encoders[m] for m in added}}, projectors, a.logit_scale,
+    out = a.derived({**a.encoders, **{m: b.encoders[m] for m in added}}, projectors, a.logit_scale,
                      identities={**a.identities, **{m: b.identities[m] for m in added if m in b.identities}},
                      config=copy.deepcopy(a.config), info=info, format_version=min(a.format_version, b.format_version))
+    return carry_vocabulary(a, out, cache=cache)  # A's modalities are A's: its vocabulary stays

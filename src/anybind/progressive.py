@@ -58,6 +58,7 @@ from .encoders.video import temporal_frames
 from .errors import DataError, SpaceError
 from .progressive_fit import VAL_METRIC, BindConfig  # noqa: F401  (VAL_METRIC re-exported)
 from .progressive_fit import Target, bind_config, has_modality, train_projector
+from .vocabulary import carry_vocabulary
 
 if TYPE_CHECKING:
     from .space_core import SpaceCore
@@ -263,7 +264,7 @@ def _bind(space, name, spec, data, anchors, *, replace, cache, strict, progress,
         info["missing_embeddings"][name] = [1.0] * space.dim
         entry["scoring"] = "multilinear inner product (Symile space): targets weighted by the other modalities' missing embeddings"
     info.setdefault("lineage", []).append(entry)
-    return space.derived(  # the given space's class: a public Space grows into a public Space
+    out = space.derived(  # the given space's class: a public Space grows into a public Space
         encoders,
         projectors,
         space.logit_scale,
@@ -271,3 +272,4 @@ def _bind(space, name, spec, data, anchors, *, replace, cache, strict, progress,
         config=copy.deepcopy(space.config),
         info=info,
     )
+    return carry_vocabulary(space, out, cache=fc, progress=progress)  # embedded again if the text modality changed

@@ -55,6 +55,7 @@ from .errors import DataError
 from .loop import PairBlocks, locked_ridge_start
 from .losses import M2Mix, is_multimodal
 from .projectors import Projector
+from .vocabulary import carry_vocabulary
 
 if TYPE_CHECKING:
     from .data.manifest import Manifest, Record
@@ -334,5 +335,6 @@ def centred(space: "SpaceCore", data: "Manifest | Sequence[Manifest] | Sequence[
     info = copy.deepcopy(space.info)
     info.setdefault("lineage", []).append(
         {"event": "centre", "split": split, "records": len(recs), "center_norms": norms})
-    return space.derived(space.encoders, projectors, space.logit_scale, identities=space.identities,
+    out = space.derived(space.encoders, projectors, space.logit_scale, identities=space.identities,
                          config=copy.deepcopy(space.config), info=info, format_version=max(space.format_version, 2))
+    return carry_vocabulary(space, out, cache=fc)  # the centred text modality embeds it again

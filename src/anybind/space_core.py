@@ -11,6 +11,7 @@ A space is a directory::
     space.json              encoder specs + identities, projector configs,
                             training config, data fingerprint, metrics, lineage
     projectors.safetensors  every projector's weights and the temperature
+    calibration.json, vocabulary.*   optional (:mod:`anybind.calibrators`, :mod:`anybind.vocabulary`)
 
 ``Space.load`` reproduces embeddings exactly; it refuses a file whose content no
 longer matches its saved identity (see :mod:`anybind.space_config`) and an encoder
@@ -39,6 +40,7 @@ from .errors import AnybindError, DataError, SpaceError
 from .projectors import Projector
 from .scoring import Scorer
 from .space_config import FORMAT_VERSION, SPACE_FORMAT, file_version, json_default, space_identity
+from .vocabulary import Vocabulary, read_vocabulary_part, write_vocabulary_part
 from .version import __version__
 
 log = logging.getLogger(__name__)
@@ -89,6 +91,8 @@ class SpaceCore:
         self._encoder_objs: dict[str, Encoder] = {}
         #: match probabilities (issue 20: :mod:`anybind.calibration`); saved as calibration.json, not in the identity
         self.calibration: Calibration | None = None
+        #: words embedded by the text modality, for explanations (:mod:`anybind.vocabulary`); saved beside it
+        self.vocabulary: Vocabulary | None = None
         if self.format_version >= 2:
             self._record_identities()
 
@@ -260,6 +264,7 @@ class SpaceCore:
             save_file(self.state_dict(), str(tmp / "projectors.safetensors"), metadata={"format": "anybind.space"})
             if self.calibration is not None:
                 write_calibration(tmp, self.calibration, self.identity())
+            write_vocabulary_part(tmp, self)
             (tmp / "space.json").write_text(json.dumps(self.to_json(path), indent=2, sort_keys=True, default=json_default))
 
         return atomic_write_dir(Path(path), write, kind="space", overwrite=overwrite)
@@ -301,4 +306,5 @@ class SpaceCore:
                 f"space.json or {w_p.name} was edited or damaged; restore the saved space, or fit it again"
             )
         space.calibration = read_calibration(path, sf.identity)
+        space.vocabulary = read_vocabulary_part(path, space)
         return space

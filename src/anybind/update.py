@@ -47,6 +47,7 @@ from .data.manifest import Manifest
 from .errors import DataError, SpaceError
 from .loop import IndexSampler, fit_loop, make_optimizer, make_temperature, training_threads
 from .projectors import Projector
+from .vocabulary import carry_vocabulary
 
 if TYPE_CHECKING:
     from .space_core import SpaceCore
@@ -256,8 +257,9 @@ def update_space(
     })
     if res.best_epoch == 0:
         log.info("update: no epoch beat the space as it was on the val pairs; the projectors are unchanged")
-    return space.derived(space.encoders, projectors, res.logit_scale, identities=space.identities,
+    out = space.derived(space.encoders, projectors, res.logit_scale, identities=space.identities,
                          config=copy.deepcopy(space.config), info=info, format_version=space.format_version)
+    return carry_vocabulary(space, out, cache=fc, progress=progress)  # embedded again if the text projector moved
 
 
 DISTILL_GRID = (0.1, 0.3, 1.0, 3.0, 10.0)

@@ -9,7 +9,7 @@ from typing import Any, Optional
 import typer
 
 from ..errors import AnybindError
-from ._common import app, console, fail
+from ._common import app, console, err, fail
 
 
 def _others(image: list[str] | None, audio: list[str] | None, item: list[str] | None) -> list[tuple[str, str]]:
@@ -23,9 +23,9 @@ def _others(image: list[str] | None, audio: list[str] | None, item: list[str] | 
 
 
 def explain_items(space, text: str | None, others: list[tuple[str, str]], words: list[str] | None, *, k: int,
-                  text_modality: str, cache) -> list[dict[str, Any]]:
+                  text_modality: str, cache, embedded=None) -> list[dict[str, Any]]:
     """One result per explained item: ``{"modality", "item", "words": [...]}``, plus ``"score"`` and ``"drops"``
-    for an item matched against ``text``."""
+    for an item matched against ``text``; ``embedded``: the words' embeddings when kept (a stored vocabulary)."""
     from ..explain import nearest_words, word_drops
 
     for m, _ in others:
@@ -39,7 +39,8 @@ def explain_items(space, text: str | None, others: list[tuple[str, str]], words:
         for m, v in items:
             by_mod.setdefault(m, []).append(v)
         for m, vals in by_mod.items():
-            near[m] = iter(nearest_words(space, m, vals, words, k=k, text_modality=text_modality, cache=cache))
+            near[m] = iter(nearest_words(space, m, vals, words, k=k, text_modality=text_modality, cache=cache,
+                                         embedded_words=embedded))
     for m, v in items:
         row: dict[str, Any] = {"modality": m, "item": v}
         if text is not None and (m, v) != (text_modality, text):
@@ -59,7 +60,13 @@ def explain_cmd(
     audio: Optional[list[str]] = typer.Option(None, "--audio", help="Sound file(s) (repeatable)."),
     item: Optional[list[str]] = typer.Option(None, "--item", help="MODALITY=VALUE for any other bound modality."),
     vocab: Optional[Path] = typer.Option(None, "--vocab", help="Vocabulary for the nearest words: a manifest "
-                                         "(.jsonl: its texts' and labels' words) or a words file, one a line."),
+                                         "(.jsonl: its texts' and labels' words) or a words file, one a line "
+                                         "(default: the one stored in the space, if any)."),
+    build_vocab: bool = typer.Option(False, "--build-vocab", help="Embed the --vocab words with the space's text "
+                                     "modality and store them in the space folder (for later explanations and "
+                                     "`anybind serve`'s /explain)."),
+    max_words: int = typer.Option(20_000, "--max-words", min=1, max=200_000, help="A manifest vocabulary keeps "
+                                  "this many of its most frequent words."),
     k: int = typer.Option(5, "-k", min=1, max=100, help="Nearest vocabulary words per item."),
     text_modality: str = typer.Option("text", "--text-modality", help="The text modality to embed texts with."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object per item."),
@@ -69,22 +76,39 @@ def explain_cmd(
     vocabulary words nearest to every item (a lexical view of the space).
 
     Example:  anybind explain spaces/tux --text "a barking dog" --image dog.png --vocab data/tux/manifest.jsonl
+
+    Store a vocabulary in the space once (then --vocab may be left out):
+              anybind explain spaces/tux --build-vocab --vocab data/tux/manifest.jsonl
     """
     from ..explain import read_vocabulary
     from ..space import Space
+    from ..vocabulary import embed_vocabulary, stored_vocabulary
 
     others = _others(image, audio, item)
-    if text is None and not others:
+    if text is None and not others and not build_vocab:
         fail(ValueError("nothing to explain: give --text, and/or --image, --audio or --item MODALITY=VALUE"))
-    if not others and vocab is None:
-        fail(ValueError("a text alone is explained by its nearest words: give --vocab, or an item to match it with"))
+    if build_vocab and vocab is None:
+        fail(ValueError("--build-vocab embeds the words of --vocab (a manifest .jsonl or a words file): give it"))
     try:
         space = Space.load(space_dir)
         if text_modality not in space.modalities:
             raise AnybindError(f"--text-modality: the space binds no {text_modality!r} (bound: "
                                f"{', '.join(space.modalities)})")
-        words = read_vocabulary(vocab, [text_modality]) if vocab is not None else None
-        rows = explain_items(space, text, others, words, k=k, text_modality=text_modality, cache=cache)
+        words = read_vocabulary(vocab, [text_modality], max_words=max_words) if vocab is not None else None
+        embedded = None
+        if build_vocab:
+            space.vocabulary = embed_vocabulary(space, words, text_modality, cache=cache, progress=True,
+                                                source=str(vocab))
+            space.save(space_dir)
+            err.print(f"stored a vocabulary of {len(words)} words in {space_dir}", markup=False)
+        stored = stored_vocabulary(space, text_modality) if vocab is None or build_vocab else None
+        if stored is not None:
+            words, embedded = list(stored.words), stored.vectors
+        if text is not None and not others and words is None:
+            raise ValueError("a text alone is explained by its nearest words: give --vocab (or store one in the "
+                             "space with --build-vocab), or an item to match it with")
+        rows = explain_items(space, text, others, words, k=k, text_modality=text_modality, cache=cache,
+                             embedded=embedded)
     except (AnybindError, ValueError) as e:
         fail(e)
     for r in rows:

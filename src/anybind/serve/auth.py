@@ -15,7 +15,10 @@ The key file (``anybind serve --api-keys FILE``; written by ``anybind keys add /
 * **Scopes.**  ``read`` may call every route that reads; ``write`` also those in
   :data:`WRITE_ROUTES` (none today: no route changes the index); a read key there gets **403**.
 * **Rate limits.**  A token bucket per key (``rate_per_minute``, up to ``burst`` at once); an empty
-  bucket gets **429** with ``Retry-After`` (whole seconds until the next token).
+  bucket gets **429** with ``Retry-After`` (whole seconds until the tokens are there).  A request costs
+  one token; a route whose work depends on its body (captions: inputs x beams x tokens) charges the rest
+  of its cost once the body is read (:meth:`KeyStore.charge`, :func:`charge_request`), at most ``burst``
+  (so that every request the schema allows can pass with a full bucket).
 * **Revocation is live.**  The file is re-read when it changes (checked at most every
   ``reload_seconds``); a file that cannot be read then closes the service (every key 401) until
   it can: a broken revocation never leaves a revoked key working.
@@ -248,8 +251,9 @@ class KeyStore:
                 found = k
         return found
 
-    def check(self, authorization: str | None, method: str, path: str) -> Decision:
-        """The decision for one request (its ``Authorization`` header, method and path)."""
+    def check(self, authorization: str | None, method: str, path: str, cost: float = 1.0) -> Decision:
+        """The decision for one request (its ``Authorization`` header, method and path) that costs ``cost``
+        tokens of its key's rate limit."""
         if path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
             return Decision()
         scheme, _, token = (authorization or "").strip().partition(" ")
@@ -265,28 +269,65 @@ class KeyStore:
             if key.scope != "write" and any(method == m and path.startswith(p) for m, p in WRITE_ROUTES):
                 return Decision(403, f"API key {key.name!r} is read-only: {method} {path} needs a write key",
                                 key=key.name)
-            wait = self._take(key)
-        if wait > 0:
-            return Decision(429, f"rate limit of API key {key.name!r} ({key.rate_per_minute:g}/min) reached; "
-                            f"retry in {math.ceil(wait)} s", retry_after=max(1, math.ceil(wait)), key=key.name)
-        return Decision(key=key.name)
+            wait = self._take(key, cost)
+        return _limited(key, wait, "") if wait > 0 else Decision(key=key.name)
 
-    def _take(self, key: ApiKey) -> float:
-        """Take a token from the key's bucket; 0, or the seconds until one is there."""
+    def charge(self, name: str, cost: float, what: str = "", paid: float = 1.0) -> Decision:
+        """Charge a request of the key ``name`` that :meth:`check` let through for ``paid`` tokens and whose
+        whole ``cost`` is known once its body is read (``what``: how it was reckoned, for the 429's message).
+        All or none: refused, the paid tokens are given back (a refused request costs nothing) and
+        ``retry_after`` is when the bucket holds the whole cost."""
+        with self._lock:
+            key = next((k for k in self._keys if k.name == name), None)
+            wait = self._take(key, cost, paid) if key is not None and cost > paid else 0.0
+        return _limited(key, wait, what) if wait > 0 else Decision(key=name)
+
+    def _take(self, key: ApiKey, cost: float = 1.0, paid: float = 0.0) -> float:
+        """Take ``cost`` tokens (at most the bucket's size; ``paid`` of them taken before) from the key's
+        bucket, all or none; 0, or the seconds until the bucket holds them all."""
         if key.rate_per_minute is None:
             return 0.0
         rate = key.rate_per_minute / 60.0
         cap = float(key.burst or key.rate_per_minute)
+        cost = min(float(cost), cap)
         now = self.clock()
         b = self._buckets.get(key.sha256)
         if b is None:
             b = self._buckets[key.sha256] = _Bucket(cap, now)
         b.tokens = min(cap, b.tokens + (now - b.at) * rate)
         b.at = now
-        if b.tokens >= 1.0:
-            b.tokens -= 1.0
+        need = max(0.0, cost - paid)
+        if b.tokens >= need - 1e-9:  # a client that waited its Retry-After gets in despite rounding of the clock
+            b.tokens = max(0.0, b.tokens - need)
             return 0.0
-        return (1.0 - b.tokens) / rate
+        b.tokens = min(cap, b.tokens + paid)  # refused: what it paid is given back
+        return (cost - b.tokens) / rate
+
+
+def _limited(key: ApiKey, wait: float, what: str) -> Decision:
+    cost = f": this request costs {what}" if what else ""
+    return Decision(429, f"rate limit of API key {key.name!r} ({key.rate_per_minute:g}/min) reached{cost}; "
+                    f"retry in {math.ceil(wait)} s", retry_after=max(1, math.ceil(wait)), key=key.name)
+
+
+class RateLimited(AnybindError):
+    """A request over its key's rate limit, found by its route (429 with ``Retry-After``)."""
+
+    def __init__(self, detail: str, retry_after: int):
+        super().__init__(detail)
+        self.retry_after = int(retry_after)
+
+
+def charge_request(state: Any, cost: float, what: str = "") -> None:
+    """Charge a request let through by :class:`ApiKeyAuth` (which took one token) for the rest of its
+    ``cost`` (:meth:`KeyStore.charge`); :class:`RateLimited` when its key's bucket does not hold it.
+    ``state``: the request's ``request.state``; nothing happens in a service without keys."""
+    store, name = getattr(state, "key_store", None), getattr(state, "api_key", None)
+    if store is None or name is None or cost <= 1:
+        return
+    d = store.charge(name, cost, what, paid=1.0)
+    if d.status:
+        raise RateLimited(d.detail, d.retry_after)
 
 
 class ApiKeyAuth:
@@ -302,7 +343,7 @@ class ApiKeyAuth:
         auth = dict(scope.get("headers") or []).get(b"authorization", b"").decode("latin-1")
         d = self.store.check(auth, scope["method"], scope["path"])
         if d.status == 0:
-            scope.setdefault("state", {})["api_key"] = d.key
+            scope.setdefault("state", {}).update(api_key=d.key, key_store=self.store)
             return await self.app(scope, receive, send)
         from .middleware import send_json
 

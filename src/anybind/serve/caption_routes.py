@@ -12,11 +12,14 @@ Decoding options: ``method`` (greedy, beam, sample), ``max_tokens`` (at most :da
 service's cap: generation is the costliest work it does), ``beams`` (at most :data:`MAX_BEAMS`), sampling
 ``temperature`` / ``top_p`` / ``seed``, and ``projection`` (none / memory, see :mod:`anybind.caption.memory`;
 default: the captioner's own).  The same limits as the other routes apply: the upload cap (413), ``max_files``
-items or files per request (400), the worker gate (503), API keys and their rate limits.
+items or files per request (400), the worker gate (503), API keys and their rate limits -- where a caption
+request costs its decoding work, not one token (:func:`caption_cost`; 429 with ``Retry-After`` when its key's
+bucket does not hold it).
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 import weakref
@@ -30,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..data.strings import is_blank
 from ..errors import AnybindError, SpaceError
 from ..index import QueryError
+from .auth import charge_request
 from .files import NotFound
 from .queries import named_files, read_uploads, to_ms, unstage, upload_parts
 from .schemas import ERRORS, MAX_TEXT, UPLOAD_ERRORS, ErrorOut, RequestModel
@@ -103,6 +107,21 @@ class CaptionInfoOut(BaseModel):
     memory_temperature: float
     memory_size: int
     limits: CaptionLimits
+
+
+def caption_cost(inputs: int, opts: DecodeOptions) -> tuple[int, str]:
+    """What a caption request costs of its key's rate limit, and how that was reckoned: one token per
+    :data:`MAX_CAPTION_TOKENS` decoded tokens of every beam (inputs x beams x max_tokens, rounded up; at least
+    one, as any request).  Greedy decoding and sampling keep one beam.  The largest request the schema allows
+    (16 inputs x 8 beams x 64 tokens) costs 128; one greedy caption of up to 64 tokens costs 1."""
+    beams = opts.beams if opts.method == "beam" else 1
+    work = inputs * beams * opts.max_tokens
+    return max(1, math.ceil(work / MAX_CAPTION_TOKENS)), f"{inputs} input(s) x {beams} beam(s) x {opts.max_tokens} tokens"
+
+
+def _charge(request: Request, inputs: int, opts: DecodeOptions) -> None:
+    cost, what = caption_cost(inputs, opts)
+    charge_request(request.state, cost, f"{cost} ({what})")
 
 
 def _check_space(cap: Any, svc: Service) -> None:
@@ -184,6 +203,7 @@ def add_caption_routes(app: FastAPI, captioner: Any, service: Service | None = N
             raise QueryError("nothing to caption: give items (stored ids) or texts")
         if n > svc.config.max_files:
             raise QueryError(f"{n} inputs in one request: at most {svc.config.max_files}")
+        _charge(request, n, body)  # 429 when the key's bucket does not hold the request's work
 
         def work():
             t0 = time.perf_counter()
@@ -220,7 +240,8 @@ def add_caption_routes(app: FastAPI, captioner: Any, service: Service | None = N
         svc: Service = request.state.svc
         opts = DecodeOptions(method=method, max_tokens=max_tokens, beams=beams, temperature=temperature,
                              top_p=top_p, seed=seed, projection=projection)
-        uploads = await read_uploads(svc, files)
+        uploads = await read_uploads(svc, files)  # 400 over max_files (charged one token, as any request)
+        _charge(request, len(uploads), opts)  # 429 when the key's bucket does not hold the request's work
 
         def work():
             t0 = time.perf_counter()

@@ -19,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from ..errors import AnybindError
+from .auth import RateLimited
 from .gate import Busy
 from .state import Changed, NotFound, UploadError
 
@@ -62,7 +63,8 @@ def _answer(status: int):
 
 
 def add_error_handlers(app: FastAPI) -> None:
-    """The app's error answers: :data:`STATUS`, 503 busy (with ``Retry-After``) and FastAPI's 422 for a
+    """The app's error answers: :data:`STATUS`, 503 busy and 429 over a key's rate limit (both with
+    ``Retry-After``) and FastAPI's 422 for a
     request-schema violation (the echoed input made writable)."""
 
     @app.exception_handler(RequestValidationError)
@@ -72,6 +74,10 @@ def add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Busy)
     async def _busy(request: Request, exc: Busy):
         return json_error(503, str(exc), headers={"Retry-After": "1"})
+
+    @app.exception_handler(RateLimited)
+    async def _limited(request: Request, exc: RateLimited):  # a route's cost over its key's rate limit
+        return json_error(429, str(exc), headers={"Retry-After": str(exc.retry_after)})
 
     for cls, status in STATUS:
         app.add_exception_handler(cls, _answer(status))

@@ -1,9 +1,11 @@
 """``POST /explain``: why a stored item matches a text (issue 20) -- each word's leave-one-word-out drop and
 the vocabulary words nearest to the item (see :mod:`anybind.explain`).
 
-The item's embedding is the one the index holds; the vocabulary is the words of the index's own texts (its
-text items), gathered once per loaded index snapshot and encoded through the service's feature cache.  A route of its own (an :class:`APIRouter`
-the app includes): the app module stays the search service's routes.
+The item's embedding is the one the index holds.  The vocabulary is the one stored in the space when it has
+one for the text modality (:mod:`anybind.vocabulary`, ``anybind explain --build-vocab``: embedded once, when it
+was built); else the words of the index's own texts (its text items), gathered once per loaded index snapshot
+and encoded through the service's feature cache.  A route of its own (an :class:`APIRouter` the app includes):
+the app module stays the search service's routes.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import threading
 import time
 import weakref
+from typing import NamedTuple
 
 import numpy as np
 from fastapi import APIRouter, Request
@@ -19,6 +22,7 @@ from pydantic import BaseModel, Field
 from ..data.strings import is_blank
 from ..errors import AnybindError
 from ..explain import nearest_words, word_drops, words_of
+from ..vocabulary import stored_vocabulary
 from ..index import QueryError
 from .queries import to_ms
 from .schemas import ERRORS, MAX_TEXT, ErrorOut, RequestModel
@@ -57,7 +61,9 @@ class ExplainOut(BaseModel):
     score: float = Field(description="The text's score with the item.")
     drops: list[WordDropOut] = Field(description="Each word of the text, in order.")
     words: list[NearWordOut] = Field(description="The vocabulary words nearest to the item, best first.")
-    vocabulary: int = Field(ge=0, description="Words in the vocabulary (the index's texts).")
+    vocabulary: int = Field(ge=0, description="Words in the vocabulary.")
+    vocabulary_source: str = Field(description="'space': the vocabulary stored with the space; 'index': the "
+                                   "words of the index's texts; 'none' (k=0).")
     took_ms: float
 
 
@@ -65,25 +71,37 @@ class ExplainOut(BaseModel):
 MAX_VOCABULARY = 20_000
 
 
+class Vocab(NamedTuple):
+    words: list[str]
+    vectors: np.ndarray  # the words' embeddings in the text modality
+    source: str  # "space" or "index"
+
+
 class _Lookup:
-    """Per loaded index snapshot: the vocabulary of its texts (embedded once per text modality, on first use)
-    and the row of each (id, modality)."""
+    """Per loaded index snapshot: the vocabulary per text modality (the space's, else the index's texts'
+    words, embedded once, on first use) and the row of each (id, modality)."""
 
     def __init__(self, svc: Service):
         snap = svc.index.snapshot()
         self.snap, self.items = snap, svc.items
         self.rows = {(i, m): r for r, (i, m) in enumerate(zip(snap.meta.column("id").to_pylist(),
                                                                snap.modality.tolist()))}
-        self.words = words_of((it.source for rows in svc.items.values() for it in rows.values()
-                               if it.media == "text"), max_words=MAX_VOCABULARY)
-        self.embedded: dict[str, np.ndarray] = {}
+        self.embedded: dict[str, Vocab] = {}
         self.lock = threading.Lock()
 
-    def vocabulary(self, svc: Service, text_modality: str) -> np.ndarray:
-        """The vocabulary's embeddings in ``text_modality``, computed once for this snapshot."""
+    def vocabulary(self, svc: Service, text_modality: str) -> Vocab:
+        """The vocabulary in ``text_modality``, found (and embedded) once for this snapshot."""
         with self.lock:
             if text_modality not in self.embedded:
-                self.embedded[text_modality] = svc.space.embed(text_modality, self.words, cache=svc.cache)
+                st = stored_vocabulary(svc.space, text_modality)
+                if st is not None:
+                    self.embedded[text_modality] = Vocab(list(st.words), st.vectors, "space")
+                else:
+                    words = words_of((it.source for rows in self.items.values() for it in rows.values()
+                                      if it.media == "text"), max_words=MAX_VOCABULARY)
+                    V = (svc.space.embed(text_modality, words, cache=svc.cache) if words
+                         else np.zeros((0, svc.space.dim), np.float32))
+                    self.embedded[text_modality] = Vocab(words, V, "index")
             return self.embedded[text_modality]
 
 
@@ -120,13 +138,13 @@ async def explain(body: ExplainRequest, request: Request) -> ExplainOut:
             score, drops = word_drops(svc.space, tm, body.text, it.modality, x[0], cache=svc.cache)
         except AnybindError as e:
             raise QueryError(str(e)) from None
-        words = lk.words if body.k else []
-        near = nearest_words(svc.space, it.modality, x, words, k=body.k, text_modality=tm,
-                             embedded_words=lk.vocabulary(svc, tm))[0] if words else []
+        voc = lk.vocabulary(svc, tm) if body.k else Vocab([], np.zeros((0, x.shape[1]), np.float32), "none")
+        near = nearest_words(svc.space, it.modality, x, voc.words, k=body.k, text_modality=tm,
+                             embedded_words=voc.vectors)[0] if voc.words else []
         return ExplainOut(id=it.id, modality=it.modality, score=score,
                           drops=[WordDropOut(**d.to_dict()) for d in drops],
                           words=[NearWordOut(word=w, score=round(s, 4)) for w, s in near],
-                          vocabulary=len(words), took_ms=to_ms(t0))
+                          vocabulary=len(voc.words), vocabulary_source=voc.source, took_ms=to_ms(t0))
 
     return await request.state.gate.run(work)
 
