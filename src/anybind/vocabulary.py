@@ -38,9 +38,11 @@ from .space_config import read_weights, space_identity
 
 if TYPE_CHECKING:
     from .cache import FeatureCache
-    from .space_core import SpaceCore
 
 log = logging.getLogger(__name__)
+
+#: a :class:`anybind.space_core.SpaceCore` (not imported, even for annotations: the core imports this module)
+SpaceCore = Any
 
 WORDS_FILE = "vocabulary.json"
 VECTORS_FILE = "vocabulary.safetensors"
@@ -61,20 +63,20 @@ class Vocabulary:
     modality_identity: str
     source: str = ""  # where the words came from (a manifest or words file), for the record
 
-    def fits(self, space: "SpaceCore") -> bool:
+    def fits(self, space: SpaceCore) -> bool:
         """Whether ``space``'s text modality is still the one that embedded these words."""
         return (self.text_modality in space.projectors and self.vectors.shape[1] == space.dim
                 and modality_identity(space, self.text_modality) == self.modality_identity)
 
 
-def modality_identity(space: "SpaceCore", modality: str) -> str:
+def modality_identity(space: SpaceCore, modality: str) -> str:
     """A hash of what decides one modality's embeddings: its encoder spec and identity, projector config and
     weights (the space identity restricted to that modality)."""
     return space_identity(space.format_version, {modality: space.encoders[modality]},
                           {modality: space.identities.get(modality, "")}, {modality: space.projectors[modality]})
 
 
-def embed_vocabulary(space: "SpaceCore", words: Sequence[str], text_modality: str = "text", *,
+def embed_vocabulary(space: SpaceCore, words: Sequence[str], text_modality: str = "text", *,
                      cache: "FeatureCache | str | Path | None" = None, progress: bool = False,
                      source: str = "") -> Vocabulary:
     """Embed ``words`` (distinct, non-blank) with the space's ``text_modality``."""
@@ -95,7 +97,7 @@ def embed_vocabulary(space: "SpaceCore", words: Sequence[str], text_modality: st
                       modality_identity(space, text_modality), source)
 
 
-def stored_vocabulary(space: "SpaceCore", text_modality: str = "text") -> Vocabulary | None:
+def stored_vocabulary(space: SpaceCore, text_modality: str = "text") -> Vocabulary | None:
     """The space's vocabulary in ``text_modality`` when it has one that still fits it, else ``None``."""
     v = getattr(space, "vocabulary", None)
     if v is None or v.text_modality != text_modality:
@@ -107,8 +109,8 @@ def stored_vocabulary(space: "SpaceCore", text_modality: str = "text") -> Vocabu
     return v
 
 
-def carry_vocabulary(old: "SpaceCore", new: "SpaceCore", *, cache: "FeatureCache | str | Path | None" = None,
-                     progress: bool = False) -> "SpaceCore":
+def carry_vocabulary(old: SpaceCore, new: SpaceCore, *, cache: "FeatureCache | str | Path | None" = None,
+                     progress: bool = False) -> SpaceCore:
     """Give ``new`` (derived from ``old``) ``old``'s vocabulary: the same one when the text modality did not
     change, its words embedded again when it did; ``new`` is returned."""
     v = getattr(old, "vocabulary", None)
@@ -132,7 +134,7 @@ def _digest(doc: dict[str, Any], vectors: np.ndarray) -> str:
     return h.hexdigest()[:24]
 
 
-def write_vocabulary_part(folder: str | Path, space: "SpaceCore") -> None:
+def write_vocabulary_part(folder: str | Path, space: SpaceCore) -> None:
     """Write the space's vocabulary (``vocabulary.json`` + ``vocabulary.safetensors``) into its folder being
     saved (before its marker ``space.json``); nothing when it has none, and a warning (nothing written) when
     its text modality changed since the words were embedded."""
@@ -154,7 +156,7 @@ def write_vocabulary_part(folder: str | Path, space: "SpaceCore") -> None:
     (folder / WORDS_FILE).write_text(json.dumps({**doc, "digest": _digest(doc, vec)}, ensure_ascii=False))
 
 
-def read_vocabulary_part(folder: str | Path, space: "SpaceCore") -> Vocabulary | None:
+def read_vocabulary_part(folder: str | Path, space: SpaceCore) -> Vocabulary | None:
     """The vocabulary saved in a space folder (``None`` when it has none), checked: its format, its size
     against the weights file's header, its digest, and that it was embedded by this space's text modality."""
     folder = Path(folder)
