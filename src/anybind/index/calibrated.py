@@ -74,7 +74,7 @@ def rank_hits(space: "Space | None", hits: list[Hit], qmod: str | None, k: int, 
         hits = sorted(hits, key=lambda h: (0, -h.probability) if h.probability is not None else (1, -h.score))
     else:
         hits = sorted(hits, key=lambda h: -h.score)
-    return [replace(h, rank=r + 1) for r, h in enumerate(hits[:k])]
+    return [h if h.rank == r + 1 else replace(h, rank=r + 1) for r, h in enumerate(hits[:k])]  # copied to renumber
 
 
 def with_class_probabilities(space: "Space | None", row: dict, text_modality: str) -> dict:

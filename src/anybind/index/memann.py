@@ -95,8 +95,9 @@ class RWLock:
 
 
 def _row_keys(snap: "Snapshot") -> list[tuple[str, str, str]]:
-    m = snap.meta
-    return list(zip(m.column("id").to_pylist(), snap.modality.tolist(), m.column("key").to_pylist()))
+    """(id, modality, content key) per row; the id and modality strings are the snapshot's hit columns' own."""
+    ids = snap.hit_columns()[0]
+    return list(zip(ids.tolist(), snap.modality.tolist(), snap.meta.column("key").to_pylist()))
 
 
 class MemoryAnn:
@@ -113,10 +114,15 @@ class MemoryAnn:
         self.dim = int(dim)
         self.slot_row = np.zeros(0, np.int64)  # per slot, its row in the current snapshot (-1: gone)
         self.lock = RWLock()  # searches share it; sync and save take it alone
+        self._live: tuple[np.ndarray, int] | None = None  # (the deleted array counted, live slots)
 
     @property
     def live(self) -> int:
-        return int(len(self.slots) - self.deleted.sum())
+        """Slots not marked deleted (counted once per change of ``deleted``, not on every search)."""
+        d = self.deleted
+        if self._live is None or self._live[0] is not d or self._live[1] != len(self.slots):
+            self._live = (d, int(len(self.slots) - d.sum()))
+        return self._live[1]
 
     @classmethod
     def build(cls, snap: "Snapshot", identity: str, *, M: int = 16, ef_construction: int = 100, ef: int = 64,
@@ -165,6 +171,7 @@ class MemoryAnn:
             slot_row = np.concatenate([slot_row, new])
         self.slot_row = slot_row
         self.version = snap.version
+        self._live = None  # `deleted` was changed in place: counted again
         return len(new), len(gone)
 
     # -- searching ------------------------------------------------------------------------------

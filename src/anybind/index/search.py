@@ -106,6 +106,10 @@ class Searcher:
         targets = self.t.check_targets(modality) if modality is not None else None
         lab = label_filter(labels)
         pool = k if method is None else max(k, rerank_pool)
+        if method is None:  # the in-memory graph or codes: hits straight from the row numbers
+            found = self.fast.rows(Q, pool, targets, lab, exact)
+            if found is not None:
+                return hits_of_rows(found[0].hit_columns(), found[2], found[3])
         cands = self.candidates(Q, pool, targets, lab, exact, with_vectors=method is not None, **ann_params)
         if method is not None:
             cands = self.reranker.rerank(method, Q, cands, targets, lab, rerank_params, query_bank, bank_size, exact)
@@ -147,6 +151,21 @@ class Searcher:
                 t = t.append_column("vector", V)
             out.append((t, s))
         return out
+
+
+def hits_of_rows(cols: Sequence[np.ndarray], S: np.ndarray, R: np.ndarray) -> list[list[Hit]]:
+    """Per query, the hits of rows ``R`` (-1: padding) scored ``S``, best first, from a snapshot's
+    :meth:`~.store.Snapshot.hit_columns`: no table read or Arrow take per query."""
+    ok = R >= 0
+    flat = R[ok]
+    ids, mods, srcs, labs = (c[flat].tolist() for c in cols)
+    out, pos = [], 0
+    for s, o in zip(S, ok):
+        s = s[o]
+        out.append([Hit(ids[pos + j], mods[pos + j], float(s[j]), srcs[pos + j], _labels(labs[pos + j]), r + 1)
+                    for r, j in enumerate(np.argsort(-s, kind="stable").tolist())])
+        pos += len(s)
+    return out
 
 
 def _labels(s: str | None) -> dict[str, Any]:
