@@ -32,6 +32,8 @@ RANK_BY = ("score", "probability")
 
 def query_modality(space: "Space | None", query_mods: Sequence[str], has_vector: bool, rerank: str | None) -> str | None:
     """The one modality whose calibration scores this query's hits, or ``None`` (no probabilities)."""
+    if space is None or space.calibration is None or has_vector or len(query_mods) != 1:
+        return None
     from ..errors import DataError
     from ..rerank import check_method
 
@@ -39,9 +41,7 @@ def query_modality(space: "Space | None", query_mods: Sequence[str], has_vector:
         reranked = check_method(rerank) is not None
     except DataError:  # an unknown method: the search refuses it
         reranked = True
-    if space is None or space.calibration is None or has_vector or reranked or len(query_mods) != 1:
-        return None
-    return query_mods[0]
+    return None if reranked else query_mods[0]
 
 
 def check_rank_by(rank_by: str, qmod: str | None, space: "Space | None") -> str:

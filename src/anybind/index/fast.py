@@ -159,8 +159,9 @@ class FastSearch:
         return _candidates(snap.meta, vectors, S, R, self.t.dim, with_vectors)
 
     def rows(self, Q, pool, targets, lab, exact) -> tuple[Snapshot, np.ndarray, np.ndarray, np.ndarray] | None:
-        """(the snapshot the rows are of, its float vectors, scores (n, <= pool) best first, row numbers (-1
-        pads)), or ``None`` when neither the graph nor the codes answer: the rows alone, no metadata read."""
+        """(the snapshot the rows are of, its float vectors, scores (n, <= pool) best first in every row (the
+        searcher's hits trust this), row numbers (-1 pads)), or ``None`` when neither the graph nor the codes
+        answer: the rows alone, no metadata read."""
         if exact is True or not (self.t.meta.get("memory_ann") or (self.t.meta.get("quantize") or {}).get("kind")):
             return None
         graph = bool(self.t.meta.get("memory_ann"))

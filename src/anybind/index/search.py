@@ -66,7 +66,9 @@ class Searcher:
         rank_by = check_rank_by(rank_by, qmod, space)
         if space is None or (space.scorer.kind == "cosine" and rank_by == "score"):
             v, _ = self.embedder.fuse(parts, w, None)
-            return rank_hits(space, self.search_vectors(v[None], modality=targets, **kw, **ann_params)[0], qmod, k)
+            hits = self.search_vectors(v[None], modality=targets, **kw, **ann_params)[0]
+            # no probabilities to add: the hits are already ranked by score (what rank_hits would do)
+            return hits if qmod is None else rank_hits(space, hits, qmod, k)
         # a Symile space scores MIP(query..., candidate, missing...): the query depends on the candidates'
         # modality, so one search per target modality, each hit scored by the MIP itself, merged (by score, or
         # by calibrated probability: rank_by="probability", see anybind.index.calibrated)
@@ -93,13 +95,15 @@ class Searcher:
         **ann_params,
     ) -> list[list[Hit]]:
         """One hit list per query vector (see :meth:`Index.search_vectors <anybind.index.Index.search_vectors>`)."""
-        from .. import rerank as rr
-
         k = check_k(k)
-        try:
-            method = rr.check_method(rerank)
-        except DataError as e:
-            raise QueryError(str(e)) from None
+        method = None
+        if rerank is not None:
+            from .. import rerank as rr
+
+            try:
+                method = rr.check_method(rerank)
+            except DataError as e:
+                raise QueryError(str(e)) from None
         Q = unit_rows(np.atleast_2d(np.asarray(queries, np.float32)))
         if Q.shape[1] != self.t.dim:
             raise QueryError(f"queries of width {Q.shape[1]}: this index holds {self.t.dim}-d vectors")
@@ -109,7 +113,7 @@ class Searcher:
         if method is None:  # the in-memory graph or codes: hits straight from the row numbers
             found = self.fast.rows(Q, pool, targets, lab, exact)
             if found is not None:
-                return hits_of_rows(found[0].hit_columns(), found[2], found[3])
+                return hits_of_rows(found[0].hit_columns(), found[2], found[3], ordered=True)
         cands = self.candidates(Q, pool, targets, lab, exact, with_vectors=method is not None, **ann_params)
         if method is not None:
             cands = self.reranker.rerank(method, Q, cands, targets, lab, rerank_params, query_bank, bank_size, exact)
@@ -153,18 +157,30 @@ class Searcher:
         return out
 
 
-def hits_of_rows(cols: Sequence[np.ndarray], S: np.ndarray, R: np.ndarray) -> list[list[Hit]]:
+def hits_of_rows(cols: np.ndarray, S: np.ndarray, R: np.ndarray, ordered: bool = False) -> list[list[Hit]]:
     """Per query, the hits of rows ``R`` (-1: padding) scored ``S``, best first, from a snapshot's
-    :meth:`~.store.Snapshot.hit_columns`: no table read or Arrow take per query."""
-    ok = R >= 0
-    flat = R[ok]
-    ids, mods, srcs, labs = (c[flat].tolist() for c in cols)
-    out, pos = [], 0
-    for s, o in zip(S, ok):
-        s = s[o]
-        out.append([Hit(ids[pos + j], mods[pos + j], float(s[j]), srcs[pos + j], _labels(labs[pos + j]), r + 1)
-                    for r, j in enumerate(np.argsort(-s, kind="stable").tolist())])
-        pos += len(s)
+    :meth:`~.store.Snapshot.hit_columns`: no table read or Arrow take per query.  ``ordered``: the caller
+    vouches that each row of ``S`` is best first already (the graph's and the codes' are)."""
+    if not R.size or int(R.min()) >= 0:
+        if ordered or S.shape[1] < 2 or bool((S[:, :-1] >= S[:, 1:]).all()):
+            return _hit_lists(cols, S, R)
+    out = []
+    for s, r in zip(S, R):  # one query at a time: pads dropped, best first (stable: ties keep their order)
+        ok = r >= 0
+        order = np.argsort(-s[ok], kind="stable")
+        out += _hit_lists(cols, s[ok][order][None], r[ok][order][None])
+    return out
+
+
+def _hit_lists(cols: np.ndarray, S: np.ndarray, R: np.ndarray) -> list[list[Hit]]:
+    """The hits of ``R`` (no pads) scored ``S`` (best first), in as few Python and numpy calls as can be: right
+    after a graph search the interpreter's caches are cold, and each call costs several times its usual."""
+    vals = cols[R.reshape(-1)].tolist()  # [id, modality, source, labels] per hit
+    width = S.shape[1]
+    out = []
+    for i, row in enumerate(S.tolist()):
+        out.append([Hit(v[0], v[1], sc, v[2], _labels(v[3]), j + 1)
+                    for j, (sc, v) in enumerate(zip(row, vals[i * width:(i + 1) * width]))])
     return out
 
 

@@ -164,16 +164,18 @@ class Snapshot:
     meta: "pa.Table"  # every column but the vector, in row order
     vectors: np.ndarray  # (n, dim) float32
     modality: np.ndarray  # (n,) object
-    _hit_columns: tuple[np.ndarray, ...] | None = field(default=None, init=False, repr=False, compare=False)
+    _hit_columns: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
 
-    def hit_columns(self) -> tuple[np.ndarray, ...]:
-        """The :data:`HIT_COLUMNS` as object arrays (:func:`objects_of`; made once per snapshot): the hits
-        of a search are a few fancy indexes, ~10 us, where a take of the Arrow table right after a graph
-        search costs 100-300 us (its caches are cold by then)."""
+    def hit_columns(self) -> np.ndarray:
+        """The :data:`HIT_COLUMNS` as one ``(rows, 4)`` object array (the values by :func:`objects_of`: one
+        string per distinct value; made once per snapshot): a search's hits are one fancy index, ~10 us,
+        where a take of the Arrow table right after a graph search costs 100-300 us (its caches are cold)."""
         cols = self._hit_columns
         if cols is None:
-            cols = self._hit_columns = tuple(
-                self.modality if c == "modality" else objects_of(self.meta.column(c)) for c in HIT_COLUMNS)
+            cols = np.empty((len(self.modality), len(HIT_COLUMNS)), object)
+            for i, c in enumerate(HIT_COLUMNS):
+                cols[:, i] = self.modality if c == "modality" else objects_of(self.meta.column(c))
+            self._hit_columns = cols
         return cols
 
     def rows_where(self, modalities: Sequence[str] | None, labels: dict[str, list[str]]) -> np.ndarray | None:
