@@ -132,3 +132,20 @@ def test_hit_columns_are_made_once_per_snapshot(tux_index):
     assert all(a is b for a, b in zip(cols[:, 1], snap.modality))  # the same string objects, not copies
     assert [cols[:, i].tolist() for i in range(len(HIT_COLUMNS))] == [snap.meta.column(c).to_pylist()
                                                                      for c in HIT_COLUMNS]
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.integers(1, 4), d=st.integers(1, 300), scale=st.floats(1e-3, 1e3), seed=st.integers(0, 2**16))
+def test_the_cheaper_norms_are_bitwise_the_general_ones(rows, d, scale, seed):
+    """unit_rows and a one-vector cosine query skip numpy's checks, not its arithmetic: the same bits."""
+    from anybind.index.exact import unit_rows
+    from anybind.scoring import Scorer
+
+    x = (np.random.default_rng(seed).standard_normal((rows, d)) * scale).astype(np.float32)
+    assert np.array_equal(unit_rows(x), x / np.linalg.norm(x, axis=-1, keepdims=True))
+    assert np.array_equal(unit_rows(x[0]), x[0] / np.linalg.norm(x[0], axis=-1, keepdims=True))
+    u = unit_rows(x[0])
+    general = (np.ones(1, np.float32)[:, None] * u[None]).sum(0).astype(np.float32)
+    got = Scorer().query([(None, u)])
+    assert got.dtype == np.float32 and np.array_equal(got, general) and got is not u
+    assert float(np.sqrt(got @ got)) == float(np.linalg.norm(got))

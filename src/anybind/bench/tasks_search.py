@@ -203,10 +203,12 @@ def search_scale(
     notes += [f"target {name}: {'met' if ok else 'NOT met'}" for name, ok in targets.items()]
     notes.append(
         "exact = anybind.index.exact_topk (torch matmul + topk over 64 MiB score blocks); "
-        "ANN = LanceDB "
-        + ann_kind
-        + " searched one query per call (qps_single) or 64 per multi-vector call (qps_batch); "
-        "*_extra_gb = peak RSS growth during that phase"
+        + ("ANN = LanceDB " + ann_kind + " searched one query per call (qps_single) or 64 per multi-vector call "
+           "(qps_batch); " if only != "memann" else "")
+        + "memann = the in-memory hnswlib graph through Index.search_vectors (vs_hnswlib_*: against a bare hnswlib "
+        "index of the same M / ef_construction, at the same ef, timed in turns; vs_hnswlib_search_single: through "
+        "Index.search); *_extra_gb = peak RSS growth during that phase (memann/serve_extra_gb: the first searches, "
+        "memann/rss_gb: the process while serving)"
     )
     return TaskResult(
         metrics=ours,

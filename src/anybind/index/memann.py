@@ -54,6 +54,21 @@ def _hnswlib():
     return hnswlib
 
 
+class _Held:
+    """A context that calls ``enter`` and ``exit``; holds no state of its own, so one serves every thread."""
+
+    __slots__ = ("_enter", "_exit")
+
+    def __init__(self, enter, exit) -> None:
+        self._enter, self._exit = enter, exit
+
+    def __enter__(self) -> None:
+        self._enter()
+
+    def __exit__(self, *exc) -> None:
+        self._exit()
+
+
 class RWLock:
     """Many searches at once, or one change to the graph (hnswlib searches may run in parallel, but
     not beside an insert, a delete mark or a resize).  A waiting writer holds off new readers."""
@@ -63,20 +78,23 @@ class RWLock:
         self._readers = 0
         self._writer = False
         self._waiting = 0
+        self._read = _Held(self._enter_read, self._exit_read)
 
-    @contextmanager
-    def read(self) -> Iterator[None]:
+    def read(self) -> "_Held":
+        """``with lock.read():`` (a plain context object, not a generator: taken on every search)."""
+        return self._read
+
+    def _enter_read(self) -> None:
         with self._cond:
             while self._writer or self._waiting:
                 self._cond.wait()
             self._readers += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._readers -= 1
-                if not self._readers:
-                    self._cond.notify_all()
+
+    def _exit_read(self) -> None:
+        with self._cond:
+            self._readers -= 1
+            if not self._readers:
+                self._cond.notify_all()
 
     @contextmanager
     def write(self) -> Iterator[None]:
