@@ -149,3 +149,18 @@ def test_the_cheaper_norms_are_bitwise_the_general_ones(rows, d, scale, seed):
     got = Scorer().query([(None, u)])
     assert got.dtype == np.float32 and np.array_equal(got, general) and got is not u
     assert float(np.sqrt(got @ got)) == float(np.linalg.norm(got))
+
+
+def test_a_vector_query_takes_the_short_lane_to_the_same_hits(tux_index):
+    """Index.search with one raw vector (no weights) skips the embedding and fusion lists; with a weight of 1
+    it goes the general way: the same hits, the same scores to the bit, on the graph and exactly."""
+    ix, Q, _ = tux_index
+    for q in Q[:4] * 3.0:  # not unit length: normalised on the way
+        for exact in (None, True):
+            for mod in (None, "text"):
+                lane = ix.search(q, k=15, modality=mod, exact=exact)
+                general = ix.search(q, k=15, modality=mod, exact=exact, weights=[1.0])
+                assert [h.to_dict() for h in lane] == [h.to_dict() for h in general] and len(lane) == 15
+                v, _ = ix.embed_query(q)  # the general fusion's direction
+                assert [h.to_dict() for h in lane] == [h.to_dict() for h in ix.search_vectors(
+                    v[None], k=15, modality=mod, exact=exact)[0]]

@@ -184,6 +184,15 @@ class QueryEmbedder:
         embedded += [(m, self.embed_one(m, item, cache)) for m, item in q.items]
         return embedded, (list(q.weights) if q.weights is not None else None), q.modalities
 
+    def direction(self, x: np.ndarray) -> np.ndarray:
+        """What :meth:`parts` then :meth:`fuse` make of one raw query vector in a cosine space, by the same
+        arithmetic (the same bits), without the lists and the scorer."""
+        u = unit_rows(x)
+        norm = float(np.sqrt(u @ u))
+        if norm < 1e-6:
+            raise QueryError("the fused query vector is zero (the inputs cancel out): change the inputs or weights")
+        return (u / norm).astype(np.float32)
+
     def fuse(
         self, parts: list[tuple[str | None, np.ndarray]], weights: list[float] | None, target: str | None
     ) -> tuple[np.ndarray, float]:

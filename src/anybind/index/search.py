@@ -59,6 +59,12 @@ class Searcher:
         """Up to ``k`` hits for ``q``, best first (``k``, ``targets`` and ``labels`` already checked:
         see :meth:`Index.search <anybind.index.Index.search>`)."""
         space = self.t.space
+        if (rerank is None and rank_by == "score" and len(q.vectors) == 1 and not q.items and q.weights is None
+                and (space is None or space.scorer.kind == "cosine")):
+            # one raw vector: nothing to embed, fuse or rank by probability (the lane below, fewer calls)
+            v = self.embedder.direction(q.vectors[0])
+            return self.search_vectors(v[None], modality=targets, k=k, labels=labels, rerank_params=rerank_params,
+                                       query_bank=query_bank, exact=exact, **ann_params)[0]
         parts, w, qmods = self.embedder.parts(q, cache)
         bank = query_bank if query_bank is not None else (qmods or None)
         kw = dict(k=k, labels=labels, rerank=rerank, rerank_params=rerank_params, query_bank=bank, exact=exact)
@@ -114,7 +120,8 @@ class Searcher:
             found = self.fast.rows(Q, pool, targets, lab, exact)
             if found is not None:
                 return hits_of_rows(found[0].hit_columns(), found[2], found[3], ordered=True)
-        cands = self.candidates(Q, pool, targets, lab, exact, with_vectors=method is not None, **ann_params)
+        cands = self.candidates(Q, pool, targets, lab, exact, with_vectors=method is not None,
+                                fast=method is not None, **ann_params)
         if method is not None:
             cands = self.reranker.rerank(method, Q, cands, targets, lab, rerank_params, query_bank, bank_size, exact)
         out = []
@@ -133,14 +140,15 @@ class Searcher:
         return out
 
     def candidates(
-        self, Q, pool, targets, lab, exact, with_vectors=True, **ann_params
+        self, Q, pool, targets, lab, exact, with_vectors=True, fast=True, **ann_params
     ) -> list[tuple["pa.Table", np.ndarray]]:
-        """Per query: (candidate rows with metadata (+ ``vector``), their raw scores)."""
+        """Per query: (candidate rows with metadata (+ ``vector``), their raw scores); ``fast=False``: the
+        in-memory graph and codes were asked already (and did not answer)."""
         import pyarrow as pa
 
-        fast = self.fast.candidates(Q, pool, targets, lab, exact, with_vectors)  # in-memory ANN / codes
-        if fast is not None:
-            return fast
+        found = self.fast.candidates(Q, pool, targets, lab, exact, with_vectors) if fast else None
+        if found is not None:  # the in-memory graph / codes
+            return found
         if self.ann.uses(exact):
             res = self.ann.search(Q, pool, sql_where(targets, lab), with_vectors=with_vectors, **ann_params)
             return [(t, t.column("score").to_numpy(zero_copy_only=False).astype(np.float32)) for t in res]
