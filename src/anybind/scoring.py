@@ -66,6 +66,8 @@ class Scorer:
         """
         if not parts:
             raise ValueError("a query needs at least one part")
+        if len(parts) == 1 and weights is None and self.kind == COSINE:  # the sum below, of one part (1 x v = v)
+            return np.array(parts[0][1], np.float32).reshape(-1)
         W = np.ones(len(parts), np.float32) if weights is None else np.asarray(weights, np.float32)
         V = np.stack([np.asarray(v, np.float32) for _, v in parts])
         if self.kind == COSINE:

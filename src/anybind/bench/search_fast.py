@@ -40,15 +40,17 @@ def _qps(index, Q: np.ndarray, k: int, n_single: int) -> tuple[float, float, np.
 def fast_search(
     index, Q: np.ndarray, I_ex: np.ndarray, Qtune: np.ndarray, I_tune: np.ndarray, *, k: int = 10,
     n_single: int = 300, tune_target: float = 0.96, say: Callable[..., Any] = lambda *a, **kw: None,
+    quant: bool = True,
 ) -> tuple[dict[str, float], dict[str, Any]]:
-    """Metrics (``quant-int8/...``, ``quant-binary/...``, ``memann/...``) and the settings chosen.
-    ``I_ex`` / ``I_tune``: exact top-``k`` row numbers (= ids) of ``Q`` / ``Qtune``."""
-    from .search_util import PeakRSS
+    """Metrics (``quant-int8/...``, ``quant-binary/...`` unless not ``quant``, ``memann/...``) and the
+    settings chosen.  ``I_ex`` / ``I_tune``: exact top-``k`` row numbers (= ids) of ``Q`` / ``Qtune``."""
+    from .search_util import PeakRSS, du
 
     m: dict[str, float] = {}
     cfg: dict[str, Any] = {}
     n_single = min(n_single, len(Q))
-    for kind, factors, target in (("int8", (2, 4, 8, 16), 0.995), ("binary", (10, 20, 50, 100, 200), tune_target)):
+    kinds = (("int8", (2, 4, 8, 16), 0.995), ("binary", (10, 20, 50, 100, 200), tune_target)) if quant else ()
+    for kind, factors, target in kinds:
         index.quantize(kind)
         with PeakRSS() as mem:
             t0 = time.perf_counter()
@@ -67,15 +69,20 @@ def fast_search(
                   f"quant-{kind}/code_gb": mem_of["code_bytes"] / 2**30, f"quant-{kind}/rescore": float(r)})
         say(f"{kind} codes + rescoring {r}x k: recall@10 {m[f'quant-{kind}/recall@10']:.3f}, {mem_of['ratio']:.0f}x "
             f"less memory than float32, {single:.0f} q/s one by one, {batch:.0f} q/s batched")
-    index.quantize(None)
+    if quant:
+        index.quantize(None)
 
     with PeakRSS() as mem:
         info = index.create_memory_ann()
     m["memann/build_s"], m["memann/build_extra_gb"] = info["build_seconds"], mem.extra_gb
-    for ef in (16, 32, 48, 64, 96, 128, 256, 512):
-        index.set_memory_ann_ef(ef)
-        if _recall(_ids(index.search_vectors(Qtune, k=k)), I_tune) >= tune_target:
-            break
+    m["memann/graph_gb"] = du(index.path / "memann") / 2**30  # the graph and its slot list as saved
+    with PeakRSS() as mem:  # serving: what the first searches add (e.g. the hit columns) and searching
+        for ef in (16, 32, 48, 64, 96, 128, 256, 512):
+            index.set_memory_ann_ef(ef)
+            if _recall(_ids(index.search_vectors(Qtune, k=k)), I_tune) >= tune_target:
+                break
+    m["memann/serve_extra_gb"] = mem.extra_gb
+    m["memann/rss_gb"] = mem.peak_gb  # the whole process while serving: vectors, metadata, graph
     cfg["memann"] = {**index.meta["memory_ann"]}
     m["memann/ef"] = float(ef)
     single, batch, found = _qps(index, Q, k, n_single)
@@ -87,17 +94,19 @@ def fast_search(
 
 def interleaved_vs_hnswlib(index, h, Q: np.ndarray, k: int, n_single: int, threads: int,
                            rounds: int = 3) -> dict[str, float]:
-    """Queries/s of the in-memory graph through ``Index.search_vectors`` and of a bare hnswlib index
+    """Queries/s of the in-memory graph through ``Index.search_vectors`` (and one at a time through
+    ``Index.search``: ``vs_hnswlib_search_single``) and of a bare hnswlib index
     ``h`` (same M, ef_construction, ef) timed in alternating rounds, best of each: on a shared
     machine, measurements minutes apart are not comparable."""
     Qs = Q[:n_single]
-    best = {"ours_single": np.inf, "ours_batch": np.inf, "hnswlib_single": np.inf, "hnswlib_batch": np.inf}
     runs = {
         "ours_single": lambda: [index.search_vectors(q[None], k=k) for q in Qs],
+        "ours_search": lambda: [index.search(q, k=k) for q in Qs],  # Index.search with a vector query
         "hnswlib_single": lambda: [h.knn_query(q[None], k=k, num_threads=1) for q in Qs],
         "ours_batch": lambda: index.search_vectors(Q, k=k),
         "hnswlib_batch": lambda: h.knn_query(Q, k=k, num_threads=threads),
     }
+    best = dict.fromkeys(runs, np.inf)
     for _ in range(rounds):
         for name, fn in runs.items():
             t0 = time.perf_counter()
@@ -109,4 +118,5 @@ def interleaved_vs_hnswlib(index, h, Q: np.ndarray, k: int, n_single: int, threa
               / best[f"hnswlib_{mode}"] for mode in ("single", "batch")})
     for mode in ("single", "batch"):
         m[f"memann/vs_hnswlib_{mode}"] = best[f"hnswlib_{mode}"] / best[f"ours_{mode}"]
+    m["memann/vs_hnswlib_search_single"] = best["hnswlib_single"] / best["ours_search"]
     return m

@@ -32,6 +32,8 @@ RANK_BY = ("score", "probability")
 
 def query_modality(space: "Space | None", query_mods: Sequence[str], has_vector: bool, rerank: str | None) -> str | None:
     """The one modality whose calibration scores this query's hits, or ``None`` (no probabilities)."""
+    if space is None or space.calibration is None or has_vector or len(query_mods) != 1:
+        return None
     from ..errors import DataError
     from ..rerank import check_method
 
@@ -39,9 +41,7 @@ def query_modality(space: "Space | None", query_mods: Sequence[str], has_vector:
         reranked = check_method(rerank) is not None
     except DataError:  # an unknown method: the search refuses it
         reranked = True
-    if space is None or space.calibration is None or has_vector or reranked or len(query_mods) != 1:
-        return None
-    return query_mods[0]
+    return None if reranked else query_mods[0]
 
 
 def check_rank_by(rank_by: str, qmod: str | None, space: "Space | None") -> str:
@@ -74,7 +74,7 @@ def rank_hits(space: "Space | None", hits: list[Hit], qmod: str | None, k: int, 
         hits = sorted(hits, key=lambda h: (0, -h.probability) if h.probability is not None else (1, -h.score))
     else:
         hits = sorted(hits, key=lambda h: -h.score)
-    return [replace(h, rank=r + 1) for r, h in enumerate(hits[:k])]
+    return [h if h.rank == r + 1 else replace(h, rank=r + 1) for r, h in enumerate(hits[:k])]  # copied to renumber
 
 
 def with_class_probabilities(space: "Space | None", row: dict, text_modality: str) -> dict:

@@ -16,6 +16,7 @@ import numpy as np
 from .errors import IndexError_
 from .memann import MEMANN_DIR, MemoryAnn
 from .quant import DEFAULT_RESCORE, QUANT_KINDS, QuantStore, memory_of
+from .store import Snapshot
 from .table import IndexTable
 
 if TYPE_CHECKING:
@@ -150,6 +151,17 @@ class FastSearch:
 
     # -- searching ------------------------------------------------------------------------------
     def candidates(self, Q, pool, targets, lab, exact, with_vectors) -> list[tuple["pa.Table", np.ndarray]] | None:
+        """Per query: (candidate rows with metadata (+ ``vector``), their scores), or ``None`` (see the module docs)."""
+        found = self.rows(Q, pool, targets, lab, exact)
+        if found is None:
+            return None
+        snap, vectors, S, R = found
+        return _candidates(snap.meta, vectors, S, R, self.t.dim, with_vectors)
+
+    def rows(self, Q, pool, targets, lab, exact) -> tuple[Snapshot, np.ndarray, np.ndarray, np.ndarray] | None:
+        """(the snapshot the rows are of, its float vectors, scores (n, <= pool) best first in every row (the
+        searcher's hits trust this), row numbers (-1 pads)), or ``None`` when neither the graph nor the codes
+        answer: the rows alone, no metadata read."""
         if exact is True or not (self.t.meta.get("memory_ann") or (self.t.meta.get("quantize") or {}).get("kind")):
             return None
         graph = bool(self.t.meta.get("memory_ann"))
@@ -176,11 +188,11 @@ class FastSearch:
                             res = ann.search(Q, pool, snap, snap.rows_where(targets, lab))
                             break
                 if res is not None:
-                    return _candidates(snap.meta, snap.vectors, *res, self.t.dim, with_vectors)
+                    return (snap, snap.vectors, *res)
         if (self.t.meta.get("quantize") or {}).get("kind"):
             q = self._quant_store()
-            S, R = q.search(Q, pool, q.snapshot().rows_where(targets, lab))
-            return _candidates(q.meta, q.floats, S, R, self.t.dim, with_vectors)
+            qs = q.snapshot()
+            return (qs, q.floats, *q.search(Q, pool, qs.rows_where(targets, lab)))
         return None
 
 

@@ -54,6 +54,21 @@ def _hnswlib():
     return hnswlib
 
 
+class _Held:
+    """A context that calls ``enter`` and ``exit``; holds no state of its own, so one serves every thread."""
+
+    __slots__ = ("_enter", "_exit")
+
+    def __init__(self, enter, exit) -> None:
+        self._enter, self._exit = enter, exit
+
+    def __enter__(self) -> None:
+        self._enter()
+
+    def __exit__(self, *exc) -> None:
+        self._exit()
+
+
 class RWLock:
     """Many searches at once, or one change to the graph (hnswlib searches may run in parallel, but
     not beside an insert, a delete mark or a resize).  A waiting writer holds off new readers."""
@@ -63,20 +78,23 @@ class RWLock:
         self._readers = 0
         self._writer = False
         self._waiting = 0
+        self._read = _Held(self._enter_read, self._exit_read)
 
-    @contextmanager
-    def read(self) -> Iterator[None]:
+    def read(self) -> "_Held":
+        """``with lock.read():`` (a plain context object, not a generator: taken on every search)."""
+        return self._read
+
+    def _enter_read(self) -> None:
         with self._cond:
             while self._writer or self._waiting:
                 self._cond.wait()
             self._readers += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._readers -= 1
-                if not self._readers:
-                    self._cond.notify_all()
+
+    def _exit_read(self) -> None:
+        with self._cond:
+            self._readers -= 1
+            if not self._readers:
+                self._cond.notify_all()
 
     @contextmanager
     def write(self) -> Iterator[None]:
@@ -95,8 +113,9 @@ class RWLock:
 
 
 def _row_keys(snap: "Snapshot") -> list[tuple[str, str, str]]:
-    m = snap.meta
-    return list(zip(m.column("id").to_pylist(), snap.modality.tolist(), m.column("key").to_pylist()))
+    """(id, modality, content key) per row; the id and modality strings are the snapshot's hit columns' own."""
+    ids = snap.hit_columns()[:, 0]
+    return list(zip(ids.tolist(), snap.modality.tolist(), snap.meta.column("key").to_pylist()))
 
 
 class MemoryAnn:
@@ -113,10 +132,15 @@ class MemoryAnn:
         self.dim = int(dim)
         self.slot_row = np.zeros(0, np.int64)  # per slot, its row in the current snapshot (-1: gone)
         self.lock = RWLock()  # searches share it; sync and save take it alone
+        self._live: tuple[np.ndarray, int] | None = None  # (the deleted array counted, live slots)
 
     @property
     def live(self) -> int:
-        return int(len(self.slots) - self.deleted.sum())
+        """Slots not marked deleted (counted once per change of ``deleted``, not on every search)."""
+        d = self.deleted
+        if self._live is None or self._live[0] is not d or self._live[1] != len(self.slots):
+            self._live = (d, int(len(self.slots) - d.sum()))
+        return self._live[1]
 
     @classmethod
     def build(cls, snap: "Snapshot", identity: str, *, M: int = 16, ef_construction: int = 100, ef: int = 64,
@@ -165,6 +189,7 @@ class MemoryAnn:
             slot_row = np.concatenate([slot_row, new])
         self.slot_row = slot_row
         self.version = snap.version
+        self._live = None  # `deleted` was changed in place: counted again
         return len(new), len(gone)
 
     # -- searching ------------------------------------------------------------------------------

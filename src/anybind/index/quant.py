@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .store import Snapshot, vectors_of
+from .store import Snapshot, objects_of, one_chunk, vectors_of
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -86,14 +86,18 @@ class QuantStore:
     modality: np.ndarray
     rescore: int
     _file: Any = None
+    _snap: Snapshot | None = None
 
     @property
     def code_bytes(self) -> int:
         return int(self.codes.nbytes)
 
     def snapshot(self) -> Snapshot:
-        """For the filters (modality, labels): the metadata, without vectors."""
-        return Snapshot(self.version, self.meta, np.zeros((0, self.floats.shape[1]), np.float32), self.modality)
+        """For the filters (modality, labels) and the hits: the metadata, without vectors (made once)."""
+        if self._snap is None:
+            self._snap = Snapshot(self.version, self.meta, np.zeros((0, self.floats.shape[1]), np.float32),
+                                  self.modality)
+        return self._snap
 
     def close(self) -> None:
         if self._file is not None:
@@ -128,7 +132,8 @@ class QuantStore:
             pos += m
         floats = floats[:pos]
         schema = pa.schema([x for x in table.schema if x.name != "vector"])
-        meta = pa.Table.from_batches(metas, schema=schema) if metas else schema.empty_table()
+        meta = one_chunk(pa.Table.from_batches(metas, schema=schema)) if metas else schema.empty_table()
+        del metas
         lo = step = None
         if kind == "int8":
             rng = np.random.default_rng(seed)
@@ -146,7 +151,7 @@ class QuantStore:
             for s0 in range(0, pos, _BLOCK):
                 codes[s0 : s0 + _BLOCK] = np.packbits(np.asarray(floats[s0 : s0 + _BLOCK]) > 0, axis=1)
         floats = np.memmap(f, np.float32, "r", shape=(pos, dim)) if pos else np.zeros((0, dim), np.float32)
-        mods = meta.column("modality").to_numpy(zero_copy_only=False)
+        mods = objects_of(meta.column("modality"))
         return cls(kind, version, codes, lo, step, floats, meta, mods,
                    int(rescore or DEFAULT_RESCORE[kind]), f)
 

@@ -65,8 +65,11 @@ def query_vector(x: np.ndarray, dim: int, what: str = "query vector") -> np.ndar
         raise QueryError(
             f"{what} of shape {x.shape}: this index holds {dim}-d vectors, give one of shape ({dim},)"
         )
-    with np.errstate(over="ignore"):  # a value beyond float32 becomes inf, refused just below
-        q = q.astype(np.float32)
+    if q.dtype == np.float32:
+        q = q.astype(np.float32)  # a copy (nothing to overflow: no errstate, which costs more than the rest)
+    else:
+        with np.errstate(over="ignore"):  # a value beyond float32 becomes inf, refused just below
+            q = q.astype(np.float32)
     if not np.isfinite(q).all():
         raise QueryError(f"{what} holds NaN or infinite values")
     if not np.any(q):
@@ -181,6 +184,15 @@ class QueryEmbedder:
         embedded += [(m, self.embed_one(m, item, cache)) for m, item in q.items]
         return embedded, (list(q.weights) if q.weights is not None else None), q.modalities
 
+    def direction(self, x: np.ndarray) -> np.ndarray:
+        """What :meth:`parts` then :meth:`fuse` make of one raw query vector in a cosine space, by the same
+        arithmetic (the same bits), without the lists and the scorer."""
+        u = unit_rows(x)
+        norm = float(np.sqrt(u @ u))
+        if norm < 1e-6:
+            raise QueryError("the fused query vector is zero (the inputs cancel out): change the inputs or weights")
+        return (u / norm).astype(np.float32)
+
     def fuse(
         self, parts: list[tuple[str | None, np.ndarray]], weights: list[float] | None, target: str | None
     ) -> tuple[np.ndarray, float]:
@@ -189,7 +201,7 @@ class QueryEmbedder:
         space, where scores are multilinear inner products)."""
         scorer = self.space.scorer if self.space is not None else Scorer()
         fused = scorer.query(parts, target, weights)
-        norm = float(np.linalg.norm(fused))
+        norm = float(np.sqrt(fused @ fused))  # np.linalg.norm of a vector, without its checks
         if norm < 1e-6:
             raise QueryError("the fused query vector is zero (the inputs cancel out): change the inputs or weights")
         return (fused / norm).astype(np.float32), (1.0 if scorer.kind == "cosine" else norm)

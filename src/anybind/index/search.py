@@ -59,6 +59,12 @@ class Searcher:
         """Up to ``k`` hits for ``q``, best first (``k``, ``targets`` and ``labels`` already checked:
         see :meth:`Index.search <anybind.index.Index.search>`)."""
         space = self.t.space
+        if (rerank is None and rank_by == "score" and len(q.vectors) == 1 and not q.items and q.weights is None
+                and (space is None or space.scorer.kind == "cosine")):
+            # one raw vector: nothing to embed, fuse or rank by probability (the lane below, fewer calls)
+            v = self.embedder.direction(q.vectors[0])
+            return self.search_vectors(v[None], modality=targets, k=k, labels=labels, rerank_params=rerank_params,
+                                       query_bank=query_bank, exact=exact, **ann_params)[0]
         parts, w, qmods = self.embedder.parts(q, cache)
         bank = query_bank if query_bank is not None else (qmods or None)
         kw = dict(k=k, labels=labels, rerank=rerank, rerank_params=rerank_params, query_bank=bank, exact=exact)
@@ -66,7 +72,9 @@ class Searcher:
         rank_by = check_rank_by(rank_by, qmod, space)
         if space is None or (space.scorer.kind == "cosine" and rank_by == "score"):
             v, _ = self.embedder.fuse(parts, w, None)
-            return rank_hits(space, self.search_vectors(v[None], modality=targets, **kw, **ann_params)[0], qmod, k)
+            hits = self.search_vectors(v[None], modality=targets, **kw, **ann_params)[0]
+            # no probabilities to add: the hits are already ranked by score (what rank_hits would do)
+            return hits if qmod is None else rank_hits(space, hits, qmod, k)
         # a Symile space scores MIP(query..., candidate, missing...): the query depends on the candidates'
         # modality, so one search per target modality, each hit scored by the MIP itself, merged (by score, or
         # by calibrated probability: rank_by="probability", see anybind.index.calibrated)
@@ -93,20 +101,27 @@ class Searcher:
         **ann_params,
     ) -> list[list[Hit]]:
         """One hit list per query vector (see :meth:`Index.search_vectors <anybind.index.Index.search_vectors>`)."""
-        from .. import rerank as rr
-
         k = check_k(k)
-        try:
-            method = rr.check_method(rerank)
-        except DataError as e:
-            raise QueryError(str(e)) from None
+        method = None
+        if rerank is not None:
+            from .. import rerank as rr
+
+            try:
+                method = rr.check_method(rerank)
+            except DataError as e:
+                raise QueryError(str(e)) from None
         Q = unit_rows(np.atleast_2d(np.asarray(queries, np.float32)))
         if Q.shape[1] != self.t.dim:
             raise QueryError(f"queries of width {Q.shape[1]}: this index holds {self.t.dim}-d vectors")
         targets = self.t.check_targets(modality) if modality is not None else None
         lab = label_filter(labels)
         pool = k if method is None else max(k, rerank_pool)
-        cands = self.candidates(Q, pool, targets, lab, exact, with_vectors=method is not None, **ann_params)
+        if method is None:  # the in-memory graph or codes: hits straight from the row numbers
+            found = self.fast.rows(Q, pool, targets, lab, exact)
+            if found is not None:
+                return hits_of_rows(found[0].hit_columns(), found[2], found[3], ordered=True)
+        cands = self.candidates(Q, pool, targets, lab, exact, with_vectors=method is not None,
+                                fast=method is not None, **ann_params)
         if method is not None:
             cands = self.reranker.rerank(method, Q, cands, targets, lab, rerank_params, query_bank, bank_size, exact)
         out = []
@@ -125,14 +140,15 @@ class Searcher:
         return out
 
     def candidates(
-        self, Q, pool, targets, lab, exact, with_vectors=True, **ann_params
+        self, Q, pool, targets, lab, exact, with_vectors=True, fast=True, **ann_params
     ) -> list[tuple["pa.Table", np.ndarray]]:
-        """Per query: (candidate rows with metadata (+ ``vector``), their raw scores)."""
+        """Per query: (candidate rows with metadata (+ ``vector``), their raw scores); ``fast=False``: the
+        in-memory graph and codes were asked already (and did not answer)."""
         import pyarrow as pa
 
-        fast = self.fast.candidates(Q, pool, targets, lab, exact, with_vectors)  # in-memory ANN / codes
-        if fast is not None:
-            return fast
+        found = self.fast.candidates(Q, pool, targets, lab, exact, with_vectors) if fast else None
+        if found is not None:  # the in-memory graph / codes
+            return found
         if self.ann.uses(exact):
             res = self.ann.search(Q, pool, sql_where(targets, lab), with_vectors=with_vectors, **ann_params)
             return [(t, t.column("score").to_numpy(zero_copy_only=False).astype(np.float32)) for t in res]
@@ -147,6 +163,33 @@ class Searcher:
                 t = t.append_column("vector", V)
             out.append((t, s))
         return out
+
+
+def hits_of_rows(cols: np.ndarray, S: np.ndarray, R: np.ndarray, ordered: bool = False) -> list[list[Hit]]:
+    """Per query, the hits of rows ``R`` (-1: padding) scored ``S``, best first, from a snapshot's
+    :meth:`~.store.Snapshot.hit_columns`: no table read or Arrow take per query.  ``ordered``: the caller
+    vouches that each row of ``S`` is best first already (the graph's and the codes' are)."""
+    if not R.size or int(R.min()) >= 0:
+        if ordered or S.shape[1] < 2 or bool((S[:, :-1] >= S[:, 1:]).all()):
+            return _hit_lists(cols, S, R)
+    out = []
+    for s, r in zip(S, R):  # one query at a time: pads dropped, best first (stable: ties keep their order)
+        ok = r >= 0
+        order = np.argsort(-s[ok], kind="stable")
+        out += _hit_lists(cols, s[ok][order][None], r[ok][order][None])
+    return out
+
+
+def _hit_lists(cols: np.ndarray, S: np.ndarray, R: np.ndarray) -> list[list[Hit]]:
+    """The hits of ``R`` (no pads) scored ``S`` (best first), in as few Python and numpy calls as can be: right
+    after a graph search the interpreter's caches are cold, and each call costs several times its usual."""
+    vals = cols[R.reshape(-1)].tolist()  # [id, modality, source, labels] per hit
+    width = S.shape[1]
+    out = []
+    for i, row in enumerate(S.tolist()):
+        out.append([Hit(v[0], v[1], sc, v[2], _labels(v[3]), j + 1)
+                    for j, (sc, v) in enumerate(zip(row, vals[i * width:(i + 1) * width]))])
+    return out
 
 
 def _labels(s: str | None) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import numpy as np
 
 from .errors import IndexError_, QueryError
 from .lock import writer_lock
-from .store import DEFAULT_ANN_THRESHOLD, META_FILE, Snapshot, vectors_of, write_json_atomic
+from .store import DEFAULT_ANN_THRESHOLD, META_FILE, Snapshot, objects_of, one_chunk, vectors_of, write_json_atomic
 
 if TYPE_CHECKING:
     from ..space import Space
@@ -163,8 +163,9 @@ class IndexTable:
                 metas.append(b.select(cols))
                 pos += m
             schema = pa.schema([f for f in self.table.schema if f.name != "vector"])
-            meta = pa.Table.from_batches(metas, schema=schema) if metas else schema.empty_table()
-            mods = meta.column("modality").to_numpy(zero_copy_only=False)
+            meta = one_chunk(pa.Table.from_batches(metas, schema=schema)) if metas else schema.empty_table()
+            del metas
+            mods = objects_of(meta.column("modality"))
             self.snap = Snapshot(v, meta, V[:pos], mods)
             self.memo.clear()
         return self.snap
