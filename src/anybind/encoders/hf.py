@@ -131,17 +131,14 @@ class HfEncoder(Encoder):
         return self._load_once(self._build_processor, "_proc", what="preprocessor")
 
     def _build_processor(self) -> Any:
-        import transformers
+        return self._processor_from(_PROCESSORS[self.modality], "preprocessor", _SUB_PROCESSORS[self.modality])
 
-        auto = getattr(transformers, _PROCESSORS[self.modality])
-        return self._processor_from(auto, "preprocessor", _SUB_PROCESSORS[self.modality])
-
-    def _processor_from(self, auto: Any, what: str, sub: str) -> Any:
-        """``auto.from_pretrained``, else the ``sub`` part of ``AutoProcessor``'s (a model that only ships one)."""
+    def _processor_from(self, auto: str, what: str, sub: str) -> Any:
+        """``transformers.<auto>.from_pretrained``, else the ``sub`` part of ``AutoProcessor``'s."""
         import transformers
 
         try:
-            return self._call(what, auto.from_pretrained)
+            return self._call(what, getattr(transformers, auto).from_pretrained)
         except EncoderError as first:
             if "trust_remote_code" in str(first):
                 raise

@@ -85,9 +85,7 @@ class HfVideoEncoder(HfEncoder):
         self.frames = int(n)
 
     def _build_processor(self) -> Any:
-        import transformers
-
-        return self._processor_from(transformers.AutoImageProcessor, "image processor", "image_processor")
+        return self._processor_from("AutoImageProcessor", "image processor", "image_processor")
 
     @property
     def identity(self) -> str:
