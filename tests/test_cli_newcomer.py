@@ -382,7 +382,7 @@ def test_text_encoder_loads_without_loader_bars(monkeypatch):
 
     hf_logging.enable_progress_bar()
     monkeypatch.setattr(sentence_transformers, "SentenceTransformer", FakeModel)
-    SentenceTransformerEncoder("minilm")._loaded()
+    SentenceTransformerEncoder("minilm").model()
     assert seen == [False]
     assert hf_logging.is_progress_bar_enabled()  # the user's setting is back
 

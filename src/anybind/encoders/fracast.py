@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -58,7 +57,6 @@ class FracastEncoder(SeriesEncoder):
             raise EncoderError("timeseries:fracast needs the 'fracast' package: pip install 'anybind[timeseries]'")
         self.spec = spec
         self._model: Any = None
-        self._lock = threading.Lock()
         self._identity: str | None = None
 
     @staticmethod

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -41,11 +40,11 @@ import numpy as np
 
 from ..data.media import as_audio, as_rgb_image, short_repr
 from ..errors import DataError, EncoderError
-from .base import Encoder, check_text
+from .base import Encoder, check_text, one_line
 from .chunks import chunk_inputs, chunk_spans, long_items, pool_chunks, special_tokens, text_passages
 from .device import Runtime, autocast, check_precision, current_runtime, place, resolve_device
 from .hf_audio import AudioWindows, pool_windows, split_clip, window_samples
-from .hf_spec import accepted as _accepted, files_sha256, no_loader_bars, one_line, parse_hf_name
+from .hf_spec import accepted as _accepted, files_sha256, no_loader_bars, parse_hf_name
 
 #: bump when the preprocessing or pooling code below changes (it is part of every identity)
 PREP_VERSION = "hf-v1"
@@ -60,7 +59,7 @@ class HfEncoder(Encoder):
 
     batch_size = 16
     runs_torch = True
-    _transient = ("_model", "_lock", "_proc", "_config")
+    _transient = ("_model", "_proc", "_config")
 
     def __init__(self, modality: str, name: str):
         self.modality = modality
@@ -78,7 +77,6 @@ class HfEncoder(Encoder):
         self._model: Any = None
         self._proc: Any = None
         self._config: Any = None
-        self._lock = threading.RLock()
         self._dim: int | None = None
         self._pool_used: str | None = None
         self._identity: str | None = None
@@ -129,23 +127,26 @@ class HfEncoder(Encoder):
         return self._config
 
     def processor(self) -> Any:
-        if self._proc is None:
-            with self._lock:
-                if self._proc is None:
-                    import transformers
+        """The model's preprocessor (loaded once, on first use)."""
+        return self._load_once(self._build_processor, "_proc", what="preprocessor")
 
-                    try:
-                        auto = getattr(transformers, _PROCESSORS[self.modality])
-                        proc = self._call("preprocessor", auto.from_pretrained)
-                    except EncoderError as first:
-                        if "trust_remote_code" in str(first):
-                            raise
-                        both = self._call("processor", transformers.AutoProcessor.from_pretrained)
-                        proc = getattr(both, _SUB_PROCESSORS[self.modality], None)
-                        if proc is None:
-                            raise first from None
-                    self._proc = proc
-        return self._proc
+    def _build_processor(self) -> Any:
+        return self._processor_from(_PROCESSORS[self.modality], "preprocessor", _SUB_PROCESSORS[self.modality])
+
+    def _processor_from(self, auto: str, what: str, sub: str) -> Any:
+        """``transformers.<auto>.from_pretrained``, else the ``sub`` part of ``AutoProcessor``'s."""
+        import transformers
+
+        try:
+            return self._call(what, getattr(transformers, auto).from_pretrained)
+        except EncoderError as first:
+            if "trust_remote_code" in str(first):
+                raise
+            both = self._call("processor", transformers.AutoProcessor.from_pretrained)
+            proc = getattr(both, sub, None)
+            if proc is None:
+                raise first from None
+            return proc
 
     def device(self) -> str:
         """The spec's ``device=`` when given, else the process's (:func:`~anybind.encoders.device.current_runtime`)."""
@@ -157,20 +158,19 @@ class HfEncoder(Encoder):
             raise self._err(f"device={self.options.device}: {e}") from None
 
     def model(self) -> Any:
-        if self._model is None:
-            with self._lock:
-                if self._model is None:
-                    import torch
-                    from transformers import AutoModel
+        """The ``transformers`` model, frozen (loaded once, on first use)."""
+        return self._load_once()
 
+    def _build(self) -> Any:
+        import torch
+        from transformers import AutoModel
 
-                    with no_loader_bars():
-                        model = self._call("model", AutoModel.from_pretrained, dtype=torch.float32)
-                    model.eval()
-                    for p in model.parameters():
-                        p.requires_grad_(False)
-                    self._model = model
-        return self._model
+        with no_loader_bars():
+            model = self._call("model", AutoModel.from_pretrained, dtype=torch.float32)
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        return model
 
     # ------------------------------------------------------------------ the protocol
     @property

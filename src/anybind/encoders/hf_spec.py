@@ -38,11 +38,6 @@ def _err(spec: str, msg: str) -> EncoderError:
     return EncoderError(f"encoder {spec!r}: {msg}")
 
 
-def one_line(e: BaseException, limit: int = 300) -> str:
-    text = " ".join(str(e).split())
-    return f"{type(e).__name__}: {text[:limit]}" + ("..." if len(text) > limit else "")
-
-
 def parse_hf_name(spec: str, name: str) -> tuple[str, HfOptions]:
     """``"<repo or folder>[@k=v,...]"`` -> (source, options); a bad option: EncoderError naming the spec."""
     source, opts = name, ""

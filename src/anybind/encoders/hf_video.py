@@ -84,23 +84,8 @@ class HfVideoEncoder(HfEncoder):
             raise self._err("the model's config declares no num_frames: say how many it reads with @frames=N")
         self.frames = int(n)
 
-    def processor(self) -> Any:
-        if self._proc is None:
-            with self._lock:
-                if self._proc is None:
-                    import transformers
-
-                    try:
-                        proc = self._call("image processor", transformers.AutoImageProcessor.from_pretrained)
-                    except EncoderError as first:
-                        if "trust_remote_code" in str(first):
-                            raise
-                        both = self._call("processor", transformers.AutoProcessor.from_pretrained)
-                        proc = getattr(both, "image_processor", None)
-                        if proc is None:
-                            raise first from None
-                    self._proc = proc
-        return self._proc
+    def _build_processor(self) -> Any:
+        return self._processor_from("AutoImageProcessor", "image processor", "image_processor")
 
     @property
     def identity(self) -> str:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -71,19 +70,13 @@ class TorchImageEncoder(Encoder):
     modality = "image"
     batch_size = 32
     runs_torch = True
-    #: attributes rebuilt after unpickling (the model is reloaded lazily in the new process)
-    _transient: tuple[str, ...] = ("_model", "_lock")
 
     def __init__(self, spec: str):
         self.spec = spec
         self._model: Any = None
-        self._lock = threading.RLock()
         self._identity: str | None = None
 
-    # -- to implement
-    def _build(self) -> Any:  # pragma: no cover - abstract
-        raise NotImplementedError
-
+    # -- to implement (and _build: the torch module that model() loads once, see Encoder._load_once)
     def _preprocess(self, img: Any) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -97,18 +90,14 @@ class TorchImageEncoder(Encoder):
         raise NotImplementedError
 
     # -- shared
+    def model(self) -> Any:
+        """The underlying torch module (built by :meth:`_build` once, on first use)."""
+        return self._load_once()
+
     def __repr__(self) -> str:
         lazy_dim = isinstance(getattr(type(self), "dim", None), property)
         known = not lazy_dim or self._model is not None or getattr(self, "_dim", None) is not None
         return f"<{type(self).__name__} {self.spec} dim={self.dim if known else '?'}>"
-
-    def model(self) -> Any:
-        """The underlying torch module (built on first use)."""
-        if self._model is None:
-            with self._lock:
-                if self._model is None:
-                    self._model = self._build()
-        return self._model
 
     @property
     def identity(self) -> str:

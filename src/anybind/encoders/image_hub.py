@@ -48,7 +48,7 @@ def _fmt_floats(v: Any) -> str:
 class TimmEncoder(TorchImageEncoder):
     """A timm model's pooled features (``num_classes=0``), timm's eval preprocessing."""
 
-    _transient = ("_model", "_lock", "_timm", "_transform", "_data_cfg")
+    _transient = ("_model", "_timm", "_transform", "_data_cfg")
 
     def _restore(self) -> None:
         self._timm = _import_optional("timm", "timm torchvision", f"image encoder 'timm/{self.model_name}'")
@@ -129,7 +129,7 @@ class TimmEncoder(TorchImageEncoder):
 class OpenClipEncoder(TorchImageEncoder):
     """The image tower of an OpenCLIP model: ``model.encode_image(x)`` (not L2-normalised)."""
 
-    _transient = ("_model", "_lock", "_oc", "_preprocess_fn")
+    _transient = ("_model", "_oc", "_preprocess_fn")
 
     def _restore(self) -> None:
         self._oc = _import_optional(

@@ -31,7 +31,6 @@ identity, so the feature cache and saved spaces refuse it.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -40,8 +39,8 @@ import numpy as np
 
 from ..data.media import as_audio, as_rgb_image, short_repr
 from ..errors import DataError, EncoderError
-from .base import Encoder, check_text
-from .hf_spec import files_sha256, one_line
+from .base import Encoder, check_text, one_line
+from .hf_spec import files_sha256
 from .ort_spec import external_data_files, model_sha256, parse_onnx_name, preprocess_image
 
 #: bump when the preprocessing or pooling code changes (it is part of every identity)
@@ -67,7 +66,7 @@ class OrtEncoder(Encoder):
     """An ONNX model run by ONNX Runtime as a frozen encoder of one modality (see the module docstring)."""
 
     batch_size = 16
-    _transient = ("_session", "_lock", "_tok")
+    _transient = ("_session", "_tok")
 
     def __init__(self, modality: str, name: str):
         self.modality = modality
@@ -80,7 +79,6 @@ class OrtEncoder(Encoder):
         self.path = path.resolve()
         self._session: Any = None
         self._tok: Any = None
-        self._lock = threading.RLock()
         self._identity: str | None = None
         self._dim: int | None = None
         self._pool_used: str | None = None
@@ -107,20 +105,18 @@ class OrtEncoder(Encoder):
 
     def session(self) -> Any:
         """The ``onnxruntime.InferenceSession`` (built on first use, again after unpickling)."""
-        if self._session is None:
-            with self._lock:
-                if self._session is None:
-                    ort = onnxruntime_module(self.spec)
-                    so = ort.SessionOptions()
-                    so.log_severity_level = 3  # errors only: ORT's warnings are not the user's business
-                    try:
-                        self._session = ort.InferenceSession(str(self.path), sess_options=so,
-                                                             providers=self._providers(ort))
-                    except EncoderError:
-                        raise
-                    except Exception as e:  # noqa: BLE001 - a corrupt or unsupported model, one line
-                        raise self._err(f"cannot load the ONNX model {self.path} ({one_line(e)})") from None
-        return self._session
+        return self._load_once(self._build_session, "_session", what="ONNX model")
+
+    def _build_session(self) -> Any:
+        ort = onnxruntime_module(self.spec)
+        so = ort.SessionOptions()
+        so.log_severity_level = 3  # errors only: ORT's warnings are not the user's business
+        try:
+            return ort.InferenceSession(str(self.path), sess_options=so, providers=self._providers(ort))
+        except EncoderError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a corrupt or unsupported model, one line
+            raise self._err(f"cannot load the ONNX model {self.path} ({one_line(e)})") from None
 
     def _tokenizer_dir(self) -> Path:
         if self.options.tokenizer:
@@ -134,17 +130,16 @@ class OrtEncoder(Encoder):
                         "add @tokenizer=<folder with tokenizer.json>")
 
     def tokenizer(self) -> Any:
-        if self._tok is None:
-            with self._lock:
-                if self._tok is None:
-                    from transformers import AutoTokenizer
+        """The text tokenizer (loaded once, on first use)."""
+        return self._load_once(self._build_tokenizer, "_tok", what="tokenizer")
 
-                    try:
-                        self._tok = AutoTokenizer.from_pretrained(str(self._tok_dir), local_files_only=True)
-                    except Exception as e:  # noqa: BLE001 - whatever transformers raises, one line
-                        why = one_line(e)
-                        raise self._err(f"cannot load the tokenizer from {self._tok_dir} ({why})") from None
-        return self._tok
+    def _build_tokenizer(self) -> Any:
+        from transformers import AutoTokenizer
+
+        try:
+            return AutoTokenizer.from_pretrained(str(self._tok_dir), local_files_only=True)
+        except Exception as e:  # noqa: BLE001 - whatever transformers raises, one line
+            raise self._err(f"cannot load the tokenizer from {self._tok_dir} ({one_line(e)})") from None
 
     # ------------------------------------------------------------------ the graph
     def _inspect(self) -> None:

@@ -52,11 +52,5 @@ class SeriesEncoder(Encoder):
         raise DataError(f"{short_repr(item)}: not a time series (expected a file path or an array)")
 
     def model(self) -> Any:
-        if self._model is None:
-            with self._lock:
-                if self._model is None:
-                    self._model = self._build()
-        return self._model
-
-    def _build(self) -> Any:  # pragma: no cover - overridden
-        raise NotImplementedError
+        """The encoder's model (built by its ``_build`` once, on first use)."""
+        return self._load_once()

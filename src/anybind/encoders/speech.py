@@ -68,7 +68,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -147,7 +146,6 @@ class WhisperEncoder(Encoder):
         self.compute_type = compute_type
         self.threads = threads or max(1, min(2, os.cpu_count() or 1))
         self._model: Any = None
-        self._lock = threading.Lock()
         self._identity: str | None = None
 
     @property
@@ -168,20 +166,20 @@ class WhisperEncoder(Encoder):
 
         rt = current_runtime()
         where = ("cuda", int(rt.device.split(":")[1])) if rt.is_cuda else ("cpu", 0)
-        if self._model is None or getattr(self, "_where", None) != where:
-            with self._lock:
-                if self._model is None or getattr(self, "_where", None) != where:
-                    import ctranslate2
+        return self._load_once(lambda: self._load_whisper(where), stale=lambda: getattr(self, "_where", None) != where)
 
-                    try:
-                        self._model = ctranslate2.models.Whisper(
-                            str(model_dir()), device=where[0], device_index=where[1],
-                            compute_type=self.compute_type, intra_threads=self.threads,
-                        )
-                        self._where = where
-                    except Exception as e:  # noqa: BLE001 - ctranslate2 raises RuntimeError/ValueError
-                        raise EncoderError(f"{self.spec}: cannot load the Whisper model from {model_dir()} ({e})") from None
-        return self._model
+    def _load_whisper(self, where: tuple[str, int]) -> Any:
+        import ctranslate2
+
+        try:
+            model = ctranslate2.models.Whisper(
+                str(model_dir()), device=where[0], device_index=where[1],
+                compute_type=self.compute_type, intra_threads=self.threads,
+            )
+        except Exception as e:  # noqa: BLE001 - ctranslate2 raises RuntimeError/ValueError
+            raise EncoderError(f"{self.spec}: cannot load the Whisper model from {model_dir()} ({e})") from None
+        self._where = where
+        return model
 
     def load(self, item: Any) -> SpeechInput:
         """Decode to Whisper log-mel windows and the voiced-frame mask (a :class:`SpeechInput`).

@@ -68,25 +68,28 @@ class SentenceTransformerEncoder(Encoder):
         else:
             self.source = name
         if not _KNOWN_DIMS.get(name, 0):
-            m = self._loaded()  # sentence-transformers 5 renamed the method (the old name warns)
+            m = self.model()  # sentence-transformers 5 renamed the method (the old name warns)
             self.dim = (getattr(m, "get_embedding_dimension", None) or m.get_sentence_embedding_dimension)()
         else:
             self.dim = _KNOWN_DIMS[name]
 
-    def _loaded(self):
-        if self._model is None:
-            if Path(self.source).is_dir():
-                # a local folder must never trigger a hub look-up
-                os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            try:
-                from sentence_transformers import SentenceTransformer
+    def model(self) -> Any:
+        """The sentence-transformers model (loaded once, on first use)."""
+        return self._load_once()
 
-                with no_loader_bars():
-                    self._model = SentenceTransformer(self.source, device="cpu")
-            except Exception as e:
-                raise EncoderError(f"could not load sentence-transformers model {self.source!r}: {e}") from None
-            self._model.eval()
-        return self._model
+    def _build(self) -> Any:
+        if Path(self.source).is_dir():
+            # a local folder must never trigger a hub look-up
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        try:
+            from sentence_transformers import SentenceTransformer
+
+            with no_loader_bars():
+                model = SentenceTransformer(self.source, device="cpu")
+        except Exception as e:
+            raise EncoderError(f"could not load sentence-transformers model {self.source!r}: {e}") from None
+        model.eval()
+        return model
 
     @property
     def identity(self) -> str:
@@ -95,7 +98,7 @@ class SentenceTransformerEncoder(Encoder):
                 weights = sha256_dir(self.source)
             else:  # hub name: hash the loaded parameters
                 h = hashlib.sha256()
-                for k, v in sorted(self._loaded().state_dict().items()):
+                for k, v in sorted(self.model().state_dict().items()):
                     h.update(k.encode())
                     h.update(v.detach().cpu().numpy().tobytes())
                 weights = h.hexdigest()
@@ -117,7 +120,7 @@ class SentenceTransformerEncoder(Encoder):
             self._warned = True
             log.warning("%s: the space was made before long texts were chunked; texts over the model's "
                         "%d tokens now get their chunks pooled instead of being truncated", self.spec,
-                        int(getattr(self._loaded(), "max_seq_length", 0) or 0))
+                        int(getattr(self.model(), "max_seq_length", 0) or 0))
             return True
         return False
 
@@ -126,7 +129,7 @@ class SentenceTransformerEncoder(Encoder):
 
     def encode_loaded(self, batch: Sequence[str]) -> np.ndarray:
         rt = current_runtime()
-        model = place(self._loaded(), rt.device)
+        model = place(self.model(), rt.device)
         texts = list(batch)
         tok = model.tokenizer
         room = int(model.max_seq_length or 0) - special_tokens(tok)
@@ -149,7 +152,7 @@ class SentenceTransformerEncoder(Encoder):
 
     def passages(self, text: str) -> list[str]:
         """A long text's chunks as passages of it (one index row each with ``--chunk-rows``)."""
-        model = self._loaded()
+        model = self.model()
         room = int(model.max_seq_length or 0) - special_tokens(model.tokenizer)
         return text_passages(model.tokenizer, text, room, self.chunk)
 

@@ -73,7 +73,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import threading
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -174,7 +173,6 @@ class MiniRocketEncoder(SeriesEncoder):
         self.spec = spec
         self.reference = reference
         self._model: Any = None
-        self._lock = threading.Lock()
         self._ref: np.ndarray | None = None
         self._identity: str | None = None
 
