@@ -250,21 +250,29 @@ def priced_key(tmp_path_factory):
 
 @settings(max_examples=60, deadline=None)
 @given(ops=st.lists(st.tuples(st.floats(0, 200), st.integers(1, 30), st.booleans()), min_size=1, max_size=25))
-def test_a_request_s_cost_is_taken_all_or_none_and_retry_after_says_when_it_fits(priced_key, ops):
+def test_a_request_s_cost_is_taken_whole_and_retry_after_says_when_it_fits(priced_key, ops):
     """Requests of any cost, priced up front (check) or by their route once the body is read (charge, after the
-    middleware's one token): what is let through never exceeds the burst plus the rate over the time passed, a
-    cost over the burst needs a full bucket (not forever), and a refused request took nothing: retried after
-    its Retry-After it passes."""
+    middleware's one token): every admitted request pays its whole cost (one over the burst needs a full bucket
+    and leaves it in debt), so what is taken never exceeds the burst plus the rate over the time passed plus one
+    request's overshoot; a request priced up front and refused takes nothing, one refused by its route keeps
+    the middleware's token (refusals are never free); retried after its Retry-After, it passes."""
     f, key = priced_key
     clock = Clock()
     store, header, start = KeyStore(f, clock=clock), bearer(key)["Authorization"], clock.t
-    granted = 0.0
+    taken, over = 0.0, 0.0
 
     def ask(cost: int, routed: bool):
+        nonlocal taken
         if not routed:
-            return store.check(header, "POST", "/search", cost=cost)
+            d = store.check(header, "POST", "/search", cost=cost)
+            taken += cost if d.status == 0 else 0
+            return d
         d = store.check(header, "POST", "/caption")
-        return store.charge("k", cost, "costs what", paid=1.0) if d.status == 0 else d
+        if d.status:
+            return d
+        d = store.charge("k", cost, "costs what", paid=1.0)
+        taken += cost if d.status == 0 else 1
+        return d
 
     for dt, cost, routed in ops:
         clock.t += dt
@@ -274,12 +282,37 @@ def test_a_request_s_cost_is_taken_all_or_none_and_retry_after_says_when_it_fits
         for _ in range(2 if routed and "costs" not in d.detail else 1):
             if d.status:
                 assert d.status == 429 and d.retry_after >= 1 and "retry in" in d.detail
-                assert ask(cost, routed).retry_after == d.retry_after  # the refusal took nothing
-                clock.t += d.retry_after
+                again = ask(cost, routed)
+                if routed:  # refused by the route, it kept its check's token (a middleware refusal takes nothing)
+                    assert again.status == 429
+                else:
+                    assert again.retry_after == d.retry_after  # priced up front: the refusal took nothing
+                clock.t += max(d.retry_after, again.retry_after)
                 d = ask(cost, routed)
         assert d.status == 0, d.detail
-        granted += min(cost, 10)
-        assert granted <= 10 + 0.1 * (clock.t - start) + 1e-6
+        over = max(over, cost - 10)
+        assert taken <= 10 + 0.1 * (clock.t - start) + over + 1e-6
+
+
+def test_a_request_dearer_than_the_burst_pays_its_whole_cost(tmp_path):
+    """A burst of 1 does not make every request cost 1: a 128-token request is let in on a full bucket and the
+    key then waits until the rate has paid for all of it; refusals in between pay their check's token."""
+    f = tmp_path / "keys.json"
+    key = add_key(f, "k", rate_per_minute=6, burst=1)  # 0.1 token a second
+    clock = Clock()
+    store, header = KeyStore(f, clock=clock), bearer(key)["Authorization"]
+    assert store.check(header, "POST", "/caption").status == 0
+    assert store.charge("k", 128, "128 units", paid=1.0).status == 0  # a full bucket lets it in
+    d = store.check(header, "POST", "/search")
+    assert d.status == 429 and d.retry_after == 1280  # 127 tokens of debt + the next request's one, at 0.1/s
+    clock.t += 1280
+    assert store.check(header, "POST", "/search").status == 0
+    granted = 0
+    for _ in range(100):  # one try a minute for 100 minutes: 600 tokens of rate
+        clock.t += 60
+        if store.check(header, "POST", "/caption").status == 0:
+            granted += store.charge("k", 128, "x", paid=1.0).status == 0
+    assert 1 <= granted <= 600 / 128 + 1  # the rate pays for the work, whatever the burst (burst-capped: 100)
 
 
 def test_a_route_charges_its_cost_after_the_middleware_s_token(priced_key):
@@ -304,10 +337,10 @@ def test_a_route_charges_its_cost_after_the_middleware_s_token(priced_key):
     with TestClient(app) as c:
         assert c.post("/priced/7", headers=bearer(key)).status_code == 200  # 3 tokens left
         r = c.post("/priced/7", headers=bearer(key))
-        assert r.status_code == 429 and r.headers["retry-after"] == "40"  # 4 more tokens at 0.1/s
-        assert "costs 7 units" in r.json()["detail"]
-        assert c.post("/priced/3", headers=bearer(key)).status_code == 200  # the refusal took nothing
-        clock.t += 70
+        assert r.status_code == 429 and r.headers["retry-after"] == "50"  # 2 left after its check; 7 at 0.1/s
+        assert "costs 7 units" in r.json()["detail"]  # the refusal kept the middleware's token: 2 left
+        assert c.post("/priced/3", headers=bearer(key)).status_code == 429
+        clock.t += 70  # 2 + 7 - 1 (the second refusal's token) = 8 tokens
         assert c.post("/priced/7", headers=bearer(key)).status_code == 200
     charge_request(SimpleNamespace(), 1000)  # no key store (a service without keys): nothing to charge
     with pytest.raises(RateLimited):

@@ -204,17 +204,20 @@ def test_a_caption_request_costs_its_decoding_work_of_the_key_s_rate_limit(svc, 
     _, png = _png(site)
     with TestClient(create_app(service=svc, captioner=cap, api_keys=KeyStore(f, clock=clock))) as c:
         assert c.post("/caption", json=beam, headers=h).status_code == 200  # 8 of 10: 2 left
-        r = c.post("/caption", json=beam, headers=h)
-        assert r.status_code == 429 and r.headers["retry-after"] == "6", r.text  # 6 more at a token a second
+        r = c.post("/caption", json=beam, headers=h)  # refused by its route, it keeps its check's token: 1 left
+        assert r.status_code == 429 and r.headers["retry-after"] == "7", r.text  # 7 more at a token a second
         assert "4 input(s) x 8 beam(s) x 16 tokens" in r.json()["detail"]
-        assert c.post("/caption", json={"texts": ["a circle"]}, headers=h).status_code == 200  # costs 1: 1 left
-        clock.t += 7  # 8 tokens
+        assert c.post("/caption", json={"texts": ["a circle"]}, headers=h).status_code == 200  # costs 1: 0 left
+        clock.t += 8  # 8 tokens
         assert c.post("/caption", json=beam, headers=h).status_code == 200  # none left
-        # uploads are charged per file alike: 2 files x 8 beams x 64 tokens = 16, over the burst: a full bucket
+        # uploads are charged per file alike, before any is read: 2 files x 8 beams x 64 tokens = 16, over the
+        # burst: a full bucket lets it in, and the key then pays the rest off
         files = [("files", ("a.png", png, "image/png")), ("files", ("b.png", png, "image/png"))]
         form = {"method": "beam", "beams": "8", "max_tokens": "64"}
         clock.t += 5
         r = c.post("/caption/upload", files=files, data=form, headers=h)
-        assert r.status_code == 429 and r.headers["retry-after"] == "5", r.text  # 5 of the 10
-        clock.t += 5
+        assert r.status_code == 429 and r.headers["retry-after"] == "6", r.text  # 4 left of the 10 it needs
+        clock.t += 6
         assert c.post("/caption/upload", files=files, data=form, headers=h).status_code == 200
+        r = c.post("/caption", json={"texts": ["a circle"]}, headers=h)  # 10 - 16 = 6 tokens of debt
+        assert r.status_code == 429 and r.headers["retry-after"] == "7", r.text

@@ -275,33 +275,38 @@ class KeyStore:
     def charge(self, name: str, cost: float, what: str = "", paid: float = 1.0) -> Decision:
         """Charge a request of the key ``name`` that :meth:`check` let through for ``paid`` tokens and whose
         whole ``cost`` is known once its body is read (``what``: how it was reckoned, for the 429's message).
-        All or none: refused, the paid tokens are given back (a refused request costs nothing) and
-        ``retry_after`` is when the bucket holds the whole cost."""
+        Refused, it keeps what it paid (a refused request costs its one token, as any request: refusals are
+        never free) and ``retry_after`` is when the bucket holds what admission needs (see :meth:`_take`)."""
         with self._lock:
             key = next((k for k in self._keys if k.name == name), None)
             wait = self._take(key, cost, paid) if key is not None and cost > paid else 0.0
         return _limited(key, wait, what) if wait > 0 else Decision(key=name)
 
     def _take(self, key: ApiKey, cost: float = 1.0, paid: float = 0.0) -> float:
-        """Take ``cost`` tokens (at most the bucket's size; ``paid`` of them taken before) from the key's
-        bucket, all or none; 0, or the seconds until the bucket holds them all."""
+        """Take ``cost`` tokens (``paid`` of them taken before) from the key's bucket; 0, or the seconds until
+        the bucket holds what admission needs.
+
+        Admission needs the whole cost in the bucket, or a full bucket for a cost over its size (the burst), and
+        then takes the whole cost: a request dearer than the burst leaves the bucket in debt, which the rate
+        pays back before the key's next request (a cost is never capped: a key's work over any time is at most
+        the burst plus the rate over that time, plus one request's overshoot).  Refused, nothing more is taken
+        and nothing paid is given back."""
         if key.rate_per_minute is None:
             return 0.0
         rate = key.rate_per_minute / 60.0
         cap = float(key.burst or key.rate_per_minute)
-        cost = min(float(cost), cap)
+        cost = float(cost)
         now = self.clock()
         b = self._buckets.get(key.sha256)
         if b is None:
             b = self._buckets[key.sha256] = _Bucket(cap, now)
         b.tokens = min(cap, b.tokens + (now - b.at) * rate)
         b.at = now
-        need = max(0.0, cost - paid)
-        if b.tokens >= need - 1e-9:  # a client that waited its Retry-After gets in despite rounding of the clock
-            b.tokens = max(0.0, b.tokens - need)
+        need = min(cost, cap)  # what the bucket must hold, with what was paid, to let it in
+        if b.tokens + paid >= need - 1e-9:  # a client that waited its Retry-After gets in despite clock rounding
+            b.tokens -= cost - paid  # may go below zero: the debt of a request over the burst
             return 0.0
-        b.tokens = min(cap, b.tokens + paid)  # refused: what it paid is given back
-        return (cost - b.tokens) / rate
+        return (need - b.tokens) / rate  # a retry pays its check's token again, so the bucket must hold all of need
 
 
 def _limited(key: ApiKey, wait: float, what: str) -> Decision:

@@ -240,8 +240,8 @@ def add_caption_routes(app: FastAPI, captioner: Any, service: Service | None = N
         svc: Service = request.state.svc
         opts = DecodeOptions(method=method, max_tokens=max_tokens, beams=beams, temperature=temperature,
                              top_p=top_p, seed=seed, projection=projection)
-        uploads = await read_uploads(svc, files)  # 400 over max_files (charged one token, as any request)
-        _charge(request, len(uploads), opts)  # 429 when the key's bucket does not hold the request's work
+        _charge(request, len(files), opts)  # 429 before any upload is read when the key's bucket cannot pay its work
+        uploads = await read_uploads(svc, files)  # 400 over max_files
 
         def work():
             t0 = time.perf_counter()
