@@ -146,3 +146,4 @@ def test_a_loaded_encoder_pickles_without_its_model_or_lock_and_reloads():
     assert clone._model is None and clone._lock is None
     assert clone.model() == {"loaded": 2} and clone.model() is not first
     assert enc.model() is first
+

@@ -68,6 +68,7 @@ def test_ray_client_actors_bind_the_same_space_and_send_only_the_protocol(tux_di
                 a, b = here.projectors[m].state_dict(), there.projectors[m].state_dict()
                 assert all(torch.equal(a[k], b[k]) for k in a), (method, m)
             assert here.logit_scale == there.logit_scale
+            assert type(there) is Space  # the public class, as every entry point above the trainers hands out
             assert here.info["training"]["history"] == there.info["training"]["history"]
             assert there.info["lineage"][-1]["clients_ran"] == "ray" != here.info["lineage"][-1]["clients_ran"]
             assert [(w, i, m.kind) for w, i, m in seen_here] == [(w, i, m.kind) for w, i, m in seen_there]

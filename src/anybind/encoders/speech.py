@@ -76,7 +76,7 @@ import numpy as np
 
 from ..data.media import as_mono, load_audio, resample, short_repr
 from ..errors import DataError, EncoderError
-from .base import Encoder, sha256_file
+from .base import Encoder, one_line, sha256_file
 from .speech_frontend import (  # noqa: F401  (the front end's names are re-exported here)
     CHUNK_SECONDS,
     EMB_DIM,
@@ -166,7 +166,8 @@ class WhisperEncoder(Encoder):
 
         rt = current_runtime()
         where = ("cuda", int(rt.device.split(":")[1])) if rt.is_cuda else ("cpu", 0)
-        return self._load_once(lambda: self._load_whisper(where), stale=lambda: getattr(self, "_where", None) != where)
+        # the device is kept with the model, as one value: a reader never sees one without the other
+        return self._load_once(lambda: (where, self._load_whisper(where)), stale=lambda: self._model[0] != where)[1]
 
     def _load_whisper(self, where: tuple[str, int]) -> Any:
         import ctranslate2
@@ -177,8 +178,7 @@ class WhisperEncoder(Encoder):
                 compute_type=self.compute_type, intra_threads=self.threads,
             )
         except Exception as e:  # noqa: BLE001 - ctranslate2 raises RuntimeError/ValueError
-            raise EncoderError(f"{self.spec}: cannot load the Whisper model from {model_dir()} ({e})") from None
-        self._where = where
+            raise EncoderError(f"{self.spec}: cannot load the Whisper model from {model_dir()} ({one_line(e)})") from None
         return model
 
     def load(self, item: Any) -> SpeechInput:

@@ -27,7 +27,7 @@ import numpy as np
 
 from ..errors import EncoderError
 from .hf_spec import no_loader_bars
-from .base import Encoder, check_text, sha256_dir
+from .base import Encoder, check_text, one_line, sha256_dir
 from .chunks import (
     ChunkPolicy, chunk_inputs, chunk_spans, long_items, pool_chunks, special_tokens, split_options, text_passages,
 )
@@ -87,7 +87,7 @@ class SentenceTransformerEncoder(Encoder):
             with no_loader_bars():
                 model = SentenceTransformer(self.source, device="cpu")
         except Exception as e:
-            raise EncoderError(f"could not load sentence-transformers model {self.source!r}: {e}") from None
+            raise EncoderError(f"could not load sentence-transformers model {self.source!r}: {one_line(e)}") from None
         model.eval()
         return model
 

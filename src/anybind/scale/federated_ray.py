@@ -26,6 +26,7 @@ from ..errors import AnybindError, FederationError
 from ..federated import ClientSpec, build_client, federate
 from ..federated_parties import Message
 from ..loop import training_threads
+from ..space import Space
 
 
 class ClientActor:
@@ -68,7 +69,11 @@ class RayClients:
         actor = ray.remote(num_cpus=cpus, max_restarts=0)(ClientActor)
         ref = ray.put(dict(public))
         self.actors = [actor.remote(s, ref) for s in specs]
-        ready = self._get([a.ready.remote() for a in self.actors])
+        try:
+            ready = self._get([a.ready.remote() for a in self.actors])
+        except BaseException:  # an actor died while building its client: the others keep no shard or CPU
+            self.close()
+            raise
         for err, _ in ready:
             if err is not None:
                 self.close()
@@ -125,7 +130,8 @@ def federate_on_ray(
     num_cpus: int | None = None,
     cpus_per_client: float | None = None,
     **kw: Any,
-):
-    """:func:`anybind.federated.federate` with every client a Ray actor (see :func:`ray_clients`)."""
+) -> Space:
+    """:func:`anybind.federated.federate` with every client a Ray actor (see :func:`ray_clients`); the public
+    :class:`anybind.Space`."""
     runner = functools.partial(ray_clients, address=address, num_cpus=num_cpus, cpus_per_client=cpus_per_client)
-    return federate(clients, public, runner=runner, **kw)
+    return Space.from_core(federate(clients, public, runner=runner, **kw))
