@@ -183,6 +183,15 @@ def update_space(
         update_config(config)  # the other options are checked before any training
         return choose_distill(space, data, replay=replay, old_val=old_val, cache=cache, strict=strict,
                               progress=progress, **config)
+    fc = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
+    out = _update_once(space, data, replay=replay, cache=fc, strict=strict, progress=progress, **config)
+    return carry_vocabulary(space, out, cache=fc, progress=progress)  # embedded again if the text projector moved
+
+
+def _update_once(space: "SpaceCore", data, *, replay, cache: FeatureCache, strict: bool, progress: bool,
+                 **config: Any) -> "SpaceCore":
+    """One update with one weight (no vocabulary carried: :func:`update_space` and :func:`choose_distill` carry
+    it onto the space they return, not onto every candidate)."""
     from .losses import build_loss, is_multimodal
     from .manifests import as_manifests
     from .train import FeatureSet, featureset_batches, val_score
@@ -196,7 +205,7 @@ def update_space(
                          label_smoothing=float(space.config.get("label_smoothing", 0.0)))
     if is_multimodal(loss_fn):
         raise SpaceError(f"the space's objective {space.config.get('loss')!r} is multimodal: update needs a pairwise one")
-    fc = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
+    fc = cache
     bound = space.modalities
     new_mans = as_manifests(_listed(data), bound, space.encoders, strict, progress)
     old_mans = as_manifests(_listed(replay), bound, space.encoders, strict, progress)
@@ -257,9 +266,8 @@ def update_space(
     })
     if res.best_epoch == 0:
         log.info("update: no epoch beat the space as it was on the val pairs; the projectors are unchanged")
-    out = space.derived(space.encoders, projectors, res.logit_scale, identities=space.identities,
+    return space.derived(space.encoders, projectors, res.logit_scale, identities=space.identities,
                          config=copy.deepcopy(space.config), info=info, format_version=space.format_version)
-    return carry_vocabulary(space, out, cache=fc, progress=progress)  # embedded again if the text projector moved
 
 
 DISTILL_GRID = (0.1, 0.3, 1.0, 3.0, 10.0)
@@ -285,7 +293,7 @@ def choose_distill(space: "SpaceCore", data, *, replay=None, old_val=None, cache
                             "distill='auto' on")
     best, scores = None, {}
     for w in DISTILL_GRID:
-        cand = update_space(space, new_mans, replay=replay, cache=fc, strict=strict, progress=progress,
+        cand = _update_once(space, new_mans, replay=replay, cache=fc, strict=strict, progress=progress,
                             **{**config, "distill": w})
         new, old = _val_score(cand, new_mans, fc), _val_score(cand, old_mans, fc)
         scores[str(w)] = {"new": new, "old": old, "score": (new + old) / 2}
@@ -299,7 +307,7 @@ def choose_distill(space: "SpaceCore", data, *, replay=None, old_val=None, cache
     chosen = best[2]
     chosen.info["lineage"][-1]["distill_search"] = {"grid": list(DISTILL_GRID), "chosen": best[1], "scores": scores,
                                                     "metric": DISTILL_METRIC}
-    return chosen
+    return carry_vocabulary(space, chosen, cache=fc, progress=progress)  # onto the chosen space only
 
 
 def _val_score(space: "SpaceCore", mans: Sequence[Manifest], cache: FeatureCache) -> float:
