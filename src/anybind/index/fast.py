@@ -175,6 +175,8 @@ class FastSearch:
                 res = None
                 for attempt in range(3):  # another thread may move the graph on between our sync and search
                     snap = self.t.snapshot() if attempt else snap
+                    if ann.version > snap.version:  # another thread moved the graph past our snapshot: never back
+                        snap = self.t.snapshot()  # (a sync back and forth would add slots for the same rows)
                     if ann.version != snap.version or len(ann.slot_row) != len(ann.slots):  # moved, or just loaded
                         with ann.lock.write():
                             if ann.version != snap.version or len(ann.slot_row) != len(ann.slots):
