@@ -143,3 +143,27 @@ def test_save_load_round_trip_and_checks(data, shared_cache, tmp_path):
 
 def test_raw_probability_is_the_clipped_score():
     np.testing.assert_allclose(raw_probability(np.array([-0.3, 0.4, 1.2])), [0.0, 0.4, 1.0])
+
+
+def test_a_pair_calibrated_on_few_positives_is_called_rough(data, shared_cache, caplog, monkeypatch):
+    """A pair that few val records hold (Tux Paint's spoken descriptions: 2) is still calibrated, with a warning
+    naming the manifest, the pair and the count; a pair with enough positives gets none."""
+    import logging
+
+    from anybind import calibration
+    from anybind.data.manifest import load_manifest
+
+    space = Space.load(data["space"])
+    man = load_manifest(data["manifest"])
+    n_pos = {k: c.n_pos for k, c in calibration.fit_calibration(space, man, cache=shared_cache).pairs.items()}
+    few = sorted(set(n_pos.values()))[-1]  # the best-held pair is not rough, the others are
+    monkeypatch.setattr(calibration, "FEW_POSITIVES", few)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="anybind.calibration"):
+        cal = calibration.fit_calibration(space, man, cache=shared_cache)
+    rough = {k for k, c in cal.pairs.items() if c.n_pos < few}
+    assert rough and rough != set(cal.pairs), n_pos
+    warned = [r.getMessage() for r in caplog.records if "rough" in r.getMessage()]
+    assert len(warned) == len(rough)
+    for k in rough:
+        assert any(k in w and str(man.path) in w and "\n" not in w for w in warned)

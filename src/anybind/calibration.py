@@ -104,6 +104,10 @@ def split_samples(
     return out
 
 
+#: positive pairs below which a pair's calibration is fitted but called rough (a warning)
+FEW_POSITIVES = 10
+
+
 def fit_calibration(
     space: "SpaceCore", manifest: "str | Path | Manifest", *, split: str = "val", method: str = "platt",
     modalities: Iterable[str] | None = None, cache: "FeatureCache | str | Path | None" = None,
@@ -119,6 +123,10 @@ def fit_calibration(
     pairs = {k: fit_pair(s, y, method) for k, (s, y) in samples.items()}
     for k, c in pairs.items():
         log.info("calibrated %s on %d positive / %d negative %s pairs (%s)", k, c.n_pos, c.n_neg, split, method)
+        if c.n_pos < FEW_POSITIVES:
+            log.warning("%s: %s calibrated on only %d positive %s pairs: its match probabilities are rough (give "
+                        "%d or more records holding both in the %s split)", man.path, k, c.n_pos, split,
+                        FEW_POSITIVES, split)
     return Calibration(pairs, method, split, source=str(man.path))
 
 
