@@ -91,3 +91,37 @@ def test_a_vocabulary_stored_with_the_space_is_the_one_explain_uses(data, shared
             assert np.array_equal(lookup(svc).embedded["text"].vectors, space.vocabulary.vectors)
     finally:
         svc.close()
+
+
+def test_an_index_built_from_a_space_with_a_vocabulary_keeps_it_and_a_service_from_the_index_alone_uses_it(
+        data, shared_cache, tmp_path):
+    """The index's copy of the space keeps the vocabulary (an index is self-contained): ``create_app(None, INDEX)``
+    explains with the stored words; ``anybind serve SPACE --index INDEX`` uses SPACE's, one built after the index."""
+    from anybind.index import Index
+    from anybind.vocabulary import VECTORS_FILE, WORDS_FILE, embed_vocabulary
+
+    space = Space.load(data["space"])
+    recs = load_manifest(data["manifest"], modalities=space.modalities).records
+    words = vocabulary(recs)  # with the labels' words, which the index's texts lack
+    space.vocabulary = embed_vocabulary(space, words, cache=shared_cache, source="small.jsonl")
+    space.save(tmp_path / "space")
+    Index.build(Space.load(tmp_path / "space"), data["manifest"], tmp_path / "index", cache=shared_cache)
+    copy = tmp_path / "index" / "space"
+    assert {WORDS_FILE, VECTORS_FILE} <= {p.name for p in copy.iterdir()}
+    # its size: the vectors once more (count x dim x float32) plus the safetensors header
+    assert len(words) * space.dim * 4 <= (copy / VECTORS_FILE).stat().st_size < len(words) * space.dim * 4 + 1024
+    kept = Index.open(tmp_path / "index").space.vocabulary
+    assert kept.words == tuple(words) and np.array_equal(kept.vectors, space.vocabulary.vectors)
+    r = next(r for r in recs if r.has("image"))
+    want = nearest_words(space, "image", [r.values["image"]], words, k=5, cache=shared_cache)[0]
+    with TestClient(create_app(None, tmp_path / "index")) as client:  # the index alone
+        out = client.post("/explain", json={"text": "a small animal", "id": r.id, "k": 5}).json()
+        assert out["vocabulary_source"] == "space" and out["vocabulary"] == len(words)
+        assert [w["word"] for w in out["words"]] == [w for w, _ in want]
+    # the index made before the vocabulary has none in its copy: alone, it explains with its texts' words;
+    # with the space folder (what `anybind serve SPACE --index INDEX` loads) it uses the stored one
+    assert Index.open(data["index"]).space.vocabulary is None
+    for space_dir, source in ((None, "index"), (tmp_path / "space", "space")):
+        with TestClient(create_app(space_dir, data["index"])) as client:
+            out = client.post("/explain", json={"text": "a small animal", "id": r.id, "k": 5}).json()
+            assert out["vocabulary_source"] == source, space_dir

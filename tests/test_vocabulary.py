@@ -182,3 +182,26 @@ def test_centring_the_space_embeds_its_vocabulary_again(data, shared_cache):
     assert modality_identity(c, "text") != modality_identity(sp, "text")
     assert c.vocabulary.fits(c) and c.vocabulary.words == tuple(words)
     assert np.allclose(c.vocabulary.vectors, c.embed("text", words, cache=shared_cache), atol=1e-6)
+
+
+def test_the_explanations_bench_stores_its_vocabulary_once_and_its_words_answer_as_embedded_afresh(
+        data, shared_cache, tmp_path):
+    from anybind.bench.tasks_trust import vocabulary_space
+
+    d, space, recs = data
+    words = vocabulary([r for r in recs if r.split == "train"])
+    sp, voc, how = vocabulary_space(Space.load(d["space"]), words, tmp_path / "space", source="train",
+                                    cache=shared_cache)
+    assert how == "built and stored" and voc is sp.vocabulary and voc.words == tuple(words)
+    assert {WORDS_FILE, VECTORS_FILE} <= {p.name for p in (tmp_path / "space").iterdir()}
+    assert stored_vocabulary(Space.load(tmp_path / "space")).words == tuple(words)
+    images = [r.values["image"] for r in recs if r.split == "test" and r.has("image")]
+    got = nearest_words(sp, "image", images, voc.words, k=5, embedded_words=voc.vectors)
+    fresh = nearest_words(space, "image", images, words, k=5, cache=shared_cache)
+    assert [[w for w, _ in ws] for ws in got] == [[w for w, _ in ws] for ws in fresh]
+    assert np.allclose([[s for _, s in ws] for ws in got], [[s for _, s in ws] for ws in fresh], atol=1e-5)
+    # a space that stores these words keeps them (nothing embedded or written again); other words: built anew
+    again = vocabulary_space(sp, words, tmp_path / "other", cache=shared_cache)
+    assert again[2] == "stored" and again[1] is voc and not (tmp_path / "other").exists()
+    fewer = vocabulary_space(sp, words[:10], None, cache=shared_cache)
+    assert fewer[2] == "built and stored" and fewer[1].words == tuple(words[:10])

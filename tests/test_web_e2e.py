@@ -121,3 +121,43 @@ def test_rank_every_modality_by_calibrated_probability(site, page):
     assert probs[: len(calibrated)] == calibrated and calibrated == sorted(calibrated, reverse=True)
     assert mods.count("text") < by_score.count("text") or "text" not in by_score  # texts no longer crowd the top
     assert page.problems == []
+
+
+def _why_source(page, url, caption):
+    """Search ``caption``, open the first hit's "why?" and return its vocabulary label (source, text)."""
+    page.goto(url + "/")
+    page.locator("#corpus", has_text="84 items").wait_for(timeout=30_000)
+    page.fill("#q", caption)
+    page.press("#q", "Enter")
+    _settled(page)
+    first = page.locator("#results .hit").first
+    first.locator(".why-btn").click()
+    label = first.locator(".why .near .vocab")
+    label.wait_for(timeout=30_000)
+    assert first.locator(".why .drops span").count() > 0
+    return label.get_attribute("data-source"), label.inner_text()
+
+
+def test_why_this_result_names_where_its_nearest_words_came_from(site, page, shared_cache, tmp_path):
+    """The "why?" panel labels its nearest words: the index's texts' words (the site's space stores no
+    vocabulary), or the vocabulary stored with the space, with their count."""
+    from anybind.explain import vocabulary
+    from anybind.space import Space
+    from anybind.vocabulary import embed_vocabulary
+
+    url, data = site
+    caption = data["records"][0].values["text"]
+    source, text = _why_source(page, url, caption)
+    assert source == "index" and "indexed texts' words" in text
+    space = Space.load(data["space"])
+    words = vocabulary(data["records"])
+    space.vocabulary = embed_vocabulary(space, words, cache=shared_cache)
+    space.save(tmp_path / "space")
+    svc = Service.load(tmp_path / "space", data["index"], cache=shared_cache, config=ServeConfig())
+    try:
+        with serve_in_thread(create_app(service=svc)) as url2:
+            source, text = _why_source(page, url2, caption)
+    finally:
+        svc.close()
+    assert source == "space" and f"(stored vocabulary, {len(words)} words)" in text
+    assert page.problems == []

@@ -12,6 +12,12 @@ It is an optional part of the space folder, written with it in the same atomic s
 :meth:`Space.load`; like ``calibration.json`` it is not part of the space identity (it changes no embedding, so
 indexes and fusion models stay valid) and an older anybind, which does not know it, loads the space without it.
 
+**In an index.**  An index keeps a copy of the space it was built with (``INDEX/space``), and the copy keeps the
+vocabulary: a service started from the index alone (``create_app(None, INDEX)``) explains with the stored words
+too.  That is kept on purpose (an index is self-contained) and costs ``count x dim x 4`` bytes once more: 20 000
+words at dim 512 are 41 MB, as much as the vectors of 20 000 indexed rows.  ``anybind serve SPACE --index INDEX``
+serves the ``SPACE`` folder's space, so its vocabulary, also one built after the index (not in the index's copy).
+
 **Never stale.**  The vocabulary records the identity of the text modality it was embedded by
 (:func:`modality_identity`: the encoder spec and identity, projector config and weights of that one modality).
 :func:`stored_vocabulary` answers it only while the space's text modality still has that identity, a save

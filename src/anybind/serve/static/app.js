@@ -169,7 +169,8 @@ function whyButton(text, h) {
       }
       box.replaceChildren(words);
       if (x.words.length) {
-        box.append(el("div", { class: "near muted", text: "near: " + x.words.map((w) => w.word).join(", ") }));
+        box.append(el("div", { class: "near muted", text: "near: " + x.words.map((w) => w.word).join(", ") },
+          vocabLabel(x)));
       }
     } catch (e) {
       box.replaceChildren(el("div", { class: "muted", text: e.message }));
@@ -177,6 +178,19 @@ function whyButton(text, h) {
   });
   box.append(btn);
   return box;
+}
+
+// where the nearest words came from: the vocabulary stored with the space, or the words of the indexed texts
+const VOCAB_SOURCES = {
+  space: ["stored vocabulary", "a vocabulary stored with the space (anybind explain --build-vocab)"],
+  index: ["indexed texts' words", "the words of the index's texts (the space stores no vocabulary: " +
+          "anybind explain SPACE --build-vocab stores one)"],
+};
+
+function vocabLabel(x) {
+  const [label, title] = VOCAB_SOURCES[x.vocabulary_source] || [x.vocabulary_source, ""];
+  return el("span", { class: "vocab", "data-source": x.vocabulary_source,
+    text: ` (${label}, ${x.vocabulary} words)`, title: `nearest words from ${title}` });
 }
 
 function renderClasses(data) {
