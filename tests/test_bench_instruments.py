@@ -53,7 +53,8 @@ def test_bench_table_has_zero_shot_rows_and_the_ceiling(tiny, tmp_path, shared_c
     for label in ("family", "instrument"):
         rows = {r["name"].split(": ", 1)[1]: r for r in table if r["name"].startswith(f"{label} (4-way)")}
         ceiling = [r for n, r in rows.items() if n.startswith("linear probe (ceiling")]
-        assert len(ceiling) == 1 and "chance" in rows and len(rows) == 4
+        # 2 systems (+ the family through its instruments' prompts) + the ceiling + chance
+        assert len(ceiling) == 1 and "chance" in rows and len(rows) == (6 if label == "family" else 4)
         top = ceiling[0]["test"]
         for name, r in rows.items():
             assert 0.0 <= r["val"] <= 1.0 and 0.0 <= r["test"] <= 1.0
@@ -66,6 +67,9 @@ def test_bench_table_has_zero_shot_rows_and_the_ceiling(tiny, tmp_path, shared_c
         assert rec["baselines"]["linear-probe"][f"{label}/C"] in (0.001, 0.01, 0.1, 1.0, 10.0)
         assert rec["baselines"]["procrustes"][f"{label}/accuracy"] == rows["Procrustes, instruments train"]["test"]
         assert rec["metrics"][f"{label}/target_met"] in (0.0, 1.0)
+        if label == "family":  # the family through its members' prompts, a row of its own
+            via = rec["baselines"]["indomain"]["family-via-instruments/accuracy"]
+            assert via == rows["recipe, bound on instruments train, via instrument prompts"]["test"]
     assert rec["config"]["options"]["systems"] == "indomain,procrustes"
 
 

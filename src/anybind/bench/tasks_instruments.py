@@ -18,7 +18,9 @@ bootstrap 95 % interval over the test clips.
 
 Options: ``corpus`` (a built instruments corpus; default: build one under the work folder),
 ``labels`` (``family,instrument``), ``systems`` (comma list of the names above), ``templates``
-(``|``-separated templates, ``{}`` for the class name), ``boot``, ``epochs``.
+(``|``-separated templates, ``{}`` for the class name), ``boot``, ``epochs``, ``via`` (1: also the family
+read through its instruments' prompts: a clip's family is that of its nearest instrument prompt; still no
+audio label is used, only the GM table's instrument -> family map).
 """
 
 from __future__ import annotations
@@ -51,13 +53,24 @@ def class_names(records, label: str) -> dict[str, str]:
     return out
 
 
-def zero_shot_hits(space, records, label: str, names: dict[str, str], templates, cache) -> np.ndarray:
-    """0/1 correctness per clip (only the count matters to the bootstrap) of the prompt-ensemble zero-shot."""
+def zero_shot_hits(space, records, label: str, names: dict[str, str], templates, cache,
+                   group: dict[str, str] | None = None) -> np.ndarray:
+    """0/1 correctness per clip (only the count matters to the bootstrap) of the prompt-ensemble zero-shot.
+
+    ``group`` (class -> group): a prediction counts when it falls in the true class' group -- the
+    family read through its members' prompts (``label="instrument"``, ``group`` = instrument -> family).
+    """
     from ..evaluate import zero_shot
 
     zs = zero_shot(space, records, "audio", label, classes=sorted(names), names=lambda c: names[c],
                    templates=list(templates), cache=cache)
-    k, n = int(np.trace(np.asarray(zs["confusion"]))), int(zs["n"])
+    conf = np.asarray(zs["confusion"])
+    if group is None:
+        k = int(np.trace(conf))
+    else:
+        g = np.array([group[c] for c in zs["labels"]])
+        k = int(conf[g[:, None] == g[None, :]].sum())
+    n = int(zs["n"])
     return np.r_[np.ones(k), np.zeros(n - k)]
 
 
@@ -115,7 +128,7 @@ LABELS_OF = {
 def instruments_zeroshot(work: Path, cache=None, seed: int = 0, console=None, corpus: str = "",
                          labels: str = "family,instrument", systems: str = ",".join(SYSTEMS),
                          templates: str = "|".join(INSTRUMENT_TEMPLATES), boot: str = "1000",
-                         epochs: str = "200") -> TaskResult:
+                         epochs: str = "200", via: str = "1") -> TaskResult:
     from ..cache import FeatureCache
     from ..corpora.instruments import build_instruments
     from ..data.manifest import load_manifest
@@ -132,7 +145,7 @@ def instruments_zeroshot(work: Path, cache=None, seed: int = 0, console=None, co
     if unknown:
         raise AnybindError(f"instruments-zeroshot: unknown system(s) {', '.join(unknown)}; known: {', '.join(SYSTEMS)}")
     tpl = [t for t in templates.split("|") if t]
-    n_boot, label_keys = int(boot), [x for x in labels.split(",") if x]
+    n_boot, label_keys, via_members = int(boot), [x for x in labels.split(",") if x], via == "1"
     split = {s: man.split(s) for s in ("train", "val", "test")}
     spaces = _spaces(work, man, sys_names, cache, seed, int(epochs), console)
 
@@ -147,16 +160,26 @@ def instruments_zeroshot(work: Path, cache=None, seed: int = 0, console=None, co
         c, probe_val, probe_hits = linear_probe(feats, ys, seed)
         ceiling, ci, _ = bootstrap(probe_hits, n=n_boot, seed=seed)
         n_cls = len(names)
+        variants = [("", label, names, None)]
+        if label == "family" and via_members:  # the family read through its instruments' names
+            inst = class_names(man.records, "instrument")
+            fam_of = {str(r.labels["instrument"]): str(r.labels["family"]) for r in man.records}
+            variants.append((", via instrument prompts", "instrument", inst, fam_of))
         for s, sp in spaces.items():
-            val = float(zero_shot_hits(sp, split["val"], label, names, tpl, cache).mean())
-            one = float(zero_shot_hits(sp, split["test"], label, names, tpl[:1], cache).mean())
-            acc, (lo, hi), _ = bootstrap(zero_shot_hits(sp, split["test"], label, names, tpl, cache), n=n_boot, seed=seed)
-            frac = acc / ceiling if ceiling > 0 else float("nan")
-            rows.append({"name": f"{label} ({n_cls}-way): {LABELS_OF[s]}", "val": val, "test": acc,
-                         "(lo-hi)": f"{lo:.3f}-{hi:.3f}", "one prompt": one, "of ceiling": frac})
-            key = "anybind" if s == "tuxpaint" else s
-            (metrics if key == "anybind" else base.setdefault(key, {})).update(
-                {f"{label}/accuracy": acc, f"{label}/val_accuracy": val, f"{label}/fraction_of_ceiling": frac})
+            for suffix, key_label, nm, grp in variants:
+                def hits(part, t, _k=key_label, _n=nm, _g=grp):
+                    return zero_shot_hits(sp, split[part], _k, _n, t, cache, _g)
+
+                val = float(hits("val", tpl).mean())
+                one = float(hits("test", tpl[:1]).mean())
+                acc, (lo, hi), _ = bootstrap(hits("test", tpl), n=n_boot, seed=seed)
+                frac = acc / ceiling if ceiling > 0 else float("nan")
+                rows.append({"name": f"{label} ({n_cls}-way): {LABELS_OF[s]}{suffix}", "val": val, "test": acc,
+                             "(lo-hi)": f"{lo:.3f}-{hi:.3f}", "one prompt": one, "of ceiling": frac})
+                key = "anybind" if s == "tuxpaint" else s
+                mkey = label + ("-via-instruments" if grp else "")
+                (metrics if key == "anybind" else base.setdefault(key, {})).update(
+                    {f"{mkey}/accuracy": acc, f"{mkey}/val_accuracy": val, f"{mkey}/fraction_of_ceiling": frac})
         rows.append({"name": f"{label} ({n_cls}-way): linear probe (ceiling, C={c:g} on val)", "val": probe_val,
                      "test": ceiling, "(lo-hi)": f"{ci[0]:.3f}-{ci[1]:.3f}", "one prompt": None, "of ceiling": 1.0})
         rows.append({"name": f"{label} ({n_cls}-way): chance", "val": 1 / n_cls, "test": 1 / n_cls, "(lo-hi)": "",
