@@ -1,0 +1,79 @@
+"""``anybind bench --task instruments-zeroshot`` on a tiny real render: 4 GM programs x 3 pitches."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from anybind.bench import load_tasks, run_tasks
+from anybind.corpora import instruments as ins
+from anybind.errors import AnybindError
+
+needs_fluid = pytest.mark.skipif(
+    not Path(ins.DEFAULT_SOUNDFONT).is_file() or shutil.which("fluidsynth") is None,
+    reason=f"apt-get install -y {ins.SOUNDFONT_PACKAGE} {ins.FLUIDSYNTH_PACKAGE}",
+)
+#: piano, guitar, violin, flute: four families; 3 pitches give every class a train, val and test unit
+PROGRAMS = [0, 24, 40, 73]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    out = tmp_path_factory.mktemp("instruments") / "corpus"
+    ins.build_instruments(out, programs=PROGRAMS, pitches=3, drums=False, progress=False)
+    return out
+
+
+def test_task_is_registered():
+    assert "instruments-zeroshot" in load_tasks()
+
+
+@needs_fluid
+def test_class_names_read_as_words(tiny):
+    from anybind.bench.tasks_instruments import class_names
+    from anybind.data.manifest import load_manifest
+
+    recs = load_manifest(tiny / "manifest.jsonl", modalities=["audio", "text"]).records
+    inst, fam = class_names(recs, "instrument"), class_names(recs, "family")
+    assert set(inst) == {"Acoustic Grand Piano", "Acoustic Guitar (nylon)", "Violin", "Flute"}
+    assert all(v == v.lower() and "(" not in v for v in inst.values())  # the spoken name, not the GM title
+    assert fam == {"Piano": "piano", "Guitar": "guitar", "Strings": "strings", "Pipe": "pipe"}
+
+
+@needs_fluid
+def test_bench_table_has_zero_shot_rows_and_the_ceiling(tiny, tmp_path, shared_cache):
+    out = tmp_path / "r.json"
+    [rec] = run_tasks(["instruments-zeroshot"], json_out=out, work=tmp_path, cache=shared_cache, seed=0,
+                      options={"corpus": str(tiny), "systems": "indomain,procrustes", "boot": "100", "epochs": "20"})
+    assert json.loads(out.read_text())[0]["table"] == json.loads(json.dumps(rec["table"]))
+    table = rec["table"]
+    for label in ("family", "instrument"):
+        rows = {r["name"].split(": ", 1)[1]: r for r in table if r["name"].startswith(f"{label} (4-way)")}
+        ceiling = [r for n, r in rows.items() if n.startswith("linear probe (ceiling")]
+        # 2 systems (+ the family through its instruments' prompts) + the ceiling + chance
+        assert len(ceiling) == 1 and "chance" in rows and len(rows) == (6 if label == "family" else 4)
+        top = ceiling[0]["test"]
+        for name, r in rows.items():
+            assert 0.0 <= r["val"] <= 1.0 and 0.0 <= r["test"] <= 1.0
+            if r["(lo-hi)"]:
+                lo, hi = map(float, r["(lo-hi)"].split("-"))
+                assert lo <= r["test"] <= hi
+            if top > 0:
+                assert r["of ceiling"] == pytest.approx(r["test"] / top)
+        assert rows["chance"]["test"] == 0.25
+        assert rec["baselines"]["linear-probe"][f"{label}/C"] in (0.001, 0.01, 0.1, 1.0, 10.0)
+        assert rec["baselines"]["procrustes"][f"{label}/accuracy"] == rows["Procrustes, instruments train"]["test"]
+        assert rec["metrics"][f"{label}/target_met"] in (0.0, 1.0)
+        if label == "family":  # the family through its members' prompts, a row of its own
+            via = rec["baselines"]["indomain"]["family-via-instruments/accuracy"]
+            assert via == rows["recipe, bound on instruments train, via instrument prompts"]["test"]
+    assert rec["config"]["options"]["systems"] == "indomain,procrustes"
+
+
+@needs_fluid
+def test_unknown_system_is_one_line(tiny, tmp_path):
+    with pytest.raises(AnybindError, match=r"unknown system\(s\) nope; known: tuxpaint"):
+        run_tasks(["instruments-zeroshot"], work=tmp_path, options={"corpus": str(tiny), "systems": "nope"})
