@@ -330,40 +330,54 @@ def test_bench_rows_of_one_source(corpus, captioner):
     assert rows[names[0]]["CIDEr-D"] > rows[names[1]]["CIDEr-D"] and secs >= 0 and X.shape == (len(test), space.dim)
 
 
-def _fit_lr_grid(space, man, lm, cache, **kw):
-    return fit_captioner(space, man, lm, cache=cache, **{**FIT, "epochs": 12, "patience": 12, "lr": (1e-2, 1e-4), **kw})
+LR_FIT = {**FIT, "epochs": 6, "patience": 6, "temperature_grid": (0.005, 0.01, 0.02, 0.05, 0.1)}  # the CLI's grid
 
 
 def test_lr_grid_chosen_on_val_never_on_test(corpus, tmp_path):
     """An lr grid: each rate trains one mapper at one noise level, the val-NLL argmin wins, then the noise grid runs
     at that rate; the test split plays no part (other test records, the same choice and scores)."""
+    from typer.testing import CliRunner
+
+    from anybind.cli import app
+
     tmp, man, space, lm, recs = corpus
-    cap = _fit_lr_grid(space, man, lm, tmp / "c")
+    cap = fit_captioner(space, man, lm, cache=tmp / "c", **{**LR_FIT, "lr": (1e-2, 1e-4)})
     info = cap.info
     assert set(info["lr_val_nll"]) == {"0.01", "0.0001"} and info["lr_selected_at_noise"] == 0.1  # upper median
     scores = {float(k): v for k, v in info["lr_val_nll"].items()}
     assert info["lr"] == min(scores, key=scores.get) and scores[1e-4] != scores[1e-2]
     assert info["config"]["lr"] == (1e-2, 1e-4) and set(info["noise_val_nll"]) == {"0.0", "0.1"}
     # the noise grid ran at the chosen rate: a fit at that single rate makes the same choices and scores
-    one = fit_captioner(space, man, lm, cache=tmp / "c", **{**FIT, "epochs": 12, "patience": 12, "lr": info["lr"]})
+    one = fit_captioner(space, man, lm, cache=tmp / "c", **{**LR_FIT, "lr": info["lr"]})
     assert one.info["lr_val_nll"] == {} and one.info["lr_selected_at_noise"] is None and one.info["lr"] == info["lr"]
     assert one.info["noise_val_nll"] == pytest.approx(info["noise_val_nll"], rel=1e-6)
     assert (one.noise_std, one.projection, one.memory_temperature) == (cap.noise_std, cap.projection,
                                                                        cap.memory_temperature)
-    # other test records (other captions, half of them gone, captions without sketches added): the same choice
+    # saved and loaded: the chosen rate and every candidate's score
+    back = Captioner.load(cap.save(tmp_path / "cap"), lm=lm)
+    assert back.info["lr"] == info["lr"] and back.info["lr_val_nll"] == info["lr_val_nll"]
+    assert back.info["lr_selected_at_noise"] == 0.1 and back.info["config"]["lr"] == [1e-2, 1e-4]
+    # other test records (other captions, half of them gone, captions without sketches added), through the CLI:
+    # the same choice, the same val scores
     test = [r for r in recs if r["split"] == "test"]
     other = [r for r in recs if r["split"] != "test"] + [dict(r, text="Ten purple hexagons.") for r in test[::2]]
     other += [{"id": f"extra-{i}", "split": "test", "text": f"{c} ovals."} for i, c in enumerate(COLORS)]
     man2 = tmp_path / "m.jsonl"
     man2.write_text("".join(json.dumps(r) + "\n" for r in other))
-    cap2 = _fit_lr_grid(space, man2, lm, tmp / "c")
+    space.save(tmp_path / "sp")
+    cli = ["caption-fit", str(tmp_path / "sp"), str(man2), "--out", str(tmp_path / "cap2"), "--lm", lm.spec,
+           "--noise-grid", "0,0.1", "--epochs", "6", "--prefix-len", "4", "--hidden", "64", "--batch-size", "8",
+           "--lr", "0.01,0.0001", "--cache", str(tmp / "c")]
+    r = CliRunner().invoke(app, cli)
+    assert r.exit_code == 0, r.output
+    assert f"lr {info['lr']:g} chosen on val at noise 0.1 (0.01: " in " ".join(r.output.split())
+    cap2 = Captioner.load(tmp_path / "cap2", lm=lm)
     assert cap2.info["lr"] == info["lr"] and cap2.info["lr_val_nll"] == pytest.approx(info["lr_val_nll"], rel=1e-6)
     assert cap2.noise_std == cap.noise_std and cap2.info["noise_val_nll"] == pytest.approx(info["noise_val_nll"],
                                                                                            rel=1e-6)
-    # saved and loaded: the chosen rate and every candidate's score
-    back = Captioner.load(cap.save(tmp_path / "cap"), lm=lm)
-    assert back.info["lr"] == info["lr"] and back.info["lr_val_nll"] == info["lr_val_nll"]
-    assert back.info["lr_selected_at_noise"] == 0.1 and back.info["config"]["lr"] == [1e-2, 1e-4]
+    # --overwrite accepts a saved captioner (memory.safetensors included); a bad --lr is one line, exit 2
+    r = CliRunner().invoke(app, [*cli[:-4], "--lr", "0.01,fast", "--overwrite"])
+    assert r.exit_code == 2 and "--lr takes a number or comma-separated numbers, got '0.01,fast'" in r.output
     for bad in ((), (1e-3, 1e-3), (1e-3, -1.0), float("nan")):
         with pytest.raises(ValueError, match="learning rates must be distinct numbers > 0"):
             fit_captioner(space, man, lm, cache=tmp / "c", **{**FIT, "lr": bad})
