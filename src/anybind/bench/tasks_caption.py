@@ -94,9 +94,9 @@ def captioning(work: Path, cache=None, seed: int = 0, console=None, lm: str = "s
                projection: str = "auto") -> TaskResult:
     """Options (``--opt KEY=VALUE``): ``lm``, ``epochs``, ``noise`` (fixed) or ``noise_grid`` (chosen on val),
     ``n_test`` (0: each source's whole test split), ``method`` (greedy | beam | sample), ``prefix_len``,
-    ``batch_size``, ``lr``, ``hidden``, ``n_train`` (0: every train caption; else a seeded sample: a lighter
-    setting for a slow CPU), ``projection`` (auto: chosen on val | none | memory), ``sources`` (comma-separated
-    of image, audio, speech), ``paired=1``: also a mapper trained on the paired image embeddings."""
+    ``batch_size``, ``lr`` (one rate, or comma-separated rates chosen on val), ``hidden``, ``n_train`` (0: every
+    train caption; else a seeded sample: a lighter setting for a slow CPU), ``projection`` (auto: chosen on val |
+    none | memory), ``sources`` (comma-separated of image, audio, speech), ``paired=1``: also a mapper trained on the paired image embeddings."""
     from dataclasses import replace
 
     from ..caption import bleu, cider_d, fit_captioner
@@ -104,9 +104,12 @@ def captioning(work: Path, cache=None, seed: int = 0, console=None, lm: str = "s
     srcs = [x.strip() for x in sources.split(",") if x.strip()]
     if not srcs or set(srcs) - set(SOURCES) or srcs[0] != "image":
         raise ValueError(f"sources={sources!r}: a comma-separated list of {', '.join(SOURCES)}, image first")
+    lrs = tuple(float(x) for x in lr.split(",") if x.strip())
+    if not lrs:
+        raise ValueError(f"lr={lr!r}: a learning rate, or comma-separated rates")
     space, man, speech = _space(work, srcs, cache, seed, console)
     fit_kw = {"epochs": int(epochs), "prefix_len": int(prefix_len), "batch_size": int(batch_size), "seed": seed,
-              "lr": float(lr), "hidden": int(hidden), "select_on": "image",
+              "lr": lrs[0] if len(lrs) == 1 else lrs, "hidden": int(hidden), "select_on": "image",
               "projection": None if projection == "auto" else projection}
     if noise.strip():
         fit_kw["noise"] = float(noise)
@@ -162,12 +165,14 @@ def captioning(work: Path, cache=None, seed: int = 0, console=None, lm: str = "s
         metrics=metrics,
         baselines={n: v for n, v in rows.items() if "anybind captioner (projection" not in n or "chosen" not in n},
         config={"lm": cap.lm.spec, "lm_identity": cap.lm.identity, "fit": fit_kw, "method": method,
-                "sources": srcs, "noise_val_nll": cap.info["noise_val_nll"],
+                "sources": srcs, "noise_val_nll": cap.info["noise_val_nll"], "lr": cap.info["lr"],
+                "lr_val_nll": cap.info["lr_val_nll"],
                 "projection": {"kind": cap.projection, "temperature": cap.memory_temperature,
                                "val_nll": cap.info["projection_val_nll"]},
                 "n_train": cap.info["n_train"], "encoders": space.encoders},
         table=[{"name": n, **v} for n, v in rows.items()],
-        notes=[f"mapper training {train_s:.0f} s on this machine (noise {cap.noise_std:g}, projection {cap.projection} "
+        notes=[f"mapper training {train_s:.0f} s on this machine (noise {cap.noise_std:g}, lr {cap.info['lr']:g}, "
+               f"projection {cap.projection} "
                f"at temperature {cap.memory_temperature:g}, chosen on val image->caption NLL: "
                f"{cap.info['noise_val_nll']}, {cap.info['projection_val_nll']}); image generation {n_tokens} tokens in "
                f"{gen_s:.0f} s ({n_tokens / max(gen_s, 1e-9):.2f} tokens/s, {method}, tokens re-counted from the text "
