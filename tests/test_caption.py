@@ -381,3 +381,31 @@ def test_lr_grid_chosen_on_val_never_on_test(corpus, tmp_path):
     for bad in ((), (1e-3, 1e-3), (1e-3, -1.0), float("nan")):
         with pytest.raises(ValueError, match="learning rates must be distinct numbers > 0"):
             fit_captioner(space, man, lm, cache=tmp / "c", **{**FIT, "lr": bad})
+
+
+def test_bench_speech_rows_come_from_the_spoken_captions_test_split(tmp_path):
+    """bench --task captioning --opt sources=image,audio,speech: the speech rows are the spoken-captions corpus'
+    test clips (held-out voices), the image and audio rows the Tux Paint test split; no records, one line."""
+    from anybind.bench.tasks_caption import _test_records
+    from anybind.data.manifest import Manifest, Record
+
+    tux = Manifest(tmp_path / "tux.jsonl", [
+        Record("bear", "test", {"image": "bear.png", "audio": "bear.ogg", "text": "A bear."}),
+        Record("cat", "test", {"image": "cat.png", "text": "A cat."}),
+        Record("dog", "train", {"image": "dog.png", "audio": "dog.ogg", "text": "A dog."}),
+    ], [], {})
+    speech = Manifest(tmp_path / "speech.jsonl", [
+        Record(f"{a}@{v}", split, {"speech": f"{a}-{v}.wav", "text": f"A {a}.", "image": f"{a}.png"},
+               labels={"voice": v})
+        for a, v, split in [("bear", "en+m1", "train"), ("bear", "en+f3", "test"), ("cat", "en+f3", "test"),
+                            ("cat", "en+m7", "val")]
+    ], [], {})
+    assert [r.id for r in _test_records("image", tux, speech)] == ["bear", "cat"]
+    assert [r.id for r in _test_records("audio", tux, speech)] == ["bear"]
+    got = _test_records("speech", tux, speech)
+    assert [r.id for r in got] == ["bear@en+f3", "cat@en+f3"] and {r.labels["voice"] for r in got} == {"en+f3"}
+    assert [r.id for r in _test_records("speech", tux, speech, n_test=1)] == ["bear@en+f3"]
+    with pytest.raises(ValueError, match="no speech corpus"):
+        _test_records("speech", tux, None)
+    with pytest.raises(ValueError, match=r"tux.jsonl: no audio test records with captions"):
+        _test_records("audio", Manifest(tmp_path / "tux.jsonl", tux.records[1:], [], {}), speech)

@@ -60,6 +60,20 @@ def _space(work: Path, sources: list[str], cache, seed: int, console):
     return space, man, speech
 
 
+def _test_records(source: str, man, speech, n_test: int = 0) -> list:
+    """One source's captioned test records, by id (the first ``n_test``; 0: all): speech from the spoken-captions
+    corpus ``speech`` (its held-out test voices), the other sources from the Tux Paint manifest ``man``."""
+    pool = speech if source == "speech" else man
+    if pool is None:
+        raise ValueError(f"no {source} corpus: speech rows need the spoken-captions corpus (sources=...,speech)")
+    test = sorted((r for r in pool.split("test") if r.has(source) and r.has("text")), key=lambda r: r.id)
+    if n_test > 0:
+        test = test[:n_test]
+    if not test:
+        raise ValueError(f"{getattr(pool, 'path', '')}: no {source} test records with captions")
+    return test
+
+
 def _rows(space, cap, source: str, test: list, train_caps: list[str], Xt: np.ndarray, cache, gen: dict) -> tuple:
     """The systems' captions of one source's test items and their scores: ``(rows, generated, seconds, X)``."""
     from ..caption import bleu, cider_d
@@ -131,12 +145,7 @@ def captioning(work: Path, cache=None, seed: int = 0, console=None, lm: str = "s
     examples: list[str] = []
     n_tokens, gen_s = 0, 0.0
     for s in srcs:
-        pool = speech if s == "speech" else man
-        test = sorted((r for r in pool.split("test") if r.has(s) and r.has("text")), key=lambda r: r.id)
-        if int(n_test) > 0:
-            test = test[: int(n_test)]
-        if not test:
-            raise ValueError(f"no {s} test records with captions")
+        test = _test_records(s, man, speech, int(n_test))
         src_rows, systems, secs, Xs = _rows(space, cap, s, test, train_caps, Xt, cache, gen)
         main_name = next(iter(src_rows))
         generated = systems[main_name]
