@@ -328,3 +328,84 @@ def test_bench_rows_of_one_source(corpus, captioner):
     assert all(ref["CIDEr-D"] >= v["CIDEr-D"] for v in rows.values())
     assert all(set(v) == {"BLEU-4", "CIDEr-D", "text->sketch/R@1"} for v in rows.values())
     assert rows[names[0]]["CIDEr-D"] > rows[names[1]]["CIDEr-D"] and secs >= 0 and X.shape == (len(test), space.dim)
+
+
+LR_FIT = {**FIT, "epochs": 6, "patience": 6, "temperature_grid": (0.005, 0.01, 0.02, 0.05, 0.1)}  # the CLI's grid
+
+
+def test_lr_grid_chosen_on_val_never_on_test(corpus, tmp_path):
+    """An lr grid: each rate trains one mapper at one noise level, the val-NLL argmin wins, then the noise grid runs
+    at that rate; the test split plays no part (other test records, the same choice and scores)."""
+    from typer.testing import CliRunner
+
+    from anybind.cli import app
+
+    tmp, man, space, lm, recs = corpus
+    cap = fit_captioner(space, man, lm, cache=tmp / "c", **{**LR_FIT, "lr": (1e-2, 1e-4)})
+    info = cap.info
+    assert set(info["lr_val_nll"]) == {"0.01", "0.0001"} and info["lr_selected_at_noise"] == 0.1  # upper median
+    scores = {float(k): v for k, v in info["lr_val_nll"].items()}
+    assert info["lr"] == min(scores, key=scores.get) and scores[1e-4] != scores[1e-2]
+    assert info["config"]["lr"] == (1e-2, 1e-4) and set(info["noise_val_nll"]) == {"0.0", "0.1"}
+    # the noise grid ran at the chosen rate: a fit at that single rate makes the same choices and scores
+    one = fit_captioner(space, man, lm, cache=tmp / "c", **{**LR_FIT, "lr": info["lr"]})
+    assert one.info["lr_val_nll"] == {} and one.info["lr_selected_at_noise"] is None and one.info["lr"] == info["lr"]
+    assert one.info["noise_val_nll"] == pytest.approx(info["noise_val_nll"], rel=1e-6)
+    assert (one.noise_std, one.projection, one.memory_temperature) == (cap.noise_std, cap.projection,
+                                                                       cap.memory_temperature)
+    # saved and loaded: the chosen rate and every candidate's score
+    back = Captioner.load(cap.save(tmp_path / "cap"), lm=lm)
+    assert back.info["lr"] == info["lr"] and back.info["lr_val_nll"] == info["lr_val_nll"]
+    assert back.info["lr_selected_at_noise"] == 0.1 and back.info["config"]["lr"] == [1e-2, 1e-4]
+    # other test records (other captions, half of them gone, captions without sketches added), through the CLI:
+    # the same choice, the same val scores
+    test = [r for r in recs if r["split"] == "test"]
+    other = [r for r in recs if r["split"] != "test"] + [dict(r, text="Ten purple hexagons.") for r in test[::2]]
+    other += [{"id": f"extra-{i}", "split": "test", "text": f"{c} ovals."} for i, c in enumerate(COLORS)]
+    man2 = tmp_path / "m.jsonl"
+    man2.write_text("".join(json.dumps(r) + "\n" for r in other))
+    space.save(tmp_path / "sp")
+    cli = ["caption-fit", str(tmp_path / "sp"), str(man2), "--out", str(tmp_path / "cap2"), "--lm", lm.spec,
+           "--noise-grid", "0,0.1", "--epochs", "6", "--prefix-len", "4", "--hidden", "64", "--batch-size", "8",
+           "--lr", "0.01,0.0001", "--cache", str(tmp / "c")]
+    r = CliRunner().invoke(app, cli)
+    assert r.exit_code == 0, r.output
+    assert f"lr {info['lr']:g} chosen on val at noise 0.1 (0.01: " in " ".join(r.output.split())
+    cap2 = Captioner.load(tmp_path / "cap2", lm=lm)
+    assert cap2.info["lr"] == info["lr"] and cap2.info["lr_val_nll"] == pytest.approx(info["lr_val_nll"], rel=1e-6)
+    assert cap2.noise_std == cap.noise_std and cap2.info["noise_val_nll"] == pytest.approx(info["noise_val_nll"],
+                                                                                           rel=1e-6)
+    # --overwrite accepts a saved captioner (memory.safetensors included); a bad --lr is one line, exit 2
+    r = CliRunner().invoke(app, [*cli[:-4], "--lr", "0.01,fast", "--overwrite"])
+    assert r.exit_code == 2 and "--lr takes a number or comma-separated numbers, got '0.01,fast'" in r.output
+    for bad in ((), (1e-3, 1e-3), (1e-3, -1.0), float("nan")):
+        with pytest.raises(ValueError, match="learning rates must be distinct numbers > 0"):
+            fit_captioner(space, man, lm, cache=tmp / "c", **{**FIT, "lr": bad})
+
+
+def test_bench_speech_rows_come_from_the_spoken_captions_test_split(tmp_path):
+    """bench --task captioning --opt sources=image,audio,speech: the speech rows are the spoken-captions corpus'
+    test clips (held-out voices), the image and audio rows the Tux Paint test split; no records, one line."""
+    from anybind.bench.tasks_caption import _test_records
+    from anybind.data.manifest import Manifest, Record
+
+    tux = Manifest(tmp_path / "tux.jsonl", [
+        Record("bear", "test", {"image": "bear.png", "audio": "bear.ogg", "text": "A bear."}),
+        Record("cat", "test", {"image": "cat.png", "text": "A cat."}),
+        Record("dog", "train", {"image": "dog.png", "audio": "dog.ogg", "text": "A dog."}),
+    ], [], {})
+    speech = Manifest(tmp_path / "speech.jsonl", [
+        Record(f"{a}@{v}", split, {"speech": f"{a}-{v}.wav", "text": f"A {a}.", "image": f"{a}.png"},
+               labels={"voice": v})
+        for a, v, split in [("bear", "en+m1", "train"), ("bear", "en+f3", "test"), ("cat", "en+f3", "test"),
+                            ("cat", "en+m7", "val")]
+    ], [], {})
+    assert [r.id for r in _test_records("image", tux, speech)] == ["bear", "cat"]
+    assert [r.id for r in _test_records("audio", tux, speech)] == ["bear"]
+    got = _test_records("speech", tux, speech)
+    assert [r.id for r in got] == ["bear@en+f3", "cat@en+f3"] and {r.labels["voice"] for r in got} == {"en+f3"}
+    assert [r.id for r in _test_records("speech", tux, speech, n_test=1)] == ["bear@en+f3"]
+    with pytest.raises(ValueError, match="no speech corpus"):
+        _test_records("speech", tux, None)
+    with pytest.raises(ValueError, match=r"tux.jsonl: no audio test records with captions"):
+        _test_records("audio", Manifest(tmp_path / "tux.jsonl", tux.records[1:], [], {}), speech)

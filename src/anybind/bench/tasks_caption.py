@@ -60,6 +60,20 @@ def _space(work: Path, sources: list[str], cache, seed: int, console):
     return space, man, speech
 
 
+def _test_records(source: str, man, speech, n_test: int = 0) -> list:
+    """One source's captioned test records, by id (the first ``n_test``; 0: all): speech from the spoken-captions
+    corpus ``speech`` (its held-out test voices), the other sources from the Tux Paint manifest ``man``."""
+    pool = speech if source == "speech" else man
+    if pool is None:
+        raise ValueError(f"no {source} corpus: speech rows need the spoken-captions corpus (sources=...,speech)")
+    test = sorted((r for r in pool.split("test") if r.has(source) and r.has("text")), key=lambda r: r.id)
+    if n_test > 0:
+        test = test[:n_test]
+    if not test:
+        raise ValueError(f"{getattr(pool, 'path', '')}: no {source} test records with captions")
+    return test
+
+
 def _rows(space, cap, source: str, test: list, train_caps: list[str], Xt: np.ndarray, cache, gen: dict) -> tuple:
     """The systems' captions of one source's test items and their scores: ``(rows, generated, seconds, X)``."""
     from ..caption import bleu, cider_d
@@ -94,9 +108,9 @@ def captioning(work: Path, cache=None, seed: int = 0, console=None, lm: str = "s
                projection: str = "auto") -> TaskResult:
     """Options (``--opt KEY=VALUE``): ``lm``, ``epochs``, ``noise`` (fixed) or ``noise_grid`` (chosen on val),
     ``n_test`` (0: each source's whole test split), ``method`` (greedy | beam | sample), ``prefix_len``,
-    ``batch_size``, ``lr``, ``hidden``, ``n_train`` (0: every train caption; else a seeded sample: a lighter
-    setting for a slow CPU), ``projection`` (auto: chosen on val | none | memory), ``sources`` (comma-separated
-    of image, audio, speech), ``paired=1``: also a mapper trained on the paired image embeddings."""
+    ``batch_size``, ``lr`` (one rate, or comma-separated rates chosen on val), ``hidden``, ``n_train`` (0: every
+    train caption; else a seeded sample: a lighter setting for a slow CPU), ``projection`` (auto: chosen on val |
+    none | memory), ``sources`` (comma-separated of image, audio, speech), ``paired=1``: also a mapper trained on the paired image embeddings."""
     from dataclasses import replace
 
     from ..caption import bleu, cider_d, fit_captioner
@@ -104,9 +118,12 @@ def captioning(work: Path, cache=None, seed: int = 0, console=None, lm: str = "s
     srcs = [x.strip() for x in sources.split(",") if x.strip()]
     if not srcs or set(srcs) - set(SOURCES) or srcs[0] != "image":
         raise ValueError(f"sources={sources!r}: a comma-separated list of {', '.join(SOURCES)}, image first")
+    lrs = tuple(float(x) for x in lr.split(",") if x.strip())
+    if not lrs:
+        raise ValueError(f"lr={lr!r}: a learning rate, or comma-separated rates")
     space, man, speech = _space(work, srcs, cache, seed, console)
     fit_kw = {"epochs": int(epochs), "prefix_len": int(prefix_len), "batch_size": int(batch_size), "seed": seed,
-              "lr": float(lr), "hidden": int(hidden), "select_on": "image",
+              "lr": lrs[0] if len(lrs) == 1 else lrs, "hidden": int(hidden), "select_on": "image",
               "projection": None if projection == "auto" else projection}
     if noise.strip():
         fit_kw["noise"] = float(noise)
@@ -128,12 +145,7 @@ def captioning(work: Path, cache=None, seed: int = 0, console=None, lm: str = "s
     examples: list[str] = []
     n_tokens, gen_s = 0, 0.0
     for s in srcs:
-        pool = speech if s == "speech" else man
-        test = sorted((r for r in pool.split("test") if r.has(s) and r.has("text")), key=lambda r: r.id)
-        if int(n_test) > 0:
-            test = test[: int(n_test)]
-        if not test:
-            raise ValueError(f"no {s} test records with captions")
+        test = _test_records(s, man, speech, int(n_test))
         src_rows, systems, secs, Xs = _rows(space, cap, s, test, train_caps, Xt, cache, gen)
         main_name = next(iter(src_rows))
         generated = systems[main_name]
@@ -162,12 +174,14 @@ def captioning(work: Path, cache=None, seed: int = 0, console=None, lm: str = "s
         metrics=metrics,
         baselines={n: v for n, v in rows.items() if "anybind captioner (projection" not in n or "chosen" not in n},
         config={"lm": cap.lm.spec, "lm_identity": cap.lm.identity, "fit": fit_kw, "method": method,
-                "sources": srcs, "noise_val_nll": cap.info["noise_val_nll"],
+                "sources": srcs, "noise_val_nll": cap.info["noise_val_nll"], "lr": cap.info["lr"],
+                "lr_val_nll": cap.info["lr_val_nll"],
                 "projection": {"kind": cap.projection, "temperature": cap.memory_temperature,
                                "val_nll": cap.info["projection_val_nll"]},
                 "n_train": cap.info["n_train"], "encoders": space.encoders},
         table=[{"name": n, **v} for n, v in rows.items()],
-        notes=[f"mapper training {train_s:.0f} s on this machine (noise {cap.noise_std:g}, projection {cap.projection} "
+        notes=[f"mapper training {train_s:.0f} s on this machine (noise {cap.noise_std:g}, lr {cap.info['lr']:g}, "
+               f"projection {cap.projection} "
                f"at temperature {cap.memory_temperature:g}, chosen on val image->caption NLL: "
                f"{cap.info['noise_val_nll']}, {cap.info['projection_val_nll']}); image generation {n_tokens} tokens in "
                f"{gen_s:.0f} s ({n_tokens / max(gen_s, 1e-9):.2f} tokens/s, {method}, tokens re-counted from the text "

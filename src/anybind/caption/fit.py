@@ -12,6 +12,11 @@ embeddings (DeCap, :mod:`anybind.caption.memory`) at each temperature of ``tempe
 (``none`` or ``memory``) and temperature with the lowest val NLL are the captioner's default, and the memory
 is saved with it.
 
+``lr`` may be a sequence (an lr grid, chosen on the same val score): each rate first trains one mapper at one
+noise level (``noise`` when fixed, else the middle of the sorted ``noise_grid``, its upper median), the rate whose mapper has the lowest val
+NLL (at its best projection) wins, and the noise grid is then tried at that rate: ``len(lr) + len(noise_grid) - 1``
+runs, not their product.  The default is one rate (no extra run).
+
 ``paired=True`` trains on the ``select_on`` embeddings of the training records instead of the captions' text
 embeddings (the supervised comparison: needs paired data, no noise).
 """
@@ -45,7 +50,8 @@ class CaptionConfig:
     hidden: int = 512
     epochs: int = 10
     batch_size: int = 32
-    lr: float = 2e-3
+    #: the learning rate, or a grid of rates chosen on val (see the module's docstring)
+    lr: float | tuple[float, ...] = 2e-3
     #: per-dimension std of the Gaussian noise added to the training embeddings; None: chosen on val in noise_grid
     noise: float | None = None
     noise_grid: tuple[float, ...] = (0.0, 0.025, 0.05, 0.1)
@@ -109,20 +115,29 @@ def val_nll(lm: FrozenLM, mapper: PrefixMapper, X: np.ndarray, seqs: list[list[i
     return total / max(n, 1)
 
 
+def lr_grid(lr: float | Sequence[float]) -> list[float]:
+    """The learning rates to try: one number, or a sequence of distinct finite positive ones."""
+    lrs = [float(lr)] if np.ndim(lr) == 0 else [float(x) for x in lr]
+    if not lrs or any(not np.isfinite(x) or x <= 0 for x in lrs) or len(set(lrs)) != len(lrs):
+        raise ValueError(f"learning rates must be distinct numbers > 0, got {lrs}")
+    return lrs
+
+
 def _train_one(lm: FrozenLM, cfg: CaptionConfig, mcfg: MapperConfig, X: np.ndarray, seqs: list[list[int]],
-               Xv: np.ndarray, seqs_v: list[list[int]], noise: float, progress: bool) -> tuple[PrefixMapper, list[dict]]:
+               Xv: np.ndarray, seqs_v: list[list[int]], noise: float, lr: float,
+               progress: bool) -> tuple[PrefixMapper, list[dict]]:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     mapper = PrefixMapper(mcfg)
-    opt = torch.optim.AdamW(mapper.parameters(), lr=cfg.lr, weight_decay=0.01)
+    opt = torch.optim.AdamW(mapper.parameters(), lr=lr, weight_decay=0.01)
     steps = max(1, -(-len(X) // cfg.batch_size))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps * cfg.epochs, pct_start=0.1)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps * cfg.epochs, pct_start=0.1)
     Xt = torch.from_numpy(X)
     best: tuple[float, dict, int] | None = None
     history: list[dict] = []
-    cols = [TextColumn(f"[bold]caption mapper (noise {noise:g})"), BarColumn(),
+    cols = [TextColumn(f"[bold]caption mapper (noise {noise:g}, lr {lr:g})"), BarColumn(),
             TextColumn("epoch {task.completed}/{task.total} {task.fields[msg]}"), TimeElapsedColumn()]
     with Progress(*cols, disable=not progress, transient=False) as prog:
         task = prog.add_task("train", total=cfg.epochs, msg="")
@@ -197,28 +212,38 @@ def fit_captioner(space: Any, manifest: str | Path | Manifest, lm: str | FrozenL
     grid = [0.0] if cfg.paired else ([float(cfg.noise)] if cfg.noise is not None else [float(s) for s in cfg.noise_grid])
     if not grid or any(s < 0 for s in grid):
         raise ValueError(f"noise levels must be >= 0, got {grid}")
-    runs: dict[float, tuple[PrefixMapper, list[dict]]] = {}
-    for s in grid:
-        runs[s] = _train_one(lm, cfg, mcfg, X, seqs, Xv, seqs_v, s, progress)
-        log.info("caption mapper, noise %g: best val nll %.4f (%s)", s,
-                 min(h["val_nll"] for h in runs[s][1]), select)
-    scores = {s: min(h["val_nll"] for h in hist) for s, (_, hist) in runs.items()}
+    lrs = lr_grid(cfg.lr)
     X_text = X if src == text else space.embed(text, [r.values[text] for r in train], cache=cache, progress=progress)
     memory = build_memory(X_text, [r.values[text] for r in train], cfg.memory_size, cfg.seed)
-    proj_scores: dict[float, tuple[str, float, dict[str, float]]] = {}
-    for s, (m, _) in runs.items():
-        proj_scores[s] = choose_projection(lambda Z, m=m: val_nll(lm, m, Z, seqs_v), Xv, memory,
-                                           projection=cfg.projection, temperature=cfg.memory_temperature,
-                                           grid=cfg.temperature_grid)
-        log.info("caption mapper, noise %g: val nll by projection %s", s, proj_scores[s][2])
-    best = {s: min(ps[2].values()) for s, ps in proj_scores.items()}
+    # (lr, noise) -> (mapper, history, (projection, temperature, val nll by projection))
+    runs: dict[tuple[float, float], tuple[PrefixMapper, list[dict], tuple[str, float, dict[str, float]]]] = {}
+
+    def run(lr: float, s: float) -> float:
+        """Train (once) the mapper of this rate and noise level; its val NLL at its best projection."""
+        if (lr, s) not in runs:
+            m, hist = _train_one(lm, cfg, mcfg, X, seqs, Xv, seqs_v, s, lr, progress)
+            ps = choose_projection(lambda Z, m=m: val_nll(lm, m, Z, seqs_v), Xv, memory, projection=cfg.projection,
+                                   temperature=cfg.memory_temperature, grid=cfg.temperature_grid)
+            runs[lr, s] = (m, hist, ps)
+            log.info("caption mapper, noise %g, lr %g: best val nll %.4f (%s), by projection %s", s, lr,
+                     min(h["val_nll"] for h in hist), select, ps[2])
+        return min(runs[lr, s][2][2].values())
+
+    lr_at = sorted(grid)[len(grid) // 2] if len(lrs) > 1 else None
+    lr_scores = {lr: run(lr, lr_at) for lr in lrs} if lr_at is not None else {}
+    lr_best = min(lrs, key=lambda lr: (lr_scores.get(lr, 0.0), lr))
+    best = {s: run(lr_best, s) for s in grid}
     chosen = min(best, key=lambda s: (best[s], s))
-    projection, temperature, pscores = proj_scores[chosen]
-    mapper, history = runs[chosen]
+    mapper, history, (projection, temperature, pscores) = runs[lr_best, chosen]
+    scores = {s: min(h["val_nll"] for h in runs[lr_best, s][1]) for s in grid}
     info = {
         "config": {k: v for k, v in asdict(cfg).items() if k != "extra"},
         "selected_on": f"val {select} -> caption nll",
         "noise_val_nll": {str(s): v for s, v in scores.items()},
+        "lr": lr_best,
+        # each rate's val NLL at its best projection, all at noise lr_selected_at_noise ({} without an lr grid)
+        "lr_val_nll": {str(lr): v for lr, v in lr_scores.items()},
+        "lr_selected_at_noise": lr_at,
         "projection_val_nll": {k: v for k, v in pscores.items()},
         "trained_on": src,
         "n_train": len(train),

@@ -34,7 +34,8 @@ def caption_fit(
     hidden: int = typer.Option(512, "--hidden", help="Inner width of the mapper MLP."),
     epochs: int = typer.Option(10, "--epochs"),
     batch_size: int = typer.Option(32, "--batch-size"),
-    lr: float = typer.Option(2e-3, "--lr"),
+    lr: str = typer.Option("2e-3", "--lr", help="Learning rate, or comma-separated rates chosen on val (each "
+                           "tried at one noise level first, then the noise grid at the best)."),
     seed: int = typer.Option(0, "--seed"),
     projection: Projection = choice("auto", Projection, "--projection", help="Decode a non-text embedding as it "
                                     "is (none) or projected onto the memory of training caption embeddings (memory, "
@@ -56,10 +57,14 @@ def caption_fit(
     except ValueError:
         fail(ValueError(f"--noise-grid takes comma-separated numbers, got {noise_grid!r}"))
     try:
+        lrs = tuple(float(x) for x in split_csv(lr) or [])
+    except ValueError:
+        fail(ValueError(f"--lr takes a number or comma-separated numbers, got {lr!r}"))
+    try:
         space = Space.load(space_dir)
         cap = fit_captioner(space, manifest, lm, cache=cache, noise=noise, noise_grid=grid, select_on=select_on,
                             paired=paired, prefix_len=prefix_len, hidden=hidden, epochs=epochs,
-                            batch_size=batch_size, lr=lr, seed=seed,
+                            batch_size=batch_size, lr=lrs[0] if len(lrs) == 1 else lrs, seed=seed,
                             projection=None if projection == "auto" else projection,
                             memory_temperature=memory_temperature)
         cap.save(out, overwrite=overwrite)
@@ -68,6 +73,10 @@ def caption_fit(
     nll = ", ".join(f"{s}: {v:.3f}" for s, v in cap.info["noise_val_nll"].items())
     console.print(f"saved {out}: {cap.info['n_train']} captions, noise {cap.noise_std:g} chosen on "
                   f"{cap.info['selected_on']} ({nll}), {cap.info['seconds']:.0f} s", highlight=False)
+    if cap.info["lr_val_nll"]:
+        ln = ", ".join(f"{k}: {v:.3f}" for k, v in cap.info["lr_val_nll"].items())
+        console.print(f"lr {cap.info['lr']:g} chosen on val at noise {cap.info['lr_selected_at_noise']:g} ({ln})",
+                      highlight=False)
     pn = ", ".join(f"{k}: {v:.3f}" for k, v in cap.info["projection_val_nll"].items())
     console.print(f"projection {cap.projection} (memory of {len(cap.memory)} captions, temperature "
                   f"{cap.memory_temperature:g}) chosen on val ({pn})", highlight=False)
