@@ -111,3 +111,36 @@ def test_the_video_encoder_reads_the_corpus(built):
     recs = [json.loads(line) for line in (built / "manifest.jsonl").read_text().splitlines()]
     X = enc.encode([built / r["video"] for r in recs])
     assert X.shape == (6, 6) and np.isfinite(X).all() and len({tuple(np.round(x, 4)) for x in X}) == 6
+
+
+def test_one_frame_clips_show_the_captioned_stamp_in_one_frame_only(built, tmp_path):
+    """The video-retrieval bench's clips=oneframe set: one frame of each clip is the record's stamp, the others
+    are stamps of other records of the same split."""
+    from anybind.bench.video_oneframe import build_oneframe_clips
+    from anybind.corpora.tuxpaint_video import render_frames
+
+    man = build_oneframe_clips(built / "manifest.jsonl", tmp_path / "one", frames=4, fps=2, seed=3)
+    recs = [json.loads(line) for line in man.read_text().splitlines()]
+    src = {r["id"]: r for r in (json.loads(x) for x in (built / "manifest.jsonl").read_text().splitlines())}
+    assert [r["id"] for r in recs] == list(src) and {r["labels"]["signal_frame"] for r in recs} <= set(range(4))
+    stills = {i: render_frames(load_image(built / r["image"], size=256), "fade", 128, 2)[-1].astype(float)
+              for i, r in src.items()}
+    for r in recs:
+        assert r["text"] == src[r["id"]]["text"] and r["split"] == src[r["id"]]["split"]
+        assert "motion" not in r["labels"] and r["labels"]["category"] == src[r["id"]]["labels"]["category"]
+        frames = read_frames(man.parent / r["video"], 2, 100)
+        assert len(frames) == 4
+        for t, f in enumerate(frames):  # each frame is nearest to one still: the record's own at signal_frame only
+            nearest = min(stills, key=lambda i: np.abs(stills[i] - f).mean())
+            if t == r["labels"]["signal_frame"]:
+                assert nearest == r["id"]
+            else:
+                assert nearest != r["id"] and src[nearest]["split"] == r["split"]
+    again = build_oneframe_clips(built / "manifest.jsonl", tmp_path / "again", frames=4, fps=2, seed=3)
+    assert again.read_bytes() == man.read_bytes()
+    assert all((again.parent / r["video"]).read_bytes() == (man.parent / r["video"]).read_bytes() for r in recs)
+    assert build_oneframe_clips(built / "manifest.jsonl", tmp_path / "one", frames=9) == man  # built: reused
+    single = tmp_path / "single.jsonl"
+    single.write_text((built / "manifest.jsonl").read_text().splitlines()[0] + "\n")
+    with pytest.raises(DataError, match=f"split '{recs[0]['split']}' has 1 record; one-frame clips draw their"):
+        build_oneframe_clips(single, tmp_path / "s")

@@ -333,3 +333,86 @@ def test_ray_train_workers_start_from_the_drivers_ridge_start(ray_local, syn):
     assert rob["l2sp"] == 1e-3 and rob["mixup"] == 0.5 and rob["wise_alpha"] in [float(a) for a in rob["wise_val"]]
     assert rob["ridge"]["b"]["prior"] == "zero" and robust.info["lineage"][-1]["ridge_start"] == rob["ridge"]
     shutil.rmtree(Path(ray_space.info["training"]["shards"]).parent / "_ray_runs", ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- pool=attn video (issue 17)
+CLIP_FRAMES = 4
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    """300 real H.264 clips where one frame of each matters (video_helpers.one_frame_corpus), frames encoded by
+    ``rgb_stats``, pooled by an attention learnt with the projector; the in-memory fit of them."""
+    pytest.importorskip("av")
+    from video_helpers import one_frame_corpus
+
+    d = tmp_path_factory.mktemp("clips")
+    manifest, encoders = one_frame_corpus(d, n=300, frames=CLIP_FRAMES)
+    encoders["video"] = f"video:frames(callable:video_helpers:rgb_stats)@fps=4,max={CLIP_FRAMES},pool=attn"
+    cache = d / "cache"
+    single = Space.fit(manifest, encoders=encoders, cache=cache, progress=False, **FIT)
+    assert single.projectors["video"].cfg.frames == CLIP_FRAMES
+    return {"dir": d, "manifest": manifest, "encoders": encoders, "cache": cache, "single": single,
+            "recalls": _recalls(single, manifest, cache)}
+
+
+def _attends_to_the_signal_frame(space, clips) -> float:
+    """On the test clips: the share whose largest attention weight is on the two-coloured frame."""
+    import torch
+
+    recs = [json.loads(line) for line in clips["manifest"].read_text().splitlines()]
+    paths = [str(clips["dir"] / r["video"]) for r in recs if r["split"] == "test"]
+    X = FeatureCache(clips["cache"]).encode(get_encoder(clips["encoders"]["video"]), paths, progress=False)
+    assert X.shape == (60, CLIP_FRAMES * 7)
+    with torch.no_grad():
+        w = space.projectors["video"].eval().attention(torch.from_numpy(X)).numpy()
+    spread = X.reshape(len(X), CLIP_FRAMES, 7)[:, :, 3:6].mean(-1)  # rgb_stats' spread: the two-coloured frame
+    return float(np.mean(np.argmax(w, 1) == np.argmax(spread, 1)))
+
+
+def test_streaming_fit_learns_the_attention_pool_like_the_in_memory_fit(clips):
+    from anybind.cli import app
+    from anybind.scale.sharded import fit_sharded
+
+    kw = dict(encoders=clips["encoders"], cache=clips["cache"], progress=False, rows_per_shard=100,
+              shuffle_buffer=1000)
+    space = fit_sharded(clips["manifest"], **kw, **FIT)
+    single, pr = clips["single"].projectors["video"], space.projectors["video"]
+    assert pr.cfg == single.cfg and pr.cfg.frames == CLIP_FRAMES and pr.cfg.in_dim == CLIP_FRAMES * 7
+    # the standardisation streamed over the shards' valid frames is the in-memory one
+    assert np.allclose(pr.mean, single.mean, atol=1e-6) and np.allclose(pr.scale, single.scale, rtol=1e-5)
+    rec = _recalls(space, clips["manifest"], clips["cache"])
+    for k, v in clips["recalls"].items():
+        assert abs(rec[k] - v) <= TOL, (k, rec[k], v)
+    assert rec["video->text/R@1"] > 0.15, rec  # it learnt (chance 1/60)
+    assert _attends_to_the_signal_frame(space, clips) > 0.8
+    assert _attends_to_the_signal_frame(clips["single"], clips) > 0.8
+    # the ridge start (streamed normal equations) is the in-memory one; a frame-pooling modality cannot be locked
+    ridge = dict(lock="text", init="ridge", epochs=0, hidden=64, seed=0)
+    a = fit_sharded(clips["manifest"], **kw, **ridge)
+    b = Space.fit(clips["manifest"], encoders=clips["encoders"], cache=clips["cache"], progress=False, **ridge)
+    E = [s.embed("video", [str(clips["dir"] / "v0004.mp4"), str(clips["dir"] / "v0009.mp4")],
+                 cache=clips["cache"]) for s in (a, b)]
+    np.testing.assert_allclose(E[0], E[1], atol=1e-4)
+    with pytest.raises(DataError, match="lock='video'.*pool=attn pools frames.*lock another modality"):
+        fit_sharded(clips["manifest"], **kw, **{**ridge, "lock": "video"})
+    # through the CLI
+    out = clips["dir"] / "space-stream"
+    args = ["fit", str(clips["manifest"]), "--stream", "--epochs", "2", "--cache", str(clips["cache"]),
+            "--out", str(out)] + [x for m, s in clips["encoders"].items() for x in ("-e", f"{m}={s}")]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert Space.load(out).projectors["video"].cfg.frames == CLIP_FRAMES
+
+
+def test_ray_train_learns_the_attention_pool_within_tolerance(ray_local, clips):
+    from anybind.scale.sharded import fit_sharded
+
+    space = fit_sharded(clips["manifest"], encoders=clips["encoders"], cache=clips["cache"], progress=False,
+                        ray_workers=2, rows_per_shard=100, shuffle_buffer=1000, **FIT)
+    assert space.info["training"]["workers"] == 2 and space.projectors["video"].cfg.frames == CLIP_FRAMES
+    rec = _recalls(space, clips["manifest"], clips["cache"])
+    for k, v in clips["recalls"].items():
+        assert abs(rec[k] - v) <= TOL, (k, rec[k], v)
+    assert _attends_to_the_signal_frame(space, clips) > 0.8
+    shutil.rmtree(Path(space.info["training"]["shards"]).parent / "_ray_runs", ignore_errors=True)

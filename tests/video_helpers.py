@@ -70,3 +70,49 @@ def rgb_stats(items):
 
 rgb_stats.dim = 6
 rgb_stats.batch_size = 5
+
+
+def one_frame_corpus(d: Path, n: int = 300, frames: int = 4, seed: int = 0) -> tuple[Path, dict[str, str]]:
+    """Clips where one frame matters: record ``i`` has a latent colour ``z_i`` (RGB in [0.1, 0.9]) that one
+    frame of its clip (at a random place) shows on its left half, the right half black (``rgb_stats`` reads
+    ``z / 2`` as its mean and its spread); its other frames show one random colour each (no spread).  A "text" view sees
+    ``z`` through a fixed linear map plus noise (``vectors:`` features).  Returns the manifest (train / val /
+    test 3:1:1) and the encoder specs; the video spec is completed by the caller (``@fps=4,max=<frames>...``)."""
+    import json
+
+    d.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    z = rng.uniform(0.1, 0.9, size=(n, 3))
+    W = rng.normal(size=(3, 16))
+    text = z @ W + 0.05 * rng.normal(size=(n, 16))
+    ids = [f"v{i:04d}" for i in range(n)]
+    np.savez(d / "text.npz", ids=np.array(ids), vectors=text.astype(np.float32))
+    splits = ["train"] * 3 + ["val", "test"]
+    with open(d / "manifest.jsonl", "w") as f:
+        for i, rid in enumerate(ids):
+            colours = np.tile(rng.uniform(0.1, 0.9, size=(frames, 3)), 2)  # one colour each
+            colours[int(rng.integers(frames))] = [*z[i], 0, 0, 0]  # the one two-coloured frame: z and black
+            pix = []
+            for c in colours:
+                a = np.zeros((32, 32, 3), np.uint8)
+                a[:, :16], a[:, 16:] = np.round(255 * c[:3]), np.round(255 * c[3:])
+                pix.append(a)
+            write_clip(d / f"{rid}.mp4", pix, rate=4)
+            f.write(json.dumps({"id": rid, "split": splits[i % 5], "video": f"{rid}.mp4", "text": True}) + "\n")
+    return d / "manifest.jsonl", {"text": f"vectors:{d}/text.npz"}
+
+
+def write_clip(path: Path, frames, rate: int = 4) -> Path:
+    """An H.264 clip of the given RGB frames (uint8 ``(H, W, 3)``, even sizes)."""
+    import av
+
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=rate)
+        s.height, s.width = frames[0].shape[:2]
+        s.pix_fmt = "yuv420p"
+        for fr in frames:
+            for p in s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(fr), format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return path

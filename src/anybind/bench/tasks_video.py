@@ -13,8 +13,13 @@ With ``--opt attn=1`` a third space binds text to the clips' frame sequences
 (``video:frames(...)@...,pool=attn``): the video projector learns an attention pooling over the frames
 (:mod:`anybind.projectors`), scored beside the frames' mean.
 
+With ``--opt clips=oneframe`` the clips are those of :mod:`anybind.bench.video_oneframe`: ``max`` still
+frames at ``fps``, only one of which shows the captioned stamp (the others: distractor stamps of the same split),
+where an attention pool has a frame to find; the image row is the one stamp's still (an upper bound).
+
 Options (``--opt``): ``limit`` (stamps per split for a quick run; 0 = all), ``fps``, ``max`` (frame sampling),
-``n_speed`` (clips timed), ``attn`` (1: add the attention-pooled row).
+``n_speed`` (clips timed), ``attn`` (1: add the attention-pooled row), ``clips`` (``motion``: the corpus' clips;
+``oneframe``: one frame of ``max`` matters).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..errors import DataError
 from . import TaskResult, task
 from .tuxpaint import RECIPE, chance_metrics, prepare_tuxpaint
 
@@ -75,7 +81,8 @@ def _speed(paths: list[str], video_spec: str) -> dict[str, float]:
 @task("video-retrieval", "Tux Paint clips (tuxpaint-video): video<->text R@k beside image<->text of the same stamps, "
       "and video encoder clips/s against decoding and the bare image forward")
 def video_retrieval(work: Path, cache=None, seed: int = 0, console=None, limit: str = "0", fps: str = "2",
-                    max: str = "6", n_speed: str = "48", attn: str = "0") -> TaskResult:  # noqa: A002 - the option's name
+                    max: str = "6", n_speed: str = "48", attn: str = "0",  # noqa: A002 - the option's name
+                    clips: str = "motion") -> TaskResult:
     from ..cache import FeatureCache
     from ..data.manifest import load_manifest
     from ..evaluate import embed_records
@@ -84,6 +91,15 @@ def video_retrieval(work: Path, cache=None, seed: int = 0, console=None, limit: 
 
     fc = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
     path = prepare_tuxpaint_video(work, console, int(limit))
+    if clips not in ("motion", "oneframe"):
+        raise DataError(f"video-retrieval: clips={clips!r}; known: motion, oneframe")
+    if clips == "oneframe":  # one frame of `max` shows the captioned stamp, at `fps` (so sampling reads each once)
+        from .video_oneframe import build_oneframe_clips
+
+        if float(fps) != int(float(fps)):
+            raise DataError(f"video-retrieval: clips=oneframe needs a whole fps, got {fps}")
+        path = build_oneframe_clips(path, path.parent.parent / f"{path.parent.name}-oneframe-f{int(max)}"
+                                    f"-r{int(float(fps))}-s{seed}", frames=int(max), fps=int(float(fps)), seed=seed)
     man = load_manifest(path, modalities=["text", "image", "video"], progress=True)
     test = man.split("test")
     image_spec = RECIPE["encoders"]["image"]
@@ -128,6 +144,9 @@ def video_retrieval(work: Path, cache=None, seed: int = 0, console=None, limit: 
     metrics.update({f"speed/{k}": round(float(v), 3) for k, v in speed.items()})
     metrics.update({f"seconds/{k}": round(v, 2) for k, v in times.items()})
     notes = [
+        *([f"clips=oneframe: {int(max)} frames a clip at {int(float(fps))} fps, one shows the captioned stamp, the "
+           "others distractor stamps of the same split; the image row is that stamp's still"]
+          if clips == "oneframe" else []),
         f"test split: {len(test)} stamps ({int(metrics.get('video->text/n', 0))} clips scored); x = video or image",
         f"speed on {speed['clips']} test clips ({speed['frames']} frames, {plain_video}): encoder "
         f"{speed['encoder clips/s']:.2f} clips/s, decoding alone {speed['decode clips/s']:.2f}, bare image forward "
@@ -136,6 +155,6 @@ def video_retrieval(work: Path, cache=None, seed: int = 0, console=None, limit: 
     ]
     return TaskResult(metrics=metrics, baselines={"chance": chance_metrics(results["video"])},
                       config={"video": video_spec, "image": image_spec, "attn": "video-attn" in results,
-                              "text": text_spec, "limit": int(limit),
+                              "text": text_spec, "limit": int(limit), "clips": clips,
                               "corpus": str(path), **{k: v for k, v in recipe_kw.items()}},
                       notes=notes, table=table)

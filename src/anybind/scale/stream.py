@@ -143,18 +143,27 @@ class TrainingShards:
         with safe_open(str(file), "np") as f:
             return json.loads((f.metadata() or {}).get("ids", "[]"))
 
-    def standardisation(self, modality: str, split: str = "train") -> tuple[np.ndarray, float, int]:
+    def standardisation(self, modality: str, split: str = "train", frames: int = 0) -> tuple[np.ndarray, float, int]:
         """``(mean, scale, n)`` of a modality's features over a split, in one streaming pass.
 
         The statistics :meth:`anybind.projectors.Projector.fit_stats` computes in memory:
-        per-dimension mean, one global scale ``sqrt(mean ||x - mean||^2 / dim)``.
+        per-dimension mean, one global scale ``sqrt(mean ||x - mean||^2 / dim)``.  ``frames > 0``: the features
+        are frame sequences (``frames`` rows of a frame's features and a validity flag, a ``pool=attn`` video
+        spec): the statistics are over every valid frame (``n`` counts frames), as ``fit_stats`` computes them.
         """
         d = self.dims[modality]
+        if frames:
+            if d % frames or d // frames < 2:
+                raise DataError(f"modality {modality!r}: {d} features are not {frames} frames of features + a flag")
+            d = d // frames - 1
         s1, s2, n = np.zeros(d, np.float64), 0.0, 0
         for f in self.files(split, modality):
             t = self.read(f, [f"x.{modality}", f"has.{modality}", "split"])
             sel = (t["split"] == SPLIT_CODES[split]) & (t[f"has.{modality}"] > 0)
             x = t[f"x.{modality}"][sel].astype(np.float64)
+            if frames:  # every valid frame of the split's clips
+                seq = x.reshape(len(x), frames, d + 1)
+                x = seq[..., :-1][seq[..., -1] > 0.5]
             s1 += x.sum(0)
             s2 += float((x * x).sum())
             n += len(x)

@@ -19,6 +19,9 @@ as in memory, so the recipe :func:`anybind.recipe.resolve_recipe` picks applies 
   differ; see tests/test_scale.py);
 * robust fine-tuning (:mod:`anybind.robust`) through the same hooks: WiSE-FT (``wise``, alpha on the val
   split), L2-SP (``l2sp``), geodesic mixup (``mixup``) and the ridge start's prior (``ridge_prior``);
+* a frame-sequence modality (``video:frames(...)@...,pool=attn``) gets the in-memory trainer's temporal
+  projector: standardised over the training clips' valid frames (streamed), its attention pooling learnt with
+  the space (under DDP its gradients are averaged like the maps');
 * not supported (a clear error instead): multimodal objectives (Symile), the training-free
   starts (``init="procrustes"`` / ``"cca"``), inductive centring (``center``: a pass of its own over the
   training embeddings) and per-corpus sampling weights -- they need every feature in memory; use the
@@ -39,6 +42,7 @@ from torch import nn
 
 from ..binders import PairBinder
 from ..encoders.device import current_runtime, place
+from ..encoders.video import temporal_frames
 from ..epochs import selection_record
 from ..errors import DataError
 from ..robust import RobustFit, check_robust, ridge_start, with_mixup
@@ -77,11 +81,6 @@ def build_projectors(shards: TrainingShards, cfg: TrainConfig, stats: dict | Non
     """One projector per modality, standardised with the training split's statistics (streamed)."""
     from ..projectors import Projector, ProjectorConfig
 
-    from ..encoders.video import temporal_frames
-
-    if temporal := [m for m, spec in shards.specs.items() if temporal_frames(spec)]:
-        raise DataError(f"{', '.join(temporal)}: a pool=attn video spec needs the in-memory fit (its projector pools "
-                        "frames; the streaming / Ray trainer standardises flat vectors); use pool=mean here")
     if cfg.lock is not None and cfg.lock not in shards.dims:
         raise DataError(f"lock={cfg.lock!r} is not a modality of the shards ({', '.join(shards.modalities)})")
     out = {}
@@ -89,16 +88,25 @@ def build_projectors(shards: TrainingShards, cfg: TrainConfig, stats: dict | Non
         pc = ProjectorConfig(
             in_dim=shards.dims[m], out_dim=shards.dims[cfg.lock] if cfg.lock else cfg.dim,
             kind="identity" if m == cfg.lock else cfg.projector, hidden=cfg.hidden, dropout=cfg.dropout,
-            input_dropout=cfg.input_dropout, standardize=cfg.standardize,
+            input_dropout=cfg.input_dropout, standardize=cfg.standardize, frames=shard_frames(shards, m),
         )
+        if pc.frames and m == cfg.lock:
+            raise DataError(f"lock={m!r}: {shards.specs[m]}: a pool=attn pools frames with a learnt attention, "
+                            "an identity projector cannot (lock another modality)")
         pr = Projector(pc)
-        mean, scale, n = stats[m] if stats is not None else shards.standardisation(m)
+        mean, scale, n = stats[m] if stats is not None else shards.standardisation(m, frames=pc.frames)
         if cfg.standardize and n > 1:
             with torch.no_grad():
                 pr.mean.copy_(torch.as_tensor(np.asarray(mean, np.float32)))
                 pr.scale.fill_(float(scale))
         out[m] = pr
     return out
+
+
+def shard_frames(shards: TrainingShards, m: str) -> int:
+    """The frames of modality ``m``'s frame-sequence features (a ``pool=attn`` video spec: its projector pools
+    them, :func:`anybind.encoders.video.temporal_frames`), else 0."""
+    return temporal_frames(shards.specs.get(m, ""))
 
 
 def ridge_init(shards: TrainingShards, cfg: TrainConfig,
@@ -267,7 +275,7 @@ def space_from_result(shards: TrainingShards, cfg: TrainConfig, res: dict[str, A
 
 def shard_stats(shards: TrainingShards) -> dict:
     """Each modality's standardisation over the training split, streamed (:meth:`TrainingShards.standardisation`)."""
-    return {m: shards.standardisation(m) for m in shards.modalities}
+    return {m: shards.standardisation(m, frames=shard_frames(shards, m)) for m in shards.modalities}
 
 
 def fit_streaming(shards: TrainingShards, cfg: TrainConfig, *, shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
