@@ -179,8 +179,8 @@ def test_caption_routes_need_a_key_when_the_service_has_keys(svc, cap, site, tmp
 
 def test_a_caption_request_costs_its_decoding_work_of_the_key_s_rate_limit(svc, cap, site, tmp_path):
     """inputs x beams x tokens / 64 tokens of the key's bucket (not one token a request): a beam request of 4
-    texts x 8 beams x 16 tokens costs 8; 429 with Retry-After when the bucket does not hold it, and a refused
-    request takes nothing."""
+    texts x 8 beams x 16 tokens costs 8; 429 with Retry-After when the bucket does not hold it; a request refused
+    by its route keeps its check's token; an upload over max_files is refused before it is charged."""
     from anybind.serve.auth import KeyStore, add_key
     from anybind.serve.caption_routes import DecodeOptions, caption_cost
 
@@ -221,3 +221,8 @@ def test_a_caption_request_costs_its_decoding_work_of_the_key_s_rate_limit(svc, 
         assert c.post("/caption/upload", files=files, data=form, headers=h).status_code == 200
         r = c.post("/caption", json={"texts": ["a circle"]}, headers=h)  # 10 - 16 = 6 tokens of debt
         assert r.status_code == 429 and r.headers["retry-after"] == "7", r.text
+        clock.t += 17  # 10 tokens again
+        r = c.post("/caption/upload", files=files * 3, data=form, headers=h)  # 6 files over max_files=4
+        assert r.status_code == 400 and "at most 4" in r.text, r.text  # its check's one token, not its 48
+        clock.t += 1  # 10 again: a full bucket lets the next 16 in
+        assert c.post("/caption/upload", files=files, data=form, headers=h).status_code == 200

@@ -17,8 +17,8 @@ The key file (``anybind serve --api-keys FILE``; written by ``anybind keys add /
 * **Rate limits.**  A token bucket per key (``rate_per_minute``, up to ``burst`` at once); an empty
   bucket gets **429** with ``Retry-After`` (whole seconds until the tokens are there).  A request costs
   one token; a route whose work depends on its body (captions: inputs x beams x tokens) charges the rest
-  of its cost once the body is read (:meth:`KeyStore.charge`, :func:`charge_request`), at most ``burst``
-  (so that every request the schema allows can pass with a full bucket).
+  of its cost once the body is parsed (:meth:`KeyStore.charge`, :func:`charge_request`), whole: a cost over
+  ``burst`` needs a full bucket and leaves the key in debt, paid back at the rate before its next request.
 * **Revocation is live.**  The file is re-read when it changes (checked at most every
   ``reload_seconds``); a file that cannot be read then closes the service (every key 401) until
   it can: a broken revocation never leaves a revoked key working.

@@ -240,8 +240,10 @@ def add_caption_routes(app: FastAPI, captioner: Any, service: Service | None = N
         svc: Service = request.state.svc
         opts = DecodeOptions(method=method, max_tokens=max_tokens, beams=beams, temperature=temperature,
                              top_p=top_p, seed=seed, projection=projection)
-        _charge(request, len(files), opts)  # 429 before any upload is read when the key's bucket cannot pay its work
-        uploads = await read_uploads(svc, files)  # 400 over max_files
+        if len(files) > svc.config.max_files:  # refused before it is charged (a cost for files never captioned)
+            raise QueryError(f"{len(files)} files in one request: at most {svc.config.max_files}")
+        _charge(request, len(files), opts)  # 429 before the uploads are read into memory when the key cannot pay
+        uploads = await read_uploads(svc, files)
 
         def work():
             t0 = time.perf_counter()
