@@ -164,3 +164,105 @@ def test_a_vector_query_takes_the_short_lane_to_the_same_hits(tux_index):
                 v, _ = ix.embed_query(q)  # the general fusion's direction
                 assert [h.to_dict() for h in lane] == [h.to_dict() for h in ix.search_vectors(
                     v[None], k=15, modality=mod, exact=exact)[0]]
+
+
+@settings(max_examples=300, deadline=None)
+@given(rows=st.integers(1, 3), d=st.integers(1, 300), scale=st.floats(1e-3, 1e3), seed=st.integers(0, 2**32 - 1))
+def test_renormed_is_unit_rows_to_the_bit(rows, d, scale, seed):
+    """The lane's second normalisation of a query direction (skipping the division when the norm is exactly 1)
+    gives unit_rows' bits: the same scores and order downstream."""
+    from anybind.index.exact import renormed, unit_rows
+
+    x = (np.random.default_rng(seed).standard_normal((rows, d)) * scale).astype(np.float32)
+    u = unit_rows(x)
+    u = u / np.sqrt(np.add.reduce(u * u, axis=-1, keepdims=True))  # a direction: unit already, up to rounding
+    got = renormed(u.copy())
+    assert got.dtype == np.float32 and got.shape == u.shape and np.array_equal(got, unit_rows(u))
+    assert np.array_equal(np.signbit(got), np.signbit(unit_rows(u)))  # -0.0 stays -0.0
+
+
+def test_renormed_takes_both_branches():
+    """On random 256-d directions the norm rounds to exactly 1 for some and not for others: both branches of
+    renormed are exercised by the property test above, and the skip is taken often enough to matter."""
+    from anybind.index.exact import unit_rows
+
+    u = unit_rows(np.random.default_rng(0).standard_normal((400, 256)).astype(np.float32))
+    n = np.sqrt(np.add.reduce(u * u, axis=-1, keepdims=True))[:, 0]
+    assert 0 < int((n == 1.0).sum()) < len(n)
+
+
+@SLOW
+@given(seed=st.integers(0, 2**16), scale=st.sampled_from([1e-3, 1.0, 3.0, 1e3]), k=st.integers(1, 40),
+       mod=st.sampled_from([None, "text", ("image", "text")]), exact=st.sampled_from([None, True]))
+def test_the_lane_gives_the_general_hits_on_a_narrow_graph(tux_ann_narrow, seed, scale, k, mod, exact):
+    """Index.search with one raw vector against search_vectors with the general fusion's direction, on a graph
+    searched at a small ef (its hits are not the exact ones): the same ids, ranks and scores, to the bit."""
+    ix = tux_ann_narrow
+    q = (np.random.default_rng(seed).standard_normal(32) * scale).astype(np.float32)
+    lane = ix.search(q, k=k, modality=mod, exact=exact)
+    v, _ = ix.embed_query(q)
+    general = ix.search_vectors(v[None], k=k, modality=mod, exact=exact)[0]
+    assert [h.to_dict() for h in lane] == [h.to_dict() for h in general] and len(lane) == k
+    assert [h.to_dict() for h in lane] == [h.to_dict() for h in ix.search(q, k=k, modality=mod, exact=exact,
+                                                                          weights=[1.0])]
+
+
+@pytest.fixture(scope="module")
+def tux_ann_narrow(tux_dir, tmp_path_factory):
+    ix, _ = _tux_index(tmp_path_factory.mktemp("narrow") / "ix", _tux_rows(tux_dir))
+    ix.create_memory_ann(M=4, ef_construction=8, ef=1)
+    return ix
+
+
+def test_hits_are_slotted_and_still_serialise():
+    """Hit is a slotted dataclass (faster to make, k per query): no __dict__, but to_dict, dataclasses.replace,
+    JSON and pickling work as before."""
+    import dataclasses
+    import pickle
+
+    from anybind.index import Hit
+
+    h = Hit("a", "image", 0.5, "x.png", {"top": "animals"}, 1)
+    assert not hasattr(h, "__dict__")
+    assert json.loads(json.dumps(h.to_dict())) == {"id": "a", "modality": "image", "score": 0.5, "source": "x.png",
+                                                   "labels": {"top": "animals"}, "rank": 1}
+    assert dataclasses.replace(h, probability=0.9).to_dict()["probability"] == 0.9
+    assert pickle.loads(pickle.dumps(h)) == h
+    with pytest.raises(AttributeError):
+        h.extra = 1
+
+
+def test_the_graph_lock_keeps_writers_and_readers_apart():
+    """The in-memory graph's lock: readers share it; a writer waits for the last reader and holds off new
+    readers while it waits; the last reader wakes it (readers only notify when a writer waits)."""
+    import threading
+
+    from anybind.index.memann import RWLock
+
+    lock = RWLock()
+    log: list[str] = []
+    wrote = threading.Event()
+
+    def writer():
+        with lock.write():
+            log.append("write")
+        wrote.set()
+
+    def late_reader():
+        with lock.read():
+            log.append("late read")
+
+    with lock.read(), lock.read():  # two readers at once
+        w = threading.Thread(target=writer)
+        w.start()
+        while not lock._waiting:  # the writer is queued
+            threading.Event().wait(0.001)
+        r = threading.Thread(target=late_reader)
+        r.start()
+        assert not wrote.wait(0.2) and log == []  # neither the writer nor the late reader got in
+    assert wrote.wait(30)
+    r.join(30)
+    w.join(30)
+    assert log == ["write", "late read"]  # the waiting writer went before the reader that came after it
+    with lock.read():  # free again
+        pass

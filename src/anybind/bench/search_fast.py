@@ -1,8 +1,9 @@
 """The ``search-scale`` bench's part for fast serving search (issue 21): quantised codes (int8, binary)
 with exact rescoring and the in-memory HNSW graph, each searched through ``Index.search_vectors``
 (metadata and hits included), recall@10 against exact search, queries/s one at a time and in one
-batch, memory of the codes against the float vectors.  The graph's ``ef`` is the smallest reaching
-the tuning recall on separate tuning queries (never the test queries)."""
+batch, memory of the codes against the float vectors.  The graph's ``ef`` is the smallest whose recall on
+separate tuning queries (never the test queries), less two standard errors, reaches the tuning target
+(:func:`~.search_util.tune_ef`)."""
 
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ def fast_search(
 ) -> tuple[dict[str, float], dict[str, Any]]:
     """Metrics (``quant-int8/...``, ``quant-binary/...`` unless not ``quant``, ``memann/...``) and the
     settings chosen.  ``I_ex`` / ``I_tune``: exact top-``k`` row numbers (= ids) of ``Q`` / ``Qtune``."""
-    from .search_util import PeakRSS, du
+    from .search_util import PeakRSS, du, tune_ef
 
     m: dict[str, float] = {}
     cfg: dict[str, Any] = {}
@@ -76,11 +77,12 @@ def fast_search(
         info = index.create_memory_ann()
     m["memann/build_s"], m["memann/build_extra_gb"] = info["build_seconds"], mem.extra_gb
     m["memann/graph_gb"] = du(index.path / "memann") / 2**30  # the graph and its slot list as saved
+    def tuned(ef):
+        index.set_memory_ann_ef(ef)
+        return _ids(index.search_vectors(Qtune, k=k))
+
     with PeakRSS() as mem:  # serving: what the first searches add (e.g. the hit columns) and searching
-        for ef in (16, 32, 48, 64, 96, 128, 256, 512):
-            index.set_memory_ann_ef(ef)
-            if _recall(_ids(index.search_vectors(Qtune, k=k)), I_tune) >= tune_target:
-                break
+        ef, m["memann/tune_recall@10"], m["memann/tune_recall@10_low"] = tune_ef(tuned, I_tune, tune_target)
     m["memann/serve_extra_gb"] = mem.extra_gb
     m["memann/rss_gb"] = mem.peak_gb  # the whole process while serving: vectors, metadata, graph
     cfg["memann"] = {**index.meta["memory_ann"]}

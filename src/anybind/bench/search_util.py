@@ -90,5 +90,29 @@ def recall(found: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean([len(set(f[:k].tolist()) & set(t.tolist())) / k for f, t in zip(found, truth)]))
 
 
+#: the HNSW search breadths tried when tuning, smallest first (the graph and the hnswlib baseline alike)
+EF_GRID = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+
+
+def recall_bound(found: np.ndarray, truth: np.ndarray, z: float = 2.0) -> tuple[float, float]:
+    """(mean recall@k over the queries, its lower bound: the mean less ``z`` standard errors of it)."""
+    k = truth.shape[1]
+    r = np.array([len(set(f[:k].tolist()) & set(t.tolist())) / k for f, t in zip(found, truth)])
+    se = float(r.std(ddof=1) / np.sqrt(len(r))) if len(r) > 1 else 0.0
+    return float(r.mean()), float(r.mean()) - z * se
+
+
+def tune_ef(search, truth: np.ndarray, target: float, grid=EF_GRID) -> tuple[int, float, float]:
+    """The smallest ``ef`` of ``grid`` whose recall on the tuning queries reaches ``target`` with a margin for
+    their sampling error: the lower bound of :func:`recall_bound` >= ``target``, not the mean (a mean at the
+    target leaves about even odds that other queries fall below it).  ``search(ef)``: the tuning queries'
+    found ids at that ``ef``.  Returns (ef, mean recall, lower bound) at it (the largest ``ef`` if none reaches)."""
+    for ef in grid:
+        mean, low = recall_bound(search(ef), truth)
+        if low >= target:
+            break
+    return ef, mean, low
+
+
 def du(path: Path) -> int:
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())

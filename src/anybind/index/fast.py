@@ -105,6 +105,9 @@ class FastSearch:
 
     # -- loading --------------------------------------------------------------------------------
     def _memory_ann(self, rebuild: bool = False) -> MemoryAnn | None:
+        ann = self._memann
+        if isinstance(ann, MemoryAnn):  # loaded: no lock to take (every search asks)
+            return ann
         with _INIT:
             if isinstance(self._memann, MemoryAnn):
                 return self._memann
@@ -187,7 +190,8 @@ class FastSearch:
                                              self.t.path, snap.version, added, gone)
                     with ann.lock.read():  # searches share the graph; a sync waits for them
                         if ann.version == snap.version:
-                            res = ann.search(Q, pool, snap, snap.rows_where(targets, lab))
+                            rows = snap.rows_where(targets, lab) if targets is not None or lab else None
+                            res = ann.search(Q, pool, snap, rows)
                             break
                 if res is not None:
                     return (snap, snap.vectors, *res)

@@ -54,19 +54,28 @@ def _hnswlib():
     return hnswlib
 
 
-class _Held:
-    """A context that calls ``enter`` and ``exit``; holds no state of its own, so one serves every thread."""
+class _ReadSide:
+    """``with lock.read():`` -- one object serves every thread (its state is the lock's); taking it is one
+    plain lock acquire when no writer waits or works (it is taken on every search)."""
 
-    __slots__ = ("_enter", "_exit")
+    __slots__ = ("_rw",)
 
-    def __init__(self, enter, exit) -> None:
-        self._enter, self._exit = enter, exit
+    def __init__(self, rw: "RWLock") -> None:
+        self._rw = rw
 
     def __enter__(self) -> None:
-        self._enter()
+        rw = self._rw
+        with rw._lock:
+            while rw._writer or rw._waiting:
+                rw._cond.wait()
+            rw._readers += 1
 
     def __exit__(self, *exc) -> None:
-        self._exit()
+        rw = self._rw
+        with rw._lock:
+            rw._readers -= 1
+            if not rw._readers and rw._waiting:  # only a writer waits on the last reader
+                rw._cond.notify_all()
 
 
 class RWLock:
@@ -74,27 +83,16 @@ class RWLock:
     not beside an insert, a delete mark or a resize).  A waiting writer holds off new readers."""
 
     def __init__(self) -> None:
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()  # a plain lock: its `with` is C, where a Condition's is Python
+        self._cond = threading.Condition(self._lock)
         self._readers = 0
         self._writer = False
         self._waiting = 0
-        self._read = _Held(self._enter_read, self._exit_read)
+        self._read = _ReadSide(self)
 
-    def read(self) -> "_Held":
+    def read(self) -> _ReadSide:
         """``with lock.read():`` (a plain context object, not a generator: taken on every search)."""
         return self._read
-
-    def _enter_read(self) -> None:
-        with self._cond:
-            while self._writer or self._waiting:
-                self._cond.wait()
-            self._readers += 1
-
-    def _exit_read(self) -> None:
-        with self._cond:
-            self._readers -= 1
-            if not self._readers:
-                self._cond.notify_all()
 
     @contextmanager
     def write(self) -> Iterator[None]:
@@ -218,9 +216,10 @@ class MemoryAnn:
         except RuntimeError as e:  # fewer than `fetch` reachable items (many deleted): exact answers
             log.info("in-memory ANN search gave up (%s); searching exactly", " ".join(str(e).split()))
             return None
-        R = self.slot_row[labels.astype(np.int64)]  # deleted slots are never returned
+        R = self.slot_row[labels]  # (hnswlib's labels are uint64) deleted slots are never returned
         if mask is None and fetch == kk:  # hnswlib's inner-product distance is 1 - the score, best first
-            return (1.0 - dist).astype(np.float32), R
+            S = 1.0 - dist  # float32 arithmetic (a Python float does not widen it)
+            return (S if S.dtype == np.float32 else S.astype(np.float32)), R
         out_s = np.full((len(Q), kk), -np.inf, np.float32)
         out_r = np.full((len(Q), kk), -1, np.int64)
         for i in range(len(Q)):

@@ -70,9 +70,9 @@ def query_vector(x: np.ndarray, dim: int, what: str = "query vector") -> np.ndar
     else:
         with np.errstate(over="ignore"):  # a value beyond float32 becomes inf, refused just below
             q = q.astype(np.float32)
-    if not np.isfinite(q).all():
+    if not np.logical_and.reduce(np.isfinite(q)):  # .all() / np.any without their Python layers
         raise QueryError(f"{what} holds NaN or infinite values")
-    if not np.any(q):
+    if not np.logical_or.reduce(q):
         raise QueryError(f"{what} is all zeros: it has no direction to search in")
     return q
 
@@ -191,7 +191,7 @@ class QueryEmbedder:
         norm = float(np.sqrt(u @ u))
         if norm < 1e-6:
             raise QueryError("the fused query vector is zero (the inputs cancel out): change the inputs or weights")
-        return (u / norm).astype(np.float32)
+        return (u / norm).astype(np.float32, copy=False)  # float32 already (a Python float does not widen it)
 
     def fuse(
         self, parts: list[tuple[str | None, np.ndarray]], weights: list[float] | None, target: str | None

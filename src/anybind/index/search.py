@@ -18,7 +18,7 @@ from .ann import LanceAnn
 from .banks import Reranker
 from .calibrated import check_rank_by, query_modality, rank_hits
 from .errors import QueryError
-from .exact import exact_topk, unit_rows
+from .exact import exact_topk, renormed, unit_rows
 from .fast import FastSearch
 from .query import Query, QueryEmbedder, check_k
 from .results import Hit
@@ -61,10 +61,11 @@ class Searcher:
         space = self.t.space
         if (rerank is None and rank_by == "score" and len(q.vectors) == 1 and not q.items and q.weights is None
                 and (space is None or space.scorer.kind == "cosine")):
-            # one raw vector: nothing to embed, fuse or rank by probability (the lane below, fewer calls)
-            v = self.embedder.direction(q.vectors[0])
-            return self.search_vectors(v[None], modality=targets, k=k, labels=labels, rerank_params=rerank_params,
-                                       query_bank=query_bank, exact=exact, **ann_params)[0]
+            # one raw vector: nothing to embed, fuse or rank by probability (the lane below, fewer calls); k,
+            # targets and labels are checked, the vector too: search_vectors' checks are not made again, its
+            # normalisation is (the same bits as the general path)
+            Q = renormed(self.embedder.direction(q.vectors[0])[None])
+            return self._search(Q, targets, k, labels, None, None, None, exact, k, 0, ann_params)[0]
         parts, w, qmods = self.embedder.parts(q, cache)
         bank = query_bank if query_bank is not None else (qmods or None)
         kw = dict(k=k, labels=labels, rerank=rerank, rerank_params=rerank_params, query_bank=bank, exact=exact)
@@ -110,11 +111,20 @@ class Searcher:
                 method = rr.check_method(rerank)
             except DataError as e:
                 raise QueryError(str(e)) from None
-        Q = unit_rows(np.atleast_2d(np.asarray(queries, np.float32)))
+        Q = np.asarray(queries, np.float32)
+        if Q.ndim < 2:  # np.atleast_2d, without its Python layer
+            Q = Q.reshape(1, -1)
+        Q = unit_rows(Q)
         if Q.shape[1] != self.t.dim:
             raise QueryError(f"queries of width {Q.shape[1]}: this index holds {self.t.dim}-d vectors")
         targets = self.t.check_targets(modality) if modality is not None else None
         lab = label_filter(labels)
+        return self._search(Q, targets, k, lab, method, rerank_params, query_bank, exact, rerank_pool, bank_size,
+                            ann_params)
+
+    def _search(self, Q, targets, k, lab, method, rerank_params, query_bank, exact, rerank_pool, bank_size,
+                ann_params) -> list[list[Hit]]:
+        """:meth:`search_vectors` past its checks (``Q``: unit rows, ``method``: a checked rerank or ``None``)."""
         pool = k if method is None else max(k, rerank_pool)
         if method is None:  # the in-memory graph or codes: hits straight from the row numbers
             found = self.fast.rows(Q, pool, targets, lab, exact)
@@ -169,7 +179,7 @@ def hits_of_rows(cols: np.ndarray, S: np.ndarray, R: np.ndarray, ordered: bool =
     """Per query, the hits of rows ``R`` (-1: padding) scored ``S``, best first, from a snapshot's
     :meth:`~.store.Snapshot.hit_columns`: no table read or Arrow take per query.  ``ordered``: the caller
     vouches that each row of ``S`` is best first already (the graph's and the codes' are)."""
-    if not R.size or int(R.min()) >= 0:
+    if not R.size or np.minimum.reduce(R, axis=None) >= 0:  # no pads (R.min() without its Python layer)
         if ordered or S.shape[1] < 2 or bool((S[:, :-1] >= S[:, 1:]).all()):
             return _hit_lists(cols, S, R)
     out = []
@@ -185,10 +195,11 @@ def _hit_lists(cols: np.ndarray, S: np.ndarray, R: np.ndarray) -> list[list[Hit]
     after a graph search the interpreter's caches are cold, and each call costs several times its usual."""
     vals = cols[R.reshape(-1)].tolist()  # [id, modality, source, labels] per hit
     width = S.shape[1]
+    loads = json.loads
     out = []
-    for i, row in enumerate(S.tolist()):
-        out.append([Hit(v[0], v[1], sc, v[2], _labels(v[3]), j + 1)
-                    for j, (sc, v) in enumerate(zip(row, vals[i * width:(i + 1) * width]))])
+    for i, row in enumerate(S.tolist()):  # _labels inlined: most rows have none
+        out.append([Hit(v[0], v[1], sc, v[2], {} if not v[3] or v[3] == "{}" else loads(v[3]), j)
+                    for j, (sc, v) in enumerate(zip(row, vals[i * width:(i + 1) * width]), 1)])
     return out
 
 
