@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from anybind import Space
 from anybind.caption import Captioner, bleu, cider_d, fit_captioner, load_lm, tokenize
 from anybind.caption.memory import build_memory, project
-from anybind.errors import AnybindError, CaptionError, SpaceError
+from anybind.errors import AnybindError, CaptionError, DataError, SpaceError
 
 from caption_lm import build_tiny_lm
 
@@ -405,7 +405,7 @@ def test_bench_speech_rows_come_from_the_spoken_captions_test_split(tmp_path):
     got = _test_records("speech", tux, speech)
     assert [r.id for r in got] == ["bear@en+f3", "cat@en+f3"] and {r.labels["voice"] for r in got} == {"en+f3"}
     assert [r.id for r in _test_records("speech", tux, speech, n_test=1)] == ["bear@en+f3"]
-    with pytest.raises(ValueError, match="no speech corpus"):
+    with pytest.raises(DataError, match="no speech corpus"):
         _test_records("speech", tux, None)
-    with pytest.raises(ValueError, match=r"tux.jsonl: no audio test records with captions"):
+    with pytest.raises(DataError, match=r"tux.jsonl: no audio test records with captions"):
         _test_records("audio", Manifest(tmp_path / "tux.jsonl", tux.records[1:], [], {}), speech)

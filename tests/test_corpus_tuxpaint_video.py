@@ -139,7 +139,10 @@ def test_one_frame_clips_show_the_captioned_stamp_in_one_frame_only(built, tmp_p
     again = build_oneframe_clips(built / "manifest.jsonl", tmp_path / "again", frames=4, fps=2, seed=3)
     assert again.read_bytes() == man.read_bytes()
     assert all((again.parent / r["video"]).read_bytes() == (man.parent / r["video"]).read_bytes() for r in recs)
-    assert build_oneframe_clips(built / "manifest.jsonl", tmp_path / "one", frames=9) == man  # built: reused
+    assert build_oneframe_clips(built / "manifest.jsonl", tmp_path / "one", frames=4, fps=2, seed=3) == man  # reused
+    with pytest.raises(DataError, match=r"one: a one-frame clip set built with other settings \(frames=4, seed=3; "
+                                        r"asked frames=9, seed=0\)"):
+        build_oneframe_clips(built / "manifest.jsonl", tmp_path / "one", frames=9)
     single = tmp_path / "single.jsonl"
     single.write_text((built / "manifest.jsonl").read_text().splitlines()[0] + "\n")
     with pytest.raises(DataError, match=f"split '{recs[0]['split']}' has 1 record; one-frame clips draw their"):

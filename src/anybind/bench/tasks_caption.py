@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import DataError
 from . import TaskResult, task
 from .tuxpaint import RECIPE, load_tux
 
@@ -65,12 +66,12 @@ def _test_records(source: str, man, speech, n_test: int = 0) -> list:
     corpus ``speech`` (its held-out test voices), the other sources from the Tux Paint manifest ``man``."""
     pool = speech if source == "speech" else man
     if pool is None:
-        raise ValueError(f"no {source} corpus: speech rows need the spoken-captions corpus (sources=...,speech)")
+        raise DataError(f"no {source} corpus: speech rows need the spoken-captions corpus (sources=...,speech)")
     test = sorted((r for r in pool.split("test") if r.has(source) and r.has("text")), key=lambda r: r.id)
     if n_test > 0:
         test = test[:n_test]
     if not test:
-        raise ValueError(f"{getattr(pool, 'path', '')}: no {source} test records with captions")
+        raise DataError(f"{getattr(pool, 'path', '')}: no {source} test records with captions")
     return test
 
 

@@ -28,17 +28,26 @@ from ..errors import DataError
 def build_oneframe_clips(corpus_manifest: str | Path, out: str | Path, *, frames: int = 6, fps: int = 2,
                          size: int = 128, seed: int = 0) -> Path:
     """Write the one-frame-matters clips of a tuxpaint-video corpus into ``out``; returns its ``manifest.jsonl``
-    (an existing one is reused)."""
+    (an existing set is reused when it was built from the same corpus with the same settings, else refused)."""
     from ..corpora.tuxpaint_video import render_frames, write_clip
     from ..data.media import load_image
     from ..io import atomic_write_dir
 
     out = Path(out)
+    src = Path(corpus_manifest)
+    want = {"source": str(src.resolve()), "frames": frames, "fps": fps, "size": size, "seed": seed}
     if (out / "manifest.jsonl").is_file():
+        try:
+            have = json.loads((out / "oneframe.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            have = {}
+        differ = sorted(k for k in want if have.get(k) != want[k])
+        if differ:
+            raise DataError(f"{out}: a one-frame clip set built with other settings ({', '.join(f'{k}={have.get(k)!r}' for k in differ)}; "
+                            f"asked {', '.join(f'{k}={want[k]!r}' for k in differ)}): remove it or give another folder")
         return out / "manifest.jsonl"
     if frames < 2 or not 1 <= fps <= 60:
         raise DataError(f"one-frame clips need frames >= 2 and fps in 1..60, got frames={frames}, fps={fps}")
-    src = Path(corpus_manifest)
     recs = [json.loads(line) for line in src.read_text(encoding="utf-8").splitlines() if line.strip()]
     by_split: dict[str, list[int]] = {}
     for i, r in enumerate(recs):
@@ -72,8 +81,7 @@ def build_oneframe_clips(corpus_manifest: str | Path, out: str | Path, *, frames
                 "labels": {**{k: v for k, v in r.get("labels", {}).items() if k != "motion"}, "signal_frame": at},
             }) + "\n")
         (tmp / "oneframe.json").write_text(json.dumps({
-            "source": str(src.resolve()), "frames": frames, "fps": fps, "size": size, "seed": seed,
-            "distractors": "other records of the same split, seeded"}, indent=1))
+            **want, "distractors": "other records of the same split, seeded"}, indent=1))
         (tmp / "manifest.jsonl").write_text("".join(lines), encoding="utf-8")
 
     atomic_write_dir(out, write)

@@ -24,6 +24,7 @@ embeddings (the supervised comparison: needs paired data, no noise).
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -70,6 +71,11 @@ class CaptionConfig:
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
+
+
+def _finite(v: float) -> float:
+    """A val NLL as compared: NaN (a diverged run) as +inf, never the best."""
+    return v if math.isfinite(v) else math.inf
 
 def _records(manifest: Any, space: Any, mods: list[str]) -> Manifest:
     if isinstance(manifest, Manifest):
@@ -158,7 +164,7 @@ def _train_one(lm: FrozenLM, cfg: CaptionConfig, mcfg: MapperConfig, X: np.ndarr
                 ep_loss += float(loss.detach()) / steps
             v = val_nll(lm, mapper, Xv, seqs_v)
             history.append({"epoch": epoch, "loss": ep_loss, "val_nll": v})
-            if best is None or v < best[0]:
+            if best is None or _finite(v) < _finite(best[0]):  # a NaN (a diverged rate) is never the best
                 best = (v, {k: t.detach().clone() for k, t in mapper.state_dict().items()}, epoch)
             prog.update(task, advance=1, msg=f"loss {ep_loss:.3f} val nll {v:.3f}")
             if epoch - best[2] >= cfg.patience:
@@ -227,12 +233,17 @@ def fit_captioner(space: Any, manifest: str | Path | Manifest, lm: str | FrozenL
             runs[lr, s] = (m, hist, ps)
             log.info("caption mapper, noise %g, lr %g: best val nll %.4f (%s), by projection %s", s, lr,
                      min(h["val_nll"] for h in hist), select, ps[2])
-        return min(runs[lr, s][2][2].values())
+        return min((_finite(v) for v in runs[lr, s][2][2].values()), default=math.inf)
 
     lr_at = sorted(grid)[len(grid) // 2] if len(lrs) > 1 else None
     lr_scores = {lr: run(lr, lr_at) for lr in lrs} if lr_at is not None else {}
-    lr_best = min(lrs, key=lambda lr: (lr_scores.get(lr, 0.0), lr))
+    if lr_scores and not any(math.isfinite(v) for v in lr_scores.values()):
+        raise CaptionError(f"every learning rate of {sorted(lrs)} diverged (no finite val NLL): try smaller ones")
+    lr_best = min(lrs, key=lambda lr: (lr_scores.get(lr, 0.0), lr))  # finite scores; a NaN counted as inf
     best = {s: run(lr_best, s) for s in grid}
+    if not any(math.isfinite(v) for v in best.values()):
+        raise CaptionError(f"learning rate {lr_best:g} diverged at every noise level (no finite val NLL): try a "
+                           "smaller one")
     chosen = min(best, key=lambda s: (best[s], s))
     mapper, history, (projection, temperature, pscores) = runs[lr_best, chosen]
     scores = {s: min(h["val_nll"] for h in runs[lr_best, s][1]) for s in grid}

@@ -182,6 +182,8 @@ class FastSearch:
                         snap = self.t.snapshot()  # (a sync back and forth would add slots for the same rows)
                     if ann.version != snap.version or len(ann.slot_row) != len(ann.slots):  # moved, or just loaded
                         with ann.lock.write():
+                            if ann.version > snap.version:  # moved past it while we waited for the lock
+                                snap = self.t.snapshot()
                             if ann.version != snap.version or len(ann.slot_row) != len(ann.slots):
                                 stale = ann.version != snap.version
                                 added, gone = ann.sync(snap)
