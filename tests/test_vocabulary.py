@@ -203,5 +203,6 @@ def test_the_explanations_bench_stores_its_vocabulary_once_and_its_words_answer_
     # a space that stores these words keeps them (nothing embedded or written again); other words: built anew
     again = vocabulary_space(sp, words, tmp_path / "other", cache=shared_cache)
     assert again[2] == "stored" and again[1] is voc and not (tmp_path / "other").exists()
-    fewer = vocabulary_space(sp, words[:10], None, cache=shared_cache)
-    assert fewer[2] == "built and stored" and fewer[1].words == tuple(words[:10])
+    fewer = vocabulary_space(sp, words[:10], None, cache=shared_cache)  # no folder: built, kept in memory only
+    assert fewer[2] == "built" and fewer[1].words == tuple(words[:10])
+    assert sp.vocabulary is voc  # the given space keeps its own vocabulary

@@ -124,17 +124,22 @@ def vocabulary_space(space, words, folder: Path | None, *, source: str = "", cac
     """``space`` with ``words`` as its stored vocabulary, as ``anybind explain --build-vocab`` leaves it: embedded
     once, saved with the space in ``folder`` and read back (the words' vectors then come from the folder, as
     ``anybind explain`` and ``POST /explain`` use them).  A space that already stores a vocabulary of these words
-    keeps it.  Returns ``(space, vocabulary, how)``: how = "stored" (the space had it) or "built and stored"."""
+    keeps it.  Returns ``(space, vocabulary, how)``: how = "stored" (the space had it), "built and stored", or
+    "built" (no ``folder``: kept in memory only).  The given space is not modified."""
+    import copy
+
     from ..space import Space
     from ..vocabulary import embed_vocabulary, stored_vocabulary
 
     have = stored_vocabulary(space)
     if have is not None and list(have.words) == list(words):
         return space, have, "stored"
+    space = copy.copy(space)  # the caller's space keeps its own vocabulary
     space.vocabulary = embed_vocabulary(space, words, "text", cache=cache, source=source)
-    if folder is not None:
-        space.save(folder)
-        space = Space.load(folder)
+    if folder is None:
+        return space, stored_vocabulary(space), "built"
+    space.save(folder)
+    space = Space.load(folder)
     return space, stored_vocabulary(space), "built and stored"
 
 
@@ -185,8 +190,8 @@ def explanations_task(work: Path, cache=None, seed: int = 0, console=None, limit
             top_drop.append(max(drops, key=lambda d: d.drop).word.lower() == h)
         rows[name]["head_noun_top_drop"] = float(np.mean(top_drop))
     in_vocab = float(np.mean([c in words or h in words for c, h in truth]))
-    source = {"stored": f"stored with the space {space}", "built and stored":
-              f"built once and stored with the space ({folder}), read back from it"}[how]
+    source = {"stored": f"stored with the space {space}", "built": "built once, in memory",
+              "built and stored": f"built once and stored with the space ({folder}), read back from it"}[how]
     return TaskResult(
         metrics=rows["anybind"],
         baselines={"label bridge": rows["label bridge"], "chance (5 random words)": {
