@@ -2,12 +2,17 @@
 stamp from another stamp, the colour signature tells a recoloured variant from a copy, and the audit names
 copies, variants and look-alikes apart."""
 
+from pathlib import Path
+
 import numpy as np
+import pytest
 from hypothesis import given, settings, strategies as st
 from PIL import Image
 
-from anybind.duplicates import (COLOUR_DIFF, COPY_BITS, colour_distance, colour_signature, hamming,
-                                image_signatures, near_pairs, phash, phashes)
+from anybind.corpora import emoji as em
+from anybind.duplicates import (BRIGHTNESS_DIFF, COLOUR_DIFF, COPY_BITS, brightness_distance, chroma_distance,
+                                colour_distance, colour_signature, hamming, image_signatures, near_pairs, phash,
+                                phashes)
 from conftest import STAMPS
 
 STAMP_FILES = sorted(STAMPS.rglob("*.png"))[:40]
@@ -91,7 +96,7 @@ def test_a_recoloured_stamp_is_a_variant_where_phash_alone_calls_it_a_copy(tmp_p
     files, kinds = [], []
     for k, p in enumerate(STAMP_FILES):
         img = Image.open(p).convert("RGBA")
-        if np.linalg.norm(colour_signature(p).reshape(-1, 2).astype(float) - 128, axis=1).max() < COLOUR_DIFF / 2:
+        if np.linalg.norm(colour_signature(p).reshape(-1, 3)[:, 1:].astype(float) - 128, axis=1).max() < COLOUR_DIFF / 2:
             continue  # too little colour to change: no recolour moves a cell by more than twice its chroma
         rgb = _on_white(img)
         copy = tmp_path / f"{k}-copy.jpg"
@@ -126,17 +131,85 @@ def test_a_recoloured_stamp_is_a_variant_where_phash_alone_calls_it_a_copy(tmp_p
 @settings(max_examples=40, deadline=None)
 @given(st.tuples(st.integers(0, 255), st.integers(0, 255), st.integers(0, 255)),
        st.tuples(st.integers(0, 255), st.integers(0, 255), st.integers(0, 255)))
-def test_the_colour_signature_holds_each_cell_s_mean_chroma(tmp_path_factory, a, b):
-    """Left half one colour, right half another: the left cells hold the first colour's Cb Cr, the right ones
-    the second's; the distance between the two halves' signatures is the chroma distance of the colours."""
+def test_the_colour_signature_holds_each_cell_s_mean_luma_and_chroma(tmp_path_factory, a, b):
+    """Left half one colour, right half another: the left cells hold the first colour's Y Cb Cr, the right ones
+    the second's; the distance between the two halves' signatures is the larger of the colours' chroma distance
+    and their luma difference (scaled to the chroma threshold)."""
     d = tmp_path_factory.mktemp("colours")
     img = Image.new("RGB", (64, 64), a)
     img.paste(Image.new("RGB", (32, 64), b), (32, 0))
     img.save(d / "two.png")
     Image.new("RGB", (64, 64), a).save(d / "one.png")
-    sig = colour_signature(d / "two.png").reshape(4, 4, 2).astype(int)
-    ya, yb = (np.asarray(Image.new("RGB", (1, 1), c).convert("YCbCr"), int)[0, 0, 1:] for c in (a, b))
+    sig = colour_signature(d / "two.png").reshape(4, 4, 3).astype(int)
+    ya, yb = (np.asarray(Image.new("RGB", (1, 1), c).convert("YCbCr"), int)[0, 0] for c in (a, b))
     assert np.abs(sig[:, :2] - ya).max() <= 1 and np.abs(sig[:, 2:] - yb).max() <= 1
-    one = colour_signature(d / "one.png")
-    assert colour_distance(one, one) == 0
-    assert abs(float(colour_distance(one, colour_signature(d / "two.png"))) - float(np.linalg.norm(ya - yb))) <= 2
+    one, two = colour_signature(d / "one.png"), colour_signature(d / "two.png")
+    assert colour_distance(one, one) == 0 and brightness_distance(one, one) == 0
+    chroma, luma = float(np.linalg.norm(ya[1:] - yb[1:])), float(abs(ya[0] - yb[0]))
+    assert abs(float(chroma_distance(one, two)) - chroma) <= 2
+    assert abs(float(brightness_distance(one, two)) - luma) <= 2
+    assert abs(float(colour_distance(one, two)) - max(chroma, luma * COLOUR_DIFF / BRIGHTNESS_DIFF)) <= 2
+    # paired rows give one distance per pair, the same as one pair at a time
+    pairs = colour_distance(np.stack([one, two]), np.stack([two, two]))
+    assert pairs.shape == (2,) and pairs[1] == 0 and pairs[0] == colour_distance(one, two)
+
+
+# the skin-tone swatches of the emoji corpus (issue 20): the same square, lighter or darker
+SKIN_TONES = """\
+# group: Component
+# subgroup: skin-tone
+1F3FB                                                  ; component           # \U0001F3FB E1.0 light skin tone
+1F3FC                                                  ; component           # \U0001F3FC E1.0 medium-light skin tone
+1F3FD                                                  ; component           # \U0001F3FD E1.0 medium skin tone
+1F3FE                                                  ; component           # \U0001F3FE E1.0 medium-dark skin tone
+1F3FF                                                  ; component           # \U0001F3FF E1.0 dark skin tone
+"""
+
+
+@pytest.fixture(scope="module")
+def skin_tones(tmp_path_factory):
+    """The five skin-tone swatches as the emoji corpus builder renders them from the Noto colour emoji font."""
+    if not Path(em.DEFAULT_FONT).exists():
+        pytest.skip(f"apt-get install -y {em.FONT_PACKAGE}")
+    d = tmp_path_factory.mktemp("skin")
+    (d / "emoji-test.txt").write_text(SKIN_TONES, encoding="utf-8")
+    em.build_emoji(d / "emoji", emoji_test=d / "emoji-test.txt", cldr_dir=None, progress=False)
+    files = [d / "emoji" / "media" / f"{cp}.png" for cp in ("1f3fb", "1f3fc", "1f3fd", "1f3fe", "1f3ff")]
+    assert all(f.is_file() for f in files)
+    return files
+
+
+def test_skin_tones_that_phash_calls_copies_are_variants_by_their_brightness(skin_tones):
+    H, C = image_signatures(skin_tones)
+    bits = hamming(H, H)
+    pairs = [(i, j) for i in range(5) for j in range(i + 1, 5) if bits[i, j] <= COPY_BITS]
+    # the case this is for: pHash (grey, against its median) calls the lighter and the darker swatch copies,
+    # and for some of them the chroma alone does too (light vs medium-light, medium vs dark in the audit)
+    assert (0, 1) in pairs and (2, 4) in pairs, bits
+    assert any(chroma_distance(C[i], C[j]) <= COLOUR_DIFF for i, j in pairs)
+    assert all(brightness_distance(C[i], C[j]) > BRIGHTNESS_DIFF for i, j in pairs)
+    F = np.eye(5, dtype=np.float32)  # no look-alikes: the hash and the colours decide
+    everything = lambda r, c: np.ones((len(r), len(c)), bool)  # noqa: E731
+    got = {(i, j): (kind, v) for i, j, kind, v in near_pairs(F, everything, 0.99, H, colours=C)}
+    assert set(got) == set(pairs)
+    assert all(kind == "variant" and v > COLOUR_DIFF for kind, v in got.values()), got
+
+
+def test_a_rescaled_jpeg_copy_of_a_skin_tone_stays_a_copy(skin_tones, tmp_path):
+    from anybind.data.media import load_image
+
+    files = []
+    for k, p in enumerate(skin_tones):
+        rgb = load_image(p)
+        for scale, quality in ((0.7, 70), (0.5, 85)):
+            q = tmp_path / f"{k}-{scale}-{quality}.jpg"
+            rgb.resize((int(rgb.width * scale), int(rgb.height * scale))).save(q, quality=quality)
+            files += [p, q]
+    H, C = image_signatures(files)
+    F = np.eye(len(files), dtype=np.float32)
+    with_original = lambda r, c: (r[:, None] // 2 == c[None, :] // 2) & (r[:, None] % 2 == 0)  # noqa: E731
+    got = {(i, j): kind for i, j, kind, _ in near_pairs(F, with_original, 0.99, H, colours=C)}
+    hashed = [(i, i + 1) for i in range(0, len(files), 2) if hamming(H[i:i + 1], H[i + 1:i + 2])[0, 0] <= COPY_BITS]
+    # every copy pHash keeps stays a copy (the near-white light swatch's copies are lost to its bits, 8 apart)
+    assert len(hashed) >= 8 and got == {pair: "copy" for pair in hashed}, got
+    assert max(float(colour_distance(C[i], C[i + 1])) for i in range(0, len(files), 2)) <= COLOUR_DIFF / 4
