@@ -126,13 +126,21 @@ def colour_distance(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     return np.maximum(chroma_distance(A, B), brightness_distance(A, B) * (COLOUR_DIFF / BRIGHTNESS_DIFF))
 
 
+def _hashing(paths: Sequence[Any], progress: bool):
+    """``paths``, with a transient progress bar (Rich, as every bar of anybind: none when stderr is not a terminal)."""
+    if not progress:
+        yield from paths
+        return
+    from rich.progress import track
+
+    yield from track(paths, description="hashing images", transient=True)
+
+
 def image_signatures(paths: Sequence[Any], *, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """:func:`phashes` and :func:`colour_signature` of each image, each decoded once: packed hashes
     (n, 8) and colour signatures (n, 48) uint8; an undecodable image is a :class:`DataError` naming it."""
-    from tqdm import tqdm
-
     H, C = [], []
-    for p in tqdm(paths, desc="hashing images", disable=not progress, leave=False):
+    for p in _hashing(paths, progress):
         img = _image(p)
         H.append(np.packbits(_phash_of(img)))
         C.append(_colours_of(img))
@@ -144,9 +152,7 @@ def image_signatures(paths: Sequence[Any], *, progress: bool = False) -> tuple[n
 def phashes(paths: Sequence[Any], *, progress: bool = False) -> np.ndarray:
     """:func:`phash` of each image, packed to bytes (n, hash_size**2 / 8); an undecodable image is a
     :class:`DataError` naming it."""
-    from tqdm import tqdm
-
-    rows = [np.packbits(phash(p)) for p in tqdm(paths, desc="hashing images", disable=not progress, leave=False)]
+    rows = [np.packbits(phash(p)) for p in _hashing(paths, progress)]
     if not rows:
         return np.zeros((0, HASH_SIZE * HASH_SIZE // 8), np.uint8)
     return np.stack(rows)
