@@ -431,7 +431,7 @@ def _spy_val_nll(monkeypatch):
     return seen
 
 
-def test_a_diverged_learning_rate_is_never_chosen(corpus, monkeypatch):
+def test_a_diverged_learning_rate_is_never_chosen(corpus, monkeypatch, tmp_path):
     """A rate so large that training diverges (val NLL NaN) loses to a finite one, whatever its place in the
     grid; only diverging rates, or one rate diverging at every noise level: one line, no captioner."""
     tmp, man, space, lm, _ = corpus
@@ -444,6 +444,8 @@ def test_a_diverged_learning_rate_is_never_chosen(corpus, monkeypatch):
         assert np.isfinite(cap.info["lr_val_nll"]["0.01"])
         assert all(np.isfinite(h["val_nll"]) for h in cap.info["history"])
         assert all(np.isfinite(p.detach().numpy()).all() for p in cap.mapper.parameters())
+    back = Captioner.load(cap.save(tmp_path / "cap"), lm=lm)  # saved and loaded: the diverged rate's +inf too
+    assert back.info["lr_val_nll"] == cap.info["lr_val_nll"] and back.info["lr"] == 1e-2
     with pytest.raises(CaptionError, match=r"every learning rate of \[1000000000\.0, 10000000000\.0\] diverged "
                                            r"\(no finite val NLL\): try smaller ones") as e:
         fit_captioner(space, man, lm, cache=tmp / "c", **{**DIV_FIT, "lr": (1e10, HUGE)})
