@@ -409,3 +409,134 @@ def test_bench_speech_rows_come_from_the_spoken_captions_test_split(tmp_path):
         _test_records("speech", tux, None)
     with pytest.raises(DataError, match=r"tux.jsonl: no audio test records with captions"):
         _test_records("audio", Manifest(tmp_path / "tux.jsonl", tux.records[1:], [], {}), speech)
+
+
+# -- diverged learning rates and epochs (NaN val NLL) are never chosen --------------------------------
+DIV_FIT = {**FIT, "epochs": 2, "patience": 2, "noise_grid": (0.0,), "temperature_grid": (0.02,)}
+HUGE = 1e9  # a rate that blows the mapper up: its val NLL is NaN
+
+
+def _spy_val_nll(monkeypatch):
+    """Record every val NLL fit_captioner computes (the real ones)."""
+    import anybind.caption.fit as fit_mod
+
+    real, seen = fit_mod.val_nll, []
+
+    def spy(lm, mapper, X, seqs, batch_size=64):
+        v = real(lm, mapper, X, seqs, batch_size)
+        seen.append(v)
+        return v
+
+    monkeypatch.setattr(fit_mod, "val_nll", spy)
+    return seen
+
+
+def test_a_diverged_learning_rate_is_never_chosen(corpus, monkeypatch, tmp_path):
+    """A rate so large that training diverges (val NLL NaN) loses to a finite one, whatever its place in the
+    grid; only diverging rates, or one rate diverging at every noise level: one line, no captioner."""
+    tmp, man, space, lm, _ = corpus
+    for grid in ((HUGE, 1e-2), (1e-2, HUGE)):
+        seen = _spy_val_nll(monkeypatch)
+        cap = fit_captioner(space, man, lm, cache=tmp / "c", **{**DIV_FIT, "lr": grid})
+        # the huge rate really diverged: NaN val NLLs, counted as +inf; the finite rate is chosen
+        assert any(np.isnan(v) for v in seen) and any(np.isfinite(v) for v in seen)
+        assert cap.info["lr"] == 1e-2 and cap.info["lr_val_nll"][str(HUGE)] == float("inf")
+        assert np.isfinite(cap.info["lr_val_nll"]["0.01"])
+        assert all(np.isfinite(h["val_nll"]) for h in cap.info["history"])
+        assert all(np.isfinite(p.detach().numpy()).all() for p in cap.mapper.parameters())
+    back = Captioner.load(cap.save(tmp_path / "cap"), lm=lm)  # saved and loaded: the diverged rate's +inf too
+    assert back.info["lr_val_nll"] == cap.info["lr_val_nll"] and back.info["lr"] == 1e-2
+    with pytest.raises(CaptionError, match=r"every learning rate of \[1000000000\.0, 10000000000\.0\] diverged "
+                                           r"\(no finite val NLL\): try smaller ones") as e:
+        fit_captioner(space, man, lm, cache=tmp / "c", **{**DIV_FIT, "lr": (1e10, HUGE)})
+    assert "\n" not in str(e.value)
+    with pytest.raises(CaptionError, match=r"learning rate 1e\+09 diverged at every noise level \(no finite val "
+                                           r"NLL\): try a smaller one") as e:
+        fit_captioner(space, man, lm, cache=tmp / "c", **{**DIV_FIT, "lr": HUGE, "noise_grid": (0.0, 0.1)})
+    assert "\n" not in str(e.value)
+
+
+def test_an_epoch_with_nan_val_nll_is_never_kept_as_best(corpus, monkeypatch):
+    """_train_one: epoch 1 scores NaN, epochs 2.. finite: the best finite epoch is kept (its weights), not epoch 1."""
+    import anybind.caption.fit as fit_mod
+    from anybind.caption.model import MapperConfig
+
+    tmp, man, space, lm, recs = corpus
+    train = [r for r in recs if r["split"] == "train"][:16]
+    X = space.embed("text", [r["text"] for r in train])
+    seqs = fit_mod._tokens(lm, [r["text"] for r in train], 32)
+    scores, states = iter([float("nan"), 5.0, 4.0, 6.0]), []
+
+    def fake(lm_, mapper, X_, seqs_, batch_size=64):
+        states.append({k: t.detach().clone() for k, t in mapper.state_dict().items()})
+        return next(scores)
+
+    monkeypatch.setattr(fit_mod, "val_nll", fake)
+    cfg = fit_mod.CaptionConfig(epochs=4, patience=4, batch_size=8, prefix_len=2, hidden=16)
+    mcfg = MapperConfig(dim=space.dim, lm_hidden=lm.hidden_size, prefix_len=2, hidden=16)
+    mapper, hist = fit_mod._train_one(lm, cfg, mcfg, X, seqs, X, seqs, 0.0, 1e-2, False)
+    assert [h["best"] for h in hist] == [False, False, True, False] and np.isnan(hist[0]["val_nll"])
+    for k, t in mapper.state_dict().items():  # the weights are epoch 3's, not epoch 1's nor the last
+        assert torch_equal(t, states[2][k])
+    assert not all(torch_equal(t, states[0][k]) for k, t in mapper.state_dict().items())
+    # NaN first, then worse and worse finite scores: patience counts from the first finite epoch
+    scores, states = iter([float("nan"), 5.0, 6.0, 7.0]), []
+    mapper, hist = fit_mod._train_one(lm, cfg, mcfg, X, seqs, X, seqs, 0.0, 1e-2, False)
+    assert [h["best"] for h in hist] == [False, True, False, False]
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return bool(torch.equal(a, b))
+
+
+def test_a_nan_first_epoch_is_not_reported_as_the_runs_val_nll(corpus, monkeypatch):
+    """fit_captioner: each mapper's first epoch scores NaN, later ones their real val NLL: the noise levels' reported
+    scores are their best (finite) epochs', and the kept epoch is a finite one."""
+    import anybind.caption.fit as fit_mod
+
+    tmp, man, space, lm, _ = corpus
+    real, scored = fit_mod.val_nll, set()
+
+    def first_nan(lm_, mapper, X, seqs, batch_size=64):
+        if id(mapper) not in scored:  # the mapper's first score: its first epoch's
+            scored.add(id(mapper))
+            return float("nan")
+        return real(lm_, mapper, X, seqs, batch_size)
+
+    monkeypatch.setattr(fit_mod, "val_nll", first_nan)
+    cap = fit_captioner(space, man, lm, cache=tmp / "c", **{**DIV_FIT, "epochs": 3, "patience": 3,
+                                                            "noise_grid": (0.0, 0.1)})
+    hist = cap.info["history"]
+    assert np.isnan(hist[0]["val_nll"]) and not hist[0]["best"] and len(scored) == 2
+    best = [h["val_nll"] for h in hist if h["best"]]
+    assert len(best) == 1 and best[0] == min(h["val_nll"] for h in hist[1:])
+    assert cap.info["noise_val_nll"][str(cap.noise_std)] == best[0]
+    assert all(np.isfinite(v) for v in cap.info["noise_val_nll"].values()), cap.info["noise_val_nll"]
+
+
+def test_a_nan_scored_projection_or_temperature_is_never_chosen():
+    """choose_projection: a NaN val NLL (a diverged decode) counts as +inf, wherever it sits in the grid."""
+    from anybind.caption.memory import choose_projection
+
+    rng = np.random.default_rng(0)
+    memory = rng.normal(size=(20, 8)).astype(np.float32)
+    memory /= np.linalg.norm(memory, axis=1, keepdims=True)
+    Xv = rng.normal(size=(5, 8)).astype(np.float32)
+    temps = (0.005, 0.02, 0.1)
+    by_t = {float(project(Xv, memory, t).sum()): t for t in temps}
+
+    def score(nan_on=()):
+        def f(Z):  # "raw" (the embeddings as they are) or temperatures in nan_on score NaN, the others 2 + t
+            t = by_t.get(float(Z.sum()), "raw")
+            return float("nan") if t in nan_on else 2.0 + (1.0 if t == "raw" else t)
+        return f
+
+    assert choose_projection(score(), Xv, memory, grid=temps)[:2] == ("memory", 0.005)
+    assert choose_projection(score((0.005,)), Xv, memory, grid=temps)[:2] == ("memory", 0.02)
+    kind, t, scores = choose_projection(score((0.005,)), Xv, memory, grid=temps, projection="none")
+    assert kind == "none" and scores == {"none": 3.0}
+    # the raw embeddings score NaN (they sit first among the candidates): a finite projection wins
+    assert choose_projection(score(("raw",)), Xv, memory, grid=temps)[:2] == ("memory", 0.005)
+    assert choose_projection(score(("raw", 0.005)), Xv, memory, grid=temps)[:2] == ("memory", 0.02)

@@ -416,3 +416,53 @@ def test_ray_train_learns_the_attention_pool_within_tolerance(ray_local, clips):
         assert abs(rec[k] - v) <= TOL, (k, rec[k], v)
     assert _attends_to_the_signal_frame(space, clips) > 0.8
     shutil.rmtree(Path(space.info["training"]["shards"]).parent / "_ray_runs", ignore_errors=True)
+
+
+def test_streamed_frame_standardisation_skips_padded_frames(tmp_path):
+    """Clips of 1 to 4 frames under max=4: the streaming trainer's per-frame standardisation is over the valid
+    frames only (the padded ones excluded), the in-memory trainer's (Projector.fit_stats with the frame flag), and
+    not the statistics over every frame slot."""
+    pytest.importorskip("av")
+    from video_helpers import write_clip
+
+    from anybind.projectors import Projector, ProjectorConfig
+    from anybind.scale.sharded import fit_sharded
+
+    rng = np.random.default_rng(0)
+    n, T, lengths = 30, CLIP_FRAMES, [1, 2, 3, 4, 1, 2]
+    ids = [f"c{i:02d}" for i in range(n)]
+    np.savez(tmp_path / "text.npz", ids=np.array(ids), vectors=rng.normal(size=(n, 8)).astype(np.float32))
+    splits, recs = ["train"] * 3 + ["val", "test"], []
+    for i, rid in enumerate(ids):
+        frames = [np.full((32, 32, 3), rng.integers(30, 225, size=3), np.uint8) for _ in range(lengths[i % 6])]
+        write_clip(tmp_path / f"{rid}.mp4", frames, rate=4)
+        recs.append({"id": rid, "split": splits[i % 5], "video": f"{rid}.mp4", "text": True})
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    spec = f"video:frames(callable:video_helpers:rgb_stats)@fps=4,max={T},pool=attn"
+    encoders, cache = {"text": f"vectors:{tmp_path}/text.npz", "video": spec}, tmp_path / "cache"
+    ridge = dict(lock="text", init="ridge", epochs=0, hidden=16, dim=8, seed=0)
+    streamed = fit_sharded(manifest, encoders=encoders, cache=cache, progress=False, rows_per_shard=7, **ridge)
+    single = Space.fit(manifest, encoders=encoders, cache=cache, progress=False, **ridge)
+    # the training clips' features as the in-memory trainer reads them: T frames of 6 features + a validity flag
+    train = [str(tmp_path / r["video"]) for r in recs if r["split"] == "train"]
+    X = FeatureCache(cache).encode(get_encoder(spec), train, progress=False)
+    seq = X.reshape(len(X), T, 7)
+    valid = [lengths[i % 6] for i, r in enumerate(recs) if r["split"] == "train"]
+    assert seq[..., -1].sum(1).tolist() == valid and sum(valid) < len(X) * T  # padded frames are there
+    assert (seq[..., :-1][seq[..., -1] < 0.5] == 0).all()
+    stats = Projector(ProjectorConfig(in_dim=T * 7, frames=T)).fit_stats(X)
+    shards = TrainingShards.open(streamed.info["training"]["shards"])
+    assert len(shards) > 1
+    mean, scale, count = shards.standardisation("video", "train", frames=T)
+    assert count == sum(valid)
+    np.testing.assert_allclose(mean, stats.mean.numpy(), atol=1e-6)
+    np.testing.assert_allclose(stats.scale.numpy(), scale, atol=1e-6)  # one scale, stored per dimension
+    for space in (streamed, single):  # both trainers keep those statistics
+        np.testing.assert_allclose(space.projectors["video"].mean.numpy(), stats.mean.numpy(), atol=1e-6)
+        np.testing.assert_allclose(space.projectors["video"].scale.numpy(), stats.scale.numpy(), atol=1e-6)
+    # every frame slot, padded ones included, gives other statistics: the test can tell
+    every = seq[..., :-1].reshape(-1, 6).astype(np.float64)
+    every_mean = every.mean(0)
+    every_scale = np.sqrt(((every - every_mean) ** 2).sum(1).mean() / 6)
+    assert np.abs(every_mean - mean).max() > 0.05 and abs(every_scale - scale) > 0.01

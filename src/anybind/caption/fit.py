@@ -77,6 +77,12 @@ def _finite(v: float) -> float:
     """A val NLL as compared: NaN (a diverged run) as +inf, never the best."""
     return v if math.isfinite(v) else math.inf
 
+
+def _kept_nll(history: list[dict]) -> float:
+    """A run's val NLL: its kept epoch's (``min`` would be NaN once any epoch is NaN)."""
+    return next(h["val_nll"] for h in history if h["best"])
+
+
 def _records(manifest: Any, space: Any, mods: list[str]) -> Manifest:
     if isinstance(manifest, Manifest):
         return manifest
@@ -232,7 +238,7 @@ def fit_captioner(space: Any, manifest: str | Path | Manifest, lm: str | FrozenL
                                    temperature=cfg.memory_temperature, grid=cfg.temperature_grid)
             runs[lr, s] = (m, hist, ps)
             log.info("caption mapper, noise %g, lr %g: best val nll %.4f (%s), by projection %s", s, lr,
-                     min(h["val_nll"] for h in hist), select, ps[2])
+                     _kept_nll(hist), select, ps[2])
         return min((_finite(v) for v in runs[lr, s][2][2].values()), default=math.inf)
 
     lr_at = sorted(grid)[len(grid) // 2] if len(lrs) > 1 else None
@@ -246,7 +252,7 @@ def fit_captioner(space: Any, manifest: str | Path | Manifest, lm: str | FrozenL
                            "smaller one")
     chosen = min(best, key=lambda s: (best[s], s))
     mapper, history, (projection, temperature, pscores) = runs[lr_best, chosen]
-    scores = {s: min(h["val_nll"] for h in runs[lr_best, s][1]) for s in grid}
+    scores = {s: _kept_nll(runs[lr_best, s][1]) for s in grid}
     info = {
         "config": {k: v for k, v in asdict(cfg).items() if k != "extra"},
         "selected_on": f"val {select} -> caption nll",

@@ -15,6 +15,7 @@ averages many.  ``projection="none"`` decodes the embedding as it is.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -87,8 +88,10 @@ def choose_projection(score: Callable[[np.ndarray], float], Xv: np.ndarray, memo
     if "memory" in kinds:
         for t in temps:
             scores[f"memory@{t:g}"] = float(score(project(Xv, memory, t)))
-    best = min(scores, key=lambda k: (scores[k], k != "none"))  # a tie keeps the embedding as it is
+    # a NaN (a diverged decode) counts as +inf, never the best; a tie keeps the embedding as it is
+    key = {k: (v if math.isfinite(v) else math.inf) for k, v in scores.items()}
+    best = min(scores, key=lambda k: (key[k], k != "none"))
     mem = [k for k in scores if k != "none"]
     # the temperature kept is the best one tried, so that projection="memory" at decoding time uses it
-    t_best = float(min(mem, key=lambda k: scores[k]).split("@", 1)[1]) if mem else temps[0]
+    t_best = float(min(mem, key=lambda k: key[k]).split("@", 1)[1]) if mem else temps[0]
     return ("none" if best == "none" else "memory"), t_best, scores
