@@ -256,12 +256,12 @@ def fit_captioner(space: Any, manifest: str | Path | Manifest, lm: str | FrozenL
     info = {
         "config": {k: v for k, v in asdict(cfg).items() if k != "extra"},
         "selected_on": f"val {select} -> caption nll",
-        "noise_val_nll": {str(s): v for s, v in scores.items()},
+        "noise_val_nll": {str(s): (v if math.isfinite(v) else None) for s, v in scores.items()},  # None: diverged
         "lr": lr_best,
         # each rate's val NLL at its best projection, all at noise lr_selected_at_noise ({} without an lr grid)
-        "lr_val_nll": {str(lr): v for lr, v in lr_scores.items()},
+        "lr_val_nll": {str(lr): (v if math.isfinite(v) else None) for lr, v in lr_scores.items()},  # None: diverged
         "lr_selected_at_noise": lr_at,
-        "projection_val_nll": {k: v for k, v in pscores.items()},
+        "projection_val_nll": {k: (v if math.isfinite(v) else None) for k, v in pscores.items()},
         "trained_on": src,
         "n_train": len(train),
         "n_val": len(val),

@@ -70,14 +70,14 @@ def caption_fit(
         cap.save(out, overwrite=overwrite)
     except (AnybindError, ValueError) as e:
         fail(e)
-    nll = ", ".join(f"{s}: {v:.3f}" for s, v in cap.info["noise_val_nll"].items())
+    nll = ", ".join(f"{s}: {_nll(v)}" for s, v in cap.info["noise_val_nll"].items())
     console.print(f"saved {out}: {cap.info['n_train']} captions, noise {cap.noise_std:g} chosen on "
                   f"{cap.info['selected_on']} ({nll}), {cap.info['seconds']:.0f} s", highlight=False)
     if cap.info["lr_val_nll"]:
-        ln = ", ".join(f"{k}: {v:.3f}" for k, v in cap.info["lr_val_nll"].items())
+        ln = ", ".join(f"{k}: {_nll(v)}" for k, v in cap.info["lr_val_nll"].items())
         console.print(f"lr {cap.info['lr']:g} chosen on val at noise {cap.info['lr_selected_at_noise']:g} ({ln})",
                       highlight=False)
-    pn = ", ".join(f"{k}: {v:.3f}" for k, v in cap.info["projection_val_nll"].items())
+    pn = ", ".join(f"{k}: {_nll(v)}" for k, v in cap.info["projection_val_nll"].items())
     console.print(f"projection {cap.projection} (memory of {len(cap.memory)} captions, temperature "
                   f"{cap.memory_temperature:g}) chosen on val ({pn})", highlight=False)
 
@@ -136,3 +136,8 @@ def caption_cmd(
             console.print(json.dumps({"modality": m, "item": v, "caption": c}), highlight=False, markup=False)
         else:
             console.print(f"{m}\t{v}\t{c}", highlight=False, markup=False)
+
+
+def _nll(v: float | None) -> str:
+    """A val NLL as shown (None: that run diverged)."""
+    return "diverged" if v is None else f"{v:.3f}"
