@@ -72,7 +72,6 @@ class CaptionConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-
 def _finite(v: float) -> float:
     """A val NLL as compared: NaN (a diverged run) as +inf, never the best."""
     return v if math.isfinite(v) else math.inf
