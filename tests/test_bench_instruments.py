@@ -80,3 +80,64 @@ def test_bench_table_has_zero_shot_rows_and_the_ceiling(tiny, tmp_path, shared_c
 def test_unknown_system_is_one_line(tiny, tmp_path):
     with pytest.raises(DataError, match=r"unknown system\(s\) nope; known: tuxpaint"):
         run_tasks(["instruments-zeroshot"], work=tmp_path, options={"corpus": str(tiny), "systems": "nope"})
+
+
+#: three pianos and three guitars: with split=instrument each family has one instrument in train, val and test
+PROGRAMS_BY_FAMILY = [0, 1, 2, 24, 25, 26]
+
+
+@pytest.fixture(scope="module")
+def six(tmp_path_factory):
+    out = tmp_path_factory.mktemp("instruments6") / "corpus"
+    ins.build_instruments(out, programs=PROGRAMS_BY_FAMILY, pitches=1, drums=False, progress=False)
+    return out
+
+
+@needs_fluid
+def test_stratified_group_split_keeps_instruments_whole_and_families_everywhere(six):
+    from anybind.data.folds import stratified_group_split
+    from anybind.data.manifest import load_manifest
+
+    man = load_manifest(six / "manifest.jsonl", modalities=["audio", "text"])
+    inst, fam = (lambda r: r.labels["instrument"]), (lambda r: r.labels["family"])
+    for seed in (0, 1, 2):
+        out = stratified_group_split(man, inst, fam, seed=seed)
+        assert [r.id for r in out.records] == [r.id for r in man.records]
+        per = {s: {inst(r) for r in out.split(s)} for s in ("train", "val", "test")}
+        assert per["train"].isdisjoint(per["val"]) and per["train"].isdisjoint(per["test"])
+        assert per["val"].isdisjoint(per["test"])
+        assert set().union(*per.values()) == {inst(r) for r in man.records}
+        for s in per:  # 3 instruments a family: one in each split
+            assert {fam(r) for r in out.split(s)} == {"Piano", "Guitar"}
+        again = stratified_group_split(man, inst, fam, seed=seed)
+        assert [r.split for r in again.records] == [r.split for r in out.records]
+    with pytest.raises(DataError, match="lies in strata"):
+        stratified_group_split(man, fam, inst)  # a family spans three instruments
+
+
+@needs_fluid
+def test_split_instrument_scores_the_family_on_unseen_instruments(six, tmp_path, shared_cache):
+    [rec] = run_tasks(["instruments-zeroshot"], work=tmp_path, cache=shared_cache, seed=0,
+                      options={"corpus": str(six), "systems": "indomain,procrustes", "boot": "100", "epochs": "20",
+                               "split": "instrument"})
+    cfg = rec["config"]
+    assert cfg["split"] == "instrument" and set(cfg["skipped_labels"]) == {"instrument"}
+    per = {s: set(v) for s, v in cfg["instruments"].items()}
+    assert all(len(v) == 2 for v in per.values())
+    assert per["train"].isdisjoint(per["test"]) and per["train"].isdisjoint(per["val"])
+    assert per["val"].isdisjoint(per["test"])
+    assert sum(cfg["clips"].values()) == len((six / "manifest.jsonl").read_text().splitlines())
+    table = rec["table"]
+    assert all(r["name"].startswith("family (2-way): ") for r in table)  # no instrument rows
+    names = {r["name"].split(": ", 1)[1] for r in table}
+    assert len(names) == len(table) == 6 and "chance" in names
+    assert any(n.startswith("linear probe (ceiling") for n in names)
+    assert "recipe, bound on instruments train, via instrument prompts" in names
+    assert "instrument/accuracy" not in str(rec["baselines"]) and "family/C" in rec["baselines"]["linear-probe"]
+    assert any("split=instrument" in n for n in rec["notes"])
+
+
+@needs_fluid
+def test_unknown_split_is_one_line(tiny, tmp_path):
+    with pytest.raises(DataError, match=r"unknown split 'pitch'; known: corpus, instrument"):
+        run_tasks(["instruments-zeroshot"], work=tmp_path, options={"corpus": str(tiny), "split": "pitch"})

@@ -1,8 +1,10 @@
 """Grouped splits of a manifest for benchmarks and model selection: k folds whose groups (e.g. records that
-share a caption) never straddle folds, and the val/test exchange.
+share a caption) never straddle folds, the val/test exchange, and a train/val/test split by whole group
+stratified over a coarser label.
 
-Every assignment is a pure function of the group key (SHA-256), so it is the same on every machine and run,
-and adding records never moves the others between folds.
+Every fold assignment is a pure function of the group key (SHA-256), so it is the same on every machine and run,
+and adding records never moves the others between folds; the stratified split ranks the groups of a stratum by
+a seeded SHA-256, so it too is the same everywhere.
 """
 
 from __future__ import annotations
@@ -48,4 +50,32 @@ def swap_val_test(manifest: Any) -> Any:
     sw = {"val": "test", "test": "val"}
     return dataclasses.replace(
         manifest, records=[dataclasses.replace(r, split=sw.get(r.split, r.split)) for r in manifest.records]
+    )
+
+
+def stratified_group_split(manifest: Any, group: Callable[[Any], str], stratum: Callable[[Any], str], seed: int = 0,
+                           fractions: tuple[float, float] = (0.1, 0.2)) -> Any:
+    """The manifest regrouped into train/val/test by whole group, stratified: within each stratum (e.g. an
+    instrument family) its groups (e.g. instruments), ordered by a seeded hash, give ``round(n * test)`` to test,
+    ``round(n * val)`` to val and the rest to train, at least one each to test and val when the stratum has 3
+    groups or more (2 groups: train and test; 1: train), so every stratum reaches every split where it can.
+    ``fractions`` = (val, test).  A group whose records fall in several strata is an error."""
+    f_val, f_test = fractions
+    if f_val < 0 or f_test < 0 or f_val + f_test >= 1:
+        raise DataError(f"stratified_group_split: fractions (val, test) must be >= 0 and sum below 1, got {fractions}")
+    of: dict[str, str] = {}
+    for r in manifest.records:
+        g, s = str(group(r)), str(stratum(r))
+        if of.setdefault(g, s) != s:
+            raise DataError(f"stratified_group_split: record {r.id!r}: group {g!r} lies in strata {of[g]!r} and {s!r}")
+    split_of: dict[str, str] = {}
+    for s in sorted(set(of.values())):
+        gs = sorted((g for g, x in of.items() if x == s), key=lambda g: (unit_hash(f"{seed}:{g}"), g))
+        n = len(gs)
+        n_test = max(round(n * f_test), 1 if n >= 2 else 0)
+        n_val = max(round(n * f_val), 1 if n >= 3 else 0)
+        for i, g in enumerate(gs):
+            split_of[g] = "test" if i < n_test else "val" if i < n_test + n_val else "train"
+    return dataclasses.replace(
+        manifest, records=[dataclasses.replace(r, split=split_of[str(group(r))]) for r in manifest.records]
     )
