@@ -186,7 +186,8 @@ def test_index_never_deletes_files_beside_or_inside_it(tmp_path):
 def test_every_saved_artefact_carries_its_kind(tmp_path):
     from anybind.fusion.base import FORMAT as FUSION
     from anybind.index import FORMAT as INDEX, META_FILE
-    from anybind.scale.stream import FORMAT as SHARDS, META, write_synthetic_shards
+    from anybind.scale.shard_write import write_synthetic_shards
+    from anybind.scale.stream import FORMAT as SHARDS, META
 
     assert {k: (v.marker, v.format) for k, v in aio.KINDS.items()} == {
         "space": ("space.json", "anybind.space"), "index": (META_FILE, INDEX),

@@ -53,7 +53,7 @@ def _corpus(d, n=200, seed=0):
 # ----------------------------------------------------------------------------- in-memory == streaming
 @pytest.mark.parametrize("init", ["random", "ridge", "ridge+robust", "ridge+mixup"])
 def test_streaming_and_in_memory_trainers_differ_only_in_where_batches_come_from(tmp_path, monkeypatch, init):
-    from anybind.scale.stream import write_training_shards
+    from anybind.scale.shard_write import write_training_shards
     from anybind.scale.train import ridge_init, train_streaming
     from anybind.space import as_manifests
     from anybind.train import FeatureSet, TrainConfig, train_space

@@ -27,7 +27,8 @@ from anybind.encoders.base import get_encoder
 from anybind.errors import DataError, EncoderError
 from anybind.evaluate import evaluate
 from anybind.scale.pairstream import PairStream
-from anybind.scale.stream import TrainingShards, write_synthetic_shards
+from anybind.scale.shard_write import write_synthetic_shards
+from anybind.scale.stream import TrainingShards
 from anybind.space import Space
 
 STAMPS = Path("/usr/share/tuxpaint/stamps")

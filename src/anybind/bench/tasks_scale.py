@@ -148,7 +148,8 @@ def scale_task(
     from ..encoders.registry import get_encoder
     from ..scale import ray_session
     from ..scale.encode import encode_items as encode
-    from ..scale.stream import TrainingShards, write_synthetic_shards
+    from ..scale.shard_write import write_synthetic_shards
+    from ..scale.stream import TrainingShards
 
     n, rows, n_enc, workers, batch = int(n), int(rows), int(encode_items), int(workers), int(batch)
     root = Path(work) / "scale"

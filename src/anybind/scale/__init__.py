@@ -16,8 +16,8 @@ and on a cluster (``--ray-address ray://head:10001`` or ``RAY_ADDRESS``)::
   decoded, so a rerun after a crash encodes only what is missing.
 * :func:`~anybind.scale.encode_ray.ray_index_embedder` -- parallel embedding for
   :meth:`anybind.index.Index.add`; the driver writes to LanceDB chunk by chunk.
-* :mod:`anybind.scale.stream` -- training shards (the cached features joined per
-  record, a few thousand rows per file) and :class:`~anybind.scale.stream.PairStream`,
+* :mod:`anybind.scale.stream` -- training shards (the cached features joined per record, a few thousand
+  rows per file; written by :mod:`anybind.scale.shard_write`) and :class:`~anybind.scale.pairstream.PairStream`,
   which iterates them in bounded memory (one shard at a time, a shuffle buffer).
 * :mod:`anybind.scale.train` -- the streaming trainer, in-process (``fit --stream``)
   or on Ray Train (``TorchTrainer``, DDP over gloo/NCCL, ``fit --ray-workers N``).

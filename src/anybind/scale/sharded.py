@@ -15,7 +15,8 @@ from typing import Any
 from ..errors import DataError
 from ..train import TrainConfig
 from .ray_train import fit_ray
-from .stream import DEFAULT_ROWS_PER_SHARD, write_training_shards
+from .shard_write import write_training_shards
+from .stream import DEFAULT_ROWS_PER_SHARD
 from .train import DEFAULT_SHUFFLE_BUFFER, check_config, fit_streaming
 
 log = logging.getLogger(__name__)
