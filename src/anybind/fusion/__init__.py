@@ -17,6 +17,9 @@ subset of them, the features come from the feature cache, and the model is tied 
 * :mod:`.scoring`  its scoring mixin: validation scores and epoch selection, inference,
                    contributions, evaluation per subset of present modalities.
 * :mod:`.model`    the tasks on it: :class:`FusionClassifier` and :class:`FusionRegressor`.
+* :mod:`.lego`     :func:`merge_fusion` (LegoMerge: ``late`` heads trained apart, one per modality
+                   or subset, stacked into one model over all of them) and :func:`lego_fuse`
+                   (LegoFuse: its brief fine-tune on paired records, epochs chosen on val).
 
 Absent modalities are masked (learned missing token + presence mask for concat, softmax over
 present gates, key padding mask for the transformer), never zero-filled; with ``reconstruct=True``
@@ -39,13 +42,15 @@ from typing import Any
 
 from .balance import agm_coefficients, full_outputs, ogm_coefficients, scale_grad, shapley_values, subset_outputs
 from .base import BALANCE, FORMAT, FORMAT_VERSION, OPTIMIZERS, SCHEDULES, FusionModel
+from .lego import check_mergeable, lego_fuse, merge_fusion, merge_summary
 from .model import FusionClassifier, FusionRegressor, load_fusion
 from .net import KINDS, FusionNet
 
 __all__ = [
     "BALANCE", "FORMAT", "FORMAT_VERSION", "KINDS", "OPTIMIZERS", "SCHEDULES", "FusionClassifier", "FusionModel", "FusionNet",
     "FusionRegressor",
-    "agm_coefficients", "full_outputs", "load_fusion", "ogm_coefficients", "scale_grad", "shapley_values", "subset_outputs",
+    "agm_coefficients", "check_mergeable", "full_outputs", "lego_fuse", "load_fusion", "merge_fusion", "merge_summary",
+    "ogm_coefficients", "scale_grad", "shapley_values", "subset_outputs",
     "subsets_table",
 ]
 

@@ -29,7 +29,8 @@ BALANCE = (None, "none", "ogm", "ogm-ge", "agm")
 SCHEDULES = ("constant", "ramp", "anneal")
 OPTIMIZERS = ("adamw", "sgd")
 FORMAT = "anybind.fusion"
-FORMAT_VERSION = 3  # 2: task (classification | regression), agm, full_weight, dropout_schedule; 3: identity
+FORMAT_VERSION = 4  # 2: task (classification | regression), agm, full_weight, dropout_schedule; 3: identity;
+#                      4: merged_from (the heads a merged model was built from, and its LegoFuse fine-tune)
 #: keys of fusion.json that do not decide predictions, left out of its identity (and the identity itself)
 _NOT_IDENTITY = ("identity", "history", "anybind_version")
 
@@ -110,6 +111,8 @@ class FusionModel(TrainingMixin, ScoringMixin):
         self.label_key: str | None = None
         self.history_: list[dict[str, Any]] = []
         self.net: FusionNet | None = None
+        #: a merged model's sources and fine-tune (:mod:`.lego`); None for a model trained as it is
+        self.merged_from_: dict[str, Any] | None = None
 
     # -- what a task defines -------------------------------------------------
     def __init_subclass__(cls, **kw: Any) -> None:
@@ -210,6 +213,7 @@ class FusionModel(TrainingMixin, ScoringMixin):
             "space_identity": self.space.identity(),
             "dim": self.space.dim,
             "history": self.history_,
+            **({"merged_from": self.merged_from_} if self.merged_from_ is not None else {}),
         }
 
     def identity(self) -> str:
@@ -277,6 +281,7 @@ class FusionModel(TrainingMixin, ScoringMixin):
             mods = p.pop("modalities")
             model = impl(space, mods, **p)
             model.label_key, model.history_ = meta["label_key"], meta.get("history", [])
+            model.merged_from_ = meta.get("merged_from")
             model._load_task_json(meta)
             with torch.device("meta"):  # the shapes fusion.json implies, checked against the weights before allocating
                 net = FusionNet(len(mods), space.dim, model._n_out(), model.kind, model.hidden)

@@ -64,11 +64,16 @@ class TrainingMixin:
         return subset_outputs(lambda idx, sub: self._forward(x[idx], sub, fill=True)[0], mask, self._n_out())
 
     def fit(self, data: Any, label_key: str, *, cache: FeatureCache | str | Path | None = None,
-            val: Sequence[Record] | None = None, on_epoch: Callable[[dict[str, Any]], None] | None = None):
+            val: Sequence[Record] | None = None, on_epoch: Callable[[dict[str, Any]], None] | None = None,
+            warm_start: bool = False):
         """Train on the ``train`` split (a manifest) or on every given record; select the best
         epoch on ``val`` (the manifest's val split by default, when it has one) by the mean of the
         all-modality score and every single-modality score.  ``on_epoch`` gets each epoch's
-        history record (losses, val scores, per-modality contributions and coefficients)."""
+        history record (losses, val scores, per-modality contributions and coefficients).
+
+        ``warm_start=True`` continues from the fitted network (fine-tuning, e.g. LegoFuse of a merged
+        model): the classes or target scale stay as they are (a training record of a class the model
+        does not know is left out), and the network as it was competes as epoch 0 on ``val``."""
         records = self._records(data)
         if isinstance(data, (str, Path, Manifest)):
             train = [r for r in records if r.split == "train"]
@@ -78,8 +83,17 @@ class TrainingMixin:
         train = [r for r in train if any(m in r.values for m in self.modalities)] or train
         if not train:
             raise DataError("no training records")
-        self.label_key = label_key
-        y = self._fit_targets(train)
+        if warm_start:
+            self._check_fitted()
+            if label_key != self.label_key:
+                raise DataError(f"this model predicts label {self.label_key!r}, not {label_key!r}: fine-tune it on its own label")
+            train = self._usable_for_val(train)
+            if not train:
+                raise DataError(f"no training record has a known value of label {label_key!r}")
+            y = self._targets(train)
+        else:
+            self.label_key = label_key
+            y = self._fit_targets(train)
         X, mask = self._inputs(train, cache)
         Xv = mv = yv = None
         if val:
@@ -88,14 +102,17 @@ class TrainingMixin:
                 Xv, mv = self._inputs(val, cache)
                 yv = self._targets(val)
         with training_threads(1):  # a tiny network: more threads only spin (see anybind.loop)
-            self._train(X, mask, y, Xv, mv, yv, on_epoch)
+            self._train(X, mask, y, Xv, mv, yv, on_epoch, warm=warm_start)
         return self
 
-    def _train(self, X, mask, y, Xv, mv, yv, on_epoch=None) -> None:
+    def _train(self, X, mask, y, Xv, mv, yv, on_epoch=None, warm: bool = False) -> None:
         torch.manual_seed(self.seed)
         g = torch.Generator().manual_seed(self.seed)
         M = len(self.modalities)
-        self.net = net = FusionNet(M, self.space.dim, self._n_out(), self.kind, self.hidden)
+        if warm and self.net is not None:
+            net = self.net
+        else:
+            self.net = net = FusionNet(M, self.space.dim, self._n_out(), self.kind, self.hidden)
         uni_params = list(net.uni_heads.parameters())
         main_params = [p for n_, p in net.named_parameters() if not n_.startswith("uni_heads.")]
         groups = [{"params": main_params}, {"params": uni_params, "weight_decay": 0.0}]
@@ -108,6 +125,11 @@ class TrainingMixin:
         best, best_state, best_epoch = -math.inf, None, 0
         running = RunningMean(M)
         self.history_ = []
+        if warm and Xv is not None:  # the network as it was competes as epoch 0
+            score, uni_s, single, mono_s, best = self._val_scores(Xv, mv, yv)
+            best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+            self.history_.append({"epoch": 0, f"val_{self.short}": score, f"val_single_{self.short}": single,
+                                  "contribution": uni_s, "shapley": mono_s, "val_select": best})
         for epoch in range(self.epochs):
             net.train()
             p_drop = self._dropout_at(epoch)
