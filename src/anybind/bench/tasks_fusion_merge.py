@@ -5,7 +5,7 @@ beside fusion trained jointly on every modality (the upper bound).
 Tux Paint top-level category from image, text and sound, on the folds of ``fusion-missing``
 (``--opt protocol=split|swap|kfold``, its fold spaces reused from ``work/fusion-fold-spaces``).  Per
 seed and fold: a ``late`` head on each modality alone (trained on every training record holding it),
-their merge, the merge fine-tuned on a fraction (``fuse_fraction``) and on all of the paired
+their merge (as it is, and with each head's temperature fitted on val), the merge fine-tuned on a fraction (``fuse_fraction``) and on all of the paired
 training records (those holding two modalities or more; epochs up to ``fuse_epochs``, chosen on
 val), and two joint models: ``late`` with modality dropout (the merge's own architecture) and the
 robust attention fusion of ``fusion-missing``.  Each is scored on every subset of present
@@ -70,6 +70,7 @@ def fusion_merge(work: Path, cache=None, seed: int = 0, console=None, space: str
     counts: dict[str, int] = {}
     exact: list[float] = []
     chosen: list[int] = []
+    temps: list[list[float]] = []
     for s in range(seed, seed + n_seeds):
         tot: dict[str, dict[str, float]] = {}
         cnt: dict[str, dict[str, int]] = {}
@@ -91,6 +92,9 @@ def fusion_merge(work: Path, cache=None, seed: int = 0, console=None, space: str
             for h in heads:  # the merge given one head's modality is that head (up to float rounding)
                 m = h.modalities[0]
                 exact.append(abs(res[m] - h.evaluate([r for r in test if m in r.values], cache=cache)[m]))
+            cal = merge_fusion(heads, calibrate=fm.split("val"), cache=cache, seed=s)
+            temps.append([x["temperature"] for x in cal.merged_from_["sources"]])
+            add("merged, heads' temperatures on val (no fine-tune)", *_scores(cal, test, cache))
             for f in sorted(fuse_names):
                 fused = lego_fuse(merge_fusion(heads, seed=s), _paired(fm, f, s), epochs=fe, lr=flr, cache=cache,
                                   val=fm.split("val"))
@@ -109,7 +113,7 @@ def fusion_merge(work: Path, cache=None, seed: int = 0, console=None, space: str
     for name, rs in runs.items():
         mean, std = mean_std(rs)
         stats[name] = mean
-        rows.append({"name": name, **{k: fmt(mean[k], std[k], len(rs)) for k in order if k in mean}})
+        rows.append({"name": name, **{k: fmt(mean[k], std[k], len(rs)) if k in mean else "-" for k in order}})
     rows.append({"name": "n (records per subset)", **{k: str(counts[k]) for k in order}})
     merged_name, main = "merged (LegoMerge, no fine-tune)", fuse_names[frac]
     best_single = {k: max(stats[f"{m} head alone"][m] for m in k.split("+")) for k in order if k != ALL_AVAILABLE}
@@ -119,10 +123,13 @@ def fusion_merge(work: Path, cache=None, seed: int = 0, console=None, space: str
         "heads: kind late, no dropout, one per modality, each trained on every training record holding its modality; "
         f"LegoFuse: up to {fe} epochs at lr {flr} on the training records holding two modalities or more, epoch "
         f"(0 = the merge as it is) chosen on val; chosen epochs {sorted(chosen)}",
+        "temperatures on val (image, text, audio head; per seed and fold): " + "; ".join(
+            ", ".join(f"{t:g}" for t in ts) for ts in temps),
         f"merge given one modality vs that modality's head: largest accuracy difference {max(exact):.4f} over "
         f"{len(exact)} (seed, fold, modality)",
-        "merged minus the best single head on each multi-modality subset: " + ", ".join(
-            f"{k} {stats[merged_name][k] - v:+.3f}" for k, v in best_single.items() if "+" in k),
+        *(f"{nm} minus the best single head on each multi-modality subset: " + ", ".join(
+            f"{k} {stats[nm][k] - v:+.3f}" for k, v in best_single.items() if "+" in k)
+          for nm in (merged_name, "merged, heads' temperatures on val (no fine-tune)")),
         f"{main} minus merged: " + ", ".join(
             f"{k}: {paired_gap(runs[main], runs[merged_name], k)}" for k in ("image+text", "image+text+audio", ALL_AVAILABLE)),
         "joint late minus merged + LegoFuse (all paired): " + ", ".join(

@@ -1,4 +1,5 @@
-"""``anybind fuse train / eval``: fusion classifiers and regressors over a space's modalities."""
+"""``anybind fuse train / eval / merge``: fusion classifiers and regressors over a space's modalities, and
+merging heads trained apart (LegoMerge, LegoFuse)."""
 
 from __future__ import annotations
 
@@ -177,3 +178,54 @@ def fuse_eval(
         fig.savefig(png, dpi=120)
         plt.close(fig)
         console.print(f"plot written to {png}")
+
+
+@fuse_app.command("merge")
+def fuse_merge(
+    models: list[Path] = typer.Argument(..., help="Saved fusion heads (kind late) over disjoint modalities of one space and label."),
+    space_dir: Path = typer.Option(..., "--space", help="The space every head was trained on."),
+    out: Path = typer.Option(..., "--out", help="Folder to save the merged model to (new or empty, see --overwrite)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the fusion model already saved at --out."),
+    fine_tune: Optional[Path] = typer.Option(None, "--fine-tune", help="LegoFuse: a labelled manifest whose train records "
+                                             "holding two modalities or more fine-tune the merged model (val split: the epoch)."),
+    calibrate: Optional[Path] = typer.Option(None, "--calibrate", help="A labelled manifest whose val split fits each "
+                                             "classifier head's temperature before the heads are averaged."),
+    fine_tune_epochs: int = typer.Option(20, "--fine-tune-epochs", min=1, help="LegoFuse: most epochs (0, the merge as it is, competes on val)."),
+    lr: float = typer.Option(5e-4, "--lr", help="LegoFuse learning rate."),
+    seed: int = typer.Option(0),
+    cache: Optional[Path] = typer.Option(None),
+):
+    """Merge fusion heads trained apart (one per modality, or per subset) into one model that takes any
+    subset of their modalities (MM-Lego's LegoMerge); --fine-tune then trains it briefly on paired records (LegoFuse).
+
+    Given one head's modalities only, the merged model predicts what that head predicts; given several, the
+    heads' outputs averaged (--calibrate: each classifier head's logits divided by its temperature on val first).
+    Heads bound to another space, or predicting another label, are refused.
+
+    Example:  anybind fuse merge models/top-image models/top-text models/top-audio --space spaces/tux --out models/top-merged
+    Example:  anybind fuse merge models/top-image models/top-text --space spaces/tux --calibrate data/tux/manifest.jsonl --fine-tune data/tux/manifest.jsonl --out models/top-lego
+    """
+    from ..data.manifest import load_manifest
+    from ..encoders.kinds import manifest_kinds
+    from ..fusion import lego_fuse, load_fusion, merge_fusion, merge_summary
+    from ..space import Space
+
+    check_out(out, "fusion", overwrite)
+    try:
+        space = Space.load(space_dir)
+        heads = [load_fusion(m, space) for m in models]
+        kinds, mods = manifest_kinds(space.encoders), [m for h in heads for m in h.modalities]
+        val = None
+        if calibrate is not None:
+            val = load_manifest(calibrate, kinds=kinds, modalities=mods).split("val")
+            if not val:
+                raise ValueError(f"--calibrate {calibrate}: no val records to fit the temperatures on")
+        merged = merge_fusion(heads, names=[str(m) for m in models], calibrate=val, cache=cache, seed=seed)
+        if fine_tune is not None:
+            lego_fuse(merged, load_manifest(fine_tune, kinds=kinds, modalities=mods), epochs=fine_tune_epochs, lr=lr, cache=cache)
+        merged.save(out, overwrite=overwrite)
+    except (AnybindError, ValueError) as e:
+        fail(e)
+    what = (f"{len(merged.classes_)} classes of {merged.label_key!r}" if merged.task == "classification"
+            else f"regression of {merged.label_key!r}")
+    console.print(f"saved {out}: {what} over {', '.join(merged.modalities)}; {merge_summary(merged)}", highlight=False)

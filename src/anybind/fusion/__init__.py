@@ -42,14 +42,14 @@ from typing import Any
 
 from .balance import agm_coefficients, full_outputs, ogm_coefficients, scale_grad, shapley_values, subset_outputs
 from .base import BALANCE, FORMAT, FORMAT_VERSION, OPTIMIZERS, SCHEDULES, FusionModel
-from .lego import check_mergeable, lego_fuse, merge_fusion, merge_summary
+from .lego import check_mergeable, head_temperatures, lego_fuse, merge_fusion, merge_summary
 from .model import FusionClassifier, FusionRegressor, load_fusion
 from .net import KINDS, FusionNet
 
 __all__ = [
     "BALANCE", "FORMAT", "FORMAT_VERSION", "KINDS", "OPTIMIZERS", "SCHEDULES", "FusionClassifier", "FusionModel", "FusionNet",
     "FusionRegressor",
-    "agm_coefficients", "check_mergeable", "full_outputs", "lego_fuse", "load_fusion", "merge_fusion", "merge_summary",
+    "agm_coefficients", "check_mergeable", "full_outputs", "head_temperatures", "lego_fuse", "load_fusion", "merge_fusion", "merge_summary",
     "ogm_coefficients", "scale_grad", "shapley_values", "subset_outputs",
     "subsets_table",
 ]

@@ -33,6 +33,7 @@ records holding several modalities, with the number of epochs (0 included) chose
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -87,16 +88,41 @@ def check_mergeable(models: Sequence[FusionModel], names: Sequence[str] | None =
             seen[mod] = n
 
 
-def merge_fusion(models: Sequence[FusionModel], *, names: Sequence[str] | None = None, dropout: float = 0.3,
-                 seed: int = 0) -> FusionModel:
+def head_temperatures(models: Sequence[FusionModel], val: Sequence[Any], cache=None) -> list[float]:
+    """Per classifier head, the temperature (0.25-8, a log grid) that minimises its cross-entropy on
+    the ``val`` records holding its modalities (1.0 for a head no val record holds, with a warning)."""
+    grid = torch.exp(torch.linspace(math.log(0.25), math.log(8.0), 49))
+    out = []
+    for m in models:
+        recs = m._usable_for_val([r for r in val if any(x in r.values for x in m.modalities)])
+        if not recs:
+            log.warning("no val record holds %s with a class it knows: its temperature stays 1", "+".join(m.modalities))
+            out.append(1.0)
+            continue
+        X, mask = m._inputs(recs, cache)
+        logits, y = torch.from_numpy(m._outputs(X, mask)), torch.from_numpy(m._targets(recs))
+        nll = torch.stack([F.cross_entropy(logits / t, y) for t in grid])
+        out.append(round(float(grid[int(nll.argmin())]), 4))
+    return out
+
+
+def merge_fusion(models: Sequence[FusionModel], *, names: Sequence[str] | None = None, calibrate: Sequence[Any] | None = None,
+                 cache=None, dropout: float = 0.3, seed: int = 0) -> FusionModel:
     """One ``late`` fusion model over the modalities of every head in ``models`` (LegoMerge, see the
     module's docstring): on one head's modalities it predicts what that head predicts; on several,
     the heads' outputs averaged by how many present modalities each reads.  ``names`` name the
-    heads in refusals and in ``merged_from`` (their folders, say); ``dropout`` and ``seed`` are the
-    merged model's modality dropout and seed for :func:`lego_fuse`.  The merged model records its
-    sources (identities, modalities) in ``merged_from_``, saved with it."""
+    heads in refusals and in ``merged_from`` (their folders, say).  ``calibrate`` (val records,
+    classifiers only): divide each head's logits by its temperature on them
+    (:func:`head_temperatures`) before averaging, so that a confident but often wrong head does not
+    outvote the others; given one head's modalities the merged model still predicts that head's
+    class.  ``dropout`` and ``seed`` are the merged model's modality dropout and seed for
+    :func:`lego_fuse`.  The merged model records its sources (identities, modalities, temperatures)
+    in ``merged_from_``, saved with it."""
     check_mergeable(models, names)
     first = models[0]
+    if calibrate is not None and first.task != "classification":
+        raise ValueError("calibrate (temperatures on val) applies to classifiers; a regressor's heads merge as they are")
+    temps = head_temperatures(models, calibrate, cache) if calibrate is not None else [1.0] * len(models)
     for i, m in enumerate(models):
         if m.reconstruct and len(m.modalities) > 1:
             log.warning("%s fills absent modalities with its decoder; the merged model has none, so on part of its "
@@ -118,9 +144,10 @@ def merge_fusion(models: Sequence[FusionModel], *, names: Sequence[str] | None =
         for p in (net.head.weight, net.head.bias, net.missing):
             p.zero_()
         j, off = 0, 0
-        for m in models:
+        for m, t in zip(models, temps):
             src = m._check_fitted()
             scale, shift = _rescale(m, merged)
+            scale /= t
             rows = _class_rows(m, merged)
             H = m.hidden
             net.head.weight[:, off : off + H] = rows @ src.head.weight * scale
@@ -143,9 +170,10 @@ def merge_fusion(models: Sequence[FusionModel], *, names: Sequence[str] | None =
     merged.merged_from_ = {
         "method": "legomerge (stacked late heads; outputs averaged over the heads by present modalities)",
         "sources": [{"name": _name(m, i, names), "identity": m.identity(), "modalities": list(m.modalities),
-                     "hidden": m.hidden,
+                     "hidden": m.hidden, "temperature": t,
                      **({"classes_unseen": [c for c in merged.classes_ if c not in m.classes_]}
-                        if m.task == "classification" else {})} for i, m in enumerate(models)],
+                        if m.task == "classification" else {})} for i, (m, t) in enumerate(zip(models, temps))],
+        "calibrated_on_val": calibrate is not None,
         "fine_tune": None,
     }
     return merged
@@ -214,7 +242,9 @@ def lego_fuse(model: FusionModel, data: Any, *, epochs: int = 20, lr: float = 5e
 def merge_summary(model: FusionModel) -> str:
     """One line on a merged model: its sources and fine-tune."""
     mf = model.merged_from_ or {}
-    srcs = "; ".join(f"{s['name']} ({'+'.join(s['modalities'])})" for s in mf.get("sources", []))
+    srcs = "; ".join(f"{s['name']} ({'+'.join(s['modalities'])}"
+                     + (f", temperature {s['temperature']:g}" if mf.get("calibrated_on_val") else "") + ")"
+                     for s in mf.get("sources", []))
     ft = mf.get("fine_tune")
     tail = (f"; LegoFuse: best epoch {ft['best_epoch']} of {ft['epochs']} on {ft['records']} records" if ft else
             "; not fine-tuned")
