@@ -75,7 +75,7 @@ def test_builtin_tasks_registered():
     from anybind.bench import load_tasks
 
     names = set(load_tasks())
-    assert {"tuxpaint-retrieval", "tuxpaint-ablation", "captioning"} <= names
+    assert {"tuxpaint-retrieval", "tuxpaint-ablation", "captioning", "fusion-merge"} <= names
 
 
 def test_language_recalls_groups_translations_by_english_caption():
