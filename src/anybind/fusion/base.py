@@ -29,8 +29,9 @@ BALANCE = (None, "none", "ogm", "ogm-ge", "agm")
 SCHEDULES = ("constant", "ramp", "anneal")
 OPTIMIZERS = ("adamw", "sgd")
 FORMAT = "anybind.fusion"
-FORMAT_VERSION = 4  # 2: task (classification | regression), agm, full_weight, dropout_schedule; 3: identity;
-#                      4: merged_from (the heads a merged model was built from, and its LegoFuse fine-tune)
+FORMAT_VERSION = 3  # 2: task (classification | regression), agm, full_weight, dropout_schedule; 3: identity
+# (an optional "merged_from", the heads a merged model was built from and its LegoFuse run, needs no new version:
+# a merged model is a plain late model, any format-3 reader loads it, and the key is hashed into its identity)
 #: keys of fusion.json that do not decide predictions, left out of its identity (and the identity itself)
 _NOT_IDENTITY = ("identity", "history", "anybind_version")
 
