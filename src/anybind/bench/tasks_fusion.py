@@ -130,7 +130,7 @@ def recipe_fitter(mods: list[str], cache, seed: int) -> Callable[[Any], Any]:
     return fit
 
 
-def _subset_order(keys) -> list[str]:
+def subset_order(keys) -> list[str]:
     return sorted(keys, key=lambda k: (k == ALL_AVAILABLE, k.count("+"), [MODS.index(x) if x in MODS else 9 for x in k.split("+")]))
 
 
@@ -194,7 +194,7 @@ def fusion_missing(work: Path, cache=None, seed: int = 0, console=None, space: s
     # one run per seed holding every modality's own model
     single = [{m: single_runs[i * n_seeds + j][m] for i, m in enumerate(MODS)} for j in range(n_seeds)]
     runs["single-modality models"] = single
-    order = _subset_order(counts)
+    order = subset_order(counts)
     rows, stats = [], {}
     for name, rs in runs.items():
         mean, std = mean_std(rs)
@@ -288,7 +288,7 @@ def fusion_regression(work: Path, cache=None, seed: int = 0, console=None, space
                 single[j][m] = res[m]
         runs["single-modality models"] = single
         # the train-mean predictor on each fold's test records holding each subset
-        order = _subset_order(counts)
+        order = subset_order(counts)
         for name, rs in runs.items():
             for metric in ("r2", "mae"):
                 flat = [{k: v[metric] for k, v in r.items()} for r in rs]
@@ -303,7 +303,7 @@ def fusion_regression(work: Path, cache=None, seed: int = 0, console=None, space
         mae0 = _mean_predictor_mae(fold_list, tgt, order)
         rows.append({"name": f"{tgt} / train-mean predictor / MAE", **{k: f"{mae0[k]:.3f}" for k in order}})
         baselines.setdefault("train-mean predictor", {}).update({f"{tgt}/{k}/mae": v for k, v in mae0.items()})
-    rows.append({"name": "n (records per subset)", **{k: str(counts[k]) for k in _subset_order(counts)}})
+    rows.append({"name": "n (records per subset)", **{k: str(counts[k]) for k in subset_order(counts)}})
     return TaskResult(
         metrics=metrics, baselines=baselines,
         config={"protocol": protocol, "seeds": list(range(seed, seed + n_seeds)), "targets": names, "epochs": ep,

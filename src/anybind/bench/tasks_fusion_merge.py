@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from . import TaskResult, task
-from .tasks_fusion import ALL_AVAILABLE, MODS, _subset_order, fmt, mean_std, paired_gap, prepare_folds, recipe_fitter
+from .tasks_fusion import ALL_AVAILABLE, MODS, subset_order, fmt, mean_std, paired_gap, prepare_folds, recipe_fitter
 
 LATE = {"kind": "late", "dropout": 0.0, "reconstruct": False, "balance": None}
 JOINT = {
@@ -108,7 +108,7 @@ def fusion_merge(work: Path, cache=None, seed: int = 0, console=None, space: str
                 counts[k] = max(counts.get(k, 0), c)
         if console is not None:
             console.print(f"fusion-merge: seed {s} done", highlight=False)
-    order = _subset_order(counts)
+    order = subset_order(counts)
     rows, stats = [], {}
     for name, rs in runs.items():
         mean, std = mean_std(rs)
