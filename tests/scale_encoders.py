@@ -1,4 +1,4 @@
-"""Test encoders for the Ray paths (tests/test_scale.py), driven by files so that Ray workers obey them.
+"""Test encoders for the Ray paths (tests/test_scale_ray.py), driven by files so that Ray workers obey them.
 
 ``$ANYBIND_TEST_SCALE_DIR`` (set before Ray starts, inherited by its workers) names a folder:
 ``calls.log`` gets one line per batch (its size); ``control.json``, when present, says

@@ -8,7 +8,7 @@ raises fails the test, naming its README line; so does a later step that an earl
 
 Not run, each for a reason given below: a block marked ``<!-- readme-test: skip (REASON) -->`` (the bootstrap,
 the reader's own corpus), and the lines in ``PARSE_ONLY``: a server, Ray (20-60 s to start on 2 cores;
-tests/test_scale.py runs those paths), a cluster, and the two corpora no later line uses.  A parse-only line is
+tests/test_scale_ray.py runs those paths), a cluster, and the two corpora no later line uses.  A parse-only line is
 still parsed by the CLI, so a renamed option or a bad value fails here too.
 
 The small corpus.  The README's text stays exactly what users run; the test changes the data it runs on, never a
@@ -48,10 +48,10 @@ PARSE_ONLY = {
     "anybind serve spaces/tux ": "a server runs until stopped (test_serve.py, test_web_e2e.py serve the same space "
     "and index)",
     "anybind serve spaces/tux-video": "a server runs until stopped (test_video_index_serve.py serves video)",
-    "anybind encode data/tux/manifest.jsonl -e image:efficientnet-lite0 --ray ": "starts Ray (test_scale.py)",
+    "anybind encode data/tux/manifest.jsonl -e image:efficientnet-lite0 --ray ": "starts Ray (test_scale_ray.py)",
     "anybind encode data/tux/manifest.jsonl -e image:efficientnet-lite0 --ray-address": "needs a Ray cluster",
-    "anybind fit data/tux/manifest.jsonl --modalities image,text --ray-workers": "starts Ray Train (test_scale.py)",
-    "anybind index spaces/tux data/tux/manifest.jsonl --out indexes/tux-ray --ray": "starts Ray (test_scale.py)",
+    "anybind fit data/tux/manifest.jsonl --modalities image,text --ray-workers": "starts Ray Train (test_scale_ray.py)",
+    "anybind index spaces/tux data/tux/manifest.jsonl --out indexes/tux-ray --ray": "starts Ray (test_scale_ray.py)",
     "RAY_ADDRESS=auto": "needs a Ray cluster and the reader's own data/big.jsonl",
     "anybind fit --from-pretrained clip=openai/": "downloads CLIP from the Hugging Face hub (test_pairs.py imports a "
     "tiny CLIP pair built offline)",

@@ -196,7 +196,7 @@ def test_fit_on_clips_caches_frames_and_embeds_through_the_learnt_pool(tmp_path)
     c3 = [str(tmp_path / "c3.mp4")]
     np.testing.assert_allclose(again.embed("video_seq", c3, cache=tmp_path / "cache"),
                                added.embed("video_seq", c3, cache=tmp_path / "cache"), atol=1e-6)
-    # the streaming and Ray trainers learn the pool too: tests/test_scale.py
+    # the streaming and Ray trainers learn the pool too: tests/test_scale.py, tests/test_scale_ray.py
 
 
 def test_the_ridge_start_shrinks_towards_the_frames_label_bridge(monkeypatch):

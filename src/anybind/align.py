@@ -159,7 +159,11 @@ def fit_training_free(
     ridge: float = 0.1,
     seed: int = 0,
 ):
-    """Fit a Procrustes or CCA space from a :class:`~anybind.featureset.FeatureSet` (no gradient steps)."""
+    """Fit a Procrustes or CCA space from a :class:`~anybind.featureset.FeatureSet` (no gradient steps).
+
+    A building block below the public class: it returns a :class:`~anybind.space_core.SpaceCore`.  Users call
+    ``Space.from_features(fs, method="procrustes")`` (or ``Space.fit(..., method="procrustes")``), which hands
+    out the public :class:`anybind.Space`."""
     from .space_core import SpaceCore
 
     mods = fs.modalities
@@ -209,6 +213,9 @@ def bridge_space(image_spec: str = "image:efficientnet-lite0+bridge", text_spec:
     No paired data at all: an image is scored against a caption by the cosine
     between the caption's embedding and the image's class-name mixture.  The
     baseline every trained image<->text space should beat.
+
+    A building block below the public class: it returns a :class:`~anybind.space_core.SpaceCore`.  Users call
+    ``Space.label_bridge(...)``, which hands out the public :class:`anybind.Space`.
     """
     from .encoders.registry import get_encoder
     from .encoders.bridge import SUFFIX
@@ -226,6 +233,9 @@ def bridge_space(image_spec: str = "image:efficientnet-lite0+bridge", text_spec:
         p_img.linear.weight[:, d_base:] = torch.eye(d_txt)
         p_img.linear.bias.zero_()
     p_txt = Projector(ProjectorConfig(in_dim=d_txt, out_dim=d_txt, kind="identity", standardize=False))
+    with torch.no_grad():  # unused by an identity projector, but saved and hashed: zero, not random (one identity)
+        p_txt.linear.weight.zero_()
+        p_txt.linear.bias.zero_()
     return SpaceCore(
         {"image": image_spec, "text": text_spec},
         {"image": p_img, "text": p_txt},

@@ -196,7 +196,10 @@ def federate(
     public set's base fields' default encoder); ``runner(specs, public features)``: a context manager giving the
     clients, each built on its own side from its :class:`ClientSpec` (default :func:`local_clients`, in this
     process; :func:`anybind.scale.federated_ray.ray_clients`: one Ray actor each); ``**config``:
-    :class:`FederatedConfig`."""
+    :class:`FederatedConfig`.
+
+    A building block below the public class: it returns a :class:`~anybind.space_core.SpaceCore`.  Users call
+    ``Space.federate(...)`` (or ``anybind federate``), which hands out the public :class:`anybind.Space`."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     t0 = time.perf_counter()
@@ -272,7 +275,10 @@ def train_alone(
 ) -> "SpaceCore":
     """One client's data trained alone, as :func:`federate` would train it (the server's start and standardisation,
     the client's optimiser and random streams), ``rounds * local_epochs`` epochs with early stopping on its own
-    val pairs: with one client, ``federate(method="fedavg", local_epochs=1)`` gives the same projectors."""
+    val pairs: with one client, ``federate(method="fedavg", local_epochs=1)`` gives the same projectors.
+
+    A baseline of :func:`anybind.federated_study.federated_study`, below the public class: it returns a
+    :class:`~anybind.space_core.SpaceCore`; ``Space.from_core`` adopts it as an :class:`anybind.Space`."""
     t0 = time.perf_counter()
     cfg = federated_config({"method": "fedavg", **config})
     fc, pub_mans, pub_fs, encoders = _public(public, encoders, modalities, cache, strict, progress)

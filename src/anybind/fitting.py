@@ -156,7 +156,7 @@ def fit_in_memory(plan: FitPlan, *, cache: FeatureCache | str | Path | None = No
     training-free map, record the lineage.  ``select_data``: manifests whose ``select_split`` records
     replace the val split for every choice made on val (:func:`anybind.featureset.selection_set`)."""
     from .manifests import as_manifests
-    from .train import FeatureSet, TrainConfig, selection_set, train_space
+    from .train import FeatureSet, selection_set
 
     fc = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
     fs = FeatureSet.from_manifests(plan.manifests, plan.specs, fc, progress=progress, weights=weights)
@@ -167,18 +167,37 @@ def fit_in_memory(plan: FitPlan, *, cache: FeatureCache | str | Path | None = No
                             f"method={plan.method!r}")
         smans = as_manifests(select_data, plan.modalities, plan.specs, False, progress)
         select = selection_set(smans, plan.specs, fc, split=select_split, progress=progress)
-    if plan.method == "contrastive":
-        space = train_space(fs, TrainConfig(**plan.config), progress=progress, select=select)
-        if select is not None:
-            space.info["training"]["select_data"] = {"data": select.sources, "split": select_split,
-                                                   "records": len(select.records)}
-    else:
-        from .align import fit_training_free
-
-        space = fit_training_free(fs, method=plan.method, **plan.config)
+    space = fit_features(fs, plan.method, plan.config, progress=progress, select=select)
+    if select is not None:
+        space.info["training"]["select_data"] = {"data": select.sources, "split": select_split,
+                                               "records": len(select.records)}
     trainer = "in-memory" if plan.method == "contrastive" else "training-free"
     space.info["lineage"].append(plan.lineage(space, trainer=trainer))
     from .calibration import calibrate_after_fit  # issue 20: match probabilities, when there is a val split
 
     calibrate_after_fit(space, plan.manifests, cache=fc)
     return space
+
+
+def fit_features(fs: Any, method: str = "contrastive", config: Any = None, *, progress: bool = True,
+                 select: Any = None) -> "SpaceCore":
+    """A space fitted on features already encoded (a :class:`~anybind.featureset.FeatureSet`): trained projectors
+    (:func:`anybind.train.train_space`, ``config``: a :class:`~anybind.train.TrainConfig` or its fields) or a
+    training-free map (:func:`anybind.align.fit_training_free`, ``config``: ``dims``, ``dim``, ``anchor``,
+    ``ridge``, ``seed``).  ``select``: the selection set for every choice made on val (contrastive only).
+
+    A building block below the public class: it returns a :class:`~anybind.space_core.SpaceCore` and records no
+    lineage.  Users call ``Space.from_features``, which hands out the public :class:`anybind.Space`."""
+    from .train import TrainConfig, train_space
+
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}: use 'contrastive', 'procrustes' or 'cca'")
+    if method == "contrastive":
+        cfg = config if isinstance(config, TrainConfig) else TrainConfig(**fit_options(config, {}))
+        return train_space(fs, cfg, progress=progress, select=select)
+    if select is not None:
+        raise DataError(f"a selection set chooses epochs and WiSE-FT alphas of trained projectors, not "
+                        f"method={method!r}")
+    from .align import fit_training_free
+
+    return fit_training_free(fs, method=method, **fit_options(config, {}, method))

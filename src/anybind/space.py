@@ -7,24 +7,31 @@ A space is a directory::
     projectors.safetensors  every projector's weights and the temperature
 
 :class:`Space` is what every public entry point hands out (``Space.fit``, ``Space.load``,
-``anybind.from_pretrained_pair``, ``Index.space``, the CLI).  It adds to the core the four methods that
-hand the work to the trainers -- :meth:`Space.fit` (:mod:`anybind.fitting`), :meth:`Space.add_modality`
-and :meth:`Space.replace_encoder` (:mod:`anybind.progressive`), :meth:`Space.update` (:mod:`anybind.update`) --
-so this module sits in the layer above them and imports them plainly, while they import only the core
-(no import circle).  A trainer that derives a space from a given one returns the given one's class; one
-that builds a fresh space returns a ``SpaceCore``, which :meth:`Space.from_core` adopts.
+``anybind.from_pretrained_pair``, ``Index.space``, the CLI).  It adds to the core the methods that hand
+the work to the trainers -- :meth:`Space.fit` (:mod:`anybind.fitting`), :meth:`Space.from_features` (the same on
+features already encoded), :meth:`Space.federate` (:mod:`anybind.federated`), :meth:`Space.label_bridge`
+(:func:`anybind.align.bridge_space`), :meth:`Space.add_modality` and :meth:`Space.replace_encoder`
+(:mod:`anybind.progressive`), :meth:`Space.update` (:mod:`anybind.update`) -- so this module sits in the layer
+above them and imports them plainly, while they import only the core (no import circle).
+
+A trainer that derives a space from a given one returns the given one's class.  One that builds a fresh space
+(``fitting.fit_space``, ``fitting.fit_features``, ``train.train_space``, ``align.fit_training_free``,
+``align.bridge_space``, ``federated.federate``) is a building block that returns a ``SpaceCore``; each names the
+method here that is its public form, and :meth:`Space.from_core` adopts a core built by hand.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from .cache import FeatureCache
 from .data.manifest import Manifest
 from .encoders.kinds import manifest_kinds  # noqa: F401  (re-exported: it was defined here)
-from .fitting import fit_space
+from .align import bridge_space
+from .federated import federate
+from .fitting import fit_features, fit_options, fit_space
 from .manifests import as_manifests, fit_manifests, records_with  # noqa: F401  (re-exported: they were defined here)
 from .progressive import add_modality, replace_encoder
 from .space_core import SpaceCore
@@ -110,6 +117,62 @@ class Space(SpaceCore):
             manifest, modalities, encoders=encoders, method=method, cache=cache, strict=strict, progress=progress,
             weights=weights, allow_eval_only=allow_eval_only, recipe=recipe, config=config,
             select_data=select_data, select_split=select_split, **options))
+
+    @classmethod
+    def from_features(
+        cls,
+        features: Any,
+        config: Any = None,
+        *,
+        method: str = "contrastive",
+        progress: bool = True,
+        select: Any = None,
+        **options: Any,
+    ) -> "Space":
+        """A Space fitted on features already encoded: ``features``, a :class:`~anybind.featureset.FeatureSet`
+        (``FeatureSet.from_manifests(manifests, specs, cache)``), e.g. to compare training options on one set
+        of features without encoding again.  ``method="contrastive"``: trained projectors, ``config`` a
+        :class:`~anybind.train.TrainConfig` or its fields (``**options`` override it); ``"procrustes"`` /
+        ``"cca"``: training-free (``dims``, ``dim``, ``anchor``, ``ridge``, ``seed``).  ``select``
+        (:func:`~anybind.featureset.selection_set`): the records every choice on val is made on.  No recipe is
+        applied and no lineage is recorded (:meth:`fit` does both)."""
+        return cls.from_core(fit_features(features, method, fit_options(config, options, method),
+                                          progress=progress, select=select))
+
+    @classmethod
+    def federate(
+        cls,
+        clients: Sequence[str | Path | Manifest],
+        public: str | Path | Manifest | Sequence[str | Path | Manifest],
+        *,
+        encoders: Mapping[str, str] | None = None,
+        modalities: Sequence[str] | None = None,
+        cache: FeatureCache | str | Path | None = None,
+        strict: bool = False,
+        progress: bool = False,
+        on_message: Callable[..., None] | None = None,
+        runner: Callable[..., Any] | None = None,
+        **config: Any,
+    ) -> "Space":
+        """A Space bound by ``len(clients)`` clients (one manifest each, whose pairs never leave them) and a
+        server holding the ``public`` pairs: FedAvg or CreamFL (``method=``).  See
+        :func:`anybind.federated.federate` for the parameters and :class:`~anybind.federated.FederatedConfig` for
+        ``**config``; ``anybind.scale.federated_ray.federate_on_ray`` runs each client as a Ray actor.
+
+        Example::
+
+            space = Space.federate(["a.jsonl", "b.jsonl"], "public.jsonl", method="fedavg", rounds=20)
+        """
+        return cls.from_core(federate(clients, public, encoders=encoders, modalities=modalities, cache=cache,
+                                      strict=strict, progress=progress, on_message=on_message, runner=runner,
+                                      **config))
+
+    @classmethod
+    def label_bridge(cls, image_spec: str = "image:efficientnet-lite0+bridge", text_spec: str = "text:minilm") -> "Space":
+        """The training-free label-bridge Space (no paired data): an image is its class-name mixture embedded
+        by the text encoder, a text is its own embedding; the baseline every trained image<->text space should
+        beat (:func:`anybind.align.bridge_space`)."""
+        return cls.from_core(bridge_space(image_spec, text_spec))
 
     # -- progressive binding (see anybind.progressive) ---------------------
     def add_modality(

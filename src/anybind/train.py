@@ -189,7 +189,10 @@ def train_space(fs: FeatureSet, cfg: TrainConfig, *, progress: bool = True, sele
     """Train one projector per modality with the configured objective; early stopping on val.
 
     ``select`` (:func:`~anybind.featureset.selection_set`): the val records every choice on val is made on
-    (epoch, WiSE-FT alpha, ridge shrinkage) instead of ``fs``'s own, e.g. another corpus'."""
+    (epoch, WiSE-FT alpha, ridge shrinkage) instead of ``fs``'s own, e.g. another corpus'.
+
+    A building block below the public class: it returns a :class:`~anybind.space_core.SpaceCore`.  Users call
+    ``Space.from_features(fs, cfg)`` (or ``Space.fit``), which hands out the public :class:`anybind.Space`."""
     with training_threads(cfg.threads):
         return _train_space(fs, cfg, progress=progress, select=select)
 

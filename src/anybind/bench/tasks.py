@@ -39,7 +39,6 @@ KEYS = ("text->image/R@1", "text->image/R@10", "image->text/R@1", "image->text/R
 
 @task("tuxpaint-ablation", "Training choices for Tux Paint image<->text (test split), each lever on top of the last, same seed")
 def tuxpaint_ablation(work: Path, cache=None, seed: int = 0, console=None) -> TaskResult:
-    from ..align import bridge_space
     from ..space import Space
     from .tuxpaint import chance_metrics
 
@@ -58,7 +57,7 @@ def tuxpaint_ablation(work: Path, cache=None, seed: int = 0, console=None) -> Ta
             "best_epoch": tr.get("best_epoch", 0),
             "fit_seconds": round(time.perf_counter() - t0, 2),
         }
-    zs = score(bridge_space(), man, mods, cache=cache)
+    zs = score(Space.label_bridge(), man, mods, cache=cache)
     recipe_name = "+bridge prior+wise, lr 1e-4 (recipe)"
     full = full_res[recipe_name]
     metrics = {f"{k}": rows[recipe_name][k] for k in KEYS}

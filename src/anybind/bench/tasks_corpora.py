@@ -91,7 +91,6 @@ def fashion_mnist_zeroshot(work: Path, cache=None, seed: int = 0, console=None, 
     from ..corpora.fashion_mnist import build_fashion_mnist
     from ..corpora.openclipart import build_openclipart
     from ..data.manifest import load_manifest
-    from ..align import bridge_space
     from ..evaluate import zero_shot
     from ..space import Space
     from .tuxpaint import PLAIN_ENCODERS, RECIPE, prepare_tuxpaint
@@ -116,7 +115,7 @@ def fashion_mnist_zeroshot(work: Path, cache=None, seed: int = 0, console=None, 
                                                       lock="text", init="ridge", progress=False, recipe="plain"),
         "plain InfoNCE (3 corpora)": Space.fit(mans, modalities=mods, encoders={m: PLAIN_ENCODERS[m] for m in mods},
                                                cache=cache, seed=seed, progress=False, recipe="plain"),
-        "label bridge (training-free)": bridge_space(),
+        "label bridge (training-free)": Space.label_bridge(),
     }
     rows, accs = [], {}
     for name, sp in systems.items():

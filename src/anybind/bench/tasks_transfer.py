@@ -210,7 +210,6 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
              train: str = "each,all,loo", systems: str = "recipe,recipe+bridge+start,defaults",
              max_train: str = "0", fm: str = "10000", center: str = "1", l2sp_grid: str = "0.0001,0.001,0.01",
              boot: str = "1000", select: str = "") -> TaskResult:
-    from ..align import bridge_space
     from ..cache import FeatureCache
     from ..corpora.fashion_mnist import build_fashion_mnist
     from ..data.manifest import load_manifest
@@ -252,7 +251,7 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
             out["test/fm transd."] = fm_hits(space, fm_recs, fc, center=True)
         return out
 
-    bridge = measure(bridge_space())
+    bridge = measure(Space.label_bridge())
     rows, metrics, baselines, chosen = [], {}, {"label bridge": {}}, {}
     cells = [k for k in bridge if k.startswith("test/")]
 

@@ -47,7 +47,6 @@ def calibration_task(work: Path, cache=None, seed: int = 0, console=None) -> Tas
 @task("audit", "Tux Paint with 5% swapped captions, 5% swapped sounds, 5% wrong categories and 20 planted "
                "cross-split duplicates: audit AUROC / precision@k vs raw cosine and the label bridge; leakage recall")
 def audit_task(work: Path, cache=None, seed: int = 0, console=None) -> TaskResult:
-    from ..align import bridge_space
     from ..audit import audit
     from ..audit_eval import detection, inject_errors, raw_cosine_scores, raw_label_scores
     from ..data.manifest import load_manifest
@@ -61,7 +60,7 @@ def audit_task(work: Path, cache=None, seed: int = 0, console=None) -> TaskResul
     t0 = time.perf_counter()
     res = audit(space, bad, label="category", cache=cache)
     audit_s = time.perf_counter() - t0
-    bridged = audit(bridge_space(), bad, modalities=["image", "text"], label="category", cache=cache)
+    bridged = audit(Space.label_bridge(), bad, modalities=["image", "text"], label="category", cache=cache)
     recs = load_manifest(bad, modalities=list(DEFAULT_MODALITIES)).records
     with_ = {m: [r.id for r in recs if r.has(m) and r.has("image" if m != "image" else "text")] for m in ("text", "audio")}
     rows = {
@@ -152,7 +151,6 @@ def explanations_task(work: Path, cache=None, seed: int = 0, console=None, limit
     """``limit``: the first N test images only (0: all); ``space``: a saved space (binding image and text) to
     measure instead of fitting one; its stored vocabulary is used when it holds the train words, else they are
     stored with a copy of it under the work folder."""
-    from ..align import bridge_space
     from ..data.manifest import load_manifest
     from ..explain import nearest_words, vocabulary, word_drops
     from ..space import Space
@@ -172,7 +170,7 @@ def explanations_task(work: Path, cache=None, seed: int = 0, console=None, limit
     # the stored vectors answer as the words embedded now: the same top-5 (a check of the stored vocabulary)
     fresh = nearest_words(sp, "image", images, words, k=5, cache=cache)
     rows, same = {}, None
-    for name, s2 in (("anybind", sp), ("label bridge", bridge_space())):
+    for name, s2 in (("anybind", sp), ("label bridge", Space.label_bridge())):
         if s2 is sp:  # the stored vocabulary, as `anybind explain` / POST /explain read it
             near = nearest_words(sp, "image", images, voc.words, k=5, cache=cache, embedded_words=voc.vectors)
             same = float(np.mean([[w for w, _ in a] == [w for w, _ in b] for a, b in zip(near, fresh)]))

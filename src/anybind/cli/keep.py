@@ -155,8 +155,8 @@ def federate(
       anybind federate --data data/tux/manifest.jsonl --clients 4 --ray --out spaces/fed-ray
     """
     from ..data.manifest import load_manifest
-    from ..federated import federate as run
     from ..federated_study import split_clients
+    from ..space import Space
     from ._common import parse_encoders, ray_target
 
     encoders = parse_encoders(encoder)
@@ -182,7 +182,7 @@ def federate(
             from ..scale.federated_ray import ray_clients
 
             runner = functools.partial(ray_clients, address=target if isinstance(target, str) else None)
-        space = run(cl, pub, encoders=encoders or None, cache=cache, strict=strict, progress=True, method=method,
+        space = Space.federate(cl, pub, encoders=encoders or None, cache=cache, strict=strict, progress=True, method=method,
                     rounds=rounds, local_epochs=local_epochs, dim=dim, hidden=hidden, lr=lr, seed=seed, runner=runner,
                     label=label)
         space.save(out, overwrite=overwrite)

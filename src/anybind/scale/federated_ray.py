@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import AnybindError, FederationError
-from ..federated import ClientSpec, build_client, federate
+from ..federated import ClientSpec, build_client
 from ..federated_parties import Message
 from ..loop import training_threads
 from ..space import Space
@@ -131,7 +131,7 @@ def federate_on_ray(
     cpus_per_client: float | None = None,
     **kw: Any,
 ) -> Space:
-    """:func:`anybind.federated.federate` with every client a Ray actor (see :func:`ray_clients`); the public
+    """:meth:`anybind.Space.federate` with every client a Ray actor (see :func:`ray_clients`); the public
     :class:`anybind.Space`."""
     runner = functools.partial(ray_clients, address=address, num_cpus=num_cpus, cpus_per_client=cpus_per_client)
-    return Space.from_core(federate(clients, public, runner=runner, **kw))
+    return Space.federate(clients, public, runner=runner, **kw)

@@ -16,7 +16,7 @@ as in memory, so the recipe :func:`anybind.recipe.resolve_recipe` picks applies 
   every worker computes the loss over the *global* batch, and DDP averages the
   gradients: the same update as one process with the global batch.  Results match the
   single-process trainer within run-to-run noise (dropout masks and batch composition
-  differ; see tests/test_scale.py);
+  differ; see tests/test_scale_ray.py);
 * robust fine-tuning (:mod:`anybind.robust`) through the same hooks: WiSE-FT (``wise``, alpha on the val
   split), L2-SP (``l2sp``), geodesic mixup (``mixup``) and the ridge start's prior (``ridge_prior``);
 * a frame-sequence modality (``video:frames(...)@...,pool=attn``) gets the in-memory trainer's temporal

@@ -1,0 +1,108 @@
+"""Data and fixture bodies shared by the scale-out tests (``test_scale``: streaming; ``test_scale_ray``: Ray).
+
+Equivalence tolerance (documented in anybind.scale.train): on the synthetic corpus below
+(600 records, noisy linear views of an 8-d latent), test R@1 of the in-memory trainer
+varies by ~0.09 across seeds (0.28-0.37) and the streaming / Ray trainers land within
+~0.03 of it for the same seed; the tests allow 0.10 on every recall.
+"""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from anybind.cache import FeatureCache
+from anybind.encoders.base import get_encoder
+from anybind.evaluate import evaluate
+from anybind.space import Space
+
+TOL = 0.10
+FIT = dict(epochs=30, batch_size=64, dim=32, hidden=64, patience=100, seed=0)
+
+
+# ----------------------------------------------------------------------------- data
+def synthetic_corpus(d: Path, n: int = 600, noise: float = 2.5, seed: int = 0):
+    """Two 'sensors' seeing the same latent through different noisy linear maps (vectors: encoders)."""
+    d.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(n, 8))
+    ids = [f"r{i:04d}" for i in range(n)]
+    for name, dim in (("a", 24), ("b", 20)):
+        X = z @ rng.normal(size=(8, dim)) + noise * rng.normal(size=(n, dim))
+        np.savez(d / f"{name}.npz", ids=np.array(ids), vectors=X.astype(np.float32))
+    splits = ["train"] * 6 + ["val"] * 2 + ["test"] * 2
+    with open(d / "manifest.jsonl", "w") as f:
+        for i, rid in enumerate(ids):
+            f.write(json.dumps({"id": rid, "split": splits[i % 10], "a": True, "b": True, "labels": {"k": i % 3}}) + "\n")
+    return d / "manifest.jsonl", {"a": f"vectors:{d}/a.npz", "b": f"vectors:{d}/b.npz"}
+
+
+def recalls(space, manifest, cache):
+    r = evaluate(space, manifest, split="test", cache=cache)
+    return {k: v for k, v in r.items() if k.endswith(("/R@1", "/R@10"))}
+
+
+def synthetic_world(tmp_path_factory):
+    """The synthetic corpus and its in-memory fit (a module fixture ``syn`` of each test module returns it)."""
+    d = tmp_path_factory.mktemp("syn")
+    manifest, encoders = synthetic_corpus(d)
+    cache = d / "cache"
+    single = Space.fit(manifest, encoders=encoders, cache=cache, progress=False, **FIT)
+    return {"dir": d, "manifest": manifest, "encoders": encoders, "cache": cache, "single": single,
+            "recalls": recalls(single, manifest, cache)}
+
+
+# ----------------------------------------------------------------------------- Ray
+def local_ray(tmp_path_factory):
+    """A local Ray (2 CPUs) for one module, shut down after it (``yield from`` in a module fixture); yields the
+    folder the test encoders read their orders from."""
+    ray = pytest.importorskip("ray")
+    from anybind.scale import init_ray
+
+    ctl = tmp_path_factory.mktemp("scalectl")
+    old = os.environ.get("ANYBIND_TEST_SCALE_DIR")
+    os.environ["ANYBIND_TEST_SCALE_DIR"] = str(ctl)  # inherited by the Ray workers started below
+    started = init_ray(num_cpus=2)
+    yield ctl
+    if started:
+        ray.shutdown()
+    if old is None:
+        os.environ.pop("ANYBIND_TEST_SCALE_DIR", None)
+    else:
+        os.environ["ANYBIND_TEST_SCALE_DIR"] = old
+
+
+# ----------------------------------------------------------------------------- pool=attn video (issue 17)
+CLIP_FRAMES = 4
+
+
+def clip_world(tmp_path_factory):
+    """300 real H.264 clips where one frame of each matters (video_helpers.one_frame_corpus), frames encoded by
+    ``rgb_stats``, pooled by an attention learnt with the projector; the in-memory fit of them."""
+    pytest.importorskip("av")
+    from video_helpers import one_frame_corpus
+
+    d = tmp_path_factory.mktemp("clips")
+    manifest, encoders = one_frame_corpus(d, n=300, frames=CLIP_FRAMES)
+    encoders["video"] = f"video:frames(callable:video_helpers:rgb_stats)@fps=4,max={CLIP_FRAMES},pool=attn"
+    cache = d / "cache"
+    single = Space.fit(manifest, encoders=encoders, cache=cache, progress=False, **FIT)
+    assert single.projectors["video"].cfg.frames == CLIP_FRAMES
+    return {"dir": d, "manifest": manifest, "encoders": encoders, "cache": cache, "single": single,
+            "recalls": recalls(single, manifest, cache)}
+
+
+def attends_to_the_signal_frame(space, clips) -> float:
+    """On the test clips: the share whose largest attention weight is on the two-coloured frame."""
+    import torch
+
+    recs = [json.loads(line) for line in clips["manifest"].read_text().splitlines()]
+    paths = [str(clips["dir"] / r["video"]) for r in recs if r["split"] == "test"]
+    X = FeatureCache(clips["cache"]).encode(get_encoder(clips["encoders"]["video"]), paths, progress=False)
+    assert X.shape == (60, CLIP_FRAMES * 7)
+    with torch.no_grad():
+        w = space.projectors["video"].eval().attention(torch.from_numpy(X)).numpy()
+    spread = X.reshape(len(X), CLIP_FRAMES, 7)[:, :, 3:6].mean(-1)  # rgb_stats' spread: the two-coloured frame
+    return float(np.mean(np.argmax(w, 1) == np.argmax(spread, 1)))

@@ -1,0 +1,230 @@
+"""Scale-out on Ray (anybind.scale): encoding, indexing and training with Ray workers give what one process gives.
+
+The tests share one local Ray (2 CPUs, no dashboard) started by the module fixture ``ray_local``
+and shut down after the module; they are few and small because a Ray Data execution
+costs seconds of actor start-up on a 2-core machine (one actor where two add nothing
+to what is checked).  Tolerances: see scale_helpers.
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scale_helpers import (
+    CLIP_FRAMES,
+    FIT,
+    TOL,
+    attends_to_the_signal_frame,
+    clip_world,
+    local_ray,
+    recalls,
+    synthetic_world,
+)
+from typer.testing import CliRunner
+
+from anybind.cache import FeatureCache
+from anybind.encoders.base import get_encoder
+from anybind.errors import EncoderError
+from anybind.space import Space
+
+STAMPS = Path("/usr/share/tuxpaint/stamps")
+
+
+@pytest.fixture(scope="module")
+def ray_local(tmp_path_factory):
+    yield from local_ray(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def syn(tmp_path_factory):
+    return synthetic_world(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    return clip_world(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def tux_mini(tmp_path_factory):
+    """60 real Tux Paint stamps: English caption + PNG (read straight from the Debian package)."""
+    if not STAMPS.is_dir():
+        pytest.fail("Debian package tuxpaint-stamps-default is missing: `make test` installs it")
+    d = tmp_path_factory.mktemp("tuxmini")
+    rows = []
+    for txt in sorted(STAMPS.rglob("*.txt")):
+        png = txt.with_suffix(".png")
+        cap = txt.read_text(encoding="utf-8", errors="replace").splitlines()[0].strip() if txt.stat().st_size else ""
+        if png.is_file() and cap:
+            rows.append({"id": f"{txt.parent.name}/{txt.stem}", "text": cap, "image": str(png)})
+        if len(rows) == 60:
+            break
+    (d / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return d / "manifest.jsonl", rows
+
+
+def _cache_contents(root: Path, spec: str) -> dict[str, np.ndarray]:
+    fc = FeatureCache(root)
+    enc = get_encoder(spec)
+    idx = fc._load_index(enc.identity)
+    return {k: fc._vector(p, r) for k, (p, r) in idx.items()}
+
+
+def _calls(ctl: Path) -> int:
+    log = ctl / "calls.log"
+    return sum(int(x) for x in log.read_text().split()) if log.exists() else 0
+
+
+def test_worker_stages_turn_unreadable_items_into_reported_rows(tux_mini, tmp_path):
+    from anybind.scale.encode_ray import decode_batch, key_batch
+
+    _, rows = tux_mini
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    items = np.array([rows[0]["image"], str(bad), str(tmp_path / "gone.png")], dtype=object)
+    k = key_batch({"i": np.arange(3), "item": items}, "image:efficientnet-lite0")
+    assert k["key"][0].startswith("f:") and k["key"][1].startswith("f:") and k["key"][2] == ""
+    assert list(k["error"][:2]) == ["", ""] and "cannot read" in k["error"][2]
+    d = decode_batch({"key": k["key"][:2], "item": items[:2]}, "image:efficientnet-lite0")
+    assert d["error"][0] == "" and len(d["data"][0]) > 0
+    assert "bad.png" in d["error"][1] and "corrupt" in d["error"][1] and d["data"][1] == b""
+
+
+def test_ray_encode_matches_single_process_and_resumes_after_a_worker_failure(ray_local, tux_mini, tmp_path, monkeypatch):
+    from anybind.cli import app
+    from anybind.scale.encode import encode_items
+
+    ctl = ray_local
+    manifest, rows = tux_mini
+    spec = "callable:scale_encoders:flaky_text"
+    runner = CliRunner()
+    texts = list(dict.fromkeys(r["text"] for r in rows))  # a few captions repeat: encoded once
+    # single process, through the CLI
+    res = runner.invoke(app, ["encode", str(manifest), "-e", f"text={spec}", "--cache", str(tmp_path / "local")])
+    assert res.exit_code == 0, res.output
+    assert f"{len(texts)} encoded" in " ".join(res.output.split())
+    # Ray, first run: the encoder fails after 5 batches (of 4): committed shards stay
+    (ctl / "calls.log").unlink()
+    (ctl / "control.json").write_text(json.dumps({"fail_after": 5, "mode": "raise"}))
+    with pytest.raises(EncoderError, match="simulated encoder failure.*rerun to encode the remaining"):
+        encode_items(spec, texts, tmp_path / "ray", ray=True, shard_size=8, batch_size=4, concurrency=1, progress=False)
+    committed = _cache_contents(tmp_path / "ray", spec)
+    assert 0 < len(committed) < len(texts)
+    assert len(committed) % 8 == 0 or len(committed) < 8 * 2  # whole shards only
+    # rerun (through the CLI): only what is missing is encoded
+    (ctl / "calls.log").unlink()
+    res = runner.invoke(app, ["encode", str(manifest), "-e", spec, "-m", "text", "--ray", "--shard-size", "8",
+                              "--batch-size", "4", "--concurrency", "1", "--cache", str(tmp_path / "ray")])
+    assert res.exit_code == 0, res.output
+    assert _calls(ctl) == len(texts) - len(committed)
+    assert f"{len(committed)} already cached" in " ".join(res.output.split())
+    local, ray_ = _cache_contents(tmp_path / "local", spec), _cache_contents(tmp_path / "ray", spec)
+    assert set(local) == set(ray_) and len(local) == len(texts)
+    for k in local:
+        np.testing.assert_allclose(ray_[k], local[k], atol=1e-6)
+    for k, v in committed.items():  # what the failed run committed was not rewritten
+        assert np.array_equal(ray_[k], v)
+    # files: content keys hashed by the workers, decoding in map tasks, the same vectors
+    img = "callable:helper_encoders:image_stats"
+    paths = [r["image"] for r in rows]
+    FeatureCache(tmp_path / "local").encode(get_encoder(img), paths, progress=False)
+    monkeypatch.setattr("anybind.scale.encode_ray.KEY_TASKS_FROM", 0)  # hash the files in Ray tasks, as for big corpora
+    rep = encode_items(img, paths + [str(tmp_path / "missing.png")], tmp_path / "ray", ray=True, shard_size=16,
+                       concurrency=2, progress=False)  # two actors committing shards side by side
+    assert rep.encoded == len(set(paths)) and rep.shards >= 2
+    assert len(rep.failed) == 1 and "missing.png" in rep.failed[0][0]
+    local, ray_ = _cache_contents(tmp_path / "local", img), _cache_contents(tmp_path / "ray", img)
+    assert set(local) == set(ray_)
+    for k in local:
+        np.testing.assert_allclose(ray_[k], local[k], atol=1e-6)
+
+
+def test_ray_encode_leaves_out_rays_note_on_its_actor_pool(ray_local, tmp_path, capfd):
+    """Ray's core writes a note to descriptor 2 on each actor pool (ray#53727): none of it reaches stderr."""
+    from anybind.scale.encode import encode_items
+    from anybind.scale.native_stderr import RAY_ACTOR_RESTART_NOTE
+
+    texts = [f"a note-free caption {i}" for i in range(12)]
+    rep = encode_items("callable:scale_encoders:flaky_text", texts, tmp_path / "c", ray=True, shard_size=4,
+                       concurrency=1, progress=False)
+    assert rep.encoded == 12
+    assert RAY_ACTOR_RESTART_NOTE not in capfd.readouterr().err
+
+
+def test_ray_index_has_the_same_rows(ray_local, syn, tmp_path):
+    from anybind.index import Index
+    from anybind.scale.encode_ray import ray_index_embedder
+
+    space_dir = syn["single"].save(tmp_path / "space")
+    space = Space.load(space_dir)
+    plain = Index.build(space, syn["manifest"], tmp_path / "plain", cache=syn["cache"], ann=False)
+    emb = ray_index_embedder(space_dir, space.identity(), syn["cache"], batch_size=100, concurrency=1)
+    distributed = Index.build(space, syn["manifest"], tmp_path / "ray", cache=syn["cache"], ann=False,
+                              chunk_size=256, embedder=emb)
+
+    def table(ix):
+        t = ix.table.to_arrow().to_pydict()
+        order = sorted(range(len(t["id"])), key=lambda i: (t["modality"][i], t["id"][i]))
+        return {c: [t[c][i] for i in order] for c in t}
+
+    a, b = table(plain), table(distributed)
+    assert len(a["id"]) == 1200
+    for c in ("id", "modality", "source", "labels", "label_pairs", "key"):
+        assert a[c] == b[c], c
+    np.testing.assert_allclose(np.array(a["vector"]), np.array(b["vector"]), atol=1e-6)
+    # and it stays incremental: nothing new to embed
+    assert distributed.add(syn["manifest"], embedder=emb).total_embedded == 0
+
+
+def test_ray_train_matches_single_process_training(ray_local, syn):
+    from anybind.scale.sharded import fit_sharded
+
+    space = fit_sharded(syn["manifest"], encoders=syn["encoders"], cache=syn["cache"], progress=False,
+                        ray_workers=2, rows_per_shard=100, shuffle_buffer=1000, **FIT)
+    tr = space.info["training"]
+    assert tr["workers"] == 2 and tr["ray_workers"] == 2 and space.info["lineage"][-1]["trainer"] == "ray-train x2"
+    rec = recalls(space, syn["manifest"], syn["cache"])
+    for k, v in syn["recalls"].items():
+        assert abs(rec[k] - v) <= TOL, (k, rec[k], v)
+    # the saved space works like any other
+    assert space.embed("a", ["r0001"], cache=syn["cache"]).shape == (1, 32)
+    shutil.rmtree(Path(tr["shards"]).parent / "_ray_runs", ignore_errors=True)
+
+
+def test_ray_train_workers_start_from_the_drivers_ridge_start(ray_local, syn):
+    """init='ridge' on Ray Train: the driver streams the ridge start once and every worker starts from it."""
+    import torch
+
+    from anybind.scale.sharded import fit_sharded
+
+    kw = dict(encoders=syn["encoders"], cache=syn["cache"], progress=False, rows_per_shard=100, shuffle_buffer=1000,
+              lock="a", init="ridge", epochs=0, hidden=64)
+    ray_space = fit_sharded(syn["manifest"], ray_workers=2, **kw)
+    local = fit_sharded(syn["manifest"], **kw)
+    sd = ray_space.state_dict()
+    assert all(torch.equal(v, sd[k]) for k, v in local.state_dict().items())
+    assert ray_space.info["training"]["history"][0]["epoch"] == 0 and ray_space.info["training"]["best_epoch"] == 0
+    assert ray_space.dim == 24 and ray_space.projectors["b"].linear.weight.abs().sum() > 0  # b regressed onto a
+    # WiSE-FT and L2-SP through the shared loop's hooks on DDP workers: every worker mixes in step
+    robust = fit_sharded(syn["manifest"], ray_workers=2, **{**kw, "epochs": 2, "wise": "auto", "l2sp": 1e-3,
+                                                             "mixup": 0.5})  # m2-mix on every worker, one lambda
+    rob = robust.info["training"]["robust"]
+    assert rob["l2sp"] == 1e-3 and rob["mixup"] == 0.5 and rob["wise_alpha"] in [float(a) for a in rob["wise_val"]]
+    assert rob["ridge"]["b"]["prior"] == "zero" and robust.info["lineage"][-1]["ridge_start"] == rob["ridge"]
+    shutil.rmtree(Path(ray_space.info["training"]["shards"]).parent / "_ray_runs", ignore_errors=True)
+
+
+
+def test_ray_train_learns_the_attention_pool_within_tolerance(ray_local, clips):
+    from anybind.scale.sharded import fit_sharded
+
+    space = fit_sharded(clips["manifest"], encoders=clips["encoders"], cache=clips["cache"], progress=False,
+                        ray_workers=2, rows_per_shard=100, shuffle_buffer=1000, **FIT)
+    assert space.info["training"]["workers"] == 2 and space.projectors["video"].cfg.frames == CLIP_FRAMES
+    rec = recalls(space, clips["manifest"], clips["cache"])
+    for k, v in clips["recalls"].items():
+        assert abs(rec[k] - v) <= TOL, (k, rec[k], v)
+    assert attends_to_the_signal_frame(space, clips) > 0.8
+    shutil.rmtree(Path(space.info["training"]["shards"]).parent / "_ray_runs", ignore_errors=True)
