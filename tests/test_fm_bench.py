@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 
 from anybind import Space, load_manifest
-from anybind.bench.tasks_corpora import FM_NAMES, FM_SYSTEMS, FM_TEMPLATES, FM_TEMPLATES_TRAIN, fashion_mnist_zeroshot, per_class_recall
+from anybind.bench.tasks_corpora import (
+    FM_NAMES,
+    FM_NAMES_TRAIN,
+    FM_SYSTEMS,
+    FM_TEMPLATES,
+    FM_TEMPLATES_TRAIN,
+    fashion_mnist_zeroshot,
+    per_class_recall,
+)
 from anybind.data.templates import check_templates, fill_template
 from anybind.encoders.base import get_encoder
 from anybind.errors import AnybindError
@@ -28,8 +36,9 @@ def test_unknown_systems_are_refused_before_any_work(tmp_path):
 def test_train_prompts_are_valid_templates_naming_every_class():
     assert check_templates(FM_TEMPLATES_TRAIN) == list(FM_TEMPLATES_TRAIN)
     assert tuple(FM_TEMPLATES_TRAIN) != tuple(FM_TEMPLATES)
-    prompts = {fill_template(t, FM_NAMES[c]) for t in FM_TEMPLATES_TRAIN for c in FM_NAMES}
-    assert len(prompts) == len(FM_TEMPLATES_TRAIN) * len(FM_NAMES)  # every class named in every template
+    assert list(FM_NAMES_TRAIN) == list(FM_NAMES)  # the same classes, in the same order
+    prompts = {fill_template(t, FM_NAMES_TRAIN[c]) for t in FM_TEMPLATES_TRAIN for c in FM_NAMES}
+    assert len(prompts) == len(FM_TEMPLATES_TRAIN) * len(FM_NAMES)  # every class named in every template, all distinct
 
 
 def test_per_class_recall_shows_which_classes_collapse_onto_a_hub(tmp_path):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from . import TaskResult, task
 from ..evaluate import embed_records
 from ..metrics import Embedded, retrieval_from_embeddings
+from . import TaskResult, task
 from .tuxpaint import PLAIN_ENCODERS, RECIPE, compare_on_tuxpaint, load_tux, score
 
 
@@ -117,8 +117,8 @@ def fit_defaults(work: Path, cache=None, seed: int = 0, console=None) -> TaskRes
                    "chance": {k: ch[k] for k in KEYS}},
         config={"systems": chosen, "n_test": int(res["text->image/n"])},
         table=[{"name": n, **r} for n, r in rows.items()] + [{"name": "chance", **{k: ch[k] for k in KEYS}}],
-        notes=["one pair per query, strict ranking (ties count against the query), duplicate-aware: items of identical "
-               "content (the encoders' content keys: two stamps captioned 'A flower.', byte-identical images) are "
-               "interchangeable -- the project's retrieval metric (anybind.metrics.pair_recalls); '(no duplicates)': "
-               "the same ranking with only each record's own partner correct; same seed, same run"],
+        notes=[("one pair per query, strict ranking (ties count against the query), duplicate-aware: items of identical "
+                "content (the encoders' content keys: two stamps captioned 'A flower.', byte-identical images) are "
+                "interchangeable -- the project's retrieval metric (anybind.metrics.pair_recalls); '(no duplicates)': "
+                "the same ranking with only each record's own partner correct; same seed, same run")],
     )
