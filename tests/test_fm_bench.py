@@ -66,3 +66,27 @@ def test_per_class_recall_shows_which_classes_collapse_onto_a_hub(tmp_path):
     assert np.isclose(sum(rec[c] * n for c, n in zip(zs["labels"], counts)) / counts.sum(), zs["accuracy"])
     centred = per_class_recall(zero_shot(space, man.records, "photo", "kind", cache=tmp_path / "c", center=True))
     assert sum(v > 0.5 for v in centred.values()) >= 4  # centring lifts the collapsed classes
+
+
+@pytest.mark.parametrize("train_prompts", [False, True])
+def test_transfer_fm_cells_score_with_the_prompts_they_name(tmp_path, train_prompts):
+    """Items that sit exactly on one prompt set's class embeddings are all classified right by that set
+    (the transfer bench's ``fm`` and ``fm tp`` cells read different prompts)."""
+    from anybind.bench.tasks_transfer import fm_hits
+    from anybind.evaluate import class_embeddings
+
+    names, templates = (FM_NAMES_TRAIN, FM_TEMPLATES_TRAIN) if train_prompts else (FM_NAMES, FM_TEMPLATES)
+    d = get_encoder("text:minilm").dim
+    ident = {m: Projector(ProjectorConfig(in_dim=d, out_dim=d, kind="identity", standardize=False)) for m in ("text", "image")}
+    probe = Space({"text": "text:minilm", "image": "text:minilm"}, ident)
+    E = class_embeddings(probe, [names[c] for c in FM_NAMES], templates, cache=tmp_path / "c")
+    classes = list(FM_NAMES)
+    ids = [f"i{k}" for k in range(20)]
+    np.savez(tmp_path / "img.npz", ids=np.array(ids), vectors=np.stack([E[k % 10] for k in range(20)]).astype(np.float32))
+    lines = [{"id": i, "split": "test", "image": True, "labels": {"class": classes[k % 10]}} for k, i in enumerate(ids)]
+    (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(x) for x in lines))
+    space = Space({"text": "text:minilm", "image": f"vectors:{tmp_path / 'img.npz'}"}, ident)
+    recs = load_manifest(tmp_path / "m.jsonl", kinds={"image": "key"}).records
+    hits = fm_hits(space, recs, tmp_path / "c", train_prompts=train_prompts)
+    assert len(hits) == 20 and hits.mean() == 1.0
+    assert fm_hits(space, recs, tmp_path / "c", train_prompts=not train_prompts).mean() < 1.0  # the other set differs
