@@ -12,7 +12,8 @@ inductively, :func:`anybind.robust.centred`), ``l2sp_grid``, ``boot``, ``select`
 
 Rows are (train set, system); columns are text->image / image->text R@1 on each corpus' test split
 (the project's duplicate-aware metric) and Fashion-MNIST zero-shot accuracy (inductive: no statistics
-of the test images; ``fm transd.`` centres on them, reported apart).  Every cell carries a seeded
+of the test images; ``fm transd.`` centres on them, reported apart; ``fm tp``: prompts chosen on Fashion-MNIST
+train images, see :data:`~anybind.bench.tasks_corpora.FM_TEMPLATES_TRAIN`).  Every cell carries a seeded
 bootstrap 95 % interval over its queries; every trained cell also its paired-bootstrap difference to
 the better of the two baselines.  The same cells are measured on each corpus' *val* split (in the
 JSON metrics): defaults are chosen there, on the corpora a space was not trained on, never on test.
@@ -115,13 +116,16 @@ def retrieval_hits(space, man, split: str, cache) -> dict[str, np.ndarray]:
     return out
 
 
-def fm_hits(space, recs, cache, center: bool = False) -> np.ndarray:
-    """Fashion-MNIST zero-shot correctness (0/1 per image, in the order of ``recs``'s classes' counts)."""
+def fm_hits(space, recs, cache, center: bool = False, train_prompts: bool = False) -> np.ndarray:
+    """Fashion-MNIST zero-shot correctness (0/1 per image, in the order of ``recs``'s classes' counts);
+    ``train_prompts``: the templates and class names chosen on Fashion-MNIST train images
+    (:data:`~anybind.bench.tasks_corpora.FM_TEMPLATES_TRAIN`, ``FM_NAMES_TRAIN``) instead of the bench's five."""
     from ..evaluate import zero_shot
-    from .tasks_corpora import FM_NAMES, FM_TEMPLATES
+    from .tasks_corpora import FM_NAMES, FM_NAMES_TRAIN, FM_TEMPLATES, FM_TEMPLATES_TRAIN
 
-    zs = zero_shot(space, recs, "image", "class", classes=list(FM_NAMES), names=lambda c: FM_NAMES[c],
-                   templates=FM_TEMPLATES, cache=cache, center=center)
+    names, templates = (FM_NAMES_TRAIN, FM_TEMPLATES_TRAIN) if train_prompts else (FM_NAMES, FM_TEMPLATES)
+    zs = zero_shot(space, recs, "image", "class", classes=list(FM_NAMES), names=lambda c: names[c],
+                   templates=templates, cache=cache, center=center)
     k, n = int(np.trace(np.asarray(zs["confusion"]))), int(zs["n"])
     return np.r_[np.ones(k), np.zeros(n - k)]  # a mean of 0/1 values: only the count matters to the bootstrap
 
@@ -249,6 +253,8 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
         if fm_recs:
             out["test/fm"] = fm_hits(space, fm_recs, fc)
             out["test/fm transd."] = fm_hits(space, fm_recs, fc, center=True)
+            out["test/fm tp"] = fm_hits(space, fm_recs, fc, train_prompts=True)
+            out["test/fm tp transd."] = fm_hits(space, fm_recs, fc, center=True, train_prompts=True)
         return out
 
     bridge = measure(Space.label_bridge())
@@ -312,7 +318,8 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
         f" zero-shot on its first {len(fm_recs)} test images; (lo-hi): bootstrap 95% interval over queries "
         f"({n_boot} resamples, seed {seed})",
         "+center: inductive centring, each modality's mean train embedding subtracted at embed time (no test statistics); "
-        "fm transd.: centred on the Fashion-MNIST test images themselves (transductive, apart)",
+        "fm transd.: centred on the Fashion-MNIST test images themselves (transductive, apart); fm tp: the prompts "
+        "(templates and class names) chosen on Fashion-MNIST train images, FM_TEMPLATES_TRAIN / FM_NAMES_TRAIN",
         "recipe = locked text, ridge start, label-bridge images, InfoNCE + early stopping on val (the issue-16 start); "
         "+start: its epoch 0 (no fine-tuning); +bridge: the ridge start shrinks towards the label bridge; +residual: the start is the label bridge itself, "
         "fine-tuning learns a zero-initialised residual; +wise: WiSE-FT, "
