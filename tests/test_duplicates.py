@@ -233,18 +233,23 @@ HANUKKAH = STAMPS / "seasonal" / "hanukkah"
 
 def test_blank_pictures_pair_with_nothing(tmp_path):
     """Openclipart SVGs that render empty were pHash copies of each other (0 bits) and of striped flags (3 bits).
-    A real stamp drawn off its canvas (an empty render, white or black) or shrunk to a speck is blank; no stamp is."""
+    An empty render (white, or off-white) and real stamps shrunk to a speck are blank; no stamp is."""
     from anybind.data.media import load_image
 
     Image.new("RGB", (256, 256), "white").save(tmp_path / "white.png")
-    Image.new("RGB", (256, 256), "black").save(tmp_path / "black.png")
+    Image.new("RGB", (256, 256), (250, 250, 250)).save(tmp_path / "off-white.png")
     for k in (0, 1):  # two different stamps shrunk to a speck at one place
         speck = Image.new("RGB", (256, 256), "white")
         speck.paste(load_image(STAMP_FILES[k]).resize((6, 6)), (40, 200))
         speck.save(tmp_path / f"speck{k}.png")
-    files = [tmp_path / f for f in ("white.png", "black.png", "speck0.png", "speck1.png")] + STAMP_FILES[:12]
+    files = [tmp_path / f for f in ("white.png", "off-white.png", "speck0.png", "speck1.png")] + STAMP_FILES[:12]
     pr = image_prints(files)
     assert pr.blank.tolist() == [True] * 4 + [False] * 12, pr.ink
+    # a stamp drawn to its edges (Tux Paint's filled "l": a black bar) is no blank, nor its white-on-white colourable
+    # stamps' opposite: ink is measured against white, what transparency is composited on
+    bar = tmp_path / "bar.png"
+    Image.new("RGB", (31, 115), (0, 0, 0)).save(bar)
+    assert not image_prints([bar]).blank[0]
     bits = hamming(pr.hashes, pr.hashes)
     assert bits[0, 1] <= COPY_BITS and bits[2, 3] <= COPY_BITS, bits[:4, :4]  # the case: pHash calls them copies
     F = np.eye(len(files), dtype=np.float32)

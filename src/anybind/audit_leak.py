@@ -3,7 +3,7 @@ near-uniform pictures (**blank**), both read from :mod:`anybind.duplicates`, and
 check reports.
 
 * **blank** -- an image whose ink fits in less than :data:`~anybind.duplicates.BLANK_EXTENT` of it (an SVG that
-  renders empty, white or black, a tiny speck; :attr:`~anybind.duplicates.ImagePrints.blank`).  Such a picture
+  renders empty, a white-on-white stamp, a tiny speck; :attr:`~anybind.duplicates.ImagePrints.blank`).  Such a picture
   carries no evidence: it is reported once, as blank, and left out of every other check of its modality (before
   issue 20's fix, blank renders were pHash copies of each other, 0 bits apart, and topped the mismatches).
   Score 1 for an empty render, 0.75 for a speck.

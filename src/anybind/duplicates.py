@@ -67,11 +67,12 @@ COLOUR_DIFF = 24.0
 #: music note's copy 33 on the bench's val split: cells that small see a rescaled line cross their border.
 BRIGHTNESS_DIFF = 16.0
 LUMA_GRID = 2  # quarters: the luma is compared on 2x2 blocks of the signature's cells
-#: a pixel is ink when one of its channels differs from the picture's background (the median colour of its
-#: border) by more than this (0-255), on the picture scaled to fit :data:`INK_SIZE` pixels
+#: a pixel is ink when one of its channels differs from white -- what a transparent picture is composited on and an
+#: empty SVG renders as -- by more than this (0-255), on the picture scaled to fit :data:`INK_SIZE` pixels.  Not the
+#: colour of its border: a stamp drawn to its edges (Tux Paint's filled letter "l", a black bar) is no blank
 INK_DIFF = 24
 INK_SIZE = 256
-#: a picture is **blank** (issue 20: an SVG that renders empty, white or black, or a tiny speck) when its ink fits
+#: a picture is **blank** (issue 20: an SVG that renders empty, a white-on-white stamp, a tiny speck) when its ink fits
 #: in a box of less than this share of its area (1/10 of its side), or covers less than :data:`BLANK_INK` of it.
 #: It carries no evidence: it is never a copy or a look-alike of anything (before, every empty render was a pHash
 #: copy of every other, 0 bits apart).  Seen on openclipart (2,271 drawings): 6 empty renders (ink 0) and 9 specks
@@ -120,17 +121,14 @@ def _colours_of(img, grid: int = COLOUR_GRID) -> np.ndarray:
 
 
 def _ink_of(img) -> tuple[float, float]:
-    """The share of the picture (scaled to fit :data:`INK_SIZE`) whose colour differs from the background, the
-    median colour of its border, by more than :data:`INK_DIFF` in a channel; and the share of its area that the
-    box around that ink covers."""
+    """The share of the picture (scaled to fit :data:`INK_SIZE`) whose colour differs from white by more than
+    :data:`INK_DIFF` in a channel; and the share of its area that the box around that ink covers."""
     from PIL import Image
 
     if max(img.size) > INK_SIZE:
         img = img.copy()
         img.thumbnail((INK_SIZE, INK_SIZE), Image.Resampling.BOX)
-    a = np.asarray(img, np.int16)
-    bg = np.median(np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]]), 0)
-    ink = np.abs(a - bg).max(-1) > INK_DIFF
+    ink = (255 - np.asarray(img, np.int16)).max(-1) > INK_DIFF
     if not ink.any():
         return 0.0, 0.0
     ys, xs = np.nonzero(ink)
