@@ -31,8 +31,8 @@ Four checks, each a score in [0, 1] per record (the record's audit score is the 
   zero-shot prediction (class names embedded by the text modality):
   ``(0.5 (1 - agreeing / possible) + 0.5 (rank of its class - 1) / (classes - 1)) x weight``, averaged over
   its modalities; ``possible = min(k, items with its label - 1)`` (a label held by one item: none agree);
-  ``weight`` is 1 unless its class is loose (:func:`class_cohesion`: its items agree with fewer than
-  :data:`COHESIVE` of their neighbours, as openclipart's folder "unsorted" does).
+  ``weight`` is 1 unless its class is loose (:func:`class_cohesion`: its items' neighbours agree with their
+  label less than :data:`COHESIVE` of the way from chance to always, as in openclipart's folder "unsorted").
 * **outlier** -- far from everything of its modality: the percentile of its mean cosine distance to its
   ``k`` nearest neighbours, halved (an outlier is a reason to look, not evidence of an error); a
   reason is given from the 95th percentile on.
@@ -181,21 +181,29 @@ def mismatch_scores(space: "Space", embs: dict[str, Embedded], splits: dict[str,
     return best, why, {m: {r: float(np.mean(v)) for r, v in d.items()} for m, d in per_mod.items()}
 
 
-#: a class whose items agree, on average, with at least this share of their neighbours' labels is taken at its
-#: word; a looser one (a folder named "unsorted" or "special", a handful of unrelated drawings) weighs its items'
-#: label findings by its cohesion / COHESIVE: its labels are the corpus' filing, and a disagreement in it is weak
-#: evidence of an error (issue 20, openclipart's folder labels)
+#: a class whose items agree with their neighbours' labels at least this far from chance to always (on average:
+#: ``(agree - chance) / (1 - chance)``) is taken at its word; a looser one (a folder named "unsorted" or
+#: "special", a handful of unrelated drawings) weighs its items' label findings by that lift / COHESIVE: its
+#: labels are the corpus' filing, and a disagreement in it is weak evidence of an error (issue 20, openclipart)
 COHESIVE = 0.5
 COHESION_PRIOR = 2  # pseudo-items at COHESIVE: a class of three is not judged loose on three items
 
 
-def class_cohesion(agree: np.ndarray, y: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per class, the mean share of its items' neighbours that share their label (shrunk to :data:`COHESIVE` by
-    :data:`COHESION_PRIOR` pseudo-items), and the weight of its label findings, ``min(1, cohesion / COHESIVE)``."""
-    total = np.bincount(y, weights=agree, minlength=n_classes)
+def class_cohesion(agree: np.ndarray, y: np.ndarray, n_classes: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per class its lift over chance -- the mean of ``(agree - chance) / (1 - chance)`` over its items, ``agree``
+    the share of an item's possible neighbours sharing its label and ``chance`` that share were the labels
+    shuffled (``k`` neighbours of ``n - 1`` items, ``n_c - 1`` of them in its class) -- shrunk to
+    :data:`COHESIVE` by :data:`COHESION_PRIOR` pseudo-items, and the weight of its label findings,
+    ``clip(lift / COHESIVE, 0, 1)``."""
     count = np.bincount(y, minlength=n_classes)
+    n = len(y)
+    possible = np.minimum(k, np.maximum(count - 1, 1))
+    chance = np.minimum(1.0, k * np.maximum(count - 1, 0) / max(n - 1, 1) / possible)
+    # a class whose neighbours could not but agree (chance 1: it is nearly everything) is taken at its word
+    lift = np.where(chance[y] >= 1, 1.0, (agree - chance[y]) / np.maximum(1 - chance[y], 1e-9))
+    total = np.bincount(y, weights=lift, minlength=n_classes)
     cohesion = (total + COHESION_PRIOR * COHESIVE) / (count + COHESION_PRIOR)
-    return cohesion, np.minimum(1.0, cohesion / COHESIVE)
+    return cohesion, np.clip(cohesion / COHESIVE, 0.0, 1.0)
 
 
 def label_scores(space: "Space", records: Sequence["Record"], embs: dict[str, Embedded], label: str, *, k: int,
@@ -227,13 +235,13 @@ def label_scores(space: "Space", records: Sequence["Record"], embs: dict[str, Em
             rank = (S > S[np.arange(len(ids)), y][:, None]).sum(1)
             zs_share = rank / max(len(classes) - 1, 1)
             top = [classes[t] for t in S.argmax(1)]
-        cohesion, weight = class_cohesion(agree, y, len(classes))
+        cohesion, weight = class_cohesion(agree, y, len(classes), k)
         score = (0.5 * (1 - agree) + 0.5 * zs_share) * weight[y]
         for i, rid in enumerate(ids):
             zs = "" if top[i] is None else f"; zero-shot ranks it {int(round(zs_share[i] * (len(classes) - 1))) + 1} " \
                                             f"of {len(classes)} (top: {top[i]!r})"
-            loose = "" if weight[y[i]] >= 1 else f"; a loose class (its items agree with {cohesion[y[i]]:.0%} of " \
-                                                   f"their neighbours): weighed {weight[y[i]]:.2f}"
+            loose = "" if weight[y[i]] >= 1 else f"; a loose class (its items' neighbours agree {cohesion[y[i]]:.0%} " \
+                                                   f"of the way from chance to always): weighed {weight[y[i]]:.2f}"
             parts.setdefault(rid, []).append(
                 (float(score[i]), f"{m}: " + (f"{agreeing[i]}/{possible[i]} nearest agree" if possible[i] > 0
                                               else "no other item has this label") + zs + loose))
