@@ -272,7 +272,7 @@ def test_blank_pictures_are_reported_once_and_never_copies_or_mismatches(data, s
 def test_a_loose_class_weighs_its_label_findings_down(data, shared_cache, tmp_path):
     """Openclipart's folder labels: every drawing of the folder "unsorted" disagreed with its neighbours and fired.
     Here 12 of the corpus' 29 birds, picked at random (seeded), filed as "unsorted": its items' neighbours share
-    their label no more than chance has it, so its label findings are weighed down and none fires."""
+    their label no more than chance has it, so none of its label findings fires (their scores stay)."""
     rows = [json.loads(line) for line in open(data["manifest"])]
     birds = [r for r in rows if r["labels"]["category"] == "animals/birds"]
     assert len(birds) >= 20
@@ -285,8 +285,10 @@ def test_a_loose_class_weighs_its_label_findings_down(data, shared_cache, tmp_pa
     res = audit(Space.load(data["space"]), path, label="category", cache=shared_cache)
     label = res.scores["label"]
     why = {r.id: f for r in res.records for f in r.findings if f.kind == "label"}
-    assert all(label[i] < FIRES and not why[i].fired for i in loose), {i: label[i] for i in loose}
+    assert not [i for i in loose if why[i].fired], {i: label[i] for i in loose}
     assert all("a loose class" in why[i].detail for i in loose)
+    # the score itself is not weighed (it ranks the records): the case is a loose class' items scoring high
+    assert max(label[i] for i in loose) >= FIRES, {i: label[i] for i in loose}
 
 
 @given(st.lists(st.tuples(st.integers(0, 3), st.floats(0, 1)), min_size=1, max_size=40), st.integers(1, 10))
