@@ -75,7 +75,7 @@ INK_SIZE = 256
 #: a picture is **blank** (issue 20: an SVG that renders empty, a white-on-white stamp, a tiny speck) when its ink fits
 #: in a box of less than this share of its area (1/10 of its side), or covers less than :data:`BLANK_INK` of it.
 #: It carries no evidence: it is never a copy or a look-alike of anything (before, every empty render was a pHash
-#: copy of every other, 0 bits apart).  Seen on openclipart (2,271 drawings): 6 empty renders (ink 0) and 9 specks
+#: copy of every other, 0 bits apart).  Seen on openclipart (2,271 drawings): 5 empty renders (ink 0) and 9 specks
 #: (icons drawn at 0.3-0.9 % of a large canvas) are under it; the next drawings, a Christmas light and a shovel,
 #: reach 1.6 and 3.7 %; every Tux Paint stamp has ink on over 10 % of it
 BLANK_EXTENT = 0.01
