@@ -10,9 +10,9 @@ from hypothesis import given, settings, strategies as st
 from PIL import Image
 
 from anybind.corpora import emoji as em
-from anybind.duplicates import (BRIGHTNESS_DIFF, COLOUR_DIFF, COPY_BITS, brightness_distance, chroma_distance,
-                                colour_distance, colour_signature, hamming, image_signatures, near_pairs, phash,
-                                phashes)
+from anybind.duplicates import (BRIGHTNESS_DIFF, COLOUR_DIFF, COPY_BITS, LOOSE_BITS, PIXEL_DIFF, PIXEL_MIN_SIDE,
+                                brightness_distance, chroma_distance, colour_distance, colour_signature, hamming,
+                                image_prints, image_signatures, near_pairs, phash, phashes, pixel_distance)
 from conftest import STAMPS
 
 STAMP_FILES = sorted(STAMPS.rglob("*.png"))[:40]
@@ -205,11 +205,108 @@ def test_a_rescaled_jpeg_copy_of_a_skin_tone_stays_a_copy(skin_tones, tmp_path):
             q = tmp_path / f"{k}-{scale}-{quality}.jpg"
             rgb.resize((int(rgb.width * scale), int(rgb.height * scale))).save(q, quality=quality)
             files += [p, q]
-    H, C = image_signatures(files)
+    pr = image_prints(files)
+    H, C = pr.hashes, pr.colours
     F = np.eye(len(files), dtype=np.float32)
     with_original = lambda r, c: (r[:, None] // 2 == c[None, :] // 2) & (r[:, None] % 2 == 0)  # noqa: E731
     got = {(i, j): kind for i, j, kind, _ in near_pairs(F, with_original, 0.99, H, colours=C)}
     hashed = [(i, i + 1) for i in range(0, len(files), 2) if hamming(H[i:i + 1], H[i + 1:i + 2])[0, 0] <= COPY_BITS]
-    # every copy pHash keeps stays a copy (the near-white light swatch's copies are lost to its bits, 8 apart)
-    assert len(hashed) >= 8 and got == {pair: "copy" for pair in hashed}, got
+    # pHash alone: every copy it keeps stays a copy, but the near-white light swatch's copies are lost to its bits
+    assert len(hashed) == 8 and got == {pair: "copy" for pair in hashed}, got
+    assert all(hamming(H[i:i + 1], H[i + 1:i + 2])[0, 0] > COPY_BITS for i in (0, 2))  # 8 bits apart
     assert max(float(colour_distance(C[i], C[i + 1])) for i in range(0, len(files), 2)) <= COLOUR_DIFF / 4
+    # issue 20: with the pixel check, every copy is a copy, the light swatch's too (hashes within LOOSE_BITS, pixels
+    # alike) -- and none of the swatches is a copy of another: they stay variants by their brightness
+    got = {(i, j): kind for i, j, kind, _ in near_pairs(F, with_original, 0.99, H, colours=C, thumbs=pr.thumbs,
+                                                         sides=pr.sides, blank=pr.blank)}
+    assert got == {(i, i + 1): "copy" for i in range(0, len(files), 2)}, got
+    everything = lambda r, c: np.ones((len(r), len(c)), bool)  # noqa: E731
+    originals = [i for i in range(0, len(files), 4)]
+    among = {(i, j): kind for i, j, kind, _ in near_pairs(F, everything, 0.99, H, colours=C, thumbs=pr.thumbs,
+                                                          sides=pr.sides) if i in originals and j in originals}
+    assert set(among.values()) <= {"variant"}, among
+
+
+# ----------------------------------------------------------------------------- issue 20: blanks and edited copies
+HANUKKAH = STAMPS / "seasonal" / "hanukkah"
+
+
+def test_blank_pictures_pair_with_nothing(tmp_path):
+    """Openclipart SVGs that render empty were pHash copies of each other (0 bits) and of striped flags (3 bits).
+    An empty render (white, or off-white) and real stamps shrunk to a speck are blank; no stamp is."""
+    from anybind.data.media import load_image
+
+    Image.new("RGB", (256, 256), "white").save(tmp_path / "white.png")
+    Image.new("RGB", (256, 256), (250, 250, 250)).save(tmp_path / "off-white.png")
+    for k in (0, 1):  # two different stamps shrunk to a speck at one place
+        speck = Image.new("RGB", (256, 256), "white")
+        speck.paste(load_image(STAMP_FILES[k]).resize((6, 6)), (40, 200))
+        speck.save(tmp_path / f"speck{k}.png")
+    files = [tmp_path / f for f in ("white.png", "off-white.png", "speck0.png", "speck1.png")] + STAMP_FILES[:12]
+    pr = image_prints(files)
+    assert pr.blank.tolist() == [True] * 4 + [False] * 12, pr.ink
+    # a stamp drawn to its edges (Tux Paint's filled "l": a black bar) is no blank, nor its white-on-white colourable
+    # stamps' opposite: ink is measured against white, what transparency is composited on
+    bar = tmp_path / "bar.png"
+    Image.new("RGB", (31, 115), (0, 0, 0)).save(bar)
+    assert not image_prints([bar]).blank[0]
+    bits = hamming(pr.hashes, pr.hashes)
+    assert bits[0, 1] <= COPY_BITS and bits[2, 3] <= COPY_BITS, bits[:4, :4]  # the case: pHash calls them copies
+    F = np.eye(len(files), dtype=np.float32)
+    everything = lambda r, c: np.ones((len(r), len(c)), bool)  # noqa: E731
+    kw = dict(colours=pr.colours, thumbs=pr.thumbs, sides=pr.sides)
+    assert {(0, 1), (2, 3)} <= {(i, j) for i, j, *_ in near_pairs(F, everything, 0.99, pr.hashes, **kw)}
+    assert not [p for p in near_pairs(F, everything, 0.99, pr.hashes, blank=pr.blank, **kw) if min(p[:2]) < 4]
+    F[:] = 1 / np.sqrt(F.shape[1])  # not even identical features pair a blank with anything
+    assert not [p for p in near_pairs(F, everything, 0.99, pr.hashes, blank=pr.blank, **kw) if min(p[:2]) < 4]
+
+
+def test_signs_on_one_template_are_edited_copies_and_their_jpeg_copies_stay_copies(tmp_path):
+    """Tux Paint's dreydls: one drawing, another Hebrew letter on it.  pHash puts them within COPY_BITS (as it did
+    the openclipart hazard signs and flags on one layout); the pixel check tells the shin (its letter differs in
+    one block) from the others, and every rescaled JPEG copy stays a copy."""
+    from anybind.data.media import load_image
+
+    dreydls = [HANUKKAH / f"dreydl-{n}.png" for n in ("gimmel", "nun", "shin")]
+    if not all(p.is_file() for p in dreydls):
+        pytest.skip("Tux Paint's Hanukkah stamps are not installed")
+    files = []
+    for k, p in enumerate(dreydls):
+        rgb = load_image(p)
+        rgb.resize((int(rgb.width * 0.7), int(rgb.height * 0.7))).save(tmp_path / f"{k}.jpg", quality=70)
+        files += [p, tmp_path / f"{k}.jpg"]
+    pr = image_prints(files)
+    assert min(pr.sides) >= PIXEL_MIN_SIDE
+    bits = hamming(pr.hashes, pr.hashes)
+    assert bits[0, 4] <= COPY_BITS and bits[2, 4] <= COPY_BITS  # the case: pHash calls gimmel / nun and shin copies
+    F = np.eye(len(files), dtype=np.float32)
+    everything = lambda r, c: np.ones((len(r), len(c)), bool)  # noqa: E731
+    got = {(i, j): (kind, v) for i, j, kind, v in near_pairs(F, everything, 0.99, pr.hashes, colours=pr.colours,
+                                                             thumbs=pr.thumbs, sides=pr.sides)}
+    for i in (0, 2, 4):
+        assert got[(i, i + 1)][0] == "copy", got  # a rescaled JPEG copy
+    shin = {(i, j): kv for (i, j), kv in got.items() if j in (4, 5) and i < 4}
+    # the shin's letter differs in one block (edited; or, where it also moves a colour cell over COLOUR_DIFF, a
+    # recoloured variant): never a copy of the gimmel or the nun, nor of their copies
+    assert shin and {kind for kind, _ in shin.values()} <= {"edited", "variant"}, got
+    assert any(kind == "edited" and v > PIXEL_DIFF for kind, v in shin.values()), got
+    # without the pixel check, pHash alone calls them copies
+    alone = {(i, j): kind for i, j, kind, _ in near_pairs(F, everything, 0.99, pr.hashes, colours=pr.colours)}
+    assert {alone[k] for k in shin if k in alone} == {"copy", "variant"}, alone
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 5))
+def test_pixel_distance_is_a_symmetric_block_difference(seed, n):
+    rng = np.random.default_rng(seed)
+    A, B = (rng.integers(0, 256, (n, 1024)).astype(np.uint8) for _ in range(2))
+    d = pixel_distance(A, B)
+    assert d.shape == (n,) and np.all((d >= 0) & (d <= 1))
+    assert np.allclose(d, pixel_distance(B, A)) and np.all(pixel_distance(A, A) == 0)
+    assert np.allclose(pixel_distance(A[:, None], B[None]), np.array([[pixel_distance(a, b) for b in B] for a in A]))
+    # a dark picture with one of its 4 x 4 blocks turned white: that block differs by over half the range
+    D = A // 4
+    C = D.copy().reshape(n, 32, 32)
+    C[:, 8:16, 8:16] = 255
+    assert np.all(pixel_distance(D, C.reshape(n, -1)) > 0.5)
+    assert LOOSE_BITS > COPY_BITS

@@ -22,7 +22,7 @@ from anybind.cache import FeatureCache
 from anybind.data.limits import LIMITS, MediaLimits, using_limits
 from anybind.data.manifest import load_manifest
 from anybind.data.svg import check_svg, render_svg
-from anybind.errors import DataError
+from anybind.errors import DataError, unusable_file
 from anybind.index import Index
 from anybind.serve import ServeConfig, Service, create_app
 from test_media_limits import _corpus, _ImageLoader, _space
@@ -123,7 +123,7 @@ def test_the_library_kills_a_rendering_past_its_budget():
     assert render_svg(small, "small.svg", 64, lim)[:4] == b"\x89PNG"  # a worker is started (not timed)
     assert len(_svg_children()) == 1  # kept idle, and taken by the next rendering
     t0 = time.perf_counter()
-    with pytest.raises(DataError, match=r"^slow.svg: SVG took more than 1 s to render \(the limit\); not rendered$"):
+    with pytest.raises(DataError, match=r"^slow.svg: SVG took more than 1 s to render \(the time budget, max_svg_seconds\); not rendered$"):
         render_svg(slow_svg(), "slow.svg", 512, lim)
     assert time.perf_counter() - t0 < 1 + 2
     assert _svg_children() == []  # the worker was killed, not left rendering
@@ -146,10 +146,15 @@ def test_fit_and_index_skip_and_report_an_svg_over_its_budget(tmp_path, monkeypa
         man = load_manifest(tmp_path / "m.jsonl")
         assert [r.id for r in man.records] == ["a", "c"] and len(man.bad) == 1
         assert "slow.svg: SVG took more than 1 s to render" in str(man.bad[0])
+        # a rendering over its budget is a timeout, not a corrupt file (issue 20: a valid 315 KB SVG was "corrupt")
+        assert man.bad[0].reason.startswith("render timed out for image: ") and "corrupt" not in str(man.bad[0])
         bad: dict[int, str] = {}
         items = [str(tmp_path / f) for f in ("ok.png", "slow.svg", "fine.svg")]
         X = FeatureCache(tmp_path / "cache").encode(_ImageLoader(), items, progress=False, bad=bad)
     assert list(bad) == [1] and "took more than 1 s to render" in bad[1]
+    # where only the reason's text travels (the cache's per-item reasons), the timeout is still told apart
+    assert unusable_file("image", bad[1]) == f"render timed out for image: {bad[1]}"
+    assert unusable_file("image", DataError("x.png: corrupt or unsupported image")).startswith("corrupt file for image")
     assert np.isfinite(X[[0, 2]]).all()
     assert time.perf_counter() - t0 < 2 * (1 + 2) + 5
 
@@ -178,7 +183,7 @@ def test_the_service_answers_400_within_its_budget(tight):
         took = time.perf_counter() - t0
         assert res.status_code == 400, res.text
         detail = res.json()["detail"]
-        assert "'slow.svg': SVG took more than 1 s to render (the limit); not rendered" in detail
+        assert "'slow.svg': SVG took more than 1 s to render (the time budget, max_svg_seconds); not rendered" in detail
         assert "\n" not in detail and "svg_process" not in detail and "/tmp" not in detail
         assert took < 1 + 2, took
         assert _svg_children() == []

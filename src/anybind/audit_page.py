@@ -84,7 +84,8 @@ def audit_html(result: AuditResult, man: "Manifest", kinds: dict[str, str], top:
         f"<p class='muted'>{len(result.records)} records; label {esc(result.label or '-')}; "
         f"settings {esc(json.dumps(result.settings))}; written {esc(time.strftime('%Y-%m-%d %H:%M:%S'))} by anybind "
         f"{esc(__version__)}</p>",
-        "<p class='muted'>Checks: <b>mismatch</b> (the record's modalities disagree), <b>leak</b> (a duplicate "
+        "<p class='muted'>Checks: <b>blank</b> (a near-uniform picture: no evidence, left out of the other "
+        "checks), <b>mismatch</b> (the record's modalities disagree), <b>leak</b> (a duplicate "
         "in another split), <b>label</b> (its label disagrees with its neighbours' and the zero-shot prediction), "
         "<b>outlier</b> (far from every item of its modality). A record's score is its highest check.</p>",
         "<h2 id='leakage'>Leakage across splits</h2>",

@@ -19,6 +19,12 @@ check judges duplicates instead by
   the next, and a cell's luma with it) by more than :data:`BRIGHTNESS_DIFF` in luma, is a recoloured
   **variant**, not a copy (:func:`colour_distance`: the larger of the two, the luma scaled to the chroma
   threshold).  Signatures are computed afresh by each audit, never stored;
+* **pixel check** (:func:`pixel_distance`, images of :data:`PIXEL_MIN_SIDE` pixels or more) -- two signs on one
+  template, differing only in their symbol, are within a few bits too (issue 20: the openclipart hazard signs,
+  flags on one layout): a pHash hit whose grey thumbnails differ by over :data:`PIXEL_DIFF` in one block is an
+  **edited** copy, not a copy; and hashes up to :data:`LOOSE_BITS` apart whose pixels agree are a copy (a
+  near-white or symmetric picture's JPEG copy flips more bits: the light skin-tone swatch, 8);
+* **blank** pictures (:attr:`ImagePrints.blank`: an empty render, a speck) pair with nothing;
 * **encoder features** -- cosine of the frozen encoder's features (read through the feature cache) at or
   over ``near``: a **look-alike** when no hash says copy (any modality; the only test for sounds and texts);
   features the same to :data:`SAME_FEATURES` make a copy too (four Tux Paint stamps' sounds are 1.07 s of
@@ -29,6 +35,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -60,6 +67,34 @@ COLOUR_DIFF = 24.0
 #: music note's copy 33 on the bench's val split: cells that small see a rescaled line cross their border.
 BRIGHTNESS_DIFF = 16.0
 LUMA_GRID = 2  # quarters: the luma is compared on 2x2 blocks of the signature's cells
+#: a pixel is ink when one of its channels differs from white -- what a transparent picture is composited on and an
+#: empty SVG renders as -- by more than this (0-255), on the picture scaled to fit :data:`INK_SIZE` pixels.  Not the
+#: colour of its border: a stamp drawn to its edges (Tux Paint's filled letter "l", a black bar) is no blank
+INK_DIFF = 24
+INK_SIZE = 256
+#: a picture is **blank** (issue 20: an SVG that renders empty, a white-on-white stamp, a tiny speck) when its ink fits
+#: in a box of less than this share of its area (1/10 of its side), or covers less than :data:`BLANK_INK` of it.
+#: It carries no evidence: it is never a copy or a look-alike of anything (before, every empty render was a pHash
+#: copy of every other, 0 bits apart).  Seen on openclipart (2,271 drawings): 5 empty renders (ink 0) and 9 specks
+#: (icons drawn at 0.3-0.9 % of a large canvas) are under it; the next drawings, a Christmas light and a shovel,
+#: reach 1.6 and 3.7 %; every Tux Paint stamp has ink on over 10 % of it
+BLANK_EXTENT = 0.01
+BLANK_INK = 0.001
+THUMB = 32  # pixels per side of the grey thumbnail of the pixel check
+PIXEL_BLOCKS = 4  # the pixel check compares the thumbnails' blocks, 4 x 4 of them, after a 3 x 3 box blur
+#: the pixel check: a pHash hit is a **copy** only when no block (1/16 of the picture) of the two grey thumbnails
+#: differs by more than this on average (0-1); else it is the same layout with a local change -- a sign on one
+#: template with another symbol, a drawing with a bow added -- an **edited** copy.  Chosen on the 180 held-out
+#: Tux Paint stamps (as COLOUR_DIFF): their copies rescaled to 70 % (JPEG 70) and to 50 % (JPEG 85) reach 0.028;
+#: the openclipart signs that pHash calls copies differ by 0.046 to 0.17
+PIXEL_DIFF = 0.035
+#: the pixel check needs both pictures this large (pixels, smaller side): below, a rescaled copy's thin lines
+#: move from block to block (a 32-pixel spider at 50 % differs by 0.08) and pHash alone decides, as before
+PIXEL_MIN_SIDE = 64
+#: with the pixel check, hashes this many bits apart are a copy still when the pixels say so (a near-white or
+#: symmetric picture has DCT coefficients at its median, whose bits a JPEG copy flips: the light skin-tone
+#: swatch's copies were 8 bits apart)
+LOOSE_BITS = 10
 
 
 def _image(path: str | Path):
@@ -83,6 +118,44 @@ def _colours_of(img, grid: int = COLOUR_GRID) -> np.ndarray:
 
     cells = img.convert("YCbCr").resize((grid, grid), Image.Resampling.BOX)  # each cell's mean
     return np.ascontiguousarray(np.asarray(cells, np.uint8).reshape(-1))
+
+
+def _ink_of(img) -> tuple[float, float]:
+    """The share of the picture (scaled to fit :data:`INK_SIZE`) whose colour differs from white by more than
+    :data:`INK_DIFF` in a channel; and the share of its area that the box around that ink covers."""
+    from PIL import Image
+
+    if max(img.size) > INK_SIZE:
+        img = img.copy()
+        img.thumbnail((INK_SIZE, INK_SIZE), Image.Resampling.BOX)
+    ink = (255 - np.asarray(img, np.int16)).max(-1) > INK_DIFF
+    if not ink.any():
+        return 0.0, 0.0
+    ys, xs = np.nonzero(ink)
+    return float(ink.mean()), float((ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1) / ink.size)
+
+
+def _thumb_of(img, size: int = THUMB) -> np.ndarray:
+    """The grey thumbnail of the pixel check: the box average of each of ``size`` x ``size`` cells."""
+    from PIL import Image
+
+    return np.asarray(img.convert("L").resize((size, size), Image.Resampling.BOX), np.uint8).reshape(-1)
+
+
+def pixel_distance(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """Between paired thumbnails (rows of ``A`` and ``B``, or two single ones): the mean absolute difference
+    (0-1) of the block, of :data:`PIXEL_BLOCKS` x :data:`PIXEL_BLOCKS`, where the two, blurred over 3 x 3 pixels,
+    differ most.  A copy differs a little everywhere (the blur takes out a rescaled line's shift); two signs on one
+    template differ much in the block of their symbol."""
+    from scipy.ndimage import uniform_filter
+
+    a, b = (np.asarray(x, np.float32) / 255.0 for x in (A, B))
+    n = int(round(np.sqrt(a.shape[-1])))
+    a, b = (x.reshape(-1, n, n) for x in np.broadcast_arrays(a, b))
+    d = np.abs(uniform_filter(a, (0, 3, 3), mode="nearest") - uniform_filter(b, (0, 3, 3), mode="nearest"))
+    k = n // PIXEL_BLOCKS
+    out = d.reshape(-1, PIXEL_BLOCKS, k, PIXEL_BLOCKS, k).mean((2, 4)).reshape(len(d), -1).max(-1)
+    return out.reshape(np.broadcast_shapes(np.shape(A)[:-1], np.shape(B)[:-1]))
 
 
 def phash(path: str | Path, hash_size: int = HASH_SIZE, highfreq_factor: int = 4) -> np.ndarray:
@@ -136,17 +209,47 @@ def _hashing(paths: Sequence[Any], progress: bool):
     yield from track(paths, description="hashing images", transient=True)
 
 
-def image_signatures(paths: Sequence[Any], *, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`phashes` and :func:`colour_signature` of each image, each decoded once: packed hashes
-    (n, 8) and colour signatures (n, 48) uint8; an undecodable image is a :class:`DataError` naming it."""
-    H, C = [], []
+@dataclass
+class ImagePrints:
+    """What the copy check reads of each image, decoded once (:func:`image_prints`): packed pHashes (n, 8),
+    colour signatures (n, 48), the share of ink and the box around it (n, 2), the grey thumbnails of the pixel
+    check (n, 1024) and each picture's smaller side in pixels (n,)."""
+
+    hashes: np.ndarray
+    colours: np.ndarray
+    ink: np.ndarray
+    thumbs: np.ndarray
+    sides: np.ndarray
+
+    @property
+    def blank(self) -> np.ndarray:
+        """Near-uniform pictures (see :data:`BLANK_EXTENT`): no evidence of anything."""
+        return (self.ink[:, 1] < BLANK_EXTENT) | (self.ink[:, 0] < BLANK_INK)
+
+
+def image_prints(paths: Sequence[Any], *, progress: bool = False) -> ImagePrints:
+    """:class:`ImagePrints` of each image, each decoded once; an undecodable image is a :class:`DataError`
+    naming it."""
+    H, C, ink, T, sides = [], [], [], [], []
     for p in _hashing(paths, progress):
         img = _image(p)
         H.append(np.packbits(_phash_of(img)))
         C.append(_colours_of(img))
+        ink.append(_ink_of(img))
+        T.append(_thumb_of(img))
+        sides.append(min(img.size))
     if not H:
-        return np.zeros((0, HASH_SIZE * HASH_SIZE // 8), np.uint8), np.zeros((0, 3 * COLOUR_GRID**2), np.uint8)
-    return np.stack(H), np.stack(C)
+        return ImagePrints(np.zeros((0, HASH_SIZE * HASH_SIZE // 8), np.uint8),
+                           np.zeros((0, 3 * COLOUR_GRID**2), np.uint8), np.zeros((0, 2), np.float32),
+                           np.zeros((0, THUMB * THUMB), np.uint8), np.zeros(0, np.int64))
+    return ImagePrints(np.stack(H), np.stack(C), np.asarray(ink, np.float32), np.stack(T), np.asarray(sides))
+
+
+def image_signatures(paths: Sequence[Any], *, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`phashes` and :func:`colour_signature` of each image, each decoded once: packed hashes
+    (n, 8) and colour signatures (n, 48) uint8; an undecodable image is a :class:`DataError` naming it."""
+    pr = image_prints(paths, progress=progress)
+    return pr.hashes, pr.colours
 
 
 def phashes(paths: Sequence[Any], *, progress: bool = False) -> np.ndarray:
@@ -182,35 +285,58 @@ def encoder_features(space: "Space", modality: str, items: Sequence[Any],
 
 
 def near_pairs(F: np.ndarray, allowed, near: float, hashes: np.ndarray | None = None, max_bits: int = COPY_BITS,
-               colours: np.ndarray | None = None, max_colour: float = COLOUR_DIFF):
+               colours: np.ndarray | None = None, max_colour: float = COLOUR_DIFF, thumbs: np.ndarray | None = None,
+               sides: np.ndarray | None = None, blank: np.ndarray | None = None, max_pixels: float = PIXEL_DIFF,
+               loose_bits: int = LOOSE_BITS):
     """``(i, j, kind, value)`` for i < j where ``allowed(rows, cols)`` (a boolean block) holds and the pair is a
-    copy (hash distance <= ``max_bits``, value: the distance; or features at cosine >= :data:`SAME_FEATURES`,
-    value: None), a recoloured variant (within ``max_bits`` but, with ``colours`` given, a colour distance
-    over ``max_colour``; value: the colour distance) or a look-alike (feature cosine >= ``near``; value: the
-    cosine)."""
+    copy (value: the hash distance, or None for features at cosine >= :data:`SAME_FEATURES`), a recoloured
+    variant (value: the colour distance), an edited copy (value: the pixel distance) or a look-alike (feature
+    cosine >= ``near``; value: the cosine).
+
+    Images within ``max_bits`` are a hash hit: a variant when their colours (``colours`` given) differ over
+    ``max_colour``; else, with ``thumbs`` given and both pictures at least :data:`PIXEL_MIN_SIDE` pixels
+    (``sides``, default: all), a copy only when their :func:`pixel_distance` is at most ``max_pixels`` and an
+    edited copy when it is over (the same layout with a local change: two signs on one template); without the
+    pixel check, a copy.  With the pixel check, hashes up to ``loose_bits`` apart whose pixels agree are a copy
+    too (or a variant).  Items flagged in ``blank`` pair with nothing."""
     out = []
     n = len(F)
     cols = np.arange(n)
+    keep = np.ones(n, bool) if blank is None else ~np.asarray(blank, bool)
+    checked = None
+    if thumbs is not None:
+        checked = np.ones(n, bool) if sides is None else np.asarray(sides) >= PIXEL_MIN_SIDE
     for i0 in range(0, n, BLOCK):
         rows = np.arange(i0, min(i0 + BLOCK, n))
-        ok = allowed(rows, cols) & (rows[:, None] < cols[None, :])
+        ok = allowed(rows, cols) & (rows[:, None] < cols[None, :]) & keep[rows, None] & keep[None, :]
         S = F[rows] @ F.T
         H = hamming(hashes[rows], hashes) if hashes is not None else None
-        copy = (H <= max_bits) if H is not None else np.zeros_like(ok)
+        if H is None:
+            strict = loose = np.zeros_like(ok)
+        else:
+            strict = H <= max_bits
+            loose = (H <= max(max_bits, loose_bits)) & checked[rows, None] & checked[None, :] \
+                if checked is not None else strict
         same = S >= SAME_FEATURES
-        for r, j in zip(*np.nonzero(ok & (copy | same | (S >= near)))):
+        for r, j in zip(*np.nonzero(ok & (strict | loose | same | (S >= near)))):
             i = rows[r]
-            recoloured = copy[r, j] and colours is not None and colour_distance(colours[i], colours[j]) > max_colour
-            if recoloured:
-                out.append((int(i), int(j), "variant", round(float(colour_distance(colours[i], colours[j])), 1)))
-            elif copy[r, j]:
+            pixels = float(pixel_distance(thumbs[i], thumbs[j])) if checked is not None and loose[r, j] else None
+            alike = strict[r, j] if pixels is None else pixels <= max_pixels
+            recolour = float(colour_distance(colours[i], colours[j])) if colours is not None else 0.0
+            if (strict[r, j] or alike) and recolour > max_colour:  # recoloured: the grey pixels need not agree
+                out.append((int(i), int(j), "variant", round(recolour, 1)))
+            elif alike:
                 out.append((int(i), int(j), "copy", int(H[r, j])))
+            elif strict[r, j]:
+                out.append((int(i), int(j), "edited", round(pixels, 3)))
             elif same[r, j]:
                 out.append((int(i), int(j), "copy", None))
-            else:
+            elif S[r, j] >= near:
                 out.append((int(i), int(j), "look-alike", round(float(S[r, j]), 4)))
     return out
 
 
-__all__ = ["BRIGHTNESS_DIFF", "COLOUR_DIFF", "COPY_BITS", "brightness_distance", "chroma_distance", "colour_distance",
-           "colour_signature", "encoder_features", "hamming", "image_signatures", "near_pairs", "phash", "phashes"]
+__all__ = ["BLANK_EXTENT", "BLANK_INK", "BRIGHTNESS_DIFF", "COLOUR_DIFF", "COPY_BITS", "LOOSE_BITS", "PIXEL_DIFF",
+           "PIXEL_MIN_SIDE", "ImagePrints", "brightness_distance", "chroma_distance", "colour_distance",
+           "colour_signature", "encoder_features", "hamming", "image_prints", "image_signatures", "near_pairs", "phash",
+           "phashes", "pixel_distance"]

@@ -22,6 +22,24 @@ class DataError(AnybindError, ValueError):
     """A record, file or manifest is unusable (named in the message)."""
 
 
+class RenderTimeout(DataError):
+    """A file whose rendering ran past its time budget (an SVG over ``max_svg_seconds``): not rendered, but not
+    known to be corrupt -- it may render with a larger budget or on a less busy machine."""
+
+
+#: the words :func:`unusable_file` recognises a :class:`RenderTimeout`'s message by, where only its text travels
+#: (a feature cache's per-item reasons are strings)
+RENDER_TIMEOUT_MARK = "to render (the time budget"
+
+
+def unusable_file(modality: str, why: "str | BaseException") -> str:
+    """The one-line reason a record is skipped for its ``modality`` file: ``render timed out for <modality>: ...``
+    for a :class:`RenderTimeout` (the file and the budget are in its message), ``corrupt file for <modality>: ...``
+    for anything else that cannot be decoded."""
+    timed_out = isinstance(why, RenderTimeout) or RENDER_TIMEOUT_MARK in str(why)
+    return f"{'render timed out' if timed_out else 'corrupt file'} for {modality}: {why}"
+
+
 class EncoderError(AnybindError, RuntimeError):
     """An encoder cannot be built, or returned something unusable."""
 

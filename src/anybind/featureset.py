@@ -14,7 +14,7 @@ import numpy as np
 from .cache import FeatureCache
 from .data.manifest import BadRecord, Manifest, Record
 from .encoders.registry import get_encoder
-from .errors import DataError
+from .errors import DataError, unusable_file
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ class FeatureSet:
             X = cache.encode(enc, items, progress=progress, description=f"encoding {m} ({spec})", bad=bad)
             for j, why in bad.items():
                 r = records[have[j]]
-                skipped.setdefault(have[j], BadRecord(r.line, r.id, f"corrupt file for {m}: {why}"))
+                skipped.setdefault(have[j], BadRecord(r.line, r.id, unusable_file(m, why)))
             encoded[m] = (have, X)
             identities[m] = enc.identity
         for i, b in skipped.items():

@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import DataError
+from ..errors import DataError, unusable_file
 from .strings import ID_RULE, id_problem, is_blank
 
 if TYPE_CHECKING:
@@ -378,7 +378,7 @@ def _parse_record(
                     try:
                         _check_media(kind, p)
                     except DataError as e:
-                        return bad(f"corrupt file for {name}: {e}")
+                        return bad(unusable_file(name, e))
                     if checks is not None:
                         checks.remember(p, kind, st)
             values[name] = str(p)

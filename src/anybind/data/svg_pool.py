@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 
-from ..errors import DataError
+from ..errors import DataError, RenderTimeout
 from . import svg_process
 
 #: idle workers kept for the next SVG (the others are stopped when their rendering ends)
@@ -168,8 +168,8 @@ def render_in_worker(
         answer, png = w.render(text, width, max_pixels, url, budget)
     except _Timeout:
         w.kill()
-        raise DataError(
-            f"{what}: SVG took more than {budget:g} s to render (the limit); not rendered"
+        raise RenderTimeout(
+            f"{what}: SVG took more than {budget:g} s to render (the time budget, max_svg_seconds); not rendered"
         ) from None
     except (_Stopped, ValueError) as e:  # ValueError: a garbled answer
         w.kill()

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..data.strings import ID_RULE, id_problem
-from ..errors import DataError, SpaceError
+from ..errors import DataError, SpaceError, unusable_file
 from .errors import IndexError_
 from .exact import unit_rows
 from .results import AddStats
@@ -233,8 +233,8 @@ class Writer:
             bad: dict[int, str] = {}
             X = self.t.space.embed(m, [it[1] for it in part], cache=cache, progress=progress, bad=bad)
             for j, why in sorted(bad.items()):
-                log.warning("record %r: corrupt file for %s: %s (skipped)", part[j][0], m, why)
-                stats.failed.append((part[j][0], f"corrupt file for {m}: {why}"))
+                log.warning("record %r: %s (skipped)", part[j][0], unusable_file(m, why))
+                stats.failed.append((part[j][0], unusable_file(m, why)))
             keep = [j for j in range(len(part)) if j not in bad]
             yield [part[j] for j in keep], X[keep]
 

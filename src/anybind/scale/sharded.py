@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import DataError
+from ..errors import DataError, unusable_file
 from ..train import TrainConfig
 from .ray_train import fit_ray
 from .shard_write import write_training_shards
@@ -96,6 +96,6 @@ def _skip_undecodable(man, modality: str, failed: dict[str, str]):
         if why is None:
             keep.append(r)
             continue
-        bad.append(BadRecord(r.line, r.id, f"corrupt file for {modality}: {why}"))
+        bad.append(BadRecord(r.line, r.id, unusable_file(modality, why)))
         log.warning("%s: %s (skipped)", man.path, bad[-1])
     return dataclasses.replace(man, records=keep, bad=list(man.bad) + bad)
