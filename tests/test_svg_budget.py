@@ -185,7 +185,9 @@ def test_the_service_answers_400_within_its_budget(tight):
         detail = res.json()["detail"]
         assert "'slow.svg': SVG took more than 1 s to render (the time budget, max_svg_seconds); not rendered" in detail
         assert "\n" not in detail and "svg_process" not in detail and "/tmp" not in detail
-        assert took < 1 + 2, took
+        # killed at the 1 s budget: well under the ~7 s the picture takes to render in full (a loaded machine
+        # stretches both, so the margin is wide; the kill itself is asserted by the message and the children)
+        assert took < 1 + 5, took
         assert _svg_children() == []
     # the slot is free and the service still renders SVGs
     assert tight.post("/embed/upload", files={"files": ("fine.svg", fine)}).status_code == 200
