@@ -166,6 +166,21 @@ def test_mixes_of_public_pairs_cross_as_public_rows_only(world):  # noqa: F811
     with pytest.raises(FederationError) as ei:
         check_message(bad, shapes={}, n_public=n_pub, dim=16, n_mix=1)
     assert "outside the public set" in str(ei.value) and "\n" not in str(ei.value)
-    # the mixes are the same for both modalities: the clients' mixed rows are mixes of their public rows
-    up = emb[0].arrays["sa"]
+    up = emb[0].arrays["sa"]  # unit embeddings, no feature row of the client's
     assert np.isfinite(up).all() and np.allclose(np.linalg.norm(up, axis=1), 1, atol=1e-4)
+
+
+@settings(max_examples=20, deadline=None)
+@given(n=st.integers(2, 12), k=st.integers(0, 20), seed=st.integers(0, 1000))
+def test_a_mix_is_the_same_blend_of_the_same_two_pairs_in_every_modality(n, k, seed):
+    from anybind.federated_parties import mixed
+
+    rng = np.random.default_rng(seed)
+    public = {"a": rng.normal(size=(n, 5)).astype(np.float32), "b": rng.normal(size=(n, 3)).astype(np.float32)}
+    mix = {"mix.pairs": rng.integers(0, n, (k, 2)), "mix.weights": rng.uniform(0, 1, k).astype(np.float32)}
+    out = mixed(public, mix)
+    for m, x in public.items():
+        assert out[m].shape == (n + k, x.shape[1]) and np.array_equal(out[m][:n], x)
+        for r, ((i, j), w) in enumerate(zip(mix["mix.pairs"], mix["mix.weights"])):
+            assert np.allclose(out[m][n + r], w * x[i] + (1 - w) * x[j], atol=1e-5)
+    assert mixed(public, None) == public
