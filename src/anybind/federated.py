@@ -8,13 +8,16 @@ left which client) and handed to ``on_message`` when given:
 
 * ``method="fedavg"``: the clients send projector weights, the server averages them weighted by
   each client's number of training pairs;
-* ``method="creamfl"``: the clients send their embeddings of the public records; the server
-  ensembles them (weighted by agreement with its own embeddings of the other modalities) and
-  distils the global projectors on the public pairs (see :mod:`anybind.federated_parties`).
+* ``method="creamfl"``: the clients, regularised towards the global embeddings of the public
+  pairs, send their embeddings of the public records; the server ensembles them (weighted by
+  agreement with its own embeddings of the other modalities) and distils the global projectors on
+  the public pairs (see :mod:`anybind.federated_cream`).  By default the clients start each round
+  from the global projectors (``client_init="global"``: those weights then count as training
+  traffic); ``client_init="own"`` is the paper's, where they keep their own.
 
 Every round ends with the global projectors sent to the clients, which answer with their val
-score on their own val pairs (a number and a count; these bytes, and CreamFL's global weights, which its clients
-only score, are counted apart from the training exchange); the round with the best count-weighted
+score on their own val pairs (a number and a count; these bytes, and CreamFL's global weights when its clients
+only score them, are counted apart from the training exchange); the round with the best count-weighted
 score is kept, and training stops after ``patience`` rounds without improvement.  The start
 competes as round 0.  The result is a normal :class:`~anybind.space.Space` whose lineage names
 the method, rounds, client count and the public data, never the clients' data.
@@ -40,6 +43,7 @@ from .cache import FeatureCache
 from .data.manifest import Manifest
 from .epochs import EpochSelection, selection_record
 from .errors import DataError
+from .federated_cream import KD_KINDS
 from .federated_parties import Client, Message, Server, check_message, public_features
 from .loop import training_threads
 
@@ -59,7 +63,7 @@ class FederatedConfig:
     method: str = "creamfl"  # "fedavg" | "creamfl"
     rounds: int = 20
     local_epochs: int = 1  # client epochs per round
-    server_epochs: int = 2  # creamfl: epochs of the server on the public pairs per round (and before the first)
+    server_epochs: int = 10  # creamfl: epochs of the server on the public pairs per round (and before the first)
     patience: int = 10  # rounds without a better val score before stopping
     dim: int = 256
     projector: str = "mlp"
@@ -73,7 +77,13 @@ class FederatedConfig:
     batch_size: int = 128
     reg_weight: float = 1.0  # creamfl: the clients' inter+intra-modal term on the public pairs
     reg_temperature: float = 0.5  # creamfl: its temperature (CreamFL's), and the aggregation's
-    kd_weight: float = 1.0  # creamfl: the server's distillation towards the aggregate
+    kd_weight: float = 10.0  # creamfl: the server's distillation towards the aggregate
+    kd: str = "feature"  # creamfl: "feature" (CreamFL's regression), "relation" (similarity distributions) or "both"
+    kd_temperature: float = 0.1  # creamfl: the temperature of the relational distillation
+    kd_mix: int = 0  # creamfl: mixes of two public pairs per round the clients also embed and the server distils on
+    client_init: str = "global"  # creamfl: "global" (start each round from the global projectors) or "own" (the
+    # paper's: clients keep their projectors); the defaults server_epochs=10, kd_weight=10, client_init="global" were
+    # chosen on the clients' val pairs (BENCHMARKS.md, federated; session 8 ran 2, 1.0, "own")
     label: str = "top"  # a client holding one modality: the label its local (supervised contrastive) loss uses
     seed: int = 0
     threads: int = 1
@@ -91,10 +101,14 @@ def federated_config(config: Mapping[str, Any]) -> FederatedConfig:
     cfg = FederatedConfig(**config)
     if cfg.method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {cfg.method!r}")
+    if cfg.kd not in KD_KINDS or cfg.client_init not in ("own", "global"):
+        raise ValueError(f"kd must be one of {', '.join(KD_KINDS)} and client_init 'own' or 'global', got "
+                         f"{cfg.kd!r}, {cfg.client_init!r}")
     if cfg.projector not in ("mlp", "linear"):
         raise ValueError(f"projector must be 'mlp' or 'linear', got {cfg.projector!r}")
-    if min(cfg.rounds, cfg.local_epochs, cfg.server_epochs, cfg.patience) < 1 or cfg.batch_size < 2:
-        raise ValueError("rounds, local_epochs, server_epochs and patience must be >= 1 and batch_size >= 2")
+    if min(cfg.rounds, cfg.local_epochs, cfg.server_epochs, cfg.patience) < 1 or cfg.batch_size < 2 or cfg.kd_mix < 0:
+        raise ValueError("rounds, local_epochs, server_epochs and patience must be >= 1, batch_size >= 2 and "
+                         "kd_mix >= 0")
     return cfg
 
 
@@ -103,6 +117,7 @@ class Ledger:
 
     def __init__(self, server: Server, dim: int, on_message: Callable[[str, int, Message], None] | None):
         self.shapes, self.n_public, self.dim = server.shapes, server.n_public, dim
+        self.n_mix = server.cfg.kd_mix if server.cfg.method == "creamfl" else 0
         self.on_message = on_message
         self.bytes = {"up": 0, "down": 0, "evaluation": 0}
         self.by_kind: dict[str, int] = {}
@@ -111,7 +126,7 @@ class Ledger:
     def cross(self, msg: Message, client: int) -> Message:
         """Check, count and pass on one message (the kinds in ``evaluation`` are counted apart: they only serve to
         choose the round)."""
-        check_message(msg, shapes=self.shapes, n_public=self.n_public, dim=self.dim)
+        check_message(msg, shapes=self.shapes, n_public=self.n_public, dim=self.dim, n_mix=self.n_mix)
         way = "up" if msg.sender == "client" else "down"
         self.bytes["evaluation" if msg.kind in self.evaluation else way] += msg.nbytes()
         self.by_kind[msg.kind] = self.by_kind.get(msg.kind, 0) + msg.nbytes()
@@ -214,8 +229,8 @@ def federate(
         server = Server(pub, cfg, loss_fn, cfg.seed)
         parties = stack.enter_context(runner(specs, pub) if runner else local_clients(specs, pub, progress))
         ledger = Ledger(server, cfg.dim, on_message)
-        if cfg.method == "creamfl":  # its clients keep their own projectors: the global model is only scored
-            ledger.evaluation = ("val", "global")
+        if cfg.method == "creamfl" and cfg.client_init == "own":  # its clients keep their projectors: the global
+            ledger.evaluation = ("val", "global")  # model is only scored
         use_val = any(n > 0 for n in parties.n_val)
         sel = EpochSelection(use_val, cfg.patience)
         history: list[dict[str, Any]] = []

@@ -9,14 +9,10 @@ feature set and the messages, nothing else, so what it can have read is what was
 
 * FedAvg (McMahan et al. 2017): the client adopts the global weights, trains ``local_epochs`` on
   its pairs and sends its weights and its number of training pairs; the server averages them.
-* CreamFL (Yu et al. 2023): the client keeps its own projectors; trained on its pairs plus, on the
-  public pairs, an intra-modal term (its embedding of a public item towards the global embedding of
-  that item, away from its own previous embedding of it) and an inter-modal one (towards the global
-  embedding of the paired item of each other modality, among all public items), temperature
-  ``reg_temperature``, weight ``reg_weight``; it sends its embeddings of the public records.  The
-  server weights each client's embedding of each item by how well it retrieves the global embedding
-  of the item's other modalities (softmax over clients of the contrastive log-probability), averages
-  and distils: InfoNCE on the public pairs plus ``kd_weight`` x the squared distance to the average.
+* CreamFL (Yu et al. 2023, :mod:`anybind.federated_cream`): the client keeps its own projectors (or, with
+  ``client_init="global"``, starts each round from the global ones); trained on its pairs plus CreamFL's inter- and
+  intra-modal regulariser towards the global embeddings of the public pairs, it sends its embeddings of the public
+  records.  The server ensembles them (weighted by agreement) and distils the global projectors on the public pairs.
 
 Local training is the shared :func:`anybind.loop.fit_loop` with :class:`~anybind.binders.PairBinder`
 (FedAvg) or :class:`CreamBinder`; a client holding one modality trains on its labels instead
@@ -36,8 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .binders import PairBinder, pair_terms
+from .binders import PairBinder
 from .errors import DataError, FederationError
+from .federated_cream import CreamBinder, KDBinder, ensemble
 from .federated_single import LabelBinder, label_batches, label_codes
 from .loop import IndexSampler, LoopResult, fit_loop, make_optimizer, make_temperature
 from .projectors import Projector, ProjectorConfig, project
@@ -64,9 +61,12 @@ class Message:
         return f"{self.kind}: {arr or '-'}; {cnt or '-'} ({self.nbytes():,} bytes)"
 
 
-def check_message(msg: Message, *, shapes: Mapping[str, tuple[int, ...]], n_public: int, dim: int) -> None:
+def check_message(msg: Message, *, shapes: Mapping[str, tuple[int, ...]], n_public: int, dim: int,
+                  n_mix: int = 0) -> None:
     """Refuse (:class:`~anybind.errors.FederationError`) a message carrying anything but what its kind allows:
-    weights of the known shapes, ``(n_public, dim)`` public embeddings per modality, numeric counts."""
+    weights of the known shapes, ``(n_public + n_mix, dim)`` public embeddings per modality (the public records,
+    then ``n_mix`` mixes of two of them), numeric counts; the server's ``train`` message: the global embeddings
+    of the public records and the mixes to embed (``mix.pairs``: two public rows each, ``mix.weights``)."""
     if msg.sender not in KINDS or msg.kind not in KINDS[msg.sender]:
         raise FederationError(f"a {msg.sender} may not send a {msg.kind!r} message")
     for k, v in msg.counts.items():
@@ -75,8 +75,10 @@ def check_message(msg: Message, *, shapes: Mapping[str, tuple[int, ...]], n_publ
     for k, a in msg.arrays.items():
         if not isinstance(a, np.ndarray) or not np.issubdtype(a.dtype, np.number):
             raise FederationError(f"{msg.kind} message: {k!r} is not a numeric array")
-        want = {"weights": shapes.get(k), "global": shapes.get(k),
-                "public-embeddings": (n_public, dim), "train": (n_public, dim)}.get(msg.kind)
+        want = {"weights": shapes.get(k), "global": shapes.get(k), "public-embeddings": (n_public + n_mix, dim),
+                "train": {"mix.pairs": (n_mix, 2), "mix.weights": (n_mix,)}.get(k, (n_public, dim))}.get(msg.kind)
+        if k == "mix.pairs" and want == tuple(a.shape) and (a.min(initial=0) < 0 or a.max(initial=0) >= n_public):
+            raise FederationError(f"{msg.kind} message: {k!r} names rows outside the public set")
         if want is None or tuple(a.shape) != tuple(want):
             raise FederationError(f"{msg.kind} message: {k!r} has shape {tuple(a.shape)}, allowed {want}")
 
@@ -113,40 +115,14 @@ def embed_public(projectors: Mapping[str, Projector], public: Mapping[str, np.nd
     return out
 
 
-class CreamBinder(nn.Module):
-    """Private pairs' loss plus CreamFL's regulariser on public pairs; ``forward((private batch, public idx))``."""
-
-    def __init__(self, projectors: Mapping[str, Projector], old: Mapping[str, Projector], logit_scale: nn.Parameter,
-                 loss_fn: nn.Module, public: Mapping[str, torch.Tensor], glob: Mapping[str, torch.Tensor], *,
-                 weight: float, temperature: float, local: nn.Module | None = None):
-        super().__init__()
-        self.projectors = nn.ModuleDict(projectors)
-        self.old = dict(old)  # frozen: the client's projectors when the round began (not registered)
-        self.pairs = local if local is not None else PairBinder(projectors, logit_scale, loss_fn)  # the private loss
-        self.public, self.glob = public, glob
-        self.weight, self.temperature = weight, temperature
-
-    def forward(self, batch) -> torch.Tensor:
-        private, idx = batch
-        loss = self.pairs(private)
-        if self.weight > 0:
-            loss = loss + self.weight * self.regulariser(torch.as_tensor(idx))
-        return loss
-
-    def regulariser(self, idx: torch.Tensor) -> torch.Tensor:
-        t, total, n = self.temperature, 0.0, 0
-        local = {m: F.normalize(p(self.public[m][idx]), dim=-1) for m, p in self.projectors.items()}
-        for m, e in local.items():
-            with torch.no_grad():
-                old = F.normalize(self.old[m](self.public[m][idx]), dim=-1)
-            intra = torch.stack([(e * self.glob[m][idx]).sum(-1), (e * old).sum(-1)], 1) / t
-            total = total + F.cross_entropy(intra, torch.zeros(len(idx), dtype=torch.long))
-            n += 1
-            for o in self.glob:  # every other modality's global embeddings (a one-modality client's only tie)
-                if o != m:
-                    total = total + F.cross_entropy(e @ self.glob[o].T / t, idx)
-                    n += 1
-        return total / max(n, 1)
+def mixed(public: Mapping[str, np.ndarray], mix: Mapping[str, np.ndarray] | None) -> dict[str, np.ndarray]:
+    """The public features followed by the mixes ``w * x[i] + (1 - w) * x[j]`` (``mix``: ``mix.pairs`` (i, j),
+    ``mix.weights`` w; the same for every modality, so a mix of two pairs is a pair)."""
+    if mix is None or not len(mix["mix.weights"]):
+        return dict(public)
+    i, j = mix["mix.pairs"][:, 0].astype(np.int64), mix["mix.pairs"][:, 1].astype(np.int64)
+    w = mix["mix.weights"].astype(np.float32)[:, None]
+    return {m: np.concatenate([x, w * x[i] + (1 - w) * x[j]]).astype(x.dtype) for m, x in public.items()}
 
 
 @contextmanager
@@ -196,7 +172,9 @@ class Client:
     def _on_global(self, msg: Message) -> Message:
         first = not self.projectors
         glob = self._projectors_like(msg)
-        if first or self.cfg.method == "fedavg":  # FedAvg trains from the global model; CreamFL only starts there
+        # FedAvg trains from the global model; CreamFL only starts there (client_init="own", the paper's) or, with
+        # client_init="global", starts every round from it too
+        if first or self.cfg.method == "fedavg" or self.cfg.client_init == "global":
             if first:
                 self.projectors = copy.deepcopy(glob)
                 self.logit_scale.data.copy_(torch.tensor(float(msg.arrays["logit_scale"])))
@@ -207,11 +185,14 @@ class Client:
         return Message("client", "val", {}, {"val": self.score(glob), "n_val": self.n_val})
 
     def _on_train(self, msg: Message) -> Message:
-        self.fit(self.cfg.local_epochs, glob=dict(msg.arrays) if msg.arrays else None)
+        glob = {k: v for k, v in msg.arrays.items() if not k.startswith("mix.")}
+        self.fit(self.cfg.local_epochs, glob=glob or None)
         if self.cfg.method == "fedavg":
             return weights_message("client", "weights", {m: self.projectors[m] for m in self.modalities},
                                    self.logit_scale, buffers=False, n=self.n_train)
-        emb = embed_public({m: self.projectors[m] for m in self.modalities}, {m: v.numpy() for m, v in self.public.items()})
+        mix = {k: v for k, v in msg.arrays.items() if k.startswith("mix.")} or None
+        emb = embed_public({m: self.projectors[m] for m in self.modalities},
+                           mixed({m: v.numpy() for m, v in self.public.items()}, mix))
         return Message("client", "public-embeddings", emb, {"n": self.n_train})
 
     def _labelled(self, fs, where: str) -> list[str]:
@@ -283,34 +264,6 @@ def projector_config(cfg, in_dim: int) -> ProjectorConfig:
                            dropout=cfg.dropout, input_dropout=cfg.input_dropout)
 
 
-class KDBinder(nn.Module):
-    """The server's objective on the public pairs: InfoNCE plus ``weight`` x the squared distance of each
-    global embedding to its target (the clients' aggregate); ``forward(idx)`` (rows of the public set)."""
-
-    def __init__(self, projectors: Mapping[str, Projector], logit_scale: nn.Parameter, loss_fn: nn.Module,
-                 public: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor] | None, weight: float):
-        super().__init__()
-        self.projectors = nn.ModuleDict(projectors)
-        self.logit_scale, self.loss_fn = logit_scale, loss_fn
-        self.public, self.targets, self.weight = public, targets, weight
-
-    def forward(self, idx: np.ndarray) -> torch.Tensor:
-        i = torch.as_tensor(idx)
-        mods = list(self.projectors)
-        total = 0.0
-        for a, b in itertools.combinations(mods, 2):
-            terms = pair_terms(self.loss_fn, self.projectors, a, b, self.public[a][i], self.public[b][i],
-                               self.logit_scale)
-            total = total + sum(terms.values())
-        total = total / max(1, len(mods) * (len(mods) - 1) // 2)
-        if self.targets is not None and self.weight > 0:
-            for m in mods:
-                if m in self.targets:
-                    e = F.normalize(self.projectors[m](self.public[m][i]), dim=-1)
-                    total = total + self.weight * (e - self.targets[m][i]).pow(2).sum(-1).mean()
-        return total
-
-
 def public_features(public_fs) -> dict[str, np.ndarray]:
     """The public set both sides use: the features of its training records that have every modality."""
     idx = public_fs.split_idx("train")
@@ -341,6 +294,9 @@ class Server:
         self.opt = make_optimizer(params, self.logit_scale, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.sampler = IndexSampler({"public": np.arange(self.n_public)}, cfg.batch_size, self.rng)
         self.targets: dict[str, torch.Tensor] | None = None
+        self.mix_rng = np.random.default_rng([seed, 1])  # the mixes' own stream: kd_mix=0 draws nothing from it
+        self.mix: dict[str, np.ndarray] | None = None
+        self.points = dict(self.public)
 
     @property
     def shapes(self) -> dict[str, tuple[int, ...]]:
@@ -354,7 +310,13 @@ class Server:
         """FedAvg: train (from the global weights just sent); CreamFL: the global embeddings of the public set."""
         if self.cfg.method == "fedavg":
             return Message("server", "train")
-        return Message("server", "train", embed_public(self.projectors, self.public))
+        arrays = dict(embed_public(self.projectors, self.public))
+        if self.cfg.kd_mix > 0:  # fresh mixes of two public pairs each round: more points to distil on
+            pairs = np.stack([self.mix_rng.integers(0, self.n_public, self.cfg.kd_mix) for _ in range(2)], 1)
+            self.mix = {"mix.pairs": pairs.astype(np.int64),
+                        "mix.weights": self.mix_rng.uniform(0, 1, self.cfg.kd_mix).astype(np.float32)}
+            arrays.update(self.mix)
+        return Message("server", "train", arrays)
 
     def aggregate(self, replies: Sequence[Message]) -> None:
         """FedAvg: the training-pair-weighted mean of the clients' weights; CreamFL: the agreement-weighted public
@@ -372,25 +334,25 @@ class Server:
                 self.logit_scale.copy_(torch.tensor(sum(float(wi) * float(r.arrays["logit_scale"])
                                                         for wi, r in zip(w, replies))))
             return
-        glob = {m: torch.from_numpy(v) for m, v in embed_public(self.projectors, self.public).items()}
-        self.targets = {}
-        for m in self.modalities:
-            local = [torch.from_numpy(r.arrays[m]) for r in replies if m in r.arrays]
-            others = [o for o in self.modalities if o != m]
-            if not local or not others:
-                continue
-            score = torch.stack([sum(torch.diagonal(F.log_softmax(v @ glob[o].T / self.cfg.reg_temperature, 1))
-                                     for o in others) / len(others) for v in local])  # (clients, n_public)
-            w = torch.softmax(score, 0)
-            self.targets[m] = (w[..., None] * torch.stack(local)).sum(0)
+        self.points = mixed(self.public, self.mix)  # the public records, then this round's mixes
+        glob = {m: torch.from_numpy(v) for m, v in embed_public(self.projectors, self.points).items()}
+        local = {m: [torch.from_numpy(r.arrays[m]) for r in replies if m in r.arrays] for m in self.modalities}
+        self.targets = ensemble(local, glob, self.cfg.reg_temperature)
         self.distil(self.cfg.server_epochs)
 
     def distil(self, epochs: int) -> LoopResult:
-        """Train the global projectors on the public pairs (plus the distillation term once there are targets)."""
-        model = KDBinder(self.projectors, self.logit_scale, self.loss_fn, self.public_t, self.targets,
-                         self.cfg.kd_weight)
-        batches = (self.sampler.next("public") for _ in itertools.count())
+        """Train the global projectors on the public pairs (plus the distillation term once there are targets, on
+        the public records and this round's mixes of them: each epoch sees every mix once)."""
+        points = {m: torch.from_numpy(v) for m, v in self.points.items()} if self.targets else self.public_t
+        model = KDBinder(self.projectors, self.logit_scale, self.loss_fn, points, self.targets, self.cfg.kd_weight,
+                         kd=self.cfg.kd, temperature=self.cfg.kd_temperature, n_real=self.n_public)
+        steps = self.sampler.steps()
+        n_mix = len(next(iter(points.values()))) - self.n_public
+        mixes = IndexSampler({"mix": np.arange(self.n_public, self.n_public + n_mix)}, -(-n_mix // steps),
+                             self.mix_rng) if n_mix else None
+        batches = (np.concatenate([self.sampler.next("public")] + ([mixes.next("mix")] if mixes else []))
+                   for _ in itertools.count())
         with own_rng(self):
             return fit_loop(model, batches, self.opt, self.logit_scale, epochs=epochs,
-                            steps=self.sampler.steps(), use_val=False, patience=0, score=lambda e: None,
+                            steps=steps, use_val=False, patience=0, score=lambda e: None,
                             keep={"projectors": model.projectors}, label="server")

@@ -79,11 +79,13 @@ def federated_study(
     seed: int = 0,
     fit_too: bool = True,
     holds: Sequence[str] = (),
+    variants: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Rows ``{"name", "test R@1", "val", "records", "best/run", "bytes/round"}``: each client alone, their mean,
     the public set alone, each method, centralised; R@1 on ``manifest``'s test split (mean of both directions); ``best/run``: the kept
     round (epoch, trained alone) and how many ran; ``holds``: see :func:`split_clients` (a one-modality client
-    alone binds nothing: it has no row, and the clients' mean is over the paired ones)."""
+    alone binds nothing: it has no row, and the clients' mean is over the paired ones); ``variants``: more rows,
+    each a name and the configuration it changes (say CreamFL with other settings), trained beside the methods."""
     from .federated import federate, train_alone
     from .lifecycle import pair_r1
 
@@ -108,10 +110,10 @@ def federated_study(
                      "test R@1": float(np.mean([r["test R@1"] for r in alone])),
                      "records": round(float(np.mean([r["records"] for r in alone])))})
     row("public set alone", train_alone(public, public, encoders=enc, cache=cache, **kw), records=len(public.records))
-    for method in methods:
-        sp = federate(clients, public, encoders=enc, cache=cache, method=method, **kw)
+    for name, change in [(m, {"method": m}) for m in methods] + list((variants or {}).items()):
+        sp = federate(clients, public, encoders=enc, cache=cache, **{**kw, **change})
         e = sp.info["lineage"][-1]
-        row(method, sp, **{"bytes/round": e["bytes"]["per_round"], "records": sum(len(c.records) for c in clients)})
+        row(name, sp, **{"bytes/round": e["bytes"]["per_round"], "records": sum(len(c.records) for c in clients)})
     union = Manifest(manifest.path, [r for c in clients for r in c.records] + public.records, [], manifest.kinds)
     row("centralised (union + public)", train_alone(union, public, encoders=enc, cache=cache, **kw),
         records=len(union.records))
@@ -124,8 +126,6 @@ def federated_study(
     return rows
 
 
-SUMMARY_ROWS = ("clients alone (mean)", "public set alone", "fedavg", "creamfl", "centralised (union + public)",
-                "centralised (Space.fit, plain)")
 
 
 def seed_summary(runs: Sequence[Sequence[Mapping[str, Any]]]) -> list[dict[str, Any]]:
@@ -135,7 +135,8 @@ def seed_summary(runs: Sequence[Sequence[Mapping[str, Any]]]) -> list[dict[str, 
     run (same split of the records); the per-client rows are summarised by their mean."""
     central = [next(r["test R@1"] for r in rows if r["name"] == "centralised (union + public)") for rows in runs]
     out = []
-    for name in SUMMARY_ROWS:
+    names = dict.fromkeys(r["name"] for rows in runs for r in rows if not r["name"].startswith("client "))
+    for name in names:
         got = [(next((r for r in rows if r["name"] == name), None), c) for rows, c in zip(runs, central)]
         got = [(r, c) for r, c in got if r is not None]
         if not got:

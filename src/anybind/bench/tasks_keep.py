@@ -88,13 +88,17 @@ def merge(work: Path, cache=None, seed: int = 0, console=None) -> TaskResult:
 
 @task("federated", "Tux Paint image<->text in K clients (non-IID by top category, or IID) and a public set: test R@1 "
       "of each client alone, FedAvg, CreamFL, centralised (--opt clients=4 rounds=40 split=noniid|iid|noniid,iid "
-      "public_fraction=0.15 seeds=0,1,2 fit=1 holds=paired,image,text label=top)")
+      "public_fraction=0.15 seeds=0,1,2 fit=1 holds=paired,image,text label=top before=1; CreamFL's settings: "
+      "server_epochs kd kd_weight kd_mix client_init)")
 def federated(work: Path, cache=None, seed: int = 0, console=None, clients: str = "4", rounds: str = "40",
               split: str = "noniid", local_epochs: str = "1", public_fraction: str = "0.15", seeds: str = "",
-              fit: str = "1", holds: str = "", label: str = "top") -> TaskResult:
+              fit: str = "1", holds: str = "", label: str = "top", before: str = "1", server_epochs: str = "",
+              kd: str = "", kd_weight: str = "", kd_mix: str = "", client_init: str = "") -> TaskResult:
     """One seed (``seed``, or one in ``seeds``) and one split: every row of the study; several (``seeds=0,1,2``,
     ``split=noniid,iid``): each system's mean ± sd over the seeds, per split.  ``holds``: what each client keeps,
-    cycling (``paired,image,text``: one-modality clients among them, trained on their ``label``)."""
+    cycling (``paired,image,text``: one-modality clients among them, trained on their ``label``).  ``before``: also
+    CreamFL with session 8's settings (a row beside the current ones); CreamFL's settings, when given, change the
+    ``creamfl`` row (default: the library's)."""
     from ..data.manifest import load_manifest
     from ..federated_study import federated_study, seed_summary
 
@@ -102,6 +106,11 @@ def federated(work: Path, cache=None, seed: int = 0, console=None, clients: str 
     config: dict[str, Any] = {"rounds": int(rounds), "local_epochs": int(local_epochs)}
     if holds:
         config["label"] = label
+    given = {"server_epochs": server_epochs, "kd": kd, "kd_weight": kd_weight, "kd_mix": kd_mix,
+             "client_init": client_init}
+    config.update({k: (v if k in ("kd", "client_init") else float(v) if k == "kd_weight" else int(v))
+                   for k, v in given.items() if v})
+    variants = {"creamfl (session 8)": SESSION8_CREAMFL} if before not in ("0", "false", "no") else {}
     splits = [s.strip() for s in split.split(",") if s.strip()]
     seed_list = [int(s) for s in seeds.split(",") if s.strip()] or [seed]
     runs: dict[str, list[list[dict[str, Any]]]] = {}
@@ -110,7 +119,7 @@ def federated(work: Path, cache=None, seed: int = 0, console=None, clients: str 
             runs.setdefault(sp, []).append(federated_study(
                 man, k=int(clients), by=None if sp == "iid" else "top", public_fraction=float(public_fraction),
                 encoders=PLAIN_ENCODERS, config=config, cache=cache, seed=s, fit_too=fit not in ("0", "false", "no"),
-                holds=[h.strip() for h in holds.split(",") if h.strip()]))
+                holds=[h.strip() for h in holds.split(",") if h.strip()], variants=variants))
             if console is not None:
                 console.print(f"federated: {sp} seed {s} done", highlight=False)
     basis = (f"{clients} clients, public fraction {public_fraction} of the training records; plain encoders and MLP "
@@ -141,6 +150,11 @@ def federated(work: Path, cache=None, seed: int = 0, console=None, clients: str 
                            f"{sp}, means: "))
         metrics.update({f"{sp}/{r['name']}/{k}": float(r[k]) for r in rows for k in ("mean", "sd", "of centralised")})
     return TaskResult(metrics=metrics, table=table, notes=notes, config=config)
+
+
+#: CreamFL as session 8 measured it (before the settings were chosen on val), a row beside the current one
+SESSION8_CREAMFL = {"method": "creamfl", "server_epochs": 2, "kd": "feature", "kd_weight": 1.0, "kd_mix": 0,
+                    "client_init": "own"}
 
 
 def _goal(cream: float, avg: float, cen: float, what: str) -> str:
