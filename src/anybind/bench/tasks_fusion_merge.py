@@ -38,6 +38,21 @@ def _scores(model: Any, test: list[Any], cache) -> tuple[dict[str, float], dict[
     return res, n
 
 
+def _head_scores(h: Any, test: list[Any], cache) -> tuple[dict[str, float], dict[str, int]]:
+    """A one-modality head scored on the records of every subset holding its modality (given that modality
+    only), so that each column compares every system on the same records."""
+    import itertools
+
+    (m,) = h.modalities
+    res, n = {}, {}
+    for k in range(1, len(MODS) + 1):
+        for sub in itertools.combinations(MODS, k):
+            recs = [r for r in test if all(x in r.values for x in sub)]
+            if m in sub and recs:
+                res["+".join(sub)], n["+".join(sub)] = h.evaluate(recs, cache=cache)[m], len(recs)
+    return res, n
+
+
 def _paired(man: Any, fraction: float, seed: int) -> list[Any]:
     """The training records holding two modalities or more; ``fraction`` of them drawn with ``seed``."""
     recs = [r for r in man.split("train") if sum(m in r.values for m in MODS) >= 2]
@@ -56,7 +71,8 @@ def _paired(man: Any, fraction: float, seed: int) -> list[Any]:
 )
 def fusion_merge(work: Path, cache=None, seed: int = 0, console=None, space: str = "", epochs: str = "60",
                  protocol: str = "kfold", seeds: str = "3", folds: str = "5", fuse_epochs: str = "20",
-                 fuse_fraction: str = "0.25", fuse_lr: str = "5e-4") -> TaskResult:
+                 fuse_fraction: str = "0.25", fuse_lr: str = "5e-4", systems: str = "all") -> TaskResult:
+    """``systems=heads``: the one-modality heads only (their rows; the merge is theirs, exactly, on one modality)."""
     from ..fusion import FusionClassifier, lego_fuse, merge_fusion
     from ..space import Space
     from .tuxpaint import load_tux
@@ -85,7 +101,9 @@ def fusion_merge(work: Path, cache=None, seed: int = 0, console=None, space: str
             test = fm.split("test")
             heads = [FusionClassifier(sp, [m], epochs=ep, seed=s, **LATE).fit(fm, "top", cache=cache) for m in MODS]
             for h in heads:
-                add(f"{h.modalities[0]} head alone", *_scores(h, test, cache))
+                add(f"{h.modalities[0]} head alone", *_head_scores(h, test, cache))
+            if systems == "heads":
+                continue
             merged = merge_fusion(heads, seed=s)
             res, n = _scores(merged, test, cache)
             add("merged (LegoMerge, no fine-tune)", res, n)
@@ -115,20 +133,26 @@ def fusion_merge(work: Path, cache=None, seed: int = 0, console=None, space: str
         stats[name] = mean
         rows.append({"name": name, **{k: fmt(mean[k], std[k], len(rs)) if k in mean else "-" for k in order}})
     rows.append({"name": "n (records per subset)", **{k: str(counts[k]) for k in order}})
+    heads_note = ("heads: kind late, no dropout, one per modality, each trained on every training record holding its "
+                  "modality; a head's row scores it, given its modality only, on the records of each subset holding it")
+    config = {"protocol": protocol, "seeds": list(range(seed, seed + n_seeds)), "folds": len(fold_list),
+              "space": space or "fit with RECIPE", "epochs": ep, "label": "top", "n": counts, "systems": systems}
+    if systems == "heads":
+        return TaskResult(metrics={f"{n}/{k}/accuracy": v for n, st in stats.items() for k, v in st.items()},
+                          config=config, notes=[heads_note], table=rows)
     merged_name, main = "merged (LegoMerge, no fine-tune)", fuse_names[frac]
-    best_single = {k: max(stats[f"{m} head alone"][m] for m in k.split("+")) for k in order if k != ALL_AVAILABLE}
+    best_single = {k: max(stats[f"{m} head alone"][k] for m in k.split("+")) for k in order if "+" in k}
     notes = [
         f"protocol {protocol}, {len(fold_list)} fold(s), mean±sd over {n_seeds} seed(s); each subset scored on the "
         f"test records holding all of it, the others hidden; '{ALL_AVAILABLE}': every test record with what it has",
-        "heads: kind late, no dropout, one per modality, each trained on every training record holding its modality; "
-        f"LegoFuse: up to {fe} epochs at lr {flr} on the training records holding two modalities or more, epoch "
-        f"(0 = the merge as it is) chosen on val; chosen epochs {sorted(chosen)}",
+        f"{heads_note}; LegoFuse: up to {fe} epochs at lr {flr} on the training records holding two modalities or "
+        f"more, epoch (0 = the merge as it is) chosen on val; chosen epochs {sorted(chosen)}",
         "temperatures on val (image, text, audio head; per seed and fold): " + "; ".join(
             ", ".join(f"{t:g}" for t in ts) for ts in temps),
         f"merge given one modality vs that modality's head: largest accuracy difference {max(exact):.4f} over "
         f"{len(exact)} (seed, fold, modality)",
-        *(f"{nm} minus the best single head on each multi-modality subset: " + ", ".join(
-            f"{k} {stats[nm][k] - v:+.3f}" for k, v in best_single.items() if "+" in k)
+        *(f"{nm} minus the best head alone on the same records: " + ", ".join(
+            f"{k} {stats[nm][k] - v:+.3f}" for k, v in best_single.items())
           for nm in (merged_name, "merged, heads' temperatures on val (no fine-tune)")),
         f"{main} minus merged: " + ", ".join(
             f"{k}: {paired_gap(runs[main], runs[merged_name], k)}" for k in ("image+text", "image+text+audio", ALL_AVAILABLE)),
@@ -139,8 +163,6 @@ def fusion_merge(work: Path, cache=None, seed: int = 0, console=None, space: str
     return TaskResult(
         metrics={f"{k}/accuracy": v for k, v in stats[main].items()},
         baselines={n: {f"{k}/accuracy": v for k, v in st.items()} for n, st in stats.items() if n != main},
-        config={"protocol": protocol, "seeds": list(range(seed, seed + n_seeds)), "folds": len(fold_list),
-                "space": space or "fit with RECIPE", "epochs": ep, "fuse_epochs": fe, "fuse_fraction": frac,
-                "fuse_lr": flr, "label": "top", "n": counts},
+        config={**config, "fuse_epochs": fe, "fuse_fraction": frac, "fuse_lr": flr},
         notes=notes, table=rows,
     )
