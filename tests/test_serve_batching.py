@@ -170,3 +170,17 @@ def test_a_lone_request_is_encoded_at_once_and_the_encoder_is_free_again():
 def test_max_batch_one_turns_batching_off():
     assert MemoryFeatureCache(None, batch_wait=0.0, max_batch=1).batcher is None
     assert MemoryFeatureCache(None, batch_wait=0.0, max_batch=2).batcher is not None
+
+
+def test_a_batched_call_gives_the_encoder_larger_forward_passes_than_its_batch_size(tmp_path, monkeypatch):
+    log = tmp_path / "calls.log"
+    monkeypatch.setenv("ANYBIND_TEST_CALL_LOG", str(log))
+    enc = get_encoder("callable:helper_encoders:hashed_text", cached=False)  # its own: batch_size changed
+    enc.batch_size = 4
+    texts = [f"text {i}" for i in range(40)]
+    got = MemoryFeatureCache(None, batch_wait=0.0, max_batch=64).encode(enc, texts, progress=False)
+    assert [int(x) for x in log.read_text().split()] == [32, 8]  # min(32, max_batch) per pass, not 4
+    log.unlink()
+    alone = MemoryFeatureCache(None).encode(enc, texts, progress=False)
+    assert [int(x) for x in log.read_text().split()] == [4] * 10  # batching off: the encoder's batch_size
+    np.testing.assert_allclose(got, alone, rtol=1e-6)
