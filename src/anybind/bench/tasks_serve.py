@@ -13,9 +13,10 @@ loopback port, and ``requests`` searches are fired at once from an
 ``httpx`` AsyncClient: a share ``uploads`` of them are image uploads (JPEG
 re-encodings of test-split stamps, so no cache has seen them), the rest text
 queries no cache has seen either (the test captions, reworded).  The service
-runs ``concurrency`` jobs at a time and queues the rest, so the latency of a
-request includes its wait: with everything fired at once, p95 is close to the
-wall time.
+answers ``concurrency`` requests at a time (default: the service's own default) and queues
+the rest, so the latency of a request includes its wait: with everything fired at once,
+p95 is close to the wall time.  After each load, 20 new text queries are sent one at a
+time (``single/*``: a lone request's latency, where batching must cost nothing).
 
 ``batching``: ``both`` (default) runs the service twice in the same run, with dynamic batching
 (:mod:`anybind.serve.batching`, ``max_batch`` / ``batch_wait_ms``) and without (``max_batch=1``), the
