@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from serve_data import small_tux
 
 from anybind.bench import loadclient
 from anybind.index import Index
 from anybind.serve import ServeConfig, Service, create_app, serve_in_thread
-from serve_data import small_tux
 
 try:
     import httpx2 as httpx

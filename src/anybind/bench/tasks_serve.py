@@ -65,7 +65,8 @@ def _run_client(url: str, kinds, texts, blobs, k: int, client: str, singles) -> 
         job, out = Path(tmp) / "job.json", Path(tmp) / "out.json"
         job.write_text(job_json(url, kinds, texts, blobs, k, singles))
         script = Path(__file__).with_name("loadclient.py")
-        proc = subprocess.run([sys.executable, str(script), str(job), str(out)], capture_output=True, text=True)
+        proc = subprocess.run([sys.executable, str(script), str(job), str(out)], capture_output=True, text=True,
+                              check=False)
         if proc.returncode != 0:
             from ..errors import AnybindError
 
@@ -241,23 +242,25 @@ def serve_load(
              "off": "batching off"}
     cols = ("throughput_rps", "x_sequential", "errors", "p50_ms", "p95_ms", "single/p50_ms", "work/p50_ms",
             "encoder/calls", "encoder/items_per_call", "encoder/busy_share")
-    table = [{"name": f"service, {names[m]}", **{c: runs[m].get(c) for c in cols}} for m in runs]
+    table = [{"name": f"service, {names[m]}", **{c: r.get(c) for c in cols}} for m, r in runs.items()]
     table.append({"name": "in-process sequential", **{c: base.get(c) for c in cols}, "x_sequential": 1.0})
     first = "on" if "on" in runs else "off"
+    shared = ("the load client runs in the same process as the server (uvicorn in a thread): both share the GIL "
+              "and the machine's cores") if client == "thread" else (
+        "the load client runs in a process of its own (bench/loadclient.py); it shares the machine's cores")
     notes = [
-        f"{int(rounds)} round(s), each: the service with batching {'on, then off' if batching == 'both' else batching}"
-        ", then the sequential baseline; throughput over the rounds' summed wall time, percentiles over all requests",
-        f"{n} requests fired at once ({n_up} image uploads, {n - n_up} text queries, none cached) against "
-        f"{conc} worker slots; latency includes the queue wait, so p95 ~ wall time; work/* is the service's "
-        "own time per request (took_ms: embedding + search, no queue); x_sequential: throughput over the "
-        "in-process sequential baseline of this run",
-        "single/*: 20 text queries (uncached) sent one at a time after the load, over HTTP: a lone request's "
-        "latency",
-        "encoder/*: encoder calls made, items per call, and the share of the wall time some encoder was running "
-        "(summed over encoders)",
-        "the load client runs in the same process as the server (uvicorn in a thread): both share the GIL and "
-        "the machine's cores" if client == "thread" else
-        "the load client runs in a process of its own (bench/loadclient.py); it shares the machine's cores",
+        (f"{int(rounds)} round(s), each: the service with batching "
+         f"{'on, then off' if batching == 'both' else batching}, then the sequential baseline; throughput over the "
+         "rounds' summed wall time, percentiles over all requests"),
+        (f"{n} requests fired at once ({n_up} image uploads, {n - n_up} text queries, none cached) against "
+         f"{conc} worker slots; latency includes the queue wait, so p95 ~ wall time; work/* is the service's "
+         "own time per request (took_ms: embedding + search, no queue); x_sequential: throughput over the "
+         "in-process sequential baseline of this run"),
+        f"single/*: {len(singles)} text queries (uncached) sent one at a time after the load, over HTTP: a lone "
+        "request's latency",
+        ("encoder/*: encoder calls made, items per call, and the share of the wall time some encoder was running "
+         "(summed over encoders)"),
+        shared,
         f"zero errors: {'yes' if not errors else 'NO, ' + str(len(errors)) + ' errors'}",
     ]
     notes += [f"error: {e}" for e in errors[:5]]

@@ -113,7 +113,7 @@ class Batcher:
                 first.update(a.first)
             try:
                 failed = encode(list(first), first)
-            except Exception:  # the combined call failed: each request on its own
+            except Exception:  # noqa: BLE001 - the combined call failed: each request on its own
                 for a in asks:
                     try:
                         a.failed = encode(a.keys, a.first)
