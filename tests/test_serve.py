@@ -60,7 +60,7 @@ def test_health_describes_the_space_the_index_and_the_limits(client, svc):
     assert h["index"]["counts"] == {"audio": 12, "image": 36, "text": 36} and h["index"]["rows"] == 84
     assert h["space"]["identity"] == svc.space.identity() and h["space"]["dim"] == 64
     assert h["upload_modalities"] == {"image": "image", "audio": "audio"}
-    assert h["limits"]["max_upload_bytes"] == CAP and h["limits"]["concurrency"] == 2
+    assert h["limits"]["max_upload_bytes"] == CAP and h["limits"]["concurrency"] == ServeConfig().concurrency
     assert h["load"] == {"running": 0, "waiting": 0}
 
 

@@ -56,6 +56,8 @@ class FeatureCache:
     def __init__(self, root: str | Path | None = None, chunk_size: int = 256):
         self.root = Path(root).expanduser() if root is not None else default_cache_dir()
         self.chunk_size = chunk_size
+        #: items per forward pass at least (when that many are missing); 0: the encoder's own ``batch_size``
+        self.min_forward_batch = 0
         self._index: dict[str, dict[str, tuple[Path, int]]] = {}
         self._shard_data: dict[Path, np.ndarray] = {}
         self.last_stats = EncodeStats()
@@ -227,7 +229,7 @@ class FeatureCache:
         """Encode and commit ``missing`` (content keys); returns ``{key: why}`` for those not decodable."""
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        bs = max(1, encoder.batch_size)
+        bs = max(1, encoder.batch_size, self.min_forward_batch)
         desc = description or f"encoding {encoder.spec}"
         cols = [
             TextColumn("[bold]{task.description}"),

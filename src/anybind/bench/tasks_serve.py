@@ -2,9 +2,10 @@
 
 ::
 
-    anybind bench --task serve-load                      # 200 requests at once
+    anybind bench --task serve-load                      # 200 requests at once, batching on vs off
+    anybind bench --task serve-load --opt client=process # the load client in a process of its own
     anybind bench --task serve-load --opt requests=500 --opt concurrency=2 --opt uploads=0.25
-    anybind bench --task serve-load --opt concurrency=16 --opt batch_wait_ms=5   # dynamic batching
+    anybind bench --task serve-load --opt batching=on --opt batch_wait_ms=2 --opt max_batch=32
 
 The whole Tux Paint corpus (image + text + sound) is indexed with a
 training-free (Procrustes) space, the service runs under uvicorn on a free
@@ -12,22 +13,33 @@ loopback port, and ``requests`` searches are fired at once from an
 ``httpx`` AsyncClient: a share ``uploads`` of them are image uploads (JPEG
 re-encodings of test-split stamps, so no cache has seen them), the rest text
 queries no cache has seen either (the test captions, reworded).  The service
-runs ``concurrency`` jobs at a time and queues the rest, so the latency of a
-request includes its wait: with everything fired at once, p95 is close to the
-wall time.  The baseline is the same queries run one after another in process
-(``Service.search``, no HTTP, no queue).
+answers ``concurrency`` requests at a time (default: the service's own default) and queues
+the rest, so the latency of a request includes its wait: with everything fired at once,
+p95 is close to the wall time.  After each load, 20 new text queries are sent one at a
+time (``single/*``: a lone request's latency, where batching must cost nothing).
+
+``batching``: ``both`` (default) runs the service twice in the same run, with dynamic batching
+(:mod:`anybind.serve.batching`, ``max_batch`` / ``batch_wait_ms``) and without (``max_batch=1``), the
+same slots otherwise; ``on`` / ``off`` runs one.  ``client``: ``thread`` runs the load client in the
+bench's process (it shares the GIL with the server), ``process`` in a process of its own
+(:mod:`anybind.bench.loadclient`).  The baseline is the same queries run one after another in process
+(``Service.search``, no HTTP, no queue, no batching).
 """
 
 from __future__ import annotations
 
-import asyncio
 import io
+import json
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 from . import TaskResult, task
+from .loadclient import fire, job_json
 
 
 def _pct(xs: list[float], q: float) -> float:
@@ -45,9 +57,101 @@ def _summary(lat_ms: list[float], wall_s: float, n: int) -> dict[str, float]:
     }
 
 
+def _run_client(url: str, kinds, texts, blobs, k: int, client: str, singles) -> dict:
+    """The load, from this process (``thread``: the server runs in a thread beside it) or another."""
+    if client == "thread":
+        return fire(url, kinds, texts, blobs, k, singles)
+    with tempfile.TemporaryDirectory(prefix="anybind-load-") as tmp:
+        job, out = Path(tmp) / "job.json", Path(tmp) / "out.json"
+        job.write_text(job_json(url, kinds, texts, blobs, k, singles))
+        script = Path(__file__).with_name("loadclient.py")
+        proc = subprocess.run([sys.executable, str(script), str(job), str(out)], capture_output=True, text=True,
+                              check=False)
+        if proc.returncode != 0:
+            from ..errors import AnybindError
+
+            tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise AnybindError(f"serve-load: the load client process failed (exit {proc.returncode}): {tail}")
+        return json.loads(out.read_text())
+
+
+def _encoder_totals(svc) -> tuple[int, int, float]:
+    """Encoder calls, items encoded and seconds spent encoding so far (every encoder of ``svc``)."""
+    st = list(svc.cache.encoder_stats.values())
+    return int(sum(s["calls"] for s in st)), int(sum(s["items"] for s in st)), float(sum(s["seconds"] for s in st))
+
+
+def _load_run(svc, kinds, texts, blobs, k: int, client: str, singles=()) -> dict:
+    """One service under the load: the client's raw timings plus the encoder calls made and their time
+    (during the load; ``singles``: text queries sent one at a time afterwards)."""
+    from ..serve import create_app, serve_in_thread
+
+    svc.warm_up()
+    c0, i0, s0 = _encoder_totals(svc)
+    with serve_in_thread(create_app(service=svc)) as url:
+        got = _run_client(url, kinds, texts, blobs, k, client, [])
+        c1, i1, s1 = _encoder_totals(svc)
+        if singles:
+            alone = _run_client(url, [], [], [], k, client, singles)
+            got["single_ms"], got["errors"] = alone["single_ms"], got["errors"] + alone["errors"]
+    return {**got, "calls": c1 - c0, "items": i1 - i0, "enc_s": s1 - s0}
+
+
+def _sequential(svc, kinds, texts, blobs, k: int) -> dict:
+    """The same queries one after another in process (no HTTP, no queue), in one worker thread like the
+    service's (torch in the main thread measured up to 15x slower on a busy 2-core box)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def run() -> dict:
+        svc.warm_up()
+        c0, i0, s0 = _encoder_totals(svc)
+        lat: dict[str, list[float]] = {"text": [], "upload": []}
+        ti, bi = iter(texts), iter(blobs)
+        t_all = time.perf_counter()
+        for kind in kinds:
+            t0 = time.perf_counter()
+            if kind == "text":
+                svc.search([("text", next(ti), 1.0)], k=k, modality=None, labels=None, rerank=None)
+            else:
+                m, p, _ = svc.stage(next(bi), "q.jpg", None)
+                try:
+                    svc.search([(m, str(p), 1.0)], k=k, modality=None, labels=None, rerank=None)
+                finally:
+                    p.unlink(missing_ok=True)
+            lat[kind].append((time.perf_counter() - t0) * 1000)
+        wall = time.perf_counter() - t_all
+        c1, i1, s1 = _encoder_totals(svc)
+        return {"wall_s": wall, "lat": lat, "errors": [], "work_ms": [], "calls": c1 - c0, "items": i1 - i0,
+                "enc_s": s1 - s0}
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(run).result()
+
+
+def _pooled(raws: list[dict], n: int) -> dict[str, float]:
+    """Summary of one system's rounds: throughput over their summed wall time, percentiles over every request."""
+    wall = sum(r["wall_s"] for r in raws)
+    lat = {kind: [x for r in raws for x in r["lat"][kind]] for kind in ("text", "upload")}
+    out: dict[str, float] = {"requests": n * len(raws), "errors": sum(len(r["errors"]) for r in raws),
+                             **_summary(lat["text"] + lat["upload"], wall, n * len(raws))}
+    single = [x for r in raws for x in r.get("single_ms", [])]
+    if single:
+        out.update({"single/p50_ms": _pct(single, 50), "single/p95_ms": _pct(single, 95)})
+    work = [x for r in raws for x in r["work_ms"]]
+    if work:
+        out.update({"work/p50_ms": _pct(work, 50), "work/p95_ms": _pct(work, 95)})
+    for kind in ("text", "upload"):
+        out.update({f"{kind}/{k_}": v for k_, v in _summary(lat[kind], wall, len(lat[kind])).items() if "ms" in k_})
+    calls, items = sum(r["calls"] for r in raws), sum(r["items"] for r in raws)
+    out.update({"encoder/calls": calls / len(raws), "encoder/items_per_call": items / calls if calls else float("nan"),
+                "encoder/busy_share": sum(r["enc_s"] for r in raws) / wall if wall > 0 else float("nan")})
+    return out
+
+
 @task(
     "serve-load",
-    "search service: N concurrent searches (text + image uploads) over loopback HTTP; zero errors, p50/p95, req/s",
+    "search service: N concurrent searches (text + image uploads) over loopback HTTP, dynamic batching on vs off; "
+    "zero errors, p50/p95, req/s",
 )
 def serve_load(
     work: Path,
@@ -55,26 +159,30 @@ def serve_load(
     seed: int = 0,
     console=None,
     requests: int | str = 200,
-    concurrency: int | str = 2,
+    concurrency: int | str | None = None,
     uploads: float | str = 0.25,
     k: int | str = 10,
     batch_wait_ms: float | str = 0.0,
     max_batch: int | str = 64,
+    batching: str = "both",
+    client: str = "thread",
+    rounds: int | str = 1,
 ) -> TaskResult:
     from PIL import Image
 
-    try:
-        import httpx2 as httpx
-    except ImportError:  # pragma: no cover
-        import httpx
-
     from ..data.media import load_image
+    from ..errors import AnybindError
     from ..index import Index
-    from ..serve import ServeConfig, Service, create_app, serve_in_thread
+    from ..serve import ServeConfig, Service
     from ..space import Space
     from .tuxpaint import PLAIN_ENCODERS, load_tux
 
-    n, conc, k = int(requests), int(concurrency), int(k)
+    n, k = int(requests), int(k)
+    conc = ServeConfig.concurrency if concurrency is None else int(concurrency)  # the service's default
+    if batching not in ("both", "on", "off"):
+        raise AnybindError(f"serve-load: batching={batching!r}; use both, on or off")
+    if client not in ("thread", "process"):
+        raise AnybindError(f"serve-load: client={client!r}; use thread or process")
     share = float(uploads)
     say = console.print if console else (lambda *a, **kw: None)
     mods = ("image", "text", "audio")
@@ -87,6 +195,7 @@ def serve_load(
     n_up = int(round(n * share))
     kinds = np.array(["upload"] * n_up + ["text"] * (n - n_up))
     rng.shuffle(kinds)
+    kinds = [str(x) for x in kinds]
     frames = ("a drawing of {}", "{} on a sunny day", "a picture showing {}", "{}, seen from afar")
     texts, blobs = [], []
     for i, kind in enumerate(kinds):
@@ -98,103 +207,71 @@ def serve_load(
             img: Image.Image = load_image(r.values["image"])
             img.save(buf, format="JPEG", quality=80 + i % 15)
             blobs.append(buf.getvalue())
-    say(f"index: {len(index)} rows {index.counts()}; {n} requests ({n_up} image uploads), concurrency {conc}")
+    say(f"index: {len(index)} rows {index.counts()}; {n} requests ({n_up} image uploads), concurrency {conc}, "
+        f"client in {'this process' if client == 'thread' else 'its own process'}")
 
-    cfg = ServeConfig(concurrency=conc, max_queue=max(256, n), queue_timeout=600,
-                      batch_wait_ms=float(batch_wait_ms), max_batch=int(max_batch))
+    # after each load, text queries no cache has seen sent one at a time: a lone request's latency
+    singles = [f"{t} (once more)" for t in texts[:20]]
 
-    # -- the service under load ------------------------------------------------------------
-    svc = Service(space, index, cache=cache, config=cfg)
-    svc.warm_up()
-    lat: dict[str, list[float]] = {"text": [], "upload": []}
-    errors: list[str] = []
-    work_ms: list[float] = []  # the service's own time per request (embedding + search), without the queue
+    def config(mb: int) -> ServeConfig:
+        return ServeConfig(concurrency=conc, max_queue=max(256, n), queue_timeout=600,
+                           batch_wait_ms=float(batch_wait_ms), max_batch=mb)
 
-    async def fire(url: str) -> float:
-        limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
-        async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as client:
-            ti, bi = iter(texts), iter(blobs)
+    # -- each round: the service under load with batching on and/or off (each on a fresh query cache), then
+    # the baseline, the same queries in process one after another (fresh query cache, no batching)
+    modes = {"on": int(max_batch), "off": 1}
+    raws: dict[str, list[dict]] = {m: [] for m in (("on", "off") if batching == "both" else (batching,))}
+    raws["sequential"] = []
+    for rnd in range(max(1, int(rounds))):
+        for mode in raws:
+            svc = Service(space, index, cache=cache, config=config(modes.get(mode, 1)))
+            try:
+                raw = (_sequential(svc, kinds, texts, blobs, k) if mode == "sequential"
+                       else _load_run(svc, kinds, texts, blobs, k, client, singles))
+            finally:
+                svc.close()
+            raws[mode].append(raw)
+            say(f"round {rnd + 1}, {mode}: {n / raw['wall_s']:.1f} req/s, {len(raw['errors'])} errors")
+    base = _pooled(raws.pop("sequential"), n)
+    runs = {m: _pooled(r, n) for m, r in raws.items()}
+    errors = [f"batching {m}: {e}" for m, rs in raws.items() for r in rs for e in r["errors"]]
+    for r in runs.values():
+        r["x_sequential"] = r["throughput_rps"] / base["throughput_rps"]
 
-            async def one(kind: str):
-                body = next(ti) if kind == "text" else next(bi)
-                t0 = time.perf_counter()
-                try:
-                    if kind == "text":
-                        res = await client.post("/search", json={"text": body, "k": k})
-                    else:
-                        res = await client.post("/search/upload", files={"files": ("q.jpg", body)}, data={"k": str(k)})
-                    ok = res.status_code == 200 and len(res.json()["hits"]) == k
-                    if not ok:
-                        errors.append(f"{kind}: HTTP {res.status_code} {res.text[:200]}")
-                    else:
-                        work_ms.append(float(res.json()["took_ms"]))
-                except Exception as e:  # noqa: BLE001 - every failure is counted and reported
-                    errors.append(f"{kind}: {type(e).__name__}: {e}")
-                    return
-                lat[kind].append((time.perf_counter() - t0) * 1000)
-
-            jobs = [one(str(kind)) for kind in kinds]
-            t0 = time.perf_counter()
-            await asyncio.gather(*jobs)
-            return time.perf_counter() - t0
-
-    try:
-        with serve_in_thread(create_app(service=svc)) as url:
-            wall = asyncio.run(fire(url))
-    finally:
-        svc.close()
-    all_lat = lat["text"] + lat["upload"]
-    ours = {"requests": n, "errors": len(errors), **_summary(all_lat, wall, n)}
-    ours.update({"work/p50_ms": _pct(work_ms, 50), "work/p95_ms": _pct(work_ms, 95)})
-    ours.update({f"text/{k_}": v for k_, v in _summary(lat["text"], wall, len(lat["text"])).items() if "ms" in k_})
-    ours.update({f"upload/{k_}": v for k_, v in _summary(lat["upload"], wall, len(lat["upload"])).items() if "ms" in k_})
-
-    # -- baseline: the same queries in process, one after another (fresh query cache), in one worker
-    # thread like the service's (torch in the main thread measured up to 15x slower on a busy 2-core box)
-    from concurrent.futures import ThreadPoolExecutor
-
-    base_svc = Service(space, index, cache=cache, config=cfg)
-    blat: list[float] = []
-
-    def sequential() -> float:
-        base_svc.warm_up()
-        ti, bi = iter(texts), iter(blobs)
-        t_all = time.perf_counter()
-        for kind in kinds:
-            t0 = time.perf_counter()
-            if kind == "text":
-                base_svc.search([("text", next(ti), 1.0)], k=k, modality=None, labels=None, rerank=None)
-            else:
-                m, p, _ = base_svc.stage(next(bi), "q.jpg", None)
-                try:
-                    base_svc.search([(m, str(p), 1.0)], k=k, modality=None, labels=None, rerank=None)
-                finally:
-                    p.unlink(missing_ok=True)
-            blat.append((time.perf_counter() - t0) * 1000)
-        return time.perf_counter() - t_all
-
-    try:
-        with ThreadPoolExecutor(1) as pool:
-            base = _summary(blat, pool.submit(sequential).result(), n)
-    finally:
-        base_svc.close()
-
+    names = {"on": f"batching on (max_batch {int(max_batch)}, wait {float(batch_wait_ms):g} ms)",
+             "off": "batching off"}
+    cols = ("throughput_rps", "x_sequential", "errors", "p50_ms", "p95_ms", "single/p50_ms", "work/p50_ms",
+            "encoder/calls", "encoder/items_per_call", "encoder/busy_share")
+    table = [{"name": f"service, {names[m]}", **{c: r.get(c) for c in cols}} for m, r in runs.items()]
+    table.append({"name": "in-process sequential", **{c: base.get(c) for c in cols}, "x_sequential": 1.0})
+    first = "on" if "on" in runs else "off"
+    shared = ("the load client runs in the same process as the server (uvicorn in a thread): both share the GIL "
+              "and the machine's cores") if client == "thread" else (
+        "the load client runs in a process of its own (bench/loadclient.py); it shares the machine's cores")
     notes = [
-        f"{n} requests fired at once ({n_up} image uploads, {n - n_up} text queries, none cached) against "
-        f"{conc} worker slots; latency includes the queue wait, so p95 ~ wall time; work/* is the service's "
-        "own time per request (took_ms: embedding + search, no queue)",
-        "the load client runs in the same process as the server (uvicorn in a thread): both share the GIL and "
-        "the machine's cores",
+        (f"{int(rounds)} round(s), each: the service with batching "
+         f"{'on, then off' if batching == 'both' else batching}, then the sequential baseline; throughput over the "
+         "rounds' summed wall time, percentiles over all requests"),
+        (f"{n} requests fired at once ({n_up} image uploads, {n - n_up} text queries, none cached) against "
+         f"{conc} worker slots; latency includes the queue wait, so p95 ~ wall time; work/* is the service's "
+         "own time per request (took_ms: embedding + search, no queue); x_sequential: throughput over the "
+         "in-process sequential baseline of this run"),
+        f"single/*: {len(singles)} text queries (uncached) sent one at a time after the load, over HTTP: a lone "
+        "request's latency",
+        ("encoder/*: encoder calls made, items per call, and the share of the wall time some encoder was running "
+         "(summed over encoders)"),
+        shared,
         f"zero errors: {'yes' if not errors else 'NO, ' + str(len(errors)) + ' errors'}",
     ]
     notes += [f"error: {e}" for e in errors[:5]]
-    say(f"p50 {ours['p50_ms']:.0f} ms, p95 {ours['p95_ms']:.0f} ms, {ours['throughput_rps']:.1f} req/s, "
-        f"{len(errors)} errors")
     return TaskResult(
-        metrics=ours,
-        baselines={"in-process sequential": base},
+        metrics={k_: v for k_, v in runs[first].items()},
+        baselines={**({"batching off": runs["off"]} if first == "on" and "off" in runs else {}),
+                   "in-process sequential": base},
         config={"requests": n, "uploads": n_up, "concurrency": conc, "k": k, "index_rows": len(index),
-                "batch_wait_ms": float(batch_wait_ms), "max_batch": int(max_batch),
+                "batch_wait_ms": float(batch_wait_ms), "max_batch": int(max_batch), "batching": batching,
+                "client": client, "rounds": int(rounds),
                 "space": "procrustes (image:efficientnet-lite0, text:minilm, audio:aisfx)"},
         notes=notes,
+        table=table,
     )

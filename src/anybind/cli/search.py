@@ -301,7 +301,10 @@ def serve(
     ),
     port: int = typer.Option(8000, help="TCP port."),
     max_upload_mb: float = typer.Option(10.0, help="Cap on a request body in MiB (uploads over it get 413)."),
-    concurrency: int = typer.Option(2, help="Embedding/search jobs running at once (worker threads)."),
+    concurrency: int = typer.Option(
+        128, help="Requests answered at once (worker threads); those needing the same encoder "
+        "share its calls (see --max-batch)."
+    ),
     max_queue: int = typer.Option(256, help="Requests that may wait for a free slot; beyond that, 503 + Retry-After."),
     queue_timeout: float = typer.Option(60.0, help="Seconds a request may wait for a slot before it gets 503."),
     cache: Optional[Path] = typer.Option(None, help="Feature cache to read from (queries are cached in memory only)."),
@@ -309,10 +312,11 @@ def serve(
         2.0, help="How often (at most) requests look for items written to the index meanwhile (`anybind index ... --out` on it)."
     ),
     batch_wait_ms: float = typer.Option(
-        0.0, min=0.0, help="Dynamic batching: concurrent requests needing the same encoder wait up to this long "
-        "to be encoded in one call (0: off; raise --concurrency too)."
+        0.0, min=0.0, help="Dynamic batching: requests arriving while an encoder is busy are "
+        "encoded together in its next call; a request at an idle encoder waits up to this long for company (0: none)."
     ),
-    max_batch: int = typer.Option(64, min=1, help="With --batch-wait-ms: stop waiting once this many items are gathered."),
+    max_batch: int = typer.Option(64, min=1, help="Items in one batched encoder call at most "
+                                  "(1: batching off)."),
     log_level: LogLevel = choice("info", LogLevel, help="uvicorn log level."),
     device: str = device_option(),
     precision: str = precision_option(),

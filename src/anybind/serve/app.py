@@ -18,7 +18,9 @@ Guarantees:
 * **Bounded work.**  Embedding and search run in worker threads, at most
   ``concurrency`` at once; up to ``max_queue`` more requests wait (at most
   ``queue_timeout`` seconds) for a slot, and any beyond that get **503** with
-  ``Retry-After``.  Thumbnails have their own ``concurrency`` threads; file
+  ``Retry-After``.  Requests that need the same encoder share its calls (dynamic
+  batching, :mod:`~anybind.serve.batching`).  Thumbnails have their own threads (at
+  most ``concurrency``, and no more than the cores); file
   serving is plain I/O.
 * **Bounded uploads.**  A request body over ``max_upload_bytes`` gets **413**
   (from ``Content-Length`` before anything is read, or as soon as the stream
@@ -48,6 +50,7 @@ explain and caption are routers of their own (``*_routes``, ``explain_route``); 
 the request plumbing (query parts, uploads, hits) in :mod:`~anybind.serve.queries`.
 """
 
+import os
 import time
 from collections.abc import Sequence
 from contextlib import asynccontextmanager
@@ -144,7 +147,8 @@ def create_app(
                 lambda: Service.load(space_dir, index_dir, cache=cache, config=cfg, warm=warm)
             )
         gate = Gate(cfg.concurrency, cfg.max_queue, cfg.queue_timeout)
-        thumbs = anyio.CapacityLimiter(max(1, cfg.concurrency))
+        # thumbnails decode and resize on the CPU: no more at once than cores (nor than request slots)
+        thumbs = anyio.CapacityLimiter(max(1, min(cfg.concurrency, os.cpu_count() or 1)))
         try:
             yield {"svc": svc, "gate": gate, "thumbs": thumbs}
         finally:

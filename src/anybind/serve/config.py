@@ -12,7 +12,10 @@ class ServeConfig:
 
     max_upload_bytes: cap on a request body (all files of an upload together); larger -> 413.
     max_files: files in one upload request.
-    concurrency: encoder/search jobs running at once (each runs in a worker thread).
+    concurrency: requests being answered at once (each in a worker thread).  Requests that need one encoder
+        wait for it in turn, those that arrive while it is busy being encoded together in its next call (see
+        ``max_batch``), so this is mostly how many requests can share a batch: a few encoder calls run at once
+        (one per encoder), not ``concurrency``.
     max_queue: requests allowed to wait for a slot; one more -> 503 with ``Retry-After``.
     queue_timeout: seconds a request may wait for a slot before it gets 503.
     query_cache: query embeddings (texts, uploads, class prompts) kept in memory (LRU).
@@ -30,14 +33,16 @@ class ServeConfig:
     refresh_seconds: how often (at most) a request looks for writes other processes made to the index
         (``anybind index ... --out`` on it while serving): new, replaced and deleted items are then searchable and
         served; 0 = before every request.
-    batch_wait_ms: dynamic batching (:mod:`anybind.serve.batching`): concurrent requests that need the same
-        encoder wait up to this long to be encoded in one call (0: off; useful with ``concurrency`` > 2).
-    max_batch: stop waiting once this many items are gathered for one encoder call.
+    batch_wait_ms: dynamic batching (:mod:`anybind.serve.batching`): requests that need an encoder while it is
+        busy are encoded together in its next call; a request arriving at an idle encoder is encoded at once,
+        or after waiting up to this long for more (0, the default: no wait, so a lone request's latency is
+        unchanged).
+    max_batch: items in one batched encoder call at most (1: batching off).
     """
 
     max_upload_bytes: int = 10 * 1024 * 1024
     max_files: int = 8
-    concurrency: int = 2
+    concurrency: int = 128
     max_queue: int = 256
     queue_timeout: float = 60.0
     query_cache: int = 4096

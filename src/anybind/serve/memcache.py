@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections import OrderedDict, defaultdict
 from pathlib import Path
@@ -24,16 +25,24 @@ class MemoryFeatureCache(FeatureCache):
     shared by worker threads is never entered twice at once).
     """
 
-    def __init__(self, root: str | Path | None = None, max_items: int = 4096, batch_wait: float = 0.0,
+    def __init__(self, root: str | Path | None = None, max_items: int = 4096, batch_wait: float | None = None,
                  max_batch: int = 64):
         super().__init__(root)
-        # batch_wait > 0: concurrent calls for one encoder are encoded together (see .batching)
-        self.batcher = Batcher(batch_wait, max_batch) if batch_wait > 0 else None
+        # batch_wait not None (and max_batch > 1): concurrent calls for one encoder are encoded together,
+        # a new batch gathering for up to batch_wait seconds (see .batching)
+        self.batcher = Batcher(batch_wait, max_batch) if batch_wait is not None and max_batch > 1 else None
+        # a batched call hands the encoder up to 32 items per forward pass, even one whose batch_size is smaller
+        # (EfficientNet-Lite's 8): 32 images went through it 1.5x faster per image than 8 on the loaded 2-core
+        # bench machine (channels-last, 2 torch threads)
+        self.min_forward_batch = min(32, max_batch) if self.batcher is not None else 0
         self.max_items = int(max_items)
         self._mem: OrderedDict[Path, tuple[str, list[str]]] = OrderedDict()
         self._mem_items = 0
         self._lock = threading.RLock()
         self._encoder_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+        # per encoder identity: encoder calls made, items they encoded, seconds spent in them
+        self.encoder_stats: defaultdict[str, dict[str, float]] = defaultdict(
+            lambda: {"calls": 0, "items": 0, "seconds": 0.0})
 
     def _load_index(self, identity: str):
         with self._lock:
@@ -53,7 +62,14 @@ class MemoryFeatureCache(FeatureCache):
             still = [k for k in missing if k not in idx]  # another thread may have encoded them meanwhile
             if not still:
                 return {}
-            return super()._encode_missing(encoder, identity, still, first, False, description, 1)
+            t0 = time.perf_counter()
+            try:
+                return super()._encode_missing(encoder, identity, still, first, False, description, 1)
+            finally:
+                st = self.encoder_stats[identity]
+                st["calls"] += 1
+                st["items"] += len(still)
+                st["seconds"] += time.perf_counter() - t0
 
     def _write_shard(self, identity: str, keys: list[str], vectors: np.ndarray) -> Path:
         path = Path(f"<memory>/{uuid.uuid4().hex}")

@@ -83,7 +83,8 @@ class Service:
         self.config = config or ServeConfig()
         self.space_dir = str(space_dir) if space_dir is not None else None
         self.cache = MemoryFeatureCache(cache, max_items=self.config.query_cache,
-                                        batch_wait=self.config.batch_wait_ms / 1000, max_batch=self.config.max_batch)
+                                        batch_wait=max(0.0, self.config.batch_wait_ms) / 1000,
+                                        max_batch=self.config.max_batch)
         self.tmp = Path(tempfile.mkdtemp(prefix="anybind-serve-")).resolve()
         # staged uploads live here; removed by close(), or at exit if close() was never called
         self._cleanup = weakref.finalize(self, shutil.rmtree, str(self.tmp), True)

@@ -1,0 +1,104 @@
+"""Dynamic batching in the running service (real encoders, real HTTP): concurrent text queries and uploads,
+one of them corrupt, answered as a service without batching answers them; and the bench's load client."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from serve_data import small_tux
+
+from anybind.bench import loadclient
+from anybind.index import Index
+from anybind.serve import ServeConfig, Service, create_app, serve_in_thread
+
+try:
+    import httpx2 as httpx
+except ImportError:  # pragma: no cover - older starlette/httpx
+    import httpx
+
+
+@pytest.fixture(scope="module")
+def data(tux_dir, shared_cache, tmp_path_factory):
+    return small_tux(tux_dir, shared_cache, tmp_path_factory.mktemp("serve-batch"))
+
+
+def _jpeg(path: str, quality: int) -> bytes:
+    buf = io.BytesIO()
+    Image.open(path).convert("RGB").save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def _requests(data):
+    """Uncached queries: reworded texts and JPEG re-encodings of stamps, and one corrupt JPEG."""
+    recs = data["records"]
+    texts = [f"{r.values['text']} (query {i})" for i, r in enumerate(recs[:10])]
+    uploads = [(f"u{i}.jpg", _jpeg(r.values["image"], 70 + i)) for i, r in enumerate(recs[10:14])]
+    uploads.insert(2, ("bad.jpg", b"\xff\xd8\xff\xe0" + b"\x00\x10JFIF" + b"\x00" * 64 + b"broken"))
+    return texts, uploads
+
+
+def _answers(svc: Service, texts, uploads):
+    async def run(url):
+        async with httpx.AsyncClient(base_url=url, timeout=300) as c:
+            jobs = [c.post("/search", json={"text": t, "k": 5}) for t in texts]
+            jobs += [c.post("/search/upload", files={"files": (name, b)}, data={"k": "5"}) for name, b in uploads]
+            return await asyncio.gather(*jobs)
+
+    with serve_in_thread(create_app(service=svc)) as url:
+        res = asyncio.run(run(url))
+    return [(r.status_code, r.json()) for r in res]
+
+
+def test_concurrent_requests_batched_answer_as_unbatched_and_a_corrupt_upload_fails_alone(data, shared_cache):
+    texts, uploads = _requests(data)
+    got = {}
+    for mode, cfg in {"on": ServeConfig(concurrency=16, max_batch=64, batch_wait_ms=200),
+                      "off": ServeConfig(concurrency=16, max_batch=1)}.items():
+        svc = Service.load(data["space"], data["index"], cache=shared_cache, config=cfg)
+        try:
+            asks = svc.cache.batcher.asks if mode == "on" else 0  # the warm-up's
+            got[mode] = _answers(svc, texts, uploads)
+            if mode == "on":
+                assert svc.cache.batcher.largest > 1 and svc.cache.batcher.asks - asks == len(texts) + len(uploads)
+            else:
+                assert svc.cache.batcher is None
+        finally:
+            svc.close()
+    bad = len(texts) + 2
+    for mode in ("on", "off"):
+        status = [s for s, _ in got[mode]]
+        assert status[bad] == 400 and "bad.jpg" in got[mode][bad][1]["detail"]
+        assert status[:bad] + status[bad + 1:] == [200] * (len(status) - 1)
+    for (s_on, on), (_, off) in zip(got["on"], got["off"]):
+        if s_on == 200:
+            assert [(h["id"], h["modality"]) for h in on["hits"]] == [(h["id"], h["modality"]) for h in off["hits"]]
+            assert [h["score"] for h in on["hits"]] == pytest.approx([h["score"] for h in off["hits"]], abs=1e-4)
+
+
+def test_the_load_client_in_its_own_process_counts_answers_and_errors(data, shared_cache, tmp_path):
+    texts, uploads = _requests(data)
+    rows = len(Index.open(data["index"]))
+    svc = Service.load(data["space"], data["index"], cache=shared_cache, config=ServeConfig(concurrency=4))
+    kinds = ["text"] * 3 + ["upload"] * 2
+    blobs = [b for _, b in uploads[:2]]  # u0 (good) and u1 (good)
+    try:
+        with serve_in_thread(create_app(service=svc)) as url:
+            for k, n_err in ((5, 0), (rows + 1, 6)):  # k over the rows: every answer is short, so all count
+                job, out = tmp_path / "job.json", tmp_path / "out.json"
+                job.write_text(loadclient.job_json(url, kinds, texts[:3], blobs, k, singles=["a frog, once"]))
+                script = Path(loadclient.__file__)
+                subprocess.run([sys.executable, str(script), str(job), str(out)], check=True, timeout=300)
+                res = json.loads(out.read_text())
+                assert len(res["errors"]) == n_err and res["wall_s"] > 0
+                assert (len(res["lat"]["text"]), len(res["lat"]["upload"])) == ((3, 2) if n_err == 0 else (0, 0))
+                assert len(res["work_ms"]) == (5 if n_err == 0 else 0)  # the load's; the single query's apart
+                assert len(res["single_ms"]) == (1 if n_err == 0 else 0)
+    finally:
+        svc.close()
