@@ -240,3 +240,30 @@ def test_cli_device_cuda_without_cuda_is_one_line_exit_2(cmd, small_manifest, tm
     assert r.output.strip() == "error: cuda requested but torch.cuda.is_available() is False"
     r = CliRunner().invoke(app, [*args, "--device", "cpu", "--precision", "fp16"])
     assert r.exit_code == 2 and "fp16 on cpu is not supported" in r.output
+
+
+# ----------------------------------------------------------------------------- the label bridge's class prompts
+def test_the_label_bridges_class_prompts_are_kept_per_precision(tmp_path, monkeypatch):
+    """The label bridge embeds 1,000 class prompts once and keeps them beside the feature cache.  Those embedded under
+    bf16 must never serve an fp32 run, in this process or a later one: keyed by the identity alone, a bf16 run's file
+    served every fp32 run after it (speech-retrieval's image cells moved; bridge vectors off by up to 0.016)."""
+    from anybind.encoders.bridge import LabelBridgeEncoder
+
+    def bridge(cache: str) -> LabelBridgeEncoder:  # a new encoder each time (the registry keeps one per spec)
+        monkeypatch.setenv("ANYBIND_CACHE", str(tmp_path / cache))
+        return LabelBridgeEncoder("image:efficientnet-lite0")
+
+    feats = np.random.default_rng(0).normal(size=(8, 1280)).astype(np.float32) ** 2  # ReLU-like base features
+    enc = bridge("c")
+    with use_runtime("cpu", "bf16"):
+        low = enc.bridge(feats)
+    after = enc.bridge(feats)  # fp32 again, the same encoder
+    later = bridge("c").bridge(feats)  # fp32, a new encoder: reads what is stored
+    clean = bridge("clean").bridge(feats)  # fp32 only, another folder
+    assert np.abs(low - clean).max() > 1e-4  # bf16 prompts do move the bridge: the test can tell
+    np.testing.assert_array_equal(after, clean)
+    np.testing.assert_array_equal(later, clean)
+    enc = bridge("c")
+    with use_runtime("cpu", "bf16"):
+        np.testing.assert_array_equal(enc.bridge(feats), low)  # the bf16 file serves bf16 runs
+    assert len(list((tmp_path / "c" / "label-bridge").glob("*.npy"))) == 2

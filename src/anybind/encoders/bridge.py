@@ -30,6 +30,7 @@ import numpy as np
 from ..data.templates import check_template, fill_template
 from ..errors import EncoderError
 from .base import Encoder
+from .device import cache_identity
 
 SUFFIX = "+bridge"
 
@@ -85,7 +86,7 @@ class LabelBridgeEncoder(Encoder):
         self.batch_size = self.base_encoder.batch_size
         self.dim = self.base_encoder.dim + self.text_encoder.dim
         self._head: tuple[np.ndarray, np.ndarray] | None = None
-        self._names: np.ndarray | None = None
+        self._names: dict[str, np.ndarray] = {}  # by the text encoder's cache key (identity + precision)
         self._identity: str | None = None
 
     @property
@@ -99,11 +100,14 @@ class LabelBridgeEncoder(Encoder):
         return self._identity
 
     def _class_embeddings(self) -> np.ndarray:
-        if self._names is None:
+        # the class prompts embedded at the precision set now: a bf16 run's never serve an fp32 one
+        key = cache_identity(self.text_encoder)
+        names = self._names.get(key)
+        if names is None:
             prompts = [fill_template(self.template, n) for n in imagenet_class_names()]
             E = _cached_class_embeddings(self.text_encoder, prompts)
-            self._names = E / np.maximum(np.linalg.norm(E, axis=1, keepdims=True), 1e-12)
-        return self._names
+            names = self._names[key] = E / np.maximum(np.linalg.norm(E, axis=1, keepdims=True), 1e-12)
+        return names
 
     def bridge(self, feats: np.ndarray) -> np.ndarray:
         """Bridge vectors (n, text dim), unit norm, from base features (n, base dim)."""
@@ -137,11 +141,14 @@ def _cached_class_embeddings(text_encoder: Encoder, prompts: list[str]) -> np.nd
     """The text encoder's embeddings of the class prompts, kept in one ``.npy`` beside the feature cache.
 
     Encoding 1,000 prompts costs seconds; every process that bridges images needs them.  Keyed by the text
-    encoder's identity and the prompts themselves, so another model or template never reads them.
+    encoder's cache key (its identity, plus the precision when it is not fp32: see
+    :func:`~anybind.encoders.device.cache_identity`) and the prompts themselves, so another model, template or
+    precision never reads them.  The ``class-prompts-v2`` tag retires the files keyed by the identity alone: one
+    written under ``--precision bf16`` was read by every later fp32 run (bridge vectors off by up to 0.016).
     """
     from ..io import atomic_write_bytes, default_cache_dir
 
-    key = hashlib.sha256("\n".join([text_encoder.identity, *prompts]).encode()).hexdigest()[:24]
+    key = hashlib.sha256("\n".join(["class-prompts-v2", cache_identity(text_encoder), *prompts]).encode()).hexdigest()[:24]
     path = default_cache_dir() / "label-bridge" / f"{key}.npy"
     if path.is_file():
         try:
