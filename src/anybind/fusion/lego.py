@@ -229,13 +229,14 @@ def lego_fuse(model: FusionModel, data: Any, *, epochs: int = 20, lr: float = 5e
     model.epochs, model.lr = int(epochs), float(lr)
     model.fit(train, model.label_key, cache=cache, val=val, warm_start=True)
     best = next((h["epoch"] for h in model.history_ if h.get("best")), model.history_[-1]["epoch"])
-    run = {"epochs": int(epochs), "best_epoch": int(best), "lr": float(lr), "records": len(train),
+    trained = len(model._usable_for_val(train))  # fit leaves out (with a warning) a class the model does not know
+    run = {"epochs": int(epochs), "best_epoch": int(best), "lr": float(lr), "records": trained,
            "val_records": len(val or []), "paired_only": bool(paired_only)}
     if model.merged_from_ is None:
         model.merged_from_ = {"method": "fine-tuned", "sources": [], "fine_tune": run}
     else:
         model.merged_from_ = {**model.merged_from_, "fine_tune": run}
-    log.info("LegoFuse: best epoch %d of %d on %d paired records", best, epochs, len(train))
+    log.info("LegoFuse: best epoch %d of %d on %d paired records", best, epochs, trained)
     return model
 
 
