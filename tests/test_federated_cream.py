@@ -100,6 +100,12 @@ def test_a_bad_creamfl_option_is_one_line():
         with pytest.raises(ValueError) as ei:
             federated_config(bad)
         assert "\n" not in str(ei.value) and next(iter(bad.values())) in str(ei.value)
+    # a temperature of 0 or less, or a negative or NaN weight, would train NaN projectors: refused, named
+    for bad in ({"kd_temperature": 0.0}, {"reg_temperature": -0.5}, {"kd_weight": -1.0}, {"reg_weight": float("nan")}):
+        with pytest.raises(ValueError) as ei:
+            federated_config(bad)
+        (name, value), = bad.items()
+        assert "\n" not in str(ei.value) and name in str(ei.value) and repr(value) in str(ei.value)
 
 
 @pytest.mark.parametrize("init", ["own", "global"])
