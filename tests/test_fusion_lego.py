@@ -67,6 +67,10 @@ def test_calibrated_merge_divides_each_head_by_its_val_temperature(setup, heads)
         np.testing.assert_allclose(outputs_given(cal, test, c, keep), outputs_given(h, test, c, keep) / t, atol=1e-4)
     a, bc = (outputs_given(h, test, c, k) / t for h, t, k in zip(heads, temps, ({"sa"}, {"sb", "sc"})))
     np.testing.assert_allclose(outputs_given(cal, test, c, {"sa", "sb", "sc"}), a / 3 + 2 * bc / 3, atol=1e-4)
+    # no val records: refused (it recorded calibrated_on_val with every temperature left at 1)
+    with pytest.raises(DataError, match="no val records") as ei:
+        merge_fusion(heads, calibrate=[], cache=c)
+    assert "\n" not in str(ei.value)
 
 
 @settings(max_examples=25, deadline=None)

@@ -122,6 +122,8 @@ def merge_fusion(models: Sequence[FusionModel], *, names: Sequence[str] | None =
     first = models[0]
     if calibrate is not None and first.task != "classification":
         raise ValueError("calibrate (temperatures on val) applies to classifiers; a regressor's heads merge as they are")
+    if calibrate is not None and not len(calibrate):
+        raise DataError("calibrate: no val records to fit the heads' temperatures on (None merges them as they are)")
     temps = head_temperatures(models, calibrate, cache) if calibrate is not None else [1.0] * len(models)
     for i, m in enumerate(models):
         if m.reconstruct and len(m.modalities) > 1:
