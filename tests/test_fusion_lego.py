@@ -67,6 +67,10 @@ def test_calibrated_merge_divides_each_head_by_its_val_temperature(setup, heads)
         np.testing.assert_allclose(outputs_given(cal, test, c, keep), outputs_given(h, test, c, keep) / t, atol=1e-4)
     a, bc = (outputs_given(h, test, c, k) / t for h, t, k in zip(heads, temps, ({"sa"}, {"sb", "sc"})))
     np.testing.assert_allclose(outputs_given(cal, test, c, {"sa", "sb", "sc"}), a / 3 + 2 * bc / 3, atol=1e-4)
+    # no val records: refused (it recorded calibrated_on_val with every temperature left at 1)
+    with pytest.raises(DataError, match="no val records") as ei:
+        merge_fusion(heads, calibrate=[], cache=c)
+    assert "\n" not in str(ei.value)
 
 
 @settings(max_examples=25, deadline=None)
@@ -216,3 +220,21 @@ def test_cli_fuse_merge_with_fine_tune_and_refusal(setup, heads, tmp_path):  # n
                             "--out", str(tmp_path / "m2")])
     assert r.exit_code != 0 and "modality 'sa'" in " ".join(r.output.split()) and "Traceback" not in r.output
     assert not (tmp_path / "m2").exists()
+
+
+def test_fine_tuning_refuses_unlabelled_records_and_says_what_it_leaves_out(setup, heads, caplog):  # noqa: F811
+    """A warm start (LegoFuse) reads the labels as a fresh fit does: a training record without the label is refused,
+    named, and one of a class the model does not know is left out with a one-line warning (never silently)."""
+    tmp, space, man = setup
+    c, train = tmp / "c", man.split("train")
+    unlabelled = dataclasses.replace(train[0], labels={})
+    with pytest.raises(DataError) as ei:
+        lego_fuse(merge_fusion(heads), [unlabelled] + train[1:20], epochs=1, cache=c, val=man.split("val"))
+    assert repr(train[0].id) in str(ei.value) and "'cls'" in str(ei.value) and "\n" not in str(ei.value)
+    new_class = dataclasses.replace(train[1], labels={**train[1].labels, "cls": "c9"})
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="anybind"):
+        fused = lego_fuse(merge_fusion(heads), [new_class] + train[2:20], epochs=1, cache=c, val=man.split("val"))
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("1 training record" in w and repr(train[1].id) in w and "'c9'" in w and "\n" not in w for w in warned), warned
+    assert fused.merged_from_["fine_tune"]["records"] == 18

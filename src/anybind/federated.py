@@ -106,6 +106,12 @@ def federated_config(config: Mapping[str, Any]) -> FederatedConfig:
                          f"{cfg.kd!r}, {cfg.client_init!r}")
     if cfg.projector not in ("mlp", "linear"):
         raise ValueError(f"projector must be 'mlp' or 'linear', got {cfg.projector!r}")
+    for name in ("reg_temperature", "kd_temperature"):  # divisors of CreamFL's similarities: 0 or less gives NaN
+        if not getattr(cfg, name) > 0:
+            raise ValueError(f"{name} must be > 0, got {getattr(cfg, name)!r}")
+    for name in ("reg_weight", "kd_weight"):
+        if not getattr(cfg, name) >= 0:
+            raise ValueError(f"{name} must be >= 0, got {getattr(cfg, name)!r}")
     if min(cfg.rounds, cfg.local_epochs, cfg.server_epochs, cfg.patience) < 1 or cfg.batch_size < 2 or cfg.kd_mix < 0:
         raise ValueError("rounds, local_epochs, server_epochs and patience must be >= 1, batch_size >= 2 and "
                          "kd_mix >= 0")

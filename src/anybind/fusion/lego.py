@@ -122,6 +122,8 @@ def merge_fusion(models: Sequence[FusionModel], *, names: Sequence[str] | None =
     first = models[0]
     if calibrate is not None and first.task != "classification":
         raise ValueError("calibrate (temperatures on val) applies to classifiers; a regressor's heads merge as they are")
+    if calibrate is not None and not len(calibrate):
+        raise DataError("calibrate: no val records to fit the heads' temperatures on (None merges them as they are)")
     temps = head_temperatures(models, calibrate, cache) if calibrate is not None else [1.0] * len(models)
     for i, m in enumerate(models):
         if m.reconstruct and len(m.modalities) > 1:
@@ -229,13 +231,14 @@ def lego_fuse(model: FusionModel, data: Any, *, epochs: int = 20, lr: float = 5e
     model.epochs, model.lr = int(epochs), float(lr)
     model.fit(train, model.label_key, cache=cache, val=val, warm_start=True)
     best = next((h["epoch"] for h in model.history_ if h.get("best")), model.history_[-1]["epoch"])
-    run = {"epochs": int(epochs), "best_epoch": int(best), "lr": float(lr), "records": len(train),
+    trained = len(model._usable_for_val(train))  # fit leaves out (with a warning) a class the model does not know
+    run = {"epochs": int(epochs), "best_epoch": int(best), "lr": float(lr), "records": trained,
            "val_records": len(val or []), "paired_only": bool(paired_only)}
     if model.merged_from_ is None:
         model.merged_from_ = {"method": "fine-tuned", "sources": [], "fine_tune": run}
     else:
         model.merged_from_ = {**model.merged_from_, "fine_tune": run}
-    log.info("LegoFuse: best epoch %d of %d on %d paired records", best, epochs, len(train))
+    log.info("LegoFuse: best epoch %d of %d on %d paired records", best, epochs, trained)
     return model
 
 

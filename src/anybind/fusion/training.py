@@ -4,6 +4,7 @@ balancing and epoch selection on the validation records (scored by :mod:`.scorin
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -19,6 +20,8 @@ from ..errors import DataError
 from ..loop import training_threads
 from .balance import RunningMean, agm_coefficients, ogm_coefficients, scale_grad, shapley_values, subset_outputs
 from .net import FusionNet
+
+log = logging.getLogger(__name__)
 
 
 class TrainingMixin:
@@ -73,7 +76,8 @@ class TrainingMixin:
 
         ``warm_start=True`` continues from the fitted network (fine-tuning, e.g. LegoFuse of a merged
         model): the classes or target scale stay as they are (a training record of a class the model
-        does not know is left out), and the network as it was competes as epoch 0 on ``val``."""
+        does not know is left out, with a warning; one without the label is refused, as by a fresh
+        fit), and the network as it was competes as epoch 0 on ``val``."""
         records = self._records(data)
         if isinstance(data, (str, Path, Manifest)):
             train = [r for r in records if r.split == "train"]
@@ -87,7 +91,15 @@ class TrainingMixin:
             self._check_fitted()
             if label_key != self.label_key:
                 raise DataError(f"this model predicts label {self.label_key!r}, not {label_key!r}: fine-tune it on its own label")
-            train = self._usable_for_val(train)
+            self._raw_labels(train)  # a record without the label is refused, named, as by a fresh fit
+            usable = self._usable_for_val(train)
+            if len(usable) < len(train):
+                kept = {id(r) for r in usable}
+                left = [r for r in train if id(r) not in kept]
+                named = ", ".join(f"{r.id!r} ({r.labels[label_key]!r})" for r in left[:10])
+                log.warning("fine-tuning leaves out %d training record(s) of a value of label %r the model does not "
+                            "know: %s%s", len(left), label_key, named, " ..." if len(left) > 10 else "")
+            train = usable
             if not train:
                 raise DataError(f"no training record has a known value of label {label_key!r}")
             y = self._targets(train)
