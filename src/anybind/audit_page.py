@@ -101,11 +101,12 @@ def audit_html(result: AuditResult, man: "Manifest", kinds: dict[str, str], top:
 
 
 def cleaned_lines(manifest_path: str | Path, result: AuditResult, fix: str, threshold: float) -> tuple[list[str], int]:
-    """The manifest's lines with the records scoring ``>= threshold`` dropped or labelled ``audit=<kinds>``;
-    every other line is kept byte for byte.  Returns the lines and how many records were dropped / flagged."""
+    """The manifest's lines with the records scoring ``>= threshold`` (:attr:`~anybind.audit.RecordAudit.acted`: a
+    loose class' label at its weighed score) dropped or labelled ``audit=<kinds>``; every other line is kept byte
+    for byte.  Returns the lines and how many records were dropped / flagged."""
     if fix not in FIXES:
         raise DataError(f"unknown fix {fix!r}: use {' or '.join(FIXES)}")
-    flagged = {r.id: ",".join(sorted({f.kind for f in r.findings if f.score >= threshold}) or {"score"})
+    flagged = {r.id: ",".join(sorted({f.kind for f in r.findings if f.acted >= threshold}) or {"score"})
                for r in result.flagged(threshold)}
     out, n = [], 0
     with open(manifest_path, encoding="utf-8") as f:
