@@ -310,3 +310,19 @@ def test_pixel_distance_is_a_symmetric_block_difference(seed, n):
     C[:, 8:16, 8:16] = 255
     assert np.all(pixel_distance(D, C.reshape(n, -1)) > 0.5)
     assert LOOSE_BITS > COPY_BITS
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB"])
+def test_a_colour_keyed_transparent_png_is_composited_on_white(tmp_path, mode):
+    """A greyscale or RGB PNG whose transparency is a colour key (tRNS, no alpha channel) is transparent where it
+    has that colour: like an RGBA stamp it is composited on white -- its transparent canvas is no ink, and a speck
+    on it is blank (it was left black: ink everywhere, no blank, and a black background for the encoder)."""
+    from anybind.data.media import load_image
+
+    key, fg = (0, 128) if mode == "L" else ((0, 0, 0), (128, 128, 128))
+    img = Image.new(mode, (256, 256), key)
+    img.paste(Image.new(mode, (6, 6), fg), (120, 120))
+    img.save(tmp_path / "speck.png", transparency=key)
+    rgb = np.asarray(load_image(tmp_path / "speck.png"))
+    assert rgb[0, 0].tolist() == [255, 255, 255] and rgb[122, 122].tolist() == [128, 128, 128]
+    assert image_prints([tmp_path / "speck.png"]).blank.tolist() == [True]

@@ -68,7 +68,8 @@ def load_image(path: str | Path, size: int | None = None, limits: MediaLimits | 
         raise DataError(f"{path}: corrupt or unsupported image ({_no_buffer(e)})") from None
     if img.width < 1 or img.height < 1:
         raise DataError(f"{path}: image has no pixels")
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+    # transparency: an alpha channel, or a colour key (tRNS) in a palette, greyscale or RGB PNG
+    if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
         rgba = img.convert("RGBA")
         bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img = Image.alpha_composite(bg, rgba)
@@ -150,7 +151,8 @@ def to_rgb(img: Any):
 
     if img.width < 1 or img.height < 1:
         raise DataError("image has no pixels")
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+    # transparency: an alpha channel, or a colour key (tRNS) in a palette, greyscale or RGB PNG
+    if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
         rgba = img.convert("RGBA")
         bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img = Image.alpha_composite(bg, rgba)
