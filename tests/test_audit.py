@@ -301,6 +301,14 @@ def test_a_loose_class_weighs_its_label_findings_down(data, shared_cache, tmp_pa
     assert set(quiet) <= kept_ids, [i for i in quiet if i not in kept_ids]
     dropped = {r["id"] for r in rows} - kept_ids
     assert n == len(dropped) > 0 and all(by_id[i].kinds for i in dropped)  # each dropped record has a finding that fired
+    # the page tells a finding that did not fire from one that did (it listed both alike)
+    from anybind.audit_page import audit_html
+    from anybind.calibration import load_for
+
+    page = audit_html(res, load_for(Space.load(data["space"]), path), {}, top=len(res.records))
+    for i in quiet:
+        assert f"<div class='muted'><b>label</b> {label[i]:.2f} (did not fire): category=" in page, i
+    assert page.count("(did not fire)") == sum(not f.fired for r in res.records for f in r.findings if f.score > 0)
 
 
 @given(st.lists(st.tuples(st.integers(0, 3), st.floats(0, 1)), min_size=1, max_size=40), st.integers(1, 10))

@@ -72,7 +72,8 @@ def audit_html(result: AuditResult, man: "Manifest", kinds: dict[str, str], top:
     rows = []
     for i, ra in enumerate(result.records[:top]):
         rec = by_id.get(ra.id)
-        reasons = "".join(f"<div><b>{esc(f.kind)}</b> {num(f.score, 2)}: {esc(f.detail)}</div>"
+        reasons = "".join(f"<div><b>{esc(f.kind)}</b> {num(f.score, 2)}: {esc(f.detail)}</div>" if f.fired else
+                          f"<div class='muted'><b>{esc(f.kind)}</b> {num(f.score, 2)} (did not fire): {esc(f.detail)}</div>"
                           for f in sorted(ra.findings, key=lambda f: -f.score) if f.score > 0)
         labels = ", ".join(f"{esc(k)}={esc(v)}" for k, v in (rec.labels or {}).items()) if rec else ""
         rows.append([str(i + 1), num(ra.score), esc(ra.id), esc(ra.split),
