@@ -74,9 +74,11 @@ log = logging.getLogger(__name__)
 
 KINDS = ("blank", "mismatch", "leak", "label", "outlier")
 BLOCK = 2048  # rows of a score block
-#: a mismatch or label finding fires (is listed in the record's ``kinds``) from this score on: its pair scores
-#: below half of its split's and is at most even odds a match, or its label is the minority of its neighbours'
-#: and ranks low in the zero-shot.  Leak, outlier and blank findings fire whenever they are made
+#: a mismatch or label finding fires (is listed in the record's ``kinds``) from this score on -- a mismatch when
+#: the geometric mean of its share of its split scoring higher and its odds against a match reaches it (a pair
+#: below half of its split's at most even odds a match does), a label when the mean of its neighbours' disagreement
+#: and its zero-shot rank share does (a loose class' at its weighed score).  Leak, outlier and blank findings fire
+#: whenever they are made
 FIRES = 0.5
 
 
