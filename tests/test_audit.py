@@ -285,10 +285,30 @@ def test_a_loose_class_weighs_its_label_findings_down(data, shared_cache, tmp_pa
     res = audit(Space.load(data["space"]), path, label="category", cache=shared_cache)
     label = res.scores["label"]
     why = {r.id: f for r in res.records for f in r.findings if f.kind == "label"}
+    by_id = {r.id: r for r in res.records}
     assert not [i for i in loose if why[i].fired], {i: label[i] for i in loose}
     assert all("a loose class" in why[i].detail for i in loose)
     # the score itself is not weighed (it ranks the records): the case is a loose class' items scoring high
     assert max(label[i] for i in loose) >= FIRES, {i: label[i] for i in loose}
+    # --fix acts on what fired: a loose class' label score, not weighed for ranking, must not drop its records
+    # (4a71087 left --fix on the unweighed score: 'kinds' [] in the JSONL, yet dropped at --threshold 0.5)
+    from anybind.audit_page import cleaned_lines
+
+    quiet = [i for i in loose if label[i] >= FIRES and max(v for k, v in by_id[i].scores.items() if k != "label") < FIRES]
+    assert quiet, {i: by_id[i].scores for i in loose}
+    kept, n = cleaned_lines(path, res, "drop", FIRES)
+    kept_ids = {json.loads(line)["id"] for line in kept}
+    assert set(quiet) <= kept_ids, [i for i in quiet if i not in kept_ids]
+    dropped = {r["id"] for r in rows} - kept_ids
+    assert n == len(dropped) > 0 and all(by_id[i].kinds for i in dropped)  # each dropped record has a finding that fired
+    # the page tells a finding that did not fire from one that did (it listed both alike)
+    from anybind.audit_page import audit_html
+    from anybind.calibration import load_for
+
+    page = audit_html(res, load_for(Space.load(data["space"]), path), {}, top=len(res.records))
+    for i in quiet:
+        assert f"<div class='muted'><b>label</b> {label[i]:.2f} (did not fire): category=" in page, i
+    assert page.count("(did not fire)") == sum(not f.fired for r in res.records for f in r.findings if f.score > 0)
 
 
 @given(st.lists(st.tuples(st.integers(0, 3), st.floats(0, 1)), min_size=1, max_size=40), st.integers(1, 10))
@@ -304,3 +324,13 @@ def test_class_cohesion_is_the_lift_over_chance_and_weighs_only_loose_classes(it
     for c in range(4):
         if not (y == c).any():
             assert cohesion[c] == COHESIVE  # the prior alone
+
+
+def test_a_one_item_class_is_not_judged_loose():
+    """A label held by one item: no neighbour can share it (label_scores gives it agree 0), which says nothing of
+    how loose its class is -- it must weigh 1, not be called 'a loose class' by the prior against a lift of 0."""
+    y = np.array([0] * 6 + [1] * 6 + [2])
+    agree = np.r_[np.ones(12), 0.0]
+    cohesion, weight = class_cohesion(agree, y, 3, 3)
+    assert cohesion[2] == COHESIVE and weight[2] == 1.0
+    assert np.allclose(weight[:2], 1.0)

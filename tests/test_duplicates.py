@@ -310,3 +310,39 @@ def test_pixel_distance_is_a_symmetric_block_difference(seed, n):
     C[:, 8:16, 8:16] = 255
     assert np.all(pixel_distance(D, C.reshape(n, -1)) > 0.5)
     assert LOOSE_BITS > COPY_BITS
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB"])
+def test_a_colour_keyed_transparent_png_is_composited_on_white(tmp_path, mode):
+    """A greyscale or RGB PNG whose transparency is a colour key (tRNS, no alpha channel) is transparent where it
+    has that colour: like an RGBA stamp it is composited on white -- its transparent canvas is no ink, and a speck
+    on it is blank (it was left black: ink everywhere, no blank, and a black background for the encoder)."""
+    from anybind.data.media import load_image
+
+    key, fg = (0, 128) if mode == "L" else ((0, 0, 0), (128, 128, 128))
+    img = Image.new(mode, (256, 256), key)
+    img.paste(Image.new(mode, (6, 6), fg), (120, 120))
+    img.save(tmp_path / "speck.png", transparency=key)
+    rgb = np.asarray(load_image(tmp_path / "speck.png"))
+    assert rgb[0, 0].tolist() == [255, 255, 255] and rgb[122, 122].tolist() == [128, 128, 128]
+    assert image_prints([tmp_path / "speck.png"]).blank.tolist() == [True]
+
+
+def test_a_16_bit_greyscale_png_is_read_as_its_top_8_bits(tmp_path):
+    """A 16-bit greyscale PNG (PIL mode I;16: a depth map, a scan) was clipped to 8 bits by PIL's conversion: every
+    value over 255 white (a stamp's grey picture read 99 % white: a blank for the audit, nothing for the encoder).
+    It reads as its 8-bit picture does; its colour key (tRNS) is transparency, composited on white."""
+    from anybind.data.media import load_image
+
+    grey = np.asarray(load_image(STAMP_FILES[0]).convert("L"))
+    Image.fromarray(grey.astype(np.uint16) * 257).save(tmp_path / "16.png")  # 257: 0-255 onto 0-65535
+    assert Image.open(tmp_path / "16.png").mode.startswith("I;16")
+    got = np.asarray(load_image(tmp_path / "16.png"))
+    assert np.array_equal(got, np.repeat(grey[..., None], 3, -1))
+    pr = image_prints([STAMP_FILES[0], tmp_path / "16.png"])
+    assert not pr.blank.any() and hamming(pr.hashes[:1], pr.hashes[1:])[0, 0] <= COPY_BITS
+    wide = np.full((64, 64), 40000, np.uint16)
+    wide[20:40, 20:40] = 1000
+    Image.fromarray(wide).save(tmp_path / "keyed.png", transparency=40000)
+    rgb = np.asarray(load_image(tmp_path / "keyed.png"))
+    assert rgb[0, 0].tolist() == [255] * 3 and rgb[30, 30].tolist() == [1000 >> 8] * 3

@@ -74,9 +74,11 @@ log = logging.getLogger(__name__)
 
 KINDS = ("blank", "mismatch", "leak", "label", "outlier")
 BLOCK = 2048  # rows of a score block
-#: a mismatch or label finding fires (is listed in the record's ``kinds``) from this score on: its pair scores
-#: below half of its split's and is at most even odds a match, or its label is the minority of its neighbours'
-#: and ranks low in the zero-shot.  Leak, outlier and blank findings fire whenever they are made
+#: a mismatch or label finding fires (is listed in the record's ``kinds``) from this score on -- a mismatch when
+#: the geometric mean of its share of its split scoring higher and its odds against a match reaches it (a pair
+#: below half of its split's at most even odds a match does), a label when the mean of its neighbours' disagreement
+#: and its zero-shot rank share does (a loose class' at its weighed score).  Leak, outlier and blank findings fire
+#: whenever they are made
 FIRES = 0.5
 
 
@@ -95,6 +97,14 @@ class RecordAudit:
     def kinds(self) -> list[str]:
         """The kinds of the findings that fired (a check that scored the record but found nothing is not one)."""
         return sorted({f.kind for f in self.findings if f.fired})
+
+    @property
+    def acted(self) -> float:
+        """The score ``--fix`` acts on: the highest check's, a check that weighs its finding (a loose class' label)
+        counting at its weighed score (:attr:`Finding.acted`), so that a finding that did not fire for being weighed
+        down does not drop or flag the record either."""
+        weighed = {f.kind: f.acted for f in self.findings if f.weighed is not None}
+        return max((weighed.get(k, v) for k, v in self.scores.items()), default=0.0)
 
     def to_dict(self) -> dict[str, Any]:
         fs = sorted(self.findings, key=lambda f: -f.score)
@@ -115,7 +125,8 @@ class AuditResult:
     settings: dict[str, Any] = field(default_factory=dict)
 
     def flagged(self, threshold: float) -> list[RecordAudit]:
-        return [r for r in self.records if r.score >= threshold]
+        """The records ``--fix`` acts on at ``threshold`` (:attr:`RecordAudit.acted`)."""
+        return [r for r in self.records if r.acted >= threshold]
 
 
 def _pair_ranks(space: "Space", A: np.ndarray, a: str, B: np.ndarray, b: str, ga: np.ndarray, gb: np.ndarray):
@@ -197,16 +208,18 @@ def class_cohesion(agree: np.ndarray, y: np.ndarray, n_classes: int, k: int) -> 
     """Per class its lift over chance -- the mean of ``(agree - chance) / (1 - chance)`` over its items, ``agree``
     the share of an item's possible neighbours sharing its label and ``chance`` that share were the labels
     shuffled (``k`` neighbours of ``n - 1`` items, ``n_c - 1`` of them in its class) -- shrunk to
-    :data:`COHESIVE` by :data:`COHESION_PRIOR` pseudo-items, and the weight of its label findings,
-    ``clip(lift / COHESIVE, 0, 1)``."""
+    :data:`COHESIVE` by :data:`COHESION_PRIOR` pseudo-items (an item alone in its class is no evidence: a class of
+    one is at the prior), and the weight of its label findings, ``clip(lift / COHESIVE, 0, 1)``."""
     count = np.bincount(y, minlength=n_classes)
     n = len(y)
     possible = np.minimum(k, np.maximum(count - 1, 1))
     chance = np.minimum(1.0, k * np.maximum(count - 1, 0) / max(n - 1, 1) / possible)
     # a class whose neighbours could not but agree (chance 1: it is nearly everything) is taken at its word
     lift = np.where(chance[y] >= 1, 1.0, (agree - chance[y]) / np.maximum(1 - chance[y], 1e-9))
-    total = np.bincount(y, weights=lift, minlength=n_classes)
-    cohesion = (total + COHESION_PRIOR * COHESIVE) / (count + COHESION_PRIOR)
+    # an item alone in its class has no neighbour that could share its label: no evidence of how loose it is
+    told = count[y] > 1
+    total = np.bincount(y, weights=np.where(told, lift, 0.0), minlength=n_classes)
+    cohesion = (total + COHESION_PRIOR * COHESIVE) / (np.bincount(y[told], minlength=n_classes) + COHESION_PRIOR)
     return cohesion, np.clip(cohesion / COHESIVE, 0.0, 1.0)
 
 
@@ -255,7 +268,7 @@ def label_scores(space: "Space", records: Sequence["Record"], embs: dict[str, Em
         best[rid] = float(np.mean([s for s, _, _ in ps]))
         weighed = float(np.mean([w for _, w, _ in ps]))
         why[rid] = Finding("label", best[rid], f"{label}={lab[rid]!r}: " + "; ".join(d for _, _, d in ps),
-                           fired=weighed >= FIRES)
+                           fired=weighed >= FIRES, weighed=weighed)
     return best, why
 
 

@@ -40,6 +40,14 @@ class Finding:
     detail: str
     other: str | None = None  # the other record (a duplicate)
     fired: bool = True
+    #: the score as its check weighs it (a loose class' label finding: score x the class' weight), which decides
+    #: whether it fires and what ``--fix`` acts on; None: the score itself
+    weighed: float | None = None
+
+    @property
+    def acted(self) -> float:
+        """The score ``--fix`` compares with its threshold: :attr:`weighed` where the check weighs it."""
+        return float(self.score if self.weighed is None else self.weighed)
 
     def to_dict(self) -> dict[str, Any]:
         d = {"kind": self.kind, "score": round(float(self.score), 4), "detail": self.detail}
@@ -47,6 +55,8 @@ class Finding:
             d["other"] = self.other
         if not self.fired:
             d["fired"] = False
+        if self.weighed is not None and self.weighed < self.score:
+            d["weighed"] = round(float(self.weighed), 4)
         return d
 
 

@@ -72,7 +72,8 @@ def audit_html(result: AuditResult, man: "Manifest", kinds: dict[str, str], top:
     rows = []
     for i, ra in enumerate(result.records[:top]):
         rec = by_id.get(ra.id)
-        reasons = "".join(f"<div><b>{esc(f.kind)}</b> {num(f.score, 2)}: {esc(f.detail)}</div>"
+        reasons = "".join(f"<div><b>{esc(f.kind)}</b> {num(f.score, 2)}: {esc(f.detail)}</div>" if f.fired else
+                          f"<div class='muted'><b>{esc(f.kind)}</b> {num(f.score, 2)} (did not fire): {esc(f.detail)}</div>"
                           for f in sorted(ra.findings, key=lambda f: -f.score) if f.score > 0)
         labels = ", ".join(f"{esc(k)}={esc(v)}" for k, v in (rec.labels or {}).items()) if rec else ""
         rows.append([str(i + 1), num(ra.score), esc(ra.id), esc(ra.split),
@@ -101,11 +102,12 @@ def audit_html(result: AuditResult, man: "Manifest", kinds: dict[str, str], top:
 
 
 def cleaned_lines(manifest_path: str | Path, result: AuditResult, fix: str, threshold: float) -> tuple[list[str], int]:
-    """The manifest's lines with the records scoring ``>= threshold`` dropped or labelled ``audit=<kinds>``;
-    every other line is kept byte for byte.  Returns the lines and how many records were dropped / flagged."""
+    """The manifest's lines with the records scoring ``>= threshold`` (:attr:`~anybind.audit.RecordAudit.acted`: a
+    loose class' label at its weighed score) dropped or labelled ``audit=<kinds>``; every other line is kept byte
+    for byte.  Returns the lines and how many records were dropped / flagged."""
     if fix not in FIXES:
         raise DataError(f"unknown fix {fix!r}: use {' or '.join(FIXES)}")
-    flagged = {r.id: ",".join(sorted({f.kind for f in r.findings if f.score >= threshold}) or {"score"})
+    flagged = {r.id: ",".join(sorted({f.kind for f in r.findings if f.acted >= threshold}) or {"score"})
                for r in result.flagged(threshold)}
     out, n = [], 0
     with open(manifest_path, encoding="utf-8") as f:

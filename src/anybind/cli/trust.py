@@ -65,7 +65,7 @@ def audit_cmd(
     fix: Optional[Fix] = choice(None, Fix, "--fix",
                                 help="drop: leave flagged records out; flag: label them audit=<kinds>. Needs --out."),
     out: Optional[Path] = typer.Option(None, "--out", help="The cleaned manifest (a new file)."),
-    threshold: float = typer.Option(0.75, "--threshold", min=0.0, max=1.0, help="Score from which --fix acts."),
+    threshold: float = typer.Option(0.75, "--threshold", min=0.0, max=1.0, help="Score from which --fix acts (a loose class' label at its weighed score)."),
     label: Optional[str] = typer.Option(None, "--label", help="Label key to check (default: the report's choice)."),
     near: float = typer.Option(0.95, "--near", min=0.5, max=1.0,
                               help="Cosine of the frozen encoder's features from which items are look-alikes."),

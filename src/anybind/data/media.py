@@ -68,11 +68,27 @@ def load_image(path: str | Path, size: int | None = None, limits: MediaLimits | 
         raise DataError(f"{path}: corrupt or unsupported image ({_no_buffer(e)})") from None
     if img.width < 1 or img.height < 1:
         raise DataError(f"{path}: image has no pixels")
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+    if img.mode.startswith("I;16"):  # PIL's own conversion would clip every value over 255 to white
+        img = _top_8_bits(img)
+    # transparency: an alpha channel, or a colour key (tRNS) in a palette, greyscale or RGB PNG
+    if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
         rgba = img.convert("RGBA")
         bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img = Image.alpha_composite(bg, rgba)
     return img.convert("RGB")
+
+
+def _top_8_bits(img):
+    """A 16-bit greyscale image (PIL mode ``I;16*``: a 16-bit PNG or TIFF) as 8-bit ``L``, its top 8 bits; its
+    colour key (tRNS), compared at 16 bits, as an alpha channel (``LA``)."""
+    from PIL import Image
+
+    a = np.asarray(img).astype(np.uint16)
+    out = Image.fromarray((a >> 8).astype(np.uint8))  # uint8, 2-D: mode L
+    key = img.info.get("transparency")
+    if isinstance(key, int):
+        out.putalpha(Image.fromarray(np.where(a == key, 0, 255).astype(np.uint8)))
+    return out
 
 
 def _no_buffer(e: Exception) -> str:
@@ -150,7 +166,10 @@ def to_rgb(img: Any):
 
     if img.width < 1 or img.height < 1:
         raise DataError("image has no pixels")
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+    if img.mode.startswith("I;16"):  # PIL's own conversion would clip every value over 255 to white
+        img = _top_8_bits(img)
+    # transparency: an alpha channel, or a colour key (tRNS) in a palette, greyscale or RGB PNG
+    if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
         rgba = img.convert("RGBA")
         bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img = Image.alpha_composite(bg, rgba)
