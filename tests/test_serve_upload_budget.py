@@ -92,6 +92,11 @@ def test_a_reservation_that_waits_too_long_gets_busy_and_leaves_nothing_behind()
                     pass
         async with full.hold(0):  # nothing to reserve (text, refused content): never waits
             assert full.reserved == 0
+        shared = PixelBudget(100, max_queue=3, timeout=60, also_waiting=lambda: 3)  # the gate's queue is full
+        async with shared.hold(100):
+            with pytest.raises(Busy, match="waiting"):
+                async with shared.hold(1):
+                    pass
 
     anyio.run(main)
 

@@ -153,7 +153,7 @@ def create_app(
             )
         gate = Gate(cfg.concurrency, cfg.max_queue, cfg.queue_timeout)
         # the decoded uploads in flight, bounded whatever the concurrency (serve/budget)
-        budget = PixelBudget(cfg.max_inflight_pixels, cfg.max_queue, cfg.queue_timeout)
+        budget = PixelBudget(cfg.max_inflight_pixels, cfg.max_queue, cfg.queue_timeout, lambda: gate.waiting)
         # thumbnails decode and resize on the CPU: no more at once than cores (nor than request slots)
         thumbs = anyio.CapacityLimiter(max(1, min(cfg.concurrency, os.cpu_count() or 1)))
         try:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import io
 import warnings
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import anyio
@@ -83,12 +83,15 @@ class PixelBudget:
     first served), each at most ``timeout`` s, else :class:`~anybind.serve.gate.Busy` (503).
 
     ``reserved``: pixels held now; ``peak``: the most ever held at once; ``waiting``: reservations queued.
+    ``also_waiting``: requests waiting elsewhere that share the ``max_queue`` bound (the service passes its
+    gate's, so that requests holding their uploads in memory while they wait stay ``max_queue`` in all).
     Used from the event loop only (no locks)."""
 
-    def __init__(self, capacity: int, max_queue: int, timeout: float):
+    def __init__(self, capacity: int, max_queue: int, timeout: float, also_waiting: Callable[[], int] = lambda: 0):
         self.capacity = max(1, int(capacity))
         self.max_queue = max(0, int(max_queue))
         self.timeout = float(timeout)
+        self.also_waiting = also_waiting
         self.reserved = 0
         self.peak = 0
         self._queue: deque[_Waiter] = deque()
@@ -118,7 +121,7 @@ class PixelBudget:
         if not self._queue and self.reserved + cost <= self.capacity:
             self._take(cost)
             return
-        if len(self._queue) >= self.max_queue:
+        if len(self._queue) + self.also_waiting() >= self.max_queue:
             raise Busy(f"busy: {self.reserved:,} pixels of uploads being decoded and {len(self._queue)} uploads "
                        "waiting; retry shortly")
         w = _Waiter(cost)
