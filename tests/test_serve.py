@@ -61,7 +61,9 @@ def test_health_describes_the_space_the_index_and_the_limits(client, svc):
     assert h["space"]["identity"] == svc.space.identity() and h["space"]["dim"] == 64
     assert h["upload_modalities"] == {"image": "image", "audio": "audio"}
     assert h["limits"]["max_upload_bytes"] == CAP and h["limits"]["concurrency"] == ServeConfig().concurrency
-    assert h["load"] == {"running": 0, "waiting": 0}
+    assert h["limits"]["max_inflight_pixels"] == ServeConfig().max_inflight_pixels
+    assert {k: h["load"][k] for k in ("running", "waiting", "reserved_pixels")} == {
+        "running": 0, "waiting": 0, "reserved_pixels": 0}
 
 
 def test_api_docs_work_offline(client):

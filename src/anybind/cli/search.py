@@ -317,6 +317,11 @@ def serve(
     ),
     max_batch: int = typer.Option(64, min=1, help="Items in one batched encoder call at most "
                                   "(1: batching off)."),
+    max_inflight_pixels: int = typer.Option(
+        160_000_000, min=1, help="Pixels (3 bytes each) the uploads being decoded may hold together, whatever "
+        "--concurrency is: an upload reserves what its files' headers declare and waits (up to --queue-timeout, "
+        "then 503) for room; one larger than all of it is served alone."
+    ),
     log_level: LogLevel = choice("info", LogLevel, help="uvicorn log level."),
     device: str = device_option(),
     precision: str = precision_option(),
@@ -352,7 +357,7 @@ def serve(
     cfg = ServeConfig(
         max_upload_bytes=int(max_upload_mb * 2**20), concurrency=concurrency, max_queue=max_queue,
         queue_timeout=queue_timeout, refresh_seconds=refresh_seconds, batch_wait_ms=batch_wait_ms,
-        max_batch=max_batch,
+        max_batch=max_batch, max_inflight_pixels=max_inflight_pixels,
     )
     try:
         from ..serve.auth import KeyStore, check_bind, check_keys_file, is_local

@@ -25,6 +25,10 @@ Guarantees:
 * **Bounded uploads.**  A request body over ``max_upload_bytes`` gets **413**
   (from ``Content-Length`` before anything is read, or as soon as the stream
   passes the cap); more than ``max_files`` files in one request get **400**.
+  The uploads being decoded and encoded hold at most ``max_inflight_pixels``
+  pixels together, whatever ``concurrency`` is: each reserves what its files'
+  headers declare before anything is decoded, and waits its turn as a request
+  waits for a slot (503 beyond); see :mod:`~anybind.serve.budget`.
 * **Sniffed, not trusted.**  An upload's type comes from its first bytes (PNG,
   JPEG, GIF, WebP, SVG; WAV, OGG, FLAC, MP3), never from its name or declared
   content type: anything else gets **415**; a file of a known type that does not
@@ -68,6 +72,7 @@ from ..errors import AnybindError
 from ..index import QueryError
 from ..version import __version__
 from .auth import ApiKeyAuth, KeyStore
+from .budget import PixelBudget
 from .caption_routes import add_caption_routes
 from .classify_routes import router as classify_router
 from .errors import add_error_handlers
@@ -75,7 +80,7 @@ from .explain_route import router as explain_router
 from .gate import Busy, Gate  # noqa: F401 - Busy: imported from here by callers
 from .item_routes import router as items_router
 from .middleware import BodyLimit, SecurityHeaders
-from .queries import hit_out, named_files, read_uploads, text_parts, to_ms, unstage, upload_parts
+from .queries import hit_out, named_files, read_uploads, run_upload, text_parts, to_ms, unstage, upload_parts
 from .schemas import (
     ERRORS,
     MAX_K,
@@ -147,10 +152,12 @@ def create_app(
                 lambda: Service.load(space_dir, index_dir, cache=cache, config=cfg, warm=warm)
             )
         gate = Gate(cfg.concurrency, cfg.max_queue, cfg.queue_timeout)
+        # the decoded uploads in flight, bounded whatever the concurrency (serve/budget)
+        budget = PixelBudget(cfg.max_inflight_pixels, cfg.max_queue, cfg.queue_timeout, lambda: gate.waiting)
         # thumbnails decode and resize on the CPU: no more at once than cores (nor than request slots)
         thumbs = anyio.CapacityLimiter(max(1, min(cfg.concurrency, os.cpu_count() or 1)))
         try:
-            yield {"svc": svc, "gate": gate, "thumbs": thumbs}
+            yield {"svc": svc, "gate": gate, "budget": budget, "thumbs": thumbs}
         finally:
             if service is None:
                 svc.close()
@@ -200,6 +207,7 @@ def create_app(
     async def health(request: Request) -> HealthOut:
         svc: Service = request.state.svc
         gate: Gate = request.state.gate
+        budget: PixelBudget = request.state.budget
         await anyio.to_thread.run_sync(svc.refresh)  # current counts; off the event loop (it may reload)
         sp = svc.space
         ups = {k: m for k in ("image", "audio") if (m := svc.upload_modality(k))}
@@ -215,8 +223,10 @@ def create_app(
             limits=LimitsInfo(
                 max_upload_bytes=cfg.max_upload_bytes, max_files=cfg.max_files, concurrency=gate.concurrency,
                 max_queue=gate.max_queue, queue_timeout=gate.timeout, max_k=MAX_K,
+                max_inflight_pixels=budget.capacity,
             ),
-            load=LoadInfo(running=gate.running, waiting=gate.waiting),
+            load=LoadInfo(running=gate.running, waiting=gate.waiting + budget.waiting,
+                          reserved_pixels=budget.reserved, peak_reserved_pixels=budget.peak),
             uptime_s=round(time.time() - svc.started, 1),
         )
 
@@ -264,7 +274,7 @@ def create_app(
                 unstage(staged)
             return EmbedOut(dim=svc.space.dim, items=items, took_ms=to_ms(t0))
 
-        return await request.state.gate.run(work)
+        return await run_upload(request, uploads, work)
 
     # -- search --------------------------------------------------------------------------
     @app.post("/search", response_model=SearchOut, responses=ERRORS, summary="Search with text (one or several, fused)")
@@ -317,7 +327,7 @@ def create_app(
                 unstage(staged)
             return SearchOut(hits=[hit_out(svc, h) for h in hits], query_modalities=qmods, took_ms=to_ms(t0))
 
-        return await request.state.gate.run(work)
+        return await run_upload(request, uploads, work)
 
     app.include_router(classify_router)  # POST /classify, /classify/upload (serve/classify_routes)
     app.include_router(items_router)  # GET /items/{id}, /thumbs/{id} (serve/item_routes)

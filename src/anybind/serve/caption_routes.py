@@ -35,7 +35,7 @@ from ..errors import AnybindError, SpaceError
 from ..index import QueryError
 from .auth import charge_request
 from .files import NotFound
-from .queries import named_files, read_uploads, to_ms, unstage, upload_parts
+from .queries import named_files, read_uploads, run_upload, to_ms, unstage, upload_parts
 from .schemas import ERRORS, MAX_TEXT, UPLOAD_ERRORS, ErrorOut, RequestModel
 from .state import Service
 
@@ -259,7 +259,7 @@ def add_caption_routes(app: FastAPI, captioner: Any, service: Service | None = N
                     for (m, _, _), (_, shown), c in zip(parts, staged, caps)]
             return CaptionOut(captions=outs, method=method, projection=proj, took_ms=to_ms(t0))
 
-        return await request.state.gate.run(work)
+        return await run_upload(request, uploads, work)
 
     app.include_router(router)
     app.state.captioner = cap

@@ -13,7 +13,7 @@ from ..data.templates import templates_for
 from ..errors import AnybindError
 from ..index import QueryError
 from ..index.calibrated import probabilities, query_modality
-from .queries import named_files, read_uploads, text_parts, to_ms, unstage, upload_parts
+from .queries import named_files, read_uploads, run_upload, text_parts, to_ms, unstage, upload_parts
 from .schemas import (
     ERRORS,
     MAX_LABEL,
@@ -105,4 +105,4 @@ async def classify_upload(
         finally:
             unstage(staged)
 
-    return await request.state.gate.run(work)
+    return await run_upload(request, uploads, work)

@@ -12,7 +12,8 @@ class ServeConfig:
 
     max_upload_bytes: cap on a request body (all files of an upload together); larger -> 413.
     max_files: files in one upload request.
-    concurrency: requests being answered at once (each in a worker thread).  Requests that need one encoder
+    concurrency: requests being answered at once (each in a worker thread); the memory of the uploads among
+        them is bounded by ``max_inflight_pixels``, not by this.  Requests that need one encoder
         wait for it in turn, those that arrive while it is busy being encoded together in its next call (see
         ``max_batch``), so this is mostly how many requests can share a batch: a few encoder calls run at once
         (one per encoder), not ``concurrency``.
@@ -38,6 +39,14 @@ class ServeConfig:
         or after waiting up to this long for more (0, the default: no wait, so a lone request's latency is
         unchanged).
     max_batch: items in one batched encoder call at most (1: batching off).
+    max_inflight_pixels: what the uploads being decoded and encoded may hold together, in pixels (an RGB
+        pixel: 3 bytes; the default, 4 x ``max_pixels``, about 480 MB), whatever ``concurrency`` is: each upload
+        reserves what its files declare in their headers (an image its width x height, a sound its samples
+        as float32, an SVG or a video ``max_pixels``) before any is decoded, and releases it once its items
+        are encoded (or failed); one that does not fit waits its turn (first come, first served), as a
+        request waits for a slot: at most ``queue_timeout`` s, at most ``max_queue`` waiting, else 503 with
+        ``Retry-After``.  An upload declaring more than the whole budget is served alone (it reserves all of
+        it).  See :mod:`anybind.serve.budget`.
     """
 
     max_upload_bytes: int = 10 * 1024 * 1024
@@ -55,3 +64,4 @@ class ServeConfig:
     refresh_seconds: float = 2.0
     batch_wait_ms: float = 0.0
     max_batch: int = 64
+    max_inflight_pixels: int = 4 * 40_000_000

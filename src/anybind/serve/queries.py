@@ -1,14 +1,18 @@
 """Request plumbing shared by the routes: query parts from texts and uploads, hits as ``HitOut``."""
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from fastapi import UploadFile
+import anyio
+import anyio.to_thread
+from fastapi import Request, UploadFile
 
 from ..data.strings import is_blank
 from ..index import Hit, QueryError
+from .budget import upload_pixels
 from .schemas import MAX_TEXT, HitOut, QueryInput
 from .state import Service
 
@@ -56,6 +60,16 @@ async def read_uploads(svc: Service, files: list[UploadFile]) -> list[tuple[byte
     for f in files:
         out.append((await f.read(), f.filename or "upload"))
     return out
+
+
+async def run_upload(request: Request, uploads: list[tuple[bytes, str]], work: Callable[[], Any]) -> Any:
+    """Run an upload route's ``work`` through the admission gate once the pixels its files declare are
+    reserved in the service's budget (released when ``work`` has returned or failed: its items encoded,
+    its staged files removed); see :mod:`~anybind.serve.budget`."""
+    svc: Service = request.state.svc
+    pixels = await anyio.to_thread.run_sync(upload_pixels, uploads, svc.config)  # header reads: off the event loop
+    async with request.state.budget.hold(pixels):
+        return await request.state.gate.run(work)
 
 
 def upload_parts(

@@ -181,11 +181,14 @@ class LimitsInfo(BaseModel):
     max_queue: int
     queue_timeout: float
     max_k: int
+    max_inflight_pixels: int = Field(description="Pixels the uploads being decoded may hold together.")
 
 
 class LoadInfo(BaseModel):
     running: int
-    waiting: int
+    waiting: int = Field(description="Requests waiting for a slot, and uploads waiting for room in the pixel budget.")
+    reserved_pixels: int = Field(description="Pixels reserved by the uploads being decoded and encoded now.")
+    peak_reserved_pixels: int = Field(description="The most pixels ever reserved at once since start.")
 
 
 class HealthOut(BaseModel):
