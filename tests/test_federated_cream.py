@@ -224,7 +224,7 @@ def _watched(held: list, sent: list):
 
 
 def _moon(world, intra, rounds=3, **kw):  # noqa: F811
-    tmp, path, specs, cpaths, ppath, row_of, feats = world
+    tmp, _, specs, cpaths, ppath, *_ = world
     held, sent, seen = [], [], []
     sp = federate(cpaths, ppath, encoders=specs, cache=tmp / "c", method="creamfl", client_init="global", intra=intra,
                   runner=_watched(held, sent), on_message=lambda way, i, msg: seen.append((way, i, msg)),
@@ -233,7 +233,7 @@ def _moon(world, intra, rounds=3, **kw):  # noqa: F811
 
 
 def test_the_moon_negative_is_live_where_the_round_start_one_is_inert(world):  # noqa: F811
-    sp, held, sent, seen = _moon(world, "moon", rounds=2)
+    _, held, _, seen = _moon(world, "moon", rounds=2)
     c = held[0]
     assert c._prev is not None  # the client kept its last round's projectors
     glob_msg = [m for way, _, m in seen if m.kind == "global"][-1]
@@ -263,8 +263,8 @@ def test_the_moon_negative_is_live_where_the_round_start_one_is_inert(world):  #
 
 
 def test_the_moon_negative_moves_training_from_the_second_round_on(world):  # noqa: F811
-    _, held_s, sent_s, seen_s = _moon(world, "start")
-    _, held_m, sent_m, seen_m = _moon(world, "moon")
+    _, held_s, sent_s, _ = _moon(world, "start")
+    _, _, sent_m, _ = _moon(world, "moon")
     emb_s = [r for _, k, r, *_ in sent_s if k == "public-embeddings"]
     emb_m = [r for _, k, r, *_ in sent_m if k == "public-embeddings"]
     n = len(held_s)
@@ -276,7 +276,7 @@ def test_the_moon_negative_moves_training_from_the_second_round_on(world):  # no
 
 
 def test_the_previous_local_model_stays_on_the_client(world):  # noqa: F811
-    tmp, path, specs, cpaths, ppath, row_of, feats = world
+    cpaths = world[3]
     sp_s, _, _, seen_s = _moon(world, "start")
     sp_m, held, sent, seen_m = _moon(world, "moon")
     shape = [(way, i, m.kind, {k: a.shape for k, a in m.arrays.items()}, sorted(m.counts)) for way, i, m in seen_m]
