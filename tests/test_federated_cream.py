@@ -1,9 +1,11 @@
 """CreamFL's pieces (issue 19): the relational distillation ignores a rotation of the ensemble that the feature
 regression pays for; the ensemble weights the client that agrees with the global model; clients that start each
 round from the global projectors (``client_init="global"``) do so, pay for it in training bytes, and still send
-nothing private."""
+nothing private; the MOON negative (``intra="moon"``: the client's previous-round projectors) is live where the
+round-start one is inert, moves training, stays on the client and is deterministic."""
 
 import contextlib
+import copy
 import json
 
 import numpy as np
@@ -15,7 +17,7 @@ from hypothesis import strategies as st
 from anybind import load_manifest
 from anybind.federated import federate, federated_config, local_clients
 from anybind.errors import FederationError
-from anybind.federated_cream import KDBinder, ensemble
+from anybind.federated_cream import CreamBinder, KDBinder, ensemble
 from anybind.federated_parties import embed_public
 from anybind.losses import build_loss
 from anybind.projectors import Projector, ProjectorConfig
@@ -96,7 +98,7 @@ def test_ensemble_weights_the_client_that_agrees_with_the_global_model():
 
 
 def test_a_bad_creamfl_option_is_one_line():
-    for bad in ({"kd": "logits"}, {"client_init": "fedavg"}):
+    for bad in ({"kd": "logits"}, {"client_init": "fedavg"}, {"intra": "previous"}):
         with pytest.raises(ValueError) as ei:
             federated_config(bad)
         assert "\n" not in str(ei.value) and next(iter(bad.values())) in str(ei.value)
@@ -195,3 +197,108 @@ def test_a_mix_is_the_same_blend_of_the_same_two_pairs_in_every_modality(n, k, s
         for r, ((i, j), w) in enumerate(zip(mix["mix.pairs"], mix["mix.weights"])):
             assert np.allclose(out[m][n + r], w * x[i] + (1 - w) * x[j], atol=1e-5)
     assert mixed(public, None) == public
+
+
+def _watched(held: list, sent: list):
+    """A runner keeping the in-process clients (``held``) and, per client reply, ``(client, kind, reply, the
+    client's current public embeddings, its kept previous-round ones or None)`` (``sent``)."""
+
+    @contextlib.contextmanager
+    def runner(sp, pub):
+        with local_clients(sp, pub) as parties:
+            for i, c in enumerate(parties.clients):
+                held.append(c)
+                handle = c.handle
+
+                def watch(msg, c=c, i=i, handle=handle):
+                    prev = None if c._prev is None else embed_public(c._prev, {m: v.numpy() for m, v in c.public.items()})
+                    reply = handle(msg)
+                    now = embed_public({m: c.projectors[m] for m in c.modalities},
+                                       {m: v.numpy() for m, v in c.public.items()})
+                    sent.append((i, reply.kind, reply, now, prev))
+                    return reply
+
+                c.handle = watch
+            yield parties
+    return runner
+
+
+def _moon(world, intra, rounds=3, **kw):  # noqa: F811
+    tmp, _, specs, cpaths, ppath, *_ = world
+    held, sent, seen = [], [], []
+    sp = federate(cpaths, ppath, encoders=specs, cache=tmp / "c", method="creamfl", client_init="global", intra=intra,
+                  runner=_watched(held, sent), on_message=lambda way, i, msg: seen.append((way, i, msg)),
+                  **{**CFG, "rounds": rounds, "patience": rounds, **kw})
+    return sp, held, sent, seen
+
+
+def test_the_moon_negative_is_live_where_the_round_start_one_is_inert(world):  # noqa: F811
+    _, held, _, seen = _moon(world, "moon", rounds=2)
+    c = held[0]
+    assert c._prev is not None  # the client kept its last round's projectors
+    glob_msg = [m for way, _, m in seen if m.kind == "global"][-1]
+    glob = {m: torch.from_numpy(v) for m, v in embed_public(c._projectors_like(glob_msg), {
+        m: v.numpy() for m, v in c.public.items()}).items()}
+    mine = {m: c.projectors[m] for m in c.modalities}  # the global model: clients start the next round from it
+    idx = torch.arange(len(next(iter(c.public.values()))))
+
+    def term(old):
+        b = CreamBinder(mine, old, c.logit_scale, c.loss_fn, c.public, glob, weight=1.0, temperature=0.5)
+        for p in mine.values():
+            p.zero_grad()
+        e = torch.nn.functional.normalize(mine["sa"](c.public["sa"][idx]), dim=-1)
+        loss = b.intra("sa", e, idx)
+        loss.backward()
+        grad = sum(float(p.grad.norm()) for p in mine["sa"].parameters() if p.grad is not None)
+        return float(loss.detach()), grad
+
+    start = {m: copy.deepcopy(p).eval() for m, p in mine.items()}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        loss_start, grad_start = term(start)
+        torch.manual_seed(0)
+        loss_moon, grad_moon = term(c._prev)
+    assert loss_start == pytest.approx(np.log(2), abs=1e-5) and grad_start < 1e-5  # contrasts the global with itself
+    assert abs(loss_moon - np.log(2)) > 1e-3 and grad_moon > 1e-3  # the previous round's model differs: a pull
+
+
+def test_the_moon_negative_moves_training_from_the_second_round_on(world):  # noqa: F811
+    _, held_s, sent_s, _ = _moon(world, "start")
+    _, _, sent_m, _ = _moon(world, "moon")
+    emb_s = [r for _, k, r, *_ in sent_s if k == "public-embeddings"]
+    emb_m = [r for _, k, r, *_ in sent_m if k == "public-embeddings"]
+    n = len(held_s)
+    assert len(emb_s) == len(emb_m) == 3 * n
+    same = [all(np.array_equal(a.arrays[m], b.arrays[m]) for m in a.arrays) for a, b in zip(emb_s, emb_m)]
+    assert all(same[:n])  # round 1: no previous round, the negative is the start (as in MOON)
+    assert not any(same[n:])  # then the previous local model pulls every client elsewhere
+    assert all(c._prev is None for c in held_s)  # intra="start" keeps nothing
+
+
+def test_the_previous_local_model_stays_on_the_client(world):  # noqa: F811
+    cpaths = world[3]
+    sp_s, _, _, seen_s = _moon(world, "start")
+    sp_m, held, sent, seen_m = _moon(world, "moon")
+    shape = [(way, i, m.kind, {k: a.shape for k, a in m.arrays.items()}, sorted(m.counts)) for way, i, m in seen_m]
+    assert shape == [(way, i, m.kind, {k: a.shape for k, a in m.arrays.items()}, sorted(m.counts))
+                     for way, i, m in seen_s]  # the same messages cross, array for array
+    assert sp_m.info["lineage"][-1]["bytes"] == sp_s.info["lineage"][-1]["bytes"]
+    n = len(held)
+    emb = [(i, r, now, prev) for i, k, r, now, prev in sent if k == "public-embeddings"]
+    for j, (i, r, now, prev) in enumerate(emb):
+        assert all(np.array_equal(r.arrays[m], now[m]) for m in now)  # what it sends: its current model, public rows
+        if j >= n:  # the negative it trained against (last round's model) is not what it sends
+            assert prev is not None and not any(np.allclose(r.arrays[m], prev[m], atol=1e-4) for m in prev)
+    private = [r.id for p in cpaths for r in load_manifest(p, kinds=KINDS).records]
+    assert not any(pid in json.dumps([[m.kind, sorted(m.arrays), sorted(m.counts)] for way, _, m in seen_m
+                                      if way == "up"]) for pid in private)
+    assert sp_m.info["lineage"][-1]["config"]["intra"] == "moon"
+
+
+def test_the_moon_negative_is_deterministic(world):  # noqa: F811
+    a, *_ = _moon(world, "moon")
+    b, *_ = _moon(world, "moon")
+    for m in a.projectors:
+        sa, sb = a.projectors[m].state_dict(), b.projectors[m].state_dict()
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert a.info["training"]["history"] == b.info["training"]["history"]

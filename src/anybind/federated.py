@@ -43,7 +43,7 @@ from .cache import FeatureCache
 from .data.manifest import Manifest
 from .epochs import EpochSelection, selection_record
 from .errors import DataError
-from .federated_cream import KD_KINDS
+from .federated_cream import INTRA_KINDS, KD_KINDS
 from .federated_parties import Client, Message, Server, check_message, public_features
 from .loop import training_threads
 
@@ -84,6 +84,10 @@ class FederatedConfig:
     client_init: str = "global"  # creamfl: "global" (start each round from the global projectors) or "own" (the
     # paper's: clients keep their projectors); the defaults server_epochs=10, kd_weight=10, client_init="global" were
     # chosen on the clients' val pairs (BENCHMARKS.md, federated; session 8 ran 2, 1.0, "own")
+    intra: str = "start"  # creamfl: the negative of the clients' intra-modal term on the public set: "start" (the
+    # client's projectors at the round's start: with client_init="global" the global ones, so the term is inert) or
+    # "moon" (MOON's and CreamFL's: the client's own projectors at the end of its previous round, kept on the client;
+    # with client_init="own" the two are the same)
     label: str = "top"  # a client holding one modality: the label its local (supervised contrastive) loss uses
     seed: int = 0
     threads: int = 1
@@ -101,9 +105,9 @@ def federated_config(config: Mapping[str, Any]) -> FederatedConfig:
     cfg = FederatedConfig(**config)
     if cfg.method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {cfg.method!r}")
-    if cfg.kd not in KD_KINDS or cfg.client_init not in ("own", "global"):
-        raise ValueError(f"kd must be one of {', '.join(KD_KINDS)} and client_init 'own' or 'global', got "
-                         f"{cfg.kd!r}, {cfg.client_init!r}")
+    if cfg.kd not in KD_KINDS or cfg.client_init not in ("own", "global") or cfg.intra not in INTRA_KINDS:
+        raise ValueError(f"kd must be one of {', '.join(KD_KINDS)}, client_init 'own' or 'global' and intra "
+                         f"{' or '.join(map(repr, INTRA_KINDS))}, got {cfg.kd!r}, {cfg.client_init!r}, {cfg.intra!r}")
     if cfg.projector not in ("mlp", "linear"):
         raise ValueError(f"projector must be 'mlp' or 'linear', got {cfg.projector!r}")
     for name in ("reg_temperature", "kd_temperature"):  # divisors of CreamFL's similarities: 0 or less gives NaN

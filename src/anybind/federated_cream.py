@@ -3,7 +3,9 @@ towards the global representations, the server's agreement-weighted ensemble of 
 and the server's distillation of that ensemble into the global projectors.
 
 * :class:`CreamBinder` (client): its private loss plus, on the public pairs, an intra-modal term (its embedding of a
-  public item towards the global embedding of that item, away from its own embedding at the round's start) and an
+  public item towards the global embedding of that item, away from its own embedding by ``old``: its projectors at
+  the round's start, ``intra="start"``, or, ``intra="moon"``, at the end of its previous round, MOON's negative
+  (Li et al. 2021) and CreamFL's, kept on the client) and an
   inter-modal one (towards the global embedding of the paired item of each other modality, among all public
   items), temperature ``reg_temperature``, weight ``reg_weight``.
 * :func:`ensemble` (server): each client's embedding of each item weighted by how well it retrieves the global
@@ -29,6 +31,8 @@ from .binders import PairBinder
 from .projectors import Projector
 
 KD_KINDS = ("feature", "relation", "both")
+#: the negative of the clients' intra-modal term: the client at the round's start, or at its previous round's end
+INTRA_KINDS = ("start", "moon")
 
 
 class CreamBinder(nn.Module):
@@ -39,7 +43,7 @@ class CreamBinder(nn.Module):
                  weight: float, temperature: float, local: nn.Module | None = None):
         super().__init__()
         self.projectors = nn.ModuleDict(projectors)
-        self.old = dict(old)  # frozen: the client's projectors when the round began (not registered)
+        self.old = dict(old)  # frozen, not registered: the client's projectors at the round's start or previous end
         self.pairs = local if local is not None else PairBinder(projectors, logit_scale, loss_fn)  # the private loss
         self.public, self.glob = public, glob
         self.weight, self.temperature = weight, temperature
@@ -55,16 +59,22 @@ class CreamBinder(nn.Module):
         t, total, n = self.temperature, 0.0, 0
         local = {m: F.normalize(p(self.public[m][idx]), dim=-1) for m, p in self.projectors.items()}
         for m, e in local.items():
-            with torch.no_grad():
-                old = F.normalize(self.old[m](self.public[m][idx]), dim=-1)
-            intra = torch.stack([(e * self.glob[m][idx]).sum(-1), (e * old).sum(-1)], 1) / t
-            total = total + F.cross_entropy(intra, torch.zeros(len(idx), dtype=torch.long))
+            total = total + self.intra(m, e, idx)
             n += 1
             for o in self.glob:  # every other modality's global embeddings (a one-modality client's only tie)
                 if o != m:
                     total = total + F.cross_entropy(e @ self.glob[o].T / t, idx)
                     n += 1
         return total / max(n, 1)
+
+    def intra(self, m: str, e: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """The intra-modal term of modality ``m`` (``e``: the client's unit embeddings of public rows ``idx``): the
+        global embedding is the positive, ``old``'s the negative (MOON's contrastive loss; constant, log 2, with
+        no gradient where ``old`` is the global model)."""
+        with torch.no_grad():
+            old = F.normalize(self.old[m](self.public[m][idx]), dim=-1)
+        logits = torch.stack([(e * self.glob[m][idx]).sum(-1), (e * old).sum(-1)], 1) / self.temperature
+        return F.cross_entropy(logits, torch.zeros(len(idx), dtype=torch.long))
 
 
 def ensemble(local: Mapping[str, Sequence[torch.Tensor]], glob: Mapping[str, torch.Tensor],

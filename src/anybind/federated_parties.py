@@ -11,8 +11,9 @@ feature set and the messages, nothing else, so what it can have read is what was
   its pairs and sends its weights and its number of training pairs; the server averages them.
 * CreamFL (Yu et al. 2023, :mod:`anybind.federated_cream`): the client keeps its own projectors (or, with
   ``client_init="global"``, starts each round from the global ones); trained on its pairs plus CreamFL's inter- and
-  intra-modal regulariser towards the global embeddings of the public pairs, it sends its embeddings of the public
-  records.  The server ensembles them (weighted by agreement) and distils the global projectors on the public pairs.
+  intra-modal regulariser towards the global embeddings of the public pairs (the intra-modal negative: its own
+  embedding at the round's start, or with ``intra="moon"`` by its previous round's projectors, which it keeps and
+  never sends), it sends its embeddings of the public records.  The server ensembles them (weighted by agreement) and distils the global projectors on the public pairs.
 
 Local training is the shared :func:`anybind.loop.fit_loop` with :class:`~anybind.binders.PairBinder`
 (FedAvg) or :class:`CreamBinder`; a client holding one modality trains on its labels instead
@@ -152,6 +153,9 @@ class Client:
         self.rng = np.random.default_rng(seed)
         self.torch_state = torch.Generator().manual_seed(seed).get_state()
         self.projectors: dict[str, Projector] = {}
+        # intra="moon": the client's projectors at the end of its previous round (frozen), its intra-modal term's
+        # negative; they stay here: no message is built from them
+        self._prev: dict[str, Projector] | None = None
         self.logit_scale = make_temperature(cfg.temperature, cfg.learn_temperature)
         self.opt: torch.optim.Optimizer | None = None
         self.sampler = IndexSampler({}, cfg.batch_size, self.rng)
@@ -187,6 +191,8 @@ class Client:
     def _on_train(self, msg: Message) -> Message:
         glob = {k: v for k, v in msg.arrays.items() if not k.startswith("mix.")}
         self.fit(self.cfg.local_epochs, glob=glob or None)
+        if self.cfg.method == "creamfl" and self.cfg.intra == "moon":  # kept for the next round's negative
+            self._prev = {m: copy.deepcopy(self.projectors[m]).eval().requires_grad_(False) for m in self.modalities}
         if self.cfg.method == "fedavg":
             return weights_message("client", "weights", {m: self.projectors[m] for m in self.modalities},
                                    self.logit_scale, buffers=False, n=self.n_train)
@@ -237,7 +243,10 @@ class Client:
             local = LabelBinder(mine, self.logit_scale)
         model: nn.Module = local
         if glob is not None:
-            old = {m: copy.deepcopy(p).eval().requires_grad_(False) for m, p in mine.items()}
+            # the negative: the client at the end of its previous round (intra="moon"; in the first round, as in
+            # MOON, its start), else at this round's start
+            old = self._prev if self._prev is not None else {
+                m: copy.deepcopy(p).eval().requires_grad_(False) for m, p in mine.items()}
             g = {m: torch.from_numpy(np.asarray(v)) for m, v in glob.items()}
             model = CreamBinder(mine, old, self.logit_scale, self.loss_fn, self.public, g,
                                 weight=self.cfg.reg_weight, temperature=self.cfg.reg_temperature, local=local)

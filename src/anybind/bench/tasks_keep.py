@@ -89,16 +89,18 @@ def merge(work: Path, cache=None, seed: int = 0, console=None) -> TaskResult:
 @task("federated", "Tux Paint image<->text in K clients (non-IID by top category, or IID) and a public set: test R@1 "
       "of each client alone, FedAvg, CreamFL, centralised (--opt clients=4 rounds=40 split=noniid|iid|noniid,iid "
       "public_fraction=0.15 seeds=0,1,2 fit=1 holds=paired,image,text label=top before=1; CreamFL's settings: "
-      "server_epochs kd kd_weight kd_mix client_init)")
+      "server_epochs kd kd_weight kd_mix client_init reg_weight intra=start|moon|start,moon)")
 def federated(work: Path, cache=None, seed: int = 0, console=None, clients: str = "4", rounds: str = "40",
               split: str = "noniid", local_epochs: str = "1", public_fraction: str = "0.15", seeds: str = "",
               fit: str = "1", holds: str = "", label: str = "top", before: str = "1", server_epochs: str = "",
-              kd: str = "", kd_weight: str = "", kd_mix: str = "", client_init: str = "") -> TaskResult:
+              kd: str = "", kd_weight: str = "", kd_mix: str = "", client_init: str = "", reg_weight: str = "",
+              intra: str = "") -> TaskResult:
     """One seed (``seed``, or one in ``seeds``) and one split: every row of the study; several (``seeds=0,1,2``,
     ``split=noniid,iid``): each system's mean ± sd over the seeds, per split.  ``holds``: what each client keeps,
     cycling (``paired,image,text``: one-modality clients among them, trained on their ``label``).  ``before``: also
     CreamFL with session 8's settings (a row beside the current ones); CreamFL's settings, when given, change the
-    ``creamfl`` row (default: the library's)."""
+    ``creamfl`` row (default: the library's); ``intra``: one or more of ``start``, ``moon``: the first sets the
+    ``creamfl`` row's, each other adds a row ``creamfl (intra=X)`` beside it (same run, same seeds)."""
     from ..data.manifest import load_manifest
     from ..federated_study import federated_study, seed_summary
 
@@ -107,10 +109,14 @@ def federated(work: Path, cache=None, seed: int = 0, console=None, clients: str 
     if holds:
         config["label"] = label
     given = {"server_epochs": server_epochs, "kd": kd, "kd_weight": kd_weight, "kd_mix": kd_mix,
-             "client_init": client_init}
-    config.update({k: (v if k in ("kd", "client_init") else float(v) if k == "kd_weight" else int(v))
+             "client_init": client_init, "reg_weight": reg_weight}
+    config.update({k: (v if k in ("kd", "client_init") else float(v) if k in ("kd_weight", "reg_weight") else int(v))
                    for k, v in given.items() if v})
     variants = {"creamfl (session 8)": SESSION8_CREAMFL} if before not in ("0", "false", "no") else {}
+    intras = [v.strip() for v in intra.split(",") if v.strip()]
+    if intras:
+        config["intra"] = intras[0]
+        variants.update({f"creamfl (intra={v})": {"method": "creamfl", "intra": v} for v in intras[1:]})
     splits = [s.strip() for s in split.split(",") if s.strip()]
     seed_list = [int(s) for s in seeds.split(",") if s.strip()] or [seed]
     runs: dict[str, list[list[dict[str, Any]]]] = {}
