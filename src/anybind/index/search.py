@@ -20,7 +20,7 @@ from .calibrated import check_rank_by, query_modality, rank_hits
 from .errors import QueryError
 from .exact import exact_topk, renormed, unit_rows
 from .fast import FastSearch
-from .query import Query, QueryEmbedder, check_k
+from .query import Query, QueryEmbedder, check_k, raw_direction
 from .results import Hit
 from .store import label_filter, sql_where
 from .table import IndexTable
@@ -43,7 +43,7 @@ class Searcher:
 
     def search(
         self,
-        q: Query,
+        q: Query | np.ndarray,
         *,
         targets: list[str] | None,
         k: int,
@@ -59,6 +59,11 @@ class Searcher:
         """Up to ``k`` hits for ``q``, best first (``k``, ``targets`` and ``labels`` already checked:
         see :meth:`Index.search <anybind.index.Index.search>`)."""
         space = self.t.space
+        if type(q) is np.ndarray:  # one raw vector (Index.search makes no Query of it: see raw_direction)
+            if rerank is None and rank_by == "score" and (space is None or space.scorer.kind == "cosine"):
+                Q = raw_direction(q, self.t.dim)  # checked as Query.of checks it
+                return self._search(Q, targets, k, labels, None, None, None, exact, k, 0, ann_params)[0]
+            q = Query.of(q, dim=self.t.dim)
         if (rerank is None and rank_by == "score" and len(q.vectors) == 1 and not q.items and q.weights is None
                 and (space is None or space.scorer.kind == "cosine")):
             # one raw vector: nothing to embed, fuse or rank by probability (the lane below, fewer calls); k,
