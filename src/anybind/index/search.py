@@ -184,7 +184,9 @@ def hits_of_rows(cols: np.ndarray, S: np.ndarray, R: np.ndarray, ordered: bool =
     """Per query, the hits of rows ``R`` (-1: padding) scored ``S``, best first, from a snapshot's
     :meth:`~.store.Snapshot.hit_columns`: no table read or Arrow take per query.  ``ordered``: the caller
     vouches that each row of ``S`` is best first already (the graph's and the codes' are)."""
-    if not R.size or np.minimum.reduce(R, axis=None) >= 0:  # no pads (R.min() without its Python layer)
+    # no pads: for one query's few rows in plain Python (right after a graph search a numpy reduction costs
+    # several microseconds: its caches are cold), else R.min() without its Python layer
+    if not R.size or (min(R.reshape(-1).tolist()) if R.size <= 256 else np.minimum.reduce(R, axis=None)) >= 0:
         if ordered or S.shape[1] < 2 or bool((S[:, :-1] >= S[:, 1:]).all()):
             return _hit_lists(cols, S, R)
     out = []
