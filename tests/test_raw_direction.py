@@ -100,3 +100,27 @@ def test_a_search_with_a_raw_vector_is_the_general_search(tmp_path):
         with pytest.raises(AnybindError) as general_err:
             ix.search(bad, weights=[1.0])
         assert (type(lane_err.value), str(lane_err.value)) == (type(general_err.value), str(general_err.value))
+
+
+@pytest.mark.parametrize("steps", [-3, -1, 0, 1, 3])
+def test_unit_rows_refuses_one_row_at_the_threshold_as_it_refuses_many(steps):
+    """unit_rows checks one row's norm in plain Python, several rows' with numpy: at and around the 1e-12
+    threshold (float32 values a few steps either side) one row is refused exactly when the same row among others is."""
+    from anybind.errors import DataError
+    from anybind.index.exact import unit_rows
+
+    t = np.float32(1e-12)
+    for _ in range(abs(steps)):
+        t = np.nextafter(t, np.float32(np.inf if steps > 0 else 0))
+    x = np.array([t], np.float32)  # a 1-d vector whose norm is t
+    assert np.sqrt(np.add.reduce(x * x, keepdims=True))[0] == t
+
+    def refused(a):
+        try:
+            unit_rows(a)
+        except DataError:
+            return True
+        return False
+
+    many = refused(np.stack([x, np.ones(1, np.float32)]))
+    assert refused(x) == refused(x[None]) == many == (steps < 0)
