@@ -355,7 +355,8 @@ class Index:
         k = check_k(k)
         targets = self._t.check_targets(modality)
         lab = label_filter(labels)
-        q = Query.of(query, dim=self.dim, text=text, image=image, audio=audio, inputs=inputs, weights=weights)
+        q = (query if type(query) is np.ndarray and text is image is audio is inputs is weights is None  # one raw vector:
+             else Query.of(query, dim=self.dim, text=text, image=image, audio=audio, inputs=inputs, weights=weights))
         return self._searcher.search(q, targets=targets, k=k, labels=lab, rerank=rerank, rerank_params=rerank_params,
                                      query_bank=query_bank, exact=exact, cache=cache, rank_by=rank_by, **ann_params)
 

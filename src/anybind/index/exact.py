@@ -82,9 +82,14 @@ def renormed(x: np.ndarray) -> np.ndarray:
     return x if (n == 1.0).all() else x / n
 
 
+_TINY32 = float(np.float32(1e-12))
+
+
 def unit_rows(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     n = np.sqrt(np.add.reduce(x * x, axis=-1, keepdims=True))  # np.linalg.norm's sum, without its checks
-    if np.minimum.reduce(n, axis=None) < 1e-12:  # (n < 1e-12).any() without ndarray.any's Python layer
+    # (n < 1e-12).any() without ndarray.any's Python layer; for one row, without a ufunc (numpy compares the
+    # float32 norm with 1e-12 made float32, so the Python comparison is with that float32 value)
+    if n.item() < _TINY32 if n.size == 1 else np.minimum.reduce(n, axis=None) < 1e-12:
         raise DataError("a vector of zero norm cannot be indexed or searched")
     return x / n

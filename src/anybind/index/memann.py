@@ -131,6 +131,7 @@ class MemoryAnn:
         self.slot_row = np.zeros(0, np.int64)  # per slot, its row in the current snapshot (-1: gone)
         self.lock = RWLock()  # searches share it; sync and save take it alone
         self._live: tuple[np.ndarray, int] | None = None  # (the deleted array counted, live slots)
+        self._same: tuple[np.ndarray, bool] | None = None  # (slot_row, whether every slot s is row s)
 
     @property
     def live(self) -> int:
@@ -191,6 +192,15 @@ class MemoryAnn:
         return len(new), len(gone)
 
     # -- searching ------------------------------------------------------------------------------
+    def _rows_of(self, labels: np.ndarray) -> np.ndarray:
+        """The snapshot rows of graph slots ``labels`` (hnswlib's uint64): ``slot_row[labels]``, or, while every
+        slot is its own row (a graph built or synced without moves or deletions), the labels themselves
+        (viewed as int64: no gather, checked once per ``slot_row``)."""
+        sr, same = self.slot_row, self._same
+        if same is None or same[0] is not sr:
+            same = self._same = (sr, len(sr) == len(self.slots) and bool(np.array_equal(sr, np.arange(len(sr)))))
+        return labels.view(np.int64) if same[1] and labels.dtype == np.uint64 else sr[labels]
+
     def search(self, Q: np.ndarray, k: int, snap: "Snapshot",
                rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray] | None:
         """Top-``k`` snapshot rows per query (exact scores, best first; -1 pads), or ``None`` when a
@@ -216,7 +226,7 @@ class MemoryAnn:
         except RuntimeError as e:  # fewer than `fetch` reachable items (many deleted): exact answers
             log.info("in-memory ANN search gave up (%s); searching exactly", " ".join(str(e).split()))
             return None
-        R = self.slot_row[labels]  # (hnswlib's labels are uint64) deleted slots are never returned
+        R = self._rows_of(labels)  # deleted slots are never returned
         if mask is None and fetch == kk:  # hnswlib's inner-product distance is 1 - the score, best first
             S = 1.0 - dist  # float32 arithmetic (a Python float does not widen it)
             return (S if S.dtype == np.float32 else S.astype(np.float32)), R

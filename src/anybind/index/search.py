@@ -20,7 +20,7 @@ from .calibrated import check_rank_by, query_modality, rank_hits
 from .errors import QueryError
 from .exact import exact_topk, renormed, unit_rows
 from .fast import FastSearch
-from .query import Query, QueryEmbedder, check_k
+from .query import Query, QueryEmbedder, check_k, raw_direction
 from .results import Hit
 from .store import label_filter, sql_where
 from .table import IndexTable
@@ -43,7 +43,7 @@ class Searcher:
 
     def search(
         self,
-        q: Query,
+        q: Query | np.ndarray,
         *,
         targets: list[str] | None,
         k: int,
@@ -59,6 +59,11 @@ class Searcher:
         """Up to ``k`` hits for ``q``, best first (``k``, ``targets`` and ``labels`` already checked:
         see :meth:`Index.search <anybind.index.Index.search>`)."""
         space = self.t.space
+        if type(q) is np.ndarray:  # one raw vector (Index.search makes no Query of it: see raw_direction)
+            if rerank is None and rank_by == "score" and (space is None or space.scorer.kind == "cosine"):
+                Q = raw_direction(q, self.t.dim)  # checked as Query.of checks it
+                return self._search(Q, targets, k, labels, None, None, None, exact, k, 0, ann_params)[0]
+            q = Query.of(q, dim=self.t.dim)
         if (rerank is None and rank_by == "score" and len(q.vectors) == 1 and not q.items and q.weights is None
                 and (space is None or space.scorer.kind == "cosine")):
             # one raw vector: nothing to embed, fuse or rank by probability (the lane below, fewer calls); k,
@@ -179,7 +184,9 @@ def hits_of_rows(cols: np.ndarray, S: np.ndarray, R: np.ndarray, ordered: bool =
     """Per query, the hits of rows ``R`` (-1: padding) scored ``S``, best first, from a snapshot's
     :meth:`~.store.Snapshot.hit_columns`: no table read or Arrow take per query.  ``ordered``: the caller
     vouches that each row of ``S`` is best first already (the graph's and the codes' are)."""
-    if not R.size or np.minimum.reduce(R, axis=None) >= 0:  # no pads (R.min() without its Python layer)
+    # no pads: for one query's few rows in plain Python (right after a graph search a numpy reduction costs
+    # several microseconds: its caches are cold), else R.min() without its Python layer
+    if not R.size or (min(R.reshape(-1).tolist()) if R.size <= 256 else np.minimum.reduce(R, axis=None)) >= 0:
         if ordered or S.shape[1] < 2 or bool((S[:, :-1] >= S[:, 1:]).all()):
             return _hit_lists(cols, S, R)
     out = []
