@@ -112,11 +112,12 @@ def test_a_picture_past_its_render_budget_is_reported_and_the_audit_goes_on(data
     stopped the audit of every record.  Such a record is now an "unreadable" finding with its one-line reason,
     counted in the summary, and the others are audited.  Two ways in: an SVG whose features are cached (it
     rendered once, under a larger budget) times out in the copy check's rendering; one not cached, in encoding."""
+    from test_svg_budget import slow_svg
+
     from anybind.audit_leak import NOT_READ_SCORE
     from anybind.audit_page import audit_html
     from anybind.data.limits import MediaLimits, using_limits
     from anybind.data.manifest import load_manifest
-    from test_svg_budget import slow_svg
 
     space = Space.load(data["space"])
     cached, fresh = tmp_path / "cached.svg", tmp_path / "fresh.svg"
@@ -124,7 +125,7 @@ def test_a_picture_past_its_render_budget_is_reported_and_the_audit_goes_on(data
     fresh.write_bytes(slow_svg().replace(b"</svg>", b"<!-- another file --></svg>"))
     with using_limits(MediaLimits(max_svg_work=10**12, max_svg_seconds=None)):  # rendered in full once (not timed)
         assert np.isfinite(space.features("image", [str(cached)], cache=shared_cache)).all()
-    rows = [json.loads(line) for line in open(data["manifest"])]
+    rows = [json.loads(line) for line in data["manifest"].read_text().splitlines()]
     rows += [{"id": "slow-cached", "split": "train", "image": str(cached), "text": "A drawing."},
              {"id": "slow-fresh", "split": "test", "image": str(fresh), "text": "Another drawing."}]
     (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -352,8 +352,9 @@ def test_a_16_bit_greyscale_png_is_read_as_its_top_8_bits(tmp_path):
 def test_image_prints_report_an_unreadable_picture_and_read_the_others(tmp_path):
     """Issue 20: one SVG past its rendering budget (or a corrupt file) stopped the prints of every image; with a
     ``bad`` dict its reason is kept there, its rows are left out and the others are read as on their own."""
-    from anybind.data.limits import MediaLimits, using_limits
     from test_svg_budget import slow_svg
+
+    from anybind.data.limits import MediaLimits, using_limits
 
     files = [STAMP_FILES[0], tmp_path / "slow.svg", tmp_path / "broken.png", STAMP_FILES[1]]
     files[1].write_bytes(slow_svg())
