@@ -107,6 +107,49 @@ def test_cli_writes_jsonl_html_and_a_cleaned_manifest_without_touching_the_origi
     assert bad.exit_code == 2 and path.read_bytes() == before
 
 
+def test_a_picture_past_its_render_budget_is_reported_and_the_audit_goes_on(data, shared_cache, tmp_path):
+    """Issue 20: the audit renders every image again (its copy check's prints), so one SVG past max_svg_seconds
+    stopped the audit of every record.  Such a record is now an "unreadable" finding with its one-line reason,
+    counted in the summary, and the others are audited.  Two ways in: an SVG whose features are cached (it
+    rendered once, under a larger budget) times out in the copy check's rendering; one not cached, in encoding."""
+    from test_svg_budget import slow_svg
+
+    from anybind.audit_leak import NOT_READ_SCORE
+    from anybind.audit_page import audit_html
+    from anybind.data.limits import MediaLimits, using_limits
+    from anybind.data.manifest import load_manifest
+
+    space = Space.load(data["space"])
+    cached, fresh = tmp_path / "cached.svg", tmp_path / "fresh.svg"
+    cached.write_bytes(slow_svg())
+    fresh.write_bytes(slow_svg().replace(b"</svg>", b"<!-- another file --></svg>"))
+    with using_limits(MediaLimits(max_svg_work=10**12, max_svg_seconds=None)):  # rendered in full once (not timed)
+        assert np.isfinite(space.features("image", [str(cached)], cache=shared_cache)).all()
+    rows = [json.loads(line) for line in data["manifest"].read_text().splitlines()]
+    rows += [{"id": "slow-cached", "split": "train", "image": str(cached), "text": "A drawing."},
+             {"id": "slow-fresh", "split": "test", "image": str(fresh), "text": "Another drawing."}]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    # as when the manifest check passed them earlier (remembered) or ran under a larger budget
+    man = load_manifest(tmp_path / "m.jsonl", modalities=space.modalities, check_media=False)
+    with using_limits(MediaLimits(max_svg_work=10**12, max_svg_seconds=1)):
+        res = audit(space, man, cache=shared_cache)
+    assert sorted(r.id for r in res.records) == sorted(r["id"] for r in rows)  # every record is in the result
+    by_id = {r.id: r for r in res.records}
+    for rid, f in (("slow-cached", cached), ("slow-fresh", fresh)):
+        ra = by_id[rid]
+        (why,) = [x for x in ra.findings if x.kind == "unreadable"]
+        assert why.detail.startswith(f"render timed out for image: {f}: SVG took more than 1 s to render"), why.detail
+        assert "\n" not in why.detail and "corrupt" not in why.detail
+        assert ra.scores["unreadable"] == why.score == NOT_READ_SCORE and "unreadable" in ra.kinds
+        assert rid not in res.scores["blank"] and "mismatch" not in ra.scores  # left out of the image checks
+    assert res.unreadable == {"render timed out for image": 2}
+    # the other records are audited as before: every one with an image and a text has its mismatch score
+    assert {r["id"] for r in rows[:-2] if r.get("image") and r.get("text")} <= set(res.scores["mismatch"])
+    assert all("unreadable" not in r.kinds for r in res.records if not r.id.startswith("slow-"))
+    page = audit_html(res, man, {"image": "image", "text": "text", "audio": "audio"})
+    assert "2 records with a file that could not be read" in page and "render timed out for image x2" in page
+
+
 def test_cli_calibrate_writes_the_calibration_into_the_space(data, shared_cache, tmp_path):
     import shutil
 

@@ -13,6 +13,7 @@ from anybind.corpora import emoji as em
 from anybind.duplicates import (BRIGHTNESS_DIFF, COLOUR_DIFF, COPY_BITS, LOOSE_BITS, PIXEL_DIFF, PIXEL_MIN_SIDE,
                                 brightness_distance, chroma_distance, colour_distance, colour_signature, hamming,
                                 image_prints, image_signatures, near_pairs, phash, phashes, pixel_distance)
+from anybind.errors import DataError
 from conftest import STAMPS
 
 STAMP_FILES = sorted(STAMPS.rglob("*.png"))[:40]
@@ -346,3 +347,30 @@ def test_a_16_bit_greyscale_png_is_read_as_its_top_8_bits(tmp_path):
     Image.fromarray(wide).save(tmp_path / "keyed.png", transparency=40000)
     rgb = np.asarray(load_image(tmp_path / "keyed.png"))
     assert rgb[0, 0].tolist() == [255] * 3 and rgb[30, 30].tolist() == [1000 >> 8] * 3
+
+
+def test_image_prints_report_an_unreadable_picture_and_read_the_others(tmp_path):
+    """Issue 20: one SVG past its rendering budget (or a corrupt file) stopped the prints of every image; with a
+    ``bad`` dict its reason is kept there, its rows are left out and the others are read as on their own."""
+    from test_svg_budget import slow_svg
+
+    from anybind.data.limits import MediaLimits, using_limits
+
+    files = [STAMP_FILES[0], tmp_path / "slow.svg", tmp_path / "broken.png", STAMP_FILES[1]]
+    files[1].write_bytes(slow_svg())
+    files[2].write_bytes(b"\x89PNG\r\n\x1a\n not a picture")
+    bad: dict[int, str] = {}
+    with using_limits(MediaLimits(max_svg_work=10**12, max_svg_seconds=1)):
+        pr = image_prints(files, bad=bad)
+        with pytest.raises(DataError, match="slow.svg: SVG took more than 1 s to render"):
+            image_prints(files[:2])  # without a dict: the first unreadable image is the error, as before
+    assert sorted(bad) == [1, 2] and "took more than 1 s to render" in bad[1] and "broken.png" in bad[2]
+    assert "\n" not in bad[1] + bad[2]
+    alone = image_prints([files[0], files[3]])
+    for a, b in zip((pr.hashes, pr.colours, pr.ink, pr.thumbs, pr.sides),
+                    (alone.hashes, alone.colours, alone.ink, alone.thumbs, alone.sides)):
+        assert np.array_equal(a, b)
+    b2: dict[int, str] = {}
+    with using_limits(MediaLimits(max_svg_work=10**12, max_svg_seconds=1)):
+        H, C = image_signatures(files, bad=b2)
+    assert b2 == bad and np.array_equal(H, alone.hashes) and np.array_equal(C, alone.colours)

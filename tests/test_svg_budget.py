@@ -22,7 +22,7 @@ from anybind.cache import FeatureCache
 from anybind.data.limits import LIMITS, MediaLimits, using_limits
 from anybind.data.manifest import load_manifest
 from anybind.data.svg import check_svg, render_svg
-from anybind.errors import DataError, unusable_file
+from anybind.errors import DataError, RendererUnavailable, unusable_file
 from anybind.index import Index
 from anybind.serve import ServeConfig, Service, create_app
 from test_media_limits import _corpus, _ImageLoader, _space
@@ -159,6 +159,58 @@ def test_fit_and_index_skip_and_report_an_svg_over_its_budget(tmp_path, monkeypa
     assert time.perf_counter() - t0 < 2 * (1 + 2) + 5
 
 
+@pytest.fixture
+def no_renderer(monkeypatch):
+    """A machine too busy to start an SVG renderer process in time: a new worker gets 0 s to say it is ready (the
+    real start-up path, cut at once); the workers idle from earlier tests are stopped first and after."""
+    from anybind.data import svg_pool
+
+    svg_pool.stop_idle_workers()
+    monkeypatch.setattr(svg_pool, "START_SECONDS", 0)
+    yield
+    svg_pool.stop_idle_workers()
+
+
+UNAVAILABLE = (r"not rendered: the SVG renderer process did not start within 0 s \(a busy machine\); "
+               r"the file itself was not read \(try again\)")
+
+
+def test_a_renderer_that_cannot_start_is_not_a_corrupt_file(tmp_path, monkeypatch, no_renderer):
+    """Issue 20: a fine SVG on a machine too busy to start the renderer was "corrupt file for image: ... cannot
+    start the SVG renderer process".  It is its own error, named once, and every caller that reports a skipped
+    record (the manifest check, the feature cache, the index writer) says the renderer was unavailable."""
+    from anybind.data.manifest import load_manifest as load
+
+    fine = HEAD.encode() + b'<circle cx="9" cy="9" r="5"/></svg>'
+    with pytest.raises(RendererUnavailable, match=rf"^fine.svg: {UNAVAILABLE}$"):
+        render_svg(fine, "fine.svg", 64, MediaLimits(max_svg_seconds=30))
+    assert _svg_children() == []  # the worker that did not start in time was killed
+
+    monkeypatch.setenv("ANYBIND_MEDIA_CHECKS", "off")
+    (tmp_path / "fine.svg").write_bytes(fine)
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(tmp_path / "ok.png")
+    lines = [{"id": "a", "image": "ok.png", "text": "a"}, {"id": "s", "image": "fine.svg", "text": "s"}]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    man = load(tmp_path / "m.jsonl")
+    assert [r.id for r in man.records] == ["a"] and len(man.bad) == 1
+    reason = man.bad[0].reason
+    assert reason.startswith("SVG renderer unavailable for image: ") and "corrupt" not in reason, reason
+    assert reason.count("renderer unavailable") == 1 and str(tmp_path / "fine.svg") in reason
+    assert "by reason: SVG renderer unavailable for image x1" in man.report()
+
+    bad: dict[int, str] = {}
+    items = [str(tmp_path / f) for f in ("ok.png", "fine.svg")]
+    X = FeatureCache(tmp_path / "cache").encode(_ImageLoader(), items, progress=False, bad=bad)
+    assert list(bad) == [1] and np.isfinite(X[0]).all()
+    # where only the text travels (the cache's reasons), it is still told apart from a corrupt file and a timeout
+    assert unusable_file("image", bad[1]).startswith("SVG renderer unavailable for image: ")
+
+    index = Index.build(_space(), _corpus(tmp_path / "corpus"), tmp_path / "index", cache=tmp_path / "c2")
+    stats = index.add(load(tmp_path / "m.jsonl", check_media=False), cache=tmp_path / "c2")
+    (rid, why), = stats.failed
+    assert rid == "s" and why.startswith("SVG renderer unavailable for image: ") and "corrupt" not in why
+
+
 @pytest.fixture(scope="module")
 def tight(tmp_path_factory):
     """A service whose estimate lets anything through: only the 1 s rendering budget bounds an SVG."""
@@ -191,6 +243,22 @@ def test_the_service_answers_400_within_its_budget(tight):
         assert _svg_children() == []
     # the slot is free and the service still renders SVGs
     assert tight.post("/embed/upload", files={"files": ("fine.svg", fine)}).status_code == 200
+
+
+def test_the_service_answers_503_when_no_svg_renderer_can_start(tight, no_renderer):
+    """The client's file is fine and was not read: 503 with Retry-After (try again), not 400 (fix the file)."""
+    client = tight[0]
+    # content no other test uploads: the service's feature cache has not seen it (a cached one needs no rendering)
+    fine = HEAD.encode() + b'<rect x="7" width="90" height="60" fill="#0b7"/></svg>'
+    for route in ("/search/upload", "/embed/upload"):
+        res = client.post(route, files={"files": ("fine.svg", fine)})
+        assert res.status_code == 503, res.text
+        assert int(res.headers["Retry-After"]) > 0
+        detail = res.json()["detail"]
+        assert "'fine.svg': not rendered: the SVG renderer process did not start" in detail, detail
+        assert "corrupt" not in detail and "\n" not in detail and "/tmp" not in detail
+    # a PNG needs no renderer, and a corrupt SVG is still the client's to fix: 400
+    assert client.post("/embed/upload", files={"files": ("bad.svg", HEAD.encode() + b"<rect")}).status_code == 400
 
 
 def test_an_svg_upload_embeds_as_the_library_embeds_the_file(tight, tmp_path):

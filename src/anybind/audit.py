@@ -16,6 +16,9 @@ Four checks, each a score in [0, 1] per record (the record's audit score is the 
   records, this 5 %).  The record's score is its worst pair; ``scores["mismatch:<modality>"]`` is the mean over the pairs having
   that modality (which item is the odd one out).  The reason names the calibrated ``P(match)`` (when the
   space is calibrated, :mod:`anybind.calibration`) and the own partner's rank among every record's.
+* **unreadable** -- a file that cannot be read now (corrupt, an SVG past its rendering budget, no renderer process
+  started): reported with its one-line reason and counted (:attr:`AuditResult.unreadable`), left out of every check of
+  that modality, while the other records are audited (:mod:`anybind.audit_leak`).
 * **blank** -- a near-uniform picture (an SVG that renders empty, a tiny speck): no evidence of anything, so
   reported once and left out of the other checks of its modality (:mod:`anybind.audit_leak`).
 * **leak** -- duplicates across splits (train/test leakage), judged outside the joint space (which puts
@@ -57,10 +60,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .audit_leak import Finding, blank_findings, leak_scores, read_prints, without_blanks
+from .audit_leak import Finding, blank_findings, embed_readable, leak_scores, readable_prints, without_blanks
 from .calibration import load_for
 from .errors import DataError
-from .evaluate import class_embeddings, class_name, embed_records
+from .evaluate import class_embeddings, class_name
 from .index.exact import exact_topk
 from .metrics import Embedded, content_groups
 from .report import default_label
@@ -72,7 +75,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-KINDS = ("blank", "mismatch", "leak", "label", "outlier")
+KINDS = ("unreadable", "blank", "mismatch", "leak", "label", "outlier")
 BLOCK = 2048  # rows of a score block
 #: a mismatch or label finding fires (is listed in the record's ``kinds``) from this score on -- a mismatch when
 #: the geometric mean of its share of its split scoring higher and its odds against a match reaches it (a pair
@@ -123,6 +126,8 @@ class AuditResult:
     label: str | None
     manifest: str
     settings: dict[str, Any] = field(default_factory=dict)
+    #: records with a file that could not be read, per reason ("render timed out for image": n, ...)
+    unreadable: dict[str, int] = field(default_factory=dict)
 
     def flagged(self, threshold: float) -> list[RecordAudit]:
         """The records ``--fix`` acts on at ``threshold`` (:attr:`RecordAudit.acted`)."""
@@ -307,13 +312,20 @@ def audit(
     if not recs:
         raise DataError(f"{man.path}: no records to audit")
     mods = [m for m in (modalities or space.modalities) if m in space.modalities]
-    embs = embed_records(space, recs, mods, cache=cache, progress=progress)
     splits = {r.id: r.split for r in recs}
     label = label if label is not None else default_label(recs)
     if label is not None and not any(label in (r.labels or {}) for r in recs):
         raise DataError(f"{man.path}: no record has label {label!r}")
-    prints = read_prints(space, recs, embs, progress)
-    checks = {"blank": blank_findings(embs, prints)}
+    # a file that cannot be read (corrupt, a slow SVG past max_svg_seconds) is reported, never the end of the audit
+    embs, unread = embed_readable(space, recs, mods, cache=cache, progress=progress)
+    prints, embs, unread_prints = readable_prints(space, recs, embs, progress)
+    for rid, f in unread_prints.items():
+        if rid not in unread or f.score > unread[rid].score:
+            unread[rid] = f
+    for f in unread.values():
+        log.warning("audit of %s: %s", man.path, f.detail)
+    checks = {"unreadable": ({rid: f.score for rid, f in unread.items()}, unread),
+              "blank": blank_findings(embs, prints)}
     seen = without_blanks(embs, prints)  # a blank picture is no evidence: reported once, as blank
     *mism, per_mod = mismatch_scores(space, seen, splits)
     checks["mismatch"] = tuple(mism)
@@ -333,7 +345,13 @@ def audit(
                 ra.findings.append(why[r.id])
         out.append(ra)
     out.sort(key=lambda x: -x.score)
-    log.info("audited %d records of %s: leakage %s", len(recs), man.path, leakage or "none")
+    unreadable: dict[str, int] = {}
+    for f in unread.values():
+        why = f.detail.split(":", 1)[0]  # "render timed out for image", "corrupt file for audio", ...
+        unreadable[why] = unreadable.get(why, 0) + 1
+    log.info("audited %d records of %s: leakage %s; unreadable %s", len(recs), man.path, leakage or "none",
+             unreadable or "none")
     scores = {kind: s for kind, (s, _) in checks.items()} | {f"mismatch:{m}": s for m, s in per_mod.items()}
     return AuditResult(out, scores, leakage, label, str(man.path),
-                       {"k": k, "near": near, "modalities": mods, "calibrated": space.calibration is not None})
+                       {"k": k, "near": near, "modalities": mods, "calibrated": space.calibration is not None},
+                       unreadable)

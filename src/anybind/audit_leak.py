@@ -7,6 +7,12 @@ check reports.
   carries no evidence: it is reported once, as blank, and left out of every other check of its modality (before
   issue 20's fix, blank renders were pHash copies of each other, 0 bits apart, and topped the mismatches).
   Score 1 for an empty render, 0.75 for a speck.
+* **unreadable** -- a record one of whose files cannot be read now (corrupt, an SVG past its rendering budget
+  ``max_svg_seconds``, no renderer process started on a busy machine: :func:`~anybind.errors.unusable_file`'s
+  one-line reason): reported, and left out of every check of that modality, so that one slow or broken picture
+  never stops the audit of the others (:func:`embed_readable`, :func:`readable_prints`).  Score 1 for a file found
+  unusable, :data:`NOT_READ_SCORE` for one that was only not read in time (it may be fine: not acted on by
+  ``--fix`` at the default threshold).
 * **leak** -- duplicates across splits: identical content, a copy, a recoloured variant, an edited copy (the
   same layout with a local change) or a look-alike per modality (:func:`duplicate_pairs`); a record pair's
   score is the share of the modalities both have that are duplicated, a variant, an edited copy or a look-alike
@@ -22,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .duplicates import ImagePrints, encoder_features, image_prints, near_pairs
+from .errors import RENDER_TIMEOUT_MARK, renderer_unavailable, unusable_file
 from .metrics import Embedded, content_groups
 
 if TYPE_CHECKING:
@@ -60,13 +67,76 @@ class Finding:
         return d
 
 
+#: the score of an unreadable finding for a file that was not read in time (an SVG over its rendering budget, no
+#: renderer process): a reason to look, not evidence the record is wrong; a file found corrupt scores 1
+NOT_READ_SCORE = 0.5
+
+
+def unreadable_finding(modality: str, why: str) -> Finding:
+    """The finding of a record whose ``modality`` file could not be read (``why``: the decoder's one-line error)."""
+    not_read = renderer_unavailable(why) or RENDER_TIMEOUT_MARK in why
+    return Finding("unreadable", NOT_READ_SCORE if not_read else 1.0,
+                   f"{unusable_file(modality, why)}; left out of the {modality} checks")
+
+
+def _add(found: dict[str, Finding], rid: str, f: Finding) -> None:
+    if rid not in found or f.score > found[rid].score:
+        found[rid] = f
+
+
+def _keep(e: Embedded, keep: Sequence[int]) -> Embedded:
+    return Embedded([e.ids[i] for i in keep], e.vectors[list(keep)], None if e.keys is None else [e.keys[i] for i in keep])
+
+
+def embed_readable(space: "Space", records: Sequence["Record"], modalities: Sequence[str], cache=None,
+                   progress: bool = False) -> tuple[dict[str, Embedded], dict[str, Finding]]:
+    """Each modality's embeddings of the records that have it (as :func:`anybind.evaluate.embed_records`), an item
+    that cannot be decoded left out of its modality and reported: ``(embeddings, {record id: unreadable finding})``."""
+    embs: dict[str, Embedded] = {}
+    found: dict[str, Finding] = {}
+    for m in modalities:
+        have = [r for r in records if r.has(m)]
+        if not have:
+            continue
+        values = [r.values[m] for r in have]
+        bad: dict[int, str] = {}
+        X = space.embed(m, values, cache=cache, progress=progress, bad=bad)
+        for i, why in bad.items():
+            _add(found, have[i].id, unreadable_finding(m, why))
+        keep = [i for i in range(len(have)) if i not in bad]
+        enc = space.encoder(m)
+        if keep:
+            embs[m] = Embedded([have[i].id for i in keep], X[keep], [enc.content_key(values[i]) for i in keep])
+    return embs, found
+
+
+def readable_prints(space: "Space", records: Sequence["Record"], embs: dict[str, Embedded], progress: bool = False,
+                    ) -> tuple[dict[str, ImagePrints], dict[str, Embedded], dict[str, Finding]]:
+    """:func:`read_prints`, an image that cannot be decoded now (a slow SVG past ``max_svg_seconds``) left out of its
+    modality and reported: ``(prints, embeddings without those images, {record id: unreadable finding})``."""
+    values = {r.id: r.values for r in records}
+    prints: dict[str, ImagePrints] = {}
+    out = dict(embs)
+    found: dict[str, Finding] = {}
+    for m in image_modalities(space, embs):
+        e = embs[m]
+        bad: dict[int, str] = {}
+        prints[m] = image_prints([values[i][m] for i in e.ids], progress=progress, bad=bad)
+        for i, why in bad.items():
+            _add(found, e.ids[i], unreadable_finding(m, why))
+        if bad:
+            out[m] = _keep(e, [i for i in range(len(e.ids)) if i not in bad])
+    return prints, out, found
+
+
 def image_modalities(space: "Space", embs: dict[str, Embedded]) -> list[str]:
     return [m for m in embs if space.encoder(m).modality == "image"]
 
 
 def read_prints(space: "Space", records: Sequence["Record"], embs: dict[str, Embedded],
                 progress: bool = False) -> dict[str, ImagePrints]:
-    """:class:`~anybind.duplicates.ImagePrints` of each image modality's items, in ``embs`` order."""
+    """:class:`~anybind.duplicates.ImagePrints` of each image modality's items, in ``embs`` order (an undecodable
+    image is a :class:`~anybind.errors.DataError`; :func:`readable_prints` reports it and reads the others)."""
     values = {r.id: r.values for r in records}
     return {m: image_prints([values[i][m] for i in embs[m].ids], progress=progress)
             for m in image_modalities(space, embs)}
@@ -97,9 +167,7 @@ def without_blanks(embs: dict[str, Embedded], prints: dict[str, ImagePrints]) ->
     for m, pr in prints.items():
         keep = np.flatnonzero(~pr.blank)
         if len(keep) < len(pr.blank):
-            e = embs[m]
-            out[m] = Embedded([e.ids[i] for i in keep], e.vectors[keep],
-                              None if e.keys is None else [e.keys[i] for i in keep])
+            out[m] = _keep(embs[m], keep)
     return out
 
 
@@ -171,5 +239,5 @@ def leak_scores(space: "Space", records: Sequence["Record"], embs: dict[str, Emb
     return best, why, counts
 
 
-__all__ = ["LEAK_WEIGHT", "Finding", "blank_findings", "duplicate_pairs", "leak_scores", "read_prints",
-           "without_blanks"]
+__all__ = ["LEAK_WEIGHT", "NOT_READ_SCORE", "Finding", "blank_findings", "duplicate_pairs", "embed_readable",
+           "leak_scores", "read_prints", "readable_prints", "unreadable_finding", "without_blanks"]

@@ -85,7 +85,12 @@ def audit_html(result: AuditResult, man: "Manifest", kinds: dict[str, str], top:
         f"<p class='muted'>{len(result.records)} records; label {esc(result.label or '-')}; "
         f"settings {esc(json.dumps(result.settings))}; written {esc(time.strftime('%Y-%m-%d %H:%M:%S'))} by anybind "
         f"{esc(__version__)}</p>",
-        "<p class='muted'>Checks: <b>blank</b> (a near-uniform picture: no evidence, left out of the other "
+        (f"<p><b>Unreadable</b>: {num(sum(result.unreadable.values()))} records with a file that could not be read, "
+         "audited without it (" + esc(", ".join(f"{w} x{n}" for w, n in sorted(result.unreadable.items()))) + ").</p>"
+         if result.unreadable else ""),
+        "<p class='muted'>Checks: <b>unreadable</b> (a file that cannot be read now: corrupt, an SVG past its "
+        "rendering budget, no renderer; left out of that modality's checks), "
+        "<b>blank</b> (a near-uniform picture: no evidence, left out of the other "
         "checks), <b>mismatch</b> (the record's modalities disagree), <b>leak</b> (a duplicate "
         "in another split), <b>label</b> (its label disagrees with its neighbours' and the zero-shot prediction), "
         "<b>outlier</b> (far from every item of its modality). A record's score is its highest check.</p>",

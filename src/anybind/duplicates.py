@@ -227,12 +227,19 @@ class ImagePrints:
         return (self.ink[:, 1] < BLANK_EXTENT) | (self.ink[:, 0] < BLANK_INK)
 
 
-def image_prints(paths: Sequence[Any], *, progress: bool = False) -> ImagePrints:
-    """:class:`ImagePrints` of each image, each decoded once; an undecodable image is a :class:`DataError`
-    naming it."""
+def image_prints(paths: Sequence[Any], *, progress: bool = False, bad: dict[int, str] | None = None) -> ImagePrints:
+    """:class:`ImagePrints` of each image, each decoded once; an undecodable image (corrupt, an SVG past its
+    rendering budget, no renderer) is a :class:`DataError` naming it -- or, with a dict ``bad``, ``bad[i]`` gets
+    its one-line reason, its rows are left out (the prints hold the other images, in order) and the rest are read."""
     H, C, ink, T, sides = [], [], [], [], []
-    for p in _hashing(paths, progress):
-        img = _image(p)
+    for i, p in enumerate(_hashing(paths, progress)):
+        try:
+            img = _image(p)
+        except DataError as e:
+            if bad is None:
+                raise
+            bad[i] = str(e)
+            continue
         H.append(np.packbits(_phash_of(img)))
         C.append(_colours_of(img))
         ink.append(_ink_of(img))
@@ -245,10 +252,12 @@ def image_prints(paths: Sequence[Any], *, progress: bool = False) -> ImagePrints
     return ImagePrints(np.stack(H), np.stack(C), np.asarray(ink, np.float32), np.stack(T), np.asarray(sides))
 
 
-def image_signatures(paths: Sequence[Any], *, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def image_signatures(paths: Sequence[Any], *, progress: bool = False, bad: dict[int, str] | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`phashes` and :func:`colour_signature` of each image, each decoded once: packed hashes
-    (n, 8) and colour signatures (n, 48) uint8; an undecodable image is a :class:`DataError` naming it."""
-    pr = image_prints(paths, progress=progress)
+    (n, 8) and colour signatures (n, 48) uint8; an undecodable image is a :class:`DataError` naming it (with a dict
+    ``bad``: its reason goes there and its rows are left out, as in :func:`image_prints`)."""
+    pr = image_prints(paths, progress=progress, bad=bad)
     return pr.hashes, pr.colours
 
 

@@ -27,17 +27,37 @@ class RenderTimeout(DataError):
     known to be corrupt -- it may render with a larger budget or on a less busy machine."""
 
 
+class RendererUnavailable(DataError):
+    """A file not rendered because its renderer could not run (the SVG renderer process did not start in time on
+    a busy machine, or could not be started at all): the file itself was not read, so nothing is known to be wrong
+    with it -- try again later.  The service answers 503 (retry), not 400."""
+
+
 #: the words :func:`unusable_file` recognises a :class:`RenderTimeout`'s message by, where only its text travels
 #: (a feature cache's per-item reasons are strings)
 RENDER_TIMEOUT_MARK = "to render (the time budget"
+#: the words a :class:`RendererUnavailable`'s message holds, for the same purpose (and the service's 503)
+RENDERER_UNAVAILABLE_MARK = "not rendered: the SVG renderer process"
+
+
+def renderer_unavailable(why: "str | BaseException") -> bool:
+    """Whether ``why`` (an error, or its message passed on as text or wrapped in another error's message) is a
+    :class:`RendererUnavailable`: a file that was not read, not a file found unusable."""
+    return isinstance(why, RendererUnavailable) or RENDERER_UNAVAILABLE_MARK in str(why)
 
 
 def unusable_file(modality: str, why: "str | BaseException") -> str:
     """The one-line reason a record is skipped for its ``modality`` file: ``render timed out for <modality>: ...``
-    for a :class:`RenderTimeout` (the file and the budget are in its message), ``corrupt file for <modality>: ...``
-    for anything else that cannot be decoded."""
-    timed_out = isinstance(why, RenderTimeout) or RENDER_TIMEOUT_MARK in str(why)
-    return f"{'render timed out' if timed_out else 'corrupt file'} for {modality}: {why}"
+    for a :class:`RenderTimeout` (the file and the budget are in its message), ``SVG renderer unavailable for
+    <modality>: ...`` for a :class:`RendererUnavailable` (the file was not read: try again), ``corrupt file for
+    <modality>: ...`` for anything else that cannot be decoded."""
+    if renderer_unavailable(why):
+        kind = "SVG renderer unavailable"
+    elif isinstance(why, RenderTimeout) or RENDER_TIMEOUT_MARK in str(why):
+        kind = "render timed out"
+    else:
+        kind = "corrupt file"
+    return f"{kind} for {modality}: {why}"
 
 
 class EncoderError(AnybindError, RuntimeError):

@@ -6,9 +6,10 @@ from pathlib import Path
 from typing import Literal, Optional
 
 import typer
+from rich.markup import escape
 
 from ..errors import AnybindError
-from ._common import Split, app, choice, console, fail
+from ._common import Split, app, choice, console, err, fail
 
 CalMethod = Literal["platt", "isotonic"]
 
@@ -106,6 +107,12 @@ def audit_cmd(
         f = max(r.findings, key=lambda f: f.score, default=None)
         t.add_row(f"{r.score:.3f}", r.id, str(r.split), "-" if f is None else f"{f.kind}: {f.detail}")
     console.print(t)
+    if man.bad:  # records the manifest check skipped (their files unreadable already when it was read)
+        err.print(f"[yellow]{escape(man.report())}[/yellow]")
+    if res.unreadable:
+        console.print(f"unreadable: {sum(res.unreadable.values())} records with a file that could not be read, "
+                      "audited without it (" + ", ".join(f"{w} x{n}" for w, n in sorted(res.unreadable.items())) + ")",
+                      highlight=False)
     for sp, c in sorted(res.leakage.items()):
         console.print(f"leakage {sp}: {c['records']} record pairs ("
                       + ", ".join(f"{m} {n}" for m, n in sorted(c.items()) if m != "records") + ")")

@@ -4,8 +4,10 @@ The estimate of :func:`anybind.data.svg.check_svg` refuses costly documents befo
 this bounds what an estimate misses.  :func:`render_in_worker` hands checked SVG text to an idle
 worker (:mod:`anybind.data.svg_process`, started on first use and kept for the next SVG) and
 waits at most ``budget`` seconds for the PNG: past it the worker is killed (its CPU and memory
-are freed at once) and a :class:`DataError` names the file, which the callers report like any
-undecodable file (a 400 in the service, a skipped and reported record in ``fit`` / ``index``).
+are freed at once) and a :class:`RenderTimeout` names the file, which the callers report as a
+timeout (a 400 in the service, a skipped and reported record in ``fit`` / ``index``).  A worker
+that cannot start (within :data:`START_SECONDS` on a busy machine) is a :class:`RendererUnavailable`:
+the file was not read, so it is reported as such, never as corrupt (a 503 in the service).
 
 Workers are plain ``python svg_process.py`` processes talking over pipes (no anybind import, no
 fork of the calling process, whose threads and models a fork would copy); at most
@@ -24,7 +26,7 @@ import sys
 import threading
 import time
 
-from ..errors import DataError, RenderTimeout
+from ..errors import DataError, RendererUnavailable, RenderTimeout
 from . import svg_process
 
 #: idle workers kept for the next SVG (the others are stopped when their rendering ends)
@@ -56,7 +58,7 @@ class _Worker:
         self.buf = b""
         try:
             if self._line(time.monotonic() + START_SECONDS) != b"ready":
-                raise _Stopped("it did not start")
+                raise _Stopped("it did not say it was ready")
         except BaseException:
             self.kill()
             raise
@@ -157,13 +159,21 @@ def render_in_worker(
 ) -> bytes:
     """PNG bytes of checked SVG ``text``, rendered in a worker process within ``budget`` seconds.
 
-    Raises :class:`DataError` naming ``what`` when the budget runs out (the worker is killed), the
-    output would exceed ``max_pixels``, the document is corrupt, or no worker can be started."""
+    Raises :class:`DataError` naming ``what`` when the output would exceed ``max_pixels`` or the document is
+    corrupt; its subclasses :class:`RenderTimeout` when the budget runs out (the worker is killed) and
+    :class:`RendererUnavailable` when no worker can be started (the file was not read)."""
     try:
         w = _POOL.acquire()
     except (_Stopped, _Timeout, OSError) as e:
-        why = "it did not start in time" if isinstance(e, _Timeout) else str(e) or type(e).__name__
-        raise DataError(f"{what}: cannot start the SVG renderer process ({why})") from None
+        # the file was not read: not a corrupt file (a busy machine can take this long to start a process)
+        if isinstance(e, _Timeout):
+            how = f"did not start within {START_SECONDS:g} s (a busy machine)"
+        elif isinstance(e, OSError):
+            how = f"could not be started ({e.strerror or e})"
+        else:
+            how = f"could not be started: {e}"
+        raise RendererUnavailable(f"{what}: not rendered: the SVG renderer process {how}; the file itself was "
+                                  f"not read (try again)") from None
     try:
         answer, png = w.render(text, width, max_pixels, url, budget)
     except _Timeout:

@@ -32,7 +32,8 @@ Guarantees:
 * **Sniffed, not trusted.**  An upload's type comes from its first bytes (PNG,
   JPEG, GIF, WebP, SVG; WAV, OGG, FLAC, MP3), never from its name or declared
   content type: anything else gets **415**; a file of a known type that does not
-  decode gets **400**, naming the file and the decoder's complaint.
+  decode gets **400**, naming the file and the decoder's complaint (an SVG for which no renderer
+  process could be started on a busy machine was not read: **503** with ``Retry-After``).
 * **No paths from clients.**  ``/items`` and ``/thumbs`` take an item id, look it
   up in the index loaded at start-up and serve the file the index recorded for
   it; results carry URLs, never server paths.  The file is served only if it still
@@ -44,7 +45,7 @@ Guarantees:
   ``Retry-After``); see :mod:`~anybind.serve.auth`.  CORS is closed unless origins are given.
 
 Errors are JSON ``{"detail": "..."}`` (400 bad query, 404 unknown item, 409 item
-changed since indexing, 413 too large, 415 not an image or sound, 503 busy);
+changed since indexing, 413 too large, 415 not an image or sound, 503 busy or no SVG renderer);
 request-schema violations are FastAPI's 422 (also for ``NaN`` / ``Infinity`` and
 lone surrogates, see :mod:`~anybind.serve.errors`).
 

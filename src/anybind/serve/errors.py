@@ -18,7 +18,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from ..errors import AnybindError
+from ..errors import AnybindError, renderer_unavailable
 from .auth import RateLimited
 from .gate import Busy
 from .state import Changed, NotFound, UploadError
@@ -55,16 +55,23 @@ STATUS: tuple[tuple[type[Exception], int], ...] = (
 )
 
 
+#: seconds a client is told to wait before it sends a file again that a busy machine could not render (503)
+RENDER_RETRY_AFTER = 5
+
+
 def _answer(status: int):
     async def handler(request: Request, exc: Exception) -> JSONResponse:
+        if renderer_unavailable(exc):  # the upload was not read (no renderer started): the client's file is fine
+            return json_error(503, str(exc), headers={"Retry-After": str(RENDER_RETRY_AFTER)})
         return json_error(status, str(exc))
 
     return handler
 
 
 def add_error_handlers(app: FastAPI) -> None:
-    """The app's error answers: :data:`STATUS`, 503 busy and 429 over a key's rate limit (both with
-    ``Retry-After``) and FastAPI's 422 for a
+    """The app's error answers: :data:`STATUS`, 503 busy or a file no renderer could be started for (a
+    :class:`~anybind.errors.RendererUnavailable`, even when wrapped in another error's message), 429 over a
+    key's rate limit (all with ``Retry-After``) and FastAPI's 422 for a
     request-schema violation (the echoed input made writable)."""
 
     @app.exception_handler(RequestValidationError)

@@ -210,7 +210,8 @@ class HealthOut(BaseModel):
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorOut, "description": "Unusable query: empty, unknown modality, undecodable file, too many files..."},
     413: {"model": ErrorOut, "description": "Request body over the upload cap."},
-    503: {"model": ErrorOut, "description": "Busy: every worker slot taken and the queue full (see Retry-After)."},
+    503: {"model": ErrorOut, "description": "Busy: every worker slot taken and the queue full, or no SVG renderer "
+                                            "could be started for an upload (the file was not read); see Retry-After."},
 }
 UPLOAD_ERRORS = {**ERRORS, 415: {"model": ErrorOut, "description": "Not an image or sound this service reads."}}
 ITEM_TYPES = {t: {} for t in (*MIME_TYPES, "text/plain", "application/octet-stream")}
