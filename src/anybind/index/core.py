@@ -1,8 +1,7 @@
 """The :class:`Index` a user holds, made of parts given the state they work on (an :class:`~.table.IndexTable`):
 :class:`~.write.Writer`, :class:`~.ann.LanceAnn`, :class:`~.fast.FastSearch` (in-memory graph, codes),
-:class:`~.query.QueryEmbedder`, :class:`~.search.Searcher` and :class:`~.classify.Classifier`; making and opening
-the folder is :mod:`.build`.  Index's methods check their arguments and hand the work to the parts.  See
-:mod:`anybind.index` for the on-disk layout and the guarantees."""
+:class:`~.query.QueryEmbedder`, :class:`~.search.Searcher`, :class:`~.classify.Classifier`; the folder is :mod:`.build`.
+Index's methods check their arguments and hand the work to the parts (on-disk layout: :mod:`anybind.index`)."""
 
 from __future__ import annotations
 
@@ -16,7 +15,7 @@ from . import build as _build
 from .ann import LanceAnn
 from .classify import Classifier
 from .fast import FastSearch
-from .query import Query, QueryEmbedder, check_k
+from .query import Query, QueryEmbedder, check_k, one_raw_vector
 from .results import AddStats, Hit
 from .search import Searcher
 from .store import DEFAULT_ANN_THRESHOLD, Snapshot, label_filter
@@ -355,8 +354,8 @@ class Index:
         k = check_k(k)
         targets = self._t.check_targets(modality)
         lab = label_filter(labels)
-        q = (query if type(query) is np.ndarray and text is image is audio is inputs is weights is None  # one raw vector:
-             else Query.of(query, dim=self.dim, text=text, image=image, audio=audio, inputs=inputs, weights=weights))
+        q = query if one_raw_vector(query, text, image, audio, inputs, weights) else Query.of(
+            query, dim=self.dim, text=text, image=image, audio=audio, inputs=inputs, weights=weights)
         return self._searcher.search(q, targets=targets, k=k, labels=lab, rerank=rerank, rerank_params=rerank_params,
                                      query_bank=query_bank, exact=exact, cache=cache, rank_by=rank_by, **ann_params)
 

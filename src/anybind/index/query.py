@@ -78,6 +78,12 @@ def query_vector(x: np.ndarray, dim: int, what: str = "query vector") -> np.ndar
     return q
 
 
+def one_raw_vector(query: Any, *inputs: Any) -> bool:
+    """``Index.search(query)`` with nothing but one raw vector (no other inputs, no weights): the searcher takes
+    it as it is (see :func:`raw_direction`) rather than as a :class:`Query`."""
+    return type(query) is np.ndarray and all(x is None for x in inputs)
+
+
 def raw_direction(x: Any, dim: int) -> np.ndarray:
     """What ``Index.search`` makes of one raw query vector in a cosine space, as a ``(1, dim)`` row: the same
     checks and errors as :func:`query_vector`, then :meth:`QueryEmbedder.direction`, then

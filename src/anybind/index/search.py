@@ -18,7 +18,7 @@ from .ann import LanceAnn
 from .banks import Reranker
 from .calibrated import check_rank_by, query_modality, rank_hits
 from .errors import QueryError
-from .exact import exact_topk, renormed, unit_rows
+from .exact import exact_topk, unit_rows
 from .fast import FastSearch
 from .query import Query, QueryEmbedder, check_k, raw_direction
 from .results import Hit
@@ -59,18 +59,17 @@ class Searcher:
         """Up to ``k`` hits for ``q``, best first (``k``, ``targets`` and ``labels`` already checked:
         see :meth:`Index.search <anybind.index.Index.search>`)."""
         space = self.t.space
-        if type(q) is np.ndarray:  # one raw vector (Index.search makes no Query of it: see raw_direction)
-            if rerank is None and rank_by == "score" and (space is None or space.scorer.kind == "cosine"):
-                Q = raw_direction(q, self.t.dim)  # checked as Query.of checks it
-                return self._search(Q, targets, k, labels, None, None, None, exact, k, 0, ann_params)[0]
-            q = Query.of(q, dim=self.t.dim)
-        if (rerank is None and rank_by == "score" and len(q.vectors) == 1 and not q.items and q.weights is None
-                and (space is None or space.scorer.kind == "cosine")):
-            # one raw vector: nothing to embed, fuse or rank by probability (the lane below, fewer calls); k,
-            # targets and labels are checked, the vector too: search_vectors' checks are not made again, its
-            # normalisation is (the same bits as the general path)
-            Q = renormed(self.embedder.direction(q.vectors[0])[None])
+        # one raw vector (as Index.search passes it, or in a Query): nothing to embed, fuse or rank by probability
+        # (the lane below, fewer calls); k, targets and labels are checked, the vector is checked as Query.of
+        # checks it, and normalised to the same bits as the general path (see raw_direction)
+        raw = q if type(q) is np.ndarray else (
+            q.vectors[0] if len(q.vectors) == 1 and not q.items and q.weights is None else None)
+        cosine = space is None or space.scorer.kind == "cosine"
+        if raw is not None and rerank is None and rank_by == "score" and cosine:
+            Q = raw_direction(raw, self.t.dim)
             return self._search(Q, targets, k, labels, None, None, None, exact, k, 0, ann_params)[0]
+        if type(q) is np.ndarray:
+            q = Query.of(q, dim=self.t.dim)
         parts, w, qmods = self.embedder.parts(q, cache)
         bank = query_bank if query_bank is not None else (qmods or None)
         kw = dict(k=k, labels=labels, rerank=rerank, rerank_params=rerank_params, query_bank=bank, exact=exact)
