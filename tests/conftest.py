@@ -12,6 +12,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("ANYBIND_MEDIA_CHECKS", os.path.join(tempfile.mkdtemp(prefix="anybind-checks-"), "checks.sqlite"))
 sys.path.insert(0, str(Path(__file__).parent))  # for the helper encoders module
 
+import torchvision_shim  # noqa: E402 - needs the path above
+
+# a torchvision whose C++ ops do not load (the registry's +cu130 build beside the CPU torch) imports for timm and OpenCLIP
+torchvision_shim.install()
+
 STAMPS = Path("/usr/share/tuxpaint/stamps")
 
 
