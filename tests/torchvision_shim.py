@@ -91,3 +91,19 @@ def install() -> None:
     if "torchvision" in sys.modules or any(isinstance(f, _Hook) for f in sys.meta_path):
         return
     sys.meta_path.insert(0, _Hook())
+
+
+def import_or_skip(module: str):
+    """``module`` (timm, open_clip) imported, or the test skipped with the exact reason: never an error.
+
+    ``pytest.importorskip`` catches ImportError only; a torchvision that fails at import time raises RuntimeError.
+    """
+    import importlib
+
+    import pytest
+
+    try:
+        return importlib.import_module(module)
+    except Exception as e:  # noqa: BLE001 - ImportError, or torchvision's RuntimeError on a mismatched build
+        shim = f"; torchvision's C++ ops: {state['shimmed']}" if state["shimmed"] else ""
+        pytest.skip(f"cannot import {module} ({type(e).__name__}: {' '.join(str(e).split())[:300]}){shim}")

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import EncoderError
-from .base import sha256_file
+from .base import sha256_dir, sha256_file
 from .image_base import PREP_VERSION, TorchImageEncoder, state_dict_sha256, weights_sha256
 
 # ----------------------------------------------------------------------------- timm
@@ -126,6 +126,24 @@ class TimmEncoder(TorchImageEncoder):
 # ----------------------------------------------------------------------------- OpenCLIP
 
 
+# the weights files OpenCLIP's local-dir: loading looks for (open_clip.factory._find_checkpoint_in_dir)
+_CHECKPOINT_GLOBS = ("*.safetensors", "*.bin", "*.pth")
+
+
+def _local_dir(arch: str) -> Path:
+    """The folder of ``local-dir:<path>``; refused without its config or weights (OpenCLIP would go on with random
+    weights and a warning)."""
+    folder = Path(arch[len("local-dir:") :]).expanduser()
+    what = f"image:open_clip/{arch}"
+    if not folder.is_dir():
+        raise EncoderError(f"{what}: folder {folder} does not exist")
+    if not (folder / "open_clip_config.json").is_file():
+        raise EncoderError(f"{what}: no open_clip_config.json in {folder}")
+    if not any(next(folder.glob(g), None) for g in _CHECKPOINT_GLOBS):
+        raise EncoderError(f"{what}: no weights (*.safetensors, *.bin or *.pth) in {folder}")
+    return folder
+
+
 class OpenClipEncoder(TorchImageEncoder):
     """The image tower of an OpenCLIP model: ``model.encode_image(x)`` (not L2-normalised)."""
 
@@ -145,6 +163,7 @@ class OpenClipEncoder(TorchImageEncoder):
             "open_clip", "open_clip_torch torchvision", f"image encoder 'open_clip/{arch}'"
         )
         self._hub = arch.startswith(("hf-hub:", "local-dir:"))
+        self._dir = _local_dir(arch) if arch.startswith("local-dir:") else None
         if not self._hub and pretrained is None:
             tags = self._oc.list_pretrained_tags_by_model(arch)
             if not tags:
@@ -213,6 +232,8 @@ class OpenClipEncoder(TorchImageEncoder):
     def _weights_tag(self) -> str:
         if self._file is not None:
             return sha256_file(self._file)
+        if self._dir is not None:  # its config and weights files: no model load to know the identity
+            return sha256_dir(self._dir)
         return "state:" + state_dict_sha256(self.model())
 
     def _prep_tag(self) -> str:
