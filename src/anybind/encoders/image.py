@@ -13,7 +13,11 @@ Specs (``image:<name>``):
 * ``image:open_clip/<arch>@<tag or checkpoint file>`` -- the image tower of an
   OpenCLIP model (``encode_image``); without ``@...`` the first pretrained tag
   of the architecture.  ``open_clip/hf-hub:org/repo`` and
-  ``open_clip/local-dir:/path`` are passed through to OpenCLIP.
+  ``open_clip/local-dir:/path`` are passed through to OpenCLIP; a local folder
+  without ``open_clip_config.json`` or weights is refused (OpenCLIP would build
+  random weights), and its identity is the folder's hash.  An architecture
+  registered at run time (``open_clip.add_model_config``) is unknown to a new
+  process: save such a model as a ``local-dir:`` folder.
 
 * ``image:hf/<repo or folder>[@options]`` -- a ``transformers`` model (DINOv2, SigLIP, CLIP...), see
   :mod:`anybind.encoders.hf`.
