@@ -104,6 +104,7 @@ def test_open_clip_local_checkpoint_roundtrip(tmp_path):
     with pytest.raises(EncoderError, match="neither a checkpoint file nor a known tag"):
         make_image_encoder("open_clip/anybind-tiny-test@no-such-tag")
 
+
 TEXT = "callable:helper_encoders:bow_text"
 # what a new interpreter runs: the shim (as conftest installs it), then the saved space alone
 FRESH = (
