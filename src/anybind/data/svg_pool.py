@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 
-from ..errors import DataError, RendererUnavailable, RenderTimeout
+from ..errors import DataError, RenderRefused, RendererUnavailable, RenderTimeout
 from . import svg_process
 
 #: idle workers kept for the next SVG (the others are stopped when their rendering ends)
@@ -191,4 +191,6 @@ def render_in_worker(
     if answer.get("ok"):
         return png
     error = str(answer.get("error", "unknown error"))
-    raise DataError(f"{what}: {error}" if answer.get("pixels") else f"{what}: corrupt SVG ({error})")
+    if answer.get("pixels"):  # the output surface would be over max_pixels: refused before drawing
+        raise RenderRefused.over(what, error, "max_pixels")
+    raise DataError(f"{what}: corrupt SVG ({error})")
