@@ -166,9 +166,11 @@ def no_renderer(monkeypatch):
     from anybind.data import svg_pool
 
     svg_pool.stop_idle_workers()
+    svg_pool.forget_start_failure()
     monkeypatch.setattr(svg_pool, "START_SECONDS", 0)
     yield
     svg_pool.stop_idle_workers()
+    svg_pool.forget_start_failure()  # the next test may start one at once
 
 
 UNAVAILABLE = (r"not rendered: the SVG renderer process did not start within 0 s \(a busy machine\); "
@@ -265,6 +267,56 @@ def test_an_svg_over_a_media_limit_is_refused_not_corrupt(tmp_path, monkeypatch)
     (rid, why), = stats.failed
     assert rid == "s" and why.startswith("render refused by a limit for image: ") and "corrupt" not in why
     assert unreadable_finding("image", "x.png: corrupt or unsupported image").score == 1.0
+
+
+def test_a_failed_renderer_start_is_remembered_and_the_next_svgs_fail_at_once(tmp_path, monkeypatch, no_renderer):
+    """With no renderer, every SVG waited up to START_SECONDS (120 s) for its own worker start: a manifest of 500
+    SVGs, 500 x 120 s.  A failed start is remembered for RETRY_SECONDS: the next SVGs fail at once (no start is
+    tried), saying so and when it tries again; after that period the next SVG tries again, and a start that works
+    is used."""
+    from anybind.data import svg_pool
+    from anybind.data.manifest import load_manifest as load
+
+    starts: list[int] = []
+
+    class Counted(svg_pool._Worker):
+        def __init__(self):
+            starts.append(1)
+            super().__init__()
+
+    monkeypatch.setattr(svg_pool, "_Worker", Counted)
+    one = HEAD.encode() + b'<circle cx="9" cy="9" r="5"/></svg>'
+    with pytest.raises(RendererUnavailable, match=rf"^one.svg: {UNAVAILABLE}$"):
+        render_svg(one, "one.svg", 64, MediaLimits(max_svg_seconds=30))
+    assert len(starts) == 1
+    remembered = (r"not rendered: the SVG renderer process did not start within 0 s \(a busy machine\), \d+ s ago "
+                  r"\(remembered: no new start is tried for 60 s, then the next SVG tries again\); the file itself was "
+                  r"not read \(try again\)")
+    with pytest.raises(RendererUnavailable, match=rf"^two.svg: {remembered}$"):
+        render_svg(one + b" ", "two.svg", 64, MediaLimits(max_svg_seconds=30))
+    assert len(starts) == 1  # no start tried: it failed without waiting
+    monkeypatch.setenv("ANYBIND_MEDIA_CHECKS", "off")
+    lines = []
+    for i in range(3):
+        (tmp_path / f"{i}.svg").write_bytes(one.replace(b'r="5"', f'r="{i + 2}"'.encode()))
+        lines.append({"id": str(i), "image": f"{i}.svg", "text": "x"})
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    man = load(tmp_path / "m.jsonl")
+    assert man.records == [] and len(man.bad) == 3 and len(starts) == 1
+    assert all(b.reason.startswith("SVG renderer unavailable for image: ") and "remembered" in b.reason for b in man.bad)
+    assert "by reason: SVG renderer unavailable for image x3" in man.report()
+    # once the period is over the next SVG tries again (and still fails on this machine)...
+    monkeypatch.setattr(svg_pool, "RETRY_SECONDS", 0)
+    with pytest.raises(RendererUnavailable, match=rf"^one.svg: {UNAVAILABLE}$"):
+        render_svg(one, "one.svg", 64, MediaLimits(max_svg_seconds=30))
+    assert len(starts) == 2
+    # ... and a start that works is used, and the failure forgotten: the next start is tried at once
+    monkeypatch.setattr(svg_pool, "START_SECONDS", 120)
+    assert render_svg(one, "one.svg", 64, MediaLimits(max_svg_seconds=30))[:4] == b"\x89PNG"
+    monkeypatch.setattr(svg_pool, "RETRY_SECONDS", 60)
+    svg_pool.stop_idle_workers()
+    assert render_svg(one, "one.svg", 64, MediaLimits(max_svg_seconds=30))[:4] == b"\x89PNG"
+    assert len(starts) == 4
 
 
 @pytest.fixture(scope="module")
