@@ -1,7 +1,6 @@
 """Federated binding (issue 19): only weights, public-set embeddings and scores cross the boundary; FedAvg with one
 client is training alone; determinism; the saved space and its lineage; the non-IID split; the CLI and its errors."""
 
-import contextlib
 import json
 
 import numpy as np
@@ -16,9 +15,11 @@ from anybind.cli import app
 from anybind.data.manifest import Manifest, Record
 from anybind.errors import DataError, FederationError
 from anybind.evaluate import evaluate
-from anybind.federated import federate, local_clients, train_alone
-from anybind.federated_parties import Message, check_message, embed_public
+from anybind.federated import federate, train_alone
+from anybind.federated_parties import Message, check_message
 from anybind.federated_study import split_clients
+
+from federated_helpers import only_public_rows, watching
 
 SPLIT_CYCLE = ["train"] * 7 + ["val"] + ["test"] * 2
 KINDS = {"sa": "key", "sb": "key"}
@@ -90,23 +91,14 @@ def test_only_weights_public_embeddings_and_scores_leave_a_client(world):
     seen: list[tuple[str, int, Message]] = []
     public_only: list[bool] = []  # each public-embeddings reply: the client's projectors on the public rows only
 
-    @contextlib.contextmanager
-    def runner(sp, pub):
-        with local_clients(sp, pub) as parties:
-            for c in parties.clients:
-                def watch(msg, c=c, handle=c.handle):
-                    reply = handle(msg)
-                    if reply.kind == "public-embeddings":
-                        want = embed_public({m: c.projectors[m] for m in c.modalities},
-                                            {m: v.numpy() for m, v in c.public.items()})
-                        public_only.append(set(reply.arrays) == set(want)
-                                           and all(np.array_equal(reply.arrays[m], want[m]) for m in want))
-                    return reply
+    def watch(i, c, msg, handle):
+        reply = handle(msg)
+        if reply.kind == "public-embeddings":
+            public_only.append(only_public_rows(c, reply))
+        return reply
 
-                c.handle = watch
-            yield parties
-
-    sp = federate(cpaths, ppath, encoders=specs, cache=tmp / "c", method="creamfl", client_init="own", runner=runner,
+    sp = federate(cpaths, ppath, encoders=specs, cache=tmp / "c", method="creamfl", client_init="own",
+                  runner=watching(watch),
                   on_message=lambda way, i, msg: seen.append((way, i, msg)), **{**CFG, "rounds": 2})
     up = [(i, m) for way, i, m in seen if way == "up"]
     assert {m.kind for _, m in up} == {"val", "public-embeddings"}

@@ -4,7 +4,6 @@ round from the global projectors (``client_init="global"``) do so, pay for it in
 nothing private; the MOON negative (``intra="moon"``: the client's previous-round projectors) is live where the
 round-start one is inert, moves training, stays on the client and is deterministic."""
 
-import contextlib
 import copy
 import json
 
@@ -15,13 +14,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from anybind import load_manifest
-from anybind.federated import federate, federated_config, local_clients
+from anybind.federated import federate, federated_config
 from anybind.errors import FederationError
 from anybind.federated_cream import CreamBinder, KDBinder, ensemble
 from anybind.federated_parties import embed_public
 from anybind.losses import build_loss
 from anybind.projectors import Projector, ProjectorConfig
 
+from federated_helpers import only_public_rows, public_embeddings, watching
 from test_federated import CFG, KINDS, world  # noqa: F401  (the fixture)
 
 
@@ -117,30 +117,18 @@ def test_clients_start_each_round_from_the_global_model_only_when_asked(world, i
     public_only: list[bool] = []  # per client and round: its public-embeddings reply recomputed from public rows
     held: list = []
 
-    @contextlib.contextmanager
-    def runner(sp, pub):
-        with local_clients(sp, pub) as parties:
-            for c in parties.clients:
-                held.append(c)
-                handle = c.handle
-
-                def watch(msg, c=c, handle=handle):
-                    reply = handle(msg)
-                    if msg.kind == "global":
-                        starts.append(all(np.array_equal(v.numpy(), msg.arrays[f"{m}.{k}"])
-                                          for m in c.modalities for k, v in c.projectors[m].state_dict().items()))
-                    if reply.kind == "public-embeddings":  # what it sent is its projectors on the public rows only
-                        want = embed_public({m: c.projectors[m] for m in c.modalities},
-                                            {m: v.numpy() for m, v in c.public.items()})
-                        public_only.append(set(reply.arrays) == set(want)
-                                           and all(np.array_equal(reply.arrays[m], want[m]) for m in want))
-                    return reply
-
-                c.handle = watch
-            yield parties
+    def watch(i, c, msg, handle):
+        reply = handle(msg)
+        if msg.kind == "global":
+            starts.append(all(np.array_equal(v.numpy(), msg.arrays[f"{m}.{k}"])
+                              for m in c.modalities for k, v in c.projectors[m].state_dict().items()))
+        if reply.kind == "public-embeddings":  # what it sent is its projectors on the public rows only
+            public_only.append(only_public_rows(c, reply))
+        return reply
 
     seen = []
-    sp = federate(cpaths, ppath, encoders=specs, cache=tmp / "c", method="creamfl", client_init=init, runner=runner,
+    sp = federate(cpaths, ppath, encoders=specs, cache=tmp / "c", method="creamfl", client_init=init,
+                  runner=watching(watch, held),
                   on_message=lambda way, i, msg: seen.append((way, i, msg)), **{**CFG, "rounds": 3, "patience": 3})
     n = len(held)
     assert all(starts[:n])  # round 0: every client starts from the global model
@@ -203,24 +191,13 @@ def _watched(held: list, sent: list):
     """A runner keeping the in-process clients (``held``) and, per client reply, ``(client, kind, reply, the
     client's current public embeddings, its kept previous-round ones or None)`` (``sent``)."""
 
-    @contextlib.contextmanager
-    def runner(sp, pub):
-        with local_clients(sp, pub) as parties:
-            for i, c in enumerate(parties.clients):
-                held.append(c)
-                handle = c.handle
+    def watch(i, c, msg, handle):
+        prev = None if c._prev is None else public_embeddings(c, c._prev)
+        reply = handle(msg)
+        sent.append((i, reply.kind, reply, public_embeddings(c), prev))
+        return reply
 
-                def watch(msg, c=c, i=i, handle=handle):
-                    prev = None if c._prev is None else embed_public(c._prev, {m: v.numpy() for m, v in c.public.items()})
-                    reply = handle(msg)
-                    now = embed_public({m: c.projectors[m] for m in c.modalities},
-                                       {m: v.numpy() for m, v in c.public.items()})
-                    sent.append((i, reply.kind, reply, now, prev))
-                    return reply
-
-                c.handle = watch
-            yield parties
-    return runner
+    return watching(watch, held)
 
 
 def _moon(world, intra, rounds=3, **kw):  # noqa: F811

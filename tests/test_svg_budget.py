@@ -166,9 +166,11 @@ def no_renderer(monkeypatch):
     from anybind.data import svg_pool
 
     svg_pool.stop_idle_workers()
+    svg_pool.forget_start_failure()
     monkeypatch.setattr(svg_pool, "START_SECONDS", 0)
     yield
     svg_pool.stop_idle_workers()
+    svg_pool.forget_start_failure()  # the next test may start one at once
 
 
 UNAVAILABLE = (r"not rendered: the SVG renderer process did not start within 0 s \(a busy machine\); "
@@ -209,6 +211,112 @@ def test_a_renderer_that_cannot_start_is_not_a_corrupt_file(tmp_path, monkeypatc
     stats = index.add(load(tmp_path / "m.jsonl", check_media=False), cache=tmp_path / "c2")
     (rid, why), = stats.failed
     assert rid == "s" and why.startswith("SVG renderer unavailable for image: ") and "corrupt" not in why
+
+
+def test_an_svg_over_a_media_limit_is_refused_not_corrupt(tmp_path, monkeypatch):
+    """An SVG the estimate refuses before rendering (too much work, too much text, too deep, too many pixels) was
+    "corrupt file for image".  It is its own error naming the file, the limit and how to raise it, counted under its
+    own reason by the manifest check, and every other caller (feature cache, index writer, audit) tells it apart."""
+    from anybind.audit_leak import NOT_READ_SCORE, unreadable_finding
+    from anybind.errors import RenderRefused
+
+    many = HEAD.encode() + b'<rect width="9" height="9"/>' * 40 + b"</svg>"
+    low = MediaLimits(max_svg_work=20, max_svg_seconds=None)
+    hint = (r"; not rendered: refused before rendering \(to render it, raise max_svg_work: "
+            r"anybind.data.limits.using_limits\(MediaLimits\(max_svg_work=...\)\), or ServeConfig.max_svg_work in "
+            r"the service\)$")
+    with pytest.raises(RenderRefused, match=r"^many.svg: SVG too costly to render: estimated at more than 20 units"
+                                            r".* \(the limit, max_svg_work\)" + hint):
+        render_svg(many, "many.svg", 64, low)
+    assert render_svg(many, "many.svg", 64, MediaLimits(max_svg_seconds=None))[:4] == b"\x89PNG"  # fine, raised
+    deep = HEAD.encode() + b"<g>" * 80 + b"</g>" * 80 + b"</svg>"
+    with pytest.raises(RenderRefused, match=r"^deep.svg: .*over 64 levels deep \(the limit, max_svg_depth\); .*"
+                                            r"MediaLimits\(max_svg_depth=...\)\)\)$"):
+        check_svg(deep, "deep.svg", LIMITS)
+    tall = b'<svg xmlns="http://www.w3.org/2000/svg" width="1" height="100000"/>'
+    for budget in (None, 30):  # the output surface, in this process and in the worker: refused before drawing
+        with pytest.raises(RenderRefused, match=r"^tall.svg: the SVG renders to 512x51200000 pixels; .*max_pixels"):
+            render_svg(tall, "tall.svg", 512, MediaLimits(max_svg_seconds=budget))
+    # a corrupt SVG is still corrupt
+    with pytest.raises(DataError, match="corrupt SVG") as bad:
+        check_svg(HEAD.encode() + b"<rect", "bad.svg", LIMITS)
+    assert not isinstance(bad.value, RenderRefused)
+
+    monkeypatch.setenv("ANYBIND_MEDIA_CHECKS", "off")
+    (tmp_path / "many.svg").write_bytes(many)
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(tmp_path / "ok.png")
+    lines = [{"id": "a", "image": "ok.png", "text": "a"}, {"id": "s", "image": "many.svg", "text": "s"}]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    with using_limits(low):
+        man = load_manifest(tmp_path / "m.jsonl")
+        assert [r.id for r in man.records] == ["a"] and len(man.bad) == 1
+        reason = man.bad[0].reason
+        assert reason.startswith(f"render refused by a limit for image: {tmp_path / 'many.svg'}: SVG too costly")
+        assert "corrupt" not in reason and "max_svg_work=" in reason
+        assert "by reason: render refused by a limit for image x1" in man.report()
+        bad_items: dict[int, str] = {}
+        items = [str(tmp_path / f) for f in ("ok.png", "many.svg")]
+        X = FeatureCache(tmp_path / "cache").encode(_ImageLoader(), items, progress=False, bad=bad_items)
+        assert list(bad_items) == [1] and np.isfinite(X[0]).all()
+        # where only the text travels (the cache's per-item reasons), it is still told apart
+        assert unusable_file("image", bad_items[1]).startswith("render refused by a limit for image: ")
+        found = unreadable_finding("image", bad_items[1])
+        assert found.score == NOT_READ_SCORE and found.detail.startswith("render refused by a limit for image: ")
+        index = Index.build(_space(), _corpus(tmp_path / "corpus"), tmp_path / "index", cache=tmp_path / "c2")
+        stats = index.add(load_manifest(tmp_path / "m.jsonl", check_media=False), cache=tmp_path / "c2")
+    (rid, why), = stats.failed
+    assert rid == "s" and why.startswith("render refused by a limit for image: ") and "corrupt" not in why
+    assert unreadable_finding("image", "x.png: corrupt or unsupported image").score == 1.0
+
+
+def test_a_failed_renderer_start_is_remembered_and_the_next_svgs_fail_at_once(tmp_path, monkeypatch, no_renderer):
+    """With no renderer, every SVG waited up to START_SECONDS (120 s) for its own worker start: a manifest of 500
+    SVGs, 500 x 120 s.  A failed start is remembered for RETRY_SECONDS: the next SVGs fail at once (no start is
+    tried), saying so and when it tries again; after that period the next SVG tries again, and a start that works
+    is used."""
+    from anybind.data import svg_pool
+    from anybind.data.manifest import load_manifest as load
+
+    starts: list[int] = []
+
+    class Counted(svg_pool._Worker):
+        def __init__(self):
+            starts.append(1)
+            super().__init__()
+
+    monkeypatch.setattr(svg_pool, "_Worker", Counted)
+    one = HEAD.encode() + b'<circle cx="9" cy="9" r="5"/></svg>'
+    with pytest.raises(RendererUnavailable, match=rf"^one.svg: {UNAVAILABLE}$"):
+        render_svg(one, "one.svg", 64, MediaLimits(max_svg_seconds=30))
+    assert len(starts) == 1
+    remembered = (r"not rendered: the SVG renderer process did not start within 0 s \(a busy machine\), \d+ s ago "
+                  r"\(remembered: no new start is tried for 60 s, then the next SVG tries again\); the file itself was "
+                  r"not read \(try again\)")
+    with pytest.raises(RendererUnavailable, match=rf"^two.svg: {remembered}$"):
+        render_svg(one + b" ", "two.svg", 64, MediaLimits(max_svg_seconds=30))
+    assert len(starts) == 1  # no start tried: it failed without waiting
+    monkeypatch.setenv("ANYBIND_MEDIA_CHECKS", "off")
+    lines = []
+    for i in range(3):
+        (tmp_path / f"{i}.svg").write_bytes(one.replace(b'r="5"', f'r="{i + 2}"'.encode()))
+        lines.append({"id": str(i), "image": f"{i}.svg", "text": "x"})
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    man = load(tmp_path / "m.jsonl")
+    assert man.records == [] and len(man.bad) == 3 and len(starts) == 1
+    assert all(b.reason.startswith("SVG renderer unavailable for image: ") and "remembered" in b.reason for b in man.bad)
+    assert "by reason: SVG renderer unavailable for image x3" in man.report()
+    # once the period is over the next SVG tries again (and still fails on this machine)...
+    monkeypatch.setattr(svg_pool, "RETRY_SECONDS", 0)
+    with pytest.raises(RendererUnavailable, match=rf"^one.svg: {UNAVAILABLE}$"):
+        render_svg(one, "one.svg", 64, MediaLimits(max_svg_seconds=30))
+    assert len(starts) == 2
+    # ... and a start that works is used, and the failure forgotten: the next start is tried at once
+    monkeypatch.setattr(svg_pool, "START_SECONDS", 120)
+    assert render_svg(one, "one.svg", 64, MediaLimits(max_svg_seconds=30))[:4] == b"\x89PNG"
+    monkeypatch.setattr(svg_pool, "RETRY_SECONDS", 60)
+    svg_pool.stop_idle_workers()
+    assert render_svg(one, "one.svg", 64, MediaLimits(max_svg_seconds=30))[:4] == b"\x89PNG"
+    assert len(starts) == 4
 
 
 @pytest.fixture(scope="module")

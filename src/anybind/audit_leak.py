@@ -8,11 +8,11 @@ check reports.
   issue 20's fix, blank renders were pHash copies of each other, 0 bits apart, and topped the mismatches).
   Score 1 for an empty render, 0.75 for a speck.
 * **unreadable** -- a record one of whose files cannot be read now (corrupt, an SVG past its rendering budget
-  ``max_svg_seconds``, no renderer process started on a busy machine: :func:`~anybind.errors.unusable_file`'s
-  one-line reason): reported, and left out of every check of that modality, so that one slow or broken picture
-  never stops the audit of the others (:func:`embed_readable`, :func:`readable_prints`).  Score 1 for a file found
-  unusable, :data:`NOT_READ_SCORE` for one that was only not read in time (it may be fine: not acted on by
-  ``--fix`` at the default threshold).
+  ``max_svg_seconds`` or refused by a media limit before rendering, no renderer process started on a busy machine:
+  :func:`~anybind.errors.unusable_file`'s one-line reason): reported, and left out of every check of that modality,
+  so that one slow or broken picture never stops the audit of the others (:func:`embed_readable`,
+  :func:`readable_prints`).  Score 1 for a file found unusable, :data:`NOT_READ_SCORE` for one that was only not
+  read in time or is over a limit (it may be fine: not acted on by ``--fix`` at the default threshold).
 * **leak** -- duplicates across splits: identical content, a copy, a recoloured variant, an edited copy (the
   same layout with a local change) or a look-alike per modality (:func:`duplicate_pairs`); a record pair's
   score is the share of the modalities both have that are duplicated, a variant, an edited copy or a look-alike
@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .duplicates import ImagePrints, encoder_features, image_prints, near_pairs
-from .errors import RENDER_TIMEOUT_MARK, renderer_unavailable, unusable_file
+from .errors import RENDER_TIMEOUT_MARK, render_refused, renderer_unavailable, unusable_file
 from .metrics import Embedded, content_groups
 
 if TYPE_CHECKING:
@@ -68,13 +68,14 @@ class Finding:
 
 
 #: the score of an unreadable finding for a file that was not read in time (an SVG over its rendering budget, no
-#: renderer process): a reason to look, not evidence the record is wrong; a file found corrupt scores 1
+#: renderer process) or refused by a media limit before rendering: a reason to look, not evidence the record is
+#: wrong; a file found corrupt scores 1
 NOT_READ_SCORE = 0.5
 
 
 def unreadable_finding(modality: str, why: str) -> Finding:
     """The finding of a record whose ``modality`` file could not be read (``why``: the decoder's one-line error)."""
-    not_read = renderer_unavailable(why) or RENDER_TIMEOUT_MARK in why
+    not_read = renderer_unavailable(why) or RENDER_TIMEOUT_MARK in why or render_refused(why)
     return Finding("unreadable", NOT_READ_SCORE if not_read else 1.0,
                    f"{unusable_file(modality, why)}; left out of the {modality} checks")
 

@@ -27,6 +27,20 @@ class RenderTimeout(DataError):
     known to be corrupt -- it may render with a larger budget or on a less busy machine."""
 
 
+class RenderRefused(DataError):
+    """A file refused before rendering because rendering it would pass one of the media limits (an SVG whose
+    estimated work, text, nesting or drawn pixels are over ``MediaLimits.max_svg_work`` / ``max_svg_bytes`` /
+    ``max_svg_depth`` / ``max_pixels``): not known to be corrupt -- it may render under a larger limit.  The
+    message names the file, the limit and how to raise it (:meth:`over`)."""
+
+    @classmethod
+    def over(cls, what: object, why: str, limit: str) -> "RenderRefused":
+        """``<what>: <why> (the limit, <limit>); not rendered: refused before rendering (...how to raise it)``."""
+        serve = f", or ServeConfig.{limit} in the service" if limit in _SERVE_LIMITS else ""
+        return cls(f"{what}: {why} (the limit, {limit}){RENDER_REFUSED_MARK} (to render it, raise {limit}: "
+                   f"anybind.data.limits.using_limits(MediaLimits({limit}=...)){serve})")
+
+
 class RendererUnavailable(DataError):
     """A file not rendered because its renderer could not run (the SVG renderer process did not start in time on
     a busy machine, or could not be started at all): the file itself was not read, so nothing is known to be wrong
@@ -36,6 +50,10 @@ class RendererUnavailable(DataError):
 #: the words :func:`unusable_file` recognises a :class:`RenderTimeout`'s message by, where only its text travels
 #: (a feature cache's per-item reasons are strings)
 RENDER_TIMEOUT_MARK = "to render (the time budget"
+#: the words a :class:`RenderRefused`'s message holds, for the same purpose
+RENDER_REFUSED_MARK = "; not rendered: refused before rendering"
+#: the media limits the service sets from its own ``ServeConfig`` fields of the same name
+_SERVE_LIMITS = ("max_pixels", "max_svg_work")
 #: the words a :class:`RendererUnavailable`'s message holds, for the same purpose (and the service's 503)
 RENDERER_UNAVAILABLE_MARK = "not rendered: the SVG renderer process"
 
@@ -46,15 +64,23 @@ def renderer_unavailable(why: "str | BaseException") -> bool:
     return isinstance(why, RendererUnavailable) or RENDERER_UNAVAILABLE_MARK in str(why)
 
 
+def render_refused(why: "str | BaseException") -> bool:
+    """Whether ``why`` (an error, or its message as text) is a :class:`RenderRefused`: a file over a media limit."""
+    return isinstance(why, RenderRefused) or RENDER_REFUSED_MARK in str(why)
+
+
 def unusable_file(modality: str, why: "str | BaseException") -> str:
     """The one-line reason a record is skipped for its ``modality`` file: ``render timed out for <modality>: ...``
-    for a :class:`RenderTimeout` (the file and the budget are in its message), ``SVG renderer unavailable for
-    <modality>: ...`` for a :class:`RendererUnavailable` (the file was not read: try again), ``corrupt file for
-    <modality>: ...`` for anything else that cannot be decoded."""
+    for a :class:`RenderTimeout` (the file and the budget are in its message), ``render refused by a limit for
+    <modality>: ...`` for a :class:`RenderRefused` (the file and the limit are in its message), ``SVG renderer
+    unavailable for <modality>: ...`` for a :class:`RendererUnavailable` (the file was not read: try again),
+    ``corrupt file for <modality>: ...`` for anything else that cannot be decoded."""
     if renderer_unavailable(why):
         kind = "SVG renderer unavailable"
     elif isinstance(why, RenderTimeout) or RENDER_TIMEOUT_MARK in str(why):
         kind = "render timed out"
+    elif render_refused(why):
+        kind = "render refused by a limit"
     else:
         kind = "corrupt file"
     return f"{kind} for {modality}: {why}"

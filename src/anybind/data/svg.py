@@ -32,7 +32,7 @@ import zlib
 from typing import TYPE_CHECKING
 from urllib.parse import unquote_to_bytes
 
-from ..errors import DataError
+from ..errors import DataError, RenderRefused
 from .limits import MediaLimits
 from .svg_pool import render_in_worker
 from .svg_stroke import StrokeCosts
@@ -104,8 +104,9 @@ def _mb(n: int) -> str:
     return f"{n / 2**20:g} MB"
 
 
-def inflate(data: bytes, cap: int, what: object) -> bytes:
-    """The content of a gzip stream (all members), refusing more than ``cap`` bytes before producing them."""
+def inflate(data: bytes, cap: int, what: object, limit: str | None = None) -> bytes:
+    """The content of a gzip stream (all members), refusing more than ``cap`` bytes before producing them
+    (a :class:`~anybind.errors.RenderRefused` naming the media limit ``limit`` when the cap is one)."""
     out = bytearray()
     rest = data
     while rest[:2] == GZIP_MAGIC:
@@ -115,7 +116,8 @@ def inflate(data: bytes, cap: int, what: object) -> bytes:
         except zlib.error as e:
             raise DataError(f"{what}: corrupt gzip-compressed SVG ({e})") from None
         if len(out) > cap:
-            raise DataError(f"{what}: compressed SVG inflates to more than {_mb(cap)} (the limit)")
+            why = f"compressed SVG inflates to more than {_mb(cap)}"
+            raise RenderRefused.over(what, why, limit) if limit else DataError(f"{what}: {why} (the limit)")
         if not d.eof:
             raise DataError(f"{what}: truncated gzip-compressed SVG")
         rest = d.unused_data
@@ -143,14 +145,15 @@ class _Budget:
     def add_text(self, n: int, what: object) -> None:
         self.text_bytes += n
         if self.text_bytes > self.limits.max_svg_bytes:
-            raise DataError(f"{what}: more than {_mb(self.limits.max_svg_bytes)} of SVG text (the limit)")
+            raise RenderRefused.over(what, f"more than {_mb(self.limits.max_svg_bytes)} of SVG text", "max_svg_bytes")
 
 
 def check_svg(data: bytes, what: object, limits: "MediaLimits", width: int = SVG_WIDTH) -> bytes:
     """The SVG text of ``data`` (gzip inflated) once its size, work and embedded images are within ``limits``
     (rendered ``width`` pixels wide: stroke work grows with the output's scale).
 
-    Raises :class:`DataError` naming ``what`` otherwise; nothing is rendered or decoded.
+    Raises :class:`~anybind.errors.RenderRefused` naming ``what`` and the limit when it is over one, and
+    :class:`DataError` when it is corrupt; nothing is rendered or decoded.
     """
     budget = _Budget(limits, width)
     text = _text(data, what, budget)
@@ -160,7 +163,7 @@ def check_svg(data: bytes, what: object, limits: "MediaLimits", width: int = SVG
 
 
 def _text(data: bytes, what: object, budget: _Budget) -> bytes:
-    text = inflate(data, budget.limits.max_svg_bytes, what) if data[:2] == GZIP_MAGIC else data
+    text = inflate(data, budget.limits.max_svg_bytes, what, "max_svg_bytes") if data[:2] == GZIP_MAGIC else data
     budget.add_text(len(text), what)
     return text
 
@@ -194,11 +197,9 @@ class _Doc:
     def _refuse_work(self, work: int) -> None:
         lim = self.budget.limits
         if work + self.scans > lim.max_svg_work:
-            raise DataError(
-                f"{self.what}: SVG too costly to render (estimated at more than {lim.max_svg_work:,} "
-                "units of about one plain element, its references expanded and its paths and strokes "
-                "drawn; the limit)"
-            )
+            raise RenderRefused.over(
+                self.what, f"SVG too costly to render: estimated at more than {lim.max_svg_work:,} units of about "
+                "one plain element, its references expanded and its paths and strokes drawn", "max_svg_work")
 
     def cost(self, el: "Element", level: int, fresh: bool = False) -> tuple[int, int]:
         """(work units, raster pixels drawn) of rendering ``el`` once, with its children and references.
@@ -210,7 +211,8 @@ class _Doc:
             return self.memo[key]
         lim = self.budget.limits
         if level > lim.max_svg_depth:
-            raise DataError(f"{self.what}: SVG nested or referenced over {lim.max_svg_depth} levels deep")
+            raise RenderRefused.over(self.what, f"SVG nested or referenced over {lim.max_svg_depth} levels deep",
+                                     "max_svg_depth")
         if id(el) in self.active:
             raise DataError(f"{self.what}: SVG references form a cycle (at element {el.get('id')!r})")
         self.active.add(id(el))
@@ -232,10 +234,8 @@ class _Doc:
         work, pixels = work + w, pixels + p
         self._refuse_work(work)
         if pixels > lim.max_pixels:
-            raise DataError(
-                f"{self.what}: the images embedded in this SVG draw {pixels:,} pixels; at most "
-                f"{lim.max_pixels:,} are decoded (the limit)"
-            )
+            raise RenderRefused.over(self.what, f"the images embedded in this SVG draw {pixels:,} pixels; at most "
+                                     f"{lim.max_pixels:,} are decoded", "max_pixels")
         self.active.discard(id(el))
         self.memo[key] = (work, pixels)
         return work, pixels
@@ -304,14 +304,12 @@ class _Doc:
                 with Image.open(io.BytesIO(blob)) as im:
                     w, h = im.size
         except Image.DecompressionBombError as e:
-            raise DataError(f"{self.what}: an image embedded in this SVG is too large ({e})") from None
+            raise RenderRefused.over(self.what, f"an image embedded in this SVG is too large ({e})", "max_pixels") from None
         except Exception:  # noqa: BLE001 - unreadable: CairoSVG reports (or skips) it when drawing
             return 0
         if w * h > lim.max_pixels:
-            raise DataError(
-                f"{self.what}: an image embedded in this SVG has {w}x{h} pixels; at most {lim.max_pixels:,} "
-                "are decoded (the limit)"
-            )
+            raise RenderRefused.over(self.what, f"an image embedded in this SVG has {w}x{h} pixels; at most "
+                                     f"{lim.max_pixels:,} are decoded", "max_pixels")
         return w * h
 
     @staticmethod
@@ -342,7 +340,7 @@ def render_svg(data: bytes, what: object, width: int, limits: "MediaLimits") -> 
     try:
         return render(text, width, limits.max_pixels, _DOC_URL)
     except TooLarge as e:
-        raise DataError(f"{what}: {e}") from None
+        raise RenderRefused.over(what, str(e), "max_pixels") from None
     except Exception as e:  # noqa: BLE001 - cairosvg raises many types on bad documents
         raise DataError(f"{what}: corrupt SVG ({type(e).__name__}: {e})") from None
 

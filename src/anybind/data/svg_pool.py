@@ -7,7 +7,9 @@ waits at most ``budget`` seconds for the PNG: past it the worker is killed (its 
 are freed at once) and a :class:`RenderTimeout` names the file, which the callers report as a
 timeout (a 400 in the service, a skipped and reported record in ``fit`` / ``index``).  A worker
 that cannot start (within :data:`START_SECONDS` on a busy machine) is a :class:`RendererUnavailable`:
-the file was not read, so it is reported as such, never as corrupt (a 503 in the service).
+the file was not read, so it is reported as such, never as corrupt (a 503 in the service).  A failed start is
+remembered by this process for :data:`RETRY_SECONDS`: the SVGs rendered meanwhile fail at once with the same
+reason (a manifest of 500 SVGs waits for one start, not 500), and the first SVG after them tries again.
 
 Workers are plain ``python svg_process.py`` processes talking over pipes (no anybind import, no
 fork of the calling process, whose threads and models a fork would copy); at most
@@ -26,13 +28,15 @@ import sys
 import threading
 import time
 
-from ..errors import DataError, RendererUnavailable, RenderTimeout
+from ..errors import DataError, RenderRefused, RendererUnavailable, RenderTimeout
 from . import svg_process
 
 #: idle workers kept for the next SVG (the others are stopped when their rendering ends)
 MAX_IDLE = 4
 #: seconds a new worker may take to start (not counted in a rendering's budget)
 START_SECONDS = 120.0
+#: seconds a failed start is remembered: meanwhile no worker is started, every SVG needing one fails at once
+RETRY_SECONDS = 60.0
 
 
 class _Timeout(Exception):
@@ -41,6 +45,14 @@ class _Timeout(Exception):
 
 class _Stopped(Exception):
     pass
+
+
+class _Remembered(Exception):
+    """A worker start that failed a moment ago (not tried again yet)."""
+
+    def __init__(self, how: str, ago: float):
+        super().__init__(how)
+        self.how, self.ago = how, ago
 
 
 class _Worker:
@@ -120,16 +132,33 @@ class _Pool:
         self.lock = threading.Lock()
         self.idle: list[_Worker] = []
         self.pid = os.getpid()
+        self.failed: tuple[float, str] | None = None  # (time.monotonic(), how) of the last failed start
 
     def acquire(self) -> _Worker:
         with self.lock:
-            if self.pid != os.getpid():  # forked: the parent's workers are the parent's
-                self.idle, self.pid = [], os.getpid()
+            if self.pid != os.getpid():  # forked: the parent's workers (and what they met) are the parent's
+                self.idle, self.pid, self.failed = [], os.getpid(), None
             while self.idle:
                 w = self.idle.pop()
                 if w.alive():
                     return w
-        return _Worker()
+            if self.failed is not None:
+                ago = time.monotonic() - self.failed[0]
+                if ago < RETRY_SECONDS:
+                    raise _Remembered(self.failed[1], ago)
+        try:
+            w = _Worker()
+        except (_Stopped, _Timeout, OSError) as e:
+            with self.lock:
+                self.failed = (time.monotonic(), _how(e))
+            raise
+        with self.lock:
+            self.failed = None
+        return w
+
+    def forget_failure(self) -> None:
+        with self.lock:
+            self.failed = None
 
     def release(self, w: _Worker) -> None:
         with self.lock:
@@ -154,6 +183,20 @@ def stop_idle_workers() -> None:
     _POOL.close()
 
 
+def forget_start_failure() -> None:
+    """Forget a failed worker start (see :data:`RETRY_SECONDS`): the next SVG tries to start one at once."""
+    _POOL.forget_failure()
+
+
+def _how(e: BaseException) -> str:
+    """Why a worker did not start, as the end of 'the SVG renderer process ...'."""
+    if isinstance(e, _Timeout):
+        return f"did not start within {START_SECONDS:g} s (a busy machine)"
+    if isinstance(e, OSError):
+        return f"could not be started ({e.strerror or e})"
+    return f"could not be started: {e}"
+
+
 def render_in_worker(
     text: bytes, what: object, width: int, max_pixels: int, url: str, budget: float
 ) -> bytes:
@@ -164,15 +207,14 @@ def render_in_worker(
     :class:`RendererUnavailable` when no worker can be started (the file was not read)."""
     try:
         w = _POOL.acquire()
+    except _Remembered as e:  # failed a moment ago: fail at once, not after another START_SECONDS
+        raise RendererUnavailable(
+            f"{what}: not rendered: the SVG renderer process {e.how}, {e.ago:.0f} s ago (remembered: no new start is "
+            f"tried for {RETRY_SECONDS:g} s, then the next SVG tries again); the file itself was not read (try again)"
+        ) from None
     except (_Stopped, _Timeout, OSError) as e:
         # the file was not read: not a corrupt file (a busy machine can take this long to start a process)
-        if isinstance(e, _Timeout):
-            how = f"did not start within {START_SECONDS:g} s (a busy machine)"
-        elif isinstance(e, OSError):
-            how = f"could not be started ({e.strerror or e})"
-        else:
-            how = f"could not be started: {e}"
-        raise RendererUnavailable(f"{what}: not rendered: the SVG renderer process {how}; the file itself was "
+        raise RendererUnavailable(f"{what}: not rendered: the SVG renderer process {_how(e)}; the file itself was "
                                   f"not read (try again)") from None
     try:
         answer, png = w.render(text, width, max_pixels, url, budget)
@@ -191,4 +233,6 @@ def render_in_worker(
     if answer.get("ok"):
         return png
     error = str(answer.get("error", "unknown error"))
-    raise DataError(f"{what}: {error}" if answer.get("pixels") else f"{what}: corrupt SVG ({error})")
+    if answer.get("pixels"):  # the output surface would be over max_pixels: refused before drawing
+        raise RenderRefused.over(what, error, "max_pixels")
+    raise DataError(f"{what}: corrupt SVG ({error})")

@@ -29,7 +29,7 @@ def render(text: bytes, width: int, max_pixels: int, url: str) -> bytes:
         def _create_surface(self, w, h):
             if w * h > max_pixels:
                 raise TooLarge(
-                    f"the SVG renders to {w:.0f}x{h:.0f} pixels; at most {max_pixels:,} are drawn (the limit)"
+                    f"the SVG renders to {w:.0f}x{h:.0f} pixels; at most {max_pixels:,} are drawn"
                 )
             return super()._create_surface(w, h)
 
