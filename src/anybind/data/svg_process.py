@@ -15,15 +15,50 @@ from __future__ import annotations
 
 import json
 import sys
+from contextvars import ContextVar
 
 
 class TooLarge(Exception):
     """The SVG renders to more pixels than allowed (raised before the surface is allocated)."""
 
 
+#: within one :func:`render`: the (definition table, id) pairs whose ``xlink:href`` is already resolved
+_RESOLVED: ContextVar[set[tuple[int, str]] | None] = ContextVar("anybind_svg_resolved", default=None)
+
+
+def _resolve_each_reference_once() -> None:
+    """Make CairoSVG resolve a gradient's or pattern's ``xlink:href`` once per document.
+
+    CairoSVG 2.9 resolves it again at every use of the gradient, replacing the resolved definition
+    each time: the second use finds a gradient with stops of its own, rebuilds it without them and
+    paints nothing (without a document URL every other use is lost; with one, every use after the
+    first).  Inkscape's drawings inherit their stops this way (Tux Paint's cheese lost two of its three
+    holes, the bikini its pattern).  Renders outside :func:`render` keep CairoSVG's behaviour."""
+    from cairosvg import defs
+
+    original = defs.update_def_href
+    if getattr(original, "_anybind_once", False):
+        return
+
+    def update_def_href(surface, def_name, def_dict, chain=None):
+        done = _RESOLVED.get()
+        if done is None:
+            return original(surface, def_name, def_dict, chain)
+        key = (id(def_dict), def_name)
+        if key not in done:
+            original(surface, def_name, def_dict, chain)  # its recursion into the target comes back here
+            done.add(key)
+        return None
+
+    update_def_href._anybind_once = True  # type: ignore[attr-defined]
+    defs.update_def_href = update_def_href
+
+
 def render(text: bytes, width: int, max_pixels: int, url: str) -> bytes:
     """PNG bytes of ``text`` rendered ``width`` pixels wide onto a surface of at most ``max_pixels``."""
     from cairosvg.surface import PNGSurface
+
+    _resolve_each_reference_once()
 
     class BoundedPNGSurface(PNGSurface):
         def _create_surface(self, w, h):
@@ -33,7 +68,11 @@ def render(text: bytes, width: int, max_pixels: int, url: str) -> bytes:
                 )
             return super()._create_surface(w, h)
 
-    return BoundedPNGSurface.convert(bytestring=text, output_width=width, url=url)
+    token = _RESOLVED.set(set())
+    try:
+        return BoundedPNGSurface.convert(bytestring=text, output_width=width, url=url)
+    finally:
+        _RESOLVED.reset(token)
 
 
 def _serve() -> None:
