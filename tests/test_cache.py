@@ -179,3 +179,33 @@ def test_array_keys_differ_whenever_bytes_differ(values, pos, new):
     same = a.tobytes() == b.tobytes()
     assert (enc.content_key(a) == enc.content_key(b)) == same
     assert enc.content_key(list(map(float, a))) == enc.content_key(a.astype(np.float64))
+
+
+def test_an_svg_files_key_names_its_rendering_version(tmp_path, monkeypatch):
+    """Features cached from an older SVG rendering of the same bytes must not be read back: an SVG file's key holds
+    the renderer's version (6b25dde changed 34 of Tux Paint's 164 renders; the old keys would have served them)."""
+    import gzip
+
+    import anybind.encoders.base as base
+    from anybind.encoders.base import content_key, file_digest, sha256_file
+
+    svg = b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="8" height="8"/>'
+    (tmp_path / "a.svg").write_bytes(svg)
+    (tmp_path / "a.svgz").write_bytes(gzip.compress(svg))
+    (tmp_path / "named.png").write_bytes(svg)  # sniffed from the content, not the name
+    (tmp_path / "text.svg").write_bytes(b"not a picture")
+    png = tmp_path / "b.png"
+    from PIL import Image
+
+    Image.new("RGB", (4, 4), (200, 10, 10)).save(png)
+    for name in ("a.svg", "a.svgz", "named.png"):
+        key = content_key(tmp_path / name)
+        assert key == f"f:{sha256_file(tmp_path / name)};svg-render={base.RENDER_VERSION}"
+        assert file_digest(key) == sha256_file(tmp_path / name)
+    for p in (png, tmp_path / "text.svg"):
+        assert content_key(p) == "f:" + sha256_file(p) and file_digest(content_key(p)) == sha256_file(p)
+    before = content_key(tmp_path / "a.svg")
+    monkeypatch.setattr(base, "RENDER_VERSION", base.RENDER_VERSION + 1)
+    assert content_key(tmp_path / "a.svg") != before  # a new rendering is a new key
+    assert content_key(png) == "f:" + sha256_file(png)  # rasters are not re-encoded
+    assert file_digest("s:" + "0" * 64) is None and file_digest(None) is None and file_digest("f:abc") is None

@@ -38,6 +38,7 @@ import numpy as np
 
 from ..data.strings import is_blank
 from ..data.files import open_regular
+from ..data.svg import RENDER_VERSION, looks_like_svg
 from ..errors import AnybindError, DataError, EncoderError
 
 #: guards the creation of an encoder's load lock (instances make theirs on first use, and again after unpickling)
@@ -49,7 +50,13 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     Only a regular file is opened: a missing path, a folder or a FIFO is a
     :class:`~anybind.errors.DataError` naming it (a FIFO would block the read forever).
     """
+    return _sha256_and_head(path, chunk)[0]
+
+
+def _sha256_and_head(path: str | Path, chunk: int = 1 << 20) -> tuple[str, bytes]:
+    """A file's hex SHA-256 and its first block (at most ``chunk`` bytes), read once."""
     h = hashlib.sha256()
+    head = b""
     with open_regular(path) as f:
         while True:
             try:
@@ -58,8 +65,18 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
                 raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
             if not block:
                 break
+            if not head:
+                head = block
             h.update(block)
-    return h.hexdigest()
+    return h.hexdigest(), head
+
+
+def file_digest(key: str | None) -> str | None:
+    """The SHA-256 of a file's bytes inside its :func:`content_key` (``None`` for a key of anything but a file)."""
+    if not key or not key.startswith("f:"):
+        return None
+    digest = key[2:].split(";", 1)[0]
+    return digest if len(digest) == 64 else None
 
 
 def sha256_dir(path: str | Path) -> str:
@@ -76,7 +93,9 @@ def sha256_dir(path: str | Path) -> str:
 def content_key(item: Any, input_kind: str = "file") -> str:
     """The feature cache's key of an item's *content*, never of its ``repr``.
 
-    * a path (for an encoder that reads files): ``"f:" + sha256(file bytes)``;
+    * a path (for an encoder that reads files): ``"f:" + sha256(file bytes)``; an SVG file (sniffed from its
+      content, also gzip-compressed) adds ``";svg-render=" + RENDER_VERSION`` (:data:`anybind.data.svg.RENDER_VERSION`),
+      so features of an older rendering of the same bytes are never read back (see :func:`file_digest`);
     * a string or a number: ``"s:" + sha256(its text)``;
     * bytes: ``"b:" + sha256(bytes)``;
     * an array (numpy, torch, or a nested list of numbers): ``"a:" + sha256(dtype, shape, bytes)``;
@@ -87,7 +106,8 @@ def content_key(item: Any, input_kind: str = "file") -> str:
     and numpy's elides the middle of large arrays: two different items would share a key).
     """
     if isinstance(item, Path) or (isinstance(item, str) and input_kind == "file"):
-        return "f:" + sha256_file(item)
+        digest, head = _sha256_and_head(item)
+        return f"f:{digest};svg-render={RENDER_VERSION}" if looks_like_svg(head) else "f:" + digest
     if isinstance(item, bool) or item is None:
         raise DataError(f"cannot use {item!r} as an item: expected {input_kind} content")
     if isinstance(item, (str, int, float, np.integer, np.floating)):

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..encoders.base import file_digest
 from ..errors import AnybindError
 
 if TYPE_CHECKING:
@@ -146,23 +147,24 @@ class ItemFiles:
                 raise NotFound(
                     f"{what} now leads outside the folders this index was built from (a link?); not served"
                 )
-            if key and key.startswith("f:") and len(key) == 66:
+            digest = file_digest(key)
+            if digest:
                 if size is not None and st.st_size != size:
                     raise _changed(what, f"{st.st_size:,} bytes, indexed {size:,}")
-                self._check_content(fd, st, opened, key, what)
+                self._check_content(fd, st, opened, key, digest, what)
             return OpenItemFile(path, st, fd)
         except BaseException:
             os.close(fd)
             raise
 
-    def _check_content(self, fd: int, st: os.stat_result, opened: str, key: str, what: str) -> None:
+    def _check_content(self, fd: int, st: os.stat_result, opened: str, key: str, digest: str, what: str) -> None:
         version = (opened, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, key)
         with self._lock:
             ok = self._verified.get(version)
             if ok is not None:
                 self._verified.move_to_end(version)
         if ok is None:
-            ok = _sha256_fd(fd) == key[2:]
+            ok = _sha256_fd(fd) == digest
             with self._lock:
                 self._verified[version] = ok
                 while len(self._verified) > self.max_verified:
