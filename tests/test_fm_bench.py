@@ -90,3 +90,33 @@ def test_transfer_fm_cells_score_with_the_prompts_they_name(tmp_path, train_prom
     hits = fm_hits(space, recs, tmp_path / "c", train_prompts=train_prompts)
     assert len(hits) == 20 and hits.mean() == 1.0
     assert fm_hits(space, recs, tmp_path / "c", train_prompts=not train_prompts).mean() < 1.0  # the other set differs
+
+
+def test_unknown_prompts_option_is_refused_before_any_work(tmp_path):
+    from anybind.bench.tasks_transfer import transfer
+
+    with pytest.raises(AnybindError, match="prompts='bogus'"):
+        fashion_mnist_zeroshot(tmp_path, systems="defaults", prompts="bogus")
+    with pytest.raises(AnybindError, match="prompts='bogus'"):
+        transfer(tmp_path, corpora="tuxpaint", systems="defaults", prompts="bogus")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_transfer_fm_chosen_cells_read_the_spaces_own_templates(tmp_path):
+    """The ``fm chosen`` cells score with the templates stored with the space (FM_NAMES as class names)."""
+    from anybind.bench.tasks_transfer import fm_hits
+    from anybind.evaluate import class_embeddings
+
+    d = get_encoder("text:minilm").dim
+    ident = {m: Projector(ProjectorConfig(in_dim=d, out_dim=d, kind="identity", standardize=False)) for m in ("text", "image")}
+    probe = Space({"text": "text:minilm", "image": "text:minilm"}, ident)
+    E = class_embeddings(probe, [FM_NAMES[c] for c in FM_NAMES], FM_TEMPLATES_TRAIN, cache=tmp_path / "c")
+    classes, ids = list(FM_NAMES), [f"i{k}" for k in range(20)]
+    np.savez(tmp_path / "img.npz", ids=np.array(ids), vectors=np.stack([E[k % 10] for k in range(20)]).astype(np.float32))
+    lines = [{"id": i, "split": "test", "image": True, "labels": {"class": classes[k % 10]}} for k, i in enumerate(ids)]
+    (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(x) for x in lines))
+    space = Space({"text": "text:minilm", "image": f"vectors:{tmp_path / 'img.npz'}"}, ident)
+    recs = load_manifest(tmp_path / "m.jsonl", kinds={"image": "key"}).records
+    before = fm_hits(space, recs, tmp_path / "c", own=True)  # no templates stored: "a {}."
+    space.set_templates(FM_TEMPLATES_TRAIN)
+    assert fm_hits(space, recs, tmp_path / "c", own=True).mean() == 1.0 > before.mean()

@@ -147,6 +147,8 @@ def fashion_mnist_zeroshot(work: Path, cache=None, seed: int = 0, console=None, 
     if unknown or not wanted:
         raise AnybindError(f"fashion-mnist-zeroshot: unknown systems {', '.join(unknown) or '(none given)'}; "
                            f"known: {', '.join(FM_SYSTEMS)}")
+    if prompts not in ("", "chosen"):
+        raise AnybindError(f"fashion-mnist-zeroshot: prompts={prompts!r}; known: chosen (or leave it out)")
     n_test, n_train = int(limit), int(probe_train)
     mods = ["image", "text"]
     tux = prepare_tuxpaint(work, console)
@@ -169,8 +171,6 @@ def fashion_mnist_zeroshot(work: Path, cache=None, seed: int = 0, console=None, 
                                    seed=seed, progress=False, recipe="plain"),
         "bridge": Space.label_bridge,
     }
-    if prompts not in ("", "chosen"):
-        raise AnybindError(f"fashion-mnist-zeroshot: prompts={prompts!r}; known: chosen (or leave it out)")
     sel = None
     if prompts == "chosen":
         from .prompt_choice import selection_manifests

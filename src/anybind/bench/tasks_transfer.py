@@ -234,6 +234,10 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
         raise AnybindError(f"unknown corpora {unknown}; known: {', '.join(builders)}")
     wanted = [s.strip() for s in systems.split(",") if s.strip()]
     fit_kw = {s: system_kwargs(s) for s in wanted}  # unknown levers fail before any work
+    if prompts not in ("", "chosen"):
+        from ..errors import AnybindError
+
+        raise AnybindError(f"transfer: prompts={prompts!r}; known: chosen (or leave it out)")
     n_boot, n_fm, cap = int(boot), int(fm), int(max_train)
     select_mans = _selection_corpus(select, names, builders, fit_kw, work)
     mans = {c: load_manifest(builders[c](Path(work)), modalities=MODS, progress=False) for c in names}
@@ -244,10 +248,6 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
         fm_recs = fm_man.split("test")[:n_fm]
     sets = train_sets(train, names)
     encs = {m: RECIPE["encoders"][m] for m in MODS}
-    if prompts not in ("", "chosen"):
-        from ..errors import AnybindError
-
-        raise AnybindError(f"transfer: prompts={prompts!r}; known: chosen (or leave it out)")
     sel = chosen_prompts = None
     if prompts == "chosen" and fm_recs:
         from .prompt_choice import selection_manifests
