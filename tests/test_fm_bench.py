@@ -103,7 +103,8 @@ def test_unknown_prompts_option_is_refused_before_any_work(tmp_path):
 
 
 def test_transfer_fm_chosen_cells_read_the_spaces_own_templates(tmp_path):
-    """The ``fm chosen`` cells score with the templates stored with the space (FM_NAMES as class names)."""
+    """The ``fm chosen`` cells score with the templates stored with the space (FM_NAMES as class names): the same
+    count as zero-shot given those templates explicitly, for two different stored sets."""
     from anybind.bench.tasks_transfer import fm_hits
     from anybind.evaluate import class_embeddings
 
@@ -111,12 +112,19 @@ def test_transfer_fm_chosen_cells_read_the_spaces_own_templates(tmp_path):
     ident = {m: Projector(ProjectorConfig(in_dim=d, out_dim=d, kind="identity", standardize=False)) for m in ("text", "image")}
     probe = Space({"text": "text:minilm", "image": "text:minilm"}, ident)
     E = class_embeddings(probe, [FM_NAMES[c] for c in FM_NAMES], FM_TEMPLATES_TRAIN, cache=tmp_path / "c")
-    classes, ids = list(FM_NAMES), [f"i{k}" for k in range(20)]
-    np.savez(tmp_path / "img.npz", ids=np.array(ids), vectors=np.stack([E[k % 10] for k in range(20)]).astype(np.float32))
+    classes, ids = list(FM_NAMES), [f"i{k}" for k in range(100)]
+    rng = np.random.default_rng(0)
+    X = np.stack([E[k % 10] + 0.07 * rng.normal(size=d) for k in range(100)]).astype(np.float32)
+    np.savez(tmp_path / "img.npz", ids=np.array(ids), vectors=X)
     lines = [{"id": i, "split": "test", "image": True, "labels": {"class": classes[k % 10]}} for k, i in enumerate(ids)]
     (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(x) for x in lines))
     space = Space({"text": "text:minilm", "image": f"vectors:{tmp_path / 'img.npz'}"}, ident)
     recs = load_manifest(tmp_path / "m.jsonl", kinds={"image": "key"}).records
-    before = fm_hits(space, recs, tmp_path / "c", own=True)  # no templates stored: "a {}."
-    space.set_templates(FM_TEMPLATES_TRAIN)
-    assert fm_hits(space, recs, tmp_path / "c", own=True).mean() == 1.0 > before.mean()
+    got = {}
+    for tpl in (FM_TEMPLATES_TRAIN, ["zebra zebra zebra zebra zebra {}"]):
+        space.set_templates(tpl)
+        got[tpl[0]] = fm_hits(space, recs, tmp_path / "c", own=True).sum()
+        want = zero_shot(space, recs, "image", "class", classes=classes, names=lambda c: FM_NAMES[c], templates=tpl,
+                         cache=tmp_path / "c")
+        assert got[tpl[0]] == np.trace(np.asarray(want["confusion"]))
+    assert len(set(got.values())) == 2  # the stored set decides the cell
