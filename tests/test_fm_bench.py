@@ -90,3 +90,41 @@ def test_transfer_fm_cells_score_with_the_prompts_they_name(tmp_path, train_prom
     hits = fm_hits(space, recs, tmp_path / "c", train_prompts=train_prompts)
     assert len(hits) == 20 and hits.mean() == 1.0
     assert fm_hits(space, recs, tmp_path / "c", train_prompts=not train_prompts).mean() < 1.0  # the other set differs
+
+
+def test_unknown_prompts_option_is_refused_before_any_work(tmp_path):
+    from anybind.bench.tasks_transfer import transfer
+
+    with pytest.raises(AnybindError, match="prompts='bogus'"):
+        fashion_mnist_zeroshot(tmp_path, systems="defaults", prompts="bogus")
+    with pytest.raises(AnybindError, match="prompts='bogus'"):
+        transfer(tmp_path, corpora="tuxpaint", systems="defaults", prompts="bogus")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_transfer_fm_chosen_cells_read_the_spaces_own_templates(tmp_path):
+    """The ``fm chosen`` cells score with the templates stored with the space (FM_NAMES as class names): the same
+    count as zero-shot given those templates explicitly, for two different stored sets."""
+    from anybind.bench.tasks_transfer import fm_hits
+    from anybind.evaluate import class_embeddings
+
+    d = get_encoder("text:minilm").dim
+    ident = {m: Projector(ProjectorConfig(in_dim=d, out_dim=d, kind="identity", standardize=False)) for m in ("text", "image")}
+    probe = Space({"text": "text:minilm", "image": "text:minilm"}, ident)
+    E = class_embeddings(probe, [FM_NAMES[c] for c in FM_NAMES], FM_TEMPLATES_TRAIN, cache=tmp_path / "c")
+    classes, ids = list(FM_NAMES), [f"i{k}" for k in range(100)]
+    rng = np.random.default_rng(0)
+    X = np.stack([E[k % 10] + 0.07 * rng.normal(size=d) for k in range(100)]).astype(np.float32)
+    np.savez(tmp_path / "img.npz", ids=np.array(ids), vectors=X)
+    lines = [{"id": i, "split": "test", "image": True, "labels": {"class": classes[k % 10]}} for k, i in enumerate(ids)]
+    (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(x) for x in lines))
+    space = Space({"text": "text:minilm", "image": f"vectors:{tmp_path / 'img.npz'}"}, ident)
+    recs = load_manifest(tmp_path / "m.jsonl", kinds={"image": "key"}).records
+    got = {}
+    for tpl in (FM_TEMPLATES_TRAIN, ["zebra zebra zebra zebra zebra {}"]):
+        space.set_templates(tpl)
+        got[tpl[0]] = fm_hits(space, recs, tmp_path / "c", own=True).sum()
+        want = zero_shot(space, recs, "image", "class", classes=classes, names=lambda c: FM_NAMES[c], templates=tpl,
+                         cache=tmp_path / "c")
+        assert got[tpl[0]] == np.trace(np.asarray(want["confusion"]))
+    assert len(set(got.values())) == 2  # the stored set decides the cell

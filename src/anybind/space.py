@@ -34,6 +34,7 @@ from .federated import federate
 from .fitting import fit_features, fit_options, fit_space
 from .manifests import as_manifests, fit_manifests, records_with  # noqa: F401  (re-exported: they were defined here)
 from .progressive import add_modality, replace_encoder
+from .prompts import CANDIDATE_TEMPLATES, TemplateChoice, choose_and_set, selection_sets, set_templates
 from .space_core import SpaceCore
 from .update import update_space
 
@@ -173,6 +174,39 @@ class Space(SpaceCore):
         by the text encoder, a text is its own embedding; the baseline every trained image<->text space should
         beat (:func:`anybind.align.bridge_space`)."""
         return cls.from_core(bridge_space(image_spec, text_spec))
+
+    # -- zero-shot prompts (see anybind.prompts) ---------------------------
+    def set_templates(self, templates: Sequence[str]) -> "Space":
+        """Store ``templates`` (each with ``{}``) as this space's zero-shot prompts, in place (saved in
+        ``space.json``; used wherever a caller gives none); the lineage records it.  Returns this space."""
+        set_templates(self, templates, record={"how": "given"})
+        return self
+
+    def choose_templates(
+        self,
+        data: str | Path | Manifest | Sequence[str | Path | Manifest],
+        label: str | Sequence[str],
+        *,
+        split: str = "val",
+        candidates: Sequence[str] | None = None,
+        modality: str = "image",
+        max_templates: int = 8,
+        cache: FeatureCache | str | Path | None = None,
+    ) -> TemplateChoice:
+        """Choose this space's zero-shot prompts from ``candidates`` (default
+        :data:`~anybind.prompts.CANDIDATE_TEMPLATES`) by greedy forward selection on the ``split`` records of
+        ``data`` (never ``test``: val of the training corpus or other labelled corpora) classified by their
+        ``label`` (one key, or one per manifest), and store them with the space (in place; the lineage records
+        the sets, the candidates and the scores).  Returns the :class:`~anybind.prompts.TemplateChoice`.
+
+        Example::
+
+            space.choose_templates(["tuxpaint.jsonl", "emoji.jsonl"], ["category", "subgroup"])
+        """
+        mans = as_manifests(data, [modality], self.encoders, False, False)
+        sets = selection_sets(mans, label, split=split, modality=modality)
+        return choose_and_set(self, sets, CANDIDATE_TEMPLATES if candidates is None else candidates,
+                              max_templates=max_templates, cache=cache)
 
     # -- progressive binding (see anybind.progressive) ---------------------
     def add_modality(

@@ -34,7 +34,8 @@ import numpy as np
 import torch
 
 from .data.media import short_repr
-from .errors import SpaceError
+from .data.templates import check_templates
+from .errors import DataError, SpaceError
 from .projectors import Projector, ProjectorConfig, check_frames
 
 SPACE_FORMAT = "anybind.space"
@@ -185,8 +186,23 @@ def read_space_json(path: str | Path) -> SpaceFile:
             raise _fail(path, f"{k} is {short_repr(extras[k])}, expected an object")
     if "anybind_version" in meta:
         _text(path, "anybind_version", meta["anybind_version"])
+    check_space_templates(path, extras["info"])
     return SpaceFile(path, version, dim, temperature, _text(path, "identity", meta["identity"]), entries,
                      extras["config"], extras["info"])
+
+
+def check_space_templates(path: Path, info: Mapping[str, Any]) -> None:
+    """``info["templates"]`` (the space's zero-shot prompts, :mod:`anybind.prompts`), when present, must be a
+    non-empty list of templates with ``{}``: else one :class:`SpaceError` naming the file."""
+    if "templates" not in info:
+        return
+    t = info["templates"]
+    if not isinstance(t, list):
+        raise _fail(path, f"info.templates is {short_repr(t)}, expected a list of prompt templates with '{{}}'")
+    try:
+        check_templates(t)
+    except DataError as e:
+        raise _fail(path, f"info.templates: {e}") from None
 
 
 def space_identity(

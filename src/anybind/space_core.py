@@ -33,13 +33,15 @@ import torch.nn.functional as F
 from .cache import FeatureCache
 from .calibrators import Calibration, read_calibration, write_calibration
 from .data.strings import is_blank
+from .data.templates import templates_for
 from .encoders.base import Encoder
 from .encoders.custom import spec_for_folder, spec_in_folder
 from .encoders.registry import get_encoder
 from .errors import AnybindError, DataError, SpaceError
 from .projectors import Projector
 from .scoring import Scorer
-from .space_config import FORMAT_VERSION, SPACE_FORMAT, file_version, json_default, space_identity
+from .space_config import (FORMAT_VERSION, SPACE_FORMAT, check_space_templates, file_version, json_default,
+                           space_identity)
 from .vocabulary import Vocabulary, read_vocabulary_part, write_vocabulary_part
 from .version import __version__
 
@@ -116,6 +118,12 @@ class SpaceCore:
     @property
     def modalities(self) -> list[str]:
         return sorted(self.projectors)
+
+    @property
+    def templates(self) -> list[str]:
+        """The zero-shot prompt templates used when a caller gives none: the space's own (``info["templates"]``,
+        see :mod:`anybind.prompts`), else ``["a {}."]``."""
+        return templates_for(self)
 
     @property
     def dim(self) -> int:
@@ -227,6 +235,7 @@ class SpaceCore:
     def to_json(self, folder: str | Path | None = None) -> dict[str, Any]:
         """The ``space.json`` content; ``folder``: where it is saved (``vectors:`` paths are stored for it)."""
         store = (lambda s: s) if folder is None else (lambda s: spec_for_folder(s, folder))
+        check_space_templates(Path(folder or "space") / "space.json", self.info)  # a bad prompt is never saved
         if self.format_version >= 2:
             missing = [m for m in self.modalities if m not in self.identities]
             if missing:

@@ -124,10 +124,12 @@ def per_class_recall(zs: dict) -> dict[str, float]:
     "fashion-mnist-zeroshot",
     "Fashion-MNIST zero-shot (prompt ensembles) with a space bound on Tux Paint + emoji + openclipart, "
     "beside chance, the training-free label bridge and the linear-probe ceiling (--opt limit=N test images, "
-    "probe_train=N, systems=" + ",".join(FM_SYSTEMS) + ")",
+    "probe_train=N, systems=" + ",".join(FM_SYSTEMS) + ", prompts=chosen: also each space's own templates chosen on "
+    "Tux Paint / emoji val)",
 )
 def fashion_mnist_zeroshot(work: Path, cache=None, seed: int = 0, console=None, limit: str = "10000",
-                           probe_train: str = "10000", systems: str = ",".join(FM_SYSTEMS)) -> TaskResult:
+                           probe_train: str = "10000", systems: str = ",".join(FM_SYSTEMS),
+                           prompts: str = "") -> TaskResult:
     import numpy as np
     from sklearn.linear_model import LogisticRegression
 
@@ -145,6 +147,8 @@ def fashion_mnist_zeroshot(work: Path, cache=None, seed: int = 0, console=None, 
     if unknown or not wanted:
         raise AnybindError(f"fashion-mnist-zeroshot: unknown systems {', '.join(unknown) or '(none given)'}; "
                            f"known: {', '.join(FM_SYSTEMS)}")
+    if prompts not in ("", "chosen"):
+        raise AnybindError(f"fashion-mnist-zeroshot: prompts={prompts!r}; known: chosen (or leave it out)")
     n_test, n_train = int(limit), int(probe_train)
     mods = ["image", "text"]
     tux = prepare_tuxpaint(work, console)
@@ -167,7 +171,12 @@ def fashion_mnist_zeroshot(work: Path, cache=None, seed: int = 0, console=None, 
                                    seed=seed, progress=False, recipe="plain"),
         "bridge": Space.label_bridge,
     }
-    rows, accs, recalls = [], {}, {}
+    sel = None
+    if prompts == "chosen":
+        from .prompt_choice import selection_manifests
+
+        sel = selection_manifests(work, console)
+    rows, accs, recalls, chosen = [], {}, {}, {}
     for key in wanted:
         name, sp = FM_SYSTEMS[key], fits[key]()
 
@@ -179,6 +188,13 @@ def fashion_mnist_zeroshot(work: Path, cache=None, seed: int = 0, console=None, 
                "centred (transductive)": zs(FM_TEMPLATES, center=True),
                "train prompts": zs(FM_TEMPLATES_TRAIN, names=FM_NAMES_TRAIN),
                "train prompts, centred": zs(FM_TEMPLATES_TRAIN, center=True, names=FM_NAMES_TRAIN)}
+        if sel is not None:  # the space's own templates, chosen on Tux Paint / emoji val (never Fashion-MNIST)
+            from .prompt_choice import choose_for
+
+            chosen[key] = choose_for(sp, sel, FM_TEMPLATES, cache)
+            res["chosen prompts"] = zs(None)
+            res["chosen prompts, centred"] = zs(None, center=True)
+            recalls[name + ", chosen prompts"] = per_class_recall(res["chosen prompts"])
         accs[key] = {k: v["accuracy"] for k, v in res.items()}
         recalls[name] = per_class_recall(res["accuracy"])
         recalls[name + ", train prompts"] = per_class_recall(res["train prompts"])
@@ -197,6 +213,8 @@ def fashion_mnist_zeroshot(work: Path, cache=None, seed: int = 0, console=None, 
     clf = LogisticRegression(max_iter=2000, C=0.5).fit((Xtr - mu) / sd, ytr)
     ceiling = float((clf.predict((Xte - mu) / sd) == yte).mean())
     cols = ("accuracy", "one prompt", "centred (transductive)", "train prompts", "train prompts, centred")
+    if sel is not None:
+        cols += ("chosen prompts", "chosen prompts, centred")
     rows.append({"name": "linear probe (ceiling)", **{c: (ceiling if c == "accuracy" else None) for c in cols}})
     rows.append({"name": "chance", **{c: 0.1 for c in cols}})
     for r in rows:
@@ -222,12 +240,19 @@ def fashion_mnist_zeroshot(work: Path, cache=None, seed: int = 0, console=None, 
         config={"test_images": len(test), "probe_train_images": len(train), "templates": list(FM_TEMPLATES),
                 "train_prompts": list(FM_TEMPLATES_TRAIN), "train_names": FM_NAMES_TRAIN, "systems": wanted,
                 "headline": FM_SYSTEMS[head],
-                "per_class_recall": recalls, "train_corpora": [str(p) for p in sources]},
+                "per_class_recall": recalls, "train_corpora": [str(p) for p in sources], "chosen_prompts": chosen},
         notes=[(f"first {len(test)} Fashion-MNIST test images, inverted to dark-on-white; probe trained on the first "
                 f"{len(train)} train images"),
                ("centred: the test images' mean embedding subtracted before the cosine (uses the unlabelled test batch; "
                 "Fashion-MNIST sits in one corner of the space, where 'trousers' is the hub)"),
                ("train prompts: FM_TEMPLATES_TRAIN with FM_NAMES_TRAIN, chosen on labelled Fashion-MNIST train images "
                 "(never test; a selection among a few dozen prompts, reported apart), see anybind.bench.tasks_corpora; "
-                "per-class recall of each row (accuracy and train prompts columns) in the JSON config")],
+                "per-class recall of each row (accuracy and train prompts columns) in the JSON config")]
+        + ([("chosen prompts: each space's own templates, chosen greedily from anybind.prompts.CANDIDATE_TEMPLATES on "
+             "Tux Paint val (category) + emoji val (subgroup), stored with the space and used as its default; class "
+             "names FM_NAMES. " + "; ".join(
+                 f"{FM_SYSTEMS[k]}: {c['templates']} (selection {c['selection_reference']:.3f} with the five -> "
+                 f"{c['selection_chosen']:.3f}; held out: " + ", ".join(
+                     f"{n} {v['reference']:.3f} -> {v['chosen']:.3f}" for n, v in c["held_out_check"].items()) + ")"
+                 for k, c in chosen.items()))] if chosen else []),
     )

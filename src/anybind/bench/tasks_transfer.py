@@ -116,7 +116,7 @@ def retrieval_hits(space, man, split: str, cache) -> dict[str, np.ndarray]:
     return out
 
 
-def fm_hits(space, recs, cache, center: bool = False, train_prompts: bool = False) -> np.ndarray:
+def fm_hits(space, recs, cache, center: bool = False, train_prompts: bool = False, own: bool = False) -> np.ndarray:
     """Fashion-MNIST zero-shot correctness (0/1 per image, in the order of ``recs``'s classes' counts);
     ``train_prompts``: the templates and class names chosen on Fashion-MNIST train images
     (:data:`~anybind.bench.tasks_corpora.FM_TEMPLATES_TRAIN`, ``FM_NAMES_TRAIN``) instead of the bench's five."""
@@ -124,6 +124,8 @@ def fm_hits(space, recs, cache, center: bool = False, train_prompts: bool = Fals
     from .tasks_corpora import FM_NAMES, FM_NAMES_TRAIN, FM_TEMPLATES, FM_TEMPLATES_TRAIN
 
     names, templates = (FM_NAMES_TRAIN, FM_TEMPLATES_TRAIN) if train_prompts else (FM_NAMES, FM_TEMPLATES)
+    if own:  # the space's own templates (chosen on held-out data and stored with it), the bench's class names
+        templates = None
     zs = zero_shot(space, recs, "image", "class", classes=list(FM_NAMES), names=lambda c: names[c],
                    templates=templates, cache=cache, center=center)
     k, n = int(np.trace(np.asarray(zs["confusion"]))), int(zs["n"])
@@ -213,7 +215,7 @@ def _number(s: str) -> bool:
 def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str = "tuxpaint,emoji,openclipart",
              train: str = "each,all,loo", systems: str = "recipe,recipe+bridge+start,defaults",
              max_train: str = "0", fm: str = "10000", center: str = "1", l2sp_grid: str = "0.0001,0.001,0.01",
-             boot: str = "1000", select: str = "") -> TaskResult:
+             boot: str = "1000", select: str = "", prompts: str = "") -> TaskResult:
     from ..cache import FeatureCache
     from ..corpora.fashion_mnist import build_fashion_mnist
     from ..data.manifest import load_manifest
@@ -232,6 +234,10 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
         raise AnybindError(f"unknown corpora {unknown}; known: {', '.join(builders)}")
     wanted = [s.strip() for s in systems.split(",") if s.strip()]
     fit_kw = {s: system_kwargs(s) for s in wanted}  # unknown levers fail before any work
+    if prompts not in ("", "chosen"):
+        from ..errors import AnybindError
+
+        raise AnybindError(f"transfer: prompts={prompts!r}; known: chosen (or leave it out)")
     n_boot, n_fm, cap = int(boot), int(fm), int(max_train)
     select_mans = _selection_corpus(select, names, builders, fit_kw, work)
     mans = {c: load_manifest(builders[c](Path(work)), modalities=MODS, progress=False) for c in names}
@@ -242,6 +248,11 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
         fm_recs = fm_man.split("test")[:n_fm]
     sets = train_sets(train, names)
     encs = {m: RECIPE["encoders"][m] for m in MODS}
+    sel = chosen_prompts = None
+    if prompts == "chosen" and fm_recs:
+        from .prompt_choice import selection_manifests
+
+        sel, chosen_prompts = selection_manifests(Path(work), console), []
 
     def measure(space) -> dict[str, np.ndarray]:
         """Every cell's per-query hits: '<split>/<corpus>/<dir>' and 'test/fm' ('test/fm transd.')."""
@@ -255,6 +266,13 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
             out["test/fm transd."] = fm_hits(space, fm_recs, fc, center=True)
             out["test/fm tp"] = fm_hits(space, fm_recs, fc, train_prompts=True)
             out["test/fm tp transd."] = fm_hits(space, fm_recs, fc, center=True, train_prompts=True)
+        if sel is not None:  # templates chosen for this space on Tux Paint / emoji val, stored with it
+            from .prompt_choice import choose_for
+            from .tasks_corpora import FM_TEMPLATES
+
+            chosen_prompts.append(choose_for(space, sel, FM_TEMPLATES, fc))
+            out["test/fm chosen"] = fm_hits(space, fm_recs, fc, own=True)
+            out["test/fm chosen transd."] = fm_hits(space, fm_recs, fc, center=True, own=True)
         return out
 
     bridge = measure(Space.label_bridge())
@@ -309,6 +327,8 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
             extra = {"val": sp.info["metrics"].get("val/score"), "epoch": tr.get("best_epoch"),
                      "alpha": rob.get("wise_alpha"), "l2sp": rob.get("l2sp") or None}
             add_row(tname, system, measure(sp), proc_hits, extra)
+            if chosen_prompts:
+                chosen[f"{tname}/{system}/prompts"] = chosen_prompts[-1]
             if center == "1":
                 add_row(tname, system + " +center", measure(centred(sp, train_mans, cache=fc)), proc_hits, {})
         timings[tname] = round(time.perf_counter() - t0, 1)
@@ -319,7 +339,10 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
         f"({n_boot} resamples, seed {seed})",
         "+center: inductive centring, each modality's mean train embedding subtracted at embed time (no test statistics); "
         "fm transd.: centred on the Fashion-MNIST test images themselves (transductive, apart); fm tp: the prompts "
-        "(templates and class names) chosen on Fashion-MNIST train images, FM_TEMPLATES_TRAIN / FM_NAMES_TRAIN",
+        "(templates and class names) chosen on Fashion-MNIST train images, FM_TEMPLATES_TRAIN / FM_NAMES_TRAIN"
+        + ("; fm chosen: each space's own templates, chosen greedily (anybind.prompts.CANDIDATE_TEMPLATES) on Tux Paint "
+           "val (category) + emoji val (subgroup), stored with the space, class names FM_NAMES (templates and "
+           "held-out checks in the JSON config, chosen_prompts, in row order)" if sel is not None else ""),
         "recipe = locked text, ridge start, label-bridge images, InfoNCE + early stopping on val (the issue-16 start); "
         "+start: its epoch 0 (no fine-tuning); +bridge: the ridge start shrinks towards the label bridge; +residual: the start is the label bridge itself, "
         "fine-tuning learns a zero-initialised residual; +wise: WiSE-FT, "
@@ -333,7 +356,8 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
         baselines=baselines,
         table=rows,
         config={"corpora": names, "train_sets": sets, "systems": wanted, "max_train": cap, "fm_test_images": len(fm_recs),
-                "bootstrap": n_boot, "l2sp_chosen_on_val": chosen, "seconds_per_train_set": timings},
+                "bootstrap": n_boot, "l2sp_chosen_on_val": chosen, "seconds_per_train_set": timings,
+                "chosen_prompts": chosen_prompts},
         notes=notes,
     )
 

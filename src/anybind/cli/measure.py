@@ -20,7 +20,7 @@ def eval_cmd(
     split: Split = choice("test", Split, help="Records to measure on."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the flat metrics here."),
     zero_shot_label: Optional[str] = typer.Option(None, "--zero-shot", help="Also classify zero-shot on this label key."),
-    template: list[str] = typer.Option(None, "--template", help="Prompt template(s) for zero-shot, e.g. 'a photo of a {}.'"),
+    template: list[str] = typer.Option(None, "--template", help="Prompt template(s) for zero-shot, e.g. 'a photo of a {}.' (default: the space's own, see anybind prompts)."),
     center: bool = typer.Option(False, "--center", help="Zero-shot: subtract the evaluated items' mean embedding first "
                                 "(transductive; helps when a whole corpus sits off in one corner of the space)."),
     cache: Optional[Path] = typer.Option(None),

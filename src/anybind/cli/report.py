@@ -21,7 +21,7 @@ def report(
     label: Optional[str] = typer.Option(
         None, help="Label key for zero-shot classification (default: the key on most records with the fewest values)."
     ),
-    template: list[str] = typer.Option(None, "--template", help="Prompt template with {} (repeatable; default 'a {}.')."),
+    template: list[str] = typer.Option(None, "--template", help="Prompt template with {} (repeatable; default: the space's own, else 'a {}.')."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the report's numbers here."),
     cache: Optional[Path] = typer.Option(None, help="Feature cache folder."),
     overwrite: bool = typer.Option(False, help="Replace an existing file that is not an earlier report."),

@@ -8,7 +8,8 @@ The only placeholder is ``{}`` (also spelled ``{0}`` or ``{label}``), as often a
 ``len(template) * (1 + len(name))`` characters long.
 
 A space may carry its own prompts (``space.info["templates"]``: an imported CLIP pair stores CLIP's ensemble,
-see :mod:`anybind.pairs`); :func:`templates_for` is what every zero-shot path uses when none are given.
+see :mod:`anybind.pairs`; any space can be given or choose its own, see :mod:`anybind.prompts`);
+:func:`templates_for` is what every zero-shot path uses when none are given.
 """
 
 from __future__ import annotations

@@ -1,0 +1,258 @@
+"""Zero-shot prompt ensembles stored with a space, and chosen for it on held-out labelled data (issue 16).
+
+A space carries its prompt templates in ``space.json`` (``info["templates"]``, a non-empty list of templates
+with ``{}``): every zero-shot path (:func:`anybind.evaluate.zero_shot`, ``Index.classify``, the report, the
+service's ``/classify``, ``anybind measure --zero-shot``) uses them when the caller gives none
+(:func:`anybind.data.templates.templates_for`); a space without them uses ``"a {}."`` as before.  Templates do
+not change any embedding, so they are outside the space identity (an index built on the space stays valid) and
+need no new file format: every anybind that reads ``info["templates"]`` (since pre-aligned pairs were imported
+with CLIP's ensemble) reads them the same way, and ``space.json`` is checked on load (a bad template is one
+:class:`~anybind.errors.SpaceError` line naming the file).
+
+:func:`choose_templates` picks an ensemble from candidates by greedy forward selection on labelled records that
+are *not* an evaluation set (val splits of the training corpus, other labelled corpora): each step adds the
+candidate that most raises the mean balanced accuracy (mean per-class recall, averaged over the selection sets),
+and stops when none raises it.  :func:`selection_sets` builds those sets from manifests and refuses a test split.
+:func:`set_templates` stores an ensemble and appends a ``templates`` entry to the space's lineage (the
+templates, the candidates, the scores step by step, and a fingerprint of each selection set's records).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .data.templates import check_templates, fill_template, templates_for
+from .errors import DataError
+from .evaluate import class_name
+
+if TYPE_CHECKING:
+    from .data.manifest import Manifest, Record
+    from .space_core import SpaceCore
+
+log = logging.getLogger(__name__)
+
+#: what :func:`choose_templates` picks from unless given candidates: generic wordings (the bench's five
+#: Fashion-MNIST prompts are its first five, CLIP's ImageNet ensemble follows), none written for one corpus
+CANDIDATE_TEMPLATES = (
+    "a photo of a {}.",
+    "a {}.",
+    "a black and white photo of a {}.",
+    "a drawing of a {}.",
+    "a product photo of a {}, a piece of clothing.",
+    "itap of a {}.",
+    "a bad photo of the {}.",
+    "a origami {}.",
+    "a photo of the large {}.",
+    "a {} in a video game.",
+    "art of the {}.",
+    "a photo of the small {}.",
+    "{}",
+    "a picture of a {}.",
+    "a clip art of a {}.",
+    "an icon of a {}.",
+    "a cartoon {}.",
+    "a sketch of a {}.",
+    "a close-up photo of a {}.",
+    "a simple drawing of a {}, on a white background.",
+)
+
+
+@dataclass
+class SelectionSet:
+    """Labelled records the templates are chosen on: ``records`` with ``modality`` and ``labels[label]``;
+    ``names`` turns a label value into the class name put in the templates (default: its last path part)."""
+
+    name: str
+    records: Sequence["Record"]
+    label: str
+    modality: str = "image"
+    names: Callable[[str], str] = class_name
+    split: str | None = None
+
+    def usable(self) -> list["Record"]:
+        return [r for r in self.records if r.has(self.modality) and self.label in r.labels]
+
+    def fingerprint(self) -> str:
+        """A hash of the records' ids and labels: which records chose (recorded in the lineage)."""
+        h = hashlib.sha256()
+        for r in sorted(self.usable(), key=lambda r: r.id):
+            h.update(f"{r.id}\0{r.labels[self.label]}\0".encode())
+        return h.hexdigest()[:16]
+
+
+@dataclass
+class TemplateChoice:
+    """What :func:`choose_templates` chose and why (``steps``: the template added and the score after it)."""
+
+    templates: list[str]
+    score: float
+    before: float  # the space's own templates (or "a {}.") on the same sets
+    steps: list[tuple[str, float]]
+    per_set: dict[str, dict[str, float]]  # set -> {"before": .., "after": ..}
+    sets: list[dict[str, Any]]
+    candidates: list[str]
+    objective: str = "mean balanced accuracy"
+    seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def record(self) -> dict[str, Any]:
+        """The lineage entry's content."""
+        return {"chosen_on": self.sets, "candidates": self.candidates, "objective": self.objective,
+                "score_before": round(self.before, 4), "score": round(self.score, 4),
+                "steps": [[t, round(s, 4)] for t, s in self.steps],
+                "per_set": {k: {a: round(b, 4) for a, b in v.items()} for k, v in self.per_set.items()},
+                "seconds": round(self.seconds, 1), **self.extra}
+
+
+def set_templates(space: "SpaceCore", templates: Sequence[str], *, record: Mapping[str, Any] | None = None) -> "SpaceCore":
+    """Store ``templates`` (checked: each with ``{}``, at least one) as ``space``'s zero-shot prompts, in place,
+    and append a ``templates`` lineage entry (``record``: how they were chosen).  Returns ``space``."""
+    chosen = check_templates(templates)
+    previous = (space.info or {}).get("templates")
+    space.info["templates"] = chosen
+    space.info.setdefault("lineage", []).append({
+        "event": "templates", "templates": chosen, "previous": previous,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **dict(record or {})})
+    log.info("the space's zero-shot prompts: %d template(s)", len(chosen))
+    return space
+
+
+def selection_sets(
+    manifests: "Sequence[Manifest]",
+    labels: str | Sequence[str],
+    *,
+    split: str = "val",
+    modality: str = "image",
+) -> list[SelectionSet]:
+    """One :class:`SelectionSet` per manifest: its ``split`` records (never ``test``) labelled with ``labels``
+    (one key for all, or one per manifest)."""
+    if split == "test":
+        raise DataError("prompt templates are never chosen on a test split: use val, or another labelled corpus")
+    if split in (None, "all"):
+        raise DataError(f"split {split!r} includes the test split: choose templates on val (or train) records")
+    keys = [labels] * len(manifests) if isinstance(labels, str) else list(labels)
+    if len(keys) != len(manifests):
+        raise DataError(f"{len(keys)} label keys for {len(manifests)} manifests: give one key, or one per manifest")
+    out = []
+    for man, key in zip(manifests, keys):
+        recs = man.split(split)
+        s = SelectionSet(f"{man.path.parent.name or man.path.name}/{split}", recs, key, modality, split=split)
+        if not s.usable():
+            raise DataError(f"{man.path}: no {split} record has both {modality!r} and the label {key!r}")
+        out.append(s)
+    return out
+
+
+def _balanced(pred: np.ndarray, y: np.ndarray, n_classes: int) -> float:
+    rec = [float((pred[y == c] == c).mean()) for c in range(n_classes) if (y == c).any()]
+    return float(np.mean(rec)) if rec else float("nan")
+
+
+def template_scores(space: "SpaceCore", sets: Sequence[SelectionSet], templates: Sequence[str] | None = None, *,
+                    text_modality: str = "text", cache: Any = None) -> dict[str, float]:
+    """Each set's balanced accuracy (mean per-class recall) with the prompt ensemble ``templates`` (None: the
+    space's own), as :func:`choose_templates` scores it."""
+    from .cache import FeatureCache
+
+    fc = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
+    tpl = templates_for(space, templates)
+    out = {}
+    for s in sets:
+        recs = s.usable()
+        y_raw = [str(r.labels[s.label]) for r in recs]
+        classes = sorted(set(y_raw))
+        y = np.array([classes.index(v) for v in y_raw])
+        X = space.embed(s.modality, [r.values[s.modality] for r in recs], cache=fc)
+        E = space.embed(text_modality, [fill_template(t, s.names(c)) for t in tpl for c in classes], cache=fc)
+        S = E.reshape(len(tpl), len(classes), -1).sum(0)
+        C = S / np.maximum(np.linalg.norm(S, axis=1, keepdims=True), 1e-12)
+        out[s.name] = _balanced(space.scorer.pair_scores(X, s.modality, C, text_modality).argmax(1), y, len(classes))
+    return out
+
+
+def choose_templates(
+    space: "SpaceCore",
+    sets: Sequence[SelectionSet],
+    candidates: Sequence[str] = CANDIDATE_TEMPLATES,
+    *,
+    max_templates: int = 8,
+    text_modality: str = "text",
+    cache: Any = None,
+) -> TemplateChoice:
+    """Greedy forward selection of a prompt ensemble from ``candidates`` on the labelled ``sets`` (see the module
+    docstring).  Only the records of ``sets`` are read.  Deterministic: ties go to the earlier candidate."""
+    from .cache import FeatureCache
+
+    t0 = time.perf_counter()
+    cands = check_templates(candidates)
+    if len(set(cands)) != len(cands):
+        raise DataError("the candidate templates repeat one: give each once")
+    if not sets:
+        raise DataError("no selection set given: templates are chosen on labelled held-out records")
+    if len({s.name for s in sets}) != len(sets):
+        raise DataError(f"selection sets share a name ({', '.join(s.name for s in sets)}): give each its own")
+    if isinstance(max_templates, bool) or not isinstance(max_templates, int) or max_templates < 1:
+        raise DataError(f"max_templates is {max_templates!r}, expected a whole number >= 1")
+    fc = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
+    data = []  # per set: scores per candidate (n, n_classes) need the class prompts; keep the parts
+    for s in sets:
+        recs = s.usable()
+        if not recs:
+            raise DataError(f"selection set {s.name}: no record has both {s.modality!r} and the label {s.label!r}")
+        y_raw = [str(r.labels[s.label]) for r in recs]
+        classes = sorted(set(y_raw))
+        if len(classes) < 2:
+            raise DataError(f"selection set {s.name}: one class ({classes[0]!r}); choosing prompts needs two or more")
+        y = np.array([classes.index(v) for v in y_raw])
+        X = space.embed(s.modality, [r.values[s.modality] for r in recs], cache=fc)
+        names = [s.names(c) for c in classes]
+        P = space.embed(text_modality, [fill_template(t, n) for t in cands for n in names], cache=fc)
+        P = P.reshape(len(cands), len(classes), -1)  # unit prompt embeddings per candidate
+        data.append((s, X, y, len(classes), P))
+
+    def score(sums: list[np.ndarray]) -> list[float]:
+        out = []
+        for (s, X, y, k, _), S in zip(data, sums):
+            C = S / np.maximum(np.linalg.norm(S, axis=1, keepdims=True), 1e-12)
+            pred = space.scorer.pair_scores(X, s.modality, C, text_modality).argmax(1)
+            out.append(_balanced(pred, y, k))
+        return out
+
+    before_each = list(template_scores(space, sets, None, text_modality=text_modality, cache=fc).values())
+    chosen: list[int] = []
+    sums = [np.zeros_like(P[0]) for *_, P in data]
+    best, best_each, steps = -np.inf, before_each, []
+    while len(chosen) < max_templates:
+        trial = [(float(np.mean(e)), e, j) for j in range(len(cands)) if j not in chosen
+                 for e in [score([S + P[j] for S, (*_, P) in zip(sums, data)])]]
+        if not trial:
+            break
+        top = max(trial, key=lambda x: x[0])  # max keeps the first of equal scores: the earlier candidate
+        if top[0] <= best:
+            break
+        best, best_each, j = top[0], top[1], top[2]
+        chosen.append(j)
+        sums = [S + P[j] for S, (*_, P) in zip(sums, data)]
+        steps.append((cands[j], best))
+        log.info("templates: + %r -> %.4f", cands[j], best)
+    return TemplateChoice(
+        templates=[cands[j] for j in chosen], score=best, before=float(np.mean(before_each)), steps=steps,
+        per_set={s.name: {"before": b, "after": a} for (s, *_), b, a in zip(data, before_each, best_each)},
+        sets=[{"name": s.name, "split": s.split, "label": s.label, "modality": s.modality, "records": len(s.usable()),
+               "classes": k, "fingerprint": s.fingerprint()} for s, _, _, k, _ in data],
+        candidates=cands, seconds=time.perf_counter() - t0)
+
+
+def choose_and_set(space: "SpaceCore", sets: Sequence[SelectionSet], candidates: Sequence[str] = CANDIDATE_TEMPLATES,
+                   **kw: Any) -> TemplateChoice:
+    """:func:`choose_templates`, then store the choice with the space (:func:`set_templates`) with its record."""
+    choice = choose_templates(space, sets, candidates, **kw)
+    set_templates(space, choice.templates, record={"chosen": choice.record()})
+    return choice
