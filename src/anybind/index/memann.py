@@ -112,8 +112,8 @@ class RWLock:
 
 def _row_keys(snap: "Snapshot") -> list[tuple[str, str, str]]:
     """(id, modality, content key) per row; the id and modality strings are the snapshot's hit columns' own."""
-    ids = snap.hit_columns()[:, 0]
-    return list(zip(ids.tolist(), snap.modality.tolist(), snap.meta.column("key").to_pylist()))
+    cols = snap.hit_columns()
+    return list(zip(cols.id, cols.modality, snap.meta.column("key").to_pylist()))
 
 
 class MemoryAnn:
