@@ -138,20 +138,7 @@ class Searcher:
                                 fast=method is not None, **ann_params)
         if method is not None:
             cands = self.reranker.rerank(method, Q, cands, targets, lab, rerank_params, query_bank, bank_size, exact)
-        out = []
-        for t, scores in cands:
-            order = np.argsort(-scores, kind="stable")[:k]
-            ids = t.column("id").to_pylist()
-            mods = t.column("modality").to_pylist()
-            srcs = t.column("source").to_pylist()
-            labs = t.column("labels").to_pylist()
-            out.append(
-                [
-                    Hit(ids[j], mods[j], float(scores[j]), srcs[j], _labels(labs[j]), r + 1)
-                    for r, j in enumerate(order)
-                ]
-            )
-        return out
+        return hits_of_candidates(cands, k)
 
     def candidates(
         self, Q, pool, targets, lab, exact, with_vectors=True, fast=True, **ann_params
@@ -177,6 +164,21 @@ class Searcher:
                 t = t.append_column("vector", V)
             out.append((t, s))
         return out
+
+
+def hits_of_candidates(cands: list[tuple["pa.Table", np.ndarray]], k: int) -> list[list[Hit]]:
+    """Per query, the best ``k`` hits of its candidate rows (an Arrow table with the hit columns) and their
+    scores: the general way, for any candidates (the fast one, :func:`hits_of_rows`, must give the same)."""
+    out = []
+    for t, scores in cands:
+        order = np.argsort(-scores, kind="stable")[:k]
+        ids = t.column("id").to_pylist()
+        mods = t.column("modality").to_pylist()
+        srcs = t.column("source").to_pylist()
+        labs = t.column("labels").to_pylist()
+        out.append([Hit(ids[j], mods[j], float(scores[j]), srcs[j], _labels(labs[j]), r + 1)
+                    for r, j in enumerate(order)])
+    return out
 
 
 def hits_of_rows(cols: HitColumns, S: np.ndarray, R: np.ndarray, ordered: bool = False) -> list[list[Hit]]:
