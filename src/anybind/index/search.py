@@ -123,16 +123,16 @@ class Searcher:
             raise QueryError(f"queries of width {Q.shape[1]}: this index holds {self.t.dim}-d vectors")
         targets = self.t.check_targets(modality) if modality is not None else None
         lab = label_filter(labels)
-        if method is None and targets is None and not lab and len(Q) == 1:  # one query, no filter: the graph's lane
-            found = self.fast.graph_one(Q, k, exact)
-            if found is not None and (not found[2] or min(found[2]) >= 0):
-                return _hit_lists(found[0].hit_columns(), [found[1]], [found[2]])
         return self._search(Q, targets, k, lab, method, rerank_params, query_bank, exact, rerank_pool, bank_size,
                             ann_params)
 
     def _search(self, Q, targets, k, lab, method, rerank_params, query_bank, exact, rerank_pool, bank_size,
                 ann_params) -> list[list[Hit]]:
         """:meth:`search_vectors` past its checks (``Q``: unit rows, ``method``: a checked rerank or ``None``)."""
+        if method is None and targets is None and not lab and len(Q) == 1:  # one query, no filter: the graph's lane
+            found = self.fast.graph_one(Q, k, exact)
+            if found is not None and (not found[2] or min(found[2]) >= 0):
+                return _hit_lists(found[0].hit_columns(), [found[1]], [found[2]])
         pool = k if method is None else max(k, rerank_pool)
         if method is None:  # the in-memory graph or codes: hits straight from the row numbers
             found = self.fast.rows(Q, pool, targets, lab, exact)
