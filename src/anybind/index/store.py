@@ -179,7 +179,7 @@ class Snapshot:
         """The :data:`HIT_COLUMNS` as four Python lists, one value per row (by :func:`objects_of`: one string
         per distinct value; made once per snapshot): a search's hits are list lookups by row number, under
         a microsecond a hit, where a take of the Arrow table right after a graph search costs 100-300 us
-        (its caches are cold) and a fancy index of an object array ~8 us."""
+        (its caches are cold) and a fancy index of an object array several microseconds."""
         cols = self._hit_columns
         if cols is None:
             cols = self._hit_columns = HitColumns(*(
