@@ -184,7 +184,8 @@ def search_scale(
         ours["memann/interleaved_ef"] = float(ef_both)
         ours.update(interleaved_vs_hnswlib(index, h, Q, k, nq_ann, threads, rounds=5))
         say(f"in-memory ANN vs hnswlib at ef={ef_both}, timed in turns: {ours['memann/vs_hnswlib_single']:.2f}x "
-            f"one by one, {ours['memann/vs_hnswlib_batch']:.2f}x batched")
+            f"one by one ({ours['memann/vs_hnswlib_single_cpu']:.2f}x by CPU time), "
+            f"{ours['memann/vs_hnswlib_batch']:.2f}x batched")
         del h
     del index
 
@@ -211,8 +212,9 @@ def search_scale(
            "(qps_batch); " if only != "memann" else "")
         + "memann = the in-memory hnswlib graph through Index.search_vectors (vs_hnswlib_*: against a bare hnswlib "
         "index of the same M / ef_construction, at the same ef, timed in turns; vs_hnswlib_search_single: through "
-        "Index.search); *_extra_gb = peak RSS growth during that phase (memann/serve_extra_gb: the first searches, "
-        "memann/rss_gb: the process while serving)"
+        "Index.search; *_cpu: by the calling thread's CPU time, steadier on a shared machine); *_extra_gb = peak "
+        "RSS growth during that phase (memann/serve_extra_gb: the first searches, memann/rss_gb: the process while "
+        "serving)"
     )
     return TaskResult(
         metrics=ours,

@@ -161,6 +161,24 @@ class FastSearch:
         snap, vectors, S, R = found
         return _candidates(snap.meta, vectors, S, R, self.t.dim, with_vectors)
 
+    def graph_one(self, q: np.ndarray, k: int, exact) -> tuple[Snapshot, list[float], list[int]] | None:
+        """:meth:`rows` of one query row with no filter, from the in-memory graph, as lists: (the snapshot, the
+        scores, the rows), or ``None`` where :meth:`rows` has more to do (the graph not loaded yet, to be
+        brought to the table's version, below ``ann_threshold`` rows, ``k`` beyond the live rows) or would not
+        use the graph: the caller then asks :meth:`rows`, which answers as ever."""
+        ann = self._memann
+        if exact is True or type(ann) is not MemoryAnn or not self.t.meta.get("memory_ann"):
+            return None
+        snap = self.t.snapshot()
+        if ann.version != snap.version or len(ann.slot_row) != len(ann.slots) or k > len(snap.modality) or (
+                exact is None and len(snap.modality) < self.t.ann_threshold):
+            return None
+        with ann.lock.read():
+            if ann.version != snap.version:  # moved while we waited
+                return None
+            found = ann.top_one(q, k)
+        return None if found is None else (snap, *found)
+
     def rows(self, Q, pool, targets, lab, exact) -> tuple[Snapshot, np.ndarray, np.ndarray, np.ndarray] | None:
         """(the snapshot the rows are of, its float vectors, scores (n, <= pool) best first in every row (the
         searcher's hits trust this), row numbers (-1 pads)), or ``None`` when neither the graph nor the codes

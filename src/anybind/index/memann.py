@@ -112,8 +112,8 @@ class RWLock:
 
 def _row_keys(snap: "Snapshot") -> list[tuple[str, str, str]]:
     """(id, modality, content key) per row; the id and modality strings are the snapshot's hit columns' own."""
-    ids = snap.hit_columns()[:, 0]
-    return list(zip(ids.tolist(), snap.modality.tolist(), snap.meta.column("key").to_pylist()))
+    cols = snap.hit_columns()
+    return list(zip(cols.id, cols.modality, snap.meta.column("key").to_pylist()))
 
 
 class MemoryAnn:
@@ -200,6 +200,18 @@ class MemoryAnn:
         if same is None or same[0] is not sr:
             same = self._same = (sr, len(sr) == len(self.slots) and bool(np.array_equal(sr, np.arange(len(sr)))))
         return labels.view(np.int64) if same[1] and labels.dtype == np.uint64 else sr[labels]
+
+    def top_one(self, q: np.ndarray, k: int) -> tuple[list[float], list[int]] | None:
+        """:meth:`search` of one query row, no filter, as lists (the same scores and rows), for a caller that
+        holds the lock for reading and found the graph at the snapshot's version with ``slot_row`` made; ``None``
+        when ``k`` exceeds the live rows or the graph cannot find ``k`` (:meth:`search` knows what to do then)."""
+        if k > self.live:
+            return None
+        try:
+            labels, dist = self.graph.knn_query(q, k=k, num_threads=1)
+        except RuntimeError:  # fewer than k reachable items: search() logs it and exact search answers
+            return None
+        return (1.0 - dist).tolist()[0], self._rows_of(labels).tolist()[0]  # float32 arithmetic, as in search
 
     def search(self, Q: np.ndarray, k: int, snap: "Snapshot",
                rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray] | None:

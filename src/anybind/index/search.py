@@ -22,7 +22,7 @@ from .exact import exact_topk, unit_rows
 from .fast import FastSearch
 from .query import Query, QueryEmbedder, check_k, raw_direction
 from .results import Hit
-from .store import label_filter, sql_where
+from .store import HitColumns, label_filter, sql_where
 from .table import IndexTable
 
 if TYPE_CHECKING:
@@ -129,6 +129,10 @@ class Searcher:
     def _search(self, Q, targets, k, lab, method, rerank_params, query_bank, exact, rerank_pool, bank_size,
                 ann_params) -> list[list[Hit]]:
         """:meth:`search_vectors` past its checks (``Q``: unit rows, ``method``: a checked rerank or ``None``)."""
+        if method is None and targets is None and not lab and len(Q) == 1:  # one query, no filter: the graph's lane
+            found = self.fast.graph_one(Q, k, exact)
+            if found is not None and (not found[2] or min(found[2]) >= 0):
+                return _hit_lists(found[0].hit_columns(), [found[1]], [found[2]])
         pool = k if method is None else max(k, rerank_pool)
         if method is None:  # the in-memory graph or codes: hits straight from the row numbers
             found = self.fast.rows(Q, pool, targets, lab, exact)
@@ -138,20 +142,7 @@ class Searcher:
                                 fast=method is not None, **ann_params)
         if method is not None:
             cands = self.reranker.rerank(method, Q, cands, targets, lab, rerank_params, query_bank, bank_size, exact)
-        out = []
-        for t, scores in cands:
-            order = np.argsort(-scores, kind="stable")[:k]
-            ids = t.column("id").to_pylist()
-            mods = t.column("modality").to_pylist()
-            srcs = t.column("source").to_pylist()
-            labs = t.column("labels").to_pylist()
-            out.append(
-                [
-                    Hit(ids[j], mods[j], float(scores[j]), srcs[j], _labels(labs[j]), r + 1)
-                    for r, j in enumerate(order)
-                ]
-            )
-        return out
+        return hits_of_candidates(cands, k)
 
     def candidates(
         self, Q, pool, targets, lab, exact, with_vectors=True, fast=True, **ann_params
@@ -179,34 +170,50 @@ class Searcher:
         return out
 
 
-def hits_of_rows(cols: np.ndarray, S: np.ndarray, R: np.ndarray, ordered: bool = False) -> list[list[Hit]]:
+def hits_of_candidates(cands: list[tuple["pa.Table", np.ndarray]], k: int) -> list[list[Hit]]:
+    """Per query, the best ``k`` hits of its candidate rows (an Arrow table with the hit columns) and their
+    scores: the general way, for any candidates (the fast one, :func:`hits_of_rows`, must give the same)."""
+    out = []
+    for t, scores in cands:
+        order = np.argsort(-scores, kind="stable")[:k]
+        ids = t.column("id").to_pylist()
+        mods = t.column("modality").to_pylist()
+        srcs = t.column("source").to_pylist()
+        labs = t.column("labels").to_pylist()
+        out.append([Hit(ids[j], mods[j], float(scores[j]), srcs[j], _labels(labs[j]), r + 1)
+                    for r, j in enumerate(order)])
+    return out
+
+
+def hits_of_rows(cols: HitColumns, S: np.ndarray, R: np.ndarray, ordered: bool = False) -> list[list[Hit]]:
     """Per query, the hits of rows ``R`` (-1: padding) scored ``S``, best first, from a snapshot's
     :meth:`~.store.Snapshot.hit_columns`: no table read or Arrow take per query.  ``ordered``: the caller
     vouches that each row of ``S`` is best first already (the graph's and the codes' are)."""
-    # no pads: for one query's few rows in plain Python (right after a graph search a numpy reduction costs
-    # several microseconds: its caches are cold), else R.min() without its Python layer
-    if not R.size or (min(R.reshape(-1).tolist()) if R.size <= 256 else np.minimum.reduce(R, axis=None)) >= 0:
-        if ordered or S.shape[1] < 2 or bool((S[:, :-1] >= S[:, 1:]).all()):
-            return _hit_lists(cols, S, R)
+    # no pads: for a few rows in plain Python (right after a graph search a numpy reduction costs several
+    # microseconds: its caches are cold), else R.min() without its Python layer
+    if R.size <= 256:
+        rows = R.tolist()
+        if not R.size or min(min(r) for r in rows) >= 0:
+            if ordered or S.shape[1] < 2 or bool((S[:, :-1] >= S[:, 1:]).all()):
+                return _hit_lists(cols, S.tolist(), rows)
+    elif np.minimum.reduce(R, axis=None) >= 0 and (ordered or bool((S[:, :-1] >= S[:, 1:]).all())):
+        return _hit_lists(cols, S.tolist(), R.tolist())
     out = []
     for s, r in zip(S, R):  # one query at a time: pads dropped, best first (stable: ties keep their order)
         ok = r >= 0
         order = np.argsort(-s[ok], kind="stable")
-        out += _hit_lists(cols, s[ok][order][None], r[ok][order][None])
+        out += _hit_lists(cols, [s[ok][order].tolist()], [r[ok][order].tolist()])
     return out
 
 
-def _hit_lists(cols: np.ndarray, S: np.ndarray, R: np.ndarray) -> list[list[Hit]]:
-    """The hits of ``R`` (no pads) scored ``S`` (best first), in as few Python and numpy calls as can be: right
-    after a graph search the interpreter's caches are cold, and each call costs several times its usual."""
-    vals = cols[R.reshape(-1)].tolist()  # [id, modality, source, labels] per hit
-    width = S.shape[1]
+def _hit_lists(cols: HitColumns, S: list[list[float]], R: list[list[int]]) -> list[list[Hit]]:
+    """The hits of rows ``R`` (no pads) scored ``S`` (best first), as lists: one list lookup per field of a hit
+    (right after a graph search the interpreter's caches are cold, and each numpy call costs several times its
+    usual)."""
+    ids, mods, srcs, labs = cols
     loads = json.loads
-    out = []
-    for i, row in enumerate(S.tolist()):  # _labels inlined: most rows have none
-        out.append([Hit(v[0], v[1], sc, v[2], {} if not v[3] or v[3] == "{}" else loads(v[3]), j)
-                    for j, (sc, v) in enumerate(zip(row, vals[i * width:(i + 1) * width]), 1)])
-    return out
+    return [[Hit(ids[r], mods[r], sc, srcs[r], {} if not (lab := labs[r]) or lab == "{}" else loads(lab), j)
+             for j, (sc, r) in enumerate(zip(s_row, r_row), 1)] for s_row, r_row in zip(S, R)]
 
 
 def _labels(s: str | None) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -156,6 +156,15 @@ def objects_of(col: "pa.Array | pa.ChunkedArray") -> np.ndarray:
     return words[enc.indices.fill_null(len(enc.dictionary)).to_numpy(zero_copy_only=False)]
 
 
+class HitColumns(NamedTuple):
+    """What a hit is made of, per row of a :class:`Snapshot` (see :meth:`Snapshot.hit_columns`)."""
+
+    id: list[str]
+    modality: list[str]
+    source: list[str]
+    labels: list[str | None]  # JSON
+
+
 @dataclass
 class Snapshot:
     """The table as of one version, in memory, for exact search and bookkeeping."""
@@ -164,18 +173,17 @@ class Snapshot:
     meta: "pa.Table"  # every column but the vector, in row order
     vectors: np.ndarray  # (n, dim) float32
     modality: np.ndarray  # (n,) object
-    _hit_columns: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
+    _hit_columns: "HitColumns | None" = field(default=None, init=False, repr=False, compare=False)
 
-    def hit_columns(self) -> np.ndarray:
-        """The :data:`HIT_COLUMNS` as one ``(rows, 4)`` object array (the values by :func:`objects_of`: one
-        string per distinct value; made once per snapshot): a search's hits are one fancy index, ~10 us,
-        where a take of the Arrow table right after a graph search costs 100-300 us (its caches are cold)."""
+    def hit_columns(self) -> "HitColumns":
+        """The :data:`HIT_COLUMNS` as four Python lists, one value per row (by :func:`objects_of`: one string
+        per distinct value; made once per snapshot): a search's hits are list lookups by row number, under
+        a microsecond a hit, where a take of the Arrow table right after a graph search costs 100-300 us
+        (its caches are cold) and a fancy index of an object array several microseconds."""
         cols = self._hit_columns
         if cols is None:
-            cols = np.empty((len(self.modality), len(HIT_COLUMNS)), object)
-            for i, c in enumerate(HIT_COLUMNS):
-                cols[:, i] = self.modality if c == "modality" else objects_of(self.meta.column(c))
-            self._hit_columns = cols
+            cols = self._hit_columns = HitColumns(*(
+                (self.modality if c == "modality" else objects_of(self.meta.column(c))).tolist() for c in HIT_COLUMNS))
         return cols
 
     def rows_where(self, modalities: Sequence[str] | None, labels: dict[str, list[str]]) -> np.ndarray | None:

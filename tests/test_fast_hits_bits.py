@@ -1,0 +1,80 @@
+"""The single-query fast lane of the in-memory graph (issue 21): ``search_vectors`` makes hits straight
+from the graph's row numbers and the snapshot's hit columns (:func:`~anybind.index.search.hits_of_rows`).
+The general way reads the same candidate rows from the Arrow table and ranks them
+(:func:`~anybind.index.search.hits_of_candidates`).  Both must give the same hits: ids, modalities,
+sources, labels, ranks and scores to the bit, for any ``k``, one query or many, filters or none, on a
+graph searched narrowly (its hits are not the exact ones, so any difference in the rows would show)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from anybind.bench.search_util import clustered_vectors
+from anybind.index import Index
+from anybind.index.exact import unit_rows
+from anybind.index.search import hits_of_candidates
+from anybind.index.store import label_filter
+
+pytest.importorskip("hnswlib", reason="the in-memory ANN needs hnswlib (pip install 'anybind[ann]')")
+
+N = 300  # rows per modality
+
+
+@pytest.fixture(scope="module")
+def narrow(tmp_path_factory):
+    rng = np.random.default_rng(3)
+    X, C = clustered_vectors(2 * N, 24, 10, rng)
+    ix = Index.create(tmp_path_factory.mktemp("bits") / "ix", dim=24, identity="t24", ann_threshold=0)
+    ids = [f"item-{i:04d}" for i in range(N)]
+    labels = [{"top": ["animals", "plants", "tools"][i % 3], **({"lang": "en"} if i % 4 else {})} if i % 5 else {}
+              for i in range(N)]
+    ix.add_vectors(ids, X[:N], "image", sources=[f"img/{i}.png" for i in range(N)], labels=labels)
+    ix.add_vectors(ids, X[N:], "text", sources=[f"caption {i}" for i in range(N)], labels=labels)
+    ix.create_memory_ann(M=4, ef_construction=16, ef=4)  # narrow: approximate hits
+    return ix, C
+
+
+def _fields(hits):
+    # scores compared as their float64 bits (== would let -0.0 and 0.0 pass as the same)
+    return [[(h.id, h.modality, h.source, h.labels, h.rank, np.float64(h.score).tobytes()) for h in row]
+            for row in hits]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(k=st.integers(1, 40), n_q=st.sampled_from([1, 1, 2, 9]), seed=st.integers(0, 2**16),
+       mod=st.sampled_from([None, "text", ("image", "text")]),
+       labels=st.sampled_from([None, {"top": "animals"}, {"top": ["plants", "tools"], "lang": "en"}]),
+       scale=st.sampled_from([1e-3, 1.0, 7.0]))
+def test_the_fast_hits_are_the_general_hits_to_the_bit(narrow, k, n_q, seed, mod, labels, scale):
+    ix, C = narrow
+    Q, _ = clustered_vectors(n_q, 24, len(C), np.random.default_rng(seed), centers=C)
+    Q = Q * np.float32(scale)  # not unit length: normalised on the way, the same way in both
+    fast = ix.search_vectors(Q, k=k, modality=mod, labels=labels)
+    assert _fields(fast) == _fields(_general(ix, Q, k, mod, labels))
+    assert len(fast) == n_q and all(0 < len(row) <= k for row in fast)
+    if labels is None and mod is None:  # nothing filtered: the graph gives k hits (fewer only when filtered)
+        assert all(len(row) == k for row in fast)
+    for row in fast:  # and they are the graph's, not the exact ones' (the graph is narrow on purpose)
+        assert all(a.score >= b.score for a, b in zip(row, row[1:]))
+    if n_q == 1:  # one query by Index.search (its raw-vector lane: the fused query's direction, normalised again)
+        one = ix.search(Q[0], k=k, modality=mod, labels=labels)
+        v, _ = ix.embed_query(Q[0])
+        assert _fields([one]) == _fields(_general(ix, v[None], k, mod, labels))
+
+
+def _general(ix, Q, k, mod, labels):
+    """The general way: the candidates' rows read from the Arrow table, ranked by their scores."""
+    targets = ix._searcher.t.check_targets(mod) if mod is not None else None
+    cands = ix._searcher.candidates(unit_rows(Q), k, targets, label_filter(labels), None, with_vectors=False)
+    return hits_of_candidates(cands, k)
+
+
+def test_a_narrow_graph_is_not_exact(narrow):
+    """The property above compares approximate hits (a wrong row would not hide behind exact search)."""
+    ix, C = narrow
+    Q, _ = clustered_vectors(30, 24, len(C), np.random.default_rng(0), centers=C)
+    approx = [[h.id + h.modality for h in row] for row in ix.search_vectors(Q, k=20)]
+    exact = [[h.id + h.modality for h in row] for row in ix.search_vectors(Q, k=20, exact=True)]
+    assert approx != exact
