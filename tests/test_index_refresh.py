@@ -139,3 +139,42 @@ def test_cli_refresh(stale):
     s3.save(tmp / "s3")
     r = CliRunner().invoke(app, ["index", "--refresh", str(tmp / "ix"), "--space", str(tmp / "s3")])
     assert r.exit_code == 2 and "error:" in r.output and "does not bind" in r.output
+
+
+def test_an_svg_rows_features_from_an_older_rendering_are_not_reused(tmp_path, monkeypatch):
+    """A refresh reads each row's features by the key stored at build time; an SVG's key names the renderer's
+    version, and a row keyed by an older renderer (or before keys named it) is encoded again, not read back."""
+    import anybind.encoders.base as base
+
+    space = make_space()
+    m = write_corpus(tmp_path, n=30)
+    svg = b'<svg xmlns="http://www.w3.org/2000/svg" width="12" height="9"><rect width="6" height="9" fill="red"/></svg>'
+    (tmp_path / "img" / "3.png").write_bytes(svg)  # sniffed from the content, as the loader does
+    Index.build(space, m, tmp_path / "ix", cache=tmp_path / "cache")
+    space2 = space.update(m, cache=tmp_path / "cache", method="naive", epochs=3, lr=1e-2)
+    stats = refresh_index(tmp_path / "ix", space2, cache=tmp_path / "cache", cached_only=True)
+    assert stats.from_cache == 60 and not stats.encoded  # same renderer: every row from the cache
+    space3 = space2.update(m, cache=tmp_path / "cache", method="naive", epochs=1, lr=1e-2)
+    monkeypatch.setattr(base, "RENDER_VERSION", base.RENDER_VERSION + 1)  # the renderer changed since
+    with pytest.raises(IndexError_, match=r"1 image row\(s\) \(first: source .*3\.png'\) have no cached features"):
+        refresh_index(tmp_path / "ix", space3, cache=tmp_path / "cache", cached_only=True)
+    stats = refresh_index(tmp_path / "ix", space3, cache=tmp_path / "cache")
+    assert stats.encoded == {"image": 1} and stats.from_cache == 59
+    keys = {k for (_, mod), (_, _, k, _) in rows(Index.open(tmp_path / "ix", space3)).items() if mod == "image"}
+    assert sum(k.endswith(f";svg-render={base.RENDER_VERSION}") for k in keys) == 1  # the new key is stored
+
+
+def test_current_key_upgrades_only_svg_file_keys(tmp_path):
+    from anybind.encoders.base import content_key, current_key, sha256_file
+
+    svg, png = tmp_path / "a.svg", tmp_path / "b.png"
+    svg.write_bytes(b'<svg xmlns="http://www.w3.org/2000/svg" width="4" height="4"/>')
+    png.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    old = "f:" + sha256_file(svg)  # keyed before SVG keys named their renderer
+    assert current_key(old, svg) == content_key(svg) != old
+    assert current_key(content_key(svg), svg) == content_key(svg)
+    assert current_key("f:" + sha256_file(png), png) == "f:" + sha256_file(png)
+    assert current_key("s:abc", svg) == "s:abc"
+    assert current_key(old, tmp_path / "gone.svg") == old  # unreadable: the stored key is all there is
+    svg.write_bytes(b'<svg xmlns="http://www.w3.org/2000/svg" width="5" height="4"/>')
+    assert current_key(old, svg) == old  # other bytes now: not this row's content

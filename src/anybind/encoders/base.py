@@ -79,6 +79,31 @@ def file_digest(key: str | None) -> str | None:
     return digest if len(digest) == 64 else None
 
 
+def current_key(key: str, source: str | Path) -> str:
+    """A stored file key as :func:`content_key` would make it today: an SVG's key from an older renderer (no
+    ``;svg-render=`` tag, or another version) becomes the source's key now, so that features cached from the old
+    rendering are not read back; any other key is returned as it is, and so is a key whose source can no longer be
+    read or now holds other bytes (the stored key is then all there is to go by)."""
+    if not key.startswith("f:"):
+        return key
+    digest, _, tag = key[2:].partition(";")
+    if tag == f"svg-render={RENDER_VERSION}":
+        return key
+    if not tag:  # keyed before SVG keys named their renderer: is it an SVG?
+        try:
+            with open_regular(source) as f:
+                head = f.read(1 << 16)
+        except (DataError, OSError):
+            return key
+        if not looks_like_svg(head):
+            return key
+    try:
+        new = content_key(source)
+    except DataError:
+        return key
+    return new if file_digest(new) == digest else key
+
+
 def sha256_dir(path: str | Path) -> str:
     """Hex SHA-256 over every file (names and bytes) below a folder, in order."""
     root = Path(path)

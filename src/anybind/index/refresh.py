@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..encoders.base import current_key
 from ..errors import SpaceError
 from .core import Index
 from .errors import IndexError_
@@ -119,6 +120,8 @@ def _vectors(space: "Space", m: str, keys: list[str], sources: list[str], fc: "F
     """``space``'s unit vectors of one modality's rows from their content keys' cached features (and their keys);
     a row whose features are not cached is encoded from its source, or refused with ``cached_only``."""
     enc = space.encoder(m)  # checked against the identity the space recorded; not called for cached features
+    if enc.input_kind == "file":  # an SVG's features from an older rendering (encoders.base.current_key): not read
+        keys = [current_key(k, s) for k, s in zip(keys, sources)]
     X, missing = fc.cached(enc, keys)
     if missing:
         if cached_only:
