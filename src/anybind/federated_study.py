@@ -29,11 +29,12 @@ def split_clients(manifest: Manifest, k: int, *, by: str | None = "top", public_
     is refused, named); ``public_fraction``: of the training records; ``holds``: what client ``i`` keeps of its
     records, ``holds[i % len(holds)]``: ``"paired"`` (everything) or one modality (its records keep only that
     value and their labels: a one-modality client); empty: every client paired."""
-    if k < 1 or not 0 < public_fraction < 1:
-        raise ValueError(f"k must be >= 1 and public_fraction in (0, 1), got k={k}, public_fraction={public_fraction}")
+    if k < 1 or not 0 <= public_fraction < 1:
+        raise ValueError(f"k must be >= 1 and public_fraction in [0, 1), got k={k}, public_fraction={public_fraction}")
     rng = np.random.default_rng(seed)
     train = [r for r in manifest.records if r.split == "train"]
-    pub_idx = set(rng.permutation(len(train))[: max(2, round(public_fraction * len(train)))].tolist())
+    n_pub = max(2, round(public_fraction * len(train))) if public_fraction > 0 else 0
+    pub_idx = set(rng.permutation(len(train))[:n_pub].tolist())
     public = [r for i, r in enumerate(train) if i in pub_idx]
     rest = [r for i, r in enumerate(train) if i not in pub_idx] + [r for r in manifest.records if r.split == "val"]
     parts: list[list[Record]] = [[] for _ in range(k)]
@@ -80,19 +81,27 @@ def federated_study(
     fit_too: bool = True,
     holds: Sequence[str] = (),
     variants: Mapping[str, Mapping[str, Any]] | None = None,
+    extra_public: Sequence[Manifest] = (),
 ) -> list[dict[str, Any]]:
     """Rows ``{"name", "test R@1", "val", "records", "best/run", "bytes/round"}``: each client alone, their mean,
     the public set alone, each method, centralised; R@1 on ``manifest``'s test split (mean of both directions); ``best/run``: the kept
     round (epoch, trained alone) and how many ran; ``holds``: see :func:`split_clients` (a one-modality client
     alone binds nothing: it has no row, and the clients' mean is over the paired ones); ``variants``: more rows,
-    each a name and the configuration it changes (say CreamFL with other settings), trained beside the methods."""
+    each a name and the configuration it changes (say CreamFL with other settings), trained beside the methods;
+    ``extra_public``: more public pairs, from other sources than ``manifest`` (CreamFL's public set is another
+    corpus), added to the ``public_fraction`` carved from it (0: none carved, every training record to the
+    clients); the centralised row then trains on them too, and a row ``centralised (clients' corpus)`` on
+    ``manifest``'s records alone."""
     from .federated import federate, train_alone
     from .lifecycle import pair_r1
 
     a, b = pair
     enc = {m: encoders[m] for m in pair}
     kw = {"seed": seed, **(config or {})}
-    clients, public = split_clients(manifest, k, by=by, public_fraction=public_fraction, seed=seed, holds=holds)
+    clients, carved = split_clients(manifest, k, by=by, public_fraction=public_fraction, seed=seed, holds=holds)
+    public = [m for m in [carved, *extra_public] if m.records]
+    if not public:
+        raise DataError(f"{manifest.path}: no public set: give public_fraction > 0 or extra_public")
     rows: list[dict[str, Any]] = []
 
     def row(name: str, space, **extra: Any) -> dict[str, Any]:
@@ -109,14 +118,20 @@ def federated_study(
         rows.append({**{k: None for k in rows[0]}, "name": "clients alone (mean)",
                      "test R@1": float(np.mean([r["test R@1"] for r in alone])),
                      "records": round(float(np.mean([r["records"] for r in alone])))})
-    row("public set alone", train_alone(public, public, encoders=enc, cache=cache, **kw), records=len(public.records))
+    n_public = sum(len(m.records) for m in public)
+    row("public set alone", train_alone(_union(manifest, public), public, encoders=enc, cache=cache, **kw),
+        records=n_public)
     for name, change in [(m, {"method": m}) for m in methods] + list((variants or {}).items()):
         sp = federate(clients, public, encoders=enc, cache=cache, **{**kw, **change})
         e = sp.info["lineage"][-1]
         row(name, sp, **{"bytes/round": e["bytes"]["per_round"], "records": sum(len(c.records) for c in clients)})
-    union = Manifest(manifest.path, [r for c in clients for r in c.records] + public.records, [], manifest.kinds)
+    union = _union(manifest, [*clients, *public])
     row("centralised (union + public)", train_alone(union, public, encoders=enc, cache=cache, **kw),
         records=len(union.records))
+    if extra_public:  # the upper bound without the other corpora's pairs
+        own = _union(manifest, [*clients, carved])
+        row("centralised (clients' corpus)", train_alone(own, public, encoders=enc, cache=cache, **kw),
+            records=len(own.records))
     if fit_too:  # the project's own fit on the union (its defaults: 200 epochs, patience 25), a second upper bound
         from .fitting import fit_space
 
@@ -126,6 +141,33 @@ def federated_study(
     return rows
 
 
+
+def public_sample(manifests: Sequence[Manifest], size: int | None, seed: int,
+                  pair: tuple[str, str] = ("image", "text")) -> list[Manifest]:
+    """A public set from other corpora: the training records of ``manifests`` holding both of ``pair``, ``size``
+    of them drawn at random over all (``seed``; ``None``: all), each kept in its own manifest.  Asking for more
+    than there are is refused."""
+    pools = [[r for r in m.records if r.split == "train" and all(r.has(x) for x in pair)] for m in manifests]
+    total = sum(map(len, pools))
+    if size is None:
+        return [Manifest(m.path, p, [], m.kinds) for m, p in zip(manifests, pools)]
+    if not 0 < size <= total:
+        raise DataError(f"{', '.join(str(m.path) for m in manifests)}: a public set of {size} pairs asked for, "
+                        f"{total} training records hold {' and '.join(pair)}")
+    take = set(np.random.default_rng([seed, 7]).choice(total, size, replace=False).tolist())
+    out, at = [], 0
+    for m, p in zip(manifests, pools):
+        out.append(Manifest(m.path, [r for i, r in enumerate(p, at) if i in take], [], m.kinds))
+        at += len(p)
+    return [m for m in out if m.records]
+
+
+def _union(manifest: Manifest, parts: Sequence[Manifest]) -> Manifest:
+    """One manifest of the records of ``parts``: all of ``manifest``'s; of another manifest (a public set from
+    another corpus) its training records, as the federation uses them, their ids kept apart (``path#id``)."""
+    recs = [r if m.path == manifest.path else dataclasses.replace(r, id=f"{m.path}#{r.id}")
+            for m in parts for r in m.records if m.path == manifest.path or r.split == "train"]
+    return Manifest(manifest.path, recs, [], manifest.kinds)
 
 
 def seed_summary(runs: Sequence[Sequence[Mapping[str, Any]]]) -> list[dict[str, Any]]:

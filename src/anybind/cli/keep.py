@@ -121,7 +121,9 @@ def federate(
     clients: int = typer.Option(4, "--clients", help="With --data: how many clients."),
     split_by: str = typer.Option("top", "--split-by", help="With --data: the label whose categories go whole to one client "
                                  "(non-IID); 'iid' deals records at random."),
-    public_fraction: float = typer.Option(0.15, help="With --data: the fraction of training records made public."),
+    public_fraction: float = typer.Option(0.15, help="With --data: the fraction of training records made public "
+                                          "(0 with --public: the public set is only --public, every training record "
+                                          "goes to a client)."),
     holds: Optional[str] = typer.Option(None, "--holds", help="With --data: what each client keeps, in turn, e.g. "
                                         "paired,image,text (one-modality clients train on --label)."),
     label: str = typer.Option("top", "--label", help="The label a client holding one modality trains on."),
@@ -163,6 +165,8 @@ def federate(
     target = ray_target(ray, ray_address)
     if data is None and not (client and public):
         fail(ValueError("give the clients' and the public manifests (--client ... --public ...) or a corpus to split (--data)"))
+    if data is not None and public_fraction == 0 and not public:
+        fail(ValueError("--public-fraction 0 leaves no public set: give one or more --public manifests too"))
     check_out(out, "space", overwrite)
     try:
         cl: list = [str(c) for c in client or []]
@@ -174,7 +178,7 @@ def federate(
             parts, pub_man = split_clients(man, clients, by=None if split_by == "iid" else split_by,
                                            public_fraction=public_fraction, seed=seed,
                                            holds=[h.strip() for h in (holds or "").split(",") if h.strip()])
-            cl, pub = cl + parts, pub + [pub_man]
+            cl, pub = cl + parts, pub + ([pub_man] if pub_man.records else [])
         runner = None
         if target:
             import functools
