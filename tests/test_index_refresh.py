@@ -175,6 +175,24 @@ def test_current_key_upgrades_only_svg_file_keys(tmp_path):
     assert current_key(content_key(svg), svg) == content_key(svg)
     assert current_key("f:" + sha256_file(png), png) == "f:" + sha256_file(png)
     assert current_key("s:abc", svg) == "s:abc"
-    assert current_key(old, tmp_path / "gone.svg") == old  # unreadable: the stored key is all there is
+    assert current_key(old, svg, sniff=False) == old  # an index whose SVG keys name their renderer: not read
+    assert current_key(old, tmp_path / "gone.svg") is None  # unreadable: the caller keeps the stored key, says so
     svg.write_bytes(b'<svg xmlns="http://www.w3.org/2000/svg" width="5" height="4"/>')
     assert current_key(old, svg) == old  # other bytes now: not this row's content
+
+
+def test_a_refresh_reads_no_source_unless_the_index_predates_svg_keys(stale, caplog):
+    """An index built since SVG keys name their renderer needs no source read to refresh from cached features; an
+    older one has each untagged file row sniffed, and a row whose source is gone is said, not silently kept."""
+    space, space2, m, tmp = stale
+    (tmp / "img" / "0.png").unlink()
+    stats = refresh_index(tmp / "ix", space2, cache=tmp / "cache", cached_only=True)
+    assert stats.from_cache == 60 and "could not be read" not in caplog.text
+    meta = json.loads((tmp / "ix" / "index.json").read_text())
+    assert meta["svg_keys_named"] is True
+    del meta["svg_keys_named"]  # as an index built before this version wrote it
+    (tmp / "ix" / "index.json").write_text(json.dumps(meta))
+    stats = refresh_index(tmp / "ix", space, cache=tmp / "cache", cached_only=True)
+    assert stats.from_cache == 60
+    assert "1 image row(s) (first: source" in caplog.text and "0.png" in caplog.text
+    assert json.loads((tmp / "ix" / "index.json").read_text())["svg_keys_named"] is True

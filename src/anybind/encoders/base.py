@@ -79,28 +79,26 @@ def file_digest(key: str | None) -> str | None:
     return digest if len(digest) == 64 else None
 
 
-def current_key(key: str, source: str | Path) -> str:
-    """A stored file key as :func:`content_key` would make it today: an SVG's key from an older renderer (no
-    ``;svg-render=`` tag, or another version) becomes the source's key now, so that features cached from the old
-    rendering are not read back; any other key is returned as it is, and so is a key whose source can no longer be
-    read or now holds other bytes (the stored key is then all there is to go by)."""
+def current_key(key: str, source: str | Path, sniff: bool = True) -> str | None:
+    """A stored file key as :func:`content_key` would make it today: an SVG's key from an older renderer (another
+    ``;svg-render=`` version, or, with ``sniff``, no tag at all: keyed before SVG keys named their renderer, so the
+    source is read to tell) becomes the source's key now, so that features cached from the old rendering are not read
+    back.  Any other key is returned as it is, and so is a key whose source now holds other bytes (the stored key is
+    all there is to go by); ``None`` when the source had to be read and could not be (the caller keeps the stored key
+    and says so)."""
     if not key.startswith("f:"):
         return key
     digest, _, tag = key[2:].partition(";")
-    if tag == f"svg-render={RENDER_VERSION}":
+    if tag == f"svg-render={RENDER_VERSION}" or (not tag and not sniff):
         return key
-    if not tag:  # keyed before SVG keys named their renderer: is it an SVG?
-        try:
-            with open_regular(source) as f:
-                head = f.read(1 << 16)
-        except (DataError, OSError):
-            return key
-        if not looks_like_svg(head):
-            return key
     try:
+        if not tag:  # is it an SVG?
+            with open_regular(source) as f:
+                if not looks_like_svg(f.read(1 << 16)):
+                    return key
         new = content_key(source)
-    except DataError:
-        return key
+    except (DataError, OSError):
+        return None
     return new if file_digest(new) == digest else key
 
 

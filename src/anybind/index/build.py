@@ -97,6 +97,7 @@ def write_new(
         "space": SPACE_DIR if space is not None else None,
         "ann": None,
         "ann_threshold": int(ann_threshold),
+        "svg_keys_named": True,  # an SVG row's key names its renderer (encoders.base.current_key); others are untagged
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 

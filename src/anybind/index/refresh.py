@@ -92,13 +92,15 @@ def refresh_index(path: str | Path, space: "Space", *, cache: "FeatureCache | st
                 for m in sorted(set(rows["modality"])):
                     sel = np.flatnonzero(mod == m)
                     V[sel], keys = _vectors(space, m, [rows["key"][i] for i in sel],
-                                            [rows["source"][i] for i in sel], fc, cached_only, stats)
+                                            [rows["source"][i] for i in sel], fc, cached_only, stats,
+                                            bool(old.meta.get("svg_keys_named")))
                     for i, k in zip(sel, keys):
                         rows["key"][i] = k
                 table.add(rows_table(space.dim, rows["id"], rows["modality"], rows["source"],
                                      [json.loads(lb) for lb in rows["labels"]], rows["key"], V))
                 stats.rows += len(mod)
-            meta = {**old.meta, "identity": space.identity(), "dim": space.dim, "encoders": dict(space.encoders),
+            meta = {**old.meta, "svg_keys_named": True,  # every file key is current now (_vectors)
+                    "identity": space.identity(), "dim": space.dim, "encoders": dict(space.encoders),
                     "space": SPACE_DIR, "ann": None,
                     "refreshed": {"from": old.identity, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}}
             write_json_atomic(tmp / META_FILE, meta)  # last: its presence marks a complete index
@@ -116,12 +118,18 @@ def refresh_index(path: str | Path, space: "Space", *, cache: "FeatureCache | st
 
 
 def _vectors(space: "Space", m: str, keys: list[str], sources: list[str], fc: "FeatureCache", cached_only: bool,
-             stats: RefreshStats) -> tuple[np.ndarray, list[str]]:
+             stats: RefreshStats, svg_keys_named: bool) -> tuple[np.ndarray, list[str]]:
     """``space``'s unit vectors of one modality's rows from their content keys' cached features (and their keys);
     a row whose features are not cached is encoded from its source, or refused with ``cached_only``."""
     enc = space.encoder(m)  # checked against the identity the space recorded; not called for cached features
     if enc.input_kind == "file":  # an SVG's features from an older rendering (encoders.base.current_key): not read
-        keys = [current_key(k, s) for k, s in zip(keys, sources)]
+        now = [current_key(k, s, sniff=not svg_keys_named) for k, s in zip(keys, sources)]
+        unread = [i for i, k in enumerate(now) if k is None]
+        if unread:
+            log.warning("%d %s row(s) (first: source %r) could not be read to tell whether they are SVGs keyed by an "
+                        "older renderer: their cached features are used as stored", len(unread), m,
+                        sources[unread[0]])
+        keys = [k if n is None else n for k, n in zip(keys, now)]
     X, missing = fc.cached(enc, keys)
     if missing:
         if cached_only:
