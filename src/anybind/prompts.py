@@ -101,11 +101,18 @@ class TemplateChoice:
     objective: str = "mean balanced accuracy"
     seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    current: list[str] = field(default_factory=list)  # the space's own templates (or "a {}."), scored as ``before``
+    kept: bool = False  # set by :func:`choose_and_set`: the choice did not beat ``current``, which the space keeps
+
+    @property
+    def stored(self) -> list[str]:
+        """The templates the space has after :func:`choose_and_set`: ``current`` when kept, else ``templates``."""
+        return list(self.current) if self.kept else list(self.templates)
 
     def record(self) -> dict[str, Any]:
         """The lineage entry's content."""
         return {"chosen_on": self.sets, "candidates": self.candidates, "objective": self.objective,
-                "score_before": round(self.before, 4), "score": round(self.score, 4),
+                "score_before": round(self.before, 4), "score": round(self.score, 4), "kept": self.kept,
                 "steps": [[t, round(s, 4)] for t, s in self.steps],
                 "per_set": {k: {a: round(b, 4) for a, b in v.items()} for k, v in self.per_set.items()},
                 "seconds": round(self.seconds, 1), **self.extra}
@@ -117,11 +124,14 @@ def set_templates(space: "SpaceCore", templates: Sequence[str], *, record: Mappi
     chosen = check_templates(templates)
     previous = (space.info or {}).get("templates")
     space.info["templates"] = chosen
-    space.info.setdefault("lineage", []).append({
-        "event": "templates", "templates": chosen, "previous": previous,
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **dict(record or {})})
+    _lineage(space, {"templates": chosen, "previous": previous, **dict(record or {})})
     log.info("the space's zero-shot prompts: %d template(s)", len(chosen))
     return space
+
+
+def _lineage(space: "SpaceCore", entry: Mapping[str, Any]) -> None:
+    space.info.setdefault("lineage", []).append(
+        {"event": "templates", **entry, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
 
 
 def selection_sets(
@@ -247,12 +257,21 @@ def choose_templates(
         per_set={s.name: {"before": b, "after": a} for (s, *_), b, a in zip(data, before_each, best_each)},
         sets=[{"name": s.name, "split": s.split, "label": s.label, "modality": s.modality, "records": len(s.usable()),
                "classes": k, "fingerprint": s.fingerprint()} for s, _, _, k, _ in data],
-        candidates=cands, seconds=time.perf_counter() - t0)
+        candidates=cands, seconds=time.perf_counter() - t0, current=list(templates_for(space, None)))
 
 
 def choose_and_set(space: "SpaceCore", sets: Sequence[SelectionSet], candidates: Sequence[str] = CANDIDATE_TEMPLATES,
                    **kw: Any) -> TemplateChoice:
-    """:func:`choose_templates`, then store the choice with the space (:func:`set_templates`) with its record."""
+    """:func:`choose_templates`, then store the choice with the space (:func:`set_templates`) with its record;
+    when the choice does not beat the space's current templates on the sets (``score <= before``, e.g. an imported
+    CLIP pair's ensemble), the space keeps them (``choice.kept``) and the lineage records the choice as not taken."""
     choice = choose_templates(space, sets, candidates, **kw)
+    if not choice.score > choice.before:  # also a NaN score: never replace what the space has with it
+        choice.kept = True
+        _lineage(space, {"templates": choice.current, "previous": (space.info or {}).get("templates"),
+                         "chosen": choice.record()})
+        log.info("templates: the choice (%.4f) does not beat the space's own %d template(s) (%.4f): kept",
+                 choice.score, len(choice.current), choice.before)
+        return choice
     set_templates(space, choice.templates, record={"chosen": choice.record()})
     return choice
