@@ -327,8 +327,6 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
             extra = {"val": sp.info["metrics"].get("val/score"), "epoch": tr.get("best_epoch"),
                      "alpha": rob.get("wise_alpha"), "l2sp": rob.get("l2sp") or None}
             add_row(tname, system, measure(sp), proc_hits, extra)
-            if chosen_prompts:
-                chosen[f"{tname}/{system}/prompts"] = chosen_prompts[-1]
             if center == "1":
                 add_row(tname, system + " +center", measure(centred(sp, train_mans, cache=fc)), proc_hits, {})
         timings[tname] = round(time.perf_counter() - t0, 1)
