@@ -10,8 +10,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..errors import AnybindError
+
 #: the corpora and label keys the bench chooses prompts on (val splits)
 SELECTION_LABELS = {"tuxpaint": "category", "emoji": "subgroup"}
+#: the values of a bench task's ``--opt prompts=``: none, or each space's own templates chosen here
+PROMPTS_OPTIONS = ("", "chosen")
+
+
+def check_prompts_option(task: str, prompts: str) -> None:
+    """A task's ``--opt prompts=`` value, refused in one line (before any work) unless it is known."""
+    if prompts not in PROMPTS_OPTIONS:
+        raise AnybindError(f"{task}: prompts={prompts!r}; known: chosen (or leave it out)")
 
 
 def selection_manifests(work: Path, console=None) -> dict[str, Any]:
