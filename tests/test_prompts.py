@@ -208,3 +208,15 @@ def test_a_choice_that_does_not_beat_the_spaces_own_templates_is_not_taken(tmp_p
     loaded.set_templates(["zebra {} zebra"])
     better = loaded.choose_templates(man, "kind", candidates=CANDIDATES, modality="photo", cache=tmp_path / "c")
     assert not better.kept and better.score > better.before and loaded.templates == better.templates
+
+
+def test_template_scores_are_zero_shots_balanced_accuracy(tmp_path):
+    """The chooser's score is evaluate.zero_shot's classification on the selection records, balanced: the mean of
+    the confusion matrix's per-class recall, for the space's own templates and for an ensemble."""
+    space, man = _space(tmp_path, n_val=90, seed=2)
+    sets = selection_sets([man], "kind", modality="photo")
+    for tpl in (None, CANDIDATES[:3]):
+        conf = np.array(zero_shot(space, man.split("val"), "photo", "kind", templates=tpl, cache=tmp_path / "c")["confusion"])
+        expected = float(np.mean(np.diag(conf) / conf.sum(1)))
+        assert template_scores(space, sets, tpl, cache=tmp_path / "c")[sets[0].name] == pytest.approx(expected)
+    assert 0 < expected < 1  # neither trivially right nor wrong: the check can fail
