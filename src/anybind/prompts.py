@@ -15,6 +15,9 @@ candidate that most raises the mean balanced accuracy (mean per-class recall, av
 and stops when none raises it.  :func:`selection_sets` builds those sets from manifests and refuses a test split.
 :func:`set_templates` stores an ensemble and appends a ``templates`` entry to the space's lineage (the
 templates, the candidates, the scores step by step, and a fingerprint of each selection set's records).
+:func:`choose_and_set` (``Space.choose_templates``, ``anybind prompts --choose-on``) stores the choice only when it
+beats the space's current templates on the same sets; otherwise the space keeps them and the lineage entry says so
+(``chosen.kept``).
 """
 
 from __future__ import annotations
