@@ -174,3 +174,49 @@ def test_the_cli_shows_sets_and_chooses_a_spaces_prompts(tmp_path):
     assert loaded.info["lineage"][-1]["chosen"]["chosen_on"][0]["records"] == 300
     res = cli("--choose-on", str(tmp_path / "m.jsonl"), "--label", "kind", "--split", "test")
     assert res.exit_code == 2 and "never chosen on a test split" in res.output
+
+
+def test_a_choice_that_does_not_beat_the_spaces_own_templates_is_not_taken(tmp_path):
+    """The space already has a good wording (as an imported CLIP pair has its ensemble) and only zebra wordings
+    are candidates: the greedy choice scores lower on the selection set, so the space keeps its own templates, the
+    lineage records the choice as kept, and the CLI says so in one line and leaves the templates as they were."""
+    from typer.testing import CliRunner
+
+    from anybind.cli import app
+
+    space, man = _space(tmp_path)
+    space.set_templates([GOOD])
+    others = [CANDIDATES[0], "zebra {} zebra", "a zebra and a {}."]
+    sets = selection_sets([man], "kind", modality="photo")
+    choice = space.choose_templates(man, "kind", candidates=others, modality="photo", cache=tmp_path / "c")
+    assert choice.score < choice.before == pytest.approx(template_scores(space, sets, [GOOD], cache=tmp_path / "c")[sets[0].name])
+    assert choice.templates and choice.templates != [GOOD]  # it chose something ...
+    assert space.templates == [GOOD]  # ... and the space kept its own
+    assert choice.kept and choice.stored == [GOOD]
+    entry = space.info["lineage"][-1]
+    assert entry["event"] == "templates" and entry["templates"] == [GOOD] and entry["chosen"]["kept"] is True
+    assert entry["chosen"]["score"] < entry["chosen"]["score_before"]
+    folder = space.save(tmp_path / "sp")
+    res = CliRunner().invoke(app, ["prompts", str(folder), "--choose-on", str(tmp_path / "m.jsonl"), "--label", "kind",
+                                   "--modality", "photo", *[x for t in others for x in ("--candidate", t)],
+                                   "--cache", str(tmp_path / "c")])
+    assert res.exit_code == 0, res.output
+    assert len([line for line in res.output.splitlines() if line.startswith("kept the space's own 1 template")]) == 1
+    loaded = Space.load(folder)
+    assert loaded.templates == [GOOD] and loaded.info["lineage"][-1]["chosen"]["kept"] is True
+    # a choice that beats the space's templates still replaces them
+    loaded.set_templates(["zebra {} zebra"])
+    better = loaded.choose_templates(man, "kind", candidates=CANDIDATES, modality="photo", cache=tmp_path / "c")
+    assert not better.kept and better.score > better.before and loaded.templates == better.templates
+
+
+def test_template_scores_are_zero_shots_balanced_accuracy(tmp_path):
+    """The chooser's score is evaluate.zero_shot's classification on the selection records, balanced: the mean of
+    the confusion matrix's per-class recall, for the space's own templates and for an ensemble."""
+    space, man = _space(tmp_path, n_val=90, seed=2)
+    sets = selection_sets([man], "kind", modality="photo")
+    for tpl in (None, CANDIDATES[:3]):
+        conf = np.array(zero_shot(space, man.split("val"), "photo", "kind", templates=tpl, cache=tmp_path / "c")["confusion"])
+        expected = float(np.mean(np.diag(conf) / conf.sum(1)))
+        assert template_scores(space, sets, tpl, cache=tmp_path / "c")[sets[0].name] == pytest.approx(expected)
+    assert 0 < expected < 1  # neither trivially right nor wrong: the check can fail

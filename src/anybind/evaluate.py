@@ -163,7 +163,7 @@ def zero_shot(
     if center:
         X = X - X.mean(0)
         X /= np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
-    pred = space.scorer.pair_scores(X, modality, C, text_modality).argmax(1)
+    pred = nearest_class(space, X, modality, C, text_modality)
     cidx = {c: i for i, c in enumerate(classes)}
     yi = np.array([cidx.get(v, -1) for v in y])
     conf = np.zeros((len(classes), len(classes)), dtype=np.int64)
@@ -178,6 +178,12 @@ def zero_shot(
         "confusion": conf.tolist(),
         "labels": list(classes),
     }
+
+
+def nearest_class(space: "SpaceCore", X: np.ndarray, modality: str, C: np.ndarray, text_modality: str = "text") -> np.ndarray:
+    """Each item's (rows of ``X``, embedded as ``modality``) nearest class embedding (rows of ``C``, as
+    :func:`class_embeddings` gives) by the space's scorer: zero-shot's prediction, an index into ``C``."""
+    return space.scorer.pair_scores(X, modality, C, text_modality).argmax(1)
 
 
 def class_embeddings(

@@ -15,6 +15,9 @@ candidate that most raises the mean balanced accuracy (mean per-class recall, av
 and stops when none raises it.  :func:`selection_sets` builds those sets from manifests and refuses a test split.
 :func:`set_templates` stores an ensemble and appends a ``templates`` entry to the space's lineage (the
 templates, the candidates, the scores step by step, and a fingerprint of each selection set's records).
+:func:`choose_and_set` (``Space.choose_templates``, ``anybind prompts --choose-on``) stores the choice only when it
+beats the space's current templates on the same sets; otherwise the space keeps them and the lineage entry says so
+(``chosen.kept``).
 """
 
 from __future__ import annotations
@@ -28,9 +31,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .data.templates import check_templates, fill_template, templates_for
+from .data.templates import check_templates, templates_for
 from .errors import DataError
-from .evaluate import class_name
+from .evaluate import class_embeddings, class_name, nearest_class
 
 if TYPE_CHECKING:
     from .data.manifest import Manifest, Record
@@ -101,11 +104,18 @@ class TemplateChoice:
     objective: str = "mean balanced accuracy"
     seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    current: list[str] = field(default_factory=list)  # the space's own templates (or "a {}."), scored as ``before``
+    kept: bool = False  # set by :func:`choose_and_set`: the choice did not beat ``current``, which the space keeps
+
+    @property
+    def stored(self) -> list[str]:
+        """The templates the space has after :func:`choose_and_set`: ``current`` when kept, else ``templates``."""
+        return list(self.current) if self.kept else list(self.templates)
 
     def record(self) -> dict[str, Any]:
         """The lineage entry's content."""
         return {"chosen_on": self.sets, "candidates": self.candidates, "objective": self.objective,
-                "score_before": round(self.before, 4), "score": round(self.score, 4),
+                "score_before": round(self.before, 4), "score": round(self.score, 4), "kept": self.kept,
                 "steps": [[t, round(s, 4)] for t, s in self.steps],
                 "per_set": {k: {a: round(b, 4) for a, b in v.items()} for k, v in self.per_set.items()},
                 "seconds": round(self.seconds, 1), **self.extra}
@@ -117,11 +127,14 @@ def set_templates(space: "SpaceCore", templates: Sequence[str], *, record: Mappi
     chosen = check_templates(templates)
     previous = (space.info or {}).get("templates")
     space.info["templates"] = chosen
-    space.info.setdefault("lineage", []).append({
-        "event": "templates", "templates": chosen, "previous": previous,
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **dict(record or {})})
+    _lineage(space, {"templates": chosen, "previous": previous, **dict(record or {})})
     log.info("the space's zero-shot prompts: %d template(s)", len(chosen))
     return space
+
+
+def _lineage(space: "SpaceCore", entry: Mapping[str, Any]) -> None:
+    space.info.setdefault("lineage", []).append(
+        {"event": "templates", **entry, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
 
 
 def selection_sets(
@@ -150,9 +163,49 @@ def selection_sets(
     return out
 
 
-def _balanced(pred: np.ndarray, y: np.ndarray, n_classes: int) -> float:
-    rec = [float((pred[y == c] == c).mean()) for c in range(n_classes) if (y == c).any()]
-    return float(np.mean(rec)) if rec else float("nan")
+@dataclass
+class _Prepared:
+    """One selection set ready to classify: its items' embeddings ``X``, their class indices ``y`` (into the
+    sorted label values) and the class names the templates are filled with."""
+
+    set: SelectionSet
+    X: np.ndarray
+    y: np.ndarray
+    names: list[str]
+
+
+def _prepare(space: "SpaceCore", sets: Sequence[SelectionSet], cache: Any) -> list[_Prepared]:
+    out = []
+    for s in sets:
+        recs = s.usable()
+        if not recs:
+            raise DataError(f"selection set {s.name}: no record has both {s.modality!r} and the label {s.label!r}")
+        y_raw = [str(r.labels[s.label]) for r in recs]
+        classes = sorted(set(y_raw))
+        if len(classes) < 2:
+            raise DataError(f"selection set {s.name}: one class ({classes[0]!r}); choosing prompts needs two or more")
+        cidx = {c: i for i, c in enumerate(classes)}
+        X = space.embed(s.modality, [r.values[s.modality] for r in recs], cache=cache)
+        out.append(_Prepared(s, X, np.array([cidx[v] for v in y_raw]), [s.names(c) for c in classes]))
+    return out
+
+
+def _balanced_accuracies(space: "SpaceCore", data: Sequence[_Prepared], classes: Sequence[np.ndarray],
+                         text_modality: str) -> list[float]:
+    """Each set's balanced accuracy (mean per-class recall; every class has items) when its items go to the
+    nearest of its class embeddings ``classes[i]`` (n_classes, dim; unit rows), as
+    :func:`~anybind.evaluate.zero_shot` classifies (:func:`~anybind.evaluate.nearest_class`)."""
+    out = []
+    for d, C in zip(data, classes):
+        pred = nearest_class(space, d.X, d.set.modality, C, text_modality)
+        out.append(float(np.mean([(pred[d.y == c] == c).mean() for c in range(len(d.names))])))
+    return out
+
+
+def _ensemble_scores(space: "SpaceCore", data: Sequence[_Prepared], templates: Sequence[str], text_modality: str,
+                     cache: Any) -> list[float]:
+    C = [class_embeddings(space, d.names, templates, text_modality, cache) for d in data]
+    return _balanced_accuracies(space, data, C, text_modality)
 
 
 def template_scores(space: "SpaceCore", sets: Sequence[SelectionSet], templates: Sequence[str] | None = None, *,
@@ -163,18 +216,7 @@ def template_scores(space: "SpaceCore", sets: Sequence[SelectionSet], templates:
 
     fc = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
     tpl = templates_for(space, templates)
-    out = {}
-    for s in sets:
-        recs = s.usable()
-        y_raw = [str(r.labels[s.label]) for r in recs]
-        classes = sorted(set(y_raw))
-        y = np.array([classes.index(v) for v in y_raw])
-        X = space.embed(s.modality, [r.values[s.modality] for r in recs], cache=fc)
-        E = space.embed(text_modality, [fill_template(t, s.names(c)) for t in tpl for c in classes], cache=fc)
-        S = E.reshape(len(tpl), len(classes), -1).sum(0)
-        C = S / np.maximum(np.linalg.norm(S, axis=1, keepdims=True), 1e-12)
-        out[s.name] = _balanced(space.scorer.pair_scores(X, s.modality, C, text_modality).argmax(1), y, len(classes))
-    return out
+    return dict(zip((s.name for s in sets), _ensemble_scores(space, _prepare(space, sets, fc), tpl, text_modality, fc)))
 
 
 def choose_templates(
@@ -201,37 +243,24 @@ def choose_templates(
     if isinstance(max_templates, bool) or not isinstance(max_templates, int) or max_templates < 1:
         raise DataError(f"max_templates is {max_templates!r}, expected a whole number >= 1")
     fc = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
-    data = []  # per set: scores per candidate (n, n_classes) need the class prompts; keep the parts
-    for s in sets:
-        recs = s.usable()
-        if not recs:
-            raise DataError(f"selection set {s.name}: no record has both {s.modality!r} and the label {s.label!r}")
-        y_raw = [str(r.labels[s.label]) for r in recs]
-        classes = sorted(set(y_raw))
-        if len(classes) < 2:
-            raise DataError(f"selection set {s.name}: one class ({classes[0]!r}); choosing prompts needs two or more")
-        y = np.array([classes.index(v) for v in y_raw])
-        X = space.embed(s.modality, [r.values[s.modality] for r in recs], cache=fc)
-        names = [s.names(c) for c in classes]
-        P = space.embed(text_modality, [fill_template(t, n) for t in cands for n in names], cache=fc)
-        P = P.reshape(len(cands), len(classes), -1)  # unit prompt embeddings per candidate
-        data.append((s, X, y, len(classes), P))
+    data = _prepare(space, sets, fc)
+    # per set, each candidate's class embeddings (n_cands, n_classes, dim): an ensemble's class embeddings are
+    # its members' sum renormalised (evaluate.class_embeddings: the renormalised mean)
+    P = [np.stack([class_embeddings(space, d.names, [t], text_modality, fc) for t in cands]) for d in data]
 
     def score(sums: list[np.ndarray]) -> list[float]:
-        out = []
-        for (s, X, y, k, _), S in zip(data, sums):
-            C = S / np.maximum(np.linalg.norm(S, axis=1, keepdims=True), 1e-12)
-            pred = space.scorer.pair_scores(X, s.modality, C, text_modality).argmax(1)
-            out.append(_balanced(pred, y, k))
-        return out
+        return _balanced_accuracies(
+            space, data, [S / np.maximum(np.linalg.norm(S, axis=1, keepdims=True), 1e-12) for S in sums],
+            text_modality)
 
-    before_each = list(template_scores(space, sets, None, text_modality=text_modality, cache=fc).values())
+    current = list(templates_for(space, None))
+    before_each = _ensemble_scores(space, data, current, text_modality, fc)
     chosen: list[int] = []
-    sums = [np.zeros_like(P[0]) for *_, P in data]
+    sums = [np.zeros_like(p[0]) for p in P]
     best, best_each, steps = -np.inf, before_each, []
     while len(chosen) < max_templates:
         trial = [(float(np.mean(e)), e, j) for j in range(len(cands)) if j not in chosen
-                 for e in [score([S + P[j] for S, (*_, P) in zip(sums, data)])]]
+                 for e in [score([S + p[j] for S, p in zip(sums, P)])]]
         if not trial:
             break
         top = max(trial, key=lambda x: x[0])  # max keeps the first of equal scores: the earlier candidate
@@ -239,20 +268,29 @@ def choose_templates(
             break
         best, best_each, j = top[0], top[1], top[2]
         chosen.append(j)
-        sums = [S + P[j] for S, (*_, P) in zip(sums, data)]
+        sums = [S + p[j] for S, p in zip(sums, P)]
         steps.append((cands[j], best))
         log.info("templates: + %r -> %.4f", cands[j], best)
     return TemplateChoice(
         templates=[cands[j] for j in chosen], score=best, before=float(np.mean(before_each)), steps=steps,
-        per_set={s.name: {"before": b, "after": a} for (s, *_), b, a in zip(data, before_each, best_each)},
-        sets=[{"name": s.name, "split": s.split, "label": s.label, "modality": s.modality, "records": len(s.usable()),
-               "classes": k, "fingerprint": s.fingerprint()} for s, _, _, k, _ in data],
-        candidates=cands, seconds=time.perf_counter() - t0)
+        per_set={d.set.name: {"before": b, "after": a} for d, b, a in zip(data, before_each, best_each)},
+        sets=[{"name": d.set.name, "split": d.set.split, "label": d.set.label, "modality": d.set.modality,
+               "records": len(d.y), "classes": len(d.names), "fingerprint": d.set.fingerprint()} for d in data],
+        candidates=cands, seconds=time.perf_counter() - t0, current=current)
 
 
 def choose_and_set(space: "SpaceCore", sets: Sequence[SelectionSet], candidates: Sequence[str] = CANDIDATE_TEMPLATES,
                    **kw: Any) -> TemplateChoice:
-    """:func:`choose_templates`, then store the choice with the space (:func:`set_templates`) with its record."""
+    """:func:`choose_templates`, then store the choice with the space (:func:`set_templates`) with its record;
+    when the choice does not beat the space's current templates on the sets (``score <= before``, e.g. an imported
+    CLIP pair's ensemble), the space keeps them (``choice.kept``) and the lineage records the choice as not taken."""
     choice = choose_templates(space, sets, candidates, **kw)
+    if not choice.score > choice.before:  # also a NaN score: never replace what the space has with it
+        choice.kept = True
+        _lineage(space, {"templates": choice.current, "previous": (space.info or {}).get("templates"),
+                         "chosen": choice.record()})
+        log.info("templates: the choice (%.4f) does not beat the space's own %d template(s) (%.4f): kept",
+                 choice.score, len(choice.current), choice.before)
+        return choice
     set_templates(space, choice.templates, record={"chosen": choice.record()})
     return choice

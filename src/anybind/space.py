@@ -197,7 +197,8 @@ class Space(SpaceCore):
         :data:`~anybind.prompts.CANDIDATE_TEMPLATES`) by greedy forward selection on the ``split`` records of
         ``data`` (never ``test``: val of the training corpus or other labelled corpora) classified by their
         ``label`` (one key, or one per manifest), and store them with the space (in place; the lineage records
-        the sets, the candidates and the scores).  Returns the :class:`~anybind.prompts.TemplateChoice`.
+        the sets, the candidates and the scores) unless they do not beat the space's current templates on those
+        records: then the space keeps its own (``choice.kept``).  Returns the :class:`~anybind.prompts.TemplateChoice`.
 
         Example::
 

@@ -10,8 +10,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..errors import AnybindError
+
 #: the corpora and label keys the bench chooses prompts on (val splits)
 SELECTION_LABELS = {"tuxpaint": "category", "emoji": "subgroup"}
+#: the values of a bench task's ``--opt prompts=``: none, or each space's own templates chosen here
+PROMPTS_OPTIONS = ("", "chosen")
+
+
+def check_prompts_option(task: str, prompts: str) -> None:
+    """A task's ``--opt prompts=`` value, refused in one line (before any work) unless it is known."""
+    if prompts not in PROMPTS_OPTIONS:
+        raise AnybindError(f"{task}: prompts={prompts!r}; known: chosen (or leave it out)")
 
 
 def selection_manifests(work: Path, console=None) -> dict[str, Any]:
@@ -40,8 +50,10 @@ def choose_for(space, mans: dict[str, Any], reference, cache) -> dict[str, Any]:
             "chosen": round(template_scores(space, [sets[b]], one.templates, cache=cache)[sets[b].name], 4),
             "templates": one.templates}
     choice = choose_and_set(space, list(sets.values()), cache=cache)
-    return {"templates": choice.templates, "selection_reference": round(float(sum(ref.values()) / len(ref)), 4),
-            "selection_chosen": round(choice.score, 4),
-            "per_set": {k: {"reference": round(ref[k], 4), "chosen": round(v["after"], 4)}
+    got = "before" if choice.kept else "after"  # kept: the space's own templates beat the choice, and stay
+    return {"templates": choice.stored, "kept": choice.kept,
+            "selection_reference": round(float(sum(ref.values()) / len(ref)), 4),
+            "selection_chosen": round(choice.before if choice.kept else choice.score, 4),
+            "per_set": {k: {"reference": round(ref[k], 4), "chosen": round(v[got], 4)}
                         for k, v in choice.per_set.items()},
             "held_out_check": check}

@@ -140,6 +140,7 @@ def fashion_mnist_zeroshot(work: Path, cache=None, seed: int = 0, console=None, 
     from ..errors import AnybindError
     from ..evaluate import zero_shot
     from ..space import Space
+    from .prompt_choice import check_prompts_option
     from .tuxpaint import PLAIN_ENCODERS, RECIPE, prepare_tuxpaint
 
     wanted = [s.strip() for s in systems.split(",") if s.strip()]
@@ -147,8 +148,7 @@ def fashion_mnist_zeroshot(work: Path, cache=None, seed: int = 0, console=None, 
     if unknown or not wanted:
         raise AnybindError(f"fashion-mnist-zeroshot: unknown systems {', '.join(unknown) or '(none given)'}; "
                            f"known: {', '.join(FM_SYSTEMS)}")
-    if prompts not in ("", "chosen"):
-        raise AnybindError(f"fashion-mnist-zeroshot: prompts={prompts!r}; known: chosen (or leave it out)")
+    check_prompts_option("fashion-mnist-zeroshot", prompts)
     n_test, n_train = int(limit), int(probe_train)
     mods = ["image", "text"]
     tux = prepare_tuxpaint(work, console)

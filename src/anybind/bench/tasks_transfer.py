@@ -221,6 +221,7 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
     from ..data.manifest import load_manifest
     from ..robust import centred
     from ..space import Space
+    from .prompt_choice import check_prompts_option
     from .tasks_corpora import build_once
     from .tuxpaint import PLAIN_ENCODERS, RECIPE
 
@@ -234,10 +235,7 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
         raise AnybindError(f"unknown corpora {unknown}; known: {', '.join(builders)}")
     wanted = [s.strip() for s in systems.split(",") if s.strip()]
     fit_kw = {s: system_kwargs(s) for s in wanted}  # unknown levers fail before any work
-    if prompts not in ("", "chosen"):
-        from ..errors import AnybindError
-
-        raise AnybindError(f"transfer: prompts={prompts!r}; known: chosen (or leave it out)")
+    check_prompts_option("transfer", prompts)
     n_boot, n_fm, cap = int(boot), int(fm), int(max_train)
     select_mans = _selection_corpus(select, names, builders, fit_kw, work)
     mans = {c: load_manifest(builders[c](Path(work)), modalities=MODS, progress=False) for c in names}
@@ -327,8 +325,6 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
             extra = {"val": sp.info["metrics"].get("val/score"), "epoch": tr.get("best_epoch"),
                      "alpha": rob.get("wise_alpha"), "l2sp": rob.get("l2sp") or None}
             add_row(tname, system, measure(sp), proc_hits, extra)
-            if chosen_prompts:
-                chosen[f"{tname}/{system}/prompts"] = chosen_prompts[-1]
             if center == "1":
                 add_row(tname, system + " +center", measure(centred(sp, train_mans, cache=fc)), proc_hits, {})
         timings[tname] = round(time.perf_counter() - t0, 1)

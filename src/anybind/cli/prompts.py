@@ -56,6 +56,9 @@ def prompts(
                               f"({s['label']!r})", highlight=False, markup=False)
             console.print(f"mean balanced accuracy {choice.before:.3f} with the space's prompts before, "
                           f"{choice.score:.3f} with the {len(choice.templates)} chosen", highlight=False)
+            if choice.kept:
+                console.print(f"kept the space's own {len(choice.current)} template(s): the choice does not beat them "
+                              f"on these records", highlight=False, markup=False)
         space.save(target, overwrite=True)
     except AnybindError as e:
         fail(e)
