@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from .data.templates import check_templates
+from .data.templates import CLIP_TEMPLATES, check_templates  # noqa: F401  (CLIP_TEMPLATES: public here too)
 from .encoders.registry import get_encoder
 from .errors import SpaceError
 from .projectors import Projector, ProjectorConfig
@@ -38,17 +38,6 @@ log = logging.getLogger(__name__)
 #: the kinds of pair ``--from-pretrained KIND=SOURCE`` imports
 PAIR_KINDS = ("clip",)
 
-#: CLIP's prompt: "a photo of a {}." and the ensemble OpenAI's CLIP notebook selected for ImageNet
-CLIP_TEMPLATES = (
-    "a photo of a {}.",
-    "itap of a {}.",
-    "a bad photo of the {}.",
-    "a origami {}.",
-    "a photo of the large {}.",
-    "a {} in a video game.",
-    "art of the {}.",
-    "a photo of the small {}.",
-)
 
 
 def parse_pair(value: str) -> tuple[str, str]:

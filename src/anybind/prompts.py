@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .data.templates import check_templates, templates_for
+from .data.templates import CLIP_TEMPLATES, check_templates, templates_for
 from .errors import DataError
 from .evaluate import class_embeddings, class_name, nearest_class
 
@@ -49,13 +49,7 @@ CANDIDATE_TEMPLATES = (
     "a black and white photo of a {}.",
     "a drawing of a {}.",
     "a product photo of a {}, a piece of clothing.",
-    "itap of a {}.",
-    "a bad photo of the {}.",
-    "a origami {}.",
-    "a photo of the large {}.",
-    "a {} in a video game.",
-    "art of the {}.",
-    "a photo of the small {}.",
+    *CLIP_TEMPLATES[1:],  # its first, "a photo of a {}.", opens this list
     "{}",
     "a picture of a {}.",
     "a clip art of a {}.",

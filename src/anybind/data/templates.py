@@ -23,6 +23,17 @@ from ..errors import DataError
 
 #: the prompt of a space that carries none of its own
 DEFAULT_TEMPLATES = ("a {}.",)
+#: CLIP's prompt: "a photo of a {}." and the ensemble OpenAI's CLIP notebook selected for ImageNet
+CLIP_TEMPLATES = (
+    "a photo of a {}.",
+    "itap of a {}.",
+    "a bad photo of the {}.",
+    "a origami {}.",
+    "a photo of the large {}.",
+    "a {} in a video game.",
+    "art of the {}.",
+    "a photo of the small {}.",
+)
 PLACEHOLDERS = ("", "0", "label")  # field names of the one allowed placeholder: {} {0} {label}
 _HOW = "put '{}' (or '{label}') where the class name goes, and '{{' / '}}' for literal braces"
 
