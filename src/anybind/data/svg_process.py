@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import Iterator
 
 
 class TooLarge(Exception):
@@ -64,11 +66,21 @@ def _resolve_each_reference_once() -> None:
     defs.update_def_href = update_def_href
 
 
+@contextmanager
+def references_resolved_once() -> Iterator[None]:
+    """Within: CairoSVG draws (any of its entry points) with each ``xlink:href`` resolved once per document, as
+    :func:`render` does (see :func:`_resolve_each_reference_once`)."""
+    _resolve_each_reference_once()
+    token = _RESOLVED.set({})
+    try:
+        yield
+    finally:
+        _RESOLVED.reset(token)
+
+
 def render(text: bytes, width: int, max_pixels: int, url: str) -> bytes:
     """PNG bytes of ``text`` rendered ``width`` pixels wide onto a surface of at most ``max_pixels``."""
     from cairosvg.surface import PNGSurface
-
-    _resolve_each_reference_once()
 
     class BoundedPNGSurface(PNGSurface):
         def _create_surface(self, w, h):
@@ -78,11 +90,8 @@ def render(text: bytes, width: int, max_pixels: int, url: str) -> bytes:
                 )
             return super()._create_surface(w, h)
 
-    token = _RESOLVED.set({})
-    try:
+    with references_resolved_once():
         return BoundedPNGSurface.convert(bytestring=text, output_width=width, url=url)
-    finally:
-        _RESOLVED.reset(token)
 
 
 def _serve() -> None:
