@@ -181,6 +181,25 @@ def test_svg_scene_cuts_one_element(mini_kt):
         scene.render("nope")
 
 
+def test_svg_scene_paints_an_inherited_gradient_in_every_use(tmp_path):
+    """A sprite whose gradient inherits its stops through xlink:href (as Inkscape writes them), used by three squares
+    and by a group shown through <use>: CairoSVG alone (the sprites were drawn with it directly) left every other
+    square transparent; drawn as anybind renders SVG, all four squares are red."""
+    path = tmp_path / "scene.svg"
+    path.write_text(
+        '<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" width="400" height="100">'
+        '<defs><linearGradient id="base"><stop offset="0" stop-color="red"/><stop offset="1" stop-color="red"/>'
+        '</linearGradient><linearGradient id="g" xlink:href="#base"/><g id="sym"><linearGradient id="h" '
+        'xlink:href="#base"/><rect width="100" height="100" fill="url(#h)"/></g></defs>'
+        '<g id="s"><rect width="100" height="100" fill="url(#g)"/><rect x="100" width="100" height="100" '
+        'fill="url(#g)"/><rect x="200" width="100" height="100" fill="url(#g)"/><use xlink:href="#sym" x="300"/>'
+        "</g></svg>"
+    )
+    a = np.asarray(SvgScene(path).render("s", 64))  # 400x100 in the middle of a square: 16 pixels a square
+    centres = [tuple(int(v) for v in a[32, x]) for x in (10, 26, 42, 58)]
+    assert centres == [(255, 0, 0, 255)] * 4, centres
+
+
 def test_svg_scene_refuses_bad_files(tmp_path):
     bad = tmp_path / "bad.svgz"
     bad.write_bytes(b"\x1f\x8b\x08\x00garbage")

@@ -269,13 +269,9 @@ def test_an_svg_over_a_media_limit_is_refused_not_corrupt(tmp_path, monkeypatch)
     assert unreadable_finding("image", "x.png: corrupt or unsupported image").score == 1.0
 
 
-def test_a_failed_renderer_start_is_remembered_and_the_next_svgs_fail_at_once(tmp_path, monkeypatch, no_renderer):
-    """With no renderer, every SVG waited up to START_SECONDS (120 s) for its own worker start: a manifest of 500
-    SVGs, 500 x 120 s.  A failed start is remembered for RETRY_SECONDS: the next SVGs fail at once (no start is
-    tried), saying so and when it tries again; after that period the next SVG tries again, and a start that works
-    is used."""
+def _counted(monkeypatch) -> list[int]:
+    """The worker starts tried from now on (one entry each)."""
     from anybind.data import svg_pool
-    from anybind.data.manifest import load_manifest as load
 
     starts: list[int] = []
 
@@ -285,38 +281,119 @@ def test_a_failed_renderer_start_is_remembered_and_the_next_svgs_fail_at_once(tm
             super().__init__()
 
     monkeypatch.setattr(svg_pool, "_Worker", Counted)
-    one = HEAD.encode() + b'<circle cx="9" cy="9" r="5"/></svg>'
-    with pytest.raises(RendererUnavailable, match=rf"^one.svg: {UNAVAILABLE}$"):
-        render_svg(one, "one.svg", 64, MediaLimits(max_svg_seconds=30))
-    assert len(starts) == 1
-    remembered = (r"not rendered: the SVG renderer process did not start within 0 s \(a busy machine\), \d+ s ago "
-                  r"\(remembered: no new start is tried for 60 s, then the next SVG tries again\); the file itself was "
-                  r"not read \(try again\)")
-    with pytest.raises(RendererUnavailable, match=rf"^two.svg: {remembered}$"):
-        render_svg(one + b" ", "two.svg", 64, MediaLimits(max_svg_seconds=30))
-    assert len(starts) == 1  # no start tried: it failed without waiting
+    return starts
+
+
+def _broken_launch(monkeypatch, tmp_path, sleep: float = 0) -> None:
+    """Worker starts that fail outright: the command launched exits (code 3) before it says it is ready."""
+    import sys
+
+    cmd = tmp_path / "broken-python"
+    cmd.write_text(f"#!/bin/sh\nsleep {sleep}\nexit 3\n")
+    cmd.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(cmd))
+
+
+ONE = HEAD.encode() + b'<circle cx="9" cy="9" r="5"/></svg>'
+
+
+def _manifest(tmp_path, monkeypatch, n: int = 3):
+    from anybind.data.manifest import load_manifest as load
+
     monkeypatch.setenv("ANYBIND_MEDIA_CHECKS", "off")
     lines = []
-    for i in range(3):
-        (tmp_path / f"{i}.svg").write_bytes(one.replace(b'r="5"', f'r="{i + 2}"'.encode()))
+    for i in range(n):
+        (tmp_path / f"{i}.svg").write_bytes(ONE.replace(b'r="5"', f'r="{i + 2}"'.encode()))
         lines.append({"id": str(i), "image": f"{i}.svg", "text": "x"})
     (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
-    man = load(tmp_path / "m.jsonl")
-    assert man.records == [] and len(man.bad) == 3 and len(starts) == 1
+    return load(tmp_path / "m.jsonl")
+
+
+def test_a_renderer_start_that_times_out_is_not_remembered(tmp_path, monkeypatch, no_renderer):
+    """A start that only took too long (a busy machine, past START_SECONDS) was remembered for 60 s like a broken
+    renderer: every SVG for the next minute failed at once, and a manifest reported all its remaining SVGs as bad.
+    A busy machine may be idle a moment later: the next SVG tries a start of its own."""
+    starts = _counted(monkeypatch)
+    with pytest.raises(RendererUnavailable, match=rf"^one.svg: {UNAVAILABLE}$"):
+        render_svg(ONE, "one.svg", 64, MediaLimits(max_svg_seconds=30))
+    with pytest.raises(RendererUnavailable, match=rf"^two.svg: {UNAVAILABLE}$"):  # tried again, not "remembered"
+        render_svg(ONE + b" ", "two.svg", 64, MediaLimits(max_svg_seconds=30))
+    assert len(starts) == 2
+    man = _manifest(tmp_path, monkeypatch)
+    assert len(man.bad) == 3 and len(starts) == 5
+    assert not any("remembered" in b.reason for b in man.bad)
+    # the machine is less busy a moment later: the next SVG renders (no minute of failures first)
+    from anybind.data import svg_pool
+
+    monkeypatch.setattr(svg_pool, "START_SECONDS", 120)
+    assert render_svg(ONE, "one.svg", 64, MediaLimits(max_svg_seconds=30))[:4] == b"\x89PNG"
+
+
+REMEMBERED = (r"not rendered: the SVG renderer process could not be started: it stopped \(exit code 3\), \d+ s ago "
+              r"\(remembered: no new start is tried for 60 s, then the next SVG tries again\); the file itself was "
+              r"not read \(try again\)")
+
+
+def test_a_renderer_that_fails_to_start_is_remembered_and_the_next_svgs_fail_at_once(tmp_path, monkeypatch,
+                                                                                      no_renderer):
+    """With a broken renderer every SVG waited for its own worker start: a manifest of 500 SVGs, 500 starts.  A start
+    that fails outright (the launch raises OSError, or the process exits before it is ready) is remembered for
+    RETRY_SECONDS: the next SVGs fail at once (no start is tried), saying so and when it tries again; after that
+    period ONE caller tries a start while the others wait for its outcome, and a start that works is used."""
+    import sys
+    import threading
+
+    from anybind.data import svg_pool
+
+    monkeypatch.setattr(svg_pool, "START_SECONDS", 120)
+    starts, real = _counted(monkeypatch), sys.executable
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-such-python"))  # the launch raises OSError
+    with pytest.raises(RendererUnavailable, match=r"^one.svg: not rendered: the SVG renderer process could not be "
+                                                  r"started \(No such file or directory\); the file itself"):
+        render_svg(ONE, "one.svg", 64, MediaLimits(max_svg_seconds=30))
+    with pytest.raises(RendererUnavailable, match=r"^two.svg: .*No such file.*\(remembered: no new start"):
+        render_svg(ONE + b" ", "two.svg", 64, MediaLimits(max_svg_seconds=30))
+    assert len(starts) == 1
+
+    svg_pool.forget_start_failure()
+    _broken_launch(monkeypatch, tmp_path)  # launched, but exits before it is ready
+    with pytest.raises(RendererUnavailable, match=r"^one.svg: .*could not be started: it stopped \(exit code 3\); the"):
+        render_svg(ONE, "one.svg", 64, MediaLimits(max_svg_seconds=30))
+    with pytest.raises(RendererUnavailable, match=rf"^two.svg: {REMEMBERED}$"):
+        render_svg(ONE + b" ", "two.svg", 64, MediaLimits(max_svg_seconds=30))
+    assert len(starts) == 2  # no start tried: it failed without waiting
+    man = _manifest(tmp_path, monkeypatch)
+    assert man.records == [] and len(man.bad) == 3 and len(starts) == 2
     assert all(b.reason.startswith("SVG renderer unavailable for image: ") and "remembered" in b.reason for b in man.bad)
     assert "by reason: SVG renderer unavailable for image x3" in man.report()
-    # once the period is over the next SVG tries again (and still fails on this machine)...
-    monkeypatch.setattr(svg_pool, "RETRY_SECONDS", 0)
-    with pytest.raises(RendererUnavailable, match=rf"^one.svg: {UNAVAILABLE}$"):
-        render_svg(one, "one.svg", 64, MediaLimits(max_svg_seconds=30))
-    assert len(starts) == 2
-    # ... and a start that works is used, and the failure forgotten: the next start is tried at once
-    monkeypatch.setattr(svg_pool, "START_SECONDS", 120)
-    assert render_svg(one, "one.svg", 64, MediaLimits(max_svg_seconds=30))[:4] == b"\x89PNG"
-    monkeypatch.setattr(svg_pool, "RETRY_SECONDS", 60)
+
+    # the period is over and 6 SVGs arrive together: one start is tried (1 s to fail), the others wait for it
+    _broken_launch(monkeypatch, tmp_path, sleep=1)
+    svg_pool._POOL.failed = (time.monotonic() - 61, svg_pool._POOL.failed[1])
+    errors: list[str] = []
+    go = threading.Barrier(6)
+
+    def one(i: int) -> None:
+        go.wait()
+        try:
+            render_svg(ONE + b" " * i, f"{i}.svg", 64, MediaLimits(max_svg_seconds=30))
+        except RendererUnavailable as e:
+            errors.append(str(e))
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(starts) == 3 and len(errors) == 6
+    assert sum("remembered" in e for e in errors) == 5  # they failed with the one start's outcome
+    # the period is over again and the start works: it is used, the failure forgotten, the next start tried at once
+    monkeypatch.setattr(sys, "executable", real)
+    svg_pool._POOL.failed = (time.monotonic() - 61, svg_pool._POOL.failed[1])
+    assert render_svg(ONE, "one.svg", 64, MediaLimits(max_svg_seconds=30))[:4] == b"\x89PNG"
     svg_pool.stop_idle_workers()
-    assert render_svg(one, "one.svg", 64, MediaLimits(max_svg_seconds=30))[:4] == b"\x89PNG"
-    assert len(starts) == 4
+    assert len(starts) == 4 and svg_pool._POOL.failed is None and svg_pool.start_failure_left() is None
+    assert render_svg(ONE, "one.svg", 64, MediaLimits(max_svg_seconds=30))[:4] == b"\x89PNG"
 
 
 @pytest.fixture(scope="module")
@@ -367,6 +444,32 @@ def test_the_service_answers_503_when_no_svg_renderer_can_start(tight, no_render
         assert "corrupt" not in detail and "\n" not in detail and "/tmp" not in detail
     # a PNG needs no renderer, and a corrupt SVG is still the client's to fix: 400
     assert client.post("/embed/upload", files={"files": ("bad.svg", HEAD.encode() + b"<rect")}).status_code == 400
+
+
+def test_the_service_tells_how_long_a_failed_renderer_start_is_remembered(tight, tmp_path, monkeypatch, no_renderer):
+    """A failed start is remembered for 60 s (no start is tried meanwhile), but the 503 said Retry-After: 5: a client
+    that obeyed it failed 12 times.  It is told the seconds left of the remembered failure (at least 1)."""
+    from anybind.data import svg_pool
+
+    client = tight[0]
+    monkeypatch.setattr(svg_pool, "START_SECONDS", 120)
+    _broken_launch(monkeypatch, tmp_path)
+    fine = HEAD.encode() + b'<rect x="9" width="80" height="60" fill="#c70"/></svg>'  # uploaded by no other test
+    waits = []
+    for route in ("/search/upload", "/embed/upload"):  # a start that fails outright, then that failure remembered
+        res = client.post(route, files={"files": ("fine.svg", fine)})
+        assert res.status_code == 503 and "exit code 3" in res.json()["detail"], res.text
+        waits.append(int(res.headers["Retry-After"]))
+    assert "remembered" in res.json()["detail"] and all(50 <= w <= 60 for w in waits), waits
+    svg_pool._POOL.failed = (time.monotonic() - 58.5, svg_pool._POOL.failed[1])  # 1.5 s left
+    res = client.post("/embed/upload", files={"files": ("fine.svg", fine)})
+    assert res.status_code == 503 and int(res.headers["Retry-After"]) in (1, 2), res.headers
+    # a start that only took too long is not remembered: the client is told to try again soon
+    svg_pool.forget_start_failure()
+    monkeypatch.setattr(svg_pool, "START_SECONDS", 0)
+    res = client.post("/embed/upload", files={"files": ("fine.svg", fine)})
+    assert res.status_code == 503 and "did not start within 0 s" in res.json()["detail"], res.text
+    assert int(res.headers["Retry-After"]) == 5
 
 
 def test_an_svg_upload_embeds_as_the_library_embeds_the_file(tight, tmp_path):

@@ -27,18 +27,30 @@ class RenderTimeout(DataError):
     known to be corrupt -- it may render with a larger budget or on a less busy machine."""
 
 
-class RenderRefused(DataError):
+class LimitRefused(DataError):
+    """A file refused before it is decoded because decoding it would pass one of the media limits (a raster image
+    of more than ``MediaLimits.max_pixels``): not known to be corrupt -- it may be read under a larger limit.  The
+    message names the file, the limit and how to raise it (:meth:`over`)."""
+
+    #: what is not done to the file (``not decoded: refused before decoding``)
+    DONE, DOING, DO = "decoded", "decoding", "decode"
+
+    @classmethod
+    def over(cls, what: object, why: str, limit: str) -> "LimitRefused":
+        """``<what>: <why> (the limit, <limit>); not decoded: refused before decoding (...how to raise it)``."""
+        serve = f", or ServeConfig.{limit} in the service" if limit in _SERVE_LIMITS else ""
+        return cls(f"{what}: {why} (the limit, {limit}); not {cls.DONE}: refused before {cls.DOING} (to {cls.DO} it, "
+                   f"raise {limit}: anybind.data.limits.using_limits(MediaLimits({limit}=...)){serve})")
+
+
+class RenderRefused(LimitRefused):
     """A file refused before rendering because rendering it would pass one of the media limits (an SVG whose
     estimated work, text, nesting or drawn pixels are over ``MediaLimits.max_svg_work`` / ``max_svg_bytes`` /
     ``max_svg_depth`` / ``max_pixels``): not known to be corrupt -- it may render under a larger limit.  The
-    message names the file, the limit and how to raise it (:meth:`over`)."""
+    message names the file, the limit and how to raise it (:meth:`over`: ``...; not rendered: refused before
+    rendering (to render it, raise ...)``)."""
 
-    @classmethod
-    def over(cls, what: object, why: str, limit: str) -> "RenderRefused":
-        """``<what>: <why> (the limit, <limit>); not rendered: refused before rendering (...how to raise it)``."""
-        serve = f", or ServeConfig.{limit} in the service" if limit in _SERVE_LIMITS else ""
-        return cls(f"{what}: {why} (the limit, {limit}){RENDER_REFUSED_MARK} (to render it, raise {limit}: "
-                   f"anybind.data.limits.using_limits(MediaLimits({limit}=...)){serve})")
+    DONE, DOING, DO = "rendered", "rendering", "render"
 
 
 class RendererUnavailable(DataError):
@@ -52,6 +64,8 @@ class RendererUnavailable(DataError):
 RENDER_TIMEOUT_MARK = "to render (the time budget"
 #: the words a :class:`RenderRefused`'s message holds, for the same purpose
 RENDER_REFUSED_MARK = "; not rendered: refused before rendering"
+#: the words a :class:`LimitRefused`'s message about a file refused before decoding holds, for the same purpose
+DECODE_REFUSED_MARK = "; not decoded: refused before decoding"
 #: the media limits the service sets from its own ``ServeConfig`` fields of the same name
 _SERVE_LIMITS = ("max_pixels", "max_svg_work")
 #: the words a :class:`RendererUnavailable`'s message holds, for the same purpose (and the service's 503)
@@ -65,14 +79,16 @@ def renderer_unavailable(why: "str | BaseException") -> bool:
 
 
 def render_refused(why: "str | BaseException") -> bool:
-    """Whether ``why`` (an error, or its message as text) is a :class:`RenderRefused`: a file over a media limit."""
-    return isinstance(why, RenderRefused) or RENDER_REFUSED_MARK in str(why)
+    """Whether ``why`` (an error, or its message as text) is a :class:`LimitRefused` (a :class:`RenderRefused` or a
+    raster refused before decoding): a file over a media limit, not a corrupt one."""
+    return isinstance(why, LimitRefused) or RENDER_REFUSED_MARK in str(why) or DECODE_REFUSED_MARK in str(why)
 
 
 def unusable_file(modality: str, why: "str | BaseException") -> str:
     """The one-line reason a record is skipped for its ``modality`` file: ``render timed out for <modality>: ...``
     for a :class:`RenderTimeout` (the file and the budget are in its message), ``render refused by a limit for
-    <modality>: ...`` for a :class:`RenderRefused` (the file and the limit are in its message), ``SVG renderer
+    <modality>: ...`` for a :class:`RenderRefused` (the file and the limit are in its message), ``decode refused by
+    a limit for <modality>: ...`` for another :class:`LimitRefused` (a raster over ``max_pixels``), ``SVG renderer
     unavailable for <modality>: ...`` for a :class:`RendererUnavailable` (the file was not read: try again),
     ``corrupt file for <modality>: ...`` for anything else that cannot be decoded."""
     if renderer_unavailable(why):
@@ -80,7 +96,8 @@ def unusable_file(modality: str, why: "str | BaseException") -> str:
     elif isinstance(why, RenderTimeout) or RENDER_TIMEOUT_MARK in str(why):
         kind = "render timed out"
     elif render_refused(why):
-        kind = "render refused by a limit"
+        render = isinstance(why, RenderRefused) or RENDER_REFUSED_MARK in str(why)
+        kind = "render refused by a limit" if render else "decode refused by a limit"
     else:
         kind = "corrupt file"
     return f"{kind} for {modality}: {why}"

@@ -10,7 +10,8 @@ draws one element, found by its ``id``, as a square transparent PNG:
    ``<defs>``, and its ancestors as empty ``<g>`` wrappers keeping their
    attributes (transforms, inherited styles) less ``display:none`` -- a sprite
    is drawn by its id even when its layer is hidden, as KTuberling draws it;
-2. CairoSVG draws it over the scene's canvas enlarged by half its size on
+2. CairoSVG draws it (with :func:`anybind.data.svg_process.references_resolved_once`, as
+   anybind renders SVG) over the scene's canvas enlarged by half its size on
    every side (``PASS1_PIXELS`` on the longer side) to find the element's
    bounding box from the drawn pixels (alpha > 0);
 3. it is drawn again with the view box set to the square around that box
@@ -30,6 +31,7 @@ from typing import Any
 from xml.etree import ElementTree as XET
 
 from ..data.svg import GZIP_MAGIC, inflate
+from ..data.svg_process import references_resolved_once
 from ..errors import DataError
 
 __all__ = ["MAX_SVG_BYTES", "SvgScene", "visible_fraction"]
@@ -170,12 +172,13 @@ class SvgScene:
 
         doc = self.document(element_id, view, px)
         try:
-            if png:
-                img = Image.open(io.BytesIO(cairosvg.svg2png(bytestring=doc)))
-                img.load()
-                return img.convert("RGBA")
-            # the pass that only looks for the bounding box skips PNG encoding (4/5 of the time)
-            surface = PNGSurface(Tree(bytestring=doc), None, 96).cairo
+            with references_resolved_once():  # drawn as anybind renders SVG: an inherited gradient paints every use
+                if png:
+                    img = Image.open(io.BytesIO(cairosvg.svg2png(bytestring=doc)))
+                    img.load()
+                    return img.convert("RGBA")
+                # the pass that only looks for the bounding box skips PNG encoding (4/5 of the time)
+                surface = PNGSurface(Tree(bytestring=doc), None, 96).cairo
             surface.flush()
             stride, h = surface.get_stride(), surface.get_height()
             argb = np.frombuffer(surface.get_data(), dtype=np.uint8).reshape(h, stride)

@@ -93,7 +93,7 @@ __all__ = [
 NAME = "ktuberling"
 PACKAGE = "ktuberling-data"
 DEFAULT_ROOT = "/usr/share/ktuberling"
-BUILDER_VERSION = "1"
+BUILDER_VERSION = "2"  # 2: an inherited gradient paints every use in a sprite (svg_process.references_resolved_once)
 MIN_VISIBLE = 0.01
 
 _PREFIXES = ("robot_workshop_", "butterflies_", "pizzeria_", "egypt_", "moon_", "xmas_", "tv_", "tux-")

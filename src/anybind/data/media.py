@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, LimitRefused
 from .files import read_regular
 from .limits import LIMITS, MediaLimits, current_limits  # noqa: F401  (re-exported: defined here before)
 from .svg import SVG_WIDTH, looks_like_svg, render_svg  # noqa: F401  (looks_like_svg re-exported: defined here before)
@@ -61,7 +61,8 @@ def load_image(path: str | Path, size: int | None = None, limits: MediaLimits | 
         raise DataError(f"{path}: corrupt or unsupported image ({_no_buffer(e)})") from None
     if img.width * img.height > lim.max_pixels:
         size = f"{img.width}x{img.height}"
-        raise DataError(f"{path}: an image of {size} pixels; at most {lim.max_pixels:,} are decoded")
+        why = f"an image of {size} pixels; at most {lim.max_pixels:,} are decoded"
+        raise LimitRefused.over(path, why, "max_pixels")  # over a limit, not corrupt: reported as refused
     try:
         img.load()
     except bad as e:

@@ -46,9 +46,10 @@ GZIP_MAGIC = b"\x1f\x8b"
 #: the width SVGs are rendered at unless a caller asks for another (what the image encoders read)
 SVG_WIDTH = 512
 #: bumped whenever the pixels rendered from the same SVG bytes change (2: a gradient or pattern that inherits through
-#: ``xlink:href`` paints every shape using it, 6b25dde).  It is part of an SVG file's feature-cache key
+#: ``xlink:href`` paints every shape using it, 6b25dde; 3: also one defined inline, or inside a group shown several
+#: times through ``<use>``).  It is part of an SVG file's feature-cache key
 #: (:func:`anybind.encoders.base.content_key`), so features cached from an older rendering are not read back.
-RENDER_VERSION = 2
+RENDER_VERSION = 3
 _XLINK = "{http://www.w3.org/1999/xlink}href"
 _URL_REF = re.compile(r"url\(\s*['\"]?#([^)'\"\s]+)")
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")

@@ -7,9 +7,11 @@ waits at most ``budget`` seconds for the PNG: past it the worker is killed (its 
 are freed at once) and a :class:`RenderTimeout` names the file, which the callers report as a
 timeout (a 400 in the service, a skipped and reported record in ``fit`` / ``index``).  A worker
 that cannot start (within :data:`START_SECONDS` on a busy machine) is a :class:`RendererUnavailable`:
-the file was not read, so it is reported as such, never as corrupt (a 503 in the service).  A failed start is
-remembered by this process for :data:`RETRY_SECONDS`: the SVGs rendered meanwhile fail at once with the same
-reason (a manifest of 500 SVGs waits for one start, not 500), and the first SVG after them tries again.
+the file was not read, so it is reported as such, never as corrupt (a 503 in the service).  A start that failed
+outright (the process could not be launched, or exited before it was ready) is remembered by this process for
+:data:`RETRY_SECONDS`: the SVGs rendered meanwhile fail at once with the same reason (a manifest of 500 SVGs waits
+for one start, not 500); after it ONE caller tries a start and the others wait for its outcome.  A start that
+only took too long is not remembered (a busy machine may be idle a second later): the next SVG tries again.
 
 Workers are plain ``python svg_process.py`` processes talking over pipes (no anybind import, no
 fork of the calling process, whose threads and models a fork would copy); at most
@@ -35,8 +37,11 @@ from . import svg_process
 MAX_IDLE = 4
 #: seconds a new worker may take to start (not counted in a rendering's budget)
 START_SECONDS = 120.0
-#: seconds a failed start is remembered: meanwhile no worker is started, every SVG needing one fails at once
+#: seconds a start that failed outright is remembered: meanwhile no worker is started, every SVG needing one fails
+#: at once (a start that timed out is not remembered)
 RETRY_SECONDS = 60.0
+#: the words the message of a :class:`RendererUnavailable` from a remembered failed start holds
+REMEMBERED_MARK = "(remembered: no new start is tried for"
 
 
 class _Timeout(Exception):
@@ -129,32 +134,66 @@ class _Pool:
     """Idle workers of this process (a forked child starts its own)."""
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
+        self.lock = threading.Condition()
         self.idle: list[_Worker] = []
         self.pid = os.getpid()
-        self.failed: tuple[float, str] | None = None  # (time.monotonic(), how) of the last failed start
+        self.failed: tuple[float, str] | None = None  # (time.monotonic(), how) of the last start that failed outright
+        self.trying = False  # a caller is trying the first start after a remembered failure; the others wait
 
     def acquire(self) -> _Worker:
+        trial = False
         with self.lock:
             if self.pid != os.getpid():  # forked: the parent's workers (and what they met) are the parent's
-                self.idle, self.pid, self.failed = [], os.getpid(), None
-            while self.idle:
-                w = self.idle.pop()
-                if w.alive():
-                    return w
-            if self.failed is not None:
+                self.idle, self.pid, self.failed, self.trying = [], os.getpid(), None, False
+            while True:
+                while self.idle:
+                    w = self.idle.pop()
+                    if w.alive():
+                        return w
+                if self.failed is None:
+                    break
                 ago = time.monotonic() - self.failed[0]
                 if ago < RETRY_SECONDS:
                     raise _Remembered(self.failed[1], ago)
+                if not self.trying:  # the period is over: this caller tries one start, the others wait for it
+                    self.trying = trial = True
+                    break
+                self.lock.wait()
         try:
             w = _Worker()
-        except (_Stopped, _Timeout, OSError) as e:
+        except (_Stopped, OSError) as e:  # failed outright (not launched, or exited before it was ready): remembered
             with self.lock:
                 self.failed = (time.monotonic(), _how(e))
+                self._tried(trial)
+            raise
+        except _Timeout:  # slow, not broken (a busy machine): not remembered, the next SVG tries a start again
+            with self.lock:
+                if trial:
+                    self.failed = None
+                self._tried(trial)
+            raise
+        except BaseException:  # interrupted: the next caller tries the start instead
+            with self.lock:
+                self._tried(trial)
             raise
         with self.lock:
             self.failed = None
+            self._tried(trial)
         return w
+
+    def _tried(self, trial: bool) -> None:
+        """The trial start (if this was it) is over: wake the callers waiting for its outcome (lock held)."""
+        if trial:
+            self.trying = False
+            self.lock.notify_all()
+
+    def failure_left(self) -> float | None:
+        """Seconds the last failed start is still remembered for (None when none is)."""
+        with self.lock:
+            if self.failed is None or self.pid != os.getpid():
+                return None
+            left = RETRY_SECONDS - (time.monotonic() - self.failed[0])
+            return left if left > 0 else None
 
     def forget_failure(self) -> None:
         with self.lock:
@@ -183,6 +222,12 @@ def stop_idle_workers() -> None:
     _POOL.close()
 
 
+def start_failure_left() -> float | None:
+    """Seconds a failed worker start is still remembered for in this process (None when none is): how long a
+    client whose SVG failed with a remembered failure (:data:`REMEMBERED_MARK` in its message) should wait."""
+    return _POOL.failure_left()
+
+
 def forget_start_failure() -> None:
     """Forget a failed worker start (see :data:`RETRY_SECONDS`): the next SVG tries to start one at once."""
     _POOL.forget_failure()
@@ -209,8 +254,8 @@ def render_in_worker(
         w = _POOL.acquire()
     except _Remembered as e:  # failed a moment ago: fail at once, not after another START_SECONDS
         raise RendererUnavailable(
-            f"{what}: not rendered: the SVG renderer process {e.how}, {e.ago:.0f} s ago (remembered: no new start is "
-            f"tried for {RETRY_SECONDS:g} s, then the next SVG tries again); the file itself was not read (try again)"
+            f"{what}: not rendered: the SVG renderer process {e.how}, {e.ago:.0f} s ago {REMEMBERED_MARK} "
+            f"{RETRY_SECONDS:g} s, then the next SVG tries again); the file itself was not read (try again)"
         ) from None
     except (_Stopped, _Timeout, OSError) as e:
         # the file was not read: not a corrupt file (a busy machine can take this long to start a process)

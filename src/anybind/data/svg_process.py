@@ -15,15 +15,18 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import Iterator
 
 
 class TooLarge(Exception):
     """The SVG renders to more pixels than allowed (raised before the surface is allocated)."""
 
 
-#: within one :func:`render`: the (definition table, id) pairs whose ``xlink:href`` is already resolved
-_RESOLVED: ContextVar[set[tuple[int, str]] | None] = ContextVar("anybind_svg_resolved", default=None)
+#: within one :func:`render`: for each definition element whose ``xlink:href`` was resolved (keyed by the id of its
+#: XML element), that element and the node resolved for it
+_RESOLVED: ContextVar[dict[int, tuple[object, object]] | None] = ContextVar("anybind_svg_resolved", default=None)
 
 
 def _resolve_each_reference_once() -> None:
@@ -33,7 +36,12 @@ def _resolve_each_reference_once() -> None:
     each time: the second use finds a gradient with stops of its own, rebuilds it without them and
     paints nothing (without a document URL every other use is lost; with one, every use after the
     first).  Inkscape's drawings inherit their stops this way (Tux Paint's cheese lost two of its three
-    holes, the bikini its pattern).  Renders outside :func:`render` keep CairoSVG's behaviour."""
+    holes, the bikini its pattern).  Drawing a definition again also puts its unresolved node back in
+    the table: a gradient defined inline (outside ``<defs>``) once the drawing passes it, and one inside
+    a group shown several times through ``<use>`` (each copy is a new node of the same XML element).
+    So the node resolved for an XML element is remembered, and put back in the table wherever an
+    unresolved node of that element is found there.  Renders outside :func:`render` keep CairoSVG's
+    behaviour."""
     from cairosvg import defs
 
     original = defs.update_def_href
@@ -44,21 +52,35 @@ def _resolve_each_reference_once() -> None:
         done = _RESOLVED.get()
         if done is None:
             return original(surface, def_name, def_dict, chain)
-        key = (id(def_dict), def_name)
-        if key not in done:
-            original(surface, def_name, def_dict, chain)  # its recursion into the target comes back here
-            done.add(key)
+        node = def_dict[def_name]
+        element = getattr(node, "xml_tree", node)
+        hit = done.get(id(element))
+        if hit is not None and hit[0] is element:  # resolved before: the resolved node, back in its place
+            def_dict[def_name] = hit[1]
+            return None
+        original(surface, def_name, def_dict, chain)  # its recursion into the target comes back here
+        done[id(element)] = (element, def_dict[def_name])
         return None
 
     update_def_href._anybind_once = True  # type: ignore[attr-defined]
     defs.update_def_href = update_def_href
 
 
+@contextmanager
+def references_resolved_once() -> Iterator[None]:
+    """Within: CairoSVG draws (any of its entry points) with each ``xlink:href`` resolved once per document, as
+    :func:`render` does (see :func:`_resolve_each_reference_once`)."""
+    _resolve_each_reference_once()
+    token = _RESOLVED.set({})
+    try:
+        yield
+    finally:
+        _RESOLVED.reset(token)
+
+
 def render(text: bytes, width: int, max_pixels: int, url: str) -> bytes:
     """PNG bytes of ``text`` rendered ``width`` pixels wide onto a surface of at most ``max_pixels``."""
     from cairosvg.surface import PNGSurface
-
-    _resolve_each_reference_once()
 
     class BoundedPNGSurface(PNGSurface):
         def _create_surface(self, w, h):
@@ -68,11 +90,8 @@ def render(text: bytes, width: int, max_pixels: int, url: str) -> bytes:
                 )
             return super()._create_surface(w, h)
 
-    token = _RESOLVED.set(set())
-    try:
+    with references_resolved_once():
         return BoundedPNGSurface.convert(bytestring=text, output_width=width, url=url)
-    finally:
-        _RESOLVED.reset(token)
 
 
 def _serve() -> None:

@@ -18,6 +18,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from ..data.svg_pool import REMEMBERED_MARK, start_failure_left
 from ..errors import AnybindError, renderer_unavailable
 from .auth import RateLimited
 from .gate import Busy
@@ -59,10 +60,20 @@ STATUS: tuple[tuple[type[Exception], int], ...] = (
 RENDER_RETRY_AFTER = 5
 
 
+def render_retry_after(exc: BaseException) -> int:
+    """The ``Retry-After`` seconds for a file no renderer could be started for: while a failed start is remembered
+    (this one, or the one ``exc`` was told of) no start is tried, so what is left of it (at least 1); else (a start
+    that took too long, not remembered) :data:`RENDER_RETRY_AFTER`."""
+    left = start_failure_left()
+    if left is not None or REMEMBERED_MARK in str(exc):
+        return max(1, math.ceil(left or 0))
+    return RENDER_RETRY_AFTER
+
+
 def _answer(status: int):
     async def handler(request: Request, exc: Exception) -> JSONResponse:
         if renderer_unavailable(exc):  # the upload was not read (no renderer started): the client's file is fine
-            return json_error(503, str(exc), headers={"Retry-After": str(RENDER_RETRY_AFTER)})
+            return json_error(503, str(exc), headers={"Retry-After": str(render_retry_after(exc))})
         return json_error(status, str(exc))
 
     return handler
