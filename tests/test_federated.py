@@ -339,6 +339,25 @@ def test_federated_study_with_a_public_set_from_another_corpus(two_corpora):
                         cache=tmp / "c", fit_too=False)
 
 
+def test_centralised_on_the_clients_corpus_standardises_on_their_own_training_pairs(two_corpora, monkeypatch):
+    """The upper bound without the other corpora takes its projectors' statistics from the clients' training pairs,
+    not from the other corpus's (the public set of the federation)."""
+    import anybind.federated as fed
+    from anybind.federated_study import federated_study, public_sample
+
+    tmp, own, other, specs = two_corpora
+    calls, real = [], fed.train_alone
+    monkeypatch.setattr(fed, "train_alone", lambda data, public, **kw: calls.append((data, public)) or real(data, public, **kw))
+    federated_study(own, k=3, public_fraction=0.0, pair=("sa", "sb"), encoders=specs, config={**CFG, "rounds": 1},
+                    cache=tmp / "c", fit_too=False, extra_public=public_sample([other], 40, seed=0, pair=("sa", "sb")),
+                    methods=())
+    data, public = calls[-1]  # the last row trained alone: centralised (clients' corpus)
+    assert len(data.records) == sum(r.split != "test" for r in own.records)
+    pubs = public if isinstance(public, (list, tuple)) else [public]
+    assert [m.path for m in pubs] == [own.path]
+    assert sorted(r.id for m in pubs for r in m.records) == sorted(r.id for r in own.records if r.split == "train")
+
+
 def test_bench_federated_refuses_a_bad_public_set_in_one_line(tmp_path):
     from anybind.bench.tasks_keep import federated
 

@@ -130,7 +130,10 @@ def federated_study(
         records=len(union.records))
     if extra_public:  # the upper bound without the other corpora's pairs
         own = _union(manifest, [*clients, carved])
-        row("centralised (clients' corpus)", train_alone(own, public, encoders=enc, cache=cache, **kw),
+        # its projectors' input statistics from the clients' own training pairs, not the other corpora's
+        stats = Manifest(manifest.path, [r for r in own.records if r.split == "train" and r.has(a) and r.has(b)],
+                         [], manifest.kinds)
+        row("centralised (clients' corpus)", train_alone(own, stats, encoders=enc, cache=cache, **kw),
             records=len(own.records))
     if fit_too:  # the project's own fit on the union (its defaults: 200 epochs, patience 25), a second upper bound
         from .fitting import fit_space
