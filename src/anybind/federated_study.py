@@ -98,6 +98,7 @@ def federated_study(
     a, b = pair
     enc = {m: encoders[m] for m in pair}
     kw = {"seed": seed, **(config or {})}
+    refuse_shared_public(manifest, extra_public)
     clients, carved = split_clients(manifest, k, by=by, public_fraction=public_fraction, seed=seed, holds=holds)
     public = [m for m in [carved, *extra_public] if m.records]
     if not public:
@@ -143,6 +144,21 @@ def federated_study(
         row("centralised (Space.fit, plain)", fitted, records=len(union.records))
     return rows
 
+
+
+def refuse_shared_public(manifest: Manifest, extra_public: Sequence[Manifest]) -> None:
+    """Refuse (a one-line :class:`DataError`) a public set from "another corpus" that is the clients' own: the same
+    manifest file (resolved), or a record with the very values of one of ``manifest``'s (test records included)."""
+    mine = manifest.path.resolve()
+    seen = {tuple(sorted(r.values.items())): r for r in manifest.records}
+    for m in extra_public:
+        if m.path.resolve() == mine:
+            raise DataError(f"{m.path}: a public set from another corpus cannot be the clients' own manifest: the "
+                            "clients' records would enter the public set")
+        for r in m.records:
+            if (same := seen.get(tuple(sorted(r.values.items())))) is not None:
+                raise DataError(f"{m.path}: line {r.line}: public record {r.id!r} is record {same.id!r} of the "
+                                f"clients' corpus {manifest.path}: a public set must hold none of the clients' records")
 
 
 def public_sample(manifests: Sequence[Manifest], size: int | None, seed: int,
