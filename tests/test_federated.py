@@ -385,7 +385,12 @@ def test_bench_federated_refuses_a_bad_public_set_in_one_line(tmp_path):
 
     for kw, what in [({"public": "tuxpaint", "public_size": "50"}, "needs an other corpus"),
                      ({"public": "emoji,emoji"}, "once each"), ({"public": ""}, "once each"),
-                     ({"public": "emoji", "public_size": "1"}, ">= 2"), ({"public": "coco"}, "unknown public corpus")]:
+                     ({"public": "emoji", "public_size": "1"}, ">= 2"), ({"public": "coco"}, "unknown public corpus"),
+                     ({"public": "emoji", "public_size": "x"}, "public_size must be a whole number"),
+                     ({"public": "emoji", "public_fraction": "0.3"}, "public_fraction applies only"),
+                     ({"public": "tuxpaint", "public_fraction": "0"}, r"public_fraction must be in \(0, 1\)"),
+                     ({"public": "tuxpaint,emoji", "public_fraction": "1.5"}, r"public_fraction must be in \(0, 1\)"),
+                     ({"public": "tuxpaint", "public_fraction": "a"}, r"public_fraction must be in \(0, 1\)")]:
         with pytest.raises(ValueError, match=what) as e:
             federated(tmp_path, **kw)
         assert "\n" not in str(e.value)
