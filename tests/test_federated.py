@@ -339,12 +339,58 @@ def test_federated_study_with_a_public_set_from_another_corpus(two_corpora):
                         cache=tmp / "c", fit_too=False)
 
 
+def test_centralised_on_the_clients_corpus_standardises_on_their_own_training_pairs(two_corpora, monkeypatch):
+    """The upper bound without the other corpora takes its projectors' statistics from the clients' training pairs,
+    not from the other corpus's (the public set of the federation)."""
+    import anybind.federated as fed
+    from anybind.federated_study import federated_study, public_sample
+
+    tmp, own, other, specs = two_corpora
+    calls, real = [], fed.train_alone
+    monkeypatch.setattr(fed, "train_alone", lambda data, public, **kw: calls.append((data, public)) or real(data, public, **kw))
+    federated_study(own, k=3, public_fraction=0.0, pair=("sa", "sb"), encoders=specs, config={**CFG, "rounds": 1},
+                    cache=tmp / "c", fit_too=False, extra_public=public_sample([other], 40, seed=0, pair=("sa", "sb")),
+                    methods=())
+    data, public = calls[-1]  # the last row trained alone: centralised (clients' corpus)
+    assert len(data.records) == sum(r.split != "test" for r in own.records)
+    pubs = public if isinstance(public, (list, tuple)) else [public]
+    assert [m.path for m in pubs] == [own.path]
+    assert sorted(r.id for m in pubs for r in m.records) == sorted(r.id for r in own.records if r.split == "train")
+
+
+def test_a_public_set_that_is_the_clients_corpus_is_refused_in_one_line(two_corpora, tmp_path):
+    from anybind.federated_study import federated_study
+
+    tmp, own, other, specs = two_corpora
+    kw = dict(k=3, public_fraction=0.0, pair=("sa", "sb"), encoders=specs, config=CFG, cache=tmp / "c", fit_too=False)
+    with pytest.raises(DataError, match="cannot be the clients' own manifest") as e:
+        federated_study(own, extra_public=[load_manifest(own.path, kinds=KINDS)], **kw)
+    assert str(own.path) in str(e.value) and "\n" not in str(e.value)
+    # a copy elsewhere holding one of the clients' records (a test record, even) is refused too, naming it
+    test_line = next(x for x in own.path.read_text().splitlines() if json.loads(x)["split"] == "test")
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text(other.path.read_text() + json.dumps({**json.loads(test_line), "split": "train"}) + "\n")
+    rid = json.loads(test_line)["id"]
+    with pytest.raises(DataError, match=f"public record '{rid}' is record '{rid}' of the clients' corpus"):
+        federated_study(own, extra_public=[load_manifest(mixed, kinds=KINDS)], **kw)
+    enc = [x for m, s in specs.items() for x in ("-e", f"{m}={s}")]
+    r = CliRunner().invoke(app, ["federate", "--data", str(own.path), "--public-fraction", "0", "--public",
+                                 str(own.path), *enc, "--cache", str(tmp / "c"), "--out", str(tmp_path / "s")])
+    assert r.exit_code == 2 and "--public is the --data corpus" in r.output
+    assert len(r.output.strip().splitlines()) == 1 and not (tmp_path / "s").exists()
+
+
 def test_bench_federated_refuses_a_bad_public_set_in_one_line(tmp_path):
     from anybind.bench.tasks_keep import federated
 
     for kw, what in [({"public": "tuxpaint", "public_size": "50"}, "needs an other corpus"),
                      ({"public": "emoji,emoji"}, "once each"), ({"public": ""}, "once each"),
-                     ({"public": "emoji", "public_size": "1"}, ">= 2"), ({"public": "coco"}, "unknown public corpus")]:
+                     ({"public": "emoji", "public_size": "1"}, ">= 2"), ({"public": "coco"}, "unknown public corpus"),
+                     ({"public": "emoji", "public_size": "x"}, "public_size must be a whole number"),
+                     ({"public": "emoji", "public_fraction": "0.3"}, "public_fraction applies only"),
+                     ({"public": "tuxpaint", "public_fraction": "0"}, r"public_fraction must be in \(0, 1\)"),
+                     ({"public": "tuxpaint,emoji", "public_fraction": "1.5"}, r"public_fraction must be in \(0, 1\)"),
+                     ({"public": "tuxpaint", "public_fraction": "a"}, r"public_fraction must be in \(0, 1\)")]:
         with pytest.raises(ValueError, match=what) as e:
             federated(tmp_path, **kw)
         assert "\n" not in str(e.value)

@@ -98,6 +98,7 @@ def federated_study(
     a, b = pair
     enc = {m: encoders[m] for m in pair}
     kw = {"seed": seed, **(config or {})}
+    refuse_shared_public(manifest, extra_public)
     clients, carved = split_clients(manifest, k, by=by, public_fraction=public_fraction, seed=seed, holds=holds)
     public = [m for m in [carved, *extra_public] if m.records]
     if not public:
@@ -130,7 +131,10 @@ def federated_study(
         records=len(union.records))
     if extra_public:  # the upper bound without the other corpora's pairs
         own = _union(manifest, [*clients, carved])
-        row("centralised (clients' corpus)", train_alone(own, public, encoders=enc, cache=cache, **kw),
+        # its projectors' input statistics from the clients' own training pairs, not the other corpora's
+        stats = Manifest(manifest.path, [r for r in own.records if r.split == "train" and r.has(a) and r.has(b)],
+                         [], manifest.kinds)
+        row("centralised (clients' corpus)", train_alone(own, stats, encoders=enc, cache=cache, **kw),
             records=len(own.records))
     if fit_too:  # the project's own fit on the union (its defaults: 200 epochs, patience 25), a second upper bound
         from .fitting import fit_space
@@ -140,6 +144,21 @@ def federated_study(
         row("centralised (Space.fit, plain)", fitted, records=len(union.records))
     return rows
 
+
+
+def refuse_shared_public(manifest: Manifest, extra_public: Sequence[Manifest]) -> None:
+    """Refuse (a one-line :class:`DataError`) a public set from "another corpus" that is the clients' own: the same
+    manifest file (resolved), or a record with the very values of one of ``manifest``'s (test records included)."""
+    mine = manifest.path.resolve()
+    seen = {tuple(sorted(r.values.items())): r for r in manifest.records}
+    for m in extra_public:
+        if m.path.resolve() == mine:
+            raise DataError(f"{m.path}: a public set from another corpus cannot be the clients' own manifest: the "
+                            "clients' records would enter the public set")
+        for r in m.records:
+            if (same := seen.get(tuple(sorted(r.values.items())))) is not None:
+                raise DataError(f"{m.path}: line {r.line}: public record {r.id!r} is record {same.id!r} of the "
+                                f"clients' corpus {manifest.path}: a public set must hold none of the clients' records")
 
 
 def public_sample(manifests: Sequence[Manifest], size: int | None, seed: int,

@@ -92,7 +92,7 @@ def merge(work: Path, cache=None, seed: int = 0, console=None) -> TaskResult:
       "server_epochs kd kd_weight kd_mix client_init reg_weight intra=start|moon|start,moon; the public set: "
       "public=tuxpaint|emoji|openclipart|tuxpaint,emoji,... public_size=N)")
 def federated(work: Path, cache=None, seed: int = 0, console=None, clients: str = "4", rounds: str = "40",
-              split: str = "noniid", local_epochs: str = "1", public_fraction: str = "0.15", seeds: str = "",
+              split: str = "noniid", local_epochs: str = "1", public_fraction: str = "", seeds: str = "",
               fit: str = "1", holds: str = "", label: str = "top", before: str = "1", server_epochs: str = "",
               kd: str = "", kd_weight: str = "", kd_mix: str = "", client_init: str = "", reg_weight: str = "",
               intra: str = "", public: str = "tuxpaint", public_size: str = "") -> TaskResult:
@@ -111,7 +111,20 @@ def federated(work: Path, cache=None, seed: int = 0, console=None, clients: str 
 
     sources = [p.strip() for p in public.split(",") if p.strip()]
     others = [p for p in sources if p != "tuxpaint"]
-    size = int(public_size) if public_size else None
+    try:
+        size = int(public_size) if public_size else None
+    except ValueError:
+        raise ValueError(f"public_size must be a whole number of pairs (>= 2), got public_size={public_size!r}") from None
+    try:
+        fraction = float(public_fraction) if public_fraction else 0.15
+    except ValueError:
+        fraction = float("nan")
+    if "tuxpaint" in sources and not 0 < fraction < 1:
+        raise ValueError(f"public_fraction must be in (0, 1) with public=tuxpaint (its share of Tux Paint's training "
+                         f"records; leave tuxpaint out of public for none), got public_fraction={public_fraction!r}")
+    if "tuxpaint" not in sources and public_fraction and fraction != 0:
+        raise ValueError(f"public_fraction applies only with tuxpaint in public (without it every Tux Paint training "
+                         f"record goes to the clients), got public={public!r}, public_fraction={public_fraction!r}")
     if not sources or len(set(sources)) < len(sources) or (size is not None and (size < 2 or not others)):
         raise ValueError(f"public must name tuxpaint and/or other corpora once each, and public_size (>= 2) needs an "
                          f"other corpus, got public={public!r}, public_size={public_size!r}")
@@ -119,7 +132,7 @@ def federated(work: Path, cache=None, seed: int = 0, console=None, clients: str 
         raise ValueError(f"unknown public corpus {', '.join(map(repr, bad))}: use tuxpaint, emoji, openclipart")
     man = load_manifest(prepare_tuxpaint(work), modalities=["image", "text"], progress=False)
     other = [load_manifest(_domain(work, p), modalities=["image", "text"], progress=False) for p in others]
-    fraction = float(public_fraction) if "tuxpaint" in sources else 0.0
+    fraction = fraction if "tuxpaint" in sources else 0.0
     config: dict[str, Any] = {"rounds": int(rounds), "local_epochs": int(local_epochs)}
     if holds:
         config["label"] = label

@@ -7,7 +7,7 @@ from typing import Literal, Optional
 
 import typer
 
-from ..errors import AnybindError
+from ..errors import AnybindError, DataError
 from ._common import app, check_out, choice, console, fail
 
 UpdateMethod = Literal["modx", "naive"]
@@ -167,6 +167,8 @@ def federate(
         fail(ValueError("give the clients' and the public manifests (--client ... --public ...) or a corpus to split (--data)"))
     if data is not None and public_fraction == 0 and not public:
         fail(ValueError("--public-fraction 0 leaves no public set: give one or more --public manifests too"))
+    if data is not None and (same := [p for p in public or [] if p.resolve() == data.resolve()]):
+        fail(DataError(f"{same[0]}: --public is the --data corpus: the clients' records would enter the public set"))
     check_out(out, "space", overwrite)
     try:
         cl: list = [str(c) for c in client or []]
