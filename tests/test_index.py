@@ -311,8 +311,15 @@ def test_tune_ann_picks_the_cheapest_setting_that_reaches_the_target_and_stores_
     Q, _ = clustered(60, clusters=60, noise=0.9, seed=3)
     got = index.tune_ann(0.9, k=10, queries=Q)
     tried = got["tried"]
-    assert got["reached"] and got["recall@10"] >= 0.9 and tried[-1]["nprobes"] == got["nprobes"]
-    assert all(t["recall@10"] < 0.9 for t in tried[:-1])  # every cheaper setting tried missed the target
+    assert got["reached"] and got["recall@10_low"] >= 0.9 and tried[-1]["nprobes"] == got["nprobes"]
+    assert all(t["recall@10_low"] < 0.9 for t in tried[:-1])  # every cheaper setting tried missed the target
+    # the margin: the lower bound is the mean less 2 standard errors of the 60 queries' recalls, and a mean just
+    # at the target is not enough (the LanceDB ANN chosen on its mean fell to 0.940 on the 1M bench's test queries)
+    assert all(t["recall@10_low"] <= t["recall@10"] for t in tried)
+    by_mean = index.tune_ann(0.9, k=10, queries=Q, save=False, z=0.0)
+    assert by_mean["recall@10"] >= 0.9 and all(t["recall@10"] < 0.9 for t in by_mean["tried"][:-1])
+    assert len(by_mean["tried"]) <= len(tried)
+    index.tune_ann(0.9, k=10, queries=Q)  # the stored defaults: the margin's choice again
     # the chosen settings are the index's defaults now, also after reopening, and give the tuned recall
     assert Index.open(tmp_path / "vt").meta["ann"]["search"]["nprobes"] == got["nprobes"]
     exact = index.search_vectors(Q, k=10, exact=True)

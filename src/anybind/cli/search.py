@@ -107,7 +107,8 @@ def index_cmd(
     ann_threshold: int = typer.Option(100_000, help="Row count from which searches use the ANN index."),
     ann_recall: Optional[float] = typer.Option(
         None, "--ann-recall", min=0.01, max=1.0, help="Tune the ANN index's search settings: the cheapest "
-        "nprobes / ef reaching this recall@10 against exact search (on perturbed stored vectors), saved with it."
+        "nprobes / ef reaching this recall@10 against exact search (on perturbed stored vectors; the mean less "
+        "2 standard errors), saved with it."
     ),
     memory_ann: bool = typer.Option(
         False, "--memory-ann", help="Also keep an in-memory HNSW graph (hnswlib) beside the table, saved in the "

@@ -230,10 +230,10 @@ class Index:
         return self._ann.recall(k, n_queries, queries=queries, modality=modality, noise=noise, seed=seed,
                                 **ann_params)
 
-    def tune_ann(self, target_recall: float = 0.96, k: int = 10, n_queries: int = 200, *,
-                 queries: np.ndarray | None = None, modality: str | None = None, save: bool = True) -> dict[str, Any]:
-        """The cheapest ANN settings reaching ``target_recall``, saved (:meth:`.ann.LanceAnn.tune`)."""
-        return self._ann.tune(target_recall, k, n_queries, queries=queries, modality=modality, save=save)
+    def tune_ann(self, target_recall: float = 0.96, k: int = 10, n_queries: int = 200, *, queries: np.ndarray
+                 | None = None, modality: str | None = None, save: bool = True, z: float = 2.0) -> dict[str, Any]:
+        """The cheapest ANN settings reaching ``target_recall``, with a margin, saved (:meth:`.ann.LanceAnn.tune`)."""
+        return self._ann.tune(target_recall, k, n_queries, queries=queries, modality=modality, save=save, z=z)
 
     def create_memory_ann(self, *, M: int = 16, ef_construction: int = 100, ef: int = 64) -> dict[str, Any]:
         """Build the in-memory HNSW graph over every row and save it in the index folder (``memann/``)."""
