@@ -144,3 +144,38 @@ def test_the_one_query_lane_maps_slots_to_rows(moved, k, seed, exact, threshold,
             [(one[0].hit_columns().id[r], one[0].hit_columns().modality[r], sc) for sc, r in zip(one[1], one[2])]
     else:
         assert not graph or k > live or k > 40
+
+
+def test_a_graph_that_gives_up_in_the_lane_is_searched_once(tmp_path, caplog):
+    """A sparse graph (most rows deleted, M=2) cannot reach all ``k`` live rows: the lane gives up with one log
+    line and one graph search (not a second through ``rows``), and exact search answers."""
+    X, C = clustered_vectors(300, 16, 6, np.random.default_rng(0))
+    ix = Index.create(tmp_path / "ix", dim=16, identity="t16", ann_threshold=0)
+    ids = [f"i{i}" for i in range(300)]
+    ix.add_vectors(ids, X, "v")
+    ix.create_memory_ann(M=2, ef_construction=4, ef=1)
+    ix.delete(ids[:280])
+    ix.search_vectors(C[:1], k=1)  # synced: 20 live rows
+    ann = ix._searcher.fast._memann
+
+    class Counted:  # the real graph, its searches counted
+        def __init__(self, g):
+            self.g, self.n = g, 0
+
+        def knn_query(self, *a, **kw):
+            self.n += 1
+            return self.g.knn_query(*a, **kw)
+
+    gave_up = 0
+    for seed in range(10):
+        q, _ = clustered_vectors(1, 16, len(C), np.random.default_rng(seed), centers=C)
+        ann.graph = counted = Counted(ann.graph)
+        caplog.clear()
+        with caplog.at_level("INFO", logger="anybind.index.memann"):
+            hits = ix.search_vectors(q, k=20)
+        ann.graph = counted.g
+        lines = [r for r in caplog.records if "gave up" in r.getMessage()]
+        assert counted.n == 1 and len(lines) <= 1
+        gave_up += len(lines)
+        assert _fields(hits) == _fields(ix.search_vectors(q, k=20, exact=True)) if lines else len(hits[0]) == 20
+    assert gave_up >= 5  # the case is met (seeds 0-9 on this graph: most give up)
