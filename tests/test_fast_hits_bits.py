@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from anybind.bench.search_util import clustered_vectors
 from anybind.index import Index
 from anybind.index.exact import unit_rows
-from anybind.index.search import hits_of_candidates
+from anybind.index.search import hits_of_candidates, hits_of_rows
 from anybind.index.store import label_filter
 
 pytest.importorskip("hnswlib", reason="the in-memory ANN needs hnswlib (pip install 'anybind[ann]')")
@@ -64,10 +64,10 @@ def test_the_fast_hits_are_the_general_hits_to_the_bit(narrow, k, n_q, seed, mod
         assert _fields([one]) == _fields(_general(ix, v[None], k, mod, labels))
 
 
-def _general(ix, Q, k, mod, labels):
+def _general(ix, Q, k, mod, labels, exact=None):
     """The general way: the candidates' rows read from the Arrow table, ranked by their scores."""
     targets = ix._searcher.t.check_targets(mod) if mod is not None else None
-    cands = ix._searcher.candidates(unit_rows(Q), k, targets, label_filter(labels), None, with_vectors=False)
+    cands = ix._searcher.candidates(unit_rows(Q), k, targets, label_filter(labels), exact, with_vectors=False)
     return hits_of_candidates(cands, k)
 
 
@@ -78,3 +78,104 @@ def test_a_narrow_graph_is_not_exact(narrow):
     approx = [[h.id + h.modality for h in row] for row in ix.search_vectors(Q, k=20)]
     exact = [[h.id + h.modality for h in row] for row in ix.search_vectors(Q, k=20, exact=True)]
     assert approx != exact
+
+
+@pytest.fixture(scope="module")
+def moved(tmp_path_factory):
+    """A narrow graph whose slots are no longer its rows: rows deleted (the rows after them move up) and rows
+    added through a second handle (another writer), the graph brought to that version on its next search."""
+    rng = np.random.default_rng(11)
+    X, C = clustered_vectors(2 * N + 40, 24, 10, rng)
+    path = tmp_path_factory.mktemp("moved") / "ix"
+    ix = Index.create(path, dim=24, identity="t24", ann_threshold=0)
+    ids = [f"item-{i:04d}" for i in range(N)]
+    ix.add_vectors(ids, X[:N], "image", sources=[f"img/{i}.png" for i in range(N)],
+                   labels=[{"top": ["animals", "plants"][i % 2]} for i in range(N)])
+    ix.add_vectors(ids, X[N:2 * N], "text", sources=[f"caption {i}" for i in range(N)])
+    ix.create_memory_ann(M=4, ef_construction=16, ef=4)
+    ix.search_vectors(C[:1], k=1)  # the graph in memory, every slot its own row
+    assert ix.delete(ids[::3], "image") == 100
+    Index.open(path).add_vectors([f"new-{i:02d}" for i in range(40)], X[2 * N:], "text",
+                                 sources=[f"new {i}" for i in range(40)])
+    assert ix.refresh()  # the other writer's version seen
+    ix.search_vectors(C[:1], k=1)  # brought to the table's version: slots kept, rows moved
+    ann = ix._searcher.fast._memann
+    live = len(ix)
+    assert live == 2 * N - 100 + 40 and ann.live == live and len(ann.slots) == 2 * N + 40
+    kept = np.nonzero(ann.slot_row >= 0)[0]
+    assert (ann.slot_row[kept] != kept).sum() > 400  # most live slots are not their rows
+    return ix, C, live
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(k=st.one_of(st.integers(1, 40), st.integers(2 * N - 100, 2 * N + 80)), seed=st.integers(0, 2**16),
+       exact=st.sampled_from([None, False]), threshold=st.sampled_from([0, "live", "live+1"]),
+       scale=st.sampled_from([1e-3, 1.0, 7.0]))
+def test_the_one_query_lane_maps_slots_to_rows(moved, k, seed, exact, threshold, scale):
+    """One query, no filter (the lane of ``FastSearch.graph_one``) on a graph whose slots are not its rows: the
+    same hits as the general ways (``FastSearch.rows`` -> ``hits_of_rows``, and the Arrow candidates ->
+    ``hits_of_candidates``), for ``k`` up to past the live rows, ``exact`` None or False, below and above
+    ``ann_threshold``; the lane answers whenever the graph is to answer and ``k`` is within the live rows."""
+    ix, C, live = moved
+    s = ix._searcher
+    q, _ = clustered_vectors(1, 24, len(C), np.random.default_rng(seed), centers=C)
+    q = q * np.float32(scale)
+    Qn = unit_rows(q)
+    old = ix.meta["ann_threshold"]
+    ix.meta["ann_threshold"] = {0: 0, "live": live, "live+1": live + 1}[threshold]
+    try:
+        lane = ix.search_vectors(q, k=k, exact=exact)
+        one = s.fast.graph_one(Qn, k, exact)
+        rows = s.fast.rows(Qn, k, None, {}, exact)
+        general = _general(ix, q, k, None, None, exact)
+    finally:
+        ix.meta["ann_threshold"] = old
+    assert _fields(lane) == _fields(general)
+    assert len(lane[0]) == min(k, live) and all(a.score >= b.score for a, b in zip(lane[0], lane[0][1:]))
+    graph = exact is False or threshold != "live+1"
+    assert (rows is not None) == graph or k > 40  # a large k may be more than the narrow graph can reach
+    if rows is not None:
+        assert _fields(lane) == _fields(hits_of_rows(rows[0].hit_columns(), rows[2], rows[3], ordered=True))
+    if graph and k <= 40:
+        assert one is not None  # the lane answered (the comparison above is of its hits)
+    if one is not None:
+        assert graph and k <= live
+        assert [(h.id, h.modality, h.score) for h in lane[0]] == \
+            [(one[0].hit_columns().id[r], one[0].hit_columns().modality[r], sc) for sc, r in zip(one[1], one[2])]
+    else:
+        assert not graph or k > live or k > 40
+
+
+def test_a_graph_that_gives_up_in_the_lane_is_searched_once(tmp_path, caplog):
+    """A sparse graph (most rows deleted, M=2) cannot reach all ``k`` live rows: the lane gives up with one log
+    line and one graph search (not a second through ``rows``), and exact search answers."""
+    X, C = clustered_vectors(300, 16, 6, np.random.default_rng(0))
+    ix = Index.create(tmp_path / "ix", dim=16, identity="t16", ann_threshold=0)
+    ids = [f"i{i}" for i in range(300)]
+    ix.add_vectors(ids, X, "v")
+    ix.create_memory_ann(M=2, ef_construction=4, ef=1)
+    ix.delete(ids[:280])
+    ix.search_vectors(C[:1], k=1)  # synced: 20 live rows
+    ann = ix._searcher.fast._memann
+
+    class Counted:  # the real graph, its searches counted
+        def __init__(self, g):
+            self.g, self.n = g, 0
+
+        def knn_query(self, *a, **kw):
+            self.n += 1
+            return self.g.knn_query(*a, **kw)
+
+    gave_up = 0
+    for seed in range(10):
+        q, _ = clustered_vectors(1, 16, len(C), np.random.default_rng(seed), centers=C)
+        ann.graph = counted = Counted(ann.graph)
+        caplog.clear()
+        with caplog.at_level("INFO", logger="anybind.index.memann"):
+            hits = ix.search_vectors(q, k=20)
+        ann.graph = counted.g
+        lines = [r for r in caplog.records if "gave up" in r.getMessage()]
+        assert counted.n == 1 and len(lines) <= 1
+        gave_up += len(lines)
+        assert _fields(hits) == _fields(ix.search_vectors(q, k=20, exact=True)) if lines else len(hits[0]) == 20
+    assert gave_up >= 5  # the case is met (seeds 0-9 on this graph: most give up)

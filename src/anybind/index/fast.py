@@ -161,65 +161,81 @@ class FastSearch:
         snap, vectors, S, R = found
         return _candidates(snap.meta, vectors, S, R, self.t.dim, with_vectors)
 
-    def graph_one(self, q: np.ndarray, k: int, exact) -> tuple[Snapshot, list[float], list[int]] | None:
-        """:meth:`rows` of one query row with no filter, from the in-memory graph, as lists: (the snapshot, the
-        scores, the rows), or ``None`` where :meth:`rows` has more to do (the graph not loaded yet, to be
-        brought to the table's version, below ``ann_threshold`` rows, ``k`` beyond the live rows) or would not
-        use the graph: the caller then asks :meth:`rows`, which answers as ever."""
-        ann = self._memann
-        if exact is True or type(ann) is not MemoryAnn or not self.t.meta.get("memory_ann"):
+    def _graph_ready(self, exact, load: bool = True) -> tuple[MemoryAnn | None, Snapshot] | None:
+        """(the graph, the current snapshot) when a search is to use the graph: set up, ``exact`` not True and,
+        for ``exact=None``, ``ann_threshold`` rows or more; ``None`` when not.  The graph is ``None`` when it
+        cannot be used or, with ``load=False``, is not loaded yet."""
+        if exact is True or not self.t.meta.get("memory_ann"):
             return None
-        snap = self.t.snapshot()
-        if ann.version != snap.version or len(ann.slot_row) != len(ann.slots) or k > len(snap.modality) or (
-                exact is None and len(snap.modality) < self.t.ann_threshold):
+        snap = self.t.snapshot()  # current: one version check, no row count
+        if exact is None and len(snap.modality) < self.t.ann_threshold:
+            return None
+        ann = self._memann
+        return (ann if type(ann) is MemoryAnn else self._memory_ann() if load else None), snap
+
+    def graph_one(self, q: np.ndarray, k: int, exact) -> tuple[Snapshot, list[float], list[int]] | bool | None:
+        """:meth:`rows` of one query row with no filter, from the in-memory graph, as lists: (the snapshot, the
+        scores, the rows); ``None`` where :meth:`rows` has more to do (the graph not loaded yet, to be brought
+        to the table's version, ``k`` beyond the live rows) or would not use the graph; ``False`` where the
+        graph gave up (logged; :meth:`rows` with ``graph=False`` answers without searching it again)."""
+        ready = self._graph_ready(exact, load=False)
+        if ready is None or ready[0] is None:
+            return None
+        ann, snap = ready
+        if k > len(snap.modality) or not ann.current(snap):
             return None
         with ann.lock.read():
             if ann.version != snap.version:  # moved while we waited
                 return None
             found = ann.top_one(q, k)
-        return None if found is None else (snap, *found)
+        return found if not found else (snap, *found)
 
-    def rows(self, Q, pool, targets, lab, exact) -> tuple[Snapshot, np.ndarray, np.ndarray, np.ndarray] | None:
+    def rows(self, Q, pool, targets, lab, exact, graph: bool = True
+             ) -> tuple[Snapshot, np.ndarray, np.ndarray, np.ndarray] | None:
         """(the snapshot the rows are of, its float vectors, scores (n, <= pool) best first in every row (the
         searcher's hits trust this), row numbers (-1 pads)), or ``None`` when neither the graph nor the codes
-        answer: the rows alone, no metadata read."""
-        if exact is True or not (self.t.meta.get("memory_ann") or (self.t.meta.get("quantize") or {}).get("kind")):
-            return None
-        graph = bool(self.t.meta.get("memory_ann"))
-        # the graph needs the snapshot (current: one version check, no row count); codes alone do not
-        snap = self.t.snapshot() if graph else None
-        if exact is None and (len(snap.modality) if snap is not None else self.t.count()) < self.t.ann_threshold:
-            return None
-        if graph:
-            ann = self._memory_ann()
-            if ann is not None:
-                res = None
-                for attempt in range(3):  # another thread may move the graph on between our sync and search
-                    snap = self.t.snapshot() if attempt else snap
-                    if ann.version > snap.version:  # another thread moved the graph past our snapshot: never back
-                        snap = self.t.snapshot()  # (a sync back and forth would add slots for the same rows)
-                    if ann.version != snap.version or len(ann.slot_row) != len(ann.slots):  # moved, or just loaded
-                        with ann.lock.write():
-                            if ann.version > snap.version:  # moved past it while we waited for the lock
-                                snap = self.t.snapshot()
-                            if ann.version != snap.version or len(ann.slot_row) != len(ann.slots):
-                                stale = ann.version != snap.version
-                                added, gone = ann.sync(snap)
-                                if stale:
-                                    log.info("%s: in-memory ANN brought to table version %d (+%d rows, -%d)",
-                                             self.t.path, snap.version, added, gone)
-                    with ann.lock.read():  # searches share the graph; a sync waits for them
-                        if ann.version == snap.version:
-                            rows = snap.rows_where(targets, lab) if targets is not None or lab else None
-                            res = ann.search(Q, pool, snap, rows)
-                            break
+        answer: the rows alone, no metadata read.  ``graph=False``: the graph gave up on this search already."""
+        quant = (self.t.meta.get("quantize") or {}).get("kind")
+        if self.t.meta.get("memory_ann"):
+            ready = self._graph_ready(exact)
+            if ready is None:
+                return None
+            ann, snap = ready
+            if ann is not None and graph:
+                res = self._search_graph(ann, snap, Q, pool, targets, lab)
                 if res is not None:
-                    return (snap, snap.vectors, *res)
-        if (self.t.meta.get("quantize") or {}).get("kind"):
+                    return res
+        elif exact is True or not quant or (exact is None and self.t.count() < self.t.ann_threshold):
+            return None
+        if quant:
             q = self._quant_store()
             qs = q.snapshot()
             return (qs, q.floats, *q.search(Q, pool, qs.rows_where(targets, lab)))
         return None
+
+    def _search_graph(self, ann: MemoryAnn, snap: Snapshot, Q, pool, targets, lab):
+        """:meth:`rows` from the graph, brought to the table's version first; ``None`` where it gives up."""
+        res = None
+        for attempt in range(3):  # another thread may move the graph on between our sync and search
+            snap = self.t.snapshot() if attempt else snap
+            if ann.version > snap.version:  # another thread moved the graph past our snapshot: never back
+                snap = self.t.snapshot()  # (a sync back and forth would add slots for the same rows)
+            if not ann.current(snap):  # moved, or just loaded
+                with ann.lock.write():
+                    if ann.version > snap.version:  # moved past it while we waited for the lock
+                        snap = self.t.snapshot()
+                    if not ann.current(snap):
+                        stale = ann.version != snap.version
+                        added, gone = ann.sync(snap)
+                        if stale:
+                            log.info("%s: in-memory ANN brought to table version %d (+%d rows, -%d)",
+                                     self.t.path, snap.version, added, gone)
+            with ann.lock.read():  # searches share the graph; a sync waits for them
+                if ann.version == snap.version:
+                    rows = snap.rows_where(targets, lab) if targets is not None or lab else None
+                    res = ann.search(Q, pool, snap, rows)
+                    break
+        return None if res is None else (snap, snap.vectors, *res)
 
 
 def _candidates(meta, vectors, S, R, dim, with_vectors) -> list[tuple["pa.Table", np.ndarray]]:

@@ -201,17 +201,29 @@ class MemoryAnn:
             same = self._same = (sr, len(sr) == len(self.slots) and bool(np.array_equal(sr, np.arange(len(sr)))))
         return labels.view(np.int64) if same[1] and labels.dtype == np.uint64 else sr[labels]
 
-    def top_one(self, q: np.ndarray, k: int) -> tuple[list[float], list[int]] | None:
+    def current(self, snap: "Snapshot") -> bool:
+        """Whether the graph is at ``snap``'s version with ``slot_row`` made (a graph just loaded has none)."""
+        return self.version == snap.version and len(self.slot_row) == len(self.slots)
+
+    def _knn(self, Q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """hnswlib's best ``k`` slots per query and their distances (1 - the score), or ``None`` (logged) when
+        fewer than ``k`` are reachable (many deleted): the caller holds the lock for reading; exact answers."""
+        try:  # hnswlib searches with max(ef, k) candidates
+            return self.graph.knn_query(Q, k=k, num_threads=1 if len(Q) == 1 else -1)
+        except RuntimeError as e:
+            log.info("in-memory ANN search gave up (%s); searching exactly", " ".join(str(e).split()))
+            return None
+
+    def top_one(self, q: np.ndarray, k: int) -> tuple[list[float], list[int]] | bool | None:
         """:meth:`search` of one query row, no filter, as lists (the same scores and rows), for a caller that
-        holds the lock for reading and found the graph at the snapshot's version with ``slot_row`` made; ``None``
-        when ``k`` exceeds the live rows or the graph cannot find ``k`` (:meth:`search` knows what to do then)."""
+        holds the lock for reading and found the graph :meth:`current`; ``None`` when ``k`` exceeds the live
+        rows (:meth:`search` knows what to do then), ``False`` when the graph gave up (as :meth:`search` would)."""
         if k > self.live:
             return None
-        try:
-            labels, dist = self.graph.knn_query(q, k=k, num_threads=1)
-        except RuntimeError:  # fewer than k reachable items: search() logs it and exact search answers
-            return None
-        return (1.0 - dist).tolist()[0], self._rows_of(labels).tolist()[0]  # float32 arithmetic, as in search
+        found = self._knn(q, k)
+        if found is None:
+            return False
+        return (1.0 - found[1]).tolist()[0], self._rows_of(found[0]).tolist()[0]  # float32, as in search
 
     def search(self, Q: np.ndarray, k: int, snap: "Snapshot",
                rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray] | None:
@@ -233,11 +245,10 @@ class MemoryAnn:
             mask[rows] = True
             fetch = int(np.ceil(kk * n_rows / want * 2)) + 10
         fetch = min(fetch, self.live)
-        try:  # the caller holds self.lock for reading; hnswlib searches with max(ef, fetch) candidates
-            labels, dist = self.graph.knn_query(Q, k=fetch, num_threads=1 if len(Q) == 1 else -1)
-        except RuntimeError as e:  # fewer than `fetch` reachable items (many deleted): exact answers
-            log.info("in-memory ANN search gave up (%s); searching exactly", " ".join(str(e).split()))
+        found = self._knn(Q, fetch)  # the caller holds self.lock for reading
+        if found is None:
             return None
+        labels, dist = found
         R = self._rows_of(labels)  # deleted slots are never returned
         if mask is None and fetch == kk:  # hnswlib's inner-product distance is 1 - the score, best first
             S = 1.0 - dist  # float32 arithmetic (a Python float does not widen it)

@@ -129,13 +129,15 @@ class Searcher:
     def _search(self, Q, targets, k, lab, method, rerank_params, query_bank, exact, rerank_pool, bank_size,
                 ann_params) -> list[list[Hit]]:
         """:meth:`search_vectors` past its checks (``Q``: unit rows, ``method``: a checked rerank or ``None``)."""
+        graph = True
         if method is None and targets is None and not lab and len(Q) == 1:  # one query, no filter: the graph's lane
-            found = self.fast.graph_one(Q, k, exact)
-            if found is not None and (not found[2] or min(found[2]) >= 0):
+            found = self.fast.graph_one(Q, k, exact)  # (its rows are never pads: k is within the live rows)
+            if found:
                 return _hit_lists(found[0].hit_columns(), [found[1]], [found[2]])
+            graph = found is None  # False: the graph gave up, not searched again
         pool = k if method is None else max(k, rerank_pool)
         if method is None:  # the in-memory graph or codes: hits straight from the row numbers
-            found = self.fast.rows(Q, pool, targets, lab, exact)
+            found = self.fast.rows(Q, pool, targets, lab, exact, graph)
             if found is not None:
                 return hits_of_rows(found[0].hit_columns(), found[2], found[3], ordered=True)
         cands = self.candidates(Q, pool, targets, lab, exact, with_vectors=method is not None,
