@@ -36,3 +36,17 @@ def tux_dir(tmp_path_factory):
 def shared_cache(tmp_path_factory):
     """One feature cache for the session: each real item is encoded once across tests."""
     return tmp_path_factory.mktemp("featcache")
+
+
+@pytest.fixture
+def no_renderer(monkeypatch):
+    """A machine too busy to start an SVG renderer process in time: a new worker gets 0 s to say it is ready (the
+    real start-up path, cut at once); the workers idle from earlier tests are stopped first and after."""
+    from anybind.data import svg_pool
+
+    svg_pool.stop_idle_workers()
+    svg_pool.forget_start_failure()
+    monkeypatch.setattr(svg_pool, "START_SECONDS", 0)
+    yield
+    svg_pool.stop_idle_workers()
+    svg_pool.forget_start_failure()  # the next test may start one at once
