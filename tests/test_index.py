@@ -331,6 +331,8 @@ def test_tune_ann_picks_the_cheapest_setting_that_reaches_the_target_and_stores_
     assert hard["reached"] or (hard["nprobes"], hard["ef"]) == (8, 256)
     with pytest.raises(IndexError_, match="target_recall"):
         index.tune_ann(1.5)
+    with pytest.raises(IndexError_, match=r"^z \(standard errors of margin\) must be >= 0, got -1"):
+        index.tune_ann(0.9, queries=Q, z=-1)
 
 
 def test_rerank_in_search_matches_the_direct_computation(built):

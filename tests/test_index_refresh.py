@@ -192,7 +192,12 @@ def test_a_refresh_reads_no_source_unless_the_index_predates_svg_keys(stale, cap
     assert meta["svg_keys_named"] is True
     del meta["svg_keys_named"]  # as an index built before this version wrote it
     (tmp / "ix" / "index.json").write_text(json.dumps(meta))
-    stats = refresh_index(tmp / "ix", space, cache=tmp / "cache", cached_only=True)
-    assert stats.from_cache == 60
-    assert "1 image row(s) (first: source" in caplog.text and "0.png" in caplog.text
-    assert json.loads((tmp / "ix" / "index.json").read_text())["svg_keys_named"] is True
+    stats = refresh_index(tmp / "ix", space, cache=tmp / "cache", cached_only=True, chunk_size=7)
+    assert stats.from_cache == 60 and len(stats.unread) == 1 and stats.unread[0].endswith("0.png")
+    assert caplog.text.count("could not be read") == 1  # one line for the refresh, not one per batch
+    assert "1 row(s) (first: source" in caplog.text and "0.png" in caplog.text
+    # a row it could not read may be an SVG keyed by an older renderer: the next refresh reads the sources again
+    assert json.loads((tmp / "ix" / "index.json").read_text())["svg_keys_named"] is False
+    (tmp / "img" / "0.png").write_bytes(b"\x89PNG back")  # readable again (not an SVG)
+    stats = refresh_index(tmp / "ix", space2, cache=tmp / "cache", cached_only=True)
+    assert not stats.unread and json.loads((tmp / "ix" / "index.json").read_text())["svg_keys_named"] is True

@@ -188,3 +188,12 @@ def chance_metrics(res: dict[str, float]) -> dict[str, float]:
             out[f"{d}/MdR"] = (n + 1) / 2
             out[f"{d}/n"] = n
     return out
+
+
+def mean_and_lower_bound(values: Sequence[float] | np.ndarray, z: float = 2.0) -> tuple[float, float]:
+    """The mean of per-query values (a recall@k each) and its lower bound: the mean less ``z`` standard errors of
+    it, the margin a setting chosen on tuning queries needs (a mean just at a target leaves about even odds that
+    other queries fall below it).  One value: no margin."""
+    r = np.asarray(values, dtype=np.float64)
+    se = float(r.std(ddof=1) / np.sqrt(len(r))) if len(r) > 1 else 0.0
+    return float(r.mean()), float(r.mean()) - z * se

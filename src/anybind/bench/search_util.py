@@ -96,10 +96,10 @@ EF_GRID = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 
 def recall_bound(found: np.ndarray, truth: np.ndarray, z: float = 2.0) -> tuple[float, float]:
     """(mean recall@k over the queries, its lower bound: the mean less ``z`` standard errors of it)."""
+    from ..metrics import mean_and_lower_bound
+
     k = truth.shape[1]
-    r = np.array([len(set(f[:k].tolist()) & set(t.tolist())) / k for f, t in zip(found, truth)])
-    se = float(r.std(ddof=1) / np.sqrt(len(r))) if len(r) > 1 else 0.0
-    return float(r.mean()), float(r.mean()) - z * se
+    return mean_and_lower_bound([len(set(f[:k].tolist()) & set(t.tolist())) / k for f, t in zip(found, truth)], z)
 
 
 def tune_ef(search, truth: np.ndarray, target: float, grid=EF_GRID) -> tuple[int, float, float]:

@@ -208,7 +208,8 @@ def index_cmd(
         console.print(f"ANN index {a['type']} over {a['rows']} rows ({a['build_seconds']} s)")
         if tuned is not None:
             console.print(f"ANN search settings: nprobes {tuned['nprobes']}, ef {tuned.get('ef') or '-'} "
-                          f"(recall@10 {tuned['recall@10']:.3f}{'' if tuned['reached'] else ', target not reached'})")
+                          f"(recall@10 {tuned['recall@10']:.3f}, less 2 standard errors {tuned['recall@10_low']:.3f}"
+                          f"{'' if tuned['reached'] else ': target not reached'})")
     if index.meta.get("memory_ann"):
         a = index.meta["memory_ann"]
         console.print(f"in-memory ANN (hnswlib, M={a['M']}) over {a['rows']} rows at table version {a['version']}")

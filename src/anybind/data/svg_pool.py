@@ -203,6 +203,7 @@ class _Pool:
         with self.lock:
             if self.pid == os.getpid() and len(self.idle) < MAX_IDLE and w.alive():
                 self.idle.append(w)
+                self.lock.notify_all()  # a caller waiting out another's start may take this one at once
                 return
         w.kill()
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..metrics import mean_and_lower_bound
 from .errors import IndexError_
 from .exact import unit_rows, exact_topk
 from .store import ANN_TYPES, sql_where
@@ -246,6 +247,8 @@ class LanceAnn:
             raise IndexError_("no ANN index: build one with create_ann() (or `anybind index --ann always`)")
         if not 0.0 < target_recall <= 1.0:
             raise IndexError_(f"target_recall must be in (0, 1], got {target_recall}")
+        if not z >= 0:
+            raise IndexError_(f"z (standard errors of margin) must be >= 0, got {z}")
         snap = self.t.snapshot()
         rows = snap.rows_where([modality] if modality else None, {})
         Q = self._queries(snap, rows, queries, n_queries, noise, seed)
@@ -265,8 +268,8 @@ class LanceAnn:
                     len(set(zip(t.column("id").to_pylist(), t.column("modality").to_pylist())) & w) / max(1, len(w))
                     for t, w in zip(res, want)
                 ])
-                se = float(r.std(ddof=1) / np.sqrt(len(r))) if len(r) > 1 else 0.0
-                tried.append({**params, f"recall@{k}": float(r.mean()), f"recall@{k}_low": float(r.mean()) - z * se})
+                mean, low = mean_and_lower_bound(r, z)
+                tried.append({**params, f"recall@{k}": mean, f"recall@{k}_low": low})
                 if tried[-1][f"recall@{k}_low"] >= target_recall:
                     break
             if tried[-1][f"recall@{k}_low"] >= target_recall:

@@ -49,6 +49,7 @@ class RefreshStats:
     old_identity: str = ""
     new_identity: str = ""
     seconds: float = 0.0
+    unread: list[str] = field(default_factory=list)  # sources not readable to tell if an SVG's key is current
 
     def summary(self) -> str:
         enc = sum(self.encoded.values())
@@ -99,7 +100,11 @@ def refresh_index(path: str | Path, space: "Space", *, cache: "FeatureCache | st
                 table.add(rows_table(space.dim, rows["id"], rows["modality"], rows["source"],
                                      [json.loads(lb) for lb in rows["labels"]], rows["key"], V))
                 stats.rows += len(mod)
-            meta = {**old.meta, "svg_keys_named": True,  # every file key is current now (_vectors)
+            if stats.unread:
+                log.warning("%s: %d row(s) (first: source %r) could not be read to tell whether they are SVGs keyed "
+                            "by an older renderer: their cached features are used as stored; refresh again when "
+                            "they can be read", path, len(stats.unread), stats.unread[0])
+            meta = {**old.meta, "svg_keys_named": not stats.unread,  # every file key current (_vectors), or not yet
                     "identity": space.identity(), "dim": space.dim, "encoders": dict(space.encoders),
                     "space": SPACE_DIR, "ann": None,
                     "refreshed": {"from": old.identity, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}}
@@ -124,11 +129,7 @@ def _vectors(space: "Space", m: str, keys: list[str], sources: list[str], fc: "F
     enc = space.encoder(m)  # checked against the identity the space recorded; not called for cached features
     if enc.input_kind == "file":  # an SVG's features from an older rendering (encoders.base.current_key): not read
         now = [current_key(k, s, sniff=not svg_keys_named) for k, s in zip(keys, sources)]
-        unread = [i for i, k in enumerate(now) if k is None]
-        if unread:
-            log.warning("%d %s row(s) (first: source %r) could not be read to tell whether they are SVGs keyed by an "
-                        "older renderer: their cached features are used as stored", len(unread), m,
-                        sources[unread[0]])
+        stats.unread += [s for s, k in zip(sources, now) if k is None]  # said once, after every batch
         keys = [k if n is None else n for k, n in zip(keys, now)]
     X, missing = fc.cached(enc, keys)
     if missing:
