@@ -241,13 +241,42 @@ def test_decompression_bombs_are_a_clear_per_record_error(tmp_path, monkeypatch)
     assert "image too large to decode" in str(man.bad[0]) and "bomb.png" in str(man.bad[0])
 
 
+def refused_by_every_caller(tmp_path, low: MediaLimits, name: str, prefix: str, hint: str, what: str) -> None:
+    """A file in ``tmp_path`` that ``low`` refuses before decoding: the manifest check (its own reason and count), the
+    feature cache, the audit (score 0.5: it may be fine) and the index writer all say ``prefix``, never "corrupt"."""
+    from anybind.audit_leak import NOT_READ_SCORE, unreadable_finding
+    from anybind.data.limits import using_limits
+    from anybind.errors import unusable_file
+
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(tmp_path / "ok.png")
+    lines = [{"id": "a", "image": "ok.png", "text": "a"}, {"id": "s", "image": name, "text": "s"}]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    with using_limits(low):
+        man = load_manifest(tmp_path / "m.jsonl")
+        assert [r.id for r in man.records] == ["a"] and len(man.bad) == 1
+        reason = man.bad[0].reason
+        assert reason.startswith(f"{prefix}{tmp_path / name}: {what}") and "corrupt" not in reason and hint in reason
+        assert f"by reason: {prefix.rstrip(': ')} x1" in man.report()
+        bad: dict[int, str] = {}
+        X = FeatureCache(tmp_path / "cache").encode(_ImageLoader(), [str(tmp_path / f) for f in ("ok.png", name)],
+                                                    progress=False, bad=bad)
+        assert list(bad) == [1] and np.isfinite(X[0]).all()
+        # where only the text travels (the cache's per-item reasons), it is still told apart from a corrupt file
+        assert unusable_file("image", bad[1]).startswith(prefix)
+        found = unreadable_finding("image", bad[1])
+        assert found.score == NOT_READ_SCORE and found.detail.startswith(prefix)
+        index = Index.build(_space(), _corpus(tmp_path / "corpus"), tmp_path / "index", cache=tmp_path / "c2")
+        stats = index.add(load_manifest(tmp_path / "m.jsonl", check_media=False), cache=tmp_path / "c2")
+    (rid, why), = stats.failed
+    assert rid == "s" and why.startswith(prefix) and "corrupt" not in why
+    assert unreadable_finding("image", "x.png: corrupt or unsupported image").score == 1.0
+
+
 def test_a_raster_over_a_media_limit_is_refused_not_corrupt(tmp_path, monkeypatch):
     """A PNG over max_pixels was "corrupt file for image: big.png: an image of 300x300 pixels; ..." (the audit scored
     it 1.0 and `audit --fix` dropped it) while an SVG over a limit was refused by a limit.  It is a refusal too, one line
     naming the file, the limit and how to raise it, and every caller that reports a skipped record says so."""
-    from anybind.audit_leak import NOT_READ_SCORE, unreadable_finding
-    from anybind.data.limits import using_limits
-    from anybind.errors import LimitRefused, unusable_file
+    from anybind.errors import LimitRefused
 
     monkeypatch.setenv("ANYBIND_MEDIA_CHECKS", "off")
     Image.new("RGB", (300, 300), (9, 90, 200)).save(tmp_path / "big.png")
@@ -259,28 +288,8 @@ def test_a_raster_over_a_media_limit_is_refused_not_corrupt(tmp_path, monkeypatc
                                            r"or ServeConfig.max_pixels in the service\)$") as e:
         load_image(tmp_path / "big.png", limits=low)
     assert "\n" not in str(e.value) and load_image(tmp_path / "big.png").size == (300, 300)  # fine under the default
-    lines = [{"id": "a", "image": "ok.png", "text": "a"}, {"id": "s", "image": "big.png", "text": "s"}]
-    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
-    with using_limits(low):
-        man = load_manifest(tmp_path / "m.jsonl")
-        assert [r.id for r in man.records] == ["a"] and len(man.bad) == 1
-        reason = man.bad[0].reason
-        assert reason.startswith(f"decode refused by a limit for image: {tmp_path / 'big.png'}: an image of 300x300")
-        assert "corrupt" not in reason and "max_pixels=" in reason
-        assert "by reason: decode refused by a limit for image x1" in man.report()
-        bad: dict[int, str] = {}
-        items = [str(tmp_path / f) for f in ("ok.png", "big.png")]
-        X = FeatureCache(tmp_path / "cache").encode(_ImageLoader(), items, progress=False, bad=bad)
-        assert list(bad) == [1] and np.isfinite(X[0]).all()
-        # where only the text travels (the cache's per-item reasons), it is still told apart from a corrupt file
-        assert unusable_file("image", bad[1]).startswith("decode refused by a limit for image: ")
-        found = unreadable_finding("image", bad[1])
-        assert found.score == NOT_READ_SCORE and found.detail.startswith("decode refused by a limit for image: ")
-        index = Index.build(_space(), _corpus(tmp_path / "corpus"), tmp_path / "index", cache=tmp_path / "c2")
-        stats = index.add(load_manifest(tmp_path / "m.jsonl", check_media=False), cache=tmp_path / "c2")
-    (rid, why), = stats.failed
-    assert rid == "s" and why.startswith("decode refused by a limit for image: ") and "corrupt" not in why
-    assert unreadable_finding("image", "x.png: corrupt or unsupported image").score == 1.0
+    refused_by_every_caller(tmp_path, low, "big.png", "decode refused by a limit for image: ", "max_pixels=",
+                            "an image of 300x300")
 
 
 def test_a_raster_upload_over_the_service_pixel_limit_is_refused_not_corrupt(client):

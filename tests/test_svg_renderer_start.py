@@ -10,12 +10,11 @@ import pytest
 from PIL import Image
 
 from anybind.cache import FeatureCache
-from anybind.data.limits import LIMITS, MediaLimits, using_limits
-from anybind.data.manifest import load_manifest
+from anybind.data.limits import LIMITS, MediaLimits
 from anybind.data.svg import check_svg, render_svg
 from anybind.errors import DataError, RendererUnavailable, unusable_file
 from anybind.index import Index
-from test_media_limits import _corpus, _ImageLoader, _space
+from test_media_limits import _corpus, _ImageLoader, _space, refused_by_every_caller
 from test_svg_budget import HEAD, _broken_launch, _svg_children
 
 
@@ -63,7 +62,6 @@ def test_an_svg_over_a_media_limit_is_refused_not_corrupt(tmp_path, monkeypatch)
     """An SVG the estimate refuses before rendering (too much work, too much text, too deep, too many pixels) was
     "corrupt file for image".  It is its own error naming the file, the limit and how to raise it, counted under its
     own reason by the manifest check, and every other caller (feature cache, index writer, audit) tells it apart."""
-    from anybind.audit_leak import NOT_READ_SCORE, unreadable_finding
     from anybind.errors import RenderRefused
 
     many = HEAD.encode() + b'<rect width="9" height="9"/>' * 40 + b"</svg>"
@@ -90,29 +88,8 @@ def test_an_svg_over_a_media_limit_is_refused_not_corrupt(tmp_path, monkeypatch)
 
     monkeypatch.setenv("ANYBIND_MEDIA_CHECKS", "off")
     (tmp_path / "many.svg").write_bytes(many)
-    Image.new("RGB", (8, 8), (1, 2, 3)).save(tmp_path / "ok.png")
-    lines = [{"id": "a", "image": "ok.png", "text": "a"}, {"id": "s", "image": "many.svg", "text": "s"}]
-    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
-    with using_limits(low):
-        man = load_manifest(tmp_path / "m.jsonl")
-        assert [r.id for r in man.records] == ["a"] and len(man.bad) == 1
-        reason = man.bad[0].reason
-        assert reason.startswith(f"render refused by a limit for image: {tmp_path / 'many.svg'}: SVG too costly")
-        assert "corrupt" not in reason and "max_svg_work=" in reason
-        assert "by reason: render refused by a limit for image x1" in man.report()
-        bad_items: dict[int, str] = {}
-        items = [str(tmp_path / f) for f in ("ok.png", "many.svg")]
-        X = FeatureCache(tmp_path / "cache").encode(_ImageLoader(), items, progress=False, bad=bad_items)
-        assert list(bad_items) == [1] and np.isfinite(X[0]).all()
-        # where only the text travels (the cache's per-item reasons), it is still told apart
-        assert unusable_file("image", bad_items[1]).startswith("render refused by a limit for image: ")
-        found = unreadable_finding("image", bad_items[1])
-        assert found.score == NOT_READ_SCORE and found.detail.startswith("render refused by a limit for image: ")
-        index = Index.build(_space(), _corpus(tmp_path / "corpus"), tmp_path / "index", cache=tmp_path / "c2")
-        stats = index.add(load_manifest(tmp_path / "m.jsonl", check_media=False), cache=tmp_path / "c2")
-    (rid, why), = stats.failed
-    assert rid == "s" and why.startswith("render refused by a limit for image: ") and "corrupt" not in why
-    assert unreadable_finding("image", "x.png: corrupt or unsupported image").score == 1.0
+    refused_by_every_caller(tmp_path, low, "many.svg", "render refused by a limit for image: ", "max_svg_work=",
+                            "SVG too costly")
 
 
 def _counted(monkeypatch) -> list[int]:
