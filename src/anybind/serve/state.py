@@ -268,11 +268,9 @@ class Service:
             except Exception:  # noqa: BLE001 - unreadable header: the decoder reports it
                 return
             if w * h > self.config.max_pixels:
-                raise QueryError(
-                    f"{shown}: an image of {w}x{h} pixels; this service takes at most "
-                    f"{self.config.max_pixels / 1e6:g} million pixels (the limit, ServeConfig.max_pixels); not "
-                    f"decoded: refused before decoding"
-                )
+                raise QueryError(f"{shown}: an image of {w}x{h} pixels; this service takes at most "
+                                 f"{self.config.max_pixels / 1e6:g} million pixels (the limit, "
+                                 "ServeConfig.max_pixels); not decoded: refused before decoding")
         elif s.kind == "audio":
             import soundfile as sf
 
