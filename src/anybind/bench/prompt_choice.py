@@ -27,7 +27,7 @@ def check_prompts_option(task: str, prompts: str) -> None:
 def selection_manifests(work: Path, console=None) -> dict[str, Any]:
     from ..corpora.emoji import build_emoji
     from ..data.manifest import load_manifest
-    from .tasks_corpora import build_once
+    from .tuxpaint import build_once
     from .tuxpaint import prepare_tuxpaint
 
     paths = {"tuxpaint": prepare_tuxpaint(work, console), "emoji": build_once(work, "emoji", build_emoji)}

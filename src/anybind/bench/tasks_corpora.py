@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import TaskResult, task
-from .tuxpaint import compare_on_tuxpaint
+from .tuxpaint import build_once, compare_on_tuxpaint
 
 SOUND_TEMPLATES = ("{}", "the sound of {}.", "a recording of {}.")
 
@@ -68,13 +68,6 @@ FM_NAMES = {
     "Bag": "bag",
     "Ankle boot": "ankle boot",
 }
-
-
-def build_once(work: Path, name: str, builder):
-    out = Path(work) / name
-    if not (out / "manifest.jsonl").exists():
-        builder(out, progress=False)
-    return out / "manifest.jsonl"
 
 
 #: prompts chosen on Fashion-MNIST *train* images (never its test split), with the Tux Paint ``Space.fit`` defaults

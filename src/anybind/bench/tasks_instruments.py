@@ -154,7 +154,7 @@ def instruments_zeroshot(work: Path, cache=None, seed: int = 0, console=None, co
     from ..data.manifest import load_manifest
     from ..encoders.registry import get_encoder
     from ..errors import DataError
-    from .tasks_corpora import build_once
+    from .tuxpaint import build_once
     from .tasks_transfer import bootstrap
     from .tuxpaint import PLAIN_ENCODERS
 

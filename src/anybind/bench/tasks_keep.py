@@ -25,7 +25,7 @@ BLOCKS = {"recipe": (RECIPE["encoders"], {k: v for k, v in RECIPE.items() if k !
 def _domain(work: Path, name: str) -> Path:
     from ..corpora.emoji import build_emoji
     from ..corpora.openclipart import build_openclipart
-    from .tasks_corpora import build_once
+    from .tuxpaint import build_once
 
     if name == "tuxpaint":
         return prepare_tuxpaint(work)

@@ -65,7 +65,7 @@ def _fashion_mnist_test(work: Path, limit: int, console=None) -> list:
         return []
     from ..corpora.fashion_mnist import build_fashion_mnist
     from ..data.manifest import load_manifest
-    from .tasks_corpora import build_once
+    from .tuxpaint import build_once
 
     try:
         path = build_once(work, "fashion-mnist", build_fashion_mnist)

@@ -40,7 +40,7 @@ def _corpus_builders() -> dict[str, Callable[[Path], Path]]:
 
     from ..corpora.emoji import build_emoji
     from ..corpora.openclipart import build_openclipart
-    from .tasks_corpora import build_once
+    from .tuxpaint import build_once
     from .tuxpaint import prepare_tuxpaint
 
     out: dict[str, Callable[[Path], Path]] = {
@@ -222,7 +222,7 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
     from ..robust import centred
     from ..space import Space
     from .prompt_choice import check_prompts_option
-    from .tasks_corpora import build_once
+    from .tuxpaint import build_once
     from .tuxpaint import PLAIN_ENCODERS, RECIPE
 
     fc = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)

@@ -85,3 +85,11 @@ def compare_on_tuxpaint(
         "chance": chance_metrics(res_space),
     }
     return space, proc, man, results
+
+
+def build_once(work: Path, name: str, builder) -> Path:
+    """``work/name/manifest.jsonl``, built by ``builder(out, progress=False)`` unless it is there already."""
+    out = Path(work) / name
+    if not (out / "manifest.jsonl").exists():
+        builder(out, progress=False)
+    return out / "manifest.jsonl"
