@@ -1,25 +1,18 @@
 """Scale-out on Ray (anybind.scale): encoding, indexing and training with Ray workers give what one process gives.
 
 The tests share one local Ray (2 CPUs, no dashboard) started by the module fixture ``ray_local``
-and shut down after the module; they are few and small because a Ray Data execution
+and shut down after the module (training: ``test_scale_ray_train.py``, on a Ray of its own); they are few and small because a Ray Data execution
 costs seconds of actor start-up on a 2-core machine (one actor where two add nothing
 to what is checked).  Tolerances: see scale_helpers.
 """
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 from scale_helpers import (
-    CLIP_FRAMES,
-    FIT,
-    TOL,
-    attends_to_the_signal_frame,
-    clip_world,
     local_ray,
-    recalls,
     synthetic_world,
 )
 from typer.testing import CliRunner
@@ -40,11 +33,6 @@ def ray_local(tmp_path_factory):
 @pytest.fixture(scope="module")
 def syn(tmp_path_factory):
     return synthetic_world(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def clips(tmp_path_factory):
-    return clip_world(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -176,55 +164,3 @@ def test_ray_index_has_the_same_rows(ray_local, syn, tmp_path):
     np.testing.assert_allclose(np.array(a["vector"]), np.array(b["vector"]), atol=1e-6)
     # and it stays incremental: nothing new to embed
     assert distributed.add(syn["manifest"], embedder=emb).total_embedded == 0
-
-
-def test_ray_train_matches_single_process_training(ray_local, syn):
-    from anybind.scale.sharded import fit_sharded
-
-    space = fit_sharded(syn["manifest"], encoders=syn["encoders"], cache=syn["cache"], progress=False,
-                        ray_workers=2, rows_per_shard=100, shuffle_buffer=1000, **FIT)
-    tr = space.info["training"]
-    assert tr["workers"] == 2 and tr["ray_workers"] == 2 and space.info["lineage"][-1]["trainer"] == "ray-train x2"
-    rec = recalls(space, syn["manifest"], syn["cache"])
-    for k, v in syn["recalls"].items():
-        assert abs(rec[k] - v) <= TOL, (k, rec[k], v)
-    # the saved space works like any other
-    assert space.embed("a", ["r0001"], cache=syn["cache"]).shape == (1, 32)
-    shutil.rmtree(Path(tr["shards"]).parent / "_ray_runs", ignore_errors=True)
-
-
-def test_ray_train_workers_start_from_the_drivers_ridge_start(ray_local, syn):
-    """init='ridge' on Ray Train: the driver streams the ridge start once and every worker starts from it."""
-    import torch
-
-    from anybind.scale.sharded import fit_sharded
-
-    kw = dict(encoders=syn["encoders"], cache=syn["cache"], progress=False, rows_per_shard=100, shuffle_buffer=1000,
-              lock="a", init="ridge", epochs=0, hidden=64)
-    ray_space = fit_sharded(syn["manifest"], ray_workers=2, **kw)
-    local = fit_sharded(syn["manifest"], **kw)
-    sd = ray_space.state_dict()
-    assert all(torch.equal(v, sd[k]) for k, v in local.state_dict().items())
-    assert ray_space.info["training"]["history"][0]["epoch"] == 0 and ray_space.info["training"]["best_epoch"] == 0
-    assert ray_space.dim == 24 and ray_space.projectors["b"].linear.weight.abs().sum() > 0  # b regressed onto a
-    # WiSE-FT and L2-SP through the shared loop's hooks on DDP workers: every worker mixes in step
-    robust = fit_sharded(syn["manifest"], ray_workers=2, **{**kw, "epochs": 2, "wise": "auto", "l2sp": 1e-3,
-                                                             "mixup": 0.5})  # m2-mix on every worker, one lambda
-    rob = robust.info["training"]["robust"]
-    assert rob["l2sp"] == 1e-3 and rob["mixup"] == 0.5 and rob["wise_alpha"] in [float(a) for a in rob["wise_val"]]
-    assert rob["ridge"]["b"]["prior"] == "zero" and robust.info["lineage"][-1]["ridge_start"] == rob["ridge"]
-    shutil.rmtree(Path(ray_space.info["training"]["shards"]).parent / "_ray_runs", ignore_errors=True)
-
-
-
-def test_ray_train_learns_the_attention_pool_within_tolerance(ray_local, clips):
-    from anybind.scale.sharded import fit_sharded
-
-    space = fit_sharded(clips["manifest"], encoders=clips["encoders"], cache=clips["cache"], progress=False,
-                        ray_workers=2, rows_per_shard=100, shuffle_buffer=1000, **FIT)
-    assert space.info["training"]["workers"] == 2 and space.projectors["video"].cfg.frames == CLIP_FRAMES
-    rec = recalls(space, clips["manifest"], clips["cache"])
-    for k, v in clips["recalls"].items():
-        assert abs(rec[k] - v) <= TOL, (k, rec[k], v)
-    assert attends_to_the_signal_frame(space, clips) > 0.8
-    shutil.rmtree(Path(space.info["training"]["shards"]).parent / "_ray_runs", ignore_errors=True)
