@@ -1,4 +1,4 @@
-"""Exact top-k inner-product search (blocked torch matmul + top-k) and unit-normalisation."""
+"""Exact top-k inner-product search (blocked matmul, a running k-th best per query) and unit-normalisation."""
 
 from __future__ import annotations
 
@@ -15,17 +15,18 @@ def exact_topk(
     k: int,
     *,
     rows: np.ndarray | None = None,
-    block_floats: int = 1 << 24,
+    block_floats: int = 1 << 20,
     query_block: int = 1024,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` inner products of every query against ``vectors`` (optionally only ``rows`` of it).
 
-    For each block of queries: one matmul per block of vectors into a reused
-    score buffer (at most ``block_floats`` floats, 64 MiB by default), a
-    ``torch.topk`` per block, and one final top-k over the blocks' winners.
-    Memory beyond the inputs is the score buffer plus ``k`` candidates per
-    block.  Returns ``(scores, indices)``, both ``(n_queries, min(k, n))``, best
-    first; indices point into ``vectors`` (not into ``rows``).
+    Returns ``(scores, indices)``, both ``(n_queries, min(k, n))``, best first; equal scores in the order of
+    ``rows`` (index order without ``rows``); indices point into ``vectors`` (not into ``rows``).
+
+    For each block of queries, one matmul per block of vectors into a reused score buffer of at most
+    ``block_floats`` floats (4 MiB by default: it stays in the CPU cache while it is read back); each query
+    keeps its best ``k`` so far, and only scores above its ``k``-th best are looked at again (after the first
+    blocks a block rarely holds any: one max per row decides).  Memory beyond the inputs is the buffer.
     """
     import torch
 
@@ -44,31 +45,117 @@ def exact_topk(
     qb = max(1, min(query_block, nq))
     cb = max(kk, min(n, block_floats // qb))
     buf = torch.empty((qb, cb), dtype=torch.float32)  # reused: no fresh pages per block
-    out_s, out_i = [], []
+    out_s = np.empty((nq, kk), np.float32)
+    out_i = np.empty((nq, kk), np.int64)
     with torch.inference_mode():
         for q0 in range(0, nq, qb):
             q = Q[q0 : q0 + qb]
-            vals, idxs = [], []
+            best = _Best(q.shape[0], kk)
             for c0 in range(0, n, cb):
                 if R is None:
                     blk, idx_map = X[c0 : c0 + cb], None
                 else:
                     idx_map = R[c0 : c0 + cb]
                     blk = X.index_select(0, idx_map)
-                if q.shape[0] == qb and blk.shape[0] == cb:
-                    sc = torch.mm(q, blk.t(), out=buf)
-                else:
-                    sc = torch.mm(q, blk.t())
+                sc = _product(q, blk, buf if q.shape[0] == qb and blk.shape[0] == cb else None)
+                if not best.add(sc, c0, idx_map):
+                    return _exact_topk_sorting(Q, X, R, n, kk, qb, cb)  # NaN scores: torch.topk's order for them
+            out_s[q0 : q0 + qb], out_i[q0 : q0 + qb] = best.v.numpy(), best.i.numpy()
+    if out_i.min() < 0:  # a query whose scores are all -inf past the first block: the plain way
+        return _exact_topk_sorting(Q, X, R, n, kk, qb, cb)
+    return out_s, out_i
+
+
+# Query blocks up to this many rows multiply through numpy (OpenBLAS), larger ones through torch (MKL): a
+# product with a few queries reads every vector once for little arithmetic, and OpenBLAS's is the faster there
+# (2.5x MKL's for one query on the bench's AMD EPYC); for many queries per block the product is as fast either
+# way, but OpenBLAS's threads and torch's, taking turns on every block, made the whole search 3x slower.
+NUMPY_PRODUCT_ROWS = 8
+
+
+def _product(q, blk, out):
+    """``q @ blk.T`` as a torch tensor, into ``out`` when given."""
+    import torch
+
+    if q.shape[0] > NUMPY_PRODUCT_ROWS:
+        return torch.mm(q, blk.t()) if out is None else torch.mm(q, blk.t(), out=out)
+    if out is None:
+        return torch.from_numpy(np.matmul(q.numpy(), blk.numpy().T))
+    np.matmul(q.numpy(), blk.numpy().T, out=out.numpy())
+    return out
+
+
+class _Best:
+    """Each query's best ``k`` scores so far and their indices, best first, equal scores in index order."""
+
+    def __init__(self, nq: int, k: int):
+        import torch
+
+        self.k = k
+        self.v = torch.full((nq, k), float("-inf"))
+        self.i = torch.full((nq, k), -1, dtype=torch.int64)
+        self.first = True
+
+    def add(self, sc, c0: int, idx_map) -> bool:
+        """Merges a block of scores (its columns are indices ``c0...`` or ``idx_map``); False for NaN scores."""
+        import torch
+
+        if self.first:  # the block's own k-th best bounds its candidates (ties at it included)
+            self.first = False
+            if torch.isnan(sc).any():
+                return False
+            m = min(self.k, sc.shape[1])
+            thr = torch.topk(sc, m, dim=1, sorted=False).values.amin(1)
+            mask = sc >= thr[:, None]
+            self._merge(torch.arange(sc.shape[0]), sc, mask, c0, idx_map)
+            return True
+        top = sc.amax(1)
+        if torch.isnan(top).any():
+            return False
+        thr = self.v[:, -1]
+        hit = (top > thr).nonzero().squeeze(1)  # strictly: an equal score from a later block ranks after
+        if hit.numel():
+            sub = sc.index_select(0, hit)
+            self._merge(hit, sub, sub > thr.index_select(0, hit)[:, None], c0, idx_map)
+        return True
+
+    def _merge(self, hit, sub, mask, c0: int, idx_map) -> None:
+        import torch
+
+        r, c = mask.nonzero(as_tuple=True)  # row-major: each row's candidates in column (= index) order
+        counts = torch.bincount(r, minlength=len(hit))
+        width = int(counts.max())
+        starts = torch.cumsum(counts, 0) - counts
+        pos = torch.arange(len(r)) - starts[r]
+        cv = torch.full((len(hit), width), float("-inf"))
+        ci = torch.full((len(hit), width), -1, dtype=torch.int64)
+        cv[r, pos] = sub[r, c]
+        ci[r, pos] = (c + c0) if idx_map is None else idx_map[c]
+        v = torch.cat([self.v.index_select(0, hit), cv], 1)  # the older (lower) indices first
+        i = torch.cat([self.i.index_select(0, hit), ci], 1)
+        sv, order = torch.sort(v, dim=1, descending=True, stable=True)
+        self.v[hit] = sv[:, : self.k]
+        self.i[hit] = torch.gather(i, 1, order[:, : self.k])
+
+
+def _exact_topk_sorting(Q, X, R, n: int, kk: int, qb: int, cb: int) -> tuple[np.ndarray, np.ndarray]:
+    """The plain way (``torch.topk`` per block, then over the blocks' winners): scores with NaN among them."""
+    import torch
+
+    out_s, out_i = [], []
+    with torch.inference_mode():
+        for q0 in range(0, Q.shape[0], qb):
+            q = Q[q0 : q0 + qb]
+            vals, idxs = [], []
+            for c0 in range(0, n, cb):
+                idx_map = None if R is None else R[c0 : c0 + cb]
+                sc = torch.mm(q, (X[c0 : c0 + cb] if R is None else X.index_select(0, idx_map)).t())
                 v, i = torch.topk(sc, min(kk, sc.shape[1]), dim=1)
                 vals.append(v)
                 idxs.append((i + c0) if idx_map is None else idx_map[i])
-            if len(vals) == 1:
-                best_s, best_i = vals[0], idxs[0]
-            else:
-                best_s, j = torch.topk(torch.cat(vals, 1), kk, dim=1)
-                best_i = torch.gather(torch.cat(idxs, 1), 1, j)
+            best_s, j = torch.topk(torch.cat(vals, 1), kk, dim=1)
             out_s.append(best_s)
-            out_i.append(best_i)
+            out_i.append(torch.gather(torch.cat(idxs, 1), 1, j))
     return torch.cat(out_s).numpy(), torch.cat(out_i).numpy()
 
 

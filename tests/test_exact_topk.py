@@ -1,0 +1,91 @@
+"""Exact top-k search (``anybind.index.exact_topk``): the blocked running-threshold path against a brute-force
+reference, exactly (ids included), on inputs full of ties, for any block shapes, row subsets and k."""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from anybind.index import exact_topk
+
+
+def reference(Q, X, k, rows=None):
+    """Best first by score, equal scores by position in ``rows`` (by index without it): a full sort."""
+    pool = np.arange(len(X)) if rows is None else np.asarray(rows)
+    full = Q.astype(np.float64) @ X[pool].astype(np.float64).T  # small integers: exact in any order
+    pos = np.broadcast_to(np.arange(len(pool)), full.shape)
+    order = np.lexsort((pos, -full), axis=1)[:, : min(k, len(pool))]
+    return np.take_along_axis(full, order, 1).astype(np.float32), pool[order]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    seed=st.integers(0, 2**16),
+    n=st.integers(1, 400),
+    nq=st.integers(1, 12),
+    d=st.integers(1, 6),
+    k=st.integers(1, 30),
+    levels=st.integers(1, 4),
+    block=st.sampled_from([1, 5, 7, 64, 333, 1 << 20]),
+    query_block=st.integers(1, 12),
+    subset=st.sampled_from(["all", "sorted", "shuffled"]),
+)
+def test_exact_topk_ids_and_tie_order_match_a_full_sort(seed, n, nq, d, k, levels, block, query_block, subset):
+    """Small-integer vectors (every score exact in float32, many equal): the same ids in the same order as
+    a full stable sort, whatever the blocks (one column at a time up to one block), rows and k."""
+    rng = np.random.default_rng(seed)
+    X = rng.integers(-levels, levels + 1, size=(n, d)).astype(np.float32)
+    Q = rng.integers(-levels, levels + 1, size=(nq, d)).astype(np.float32)
+    rows = None
+    if subset != "all":
+        rows = rng.choice(n, size=int(rng.integers(1, n + 1)), replace=False)
+        rows = np.sort(rows) if subset == "sorted" else rows
+    S, idx = exact_topk(Q, X, k, rows=rows, block_floats=block, query_block=query_block)
+    want_s, want_i = reference(Q, X, k, rows)
+    assert idx.dtype == np.int64 and S.dtype == np.float32
+    assert idx.tolist() == want_i.tolist()
+    assert S.tolist() == want_s.tolist()
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**16), n=st.integers(1, 3000), k=st.integers(1, 40), nq=st.integers(1, 40),
+       dup=st.booleans())
+def test_exact_topk_float_vectors_agree_with_brute_force(seed, n, k, nq, dup):
+    """Unit float vectors (some rows repeated, so some scores tie): scores to float32 rounding, and the ids
+    those scores belong to, against numpy's full product."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 24)).astype(np.float32)
+    if dup and n > 1:
+        X[rng.integers(0, n, n // 3)] = X[rng.integers(0, n, n // 3)]
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    Q = X[rng.integers(0, n, nq)] + 0.1 * rng.normal(size=(nq, 24)).astype(np.float32)
+    S, idx = exact_topk(Q, X, k, block_floats=int(rng.choice([16, 999, 1 << 20])))
+    full = Q @ X.T
+    want = -np.sort(-full, axis=1)[:, : min(k, n)]
+    assert np.allclose(S, want, atol=1e-5)
+    assert np.allclose(np.take_along_axis(full, idx, 1), S, atol=1e-5)
+    assert all(len(set(r)) == len(r) for r in idx.tolist())  # no row twice
+    assert (S[:, :-1] >= S[:, 1:]).all()
+
+
+def test_exact_topk_nan_scores_rank_as_torch_topk_ranks_them():
+    """A vector with a NaN: ranked first, as torch.topk ranks NaN (the plain path answers such searches)."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(50, 4)).astype(np.float32)
+    X[17, 2] = np.nan
+    Q = rng.normal(size=(3, 4)).astype(np.float32)
+    for block in (8, 1 << 20):
+        S, idx = exact_topk(Q, X, 5, block_floats=block, query_block=2)
+        v, i = torch.topk(torch.from_numpy(Q @ X.T), 5, dim=1)
+        assert (idx[:, 0] == 17).all() and np.isnan(S[:, 0]).all()
+        assert idx[:, 1:].tolist() == i[:, 1:].tolist()
+
+
+@pytest.mark.parametrize("k", [0, 1, 3])
+def test_exact_topk_empty_inputs(k):
+    X = np.ones((4, 3), np.float32)
+    S, idx = exact_topk(np.zeros((0, 3), np.float32), X, k)
+    assert S.shape[0] == idx.shape[0] == 0
+    S, idx = exact_topk(np.ones((2, 3), np.float32), X, k, rows=np.array([], np.int64))
+    assert S.shape == idx.shape == (2, 0)
