@@ -70,7 +70,7 @@ def search_scale(
     hnsw_m: dict[str, float] = {}
     notes: list[str] = []
 
-    # -- exact: anybind (torch matmul + topk per block) vs faiss IndexFlatIP, interleaved ----------
+    # -- exact: anybind (blocked matmul, running top-k) vs faiss IndexFlatIP, interleaved --------
     try:
         import faiss
     except ImportError:
@@ -86,31 +86,32 @@ def search_scale(
             faiss_m["exact/build_s"] = time.perf_counter() - t0
         faiss_m["exact/build_extra_gb"] = mem.extra_gb
         flat.search(Q[:8], k)
-    t_ours, t_faiss = [], []
+    t_ours, t_faiss, t1_ours, t1_faiss = [], [], [], []
     with PeakRSS() as mem_ours:
-        for _ in range(repeats):
+        for _ in range(repeats):  # batched, then one query per call, each beside faiss in the same turn
             t_ours.append(best_time(lambda: exact_topk(Q, X, k), 1))
             if faiss is not None:
                 t_faiss.append(best_time(lambda: flat.search(Q, k), 1))
+            t1_ours.append(best_time(lambda: [exact_topk(q[None], X, k) for q in Q[:n_single]], 1))
+            if faiss is not None:
+                t1_faiss.append(best_time(lambda: [flat.search(q[None], k) for q in Q[:n_single]], 1))
     S_ex, I_ex = exact_topk(Q, X, k)
     _, I_tune = exact_topk(Qtune, X, k)
     ours["exact/qps_batch"] = nq / min(t_ours)
     ours["exact/search_extra_gb"] = mem_ours.extra_gb
-    ours["exact/qps_single"] = n_single / best_time(
-        lambda: [exact_topk(q[None], X, k) for q in Q[:n_single]], 1
-    )
+    ours["exact/qps_single"] = n_single / min(t1_ours)
     if faiss is not None:
         D_f, I_f = flat.search(Q, k)
         faiss_m["exact/qps_batch"] = nq / min(t_faiss)
         ours["exact/vs_faiss_flat"] = ours["exact/qps_batch"] / faiss_m["exact/qps_batch"]
         ours["exact/agreement_with_faiss@10"] = recall(I_ex, I_f)
-        faiss_m["exact/qps_single"] = n_single / best_time(
-            lambda: [flat.search(q[None], k) for q in Q[:n_single]], 1
-        )
+        faiss_m["exact/qps_single"] = n_single / min(t1_faiss)
+        ours["exact/vs_faiss_flat_single"] = ours["exact/qps_single"] / faiss_m["exact/qps_single"]
         faiss_m["exact/agreement_with_faiss@10"] = 1.0
         say(
             f"exact: anybind {ours['exact/qps_batch']:.1f} q/s, faiss flat {faiss_m['exact/qps_batch']:.1f} q/s "
-            f"(ratio {ours['exact/vs_faiss_flat']:.2f}); agreement {ours['exact/agreement_with_faiss@10']:.4f}"
+            f"(ratio {ours['exact/vs_faiss_flat']:.2f}; one at a time {ours['exact/vs_faiss_flat_single']:.2f}); "
+            f"agreement {ours['exact/agreement_with_faiss@10']:.4f}"
         )
         flat.reset()  # frees its copy of the vectors
 
@@ -201,13 +202,14 @@ def search_scale(
             and ours["quant-binary/memory_ratio"] >= 16,
         })
     if faiss_m:
-        targets["exact >= 0.8x faiss flat"] = ours["exact/vs_faiss_flat"] >= 0.8
+        targets["exact >= 0.8x faiss flat, batched and one by one"] = min(
+            ours["exact/vs_faiss_flat"], ours["exact/vs_faiss_flat_single"]) >= 0.8
     if hnsw_m:
         targets["in-memory ANN >= 0.8x hnswlib q/s, one by one and batched"] = min(
             ours["memann/vs_hnswlib_single"], ours["memann/vs_hnswlib_batch"]) >= 0.8
     notes += [f"target {name}: {'met' if ok else 'NOT met'}" for name, ok in targets.items()]
     notes.append(
-        "exact = anybind.index.exact_topk (torch matmul + topk over 64 MiB score blocks); "
+        "exact = anybind.index.exact_topk (matmul into 4 MiB score blocks, a running k-th best per query); "
         + ("ANN = LanceDB " + ann_kind + " searched one query per call (qps_single) or 64 per multi-vector call "
            "(qps_batch); " if only != "memann" else "")
         + "memann = the in-memory hnswlib graph through Index.search_vectors (vs_hnswlib_*: against a bare hnswlib "
