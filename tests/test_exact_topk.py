@@ -7,7 +7,17 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from anybind.index import exact_topk
+from anybind.index import exact, exact_topk
+
+
+def both_products(fn, numpy_rows):
+    """Runs ``fn`` with query blocks multiplied through numpy (``numpy_rows`` large) or torch (0)."""
+    keep = exact.NUMPY_PRODUCT_ROWS
+    exact.NUMPY_PRODUCT_ROWS = numpy_rows
+    try:
+        return fn()
+    finally:
+        exact.NUMPY_PRODUCT_ROWS = keep
 
 
 def reference(Q, X, k, rows=None):
@@ -30,8 +40,10 @@ def reference(Q, X, k, rows=None):
     block=st.sampled_from([1, 5, 7, 64, 333, 1 << 20]),
     query_block=st.integers(1, 12),
     subset=st.sampled_from(["all", "sorted", "shuffled"]),
+    numpy_rows=st.sampled_from([0, 1 << 30]),
 )
-def test_exact_topk_ids_and_tie_order_match_a_full_sort(seed, n, nq, d, k, levels, block, query_block, subset):
+def test_exact_topk_ids_and_tie_order_match_a_full_sort(seed, n, nq, d, k, levels, block, query_block, subset,
+                                                        numpy_rows):
     """Small-integer vectors (every score exact in float32, many equal): the same ids in the same order as
     a full stable sort, whatever the blocks (one column at a time up to one block), rows and k."""
     rng = np.random.default_rng(seed)
@@ -41,7 +53,8 @@ def test_exact_topk_ids_and_tie_order_match_a_full_sort(seed, n, nq, d, k, level
     if subset != "all":
         rows = rng.choice(n, size=int(rng.integers(1, n + 1)), replace=False)
         rows = np.sort(rows) if subset == "sorted" else rows
-    S, idx = exact_topk(Q, X, k, rows=rows, block_floats=block, query_block=query_block)
+    S, idx = both_products(lambda: exact_topk(Q, X, k, rows=rows, block_floats=block, query_block=query_block),
+                           numpy_rows)
     want_s, want_i = reference(Q, X, k, rows)
     assert idx.dtype == np.int64 and S.dtype == np.float32
     assert idx.tolist() == want_i.tolist()
@@ -50,8 +63,8 @@ def test_exact_topk_ids_and_tie_order_match_a_full_sort(seed, n, nq, d, k, level
 
 @settings(max_examples=40, deadline=None)
 @given(seed=st.integers(0, 2**16), n=st.integers(1, 3000), k=st.integers(1, 40), nq=st.integers(1, 40),
-       dup=st.booleans())
-def test_exact_topk_float_vectors_agree_with_brute_force(seed, n, k, nq, dup):
+       dup=st.booleans(), numpy_rows=st.sampled_from([0, 1 << 30]))
+def test_exact_topk_float_vectors_agree_with_brute_force(seed, n, k, nq, dup, numpy_rows):
     """Unit float vectors (some rows repeated, so some scores tie): scores to float32 rounding, and the ids
     those scores belong to, against numpy's full product."""
     rng = np.random.default_rng(seed)
@@ -60,7 +73,8 @@ def test_exact_topk_float_vectors_agree_with_brute_force(seed, n, k, nq, dup):
         X[rng.integers(0, n, n // 3)] = X[rng.integers(0, n, n // 3)]
     X /= np.linalg.norm(X, axis=1, keepdims=True)
     Q = X[rng.integers(0, n, nq)] + 0.1 * rng.normal(size=(nq, 24)).astype(np.float32)
-    S, idx = exact_topk(Q, X, k, block_floats=int(rng.choice([16, 999, 1 << 20])))
+    block = int(rng.choice([16, 999, 1 << 20]))
+    S, idx = both_products(lambda: exact_topk(Q, X, k, block_floats=block), numpy_rows)
     full = Q @ X.T
     want = -np.sort(-full, axis=1)[:, : min(k, n)]
     assert np.allclose(S, want, atol=1e-5)

@@ -68,9 +68,10 @@ def exact_topk(
 
 # Query blocks up to this many rows multiply through numpy (OpenBLAS), larger ones through torch (MKL): a
 # product with a few queries reads every vector once for little arithmetic, and OpenBLAS's is the faster there
-# (2.5x MKL's for one query on the bench's AMD EPYC); for many queries per block the product is as fast either
-# way, but OpenBLAS's threads and torch's, taking turns on every block, made the whole search 3x slower.
-NUMPY_PRODUCT_ROWS = 8
+# (2.5x MKL's product for one query on the bench's AMD EPYC; whole searches 1.1-1.45x faster for 1-32 queries,
+# even at 64, slower from 128); for a block of 1,000 queries the products are as fast either way, but
+# OpenBLAS's threads and torch's, taking turns on every block, made the whole search 3x slower.
+NUMPY_PRODUCT_ROWS = 32
 
 
 def _product(q, blk, out):
