@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
 import tempfile
 import time
@@ -82,7 +83,7 @@ def worker_cpus(workers: int, *, gpus: bool = False, wait: float | None = None) 
 
     wait = RESOURCE_WAIT_S if wait is None else float(wait)
     total = cluster_cpus()
-    want = max(MIN_WORKER_CPUS, min(1.0, total / workers))
+    want = _down(max(MIN_WORKER_CPUS, min(1.0, total / workers)))
     free = free_cpus(wait=wait, at_least=want * workers)
     missing = []
     if free < MIN_WORKER_CPUS * workers - 1e-9:
@@ -94,11 +95,16 @@ def worker_cpus(workers: int, *, gpus: bool = False, wait: float | None = None) 
         raise DataError(f"Ray Train needs {' and '.join(missing)} on the Ray cluster after waiting {wait:g} s "
                         "(held by other actors or tasks, e.g. an actor pool of a pipeline still running): free "
                         "them, give fewer --ray-workers, or --ray-address of a larger cluster")
-    cpus = min(want, free / workers)
-    if cpus < want - 1e-9:
+    cpus = min(want, _down(free / workers))
+    if cpus < want:
         log.warning("Ray Train: %g of %g CPUs are free after waiting %g s: %d workers get %.2g CPUs each (not %g)",
                     free, total, wait, workers, cpus, want)
-    return round(cpus, 4)
+    return cpus
+
+
+def _down(cpus: float) -> float:
+    """``cpus`` rounded down to Ray's resource precision (1e-4): a request never passes what is free."""
+    return math.floor(cpus * 1e4 + 1e-6) / 1e4
 
 
 def fit_ray(
