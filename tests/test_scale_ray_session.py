@@ -9,8 +9,8 @@ from scale_helpers import local_ray, synthetic_corpus
 
 from anybind.errors import DataError
 
-FIT = dict(epochs=2, batch_size=64, dim=16, hidden=32, patience=100, seed=0, rows_per_shard=100,
-           shuffle_buffer=500, progress=False)
+FIT = {"epochs": 2, "batch_size": 64, "dim": 16, "hidden": 32, "patience": 100, "seed": 0, "rows_per_shard": 100,
+       "shuffle_buffer": 500, "progress": False}
 
 
 @pytest.fixture(scope="module")
