@@ -223,11 +223,26 @@ def test_every_real_svg_is_within_the_default_limits():
 
 # ----------------------------------------------------------------------------- item 9: decompression bombs
 def test_decompression_bombs_are_a_clear_per_record_error(tmp_path, monkeypatch):
+    """PIL's own decompression-bomb refusal is a refusal by a limit (it was "image too large to decode", counted
+    as a corrupt file: the audit scored it 1.0 and `audit --fix` dropped it), one line naming the file and both
+    limits to raise; every caller that reports a skipped record says so."""
+    from anybind.errors import LimitRefused
+
     monkeypatch.setenv("ANYBIND_MEDIA_CHECKS", "off")
     bomb = _write(tmp_path / "bomb.png", png_header(20000, 10000))  # 200 M pixels, PIL's threshold is 179 M
     assert bomb.stat().st_size < 100
-    with bounded(seconds=5, mb=60), pytest.raises(DataError, match=r"bomb.png: image too large to decode"):
+    refusal = (r"bomb.png: an image of 200,000,000 pixels; at most 178,956,970 are decoded \(the limit, max_pixels\); "
+               r"not decoded: refused before decoding \(to decode it, raise max_pixels and PIL.Image.MAX_IMAGE_PIXELS "
+               r"\(PIL refuses images of over twice it\): anybind.data.limits.using_limits\(MediaLimits\(max_pixels="
+               r"...\)\), or ServeConfig.max_pixels in the service\)$")
+    with bounded(seconds=5, mb=60), pytest.raises(LimitRefused, match=refusal) as e:
         load_image(bomb)
+    assert "\n" not in str(e.value)
+    # over PIL's limit where a caller's max_pixels is higher still: PIL's is the one named (it binds)
+    with pytest.raises(LimitRefused, match=r"bomb.png: an image of 200,000,000 pixels; at most 178,956,970 are"):
+        load_image(bomb, limits=MediaLimits(max_pixels=10**9))
+    refused_by_every_caller(tmp_path, LIMITS, "bomb.png", "decode refused by a limit for image: ",
+                            "PIL.Image.MAX_IMAGE_PIXELS", "an image of 200,000,000 pixels")
     # 100 M pixels: over a caller's limit, refused from the header (PIL only warns)
     with pytest.raises(DataError, match="10000x10000 pixels; at most 40,000,000"):
         big = _write(tmp_path / "big.png", png_header(10000, 10000))
@@ -238,7 +253,7 @@ def test_decompression_bombs_are_a_clear_per_record_error(tmp_path, monkeypatch)
     (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
     man = load_manifest(tmp_path / "m.jsonl")
     assert [r.id for r in man.records] == ["a"] and len(man.bad) == 1
-    assert "image too large to decode" in str(man.bad[0]) and "bomb.png" in str(man.bad[0])
+    assert "refused before decoding" in str(man.bad[0]) and "bomb.png" in str(man.bad[0])
 
 
 def refused_by_every_caller(tmp_path, low: MediaLimits, name: str, prefix: str, hint: str, what: str) -> None:

@@ -208,3 +208,65 @@ def test_a_renderer_that_fails_to_start_is_remembered_and_the_next_svgs_fail_at_
     svg_pool.stop_idle_workers()
     assert len(starts) == 4 and svg_pool._POOL.failed is None and svg_pool.start_failure_left() is None
     assert render_svg(ONE, "one.svg", 64, MediaLimits(max_svg_seconds=30))[:4] == b"\x89PNG"
+
+
+FORK_WHILE_LOCKED = r"""
+import os, sys, threading, time
+from anybind.data import svg_pool
+from anybind.data.limits import MediaLimits
+from anybind.data.svg import render_svg
+
+svg = sys.argv[1].encode()
+held, done = threading.Event(), threading.Event()
+
+def hold():  # another thread holds the renderer pool's lock while this process forks
+    with svg_pool._POOL.lock:
+        held.set()
+        done.wait(60)
+
+def fork():
+    pid = os.fork()
+    if pid == 0:  # the child renders an SVG: with the parent's lock still held it would wait forever
+        png = render_svg(svg, "child.svg", 64, MediaLimits(max_svg_seconds=60))
+        os._exit(0 if png[:8] == b"\x89PNG\r\n\x1a\n" else 2)
+    out.append(pid)
+
+out = []
+holder = threading.Thread(target=hold)
+holder.start()
+held.wait(30)
+forker = threading.Thread(target=fork)
+forker.start()
+forker.join()
+deadline = time.monotonic() + 150
+while time.monotonic() < deadline:
+    pid, status = os.waitpid(out[0], os.WNOHANG)
+    if pid:
+        break
+    time.sleep(0.1)
+else:
+    os.kill(out[0], 9)
+    os.waitpid(out[0], 0)
+    done.set()
+    print("the forked child hung on its first SVG")
+    sys.exit(3)
+done.set()
+holder.join()
+# and the parent, its lock given back, still renders
+png = render_svg(svg, "parent.svg", 64, MediaLimits(max_svg_seconds=60))
+sys.exit(os.waitstatus_to_exitcode(status) if png[:4] == b"\x89PNG" else 4)
+"""
+
+
+def test_a_child_forked_while_another_thread_holds_the_renderer_pool_lock_renders(tmp_path):
+    """A fork (a data-loader worker, a server's worker) while another thread of the parent holds the renderer
+    pool's lock: the child gets a pool and a lock of its own (``os.register_at_fork``), not a copy of a lock that
+    no thread of the child will ever release.  Run in a subprocess, so that a regression fails, not hangs."""
+    import subprocess
+    import sys
+
+    fine = HEAD + '<circle cx="9" cy="9" r="5"/></svg>'
+    script = tmp_path / "fork_while_locked.py"
+    script.write_text(FORK_WHILE_LOCKED)
+    res = subprocess.run([sys.executable, str(script), fine], capture_output=True, text=True, timeout=300, check=False)
+    assert res.returncode == 0, (res.returncode, res.stdout, res.stderr[-2000:])

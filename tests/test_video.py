@@ -12,7 +12,7 @@ from anybind.data.limits import MediaLimits, using_limits
 from anybind.data.manifest import load_manifest
 from anybind.data.video import looks_like_video, poster_frame, read_frames
 from anybind.encoders.registry import get_encoder
-from anybind.errors import DataError, EncoderError
+from anybind.errors import DataError, EncoderError, LimitRefused, unusable_file
 from video_helpers import make_audio_only, make_clip, make_zero_frame_clip, rgb_stats
 
 pytest.importorskip("av")
@@ -130,16 +130,57 @@ def test_bad_videos_are_one_line_data_errors_naming_the_file(tmp_path, clips):
 
 
 def test_limits_refuse_large_long_or_endless_videos_before_or_while_decoding(clips):
+    """A video over a limit is refused by that limit (errors.LimitRefused), not a corrupt file: one line naming the
+    file, the limit and how to raise it (they were plain DataErrors, reported as "corrupt file for video")."""
     enc = get_encoder(f"video:frames({STATS})@fps=100,max=100", cached=False)
-    cases = [(MediaLimits(max_video_pixels=64 * 47), "video frames of 64x48 pixels"),
-             (MediaLimits(max_video_seconds=1.5), "a video of 2.0 s; at most 1.5 s"),
-             (MediaLimits(max_video_frames=7), "more than 7 frames decoded")]
-    for lim, why in cases:
-        with using_limits(lim), pytest.raises(DataError, match=why) as e:
+    before = "refused before decoding"
+    cases = [(MediaLimits(max_video_pixels=64 * 47), "video frames of 64x48 pixels", "max_video_pixels", before),
+             (MediaLimits(max_video_seconds=1.5), "a video of 2.0 s; at most 1.5 s", "max_video_seconds", before),
+             (MediaLimits(max_video_frames=7), "more than 7 frames decoded", "max_video_frames",
+              "stopped while decoding")]
+    for lim, why, limit, when in cases:
+        with using_limits(lim), pytest.raises(LimitRefused, match=why) as e:
             enc.load(clips["avi"])
-        assert str(clips["avi"]) in str(e.value)
+        msg = str(e.value)
+        assert msg.startswith(f"{clips['avi']}: {why}") and "\n" not in msg, msg
+        assert f"(the limit, {limit}); not decoded: {when} (to decode it, raise {limit}: " in msg, msg
+        assert f"MediaLimits({limit}=...)" in msg and unusable_file("video", msg).startswith(
+            "decode refused by a limit for video: ")
     with using_limits(MediaLimits(max_video_frames=20)):  # exactly enough
         assert len(enc.load(clips["avi"]).frames) == 20
+
+
+def test_a_video_over_a_limit_is_refused_not_corrupt_by_every_caller(tmp_path, clips):
+    """The manifest check (its own reason and count), the feature cache and the audit (score 0.5: it may be fine)
+    say "decode refused by a limit", never "corrupt", for a real clip over max_video_seconds; a corrupt one stays
+    corrupt."""
+    import json
+    import shutil
+
+    from anybind.audit_leak import NOT_READ_SCORE, unreadable_finding
+    from anybind.cache import FeatureCache
+
+    shutil.copy(clips["mp4"], tmp_path / "long.mp4")  # 2.0 s
+    make_clip(tmp_path / "short.mp4", n=5)  # 0.5 s
+    (tmp_path / "bad.mp4").write_bytes(b"\x00" * 64 + b"not a video at all" * 20)
+    rows = [{"id": i, "text": i, "video": f"{i}.mp4"} for i in ("short", "long", "bad")]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with using_limits(MediaLimits(max_video_seconds=1.5)):
+        m = load_manifest(tmp_path / "m.jsonl", check_cache=False)
+        assert [r.id for r in m.records] == ["short"]
+        reasons = {b.id: b.reason for b in m.bad}
+        assert reasons["long"].startswith(f"decode refused by a limit for video: {tmp_path / 'long.mp4'}: a video of "
+                                          "2.0 s; at most 1.5 s are decoded (the limit, max_video_seconds)")
+        assert "corrupt" not in reasons["long"] and reasons["bad"].startswith("corrupt file for video: ")
+        assert "by reason: decode refused by a limit for video x1" in m.report()
+        bad: dict[int, str] = {}
+        enc = get_encoder(f"video:frames({STATS})@fps=2,max=3", cached=False)
+        FeatureCache(tmp_path / "cache").encode(enc, [str(tmp_path / f"{i}.mp4") for i in ("short", "long", "bad")],
+                                                progress=False, bad=bad)
+    assert sorted(bad) == [1, 2]
+    assert unusable_file("video", bad[1]).startswith("decode refused by a limit for video: ")
+    assert unreadable_finding("video", bad[1]).score == NOT_READ_SCORE
+    assert unreadable_finding("video", bad[2]).score == 1.0  # corrupt: found unusable
 
 
 def test_feature_cache_encodes_the_good_clips_and_names_the_bad(tmp_path, clips):

@@ -29,18 +29,22 @@ class RenderTimeout(DataError):
 
 class LimitRefused(DataError):
     """A file refused before it is decoded because decoding it would pass one of the media limits (a raster image
-    of more than ``MediaLimits.max_pixels``): not known to be corrupt -- it may be read under a larger limit.  The
-    message names the file, the limit and how to raise it (:meth:`over`)."""
+    of more than ``MediaLimits.max_pixels`` or PIL's decompression-bomb limit, a video over ``max_video_pixels`` /
+    ``max_video_seconds``), or whose decoding stopped at one (``max_video_frames``): not known to be corrupt -- it
+    may be read under a larger limit.  The message names the file, the limit and how to raise it (:meth:`over`)."""
 
     #: what is not done to the file (``not decoded: refused before decoding``)
     DONE, DOING, DO = "decoded", "decoding", "decode"
 
     @classmethod
-    def over(cls, what: object, why: str, limit: str) -> "LimitRefused":
-        """``<what>: <why> (the limit, <limit>); not decoded: refused before decoding (...how to raise it)``."""
+    def over(cls, what: object, why: str, limit: str, *, also: str = "", stopped: bool = False) -> "LimitRefused":
+        """``<what>: <why> (the limit, <limit>); not decoded: refused before decoding (...how to raise it)``;
+        ``stopped``: met while decoding (a video's frame count), ``...; not decoded: stopped while decoding (...)``;
+        ``also``: what else must be raised, after the limit's name (`` and PIL.Image.MAX_IMAGE_PIXELS``)."""
         serve = f", or ServeConfig.{limit} in the service" if limit in _SERVE_LIMITS else ""
-        return cls(f"{what}: {why} (the limit, {limit}); not {cls.DONE}: refused before {cls.DOING} (to {cls.DO} it, "
-                   f"raise {limit}: anybind.data.limits.using_limits(MediaLimits({limit}=...)){serve})")
+        when = f"stopped while {cls.DOING}" if stopped else f"refused before {cls.DOING}"
+        return cls(f"{what}: {why} (the limit, {limit}); not {cls.DONE}: {when} (to {cls.DO} it, raise {limit}{also}: "
+                   f"anybind.data.limits.using_limits(MediaLimits({limit}=...)){serve})")
 
 
 class RenderRefused(LimitRefused):
@@ -66,8 +70,10 @@ RENDER_TIMEOUT_MARK = "to render (the time budget"
 RENDER_REFUSED_MARK = "; not rendered: refused before rendering"
 #: the words a :class:`LimitRefused`'s message about a file refused before decoding holds, for the same purpose
 DECODE_REFUSED_MARK = "; not decoded: refused before decoding"
+#: the words a :class:`LimitRefused`'s message about a file whose decoding passed a limit (a video's frame count) holds
+DECODE_STOPPED_MARK = "; not decoded: stopped while decoding"
 #: the media limits the service sets from its own ``ServeConfig`` fields of the same name
-_SERVE_LIMITS = ("max_pixels", "max_svg_work")
+_SERVE_LIMITS = ("max_pixels", "max_svg_work", "max_video_seconds")
 #: the words a :class:`RendererUnavailable`'s message holds, for the same purpose (and the service's 503)
 RENDERER_UNAVAILABLE_MARK = "not rendered: the SVG renderer process"
 
@@ -81,15 +87,17 @@ def renderer_unavailable(why: "str | BaseException") -> bool:
 def render_refused(why: "str | BaseException") -> bool:
     """Whether ``why`` (an error, or its message as text) is a :class:`LimitRefused` (a :class:`RenderRefused` or a
     raster refused before decoding): a file over a media limit, not a corrupt one."""
-    return isinstance(why, LimitRefused) or RENDER_REFUSED_MARK in str(why) or DECODE_REFUSED_MARK in str(why)
+    return isinstance(why, LimitRefused) or any(m in str(why) for m in (RENDER_REFUSED_MARK, DECODE_REFUSED_MARK,
+                                                                         DECODE_STOPPED_MARK))
 
 
 def unusable_file(modality: str, why: "str | BaseException") -> str:
     """The one-line reason a record is skipped for its ``modality`` file: ``render timed out for <modality>: ...``
     for a :class:`RenderTimeout` (the file and the budget are in its message), ``render refused by a limit for
     <modality>: ...`` for a :class:`RenderRefused` (the file and the limit are in its message), ``decode refused by
-    a limit for <modality>: ...`` for another :class:`LimitRefused` (a raster over ``max_pixels``), ``SVG renderer
-    unavailable for <modality>: ...`` for a :class:`RendererUnavailable` (the file was not read: try again),
+    a limit for <modality>: ...`` for another :class:`LimitRefused` (a raster over ``max_pixels``, a video over one of
+    its limits), ``SVG renderer unavailable for <modality>: ...`` for a :class:`RendererUnavailable` (the file was
+    not read: try again),
     ``corrupt file for <modality>: ...`` for anything else that cannot be decoded."""
     if renderer_unavailable(why):
         kind = "SVG renderer unavailable"

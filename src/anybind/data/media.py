@@ -3,7 +3,8 @@
 Every function raises :class:`~anybind.errors.DataError` naming the file and
 what is wrong, never a traceback from deep inside a codec.  What decoding one file
 may cost is bounded by :class:`MediaLimits` (:data:`LIMITS` by default; the service
-passes its own ``max_pixels``): a file over a limit is a bad record, like a corrupt one.
+passes its own ``max_pixels``): a file over a limit is a bad record refused by that limit
+(:class:`~anybind.errors.LimitRefused`), not a corrupt one.
 """
 
 from __future__ import annotations
@@ -55,8 +56,8 @@ def load_image(path: str | Path, size: int | None = None, limits: MediaLimits | 
         with warnings.catch_warnings():  # the pixel count is checked here, against lim.max_pixels
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
-    except Image.DecompressionBombError as e:  # PIL's own limit, when lim.max_pixels is above it
-        raise DataError(f"{path}: image too large to decode ({e})") from None
+    except Image.DecompressionBombError as e:  # PIL's own limit: over a limit too, not corrupt
+        raise _bomb(path, e, lim) from None
     except bad as e:
         raise DataError(f"{path}: corrupt or unsupported image ({_no_buffer(e)})") from None
     if img.width * img.height > lim.max_pixels:
@@ -64,7 +65,11 @@ def load_image(path: str | Path, size: int | None = None, limits: MediaLimits | 
         why = f"an image of {size} pixels; at most {lim.max_pixels:,} are decoded"
         raise LimitRefused.over(path, why, "max_pixels")  # over a limit, not corrupt: reported as refused
     try:
-        img.load()
+        with warnings.catch_warnings():  # PIL checks the frames of an animation (a GIF's) again when loading
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img.load()
+    except Image.DecompressionBombError as e:
+        raise _bomb(path, e, lim) from None
     except bad as e:
         raise DataError(f"{path}: corrupt or unsupported image ({_no_buffer(e)})") from None
     if img.width < 1 or img.height < 1:
@@ -77,6 +82,18 @@ def load_image(path: str | Path, size: int | None = None, limits: MediaLimits | 
         bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img = Image.alpha_composite(bg, rgba)
     return img.convert("RGB")
+
+
+def _bomb(path: str | Path, e: Exception, lim: MediaLimits) -> LimitRefused:
+    """PIL's decompression-bomb refusal of ``path`` as what it is: an image over a pixel limit, not a corrupt one
+    (the limit that binds is PIL's own, twice ``PIL.Image.MAX_IMAGE_PIXELS``, when ``max_pixels`` is above it)."""
+    from PIL import Image
+
+    m = re.search(r"\((\d+) pixels\)", str(e))
+    size = f"an image of {int(m.group(1)):,} pixels" if m else "an image"
+    most = min(lim.max_pixels, 2 * (Image.MAX_IMAGE_PIXELS or 0)) or lim.max_pixels
+    return LimitRefused.over(path, f"{size}; at most {most:,} are decoded", "max_pixels",
+                             also=" and PIL.Image.MAX_IMAGE_PIXELS (PIL refuses images of over twice it)")
 
 
 def _top_8_bits(img):

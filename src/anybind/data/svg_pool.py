@@ -213,9 +213,25 @@ class _Pool:
         for w in idle:
             w.kill()
 
+    def after_fork_in_child(self) -> None:
+        """In a forked child: a pool of its own, with a new lock.  The parent's lock may have been held by one of
+        its threads at the fork (a rendering handing back its worker, a caller waiting out a start): that thread
+        does not exist in the child, so the copied lock would stay held and the child's first SVG would wait
+        forever.  The parent's idle workers are the parent's: the child closes its copies of their pipes."""
+        idle = self.idle
+        self.lock = threading.Condition()
+        self.idle, self.pid, self.failed, self.trying = [], os.getpid(), None, False
+        for w in idle:
+            for f in (w.proc.stdin, w.proc.stdout):
+                try:
+                    f.close()
+                except OSError:
+                    pass
+
 
 _POOL = _Pool()
 atexit.register(_POOL.close)
+os.register_at_fork(after_in_child=_POOL.after_fork_in_child)
 
 
 def stop_idle_workers() -> None:

@@ -6,7 +6,8 @@ the first frame) the first frame shown at or after ``t``; a frame is taken at mo
 ``fps`` gives each of its frames.  Decoding stops at the last sample, so a long video costs only the seconds
 sampled.  What one video may cost is bounded by :class:`~anybind.data.limits.MediaLimits` (frame size from the
 header, declared duration, frames decoded).  Every failure -- a corrupt or truncated file, no video stream, an
-unsupported codec, zero frames, a limit -- is one :class:`~anybind.errors.DataError` naming the file.
+unsupported codec, zero frames -- is one :class:`~anybind.errors.DataError` naming the file; a video over a limit
+is a :class:`~anybind.errors.LimitRefused` (refused, not corrupt) naming the file and the limit.
 
 PyAV is the ``video`` extra: ``pip install 'anybind[video]'``.
 """
@@ -21,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, LimitRefused
 from .files import open_regular
 from .limits import MediaLimits, current_limits
 
@@ -96,10 +97,12 @@ def _sample(container: Any, name: str, fps: float, max_frames: int, lim: MediaLi
         raise DataError(f"{name}: unsupported video codec (FFmpeg has no decoder for this stream)")
     w, h = int(ctx.width or 0), int(ctx.height or 0)
     if w * h > lim.max_video_pixels:
-        raise DataError(f"{name}: video frames of {w}x{h} pixels; at most {lim.max_video_pixels:,} are decoded")
+        raise LimitRefused.over(name, f"video frames of {w}x{h} pixels; at most {lim.max_video_pixels:,} are decoded",
+                                "max_video_pixels")
     seconds = _declared_seconds(container, stream)
     if seconds is not None and seconds > lim.max_video_seconds:
-        raise DataError(f"{name}: a video of {seconds:.1f} s; at most {lim.max_video_seconds:g} s are decoded")
+        raise LimitRefused.over(name, f"a video of {seconds:.1f} s; at most {lim.max_video_seconds:g} s are decoded",
+                                "max_video_seconds")
     step = 1.0 / fps
     rate = float(stream.average_rate or stream.guessed_rate or 0) or None
     t0: float | None = None
@@ -108,10 +111,11 @@ def _sample(container: Any, name: str, fps: float, max_frames: int, lim: MediaLi
         for frame in container.decode(stream):
             decoded += 1
             if decoded > lim.max_video_frames:
-                raise DataError(f"{name}: more than {lim.max_video_frames:,} frames decoded; at most that many are")
+                raise LimitRefused.over(name, f"more than {lim.max_video_frames:,} frames decoded; at most that many "
+                                        "are", "max_video_frames", stopped=True)
             if frame.width * frame.height > lim.max_video_pixels:
-                raise DataError(f"{name}: a video frame of {frame.width}x{frame.height} pixels; "
-                                f"at most {lim.max_video_pixels:,} are decoded")
+                raise LimitRefused.over(name, f"a video frame of {frame.width}x{frame.height} pixels; at most "
+                                        f"{lim.max_video_pixels:,} are decoded", "max_video_pixels", stopped=True)
             t = frame.time if frame.time is not None else ((decoded - 1) / rate if rate else None)
             if t is None:
                 raise DataError(f"{name}: video frames carry no time stamps and the stream no frame rate")

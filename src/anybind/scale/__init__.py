@@ -150,6 +150,17 @@ def free_cpus(wait: float = 0.0, at_least: float = 0.1) -> float:
 
     With ``wait`` > 0, polls for up to that many seconds until at least ``at_least`` are free (actors of
     a pipeline that just ended give their CPUs back asynchronously)."""
+    return free_resource("CPU", wait, at_least)
+
+
+def free_gpus(wait: float = 0.0, at_least: float = 1.0) -> float:
+    """GPUs of the connected Ray cluster not held by anything now; ``wait``/``at_least`` as :func:`free_cpus`."""
+    return free_resource("GPU", wait, at_least)
+
+
+def free_resource(name: str, wait: float = 0.0, at_least: float = 0.1) -> float:
+    """How much of the Ray resource ``name`` (``"CPU"``, ``"GPU"``) is free, polling for up to ``wait`` seconds
+    until at least ``at_least`` is (collecting garbage between polls: dropped pipelines' actors then exit)."""
     import gc
     import time
 
@@ -157,7 +168,7 @@ def free_cpus(wait: float = 0.0, at_least: float = 0.1) -> float:
 
     deadline = time.monotonic() + wait
     while True:
-        free = float(ray.available_resources().get("CPU", 0.0))
+        free = float(ray.available_resources().get(name, 0.0))
         if free >= at_least - 1e-9 or time.monotonic() >= deadline:
             return free
         gc.collect()  # drops unreferenced pipelines, whose actors then exit

@@ -266,6 +266,8 @@ def encode_ray(
                 f"distributed encode with {enc.spec} failed ({failure}); {done} items were committed to "
                 f"{fc.folder(identity)} and are kept: rerun to encode the remaining {len(missing) - done}"
             )
+        ds = None  # the finished pipeline: its actor pool gives its CPUs back asynchronously, waited for here so
+        free_cpus(wait=10.0, at_least=free_before)  # that what runs next (a Ray Train fit) finds them free
     fc.rescan(identity)
     if rep.failed and enc.input_kind == "file":  # as FeatureCache.encode does for the single-process path
         from ..data.checks import forget

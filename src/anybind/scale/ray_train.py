@@ -6,6 +6,8 @@ saves rank 0's best state as the space."""
 from __future__ import annotations
 
 import json
+import logging
+import math
 import shutil
 import tempfile
 import time
@@ -21,6 +23,15 @@ from ..train import TrainConfig
 from .stream import TrainingShards
 from .train import (DEFAULT_SHUFFLE_BUFFER, check_config, ridge_init, shard_stats, space_from_result,
                     train_streaming)
+
+log = logging.getLogger(__name__)
+
+#: seconds Ray Train waits for a CPU per worker (a GPU per worker on CUDA) to be free before it is sized to the CPUs
+#: that are free, or refused: a finished Ray Data actor pool gives its CPUs back asynchronously, and CPUs held
+#: elsewhere would otherwise keep Ray Train waiting for its workers forever
+RESOURCE_WAIT_S = 30.0
+#: the fewest CPUs a worker is started with (sized to what is free below one each)
+MIN_WORKER_CPUS = 0.1
 
 
 def _ray_worker(config: dict[str, Any]) -> None:
@@ -62,6 +73,40 @@ def scaling(workers: int, cpus: float, rt: Runtime | None = None) -> tuple[dict[
     return {"num_workers": workers, "use_gpu": False, "resources_per_worker": {"CPU": cpus}}, "gloo"
 
 
+def worker_cpus(workers: int, *, gpus: bool = False, wait: float | None = None) -> float:
+    """CPUs per Ray Train worker on the connected cluster, sized to what is free, so that the trainer's request can
+    be met: one each (at most the cluster's CPUs / ``workers``) when they are free, waiting up to ``wait`` seconds
+    (default :data:`RESOURCE_WAIT_S`) for them; else the share of the free CPUs (at least :data:`MIN_WORKER_CPUS`).
+    With ``gpus``, one free GPU per worker is needed too.  Raises :class:`DataError` (one line naming what is
+    missing) when even that is not free after the wait: Ray Train would wait for its workers forever."""
+    from . import cluster_cpus, free_cpus, free_gpus
+
+    wait = RESOURCE_WAIT_S if wait is None else float(wait)
+    total = cluster_cpus()
+    want = _down(max(MIN_WORKER_CPUS, min(1.0, total / workers)))
+    free = free_cpus(wait=wait, at_least=want * workers)
+    missing = []
+    if free < MIN_WORKER_CPUS * workers - 1e-9:
+        missing.append(f"{MIN_WORKER_CPUS * workers:g} CPUs ({MIN_WORKER_CPUS:g} per worker); {free:g} of "
+                       f"{total:g} are free")
+    if gpus and (g := free_gpus(wait=wait, at_least=workers)) < workers:
+        missing.append(f"{workers} GPUs (one per worker); {g:g} are free")
+    if missing:
+        raise DataError(f"Ray Train needs {' and '.join(missing)} on the Ray cluster after waiting {wait:g} s "
+                        "(held by other actors or tasks, e.g. an actor pool of a pipeline still running): free "
+                        "them, give fewer --ray-workers, or --ray-address of a larger cluster")
+    cpus = min(want, _down(free / workers))
+    if cpus < want:
+        log.warning("Ray Train: %g of %g CPUs are free after waiting %g s: %d workers get %.2g CPUs each (not %g)",
+                    free, total, wait, workers, cpus, want)
+    return cpus
+
+
+def _down(cpus: float) -> float:
+    """``cpus`` rounded down to Ray's resource precision (1e-4): a request never passes what is free."""
+    return math.floor(cpus * 1e4 + 1e-6) / 1e4
+
+
 def fit_ray(
     shards: TrainingShards,
     cfg: TrainConfig,
@@ -70,16 +115,18 @@ def fit_ray(
     address: str | None = None,
     shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
     storage: str | Path | None = None,
+    wait: float | None = None,
 ):
     """Train a space from training shards with Ray Train (``TorchTrainer``, ``workers`` DDP workers).
 
     ``cfg.batch_size`` is the global batch (``batch_size // workers`` per worker).
     ``storage``: where Ray Train keeps the run (default: beside the shards, which on a
-    cluster must be shared storage every node reads).
+    cluster must be shared storage every node reads).  ``wait``: seconds to wait for the workers' CPUs (and GPUs)
+    to be free before sizing them to what is free, or refusing (:func:`worker_cpus`).
     """
     from safetensors.torch import load_file, save
 
-    from . import cluster_cpus, ray_session
+    from . import ray_session
 
     check_config(cfg)
     if workers < 1:
@@ -93,8 +140,8 @@ def fit_ray(
         from ray.train import RunConfig, ScalingConfig
         from ray.train.torch import TorchConfig, TorchTrainer
 
-        cpus = max(0.1, min(1.0, cluster_cpus() / workers))
         rt = current_runtime()
+        cpus = worker_cpus(workers, gpus=rt.is_cuda, wait=wait)  # what is free: else Ray Train waits forever
         scale, backend = scaling(workers, cpus, rt)
         root = Path(storage) if storage is not None else shards.path.parent / "_ray_runs"
         root.mkdir(parents=True, exist_ok=True)
@@ -129,4 +176,5 @@ def fit_ray(
     res["state"] = state
     if ridge:
         res.setdefault("robust", {})["ridge"] = ridge
-    return space_from_result(shards, cfg, res, stats, ray_workers=workers, shuffle_buffer=shuffle_buffer)
+    return space_from_result(shards, cfg, res, stats, ray_workers=workers, ray_worker_cpus=cpus,
+                             shuffle_buffer=shuffle_buffer)
