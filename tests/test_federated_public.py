@@ -1,0 +1,111 @@
+"""FedAvg given the public pairs too (issue 19): ``server_public=True`` trains the averaged projectors on the public
+pairs each round, as CreamFL's server does, so the two compare on the same data; nothing more leaves a client."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from anybind import load_manifest
+from anybind.federated import federate
+from anybind.federated_parties import Message
+from anybind.projectors import project
+
+from federated_helpers import watching
+from test_federated import CFG, KINDS, world  # noqa: F401  (the fixture)
+
+
+def _public_loss(space, world) -> float:  # noqa: F811
+    """InfoNCE of ``space`` over all the public pairs at once (both directions, temperature 0.05)."""
+    tmp, path, specs, cpaths, ppath, row_of, feats = world
+    ids = [r.id for r in load_manifest(ppath, kinds=KINDS).records if r.split == "train"]
+    rows = [row_of[i] for i in ids]
+    with torch.no_grad():
+        a, b = (F.normalize(project(space.projectors[m].eval(), feats[m][rows]), dim=-1) for m in ("sa", "sb"))
+    logits = a @ b.T / 0.05
+    target = torch.arange(len(ids))
+    return float((F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2)
+
+
+def _run(world, seed=0, rounds=3, **kw):  # noqa: F811
+    """A federation whose every message is kept, and the global weights each client received, in order."""
+    tmp, path, specs, cpaths, ppath, *_ = world
+    seen: list[tuple[str, int, Message]] = []
+    sp = federate(cpaths, ppath, encoders=specs, cache=tmp / "c", method="fedavg",
+                  on_message=lambda way, i, msg: seen.append((way, i, msg)),
+                  **{**CFG, "rounds": rounds, "patience": rounds, "seed": seed, **kw})
+    return sp, seen
+
+
+def _average(replies: list[Message]) -> dict[str, np.ndarray]:
+    n = np.asarray([float(r.counts["n"]) for r in replies])
+    return {k: sum(w * r.arrays[k] for w, r in zip(n / n.sum(), replies)) for k in replies[0].arrays}
+
+
+def test_fedavg_with_public_pairs_trains_the_average_on_them(world):  # noqa: F811
+    plain, plain_seen = _run(world)
+    pub, pub_seen = _run(world, server_public=True)
+    # the weights differ from plain FedAvg's, and the public pairs are what the server trained on: their loss is lower
+    assert any(not torch.equal(plain.projectors[m].state_dict()[k], v)
+               for m in ("sa", "sb") for k, v in pub.projectors[m].state_dict().items())
+    assert _public_loss(pub, world) < _public_loss(plain, world) - 1.0  # measured: 0.56 vs 3.03
+    # where plain FedAvg sends back the average of what the clients sent, this server sends what it made of the
+    # average on the public pairs: the next round's global weights are not the average
+    for seen, trained in ((plain_seen, False), (pub_seen, True)):
+        ups = [m for way, _, m in seen if way == "up" and m.kind == "weights"]
+        downs = [m for way, i, m in seen if way == "down" and m.kind == "global" and i == 0]
+        assert len(ups) == 3 * 3 and len(downs) == 3 + 1  # round 0 is the start
+        for r in range(3):
+            avg, glob = _average(ups[3 * r: 3 * r + 3]), downs[r + 1].arrays
+            same = all(np.allclose(avg[k], glob[k], atol=1e-6) for k in avg if k != "logit_scale")
+            assert same != trained, (r, trained)
+    # the start too: plain FedAvg starts untrained, this one from the public pairs
+    assert not np.array_equal(plain_seen[0][2].arrays["sa.linear.weight"], pub_seen[0][2].arrays["sa.linear.weight"])
+    assert pub.info["lineage"][-1]["config"]["server_public"] is True
+    assert plain.info["lineage"][-1]["config"]["server_public"] is False
+
+
+def test_fedavg_with_public_pairs_sends_nothing_more_from_a_client(world):  # noqa: F811
+    tmp, path, specs, cpaths, ppath, *_ = world
+    plain, plain_seen = _run(world, rounds=2)
+    sp, seen = _run(world, rounds=2, server_public=True)
+    up = [m for way, _, m in seen if way == "up"]
+    assert {m.kind for m in up} == {"val", "weights"}
+    assert [(m.kind, sorted(m.arrays), {k: a.shape for k, a in m.arrays.items()}, sorted(m.counts)) for m in up] == \
+        [(m.kind, sorted(m.arrays), {k: a.shape for k, a in m.arrays.items()}, sorted(m.counts))
+         for way, _, m in plain_seen if way == "up"]
+    assert all(not k.endswith((".mean", ".scale")) for m in up for k in m.arrays if k != "logit_scale")
+    private = [r.id for p in cpaths for r in load_manifest(p, kinds=KINDS).records]
+    text = json.dumps([[m.kind, sorted(m.arrays), sorted(m.counts)] for m in up]) + json.dumps(sp.info)
+    assert not any(pid in text for pid in private) and not any(str(p) in text for p in cpaths)
+    assert sp.info["lineage"][-1]["bytes"]["up"] == plain.info["lineage"][-1]["bytes"]["up"]
+
+    # the clients answer the server's messages only: the public pairs' training happens on the server, which holds
+    # no client's features (the clients' handlers are called as many times as in plain FedAvg)
+    calls: list[str] = []
+
+    def watch(i, c, msg, handle):
+        calls.append(msg.kind)
+        return handle(msg)
+
+    tmp, path, specs, cpaths, ppath, *_ = world
+    federate(cpaths, ppath, encoders=specs, cache=tmp / "c", method="fedavg", server_public=True,
+             runner=watching(watch), **{**CFG, "rounds": 2, "patience": 2})
+    assert calls == [m.kind for way, _, m in plain_seen if way == "down"]
+
+
+def test_fedavg_with_public_pairs_is_deterministic_with_a_seed(world):  # noqa: F811
+    a, b, c = (_run(world, seed=s, rounds=2, server_public=True)[0] for s in (4, 4, 5))
+    assert a.identity() == b.identity() != c.identity()
+    assert a.info["training"]["history"] == b.info["training"]["history"]
+
+
+def test_server_public_is_a_fedavg_option_refused_elsewhere_in_one_line(world):  # noqa: F811
+    tmp, path, specs, cpaths, ppath, *_ = world
+    for kw, what in [({"method": "creamfl", "server_public": True}, "server_public applies to method 'fedavg'"),
+                     ({"method": "fedavg", "server_public": "yes"}, "server_public must be True or False")]:
+        with pytest.raises(ValueError, match=what) as e:
+            federate(cpaths, ppath, encoders=specs, cache=tmp / "c", **{**CFG, **kw})
+        assert "\n" not in str(e.value)
