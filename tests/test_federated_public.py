@@ -109,3 +109,42 @@ def test_server_public_is_a_fedavg_option_refused_elsewhere_in_one_line(world): 
         with pytest.raises(ValueError, match=what) as e:
             federate(cpaths, ppath, encoders=specs, cache=tmp / "c", **{**CFG, **kw})
         assert "\n" not in str(e.value)
+
+
+def test_the_study_and_bench_row_of_fedavg_with_public_pairs(world):  # noqa: F811
+    from anybind.bench.tasks_keep import FEDAVG_PUBLIC, FEDAVG_PUBLIC_ROW, _goal
+    from anybind.federated_study import federated_study
+
+    tmp, path, specs, *_ = world
+    rows = federated_study(load_manifest(path, kinds=KINDS), k=3, public_fraction=0.1, pair=("sa", "sb"),
+                           encoders=specs, config={**CFG, "rounds": 3}, cache=tmp / "c", fit_too=False,
+                           methods=("fedavg",), variants={FEDAVG_PUBLIC_ROW: FEDAVG_PUBLIC})
+    by = {r["name"]: r for r in rows}
+    avg, pub = by["fedavg"], by[FEDAVG_PUBLIC_ROW]
+    # the same clients and the same traffic; the server's work on the public pairs changes the result
+    assert pub["records"] == avg["records"] and pub["bytes/round"] == avg["bytes/round"] > 0
+    assert (pub["test R@1"], pub["val"]) != (avg["test R@1"], avg["val"])
+    # the goal asks CreamFL to be ahead of both FedAvg rows
+    both = {"fedavg": 0.12, FEDAVG_PUBLIC_ROW: 0.17}
+    assert "not met" in _goal(0.16, both, 0.18, "") and f"{FEDAVG_PUBLIC_ROW} 0.170" in _goal(0.16, both, 0.18, "")
+    assert " met (" in _goal(0.18, both, 0.2, "") and "with or without the public pairs" in _goal(0.18, both, 0.2, "")
+    assert " met (" in _goal(0.16, {"fedavg": 0.12}, 0.18, "")
+
+
+def test_cli_federate_server_public(world, tmp_path):  # noqa: F811
+    from typer.testing import CliRunner
+
+    from anybind import Space
+    from anybind.cli import app
+
+    tmp, path, specs, *_ = world
+    enc = [x for m, s in specs.items() for x in ("-e", f"{m}={s}")]
+    args = ["federate", "--data", str(path), "--clients", "3", "--public-fraction", "0.1", *enc, "--cache",
+            str(tmp / "c"), "--rounds", "2", "--dim", "16", "--hidden", "32", "--server-public"]
+    r = CliRunner().invoke(app, [*args, "--method", "fedavg", "--out", str(tmp_path / "s")])
+    assert r.exit_code == 0, r.output
+    e = Space.load(tmp_path / "s").info["lineage"][-1]
+    assert e["method"] == "fedavg" and e["config"]["server_public"] is True
+    r = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "s2")])  # the default method, creamfl
+    assert r.exit_code == 2 and "server_public applies to method 'fedavg'" in r.output
+    assert len(r.output.strip().splitlines()) == 1 and not (tmp_path / "s2").exists()

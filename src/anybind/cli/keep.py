@@ -132,6 +132,8 @@ def federate(
     encoder: list[str] = typer.Option(None, "--encoder", "-e", help="MODALITY=SPEC, shared by every party (repeatable)."),
     method: FedMethod = choice("creamfl", FedMethod, help="creamfl: clients send embeddings of the public set, the "
                                "server ensembles and distils; fedavg: clients send projector weights, the server averages."),
+    server_public: bool = typer.Option(False, "--server-public", help="fedavg: the server also trains the averaged "
+                                       "projectors on the public pairs each round (as a creamfl server does)."),
     rounds: int = typer.Option(20, help="Maximum rounds (the best round on the clients' val pairs is kept)."),
     local_epochs: int = typer.Option(1, help="Client epochs per round."),
     dim: int = typer.Option(256, help="Shared space width."),
@@ -190,7 +192,7 @@ def federate(
             runner = functools.partial(ray_clients, address=target if isinstance(target, str) else None)
         space = Space.federate(cl, pub, encoders=encoders or None, cache=cache, strict=strict, progress=True, method=method,
                     rounds=rounds, local_epochs=local_epochs, dim=dim, hidden=hidden, lr=lr, seed=seed, runner=runner,
-                    label=label)
+                    label=label, server_public=server_public)
         space.save(out, overwrite=overwrite)
     except (AnybindError, ValueError) as e:
         fail(e)
