@@ -7,19 +7,18 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from federated_helpers import watching
+from test_federated import CFG, KINDS, world  # noqa: F401  (the fixture)
 
 from anybind import load_manifest
 from anybind.federated import federate
 from anybind.federated_parties import Message
 from anybind.projectors import project
 
-from federated_helpers import watching
-from test_federated import CFG, KINDS, world  # noqa: F401  (the fixture)
-
 
 def _public_loss(space, world) -> float:  # noqa: F811
     """InfoNCE of ``space`` over all the public pairs at once (both directions, temperature 0.05)."""
-    tmp, path, specs, cpaths, ppath, row_of, feats = world
+    *_, ppath, row_of, feats = world
     ids = [r.id for r in load_manifest(ppath, kinds=KINDS).records if r.split == "train"]
     rows = [row_of[i] for i in ids]
     with torch.no_grad():
@@ -31,7 +30,7 @@ def _public_loss(space, world) -> float:  # noqa: F811
 
 def _run(world, seed=0, rounds=3, **kw):  # noqa: F811
     """A federation whose every message is kept, and the global weights each client received, in order."""
-    tmp, path, specs, cpaths, ppath, *_ = world
+    tmp, _, specs, cpaths, ppath, *_ = world
     seen: list[tuple[str, int, Message]] = []
     sp = federate(cpaths, ppath, encoders=specs, cache=tmp / "c", method="fedavg",
                   on_message=lambda way, i, msg: seen.append((way, i, msg)),
@@ -68,7 +67,7 @@ def test_fedavg_with_public_pairs_trains_the_average_on_them(world):  # noqa: F8
 
 
 def test_fedavg_with_public_pairs_sends_nothing_more_from_a_client(world):  # noqa: F811
-    tmp, path, specs, cpaths, ppath, *_ = world
+    tmp, _, specs, cpaths, ppath, *_ = world
     plain, plain_seen = _run(world, rounds=2)
     sp, seen = _run(world, rounds=2, server_public=True)
     up = [m for way, _, m in seen if way == "up"]
@@ -90,7 +89,7 @@ def test_fedavg_with_public_pairs_sends_nothing_more_from_a_client(world):  # no
         calls.append(msg.kind)
         return handle(msg)
 
-    tmp, path, specs, cpaths, ppath, *_ = world
+    tmp, _, specs, cpaths, ppath, *_ = world
     federate(cpaths, ppath, encoders=specs, cache=tmp / "c", method="fedavg", server_public=True,
              runner=watching(watch), **{**CFG, "rounds": 2, "patience": 2})
     assert calls == [m.kind for way, _, m in plain_seen if way == "down"]
@@ -103,10 +102,11 @@ def test_fedavg_with_public_pairs_is_deterministic_with_a_seed(world):  # noqa: 
 
 
 def test_server_public_is_a_fedavg_option_refused_elsewhere_in_one_line(world):  # noqa: F811
-    tmp, path, specs, cpaths, ppath, *_ = world
-    for kw, what in [({"method": "creamfl", "server_public": True}, "server_public applies to method 'fedavg'"),
-                     ({"method": "fedavg", "server_public": "yes"}, "server_public must be True or False")]:
-        with pytest.raises(ValueError, match=what) as e:
+    tmp, _, specs, cpaths, ppath, *_ = world
+    for kw, err, what in [({"method": "creamfl", "server_public": True}, ValueError,
+                           "server_public applies to method 'fedavg'"),
+                          ({"method": "fedavg", "server_public": "yes"}, TypeError, "server_public must be True or False")]:
+        with pytest.raises(err, match=what) as e:
             federate(cpaths, ppath, encoders=specs, cache=tmp / "c", **{**CFG, **kw})
         assert "\n" not in str(e.value)
 
@@ -148,3 +148,71 @@ def test_cli_federate_server_public(world, tmp_path):  # noqa: F811
     r = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "s2")])  # the default method, creamfl
     assert r.exit_code == 2 and "server_public applies to method 'fedavg'" in r.output
     assert len(r.output.strip().splitlines()) == 1 and not (tmp_path / "s2").exists()
+
+
+# ----------------------------------------------------------------------------- a client's file in the public set
+def _pictures(folder, names, seed):
+    """Small PNGs of random pixels (each its own bytes), one per name; their paths."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    out = []
+    for n in names:
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(folder / n)
+        out.append(folder / n)
+    return out
+
+
+def _manifest(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return load_manifest(path, modalities=["image", "text"])
+
+
+def test_a_client_file_copied_under_another_name_into_the_public_set_is_refused(tmp_path):
+    import shutil
+
+    from anybind.errors import DataError
+    from anybind.federated_study import federated_study, refuse_shared_public
+
+    own_files = _pictures(tmp_path / "own" / "media", [f"p{i}.png" for i in range(6)], seed=0)
+    splits = ["train", "train", "train", "val", "test", "test"]
+    own = _manifest(tmp_path / "own" / "manifest.jsonl", [
+        {"id": f"own-{i}", "split": s, "image": str(f), "text": f"drawing {i}"}
+        for i, (f, s) in enumerate(zip(own_files, splits))])
+    other_files = _pictures(tmp_path / "other" / "media", [f"q{i}.png" for i in range(4)], seed=1)
+    rows = [{"id": f"pub-{i}", "split": "train", "image": str(f), "text": f"picture {i}"}
+            for i, f in enumerate(other_files)]
+    # a public pair with its own picture and a caption a client record also has: texts repeat across corpora
+    rows.append({"id": "pub-caption", "split": "train", "image": str(other_files[0]), "text": "drawing 1"})
+    refuse_shared_public(own, [_manifest(tmp_path / "other" / "manifest.jsonl", rows)])
+    # a client's test picture, copied into the other corpus's folder under another name, with another caption
+    copy = tmp_path / "other" / "media" / "renamed.png"
+    shutil.copyfile(own_files[4], copy)
+    leaky = _manifest(tmp_path / "other" / "leaky.jsonl",
+                      rows + [{"id": "pub-copy", "split": "train", "image": str(copy), "text": "a new caption"}])
+    with pytest.raises(DataError) as e:
+        refuse_shared_public(own, [leaky])
+    msg = str(e.value)
+    assert "\n" not in msg and "'pub-copy'" in msg and "'own-4'" in msg
+    assert str(copy) in msg and str(own_files[4]) in msg and str(leaky.path) in msg and "line 6" in msg
+    # the study refuses it before it trains anything (no encoder is ever built: these specs do not exist)
+    with pytest.raises(DataError, match="'pub-copy' holds image file .* record 'own-4'"):
+        federated_study(own, k=2, public_fraction=0.0, encoders={"image": "nonesuch", "text": "nonesuch"},
+                        extra_public=[leaky], fit_too=False)
+    # the same bytes in the other direction: a public file the clients also hold under another name
+    shutil.copyfile(other_files[2], tmp_path / "own" / "media" / "extra.png")
+    own2 = _manifest(tmp_path / "own" / "more.jsonl", [
+        *({"id": r.id, "split": r.split, **r.values} for r in own.records),
+        {"id": "own-extra", "split": "train", "image": str(tmp_path / "own" / "media" / "extra.png"), "text": "x"}])
+    with pytest.raises(DataError, match="'pub-2' holds image file .* record 'own-extra'"):
+        refuse_shared_public(own2, [_manifest(tmp_path / "other" / "manifest.jsonl", rows)])
+    # and so does the CLI simulating clients from a corpus, before it builds anything
+    from typer.testing import CliRunner
+
+    from anybind.cli import app
+
+    r = CliRunner().invoke(app, ["federate", "--data", str(own.path), "--public-fraction", "0", "--public",
+                                 str(leaky.path), "--clients", "2", "--out", str(tmp_path / "s")])
+    assert r.exit_code == 2 and "'pub-copy' holds image file" in r.output and "'own-4'" in r.output
+    assert len(r.output.strip().splitlines()) == 1 and not (tmp_path / "s").exists()

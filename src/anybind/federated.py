@@ -114,7 +114,7 @@ def federated_config(config: Mapping[str, Any]) -> FederatedConfig:
         raise ValueError(f"kd must be one of {', '.join(KD_KINDS)}, client_init 'own' or 'global' and intra "
                          f"{' or '.join(map(repr, INTRA_KINDS))}, got {cfg.kd!r}, {cfg.client_init!r}, {cfg.intra!r}")
     if not isinstance(cfg.server_public, bool):
-        raise ValueError(f"server_public must be True or False, got {cfg.server_public!r}")
+        raise TypeError(f"server_public must be True or False, got {cfg.server_public!r}")
     if cfg.server_public and cfg.method != "fedavg":
         raise ValueError(f"server_public applies to method 'fedavg' (a {cfg.method} server always trains on the "
                          "public pairs)")

@@ -159,7 +159,7 @@ def federate(
       anybind federate --data data/tux/manifest.jsonl --clients 4 --ray --out spaces/fed-ray
     """
     from ..data.manifest import load_manifest
-    from ..federated_study import split_clients
+    from ..federated_study import refuse_shared_public, split_clients
     from ..space import Space
     from ._common import parse_encoders, ray_target
 
@@ -179,6 +179,9 @@ def federate(
             from ..encoders.kinds import manifest_kinds
 
             man = load_manifest(data, kinds=manifest_kinds(encoders), progress=False)
+            # no record or file of the clients' corpus in the public set, whatever its name
+            refuse_shared_public(man, [load_manifest(p, kinds=manifest_kinds(encoders), progress=False)
+                                       for p in public or []])
             parts, pub_man = split_clients(man, clients, by=None if split_by == "iid" else split_by,
                                            public_fraction=public_fraction, seed=seed,
                                            holds=[h.strip() for h in (holds or "").split(",") if h.strip()])
