@@ -7,7 +7,8 @@ read) and the global projectors, whose feature standardisation it fits on the pu
 left which client) and handed to ``on_message`` when given:
 
 * ``method="fedavg"``: the clients send projector weights, the server averages them weighted by
-  each client's number of training pairs;
+  each client's number of training pairs (``server_public=True``: and then trains the average on the public pairs,
+  ``server_epochs``, as a CreamFL server does without its distillation: FedAvg given the public pairs too);
 * ``method="creamfl"``: the clients, regularised towards the global embeddings of the public
   pairs, send their embeddings of the public records; the server ensembles them (weighted by
   agreement with its own embeddings of the other modalities) and distils the global projectors on
@@ -63,7 +64,11 @@ class FederatedConfig:
     method: str = "creamfl"  # "fedavg" | "creamfl"
     rounds: int = 20
     local_epochs: int = 1  # client epochs per round
-    server_epochs: int = 10  # creamfl: epochs of the server on the public pairs per round (and before the first)
+    server_epochs: int = 10  # creamfl (and fedavg with server_public): epochs of the server on the public pairs per
+    # round (and before the first)
+    server_public: bool = False  # fedavg: the server also trains the averaged projectors on the public pairs
+    # (InfoNCE, server_epochs, CreamFL's server loop without the distillation) each round and before the first:
+    # FedAvg with server fine-tuning on public data, the baseline that gets CreamFL's public pairs too
     patience: int = 10  # rounds without a better val score before stopping
     dim: int = 256
     projector: str = "mlp"
@@ -108,6 +113,11 @@ def federated_config(config: Mapping[str, Any]) -> FederatedConfig:
     if cfg.kd not in KD_KINDS or cfg.client_init not in ("own", "global") or cfg.intra not in INTRA_KINDS:
         raise ValueError(f"kd must be one of {', '.join(KD_KINDS)}, client_init 'own' or 'global' and intra "
                          f"{' or '.join(map(repr, INTRA_KINDS))}, got {cfg.kd!r}, {cfg.client_init!r}, {cfg.intra!r}")
+    if not isinstance(cfg.server_public, bool):
+        raise TypeError(f"server_public must be True or False, got {cfg.server_public!r}")
+    if cfg.server_public and cfg.method != "fedavg":
+        raise ValueError(f"server_public applies to method 'fedavg' (a {cfg.method} server always trains on the "
+                         "public pairs)")
     if cfg.projector not in ("mlp", "linear"):
         raise ValueError(f"projector must be 'mlp' or 'linear', got {cfg.projector!r}")
     for name in ("reg_temperature", "kd_temperature"):  # divisors of CreamFL's similarities: 0 or less gives NaN
@@ -244,7 +254,7 @@ def federate(
         use_val = any(n > 0 for n in parties.n_val)
         sel = EpochSelection(use_val, cfg.patience)
         history: list[dict[str, Any]] = []
-        if cfg.method == "creamfl":  # the server starts from the public pairs
+        if cfg.method == "creamfl" or cfg.server_public:  # the server starts from the public pairs
             server.distil(cfg.server_epochs)
         best = None
         cols = [TextColumn(f"[bold]federating ({cfg.method}, {len(specs)} clients)"), BarColumn(),

@@ -328,8 +328,9 @@ class Server:
         return Message("server", "train", arrays)
 
     def aggregate(self, replies: Sequence[Message]) -> None:
-        """FedAvg: the training-pair-weighted mean of the clients' weights; CreamFL: the agreement-weighted public
-        embeddings, then :meth:`distil`."""
+        """FedAvg: the training-pair-weighted mean of the clients' weights (``server_public``: then :meth:`distil`,
+        which without targets trains on the public pairs alone); CreamFL: the agreement-weighted public embeddings,
+        then :meth:`distil`."""
         if self.cfg.method == "fedavg":
             n = np.asarray([float(r.counts["n"]) for r in replies])
             w = n / n.sum()
@@ -342,6 +343,8 @@ class Server:
                             v.copy_(sum(float(wi) / tot * torch.from_numpy(r.arrays[f"{m}.{k}"]) for wi, r in have))
                 self.logit_scale.copy_(torch.tensor(sum(float(wi) * float(r.arrays["logit_scale"])
                                                         for wi, r in zip(w, replies))))
+            if self.cfg.server_public:  # FedAvg + server training on the public pairs (no targets: InfoNCE only)
+                self.distil(self.cfg.server_epochs)
             return
         self.points = mixed(self.public, self.mix)  # the public records, then this round's mixes
         glob = {m: torch.from_numpy(v) for m, v in embed_public(self.projectors, self.points).items()}

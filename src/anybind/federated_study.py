@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .data.manifest import Manifest, Record
+from .data.manifest import Manifest, Record, modality_kind
 from .errors import DataError
 
 
@@ -147,10 +148,13 @@ def federated_study(
 
 
 def refuse_shared_public(manifest: Manifest, extra_public: Sequence[Manifest]) -> None:
-    """Refuse (a one-line :class:`DataError`) a public set from "another corpus" that is the clients' own: the same
-    manifest file (resolved), or a record with the very values of one of ``manifest``'s (test records included)."""
+    """Refuse (a one-line :class:`DataError` naming both records) a public set from "another corpus" that holds the
+    clients' own data: the same manifest file (resolved), a record with the very values of one of ``manifest``'s
+    (test records included), or a file with the very bytes of one of ``manifest``'s files, whatever its name or
+    folder (the SHA-256 of its bytes, as the feature cache keys it: :func:`~anybind.encoders.base.file_digest`)."""
     mine = manifest.path.resolve()
     seen = {tuple(sorted(r.values.items())): r for r in manifest.records}
+    files: dict[str, tuple[Record, str, str]] | None = None  # the clients' files by digest, read when first needed
     for m in extra_public:
         if m.path.resolve() == mine:
             raise DataError(f"{m.path}: a public set from another corpus cannot be the clients' own manifest: the "
@@ -159,6 +163,33 @@ def refuse_shared_public(manifest: Manifest, extra_public: Sequence[Manifest]) -
             if (same := seen.get(tuple(sorted(r.values.items())))) is not None:
                 raise DataError(f"{m.path}: line {r.line}: public record {r.id!r} is record {same.id!r} of the "
                                 f"clients' corpus {manifest.path}: a public set must hold none of the clients' records")
+            for mod, value in sorted(r.values.items()):
+                if modality_kind(mod, m.kinds) != "file":
+                    continue
+                if files is None:
+                    files = _file_digests(manifest)
+                if (hit := files.get(_digest(value))) is not None:
+                    rec, cmod, cval = hit
+                    raise DataError(f"{m.path}: line {r.line}: public record {r.id!r} holds {mod} file {value}, the "
+                                    f"same bytes as {cmod} file {cval} of record {rec.id!r} of the clients' corpus "
+                                    f"{manifest.path}: a public set must hold none of the clients' files")
+
+
+def _digest(value: str) -> str | None:
+    from .encoders.base import content_key, file_digest
+
+    return file_digest(content_key(Path(value)))
+
+
+def _file_digests(manifest: Manifest) -> dict[str, tuple[Record, str, str]]:
+    """Every file of ``manifest``'s records by the SHA-256 of its bytes: (the first record holding it, its
+    modality, its path)."""
+    out: dict[str, tuple[Record, str, str]] = {}
+    for r in manifest.records:
+        for mod, value in sorted(r.values.items()):
+            if modality_kind(mod, manifest.kinds) == "file" and (d := _digest(value)) is not None:
+                out.setdefault(d, (r, mod, value))
+    return out
 
 
 def public_sample(manifests: Sequence[Manifest], size: int | None, seed: int,

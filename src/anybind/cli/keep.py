@@ -132,6 +132,8 @@ def federate(
     encoder: list[str] = typer.Option(None, "--encoder", "-e", help="MODALITY=SPEC, shared by every party (repeatable)."),
     method: FedMethod = choice("creamfl", FedMethod, help="creamfl: clients send embeddings of the public set, the "
                                "server ensembles and distils; fedavg: clients send projector weights, the server averages."),
+    server_public: bool = typer.Option(False, "--server-public", help="fedavg: the server also trains the averaged "
+                                       "projectors on the public pairs each round (as a creamfl server does)."),
     rounds: int = typer.Option(20, help="Maximum rounds (the best round on the clients' val pairs is kept)."),
     local_epochs: int = typer.Option(1, help="Client epochs per round."),
     dim: int = typer.Option(256, help="Shared space width."),
@@ -157,7 +159,7 @@ def federate(
       anybind federate --data data/tux/manifest.jsonl --clients 4 --ray --out spaces/fed-ray
     """
     from ..data.manifest import load_manifest
-    from ..federated_study import split_clients
+    from ..federated_study import refuse_shared_public, split_clients
     from ..space import Space
     from ._common import parse_encoders, ray_target
 
@@ -177,6 +179,9 @@ def federate(
             from ..encoders.kinds import manifest_kinds
 
             man = load_manifest(data, kinds=manifest_kinds(encoders), progress=False)
+            # no record or file of the clients' corpus in the public set, whatever its name
+            refuse_shared_public(man, [load_manifest(p, kinds=manifest_kinds(encoders), progress=False)
+                                       for p in public or []])
             parts, pub_man = split_clients(man, clients, by=None if split_by == "iid" else split_by,
                                            public_fraction=public_fraction, seed=seed,
                                            holds=[h.strip() for h in (holds or "").split(",") if h.strip()])
@@ -190,7 +195,7 @@ def federate(
             runner = functools.partial(ray_clients, address=target if isinstance(target, str) else None)
         space = Space.federate(cl, pub, encoders=encoders or None, cache=cache, strict=strict, progress=True, method=method,
                     rounds=rounds, local_epochs=local_epochs, dim=dim, hidden=hidden, lr=lr, seed=seed, runner=runner,
-                    label=label)
+                    label=label, server_public=server_public)
         space.save(out, overwrite=overwrite)
     except (AnybindError, ValueError) as e:
         fail(e)
