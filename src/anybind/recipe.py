@@ -30,6 +30,10 @@ section transfer): geodesic mixup (``mixup=0.5``: +0.030 vs +0.024 over three se
 corpus, each gap inside its interval; diagonal -0.005 / +0.002; test level: a candidate for the full matrix), selection on another corpus (``select_data``, openclipart's val: +0.036 vs +0.036, Tux
 Paint's own val t->i 0.485 -> 0.437) and the bridge as a residual branch (``ridge_prior="residual"``: +0.009 vs +0.031
 over two seeds).
+Also not taken (branch h86, BENCHMARKS.md section defaults-image-encoder): a larger image encoder,
+``image:efficientnet-lite1+bridge`` / ``lite2+bridge``: Tux Paint's own val t->i 0.476 -> 0.495 / 0.495 (1-2 queries),
+but every held-out measure lower: transfer matrix off-diagonal val +0.031 (4/4) -> +0.013 (2/4) / -0.023 (2/4),
+Fashion-MNIST train 0-999 zero-shot 0.386 -> 0.254 / 0.296; encoding 1.5x slower.
 Re-measured on this code (BENCHMARKS.md, sections transfer, defaults, tuxpaint-ablation): a smaller matrix
 (Tux Paint + emoji, 300 train records each, 1,000 Fashion-MNIST images), off-diagonal val R@1 minus the better
 baseline -0.030 (2/4 cells >=) -> +0.045 with the bridge start alone -> +0.036 (4/4) with the defaults; Tux Paint

@@ -94,6 +94,18 @@ FM_NAMES_TRAIN = {
     "Bag": "handbag",
     "Ankle boot": "high heeled boot",
 }
+#: the images the fashion-mnist-zeroshot task scores (``--opt split=``): test, or train as a selection set
+FM_SPLITS = ("test", "train")
+
+
+def fm_images(fm, split: str, n_score: int, n_probe: int) -> tuple[list, list]:
+    """``(scored, probe train)`` Fashion-MNIST records: the first ``n_score`` of ``split``; the probe's
+    ``n_probe`` train images follow the scored ones when those are train images too (disjoint sets)."""
+    scored = fm.split(split)[:n_score]
+    start = len(scored) if split == "train" else 0
+    return scored, fm.split("train")[start:start + n_probe]
+
+
 #: the rows of the fashion-mnist-zeroshot task (``--opt systems=``)
 FM_SYSTEMS = {
     "3corpora": "anybind (recipe, 3 corpora)",
@@ -118,11 +130,12 @@ def per_class_recall(zs: dict) -> dict[str, float]:
     "Fashion-MNIST zero-shot (prompt ensembles) with a space bound on Tux Paint + emoji + openclipart, "
     "beside chance, the training-free label bridge and the linear-probe ceiling (--opt limit=N test images, "
     "probe_train=N, systems=" + ",".join(FM_SYSTEMS) + ", prompts=chosen: also each space's own templates chosen on "
-    "Tux Paint / emoji val)",
+    "Tux Paint / emoji val; image=SPEC[,SPEC...]: one defaults row per image encoder; split=train: score the first "
+    "`limit` *train* images, a selection set, the probe on the next probe_train; probe_train=0: no probe)",
 )
 def fashion_mnist_zeroshot(work: Path, cache=None, seed: int = 0, console=None, limit: str = "10000",
                            probe_train: str = "10000", systems: str = ",".join(FM_SYSTEMS),
-                           prompts: str = "") -> TaskResult:
+                           prompts: str = "", image: str = "", split: str = "test") -> TaskResult:
     import numpy as np
     from sklearn.linear_model import LogisticRegression
 
@@ -134,7 +147,7 @@ def fashion_mnist_zeroshot(work: Path, cache=None, seed: int = 0, console=None, 
     from ..evaluate import zero_shot
     from ..space import Space
     from .prompt_choice import check_prompts_option
-    from .tuxpaint import PLAIN_ENCODERS, RECIPE, prepare_tuxpaint
+    from .tuxpaint import PLAIN_ENCODERS, RECIPE, image_encoders, prepare_tuxpaint, short_spec
 
     wanted = [s.strip() for s in systems.split(",") if s.strip()]
     unknown = [s for s in wanted if s not in FM_SYSTEMS]
@@ -142,6 +155,9 @@ def fashion_mnist_zeroshot(work: Path, cache=None, seed: int = 0, console=None, 
         raise AnybindError(f"fashion-mnist-zeroshot: unknown systems {', '.join(unknown) or '(none given)'}; "
                            f"known: {', '.join(FM_SYSTEMS)}")
     check_prompts_option("fashion-mnist-zeroshot", prompts)
+    specs = image_encoders("fashion-mnist-zeroshot", image)
+    if split not in FM_SPLITS:
+        raise AnybindError(f"fashion-mnist-zeroshot: split={split!r}; known: {', '.join(FM_SPLITS)}")
     n_test, n_train = int(limit), int(probe_train)
     mods = ["image", "text"]
     tux = prepare_tuxpaint(work, console)
@@ -150,8 +166,7 @@ def fashion_mnist_zeroshot(work: Path, cache=None, seed: int = 0, console=None, 
         sources += [build_once(work, "emoji", build_emoji), build_once(work, "openclipart", build_openclipart)]
     fm_path = build_once(work, "fashion-mnist", build_fashion_mnist)
     fm = load_manifest(fm_path, modalities=["image"], check_media=False)
-    test = fm.split("test")[:n_test]
-    train = fm.split("train")[:n_train]
+    test, train = fm_images(fm, split, n_test, n_train)
     mans = [load_manifest(p, modalities=mods, progress=True) for p in sources]
     encs = {m: RECIPE["encoders"][m] for m in mods}
     fits = {
@@ -169,9 +184,18 @@ def fashion_mnist_zeroshot(work: Path, cache=None, seed: int = 0, console=None, 
         from .prompt_choice import selection_manifests
 
         sel = selection_manifests(work, console)
-    rows, accs, recalls, chosen = [], {}, {}, {}
+    entries = []  # (key, row name, fit): with image=, one defaults row per image encoder
     for key in wanted:
-        name, sp = FM_SYSTEMS[key], fits[key]()
+        if key == "defaults" and specs:
+            entries += [(f"defaults@{short_spec(s)}", f"{FM_SYSTEMS[key]}, image={short_spec(s)}",
+                         lambda s=s: Space.fit(mans[0], modalities=mods, encoders={"image": s}, cache=cache, seed=seed,
+                                               progress=False)) for s in specs]
+        else:
+            entries.append((key, FM_SYSTEMS[key], fits[key]))
+    row_names = {k: n for k, n, _ in entries}
+    rows, accs, recalls, chosen = [], {}, {}, {}
+    for key, name, fit in entries:
+        sp = fit()
 
         def zs(templates, center=False, names=FM_NAMES, sp=sp):
             return zero_shot(sp, test, "image", "class", classes=list(FM_NAMES), names=lambda c: names[c],
@@ -198,44 +222,52 @@ def fashion_mnist_zeroshot(work: Path, cache=None, seed: int = 0, console=None, 
 
     fc = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
     img = get_encoder(PLAIN_ENCODERS["image"])
-    Xtr = fc.encode(img, [r.values["image"] for r in train], progress=True, description="probe train features")
-    Xte = fc.encode(img, [r.values["image"] for r in test], progress=False)
-    ytr = [r.labels["class"] for r in train]
-    yte = np.array([r.labels["class"] for r in test])
-    mu, sd = Xtr.mean(0), Xtr.std(0) + 1e-6
-    clf = LogisticRegression(max_iter=2000, C=0.5).fit((Xtr - mu) / sd, ytr)
-    ceiling = float((clf.predict((Xte - mu) / sd) == yte).mean())
+    ceiling = None
+    if train:
+        Xtr = fc.encode(img, [r.values["image"] for r in train], progress=True, description="probe train features")
+        Xte = fc.encode(img, [r.values["image"] for r in test], progress=False)
+        ytr = [r.labels["class"] for r in train]
+        yte = np.array([r.labels["class"] for r in test])
+        mu, sd = Xtr.mean(0), Xtr.std(0) + 1e-6
+        clf = LogisticRegression(max_iter=2000, C=0.5).fit((Xtr - mu) / sd, ytr)
+        ceiling = float((clf.predict((Xte - mu) / sd) == yte).mean())
     cols = ("accuracy", "one prompt", "centred (transductive)", "train prompts", "train prompts, centred")
     if sel is not None:
         cols += ("chosen prompts", "chosen prompts, centred")
     rows.append({"name": "linear probe (ceiling)", **{c: (ceiling if c == "accuracy" else None) for c in cols}})
     rows.append({"name": "chance", **{c: 0.1 for c in cols}})
     for r in rows:
-        r["of ceiling"] = None if r["accuracy"] is None else r["accuracy"] / ceiling
-    head = next(k for k in ("3corpora", "defaults", "tux", "plain", "bridge") if k in accs)
+        r["of ceiling"] = None if r["accuracy"] is None or ceiling is None else r["accuracy"] / ceiling
+    head = next(k for base in ("3corpora", "defaults", "tux", "plain", "bridge") for k in accs
+                if k.split("@")[0] == base)
+    share = (lambda v: None) if ceiling is None else (lambda v: v / ceiling)
     best = accs[head]
     baselines = {"linear-probe": {"accuracy": ceiling}, "chance": {"accuracy": 0.1}}
-    for key, label in (("bridge", "label-bridge"), ("tux", "tuxpaint-only"), ("plain", "plain-infonce"),
-                       ("defaults", "defaults-tuxpaint")):
-        if key in accs and key != head:
-            baselines[label] = {"accuracy": accs[key]["accuracy"],
-                                "accuracy_train_prompts": accs[key]["train prompts"]}
+    for base, label in (("bridge", "label-bridge"), ("tux", "tuxpaint-only"), ("plain", "plain-infonce"),
+                        ("defaults", "defaults-tuxpaint")):
+        for key in [k for k in accs if k.split("@")[0] == base and k != head]:
+            baselines[label + key[len(base):]] = {"accuracy": accs[key]["accuracy"],
+                                                   "accuracy_train_prompts": accs[key]["train prompts"]}
     return TaskResult(
-        metrics={"accuracy": best["accuracy"], "fraction_of_ceiling": best["accuracy"] / ceiling,
+        metrics={"accuracy": best["accuracy"], "fraction_of_ceiling": share(best["accuracy"]),
                  "accuracy_centred": best["centred (transductive)"],
-                 "fraction_of_ceiling_centred": best["centred (transductive)"] / ceiling,
+                 "fraction_of_ceiling_centred": share(best["centred (transductive)"]),
                  "accuracy_train_prompts": best["train prompts"],
-                 "fraction_of_ceiling_train_prompts": best["train prompts"] / ceiling,
+                 "fraction_of_ceiling_train_prompts": share(best["train prompts"]),
                  "accuracy_train_prompts_centred": best["train prompts, centred"],
                  **{f"{k}/{c}": v for k, a in accs.items() for c, v in a.items()}},
         baselines=baselines,
         table=rows,
-        config={"test_images": len(test), "probe_train_images": len(train), "templates": list(FM_TEMPLATES),
+        config={"test_images": len(test), "split": split, "probe_train_images": len(train),
+                "image_encoders": specs, "templates": list(FM_TEMPLATES),
                 "train_prompts": list(FM_TEMPLATES_TRAIN), "train_names": FM_NAMES_TRAIN, "systems": wanted,
-                "headline": FM_SYSTEMS[head],
+                "headline": row_names[head],
                 "per_class_recall": recalls, "train_corpora": [str(p) for p in sources], "chosen_prompts": chosen},
-        notes=[(f"first {len(test)} Fashion-MNIST test images, inverted to dark-on-white; probe trained on the first "
-                f"{len(train)} train images"),
+        notes=[(f"first {len(test)} Fashion-MNIST {split} images, inverted to dark-on-white; " + (
+                    f"probe trained on {len(train)} train images ({'the first' if split == 'test' else 'the next'})"
+                    if train else "no linear probe (probe_train=0)")
+                + ("; train images scored: a selection set (never test), not zero-shot test accuracy"
+                   if split == "train" else "")),
                ("centred: the test images' mean embedding subtracted before the cosine (uses the unlabelled test batch; "
                 "Fashion-MNIST sits in one corner of the space, where 'trousers' is the hub)"),
                ("train prompts: FM_TEMPLATES_TRAIN with FM_NAMES_TRAIN, chosen on labelled Fashion-MNIST train images "
@@ -244,7 +276,7 @@ def fashion_mnist_zeroshot(work: Path, cache=None, seed: int = 0, console=None, 
         + ([("chosen prompts: each space's own templates, chosen greedily from anybind.prompts.CANDIDATE_TEMPLATES on "
              "Tux Paint val (category) + emoji val (subgroup), stored with the space and used as its default; class "
              "names FM_NAMES. " + "; ".join(
-                 f"{FM_SYSTEMS[k]}: {c['templates']} (selection {c['selection_reference']:.3f} with the five -> "
+                 f"{row_names[k]}: {c['templates']} (selection {c['selection_reference']:.3f} with the five -> "
                  f"{c['selection_chosen']:.3f}; held out: " + ", ".join(
                      f"{n} {v['reference']:.3f} -> {v['chosen']:.3f}" for n, v in c["held_out_check"].items()) + ")"
                  for k, c in chosen.items()))] if chosen else []),

@@ -6,7 +6,9 @@ Fashion-MNIST, every trained cell beside the training-free label bridge and Proc
 Options: ``corpora`` (any of tuxpaint, emoji, openclipart and corpora whose builders exist), ``train``
 (``each``, ``all``, ``loo`` = all but one, or ``a+b``), ``systems`` (``recipe`` or ``defaults`` followed by
 ``+lever``s, see :func:`system_kwargs`: ``recipe+bridge+wise+lr1e-4``), ``max_train`` (train records per
-corpus, 0 = all), ``fm`` (Fashion-MNIST test images, 0 = none), ``center`` (1: every system also centred
+corpus, 0 = all), ``fm`` (Fashion-MNIST test images, 0 = none), ``image`` (comma-separated image encoders:
+each trained system is fitted once per encoder, its rows named ``system [image=...]``; the label bridge and
+Procrustes keep theirs, so every row has the same baselines), ``center`` (1: every system also centred
 inductively, :func:`anybind.robust.centred`), ``l2sp_grid``, ``boot``, ``select`` (the corpus, outside
 ``corpora``, whose val split the ``+select`` systems choose on: never a measured cell).
 
@@ -211,11 +213,12 @@ def _number(s: str) -> bool:
 
 
 @task("transfer", "Transfer matrix: train on each corpus / all, R@1 on every corpus' test split and Fashion-MNIST "
-      "zero-shot, beside the label bridge and Procrustes (--opt corpora=, train=, systems=, max_train=, fm=, center=)")
+      "zero-shot, beside the label bridge and Procrustes (--opt corpora=, train=, systems=, max_train=, fm=, center=, "
+      "image=)")
 def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str = "tuxpaint,emoji,openclipart",
              train: str = "each,all,loo", systems: str = "recipe,recipe+bridge+start,defaults",
              max_train: str = "0", fm: str = "10000", center: str = "1", l2sp_grid: str = "0.0001,0.001,0.01",
-             boot: str = "1000", select: str = "", prompts: str = "") -> TaskResult:
+             boot: str = "1000", select: str = "", prompts: str = "", image: str = "") -> TaskResult:
     from ..cache import FeatureCache
     from ..corpora.fashion_mnist import build_fashion_mnist
     from ..data.manifest import load_manifest
@@ -223,7 +226,7 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
     from ..space import Space
     from .prompt_choice import check_prompts_option
     from .tuxpaint import build_once
-    from .tuxpaint import PLAIN_ENCODERS, RECIPE
+    from .tuxpaint import PLAIN_ENCODERS, RECIPE, image_encoders, short_spec
 
     fc = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
     builders = _corpus_builders()
@@ -236,6 +239,10 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
     wanted = [s.strip() for s in systems.split(",") if s.strip()]
     fit_kw = {s: system_kwargs(s) for s in wanted}  # unknown levers fail before any work
     check_prompts_option("transfer", prompts)
+    specs = image_encoders("transfer", image)
+    # (row name, system, image encoder or None: the system's own)
+    variants = [(s if spec is None else f"{s} [image={short_spec(spec)}]", s, spec)
+                for s in wanted for spec in (specs or [None])]
     n_boot, n_fm, cap = int(boot), int(fm), int(max_train)
     select_mans = _selection_corpus(select, names, builders, fit_kw, work)
     mans = {c: load_manifest(builders[c](Path(work)), modalities=MODS, progress=False) for c in names}
@@ -304,31 +311,34 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
         proc_hits = measure(proc)
         add_row(tname, "procrustes", proc_hits, None, {})
         baselines[f"{tname}/procrustes"] = {k: float(v.mean()) for k, v in proc_hits.items()}
-        for system in wanted:
+        for row_name, system, spec in variants:
             kw = dict(fit_kw[system])
+            own = {"image": spec} if spec else {}  # image=: this row's image encoder
+            sys_encs = {**encs, **own}
             if kw.get("select_data") == "held-out":
                 kw["select_data"] = select_mans
             if system.startswith("defaults"):
-                sp = Space.fit(train_mans, modalities=MODS, cache=fc, seed=seed, progress=False, **kw)
+                sp = Space.fit(train_mans, modalities=MODS, encoders=own or None, cache=fc, seed=seed, progress=False,
+                               **kw)
             elif "+l2sp" in system:
-                fits = {lam: Space.fit(train_mans, modalities=MODS, encoders=encs, cache=fc, seed=seed, progress=False,
-                                       recipe="plain", l2sp=lam, **kw)
+                fits = {lam: Space.fit(train_mans, modalities=MODS, encoders=sys_encs, cache=fc, seed=seed,
+                                       progress=False, recipe="plain", l2sp=lam, **kw)
                         for lam in (float(x) for x in l2sp_grid.split(","))}
                 lam = max(fits, key=lambda k: (fits[k].info["metrics"]["val/score"], -k))  # chosen on val
                 sp = fits[lam]
-                chosen[f"{tname}/{system}"] = {str(k): v.info["metrics"]["val/score"] for k, v in fits.items()}
+                chosen[f"{tname}/{row_name}"] = {str(k): v.info["metrics"]["val/score"] for k, v in fits.items()}
             else:
-                sp = Space.fit(train_mans, modalities=MODS, encoders=encs, cache=fc, seed=seed, progress=False,
+                sp = Space.fit(train_mans, modalities=MODS, encoders=sys_encs, cache=fc, seed=seed, progress=False,
                                recipe="plain", **kw)
             tr = sp.info.get("training", {})
             rob = tr.get("robust", {})
             extra = {"val": sp.info["metrics"].get("val/score"), "epoch": tr.get("best_epoch"),
                      "alpha": rob.get("wise_alpha"), "l2sp": rob.get("l2sp") or None}
-            add_row(tname, system, measure(sp), proc_hits, extra)
+            add_row(tname, row_name, measure(sp), proc_hits, extra)
             if center == "1":
-                add_row(tname, system + " +center", measure(centred(sp, train_mans, cache=fc)), proc_hits, {})
+                add_row(tname, row_name + " +center", measure(centred(sp, train_mans, cache=fc)), proc_hits, {})
         timings[tname] = round(time.perf_counter() - t0, 1)
-    notes = summary_notes(metrics, sets, wanted, names, center == "1")
+    notes = summary_notes(metrics, sets, [v[0] for v in variants], names, center == "1")
     notes += [
         "cells: R@1 on each corpus' test split (one pair per query, strict, duplicates interchangeable) and Fashion-MNIST"
         f" zero-shot on its first {len(fm_recs)} test images; (lo-hi): bootstrap 95% interval over queries "
@@ -345,13 +355,14 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
         "alpha on val; +l2sp: lambda from the grid " + l2sp_grid + " chosen on val; +lrX: learning rate X; "
         "+mixup(X): geodesic multi-modal mixup hard negatives at weight X (0.5); +select: epoch, WiSE-FT alpha and "
         f"ridge shrinkage chosen on the val split of {select or '-'} (a corpus never measured here); "
-        "defaults = Space.fit(data)",
+        "defaults = Space.fit(data)" + (f"; image=: each trained system fitted with each of {', '.join(specs)} "
+                                        "(label bridge and Procrustes keep theirs)" if specs else ""),
     ]
     return TaskResult(
         metrics=metrics,
         baselines=baselines,
         table=rows,
-        config={"corpora": names, "train_sets": sets, "systems": wanted, "max_train": cap, "fm_test_images": len(fm_recs),
+        config={"corpora": names, "train_sets": sets, "systems": wanted, "image_encoders": specs, "max_train": cap, "fm_test_images": len(fm_recs),
                 "bootstrap": n_boot, "l2sp_chosen_on_val": chosen, "seconds_per_train_set": timings,
                 "chosen_prompts": chosen_prompts},
         notes=notes,

@@ -93,3 +93,28 @@ def build_once(work: Path, name: str, builder) -> Path:
     if not (out / "manifest.jsonl").exists():
         builder(out, progress=False)
     return out / "manifest.jsonl"
+
+
+def image_encoders(task: str, image: str) -> list[str]:
+    """The image encoders of a bench task's ``--opt image=SPEC[,SPEC...]`` (``""``: none given, the task's own),
+    each checked before any work: an image encoder anybind can build, given once; refused in one line."""
+    from ..encoders.registry import get_encoder
+    from ..errors import AnybindError
+
+    specs = [s.strip() for s in image.split(",") if s.strip()]
+    for s in specs:
+        try:
+            enc = get_encoder(s)
+        except AnybindError as e:
+            raise AnybindError(f"{task}: image={s!r}: {e}") from None
+        if enc.modality != "image":
+            raise AnybindError(f"{task}: image={s!r} is a {enc.modality} encoder; give image encoders, e.g. "
+                               "image=image:efficientnet-lite0+bridge,image:efficientnet-lite1+bridge")
+    if len(set(specs)) < len(specs):
+        raise AnybindError(f"{task}: image={image!r} names an encoder twice")
+    return specs
+
+
+def short_spec(spec: str) -> str:
+    """``image:efficientnet-lite1+bridge`` -> ``efficientnet-lite1+bridge`` (for row names)."""
+    return spec.split(":", 1)[1] if ":" in spec else spec

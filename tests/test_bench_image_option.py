@@ -1,0 +1,121 @@
+"""``--opt image=`` of the defaults, fashion-mnist-zeroshot and transfer bench tasks (issue 16: the image encoder as a
+lever), ``--opt split=`` of defaults (val to choose on) and of fashion-mnist-zeroshot (train images as a selection set)."""
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from anybind.data.manifest import Manifest, Record, load_manifest
+from anybind.errors import AnybindError
+
+LITE0, LITE1 = "image:efficientnet-lite0+bridge", "image:efficientnet-lite1+bridge"
+
+
+@pytest.fixture(scope="module")
+def small_tux(tux_dir, tmp_path_factory):
+    """A slice of the real Tux Paint corpus (36 train, 14 val, 12 test image+caption pairs), as a manifest file."""
+    man = load_manifest(tux_dir / "manifest.jsonl", modalities=["image", "text"], progress=False)
+    want = {"train": 36, "val": 14, "test": 12}
+    lines = []
+    for r in man.records:
+        if want[r.split] > 0 and r.has("image") and r.has("text") and not str(r.values["image"]).endswith(".svg"):
+            want[r.split] -= 1
+            lines.append({"id": r.id, "split": r.split, "text": r.values["text"], "image": str(r.values["image"])})
+    path = tmp_path_factory.mktemp("small_tux") / "manifest.jsonl"
+    path.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("image, problem", [
+    ("image:no-such-model", "image='image:no-such-model'"),
+    ("text:minilm", "is a text encoder"),
+    (f"{LITE0},{LITE0}", "names an encoder twice"),
+])
+def test_a_bad_image_option_is_refused_in_one_line_before_any_work(tmp_path, image, problem):
+    from anybind.bench.tasks import fit_defaults
+    from anybind.bench.tasks_corpora import fashion_mnist_zeroshot
+    from anybind.bench.tasks_transfer import transfer
+
+    for name, run in (("defaults", lambda: fit_defaults(tmp_path, image=image)),
+                      ("fashion-mnist-zeroshot", lambda: fashion_mnist_zeroshot(tmp_path, systems="defaults", image=image)),
+                      ("transfer", lambda: transfer(tmp_path, corpora="tuxpaint", systems="defaults", image=image))):
+        with pytest.raises(AnybindError) as e:
+            run()
+        msg = str(e.value)
+        assert msg.startswith(f"{name}: ") and problem in msg and "\n" not in msg
+    assert list(tmp_path.iterdir()) == []  # no corpus built, nothing encoded
+
+
+def test_unknown_splits_are_refused_before_any_work(tmp_path):
+    from anybind.bench.tasks import fit_defaults
+    from anybind.bench.tasks_corpora import fashion_mnist_zeroshot
+
+    with pytest.raises(AnybindError, match="defaults: split='train'; known: test, val"):
+        fit_defaults(tmp_path, split="train")  # the defaults are fitted on train: never scored there
+    with pytest.raises(AnybindError, match="fashion-mnist-zeroshot: split='val'; known: test, train"):
+        fashion_mnist_zeroshot(tmp_path, systems="defaults", split="val")
+    assert list(tmp_path.iterdir()) == []
+
+
+@settings(max_examples=40, deadline=None)
+@given(n_train=st.integers(0, 30), n_test=st.integers(0, 10), n_score=st.integers(0, 40), n_probe=st.integers(0, 40))
+def test_fm_selection_set_and_probe_never_overlap_and_never_touch_test(n_train, n_test, n_score, n_probe):
+    from anybind.bench.tasks_corpora import fm_images
+
+    recs = [Record(id=f"tr{i}", split="train", values={"image": f"tr{i}"}) for i in range(n_train)]
+    recs += [Record(id=f"te{i}", split="test", values={"image": f"te{i}"}) for i in range(n_test)]
+    fm = Manifest(path=None, records=recs, bad=[], kinds={})
+    scored, probe = fm_images(fm, "train", n_score, n_probe)
+    assert [r.id for r in scored] == [f"tr{i}" for i in range(min(n_score, n_train))]  # the first train images
+    assert {r.id for r in scored}.isdisjoint(r.id for r in probe) and all(r.split == "train" for r in probe)
+    assert len(probe) == max(0, min(n_probe, n_train - len(scored)))
+    scored, probe = fm_images(fm, "test", n_score, n_probe)  # the usual: test images, probe on the first train ones
+    assert [r.id for r in scored] == [f"te{i}" for i in range(min(n_score, n_test))]
+    assert [r.id for r in probe] == [f"tr{i}" for i in range(min(n_probe, n_train))]
+
+
+def test_defaults_rows_per_image_encoder_on_val(tmp_path, small_tux, shared_cache, monkeypatch):
+    """One defaults row per image encoder, fitted with it (the space says so), scored on val; naming the default
+    encoder explicitly gives exactly the default row (the recipe's other choices are still made)."""
+    from anybind.bench import tasks
+
+    monkeypatch.setattr(tasks, "load_tux", lambda work, mods, console=None: load_manifest(small_tux, modalities=mods))
+    plain = tasks.fit_defaults(tmp_path, cache=shared_cache, split="val")
+    both = tasks.fit_defaults(tmp_path, cache=shared_cache, split="val", image=f"{LITE0},{LITE1}")
+    names = [r["name"] for r in both.table]
+    assert names[:2] == ["Space.fit defaults, image=efficientnet-lite0+bridge",
+                         "Space.fit defaults, image=efficientnet-lite1+bridge"]
+    assert both.config["split"] == "val" and both.config["n_test"] == 14  # the val pairs, not the 12 test ones
+    systems = both.config["systems"]
+    assert systems[names[0]]["encoders"]["image"] == LITE0 and systems[names[1]]["encoders"]["image"] == LITE1
+    assert all(systems[n]["recipe"]["chosen"].get("ridge_prior") == "bridge" for n in names[:2])  # recipe auto still chose
+    default_row = plain.table[0]
+    assert default_row["name"] == "Space.fit defaults (recipe auto)"
+    assert {k: v for k, v in both.table[0].items() if k not in ("name", "fit_seconds")} == \
+        {k: v for k, v in default_row.items() if k not in ("name", "fit_seconds")}
+    assert both.metrics["text->image/R@1"] == plain.metrics["text->image/R@1"]  # the headline: the first encoder
+    test = tasks.fit_defaults(tmp_path, cache=shared_cache)  # the default split is still test
+    assert test.config["split"] == "test" and test.config["n_test"] == 12
+
+
+def test_transfer_rows_per_image_encoder(tmp_path, small_tux, shared_cache, monkeypatch):
+    """Each trained system once per image encoder; the label bridge and Procrustes rows are shared, and the row with
+    the default encoder named is the plain system's row, cell for cell."""
+    from anybind.bench import tasks_transfer
+
+    monkeypatch.setattr(tasks_transfer, "_corpus_builders", lambda: {"tuxpaint": lambda work: small_tux})
+    kw = dict(cache=shared_cache, corpora="tuxpaint", train="each", systems="defaults", fm="0", center="0", boot="50")
+    plain = tasks_transfer.transfer(tmp_path, **kw)
+    both = tasks_transfer.transfer(tmp_path, image=f"{LITE0},{LITE1}", **kw)
+    assert [r["name"] for r in both.table] == [
+        "label bridge (no pairs)", "tuxpaint: procrustes", "tuxpaint: defaults [image=efficientnet-lite0+bridge]",
+        "tuxpaint: defaults [image=efficientnet-lite1+bridge]"]
+    assert both.config["image_encoders"] == [LITE0, LITE1]
+    same = {k: v for k, v in both.table[2].items() if k != "name"}
+    assert same == {k: v for k, v in plain.table[2].items() if k != "name"}
+    assert both.table[:2] == plain.table[:2]
+    lite1 = {k: v for k, v in both.table[3].items() if k != "name"}
+    assert lite1 != same  # another image encoder, another space (its val score or cells differ)
+    assert "tuxpaint/defaults [image=efficientnet-lite1+bridge]/val/tuxpaint/t->i" in both.metrics  # val cells too
