@@ -69,7 +69,7 @@ from .classify import class_embeddings, zero_shot_topk
 from .core import Index
 from .errors import IndexError_, QueryError
 from .refresh import RefreshStats, refresh_index
-from .exact import exact_topk
+from .exact import RunningTopK, exact_topk
 from .query import Query
 from .results import AddStats, Hit
 from .store import (
@@ -95,6 +95,7 @@ __all__ = [
     "Query",
     "QueryError",
     "RefreshStats",
+    "RunningTopK",
     "SPACE_DIR",
     "TABLE",
     "class_embeddings",
