@@ -103,23 +103,30 @@ def test_append_batches_refuses_ids_already_stored_before_writing_their_batch(tm
     assert idx.counts() == {"vec": 202, "other": 1}
 
 
-def test_tune_ann_on_given_truth_matches_its_own_and_loads_no_snapshot(tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def ann_index(tmp_path_factory):
+    """3,000 clustered 32-d rows with a LanceDB IVF-PQ index (used from 1,000 rows), and 40 queries."""
     rng = np.random.default_rng(2)
     C = rng.standard_normal((20, 32)).astype(np.float32)
     X = C[rng.integers(0, 20, 3000)] + rng.standard_normal((3000, 32)).astype(np.float32)
     Q = C[rng.integers(0, 20, 40)] + rng.standard_normal((40, 32)).astype(np.float32)
-    idx = Index.create(tmp_path / "i", dim=32, identity="t", ann_threshold=1000)
+    idx = Index.create(tmp_path_factory.mktemp("ann") / "i", dim=32, identity="t", ann_threshold=1000)
     idx.add_vectors([str(i) for i in range(3000)], X, "vec")
     idx.create_ann("ivf_pq", num_partitions=8, num_sub_vectors=8)
+    return idx, X, Q
+
+
+def _no_snapshot(self):
+    raise AssertionError("the table was loaded into memory")
+
+
+def test_tune_ann_on_given_truth_matches_its_own_and_loads_no_snapshot(ann_index, monkeypatch):
+    idx, X, Q = ann_index
     own = idx.tune_ann(0.9, 10, queries=Q, save=False)
     _, I = exact_topk(Q / np.linalg.norm(Q, axis=1, keepdims=True),
                       X / np.linalg.norm(X, axis=1, keepdims=True), 10)
     truth = [[(str(j), "vec") for j in row] for row in I]
-
-    def no_snapshot(self):
-        raise AssertionError("tune_ann(truth=...) loaded the table into memory")
-
-    monkeypatch.setattr(IndexTable, "snapshot", no_snapshot)
+    monkeypatch.setattr(IndexTable, "snapshot", _no_snapshot)
     given_ = idx.tune_ann(0.9, 10, queries=Q, save=False, truth=truth)
     assert given_["tried"] == own["tried"]
     assert given_["nprobes"] == own["nprobes"]
@@ -127,6 +134,18 @@ def test_tune_ann_on_given_truth_matches_its_own_and_loads_no_snapshot(tmp_path,
 
     with pytest.raises(IndexError_, match="one top-k list per query"):
         idx.tune_ann(0.9, 10, queries=Q[:3], save=False, truth=truth)
+
+
+def test_search_through_the_lance_ann_loads_no_snapshot(ann_index, monkeypatch):
+    """With no in-memory graph or codes, searching a table above ann_threshold reads only LanceDB's disk-resident
+    index (a 10M-row table would not fit), one query or many, and returns the ANN's rows."""
+    idx, _, Q = ann_index
+    want = [t.column("id").to_pylist() for t in idx.lance_ann.search(Q, 10, None, with_vectors=False)]
+    monkeypatch.setattr(IndexTable, "snapshot", _no_snapshot)
+    many = idx.search_vectors(Q, k=10)
+    one = idx.search_vectors(Q[0], k=10)
+    assert [[h.id for h in hits] for hits in many] == want
+    assert [h.id for h in one[0]] == want[0]
 
 
 def test_clustered_batches_are_clustered_vectors_in_pieces():
