@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -69,11 +70,22 @@ def clustered_vectors(
     """``n`` unit vectors around ``clusters`` Gaussian centres (isotropic noise of per-dim std ``noise``)."""
     C = centers if centers is not None else rng.standard_normal((clusters, d), dtype=np.float32)
     X = np.empty((n, d), np.float32)
+    s = 0
+    for x in clustered_batches(n, C, rng, noise=noise, chunk=chunk):
+        X[s : s + len(x)] = x
+        s += len(x)
+    return X, C
+
+
+def clustered_batches(n: int, centers: np.ndarray, rng: np.random.Generator, noise: float = 1.0,
+                      chunk: int = 100_000) -> Iterator[np.ndarray]:
+    """:func:`clustered_vectors`' rows around ``centers``, ``chunk`` at a time (the same rows for the same ``rng``
+    state): a set larger than memory is generated batch by batch."""
     for s in range(0, n, chunk):
         m = min(chunk, n - s)
-        x = C[rng.integers(0, len(C), m)] + noise * rng.standard_normal((m, d), dtype=np.float32)
-        X[s : s + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
-    return X, C
+        x = centers[rng.integers(0, len(centers), m)] + noise * rng.standard_normal((m, centers.shape[1]),
+                                                                                     dtype=np.float32)
+        yield x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
 def best_time(fn, repeats: int) -> float:

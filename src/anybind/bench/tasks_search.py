@@ -7,7 +7,10 @@ variables ``ANYBIND_SEARCH_N`` / ``ANYBIND_SEARCH_QUERIES``), e.g.::
     anybind bench --task search-scale --opt n=100000 --json search.json
 
 ``--opt only=memann`` times only the in-memory graph against hnswlib (and exact search, for the
-ground truth): no LanceDB ANN, no quantised codes.
+ground truth): no LanceDB ANN, no quantised codes.  ``--opt only=lance`` is the streamed build for tables
+larger than memory (:mod:`.search_stream`; ``--opt partitions=...`` its IVF partitions), e.g.::
+
+    anybind bench --task search-scale --opt n=10000000 --opt only=lance
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import numpy as np
 from . import TaskResult, task
 from .search_fast import fast_search, interleaved_vs_hnswlib
 from .search_lance import lance_ann
+from .search_stream import streamed_lance
 from .search_util import (
     PeakRSS,
     best_time,
@@ -43,13 +47,22 @@ from .search_util import (
 )
 def search_scale(
     work: Path, cache=None, seed: int = 0, console=None, n: int | None = None, n_queries: int | None = None,
-    only: str | None = None,
+    only: str | None = None, partitions: int | None = None, sub_vectors: int | None = None, refine: int = 40,
 ) -> TaskResult:
     import torch
 
     from ..index import Index, exact_topk
 
     n = int(n or os.environ.get("ANYBIND_SEARCH_N", 1_000_000))
+    say = console.print if console else (lambda *a, **kw: None)
+    if only == "lance":  # streamed, bounded memory: no full matrix, no in-memory baselines
+        nq = int(n_queries or os.environ.get("ANYBIND_SEARCH_QUERIES", 300))
+        return streamed_lance(work, n, nq, seed, say, partitions=int(partitions) if partitions else None,
+                              sub_vectors=int(sub_vectors) if sub_vectors else None, refine=int(refine))
+    if only not in (None, "memann"):
+        from ..errors import AnybindError
+
+        raise AnybindError(f"search-scale: only={only!r}: use memann or lance")
     nq = int(n_queries or os.environ.get("ANYBIND_SEARCH_QUERIES", 1000))
     d, k, n_single = 256, 10, 20
     repeats = 3  # interleaved, best of: the machine is shared, the least-disturbed run is the fair one
@@ -58,7 +71,6 @@ def search_scale(
     # 0.96 on 200 queries left 0.946-0.949 on the test queries at 200k rows)
     tune_target = 0.96
     threads = torch.get_num_threads()
-    say = console.print if console else (lambda *a, **kw: None)
     rng = np.random.default_rng(seed)
     clusters = max(16, n // 1000)
     X, C = clustered_vectors(n, d, clusters, rng)

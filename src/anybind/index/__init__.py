@@ -50,11 +50,15 @@ Guarantees:
   ``ann_threshold`` rows use it, after bringing it to the table's version: it never answers
   stale); :meth:`Index.quantize` searches int8 or binary codes in memory and rescores the top
   candidates with the float vectors.  The LanceDB table stays the store of record.
+* **Larger than memory.**  :meth:`Index.append_vector_batches` writes new rows batch by batch
+  (one batch in memory, 8 bytes an id to refuse duplicates), :class:`RunningTopK` accumulates exact
+  top-k over blocks, and :meth:`Index.tune_ann` takes that truth instead of loading the table; the
+  LanceDB ANN is built and searched from disk (``anybind bench --task search-scale --opt only=lance``).
 
 Modules: :mod:`.core` (the :class:`Index` class, made of the parts below, each given the
 :class:`~.table.IndexTable` handle it works on), :mod:`.build` (create / open / build the folder),
 :mod:`.table` (the handle: folder, ``index.json``, space, LanceDB table, snapshot), :mod:`.write`
-(add, add_vectors, delete, optimize, repair), :mod:`.query` (:class:`Query`: a query's inputs parsed
+(add, add_vectors, delete, optimize, repair), :mod:`.append` (the streamed append), :mod:`.query` (:class:`Query`: a query's inputs parsed
 once; turning them into a query vector), :mod:`.search` (search, search_vectors), :mod:`.banks`
 (re-ranking), :mod:`.ann` (the LanceDB ANN index and its recall), :mod:`.fast` / :mod:`.memann` /
 :mod:`.quant` (the in-memory graph and quantised codes), :mod:`.classify` (zero-shot over many
@@ -69,7 +73,7 @@ from .classify import class_embeddings, zero_shot_topk
 from .core import Index
 from .errors import IndexError_, QueryError
 from .refresh import RefreshStats, refresh_index
-from .exact import exact_topk
+from .exact import RunningTopK, exact_topk
 from .query import Query
 from .results import AddStats, Hit
 from .store import (
@@ -95,6 +99,7 @@ __all__ = [
     "Query",
     "QueryError",
     "RefreshStats",
+    "RunningTopK",
     "SPACE_DIR",
     "TABLE",
     "class_embeddings",

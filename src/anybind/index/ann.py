@@ -4,6 +4,7 @@ IVF-PQ), queries it, and measures its recall and speed against exact search."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -234,6 +235,7 @@ class LanceAnn:
         seed: int = 0,
         save: bool = True,
         z: float = 2.0,
+        truth: "Sequence[Iterable[tuple[str, str]]] | None" = None,
     ) -> dict[str, Any]:
         """The cheapest query-time settings (``nprobes``, and ``ef`` for an HNSW-in-IVF index) whose recall@k
         against exact search reaches ``target_recall`` on tuning queries with a margin for their sampling error
@@ -241,7 +243,9 @@ class LanceAnn:
         about even odds that other queries fall below it; ``z=0`` judges the mean), stored as the index's search
         defaults (unless ``save=False``).  Queries are ``queries`` or, as in :meth:`recall`, ``n_queries`` stored
         vectors perturbed by noise.  When no setting reaches the target, the most thorough one tried is kept and
-        ``reached`` is false.  Returns the chosen settings, their recall, and every setting tried (``tried``)."""
+        ``reached`` is false.  Returns the chosen settings, their recall, and every setting tried (``tried``).
+        ``truth``: each of ``queries``' exact top-``k`` as (id, modality) pairs, computed elsewhere (in blocks, for
+        a table larger than memory): the table is then not loaded into memory."""
         ann = self.t.meta.get("ann")
         if not ann:
             raise IndexError_("no ANN index: build one with create_ann() (or `anybind index --ann always`)")
@@ -249,12 +253,17 @@ class LanceAnn:
             raise IndexError_(f"target_recall must be in (0, 1], got {target_recall}")
         if not z >= 0:
             raise IndexError_(f"z (standard errors of margin) must be >= 0, got {z}")
-        snap = self.t.snapshot()
-        rows = snap.rows_where([modality] if modality else None, {})
-        Q = self._queries(snap, rows, queries, n_queries, noise, seed)
-        _, gt = exact_topk(Q, snap.vectors, k, rows=rows)
-        ids_mod = list(zip(snap.meta.column("id").to_pylist(), snap.modality))
-        want = [{ids_mod[j] for j in g} for g in gt]
+        if truth is not None:
+            if queries is None or len(truth) != len(queries):
+                raise IndexError_("truth needs the queries it belongs to, one top-k list per query")
+            Q, want = unit_rows(np.atleast_2d(queries)), [set(map(tuple, g)) for g in truth]
+        else:
+            snap = self.t.snapshot()
+            rows = snap.rows_where([modality] if modality else None, {})
+            Q = self._queries(snap, rows, queries, n_queries, noise, seed)
+            _, gt = exact_topk(Q, snap.vectors, k, rows=rows)
+            ids_mod = list(zip(snap.meta.column("id").to_pylist(), snap.modality))
+            want = [{ids_mod[j] for j in g} for g in gt]
         where = sql_where([modality] if modality else None, {})
         parts = max(1, int(ann.get("num_partitions") or 1))
         probes = sorted({min(p, parts) for p in (1, 2, 4, 8, 16, 32, 64, 128)})

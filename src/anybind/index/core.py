@@ -13,6 +13,7 @@ import numpy as np
 
 from . import build as _build
 from .ann import LanceAnn
+from .append import append_vector_batches
 from .classify import Classifier
 from .fast import FastSearch
 from .query import Query, QueryEmbedder, check_k, one_raw_vector
@@ -185,6 +186,13 @@ class Index:
                                                  chunk_size=chunk_size)
         return self.last_add
 
+    def append_vector_batches(self, batches: Iterable[tuple], modality: str, *, progress: bool = False,
+                              total: int | None = None) -> AddStats:
+        """Append new rows batch by batch in bounded memory (a table larger than memory); an id already stored
+        raises :class:`~anybind.errors.DataError` (see :func:`.append.append_vector_batches`)."""
+        self.last_add = append_vector_batches(self._t, batches, modality, progress=progress, total=total)
+        return self.last_add
+
     def delete(self, ids: Iterable[str], modality: str | None = None) -> int:
         """Delete every row of these record ids (only ``modality``'s rows when given); returns rows deleted."""
         return self._writer.delete(ids, modality)
@@ -231,9 +239,11 @@ class Index:
                                 **ann_params)
 
     def tune_ann(self, target_recall: float = 0.96, k: int = 10, n_queries: int = 200, *, queries: np.ndarray
-                 | None = None, modality: str | None = None, save: bool = True, z: float = 2.0) -> dict[str, Any]:
+                 | None = None, modality: str | None = None, save: bool = True, z: float = 2.0,
+                 truth: Sequence[Iterable[tuple[str, str]]] | None = None) -> dict[str, Any]:
         """The cheapest ANN settings reaching ``target_recall``, with a margin, saved (:meth:`.ann.LanceAnn.tune`)."""
-        return self._ann.tune(target_recall, k, n_queries, queries=queries, modality=modality, save=save, z=z)
+        return self._ann.tune(target_recall, k, n_queries, queries=queries, modality=modality, save=save, z=z,
+                              truth=truth)
 
     def create_memory_ann(self, *, M: int = 16, ef_construction: int = 100, ef: int = 64) -> dict[str, Any]:
         """Build the in-memory HNSW graph over every row and save it in the index folder (``memann/``)."""

@@ -181,3 +181,31 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
     if n.item() < _TINY32 if n.size == 1 else np.minimum.reduce(n, axis=None) < 1e-12:
         raise DataError("a vector of zero norm cannot be indexed or searched")
     return x / n
+
+
+class RunningTopK:
+    """Exact top-``k`` inner products of fixed ``queries`` against vectors that arrive block by block (a table
+    too large for memory, generated or read in batches): :meth:`add` each block in order, :meth:`result` at the
+    end.  Memory: the queries, ``k`` candidates each and one block's scores; the answer is :func:`exact_topk`'s
+    over the blocks stacked (indices count rows from the first block)."""
+
+    def __init__(self, queries: np.ndarray, k: int) -> None:
+        self.Q = np.ascontiguousarray(queries, dtype=np.float32)
+        self.k = int(k)
+        self.seen = 0
+        self.S = np.full((len(self.Q), 0), -np.inf, np.float32)
+        self.I = np.zeros((len(self.Q), 0), np.int64)
+
+    def add(self, block: np.ndarray) -> None:
+        """The next ``len(block)`` rows."""
+        s, i = exact_topk(self.Q, block, self.k)
+        S = np.concatenate([self.S, s], 1)
+        I = np.concatenate([self.I, i + self.seen], 1)
+        # stable: among equal scores the earlier row wins, as in one top-k over the stacked rows
+        order = np.argsort(-S, axis=1, kind="stable")[:, : self.k]
+        self.S, self.I = np.take_along_axis(S, order, 1), np.take_along_axis(I, order, 1)
+        self.seen += len(block)
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(scores, indices)``, both ``(n_queries, min(k, rows seen))``, best first."""
+        return self.S, self.I

@@ -14,10 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..data.strings import ID_RULE, id_problem
 from ..errors import DataError, SpaceError, unusable_file
 from .errors import IndexError_
-from .exact import unit_rows
+from .append import checked_vectors
 from .results import AddStats
 from .store import rows_table, sql_str, vectors_of
 from .table import IndexTable
@@ -258,26 +257,7 @@ class Writer:
         chunk_size: int = 100_000,
     ) -> AddStats:
         """Add precomputed vectors of one modality (normalised here); existing (id, modality) rows are replaced."""
-        X = np.asarray(vectors, dtype=np.float32)
-        if X.ndim != 2 or X.shape[1] != self.t.dim:
-            raise DataError(f"vectors of shape {X.shape}: this index holds {self.t.dim}-d vectors")
-        if len(ids) != len(X):
-            raise DataError(f"{len(ids)} ids but {len(X)} vectors")
-        if not np.isfinite(X).all():
-            raise DataError("vectors contain non-finite values")
-        X = unit_rows(X)
-        ids = [str(i) for i in ids]
-        for i in ids:  # the manifest's rule: every id must be reachable by its URL /items/<id>
-            if (problem := id_problem(i)) is not None:
-                raise DataError(f"id {i!r}: {problem}; {ID_RULE}")
-        if len(set(ids)) != len(ids):
-            raise DataError("duplicate ids in one add_vectors call")
-        sources = list(sources) if sources is not None else ids
-        labels = list(labels) if labels is not None else [{}] * len(ids)
-        if keys is None:
-            import hashlib
-
-            keys = ["v:" + hashlib.sha256(x.tobytes()).hexdigest()[:32] for x in X]
+        ids, X, sources, labels, keys = checked_vectors(self.t.dim, ids, vectors, sources, labels, keys)
         stats = AddStats()
         with self.t.write_txn():
             if modality not in self.t.meta["modalities"]:

@@ -1,0 +1,130 @@
+"""Appending precomputed vectors to an index in bounded memory: :func:`append_vector_batches` (a table larger
+than memory, written batch by batch) and the argument checks it shares with ``Index.add_vectors``
+(:func:`checked_vectors`).
+
+``add_vectors`` replaces rows whose (id, modality) is already stored, so it reads the whole table's ids and
+keys first (a few hundred bytes a row: gigabytes at 10M rows); the stream only appends new rows and refuses
+an id that is already there, remembering 8 bytes a row (a 64-bit hash of each id, sorted; a hash seen before
+is confirmed against the ids themselves before anything is refused)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..data.strings import ID_RULE, id_problem
+from ..errors import DataError
+from .exact import unit_rows
+from .results import AddStats
+from .store import rows_table, sql_str
+from .table import IndexTable
+
+log = logging.getLogger(__name__)
+
+
+def checked_vectors(dim: int, ids: Sequence[Any], vectors: np.ndarray, sources=None, labels=None, keys=None):
+    """``add_vectors``' checks and defaults: returns (ids as str, unit rows, sources, labels, keys); raises
+    :class:`DataError` on a wrong shape, non-finite values, an id outside the manifest's rule or a duplicate."""
+    X = np.asarray(vectors, dtype=np.float32)
+    if X.ndim != 2 or X.shape[1] != dim:
+        raise DataError(f"vectors of shape {X.shape}: this index holds {dim}-d vectors")
+    if len(ids) != len(X):
+        raise DataError(f"{len(ids)} ids but {len(X)} vectors")
+    if not np.isfinite(X).all():
+        raise DataError("vectors contain non-finite values")
+    X = unit_rows(X)
+    ids = [str(i) for i in ids]
+    for i in ids:  # the manifest's rule: every id must be reachable by its URL /items/<id>
+        if (problem := id_problem(i)) is not None:
+            raise DataError(f"id {i!r}: {problem}; {ID_RULE}")
+    if len(set(ids)) != len(ids):
+        raise DataError("duplicate ids in one add_vectors call")
+    sources = list(sources) if sources is not None else ids
+    labels = list(labels) if labels is not None else [{}] * len(ids)
+    if keys is None:
+        keys = ["v:" + hashlib.sha256(x.tobytes()).hexdigest()[:32] for x in X]
+    return ids, X, sources, labels, list(keys)
+
+
+def _hashes(ids: Sequence[str]) -> np.ndarray:
+    return np.fromiter((int.from_bytes(hashlib.blake2b(i.encode(), digest_size=8).digest(), "little")
+                        for i in ids), np.uint64, len(ids))
+
+
+class _SeenIds:
+    """The ids of one modality written so far, as sorted 64-bit hashes (8 bytes an id)."""
+
+    def __init__(self, t: IndexTable, modality: str) -> None:
+        self.t, self.modality = t, modality
+        parts = [np.zeros(0, np.uint64)]
+        if t.count():
+            q = t.table.search().where(f"modality = {sql_str(modality)}").select(["id"]).limit(None)
+            for b in q.to_batches(65536):
+                parts.append(_hashes(b.column("id").to_pylist()))
+        self.h = np.sort(np.concatenate(parts))
+
+    def refuse_stored(self, ids: list[str], h: np.ndarray) -> None:
+        """Raise if any of ``ids`` (hashes ``h``) is stored already (a hash match is checked on the ids)."""
+        pos = np.minimum(np.searchsorted(self.h, h), max(0, len(self.h) - 1))
+        maybe = [i for i, hit in zip(ids, self.h[pos] == h if len(self.h) else np.zeros(len(h), bool)) if hit]
+        if not maybe:
+            return
+        where = f"modality = {sql_str(self.modality)} AND id IN ({', '.join(sql_str(i) for i in maybe[:500])})"
+        found = self.t.table.search().where(where).select(["id"]).limit(None).to_arrow().column("id").to_pylist()
+        if found:
+            raise DataError(f"id {found[0]!r} ({self.modality}) is in the index already: append_vector_batches only "
+                            "adds new rows (add_vectors replaces)")
+        if len(maybe) > 500:  # more than 500 hash matches and none of the first 500 a real one: check the rest
+            self.refuse_stored(maybe[500:], _hashes(maybe[500:]))
+
+    def remember(self, h: np.ndarray) -> None:
+        h = np.sort(h)
+        self.h = np.insert(self.h, np.searchsorted(self.h, h), h)
+
+
+def append_vector_batches(
+    t: IndexTable,
+    batches: Iterable[tuple[Sequence[str], np.ndarray] | tuple[Sequence[str], np.ndarray, Mapping[str, Any]]],
+    modality: str,
+    *,
+    progress: bool = False,
+    total: int | None = None,
+) -> AddStats:
+    """Append ``batches`` of (ids, vectors[, extras]) of one ``modality``, one commit per batch, holding one
+    batch at a time (see the module doc).  ``extras``: ``sources`` / ``labels`` / ``keys`` of the batch, as
+    ``add_vectors`` takes them.  An id already stored (or twice in the stream) raises :class:`DataError`
+    before its batch is written; the batches before it stay committed.  ``total``: rows expected (for the
+    progress bar)."""
+    from contextlib import nullcontext
+
+    stats = AddStats()
+    with t.write_txn():
+        if modality not in t.meta["modalities"]:
+            t.meta["modalities"] = sorted(set(t.meta["modalities"]) | {modality})
+            t.save_meta()
+    seen = _SeenIds(t, modality)
+    if progress:
+        from rich.progress import Progress
+
+        bar = Progress(transient=True)
+    with bar if progress else nullcontext():
+        task = bar.add_task(f"appending {modality}", total=total) if progress else None
+        for batch in batches:
+            ids, vectors, extra = batch if len(batch) == 3 else (*batch, {})
+            ids, X, sources, labels, keys = checked_vectors(t.dim, ids, vectors, **dict(extra))
+            h = _hashes(ids)
+            seen.refuse_stored(ids, h)
+            rows = rows_table(t.dim, ids, [modality] * len(ids), sources, labels, keys, X)
+            with t.write_txn(meta=False):
+                t.table.add(rows)
+            seen.remember(h)
+            stats.commits += 1
+            stats.added += len(ids)
+            if progress:
+                bar.update(task, advance=len(ids))
+    log.info("%s: appended %d %s rows in %d commits", t.path, stats.added, modality, stats.commits)
+    return stats

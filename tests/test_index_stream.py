@@ -1,0 +1,180 @@
+"""Bounded-memory paths for tables larger than memory (issue 21's 10M build): the streamed append, the exact
+top-k accumulated block by block, tuning the LanceDB ANN on given truth, the seeded batch generator and the
+bench's streamed part -- each against the in-memory path it stands in for."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from anybind.errors import DataError
+from anybind.index import Index, RunningTopK, exact_topk
+from anybind.index.table import IndexTable
+
+
+def _rows(index: Index) -> dict:
+    t = index.table.to_arrow().sort_by("id")
+    return {c: t.column(c).to_pylist() for c in t.column_names}
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 300), block=st.integers(1, 120), k=st.integers(1, 15), nq=st.integers(1, 5),
+       seed=st.integers(0, 2**16))
+def test_running_topk_equals_exact_topk_of_the_stacked_blocks(n, block, k, nq, seed):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, 8)).astype(np.float32)
+    Q = rng.standard_normal((nq, 8)).astype(np.float32)
+    run = RunningTopK(Q, k)
+    for s in range(0, n, block):
+        run.add(X[s : s + block])
+    S, I = run.result()
+    S_ex, I_ex = exact_topk(Q, X, k)
+    assert I.shape == I_ex.shape == (nq, min(k, n))
+    np.testing.assert_array_equal(I, I_ex)  # continuous random scores: no ties
+    np.testing.assert_allclose(S, S_ex, rtol=1e-6, atol=1e-6)
+
+
+def _batches(X, ids, size, index=None, pulled=None):
+    """``X`` in batches; with ``index``: asserts each batch is asked for only after the previous one is committed."""
+    for s in range(0, len(X), size):
+        if index is not None:
+            assert len(index) == s, "the next batch was pulled before the previous one was written"
+            pulled.append(s)
+        yield ids[s : s + size], X[s : s + size]
+
+
+def test_append_batches_stores_what_add_vectors_stores_one_batch_at_a_time(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((530, 16)).astype(np.float32) * 3  # not unit: both normalise
+    ids = [f"r{i}" for i in range(530)]
+    a = Index.create(tmp_path / "a", dim=16, identity="t")
+    a.add_vectors(ids, X, "vec")
+    b = Index.create(tmp_path / "b", dim=16, identity="t")
+    pulled: list[int] = []
+    stats = b.append_vector_batches(_batches(X, ids, 100, b, pulled), "vec", progress=True, total=530)
+    assert pulled == [0, 100, 200, 300, 400, 500]
+    assert (stats.added, stats.commits, stats.updated) == (530, 6, 0)
+    assert b.meta["modalities"] == a.meta["modalities"] == ["vec"]
+    ra, rb = _rows(a), _rows(b)
+    assert ra == rb  # same ids, sources, labels, keys, vectors to the bit
+    np.testing.assert_array_equal(b.snapshot().vectors[np.argsort(b.snapshot().meta.column("id").to_pylist())],
+                                  a.snapshot().vectors[np.argsort(a.snapshot().meta.column("id").to_pylist())])
+    q = X[7]
+    assert [(h.id, h.score) for h in a.search_vectors(q[None], k=5)[0]] == \
+        [(h.id, h.score) for h in b.search_vectors(q[None], k=5)[0]]
+
+
+def test_append_batches_takes_sources_labels_and_keys(tmp_path):
+    X = np.eye(4, dtype=np.float32)
+    ids = ["a", "b", "c", "d"]
+    extra = {"sources": ["s1", "s2", "s3", "s4"], "labels": [{"c": "x"}] * 4, "keys": list("klmn")}
+    a = Index.create(tmp_path / "a", dim=4, identity="t")
+    a.add_vectors(ids, X, "vec", **extra)
+    b = Index.create(tmp_path / "b", dim=4, identity="t")
+    b.append_vector_batches([(ids, X, extra)], "vec")
+    assert _rows(a) == _rows(b)
+    assert json.loads(_rows(b)["labels"][0]) == {"c": "x"}
+
+
+def test_append_batches_refuses_ids_already_stored_before_writing_their_batch(tmp_path):
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((300, 8)).astype(np.float32)
+    idx = Index.create(tmp_path / "i", dim=8, identity="t")
+    idx.add_vectors(["old1", "old2"], X[:2], "vec")
+    idx.add_vectors(["x0"], X[:1], "other")  # another modality's id does not clash
+    ids = [f"x{i}" for i in range(300)]
+    # a repeat across batches: the batch holding it is refused, the ones before stay
+    dup = ids[:200] + ["x5"] + ids[201:]
+    with pytest.raises(DataError, match=r"'x5' \(vec\) is in the index already"):
+        idx.append_vector_batches(_batches(X, dup, 100), "vec")
+    assert idx.counts() == {"vec": 202, "other": 1}
+    # an id stored before the stream began
+    with pytest.raises(DataError, match=r"'old2' \(vec\) is in the index already"):
+        idx.append_vector_batches([(["new", "old2"], X[:2])], "vec")
+    # twice in one batch
+    with pytest.raises(DataError, match="duplicate ids"):
+        idx.append_vector_batches([(["y", "y"], X[:2])], "vec")
+    with pytest.raises(DataError, match="8-d vectors"):
+        idx.append_vector_batches([(["z"], np.ones((1, 5), np.float32))], "vec")
+    assert idx.counts() == {"vec": 202, "other": 1}
+
+
+@pytest.fixture(scope="module")
+def ann_index(tmp_path_factory):
+    """3,000 clustered 32-d rows with a LanceDB IVF-PQ index (used from 1,000 rows), and 40 queries."""
+    rng = np.random.default_rng(2)
+    C = rng.standard_normal((20, 32)).astype(np.float32)
+    X = C[rng.integers(0, 20, 3000)] + rng.standard_normal((3000, 32)).astype(np.float32)
+    Q = C[rng.integers(0, 20, 40)] + rng.standard_normal((40, 32)).astype(np.float32)
+    idx = Index.create(tmp_path_factory.mktemp("ann") / "i", dim=32, identity="t", ann_threshold=1000)
+    idx.add_vectors([str(i) for i in range(3000)], X, "vec")
+    idx.create_ann("ivf_pq", num_partitions=8, num_sub_vectors=8)
+    return idx, X, Q
+
+
+def _no_snapshot(self):
+    raise AssertionError("the table was loaded into memory")
+
+
+def test_tune_ann_on_given_truth_matches_its_own_and_loads_no_snapshot(ann_index, monkeypatch):
+    idx, X, Q = ann_index
+    own = idx.tune_ann(0.9, 10, queries=Q, save=False)
+    _, I = exact_topk(Q / np.linalg.norm(Q, axis=1, keepdims=True),
+                      X / np.linalg.norm(X, axis=1, keepdims=True), 10)
+    truth = [[(str(j), "vec") for j in row] for row in I]
+    monkeypatch.setattr(IndexTable, "snapshot", _no_snapshot)
+    given_ = idx.tune_ann(0.9, 10, queries=Q, save=False, truth=truth)
+    assert given_["tried"] == own["tried"]
+    assert given_["nprobes"] == own["nprobes"]
+    from anybind.index import IndexError_
+
+    with pytest.raises(IndexError_, match="one top-k list per query"):
+        idx.tune_ann(0.9, 10, queries=Q[:3], save=False, truth=truth)
+
+
+def test_search_through_the_lance_ann_loads_no_snapshot(ann_index, monkeypatch):
+    """With no in-memory graph or codes, searching a table above ann_threshold reads only LanceDB's disk-resident
+    index (a 10M-row table would not fit), one query or many, and returns the ANN's rows."""
+    idx, _, Q = ann_index
+    want = [t.column("id").to_pylist() for t in idx.lance_ann.search(Q, 10, None, with_vectors=False)]
+    monkeypatch.setattr(IndexTable, "snapshot", _no_snapshot)
+    many = idx.search_vectors(Q, k=10)
+    one = idx.search_vectors(Q[0], k=10)
+    assert [[h.id for h in hits] for hits in many] == want
+    assert [h.id for h in one[0]] == want[0]
+
+
+def test_clustered_batches_are_clustered_vectors_in_pieces():
+    from anybind.bench.search_util import clustered_batches, clustered_vectors
+
+    X, C = clustered_vectors(2500, 16, 7, np.random.default_rng(3), chunk=1000)
+    rng = np.random.default_rng(3)
+    C2 = rng.standard_normal((7, 16), dtype=np.float32)
+    np.testing.assert_array_equal(C, C2)
+    parts = list(clustered_batches(2500, C2, rng, chunk=1000))
+    assert [len(p) for p in parts] == [1000, 1000, 500]
+    np.testing.assert_array_equal(np.concatenate(parts), X)
+
+
+def test_search_scale_streamed_part_runs_and_reports(tmp_path):
+    """``--opt only=lance`` at a small n: builds, tunes on the accumulated truth, and its recall is the ANN's
+    against exact search over the same rows regenerated in memory."""
+    from anybind.bench import run_tasks
+
+    recs = run_tasks(["search-scale"], work=tmp_path, seed=0,
+                     options={"n": "3000", "only": "lance", "n_queries": "30", "partitions": "4", "sub_vectors": "16"})
+    m = recs[0]["metrics"]
+    for key in ("index/write_s", "ann/build_s", "ann/qps_single", "ann/qps_batch", "peak_rss_gb",
+                "index/disk_gb", "ann/build_peak_gb"):
+        assert m[key] > 0, key
+    assert 0.5 <= m["ann/recall@10"] <= 1.0
+    assert recs[0]["config"]["ann"]["type"] == "ivf_pq"
+    assert any("peak memory < 4 GB" in n for n in recs[0]["notes"])
+    from anybind.errors import AnybindError
+
+    with pytest.raises(AnybindError, match="only='bogus'"):
+        run_tasks(["search-scale"], work=tmp_path, options={"n": "300", "only": "bogus"})
