@@ -425,8 +425,8 @@ def _spy_val_nll(monkeypatch):
 
     real, seen = fit_mod.val_nll, []
 
-    def spy(lm, mapper, X, seqs, batch_size=64):
-        v = real(lm, mapper, X, seqs, batch_size)
+    def spy(lm, mapper, X, seqs, batch_size=64, prompts=None):
+        v = real(lm, mapper, X, seqs, batch_size, prompts=prompts)
         seen.append(v)
         return v
 
@@ -504,11 +504,11 @@ def test_a_nan_first_epoch_is_not_reported_as_the_runs_val_nll(corpus, monkeypat
     tmp, man, space, lm, _ = corpus
     real, scored = fit_mod.val_nll, set()
 
-    def first_nan(lm_, mapper, X, seqs, batch_size=64):
+    def first_nan(lm_, mapper, X, seqs, batch_size=64, prompts=None):
         if id(mapper) not in scored:  # the mapper's first score: its first epoch's
             scored.add(id(mapper))
             return float("nan")
-        return real(lm_, mapper, X, seqs, batch_size)
+        return real(lm_, mapper, X, seqs, batch_size, prompts=prompts)
 
     monkeypatch.setattr(fit_mod, "val_nll", first_nan)
     cap = fit_captioner(space, man, lm, cache=tmp / "c", **{**DIV_FIT, "epochs": 3, "patience": 3,

@@ -167,3 +167,35 @@ def test_bad_k_refused_in_one_line(corpus):  # noqa: F811
         fit_captioner_by_k(space, man, lm, cache=tmp / "c", **{**RET_FIT, "retrieval_k": (2, 2)})
     with pytest.raises(CaptionError, match="retrieval_k 99 needs more than 99 distinct train captions"):
         fit_captioner_by_k(space, man, lm, cache=tmp / "c", **{**RET_FIT, "retrieval_k": 99})
+
+
+def test_cli_retrieval_k(corpus, tmp_path):  # noqa: F811
+    from typer.testing import CliRunner
+
+    from anybind.cli import app
+
+    tmp, man, space, lm, recs = corpus
+    space.save(tmp_path / "sp")
+    runner = CliRunner()
+    r = runner.invoke(app, ["caption-fit", str(tmp_path / "sp"), str(man), "--out", str(tmp_path / "cap"), "--lm",
+                            lm.spec, "--noise", "0.1", "--epochs", "2", "--prefix-len", "4", "--hidden", "64",
+                            "--batch-size", "8", "--lr", "0.01", "--retrieval-k", "0,2", "--cache", str(tmp / "c")])
+    assert r.exit_code == 0, r.output
+    out = " ".join(r.output.split())
+    assert "chosen on val (0:" in out and "2:" in out and "the frozen LM alone with the retrieved captions: 2:" in out
+    saved = Captioner.load(tmp_path / "cap", lm=lm)
+    nll = saved.info["retrieval_val_nll"]
+    assert saved.retrieval_k == min((0, 2), key=lambda k: (nll[str(k)], k))
+    test = [x for x in recs if x["split"] == "test"][:3]
+    items = [a for x in test for a in ("--item", f"sketch={x['id']}")]
+    r = runner.invoke(app, ["caption", str(tmp_path / "cap"), "--json", *items, "--retrieval-k", "2", "--no-prefix",
+                            "--projection", "none", "--cache", str(tmp / "c")])
+    assert r.exit_code == 0, r.output
+    rows = [json.loads(line)["caption"] for line in r.output.splitlines() if line.startswith("{")]
+    X = space.embed("sketch", [x["id"] for x in test], cache=tmp / "c")
+    assert rows == saved.decode(X, retrieval_k=2, prefix=False, projection="none")
+    r = runner.invoke(app, ["caption", str(tmp_path / "cap"), *items, "--no-prefix", "--retrieval-k", "0"])
+    assert r.exit_code == 2 and "give retrieval_k > 0" in " ".join(r.output.split())
+    r = runner.invoke(app, ["caption-fit", str(tmp_path / "sp"), str(man), "--out", str(tmp_path / "c2"),
+                            "--retrieval-k", "two"])
+    assert r.exit_code == 2 and "--retrieval-k takes a whole number" in " ".join(r.output.split())
