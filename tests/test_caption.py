@@ -472,7 +472,7 @@ def test_an_epoch_with_nan_val_nll_is_never_kept_as_best(corpus, monkeypatch):
     seqs = fit_mod._tokens(lm, [r["text"] for r in train], 32)
     scores, states = iter([float("nan"), 5.0, 4.0, 6.0]), []
 
-    def fake(lm_, mapper, X_, seqs_, batch_size=64):
+    def fake(lm_, mapper, X_, seqs_, batch_size=64, prompts=None):
         states.append({k: t.detach().clone() for k, t in mapper.state_dict().items()})
         return next(scores)
 
