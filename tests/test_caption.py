@@ -207,8 +207,8 @@ def test_decoding_methods_and_guardrails(corpus, captioner):
 def test_save_load_same_captions_and_refusals(corpus, captioner, tmp_path):
     tmp, man, space, lm, recs = corpus
     out = captioner.save(tmp_path / "cap")
-    assert sorted(p.name for p in out.iterdir()) == ["captioner.json", "mapper.safetensors", "memory.safetensors",
-                                                     "space"]
+    assert sorted(p.name for p in out.iterdir()) == ["captioner.json", "mapper.safetensors", "memory.json",
+                                                     "memory.safetensors", "space"]
     back = Captioner.load(out)  # its own copy of the space, the LM from the saved spec
     items = [r["id"] for r in recs[:8]]
     for proj in ("none", "memory"):
@@ -308,19 +308,22 @@ def test_smollm2_resolves_to_the_gguf_in_its_wheel_without_importing_it():
 
 
 def test_bench_rows_of_one_source(corpus, captioner):
-    """bench --task captioning scores each source (here the sketch modality) the same way: the captioner with its
-    chosen projection and the other one, retrieval captioning, and the references (the upper bound)."""
-    from anybind.bench.tasks_caption import _rows
+    """bench --task captioning scores each source (here the sketch modality) the same way: the captioner chosen on
+    val, the training-free retrieval prompt, retrieval captioning, and the references (the upper bound)."""
+    from anybind.bench.tasks_caption import _rows, decoders
     from anybind.data.manifest import Record
 
     tmp, man, space, lm, recs = corpus
     test = [Record(r["id"], "test", {"sketch": r["id"], "text": r["text"]}) for r in recs if r["split"] == "test"]
     train_caps = sorted({r["text"] for r in recs if r["split"] == "train"})
     Xt = space.embed("text", train_caps, cache=tmp / "c")
-    rows, systems, secs, X = _rows(space, captioner, "sketch", test, train_caps, Xt, tmp / "c", {"max_tokens": 12})
+    lm_systems = decoders(captioner, {0: captioner}, 2)
+    rows, systems, secs, X = _rows(space, lm_systems, "sketch", test, train_caps, Xt, tmp / "c", {"max_tokens": 12})
     names = list(rows)
-    assert names == ["anybind captioner (projection memory, chosen on val)", "anybind captioner (projection none)",
+    assert names == ["anybind captioner, retrieval k=0 (projection memory; k chosen on val)",
+                     "training-free retrieval prompt (k=2, frozen LM, no mapper)",
                      "retrieval (nearest train caption)", "reference captions (upper bound of R@1)"]
+    assert systems[names[1]] == captioner.decode(X, max_tokens=12, retrieval_k=2, prefix=False, projection="none")
     assert systems[names[0]] == captioner.caption("sketch", [t.id for t in test], cache=tmp / "c", max_tokens=12)
     ref = rows["reference captions (upper bound of R@1)"]
     texts = [t.values["text"] for t in test]
@@ -422,8 +425,8 @@ def _spy_val_nll(monkeypatch):
 
     real, seen = fit_mod.val_nll, []
 
-    def spy(lm, mapper, X, seqs, batch_size=64):
-        v = real(lm, mapper, X, seqs, batch_size)
+    def spy(lm, mapper, X, seqs, batch_size=64, prompts=None):
+        v = real(lm, mapper, X, seqs, batch_size, prompts=prompts)
         seen.append(v)
         return v
 
@@ -469,7 +472,7 @@ def test_an_epoch_with_nan_val_nll_is_never_kept_as_best(corpus, monkeypatch):
     seqs = fit_mod._tokens(lm, [r["text"] for r in train], 32)
     scores, states = iter([float("nan"), 5.0, 4.0, 6.0]), []
 
-    def fake(lm_, mapper, X_, seqs_, batch_size=64):
+    def fake(lm_, mapper, X_, seqs_, batch_size=64, prompts=None):
         states.append({k: t.detach().clone() for k, t in mapper.state_dict().items()})
         return next(scores)
 
@@ -501,11 +504,11 @@ def test_a_nan_first_epoch_is_not_reported_as_the_runs_val_nll(corpus, monkeypat
     tmp, man, space, lm, _ = corpus
     real, scored = fit_mod.val_nll, set()
 
-    def first_nan(lm_, mapper, X, seqs, batch_size=64):
+    def first_nan(lm_, mapper, X, seqs, batch_size=64, prompts=None):
         if id(mapper) not in scored:  # the mapper's first score: its first epoch's
             scored.add(id(mapper))
             return float("nan")
-        return real(lm_, mapper, X, seqs, batch_size)
+        return real(lm_, mapper, X, seqs, batch_size, prompts=prompts)
 
     monkeypatch.setattr(fit_mod, "val_nll", first_nan)
     cap = fit_captioner(space, man, lm, cache=tmp / "c", **{**DIV_FIT, "epochs": 3, "patience": 3,

@@ -76,7 +76,7 @@ KINDS: dict[str, Kind] = {
     ),
     "fusion": Kind("a fusion model", "fusion.json", "anybind.fusion", ("fusion.json", "fusion.safetensors")),
     "captioner": Kind("a captioner", "captioner.json", "anybind.captioner",
-                      ("captioner.json", "mapper.safetensors", "memory.safetensors", "space")),
+                      ("captioner.json", "mapper.safetensors", "memory.safetensors", "memory.json", "space")),
     "training-shards": Kind(
         "training shards", "shards.json", "anybind.training-shards",
         ("shards.json", "[0-9]*.safetensors", ".shards.json.*.tmp"),

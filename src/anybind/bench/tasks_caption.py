@@ -3,9 +3,11 @@ small frozen LM.
 
 One space binds image, text and (with ``audio`` in ``sources``) the stamps' sound effects on Tux Paint with the
 bench recipe; ``speech`` (Whisper-tiny features) is added progressively through text from the spoken-captions
-corpus (held-out voices at test, :mod:`anybind.corpora.speech`).  One captioner is trained text-only on the
-train captions; each source's test items are captioned with its chosen projection and without one, beside
-retrieval captioning (the nearest train caption) and, for images, the label bridge."""
+corpus (held-out voices at test, :mod:`anybind.corpora.speech`).  Captioners are trained text-only on the
+train captions, one per retrieval k of the grid (:mod:`anybind.caption.retrieval`; k chosen on val); each source's
+test items are captioned by the mapper alone (k=0), the retrieval-augmented captioner (the k chosen on val), the
+frozen LM prompted with the retrieved captions alone (training-free), retrieval captioning (the nearest train
+caption) and, for images, the label bridge."""
 
 from __future__ import annotations
 
@@ -75,22 +77,35 @@ def _test_records(source: str, man, speech, n_test: int = 0) -> list:
     return test
 
 
-def _rows(space, cap, source: str, test: list, train_caps: list[str], Xt: np.ndarray, cache, gen: dict) -> tuple:
-    """The systems' captions of one source's test items and their scores: ``(rows, generated, seconds, X)``."""
+def decoders(cap, by_k: dict, free_k: int) -> dict:
+    """The bench's LM systems: name -> ``fn(X, **gen)``; the first is the captioner chosen on val."""
+    out = {f"anybind captioner, retrieval k={cap.retrieval_k} (projection {cap.projection}; k chosen on val)": cap.decode}
+    if 0 in by_k and cap.retrieval_k != 0:
+        out[f"anybind captioner, k=0: mapper alone (projection {by_k[0].projection})"] = by_k[0].decode
+    for k, c in sorted(by_k.items()):
+        if k not in (0, cap.retrieval_k):
+            out[f"anybind captioner, retrieval k={k} (projection {c.projection})"] = c.decode
+    if free_k > 0:
+        out[f"training-free retrieval prompt (k={free_k}, frozen LM, no mapper)"] = \
+            lambda X, **g: cap.decode(X, **g, retrieval_k=free_k, prefix=False, projection="none")
+    return out
+
+
+def _rows(space, lm_systems: dict, source: str, test: list, train_caps: list[str], Xt: np.ndarray, cache,
+          gen: dict) -> tuple:
+    """The systems' captions of one source's test items and their scores: ``(rows, generated, seconds, X)``;
+    ``lm_systems`` (:func:`decoders`): the first one is timed."""
     from ..caption import bleu, cider_d
 
     items = [r.values[source] for r in test]
     refs = [[r.values["text"]] for r in test]
     X = space.embed(source, items, cache=cache)
-    t0 = time.perf_counter()
-    generated = cap.decode(X, **gen)
-    gen_s = time.perf_counter() - t0
-    other = "none" if cap.projection == "memory" else "memory"
-    systems = {
-        f"anybind captioner (projection {cap.projection}, chosen on val)": generated,
-        f"anybind captioner (projection {other})": cap.decode(X, **gen, projection=other),
-        "retrieval (nearest train caption)": [train_caps[i] for i in (X @ Xt.T).argmax(1)],
-    }
+    systems, gen_s = {}, 0.0
+    for i, (name, fn) in enumerate(lm_systems.items()):
+        t0 = time.perf_counter()
+        systems[name] = fn(X, **gen)
+        gen_s = time.perf_counter() - t0 if i == 0 else gen_s
+    systems["retrieval (nearest train caption)"] = [train_caps[i] for i in (X @ Xt.T).argmax(1)]
     if source == "image":
         systems["label bridge (a picture of a {ImageNet class})"] = _label_bridge_captions(items, cache)
     systems["reference captions (upper bound of R@1)"] = [r[0] for r in refs]
@@ -106,15 +121,16 @@ def captioning(work: Path, cache=None, seed: int = 0, console=None, lm: str = "s
                noise: str = "", noise_grid: str = "0,0.05,0.1", n_test: str = "0", method: str = "greedy",
                prefix_len: str = "8", batch_size: str = "32", max_tokens: str = "20", paired: str = "0",
                sources: str = "image,audio,speech", lr: str = "2e-3", hidden: str = "512", n_train: str = "0",
-               projection: str = "auto") -> TaskResult:
+               projection: str = "auto", retrieval_k: str = "0,3", free_k: str = "") -> TaskResult:
     """Options (``--opt KEY=VALUE``): ``lm``, ``epochs``, ``noise`` (fixed) or ``noise_grid`` (chosen on val),
     ``n_test`` (0: each source's whole test split), ``method`` (greedy | beam | sample), ``prefix_len``,
     ``batch_size``, ``lr`` (one rate, or comma-separated rates chosen on val), ``hidden``, ``n_train`` (0: every
-    train caption; else a seeded sample: a lighter setting for a slow CPU), ``projection`` (auto: chosen on val |
-    none | memory), ``sources`` (comma-separated of image, audio, speech), ``paired=1``: also a mapper trained on the paired image embeddings."""
-    from dataclasses import replace
+    train caption; else the mapper trains on a seeded sample, a lighter setting for a slow CPU; the retrieval memory
+    keeps every train caption), ``projection`` (auto: chosen on val | none | memory), ``retrieval_k`` (the grid of
+    retrieved captions in the prompt, chosen on val; 0: the mapper alone), ``free_k`` (the training-free row's k;
+    default the chosen k, else the grid's largest), ``sources`` (comma-separated of image, audio, speech), ``paired=1``: also a mapper trained on the paired image embeddings."""
 
-    from ..caption import bleu, cider_d, fit_captioner
+    from ..caption import bleu, cider_d, fit_captioner, fit_captioner_by_k
 
     srcs = [x.strip() for x in sources.split(",") if x.strip()]
     if not srcs or set(srcs) - set(SOURCES) or srcs[0] != "image":
@@ -125,19 +141,17 @@ def captioning(work: Path, cache=None, seed: int = 0, console=None, lm: str = "s
     space, man, speech = _space(work, srcs, cache, seed, console)
     fit_kw = {"epochs": int(epochs), "prefix_len": int(prefix_len), "batch_size": int(batch_size), "seed": seed,
               "lr": lrs[0] if len(lrs) == 1 else lrs, "hidden": int(hidden), "select_on": "image",
-              "projection": None if projection == "auto" else projection}
+              "projection": None if projection == "auto" else projection, "max_train": int(n_train),
+              "retrieval_k": tuple(int(x) for x in retrieval_k.split(",") if x.strip())}
     if noise.strip():
         fit_kw["noise"] = float(noise)
     else:
         fit_kw["noise_grid"] = tuple(float(x) for x in noise_grid.split(",") if x.strip())
-    fit_man = man
-    if int(n_train) > 0:
-        train = [r for r in man.split("train") if r.has("text")]
-        keep = {r.id for r in np.random.default_rng(seed).permutation(np.array(train, dtype=object))[: int(n_train)]}
-        fit_man = replace(man, records=[r for r in man.records if r.split != "train" or r.id in keep])
     t0 = time.perf_counter()
-    cap = fit_captioner(space, fit_man, lm, cache=cache, progress=True, **fit_kw)
+    cap, by_k = fit_captioner_by_k(space, man, lm, cache=cache, progress=True, **fit_kw)
     train_s = time.perf_counter() - t0
+    fk = int(free_k) if free_k.strip() else (cap.retrieval_k or max(by_k))
+    lm_systems = decoders(cap, by_k, fk)
     gen = {"method": method, "max_tokens": int(max_tokens), "seed": seed}
     train_caps = sorted({r.values["text"] for r in man.split("train") if r.has("text")})
     Xt = space.embed("text", train_caps, cache=cache)
@@ -147,7 +161,7 @@ def captioning(work: Path, cache=None, seed: int = 0, console=None, lm: str = "s
     n_tokens, gen_s = 0, 0.0
     for s in srcs:
         test = _test_records(s, man, speech, int(n_test))
-        src_rows, systems, secs, Xs = _rows(space, cap, s, test, train_caps, Xt, cache, gen)
+        src_rows, systems, secs, Xs = _rows(space, lm_systems, s, test, train_caps, Xt, cache, gen)
         main_name = next(iter(src_rows))
         generated = systems[main_name]
         if s == "image":
@@ -155,8 +169,8 @@ def captioning(work: Path, cache=None, seed: int = 0, console=None, lm: str = "s
             gen_s = secs
             metrics |= src_rows[main_name]
             if paired.strip() not in ("", "0"):
-                kw = {k: v for k, v in fit_kw.items() if k not in ("noise", "noise_grid", "projection")}
-                sup = fit_captioner(space, fit_man, cap.lm, cache=cache, progress=True, paired=True,
+                kw = {k: v for k, v in fit_kw.items() if k not in ("noise", "noise_grid", "projection", "retrieval_k")}
+                sup = fit_captioner(space, man, cap.lm, cache=cache, progress=True, paired=True,
                                     projection="none", **kw)
                 caps_sup = sup.decode(Xs, **gen)
                 refs = [[r.values["text"]] for r in test]
@@ -173,15 +187,19 @@ def captioning(work: Path, cache=None, seed: int = 0, console=None, lm: str = "s
                 "noise_std": cap.noise_std, "n_test": metrics.get("image->caption/n_test", 0)}
     return TaskResult(
         metrics=metrics,
-        baselines={n: v for n, v in rows.items() if "anybind captioner (projection" not in n or "chosen" not in n},
+        baselines={n: v for n, v in rows.items() if "k chosen on val" not in n},
         config={"lm": cap.lm.spec, "lm_identity": cap.lm.identity, "fit": fit_kw, "method": method,
                 "sources": srcs, "noise_val_nll": cap.info["noise_val_nll"], "lr": cap.info["lr"],
-                "lr_val_nll": cap.info["lr_val_nll"],
+                "lr_val_nll": cap.info["lr_val_nll"], "retrieval_k": cap.retrieval_k,
+                "retrieval_val_nll": cap.info["retrieval_val_nll"], "free_k": fk,
+                "training_free_val_nll": cap.info["training_free_val_nll"],
                 "projection": {"kind": cap.projection, "temperature": cap.memory_temperature,
                                "val_nll": cap.info["projection_val_nll"]},
                 "n_train": cap.info["n_train"], "encoders": space.encoders},
         table=[{"name": n, **v} for n, v in rows.items()],
-        notes=[f"mapper training {train_s:.0f} s on this machine (noise {cap.noise_std:g}, lr {cap.info['lr']:g}, "
+        notes=[f"mapper training {train_s:.0f} s on this machine for k in {sorted(by_k)} (chosen k "
+               f"{cap.retrieval_k}, val NLL by k {cap.info['retrieval_val_nll']}, training-free "
+               f"{cap.info['training_free_val_nll']}; noise {cap.noise_std:g}, lr {cap.info['lr']:g}, "
                f"projection {cap.projection} "
                f"at temperature {cap.memory_temperature:g}, chosen on val image->caption NLL: "
                f"{cap.info['noise_val_nll']}, {cap.info['projection_val_nll']}); image generation {n_tokens} tokens in "

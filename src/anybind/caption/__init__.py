@@ -12,13 +12,13 @@ Example::
     Captioner.load("models/tux-cap").caption("image", ["bear.png"], method="beam")
 """
 
-from .fit import CaptionConfig, fit_captioner
+from .fit import CaptionConfig, fit_captioner, fit_captioner_by_k
 from .lm import SMOLLM2, CaptionError, FrozenLM, load_lm
 from .model import Captioner, MapperConfig, PrefixMapper
 from .scores import bleu, cider_d, tokenize
 
 __all__ = ["Captioner", "CaptionConfig", "CaptionError", "FrozenLM", "MapperConfig", "PrefixMapper", "SMOLLM2",
-           "bleu", "caption", "cider_d", "fit_captioner", "load_lm", "tokenize"]
+           "bleu", "caption", "cider_d", "fit_captioner", "fit_captioner_by_k", "load_lm", "tokenize"]
 
 
 def caption(space, captioner, modality, items, **gen):

@@ -17,6 +17,15 @@ noise level (``noise`` when fixed, else the middle of the sorted ``noise_grid``,
 NLL (at its best projection) wins, and the noise grid is then tried at that rate: ``len(lr) + len(noise_grid) - 1``
 runs, not their product.  The default is one rate (no extra run).
 
+``retrieval_k`` (SmallCap, :mod:`anybind.caption.retrieval`): each caption is decoded with the prompt of its ``k``
+nearest *other* training captions, retrieved from its noised text embedding (at test time from the image, sound
+or speech embedding).  A grid of ``k`` is chosen on the same val NLL, after lr and noise (which are chosen at the
+grid's first ``k``): ``len(retrieval_k) - 1`` more runs.  ``0`` is no retrieval (the mapper alone).
+:func:`fit_captioner_by_k` hands out the captioner of every ``k`` tried.
+
+``max_train`` trains the mapper on a seeded sample of the train captions (a lighter setting for a slow CPU); the
+memory still holds every distinct train caption.
+
 ``paired=True`` trains on the ``select_on`` embeddings of the training records instead of the captions' text
 embeddings (the supervised comparison: needs paired data, no noise).
 """
@@ -39,8 +48,9 @@ from ..data.manifest import Manifest, load_manifest
 from ..encoders.kinds import manifest_kinds
 from ..errors import DataError
 from .lm import SMOLLM2, CaptionError, FrozenLM, load_lm
-from .memory import TEMPERATURE_GRID, build_memory, choose_projection
+from .memory import TEMPERATURE_GRID, choose_projection, memory_rows
 from .model import Captioner, MapperConfig, PrefixMapper, text_modality
+from .retrieval import neighbours, prompt_ids, self_rows
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +78,10 @@ class CaptionConfig:
     temperature_grid: tuple[float, ...] = TEMPERATURE_GRID
     #: distinct training captions kept in the memory (a seeded sample beyond it)
     memory_size: int = 50_000
+    #: the number of nearest training captions put in the LM's prompt, or a grid of them chosen on val (0: none)
+    retrieval_k: int | tuple[int, ...] = 0
+    #: the mapper trains on a seeded sample of at most this many train captions (0: all); the memory keeps all
+    max_train: int = 0
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -93,35 +107,52 @@ def _tokens(lm: FrozenLM, captions: Sequence[str], max_tokens: int) -> list[list
     return [list(ids)[:max_tokens] + [lm.eos_id] for ids in enc]
 
 
-def _batch(lm: FrozenLM, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    L = max(len(s) for s in seqs)
+def _batch(lm: FrozenLM, seqs: list[list[int]], prompts: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each prompt + caption, padded on the right; labels only on the caption's tokens."""
+    L = max(len(p) + len(s) for p, s in zip(prompts, seqs))
     ids = torch.full((len(seqs), L), lm.eos_id, dtype=torch.long)
     labels = torch.full((len(seqs), L), -100, dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.tensor(s)
-        labels[i, : len(s)] = torch.tensor(s)
+    for i, (p, s) in enumerate(zip(prompts, seqs)):
+        ids[i, : len(p) + len(s)] = torch.tensor(p + s)
+        labels[i, len(p) : len(p) + len(s)] = torch.tensor(s)
     return ids, labels
 
 
-def caption_loss(lm: FrozenLM, prefix: torch.Tensor, seqs: list[list[int]], reduction: str = "mean") -> torch.Tensor:
-    """The LM's cross-entropy of the token sequences given the soft prefixes (n, k, h), teacher-forced."""
-    ids, labels = _batch(lm, seqs)
-    prefix = lm.with_bos(prefix)
-    k = prefix.shape[1]
-    inputs = torch.cat([prefix, lm.embed_tokens(ids[:, :-1])], dim=1)
-    logits = lm.model(inputs_embeds=inputs).logits[:, k - 1 :]
+def caption_loss(lm: FrozenLM, prefix: torch.Tensor | None, seqs: list[list[int]], reduction: str = "mean",
+                 prompts: list[list[int]] | None = None) -> torch.Tensor:
+    """The LM's cross-entropy of the caption tokens ``seqs`` given the soft prefixes (n, k, h) (``None``: no prefix,
+    the frozen LM alone) and the retrieval ``prompts`` (token lists, :mod:`anybind.caption.retrieval`), teacher-forced."""
+    prompts = prompts if prompts is not None else [[] for _ in seqs]
+    if prefix is None and not all(prompts):
+        raise CaptionError("nothing to decode from: no prefix and no retrieved captions (give retrieval_k > 0)")
+    ids, labels = _batch(lm, seqs, prompts)
+    bos = lm.tokenizer.bos_token_id
+    lead = lm.with_bos(prefix) if prefix is not None else (
+        None if bos is None else lm.embed_tokens(torch.full((len(seqs), 1), int(bos), dtype=torch.long)))
+    if lead is None:  # no bos, no prefix: the prompt's first token leads (its label is masked)
+        logits = lm.model(inputs_embeds=lm.embed_tokens(ids)).logits[:, :-1]
+        labels = labels[:, 1:]
+    else:
+        k = lead.shape[1]
+        inputs = torch.cat([lead, lm.embed_tokens(ids[:, :-1])], dim=1)
+        logits = lm.model(inputs_embeds=inputs).logits[:, k - 1 :]
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100,
                            reduction=reduction)
 
 
 @torch.no_grad()
-def val_nll(lm: FrozenLM, mapper: PrefixMapper, X: np.ndarray, seqs: list[list[int]], batch_size: int = 64) -> float:
-    """Mean negative log-likelihood per token of the captions given their embeddings' prefixes."""
-    mapper.eval()
+def val_nll(lm: FrozenLM, mapper: PrefixMapper | None, X: np.ndarray, seqs: list[list[int]], batch_size: int = 64,
+            prompts: list[list[int]] | None = None) -> float:
+    """Mean negative log-likelihood per token of the captions given their embeddings' prefixes (``mapper`` None: no
+    prefix) and their retrieval ``prompts``."""
+    if mapper is not None:
+        mapper.eval()
     total, n = 0.0, 0
     for i in range(0, len(X), batch_size):
         s = seqs[i : i + batch_size]
-        total += float(caption_loss(lm, mapper(torch.from_numpy(X[i : i + batch_size])), s, reduction="sum"))
+        prefix = None if mapper is None else mapper(torch.from_numpy(X[i : i + batch_size]))
+        p = None if prompts is None else prompts[i : i + batch_size]
+        total += float(caption_loss(lm, prefix, s, reduction="sum", prompts=p))
         n += sum(len(t) for t in s)
     return total / max(n, 1)
 
@@ -134,9 +165,30 @@ def lr_grid(lr: float | Sequence[float]) -> list[float]:
     return lrs
 
 
+def k_grid(k: int | Sequence[int]) -> list[int]:
+    """The retrieval k to try: one number, or a sequence of distinct whole numbers >= 0."""
+    ks = [k] if np.ndim(k) == 0 else list(k)
+    if not ks or len(set(ks)) != len(ks) or any(isinstance(x, bool) or not float(x).is_integer() or x < 0 for x in ks):
+        raise ValueError(f"retrieval_k must be distinct whole numbers >= 0, got {ks}")
+    return [int(x) for x in ks]
+
+
+@dataclass
+class Retrieval:
+    """What retrieval needs in training: the memory, its captions, each training caption's own memory row."""
+
+    memory: np.ndarray
+    captions: list[str]
+    self_rows: np.ndarray
+
+    def prompts(self, lm: FrozenLM, Q: np.ndarray, k: int, exclude: np.ndarray | None = None) -> list[list[int]]:
+        return prompt_ids(lm, neighbours(Q, self.memory, k, exclude), self.captions)
+
+
 def _train_one(lm: FrozenLM, cfg: CaptionConfig, mcfg: MapperConfig, X: np.ndarray, seqs: list[list[int]],
                Xv: np.ndarray, seqs_v: list[list[int]], noise: float, lr: float,
-               progress: bool) -> tuple[PrefixMapper, list[dict]]:
+               progress: bool, k: int = 0, ret: Retrieval | None = None,
+               prompts_v: list[list[int]] | None = None) -> tuple[PrefixMapper, list[dict]]:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     torch.manual_seed(cfg.seed)
@@ -148,7 +200,7 @@ def _train_one(lm: FrozenLM, cfg: CaptionConfig, mcfg: MapperConfig, X: np.ndarr
     Xt = torch.from_numpy(X)
     best: tuple[float, dict, int] | None = None
     history: list[dict] = []
-    cols = [TextColumn(f"[bold]caption mapper (noise {noise:g}, lr {lr:g})"), BarColumn(),
+    cols = [TextColumn(f"[bold]caption mapper (noise {noise:g}, lr {lr:g}, k {k})"), BarColumn(),
             TextColumn("epoch {task.completed}/{task.total} {task.fields[msg]}"), TimeElapsedColumn()]
     with Progress(*cols, disable=not progress, transient=False) as prog:
         task = prog.add_task("train", total=cfg.epochs, msg="")
@@ -161,13 +213,16 @@ def _train_one(lm: FrozenLM, cfg: CaptionConfig, mcfg: MapperConfig, X: np.ndarr
                 x = Xt[idx]
                 if noise > 0:
                     x = x + noise * torch.randn(x.shape, generator=gen)
-                loss = caption_loss(lm, mapper(x), [seqs[i] for i in idx.tolist()])
+                rows = idx.tolist()
+                # the k nearest OTHER captions of the noised embedding: composing, not copying
+                prompts = ret.prompts(lm, x.numpy(), k, ret.self_rows[rows]) if k and ret is not None else None
+                loss = caption_loss(lm, mapper(x), [seqs[i] for i in rows], prompts=prompts)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 sched.step()
                 ep_loss += float(loss.detach()) / steps
-            v = val_nll(lm, mapper, Xv, seqs_v)
+            v = val_nll(lm, mapper, Xv, seqs_v, prompts=prompts_v)
             history.append({"epoch": epoch, "loss": ep_loss, "val_nll": v})
             if best is None or _finite(v) < _finite(best[0]):  # a NaN (a diverged rate) is never the best
                 best = (v, {k: t.detach().clone() for k, t in mapper.state_dict().items()}, epoch)
@@ -187,15 +242,25 @@ def fit_captioner(space: Any, manifest: str | Path | Manifest, lm: str | FrozenL
     """Train a :class:`Captioner` for ``space`` on the captions (``text``) of the manifest's train split.
 
     ``lm``: an LM spec (see :mod:`anybind.caption.lm`) or a loaded :class:`FrozenLM`; ``**config``:
-    :class:`CaptionConfig` fields.  The val split's pairs choose the noise level and the epoch.
+    :class:`CaptionConfig` fields.  The val split's pairs choose the noise level, the epoch, the lr and the
+    retrieval k (when grids are given).
     """
+    return fit_captioner_by_k(space, manifest, lm, cache=cache, progress=progress, text=text, **config)[0]
+
+
+def fit_captioner_by_k(space: Any, manifest: str | Path | Manifest, lm: str | FrozenLM = SMOLLM2, *,
+                       cache: Any = None, progress: bool = True, text: str = "text",
+                       **config: Any) -> tuple[Captioner, dict[int, Captioner]]:
+    """:func:`fit_captioner`, and the captioner of each ``retrieval_k`` tried (at the chosen lr and noise, each with
+    its own projection chosen on val): ``(chosen, {k: captioner})``."""
     text = text_modality(space, text)
     unknown = set(config) - set(CaptionConfig.__dataclass_fields__)
     if unknown:
         raise TypeError(f"unknown caption option(s): {', '.join(sorted(unknown))}")
     cfg = CaptionConfig(**config)
-    if cfg.prefix_len < 1 or cfg.epochs < 1 or cfg.batch_size < 1:
-        raise ValueError("prefix_len, epochs and batch_size must be at least 1")
+    if cfg.prefix_len < 1 or cfg.epochs < 1 or cfg.batch_size < 1 or cfg.max_train < 0:
+        raise ValueError("prefix_len, epochs and batch_size must be at least 1, max_train at least 0")
+    ks = k_grid(cfg.retrieval_k)
     others = [m for m in space.modalities if m != text]
     select = cfg.select_on
     if select is not None and select not in space.modalities:
@@ -208,7 +273,11 @@ def fit_captioner(space: Any, manifest: str | Path | Manifest, lm: str | FrozenL
     if cfg.paired and select == text:
         raise CaptionError("paired training needs a non-text modality paired with captions (select_on)")
     src = select if cfg.paired else text
+    every = train  # the memory's captions: every train caption
     train = [r for r in train if r.has(src)]
+    if cfg.max_train and len(train) > cfg.max_train:
+        keep = np.sort(np.random.default_rng(cfg.seed).permutation(len(train))[: cfg.max_train])
+        train = [train[i] for i in keep]
     val = [r for r in val if r.has(select)]
     if len(train) < 2 or not val:
         raise DataError(f"{getattr(man, 'path', manifest)}: {len(train)} train and {len(val)} val record(s) with "
@@ -224,48 +293,75 @@ def fit_captioner(space: Any, manifest: str | Path | Manifest, lm: str | FrozenL
     if not grid or any(s < 0 for s in grid):
         raise ValueError(f"noise levels must be >= 0, got {grid}")
     lrs = lr_grid(cfg.lr)
-    X_text = X if src == text else space.embed(text, [r.values[text] for r in train], cache=cache, progress=progress)
-    memory = build_memory(X_text, [r.values[text] for r in train], cfg.memory_size, cfg.seed)
-    # (lr, noise) -> (mapper, history, (projection, temperature, val nll by projection))
-    runs: dict[tuple[float, float], tuple[PrefixMapper, list[dict], tuple[str, float, dict[str, float]]]] = {}
+    every_caps = [r.values[text] for r in every]
+    X_text = space.embed(text, every_caps, cache=cache, progress=progress)
+    rows = memory_rows(every_caps, cfg.memory_size, cfg.seed)
+    memory = X_text[rows] / np.maximum(np.linalg.norm(X_text[rows], axis=1, keepdims=True), 1e-12)
+    mem_caps = [every_caps[i] for i in rows]
+    if max(ks) >= len(mem_caps):
+        raise CaptionError(f"retrieval_k {max(ks)} needs more than {max(ks)} distinct train captions; the memory has "
+                           f"{len(mem_caps)}")
+    ret = Retrieval(memory, mem_caps, self_rows([r.values[text] for r in train], mem_caps))
+    # the val queries retrieve from their own (select_on) embeddings, across the gap, as test queries do
+    prompts_v = {k: ret.prompts(lm, Xv, k) if k else None for k in ks}
+    # (lr, noise, k) -> (mapper, history, (projection, temperature, val nll by projection))
+    runs: dict[tuple[float, float, int], tuple[PrefixMapper, list[dict], tuple[str, float, dict[str, float]]]] = {}
 
-    def run(lr: float, s: float) -> float:
-        """Train (once) the mapper of this rate and noise level; its val NLL at its best projection."""
-        if (lr, s) not in runs:
-            m, hist = _train_one(lm, cfg, mcfg, X, seqs, Xv, seqs_v, s, lr, progress)
-            ps = choose_projection(lambda Z, m=m: val_nll(lm, m, Z, seqs_v), Xv, memory, projection=cfg.projection,
-                                   temperature=cfg.memory_temperature, grid=cfg.temperature_grid)
-            runs[lr, s] = (m, hist, ps)
-            log.info("caption mapper, noise %g, lr %g: best val nll %.4f (%s), by projection %s", s, lr,
+    def run(lr: float, s: float, k: int) -> float:
+        """Train (once) the mapper of this rate, noise level and k; its val NLL at its best projection."""
+        if (lr, s, k) not in runs:
+            pv = prompts_v[k]
+            m, hist = _train_one(lm, cfg, mcfg, X, seqs, Xv, seqs_v, s, lr, progress, k, ret, pv)
+            ps = choose_projection(lambda Z, m=m, pv=pv: val_nll(lm, m, Z, seqs_v, prompts=pv), Xv, memory,
+                                   projection=cfg.projection, temperature=cfg.memory_temperature,
+                                   grid=cfg.temperature_grid)
+            runs[lr, s, k] = (m, hist, ps)
+            log.info("caption mapper, noise %g, lr %g, k %d: best val nll %.4f (%s), by projection %s", s, lr, k,
                      _kept_nll(hist), select, ps[2])
-        return min((_finite(v) for v in runs[lr, s][2][2].values()), default=math.inf)
+        return min((_finite(v) for v in runs[lr, s, k][2][2].values()), default=math.inf)
 
+    k0 = ks[0]
     lr_at = sorted(grid)[len(grid) // 2] if len(lrs) > 1 else None
-    lr_scores = {lr: run(lr, lr_at) for lr in lrs} if lr_at is not None else {}
+    lr_scores = {lr: run(lr, lr_at, k0) for lr in lrs} if lr_at is not None else {}
     if lr_scores and not any(math.isfinite(v) for v in lr_scores.values()):
         raise CaptionError(f"every learning rate of {sorted(lrs)} diverged (no finite val NLL): try smaller ones")
     lr_best = min(lrs, key=lambda lr: (lr_scores.get(lr, 0.0), lr))  # finite scores; a NaN counted as inf
-    best = {s: run(lr_best, s) for s in grid}
+    best = {s: run(lr_best, s, k0) for s in grid}
     if not any(math.isfinite(v) for v in best.values()):
         raise CaptionError(f"learning rate {lr_best:g} diverged at every noise level (no finite val NLL): try a "
                            "smaller one")
     chosen = min(best, key=lambda s: (best[s], s))
-    mapper, history, (projection, temperature, pscores) = runs[lr_best, chosen]
-    scores = {s: _kept_nll(runs[lr_best, s][1]) for s in grid}
-    info = {
-        "config": {k: v for k, v in asdict(cfg).items() if k != "extra"},
-        "selected_on": f"val {select} -> caption nll",
-        "noise_val_nll": {str(s): (v if math.isfinite(v) else None) for s, v in scores.items()},  # None: diverged
-        "lr": lr_best,
-        # each rate's val NLL at its best projection, all at noise lr_selected_at_noise ({} without an lr grid)
-        "lr_val_nll": {str(lr): (v if math.isfinite(v) else None) for lr, v in lr_scores.items()},  # None: diverged
-        "lr_selected_at_noise": lr_at,
-        "projection_val_nll": {k: (v if math.isfinite(v) else None) for k, v in pscores.items()},
-        "trained_on": src,
-        "n_train": len(train),
-        "n_val": len(val),
-        "history": history,
-        "seconds": round(time.perf_counter() - t0, 2),
-    }
-    return Captioner(space, lm, mapper, text=text, noise_std=chosen, info=info, memory=memory,
-                     projection=projection, memory_temperature=temperature)
+    k_scores = {k: run(lr_best, chosen, k) for k in ks}
+    k_best = min(ks, key=lambda k: (k_scores[k], k))
+    free = {k: val_nll(lm, None, Xv, seqs_v, prompts=prompts_v[k]) for k in ks if k}
+    scores = {s: _kept_nll(runs[lr_best, s, k0][1]) for s in grid}
+    seconds = round(time.perf_counter() - t0, 2)
+
+    def captioner(k: int) -> Captioner:
+        mapper, history, (projection, temperature, pscores) = runs[lr_best, chosen, k]
+        info = {
+            "config": {k: v for k, v in asdict(cfg).items() if k != "extra"},
+            "selected_on": f"val {select} -> caption nll",
+            "noise_val_nll": {str(s): (v if math.isfinite(v) else None) for s, v in scores.items()},  # None: diverged
+            "lr": lr_best,
+            # each rate's val NLL at its best projection, all at noise lr_selected_at_noise ({} without an lr grid)
+            "lr_val_nll": {str(lr): (v if math.isfinite(v) else None) for lr, v in lr_scores.items()},
+            "lr_selected_at_noise": lr_at,
+            "projection_val_nll": {k: (v if math.isfinite(v) else None) for k, v in pscores.items()},
+            # lr and noise are chosen at retrieval_selected_at_k, then each k of the grid at them
+            "retrieval_val_nll": {str(k): (v if math.isfinite(v) else None) for k, v in k_scores.items()},
+            "retrieval_selected_at_k": k0,
+            # the frozen LM alone with the k retrieved captions (no prefix): the training-free reference
+            "training_free_val_nll": {str(k): (v if math.isfinite(v) else None) for k, v in free.items()},
+            "trained_on": src,
+            "n_train": len(train),
+            "n_val": len(val),
+            "history": history,
+            "seconds": seconds,
+        }
+        return Captioner(space, lm, mapper, text=text, noise_std=chosen, info=info, memory=memory,
+                         projection=projection, memory_temperature=temperature, retrieval_k=k,
+                         memory_captions=mem_caps)
+
+    by_k = {k: captioner(k) for k in ks}
+    return by_k[k_best], by_k

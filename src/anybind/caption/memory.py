@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from .lm import CaptionError
+from .retrieval import caption_key
 
 log = logging.getLogger(__name__)
 
@@ -41,16 +42,21 @@ def check_projection(projection: str, memory: np.ndarray | None, temperature: fl
     return projection
 
 
-def build_memory(X: np.ndarray, captions: Sequence[str], max_size: int, seed: int = 0) -> np.ndarray:
-    """The memory: one unit text embedding per distinct caption (the first seen), at most ``max_size`` of them
-    (a seeded sample beyond it)."""
+def memory_rows(captions: Sequence[str], max_size: int, seed: int = 0) -> np.ndarray:
+    """The rows of the captions the memory keeps: one per distinct caption (the first seen; see
+    :func:`anybind.caption.retrieval.caption_key`), at most ``max_size`` of them (a seeded sample beyond it)."""
     seen: dict[str, int] = {}
     for i, c in enumerate(captions):
-        seen.setdefault(" ".join(str(c).split()).lower(), i)
+        seen.setdefault(caption_key(c), i)
     rows = np.fromiter(seen.values(), dtype=np.int64, count=len(seen))
     if len(rows) > max_size:
         rows = np.sort(np.random.default_rng(seed).choice(rows, size=max_size, replace=False))
-    M = np.asarray(X, dtype=np.float32)[rows]
+    return rows
+
+
+def build_memory(X: np.ndarray, captions: Sequence[str], max_size: int, seed: int = 0) -> np.ndarray:
+    """The memory: one unit text embedding per distinct caption (the rows of :func:`memory_rows`)."""
+    M = np.asarray(X, dtype=np.float32)[memory_rows(captions, max_size, seed)]
     return M / np.maximum(np.linalg.norm(M, axis=1, keepdims=True), 1e-12)
 
 

@@ -7,6 +7,8 @@ A saved captioner is a folder::
     mapper.safetensors      the prefix mapper's weights
     memory.safetensors      the memory of training text embeddings the DeCap projection uses (format 2;
                             see :mod:`anybind.caption.memory`)
+    memory.json             the memory's captions, which retrieval puts in the prompt (format 3; see
+                            :mod:`anybind.caption.retrieval`)
     space/                  a copy of the space it decodes from (so ``anybind caption DIR --image x.png``
                             needs nothing else)
 
@@ -30,11 +32,12 @@ from ..errors import SpaceError
 from ..version import __version__
 from .lm import CaptionError, FrozenLM, load_lm
 from .memory import check_projection, project
+from .retrieval import PROMPT, check_k, lead_embeddings, left_padded, neighbours, prompt_ids
 
 log = logging.getLogger(__name__)
 
 FORMAT = "anybind.captioner"
-FORMAT_VERSION = 2  # 2: the memory of training text embeddings and the projection
+FORMAT_VERSION = 3  # 2: the memory of training text embeddings and the projection; 3: its captions, retrieval
 METHODS = ("greedy", "beam", "sample")
 
 
@@ -80,7 +83,8 @@ class Captioner:
 
     def __init__(self, space: Any, lm: FrozenLM, mapper: PrefixMapper, *, text: str = "text",
                  noise_std: float = 0.0, info: dict[str, Any] | None = None, memory: np.ndarray | None = None,
-                 projection: str = "none", memory_temperature: float = 0.01):
+                 projection: str = "none", memory_temperature: float = 0.01, retrieval_k: int = 0,
+                 memory_captions: Sequence[str] | None = None, retrieval_prompt: str = PROMPT):
         self.space, self.lm, self.mapper = space, lm, mapper
         self.text = text_modality(space, text)
         if mapper.cfg.dim != space.dim or mapper.cfg.lm_hidden != lm.hidden_size:
@@ -92,6 +96,16 @@ class Captioner:
             if memory.ndim != 2 or memory.shape[1] != space.dim or not np.isfinite(memory).all():
                 raise CaptionError(f"a memory of shape {memory.shape} (finite values needed): expected (n, {space.dim})")
         self.memory = memory
+        if memory_captions is not None:
+            memory_captions = [str(c) for c in memory_captions]
+            if memory is None or len(memory_captions) != len(memory):
+                raise CaptionError(f"{len(memory_captions)} memory captions for a memory of "
+                                   f"{0 if memory is None else len(memory)} embeddings: give one caption per row")
+        self.memory_captions = memory_captions
+        if "{captions}" not in retrieval_prompt:
+            raise CaptionError(f"retrieval prompt {retrieval_prompt!r} has no {{captions}} field")
+        self.retrieval_prompt = retrieval_prompt
+        self.retrieval_k = check_k(retrieval_k, memory_captions)
         self.memory_temperature = float(memory_temperature)
         self.projection = check_projection(projection, memory, self.memory_temperature)
         self.info: dict[str, Any] = dict(info or {})
@@ -107,8 +121,13 @@ class Captioner:
     @torch.no_grad()
     def decode(self, embeddings: np.ndarray, *, method: str = "greedy", max_tokens: int = 24, beams: int = 3,
                temperature: float = 1.0, top_p: float = 0.9, seed: int = 0, batch_size: int = 16,
-               projection: str | None = None) -> list[str]:
+               projection: str | None = None, retrieval_k: int | None = None, prefix: bool = True) -> list[str]:
         """Captions of unit vectors of the space (n, dim).
+
+        ``retrieval_k``: the number of nearest memory captions put in the prompt (default: the captioner's own,
+        chosen on val when it was trained; 0: none); they are retrieved with the embedding as given (before any
+        projection).  ``prefix=False`` leaves the mapper out: the frozen LM decodes from the retrieved captions
+        alone (training-free retrieval captioning; needs ``retrieval_k`` > 0).
 
         ``projection``: ``"memory"`` moves each vector onto the memory of training text embeddings first (DeCap,
         at the captioner's ``memory_temperature``), ``"none"`` decodes it as it is; default: the captioner's own
@@ -127,6 +146,10 @@ class Captioner:
             raise CaptionError(f"embeddings of shape {X.shape}, expected (n, {self.space.dim})")
         proj = check_projection(self.projection if projection is None else projection, self.memory,
                                 self.memory_temperature)
+        k = check_k(self.retrieval_k if retrieval_k is None else retrieval_k, self.memory_captions)
+        if not prefix and not k:
+            raise CaptionError("prefix=False decodes from retrieved captions alone: give retrieval_k > 0")
+        rows = neighbours(X, self.memory, k) if k else np.zeros((len(X), 0), dtype=np.int64)
         if proj == "memory" and len(X):
             X = project(X, self.memory, self.memory_temperature)
         kw: dict[str, Any] = {"max_new_tokens": int(max_tokens), "eos_token_id": self.lm.stop_ids(),
@@ -141,9 +164,10 @@ class Captioner:
             torch.manual_seed(seed)
         out: list[str] = []
         for i in range(0, len(X), batch_size):
-            prefix = self.lm.with_bos(self.mapper(torch.from_numpy(X[i : i + batch_size])))
-            mask = torch.ones(prefix.shape[:2], dtype=torch.long)
-            ids = self.lm.model.generate(inputs_embeds=prefix, attention_mask=mask, **kw)
+            soft = self.mapper(torch.from_numpy(X[i : i + batch_size])) if prefix else None
+            prompts = prompt_ids(self.lm, rows[i : i + batch_size], self.memory_captions or [], self.retrieval_prompt)
+            lead, mask = left_padded(self.lm, lead_embeddings(self.lm, soft, prompts))
+            ids = self.lm.model.generate(inputs_embeds=lead, attention_mask=mask, **kw)
             out += [self._clean(t) for t in self.lm.tokenizer.batch_decode(ids, skip_special_tokens=True)]
         return out
 
@@ -164,6 +188,8 @@ class Captioner:
             "noise_std": self.noise_std,
             "projection": {"kind": self.projection, "temperature": self.memory_temperature,
                            "memory_size": 0 if self.memory is None else len(self.memory)},
+            "retrieval": {"k": self.retrieval_k, "prompt": self.retrieval_prompt,
+                          "memory_captions": self.memory_captions is not None},
             "info": self.info,
         }
 
@@ -180,6 +206,8 @@ class Captioner:
             if self.memory is not None:
                 save_file({"memory": torch.from_numpy(self.memory)}, str(tmp / "memory.safetensors"),
                           metadata={"format": FORMAT})
+            if self.memory_captions is not None:
+                (tmp / "memory.json").write_text(json.dumps(self.memory_captions, ensure_ascii=False))
             (tmp / "captioner.json").write_text(json.dumps(self.to_json(), indent=2, sort_keys=True))
 
         return atomic_write_dir(Path(path), write, kind="captioner", overwrite=overwrite)
@@ -239,6 +267,23 @@ class Captioner:
             if not mem_p.is_file():
                 raise CaptionError(f"{path}: memory.safetensors is missing (captioner.json records {size} rows)")
             memory = read_weights(mem_p, {"memory": (size, space.dim)}, meta_p.name)["memory"].float().numpy()
+        ret = meta.get("retrieval") or {"k": 0, "prompt": PROMPT, "memory_captions": False}  # format 2: none
+        try:
+            k, template, has_caps = ret["k"], str(ret["prompt"]), bool(ret["memory_captions"])
+        except (KeyError, TypeError) as e:
+            raise CaptionError(f"{meta_p}: damaged retrieval entry ({type(e).__name__}: {' '.join(str(e).split())})") from None
+        captions = None
+        if has_caps:
+            cap_p = path / "memory.json"
+            try:
+                captions = json.loads(cap_p.read_text(encoding="utf-8"))
+            except FileNotFoundError:
+                raise CaptionError(f"{path}: memory.json is missing (captioner.json records memory captions)") from None
+            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+                raise CaptionError(f"{cap_p}: corrupt JSON ({' '.join(str(e).split())})") from None
+            if not isinstance(captions, list) or not all(isinstance(c, str) for c in captions):
+                raise CaptionError(f"{cap_p}: not a list of captions")
         return cls(space, lm, mapper, text=meta.get("text_modality", "text"),
                    noise_std=float(meta.get("noise_std", 0.0)), info=meta.get("info") or {}, memory=memory,
-                   projection=kind, memory_temperature=temp)
+                   projection=kind, memory_temperature=temp, retrieval_k=k, memory_captions=captions,
+                   retrieval_prompt=template)

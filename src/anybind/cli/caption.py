@@ -42,6 +42,10 @@ def caption_fit(
                                     "DeCap); auto: the one with the lower val NLL."),
     memory_temperature: Optional[float] = typer.Option(None, "--memory-temperature", help="Softmax temperature of "
                                                        "the memory projection (default: chosen on val)."),
+    retrieval_k: str = typer.Option("0", "--retrieval-k", help="Nearest training captions put in the LM's prompt "
+                                    "(SmallCap), or comma-separated values chosen on val; 0: the mapper alone."),
+    max_train: int = typer.Option(0, "--max-train", help="Train the mapper on a seeded sample of at most this many "
+                                  "train captions (0: all); the retrieval memory keeps all."),
     cache: Optional[Path] = typer.Option(None, "--cache", help="Feature cache folder."),
 ):
     """Train a captioner for a space, text-only: each caption is decoded from its own noised text embedding.
@@ -61,12 +65,17 @@ def caption_fit(
     except ValueError:
         fail(ValueError(f"--lr takes a number or comma-separated numbers, got {lr!r}"))
     try:
+        ks = tuple(int(x) for x in split_csv(retrieval_k) or [])
+    except ValueError:
+        fail(ValueError(f"--retrieval-k takes a whole number or comma-separated ones, got {retrieval_k!r}"))
+    try:
         space = Space.load(space_dir)
         cap = fit_captioner(space, manifest, lm, cache=cache, noise=noise, noise_grid=grid, select_on=select_on,
                             paired=paired, prefix_len=prefix_len, hidden=hidden, epochs=epochs,
                             batch_size=batch_size, lr=lrs[0] if len(lrs) == 1 else lrs, seed=seed,
                             projection=None if projection == "auto" else projection,
-                            memory_temperature=memory_temperature)
+                            memory_temperature=memory_temperature, max_train=max_train,
+                            retrieval_k=ks[0] if len(ks) == 1 else ks)
         cap.save(out, overwrite=overwrite)
     except (AnybindError, ValueError) as e:
         fail(e)
@@ -80,6 +89,11 @@ def caption_fit(
     pn = ", ".join(f"{k}: {_nll(v)}" for k, v in cap.info["projection_val_nll"].items())
     console.print(f"projection {cap.projection} (memory of {len(cap.memory)} captions, temperature "
                   f"{cap.memory_temperature:g}) chosen on val ({pn})", highlight=False)
+    if len(cap.info["retrieval_val_nll"]) > 1 or cap.retrieval_k:
+        kn = ", ".join(f"{k}: {_nll(v)}" for k, v in cap.info["retrieval_val_nll"].items())
+        fn = ", ".join(f"{k}: {_nll(v)}" for k, v in cap.info["training_free_val_nll"].items())
+        console.print(f"retrieval k {cap.retrieval_k} chosen on val ({kn}; the frozen LM alone with the retrieved "
+                      f"captions: {fn or '-'})", highlight=False)
 
 
 @app.command("caption")
@@ -99,6 +113,10 @@ def caption_cmd(
     seed: int = typer.Option(0, "--seed", help="Sampling seed."),
     projection: Optional[str] = typer.Option(None, "--projection", help="none or memory (DeCap projection onto "
                                              "the training captions' embeddings); default: the captioner's own."),
+    retrieval_k: Optional[int] = typer.Option(None, "--retrieval-k", help="Nearest training captions in the "
+                                              "prompt; default: the captioner's own (chosen on val)."),
+    no_prefix: bool = typer.Option(False, "--no-prefix", help="Leave the mapper out: the frozen LM decodes from "
+                                   "the retrieved captions alone (training-free; needs --retrieval-k > 0)."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON lines {modality, item, caption}."),
     cache: Optional[Path] = typer.Option(None, "--cache", help="Feature cache folder."),
 ):
@@ -126,7 +144,7 @@ def caption_cmd(
             if mod not in cap.space.modalities:
                 fail(AnybindError(f"--{mod}: the space binds no {mod!r} modality (bound: {', '.join(cap.space.modalities)})"))
         gen = dict(method=method, beams=beams, max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed,
-                   projection=projection)
+                   projection=projection, retrieval_k=retrieval_k, prefix=not no_prefix)
         results = [(m, v, c) for m, vals in asked.items()
                    for v, c in zip(vals, cap.caption(m, vals, cache=cache, **gen))]
     except (AnybindError, ValueError) as e:

@@ -1,0 +1,115 @@
+"""Retrieval-augmented captioning: the k nearest training captions go into the frozen LM's prompt.
+
+After SmallCap (Ramos et al., "SmallCap: Lightweight Image Captioning Prompted with Retrieval Augmentation",
+CVPR 2023) and training-free "retrieve then prompt" captioning: for a query embedding the ``k`` nearest
+captions of the captioner's memory (the distinct training captions, :mod:`anybind.caption.memory`) are put
+into the LM's prompt, after the mapper's soft prefix (when one is used)::
+
+    <bos> [prefix tokens] Similar images show:\\n c1\\n c2\\n c3\\n This one shows:\\n <caption>
+
+Each caption starts a line, so its tokens are the same as without a prompt (val NLLs per caption token compare
+across ``k``), and the line break that ends it is the decoding's stop rule.
+
+Training is text-only: a training caption's neighbours are retrieved from its (noised) text embedding among the
+*other* memory captions (the caption itself, i.e. its exact duplicate in the memory, is excluded), so the model
+learns to compose a caption from similar ones, not to copy it.  At test time the query is the image, sound or
+speech embedding, across the modality gap, and nothing is excluded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from .lm import CaptionError, FrozenLM
+
+#: the prompt, ``{captions}`` being the retrieved captions one per line; saved with each captioner
+PROMPT = "Similar images show:\n{captions}\nThis one shows:\n"
+
+
+def caption_key(text: str) -> str:
+    """The form in which two captions are the same (an exact duplicate): white space collapsed, lower case."""
+    return " ".join(str(text).split()).lower()
+
+
+def check_k(k: int, memory_captions: Sequence[str] | None) -> int:
+    """``k`` if a memory of that many captions is there, else a one-line :class:`CaptionError`."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
+        raise CaptionError(f"retrieval_k {k!r}: give a whole number >= 0")
+    if k and (memory_captions is None or len(memory_captions) < k + 1):
+        have = 0 if memory_captions is None else len(memory_captions)
+        raise CaptionError(f"retrieval_k {k} needs a memory of more than {k} captions, and this captioner holds {have} "
+                           "(train it again with this anybind, or give a smaller k)")
+    return int(k)
+
+
+def neighbours(Q: np.ndarray, memory: np.ndarray, k: int, exclude: np.ndarray | None = None,
+               chunk: int = 1024) -> np.ndarray:
+    """Row numbers (n, k) of the ``k`` memory rows nearest each query (cosine, most similar first; ties broken by the
+    lower row, so the result is deterministic).  ``exclude``: one memory row per query never to return (-1: none)."""
+    Q = np.asarray(Q, dtype=np.float32)
+    M = np.asarray(memory, dtype=np.float32)
+    if k < 1:
+        return np.zeros((len(Q), 0), dtype=np.int64)
+    if k + (exclude is not None) > len(M):
+        raise CaptionError(f"{k} neighbours asked of a memory of {len(M)} captions")
+    out = np.empty((len(Q), k), dtype=np.int64)
+    for i in range(0, len(Q), chunk):
+        S = Q[i : i + chunk] @ M.T
+        if exclude is not None:
+            ex = np.asarray(exclude[i : i + chunk])
+            rows = np.nonzero(ex >= 0)[0]
+            S[rows, ex[rows]] = -np.inf
+        out[i : i + chunk] = np.argsort(-S, axis=1, kind="stable")[:, :k]
+    return out
+
+
+def self_rows(captions: Sequence[str], memory_captions: Sequence[str]) -> np.ndarray:
+    """For each caption, the memory row of its exact duplicate (:func:`caption_key`), -1 when the memory lacks it."""
+    at = {caption_key(c): i for i, c in enumerate(memory_captions)}
+    return np.array([at.get(caption_key(c), -1) for c in captions], dtype=np.int64)
+
+
+def prompt_text(captions: Sequence[str], template: str = PROMPT) -> str:
+    return template.format(captions="\n".join(" ".join(str(c).split()) for c in captions))
+
+
+def prompt_ids(lm: FrozenLM, rows: np.ndarray, memory_captions: Sequence[str], template: str = PROMPT) -> list[list[int]]:
+    """The tokens of each query's prompt (its neighbours ``rows``); empty lists when ``rows`` has no column."""
+    if rows.shape[1] == 0:
+        return [[] for _ in range(len(rows))]
+    texts = [prompt_text([memory_captions[j] for j in r], template) for r in rows]
+    return [list(ids) for ids in lm.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+
+def lead_embeddings(lm: FrozenLM, prefix: torch.Tensor | None, prompts: list[list[int]]) -> list[torch.Tensor]:
+    """Each item's input before its caption, as embeddings (length, hidden): <bos>, the soft prefix, the prompt."""
+    n = len(prompts) if prefix is None else len(prefix)
+    if prefix is None and not any(prompts):
+        raise CaptionError("nothing to decode from: no prefix and no retrieved captions (give retrieval_k > 0)")
+    bos = lm.tokenizer.bos_token_id
+    out = []
+    for i in range(n):
+        parts = []
+        if bos is not None:
+            parts.append(lm.embed_tokens(torch.tensor([int(bos)])))
+        if prefix is not None:
+            parts.append(prefix[i])
+        if prompts[i]:
+            parts.append(lm.embed_tokens(torch.tensor(prompts[i])))
+        out.append(torch.cat(parts, dim=0))
+    return out
+
+
+def left_padded(lm: FrozenLM, leads: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The leads stacked (n, L, h), padded on the left, and their attention mask (n, L)."""
+    L = max(len(x) for x in leads)
+    pad = lm.embed_tokens(torch.tensor([lm.eos_id]))[0]
+    embeds = pad.expand(len(leads), L, pad.shape[-1]).clone()
+    mask = torch.zeros(len(leads), L, dtype=torch.long)
+    for i, x in enumerate(leads):
+        embeds[i, L - len(x) :] = x
+        mask[i, L - len(x) :] = 1
+    return embeds, mask
