@@ -178,3 +178,23 @@ def test_search_scale_streamed_part_runs_and_reports(tmp_path):
 
     with pytest.raises(AnybindError, match="only='bogus'"):
         run_tasks(["search-scale"], work=tmp_path, options={"n": "300", "only": "bogus"})
+
+
+def test_append_batches_refuses_an_id_another_writer_stored_during_the_stream(tmp_path):
+    """Another writer (here a second handle on the folder) stores an id between two batches: the batch holding
+    it is refused under the writer lock, not appended as a second row of that id."""
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((300, 8)).astype(np.float32)
+    ids = [f"x{i}" for i in range(300)]
+    idx = Index.create(tmp_path / "i", dim=8, identity="t")
+    other = Index.open(tmp_path / "i")
+
+    def batches():
+        yield ids[:100], X[:100]
+        other.add_vectors(["x150"], X[:1], "vec")
+        yield ids[100:200], X[100:200]
+
+    with pytest.raises(DataError, match=r"'x150' \(vec\) is in the index already"):
+        idx.append_vector_batches(batches(), "vec")
+    got = idx.table.to_arrow().column("id").to_pylist()
+    assert got.count("x150") == 1 and len(got) == 101

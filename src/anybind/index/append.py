@@ -56,16 +56,25 @@ def _hashes(ids: Sequence[str]) -> np.ndarray:
 
 
 class _SeenIds:
-    """The ids of one modality written so far, as sorted 64-bit hashes (8 bytes an id)."""
+    """The ids of one modality in the table, as sorted 64-bit hashes (8 bytes an id), complete as of table
+    ``version``: :meth:`sync` (under the writer lock) reads them again when another writer committed since."""
 
     def __init__(self, t: IndexTable, modality: str) -> None:
         self.t, self.modality = t, modality
+        self.version: int | None = None
+        self.h = np.zeros(0, np.uint64)
+
+    def sync(self) -> None:
+        """Call holding the writer lock, the table at its latest: re-reads the ids if the table moved since."""
+        version = self.t.version
+        if version == self.version:
+            return
         parts = [np.zeros(0, np.uint64)]
-        if t.count():
-            q = t.table.search().where(f"modality = {sql_str(modality)}").select(["id"]).limit(None)
+        if self.t.count():
+            q = self.t.table.search().where(f"modality = {sql_str(self.modality)}").select(["id"]).limit(None)
             for b in q.to_batches(65536):
                 parts.append(_hashes(b.column("id").to_pylist()))
-        self.h = np.sort(np.concatenate(parts))
+        self.h, self.version = np.sort(np.concatenate(parts)), version
 
     def refuse_stored(self, ids: list[str], h: np.ndarray) -> None:
         """Raise if any of ``ids`` (hashes ``h``) is stored already (a hash match is checked on the ids)."""
@@ -82,8 +91,10 @@ class _SeenIds:
             self.refuse_stored(maybe[500:], _hashes(maybe[500:]))
 
     def remember(self, h: np.ndarray) -> None:
+        """Call holding the writer lock, after this process appended ids of hashes ``h``."""
         h = np.sort(h)
         self.h = np.insert(self.h, np.searchsorted(self.h, h), h)
+        self.version = self.t.version
 
 
 def append_vector_batches(
@@ -96,8 +107,9 @@ def append_vector_batches(
 ) -> AddStats:
     """Append ``batches`` of (ids, vectors[, extras]) of one ``modality``, one commit per batch, holding one
     batch at a time (see the module doc).  ``extras``: ``sources`` / ``labels`` / ``keys`` of the batch, as
-    ``add_vectors`` takes them.  An id already stored (or twice in the stream) raises :class:`DataError`
-    before its batch is written; the batches before it stay committed.  ``total``: rows expected (for the
+    ``add_vectors`` takes them.  An id already stored (before the stream, by it, or meanwhile by another
+    writer: each batch is checked and written under the writer lock) raises :class:`DataError` before its
+    batch is written; the batches before it stay committed.  ``total``: rows expected (for the
     progress bar)."""
     from contextlib import nullcontext
 
@@ -117,11 +129,12 @@ def append_vector_batches(
             ids, vectors, extra = batch if len(batch) == 3 else (*batch, {})
             ids, X, sources, labels, keys = checked_vectors(t.dim, ids, vectors, **dict(extra))
             h = _hashes(ids)
-            seen.refuse_stored(ids, h)
             rows = rows_table(t.dim, ids, [modality] * len(ids), sources, labels, keys, X)
-            with t.write_txn(meta=False):
+            with t.write_txn(meta=False):  # checked and written under the lock: no other writer in between
+                seen.sync()
+                seen.refuse_stored(ids, h)
                 t.table.add(rows)
-            seen.remember(h)
+                seen.remember(h)
             stats.commits += 1
             stats.added += len(ids)
             if progress:
