@@ -198,3 +198,30 @@ def test_append_batches_refuses_an_id_another_writer_stored_during_the_stream(tm
         idx.append_vector_batches(batches(), "vec")
     got = idx.table.to_arrow().column("id").to_pylist()
     assert got.count("x150") == 1 and len(got) == 101
+
+
+def _bad(X, row, value):
+    X = X.copy()
+    X[row] = value
+    return X
+
+
+@pytest.mark.parametrize("second, match", [
+    (lambda ids, X: (ids, _bad(X, 3, np.nan)), r"^batch 2: row 3 \(id 'x13'\): non-finite values$"),
+    (lambda ids, X: (ids, _bad(X, 4, np.inf)), r"^batch 2: row 4 \(id 'x14'\): non-finite values$"),
+    (lambda ids, X: (ids, _bad(X, 5, 0.0)), r"^batch 2: row 5 \(id 'x15'\): a vector of zero norm"),
+    (lambda ids, X: (ids[:2] + ["x10"] + ids[3:], X), r"^batch 2: id 'x10' twice"),
+    (lambda ids, X: (ids, X[:, :5]), r"^batch 2: vectors of shape \(10, 5\): this index holds 8-d vectors$"),
+    (lambda ids, X: (ids, X.astype(str)), r"^batch 2: vectors of dtype <U\d+: numbers expected$"),
+    (lambda ids, X: (ids,), r"^batch 2: expected \(ids, vectors\) or \(ids, vectors, extras\), got a tuple of 1$"),
+    (lambda ids, X: X, r"^batch 2: expected \(ids, vectors\) or \(ids, vectors, extras\), got a ndarray$"),
+])
+def test_append_batches_names_the_batch_and_row_of_a_bad_vector_in_one_line(tmp_path, second, match):
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((20, 8)).astype(np.float32)
+    ids = [f"x{i}" for i in range(20)]
+    idx = Index.create(tmp_path / "i", dim=8, identity="t")
+    with pytest.raises(DataError, match=match) as e:
+        idx.append_vector_batches([(ids[:10], X[:10]), second(ids[10:], X[10:])], "vec")
+    assert "\n" not in str(e.value) and e.value.__cause__ is None
+    assert idx.counts() == {"vec": 10}  # the first batch stays, nothing of the second was written

@@ -28,21 +28,35 @@ log = logging.getLogger(__name__)
 
 def checked_vectors(dim: int, ids: Sequence[Any], vectors: np.ndarray, sources=None, labels=None, keys=None):
     """``add_vectors``' checks and defaults: returns (ids as str, unit rows, sources, labels, keys); raises
-    :class:`DataError` on a wrong shape, non-finite values, an id outside the manifest's rule or a duplicate."""
-    X = np.asarray(vectors, dtype=np.float32)
+    :class:`DataError` on a wrong shape or dtype, non-finite values or a zero vector (naming its row and id), an
+    id outside the manifest's rule or a duplicate."""
+    try:
+        A = np.asarray(vectors)
+    except ValueError:  # ragged nested lists
+        raise DataError("vectors are not a 2-D array of numbers (rows of different lengths?)") from None
+    if A.dtype.kind not in "fiub":
+        raise DataError(f"vectors of dtype {A.dtype}: numbers expected")
+    X = A.astype(np.float32, copy=False)
     if X.ndim != 2 or X.shape[1] != dim:
         raise DataError(f"vectors of shape {X.shape}: this index holds {dim}-d vectors")
     if len(ids) != len(X):
         raise DataError(f"{len(ids)} ids but {len(X)} vectors")
-    if not np.isfinite(X).all():
-        raise DataError("vectors contain non-finite values")
-    X = unit_rows(X)
     ids = [str(i) for i in ids]
+    if not np.isfinite(X).all():
+        r = int(np.flatnonzero(~np.isfinite(X).all(1))[0])
+        raise DataError(f"row {r} (id {ids[r]!r}): non-finite values")
+    norms = np.sqrt(np.add.reduce(X * X, axis=1))
+    if len(X) and norms.min() < 1e-12:
+        r = int(np.flatnonzero(norms < 1e-12)[0])
+        raise DataError(f"row {r} (id {ids[r]!r}): a vector of zero norm cannot be indexed or searched")
+    X = unit_rows(X)
     for i in ids:  # the manifest's rule: every id must be reachable by its URL /items/<id>
         if (problem := id_problem(i)) is not None:
             raise DataError(f"id {i!r}: {problem}; {ID_RULE}")
     if len(set(ids)) != len(ids):
-        raise DataError("duplicate ids in one add_vectors call")
+        first: set[str] = set()
+        dup = next(i for i in ids if i in first or first.add(i))
+        raise DataError(f"id {dup!r} twice: duplicate ids in one call")
     sources = list(sources) if sources is not None else ids
     labels = list(labels) if labels is not None else [{}] * len(ids)
     if keys is None:
@@ -125,9 +139,16 @@ def append_vector_batches(
         bar = Progress(transient=True)
     with bar if progress else nullcontext():
         task = bar.add_task(f"appending {modality}", total=total) if progress else None
-        for batch in batches:
-            ids, vectors, extra = batch if len(batch) == 3 else (*batch, {})
-            ids, X, sources, labels, keys = checked_vectors(t.dim, ids, vectors, **dict(extra))
+        for nb, batch in enumerate(batches, 1):
+            try:
+                if not isinstance(batch, (tuple, list)) or len(batch) not in (2, 3):
+                    got = f"a {type(batch).__name__}" + (f" of {len(batch)}" if isinstance(batch, (tuple, list))
+                                                         else "")
+                    raise DataError(f"expected (ids, vectors) or (ids, vectors, extras), got {got}")
+                ids, vectors, extra = batch if len(batch) == 3 else (*batch, {})
+                ids, X, sources, labels, keys = checked_vectors(t.dim, ids, vectors, **dict(extra))
+            except DataError as e:
+                raise DataError(f"batch {nb}: {e}") from None
             h = _hashes(ids)
             rows = rows_table(t.dim, ids, [modality] * len(ids), sources, labels, keys, X)
             with t.write_txn(meta=False):  # checked and written under the lock: no other writer in between
