@@ -225,3 +225,17 @@ def test_append_batches_names_the_batch_and_row_of_a_bad_vector_in_one_line(tmp_
         idx.append_vector_batches([(ids[:10], X[:10]), second(ids[10:], X[10:])], "vec")
     assert "\n" not in str(e.value) and e.value.__cause__ is None
     assert idx.counts() == {"vec": 10}  # the first batch stays, nothing of the second was written
+
+
+def test_append_batches_into_a_table_written_before_the_size_column(tmp_path):
+    """A table created before a column was added keeps its schema: the stream writes the columns it has, as
+    add_vectors does."""
+    X = np.eye(8, dtype=np.float32)
+    idx = Index.create(tmp_path / "i", dim=8, identity="t")
+    idx.add_vectors(["a"], X[:1], "vec")
+    idx.table.drop_columns(["size"])
+    old = Index.open(tmp_path / "i")
+    old.append_vector_batches([(["b", "c"], X[1:3])], "vec")
+    old.add_vectors(["d"], X[3:4], "vec")
+    assert sorted(old.table.to_arrow().column("id").to_pylist()) == ["a", "b", "c", "d"]
+    assert "size" not in old.table.schema.names

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -22,6 +22,9 @@ from .exact import unit_rows
 from .results import AddStats
 from .store import rows_table, sql_str
 from .table import IndexTable
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +65,15 @@ def checked_vectors(dim: int, ids: Sequence[Any], vectors: np.ndarray, sources=N
     if keys is None:
         keys = ["v:" + hashlib.sha256(x.tobytes()).hexdigest()[:32] for x in X]
     return ids, X, sources, labels, list(keys)
+
+
+def stored_columns(t: IndexTable, rows: "pa.Table") -> "pa.Table":
+    """``rows`` with only the columns the table has (a table written before a column was added keeps its
+    schema)."""
+    names = t.table.schema.names
+    if len(names) < rows.num_columns:
+        rows = rows.select([n for n in rows.column_names if n in names])
+    return rows
 
 
 def _hashes(ids: Sequence[str]) -> np.ndarray:
@@ -154,7 +166,7 @@ def append_vector_batches(
             with t.write_txn(meta=False):  # checked and written under the lock: no other writer in between
                 seen.sync()
                 seen.refuse_stored(ids, h)
-                t.table.add(rows)
+                t.table.add(stored_columns(t, rows))
                 seen.remember(h)
             stats.commits += 1
             stats.added += len(ids)
