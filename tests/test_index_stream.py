@@ -239,3 +239,46 @@ def test_append_batches_into_a_table_written_before_the_size_column(tmp_path):
     old.add_vectors(["d"], X[3:4], "vec")
     assert sorted(old.table.to_arrow().column("id").to_pylist()) == ["a", "b", "c", "d"]
     assert "size" not in old.table.schema.names
+
+
+def test_append_batches_hashes_each_stored_id_once_and_handles_hash_collisions(tmp_path, monkeypatch):
+    """The ids stored are read once (not again after each of the stream's own commits); distinct ids whose 64-bit
+    hashes collide (forced here: every id hashes to one of 3 values) are all written, a real repeat still refused."""
+    import anybind.index.append as append
+
+    hashed = []
+    real = append._hashes
+    monkeypatch.setattr(append, "_hashes", lambda ids: hashed.append(len(ids)) or real(ids))
+    rng = np.random.default_rng(6)
+    X = rng.standard_normal((1300, 8)).astype(np.float32)
+    ids = [f"r{i}" for i in range(1300)]
+    idx = Index.create(tmp_path / "i", dim=8, identity="t")
+    idx.add_vectors(ids[:50], X[:50], "vec")
+    idx.append_vector_batches(_batches(X[50:600], ids[50:600], 100), "vec")
+    assert sum(hashed) == 50 + 550  # the 50 stored before, then each appended id once
+    monkeypatch.setattr(append, "_hashes", lambda ids: np.array([len(i) % 3 for i in ids], np.uint64))
+    stats = idx.append_vector_batches(_batches(X[600:], ids[600:], 700), "vec")
+    assert stats.added == 700 and len(idx) == 1300
+    with pytest.raises(DataError, match=r"'r1299' \(vec\) is in the index already"):
+        idx.append_vector_batches([([f"n{i}" for i in range(600)] + ["r1299"], X[:601])], "vec")
+    assert len(idx) == 1300
+
+
+def test_append_batches_registers_its_modality_only_with_rows(tmp_path):
+    """An empty stream, or one whose first batch is refused, leaves index.json's modalities as they were (as
+    add_vectors with bad vectors does)."""
+    idx = Index.create(tmp_path / "i", dim=4, identity="t")
+    idx.add_vectors(["a"], np.eye(4, dtype=np.float32)[:1], "vec")
+    assert idx.append_vector_batches(iter(()), "empty").added == 0
+    with pytest.raises(DataError, match="batch 1"):
+        idx.append_vector_batches([(["b"], np.zeros((1, 4), np.float32))], "typo")
+
+    def broken():
+        raise OSError("disk gone")
+        yield
+
+    with pytest.raises(OSError, match="disk gone"):
+        idx.append_vector_batches(broken(), "gen")
+    assert idx.meta["modalities"] == Index.open(tmp_path / "i").meta["modalities"] == ["vec"]
+    idx.append_vector_batches([(["b"], np.eye(4, dtype=np.float32)[1:2])], "new")
+    assert Index.open(tmp_path / "i").meta["modalities"] == ["new", "vec"]

@@ -140,10 +140,6 @@ def append_vector_batches(
     from contextlib import nullcontext
 
     stats = AddStats()
-    with t.write_txn():
-        if modality not in t.meta["modalities"]:
-            t.meta["modalities"] = sorted(set(t.meta["modalities"]) | {modality})
-            t.save_meta()
     seen = _SeenIds(t, modality)
     if progress:
         from rich.progress import Progress
@@ -163,11 +159,15 @@ def append_vector_batches(
                 raise DataError(f"batch {nb}: {e}") from None
             h = _hashes(ids)
             rows = rows_table(t.dim, ids, [modality] * len(ids), sources, labels, keys, X)
-            with t.write_txn(meta=False):  # checked and written under the lock: no other writer in between
+            # checked and written under the lock: no other writer in between; index.json re-read for the first
+            with t.write_txn(meta=stats.commits == 0):
                 seen.sync()
                 seen.refuse_stored(ids, h)
                 t.table.add(stored_columns(t, rows))
                 seen.remember(h)
+                if modality not in t.meta["modalities"]:  # once it has rows (not for an empty or refused stream)
+                    t.meta["modalities"] = sorted(set(t.meta["modalities"]) | {modality})
+                    t.save_meta()
             stats.commits += 1
             stats.added += len(ids)
             if progress:
