@@ -282,3 +282,19 @@ def test_append_batches_registers_its_modality_only_with_rows(tmp_path):
     assert idx.meta["modalities"] == Index.open(tmp_path / "i").meta["modalities"] == ["vec"]
     idx.append_vector_batches([(["b"], np.eye(4, dtype=np.float32)[1:2])], "new")
     assert Index.open(tmp_path / "i").meta["modalities"] == ["new", "vec"]
+
+
+@pytest.mark.parametrize("extra, match", [
+    ({"sources": ["s1"]}, r"^batch 1: 1 sources for 2 ids$"),
+    ({"labels": [{}] * 3}, r"^batch 1: 3 labels for 2 ids$"),
+    ({"keys": ["k"]}, r"^batch 1: 1 keys for 2 ids$"),
+    ({"source": ["s1", "s2"]}, r"^batch 1: extras 'source': use sources, labels, keys$"),
+])
+def test_append_batches_refuses_extras_that_do_not_fit_the_batch(tmp_path, extra, match):
+    idx = Index.create(tmp_path / "i", dim=4, identity="t")
+    with pytest.raises(DataError, match=match) as e:
+        idx.append_vector_batches([(["a", "b"], np.eye(4, dtype=np.float32)[:2], extra)], "vec")
+    assert e.value.__cause__ is None and len(idx) == 0
+    if "source" not in extra:
+        with pytest.raises(DataError, match=match.replace("^batch 1: ", "^")):
+            idx.add_vectors(["a", "b"], np.eye(4, dtype=np.float32)[:2], "vec", **extra)

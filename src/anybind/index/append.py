@@ -64,7 +64,11 @@ def checked_vectors(dim: int, ids: Sequence[Any], vectors: np.ndarray, sources=N
     labels = list(labels) if labels is not None else [{}] * len(ids)
     if keys is None:
         keys = ["v:" + hashlib.sha256(x.tobytes()).hexdigest()[:32] for x in X]
-    return ids, X, sources, labels, list(keys)
+    keys = list(keys)
+    for name, vals in (("sources", sources), ("labels", labels), ("keys", keys)):
+        if len(vals) != len(ids):
+            raise DataError(f"{len(vals)} {name} for {len(ids)} ids")
+    return ids, X, sources, labels, keys
 
 
 def stored_columns(t: IndexTable, rows: "pa.Table") -> "pa.Table":
@@ -154,6 +158,8 @@ def append_vector_batches(
                                                          else "")
                     raise DataError(f"expected (ids, vectors) or (ids, vectors, extras), got {got}")
                 ids, vectors, extra = batch if len(batch) == 3 else (*batch, {})
+                if unknown := sorted(set(extra) - {"sources", "labels", "keys"}):
+                    raise DataError(f"extras {', '.join(map(repr, unknown))}: use sources, labels, keys")
                 ids, X, sources, labels, keys = checked_vectors(t.dim, ids, vectors, **dict(extra))
             except DataError as e:
                 raise DataError(f"batch {nb}: {e}") from None
