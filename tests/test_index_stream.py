@@ -298,3 +298,15 @@ def test_append_batches_refuses_extras_that_do_not_fit_the_batch(tmp_path, extra
     if "source" not in extra:
         with pytest.raises(DataError, match=match.replace("^batch 1: ", "^")):
             idx.add_vectors(["a", "b"], np.eye(4, dtype=np.float32)[:2], "vec", **extra)
+
+
+def test_tune_ann_refuses_truth_longer_than_k(ann_index):
+    """Truth lists of another k (a top-100 given for k=10) would cap every recall at 0.1 and tune to the most
+    thorough setting in silence: refused in one line."""
+    idx, X, Q = ann_index
+    _, I = exact_topk(Q / np.linalg.norm(Q, axis=1, keepdims=True),
+                      X / np.linalg.norm(X, axis=1, keepdims=True), 20)
+    from anybind.index import IndexError_
+
+    with pytest.raises(IndexError_, match=r"^truth of query 0 lists 20 rows: the exact top-10 expected$"):
+        idx.tune_ann(0.9, 10, queries=Q, save=False, truth=[[(str(j), "vec") for j in row] for row in I])
