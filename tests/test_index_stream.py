@@ -89,11 +89,11 @@ def test_append_batches_refuses_ids_already_stored_before_writing_their_batch(tm
     ids = [f"x{i}" for i in range(300)]
     # a repeat across batches: the batch holding it is refused, the ones before stay
     dup = ids[:200] + ["x5"] + ids[201:]
-    with pytest.raises(DataError, match=r"'x5' \(vec\) is in the index already"):
+    with pytest.raises(DataError, match=r"^batch 3: id 'x5' \(vec\) is in the index already"):
         idx.append_vector_batches(_batches(X, dup, 100), "vec")
     assert idx.counts() == {"vec": 202, "other": 1}
     # an id stored before the stream began
-    with pytest.raises(DataError, match=r"'old2' \(vec\) is in the index already"):
+    with pytest.raises(DataError, match=r"^batch 1: id 'old2' \(vec\) is in the index already"):
         idx.append_vector_batches([(["new", "old2"], X[:2])], "vec")
     # twice in one batch
     with pytest.raises(DataError, match="duplicate ids"):
@@ -194,7 +194,7 @@ def test_append_batches_refuses_an_id_another_writer_stored_during_the_stream(tm
         other.add_vectors(["x150"], X[:1], "vec")
         yield ids[100:200], X[100:200]
 
-    with pytest.raises(DataError, match=r"'x150' \(vec\) is in the index already"):
+    with pytest.raises(DataError, match=r"^batch 2: id 'x150' \(vec\) is in the index already"):
         idx.append_vector_batches(batches(), "vec")
     got = idx.table.to_arrow().column("id").to_pylist()
     assert got.count("x150") == 1 and len(got) == 101

@@ -168,7 +168,10 @@ def append_vector_batches(
             # checked and written under the lock: no other writer in between; index.json re-read for the first
             with t.write_txn(meta=stats.commits == 0):
                 seen.sync()
-                seen.refuse_stored(ids, h)
+                try:
+                    seen.refuse_stored(ids, h)
+                except DataError as e:
+                    raise DataError(f"batch {nb}: {e}") from None
                 t.table.add(stored_columns(t, rows))
                 seen.remember(h)
                 if modality not in t.meta["modalities"]:  # once it has rows (not for an empty or refused stream)
