@@ -244,7 +244,7 @@ def test_append_batches_into_a_table_written_before_the_size_column(tmp_path):
 def test_append_batches_hashes_each_stored_id_once_and_handles_hash_collisions(tmp_path, monkeypatch):
     """The ids stored are read once (not again after each of the stream's own commits); distinct ids whose 64-bit
     hashes collide (forced here: every id hashes to one of 3 values) are all written, a real repeat still refused."""
-    import anybind.index.append as append
+    from anybind.index import append
 
     hashed = []
     real = append._hashes
