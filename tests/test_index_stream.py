@@ -89,11 +89,11 @@ def test_append_batches_refuses_ids_already_stored_before_writing_their_batch(tm
     ids = [f"x{i}" for i in range(300)]
     # a repeat across batches: the batch holding it is refused, the ones before stay
     dup = ids[:200] + ["x5"] + ids[201:]
-    with pytest.raises(DataError, match=r"'x5' \(vec\) is in the index already"):
+    with pytest.raises(DataError, match=r"^batch 3: id 'x5' \(vec\) is in the index already"):
         idx.append_vector_batches(_batches(X, dup, 100), "vec")
     assert idx.counts() == {"vec": 202, "other": 1}
     # an id stored before the stream began
-    with pytest.raises(DataError, match=r"'old2' \(vec\) is in the index already"):
+    with pytest.raises(DataError, match=r"^batch 1: id 'old2' \(vec\) is in the index already"):
         idx.append_vector_batches([(["new", "old2"], X[:2])], "vec")
     # twice in one batch
     with pytest.raises(DataError, match="duplicate ids"):
@@ -178,3 +178,135 @@ def test_search_scale_streamed_part_runs_and_reports(tmp_path):
 
     with pytest.raises(AnybindError, match="only='bogus'"):
         run_tasks(["search-scale"], work=tmp_path, options={"n": "300", "only": "bogus"})
+
+
+def test_append_batches_refuses_an_id_another_writer_stored_during_the_stream(tmp_path):
+    """Another writer (here a second handle on the folder) stores an id between two batches: the batch holding
+    it is refused under the writer lock, not appended as a second row of that id."""
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((300, 8)).astype(np.float32)
+    ids = [f"x{i}" for i in range(300)]
+    idx = Index.create(tmp_path / "i", dim=8, identity="t")
+    other = Index.open(tmp_path / "i")
+
+    def batches():
+        yield ids[:100], X[:100]
+        other.add_vectors(["x150"], X[:1], "vec")
+        yield ids[100:200], X[100:200]
+
+    with pytest.raises(DataError, match=r"^batch 2: id 'x150' \(vec\) is in the index already"):
+        idx.append_vector_batches(batches(), "vec")
+    got = idx.table.to_arrow().column("id").to_pylist()
+    assert got.count("x150") == 1 and len(got) == 101
+
+
+def _bad(X, row, value):
+    X = X.copy()
+    X[row] = value
+    return X
+
+
+@pytest.mark.parametrize("second, match", [
+    (lambda ids, X: (ids, _bad(X, 3, np.nan)), r"^batch 2: row 3 \(id 'x13'\): non-finite values$"),
+    (lambda ids, X: (ids, _bad(X, 4, np.inf)), r"^batch 2: row 4 \(id 'x14'\): non-finite values$"),
+    (lambda ids, X: (ids, _bad(X, 5, 0.0)), r"^batch 2: row 5 \(id 'x15'\): a vector of zero norm"),
+    (lambda ids, X: (ids[:2] + ["x10"] + ids[3:], X), r"^batch 2: id 'x10' twice"),
+    (lambda ids, X: (ids, X[:, :5]), r"^batch 2: vectors of shape \(10, 5\): this index holds 8-d vectors$"),
+    (lambda ids, X: (ids, X.astype(str)), r"^batch 2: vectors of dtype <U\d+: numbers expected$"),
+    (lambda ids, X: (ids,), r"^batch 2: expected \(ids, vectors\) or \(ids, vectors, extras\), got a tuple of 1$"),
+    (lambda ids, X: X, r"^batch 2: expected \(ids, vectors\) or \(ids, vectors, extras\), got a ndarray$"),
+])
+def test_append_batches_names_the_batch_and_row_of_a_bad_vector_in_one_line(tmp_path, second, match):
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((20, 8)).astype(np.float32)
+    ids = [f"x{i}" for i in range(20)]
+    idx = Index.create(tmp_path / "i", dim=8, identity="t")
+    with pytest.raises(DataError, match=match) as e:
+        idx.append_vector_batches([(ids[:10], X[:10]), second(ids[10:], X[10:])], "vec")
+    assert "\n" not in str(e.value) and e.value.__cause__ is None
+    assert idx.counts() == {"vec": 10}  # the first batch stays, nothing of the second was written
+
+
+def test_append_batches_into_a_table_written_before_the_size_column(tmp_path):
+    """A table created before a column was added keeps its schema: the stream writes the columns it has, as
+    add_vectors does."""
+    X = np.eye(8, dtype=np.float32)
+    idx = Index.create(tmp_path / "i", dim=8, identity="t")
+    idx.add_vectors(["a"], X[:1], "vec")
+    idx.table.drop_columns(["size"])
+    old = Index.open(tmp_path / "i")
+    old.append_vector_batches([(["b", "c"], X[1:3])], "vec")
+    old.add_vectors(["d"], X[3:4], "vec")
+    assert sorted(old.table.to_arrow().column("id").to_pylist()) == ["a", "b", "c", "d"]
+    assert "size" not in old.table.schema.names
+
+
+def test_append_batches_hashes_each_stored_id_once_and_handles_hash_collisions(tmp_path, monkeypatch):
+    """The ids stored are read once (not again after each of the stream's own commits); distinct ids whose 64-bit
+    hashes collide (forced here: every id hashes to one of 3 values) are all written, a real repeat still refused."""
+    from anybind.index import append
+
+    hashed = []
+    real = append._hashes
+    monkeypatch.setattr(append, "_hashes", lambda ids: hashed.append(len(ids)) or real(ids))
+    rng = np.random.default_rng(6)
+    X = rng.standard_normal((1300, 8)).astype(np.float32)
+    ids = [f"r{i}" for i in range(1300)]
+    idx = Index.create(tmp_path / "i", dim=8, identity="t")
+    idx.add_vectors(ids[:50], X[:50], "vec")
+    idx.append_vector_batches(_batches(X[50:600], ids[50:600], 100), "vec")
+    assert sum(hashed) == 50 + 550  # the 50 stored before, then each appended id once
+    monkeypatch.setattr(append, "_hashes", lambda ids: np.array([len(i) % 3 for i in ids], np.uint64))
+    stats = idx.append_vector_batches(_batches(X[600:], ids[600:], 700), "vec")
+    assert stats.added == 700 and len(idx) == 1300
+    with pytest.raises(DataError, match=r"'r1299' \(vec\) is in the index already"):
+        idx.append_vector_batches([([f"n{i}" for i in range(600)] + ["r1299"], X[:601])], "vec")
+    assert len(idx) == 1300
+
+
+def test_append_batches_registers_its_modality_only_with_rows(tmp_path):
+    """An empty stream, or one whose first batch is refused, leaves index.json's modalities as they were (as
+    add_vectors with bad vectors does)."""
+    idx = Index.create(tmp_path / "i", dim=4, identity="t")
+    idx.add_vectors(["a"], np.eye(4, dtype=np.float32)[:1], "vec")
+    assert idx.append_vector_batches(iter(()), "empty").added == 0
+    with pytest.raises(DataError, match="batch 1"):
+        idx.append_vector_batches([(["b"], np.zeros((1, 4), np.float32))], "typo")
+
+    def broken():
+        raise OSError("disk gone")
+        yield
+
+    with pytest.raises(OSError, match="disk gone"):
+        idx.append_vector_batches(broken(), "gen")
+    assert idx.meta["modalities"] == Index.open(tmp_path / "i").meta["modalities"] == ["vec"]
+    idx.append_vector_batches([(["b"], np.eye(4, dtype=np.float32)[1:2])], "new")
+    assert Index.open(tmp_path / "i").meta["modalities"] == ["new", "vec"]
+
+
+@pytest.mark.parametrize("extra, match", [
+    ({"sources": ["s1"]}, r"^batch 1: 1 sources for 2 ids$"),
+    ({"labels": [{}] * 3}, r"^batch 1: 3 labels for 2 ids$"),
+    ({"keys": ["k"]}, r"^batch 1: 1 keys for 2 ids$"),
+    ({"source": ["s1", "s2"]}, r"^batch 1: extras 'source': use sources, labels, keys$"),
+])
+def test_append_batches_refuses_extras_that_do_not_fit_the_batch(tmp_path, extra, match):
+    idx = Index.create(tmp_path / "i", dim=4, identity="t")
+    with pytest.raises(DataError, match=match) as e:
+        idx.append_vector_batches([(["a", "b"], np.eye(4, dtype=np.float32)[:2], extra)], "vec")
+    assert e.value.__cause__ is None and len(idx) == 0
+    if "source" not in extra:
+        with pytest.raises(DataError, match=match.replace("^batch 1: ", "^")):
+            idx.add_vectors(["a", "b"], np.eye(4, dtype=np.float32)[:2], "vec", **extra)
+
+
+def test_tune_ann_refuses_truth_longer_than_k(ann_index):
+    """Truth lists of another k (a top-100 given for k=10) would cap every recall at 0.1 and tune to the most
+    thorough setting in silence: refused in one line."""
+    idx, X, Q = ann_index
+    _, I = exact_topk(Q / np.linalg.norm(Q, axis=1, keepdims=True),
+                      X / np.linalg.norm(X, axis=1, keepdims=True), 20)
+    from anybind.index import IndexError_
+
+    with pytest.raises(IndexError_, match=r"^truth of query 0 lists 20 rows: the exact top-10 expected$"):
+        idx.tune_ann(0.9, 10, queries=Q, save=False, truth=[[(str(j), "vec") for j in row] for row in I])

@@ -257,6 +257,8 @@ class LanceAnn:
             if queries is None or len(truth) != len(queries):
                 raise IndexError_("truth needs the queries it belongs to, one top-k list per query")
             Q, want = unit_rows(np.atleast_2d(queries)), [set(map(tuple, g)) for g in truth]
+            if (long := next((i for i, w in enumerate(want) if len(w) > k), None)) is not None:
+                raise IndexError_(f"truth of query {long} lists {len(want[long])} rows: the exact top-{k} expected")
         else:
             snap = self.t.snapshot()
             rows = snap.rows_where([modality] if modality else None, {})

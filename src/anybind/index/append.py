@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,31 +23,61 @@ from .results import AddStats
 from .store import rows_table, sql_str
 from .table import IndexTable
 
+if TYPE_CHECKING:
+    import pyarrow as pa
+
 log = logging.getLogger(__name__)
 
 
 def checked_vectors(dim: int, ids: Sequence[Any], vectors: np.ndarray, sources=None, labels=None, keys=None):
     """``add_vectors``' checks and defaults: returns (ids as str, unit rows, sources, labels, keys); raises
-    :class:`DataError` on a wrong shape, non-finite values, an id outside the manifest's rule or a duplicate."""
-    X = np.asarray(vectors, dtype=np.float32)
+    :class:`DataError` on a wrong shape or dtype, non-finite values or a zero vector (naming its row and id), an
+    id outside the manifest's rule or a duplicate."""
+    try:
+        A = np.asarray(vectors)
+    except ValueError:  # ragged nested lists
+        raise DataError("vectors are not a 2-D array of numbers (rows of different lengths?)") from None
+    if A.dtype.kind not in "fiub":
+        raise DataError(f"vectors of dtype {A.dtype}: numbers expected")
+    X = A.astype(np.float32, copy=False)
     if X.ndim != 2 or X.shape[1] != dim:
         raise DataError(f"vectors of shape {X.shape}: this index holds {dim}-d vectors")
     if len(ids) != len(X):
         raise DataError(f"{len(ids)} ids but {len(X)} vectors")
-    if not np.isfinite(X).all():
-        raise DataError("vectors contain non-finite values")
-    X = unit_rows(X)
     ids = [str(i) for i in ids]
+    if not np.isfinite(X).all():
+        r = int(np.flatnonzero(~np.isfinite(X).all(1))[0])
+        raise DataError(f"row {r} (id {ids[r]!r}): non-finite values")
+    norms = np.sqrt(np.add.reduce(X * X, axis=1))
+    if len(X) and norms.min() < 1e-12:
+        r = int(np.flatnonzero(norms < 1e-12)[0])
+        raise DataError(f"row {r} (id {ids[r]!r}): a vector of zero norm cannot be indexed or searched")
+    X = unit_rows(X)
     for i in ids:  # the manifest's rule: every id must be reachable by its URL /items/<id>
         if (problem := id_problem(i)) is not None:
             raise DataError(f"id {i!r}: {problem}; {ID_RULE}")
     if len(set(ids)) != len(ids):
-        raise DataError("duplicate ids in one add_vectors call")
+        first: set[str] = set()
+        dup = next(i for i in ids if i in first or first.add(i))
+        raise DataError(f"id {dup!r} twice: duplicate ids in one call")
     sources = list(sources) if sources is not None else ids
     labels = list(labels) if labels is not None else [{}] * len(ids)
     if keys is None:
         keys = ["v:" + hashlib.sha256(x.tobytes()).hexdigest()[:32] for x in X]
-    return ids, X, sources, labels, list(keys)
+    keys = list(keys)
+    for name, vals in (("sources", sources), ("labels", labels), ("keys", keys)):
+        if len(vals) != len(ids):
+            raise DataError(f"{len(vals)} {name} for {len(ids)} ids")
+    return ids, X, sources, labels, keys
+
+
+def stored_columns(t: IndexTable, rows: "pa.Table") -> "pa.Table":
+    """``rows`` with only the columns the table has (a table written before a column was added keeps its
+    schema)."""
+    names = t.table.schema.names
+    if len(names) < rows.num_columns:
+        rows = rows.select([n for n in rows.column_names if n in names])
+    return rows
 
 
 def _hashes(ids: Sequence[str]) -> np.ndarray:
@@ -56,16 +86,25 @@ def _hashes(ids: Sequence[str]) -> np.ndarray:
 
 
 class _SeenIds:
-    """The ids of one modality written so far, as sorted 64-bit hashes (8 bytes an id)."""
+    """The ids of one modality in the table, as sorted 64-bit hashes (8 bytes an id), complete as of table
+    ``version``: :meth:`sync` (under the writer lock) reads them again when another writer committed since."""
 
     def __init__(self, t: IndexTable, modality: str) -> None:
         self.t, self.modality = t, modality
+        self.version: int | None = None
+        self.h = np.zeros(0, np.uint64)
+
+    def sync(self) -> None:
+        """Call holding the writer lock, the table at its latest: re-reads the ids if the table moved since."""
+        version = self.t.version
+        if version == self.version:
+            return
         parts = [np.zeros(0, np.uint64)]
-        if t.count():
-            q = t.table.search().where(f"modality = {sql_str(modality)}").select(["id"]).limit(None)
+        if self.t.count():
+            q = self.t.table.search().where(f"modality = {sql_str(self.modality)}").select(["id"]).limit(None)
             for b in q.to_batches(65536):
                 parts.append(_hashes(b.column("id").to_pylist()))
-        self.h = np.sort(np.concatenate(parts))
+        self.h, self.version = np.sort(np.concatenate(parts)), version
 
     def refuse_stored(self, ids: list[str], h: np.ndarray) -> None:
         """Raise if any of ``ids`` (hashes ``h``) is stored already (a hash match is checked on the ids)."""
@@ -82,8 +121,10 @@ class _SeenIds:
             self.refuse_stored(maybe[500:], _hashes(maybe[500:]))
 
     def remember(self, h: np.ndarray) -> None:
+        """Call holding the writer lock, after this process appended ids of hashes ``h``."""
         h = np.sort(h)
         self.h = np.insert(self.h, np.searchsorted(self.h, h), h)
+        self.version = self.t.version
 
 
 def append_vector_batches(
@@ -96,16 +137,13 @@ def append_vector_batches(
 ) -> AddStats:
     """Append ``batches`` of (ids, vectors[, extras]) of one ``modality``, one commit per batch, holding one
     batch at a time (see the module doc).  ``extras``: ``sources`` / ``labels`` / ``keys`` of the batch, as
-    ``add_vectors`` takes them.  An id already stored (or twice in the stream) raises :class:`DataError`
-    before its batch is written; the batches before it stay committed.  ``total``: rows expected (for the
+    ``add_vectors`` takes them.  An id already stored (before the stream, by it, or meanwhile by another
+    writer: each batch is checked and written under the writer lock) raises :class:`DataError` before its
+    batch is written; the batches before it stay committed.  ``total``: rows expected (for the
     progress bar)."""
     from contextlib import nullcontext
 
     stats = AddStats()
-    with t.write_txn():
-        if modality not in t.meta["modalities"]:
-            t.meta["modalities"] = sorted(set(t.meta["modalities"]) | {modality})
-            t.save_meta()
     seen = _SeenIds(t, modality)
     if progress:
         from rich.progress import Progress
@@ -113,15 +151,32 @@ def append_vector_batches(
         bar = Progress(transient=True)
     with bar if progress else nullcontext():
         task = bar.add_task(f"appending {modality}", total=total) if progress else None
-        for batch in batches:
-            ids, vectors, extra = batch if len(batch) == 3 else (*batch, {})
-            ids, X, sources, labels, keys = checked_vectors(t.dim, ids, vectors, **dict(extra))
+        for nb, batch in enumerate(batches, 1):
+            try:
+                if not isinstance(batch, (tuple, list)) or len(batch) not in (2, 3):
+                    got = f"a {type(batch).__name__}" + (f" of {len(batch)}" if isinstance(batch, (tuple, list))
+                                                         else "")
+                    raise DataError(f"expected (ids, vectors) or (ids, vectors, extras), got {got}")
+                ids, vectors, extra = batch if len(batch) == 3 else (*batch, {})
+                if unknown := sorted(set(extra) - {"sources", "labels", "keys"}):
+                    raise DataError(f"extras {', '.join(map(repr, unknown))}: use sources, labels, keys")
+                ids, X, sources, labels, keys = checked_vectors(t.dim, ids, vectors, **dict(extra))
+            except DataError as e:
+                raise DataError(f"batch {nb}: {e}") from None
             h = _hashes(ids)
-            seen.refuse_stored(ids, h)
             rows = rows_table(t.dim, ids, [modality] * len(ids), sources, labels, keys, X)
-            with t.write_txn(meta=False):
-                t.table.add(rows)
-            seen.remember(h)
+            # checked and written under the lock: no other writer in between; index.json re-read for the first
+            with t.write_txn(meta=stats.commits == 0):
+                seen.sync()
+                try:
+                    seen.refuse_stored(ids, h)
+                except DataError as e:
+                    raise DataError(f"batch {nb}: {e}") from None
+                t.table.add(stored_columns(t, rows))
+                seen.remember(h)
+                if modality not in t.meta["modalities"]:  # once it has rows (not for an empty or refused stream)
+                    t.meta["modalities"] = sorted(set(t.meta["modalities"]) | {modality})
+                    t.save_meta()
             stats.commits += 1
             stats.added += len(ids)
             if progress:

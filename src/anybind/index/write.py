@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import DataError, SpaceError, unusable_file
 from .errors import IndexError_
-from .append import checked_vectors
+from .append import checked_vectors, stored_columns
 from .results import AddStats
 from .store import rows_table, sql_str, vectors_of
 from .table import IndexTable
@@ -111,9 +111,7 @@ class Writer:
         return out
 
     def _commit(self, rows: "pa.Table", upsert: bool) -> None:
-        names = self.t.table.schema.names
-        if len(names) < rows.num_columns:  # a table written before a column was added keeps its schema
-            rows = rows.select([n for n in rows.column_names if n in names])
+        rows = stored_columns(self.t, rows)
         if upsert:
             (
                 self.t.table.merge_insert(["id", "modality"])
