@@ -110,15 +110,13 @@ class _SeenIds:
         """Raise if any of ``ids`` (hashes ``h``) is stored already (a hash match is checked on the ids)."""
         pos = np.minimum(np.searchsorted(self.h, h), max(0, len(self.h) - 1))
         maybe = [i for i, hit in zip(ids, self.h[pos] == h if len(self.h) else np.zeros(len(h), bool)) if hit]
-        if not maybe:
-            return
-        where = f"modality = {sql_str(self.modality)} AND id IN ({', '.join(sql_str(i) for i in maybe[:500])})"
-        found = self.t.table.search().where(where).select(["id"]).limit(None).to_arrow().column("id").to_pylist()
-        if found:
-            raise DataError(f"id {found[0]!r} ({self.modality}) is in the index already: append_vector_batches only "
-                            "adds new rows (add_vectors replaces)")
-        if len(maybe) > 500:  # more than 500 hash matches and none of the first 500 a real one: check the rest
-            self.refuse_stored(maybe[500:], _hashes(maybe[500:]))
+        for s in range(0, len(maybe), 500):  # 500 ids a query; a real match in any chunk refuses
+            chunk = ", ".join(sql_str(i) for i in maybe[s : s + 500])
+            where = f"modality = {sql_str(self.modality)} AND id IN ({chunk})"
+            found = self.t.table.search().where(where).select(["id"]).limit(None).to_arrow().column("id").to_pylist()
+            if found:
+                raise DataError(f"id {found[0]!r} ({self.modality}) is in the index already: append_vector_batches "
+                                "only adds new rows (add_vectors replaces)")
 
     def remember(self, h: np.ndarray) -> None:
         """Call holding the writer lock, after this process appended ids of hashes ``h``."""
