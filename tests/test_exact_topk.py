@@ -103,3 +103,16 @@ def test_exact_topk_empty_inputs(k):
     assert S.shape[0] == idx.shape[0] == 0
     S, idx = exact_topk(np.ones((2, 3), np.float32), X, k, rows=np.array([], np.int64))
     assert S.shape == idx.shape == (2, 0)
+
+
+def test_exact_topk_rows_in_any_memory_order():
+    """``rows`` reversed or strided (numpy views with negative or large strides) search the rows they name: a
+    reversed view raised torch's 'negative strides' ValueError."""
+    rng = np.random.default_rng(1)
+    X = rng.integers(-3, 4, size=(60, 5)).astype(np.float32)
+    Q = rng.integers(-3, 4, size=(4, 5)).astype(np.float32)
+    base = np.arange(60, dtype=np.int64)
+    for rows in (base[::-1], base[50:10:-3], base[::4], np.asfortranarray(base[None, ::-2])[0]):
+        S, idx = exact_topk(Q, X, 7, rows=rows, block_floats=16)
+        want_s, want_i = reference(Q, X, 7, rows)
+        assert idx.tolist() == want_i.tolist() and S.tolist() == want_s.tolist()

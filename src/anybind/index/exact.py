@@ -41,7 +41,7 @@ def exact_topk(
     nq = Q.shape[0]
     if kk <= 0 or nq == 0:
         return np.zeros((nq, 0), np.float32), np.zeros((nq, 0), np.int64)
-    R = None if rows is None else torch.from_numpy(np.asarray(rows, dtype=np.int64))
+    R = None if rows is None else torch.from_numpy(np.ascontiguousarray(rows, dtype=np.int64))  # any strides
     qb = max(1, min(query_block, nq))
     cb = max(kk, min(n, block_floats // qb))
     buf = torch.empty((qb, cb), dtype=torch.float32)  # reused: no fresh pages per block
