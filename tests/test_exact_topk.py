@@ -116,3 +116,16 @@ def test_exact_topk_rows_in_any_memory_order():
         S, idx = exact_topk(Q, X, 7, rows=rows, block_floats=16)
         want_s, want_i = reference(Q, X, 7, rows)
         assert idx.tolist() == want_i.tolist() and S.tolist() == want_s.tolist()
+
+
+@pytest.mark.parametrize("rows", [np.array([True, False, True, True] + [False] * 6), np.array([0.0, 2.7, 3.2])])
+def test_exact_topk_rows_that_are_not_row_numbers_are_refused(rows):
+    """A boolean mask (or float positions) as ``rows`` is refused in one line, not cast to the row numbers 0 and 1
+    (or 2 and 3) and searched: that answered with the wrong rows, silently."""
+    X = np.eye(10, dtype=np.float32)
+    with pytest.raises(ValueError, match=r"^rows must be integer row numbers into vectors, got an array of "
+                                         rf"{rows.dtype}") as e:
+        exact_topk(np.ones((1, 10), np.float32), X, 2, rows=rows)
+    assert "\n" not in str(e.value)
+    S, idx = exact_topk(np.ones((1, 10), np.float32), X, 2, rows=[2, 3])  # a list of ints is fine
+    assert idx.tolist() == [[2, 3]]

@@ -36,6 +36,11 @@ def exact_topk(
         X = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32))
     if Q.ndim != 2:
         raise ValueError(f"queries must be 2-D, got shape {tuple(Q.shape)}")
+    if rows is not None:
+        rows = np.asarray(rows)
+        if rows.size and rows.dtype.kind not in "iu":  # a bool mask cast to int64 would be the rows 0 and 1
+            raise ValueError(f"rows must be integer row numbers into vectors, got an array of {rows.dtype} "
+                             "(for a boolean mask pass np.flatnonzero(mask))")
     n = len(vectors) if rows is None else len(rows)
     kk = min(int(k), n)
     nq = Q.shape[0]
