@@ -127,5 +127,24 @@ def test_exact_topk_rows_that_are_not_row_numbers_are_refused(rows):
                                          rf"{rows.dtype}") as e:
         exact_topk(np.ones((1, 10), np.float32), X, 2, rows=rows)
     assert "\n" not in str(e.value)
-    S, idx = exact_topk(np.ones((1, 10), np.float32), X, 2, rows=[2, 3])  # a list of ints is fine
+    _, idx = exact_topk(np.ones((1, 10), np.float32), X, 2, rows=[2, 3])  # a list of ints is fine
     assert idx.tolist() == [[2, 3]]
+
+
+def test_exact_topk_gathers_rows_in_bounded_blocks(monkeypatch):
+    """With ``rows`` each block of vectors is a gathered copy: it is bounded by ``GATHER_BLOCKS * block_floats``
+    floats (or ``k`` rows where k is larger), not ``block_floats // n_queries`` rows of ``d`` floats each (for one
+    query over 1 M rows of 256 floats that was a 1 GB copy per search)."""
+    rng = np.random.default_rng(2)
+    X = rng.integers(-3, 4, size=(3000, 64)).astype(np.float32)
+    Q = rng.integers(-3, 4, size=(2, 64)).astype(np.float32)
+    rows = rng.permutation(3000)[:2500]
+    seen = []
+    product = exact._product
+    monkeypatch.setattr(exact, "_product", lambda q, blk, out: seen.append(blk.numel()) or product(q, blk, out))
+    for k, block in ((5, 1024), (100, 256), (5, 1 << 20)):
+        seen.clear()
+        S, idx = exact_topk(Q, X, k, rows=rows, block_floats=block)
+        want_s, want_i = reference(Q, X, k, rows)
+        assert idx.tolist() == want_i.tolist() and S.tolist() == want_s.tolist()
+        assert sum(seen) == 2500 * 64 and max(seen) <= max(exact.GATHER_BLOCKS * block, k * 64), (k, block, max(seen))

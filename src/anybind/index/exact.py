@@ -26,7 +26,8 @@ def exact_topk(
     For each block of queries, one matmul per block of vectors into a reused score buffer of at most
     ``block_floats`` floats (4 MiB by default: it stays in the CPU cache while it is read back); each query
     keeps its best ``k`` so far, and only scores above its ``k``-th best are looked at again (after the first
-    blocks a block rarely holds any: one max per row decides).  Memory beyond the inputs is the buffer.
+    blocks a block rarely holds any: one max per row decides).  Memory beyond the inputs is the buffer
+    (and, with ``rows``, a gathered block of at most ``GATHER_BLOCKS * block_floats`` floats of vectors, or ``k`` rows).
     """
     import torch
 
@@ -48,7 +49,10 @@ def exact_topk(
         return np.zeros((nq, 0), np.float32), np.zeros((nq, 0), np.int64)
     R = None if rows is None else torch.from_numpy(np.ascontiguousarray(rows, dtype=np.int64))  # any strides
     qb = max(1, min(query_block, nq))
-    cb = max(kk, min(n, block_floats // qb))
+    cb = min(n, block_floats // qb)
+    if R is not None:  # a block of rows is a gathered copy of them: at most GATHER_BLOCKS score buffers of floats
+        cb = min(cb, GATHER_BLOCKS * block_floats // max(1, X.shape[-1]))
+    cb = max(kk, cb)
     buf = torch.empty((qb, cb), dtype=torch.float32)  # reused: no fresh pages per block
     out_s = np.empty((nq, kk), np.float32)
     out_i = np.empty((nq, kk), np.int64)
@@ -70,6 +74,12 @@ def exact_topk(
         return _exact_topk_sorting(Q, X, R, n, kk, qb, cb)
     return out_s, out_i
 
+
+# With ``rows``, a block of vectors gathered for one product holds at most this many times ``block_floats`` floats
+# (64 MiB by default): a block of ``block_floats // n_queries`` rows was 1 GB for one query over 1 M rows of 256
+# floats; blocks of only ``block_floats`` floats (4,096 rows of 256) made one- to 8-query searches 2-3x slower on 2
+# busy cores (each block's few torch ops wait for both threads), 64 MiB ones no slower than the whole gather.
+GATHER_BLOCKS = 16
 
 # Query blocks up to this many rows multiply through numpy (OpenBLAS), larger ones through torch (MKL): a
 # product with a few queries reads every vector once for little arithmetic, and OpenBLAS's is the faster there
