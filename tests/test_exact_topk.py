@@ -148,3 +148,21 @@ def test_exact_topk_gathers_rows_in_bounded_blocks(monkeypatch):
         want_s, want_i = reference(Q, X, k, rows)
         assert idx.tolist() == want_i.tolist() and S.tolist() == want_s.tolist()
         assert sum(seen) == 2500 * 64 and max(seen) <= max(exact.GATHER_BLOCKS * block, k * 64), (k, block, max(seen))
+
+
+def test_exact_topk_non_finite_products_warn_nothing():
+    """Scores that overflow to inf or are NaN (inf times 0) are answered as torch's product answers them (no
+    warning there), not with numpy's 'overflow encountered in matmul' / 'invalid value' RuntimeWarnings from inside
+    the search: the non-finite scores are handled on purpose (the NaN path)."""
+    import warnings
+
+    X = np.ones((20, 3), np.float32)
+    X[4, 0], X[5] = np.inf, 3e38
+    for q in ([[0, 1, 1]], [[1, 1, 1]], [[1, 1, 1], [0, 1, 1]]):
+        q = np.array(q, np.float32)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            S_np, i_np = both_products(lambda q=q: exact_topk(q, X, 2), 1 << 30)
+        S_t, i_t = both_products(lambda q=q: exact_topk(q, X, 2), 0)
+        assert i_np.tolist() == i_t.tolist() and np.array_equal(S_np, S_t, equal_nan=True)
+        assert sorted(i_np[0].tolist()) == [4, 5]  # inf beats every finite score, and NaN ranks first

@@ -95,9 +95,10 @@ def _product(q, blk, out):
 
     if q.shape[0] > NUMPY_PRODUCT_ROWS:
         return torch.mm(q, blk.t()) if out is None else torch.mm(q, blk.t(), out=out)
-    if out is None:
-        return torch.from_numpy(np.matmul(q.numpy(), blk.numpy().T))
-    np.matmul(q.numpy(), blk.numpy().T, out=out.numpy())
+    with np.errstate(all="ignore"):  # inf / NaN scores are handled after (as torch's product, which never warns)
+        if out is None:
+            return torch.from_numpy(np.matmul(q.numpy(), blk.numpy().T))
+        np.matmul(q.numpy(), blk.numpy().T, out=out.numpy())
     return out
 
 
