@@ -103,3 +103,66 @@ def test_exact_topk_empty_inputs(k):
     assert S.shape[0] == idx.shape[0] == 0
     S, idx = exact_topk(np.ones((2, 3), np.float32), X, k, rows=np.array([], np.int64))
     assert S.shape == idx.shape == (2, 0)
+
+
+def test_exact_topk_rows_in_any_memory_order():
+    """``rows`` reversed or strided (numpy views with negative or large strides) search the rows they name: a
+    reversed view raised torch's 'negative strides' ValueError."""
+    rng = np.random.default_rng(1)
+    X = rng.integers(-3, 4, size=(60, 5)).astype(np.float32)
+    Q = rng.integers(-3, 4, size=(4, 5)).astype(np.float32)
+    base = np.arange(60, dtype=np.int64)
+    for rows in (base[::-1], base[50:10:-3], base[::4], np.asfortranarray(base[None, ::-2])[0]):
+        S, idx = exact_topk(Q, X, 7, rows=rows, block_floats=16)
+        want_s, want_i = reference(Q, X, 7, rows)
+        assert idx.tolist() == want_i.tolist() and S.tolist() == want_s.tolist()
+
+
+@pytest.mark.parametrize("rows", [np.array([True, False, True, True] + [False] * 6), np.array([0.0, 2.7, 3.2])])
+def test_exact_topk_rows_that_are_not_row_numbers_are_refused(rows):
+    """A boolean mask (or float positions) as ``rows`` is refused in one line, not cast to the row numbers 0 and 1
+    (or 2 and 3) and searched: that answered with the wrong rows, silently."""
+    X = np.eye(10, dtype=np.float32)
+    with pytest.raises(ValueError, match=r"^rows must be integer row numbers into vectors, got an array of "
+                                         rf"{rows.dtype}") as e:
+        exact_topk(np.ones((1, 10), np.float32), X, 2, rows=rows)
+    assert "\n" not in str(e.value)
+    _, idx = exact_topk(np.ones((1, 10), np.float32), X, 2, rows=[2, 3])  # a list of ints is fine
+    assert idx.tolist() == [[2, 3]]
+
+
+def test_exact_topk_gathers_rows_in_bounded_blocks(monkeypatch):
+    """With ``rows`` each block of vectors is a gathered copy: it is bounded by ``GATHER_BLOCKS * block_floats``
+    floats (or ``k`` rows where k is larger), not ``block_floats // n_queries`` rows of ``d`` floats each (for one
+    query over 1 M rows of 256 floats that was a 1 GB copy per search)."""
+    rng = np.random.default_rng(2)
+    X = rng.integers(-3, 4, size=(3000, 64)).astype(np.float32)
+    Q = rng.integers(-3, 4, size=(2, 64)).astype(np.float32)
+    rows = rng.permutation(3000)[:2500]
+    seen = []
+    product = exact._product
+    monkeypatch.setattr(exact, "_product", lambda q, blk, out: seen.append(blk.numel()) or product(q, blk, out))
+    for k, block in ((5, 1024), (100, 256), (5, 1 << 20)):
+        seen.clear()
+        S, idx = exact_topk(Q, X, k, rows=rows, block_floats=block)
+        want_s, want_i = reference(Q, X, k, rows)
+        assert idx.tolist() == want_i.tolist() and S.tolist() == want_s.tolist()
+        assert sum(seen) == 2500 * 64 and max(seen) <= max(exact.GATHER_BLOCKS * block, k * 64), (k, block, max(seen))
+
+
+def test_exact_topk_non_finite_products_warn_nothing():
+    """Scores that overflow to inf or are NaN (inf times 0) are answered as torch's product answers them (no
+    warning there), not with numpy's 'overflow encountered in matmul' / 'invalid value' RuntimeWarnings from inside
+    the search: the non-finite scores are handled on purpose (the NaN path)."""
+    import warnings
+
+    X = np.ones((20, 3), np.float32)
+    X[4, 0], X[5] = np.inf, 3e38
+    for q in ([[0, 1, 1]], [[1, 1, 1]], [[1, 1, 1], [0, 1, 1]]):
+        q = np.array(q, np.float32)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            S_np, i_np = both_products(lambda q=q: exact_topk(q, X, 2), 1 << 30)
+        S_t, i_t = both_products(lambda q=q: exact_topk(q, X, 2), 0)
+        assert i_np.tolist() == i_t.tolist() and np.array_equal(S_np, S_t, equal_nan=True)
+        assert sorted(i_np[0].tolist()) == [4, 5]  # inf beats every finite score, and NaN ranks first

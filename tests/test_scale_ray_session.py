@@ -74,3 +74,20 @@ def test_ray_train_refuses_in_one_line_when_no_cpu_is_free(ray_local, tmp_path, 
     assert msg.startswith("Ray Train needs 0.2 CPUs (0.1 per worker); 0 of 2 are free on the Ray cluster after "
                           "waiting 1 s"), msg
     assert "--ray-workers" in msg
+
+
+@pytest.mark.timeout(240)  # before: it waited RESOURCE_WAIT_S for CPUs the cluster does not have, then refused
+def test_ray_train_refuses_at_once_more_workers_than_the_cluster_can_ever_hold(ray_local, tmp_path, monkeypatch):
+    """30 workers need 3 CPUs at the least (0.1 each) and the local cluster has 2: refused at once in one line
+    naming the cluster's CPUs, not after waiting for them to be free (they never can be)."""
+    from anybind.scale import ray_train
+    from anybind.scale.sharded import fit_sharded
+
+    manifest, encoders = synthetic_corpus(tmp_path, n=100)
+    monkeypatch.setattr(ray_train, "RESOURCE_WAIT_S", 3600.0)
+    with pytest.raises(DataError) as e:
+        fit_sharded(manifest, encoders=encoders, cache=tmp_path / "cache", ray_workers=30, **FIT)
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert msg.startswith("Ray Train needs 3 CPUs (0.1 per worker); the Ray cluster has 2 in all"), msg
+    assert "--ray-workers" in msg

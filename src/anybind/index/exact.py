@@ -26,7 +26,8 @@ def exact_topk(
     For each block of queries, one matmul per block of vectors into a reused score buffer of at most
     ``block_floats`` floats (4 MiB by default: it stays in the CPU cache while it is read back); each query
     keeps its best ``k`` so far, and only scores above its ``k``-th best are looked at again (after the first
-    blocks a block rarely holds any: one max per row decides).  Memory beyond the inputs is the buffer.
+    blocks a block rarely holds any: one max per row decides).  Memory beyond the inputs is the buffer
+    (and, with ``rows``, a gathered block of at most ``GATHER_BLOCKS * block_floats`` floats of vectors, or ``k`` rows).
     """
     import torch
 
@@ -36,14 +37,22 @@ def exact_topk(
         X = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32))
     if Q.ndim != 2:
         raise ValueError(f"queries must be 2-D, got shape {tuple(Q.shape)}")
+    if rows is not None:
+        rows = np.asarray(rows)
+        if rows.size and rows.dtype.kind not in "iu":  # a bool mask cast to int64 would be the rows 0 and 1
+            raise ValueError(f"rows must be integer row numbers into vectors, got an array of {rows.dtype} "
+                             "(for a boolean mask pass np.flatnonzero(mask))")
     n = len(vectors) if rows is None else len(rows)
     kk = min(int(k), n)
     nq = Q.shape[0]
     if kk <= 0 or nq == 0:
         return np.zeros((nq, 0), np.float32), np.zeros((nq, 0), np.int64)
-    R = None if rows is None else torch.from_numpy(np.asarray(rows, dtype=np.int64))
+    R = None if rows is None else torch.from_numpy(np.ascontiguousarray(rows, dtype=np.int64))  # any strides
     qb = max(1, min(query_block, nq))
-    cb = max(kk, min(n, block_floats // qb))
+    cb = min(n, block_floats // qb)
+    if R is not None:  # a block of rows is a gathered copy of them: at most GATHER_BLOCKS score buffers of floats
+        cb = min(cb, GATHER_BLOCKS * block_floats // max(1, X.shape[-1]))
+    cb = max(kk, cb)
     buf = torch.empty((qb, cb), dtype=torch.float32)  # reused: no fresh pages per block
     out_s = np.empty((nq, kk), np.float32)
     out_i = np.empty((nq, kk), np.int64)
@@ -66,6 +75,12 @@ def exact_topk(
     return out_s, out_i
 
 
+# With ``rows``, a block of vectors gathered for one product holds at most this many times ``block_floats`` floats
+# (64 MiB by default): a block of ``block_floats // n_queries`` rows was 1 GB for one query over 1 M rows of 256
+# floats; blocks of only ``block_floats`` floats (4,096 rows of 256) made one- to 8-query searches 2-3x slower on 2
+# busy cores (each block's few torch ops wait for both threads), 64 MiB ones no slower than the whole gather.
+GATHER_BLOCKS = 16
+
 # Query blocks up to this many rows multiply through numpy (OpenBLAS), larger ones through torch (MKL): a
 # product with a few queries reads every vector once for little arithmetic, and OpenBLAS's is the faster there
 # (2.5x MKL's product for one query on the bench's AMD EPYC; whole searches 1.1-1.45x faster for 1-32 queries,
@@ -80,9 +95,10 @@ def _product(q, blk, out):
 
     if q.shape[0] > NUMPY_PRODUCT_ROWS:
         return torch.mm(q, blk.t()) if out is None else torch.mm(q, blk.t(), out=out)
-    if out is None:
-        return torch.from_numpy(np.matmul(q.numpy(), blk.numpy().T))
-    np.matmul(q.numpy(), blk.numpy().T, out=out.numpy())
+    with np.errstate(all="ignore"):  # inf / NaN scores are handled after (as torch's product, which never warns)
+        if out is None:
+            return torch.from_numpy(np.matmul(q.numpy(), blk.numpy().T))
+        np.matmul(q.numpy(), blk.numpy().T, out=out.numpy())
     return out
 
 

@@ -78,11 +78,16 @@ def worker_cpus(workers: int, *, gpus: bool = False, wait: float | None = None) 
     be met: one each (at most the cluster's CPUs / ``workers``) when they are free, waiting up to ``wait`` seconds
     (default :data:`RESOURCE_WAIT_S`) for them; else the share of the free CPUs (at least :data:`MIN_WORKER_CPUS`).
     With ``gpus``, one free GPU per worker is needed too.  Raises :class:`DataError` (one line naming what is
-    missing) when even that is not free after the wait: Ray Train would wait for its workers forever."""
+    missing) when even that is not free after the wait (at once when the cluster has too few CPUs in all): Ray Train
+    would wait for its workers forever."""
     from . import cluster_cpus, free_cpus, free_gpus
 
     wait = RESOURCE_WAIT_S if wait is None else float(wait)
     total = cluster_cpus()
+    if total < MIN_WORKER_CPUS * workers - 1e-9:  # never free, however long it waits: refused at once
+        raise DataError(f"Ray Train needs {MIN_WORKER_CPUS * workers:g} CPUs ({MIN_WORKER_CPUS:g} per worker); the "
+                        f"Ray cluster has {total:g} in all: give at most {int(total / MIN_WORKER_CPUS + 1e-6)} "
+                        "--ray-workers, or --ray-address of a larger cluster")
     want = _down(max(MIN_WORKER_CPUS, min(1.0, total / workers)))
     free = free_cpus(wait=wait, at_least=want * workers)
     missing = []
