@@ -119,3 +119,21 @@ def test_transfer_rows_per_image_encoder(tmp_path, small_tux, shared_cache, monk
     lite1 = {k: v for k, v in both.table[3].items() if k != "name"}
     assert lite1 != same  # another image encoder, another space (its val score or cells differ)
     assert "tuxpaint/defaults [image=efficientnet-lite1+bridge]/val/tuxpaint/t->i" in both.metrics  # val cells too
+
+
+def test_an_image_option_no_row_would_use_is_refused(tmp_path, monkeypatch):
+    """fashion-mnist-zeroshot fits one row per image encoder only for its defaults system: image= without it would
+    be checked, then silently ignored."""
+    from anybind.bench import tuxpaint
+    from anybind.bench.tasks_corpora import fashion_mnist_zeroshot
+
+    def build(*a, **k):
+        raise AssertionError("a corpus was built: the option was not refused first")
+
+    monkeypatch.setattr(tuxpaint, "prepare_tuxpaint", build)
+
+    with pytest.raises(AnybindError) as e:
+        fashion_mnist_zeroshot(tmp_path, systems="3corpora,bridge", image=LITE1)
+    msg = str(e.value)
+    assert msg.startswith("fashion-mnist-zeroshot: image=") and "defaults" in msg and "\n" not in msg
+    assert list(tmp_path.iterdir()) == []

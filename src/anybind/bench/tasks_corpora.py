@@ -156,6 +156,9 @@ def fashion_mnist_zeroshot(work: Path, cache=None, seed: int = 0, console=None, 
                            f"known: {', '.join(FM_SYSTEMS)}")
     check_prompts_option("fashion-mnist-zeroshot", prompts)
     specs = image_encoders("fashion-mnist-zeroshot", image)
+    if specs and "defaults" not in wanted:
+        raise AnybindError(f"fashion-mnist-zeroshot: image={image!r} sets the image encoder of the defaults system "
+                           f"only, which systems={systems!r} leaves out: add defaults to systems")
     if split not in FM_SPLITS:
         raise AnybindError(f"fashion-mnist-zeroshot: split={split!r}; known: {', '.join(FM_SPLITS)}")
     n_test, n_train = int(limit), int(probe_train)
