@@ -32,6 +32,7 @@ def small_tux(tux_dir, tmp_path_factory):
     ("image:no-such-model", "image='image:no-such-model'"),
     ("text:minilm", "is a text encoder"),
     (f"{LITE0},{LITE0}", "names an encoder twice"),
+    ("image,image:efficientnet-lite0", "names an encoder twice"),  # the bare modality is its default encoder
 ])
 def test_a_bad_image_option_is_refused_in_one_line_before_any_work(tmp_path, image, problem):
     from anybind.bench.tasks import fit_defaults
