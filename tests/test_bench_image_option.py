@@ -32,6 +32,7 @@ def small_tux(tux_dir, tmp_path_factory):
     ("image:no-such-model", "image='image:no-such-model'"),
     ("text:minilm", "is a text encoder"),
     (f"{LITE0},{LITE0}", "names an encoder twice"),
+    ("image,image:efficientnet-lite0", "names an encoder twice"),  # the bare modality is its default encoder
 ])
 def test_a_bad_image_option_is_refused_in_one_line_before_any_work(tmp_path, image, problem):
     from anybind.bench.tasks import fit_defaults
@@ -67,6 +68,10 @@ def test_fm_selection_set_and_probe_never_overlap_and_never_touch_test(n_train, 
     recs = [Record(id=f"tr{i}", split="train", values={"image": f"tr{i}"}) for i in range(n_train)]
     recs += [Record(id=f"te{i}", split="test", values={"image": f"te{i}"}) for i in range(n_test)]
     fm = Manifest(path=None, records=recs, bad=[], kinds={})
+    if n_probe > 0 and n_train <= n_score:  # no train image left for the probe asked for: refused
+        with pytest.raises(AnybindError, match="leaves none of the"):
+            fm_images(fm, "train", n_score, n_probe)
+        n_probe = 0
     scored, probe = fm_images(fm, "train", n_score, n_probe)
     assert [r.id for r in scored] == [f"tr{i}" for i in range(min(n_score, n_train))]  # the first train images
     assert {r.id for r in scored}.isdisjoint(r.id for r in probe) and all(r.split == "train" for r in probe)
@@ -119,3 +124,36 @@ def test_transfer_rows_per_image_encoder(tmp_path, small_tux, shared_cache, monk
     lite1 = {k: v for k, v in both.table[3].items() if k != "name"}
     assert lite1 != same  # another image encoder, another space (its val score or cells differ)
     assert "tuxpaint/defaults [image=efficientnet-lite1+bridge]/val/tuxpaint/t->i" in both.metrics  # val cells too
+
+
+def test_an_image_option_no_row_would_use_is_refused(tmp_path, monkeypatch):
+    """fashion-mnist-zeroshot fits one row per image encoder only for its defaults system: image= without it would
+    be checked, then silently ignored."""
+    from anybind.bench import tuxpaint
+    from anybind.bench.tasks_corpora import fashion_mnist_zeroshot
+
+    def build(*a, **k):
+        raise AssertionError("a corpus was built: the option was not refused first")
+
+    monkeypatch.setattr(tuxpaint, "prepare_tuxpaint", build)
+
+    with pytest.raises(AnybindError) as e:
+        fashion_mnist_zeroshot(tmp_path, systems="3corpora,bridge", image=LITE1)
+    msg = str(e.value)
+    assert msg.startswith("fashion-mnist-zeroshot: image=") and "defaults" in msg and "\n" not in msg
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_probe_asked_for_but_left_no_train_image_is_refused():
+    """split=train scoring every train image leaves none for the probe: refused in one line, not a task that drops
+    the probe and says probe_train=0 was given."""
+    from anybind.bench.tasks_corpora import fm_images
+
+    recs = [Record(id=f"tr{i}", split="train", values={"image": f"tr{i}"}) for i in range(5)]
+    fm = Manifest(path=None, records=recs, bad=[], kinds={})
+    with pytest.raises(AnybindError) as e:
+        fm_images(fm, "train", 5, 3)
+    msg = str(e.value)
+    assert "limit=5" in msg and "probe_train=3" in msg and "5 train images" in msg and "\n" not in msg
+    assert fm_images(fm, "train", 5, 0) == (recs, [])  # no probe asked for: none
+    assert fm_images(fm, "train", 4, 3) == (recs[:4], recs[4:])  # fewer than asked: the task's note says how many

@@ -145,6 +145,10 @@ def test_cli_federate_server_public(world, tmp_path):  # noqa: F811
     assert r.exit_code == 0, r.output
     e = Space.load(tmp_path / "s").info["lineage"][-1]
     assert e["method"] == "fedavg" and e["config"]["server_public"] is True
+    from anybind.bench.tasks_keep import FEDAVG_PUBLIC
+
+    # the flag is the bench's row: its server epochs a round are the ones chosen on val, not CreamFL's 10
+    assert e["config"]["server_epochs"] == FEDAVG_PUBLIC["server_epochs"]
     r = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "s2")])  # the default method, creamfl
     assert r.exit_code == 2 and "server_public applies to method 'fedavg'" in r.output
     assert len(r.output.strip().splitlines()) == 1 and not (tmp_path / "s2").exists()
@@ -216,3 +220,48 @@ def test_a_client_file_copied_under_another_name_into_the_public_set_is_refused(
                                  str(leaky.path), "--clients", "2", "--out", str(tmp_path / "s")])
     assert r.exit_code == 2 and "'pub-copy' holds image file" in r.output and "'own-4'" in r.output
     assert len(r.output.strip().splitlines()) == 1 and not (tmp_path / "s").exists()
+
+
+def test_the_content_check_reads_each_file_once(tmp_path, monkeypatch):
+    """A file several records share (an image with several captions, on either side, or the very path on both) is
+    hashed once: the check reads the clients' files and the public ones once each, never once per record."""
+    from anybind.encoders import base
+    from anybind.federated_study import refuse_shared_public
+
+    own_files = _pictures(tmp_path / "own", [f"p{i}.png" for i in range(3)], seed=0)
+    pub_files = _pictures(tmp_path / "pub", [f"q{i}.png" for i in range(2)], seed=1)
+    own = _manifest(tmp_path / "own.jsonl", [
+        {"id": f"own-{i}-{j}", "split": "train", "image": str(f), "text": f"drawing {i}, caption {j}"}
+        for i, f in enumerate(own_files) for j in range(4)])
+    pub = _manifest(tmp_path / "pub.jsonl", [
+        {"id": f"pub-{i}-{j}", "split": "train", "image": str(f), "text": f"picture {i}, caption {j}"}
+        for i, f in enumerate(pub_files) for j in range(3)])
+    reads: list[str] = []
+    real = base._sha256_and_head
+    monkeypatch.setattr(base, "_sha256_and_head", lambda path, *a, **k: (reads.append(str(path)), real(path, *a, **k))[1])
+    refuse_shared_public(own, [pub, pub])  # a public manifest given twice reads its files once too
+    assert sorted(reads) == sorted(str(f) for f in own_files + pub_files)
+    # the very path of a client's file in a public record: refused, and still read once
+    from anybind.errors import DataError
+
+    reads.clear()
+    same = _manifest(tmp_path / "same.jsonl", [{"id": "pub-same", "split": "train", "image": str(own_files[2]),
+                                                "text": "another caption"}])
+    with pytest.raises(DataError, match="'pub-same' holds image file .* record 'own-2-0'"):
+        refuse_shared_public(own, [pub, same])
+    assert sorted(reads) == sorted(str(f) for f in own_files + pub_files)
+
+
+def test_server_epochs_default_to_the_val_chosen_ones_of_each_server():
+    """CreamFL's server: 10 epochs a round; FedAvg's with the public pairs: 1 (each chosen on the clients' val,
+    BENCHMARKS.md); one given is kept, and the lineage records the number used."""
+    from anybind.bench.tasks_keep import FEDAVG_PUBLIC
+    from anybind.federated import federated_config
+
+    assert federated_config({}).server_epochs == 10
+    assert federated_config({"method": "fedavg", "server_public": True}).server_epochs == FEDAVG_PUBLIC["server_epochs"]
+    assert federated_config({"method": "fedavg", "server_public": True, "server_epochs": 3}).server_epochs == 3
+    assert federated_config({"method": "creamfl", "server_epochs": 2}).to_dict()["server_epochs"] == 2
+    with pytest.raises(ValueError, match="server_epochs .* must be >= 1") as e:
+        federated_config({"method": "fedavg", "server_public": True, "server_epochs": 0})
+    assert "\n" not in str(e.value)

@@ -155,6 +155,7 @@ def refuse_shared_public(manifest: Manifest, extra_public: Sequence[Manifest]) -
     mine = manifest.path.resolve()
     seen = {tuple(sorted(r.values.items())): r for r in manifest.records}
     files: dict[str, tuple[Record, str, str]] | None = None  # the clients' files by digest, read when first needed
+    digests: dict[str, str | None] = {}  # each file's digest by path: a file several records hold is read once
     for m in extra_public:
         if m.path.resolve() == mine:
             raise DataError(f"{m.path}: a public set from another corpus cannot be the clients' own manifest: the "
@@ -167,27 +168,30 @@ def refuse_shared_public(manifest: Manifest, extra_public: Sequence[Manifest]) -
                 if modality_kind(mod, m.kinds) != "file":
                     continue
                 if files is None:
-                    files = _file_digests(manifest)
-                if (hit := files.get(_digest(value))) is not None:
+                    files = _file_digests(manifest, digests)
+                if (hit := files.get(_digest(value, digests))) is not None:
                     rec, cmod, cval = hit
                     raise DataError(f"{m.path}: line {r.line}: public record {r.id!r} holds {mod} file {value}, the "
                                     f"same bytes as {cmod} file {cval} of record {rec.id!r} of the clients' corpus "
                                     f"{manifest.path}: a public set must hold none of the clients' files")
 
 
-def _digest(value: str) -> str | None:
+def _digest(value: str, seen: dict[str, str | None]) -> str | None:
+    """The SHA-256 of file ``value``'s bytes, read only if ``seen`` (by path) does not hold it yet."""
     from .encoders.base import content_key, file_digest
 
-    return file_digest(content_key(Path(value)))
+    if value not in seen:
+        seen[value] = file_digest(content_key(Path(value)))
+    return seen[value]
 
 
-def _file_digests(manifest: Manifest) -> dict[str, tuple[Record, str, str]]:
+def _file_digests(manifest: Manifest, seen: dict[str, str | None]) -> dict[str, tuple[Record, str, str]]:
     """Every file of ``manifest``'s records by the SHA-256 of its bytes: (the first record holding it, its
-    modality, its path)."""
+    modality, its path); ``seen``: the digests by path read so far (each file read once)."""
     out: dict[str, tuple[Record, str, str]] = {}
     for r in manifest.records:
         for mod, value in sorted(r.values.items()):
-            if modality_kind(mod, manifest.kinds) == "file" and (d := _digest(value)) is not None:
+            if modality_kind(mod, manifest.kinds) == "file" and (d := _digest(value, seen)) is not None:
                 out.setdefault(d, (r, mod, value))
     return out
 

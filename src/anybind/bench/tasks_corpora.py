@@ -100,10 +100,19 @@ FM_SPLITS = ("test", "train")
 
 def fm_images(fm, split: str, n_score: int, n_probe: int) -> tuple[list, list]:
     """``(scored, probe train)`` Fashion-MNIST records: the first ``n_score`` of ``split``; the probe's
-    ``n_probe`` train images follow the scored ones when those are train images too (disjoint sets)."""
+    ``n_probe`` train images follow the scored ones when those are train images too (disjoint sets); a probe
+    asked for that no train image is left for is refused in one line."""
+    from ..errors import AnybindError
+
     scored = fm.split(split)[:n_score]
     start = len(scored) if split == "train" else 0
-    return scored, fm.split("train")[start:start + n_probe]
+    train = fm.split("train")
+    probe = train[start:start + n_probe]
+    if n_probe > 0 and not probe:
+        raise AnybindError(f"fashion-mnist-zeroshot: split={split} limit={n_score} leaves none of the {len(train)} "
+                           f"train images for the linear probe (probe_train={n_probe}): lower limit, or give "
+                           "probe_train=0 for no probe")
+    return scored, probe
 
 
 #: the rows of the fashion-mnist-zeroshot task (``--opt systems=``)
@@ -156,6 +165,9 @@ def fashion_mnist_zeroshot(work: Path, cache=None, seed: int = 0, console=None, 
                            f"known: {', '.join(FM_SYSTEMS)}")
     check_prompts_option("fashion-mnist-zeroshot", prompts)
     specs = image_encoders("fashion-mnist-zeroshot", image)
+    if specs and "defaults" not in wanted:
+        raise AnybindError(f"fashion-mnist-zeroshot: image={image!r} sets the image encoder of the defaults system "
+                           f"only, which systems={systems!r} leaves out: add defaults to systems")
     if split not in FM_SPLITS:
         raise AnybindError(f"fashion-mnist-zeroshot: split={split!r}; known: {', '.join(FM_SPLITS)}")
     n_test, n_train = int(limit), int(probe_train)

@@ -102,6 +102,7 @@ def image_encoders(task: str, image: str) -> list[str]:
     from ..errors import AnybindError
 
     specs = [s.strip() for s in image.split(",") if s.strip()]
+    built = []  # each encoder's own spec: a bare modality is its default encoder's
     for s in specs:
         try:
             enc = get_encoder(s)
@@ -110,7 +111,8 @@ def image_encoders(task: str, image: str) -> list[str]:
         if enc.modality != "image":
             raise AnybindError(f"{task}: image={s!r} is a {enc.modality} encoder; give image encoders, e.g. "
                                "image=image:efficientnet-lite0+bridge,image:efficientnet-lite1+bridge")
-    if len(set(specs)) < len(specs):
+        built.append(enc.spec)
+    if len(set(built)) < len(built):
         raise AnybindError(f"{task}: image={image!r} names an encoder twice")
     return specs
 
