@@ -81,25 +81,14 @@ def exact_topk(
 # busy cores (each block's few torch ops wait for both threads), 64 MiB ones no slower than the whole gather.
 GATHER_BLOCKS = 16
 
-# Query blocks up to this many rows multiply through numpy (OpenBLAS), larger ones through torch (MKL): a
-# product with a few queries reads every vector once for little arithmetic, and OpenBLAS's is the faster there
-# (2.5x MKL's product for one query on the bench's AMD EPYC; whole searches 1.1-1.45x faster for 1-32 queries,
-# even at 64, slower from 128); for a block of 1,000 queries the products are as fast either way, but
-# OpenBLAS's threads and torch's, taking turns on every block, made the whole search 3x slower.
-NUMPY_PRODUCT_ROWS = 32
-
-
 def _product(q, blk, out):
-    """``q @ blk.T`` as a torch tensor, into ``out`` when given."""
+    """``q @ blk.T`` as a torch tensor, into ``out`` when given.  Always torch's product: numpy's (OpenBLAS) was
+    2.5x faster for one query, but OpenBLAS's threads and torch's (OpenMP), taking turns on every block's
+    product and bookkeeping, made searches of 1-32 queries up to 9x slower than torch alone on 2 cores (e.g. one
+    query over 100k x 64: 10 ms against 2.7; 32 queries over 200k x 256: 162 against 82)."""
     import torch
 
-    if q.shape[0] > NUMPY_PRODUCT_ROWS:
-        return torch.mm(q, blk.t()) if out is None else torch.mm(q, blk.t(), out=out)
-    with np.errstate(all="ignore"):  # inf / NaN scores are handled after (as torch's product, which never warns)
-        if out is None:
-            return torch.from_numpy(np.matmul(q.numpy(), blk.numpy().T))
-        np.matmul(q.numpy(), blk.numpy().T, out=out.numpy())
-    return out
+    return torch.mm(q, blk.t()) if out is None else torch.mm(q, blk.t(), out=out)
 
 
 class _Best:
