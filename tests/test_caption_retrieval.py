@@ -199,3 +199,30 @@ def test_cli_retrieval_k(corpus, tmp_path):  # noqa: F811
     r = runner.invoke(app, ["caption-fit", str(tmp_path / "sp"), str(man), "--out", str(tmp_path / "c2"),
                             "--retrieval-k", "two"])
     assert r.exit_code == 2 and "--retrieval-k takes a whole number" in " ".join(r.output.split())
+
+
+def test_val_prompts_never_hold_the_val_caption_when_val_queries_are_its_text(corpus, monkeypatch):  # noqa: F811
+    """With select_on text the val query is the val caption's own text embedding: its exact duplicate in the (train)
+    memory would be its nearest neighbour, a copy no test query gets, so val excludes it as training does."""
+    import torch
+
+    tmp, man, space, lm, recs = corpus
+    seen = []
+    real = fit_mod.caption_loss
+
+    def spy(lm_, prefix, seqs, reduction="mean", prompts=None):
+        if not torch.is_grad_enabled() and prompts is not None:  # a val pass
+            seen.append((seqs, prompts))
+        return real(lm_, prefix, seqs, reduction, prompts)
+
+    monkeypatch.setattr(fit_mod, "caption_loss", spy)
+    fit_captioner_by_k(space, man, lm, cache=tmp / "c",
+                       **{**RET_FIT, "epochs": 1, "retrieval_k": 1, "select_on": "text", "temperature_grid": (0.1,)})
+    assert seen
+    nl = lm.tokenizer.convert_tokens_to_ids("\n")
+    for seqs, prompts in seen:
+        for seq, p in zip(seqs, prompts):
+            lines = [tuple(x) for x in np.split(np.array(p), np.nonzero(np.array(p) == nl)[0] + 1)]
+            caption = tuple(seq[:-1]) + (nl,)
+            assert caption not in lines, lm.tokenizer.decode(p)
+

@@ -302,8 +302,11 @@ def fit_captioner_by_k(space: Any, manifest: str | Path | Manifest, lm: str | Fr
         raise CaptionError(f"retrieval_k {max(ks)} needs more than {max(ks)} distinct train captions; the memory has "
                            f"{len(mem_caps)}")
     ret = Retrieval(memory, mem_caps, self_rows([r.values[text] for r in train], mem_caps))
-    # the val queries retrieve from their own (select_on) embeddings, across the gap, as test queries do
-    prompts_v = {k: ret.prompts(lm, Xv, k) if k else None for k in ks}
+    # the val queries retrieve from their own (select_on) embeddings, across the gap, as test queries do; a val
+    # query that is its caption's own text embedding excludes that caption's duplicate, as training does (else it
+    # retrieves itself, which no test query can: an optimistic val NLL and a wrong k)
+    ex_v = self_rows([r.values[text] for r in val], mem_caps) if select == text else None
+    prompts_v = {k: ret.prompts(lm, Xv, k, ex_v) if k else None for k in ks}
     # (lr, noise, k) -> (mapper, history, (projection, temperature, val nll by projection))
     runs: dict[tuple[float, float, int], tuple[PrefixMapper, list[dict], tuple[str, float, dict[str, float]]]] = {}
 
