@@ -226,3 +226,20 @@ def test_val_prompts_never_hold_the_val_caption_when_val_queries_are_its_text(co
             caption = tuple(seq[:-1]) + (nl,)
             assert caption not in lines, lm.tokenizer.decode(p)
 
+
+def test_load_refuses_damaged_retrieval_content_in_one_line_naming_the_file(corpus, by_k, tmp_path):  # noqa: F811
+    tmp, man, space, lm, recs = corpus
+    out = by_k[1][2].save(tmp_path / "cap")
+    caps = json.loads((out / "memory.json").read_text())
+    (out / "memory.json").write_text(json.dumps(caps[:-1]))
+    with pytest.raises(CaptionError, match=r"memory\.json") as e:
+        Captioner.load(out, lm=lm)
+    assert "\n" not in str(e.value)
+    (out / "memory.json").write_text(json.dumps(caps))
+    meta = json.loads((out / "captioner.json").read_text())
+    for bad in ("{captions}{0}", "{captions}{other}", "{captions.__class__}", "{captions", 7):
+        meta["retrieval"]["prompt"] = bad
+        (out / "captioner.json").write_text(json.dumps(meta))
+        with pytest.raises(CaptionError, match=r"captioner\.json.*prompt") as e:
+            Captioner.load(out, lm=lm)
+        assert "\n" not in str(e.value)

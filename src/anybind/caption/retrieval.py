@@ -18,7 +18,9 @@ speech embedding, across the modality gap, and nothing is excluded.
 
 from __future__ import annotations
 
+import string
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -43,6 +45,20 @@ def check_k(k: int, memory_captions: Sequence[str] | None) -> int:
         raise CaptionError(f"retrieval_k {k} needs a memory of more than {k} captions, and this captioner holds {have} "
                            "(train it again with this anybind, or give a smaller k)")
     return int(k)
+
+
+def check_prompt(template: Any) -> str:
+    """``template`` if it is a prompt with one or more ``{captions}`` fields and no other (a saved captioner's is
+    untrusted: no positional, attribute or index fields), else a one-line :class:`CaptionError`."""
+    if not isinstance(template, str):
+        raise CaptionError(f"retrieval prompt {template!r}: not a string")
+    try:
+        fields = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(template) if f is not None]
+    except ValueError as e:
+        raise CaptionError(f"retrieval prompt {template!r}: {e}") from None
+    if not fields or any(f != "captions" or spec or conv for f, spec, conv in fields):
+        raise CaptionError(f"retrieval prompt {template!r}: give a text whose only field is {{captions}}")
+    return template
 
 
 def neighbours(Q: np.ndarray, memory: np.ndarray, k: int, exclude: np.ndarray | None = None,
