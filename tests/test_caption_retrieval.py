@@ -243,3 +243,24 @@ def test_load_refuses_damaged_retrieval_content_in_one_line_naming_the_file(corp
         with pytest.raises(CaptionError, match=r"captioner\.json.*prompt") as e:
             Captioner.load(out, lm=lm)
         assert "\n" not in str(e.value)
+
+
+def test_prompt_length_is_bounded_with_long_retrieved_captions(corpus, by_k):  # noqa: F811
+    """A memory caption of thousands of words is cut in the prompt (to its first words), so the prompt, the
+    training batch and the decoding input stay bounded whatever the training captions are."""
+    from anybind.caption.retrieval import prompt_ids, prompt_text
+
+    tmp, man, space, lm, recs = corpus
+    cap = by_k[1][2]
+    huge = "One red star and " * 3000
+    caps = list(cap.memory_captions)
+    caps[0] = caps[1] = huge
+    p = prompt_ids(lm, np.array([[0, 1]]), caps)[0]
+    short = prompt_ids(lm, np.array([[2, 3]]), caps)[0]
+    assert len(p) <= len(short) + 200, len(p)
+    text = prompt_text([huge], PROMPT)
+    line = text.split("\n")[1]
+    assert line and " ".join(huge.split()).startswith(line) and "\n" not in line
+    long_cap = Captioner(space, lm, cap.mapper, memory=cap.memory, memory_captions=caps, projection="none",
+                         retrieval_k=2)
+    assert len(long_cap.decode(cap.memory[:2], max_tokens=4)) == 2

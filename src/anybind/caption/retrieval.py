@@ -29,6 +29,8 @@ from .lm import CaptionError, FrozenLM
 
 #: the prompt, ``{captions}`` being the retrieved captions one per line; saved with each captioner
 PROMPT = "Similar images show:\n{captions}\nThis one shows:\n"
+#: a retrieved caption longer than this (characters) is cut in the prompt: the prompt stays bounded
+MAX_PROMPT_CAPTION_CHARS = 256
 
 
 def caption_key(text: str) -> str:
@@ -88,8 +90,18 @@ def self_rows(captions: Sequence[str], memory_captions: Sequence[str]) -> np.nda
     return np.array([at.get(caption_key(c), -1) for c in captions], dtype=np.int64)
 
 
+def prompt_line(caption: str, limit: int = MAX_PROMPT_CAPTION_CHARS) -> str:
+    """A retrieved caption as one prompt line: white space collapsed, cut to its first ``limit`` characters (at a
+    word's end where it has one), so that a long training caption cannot grow the prompt without bound."""
+    line = " ".join(str(caption).split())
+    if len(line) <= limit:
+        return line
+    cut = line[:limit]
+    return cut[: cut.rfind(" ")] if line[limit] != " " and " " in cut else cut
+
+
 def prompt_text(captions: Sequence[str], template: str = PROMPT) -> str:
-    return template.format(captions="\n".join(" ".join(str(c).split()) for c in captions))
+    return template.format(captions="\n".join(prompt_line(c) for c in captions))
 
 
 def prompt_ids(lm: FrozenLM, rows: np.ndarray, memory_captions: Sequence[str], template: str = PROMPT) -> list[list[int]]:
