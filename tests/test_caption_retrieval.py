@@ -161,8 +161,9 @@ def test_save_load_keeps_k_and_the_memory_captions(corpus, by_k, tmp_path):  # n
         old.decode(X, retrieval_k=2)
 
 
-def test_bad_k_refused_in_one_line(corpus):  # noqa: F811
+def test_bad_k_refused_in_one_line(corpus, monkeypatch):  # noqa: F811
     tmp, man, space, lm, recs = corpus
+    monkeypatch.setattr(fit_mod, "MAX_RETRIEVAL_K", 100)  # past this small corpus' memory (the bound's own test below)
     with pytest.raises(ValueError, match="retrieval_k must be distinct whole numbers"):
         fit_captioner_by_k(space, man, lm, cache=tmp / "c", **{**RET_FIT, "retrieval_k": (2, 2)})
     with pytest.raises(CaptionError, match="retrieval_k 99 needs more than 99 distinct train captions"):
@@ -264,3 +265,17 @@ def test_prompt_length_is_bounded_with_long_retrieved_captions(corpus, by_k):  #
     long_cap = Captioner(space, lm, cap.mapper, memory=cap.memory, memory_captions=caps, projection="none",
                          retrieval_k=2)
     assert len(long_cap.decode(cap.memory[:2], max_tokens=4)) == 2
+
+
+def test_k_is_bounded_whatever_the_memory_size():
+    """A saved captioner's k (and so a service's, which uses it) is bounded even with a large memory: the prompt
+    cannot hold thousands of captions."""
+    from anybind.caption.fit import k_grid
+    from anybind.caption.retrieval import MAX_RETRIEVAL_K, check_k
+
+    caps = [f"caption {i}" for i in range(5000)]
+    assert check_k(MAX_RETRIEVAL_K, caps) == MAX_RETRIEVAL_K
+    with pytest.raises(CaptionError, match=f"at most {MAX_RETRIEVAL_K}"):
+        check_k(4000, caps)
+    with pytest.raises(ValueError, match=f"at most {MAX_RETRIEVAL_K}"):
+        k_grid((0, 4000))

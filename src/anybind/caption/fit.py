@@ -50,7 +50,7 @@ from ..errors import DataError
 from .lm import SMOLLM2, CaptionError, FrozenLM, load_lm
 from .memory import TEMPERATURE_GRID, choose_projection, memory_rows
 from .model import Captioner, MapperConfig, PrefixMapper, text_modality
-from .retrieval import neighbours, prompt_ids, self_rows
+from .retrieval import MAX_RETRIEVAL_K, neighbours, prompt_ids, self_rows
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +170,8 @@ def k_grid(k: int | Sequence[int]) -> list[int]:
     ks = [k] if np.ndim(k) == 0 else list(k)
     if not ks or len(set(ks)) != len(ks) or any(isinstance(x, bool) or not float(x).is_integer() or x < 0 for x in ks):
         raise ValueError(f"retrieval_k must be distinct whole numbers >= 0, got {ks}")
+    if max(ks) > MAX_RETRIEVAL_K:
+        raise ValueError(f"retrieval_k {max(ks)}: give at most {MAX_RETRIEVAL_K} (the prompt's bound)")
     return [int(x) for x in ks]
 
 

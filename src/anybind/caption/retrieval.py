@@ -31,6 +31,8 @@ from .lm import CaptionError, FrozenLM
 PROMPT = "Similar images show:\n{captions}\nThis one shows:\n"
 #: a retrieved caption longer than this (characters) is cut in the prompt: the prompt stays bounded
 MAX_PROMPT_CAPTION_CHARS = 256
+#: the most retrieved captions a prompt holds (SmallCap uses 4): a saved captioner's k is refused beyond it
+MAX_RETRIEVAL_K = 16
 
 
 def caption_key(text: str) -> str:
@@ -42,6 +44,8 @@ def check_k(k: int, memory_captions: Sequence[str] | None) -> int:
     """``k`` if a memory of that many captions is there, else a one-line :class:`CaptionError`."""
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
         raise CaptionError(f"retrieval_k {k!r}: give a whole number >= 0")
+    if k > MAX_RETRIEVAL_K:
+        raise CaptionError(f"retrieval_k {k}: give at most {MAX_RETRIEVAL_K} (the prompt's bound)")
     if k and (memory_captions is None or len(memory_captions) < k + 1):
         have = 0 if memory_captions is None else len(memory_captions)
         raise CaptionError(f"retrieval_k {k} needs a memory of more than {k} captions, and this captioner holds {have} "
