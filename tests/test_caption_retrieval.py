@@ -161,8 +161,9 @@ def test_save_load_keeps_k_and_the_memory_captions(corpus, by_k, tmp_path):  # n
         old.decode(X, retrieval_k=2)
 
 
-def test_bad_k_refused_in_one_line(corpus):  # noqa: F811
+def test_bad_k_refused_in_one_line(corpus, monkeypatch):  # noqa: F811
     tmp, man, space, lm, recs = corpus
+    monkeypatch.setattr(fit_mod, "MAX_RETRIEVAL_K", 100)  # past this small corpus' memory (the bound's own test below)
     with pytest.raises(ValueError, match="retrieval_k must be distinct whole numbers"):
         fit_captioner_by_k(space, man, lm, cache=tmp / "c", **{**RET_FIT, "retrieval_k": (2, 2)})
     with pytest.raises(CaptionError, match="retrieval_k 99 needs more than 99 distinct train captions"):
@@ -199,3 +200,82 @@ def test_cli_retrieval_k(corpus, tmp_path):  # noqa: F811
     r = runner.invoke(app, ["caption-fit", str(tmp_path / "sp"), str(man), "--out", str(tmp_path / "c2"),
                             "--retrieval-k", "two"])
     assert r.exit_code == 2 and "--retrieval-k takes a whole number" in " ".join(r.output.split())
+
+
+def test_val_prompts_never_hold_the_val_caption_when_val_queries_are_its_text(corpus, monkeypatch):  # noqa: F811
+    """With select_on text the val query is the val caption's own text embedding: its exact duplicate in the (train)
+    memory would be its nearest neighbour, a copy no test query gets, so val excludes it as training does."""
+    import torch
+
+    tmp, man, space, lm, recs = corpus
+    seen = []
+    real = fit_mod.caption_loss
+
+    def spy(lm_, prefix, seqs, reduction="mean", prompts=None):
+        if not torch.is_grad_enabled() and prompts is not None:  # a val pass
+            seen.append((seqs, prompts))
+        return real(lm_, prefix, seqs, reduction, prompts)
+
+    monkeypatch.setattr(fit_mod, "caption_loss", spy)
+    fit_captioner_by_k(space, man, lm, cache=tmp / "c",
+                       **{**RET_FIT, "epochs": 1, "retrieval_k": 1, "select_on": "text", "temperature_grid": (0.1,)})
+    assert seen
+    nl = lm.tokenizer.convert_tokens_to_ids("\n")
+    for seqs, prompts in seen:
+        for seq, p in zip(seqs, prompts):
+            lines = [tuple(x) for x in np.split(np.array(p), np.nonzero(np.array(p) == nl)[0] + 1)]
+            caption = tuple(seq[:-1]) + (nl,)
+            assert caption not in lines, lm.tokenizer.decode(p)
+
+
+def test_load_refuses_damaged_retrieval_content_in_one_line_naming_the_file(corpus, by_k, tmp_path):  # noqa: F811
+    tmp, man, space, lm, recs = corpus
+    out = by_k[1][2].save(tmp_path / "cap")
+    caps = json.loads((out / "memory.json").read_text())
+    (out / "memory.json").write_text(json.dumps(caps[:-1]))
+    with pytest.raises(CaptionError, match=r"memory\.json") as e:
+        Captioner.load(out, lm=lm)
+    assert "\n" not in str(e.value)
+    (out / "memory.json").write_text(json.dumps(caps))
+    meta = json.loads((out / "captioner.json").read_text())
+    for bad in ("{captions}{0}", "{captions}{other}", "{captions.__class__}", "{captions", 7):
+        meta["retrieval"]["prompt"] = bad
+        (out / "captioner.json").write_text(json.dumps(meta))
+        with pytest.raises(CaptionError, match=r"captioner\.json.*prompt") as e:
+            Captioner.load(out, lm=lm)
+        assert "\n" not in str(e.value)
+
+
+def test_prompt_length_is_bounded_with_long_retrieved_captions(corpus, by_k):  # noqa: F811
+    """A memory caption of thousands of words is cut in the prompt (to its first words), so the prompt, the
+    training batch and the decoding input stay bounded whatever the training captions are."""
+    from anybind.caption.retrieval import prompt_ids, prompt_text
+
+    tmp, man, space, lm, recs = corpus
+    cap = by_k[1][2]
+    huge = "One red star and " * 3000
+    caps = list(cap.memory_captions)
+    caps[0] = caps[1] = huge
+    p = prompt_ids(lm, np.array([[0, 1]]), caps)[0]
+    short = prompt_ids(lm, np.array([[2, 3]]), caps)[0]
+    assert len(p) <= len(short) + 200, len(p)
+    text = prompt_text([huge], PROMPT)
+    line = text.split("\n")[1]
+    assert line and " ".join(huge.split()).startswith(line) and "\n" not in line
+    long_cap = Captioner(space, lm, cap.mapper, memory=cap.memory, memory_captions=caps, projection="none",
+                         retrieval_k=2)
+    assert len(long_cap.decode(cap.memory[:2], max_tokens=4)) == 2
+
+
+def test_k_is_bounded_whatever_the_memory_size():
+    """A saved captioner's k (and so a service's, which uses it) is bounded even with a large memory: the prompt
+    cannot hold thousands of captions."""
+    from anybind.caption.fit import k_grid
+    from anybind.caption.retrieval import MAX_RETRIEVAL_K, check_k
+
+    caps = [f"caption {i}" for i in range(5000)]
+    assert check_k(MAX_RETRIEVAL_K, caps) == MAX_RETRIEVAL_K
+    with pytest.raises(CaptionError, match=f"at most {MAX_RETRIEVAL_K}"):
+        check_k(4000, caps)
+    with pytest.raises(ValueError, match=f"at most {MAX_RETRIEVAL_K}"):
+        k_grid((0, 4000))

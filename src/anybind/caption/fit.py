@@ -50,7 +50,7 @@ from ..errors import DataError
 from .lm import SMOLLM2, CaptionError, FrozenLM, load_lm
 from .memory import TEMPERATURE_GRID, choose_projection, memory_rows
 from .model import Captioner, MapperConfig, PrefixMapper, text_modality
-from .retrieval import neighbours, prompt_ids, self_rows
+from .retrieval import MAX_RETRIEVAL_K, neighbours, prompt_ids, self_rows
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +170,8 @@ def k_grid(k: int | Sequence[int]) -> list[int]:
     ks = [k] if np.ndim(k) == 0 else list(k)
     if not ks or len(set(ks)) != len(ks) or any(isinstance(x, bool) or not float(x).is_integer() or x < 0 for x in ks):
         raise ValueError(f"retrieval_k must be distinct whole numbers >= 0, got {ks}")
+    if max(ks) > MAX_RETRIEVAL_K:
+        raise ValueError(f"retrieval_k {max(ks)}: give at most {MAX_RETRIEVAL_K} (the prompt's bound)")
     return [int(x) for x in ks]
 
 
@@ -302,8 +304,11 @@ def fit_captioner_by_k(space: Any, manifest: str | Path | Manifest, lm: str | Fr
         raise CaptionError(f"retrieval_k {max(ks)} needs more than {max(ks)} distinct train captions; the memory has "
                            f"{len(mem_caps)}")
     ret = Retrieval(memory, mem_caps, self_rows([r.values[text] for r in train], mem_caps))
-    # the val queries retrieve from their own (select_on) embeddings, across the gap, as test queries do
-    prompts_v = {k: ret.prompts(lm, Xv, k) if k else None for k in ks}
+    # the val queries retrieve from their own (select_on) embeddings, across the gap, as test queries do; a val
+    # query that is its caption's own text embedding excludes that caption's duplicate, as training does (else it
+    # retrieves itself, which no test query can: an optimistic val NLL and a wrong k)
+    ex_v = self_rows([r.values[text] for r in val], mem_caps) if select == text else None
+    prompts_v = {k: ret.prompts(lm, Xv, k, ex_v) if k else None for k in ks}
     # (lr, noise, k) -> (mapper, history, (projection, temperature, val nll by projection))
     runs: dict[tuple[float, float, int], tuple[PrefixMapper, list[dict], tuple[str, float, dict[str, float]]]] = {}
 

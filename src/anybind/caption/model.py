@@ -32,7 +32,7 @@ from ..errors import SpaceError
 from ..version import __version__
 from .lm import CaptionError, FrozenLM, load_lm
 from .memory import check_projection, project
-from .retrieval import PROMPT, check_k, lead_embeddings, left_padded, neighbours, prompt_ids
+from .retrieval import PROMPT, check_k, check_prompt, lead_embeddings, left_padded, neighbours, prompt_ids
 
 log = logging.getLogger(__name__)
 
@@ -102,9 +102,7 @@ class Captioner:
                 raise CaptionError(f"{len(memory_captions)} memory captions for a memory of "
                                    f"{0 if memory is None else len(memory)} embeddings: give one caption per row")
         self.memory_captions = memory_captions
-        if "{captions}" not in retrieval_prompt:
-            raise CaptionError(f"retrieval prompt {retrieval_prompt!r} has no {{captions}} field")
-        self.retrieval_prompt = retrieval_prompt
+        self.retrieval_prompt = check_prompt(retrieval_prompt)
         self.retrieval_k = check_k(retrieval_k, memory_captions)
         self.memory_temperature = float(memory_temperature)
         self.projection = check_projection(projection, memory, self.memory_temperature)
@@ -283,7 +281,13 @@ class Captioner:
                 raise CaptionError(f"{cap_p}: corrupt JSON ({' '.join(str(e).split())})") from None
             if not isinstance(captions, list) or not all(isinstance(c, str) for c in captions):
                 raise CaptionError(f"{cap_p}: not a list of captions")
-        return cls(space, lm, mapper, text=meta.get("text_modality", "text"),
-                   noise_std=float(meta.get("noise_std", 0.0)), info=meta.get("info") or {}, memory=memory,
-                   projection=kind, memory_temperature=temp, retrieval_k=k, memory_captions=captions,
-                   retrieval_prompt=template)
+            if len(captions) != (0 if memory is None else len(memory)):
+                raise CaptionError(f"{cap_p}: {len(captions)} captions for a memory of "
+                                   f"{0 if memory is None else len(memory)} embeddings (one caption per row needed)")
+        try:
+            return cls(space, lm, mapper, text=meta.get("text_modality", "text"),
+                       noise_std=float(meta.get("noise_std", 0.0)), info=meta.get("info") or {}, memory=memory,
+                       projection=kind, memory_temperature=temp, retrieval_k=k, memory_captions=captions,
+                       retrieval_prompt=template)
+        except CaptionError as e:
+            raise CaptionError(f"{meta_p}: {e}") from None

@@ -18,7 +18,9 @@ speech embedding, across the modality gap, and nothing is excluded.
 
 from __future__ import annotations
 
+import string
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,6 +29,10 @@ from .lm import CaptionError, FrozenLM
 
 #: the prompt, ``{captions}`` being the retrieved captions one per line; saved with each captioner
 PROMPT = "Similar images show:\n{captions}\nThis one shows:\n"
+#: a retrieved caption longer than this (characters) is cut in the prompt: the prompt stays bounded
+MAX_PROMPT_CAPTION_CHARS = 256
+#: the most retrieved captions a prompt holds (SmallCap uses 4): a saved captioner's k is refused beyond it
+MAX_RETRIEVAL_K = 16
 
 
 def caption_key(text: str) -> str:
@@ -38,11 +44,27 @@ def check_k(k: int, memory_captions: Sequence[str] | None) -> int:
     """``k`` if a memory of that many captions is there, else a one-line :class:`CaptionError`."""
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
         raise CaptionError(f"retrieval_k {k!r}: give a whole number >= 0")
+    if k > MAX_RETRIEVAL_K:
+        raise CaptionError(f"retrieval_k {k}: give at most {MAX_RETRIEVAL_K} (the prompt's bound)")
     if k and (memory_captions is None or len(memory_captions) < k + 1):
         have = 0 if memory_captions is None else len(memory_captions)
         raise CaptionError(f"retrieval_k {k} needs a memory of more than {k} captions, and this captioner holds {have} "
                            "(train it again with this anybind, or give a smaller k)")
     return int(k)
+
+
+def check_prompt(template: Any) -> str:
+    """``template`` if it is a prompt with one or more ``{captions}`` fields and no other (a saved captioner's is
+    untrusted: no positional, attribute or index fields), else a one-line :class:`CaptionError`."""
+    if not isinstance(template, str):
+        raise CaptionError(f"retrieval prompt {template!r}: not a string")
+    try:
+        fields = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(template) if f is not None]
+    except ValueError as e:
+        raise CaptionError(f"retrieval prompt {template!r}: {e}") from None
+    if not fields or any(f != "captions" or spec or conv for f, spec, conv in fields):
+        raise CaptionError(f"retrieval prompt {template!r}: give a text whose only field is {{captions}}")
+    return template
 
 
 def neighbours(Q: np.ndarray, memory: np.ndarray, k: int, exclude: np.ndarray | None = None,
@@ -72,8 +94,18 @@ def self_rows(captions: Sequence[str], memory_captions: Sequence[str]) -> np.nda
     return np.array([at.get(caption_key(c), -1) for c in captions], dtype=np.int64)
 
 
+def prompt_line(caption: str, limit: int = MAX_PROMPT_CAPTION_CHARS) -> str:
+    """A retrieved caption as one prompt line: white space collapsed, cut to its first ``limit`` characters (at a
+    word's end where it has one), so that a long training caption cannot grow the prompt without bound."""
+    line = " ".join(str(caption).split())
+    if len(line) <= limit:
+        return line
+    cut = line[:limit]
+    return cut[: cut.rfind(" ")] if line[limit] != " " and " " in cut else cut
+
+
 def prompt_text(captions: Sequence[str], template: str = PROMPT) -> str:
-    return template.format(captions="\n".join(" ".join(str(c).split()) for c in captions))
+    return template.format(captions="\n".join(prompt_line(c) for c in captions))
 
 
 def prompt_ids(lm: FrozenLM, rows: np.ndarray, memory_captions: Sequence[str], template: str = PROMPT) -> list[list[int]]:
