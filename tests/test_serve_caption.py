@@ -42,11 +42,14 @@ def _png(site, i=0):
     return rec, Path(rec["image"]).read_bytes()
 
 
-def test_info_describes_the_captioner_and_its_limits(client, cap):
+def test_info_describes_the_captioner_and_its_limits(client, cap, monkeypatch):
     info = client.get("/caption").json()
     assert info["space_identity"] == cap.space.identity() and info["lm"] == Path(str(cap.lm.spec)).name
     assert "/" not in info["lm"]  # a model folder's name, never the server's path
     assert info["projection"] == cap.projection and info["memory_size"] == len(cap.memory) > 0
+    assert info["retrieval_k"] == cap.retrieval_k
+    monkeypatch.setattr(cap, "retrieval_k", cap.retrieval_k + 2)  # the captioner's own k, read per request
+    assert client.get("/caption").json()["retrieval_k"] == cap.retrieval_k
     assert info["limits"] == {"max_tokens": 64, "max_beams": 8, "max_inputs": 4}
 
 

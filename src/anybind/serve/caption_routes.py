@@ -106,6 +106,8 @@ class CaptionInfoOut(BaseModel):
     projection: str = Field(description="The default projection (none / memory), chosen on val.")
     memory_temperature: float
     memory_size: int
+    retrieval_k: int = Field(description="Nearest training captions put in the language model's prompt (0: the "
+                             "prefix alone), chosen on val.")
     limits: CaptionLimits
 
 
@@ -190,6 +192,7 @@ def add_caption_routes(app: FastAPI, captioner: Any, service: Service | None = N
             space_identity=c.space.identity(), text_modality=c.text, lm=Path(str(c.lm.spec)).name or str(c.lm.spec), lm_identity=c.lm.identity,
             prefix_len=c.mapper.cfg.prefix_len, noise_std=c.noise_std, projection=c.projection,
             memory_temperature=c.memory_temperature, memory_size=0 if c.memory is None else len(c.memory),
+            retrieval_k=c.retrieval_k,
             limits=CaptionLimits(max_tokens=MAX_CAPTION_TOKENS, max_beams=MAX_BEAMS,
                                  max_inputs=min(MAX_CAPTION_INPUTS, request.state.svc.config.max_files)),
         )
