@@ -50,3 +50,28 @@ def no_renderer(monkeypatch):
     yield
     svg_pool.stop_idle_workers()
     svg_pool.forget_start_failure()  # the next test may start one at once
+
+
+# -- the scale tests' worlds (tests/scale_helpers.py), one per module that asks; a module may define its own --------
+@pytest.fixture(scope="module")
+def ray_local(tmp_path_factory):
+    """A local Ray of the module's own (2 CPUs), shut down after it."""
+    from scale_helpers import local_ray
+
+    yield from local_ray(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def syn(tmp_path_factory):
+    """The synthetic two-modality corpus, its encoders and feature cache."""
+    from scale_helpers import synthetic_world
+
+    return synthetic_world(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    """The synthetic video clips (one signal frame each) of the scale tests."""
+    from scale_helpers import clip_world
+
+    return clip_world(tmp_path_factory)

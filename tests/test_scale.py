@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from scale_helpers import CLIP_FRAMES, FIT, TOL, attends_to_the_signal_frame, clip_world, recalls, synthetic_world
+from scale_helpers import CLIP_FRAMES, FIT, TOL, attends_to_the_signal_frame, recalls
 from typer.testing import CliRunner
 
 from anybind.cache import FeatureCache
@@ -19,16 +19,6 @@ from anybind.scale.pairstream import PairStream
 from anybind.scale.shard_write import write_synthetic_shards
 from anybind.scale.stream import TrainingShards
 from anybind.space import Space
-
-
-@pytest.fixture(scope="module")
-def syn(tmp_path_factory):
-    return synthetic_world(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def clips(tmp_path_factory):
-    return clip_world(tmp_path_factory)
 
 
 # ----------------------------------------------------------------------------- streaming (no Ray)

@@ -11,10 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from scale_helpers import (
-    local_ray,
-    synthetic_world,
-)
 from typer.testing import CliRunner
 
 from anybind.cache import FeatureCache
@@ -23,16 +19,6 @@ from anybind.errors import EncoderError
 from anybind.space import Space
 
 STAMPS = Path("/usr/share/tuxpaint/stamps")
-
-
-@pytest.fixture(scope="module")
-def ray_local(tmp_path_factory):
-    yield from local_ray(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def syn(tmp_path_factory):
-    return synthetic_world(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -5,17 +5,12 @@ naming what is missing when nothing is free; before, it asked for every CPU of t
 workers forever.  The "held" CPUs are a plain actor of the size a leftover encoder pool has (one CPU)."""
 
 import pytest
-from scale_helpers import local_ray, synthetic_corpus
+from scale_helpers import synthetic_corpus
 
 from anybind.errors import DataError
 
 FIT = {"epochs": 2, "batch_size": 64, "dim": 16, "hidden": 32, "patience": 100, "seed": 0, "rows_per_shard": 100,
        "shuffle_buffer": 500, "progress": False}
-
-
-@pytest.fixture(scope="module")
-def ray_local(tmp_path_factory):
-    yield from local_ray(tmp_path_factory)
 
 
 def _holder(cpus: float):

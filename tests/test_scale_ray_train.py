@@ -7,32 +7,13 @@ them until the test timed out (seen in CI; the library now waits a bounded time 
 import shutil
 from pathlib import Path
 
-import pytest
 from scale_helpers import (
     CLIP_FRAMES,
     FIT,
     TOL,
     attends_to_the_signal_frame,
-    clip_world,
-    local_ray,
     recalls,
-    synthetic_world,
 )
-
-
-@pytest.fixture(scope="module")
-def ray_local(tmp_path_factory):
-    yield from local_ray(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def syn(tmp_path_factory):
-    return synthetic_world(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def clips(tmp_path_factory):
-    return clip_world(tmp_path_factory)
 
 
 def test_ray_train_matches_single_process_training(ray_local, syn):
