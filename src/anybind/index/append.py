@@ -172,9 +172,7 @@ def append_vector_batches(
                     raise DataError(f"batch {nb}: {e}") from None
                 t.table.add(stored_columns(t, rows))
                 seen.remember(h)
-                if modality not in t.meta["modalities"]:  # once it has rows (not for an empty or refused stream)
-                    t.meta["modalities"] = sorted(set(t.meta["modalities"]) | {modality})
-                    t.save_meta()
+                t.register_modalities([modality])  # once it has rows (not for an empty or refused stream)
             stats.commits += 1
             stats.added += len(ids)
             if progress:

@@ -105,6 +105,13 @@ class IndexTable:
     def save_meta(self) -> None:
         write_json_atomic(self.path / META_FILE, self.meta)
 
+    def register_modalities(self, modalities) -> None:
+        """Adds ``modalities`` to ``index.json``'s list when any is new, and saves it (call holding the writer lock)."""
+        mods = sorted(set(self.modalities) | set(modalities))
+        if mods != self.modalities:
+            self.meta["modalities"] = mods
+            self.save_meta()
+
     # -- the version -----------------------------------------------------------------------------
     def moved(self) -> None:
         """The table may have moved (a write or a checkout through this process's table object)."""

@@ -145,10 +145,7 @@ class Writer:
             )
         recs = self.records(records, mods, progress=progress)
         with self.t.write_txn():
-            new_mods = sorted(set(self.t.modalities) | set(mods))
-            if new_mods != self.t.modalities:
-                self.t.meta["modalities"] = new_mods
-                self.t.save_meta()
+            self.t.register_modalities(mods)
         existing, seen = self._seen()
         stats = AddStats()
         todo: dict[str, dict[tuple[str, str], tuple]] = {m: {} for m in mods}
@@ -258,9 +255,7 @@ class Writer:
         ids, X, sources, labels, keys = checked_vectors(self.t.dim, ids, vectors, sources, labels, keys)
         stats = AddStats()
         with self.t.write_txn():
-            if modality not in self.t.meta["modalities"]:
-                self.t.meta["modalities"] = sorted(set(self.t.meta["modalities"]) | {modality})
-                self.t.save_meta()
+            self.t.register_modalities([modality])
         seen = self._seen()[1]
         for c0 in range(0, len(ids), chunk_size):
             sl = slice(c0, c0 + chunk_size)
