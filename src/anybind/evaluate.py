@@ -140,6 +140,7 @@ def zero_shot(
     text_modality: str = "text",
     cache: "FeatureCache | str | None" = None,
     center: bool = False,
+    bias: Sequence[float] | None = None,
 ) -> dict[str, Any]:
     """Classify items by their nearest class prompt (averaged over templates, a prompt ensemble).
 
@@ -147,6 +148,9 @@ def zero_shot(
     cosine (transductive: it uses the unlabelled batch, never its labels).  When a
     whole out-of-domain corpus lands in one corner of the space, every item is
     nearest to the same few prompts (hubs); centring removes that shared offset.
+
+    ``bias``: one offset per class added to its score before the argmax (each item on its own: inductive), e.g. a
+    :class:`~anybind.zeroshot.ZeroShotClassifier`'s offsets balanced on unlabelled target-domain items.
 
     Scored by the space's :attr:`~anybind.Space.scorer`: a Symile space (one saved with "missing"
     embeddings) scores with the multilinear inner product ``MIP(item, prompt, missing_m...)``, every
@@ -158,12 +162,20 @@ def zero_shot(
         return {"accuracy": float("nan"), "n": 0}
     y = [str(r.labels[label_key]) for r in recs]
     classes = sorted(set(y)) if classes is None else list(classes)
+    if bias is not None:  # before any embedding: a wrong bias fails fast
+        off = np.asarray(bias, dtype=np.float64).ravel()
+        if off.shape != (len(classes),) or not np.all(np.isfinite(off)):
+            raise DataError(f"bias: {off.size} offsets (finite: {bool(np.all(np.isfinite(off)))}) for {len(classes)} "
+                            "classes; give one finite offset per class")
     C = class_embeddings(space, [names(c) for c in classes], templates, text_modality, cache)
     X = space.embed(modality, [r.values[modality] for r in recs], cache=cache)
     if center:
         X = X - X.mean(0)
         X /= np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
-    pred = nearest_class(space, X, modality, C, text_modality)
+    if bias is None:
+        pred = nearest_class(space, X, modality, C, text_modality)
+    else:
+        pred = (space.scorer.pair_scores(X, modality, C, text_modality) + off).argmax(1)
     cidx = {c: i for i, c in enumerate(classes)}
     yi = np.array([cidx.get(v, -1) for v in y])
     conf = np.zeros((len(classes), len(classes)), dtype=np.int64)

@@ -75,6 +75,8 @@ KINDS: dict[str, Kind] = {
         ignored=("*.lock",),
     ),
     "fusion": Kind("a fusion model", "fusion.json", "anybind.fusion", ("fusion.json", "fusion.safetensors")),
+    "zero-shot": Kind("a zero-shot classifier", "classifier.json", "anybind.zero-shot-classifier",
+                      ("classifier.json", "bias.safetensors")),
     "captioner": Kind("a captioner", "captioner.json", "anybind.captioner",
                       ("captioner.json", "mapper.safetensors", "memory.safetensors", "memory.json", "space")),
     "training-shards": Kind(
