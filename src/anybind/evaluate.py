@@ -87,12 +87,17 @@ def evaluate(
     rerank: str | None = None,
     rerank_params: Mapping[str, Any] | None = None,
     bank_split: str = "train",
+    zero_shot_classifier: Any = None,
 ) -> dict[str, float]:
     """Retrieval for every pair of bound modalities on ``split``; optionally zero-shot on a label key (with
     ``templates``, default the space's own: :func:`~anybind.data.templates.templates_for`).
 
     ``rerank`` applies a hubness correction (see :mod:`anybind.rerank`) with
     the ``bank_split`` records' embeddings as query and gallery banks.
+
+    ``zero_shot_classifier`` (a :class:`~anybind.zeroshot.ZeroShotClassifier`, with ``zero_shot_label``): also its
+    zero-shot on its modality (its classes, prompts and balanced class biases, item by item), as
+    ``zeroshot/<modality>/<label>/classifier/...`` keys.
     """
     if zero_shot_label:
         templates = templates_for(space, templates)  # before any work: a bad template fails fast
@@ -120,6 +125,11 @@ def evaluate(
             zs = zero_shot(space, [r for r in recs if r.has(m)], m, zero_shot_label, templates=templates, cache=cache,
                            center=zero_shot_center)
             out.update({f"zeroshot/{m}/{zero_shot_label}/{k}": v for k, v in zs.items() if not isinstance(v, (list, dict))})
+        clf = zero_shot_classifier
+        if clf is not None and clf.modality in embs:
+            zs = clf.evaluate([r for r in recs if r.has(clf.modality)], zero_shot_label, cache=cache)
+            out.update({f"zeroshot/{clf.modality}/{zero_shot_label}/classifier/{k}": v for k, v in zs.items()
+                        if not isinstance(v, (list, dict))})
     return out
 
 

@@ -163,7 +163,7 @@ class ZeroShotClassifier:
             self._C = class_embeddings(self.space, self.names, self.templates, self.text_modality, cache)
         return self._C
 
-    def _embedded(self, items: Any, cache: Any) -> np.ndarray:
+    def embed_items(self, items: Any, cache: Any = None) -> np.ndarray:
         """Items as embeddings: an (n, dim) array of embeddings in the space, records (their ``modality`` value)
         or raw values (paths, strings) of ``modality``."""
         if isinstance(items, np.ndarray):
@@ -188,7 +188,7 @@ class ZeroShotClassifier:
 
     def raw_scores(self, items: Any, cache: Any = None) -> np.ndarray:
         """Each item's score against each class prompt ensemble (the space's scorer), no bias: (n, classes)."""
-        X = self._embedded(items, cache)
+        X = self.embed_items(items, cache)
         return self.space.scorer.pair_scores(X, self.modality, self.class_vectors(cache), self.text_modality)
 
     @property
@@ -213,7 +213,7 @@ class ZeroShotClassifier:
         :data:`MIN_ITEMS_PER_CLASS` items per class, a NaN embedding, items of the wrong shape or modality."""
         if isinstance(items, (str, bytes)):
             raise DataError("calibrate takes a sequence of items (paths, records or embeddings), not one string")
-        X = self._embedded(items, cache)
+        X = self.embed_items(items, cache)
         need = MIN_ITEMS_PER_CLASS * len(self.classes)
         if len(X) < need:
             raise DataError(f"an unlabelled set of {len(X)} items is too small to balance {len(self.classes)} classes: "

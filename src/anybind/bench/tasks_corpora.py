@@ -140,11 +140,14 @@ def per_class_recall(zs: dict) -> dict[str, float]:
     "beside chance, the training-free label bridge and the linear-probe ceiling (--opt limit=N test images, "
     "probe_train=N, systems=" + ",".join(FM_SYSTEMS) + ", prompts=chosen: also each space's own templates chosen on "
     "Tux Paint / emoji val; image=SPEC[,SPEC...]: one defaults row per image encoder; split=train: score the first "
-    "`limit` *train* images, a selection set, the probe on the next probe_train; probe_train=0: no probe)",
+    "`limit` *train* images, a selection set, the probe on the next probe_train; probe_train=0: no probe; "
+    "balance=N (default 1000, 0: none): also each system with class biases balanced on N unlabelled *train* images "
+    "from balance_start= (default 1000), softmax temperature(s) balance_t= (default 10), applied image by image)",
 )
 def fashion_mnist_zeroshot(work: Path, cache=None, seed: int = 0, console=None, limit: str = "10000",
                            probe_train: str = "10000", systems: str = ",".join(FM_SYSTEMS),
-                           prompts: str = "", image: str = "", split: str = "test") -> TaskResult:
+                           prompts: str = "", image: str = "", split: str = "test", balance: str = "1000",
+                           balance_start: str = "1000", balance_t: str = "10") -> TaskResult:
     import numpy as np
     from sklearn.linear_model import LogisticRegression
 
@@ -155,7 +158,9 @@ def fashion_mnist_zeroshot(work: Path, cache=None, seed: int = 0, console=None, 
     from ..errors import AnybindError
     from ..evaluate import zero_shot
     from ..space import Space
+    from .fm_balance import balance_options, balance_set, balanced_hits
     from .prompt_choice import check_prompts_option
+    from .tasks_transfer import bootstrap
     from .tuxpaint import PLAIN_ENCODERS, RECIPE, image_encoders, prepare_tuxpaint, short_spec
 
     wanted = [s.strip() for s in systems.split(",") if s.strip()]
@@ -171,6 +176,7 @@ def fashion_mnist_zeroshot(work: Path, cache=None, seed: int = 0, console=None, 
     if split not in FM_SPLITS:
         raise AnybindError(f"fashion-mnist-zeroshot: split={split!r}; known: {', '.join(FM_SPLITS)}")
     n_test, n_train = int(limit), int(probe_train)
+    n_bal, bal_start, temps = balance_options("fashion-mnist-zeroshot", balance, balance_start, balance_t)
     mods = ["image", "text"]
     tux = prepare_tuxpaint(work, console)
     sources = [tux]
@@ -179,6 +185,8 @@ def fashion_mnist_zeroshot(work: Path, cache=None, seed: int = 0, console=None, 
     fm_path = build_once(work, "fashion-mnist", build_fashion_mnist)
     fm = load_manifest(fm_path, modalities=["image"], check_media=False)
     test, train = fm_images(fm, split, n_test, n_train)
+    bal = balance_set(fm, n_bal, bal_start, test, "fashion-mnist-zeroshot") if n_bal else []
+    bcols = [("balanced" if len(temps) == 1 else f"balanced T={t:g}", t) for t in temps] if bal else []
     mans = [load_manifest(p, modalities=mods, progress=True) for p in sources]
     encs = {m: RECIPE["encoders"][m] for m in mods}
     fits = {
@@ -205,7 +213,7 @@ def fashion_mnist_zeroshot(work: Path, cache=None, seed: int = 0, console=None, 
         else:
             entries.append((key, FM_SYSTEMS[key], fits[key]))
     row_names = {k: n for k, n, _ in entries}
-    rows, accs, recalls, chosen = [], {}, {}, {}
+    rows, accs, recalls, chosen, intervals, balancing = [], {}, {}, {}, {}, {}
     for key, name, fit in entries:
         sp = fit()
 
@@ -225,6 +233,18 @@ def fashion_mnist_zeroshot(work: Path, cache=None, seed: int = 0, console=None, 
             res["chosen prompts, centred"] = zs(None, center=True)
             recalls[name + ", chosen prompts"] = per_class_recall(res["chosen prompts"])
         accs[key] = {k: v["accuracy"] for k, v in res.items()}
+        if bal:  # class biases balanced on unlabelled train images, then each test image on its own
+            for tp, (nm, tpl) in (("", (FM_NAMES, FM_TEMPLATES)), ("train prompts, ", (FM_NAMES_TRAIN, FM_TEMPLATES_TRAIN))):
+                plain, hits, info = balanced_hits(sp, test, bal, list(FM_NAMES), nm, tpl, temps, cache)
+                base = "accuracy" if not tp else "train prompts"
+                m0, ci0, _ = bootstrap(plain, (), 1000, seed)
+                intervals[f"{key}/{base}"] = {"mean": m0, "ci": ci0}
+                for col, t in bcols:
+                    m, ci, _ = bootstrap(hits[t], (), 1000, seed)
+                    _, diff, _ = bootstrap(hits[t] - plain, (), 1000, seed)  # paired: the same resamples
+                    accs[key][tp + col] = m
+                    intervals[f"{key}/{tp + col}"] = {"mean": m, "ci": ci, "minus_unbalanced": diff}
+                    balancing[f"{key}/{tp + col}"] = info[t]
         recalls[name] = per_class_recall(res["accuracy"])
         recalls[name + ", train prompts"] = per_class_recall(res["train prompts"])
         rows.append({"name": name, **accs[key]})
@@ -246,6 +266,7 @@ def fashion_mnist_zeroshot(work: Path, cache=None, seed: int = 0, console=None, 
     cols = ("accuracy", "one prompt", "centred (transductive)", "train prompts", "train prompts, centred")
     if sel is not None:
         cols += ("chosen prompts", "chosen prompts, centred")
+    cols += tuple(c for col, _ in bcols for c in (col, "train prompts, " + col))
     rows.append({"name": "linear probe (ceiling)", **{c: (ceiling if c == "accuracy" else None) for c in cols}})
     rows.append({"name": "chance", **{c: 0.1 for c in cols}})
     for r in rows:
@@ -274,7 +295,10 @@ def fashion_mnist_zeroshot(work: Path, cache=None, seed: int = 0, console=None, 
                 "image_encoders": specs, "templates": list(FM_TEMPLATES),
                 "train_prompts": list(FM_TEMPLATES_TRAIN), "train_names": FM_NAMES_TRAIN, "systems": wanted,
                 "headline": row_names[head],
-                "per_class_recall": recalls, "train_corpora": [str(p) for p in sources], "chosen_prompts": chosen},
+                "per_class_recall": recalls, "train_corpora": [str(p) for p in sources], "chosen_prompts": chosen,
+                "balance_images": len(bal), "balance_start": bal_start if bal else None, "balance_t": temps,
+                "balancing": balancing, "intervals": {k: {a: (list(b) if isinstance(b, tuple) else b)
+                                                          for a, b in v.items()} for k, v in intervals.items()}},
         notes=[(f"first {len(test)} Fashion-MNIST {split} images, inverted to dark-on-white; " + (
                     f"probe trained on {len(train)} train images ({'the first' if split == 'test' else 'the next'})"
                     if train else "no linear probe (probe_train=0)")
@@ -285,6 +309,15 @@ def fashion_mnist_zeroshot(work: Path, cache=None, seed: int = 0, console=None, 
                ("train prompts: FM_TEMPLATES_TRAIN with FM_NAMES_TRAIN, chosen on labelled Fashion-MNIST train images "
                 "(never test; a selection among a few dozen prompts, reported apart), see anybind.bench.tasks_corpora; "
                 "per-class recall of each row (accuracy and train prompts columns) in the JSON config")]
+        + ([(f"balanced: anybind.zeroshot.ZeroShotClassifier, one bias per class fitted on Fashion-MNIST train images "
+             f"{bal_start}-{bal_start + len(bal) - 1} (unlabelled: labels never read; disjoint from the scored images) "
+             f"so that the mean softmax prediction (temperature {', '.join(f'{t:g}' for t in temps)}) on them is uniform, "
+             "then frozen and applied to each scored image on its own (inductive, no statistics of the scored batch). "
+             f"95% bootstrap intervals (1000 resamples, seed {seed}) and the paired interval of balanced minus unbalanced: "
+             + "; ".join(f"{row_names.get(k.split('/')[0], k.split('/')[0])} {k.split('/', 1)[1]} {v['mean']:.3f} "
+                         f"({v['ci'][0]:.3f}-{v['ci'][1]:.3f})" + (
+                             f", minus unbalanced {v['minus_unbalanced'][0]:+.3f} to {v['minus_unbalanced'][1]:+.3f}"
+                             if v.get("minus_unbalanced") else "") for k, v in intervals.items()))] if bal else [])
         + ([("chosen prompts: each space's own templates, chosen greedily from anybind.prompts.CANDIDATE_TEMPLATES on "
              "Tux Paint val (category) + emoji val (subgroup), stored with the space and used as its default; class "
              "names FM_NAMES. " + "; ".join(

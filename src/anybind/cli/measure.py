@@ -23,6 +23,8 @@ def eval_cmd(
     template: list[str] = typer.Option(None, "--template", help="Prompt template(s) for zero-shot, e.g. 'a photo of a {}.' (default: the space's own, see anybind prompts)."),
     center: bool = typer.Option(False, "--center", help="Zero-shot: subtract the evaluated items' mean embedding first "
                                 "(transductive; helps when a whole corpus sits off in one corner of the space)."),
+    classifier: Optional[Path] = typer.Option(None, "--classifier", help="Zero-shot: also with this saved classifier's "
+                                              "classes, prompts and balanced class biases (see anybind balance), item by item."),
     cache: Optional[Path] = typer.Option(None),
     with_diagnostics: bool = typer.Option(True, "--diagnostics/--no-diagnostics", help="Add the geometry diagnostics (diag/... keys, see `anybind diagnose`)."),
     rerank: Optional[Rerank] = choice(
@@ -41,8 +43,16 @@ def eval_cmd(
 
     try:
         space = Space.load(space_dir)
+        if classifier is not None and not zero_shot_label:
+            raise AnybindError("--classifier needs --zero-shot KEY (the label the classifier's classes are values of)")
+        clf = None
+        if classifier is not None:
+            from ..zeroshot import ZeroShotClassifier
+
+            clf = ZeroShotClassifier.load(classifier, space)
         res = evaluate(space, manifest, split=split, cache=cache, zero_shot_label=zero_shot_label,
-                       templates=template or None, zero_shot_center=center, progress=True, rerank=rerank)
+                       templates=template or None, zero_shot_center=center, progress=True, rerank=rerank,
+                       zero_shot_classifier=clf)
         symile = space.scorer.kind != "cosine"
         if with_diagnostics or symile:
             from ..diagnostics import diagnostics, embed_split

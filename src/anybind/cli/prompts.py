@@ -64,3 +64,71 @@ def prompts(
         fail(e)
     console.print("\n".join(space.templates), highlight=False, markup=False)
     console.print(f"saved to {target}", highlight=False, markup=False)
+
+
+@app.command()
+def balance(
+    space_dir: Path = typer.Argument(..., help="Saved space folder."),
+    on: Path = typer.Option(..., "--on", help="Manifest of unlabelled target-domain items (its labels are never read)."),
+    split: str = typer.Option("train", help="The --on records used (never test: the biases are then frozen)."),
+    cls: list[str] = typer.Option(None, "--class", help="A class (repeatable); or --classes-from with --label."),
+    classes_from: Optional[Path] = typer.Option(None, help="Manifest whose --label values are the classes."),
+    label: Optional[str] = typer.Option(None, "--label", help="The label key of --classes-from."),
+    template: list[str] = typer.Option(None, "--template", help="Prompt template (repeatable; default the space's own)."),
+    modality: str = typer.Option("image", help="The modality classified."),
+    temperature: float = typer.Option(10.0, help="Softmax temperature of the prior matching (logits = T * cosine)."),
+    share: list[str] = typer.Option(None, "--share", help="CLASS=SHARE of a given prior (repeatable; default uniform)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Where the zero-shot classifier folder goes."),
+    overwrite: bool = typer.Option(False, help="Replace a saved classifier at --out."),
+    cache: Optional[Path] = typer.Option(None, help="Feature cache folder."),
+):
+    """Fit a zero-shot classifier's class biases on unlabelled items of the target domain so that its predicted
+    classes follow a prior (uniform unless --share), then save it: `anybind eval --zero-shot KEY --classifier OUT`
+    classifies each item on its own with them (inductive: no statistics of the evaluated batch).
+
+    Example:  anybind balance spaces/tux --on data/fm/manifest.jsonl --split train --classes-from data/fm/manifest.jsonl --label class -o fm-classifier
+    """
+    from ..data.manifest import load_manifest
+    from ..encoders.kinds import manifest_kinds
+    from ..space import Space
+    from ..zeroshot import ZeroShotClassifier
+
+    if bool(cls) == bool(classes_from):
+        raise typer.BadParameter("give the classes as --class NAME (repeatable) or --classes-from MANIFEST --label KEY")
+    if classes_from and not label:
+        raise typer.BadParameter("--classes-from needs --label (the key whose values are the classes)")
+    if split in ("test", "all"):
+        raise typer.BadParameter(f"--split {split}: the biases are fitted on unlabelled items that are not evaluated "
+                                 "(train or val), then frozen")
+    check_out(out, "zero-shot", overwrite)
+    try:
+        space = Space.load(space_dir)
+        classes = list(cls or [])
+        if classes_from:
+            lab = load_manifest(classes_from, modalities=[modality], kinds=manifest_kinds(space.encoders),
+                                check_media=False)
+            classes = sorted({str(r.labels[label]) for r in lab.records if label in r.labels})
+            if not classes:
+                raise AnybindError(f"{classes_from}: no record has the label {label!r}")
+        prior = "balanced"
+        if share:
+            parts = [s.rpartition("=") for s in share]
+            if any(not sep for _, sep, _ in parts):
+                raise typer.BadParameter("--share takes CLASS=SHARE")
+            try:
+                prior = {c: float(v) for c, _, v in parts}
+            except ValueError:
+                raise typer.BadParameter("--share takes CLASS=SHARE with a number") from None
+        man = load_manifest(on, modalities=[modality], kinds=manifest_kinds(space.encoders))
+        items = [r for r in man.split(split) if r.has(modality)]
+        clf = ZeroShotClassifier(space, classes, templates=template or None, modality=modality, prior=prior,
+                                 temperature=temperature).calibrate(items, cache=cache)
+        clf.save(out, overwrite=overwrite)
+    except AnybindError as e:
+        fail(e)
+    info = clf.calibration_
+    console.print(f"{len(classes)} classes balanced on {info['items']} unlabelled {split} items of {on} "
+                  f"({info['iterations']} iterations)", highlight=False, markup=False)
+    for c, b, a in zip(classes, info["predicted_before"], info["predicted_after"]):
+        console.print(f"  {c}: predicted for {b} -> {a} of them", highlight=False, markup=False)
+    console.print(f"saved to {out}", highlight=False, markup=False)

@@ -1,0 +1,65 @@
+"""Fashion-MNIST zero-shot with class biases balanced on unlabelled Fashion-MNIST *train* images (issue 16):
+:class:`anybind.zeroshot.ZeroShotClassifier` calibrated on the balancing set (labels never read), then each test
+image classified on its own (inductive).  Used by the ``fashion-mnist-zeroshot`` and ``transfer`` tasks."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..errors import AnybindError
+
+
+def balance_options(task: str, balance: str, balance_start: str, balance_t: str) -> tuple[int, int, list[float]]:
+    """``(images, first image, temperatures)`` of the ``balance=``, ``balance_start=``, ``balance_t=`` options,
+    checked before any work (one line each)."""
+    try:
+        n, start = int(balance), int(balance_start)
+        temps = [float(t) for t in balance_t.split(",") if t.strip()]
+    except ValueError:
+        raise AnybindError(f"{task}: balance={balance!r}, balance_start={balance_start!r}, balance_t={balance_t!r}: "
+                           "give whole numbers and comma-separated positive temperatures") from None
+    if n < 0 or start < 0 or (n and (not temps or any(not (t > 0 and np.isfinite(t)) for t in temps))):
+        raise AnybindError(f"{task}: balance={n}, balance_start={start}, balance_t={balance_t!r}: images and the first "
+                           "image >= 0, temperatures positive")
+    if len(set(temps)) != len(temps):
+        raise AnybindError(f"{task}: balance_t={balance_t!r} repeats a temperature")
+    return n, start, temps
+
+
+def balance_set(fm, n: int, start: int, scored: Sequence[Any], task: str) -> list:
+    """Fashion-MNIST train images ``start .. start+n`` (their labels are never read): refused in one line when they
+    run out or overlap the scored images (a selection run scores train images too)."""
+    train = fm.split("train")
+    out = train[start:start + n]
+    if len(out) < n:
+        raise AnybindError(f"{task}: balance={n} from balance_start={start}: only {len(out)} of the {len(train)} train "
+                           "images are left there")
+    ids = {r.id for r in scored}
+    clash = [r.id for r in out if r.id in ids]
+    if clash:
+        raise AnybindError(f"{task}: the balancing images overlap the scored ones ({clash[0]} and {len(clash) - 1} more): "
+                           "move balance_start past them")
+    return out
+
+
+def balanced_hits(space, test, bal, classes: Sequence[str], names: Mapping[str, str], templates, temps, cache
+                  ) -> tuple[np.ndarray, dict[float, np.ndarray], dict[float, dict[str, Any]]]:
+    """Per-image correctness (0/1, in ``test``'s order) with no bias, and with the biases balanced on ``bal`` at
+    each temperature; and each calibration's record (argmax counts on ``bal`` before and after, iterations)."""
+    from ..zeroshot import ZeroShotClassifier
+
+    y = np.array([list(classes).index(r.labels["class"]) for r in test])
+    clf = ZeroShotClassifier(space, classes, names=dict(names), templates=templates, temperature=temps[0])
+    S = clf.raw_scores(test, cache)
+    plain = (S.argmax(1) == y).astype(np.float64)
+    out, info = {}, {}
+    Xb = clf.embed_items(bal, cache) if bal else None
+    for t in temps:
+        c = ZeroShotClassifier(space, classes, names=dict(names), templates=templates, temperature=t)
+        c.calibrate(Xb, cache)
+        out[t] = ((S + c.offsets).argmax(1) == y).astype(np.float64)
+        info[t] = {"bias": [round(float(b), 3) for b in c.bias_], **c.calibration_}
+    return plain, out, info

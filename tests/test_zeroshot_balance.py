@@ -1,0 +1,183 @@
+"""Zero-shot class biases balanced on unlabelled target-domain items, then applied item by item (issue 16)."""
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+from typer.testing import CliRunner
+
+from anybind import Space, load_manifest
+from anybind.encoders.base import get_encoder
+from anybind.errors import DataError, SpaceError
+from anybind.evaluate import evaluate, zero_shot
+from anybind.projectors import Projector, ProjectorConfig
+from anybind.zeroshot import ZeroShotClassifier, fit_bias, softmax
+
+CLASSES = ["dog", "bicycle", "violin", "mountain", "teapot", "lighthouse"]
+HUB = "dog"
+
+
+def _skewed(tmp_path, n=240, shift=0.9, noise=0.35, seed=0):
+    """A text-aligned toy space whose 'photos' (class text embedding + noise) all carry a shared shift towards one
+    class's prompt ('dog'): a domain whose zero-shot predictions collapse onto a hub.  Splits: train (the unlabelled
+    balancing set), test (scored)."""
+    txt = get_encoder("text:minilm")
+    E = txt.encode([f"a {c}." for c in CLASSES])
+    rng = np.random.default_rng(seed)
+    ids, vecs, lines = [], [], []
+    for split in ("train", "test"):
+        for i in range(n):
+            c = i % len(CLASSES)
+            v = E[c] + shift * E[CLASSES.index(HUB)] + noise * rng.normal(size=E.shape[1])
+            ids.append(f"{split}{i}")
+            vecs.append(v)
+            lines.append({"id": f"{split}{i}", "split": split, "photo": True, "labels": {"kind": CLASSES[c]}})
+    np.savez(tmp_path / "photo.npz", ids=np.array(ids), vectors=np.array(vecs, dtype=np.float32))
+    (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(x) for x in lines))
+    d = E.shape[1]
+    ident = {m: Projector(ProjectorConfig(in_dim=d, out_dim=d, kind="identity", standardize=False))
+             for m in ("text", "photo")}
+    space = Space({"text": "text:minilm", "photo": f"vectors:{tmp_path / 'photo.npz'}"}, ident)
+    return space, load_manifest(tmp_path / "m.jsonl", kinds={"photo": "key"})
+
+
+def _balanced_accuracy(zs):
+    M = np.asarray(zs["confusion"], float)
+    return float(np.mean(np.diag(M) / M.sum(1)))
+
+
+@pytest.fixture
+def skewed(tmp_path):
+    return _skewed(tmp_path)
+
+
+def test_balancing_on_unlabelled_items_undoes_a_hub_and_raises_balanced_accuracy(skewed, tmp_path):
+    space, man = skewed
+    cache = tmp_path / "c"
+    train, test = man.split("train"), man.split("test")
+    clf = ZeroShotClassifier(space, CLASSES, modality="photo", templates=["a {}."])
+    plain = zero_shot(space, test, "photo", "kind", classes=CLASSES, templates=["a {}."], cache=cache)
+    assert clf.evaluate(test, "kind", cache=cache)["confusion"] == plain["confusion"]  # before calibrate: plain
+    hub_share = np.asarray(plain["confusion"])[:, 0].sum() / len(test)
+    assert hub_share > 0.4  # the shift collapses predictions onto 'dog'
+    # labels of the balancing set are never read: strip them
+    for r in train:
+        r.labels.clear()
+    clf.calibrate(train, cache=cache)
+    after = np.asarray(clf.calibration_["predicted_after"])
+    assert np.asarray(clf.calibration_["predicted_before"])[0] == max(clf.calibration_["predicted_before"])
+    assert after.max() - after.min() <= len(train) // len(CLASSES)  # close to uniform on the balancing set
+    np.testing.assert_allclose(clf.predict_proba(train, cache=cache).mean(0), 1 / len(CLASSES), atol=1e-5)
+    bal = clf.evaluate(test, "kind", cache=cache)
+    assert _balanced_accuracy(bal) > _balanced_accuracy(plain) + 0.15
+    assert clf.bias_[0] == clf.bias_.min()  # the hub is pushed down
+    # inductive: an item's prediction does not depend on the batch it comes in
+    one = [clf.predict([r], cache=cache)[0] for r in test[:12]]
+    assert one == clf.predict(test, cache=cache)[:12]
+
+
+def test_a_given_prior_is_matched(skewed, tmp_path):
+    space, man = skewed
+    shares = {c: float(i + 1) for i, c in enumerate(CLASSES)}
+    clf = ZeroShotClassifier(space, CLASSES, modality="photo", prior=shares, temperature=20)
+    clf.calibrate(man.split("train"), cache=tmp_path / "c")
+    want = np.array(list(shares.values())) / sum(shares.values())
+    np.testing.assert_allclose(clf.predict_proba(man.split("train"), cache=tmp_path / "c").mean(0), want, atol=1e-5)
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(4, 60), k=st.integers(2, 7), t=st.floats(0.5, 80), seed=st.integers(0, 10_000))
+def test_fit_bias_matches_any_prior_on_any_scores(n, k, t, seed):
+    rng = np.random.default_rng(seed)
+    S = rng.uniform(-1, 1, size=(n, k))
+    prior = rng.dirichlet(np.ones(k)) * 0.9 + 0.1 / k
+    b, info = fit_bias(S, prior, t, max_iter=20000, tol=1e-9)
+    assert abs(b.mean()) < 1e-9
+    if info["converged"]:
+        np.testing.assert_allclose(softmax(t * S + b).mean(0), prior, atol=1e-6)
+
+
+def test_refusals_are_one_line(skewed, tmp_path):
+    space, man = skewed
+    cache = tmp_path / "c"
+    clf = ZeroShotClassifier(space, CLASSES, modality="photo")
+    cases = [
+        (lambda: clf.calibrate([], cache=cache), "an unlabelled set of 0 items is too small"),
+        (lambda: clf.calibrate(man.split("train")[:7], cache=cache), "7 items is too small to balance 6 classes"),
+        (lambda: clf.calibrate(np.full((20, space.dim), np.nan, np.float32)), "item 0: its embedding holds NaN"),
+        (lambda: clf.calibrate(np.zeros((20, 3), np.float32)), f"expected (n, {space.dim})"),
+        (lambda: clf.calibrate("train0"), "not one string"),
+        (lambda: ZeroShotClassifier(space, CLASSES, modality="audio"), "modality 'audio' is not in the space"),
+        (lambda: ZeroShotClassifier(space, CLASSES, modality="text"), "is the text modality"),
+        (lambda: ZeroShotClassifier(space, ["dog"], modality="photo"), "two or more distinct classes"),
+        (lambda: ZeroShotClassifier(space, CLASSES, modality="photo", temperature=float("nan")), "temperature"),
+        (lambda: ZeroShotClassifier(space, CLASSES, modality="photo", prior={"dog": 1}), "no share for 'bicycle'"),
+        (lambda: ZeroShotClassifier(space, CLASSES, modality="photo", prior=[1, 1, 1, 1, 1, -1]), "positive"),
+        (lambda: ZeroShotClassifier(space, CLASSES, modality="photo", prior="skewed"), "'balanced'"),
+        (lambda: zero_shot(space, man.split("test"), "photo", "kind", classes=CLASSES, bias=[0.1, 0.2], cache=cache),
+         "2 offsets (finite: True) for 6 classes"),
+    ]
+    for call, message in cases:
+        with pytest.raises(DataError) as e:
+            call()
+        assert message in str(e.value) and "\n" not in str(e.value)
+    rec = man.split("test")[0]
+    rec.values.pop("photo")
+    with pytest.raises(DataError, match=r"^record test0: no 'photo' value to classify$"):
+        clf.calibrate([rec] * 20, cache=cache)
+
+
+def test_save_load_round_trip_and_refusals(skewed, tmp_path):
+    space, man = skewed
+    cache = tmp_path / "c"
+    clf = ZeroShotClassifier(space, CLASSES, names={"dog": "puppy"}, modality="photo", temperature=7.5,
+                             templates=["a photo of a {}.", "a {}."]).calibrate(man.split("train"), cache=cache)
+    path = clf.save(tmp_path / "clf")
+    back = ZeroShotClassifier.load(path, space)
+    assert (back.classes, back.names, back.templates, back.temperature) == (clf.classes, clf.names, clf.templates, 7.5)
+    assert back.names[0] == "puppy"
+    np.testing.assert_array_equal(back.bias_, clf.bias_)
+    assert back.calibration_ == clf.calibration_
+    test = man.split("test")
+    assert back.predict(test, cache=cache) == clf.predict(test, cache=cache)
+    # an uncalibrated classifier saves and loads as uncalibrated
+    plain = ZeroShotClassifier.load(ZeroShotClassifier(space, CLASSES, modality="photo").save(tmp_path / "p"), space)
+    assert plain.bias_ is None and not plain.offsets.any()
+    # another space, a damaged file, a folder that is not a classifier
+    (tmp_path / "o").mkdir()
+    other, _ = _skewed(tmp_path / "o", shift=0.5)
+    with pytest.raises(SpaceError, match="calibrate it again with this space"):
+        ZeroShotClassifier.load(path, other)
+    (path / "classifier.json").write_text("{not json")
+    with pytest.raises(SpaceError, match="corrupt JSON"):
+        ZeroShotClassifier.load(path, space)
+    with pytest.raises(SpaceError, match="not a saved zero-shot classifier"):
+        ZeroShotClassifier.load(tmp_path / "o", space)
+
+
+def test_cli_balance_then_eval_with_the_classifier(skewed, tmp_path):
+    from anybind.cli import app
+
+    space, man = skewed
+    space.save(tmp_path / "sp")
+    runner = CliRunner()
+    common = ["balance", str(tmp_path / "sp"), "--on", str(tmp_path / "m.jsonl"), "--modality", "photo",
+              "--cache", str(tmp_path / "c")]
+    r = runner.invoke(app, [*common, "--classes-from", str(tmp_path / "m.jsonl"), "--label", "kind",
+                            "-o", str(tmp_path / "clf")])
+    assert r.exit_code == 0, r.output
+    assert "6 classes balanced on 240 unlabelled train items" in r.output
+    r = runner.invoke(app, [*common, "--split", "test", "--class", "dog", "--class", "teapot", "-o", str(tmp_path / "x")])
+    assert r.exit_code != 0 and "--split test" in r.output
+    r = runner.invoke(app, ["eval", str(tmp_path / "sp"), str(tmp_path / "m.jsonl"), "--zero-shot", "kind",
+                            "--classifier", str(tmp_path / "clf"), "--no-diagnostics", "--cache", str(tmp_path / "c"),
+                            "--json", str(tmp_path / "r.json")])
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "r.json").read_text())
+    # the library's evaluate gives the same, and balancing beats the plain zero-shot of the same run
+    clf = ZeroShotClassifier.load(tmp_path / "clf", Space.load(tmp_path / "sp"))
+    again = evaluate(Space.load(tmp_path / "sp"), tmp_path / "m.jsonl", zero_shot_label="kind", cache=tmp_path / "c",
+                     zero_shot_classifier=clf)
+    key = "zeroshot/photo/kind/classifier/accuracy"
+    assert res[key] == again[key] > res["zeroshot/photo/kind/accuracy"] + 0.1
