@@ -15,7 +15,8 @@ inductively, :func:`anybind.robust.centred`), ``l2sp_grid``, ``boot``, ``select`
 Rows are (train set, system); columns are text->image / image->text R@1 on each corpus' test split
 (the project's duplicate-aware metric) and Fashion-MNIST zero-shot accuracy (inductive: no statistics
 of the test images; ``fm transd.`` centres on them, reported apart; ``fm tp``: prompts chosen on Fashion-MNIST
-train images, see :data:`~anybind.bench.tasks_corpora.FM_TEMPLATES_TRAIN`).  Every cell carries a seeded
+train images, see :data:`~anybind.bench.tasks_corpora.FM_TEMPLATES_TRAIN`; ``fm bal.``, ``fm tp bal.``: class
+biases balanced on ``balance`` unlabelled Fashion-MNIST train images, :mod:`anybind.bench.fm_balance`).  Every cell carries a seeded
 bootstrap 95 % interval over its queries; every trained cell also its paired-bootstrap difference to
 the better of the two baselines.  The same cells are measured on each corpus' *val* split (in the
 JSON metrics): defaults are chosen there, on the corpora a space was not trained on, never on test.
@@ -31,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from . import TaskResult, task
+from .fm_balance import fm_hits  # noqa: F401  (the Fashion-MNIST cells; it was defined here)
 
 MODS = ["image", "text"]
 DIRS = (("text", "image", "t->i"), ("image", "text", "i->t"))
@@ -118,22 +120,6 @@ def retrieval_hits(space, man, split: str, cache) -> dict[str, np.ndarray]:
     return out
 
 
-def fm_hits(space, recs, cache, center: bool = False, train_prompts: bool = False, own: bool = False) -> np.ndarray:
-    """Fashion-MNIST zero-shot correctness (0/1 per image, in the order of ``recs``'s classes' counts);
-    ``train_prompts``: the templates and class names chosen on Fashion-MNIST train images
-    (:data:`~anybind.bench.tasks_corpora.FM_TEMPLATES_TRAIN`, ``FM_NAMES_TRAIN``) instead of the bench's five."""
-    from ..evaluate import zero_shot
-    from .tasks_corpora import FM_NAMES, FM_NAMES_TRAIN, FM_TEMPLATES, FM_TEMPLATES_TRAIN
-
-    names, templates = (FM_NAMES_TRAIN, FM_TEMPLATES_TRAIN) if train_prompts else (FM_NAMES, FM_TEMPLATES)
-    if own:  # the space's own templates (chosen on held-out data and stored with it), the bench's class names
-        templates = None
-    zs = zero_shot(space, recs, "image", "class", classes=list(FM_NAMES), names=lambda c: names[c],
-                   templates=templates, cache=cache, center=center)
-    k, n = int(np.trace(np.asarray(zs["confusion"]))), int(zs["n"])
-    return np.r_[np.ones(k), np.zeros(n - k)]  # a mean of 0/1 values: only the count matters to the bootstrap
-
-
 def subsample_train(man, max_train: int, seed: int):
     """The manifest with at most ``max_train`` train records (seeded); val and test kept whole."""
     import copy
@@ -214,17 +200,21 @@ def _number(s: str) -> bool:
 
 @task("transfer", "Transfer matrix: train on each corpus / all, R@1 on every corpus' test split and Fashion-MNIST "
       "zero-shot, beside the label bridge and Procrustes (--opt corpora=, train=, systems=, max_train=, fm=, center=, "
-      "image=)")
+      "image=, balance=N unlabelled FM train images from balance_start= at temperature balance_t=: the fm bal. cells)")
 def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str = "tuxpaint,emoji,openclipart",
              train: str = "each,all,loo", systems: str = "recipe,recipe+bridge+start,defaults",
              max_train: str = "0", fm: str = "10000", center: str = "1", l2sp_grid: str = "0.0001,0.001,0.01",
-             boot: str = "1000", select: str = "", prompts: str = "", image: str = "") -> TaskResult:
+             boot: str = "1000", select: str = "", prompts: str = "", image: str = "", balance: str = "1000",
+             balance_start: str = "1000", balance_t: str = "10") -> TaskResult:
     from ..cache import FeatureCache
     from ..corpora.fashion_mnist import build_fashion_mnist
     from ..data.manifest import load_manifest
     from ..robust import centred
     from ..space import Space
+    from ..errors import AnybindError
+    from .fm_balance import balance_options, balance_set, balanced_hits
     from .prompt_choice import check_prompts_option
+    from .tasks_corpora import FM_NAMES, FM_NAMES_TRAIN, FM_TEMPLATES, FM_TEMPLATES_TRAIN
     from .tuxpaint import build_once
     from .tuxpaint import PLAIN_ENCODERS, RECIPE, image_encoders, short_spec
 
@@ -233,11 +223,12 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
     names = [c.strip() for c in corpora.split(",") if c.strip()]
     unknown = [c for c in names if c not in builders]
     if unknown:
-        from ..errors import AnybindError
-
         raise AnybindError(f"unknown corpora {unknown}; known: {', '.join(builders)}")
     wanted = [s.strip() for s in systems.split(",") if s.strip()]
     fit_kw = {s: system_kwargs(s) for s in wanted}  # unknown levers fail before any work
+    n_bal, bal_start, temps = balance_options("transfer", balance, balance_start, balance_t)
+    if n_bal and len(temps) != 1:
+        raise AnybindError(f"transfer: balance_t={balance_t!r}: one temperature (choose it on a selection set)")
     check_prompts_option("transfer", prompts)
     specs = image_encoders("transfer", image)
     # (row name, system, image encoder or None: the system's own)
@@ -251,6 +242,7 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
         fm_man = load_manifest(build_once(Path(work), "fashion-mnist", build_fashion_mnist), modalities=["image"],
                                check_media=False)
         fm_recs = fm_man.split("test")[:n_fm]
+    bal = balance_set(fm_man, n_bal, bal_start, fm_recs, "transfer") if fm_recs and n_bal else []
     sets = train_sets(train, names)
     encs = {m: RECIPE["encoders"][m] for m in MODS}
     sel = chosen_prompts = None
@@ -271,9 +263,10 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
             out["test/fm transd."] = fm_hits(space, fm_recs, fc, center=True)
             out["test/fm tp"] = fm_hits(space, fm_recs, fc, train_prompts=True)
             out["test/fm tp transd."] = fm_hits(space, fm_recs, fc, center=True, train_prompts=True)
+        for tp, (nm, tpl) in ((" ", (FM_NAMES, FM_TEMPLATES)), (" tp ", (FM_NAMES_TRAIN, FM_TEMPLATES_TRAIN)))[:2 * bool(bal)]:
+            out[f"test/fm{tp}bal."] = balanced_hits(space, fm_recs, bal, list(FM_NAMES), nm, tpl, temps, fc)[1][temps[0]]
         if sel is not None:  # templates chosen for this space on Tux Paint / emoji val, stored with it
             from .prompt_choice import choose_for
-            from .tasks_corpora import FM_TEMPLATES
 
             chosen_prompts.append(choose_for(space, sel, FM_TEMPLATES, fc))
             out["test/fm chosen"] = fm_hits(space, fm_recs, fc, own=True)
@@ -346,6 +339,8 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
         "+center: inductive centring, each modality's mean train embedding subtracted at embed time (no test statistics); "
         "fm transd.: centred on the Fashion-MNIST test images themselves (transductive, apart); fm tp: the prompts "
         "(templates and class names) chosen on Fashion-MNIST train images, FM_TEMPLATES_TRAIN / FM_NAMES_TRAIN"
+        + (f"; fm bal., fm tp bal.: class biases balanced on Fashion-MNIST train images {bal_start}-{bal_start + len(bal) - 1}"
+           f" (unlabelled) at temperature {temps[0]:g}, then each test image on its own (inductive)" if bal else "")
         + ("; fm chosen: each space's own templates, chosen greedily (anybind.prompts.CANDIDATE_TEMPLATES) on Tux Paint "
            "val (category) + emoji val (subgroup), stored with the space, class names FM_NAMES (templates and "
            "held-out checks in the JSON config, chosen_prompts, in row order)" if sel is not None else ""),

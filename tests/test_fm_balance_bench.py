@@ -1,0 +1,83 @@
+"""The bench's balanced Fashion-MNIST cells (issue 16): options checked before any work, the balancing set never
+the scored images, and balancing measured on a space whose predictions collapse onto a hub."""
+
+import json
+
+import numpy as np
+import pytest
+
+from anybind import Space, load_manifest
+from anybind.bench.fm_balance import balance_options, balance_set, balanced_hits, fm_hits
+from anybind.bench.tasks_corpora import FM_NAMES, FM_TEMPLATES, fashion_mnist_zeroshot
+from anybind.encoders.base import get_encoder
+from anybind.errors import AnybindError
+from anybind.projectors import Projector, ProjectorConfig
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"balance": "x"}, "give whole numbers"),
+    ({"balance_t": "0"}, "temperatures positive"),
+    ({"balance_t": "10,10"}, "repeats a temperature"),
+    ({"balance": "-5"}, "images and the first image >= 0"),
+])
+def test_bad_balance_options_are_refused_before_any_work(tmp_path, kw, message):
+    with pytest.raises(AnybindError, match=message) as e:
+        fashion_mnist_zeroshot(tmp_path, systems="defaults", **kw)
+    assert "\n" not in str(e.value)
+    assert list(tmp_path.iterdir()) == []  # no corpus built, nothing encoded
+
+
+def test_transfer_takes_one_balance_temperature(tmp_path):
+    from anybind.bench.tasks_transfer import transfer
+
+    with pytest.raises(AnybindError, match="one temperature"):
+        transfer(tmp_path, corpora="tuxpaint", systems="defaults", balance_t="5,10")
+    assert list(tmp_path.iterdir()) == []
+    assert balance_options("t", "0", "0", "") == (0, 0, [])  # balance=0: no temperature needed
+
+
+def _toy(tmp_path, n_train=60, n_test=40, shift=1.2, seed=0):
+    """Fashion-MNIST-like 'images' on the bench's class prompts plus noise and a shared pull towards 'sneaker'."""
+    from anybind.evaluate import class_embeddings
+
+    d = get_encoder("text:minilm").dim
+    ident = {m: Projector(ProjectorConfig(in_dim=d, out_dim=d, kind="identity", standardize=False)) for m in ("text", "image")}
+    probe = Space({"text": "text:minilm", "image": "text:minilm"}, ident)
+    classes = list(FM_NAMES)
+    E = class_embeddings(probe, [FM_NAMES[c] for c in classes], FM_TEMPLATES, cache=tmp_path / "c")
+    rng = np.random.default_rng(seed)
+    ids, vecs, lines = [], [], []
+    for split, n in (("train", n_train), ("test", n_test)):
+        for k in range(n):
+            ids.append(f"{split}/{k:05d}")
+            vecs.append(E[k % 10] + shift * E[classes.index("Sneaker")] + 0.08 * rng.normal(size=d))
+            lines.append({"id": ids[-1], "split": split, "image": True, "labels": {"class": classes[k % 10]}})
+    np.savez(tmp_path / "img.npz", ids=np.array(ids), vectors=np.array(vecs, np.float32))
+    (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(x) for x in lines))
+    space = Space({"text": "text:minilm", "image": f"vectors:{tmp_path / 'img.npz'}"}, ident)
+    return space, load_manifest(tmp_path / "m.jsonl", kinds={"image": "key"})
+
+
+def test_the_balancing_set_is_never_the_scored_images(tmp_path):
+    _, fm = _toy(tmp_path)
+    scored = fm.split("train")[:20]  # a selection run scores train images
+    with pytest.raises(AnybindError, match="overlap the scored ones .train/00010 and 9 more.: move balance_start"):
+        balance_set(fm, 20, 10, scored, "fashion-mnist-zeroshot")
+    with pytest.raises(AnybindError, match="only 10 of the 60 train images are left"):
+        balance_set(fm, 30, 50, scored, "fashion-mnist-zeroshot")
+    got = balance_set(fm, 30, 20, scored, "fashion-mnist-zeroshot")
+    assert [r.id for r in got] == [f"train/{k:05d}" for k in range(20, 50)]
+
+
+def test_balanced_cells_undo_the_hub(tmp_path):
+    space, fm = _toy(tmp_path)
+    test, bal = fm.split("test"), fm.split("train")
+    for r in bal:  # the balancing set's labels are never read
+        r.labels.clear()
+    plain, hits, info = balanced_hits(space, test, bal, list(FM_NAMES), FM_NAMES, FM_TEMPLATES, [10.0, 1000.0],
+                                      tmp_path / "c")
+    assert plain.sum() == fm_hits(space, test, tmp_path / "c").sum()  # no bias: the bench's plain fm cell
+    assert plain.mean() <= 0.3 and info[10.0]["predicted_before"][list(FM_NAMES).index("Sneaker")] > 30
+    assert hits[10.0].mean() >= plain.mean() + 0.3
+    spread = {t: np.ptp(info[t]["predicted_after"]) for t in info}  # argmax counts on the balancing set
+    assert spread[1000.0] <= spread[10.0] < np.ptp(info[10.0]["predicted_before"])  # harder balancing, flatter counts
