@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from anybind import Space, load_manifest
-from anybind.bench.fm_balance import balance_options, balance_set, balanced_hits, fm_hits
+from anybind.bench.fm_balance import balance_options, balance_set, balanced_hits
+from anybind.bench.tasks_transfer import fm_hits
 from anybind.bench.tasks_corpora import FM_NAMES, FM_TEMPLATES, fashion_mnist_zeroshot
 from anybind.encoders.base import get_encoder
 from anybind.errors import AnybindError

@@ -1,6 +1,7 @@
 """Fashion-MNIST zero-shot with class biases balanced on unlabelled Fashion-MNIST *train* images (issue 16):
 :class:`anybind.zeroshot.ZeroShotClassifier` calibrated on the balancing set (labels never read), then each test
-image classified on its own (inductive).  Used by the ``fashion-mnist-zeroshot`` and ``transfer`` tasks."""
+image classified on its own (inductive).  Used by the ``fashion-mnist-zeroshot`` and
+``transfer`` tasks; imports no other bench task module (no import circle)."""
 
 from __future__ import annotations
 
@@ -64,18 +65,3 @@ def balanced_hits(space, test, bal, classes: Sequence[str], names: Mapping[str, 
         info[t] = {"bias": [round(float(b), 3) for b in c.bias_], **c.calibration_}
     return plain, out, info
 
-
-def fm_hits(space, recs, cache, center: bool = False, train_prompts: bool = False, own: bool = False) -> np.ndarray:
-    """Fashion-MNIST zero-shot correctness (0/1 per image, in the order of ``recs``'s classes' counts);
-    ``train_prompts``: the templates and class names chosen on Fashion-MNIST train images
-    (:data:`~anybind.bench.tasks_corpora.FM_TEMPLATES_TRAIN`, ``FM_NAMES_TRAIN``) instead of the bench's five."""
-    from ..evaluate import zero_shot
-    from .tasks_corpora import FM_NAMES, FM_NAMES_TRAIN, FM_TEMPLATES, FM_TEMPLATES_TRAIN
-
-    names, templates = (FM_NAMES_TRAIN, FM_TEMPLATES_TRAIN) if train_prompts else (FM_NAMES, FM_TEMPLATES)
-    if own:  # the space's own templates (chosen on held-out data and stored with it), the bench's class names
-        templates = None
-    zs = zero_shot(space, recs, "image", "class", classes=list(FM_NAMES), names=lambda c: names[c],
-                   templates=templates, cache=cache, center=center)
-    k, n = int(np.trace(np.asarray(zs["confusion"]))), int(zs["n"])
-    return np.r_[np.ones(k), np.zeros(n - k)]  # a mean of 0/1 values: only the count matters to the bootstrap

@@ -160,7 +160,7 @@ def fashion_mnist_zeroshot(work: Path, cache=None, seed: int = 0, console=None, 
     from ..space import Space
     from .fm_balance import balance_options, balance_set, balanced_hits
     from .prompt_choice import check_prompts_option
-    from .tasks_transfer import bootstrap
+    from .stats import bootstrap
     from .tuxpaint import PLAIN_ENCODERS, RECIPE, image_encoders, prepare_tuxpaint, short_spec
 
     wanted = [s.strip() for s in systems.split(",") if s.strip()]

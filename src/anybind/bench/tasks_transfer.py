@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from . import TaskResult, task
-from .fm_balance import fm_hits  # noqa: F401  (the Fashion-MNIST cells; it was defined here)
+from .stats import bootstrap  # noqa: F401  (re-exported: it was defined here)
 
 MODS = ["image", "text"]
 DIRS = (("text", "image", "t->i"), ("image", "text", "i->t"))
@@ -85,24 +85,6 @@ def train_sets(spec: str, corpora: Sequence[str]) -> dict[str, list[str]]:
     return out
 
 
-def bootstrap(hits: np.ndarray, others: Sequence[np.ndarray] = (), n: int = 1000, seed: int = 0):
-    """Mean of ``hits`` with a percentile 95 % interval; with ``others`` (same queries), also the paired
-    interval of ``hits - max over others`` of the means (``(lo, hi)`` or None)."""
-    hits = np.asarray(hits, np.float64)
-    if not len(hits):
-        return float("nan"), (float("nan"), float("nan")), None
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(hits), size=(n, len(hits)))
-    means = hits[idx].mean(1)
-    ci = (float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5)))
-    diff = None
-    if others:
-        best = np.max(np.stack([np.asarray(o, np.float64)[idx].mean(1) for o in others]), 0)
-        d = means - best
-        diff = (float(np.percentile(d, 2.5)), float(np.percentile(d, 97.5)))
-    return float(hits.mean()), ci, diff
-
-
 def retrieval_hits(space, man, split: str, cache) -> dict[str, np.ndarray]:
     """Per-query R@1 hits (0/1) of ``t->i`` and ``i->t`` on one corpus split."""
     from ..evaluate import embed_records
@@ -118,6 +100,22 @@ def retrieval_hits(space, man, split: str, cache) -> dict[str, np.ndarray]:
                             gallery_keys=[embs[g][2][i] for i in rows[g]])
             out[name] = (r == 1).astype(np.float64)
     return out
+
+
+def fm_hits(space, recs, cache, center: bool = False, train_prompts: bool = False, own: bool = False) -> np.ndarray:
+    """Fashion-MNIST zero-shot correctness (0/1 per image, in the order of ``recs``'s classes' counts);
+    ``train_prompts``: the templates and class names chosen on Fashion-MNIST train images
+    (:data:`~anybind.bench.tasks_corpora.FM_TEMPLATES_TRAIN`, ``FM_NAMES_TRAIN``) instead of the bench's five."""
+    from ..evaluate import zero_shot
+    from .tasks_corpora import FM_NAMES, FM_NAMES_TRAIN, FM_TEMPLATES, FM_TEMPLATES_TRAIN
+
+    names, templates = (FM_NAMES_TRAIN, FM_TEMPLATES_TRAIN) if train_prompts else (FM_NAMES, FM_TEMPLATES)
+    if own:  # the space's own templates (chosen on held-out data and stored with it), the bench's class names
+        templates = None
+    zs = zero_shot(space, recs, "image", "class", classes=list(FM_NAMES), names=lambda c: names[c],
+                   templates=templates, cache=cache, center=center)
+    k, n = int(np.trace(np.asarray(zs["confusion"]))), int(zs["n"])
+    return np.r_[np.ones(k), np.zeros(n - k)]  # a mean of 0/1 values: only the count matters to the bootstrap
 
 
 def subsample_train(man, max_train: int, seed: int):
