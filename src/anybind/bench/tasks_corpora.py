@@ -288,6 +288,8 @@ def fashion_mnist_zeroshot(work: Path, cache=None, seed: int = 0, console=None, 
                  "accuracy_train_prompts": best["train prompts"],
                  "fraction_of_ceiling_train_prompts": share(best["train prompts"]),
                  "accuracy_train_prompts_centred": best["train prompts, centred"],
+                 **({"accuracy_balanced": best[bcols[0][0]], "accuracy_train_prompts_balanced":
+                     best["train prompts, " + bcols[0][0]]} if bcols else {}),
                  **{f"{k}/{c}": v for k, a in accs.items() for c, v in a.items()}},
         baselines=baselines,
         table=rows,
