@@ -181,3 +181,27 @@ def test_cli_balance_then_eval_with_the_classifier(skewed, tmp_path):
                      zero_shot_classifier=clf)
     key = "zeroshot/photo/kind/classifier/accuracy"
     assert res[key] == again[key] > res["zeroshot/photo/kind/accuracy"] + 0.1
+
+
+def test_index_classify_ranks_by_the_balanced_offsets(skewed, tmp_path):
+    from anybind.index import Index
+    from anybind.index.classify import zero_shot_topk
+
+    space, man = skewed
+    cache = tmp_path / "c"
+    clf = ZeroShotClassifier(space, CLASSES, modality="photo", templates=["a {}."]).calibrate(man.split("train"), cache=cache)
+    ix = Index.build(space, man, tmp_path / "ix", modalities=["photo"], cache=cache, ann=False, split="test")
+    plain = ix.classify(CLASSES, modality="photo", templates=["a {}."], k=len(CLASSES), cache=cache)
+    bal = ix.classify(CLASSES, modality="photo", templates=["a {}."], k=len(CLASSES), cache=cache, bias=clf.offsets)
+    want = dict(zip((r.id for r in man.split("test")), clf.predict(man.split("test"), cache=cache)))
+    assert {r["id"]: r["classes"][0][0] for r in bal} == want  # the classifier's own predictions, item by item
+    assert {r["id"]: r["classes"][0][0] for r in plain} != want
+    for p, b in zip(plain, bal):  # the scores shown stay raw: the same set, ranked differently
+        pd, bd = dict(p["classes"]), dict(b["classes"])
+        assert pd.keys() == bd.keys() and all(abs(pd[c] - bd[c]) < 1e-5 for c in pd)
+    X = space.embed("photo", [r.values["photo"] for r in man.split("test")], cache=cache)
+    S, top = zero_shot_topk(space, X, CLASSES, templates=["a {}."], k=1, cache=cache, bias=clf.offsets)
+    assert [CLASSES[i] for i in top[:, 0]] == list(want.values())
+    with pytest.raises(Exception, match="bias: 2 offsets for 6 classes") as e:
+        ix.classify(CLASSES, modality="photo", cache=cache, bias=[0.0, 1.0])
+    assert "\n" not in str(e.value)

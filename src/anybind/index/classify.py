@@ -40,17 +40,20 @@ class Classifier:
         text_modality: str = "text",
         cache: "FeatureCache | str | Path | None" = None,
         batch_size: int = 4096,
+        bias: Sequence[float] | None = None,
     ) -> list[dict[str, Any]]:
         """Zero-shot classify the indexed items (of ``modality``) over any number of class names.
 
         Nothing stored is re-embedded; class prompts go through the feature cache
         in batches (see :func:`class_embeddings`).  Returns, per item,
         ``{"id", "modality", "classes": [(name, score), ...]}`` (top ``k``), and in a calibrated space
-        ``"probabilities"``: each class's ``P(match)`` (:mod:`anybind.index.calibrated`).
+        ``"probabilities"``: each class's ``P(match)`` (:mod:`anybind.index.calibrated`).  ``bias``: one offset
+        per class; classes are ranked by score + offset (each item on its own), the scores returned stay raw.
         """
         if self.t.space is None:
             raise IndexError_("this index has no space to embed class names with")
         k = check_k(k)
+        off = check_bias(bias, len(classes))
         templates = templates_for(self.t.space, templates)  # None: the space's own prompts
         targets = self.t.check_targets(modality)
         C = class_embeddings(
@@ -70,12 +73,34 @@ class Classifier:
                 for m in set(snap.modality[part]):
                     sel = snap.modality[part] == m
                     X[sel] = scorer.weigh(X[sel], str(m), text_modality)
-            S, top = exact_topk(X, C, k)
+            S, top = biased_topk(X, C, k, off)
             for r, s, i in zip(part, S, top):
                 row = {"id": ids[r], "modality": str(snap.modality[r]),
                        "classes": [(classes[j], float(v)) for v, j in zip(s, i)]}
                 out.append(with_class_probabilities(self.t.space, row, text_modality))
         return out
+
+
+def check_bias(bias: Sequence[float] | None, n_classes: int) -> np.ndarray | None:
+    """``bias`` as one finite float offset per class (None stays None); refused in one line otherwise."""
+    if bias is None:
+        return None
+    off = np.asarray(bias, dtype=np.float64).ravel()
+    if off.shape != (n_classes,) or not np.all(np.isfinite(off)):
+        raise IndexError_(f"bias: {off.size} offsets for {n_classes} classes (or not finite); give one finite offset "
+                          "per class")
+    return off
+
+
+def biased_topk(X: np.ndarray, C: np.ndarray, k: int, off: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` classes by ``X @ C.T + off`` (one more coordinate: 1 on the items, the offset on the classes, so the
+    search stays exact), their raw scores ``X @ C.T`` returned."""
+    if off is None:
+        return exact_topk(X, C, k)
+    X1 = np.hstack([np.asarray(X, np.float32), np.ones((len(X), 1), np.float32)])
+    C1 = np.hstack([np.asarray(C, np.float32), off[:, None].astype(np.float32)])
+    S, top = exact_topk(X1, C1, k)
+    return S - off[top].astype(np.float32), top
 
 
 def zero_shot_topk(
@@ -88,9 +113,12 @@ def zero_shot_topk(
     text_modality: str = "text",
     cache: "FeatureCache | str | Path | None" = None,
     batch_size: int = 4096,
+    bias: Sequence[float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Top-``k`` classes (scores, class indices) of embedded items over a large label set."""
+    """Top-``k`` classes (raw scores, class indices) of embedded items over a large label set, ranked by score +
+    ``bias`` (one offset per class) when given."""
+    off = check_bias(bias, len(classes))
     C = class_embeddings(
         space, classes, templates, text_modality=text_modality, cache=cache, batch_size=batch_size
     )
-    return exact_topk(unit_rows(np.atleast_2d(vectors)), C, check_k(k))
+    return biased_topk(unit_rows(np.atleast_2d(vectors)), C, check_k(k), off)

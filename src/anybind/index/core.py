@@ -334,11 +334,14 @@ class Index(AnnMethods):
         text_modality: str = "text",
         cache: "FeatureCache | str | Path | None" = None,
         batch_size: int = 4096,
+        bias: Sequence[float] | None = None,
     ) -> list[dict[str, Any]]:
         """Zero-shot classify the indexed items (of ``modality``) over any number of class names.
 
         Nothing stored is re-embedded; class prompts go through the feature cache in batches (see
         :func:`~anybind.index.class_embeddings`).  Returns, per item, ``{"id", "modality", "classes": [(name,
-        score), ...]}`` (top ``k``), and in a calibrated space ``"probabilities"``: each class's ``P(match)``."""
+        score), ...]}`` (top ``k``), and in a calibrated space ``"probabilities"``: each class's ``P(match)``.
+        ``bias``: per-class offsets the classes are ranked by (score + offset; the scores shown stay raw), e.g. a
+        :class:`~anybind.zeroshot.ZeroShotClassifier`'s ``offsets``."""
         return self._classifier.classify(classes, modality=modality, templates=templates, k=k, labels=labels,
-                                         text_modality=text_modality, cache=cache, batch_size=batch_size)
+                                         text_modality=text_modality, cache=cache, batch_size=batch_size, bias=bias)
