@@ -141,3 +141,18 @@ def test_split_instrument_scores_the_family_on_unseen_instruments(six, tmp_path,
 def test_unknown_split_is_one_line(tiny, tmp_path):
     with pytest.raises(DataError, match=r"unknown split 'pitch'; known: corpus, instrument"):
         run_tasks(["instruments-zeroshot"], work=tmp_path, options={"corpus": str(tiny), "split": "pitch"})
+
+
+@needs_fluid
+def test_balanced_rows_choose_the_temperature_on_val(tiny, tmp_path, shared_cache):
+    with pytest.raises(DataError, match=r"^instruments-zeroshot: balance='yes'; give 1") as e:
+        run_tasks(["instruments-zeroshot"], work=tmp_path / "w", options={"balance": "yes"})
+    assert not (tmp_path / "w").exists() or not any((tmp_path / "w").iterdir())  # refused before any work
+    [rec] = run_tasks(["instruments-zeroshot"], work=tmp_path, cache=shared_cache, seed=0,
+                      options={"corpus": str(tiny), "systems": "procrustes", "boot": "100", "labels": "family",
+                               "via": "0", "balance": "1", "balance_t": "5,50"})
+    rows = {r["name"].split(": ", 1)[1]: r for r in rec["table"]}
+    [bal] = [r for n, r in rows.items() if n.startswith("Procrustes, instruments train, balanced (T=")]
+    assert rec["baselines"]["procrustes"]["family/balanced_T"] in (5.0, 50.0)
+    assert rec["baselines"]["procrustes"]["family/balanced_accuracy"] == bal["test"]
+    assert 0.0 <= bal["test"] <= 1.0 and any("labels never read" in n for n in rec["notes"])

@@ -147,7 +147,8 @@ LABELS_OF = {
 def instruments_zeroshot(work: Path, cache=None, seed: int = 0, console=None, corpus: str = "",
                          labels: str = "family,instrument", systems: str = ",".join(SYSTEMS),
                          templates: str = "|".join(INSTRUMENT_TEMPLATES), boot: str = "1000",
-                         epochs: str = "200", via: str = "1", split: str = "corpus") -> TaskResult:
+                         epochs: str = "200", via: str = "1", split: str = "corpus", balance: str = "0",
+                         balance_t: str = "5,10,20,50,200") -> TaskResult:
     from ..cache import FeatureCache
     from ..corpora.instruments import build_instruments
     from ..data.folds import stratified_group_split
@@ -155,9 +156,13 @@ def instruments_zeroshot(work: Path, cache=None, seed: int = 0, console=None, co
     from ..encoders.registry import get_encoder
     from ..errors import DataError
     from .tuxpaint import build_once
-    from .tasks_transfer import bootstrap
+    from .fm_balance import balance_options, balanced_on_val
+    from .stats import bootstrap
     from .tuxpaint import PLAIN_ENCODERS
 
+    if balance not in ("0", "1"):
+        raise DataError(f"instruments-zeroshot: balance={balance!r}; give 1 (also balanced rows) or 0")
+    bal_temps = balance_options("instruments-zeroshot", balance, "0", balance_t)[2] if balance == "1" else []
     path = Path(corpus) / "manifest.jsonl" if corpus else build_once(work, "instruments", build_instruments)
     man = load_manifest(path, modalities=MODS, progress=True)
     sys_names = [s for s in systems.split(",") if s]
@@ -213,6 +218,16 @@ def instruments_zeroshot(work: Path, cache=None, seed: int = 0, console=None, co
                 mkey = label + ("-via-instruments" if grp else "")
                 (metrics if key == "anybind" else base.setdefault(key, {})).update(
                     {f"{mkey}/accuracy": acc, f"{mkey}/val_accuracy": val, f"{mkey}/fraction_of_ceiling": frac})
+                if bal_temps and grp is None:  # class biases balanced on the unlabelled train clips, T on val
+                    b = balanced_on_val(sp, split, label, nm, tpl, bal_temps, cache)
+                    bacc, (blo, bhi), _ = bootstrap(b["test_hits"], n=n_boot, seed=seed)
+                    _, dci, _ = bootstrap(b["test_hits"] - b["plain_hits"], n=n_boot, seed=seed)
+                    rows.append({"name": f"{label} ({n_cls}-way): {LABELS_OF[s]}, balanced (T={b['T']:g} on val; "
+                                 f"minus unbalanced {dci[0]:+.3f} to {dci[1]:+.3f})", "val": b["val"], "test": bacc,
+                                 "(lo-hi)": f"{blo:.3f}-{bhi:.3f}", "one prompt": None,
+                                 "of ceiling": bacc / ceiling if ceiling > 0 else float("nan")})
+                    (metrics if key == "anybind" else base.setdefault(key, {})).update(
+                        {f"{mkey}/balanced_accuracy": bacc, f"{mkey}/balanced_T": b["T"]})
         rows.append({"name": f"{label} ({n_cls}-way): linear probe (ceiling, C={c:g} on val)", "val": probe_val,
                      "test": ceiling, "(lo-hi)": f"{ci[0]:.3f}-{ci[1]:.3f}", "one prompt": None, "of ceiling": 1.0})
         rows.append({"name": f"{label} ({n_cls}-way): chance", "val": 1 / n_cls, "test": 1 / n_cls, "(lo-hi)": "",
@@ -239,5 +254,8 @@ def instruments_zeroshot(work: Path, cache=None, seed: int = 0, console=None, co
                "of ceiling: zero-shot test accuracy / linear-probe test accuracy (issue 16 target: >= 0.60); "
                "the probe is logistic regression on standardised audio:aisfx features of the train split, C on val",
                "(lo-hi): bootstrap 95% interval over the test clips; no label bridge for audio (no class head)",
-               SPLIT_NOTE[split_name]],
+               SPLIT_NOTE[split_name]]
+        + (["balanced (balance=1): anybind.zeroshot.ZeroShotClassifier biases fitted on the unlabelled train clips "
+            f"(labels never read), temperature chosen on val from {', '.join(f'{t:g}' for t in bal_temps)}, then each "
+            "test clip on its own"] if bal_temps else []),
     )
