@@ -188,11 +188,12 @@ def test_every_saved_artefact_carries_its_kind(tmp_path):
     from anybind.index import FORMAT as INDEX, META_FILE
     from anybind.scale.shard_write import write_synthetic_shards
     from anybind.scale.stream import FORMAT as SHARDS, META
+    from anybind.zeroshot import FORMAT as ZERO_SHOT
 
     assert {k: (v.marker, v.format) for k, v in aio.KINDS.items()} == {
         "space": ("space.json", "anybind.space"), "index": (META_FILE, INDEX),
         "fusion": ("fusion.json", FUSION), "training-shards": (META, SHARDS),
-        "captioner": ("captioner.json", "anybind.captioner"),
+        "captioner": ("captioner.json", "anybind.captioner"), "zero-shot": ("classifier.json", ZERO_SHOT),
     }
     space = tiny_space()
     space.save(tmp_path / "sp")

@@ -134,6 +134,15 @@ def test_save_load_round_trip_and_refusals(skewed, tmp_path):
     clf = ZeroShotClassifier(space, CLASSES, names={"dog": "puppy"}, modality="photo", temperature=7.5,
                              templates=["a photo of a {}.", "a {}."]).calibrate(man.split("train"), cache=cache)
     path = clf.save(tmp_path / "clf")
+    from anybind import io as aio
+    from anybind.errors import OutputError
+
+    assert aio.artefact_kind(path) == "zero-shot"
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "thesis.txt").write_text("mine")
+    with pytest.raises(OutputError, match="not a zero-shot classifier"):
+        clf.save(tmp_path / "foreign")
+    assert (tmp_path / "foreign" / "thesis.txt").read_text() == "mine"
     back = ZeroShotClassifier.load(path, space)
     assert (back.classes, back.names, back.templates, back.temperature) == (clf.classes, clf.names, clf.templates, 7.5)
     assert back.names[0] == "puppy"
