@@ -227,8 +227,8 @@ class ZeroShotClassifier:
             **info, "items": int(len(X)),
             "fingerprint": hashlib.sha256(np.ascontiguousarray(X, np.float32).tobytes()).hexdigest()[:16],
             "predicted_before": before.tolist(), "predicted_after": after.tolist()}
-        log.info("balanced %d classes on %d unlabelled items (%d iterations); argmax counts %s -> %s",
-                 len(self.classes), len(X), info["iterations"], before.tolist(), after.tolist())
+        log.info("balanced %d classes on %d unlabelled items (%d iterations); argmax counts per class %d-%d -> %d-%d",
+                 len(self.classes), len(X), info["iterations"], before.min(), before.max(), after.min(), after.max())
         return self
 
     def evaluate(self, records: Sequence["Record"], label_key: str, cache: Any = None) -> dict[str, Any]:
