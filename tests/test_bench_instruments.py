@@ -147,6 +147,7 @@ def test_unknown_split_is_one_line(tiny, tmp_path):
 def test_balanced_rows_choose_the_temperature_on_val(tiny, tmp_path, shared_cache):
     with pytest.raises(DataError, match=r"^instruments-zeroshot: balance='yes'; give 1") as e:
         run_tasks(["instruments-zeroshot"], work=tmp_path / "w", options={"balance": "yes"})
+    assert "\n" not in str(e.value)
     assert not (tmp_path / "w").exists() or not any((tmp_path / "w").iterdir())  # refused before any work
     [rec] = run_tasks(["instruments-zeroshot"], work=tmp_path, cache=shared_cache, seed=0,
                       options={"corpus": str(tiny), "systems": "procrustes", "boot": "100", "labels": "family",
