@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from video_helpers import make_clip, make_zero_frame_clip, rgb_stats
 
 from anybind.data.video import read_frames
 from anybind.encoders.registry import get_encoder
 from anybind.encoders.video import clips_per_batch
 from anybind.errors import DataError
-from video_helpers import make_clip, make_zero_frame_clip, rgb_stats
 
 pytest.importorskip("av")
 
