@@ -359,7 +359,9 @@ def case_onnx(work: Path, n: int, seed: int) -> Case:
                 onnx_bare(onnx_session(path), 64), 16)
 
 
-def case_video(work: Path, n: int, seed: int, inner: str = "effnet", fps: float = 2.0, max_frames: int = 4) -> Case:
+def case_video(work: Path, n: int, seed: int, inner: str = "effnet", fps: float = 2.0, max_frames: int = 4,
+               items: list | None = None, batch_size: int = 4) -> Case:
+    """``items``: these clips (default: ``n`` written under ``work``); ``batch_size``: clips a batch, both paths."""
     if inner == "effnet":
         image_case = case_effnet(work, 1, seed)
     elif inner == "onnx":
@@ -378,7 +380,7 @@ def case_video(work: Path, n: int, seed: int, inner: str = "effnet", fps: float 
         return np.stack([feats[bounds[k] : bounds[k + 1]].mean(0) for k in range(len(batch))])
 
     spec = f"video:frames({image_case.spec})@fps={fps:g},max={max_frames}"
-    return Case("video", spec, clips(work / "clips", n, seed), bare, 4, unit="clips",
+    return Case("video", spec, items or clips(work / "clips", n, seed), bare, batch_size, unit="clips",
                 note=f"video: {max_frames} frames a clip at {fps:g} fps; bare = a PyAV loop + the image model's "
                      "bare path")
 

@@ -5,9 +5,12 @@
   of the demo's image encoder), one binding text to the still images of the same stamps
   (``image:efficientnet-lite0+bridge``).  Measured on the test split: video->text and text->video R@1/5/10
   beside image->text and text->image of the same stamps, and chance.  Throughput, on up to ``n_speed`` test
-  clips, uncached: the video encoder end to end (decode, sample, preprocess, forward, pool) in clips/s,
-  against decoding alone and the bare image model forward on the same preprocessed frames (``forward``), and
-  the ratio of the encoder to decode + forward (the wrapper's own overhead: goal >= 0.9).
+  clips, uncached, measured like ``bench --task encoders``' video kind (:func:`_speed`): the video encoder end to
+  end (decode, sample, preprocess, forward, pool) against a bare path on the same clips and batches (a PyAV loop +
+  the image model's own preprocessing and forward), ``speed_repeats`` interleaved rounds, the ratio of the best
+  times (goal >= 0.9), the paired median and the CPU-time ratio, the features checked equal; then decoding
+  alone and the image encoder's forward alone.  On a shared machine only the ratios mean anything: under
+  contention a 2-thread torch forward runs many times slower than its share of the CPU (issue 17).
 
 With ``--opt attn=1`` a third space binds text to the clips' frame sequences
 (``video:frames(...)@...,pool=attn``): the video projector learns an attention pooling over the frames
@@ -18,8 +21,8 @@ frames at ``fps``, only one of which shows the captioned stamp (the others: dist
 where an attention pool has a frame to find; the image row is the one stamp's still (an upper bound).
 
 Options (``--opt``): ``limit`` (stamps per split for a quick run; 0 = all), ``fps``, ``max`` (frame sampling),
-``n_speed`` (clips timed), ``attn`` (1: add the attention-pooled row), ``clips`` (``motion``: the corpus' clips;
-``oneframe``: one frame of ``max`` matters).
+``n_speed`` (clips timed), ``speed_repeats`` (rounds), ``attn`` (1: add the attention-pooled row), ``clips``
+(``motion``: the corpus' clips; ``oneframe``: one frame of ``max`` matters).
 """
 
 from __future__ import annotations
@@ -49,40 +52,67 @@ def prepare_tuxpaint_video(work: Path, console=None, limit: int = 0) -> Path:
     return manifest
 
 
-def _speed(paths: list[str], video_spec: str) -> dict[str, float]:
-    """clips/s of the video encoder, of decoding alone and of the bare image forward on the same frames."""
+def _speed(paths: list[str], fps: float, max_frames: int, work: Path, repeats: int = 3) -> dict[str, float]:
+    """The video encoder (``video:frames(image:efficientnet-lite0)``, uncached) against the bare path on the same
+    clips, measured as ``bench --task encoders`` measures its video kind (:func:`anybind.bench.tasks_encoders.measure`:
+    a PyAV loop + the image model's own preprocessing and forward, the same clips a batch and frames a forward batch,
+    ``repeats`` interleaved rounds, best and paired wall times, process CPU times, features checked equal); then
+    decoding alone (PyAV) and the image encoder's forward alone on the preprocessed frames, best of ``repeats``."""
+    import os
+
     from ..data.video import read_frames
     from ..encoders.registry import get_encoder
+    from .encoder_cases import case_video
+    from .tasks_encoders import measure
 
-    enc = get_encoder(video_spec, cached=False)
+    spec = f"video:frames(image:efficientnet-lite0)@fps={fps:g},max={max_frames}"
+    enc = get_encoder(spec, cached=False)
+    load0 = os.getloadavg()[0]
+    case = case_video(Path(work) / "video-speed", len(paths), 0, "effnet", fps, max_frames, items=list(paths),
+                      batch_size=int(enc.batch_size))
+    row = measure(case, repeats)
     image = enc.image
-    enc.encode(paths[:1])  # the model is built and warm before anything is timed
-    t0 = time.perf_counter()
-    enc.encode(paths)
-    t_enc = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    frames = [read_frames(p, enc.fps, enc.max_frames) for p in paths]
-    t_dec = time.perf_counter() - t0
+    frames = [read_frames(p, fps, max_frames) for p in paths]
     flat = [image.load(f) for fs in frames for f in fs]
     bs = max(1, int(image.batch_size))
-    t0 = time.perf_counter()
-    for i in range(0, len(flat), bs):
-        image.encode_loaded(flat[i : i + bs])
-    t_fwd = time.perf_counter() - t0
-    n = len(paths)
+    t_dec, t_fwd = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for p in paths:
+            read_frames(p, fps, max_frames)
+        t_dec.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        for i in range(0, len(flat), bs):
+            image.encode_loaded(flat[i : i + bs])
+        t_fwd.append(time.perf_counter() - t0)
     return {
-        "clips": n, "frames": len(flat),
-        "encoder clips/s": n / t_enc, "decode clips/s": n / t_dec, "forward clips/s": n / t_fwd,
-        "forward frames/s": len(flat) / t_fwd,
-        "encoder / (decode + forward)": (t_dec + t_fwd) / t_enc,
+        "clips": len(paths), "frames": len(flat), "clips a batch": case.batch_size, "repeats": repeats,
+        "encoder clips/s": row["anybind/s"], "bare clips/s": row["bare/s"], "ratio": row["ratio"],
+        "paired": row["paired"], "cpu ratio": row["cpu ratio"], "max |diff|": row["max |diff|"],
+        "equal": float(row["equal"] == "yes"), "decode clips/s": len(paths) / min(t_dec),
+        "forward frames/s": len(flat) / min(t_fwd), "load before": load0, "load after": os.getloadavg()[0],
     }
+
+
+def signal_attention(space: Any, records: list, cache: Any) -> dict[str, float]:
+    """How a ``pool=attn`` space's video projector weighs one-frame clips' signal frame (``labels.signal_frame``):
+    its mean attention weight there and how often it is the clip's most weighted frame."""
+    import numpy as np
+    import torch
+
+    X = cache.encode(space.encoder("video"), [r.values["video"] for r in records], progress=False)
+    with torch.no_grad():
+        w = space.projectors["video"].attention(torch.from_numpy(np.asarray(X, np.float32))).cpu().numpy()
+    at = np.array([int(r.labels["signal_frame"]) for r in records])
+    return {"weight on signal": float(w[np.arange(len(at)), at].mean()),
+            "argmax on signal": float((w.argmax(1) == at).mean()), "frames": float(w.shape[1])}
 
 
 @task("video-retrieval", "Tux Paint clips (tuxpaint-video): video<->text R@k beside image<->text of the same stamps, "
       "and video encoder clips/s against decoding and the bare image forward")
 def video_retrieval(work: Path, cache=None, seed: int = 0, console=None, limit: str = "0", fps: str = "2",
-                    max: str = "6", n_speed: str = "48", attn: str = "0",  # noqa: A002 - the option's name
-                    clips: str = "motion") -> TaskResult:
+                    max: str = "6", n_speed: str = "16", attn: str = "0",  # noqa: A002 - the option's name
+                    clips: str = "motion", speed_repeats: str = "3") -> TaskResult:
     from ..cache import FeatureCache
     from ..data.manifest import load_manifest
     from ..evaluate import embed_records
@@ -108,9 +138,12 @@ def video_retrieval(work: Path, cache=None, seed: int = 0, console=None, limit: 
     recipe_kw = {k: v for k, v in RECIPE.items() if k != "encoders"}
     text_spec = RECIPE["encoders"]["text"]
 
-    speed = _speed([r.values["video"] for r in test[: int(n_speed)]], plain_video)
+    speed = _speed([r.values["video"] for r in test[: int(n_speed)]], float(fps), int(max), work, int(speed_repeats))
     times: dict[str, float] = {}
     results: dict[str, dict[str, float]] = {}
+    val_results: dict[str, dict[str, float]] = {}
+    attention: dict[str, dict[str, float]] = {}
+    splits = {"test": test, **({"val": man.split("val")} if clips == "oneframe" else {})}  # oneframe: val rows too
     systems = [("video", "video", video_spec), ("image", "image", image_spec)]
     if attn.strip() not in ("", "0"):
         systems.append(("video-attn", "video", video_spec + ",pool=attn"))
@@ -119,8 +152,12 @@ def video_retrieval(work: Path, cache=None, seed: int = 0, console=None, limit: 
         space = Space.fit(man, modalities=["text", m], encoders={"text": text_spec, m: spec}, cache=fc, seed=seed,
                           progress=False, **recipe_kw, recipe="plain")
         times[f"fit text+{key} (with encoding)"] = time.perf_counter() - t0
-        res = retrieval_from_embeddings(embed_records(space, test, ["text", m], cache=fc), [(m, "text")])
-        results[key] = {k.replace(f"{m}->", f"{key}->").replace(f"->{m}/", f"->{key}/"): v for k, v in res.items()}
+        for split, recs in splits.items():
+            res = retrieval_from_embeddings(embed_records(space, recs, ["text", m], cache=fc), [(m, "text")])
+            res = {k.replace(f"{m}->", f"{key}->").replace(f"->{m}/", f"->{key}/"): v for k, v in res.items()}
+            (results if split == "test" else val_results)[key] = res
+            if key == "video-attn" and clips == "oneframe":
+                attention[split] = signal_attention(space, recs, fc)
 
     def row(name: str, res: dict[str, float], m: str) -> dict[str, Any]:
         out: dict[str, Any] = {"name": name}
@@ -135,23 +172,37 @@ def video_retrieval(work: Path, cache=None, seed: int = 0, console=None, limit: 
                if "video-attn" in results else []),
              row("image: the same stamps' stills", results["image"], "image"),
              row("chance", chance_metrics(results["video"]), "video")]
+    if val_results:  # the same spaces on the val split (clips=oneframe)
+        table += [row(f"val: {r['name']}", val_results[k], k)
+                  for r, k in zip(table, ("video", *(("video-attn",) if "video-attn" in val_results else ()), "image"))]
     metrics: dict[str, float] = {}
     for m, res in results.items():
         for d in (f"{m}->text", f"text->{m}"):
             for k in (*(f"R@{k}" for k in KS), "MdR", "n"):
                 if f"{d}/{k}" in res:
                     metrics[f"{d}/{k}"] = res[f"{d}/{k}"]
+    for m, res in val_results.items():
+        metrics.update({f"val/{k}": v for k, v in res.items() if k.rsplit("/", 1)[-1] in ("R@1", "R@5", "R@10", "n")})
+    for split, a in attention.items():
+        metrics.update({f"attention/{split}/{k}": v for k, v in a.items()})
     metrics.update({f"speed/{k}": round(float(v), 3) for k, v in speed.items()})
     metrics.update({f"seconds/{k}": round(v, 2) for k, v in times.items()})
     notes = [
         *([f"clips=oneframe: {int(max)} frames a clip at {int(float(fps))} fps, one shows the captioned stamp, the "
            "others distractor stamps of the same split; the image row is that stamp's still"]
           if clips == "oneframe" else []),
+        *(f"pool=attn on {split}: mean attention weight on the signal frame {a['weight on signal']:.3f} (uniform "
+          f"{1 / a['frames']:.3f}), argmax on it for {a['argmax on signal']:.2f} of the clips (chance "
+          f"{1 / a['frames']:.2f})" for split, a in attention.items()),
         f"test split: {len(test)} stamps ({int(metrics.get('video->text/n', 0))} clips scored); x = video or image",
-        f"speed on {speed['clips']} test clips ({speed['frames']} frames, {plain_video}): encoder "
-        f"{speed['encoder clips/s']:.2f} clips/s, decoding alone {speed['decode clips/s']:.2f}, bare image forward "
-        f"{speed['forward frames/s']:.1f} frames/s; encoder / (decode + forward) = "
-        f"{speed['encoder / (decode + forward)']:.2f}",
+        f"speed on {speed['clips']} test clips ({speed['frames']} frames, {plain_video}, {speed['clips a batch']} "
+        f"clips a batch; {speed['repeats']} interleaved rounds, load average {speed['load before']:.1f} -> "
+        f"{speed['load after']:.1f}): encoder {speed['encoder clips/s']:.2f} clips/s, bare (a PyAV loop + the image "
+        f"model's own preprocessing and forward, as bench --task encoders) {speed['bare clips/s']:.2f}; ratio "
+        f"{speed['ratio']:.2f} (best times; paired median {speed['paired']:.2f}, CPU time {speed['cpu ratio']:.2f}; "
+        f"goal >= 0.9), features {'equal' if speed['equal'] else 'NOT equal'} (max |diff| {speed['max |diff|']:.1e}); "
+        f"decoding alone {speed['decode clips/s']:.1f} clips/s, the image encoder's forward alone "
+        f"{speed['forward frames/s']:.1f} frames/s",
     ]
     return TaskResult(metrics=metrics, baselines={"chance": chance_metrics(results["video"])},
                       config={"video": video_spec, "image": image_spec, "attn": "video-attn" in results,

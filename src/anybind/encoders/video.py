@@ -18,6 +18,11 @@ goes through the image encoder's own ``load`` (an RGB uint8 array, like a decode
   learnt temporal head of frozen-frame-encoder video models, trained with the projector.  It starts as the
   mean over the valid frames, so training moves away from mean pooling only where the validation score says so.
 
+Batching: the frames of all the clips of one call go to the image encoder together, in batches of its own
+batch size; the clips a call takes (:attr:`VideoFramesEncoder.batch_size`, :func:`clips_per_batch`) are chosen
+so that those batches are full (8 clips of 3 frames for batches of 8).  A clip's features do not depend on the
+batching.
+
 Items: a video file path, the file's bytes, or frames already sampled (a ``(T, H, W, 3)`` uint8 array or a
 list of images; the first ``max`` are used).  The identity holds the image encoder's identity, the sampling
 options and :data:`~anybind.data.video.SAMPLING_VERSION`, so the feature cache and a saved space refuse
@@ -116,12 +121,25 @@ def temporal_frames(spec: str) -> int:
     return max_frames if pool == "attn" else 0
 
 
+def clips_per_batch(max_frames: int, image_batch: int) -> int:
+    """How many clips one :meth:`VideoFramesEncoder.encode_loaded` call takes by default.
+
+    The call sends its clips' frames together to the image encoder in batches of ``image_batch``; the number
+    chosen makes those batches full (the fewest forward calls per clip, then the fewest clips), e.g. 8 clips of
+    3 frames for batches of 8 (three full batches, where 4 clips gave 8 + 4), 4 of 6, 1 of 32.  At most
+    ``4 * max(max_frames, image_batch)`` frames a call, so the preprocessed frames held stay bounded.  A forward
+    call costs a fixed part on top of its frames, and on a contended CPU that part dominates.
+    """
+    m, b = max(1, int(max_frames)), max(1, int(image_batch))
+    cap = max(1, 4 * max(m, b) // m)
+    return min(range(1, cap + 1), key=lambda c: (-(-c * m // b) / c, c))
+
+
 class VideoFramesEncoder(Encoder):
     """Mean of an image encoder's features over a clip's sampled frames."""
 
     modality = "video"
     input_kind = "file"
-    batch_size = 4
 
     def __init__(self, image_spec: str, fps: float = DEFAULT_FPS, max_frames: int = DEFAULT_MAX,
                  spec: str | None = None, pool: str = "mean"):
@@ -140,6 +158,16 @@ class VideoFramesEncoder(Encoder):
             raise EncoderError(f"video encoder {self.spec!r} needs PyAV ({e}): pip install 'anybind[video]'") from None
         self.image = get_encoder(image_spec)
         self.runs_torch = bool(getattr(self.image, "runs_torch", False))
+
+    @property
+    def batch_size(self) -> int:  # clips a call: see clips_per_batch (settable, like any encoder's)
+        if getattr(self, "_batch_size", None):
+            return int(self._batch_size)
+        return clips_per_batch(self.max_frames, int(getattr(self.image, "batch_size", 32) or 32))
+
+    @batch_size.setter
+    def batch_size(self, n: int) -> None:
+        self._batch_size = max(1, int(n))
 
     @property
     def dim(self) -> int:  # the image encoder's (a callable learns its width on its first batch)
