@@ -10,6 +10,22 @@ and float settings, wherever it runs).
 
     from anybind.scale.federated_ray import federate_on_ray
     space = federate_on_ray(["a.jsonl", "b.jsonl"], "public.jsonl", address=None)  # a local Ray
+
+On a cluster of several machines (``address="10.0.0.5:6379"``, a head started with ``ray start --head``):
+
+* What crosses to an actor is its :class:`~anybind.federated.ClientSpec`: the *path* of its manifest (or, for
+  ``anybind federate --data``, the manifest's records themselves, as an object), the encoder specs, the feature
+  cache's *path* and the configuration; never a feature or a media file.  The driver is the server: it never reads a
+  client's data, so it cannot ship it.  Paths are made absolute on the driver (a worker's folder is not the
+  driver's), not resolved through links.
+* So the node an actor lands on must see, under the same absolute paths, that client's manifest, its media and the
+  feature cache (shared storage, or the same files copied to each node).  A cache the node cannot see is not fatal:
+  the client encodes its records there (the media and the encoders' weights must then be on that node).  A path the
+  node does not see is refused in one line naming the client, the path and the node.
+* anybind itself must be importable on every node (installed there, or on ``PYTHONPATH`` when ``ray start`` ran).
+* A cluster started with token authentication (Ray's default when ``~/.ray/auth_token`` exists) needs
+  ``RAY_AUTH_MODE=token`` and the token on the driver's machine; a wrong or unreachable address is refused in one line
+  within seconds (:mod:`anybind.scale.ray_connect`).
 """
 
 from __future__ import annotations
@@ -37,8 +53,8 @@ class ClientActor:
         self.client, self.error = None, None
         try:
             self.client = build_client(spec, public)
-        except AnybindError as e:  # the driver raises it (one line, the client named)
-            self.error = e
+        except AnybindError as e:  # the driver raises it (one line, the client and the node it ran on named)
+            self.error = on_node(e)
 
     def ready(self) -> tuple[AnybindError | None, int]:
         """(the build error or None, the number of val pairs)."""
@@ -47,6 +63,17 @@ class ClientActor:
     def handle(self, msg: Message) -> Message:
         with training_threads(self.threads):
             return self.client.handle(writable(msg))
+
+
+def on_node(e: AnybindError) -> AnybindError:
+    """``e`` with the Ray node it was raised on named (a path that node does not see is the usual cause on a
+    cluster); ``e`` itself when its class takes more than a message."""
+    import ray
+
+    try:
+        return type(e)(f"{e} (in its Ray actor on node {ray.util.get_node_ip_address()})")
+    except Exception:
+        return e
 
 
 def writable(msg: Message) -> Message:
