@@ -86,7 +86,8 @@ def ray_head():
     log = Path(temp) / "start.log"
     with open(log, "w") as out:
         head = subprocess.Popen([str(ray_cli), "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1",
-                                 "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats",
+                                 "--num-cpus=2", '--resources={"anybind_client_1": 1}', "--include-dashboard=false",
+                                 "--disable-usage-stats",
                                  f"--temp-dir={temp}"], env=env, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)
     try:
@@ -118,8 +119,14 @@ def test_clients_run_on_a_cluster_started_apart_and_bind_the_in_process_space(ra
     kw = dict(encoders=ENC, cache=shared_cache, method="fedavg", **CFG)
     here = federate(cpaths, ppath, on_message=lambda *a: seen_here.append(a), **kw)
     assert not ray.is_initialized()
-    with caplog.at_level(logging.DEBUG, logger="anybind.federated"):
-        there = federate_on_ray(cpaths, ppath, address=address, on_message=lambda *a: seen_there.append(a), **kw)
+    pinned = []  # while the actors live: how much of client 1's node resource is free
+
+    def watch(*a):
+        seen_there.append(a)
+        pinned.append(ray.available_resources().get("anybind_client_1", 0.0))
+
+    with caplog.at_level(logging.DEBUG, logger="anybind"):
+        there = federate_on_ray(cpaths, ppath, address=address, on_message=watch, **kw)
     assert not ray.is_initialized()  # the driver left the cluster; the cluster itself is the fixture's to stop
     for m in ENC:
         a, b = here.projectors[m].state_dict(), there.projectors[m].state_dict()
@@ -130,12 +137,18 @@ def test_clients_run_on_a_cluster_started_apart_and_bind_the_in_process_space(ra
     assert [(w, i, m.kind) for w, i, m in seen_here] == [(w, i, m.kind) for w, i, m in seen_there]
     for (_, _, x), (_, _, y) in zip(seen_here, seen_there):
         assert x.counts == y.counts and all(np.array_equal(x.arrays[k], y.arrays[k]) for k in x.arrays)
+    # client 1's actor held its share of the node resource that pins it (client 0 has none: placed anywhere)
+    assert pinned and all(p == pytest.approx(0.99) for p in pinned), pinned
+    notes = [r.getMessage() for r in caplog.records]
+    assert any("client 1 runs on a node with the Ray resource anybind_client_1" in n for n in notes)
+    assert not any("client 0 runs on a node" in n for n in notes)
     # the client actors ran in the cluster's workers (their logs are in its session folder)
     logs = [p for p in temp.glob("session_2*/logs/worker-*") if "ClientActor" in p.read_text(errors="replace")]
     assert len(logs) >= 2
     # what left a client: logged, one line each; only the protocol's kinds; no private id, no private feature row
     up = [(i, m) for w, i, m in seen_there if w == "up"]
-    logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("from client")]
+    logged = [r.getMessage() for r in caplog.records
+              if r.name == "anybind.federated" and r.getMessage().startswith("from client")]
     assert len(logged) == len(up) and all(f"from client {i}:" in line for (i, _), line in zip(up, logged))
     assert {m.kind for _, m in up} == {"val", "weights"}
     private = [r.id for c in clients for r in c.records]

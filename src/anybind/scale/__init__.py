@@ -103,7 +103,8 @@ def join_ray(addr: str, kw: dict) -> None:
         ray.init(address=addr, **kw)
     except (ConnectionError, RuntimeError, ValueError) as e:
         why = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        hint = "" if os.environ.get("RAY_AUTH_MODE", "").lower() == "token" else f"; if it uses token authentication, {TOKEN_HINT}"
+        token = os.environ.get("RAY_AUTH_MODE", "").lower() == "token"
+        hint = "" if token else f"; if it uses token authentication, {TOKEN_HINT}"
         if addr.startswith("ray://") and "ray[client]" in str(e):
             why, hint = "a ray:// address needs Ray Client", ": pip install 'ray[client]'"
         raise RayConnectError(f"cannot join the Ray cluster at {addr}: {why}{hint}") from None

@@ -22,6 +22,9 @@ On a cluster of several machines (``address="10.0.0.5:6379"``, a head started wi
   feature cache (shared storage, or the same files copied to each node).  A cache the node cannot see is not fatal:
   the client encodes its records there (the media and the encoders' weights must then be on that node).  A path the
   node does not see is refused in one line naming the client, the path and the node.
+* To keep a client's data on its own machine, start that node with ``ray start --address=HEAD
+  --resources='{"anybind_client_I": 1}'`` (``I``: the client's place in the list, from 0): its actor then runs there
+  and nowhere else (:data:`CLIENT_RESOURCE`); clients without such a node run wherever Ray places them.
 * anybind itself must be importable on every node (installed there, or on ``PYTHONPATH`` when ``ray start`` ran).
 * A cluster started with token authentication (Ray's default when ``~/.ray/auth_token`` exists) needs
   ``RAY_AUTH_MODE=token`` and the token on the driver's machine; a wrong or unreachable address is refused in one line
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -43,6 +47,14 @@ from ..federated import ClientSpec, build_client
 from ..federated_parties import Message
 from ..loop import training_threads
 from ..space import Space
+
+log = logging.getLogger(__name__)
+
+#: a node that holds client ``i``'s data advertises this Ray resource (``ray start --resources='{"anybind_client_0":
+#: 1}'``): client ``i``'s actor then runs there and nowhere else
+CLIENT_RESOURCE = "anybind_client_{}"
+#: how much of it an actor asks for (a node may host several federations' client ``i``)
+CLIENT_RESOURCE_SHARE = 0.01
 
 
 class ClientActor:
@@ -95,7 +107,15 @@ class RayClients:
         cpus = cpus if cpus is not None else max(0.05, min(1.0, cluster_cpus() / max(1, len(specs))))
         actor = ray.remote(num_cpus=cpus, max_restarts=0)(ClientActor)
         ref = ray.put(dict(public))
-        self.actors = [actor.remote(s, ref) for s in specs]
+        have = ray.cluster_resources()
+        self.actors = []
+        for s in specs:
+            name = CLIENT_RESOURCE.format(s.index)
+            if name in have:  # pinned to the node(s) holding that client's data
+                log.info("client %d runs on a node with the Ray resource %s", s.index, name)
+                self.actors.append(actor.options(resources={name: CLIENT_RESOURCE_SHARE}).remote(s, ref))
+            else:
+                self.actors.append(actor.remote(s, ref))
         try:
             ready = self._get([a.ready.remote() for a in self.actors])
         except BaseException:  # an actor died while building its client: the others keep no shard or CPU
