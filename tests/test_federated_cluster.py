@@ -215,3 +215,38 @@ def test_a_wrong_address_is_refused_in_one_line_naming_it(kind, tmp_path):
                 init_ray(address)
             assert address in str(ei.value) and why in str(ei.value) and "\n" not in str(ei.value)
             assert not ray.is_initialized()
+
+
+@pytest.mark.parametrize("address, expected", [
+    ("10.0.0.5:6379", ("10.0.0.5", 6379)), ("head", ("head", 6379)), ("ray://head", ("head", 10001)),
+    ("ray://head:10002/", ("head", 10002)), ("[::1]:7000", ("::1", 7000)), ("[::1]", ("::1", 6379))])
+def test_ray_addresses_are_read_as_ray_reads_them(address, expected):
+    from anybind.scale.ray_connect import split_address
+
+    assert split_address(address) == expected
+
+
+@pytest.mark.parametrize("address", ["head:port", ":6379", "head:0", "head:70000"])
+def test_a_malformed_ray_address_is_refused_in_one_line(address):
+    from anybind.scale.ray_connect import RayConnectError, check_ray_address
+
+    with pytest.raises(RayConnectError) as ei:
+        check_ray_address(address)
+    assert repr(address) in str(ei.value) and "\n" not in str(ei.value)
+
+
+def test_client_paths_reach_an_actor_absolute_and_unresolved(tmp_path, monkeypatch):
+    """A worker's folder is not the driver's: the manifest and cache paths a client actor gets are absolute, taken
+    in the driver's folder, and links are kept (shared storage is mounted under the same name on every node)."""
+    from anybind.data.manifest import Manifest
+    from anybind.federated import portable
+
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    monkeypatch.chdir(tmp_path)
+    assert portable("link/a.jsonl") == str(tmp_path / "link" / "a.jsonl")
+    assert portable(Path("cache")) == str(tmp_path / "cache")
+    man = Manifest(Path("link/a.jsonl"), [], [], {})
+    assert portable(man).path == tmp_path / "link" / "a.jsonl" and man.path == Path("link/a.jsonl")
+    whole = Manifest(tmp_path / "b.jsonl", [], [], {})
+    assert portable(whole) is whole
