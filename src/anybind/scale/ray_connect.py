@@ -17,7 +17,7 @@ import socket
 
 from ..errors import AnybindError
 
-#: seconds each probe (the TCP connection, then the GCS question) may take
+#: seconds each probe (the TCP connection, then the opening of HTTP/2) may take
 CONNECT_TIMEOUT_S = 15.0
 #: Ray's GCS port when an address names no port
 DEFAULT_GCS_PORT = 6379
