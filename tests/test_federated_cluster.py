@@ -58,7 +58,7 @@ def _session(sid: int) -> list[int]:
     return out
 
 
-def _stop(sid: int, grace: float = 15.0) -> list[int]:
+def _stop(sid: int, grace: float = 5.0) -> list[int]:
     """SIGTERM to every process of session ``sid``, SIGKILL to those left after ``grace`` s; the pids still there."""
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
         for pid in _session(sid):
