@@ -1,11 +1,15 @@
 """The federated tests' shared set-up (tests/test_federated.py, tests/test_federated_cream.py): a ``federate``
 runner whose in-process clients are kept and have every message they handle watched, and the check that a
-public-embeddings reply is the client's own projectors applied to the public rows only."""
+public-embeddings reply is the client's own projectors applied to the public rows only; the small real Tux Paint
+corpus of the Ray tests (tests/test_federated_ray.py, tests/test_federated_cluster.py)."""
 
 import contextlib
+import json
 
 import numpy as np
 
+from anybind import load_manifest
+from anybind.data.manifest import Manifest
 from anybind.federated import local_clients
 from anybind.federated_parties import Message, embed_public
 
@@ -42,3 +46,24 @@ def only_public_rows(c, reply: Message) -> bool:
     (an embedding of a private record, or any other row, makes it False)."""
     want = public_embeddings(c)
     return set(reply.arrays) == set(want) and all(np.array_equal(reply.arrays[m], want[m]) for m in want)
+
+
+def small_tux(tux_dir, out) -> Manifest:
+    """60 real stamps with image and text, splits cycling train x3 / val / test, written with absolute paths."""
+    man = load_manifest(tux_dir / "manifest.jsonl", modalities=["image", "text"])
+    recs = [r for r in man.records if r.has("image") and r.has("text")][:60]
+    path = out / "small.jsonl"
+    with open(path, "w") as f:
+        for i, r in enumerate(recs):
+            image = str(r.values["image"])
+            f.write(json.dumps({"id": r.id, "split": ("train", "train", "train", "val", "test")[i % 5],
+                                "image": image if image.startswith("/") else str((tux_dir / image).resolve()),
+                                "text": r.values["text"], "labels": r.labels}) + "\n")
+    return load_manifest(path, modalities=["image", "text"])
+
+
+def write_manifest(man: Manifest, path):
+    """``man``'s records as a JSONL manifest at ``path``."""
+    path.write_text("".join(json.dumps({"id": r.id, "split": r.split, **dict(r.values), "labels": r.labels}) + "\n"
+                            for r in man.records))
+    return path

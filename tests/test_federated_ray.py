@@ -11,36 +11,17 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from anybind import Space, load_manifest
+from anybind import Space
 from anybind.cache import FeatureCache
 from anybind.cli import app
-from anybind.data.manifest import Manifest
 from anybind.errors import AnybindError
 from anybind.federated import federate
 from anybind.federated_study import split_clients
 from anybind.train import FeatureSet
+from federated_helpers import small_tux, write_manifest
 
 ENC = {"image": "image:efficientnet-lite0", "text": "text:minilm"}
 CFG = dict(dim=16, hidden=32, rounds=2, patience=2, lr=3e-3, batch_size=16, seed=3)
-
-
-def _small(tux_dir, out) -> Manifest:
-    """60 real stamps with image and text, splits cycling train x3 / val / test, written with absolute paths."""
-    man = load_manifest(tux_dir / "manifest.jsonl", modalities=["image", "text"])
-    recs = [r for r in man.records if r.has("image") and r.has("text")][:60]
-    path = out / "small.jsonl"
-    with open(path, "w") as f:
-        for i, r in enumerate(recs):
-            f.write(json.dumps({"id": r.id, "split": ("train", "train", "train", "val", "test")[i % 5],
-                                "image": str((tux_dir / r.values["image"]).resolve()) if not str(r.values["image"]).startswith("/")
-                                else r.values["image"], "text": r.values["text"], "labels": r.labels}) + "\n")
-    return load_manifest(path, modalities=["image", "text"])
-
-
-def _write(man: Manifest, path):
-    path.write_text("".join(json.dumps({"id": r.id, "split": r.split, **dict(r.values), "labels": r.labels}) + "\n"
-                            for r in man.records))
-    return path
 
 
 def test_ray_client_actors_bind_the_same_space_and_send_only_the_protocol(tux_dir, shared_cache, tmp_path):
@@ -48,11 +29,11 @@ def test_ray_client_actors_bind_the_same_space_and_send_only_the_protocol(tux_di
     from anybind.scale import free_cpus, init_ray
     from anybind.scale.federated_ray import federate_on_ray
 
-    man = _small(tux_dir, tmp_path)
+    man = small_tux(tux_dir, tmp_path)
     FeatureSet.from_manifests([man], ENC, FeatureCache(shared_cache), progress=False)  # encoded once, here
     clients, public = split_clients(man, 2, by=None, public_fraction=0.25, seed=0)
-    cpaths = [_write(c, tmp_path / f"client{i}.jsonl") for i, c in enumerate(clients)]
-    ppath = _write(public, tmp_path / "public.jsonl")
+    cpaths = [write_manifest(c, tmp_path / f"client{i}.jsonl") for i, c in enumerate(clients)]
+    ppath = write_manifest(public, tmp_path / "public.jsonl")
 
     def run(method, on_ray):
         seen = []

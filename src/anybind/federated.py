@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -177,6 +178,16 @@ class ClientSpec:
     strict: bool = False
 
 
+def portable(where: Any) -> Any:
+    """A client's manifest (a path, or a :class:`Manifest` whose media paths are relative to its own) or the feature
+    cache's folder as a client built elsewhere finds it: an absolute path, taken on the driver (a Ray worker's
+    working folder, and its node, need not be the driver's).  Links are not resolved: shared storage is mounted
+    under the same name on every node, not under the driver's resolution of it."""
+    if isinstance(where, Manifest):
+        return where if where.path.is_absolute() else replace(where, path=Path(os.path.abspath(where.path)))
+    return os.path.abspath(os.path.expanduser(str(where)))
+
+
 def build_client(spec: ClientSpec, public: Mapping[str, np.ndarray], progress: bool = False) -> Client:
     """Client ``spec.index``, built from its own manifest and features (read on the client's side only)."""
     from .manifests import as_manifests
@@ -246,7 +257,7 @@ def federate(
         raise DataError("a federation needs at least one client manifest")
     fc, pub_mans, pub_fs, encoders = _public(public, encoders, modalities, cache, strict, progress)
     loss_fn = _loss()
-    specs = [ClientSpec(c, i, dict(encoders), str(fc.root), cfg, strict) for i, c in enumerate(clients)]
+    specs = [ClientSpec(portable(c), i, dict(encoders), portable(fc.root), cfg, strict) for i, c in enumerate(clients)]
     with training_threads(cfg.threads), contextlib.ExitStack() as stack:
         pub = public_features(pub_fs)
         server = Server(pub, cfg, loss_fn, cfg.seed)

@@ -144,8 +144,9 @@ def federate(
     strict: bool = typer.Option(False, help="Any bad record is fatal."),
     ray: bool = typer.Option(False, "--ray", help="Every client a Ray actor holding its shard (local Ray, or $RAY_ADDRESS)."),
     ray_address: Optional[str] = typer.Option(
-        None, "--ray-address", help="Ray cluster for the client actors, e.g. ray://head:10001 (implies --ray; the "
-        "clients' manifests, media and --cache must be readable on its nodes)."),
+        None, "--ray-address", help="Ray cluster for the client actors: its head's HOST:PORT (`ray start --head --port`) "
+        "or ray://head:10001 (implies --ray; every node must see the clients' manifests, media and --cache under the "
+        "same absolute paths; a token-secured cluster needs RAY_AUTH_MODE=token)."),
 ):
     """Federated binding: clients bind one space without their pairs leaving them.
 
@@ -165,6 +166,15 @@ def federate(
 
     encoders = parse_encoders(encoder)
     target = ray_target(ray, ray_address)
+    if isinstance(target, str):  # a wrong or unreachable cluster is refused before any data is read
+        from ..scale import ray_address as given_address
+        from ..scale.ray_connect import check_ray_address
+
+        try:
+            if (addr := given_address(target)) is not None:
+                check_ray_address(addr)
+        except AnybindError as e:
+            fail(e)
     if data is None and not (client and public):
         fail(ValueError("give the clients' and the public manifests (--client ... --public ...) or a corpus to split (--data)"))
     if data is not None and public_fraction == 0 and not public:

@@ -84,11 +84,30 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> bool
             else:
                 os.environ["PYTHONPATH"] = old
     else:
-        if addr.startswith("ray://"):
-            kw.pop("include_dashboard")
-        ray.init(address=addr, **kw)
+        join_ray(addr, kw)
     quiet_ray_data()
     return True
+
+
+def join_ray(addr: str, kw: dict) -> None:
+    """``ray.init(address=addr, **kw)``, refused in one line naming ``addr`` (see :mod:`anybind.scale.ray_connect`):
+    first checked within a bounded time, then Ray's own failure to join (an error, a missing token) reworded."""
+    import ray
+
+    from .ray_connect import TOKEN_HINT, RayConnectError, check_ray_address
+
+    check_ray_address(addr)
+    if addr.startswith("ray://"):
+        kw = {k: v for k, v in kw.items() if k != "include_dashboard"}
+    try:
+        ray.init(address=addr, **kw)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        token = os.environ.get("RAY_AUTH_MODE", "").lower() == "token"
+        hint = "" if token else f"; if it uses token authentication, {TOKEN_HINT}"
+        if addr.startswith("ray://") and "ray[client]" in str(e):
+            why, hint = "a ray:// address needs Ray Client", ": pip install 'ray[client]'"
+        raise RayConnectError(f"cannot join the Ray cluster at {addr}: {why}{hint}") from None
 
 
 #: Ray's own lines that are no business of an anybind user: a note that the local cluster anybind starts

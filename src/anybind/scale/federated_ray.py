@@ -10,12 +10,32 @@ and float settings, wherever it runs).
 
     from anybind.scale.federated_ray import federate_on_ray
     space = federate_on_ray(["a.jsonl", "b.jsonl"], "public.jsonl", address=None)  # a local Ray
+
+On a cluster of several machines (``address="10.0.0.5:6379"``, a head started with ``ray start --head``):
+
+* What crosses to an actor is its :class:`~anybind.federated.ClientSpec`: the *path* of its manifest (or, for
+  ``anybind federate --data``, the manifest's records themselves, as an object), the encoder specs, the feature
+  cache's *path* and the configuration; never a feature or a media file.  The driver is the server: it never reads a
+  client's data, so it cannot ship it.  Paths are made absolute on the driver (a worker's folder is not the
+  driver's), not resolved through links.
+* So the node an actor lands on must see, under the same absolute paths, that client's manifest, its media and the
+  feature cache (shared storage, or the same files copied to each node).  A cache the node cannot see is not fatal:
+  the client encodes its records there (the media and the encoders' weights must then be on that node).  A path the
+  node does not see is refused in one line naming the client, the path and the node.
+* To keep a client's data on its own machine, start that node with ``ray start --address=HEAD
+  --resources='{"anybind_client_I": 1}'`` (``I``: the client's place in the list, from 0): its actor then runs there
+  and nowhere else (:data:`CLIENT_RESOURCE`); clients without such a node run wherever Ray places them.
+* anybind itself must be importable on every node (installed there, or on ``PYTHONPATH`` when ``ray start`` ran).
+* A cluster started with token authentication (Ray's default when ``~/.ray/auth_token`` exists) needs
+  ``RAY_AUTH_MODE=token`` and the token on the driver's machine; a wrong or unreachable address is refused in one line
+  within seconds (:mod:`anybind.scale.ray_connect`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +48,14 @@ from ..federated_parties import Message
 from ..loop import training_threads
 from ..space import Space
 
+log = logging.getLogger(__name__)
+
+#: a node that holds client ``i``'s data advertises this Ray resource (``ray start --resources='{"anybind_client_0":
+#: 1}'``): client ``i``'s actor then runs there and nowhere else
+CLIENT_RESOURCE = "anybind_client_{}"
+#: how much of it an actor asks for (a node may host several federations' client ``i``)
+CLIENT_RESOURCE_SHARE = 0.01
+
 
 class ClientActor:
     """One client inside a Ray actor: built on the actor's side; a build error is kept and handed to the driver."""
@@ -37,8 +65,8 @@ class ClientActor:
         self.client, self.error = None, None
         try:
             self.client = build_client(spec, public)
-        except AnybindError as e:  # the driver raises it (one line, the client named)
-            self.error = e
+        except AnybindError as e:  # the driver raises it (one line, the client and the node it ran on named)
+            self.error = on_node(e)
 
     def ready(self) -> tuple[AnybindError | None, int]:
         """(the build error or None, the number of val pairs)."""
@@ -47,6 +75,17 @@ class ClientActor:
     def handle(self, msg: Message) -> Message:
         with training_threads(self.threads):
             return self.client.handle(writable(msg))
+
+
+def on_node(e: AnybindError) -> AnybindError:
+    """``e`` with the Ray node it was raised on named (a path that node does not see is the usual cause on a
+    cluster); ``e`` itself when its class takes more than a message."""
+    import ray
+
+    try:
+        return type(e)(f"{e} (in its Ray actor on node {ray.util.get_node_ip_address()})")
+    except Exception:
+        return e
 
 
 def writable(msg: Message) -> Message:
@@ -68,7 +107,15 @@ class RayClients:
         cpus = cpus if cpus is not None else max(0.05, min(1.0, cluster_cpus() / max(1, len(specs))))
         actor = ray.remote(num_cpus=cpus, max_restarts=0)(ClientActor)
         ref = ray.put(dict(public))
-        self.actors = [actor.remote(s, ref) for s in specs]
+        have = ray.cluster_resources()
+        self.actors = []
+        for s in specs:
+            name = CLIENT_RESOURCE.format(s.index)
+            if name in have:  # pinned to the node(s) holding that client's data
+                log.info("client %d runs on a node with the Ray resource %s", s.index, name)
+                self.actors.append(actor.options(resources={name: CLIENT_RESOURCE_SHARE}).remote(s, ref))
+            else:
+                self.actors.append(actor.remote(s, ref))
         try:
             ready = self._get([a.ready.remote() for a in self.actors])
         except BaseException:  # an actor died while building its client: the others keep no shard or CPU
