@@ -81,7 +81,8 @@ def _answer(status: int):
 
 def add_error_handlers(app: FastAPI) -> None:
     """The app's error answers: :data:`STATUS`, 503 busy or a file no renderer could be started for (a
-    :class:`~anybind.errors.RendererUnavailable`, even when wrapped in another error's message), 429 over a
+    :class:`~anybind.errors.RendererUnavailable`, also where re-raised under another message:
+    :func:`~anybind.errors.not_read_kind`), 429 over a
     key's rate limit (all with ``Retry-After``) and FastAPI's 422 for a
     request-schema violation (the echoed input made writable)."""
 
