@@ -1,0 +1,58 @@
+"""What one request's *errors* may cost the service: a schema violation is answered with a bounded 422 (at most
+:data:`~anybind.serve.errors.MAX_LISTED_ERRORS` errors listed, each echoed input bounded), however many errors a
+body holds -- a 1 MiB JSON body of unknown keys was a 10 MiB answer that took a worker over a minute to write."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+from media_helpers import _corpus, _space
+
+from anybind.index import Index
+from anybind.serve import ServeConfig, Service, create_app
+from anybind.serve.errors import MAX_LISTED_ERRORS
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bounds")
+    space = _space()
+    space.save(root / "space")
+    Index.build(space, _corpus(root), root / "index", cache=root / "cache")
+    svc = Service.load(root / "space", root / "index", cache=root / "cache", config=ServeConfig())
+    with TestClient(create_app(service=svc), raise_server_exceptions=False) as c:
+        yield c
+    svc.close()
+
+
+def _post(client, route, body):
+    return client.post(route, content=json.dumps(body).encode(), headers={"content-type": "application/json"})
+
+
+@pytest.mark.parametrize("route, body, errors", [
+    ("/search", {"text": "a", **{f"k{i}": 1 for i in range(3000)}}, 3000),  # unknown keys: one error each
+    ("/embed", {"texts": ["abc" * 30] * 3000}, 1),  # a list over its cap: its 3,000 items were echoed back
+    ("/search", {"text": "x" * 300_000}, 1),  # a string over its cap: echoed back whole
+    ("/classify", {"text": "a", "labels": [{"x": [1] * 50}] * 200}, 200),
+])
+def test_a_schema_violation_gets_a_bounded_422(client, route, body, errors):
+    res = _post(client, route, body)
+    assert res.status_code == 422, res.text
+    detail = res.json()["detail"]
+    assert len(res.content) < 8_000 + 400 * MAX_LISTED_ERRORS, len(res.content)
+    listed = min(errors, MAX_LISTED_ERRORS)
+    assert len(detail) == listed + (errors > listed)
+    if errors > listed:
+        assert detail[-1] == {"type": "too_many_errors", "loc": ["body"], "msg":
+                              f"{errors - listed} more errors not listed (at most {MAX_LISTED_ERRORS} are)"}
+
+
+def test_a_small_422_is_unchanged(client):
+    """An error of a small input keeps FastAPI's form, its input echoed as it was."""
+    res = _post(client, "/search", {"text": "a", "k": 10**9, "kk": [1, 2]})
+    assert res.status_code == 422
+    detail = res.json()["detail"]
+    assert [(d["type"], d["loc"], d["input"]) for d in detail] == [
+        ("less_than_equal", ["body", "k"], 10**9), ("extra_forbidden", ["body", "kk"], [1, 2])]
