@@ -185,7 +185,7 @@ def create_app(
                                        swagger_css_url="/docs-assets/swagger-ui.css",
                                        swagger_favicon_url="/docs-assets/favicon-32x32.png")
 
-    app.add_middleware(BodyLimit, max_bytes=cfg.max_upload_bytes)
+    app.add_middleware(BodyLimit, max_bytes=cfg.max_upload_bytes, max_json_bytes=cfg.max_json_bytes)
     if api_keys is not None:  # inside CORS (a preflight carries no key), outside everything that reads a body
         app.add_middleware(ApiKeyAuth, store=api_keys if isinstance(api_keys, KeyStore) else KeyStore(api_keys))
     if cors_origins:
