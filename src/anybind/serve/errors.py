@@ -90,10 +90,12 @@ def _answer(status: int):
 
 def listed_errors(errors: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """A 422's errors, bounded whatever the body held: the first :data:`MAX_LISTED_ERRORS`, each input echoed only
-    when small (:data:`MAX_ECHO`; else its type and size), and one more entry counting those not listed."""
+    when small (:data:`MAX_ECHO`; else its type and size) and each key in its location cut at :data:`MAX_ECHO`
+    characters, and one more entry counting those not listed."""
     out = []
     for e in errors[:MAX_LISTED_ERRORS]:
         e = dict(e)
+        e["loc"] = [x[:MAX_ECHO] + "..." if isinstance(x, str) and len(x) > MAX_ECHO else x for x in e.get("loc", ())]
         if "input" in e and not _small(e["input"], [MAX_ECHO]):
             x = e["input"]
             e["input"] = f"({type(x).__name__} of {len(x) if hasattr(x, '__len__') else '?'} "\
