@@ -7,6 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from anybind.errors import DataError
 from anybind.index import exact, exact_topk
 
 
@@ -151,3 +152,21 @@ def test_exact_topk_non_finite_products_warn_nothing():
             warnings.simplefilter("error")
             S, i = exact_topk(q, X, 2)
         assert S.shape == (len(q), 2) and sorted(i[0].tolist()) == [4, 5]  # inf beats every finite score, and NaN ranks first
+
+
+@pytest.mark.parametrize("rows, match", [
+    ([0, 10], r"^rows\[1\] is 10: row numbers into vectors run from 0 to 9$"),
+    ([3, -1], r"^rows\[1\] is -1: row numbers into vectors run from 0 to 9 \(negative rows do not count from the end\)$"),
+    (np.array([2, 2**63], np.uint64), r"^rows\[1\] is 9223372036854775808: row numbers into vectors run from 0 to 9$"),
+    (np.array([[1, 2]]), r"^rows must be a 1-D array of row numbers into vectors, got shape \(1, 2\)$"),
+])
+@pytest.mark.parametrize("nq", [1, 3])
+def test_exact_topk_rows_out_of_range_are_refused(rows, match, nq):
+    """A row number past the end, or a negative one (torch does not wrap it as numpy would), was torch's
+    "IndexError: index out of range in self", naming neither the row nor the range: refused in one line."""
+    X = np.eye(10, dtype=np.float32)
+    with pytest.raises(DataError, match=match) as e:
+        exact_topk(np.ones((nq, 10), np.float32), X, 2, rows=rows)
+    assert "\n" not in str(e.value) and isinstance(e.value, ValueError)
+    with pytest.raises(DataError, match=r"^rows\[0\] is 0: vectors has no rows$"):
+        exact_topk(np.ones((nq, 10), np.float32), X[:0], 2, rows=[0])

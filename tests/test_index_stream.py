@@ -310,3 +310,31 @@ def test_tune_ann_refuses_truth_longer_than_k(ann_index):
 
     with pytest.raises(IndexError_, match=r"^truth of query 0 lists 20 rows: the exact top-10 expected$"):
         idx.tune_ann(0.9, 10, queries=Q, save=False, truth=[[(str(j), "vec") for j in row] for row in I])
+
+
+@pytest.mark.parametrize("bad, match", [
+    (lambda I, Q: dict(queries=Q, truth=[[(str(j), "text") for j in r] for r in I]),
+     r"^truth of query 0 names modality 'text': this index holds vec$"),
+    (lambda I, Q: dict(queries=Q, modality="vec", truth=[[(str(j), "other") for j in r] for r in I]),
+     r"^truth of query 0 names modality 'other': the tuning searches modality 'vec' only$"),
+    (lambda I, Q: dict(queries=Q, truth=[[str(j) for j in r] for r in I]),
+     r"^truth of query 0: entry 0 is '\d+', not an \(id, modality\) pair of strings$"),
+    (lambda I, Q: dict(queries=Q, truth=[[(int(j), "vec") for j in r] for r in I]),
+     r"^truth of query 0: entry 0 is \(\d+, 'vec'\), not an \(id, modality\) pair of strings$"),
+    (lambda I, Q: dict(queries=Q, truth=[[(str(j + 5000), "vec") for j in r] for r in I]),
+     r"^truth of query 0 names id '\d+' \(vec\), which this index does not hold$"),
+    (lambda I, Q: dict(queries=Q[:, :16], truth=[[(str(j), "vec") for j in r] for r in I]),
+     r"^queries are 16-d: this index holds 32-d vectors$"),
+    (lambda I, Q: dict(queries=Q[:, :16]), r"^queries are 16-d: this index holds 32-d vectors$"),
+], ids=["modality", "modality-filter", "bare-ids", "int-ids", "unknown-ids", "dim-with-truth", "dim"])
+def test_tune_ann_refuses_truth_or_queries_that_do_not_match_the_index(ann_index, bad, match):
+    """A truth of another modality, another table or another shape scored recall 0 at every setting and tuned to
+    the slowest one in silence (queries of another dimension were LanceDB's ValueError): refused in one line."""
+    idx, X, Q = ann_index
+    from anybind.index import IndexError_
+
+    _, I = exact_topk(Q / np.linalg.norm(Q, axis=1, keepdims=True),
+                      X / np.linalg.norm(X, axis=1, keepdims=True), 10)
+    with pytest.raises(IndexError_, match=match) as e:
+        idx.tune_ann(0.9, 10, save=False, **bad(I, Q))
+    assert "\n" not in str(e.value)

@@ -64,6 +64,16 @@ def test_worker_stages_turn_unreadable_items_into_reported_rows(tux_mini, tmp_pa
     d = decode_batch({"key": k["key"][:2], "item": items[:2]}, "image:efficientnet-lite0")
     assert d["error"][0] == "" and len(d["data"][0]) > 0
     assert "bad.png" in d["error"][1] and "corrupt" in d["error"][1] and d["data"][1] == b""
+    # each error's kind travels by name beside its text (a file's name may hold a refusal's words)
+    from anybind.data.limits import MediaLimits, using_limits
+    from anybind.errors import Reason, render_refused, unusable_file
+
+    assert list(d["kind"]) == ["", "DataError"]
+    with using_limits(MediaLimits(max_pixels=10)):
+        d = decode_batch({"key": k["key"][:2], "item": items[:2]}, "image:efficientnet-lite0")
+    assert list(d["kind"]) == ["LimitRefused", "DataError"]
+    assert render_refused(Reason(d["error"][0], d["kind"][0])) and not render_refused(d["error"][0])
+    assert unusable_file("image", Reason(d["error"][1], d["kind"][1])).startswith("corrupt file for image: ")
 
 
 def test_ray_encode_matches_single_process_and_resumes_after_a_worker_failure(ray_local, tux_mini, tmp_path, monkeypatch):

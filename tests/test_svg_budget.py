@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from media_helpers import _corpus, _ImageLoader, _space
 from PIL import Image
 
 from anybind.cache import FeatureCache
@@ -25,7 +26,6 @@ from anybind.data.svg import check_svg, render_svg
 from anybind.errors import DataError, unusable_file
 from anybind.index import Index
 from anybind.serve import ServeConfig, Service, create_app
-from test_media_limits import _corpus, _ImageLoader, _space
 
 HEAD = '<svg xmlns="http://www.w3.org/2000/svg" width="512" height="512">'
 SERVICE = MediaLimits(max_pixels=40_000_000, max_svg_work=100_000)

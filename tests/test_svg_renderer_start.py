@@ -7,16 +7,15 @@ import time
 
 import numpy as np
 import pytest
+from media_helpers import _corpus, _ImageLoader, _space, refused_by_every_caller
 from PIL import Image
+from test_svg_budget import HEAD, _broken_launch, _svg_children
 
 from anybind.cache import FeatureCache
 from anybind.data.limits import LIMITS, MediaLimits
 from anybind.data.svg import check_svg, render_svg
 from anybind.errors import DataError, RendererUnavailable, unusable_file
 from anybind.index import Index
-from test_media_limits import _corpus, _ImageLoader, _space, refused_by_every_caller
-from test_svg_budget import HEAD, _broken_launch, _svg_children
-
 
 UNAVAILABLE = (r"not rendered: the SVG renderer process did not start within 0 s \(a busy machine\); "
                r"the file itself was not read \(try again\)")

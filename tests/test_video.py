@@ -144,7 +144,7 @@ def test_limits_refuse_large_long_or_endless_videos_before_or_while_decoding(cli
         msg = str(e.value)
         assert msg.startswith(f"{clips['avi']}: {why}") and "\n" not in msg, msg
         assert f"(the limit, {limit}); not decoded: {when} (to decode it, raise {limit}: " in msg, msg
-        assert f"MediaLimits({limit}=...)" in msg and unusable_file("video", msg).startswith(
+        assert f"MediaLimits({limit}=...)" in msg and unusable_file("video", e.value).startswith(
             "decode refused by a limit for video: ")
     with using_limits(MediaLimits(max_video_frames=20)):  # exactly enough
         assert len(enc.load(clips["avi"]).frames) == 20

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .duplicates import ImagePrints, encoder_features, image_prints, near_pairs
-from .errors import RENDER_TIMEOUT_MARK, render_refused, renderer_unavailable, unusable_file
+from .errors import render_refused, render_timed_out, renderer_unavailable, unusable_file
 from .metrics import Embedded, content_groups
 
 if TYPE_CHECKING:
@@ -74,8 +74,9 @@ NOT_READ_SCORE = 0.5
 
 
 def unreadable_finding(modality: str, why: str) -> Finding:
-    """The finding of a record whose ``modality`` file could not be read (``why``: the decoder's one-line error)."""
-    not_read = renderer_unavailable(why) or RENDER_TIMEOUT_MARK in why or render_refused(why)
+    """The finding of a record whose ``modality`` file could not be read (``why``: the decoder's error or its
+    :class:`~anybind.errors.Reason`, whose class tells a file not read or over a limit from a corrupt one)."""
+    not_read = renderer_unavailable(why) or render_timed_out(why) or render_refused(why)
     return Finding("unreadable", NOT_READ_SCORE if not_read else 1.0,
                    f"{unusable_file(modality, why)}; left out of the {modality} checks")
 

@@ -32,7 +32,7 @@ import numpy as np
 from .encoders.base import Encoder
 from .encoders.batching import encode_adaptive
 from .encoders.device import cache_identity
-from .errors import DataError
+from .errors import DataError, Reason
 from .io import default_cache_dir  # noqa: F401  (re-exported: it was defined here)
 from .io import atomic_write_bytes, atomic_write_dir  # noqa: F401 -- re-exported (they used to live here)
 
@@ -215,7 +215,9 @@ class FeatureCache:
                 forget([Path(first[k]) for k in failed])
             if bad is None:
                 k = next(iter(failed))
-                raise DataError(f"{encoder.spec}: cannot decode {first[k]!s}: {failed[k]}")
+                why = failed[k]  # a Reason: raised as its own kind (a refusal, a file not read), not a plain DataError
+                kind = why.error if isinstance(why, Reason) and issubclass(why.error, DataError) else DataError
+                raise kind(f"{encoder.spec}: cannot decode {first[k]!s}: {why}")
             for i, k in enumerate(keys):
                 if k in failed:
                     bad[i] = failed[k]
@@ -281,7 +283,7 @@ class FeatureCache:
             try:
                 out.append((k, encoder.load(first[k]), None))
             except DataError as e:
-                out.append((k, None, str(e)))
+                out.append((k, None, Reason.of(e)))
         return out
 
 
@@ -305,7 +307,7 @@ def _encode_batch(
         return [k for k, _ in good], encode_adaptive(encoder, [x for _, x in good], names=names)
     except DataError as e:
         if len(good) == 1:
-            failed[good[0][0]] = str(e)
+            failed[good[0][0]] = Reason.of(e)
             return [], None
     keys, outs = [], []
     for k, x in good:

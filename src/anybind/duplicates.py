@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import DataError
+from .errors import DataError, Reason
 
 if TYPE_CHECKING:
     from .cache import FeatureCache
@@ -238,7 +238,7 @@ def image_prints(paths: Sequence[Any], *, progress: bool = False, bad: dict[int,
         except DataError as e:
             if bad is None:
                 raise
-            bad[i] = str(e)
+            bad[i] = Reason.of(e)  # its kind kept (a file not read in time is not a corrupt one)
             continue
         H.append(np.packbits(_phash_of(img)))
         C.append(_colours_of(img))

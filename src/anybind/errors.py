@@ -63,32 +63,70 @@ class RendererUnavailable(DataError):
     with it -- try again later.  The service answers 503 (retry), not 400."""
 
 
-#: the words :func:`unusable_file` recognises a :class:`RenderTimeout`'s message by, where only its text travels
-#: (a feature cache's per-item reasons are strings)
-RENDER_TIMEOUT_MARK = "to render (the time budget"
-#: the words a :class:`RenderRefused`'s message holds, for the same purpose
-RENDER_REFUSED_MARK = "; not rendered: refused before rendering"
-#: the words a :class:`LimitRefused`'s message about a file refused before decoding holds, for the same purpose
-DECODE_REFUSED_MARK = "; not decoded: refused before decoding"
-#: the words a :class:`LimitRefused`'s message about a file whose decoding passed a limit (a video's frame count) holds
-DECODE_STOPPED_MARK = "; not decoded: stopped while decoding"
 #: the media limits the service sets from its own ``ServeConfig`` fields of the same name
 _SERVE_LIMITS = ("max_pixels", "max_svg_work", "max_video_seconds")
-#: the words a :class:`RendererUnavailable`'s message holds, for the same purpose (and the service's 503)
-RENDERER_UNAVAILABLE_MARK = "not rendered: the SVG renderer process"
+#: the kinds of unusable file a :class:`Reason` carries by name (where only text travels: a Ray Data column)
+_KINDS: dict[str, type[DataError]] = {c.__name__: c for c in (DataError, RenderTimeout, LimitRefused, RenderRefused,
+                                                              RendererUnavailable)}
+
+
+class Reason(str):
+    """The one-line reason an item could not be used, as text (the error's message), that keeps the class of the
+    error behind it (:attr:`error`): a feature cache's per-item reasons and the audit's image prints are these.  What
+    kind of failure it is (:func:`unusable_file`, :func:`render_refused`, :func:`renderer_unavailable`) is read from
+    that class, never from words in the text: the text holds the file's name, which may hold any words.
+    ``Reason(text, kind)`` rebuilds one from :attr:`kind` (a class name) where only text travels; it survives
+    pickling."""
+
+    error: type[BaseException]
+
+    def __new__(cls, text: str, error: "type[BaseException] | str" = DataError) -> "Reason":
+        self = super().__new__(cls, text)
+        self.error = _KINDS.get(error, DataError) if isinstance(error, str) else error
+        return self
+
+    @classmethod
+    def of(cls, e: BaseException) -> "Reason":
+        """The reason of error ``e``: its message, and its class."""
+        return cls(str(e), type(e))
+
+    @property
+    def kind(self) -> str:
+        """The name of the nearest kind of unusable file :attr:`error` is (``DataError`` for any other error)."""
+        return next((c.__name__ for c in self.error.__mro__ if _KINDS.get(c.__name__) is c), "DataError")
+
+    def __reduce__(self):
+        return (Reason, (str(self), self.error))
+
+
+def _is(why: "str | BaseException", kind: type[BaseException]) -> bool:
+    """Whether ``why`` -- an error, or a :class:`Reason` -- is a ``kind``; plain text tells nothing (False)."""
+    if isinstance(why, BaseException):
+        return isinstance(why, kind)
+    return isinstance(why, Reason) and issubclass(why.error, kind)
 
 
 def renderer_unavailable(why: "str | BaseException") -> bool:
-    """Whether ``why`` (an error, or its message passed on as text or wrapped in another error's message) is a
-    :class:`RendererUnavailable`: a file that was not read, not a file found unusable."""
-    return isinstance(why, RendererUnavailable) or RENDERER_UNAVAILABLE_MARK in str(why)
+    """Whether ``why`` (an error or its :class:`Reason`) is a :class:`RendererUnavailable`: a file that was not read,
+    not a file found unusable."""
+    return _is(why, RendererUnavailable)
 
 
 def render_refused(why: "str | BaseException") -> bool:
-    """Whether ``why`` (an error, or its message as text) is a :class:`LimitRefused` (a :class:`RenderRefused` or a
+    """Whether ``why`` (an error or its :class:`Reason`) is a :class:`LimitRefused` (a :class:`RenderRefused` or a
     raster refused before decoding): a file over a media limit, not a corrupt one."""
-    return isinstance(why, LimitRefused) or any(m in str(why) for m in (RENDER_REFUSED_MARK, DECODE_REFUSED_MARK,
-                                                                         DECODE_STOPPED_MARK))
+    return _is(why, LimitRefused)
+
+
+def not_read_kind(e: BaseException, default: "type[AnybindError]") -> "type[AnybindError]":
+    """The class to raise error ``e`` again as, under another message: :class:`RendererUnavailable` where ``e`` is one
+    (the file was not read: the service answers 503 and retry, not 400), else ``default``."""
+    return RendererUnavailable if renderer_unavailable(e) else default
+
+
+def render_timed_out(why: "str | BaseException") -> bool:
+    """Whether ``why`` (an error or its :class:`Reason`) is a :class:`RenderTimeout`: a file not read in time."""
+    return _is(why, RenderTimeout)
 
 
 def unusable_file(modality: str, why: "str | BaseException") -> str:
@@ -98,14 +136,14 @@ def unusable_file(modality: str, why: "str | BaseException") -> str:
     a limit for <modality>: ...`` for another :class:`LimitRefused` (a raster over ``max_pixels``, a video over one of
     its limits), ``SVG renderer unavailable for <modality>: ...`` for a :class:`RendererUnavailable` (the file was
     not read: try again),
-    ``corrupt file for <modality>: ...`` for anything else that cannot be decoded."""
+    ``corrupt file for <modality>: ...`` for anything else that cannot be decoded (plain text included: the kind is
+    read from the error's class, see :class:`Reason`)."""
     if renderer_unavailable(why):
         kind = "SVG renderer unavailable"
-    elif isinstance(why, RenderTimeout) or RENDER_TIMEOUT_MARK in str(why):
+    elif render_timed_out(why):
         kind = "render timed out"
     elif render_refused(why):
-        render = isinstance(why, RenderRefused) or RENDER_REFUSED_MARK in str(why)
-        kind = "render refused by a limit" if render else "decode refused by a limit"
+        kind = "render refused by a limit" if _is(why, RenderRefused) else "decode refused by a limit"
     else:
         kind = "corrupt file"
     return f"{kind} for {modality}: {why}"

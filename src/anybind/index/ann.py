@@ -12,7 +12,7 @@ import numpy as np
 from ..metrics import mean_and_lower_bound
 from .errors import IndexError_
 from .exact import unit_rows, exact_topk
-from .store import ANN_TYPES, sql_where
+from .store import ANN_TYPES, sql_str, sql_where
 from .table import IndexTable
 
 if TYPE_CHECKING:
@@ -154,12 +154,59 @@ class LanceAnn:
                 out.append(g.select(cols + ["score"]))
         return out
 
+    def _unit_queries(self, queries: np.ndarray) -> np.ndarray:
+        """Given queries as unit rows, refused unless they are rows of the index's dimension."""
+        Q = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+        if Q.ndim != 2 or Q.shape[1] != self.t.dim:
+            what = f"{Q.shape[1]}-d" if Q.ndim == 2 else f"of shape {Q.shape}"
+            raise IndexError_(f"queries are {what}: this index holds {self.t.dim}-d vectors")
+        return unit_rows(Q)
+
+    def _checked_truth(self, truth: Sequence[Iterable[tuple[str, str]]], k: int,
+                       modality: str | None) -> list[set[tuple[str, str]]]:
+        """``truth`` as one set of (id, modality) pairs per query, refused (the first bad query named) unless each
+        lists at most ``k`` pairs of strings, of the tuning's ``modality`` (or the index's), held by the index: any
+        other truth scores recall 0 at every setting and tunes to the slowest one in silence."""
+        want = []
+        for i, g in enumerate(truth):
+            pairs = list(g)
+            for e, p in enumerate(pairs):
+                if not (isinstance(p, (tuple, list)) and len(p) == 2 and all(isinstance(x, str) for x in p)):
+                    raise IndexError_(f"truth of query {i}: entry {e} is {p!r}, not an (id, modality) pair of strings")
+            want.append({(str(a), str(b)) for a, b in pairs})
+            if len(want[i]) > k:
+                raise IndexError_(f"truth of query {i} lists {len(want[i])} rows: the exact top-{k} expected")
+            for _, m in sorted(want[i]):
+                if modality is not None and m != modality:
+                    raise IndexError_(f"truth of query {i} names modality {m!r}: the tuning searches modality "
+                                      f"{modality!r} only")
+                if m not in self.t.modalities:
+                    raise IndexError_(f"truth of query {i} names modality {m!r}: this index holds "
+                                      f"{', '.join(self.t.modalities) or 'nothing'}")
+        missing = self._missing({p for w in want for p in w})
+        if missing:
+            i, (rid, m) = next((i, p) for i, w in enumerate(want) for p in sorted(w) if p in missing)
+            raise IndexError_(f"truth of query {i} names id {rid!r} ({m}), which this index does not hold")
+        return want
+
+    def _missing(self, pairs: set[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Those of the (id, modality) ``pairs`` the table does not hold (read 500 ids a query, not the table)."""
+        missing = set()
+        for m in sorted({m for _, m in pairs}):
+            ids = sorted(i for i, mm in pairs if mm == m)
+            for s in range(0, len(ids), 500):
+                chunk = ids[s : s + 500]
+                where = f"modality = {sql_str(m)} AND id IN ({', '.join(sql_str(i) for i in chunk)})"
+                got = self.t.table.search().where(where).select(["id"]).limit(None).to_arrow().column("id")
+                missing |= {(i, m) for i in set(chunk) - set(got.to_pylist())}
+        return missing
+
     def _queries(self, snap: Any, rows: np.ndarray | None, queries: np.ndarray | None, n_queries: int,
                  noise: float, seed: int) -> np.ndarray:
         """``queries`` as unit rows, or ``n_queries`` stored vectors (of ``rows``) perturbed by Gaussian noise of
         norm ~``noise`` and renormalised, so that no query is its own trivial nearest neighbour."""
         if queries is not None:
-            return unit_rows(np.atleast_2d(queries))
+            return self._unit_queries(queries)
         rng = np.random.default_rng(seed)
         pool = np.arange(len(snap.vectors)) if rows is None else rows
         pick = rng.choice(pool, size=min(n_queries, len(pool)), replace=False)
@@ -253,12 +300,11 @@ class LanceAnn:
             raise IndexError_(f"target_recall must be in (0, 1], got {target_recall}")
         if not z >= 0:
             raise IndexError_(f"z (standard errors of margin) must be >= 0, got {z}")
+        self.t.check_targets(modality)
         if truth is not None:
-            if queries is None or len(truth) != len(queries):
+            if queries is None or len(truth) != len(np.atleast_2d(queries)):
                 raise IndexError_("truth needs the queries it belongs to, one top-k list per query")
-            Q, want = unit_rows(np.atleast_2d(queries)), [set(map(tuple, g)) for g in truth]
-            if (long := next((i for i, w in enumerate(want) if len(w) > k), None)) is not None:
-                raise IndexError_(f"truth of query {long} lists {len(want[long])} rows: the exact top-{k} expected")
+            Q, want = self._unit_queries(queries), self._checked_truth(truth, k, modality)
         else:
             snap = self.t.snapshot()
             rows = snap.rows_where([modality] if modality else None, {})

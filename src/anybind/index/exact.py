@@ -40,8 +40,9 @@ def exact_topk(
     if rows is not None:
         rows = np.asarray(rows)
         if rows.size and rows.dtype.kind not in "iu":  # a bool mask cast to int64 would be the rows 0 and 1
-            raise ValueError(f"rows must be integer row numbers into vectors, got an array of {rows.dtype} "
-                             "(for a boolean mask pass np.flatnonzero(mask))")
+            raise DataError(f"rows must be integer row numbers into vectors, got an array of {rows.dtype} "
+                            "(for a boolean mask pass np.flatnonzero(mask))")
+        _check_rows(rows, len(vectors))
     n = len(vectors) if rows is None else len(rows)
     kk = min(int(k), n)
     nq = Q.shape[0]
@@ -77,6 +78,20 @@ def exact_topk(
     if out_i.min() < 0:  # a query whose scores are all -inf past the first block: the plain way
         return _exact_topk_sorting(Q, X, R, n, kk, qb, cb)
     return out_s, out_i
+
+
+def _check_rows(rows: np.ndarray, n: int) -> None:
+    """Refuse ``rows`` unless a 1-D array of row numbers in ``[0, n)``, naming the first one out of range (torch's
+    gather would raise "index out of range in self"; a negative row does not count from the end there)."""
+    if rows.ndim != 1:
+        raise DataError(f"rows must be a 1-D array of row numbers into vectors, got shape {rows.shape}")
+    if not rows.size or (rows.min() >= 0 and rows.max() < n):
+        return
+    at = int(np.flatnonzero((rows < 0) | (rows >= n))[0])
+    if not n:
+        raise DataError(f"rows[{at}] is {rows[at]}: vectors has no rows")
+    neg = " (negative rows do not count from the end)" if rows[at] < 0 else ""
+    raise DataError(f"rows[{at}] is {rows[at]}: row numbers into vectors run from 0 to {n - 1}{neg}")
 
 
 # With ``rows``, a block of vectors gathered for one product holds at most this many times ``block_floats`` floats

@@ -14,7 +14,7 @@ import numpy as np
 from ..data.files import open_regular
 from ..data.strings import is_blank
 from ..data.video import VIDEO_SUFFIXES
-from ..errors import AnybindError, DataError
+from ..errors import AnybindError, DataError, not_read_kind
 from ..scoring import Scorer
 from .errors import QueryError
 from .exact import renormed as _renormed
@@ -266,4 +266,4 @@ class QueryEmbedder:
         try:
             return space.embed(modality, [item], cache=cache)[0]
         except AnybindError as e:
-            raise QueryError(f"cannot use {modality} query: {e}") from None
+            raise not_read_kind(e, QueryError)(f"cannot use {modality} query: {e}") from None

@@ -17,7 +17,7 @@ from ..encoders.base import Encoder
 from ..encoders.batching import encode_adaptive
 from ..encoders.device import cache_identity, current_runtime, ray_gpus, worker_runtime
 from ..encoders.registry import get_encoder
-from ..errors import DataError, EncoderError
+from ..errors import DataError, EncoderError, Reason
 from . import cluster_cpus, free_cpus
 from .encode_report import EncodeReport, cached_encoder
 
@@ -46,15 +46,17 @@ def key_batch(batch: dict[str, np.ndarray], spec: str) -> dict[str, np.ndarray]:
 def decode_batch(batch: dict[str, np.ndarray], spec: str) -> dict[str, np.ndarray]:
     """Map task: ``Encoder.load`` on each item; an undecodable item becomes an error row, not a failure."""
     enc = _worker_encoder(spec)
-    data, errors = [], []
+    data, errors, kinds = [], [], []
     for it in batch["item"]:
         try:
             # the decoded object itself: Ray's own transport carries it to the actor (nothing of ours unpickles)
             data.append(enc.load(str(it)))
             errors.append("")
+            kinds.append("")
         except DataError as e:
             data.append(b"")
             errors.append(str(e))
+            kinds.append(Reason.of(e).kind)  # the error's kind, by name: its message may hold any words
     column = np.empty(len(data), dtype=object)
     for i, x in enumerate(data):  # element by element: equal-shaped arrays must not fuse into one block
         column[i] = x
@@ -63,6 +65,7 @@ def decode_batch(batch: dict[str, np.ndarray], spec: str) -> dict[str, np.ndarra
         "item": batch["item"],
         "data": column,
         "error": np.asarray(errors, dtype=object),
+        "kind": np.asarray(kinds, dtype=object),
     }
 
 
@@ -94,7 +97,7 @@ class _EncodeActor:
             X = encode_adaptive(self.enc, loaded, self.batch_size, names=[str(batch["item"][i]) for i in ok])
             self.cache.write_shard(self.identity, [str(batch["key"][i]) for i in ok], X)
             written[ok] = True
-        return {"item": batch["item"], "error": errors, "written": written}
+        return {"item": batch["item"], "error": errors, "kind": batch["kind"], "written": written}
 
 
 def encode_actor_options(enc: Encoder, cache_root: str, *, batch_size: int, shard_size: int, num_gpus: float,
@@ -251,7 +254,8 @@ def encode_ray(
                 for b in ds.iter_batches(batch_size=None, batch_format="numpy"):
                     n_ok = int(b["written"].sum())
                     rep.encoded += n_ok
-                    rep.failed += [(str(it), str(e)) for it, e in zip(b["item"], b["error"]) if e]
+                    rep.failed += [(str(it), Reason(str(e), str(kd)))
+                                   for it, e, kd in zip(b["item"], b["error"], b["kind"]) if e]
                     prog.update(task, advance=len(b["item"]),
                                 rate=f"{rep.encoded / max(time.perf_counter() - t1, 1e-9):.1f}")
         except Exception as e:  # a worker raised: committed shards stay, the rerun continues

@@ -24,7 +24,9 @@ Guarantees:
   serving is plain I/O.
 * **Bounded uploads.**  A request body over ``max_upload_bytes`` gets **413**
   (from ``Content-Length`` before anything is read, or as soon as the stream
-  passes the cap); more than ``max_files`` files in one request get **400**.
+  passes the cap), a JSON body over ``max_json_bytes`` too; more than ``max_files`` files in one request get
+  **400**.  A **422** lists at most 20 errors, each input echoed only when small; more than a few unknown
+  fields are one error.
   The uploads being decoded and encoded hold at most ``max_inflight_pixels``
   pixels together, whatever ``concurrency`` is: each reserves what its files'
   headers declare before anything is decoded, and waits its turn as a request
@@ -185,7 +187,7 @@ def create_app(
                                        swagger_css_url="/docs-assets/swagger-ui.css",
                                        swagger_favicon_url="/docs-assets/favicon-32x32.png")
 
-    app.add_middleware(BodyLimit, max_bytes=cfg.max_upload_bytes)
+    app.add_middleware(BodyLimit, max_bytes=cfg.max_upload_bytes, max_json_bytes=cfg.max_json_bytes)
     if api_keys is not None:  # inside CORS (a preflight carries no key), outside everything that reads a body
         app.add_middleware(ApiKeyAuth, store=api_keys if isinstance(api_keys, KeyStore) else KeyStore(api_keys))
     if cors_origins:

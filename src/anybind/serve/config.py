@@ -11,6 +11,9 @@ class ServeConfig:
     """Limits of the service (``anybind serve --help`` shows the same defaults).
 
     max_upload_bytes: cap on a request body (all files of an upload together); larger -> 413.
+    max_json_bytes: cap on any other request body (JSON); larger -> 413, before it is parsed.  The largest body the
+        request schemas allow (64 texts of 2,000 characters, each escaped) is about 1.5 MB; a larger one could only
+        hold what is refused, and refusing it one error at a time cost a worker a minute and 920 MiB at 9 MiB.
     max_files: files in one upload request.
     concurrency: requests being answered at once (each in a worker thread); the memory of the uploads among
         them is bounded by ``max_inflight_pixels``, not by this.  Requests that need one encoder
@@ -50,6 +53,7 @@ class ServeConfig:
     """
 
     max_upload_bytes: int = 10 * 1024 * 1024
+    max_json_bytes: int = 2 * 1024 * 1024
     max_files: int = 8
     concurrency: int = 128
     max_queue: int = 256

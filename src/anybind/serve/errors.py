@@ -11,6 +11,7 @@ through :func:`json_safe` first: non-finite numbers become the strings ``"NaN"``
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -56,6 +57,14 @@ STATUS: tuple[tuple[type[Exception], int], ...] = (
 )
 
 
+#: errors a 422 lists at most (the rest are counted in one more entry): a body of many unknown keys has one error
+#: each, and writing them all took longer than the body took to send
+MAX_LISTED_ERRORS = 20
+#: an echoed input larger than this (characters, or items and characters in a container, counted as they are met) is
+#: shown by its type and size instead
+MAX_ECHO = 200
+
+
 #: seconds a client is told to wait before it sends a file again that a busy machine could not render (503)
 RENDER_RETRY_AFTER = 5
 
@@ -79,15 +88,50 @@ def _answer(status: int):
     return handler
 
 
+def listed_errors(errors: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A 422's errors, bounded whatever the body held: the first :data:`MAX_LISTED_ERRORS`, each input echoed only
+    when small (:data:`MAX_ECHO`; else its type and size) and each key in its location cut at :data:`MAX_ECHO`
+    characters, and one more entry counting those not listed."""
+    out = []
+    for e in errors[:MAX_LISTED_ERRORS]:
+        e = dict(e)
+        e["loc"] = [x[:MAX_ECHO] + "..." if isinstance(x, str) and len(x) > MAX_ECHO else x for x in e.get("loc", ())]
+        if "input" in e and not _small(e["input"], [MAX_ECHO]):
+            x = e["input"]
+            e["input"] = f"({type(x).__name__} of {len(x) if hasattr(x, '__len__') else '?'} "\
+                f"{'characters' if isinstance(x, (str, bytes)) else 'items'}: not echoed)"
+        out.append(e)
+    if len(errors) > MAX_LISTED_ERRORS:
+        out.append({"type": "too_many_errors", "loc": ["body"],
+                    "msg": f"{len(errors) - MAX_LISTED_ERRORS} more errors not listed (at most {MAX_LISTED_ERRORS} are)"})
+    return out
+
+
+def _small(x: Any, budget: list[int]) -> bool:
+    """Whether ``x`` holds at most ``budget[0]`` characters and items, counting as it goes (stops at the budget)."""
+    if isinstance(x, (str, bytes)):
+        budget[0] -= len(x)
+    elif isinstance(x, dict):
+        budget[0] -= len(x)
+        return budget[0] >= 0 and all(_small(k, budget) and _small(v, budget) for k, v in x.items())
+    elif isinstance(x, (list, tuple)):
+        budget[0] -= len(x)
+        return budget[0] >= 0 and all(_small(v, budget) for v in x)
+    else:
+        budget[0] -= 1
+    return budget[0] >= 0
+
+
 def add_error_handlers(app: FastAPI) -> None:
     """The app's error answers: :data:`STATUS`, 503 busy or a file no renderer could be started for (a
-    :class:`~anybind.errors.RendererUnavailable`, even when wrapped in another error's message), 429 over a
+    :class:`~anybind.errors.RendererUnavailable`, also where re-raised under another message:
+    :func:`~anybind.errors.not_read_kind`), 429 over a
     key's rate limit (all with ``Retry-After``) and FastAPI's 422 for a
     request-schema violation (the echoed input made writable)."""
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
-        return json_error(422, jsonable_encoder(exc.errors()))
+        return json_error(422, jsonable_encoder(listed_errors(exc.errors())))
 
     @app.exception_handler(Busy)
     async def _busy(request: Request, exc: Busy):

@@ -19,21 +19,28 @@ async def send_json(send, status: int, detail: str, headers: list[tuple[bytes, b
 
 
 class BodyLimit:
-    """Pure ASGI middleware: 413 for a request body over ``max_bytes`` (declared or streamed)."""
+    """Pure ASGI middleware: 413 for a request body over ``max_bytes`` (declared or streamed); a body that is not a
+    multipart upload (JSON) over ``max_json_bytes`` (``None``: ``max_bytes``)."""
 
-    def __init__(self, app, max_bytes: int):
+    def __init__(self, app, max_bytes: int, max_json_bytes: int | None = None):
         self.app = app
         self.max_bytes = int(max_bytes)
+        self.max_json_bytes = self.max_bytes if max_json_bytes is None else min(self.max_bytes, int(max_json_bytes))
 
-    def _message(self) -> str:
-        return f"request body over the upload cap of {self.max_bytes} bytes ({self.max_bytes / 2**20:.1f} MiB)"
+    def _message(self, cap: int) -> str:
+        if cap < self.max_bytes:
+            return f"request body over the JSON cap of {cap} bytes ({cap / 2**20:.1f} MiB; ServeConfig.max_json_bytes)"
+        return f"request body over the upload cap of {cap} bytes ({cap / 2**20:.1f} MiB)"
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
             return await self.app(scope, receive, send)
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and (not declared.strip().isdigit() or int(declared) > self.max_bytes):
-            return await send_json(send, 413, self._message(), [(b"connection", b"close")])
+        headers = dict(scope.get("headers") or [])
+        upload = headers.get(b"content-type", b"").lower().startswith(b"multipart/form-data")
+        cap = self.max_bytes if upload else self.max_json_bytes
+        declared = headers.get(b"content-length")
+        if declared is not None and (not declared.strip().isdigit() or int(declared) > cap):
+            return await send_json(send, 413, self._message(cap), [(b"connection", b"close")])
         seen = 0
 
         async def limited():
@@ -41,8 +48,8 @@ class BodyLimit:
             msg = await receive()
             if msg["type"] == "http.request":
                 seen += len(msg.get("body", b""))
-                if seen > self.max_bytes:
-                    raise HTTPException(413, self._message())
+                if seen > cap:
+                    raise HTTPException(413, self._message(cap))
             return msg
 
         await self.app(scope, limited, send)

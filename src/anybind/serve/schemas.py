@@ -12,6 +12,7 @@ MAX_LABELS = 256  # class names per /classify request
 MAX_TEMPLATES = 8
 MAX_LABEL = 200  # characters of one class name
 MAX_TEMPLATE = 500  # characters of one prompt template
+MAX_UNKNOWN_FIELDS = 4  # unknown fields of a JSON body past which they are one error, not one each
 RERANK = Literal["csls", "qbnorm", "invgc"]
 RANK_BY = ("'probability': rank hits of every modality by their calibrated match probability (a calibrated space, "
            "a one-modality query), so the modality gap does not decide the order.")
@@ -50,6 +51,12 @@ class RequestModel(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _valid_unicode(cls, data: Any) -> Any:
+        if isinstance(data, dict) and len(data) > MAX_UNKNOWN_FIELDS:
+            unknown = [k for k in data if k not in cls.model_fields]
+            if len(unknown) > MAX_UNKNOWN_FIELDS:  # one error, not one per field (each made and listed in turn)
+                shown = ", ".join(repr(k if len(k) <= 30 else k[:30] + "...") for k in unknown[:3])
+                raise ValueError(f"{len(unknown)} unknown fields ({shown}, ...): this request takes "
+                                 f"{', '.join(cls.model_fields)}")
         at = _lone_surrogate_at(data)
         if at:
             at = at.encode("utf-8", "backslashreplace").decode()

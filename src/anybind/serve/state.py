@@ -24,7 +24,7 @@ import numpy as np
 
 from ..data.limits import LIMITS, MediaLimits, using_limits
 from ..data.templates import templates_for
-from ..errors import AnybindError, DataError
+from ..errors import AnybindError, DataError, not_read_kind
 from ..index import Hit, Index, QueryError, class_embeddings
 from ..space import Space
 from .config import ServeConfig
@@ -331,7 +331,7 @@ class Service:
             with using_limits(self.media_limits):  # as search and classify
                 return self.space.embed(modality, list(items), cache=self.cache)
         except AnybindError as e:
-            raise QueryError(f"cannot embed {modality} input: {e}") from None
+            raise not_read_kind(e, QueryError)(f"cannot embed {modality} input: {e}") from None
 
     # -- stored items ---------------------------------------------------------
     def item(self, item_id: str, modality: str | None) -> Item:

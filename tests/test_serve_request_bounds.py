@@ -1,0 +1,89 @@
+"""What one request's *errors* may cost the service: a schema violation is answered with a bounded 422 (at most
+:data:`~anybind.serve.errors.MAX_LISTED_ERRORS` errors listed, each echoed input bounded), however many errors a
+body holds -- a 1 MiB JSON body of unknown keys was a 10 MiB answer that took a worker over a minute to write."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+from media_helpers import _corpus, _space
+
+from anybind.index import Index
+from anybind.serve import ServeConfig, Service, create_app
+from anybind.serve.errors import MAX_LISTED_ERRORS
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bounds")
+    space = _space()
+    space.save(root / "space")
+    Index.build(space, _corpus(root), root / "index", cache=root / "cache")
+    svc = Service.load(root / "space", root / "index", cache=root / "cache", config=ServeConfig())
+    with TestClient(create_app(service=svc), raise_server_exceptions=False) as c:
+        yield c
+    svc.close()
+
+
+def _post(client, route, body):
+    return client.post(route, content=json.dumps(body).encode(), headers={"content-type": "application/json"})
+
+
+@pytest.mark.parametrize("route, body, errors", [
+    ("/embed", {"texts": [1] * 60}, 60),  # one error per item
+    ("/search", {"text": "a", "x" * 300_000: 1}, 1),  # an unknown key: echoed in the error's location
+    ("/embed", {"texts": ["abc" * 30] * 3000}, 1),  # a list over its cap: its 3,000 items were echoed back
+    ("/search", {"text": "x" * 300_000}, 1),  # a string over its cap: echoed back whole
+    ("/classify", {"text": "a", "labels": [{"x": [1] * 50}] * 200}, 200),
+])
+def test_a_schema_violation_gets_a_bounded_422(client, route, body, errors):
+    res = _post(client, route, body)
+    assert res.status_code == 422, res.text
+    detail = res.json()["detail"]
+    assert len(res.content) < 8_000 + 400 * MAX_LISTED_ERRORS, len(res.content)
+    listed = min(errors, MAX_LISTED_ERRORS)
+    assert len(detail) == listed + (errors > listed)
+    if errors > listed:
+        assert detail[-1] == {"type": "too_many_errors", "loc": ["body"], "msg":
+                              f"{errors - listed} more errors not listed (at most {MAX_LISTED_ERRORS} are)"}
+
+
+def test_a_small_422_is_unchanged(client):
+    """An error of a small input keeps FastAPI's form, its input echoed as it was."""
+    res = _post(client, "/search", {"text": "a", "k": 10**9, "kk": [1, 2]})
+    assert res.status_code == 422
+    detail = res.json()["detail"]
+    assert [(d["type"], d["loc"], d["input"]) for d in detail] == [
+        ("less_than_equal", ["body", "k"], 10**9), ("extra_forbidden", ["body", "kk"], [1, 2])]
+
+
+def test_a_json_body_over_its_cap_gets_a_413_before_it_is_parsed(client):
+    """A JSON body may be as large as an upload (10 MiB) was: 9 MiB of unknown keys took a worker a minute and
+    920 MiB to refuse.  JSON bodies have their own cap (ServeConfig.max_json_bytes, 2 MiB: the largest request the
+    schemas allow, every character escaped, is 1.5 MB); uploads keep theirs."""
+    cap = ServeConfig().max_json_bytes
+    res = _post(client, "/search", {"text": "a" * cap})
+    assert res.status_code == 413 and res.json()["detail"] == (
+        f"request body over the JSON cap of {cap} bytes (2.0 MiB; ServeConfig.max_json_bytes)")
+    big = {"texts": ["\U0001f600" * 2000] * 64}  # the largest /embed body: 64 texts of 2,000 characters
+    assert 1_400_000 < len(json.dumps(big)) < cap
+    assert _post(client, "/embed", big).status_code != 413
+    res = client.post("/embed/upload", files={"files": ("a.png", b"\0" * (cap + 10))})  # an upload: its own cap
+    assert res.status_code == 415 and "a.png" in res.json()["detail"], res.text  # read, not capped
+
+
+def test_many_unknown_fields_are_one_error_found_in_one_pass(client):
+    """Unknown fields were one schema error each, made and listed one by one (1.8 MiB of them, under the JSON cap,
+    took 6.9 s and 180 MiB): more than a few are one error naming how many and the fields the request takes; a few
+    keep pydantic's error each."""
+    res = _post(client, "/search", {"text": "a", **{f"k{i}": 1 for i in range(50_000)}, "x" * 10_000: 2})
+    assert res.status_code == 422
+    (err,) = res.json()["detail"]
+    assert err["loc"] == ["body"] and err["msg"] == (
+        "Value error, 50001 unknown fields ('k0', 'k1', 'k2', ...): this request takes text, inputs, k, modality, "
+        "labels, rerank, rank_by")
+    res = _post(client, "/classify", {"labels": ["a"], "x" * 10_000: 1, "y": 2, "z": 3, "w": 4, "v": 5})
+    assert res.status_code == 422 and len(res.content) < 3000
+    assert "5 unknown fields ('xxxxxxxxxxxxxxxxxxxxxxxxxxxxxx...', 'y', 'z', ...)" in res.json()["detail"][0]["msg"]
