@@ -12,6 +12,8 @@ tasks nor the second actor could ever be scheduled: the encode waited forever (R
 deterministically; the library now holds what it sized (placement groups) before using it, and sizes anew when the
 hold does not come."""
 
+import threading
+
 import pytest
 from scale_helpers import synthetic_corpus
 
@@ -40,6 +42,29 @@ class LaggingView:
 
 FIT = {"epochs": 2, "batch_size": 64, "dim": 16, "hidden": 32, "patience": 100, "seed": 0, "rows_per_shard": 100,
        "shuffle_buffer": 500, "progress": False}
+
+
+def within(seconds: float, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)``, failed when it has not returned after ``seconds``: a library that waits forever
+    fails the test instead of hanging it.  In a thread, because pytest-timeout's alarm is not acted on while the
+    main thread waits inside Ray Train (``ray.get`` of its controller: seen with the old library, still waiting
+    10 minutes past a 180 s timeout); the thread left behind ends with the module's Ray."""
+    box: dict = {}
+
+    def run():
+        try:
+            box["value"] = fn(*args, **kwargs)
+        except BaseException as e:  # noqa: BLE001 -- re-raised in the test's thread
+            box["error"] = e
+
+    t = threading.Thread(target=run, daemon=True, name="within")
+    t.start()
+    t.join(seconds)
+    if t.is_alive():
+        pytest.fail(f"{getattr(fn, '__name__', fn)} still running after {seconds:g} s: the library waits forever")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
 
 
 def _holder(cpus: float):
@@ -74,7 +99,8 @@ def test_encode_then_train_in_one_ray_session_with_cpus_still_held(ray_local, tm
     # as in CI: the first reads after the holder took its CPU still say 2 are free (the encode's sizing among them)
     view.stale, view.left = before, 3
     try:
-        space = fit_sharded(manifest, encoders=encoders, cache=tmp_path / "cache", ray=True, ray_workers=2, **FIT)
+        space = within(400, fit_sharded, manifest, encoders=encoders, cache=tmp_path / "cache", ray=True,
+                       ray_workers=2, **FIT)
     finally:
         ray.kill(hold)
     tr = space.info["training"]
@@ -96,7 +122,7 @@ def test_ray_train_refuses_in_one_line_when_no_cpu_is_free(ray_local, tmp_path, 
     hold = _holder(2)  # every CPU of the cluster
     try:
         with pytest.raises(DataError) as e:
-            fit_sharded(manifest, encoders=encoders, cache=tmp_path / "cache", ray_workers=2, **FIT)
+            within(240, fit_sharded, manifest, encoders=encoders, cache=tmp_path / "cache", ray_workers=2, **FIT)
     finally:
         ray.kill(hold)
     msg = str(e.value)
@@ -116,7 +142,7 @@ def test_ray_train_refuses_at_once_more_workers_than_the_cluster_can_ever_hold(r
     manifest, encoders = synthetic_corpus(tmp_path, n=100)
     monkeypatch.setattr(ray_train, "RESOURCE_WAIT_S", 3600.0)
     with pytest.raises(DataError) as e:
-        fit_sharded(manifest, encoders=encoders, cache=tmp_path / "cache", ray_workers=30, **FIT)
+        within(200, fit_sharded, manifest, encoders=encoders, cache=tmp_path / "cache", ray_workers=30, **FIT)
     msg = str(e.value)
     assert "\n" not in msg
     assert msg.startswith("Ray Train needs 3 CPUs (0.1 per worker); the Ray cluster has 2 in all"), msg
@@ -138,7 +164,8 @@ def test_ray_train_sized_from_a_stale_view_of_free_cpus_trains_on_what_is_free(r
     hold = _holder(1)
     view.stale, view.left = before, 2  # the trainer's first two reads: 2 of 2 CPUs free
     try:
-        space = fit_sharded(manifest, encoders=encoders, cache=tmp_path / "cache", ray_workers=2, **FIT)
+        space = within(270, fit_sharded, manifest, encoders=encoders, cache=tmp_path / "cache", ray_workers=2,
+                       **FIT)
     finally:
         ray.kill(hold)
     assert view.served == 2
@@ -167,7 +194,7 @@ def test_ray_train_refuses_in_one_line_when_its_cpus_are_taken_after_they_were_s
     monkeypatch.setattr(ray_train, "worker_cpus", then_taken)
     try:
         with pytest.raises(DataError) as e:
-            fit_sharded(manifest, encoders=encoders, cache=tmp_path / "cache", ray_workers=2, **FIT)
+            within(270, fit_sharded, manifest, encoders=encoders, cache=tmp_path / "cache", ray_workers=2, **FIT)
     finally:
         for h in taken:
             ray.kill(h)
