@@ -119,6 +119,18 @@ def worker_cpus(workers: int, *, gpus: bool = False, wait: float | None = None) 
     return cpus
 
 
+def _no_restart():
+    """Ray Train's failure config in which a worker group that could not start fails the run (Ray Train v2:
+    ``controller_failure_limit=0``; its default retries forever); the plain one on Ray Train v1, which has no such
+    retry."""
+    from ray.train import FailureConfig
+
+    try:
+        return FailureConfig(controller_failure_limit=0)
+    except TypeError:
+        return FailureConfig()
+
+
 def _failure(e: BaseException, workers: int, cpus: float) -> str:
     """One line for a failed ``trainer.fit``: the workers that could not start, or the worker's own error."""
     from .encode_ray import root_cause
@@ -163,7 +175,7 @@ def fit_ray(
     if init is not None:
         init_bytes = save({f"{m}.{k}": v.contiguous() for m, sd in init.items() for k, v in sd.items()})
     with ray_session(address):
-        from ray.train import FailureConfig, RunConfig, ScalingConfig
+        from ray.train import RunConfig, ScalingConfig
         from ray.train.torch import TorchConfig, TorchTrainer
 
         rt = current_runtime()
@@ -183,8 +195,7 @@ def fit_ray(
             torch_config=TorchConfig(backend=backend),
             # a worker group that cannot start (its CPUs taken in the instant between worker_cpus and its placement
             # group) fails the run after Ray Train's start timeout instead of being retried forever
-            run_config=RunConfig(storage_path=str(root.absolute()), name=name,
-                                 failure_config=FailureConfig(controller_failure_limit=0)),
+            run_config=RunConfig(storage_path=str(root.absolute()), name=name, failure_config=_no_restart()),
         )
         try:
             result = trainer.fit()
