@@ -20,6 +20,7 @@ from ..encoders.registry import get_encoder
 from ..errors import DataError, EncoderError, Reason
 from . import cluster_cpus, free_cpus
 from .encode_report import EncodeReport, cached_encoder
+from .reserve import Groups, Reservation, down, in_groups, reserve
 
 #: from this many files on, content keys (file hashes) are computed by Ray tasks, not by the driver
 KEY_TASKS_FROM = 20_000
@@ -114,20 +115,45 @@ def encode_actor_options(enc: Encoder, cache_root: str, *, batch_size: int, shar
     }
 
 
-def _resources(concurrency: int, num_gpus: float, cpus_per_actor: float | None) -> tuple[float, float]:
-    """(CPUs per decode task, CPUs per encoder actor), sized to the CPUs free now: the actors never take
-    every free CPU, or the decode tasks could never be scheduled and the pipeline would wait forever (a
-    cluster shared with other jobs, or the actors of a failed run that Ray has not reaped yet)."""
-    free = free_cpus(wait=60.0, at_least=min(1.0, cluster_cpus()))
+#: seconds an encode (or a Ray index embedding) waits for the CPUs of its actors and decode tasks to be held
+#: (:func:`anybind.scale.reserve.reserve`) before it is refused in one line
+RESERVE_WAIT_S = 60.0
+
+
+def _sizes(free: float, concurrency: int, cpus_per_actor: float | None) -> tuple[float, float]:
+    """(CPUs per decode task, CPUs per encoder actor) for ``free`` CPUs: the actors never take every free CPU,
+    or the decode tasks could never be scheduled and the pipeline would wait forever."""
     if free < 0.2:
         raise EncoderError(
             f"the Ray cluster has {free:g} free CPUs of {cluster_cpus():g} (held by other work): nothing could run; "
             "retry when it has some, or give --ray-address of another cluster"
         )
-    decode = 1.0 if free >= concurrency + 2 else min(0.5, free / 4)
+    decode = 1.0 if free >= concurrency + 2 else down(min(0.5, free / 4))
     if cpus_per_actor is not None:
         return decode, float(cpus_per_actor)
-    return decode, max(0.05, min(1.0, (free - decode) / max(1, concurrency)))
+    return decode, down(max(0.05, min(1.0, (free - decode) / max(1, concurrency))))
+
+
+def _reserve(concurrency: int, num_gpus: float, cpus_per_actor: float | None, *, tasks: int = 1,
+             what: str = "encoding on Ray") -> tuple[float, float, Reservation]:
+    """(CPUs per decode task, CPUs per actor, the reservation holding them): one placement group of
+    ``concurrency`` actor bundles (with their GPUs), one of decode bundles (as many as ``tasks`` and the CPUs left
+    allow, at least one), sized to what is free and held before anything starts (:mod:`anybind.scale.reserve`):
+    neither stage can then take the CPUs the other needs, nor can anything outside the pipeline."""
+    free_cpus(wait=60.0, at_least=min(1.0, cluster_cpus()))  # a finished pool's CPUs come back asynchronously
+    gpus = ray_gpus(num_gpus)
+    sized: dict[str, float] = {}
+
+    def plan(free: float) -> Groups:
+        decode, actor = _sizes(free, concurrency, cpus_per_actor)
+        sized.update(decode=decode, actor=actor)
+        spare = max(free - actor * max(1, concurrency), decode)
+        n = max(1, min(int(tasks), int(spare / decode + 1e-6))) if tasks else 0
+        bundle = {"CPU": actor, **({"GPU": gpus} if gpus else {})}
+        return {"encoder actors": [bundle] * max(1, int(concurrency)), "decode tasks": [{"CPU": decode}] * n}
+
+    res = reserve(plan, wait=RESERVE_WAIT_S, what=what)
+    return sized["decode"], sized["actor"], res
 
 
 def _compute(concurrency: int):
@@ -153,26 +179,6 @@ def root_cause(e: BaseException) -> str:
     return f"{type(e).__name__}: {first[0] if first else ''}"
 
 
-def _release() -> None:
-    """Drop what is left of a failed Ray Data execution: its encoder actors can outlive the pipeline (seen
-    on Ray 2.x: idle, each holding its CPUs, so the next run's tasks or a Ray Train fit never get scheduled).
-    Kills this job's remaining encoder actors; anything else on the cluster is left alone."""
-    import gc
-
-    gc.collect()
-    try:
-        import ray
-        from ray.util.state import list_actors
-
-        job = ray.get_runtime_context().get_job_id()
-        for a in list_actors(filters=[("state", "=", "ALIVE"), ("job_id", "=", job)], limit=10_000,
-                             raise_on_missing_output=False):
-            if "_EncodeActor" in (a.class_name or ""):
-                ray._private.worker.global_worker.core_worker.kill_actor(ray.ActorID.from_hex(a.actor_id), True)
-    except Exception:  # noqa: BLE001 -- best effort: the state API may be unavailable on a remote cluster
-        pass
-
-
 def _progress(enabled: bool, description: str, total: int):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -183,7 +189,8 @@ def _progress(enabled: bool, description: str, total: int):
     return prog, prog.add_task(description, total=total, rate="-")
 
 
-def _ray_keys(enc: Encoder, uniq: list[str], shard_size: int, decode_cpus: float) -> tuple[list[str], list[str]]:
+def _ray_keys(enc: Encoder, uniq: list[str], shard_size: int, decode_cpus: float,
+              res: Reservation) -> tuple[list[str], list[str]]:
     """Content keys of every item: file bytes hashed by Ray tasks for large corpora, here otherwise."""
     if enc.input_kind != "file" or len(uniq) < KEY_TASKS_FROM:
         b = key_batch({"i": np.arange(len(uniq)), "item": np.asarray(uniq, dtype=object)}, enc.spec)
@@ -194,12 +201,58 @@ def _ray_keys(enc: Encoder, uniq: list[str], shard_size: int, decode_cpus: float
         [{"i": i, "item": it} for i, it in enumerate(uniq)],
         override_num_blocks=max(1, min(len(uniq) // max(1, shard_size) + 1, 1000)),
     )
-    ds = ds.map_batches(key_batch, fn_kwargs={"spec": enc.spec}, batch_size=None, num_cpus=decode_cpus)
+    with in_groups():
+        ds = ds.map_batches(key_batch, fn_kwargs={"spec": enc.spec}, batch_size=None, num_cpus=decode_cpus,
+                            scheduling_strategy=res.strategy("decode tasks"))
     keys, errors = [""] * len(uniq), [""] * len(uniq)
     for b in ds.iter_batches(batch_size=None, batch_format="numpy"):
         for i, k, e in zip(b["i"], b["key"], b["error"]):
             keys[int(i)], errors[int(i)] = str(k), str(e)
     return keys, errors
+
+
+def _run_encode(enc: Encoder, missing: list[tuple[str, str]], fc: FeatureCache, rep: EncodeReport,
+                res: Reservation, *, batch_size: int | None, shard_size: int, concurrency: int, num_gpus: float,
+                decode_cpus: float, actor_cpus: float, progress: bool) -> str | None:
+    """Decode ``missing`` (key, item) pairs in map tasks and encode them in an actor pool, each inside its
+    placement group of ``res``; counts into ``rep``.  Returns why it failed (a worker raised), else None."""
+    import ray.data
+
+    ds = ray.data.from_items(
+        [{"key": k, "item": it} for k, it in missing],
+        override_num_blocks=max(1, min(math.ceil(len(missing) / shard_size), 10_000)),
+    )
+    opts = encode_actor_options(enc, str(fc.root.absolute()), batch_size=batch_size or enc.batch_size,
+                                shard_size=shard_size, num_gpus=num_gpus, actor_cpus=actor_cpus)
+    with in_groups():  # each stage in its own group: neither can take the CPUs the other needs
+        ds = ds.map_batches(decode_batch, fn_kwargs={"spec": enc.spec}, batch_size=shard_size,
+                            num_cpus=decode_cpus, scheduling_strategy=res.strategy("decode tasks"))
+        ds = ds.map_batches(_EncodeActor, compute=_compute(concurrency),
+                            scheduling_strategy=res.strategy("encoder actors"), **opts)
+    prog, task = _progress(progress, f"encoding {enc.spec} on Ray ({concurrency} actors)", len(missing))
+    t1 = time.perf_counter()
+    try:
+        with prog:
+            for b in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                rep.encoded += int(b["written"].sum())
+                rep.failed += [(str(it), Reason(str(e), str(kd)))
+                               for it, e, kd in zip(b["item"], b["error"], b["kind"]) if e]
+                prog.update(task, advance=len(b["item"]),
+                            rate=f"{rep.encoded / max(time.perf_counter() - t1, 1e-9):.1f}")
+    except Exception as e:  # noqa: BLE001 -- a worker raised: committed shards stay, the rerun continues
+        return root_cause(e)
+    return None
+
+
+def _release(res: Reservation) -> None:
+    """Give back what a Ray Data execution held: the pipeline (dropped here) and its placement groups, whose
+    removal ends every actor and task still in them (the actors of a failed pool can outlive the pipeline, each
+    holding its CPUs, seen on Ray 2.x).  Needs nothing of Ray's state API (no dashboard); touches only the
+    groups this process reserved."""
+    import gc
+
+    gc.collect()  # the dropped pipeline's last references
+    res.release()
 
 
 def encode_ray(
@@ -214,8 +267,6 @@ def encode_ray(
     cpus_per_actor: float | None,
     progress: bool,
 ) -> EncodeReport:
-    import ray.data
-
     t0 = time.perf_counter()
     identity = cache_identity(enc)  # what the cache keys on (the identity, + a precision other than fp32)
     rep = EncodeReport(spec=enc.spec, identity=enc.identity, mode="ray", requested=len(items))
@@ -223,55 +274,35 @@ def encode_ray(
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
     uniq = list(dict.fromkeys(str(x) for x in items))
     free_before = free_cpus()
-    decode_cpus, actor_cpus = _resources(concurrency, num_gpus, cpus_per_actor)
-    keys, key_errors = _ray_keys(enc, uniq, shard_size, decode_cpus)
-    rep.failed += [(it, e) for it, e in zip(uniq, key_errors) if e]
-    fc.rescan(identity)
-    have = fc.keys(identity)
-    first: dict[str, str] = {}
-    for k, it, e in zip(keys, uniq, key_errors):
-        if not e:
-            first.setdefault(k, it)
-    rep.unique = len(first)
-    missing = [(k, it) for k, it in first.items() if k not in have]
-    rep.hits = rep.unique - len(missing)
-    shards_dir = fc.folder(identity) / "shards"
-    n_before = len(list(shards_dir.glob("*.safetensors"))) if shards_dir.is_dir() else 0
-    if missing:
-        ds = ray.data.from_items(
-            [{"key": k, "item": it} for k, it in missing],
-            override_num_blocks=max(1, min(math.ceil(len(missing) / shard_size), 10_000)),
-        )
-        ds = ds.map_batches(decode_batch, fn_kwargs={"spec": enc.spec}, batch_size=shard_size, num_cpus=decode_cpus)
-        opts = encode_actor_options(enc, str(fc.root.absolute()), batch_size=batch_size or enc.batch_size,
-                                    shard_size=shard_size, num_gpus=num_gpus, actor_cpus=actor_cpus)
-        ds = ds.map_batches(_EncodeActor, compute=_compute(concurrency), **opts)
-        prog, task = _progress(progress, f"encoding {enc.spec} on Ray ({concurrency} actors)", len(missing))
-        t1 = time.perf_counter()
-        failure = None
-        try:
-            with prog:
-                for b in ds.iter_batches(batch_size=None, batch_format="numpy"):
-                    n_ok = int(b["written"].sum())
-                    rep.encoded += n_ok
-                    rep.failed += [(str(it), Reason(str(e), str(kd)))
-                                   for it, e, kd in zip(b["item"], b["error"], b["kind"]) if e]
-                    prog.update(task, advance=len(b["item"]),
-                                rate=f"{rep.encoded / max(time.perf_counter() - t1, 1e-9):.1f}")
-        except Exception as e:  # a worker raised: committed shards stay, the rerun continues
-            failure = root_cause(e)
-        if failure is not None:
-            ds = None
-            _release()  # the failed pipeline's actors hold CPUs until its last reference is gone
-            free_cpus(wait=10.0, at_least=free_before)  # ... and give them back asynchronously (or not: see _resources)
-            fc.rescan(identity)
-            done = len(fc.keys(identity)) - len(have)
-            raise EncoderError(
-                f"distributed encode with {enc.spec} failed ({failure}); {done} items were committed to "
-                f"{fc.folder(identity)} and are kept: rerun to encode the remaining {len(missing) - done}"
-            )
-        ds = None  # the finished pipeline: its actor pool gives its CPUs back asynchronously, waited for here so
-        free_cpus(wait=10.0, at_least=free_before)  # that what runs next (a Ray Train fit) finds them free
+    decode_cpus, actor_cpus, res = _reserve(concurrency, num_gpus, cpus_per_actor,
+                                            tasks=math.ceil(len(uniq) / shard_size))
+    with res:  # released on every way out: the groups' CPUs come back and their actors end (see _release)
+        keys, key_errors = _ray_keys(enc, uniq, shard_size, decode_cpus, res)
+        rep.failed += [(it, e) for it, e in zip(uniq, key_errors) if e]
+        fc.rescan(identity)
+        have = fc.keys(identity)
+        first: dict[str, str] = {}
+        for k, it, e in zip(keys, uniq, key_errors):
+            if not e:
+                first.setdefault(k, it)
+        rep.unique = len(first)
+        missing = [(k, it) for k, it in first.items() if k not in have]
+        rep.hits = rep.unique - len(missing)
+        shards_dir = fc.folder(identity) / "shards"
+        n_before = len(list(shards_dir.glob("*.safetensors"))) if shards_dir.is_dir() else 0
+        if missing:
+            failure = _run_encode(enc, missing, fc, rep, res, batch_size=batch_size, shard_size=shard_size,
+                                  concurrency=concurrency, num_gpus=num_gpus, decode_cpus=decode_cpus,
+                                  actor_cpus=actor_cpus, progress=progress)
+            _release(res)  # the pipeline's actors end with their groups (a finished pool's too: at once)
+            free_cpus(wait=10.0, at_least=free_before)  # ... and their CPUs come back: what runs next finds them
+            if failure is not None:
+                fc.rescan(identity)
+                done = len(fc.keys(identity)) - len(have)
+                raise EncoderError(
+                    f"distributed encode with {enc.spec} failed ({failure}); {done} items were committed to "
+                    f"{fc.folder(identity)} and are kept: rerun to encode the remaining {len(missing) - done}"
+                )
     fc.rescan(identity)
     if rep.failed and enc.input_kind == "file":  # as FeatureCache.encode does for the single-process path
         from ..data.checks import forget
@@ -280,7 +311,6 @@ def encode_ray(
     rep.shards = (len(list(shards_dir.glob("*.safetensors"))) if shards_dir.is_dir() else 0) - n_before
     rep.seconds = time.perf_counter() - t0
     return rep
-
 
 
 # ----------------------------------------------------------------------------- index
@@ -330,28 +360,29 @@ def ray_index_embedder(
 
         if not items:
             return
-        _, actor_cpus = _resources(concurrency, num_gpus, cpus_per_actor)
-        ds = ray.data.from_items(
-            [{"i": i, "item": str(it[1])} for i, it in enumerate(items)],
-            override_num_blocks=max(1, min(math.ceil(len(items) / batch_size), 10_000)),
-        )
-        ds = ds.map_batches(
-            _EmbedActor,
-            fn_constructor_kwargs={"space_dir": str(Path(space_dir).absolute()), "identity": identity,
-                                   "modality": modality, "cache_root": root, "threads": max(1, round(actor_cpus)),
-                                   "runtime": current_runtime().to_dict()},
-            batch_size=batch_size, compute=_compute(concurrency), num_cpus=actor_cpus,
-            num_gpus=ray_gpus(num_gpus) or None,
-        )
+        _, actor_cpus, res = _reserve(concurrency, num_gpus, cpus_per_actor, tasks=0, what="embedding on Ray")
         failure = None
         try:
-            for b in ds.iter_batches(batch_size=chunk_size, batch_format="numpy"):
-                yield [items[int(i)] for i in b["i"]], np.asarray(b["vector"], dtype=np.float32)
-        except Exception as e:  # noqa: BLE001 - reported below, once the pipeline is released
-            failure = root_cause(e)
-        if failure is not None:
+            ds = ray.data.from_items(
+                [{"i": i, "item": str(it[1])} for i, it in enumerate(items)],
+                override_num_blocks=max(1, min(math.ceil(len(items) / batch_size), 10_000)),
+            )
+            kw = {"space_dir": str(Path(space_dir).absolute()), "identity": identity, "modality": modality,
+                  "cache_root": root, "threads": max(1, round(actor_cpus)), "runtime": current_runtime().to_dict()}
+            with in_groups():
+                ds = ds.map_batches(_EmbedActor, fn_constructor_kwargs=kw, batch_size=batch_size,
+                                    compute=_compute(concurrency), num_cpus=actor_cpus,
+                                    num_gpus=ray_gpus(num_gpus) or None,
+                                    scheduling_strategy=res.strategy("encoder actors"))
+            try:
+                for b in ds.iter_batches(batch_size=chunk_size, batch_format="numpy"):
+                    yield [items[int(i)] for i in b["i"]], np.asarray(b["vector"], dtype=np.float32)
+            except Exception as e:  # noqa: BLE001 - reported below, once the pipeline is released
+                failure = root_cause(e)
             ds = None
-            _release()
+        finally:  # also when the caller stops early: the actors end with their groups
+            _release(res)
+        if failure is not None:
             raise EncoderError(f"distributed embedding of {modality!r} failed ({failure}); "
                                "committed chunks are kept: rerun to embed the rest")
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import shutil
 import tempfile
 import time
@@ -20,6 +19,7 @@ import torch
 from ..encoders.device import Runtime, current_runtime, worker_runtime
 from ..errors import DataError
 from ..train import TrainConfig
+from .reserve import Groups, down, reserve
 from .stream import TrainingShards
 from .train import (DEFAULT_SHUFFLE_BUFFER, check_config, ridge_init, shard_stats, space_from_result,
                     train_streaming)
@@ -77,9 +77,11 @@ def worker_cpus(workers: int, *, gpus: bool = False, wait: float | None = None) 
     """CPUs per Ray Train worker on the connected cluster, sized to what is free, so that the trainer's request can
     be met: one each (at most the cluster's CPUs / ``workers``) when they are free, waiting up to ``wait`` seconds
     (default :data:`RESOURCE_WAIT_S`) for them; else the share of the free CPUs (at least :data:`MIN_WORKER_CPUS`).
-    With ``gpus``, one free GPU per worker is needed too.  Raises :class:`DataError` (one line naming what is
-    missing) when even that is not free after the wait (at once when the cluster has too few CPUs in all): Ray Train
-    would wait for its workers forever."""
+    With ``gpus``, one free GPU per worker is needed too.  The size is checked by holding it (a placement group of
+    the workers' bundles, :func:`anybind.scale.reserve.reserve`, given back at once for the trainer's own): the
+    cluster's view of its free CPUs lags, and a size read from a stale view would have Ray Train wait for its
+    workers forever.  Raises :class:`DataError` (one line naming what is missing) when even the least is not free
+    after the wait (at once when the cluster has too few CPUs in all)."""
     from . import cluster_cpus, free_cpus, free_gpus
 
     wait = RESOURCE_WAIT_S if wait is None else float(wait)
@@ -88,28 +90,59 @@ def worker_cpus(workers: int, *, gpus: bool = False, wait: float | None = None) 
         raise DataError(f"Ray Train needs {MIN_WORKER_CPUS * workers:g} CPUs ({MIN_WORKER_CPUS:g} per worker); the "
                         f"Ray cluster has {total:g} in all: give at most {int(total / MIN_WORKER_CPUS + 1e-6)} "
                         "--ray-workers, or --ray-address of a larger cluster")
-    want = _down(max(MIN_WORKER_CPUS, min(1.0, total / workers)))
-    free = free_cpus(wait=wait, at_least=want * workers)
-    missing = []
-    if free < MIN_WORKER_CPUS * workers - 1e-9:
-        missing.append(f"{MIN_WORKER_CPUS * workers:g} CPUs ({MIN_WORKER_CPUS:g} per worker); {free:g} of "
-                       f"{total:g} are free")
-    if gpus and (g := free_gpus(wait=wait, at_least=workers)) < workers:
-        missing.append(f"{workers} GPUs (one per worker); {g:g} are free")
-    if missing:
-        raise DataError(f"Ray Train needs {' and '.join(missing)} on the Ray cluster after waiting {wait:g} s "
-                        "(held by other actors or tasks, e.g. an actor pool of a pipeline still running): free "
-                        "them, give fewer --ray-workers, or --ray-address of a larger cluster")
-    cpus = min(want, _down(free / workers))
+    want = down(max(MIN_WORKER_CPUS, min(1.0, total / workers)))
+    free_cpus(wait=wait, at_least=want * workers)  # a finished pool's CPUs come back asynchronously
+    if gpus:
+        free_gpus(wait=wait, at_least=workers)
+    sized: dict[str, float] = {}
+
+    def plan(free: float) -> Groups:
+        missing = []
+        if free < MIN_WORKER_CPUS * workers - 1e-9:
+            missing.append(f"{MIN_WORKER_CPUS * workers:g} CPUs ({MIN_WORKER_CPUS:g} per worker); {free:g} of "
+                           f"{total:g} are free")
+        if gpus and (g := free_gpus()) < workers:
+            missing.append(f"{workers} GPUs (one per worker); {g:g} are free")
+        if missing:
+            raise DataError(f"Ray Train needs {' and '.join(missing)} on the Ray cluster after waiting {wait:g} s "
+                            "(held by other actors or tasks, e.g. an actor pool of a pipeline still running): free "
+                            "them, give fewer --ray-workers, or --ray-address of a larger cluster")
+        sized.update(free=free, cpus=min(want, down(free / workers)))
+        return {"Ray Train workers": [{"CPU": sized["cpus"], **({"GPU": 1.0} if gpus else {})}] * workers}
+
+    with reserve(plan, wait=wait, what=f"Ray Train ({workers} workers)"):
+        pass  # held, so free: given back for the trainer's own placement group, asked for right after
+    cpus = sized["cpus"]
     if cpus < want:
         log.warning("Ray Train: %g of %g CPUs are free after waiting %g s: %d workers get %.2g CPUs each (not %g)",
-                    free, total, wait, workers, cpus, want)
+                    sized["free"], total, wait, workers, cpus, want)
     return cpus
 
 
-def _down(cpus: float) -> float:
-    """``cpus`` rounded down to Ray's resource precision (1e-4): a request never passes what is free."""
-    return math.floor(cpus * 1e4 + 1e-6) / 1e4
+def _no_restart():
+    """Ray Train's failure config in which a worker group that could not start fails the run (Ray Train v2:
+    ``controller_failure_limit=0``; its default retries forever); the plain one on Ray Train v1, which has no such
+    retry."""
+    from ray.train import FailureConfig
+
+    try:
+        return FailureConfig(controller_failure_limit=0)
+    except TypeError:
+        return FailureConfig()
+
+
+def _failure(e: BaseException, workers: int, cpus: float) -> str:
+    """One line for a failed ``trainer.fit``: the workers that could not start, or the worker's own error."""
+    from .encode_ray import root_cause
+
+    c, seen = e, 0
+    while c is not None and seen < 10:
+        if type(c).__name__ == "WorkerGroupStartupTimeoutError":
+            return (f"Ray Train could not start its {workers} workers ({cpus:g} CPU each) in time: the CPUs were "
+                    "free when sized but other actors or tasks took them before the workers started: free them, "
+                    "give fewer --ray-workers, or --ray-address of a larger cluster")
+        c, seen = c.__cause__ or getattr(c, "controller_failure", None) or getattr(c, "cause", None), seen + 1
+    return f"Ray Train run failed ({root_cause(e)})"
 
 
 def fit_ray(
@@ -160,14 +193,14 @@ def fit_ray(
             },
             scaling_config=ScalingConfig(**scale),
             torch_config=TorchConfig(backend=backend),
-            run_config=RunConfig(storage_path=str(root.absolute()), name=name),
+            # a worker group that cannot start (its CPUs taken in the instant between worker_cpus and its placement
+            # group) fails the run after Ray Train's start timeout instead of being retried forever
+            run_config=RunConfig(storage_path=str(root.absolute()), name=name, failure_config=_no_restart()),
         )
         try:
             result = trainer.fit()
         except Exception as e:
-            from .encode_ray import root_cause
-
-            raise DataError(f"Ray Train run failed ({root_cause(e)})") from e
+            raise DataError(_failure(e, workers, cpus)) from e
         if getattr(result, "error", None):
             raise DataError(f"Ray Train run failed ({result.error})")
         with result.checkpoint.as_directory() as d:

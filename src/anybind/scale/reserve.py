@@ -1,0 +1,149 @@
+"""Reserving CPUs (and GPUs) on the Ray cluster before a pipeline uses them, instead of sizing it to what
+``ray.available_resources()`` says is free and hoping.
+
+Why: that number is the GCS's view of the cluster, which lags the raylets' (seen in CI on two busy CPUs: right
+after an actor took one CPU of two, it still said two were free).  A Ray Data encode sized to it started one
+encoder actor of 0.75 CPU in the 1 CPU that was really free; its decode tasks (0.5 CPU each) and the second actor
+could never be scheduled, and the pipeline waited for them forever.  Any other job taking CPUs between the check
+and the pipeline's start does the same.  A placement group is Ray's own way to close that race: it is ready only
+once its bundles are held on a node, and what runs inside it cannot be starved by anything outside it.
+
+:func:`reserve` sizes the groups to the CPUs the view says are free, creates them and waits a short while for them
+to be ready; when they are not (the view was stale, or someone took the CPUs), it gives them back, reads the view
+again and sizes anew, until its deadline, then refuses in one line.  A :class:`Reservation` is released by
+removing its groups, which also ends every actor and task still running in them: nothing of Ray's state API (and
+so no dashboard) is needed for that.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import DataError
+
+log = logging.getLogger(__name__)
+
+#: seconds one attempt waits for its placement groups before the view is read again and they are sized anew
+PROBE_S = 3.0
+
+#: attempts made before a refusal, however short the wait: each reads the view anew, which catches up
+MIN_ATTEMPTS = 3
+
+#: bundles by name (e.g. ``{"actors": [{"CPU": 0.5}] * 2, "decode": [{"CPU": 0.25}]}``): one placement group each
+Groups = dict[str, list[dict[str, float]]]
+
+
+@dataclass
+class Reservation:
+    """Placement groups holding a pipeline's CPUs (and GPUs); :meth:`strategy` schedules work inside one of them,
+    :meth:`release` gives everything back (ending what still runs inside).  A context manager that releases."""
+
+    groups: Groups
+    pgs: dict[str, Any] = field(default_factory=dict)
+
+    def strategy(self, name: str):
+        """The Ray scheduling strategy that places an actor or task in any bundle of group ``name``."""
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        return PlacementGroupSchedulingStrategy(self.pgs[name], placement_group_bundle_index=-1,
+                                                placement_group_capture_child_tasks=False)
+
+    def cpus(self, name: str) -> float:
+        """CPUs held by group ``name``."""
+        return sum(b.get("CPU", 0.0) for b in self.groups[name])
+
+    def release(self) -> None:
+        """Remove the placement groups (idempotent): their CPUs come back and what runs in them ends."""
+        from ray.util import remove_placement_group
+
+        for pg in self.pgs.values():
+            with contextlib.suppress(Exception):  # already removed, or Ray shut down: nothing is held
+                remove_placement_group(pg)
+        self.pgs.clear()
+
+    def __enter__(self) -> Reservation:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+@contextlib.contextmanager
+def in_groups() -> Iterator[None]:
+    """Around Ray Data's ``map_batches(..., scheduling_strategy=Reservation.strategy(...))``: Ray 2.60 warns that
+    such remote arguments are deprecated (removal announced for Ray 2.64); they are the way to run a pipeline's
+    tasks and actors in a placement group, so that one warning is dropped here (the user did not choose it)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+        yield
+
+
+def _ready(pgs: dict[str, Any], timeout: float) -> bool:
+    import ray
+
+    try:
+        ready, _ = ray.wait([pg.ready() for pg in pgs.values()], num_returns=len(pgs), timeout=max(timeout, 0.0))
+    except Exception:  # noqa: BLE001 -- a group that cannot be placed at all: not ready
+        return False
+    return len(ready) == len(pgs)
+
+
+def reserve(plan: Callable[[float], Groups], *, wait: float, what: str, probe: float | None = None,
+            strategy: str = "PACK") -> Reservation:
+    """Hold the bundles that ``plan(free_cpus)`` asks for (one placement group per name), sized anew from the
+    cluster's view of its free CPUs on every attempt until ``wait`` seconds have passed (and at least
+    :data:`MIN_ATTEMPTS` were made).
+
+    ``plan`` may raise :class:`DataError` itself (too little is free to size anything).  Raises :class:`DataError`
+    in one line naming ``what``, the last request and the CPUs free when nothing could be held in time."""
+    from ray.util import placement_group, remove_placement_group
+
+    from . import cluster_cpus, free_cpus
+
+    probe = PROBE_S if probe is None else probe
+    deadline = time.monotonic() + max(wait, 0.0)
+    attempt = 0
+    while True:
+        attempt += 1
+        free = free_cpus()
+        groups = {k: [dict(b) for b in v] for k, v in plan(free).items() if v}
+        pgs = {k: placement_group(v, strategy=strategy) for k, v in groups.items()}
+        if _ready(pgs, max(0.5, min(probe, deadline - time.monotonic()))):
+            if attempt > 1:
+                log.info("%s: held after %d attempts (the cluster's view of free CPUs lagged or they were taken)",
+                         what, attempt)
+            return Reservation(groups, pgs)
+        for pg in pgs.values():
+            with contextlib.suppress(Exception):
+                remove_placement_group(pg)
+        if time.monotonic() >= deadline and attempt >= MIN_ATTEMPTS:
+            asked = " and ".join(f"{_fmt(v)} for {k}" for k, v in groups.items())
+            raise DataError(
+                f"{what}: the Ray cluster did not give {asked} within {wait:g} s ({free_cpus():g} of "
+                f"{cluster_cpus():g} CPUs free; held by other actors or tasks): free them, ask for fewer "
+                "actors or workers, or give --ray-address of a larger cluster")
+        time.sleep(0.2)
+
+
+def down(cpus: float) -> float:
+    """``cpus`` rounded down to Ray's resource precision (1e-4): a request never passes what is free."""
+    import math
+
+    return math.floor(cpus * 1e4 + 1e-6) / 1e4
+
+
+def _fmt(bundles: list[dict[str, float]]) -> str:
+    """``2 x 0.375 CPU`` / ``1 x (0.5 CPU, 1 GPU)``: a group's bundles in words."""
+    from collections import Counter
+
+    def one(b: dict[str, float]) -> str:
+        parts = [f"{v:g} {k}" for k, v in sorted(b.items()) if v]
+        return parts[0] if len(parts) == 1 else f"({', '.join(parts)})"
+
+    return ", ".join(f"{n} x {s}" for s, n in Counter(one(b) for b in bundles).items())
