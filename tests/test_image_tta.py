@@ -101,6 +101,9 @@ def test_the_bridge_reads_the_mean_features(images, shared_cache, monkeypatch):
     ("image:efficientnet-lite0@", "'@' needs options"),
     ("image:efficientnet-lite0@tta=flip,tta=flip", "option 'tta' given twice"),
     ("image:efficientnet-lite0+bridge@tta=flip", "before the suffix: image:efficientnet-lite0@tta=flip+bridge"),
+    ("image:efficientnet-lite0@size=224", "size=224 is efficientnet-lite0's own input size"),
+    ("image:efficientnet-lite0@size=32", "size='32' is not a whole number of pixels from 64 to 1024"),
+    ("image:efficientnet-lite0@size=2.5", "size='2.5' is not a whole number"),
 ])
 def test_a_bad_option_is_refused_in_one_line_naming_the_spec(spec, problem):
     with pytest.raises(EncoderError) as e:
@@ -108,6 +111,20 @@ def test_a_bad_option_is_refused_in_one_line_naming_the_spec(spec, problem):
     msg = str(e.value)
     assert problem in msg and "\n" not in msg
     assert f"'{spec}'" in msg or f"'{spec.removesuffix('+bridge')}'" in msg
+
+
+def test_size_feeds_the_model_that_many_pixels(images):
+    """``@size=N``: the image is resized to N x N instead of the model's own 224 (FixRes: test larger than train)."""
+    bare, big = get_encoder(BARE), get_encoder("image:efficientnet-lite0@size=288")
+    both = get_encoder("image:efficientnet-lite0@tta=flip,size=288")
+    assert big.load(images[0]).shape == (3, 288, 288) and bare.load(images[0]).shape == (3, 224, 224)
+    assert "resize288x288" in big.identity and big.identity != bare.identity != both.identity
+    a, b = bare.encode(images), big.encode(images)
+    assert b.shape == a.shape and np.isfinite(b).all() and np.abs(a - b).max() > 1e-2
+    from PIL import ImageOps
+
+    mirrored = big.encode([ImageOps.mirror(im) for im in images])
+    np.testing.assert_allclose(both.encode(images), (b + mirrored) / 2, rtol=1e-4, atol=1e-4)
 
 
 @settings(max_examples=40, deadline=None)

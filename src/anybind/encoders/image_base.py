@@ -32,8 +32,10 @@ DEFAULT_IMAGE_MODEL = "efficientnet-lite0"
 #: test-time augmentations an image encoder spec may ask for (``@tta=<name>``); each item is augmented on its own
 #: (inductive: nothing is shared across a batch), and its features are the mean over the views
 TTA = {"flip": "the image and its horizontal mirror"}
-#: the options an ``image:efficientnet-liteN@k=v`` spec takes
-IMAGE_OPTIONS = ("tta",)
+#: the options an ``image:efficientnet-liteN@k=v`` spec takes: ``tta`` and ``size`` (the input side in pixels)
+IMAGE_OPTIONS = ("tta", "size")
+#: the input sizes a ``size=`` option may ask for
+SIZE_RANGE = (64, 1024)
 
 
 def parse_image_options(spec: str, opts: str) -> dict[str, str]:
@@ -50,6 +52,9 @@ def parse_image_options(spec: str, opts: str) -> dict[str, str]:
         if key == "tta" and value not in TTA:
             raise EncoderError(f"encoder {spec!r}: tta={value!r} is not one of {', '.join(TTA)} "
                                f"({'; '.join(f'{k}: {v}' for k, v in TTA.items())}); leave @tta out for none")
+        if key == "size" and not (value.isdigit() and SIZE_RANGE[0] <= int(value) <= SIZE_RANGE[1]):
+            raise EncoderError(f"encoder {spec!r}: size={value!r} is not a whole number of pixels from "
+                               f"{SIZE_RANGE[0]} to {SIZE_RANGE[1]}")
         out[key] = value
     if not out:
         raise EncoderError(f"encoder {spec!r}: '@' needs options (options: {', '.join(IMAGE_OPTIONS)}, as @k=v)")
