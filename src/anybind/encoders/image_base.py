@@ -29,6 +29,37 @@ EFFNET_LITE = {
 }
 DEFAULT_IMAGE_MODEL = "efficientnet-lite0"
 
+#: test-time augmentations an image encoder spec may ask for (``@tta=<name>``); each item is augmented on its own
+#: (inductive: nothing is shared across a batch), and its features are the mean over the views
+TTA = {"flip": "the image and its horizontal mirror"}
+#: the options an ``image:efficientnet-liteN@k=v`` spec takes: ``tta`` and ``size`` (the input side in pixels)
+IMAGE_OPTIONS = ("tta", "size")
+#: the input sizes a ``size=`` option may ask for
+SIZE_RANGE = (64, 1024)
+
+
+def parse_image_options(spec: str, opts: str) -> dict[str, str]:
+    """``"tta=flip"`` -> ``{"tta": "flip"}``; anything else: one :class:`EncoderError` line naming the spec."""
+    out: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in opts.split(","))):
+        key, eq, value = (x.strip() for x in part.partition("="))
+        if key not in IMAGE_OPTIONS or not eq or not value:
+            why = f"unknown option {key!r}" if key not in IMAGE_OPTIONS else f"option {key!r} needs a value"
+            raise EncoderError(f"encoder {spec!r}: {why} (options: {', '.join(IMAGE_OPTIONS)}, as @k=v; "
+                               f"tta: {', '.join(TTA)})")
+        if key in out:
+            raise EncoderError(f"encoder {spec!r}: option {key!r} given twice")
+        if key == "tta" and value not in TTA:
+            raise EncoderError(f"encoder {spec!r}: tta={value!r} is not one of {', '.join(TTA)} "
+                               f"({'; '.join(f'{k}: {v}' for k, v in TTA.items())}); leave @tta out for none")
+        if key == "size" and not (value.isdigit() and SIZE_RANGE[0] <= int(value) <= SIZE_RANGE[1]):
+            raise EncoderError(f"encoder {spec!r}: size={value!r} is not a whole number of pixels from "
+                               f"{SIZE_RANGE[0]} to {SIZE_RANGE[1]}")
+        out[key] = value
+    if not out:
+        raise EncoderError(f"encoder {spec!r}: '@' needs options (options: {', '.join(IMAGE_OPTIONS)}, as @k=v)")
+    return out
+
 
 def _is_prepared(item: Any) -> bool:
     return isinstance(item, np.ndarray) and item.dtype == np.float32 and item.ndim == 3 and item.shape[0] == 3
@@ -70,6 +101,8 @@ class TorchImageEncoder(Encoder):
     modality = "image"
     batch_size = 32
     runs_torch = True
+    #: test-time augmentation (a key of :data:`TTA`, or ``None``): the features are the mean over the item's views
+    tta: str | None = None
 
     def __init__(self, spec: str):
         self.spec = spec
@@ -102,7 +135,8 @@ class TorchImageEncoder(Encoder):
     @property
     def identity(self) -> str:
         if self._identity is None:
-            self._identity = f"{self.spec}|weights={self._weights_tag()}|prep={self._prep_tag()}"
+            tta = f"|tta={self.tta}" if self.tta else ""  # absent without TTA: the cached features stay valid
+            self._identity = f"{self.spec}|weights={self._weights_tag()}|prep={self._prep_tag()}{tta}"
         return self._identity
 
     def load(self, item: Any) -> np.ndarray:
@@ -130,11 +164,15 @@ class TorchImageEncoder(Encoder):
         rt = current_runtime()  # the device and precision set for this process (see encoders/device.py)
         model = place(self.model(), rt.device)
         x = torch.from_numpy(np.stack(arrs)).to(rt.device)
+        views = 1
+        if self.tta == "flip":  # one forward over the items and their mirrors (eval mode: no batch statistics)
+            x, views = torch.cat([x, torch.flip(x, dims=[-1])]), 2
         if x.ndim == 4:  # channels-last: the CPU convolutions run ~1.5x faster on it (bench --task encoders)
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), autocast(rt):
             out = self._forward(model, x)
-        return out.detach().to(torch.float32).cpu().numpy()
+        out = out.detach().to(torch.float32).cpu().numpy()
+        return out.reshape(views, len(arrs), -1).mean(0) if views > 1 else out
 
 
 # ----------------------------------------------------------------------------- EfficientNet-Lite
