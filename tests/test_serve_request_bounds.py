@@ -87,3 +87,22 @@ def test_many_unknown_fields_are_one_error_found_in_one_pass(client):
     res = _post(client, "/classify", {"labels": ["a"], "x" * 10_000: 1, "y": 2, "z": 3, "w": 4, "v": 5})
     assert res.status_code == 422 and len(res.content) < 3000
     assert "5 unknown fields ('xxxxxxxxxxxxxxxxxxxxxxxxxxxxxx...', 'y', 'z', ...)" in res.json()["detail"][0]["msg"]
+
+
+def test_the_json_cap_holds_for_a_body_sent_in_chunks(client):
+    """No Content-Length (chunked transfer encoding): the body is counted as it streams in."""
+    cap = ServeConfig().max_json_bytes
+    body = json.dumps({"text": "a" * cap}).encode()
+    res = client.post("/search", content=iter([body[i : i + 65536] for i in range(0, len(body), 65536)]),
+                      headers={"content-type": "application/json"})
+    assert res.status_code == 413 and "ServeConfig.max_json_bytes" in res.json()["detail"], res.text
+
+
+def test_a_second_content_type_does_not_lift_the_json_cap(client):
+    """The app reads a body by its first Content-Type: a JSON body that also declares itself a multipart upload in a
+    second header is still held to the JSON cap (it was held to the upload cap, 5x larger, and parsed)."""
+    cap = ServeConfig().max_json_bytes
+    body = json.dumps({"text": "a" * cap}).encode()
+    res = client.post("/search", content=body, headers=[("content-type", "application/json"),
+                                                        ("content-type", "multipart/form-data; boundary=x")])
+    assert res.status_code == 413 and "ServeConfig.max_json_bytes" in res.json()["detail"], res.text
