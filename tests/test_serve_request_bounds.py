@@ -106,3 +106,15 @@ def test_a_second_content_type_does_not_lift_the_json_cap(client):
     res = client.post("/search", content=body, headers=[("content-type", "application/json"),
                                                         ("content-type", "multipart/form-data; boundary=x")])
     assert res.status_code == 413 and "ServeConfig.max_json_bytes" in res.json()["detail"], res.text
+
+
+@pytest.mark.parametrize("field", ["max_json_bytes", "max_upload_bytes"])
+@pytest.mark.parametrize("value", [0, -1, 1.5, True])
+def test_a_byte_cap_that_is_not_a_positive_whole_number_is_refused(field, value):
+    """A cap of 0 or less answered every body (even an empty one, for a negative cap) with 413 "over the cap of -1
+    bytes"; one line naming the field instead, when the config is made."""
+    from anybind.errors import AnybindError
+
+    with pytest.raises(AnybindError, match=rf"^ServeConfig\.{field} must be a whole number of bytes >= 1, "
+                                           rf"got {value!r}"):
+        ServeConfig(**{field: value})
