@@ -298,3 +298,28 @@ def test_a_worker_whose_pipes_are_numbered_past_1024_still_renders():
         for fd in fds:
             os.close(fd)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_a_thumbnail_no_svg_renderer_could_start_for_is_a_503_not_a_404(tmp_path, monkeypatch):
+    """The stored SVG is fine and was not read: 503 with Retry-After, as an upload's (the thumbnail route wrapped the
+    error in a NotFound, whose class said 404 once kinds came from the class and not from words in the message)."""
+    from anybind.data import svg_pool
+
+    (tmp_path / "s.svg").write_text(HEAD + '<rect x="5" width="70" height="40" fill="#17a"/></svg>')
+    (tmp_path / "m.jsonl").write_text(json.dumps({"id": "s", "text": "a blue box", "image": "s.svg"}) + "\n")
+    space = _space()
+    space.save(tmp_path / "space")
+    Index.build(space, tmp_path / "m.jsonl", tmp_path / "index", cache=tmp_path / "cache")  # rendered: indexed
+    svc = Service.load(tmp_path / "space", tmp_path / "index", cache=tmp_path / "cache", config=ServeConfig())
+    svg_pool.stop_idle_workers()
+    svg_pool.forget_start_failure()
+    monkeypatch.setattr(svg_pool, "START_SECONDS", 0)  # now no renderer starts in time (as the no_renderer fixture)
+    try:
+        with TestClient(create_app(service=svc)) as client:
+            res = client.get("/thumbs/s")
+        assert res.status_code == 503 and int(res.headers["Retry-After"]) > 0, res.text
+        assert "not rendered: the SVG renderer process did not start" in res.json()["detail"]
+    finally:
+        svc.close()
+        svg_pool.stop_idle_workers()
+        svg_pool.forget_start_failure()
