@@ -118,3 +118,10 @@ def test_a_byte_cap_that_is_not_a_positive_whole_number_is_refused(field, value)
     with pytest.raises(AnybindError, match=rf"^ServeConfig\.{field} must be a whole number of bytes >= 1, "
                                            rf"got {value!r}"):
         ServeConfig(**{field: value})
+
+
+def test_health_tells_the_json_cap(client):
+    """A client learns the cap its JSON bodies are held to as it learns the upload cap: from /health."""
+    limits = client.get("/health").json()["limits"]
+    assert limits["max_json_bytes"] == ServeConfig().max_json_bytes
+    assert limits["max_upload_bytes"] == ServeConfig().max_upload_bytes

@@ -183,6 +183,8 @@ class IndexInfo(BaseModel):
 
 class LimitsInfo(BaseModel):
     max_upload_bytes: int
+    max_json_bytes: int = Field(description="Cap on a request body that is not a multipart upload (JSON): larger "
+                                "-> 413, before it is parsed.")
     max_files: int
     concurrency: int
     max_queue: int
