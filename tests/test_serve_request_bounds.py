@@ -7,24 +7,16 @@ from __future__ import annotations
 import json
 
 import pytest
-from fastapi.testclient import TestClient
-from media_helpers import _corpus, _space
+from media_helpers import served
 
-from anybind.index import Index
-from anybind.serve import ServeConfig, Service, create_app
+from anybind.serve import ServeConfig
 from anybind.serve.errors import MAX_LISTED_ERRORS
 
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
-    root = tmp_path_factory.mktemp("bounds")
-    space = _space()
-    space.save(root / "space")
-    Index.build(space, _corpus(root), root / "index", cache=root / "cache")
-    svc = Service.load(root / "space", root / "index", cache=root / "cache", config=ServeConfig())
-    with TestClient(create_app(service=svc), raise_server_exceptions=False) as c:
+    with served(tmp_path_factory.mktemp("bounds"), raise_server_exceptions=False) as c:
         yield c
-    svc.close()
 
 
 def _post(client, route, body):
