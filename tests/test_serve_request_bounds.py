@@ -117,3 +117,13 @@ def test_health_tells_the_json_cap(client):
     limits = client.get("/health").json()["limits"]
     assert limits["max_json_bytes"] == ServeConfig().max_json_bytes
     assert limits["max_upload_bytes"] == ServeConfig().max_upload_bytes
+
+
+def test_a_lone_surrogate_under_a_long_key_gets_a_bounded_422(client):
+    """The error names where the lone surrogate is by the keys leading to it, each cut as a location's is (a 1 MB key
+    was echoed whole, twice: in the message and in its context)."""
+    res = _post(client, "/search", {"text": "a", "x" * 1_000_000: {"y": "\ud800"}})
+    assert res.status_code == 422 and len(res.content) < 3000, len(res.content)
+    (err,) = res.json()["detail"]
+    assert err["msg"].startswith("Value error, body.xxx") and err["msg"].endswith(
+        "....y: a lone UTF-16 surrogate escape (\\udXXX) is not valid Unicode text"), err["msg"][-200:]
