@@ -7,9 +7,9 @@ from media_helpers import (
     big_png,
     bounded,
     png_header,
+    served,
     svg_with_image,
     svgz_bomb,
-    served,
     use_amplifier,
 )
 
