@@ -127,3 +127,16 @@ def test_a_lone_surrogate_under_a_long_key_gets_a_bounded_422(client):
     (err,) = res.json()["detail"]
     assert err["msg"].startswith("Value error, body.xxx") and err["msg"].endswith(
         "....y: a lone UTF-16 surrogate escape (\\udXXX) is not valid Unicode text"), err["msg"][-200:]
+
+
+def test_the_cli_refuses_an_upload_cap_under_one_byte_in_one_line(tmp_path):
+    """`anybind serve --max-upload-mb 0` is refused before anything is loaded, one line naming the limit."""
+    from typer.testing import CliRunner
+
+    from anybind.cli import app as cli
+
+    r = CliRunner().invoke(cli, ["serve", str(tmp_path / "nospace"), "--index", str(tmp_path / "noindex"),
+                                 "--max-upload-mb", "0"])
+    assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+    assert "ServeConfig.max_upload_bytes must be a whole number of bytes >= 1, got 0" in r.stderr
+    assert "nospace" not in r.stderr  # refused before the space is looked for
