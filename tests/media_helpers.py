@@ -141,6 +141,25 @@ def _space(seed=0, dim=16) -> Space:
     return Space(dict(ENC), proj)
 
 
+@contextmanager
+def served(root: Path, config=None, manifest: Path | None = None, **client):
+    """A test client of a service over the tiny space and an index of ``manifest`` (default: :func:`_corpus`) built
+    in ``root``, with ``config`` (default: ``ServeConfig()``); the service closed after."""
+    from fastapi.testclient import TestClient
+
+    from anybind.serve import ServeConfig, Service, create_app
+
+    space = _space()
+    space.save(root / "space")
+    Index.build(space, manifest or _corpus(root), root / "index", cache=root / "cache")
+    svc = Service.load(root / "space", root / "index", cache=root / "cache", config=config or ServeConfig())
+    try:
+        with TestClient(create_app(service=svc), **client) as c:
+            yield c
+    finally:
+        svc.close()
+
+
 def _corpus(root: Path, n: int = 6) -> Path:
     (root / "img").mkdir(parents=True, exist_ok=True)
     lines = []

@@ -3,20 +3,17 @@ service's own pixel limit applies to uploads and to rasters embedded in SVGs."""
 
 
 import pytest
-from fastapi.testclient import TestClient
 from media_helpers import (
-    _corpus,
-    _space,
     big_png,
     bounded,
     png_header,
+    served,
     svg_with_image,
     svgz_bomb,
     use_amplifier,
 )
 
-from anybind.index import Index
-from anybind.serve import ServeConfig, Service, create_app
+from anybind.serve import ServeConfig
 
 
 def test_a_raster_upload_over_the_service_pixel_limit_is_refused_not_corrupt(client):
@@ -29,16 +26,8 @@ def test_a_raster_upload_over_the_service_pixel_limit_is_refused_not_corrupt(cli
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
-    root = tmp_path_factory.mktemp("limits-serve")
-    cache = root / "cache"
-    space = _space()
-    space.save(root / "space")
-    Index.build(space, _corpus(root), root / "index", cache=cache)
-    cfg = ServeConfig(max_upload_bytes=2 * 2**20)
-    svc = Service.load(root / "space", root / "index", cache=cache, config=cfg)
-    with TestClient(create_app(service=svc)) as c:
+    with served(tmp_path_factory.mktemp("limits-serve"), ServeConfig(max_upload_bytes=2 * 2**20)) as c:
         yield c
-    svc.close()
 
 
 @pytest.mark.parametrize(

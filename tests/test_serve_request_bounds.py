@@ -7,24 +7,16 @@ from __future__ import annotations
 import json
 
 import pytest
-from fastapi.testclient import TestClient
-from media_helpers import _corpus, _space
+from media_helpers import served
 
-from anybind.index import Index
-from anybind.serve import ServeConfig, Service, create_app
+from anybind.serve import ServeConfig
 from anybind.serve.errors import MAX_LISTED_ERRORS
 
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
-    root = tmp_path_factory.mktemp("bounds")
-    space = _space()
-    space.save(root / "space")
-    Index.build(space, _corpus(root), root / "index", cache=root / "cache")
-    svc = Service.load(root / "space", root / "index", cache=root / "cache", config=ServeConfig())
-    with TestClient(create_app(service=svc), raise_server_exceptions=False) as c:
+    with served(tmp_path_factory.mktemp("bounds"), raise_server_exceptions=False) as c:
         yield c
-    svc.close()
 
 
 def _post(client, route, body):
@@ -87,3 +79,64 @@ def test_many_unknown_fields_are_one_error_found_in_one_pass(client):
     res = _post(client, "/classify", {"labels": ["a"], "x" * 10_000: 1, "y": 2, "z": 3, "w": 4, "v": 5})
     assert res.status_code == 422 and len(res.content) < 3000
     assert "5 unknown fields ('xxxxxxxxxxxxxxxxxxxxxxxxxxxxxx...', 'y', 'z', ...)" in res.json()["detail"][0]["msg"]
+
+
+def test_the_json_cap_holds_for_a_body_sent_in_chunks(client):
+    """No Content-Length (chunked transfer encoding): the body is counted as it streams in."""
+    cap = ServeConfig().max_json_bytes
+    body = json.dumps({"text": "a" * cap}).encode()
+    res = client.post("/search", content=iter([body[i : i + 65536] for i in range(0, len(body), 65536)]),
+                      headers={"content-type": "application/json"})
+    assert res.status_code == 413 and "ServeConfig.max_json_bytes" in res.json()["detail"], res.text
+
+
+def test_a_second_content_type_does_not_lift_the_json_cap(client):
+    """The app reads a body by its first Content-Type: a JSON body that also declares itself a multipart upload in a
+    second header is still held to the JSON cap (it was held to the upload cap, 5x larger, and parsed)."""
+    cap = ServeConfig().max_json_bytes
+    body = json.dumps({"text": "a" * cap}).encode()
+    res = client.post("/search", content=body, headers=[("content-type", "application/json"),
+                                                        ("content-type", "multipart/form-data; boundary=x")])
+    assert res.status_code == 413 and "ServeConfig.max_json_bytes" in res.json()["detail"], res.text
+
+
+@pytest.mark.parametrize("field", ["max_json_bytes", "max_upload_bytes"])
+@pytest.mark.parametrize("value", [0, -1, 1.5, True])
+def test_a_byte_cap_that_is_not_a_positive_whole_number_is_refused(field, value):
+    """A cap of 0 or less answered every body (even an empty one, for a negative cap) with 413 "over the cap of -1
+    bytes"; one line naming the field instead, when the config is made."""
+    from anybind.errors import AnybindError
+
+    with pytest.raises(AnybindError, match=rf"^ServeConfig\.{field} must be a whole number of bytes >= 1, "
+                                           rf"got {value!r}"):
+        ServeConfig(**{field: value})
+
+
+def test_health_tells_the_json_cap(client):
+    """A client learns the cap its JSON bodies are held to as it learns the upload cap: from /health."""
+    limits = client.get("/health").json()["limits"]
+    assert limits["max_json_bytes"] == ServeConfig().max_json_bytes
+    assert limits["max_upload_bytes"] == ServeConfig().max_upload_bytes
+
+
+def test_a_lone_surrogate_under_a_long_key_gets_a_bounded_422(client):
+    """The error names where the lone surrogate is by the keys leading to it, each cut as a location's is (a 1 MB key
+    was echoed whole, twice: in the message and in its context)."""
+    res = _post(client, "/search", {"text": "a", "x" * 1_000_000: {"y": "\ud800"}})
+    assert res.status_code == 422 and len(res.content) < 3000, len(res.content)
+    (err,) = res.json()["detail"]
+    assert err["msg"].startswith("Value error, body.xxx") and err["msg"].endswith(
+        "....y: a lone UTF-16 surrogate escape (\\udXXX) is not valid Unicode text"), err["msg"][-200:]
+
+
+def test_the_cli_refuses_an_upload_cap_under_one_byte_in_one_line(tmp_path):
+    """`anybind serve --max-upload-mb 0` is refused before anything is loaded, one line naming the limit."""
+    from typer.testing import CliRunner
+
+    from anybind.cli import app as cli
+
+    r = CliRunner().invoke(cli, ["serve", str(tmp_path / "nospace"), "--index", str(tmp_path / "noindex"),
+                                 "--max-upload-mb", "0"])
+    assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+    assert "ServeConfig.max_upload_bytes must be a whole number of bytes >= 1, got 0" in r.stderr
+    assert "nospace" not in r.stderr  # refused before the space is looked for

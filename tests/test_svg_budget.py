@@ -15,8 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
-from media_helpers import _corpus, _ImageLoader, _space
+from media_helpers import _ImageLoader, served
 from PIL import Image
 
 from anybind.cache import FeatureCache
@@ -24,8 +23,7 @@ from anybind.data.limits import LIMITS, MediaLimits, using_limits
 from anybind.data.manifest import load_manifest
 from anybind.data.svg import check_svg, render_svg
 from anybind.errors import DataError, unusable_file
-from anybind.index import Index
-from anybind.serve import ServeConfig, Service, create_app
+from anybind.serve import ServeConfig
 
 HEAD = '<svg xmlns="http://www.w3.org/2000/svg" width="512" height="512">'
 SERVICE = MediaLimits(max_pixels=40_000_000, max_svg_work=100_000)
@@ -173,14 +171,8 @@ def _broken_launch(monkeypatch, tmp_path, sleep: float = 0) -> None:
 def tight(tmp_path_factory):
     """A service whose estimate lets anything through: only the 1 s rendering budget bounds an SVG."""
     root = tmp_path_factory.mktemp("svg-budget")
-    space = _space()
-    space.save(root / "space")
-    Index.build(space, _corpus(root), root / "index", cache=root / "cache")
-    cfg = ServeConfig(max_upload_bytes=2 * 2**20, max_svg_work=10**12, max_svg_seconds=1)
-    svc = Service.load(root / "space", root / "index", cache=root / "cache", config=cfg)
-    with TestClient(create_app(service=svc)) as c:
+    with served(root, ServeConfig(max_upload_bytes=2 * 2**20, max_svg_work=10**12, max_svg_seconds=1)) as c:
         yield c, root
-    svc.close()
 
 
 def test_the_service_answers_400_within_its_budget(tight):
@@ -298,3 +290,23 @@ def test_a_worker_whose_pipes_are_numbered_past_1024_still_renders():
         for fd in fds:
             os.close(fd)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_a_thumbnail_no_svg_renderer_could_start_for_is_a_503_not_a_404(tmp_path, monkeypatch):
+    """The stored SVG is fine and was not read: 503 with Retry-After, as an upload's (the thumbnail route wrapped the
+    error in a NotFound, whose class said 404 once kinds came from the class and not from words in the message)."""
+    from anybind.data import svg_pool
+
+    (tmp_path / "s.svg").write_text(HEAD + '<rect x="5" width="70" height="40" fill="#17a"/></svg>')
+    (tmp_path / "m.jsonl").write_text(json.dumps({"id": "s", "text": "a blue box", "image": "s.svg"}) + "\n")
+    try:
+        with served(tmp_path, manifest=tmp_path / "m.jsonl") as client:  # the SVG rendered: indexed
+            svg_pool.stop_idle_workers()
+            svg_pool.forget_start_failure()
+            monkeypatch.setattr(svg_pool, "START_SECONDS", 0)  # now no renderer starts in time (as no_renderer)
+            res = client.get("/thumbs/s")
+        assert res.status_code == 503 and int(res.headers["Retry-After"]) > 0, res.text
+        assert "not rendered: the SVG renderer process did not start" in res.json()["detail"]
+    finally:
+        svg_pool.stop_idle_workers()
+        svg_pool.forget_start_failure()

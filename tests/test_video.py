@@ -12,7 +12,7 @@ from anybind.data.limits import MediaLimits, using_limits
 from anybind.data.manifest import load_manifest
 from anybind.data.video import looks_like_video, poster_frame, read_frames
 from anybind.encoders.registry import get_encoder
-from anybind.errors import DataError, EncoderError, LimitRefused, unusable_file
+from anybind.errors import DataError, EncoderError, LimitRefused, Reason, unusable_file
 from video_helpers import make_audio_only, make_clip, make_zero_frame_clip, rgb_stats
 
 pytest.importorskip("av")
@@ -231,3 +231,18 @@ def test_bench_task_is_registered_and_times_the_encoder_against_the_bare_path_on
     assert s["equal"] == 1.0 and s["max |diff|"] < 1e-4  # the bare path's features are the encoder's
     assert all(s[k] > 0 for k in ("encoder clips/s", "bare clips/s", "ratio", "paired", "cpu ratio", "decode clips/s",
                                   "forward frames/s"))
+
+
+def test_a_frame_over_a_limit_keeps_its_kind_in_the_clips_error(tmp_path):
+    """A clip given as its frames' files, one over max_pixels: the clip's error names the frame and is still a
+    LimitRefused ("decode refused by a limit"), not a plain DataError read as a corrupt file."""
+    from PIL import Image
+
+    frames = [tmp_path / f"f{i}.png" for i in range(2)]
+    for i, p in enumerate(frames):
+        Image.new("RGB", (40 + 40 * i, 30), (20 * i, 0, 0)).save(p)
+    enc = get_encoder("video:frames(image:efficientnet-lite0)@fps=2,max=3", cached=False)  # decodes in load
+    with using_limits(MediaLimits(max_pixels=2000)), pytest.raises(LimitRefused) as e:
+        enc.load([str(p) for p in frames])
+    assert str(e.value).startswith("<2 frames>: frame at 0.50 s: ") and "max_pixels" in str(e.value)
+    assert unusable_file("video", Reason.of(e.value)).startswith("decode refused by a limit for video: ")

@@ -124,6 +124,13 @@ def not_read_kind(e: BaseException, default: "type[AnybindError]") -> "type[Anyb
     return RendererUnavailable if renderer_unavailable(e) else default
 
 
+def unusable_kind(e: DataError) -> type[DataError]:
+    """The class to raise :class:`DataError` ``e`` again as, under another message (a clip's frame, a batch): the
+    nearest kind of unusable file it is (:class:`RenderTimeout`, :class:`LimitRefused`, ...; else
+    :class:`DataError`), so that what reads it later does not take a refused or unread file for a corrupt one."""
+    return _KINDS[Reason.of(e).kind]
+
+
 def render_timed_out(why: "str | BaseException") -> bool:
     """Whether ``why`` (an error or its :class:`Reason`) is a :class:`RenderTimeout`: a file not read in time."""
     return _is(why, RenderTimeout)

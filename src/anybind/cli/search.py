@@ -356,11 +356,14 @@ def serve(
     except ImportError as e:
         fail(AnybindError(f"the service needs the 'serve' extra ({e.name} is missing): pip install 'anybind[serve]'"))
     use_device(ctx, device, precision)
-    cfg = ServeConfig(
-        max_upload_bytes=int(max_upload_mb * 2**20), concurrency=concurrency, max_queue=max_queue,
-        queue_timeout=queue_timeout, refresh_seconds=refresh_seconds, batch_wait_ms=batch_wait_ms,
-        max_batch=max_batch, max_inflight_pixels=max_inflight_pixels,
-    )
+    try:  # a limit that cannot be one (--max-upload-mb 0): refused before anything is loaded
+        cfg = ServeConfig(
+            max_upload_bytes=int(max_upload_mb * 2**20), concurrency=concurrency, max_queue=max_queue,
+            queue_timeout=queue_timeout, refresh_seconds=refresh_seconds, batch_wait_ms=batch_wait_ms,
+            max_batch=max_batch, max_inflight_pixels=max_inflight_pixels,
+        )
+    except AnybindError as e:
+        fail(e)
     try:
         from ..serve.auth import KeyStore, check_bind, check_keys_file, is_local
 

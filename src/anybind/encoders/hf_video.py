@@ -28,7 +28,7 @@ import numpy as np
 
 from ..data.media import as_rgb_image, short_repr
 from ..data.video import SAMPLING_VERSION, sample_frames, video_name
-from ..errors import DataError, EncoderError
+from ..errors import DataError, EncoderError, unusable_kind
 from .hf import HfEncoder
 from .hf_spec import accepted
 
@@ -114,7 +114,7 @@ class HfVideoEncoder(HfEncoder):
             try:
                 frames = [np.asarray(as_rgb_image(f)) for f in list(item)[:MAX_SAMPLED]]
             except DataError as e:
-                raise DataError(f"{name}: {e}") from None
+                raise unusable_kind(e)(f"{name}: {e}") from None  # its kind kept (a frame over a limit)
         else:
             raise DataError(f"{short_repr(item)}: not a video (expected a file path, its bytes, "
                             "or frames as a (T, H, W, 3) uint8 array or a list of images)")

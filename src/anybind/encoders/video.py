@@ -40,7 +40,7 @@ import numpy as np
 
 from ..data.media import short_repr
 from ..data.video import SAMPLING_VERSION, sample_frames, video_name
-from ..errors import DataError, EncoderError
+from ..errors import DataError, EncoderError, unusable_kind
 from .base import Encoder
 
 DEFAULT_FPS = 1.0
@@ -198,7 +198,7 @@ class VideoFramesEncoder(Encoder):
             try:
                 frames.append(self.image.load(frame))
             except DataError as e:
-                raise DataError(f"{name}: frame at {t:.2f} s: {e}") from None
+                raise unusable_kind(e)(f"{name}: frame at {t:.2f} s: {e}") from None  # a refused frame: a refused clip
             times.append(t)
         if not frames:
             raise DataError(f"{name}: video has no frames")

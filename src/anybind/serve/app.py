@@ -224,7 +224,8 @@ def create_app(
             media=svc.media,
             calibrated=sorted(k.replace("|", "-") for k in sp.calibration.pairs) if sp.calibration is not None else [],
             limits=LimitsInfo(
-                max_upload_bytes=cfg.max_upload_bytes, max_files=cfg.max_files, concurrency=gate.concurrency,
+                max_upload_bytes=cfg.max_upload_bytes, max_json_bytes=min(cfg.max_json_bytes, cfg.max_upload_bytes),
+                max_files=cfg.max_files, concurrency=gate.concurrency,
                 max_queue=gate.max_queue, queue_timeout=gate.timeout, max_k=MAX_K,
                 max_inflight_pixels=budget.capacity,
             ),

@@ -3,7 +3,14 @@ and the app."""
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
+
+from ..errors import AnybindError
+
+
+class ServeConfigError(AnybindError, ValueError):
+    """A :class:`ServeConfig` field that cannot be a limit (named in the message)."""
 
 
 @dataclass
@@ -11,7 +18,8 @@ class ServeConfig:
     """Limits of the service (``anybind serve --help`` shows the same defaults).
 
     max_upload_bytes: cap on a request body (all files of an upload together); larger -> 413.
-    max_json_bytes: cap on any other request body (JSON); larger -> 413, before it is parsed.  The largest body the
+    max_json_bytes: cap on any other request body (JSON; never more than ``max_upload_bytes``); larger -> 413,
+        before it is parsed.  The largest body the
         request schemas allow (64 texts of 2,000 characters, each escaped) is about 1.5 MB; a larger one could only
         hold what is refused, and refusing it one error at a time cost a worker a minute and 920 MiB at 9 MiB.
     max_files: files in one upload request.
@@ -69,3 +77,9 @@ class ServeConfig:
     batch_wait_ms: float = 0.0
     max_batch: int = 64
     max_inflight_pixels: int = 4 * 40_000_000
+
+    def __post_init__(self) -> None:
+        for field in ("max_upload_bytes", "max_json_bytes"):  # 0 or less: every body (a negative: even empty) a 413
+            v = getattr(self, field)
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
+                raise ServeConfigError(f"ServeConfig.{field} must be a whole number of bytes >= 1, got {v!r}")

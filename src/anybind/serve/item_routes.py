@@ -12,7 +12,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, PlainTextResponse, Response
 from starlette.background import BackgroundTask
 
-from ..errors import AnybindError
+from ..errors import AnybindError, not_read_kind
 from .schemas import ITEM_TYPES, ErrorOut
 from .sniff import SNIFF_BYTES, sniff
 from .state import Changed, NotFound, Service
@@ -53,6 +53,8 @@ def item(
         200: {"content": {"image/jpeg": {}}, "description": "A JPEG at most `size` pixels a side."},
         404: {"model": ErrorOut, "description": "No such image item, or it cannot be read."},
         409: {"model": ErrorOut, "description": "The item's file changed since it was indexed."},
+        503: {"model": ErrorOut, "description": "A stored SVG not rendered: no renderer process could start (the "
+              "file was not read; try again after `Retry-After` seconds)."},
     },
     summary="A thumbnail of a stored image",
 )
@@ -71,5 +73,7 @@ async def thumb(
     except (NotFound, Changed):
         raise
     except AnybindError as e:
-        raise NotFound(f"cannot make a thumbnail of item {item_id!r}: {str(e).replace(it.source, 'its file')}") from None
+        # an SVG no renderer could start for was not read: 503 and retry, not 404
+        raise not_read_kind(e, NotFound)(f"cannot make a thumbnail of item {item_id!r}: "
+                                         f"{str(e).replace(it.source, 'its file')}") from None
     return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})

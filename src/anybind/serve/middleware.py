@@ -35,10 +35,12 @@ class BodyLimit:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
             return await self.app(scope, receive, send)
-        headers = dict(scope.get("headers") or [])
-        upload = headers.get(b"content-type", b"").lower().startswith(b"multipart/form-data")
+        raw = scope.get("headers") or []
+        # an upload only when every Content-Type says so: the app reads a body by its first one, this by any other
+        types = [v for k, v in raw if k == b"content-type"]
+        upload = bool(types) and all(t.strip().lower().startswith(b"multipart/form-data") for t in types)
         cap = self.max_bytes if upload else self.max_json_bytes
-        declared = headers.get(b"content-length")
+        declared = dict(raw).get(b"content-length")
         if declared is not None and (not declared.strip().isdigit() or int(declared) > cap):
             return await send_json(send, 413, self._message(cap), [(b"connection", b"close")])
         seen = 0

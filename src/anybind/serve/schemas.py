@@ -32,7 +32,9 @@ def _lone_surrogate_at(value: Any, where: str = "body") -> str | None:
         return None
     if isinstance(value, dict):
         for k, v in value.items():
-            at = _lone_surrogate_at(k, f"{where} (a key)") or _lone_surrogate_at(v, f"{where}.{k}")
+            # a key in the path cut as an unknown field's is shown: the answer echoes the path (a key may be 1 MB)
+            key = k if not isinstance(k, str) or len(k) <= 30 else k[:30] + "..."
+            at = _lone_surrogate_at(k, f"{where} (a key)") or _lone_surrogate_at(v, f"{where}.{key}")
             if at:
                 return at
     elif isinstance(value, list):
@@ -183,6 +185,8 @@ class IndexInfo(BaseModel):
 
 class LimitsInfo(BaseModel):
     max_upload_bytes: int
+    max_json_bytes: int = Field(description="Cap on a request body that is not a multipart upload (JSON): larger "
+                                "-> 413, before it is parsed.")
     max_files: int
     concurrency: int
     max_queue: int
