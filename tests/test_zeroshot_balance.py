@@ -214,3 +214,18 @@ def test_index_classify_ranks_by_the_balanced_offsets(skewed, tmp_path):
     with pytest.raises(Exception, match="bias: 2 offsets for 6 classes") as e:
         ix.classify(CLASSES, modality="photo", cache=cache, bias=[0.0, 1.0])
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("field,value", [("temperature", -1), ("modality", "audio"), ("classes", ["dog"]),
+                                         ("prior_shares", [float("nan")] * 6), ("templates", ["no slot"])])
+def test_a_tampered_classifier_json_is_refused_naming_the_file(skewed, tmp_path, field, value):
+    space, man = skewed
+    path = ZeroShotClassifier(space, CLASSES, modality="photo", prior=[1, 2, 3, 4, 5, 6]).calibrate(
+        man.split("train"), cache=tmp_path / "c").save(tmp_path / "clf")
+    meta = json.loads((path / "classifier.json").read_text())
+    meta[field] = value
+    (path / "classifier.json").write_text(json.dumps(meta))
+    with pytest.raises(SpaceError, match="damaged zero-shot classifier") as e:
+        ZeroShotClassifier.load(path, space)
+    assert str(path) in str(e.value) and "\n" not in str(e.value)
+
