@@ -229,3 +229,29 @@ def test_a_tampered_classifier_json_is_refused_naming_the_file(skewed, tmp_path,
         ZeroShotClassifier.load(path, space)
     assert str(path) in str(e.value) and "\n" not in str(e.value)
 
+
+def test_scoring_the_items_the_biases_were_balanced_on_is_refused(skewed, tmp_path):
+    from anybind.cli import app
+
+    space, man = skewed
+    cache = tmp_path / "c"
+    train, test = man.split("train"), man.split("test")
+    clf = ZeroShotClassifier(space, CLASSES, modality="photo").calibrate(train[:100], cache=cache)
+    for scored in (train[90:140], test[:5] + train[99:100]):
+        with pytest.raises(DataError, match=r"record train(90|99): .*balanced on") as e:
+            clf.evaluate(scored, "kind", cache=cache)
+        assert "\n" not in str(e.value)
+    assert clf.evaluate(train[100:] + test, "kind", cache=cache)["n"] == 140 + len(test)  # disjoint: scored
+    # saved and loaded, through anybind eval on the split it was balanced on
+    back = ZeroShotClassifier.load(clf.save(tmp_path / "clf"), space)
+    with pytest.raises(DataError, match="balanced on"):
+        back.evaluate(train[:3], "kind", cache=cache)
+    space.save(tmp_path / "sp")
+    r = CliRunner().invoke(app, ["balance", str(tmp_path / "sp"), "--on", str(tmp_path / "m.jsonl"), "--modality",
+                                 "photo", "--cache", str(cache), "--class", "dog", "--class", "teapot",
+                                 "-o", str(tmp_path / "c2")])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(app, ["eval", str(tmp_path / "sp"), str(tmp_path / "m.jsonl"), "--split", "train",
+                                 "--zero-shot", "kind", "--classifier", str(tmp_path / "c2"), "--no-diagnostics",
+                                 "--cache", str(cache)])
+    assert r.exit_code != 0 and "balanced on" in r.output

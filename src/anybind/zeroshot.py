@@ -155,6 +155,7 @@ class ZeroShotClassifier:
         self.temperature = float(temperature)
         self.bias_: np.ndarray | None = None
         self.calibration_: dict[str, Any] = {}
+        self.balanced_on_: np.ndarray | None = None
         self._C: np.ndarray | None = None
 
     # -- scoring ----------------------------------------------------------------------------------
@@ -171,20 +172,44 @@ class ZeroShotClassifier:
             if X.ndim != 2 or X.shape[1] != self.space.dim:
                 raise DataError(f"embeddings of shape {X.shape}; expected (n, {self.space.dim}) in this space")
         else:
-            items = list(items)
-            values = []
-            for it in items:
-                if hasattr(it, "values") and hasattr(it, "has"):
-                    if not it.has(self.modality):
-                        raise DataError(f"record {it.id}: no {self.modality!r} value to classify")
-                    values.append(it.values[self.modality])
-                else:
-                    values.append(it)
+            values = self.item_values(items)
             X = self.space.embed(self.modality, values, cache=cache) if values else np.zeros((0, self.space.dim))
         if not np.all(np.isfinite(X)):
             bad = int(np.flatnonzero(~np.isfinite(X).all(1))[0])
             raise DataError(f"item {bad}: its embedding holds NaN or infinity")
         return X
+
+    def item_values(self, items: Any) -> list[Any]:
+        """Records' ``modality`` values (a record without one refused in one line); raw values as they are."""
+        values = []
+        for it in items:
+            if hasattr(it, "values") and hasattr(it, "has"):
+                if not it.has(self.modality):
+                    raise DataError(f"record {it.id}: no {self.modality!r} value to classify")
+                values.append(it.values[self.modality])
+            else:
+                values.append(it)
+        return values
+
+    def content_digests(self, values: Sequence[Any]) -> np.ndarray:
+        """One 64-bit digest per value of its content (the encoder's cache key: a file's bytes, a text), so that an
+        item is recognised whatever its record id or path."""
+        enc = self.space.encoder(self.modality)
+        return np.array([int.from_bytes(hashlib.sha256(enc.content_key(v).encode()).digest()[:8], "little")
+                         for v in values], dtype=np.uint64)
+
+    def check_not_balanced_on(self, records: Sequence[Any]) -> None:
+        """Refuse (one line) to score items the biases were balanced on: their predictions would carry statistics
+        of the scored items themselves (transductive), not of a separate unlabelled set."""
+        if self.balanced_on_ is None or not len(records):
+            return
+        hit = np.isin(self.content_digests(self.item_values(records)), self.balanced_on_)
+        if hit.any():
+            first = records[int(np.flatnonzero(hit)[0])]
+            what = f"record {first.id}" if hasattr(first, "id") else f"item {int(np.flatnonzero(hit)[0])}"
+            raise DataError(f"{what}: the class biases were balanced on it ({int(hit.sum())} of the {len(records)} "
+                            "scored items are in the unlabelled balancing set); score items the classifier was not "
+                            "balanced on")
 
     def raw_scores(self, items: Any, cache: Any = None) -> np.ndarray:
         """Each item's score against each class prompt ensemble (the space's scorer), no bias: (n, classes)."""
@@ -213,6 +238,8 @@ class ZeroShotClassifier:
         :data:`MIN_ITEMS_PER_CLASS` items per class, a NaN embedding, items of the wrong shape or modality."""
         if isinstance(items, (str, bytes)):
             raise DataError("calibrate takes a sequence of items (paths, records or embeddings), not one string")
+        if not isinstance(items, np.ndarray):
+            items = list(items)
         X = self.embed_items(items, cache)
         need = MIN_ITEMS_PER_CLASS * len(self.classes)
         if len(X) < need:
@@ -223,6 +250,9 @@ class ZeroShotClassifier:
         before = np.bincount(S.argmax(1), minlength=len(self.classes))
         after = np.bincount((S + b / self.temperature).argmax(1), minlength=len(self.classes))
         self.bias_ = b
+        # which items the biases saw (by content), so that scoring them is refused; embeddings given: not known
+        self.balanced_on_ = None if isinstance(items, np.ndarray) else np.unique(
+            self.content_digests(self.item_values(items)))
         self.calibration_ = {
             **info, "items": int(len(X)),
             "fingerprint": hashlib.sha256(np.ascontiguousarray(X, np.float32).tobytes()).hexdigest()[:16],
@@ -233,7 +263,8 @@ class ZeroShotClassifier:
 
     def evaluate(self, records: Sequence["Record"], label_key: str, cache: Any = None) -> dict[str, Any]:
         """:func:`~anybind.evaluate.zero_shot` on labelled ``records`` with this classifier's classes, prompts and
-        offsets (each item on its own)."""
+        offsets (each item on its own); refuses (one line) records the biases were balanced on."""
+        self.check_not_balanced_on([r for r in records if r.has(self.modality) and label_key in r.labels])
         name_of = dict(zip(self.classes, self.names))
         return zero_shot(self.space, records, self.modality, label_key, classes=self.classes,
                          names=lambda c: name_of[c], templates=self.templates, text_modality=self.text_modality,
@@ -254,8 +285,10 @@ class ZeroShotClassifier:
         from .io import atomic_write_dir
 
         def write(tmp: Path) -> None:
-            save_file({"bias": np.asarray(self.offsets * self.temperature, np.float64)}, str(tmp / "bias.safetensors"),
-                      metadata={"format": FORMAT})
+            tensors = {"bias": np.asarray(self.offsets * self.temperature, np.float64)}
+            if self.balanced_on_ is not None:
+                tensors["balanced_on"] = np.asarray(self.balanced_on_, np.uint64)
+            save_file(tensors, str(tmp / "bias.safetensors"), metadata={"format": FORMAT})
             (tmp / "classifier.json").write_text(json.dumps(self.to_json(), indent=2, sort_keys=True))
 
         return atomic_write_dir(Path(path), write, kind="zero-shot", overwrite=overwrite)
@@ -291,12 +324,16 @@ class ZeroShotClassifier:
             clf = cls(space, meta["classes"], names=dict(zip(meta["classes"], meta["names"])),
                       templates=meta["templates"], modality=meta["modality"], text_modality=meta["text_modality"],
                       prior=prior, temperature=meta["temperature"])
-            bias = load_file(str(w_p))["bias"]
+            tensors = load_file(str(w_p))
+            bias, seen = tensors["bias"], tensors.get("balanced_on")
         except (KeyError, TypeError, ValueError, SafetensorError, OSError) as e:
             raise SpaceError(f"{path}: damaged zero-shot classifier ({type(e).__name__}: {' '.join(str(e).split())})") from None
         if bias.shape != (len(clf.classes),) or not np.all(np.isfinite(bias)):
             raise SpaceError(f"{w_p}: bias of shape {bias.shape} (finite: {bool(np.all(np.isfinite(bias)))}) for "
                              f"{len(clf.classes)} classes")
+        if seen is not None and (seen.dtype != np.uint64 or seen.ndim != 1):
+            raise SpaceError(f"{w_p}: balanced_on of {seen.dtype} and shape {seen.shape}, expected 64-bit digests")
         if meta.get("calibrated"):
             clf.bias_, clf.calibration_ = bias.astype(np.float64), dict(meta.get("calibration") or {})
+            clf.balanced_on_ = seen
         return clf
