@@ -255,3 +255,13 @@ def test_scoring_the_items_the_biases_were_balanced_on_is_refused(skewed, tmp_pa
                                  "--zero-shot", "kind", "--classifier", str(tmp_path / "c2"), "--no-diagnostics",
                                  "--cache", str(cache)])
     assert r.exit_code != 0 and "balanced on" in r.output
+
+
+def test_evaluate_reports_the_classifier_even_where_nothing_is_left_to_score(skewed, tmp_path):
+    space, man = skewed
+    clf = ZeroShotClassifier(space, CLASSES, modality="photo").calibrate(man.split("train"), cache=tmp_path / "c")
+    res = evaluate(space, man, split="val", zero_shot_label="kind", cache=tmp_path / "c", zero_shot_classifier=clf)
+    assert res["zeroshot/photo/kind/classifier/n"] == 0  # said, not silently left out
+    res = evaluate(space, man, split="test", modalities=["text"], zero_shot_label="kind", cache=tmp_path / "c",
+                   zero_shot_classifier=clf)
+    assert res["zeroshot/photo/kind/classifier/n"] == len(man.split("test"))

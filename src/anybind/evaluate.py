@@ -126,7 +126,7 @@ def evaluate(
                            center=zero_shot_center)
             out.update({f"zeroshot/{m}/{zero_shot_label}/{k}": v for k, v in zs.items() if not isinstance(v, (list, dict))})
         clf = zero_shot_classifier
-        if clf is not None and clf.modality in embs:
+        if clf is not None:  # asked for: reported (n 0) even where no scored record has its modality
             zs = clf.evaluate([r for r in recs if r.has(clf.modality)], zero_shot_label, cache=cache)
             out.update({f"zeroshot/{clf.modality}/{zero_shot_label}/classifier/{k}": v for k, v in zs.items()
                         if not isinstance(v, (list, dict))})
