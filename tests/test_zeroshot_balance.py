@@ -117,6 +117,10 @@ def test_refusals_are_one_line(skewed, tmp_path):
         (lambda: ZeroShotClassifier(space, CLASSES, modality="photo", prior="skewed"), "'balanced'"),
         (lambda: zero_shot(space, man.split("test"), "photo", "kind", classes=CLASSES, bias=[0.1, 0.2], cache=cache),
          "2 offsets (finite: True) for 6 classes"),
+        (lambda: zero_shot(space, man.split("test"), "photo", "kind", classes=CLASSES, bias=["x"] * 6, cache=cache),
+         "bias: list is not numbers"),
+        (lambda: ZeroShotClassifier(space, CLASSES, modality="photo", prior={c: "x" for c in CLASSES}),
+         "prior: 'x' is not a number"),
     ]
     for call, message in cases:
         with pytest.raises(DataError) as e:
@@ -211,7 +215,7 @@ def test_index_classify_ranks_by_the_balanced_offsets(skewed, tmp_path):
     X = space.embed("photo", [r.values["photo"] for r in man.split("test")], cache=cache)
     S, top = zero_shot_topk(space, X, CLASSES, templates=["a {}."], k=1, cache=cache, bias=clf.offsets)
     assert [CLASSES[i] for i in top[:, 0]] == list(want.values())
-    with pytest.raises(Exception, match="bias: 2 offsets for 6 classes") as e:
+    with pytest.raises(Exception, match=r"bias: 2 offsets \(finite: True\) for 6 classes") as e:
         ix.classify(CLASSES, modality="photo", cache=cache, bias=[0.0, 1.0])
     assert "\n" not in str(e.value)
 

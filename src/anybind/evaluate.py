@@ -172,11 +172,7 @@ def zero_shot(
         return {"accuracy": float("nan"), "n": 0}
     y = [str(r.labels[label_key]) for r in recs]
     classes = sorted(set(y)) if classes is None else list(classes)
-    if bias is not None:  # before any embedding: a wrong bias fails fast
-        off = np.asarray(bias, dtype=np.float64).ravel()
-        if off.shape != (len(classes),) or not np.all(np.isfinite(off)):
-            raise DataError(f"bias: {off.size} offsets (finite: {bool(np.all(np.isfinite(off)))}) for {len(classes)} "
-                            "classes; give one finite offset per class")
+    off = check_offsets(bias, len(classes))  # before any embedding: a wrong bias fails fast
     C = class_embeddings(space, [names(c) for c in classes], templates, text_modality, cache)
     X = space.embed(modality, [r.values[modality] for r in recs], cache=cache)
     if center:
@@ -200,6 +196,20 @@ def zero_shot(
         "confusion": conf.tolist(),
         "labels": list(classes),
     }
+
+
+def check_offsets(bias: Sequence[float] | None, n_classes: int) -> np.ndarray | None:
+    """``bias`` as one finite float offset per class (None stays None); refused in one line otherwise."""
+    if bias is None:
+        return None
+    try:
+        off = np.asarray(bias, dtype=np.float64).ravel()
+    except (TypeError, ValueError):
+        raise DataError(f"bias: {type(bias).__name__} is not numbers; give one finite offset per class") from None
+    if off.shape != (n_classes,) or not np.all(np.isfinite(off)):
+        raise DataError(f"bias: {off.size} offsets (finite: {bool(np.all(np.isfinite(off)))}) for {n_classes} "
+                        "classes; give one finite offset per class")
+    return off
 
 
 def nearest_class(space: "SpaceCore", X: np.ndarray, modality: str, C: np.ndarray, text_modality: str = "text") -> np.ndarray:

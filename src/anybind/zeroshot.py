@@ -74,9 +74,14 @@ def check_prior(prior: "str | Mapping[str, float] | Sequence[float]", classes: S
         if missing or extra:
             raise DataError(f"prior: {'no share for ' + repr(missing[0]) if missing else 'unknown class ' + repr(extra[0])}"
                             f"; give one share for each of the {k} classes")
-        p = np.array([prior[c] for c in classes], dtype=np.float64)
+        shares = [prior[c] for c in classes]
     else:
-        p = np.asarray(prior, dtype=np.float64).ravel()
+        shares = list(np.ravel(np.asarray(prior, dtype=object)))
+    bad = [v for v in shares if isinstance(v, (bool, str, bytes)) or not isinstance(v, (int, float, np.number))]
+    if bad:
+        raise DataError(f"prior: {bad[0]!r} is not a number; give one positive share per class")
+    p = np.array(shares, dtype=np.float64)
+    if not isinstance(prior, Mapping):
         if len(p) != k:
             raise DataError(f"prior has {len(p)} shares for {k} classes")
     if not np.all(np.isfinite(p)) or np.any(p <= 0):
