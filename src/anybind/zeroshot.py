@@ -169,7 +169,7 @@ class ZeroShotClassifier:
             self._C = class_embeddings(self.space, self.names, self.templates, self.text_modality, cache)
         return self._C
 
-    def embed_items(self, items: Any, cache: Any = None) -> np.ndarray:
+    def embed_items(self, items: Any, cache: Any = None, progress: bool = False) -> np.ndarray:
         """Items as embeddings: an (n, dim) array of embeddings in the space, records (their ``modality`` value)
         or raw values (paths, strings) of ``modality``."""
         if isinstance(items, np.ndarray):
@@ -178,7 +178,8 @@ class ZeroShotClassifier:
                 raise DataError(f"embeddings of shape {X.shape}; expected (n, {self.space.dim}) in this space")
         else:
             values = self.item_values(items)
-            X = self.space.embed(self.modality, values, cache=cache) if values else np.zeros((0, self.space.dim))
+            X = (self.space.embed(self.modality, values, cache=cache, progress=progress) if values
+                 else np.zeros((0, self.space.dim)))
         if not np.all(np.isfinite(X)):
             bad = int(np.flatnonzero(~np.isfinite(X).all(1))[0])
             raise DataError(f"item {bad}: its embedding holds NaN or infinity")
@@ -237,7 +238,8 @@ class ZeroShotClassifier:
         return [self.classes[i] for i in self.decision_function(items, cache).argmax(1)]
 
     # -- fitting --------------------------------------------------------------------------------
-    def calibrate(self, items: Any, cache: Any = None, *, max_iter: int = 1000, tol: float = 1e-6) -> "ZeroShotClassifier":
+    def calibrate(self, items: Any, cache: Any = None, *, max_iter: int = 1000, tol: float = 1e-6,
+                  progress: bool = False) -> "ZeroShotClassifier":
         """Fit the class biases on unlabelled ``items`` of the target domain (labels, if any, are not read): the
         mean softmax prediction on them is matched to the prior.  Refuses (one line) a set with fewer than
         :data:`MIN_ITEMS_PER_CLASS` items per class, a NaN embedding, items of the wrong shape or modality."""
@@ -245,7 +247,7 @@ class ZeroShotClassifier:
             raise DataError("calibrate takes a sequence of items (paths, records or embeddings), not one string")
         if not isinstance(items, np.ndarray):
             items = list(items)
-        X = self.embed_items(items, cache)
+        X = self.embed_items(items, cache, progress=progress)  # progress: a bar while the items are encoded
         need = MIN_ITEMS_PER_CLASS * len(self.classes)
         if len(X) < need:
             raise DataError(f"an unlabelled set of {len(X)} items is too small to balance {len(self.classes)} classes: "
