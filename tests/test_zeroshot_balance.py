@@ -269,3 +269,18 @@ def test_evaluate_reports_the_classifier_even_where_nothing_is_left_to_score(ske
     res = evaluate(space, man, split="test", modalities=["text"], zero_shot_label="kind", cache=tmp_path / "c",
                    zero_shot_classifier=clf)
     assert res["zeroshot/photo/kind/classifier/n"] == len(man.split("test"))
+
+
+def test_fit_bias_on_many_items_and_classes_holds_no_full_size_copies():
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    S = rng.uniform(-1, 1, size=(4000, 600)).astype(np.float32)  # 9.6 MB
+    prior = np.full(600, 1 / 600)
+    small, _ = fit_bias(S[:300], prior, 10, max_iter=3, block_floats=1000)  # blocks give the one-block answer
+    np.testing.assert_allclose(small, fit_bias(S[:300], prior, 10, max_iter=3)[0], atol=1e-9)
+    tracemalloc.start()
+    fit_bias(S, prior, 10, max_iter=3)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 2 * S.nbytes  # float64 copies of the (items x classes) scores would be 2x S each

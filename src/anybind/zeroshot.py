@@ -89,30 +89,39 @@ def check_prior(prior: "str | Mapping[str, float] | Sequence[float]", classes: S
     return p / p.sum()
 
 
+def mean_softmax(S: np.ndarray, temperature: float, b: np.ndarray, block_floats: int = 1 << 18) -> np.ndarray:
+    """``mean_i softmax(temperature * S_i + b)``, a block of rows at a time (at most ``block_floats`` float64s
+    held beside ``S``: many items times many classes never makes full-size copies)."""
+    rows = max(1, block_floats // max(1, S.shape[1]))
+    total = np.zeros(S.shape[1])
+    for i in range(0, len(S), rows):
+        total += softmax(temperature * np.asarray(S[i:i + rows], np.float64) + b).sum(0)
+    return total / len(S)
+
+
 def fit_bias(scores: np.ndarray, prior: np.ndarray, temperature: float = DEFAULT_TEMPERATURE, *,
-             max_iter: int = 1000, tol: float = 1e-6) -> tuple[np.ndarray, dict[str, Any]]:
+             max_iter: int = 1000, tol: float = 1e-6, block_floats: int = 1 << 18) -> tuple[np.ndarray, dict[str, Any]]:
     """Per-class logit biases ``b`` (mean 0) with ``mean_i softmax(temperature * scores_i + b) == prior`` (the
     module docstring's fixed point), and how the fit went (iterations, converged, the largest gap between the mean
-    prediction and the prior)."""
-    S = np.asarray(scores, dtype=np.float64)
-    if S.ndim != 2 or S.shape[1] != len(prior):
-        raise DataError(f"scores of shape {S.shape} for {len(prior)} classes")
+    prediction and the prior).  ``scores`` are read a block of rows at a time (:func:`mean_softmax`)."""
+    S = np.asarray(scores)
+    if S.ndim != 2 or S.shape[1] != len(prior) or S.dtype.kind not in "fiu":
+        raise DataError(f"scores of shape {S.shape} ({S.dtype}) for {len(prior)} classes")
     if not np.all(np.isfinite(S)):
         raise DataError("the unlabelled items' class scores hold NaN or infinity (a NaN embedding?)")
     if not (isinstance(temperature, (int, float)) and np.isfinite(temperature) and temperature > 0):
         raise DataError(f"temperature is {temperature!r}, expected a positive number")
     logp = np.log(prior)
     b = np.zeros(S.shape[1])
-    Z = temperature * S
     it, gap = 0, np.inf
     for it in range(1, max_iter + 1):
-        step = logp - np.log(np.maximum(softmax(Z + b).mean(0), 1e-300))
+        step = logp - np.log(np.maximum(mean_softmax(S, temperature, b, block_floats), 1e-300))
         b += step
         gap = float(np.abs(step).max())
         if gap < tol:
             break
     b -= b.mean()
-    mass = softmax(Z + b).mean(0)
+    mass = mean_softmax(S, temperature, b, block_floats)
     info = {"iterations": it, "converged": bool(gap < tol), "max_prior_gap": float(np.abs(mass - prior).max())}
     if not info["converged"]:
         log.warning("class prior matching stopped after %d iterations %.2g from the prior (a class no item is near?)",
@@ -255,7 +264,7 @@ class ZeroShotClassifier:
         S = self.space.scorer.pair_scores(X, self.modality, self.class_vectors(cache), self.text_modality)
         b, info = fit_bias(S, self.prior, self.temperature, max_iter=max_iter, tol=tol)
         before = np.bincount(S.argmax(1), minlength=len(self.classes))
-        after = np.bincount((S + b / self.temperature).argmax(1), minlength=len(self.classes))
+        after = np.bincount((S + (b / self.temperature).astype(S.dtype)).argmax(1), minlength=len(self.classes))
         self.bias_ = b
         # which items the biases saw (by content), so that scoring them is refused; embeddings given: not known
         self.balanced_on_ = None if isinstance(items, np.ndarray) else np.unique(
