@@ -284,3 +284,14 @@ def test_fit_bias_on_many_items_and_classes_holds_no_full_size_copies():
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert peak < 2 * S.nbytes  # float64 copies of the (items x classes) scores would be 2x S each
+
+
+def test_a_numpy_temperature_is_a_temperature(skewed, tmp_path):
+    space, man = skewed
+    for t in np.array([5, 20], np.float32).tolist() + list(np.array([5, 20], np.float32)) + [np.int64(20)]:
+        clf = ZeroShotClassifier(space, CLASSES, modality="photo", temperature=t)
+        assert clf.temperature == float(t) and type(clf.temperature) is float
+        assert fit_bias(np.eye(6), np.full(6, 1 / 6), t)[1]["converged"]
+    for bad in (True, np.bool_(True), "10", np.float32("nan")):
+        with pytest.raises(DataError, match="temperature"):
+            ZeroShotClassifier(space, CLASSES, modality="photo", temperature=bad)

@@ -89,6 +89,14 @@ def check_prior(prior: "str | Mapping[str, float] | Sequence[float]", classes: S
     return p / p.sum()
 
 
+def check_temperature(temperature: Any) -> float:
+    """A positive finite number (Python or numpy, not a bool) as a float; refused in one line otherwise."""
+    if (isinstance(temperature, (bool, np.bool_)) or not isinstance(temperature, (int, float, np.integer, np.floating))
+            or not np.isfinite(temperature) or temperature <= 0):
+        raise DataError(f"temperature is {temperature!r}, expected a positive number")
+    return float(temperature)
+
+
 def mean_softmax(S: np.ndarray, temperature: float, b: np.ndarray, block_floats: int = 1 << 18) -> np.ndarray:
     """``mean_i softmax(temperature * S_i + b)``, a block of rows at a time (at most ``block_floats`` float64s
     held beside ``S``: many items times many classes never makes full-size copies)."""
@@ -109,8 +117,7 @@ def fit_bias(scores: np.ndarray, prior: np.ndarray, temperature: float = DEFAULT
         raise DataError(f"scores of shape {S.shape} ({S.dtype}) for {len(prior)} classes")
     if not np.all(np.isfinite(S)):
         raise DataError("the unlabelled items' class scores hold NaN or infinity (a NaN embedding?)")
-    if not (isinstance(temperature, (int, float)) and np.isfinite(temperature) and temperature > 0):
-        raise DataError(f"temperature is {temperature!r}, expected a positive number")
+    temperature = check_temperature(temperature)
     logp = np.log(prior)
     b = np.zeros(S.shape[1])
     it, gap = 0, np.inf
@@ -163,10 +170,7 @@ class ZeroShotClassifier:
         self.templates = list(templates_for(space, templates))
         self.prior = check_prior(prior, classes)
         self.prior_spec = prior if isinstance(prior, str) else "given"
-        if not (isinstance(temperature, (int, float)) and not isinstance(temperature, bool)
-                and np.isfinite(temperature) and temperature > 0):
-            raise DataError(f"temperature is {temperature!r}, expected a positive number")
-        self.temperature = float(temperature)
+        self.temperature = check_temperature(temperature)
         self.bias_: np.ndarray | None = None
         self.calibration_: dict[str, Any] = {}
         self.balanced_on_: np.ndarray | None = None
