@@ -119,6 +119,8 @@ def test_refusals_are_one_line(skewed, tmp_path):
          "2 offsets (finite: True) for 6 classes"),
         (lambda: zero_shot(space, man.split("test"), "photo", "kind", classes=CLASSES, bias=["x"] * 6, cache=cache),
          "bias: list is not numbers"),
+        (lambda: zero_shot(space, man.split("test"), "photo", "kind", bias=[0.0] * 6, cache=cache),
+         "bias needs classes="),
         (lambda: ZeroShotClassifier(space, CLASSES, modality="photo", prior={c: "x" for c in CLASSES}),
          "prior: 'x' is not a number"),
     ]

@@ -159,7 +159,8 @@ def zero_shot(
     whole out-of-domain corpus lands in one corner of the space, every item is
     nearest to the same few prompts (hubs); centring removes that shared offset.
 
-    ``bias``: one offset per class added to its score before the argmax (each item on its own: inductive), e.g. a
+    ``bias`` (with ``classes``, in their order): one offset per class added to its score before the argmax (each item
+    on its own: inductive), e.g. a
     :class:`~anybind.zeroshot.ZeroShotClassifier`'s offsets balanced on unlabelled target-domain items.
 
     Scored by the space's :attr:`~anybind.Space.scorer`: a Symile space (one saved with "missing"
@@ -171,6 +172,8 @@ def zero_shot(
     if not recs:
         return {"accuracy": float("nan"), "n": 0}
     y = [str(r.labels[label_key]) for r in recs]
+    if bias is not None and classes is None:  # the labels found in these records need not be the offsets' classes
+        raise DataError("zero-shot: bias needs classes= (the classes its offsets are for, in their order)")
     classes = sorted(set(y)) if classes is None else list(classes)
     off = check_offsets(bias, len(classes))  # before any embedding: a wrong bias fails fast
     C = class_embeddings(space, [names(c) for c in classes], templates, text_modality, cache)
