@@ -7,12 +7,13 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from typer.testing import CliRunner
 
-from anybind import Space, load_manifest
+from anybind import Space
 from anybind.encoders.base import get_encoder
 from anybind.errors import DataError, SpaceError
 from anybind.evaluate import evaluate, zero_shot
-from anybind.projectors import Projector, ProjectorConfig
 from anybind.zeroshot import ZeroShotClassifier, fit_bias, softmax
+
+from toy_spaces import photo_space
 
 CLASSES = ["dog", "bicycle", "violin", "mountain", "teapot", "lighthouse"]
 HUB = "dog"
@@ -33,13 +34,7 @@ def _skewed(tmp_path, n=240, shift=0.9, noise=0.35, seed=0):
             ids.append(f"{split}{i}")
             vecs.append(v)
             lines.append({"id": f"{split}{i}", "split": split, "photo": True, "labels": {"kind": CLASSES[c]}})
-    np.savez(tmp_path / "photo.npz", ids=np.array(ids), vectors=np.array(vecs, dtype=np.float32))
-    (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(x) for x in lines))
-    d = E.shape[1]
-    ident = {m: Projector(ProjectorConfig(in_dim=d, out_dim=d, kind="identity", standardize=False))
-             for m in ("text", "photo")}
-    space = Space({"text": "text:minilm", "photo": f"vectors:{tmp_path / 'photo.npz'}"}, ident)
-    return space, load_manifest(tmp_path / "m.jsonl", kinds={"photo": "key"})
+    return photo_space(tmp_path, ids, vecs, lines)
 
 
 def _balanced_accuracy(zs):
