@@ -5,13 +5,14 @@ import json
 import numpy as np
 import pytest
 
-from anybind import Space, load_manifest
+from anybind import Space
 from anybind.data.templates import fill_template
 from anybind.encoders.base import get_encoder
 from anybind.errors import DataError, SpaceError
 from anybind.evaluate import zero_shot
-from anybind.projectors import Projector, ProjectorConfig
 from anybind.prompts import choose_templates, selection_sets, template_scores
+
+from toy_spaces import photo_space
 
 CLASSES = ["dog", "bicycle", "violin", "mountain", "teapot", "lighthouse"]
 GOOD = "a watercolour of a {} at the beach."
@@ -37,13 +38,7 @@ def _space(tmp_path, n_val=300, n_test=60, seed=0, test_noise=None):
             ids.append(f"{split}{i}")
             vecs.append(v)
             lines.append({"id": f"{split}{i}", "split": split, "photo": True, "labels": {"kind": f"things/{lab}"}})
-    np.savez(tmp_path / "photo.npz", ids=np.array(ids), vectors=np.array(vecs, dtype=np.float32))
-    (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(x) for x in lines))
-    d = E.shape[1]
-    ident = {m: Projector(ProjectorConfig(in_dim=d, out_dim=d, kind="identity", standardize=False))
-             for m in ("text", "photo")}
-    space = Space({"text": "text:minilm", "photo": f"vectors:{tmp_path / 'photo.npz'}"}, ident)
-    return space, load_manifest(tmp_path / "m.jsonl", kinds={"photo": "key"})
+    return photo_space(tmp_path, ids, vecs, lines)
 
 
 def test_stored_templates_round_trip_and_are_used_unless_templates_are_given(tmp_path):

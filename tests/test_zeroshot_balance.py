@@ -7,12 +7,13 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from typer.testing import CliRunner
 
-from anybind import Space, load_manifest
+from anybind import Space
 from anybind.encoders.base import get_encoder
 from anybind.errors import DataError, SpaceError
 from anybind.evaluate import evaluate, zero_shot
-from anybind.projectors import Projector, ProjectorConfig
 from anybind.zeroshot import ZeroShotClassifier, fit_bias, softmax
+
+from toy_spaces import photo_space
 
 CLASSES = ["dog", "bicycle", "violin", "mountain", "teapot", "lighthouse"]
 HUB = "dog"
@@ -33,13 +34,7 @@ def _skewed(tmp_path, n=240, shift=0.9, noise=0.35, seed=0):
             ids.append(f"{split}{i}")
             vecs.append(v)
             lines.append({"id": f"{split}{i}", "split": split, "photo": True, "labels": {"kind": CLASSES[c]}})
-    np.savez(tmp_path / "photo.npz", ids=np.array(ids), vectors=np.array(vecs, dtype=np.float32))
-    (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(x) for x in lines))
-    d = E.shape[1]
-    ident = {m: Projector(ProjectorConfig(in_dim=d, out_dim=d, kind="identity", standardize=False))
-             for m in ("text", "photo")}
-    space = Space({"text": "text:minilm", "photo": f"vectors:{tmp_path / 'photo.npz'}"}, ident)
-    return space, load_manifest(tmp_path / "m.jsonl", kinds={"photo": "key"})
+    return photo_space(tmp_path, ids, vecs, lines)
 
 
 def _balanced_accuracy(zs):
@@ -117,6 +112,12 @@ def test_refusals_are_one_line(skewed, tmp_path):
         (lambda: ZeroShotClassifier(space, CLASSES, modality="photo", prior="skewed"), "'balanced'"),
         (lambda: zero_shot(space, man.split("test"), "photo", "kind", classes=CLASSES, bias=[0.1, 0.2], cache=cache),
          "2 offsets (finite: True) for 6 classes"),
+        (lambda: zero_shot(space, man.split("test"), "photo", "kind", classes=CLASSES, bias=["x"] * 6, cache=cache),
+         "bias: list is not numbers"),
+        (lambda: zero_shot(space, man.split("test"), "photo", "kind", bias=[0.0] * 6, cache=cache),
+         "bias needs classes="),
+        (lambda: ZeroShotClassifier(space, CLASSES, modality="photo", prior={c: "x" for c in CLASSES}),
+         "prior: 'x' is not a number"),
     ]
     for call, message in cases:
         with pytest.raises(DataError) as e:
@@ -211,6 +212,83 @@ def test_index_classify_ranks_by_the_balanced_offsets(skewed, tmp_path):
     X = space.embed("photo", [r.values["photo"] for r in man.split("test")], cache=cache)
     S, top = zero_shot_topk(space, X, CLASSES, templates=["a {}."], k=1, cache=cache, bias=clf.offsets)
     assert [CLASSES[i] for i in top[:, 0]] == list(want.values())
-    with pytest.raises(Exception, match="bias: 2 offsets for 6 classes") as e:
+    with pytest.raises(Exception, match=r"bias: 2 offsets \(finite: True\) for 6 classes") as e:
         ix.classify(CLASSES, modality="photo", cache=cache, bias=[0.0, 1.0])
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("field,value", [("temperature", -1), ("modality", "audio"), ("classes", ["dog"]),
+                                         ("prior_shares", [float("nan")] * 6), ("templates", ["no slot"])])
+def test_a_tampered_classifier_json_is_refused_naming_the_file(skewed, tmp_path, field, value):
+    space, man = skewed
+    path = ZeroShotClassifier(space, CLASSES, modality="photo", prior=[1, 2, 3, 4, 5, 6]).calibrate(
+        man.split("train"), cache=tmp_path / "c").save(tmp_path / "clf")
+    meta = json.loads((path / "classifier.json").read_text())
+    meta[field] = value
+    (path / "classifier.json").write_text(json.dumps(meta))
+    with pytest.raises(SpaceError, match="damaged zero-shot classifier") as e:
+        ZeroShotClassifier.load(path, space)
+    assert str(path) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_scoring_the_items_the_biases_were_balanced_on_is_refused(skewed, tmp_path):
+    from anybind.cli import app
+
+    space, man = skewed
+    cache = tmp_path / "c"
+    train, test = man.split("train"), man.split("test")
+    clf = ZeroShotClassifier(space, CLASSES, modality="photo").calibrate(train[:100], cache=cache)
+    for scored in (train[90:140], test[:5] + train[99:100]):
+        with pytest.raises(DataError, match=r"record train(90|99): .*balanced on") as e:
+            clf.evaluate(scored, "kind", cache=cache)
+        assert "\n" not in str(e.value)
+    assert clf.evaluate(train[100:] + test, "kind", cache=cache)["n"] == 140 + len(test)  # disjoint: scored
+    # saved and loaded, through anybind eval on the split it was balanced on
+    back = ZeroShotClassifier.load(clf.save(tmp_path / "clf"), space)
+    with pytest.raises(DataError, match="balanced on"):
+        back.evaluate(train[:3], "kind", cache=cache)
+    space.save(tmp_path / "sp")
+    r = CliRunner().invoke(app, ["balance", str(tmp_path / "sp"), "--on", str(tmp_path / "m.jsonl"), "--modality",
+                                 "photo", "--cache", str(cache), "--class", "dog", "--class", "teapot",
+                                 "-o", str(tmp_path / "c2")])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(app, ["eval", str(tmp_path / "sp"), str(tmp_path / "m.jsonl"), "--split", "train",
+                                 "--zero-shot", "kind", "--classifier", str(tmp_path / "c2"), "--no-diagnostics",
+                                 "--cache", str(cache)])
+    assert r.exit_code != 0 and "balanced on" in r.output
+
+
+def test_evaluate_reports_the_classifier_even_where_nothing_is_left_to_score(skewed, tmp_path):
+    space, man = skewed
+    clf = ZeroShotClassifier(space, CLASSES, modality="photo").calibrate(man.split("train"), cache=tmp_path / "c")
+    res = evaluate(space, man, split="val", zero_shot_label="kind", cache=tmp_path / "c", zero_shot_classifier=clf)
+    assert res["zeroshot/photo/kind/classifier/n"] == 0  # said, not silently left out
+    res = evaluate(space, man, split="test", modalities=["text"], zero_shot_label="kind", cache=tmp_path / "c",
+                   zero_shot_classifier=clf)
+    assert res["zeroshot/photo/kind/classifier/n"] == len(man.split("test"))
+
+
+def test_fit_bias_on_many_items_and_classes_holds_no_full_size_copies():
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    S = rng.uniform(-1, 1, size=(4000, 600)).astype(np.float32)  # 9.6 MB
+    prior = np.full(600, 1 / 600)
+    small, _ = fit_bias(S[:300], prior, 10, max_iter=3, block_floats=1000)  # blocks give the one-block answer
+    np.testing.assert_allclose(small, fit_bias(S[:300], prior, 10, max_iter=3)[0], atol=1e-9)
+    tracemalloc.start()
+    fit_bias(S, prior, 10, max_iter=3)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 2 * S.nbytes  # float64 copies of the (items x classes) scores would be 2x S each
+
+
+def test_a_numpy_temperature_is_a_temperature(skewed, tmp_path):
+    space, man = skewed
+    for t in np.array([5, 20], np.float32).tolist() + list(np.array([5, 20], np.float32)) + [np.int64(20)]:
+        clf = ZeroShotClassifier(space, CLASSES, modality="photo", temperature=t)
+        assert clf.temperature == float(t) and type(clf.temperature) is float
+        assert fit_bias(np.eye(6), np.full(6, 1 / 6), t)[1]["converged"]
+    for bad in (True, np.bool_(True), "10", np.float32("nan")):
+        with pytest.raises(DataError, match="temperature"):
+            ZeroShotClassifier(space, CLASSES, modality="photo", temperature=bad)

@@ -126,7 +126,7 @@ def evaluate(
                            center=zero_shot_center)
             out.update({f"zeroshot/{m}/{zero_shot_label}/{k}": v for k, v in zs.items() if not isinstance(v, (list, dict))})
         clf = zero_shot_classifier
-        if clf is not None and clf.modality in embs:
+        if clf is not None:  # asked for: reported (n 0) even where no scored record has its modality
             zs = clf.evaluate([r for r in recs if r.has(clf.modality)], zero_shot_label, cache=cache)
             out.update({f"zeroshot/{clf.modality}/{zero_shot_label}/classifier/{k}": v for k, v in zs.items()
                         if not isinstance(v, (list, dict))})
@@ -159,7 +159,8 @@ def zero_shot(
     whole out-of-domain corpus lands in one corner of the space, every item is
     nearest to the same few prompts (hubs); centring removes that shared offset.
 
-    ``bias``: one offset per class added to its score before the argmax (each item on its own: inductive), e.g. a
+    ``bias`` (with ``classes``, in their order): one offset per class added to its score before the argmax (each item
+    on its own: inductive), e.g. a
     :class:`~anybind.zeroshot.ZeroShotClassifier`'s offsets balanced on unlabelled target-domain items.
 
     Scored by the space's :attr:`~anybind.Space.scorer`: a Symile space (one saved with "missing"
@@ -171,12 +172,10 @@ def zero_shot(
     if not recs:
         return {"accuracy": float("nan"), "n": 0}
     y = [str(r.labels[label_key]) for r in recs]
+    if bias is not None and classes is None:  # the labels found in these records need not be the offsets' classes
+        raise DataError("zero-shot: bias needs classes= (the classes its offsets are for, in their order)")
     classes = sorted(set(y)) if classes is None else list(classes)
-    if bias is not None:  # before any embedding: a wrong bias fails fast
-        off = np.asarray(bias, dtype=np.float64).ravel()
-        if off.shape != (len(classes),) or not np.all(np.isfinite(off)):
-            raise DataError(f"bias: {off.size} offsets (finite: {bool(np.all(np.isfinite(off)))}) for {len(classes)} "
-                            "classes; give one finite offset per class")
+    off = check_offsets(bias, len(classes))  # before any embedding: a wrong bias fails fast
     C = class_embeddings(space, [names(c) for c in classes], templates, text_modality, cache)
     X = space.embed(modality, [r.values[modality] for r in recs], cache=cache)
     if center:
@@ -200,6 +199,20 @@ def zero_shot(
         "confusion": conf.tolist(),
         "labels": list(classes),
     }
+
+
+def check_offsets(bias: Sequence[float] | None, n_classes: int) -> np.ndarray | None:
+    """``bias`` as one finite float offset per class (None stays None); refused in one line otherwise."""
+    if bias is None:
+        return None
+    try:
+        off = np.asarray(bias, dtype=np.float64).ravel()
+    except (TypeError, ValueError):
+        raise DataError(f"bias: {type(bias).__name__} is not numbers; give one finite offset per class") from None
+    if off.shape != (n_classes,) or not np.all(np.isfinite(off)):
+        raise DataError(f"bias: {off.size} offsets (finite: {bool(np.all(np.isfinite(off)))}) for {n_classes} "
+                        "classes; give one finite offset per class")
+    return off
 
 
 def nearest_class(space: "SpaceCore", X: np.ndarray, modality: str, C: np.ndarray, text_modality: str = "text") -> np.ndarray:

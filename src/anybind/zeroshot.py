@@ -74,9 +74,14 @@ def check_prior(prior: "str | Mapping[str, float] | Sequence[float]", classes: S
         if missing or extra:
             raise DataError(f"prior: {'no share for ' + repr(missing[0]) if missing else 'unknown class ' + repr(extra[0])}"
                             f"; give one share for each of the {k} classes")
-        p = np.array([prior[c] for c in classes], dtype=np.float64)
+        shares = [prior[c] for c in classes]
     else:
-        p = np.asarray(prior, dtype=np.float64).ravel()
+        shares = list(np.ravel(np.asarray(prior, dtype=object)))
+    bad = [v for v in shares if isinstance(v, (bool, str, bytes)) or not isinstance(v, (int, float, np.number))]
+    if bad:
+        raise DataError(f"prior: {bad[0]!r} is not a number; give one positive share per class")
+    p = np.array(shares, dtype=np.float64)
+    if not isinstance(prior, Mapping):
         if len(p) != k:
             raise DataError(f"prior has {len(p)} shares for {k} classes")
     if not np.all(np.isfinite(p)) or np.any(p <= 0):
@@ -84,30 +89,46 @@ def check_prior(prior: "str | Mapping[str, float] | Sequence[float]", classes: S
     return p / p.sum()
 
 
+def check_temperature(temperature: Any) -> float:
+    """A positive finite number (Python or numpy, not a bool) as a float; refused in one line otherwise."""
+    if (isinstance(temperature, (bool, np.bool_)) or not isinstance(temperature, (int, float, np.integer, np.floating))
+            or not np.isfinite(temperature) or temperature <= 0):
+        raise DataError(f"temperature is {temperature!r}, expected a positive number")
+    return float(temperature)
+
+
+def mean_softmax(S: np.ndarray, temperature: float, b: np.ndarray, block_floats: int = 1 << 18) -> np.ndarray:
+    """``mean_i softmax(temperature * S_i + b)``, a block of rows at a time (at most ``block_floats`` float64s
+    held beside ``S``: many items times many classes never makes full-size copies)."""
+    rows = max(1, block_floats // max(1, S.shape[1]))
+    total = np.zeros(S.shape[1])
+    for i in range(0, len(S), rows):
+        total += softmax(temperature * np.asarray(S[i:i + rows], np.float64) + b).sum(0)
+    return total / len(S)
+
+
 def fit_bias(scores: np.ndarray, prior: np.ndarray, temperature: float = DEFAULT_TEMPERATURE, *,
-             max_iter: int = 1000, tol: float = 1e-6) -> tuple[np.ndarray, dict[str, Any]]:
+             max_iter: int = 1000, tol: float = 1e-6, block_floats: int = 1 << 18) -> tuple[np.ndarray, dict[str, Any]]:
     """Per-class logit biases ``b`` (mean 0) with ``mean_i softmax(temperature * scores_i + b) == prior`` (the
     module docstring's fixed point), and how the fit went (iterations, converged, the largest gap between the mean
-    prediction and the prior)."""
-    S = np.asarray(scores, dtype=np.float64)
-    if S.ndim != 2 or S.shape[1] != len(prior):
-        raise DataError(f"scores of shape {S.shape} for {len(prior)} classes")
+    prediction and the prior).  ``scores`` are read a block of rows at a time (:func:`mean_softmax`)."""
+    S = np.asarray(scores)
+    if S.ndim != 2 or S.shape[1] != len(prior) or S.dtype.kind not in "fiu":
+        raise DataError(f"scores of shape {S.shape} ({S.dtype}) for {len(prior)} classes")
     if not np.all(np.isfinite(S)):
         raise DataError("the unlabelled items' class scores hold NaN or infinity (a NaN embedding?)")
-    if not (isinstance(temperature, (int, float)) and np.isfinite(temperature) and temperature > 0):
-        raise DataError(f"temperature is {temperature!r}, expected a positive number")
+    temperature = check_temperature(temperature)
     logp = np.log(prior)
     b = np.zeros(S.shape[1])
-    Z = temperature * S
     it, gap = 0, np.inf
     for it in range(1, max_iter + 1):
-        step = logp - np.log(np.maximum(softmax(Z + b).mean(0), 1e-300))
+        step = logp - np.log(np.maximum(mean_softmax(S, temperature, b, block_floats), 1e-300))
         b += step
         gap = float(np.abs(step).max())
         if gap < tol:
             break
     b -= b.mean()
-    mass = softmax(Z + b).mean(0)
+    mass = mean_softmax(S, temperature, b, block_floats)
     info = {"iterations": it, "converged": bool(gap < tol), "max_prior_gap": float(np.abs(mass - prior).max())}
     if not info["converged"]:
         log.warning("class prior matching stopped after %d iterations %.2g from the prior (a class no item is near?)",
@@ -149,12 +170,10 @@ class ZeroShotClassifier:
         self.templates = list(templates_for(space, templates))
         self.prior = check_prior(prior, classes)
         self.prior_spec = prior if isinstance(prior, str) else "given"
-        if not (isinstance(temperature, (int, float)) and not isinstance(temperature, bool)
-                and np.isfinite(temperature) and temperature > 0):
-            raise DataError(f"temperature is {temperature!r}, expected a positive number")
-        self.temperature = float(temperature)
+        self.temperature = check_temperature(temperature)
         self.bias_: np.ndarray | None = None
         self.calibration_: dict[str, Any] = {}
+        self.balanced_on_: np.ndarray | None = None
         self._C: np.ndarray | None = None
 
     # -- scoring ----------------------------------------------------------------------------------
@@ -163,7 +182,7 @@ class ZeroShotClassifier:
             self._C = class_embeddings(self.space, self.names, self.templates, self.text_modality, cache)
         return self._C
 
-    def embed_items(self, items: Any, cache: Any = None) -> np.ndarray:
+    def embed_items(self, items: Any, cache: Any = None, progress: bool = False) -> np.ndarray:
         """Items as embeddings: an (n, dim) array of embeddings in the space, records (their ``modality`` value)
         or raw values (paths, strings) of ``modality``."""
         if isinstance(items, np.ndarray):
@@ -171,20 +190,45 @@ class ZeroShotClassifier:
             if X.ndim != 2 or X.shape[1] != self.space.dim:
                 raise DataError(f"embeddings of shape {X.shape}; expected (n, {self.space.dim}) in this space")
         else:
-            items = list(items)
-            values = []
-            for it in items:
-                if hasattr(it, "values") and hasattr(it, "has"):
-                    if not it.has(self.modality):
-                        raise DataError(f"record {it.id}: no {self.modality!r} value to classify")
-                    values.append(it.values[self.modality])
-                else:
-                    values.append(it)
-            X = self.space.embed(self.modality, values, cache=cache) if values else np.zeros((0, self.space.dim))
+            values = self.item_values(items)
+            X = (self.space.embed(self.modality, values, cache=cache, progress=progress) if values
+                 else np.zeros((0, self.space.dim)))
         if not np.all(np.isfinite(X)):
             bad = int(np.flatnonzero(~np.isfinite(X).all(1))[0])
             raise DataError(f"item {bad}: its embedding holds NaN or infinity")
         return X
+
+    def item_values(self, items: Any) -> list[Any]:
+        """Records' ``modality`` values (a record without one refused in one line); raw values as they are."""
+        values = []
+        for it in items:
+            if hasattr(it, "values") and hasattr(it, "has"):
+                if not it.has(self.modality):
+                    raise DataError(f"record {it.id}: no {self.modality!r} value to classify")
+                values.append(it.values[self.modality])
+            else:
+                values.append(it)
+        return values
+
+    def content_digests(self, values: Sequence[Any]) -> np.ndarray:
+        """One 64-bit digest per value of its content (the encoder's cache key: a file's bytes, a text), so that an
+        item is recognised whatever its record id or path."""
+        enc = self.space.encoder(self.modality)
+        return np.array([int.from_bytes(hashlib.sha256(enc.content_key(v).encode()).digest()[:8], "little")
+                         for v in values], dtype=np.uint64)
+
+    def check_not_balanced_on(self, records: Sequence[Any]) -> None:
+        """Refuse (one line) to score items the biases were balanced on: their predictions would carry statistics
+        of the scored items themselves (transductive), not of a separate unlabelled set."""
+        if self.balanced_on_ is None or not len(records):
+            return
+        hit = np.isin(self.content_digests(self.item_values(records)), self.balanced_on_)
+        if hit.any():
+            first = records[int(np.flatnonzero(hit)[0])]
+            what = f"record {first.id}" if hasattr(first, "id") else f"item {int(np.flatnonzero(hit)[0])}"
+            raise DataError(f"{what}: the class biases were balanced on it ({int(hit.sum())} of the {len(records)} "
+                            "scored items are in the unlabelled balancing set); score items the classifier was not "
+                            "balanced on")
 
     def raw_scores(self, items: Any, cache: Any = None) -> np.ndarray:
         """Each item's score against each class prompt ensemble (the space's scorer), no bias: (n, classes)."""
@@ -207,13 +251,16 @@ class ZeroShotClassifier:
         return [self.classes[i] for i in self.decision_function(items, cache).argmax(1)]
 
     # -- fitting --------------------------------------------------------------------------------
-    def calibrate(self, items: Any, cache: Any = None, *, max_iter: int = 1000, tol: float = 1e-6) -> "ZeroShotClassifier":
+    def calibrate(self, items: Any, cache: Any = None, *, max_iter: int = 1000, tol: float = 1e-6,
+                  progress: bool = False) -> "ZeroShotClassifier":
         """Fit the class biases on unlabelled ``items`` of the target domain (labels, if any, are not read): the
         mean softmax prediction on them is matched to the prior.  Refuses (one line) a set with fewer than
         :data:`MIN_ITEMS_PER_CLASS` items per class, a NaN embedding, items of the wrong shape or modality."""
         if isinstance(items, (str, bytes)):
             raise DataError("calibrate takes a sequence of items (paths, records or embeddings), not one string")
-        X = self.embed_items(items, cache)
+        if not isinstance(items, np.ndarray):
+            items = list(items)
+        X = self.embed_items(items, cache, progress=progress)  # progress: a bar while the items are encoded
         need = MIN_ITEMS_PER_CLASS * len(self.classes)
         if len(X) < need:
             raise DataError(f"an unlabelled set of {len(X)} items is too small to balance {len(self.classes)} classes: "
@@ -221,8 +268,11 @@ class ZeroShotClassifier:
         S = self.space.scorer.pair_scores(X, self.modality, self.class_vectors(cache), self.text_modality)
         b, info = fit_bias(S, self.prior, self.temperature, max_iter=max_iter, tol=tol)
         before = np.bincount(S.argmax(1), minlength=len(self.classes))
-        after = np.bincount((S + b / self.temperature).argmax(1), minlength=len(self.classes))
+        after = np.bincount((S + (b / self.temperature).astype(S.dtype)).argmax(1), minlength=len(self.classes))
         self.bias_ = b
+        # which items the biases saw (by content), so that scoring them is refused; embeddings given: not known
+        self.balanced_on_ = None if isinstance(items, np.ndarray) else np.unique(
+            self.content_digests(self.item_values(items)))
         self.calibration_ = {
             **info, "items": int(len(X)),
             "fingerprint": hashlib.sha256(np.ascontiguousarray(X, np.float32).tobytes()).hexdigest()[:16],
@@ -233,7 +283,8 @@ class ZeroShotClassifier:
 
     def evaluate(self, records: Sequence["Record"], label_key: str, cache: Any = None) -> dict[str, Any]:
         """:func:`~anybind.evaluate.zero_shot` on labelled ``records`` with this classifier's classes, prompts and
-        offsets (each item on its own)."""
+        offsets (each item on its own); refuses (one line) records the biases were balanced on."""
+        self.check_not_balanced_on([r for r in records if r.has(self.modality) and label_key in r.labels])
         name_of = dict(zip(self.classes, self.names))
         return zero_shot(self.space, records, self.modality, label_key, classes=self.classes,
                          names=lambda c: name_of[c], templates=self.templates, text_modality=self.text_modality,
@@ -254,8 +305,10 @@ class ZeroShotClassifier:
         from .io import atomic_write_dir
 
         def write(tmp: Path) -> None:
-            save_file({"bias": np.asarray(self.offsets * self.temperature, np.float64)}, str(tmp / "bias.safetensors"),
-                      metadata={"format": FORMAT})
+            tensors = {"bias": np.asarray(self.offsets * self.temperature, np.float64)}
+            if self.balanced_on_ is not None:
+                tensors["balanced_on"] = np.asarray(self.balanced_on_, np.uint64)
+            save_file(tensors, str(tmp / "bias.safetensors"), metadata={"format": FORMAT})
             (tmp / "classifier.json").write_text(json.dumps(self.to_json(), indent=2, sort_keys=True))
 
         return atomic_write_dir(Path(path), write, kind="zero-shot", overwrite=overwrite)
@@ -291,12 +344,16 @@ class ZeroShotClassifier:
             clf = cls(space, meta["classes"], names=dict(zip(meta["classes"], meta["names"])),
                       templates=meta["templates"], modality=meta["modality"], text_modality=meta["text_modality"],
                       prior=prior, temperature=meta["temperature"])
-            bias = load_file(str(w_p))["bias"]
+            tensors = load_file(str(w_p))
+            bias, seen = tensors["bias"], tensors.get("balanced_on")
         except (KeyError, TypeError, ValueError, SafetensorError, OSError) as e:
             raise SpaceError(f"{path}: damaged zero-shot classifier ({type(e).__name__}: {' '.join(str(e).split())})") from None
         if bias.shape != (len(clf.classes),) or not np.all(np.isfinite(bias)):
             raise SpaceError(f"{w_p}: bias of shape {bias.shape} (finite: {bool(np.all(np.isfinite(bias)))}) for "
                              f"{len(clf.classes)} classes")
+        if seen is not None and (seen.dtype != np.uint64 or seen.ndim != 1):
+            raise SpaceError(f"{w_p}: balanced_on of {seen.dtype} and shape {seen.shape}, expected 64-bit digests")
         if meta.get("calibrated"):
             clf.bias_, clf.calibration_ = bias.astype(np.float64), dict(meta.get("calibration") or {})
+            clf.balanced_on_ = seen
         return clf

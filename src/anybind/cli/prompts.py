@@ -122,7 +122,7 @@ def balance(
         man = load_manifest(on, modalities=[modality], kinds=manifest_kinds(space.encoders))
         items = [r for r in man.split(split) if r.has(modality)]
         clf = ZeroShotClassifier(space, classes, templates=template or None, modality=modality, prior=prior,
-                                 temperature=temperature).calibrate(items, cache=cache)
+                                 temperature=temperature).calibrate(items, cache=cache, progress=True)
         clf.save(out, overwrite=overwrite)
     except AnybindError as e:
         fail(e)

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..data.templates import templates_for
-from ..evaluate import class_embeddings
+from ..errors import DataError
+from ..evaluate import check_offsets, class_embeddings
 from .calibrated import with_class_probabilities
 from .errors import IndexError_
 from .exact import unit_rows, exact_topk
@@ -83,13 +84,10 @@ class Classifier:
 
 def check_bias(bias: Sequence[float] | None, n_classes: int) -> np.ndarray | None:
     """``bias`` as one finite float offset per class (None stays None); refused in one line otherwise."""
-    if bias is None:
-        return None
-    off = np.asarray(bias, dtype=np.float64).ravel()
-    if off.shape != (n_classes,) or not np.all(np.isfinite(off)):
-        raise IndexError_(f"bias: {off.size} offsets for {n_classes} classes (or not finite); give one finite offset "
-                          "per class")
-    return off
+    try:
+        return check_offsets(bias, n_classes)
+    except DataError as e:
+        raise IndexError_(str(e)) from None
 
 
 def biased_topk(X: np.ndarray, C: np.ndarray, k: int, off: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
