@@ -175,6 +175,33 @@ def test_clients_run_on_a_cluster_started_apart_and_bind_the_in_process_space(ra
     assert cli.info["lineage"][-1]["clients_ran"] == "ray" and not ray.is_initialized()
 
 
+def test_an_address_is_joined_as_it_was_checked(ray_head):
+    """Ray is given the address the check read: ``HOST:PORT/`` (a trailing slash, as pasted from a URL) joins the
+    cluster instead of passing the check and then failing inside Ray on the port ``PORT/``."""
+    import ray
+
+    from anybind.scale import init_ray
+
+    address, _ = ray_head
+    try:
+        assert init_ray(address + "/") is True
+        assert ray.cluster_resources().get("anybind_client_1") == 1.0  # the test's own cluster
+    finally:
+        ray.shutdown()
+
+
+@pytest.mark.parametrize("address, expected", [
+    ("10.0.0.5:6379", "10.0.0.5:6379"), ("head", "head:6379"), ("head:6379/", "head:6379"),
+    ("ray://head", "ray://head:10001"), ("ray://head:10002/", "ray://head:10002"), ("[::1]", "[::1]:6379"),
+    ("[::1]:7000/", "[::1]:7000"), ("auto", "auto")])
+def test_ray_is_given_the_address_with_its_port_explicit(address, expected):
+    """Ray itself refuses ``head`` and ``[::1]`` (no port) and ``head:6379/``, and connects ``ray://head`` to gRPC's
+    port 443: what it is given names the port the check probed."""
+    from anybind.scale.ray_connect import canonical_address
+
+    assert canonical_address(address) == expected
+
+
 @pytest.mark.timeout(120)  # no hang: Ray alone retries such an address for minutes
 @pytest.mark.parametrize("kind", ["nothing listens", "not Ray"])
 def test_a_wrong_address_is_refused_in_one_line_naming_it(kind, tmp_path):
@@ -226,7 +253,7 @@ def test_ray_addresses_are_read_as_ray_reads_them(address, expected):
     assert split_address(address) == expected
 
 
-@pytest.mark.parametrize("address", ["head:port", ":6379", "head:0", "head:70000"])
+@pytest.mark.parametrize("address", ["head:port", ":6379", "head:0", "head:70000", "::1:6379", "[::1]x"])
 def test_a_malformed_ray_address_is_refused_in_one_line(address):
     from anybind.scale.ray_connect import RayConnectError, check_ray_address
 

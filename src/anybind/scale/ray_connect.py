@@ -36,9 +36,13 @@ def split_address(address: str) -> tuple[str, int]:
     rest = rest.rstrip("/")
     if rest.startswith("["):  # [::1]:6379
         host, _, tail = rest[1:].partition("]")
-        port = tail[1:] if tail.startswith(":") else ""
+        if tail and not tail.startswith(":"):
+            raise RayConnectError(f"Ray address {address!r}: {tail!r} after the IPv6 host (expected [ADDR]:PORT)")
+        port = tail[1:]
     elif rest.count(":") == 1:
         host, port = rest.split(":")
+    elif ":" in rest:  # ::1:6379 -- which part is the port?
+        raise RayConnectError(f"Ray address {address!r}: write an IPv6 host in brackets, [ADDR]:PORT")
     else:
         host, port = rest, ""
     if not host:
@@ -48,6 +52,17 @@ def split_address(address: str) -> tuple[str, int]:
     if not port.isdigit() or not 0 < int(port) < 65536:
         raise RayConnectError(f"Ray address {address!r}: port {port!r} is not a port number (expected HOST:PORT)")
     return host, int(port)
+
+
+def canonical_address(address: str) -> str:
+    """``address`` as ``ray.init`` reads it, naming the port :func:`check_ray_address` probes: ``HOST:PORT`` (an
+    IPv6 host in brackets) or ``ray://HOST:PORT``; ``"auto"`` as it is.  (Ray refuses ``head``, ``[::1]`` and
+    ``head:6379/``, and connects ``ray://head`` to gRPC's default port 443.)"""
+    if address == "auto":
+        return address
+    host, port = split_address(address)
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return f"ray://{where}" if address.startswith("ray://") else where
 
 
 def check_ray_address(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
