@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 
 from ..errors import AnybindError
 
@@ -24,6 +25,9 @@ DEFAULT_GCS_PORT = 6379
 #: what to do when a cluster asks for a token
 TOKEN_HINT = ("set RAY_AUTH_MODE=token and give the cluster's token ($RAY_AUTH_TOKEN, a file named by "
               "$RAY_AUTH_TOKEN_PATH, or ~/.ray/auth_token)")
+
+#: what to do when a cluster uses TLS
+TLS_HINT = "set RAY_USE_TLS=1 and RAY_TLS_SERVER_CERT, RAY_TLS_SERVER_KEY, RAY_TLS_CA_CERT as its nodes have them"
 
 
 class RayConnectError(AnybindError, ConnectionError):
@@ -91,23 +95,32 @@ def check_ray_address(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
 
 def _ask_gcs(where: str, target: tuple[str, int], timeout: float) -> None:
     """Refuse ``target`` unless it speaks HTTP/2, as a Ray GCS (gRPC) does: the client preface and an empty SETTINGS
-    frame sent, the server's first frame must be SETTINGS (an HTTP/1 server, a TLS one or a silent port fails)."""
+    frame sent, the server's first frame must be SETTINGS (an HTTP/1 server, a TLS one or a silent port fails).  The
+    frame header may come in pieces; all of them within ``timeout`` of the connection."""
     preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+    host, port = target
     got = b""
     try:
         with socket.create_connection(target, timeout=timeout) as s:
+            end = time.monotonic() + timeout
             s.sendall(preface)
             while len(got) < 9:
+                s.settimeout(max(end - time.monotonic(), 1e-3))  # what is left, not a fresh timeout per piece
                 chunk = s.recv(9 - len(got))
                 if not chunk:
                     break
                 got += chunk
     except TimeoutError:
-        raise RayConnectError(f"{where}: {target[0]}:{target[1]} accepted a connection but sent nothing within "
-                              f"{timeout:g} s (not a Ray head's GCS port?)") from None
+        sent = f"sent {len(got)} bytes of a frame" if got else "sent nothing"
+        raise RayConnectError(f"{where}: {host}:{port} accepted a connection but {sent} within {timeout:g} s "
+                              f"(not a Ray head's GCS port?)") from None
+    except ConnectionResetError:  # a TLS server meeting plaintext resets the connection
+        raise RayConnectError(f"{where}: {host}:{port} reset an HTTP/2 connection: not a Ray head's GCS port, or a "
+                              f"cluster using TLS ({TLS_HINT})") from None
     except OSError as e:
         raise RayConnectError(f"cannot reach {where}: {e.strerror or e}") from None
     if len(got) < 9 or got[3] != 4:  # frame header: 3 bytes length, 1 byte type (4 = SETTINGS)
+        tls = f"; a cluster using TLS: {TLS_HINT}" if not got or got[:1] in (b"\x15", b"\x16") else ""
         seen = got[:24].decode("ascii", "replace").split("\r")[0] or "closed the connection"
-        raise RayConnectError(f"{where}: {target[0]}:{target[1]} is not a Ray head's GCS port (it does not speak gRPC: "
-                              f"{seen!r}; give the port `ray start --head --port` opened)")
+        raise RayConnectError(f"{where}: {host}:{port} is not a Ray head's GCS port (it does not speak gRPC: "
+                              f"{seen!r}; give the port `ray start --head --port` opened{tls})")
