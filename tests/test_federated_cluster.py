@@ -277,3 +277,21 @@ def test_client_paths_reach_an_actor_absolute_and_unresolved(tmp_path, monkeypat
     assert portable(man).path == tmp_path / "link" / "a.jsonl" and man.path == Path("link/a.jsonl")
     whole = Manifest(tmp_path / "b.jsonl", [], [], {})
     assert portable(whole) is whole
+
+
+def test_client_paths_keep_the_link_the_driver_stands_in(tmp_path, monkeypatch):
+    """Run from a folder reached through a link (``cd /shared/proj`` where /shared links to the driver's own mount
+    of the storage), relative paths are made absolute under the name the shell gives that folder ($PWD, as
+    ``pwd`` shows it): the name the nodes share, not the driver's resolution of it.  A $PWD naming another folder
+    is not trusted."""
+    from anybind.data.manifest import Manifest
+    from anybind.federated import portable
+
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    monkeypatch.chdir(tmp_path / "link")
+    monkeypatch.setenv("PWD", str(tmp_path / "link"))
+    assert portable("a.jsonl") == str(tmp_path / "link" / "a.jsonl")
+    assert portable(Manifest(Path("a.jsonl"), [], [], {})).path == tmp_path / "link" / "a.jsonl"
+    monkeypatch.setenv("PWD", str(tmp_path))  # stale: not this folder
+    assert portable("a.jsonl") == os.path.join(os.path.realpath(tmp_path / "real"), "a.jsonl")
