@@ -244,7 +244,8 @@ def test_ray_addresses_are_read_as_ray_reads_them(address, expected):
     assert split_address(address) == expected
 
 
-@pytest.mark.parametrize("address", ["head:port", ":6379", "head:0", "head:70000", "::1:6379", "[::1]x"])
+@pytest.mark.parametrize("address", ["head:port", ":6379", "head:0", "head:70000", "::1:6379", "[::1]x",
+                                     "http://127.0.0.1:8265"])  # the dashboard's (job submission) address
 def test_a_malformed_ray_address_is_refused_in_one_line(address):
     from anybind.scale.ray_connect import RayConnectError, check_ray_address
 

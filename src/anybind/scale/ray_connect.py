@@ -36,7 +36,12 @@ class RayConnectError(AnybindError, ConnectionError):
 
 def split_address(address: str) -> tuple[str, int]:
     """``(host, port)`` of ``host:port``, ``[v6]:port``, ``ray://host:port`` or a bare host (Ray's default port)."""
-    rest = address.split("://", 1)[1] if "://" in address else address
+    scheme, sep, rest = address.partition("://")
+    if not sep:
+        rest = address
+    elif scheme != "ray":  # http://head:8265 is the dashboard's, for job submission
+        raise RayConnectError(f"Ray address {address!r}: {scheme}:// is not a cluster to join (give the head's "
+                              f"HOST:PORT, the port `ray start --head --port` opened, or ray://HOST:10001)")
     rest = rest.rstrip("/")
     if rest.startswith("["):  # [::1]:6379
         host, _, tail = rest[1:].partition("]")
