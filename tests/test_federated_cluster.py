@@ -8,6 +8,7 @@ seconds.
 The cluster's processes are found by their session (``ray start`` runs as the leader of a new one, which every Ray
 process it starts inherits), never by name: ``ray stop`` would stop every Ray on the machine."""
 
+import json
 import logging
 import os
 import shutil
@@ -287,3 +288,34 @@ def test_client_paths_keep_the_link_the_driver_stands_in(tmp_path, monkeypatch):
     assert portable(Manifest(Path("a.jsonl"), [], [], {})).path == tmp_path / "link" / "a.jsonl"
     monkeypatch.setenv("PWD", str(tmp_path))  # stale: not this folder
     assert portable("a.jsonl") == os.path.join(os.path.realpath(tmp_path / "real"), "a.jsonl")
+
+
+def test_relative_encoder_paths_read_on_a_cluster_as_on_the_driver(ray_head, tmp_path, monkeypatch):
+    """An encoder spec naming a file relative to the driver's folder (``vectors:a.npz``; an ONNX or local HF model
+    likewise) reads the same file in a client actor, whose process runs in the folder its node's ``ray start`` ran
+    in: the actor works in the driver's folder (the same path on a node sharing the storage)."""
+    import ray
+
+    from anybind.scale.federated_ray import federate_on_ray
+    from scale_helpers import synthetic_corpus
+
+    manifest, _ = synthetic_corpus(tmp_path / "syn", n=200)
+    monkeypatch.chdir(tmp_path / "syn")
+    enc = {"a": "vectors:a.npz", "b": "vectors:b.npz"}  # vectors looked up by record id
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    public = [r for i, r in enumerate(rows) if r["split"] == "train" and i % 4 == 0]
+    private = [r for r in rows if r not in public]
+
+    def write(recs, path):
+        path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+        return path
+
+    cpaths = [write(private[i::2], tmp_path / f"client{i}.jsonl") for i in range(2)]
+    ppath = write(public, tmp_path / "public.jsonl")
+    kw = dict(encoders=enc, cache=tmp_path / "cache", method="fedavg", **CFG)
+    here = federate(cpaths, ppath, **kw)
+    there = federate_on_ray(cpaths, ppath, address=ray_head[0], **kw)
+    assert not ray.is_initialized()
+    for m in enc:
+        a, b = here.projectors[m].state_dict(), there.projectors[m].state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a), m
