@@ -67,3 +67,21 @@ def write_manifest(man: Manifest, path):
     path.write_text("".join(json.dumps({"id": r.id, "split": r.split, **dict(r.values), "labels": r.labels}) + "\n"
                             for r in man.records))
     return path
+
+
+def nothing_private_left(clients, up, encoders, cache) -> None:
+    """Assert that the messages ``up`` (``(client, Message)`` sent by clients) hold no private record id (in their
+    kinds, array names or counts) and no row of a private feature matrix (to 1e-6)."""
+    from anybind.cache import FeatureCache
+    from anybind.train import FeatureSet
+
+    private = [r.id for c in clients for r in c.records]
+    shown = json.dumps([[m.kind, sorted(m.arrays), sorted(m.counts)] for _, m in up])
+    assert not any(pid in shown for pid in private)
+    fs = FeatureSet.from_manifests(clients, encoders, FeatureCache(cache), progress=False)
+    for mod in encoders:
+        rows = fs.feats[mod]
+        for _, m in up:
+            for a in m.arrays.values():
+                if a.ndim == 2 and a.shape[1] == rows.shape[1]:
+                    assert not (np.abs(a[:, None, :] - rows[None]).max(-1) < 1e-6).any()

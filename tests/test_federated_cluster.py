@@ -32,7 +32,7 @@ from anybind.cli import app
 from anybind.federated import federate
 from anybind.federated_study import split_clients
 from anybind.train import FeatureSet
-from federated_helpers import small_tux, write_manifest
+from federated_helpers import nothing_private_left, small_tux, write_manifest
 
 ENC = {"image": "image:efficientnet-lite0", "text": "text:minilm"}
 CFG = dict(dim=16, hidden=32, rounds=2, patience=2, lr=3e-3, batch_size=16, seed=3)
@@ -151,16 +151,8 @@ def test_clients_run_on_a_cluster_started_apart_and_bind_the_in_process_space(ra
               if r.name == "anybind.federated" and r.getMessage().startswith("from client")]
     assert len(logged) == len(up) and all(f"from client {i}:" in line for (i, _), line in zip(up, logged))
     assert {m.kind for _, m in up} == {"val", "weights"}
-    private = [r.id for c in clients for r in c.records]
-    assert not any(pid in json.dumps([[m.kind, sorted(m.arrays), sorted(m.counts)] for _, m in up]) or pid in line
-                   for pid in private for line in logged)
-    fs = FeatureSet.from_manifests(clients, ENC, FeatureCache(shared_cache), progress=False)
-    for mod in ENC:
-        rows = fs.feats[mod]
-        for _, m in up:
-            for a in m.arrays.values():
-                if a.ndim == 2 and a.shape[1] == rows.shape[1]:
-                    assert not (np.abs(a[:, None, :] - rows[None]).max(-1) < 1e-6).any()
+    assert not any(r.id in line for c in clients for r in c.records for line in logged)
+    nothing_private_left(clients, up, ENC, shared_cache)
 
     # the CLI, relative paths given from another folder than the one the cluster started in
     monkeypatch.chdir(tmp_path)
@@ -173,6 +165,33 @@ def test_clients_run_on_a_cluster_started_apart_and_bind_the_in_process_space(ra
     assert "on Ray" in r.output
     cli = Space.load(tmp_path / "s")
     assert cli.info["lineage"][-1]["clients_ran"] == "ray" and not ray.is_initialized()
+
+
+def test_an_address_is_joined_as_it_was_checked(ray_head):
+    """Ray is given the address the check read: ``HOST:PORT/`` (a trailing slash, as pasted from a URL) joins the
+    cluster instead of passing the check and then failing inside Ray on the port ``PORT/``."""
+    import ray
+
+    from anybind.scale import init_ray
+
+    address, _ = ray_head
+    try:
+        assert init_ray(address + "/") is True
+        assert ray.cluster_resources().get("anybind_client_1") == 1.0  # the test's own cluster
+    finally:
+        ray.shutdown()
+
+
+@pytest.mark.parametrize("address, expected", [
+    ("10.0.0.5:6379", "10.0.0.5:6379"), ("head", "head:6379"), ("head:6379/", "head:6379"),
+    ("ray://head", "ray://head:10001"), ("ray://head:10002/", "ray://head:10002"), ("[::1]", "[::1]:6379"),
+    ("[::1]:7000/", "[::1]:7000"), ("auto", "auto")])
+def test_ray_is_given_the_address_with_its_port_explicit(address, expected):
+    """Ray itself refuses ``head`` and ``[::1]`` (no port) and ``head:6379/``, and connects ``ray://head`` to gRPC's
+    port 443: what it is given names the port the check probed."""
+    from anybind.scale.ray_connect import canonical_address
+
+    assert canonical_address(address) == expected
 
 
 @pytest.mark.timeout(120)  # no hang: Ray alone retries such an address for minutes
@@ -226,7 +245,8 @@ def test_ray_addresses_are_read_as_ray_reads_them(address, expected):
     assert split_address(address) == expected
 
 
-@pytest.mark.parametrize("address", ["head:port", ":6379", "head:0", "head:70000"])
+@pytest.mark.parametrize("address", ["head:port", ":6379", "head:0", "head:70000", "::1:6379", "[::1]x",
+                                     "http://127.0.0.1:8265"])  # the dashboard's (job submission) address
 def test_a_malformed_ray_address_is_refused_in_one_line(address):
     from anybind.scale.ray_connect import RayConnectError, check_ray_address
 
@@ -250,3 +270,52 @@ def test_client_paths_reach_an_actor_absolute_and_unresolved(tmp_path, monkeypat
     assert portable(man).path == tmp_path / "link" / "a.jsonl" and man.path == Path("link/a.jsonl")
     whole = Manifest(tmp_path / "b.jsonl", [], [], {})
     assert portable(whole) is whole
+
+
+def test_client_paths_keep_the_link_the_driver_stands_in(tmp_path, monkeypatch):
+    """Run from a folder reached through a link (``cd /shared/proj`` where /shared links to the driver's own mount
+    of the storage), relative paths are made absolute under the name the shell gives that folder ($PWD, as
+    ``pwd`` shows it): the name the nodes share, not the driver's resolution of it.  A $PWD naming another folder
+    is not trusted."""
+    from anybind.data.manifest import Manifest
+    from anybind.federated import portable
+
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    monkeypatch.chdir(tmp_path / "link")
+    monkeypatch.setenv("PWD", str(tmp_path / "link"))
+    assert portable("a.jsonl") == str(tmp_path / "link" / "a.jsonl")
+    assert portable(Manifest(Path("a.jsonl"), [], [], {})).path == tmp_path / "link" / "a.jsonl"
+    monkeypatch.setenv("PWD", str(tmp_path))  # stale: not this folder
+    assert portable("a.jsonl") == os.path.join(os.path.realpath(tmp_path / "real"), "a.jsonl")
+
+
+def test_relative_encoder_paths_read_on_a_cluster_as_on_the_driver(ray_head, tmp_path, monkeypatch):
+    """An encoder spec naming a file relative to the driver's folder (``vectors:a.npz``; an ONNX or local HF model
+    likewise) reads the same file in a client actor, whose process runs in the folder its node's ``ray start`` ran
+    in: the actor works in the driver's folder (the same path on a node sharing the storage)."""
+    import ray
+
+    from anybind.scale.federated_ray import federate_on_ray
+    from scale_helpers import synthetic_corpus
+
+    manifest, _ = synthetic_corpus(tmp_path / "syn", n=200)
+    monkeypatch.chdir(tmp_path / "syn")
+    enc = {"a": "vectors:a.npz", "b": "vectors:b.npz"}  # vectors looked up by record id
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    public = [r for i, r in enumerate(rows) if r["split"] == "train" and i % 4 == 0]
+    private = [r for r in rows if r not in public]
+
+    def write(recs, path):
+        path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+        return path
+
+    cpaths = [write(private[i::2], tmp_path / f"client{i}.jsonl") for i in range(2)]
+    ppath = write(public, tmp_path / "public.jsonl")
+    kw = dict(encoders=enc, cache=tmp_path / "cache", method="fedavg", **CFG)
+    here = federate(cpaths, ppath, **kw)
+    there = federate_on_ray(cpaths, ppath, address=ray_head[0], **kw)
+    assert not ray.is_initialized()
+    for m in enc:
+        a, b = here.projectors[m].state_dict(), there.projectors[m].state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a), m

@@ -4,7 +4,6 @@ leave a client (no private record id, no row of a private feature matrix); ``any
 
 One test (a local Ray takes 20-60 s to start here)."""
 
-import json
 
 import numpy as np
 import pytest
@@ -18,7 +17,7 @@ from anybind.errors import AnybindError
 from anybind.federated import federate
 from anybind.federated_study import split_clients
 from anybind.train import FeatureSet
-from federated_helpers import small_tux, write_manifest
+from federated_helpers import nothing_private_left, small_tux, write_manifest
 
 ENC = {"image": "image:efficientnet-lite0", "text": "text:minilm"}
 CFG = dict(dim=16, hidden=32, rounds=2, patience=2, lr=3e-3, batch_size=16, seed=3)
@@ -59,16 +58,7 @@ def test_ray_client_actors_bind_the_same_space_and_send_only_the_protocol(tux_di
             # what left a client actor: only the protocol's kinds, numbers, no private id or feature row
             up = [(i, m) for w, i, m in seen_there if w == "up"]
             assert {m.kind for _, m in up} == {"val", "public-embeddings" if method == "creamfl" else "weights"}
-            private = [r.id for c in clients for r in c.records]
-            assert not any(pid in json.dumps([[m.kind, sorted(m.arrays), sorted(m.counts)] for _, m in up])
-                           for pid in private)
-            fs = FeatureSet.from_manifests(clients, ENC, FeatureCache(shared_cache), progress=False)
-            for mod in ENC:
-                rows = fs.feats[mod]
-                for _, m in up:
-                    for a in m.arrays.values():
-                        if a.ndim == 2 and a.shape[1] == rows.shape[1]:
-                            assert not (np.abs(a[:, None, :] - rows[None]).max(-1) < 1e-6).any()
+            nothing_private_left(clients, up, ENC, shared_cache)
         with pytest.raises(AnybindError) as ei:  # a client's own error, raised in its actor, reaches the driver
             federate_on_ray([cpaths[0], tmp_path / "gone.jsonl"], ppath, encoders=ENC, cache=shared_cache, **CFG)
         assert "\n" not in str(ei.value) and "gone.jsonl" in str(ei.value)

@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -42,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .cache import FeatureCache
+from .data.files import absolute_as_given
 from .data.manifest import Manifest
 from .epochs import EpochSelection, selection_record
 from .errors import DataError
@@ -181,11 +181,10 @@ class ClientSpec:
 def portable(where: Any) -> Any:
     """A client's manifest (a path, or a :class:`Manifest` whose media paths are relative to its own) or the feature
     cache's folder as a client built elsewhere finds it: an absolute path, taken on the driver (a Ray worker's
-    working folder, and its node, need not be the driver's).  Links are not resolved: shared storage is mounted
-    under the same name on every node, not under the driver's resolution of it."""
+    folder, and its node, are not the driver's), links kept (:func:`~anybind.data.files.absolute_as_given`)."""
     if isinstance(where, Manifest):
-        return where if where.path.is_absolute() else replace(where, path=Path(os.path.abspath(where.path)))
-    return os.path.abspath(os.path.expanduser(str(where)))
+        return where if where.path.is_absolute() else replace(where, path=Path(absolute_as_given(where.path)))
+    return absolute_as_given(where)
 
 
 def build_client(spec: ClientSpec, public: Mapping[str, np.ndarray], progress: bool = False) -> Client:

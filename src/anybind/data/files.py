@@ -72,3 +72,19 @@ def read_regular(path: str | Path) -> bytes:
             return f.read()
         except OSError as e:
             raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
+
+
+def absolute_as_given(path: str | Path) -> str:
+    """``path`` (``~`` expanded) made absolute without resolving links: under this process' folder as the shell
+    names it (``$PWD`` when that is this folder, as ``pwd`` shows it; the kernel's resolved name otherwise), so a
+    folder reached through a link keeps the link's name (what other machines mounting the same storage share)."""
+    p = os.path.expanduser(str(path))
+    if os.path.isabs(p):
+        return os.path.normpath(p)
+    here, pwd = os.getcwd(), os.environ.get("PWD", "")
+    try:
+        if pwd and os.path.isabs(pwd) and os.path.samefile(pwd, here):
+            here = pwd
+    except OSError:
+        pass
+    return os.path.normpath(os.path.join(here, p))

@@ -94,13 +94,13 @@ def join_ray(addr: str, kw: dict) -> None:
     first checked within a bounded time, then Ray's own failure to join (an error, a missing token) reworded."""
     import ray
 
-    from .ray_connect import TOKEN_HINT, RayConnectError, check_ray_address
+    from .ray_connect import TOKEN_HINT, RayConnectError, canonical_address, check_ray_address
 
     check_ray_address(addr)
     if addr.startswith("ray://"):
         kw = {k: v for k, v in kw.items() if k != "include_dashboard"}
     try:
-        ray.init(address=addr, **kw)
+        ray.init(address=canonical_address(addr), **kw)  # the port probed, written as Ray reads it
     except (ConnectionError, RuntimeError, ValueError) as e:
         why = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         token = os.environ.get("RAY_AUTH_MODE", "").lower() == "token"

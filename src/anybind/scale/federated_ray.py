@@ -17,7 +17,8 @@ On a cluster of several machines (``address="10.0.0.5:6379"``, a head started wi
   ``anybind federate --data``, the manifest's records themselves, as an object), the encoder specs, the feature
   cache's *path* and the configuration; never a feature or a media file.  The driver is the server: it never reads a
   client's data, so it cannot ship it.  Paths are made absolute on the driver (a worker's folder is not the
-  driver's), not resolved through links.
+  driver's), not resolved through links; an actor works in the driver's folder where its node has that path, so a
+  relative file in an encoder spec (``vectors:a.npz``, an ONNX or local model) is read as on the driver.
 * So the node an actor lands on must see, under the same absolute paths, that client's manifest, its media and the
   feature cache (shared storage, or the same files copied to each node).  A cache the node cannot see is not fatal:
   the client encodes its records there (the media and the encoders' weights must then be on that node).  A path the
@@ -36,12 +37,14 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..data.files import absolute_as_given
 from ..errors import AnybindError, FederationError
 from ..federated import ClientSpec, build_client
 from ..federated_parties import Message
@@ -60,9 +63,11 @@ CLIENT_RESOURCE_SHARE = 0.01
 class ClientActor:
     """One client inside a Ray actor: built on the actor's side; a build error is kept and handed to the driver."""
 
-    def __init__(self, spec: ClientSpec, public: Mapping[str, np.ndarray]):
+    def __init__(self, spec: ClientSpec, public: Mapping[str, np.ndarray], workdir: str | None = None):
         self.threads = spec.config.threads
         self.client, self.error = None, None
+        if workdir and os.path.isdir(workdir):  # the driver's folder: paths in encoder specs read as there
+            os.chdir(workdir)  # (this process is the actor's alone; its node's `ray start` folder otherwise)
         try:
             self.client = build_client(spec, public)
         except AnybindError as e:  # the driver raises it (one line, the client and the node it ran on named)
@@ -106,16 +111,16 @@ class RayClients:
 
         cpus = cpus if cpus is not None else max(0.05, min(1.0, cluster_cpus() / max(1, len(specs))))
         actor = ray.remote(num_cpus=cpus, max_restarts=0)(ClientActor)
-        ref = ray.put(dict(public))
+        ref, here = ray.put(dict(public)), absolute_as_given(".")
         have = ray.cluster_resources()
         self.actors = []
         for s in specs:
             name = CLIENT_RESOURCE.format(s.index)
             if name in have:  # pinned to the node(s) holding that client's data
                 log.info("client %d runs on a node with the Ray resource %s", s.index, name)
-                self.actors.append(actor.options(resources={name: CLIENT_RESOURCE_SHARE}).remote(s, ref))
+                self.actors.append(actor.options(resources={name: CLIENT_RESOURCE_SHARE}).remote(s, ref, here))
             else:
-                self.actors.append(actor.remote(s, ref))
+                self.actors.append(actor.remote(s, ref, here))
         try:
             ready = self._get([a.ready.remote() for a in self.actors])
         except BaseException:  # an actor died while building its client: the others keep no shard or CPU

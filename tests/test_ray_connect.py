@@ -1,0 +1,106 @@
+"""The check of a ``--ray-address`` before Ray joins it (anybind.scale.ray_connect), against real local servers
+that are not a plain Ray GCS: a TLS server (a head started with RAY_USE_TLS) and one that answers a byte at a time."""
+
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+import time
+
+import pytest
+
+from anybind.scale.ray_connect import RayConnectError, check_ray_address
+
+SETTINGS = bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])  # an empty HTTP/2 SETTINGS frame: what a gRPC server sends first
+
+
+def _serve(handle) -> tuple[str, socket.socket]:
+    """``127.0.0.1:PORT`` of a server calling ``handle(conn)`` on each connection, each in a thread of its own (the
+    check's TCP probe connects and closes first), until its socket is closed."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+
+    def loop():
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            threading.Thread(target=one, args=(conn,), daemon=True).start()
+
+    def one(conn):
+        with conn:
+            try:
+                handle(conn)
+            except OSError:
+                pass
+
+    threading.Thread(target=loop, daemon=True).start()
+    return f"127.0.0.1:{srv.getsockname()[1]}", srv
+
+
+def test_a_head_behind_tls_is_refused_with_the_tls_settings_named(tmp_path, monkeypatch):
+    """A GCS behind TLS resets a plaintext HTTP/2 opening: the refusal says to set RAY_USE_TLS as the cluster does
+    (not 'cannot reach', which sends the user after the network)."""
+    if not shutil.which("openssl"):
+        pytest.skip("no openssl command to make the server's certificate")
+    key, cert = tmp_path / "k.pem", tmp_path / "c.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=localhost"], check=True, capture_output=True)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+
+    def tls(conn):
+        with contextlib_suppress():
+            ctx.wrap_socket(conn, server_side=True)
+
+    monkeypatch.delenv("RAY_USE_TLS", raising=False)
+    address, srv = _serve(tls)
+    with srv, pytest.raises(RayConnectError) as ei:
+        check_ray_address(address, timeout=10)
+    msg = str(ei.value)
+    assert address in msg and "RAY_USE_TLS=1" in msg and "\n" not in msg, msg
+
+
+def test_a_server_that_answers_a_byte_at_a_time_is_refused_within_the_timeout():
+    """Each read waits for the time left, not a fresh ``timeout``: a server dripping its first frame slower than
+    that is refused (the check's bound holds), naming what it got."""
+    def drip(conn):
+        if not conn.recv(64):
+            return  # the TCP probe
+        for b in SETTINGS:
+            time.sleep(0.4)
+            conn.sendall(bytes([b]))
+        time.sleep(1)
+
+    address, srv = _serve(drip)
+    with srv, pytest.raises(RayConnectError) as ei:
+        check_ray_address(address, timeout=1.0)  # 9 bytes at 0.4 s: 3.6 s
+    assert address in str(ei.value) and "within 1 s" in str(ei.value)
+
+
+def test_a_server_that_sends_its_settings_in_pieces_is_a_gcs():
+    """A frame header read in several pieces within the timeout is read whole."""
+    def pieces(conn):
+        if not conn.recv(64):
+            return
+        for part in (SETTINGS[:2], SETTINGS[2:5], SETTINGS[5:]):
+            time.sleep(0.05)
+            conn.sendall(part)
+        time.sleep(0.5)
+
+    address, srv = _serve(pieces)
+    with srv:
+        check_ray_address(address, timeout=10)
+
+
+class contextlib_suppress:
+    """A TLS handshake failing on the server's side (the client spoke plaintext) is the point, not an error."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return exc[0] is not None and issubclass(exc[0], (ssl.SSLError, OSError))
