@@ -279,3 +279,42 @@ def test_k_is_bounded_whatever_the_memory_size():
         check_k(4000, caps)
     with pytest.raises(ValueError, match=f"at most {MAX_RETRIEVAL_K}"):
         k_grid((0, 4000))
+
+
+def test_near_duplicate_captions_are_one_caption_and_never_retrieve_each_other(corpus, tmp_path, monkeypatch):  # noqa: F811
+    """"A bear." and "a  bear" are one caption: one memory row, and in training a caption never gets its
+    near-duplicate (same words up to case, punctuation and white space) among its retrieved captions.  Here the
+    second train copy of each scene loses its full stop ("Two red stars"): the bag-of-words text encoder embeds both
+    forms alike, so without the exclusion the near-duplicate is each caption's nearest memory caption."""
+    import torch
+
+    assert caption_key("A bear.") == caption_key("a  bear") == caption_key("A BEAR!") == "a bear"
+    assert caption_key("A polar-bear.") == "a polar bear" and caption_key("...") == "..." != caption_key("!")
+    assert list(self_rows(["a bear", "A cat", "A dog."], ["A cat.", "A bear."])) == [1, 0, -1]
+    tmp, _, space, lm, recs = corpus
+    recs2 = [{**r, "text": r["text"].rstrip(".").replace(" ", "  ", 1)} if r["id"].endswith("-1") else r for r in recs]
+    man2 = tmp_path / "m2.jsonl"
+    man2.write_text("".join(json.dumps(r) + "\n" for r in recs2))
+    seen = []
+    real = fit_mod.caption_loss
+
+    def spy(lm_, prefix, seqs, reduction="mean", prompts=None):
+        if torch.is_grad_enabled():  # a training step
+            seen.append((seqs, prompts))
+        return real(lm_, prefix, seqs, reduction, prompts)
+
+    monkeypatch.setattr(fit_mod, "caption_loss", spy)
+    cap, _ = fit_captioner_by_k(space, man2, lm, cache=tmp / "c", **{**RET_FIT, "epochs": 1, "retrieval_k": 2})
+    scenes = {caption_key(r["text"]) for r in recs2 if r["split"] == "train"}
+    assert len(cap.memory_captions) == len(scenes) == 24  # one row per caption, whatever its punctuation
+    ids = lm.tokenizer
+    nl, stop = ids.convert_tokens_to_ids("\n"), ids.convert_tokens_to_ids(".")
+    n = 0
+    for seqs, prompts in seen:
+        for seq, p in zip(seqs, prompts):
+            lines = " ".join(map(str, p)).split(f" {nl} ") if p else []
+            shown = {tuple(int(t) for t in line.split() if int(t) != stop) for line in lines[1:-1]}
+            assert len(shown) == 2
+            assert tuple(t for t in seq[:-1] if t != stop) not in shown  # never the caption, in any punctuation
+            n += 1
+    assert n == len([r for r in recs2 if r["split"] == "train"])

@@ -65,11 +65,15 @@ def _space(work: Path, sources: list[str], cache, seed: int, console):
 
 def _test_records(source: str, man, speech, n_test: int = 0) -> list:
     """One source's captioned test records, by id (the first ``n_test``; 0: all): speech from the spoken-captions
-    corpus ``speech`` (its held-out test voices), the other sources from the Tux Paint manifest ``man``."""
+    corpus ``speech`` (its held-out test voices; one record per distinct clip, the first by id), the other sources
+    from the Tux Paint manifest ``man``."""
     pool = speech if source == "speech" else man
     if pool is None:
         raise DataError(f"no {source} corpus: speech rows need the spoken-captions corpus (sources=...,speech)")
     test = sorted((r for r in pool.split("test") if r.has(source) and r.has("text")), key=lambda r: r.id)
+    if source == "speech":  # one row per distinct clip: records sharing a caption and a voice share the clip
+        seen: set = set()
+        test = [r for r in test if not (r.values["speech"] in seen or seen.add(r.values["speech"]))]
     if n_test > 0:
         test = test[:n_test]
     if not test:
@@ -112,6 +116,27 @@ def _rows(space, lm_systems: dict, source: str, test: list, train_caps: list[str
     rows = {name: {"BLEU-4": bleu(c, refs), "CIDEr-D": cider_d(c, refs), f"text->{source}/R@1": _r1(space, c, X, cache)}
             for name, c in systems.items()}
     return rows, systems, gen_s, X
+
+
+def source_result(space, lm_systems: dict, source: str, test: list, train_caps: list[str], Xt: np.ndarray, cache,
+                  gen: dict, count_tokens=None) -> dict:
+    """One source's part of the bench: its rows (``"{source}->caption: {system}"`` -> BLEU-4, CIDEr-D, text->source
+    R@1), its metrics (the val-chosen captioner's scores, ``n_test``, and with ``count_tokens`` (text -> number of
+    LM tokens) the generation's ``tokens_per_s``: the text's tokens + 1 stop each), its scores as ``_rows`` names
+    them (``main``), the chosen captioner's captions, its seconds, its token count and the test embeddings ``X``."""
+    src_rows, systems, secs, X = _rows(space, lm_systems, source, test, train_caps, Xt, cache, gen)
+    main = next(iter(src_rows))
+    generated = systems[main]
+    tokens = sum(count_tokens(g) + 1 for g in generated) if count_tokens else 0
+    metrics = {f"{source}->caption/{k if '/' not in k else 'R@1'}": v for k, v in src_rows[main].items()}
+    metrics[f"{source}->caption/n_test"] = len(test)
+    if count_tokens:
+        metrics[f"{source}->caption/tokens_per_s"] = tokens / max(secs, 1e-9)
+    rows = {f"{source}->caption: {name}": {"BLEU-4": v["BLEU-4"], "CIDEr-D": v["CIDEr-D"],
+                                           "text->source R@1": next(x for k, x in v.items() if k.endswith("R@1"))}
+            for name, v in src_rows.items()}
+    return {"rows": rows, "metrics": metrics, "main": src_rows[main], "generated": generated, "seconds": secs,
+            "tokens": tokens, "X": X}
 
 
 @task("captioning", "Tux Paint test images, sounds and spoken captions -> captions from a small frozen LM "
@@ -157,32 +182,30 @@ def captioning(work: Path, cache=None, seed: int = 0, console=None, lm: str = "s
     Xt = space.embed("text", train_caps, cache=cache)
     rows: dict[str, dict[str, float]] = {}
     metrics: dict[str, float] = {}
+
+    def count(text: str) -> int:
+        return len(cap.lm.tokenizer(text, add_special_tokens=False)["input_ids"])
+
     examples: list[str] = []
     n_tokens, gen_s = 0, 0.0
     for s in srcs:
         test = _test_records(s, man, speech, int(n_test))
-        src_rows, systems, secs, Xs = _rows(space, lm_systems, s, test, train_caps, Xt, cache, gen)
-        main_name = next(iter(src_rows))
-        generated = systems[main_name]
+        res = source_result(space, lm_systems, s, test, train_caps, Xt, cache, gen, count)
+        rows |= res["rows"]
+        metrics |= res["metrics"]
         if s == "image":
-            n_tokens = sum(len(cap.lm.tokenizer(g, add_special_tokens=False)["input_ids"]) + 1 for g in generated)
-            gen_s = secs
-            metrics |= src_rows[main_name]
+            n_tokens, gen_s = res["tokens"], res["seconds"]
+            metrics |= res["main"]  # BLEU-4, CIDEr-D, text->image/R@1 of the captioner chosen on val
             if paired.strip() not in ("", "0"):
                 kw = {k: v for k, v in fit_kw.items() if k not in ("noise", "noise_grid", "projection", "retrieval_k")}
                 sup = fit_captioner(space, man, cap.lm, cache=cache, progress=True, paired=True,
                                     projection="none", **kw)
-                caps_sup = sup.decode(Xs, **gen)
+                caps_sup = sup.decode(res["X"], **gen)
                 refs = [[r.values["text"]] for r in test]
-                src_rows["mapper trained on paired image embeddings"] = {
+                rows["image->caption: mapper trained on paired image embeddings"] = {
                     "BLEU-4": bleu(caps_sup, refs), "CIDEr-D": cider_d(caps_sup, refs),
-                    "text->image/R@1": _r1(space, caps_sup, Xs, cache)}
-        metrics |= {f"{s}->caption/{k.split('/')[0] if '/' not in k else 'R@1'}": v
-                    for k, v in src_rows[main_name].items()} | {f"{s}->caption/n_test": len(test)}
-        for name, v in src_rows.items():
-            rows[f"{s}->caption: {name}"] = {"BLEU-4": v["BLEU-4"], "CIDEr-D": v["CIDEr-D"],
-                                             "text->source R@1": next(x for k, x in v.items() if k.endswith("R@1"))}
-        examples += [f"{s} {r.id}: {g!r} (ref {r.values['text']!r})" for r, g in list(zip(test, generated))[:3]]
+                    "text->source R@1": _r1(space, caps_sup, res["X"], cache)}
+        examples += [f"{s} {r.id}: {g!r} (ref {r.values['text']!r})" for r, g in list(zip(test, res["generated"]))[:3]]
     metrics |= {"train_seconds": round(train_s, 1), "tokens_per_s": n_tokens / max(gen_s, 1e-9),
                 "noise_std": cap.noise_std, "n_test": metrics.get("image->caption/n_test", 0)}
     return TaskResult(

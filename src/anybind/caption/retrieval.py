@@ -11,13 +11,15 @@ Each caption starts a line, so its tokens are the same as without a prompt (val 
 across ``k``), and the line break that ends it is the decoding's stop rule.
 
 Training is text-only: a training caption's neighbours are retrieved from its (noised) text embedding among the
-*other* memory captions (the caption itself, i.e. its exact duplicate in the memory, is excluded), so the model
+*other* memory captions (the caption itself, i.e. its duplicate in the memory up to case, punctuation and white
+space, is excluded), so the model
 learns to compose a caption from similar ones, not to copy it.  At test time the query is the image, sound or
 speech embedding, across the modality gap, and nothing is excluded.
 """
 
 from __future__ import annotations
 
+import re
 import string
 from collections.abc import Sequence
 from typing import Any
@@ -27,6 +29,8 @@ import torch
 
 from .lm import CaptionError, FrozenLM
 
+#: what caption_key drops: anything neither a word character nor white space
+_PUNCT = re.compile(r"[^\w\s]+")
 #: the prompt, ``{captions}`` being the retrieved captions one per line; saved with each captioner
 PROMPT = "Similar images show:\n{captions}\nThis one shows:\n"
 #: a retrieved caption longer than this (characters) is cut in the prompt: the prompt stays bounded
@@ -36,8 +40,12 @@ MAX_RETRIEVAL_K = 16
 
 
 def caption_key(text: str) -> str:
-    """The form in which two captions are the same (an exact duplicate): white space collapsed, lower case."""
-    return " ".join(str(text).split()).lower()
+    """The form in which two captions are the same (a duplicate): lower case, punctuation dropped, white space
+    collapsed, so that "A bear." and "a  bear" are one caption (one memory row, and a training caption never
+    retrieves its near-duplicate).  A caption of punctuation alone keeps its own marks."""
+    low = " ".join(str(text).split()).lower()
+    words = " ".join(_PUNCT.sub(" ", low).split())
+    return words or low
 
 
 def check_k(k: int, memory_captions: Sequence[str] | None) -> int:
