@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .artefact_meta import read_meta
 from .data.templates import check_templates, templates_for
 from .errors import DataError, SpaceError
 from .evaluate import class_embeddings, class_name, zero_shot
@@ -323,18 +324,9 @@ class ZeroShotClassifier:
 
         path = Path(path)
         recover_dir(path, "zero-shot")
-        meta_p, w_p = path / "classifier.json", path / "bias.safetensors"
-        if not meta_p.is_file() or not w_p.is_file():
-            raise SpaceError(f"{path}: not a saved zero-shot classifier (needs classifier.json and bias.safetensors)")
-        try:
-            meta = json.loads(meta_p.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
-            raise SpaceError(f"{meta_p}: corrupt JSON ({e})") from None
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise SpaceError(f"{meta_p}: not an anybind zero-shot classifier")
-        if not isinstance(meta.get("format_version"), int) or meta["format_version"] > FORMAT_VERSION:
-            raise SpaceError(f"{meta_p}: format_version {meta.get('format_version')!r}; this anybind reads up to "
-                             f"{FORMAT_VERSION} (upgrade anybind)")
+        meta = read_meta(path, "classifier.json", "bias.safetensors", fmt=FORMAT, version=FORMAT_VERSION,
+                         what="zero-shot classifier", error=SpaceError)
+        w_p = path / "bias.safetensors"
         if meta.get("space_identity") != space.identity():
             raise SpaceError(f"{path}: fitted with space {meta.get('space_identity')}, but the given space is "
                              f"{space.identity()}; calibrate it again with this space")

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..artefact_meta import read_meta
 from ..errors import SpaceError
 from ..version import __version__
 from .lm import CaptionError, FrozenLM, load_lm
@@ -220,18 +221,9 @@ class Captioner:
 
         path = Path(path)
         recover_dir(path, "captioner")
+        meta = read_meta(path, "captioner.json", "mapper.safetensors", fmt=FORMAT, version=FORMAT_VERSION,
+                         what="captioner", error=CaptionError)
         meta_p, w_p = path / "captioner.json", path / "mapper.safetensors"
-        if not meta_p.is_file() or not w_p.is_file():
-            raise CaptionError(f"{path}: not a saved captioner (needs captioner.json and mapper.safetensors)")
-        try:
-            meta = json.loads(meta_p.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
-            raise CaptionError(f"{meta_p}: corrupt JSON ({e})") from None
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise CaptionError(f"{meta_p}: not an anybind captioner")
-        if not isinstance(meta.get("format_version"), int) or meta["format_version"] > FORMAT_VERSION:
-            raise CaptionError(f"{meta_p}: format_version {meta.get('format_version')!r}; this anybind reads up to "
-                               f"{FORMAT_VERSION} (upgrade anybind)")
         if space is None:
             if not (path / "space").is_dir():
                 raise CaptionError(f"{path}: holds no copy of its space; pass the space it was trained on")
