@@ -160,3 +160,35 @@ def test_ray_index_has_the_same_rows(ray_local, syn, tmp_path):
     np.testing.assert_allclose(np.array(a["vector"]), np.array(b["vector"]), atol=1e-6)
     # and it stays incremental: nothing new to embed
     assert distributed.add(syn["manifest"], embedder=emb).total_embedded == 0
+
+
+def test_a_ray_index_embedding_stopped_early_gives_back_its_actors_and_cpus(ray_local, syn, tmp_path):
+    """A caller that stops reading the embedder after its first chunk (an error in its own commit, Ctrl-C, a
+    ``break``): the generator is closed, and its placement group goes with it: no group left holding CPUs, every
+    CPU of the cluster free again for what runs next."""
+    from ray.util import placement_group_table
+
+    from anybind.index import Index
+    from anybind.scale import free_cpus
+    from anybind.scale.encode_ray import ray_index_embedder
+
+    def live():
+        return {k for k, v in placement_group_table().items() if v.get("state") != "REMOVED"}
+
+    space_dir = syn["single"].save(tmp_path / "space")
+    emb = ray_index_embedder(space_dir, Space.load(space_dir).identity(), syn["cache"], batch_size=100,
+                             concurrency=1)
+    before, firsts = live(), []
+
+    def first_chunk_only(modality, items, chunk_size):
+        gen = emb(modality, items, chunk_size)
+        firsts.append(next(gen))
+        gen.close()  # stopped early: the rest is never read
+        yield firsts[-1]
+
+    ix = Index.build(Space.load(space_dir), syn["manifest"], tmp_path / "ix", cache=syn["cache"], ann=False,
+                     chunk_size=256, embedder=first_chunk_only)
+    assert len(firsts) == 2 and all(len(c) == len(X) > 0 for c, X in firsts)
+    assert 0 < len(ix.table.to_arrow()) < 1200  # only the first chunks were committed
+    assert live() - before == set()
+    assert free_cpus(wait=60, at_least=2.0) == 2.0

@@ -232,3 +232,29 @@ def test_a_reservation_ends_its_actors_and_gives_back_its_cpus_without_the_dashb
     assert "\n" not in msg
     assert msg.startswith("test pool: the Ray cluster did not give 2 x 1.5 CPU for pool within 1 s (2 of 2 CPUs "
                           "free"), msg
+
+
+def _live_groups() -> set:
+    from ray.util import placement_group_table
+
+    return {k for k, v in placement_group_table().items() if v.get("state") != "REMOVED"}
+
+
+@pytest.mark.timeout(240)
+def test_a_reservation_interrupted_while_it_waits_leaves_no_group_behind(ray_local, monkeypatch):
+    """Ctrl-C (or any error) while :func:`reserve` waits for its groups: the groups it created are removed, not left
+    holding their CPUs for the rest of the session (the next encode or Ray Train fit would wait for them)."""
+    from anybind.scale import reserve as reserve_mod
+
+    real = reserve_mod._ready
+
+    def interrupted(pgs, timeout):
+        real(pgs, timeout)  # the groups exist (and may be held) ...
+        raise KeyboardInterrupt  # ... when the user presses Ctrl-C
+
+    before = _live_groups()
+    monkeypatch.setattr(reserve_mod, "_ready", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        reserve_mod.reserve(lambda free: {"pool": [{"CPU": 0.5}], "decode": [{"CPU": 0.25}]}, wait=5,
+                            what="test pool")
+    assert _live_groups() - before == set()

@@ -55,8 +55,8 @@ import numpy as np
 from ..data.media import as_rgb_image, load_image, short_repr, to_rgb  # noqa: F401  (as_rgb_image, to_rgb: re-exported)
 from ..errors import EncoderError
 from .base import Encoder, sha256_file
-from .image_base import (DEFAULT_IMAGE_MODEL, EFFNET_LITE, PREP_VERSION, TorchImageEncoder, parse_image_options,
-                         require)
+from .image_base import (DEFAULT_IMAGE_MODEL, EFFNET_LITE, PREP_VERSION, TorchImageEncoder, canonical_options,
+                         parse_image_options, require)
 
 
 class EfficientNetLiteEncoder(TorchImageEncoder):
@@ -129,12 +129,15 @@ class EfficientNetLiteEncoder(TorchImageEncoder):
 
 def make_image_encoder(name: str) -> Encoder:
     """Factory for ``image:<name>`` specs (see the module docstring)."""
-    name = name.strip() or DEFAULT_IMAGE_MODEL
+    raw, name = name, name.strip() or DEFAULT_IMAGE_MODEL
     if name in EFFNET_LITE:
         return EfficientNetLiteEncoder(name)
     base, at, opts = name.partition("@")
     if at and base.strip() in EFFNET_LITE:  # efficientnet-liteN@tta=flip / @size=288
         o = parse_image_options(f"image:{name}", opts)
+        if raw != (canonical := f"{base.strip()}@{canonical_options(o)}"):
+            raise EncoderError(f"encoder 'image:{raw}': one encoder has one spelling (it heads the identity of "
+                               f"cached features and spaces): write it as image:{canonical}")
         return EfficientNetLiteEncoder(base.strip(), spec=f"image:{name}", tta=o.get("tta"),
                                        size=int(o["size"]) if "size" in o else None)
     if at and base.endswith("+bridge"):

@@ -55,10 +55,17 @@ def parse_image_options(spec: str, opts: str) -> dict[str, str]:
         if key == "size" and not (value.isdigit() and SIZE_RANGE[0] <= int(value) <= SIZE_RANGE[1]):
             raise EncoderError(f"encoder {spec!r}: size={value!r} is not a whole number of pixels from "
                                f"{SIZE_RANGE[0]} to {SIZE_RANGE[1]}")
-        out[key] = value
+        out[key] = str(int(value)) if key == "size" else value
     if not out:
         raise EncoderError(f"encoder {spec!r}: '@' needs options (options: {', '.join(IMAGE_OPTIONS)}, as @k=v)")
     return out
+
+
+def canonical_options(opts: dict[str, str]) -> str:
+    """The one spelling of parsed options: ``tta=flip,size=288`` (in :data:`IMAGE_OPTIONS` order, no spaces).  The
+    spec heads the identity, so any other spelling of the same options would be another identity for the same
+    features (a second copy in the feature cache, a space that refuses the other's features)."""
+    return ",".join(f"{k}={opts[k]}" for k in IMAGE_OPTIONS if k in opts)
 
 
 def _is_prepared(item: Any) -> bool:

@@ -62,9 +62,7 @@ class Reservation:
         """Remove the placement groups (idempotent): their CPUs come back and what runs in them ends."""
         from ray.util import remove_placement_group
 
-        for pg in self.pgs.values():
-            with contextlib.suppress(Exception):  # already removed, or Ray shut down: nothing is held
-                remove_placement_group(pg)
+        _remove(self.pgs, remove_placement_group)
         self.pgs.clear()
 
     def __enter__(self) -> Reservation:
@@ -113,15 +111,20 @@ def reserve(plan: Callable[[float], Groups], *, wait: float, what: str, probe: f
         attempt += 1
         free = free_cpus()
         groups = {k: [dict(b) for b in v] for k, v in plan(free).items() if v}
-        pgs = {k: placement_group(v, strategy=strategy) for k, v in groups.items()}
-        if _ready(pgs, max(0.5, min(probe, deadline - time.monotonic()))):
+        pgs: dict[str, Any] = {}
+        try:
+            for k, v in groups.items():
+                pgs[k] = placement_group(v, strategy=strategy)
+            ready = _ready(pgs, max(0.5, min(probe, deadline - time.monotonic())))
+        except BaseException:  # Ctrl-C or an error while creating or waiting: nothing created may stay held
+            _remove(pgs, remove_placement_group)
+            raise
+        if ready:
             if attempt > 1:
                 log.info("%s: held after %d attempts (the cluster's view of free CPUs lagged or they were taken)",
                          what, attempt)
             return Reservation(groups, pgs)
-        for pg in pgs.values():
-            with contextlib.suppress(Exception):
-                remove_placement_group(pg)
+        _remove(pgs, remove_placement_group)
         if time.monotonic() >= deadline and attempt >= MIN_ATTEMPTS:
             asked = " and ".join(f"{_fmt(v)} for {k}" for k, v in groups.items())
             raise DataError(
@@ -129,6 +132,12 @@ def reserve(plan: Callable[[float], Groups], *, wait: float, what: str, probe: f
                 f"{cluster_cpus():g} CPUs free; held by other actors or tasks): free them, ask for fewer "
                 "actors or workers, or give --ray-address of a larger cluster")
         time.sleep(0.2)
+
+
+def _remove(pgs: dict[str, Any], remove: Callable[[Any], None]) -> None:
+    for pg in pgs.values():
+        with contextlib.suppress(Exception):  # already removed, or Ray shut down: nothing is held
+            remove(pg)
 
 
 def down(cpus: float) -> float:
