@@ -10,12 +10,12 @@ import numpy as np
 
 from anybind import load_manifest
 from anybind.data.manifest import Manifest
-from anybind.federated import local_clients
+from anybind.federated_clients import local_clients
 from anybind.federated_parties import Message, embed_public
 
 
 def watching(watch, held: list | None = None):
-    """A runner for ``federate(runner=...)``: the in-process clients (:func:`~anybind.federated.local_clients`), each
+    """A runner for ``federate(runner=...)``: the in-process clients (:func:`~anybind.federated_clients.local_clients`), each
     client ``c`` (the ``i``-th) answering a message ``msg`` through ``watch(i, c, msg, handle)``, where ``handle`` is
     its own handler (``watch`` calls it and returns its reply); with ``held``, the clients are appended to it."""
 

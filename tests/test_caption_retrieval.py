@@ -1,5 +1,5 @@
 """Retrieval-augmented captioning (anybind.caption.retrieval, after SmallCap): the k nearest memory captions in the
-frozen LM's prompt.  The tiny LM and the shapes corpus of tests/test_caption.py (its fixture)."""
+frozen LM's prompt.  The tiny LM and the shapes corpus of tests/caption_fixtures.py (its fixture)."""
 
 import json
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_caption import FIT, corpus  # noqa: F401  (the module-scoped corpus fixture)
+from caption_fixtures import FIT, corpus  # noqa: F401  (the module-scoped corpus fixture)
 
 from anybind.caption import Captioner, fit_captioner_by_k
 from anybind.caption import fit as fit_mod

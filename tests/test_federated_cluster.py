@@ -259,7 +259,7 @@ def test_client_paths_reach_an_actor_absolute_and_unresolved(tmp_path, monkeypat
     """A worker's folder is not the driver's: the manifest and cache paths a client actor gets are absolute, taken
     in the driver's folder, and links are kept (shared storage is mounted under the same name on every node)."""
     from anybind.data.manifest import Manifest
-    from anybind.federated import portable
+    from anybind.federated_clients import portable
 
     (tmp_path / "real").mkdir()
     (tmp_path / "link").symlink_to(tmp_path / "real")
@@ -278,7 +278,7 @@ def test_client_paths_keep_the_link_the_driver_stands_in(tmp_path, monkeypatch):
     ``pwd`` shows it): the name the nodes share, not the driver's resolution of it.  A $PWD naming another folder
     is not trusted."""
     from anybind.data.manifest import Manifest
-    from anybind.federated import portable
+    from anybind.federated_clients import portable
 
     (tmp_path / "real").mkdir()
     (tmp_path / "link").symlink_to(tmp_path / "real")

@@ -32,7 +32,7 @@ import contextlib
 import copy
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -41,12 +41,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .cache import FeatureCache
-from .data.files import absolute_as_given
 from .data.manifest import Manifest
 from .epochs import EpochSelection, selection_record
 from .errors import DataError
+from .federated_clients import ClientSpec, build_client, federated_loss, local_clients, portable
 from .federated_cream import INTRA_KINDS, KD_KINDS
-from .federated_parties import Client, Message, Server, check_message, public_features
+from .federated_parties import Message, Server, check_message, public_features
 from .loop import training_threads
 
 if TYPE_CHECKING:
@@ -165,67 +165,6 @@ class Ledger:
         return [self.cross(r, i) for i, r in enumerate(parties.exchange(sent))]
 
 
-@dataclass(frozen=True)
-class ClientSpec:
-    """What client ``index`` is built from on its own side (this process, or a Ray actor): its manifest (read
-    there), the encoders everyone shares, the feature cache's folder and the federation's configuration."""
-
-    data: Any  # str | Path | Manifest
-    index: int
-    encoders: dict[str, str]
-    cache: str
-    config: FederatedConfig
-    strict: bool = False
-
-
-def portable(where: Any) -> Any:
-    """A client's manifest (a path, or a :class:`Manifest` whose media paths are relative to its own) or the feature
-    cache's folder as a client built elsewhere finds it: an absolute path, taken on the driver (a Ray worker's
-    folder, and its node, are not the driver's), links kept (:func:`~anybind.data.files.absolute_as_given`)."""
-    if isinstance(where, Manifest):
-        return where if where.path.is_absolute() else replace(where, path=Path(absolute_as_given(where.path)))
-    return absolute_as_given(where)
-
-
-def build_client(spec: ClientSpec, public: Mapping[str, np.ndarray], progress: bool = False) -> Client:
-    """Client ``spec.index``, built from its own manifest and features (read on the client's side only)."""
-    from .manifests import as_manifests
-    from .train import FeatureSet
-
-    encoders, cfg = spec.encoders, spec.config
-    (man,) = as_manifests([spec.data], list(encoders), dict(encoders), spec.strict, progress)
-    where = f"client {spec.index} ({man.path})"
-    present = sorted({m for r in man.records for m in r.values} & set(encoders))
-    extra = sorted(set(present) - set(public))
-    if extra:
-        raise DataError(f"{where}: modality {', '.join(extra)} is not in the public set ({', '.join(sorted(public))})")
-    if not present:
-        raise DataError(f"{where}: none of the encoders' modalities ({', '.join(sorted(encoders))}) occur: a federated "
-                        "client needs pairs, or one modality with labels")
-    fs = FeatureSet.from_manifests([man], {m: encoders[m] for m in present}, FeatureCache(spec.cache), progress=progress)
-    return Client(fs, public, cfg, _loss(), seed=cfg.seed + 1 + spec.index, where=where)
-
-
-class LocalClients:
-    """The clients in this process, answering one after the other."""
-
-    where = "in-process"
-
-    def __init__(self, clients: Sequence[Client]):
-        self.clients = list(clients)
-        self.n_val = [c.n_val for c in self.clients]
-
-    def exchange(self, msgs: Sequence[Message]) -> list[Message]:
-        return [c.handle(m) for c, m in zip(self.clients, msgs)]
-
-
-@contextlib.contextmanager
-def local_clients(specs: Sequence[ClientSpec], public: Mapping[str, np.ndarray],
-                  progress: bool = False) -> Iterator[LocalClients]:
-    """The default runner of :func:`federate`: every client built here, in this process."""
-    yield LocalClients([build_client(s, public, progress) for s in specs])
-
-
 def federate(
     clients: Sequence[str | Path | Manifest],
     public: str | Path | Manifest | Sequence[str | Path | Manifest],
@@ -242,7 +181,7 @@ def federate(
     """A Space bound by ``len(clients)`` clients (one manifest each) and a server holding ``public`` (see the
     module doc); ``encoders``: modality -> encoder spec, shared by everyone (default: each of ``modalities``' or the
     public set's base fields' default encoder); ``runner(specs, public features)``: a context manager giving the
-    clients, each built on its own side from its :class:`ClientSpec` (default :func:`local_clients`, in this
+    clients, each built on its own side from its :class:`ClientSpec` (default :func:`~anybind.federated_clients.local_clients`, in this
     process; :func:`anybind.scale.federated_ray.ray_clients`: one Ray actor each); ``**config``:
     :class:`FederatedConfig`.
 
@@ -255,7 +194,7 @@ def federate(
     if not clients:
         raise DataError("a federation needs at least one client manifest")
     fc, pub_mans, pub_fs, encoders = _public(public, encoders, modalities, cache, strict, progress)
-    loss_fn = _loss()
+    loss_fn = federated_loss()
     specs = [ClientSpec(portable(c), i, dict(encoders), portable(fc.root), cfg, strict) for i, c in enumerate(clients)]
     with training_threads(cfg.threads), contextlib.ExitStack() as stack:
         pub = public_features(pub_fs)
@@ -330,7 +269,7 @@ def train_alone(
     t0 = time.perf_counter()
     cfg = federated_config({"method": "fedavg", **config})
     fc, pub_mans, pub_fs, encoders = _public(public, encoders, modalities, cache, strict, progress)
-    loss_fn = _loss()
+    loss_fn = federated_loss()
     with training_threads(cfg.threads):
         pub = public_features(pub_fs)
         server = Server(pub, cfg, loss_fn, cfg.seed)
@@ -345,12 +284,6 @@ def train_alone(
 
 
 # ----------------------------------------------------------------------------- helpers
-def _loss():
-    from .losses import build_loss
-
-    return build_loss("infonce")
-
-
 def _public(public, encoders, modalities, cache, strict, progress):
     """The public manifests, the encoder of every modality bound (``encoders``, else the default of each
     ``modalities`` or base field of the public set) and the public feature set."""

@@ -13,7 +13,7 @@ and float settings, wherever it runs).
 
 On a cluster of several machines (``address="10.0.0.5:6379"``, a head started with ``ray start --head``):
 
-* What crosses to an actor is its :class:`~anybind.federated.ClientSpec`: the *path* of its manifest (or, for
+* What crosses to an actor is its :class:`~anybind.federated_clients.ClientSpec`: the *path* of its manifest (or, for
   ``anybind federate --data``, the manifest's records themselves, as an object), the encoder specs, the feature
   cache's *path* and the configuration; never a feature or a media file.  The driver is the server: it never reads a
   client's data, so it cannot ship it.  Paths are made absolute on the driver (a worker's folder is not the
@@ -46,7 +46,7 @@ import numpy as np
 
 from ..data.files import absolute_as_given
 from ..errors import AnybindError, FederationError
-from ..federated import ClientSpec, build_client
+from ..federated_clients import ClientSpec, build_client
 from ..federated_parties import Message
 from ..loop import training_threads
 from ..space import Space
