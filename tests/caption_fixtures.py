@@ -4,7 +4,8 @@ The language model is a tiny 2-layer Llama pretrained here on the corpus' captio
 the real SmolLM2 runs only in ``anybind bench --task captioning``.  The corpus: captions of shapes
 ("Two red stars.") embedded by a bag-of-words text encoder, and a "sketch" modality whose vectors encode
 the same scene in another basis with noise, so that sketch embeddings sit away from the text ones.
-Both fixtures are module-scoped: a test file imports them (``from caption_fixtures import corpus``).
+Both fixtures are session-scoped and registered by conftest.py (``pytest_plugins``): the corpus is built and the
+captioner trained once for every caption test file (a file must not import them by name: that would make them its own).
 """
 
 import itertools
@@ -35,7 +36,7 @@ def scene_caption(n, c, s):
     return f"{n} {c} {s}{'s' if n == 'Two' else ''}."
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def corpus(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cap")
     rng = np.random.default_rng(0)
@@ -66,7 +67,7 @@ FIT = {"epochs": 60, "patience": 15, "batch_size": 8, "lr": 1e-2, "prefix_len": 
        "noise_grid": (0.0, 0.1), "temperature_grid": FIT_TEMPS, "progress": False}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def captioner(corpus):
     tmp, man, space, lm, _ = corpus
     return fit_captioner(space, man, lm, cache=tmp / "c", **FIT)

@@ -10,11 +10,11 @@ from anybind import Space
 from anybind.caption import Captioner, cider_d, fit_captioner, load_lm, tokenize
 from anybind.errors import AnybindError, CaptionError, SpaceError
 
-from caption_fixtures import FIT, FIT_TEMPS, captioner, corpus  # noqa: F401  (the last two: fixtures)
+from caption_fixtures import FIT, FIT_TEMPS
 from caption_lm import build_tiny_lm
 
 
-def test_text_only_captioner_decodes_its_captions_and_the_other_modality(corpus, captioner):  # noqa: F811
+def test_text_only_captioner_decodes_its_captions_and_the_other_modality(corpus, captioner):
     tmp, man, space, lm, recs = corpus
     train = [r for r in recs if r["split"] == "train"]
     caps = captioner.caption("text", [r["text"] for r in train], cache=tmp / "c")
@@ -33,7 +33,7 @@ def test_text_only_captioner_decodes_its_captions_and_the_other_modality(corpus,
     assert any(h["best"] for h in info["history"])
 
 
-def test_memory_projection_closes_the_modality_gap(corpus, captioner):  # noqa: F811
+def test_memory_projection_closes_the_modality_gap(corpus, captioner):
     """DeCap: sketch embeddings sit away from the text ones; projected onto the memory of training caption
     embeddings they decode better than as they are, and more so as the gap widens."""
     tmp, man, space, lm, recs = corpus
@@ -64,7 +64,7 @@ def test_memory_projection_closes_the_modality_gap(corpus, captioner):  # noqa: 
         bare.decode(Xs, projection="memory")
 
 
-def test_decoding_methods_and_guardrails(corpus, captioner):  # noqa: F811
+def test_decoding_methods_and_guardrails(corpus, captioner):
     tmp, man, space, lm, recs = corpus
     X = space.embed("text", [r["text"] for r in recs[:6]], cache=tmp / "c")
     beam = captioner.decode(X, method="beam", beams=3)
@@ -83,7 +83,7 @@ def test_decoding_methods_and_guardrails(corpus, captioner):  # noqa: F811
         captioner.decode(np.zeros((2, 5), np.float32))
 
 
-def test_save_load_same_captions_and_refusals(corpus, captioner, tmp_path):  # noqa: F811
+def test_save_load_same_captions_and_refusals(corpus, captioner, tmp_path):
     tmp, man, space, lm, recs = corpus
     out = captioner.save(tmp_path / "cap")
     assert sorted(p.name for p in out.iterdir()) == ["captioner.json", "mapper.safetensors", "memory.json",
@@ -122,7 +122,7 @@ def test_save_load_same_captions_and_refusals(corpus, captioner, tmp_path):  # n
         Captioner.load(out, lm=lm)
 
 
-def test_space_without_text_is_one_clear_line(corpus, tmp_path):  # noqa: F811
+def test_space_without_text_is_one_clear_line(corpus, tmp_path):
     tmp, man, space, lm, recs = corpus
     sketch_only = Space({"sketch": space.encoders["sketch"]}, {"sketch": space.projectors["sketch"]},
                         identities={"sketch": space.identities["sketch"]})
@@ -133,7 +133,7 @@ def test_space_without_text_is_one_clear_line(corpus, tmp_path):  # noqa: F811
         load_lm(str(tmp_path / "nowhere"))
 
 
-def test_paired_mapper_trains_on_the_other_modality(corpus):  # noqa: F811
+def test_paired_mapper_trains_on_the_other_modality(corpus):
     tmp, man, space, lm, recs = corpus
     cap = fit_captioner(space, man, lm, cache=tmp / "c", paired=True, **{**FIT, "epochs": 4})
     assert set(cap.info["noise_val_nll"]) == {"0.0"} and len(cap.info["history"]) <= 4

@@ -8,10 +8,10 @@ import pytest
 from anybind.caption import cider_d
 from anybind.errors import DataError
 
-from caption_fixtures import COLORS, COUNTS, SHAPES, captioner, corpus  # noqa: F401  (the last two: fixtures)
+from caption_fixtures import COLORS, COUNTS, SHAPES
 
 
-def test_bench_rows_of_one_source(corpus, captioner):  # noqa: F811
+def test_bench_rows_of_one_source(corpus, captioner):
     """bench --task captioning scores each source (here the sketch modality) the same way: the captioner chosen on
     val, the training-free retrieval prompt, retrieval captioning, and the references (the upper bound)."""
     from anybind.bench.tasks_caption import _rows, decoders
@@ -67,7 +67,7 @@ def test_bench_speech_rows_come_from_the_spoken_captions_test_split(tmp_path):
         _test_records("audio", Manifest(tmp_path / "tux.jsonl", tux.records[1:], [], {}), speech)
 
 
-def test_bench_speech_rows_on_a_tiny_spoken_corpus(corpus, captioner, tmp_path):  # noqa: F811
+def test_bench_speech_rows_on_a_tiny_spoken_corpus(corpus, captioner, tmp_path):
     """The bench's speech rows end to end on a tiny spoken corpus: "speech" (clip vectors: the scene in a third
     basis, a voice offset and noise) added to the space through text from the train voice, as the bench adds
     Whisper features; its held-out-voice test clips (one row per distinct clip) captioned by the same systems as the

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from caption_fixtures import FIT, corpus  # noqa: F401  (the module-scoped corpus fixture)
+from caption_fixtures import FIT
 
 from anybind.caption import Captioner, fit_captioner_by_k
 from anybind.caption import fit as fit_mod
@@ -19,12 +19,12 @@ RET_FIT = {**FIT, "epochs": 20, "patience": 20, "noise_grid": (0.1,), "retrieval
 
 
 @pytest.fixture(scope="module")
-def by_k(corpus):  # noqa: F811
+def by_k(corpus):
     tmp, man, space, lm, _ = corpus
     return fit_captioner_by_k(space, man, lm, cache=tmp / "c", **RET_FIT)
 
 
-def _test_sketches(corpus):  # noqa: F811
+def _test_sketches(corpus):
     tmp, man, space, lm, recs = corpus
     test = [r for r in recs if r["split"] == "test"]
     return space.embed("sketch", [r["id"] for r in test], cache=tmp / "c")
@@ -49,7 +49,7 @@ def test_neighbours_are_the_nearest_rows_and_never_the_excluded_one(m, d, k, see
     assert (neighbours(Q, M, k) == neighbours(Q, M, k, np.full(7, -1))).all()
 
 
-def test_training_prompts_hold_other_captions_never_the_caption_itself(corpus, monkeypatch):  # noqa: F811
+def test_training_prompts_hold_other_captions_never_the_caption_itself(corpus, monkeypatch):
     """In training each caption's prompt holds k OTHER captions (its exact duplicate is excluded), retrieved from its
     noised embedding; without the exclusion the nearest caption would be the caption itself."""
     import torch
@@ -102,7 +102,7 @@ def test_k_chosen_on_val_and_every_k_kept(by_k):
     assert [caption_key(c) for c in chosen.memory_captions] == list(dict.fromkeys(caption_key(c) for c in chosen.memory_captions))
 
 
-def test_retrieval_is_used_in_decoding(corpus, by_k):  # noqa: F811
+def test_retrieval_is_used_in_decoding(corpus, by_k):
     """Captions depend on the retrieved captions: the same mapper with its memory's captions shuffled (the
     embeddings unchanged) decodes other captions, with and without the prefix."""
     tmp, man, space, lm, recs = corpus
@@ -126,7 +126,7 @@ def test_retrieval_is_used_in_decoding(corpus, by_k):  # noqa: F811
         cap.decode(X, prefix=False, retrieval_k=0)
 
 
-def test_decode_is_deterministic(corpus, by_k):  # noqa: F811
+def test_decode_is_deterministic(corpus, by_k):
     cap = by_k[1][2]
     X = _test_sketches(corpus)
     for kw in ({}, {"method": "beam", "beams": 3}, {"prefix": False, "retrieval_k": 3, "projection": "none"}):
@@ -135,7 +135,7 @@ def test_decode_is_deterministic(corpus, by_k):  # noqa: F811
         assert first[:5] == cap.decode(X[:5], max_tokens=8, batch_size=1, **kw)  # left padding changes nothing
 
 
-def test_save_load_keeps_k_and_the_memory_captions(corpus, by_k, tmp_path):  # noqa: F811
+def test_save_load_keeps_k_and_the_memory_captions(corpus, by_k, tmp_path):
     tmp, man, space, lm, recs = corpus
     cap = by_k[1][2]
     out = cap.save(tmp_path / "cap")
@@ -161,7 +161,7 @@ def test_save_load_keeps_k_and_the_memory_captions(corpus, by_k, tmp_path):  # n
         old.decode(X, retrieval_k=2)
 
 
-def test_bad_k_refused_in_one_line(corpus, monkeypatch):  # noqa: F811
+def test_bad_k_refused_in_one_line(corpus, monkeypatch):
     tmp, man, space, lm, recs = corpus
     monkeypatch.setattr(fit_mod, "MAX_RETRIEVAL_K", 100)  # past this small corpus' memory (the bound's own test below)
     with pytest.raises(ValueError, match="retrieval_k must be distinct whole numbers"):
@@ -170,7 +170,7 @@ def test_bad_k_refused_in_one_line(corpus, monkeypatch):  # noqa: F811
         fit_captioner_by_k(space, man, lm, cache=tmp / "c", **{**RET_FIT, "retrieval_k": 99})
 
 
-def test_cli_retrieval_k(corpus, tmp_path):  # noqa: F811
+def test_cli_retrieval_k(corpus, tmp_path):
     from typer.testing import CliRunner
 
     from anybind.cli import app
@@ -202,7 +202,7 @@ def test_cli_retrieval_k(corpus, tmp_path):  # noqa: F811
     assert r.exit_code == 2 and "--retrieval-k takes a whole number" in " ".join(r.output.split())
 
 
-def test_val_prompts_never_hold_the_val_caption_when_val_queries_are_its_text(corpus, monkeypatch):  # noqa: F811
+def test_val_prompts_never_hold_the_val_caption_when_val_queries_are_its_text(corpus, monkeypatch):
     """With select_on text the val query is the val caption's own text embedding: its exact duplicate in the (train)
     memory would be its nearest neighbour, a copy no test query gets, so val excludes it as training does."""
     import torch
@@ -228,7 +228,7 @@ def test_val_prompts_never_hold_the_val_caption_when_val_queries_are_its_text(co
             assert caption not in lines, lm.tokenizer.decode(p)
 
 
-def test_load_refuses_damaged_retrieval_content_in_one_line_naming_the_file(corpus, by_k, tmp_path):  # noqa: F811
+def test_load_refuses_damaged_retrieval_content_in_one_line_naming_the_file(corpus, by_k, tmp_path):
     tmp, man, space, lm, recs = corpus
     out = by_k[1][2].save(tmp_path / "cap")
     caps = json.loads((out / "memory.json").read_text())
@@ -246,7 +246,7 @@ def test_load_refuses_damaged_retrieval_content_in_one_line_naming_the_file(corp
         assert "\n" not in str(e.value)
 
 
-def test_prompt_length_is_bounded_with_long_retrieved_captions(corpus, by_k):  # noqa: F811
+def test_prompt_length_is_bounded_with_long_retrieved_captions(corpus, by_k):
     """A memory caption of thousands of words is cut in the prompt (to its first words), so the prompt, the
     training batch and the decoding input stay bounded whatever the training captions are."""
     from anybind.caption.retrieval import prompt_ids, prompt_text
@@ -281,7 +281,7 @@ def test_k_is_bounded_whatever_the_memory_size():
         k_grid((0, 4000))
 
 
-def test_near_duplicate_captions_are_one_caption_and_never_retrieve_each_other(corpus, tmp_path, monkeypatch):  # noqa: F811
+def test_near_duplicate_captions_are_one_caption_and_never_retrieve_each_other(corpus, tmp_path, monkeypatch):
     """"A bear." and "a  bear" are one caption: one memory row, and in training a caption never gets its
     near-duplicate (same words up to case, punctuation and white space) among its retrieved captions.  Here the
     second train copy of each scene loses its full stop ("Two red stars"): the bag-of-words text encoder embeds both

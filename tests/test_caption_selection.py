@@ -10,13 +10,13 @@ import pytest
 from anybind.caption import Captioner, fit_captioner
 from anybind.errors import CaptionError
 
-from caption_fixtures import COLORS, FIT, corpus  # noqa: F401  (corpus: a module-scoped fixture)
+from caption_fixtures import COLORS, FIT
 
 
 LR_FIT = {**FIT, "epochs": 6, "patience": 6, "temperature_grid": (0.005, 0.01, 0.02, 0.05, 0.1)}  # the CLI's grid
 
 
-def test_lr_grid_chosen_on_val_never_on_test(corpus, tmp_path):  # noqa: F811
+def test_lr_grid_chosen_on_val_never_on_test(corpus, tmp_path):
     """An lr grid: each rate trains one mapper at one noise level, the val-NLL argmin wins, then the noise grid runs
     at that rate; the test split plays no part (other test records, the same choice and scores)."""
     from typer.testing import CliRunner
@@ -66,7 +66,7 @@ def test_lr_grid_chosen_on_val_never_on_test(corpus, tmp_path):  # noqa: F811
             fit_captioner(space, man, lm, cache=tmp / "c", **{**FIT, "lr": bad})
 
 
-def test_cli_caption_fit_and_caption(corpus, tmp_path):  # noqa: F811
+def test_cli_caption_fit_and_caption(corpus, tmp_path):
     from typer.testing import CliRunner
 
     from anybind.cli import app
@@ -133,7 +133,7 @@ def _spy_val_nll(monkeypatch):
     return seen
 
 
-def test_a_diverged_learning_rate_is_never_chosen(corpus, monkeypatch, tmp_path):  # noqa: F811
+def test_a_diverged_learning_rate_is_never_chosen(corpus, monkeypatch, tmp_path):
     """A rate so large that training diverges (val NLL NaN) loses to a finite one, whatever its place in the
     grid; only diverging rates, or one rate diverging at every noise level: one line, no captioner."""
     tmp, man, space, lm, _ = corpus
@@ -160,7 +160,7 @@ def test_a_diverged_learning_rate_is_never_chosen(corpus, monkeypatch, tmp_path)
     assert "\n" not in str(e.value)
 
 
-def test_an_epoch_with_nan_val_nll_is_never_kept_as_best(corpus, monkeypatch):  # noqa: F811
+def test_an_epoch_with_nan_val_nll_is_never_kept_as_best(corpus, monkeypatch):
     """_train_one: epoch 1 scores NaN, epochs 2.. finite: the best finite epoch is kept (its weights), not epoch 1."""
     import anybind.caption.fit as fit_mod
     from anybind.caption.model import MapperConfig
@@ -195,7 +195,7 @@ def torch_equal(a, b) -> bool:
     return bool(torch.equal(a, b))
 
 
-def test_a_nan_first_epoch_is_not_reported_as_the_runs_val_nll(corpus, monkeypatch):  # noqa: F811
+def test_a_nan_first_epoch_is_not_reported_as_the_runs_val_nll(corpus, monkeypatch):
     """fit_captioner: each mapper's first epoch scores NaN, later ones their real val NLL: the noise levels' reported
     scores are their best (finite) epochs', and the kept epoch is a finite one."""
     import anybind.caption.fit as fit_mod
