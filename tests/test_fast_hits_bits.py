@@ -148,7 +148,12 @@ def test_the_one_query_lane_maps_slots_to_rows(moved, k, seed, exact, threshold,
 
 def test_a_graph_that_gives_up_in_the_lane_is_searched_once(tmp_path, caplog):
     """A sparse graph (most rows deleted, M=2) cannot reach all ``k`` live rows: the lane gives up with one log
-    line and one graph search (not a second through ``rows``), and exact search answers."""
+    line and one graph search (not a second through ``rows``), and exact search answers.
+
+    Whether this graph gives up on a given query depends on how hnswlib built it (threads, the CPU's distance
+    kernels: CI's machine built one that never did), so on odd seeds the real graph is searched and then answers
+    as hnswlib does when it cannot fill ``k`` (its own RuntimeError): the case is met on every machine, and the
+    even seeds still search the real graph for whatever it gives."""
     X, C = clustered_vectors(300, 16, 6, np.random.default_rng(0))
     ix = Index.create(tmp_path / "ix", dim=16, identity="t16", ann_threshold=0)
     ids = [f"i{i}" for i in range(300)]
@@ -159,23 +164,29 @@ def test_a_graph_that_gives_up_in_the_lane_is_searched_once(tmp_path, caplog):
     ann = ix._searcher.fast._memann
 
     class Counted:  # the real graph, its searches counted
-        def __init__(self, g):
-            self.g, self.n = g, 0
+        def __init__(self, g, give_up):
+            self.g, self.n, self.give_up = g, 0, give_up
 
         def knn_query(self, *a, **kw):
             self.n += 1
-            return self.g.knn_query(*a, **kw)
+            found = self.g.knn_query(*a, **kw)
+            if self.give_up:  # hnswlib's own words when fewer than k are reachable
+                raise RuntimeError("Cannot return the results in a contiguous 2D array. Probably ef or M is too small")
+            return found
 
     gave_up = 0
     for seed in range(10):
         q, _ = clustered_vectors(1, 16, len(C), np.random.default_rng(seed), centers=C)
-        ann.graph = counted = Counted(ann.graph)
+        ann.graph = counted = Counted(ann.graph, give_up=seed % 2 == 1)
         caplog.clear()
-        with caplog.at_level("INFO", logger="anybind.index.memann"):
-            hits = ix.search_vectors(q, k=20)
-        ann.graph = counted.g
+        try:
+            with caplog.at_level("INFO", logger="anybind.index.memann"):
+                hits = ix.search_vectors(q, k=20)
+        finally:
+            ann.graph = counted.g
         lines = [r for r in caplog.records if "gave up" in r.getMessage()]
         assert counted.n == 1 and len(lines) <= 1
+        assert lines or seed % 2 == 0  # a forced give-up is always logged
         gave_up += len(lines)
         assert _fields(hits) == _fields(ix.search_vectors(q, k=20, exact=True)) if lines else len(hits[0]) == 20
-    assert gave_up >= 5  # the case is met (seeds 0-9 on this graph: most give up)
+    assert gave_up >= 5  # the case is met: the odd seeds at least
