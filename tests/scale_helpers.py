@@ -8,6 +8,7 @@ varies by ~0.09 across seeds (0.28-0.37) and the streaming / Ray trainers land w
 
 import json
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +56,29 @@ def synthetic_world(tmp_path_factory):
 
 
 # ----------------------------------------------------------------------------- Ray
+def within(seconds: float, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)``, failed when it has not returned after ``seconds``: a library that waits forever
+    fails the test instead of hanging it.  In a thread, because pytest-timeout's alarm is not acted on while the
+    main thread waits inside Ray Train (``ray.get`` of its controller: seen with the old library, still waiting
+    10 minutes past a 180 s timeout); the thread left behind ends with the module's Ray."""
+    box: dict = {}
+
+    def run():
+        try:
+            box["value"] = fn(*args, **kwargs)
+        except BaseException as e:  # noqa: BLE001 -- re-raised in the test's thread
+            box["error"] = e
+
+    t = threading.Thread(target=run, daemon=True, name="within")
+    t.start()
+    t.join(seconds)
+    if t.is_alive():
+        pytest.fail(f"{getattr(fn, '__name__', fn)} still running after {seconds:g} s: the library waits forever")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
 def local_ray(tmp_path_factory):
     """A local Ray (2 CPUs) for one module, shut down after it (``yield from`` in a module fixture); yields the
     folder the test encoders read their orders from."""

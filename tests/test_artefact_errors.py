@@ -609,6 +609,48 @@ def test_a_damaged_fusion_model_is_one_line(fusion_saved, case):
     assert str(fz) in str(e.value) and "\n" not in str(e.value)
 
 
+FUSION_HEADERS = {  # the header read by the shared artefact_meta.read_meta: the file named, one line
+    "corrupt": (b"{", "fusion.json: corrupt JSON"),
+    "not-utf8": (b"\xff\xfe{}", "fusion.json: corrupt JSON"),
+    "not-an-object": (b"[1, 2]", "fusion.json: not an anybind fusion model"),
+    "other-kind": ({"format": "anybind.captioner"}, "fusion.json: not an anybind fusion model"),
+    "newer": ({"format_version": 99}, r"fusion.json: saved by a newer anybind \(format 99; this anybind reads up to "
+                                      r"\d+\); upgrade anybind"),
+    "version-bool": ({"format_version": True}, "fusion.json: format_version is True, expected an integer"),
+    "version-text": ({"format_version": "3"}, "fusion.json: format_version is '3', expected an integer"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FUSION_HEADERS))
+def test_a_fusion_header_is_checked_by_the_shared_reader(fusion_saved, case):
+    """A corrupt, foreign, newer or oddly versioned fusion.json is refused in one line naming fusion.json itself
+    (before: the newer-version message named the folder, and ``"format_version": true`` was read as format 1)."""
+    from anybind.fusion import FusionClassifier
+
+    space, fz = fusion_saved
+    edit, match = FUSION_HEADERS[case]
+    meta_p = fz / "fusion.json"
+    meta_p.write_bytes(edit if isinstance(edit, bytes) else json.dumps({**json.loads(meta_p.read_text()), **edit}).encode())
+    with pytest.raises(SpaceError, match=match) as e:
+        FusionClassifier.load(fz, space)
+    assert str(e.value).startswith(f"{meta_p}: ") and "\n" not in str(e.value)
+
+
+def test_a_fusion_model_saved_without_a_format_version_still_loads(fusion_saved, caplog):
+    """Format 1 fusion models had no format_version (nor an identity): read as format 0, with the warning that
+    an edit cannot be detected, and they predict as before."""
+    from anybind.fusion import FusionClassifier
+
+    space, fz = fusion_saved
+    want = FusionClassifier.load(fz, space).net.state_dict()
+    meta = json.loads((fz / "fusion.json").read_text())
+    (fz / "fusion.json").write_text(json.dumps({k: v for k, v in meta.items() if k not in ("format_version", "identity")}))
+    with caplog.at_level(logging.WARNING, logger="anybind.fusion"):
+        got = FusionClassifier.load(fz, space)
+    assert any("format 0" in r.getMessage() for r in caplog.records)
+    assert all(torch.equal(v, want[k]) for k, v in got.net.state_dict().items())
+
+
 def _first_weight_nudged(d):
     k = sorted(d[1])[0]
     d[1][k].view(-1)[0] += 1e-3

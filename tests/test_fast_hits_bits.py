@@ -133,17 +133,25 @@ def test_the_one_query_lane_maps_slots_to_rows(moved, k, seed, exact, threshold,
     assert _fields(lane) == _fields(general)
     assert len(lane[0]) == min(k, live) and all(a.score >= b.score for a, b in zip(lane[0], lane[0][1:]))
     graph = exact is False or threshold != "live+1"
-    assert (rows is not None) == graph or k > 40  # a large k may be more than the narrow graph can reach
+    # whether this narrow graph reaches min(k, live) live rows from q depends on the graph hnswlib built (another
+    # machine may build another): asked of the graph itself, not assumed from k
+    reach = _reaches(ix._searcher.fast._memann, Qn, min(k, live))
+    assert (rows is not None) == (graph and reach)  # a k more than the graph can reach: exact search answers
     if rows is not None:
         assert _fields(lane) == _fields(hits_of_rows(rows[0].hit_columns(), rows[2], rows[3], ordered=True))
-    if graph and k <= 40:
-        assert one is not None  # the lane answered (the comparison above is of its hits)
+    assert (one is not None) == (graph and reach and k <= live)  # the lane answered (its hits compared above)
     if one is not None:
-        assert graph and k <= live
         assert [(h.id, h.modality, h.score) for h in lane[0]] == \
             [(one[0].hit_columns().id[r], one[0].hit_columns().modality[r], sc) for sc, r in zip(one[1], one[2])]
-    else:
-        assert not graph or k > live or k > 40
+
+
+def _reaches(ann, Q, k: int) -> bool:
+    """Whether hnswlib's search of ``ann``'s graph finds ``k`` live slots for every query of ``Q``."""
+    try:
+        ann.graph.knn_query(Q, k=k, num_threads=1)
+    except RuntimeError:  # "Cannot return the results in a contiguous 2D array": fewer than k reachable
+        return False
+    return True
 
 
 def test_a_graph_that_gives_up_in_the_lane_is_searched_once(tmp_path, caplog):

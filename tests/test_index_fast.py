@@ -287,3 +287,27 @@ def test_tune_ef_wants_the_bound_not_the_mean_at_the_target():
     assert tune_ef(search(share), truth, 1.0, grid=(16, 32, 64))[0] == 64  # none reaches: the largest
     mean32, low32 = recall_bound(search(share)(32), truth)
     assert abs(mean32 - 0.96) < 0.01 and low32 < 0.96
+
+
+def test_the_same_rows_build_the_same_graph(tmp_path):
+    """Same command twice, same numbers: two builds of the same rows (and the same additions synced into them)
+    give byte-identical graph files and the same hits.  hnswlib's multi-threaded insert is not deterministic (the
+    order threads link nodes in varies run to run: CI's machine built a graph other than ours), so the graph is
+    built and synced on one thread unless ``threads`` says otherwise; the choice is saved with the index."""
+    rng = np.random.default_rng(3)
+    X, C = clustered_vectors(900, 16, 8, rng)
+    Q, _ = clustered_vectors(40, 16, len(C), rng, centers=C)
+    runs = []
+    for name in ("a", "b"):
+        ix = Index.create(tmp_path / name, dim=16, identity="t16", ann_threshold=0)
+        ix.add_vectors([f"r{i}" for i in range(600)], X[:600], "v")
+        info = ix.create_memory_ann(M=4, ef_construction=16, ef=8)  # narrow: hits depend on the graph's shape
+        assert info["threads"] == 1 and Index.open(ix.path).meta["memory_ann"]["threads"] == 1
+        built = (ix.path / MEMANN_DIR / "graph.bin").read_bytes()
+        ix.add_vectors([f"n{i}" for i in range(300)], X[600:], "v")  # synced into the saved graph
+        ix.update_memory_ann()
+        runs.append((built, (ix.path / MEMANN_DIR / "graph.bin").read_bytes(),
+                     [[(h.id, h.score) for h in row] for row in ix.search_vectors(Q, k=10)]))
+    assert runs[0][0] == runs[1][0] and runs[0][1] == runs[1][1] and runs[0][2] == runs[1][2]
+    with pytest.raises(IndexError_, match="threads must be -1 .all cores. or a positive integer"):
+        ix.create_memory_ann(threads=0)

@@ -192,3 +192,43 @@ def test_a_ray_index_embedding_stopped_early_gives_back_its_actors_and_cpus(ray_
     assert 0 < len(ix.table.to_arrow()) < 1200  # only the first chunks were committed
     assert live() - before == set()
     assert free_cpus(wait=60, at_least=2.0) == 2.0
+
+
+def _group_of(batch):
+    import ray
+
+    pg = ray.util.get_current_placement_group()
+    return {"pg": np.array([pg.id.hex() if pg else ""] * len(batch["id"]))}
+
+
+class _GroupOf:
+    def __call__(self, batch):
+        return _group_of(batch)
+
+
+def test_a_pipeline_stage_runs_in_its_reserved_group_without_rays_deprecation(ray_local):
+    """Reservation.map_batches places a Ray Data stage's tasks or actors in one of its placement groups by the form
+    Ray 2.60 supports (its developer API ``map_batches_internal``, which Ray's own placement-group stages use):
+    not the public ``map_batches(scheduling_strategy=)``, deprecated with every ``ray_remote_args`` for removal in
+    Ray 2.64 (its warning was filtered out before)."""
+    import warnings
+
+    import ray.data
+    from ray.util.annotations import RayDeprecationWarning
+
+    from anybind.scale.encode_ray import _compute
+    from anybind.scale.reserve import reserve
+
+    res = reserve(lambda free: {"tasks": [{"CPU": 0.5}], "actors": [{"CPU": 0.5}]}, wait=60, what="the test")
+    try:
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            ds = ray.data.from_items([{"id": i} for i in range(8)], override_num_blocks=2)
+            tasks = res.map_batches(ds, "tasks", _group_of, batch_size=4, num_cpus=0.5)
+            actors = res.map_batches(ds, "actors", _GroupOf, batch_size=4, num_cpus=0.5, compute=_compute(1))
+            got = {name: {str(p) for b in d.iter_batches(batch_size=None, batch_format="numpy") for p in b["pg"]}
+                   for name, d in (("tasks", tasks), ("actors", actors))}
+        assert got == {name: {res.pgs[name].id.hex()} for name in ("tasks", "actors")}
+        assert not [w for w in said if issubclass(w.category, RayDeprecationWarning)], [str(w.message) for w in said]
+    finally:
+        res.release()

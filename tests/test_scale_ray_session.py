@@ -12,10 +12,8 @@ tasks nor the second actor could ever be scheduled: the encode waited forever (R
 deterministically; the library now holds what it sized (placement groups) before using it, and sizes anew when the
 hold does not come."""
 
-import threading
-
 import pytest
-from scale_helpers import synthetic_corpus
+from scale_helpers import synthetic_corpus, within
 
 from anybind.errors import DataError
 
@@ -42,29 +40,6 @@ class LaggingView:
 
 FIT = {"epochs": 2, "batch_size": 64, "dim": 16, "hidden": 32, "patience": 100, "seed": 0, "rows_per_shard": 100,
        "shuffle_buffer": 500, "progress": False}
-
-
-def within(seconds: float, fn, *args, **kwargs):
-    """``fn(*args, **kwargs)``, failed when it has not returned after ``seconds``: a library that waits forever
-    fails the test instead of hanging it.  In a thread, because pytest-timeout's alarm is not acted on while the
-    main thread waits inside Ray Train (``ray.get`` of its controller: seen with the old library, still waiting
-    10 minutes past a 180 s timeout); the thread left behind ends with the module's Ray."""
-    box: dict = {}
-
-    def run():
-        try:
-            box["value"] = fn(*args, **kwargs)
-        except BaseException as e:  # noqa: BLE001 -- re-raised in the test's thread
-            box["error"] = e
-
-    t = threading.Thread(target=run, daemon=True, name="within")
-    t.start()
-    t.join(seconds)
-    if t.is_alive():
-        pytest.fail(f"{getattr(fn, '__name__', fn)} still running after {seconds:g} s: the library waits forever")
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
 
 
 def _holder(cpus: float):

@@ -13,14 +13,19 @@ from scale_helpers import (
     TOL,
     attends_to_the_signal_frame,
     recalls,
+    within,
 )
+
+# each fit on Ray Train runs under the thread guard (pytest-timeout's alarm is not acted on while the main thread
+# waits inside Ray Train): a trainer that waits forever fails its test after this many seconds, not the whole run
+RAY_FIT_S = 300
 
 
 def test_ray_train_matches_single_process_training(ray_local, syn):
     from anybind.scale.sharded import fit_sharded
 
-    space = fit_sharded(syn["manifest"], encoders=syn["encoders"], cache=syn["cache"], progress=False,
-                        ray_workers=2, rows_per_shard=100, shuffle_buffer=1000, **FIT)
+    space = within(RAY_FIT_S, fit_sharded, syn["manifest"], encoders=syn["encoders"], cache=syn["cache"],
+                   progress=False, ray_workers=2, rows_per_shard=100, shuffle_buffer=1000, **FIT)
     tr = space.info["training"]
     assert tr["workers"] == 2 and tr["ray_workers"] == 2 and space.info["lineage"][-1]["trainer"] == "ray-train x2"
     rec = recalls(space, syn["manifest"], syn["cache"])
@@ -39,15 +44,15 @@ def test_ray_train_workers_start_from_the_drivers_ridge_start(ray_local, syn):
 
     kw = dict(encoders=syn["encoders"], cache=syn["cache"], progress=False, rows_per_shard=100, shuffle_buffer=1000,
               lock="a", init="ridge", epochs=0, hidden=64)
-    ray_space = fit_sharded(syn["manifest"], ray_workers=2, **kw)
+    ray_space = within(RAY_FIT_S, fit_sharded, syn["manifest"], ray_workers=2, **kw)
     local = fit_sharded(syn["manifest"], **kw)
     sd = ray_space.state_dict()
     assert all(torch.equal(v, sd[k]) for k, v in local.state_dict().items())
     assert ray_space.info["training"]["history"][0]["epoch"] == 0 and ray_space.info["training"]["best_epoch"] == 0
     assert ray_space.dim == 24 and ray_space.projectors["b"].linear.weight.abs().sum() > 0  # b regressed onto a
     # WiSE-FT and L2-SP through the shared loop's hooks on DDP workers: every worker mixes in step
-    robust = fit_sharded(syn["manifest"], ray_workers=2, **{**kw, "epochs": 2, "wise": "auto", "l2sp": 1e-3,
-                                                             "mixup": 0.5})  # m2-mix on every worker, one lambda
+    robust = within(RAY_FIT_S, fit_sharded, syn["manifest"], ray_workers=2,  # m2-mix on every worker, one lambda
+                    **{**kw, "epochs": 2, "wise": "auto", "l2sp": 1e-3, "mixup": 0.5})
     rob = robust.info["training"]["robust"]
     assert rob["l2sp"] == 1e-3 and rob["mixup"] == 0.5 and rob["wise_alpha"] in [float(a) for a in rob["wise_val"]]
     assert rob["ridge"]["b"]["prior"] == "zero" and robust.info["lineage"][-1]["ridge_start"] == rob["ridge"]
@@ -58,8 +63,8 @@ def test_ray_train_workers_start_from_the_drivers_ridge_start(ray_local, syn):
 def test_ray_train_learns_the_attention_pool_within_tolerance(ray_local, clips):
     from anybind.scale.sharded import fit_sharded
 
-    space = fit_sharded(clips["manifest"], encoders=clips["encoders"], cache=clips["cache"], progress=False,
-                        ray_workers=2, rows_per_shard=100, shuffle_buffer=1000, **FIT)
+    space = within(RAY_FIT_S, fit_sharded, clips["manifest"], encoders=clips["encoders"], cache=clips["cache"],
+                   progress=False, ray_workers=2, rows_per_shard=100, shuffle_buffer=1000, **FIT)
     assert space.info["training"]["workers"] == 2 and space.projectors["video"].cfg.frames == CLIP_FRAMES
     rec = recalls(space, clips["manifest"], clips["cache"])
     for k, v in clips["recalls"].items():

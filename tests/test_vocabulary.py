@@ -79,7 +79,7 @@ def test_a_damaged_edited_or_foreign_vocabulary_is_refused_in_one_line(data, sha
         json.dumps({**doc, "format_version": 99})))
     assert "shape" in broken("count", lambda p: (p / WORDS_FILE).write_text(
         json.dumps({**doc, "count": 19, "words": doc["words"][:19]})))
-    assert "unreadable" in broken("junk", lambda p: (p / WORDS_FILE).write_bytes(b"\xff{"))
+    assert "corrupt JSON" in broken("junk", lambda p: (p / WORDS_FILE).write_bytes(b"\xff{"))
     # the files of another space (its text projector differs): refused, not used
     other = Space.load(d["space"])
     with torch.no_grad():
@@ -89,6 +89,36 @@ def test_a_damaged_edited_or_foreign_vocabulary_is_refused_in_one_line(data, sha
         shutil.copy(good / f, tmp_path / "other" / f)
     with pytest.raises(SpaceError, match="another 'text' modality"):
         Space.load(tmp_path / "other")
+
+
+VOCAB_HEADERS = {  # vocabulary.json's header, read by the shared artefact_meta.read_meta
+    "corrupt": (b'{"format": ', "corrupt JSON"),
+    "not-utf8": (b"\xff{", "corrupt JSON"),
+    "not-an-object": (b"[]", "not an anybind vocabulary"),
+    "other-kind": ({"format": "anybind.fusion"}, "not an anybind vocabulary"),
+    "newer": ({"format_version": 99}, r"saved by a newer anybind \(format 99; this anybind reads up to \d+\); "
+                                      "upgrade anybind"),
+    "version-bool": ({"format_version": True}, "format_version is True, expected an integer"),
+    "no-version": ({"format_version": None}, "format_version is None, expected an integer"),
+}
+
+
+def test_a_bad_vocabulary_header_is_one_line_naming_the_file_and_the_fix(data, shared_cache, tmp_path):
+    """Every refusal of the header names vocabulary.json and how to get rid of it (the space is unusable until
+    then); before, a foreign file gave no way out and ``"format_version": true`` passed as format 1."""
+    d, _, recs = data
+    good = tmp_path / "good"
+    with_vocabulary(d, vocabulary(recs)[:8], shared_cache, good)
+    doc = json.loads((good / WORDS_FILE).read_text())
+    for case, (edit, match) in VOCAB_HEADERS.items():
+        out = tmp_path / case
+        shutil.copytree(good, out)
+        (out / WORDS_FILE).write_bytes(edit if isinstance(edit, bytes) else json.dumps({**doc, **edit}).encode())
+        with pytest.raises(SpaceError, match=match) as e:
+            Space.load(out)
+        msg = str(e.value)
+        assert msg.startswith(f"{out / WORDS_FILE}: ") and "\n" not in msg, (case, msg)
+        assert msg.endswith(f"`anybind explain {out} --build-vocab`"), (case, msg)
 
 
 def test_a_text_projector_changed_in_memory_neither_uses_nor_saves_the_stale_vocabulary(data, shared_cache, tmp_path,

@@ -1,4 +1,5 @@
-"""The JSON header of a saved artefact folder (a zero-shot classifier, a captioner): read once, checked once.
+"""The JSON header of a saved artefact folder (a zero-shot classifier, a captioner, a fusion model, a space's
+vocabulary): read once, checked once.
 
 Each artefact folder holds a JSON file (``format``, ``format_version`` and its own keys) beside a safetensors file;
 :func:`read_meta` makes sure both are there, that the JSON is an object of the expected format and that this
@@ -13,20 +14,31 @@ from typing import Any
 
 
 def read_meta(folder: Path, meta_name: str, weights_name: str, *, fmt: str, version: int, what: str,
-              error: type[Exception]) -> dict[str, Any]:
+              error: type[Exception], unversioned: int | None = None, fix: str = "") -> dict[str, Any]:
     """``folder / meta_name`` parsed, for an artefact called ``what`` (e.g. "zero-shot classifier") of format
     ``fmt`` up to ``version``; ``error`` (one line naming the folder or file) when the folder lacks either file,
-    the JSON is corrupt or not an object of that format, or its version is newer than ``version``."""
+    the JSON is unreadable, corrupt or not an object of that format, or its version is not an integer (``true`` is
+    not one) or is newer than ``version``.
+
+    ``unversioned``: the version a header without ``format_version`` is read as (an artefact whose first format
+    had none; the key stays absent), ``None`` to refuse it.  ``fix``: what the user can do, added to every
+    message (``"...; <fix>"``)."""
+    tail = f"; {fix}" if fix else ""
     meta_p, w_p = folder / meta_name, folder / weights_name
     if not meta_p.is_file() or not w_p.is_file():
-        raise error(f"{folder}: not a saved {what} (needs {meta_name} and {weights_name})")
+        raise error(f"{folder}: not a saved {what} (needs {meta_name} and {weights_name}){tail}")
     try:
-        meta = json.loads(meta_p.read_text())
+        meta = json.loads(meta_p.read_bytes().decode("utf-8"))
+    except OSError as e:
+        raise error(f"{meta_p}: unreadable ({type(e).__name__}: {e.strerror or e}){tail}") from None
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
-        raise error(f"{meta_p}: corrupt JSON ({e})") from None
+        raise error(f"{meta_p}: corrupt JSON ({' '.join(str(e).split()) or type(e).__name__}){tail}") from None
     if not isinstance(meta, dict) or meta.get("format") != fmt:
-        raise error(f"{meta_p}: not an anybind {what}")
-    if not isinstance(meta.get("format_version"), int) or meta["format_version"] > version:
-        raise error(f"{meta_p}: format_version {meta.get('format_version')!r}; this anybind reads up to "
-                    f"{version} (upgrade anybind)")
+        raise error(f"{meta_p}: not an anybind {what}{tail}")
+    v = meta.get("format_version", unversioned)
+    if type(v) is not int:  # bool is an int subclass: `true` is not a version
+        raise error(f"{meta_p}: format_version is {meta.get('format_version')!r}, expected an integer{tail}")
+    if v > version:
+        raise error(f"{meta_p}: saved by a newer anybind (format {v}; this anybind reads up to {version}); "
+                    f"upgrade anybind{tail}")
     return meta

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .artefact_meta import read_meta
 from .errors import DataError, SpaceError
 from .space_config import read_weights, space_identity
 
@@ -172,15 +173,8 @@ def read_vocabulary_part(folder: str | Path, space: SpaceCore) -> Vocabulary | N
     fix = f"delete {WORDS_FILE} and {VECTORS_FILE} or run `anybind explain {folder} --build-vocab`"
     if not p.is_file() or not w.is_file():
         raise SpaceError(f"{folder}: {WORDS_FILE} without {VECTORS_FILE} or the other way round; {fix}")
-    try:
-        doc = json.loads(p.read_bytes().decode("utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
-        raise SpaceError(f"{p}: unreadable vocabulary ({type(e).__name__}); {fix}") from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise SpaceError(f"{p}: not an anybind vocabulary file")
-    if not isinstance(doc.get("format_version"), int) or doc["format_version"] > FORMAT_VERSION:
-        raise SpaceError(f"{p}: vocabulary format {doc.get('format_version')!r}; this anybind reads up to "
-                         f"{FORMAT_VERSION} (upgrade anybind, or {fix})")
+    doc = read_meta(folder, WORDS_FILE, VECTORS_FILE, fmt=FORMAT, version=FORMAT_VERSION, what="vocabulary",
+                    error=SpaceError, fix=fix)
     n, dim, words, tm = doc.get("count"), doc.get("dim"), doc.get("words"), doc.get("text_modality")
     if (not isinstance(n, int) or not 0 < n <= MAX_STORED or dim != space.dim or not isinstance(words, list)
             or len(words) != n or not all(isinstance(x, str) for x in words) or not isinstance(tm, str)):

@@ -10,6 +10,7 @@ passes its own ``max_pixels``): a file over a limit is a bad record refused by t
 from __future__ import annotations
 
 import io
+import logging
 import re
 import warnings
 from pathlib import Path
@@ -21,6 +22,14 @@ from ..errors import DataError, LimitRefused
 from .files import read_regular
 from .limits import LIMITS, MediaLimits, current_limits  # noqa: F401  (re-exported: defined here before)
 from .svg import SVG_WIDTH, looks_like_svg, render_svg  # noqa: F401  (looks_like_svg re-exported: defined here before)
+
+log = logging.getLogger(__name__)
+
+#: the EXIF tag of a photo's orientation (how to turn the stored pixels to show it upright)
+EXIF_ORIENTATION = 0x0112
+#: how :func:`load_image` decodes image files, in the identity of every image encoder that reads files through
+#: it (the feature cache's key): change it when decoding changes, so that features cached before are not reused
+IMAGE_DECODING = "decode=exif-upright"
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".svg"})
 AUDIO_SUFFIXES = frozenset({".wav", ".ogg", ".oga", ".flac", ".mp3", ".aiff", ".aif"})
@@ -43,6 +52,8 @@ def load_image(path: str | Path, size: int | None = None, limits: MediaLimits | 
     gzip-compressed) are rasterised with CairoSVG at ``size`` pixels wide (default 512).
     The file type is sniffed from the content, not the name.  An image over
     ``limits`` (default: :func:`~anybind.data.limits.current_limits`) raises DataError before it is decoded.
+    A photo is turned upright by its EXIF orientation tag (:data:`IMAGE_DECODING`); an in-memory PIL image
+    (:func:`to_rgb`) is taken as its pixels are.
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -74,14 +85,25 @@ def load_image(path: str | Path, size: int | None = None, limits: MediaLimits | 
         raise DataError(f"{path}: corrupt or unsupported image ({_no_buffer(e)})") from None
     if img.width < 1 or img.height < 1:
         raise DataError(f"{path}: image has no pixels")
-    if img.mode.startswith("I;16"):  # PIL's own conversion would clip every value over 255 to white
-        img = _top_8_bits(img)
-    # transparency: an alpha channel, or a colour key (tRNS) in a palette, greyscale or RGB PNG
-    if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
-        rgba = img.convert("RGBA")
-        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(bg, rgba)
-    return img.convert("RGB")
+    return to_rgb(_upright(img, path))
+
+
+def _upright(img, path: str | Path):
+    """``img`` as a viewer shows it: turned or mirrored by its EXIF orientation tag (a photo taken with the
+    camera on its side is stored sideways, with the tag saying how to turn it), the tag's 8 values as in EXIF 2.3;
+    ``img`` itself when it has no such tag.  An orientation that cannot be read (a damaged EXIF block) is
+    logged, naming the file, and the pixels are used as stored."""
+    from PIL import ImageOps
+
+    try:
+        orientation = img.getexif().get(EXIF_ORIENTATION, 1)
+        if orientation not in range(2, 9):  # 1: stored upright; others: no viewer knows them
+            return img
+        return ImageOps.exif_transpose(img)
+    except Exception as e:  # noqa: BLE001 - PIL's EXIF parser raises what the bytes make it (struct, Syntax...)
+        log.warning("%s: EXIF orientation unreadable (%s: %s); the image is used as stored", path,
+                    type(e).__name__, " ".join(str(e).split()))
+        return img
 
 
 def _bomb(path: str | Path, e: Exception, lim: MediaLimits) -> LimitRefused:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -38,8 +39,11 @@ import numpy as np
 
 from ..data.strings import is_blank
 from ..data.files import open_regular
+from ..data.media import IMAGE_DECODING
 from ..data.svg import RENDER_VERSION, looks_like_svg
 from ..errors import AnybindError, DataError, EncoderError
+
+log = logging.getLogger(__name__)
 
 #: guards the creation of an encoder's load lock (instances make theirs on first use, and again after unpickling)
 _LOCK_GUARD = threading.Lock()
@@ -230,8 +234,21 @@ class Encoder(ABC):
         """A string that changes whenever weights or preprocessing change."""
 
     def matches_identity(self, recorded: str) -> bool:
-        """Whether an artefact that recorded the identity ``recorded`` was made with this encoder."""
-        return self.identity == recorded
+        """Whether an artefact that recorded the identity ``recorded`` was made with this encoder; also one made
+        before image files were turned upright by their EXIF orientation (its identity without
+        ``|``:data:`~anybind.data.media.IMAGE_DECODING`: only tagged photos decode otherwise now), with one
+        warning."""
+        ident = self.identity
+        if ident == recorded:
+            return True
+        tag = "|" + IMAGE_DECODING
+        if not (ident.endswith(tag) and ident[: -len(tag)] == recorded):
+            return False
+        if not getattr(self, "_warned_upright", False):
+            self._warned_upright = True
+            log.warning("%s: the space was made before image files were turned upright by their EXIF orientation; "
+                        "photos with such a tag now get the features of the upright picture", self.spec)
+        return True
 
     def load(self, item: Any) -> Any:
         """Decode one item (a path or a string) into what :meth:`encode_loaded` takes.

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data.media import as_audio, as_rgb_image, short_repr
+from ..data.media import IMAGE_DECODING, as_audio, as_rgb_image, short_repr
 from ..errors import DataError, EncoderError
 from .base import Encoder, check_text, one_line
 from .chunks import chunk_inputs, chunk_spans, long_items, pool_chunks, special_tokens, text_passages
@@ -225,6 +225,8 @@ class HfEncoder(Encoder):
                 f"{spec}@{opts}|weights={weights}|prep={prep}|pool={self._pool_used},"
                 f"layer={self.options.layer}{chunk};{PREP_VERSION}"
             )
+            if self.modality == "image":  # files decoded upright (data.media.load_image)
+                self._identity += f"|{IMAGE_DECODING}"
         return self._identity
 
     def _commit(self) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data.media import as_rgb_image, short_repr
+from ..data.media import IMAGE_DECODING, as_rgb_image, short_repr
 from ..errors import DataError, EncoderError
 from .base import Encoder, sha256_dir, sha256_file
 from .device import autocast, current_runtime, place
@@ -143,7 +143,8 @@ class TorchImageEncoder(Encoder):
     def identity(self) -> str:
         if self._identity is None:
             tta = f"|tta={self.tta}" if self.tta else ""  # absent without TTA: the cached features stay valid
-            self._identity = f"{self.spec}|weights={self._weights_tag()}|prep={self._prep_tag()}{tta}"
+            self._identity = (f"{self.spec}|weights={self._weights_tag()}|prep={self._prep_tag()}{tta}"
+                              f"|{IMAGE_DECODING}")  # files decoded upright (data.media.load_image)
         return self._identity
 
     def load(self, item: Any) -> np.ndarray:

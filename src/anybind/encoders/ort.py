@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data.media import as_audio, as_rgb_image, short_repr
+from ..data.media import IMAGE_DECODING, as_audio, as_rgb_image, short_repr
 from ..errors import DataError, EncoderError
 from .base import Encoder, check_text, one_line
 from .hf_spec import files_sha256
@@ -254,6 +254,8 @@ class OrtEncoder(Encoder):
                 self.dim  # noqa: B018 - one forward tells the output's rank
             self._identity = (f"{self.modality}:onnx/{self.source}|weights=sha256:{weights}|prep={prep}|"
                               f"pool={self._pool_used};{PREP_VERSION}")
+            if self.modality == "image":  # files decoded upright (data.media.load_image)
+                self._identity += f"|{IMAGE_DECODING}"
         return self._identity
 
     def _external(self) -> list[Path]:

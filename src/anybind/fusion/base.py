@@ -17,10 +17,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..version import __version__
+from ..artefact_meta import read_meta
 from ..cache import FeatureCache
 from ..data.manifest import Manifest, Record, load_manifest
 from ..errors import DataError, SpaceError
+from ..version import __version__
 from .net import KINDS, FusionNet
 from .scoring import ScoringMixin, subset_name  # noqa: F401  (subset_name: re-exported)
 from .training import TrainingMixin
@@ -244,25 +245,14 @@ class FusionModel(TrainingMixin, ScoringMixin):
         """Load a saved model for ``space``; refuses a space other than the one it was trained on,
         (called on a subclass) a model of the other task, and one whose identity recomputed from
         what was loaded is not the one saved (format 3 on; models saved before load unchecked)."""
-        from ..space_config import read_weights
-
         from ..io import recover_dir
+        from ..space_config import read_weights
 
         path = Path(path)
         recover_dir(path, "fusion")
         meta_p, w_p = path / "fusion.json", path / "fusion.safetensors"
-        if not meta_p.is_file() or not w_p.is_file():
-            raise SpaceError(f"{path}: not a saved fusion model (needs fusion.json and fusion.safetensors)")
-        try:
-            meta = json.loads(meta_p.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
-            raise SpaceError(f"{meta_p}: corrupt JSON ({e})") from None
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise SpaceError(f"{meta_p}: not an anybind fusion model")
-        if not isinstance(meta.get("format_version", 0), int):
-            raise SpaceError(f"{meta_p}: format_version is {meta['format_version']!r}, expected an integer")
-        if meta.get("format_version", 0) > FORMAT_VERSION:
-            raise SpaceError(f"{path}: saved by a newer anybind (format {meta['format_version']}); upgrade anybind")
+        meta = read_meta(path, meta_p.name, w_p.name, fmt=FORMAT, version=FORMAT_VERSION, what="fusion model",
+                         error=SpaceError, unversioned=0)  # format 1 had no format_version
         task = meta.get("task", "classification")  # format 1 held classifiers only
         impl = FusionModel.registry.get(task)
         if impl is None:

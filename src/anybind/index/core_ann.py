@@ -51,9 +51,12 @@ class AnnMethods:
         return self._ann.tune(target_recall, k, n_queries, queries=queries, modality=modality, save=save, z=z,
                               truth=truth)
 
-    def create_memory_ann(self, *, M: int = 16, ef_construction: int = 100, ef: int = 64) -> dict[str, Any]:
-        """Build the in-memory HNSW graph over every row and save it in the index folder (``memann/``)."""
-        return self._fast.create_memory_ann(M=M, ef_construction=ef_construction, ef=ef)
+    def create_memory_ann(self, *, M: int = 16, ef_construction: int = 100, ef: int = 64,
+                          threads: int = 1) -> dict[str, Any]:
+        """Build the in-memory HNSW graph over every row and save it in the index folder (``memann/``).
+        ``threads``: 1 (default) builds the same graph every time; -1 (all cores) or N is faster on an idle
+        many-core machine but not reproducible (saved with the index: later syncs insert the same way)."""
+        return self._fast.create_memory_ann(M=M, ef_construction=ef_construction, ef=ef, threads=threads)
 
     def update_memory_ann(self) -> tuple[int, int]:
         """Bring the saved graph up to the table's latest version (rows added / deleted since); the

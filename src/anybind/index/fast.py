@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import IndexError_
-from .memann import MEMANN_DIR, MemoryAnn
+from .memann import MEMANN_DIR, MemoryAnn, check_threads
 from .quant import DEFAULT_RESCORE, QUANT_KINDS, QuantStore, memory_of
 from .store import Snapshot
 from .table import IndexTable
@@ -35,11 +35,14 @@ class FastSearch:
         self._quant: QuantStore | None = None
 
     # -- setting up -----------------------------------------------------------------------------
-    def create_memory_ann(self, *, M: int = 16, ef_construction: int = 100, ef: int = 64) -> dict[str, Any]:
+    def create_memory_ann(self, *, M: int = 16, ef_construction: int = 100, ef: int = 64,
+                          threads: int = 1) -> dict[str, Any]:
         """Build the in-memory HNSW graph over every row and save it in the index folder (``memann/``)."""
+        check_threads(threads)
         with self.t.write_txn():
             t0 = time.perf_counter()
-            ann = MemoryAnn.build(self.t.snapshot(), self.t.identity, M=M, ef_construction=ef_construction, ef=ef)
+            ann = MemoryAnn.build(self.t.snapshot(), self.t.identity, M=M, ef_construction=ef_construction, ef=ef,
+                                  threads=threads)
             ann.save(self.t.path / MEMANN_DIR)
             self._memann = ann
             self.t.meta["memory_ann"] = {"library": "hnswlib", **ann.params, "rows": ann.live,
@@ -120,7 +123,7 @@ class FastSearch:
                     log.warning("%s; rebuilding it", e)
                     self._memann = MemoryAnn.build(self.t.snapshot(), self.t.identity,
                                                    **{k: v for k, v in (self.t.meta.get("memory_ann") or {}).items()
-                                                      if k in ("M", "ef_construction", "ef")})
+                                                      if k in ("M", "ef_construction", "ef", "threads")})
                     return self._memann
                 log.warning("%s; searching exactly meanwhile", e)
                 self._memann = False

@@ -20,7 +20,7 @@ from ..encoders.registry import get_encoder
 from ..errors import DataError, EncoderError, Reason
 from . import cluster_cpus, free_cpus
 from .encode_report import EncodeReport, cached_encoder
-from .reserve import Groups, Reservation, down, in_groups, reserve
+from .reserve import Groups, Reservation, down, reserve
 
 #: from this many files on, content keys (file hashes) are computed by Ray tasks, not by the driver
 KEY_TASKS_FROM = 20_000
@@ -201,9 +201,8 @@ def _ray_keys(enc: Encoder, uniq: list[str], shard_size: int, decode_cpus: float
         [{"i": i, "item": it} for i, it in enumerate(uniq)],
         override_num_blocks=max(1, min(len(uniq) // max(1, shard_size) + 1, 1000)),
     )
-    with in_groups():
-        ds = ds.map_batches(key_batch, fn_kwargs={"spec": enc.spec}, batch_size=None, num_cpus=decode_cpus,
-                            scheduling_strategy=res.strategy("decode tasks"))
+    ds = res.map_batches(ds, "decode tasks", key_batch, fn_kwargs={"spec": enc.spec}, batch_size=None,
+                         num_cpus=decode_cpus)
     keys, errors = [""] * len(uniq), [""] * len(uniq)
     for b in ds.iter_batches(batch_size=None, batch_format="numpy"):
         for i, k, e in zip(b["i"], b["key"], b["error"]):
@@ -224,11 +223,10 @@ def _run_encode(enc: Encoder, missing: list[tuple[str, str]], fc: FeatureCache, 
     )
     opts = encode_actor_options(enc, str(fc.root.absolute()), batch_size=batch_size or enc.batch_size,
                                 shard_size=shard_size, num_gpus=num_gpus, actor_cpus=actor_cpus)
-    with in_groups():  # each stage in its own group: neither can take the CPUs the other needs
-        ds = ds.map_batches(decode_batch, fn_kwargs={"spec": enc.spec}, batch_size=shard_size,
-                            num_cpus=decode_cpus, scheduling_strategy=res.strategy("decode tasks"))
-        ds = ds.map_batches(_EncodeActor, compute=_compute(concurrency),
-                            scheduling_strategy=res.strategy("encoder actors"), **opts)
+    # each stage in its own group: neither can take the CPUs the other needs
+    ds = res.map_batches(ds, "decode tasks", decode_batch, fn_kwargs={"spec": enc.spec}, batch_size=shard_size,
+                         num_cpus=decode_cpus)
+    ds = res.map_batches(ds, "encoder actors", _EncodeActor, compute=_compute(concurrency), **opts)
     prog, task = _progress(progress, f"encoding {enc.spec} on Ray ({concurrency} actors)", len(missing))
     t1 = time.perf_counter()
     try:
@@ -369,11 +367,9 @@ def ray_index_embedder(
             )
             kw = {"space_dir": str(Path(space_dir).absolute()), "identity": identity, "modality": modality,
                   "cache_root": root, "threads": max(1, round(actor_cpus)), "runtime": current_runtime().to_dict()}
-            with in_groups():
-                ds = ds.map_batches(_EmbedActor, fn_constructor_kwargs=kw, batch_size=batch_size,
-                                    compute=_compute(concurrency), num_cpus=actor_cpus,
-                                    num_gpus=ray_gpus(num_gpus) or None,
-                                    scheduling_strategy=res.strategy("encoder actors"))
+            ds = res.map_batches(ds, "encoder actors", _EmbedActor, fn_constructor_kwargs=kw, batch_size=batch_size,
+                                 compute=_compute(concurrency), num_cpus=actor_cpus,
+                                 num_gpus=ray_gpus(num_gpus) or None)
             try:
                 for b in ds.iter_batches(batch_size=chunk_size, batch_format="numpy"):
                     yield [items[int(i)] for i in b["i"]], np.asarray(b["vector"], dtype=np.float32)

@@ -20,8 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +53,16 @@ class Reservation:
         return PlacementGroupSchedulingStrategy(self.pgs[name], placement_group_bundle_index=-1,
                                                 placement_group_capture_child_tasks=False)
 
+    def map_batches(self, ds: Any, name: str, fn: Any, **kwargs: Any) -> Any:
+        """``ds.map_batches(fn, **kwargs)`` with its tasks or actors placed in group ``name``.
+
+        Ray 2.60 deprecates ``map_batches(..., scheduling_strategy=...)`` with every other ``ray_remote_args``
+        (removal announced for Ray 2.64) and has no public replacement yet ("Ray Data manages scheduling
+        internally"); its own stages that bring their placement groups (``ray.data.llm``'s) call
+        ``Dataset.map_batches_internal``, the developer API behind ``map_batches`` without the deprecation (nor its
+        batch-size checks: every caller here passes its batch size).  pyproject bounds Ray to the tested range."""
+        return ds.map_batches_internal(fn, scheduling_strategy=self.strategy(name), **kwargs)
+
     def cpus(self, name: str) -> float:
         """CPUs held by group ``name``."""
         return sum(b.get("CPU", 0.0) for b in self.groups[name])
@@ -70,16 +79,6 @@ class Reservation:
 
     def __exit__(self, *exc) -> None:
         self.release()
-
-
-@contextlib.contextmanager
-def in_groups() -> Iterator[None]:
-    """Around Ray Data's ``map_batches(..., scheduling_strategy=Reservation.strategy(...))``: Ray 2.60 warns that
-    such remote arguments are deprecated (removal announced for Ray 2.64); they are the way to run a pipeline's
-    tasks and actors in a placement group, so that one warning is dropped here (the user did not choose it)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
-        yield
 
 
 def _ready(pgs: dict[str, Any], timeout: float) -> bool:

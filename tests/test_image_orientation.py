@@ -1,0 +1,101 @@
+"""Photos are decoded upright: a JPEG's EXIF orientation tag (how a camera held on its side records the picture) is
+applied by :func:`anybind.data.media.load_image`, so a photo and its upright copy get the same features.  Every
+image encoder's identity says so (``|decode=exif-upright``): features cached before are not reused, and a space
+saved before still loads (with one warning: only tagged photos change)."""
+
+from __future__ import annotations
+
+import io
+import logging
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from anybind.data.media import load_image
+
+# how to store an upright picture U so that a viewer applying EXIF orientation o shows U (EXIF 2.3, tag 0x0112)
+STORED = {
+    1: lambda u: u,
+    2: lambda u: u[:, ::-1],  # mirrored left-right
+    3: lambda u: u[::-1, ::-1],  # turned 180
+    4: lambda u: u[::-1],  # mirrored top-bottom
+    5: lambda u: u.swapaxes(0, 1),  # mirrored along the main diagonal
+    6: lambda u: np.rot90(u, 1),  # the viewer turns it 90 degrees clockwise
+    7: lambda u: np.rot90(u, 2).swapaxes(0, 1),  # mirrored along the other diagonal
+    8: lambda u: np.rot90(u, -1),  # the viewer turns it 90 degrees anticlockwise
+}
+
+
+def upright(h: int = 48, w: int = 80) -> np.ndarray:
+    """A picture no turn or mirror maps onto itself: four coloured quadrants of different sizes, a gradient."""
+    u = np.zeros((h, w, 3), np.uint8)
+    u[: h // 3, : w // 4] = (220, 30, 30)
+    u[: h // 3, w // 4:] = (30, 200, 40)
+    u[h // 3:, : w // 2] = (30, 40, 210)
+    u[h // 3:, w // 2:] = (240, 220, 40)
+    u[..., 2] = np.clip(u[..., 2].astype(int) + np.linspace(0, 15, w).astype(int), 0, 255)
+    return u
+
+
+def jpeg(pixels: np.ndarray, orientation: int | None) -> bytes:
+    buf = io.BytesIO()
+    exif = Image.Exif()
+    if orientation is not None:
+        exif[0x0112] = orientation
+    Image.fromarray(np.ascontiguousarray(pixels)).save(buf, "JPEG", quality=95, exif=exif)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("orientation", sorted(STORED))
+def test_a_jpeg_is_decoded_upright_by_its_exif_orientation(tmp_path, orientation):
+    u = upright()
+    p = tmp_path / f"photo-{orientation}.jpg"
+    p.write_bytes(jpeg(STORED[orientation](u), orientation))
+    img = load_image(p)
+    assert img.mode == "RGB" and img.size == (u.shape[1], u.shape[0])
+    err = np.abs(np.asarray(img).astype(int) - u).mean()
+    assert err < 6, err  # JPEG's loss only (a wrong turn or mirror is off by ~100)
+
+
+def test_a_jpeg_without_orientation_is_decoded_as_stored(tmp_path):
+    u = upright()
+    for name, orientation in (("none", None), ("bad", 0), ("odd", 9)):  # no tag, or one no viewer knows
+        (tmp_path / f"{name}.jpg").write_bytes(jpeg(u, orientation))
+        assert np.abs(np.asarray(load_image(tmp_path / f"{name}.jpg")).astype(int) - u).mean() < 6
+
+
+@pytest.fixture(scope="module")
+def effnet():
+    from anybind.encoders.image import make_image_encoder
+
+    return make_image_encoder("efficientnet-lite0")
+
+
+def test_a_tagged_photo_gets_the_features_of_its_upright_copy(effnet, tmp_path):
+    u = upright(240, 320)
+    (tmp_path / "upright.png").write_bytes(_png(u))
+    (tmp_path / "tagged.jpg").write_bytes(jpeg(STORED[6](u), 6))
+    (tmp_path / "as-stored.png").write_bytes(_png(STORED[6](u)))
+    X = effnet.encode([str(tmp_path / f) for f in ("upright.png", "tagged.jpg", "as-stored.png")])
+    X = X / np.linalg.norm(X, axis=1, keepdims=True)
+    assert X[0] @ X[1] > 0.97 and X[0] @ X[1] > X[0] @ X[2] + 0.05, X @ X.T
+
+
+def test_the_identity_changes_and_a_space_saved_before_still_loads(effnet, caplog):
+    """The identity (the feature cache's key) tells the decoding: features cached before this are not reused;
+    a space recorded with the identity from before is still accepted, with one warning naming the encoder."""
+    ident = effnet.identity
+    assert ident.endswith("|decode=exif-upright")
+    before = ident[: -len("|decode=exif-upright")]
+    with caplog.at_level(logging.WARNING, logger="anybind.encoders"):
+        assert effnet.matches_identity(before) and effnet.matches_identity(before) and effnet.matches_identity(ident)
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(said) == 1 and "EXIF orientation" in said[0] and effnet.spec in said[0] and "\n" not in said[0]
+    assert not effnet.matches_identity(before.replace("weights=", "weights=0"))
+
+
+def _png(pixels: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(pixels)).save(buf, "PNG")
+    return buf.getvalue()
