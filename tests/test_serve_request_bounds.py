@@ -140,3 +140,34 @@ def test_the_cli_refuses_an_upload_cap_under_one_byte_in_one_line(tmp_path):
     assert r.exit_code == 2 and "Traceback" not in r.output, r.output
     assert "ServeConfig.max_upload_bytes must be a whole number of bytes >= 1, got 0" in r.stderr
     assert "nospace" not in r.stderr  # refused before the space is looked for
+
+
+@pytest.mark.parametrize("value, ok", [("0", False), ("-5", False), ("1.5", False), ("4096", True)])
+def test_the_cli_sets_the_json_cap_and_refuses_one_under_one_byte(tmp_path, monkeypatch, value, ok):
+    """`anybind serve --max-json-bytes N` sets ServeConfig.max_json_bytes (it had no flag: 2 MiB always); a cap that
+    cannot be one is refused in one line before anything is loaded."""
+    from typer.testing import CliRunner
+
+    from anybind.cli import app as cli
+    from anybind.errors import AnybindError
+    from anybind.serve import Service
+
+    seen = []
+
+    def load(cls, space_dir, index_dir, *, config, **kw):
+        seen.append(config)
+        raise AnybindError("stopped by the test before loading")
+
+    monkeypatch.setattr(Service, "load", classmethod(load))
+    r = CliRunner().invoke(cli, ["serve", str(tmp_path / "nospace"), "--index", str(tmp_path / "noindex"),
+                                 "--max-json-bytes", value])
+    assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+    if ok:
+        assert [c.max_json_bytes for c in seen] == [int(value)], r.output
+        assert "stopped by the test before loading" in r.stderr
+    else:
+        assert not seen and "nospace" not in r.stderr and "No such option" not in r.output, r.output
+        if value != "1.5":  # a number of bytes that is no limit: ServeConfig's one line
+            assert f"ServeConfig.max_json_bytes must be a whole number of bytes >= 1, got {value}" in r.stderr
+        else:  # not a whole number: click's usage error, naming the flag
+            assert "--max-json-bytes" in r.output

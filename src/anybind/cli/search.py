@@ -303,6 +303,10 @@ def serve(
     ),
     port: int = typer.Option(8000, help="TCP port."),
     max_upload_mb: float = typer.Option(10.0, help="Cap on a request body in MiB (uploads over it get 413)."),
+    max_json_bytes: int = typer.Option(
+        2 * 1024 * 1024, "--max-json-bytes", help="Cap on a JSON request body in bytes (over it: 413 before it is "
+        "parsed; never more than the upload cap). The largest request the schemas allow is about 1.5 MB."
+    ),
     concurrency: int = typer.Option(
         128, help="Requests answered at once (worker threads); those needing the same encoder "
         "share its calls (see --max-batch)."
@@ -358,8 +362,8 @@ def serve(
     use_device(ctx, device, precision)
     try:  # a limit that cannot be one (--max-upload-mb 0): refused before anything is loaded
         cfg = ServeConfig(
-            max_upload_bytes=int(max_upload_mb * 2**20), concurrency=concurrency, max_queue=max_queue,
-            queue_timeout=queue_timeout, refresh_seconds=refresh_seconds, batch_wait_ms=batch_wait_ms,
+            max_upload_bytes=int(max_upload_mb * 2**20), max_json_bytes=max_json_bytes, concurrency=concurrency,
+            max_queue=max_queue, queue_timeout=queue_timeout, refresh_seconds=refresh_seconds, batch_wait_ms=batch_wait_ms,
             max_batch=max_batch, max_inflight_pixels=max_inflight_pixels,
         )
     except AnybindError as e:
