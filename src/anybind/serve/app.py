@@ -25,7 +25,8 @@ Guarantees:
 * **Bounded uploads.**  A request body over ``max_upload_bytes`` gets **413**
   (from ``Content-Length`` before anything is read, or as soon as the stream
   passes the cap), a JSON body over ``max_json_bytes`` too; more than ``max_files`` files in one request get
-  **400**.  A **422** lists at most 20 errors, each input echoed only when small; more than a few unknown
+  **400**, as does a JSON body whose arrays and objects nest deeper than ``schemas.MAX_JSON_DEPTH`` (32; checked
+  before it is parsed).  A **422** lists at most 20 errors, each input echoed only when small; more than a few unknown
   fields are one error.
   The uploads being decoded and encoded hold at most ``max_inflight_pixels``
   pixels together, whatever ``concurrency`` is: each reserves what its files'

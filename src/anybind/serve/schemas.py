@@ -12,6 +12,9 @@ MAX_LABELS = 256  # class names per /classify request
 MAX_TEMPLATES = 8
 MAX_LABEL = 200  # characters of one class name
 MAX_TEMPLATE = 500  # characters of one prompt template
+#: how deep arrays and objects may nest in a JSON body (the deepest legal request nests 3 levels); deeper -> 400
+#: before the body is parsed (serve/middleware)
+MAX_JSON_DEPTH = 32
 MAX_UNKNOWN_FIELDS = 4  # unknown fields of a JSON body past which they are one error, not one each
 RERANK = Literal["csls", "qbnorm", "invgc"]
 RANK_BY = ("'probability': rank hits of every modality by their calibrated match probability (a calibrated space, "
