@@ -23,9 +23,10 @@ ENC = {"image": "image:efficientnet-lite0", "text": "text:minilm"}
 CFG = dict(dim=16, hidden=32, rounds=2, patience=2, lr=3e-3, batch_size=16, seed=3)
 
 
-def test_ray_client_actors_bind_the_same_space_and_send_only_the_protocol(tux_dir, shared_cache, tmp_path):
+def test_ray_client_actors_bind_the_same_space_and_send_only_the_protocol(tux_dir, shared_cache, tmp_path,
+                                                                          monkeypatch):
     ray = pytest.importorskip("ray")
-    from anybind.scale import free_cpus, init_ray
+    from anybind.scale import federated_ray, free_cpus, init_ray, reserve
     from anybind.scale.federated_ray import federate_on_ray
 
     man = small_tux(tux_dir, tmp_path)
@@ -40,8 +41,10 @@ def test_ray_client_actors_bind_the_same_space_and_send_only_the_protocol(tux_di
         sp = federate_on_ray(cpaths, ppath, **kw) if on_ray else federate(cpaths, ppath, **kw)
         return sp, seen
 
-    started = init_ray(num_cpus=2)
+    # the local node holds client 1's data: its actor is pinned there (as on a cluster, test_federated_cluster)
+    started = init_ray(num_cpus=2, resources={"anybind_client_1": 1})
     try:
+        assert ray.cluster_resources().get("anybind_client_1") == 1.0  # this test's own Ray
         for method in ("creamfl", "fedavg"):
             (here, seen_here), (there, seen_there) = run(method, False), run(method, True)
             for m in ENC:
@@ -63,6 +66,22 @@ def test_ray_client_actors_bind_the_same_space_and_send_only_the_protocol(tux_di
             federate_on_ray([cpaths[0], tmp_path / "gone.jsonl"], ppath, encoders=ENC, cache=shared_cache, **CFG)
         assert "\n" not in str(ei.value) and "gone.jsonl" in str(ei.value)
         assert free_cpus(wait=60, at_least=2.0) == pytest.approx(2.0)  # every client actor gone: its CPUs back
+        # a client Ray cannot place waited forever, silently: now refused after a bounded wait, in one line naming
+        # the client and what it asked for beside what the cluster has (pinned clients are placed first)
+        monkeypatch.setattr(federated_ray, "PLACE_WAIT_S", 1.0)
+        monkeypatch.setattr(reserve, "PROBE_S", 0.3)
+        for cpus, message, has in [
+            (3, "federated client 1 (pinned by the Ray resource anybind_client_1): the Ray cluster did not give 1 x "
+                "(3 CPU, 0.01 anybind_client_1) within 1 s (no node has that much: the node(s) with anybind_client_1 "
+                "have ", "2 CPU, 1 anybind_client_1"),
+            (1.5, "federated client 0: the Ray cluster did not give 1 x 1.5 CPU within 1 s (",
+             "of 2 CPUs free; held by other actors or tasks)"),  # client 1's 1.5 taken first: it fits, but not now
+        ]:
+            with pytest.raises(AnybindError) as ei:
+                federate_on_ray(cpaths, ppath, encoders=ENC, cache=shared_cache, cpus_per_client=cpus, **CFG)
+            assert str(ei.value).startswith(message) and has in str(ei.value), str(ei.value)
+            assert "\n" not in str(ei.value)
+            assert free_cpus(wait=60, at_least=2.0) == pytest.approx(2.0)  # nothing held after the refusal
         r = CliRunner().invoke(app, ["federate", *[x for p in cpaths for x in ("--client", str(p))],
                                      "--public", str(ppath), *[x for m, s in ENC.items() for x in ("-e", f"{m}={s}")],
                                      "--cache", str(shared_cache), "--rounds", "1", "--dim", "16", "--hidden", "32",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings, strategies as st
 from media_helpers import served
 
 from anybind.serve import ServeConfig
@@ -140,3 +141,81 @@ def test_the_cli_refuses_an_upload_cap_under_one_byte_in_one_line(tmp_path):
     assert r.exit_code == 2 and "Traceback" not in r.output, r.output
     assert "ServeConfig.max_upload_bytes must be a whole number of bytes >= 1, got 0" in r.stderr
     assert "nospace" not in r.stderr  # refused before the space is looked for
+
+
+@pytest.mark.parametrize("value, ok", [("0", False), ("-5", False), ("1.5", False), ("4096", True)])
+def test_the_cli_sets_the_json_cap_and_refuses_one_under_one_byte(tmp_path, monkeypatch, value, ok):
+    """`anybind serve --max-json-bytes N` sets ServeConfig.max_json_bytes (it had no flag: 2 MiB always); a cap that
+    cannot be one is refused in one line before anything is loaded."""
+    from typer.testing import CliRunner
+
+    from anybind.cli import app as cli
+    from anybind.errors import AnybindError
+    from anybind.serve import Service
+
+    seen = []
+
+    def load(cls, space_dir, index_dir, *, config, **kw):
+        seen.append(config)
+        raise AnybindError("stopped by the test before loading")
+
+    monkeypatch.setattr(Service, "load", classmethod(load))
+    r = CliRunner().invoke(cli, ["serve", str(tmp_path / "nospace"), "--index", str(tmp_path / "noindex"),
+                                 "--max-json-bytes", value])
+    assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+    if ok:
+        assert [c.max_json_bytes for c in seen] == [int(value)], r.output
+        assert "stopped by the test before loading" in r.stderr
+    else:
+        assert not seen and "nospace" not in r.stderr and "No such option" not in r.output, r.output
+        if value != "1.5":  # a number of bytes that is no limit: ServeConfig's one line
+            assert f"ServeConfig.max_json_bytes must be a whole number of bytes >= 1, got {value}" in r.stderr
+        else:  # not a whole number: click's usage error, naming the flag
+            assert "--max-json-bytes" in r.output
+
+
+@pytest.mark.parametrize("route", ["/search", "/classify", "/embed"])
+@pytest.mark.parametrize("depth", [100, 100_000])
+def test_a_deeply_nested_json_body_is_refused_in_one_line_saying_so(client, route, depth):
+    """A hostile body of nested arrays (100,000 levels: 200 KB, well under the JSON cap) got FastAPI's generic 400
+    "There was an error parsing the body"; one nested 100 levels was parsed and walked.  Now one line in the usual
+    shape saying the body nests too deep and what the limit is, before it is parsed."""
+    from anybind.serve.schemas import MAX_JSON_DEPTH
+
+    body = b'{"text": "a", "labels": ' + b"[" * depth + b"]" * depth + b"}"
+    res = client.post(route, content=body, headers={"content-type": "application/json"})
+    assert res.status_code == 400, res.text
+    detail = res.json()["detail"]
+    assert isinstance(detail, str) and "\n" not in detail and len(detail) < 300, detail
+    assert f"JSON body nested {depth + 1} levels deep: arrays and objects may nest at most {MAX_JSON_DEPTH}" in detail
+    # a string holding brackets is no nesting, nor are escaped quotes; a legal body still works
+    ok = _post(client, "/search", {"text": '["{' * 50 + '\\"', "k": 1})
+    assert ok.status_code == 200, ok.text
+
+
+def _depth(x):
+    if isinstance(x, dict):
+        return 1 + max(map(_depth, x.values()), default=0)
+    if isinstance(x, list):
+        return 1 + max(map(_depth, x), default=0)
+    return 0
+
+
+_text = st.text(alphabet='[]{}"\\\\ab\u00e9', max_size=6)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.recursive(st.none() | st.integers() | _text, lambda c: st.lists(c, max_size=3)
+                    | st.dictionaries(_text, c, max_size=3), max_leaves=60), st.integers(0, 40), st.booleans())
+def test_json_depth_is_the_nesting_outside_strings(value, wrap, ascii_only):
+    """Brackets, quotes and backslashes inside strings (and keys) never count; a body is refused exactly when it
+    nests deeper than the bound."""
+    from anybind.serve.middleware import json_depth
+    from anybind.serve.schemas import MAX_JSON_DEPTH
+
+    for _ in range(wrap):
+        value = [value]
+    body = json.dumps(value, ensure_ascii=ascii_only).encode()
+    got, want = json_depth(body), _depth(value)
+    assert (got > MAX_JSON_DEPTH) == (want > MAX_JSON_DEPTH)
+    assert got == want or (got >= want and body.count(b"[") + body.count(b"{") <= MAX_JSON_DEPTH)

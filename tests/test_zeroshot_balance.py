@@ -292,3 +292,50 @@ def test_a_numpy_temperature_is_a_temperature(skewed, tmp_path):
     for bad in (True, np.bool_(True), "10", np.float32("nan")):
         with pytest.raises(DataError, match="temperature"):
             ZeroShotClassifier(space, CLASSES, modality="photo", temperature=bad)
+
+
+def test_index_classify_checks_that_the_offsets_are_for_the_classes_given(skewed, tmp_path):
+    """Offsets given as bare numbers could only be checked for their count: the classes in another order, or other
+    classes of the same count, were ranked with offsets meant for other classes, silently.  Given the classifier (or
+    a {class: offset} mapping) the offsets are matched to the classes by name; a mismatch is refused in one line
+    naming what differs."""
+    from anybind.index import Index
+    from anybind.index.classify import zero_shot_topk
+    from anybind.index.errors import IndexError_
+
+    space, man = skewed
+    cache = tmp_path / "c"
+    clf = ZeroShotClassifier(space, CLASSES, modality="photo", templates=["a {}."]).calibrate(man.split("train"),
+                                                                                              cache=cache)
+    ix = Index.build(space, man, tmp_path / "ix", modalities=["photo"], cache=cache, ann=False, split="test")
+    want = ix.classify(CLASSES, modality="photo", templates=["a {}."], k=3, cache=cache, bias=clf.offsets)
+    # the classifier itself: its templates and modality by default; a mapping in any order
+    assert ix.classify(CLASSES, k=3, cache=cache, bias=clf) == want
+    mapping = dict(reversed(list(zip(CLASSES, clf.offsets))))
+    assert ix.classify(CLASSES, modality="photo", templates=["a {}."], k=3, cache=cache, bias=mapping) == want
+    X = space.embed("photo", [r.values["photo"] for r in man.split("test")], cache=cache)
+    S, top = zero_shot_topk(space, X, CLASSES, k=1, cache=cache, bias=clf)
+    assert [CLASSES[i] for i in top[:, 0]] == [r["classes"][0][0] for r in want]
+    other = ["violin", "dog", *CLASSES[2:]]
+    cases = [
+        (dict(classes=CLASSES[::-1]), "bias: the classifier's classes in another order (class 0 is 'lighthouse' "
+                                      "here, 'dog' in the classifier)"),
+        (dict(classes=CLASSES[:5]), "bias: the classifier has 6 classes (dog, bicycle, violin, mountain, teapot, "
+                                    "lighthouse), 5 given"),
+        (dict(classes=["cat", *CLASSES[1:]]), "bias: 'cat' is not a class of the classifier (class 0 there is 'dog';"),
+        (dict(classes=CLASSES, templates=["a photo of a {}."]), "bias: the classifier was balanced with the "
+                                                                "templates ['a {}.'], not ['a photo of a {}.']"),
+        (dict(classes=CLASSES, modality="text"), "bias: the classifier's offsets are for photo items"),
+        (dict(classes=CLASSES, bias={c: 0.0 for c in CLASSES[1:]}), "bias: no offset for class 'dog'"),
+        (dict(classes=CLASSES[:5], bias={c: 0.0 for c in CLASSES}), "bias: an offset for 'lighthouse', which is not "
+                                                                    "one of the 5 classes given"),
+        (dict(classes=other, bias=clf.offsets[::-1].copy()), None),  # bare numbers: only their count can be checked
+    ]
+    for kw, message in cases:
+        kw = {"bias": clf, "cache": cache, **kw}
+        if message is None:
+            ix.classify(kw.pop("classes"), **kw)
+            continue
+        with pytest.raises(IndexError_) as e:
+            ix.classify(kw.pop("classes"), **kw)
+        assert str(e.value).startswith(message) and "\n" not in str(e.value), str(e.value)

@@ -175,7 +175,7 @@ def zero_shot(
     if bias is not None and classes is None:  # the labels found in these records need not be the offsets' classes
         raise DataError("zero-shot: bias needs classes= (the classes its offsets are for, in their order)")
     classes = sorted(set(y)) if classes is None else list(classes)
-    off = check_offsets(bias, len(classes))  # before any embedding: a wrong bias fails fast
+    off = check_offsets(bias, len(classes), classes)  # before any embedding: a wrong bias fails fast
     C = class_embeddings(space, [names(c) for c in classes], templates, text_modality, cache)
     X = space.embed(modality, [r.values[modality] for r in recs], cache=cache)
     if center:
@@ -201,10 +201,25 @@ def zero_shot(
     }
 
 
-def check_offsets(bias: Sequence[float] | None, n_classes: int) -> np.ndarray | None:
-    """``bias`` as one finite float offset per class (None stays None); refused in one line otherwise."""
+def check_offsets(bias: "Sequence[float] | Mapping[str, float] | None", n_classes: int,
+                  classes: Sequence[str] | None = None) -> np.ndarray | None:
+    """``bias`` as one finite float offset per class (None stays None); refused in one line otherwise.  A mapping
+    ``{class: offset}`` is matched to ``classes`` by name (each needs one, no other); bare numbers are taken in the
+    classes' order (only their count can be checked)."""
     if bias is None:
         return None
+    if isinstance(bias, Mapping):
+        if classes is None:
+            raise DataError("bias: offsets by class name need the classes they are for")
+        names = [str(c) for c in classes]
+        missing = [c for c in names if c not in bias]
+        if missing:
+            raise DataError(f"bias: no offset for class {missing[0]!r}" + (
+                f" ({len(missing)} of the {len(names)} classes have none)" if len(missing) > 1 else ""))
+        extra = [c for c in bias if c not in set(names)]
+        if extra:
+            raise DataError(f"bias: an offset for {extra[0]!r}, which is not one of the {len(names)} classes given")
+        bias = [bias[c] for c in names]
     try:
         off = np.asarray(bias, dtype=np.float64).ravel()
     except (TypeError, ValueError):

@@ -251,6 +251,45 @@ class ZeroShotClassifier:
     def predict(self, items: Any, cache: Any = None) -> list[str]:
         return [self.classes[i] for i in self.decision_function(items, cache).argmax(1)]
 
+    # -- use by others (the index, the service) ----------------------------------------------------
+    def offsets_for(self, classes: Sequence[str]) -> np.ndarray:
+        """The offsets for ``classes``: they must be this classifier's classes (or their prompt names), all of them,
+        in its order; refused (:class:`DataError`, one line) naming what differs."""
+        given, k = [str(c) for c in classes], len(self.classes)
+        if given in (self.classes, self.names):
+            return self.offsets
+        shown = ", ".join(self.classes[:8]) + (", ..." if k > 8 else "")
+        if len(given) != k:
+            raise DataError(f"bias: the classifier has {k} classes ({shown}), {len(given)} given")
+        ref = self.names if set(given) == set(self.names) else self.classes
+        i = next(j for j, (a, b) in enumerate(zip(given, ref)) if a != b)
+        if set(given) == set(ref):
+            raise DataError(f"bias: the classifier's classes in another order (class {i} is {given[i]!r} here, "
+                            f"{ref[i]!r} in the classifier): give them in its order ({shown})")
+        bad = next(c for c in given if c not in set(ref))
+        raise DataError(f"bias: {bad!r} is not a class of the classifier (class {given.index(bad)} there is "
+                        f"{ref[given.index(bad)]!r}; its classes: {shown})")
+
+    def settings_for(self, space: "SpaceCore", classes: Sequence[str], *, templates: Sequence[str] | None = None,
+                     modality: str | None = None, text_modality: str | None = None) -> dict[str, Any]:
+        """What classifying ``classes`` with this classifier's offsets takes: ``names`` (the prompt names to
+        embed), ``templates``, ``offsets``, ``modality`` and ``text_modality`` -- its own, refused in one line
+        (:class:`DataError`) where what is given differs (another space, class list, templates or modality);
+        ``None``: its own."""
+        if space.identity() != self.space.identity():
+            raise DataError(f"bias: the classifier was fitted with space {self.space.identity()}, this one is "
+                            f"{space.identity()}")
+        off = self.offsets_for(classes)
+        if templates is not None and list(templates_for(space, templates)) != self.templates:
+            raise DataError(f"bias: the classifier was balanced with the templates {self.templates}, not "
+                            f"{list(templates)}; leave templates out to use its own")
+        for what, mine, given in (("items", self.modality, modality), ("prompts", self.text_modality, text_modality)):
+            if given is not None and given != mine:
+                raise DataError(f"bias: the classifier's offsets are for {mine} {what} (balanced with them), not "
+                                f"{given}")
+        return {"names": self.names, "templates": self.templates, "offsets": off, "modality": self.modality,
+                "text_modality": self.text_modality}
+
     # -- fitting --------------------------------------------------------------------------------
     def calibrate(self, items: Any, cache: Any = None, *, max_iter: int = 1000, tol: float = 1e-6,
                   progress: bool = False) -> "ZeroShotClassifier":

@@ -303,6 +303,10 @@ def serve(
     ),
     port: int = typer.Option(8000, help="TCP port."),
     max_upload_mb: float = typer.Option(10.0, help="Cap on a request body in MiB (uploads over it get 413)."),
+    max_json_bytes: int = typer.Option(
+        2 * 1024 * 1024, "--max-json-bytes", help="Cap on a JSON request body in bytes (over it: 413 before it is "
+        "parsed; never more than the upload cap). The largest request the schemas allow is about 1.5 MB."
+    ),
     concurrency: int = typer.Option(
         128, help="Requests answered at once (worker threads); those needing the same encoder "
         "share its calls (see --max-batch)."
@@ -341,6 +345,10 @@ def serve(
         None, "--captioner", help="A captioner of this space (`anybind caption-fit`): adds POST /caption and "
         "/caption/upload, and a caption action to the web page."
     ),
+    classifier: list[str] = typer.Option(
+        None, "--classifier", help="NAME=DIR: a balanced zero-shot classifier of this space (`anybind balance`) that "
+        "/classify requests may name (repeatable); one fitted on another space is refused."
+    ),
 ):
     """Search service: a web page at /, a JSON API (POST /search, /classify, /embed ...), OpenAPI docs at /docs.
 
@@ -358,12 +366,21 @@ def serve(
     use_device(ctx, device, precision)
     try:  # a limit that cannot be one (--max-upload-mb 0): refused before anything is loaded
         cfg = ServeConfig(
-            max_upload_bytes=int(max_upload_mb * 2**20), concurrency=concurrency, max_queue=max_queue,
-            queue_timeout=queue_timeout, refresh_seconds=refresh_seconds, batch_wait_ms=batch_wait_ms,
+            max_upload_bytes=int(max_upload_mb * 2**20), max_json_bytes=max_json_bytes, concurrency=concurrency,
+            max_queue=max_queue, queue_timeout=queue_timeout, refresh_seconds=refresh_seconds, batch_wait_ms=batch_wait_ms,
             max_batch=max_batch, max_inflight_pixels=max_inflight_pixels,
         )
     except AnybindError as e:
         fail(e)
+    classifiers: dict[str, Path] = {}
+    for spec in classifier or ():
+        name, eq, folder = spec.partition("=")
+        if not eq or not name or not folder:
+            fail(AnybindError(f"--classifier {spec!r}: give NAME=DIR (a name for requests, a folder from "
+                              "`anybind balance`)"))
+        if name in classifiers:
+            fail(AnybindError(f"--classifier {name!r} given twice: one folder per name"))
+        classifiers[name] = Path(folder)
     try:
         from ..serve.auth import KeyStore, check_bind, check_keys_file, is_local
 
@@ -377,6 +394,11 @@ def serve(
 
             with console.status("loading the captioner and its language model..."):
                 captioner = Captioner.load(captioner, svc.space)  # refused unless trained for this space
+        if classifiers:
+            from ..serve.classify_routes import load_classifiers
+
+            with console.status("loading the classifiers..."):  # refused now, one line, unless of this space
+                classifiers = load_classifiers(classifiers, svc)
     except AnybindError as e:
         fail(e)
     if not is_local(host) and api_keys is None:
@@ -388,7 +410,7 @@ def serve(
                   highlight=False)
     try:
         app_ = create_app(service=svc, api_keys=KeyStore(api_keys) if api_keys else None,
-                          cors_origins=tuple(cors_origin or ()), captioner=captioner)
+                          cors_origins=tuple(cors_origin or ()), captioner=captioner, classifiers=classifiers)
         uvicorn.run(app_, host=host, port=port, log_level=log_level)
     finally:
         svc.close()

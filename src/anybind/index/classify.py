@@ -12,6 +12,7 @@ import numpy as np
 from ..data.templates import templates_for
 from ..errors import DataError
 from ..evaluate import check_offsets, class_embeddings
+from ..zeroshot import ZeroShotClassifier
 from .calibrated import with_class_probabilities
 from .errors import IndexError_
 from .exact import unit_rows, exact_topk
@@ -41,7 +42,7 @@ class Classifier:
         text_modality: str = "text",
         cache: "FeatureCache | str | Path | None" = None,
         batch_size: int = 4096,
-        bias: Sequence[float] | None = None,
+        bias: "Sequence[float] | Mapping[str, float] | ZeroShotClassifier | None" = None,
     ) -> list[dict[str, Any]]:
         """Zero-shot classify the indexed items (of ``modality``) over any number of class names.
 
@@ -49,16 +50,19 @@ class Classifier:
         in batches (see :func:`class_embeddings`).  Returns, per item,
         ``{"id", "modality", "classes": [(name, score), ...]}`` (top ``k``), and in a calibrated space
         ``"probabilities"``: each class's ``P(match)`` (:mod:`anybind.index.calibrated`).  ``bias``: one offset
-        per class; classes are ranked by score + offset (each item on its own), the scores returned stay raw.
+        per class (see :func:`class_bias`); classes are ranked by score + offset (each item on its own), the scores
+        returned stay raw.
         """
         if self.t.space is None:
             raise IndexError_("this index has no space to embed class names with")
         k = check_k(k)
-        off = check_bias(bias, len(classes))
-        templates = templates_for(self.t.space, templates)  # None: the space's own prompts
-        targets = self.t.check_targets(modality)
+        use = class_bias(self.t.space, classes, bias, templates=templates, modality=modality,
+                         text_modality=text_modality)
+        off, text_modality = use["offsets"], use["text_modality"]
+        targets = self.t.check_targets(use["modality"])
         C = class_embeddings(
-            self.t.space, classes, templates, text_modality=text_modality, cache=cache, batch_size=batch_size
+            self.t.space, use["names"], use["templates"], text_modality=text_modality, cache=cache,
+            batch_size=batch_size
         )
         scorer = self.t.space.scorer
         snap = self.t.snapshot()
@@ -82,10 +86,21 @@ class Classifier:
         return out
 
 
-def check_bias(bias: Sequence[float] | None, n_classes: int) -> np.ndarray | None:
-    """``bias`` as one finite float offset per class (None stays None); refused in one line otherwise."""
+def class_bias(space: "Space", classes: Sequence[str], bias: Any, *, templates: Sequence[str] | None = None,
+               modality: str | None = None, text_modality: str = "text") -> dict[str, Any]:
+    """How to score ``classes``: the prompt ``names`` to embed, the ``templates``, the ``offsets`` (None without a
+    bias), the items' ``modality`` and the ``text_modality``.  ``bias``: bare numbers (one per class, in the classes'
+    order: only their count can be checked), a ``{class: offset}`` mapping (matched by name), or a
+    :class:`~anybind.zeroshot.ZeroShotClassifier`, whose classes (or prompt names) the classes must be, in its order,
+    and whose prompt names, templates and modality are used (others given are refused).  A mismatch: one line
+    (:class:`IndexError_`) naming what differs."""
     try:
-        return check_offsets(bias, n_classes)
+        if isinstance(bias, ZeroShotClassifier):
+            return bias.settings_for(space, classes, templates=templates, modality=modality,
+                                     text_modality=text_modality)
+        return {"names": list(classes), "templates": templates_for(space, templates),  # None: the space's own
+                "offsets": check_offsets(bias, len(classes), classes), "modality": modality,
+                "text_modality": text_modality}
     except DataError as e:
         raise IndexError_(str(e)) from None
 
@@ -111,12 +126,13 @@ def zero_shot_topk(
     text_modality: str = "text",
     cache: "FeatureCache | str | Path | None" = None,
     batch_size: int = 4096,
-    bias: Sequence[float] | None = None,
+    bias: "Sequence[float] | Mapping[str, float] | ZeroShotClassifier | None" = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` classes (raw scores, class indices) of embedded items over a large label set, ranked by score +
-    ``bias`` (one offset per class) when given."""
-    off = check_bias(bias, len(classes))
+    ``bias`` (one offset per class, see :func:`class_bias`) when given."""
+    use = class_bias(space, classes, bias, templates=templates, text_modality=text_modality)
     C = class_embeddings(
-        space, classes, templates, text_modality=text_modality, cache=cache, batch_size=batch_size
+        space, use["names"], use["templates"], text_modality=use["text_modality"], cache=cache,
+        batch_size=batch_size
     )
-    return biased_topk(unit_rows(np.atleast_2d(vectors)), C, check_k(k), off)
+    return biased_topk(unit_rows(np.atleast_2d(vectors)), C, check_k(k), use["offsets"])

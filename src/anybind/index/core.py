@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from ..cache import FeatureCache
     from ..data.manifest import Manifest, Record
     from ..space import Space
+    from ..zeroshot import ZeroShotClassifier
 
 
 def _forward(name: str, doc: str) -> property:
@@ -334,14 +335,16 @@ class Index(AnnMethods):
         text_modality: str = "text",
         cache: "FeatureCache | str | Path | None" = None,
         batch_size: int = 4096,
-        bias: Sequence[float] | None = None,
+        bias: "Sequence[float] | Mapping[str, float] | ZeroShotClassifier | None" = None,
     ) -> list[dict[str, Any]]:
         """Zero-shot classify the indexed items (of ``modality``) over any number of class names.
 
         Nothing stored is re-embedded; class prompts go through the feature cache in batches (see
         :func:`~anybind.index.class_embeddings`).  Returns, per item, ``{"id", "modality", "classes": [(name,
         score), ...]}`` (top ``k``), and in a calibrated space ``"probabilities"``: each class's ``P(match)``.
-        ``bias``: per-class offsets the classes are ranked by (score + offset; the scores shown stay raw), e.g. a
-        :class:`~anybind.zeroshot.ZeroShotClassifier`'s ``offsets``."""
+        ``bias``: per-class offsets the classes are ranked by (score + offset; the scores shown stay raw): a
+        :class:`~anybind.zeroshot.ZeroShotClassifier` (its classes, in its order, with its prompts and modality), a
+        ``{class: offset}`` mapping, or bare numbers in the classes' order; a mismatch is refused in one line
+        (:func:`~anybind.index.classify.class_bias`)."""
         return self._classifier.classify(classes, modality=modality, templates=templates, k=k, labels=labels,
                                          text_modality=text_modality, cache=cache, batch_size=batch_size, bias=bias)

@@ -55,9 +55,12 @@ def _require_ray():
     return ray
 
 
-def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> bool:
+def init_ray(address: str | None = None, *, num_cpus: int | None = None,
+             resources: dict[str, float] | None = None) -> bool:
     """Connect to (or start) Ray; returns True when this call started it (the caller shuts it down).
 
+    ``resources``: custom resources a local Ray advertises (e.g. ``{"anybind_client_0": 1}``, see
+    :mod:`anybind.scale.federated_ray`); ignored when joining a cluster, whose nodes say their own.
     ``address``: ``None`` or ``"local"`` starts a local Ray with ``num_cpus`` (default: the
     machine's CPUs) unless ``$RAY_ADDRESS`` names a cluster; ``"auto"`` joins the cluster
     this machine belongs to; ``"ray://head:10001"`` connects a client to a remote cluster.
@@ -77,7 +80,7 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> bool
         path = [p for p in sys.path if p and os.path.isdir(p)]
         os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(path + ([old] if old else [])))
         try:
-            ray.init(num_cpus=num_cpus or os.cpu_count() or 1, **kw)
+            ray.init(num_cpus=num_cpus or os.cpu_count() or 1, resources=dict(resources or {}), **kw)
         finally:
             if old is None:
                 os.environ.pop("PYTHONPATH", None)

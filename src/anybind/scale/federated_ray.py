@@ -25,7 +25,10 @@ On a cluster of several machines (``address="10.0.0.5:6379"``, a head started wi
   node does not see is refused in one line naming the client, the path and the node.
 * To keep a client's data on its own machine, start that node with ``ray start --address=HEAD
   --resources='{"anybind_client_I": 1}'`` (``I``: the client's place in the list, from 0): its actor then runs there
-  and nowhere else (:data:`CLIENT_RESOURCE`); clients without such a node run wherever Ray places them.
+  and nowhere else (:data:`CLIENT_RESOURCE`); clients without such a node run wherever Ray places them.  Each
+  actor's CPUs (and node) are held before it starts, pinned clients first: a client no node can take, or whose CPUs
+  stay held by others, is refused after :data:`PLACE_WAIT_S` in one line naming it, what it asked for and what the
+  node(s) have.
 * anybind itself must be importable on every node (installed there, or on ``PYTHONPATH`` when ``ray start`` ran).
 * A cluster started with token authentication (Ray's default when ``~/.ray/auth_token`` exists) needs
   ``RAY_AUTH_MODE=token`` and the token on the driver's machine; a wrong or unreachable address is refused in one line
@@ -45,11 +48,12 @@ from typing import Any
 import numpy as np
 
 from ..data.files import absolute_as_given
-from ..errors import AnybindError, FederationError
+from ..errors import AnybindError, DataError, FederationError
 from ..federated_clients import ClientSpec, build_client
 from ..federated_parties import Message
 from ..loop import training_threads
 from ..space import Space
+from .reserve import Reservation, down, reserve
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +62,9 @@ log = logging.getLogger(__name__)
 CLIENT_RESOURCE = "anybind_client_{}"
 #: how much of it an actor asks for (a node may host several federations' client ``i``)
 CLIENT_RESOURCE_SHARE = 0.01
+#: seconds a client's actor may wait to be placed (its CPUs, and its node when pinned) before the federation is refused
+#: in one line naming the client, what it asked for and what the cluster has (it waited forever, silently)
+PLACE_WAIT_S = 60.0
 
 
 class ClientActor:
@@ -109,19 +116,21 @@ class RayClients:
 
         from . import cluster_cpus
 
-        cpus = cpus if cpus is not None else max(0.05, min(1.0, cluster_cpus() / max(1, len(specs))))
+        cpus = down(cpus if cpus is not None else max(0.05, min(1.0, cluster_cpus() / max(1, len(specs)))))
         actor = ray.remote(num_cpus=cpus, max_restarts=0)(ClientActor)
         ref, here = ray.put(dict(public)), absolute_as_given(".")
         have = ray.cluster_resources()
-        self.actors = []
-        for s in specs:
-            name = CLIENT_RESOURCE.format(s.index)
-            if name in have:  # pinned to the node(s) holding that client's data
-                log.info("client %d runs on a node with the Ray resource %s", s.index, name)
-                self.actors.append(actor.options(resources={name: CLIENT_RESOURCE_SHARE}).remote(s, ref, here))
-            else:
-                self.actors.append(actor.remote(s, ref, here))
+        self.actors, self.held = [None] * len(specs), []
         try:
+            # each actor's CPUs (and node, when pinned) held first, pinned clients before the others: one that cannot
+            # be placed is refused after PLACE_WAIT_S, naming it (an actor that never starts waits forever)
+            for i in sorted(range(len(specs)), key=lambda i: CLIENT_RESOURCE.format(specs[i].index) not in have):
+                s, pin = specs[i], CLIENT_RESOURCE.format(specs[i].index)
+                pin = {pin: CLIENT_RESOURCE_SHARE} if pin in have else {}
+                res = self._place(s.index, {"CPU": cpus, **pin})
+                if pin:  # pinned to the node(s) holding that client's data
+                    log.info("client %d runs on a node with the Ray resource %s", s.index, *pin)
+                self.actors[i] = actor.options(resources=pin, scheduling_strategy=res.strategy("")).remote(s, ref, here)
             ready = self._get([a.ready.remote() for a in self.actors])
         except BaseException:  # an actor died while building its client: the others keep no shard or CPU
             self.close()
@@ -131,6 +140,18 @@ class RayClients:
                 self.close()
                 raise err
         self.n_val = [n for _, n in ready]
+
+    def _place(self, index: int, bundle: dict[str, float]) -> Reservation:
+        pinned = [k for k in bundle if k != "CPU"]
+        what = f"federated client {index}" + (f" (pinned by the Ray resource {pinned[0]})" if pinned else "")
+        try:
+            res = reserve(lambda free: {"": [bundle]}, wait=PLACE_WAIT_S, what=what, strategy="STRICT_PACK",
+                          advice="ask for fewer CPUs per client (cpus_per_client=), free them, or give "
+                          + ("that node more CPUs (ray start --num-cpus)" if pinned else "a larger cluster"))
+        except DataError as e:
+            raise FederationError(str(e)) from None
+        self.held.append(res)
+        return res
 
     def exchange(self, msgs: Sequence[Message]) -> list[Message]:
         return [writable(r) for r in self._get([a.handle.remote(m) for a, m in zip(self.actors, msgs)])]
@@ -153,9 +174,12 @@ class RayClients:
         import ray
 
         for a in self.actors:
-            with contextlib.suppress(Exception):
-                ray.kill(a)
-        self.actors = []
+            if a is not None:
+                with contextlib.suppress(Exception):
+                    ray.kill(a)
+        for res in getattr(self, "held", ()):
+            res.release()
+        self.actors, self.held = [], []
 
 
 @contextlib.contextmanager

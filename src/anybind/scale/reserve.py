@@ -92,13 +92,15 @@ def _ready(pgs: dict[str, Any], timeout: float) -> bool:
 
 
 def reserve(plan: Callable[[float], Groups], *, wait: float, what: str, probe: float | None = None,
-            strategy: str = "PACK") -> Reservation:
+            strategy: str = "PACK", advice: str | None = None) -> Reservation:
     """Hold the bundles that ``plan(free_cpus)`` asks for (one placement group per name), sized anew from the
     cluster's view of its free CPUs on every attempt until ``wait`` seconds have passed (and at least
     :data:`MIN_ATTEMPTS` were made).
 
     ``plan`` may raise :class:`DataError` itself (too little is free to size anything).  Raises :class:`DataError`
-    in one line naming ``what``, the last request and the CPUs free when nothing could be held in time."""
+    in one line naming ``what``, the last request and why it was not held -- no node has that much in all (each
+    node named with what it has of it, :func:`shortfall`), else the CPUs free -- then ``advice`` (default: free
+    them, ask for less or use a larger cluster) when nothing could be held in time."""
     from ray.util import placement_group, remove_placement_group
 
     from . import cluster_cpus, free_cpus
@@ -125,12 +127,37 @@ def reserve(plan: Callable[[float], Groups], *, wait: float, what: str, probe: f
             return Reservation(groups, pgs)
         _remove(pgs, remove_placement_group)
         if time.monotonic() >= deadline and attempt >= MIN_ATTEMPTS:
-            asked = " and ".join(f"{_fmt(v)} for {k}" for k, v in groups.items())
-            raise DataError(
-                f"{what}: the Ray cluster did not give {asked} within {wait:g} s ({free_cpus():g} of "
-                f"{cluster_cpus():g} CPUs free; held by other actors or tasks): free them, ask for fewer "
-                "actors or workers, or give --ray-address of a larger cluster")
+            asked = " and ".join(f"{_fmt(v)} for {k}" if k else _fmt(v) for k, v in groups.items())
+            why = shortfall(groups) or (f"{free_cpus():g} of {cluster_cpus():g} CPUs free; held by other actors or "
+                                        "tasks")
+            raise DataError(f"{what}: the Ray cluster did not give {asked} within {wait:g} s ({why}): " + (
+                advice or "free them, ask for fewer actors or workers, or give --ray-address of a larger cluster"))
         time.sleep(0.2)
+
+
+def shortfall(groups: Groups) -> str | None:
+    """Why a bundle of ``groups`` can never be held, whatever is freed: no live node of the cluster has all it asks
+    for (each node that advertises the bundle's custom resources named, with what it has of what is asked); None
+    when every bundle fits some node's total."""
+    import ray
+
+    try:
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+    except Exception:  # noqa: BLE001 -- no view of the nodes (a Ray Client connection, Ray shutting down): say nothing
+        return None
+    for bundles in groups.values():
+        for b in bundles:
+            if any(all(n.get("Resources", {}).get(k, 0.0) >= v for k, v in b.items()) for n in nodes):
+                continue
+            custom = [k for k in b if k not in ("CPU", "GPU", "memory")]
+            named = [n for n in nodes if all(k in n.get("Resources", {}) for k in custom)]
+            if custom and not named:
+                return f"no node advertises {', '.join(custom)}"
+            have = "; ".join(f"{n.get('NodeManagerAddress', '?')}: " + ", ".join(
+                f"{n['Resources'].get(k, 0.0):g} {k}" for k in b) for n in named[:4]) + ("; ..." if len(named) > 4 else "")
+            return (f"no node has that much: the node(s) with {', '.join(custom)} have {have}" if custom
+                    else f"no node has that much: {have}")
+    return None
 
 
 def _remove(pgs: dict[str, Any], remove: Callable[[Any], None]) -> None:

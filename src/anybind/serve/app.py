@@ -7,6 +7,7 @@ Endpoints (OpenAPI schema at ``/openapi.json``, interactive docs at ``/docs``)::
     POST /embed                 texts -> vectors               POST /embed/upload     files -> vectors
     POST /search                text(s), fused, filtered       POST /search/upload    image/sound (+ text), fused
     POST /classify              zero-shot over given labels    POST /classify/upload  the same for a file
+                                (or with a served balanced classifier: --classifier NAME=DIR)
     POST /explain               why a stored item matches a text (word drops, nearest words; serve/explain_route)
     GET  /items/{id}            a stored item (image, sound or text), looked up in the index by id
     GET  /thumbs/{id}           a JPEG thumbnail of a stored image (a video's first frame)
@@ -25,7 +26,8 @@ Guarantees:
 * **Bounded uploads.**  A request body over ``max_upload_bytes`` gets **413**
   (from ``Content-Length`` before anything is read, or as soon as the stream
   passes the cap), a JSON body over ``max_json_bytes`` too; more than ``max_files`` files in one request get
-  **400**.  A **422** lists at most 20 errors, each input echoed only when small; more than a few unknown
+  **400**, as does a JSON body whose arrays and objects nest deeper than ``schemas.MAX_JSON_DEPTH`` (32; checked
+  before it is parsed).  A **422** lists at most 20 errors, each input echoed only when small; more than a few unknown
   fields are one error.
   The uploads being decoded and encoded hold at most ``max_inflight_pixels``
   pixels together, whatever ``concurrency`` is: each reserves what its files'
@@ -59,10 +61,10 @@ the request plumbing (query parts, uploads, hits) in :mod:`~anybind.serve.querie
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import anyio
 import anyio.to_thread
@@ -77,6 +79,7 @@ from ..version import __version__
 from .auth import ApiKeyAuth, KeyStore
 from .budget import PixelBudget
 from .caption_routes import add_caption_routes
+from .classify_routes import classifiers_info, load_classifiers
 from .classify_routes import router as classify_router
 from .errors import add_error_handlers
 from .explain_route import router as explain_router
@@ -102,6 +105,9 @@ from .schemas import (
     SpaceInfo,
 )
 from .state import ServeConfig, Service
+
+if TYPE_CHECKING:
+    from ..zeroshot import ZeroShotClassifier
 
 STATIC = Path(__file__).parent / "static"
 
@@ -132,6 +138,7 @@ def create_app(
     api_keys: "str | Path | KeyStore | None" = None,
     cors_origins: Sequence[str] = (),
     captioner: "str | Path | object | None" = None,
+    classifiers: "Mapping[str, str | Path | ZeroShotClassifier] | None" = None,
 ) -> FastAPI:
     """The FastAPI app serving ``index_dir`` (searched with ``space_dir``, which it must have been built with).
 
@@ -142,10 +149,13 @@ def create_app(
     the page's static files then needs ``Authorization: Bearer <key>`` (see :mod:`~anybind.serve.auth`).
     ``cors_origins``: origins allowed to call the API from a browser (none by default: same origin only).
     ``captioner``: a captioner (or its folder) of the served space adds ``/caption`` (:mod:`.caption_routes`).
+    ``classifiers``: ``{name: balanced ZeroShotClassifier or its folder}`` of the served space, which ``/classify``
+    requests may name (:mod:`.classify_routes`); loaded now with ``service``, else at start-up.
     """
     if service is None and index_dir is None:
         raise ValueError("create_app needs index_dir (and the space it was built with), or service=")
     cfg = config or (service.config if service is not None else ServeConfig())
+    served = load_classifiers(classifiers, service) if service is not None else None  # refused before serving
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -154,13 +164,19 @@ def create_app(
             svc = await anyio.to_thread.run_sync(
                 lambda: Service.load(space_dir, index_dir, cache=cache, config=cfg, warm=warm)
             )
+        try:
+            clfs = served if served is not None else await anyio.to_thread.run_sync(load_classifiers, classifiers, svc)
+        except BaseException:
+            if service is None:
+                svc.close()
+            raise
         gate = Gate(cfg.concurrency, cfg.max_queue, cfg.queue_timeout)
         # the decoded uploads in flight, bounded whatever the concurrency (serve/budget)
         budget = PixelBudget(cfg.max_inflight_pixels, cfg.max_queue, cfg.queue_timeout, lambda: gate.waiting)
         # thumbnails decode and resize on the CPU: no more at once than cores (nor than request slots)
         thumbs = anyio.CapacityLimiter(max(1, min(cfg.concurrency, os.cpu_count() or 1)))
         try:
-            yield {"svc": svc, "gate": gate, "budget": budget, "thumbs": thumbs}
+            yield {"svc": svc, "gate": gate, "budget": budget, "thumbs": thumbs, "classifiers": clfs}
         finally:
             if service is None:
                 svc.close()
@@ -232,6 +248,7 @@ def create_app(
             load=LoadInfo(running=gate.running, waiting=gate.waiting + budget.waiting,
                           reserved_pixels=budget.reserved, peak_reserved_pixels=budget.peak),
             uptime_s=round(time.time() - svc.started, 1),
+            classifiers=classifiers_info(request.state.classifiers),
         )
 
     # -- embed ---------------------------------------------------------------------------

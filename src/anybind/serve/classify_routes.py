@@ -1,26 +1,38 @@
 """``POST /classify`` and ``POST /classify/upload``: zero-shot classification of a text, or of uploaded images and
-sounds (optionally fused with text), over given labels, with the calibrated P(match) when the space has one."""
+sounds (optionally fused with text), over given labels, with the calibrated P(match) when the space has one.
+
+A request may name a balanced :class:`~anybind.zeroshot.ZeroShotClassifier` the service serves (``anybind serve
+--classifier NAME=DIR``, :func:`load_classifiers`): its labels must then be the classifier's classes in its order and
+its query of the modality the classifier's offsets were balanced on; the classes are embedded with its prompt names
+and templates and ranked by score + offset, each query on its own (as ``ZeroShotClassifier.predict_proba``)."""
 
 from __future__ import annotations
 
+import re
 import time
-from typing import Annotated
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
 
 from ..data.strings import is_blank
 from ..data.templates import templates_for
-from ..errors import AnybindError
+from ..errors import AnybindError, DataError, SpaceError
 from ..index import QueryError
 from ..index.calibrated import probabilities, query_modality
+from ..zeroshot import ZeroShotClassifier
+from .config import ServeConfigError
 from .queries import named_files, read_uploads, run_upload, text_parts, to_ms, unstage, upload_parts
 from .schemas import (
     ERRORS,
+    MAX_CLASSIFIER_NAME,
     MAX_LABEL,
     MAX_LABELS,
     MAX_TEMPLATE,
     MAX_TEMPLATES,
     UPLOAD_ERRORS,
+    ClassifierInfo,
     ClassifyOut,
     ClassifyRequest,
     ClassOut,
@@ -28,26 +40,82 @@ from .schemas import (
 from .state import Service
 
 router = APIRouter()
+CLASSIFIER_NAME = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_.-]{{0,{MAX_CLASSIFIER_NAME - 1}}}")
+
+
+# -- classifiers ---------------------------------------------------------------------
+def load_classifiers(specs: Mapping[str, Any] | None, svc: Service) -> dict[str, ZeroShotClassifier]:
+    """``{name: ZeroShotClassifier or its folder}`` loaded for the served space: one of another space is refused in
+    one line (:class:`SpaceError`, the artefact's own check), as is a name that is not a short plain word."""
+    out: dict[str, ZeroShotClassifier] = {}
+    for name, c in (specs or {}).items():
+        if not isinstance(name, str) or not CLASSIFIER_NAME.fullmatch(name):
+            raise ServeConfigError(f"classifier name {name!r}: give letters, digits, '_', '.' or '-' (at most "
+                                   f"{MAX_CLASSIFIER_NAME})")
+        if isinstance(c, ZeroShotClassifier):
+            if c.space.identity() != svc.space.identity():
+                raise SpaceError(f"classifier {name!r} was fitted with space {c.space.identity()}, but this service "
+                                 f"serves space {svc.space.identity()}; balance one for it (anybind balance)")
+            out[name] = c
+        else:
+            out[name] = ZeroShotClassifier.load(Path(c), svc.space)
+    return out
+
+
+def classifiers_info(classifiers: Mapping[str, ZeroShotClassifier]) -> dict[str, ClassifierInfo]:
+    return {n: ClassifierInfo(modality=c.modality, classes=c.classes, templates=c.templates,
+                              temperature=c.temperature, prior=c.prior_spec) for n, c in classifiers.items()}
+
+
+def classifier_settings(request: Request, name: str | None, parts, labels, templates) -> dict[str, Any]:
+    """What :meth:`Service.classify` takes for the classifier ``name`` (nothing without one); an unknown name, labels
+    or templates that are not its own, a query of another modality: one line (:class:`QueryError`)."""
+    if name is None:
+        return {}
+    served: dict[str, ZeroShotClassifier] = request.state.classifiers
+    if name not in served:
+        have = (f"it serves: {', '.join(sorted(served))}" if served
+                else "it serves none: anybind serve --classifier NAME=DIR")
+        raise QueryError(f"no classifier {name!r} in this service ({have})")
+    clf = served[name]
+    mods = sorted({p[0] for p in parts})
+    if mods != [clf.modality]:
+        raise QueryError(f"classifier {name!r} classifies {clf.modality} items (its offsets were balanced on them); "
+                         f"this query is {' + '.join(mods)}")
+    try:
+        use = clf.settings_for(request.state.svc.space, labels, templates=templates or None)
+    except DataError as e:
+        raise QueryError(f"classifier {name!r}: {str(e).removeprefix('bias: ')}") from None
+    return {"names": use["names"], "templates": use["templates"], "offsets": use["offsets"],
+            "temperature": clf.temperature, "text_modality": use["text_modality"]}
 
 
 # -- classify ------------------------------------------------------------------------
-def classify_out(svc, parts, labels, templates, t0, staged=()):
+def classify_out(svc, parts, labels, templates, t0, staged=(), use=None, name=None):
+    use = use or {}
     try:
-        scores, probs, qmods = svc.classify(parts, labels, templates)
+        scores, probs, qmods = svc.classify(parts, use.get("names", labels), use.get("templates", templates),
+                                            offsets=use.get("offsets"), temperature=use.get("temperature"),
+                                            text_modality=use.get("text_modality"))
     except AnybindError as e:
         raise type(e)(named_files(e, list(staged))) from None
-    order = sorted(range(len(labels)), key=lambda i: -float(scores[i]))
+    off = use.get("offsets")
+    ranked = scores if off is None else scores + off
+    order = sorted(range(len(labels)), key=lambda i: -float(ranked[i]))
     qmod = query_modality(svc.space, qmods, False, None)  # issue 20: calibrated P(match), when there is one
     match = probabilities(svc.space, qmod, "text", scores) if qmod is not None else None
     return ClassifyOut(
         results=[
             ClassOut(label=labels[i], score=float(scores[i]), probability=min(1.0, max(0.0, float(probs[i]))),
-                     match_probability=None if match is None else float(match[i]))
+                     match_probability=None if match is None else float(match[i]),
+                     offset=None if off is None else float(off[i]))
             for i in order
         ],
         query_modalities=qmods,
-        templates=templates_for(svc.space, templates or None),  # what was used (checked by classify)
+        # what was used (checked by classify)
+        templates=use.get("templates") or templates_for(svc.space, templates or None),
         took_ms=to_ms(t0),
+        classifier=name if use else None,
     )
 
 @router.post(
@@ -61,7 +129,8 @@ async def classify(body: ClassifyRequest, request: Request) -> ClassifyOut:
         parts = text_parts(svc, body.text, body.inputs)
         if not parts:
             raise QueryError("nothing to classify: give text, or inputs")
-        return classify_out(svc, parts, body.labels, body.templates, t0)
+        use = classifier_settings(request, body.classifier, parts, body.labels, body.templates)
+        return classify_out(svc, parts, body.labels, body.templates, t0, use=use, name=body.classifier)
 
     return await request.state.gate.run(work)
 
@@ -81,6 +150,10 @@ async def classify_upload(
     text: Annotated[list[str], Form(description="Texts fused with the files.")] = [],  # noqa: B006
     weights: Annotated[list[float], Form(description="One per input: texts first, then files.")] = [],  # noqa: B006
     file_modality: Annotated[list[str], Form(description="Per file, the modality to embed it as.")] = [],  # noqa: B006
+    classifier: Annotated[str | None, Form(
+        max_length=MAX_CLASSIFIER_NAME, description="A balanced zero-shot classifier the service serves (as in "
+        "/classify)."
+    )] = None,
 ) -> ClassifyOut:
     svc: Service = request.state.svc
     uploads = await read_uploads(svc, files)
@@ -101,7 +174,8 @@ async def classify_upload(
         t0 = time.perf_counter()
         parts, staged = upload_parts(svc, uploads, text, weights, file_modality, "text")
         try:
-            return classify_out(svc, parts, names, templates, t0, staged)
+            use = classifier_settings(request, classifier, parts, names, templates)
+            return classify_out(svc, parts, names, templates, t0, staged, use=use, name=classifier)
         finally:
             unstage(staged)
 

@@ -1,6 +1,12 @@
-"""Pure ASGI middleware of the service: the upload cap (413) and the security headers."""
+"""Pure ASGI middleware of the service: the upload cap (413), the JSON nesting bound (400) and the security
+headers."""
 
+import numpy as np
 from fastapi.exceptions import HTTPException
+
+from .schemas import MAX_JSON_DEPTH
+
+_OPEN, _CLOSE = np.frombuffer(b"[{", np.uint8), np.frombuffer(b"]}", np.uint8)
 
 PAGE_CSP = (
     "default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; style-src 'self'; "
@@ -18,9 +24,27 @@ async def send_json(send, status: int, detail: str, headers: list[tuple[bytes, b
     await send({"type": "http.response.body", "body": body})
 
 
+def json_depth(body: bytes) -> int:
+    """How deep arrays and objects nest in the JSON text ``body`` (brackets inside strings do not count), counted
+    without parsing it (Python's parser gives up past ~1,000 levels, with a RecursionError FastAPI answers as a bare
+    "error parsing the body"); a body holding no more brackets than :data:`MAX_JSON_DEPTH` gets their number (a bound
+    on its depth: enough to pass it); a malformed text gets some number and its parse fails later."""
+    opened = body.count(b"[") + body.count(b"{")
+    if opened <= MAX_JSON_DEPTH:  # the usual body: fewer brackets than the bound, so no deeper (a bound is enough)
+        return opened
+    # escaped backslashes first (so that the quote of ``\\"`` still ends its string), then escaped quotes; the
+    # pieces between quotes at even places are outside every string
+    outside = b"".join(body.replace(b"\\\\", b"").replace(b'\\"', b"").split(b'"')[::2])
+    a = np.frombuffer(outside, np.uint8)
+    step = np.isin(a, _OPEN).astype(np.int32) - np.isin(a, _CLOSE)
+    return int(np.cumsum(step).max(initial=0))
+
+
 class BodyLimit:
     """Pure ASGI middleware: 413 for a request body over ``max_bytes`` (declared or streamed); a body that is not a
-    multipart upload (JSON) over ``max_json_bytes`` (``None``: ``max_bytes``)."""
+    multipart upload (JSON) over ``max_json_bytes`` (``None``: ``max_bytes``), and 400 for one whose arrays and
+    objects nest deeper than :data:`~anybind.serve.schemas.MAX_JSON_DEPTH` (checked once it is all received, before
+    the app parses it; it is held meanwhile, at most ``max_json_bytes``)."""
 
     def __init__(self, app, max_bytes: int, max_json_bytes: int | None = None):
         self.app = app
@@ -44,14 +68,24 @@ class BodyLimit:
         if declared is not None and (not declared.strip().isdigit() or int(declared) > cap):
             return await send_json(send, 413, self._message(cap), [(b"connection", b"close")])
         seen = 0
+        held: list[bytes] = []
 
         async def limited():
             nonlocal seen
             msg = await receive()
             if msg["type"] == "http.request":
-                seen += len(msg.get("body", b""))
+                chunk = msg.get("body", b"")
+                seen += len(chunk)
                 if seen > cap:
                     raise HTTPException(413, self._message(cap))
+                if not upload:
+                    held.append(chunk)
+                    if not msg.get("more_body", False):
+                        depth = json_depth(b"".join(held))
+                        held.clear()
+                        if depth > MAX_JSON_DEPTH:
+                            raise HTTPException(400, f"JSON body nested {depth} levels deep: arrays and objects may "
+                                                     f"nest at most {MAX_JSON_DEPTH}")
             return msg
 
         await self.app(scope, limited, send)

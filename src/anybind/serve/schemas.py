@@ -12,6 +12,10 @@ MAX_LABELS = 256  # class names per /classify request
 MAX_TEMPLATES = 8
 MAX_LABEL = 200  # characters of one class name
 MAX_TEMPLATE = 500  # characters of one prompt template
+MAX_CLASSIFIER_NAME = 100  # characters of a served classifier's name
+#: how deep arrays and objects may nest in a JSON body (the deepest legal request nests 3 levels); deeper -> 400
+#: before the body is parsed (serve/middleware)
+MAX_JSON_DEPTH = 32
 MAX_UNKNOWN_FIELDS = 4  # unknown fields of a JSON body past which they are one error, not one each
 RERANK = Literal["csls", "qbnorm", "invgc"]
 RANK_BY = ("'probability': rank hits of every modality by their calibrated match probability (a calibrated space, "
@@ -153,6 +157,10 @@ class ClassifyRequest(RequestModel):
         description="Prompt templates; each class is the mean of its filled templates' embeddings (default: "
         "the space's own, e.g. an imported CLIP's ensemble, else 'a {}.').",
     )
+    classifier: str | None = Field(
+        None, max_length=MAX_CLASSIFIER_NAME, description="A balanced zero-shot classifier the service serves (see "
+        "/health 'classifiers'): `labels` must be its classes, in its order, and the query of its modality; its "
+        "prompts and templates are used, and classes ranked by score + its offset (see ClassOut.offset).")
 
 
 class ClassOut(BaseModel):
@@ -162,6 +170,9 @@ class ClassOut(BaseModel):
     match_probability: float | None = Field(
         None, ge=0, le=1, description="Calibrated P(match) of the query and the class prompt, at prior 0.5 "
         "(a calibrated space, a one-modality query).")
+    offset: float | None = Field(
+        None, description="With a classifier: its balanced offset for this class; classes are then ranked by score + "
+        "offset, and `probability` is the softmax of score + offset at the classifier's temperature.")
 
 
 class ClassifyOut(BaseModel):
@@ -169,6 +180,15 @@ class ClassifyOut(BaseModel):
     query_modalities: list[str]
     templates: list[str]
     took_ms: float
+    classifier: str | None = Field(None, description="The classifier used (its offsets), if one was named.")
+
+
+class ClassifierInfo(BaseModel):
+    modality: str = Field(description="What it classifies: a query must be of this modality alone.")
+    classes: list[str] = Field(description="Its classes, in its order (a request's `labels`).")
+    templates: list[str]
+    temperature: float
+    prior: str = Field(description="The class distribution its offsets were balanced to ('balanced', 'given').")
 
 
 class SpaceInfo(BaseModel):
@@ -216,6 +236,9 @@ class HealthOut(BaseModel):
     limits: LimitsInfo
     load: LoadInfo
     uptime_s: float
+    classifiers: dict[str, ClassifierInfo] = Field(
+        default_factory=dict, description="Balanced zero-shot classifiers /classify may name (anybind serve "
+        "--classifier NAME=DIR).")
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {

@@ -302,16 +302,18 @@ class Service:
         return hits, sorted({p[0] for p in parts})
 
     def classify(
-        self, parts: Sequence[tuple[str, Any, float]], names: Sequence[str], templates: Sequence[str] | None
+        self, parts: Sequence[tuple[str, Any, float]], names: Sequence[str], templates: Sequence[str] | None,
+        offsets: np.ndarray | None = None, temperature: float | None = None, text_modality: str | None = None,
     ) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """The space's score (cosine, or MIP in a Symile space) of the (fused) query with each class's
         prompt-ensemble embedding, and the softmax at the space's temperature (``templates`` empty or None:
-        the space's own prompts)."""
+        the space's own prompts).  ``offsets`` (a balanced classifier's, one per class): the softmax is of
+        score + offset at ``temperature``; ``text_modality``: the prompts' (default 'text')."""
         try:
             templates = templates_for(self.space, templates or None)  # before anything is filled or embedded
         except DataError as e:
             raise QueryError(str(e)) from None
-        text_mod = "text" if "text" in self.space.modalities else None
+        text_mod = text_modality or ("text" if "text" in self.space.modalities else None)
         if text_mod is None or self.input_kind[text_mod] != "text":
             raise QueryError("zero-shot classification needs a bound 'text' modality to embed class names")
         with using_limits(self.media_limits):
@@ -322,7 +324,10 @@ class Service:
         except AnybindError as e:
             raise QueryError(str(e)) from None
         scores = (C @ q) * scale
-        logits = scores * float(np.exp(self.space.logit_scale))
+        if offsets is None:
+            logits = scores * float(np.exp(self.space.logit_scale))
+        else:
+            logits = (scores + offsets) * float(temperature)
         p = np.exp(logits - logits.max())
         return scores, p / p.sum(), qmods
 

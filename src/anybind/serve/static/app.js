@@ -2,7 +2,7 @@
 "use strict";
 
 const $ = (sel) => document.querySelector(sel);
-const state = { files: [], controller: null, previews: [], blobs: [] };
+const state = { files: [], controller: null, previews: [], blobs: [], classifiers: {} };
 
 // API keys (`anybind serve --api-keys`): asked for on the first 401, kept for this tab in sessionStorage,
 // sent as `Authorization: Bearer`; stored images and sounds are then fetched with it and shown from blob: URLs.
@@ -72,6 +72,12 @@ async function loadHealth() {
     for (const [m, n] of Object.entries(h.index.counts)) {
       sel.append(el("option", { value: m, text: `${m} (${n})` }));
     }
+    state.classifiers = h.classifiers || {};
+    const csel = $("#classifier");
+    for (const [name, c] of Object.entries(state.classifiers)) {
+      csel.append(el("option", { value: name, text: `${name} (${c.modality}, ${c.classes.length} classes)` }));
+    }
+    $("#classifier-box").hidden = Object.keys(state.classifiers).length === 0;
     const counts = Object.entries(h.index.counts).map(([m, n]) => `${n} ${m}`).join(", ");
     const enc = Object.entries(h.space.encoders).map(([m, s]) => `${m}: ${s}`).join(", ");
     $("#corpus").textContent = `${h.index.rows} items (${counts}) in a ${h.space.dim}-d space (${enc}).`;
@@ -195,7 +201,7 @@ function vocabLabel(x) {
 
 function renderClasses(data) {
   const box = $("#classes");
-  box.replaceChildren(el("div", { class: "muted", text: "zero-shot" }));
+  box.replaceChildren(el("div", { class: "muted", text: data.classifier ? `zero-shot (${data.classifier}, balanced)` : "zero-shot" }));
   for (const c of data.results.slice(0, 8)) {
     const bar = el("div", { class: "bar" });
     bar.style.width = `${Math.max(1, Math.round(c.probability * 100))}%`;
@@ -253,7 +259,14 @@ async function search() {
     renderHits(data);
     const what = [text && `"${text}"`, ...state.files.map((f) => f.name)].filter(Boolean).join(" + ");
     setStatus(`${data.hits.length} results for ${what} (${data.took_ms.toFixed(0)} ms)`);
-    if (labels.length) {
+    const clf = $("#classifier").value;
+    if (clf && state.files.length) {  // the classifier's classes, in its order; its offsets were balanced on files
+      const form = new FormData();
+      for (const f of state.files) form.append("files", f, f.name);
+      for (const l of state.classifiers[clf].classes) form.append("labels", l);
+      form.append("classifier", clf);
+      renderClasses(await post("/classify/upload", form, controller.signal));
+    } else if (labels.length) {
       const cls = state.files.length
         ? await post("/classify/upload", uploadForm(labels.map((l) => ["labels", l])), controller.signal)
         : await post("/classify", { text, labels }, controller.signal);
@@ -296,6 +309,7 @@ function init() {
   $("#modality").addEventListener("change", search);
   $("#k").addEventListener("change", search);
   $("#byprob").addEventListener("change", search);
+  $("#classifier").addEventListener("change", search);
   $("#file").addEventListener("change", (e) => { addFiles(e.target.files); e.target.value = ""; });
   const drop = $("#drop");
   for (const ev of ["dragenter", "dragover"]) {
