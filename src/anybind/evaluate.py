@@ -151,6 +151,7 @@ def zero_shot(
     cache: "FeatureCache | str | None" = None,
     center: bool = False,
     bias: Sequence[float] | None = None,
+    vectors: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Classify items by their nearest class prompt (averaged over templates, a prompt ensemble).
 
@@ -162,6 +163,8 @@ def zero_shot(
     ``bias`` (with ``classes``, in their order): one offset per class added to its score before the argmax (each item
     on its own: inductive), e.g. a
     :class:`~anybind.zeroshot.ZeroShotClassifier`'s offsets balanced on unlabelled target-domain items.
+    ``vectors`` (with ``classes``, one row per class): class vectors used instead of the prompt ensembles, e.g. a
+    classifier's vectors refined on unlabelled items (:mod:`anybind.zeroshot_adapt`).
 
     Scored by the space's :attr:`~anybind.Space.scorer`: a Symile space (one saved with "missing"
     embeddings) scores with the multilinear inner product ``MIP(item, prompt, missing_m...)``, every
@@ -172,11 +175,18 @@ def zero_shot(
     if not recs:
         return {"accuracy": float("nan"), "n": 0}
     y = [str(r.labels[label_key]) for r in recs]
-    if bias is not None and classes is None:  # the labels found in these records need not be the offsets' classes
-        raise DataError("zero-shot: bias needs classes= (the classes its offsets are for, in their order)")
+    for given, what in ((bias, "bias"), (vectors, "vectors")):  # the labels found need not be their classes
+        if given is not None and classes is None:
+            raise DataError(f"zero-shot: {what} needs classes= (the classes it is for, in their order)")
     classes = sorted(set(y)) if classes is None else list(classes)
     off = check_offsets(bias, len(classes))  # before any embedding: a wrong bias fails fast
-    C = class_embeddings(space, [names(c) for c in classes], templates, text_modality, cache)
+    if vectors is None:
+        C = class_embeddings(space, [names(c) for c in classes], templates, text_modality, cache)
+    else:
+        C = np.asarray(vectors, np.float32)
+        if C.shape != (len(classes), space.dim) or not np.all(np.isfinite(C)):
+            raise DataError(f"zero-shot: class vectors of shape {C.shape} for {len(classes)} classes in a space of "
+                            f"dimension {space.dim}; give one finite row per class")
     X = space.embed(modality, [r.values[modality] for r in recs], cache=cache)
     if center:
         X = X - X.mean(0)
