@@ -150,3 +150,20 @@ def test_cli_balance_refine_then_eval_with_the_classifier(drifted, tmp_path):
         acc[out] = json.loads((tmp_path / f"{out}.json").read_text())["zeroshot/photo/kind/classifier/accuracy"]
     clf = ZeroShotClassifier.load(tmp_path / "ref", Space.load(tmp_path / "sp"))
     assert acc["ref"] == clf.evaluate(man.split("test"), "kind", cache=cache)["accuracy"] >= acc["bal"] + 0.1
+
+
+def test_zero_shot_with_given_class_vectors_checks_them(drifted, tmp_path):
+    from anybind.evaluate import zero_shot
+
+    space, man = drifted
+    test, cache = man.split("test"), tmp_path / "c"
+    clf = ZeroShotClassifier(space, CLASSES, modality="photo", refine=0.5).calibrate(man.split("train"), cache=cache)
+    got = zero_shot(space, test, "photo", "kind", classes=CLASSES, vectors=clf.class_vectors(), cache=cache)
+    truth = [r.labels["kind"] for r in test]
+    want = np.mean([CLASSES[i] == t for i, t in zip(clf.raw_scores(test, cache).argmax(1), truth)])
+    assert got["accuracy"] == pytest.approx(want)
+    for kw, message in (({"classes": CLASSES, "vectors": clf.class_vectors()[:2]}, r"class vectors of shape \(2, 384\)"),
+                        ({"vectors": clf.class_vectors()}, "vectors needs classes=")):
+        with pytest.raises(DataError, match=message) as e:
+            zero_shot(space, test, "photo", "kind", cache=cache, **kw)
+        assert "\n" not in str(e.value)
