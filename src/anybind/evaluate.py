@@ -171,23 +171,23 @@ def zero_shot(
     other modality standing in with its learnt missing embedding, as in training.
     """
     templates = templates_for(space, templates)  # None: the space's own prompts
+    if vectors is not None and classes is None:
+        raise DataError("zero-shot: vectors needs classes= (the classes they are for, in their order)")
     recs = [r for r in records if r.has(modality) and label_key in r.labels]
     if not recs:
         return {"accuracy": float("nan"), "n": 0}
     y = [str(r.labels[label_key]) for r in recs]
-    for given, what in ((bias, "bias"), (vectors, "vectors")):  # the labels found need not be their classes
-        if given is not None and classes is None:
-            raise DataError(f"zero-shot: {what} needs classes= (the classes it is for, in their order)")
+    if bias is not None and classes is None:  # the labels found in these records need not be the offsets' classes
+        raise DataError("zero-shot: bias needs classes= (the classes its offsets are for, in their order)")
     classes = sorted(set(y)) if classes is None else list(classes)
     off = check_offsets(bias, len(classes))  # before any embedding: a wrong bias fails fast
-    if vectors is None:
-        C = class_embeddings(space, [names(c) for c in classes], templates, text_modality, cache)
-    else:
+    C = class_embeddings(space, [names(c) for c in classes], templates, text_modality, cache)
+    X = space.embed(modality, [r.values[modality] for r in recs], cache=cache)
+    if vectors is not None:  # given class vectors (e.g. refined on unlabelled items) instead of the prompt ensembles
         C = np.asarray(vectors, np.float32)
         if C.shape != (len(classes), space.dim) or not np.all(np.isfinite(C)):
             raise DataError(f"zero-shot: class vectors of shape {C.shape} for {len(classes)} classes in a space of "
                             f"dimension {space.dim}; give one finite row per class")
-    X = space.embed(modality, [r.values[modality] for r in recs], cache=cache)
     if center:
         X = X - X.mean(0)
         X /= np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
