@@ -20,6 +20,10 @@ from anybind.projectors import Projector, ProjectorConfig
     ({"balance_t": "0"}, "temperatures positive"),
     ({"balance_t": "10,10"}, "repeats a temperature"),
     ({"balance": "-5"}, "images and the first image >= 0"),
+    ({"refine": "0"}, "each weight in .0, 1.", ),
+    ({"refine": "0.5,0.5"}, "none repeated"),
+    ({"refine": "x"}, "comma-separated prototype weights"),
+    ({"refine": "0.5", "balance": "0"}, "give balance=N > 0"),
 ])
 def test_bad_balance_options_are_refused_before_any_work(tmp_path, kw, message):
     with pytest.raises(AnybindError, match=message) as e:
@@ -82,3 +86,20 @@ def test_balanced_cells_undo_the_hub(tmp_path):
     assert hits[10.0].mean() >= plain.mean() + 0.3
     spread = {t: np.ptp(info[t]["predicted_after"]) for t in info}  # argmax counts on the balancing set
     assert spread[1000.0] <= spread[10.0] < np.ptp(info[10.0]["predicted_before"])  # harder balancing, flatter counts
+
+
+def test_refined_cells_are_the_refined_classifiers_own_predictions(tmp_path):
+    from anybind.zeroshot import ZeroShotClassifier
+
+    space, fm = _toy(tmp_path)
+    test, bal = fm.split("test"), fm.split("train")
+    for r in bal:
+        r.labels.clear()
+    plain, hits, info = balanced_hits(space, test, bal, list(FM_NAMES), FM_NAMES, FM_TEMPLATES, [10.0],
+                                      tmp_path / "c", refine=[0.5])
+    assert set(hits) == {10.0, (10.0, 0.5)} and info[(10.0, 0.5)]["refine"]["mix"] == 0.5
+    clf = ZeroShotClassifier(space, list(FM_NAMES), names=FM_NAMES, templates=FM_TEMPLATES, refine=0.5).calibrate(
+        bal, cache=tmp_path / "c")
+    truth = [r.labels["class"] for r in test]
+    np.testing.assert_array_equal(hits[(10.0, 0.5)], [p == t for p, t in zip(clf.predict(test, cache=tmp_path / "c"), truth)])
+    assert hits[(10.0, 0.5)].mean() >= plain.mean() + 0.3  # the hub undone here too

@@ -151,6 +151,7 @@ def zero_shot(
     cache: "FeatureCache | str | None" = None,
     center: bool = False,
     bias: Sequence[float] | None = None,
+    vectors: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Classify items by their nearest class prompt (averaged over templates, a prompt ensemble).
 
@@ -162,12 +163,16 @@ def zero_shot(
     ``bias`` (with ``classes``, in their order): one offset per class added to its score before the argmax (each item
     on its own: inductive), e.g. a
     :class:`~anybind.zeroshot.ZeroShotClassifier`'s offsets balanced on unlabelled target-domain items.
+    ``vectors`` (with ``classes``, one row per class): class vectors used instead of the prompt ensembles, e.g. a
+    classifier's vectors refined on unlabelled items (:mod:`anybind.zeroshot_adapt`).
 
     Scored by the space's :attr:`~anybind.Space.scorer`: a Symile space (one saved with "missing"
     embeddings) scores with the multilinear inner product ``MIP(item, prompt, missing_m...)``, every
     other modality standing in with its learnt missing embedding, as in training.
     """
     templates = templates_for(space, templates)  # None: the space's own prompts
+    if vectors is not None and classes is None:
+        raise DataError("zero-shot: vectors needs classes= (the classes they are for, in their order)")
     recs = [r for r in records if r.has(modality) and label_key in r.labels]
     if not recs:
         return {"accuracy": float("nan"), "n": 0}
@@ -178,6 +183,11 @@ def zero_shot(
     off = check_offsets(bias, len(classes), classes)  # before any embedding: a wrong bias fails fast
     C = class_embeddings(space, [names(c) for c in classes], templates, text_modality, cache)
     X = space.embed(modality, [r.values[modality] for r in recs], cache=cache)
+    if vectors is not None:  # given class vectors (e.g. refined on unlabelled items) instead of the prompt ensembles
+        C = np.asarray(vectors, np.float32)
+        if C.shape != (len(classes), space.dim) or not np.all(np.isfinite(C)):
+            raise DataError(f"zero-shot: class vectors of shape {C.shape} for {len(classes)} classes in a space of "
+                            f"dimension {space.dim}; give one finite row per class")
     if center:
         X = X - X.mean(0)
         X /= np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)

@@ -38,6 +38,7 @@ from .artefact_meta import read_meta
 from .data.templates import check_templates, templates_for
 from .errors import DataError, SpaceError
 from .evaluate import class_embeddings, class_name, zero_shot
+from .zeroshot_adapt import DEFAULT_ROUNDS, check_mix, check_rounds, refine_class_vectors
 
 if TYPE_CHECKING:
     from .data.manifest import Record
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FORMAT = "anybind.zero-shot-classifier"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: class vectors refined on the unlabelled items (``refine``); version 1 folders load as before
 #: the softmax temperature of the prior matching (logits = temperature * cosine): chosen on Fashion-MNIST train
 #: images 0-999 (labelled, a selection set) with the biases fitted on train images 1000-1999 (5, 10, 20, 30, 50,
 #: 100, 200, 1000 tried; 10 best or tied best with both prompt sets the bench uses), never on a test split
@@ -146,14 +147,17 @@ class ZeroShotClassifier:
 
     ``names``: the class name put in the templates (a mapping or callable; default the label's last path part);
     ``templates``: default the space's own; ``prior``: ``"balanced"`` or a share per class; ``temperature``:
-    softmax temperature of the matching (logits ``temperature * cosine``).  Before :meth:`calibrate` it classifies
-    as :func:`~anybind.evaluate.zero_shot` does (no bias).
+    softmax temperature of the matching (logits ``temperature * cosine``); ``refine``: the weight of the unlabelled
+    items' prototypes in class vectors refined by :meth:`calibrate` before the biases are fitted (0: none; see
+    :mod:`anybind.zeroshot_adapt`), ``refine_rounds`` the most rounds.  Before :meth:`calibrate` it classifies as
+    :func:`~anybind.evaluate.zero_shot` does (no bias).
     """
 
     def __init__(self, space: "SpaceCore", classes: Sequence[str], *, names: Any = None,
                  templates: Sequence[str] | None = None, modality: str = "image", text_modality: str = "text",
                  prior: "str | Mapping[str, float] | Sequence[float]" = "balanced",
-                 temperature: float = DEFAULT_TEMPERATURE) -> None:
+                 temperature: float = DEFAULT_TEMPERATURE, refine: float = 0.0,
+                 refine_rounds: int = DEFAULT_ROUNDS) -> None:
         classes = [str(c) for c in classes]
         if len(classes) < 2 or len(set(classes)) != len(classes):
             raise DataError(f"a zero-shot classifier needs two or more distinct classes (got {len(classes)}"
@@ -172,13 +176,19 @@ class ZeroShotClassifier:
         self.prior = check_prior(prior, classes)
         self.prior_spec = prior if isinstance(prior, str) else "given"
         self.temperature = check_temperature(temperature)
+        self.refine, self.refine_rounds = check_mix(refine), check_rounds(refine_rounds)
         self.bias_: np.ndarray | None = None
+        self.refined_: np.ndarray | None = None  # class vectors refined by calibrate (refine > 0)
         self.calibration_: dict[str, Any] = {}
         self.balanced_on_: np.ndarray | None = None
         self._C: np.ndarray | None = None
 
     # -- scoring ----------------------------------------------------------------------------------
     def class_vectors(self, cache: Any = None) -> np.ndarray:
+        """The class vectors scored against: refined ones after :meth:`calibrate` with ``refine`` > 0, else the
+        prompt ensembles' text embeddings."""
+        if self.refined_ is not None:
+            return self.refined_
         if self._C is None:
             self._C = class_embeddings(self.space, self.names, self.templates, self.text_modality, cache)
         return self._C
@@ -305,6 +315,11 @@ class ZeroShotClassifier:
         if len(X) < need:
             raise DataError(f"an unlabelled set of {len(X)} items is too small to balance {len(self.classes)} classes: "
                             f"give at least {need} ({MIN_ITEMS_PER_CLASS} per class)")
+        self.refined_, refined = None, {}
+        if self.refine > 0:  # self-training: class vectors moved towards the items they are assigned (balanced)
+            Q = self.space.scorer.weigh(X, self.modality, self.text_modality)
+            self.refined_, refined = refine_class_vectors(self.class_vectors(cache), Q, self.prior, self.temperature,
+                                                          mix=self.refine, rounds=self.refine_rounds)
         S = self.space.scorer.pair_scores(X, self.modality, self.class_vectors(cache), self.text_modality)
         b, info = fit_bias(S, self.prior, self.temperature, max_iter=max_iter, tol=tol)
         before = np.bincount(S.argmax(1), minlength=len(self.classes))
@@ -316,7 +331,8 @@ class ZeroShotClassifier:
         self.calibration_ = {
             **info, "items": int(len(X)),
             "fingerprint": hashlib.sha256(np.ascontiguousarray(X, np.float32).tobytes()).hexdigest()[:16],
-            "predicted_before": before.tolist(), "predicted_after": after.tolist()}
+            "predicted_before": before.tolist(), "predicted_after": after.tolist(),
+            **({"refine": refined} if refined else {})}
         log.info("balanced %d classes on %d unlabelled items (%d iterations); argmax counts per class %d-%d -> %d-%d",
                  len(self.classes), len(X), info["iterations"], before.min(), before.max(), after.min(), after.max())
         return self
@@ -328,14 +344,14 @@ class ZeroShotClassifier:
         name_of = dict(zip(self.classes, self.names))
         return zero_shot(self.space, records, self.modality, label_key, classes=self.classes,
                          names=lambda c: name_of[c], templates=self.templates, text_modality=self.text_modality,
-                         cache=cache, bias=self.offsets)
+                         cache=cache, bias=self.offsets, vectors=self.refined_)
 
     # -- saving ---------------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
         return {"format": FORMAT, "format_version": FORMAT_VERSION, "classes": self.classes, "names": self.names,
                 "templates": self.templates, "modality": self.modality, "text_modality": self.text_modality,
                 "prior": self.prior_spec, "prior_shares": self.prior.tolist(), "temperature": self.temperature,
-                "space_identity": self.space.identity(), "calibrated": self.bias_ is not None,
+                "refine": self.refine, "refine_rounds": self.refine_rounds, "space_identity": self.space.identity(), "calibrated": self.bias_ is not None,
                 "calibration": self.calibration_}
 
     def save(self, path: str | Path, overwrite: bool = True) -> Path:
@@ -346,6 +362,8 @@ class ZeroShotClassifier:
 
         def write(tmp: Path) -> None:
             tensors = {"bias": np.asarray(self.offsets * self.temperature, np.float64)}
+            if self.refined_ is not None:
+                tensors["class_vectors"] = np.asarray(self.refined_, np.float32)
             if self.balanced_on_ is not None:
                 tensors["balanced_on"] = np.asarray(self.balanced_on_, np.uint64)
             save_file(tensors, str(tmp / "bias.safetensors"), metadata={"format": FORMAT})
@@ -374,9 +392,10 @@ class ZeroShotClassifier:
             prior = meta["prior"] if meta["prior"] == "balanced" else meta["prior_shares"]
             clf = cls(space, meta["classes"], names=dict(zip(meta["classes"], meta["names"])),
                       templates=meta["templates"], modality=meta["modality"], text_modality=meta["text_modality"],
-                      prior=prior, temperature=meta["temperature"])
+                      prior=prior, temperature=meta["temperature"], refine=meta.get("refine", 0.0),
+                      refine_rounds=meta.get("refine_rounds", DEFAULT_ROUNDS))
             tensors = load_file(str(w_p))
-            bias, seen = tensors["bias"], tensors.get("balanced_on")
+            bias, seen, vecs = tensors["bias"], tensors.get("balanced_on"), tensors.get("class_vectors")
         except (KeyError, TypeError, ValueError, SafetensorError, OSError) as e:
             raise SpaceError(f"{path}: damaged zero-shot classifier ({type(e).__name__}: {' '.join(str(e).split())})") from None
         if bias.shape != (len(clf.classes),) or not np.all(np.isfinite(bias)):
@@ -384,7 +403,14 @@ class ZeroShotClassifier:
                              f"{len(clf.classes)} classes")
         if seen is not None and (seen.dtype != np.uint64 or seen.ndim != 1):
             raise SpaceError(f"{w_p}: balanced_on of {seen.dtype} and shape {seen.shape}, expected 64-bit digests")
+        if vecs is not None and (vecs.shape != (len(clf.classes), space.dim) or not np.all(np.isfinite(vecs))):
+            raise SpaceError(f"{w_p}: class_vectors of shape {vecs.shape} (finite: {bool(np.all(np.isfinite(vecs)))}), "
+                             f"expected ({len(clf.classes)}, {space.dim})")
+        if (vecs is not None) != bool(meta.get("calibrated") and clf.refine > 0):
+            raise SpaceError(f"{w_p}: {'unexpected' if vecs is not None else 'no'} class_vectors for a classifier "
+                             f"{'not ' if not clf.refine else ''}refined (refine {clf.refine:g}, calibrated "
+                             f"{bool(meta.get('calibrated'))})")
         if meta.get("calibrated"):
             clf.bias_, clf.calibration_ = bias.astype(np.float64), dict(meta.get("calibration") or {})
-            clf.balanced_on_ = seen
+            clf.balanced_on_, clf.refined_ = seen, vecs
         return clf

@@ -46,25 +46,40 @@ def balance_set(fm, n: int, start: int, scored: Sequence[Any], task: str) -> lis
     return out
 
 
-def balanced_hits(space, test, bal, classes: Sequence[str], names: Mapping[str, str], templates, temps, cache
-                  ) -> tuple[np.ndarray, dict[float, np.ndarray], dict[float, dict[str, Any]]]:
+def refine_option(task: str, refine: str) -> list[float]:
+    """The ``refine=`` option: comma-separated prototype weights in (0, 1] (:mod:`anybind.zeroshot_adapt`), checked
+    before any work (one line); empty: none."""
+    try:
+        mixes = [float(m) for m in refine.split(",") if m.strip()]
+    except ValueError:
+        raise AnybindError(f"{task}: refine={refine!r}: give comma-separated prototype weights in (0, 1]") from None
+    if any(not 0 < m <= 1 for m in mixes) or len(set(mixes)) != len(mixes):
+        raise AnybindError(f"{task}: refine={refine!r}: each weight in (0, 1], none repeated")
+    return mixes
+
+
+def balanced_hits(space, test, bal, classes: Sequence[str], names: Mapping[str, str], templates, temps, cache,
+                  refine: Sequence[float] = ()) -> tuple[np.ndarray, dict[Any, np.ndarray], dict[Any, dict[str, Any]]]:
     """Per-image correctness (0/1, in ``test``'s order) with no bias, and with the biases balanced on ``bal`` at
-    each temperature; and each calibration's record (argmax counts on ``bal`` before and after, iterations)."""
+    each temperature (keyed by it); with ``refine``, also with class vectors refined on ``bal`` (prototype weight
+    ``m``) and then balanced (keyed ``(temperature, m)``); and each calibration's record (argmax counts on ``bal``
+    before and after, iterations, refinement rounds)."""
     from ..zeroshot import ZeroShotClassifier
 
     y = np.array([list(classes).index(r.labels["class"]) for r in test])
     clf = ZeroShotClassifier(space, classes, names=dict(names), templates=templates, temperature=temps[0])
-    S = clf.raw_scores(test, cache)
+    X = clf.embed_items(test, cache)
+    S = clf.raw_scores(X, cache)
     plain = (S.argmax(1) == y).astype(np.float64)
     out, info = {}, {}
     Xb = clf.embed_items(bal, cache) if bal else None
     for t in temps:
-        c = ZeroShotClassifier(space, classes, names=dict(names), templates=templates, temperature=t)
-        c.calibrate(Xb, cache)
-        out[t] = ((S + c.offsets).argmax(1) == y).astype(np.float64)
-        info[t] = {"bias": [round(float(b), 3) for b in c.bias_], **c.calibration_}
+        for key, m in [(t, 0.0), *(((t, m), m) for m in refine)]:
+            c = ZeroShotClassifier(space, classes, names=dict(names), templates=templates, temperature=t, refine=m)
+            c.calibrate(Xb, cache)
+            out[key] = (c.decision_function(X, cache).argmax(1) == y).astype(np.float64)
+            info[key] = {"bias": [round(float(b), 3) for b in c.bias_], **c.calibration_}
     return plain, out, info
-
 
 
 def balanced_on_val(space, parts: Mapping[str, Sequence[Any]], label: str, names: Mapping[str, str], templates,

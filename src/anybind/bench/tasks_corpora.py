@@ -142,12 +142,13 @@ def per_class_recall(zs: dict) -> dict[str, float]:
     "Tux Paint / emoji val; image=SPEC[,SPEC...]: one defaults row per image encoder; split=train: score the first "
     "`limit` *train* images, a selection set, the probe on the next probe_train; probe_train=0: no probe; "
     "balance=N (default 1000, 0: none): also each system with class biases balanced on N unlabelled *train* images "
-    "from balance_start= (default 1000), softmax temperature(s) balance_t= (default 10), applied image by image)",
+    "from balance_start= (default 1000), softmax temperature(s) balance_t= (default 10), applied image by image; "
+    "refine=M[,M...]: also class vectors refined on the same unlabelled images, prototype weight M, then balanced)",
 )
 def fashion_mnist_zeroshot(work: Path, cache=None, seed: int = 0, console=None, limit: str = "10000",
                            probe_train: str = "10000", systems: str = ",".join(FM_SYSTEMS),
                            prompts: str = "", image: str = "", split: str = "test", balance: str = "1000",
-                           balance_start: str = "1000", balance_t: str = "10") -> TaskResult:
+                           balance_start: str = "1000", balance_t: str = "10", refine: str = "") -> TaskResult:
     import numpy as np
     from sklearn.linear_model import LogisticRegression
 
@@ -158,7 +159,7 @@ def fashion_mnist_zeroshot(work: Path, cache=None, seed: int = 0, console=None, 
     from ..errors import AnybindError
     from ..evaluate import zero_shot
     from ..space import Space
-    from .fm_balance import balance_options, balance_set, balanced_hits
+    from .fm_balance import balance_options, balance_set, balanced_hits, refine_option
     from .prompt_choice import check_prompts_option
     from .stats import bootstrap
     from .tuxpaint import PLAIN_ENCODERS, RECIPE, image_encoders, prepare_tuxpaint, short_spec
@@ -177,6 +178,9 @@ def fashion_mnist_zeroshot(work: Path, cache=None, seed: int = 0, console=None, 
         raise AnybindError(f"fashion-mnist-zeroshot: split={split!r}; known: {', '.join(FM_SPLITS)}")
     n_test, n_train = int(limit), int(probe_train)
     n_bal, bal_start, temps = balance_options("fashion-mnist-zeroshot", balance, balance_start, balance_t)
+    mixes = refine_option("fashion-mnist-zeroshot", refine)
+    if mixes and not n_bal:
+        raise AnybindError(f"fashion-mnist-zeroshot: refine={refine!r} refines on the balancing images: give balance=N > 0")
     mods = ["image", "text"]
     tux = prepare_tuxpaint(work, console)
     sources = [tux]
@@ -187,6 +191,8 @@ def fashion_mnist_zeroshot(work: Path, cache=None, seed: int = 0, console=None, 
     test, train = fm_images(fm, split, n_test, n_train)
     bal = balance_set(fm, n_bal, bal_start, test, "fashion-mnist-zeroshot") if n_bal else []
     bcols = [("balanced" if len(temps) == 1 else f"balanced T={t:g}", t) for t in temps] if bal else []
+    bcols += [(c.replace("balanced", "refined") + (f" m={m:g}" if len(mixes) > 1 else ""), (t, m))
+              for c, t in list(bcols) for m in mixes]  # class vectors refined on the balancing set, then balanced
     mans = [load_manifest(p, modalities=mods, progress=True) for p in sources]
     encs = {m: RECIPE["encoders"][m] for m in mods}
     fits = {
@@ -235,7 +241,7 @@ def fashion_mnist_zeroshot(work: Path, cache=None, seed: int = 0, console=None, 
         accs[key] = {k: v["accuracy"] for k, v in res.items()}
         if bal:  # class biases balanced on unlabelled train images, then each test image on its own
             for tp, (nm, tpl) in (("", (FM_NAMES, FM_TEMPLATES)), ("train prompts, ", (FM_NAMES_TRAIN, FM_TEMPLATES_TRAIN))):
-                plain, hits, info = balanced_hits(sp, test, bal, list(FM_NAMES), nm, tpl, temps, cache)
+                plain, hits, info = balanced_hits(sp, test, bal, list(FM_NAMES), nm, tpl, temps, cache, mixes)
                 base = "accuracy" if not tp else "train prompts"
                 m0, ci0, _ = bootstrap(plain, (), 1000, seed)
                 intervals[f"{key}/{base}"] = {"mean": m0, "ci": ci0}
@@ -244,6 +250,8 @@ def fashion_mnist_zeroshot(work: Path, cache=None, seed: int = 0, console=None, 
                     _, diff, _ = bootstrap(hits[t] - plain, (), 1000, seed)  # paired: the same resamples
                     accs[key][tp + col] = m
                     intervals[f"{key}/{tp + col}"] = {"mean": m, "ci": ci, "minus_unbalanced": diff}
+                    if isinstance(t, tuple):  # refined: also paired against balancing alone at its temperature
+                        intervals[f"{key}/{tp + col}"]["minus_balanced"] = bootstrap(hits[t] - hits[t[0]], (), 1000, seed)[1]
                     balancing[f"{key}/{tp + col}"] = info[t]
         recalls[name] = per_class_recall(res["accuracy"])
         recalls[name + ", train prompts"] = per_class_recall(res["train prompts"])
@@ -299,6 +307,7 @@ def fashion_mnist_zeroshot(work: Path, cache=None, seed: int = 0, console=None, 
                 "headline": row_names[head],
                 "per_class_recall": recalls, "train_corpora": [str(p) for p in sources], "chosen_prompts": chosen,
                 "balance_images": len(bal), "balance_start": bal_start if bal else None, "balance_t": temps,
+                "refine": mixes,
                 "balancing": balancing, "intervals": {k: {a: (list(b) if isinstance(b, tuple) else b)
                                                           for a, b in v.items()} for k, v in intervals.items()}},
         notes=[(f"first {len(test)} Fashion-MNIST {split} images, inverted to dark-on-white; " + (
@@ -319,7 +328,12 @@ def fashion_mnist_zeroshot(work: Path, cache=None, seed: int = 0, console=None, 
              + "; ".join(f"{row_names.get(k.split('/')[0], k.split('/')[0])} {k.split('/', 1)[1]} {v['mean']:.3f} "
                          f"({v['ci'][0]:.3f}-{v['ci'][1]:.3f})" + (
                              f", minus unbalanced {v['minus_unbalanced'][0]:+.3f} to {v['minus_unbalanced'][1]:+.3f}"
-                             if v.get("minus_unbalanced") else "") for k, v in intervals.items()))] if bal else [])
+                             if v.get("minus_unbalanced") else "") + (
+                             f", minus balanced {v['minus_balanced'][0]:+.3f} to {v['minus_balanced'][1]:+.3f}"
+                             if v.get("minus_balanced") else "") for k, v in intervals.items()))] if bal else [])
+        + ([(f"refined: the class vectors first refined on the same unlabelled balancing images (anybind.zeroshot_adapt: "
+             f"balanced self-training, prototype weight {', '.join(f'{m:g}' for m in mixes)}, at most "
+             "10 rounds), then balanced and frozen; applied to each scored image on its own")] if bal and mixes else [])
         + ([("chosen prompts: each space's own templates, chosen greedily from anybind.prompts.CANDIDATE_TEMPLATES on "
              "Tux Paint val (category) + emoji val (subgroup), stored with the space and used as its default; class "
              "names FM_NAMES. " + "; ".join(

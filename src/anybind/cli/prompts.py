@@ -78,6 +78,8 @@ def balance(
     modality: str = typer.Option("image", help="The modality classified."),
     temperature: float = typer.Option(10.0, help="Softmax temperature of the prior matching (logits = T * cosine)."),
     share: list[str] = typer.Option(None, "--share", help="CLASS=SHARE of a given prior (repeatable; default uniform)."),
+    refine: float = typer.Option(0.0, help="Also refine the class vectors on the --on items first (balanced self-training): "
+                                 "the weight of their prototypes, 0-1 (0: none; 0.5 chosen on emoji val)."),
     out: Path = typer.Option(..., "--out", "-o", help="Where the zero-shot classifier folder goes."),
     overwrite: bool = typer.Option(False, help="Replace a saved classifier at --out."),
     cache: Optional[Path] = typer.Option(None, help="Feature cache folder."),
@@ -122,13 +124,17 @@ def balance(
         man = load_manifest(on, modalities=[modality], kinds=manifest_kinds(space.encoders))
         items = [r for r in man.split(split) if r.has(modality)]
         clf = ZeroShotClassifier(space, classes, templates=template or None, modality=modality, prior=prior,
-                                 temperature=temperature).calibrate(items, cache=cache, progress=True)
+                                 temperature=temperature, refine=refine).calibrate(items, cache=cache, progress=True)
         clf.save(out, overwrite=overwrite)
     except AnybindError as e:
         fail(e)
     info = clf.calibration_
     console.print(f"{len(classes)} classes balanced on {info['items']} unlabelled {split} items of {on} "
                   f"({info['iterations']} iterations)", highlight=False, markup=False)
+    if "refine" in info:
+        console.print(f"class vectors refined first: prototype weight {info['refine']['mix']:g}, {info['refine']['rounds']} "
+                      f"round(s), {info['refine']['changed_last_round']} item(s) changed class in the last",
+                      highlight=False, markup=False)
     for c, b, a in zip(classes, info["predicted_before"], info["predicted_after"]):
         console.print(f"  {c}: predicted for {b} -> {a} of them", highlight=False, markup=False)
     console.print(f"saved to {out}", highlight=False, markup=False)
