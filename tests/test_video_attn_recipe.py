@@ -139,3 +139,21 @@ def test_the_bench_summarises_the_attention_over_frames(world):
     assert a["entropy / log frames"] < 0.5 and a["argmax on signal"] > 0.9 and a["frames"] == FRAMES
     assert sum(a[f"weight at frame {t}"] for t in range(FRAMES)) == pytest.approx(1.0, abs=1e-5)
     assert {"pan: entropy / log frames", "fade: weight at frame 3"} <= set(a) and "zoom: weight at frame 0" not in a
+
+
+def test_fit_takes_the_attention_options(world, tmp_path):
+    from typer.testing import CliRunner
+
+    from anybind.cli import app
+    from anybind.space import Space
+
+    _, _, files = world
+    out = tmp_path / "sp"
+    args = ["fit", str(files["manifest"]), "--epochs", "2", "--attn-lr", "0.02", "--attn-epochs", "2", "--lock", "text",
+            "--init", "ridge", "--cache", str(files["cache"]), "--out", str(out)]
+    res = CliRunner().invoke(app, args + [x for m, s in files["encoders"].items() for x in ("-e", f"{m}={s}")])
+    assert res.exit_code == 0, res.output
+    sp = Space.load(out)
+    assert sp.config["attn_lr"] == 0.02 and sp.config["attn_epochs"] == 2
+    phase = sp.info["training"]["robust"]["attention_phase"]
+    assert phase["lr"] == 0.02 and phase["epochs_run"] <= 3
