@@ -157,3 +157,24 @@ def test_fit_takes_the_attention_options(world, tmp_path):
     assert sp.config["attn_lr"] == 0.02 and sp.config["attn_epochs"] == 2
     phase = sp.info["training"]["robust"]["attention_phase"]
     assert phase["lr"] == 0.02 and phase["epochs_run"] <= 3
+
+
+def test_the_ridge_refit_after_the_phase_is_kept_only_when_val_does_not_fall():
+    from anybind.projectors import Projector, ProjectorConfig
+    from anybind.train import refit_after_attention
+
+    def refit(prs):
+        with torch.no_grad():
+            prs["video"].linear.weight.add_(1.0)
+        return {"video": {"alpha": 0.1}}
+
+    for val, kept in ((0.4, False), (0.5, True), (0.6, True)):
+        prs = {"video": Projector(ProjectorConfig(in_dim=4 * 7, out_dim=3, kind="linear", frames=4))}
+        w0 = prs["video"].linear.weight.detach().clone()
+        phase = {"best_val": 0.5}
+        rec = refit_after_attention(prs, phase, lambda: refit(prs), lambda epoch: val)
+        assert phase["val_after_ridge"] == val and phase["ridge_refit"].startswith("kept" if kept else "dropped")
+        assert (rec is not None) == kept
+        assert torch.equal(prs["video"].linear.weight, w0 + 1.0 if kept else w0)
+    phase = {"best_val": 0.5}  # no val split: kept
+    assert refit_after_attention(prs, phase, lambda: refit(prs), None) is not None and phase["val_after_ridge"] is None

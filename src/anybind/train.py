@@ -273,9 +273,9 @@ def _train_space(fs: FeatureSet, cfg: TrainConfig, *, progress: bool = True, sel
                                         for p in pairs if set(p) <= set(vfs.feats))
     phase = attention_phase(projectors, model, batches, steps, logit_scale, cfg, use_val=use_val, score=score,
                             progress=progress)
-    if phase is not None and cfg.init == "ridge":  # the map re-solved for the frames the learnt pool picks
-        ridge = warm_start(projectors, fs, cfg, select)
-        phase["val_after_ridge"] = score(0) if use_val else None
+    if phase is not None and cfg.init == "ridge":
+        ridge = refit_after_attention(projectors, phase, lambda: warm_start(projectors, fs, cfg, select),
+                                      score if use_val else None) or ridge
     rob = robust.RobustFit(cfg, projectors, logit_scale)  # WiSE-FT / L2-SP around the loop (from here)
     opt = make_optimizer([p for pr in projectors.values() for p in pr.parameters()], logit_scale,
                          list(loss_fn.parameters()) + list(placeholders.parameters()),
@@ -348,6 +348,22 @@ def attention_phase(projectors: Mapping[str, Projector], model: torch.nn.Module,
         p.grad = None
     return {"best_epoch": res.best_epoch, "best_val": res.best_val if use_val else None,
             "epochs_run": len(res.history), "lr": opt.param_groups[0]["lr"]}
+
+
+def refit_after_attention(projectors: Mapping[str, Projector], phase: dict[str, Any], refit: Callable[[], Any],
+                          score: Callable[[int], float] | None) -> Any:
+    """After an :func:`attention_phase`: the ridge map re-solved for the frames the learnt pool picks (``refit()``,
+    which reads the pooled frames through :meth:`~anybind.projectors.Projector.standardized`), kept unless it scores
+    lower on val than the phase's best (``score``; ``None``: no val split, kept).  Records ``val_after_ridge`` and
+    ``ridge_refit`` in ``phase``; returns ``refit()``'s record when kept, else ``None``."""
+    before = robust.snapshot(projectors)
+    rec = refit()
+    s = score(0) if score is not None else None
+    kept = s is None or phase.get("best_val") is None or s >= phase["best_val"]
+    phase.update(val_after_ridge=s, ridge_refit="kept" if kept else "dropped: lower on val than the phase's best")
+    if not kept:
+        robust.load_state(projectors, before)
+    return rec if kept else None
 
 
 def featureset_batches(fs: FeatureSet, feats_t: Mapping[str, torch.Tensor], pairs, sampler: IndexSampler):

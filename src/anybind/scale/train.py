@@ -48,7 +48,8 @@ from ..epochs import selection_record
 from ..errors import DataError
 from ..robust import RobustFit, check_robust, ridge_start, with_mixup
 from ..loop import fit_loop, make_optimizer, make_temperature, training_threads
-from ..train import VAL_METRIC, TrainConfig, attention_phase, choose_pairs, featureset_pairs, val_score
+from ..train import (VAL_METRIC, TrainConfig, attention_phase, choose_pairs, featureset_pairs,
+                     refit_after_attention, val_score)
 from .pairstream import PairStream
 from .stream import SPLIT_CODES, TrainingShards
 
@@ -232,9 +233,10 @@ def train_streaming(
         phase = attention_phase(projectors, model, stream, steps, logit_scale, cfg, use_val=use_val, score=score,
                                 progress=progress and rank == 0)
         if phase is not None and cfg.init == "ridge":  # the map re-solved for the frames the learnt pool picks
-            phase["ridge"] = ridge_start(projectors, cfg, shards.specs, _shard_pairs(shards, "train", cfg.lock),
-                                         featureset_pairs(shards.feature_set("val"), "val", cfg.lock))
-            phase["val_after_ridge"] = score(0) if use_val else None
+            phase["ridge"] = refit_after_attention(
+                projectors, phase, lambda: ridge_start(projectors, cfg, shards.specs, _shard_pairs(shards, "train", cfg.lock),
+                                                       featureset_pairs(shards.feature_set("val"), "val", cfg.lock)),
+                score if use_val else None)
         rob = RobustFit(cfg, projectors, logit_scale)  # from the start fine-tuning leaves
         res = fit_loop(model, stream, opt, logit_scale, epochs=cfg.epochs, steps=steps, use_val=use_val,
                        patience=cfg.patience, score=score, keep=projectors, start=cfg.init != "random",
