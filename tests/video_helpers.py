@@ -72,12 +72,16 @@ rgb_stats.dim = 6
 rgb_stats.batch_size = 5
 
 
-def one_frame_corpus(d: Path, n: int = 300, frames: int = 4, seed: int = 0) -> tuple[Path, dict[str, str]]:
+def one_frame_corpus(d: Path, n: int = 300, frames: int = 4, seed: int = 0,
+                     flat_signal: bool = False) -> tuple[Path, dict[str, str]]:
     """Clips where one frame matters: record ``i`` has a latent colour ``z_i`` (RGB in [0.1, 0.9]) that one
     frame of its clip (at a random place) shows on its left half, the right half black (``rgb_stats`` reads
     ``z / 2`` as its mean and its spread); its other frames show one random colour each (no spread).  A "text" view sees
     ``z`` through a fixed linear map plus noise (``vectors:`` features).  Returns the manifest (train / val /
-    test 3:1:1) and the encoder specs; the video spec is completed by the caller (``@fps=4,max=<frames>...``)."""
+    test 3:1:1) and the encoder specs; the video spec is completed by the caller (``@fps=4,max=<frames>...``).
+
+    ``flat_signal``: the other way round -- the signal frame is ``z`` all over (no spread: the frames' mean mixes
+    its colour with the distractors'), the distractors two random colours each (left and right half)."""
     import json
 
     d.mkdir(parents=True, exist_ok=True)
@@ -90,8 +94,12 @@ def one_frame_corpus(d: Path, n: int = 300, frames: int = 4, seed: int = 0) -> t
     splits = ["train"] * 3 + ["val", "test"]
     with open(d / "manifest.jsonl", "w") as f:
         for i, rid in enumerate(ids):
-            colours = np.tile(rng.uniform(0.1, 0.9, size=(frames, 3)), 2)  # one colour each
-            colours[int(rng.integers(frames))] = [*z[i], 0, 0, 0]  # the one two-coloured frame: z and black
+            if flat_signal:  # two colours each; the signal frame z all over
+                colours = rng.uniform(0.1, 0.9, size=(frames, 6))
+                colours[int(rng.integers(frames))] = [*z[i], *z[i]]
+            else:
+                colours = np.tile(rng.uniform(0.1, 0.9, size=(frames, 3)), 2)  # one colour each
+                colours[int(rng.integers(frames))] = [*z[i], 0, 0, 0]  # the one two-coloured frame: z and black
             pix = []
             for c in colours:
                 a = np.zeros((32, 32, 3), np.uint8)

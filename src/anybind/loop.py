@@ -69,14 +69,19 @@ def make_temperature(temperature: float, learn: bool = True) -> nn.Parameter:
 
 def make_optimizer(
     decayed: Iterable[nn.Parameter], logit_scale: nn.Parameter, undecayed: Iterable[nn.Parameter] = (), *,
-    lr: float, weight_decay: float,
+    lr: float, weight_decay: float, own_rate: Iterable[nn.Parameter] = (), own_lr: float | None = None,
 ) -> torch.optim.AdamW:
     """AdamW over two groups: ``decayed`` (projector weights) with ``weight_decay``; the temperature and
     ``undecayed`` (the loss' own parameters such as SigLIP's bias, Symile's missing placeholders; frozen
-    ones left out) without."""
+    ones left out) without.  ``own_rate`` (a temporal projector's attention scorer, also in ``decayed`` or
+    not): a third group, decayed, at ``own_lr`` (``None``: ``lr``)."""
     rest = [p for p in undecayed if p.requires_grad]
-    groups = [{"params": list(decayed), "weight_decay": weight_decay},
+    fast = list(own_rate)
+    ids = {id(p) for p in fast}
+    groups = [{"params": [p for p in decayed if id(p) not in ids], "weight_decay": weight_decay},
               {"params": [logit_scale] + rest, "weight_decay": 0.0}]
+    if fast:
+        groups.append({"params": fast, "weight_decay": weight_decay, "lr": lr if own_lr is None else own_lr})
     return torch.optim.AdamW(groups, lr=lr)
 
 

@@ -15,7 +15,9 @@ A *temporal* projector (``frames=T > 0``) reads a frame-sequence feature (``vide
 pools them with a learnt gated attention (``a_t = softmax_t(v . tanh(W z_t + b))`` over the valid frames,
 Ilse et al.'s attention MIL pooling, the usual temporal head over frozen per-frame features) and maps the
 pooled ``d`` features like any projector.  ``v`` starts at zero, so an untrained head is the mean over the
-valid frames (what ``pool=mean`` gives), and a ridge start (:meth:`Projector.standardized`) is exact.
+valid frames (what ``pool=mean`` gives), and a ridge start (:meth:`Projector.standardized`) is exact.  The
+scorer has its own learning rate (``TrainConfig.attn_lr``: at the recipe's fine-tuning rate ``v`` barely leaves
+zero, issue 17) and may first be trained alone on top of the frozen ridge start (``TrainConfig.attn_epochs``).
 
 A *centred* projector (``center=True``, see :mod:`anybind.robust`) also stores its modality's
 mean unit embedding over the training split and returns ``normalize(y) - center``: once
@@ -157,14 +159,24 @@ class Projector(nn.Module):
         w = torch.softmax(scores.masked_fill(~m, torch.finfo(scores.dtype).min), dim=-1) * m.to(scores.dtype)
         return w / w.sum(-1, keepdim=True).clamp_min(torch.finfo(scores.dtype).tiny)
 
+    def attention_parameters(self) -> list[nn.Parameter]:
+        """A temporal projector's attention scorer (``attn``, ``attn_v``): trained at its own rate and, in an
+        attention phase, alone (:func:`anybind.train.attention_phase`); empty for any other projector."""
+        return [*self.attn.parameters(), *self.attn_v.parameters()] if self.cfg.frames else []
+
     def standardized(self, x: torch.Tensor) -> torch.Tensor:
-        """What the linear map reads at the start of training: the standardised features, or for a temporal
-        projector the mean of its standardised valid frames (what its untrained attention gives)."""
+        """What the linear map reads (no dropout): the standardised features, or for a temporal projector its
+        standardised valid frames pooled with its attention (their mean while the attention is untrained), so a
+        ridge start fitted after an attention phase maps the frames the learnt pool picks."""
         if not self.cfg.frames:
             return (x - self.mean) / self.scale
         f, m = self._frames(x)
-        w = m.to(f.dtype) / m.sum(-1, keepdim=True).clamp(min=1)
-        return (w.unsqueeze(-1) * ((f - self.mean) / self.scale)).sum(1)
+        z = (f - self.mean) / self.scale
+        if not bool(self.attn_v.weight.any()):  # untrained: exactly the mean over the valid frames
+            w = m.to(f.dtype) / m.sum(-1, keepdim=True).clamp(min=1)
+        else:
+            w = self._weights(z, m)
+        return (w.unsqueeze(-1) * z).sum(1)
 
     def uncentred(self, x: torch.Tensor) -> torch.Tensor:
         """The map before any centring."""

@@ -69,6 +69,10 @@ class TrainConfig:
     center: bool = False
     mixup: float = 0.0  # weight of the geodesic multi-modal mixup term (m^2-mix hard negatives; 0: off)
     mixup_alpha: float = 0.5  # its mixing coefficient ~ Beta(mixup_alpha, mixup_alpha)
+    # a frame-pooling (pool=attn video) projector's attention scorer: its learning rate (None: lr) and the
+    # epochs it first trains alone on top of a frozen warm start (0: none), see attention_phase
+    attn_lr: float | None = 3e-3
+    attn_epochs: int = 30
     threads: int = 1  # torch threads while training: small projectors gain nothing from more,
     # and a busy machine makes multi-threaded OpenMP spin (5x slower measured on 2 shared cores)
 
@@ -228,15 +232,11 @@ def _train_space(fs: FeatureSet, cfg: TrainConfig, *, progress: bool = True, sel
         projectors[m] = Projector(pc).fit_stats(fs.feats[m][fs.rows[m][tr]] if len(tr) else fs.feats[m])
     ridge = warm_start(projectors, fs, cfg, select) if cfg.init != "random" else None
     logit_scale = make_temperature(cfg.temperature, cfg.learn_temperature)
-    rob = robust.RobustFit(cfg, projectors, logit_scale)  # WiSE-FT / L2-SP around the loop
     loss_fn = robust.with_mixup(build_loss(cfg.loss, label_smoothing=cfg.label_smoothing), cfg)
     multimodal = is_multimodal(loss_fn)
     if cfg.missing not in ("learned", "mean"):
         raise ValueError(f"missing must be 'learned' or 'mean', got {cfg.missing!r}")
     placeholders = MissingPlaceholders({m: fs.feats[m].shape[1] for m in fs.modalities}, learn=cfg.missing == "learned")
-    opt = make_optimizer([p for pr in projectors.values() for p in pr.parameters()], logit_scale,
-                         list(loss_fn.parameters()) + list(placeholders.parameters()),
-                         lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     def add(key, mem: np.ndarray) -> None:  # with per-corpus sampling weights, if any
         w = fs.weights[fs.corpus[mem]]
@@ -271,6 +271,16 @@ def _train_space(fs: FeatureSet, cfg: TrainConfig, *, progress: bool = True, sel
 
     use_val = len(val_idx) >= 2 and any(len(vfs.with_pair(val_idx, *p)) >= 2
                                         for p in pairs if set(p) <= set(vfs.feats))
+    phase = attention_phase(projectors, model, batches, steps, logit_scale, cfg, use_val=use_val, score=score,
+                            progress=progress)
+    if phase is not None and cfg.init == "ridge":
+        ridge = refit_after_attention(projectors, phase, lambda: warm_start(projectors, fs, cfg, select),
+                                      score if use_val else None) or ridge
+    rob = robust.RobustFit(cfg, projectors, logit_scale)  # WiSE-FT / L2-SP around the loop (from here)
+    opt = make_optimizer([p for pr in projectors.values() for p in pr.parameters()], logit_scale,
+                         list(loss_fn.parameters()) + list(placeholders.parameters()),
+                         lr=cfg.lr, weight_decay=cfg.weight_decay, own_lr=cfg.attn_lr,
+                         own_rate=[p for pr in projectors.values() for p in pr.attention_parameters()])
     res = fit_loop(model, batches, opt, logit_scale, epochs=cfg.epochs, steps=steps, use_val=use_val,
                    patience=cfg.patience, score=score, start=cfg.init != "random", progress=progress,
                    keep={"projectors": model.projectors, "placeholders": placeholders},
@@ -278,6 +288,8 @@ def _train_space(fs: FeatureSet, cfg: TrainConfig, *, progress: bool = True, sel
     final_logit, rob_rec = rob.finish(res.logit_scale, (lambda: score(1)) if use_val else None)
     if ridge:
         rob_rec["ridge"] = ridge
+    if phase is not None:
+        rob_rec["attention_phase"] = phase
     if cfg.center:  # inductive: the training split's mean embeddings, stored in the projectors
         rob_rec["center_norms"] = robust.center_projectors(
             projectors, {m: fs.get(m, train_idx[fs.rows[m][train_idx] >= 0]) for m in fs.modalities})
@@ -308,6 +320,50 @@ def _train_space(fs: FeatureSet, cfg: TrainConfig, *, progress: bool = True, sel
     if scalars:  # e.g. SigLIP's learnt bias (the value at the end of training)
         space.info["training"]["loss_parameters"] = scalars
     return space
+
+
+def attention_phase(projectors: Mapping[str, Projector], model: torch.nn.Module, batches: Iterator, steps: int,
+                    logit_scale: torch.Tensor, cfg: TrainConfig, *, use_val: bool, score: Callable[[int], float],
+                    progress: bool = False) -> dict[str, Any] | None:
+    """Train the frame-pooling projectors' attention scorers alone for up to ``cfg.attn_epochs`` epochs (issue 17).
+
+    Only the scorers are stepped (an optimizer over them alone, so ``model`` may be DDP-wrapped); the maps, the
+    temperature and the loss' parameters stay where the warm start put them, so the attention learns which frames
+    the start's map reads best instead of racing a whole projector that overfits a few hundred clips within an
+    epoch or two.  Rate ``cfg.attn_lr`` (``None``: ``cfg.lr``); early stopping on val with the start (uniform
+    attention) as epoch 0, as in any fit.  The caller re-solves a ridge start afterwards.  Returns the phase's
+    record (``None``: no temporal projector, ``attn_epochs`` or ``epochs`` 0, or a random start, where the
+    attention trains with the rest)."""
+    if isinstance(cfg.attn_epochs, bool) or not isinstance(cfg.attn_epochs, int) or cfg.attn_epochs < 0:
+        raise DataError(f"attn_epochs must be a whole number >= 0, got {cfg.attn_epochs!r}")
+    attn = [p for pr in projectors.values() for p in pr.attention_parameters()]
+    if not attn or cfg.attn_epochs == 0 or cfg.epochs <= 0 or cfg.init == "random":
+        return None
+    opt = torch.optim.AdamW([{"params": attn, "weight_decay": cfg.weight_decay}],
+                            lr=cfg.lr if cfg.attn_lr is None else cfg.attn_lr)
+    res = fit_loop(model, batches, opt, logit_scale, epochs=cfg.attn_epochs, steps=steps, use_val=use_val,
+                   patience=cfg.patience, score=score, start=True, progress=progress,
+                   keep=dict(projectors), label="attention")
+    for p in model.parameters():  # what the frozen parameters gathered (never stepped)
+        p.grad = None
+    return {"best_epoch": res.best_epoch, "best_val": res.best_val if use_val else None,
+            "epochs_run": len(res.history), "lr": opt.param_groups[0]["lr"]}
+
+
+def refit_after_attention(projectors: Mapping[str, Projector], phase: dict[str, Any], refit: Callable[[], Any],
+                          score: Callable[[int], float] | None) -> Any:
+    """After an :func:`attention_phase`: the ridge map re-solved for the frames the learnt pool picks (``refit()``,
+    which reads the pooled frames through :meth:`~anybind.projectors.Projector.standardized`), kept unless it scores
+    lower on val than the phase's best (``score``; ``None``: no val split, kept).  Records ``val_after_ridge`` and
+    ``ridge_refit`` in ``phase``; returns ``refit()``'s record when kept, else ``None``."""
+    before = robust.snapshot(projectors)
+    rec = refit()
+    s = score(0) if score is not None else None
+    kept = s is None or phase.get("best_val") is None or s >= phase["best_val"]
+    phase.update(val_after_ridge=s, ridge_refit="kept" if kept else "dropped: lower on val than the phase's best")
+    if not kept:
+        robust.load_state(projectors, before)
+    return rec if kept else None
 
 
 def featureset_batches(fs: FeatureSet, feats_t: Mapping[str, torch.Tensor], pairs, sampler: IndexSampler):

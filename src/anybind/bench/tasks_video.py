@@ -20,9 +20,15 @@ With ``--opt clips=oneframe`` the clips are those of :mod:`anybind.bench.video_o
 frames at ``fps``, only one of which shows the captioned stamp (the others: distractor stamps of the same split),
 where an attention pool has a frame to find; the image row is the one stamp's still (an upper bound).
 
+Every space is also scored on the val split (the ``val:`` rows).  The attention-pooled space's weights are
+summarised per split (:func:`attention_stats`: entropy over a clip's frames / log(frames), 1 = uniform; the mean
+weight at each frame place, per motion).
+
 Options (``--opt``): ``limit`` (stamps per split for a quick run; 0 = all), ``fps``, ``max`` (frame sampling),
 ``n_speed`` (clips timed), ``speed_repeats`` (rounds), ``attn`` (1: add the attention-pooled row), ``clips``
-(``motion``: the corpus' clips; ``oneframe``: one frame of ``max`` matters).
+(``motion``: the corpus' clips; ``oneframe``: one frame of ``max`` matters), ``attn_lr`` / ``attn_epochs`` (the
+attention scorer's rate and its attention-only epochs, :class:`anybind.train.TrainConfig`; default: its defaults;
+``attn_lr=1e-4 attn_epochs=0`` is the training before issue 17's fix).
 """
 
 from __future__ import annotations
@@ -94,25 +100,42 @@ def _speed(paths: list[str], fps: float, max_frames: int, work: Path, repeats: i
     }
 
 
-def signal_attention(space: Any, records: list, cache: Any) -> dict[str, float]:
-    """How a ``pool=attn`` space's video projector weighs one-frame clips' signal frame (``labels.signal_frame``):
-    its mean attention weight there and how often it is the clip's most weighted frame."""
+def attention_stats(space: Any, records: list, cache: Any) -> dict[str, float]:
+    """How a ``pool=attn`` space's video projector weighs the frames of ``records``' clips: the entropy of its
+    weights over a clip's valid frames divided by log(frames) (1: the uniform mean), the mean weight at each frame
+    place, the same per motion (``labels.motion``: pan, zoom, fade), and on one-frame clips
+    (``labels.signal_frame``) the mean weight on the signal frame and how often it is the most weighted one."""
     import numpy as np
     import torch
 
-    X = cache.encode(space.encoder("video"), [r.values["video"] for r in records], progress=False)
+    X = np.asarray(cache.encode(space.encoder("video"), [r.values["video"] for r in records], progress=False),
+                   np.float32)
+    pr = space.projectors["video"]
     with torch.no_grad():
-        w = space.projectors["video"].attention(torch.from_numpy(np.asarray(X, np.float32))).cpu().numpy()
-    at = np.array([int(r.labels["signal_frame"]) for r in records])
-    return {"weight on signal": float(w[np.arange(len(at)), at].mean()),
-            "argmax on signal": float((w.argmax(1) == at).mean()), "frames": float(w.shape[1])}
+        w = pr.attention(torch.from_numpy(X)).cpu().numpy()
+    k = X.reshape(len(X), pr.cfg.frames, -1)[:, :, -1].sum(1)  # the valid frames' flags
+    many = k > 1
+    h = -(w * np.log(np.clip(w, 1e-12, 1.0))).sum(1)[many] / np.log(k[many])
+    out = {"entropy / log frames": float(h.mean()) if len(h) else float("nan"), "frames": float(w.shape[1]),
+           **{f"weight at frame {t}": float(w[:, t].mean()) for t in range(w.shape[1])}}
+    motion = np.array([str(r.labels.get("motion", "")) for r in records])
+    for mo in sorted(set(motion) - {""}):
+        sel = motion[many] == mo
+        out[f"{mo}: entropy / log frames"] = float(h[sel].mean())
+        out.update({f"{mo}: weight at frame {t}": float(w[motion == mo, t].mean()) for t in range(w.shape[1])})
+    if all("signal_frame" in r.labels for r in records):
+        at = np.array([int(r.labels["signal_frame"]) for r in records])
+        out.update({"weight on signal": float(w[np.arange(len(at)), at].mean()),
+                    "argmax on signal": float((w.argmax(1) == at).mean())})
+    return out
 
 
 @task("video-retrieval", "Tux Paint clips (tuxpaint-video): video<->text R@k beside image<->text of the same stamps, "
       "and video encoder clips/s against decoding and the bare image forward")
 def video_retrieval(work: Path, cache=None, seed: int = 0, console=None, limit: str = "0", fps: str = "2",
                     max: str = "6", n_speed: str = "16", attn: str = "0",  # noqa: A002 - the option's name
-                    clips: str = "motion", speed_repeats: str = "3") -> TaskResult:
+                    clips: str = "motion", speed_repeats: str = "3", attn_lr: str = "",
+                    attn_epochs: str = "") -> TaskResult:
     from ..cache import FeatureCache
     from ..data.manifest import load_manifest
     from ..evaluate import embed_records
@@ -143,21 +166,28 @@ def video_retrieval(work: Path, cache=None, seed: int = 0, console=None, limit: 
     results: dict[str, dict[str, float]] = {}
     val_results: dict[str, dict[str, float]] = {}
     attention: dict[str, dict[str, float]] = {}
-    splits = {"test": test, **({"val": man.split("val")} if clips == "oneframe" else {})}  # oneframe: val rows too
+    splits = {"test": test, "val": man.split("val")}
     systems = [("video", "video", video_spec), ("image", "image", image_spec)]
     if attn.strip() not in ("", "0"):
         systems.append(("video-attn", "video", video_spec + ",pool=attn"))
+    attn_kw = {**({"attn_lr": float(attn_lr)} if attn_lr.strip() else {}),
+               **({"attn_epochs": int(attn_epochs)} if attn_epochs.strip() else {})}
+    phase: dict[str, Any] = {}
     for key, m, spec in systems:
         t0 = time.perf_counter()
         space = Space.fit(man, modalities=["text", m], encoders={"text": text_spec, m: spec}, cache=fc, seed=seed,
-                          progress=False, **recipe_kw, recipe="plain")
+                          progress=False, **recipe_kw, **(attn_kw if key == "video-attn" else {}), recipe="plain")
+        if key == "video-attn":
+            phase = space.info["training"]["robust"].get("attention_phase") or {}
+            phase.update(best_epoch_after=space.info["training"]["best_epoch"],
+                         wise_alpha=space.info["training"]["robust"].get("wise_alpha"))
         times[f"fit text+{key} (with encoding)"] = time.perf_counter() - t0
         for split, recs in splits.items():
             res = retrieval_from_embeddings(embed_records(space, recs, ["text", m], cache=fc), [(m, "text")])
             res = {k.replace(f"{m}->", f"{key}->").replace(f"->{m}/", f"->{key}/"): v for k, v in res.items()}
             (results if split == "test" else val_results)[key] = res
-            if key == "video-attn" and clips == "oneframe":
-                attention[split] = signal_attention(space, recs, fc)
+            if key == "video-attn":
+                attention[split] = attention_stats(space, recs, fc)
 
     def row(name: str, res: dict[str, float], m: str) -> dict[str, Any]:
         out: dict[str, Any] = {"name": name}
@@ -172,7 +202,7 @@ def video_retrieval(work: Path, cache=None, seed: int = 0, console=None, limit: 
                if "video-attn" in results else []),
              row("image: the same stamps' stills", results["image"], "image"),
              row("chance", chance_metrics(results["video"]), "video")]
-    if val_results:  # the same spaces on the val split (clips=oneframe)
+    if val_results:  # the same spaces on the val split
         table += [row(f"val: {r['name']}", val_results[k], k)
                   for r, k in zip(table, ("video", *(("video-attn",) if "video-attn" in val_results else ()), "image"))]
     metrics: dict[str, float] = {}
@@ -185,15 +215,29 @@ def video_retrieval(work: Path, cache=None, seed: int = 0, console=None, limit: 
         metrics.update({f"val/{k}": v for k, v in res.items() if k.rsplit("/", 1)[-1] in ("R@1", "R@5", "R@10", "n")})
     for split, a in attention.items():
         metrics.update({f"attention/{split}/{k}": v for k, v in a.items()})
+    metrics.update({f"attention/phase/{k}": float(v) for k, v in phase.items()
+                    if isinstance(v, (int, float)) and not isinstance(v, bool)})
     metrics.update({f"speed/{k}": round(float(v), 3) for k, v in speed.items()})
     metrics.update({f"seconds/{k}": round(v, 2) for k, v in times.items()})
     notes = [
         *([f"clips=oneframe: {int(max)} frames a clip at {int(float(fps))} fps, one shows the captioned stamp, the "
            "others distractor stamps of the same split; the image row is that stamp's still"]
           if clips == "oneframe" else []),
-        *(f"pool=attn on {split}: mean attention weight on the signal frame {a['weight on signal']:.3f} (uniform "
-          f"{1 / a['frames']:.3f}), argmax on it for {a['argmax on signal']:.2f} of the clips (chance "
-          f"{1 / a['frames']:.2f})" for split, a in attention.items()),
+        *(f"pool=attn on {split}: entropy of the frame weights / log(frames) {a['entropy / log frames']:.3f} (1: "
+          f"the uniform mean); mean weight by frame place "
+          f"{', '.join(f'{v:.3f}' for k, v in a.items() if k.startswith('weight at frame'))}"
+          + "".join(f"; {mo} {a[f'{mo}: entropy / log frames']:.3f} ("
+                    + ", ".join(f"{a[f'{mo}: weight at frame {t}']:.3f}" for t in range(int(a['frames']))) + ")"
+                    for mo in ("pan", "zoom", "fade") if f"{mo}: entropy / log frames" in a)
+          + (f"; weight on the signal frame {a['weight on signal']:.3f} (uniform {1 / a['frames']:.3f}), argmax on "
+             f"it for {a['argmax on signal']:.2f} of the clips (chance {1 / a['frames']:.2f})"
+             if "weight on signal" in a else "")
+          for split, a in attention.items()),
+        *([f"pool=attn training: attention phase {phase.get('epochs_run', 0):.0f} epochs at lr "
+           f"{phase.get('lr', float('nan')):g} (best epoch {phase.get('best_epoch', 0):.0f}, val "
+           f"{phase.get('best_val') or float('nan'):.3f}; after the ridge refit {phase.get('val_after_ridge') or float('nan'):.3f}), "
+           f"then fine-tuning best epoch {phase.get('best_epoch_after', 0)}, WiSE-FT alpha {phase.get('wise_alpha')}"]
+          if phase.get("epochs_run") else []),
         f"test split: {len(test)} stamps ({int(metrics.get('video->text/n', 0))} clips scored); x = video or image",
         f"speed on {speed['clips']} test clips ({speed['frames']} frames, {plain_video}, {speed['clips a batch']} "
         f"clips a batch; {speed['repeats']} interleaved rounds, load average {speed['load before']:.1f} -> "
@@ -205,7 +249,7 @@ def video_retrieval(work: Path, cache=None, seed: int = 0, console=None, limit: 
         f"{speed['forward frames/s']:.1f} frames/s",
     ]
     return TaskResult(metrics=metrics, baselines={"chance": chance_metrics(results["video"])},
-                      config={"video": video_spec, "image": image_spec, "attn": "video-attn" in results,
+                      config={"video": video_spec, "image": image_spec, "attn": "video-attn" in results, **attn_kw,
                               "text": text_spec, "limit": int(limit), "clips": clips,
                               "corpus": str(path), **{k: v for k, v in recipe_kw.items()}},
                       notes=notes, table=table)

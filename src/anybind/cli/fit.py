@@ -136,6 +136,13 @@ def fit(
     mixup_alpha: Optional[float] = typer.Option(
         None, "--mixup-alpha", help="m2-mix mixing coefficient ~ Beta(a, a) (default 0.5)."
     ),
+    attn_lr: Optional[float] = typer.Option(
+        None, "--attn-lr", help="A pool=attn video projector's attention scorer: its learning rate (default 3e-3)."
+    ),
+    attn_epochs: Optional[int] = typer.Option(
+        None, "--attn-epochs", help="Epochs the attention scorer first trains alone on a frozen ridge start, the "
+        "ridge map then re-solved on the attention-pooled frames (default 30; 0: none)."
+    ),
     select_data: list[Path] = typer.Option(
         None, "--select-data", help="Choose the epoch, WiSE-FT alpha and ridge shrinkage on these manifests "
         "(another corpus; repeatable) instead of the training data's own val split: selection for transfer."
@@ -215,7 +222,8 @@ def fit(
               weight_decay=weight_decay, temperature=temperature, seed=seed, loss=loss, missing=missing)
     # only what the user chose: the recipe fills the rest (an explicit --dim rules out locking the text space)
     given = (("dim", dim), ("lock", lock), ("init", init), ("lr", lr), ("l2sp", l2sp), ("ridge_prior", ridge_prior),
-             ("center", center), ("mixup", mixup), ("mixup_alpha", mixup_alpha))
+             ("center", center), ("mixup", mixup), ("mixup_alpha", mixup_alpha), ("attn_lr", attn_lr),
+             ("attn_epochs", attn_epochs))
     kw.update({k: v for k, v in given if v is not None})
     if wise is not None:  # a number is a fixed alpha (checked by the trainer)
         kw["wise"] = None if wise.lower() == "none" else wise if wise == "auto" else _number_or_text(wise)

@@ -21,7 +21,8 @@ as in memory, so the recipe :func:`anybind.recipe.resolve_recipe` picks applies 
   split), L2-SP (``l2sp``), geodesic mixup (``mixup``) and the ridge start's prior (``ridge_prior``);
 * a frame-sequence modality (``video:frames(...)@...,pool=attn``) gets the in-memory trainer's temporal
   projector: standardised over the training clips' valid frames (streamed), its attention pooling learnt with
-  the space (under DDP its gradients are averaged like the maps');
+  the space (under DDP its gradients are averaged like the maps'), at its own rate, first alone on top of the
+  ridge start and the ridge map then re-solved (``attn_lr``, ``attn_epochs``: :func:`anybind.train.attention_phase`);
 * not supported (a clear error instead): multimodal objectives (Symile), the training-free
   starts (``init="procrustes"`` / ``"cca"``), inductive centring (``center``: a pass of its own over the
   training embeddings) and per-corpus sampling weights -- they need every feature in memory; use the
@@ -47,7 +48,8 @@ from ..epochs import selection_record
 from ..errors import DataError
 from ..robust import RobustFit, check_robust, ridge_start, with_mixup
 from ..loop import fit_loop, make_optimizer, make_temperature, training_threads
-from ..train import VAL_METRIC, TrainConfig, choose_pairs, featureset_pairs, val_score
+from ..train import (VAL_METRIC, TrainConfig, attention_phase, choose_pairs, featureset_pairs,
+                     refit_after_attention, val_score)
 from .pairstream import PairStream
 from .stream import SPLIT_CODES, TrainingShards
 
@@ -177,12 +179,12 @@ def train_streaming(
         for m, sd in (init or {}).items():
             projectors[m].load_state_dict(sd)
         logit_scale = make_temperature(cfg.temperature, cfg.learn_temperature)
-        rob = RobustFit(cfg, projectors, logit_scale)
         loss_fn = with_mixup(build_loss(cfg.loss, label_smoothing=cfg.label_smoothing), cfg)
         binder = PairBinder(projectors, logit_scale, loss_fn, noise=cfg.feature_noise,
                             gather=_gather if distributed else None)
         opt = make_optimizer([p for pr in projectors.values() for p in pr.parameters()], logit_scale,
-                             loss_fn.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+                             loss_fn.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, own_lr=cfg.attn_lr,
+                             own_rate=[p for pr in projectors.values() for p in pr.attention_parameters()])
         model: nn.Module = binder
         if distributed:  # backward all-reduces (averages) the gradients
             rt = current_runtime()  # DDP wraps a module already on its device (the worker's GPU under Ray)
@@ -227,12 +229,23 @@ def train_streaming(
             return s
 
         t0 = time.perf_counter()
-        res = fit_loop(model, batches(), opt, logit_scale, epochs=cfg.epochs, steps=steps, use_val=use_val,
+        stream = batches()
+        phase = attention_phase(projectors, model, stream, steps, logit_scale, cfg, use_val=use_val, score=score,
+                                progress=progress and rank == 0)
+        if phase is not None and cfg.init == "ridge":  # the map re-solved for the frames the learnt pool picks
+            phase["ridge"] = refit_after_attention(
+                projectors, phase, lambda: ridge_start(projectors, cfg, shards.specs, _shard_pairs(shards, "train", cfg.lock),
+                                                       featureset_pairs(shards.feature_set("val"), "val", cfg.lock)),
+                score if use_val else None)
+        rob = RobustFit(cfg, projectors, logit_scale)  # from the start fine-tuning leaves
+        res = fit_loop(model, stream, opt, logit_scale, epochs=cfg.epochs, steps=steps, use_val=use_val,
                        patience=cfg.patience, score=score, keep=projectors, start=cfg.init != "random",
                        progress=progress and rank == 0, label="training (streaming)",
                        penalty=rob.penalty, on_epoch=rob.on_epoch)
         # every worker mixes in step (score broadcasts rank 0's val score)
         logit, rob_rec = rob.finish(res.logit_scale, (lambda: score(1)) if use_val else None)
+        if phase is not None:
+            rob_rec["attention_phase"] = phase
         state = {m: {k: v.detach().clone() for k, v in pr.state_dict().items()} for m, pr in projectors.items()}
         return {
             "state": state, "logit_scale": logit, "best_epoch": res.best_epoch, "best_val": res.best_val,
