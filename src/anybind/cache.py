@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from .encoders.base import Encoder
+from .encoders.base import Encoder, derived_parts
 from .encoders.batching import encode_adaptive
 from .encoders.device import cache_identity
 from .errors import DataError, Reason
@@ -143,13 +143,14 @@ class FeatureCache:
         """Features of content ``keys`` (``encoder.content_key`` values) from the cache only, never encoding:
         float32 ``(len(keys), dim)`` and the positions of the keys not cached (their rows are NaN).
         A derived encoder (``+bridge``) looks up its base's features and derives them."""
-        base = getattr(encoder, "base_encoder", None)
-        if base is not None and hasattr(encoder, "derive"):
-            B, missing = self.cached(base, keys)
+        parts = derived_parts(encoder)
+        if parts:
+            found = [self.cached(p, keys) for p in parts]
+            missing = sorted(set().union(*(m for _, m in found)))
             X = np.full((len(keys), encoder.dim), np.nan, np.float32)
             ok = np.setdiff1d(np.arange(len(keys)), missing)
             if len(ok):
-                X[ok] = encoder.derive(B[ok])
+                X[ok] = encoder.derive(*(B[ok] for B, _ in found))
             return X, missing
         idx = self._load_index(encoder.identity)
         X = np.full((len(keys), encoder.dim), np.nan, np.float32)
@@ -187,11 +188,12 @@ class FeatureCache:
         Either way the file's remembered media check (:mod:`anybind.data.checks`) is dropped,
         so ``validate`` decodes it again.
         """
-        base = getattr(encoder, "base_encoder", None)
-        if base is not None and hasattr(encoder, "derive"):
-            # a derived encoder (e.g. +bridge): cache the base features, recompute the cheap derivation
-            X = self.encode(base, items, progress=progress, description=description, workers=workers, bad=bad)
-            return encoder.derive(X)
+        parts = derived_parts(encoder)
+        if parts:
+            # a derived encoder (+bridge, concat(...)): cache its bases' features, recompute the cheap derivation
+            Xs = [self.encode(p, items, progress=progress, description=description, workers=workers, bad=bad)
+                  for p in parts]
+            return encoder.derive(*Xs)
         identity = cache_identity(encoder)  # the identity, plus the precision when it is not fp32
         idx = self._load_index(identity)
         keys = [encoder.content_key(it) for it in items]

@@ -34,6 +34,10 @@ Also not taken (branch h86, BENCHMARKS.md section defaults-image-encoder): a lar
 ``image:efficientnet-lite1+bridge`` / ``lite2+bridge``: Tux Paint's own val t->i 0.476 -> 0.495 / 0.495 (1-2 queries),
 but every held-out measure lower: transfer matrix off-diagonal val +0.031 (4/4) -> +0.013 (2/4) / -0.023 (2/4),
 Fashion-MNIST train 0-999 zero-shot 0.386 -> 0.254 / 0.296; encoding 1.5x slower.
+Also not taken (branch h107, BENCHMARKS.md section defaults-image-ensemble): the feature ensemble
+``image:concat(image:efficientnet-lite0,image:efficientnet-lite2)+bridge``: Tux Paint val t->i 0.466 -> 0.544 but i->t
+0.408 -> 0.398, off-diagonal val +0.031 -> +0.038 (4/4 either way; one cell -1 query), the transfer's Tux Paint diagonal
+i->t -5 queries, Fashion-MNIST selection set mixed; encoding 2.1x.  An option (Tux Paint test t->i 0.417 vs 0.385).
 Re-measured on this code (BENCHMARKS.md, sections transfer, defaults, tuxpaint-ablation): a smaller matrix
 (Tux Paint + emoji, 300 train records each, 1,000 Fashion-MNIST images), off-diagonal val R@1 minus the better
 baseline -0.030 (2/4 cells >=) -> +0.045 with the bridge start alone -> +0.036 (4/4) with the defaults; Tux Paint

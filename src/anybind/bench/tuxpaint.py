@@ -98,10 +98,11 @@ def build_once(work: Path, name: str, builder) -> Path:
 def image_encoders(task: str, image: str) -> list[str]:
     """The image encoders of a bench task's ``--opt image=SPEC[,SPEC...]`` (``""``: none given, the task's own),
     each checked before any work: an image encoder anybind can build, given once; refused in one line."""
+    from ..encoders.concat import split_specs
     from ..encoders.registry import get_encoder
     from ..errors import AnybindError
 
-    specs = [s.strip() for s in image.split(",") if s.strip()]
+    specs = split_specs(image)  # commas inside concat(...) or between a spec's @k=v options do not split
     built = []  # each encoder's own spec: a bare modality is its default encoder's
     for s in specs:
         try:

@@ -210,6 +210,19 @@ def check_text(item: Any) -> str:
     return item
 
 
+def derived_parts(encoder: Any) -> tuple[Any, ...] | None:
+    """The encoders a derived encoder's features are computed from (``encoder.derive(*their features)``), or
+    ``None`` for an encoder that computes its own: a label bridge has its base, an ensemble its parts.  What
+    the feature cache stores and encodes instead of the derived encoder."""
+    if not hasattr(encoder, "derive"):
+        return None
+    parts = getattr(encoder, "base_encoders", None)
+    if parts is None:
+        base = getattr(encoder, "base_encoder", None)
+        parts = None if base is None else (base,)
+    return tuple(parts) if parts else None
+
+
 class Encoder(ABC):
     """A frozen feature extractor for one modality."""
 

@@ -28,6 +28,9 @@ Specs (``image:<name>``):
   registered at run time (``open_clip.add_model_config``) is unknown to a new
   process: save such a model as a ``local-dir:`` folder.
 
+* ``image:concat(<spec>,<spec>[,...])`` -- a feature ensemble: the parts' features side by side, see
+  :mod:`anybind.encoders.concat`; ``image:concat(image:efficientnet-lite0,image:efficientnet-lite2)+bridge``
+  bridges the mean of the parts' ImageNet logits.
 * ``image:hf/<repo or folder>[@options]`` -- a ``transformers`` model (DINOv2, SigLIP, CLIP...), see
   :mod:`anybind.encoders.hf`.
 * ``image:onnx/<model.onnx>[@size=...,mean=...,...]`` -- an ONNX export run by ONNX Runtime with declared
@@ -143,6 +146,10 @@ def make_image_encoder(name: str) -> Encoder:
     if at and base.endswith("+bridge"):
         raise EncoderError(f"encoder 'image:{name}': options belong to the base encoder, before the suffix: "
                            f"image:{base[: -len('+bridge')]}@{opts}+bridge")
+    if name.startswith("concat("):  # a feature ensemble of image encoders (anybind.encoders.concat)
+        from .concat import make_concat_encoder
+
+        return make_concat_encoder("image", name)
     if name.startswith("hf/"):
         from .hf import make_hf_encoder
 
@@ -163,7 +170,7 @@ def make_image_encoder(name: str) -> Encoder:
         arch, pretrained = split_at(rest)
         return OpenClipEncoder(arch, pretrained)
     raise EncoderError(
-        f"unknown image encoder {name!r}: use one of {', '.join(EFFNET_LITE)}, "
+        f"unknown image encoder {name!r}: use one of {', '.join(EFFNET_LITE)}, concat(<spec>,<spec>), "
         "timm/<model>[@<checkpoint>], open_clip/<arch>[@<tag or checkpoint>], hf/<repo or folder>[@options] "
         "or onnx/<model.onnx>[@options]"
     )

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..encoders.base import Encoder
+from ..encoders.base import Encoder, derived_parts
 from ..encoders.registry import get_encoder
+from ..errors import EncoderError
 
 
 @dataclass
@@ -41,7 +42,13 @@ class EncodeReport:
 
 
 def cached_encoder(encoder: Encoder | str) -> Encoder:
-    """The encoder whose features the cache stores (a derived ``+bridge`` encoder caches its base's)."""
+    """The encoder whose features the cache stores (a derived ``+bridge`` encoder caches its base's).
+
+    An ensemble (``image:concat(...)``) is cached as its parts, each under its own identity: it is refused in
+    one line naming them (encode each part on its own; the ensemble then reads them from the cache)."""
     enc = get_encoder(encoder) if isinstance(encoder, str) else encoder
-    base = getattr(enc, "base_encoder", None)
-    return base if base is not None and hasattr(enc, "derive") else enc
+    parts = derived_parts(enc)
+    if parts and len(parts) > 1:
+        raise EncoderError(f"{enc.spec}: an ensemble is cached as its parts; encode each on its own "
+                           f"({', '.join(p.spec for p in parts)})")
+    return cached_encoder(parts[0]) if parts else enc
