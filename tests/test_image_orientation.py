@@ -99,3 +99,19 @@ def _png(pixels: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(pixels)).save(buf, "PNG")
     return buf.getvalue()
+
+
+def test_a_bridge_space_saved_before_still_loads(caplog):
+    """The label bridge's identity holds its base image encoder's inside brackets, so the decoding tag is not at
+    its end: a bridge space recorded with the identity from before is still accepted, with one warning."""
+    from anybind.encoders.registry import get_encoder
+
+    bridge = get_encoder("image:efficientnet-lite0+bridge")
+    ident = bridge.identity
+    assert "|decode=exif-upright]" in ident
+    before = ident.replace("|decode=exif-upright", "")
+    with caplog.at_level(logging.WARNING, logger="anybind.encoders"):
+        assert bridge.matches_identity(before) and bridge.matches_identity(before)
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(said) == 1 and "EXIF orientation" in said[0] and bridge.spec in said[0]
+    assert not bridge.matches_identity(before.replace("bridge-v1", "bridge-v0"))

@@ -311,3 +311,46 @@ def test_the_same_rows_build_the_same_graph(tmp_path):
     assert runs[0][0] == runs[1][0] and runs[0][1] == runs[1][1] and runs[0][2] == runs[1][2]
     with pytest.raises(IndexError_, match="threads must be -1 .all cores. or a positive integer"):
         ix.create_memory_ann(threads=0)
+
+
+def test_cli_index_builds_the_graph_on_the_threads_asked(tmp_path):
+    """``anybind index --memory-ann --memory-ann-threads N`` builds the graph on N threads (saved with it and shown);
+    a graph already there is rebuilt when asked for another count; a count hnswlib cannot take is one line."""
+    from typer.testing import CliRunner
+
+    from anybind.cli import app
+    from test_index import make_space, write_corpus
+
+    make_space().save(tmp_path / "space")
+    runner = CliRunner()
+    corpus = str(write_corpus(tmp_path, n=20))
+    base = ["index", str(tmp_path / "space"), corpus, "--out", str(tmp_path / "ix"), "--cache", str(tmp_path / "c"),
+            "--ann", "never", "--ann-threshold", "0", "--memory-ann"]
+    res = runner.invoke(app, base)
+    assert res.exit_code == 0 and "1 thread" in res.output, res.output
+    assert Index.open(tmp_path / "ix").meta["memory_ann"]["threads"] == 1
+    res = runner.invoke(app, [*base, "--memory-ann-threads", "2"])
+    assert res.exit_code == 0 and "2 threads" in res.output, res.output
+    assert Index.open(tmp_path / "ix").meta["memory_ann"]["threads"] == 2
+    res = runner.invoke(app, [*base, "--memory-ann-threads", "0"])
+    assert res.exit_code == 2 and "threads must be -1 (all cores) or a positive integer" in res.output, res.output
+    res = runner.invoke(app, [*base[:-1], "--memory-ann-threads", "2", "--out", str(tmp_path / "ix2")])
+    assert res.exit_code == 2 and "--memory-ann-threads needs --memory-ann" in res.output, res.output
+
+
+@pytest.mark.parametrize("threads", ["many", 0, True, 2.5])
+def test_a_graph_saved_with_a_bad_thread_count_is_not_used(tmp_path, caplog, threads):
+    """A graph whose saved ``threads`` hnswlib cannot take (a damaged info.json) is refused on load like any other
+    damage (one warning naming the folder, exact search meanwhile), not a ValueError when rows come to sync."""
+    ix, X, Q = make(tmp_path, 300)
+    ix.create_memory_ann()
+    p = ix.path / MEMANN_DIR / "info.json"
+    info = json.loads(p.read_text())
+    info["params"]["threads"] = threads
+    p.write_text(json.dumps(info))
+    ix.add_vectors(["new"], X[:1], "v")  # the graph must sync this row before it is searched
+    reader = Index.open(ix.path)
+    with caplog.at_level(logging.WARNING):
+        got = reader.search_vectors(Q[:5], k=10)
+    assert "in-memory ANN not usable" in caplog.text and "threads" in caplog.text, caplog.text
+    assert [[h.id for h in r] for r in got] == [[h.id for h in r] for r in reader.search_vectors(Q[:5], k=10, exact=True)]

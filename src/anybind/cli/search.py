@@ -114,6 +114,11 @@ def index_cmd(
         False, "--memory-ann", help="Also keep an in-memory HNSW graph (hnswlib) beside the table, saved in the "
         "index and kept in step with it; searches from --ann-threshold rows use it (fast serving)."
     ),
+    memory_ann_threads: Optional[int] = typer.Option(
+        None, "--memory-ann-threads", help="With --memory-ann: threads inserting into the graph (default 1: the same "
+        "graph every run; -1: all cores, faster on an idle many-core machine but not reproducible); saved with it, "
+        "later syncs insert the same way; a graph built on another count is rebuilt."
+    ),
     quantize: Optional[Literal["int8", "binary", "none"]] = choice(
         None, Literal["int8", "binary", "none"], "--quantize",
         help="Search int8 or binary codes in memory, rescoring the top candidates with the float vectors "
@@ -154,6 +159,8 @@ def index_cmd(
     from ..index import Index
     from ..space import Space
 
+    if memory_ann_threads is not None and not memory_ann:
+        fail(ValueError("--memory-ann-threads needs --memory-ann"))
     if refresh is not None:
         from .keep import refresh_index_cmd
 
@@ -191,8 +198,10 @@ def index_cmd(
     except AnybindError as e:
         fail(e)
     try:
-        if memory_ann and not index.meta.get("memory_ann"):  # once there, each build keeps it up to date
-            index.create_memory_ann()
+        graph = index.meta.get("memory_ann") or {}
+        if memory_ann and (not graph or memory_ann_threads not in (None, graph.get("threads", 1))):
+            index.create_memory_ann(threads=1 if memory_ann_threads is None else memory_ann_threads)
+        # once there, each build keeps it up to date
         if quantize:
             index.quantize(None if quantize == "none" else quantize, rescore=rescore)
         tuned = index.tune_ann(ann_recall) if ann_recall is not None and index.meta.get("ann") else None
@@ -212,7 +221,9 @@ def index_cmd(
                           f"{'' if tuned['reached'] else ': target not reached'})")
     if index.meta.get("memory_ann"):
         a = index.meta["memory_ann"]
-        console.print(f"in-memory ANN (hnswlib, M={a['M']}) over {a['rows']} rows at table version {a['version']}")
+        t = a.get("threads", 1)  # a graph saved before the parameter syncs on one thread
+        console.print(f"in-memory ANN (hnswlib, M={a['M']}) over {a['rows']} rows at table version {a['version']}, "
+                      f"inserting on {'all cores' if t == -1 else f'{t} thread' + ('s' if t != 1 else '')}")
     if (index.meta.get("quantize") or {}).get("kind"):
         console.print(f"searches use {index.meta['quantize']['kind']} codes with exact rescoring")
 

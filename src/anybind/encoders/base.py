@@ -249,13 +249,13 @@ class Encoder(ABC):
     def matches_identity(self, recorded: str) -> bool:
         """Whether an artefact that recorded the identity ``recorded`` was made with this encoder; also one made
         before image files were turned upright by their EXIF orientation (its identity without
-        ``|``:data:`~anybind.data.media.IMAGE_DECODING`: only tagged photos decode otherwise now), with one
-        warning."""
+        ``|``:data:`~anybind.data.media.IMAGE_DECODING`, wherever it stands: the label bridge holds its base
+        encoder's identity inside brackets; only tagged photos decode otherwise now), with one warning."""
         ident = self.identity
         if ident == recorded:
             return True
         tag = "|" + IMAGE_DECODING
-        if not (ident.endswith(tag) and ident[: -len(tag)] == recorded):
+        if tag not in ident or ident.replace(tag, "") != recorded:
             return False
         if not getattr(self, "_warned_upright", False):
             self._warned_upright = True

@@ -63,10 +63,10 @@ def _hnswlib():
     return hnswlib
 
 
-def check_threads(threads: Any) -> int:
-    """``threads`` for hnswlib's inserts: -1 (all cores) or a positive integer; :class:`IndexError_` otherwise."""
+def check_threads(threads: Any, error: type[Exception] = IndexError_) -> int:
+    """``threads`` for hnswlib's inserts: -1 (all cores) or a positive integer; ``error`` otherwise."""
     if type(threads) is not int or not (threads == -1 or threads >= 1):
-        raise IndexError_(f"threads must be -1 (all cores) or a positive integer, not {threads!r}")
+        raise error(f"threads must be -1 (all cores) or a positive integer, not {threads!r}")
     return threads
 
 
@@ -181,7 +181,7 @@ class MemoryAnn:
         """Bring the graph to ``snap``'s version: insert new rows (on the graph's ``threads``; one for a graph
         saved before it had the parameter), mark deleted / replaced ones.  Returns (rows inserted, slots marked
         deleted)."""
-        threads = int(self.params.get("threads", 1))
+        threads = self.params.get("threads", 1)  # checked when built or loaded
         rows = {k: r for r, k in enumerate(_row_keys(snap))}
         slot_row = np.full(len(self.slots), -1, np.int64)
         gone = []
@@ -338,6 +338,8 @@ class MemoryAnn:
             g.load_index(str(folder / "graph.bin"), max_elements=max(1, len(slots)))
             if g.get_current_count() != len(slots):
                 raise ValueError(f"the graph holds {g.get_current_count()} items, not {len(slots)}")
+            params = dict(info.get("params") or {})
+            check_threads(params.get("threads", 1), ValueError)  # used by every sync: a damaged one is refused here
         except (OSError, ValueError, KeyError, RuntimeError, TypeError) as e:
             raise IndexError_(f"{folder}: in-memory ANN not usable ({' '.join(str(e).split())}); rebuild it with "
                               "`anybind index ... --memory-ann`") from None
@@ -347,6 +349,5 @@ class MemoryAnn:
                 g.mark_deleted(int(s))
             except RuntimeError:  # already marked
                 pass
-        params = dict(info.get("params") or {})
         g.set_ef(int(params.get("ef", 64)))  # not kept in the file: hnswlib loads with ef=10
         return cls(g, slots, deleted, int(info["version"]), params, identity, int(dim))

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import DataError
+from ..errors import AnybindError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,15 @@ class Reservation:
         internally"); its own stages that bring their placement groups (``ray.data.llm``'s) call
         ``Dataset.map_batches_internal``, the developer API behind ``map_batches`` without the deprecation (nor its
         batch-size checks: every caller here passes its batch size).  pyproject bounds Ray to the tested range."""
-        return ds.map_batches_internal(fn, scheduling_strategy=self.strategy(name), **kwargs)
+        internal = getattr(ds, "map_batches_internal", None)
+        if internal is None:  # a Ray outside the tested range: refused, not run unplaced (it could wait forever)
+            import ray
+
+            raise AnybindError(
+                f"Ray {getattr(ray, '__version__', '?')} has no Dataset.map_batches_internal, which anybind uses to "
+                "run a pipeline stage in its reserved placement group; install the tested Ray range: "
+                "pip install 'anybind[scale]' (ray[data,train]>=2.60,<2.64)")
+        return internal(fn, scheduling_strategy=self.strategy(name), **kwargs)
 
     def cpus(self, name: str) -> float:
         """CPUs held by group ``name``."""
