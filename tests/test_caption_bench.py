@@ -28,7 +28,8 @@ def test_bench_rows_of_one_source(corpus, captioner):
                      "training-free retrieval prompt (k=2, frozen LM, no mapper)",
                      "retrieval (nearest train caption)", "reference captions (upper bound of R@1)"]
     assert systems[names[1]] == captioner.decode(X, max_tokens=12, retrieval_k=2, prefix=False, projection="none")
-    assert systems[names[0]] == captioner.caption("sketch", [t.id for t in test], cache=tmp / "c", max_tokens=12)
+    assert systems[names[0]] == captioner.caption("sketch", [t.id for t in test], cache=tmp / "c", max_tokens=12,
+                                                  mode="mapper")
     ref = rows["reference captions (upper bound of R@1)"]
     texts = [t.values["text"] for t in test]
     assert ref["CIDEr-D"] == pytest.approx(cider_d(texts, [[t] for t in texts]))  # 3-word captions: 7.5, not 10
@@ -67,7 +68,7 @@ def test_bench_speech_rows_come_from_the_spoken_captions_test_split(tmp_path):
         _test_records("audio", Manifest(tmp_path / "tux.jsonl", tux.records[1:], [], {}), speech)
 
 
-def test_bench_speech_rows_on_a_tiny_spoken_corpus(corpus, captioner, tmp_path):
+def test_bench_speech_rows_on_a_tiny_spoken_corpus(corpus, captioner, tmp_path, monkeypatch):
     """The bench's speech rows end to end on a tiny spoken corpus: "speech" (clip vectors: the scene in a third
     basis, a voice offset and noise) added to the space through text from the train voice, as the bench adds
     Whisper features; its held-out-voice test clips (one row per distinct clip) captioned by the same systems as the
@@ -102,7 +103,8 @@ def test_bench_speech_rows_on_a_tiny_spoken_corpus(corpus, captioner, tmp_path):
     assert len(test) == len([r for r in recs if r["split"] == "test"]) and first.id in [r.id for r in test]
     train_caps = sorted({r["text"] for r in recs if r["split"] == "train"})
     Xt = space2.embed("text", train_caps, cache=tmp / "c")
-    res = source_result(space2, decoders(captioner, {0: captioner}, 2), "speech", test, train_caps, Xt, tmp / "c",
+    lm_systems = decoders(captioner, {0: captioner}, 2)
+    res = source_result(space2, lm_systems, "speech", test, train_caps, Xt, tmp / "c",
                         {"max_tokens": 12}, lambda t: len(lm.tokenizer(t, add_special_tokens=False)["input_ids"]))
     names = [n.split(": ", 1)[1] for n in res["rows"]]
     assert all(n.startswith("speech->caption: ") for n in res["rows"])
@@ -125,3 +127,15 @@ def test_bench_speech_rows_on_a_tiny_spoken_corpus(corpus, captioner, tmp_path):
     assert m["speech->caption/n_test"] == len(test) and m["speech->caption/CIDEr-D"] == rows[names[0]]["CIDEr-D"]
     assert m["speech->caption/R@1"] == rows[names[0]]["text->source R@1"] and m["speech->caption/tokens_per_s"] > 0
     assert res["tokens"] == sum(len(lm.tokenizer(g, add_special_tokens=False)["input_ids"]) + 1 for g in res["generated"])
+    # the row users get by default: speech has no val choice in this captioner (the mapper: the first row's captions)
+    from anybind.bench.tasks_caption import default_row
+
+    name, row = default_row(captioner, "speech", res, lm_systems, 2, space2, test, tmp / "c", {"max_tokens": 12})
+    assert name == "speech->caption: default (chosen on val: mapper: no val choice for speech)"
+    assert row == res["rows"][f"speech->caption: {names[0]}"]
+    choice = {"mode": "nearest", "val_cider_d": {"mapper": 0.1, "prompt": 0.2, "nearest": 0.3}, "n_val": 5}
+    monkeypatch.setitem(captioner.modes, "speech", choice)
+    name, row = default_row(captioner, "speech", res, lm_systems, 2, space2, test, tmp / "c", {"max_tokens": 12})
+    assert name == ("speech->caption: default (chosen on val: nearest; val CIDEr-D on 5 items: mapper 0.100, "
+                    "prompt 0.200, nearest 0.300)")
+    assert row["CIDEr-D"] == pytest.approx(cider_d(captioner.decode(X, mode="nearest"), refs))

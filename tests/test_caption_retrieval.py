@@ -145,7 +145,7 @@ def test_save_load_keeps_k_and_the_memory_captions(corpus, by_k, tmp_path):
     X = _test_sketches(corpus)
     assert back.decode(X, max_tokens=8) == cap.decode(X, max_tokens=8)
     meta = json.loads((out / "captioner.json").read_text())
-    assert meta["format_version"] == 3 and meta["retrieval"]["k"] == 2
+    assert meta["format_version"] == 4 and meta["retrieval"]["k"] == 2
     assert json.loads((out / "memory.json").read_text()) == cap.memory_captions
     (out / "memory.json").rename(out / "memory.bak")
     with pytest.raises(CaptionError, match="memory.json is missing") as e:
@@ -153,7 +153,7 @@ def test_save_load_keeps_k_and_the_memory_captions(corpus, by_k, tmp_path):
     assert "\n" not in str(e.value)
     # a format-2 captioner (no memory captions): loads without retrieval, and refuses a k > 0 in one line
     meta["format_version"] = 2
-    del meta["retrieval"]
+    del meta["retrieval"], meta["modes"]  # (format 4's)
     (out / "captioner.json").write_text(json.dumps(meta))
     old = Captioner.load(out, lm=lm)
     assert old.retrieval_k == 0 and old.memory_captions is None

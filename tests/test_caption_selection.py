@@ -82,6 +82,8 @@ def test_cli_caption_fit_and_caption(corpus, tmp_path):
     out = " ".join(r.output.split())
     assert "saved" in out and "chosen on val sketch" in out and "0.0:" in out and "0.1:" in out
     assert "projection memory (memory of 24 captions" in out and "none:" in out and "memory@0.01:" in out
+    saved = json.loads((tmp_path / "cap" / "captioner.json").read_text())["modes"]["sketch"]
+    assert f"sketch: captioned by {saved['mode']} by default, chosen on 24 val items (CIDEr-D: mapper" in out
     # an existing captioner is not overwritten without --overwrite; a foreign folder never
     r = runner.invoke(app, fit)
     assert r.exit_code == 2 and "--overwrite" in " ".join(r.output.split())
@@ -93,6 +95,12 @@ def test_cli_caption_fit_and_caption(corpus, tmp_path):
     rows = [json.loads(line) for line in r.output.splitlines() if line.startswith("{")]
     assert [(x["modality"], x["item"]) for x in rows] == [("text", "Two blue stars.")] + [("sketch", x["id"]) for x in test]
     assert all(isinstance(x["caption"], str) and "\n" not in x["caption"] for x in rows)
+    # --mode overrides the mode chosen on val: nearest returns memory captions
+    r = runner.invoke(app, ["caption", str(tmp_path / "cap"), "--json", "--mode", "nearest", "--cache", str(tmp / "c"),
+                            *[a for x in test for a in ("--item", f"sketch={x['id']}")]])
+    assert r.exit_code == 0, r.output
+    got = [json.loads(line)["caption"] for line in r.output.splitlines() if line.startswith("{")]
+    assert len(got) == 3 and all(g in {x["text"] for x in recs if x["split"] == "train"} for g in got)
     # a modality the space does not bind, and nothing asked: one line each, exit 2
     r = runner.invoke(app, ["caption", str(tmp_path / "cap"), "--image", "x.png"])
     assert r.exit_code == 2 and "binds no 'image' modality" in " ".join(r.output.split())

@@ -96,6 +96,32 @@ def test_stored_items_and_texts_by_json(client, site, cap, svc):
     assert r.json()["captions"][0]["caption"] == cap.caption("text", [test[0]["text"]])[0]
 
 
+def test_each_modality_is_captioned_by_its_mode_chosen_on_val(client, site, cap, monkeypatch):
+    """mode auto: each input by its modality's mode (as Captioner.caption); GET /caption lists the modes chosen on
+    val with their scores; an explicit mode applies to every input."""
+    assert cap.modes["image"]["mode"] in ("mapper", "prompt", "nearest")  # chosen on val when it was trained
+    info = client.get("/caption").json()["modes"]
+    assert info == {m: {"mode": c["mode"], "val_cider_d": c["val_cider_d"], "n_val": c["n_val"]}
+                    for m, c in cap.modes.items()}
+    test = [r for r in site["records"] if r["split"] == "test"][:2]
+    for image_mode in ("nearest", "mapper"):  # the captioner's choice, whichever it is, is what serves
+        monkeypatch.setitem(cap.modes, "image", {**cap.modes["image"], "mode": image_mode})
+        body = {"items": [{"id": t["id"], "modality": "image"} for t in test], "texts": ["Two blue stars."]}
+        caps = client.post("/caption", json=body).json()["captions"]
+        assert [c["mode"] for c in caps] == [image_mode, image_mode, "mapper"]
+        assert [c["caption"] for c in caps] == cap.caption("image", [t["image"] for t in test]) + \
+            cap.caption("text", ["Two blue stars."])
+    caps = client.post("/caption", json={**body, "mode": "nearest"}).json()["captions"]
+    assert [c["caption"] for c in caps] == cap.caption("image", [t["image"] for t in test], mode="nearest") + \
+        cap.caption("text", ["Two blue stars."], mode="nearest") and {c["mode"] for c in caps} == {"nearest"}
+    assert all(c["caption"] in cap.memory_captions for c in caps)
+    rec, data = _png(site)
+    r = client.post("/caption/upload", data={"mode": "prompt"}, files=[("files", ("a.png", data, "image/png"))])
+    assert r.json()["captions"][0]["caption"] == cap.caption("image", [rec["image"]], mode="prompt")[0]
+    r = client.post("/caption", json={"texts": ["x"], "mode": "best"})
+    assert r.status_code == 422 and "nearest" in r.text
+
+
 @pytest.mark.parametrize("body,status,words", [
     ({}, 400, "nothing to caption"),
     ({"texts": ["a"] * 5}, 400, "5 inputs in one request: at most 4"),

@@ -7,7 +7,9 @@ corpus (held-out voices at test, :mod:`anybind.corpora.speech`).  Captioners are
 train captions, one per retrieval k of the grid (:mod:`anybind.caption.retrieval`; k chosen on val); each source's
 test items are captioned by the mapper alone (k=0), the retrieval-augmented captioner (the k chosen on val), the
 frozen LM prompted with the retrieved captions alone (training-free), retrieval captioning (the nearest train
-caption) and, for images, the label bridge."""
+caption) and, for images, the label bridge; and the row users get by default ("default (chosen on val)"): per
+source, the mode chosen on its val items (mapper / training-free prompt / nearest caption, by CIDEr-D,
+:mod:`anybind.caption.choice`)."""
 
 from __future__ import annotations
 
@@ -95,12 +97,18 @@ def decoders(cap, by_k: dict, free_k: int) -> dict:
     return out
 
 
+def scores(space, captions: list[str], refs: list[list[str]], X: np.ndarray, cache) -> dict[str, float]:
+    """BLEU-4, CIDEr-D and text->source R@1 of one system's captions (R@1 among the items ``X``)."""
+    from ..caption import bleu, cider_d
+
+    return {"BLEU-4": bleu(captions, refs), "CIDEr-D": cider_d(captions, refs),
+            "text->source R@1": _r1(space, captions, X, cache)}
+
+
 def _rows(space, lm_systems: dict, source: str, test: list, train_caps: list[str], Xt: np.ndarray, cache,
           gen: dict) -> tuple:
     """The systems' captions of one source's test items and their scores: ``(rows, generated, seconds, X)``;
     ``lm_systems`` (:func:`decoders`): the first one is timed."""
-    from ..caption import bleu, cider_d
-
     items = [r.values[source] for r in test]
     refs = [[r.values["text"]] for r in test]
     X = space.embed(source, items, cache=cache)
@@ -113,8 +121,8 @@ def _rows(space, lm_systems: dict, source: str, test: list, train_caps: list[str
     if source == "image":
         systems["label bridge (a picture of a {ImageNet class})"] = _label_bridge_captions(items, cache)
     systems["reference captions (upper bound of R@1)"] = [r[0] for r in refs]
-    rows = {name: {"BLEU-4": bleu(c, refs), "CIDEr-D": cider_d(c, refs), f"text->{source}/R@1": _r1(space, c, X, cache)}
-            for name, c in systems.items()}
+    rows = {name: {(f"text->{source}/R@1" if k.endswith("R@1") else k): v
+                   for k, v in scores(space, c, refs, X, cache).items()} for name, c in systems.items()}
     return rows, systems, gen_s, X
 
 
@@ -123,7 +131,8 @@ def source_result(space, lm_systems: dict, source: str, test: list, train_caps: 
     """One source's part of the bench: its rows (``"{source}->caption: {system}"`` -> BLEU-4, CIDEr-D, text->source
     R@1), its metrics (the val-chosen captioner's scores, ``n_test``, and with ``count_tokens`` (text -> number of
     LM tokens) the generation's ``tokens_per_s``: the text's tokens + 1 stop each), its scores as ``_rows`` names
-    them (``main``), the chosen captioner's captions, its seconds, its token count and the test embeddings ``X``."""
+    them (``main``), the chosen captioner's captions, every system's captions (``systems``), its seconds, its token
+    count and the test embeddings ``X``."""
     src_rows, systems, secs, X = _rows(space, lm_systems, source, test, train_caps, Xt, cache, gen)
     main = next(iter(src_rows))
     generated = systems[main]
@@ -136,7 +145,25 @@ def source_result(space, lm_systems: dict, source: str, test: list, train_caps: 
                                            "text->source R@1": next(x for k, x in v.items() if k.endswith("R@1"))}
             for name, v in src_rows.items()}
     return {"rows": rows, "metrics": metrics, "main": src_rows[main], "generated": generated, "seconds": secs,
-            "tokens": tokens, "X": X}
+            "tokens": tokens, "X": X, "systems": systems}
+
+
+def default_row(cap, source: str, res: dict, lm_systems: dict, free_k: int, space, test: list, cache,
+                gen: dict) -> tuple[str, dict[str, float]]:
+    """The row of what ``Captioner.caption`` gives by default for ``source``: the mode chosen on val
+    (:mod:`anybind.caption.choice`).  Its captions are those of the same system's row when the bench decoded them
+    already (the val-chosen captioner, or the training-free prompt at the captioner's ``prompt_k``), else decoded."""
+    mode = cap.mode_for(source)
+    names = list(lm_systems)
+    same = {"mapper": names[0], "prompt": next((n for n in names if n.startswith("training-free")), None)
+            if free_k == cap.prompt_k else None}.get(mode)
+    caps = res["systems"][same] if same else cap.decode(res["X"], mode=mode, **gen)
+    refs = [[r.values["text"]] for r in test]
+    val = cap.modes.get(source, {})
+    how = (f"{mode}; val CIDEr-D on {val['n_val']} items: " + ", ".join(f"{k} {v:.3f}" for k, v in
+                                                                       val["val_cider_d"].items())) if val else \
+        f"{mode}: no val choice for {source}"
+    return f"{source}->caption: default (chosen on val: {how})", scores(space, caps, refs, res["X"], cache)
 
 
 @task("captioning", "Tux Paint test images, sounds and spoken captions -> captions from a small frozen LM "
@@ -146,16 +173,17 @@ def captioning(work: Path, cache=None, seed: int = 0, console=None, lm: str = "s
                noise: str = "", noise_grid: str = "0,0.05,0.1", n_test: str = "0", method: str = "greedy",
                prefix_len: str = "8", batch_size: str = "32", max_tokens: str = "20", paired: str = "0",
                sources: str = "image,audio,speech", lr: str = "2e-3", hidden: str = "512", n_train: str = "0",
-               projection: str = "auto", retrieval_k: str = "0,3", free_k: str = "") -> TaskResult:
+               projection: str = "auto", retrieval_k: str = "0,3", free_k: str = "", choose_n: str = "32") -> TaskResult:
     """Options (``--opt KEY=VALUE``): ``lm``, ``epochs``, ``noise`` (fixed) or ``noise_grid`` (chosen on val),
     ``n_test`` (0: each source's whole test split), ``method`` (greedy | beam | sample), ``prefix_len``,
     ``batch_size``, ``lr`` (one rate, or comma-separated rates chosen on val), ``hidden``, ``n_train`` (0: every
     train caption; else the mapper trains on a seeded sample, a lighter setting for a slow CPU; the retrieval memory
     keeps every train caption), ``projection`` (auto: chosen on val | none | memory), ``retrieval_k`` (the grid of
     retrieved captions in the prompt, chosen on val; 0: the mapper alone), ``free_k`` (the training-free row's k;
-    default the chosen k, else the grid's largest), ``sources`` (comma-separated of image, audio, speech), ``paired=1``: also a mapper trained on the paired image embeddings."""
+    default the k with the lowest training-free val NLL), ``choose_n`` (val items per source that choose its default
+    mode: mapper / prompt / nearest caption, by CIDEr-D; 0: all), ``sources`` (comma-separated of image, audio, speech), ``paired=1``: also a mapper trained on the paired image embeddings."""
 
-    from ..caption import bleu, cider_d, fit_captioner, fit_captioner_by_k
+    from ..caption import fit_captioner, fit_captioner_by_k
 
     srcs = [x.strip() for x in sources.split(",") if x.strip()]
     if not srcs or set(srcs) - set(SOURCES) or srcs[0] != "image":
@@ -167,7 +195,8 @@ def captioning(work: Path, cache=None, seed: int = 0, console=None, lm: str = "s
     fit_kw = {"epochs": int(epochs), "prefix_len": int(prefix_len), "batch_size": int(batch_size), "seed": seed,
               "lr": lrs[0] if len(lrs) == 1 else lrs, "hidden": int(hidden), "select_on": "image",
               "projection": None if projection == "auto" else projection, "max_train": int(n_train),
-              "retrieval_k": tuple(int(x) for x in retrieval_k.split(",") if x.strip())}
+              "retrieval_k": tuple(int(x) for x in retrieval_k.split(",") if x.strip()),
+              "choose_n": int(choose_n), "choose_max_tokens": int(max_tokens)}
     if noise.strip():
         fit_kw["noise"] = float(noise)
     else:
@@ -175,7 +204,15 @@ def captioning(work: Path, cache=None, seed: int = 0, console=None, lm: str = "s
     t0 = time.perf_counter()
     cap, by_k = fit_captioner_by_k(space, man, lm, cache=cache, progress=True, **fit_kw)
     train_s = time.perf_counter() - t0
-    fk = int(free_k) if free_k.strip() else (cap.retrieval_k or max(by_k))
+    choose_s = cap.info.get("choose_seconds", 0.0)
+    if speech is not None and "speech" in srcs:  # speech's val items are in the spoken-captions corpus
+        from ..caption.choice import choose_modes
+
+        t1 = time.perf_counter()
+        choose_modes(cap, speech, ["speech"], n=int(choose_n), seed=seed, cache=cache, method=method,
+                     max_tokens=int(max_tokens))
+        choose_s += time.perf_counter() - t1
+    fk = int(free_k) if free_k.strip() else cap.prompt_k
     lm_systems = decoders(cap, by_k, fk)
     gen = {"method": method, "max_tokens": int(max_tokens), "seed": seed}
     train_caps = sorted({r.values["text"] for r in man.split("train") if r.has("text")})
@@ -192,19 +229,22 @@ def captioning(work: Path, cache=None, seed: int = 0, console=None, lm: str = "s
         test = _test_records(s, man, speech, int(n_test))
         res = source_result(space, lm_systems, s, test, train_caps, Xt, cache, gen, count)
         rows |= res["rows"]
+        name, row = default_row(cap, s, res, lm_systems, fk, space, test, cache, gen)
+        rows[name] = row
+        metrics[f"{s}->caption/default/CIDEr-D"] = row["CIDEr-D"]
         metrics |= res["metrics"]
         if s == "image":
             n_tokens, gen_s = res["tokens"], res["seconds"]
             metrics |= res["main"]  # BLEU-4, CIDEr-D, text->image/R@1 of the captioner chosen on val
             if paired.strip() not in ("", "0"):
-                kw = {k: v for k, v in fit_kw.items() if k not in ("noise", "noise_grid", "projection", "retrieval_k")}
+                kw = {k: v for k, v in fit_kw.items()
+                      if k not in ("noise", "noise_grid", "projection", "retrieval_k", "choose_n")}
                 sup = fit_captioner(space, man, cap.lm, cache=cache, progress=True, paired=True,
-                                    projection="none", **kw)
+                                    projection="none", choose_n=None, **kw)
                 caps_sup = sup.decode(res["X"], **gen)
                 refs = [[r.values["text"]] for r in test]
-                rows["image->caption: mapper trained on paired image embeddings"] = {
-                    "BLEU-4": bleu(caps_sup, refs), "CIDEr-D": cider_d(caps_sup, refs),
-                    "text->source R@1": _r1(space, caps_sup, res["X"], cache)}
+                rows["image->caption: mapper trained on paired image embeddings"] = scores(space, caps_sup, refs,
+                                                                                            res["X"], cache)
         examples += [f"{s} {r.id}: {g!r} (ref {r.values['text']!r})" for r, g in list(zip(test, res["generated"]))[:3]]
     metrics |= {"train_seconds": round(train_s, 1), "tokens_per_s": n_tokens / max(gen_s, 1e-9),
                 "noise_std": cap.noise_std, "n_test": metrics.get("image->caption/n_test", 0)}
@@ -216,6 +256,7 @@ def captioning(work: Path, cache=None, seed: int = 0, console=None, lm: str = "s
                 "lr_val_nll": cap.info["lr_val_nll"], "retrieval_k": cap.retrieval_k,
                 "retrieval_val_nll": cap.info["retrieval_val_nll"], "free_k": fk,
                 "training_free_val_nll": cap.info["training_free_val_nll"],
+                "default_modes": cap.modes, "choose_seconds": round(choose_s, 1),
                 "projection": {"kind": cap.projection, "temperature": cap.memory_temperature,
                                "val_nll": cap.info["projection_val_nll"]},
                 "n_train": cap.info["n_train"], "encoders": space.encoders},
@@ -229,5 +270,8 @@ def captioning(work: Path, cache=None, seed: int = 0, console=None, lm: str = "s
                f"{gen_s:.0f} s ({n_tokens / max(gen_s, 1e-9):.2f} tokens/s, {method}, tokens re-counted from the text "
                "+ 1 stop)",
                "BLEU-4 and CIDEr-D as in coco-caption (anybind.caption.scores), one English reference per item",
+               "default (chosen on val): per source the mode Captioner.caption uses by default, chosen on "
+               f"{choose_n or 'all'} val items per source by CIDEr-D ({choose_s:.0f} s): "
+               + "; ".join(f"{m} -> {c['mode']}" for m, c in cap.modes.items()),
                *examples],
     )

@@ -26,6 +26,10 @@ grid's first ``k``): ``len(retrieval_k) - 1`` more runs.  ``0`` is no retrieval 
 ``max_train`` trains the mapper on a seeded sample of the train captions (a lighter setting for a slow CPU); the
 memory still holds every distinct train caption.
 
+After training, each non-text modality with val pairs gets its default *mode* chosen on val (``choose_n`` of its
+val items captioned by the mapper, the training-free prompt and the nearest caption, scored by CIDEr-D;
+:mod:`anybind.caption.choice`), recorded in the captioner.
+
 ``paired=True`` trains on the ``select_on`` embeddings of the training records instead of the captions' text
 embeddings (the supervised comparison: needs paired data, no noise).
 """
@@ -82,6 +86,11 @@ class CaptionConfig:
     retrieval_k: int | tuple[int, ...] = 0
     #: the mapper trains on a seeded sample of at most this many train captions (0: all); the memory keeps all
     max_train: int = 0
+    #: val items per modality captioned to choose its default mode (mapper / prompt / nearest, by CIDEr-D; see
+    #: :mod:`anybind.caption.choice`): a seeded sample of at most this many; 0: all; None: no choice (the mapper)
+    choose_n: int | None = 32
+    #: the greedy decoding's token cap while choosing
+    choose_max_tokens: int = 20
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -260,8 +269,8 @@ def fit_captioner_by_k(space: Any, manifest: str | Path | Manifest, lm: str | Fr
     if unknown:
         raise TypeError(f"unknown caption option(s): {', '.join(sorted(unknown))}")
     cfg = CaptionConfig(**config)
-    if cfg.prefix_len < 1 or cfg.epochs < 1 or cfg.batch_size < 1 or cfg.max_train < 0:
-        raise ValueError("prefix_len, epochs and batch_size must be at least 1, max_train at least 0")
+    if cfg.prefix_len < 1 or cfg.epochs < 1 or cfg.batch_size < 1 or cfg.max_train < 0 or (cfg.choose_n or 0) < 0:
+        raise ValueError("prefix_len, epochs and batch_size must be at least 1, max_train and choose_n at least 0")
     ks = k_grid(cfg.retrieval_k)
     others = [m for m in space.modalities if m != text]
     select = cfg.select_on
@@ -369,4 +378,16 @@ def fit_captioner_by_k(space: Any, manifest: str | Path | Manifest, lm: str | Fr
                          memory_captions=mem_caps)
 
     by_k = {k: captioner(k) for k in ks}
+    # the training-free prompt's k: the grid's k > 0 with the lowest val NLL of the frozen LM alone (else the default)
+    free_ok = [k for k, v in free.items() if math.isfinite(v)]
+    if free_ok:
+        for c in by_k.values():
+            c.prompt_k = min(free_ok, key=lambda k: (free[k], k))
+    if cfg.choose_n is not None:
+        from .choice import choose_modes
+
+        t1 = time.perf_counter()
+        choose_modes(by_k[k_best], man, n=cfg.choose_n, seed=cfg.seed, cache=cache, method="greedy",
+                     max_tokens=cfg.choose_max_tokens)
+        by_k[k_best].info["choose_seconds"] = round(time.perf_counter() - t1, 2)
     return by_k[k_best], by_k

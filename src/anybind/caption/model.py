@@ -9,6 +9,10 @@ A saved captioner is a folder::
                             see :mod:`anybind.caption.memory`)
     memory.json             the memory's captions, which retrieval puts in the prompt (format 3; see
                             :mod:`anybind.caption.retrieval`)
+
+``captioner.json`` also records, per modality, the *mode* :meth:`Captioner.caption` uses by default (format 4):
+the trained mapper, the training-free prompt or the nearest memory caption, chosen on val with the val scores
+that chose it (:mod:`anybind.caption.choice`).
     space/                  a copy of the space it decodes from (so ``anybind caption DIR --image x.png``
                             needs nothing else)
 
@@ -33,13 +37,19 @@ from ..errors import SpaceError
 from ..version import __version__
 from .lm import CaptionError, FrozenLM, load_lm
 from .memory import check_projection, project
-from .retrieval import PROMPT, check_k, check_prompt, lead_embeddings, left_padded, neighbours, prompt_ids
+from .retrieval import PROMPT, check_k, check_prompt, generate_captions, lead_embeddings, neighbours, prompt_ids
 
 log = logging.getLogger(__name__)
 
 FORMAT = "anybind.captioner"
-FORMAT_VERSION = 3  # 2: the memory of training text embeddings and the projection; 3: its captions, retrieval
+FORMAT_VERSION = 4  # 2: the memory of training text embeddings and the projection; 3: its captions, retrieval;
+# 4: the default mode per modality chosen on val, and the training-free prompt's k
 METHODS = ("greedy", "beam", "sample")
+#: what decodes a vector: the prefix mapper (with its retrieval k), the frozen LM prompted with the retrieved
+#: captions alone (training-free, no mapper), or the nearest memory caption itself (retrieval captioning, no LM)
+MODES = ("mapper", "prompt", "nearest")
+#: the training-free prompt's k when the captioner's k grid held no k > 0
+DEFAULT_PROMPT_K = 3
 
 
 @dataclass(frozen=True)
@@ -85,7 +95,8 @@ class Captioner:
     def __init__(self, space: Any, lm: FrozenLM, mapper: PrefixMapper, *, text: str = "text",
                  noise_std: float = 0.0, info: dict[str, Any] | None = None, memory: np.ndarray | None = None,
                  projection: str = "none", memory_temperature: float = 0.01, retrieval_k: int = 0,
-                 memory_captions: Sequence[str] | None = None, retrieval_prompt: str = PROMPT):
+                 memory_captions: Sequence[str] | None = None, retrieval_prompt: str = PROMPT,
+                 prompt_k: int | None = None, modes: dict[str, dict[str, Any]] | None = None):
         self.space, self.lm, self.mapper = space, lm, mapper
         self.text = text_modality(space, text)
         if mapper.cfg.dim != space.dim or mapper.cfg.lm_hidden != lm.hidden_size:
@@ -107,21 +118,65 @@ class Captioner:
         self.retrieval_k = check_k(retrieval_k, memory_captions)
         self.memory_temperature = float(memory_temperature)
         self.projection = check_projection(projection, memory, self.memory_temperature)
+        if prompt_k is None:  # the training-free prompt's k: the captioner's own, else the default, if it fits
+            n_caps = len(memory_captions or [])
+            prompt_k = self.retrieval_k or (min(DEFAULT_PROMPT_K, n_caps - 1) if n_caps > 1 else 0)
+        self.prompt_k = check_k(prompt_k, memory_captions)
+        #: modality -> {"mode": one of MODES, "val": the val scores that chose it, ...} (chosen on val)
+        self.modes: dict[str, dict[str, Any]] = {}
+        if not isinstance(modes or {}, dict):
+            raise CaptionError(f"default modes {modes!r}: not a mapping of modality -> choice")
+        for m, c in (modes or {}).items():
+            self.set_mode(m, c)
         self.info: dict[str, Any] = dict(info or {})
         self.mapper.eval()
 
+    # -- the default mode per modality ----------------------------------------
+    def set_mode(self, modality: str, choice: dict[str, Any]) -> None:
+        """Record the mode ``modality`` is captioned by default (``choice["mode"]``, one of :data:`MODES`, and how it
+        was chosen); a one-line :class:`CaptionError` for an unknown mode or one this captioner cannot decode by."""
+        if not isinstance(choice, dict) or choice.get("mode") not in MODES:
+            raise CaptionError(f"default mode of {modality!r}: {choice!r} is not one of {', '.join(MODES)}")
+        self.check_mode(choice["mode"])
+        self.modes[str(modality)] = dict(choice)
+
+    def mode_for(self, modality: str) -> str:
+        """The mode ``modality`` is captioned by default: the one chosen on val, else the mapper."""
+        return self.modes.get(modality, {}).get("mode", "mapper")
+
+    def check_mode(self, mode: str) -> str:
+        """``mode`` if this captioner can decode by it, else a one-line :class:`CaptionError`."""
+        if mode not in MODES:
+            raise CaptionError(f"unknown caption mode {mode!r}: use one of auto, {', '.join(MODES)}")
+        if mode == "nearest" and not self.memory_captions:
+            raise CaptionError("mode 'nearest' needs the memory's captions, and this captioner holds none (train it "
+                               "again with this anybind)")
+        if mode == "prompt" and not self.prompt_k:
+            raise CaptionError("mode 'prompt' needs a memory of more than one caption (the retrieved captions are the "
+                               "prompt), and this captioner holds none")
+        return mode
+
     # -- decoding -----------------------------------------------------------
-    def caption(self, modality: str, items: Sequence[Any], *, cache: Any = None, **gen: Any) -> list[str]:
-        """Captions of raw items (texts, or file paths) of a bound modality; ``**gen``: see :meth:`decode`."""
+    def caption(self, modality: str, items: Sequence[Any], *, cache: Any = None, mode: str = "auto",
+                **gen: Any) -> list[str]:
+        """Captions of raw items (texts, or file paths) of a bound modality.  ``mode``: ``auto`` (the mode chosen
+        on val for this modality, :meth:`mode_for`) or one of :data:`MODES`; ``**gen``: see :meth:`decode`."""
         if isinstance(items, (str, Path)):
             items = [items]
-        return self.decode(self.space.embed(modality, list(items), cache=cache), **gen)
+        mode = self.mode_for(modality) if mode == "auto" else mode
+        return self.decode(self.space.embed(modality, list(items), cache=cache), mode=mode, **gen)
 
     @torch.no_grad()
     def decode(self, embeddings: np.ndarray, *, method: str = "greedy", max_tokens: int = 24, beams: int = 3,
                temperature: float = 1.0, top_p: float = 0.9, seed: int = 0, batch_size: int = 16,
-               projection: str | None = None, retrieval_k: int | None = None, prefix: bool = True) -> list[str]:
+               projection: str | None = None, retrieval_k: int | None = None, prefix: bool = True,
+               mode: str = "mapper") -> list[str]:
         """Captions of unit vectors of the space (n, dim).
+
+        ``mode`` (:data:`MODES`): ``mapper`` decodes through the prefix mapper as the options below say;
+        ``prompt`` is the training-free prompt (``prefix=False``, ``projection="none"``, ``retrieval_k`` default
+        the captioner's ``prompt_k``); ``nearest`` returns each vector's nearest memory caption (no LM: only
+        ``max_tokens`` applies, cutting it to that many LM tokens).
 
         ``retrieval_k``: the number of nearest memory captions put in the prompt (default: the captioner's own,
         chosen on val when it was trained; 0: none); they are retrieved with the embedding as given (before any
@@ -133,9 +188,13 @@ class Captioner:
         (chosen on val when it was trained).
 
         ``method``: ``greedy``, ``beam`` (``beams`` kept) or ``sample`` (``temperature``, nucleus ``top_p``,
-        reproducible by ``seed``).  Decoding stops at the LM's end of text or a line break (the stop rule), or
-        after ``max_tokens`` tokens.
+        reproducible by ``seed``).  Decoding stops at the LM's end of text or a line break after a caption (the stop
+        rule: a blank line or the prompt's own words, "This one shows:", are passed over and stripped; see
+        :func:`anybind.caption.retrieval.generate_captions`), or after ``max_tokens`` tokens.
         """
+        if self.check_mode(mode) == "prompt":
+            prefix, projection = False, "none"
+            retrieval_k = self.prompt_k if retrieval_k is None else retrieval_k
         if method not in METHODS:
             raise CaptionError(f"unknown decoding method {method!r}: use one of {', '.join(METHODS)}")
         if not 1 <= int(max_tokens) <= 256:
@@ -143,6 +202,9 @@ class Captioner:
         X = np.asarray(embeddings, dtype=np.float32)
         if X.ndim != 2 or X.shape[1] != self.space.dim:
             raise CaptionError(f"embeddings of shape {X.shape}, expected (n, {self.space.dim})")
+        if mode == "nearest":
+            rows = neighbours(X, self.memory, 1)[:, 0] if len(X) else []
+            return [self._at_most(self.memory_captions[i], int(max_tokens)) for i in rows]
         proj = check_projection(self.projection if projection is None else projection, self.memory,
                                 self.memory_temperature)
         k = check_k(self.retrieval_k if retrieval_k is None else retrieval_k, self.memory_captions)
@@ -151,8 +213,7 @@ class Captioner:
         rows = neighbours(X, self.memory, k) if k else np.zeros((len(X), 0), dtype=np.int64)
         if proj == "memory" and len(X):
             X = project(X, self.memory, self.memory_temperature)
-        kw: dict[str, Any] = {"max_new_tokens": int(max_tokens), "eos_token_id": self.lm.stop_ids(),
-                              "pad_token_id": self.lm.eos_id}
+        kw: dict[str, Any] = {}
         if method == "greedy":
             kw |= {"do_sample": False, "num_beams": 1}
         elif method == "beam":
@@ -165,14 +226,16 @@ class Captioner:
         for i in range(0, len(X), batch_size):
             soft = self.mapper(torch.from_numpy(X[i : i + batch_size])) if prefix else None
             prompts = prompt_ids(self.lm, rows[i : i + batch_size], self.memory_captions or [], self.retrieval_prompt)
-            lead, mask = left_padded(self.lm, lead_embeddings(self.lm, soft, prompts))
-            ids = self.lm.model.generate(inputs_embeds=lead, attention_mask=mask, **kw)
-            out += [self._clean(t) for t in self.lm.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+            out += generate_captions(self.lm, lead_embeddings(self.lm, soft, prompts), self.retrieval_prompt,
+                                     int(max_tokens), **kw)
         return out
 
-    @staticmethod
-    def _clean(text: str) -> str:
-        return " ".join(text.split("\n", 1)[0].split())
+    def _at_most(self, caption: str, max_tokens: int) -> str:
+        """A memory caption as the nearest mode returns it: white space collapsed, cut to ``max_tokens`` LM tokens
+        (the same guardrail as generation)."""
+        ids = self.lm.tokenizer(caption, add_special_tokens=False)["input_ids"]
+        text = caption if len(ids) <= max_tokens else self.lm.tokenizer.decode(ids[:max_tokens])
+        return " ".join(text.split())
 
     # -- persistence ----------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
@@ -188,7 +251,8 @@ class Captioner:
             "projection": {"kind": self.projection, "temperature": self.memory_temperature,
                            "memory_size": 0 if self.memory is None else len(self.memory)},
             "retrieval": {"k": self.retrieval_k, "prompt": self.retrieval_prompt,
-                          "memory_captions": self.memory_captions is not None},
+                          "memory_captions": self.memory_captions is not None, "prompt_k": self.prompt_k},
+            "modes": self.modes,
             "info": self.info,
         }
 
@@ -260,6 +324,7 @@ class Captioner:
         ret = meta.get("retrieval") or {"k": 0, "prompt": PROMPT, "memory_captions": False}  # format 2: none
         try:
             k, template, has_caps = ret["k"], str(ret["prompt"]), bool(ret["memory_captions"])
+            prompt_k, modes = ret.get("prompt_k"), meta.get("modes") or {}  # format <= 3: none chosen (the mapper)
         except (KeyError, TypeError) as e:
             raise CaptionError(f"{meta_p}: damaged retrieval entry ({type(e).__name__}: {' '.join(str(e).split())})") from None
         captions = None
@@ -280,6 +345,6 @@ class Captioner:
             return cls(space, lm, mapper, text=meta.get("text_modality", "text"),
                        noise_std=float(meta.get("noise_std", 0.0)), info=meta.get("info") or {}, memory=memory,
                        projection=kind, memory_temperature=temp, retrieval_k=k, memory_captions=captions,
-                       retrieval_prompt=template)
+                       retrieval_prompt=template, prompt_k=prompt_k, modes=modes)
         except CaptionError as e:
             raise CaptionError(f"{meta_p}: {e}") from None

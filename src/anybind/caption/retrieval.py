@@ -35,6 +35,8 @@ _PUNCT = re.compile(r"[^\w\s]+")
 PROMPT = "Similar images show:\n{captions}\nThis one shows:\n"
 #: a retrieved caption longer than this (characters) is cut in the prompt: the prompt stays bounded
 MAX_PROMPT_CAPTION_CHARS = 256
+#: lines without a caption (blank, or the prompt's words alone) decoding goes past before it gives up
+MAX_SKIPPED_LINES = 2
 #: the most retrieved captions a prompt holds (SmallCap uses 4): a saved captioner's k is refused beyond it
 MAX_RETRIEVAL_K = 16
 
@@ -114,6 +116,71 @@ def prompt_line(caption: str, limit: int = MAX_PROMPT_CAPTION_CHARS) -> str:
 
 def prompt_text(captions: Sequence[str], template: str = PROMPT) -> str:
     return template.format(captions="\n".join(prompt_line(c) for c in captions))
+
+
+def prompt_markers(template: str = PROMPT) -> list[str]:
+    """The prompt's own words: each line of the template outside its ``{captions}`` field, white space collapsed
+    ("Similar images show:", "This one shows:"), longest first; a line without a run of three word characters
+    (a lone ":" or "-") is no marker."""
+    lines = template.replace("{captions}", "\n").split("\n")
+    found = {" ".join(x.split()) for x in lines if re.search(r"\w{3}", x)}
+    return sorted(found, key=lambda m: (-len(m), m))
+
+
+def _marker_pattern(markers: Sequence[str]) -> re.Pattern | None:
+    if not markers:
+        return None
+    alts = [r"\s+".join(re.escape(w) for w in m.split()) for m in markers]
+    return re.compile(r"(?<!\w)(?:" + "|".join(alts) + ")", re.IGNORECASE)
+
+
+def caption_text(generated: str, template: str = PROMPT) -> str:
+    """The caption in what the LM generated after the prompt: its first line that holds one, white space collapsed,
+    without the prompt's own words (:func:`prompt_markers`), which an LM going on with the prompt's pattern writes.
+    Leading markers are dropped ("This one shows: A bear." -> "A bear."), the caption ends where one starts
+    ("A bear. This one shows: a cat." -> "A bear."), and a line of markers alone, or a blank one, holds no caption
+    (the next line is read); case and spacing are ignored.  Empty when no line holds a caption."""
+    pat = _marker_pattern(prompt_markers(template))
+    for raw in str(generated).split("\n"):
+        line = " ".join(raw.split())
+        if pat is not None:
+            while (m := pat.match(line)) is not None:
+                line = line[m.end() :].lstrip()
+            m = pat.search(line)
+            line = line[: m.start()].rstrip() if m else line
+        if line:
+            return line
+    return ""
+
+
+def generate_captions(lm: FrozenLM, leads: list[torch.Tensor], template: str, max_tokens: int,
+                      **kw: Any) -> list[str]:
+    """One caption per lead (its input embeddings, :func:`lead_embeddings`), generated until the stop rule: the end
+    of text, or a line break after a line that holds a caption (:func:`caption_text`).  A line that holds none
+    (blank, or the prompt's words alone: "This one shows:") does not end it: decoding goes on from it, at most
+    :data:`MAX_SKIPPED_LINES` times, within ``max_tokens`` tokens in all.  ``**kw``: ``generate``'s decoding options."""
+    stops = set(lm.stop_ids())
+    leads = list(leads)
+    texts, left = [""] * len(leads), [int(max_tokens)] * len(leads)
+    todo = list(range(len(leads)))
+    for _ in range(MAX_SKIPPED_LINES + 1):
+        if not todo:
+            break
+        lead, mask = left_padded(lm, [leads[i] for i in todo])
+        ids = lm.model.generate(inputs_embeds=lead, attention_mask=mask, max_new_tokens=max(left[i] for i in todo),
+                                eos_token_id=sorted(stops), pad_token_id=lm.eos_id, **kw)
+        again = []
+        for i, row in zip(todo, ids.tolist()):
+            row = row[: left[i]]
+            end = next((j for j, t in enumerate(row) if t in stops), None)
+            line = row if end is None else row[: end + 1]
+            texts[i] += lm.tokenizer.decode(line, skip_special_tokens=True)
+            left[i] -= len(line)
+            if end is not None and row[end] != lm.eos_id and left[i] > 0 and not caption_text(texts[i], template):
+                leads[i] = torch.cat([leads[i], lm.embed_tokens(torch.tensor(line))])
+                again.append(i)
+        todo = again
+    return [caption_text(t, template) for t in texts]
 
 
 def prompt_ids(lm: FrozenLM, rows: np.ndarray, memory_captions: Sequence[str], template: str = PROMPT) -> list[list[int]]:

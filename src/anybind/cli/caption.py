@@ -13,6 +13,7 @@ from ._common import app, check_out, choice, console, fail, split_csv
 
 Method = Literal["greedy", "beam", "sample"]
 Projection = Literal["auto", "none", "memory"]
+Mode = Literal["auto", "mapper", "prompt", "nearest"]
 
 
 @app.command("caption-fit")
@@ -46,6 +47,9 @@ def caption_fit(
                                     "(SmallCap), or comma-separated values chosen on val; 0: the mapper alone."),
     max_train: int = typer.Option(0, "--max-train", help="Train the mapper on a seeded sample of at most this many "
                                   "train captions (0: all); the retrieval memory keeps all."),
+    choose_n: int = typer.Option(32, "--choose-n", help="Val items per modality captioned to choose its default "
+                                 "mode (mapper, training-free prompt or nearest caption, by CIDEr-D); 0: all; "
+                                 "-1: no choice (the mapper)."),
     cache: Optional[Path] = typer.Option(None, "--cache", help="Feature cache folder."),
 ):
     """Train a captioner for a space, text-only: each caption is decoded from its own noised text embedding.
@@ -75,6 +79,7 @@ def caption_fit(
                             batch_size=batch_size, lr=lrs[0] if len(lrs) == 1 else lrs, seed=seed,
                             projection=None if projection == "auto" else projection,
                             memory_temperature=memory_temperature, max_train=max_train,
+                            choose_n=None if choose_n < 0 else choose_n,
                             retrieval_k=ks[0] if len(ks) == 1 else ks)
         cap.save(out, overwrite=overwrite)
     except (AnybindError, ValueError) as e:
@@ -89,6 +94,10 @@ def caption_fit(
     pn = ", ".join(f"{k}: {_nll(v)}" for k, v in cap.info["projection_val_nll"].items())
     console.print(f"projection {cap.projection} (memory of {len(cap.memory)} captions, temperature "
                   f"{cap.memory_temperature:g}) chosen on val ({pn})", highlight=False)
+    for m, c in cap.modes.items():
+        sc = ", ".join(f"{k} {v:.3f}" for k, v in c["val_cider_d"].items())
+        console.print(f"{m}: captioned by {c['mode']} by default, chosen on {c['n_val']} val items (CIDEr-D: {sc})",
+                      highlight=False)
     if len(cap.info["retrieval_val_nll"]) > 1 or cap.retrieval_k:
         kn = ", ".join(f"{k}: {_nll(v)}" for k, v in cap.info["retrieval_val_nll"].items())
         fn = ", ".join(f"{k}: {_nll(v)}" for k, v in cap.info["training_free_val_nll"].items())
@@ -117,6 +126,9 @@ def caption_cmd(
                                               "prompt; default: the captioner's own (chosen on val)."),
     no_prefix: bool = typer.Option(False, "--no-prefix", help="Leave the mapper out: the frozen LM decodes from "
                                    "the retrieved captions alone (training-free; needs --retrieval-k > 0)."),
+    mode: Mode = choice("auto", Mode, "--mode", help="What decodes: auto (per modality, the mode chosen on val at "
+                        "caption-fit), mapper (the trained prefix mapper), prompt (the frozen LM prompted with the "
+                        "nearest training captions) or nearest (the nearest training caption itself)."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON lines {modality, item, caption}."),
     cache: Optional[Path] = typer.Option(None, "--cache", help="Feature cache folder."),
 ):
@@ -144,7 +156,8 @@ def caption_cmd(
             if mod not in cap.space.modalities:
                 fail(AnybindError(f"--{mod}: the space binds no {mod!r} modality (bound: {', '.join(cap.space.modalities)})"))
         gen = dict(method=method, beams=beams, max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed,
-                   projection=projection, retrieval_k=retrieval_k, prefix=not no_prefix)
+                   projection=projection, retrieval_k=retrieval_k, prefix=not no_prefix,
+                   mode="mapper" if no_prefix and mode == "auto" else mode)
         results = [(m, v, c) for m, vals in asked.items()
                    for v, c in zip(vals, cap.caption(m, vals, cache=cache, **gen))]
     except (AnybindError, ValueError) as e:

@@ -10,8 +10,9 @@ schema is the same as before)::
 
 Decoding options: ``method`` (greedy, beam, sample), ``max_tokens`` (at most :data:`MAX_CAPTION_TOKENS`, the
 service's cap: generation is the costliest work it does), ``beams`` (at most :data:`MAX_BEAMS`), sampling
-``temperature`` / ``top_p`` / ``seed``, and ``projection`` (none / memory, see :mod:`anybind.caption.memory`;
-default: the captioner's own).  The same limits as the other routes apply: the upload cap (413), ``max_files``
+``temperature`` / ``top_p`` / ``seed``, ``projection`` (none / memory, see :mod:`anybind.caption.memory`;
+default: the captioner's own) and ``mode`` (``auto``: each modality by the mode chosen on val, as
+``Captioner.caption``; or mapper / prompt / nearest, see :mod:`anybind.caption.choice`).  The same limits as the other routes apply: the upload cap (413), ``max_files``
 items or files per request (400), the worker gate (503), API keys and their rate limits -- where a caption
 request costs its decoding work, not one token (:func:`caption_cost`; 429 with ``Retry-After`` when its key's
 bucket does not hold it).
@@ -44,6 +45,7 @@ MAX_BEAMS = 8
 MAX_CAPTION_INPUTS = 16  # JSON schema cap on items + texts; the service's max_files applies as well
 METHOD = Literal["greedy", "beam", "sample"]
 PROJECTION = Literal["none", "memory"]
+MODE = Literal["auto", "mapper", "prompt", "nearest"]
 
 
 class DecodeOptions(RequestModel):
@@ -56,6 +58,10 @@ class DecodeOptions(RequestModel):
     projection: PROJECTION | None = Field(
         None, description="'memory': decode each vector projected onto the training captions' embeddings (DeCap); "
         "'none': as it is; default: the captioner's own.")
+    mode: MODE = Field("auto", description="What decodes: 'auto' (per modality, the mode chosen on val when the "
+                       "captioner was trained), 'mapper' (the trained prefix mapper), 'prompt' (the frozen language "
+                       "model prompted with the nearest training captions, no mapper) or 'nearest' (the nearest "
+                       "training caption itself).")
 
 
 class CaptionItemRef(RequestModel):
@@ -80,6 +86,7 @@ class CaptionedOut(BaseModel):
     name: str | None = Field(None, description="The uploaded file's name (uploads).")
     text: str | None = Field(None, description="The text given (texts).")
     caption: str
+    mode: str = Field(description="What decoded it: mapper, prompt or nearest.")
 
 
 class CaptionOut(BaseModel):
@@ -95,6 +102,12 @@ class CaptionLimits(BaseModel):
     max_inputs: int
 
 
+class CaptionModeOut(BaseModel):
+    mode: str = Field(description="mapper, prompt or nearest.")
+    val_cider_d: dict[str, float] = Field(description="Each mode's CIDEr-D on the val items that chose it.")
+    n_val: int
+
+
 class CaptionInfoOut(BaseModel):
     space_identity: str
     text_modality: str
@@ -108,6 +121,8 @@ class CaptionInfoOut(BaseModel):
     memory_size: int
     retrieval_k: int = Field(description="Nearest training captions put in the language model's prompt (0: the "
                              "prefix alone), chosen on val.")
+    modes: dict[str, CaptionModeOut] = Field(description="Per modality, the mode 'auto' decodes it by, chosen on "
+                                             "val (a modality not listed: the mapper).")
     limits: CaptionLimits
 
 
@@ -176,14 +191,21 @@ def add_caption_routes(app: FastAPI, captioner: Any, service: Service | None = N
             checked.add(svc)
         return cap
 
-    def decode(svc: Service, X: np.ndarray, opts: DecodeOptions) -> tuple[list[str], str]:
+    def decode(svc: Service, X: np.ndarray, mods: list[str], opts: DecodeOptions) -> tuple[list[str], list[str], str]:
+        """Captions of the vectors ``X`` of modalities ``mods``, decoded per modality by its mode (as
+        ``Captioner.caption`` does): ``(captions, modes, projection)``."""
         c = captioner_for(svc)
         proj = opts.projection or c.projection
-        if not len(X):
-            return [], proj
-        caps = c.decode(np.asarray(X, np.float32), method=opts.method, max_tokens=opts.max_tokens, beams=opts.beams,
-                        temperature=opts.temperature, top_p=opts.top_p, seed=opts.seed, projection=proj)
-        return caps, proj
+        caps, modes = [""] * len(X), [""] * len(X)
+        X = np.asarray(X, np.float32)
+        for m in dict.fromkeys(mods):
+            rows = [i for i, x in enumerate(mods) if x == m]
+            mode = c.mode_for(m) if opts.mode == "auto" else opts.mode
+            got = c.decode(X[rows], method=opts.method, max_tokens=opts.max_tokens, beams=opts.beams,
+                           temperature=opts.temperature, top_p=opts.top_p, seed=opts.seed, projection=proj, mode=mode)
+            for i, g in zip(rows, got):
+                caps[i], modes[i] = g, mode
+        return caps, modes, proj
 
     @router.get("/caption", response_model=CaptionInfoOut, summary="The captioner: its language model and limits")
     async def caption_info(request: Request) -> CaptionInfoOut:
@@ -193,6 +215,8 @@ def add_caption_routes(app: FastAPI, captioner: Any, service: Service | None = N
             prefix_len=c.mapper.cfg.prefix_len, noise_std=c.noise_std, projection=c.projection,
             memory_temperature=c.memory_temperature, memory_size=0 if c.memory is None else len(c.memory),
             retrieval_k=c.retrieval_k,
+            modes={m: CaptionModeOut(mode=v["mode"], val_cider_d=v.get("val_cider_d", {}), n_val=v.get("n_val", 0))
+                   for m, v in c.modes.items()},
             limits=CaptionLimits(max_tokens=MAX_CAPTION_TOKENS, max_beams=MAX_BEAMS,
                                  max_inputs=min(MAX_CAPTION_INPUTS, request.state.svc.config.max_files)),
         )
@@ -211,17 +235,17 @@ def add_caption_routes(app: FastAPI, captioner: Any, service: Service | None = N
         def work():
             t0 = time.perf_counter()
             rows = stored.vectors(svc, body.items)
-            outs = [CaptionedOut(modality=m, id=i, caption="") for i, m, _ in rows]
+            outs = [CaptionedOut(modality=m, id=i, caption="", mode="") for i, m, _ in rows]
             vecs = [v for _, _, v in rows]
             if body.texts:
                 m = svc.check_text_modality(body.text_modality)
                 if any(is_blank(t) for t in body.texts):
                     raise QueryError("an empty text: give some text")
                 vecs += list(svc.embed_items(m, body.texts))
-                outs += [CaptionedOut(modality=m, text=t, caption="") for t in body.texts]
-            caps, proj = decode(svc, np.stack(vecs), body)
-            for o, c in zip(outs, caps):
-                o.caption = c
+                outs += [CaptionedOut(modality=m, text=t, caption="", mode="") for t in body.texts]
+            caps, modes, proj = decode(svc, np.stack(vecs), [o.modality for o in outs], body)
+            for o, c, md in zip(outs, caps, modes):
+                o.caption, o.mode = c, md
             return CaptionOut(captions=outs, method=body.method, projection=proj, took_ms=to_ms(t0))
 
         return await request.state.gate.run(work)
@@ -239,10 +263,11 @@ def add_caption_routes(app: FastAPI, captioner: Any, service: Service | None = N
         top_p: Annotated[float, Form(gt=0.0, le=1.0, allow_inf_nan=False)] = 0.9,
         seed: Annotated[int, Form(ge=0, le=2**31 - 1)] = 0,
         projection: Annotated[PROJECTION | None, Form()] = None,
+        mode: Annotated[MODE, Form()] = "auto",
     ) -> CaptionOut:
         svc: Service = request.state.svc
         opts = DecodeOptions(method=method, max_tokens=max_tokens, beams=beams, temperature=temperature,
-                             top_p=top_p, seed=seed, projection=projection)
+                             top_p=top_p, seed=seed, projection=projection, mode=mode)
         if len(files) > svc.config.max_files:  # refused before it is charged (a cost for files never captioned)
             raise QueryError(f"{len(files)} files in one request: at most {svc.config.max_files}")
         _charge(request, len(files), opts)  # 429 before the uploads are read into memory when the key cannot pay
@@ -257,9 +282,9 @@ def add_caption_routes(app: FastAPI, captioner: Any, service: Service | None = N
                 raise type(e)(named_files(e, staged)) from None
             finally:
                 unstage(staged)
-            caps, proj = decode(svc, X, opts)
-            outs = [CaptionedOut(modality=m, name=shown.strip("'\""), caption=c)
-                    for (m, _, _), (_, shown), c in zip(parts, staged, caps)]
+            caps, modes, proj = decode(svc, X, [m for m, _, _ in parts], opts)
+            outs = [CaptionedOut(modality=m, name=shown.strip("'\""), caption=c, mode=md)
+                    for (m, _, _), (_, shown), c, md in zip(parts, staged, caps, modes)]
             return CaptionOut(captions=outs, method=method, projection=proj, took_ms=to_ms(t0))
 
         return await run_upload(request, uploads, work)
