@@ -74,3 +74,28 @@ def test_average_is_a_creamfl_option_refused_elsewhere_in_one_line(world):  # no
         with pytest.raises(err) as ei:
             federate(cpaths, ppath, encoders=specs, cache=tmp / "c", **{**CFG, **bad})
         assert "\n" not in str(ei.value) and "average" in str(ei.value)
+
+
+def test_bench_average_sets_the_creamfl_rows_only(monkeypatch, tmp_path):
+    import anybind.data.manifest as manifest_mod
+    import anybind.federated_study as study
+    from anybind.bench import tasks_keep
+
+    calls = []
+
+    def fake_study(man, *, methods=("fedavg", "creamfl"), variants=None, config=None, **kw):
+        calls.append((tuple(methods), dict(variants or {}), dict(config or {})))
+        names = ["public set alone", *methods, *(variants or {}), "centralised (union + public)"]
+        return [{"name": n, "test R@1": 0.1, "val": 0.5, "records": 1, "best/run": "1/1", "bytes/round": 1} for n in names]
+
+    monkeypatch.setattr(study, "federated_study", fake_study)
+    monkeypatch.setattr(tasks_keep, "prepare_tuxpaint", lambda work: tmp_path / "m.jsonl")
+    monkeypatch.setattr(manifest_mod, "load_manifest", lambda *a, **k: None)
+    for opt, want in (({}, False), ({"average": "1"}, True), ({"average": "0"}, False)):
+        tasks_keep.federated(tmp_path, fit="0", intra="start,moon", **opt)
+        methods, variants, config = calls[-1]
+        assert methods == ("fedavg",) and "average" not in config  # FedAvg and the baselines refuse it
+        creams = {n: v for n, v in variants.items() if n.startswith("creamfl") and n != "creamfl (session 8)"}
+        assert set(creams) == {"creamfl", "creamfl (intra=moon)"}
+        assert all(v.get("average", False) is want and v["method"] == "creamfl" for v in creams.values()), opt
+        assert "average" not in variants[tasks_keep.FEDAVG_PUBLIC_ROW]
