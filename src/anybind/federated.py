@@ -14,7 +14,9 @@ left which client) and handed to ``on_message`` when given:
   agreement with its own embeddings of the other modalities) and distils the global projectors on
   the public pairs (see :mod:`anybind.federated_cream`).  By default the clients start each round
   from the global projectors (``client_init="global"``: those weights then count as training
-  traffic); ``client_init="own"`` is the paper's, where they keep their own.
+  traffic); ``client_init="own"`` is the paper's, where they keep their own.  ``average=True`` adds FedAvg's step
+  (not in CreamFL's reference code, whose clients' models differ from the server's): the clients send their
+  projector weights beside the embeddings and the server starts its distillation from their average.
 
 Every round ends with the global projectors sent to the clients, which answer with their val
 score on their own val pairs (a number and a count; these bytes, and CreamFL's global weights when its clients
