@@ -14,7 +14,9 @@ left which client) and handed to ``on_message`` when given:
   agreement with its own embeddings of the other modalities) and distils the global projectors on
   the public pairs (see :mod:`anybind.federated_cream`).  By default the clients start each round
   from the global projectors (``client_init="global"``: those weights then count as training
-  traffic); ``client_init="own"`` is the paper's, where they keep their own.
+  traffic); ``client_init="own"`` is the paper's, where they keep their own.  ``average=True`` adds FedAvg's step
+  (not in CreamFL's reference code, whose clients' models differ from the server's): the clients send their
+  projector weights beside the embeddings and the server starts its distillation from their average.
 
 Every round ends with the global projectors sent to the clients, which answer with their val
 score on their own val pairs (a number and a count; these bytes, and CreamFL's global weights when its clients
@@ -95,6 +97,9 @@ class FederatedConfig:
     # client's projectors at the round's start: with client_init="global" the global ones, so the term is inert) or
     # "moon" (MOON's and CreamFL's: the client's own projectors at the end of its previous round, kept on the client;
     # with client_init="own" the two are the same)
+    average: bool = False  # creamfl: the clients also send their projector weights and the server starts each
+    # round's distillation from their training-pair-weighted average (FedAvg's step; CreamFL's reference code has
+    # none: its clients' models differ from the server's); the agreement still weighs the embeddings
     label: str = "top"  # a client holding one modality: the label its local (supervised contrastive) loss uses
     seed: int = 0
     threads: int = 1
@@ -117,8 +122,12 @@ def federated_config(config: Mapping[str, Any]) -> FederatedConfig:
     if cfg.kd not in KD_KINDS or cfg.client_init not in ("own", "global") or cfg.intra not in INTRA_KINDS:
         raise ValueError(f"kd must be one of {', '.join(KD_KINDS)}, client_init 'own' or 'global' and intra "
                          f"{' or '.join(map(repr, INTRA_KINDS))}, got {cfg.kd!r}, {cfg.client_init!r}, {cfg.intra!r}")
-    if not isinstance(cfg.server_public, bool):
-        raise TypeError(f"server_public must be True or False, got {cfg.server_public!r}")
+    for name in ("server_public", "average"):
+        if not isinstance(getattr(cfg, name), bool):
+            raise TypeError(f"{name} must be True or False, got {getattr(cfg, name)!r}")
+    if cfg.average and cfg.method != "creamfl":
+        raise ValueError(f"average applies to method 'creamfl' (method {cfg.method!r} averages weights or not by "
+                         "itself)")
     if cfg.server_public and cfg.method != "fedavg":
         raise ValueError(f"server_public applies to method 'fedavg' (a {cfg.method} server always trains on the "
                          "public pairs)")
@@ -142,6 +151,7 @@ class Ledger:
     def __init__(self, server: Server, dim: int, on_message: Callable[[str, int, Message], None] | None):
         self.shapes, self.n_public, self.dim = server.shapes, server.n_public, dim
         self.n_mix = server.cfg.kd_mix if server.cfg.method == "creamfl" else 0
+        self.weights_too = server.cfg.method == "creamfl" and server.cfg.average
         self.on_message = on_message
         self.bytes = {"up": 0, "down": 0, "evaluation": 0}
         self.by_kind: dict[str, int] = {}
@@ -150,7 +160,8 @@ class Ledger:
     def cross(self, msg: Message, client: int) -> Message:
         """Check, count and pass on one message (the kinds in ``evaluation`` are counted apart: they only serve to
         choose the round)."""
-        check_message(msg, shapes=self.shapes, n_public=self.n_public, dim=self.dim, n_mix=self.n_mix)
+        check_message(msg, shapes=self.shapes, n_public=self.n_public, dim=self.dim, n_mix=self.n_mix,
+                      weights_too=self.weights_too)
         way = "up" if msg.sender == "client" else "down"
         self.bytes["evaluation" if msg.kind in self.evaluation else way] += msg.nbytes()
         self.by_kind[msg.kind] = self.by_kind.get(msg.kind, 0) + msg.nbytes()

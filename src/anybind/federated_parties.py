@@ -63,10 +63,11 @@ class Message:
 
 
 def check_message(msg: Message, *, shapes: Mapping[str, tuple[int, ...]], n_public: int, dim: int,
-                  n_mix: int = 0) -> None:
+                  n_mix: int = 0, weights_too: bool = False) -> None:
     """Refuse (:class:`~anybind.errors.FederationError`) a message carrying anything but what its kind allows:
     weights of the known shapes, ``(n_public + n_mix, dim)`` public embeddings per modality (the public records,
-    then ``n_mix`` mixes of two of them), numeric counts; the server's ``train`` message: the global embeddings
+    then ``n_mix`` mixes of two of them; ``weights_too``: and the client's weights beside them, CreamFL with
+    ``average``), numeric counts; the server's ``train`` message: the global embeddings
     of the public records and the mixes to embed (``mix.pairs``: two public rows each, ``mix.weights``)."""
     if msg.sender not in KINDS or msg.kind not in KINDS[msg.sender]:
         raise FederationError(f"a {msg.sender} may not send a {msg.kind!r} message")
@@ -76,7 +77,8 @@ def check_message(msg: Message, *, shapes: Mapping[str, tuple[int, ...]], n_publ
     for k, a in msg.arrays.items():
         if not isinstance(a, np.ndarray) or not np.issubdtype(a.dtype, np.number):
             raise FederationError(f"{msg.kind} message: {k!r} is not a numeric array")
-        want = {"weights": shapes.get(k), "global": shapes.get(k), "public-embeddings": (n_public + n_mix, dim),
+        pub = shapes[k] if weights_too and k in shapes else (n_public + n_mix, dim)
+        want = {"weights": shapes.get(k), "global": shapes.get(k), "public-embeddings": pub,
                 "train": {"mix.pairs": (n_mix, 2), "mix.weights": (n_mix,)}.get(k, (n_public, dim))}.get(msg.kind)
         if k == "mix.pairs" and want == tuple(a.shape) and (a.min(initial=0) < 0 or a.max(initial=0) >= n_public):
             raise FederationError(f"{msg.kind} message: {k!r} names rows outside the public set")
@@ -197,8 +199,10 @@ class Client:
             return weights_message("client", "weights", {m: self.projectors[m] for m in self.modalities},
                                    self.logit_scale, buffers=False, n=self.n_train)
         mix = {k: v for k, v in msg.arrays.items() if k.startswith("mix.")} or None
-        emb = embed_public({m: self.projectors[m] for m in self.modalities},
-                           mixed({m: v.numpy() for m, v in self.public.items()}, mix))
+        mine = {m: self.projectors[m] for m in self.modalities}
+        emb = embed_public(mine, mixed({m: v.numpy() for m, v in self.public.items()}, mix))
+        if self.cfg.average:  # the FedAvg step too: the weights beside the embeddings
+            emb.update(weights_message("client", "weights", mine, self.logit_scale, buffers=False).arrays)
         return Message("client", "public-embeddings", emb, {"n": self.n_train})
 
     def _labelled(self, fs, where: str) -> list[str]:
@@ -332,25 +336,32 @@ class Server:
         which without targets trains on the public pairs alone); CreamFL: the agreement-weighted public embeddings,
         then :meth:`distil`."""
         if self.cfg.method == "fedavg":
-            n = np.asarray([float(r.counts["n"]) for r in replies])
-            w = n / n.sum()
-            with torch.no_grad():  # parameters only: the standardisation buffers are the server's own
-                for m, p in self.projectors.items():
-                    have = [(wi, r) for wi, r in zip(w, replies) if f"{m}.linear.weight" in r.arrays]
-                    tot = sum(float(wi) for wi, _ in have)
-                    for k, v in p.named_parameters():
-                        if have:
-                            v.copy_(sum(float(wi) / tot * torch.from_numpy(r.arrays[f"{m}.{k}"]) for wi, r in have))
-                self.logit_scale.copy_(torch.tensor(sum(float(wi) * float(r.arrays["logit_scale"])
-                                                        for wi, r in zip(w, replies))))
+            self.average(replies)
             if self.cfg.server_public:  # FedAvg + server training on the public pairs (no targets: InfoNCE only)
                 self.distil(self.cfg.server_epochs)
             return
         self.points = mixed(self.public, self.mix)  # the public records, then this round's mixes
+        # the agreement is with the global embeddings the clients were sent (before any averaging)
         glob = {m: torch.from_numpy(v) for m, v in embed_public(self.projectors, self.points).items()}
+        if self.cfg.average:  # FedAvg's step first: the distillation starts from the clients' average
+            self.average(replies)
         local = {m: [torch.from_numpy(r.arrays[m]) for r in replies if m in r.arrays] for m in self.modalities}
         self.targets = ensemble(local, glob, self.cfg.reg_temperature)
         self.distil(self.cfg.server_epochs)
+
+    @torch.no_grad()
+    def average(self, replies: Sequence[Message]) -> None:
+        """FedAvg's step: the projectors' parameters and the logit scale become the training-pair-weighted mean of
+        the clients' (each modality over the clients that sent it; the standardisation buffers are the server's)."""
+        n = np.asarray([float(r.counts["n"]) for r in replies])
+        w = n / n.sum()
+        for m, p in self.projectors.items():
+            have = [(wi, r) for wi, r in zip(w, replies) if f"{m}.linear.weight" in r.arrays]
+            tot = sum(float(wi) for wi, _ in have)
+            for k, v in p.named_parameters():
+                if have:
+                    v.copy_(sum(float(wi) / tot * torch.from_numpy(r.arrays[f"{m}.{k}"]) for wi, r in have))
+        self.logit_scale.copy_(torch.tensor(sum(float(wi) * float(r.arrays["logit_scale"]) for wi, r in zip(w, replies))))
 
     def distil(self, epochs: int) -> LoopResult:
         """Train the global projectors on the public pairs (plus the distillation term once there are targets, on

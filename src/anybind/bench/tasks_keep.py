@@ -89,14 +89,15 @@ def merge(work: Path, cache=None, seed: int = 0, console=None) -> TaskResult:
 @task("federated", "Tux Paint image<->text in K clients (non-IID by top category, or IID) and a public set: test R@1 "
       "of each client alone, FedAvg, CreamFL, centralised (--opt clients=4 rounds=40 split=noniid|iid|noniid,iid "
       "public_fraction=0.15 seeds=0,1,2 fit=1 holds=paired,image,text label=top before=1; CreamFL's settings: "
-      "server_epochs kd kd_weight kd_mix client_init reg_weight intra=start|moon|start,moon; the public set: "
+      "server_epochs kd kd_weight kd_mix client_init reg_weight average=1 intra=start|moon|start,moon; the public set: "
       "public=tuxpaint|emoji|openclipart|tuxpaint,emoji,... public_size=N; fedavg_public=1: also FedAvg whose server "
       "trains on the public pairs)")
 def federated(work: Path, cache=None, seed: int = 0, console=None, clients: str = "4", rounds: str = "40",
               split: str = "noniid", local_epochs: str = "1", public_fraction: str = "", seeds: str = "",
               fit: str = "1", holds: str = "", label: str = "top", before: str = "1", server_epochs: str = "",
               kd: str = "", kd_weight: str = "", kd_mix: str = "", client_init: str = "", reg_weight: str = "",
-              intra: str = "", public: str = "tuxpaint", public_size: str = "", fedavg_public: str = "1") -> TaskResult:
+              intra: str = "", public: str = "tuxpaint", public_size: str = "", fedavg_public: str = "1",
+              average: str = "") -> TaskResult:
     """One seed (``seed``, or one in ``seeds``) and one split: every row of the study; several (``seeds=0,1,2``,
     ``split=noniid,iid``): each system's mean ± sd over the seeds, per split.  ``holds``: what each client keeps,
     cycling (``paired,image,text``: one-modality clients among them, trained on their ``label``).  ``before``: also
@@ -144,13 +145,16 @@ def federated(work: Path, cache=None, seed: int = 0, console=None, clients: str 
              "client_init": client_init, "reg_weight": reg_weight}
     config.update({k: (v if k in ("kd", "client_init") else float(v) if k in ("kd_weight", "reg_weight") else int(v))
                    for k, v in given.items() if v})
-    variants = {FEDAVG_PUBLIC_ROW: FEDAVG_PUBLIC} if fedavg_public not in ("0", "false", "no") else {}
+    # CreamFL with FedAvg's step (its clients send their weights too): a setting of the creamfl rows only (the other
+    # systems refuse it)
+    cream = {"method": "creamfl", **({"average": True} if average not in ("", "0", "false", "no") else {})}
+    variants = {"creamfl": cream, **({FEDAVG_PUBLIC_ROW: FEDAVG_PUBLIC} if fedavg_public not in ("0", "false", "no") else {})}
     if before not in ("0", "false", "no"):
         variants["creamfl (session 8)"] = SESSION8_CREAMFL
     intras = [v.strip() for v in intra.split(",") if v.strip()]
     if intras:
         config["intra"] = intras[0]
-        variants.update({f"creamfl (intra={v})": {"method": "creamfl", "intra": v} for v in intras[1:]})
+        variants.update({f"creamfl (intra={v})": {**cream, "intra": v} for v in intras[1:]})
     splits = [s.strip() for s in split.split(",") if s.strip()]
     seed_list = [int(s) for s in seeds.split(",") if s.strip()] or [seed]
     runs: dict[str, list[list[dict[str, Any]]]] = {}
@@ -160,7 +164,7 @@ def federated(work: Path, cache=None, seed: int = 0, console=None, clients: str 
                 man, k=int(clients), by=None if sp == "iid" else "top", public_fraction=fraction,
                 extra_public=public_sample(other, size, s),
                 encoders=PLAIN_ENCODERS, config=config, cache=cache, seed=s, fit_too=fit not in ("0", "false", "no"),
-                holds=[h.strip() for h in holds.split(",") if h.strip()], variants=variants))
+                holds=[h.strip() for h in holds.split(",") if h.strip()], variants=variants, methods=("fedavg",)))
             if console is not None:
                 console.print(f"federated: {sp} seed {s} done", highlight=False)
     pub_text = " + ".join(([f"{fraction} of Tux Paint's training records"] if fraction else [])
