@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -78,6 +79,17 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def check_attention(cfg: TrainConfig) -> None:
+    """Refuse a bad frame-pooling attention setting (``attn_lr``, ``attn_epochs``) in one line, before any work
+    and for every space (shared by the in-memory and streaming trainers)."""
+    lr, ep = cfg.attn_lr, cfg.attn_epochs
+    if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr)
+                           or lr <= 0):
+        raise DataError(f"attn_lr must be a positive number (or None: lr), got {lr!r}")
+    if isinstance(ep, bool) or not isinstance(ep, int) or ep < 0:
+        raise DataError(f"attn_epochs must be a whole number >= 0, got {ep!r}")
 
 
 def choose_pairs(
@@ -204,6 +216,7 @@ def train_space(fs: FeatureSet, cfg: TrainConfig, *, progress: bool = True, sele
 def _train_space(fs: FeatureSet, cfg: TrainConfig, *, progress: bool = True, select: FeatureSet | None = None):
     from .space_core import SpaceCore
 
+    check_attention(cfg)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     vfs = select if select is not None else fs  # where every choice on val is made
@@ -334,8 +347,7 @@ def attention_phase(projectors: Mapping[str, Projector], model: torch.nn.Module,
     attention) as epoch 0, as in any fit.  The caller re-solves a ridge start afterwards.  Returns the phase's
     record (``None``: no temporal projector, ``attn_epochs`` or ``epochs`` 0, or a random start, where the
     attention trains with the rest)."""
-    if isinstance(cfg.attn_epochs, bool) or not isinstance(cfg.attn_epochs, int) or cfg.attn_epochs < 0:
-        raise DataError(f"attn_epochs must be a whole number >= 0, got {cfg.attn_epochs!r}")
+    check_attention(cfg)
     attn = [p for pr in projectors.values() for p in pr.attention_parameters()]
     if not attn or cfg.attn_epochs == 0 or cfg.epochs <= 0 or cfg.init == "random":
         return None

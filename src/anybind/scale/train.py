@@ -48,7 +48,7 @@ from ..epochs import selection_record
 from ..errors import DataError
 from ..robust import RobustFit, check_robust, ridge_start, with_mixup
 from ..loop import fit_loop, make_optimizer, make_temperature, training_threads
-from ..train import (VAL_METRIC, TrainConfig, attention_phase, choose_pairs, featureset_pairs,
+from ..train import (VAL_METRIC, TrainConfig, attention_phase, check_attention, choose_pairs, featureset_pairs,
                      refit_after_attention, val_score)
 from .pairstream import PairStream
 from .stream import SPLIT_CODES, TrainingShards
@@ -72,6 +72,7 @@ def check_config(cfg: TrainConfig) -> None:
         raise DataError("center=True (inductive centring) needs the in-memory fit: the streaming / Ray trainer "
                         "keeps no training embeddings to centre on")
     check_robust(cfg)
+    check_attention(cfg)
 
 
 def stream_pairs(shards: TrainingShards, cfg: TrainConfig) -> list[tuple[str, str]]:
