@@ -201,3 +201,23 @@ def test_both_trainers_run_and_record_the_attention_phase_alike(world):
             assert rob["ridge"] == phase["ridge"]
     assert set(phases[0]) == set(phases[1])
     assert phases[0]["epochs_run"] == phases[1]["epochs_run"] == 4
+
+
+def test_the_phase_is_deterministic_and_runs_without_a_val_split(world):
+    import copy
+    import dataclasses
+
+    fs, *_ = world
+    cfg = TrainConfig(**{**RECIPE, "epochs": 2, "attn_epochs": 3, "wise": None})
+    a, b = (train_space(fs, cfg, progress=False) for _ in range(2))
+    for m in a.projectors:
+        sa, sb = a.projectors[m].state_dict(), b.projectors[m].state_dict()
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    # no val records: every epoch of the phase runs, the refit is kept unscored
+    noval = copy.copy(fs)
+    noval.records = [dataclasses.replace(r, split="train") if r.split == "val" else r for r in fs.records]
+    sp = train_space(noval, cfg, progress=False)
+    phase = sp.info["training"]["robust"]["attention_phase"]
+    assert phase["best_val"] is None and phase["val_after_ridge"] is None and phase["ridge_refit"] == "kept"
+    assert phase["epochs_run"] == 3 and phase["best_epoch"] == 3 and phase["ridge"] is not None
+    assert sp.projectors["video"].attn_v.weight.any()
