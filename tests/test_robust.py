@@ -340,3 +340,31 @@ def test_recipe_auto_bridges_the_ridge_start_and_fine_tunes_gently():
     assert "wise" not in cfg and "lr" not in cfg and "ridge_prior" not in cfg
     _, cfg, chosen = resolve_recipe("plain", ["image", "text"], None, {})
     assert cfg == {} and chosen == {}
+
+
+@pytest.mark.parametrize("bad", [0, -1e-3, float("nan"), float("inf"), True, "fast"])
+def test_attn_lr_is_refused_in_one_line_before_any_work_by_both_trainers(tmp_path, bad):
+    """A bad attention rate is a config error for every space (not a torch ValueError deep in a video fit, nor
+    silently ignored for a space without a frame-pooling projector)."""
+    from anybind.scale.sharded import fit_sharded
+
+    m, specs = make_pairs(tmp_path, n=60)
+    for trainer in (fit, lambda t, m, s, **kw: fit_sharded(m, encoders=s, cache=t / "c", **{**FAST, **kw})):
+        with pytest.raises(DataError, match="attn_lr must be a positive number") as e:
+            trainer(tmp_path, m, specs, attn_lr=bad)
+        assert "\n" not in str(e.value)
+    for bad_epochs in (-1, 1.5, True):
+        with pytest.raises(DataError, match="attn_epochs must be a whole number >= 0"):
+            fit_sharded(m, encoders=specs, cache=tmp_path / "c", **{**FAST, "attn_epochs": bad_epochs})
+
+
+def test_a_fit_without_a_frame_pooling_projector_ignores_the_attention_options(tmp_path):
+    """The attention's own rate and phase touch nothing else: the same weights whatever they are."""
+    m, specs = make_pairs(tmp_path, n=300)
+    kw = dict(epochs=4, patience=4, wise="auto", l2sp=1e-3)
+    a = fit(tmp_path, m, specs, **kw)
+    b = fit(tmp_path, m, specs, attn_lr=0.5, attn_epochs=7, **kw)
+    c = fit(tmp_path, m, specs, attn_lr=None, attn_epochs=0, **kw)
+    assert same(weights(a), weights(b)) and same(weights(a), weights(c))
+    assert json.dumps(a.info["training"]["history"]) == json.dumps(b.info["training"]["history"])  # NaN: epoch 0
+    assert "attention_phase" not in a.info["training"]["robust"]

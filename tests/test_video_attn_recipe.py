@@ -178,3 +178,46 @@ def test_the_ridge_refit_after_the_phase_is_kept_only_when_val_does_not_fall():
         assert torch.equal(prs["video"].linear.weight, w0 + 1.0 if kept else w0)
     phase = {"best_val": 0.5}  # no val split: kept
     assert refit_after_attention(prs, phase, lambda: refit(prs), None) is not None and phase["val_after_ridge"] is None
+
+
+def test_both_trainers_run_and_record_the_attention_phase_alike(world):
+    """One shared phase (attention, then the ridge refit): the same record in memory and streaming, and the
+    ridge start recorded is the one fine-tuning began from (the refit's when kept)."""
+    from anybind.scale.sharded import fit_sharded
+
+    fs, _, files = world
+    cfg = {**RECIPE, "epochs": 1, "attn_epochs": 3, "wise": None}
+    mem = train_space(fs, TrainConfig(**cfg), progress=False)
+    streamed = fit_sharded(files["manifest"], encoders=files["encoders"], cache=files["cache"], progress=False,
+                           recipe="plain", **cfg)
+    phases = []
+    for sp in (mem, streamed):
+        rob = sp.info["training"]["robust"]
+        phase = rob["attention_phase"]
+        phases.append(phase)
+        kept = phase["ridge_refit"] == "kept"
+        assert (phase["ridge"] is not None) == kept
+        if kept:
+            assert rob["ridge"] == phase["ridge"]
+    assert set(phases[0]) == set(phases[1])
+    assert phases[0]["epochs_run"] == phases[1]["epochs_run"] == 4
+
+
+def test_the_phase_is_deterministic_and_runs_without_a_val_split(world):
+    import copy
+    import dataclasses
+
+    fs, *_ = world
+    cfg = TrainConfig(**{**RECIPE, "epochs": 2, "attn_epochs": 3, "wise": None})
+    a, b = (train_space(fs, cfg, progress=False) for _ in range(2))
+    for m in a.projectors:
+        sa, sb = a.projectors[m].state_dict(), b.projectors[m].state_dict()
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    # no val records: every epoch of the phase runs, the refit is kept unscored
+    noval = copy.copy(fs)
+    noval.records = [dataclasses.replace(r, split="train") if r.split == "val" else r for r in fs.records]
+    sp = train_space(noval, cfg, progress=False)
+    phase = sp.info["training"]["robust"]["attention_phase"]
+    assert phase["best_val"] is None and phase["val_after_ridge"] is None and phase["ridge_refit"] == "kept"
+    assert phase["epochs_run"] == 3 and phase["best_epoch"] == 3 and phase["ridge"] is not None
+    assert sp.projectors["video"].attn_v.weight.any()

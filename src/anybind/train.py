@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -78,6 +79,17 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def check_attention(cfg: TrainConfig) -> None:
+    """Refuse a bad frame-pooling attention setting (``attn_lr``, ``attn_epochs``) in one line, before any work
+    and for every space (shared by the in-memory and streaming trainers)."""
+    lr, ep = cfg.attn_lr, cfg.attn_epochs
+    if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr)
+                           or lr <= 0):
+        raise DataError(f"attn_lr must be a positive number (or None: lr), got {lr!r}")
+    if isinstance(ep, bool) or not isinstance(ep, int) or ep < 0:
+        raise DataError(f"attn_epochs must be a whole number >= 0, got {ep!r}")
 
 
 def choose_pairs(
@@ -204,6 +216,7 @@ def train_space(fs: FeatureSet, cfg: TrainConfig, *, progress: bool = True, sele
 def _train_space(fs: FeatureSet, cfg: TrainConfig, *, progress: bool = True, select: FeatureSet | None = None):
     from .space_core import SpaceCore
 
+    check_attention(cfg)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     vfs = select if select is not None else fs  # where every choice on val is made
@@ -271,11 +284,9 @@ def _train_space(fs: FeatureSet, cfg: TrainConfig, *, progress: bool = True, sel
 
     use_val = len(val_idx) >= 2 and any(len(vfs.with_pair(val_idx, *p)) >= 2
                                         for p in pairs if set(p) <= set(vfs.feats))
-    phase = attention_phase(projectors, model, batches, steps, logit_scale, cfg, use_val=use_val, score=score,
-                            progress=progress)
-    if phase is not None and cfg.init == "ridge":
-        ridge = refit_after_attention(projectors, phase, lambda: warm_start(projectors, fs, cfg, select),
-                                      score if use_val else None) or ridge
+    phase = attention_start(projectors, model, batches, steps, logit_scale, cfg, use_val=use_val, score=score,
+                            refit=lambda: warm_start(projectors, fs, cfg, select), progress=progress)
+    ridge = (phase or {}).get("ridge") or ridge  # the start fine-tuning leaves
     rob = robust.RobustFit(cfg, projectors, logit_scale)  # WiSE-FT / L2-SP around the loop (from here)
     opt = make_optimizer([p for pr in projectors.values() for p in pr.parameters()], logit_scale,
                          list(loss_fn.parameters()) + list(placeholders.parameters()),
@@ -322,6 +333,20 @@ def _train_space(fs: FeatureSet, cfg: TrainConfig, *, progress: bool = True, sel
     return space
 
 
+def attention_start(projectors: Mapping[str, Projector], model: torch.nn.Module, batches: Iterator, steps: int,
+                    logit_scale: torch.Tensor, cfg: TrainConfig, *, use_val: bool, score: Callable[[int], float],
+                    refit: Callable[[], Any], progress: bool = False) -> dict[str, Any] | None:
+    """What every trainer runs between its warm start and fine-tuning: the :func:`attention_phase`, then the
+    ridge map re-solved for the frames the learnt pool picks (``refit()``, the trainer's ridge start), kept only
+    when val does not fall (:func:`refit_after_attention`).  The phase's record, ``ridge`` the refit's record when
+    kept (``None``: dropped); ``None`` when no phase ran."""
+    phase = attention_phase(projectors, model, batches, steps, logit_scale, cfg, use_val=use_val, score=score,
+                            progress=progress)
+    if phase is not None:
+        phase["ridge"] = refit_after_attention(projectors, phase, refit, score if use_val else None)
+    return phase
+
+
 def attention_phase(projectors: Mapping[str, Projector], model: torch.nn.Module, batches: Iterator, steps: int,
                     logit_scale: torch.Tensor, cfg: TrainConfig, *, use_val: bool, score: Callable[[int], float],
                     progress: bool = False) -> dict[str, Any] | None:
@@ -331,11 +356,10 @@ def attention_phase(projectors: Mapping[str, Projector], model: torch.nn.Module,
     temperature and the loss' parameters stay where the warm start put them, so the attention learns which frames
     the start's map reads best instead of racing a whole projector that overfits a few hundred clips within an
     epoch or two.  Rate ``cfg.attn_lr`` (``None``: ``cfg.lr``); early stopping on val with the start (uniform
-    attention) as epoch 0, as in any fit.  The caller re-solves a ridge start afterwards.  Returns the phase's
-    record (``None``: no temporal projector, ``attn_epochs`` or ``epochs`` 0, or a random start, where the
-    attention trains with the rest)."""
-    if isinstance(cfg.attn_epochs, bool) or not isinstance(cfg.attn_epochs, int) or cfg.attn_epochs < 0:
-        raise DataError(f"attn_epochs must be a whole number >= 0, got {cfg.attn_epochs!r}")
+    attention) as epoch 0, as in any fit.  :func:`attention_start` re-solves the ridge start afterwards.
+    Returns the phase's record (``None``: no temporal projector, ``attn_epochs`` or ``epochs`` 0, or a random
+    start, where the attention trains with the rest)."""
+    check_attention(cfg)
     attn = [p for pr in projectors.values() for p in pr.attention_parameters()]
     if not attn or cfg.attn_epochs == 0 or cfg.epochs <= 0 or cfg.init == "random":
         return None

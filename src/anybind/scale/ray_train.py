@@ -212,7 +212,7 @@ def fit_ray(
         m, rest = k.split(".", 1)
         state.setdefault(m, {})[rest] = v
     res["state"] = state
-    if ridge:
-        res.setdefault("robust", {})["ridge"] = ridge
+    if ridge:  # unless the attention phase re-solved it
+        res.setdefault("robust", {}).setdefault("ridge", ridge)
     return space_from_result(shards, cfg, res, stats, ray_workers=workers, ray_worker_cpus=cpus,
                              shuffle_buffer=shuffle_buffer)

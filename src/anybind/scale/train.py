@@ -22,7 +22,7 @@ as in memory, so the recipe :func:`anybind.recipe.resolve_recipe` picks applies 
 * a frame-sequence modality (``video:frames(...)@...,pool=attn``) gets the in-memory trainer's temporal
   projector: standardised over the training clips' valid frames (streamed), its attention pooling learnt with
   the space (under DDP its gradients are averaged like the maps'), at its own rate, first alone on top of the
-  ridge start and the ridge map then re-solved (``attn_lr``, ``attn_epochs``: :func:`anybind.train.attention_phase`);
+  ridge start and the ridge map then re-solved (``attn_lr``, ``attn_epochs``: :func:`anybind.train.attention_start`);
 * not supported (a clear error instead): multimodal objectives (Symile), the training-free
   starts (``init="procrustes"`` / ``"cca"``), inductive centring (``center``: a pass of its own over the
   training embeddings) and per-corpus sampling weights -- they need every feature in memory; use the
@@ -48,8 +48,8 @@ from ..epochs import selection_record
 from ..errors import DataError
 from ..robust import RobustFit, check_robust, ridge_start, with_mixup
 from ..loop import fit_loop, make_optimizer, make_temperature, training_threads
-from ..train import (VAL_METRIC, TrainConfig, attention_phase, choose_pairs, featureset_pairs,
-                     refit_after_attention, val_score)
+from ..train import (VAL_METRIC, TrainConfig, attention_start, check_attention, choose_pairs, featureset_pairs,
+                     val_score)
 from .pairstream import PairStream
 from .stream import SPLIT_CODES, TrainingShards
 
@@ -72,6 +72,7 @@ def check_config(cfg: TrainConfig) -> None:
         raise DataError("center=True (inductive centring) needs the in-memory fit: the streaming / Ray trainer "
                         "keeps no training embeddings to centre on")
     check_robust(cfg)
+    check_attention(cfg)
 
 
 def stream_pairs(shards: TrainingShards, cfg: TrainConfig) -> list[tuple[str, str]]:
@@ -230,13 +231,11 @@ def train_streaming(
 
         t0 = time.perf_counter()
         stream = batches()
-        phase = attention_phase(projectors, model, stream, steps, logit_scale, cfg, use_val=use_val, score=score,
-                                progress=progress and rank == 0)
-        if phase is not None and cfg.init == "ridge":  # the map re-solved for the frames the learnt pool picks
-            phase["ridge"] = refit_after_attention(
-                projectors, phase, lambda: ridge_start(projectors, cfg, shards.specs, _shard_pairs(shards, "train", cfg.lock),
-                                                       featureset_pairs(shards.feature_set("val"), "val", cfg.lock)),
-                score if use_val else None)
+        phase = attention_start(
+            projectors, model, stream, steps, logit_scale, cfg, use_val=use_val, score=score,
+            refit=lambda: ridge_start(projectors, cfg, shards.specs, _shard_pairs(shards, "train", cfg.lock),
+                                      featureset_pairs(shards.feature_set("val"), "val", cfg.lock)),
+            progress=progress and rank == 0)
         rob = RobustFit(cfg, projectors, logit_scale)  # from the start fine-tuning leaves
         res = fit_loop(model, stream, opt, logit_scale, epochs=cfg.epochs, steps=steps, use_val=use_val,
                        patience=cfg.patience, score=score, keep=projectors, start=cfg.init != "random",
@@ -246,6 +245,8 @@ def train_streaming(
         logit, rob_rec = rob.finish(res.logit_scale, (lambda: score(1)) if use_val else None)
         if phase is not None:
             rob_rec["attention_phase"] = phase
+            if phase["ridge"]:  # the start fine-tuning left (the caller's ridge_init record otherwise)
+                rob_rec["ridge"] = phase["ridge"]
         state = {m: {k: v.detach().clone() for k, v in pr.state_dict().items()} for m, pr in projectors.items()}
         return {
             "state": state, "logit_scale": logit, "best_epoch": res.best_epoch, "best_val": res.best_val,
@@ -298,8 +299,8 @@ def fit_streaming(shards: TrainingShards, cfg: TrainConfig, *, shuffle_buffer: i
     stats = shard_stats(shards)
     init, ridge = ridge_init(shards, cfg, stats)
     res = train_streaming(shards, cfg, shuffle_buffer=shuffle_buffer, stats=stats, init=init, progress=progress)
-    if ridge:
-        res["robust"]["ridge"] = ridge
+    if ridge:  # unless the attention phase re-solved it
+        res["robust"].setdefault("ridge", ridge)
     return space_from_result(shards, cfg, res, stats, shuffle_buffer=shuffle_buffer)
 
 
