@@ -37,8 +37,18 @@ def clf_dir(data, svc, shared_cache, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def client(svc, clf_dir):
-    with TestClient(create_app(service=svc, classifiers={"cats": clf_dir})) as c:
+def refined_dir(data, svc, shared_cache, tmp_path_factory):
+    """As clf_dir, its class vectors also refined on the train images (refine=0.5)."""
+    classes = sorted({r.labels["category"] for r in data["records"]})
+    train = [r.values["image"] for i, r in enumerate(data["records"]) if i % 5 < 3]
+    clf = ZeroShotClassifier(svc.space, classes, modality="image", temperature=10, refine=0.5)
+    clf.calibrate(train, cache=shared_cache)
+    return clf.save(tmp_path_factory.mktemp("clf") / "tux-refined")
+
+
+@pytest.fixture(scope="module")
+def client(svc, clf_dir, refined_dir):
+    with TestClient(create_app(service=svc, classifiers={"cats": clf_dir, "refined": refined_dir})) as c:
         yield c
 
 
@@ -84,6 +94,23 @@ def test_an_upload_classified_with_the_classifier_answers_as_the_library_does(cl
             sorted(c["probability"] for c in out["results"]), abs=1e-3)
 
 
+def test_a_refined_classifier_answers_with_its_refined_class_vectors(client, svc, refined_dir, data, shared_cache):
+    """The service scored a refined classifier's queries against its class text re-embedded, not its refined
+    vectors: scores, probabilities and the top class differed from clf.predict_proba / predict."""
+    clf = ZeroShotClassifier.load(refined_dir, svc.space)
+    assert clf.refined_ is not None and not np.allclose(clf.class_vectors(), ZeroShotClassifier(
+        svc.space, clf.classes, modality="image").class_vectors(shared_cache), atol=1e-3)
+    for path in _test_images(data):
+        res = _upload(client, path, clf.classes, classifier="refined")
+        assert res.status_code == 200, res.text
+        got = {c["label"]: c for c in res.json()["results"]}
+        raw = clf.raw_scores([path], cache=shared_cache)[0]
+        proba = clf.predict_proba([path], cache=shared_cache)[0]
+        assert [got[c]["score"] for c in clf.classes] == pytest.approx(raw.tolist(), abs=1e-5)
+        assert [got[c]["probability"] for c in clf.classes] == pytest.approx(proba.tolist(), abs=1e-5)
+        assert res.json()["results"][0]["label"] == clf.predict([path], cache=shared_cache)[0]
+
+
 def test_what_does_not_fit_the_classifier_is_refused_in_one_line(client, svc, clf_dir, data):
     clf = ZeroShotClassifier.load(clf_dir, svc.space)
     path = _test_images(data)[0]
@@ -92,7 +119,7 @@ def test_what_does_not_fit_the_classifier_is_refused_in_one_line(client, svc, cl
         (dict(labels=clf.classes[:-1], classifier="cats"), f"classifier 'cats': the classifier has {len(clf.classes)} classes"),
         (dict(labels=clf.classes, classifier="cats", templates=["a photo of a {}."]),
          "classifier 'cats': the classifier was balanced with the templates"),
-        (dict(labels=clf.classes, classifier="dogs"), "no classifier 'dogs' in this service (it serves: cats)"),
+        (dict(labels=clf.classes, classifier="dogs"), "no classifier 'dogs' in this service (it serves: cats, refined)"),
         (dict(labels=clf.classes, classifier="cats", text="a bird"),
          "classifier 'cats' classifies image items (its offsets were balanced on them); this query is image + text"),
     ]
@@ -112,8 +139,9 @@ def test_what_does_not_fit_the_classifier_is_refused_in_one_line(client, svc, cl
 def test_health_lists_the_classifiers_and_the_schema_only_gains(client, svc, clf_dir):
     clf = ZeroShotClassifier.load(clf_dir, svc.space)
     h = client.get("/health").json()
-    assert h["classifiers"] == {"cats": {"modality": "image", "classes": clf.classes, "templates": clf.templates,
-                                         "temperature": clf.temperature, "prior": "balanced"}}
+    assert h["classifiers"]["cats"] == {"modality": "image", "classes": clf.classes, "templates": clf.templates,
+                                        "temperature": clf.temperature, "prior": "balanced"}
+    assert sorted(h["classifiers"]) == ["cats", "refined"]
     schemas = client.get("/openapi.json").json()["components"]["schemas"]
     req = schemas["ClassifyRequest"]
     assert req["required"] == ["labels"] and "classifier" in req["properties"]  # optional: old requests still valid

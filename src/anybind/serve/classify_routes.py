@@ -3,8 +3,9 @@ sounds (optionally fused with text), over given labels, with the calibrated P(ma
 
 A request may name a balanced :class:`~anybind.zeroshot.ZeroShotClassifier` the service serves (``anybind serve
 --classifier NAME=DIR``, :func:`load_classifiers`): its labels must then be the classifier's classes in its order and
-its query of the modality the classifier's offsets were balanced on; the classes are embedded with its prompt names
-and templates and ranked by score + offset, each query on its own (as ``ZeroShotClassifier.predict_proba``)."""
+its query of the modality the classifier's offsets were balanced on; the query is scored against the classifier's own
+class vectors (refined on unlabelled items when it was refined; else its prompt names in its templates) and the
+classes ranked by score + offset, each query on its own (as ``ZeroShotClassifier.predict_proba``)."""
 
 from __future__ import annotations
 
@@ -83,11 +84,12 @@ def classifier_settings(request: Request, name: str | None, parts, labels, templ
         raise QueryError(f"classifier {name!r} classifies {clf.modality} items (its offsets were balanced on them); "
                          f"this query is {' + '.join(mods)}")
     try:
-        use = clf.settings_for(request.state.svc.space, labels, templates=templates or None)
+        use = clf.settings_for(request.state.svc.space, labels, templates=templates or None,
+                               cache=request.state.svc.cache)
     except DataError as e:
         raise QueryError(f"classifier {name!r}: {str(e).removeprefix('bias: ')}") from None
     return {"names": use["names"], "templates": use["templates"], "offsets": use["offsets"],
-            "temperature": clf.temperature, "text_modality": use["text_modality"]}
+            "temperature": clf.temperature, "text_modality": use["text_modality"], "vectors": use["vectors"]}
 
 
 # -- classify ------------------------------------------------------------------------
@@ -96,7 +98,7 @@ def classify_out(svc, parts, labels, templates, t0, staged=(), use=None, name=No
     try:
         scores, probs, qmods = svc.classify(parts, use.get("names", labels), use.get("templates", templates),
                                             offsets=use.get("offsets"), temperature=use.get("temperature"),
-                                            text_modality=use.get("text_modality"))
+                                            text_modality=use.get("text_modality"), vectors=use.get("vectors"))
     except AnybindError as e:
         raise type(e)(named_files(e, list(staged))) from None
     off = use.get("offsets")
