@@ -119,6 +119,8 @@ def test_what_does_not_fit_the_classifier_is_refused_in_one_line(client, svc, cl
         (dict(labels=clf.classes[:-1], classifier="cats"), f"classifier 'cats': the classifier has {len(clf.classes)} classes"),
         (dict(labels=clf.classes, classifier="cats", templates=["a photo of a {}."]),
          "classifier 'cats': the classifier was balanced with the templates"),
+        (dict(labels=[clf.classes[0], *clf.classes[:-1]], classifier="cats"),
+         f"classifier 'cats': class {clf.classes[0]!r} is given twice"),
         (dict(labels=clf.classes, classifier="dogs"), "no classifier 'dogs' in this service (it serves: cats, refined)"),
         (dict(labels=clf.classes, classifier="cats", text="a bird"),
          "classifier 'cats' classifies image items (its offsets were balanced on them); this query is image + text"),

@@ -211,6 +211,17 @@ def zero_shot(
     }
 
 
+def check_once(classes: Sequence[str]) -> list[str]:
+    """``classes`` as a list, each class once; one given twice is refused in one line (offsets could not be matched
+    to the classes by name)."""
+    classes, seen = list(classes), set()
+    for c in classes:
+        if c in seen:
+            raise DataError(f"bias: class {c!r} is given twice ({len(classes)} classes given, each once)")
+        seen.add(c)
+    return classes
+
+
 def check_offsets(bias: "Sequence[float] | Mapping[str, float] | None", n_classes: int,
                   classes: Sequence[str] | None = None) -> np.ndarray | None:
     """``bias`` as one finite float offset per class (None stays None); refused in one line otherwise.  A mapping
@@ -221,7 +232,7 @@ def check_offsets(bias: "Sequence[float] | Mapping[str, float] | None", n_classe
     if isinstance(bias, Mapping):
         if classes is None:
             raise DataError("bias: offsets by class name need the classes they are for")
-        names = [str(c) for c in classes]
+        names = check_once([str(c) for c in classes])
         missing = [c for c in names if c not in bias]
         if missing:
             raise DataError(f"bias: no offset for class {missing[0]!r}" + (

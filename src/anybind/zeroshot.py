@@ -37,7 +37,7 @@ import numpy as np
 from .artefact_meta import read_meta
 from .data.templates import check_templates, templates_for
 from .errors import DataError, SpaceError
-from .evaluate import class_embeddings, class_name, zero_shot
+from .evaluate import check_once, class_embeddings, class_name, zero_shot
 from .zeroshot_adapt import DEFAULT_ROUNDS, check_mix, check_rounds, refine_class_vectors
 
 if TYPE_CHECKING:
@@ -268,6 +268,7 @@ class ZeroShotClassifier:
         given, k = [str(c) for c in classes], len(self.classes)
         if given in (self.classes, self.names):
             return self.offsets
+        check_once(given)  # else a class given twice left none to name below
         shown = ", ".join(self.classes[:8]) + (", ..." if k > 8 else "")
         if len(given) != k:
             raise DataError(f"bias: the classifier has {k} classes ({shown}), {len(given)} given")
