@@ -1,6 +1,8 @@
 """Pure ASGI middleware of the service: the upload cap (413), the JSON nesting bound (400) and the security
 headers."""
 
+import json
+
 import numpy as np
 from fastapi.exceptions import HTTPException
 
@@ -28,10 +30,17 @@ def json_depth(body: bytes) -> int:
     """How deep arrays and objects nest in the JSON text ``body`` (brackets inside strings do not count), counted
     without parsing it (Python's parser gives up past ~1,000 levels, with a RecursionError FastAPI answers as a bare
     "error parsing the body"); a body holding no more brackets than :data:`MAX_JSON_DEPTH` gets their number (a bound
-    on its depth: enough to pass it); a malformed text gets some number and its parse fails later."""
+    on its depth: enough to pass it); a malformed text gets some number and its parse fails later.  A UTF-16 or
+    UTF-32 body (which the parser reads) is counted as its UTF-8 text."""
     opened = body.count(b"[") + body.count(b"{")
     if opened <= MAX_JSON_DEPTH:  # the usual body: fewer brackets than the bound, so no deeper (a bound is enough)
         return opened
+    enc = json.detect_encoding(body)  # as the parser (json.loads) reads it: UTF-16 and UTF-32 too
+    if enc not in ("utf-8", "utf-8-sig"):  # their escapes' backslash and quote are not adjacent bytes: as UTF-8
+        try:
+            body = body.decode(enc, "surrogatepass").encode("utf-8", "surrogatepass")
+        except UnicodeError:  # not text the parser reads either: its parse fails
+            return opened
     # escaped backslashes first (so that the quote of ``\\"`` still ends its string), then escaped quotes; the
     # pieces between quotes at even places are outside every string
     outside = b"".join(body.replace(b"\\\\", b"").replace(b'\\"', b"").split(b'"')[::2])
