@@ -172,6 +172,22 @@ def test_a_classifier_of_another_space_is_refused_before_serving(svc, clf_dir, t
         create_app(service=svc, classifiers={"a b": clf_dir})
 
 
+def test_a_classifier_no_request_could_name_is_refused_before_serving(svc):
+    """A classifier with more classes than a request may give labels (or a class name longer than a label may be)
+    was served, and every request naming it got a 400 (the page's too): refused when the app is made instead."""
+    from anybind.serve.schemas import MAX_LABEL, MAX_LABELS
+
+    many = ZeroShotClassifier(svc.space, [f"class {i}" for i in range(MAX_LABELS + 1)], modality="image")
+    long = ZeroShotClassifier(svc.space, ["x" * (MAX_LABEL + 1), "y"], modality="image")
+    for clf, message in ((many, f"classifier 'c' has {MAX_LABELS + 1} classes: a request takes at most {MAX_LABELS} "
+                                "labels"),
+                         (long, f"classifier 'c' has a class of {MAX_LABEL + 1} characters: a label may have at most "
+                                f"{MAX_LABEL}")):
+        with pytest.raises(ValueError) as e:
+            create_app(service=svc, classifiers={"c": clf})
+        assert str(e.value) == message
+
+
 def test_cli_serve_takes_classifiers(data, clf_dir, shared_cache, tmp_path, monkeypatch):
     import uvicorn
     from typer.testing import CliRunner

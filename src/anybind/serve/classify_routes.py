@@ -47,7 +47,8 @@ CLASSIFIER_NAME = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_.-]{{0,{MAX_CLASSIFIER_NAM
 # -- classifiers ---------------------------------------------------------------------
 def load_classifiers(specs: Mapping[str, Any] | None, svc: Service) -> dict[str, ZeroShotClassifier]:
     """``{name: ZeroShotClassifier or its folder}`` loaded for the served space: one of another space is refused in
-    one line (:class:`SpaceError`, the artefact's own check), as is a name that is not a short plain word."""
+    one line (:class:`SpaceError`, the artefact's own check), as is a name that is not a short plain word or one whose
+    classes no request could give as labels (:func:`check_nameable`)."""
     out: dict[str, ZeroShotClassifier] = {}
     for name, c in (specs or {}).items():
         if not isinstance(name, str) or not CLASSIFIER_NAME.fullmatch(name):
@@ -60,7 +61,20 @@ def load_classifiers(specs: Mapping[str, Any] | None, svc: Service) -> dict[str,
             out[name] = c
         else:
             out[name] = ZeroShotClassifier.load(Path(c), svc.space)
+        check_nameable(name, out[name])
     return out
+
+
+def check_nameable(name: str, clf: ZeroShotClassifier) -> None:
+    """A request naming the classifier gives its classes as labels: more than a request may give, or one longer than
+    a label may be, and no request could name it (refused in one line, :class:`ServeConfigError`)."""
+    if len(clf.classes) > MAX_LABELS:
+        raise ServeConfigError(f"classifier {name!r} has {len(clf.classes)} classes: a request takes at most "
+                               f"{MAX_LABELS} labels")
+    longest = max(map(len, clf.classes))
+    if longest > MAX_LABEL:
+        raise ServeConfigError(f"classifier {name!r} has a class of {longest} characters: a label may have at most "
+                               f"{MAX_LABEL}")
 
 
 def classifiers_info(classifiers: Mapping[str, ZeroShotClassifier]) -> dict[str, ClassifierInfo]:
