@@ -192,3 +192,23 @@ def test_index_classify_with_a_refined_classifier_ranks_as_it_predicts(drifted, 
     X = space.embed("photo", [r.values["photo"] for r in test], cache=cache)
     S, top = zero_shot_topk(space, X, CLASSES, k=1, cache=cache, bias=clf)
     assert [CLASSES[i] for i in top[:, 0]] == pred
+
+
+def test_zero_shot_with_given_class_vectors_embeds_no_class_text_and_checks_them_first(drifted, tmp_path,
+                                                                                        monkeypatch):
+    """zero_shot(vectors=) embedded the class prompts and threw them away, and checked the vectors only after every
+    item was embedded (a wrong shape failed after the whole test split was encoded)."""
+    from anybind.evaluate import zero_shot
+
+    space, man = drifted
+    test, cache = man.split("test"), tmp_path / "c"
+    V = ZeroShotClassifier(space, CLASSES, modality="photo", refine=0.5).calibrate(
+        man.split("train"), cache=cache).class_vectors()
+    embedded = []
+    real = space.embed
+    monkeypatch.setattr(space, "embed", lambda m, values, **kw: embedded.append(m) or real(m, values, **kw))
+    with pytest.raises(DataError, match=r"class vectors of shape \(2, 384\)"):
+        zero_shot(space, test, "photo", "kind", classes=CLASSES, vectors=V[:2], cache=cache)
+    assert embedded == []
+    got = zero_shot(space, test, "photo", "kind", classes=CLASSES, vectors=V, cache=cache)
+    assert embedded == ["photo"] and got["n"] == len(test)

@@ -181,13 +181,14 @@ def zero_shot(
         raise DataError("zero-shot: bias needs classes= (the classes its offsets are for, in their order)")
     classes = sorted(set(y)) if classes is None else list(classes)
     off = check_offsets(bias, len(classes), classes)  # before any embedding: a wrong bias fails fast
-    C = class_embeddings(space, [names(c) for c in classes], templates, text_modality, cache)
-    X = space.embed(modality, [r.values[modality] for r in recs], cache=cache)
     if vectors is not None:  # given class vectors (e.g. refined on unlabelled items) instead of the prompt ensembles
-        C = np.asarray(vectors, np.float32)
+        C = np.asarray(vectors, np.float32)  # checked before anything is embedded
         if C.shape != (len(classes), space.dim) or not np.all(np.isfinite(C)):
             raise DataError(f"zero-shot: class vectors of shape {C.shape} for {len(classes)} classes in a space of "
                             f"dimension {space.dim}; give one finite row per class")
+    else:
+        C = class_embeddings(space, [names(c) for c in classes], templates, text_modality, cache)
+    X = space.embed(modality, [r.values[modality] for r in recs], cache=cache)
     if center:
         X = X - X.mean(0)
         X /= np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
