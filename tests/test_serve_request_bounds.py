@@ -238,3 +238,13 @@ def test_the_depth_bound_holds_for_a_body_in_utf16_or_utf32(client, encoding, de
     ok = json.dumps({"text": '["{' * 50 + '\\"', "k": 1}).encode(encoding)
     res = client.post("/search", content=ok, headers={"content-type": "application/json"})
     assert res.status_code == 200, res.text
+
+
+@pytest.mark.parametrize("ctype", ["text/plain", "application/x-www-form-urlencoded"])
+def test_a_body_that_is_not_json_is_not_told_it_nests_too_deep(client, ctype):
+    """The app parses a body as JSON only when it says it is JSON (or says nothing): another body full of brackets
+    was answered 'JSON body nested N levels deep', which it is not; it gets the app's own answer."""
+    res = client.post("/search", content=b"[" * 100 + b"]" * 100, headers={"content-type": ctype})
+    assert res.status_code == 422 and "nested" not in res.text, res.text
+    res = client.post("/search", content=b"[" * 100 + b"]" * 100)  # no Content-Type: parsed as JSON, so bounded
+    assert res.status_code == 400 and "JSON body nested 100 levels deep" in res.json()["detail"], res.text

@@ -51,8 +51,8 @@ def json_depth(body: bytes) -> int:
 
 class BodyLimit:
     """Pure ASGI middleware: 413 for a request body over ``max_bytes`` (declared or streamed); a body that is not a
-    multipart upload (JSON) over ``max_json_bytes`` (``None``: ``max_bytes``), and 400 for one whose arrays and
-    objects nest deeper than :data:`~anybind.serve.schemas.MAX_JSON_DEPTH` (checked once it is all received, before
+    multipart upload (JSON) over ``max_json_bytes`` (``None``: ``max_bytes``), and 400 for one the app parses as JSON
+    whose arrays and objects nest deeper than :data:`~anybind.serve.schemas.MAX_JSON_DEPTH` (checked once it is all received, before
     the app parses it; it is held meanwhile, at most ``max_json_bytes``)."""
 
     def __init__(self, app, max_bytes: int, max_json_bytes: int | None = None):
@@ -72,6 +72,11 @@ class BodyLimit:
         # an upload only when every Content-Type says so: the app reads a body by its first one, this by any other
         types = [v for k, v in raw if k == b"content-type"]
         upload = bool(types) and all(t.strip().lower().startswith(b"multipart/form-data") for t in types)
+        # the app parses a body as JSON by its first Content-Type (none, or application/json or .../...+json): only
+        # such a body can nest too deep for the parser
+        first = types[0].split(b";")[0].strip().lower() if types else b""
+        as_json = not first or first == b"application/json" or (first.startswith(b"application/")
+                                                                and first.endswith(b"+json"))
         cap = self.max_bytes if upload else self.max_json_bytes
         declared = dict(raw).get(b"content-length")
         if declared is not None and (not declared.strip().isdigit() or int(declared) > cap):
@@ -87,7 +92,7 @@ class BodyLimit:
                 seen += len(chunk)
                 if seen > cap:
                     raise HTTPException(413, self._message(cap))
-                if not upload:
+                if as_json and not upload:
                     held.append(chunk)
                     if not msg.get("more_body", False):
                         depth = json_depth(b"".join(held))
