@@ -37,8 +37,18 @@ def clf_dir(data, svc, shared_cache, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def client(svc, clf_dir):
-    with TestClient(create_app(service=svc, classifiers={"cats": clf_dir})) as c:
+def refined_dir(data, svc, shared_cache, tmp_path_factory):
+    """As clf_dir, its class vectors also refined on the train images (refine=0.5)."""
+    classes = sorted({r.labels["category"] for r in data["records"]})
+    train = [r.values["image"] for i, r in enumerate(data["records"]) if i % 5 < 3]
+    clf = ZeroShotClassifier(svc.space, classes, modality="image", temperature=10, refine=0.5)
+    clf.calibrate(train, cache=shared_cache)
+    return clf.save(tmp_path_factory.mktemp("clf") / "tux-refined")
+
+
+@pytest.fixture(scope="module")
+def client(svc, clf_dir, refined_dir):
+    with TestClient(create_app(service=svc, classifiers={"cats": clf_dir, "refined": refined_dir})) as c:
         yield c
 
 
@@ -84,6 +94,23 @@ def test_an_upload_classified_with_the_classifier_answers_as_the_library_does(cl
             sorted(c["probability"] for c in out["results"]), abs=1e-3)
 
 
+def test_a_refined_classifier_answers_with_its_refined_class_vectors(client, svc, refined_dir, data, shared_cache):
+    """The service scored a refined classifier's queries against its class text re-embedded, not its refined
+    vectors: scores, probabilities and the top class differed from clf.predict_proba / predict."""
+    clf = ZeroShotClassifier.load(refined_dir, svc.space)
+    assert clf.refined_ is not None and not np.allclose(clf.class_vectors(), ZeroShotClassifier(
+        svc.space, clf.classes, modality="image").class_vectors(shared_cache), atol=1e-3)
+    for path in _test_images(data):
+        res = _upload(client, path, clf.classes, classifier="refined")
+        assert res.status_code == 200, res.text
+        got = {c["label"]: c for c in res.json()["results"]}
+        raw = clf.raw_scores([path], cache=shared_cache)[0]
+        proba = clf.predict_proba([path], cache=shared_cache)[0]
+        assert [got[c]["score"] for c in clf.classes] == pytest.approx(raw.tolist(), abs=1e-5)
+        assert [got[c]["probability"] for c in clf.classes] == pytest.approx(proba.tolist(), abs=1e-5)
+        assert res.json()["results"][0]["label"] == clf.predict([path], cache=shared_cache)[0]
+
+
 def test_what_does_not_fit_the_classifier_is_refused_in_one_line(client, svc, clf_dir, data):
     clf = ZeroShotClassifier.load(clf_dir, svc.space)
     path = _test_images(data)[0]
@@ -92,7 +119,9 @@ def test_what_does_not_fit_the_classifier_is_refused_in_one_line(client, svc, cl
         (dict(labels=clf.classes[:-1], classifier="cats"), f"classifier 'cats': the classifier has {len(clf.classes)} classes"),
         (dict(labels=clf.classes, classifier="cats", templates=["a photo of a {}."]),
          "classifier 'cats': the classifier was balanced with the templates"),
-        (dict(labels=clf.classes, classifier="dogs"), "no classifier 'dogs' in this service (it serves: cats)"),
+        (dict(labels=[clf.classes[0], *clf.classes[:-1]], classifier="cats"),
+         f"classifier 'cats': class {clf.classes[0]!r} is given twice"),
+        (dict(labels=clf.classes, classifier="dogs"), "no classifier 'dogs' in this service (it serves: cats, refined)"),
         (dict(labels=clf.classes, classifier="cats", text="a bird"),
          "classifier 'cats' classifies image items (its offsets were balanced on them); this query is image + text"),
     ]
@@ -112,8 +141,9 @@ def test_what_does_not_fit_the_classifier_is_refused_in_one_line(client, svc, cl
 def test_health_lists_the_classifiers_and_the_schema_only_gains(client, svc, clf_dir):
     clf = ZeroShotClassifier.load(clf_dir, svc.space)
     h = client.get("/health").json()
-    assert h["classifiers"] == {"cats": {"modality": "image", "classes": clf.classes, "templates": clf.templates,
-                                         "temperature": clf.temperature, "prior": "balanced"}}
+    assert h["classifiers"]["cats"] == {"modality": "image", "classes": clf.classes, "templates": clf.templates,
+                                        "temperature": clf.temperature, "prior": "balanced"}
+    assert sorted(h["classifiers"]) == ["cats", "refined"]
     schemas = client.get("/openapi.json").json()["components"]["schemas"]
     req = schemas["ClassifyRequest"]
     assert req["required"] == ["labels"] and "classifier" in req["properties"]  # optional: old requests still valid
@@ -140,6 +170,22 @@ def test_a_classifier_of_another_space_is_refused_before_serving(svc, clf_dir, t
     assert "\n" not in str(e.value)
     with pytest.raises(ValueError, match="classifier name 'a b'"):
         create_app(service=svc, classifiers={"a b": clf_dir})
+
+
+def test_a_classifier_no_request_could_name_is_refused_before_serving(svc):
+    """A classifier with more classes than a request may give labels (or a class name longer than a label may be)
+    was served, and every request naming it got a 400 (the page's too): refused when the app is made instead."""
+    from anybind.serve.schemas import MAX_LABEL, MAX_LABELS
+
+    many = ZeroShotClassifier(svc.space, [f"class {i}" for i in range(MAX_LABELS + 1)], modality="image")
+    long = ZeroShotClassifier(svc.space, ["x" * (MAX_LABEL + 1), "y"], modality="image")
+    for clf, message in ((many, f"classifier 'c' has {MAX_LABELS + 1} classes: a request takes at most {MAX_LABELS} "
+                                "labels"),
+                         (long, f"classifier 'c' has a class of {MAX_LABEL + 1} characters: a label may have at most "
+                                f"{MAX_LABEL}")):
+        with pytest.raises(ValueError) as e:
+            create_app(service=svc, classifiers={"c": clf})
+        assert str(e.value) == message
 
 
 def test_cli_serve_takes_classifiers(data, clf_dir, shared_cache, tmp_path, monkeypatch):

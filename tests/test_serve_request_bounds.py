@@ -219,3 +219,32 @@ def test_json_depth_is_the_nesting_outside_strings(value, wrap, ascii_only):
     got, want = json_depth(body), _depth(value)
     assert (got > MAX_JSON_DEPTH) == (want > MAX_JSON_DEPTH)
     assert got == want or (got >= want and body.count(b"[") + body.count(b"{") <= MAX_JSON_DEPTH)
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-32"])
+@pytest.mark.parametrize("depth", [100, 100_000])
+def test_the_depth_bound_holds_for_a_body_in_utf16_or_utf32(client, encoding, depth):
+    """The parser (json.loads) reads UTF-16 and UTF-32 bodies (found by their BOM or zero bytes); the depth counter
+    read their bytes as UTF-8, where an escaped quote's backslash and quote are not adjacent bytes: each escaped
+    quote flipped what counted as inside a string, so a nested body passed the bound (100 levels walked into a 422,
+    100,000 into the parser's bare 'error parsing the body') and a legal one with brackets in a string got a 400."""
+    from anybind.serve.schemas import MAX_JSON_DEPTH
+
+    text = '{"text": "a \\" b", "labels": ' + "[" * depth + "]" * depth + "}"
+    res = client.post("/classify", content=text.encode(encoding), headers={"content-type": "application/json"})
+    assert res.status_code == 400, res.text
+    assert res.json()["detail"] == (f"JSON body nested {depth + 1} levels deep: arrays and objects may nest at most "
+                                    f"{MAX_JSON_DEPTH}")
+    ok = json.dumps({"text": '["{' * 50 + '\\"', "k": 1}).encode(encoding)
+    res = client.post("/search", content=ok, headers={"content-type": "application/json"})
+    assert res.status_code == 200, res.text
+
+
+@pytest.mark.parametrize("ctype", ["text/plain", "application/x-www-form-urlencoded"])
+def test_a_body_that_is_not_json_is_not_told_it_nests_too_deep(client, ctype):
+    """The app parses a body as JSON only when it says it is JSON (or says nothing): another body full of brackets
+    was answered 'JSON body nested N levels deep', which it is not; it gets the app's own answer."""
+    res = client.post("/search", content=b"[" * 100 + b"]" * 100, headers={"content-type": ctype})
+    assert res.status_code == 422 and "nested" not in res.text, res.text
+    res = client.post("/search", content=b"[" * 100 + b"]" * 100)  # no Content-Type: parsed as JSON, so bounded
+    assert res.status_code == 400 and "JSON body nested 100 levels deep" in res.json()["detail"], res.text

@@ -339,3 +339,24 @@ def test_index_classify_checks_that_the_offsets_are_for_the_classes_given(skewed
         with pytest.raises(IndexError_) as e:
             ix.classify(kw.pop("classes"), **kw)
         assert str(e.value).startswith(message) and "\n" not in str(e.value), str(e.value)
+
+
+def test_a_class_given_twice_is_refused_in_one_line(skewed):
+    """Offsets for a class list holding one class twice (and so missing another): offsets_for ran out of classes to
+    blame and raised a bare StopIteration (a 500 in the service); a {class: offset} mapping blamed the missing class's
+    offset as 'not one of the classes given'."""
+    from anybind.evaluate import check_offsets
+    from anybind.index.classify import class_bias
+    from anybind.index.errors import IndexError_
+
+    space, _ = skewed
+    clf = ZeroShotClassifier(space, CLASSES, modality="photo")
+    dup = [CLASSES[0], *CLASSES[:-1]]
+    with pytest.raises(DataError, match=r"^bias: class 'dog' is given twice \(6 classes given, each once\)"):
+        clf.offsets_for(dup)
+    with pytest.raises(DataError, match=r"^bias: class 'dog' is given twice"):
+        check_offsets(dict(zip(CLASSES, range(6))), 6, dup)
+    for bias in (clf, dict(zip(CLASSES, range(6)))):
+        with pytest.raises(IndexError_, match=r"^bias: class 'dog' is given twice") as e:
+            class_bias(space, dup, bias)
+        assert "\n" not in str(e.value)

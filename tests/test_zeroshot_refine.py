@@ -167,3 +167,48 @@ def test_zero_shot_with_given_class_vectors_checks_them(drifted, tmp_path):
         with pytest.raises(DataError, match=message) as e:
             zero_shot(space, test, "photo", "kind", cache=cache, **kw)
         assert "\n" not in str(e.value)
+
+
+def test_index_classify_with_a_refined_classifier_ranks_as_it_predicts(drifted, tmp_path):
+    """Index.classify(bias=clf) and zero_shot_topk(bias=clf) score against the classifier's own class vectors: a
+    refined classifier's (they re-embedded its class text, so ranked the items otherwise than clf.predict)."""
+    from anybind.index import Index
+    from anybind.index.classify import zero_shot_topk
+
+    space, man = drifted
+    cache = tmp_path / "c"
+    test = man.split("test")
+    clf = ZeroShotClassifier(space, CLASSES, modality="photo", templates=["a {}."], refine=0.5).calibrate(
+        man.split("train"), cache=cache)
+    ix = Index.build(space, man, tmp_path / "ix", modalities=["photo"], cache=cache, ann=False, split="test")
+    got = {r["id"]: r for r in ix.classify(CLASSES, k=len(CLASSES), cache=cache, bias=clf)}
+    raw = clf.raw_scores(test, cache=cache)
+    pred = clf.predict(test, cache=cache)
+    assert pred != ZeroShotClassifier(space, CLASSES, modality="photo", templates=["a {}."]).predict(test, cache=cache)
+    for r, s, p in zip(test, raw, pred):
+        row = dict(got[r.id]["classes"])
+        assert got[r.id]["classes"][0][0] == p
+        assert [row[c] for c in CLASSES] == pytest.approx(s.tolist(), abs=1e-5)  # the raw scores, refined vectors
+    X = space.embed("photo", [r.values["photo"] for r in test], cache=cache)
+    S, top = zero_shot_topk(space, X, CLASSES, k=1, cache=cache, bias=clf)
+    assert [CLASSES[i] for i in top[:, 0]] == pred
+
+
+def test_zero_shot_with_given_class_vectors_embeds_no_class_text_and_checks_them_first(drifted, tmp_path,
+                                                                                        monkeypatch):
+    """zero_shot(vectors=) embedded the class prompts and threw them away, and checked the vectors only after every
+    item was embedded (a wrong shape failed after the whole test split was encoded)."""
+    from anybind.evaluate import zero_shot
+
+    space, man = drifted
+    test, cache = man.split("test"), tmp_path / "c"
+    V = ZeroShotClassifier(space, CLASSES, modality="photo", refine=0.5).calibrate(
+        man.split("train"), cache=cache).class_vectors()
+    embedded = []
+    real = space.embed
+    monkeypatch.setattr(space, "embed", lambda m, values, **kw: embedded.append(m) or real(m, values, **kw))
+    with pytest.raises(DataError, match=r"class vectors of shape \(2, 384\)"):
+        zero_shot(space, test, "photo", "kind", classes=CLASSES, vectors=V[:2], cache=cache)
+    assert embedded == []
+    got = zero_shot(space, test, "photo", "kind", classes=CLASSES, vectors=V, cache=cache)
+    assert embedded == ["photo"] and got["n"] == len(test)

@@ -181,13 +181,14 @@ def zero_shot(
         raise DataError("zero-shot: bias needs classes= (the classes its offsets are for, in their order)")
     classes = sorted(set(y)) if classes is None else list(classes)
     off = check_offsets(bias, len(classes), classes)  # before any embedding: a wrong bias fails fast
-    C = class_embeddings(space, [names(c) for c in classes], templates, text_modality, cache)
-    X = space.embed(modality, [r.values[modality] for r in recs], cache=cache)
     if vectors is not None:  # given class vectors (e.g. refined on unlabelled items) instead of the prompt ensembles
-        C = np.asarray(vectors, np.float32)
+        C = np.asarray(vectors, np.float32)  # checked before anything is embedded
         if C.shape != (len(classes), space.dim) or not np.all(np.isfinite(C)):
             raise DataError(f"zero-shot: class vectors of shape {C.shape} for {len(classes)} classes in a space of "
                             f"dimension {space.dim}; give one finite row per class")
+    else:
+        C = class_embeddings(space, [names(c) for c in classes], templates, text_modality, cache)
+    X = space.embed(modality, [r.values[modality] for r in recs], cache=cache)
     if center:
         X = X - X.mean(0)
         X /= np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
@@ -211,6 +212,17 @@ def zero_shot(
     }
 
 
+def check_once(classes: Sequence[str]) -> list[str]:
+    """``classes`` as a list, each class once; one given twice is refused in one line (offsets could not be matched
+    to the classes by name)."""
+    classes, seen = list(classes), set()
+    for c in classes:
+        if c in seen:
+            raise DataError(f"bias: class {c!r} is given twice ({len(classes)} classes given, each once)")
+        seen.add(c)
+    return classes
+
+
 def check_offsets(bias: "Sequence[float] | Mapping[str, float] | None", n_classes: int,
                   classes: Sequence[str] | None = None) -> np.ndarray | None:
     """``bias`` as one finite float offset per class (None stays None); refused in one line otherwise.  A mapping
@@ -221,7 +233,7 @@ def check_offsets(bias: "Sequence[float] | Mapping[str, float] | None", n_classe
     if isinstance(bias, Mapping):
         if classes is None:
             raise DataError("bias: offsets by class name need the classes they are for")
-        names = [str(c) for c in classes]
+        names = check_once([str(c) for c in classes])
         missing = [c for c in names if c not in bias]
         if missing:
             raise DataError(f"bias: no offset for class {missing[0]!r}" + (

@@ -37,7 +37,7 @@ import numpy as np
 from .artefact_meta import read_meta
 from .data.templates import check_templates, templates_for
 from .errors import DataError, SpaceError
-from .evaluate import class_embeddings, class_name, zero_shot
+from .evaluate import check_once, class_embeddings, class_name, zero_shot
 from .zeroshot_adapt import DEFAULT_ROUNDS, check_mix, check_rounds, refine_class_vectors
 
 if TYPE_CHECKING:
@@ -268,6 +268,7 @@ class ZeroShotClassifier:
         given, k = [str(c) for c in classes], len(self.classes)
         if given in (self.classes, self.names):
             return self.offsets
+        check_once(given)  # else a class given twice left none to name below
         shown = ", ".join(self.classes[:8]) + (", ..." if k > 8 else "")
         if len(given) != k:
             raise DataError(f"bias: the classifier has {k} classes ({shown}), {len(given)} given")
@@ -281,11 +282,13 @@ class ZeroShotClassifier:
                         f"{ref[given.index(bad)]!r}; its classes: {shown})")
 
     def settings_for(self, space: "SpaceCore", classes: Sequence[str], *, templates: Sequence[str] | None = None,
-                     modality: str | None = None, text_modality: str | None = None) -> dict[str, Any]:
-        """What classifying ``classes`` with this classifier's offsets takes: ``names`` (the prompt names to
-        embed), ``templates``, ``offsets``, ``modality`` and ``text_modality`` -- its own, refused in one line
-        (:class:`DataError`) where what is given differs (another space, class list, templates or modality);
-        ``None``: its own."""
+                     modality: str | None = None, text_modality: str | None = None,
+                     cache: Any = None) -> dict[str, Any]:
+        """What classifying ``classes`` as this classifier does takes: ``vectors`` (the class vectors it scores
+        against, :meth:`class_vectors`: refined ones when it was refined, so callers score with them and never
+        re-embed the class text), ``offsets``, ``modality``, ``text_modality``, and the prompt ``names`` and
+        ``templates`` (to show) -- its own, refused in one line (:class:`DataError`) where what is given differs
+        (another space, class list, templates or modality); ``None``: its own."""
         if space.identity() != self.space.identity():
             raise DataError(f"bias: the classifier was fitted with space {self.space.identity()}, this one is "
                             f"{space.identity()}")
@@ -298,7 +301,7 @@ class ZeroShotClassifier:
                 raise DataError(f"bias: the classifier's offsets are for {mine} {what} (balanced with them), not "
                                 f"{given}")
         return {"names": self.names, "templates": self.templates, "offsets": off, "modality": self.modality,
-                "text_modality": self.text_modality}
+                "text_modality": self.text_modality, "vectors": self.class_vectors(cache)}
 
     # -- fitting --------------------------------------------------------------------------------
     def calibrate(self, items: Any, cache: Any = None, *, max_iter: int = 1000, tol: float = 1e-6,

@@ -57,13 +57,9 @@ class Classifier:
             raise IndexError_("this index has no space to embed class names with")
         k = check_k(k)
         use = class_bias(self.t.space, classes, bias, templates=templates, modality=modality,
-                         text_modality=text_modality)
-        off, text_modality = use["offsets"], use["text_modality"]
+                         text_modality=text_modality, cache=cache, batch_size=batch_size)
+        off, text_modality, C = use["offsets"], use["text_modality"], use["vectors"]
         targets = self.t.check_targets(use["modality"])
-        C = class_embeddings(
-            self.t.space, use["names"], use["templates"], text_modality=text_modality, cache=cache,
-            batch_size=batch_size
-        )
         scorer = self.t.space.scorer
         snap = self.t.snapshot()
         rows = snap.rows_where(targets, label_filter(labels))
@@ -87,22 +83,27 @@ class Classifier:
 
 
 def class_bias(space: "Space", classes: Sequence[str], bias: Any, *, templates: Sequence[str] | None = None,
-               modality: str | None = None, text_modality: str = "text") -> dict[str, Any]:
-    """How to score ``classes``: the prompt ``names`` to embed, the ``templates``, the ``offsets`` (None without a
-    bias), the items' ``modality`` and the ``text_modality``.  ``bias``: bare numbers (one per class, in the classes'
-    order: only their count can be checked), a ``{class: offset}`` mapping (matched by name), or a
+               modality: str | None = None, text_modality: str = "text",
+               cache: "FeatureCache | str | Path | None" = None, batch_size: int = 4096) -> dict[str, Any]:
+    """How to score ``classes``: the class ``vectors`` to score against, the ``offsets`` (None without a bias), the
+    items' ``modality`` and the ``text_modality`` (and the prompt ``names`` and ``templates``).  ``bias``: bare
+    numbers (one per class, in the classes' order: only their count can be checked), a ``{class: offset}`` mapping
+    (matched by name) -- the vectors are then the classes' prompt ensembles (:func:`class_embeddings`) -- or a
     :class:`~anybind.zeroshot.ZeroShotClassifier`, whose classes (or prompt names) the classes must be, in its order,
-    and whose prompt names, templates and modality are used (others given are refused).  A mismatch: one line
-    (:class:`IndexError_`) naming what differs."""
+    and whose class vectors (refined ones when it was refined), templates and modality are used (others given are
+    refused), so that items rank as its ``predict`` ranks them.  A mismatch: one line (:class:`IndexError_`) naming
+    what differs."""
     try:
         if isinstance(bias, ZeroShotClassifier):
             return bias.settings_for(space, classes, templates=templates, modality=modality,
-                                     text_modality=text_modality)
-        return {"names": list(classes), "templates": templates_for(space, templates),  # None: the space's own
-                "offsets": check_offsets(bias, len(classes), classes), "modality": modality,
-                "text_modality": text_modality}
+                                     text_modality=text_modality, cache=cache)
+        templates = templates_for(space, templates)  # None: the space's own
+        off = check_offsets(bias, len(classes), classes)
     except DataError as e:
         raise IndexError_(str(e)) from None
+    C = class_embeddings(space, classes, templates, text_modality=text_modality, cache=cache, batch_size=batch_size)
+    return {"names": list(classes), "templates": templates, "offsets": off, "modality": modality,
+            "text_modality": text_modality, "vectors": C}
 
 
 def biased_topk(X: np.ndarray, C: np.ndarray, k: int, off: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -130,9 +131,6 @@ def zero_shot_topk(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` classes (raw scores, class indices) of embedded items over a large label set, ranked by score +
     ``bias`` (one offset per class, see :func:`class_bias`) when given."""
-    use = class_bias(space, classes, bias, templates=templates, text_modality=text_modality)
-    C = class_embeddings(
-        space, use["names"], use["templates"], text_modality=use["text_modality"], cache=cache,
-        batch_size=batch_size
-    )
-    return biased_topk(unit_rows(np.atleast_2d(vectors)), C, check_k(k), use["offsets"])
+    use = class_bias(space, classes, bias, templates=templates, text_modality=text_modality, cache=cache,
+                     batch_size=batch_size)
+    return biased_topk(unit_rows(np.atleast_2d(vectors)), use["vectors"], check_k(k), use["offsets"])

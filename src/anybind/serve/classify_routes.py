@@ -3,8 +3,9 @@ sounds (optionally fused with text), over given labels, with the calibrated P(ma
 
 A request may name a balanced :class:`~anybind.zeroshot.ZeroShotClassifier` the service serves (``anybind serve
 --classifier NAME=DIR``, :func:`load_classifiers`): its labels must then be the classifier's classes in its order and
-its query of the modality the classifier's offsets were balanced on; the classes are embedded with its prompt names
-and templates and ranked by score + offset, each query on its own (as ``ZeroShotClassifier.predict_proba``)."""
+its query of the modality the classifier's offsets were balanced on; the query is scored against the classifier's own
+class vectors (refined on unlabelled items when it was refined; else its prompt names in its templates) and the
+classes ranked by score + offset, each query on its own (as ``ZeroShotClassifier.predict_proba``)."""
 
 from __future__ import annotations
 
@@ -46,7 +47,8 @@ CLASSIFIER_NAME = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_.-]{{0,{MAX_CLASSIFIER_NAM
 # -- classifiers ---------------------------------------------------------------------
 def load_classifiers(specs: Mapping[str, Any] | None, svc: Service) -> dict[str, ZeroShotClassifier]:
     """``{name: ZeroShotClassifier or its folder}`` loaded for the served space: one of another space is refused in
-    one line (:class:`SpaceError`, the artefact's own check), as is a name that is not a short plain word."""
+    one line (:class:`SpaceError`, the artefact's own check), as is a name that is not a short plain word or one whose
+    classes no request could give as labels (:func:`check_nameable`)."""
     out: dict[str, ZeroShotClassifier] = {}
     for name, c in (specs or {}).items():
         if not isinstance(name, str) or not CLASSIFIER_NAME.fullmatch(name):
@@ -59,7 +61,20 @@ def load_classifiers(specs: Mapping[str, Any] | None, svc: Service) -> dict[str,
             out[name] = c
         else:
             out[name] = ZeroShotClassifier.load(Path(c), svc.space)
+        check_nameable(name, out[name])
     return out
+
+
+def check_nameable(name: str, clf: ZeroShotClassifier) -> None:
+    """A request naming the classifier gives its classes as labels: more than a request may give, or one longer than
+    a label may be, and no request could name it (refused in one line, :class:`ServeConfigError`)."""
+    if len(clf.classes) > MAX_LABELS:
+        raise ServeConfigError(f"classifier {name!r} has {len(clf.classes)} classes: a request takes at most "
+                               f"{MAX_LABELS} labels")
+    longest = max(map(len, clf.classes))
+    if longest > MAX_LABEL:
+        raise ServeConfigError(f"classifier {name!r} has a class of {longest} characters: a label may have at most "
+                               f"{MAX_LABEL}")
 
 
 def classifiers_info(classifiers: Mapping[str, ZeroShotClassifier]) -> dict[str, ClassifierInfo]:
@@ -83,11 +98,12 @@ def classifier_settings(request: Request, name: str | None, parts, labels, templ
         raise QueryError(f"classifier {name!r} classifies {clf.modality} items (its offsets were balanced on them); "
                          f"this query is {' + '.join(mods)}")
     try:
-        use = clf.settings_for(request.state.svc.space, labels, templates=templates or None)
+        use = clf.settings_for(request.state.svc.space, labels, templates=templates or None,
+                               cache=request.state.svc.cache)
     except DataError as e:
         raise QueryError(f"classifier {name!r}: {str(e).removeprefix('bias: ')}") from None
     return {"names": use["names"], "templates": use["templates"], "offsets": use["offsets"],
-            "temperature": clf.temperature, "text_modality": use["text_modality"]}
+            "temperature": clf.temperature, "text_modality": use["text_modality"], "vectors": use["vectors"]}
 
 
 # -- classify ------------------------------------------------------------------------
@@ -96,7 +112,7 @@ def classify_out(svc, parts, labels, templates, t0, staged=(), use=None, name=No
     try:
         scores, probs, qmods = svc.classify(parts, use.get("names", labels), use.get("templates", templates),
                                             offsets=use.get("offsets"), temperature=use.get("temperature"),
-                                            text_modality=use.get("text_modality"))
+                                            text_modality=use.get("text_modality"), vectors=use.get("vectors"))
     except AnybindError as e:
         raise type(e)(named_files(e, list(staged))) from None
     off = use.get("offsets")

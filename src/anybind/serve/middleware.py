@@ -1,6 +1,8 @@
 """Pure ASGI middleware of the service: the upload cap (413), the JSON nesting bound (400) and the security
 headers."""
 
+import json
+
 import numpy as np
 from fastapi.exceptions import HTTPException
 
@@ -28,10 +30,17 @@ def json_depth(body: bytes) -> int:
     """How deep arrays and objects nest in the JSON text ``body`` (brackets inside strings do not count), counted
     without parsing it (Python's parser gives up past ~1,000 levels, with a RecursionError FastAPI answers as a bare
     "error parsing the body"); a body holding no more brackets than :data:`MAX_JSON_DEPTH` gets their number (a bound
-    on its depth: enough to pass it); a malformed text gets some number and its parse fails later."""
+    on its depth: enough to pass it); a malformed text gets some number and its parse fails later.  A UTF-16 or
+    UTF-32 body (which the parser reads) is counted as its UTF-8 text."""
     opened = body.count(b"[") + body.count(b"{")
     if opened <= MAX_JSON_DEPTH:  # the usual body: fewer brackets than the bound, so no deeper (a bound is enough)
         return opened
+    enc = json.detect_encoding(body)  # as the parser (json.loads) reads it: UTF-16 and UTF-32 too
+    if enc not in ("utf-8", "utf-8-sig"):  # their escapes' backslash and quote are not adjacent bytes: as UTF-8
+        try:
+            body = body.decode(enc, "surrogatepass").encode("utf-8", "surrogatepass")
+        except UnicodeError:  # not text the parser reads either: its parse fails
+            return opened
     # escaped backslashes first (so that the quote of ``\\"`` still ends its string), then escaped quotes; the
     # pieces between quotes at even places are outside every string
     outside = b"".join(body.replace(b"\\\\", b"").replace(b'\\"', b"").split(b'"')[::2])
@@ -42,8 +51,8 @@ def json_depth(body: bytes) -> int:
 
 class BodyLimit:
     """Pure ASGI middleware: 413 for a request body over ``max_bytes`` (declared or streamed); a body that is not a
-    multipart upload (JSON) over ``max_json_bytes`` (``None``: ``max_bytes``), and 400 for one whose arrays and
-    objects nest deeper than :data:`~anybind.serve.schemas.MAX_JSON_DEPTH` (checked once it is all received, before
+    multipart upload (JSON) over ``max_json_bytes`` (``None``: ``max_bytes``), and 400 for one the app parses as JSON
+    whose arrays and objects nest deeper than :data:`~anybind.serve.schemas.MAX_JSON_DEPTH` (checked once it is all received, before
     the app parses it; it is held meanwhile, at most ``max_json_bytes``)."""
 
     def __init__(self, app, max_bytes: int, max_json_bytes: int | None = None):
@@ -63,6 +72,11 @@ class BodyLimit:
         # an upload only when every Content-Type says so: the app reads a body by its first one, this by any other
         types = [v for k, v in raw if k == b"content-type"]
         upload = bool(types) and all(t.strip().lower().startswith(b"multipart/form-data") for t in types)
+        # the app parses a body as JSON by its first Content-Type (none, or application/json or .../...+json): only
+        # such a body can nest too deep for the parser
+        first = types[0].split(b";")[0].strip().lower() if types else b""
+        as_json = not first or first == b"application/json" or (first.startswith(b"application/")
+                                                                and first.endswith(b"+json"))
         cap = self.max_bytes if upload else self.max_json_bytes
         declared = dict(raw).get(b"content-length")
         if declared is not None and (not declared.strip().isdigit() or int(declared) > cap):
@@ -78,7 +92,7 @@ class BodyLimit:
                 seen += len(chunk)
                 if seen > cap:
                     raise HTTPException(413, self._message(cap))
-                if not upload:
+                if as_json and not upload:
                     held.append(chunk)
                     if not msg.get("more_body", False):
                         depth = json_depth(b"".join(held))

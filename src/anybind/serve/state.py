@@ -304,11 +304,13 @@ class Service:
     def classify(
         self, parts: Sequence[tuple[str, Any, float]], names: Sequence[str], templates: Sequence[str] | None,
         offsets: np.ndarray | None = None, temperature: float | None = None, text_modality: str | None = None,
+        vectors: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """The space's score (cosine, or MIP in a Symile space) of the (fused) query with each class's
         prompt-ensemble embedding, and the softmax at the space's temperature (``templates`` empty or None:
         the space's own prompts).  ``offsets`` (a balanced classifier's, one per class): the softmax is of
-        score + offset at ``temperature``; ``text_modality``: the prompts' (default 'text')."""
+        score + offset at ``temperature``; ``text_modality``: the prompts' (default 'text'); ``vectors``: the class
+        vectors to score against (one row per name: a classifier's own, e.g. refined) instead of embedding the names."""
         try:
             templates = templates_for(self.space, templates or None)  # before anything is filled or embedded
         except DataError as e:
@@ -320,7 +322,8 @@ class Service:
             qparts, w, qmods = self.index.query_parts(list(parts), cache=self.cache)
         q, scale = self.index.fuse_query(qparts, w, text_mod)  # the space's scorer: cosine, or MIP in Symile
         try:
-            C = class_embeddings(self.space, list(names), list(templates), text_modality=text_mod, cache=self.cache)
+            C = (class_embeddings(self.space, list(names), list(templates), text_modality=text_mod, cache=self.cache)
+                 if vectors is None else np.asarray(vectors, np.float32))
         except AnybindError as e:
             raise QueryError(str(e)) from None
         scores = (C @ q) * scale
