@@ -209,3 +209,26 @@ def test_an_svg_files_key_names_its_rendering_version(tmp_path, monkeypatch):
     assert content_key(tmp_path / "a.svg") != before  # a new rendering is a new key
     assert content_key(png) == "f:" + sha256_file(png)  # rasters are not re-encoded
     assert file_digest("s:" + "0" * 64) is None and file_digest(None) is None and file_digest("f:abc") is None
+
+
+def test_a_fresh_encode_serves_what_a_later_run_reads_when_another_process_wrote_the_same_items(tmp_path):
+    """Two processes encoding the same items into one cache (two bench runs side by side, each with the index it
+    loaded before the other wrote) both write them; encoders are not bit-reproducible across processes (thread
+    counts, batch composition: 1,132 lite0 rows of a shared cache differed by up to 7e-6).  The run that encoded
+    must then serve the values every later run reads, or its numbers differ from the cached reruns'."""
+    from media_helpers import STAMPS
+
+    paths = sorted(STAMPS.glob("animals/*/*.png"))[:6]
+    if len(paths) < 6:
+        pytest.fail("Debian package tuxpaint-stamps-default is missing: `make test` installs it")
+    enc = get_encoder("image:efficientnet-lite0")
+    mine = FeatureCache(tmp_path)
+    assert mine.count(enc.identity) == 0  # this process's index is loaded now, before the other one writes
+    other = enc.encode([str(p) for p in paths[:4]])
+    other = other + np.float32(1e-6) * np.sign(other)  # the other process's kernels round a little differently
+    FeatureCache(tmp_path).write_shard(enc.identity, [enc.content_key(str(p)) for p in paths[:4]], other)
+    fresh = mine.encode(enc, [str(p) for p in paths], progress=False)
+    assert mine.last_stats.encoded == 6  # its index did not see the other shard: it encoded everything
+    later = FeatureCache(tmp_path).encode(enc, [str(p) for p in paths], progress=False)
+    assert np.array_equal(fresh, later)
+    assert np.array_equal(fresh[:4], other)  # the shard written first is what every run serves

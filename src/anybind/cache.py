@@ -3,7 +3,7 @@
 Layout on disk::
 
     <root>/<sha256(identity)[:20]>/identity.txt
-    <root>/<sha256(identity)[:20]>/shards/<n>-<random>.safetensors
+    <root>/<sha256(identity)[:20]>/shards/<n>-<time ns>-<random>.safetensors
 
 A shard holds a ``vectors`` float32 matrix and, in its safetensors metadata,
 the content keys of its rows (``"f:<sha256 of file bytes>"``,
@@ -12,13 +12,17 @@ temporary name and renamed into place, so a killed encode loses at most the
 chunk it was working on and a rerun encodes only what is missing.  Another
 encoder identity (new weights, new preprocessing) gets its own folder: old
 entries are never served for it.  Shards are also what distributed encoding
-writes and what training reads.
+writes and what training reads.  Two processes encoding the same items side by
+side both write them, not always to the same bits (kernels depend on thread
+counts and batch shapes); the first shard by name (the order they were written)
+serves a key, to every reader and to the run that encoded it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import time
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -59,6 +63,7 @@ class FeatureCache:
         #: items per forward pass at least (when that many are missing); 0: the encoder's own ``batch_size``
         self.min_forward_batch = 0
         self._index: dict[str, dict[str, tuple[Path, int]]] = {}
+        self._seen: dict[str, set[Path]] = {}  # the shard files each identity's index has read or written
         self._shard_data: dict[Path, np.ndarray] = {}
         self.last_stats = EncodeStats()
 
@@ -70,11 +75,13 @@ class FeatureCache:
         if identity in self._index:
             return self._index[identity]
         idx: dict[str, tuple[Path, int]] = {}
+        seen = self._seen[identity] = set()
         shards = self.folder(identity) / "shards"
         if shards.is_dir():
             from safetensors import safe_open
 
             for p in sorted(shards.glob("*.safetensors")):
+                seen.add(p)
                 try:
                     with safe_open(str(p), "np") as f:
                         keys = json.loads((f.metadata() or {}).get("keys", "[]"))
@@ -93,14 +100,28 @@ class FeatureCache:
         if not idfile.exists():
             atomic_write_bytes(idfile, identity.encode())
         n = len(list((folder / "shards").glob("*.safetensors"))) if (folder / "shards").is_dir() else 0
-        path = folder / "shards" / f"{n:06d}-{uuid.uuid4().hex[:8]}.safetensors"
         blob = save({"vectors": np.ascontiguousarray(vectors, dtype=np.float32)}, metadata={"keys": json.dumps(keys)})
+        # named when written (the clock after the count): shards sort in the order they were written, even two
+        # that counted the same n side by side, so "the first shard holding a key serves it" is one stable rule
+        path = folder / "shards" / f"{n:06d}-{time.time_ns():019d}-{uuid.uuid4().hex[:8]}.safetensors"
         atomic_write_bytes(path, blob)
         idx = self._load_index(identity)
+        self._seen[identity].add(path)
         for row, k in enumerate(keys):
             idx.setdefault(k, (path, row))
         self._shard_data[path] = np.asarray(vectors, dtype=np.float32)
         return path
+
+    def _settle(self, identity: str) -> dict[str, tuple[Path, int]]:
+        """The index to serve from after encoding: rescanned when shards this index has not read appeared
+        meanwhile.  Another process may have written some of the same items (its own encoding: not always the
+        same bits, the kernels depend on threads and batch shapes); the first shard holding a key is what every
+        later run reads, so the run that encoded serves it too, and its numbers are the cached reruns'."""
+        shards = self.folder(identity) / "shards"
+        now = set(shards.glob("*.safetensors")) if shards.is_dir() else set()
+        if now - self._seen.get(identity, set()):
+            self.rescan(identity)
+        return self._load_index(identity)
 
     def _vector(self, path: Path, row: int) -> np.ndarray:
         if path not in self._shard_data:
@@ -207,6 +228,7 @@ class FeatureCache:
         failed: dict[str, str] = {}
         if missing:
             failed = self._encode_missing(encoder, identity, missing, first, progress, description, workers)
+            idx = self._settle(identity)
         stats.encoded = len(missing) - len(failed)
         stats.failed = len(failed)
         self.last_stats = stats
@@ -243,8 +265,6 @@ class FeatureCache:
             TimeRemainingColumn(),
         ]
         pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="anybind-decode")
-        import time
-
         t0 = time.perf_counter()
         done = 0
         failed: dict[str, str] = {}

@@ -48,6 +48,10 @@ class MemoryFeatureCache(FeatureCache):
         with self._lock:
             return super()._load_index(identity)
 
+    def _settle(self, identity: str):
+        # what it encoded lives in memory only (in this index): no rescan, which would drop it
+        return self._load_index(identity)
+
     def _encode_missing(self, encoder, identity, missing, first, progress, description, workers) -> dict:
         if self.batcher is not None:
             return self.batcher.run(identity, missing, first,
