@@ -4,7 +4,7 @@ Every command's ``--help`` ends with an example; run ``anybind --help`` for the 
 """
 
 from ._common import app
-from . import corpus, fit, measure, search, report, prompts, fuse, keep, keys, trust, caption, explain  # noqa: E402,F401  (each registers its commands, in this order)
+from . import corpus, fit, measure, search, serve, report, prompts, fuse, keep, keys, trust, caption, explain  # noqa: E402,F401  (each registers its commands, in this order)
 
 __all__ = ["app", "main"]
 
