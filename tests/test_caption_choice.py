@@ -78,7 +78,12 @@ def test_modes_survive_save_and_load_and_bad_entries_are_one_line(corpus, captio
     meta = json.loads((out / "captioner.json").read_text())
     assert meta["format_version"] == 4 and meta["modes"]["sketch"]["val_cider_d"]
     for bad, words in (({"sketch": {"mode": "best"}}, "not one of mapper, prompt, nearest"),
-                       ([1, 2], "not a mapping")):
+                       ([1, 2], "not a mapping"),
+                       ({"speech": {"mode": "nearest"}}, "'speech' is not bound in this space"),
+                       ({"sketch": {"mode": "nearest", "val_cider_d": "high"}}, "val_cider_d 'high'"),
+                       ({"sketch": {"mode": "nearest", "val_cider_d": {"nearest": None}}}, "val_cider_d"),
+                       ({"sketch": {"mode": "nearest", "n_val": -3}}, "n_val -3"),
+                       ({"sketch": "nearest"}, "is not one of")):
         (out / "captioner.json").write_text(json.dumps({**meta, "modes": bad}))
         with pytest.raises(CaptionError, match=words) as e:
             Captioner.load(out, lm=lm)
