@@ -78,7 +78,12 @@ def test_modes_survive_save_and_load_and_bad_entries_are_one_line(corpus, captio
     meta = json.loads((out / "captioner.json").read_text())
     assert meta["format_version"] == 4 and meta["modes"]["sketch"]["val_cider_d"]
     for bad, words in (({"sketch": {"mode": "best"}}, "not one of mapper, prompt, nearest"),
-                       ([1, 2], "not a mapping")):
+                       ([1, 2], "not a mapping"),
+                       ({"speech": {"mode": "nearest"}}, "'speech' is not bound in this space"),
+                       ({"sketch": {"mode": "nearest", "val_cider_d": "high"}}, "val_cider_d 'high'"),
+                       ({"sketch": {"mode": "nearest", "val_cider_d": {"nearest": None}}}, "val_cider_d"),
+                       ({"sketch": {"mode": "nearest", "n_val": -3}}, "n_val -3"),
+                       ({"sketch": "nearest"}, "is not one of")):
         (out / "captioner.json").write_text(json.dumps({**meta, "modes": bad}))
         with pytest.raises(CaptionError, match=words) as e:
             Captioner.load(out, lm=lm)
@@ -101,3 +106,22 @@ def test_choose_refuses_or_names_what_it_cannot_choose(corpus, captioner, tmp_pa
     with caplog.at_level(logging.WARNING, logger="anybind.caption.choice"):
         assert choose_modes(captioner, no_val, ["sketch"], cache=tmp / "c") == {}
     assert "no val records with sketch" in caplog.text and captioner.modes == before
+
+
+def test_ties_go_to_the_cheaper_mode_and_the_sample_is_seeded(corpus, captioner, monkeypatch):
+    """Equal val scores: nearest before prompt before mapper; the val sample is the same for the same seed."""
+    tmp, man, space, lm, recs = corpus
+    monkeypatch.setattr(captioner, "modes", dict(captioner.modes))  # the session's captioner keeps its choice
+    by_mode = {"mapper": 0.5, "prompt": 0.5, "nearest": 0.5}
+    calls = []
+
+    def fake(captions, refs):
+        calls.append(len(captions))
+        return list(by_mode.values())[len(calls) - 1]
+
+    monkeypatch.setattr("anybind.caption.choice.cider_d", fake)
+    assert choose_modes(captioner, man, n=2, cache=tmp / "c", max_tokens=3)["sketch"]["mode"] == "nearest"
+    calls.clear()
+    by_mode = {"mapper": 0.5, "prompt": 0.5, "nearest": 0.25}
+    assert choose_modes(captioner, man, n=2, cache=tmp / "c", max_tokens=3)["sketch"]["mode"] == "prompt"
+    assert [r.id for r in _val(corpus, 5)] == [r.id for r in _val(corpus, 5)] != [r.id for r in _val(corpus)][:5]

@@ -226,3 +226,20 @@ def test_a_nan_first_epoch_is_not_reported_as_the_runs_val_nll(corpus, monkeypat
     assert len(best) == 1 and best[0] == min(h["val_nll"] for h in hist[1:])
     assert cap.info["noise_val_nll"][str(cap.noise_std)] == best[0]
     assert all(np.isfinite(v) for v in cap.info["noise_val_nll"].values()), cap.info["noise_val_nll"]
+
+
+def test_cli_caption_fit_says_which_modality_had_no_val_choice(corpus, tmp_path, monkeypatch):
+    """A modality without captioned val items gets no choice (it stays on the mapper): the CLI says so, not nothing."""
+    from typer.testing import CliRunner
+
+    from anybind.cli import app
+
+    tmp, man, space, lm, recs = corpus
+    monkeypatch.setattr("anybind.caption.choice.choose_modes", lambda cap, *a, **k: {})  # as with no val sketches
+    space.save(tmp_path / "sp")
+    r = CliRunner().invoke(app, ["caption-fit", str(tmp_path / "sp"), str(man), "--out", str(tmp_path / "cap"),
+                                 "--lm", lm.spec, "--noise-grid", "0", "--epochs", "1", "--prefix-len", "4",
+                                 "--hidden", "64", "--batch-size", "8", "--lr", "0.01", "--cache", str(tmp / "c")])
+    assert r.exit_code == 0, r.output
+    assert "sketch: captioned by mapper by default (no val items with a caption to choose on)" in \
+        " ".join(r.output.split())

@@ -58,8 +58,9 @@ def test_upload_is_captioned_as_the_library_does(client, site, cap):
     r = client.post("/caption/upload", files=[("files", ("shape.png", data, "image/png"))])
     assert r.status_code == 200, r.text
     out = r.json()
-    assert out["method"] == "greedy" and out["projection"] == cap.projection
     [c] = out["captions"]
+    assert out["method"] == "greedy" and out["projection"] == c["projection"] == \
+        (cap.projection if cap.mode_for("image") == "mapper" else "none")
     assert c["modality"] == "image" and c["name"] == "shape.png"
     assert c["caption"] == cap.caption("image", [rec["image"]])[0] and c["caption"]
     # options go through: beam search, no projection, a short cap on tokens; two files, two captions in order
@@ -120,6 +121,18 @@ def test_each_modality_is_captioned_by_its_mode_chosen_on_val(client, site, cap,
     assert r.json()["captions"][0]["caption"] == cap.caption("image", [rec["image"]], mode="prompt")[0]
     r = client.post("/caption", json={"texts": ["x"], "mode": "best"})
     assert r.status_code == 422 and "nearest" in r.text
+
+
+def test_the_projection_reported_is_the_one_that_decoded(client):
+    """prompt and nearest decode the vector as it is (no projection): the reply says so, per caption and on the
+    whole (a projection only where the mapper decoded something), whatever projection was asked."""
+    for mode in ("prompt", "nearest"):
+        out = client.post("/caption", json={"texts": ["Two blue stars."], "mode": mode, "projection": "memory"}).json()
+        assert out["projection"] == "none" and [c["projection"] for c in out["captions"]] == ["none"]
+    out = client.post("/caption", json={"texts": ["Two blue stars."], "mode": "mapper", "projection": "memory"}).json()
+    assert out["projection"] == "memory" and out["captions"][0]["projection"] == "memory"
+    out = client.post("/caption", json={"texts": ["Two blue stars."], "projection": "memory"}).json()  # auto: mapper
+    assert out["projection"] == "memory" and out["captions"][0]["mode"] == "mapper"
 
 
 @pytest.mark.parametrize("body,status,words", [

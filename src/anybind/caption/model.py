@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -137,6 +138,17 @@ class Captioner:
         was chosen); a one-line :class:`CaptionError` for an unknown mode or one this captioner cannot decode by."""
         if not isinstance(choice, dict) or choice.get("mode") not in MODES:
             raise CaptionError(f"default mode of {modality!r}: {choice!r} is not one of {', '.join(MODES)}")
+        if modality not in self.space.modalities:
+            raise CaptionError(f"default mode of {modality!r}: {modality!r} is not bound in this space (bound: "
+                               f"{', '.join(self.space.modalities)})")
+        val = choice.get("val_cider_d", {})
+        if not isinstance(val, dict) or not all(
+                isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                for k, v in val.items()):
+            raise CaptionError(f"default mode of {modality!r}: val_cider_d {val!r} is not a mapping of mode -> score")
+        n_val = choice.get("n_val", 0)
+        if isinstance(n_val, bool) or not isinstance(n_val, int) or n_val < 0:
+            raise CaptionError(f"default mode of {modality!r}: n_val {n_val!r} is not a count")
         self.check_mode(choice["mode"])
         self.modes[str(modality)] = dict(choice)
 

@@ -98,6 +98,10 @@ def caption_fit(
         sc = ", ".join(f"{k} {v:.3f}" for k, v in c["val_cider_d"].items())
         console.print(f"{m}: captioned by {c['mode']} by default, chosen on {c['n_val']} val items (CIDEr-D: {sc})",
                       highlight=False)
+    if choose_n >= 0:  # a modality without captioned val items: no choice was possible, and the CLI says so
+        for m in (m for m in cap.space.modalities if m != cap.text and m not in cap.modes):
+            console.print(f"{m}: captioned by mapper by default (no val items with a caption to choose on)",
+                          highlight=False)
     if len(cap.info["retrieval_val_nll"]) > 1 or cap.retrieval_k:
         kn = ", ".join(f"{k}: {_nll(v)}" for k, v in cap.info["retrieval_val_nll"].items())
         fn = ", ".join(f"{k}: {_nll(v)}" for k, v in cap.info["training_free_val_nll"].items())

@@ -87,12 +87,15 @@ class CaptionedOut(BaseModel):
     text: str | None = Field(None, description="The text given (texts).")
     caption: str
     mode: str = Field(description="What decoded it: mapper, prompt or nearest.")
+    projection: str = Field("none", description="The projection its vector was decoded with (none / memory): "
+                            "always none for modes prompt and nearest, which use the vector as it is.")
 
 
 class CaptionOut(BaseModel):
     captions: list[CaptionedOut] = Field(description="One per input: items, then texts (or the files, in order).")
     method: str
-    projection: str = Field(description="The projection used (none / memory).")
+    projection: str = Field(description="The projection used (none / memory): the mapper's, where the mapper "
+                            "decoded a caption; none where every caption was decoded by prompt or nearest.")
     took_ms: float
 
 
@@ -193,7 +196,8 @@ def add_caption_routes(app: FastAPI, captioner: Any, service: Service | None = N
 
     def decode(svc: Service, X: np.ndarray, mods: list[str], opts: DecodeOptions) -> tuple[list[str], list[str], str]:
         """Captions of the vectors ``X`` of modalities ``mods``, decoded per modality by its mode (as
-        ``Captioner.caption`` does): ``(captions, modes, projection)``."""
+        ``Captioner.caption`` does): ``(captions, modes, projection)``, the projection being the mapper's where
+        it decoded any (prompt and nearest decode the vector as it is), else none."""
         c = captioner_for(svc)
         proj = opts.projection or c.projection
         caps, modes = [""] * len(X), [""] * len(X)
@@ -205,7 +209,7 @@ def add_caption_routes(app: FastAPI, captioner: Any, service: Service | None = N
                            temperature=opts.temperature, top_p=opts.top_p, seed=opts.seed, projection=proj, mode=mode)
             for i, g in zip(rows, got):
                 caps[i], modes[i] = g, mode
-        return caps, modes, proj
+        return caps, modes, proj if "mapper" in modes else "none"
 
     @router.get("/caption", response_model=CaptionInfoOut, summary="The captioner: its language model and limits")
     async def caption_info(request: Request) -> CaptionInfoOut:
@@ -245,7 +249,7 @@ def add_caption_routes(app: FastAPI, captioner: Any, service: Service | None = N
                 outs += [CaptionedOut(modality=m, text=t, caption="", mode="") for t in body.texts]
             caps, modes, proj = decode(svc, np.stack(vecs), [o.modality for o in outs], body)
             for o, c, md in zip(outs, caps, modes):
-                o.caption, o.mode = c, md
+                o.caption, o.mode, o.projection = c, md, proj if md == "mapper" else "none"
             return CaptionOut(captions=outs, method=body.method, projection=proj, took_ms=to_ms(t0))
 
         return await request.state.gate.run(work)
@@ -283,7 +287,8 @@ def add_caption_routes(app: FastAPI, captioner: Any, service: Service | None = N
             finally:
                 unstage(staged)
             caps, modes, proj = decode(svc, X, [m for m, _, _ in parts], opts)
-            outs = [CaptionedOut(modality=m, name=shown.strip("'\""), caption=c, mode=md)
+            outs = [CaptionedOut(modality=m, name=shown.strip("'\""), caption=c, mode=md,
+                                 projection=proj if md == "mapper" else "none")
                     for (m, _, _), (_, shown), c, md in zip(parts, staged, caps, modes)]
             return CaptionOut(captions=outs, method=method, projection=proj, took_ms=to_ms(t0))
 
