@@ -161,7 +161,7 @@ def test_fit_takes_the_attention_options(world, tmp_path):
 
 def test_the_ridge_refit_after_the_phase_is_kept_only_when_val_does_not_fall():
     from anybind.projectors import Projector, ProjectorConfig
-    from anybind.train import refit_after_attention
+    from anybind.attention import refit_after_attention
 
     def refit(prs):
         with torch.no_grad():

@@ -26,6 +26,7 @@ re-normalised by the caller, every item is measured from its modality's centre.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
@@ -161,7 +162,7 @@ class Projector(nn.Module):
 
     def attention_parameters(self) -> list[nn.Parameter]:
         """A temporal projector's attention scorer (``attn``, ``attn_v``): trained at its own rate and, in an
-        attention phase, alone (:func:`anybind.train.attention_phase`); empty for any other projector."""
+        attention phase, alone (:func:`anybind.attention.attention_phase`); empty for any other projector."""
         return [*self.attn.parameters(), *self.attn_v.parameters()] if self.cfg.frames else []
 
     def standardized(self, x: torch.Tensor) -> torch.Tensor:
@@ -192,6 +193,13 @@ class Projector(nn.Module):
         if self.mlp is not None:
             y = y + self.mlp(x)
         return y
+
+
+def attention_parameters(projectors: Mapping[str, Projector]) -> list[nn.Parameter]:
+    """Every temporal projector's attention scorer parameters in a ``{modality: Projector}`` map (see
+    :meth:`Projector.attention_parameters`): what the attention phase steps alone and the trainers give their
+    own rate."""
+    return [p for pr in projectors.values() for p in pr.attention_parameters()]
 
 
 def project(projector: nn.Module, x: np.ndarray) -> torch.Tensor:

@@ -22,7 +22,7 @@ as in memory, so the recipe :func:`anybind.recipe.resolve_recipe` picks applies 
 * a frame-sequence modality (``video:frames(...)@...,pool=attn``) gets the in-memory trainer's temporal
   projector: standardised over the training clips' valid frames (streamed), its attention pooling learnt with
   the space (under DDP its gradients are averaged like the maps'), at its own rate, first alone on top of the
-  ridge start and the ridge map then re-solved (``attn_lr``, ``attn_epochs``: :func:`anybind.train.attention_start`);
+  ridge start and the ridge map then re-solved (``attn_lr``, ``attn_epochs``: :func:`anybind.attention.attention_start`);
 * not supported (a clear error instead): multimodal objectives (Symile), the training-free
   starts (``init="procrustes"`` / ``"cca"``), inductive centring (``center``: a pass of its own over the
   training embeddings) and per-corpus sampling weights -- they need every feature in memory; use the
@@ -48,8 +48,9 @@ from ..epochs import selection_record
 from ..errors import DataError
 from ..robust import RobustFit, check_robust, ridge_start, with_mixup
 from ..loop import fit_loop, make_optimizer, make_temperature, training_threads
-from ..train import (VAL_METRIC, TrainConfig, attention_start, check_attention, choose_pairs, featureset_pairs,
-                     val_score)
+from ..attention import attention_start, check_attention
+from ..projectors import attention_parameters
+from ..train import VAL_METRIC, TrainConfig, choose_pairs, featureset_pairs, val_score
 from .pairstream import PairStream
 from .stream import SPLIT_CODES, TrainingShards
 
@@ -185,7 +186,7 @@ def train_streaming(
                             gather=_gather if distributed else None)
         opt = make_optimizer([p for pr in projectors.values() for p in pr.parameters()], logit_scale,
                              loss_fn.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, own_lr=cfg.attn_lr,
-                             own_rate=[p for pr in projectors.values() for p in pr.attention_parameters()])
+                             own_rate=attention_parameters(projectors))
         model: nn.Module = binder
         if distributed:  # backward all-reduces (averages) the gradients
             rt = current_runtime()  # DDP wraps a module already on its device (the worker's GPU under Ray)
