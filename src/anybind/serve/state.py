@@ -12,7 +12,6 @@ import tempfile
 import threading
 import time
 import uuid
-import wave
 import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -30,7 +29,8 @@ from ..space import Space
 from .config import ServeConfig
 from .files import Changed, ItemFiles, NotFound, OpenItemFile, indexed_folders  # noqa: F401 - re-exported
 from .memcache import MemoryFeatureCache
-from .sniff import SNIFF_BYTES, Sniffed, sniff
+from .sniff import SNIFF_BYTES, sniff
+from .uploads import UploadError, check_size, display_name, tiny_png, tiny_wav  # noqa: F401 - UploadError re-exported
 
 
 @dataclass
@@ -44,26 +44,6 @@ class Item:
     media: str  # "image" | "audio" | "text" | "other"
     key: str | None = None
     size: int | None = None  # a file's size in bytes when it was indexed (None: not recorded)
-
-
-def _tiny_png() -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.new("RGB", (32, 32), (200, 120, 40)).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _tiny_wav(seconds: float = 1.0, rate: int = 16000) -> bytes:
-    t = np.arange(int(seconds * rate)) / rate
-    pcm = (0.3 * np.sin(2 * np.pi * 440 * t) * 32767).astype("<i2")
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(pcm.tobytes())
-    return buf.getvalue()
 
 
 class Service:
@@ -181,7 +161,7 @@ class Service:
 
     def warm_up(self) -> None:
         """Build every encoder's model and the query cache's index now, not on the first request."""
-        blobs = {"image": (_tiny_png(), ".png"), "audio": (_tiny_wav(), ".wav")}
+        blobs = {"image": (tiny_png(), ".png"), "audio": (tiny_wav(), ".wav")}
         for m in self.space.modalities:
             if self.input_kind[m] == "text":
                 self.space.embed(m, ["warm up"], cache=self.cache)
@@ -215,7 +195,7 @@ class Service:
         (415) when the bytes are no image or sound this service reads, and
         :class:`QueryError` (400) when the modality does not fit.
         """
-        shown = _display_name(name)
+        shown = display_name(name)
         if not data:
             raise QueryError(f"{shown}: the file is empty")
         s = sniff(data[:SNIFF_BYTES])
@@ -240,50 +220,10 @@ class Service:
                 f"{shown} is {'an' if s.kind == 'image' else 'a'} {s.kind} ({s.mime}), but modality {modality!r} "
                 f"reads {self.media.get(modality)} input"
             )
-        self._check_size(data, s, shown)
+        check_size(data, s, shown, self.config, self.media_limits)
         path = self.tmp / f"{uuid.uuid4().hex}{s.ext}"
         path.write_bytes(data)
         return modality, path, shown
-
-    def _check_size(self, data: bytes, s: Sniffed, shown: str) -> None:
-        """Refuse images of too many pixels and sounds too long, from their headers (nothing decoded), and
-        SVGs too costly to render (nothing rendered).  A header that cannot be read is left to the decoder,
-        whose message is clearer."""
-        if s.mime == "image/svg+xml":
-            from ..data.svg import check_svg
-
-            check_svg(data, shown, self.media_limits)
-        elif s.kind == "image":
-            import warnings
-
-            from PIL import Image
-
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    with Image.open(io.BytesIO(data)) as im:
-                        w, h = im.size
-            except Image.DecompressionBombError as e:  # over PIL's own limit
-                raise QueryError(f"{shown}: image too large ({e})") from None
-            except Exception:  # noqa: BLE001 - unreadable header: the decoder reports it
-                return
-            if w * h > self.config.max_pixels:
-                raise QueryError(f"{shown}: an image of {w}x{h} pixels; this service takes at most "
-                                 f"{self.config.max_pixels / 1e6:g} million pixels (the limit, "
-                                 "ServeConfig.max_pixels); not decoded: refused before decoding")
-        elif s.kind == "audio":
-            import soundfile as sf
-
-            try:
-                info = sf.info(io.BytesIO(data))
-                seconds = info.frames / info.samplerate
-            except Exception:  # noqa: BLE001 - unreadable header: the decoder reports it
-                return
-            if seconds > self.config.max_audio_seconds:
-                raise QueryError(
-                    f"{shown}: a sound of {seconds:.0f} s; this service takes at most "
-                    f"{self.config.max_audio_seconds:g} s"
-                )
 
     def search(
         self,
@@ -394,14 +334,3 @@ class Service:
             while len(self._thumbs) > self.config.thumb_cache:
                 self._thumbs.popitem(last=False)
         return data
-
-
-class UploadError(QueryError):
-    """An upload whose content is no image or sound this service reads (HTTP 415)."""
-
-
-def _display_name(name: str | None) -> str:
-    """An upload's file name as shown in messages: no folders, printable, at most 80 characters."""
-    base = (name or "upload").replace("\\", "/").rsplit("/", 1)[-1] or "upload"
-    base = "".join(c if c.isprintable() else "?" for c in base)
-    return repr(base if len(base) <= 80 else base[:77] + "...")
