@@ -44,12 +44,11 @@ from .base import Encoder, check_text, one_line
 from .chunks import chunk_inputs, chunk_spans, long_items, pool_chunks, special_tokens, text_passages
 from .device import Runtime, autocast, check_precision, current_runtime, place, resolve_device
 from .hf_audio import AudioWindows, pool_windows, split_clip, window_samples
-from .hf_spec import accepted as _accepted, files_sha256, no_loader_bars, parse_hf_name
+from .hf_pool import HEADS, hidden_state, pool_features
+from .hf_spec import files_sha256, no_loader_bars, parse_hf_name
 
 #: bump when the preprocessing or pooling code below changes (it is part of every identity)
 PREP_VERSION = "hf-v1"
-_HEADS = {"text": "get_text_features", "image": "get_image_features", "audio": "get_audio_features"}
-_TOWERS = {"text": "text_model", "image": "vision_model", "audio": "audio_model"}
 _PROCESSORS = {"text": "AutoTokenizer", "image": "AutoImageProcessor", "audio": "AutoFeatureExtractor"}
 _SUB_PROCESSORS = {"text": "tokenizer", "image": "image_processor", "audio": "feature_extractor"}
 
@@ -84,12 +83,7 @@ class HfEncoder(Encoder):
 
     def hidden_state(self, out: Any, layer: int) -> Any:
         """The model output's last hidden state (``layer=-1``) or ``hidden_states[layer]``, range-checked."""
-        if layer == -1:
-            return out.last_hidden_state
-        hs = out.hidden_states
-        if not -len(hs) <= layer < len(hs):
-            raise self._err(f"layer={layer} out of range (the model has {len(hs)} hidden states)")
-        return hs[layer]
+        return hidden_state(out, layer, self._err)
 
     def _err(self, msg: str) -> EncoderError:
         return EncoderError(f"encoder {self.spec!r}: {msg}")
@@ -364,39 +358,13 @@ class HfEncoder(Encoder):
         return feats.detach().to(torch.float32).cpu().numpy()
 
     def _pooled(self, model: Any, inputs: dict) -> Any:
-        pool, layer = self.options.pool, self.options.layer
-        head = getattr(model, _HEADS[self.modality], None)
-        if head is not None and pool == "auto" and layer == -1:
-            out = head(**_accepted(head, inputs))
-            self._pool_used = "head:" + _HEADS[self.modality]
-            return out if hasattr(out, "shape") else out.pooler_output
-        net = getattr(model, _TOWERS[self.modality], None) if head is not None else None
-        net = net if net is not None else model
-        out = net(**_accepted(net.forward, inputs), output_hidden_states=layer != -1, return_dict=True)
-        if pool == "pooler":
-            if getattr(out, "pooler_output", None) is None:
-                raise self._err("the model has no pooler_output; use pool=cls or pool=mean")
-            self._pool_used = "pooler"
-            return out.pooler_output.reshape(out.pooler_output.shape[0], -1)
-        h = self.hidden_state(out, layer)
-        if h.ndim == 4:  # (B, C, H, W) of a convolutional model
-            if pool == "cls":
-                raise self._err("a convolutional model has no CLS token; use pool=mean")
-            self._pool_used = "mean-spatial"
-            return h.mean(dim=(2, 3))
-        if pool == "cls" or (pool == "auto" and self.modality == "image"):
-            self._pool_used = "cls"
-            return h[:, 0]
-        self._pool_used = "mean"
-        mask = inputs.get("attention_mask") if self.modality == "text" else None
-        if mask is None or mask.shape[:2] != h.shape[:2]:
-            return h.mean(dim=1)
-        m = mask.to(h.dtype).unsqueeze(-1)
-        return (h * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
+        feats, self._pool_used = pool_features(model, inputs, self.modality, self.options.pool, self.options.layer,
+                                               self._err)
+        return feats
 
 
 def make_hf_encoder(modality: str, name: str) -> Encoder:
     """``<modality>:hf/<name>`` (``name`` is what follows ``hf/``)."""
-    if modality not in _HEADS:
+    if modality not in HEADS:
         raise EncoderError(f"hf/ encoders read text, image or audio, not {modality!r}")
     return HfEncoder(modality, name)

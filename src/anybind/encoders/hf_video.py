@@ -30,7 +30,7 @@ from ..data.media import as_rgb_image, short_repr
 from ..data.video import SAMPLING_VERSION, sample_frames, video_name
 from ..errors import DataError, EncoderError, unusable_kind
 from .hf import HfEncoder
-from .hf_spec import accepted
+from .hf_pool import pool_video
 
 DEFAULT_FPS = 4.0
 #: the most frames sampled from one clip before the model's ``frames`` are taken evenly from them
@@ -124,25 +124,8 @@ class HfVideoEncoder(HfEncoder):
         return self._prep(name, lambda proc: proc(chosen, return_tensors="np"))
 
     def _pooled(self, model: Any, inputs: dict) -> Any:
-        pool, layer = self.options.pool, self.options.layer
-        head = getattr(model, "get_video_features", None)
-        if head is not None and pool == "auto" and layer == -1:
-            self._pool_used = "head:get_video_features"
-            out = head(**accepted(head, inputs))
-            return out if hasattr(out, "shape") else out.pooler_output
-        out = model(**accepted(model.forward, inputs), output_hidden_states=layer != -1, return_dict=True)
-        pooler = getattr(out, "pooler_output", None)
-        if pool == "pooler" or (pool == "auto" and pooler is not None and layer == -1):
-            if pooler is None:
-                raise self._err("the model has no pooler_output; use pool=cls or pool=mean")
-            self._pool_used = "pooler"
-            return pooler.reshape(pooler.shape[0], -1)
-        h = self.hidden_state(out, layer)
-        if pool == "cls":
-            self._pool_used = "cls"
-            return h[:, 0]
-        self._pool_used = "mean"
-        return h.mean(dim=1)
+        feats, self._pool_used = pool_video(model, inputs, self.options.pool, self.options.layer, self._err)
+        return feats
 
 
 def make_hf_video_encoder(name: str) -> HfVideoEncoder:
