@@ -39,7 +39,7 @@ import numpy as np
 
 from ..data.strings import is_blank
 from ..data.files import open_regular
-from ..data.media import IMAGE_DECODING
+from ..data.media import IMAGE_DECODING, upright
 from ..data.svg import RENDER_VERSION, looks_like_svg
 from ..errors import AnybindError, DataError, EncoderError
 
@@ -126,7 +126,9 @@ def content_key(item: Any, input_kind: str = "file") -> str:
     * a string or a number: ``"s:" + sha256(its text)``;
     * bytes: ``"b:" + sha256(bytes)``;
     * an array (numpy, torch, or a nested list of numbers): ``"a:" + sha256(dtype, shape, bytes)``;
-    * a PIL image: ``"p:" + sha256(mode, size, palette, pixel bytes)``;
+    * a PIL image: ``"p:" + sha256(mode, size, palette, pixel bytes)`` of the picture turned upright by its EXIF
+      orientation tag (:func:`~anybind.data.media.upright`, what image encoders decode it to; one without a tag is
+      keyed by its pixels as they are);
     * a dict or list of plain JSON values: ``"j:" + sha256(canonical JSON)``.
 
     Anything else cannot be keyed by content and raises :class:`DataError` (a ``repr`` holds memory addresses,
@@ -146,6 +148,7 @@ def content_key(item: Any, input_kind: str = "file") -> str:
     if isinstance(item, np.ndarray):
         return "a:" + _array_digest(item)
     if _is_pil_image(item):
+        item = upright(item)
         h = hashlib.sha256(f"{item.mode}|{item.size[0]}x{item.size[1]}|".encode())
         palette = item.getpalette() if item.mode == "P" else None
         if palette:
