@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from ..data.strings import is_blank
-from ..data.files import open_regular
+from ..data.files import open_regular, remembered_key
 from ..data.media import IMAGE_DECODING, upright
 from ..data.svg import RENDER_VERSION, looks_like_svg
 from ..errors import AnybindError, DataError, EncoderError
@@ -135,8 +135,7 @@ def content_key(item: Any, input_kind: str = "file") -> str:
     and numpy's elides the middle of large arrays: two different items would share a key).
     """
     if isinstance(item, Path) or (isinstance(item, str) and input_kind == "file"):
-        digest, head = _sha256_and_head(item)
-        return f"f:{digest};svg-render={RENDER_VERSION}" if looks_like_svg(head) else "f:" + digest
+        return remembered_key(item, _file_key)  # read once per unchanged file within data.files.file_keys_remembered
     if isinstance(item, bool) or item is None:
         raise DataError(f"cannot use {item!r} as an item: expected {input_kind} content")
     if isinstance(item, (str, int, float, np.integer, np.floating)):
@@ -170,6 +169,11 @@ def content_key(item: Any, input_kind: str = "file") -> str:
         f"cannot key an in-memory {type(item).__name__} by its content for the feature cache "
         "(pass a path, a string, bytes, an array or a PIL image)"
     )
+
+
+def _file_key(path: str | Path) -> str:
+    digest, head = _sha256_and_head(path)
+    return f"f:{digest};svg-render={RENDER_VERSION}" if looks_like_svg(head) else "f:" + digest
 
 
 def _array_digest(a: np.ndarray) -> str:
