@@ -115,3 +115,60 @@ def test_a_bridge_space_saved_before_still_loads(caplog):
     said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(said) == 1 and "EXIF orientation" in said[0] and bridge.spec in said[0]
     assert not bridge.matches_identity(before.replace("bridge-v1", "bridge-v0"))
+
+
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+def test_a_tagged_photo_in_memory_is_keyed_and_encoded_as_its_upright_picture(effnet, tmp_path, orientation):
+    """A photo opened with PIL and passed in memory is turned upright by its EXIF tag as the same file passed by path
+    is: it gets the path's features, and the cache key of its upright picture (the key of the image
+    :func:`load_image` returns), so the upright picture in memory is served from the cache."""
+    from anybind.cache import FeatureCache
+
+    u = upright(120, 160)
+    p = tmp_path / "tagged.jpg"
+    p.write_bytes(jpeg(STORED[orientation](u), orientation))
+    tagged, shown = Image.open(p), load_image(p)
+    assert effnet.content_key(tagged) == effnet.content_key(shown)
+    cache = FeatureCache(tmp_path / "cache")
+    X = cache.encode(effnet, [tagged], progress=False)
+    np.testing.assert_array_equal(X, effnet.encode([str(p)]))
+    np.testing.assert_array_equal(cache.encode(effnet, [shown], progress=False), X)
+    assert cache.last_stats.hits == 1 and cache.last_stats.encoded == 0
+
+
+def test_an_untagged_image_in_memory_keeps_its_key(tmp_path):
+    """Features cached for in-memory images before stay valid: an image with no orientation tag (or tag 1) is keyed
+    by its pixels as before, and a tagged one by the pixels that are now encoded (its upright picture)."""
+    import hashlib
+
+    from anybind.encoders.base import content_key
+
+    u = upright()
+    for name, orientation in (("none", None), ("one", 1)):
+        (tmp_path / f"{name}.jpg").write_bytes(jpeg(u, orientation))
+        img = Image.open(tmp_path / f"{name}.jpg")
+        h = hashlib.sha256(f"{img.mode}|{img.size[0]}x{img.size[1]}|".encode())
+        h.update(img.tobytes())
+        assert content_key(img) == "p:" + h.hexdigest()
+    (tmp_path / "six.jpg").write_bytes(jpeg(STORED[6](u), 6))
+    tagged = Image.open(tmp_path / "six.jpg")
+    turned = Image.fromarray(np.asarray(tagged.transpose(Image.Transpose.ROTATE_270)))  # its pixels, with no tag
+    assert content_key(tagged) == content_key(turned) != content_key(Image.fromarray(np.asarray(tagged)))
+
+
+def test_an_in_memory_image_with_a_damaged_exif_block_is_used_as_stored(caplog):
+    """An orientation that cannot be read: the pixels as stored, keyed by them, and a warning line naming the image
+    (PIL reads a damaged block once per image: the key's reading warns, the decoding's finds no tag)."""
+    from anybind.data.media import as_rgb_image
+    from anybind.encoders.base import content_key
+
+    u = upright()
+    img = Image.fromarray(u)
+    img.info["exif"] = b"garbage"  # what a truncated upload can carry
+    with caplog.at_level(logging.WARNING, logger="anybind.data"):
+        key = content_key(img)
+        np.testing.assert_array_equal(np.asarray(as_rgb_image(img)), u)
+    assert key == content_key(Image.fromarray(u))
+    said = [r.getMessage() for r in caplog.records]
+    assert 1 <= len(said) <= 2 and "\n" not in "".join(said), said
+    assert all("EXIF orientation unreadable" in s and "PIL.Image.Image image mode=RGB" in s for s in said), said

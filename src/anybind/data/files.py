@@ -5,12 +5,18 @@ decoders, query files) goes through :func:`open_regular`.  A missing path, a fol
 FIFO, a device or a socket is refused with a one-line :class:`~anybind.errors.DataError`
 *before* it is opened (``os.stat``), so a FIFO can never block the reader; the opened
 descriptor is checked again (``fstat``) in case the path was swapped in between.
+
+Work that keys the same files twice in a row (a check on the scored items, then their encoding through the
+feature cache) does it inside :func:`file_keys_remembered`: each unchanged file is read once for its key.
 """
 
 from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import BinaryIO
 
@@ -88,3 +94,40 @@ def absolute_as_given(path: str | Path) -> str:
     except OSError:
         pass
     return os.path.normpath(os.path.join(here, p))
+
+
+#: within :func:`file_keys_remembered`: each file's key by the file's path and ``os.stat`` signature
+_KEYS: ContextVar[dict[tuple, str] | None] = ContextVar("anybind_file_keys", default=None)
+
+
+@contextmanager
+def file_keys_remembered() -> Iterator[None]:
+    """Within (this thread, and the contexts copied from it): a file's content key
+    (:func:`~anybind.encoders.base.content_key`) is made once while the file is unchanged -- the same path, device,
+    inode, size, modification and change times -- and answered from memory after; for work that keys the same files
+    twice in a row (an overlap check on the scored files, then their encoding).  A scope inside another shares its
+    memory.  Only for a scope that short: a file rewritten in place to the same size within the file system's clock
+    tick keeps its times."""
+    if _KEYS.get() is not None:
+        yield
+        return
+    token = _KEYS.set({})
+    try:
+        yield
+    finally:
+        _KEYS.reset(token)
+
+
+def remembered_key(path: str | Path, make: Callable[[str | Path], str]) -> str:
+    """``make(path)``, the file's key; inside :func:`file_keys_remembered`, made once per unchanged file."""
+    memo = _KEYS.get()
+    if memo is None:
+        return make(path)
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):  # make() says what is wrong with it
+        return make(path)
+    sig = (os.fspath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    if sig not in memo:
+        memo[sig] = make(path)
+    return memo[sig]

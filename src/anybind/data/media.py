@@ -52,8 +52,8 @@ def load_image(path: str | Path, size: int | None = None, limits: MediaLimits | 
     gzip-compressed) are rasterised with CairoSVG at ``size`` pixels wide (default 512).
     The file type is sniffed from the content, not the name.  An image over
     ``limits`` (default: :func:`~anybind.data.limits.current_limits`) raises DataError before it is decoded.
-    A photo is turned upright by its EXIF orientation tag (:data:`IMAGE_DECODING`); an in-memory PIL image
-    (:func:`to_rgb`) is taken as its pixels are.
+    A photo is turned upright by its EXIF orientation tag (:data:`IMAGE_DECODING`), as an in-memory PIL image
+    is (:func:`to_rgb`).
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -85,14 +85,16 @@ def load_image(path: str | Path, size: int | None = None, limits: MediaLimits | 
         raise DataError(f"{path}: corrupt or unsupported image ({_no_buffer(e)})") from None
     if img.width < 1 or img.height < 1:
         raise DataError(f"{path}: image has no pixels")
-    return to_rgb(_upright(img, path))
+    return to_rgb(img, path)
 
 
-def _upright(img, path: str | Path):
+def upright(img, name: str | Path | None = None):
     """``img`` as a viewer shows it: turned or mirrored by its EXIF orientation tag (a photo taken with the
     camera on its side is stored sideways, with the tag saying how to turn it), the tag's 8 values as in EXIF 2.3;
     ``img`` itself when it has no such tag.  An orientation that cannot be read (a damaged EXIF block) is
-    logged, naming the file, and the pixels are used as stored."""
+    logged, naming the file (``name``; an in-memory image by its :func:`short_repr`), and the
+    pixels are used as stored.  The one rule for files (:func:`load_image`), in-memory images (:func:`to_rgb`)
+    and the feature cache's key of an in-memory image (:func:`~anybind.encoders.base.content_key`)."""
     from PIL import ImageOps
 
     try:
@@ -101,8 +103,8 @@ def _upright(img, path: str | Path):
             return img
         return ImageOps.exif_transpose(img)
     except Exception as e:  # noqa: BLE001 - PIL's EXIF parser raises what the bytes make it (struct, Syntax...)
-        log.warning("%s: EXIF orientation unreadable (%s: %s); the image is used as stored", path,
-                    type(e).__name__, " ".join(str(e).split()))
+        log.warning("%s: EXIF orientation unreadable (%s: %s); the image is used as stored",
+                    short_repr(img) if name is None else name, type(e).__name__, " ".join(str(e).split()))
         return img
 
 
@@ -200,12 +202,14 @@ def short_repr(item: object) -> str:
     return r if len(r) <= 80 else r[:77] + "..."
 
 
-def to_rgb(img: Any):
-    """An RGB ``PIL.Image`` from a PIL image, composited on white like :func:`load_image`."""
+def to_rgb(img: Any, name: str | Path | None = None):
+    """An RGB ``PIL.Image`` from a PIL image, turned upright by its EXIF orientation tag (:func:`upright`) and
+    composited on white like :func:`load_image` (``name``: the file it came from, for a warning)."""
     from PIL import Image
 
     if img.width < 1 or img.height < 1:
         raise DataError("image has no pixels")
+    img = upright(img, name)
     if img.mode.startswith("I;16"):  # PIL's own conversion would clip every value over 255 to white
         img = _top_8_bits(img)
     # transparency: an alpha channel, or a colour key (tRNS) in a palette, greyscale or RGB PNG

@@ -38,8 +38,8 @@ from typing import Any
 import numpy as np
 
 from ..data.strings import is_blank
-from ..data.files import open_regular
-from ..data.media import IMAGE_DECODING
+from ..data.files import open_regular, remembered_key
+from ..data.media import IMAGE_DECODING, upright
 from ..data.svg import RENDER_VERSION, looks_like_svg
 from ..errors import AnybindError, DataError, EncoderError
 
@@ -126,15 +126,16 @@ def content_key(item: Any, input_kind: str = "file") -> str:
     * a string or a number: ``"s:" + sha256(its text)``;
     * bytes: ``"b:" + sha256(bytes)``;
     * an array (numpy, torch, or a nested list of numbers): ``"a:" + sha256(dtype, shape, bytes)``;
-    * a PIL image: ``"p:" + sha256(mode, size, palette, pixel bytes)``;
+    * a PIL image: ``"p:" + sha256(mode, size, palette, pixel bytes)`` of the picture turned upright by its EXIF
+      orientation tag (:func:`~anybind.data.media.upright`, what image encoders decode it to; one without a tag is
+      keyed by its pixels as they are);
     * a dict or list of plain JSON values: ``"j:" + sha256(canonical JSON)``.
 
     Anything else cannot be keyed by content and raises :class:`DataError` (a ``repr`` holds memory addresses,
     and numpy's elides the middle of large arrays: two different items would share a key).
     """
     if isinstance(item, Path) or (isinstance(item, str) and input_kind == "file"):
-        digest, head = _sha256_and_head(item)
-        return f"f:{digest};svg-render={RENDER_VERSION}" if looks_like_svg(head) else "f:" + digest
+        return remembered_key(item, _file_key)  # read once per unchanged file within data.files.file_keys_remembered
     if isinstance(item, bool) or item is None:
         raise DataError(f"cannot use {item!r} as an item: expected {input_kind} content")
     if isinstance(item, (str, int, float, np.integer, np.floating)):
@@ -146,6 +147,7 @@ def content_key(item: Any, input_kind: str = "file") -> str:
     if isinstance(item, np.ndarray):
         return "a:" + _array_digest(item)
     if _is_pil_image(item):
+        item = upright(item)
         h = hashlib.sha256(f"{item.mode}|{item.size[0]}x{item.size[1]}|".encode())
         palette = item.getpalette() if item.mode == "P" else None
         if palette:
@@ -167,6 +169,11 @@ def content_key(item: Any, input_kind: str = "file") -> str:
         f"cannot key an in-memory {type(item).__name__} by its content for the feature cache "
         "(pass a path, a string, bytes, an array or a PIL image)"
     )
+
+
+def _file_key(path: str | Path) -> str:
+    digest, head = _sha256_and_head(path)
+    return f"f:{digest};svg-render={RENDER_VERSION}" if looks_like_svg(head) else "f:" + digest
 
 
 def _array_digest(a: np.ndarray) -> str:
