@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .artefact_meta import read_meta
+from .data.files import file_keys_remembered
 from .data.templates import check_templates, templates_for
 from .errors import DataError, SpaceError
 from .evaluate import check_once, class_embeddings, class_name, zero_shot
@@ -259,11 +260,12 @@ class ZeroShotClassifier:
     def evaluate(self, records: Sequence["Record"], label_key: str, cache: Any = None) -> dict[str, Any]:
         """:func:`~anybind.evaluate.zero_shot` on labelled ``records`` with this classifier's classes, prompts and
         offsets (each item on its own); refuses (one line) records the biases were balanced on."""
-        self.check_not_balanced_on([r for r in records if r.has(self.modality) and label_key in r.labels])
         name_of = dict(zip(self.classes, self.names))
-        return zero_shot(self.space, records, self.modality, label_key, classes=self.classes,
-                         names=lambda c: name_of[c], templates=self.templates, text_modality=self.text_modality,
-                         cache=cache, bias=self.offsets, vectors=self.refined_)
+        with file_keys_remembered():  # the check keys the scored files; their encoding reuses those keys
+            self.check_not_balanced_on([r for r in records if r.has(self.modality) and label_key in r.labels])
+            return zero_shot(self.space, records, self.modality, label_key, classes=self.classes,
+                             names=lambda c: name_of[c], templates=self.templates, text_modality=self.text_modality,
+                             cache=cache, bias=self.offsets, vectors=self.refined_)
 
     # -- saving ---------------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
