@@ -56,12 +56,22 @@ def no_renderer(monkeypatch):
 
 
 # -- the scale tests' worlds (tests/scale_helpers.py), one per module that asks; a module may define its own --------
-@pytest.fixture(scope="module")
-def ray_local(tmp_path_factory):
-    """A local Ray of the module's own (2 CPUs), shut down after it."""
-    from scale_helpers import local_ray
+@pytest.fixture
+def ray_local(request, tmp_path_factory):
+    """A local Ray (2 CPUs) shared by consecutive tests that ask for it, across modules (scale_helpers.SharedRay);
+    gives the folder the test encoders read their orders from."""
+    from scale_helpers import SHARED_RAY
 
-    yield from local_ray(tmp_path_factory)
+    return SHARED_RAY.use(tmp_path_factory, request.module.__name__)
+
+
+@pytest.hookimpl(trylast=True)  # after the test's own fixtures are torn down
+def pytest_runtest_teardown(item, nextitem):
+    """The shared Ray stops as soon as the next test does not ask for it (or none is left)."""
+    if nextitem is None or "ray_local" not in getattr(nextitem, "fixturenames", ()):
+        scale_helpers = sys.modules.get("scale_helpers")
+        if scale_helpers is not None:
+            scale_helpers.SHARED_RAY.stop()
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,9 @@
 """Scale-out on Ray (anybind.scale): encoding, indexing and training with Ray workers give what one process gives.
 
-The tests share one local Ray (2 CPUs, no dashboard) started by the module fixture ``ray_local``
-and shut down after the module (training: ``test_scale_ray_train.py``, on a Ray of its own); they are few and small because a Ray Data execution
-costs seconds of actor start-up on a 2-core machine (one actor where two add nothing
-to what is checked).  Tolerances: see scale_helpers.
+The tests share one local Ray (2 CPUs, no dashboard), the fixture ``ray_local``'s, with the Ray tests of the modules
+that follow (``test_scale_ray_session.py``, ``test_scale_ray_train.py``: training), every CPU free again at each
+module's start; they are few and small because a Ray Data execution costs seconds of actor start-up on a 2-core
+machine (one actor where two add nothing to what is checked).  Tolerances: see scale_helpers.
 """
 
 import json
