@@ -55,7 +55,7 @@ def no_renderer(monkeypatch):
     svg_pool.forget_start_failure()  # the next test may start one at once
 
 
-# -- the scale tests' worlds (tests/scale_helpers.py), one per module that asks; a module may define its own --------
+# -- the scale tests' worlds (tests/scale_helpers.py), built once a session; a module may define its own ---------
 @pytest.fixture
 def ray_local(request, tmp_path_factory):
     """A local Ray (2 CPUs) shared by consecutive tests that ask for it, across modules (scale_helpers.SharedRay);
@@ -74,17 +74,19 @@ def pytest_runtest_teardown(item, nextitem):
             scale_helpers.SHARED_RAY.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def syn(tmp_path_factory):
-    """The synthetic two-modality corpus, its encoders and feature cache."""
+    """The synthetic two-modality corpus, its encoders, feature cache and in-memory fit: built once for the scale
+    modules that read it (test_scale.py, test_scale_ray.py, test_scale_ray_train.py), which only read it."""
     from scale_helpers import synthetic_world
 
     return synthetic_world(tmp_path_factory)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def clips(tmp_path_factory):
-    """The synthetic video clips (one signal frame each) of the scale tests."""
+    """The synthetic video clips (one signal frame each) of the scale tests and their in-memory fit, built once for
+    test_scale.py and test_scale_ray_train.py."""
     from scale_helpers import clip_world
 
     return clip_world(tmp_path_factory)

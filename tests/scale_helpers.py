@@ -46,7 +46,7 @@ def recalls(space, manifest, cache):
 
 
 def synthetic_world(tmp_path_factory):
-    """The synthetic corpus and its in-memory fit (a module fixture ``syn`` of each test module returns it)."""
+    """The synthetic corpus and its in-memory fit (the session fixture ``syn``, tests/conftest.py)."""
     d = tmp_path_factory.mktemp("syn")
     manifest, encoders = synthetic_corpus(d)
     cache = d / "cache"
