@@ -55,26 +55,38 @@ def no_renderer(monkeypatch):
     svg_pool.forget_start_failure()  # the next test may start one at once
 
 
-# -- the scale tests' worlds (tests/scale_helpers.py), one per module that asks; a module may define its own --------
-@pytest.fixture(scope="module")
-def ray_local(tmp_path_factory):
-    """A local Ray of the module's own (2 CPUs), shut down after it."""
-    from scale_helpers import local_ray
+# -- the scale tests' worlds (tests/scale_helpers.py), built once a session; a module may define its own ---------
+@pytest.fixture
+def ray_local(request, tmp_path_factory):
+    """A local Ray (2 CPUs) shared by consecutive tests that ask for it, across modules (scale_helpers.SharedRay);
+    gives the folder the test encoders read their orders from."""
+    from scale_helpers import SHARED_RAY
 
-    yield from local_ray(tmp_path_factory)
+    return SHARED_RAY.use(tmp_path_factory, request.module.__name__)
 
 
-@pytest.fixture(scope="module")
+@pytest.hookimpl(trylast=True)  # after the test's own fixtures are torn down
+def pytest_runtest_teardown(item, nextitem):
+    """The shared Ray stops as soon as the next test does not ask for it (or none is left)."""
+    if nextitem is None or "ray_local" not in getattr(nextitem, "fixturenames", ()):
+        scale_helpers = sys.modules.get("scale_helpers")
+        if scale_helpers is not None:
+            scale_helpers.SHARED_RAY.stop()
+
+
+@pytest.fixture(scope="session")
 def syn(tmp_path_factory):
-    """The synthetic two-modality corpus, its encoders and feature cache."""
+    """The synthetic two-modality corpus, its encoders, feature cache and in-memory fit: built once for the scale
+    modules that read it (test_scale.py, test_scale_ray.py, test_scale_ray_train.py), which only read it."""
     from scale_helpers import synthetic_world
 
     return synthetic_world(tmp_path_factory)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def clips(tmp_path_factory):
-    """The synthetic video clips (one signal frame each) of the scale tests."""
+    """The synthetic video clips (one signal frame each) of the scale tests and their in-memory fit, built once for
+    test_scale.py and test_scale_ray_train.py."""
     from scale_helpers import clip_world
 
     return clip_world(tmp_path_factory)

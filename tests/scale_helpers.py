@@ -46,7 +46,7 @@ def recalls(space, manifest, cache):
 
 
 def synthetic_world(tmp_path_factory):
-    """The synthetic corpus and its in-memory fit (a module fixture ``syn`` of each test module returns it)."""
+    """The synthetic corpus and its in-memory fit (the session fixture ``syn``, tests/conftest.py)."""
     d = tmp_path_factory.mktemp("syn")
     manifest, encoders = synthetic_corpus(d)
     cache = d / "cache"
@@ -60,7 +60,7 @@ def within(seconds: float, fn, *args, **kwargs):
     """``fn(*args, **kwargs)``, failed when it has not returned after ``seconds``: a library that waits forever
     fails the test instead of hanging it.  In a thread, because pytest-timeout's alarm is not acted on while the
     main thread waits inside Ray Train (``ray.get`` of its controller: seen with the old library, still waiting
-    10 minutes past a 180 s timeout); the thread left behind ends with the module's Ray."""
+    10 minutes past a 180 s timeout); the thread left behind ends with the shared Ray (:class:`SharedRay`)."""
     box: dict = {}
 
     def run():
@@ -79,23 +79,54 @@ def within(seconds: float, fn, *args, **kwargs):
     return box["value"]
 
 
-def local_ray(tmp_path_factory):
-    """A local Ray (2 CPUs) for one module, shut down after it (``yield from`` in a module fixture); yields the
-    folder the test encoders read their orders from."""
-    ray = pytest.importorskip("ray")
-    from anybind.scale import init_ray
+class SharedRay:
+    """One local Ray (2 CPUs, no dashboard) for every run of consecutive tests that ask for ``ray_local``, across
+    their modules (tests/test_scale_ray*.py: a start and a shutdown cost seconds each on 2 busy cores); stopped
+    (:meth:`stop`, from tests/conftest.py) as soon as the next test does not ask for it, so that a test which starts
+    a Ray of its own (test_federated_ray.py, test_federated_cluster.py) never finds this one running.
 
-    ctl = tmp_path_factory.mktemp("scalectl")
-    old = os.environ.get("ANYBIND_TEST_SCALE_DIR")
-    os.environ["ANYBIND_TEST_SCALE_DIR"] = str(ctl)  # inherited by the Ray workers started below
-    started = init_ray(num_cpus=2)
-    yield ctl
-    if started:
-        ray.shutdown()
-    if old is None:
-        os.environ.pop("ANYBIND_TEST_SCALE_DIR", None)
-    else:
-        os.environ["ANYBIND_TEST_SCALE_DIR"] = old
+    A module that takes it over from another gets it as a fresh one would be: every CPU free again (an actor pool
+    or a placement group of the last module's gives its CPUs back asynchronously) and an empty control folder."""
+
+    def __init__(self):
+        self.ctl: Path | None = None
+        self.module: str | None = None
+        self.started = False
+        self.old_dir: str | None = None
+
+    def use(self, tmp_path_factory, module: str) -> Path:
+        """The control folder the test encoders read their orders from (``$ANYBIND_TEST_SCALE_DIR``)."""
+        pytest.importorskip("ray")
+        from anybind.scale import free_cpus, init_ray
+
+        if self.ctl is None:
+            self.ctl = tmp_path_factory.mktemp("scalectl")
+            self.old_dir = os.environ.get("ANYBIND_TEST_SCALE_DIR")
+            os.environ["ANYBIND_TEST_SCALE_DIR"] = str(self.ctl)  # inherited by the Ray workers started below
+            self.started = init_ray(num_cpus=2)
+        elif module != self.module:
+            for f in self.ctl.iterdir():
+                f.unlink()
+            assert free_cpus(wait=60, at_least=2.0) == 2.0, "the last module's Ray work still holds CPUs"
+        self.module = module
+        return self.ctl
+
+    def stop(self) -> None:
+        if self.ctl is None:
+            return
+        if self.started:
+            import ray
+
+            ray.shutdown()
+        if self.old_dir is None:
+            os.environ.pop("ANYBIND_TEST_SCALE_DIR", None)
+        else:
+            os.environ["ANYBIND_TEST_SCALE_DIR"] = self.old_dir
+        self.__init__()
+
+
+#: the one :class:`SharedRay` of the test session
+SHARED_RAY = SharedRay()
 
 
 # ----------------------------------------------------------------------------- pool=attn video (issue 17)

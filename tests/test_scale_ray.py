@@ -1,9 +1,9 @@
 """Scale-out on Ray (anybind.scale): encoding, indexing and training with Ray workers give what one process gives.
 
-The tests share one local Ray (2 CPUs, no dashboard) started by the module fixture ``ray_local``
-and shut down after the module (training: ``test_scale_ray_train.py``, on a Ray of its own); they are few and small because a Ray Data execution
-costs seconds of actor start-up on a 2-core machine (one actor where two add nothing
-to what is checked).  Tolerances: see scale_helpers.
+The tests share one local Ray (2 CPUs, no dashboard), the fixture ``ray_local``'s, with the Ray tests of the modules
+that follow (``test_scale_ray_session.py``, ``test_scale_ray_train.py``: training), every CPU free again at each
+module's start; they are few and small because a Ray Data execution costs seconds of actor start-up on a 2-core
+machine (one actor where two add nothing to what is checked).  Tolerances: see scale_helpers.
 """
 
 import json
@@ -76,9 +76,13 @@ def test_worker_stages_turn_unreadable_items_into_reported_rows(tux_mini, tmp_pa
     assert unusable_file("image", Reason(d["error"][1], d["kind"][1])).startswith("corrupt file for image: ")
 
 
-def test_ray_encode_matches_single_process_and_resumes_after_a_worker_failure(ray_local, tux_mini, tmp_path, monkeypatch):
+def test_ray_encode_matches_single_process_and_resumes_after_a_worker_failure(ray_local, tux_mini, tmp_path,
+                                                                             monkeypatch, capfd):
+    """... and Ray's core note on each actor pool (ray#53727, written to descriptor 2) reaches stderr from none of
+    its three pools (a failed run's, the CLI's, a two-actor one's)."""
     from anybind.cli import app
     from anybind.scale.encode import encode_items
+    from anybind.scale.native_stderr import RAY_ACTOR_RESTART_NOTE
 
     ctl = ray_local
     manifest, rows = tux_mini
@@ -123,17 +127,7 @@ def test_ray_encode_matches_single_process_and_resumes_after_a_worker_failure(ra
     assert set(local) == set(ray_)
     for k in local:
         np.testing.assert_allclose(ray_[k], local[k], atol=1e-6)
-
-
-def test_ray_encode_leaves_out_rays_note_on_its_actor_pool(ray_local, tmp_path, capfd):
-    """Ray's core writes a note to descriptor 2 on each actor pool (ray#53727): none of it reaches stderr."""
-    from anybind.scale.encode import encode_items
-    from anybind.scale.native_stderr import RAY_ACTOR_RESTART_NOTE
-
-    texts = [f"a note-free caption {i}" for i in range(12)]
-    rep = encode_items("callable:scale_encoders:flaky_text", texts, tmp_path / "c", ray=True, shard_size=4,
-                       concurrency=1, progress=False)
-    assert rep.encoded == 12
+    # (this was a test of its own, paying an actor pool's start for one more encode of 12 texts)
     assert RAY_ACTOR_RESTART_NOTE not in capfd.readouterr().err
 
 

@@ -1,8 +1,9 @@
 """Training on Ray (anybind.scale.sharded, Ray Train workers) gives what one process gives.  Split from
-``test_scale_ray.py`` so that these tests start their own local Ray: in one Ray session a Ray Data actor pool left by
+``test_scale_ray.py`` when each module started its own local Ray: in one Ray session a Ray Data actor pool left by
 the encode tests could still hold one of the 2 CPUs when Ray Train asked for 2 workers, and the trainer waited for
-them until the test timed out (seen in CI; the library now waits a bounded time and sizes the workers to the free CPUs,
-``test_scale_ray_session.py``).  Tolerances: see scale_helpers."""
+them until the test timed out (seen in CI).  The library now waits a bounded time and sizes the workers to the free
+CPUs (``test_scale_ray_session.py``), and the shared Ray of the scale modules (``ray_local``) starts each module with
+every CPU free again.  Tolerances: see scale_helpers."""
 
 import shutil
 from pathlib import Path
