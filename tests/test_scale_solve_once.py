@@ -69,8 +69,8 @@ def test_the_ridge_refit_after_the_attention_phase_is_solved_once_and_shared(tmp
     from video_helpers import one_frame_corpus
 
     from anybind.cache import FeatureCache
-    from anybind.scale.shard_write import write_training_shards
     from anybind.manifests import as_manifests
+    from anybind.scale.shard_write import write_training_shards
 
     manifest, specs = one_frame_corpus(tmp_path / "clips", n=60, frames=FRAMES)
     specs["video"] = f"video:frames(callable:video_helpers:rgb_stats)@fps=4,max={FRAMES},pool=attn"

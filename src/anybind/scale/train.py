@@ -155,7 +155,7 @@ def solve_once(solve: Callable[[], Any], projectors: Mapping[str, nn.Module], di
     if dist.get_rank() == 0:
         try:
             box[0] = ("ok", solve())
-        except Exception as e:  # handed to the other workers, then raised here too
+        except Exception as e:  # noqa: BLE001 -- handed to the other workers, then raised here too
             box[0] = ("error", e)
     dist.broadcast_object_list(box, src=0)
     kind, value = box[0]
