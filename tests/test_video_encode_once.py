@@ -92,3 +92,14 @@ def test_a_sequence_is_never_served_from_means(clips, tmp_path):
     fc.encode(mean_enc, clips[:2], progress=False)
     fc.encode(seq_enc, clips[:2], progress=False)
     assert fc.last_stats.encoded == 2
+
+
+def test_anybind_encode_reports_the_derived_means_as_cached(clips, tmp_path, monkeypatch):
+    from anybind.scale.encode import encode_items
+
+    seq_spec, mean_spec = (f"video:frames({STATS})@fps=2,max=3{p}" for p in (",pool=attn", ""))
+    rep = encode_items(seq_spec, clips, tmp_path / "cache", progress=False)
+    assert (rep.unique, rep.hits, rep.encoded) == (3, 0, 3)
+    calls = spy(monkeypatch, get_encoder(seq_spec))
+    rep = encode_items(mean_spec, clips, tmp_path / "cache", progress=False)
+    assert (rep.unique, rep.hits, rep.encoded) == (3, 3, 0) and calls == {"decode": 0, "forward": 0}

@@ -191,6 +191,16 @@ class FeatureCache:
             missing = [i for i in missing if keys[i] not in rows]
         return X, missing
 
+    def fill_from_source(self, encoder: Encoder, keys: Sequence[str]) -> set[str]:
+        """Commit, under ``encoder``'s own cache identity, the features of those ``keys`` (not cached for it) that
+        its cache source holds (:func:`~anybind.encoders.base.cache_source`: a video clip's mean from its cached
+        frame sequence), computed from the source's rows; returns the keys filled.  What every encode path
+        (:meth:`encode`, the Ray encoder) does before encoding what is missing, so a clip is encoded once."""
+        rows = self._from_source(encoder, keys)
+        if rows:  # later lookups (and shard readers) find them under the encoder's own identity
+            self._write_shard(cache_identity(encoder), list(rows), np.stack(list(rows.values())))
+        return set(rows)
+
     def _from_source(self, encoder: Encoder, keys: Sequence[str]) -> dict[str, np.ndarray]:
         """Features of those ``keys`` that ``encoder``'s cache source (:func:`~anybind.encoders.base.cache_source`,
         e.g. a video clip's frame sequence for its mean) holds, computed from the source's cached rows; never
@@ -246,9 +256,8 @@ class FeatureCache:
             first.setdefault(k, it)
         stats.unique = len(first)
         missing = [k for k in first if k not in idx]
-        derived = self._from_source(encoder, missing)
-        if derived:  # committed under the encoder's own identity: later lookups (and shard readers) find them
-            self._write_shard(identity, list(derived), np.stack(list(derived.values())))
+        derived = self.fill_from_source(encoder, missing)
+        if derived:
             missing = [k for k in missing if k not in derived]
             stats.derived = len(derived)
         stats.hits = stats.unique - len(missing) - stats.derived
