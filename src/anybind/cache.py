@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from .encoders.base import Encoder, derived_parts
+from .encoders.base import Encoder, cache_source, derived_parts
 from .encoders.batching import encode_adaptive
 from .encoders.device import cache_identity
 from .errors import DataError, Reason
@@ -48,6 +48,8 @@ class EncodeStats:
     hits: int = 0
     encoded: int = 0
     failed: int = 0
+    #: computed from another encoder's cached features (a video clip's mean from its frame sequence), not encoded
+    derived: int = 0
 
 
 class FeatureCache:
@@ -181,7 +183,37 @@ class FeatureCache:
                 X[i] = self._vector(*idx[k])
             else:
                 missing.append(i)
+        if missing:  # a video clip's mean from its cached frame sequence (cache_source)
+            rows = self._from_source(encoder, [keys[i] for i in missing])
+            for i in missing:
+                if keys[i] in rows:
+                    X[i] = rows[keys[i]]
+            missing = [i for i in missing if keys[i] not in rows]
         return X, missing
+
+    def fill_from_source(self, encoder: Encoder, keys: Sequence[str]) -> set[str]:
+        """Commit, under ``encoder``'s own cache identity, the features of those ``keys`` (not cached for it) that
+        its cache source holds (:func:`~anybind.encoders.base.cache_source`: a video clip's mean from its cached
+        frame sequence), computed from the source's rows; returns the keys filled.  What every encode path
+        (:meth:`encode`, the Ray encoder) does before encoding what is missing, so a clip is encoded once."""
+        rows = self._from_source(encoder, keys)
+        if rows:  # later lookups (and shard readers) find them under the encoder's own identity
+            self._write_shard(cache_identity(encoder), list(rows), np.stack(list(rows.values())))
+        return set(rows)
+
+    def _from_source(self, encoder: Encoder, keys: Sequence[str]) -> dict[str, np.ndarray]:
+        """Features of those ``keys`` that ``encoder``'s cache source (:func:`~anybind.encoders.base.cache_source`,
+        e.g. a video clip's frame sequence for its mean) holds, computed from the source's cached rows; never
+        encodes."""
+        src = cache_source(encoder)
+        if src is None or not keys:
+            return {}
+        sidx = self._load_index(cache_identity(src))
+        have = [k for k in dict.fromkeys(keys) if k in sidx]
+        if not have:
+            return {}
+        rows = encoder.from_source(np.stack([self._vector(*sidx[k]) for k in have]))
+        return dict(zip(have, rows))
 
     # -- the main entry point -------------------------------------------
     def encode(
@@ -224,7 +256,11 @@ class FeatureCache:
             first.setdefault(k, it)
         stats.unique = len(first)
         missing = [k for k in first if k not in idx]
-        stats.hits = stats.unique - len(missing)
+        derived = self.fill_from_source(encoder, missing)
+        if derived:
+            missing = [k for k in missing if k not in derived]
+            stats.derived = len(derived)
+        stats.hits = stats.unique - len(missing) - stats.derived
         failed: dict[str, str] = {}
         if missing:
             failed = self._encode_missing(encoder, identity, missing, first, progress, description, workers)

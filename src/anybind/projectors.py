@@ -15,7 +15,10 @@ A *temporal* projector (``frames=T > 0``) reads a frame-sequence feature (``vide
 pools them with a learnt gated attention (``a_t = softmax_t(v . tanh(W z_t + b))`` over the valid frames,
 Ilse et al.'s attention MIL pooling, the usual temporal head over frozen per-frame features) and maps the
 pooled ``d`` features like any projector.  ``v`` starts at zero, so an untrained head is the mean over the
-valid frames (what ``pool=mean`` gives), and a ridge start (:meth:`Projector.standardized`) is exact.  The
+valid frames (the pooling ``pool=mean`` gives), and a ridge start (:meth:`Projector.standardized`) is exact.  The
+projector as a whole is not the ``pool=mean`` one: its standardisation is fitted over the valid frames (not the
+clip means: another scale, so another ridge shrinkage) and input dropout acts on the frames; matching both was
+tried on Tux Paint video val and did not change the outcome (BENCHMARKS.md, issue 17).  The
 scorer has its own learning rate (``TrainConfig.attn_lr``: at the recipe's fine-tuning rate ``v`` barely leaves
 zero, issue 17) and may first be trained alone on top of the frozen ridge start (``TrainConfig.attn_epochs``).
 

@@ -14,7 +14,9 @@
 
 With ``--opt attn=1`` a third space binds text to the clips' frame sequences
 (``video:frames(...)@...,pool=attn``): the video projector learns an attention pooling over the frames
-(:mod:`anybind.projectors`), scored beside the frames' mean.
+(:mod:`anybind.projectors`), scored beside the frames' mean.  It is fitted first, so the frames' mean is computed
+from the frame sequences it cached (:attr:`anybind.encoders.video.VideoFramesEncoder.source_encoder`): every
+frame is decoded and encoded once.
 
 With ``--opt clips=oneframe`` the clips are those of :mod:`anybind.bench.video_oneframe`: ``max`` still
 frames at ``fps``, only one of which shows the captioned stamp (the others: distractor stamps of the same split),
@@ -168,8 +170,8 @@ def video_retrieval(work: Path, cache=None, seed: int = 0, console=None, limit: 
     attention: dict[str, dict[str, float]] = {}
     splits = {"test": test, "val": man.split("val")}
     systems = [("video", "video", video_spec), ("image", "image", image_spec)]
-    if attn.strip() not in ("", "0"):
-        systems.append(("video-attn", "video", video_spec + ",pool=attn"))
+    if attn.strip() not in ("", "0"):  # first: the mean is then read from its cached frame sequences (encoded once)
+        systems.insert(0, ("video-attn", "video", video_spec + ",pool=attn"))
     attn_kw = {**({"attn_lr": float(attn_lr)} if attn_lr.strip() else {}),
                **({"attn_epochs": int(attn_epochs)} if attn_epochs.strip() else {})}
     phase: dict[str, Any] = {}

@@ -230,6 +230,15 @@ def derived_parts(encoder: Any) -> tuple[Any, ...] | None:
     return tuple(parts) if parts else None
 
 
+def cache_source(encoder: Any) -> Any | None:
+    """The encoder whose *cached* features this encoder's can be computed from (``encoder.from_source(rows)``),
+    or ``None``: a ``video:frames`` mean from the clip's cached frame sequence (``pool=attn``), so a clip
+    encoded for one pooling is not decoded and encoded again for the other.  Unlike :func:`derived_parts` the
+    encoder still encodes (and caches) its own features when the source has none: the source is only read."""
+    src = getattr(encoder, "source_encoder", None)
+    return src if src is not None and callable(getattr(encoder, "from_source", None)) else None
+
+
 class Encoder(ABC):
     """A frozen feature extractor for one modality."""
 

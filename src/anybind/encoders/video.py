@@ -23,6 +23,10 @@ batch size; the clips a call takes (:attr:`VideoFramesEncoder.batch_size`, :func
 so that those batches are full (8 clips of 3 frames for batches of 8).  A clip's features do not depend on the
 batching.
 
+Encoded once for both poolings: the feature cache serves a ``pool=mean`` clip from the clip's cached frame
+sequence when it holds one (:attr:`VideoFramesEncoder.source_encoder`, the same numbers to the bit), so comparing
+the two poolings decodes and encodes each clip once (encode the ``pool=attn`` sequences first).
+
 Items: a video file path, the file's bytes, or frames already sampled (a ``(T, H, W, 3)`` uint8 array or a
 list of images; the first ``max`` are used).  The identity holds the image encoder's identity, the sampling
 options and :data:`~anybind.data.video.SAMPLING_VERSION`, so the feature cache and a saved space refuse
@@ -31,6 +35,7 @@ features of other frames or another image model.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -179,6 +184,34 @@ class VideoFramesEncoder(Encoder):
         pool = "mean" if self.pool == "mean" else "frames+mask"  # attn: the projector pools the frame sequence
         return (f"video:frames|image=({self.image.identity})|fps={self.fps:g},max={self.max_frames},"
                 f"{SAMPLING_VERSION}|pool={pool}")
+
+    @property
+    def source_encoder(self) -> VideoFramesEncoder | None:
+        """A ``pool=mean`` encoder's frame-sequence twin (``pool=attn``, the same image encoder instance and
+        sampling): the feature cache derives the mean from a clip's cached sequence (:meth:`from_source`) instead
+        of decoding and encoding the clip again (:func:`anybind.encoders.base.cache_source`); ``None`` for
+        ``pool=attn``."""
+        if self.pool != "mean":
+            return None
+        twin = getattr(self, "_twin", None)
+        if twin is None:
+            twin = copy.copy(self)
+            twin.pool = "attn"
+            twin.spec = f"video:frames({self.image_spec})@fps={self.fps:g},max={self.max_frames},pool=attn"
+            self._twin = twin
+        return twin
+
+    def from_source(self, seqs: np.ndarray) -> np.ndarray:
+        """The mean features of clips from their frame sequences (rows of :attr:`source_encoder`'s features): the
+        mean over each clip's valid frames, in float64 as :meth:`encode_loaded` takes it, so the result is the
+        same to the bit as encoding the clip with ``pool=mean``."""
+        seqs = np.asarray(seqs, np.float32)
+        s = seqs.reshape(len(seqs), self.max_frames, -1)
+        valid = s[:, :, -1] > 0.5
+        if len(s) and not valid.any(1).all():
+            raise EncoderError(f"encoder {self.spec!r}: a cached frame sequence has no valid frame")
+        out = [s[i, valid[i], :-1].mean(axis=0, dtype=np.float64) for i in range(len(s))]
+        return np.stack(out).astype(np.float32) if out else np.zeros((0, self.dim), np.float32)
 
     def load(self, item: Any) -> LoadedClip:
         if isinstance(item, LoadedClip):

@@ -89,7 +89,7 @@ def _encode_local(enc: Encoder, items: Sequence[Any], fc: FeatureCache, progress
         fc.unload()  # bounded memory: the vectors are on disk
         st = fc.last_stats
         rep.unique += st.unique
-        rep.hits += st.hits
+        rep.hits += st.hits + st.derived  # cached, or computed from the cached source (a clip's frame sequence)
         rep.encoded += st.encoded
     rep.seconds = time.perf_counter() - t0
     return rep

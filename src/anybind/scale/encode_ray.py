@@ -285,7 +285,9 @@ def encode_ray(
                 first.setdefault(k, it)
         rep.unique = len(first)
         missing = [(k, it) for k, it in first.items() if k not in have]
-        rep.hits = rep.unique - len(missing)
+        filled = fc.fill_from_source(enc, [k for k, _ in missing])  # e.g. a clip's mean from its frame sequence
+        missing, have = [(k, it) for k, it in missing if k not in filled], have | filled
+        rep.hits = rep.unique - len(missing)  # cached, or computed from the cached source
         shards_dir = fc.folder(identity) / "shards"
         n_before = len(list(shards_dir.glob("*.safetensors"))) if shards_dir.is_dir() else 0
         if missing:

@@ -22,7 +22,8 @@ as in memory, so the recipe :func:`anybind.recipe.resolve_recipe` picks applies 
 * a frame-sequence modality (``video:frames(...)@...,pool=attn``) gets the in-memory trainer's temporal
   projector: standardised over the training clips' valid frames (streamed), its attention pooling learnt with
   the space (under DDP its gradients are averaged like the maps'), at its own rate, first alone on top of the
-  ridge start and the ridge map then re-solved (``attn_lr``, ``attn_epochs``: :func:`anybind.attention.attention_start`);
+  ridge start and the ridge map then re-solved (``attn_lr``, ``attn_epochs``: :func:`anybind.attention.attention_start`;
+  under Ray the re-solve runs on one worker and is broadcast, :func:`solve_once`);
 * not supported (a clear error instead): multimodal objectives (Symile), the training-free
   starts (``init="procrustes"`` / ``"cca"``), inductive centring (``center``: a pass of its own over the
   training embeddings) and per-corpus sampling weights -- they need every feature in memory; use the
@@ -34,7 +35,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -140,6 +141,33 @@ def _shard_pairs(shards: TrainingShards, split: str, lock: str | None):
     return pairs
 
 
+def solve_once(solve: Callable[[], Any], projectors: Mapping[str, nn.Module], distributed: bool) -> Any:
+    """``solve()`` (which sets ``projectors``' weights, e.g. the ridge start re-solved after the attention phase)
+    run on rank 0 only, its result handed to every worker: its return value and every projector's parameters and
+    buffers, broadcast.  Each worker would solve the same normal equations over the same shards (every worker
+    reads all of them), so the result is what each would have computed, at one worker's cost.  A solve that
+    fails on rank 0 raises the same error on every worker (none is left waiting).  Not distributed: ``solve()``."""
+    if not distributed:
+        return solve()
+    import torch.distributed as dist
+
+    box: list[Any] = [None]
+    if dist.get_rank() == 0:
+        try:
+            box[0] = ("ok", solve())
+        except Exception as e:  # noqa: BLE001 -- handed to the other workers, then raised here too
+            box[0] = ("error", e)
+    dist.broadcast_object_list(box, src=0)
+    kind, value = box[0]
+    if kind == "error":
+        raise value
+    with torch.no_grad():
+        for pr in projectors.values():
+            for t in (*pr.parameters(), *pr.buffers()):
+                dist.broadcast(t.data, 0)
+    return value
+
+
 def _gather(t: torch.Tensor) -> torch.Tensor:
     import torch.distributed.nn.functional as dfn
 
@@ -234,8 +262,9 @@ def train_streaming(
         stream = batches()
         phase = attention_start(
             projectors, model, stream, steps, logit_scale, cfg, use_val=use_val, score=score,
-            refit=lambda: ridge_start(projectors, cfg, shards.specs, _shard_pairs(shards, "train", cfg.lock),
-                                      featureset_pairs(shards.feature_set("val"), "val", cfg.lock)),
+            refit=lambda: solve_once(lambda: ridge_start(
+                projectors, cfg, shards.specs, _shard_pairs(shards, "train", cfg.lock),
+                featureset_pairs(shards.feature_set("val"), "val", cfg.lock)), projectors, distributed),
             progress=progress and rank == 0)
         rob = RobustFit(cfg, projectors, logit_scale)  # from the start fine-tuning leaves
         res = fit_loop(model, stream, opt, logit_scale, epochs=cfg.epochs, steps=steps, use_val=use_val,
