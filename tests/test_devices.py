@@ -267,3 +267,18 @@ def test_the_label_bridges_class_prompts_are_kept_per_precision(tmp_path, monkey
     with use_runtime("cpu", "bf16"):
         np.testing.assert_array_equal(enc.bridge(feats), low)  # the bf16 file serves bf16 runs
     assert len(list((tmp_path / "c" / "label-bridge").glob("*.npy"))) == 2
+
+
+def test_cache_only_lookups_read_the_runtimes_precision_entries(tmp_path):
+    """``FeatureCache.cached`` (what an index refresh reads, never encoding) finds bf16 features under bf16 and
+    does not hand fp32 ones out for them: the same cache identity as ``encode``."""
+    enc = _Lin()
+    fc = FeatureCache(tmp_path)
+    items = ["alpha", "beta", "gamma"]
+    keys = [enc.content_key(i) for i in items]
+    with use_runtime("cpu", "bf16"):
+        Xbf = fc.encode(enc, items, progress=False)
+        got, missing = fc.cached(enc, keys)
+    assert missing == [] and got.tolist() == Xbf.tolist()
+    got32, missing32 = fc.cached(enc, keys)  # fp32: nothing of its own cached yet
+    assert missing32 == [0, 1, 2] and np.isnan(got32).all()

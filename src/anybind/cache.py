@@ -175,7 +175,7 @@ class FeatureCache:
             if len(ok):
                 X[ok] = encoder.derive(*(B[ok] for B, _ in found))
             return X, missing
-        idx = self._load_index(encoder.identity)
+        idx = self._load_index(cache_identity(encoder))  # as encode: the precision's own entries
         X = np.full((len(keys), encoder.dim), np.nan, np.float32)
         missing = []
         for i, k in enumerate(keys):
