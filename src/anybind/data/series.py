@@ -81,7 +81,7 @@ def npy_header(data: bytes, what: str) -> tuple[tuple[int, ...], np.dtype]:
         if version not in ((1, 0), (2, 0)):
             raise ValueError(f"format version {version[0]}.{version[1]}; save it with numpy.save")
         read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, fortran, dtype = read(fp)
+        shape, _fortran, dtype = read(fp)
     except (ValueError, EOFError, OSError) as e:
         raise DataError(f"{what}: not a readable .npy header ({' '.join(str(e).split())[:200]})") from None
     if dtype.hasobject:
