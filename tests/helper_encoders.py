@@ -87,3 +87,21 @@ def bow_text(items):
 bow_text.dim = 32
 bow_text.input_kind = "text"
 bow_text.batch_size = 64
+
+
+def series_shape(items):
+    """A time series (a ``.npy``/CSV path or an array) -> its mean channel z-normalised and resampled to 16
+    steps, plus its log-scale and mean (a tiny plugin encoder of arrays)."""
+    from anybind.data.series import as_series, load_series
+    from anybind.encoders.series_base import resample_linear, znormalise
+
+    out = []
+    for it in items:
+        x = as_series(it) if isinstance(it, np.ndarray) else load_series(it)
+        m = x.mean(0, keepdims=True)
+        out.append(np.concatenate([resample_linear(znormalise(m), 16)[0], [np.log1p(m.std()), m.mean()]]))
+    return np.asarray(out, np.float32)
+
+
+series_shape.dim = 18
+series_shape.reads_arrays = True

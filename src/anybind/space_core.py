@@ -24,7 +24,7 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Self, overload
 
 import numpy as np
 import torch
@@ -195,14 +195,43 @@ class SpaceCore:
         fc = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
         return fc.encode(enc, list(items), progress=progress, description=f"encoding {modality}", bad=bad)
 
+    @overload
     def embed(self, modality: str, items: Sequence[Any], *, cache: FeatureCache | str | Path | None = None,
-              progress: bool = False, bad: dict[int, str] | None = None) -> np.ndarray:
-        """Embed texts (for text modalities) or file paths into the space: float32 (n, dim), unit norm.
+              progress: bool = False, bad: dict[int, str] | None = None) -> np.ndarray: ...
 
+    @overload
+    def embed(self, *, inputs: Mapping[str, Any], cache: FeatureCache | str | Path | None = None,
+              progress: bool = False) -> dict[str, np.ndarray]: ...
+
+    def embed(self, modality: str | None = None, items: Sequence[Any] | None = None, *,
+              inputs: Mapping[str, Any] | None = None, cache: FeatureCache | str | Path | None = None,
+              progress: bool = False, bad: dict[int, str] | None = None) -> np.ndarray | dict[str, np.ndarray]:
+        """Embed texts (for text modalities) or file paths (or whatever a modality's encoder reads: arrays for
+        a time series, keys for ``vectors:``) into the space: float32 (n, dim), unit norm.
+
+        ``inputs={modality: items}``: the items of each modality (one item or a list), embedded alike; returns
+        ``{modality: (n, dim) array}``, every modality checked to be bound before anything is encoded.
         ``bad``: see :meth:`FeatureCache.encode` (undecodable items get NaN rows instead of raising)."""
+        if inputs is not None:
+            return self._embed_inputs(inputs, modality, items, bad, cache=cache, progress=progress)
+        if modality is None or items is None:
+            raise SpaceError("embed takes (modality, items) or inputs={modality: items}")
         if isinstance(items, (str, Path)):
             items = [items]
         return self.project(modality, self.features(modality, items, cache=cache, progress=progress, bad=bad))
+
+    def _embed_inputs(self, inputs: Mapping[str, Any], modality: Any, items: Any, bad: Any, **kw: Any
+                      ) -> dict[str, np.ndarray]:
+        if modality is not None or items is not None or bad is not None:
+            raise SpaceError("embed takes (modality, items) or inputs={modality: items}, not both (nor bad= with inputs)")
+        if not isinstance(inputs, Mapping):
+            raise SpaceError(f"inputs must be a mapping {{modality: items}}, got {type(inputs).__name__}")
+        unknown = [m for m in inputs if m not in self.projectors]
+        if unknown:
+            raise SpaceError(f"unknown modalit{'ies' if len(unknown) > 1 else 'y'} {', '.join(map(repr, unknown))} "
+                             "in inputs: this space binds "
+                             f"{', '.join(self.modalities)}")
+        return {m: self.embed(m, v if isinstance(v, (list, tuple)) else [v], **kw) for m, v in inputs.items()}
 
     @property
     def scorer(self) -> Scorer:

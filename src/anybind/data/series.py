@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,33 @@ def read_series_bytes(path: Path) -> bytes:
     if not data:
         raise DataError(f"{path}: file is empty")
     return data
+
+
+def npy_header(data: bytes, what: str) -> tuple[tuple[int, ...], np.dtype]:
+    """The shape and dtype a ``.npy`` file's bytes declare, read from its header alone (nothing loaded,
+    nothing unpickled), checked: a plain numeric array (no Python objects, no records), format 1.0 or 2.0,
+    with as many data bytes as the header declares.  Raises :class:`DataError` starting with ``what``."""
+    if not data.startswith(NPY_MAGIC):
+        raise DataError(f"{what}: not a .npy file (no NUMPY magic number)")
+    fp = io.BytesIO(data)
+    try:
+        version = np.lib.format.read_magic(fp)
+        if version not in ((1, 0), (2, 0)):
+            raise ValueError(f"format version {version[0]}.{version[1]}; save it with numpy.save")
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _fortran, dtype = read(fp)
+    except (ValueError, EOFError, OSError) as e:
+        raise DataError(f"{what}: not a readable .npy header ({' '.join(str(e).split())[:200]})") from None
+    if dtype.hasobject:
+        raise DataError(f"{what}: the .npy holds Python objects (a pickle); refusing to unpickle it -- "
+                        "save a plain numeric array instead")
+    if dtype.names is not None or dtype.kind not in "biuf":
+        raise DataError(f"{what}: a .npy of {dtype} values: save a plain numeric (integer or float) array")
+    n = math.prod(int(d) for d in shape)
+    if len(data) - fp.tell() < n * dtype.itemsize:
+        raise DataError(f"{what}: truncated .npy file: its header declares shape {shape} ({n * dtype.itemsize} "
+                        f"bytes), it holds {len(data) - fp.tell()}")
+    return tuple(int(d) for d in shape), dtype
 
 
 def load_npy(path: Path, data: bytes) -> np.ndarray:

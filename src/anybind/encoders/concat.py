@@ -103,6 +103,7 @@ class ConcatEncoder(Encoder):
             raise EncoderError(f"encoder {self.spec!r}: the parts read different inputs ({', '.join(sorted(kinds))})")
         self.base_encoders = tuple(parts)
         self.input_kind = parts[0].input_kind
+        self.reads_arrays = all(getattr(e, "reads_arrays", False) for e in parts)
         self.runs_torch = any(e.runs_torch for e in parts)
         self.batch_size = min(e.batch_size for e in parts)
         self._identity: str | None = None

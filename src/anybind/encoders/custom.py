@@ -5,7 +5,8 @@
   is the function's qualified name plus a hash of its module's source file, so
   editing the function invalidates cached features.  Set a ``dim`` attribute on
   the function to avoid one probe call, and ``input_kind`` (``"file"``,
-  ``"text"`` or ``"key"``) if its items are not file paths.
+  ``"text"`` or ``"key"``) if its items are not file paths; ``reads_arrays = True`` if its file items may
+  be ``.npy`` arrays (then the service takes ``.npy`` uploads for it).
 * ``vectors:<path>`` -- precomputed features keyed by record id (or by the key
   given in the manifest field): a Parquet file with an ``id`` column and a
   ``vector`` list column (or one numeric column per dimension), an ``.npz``
@@ -55,6 +56,7 @@ class CallableEncoder(Encoder):
         self.fn = fn
         self.spec = f"callable:{target}"
         self.input_kind = getattr(fn, "input_kind", "file")
+        self.reads_arrays = bool(getattr(fn, "reads_arrays", False))
         self.batch_size = int(getattr(fn, "batch_size", 32))
         try:
             src = inspect.getsource(mod)

@@ -42,6 +42,7 @@ class SeriesEncoder(Encoder):
 
     modality = "timeseries"
     input_kind = "file"
+    reads_arrays = True
 
     def load(self, item: Any) -> np.ndarray:
         """A path (``.npy``/CSV) or an array -> validated float64 ``(channels, length)``."""

@@ -14,6 +14,7 @@ alone (its files are each bounded by ``max_pixels`` and their count by ``max_fil
 from __future__ import annotations
 
 import io
+import math
 import warnings
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -35,7 +36,8 @@ def file_pixels(data: bytes, cfg: ServeConfig) -> int:
     """The decoded size one uploaded file may reach, in pixels (an RGB pixel: 3 bytes), from its header.
 
     A raster image: width x height (``max_pixels`` when the header cannot be read: the decoder may still try).
-    A sound: its samples (frames x channels) as float32, in 3-byte units.  An SVG or a video: ``max_pixels``
+    A sound: its samples (frames x channels) as float32, in 3-byte units.  A ``.npy`` array: its values as
+    float64, in 3-byte units.  An SVG or a video: ``max_pixels``
     (an SVG's embedded images together, a video's frames one at a time, are bounded by it).  Content that
     is none of these: 0 (it is refused before anything is decoded)."""
     s = sniff(data[:SNIFF_BYTES])
@@ -61,6 +63,14 @@ def file_pixels(data: bytes, cfg: ServeConfig) -> int:
         except Exception:  # noqa: BLE001 - unreadable header: the decoder reports it
             samples = int(cfg.max_audio_seconds * _AUDIO_FALLBACK_RATE)
         return -(-samples * _AUDIO_BYTES_PER_SAMPLE // 3)
+    if s.kind == "array":  # read as float64 values (a time series): 8 bytes each
+        from ..data.series import npy_header
+
+        try:
+            shape = npy_header(data, "upload")[0]
+        except Exception:  # noqa: BLE001 - no plain numeric array: refused when staged, nothing loaded
+            return 0
+        return -(-min(math.prod(shape), cfg.max_array_values) * 8 // 3)
     return cfg.max_pixels  # SVG, video
 
 

@@ -35,6 +35,8 @@ class ServeConfig:
     max_pixels: an uploaded raster image larger than this (width x height, read from its header) -> 400,
         before anything is decoded (a small file can hold a huge image).
     max_audio_seconds: an uploaded sound longer than this (read from its header) -> 400.
+    max_array_values: an uploaded ``.npy`` array (for a modality whose encoder reads arrays: a time series)
+        declaring more values than this (read from its header) -> 400, before it is loaded.
     max_video_seconds: an uploaded video declaring a longer duration -> 400, before a frame is decoded (its
         frames are also bounded by ``max_pixels``, and by the library's 4096x2160).
     max_svg_work: an uploaded SVG whose estimated rendering work is larger -> 400, before it is rendered
@@ -70,6 +72,7 @@ class ServeConfig:
     thumb_cache: int = 1024
     max_pixels: int = 40_000_000
     max_audio_seconds: float = 120.0
+    max_array_values: int = 2_000_000
     max_video_seconds: float = 120.0
     max_svg_work: int = 100_000
     max_svg_seconds: float = 20.0

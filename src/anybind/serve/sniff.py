@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..data.media import looks_like_svg
+from ..data.series import NPY_MAGIC
 from ..data.video import looks_like_video
 
 #: bytes read from the start of a file to sniff it (SVG roots may sit behind up to 64 KB of comments)
@@ -18,7 +19,7 @@ SNIFF_BYTES = 65536
 
 @dataclass(frozen=True)
 class Sniffed:
-    kind: str  # "image" | "audio" | "video"
+    kind: str  # "image" | "audio" | "video" | "array"
     mime: str
     ext: str
 
@@ -34,10 +35,12 @@ _FLAC = Sniffed("audio", "audio/flac", ".flac")
 _MP3 = Sniffed("audio", "audio/mpeg", ".mp3")
 _MP4 = Sniffed("video", "video/mp4", ".mp4")
 _WEBM = Sniffed("video", "video/webm", ".webm")
+_NPY = Sniffed("array", "application/x-npy", ".npy")  # for a modality whose encoder reads arrays (a time series)
 
 #: every content type :func:`sniff` can answer (the service documents these for stored files)
-MIME_TYPES = tuple(s.mime for s in (_PNG, _JPEG, _GIF, _WEBP, _SVG, _WAV, _OGG, _FLAC, _MP3, _MP4, _WEBM))
-ACCEPTED = "PNG, JPEG, GIF, WebP or SVG images; WAV, OGG, FLAC or MP3 sounds; MP4 or WebM videos"
+MIME_TYPES = tuple(s.mime for s in (_PNG, _JPEG, _GIF, _WEBP, _SVG, _WAV, _OGG, _FLAC, _MP3, _MP4, _WEBM, _NPY))
+ACCEPTED = ("PNG, JPEG, GIF, WebP or SVG images; WAV, OGG, FLAC or MP3 sounds; MP4 or WebM videos; .npy arrays "
+            "(a time series)")
 
 
 def _mp3_frame(head: bytes) -> bool:
@@ -52,7 +55,7 @@ def _mp3_frame(head: bytes) -> bool:
 
 
 def sniff(data: bytes) -> Sniffed | None:
-    """The image, sound or video format of ``data`` (the file's first bytes), or ``None`` when it is none.
+    """The image, sound, video or array (``.npy``) format of ``data`` (the file's first bytes), or ``None``.
 
     Videos: MP4 (an ``ftyp`` box; not the still-image HEIF/AVIF brands) and WebM (EBML with the ``webm`` doc
     type); QuickTime and other Matroska files are not taken."""
@@ -68,6 +71,8 @@ def sniff(data: bytes) -> Sniffed | None:
         if data[8:12] == b"WAVE":
             return _WAV
         return None
+    if data.startswith(NPY_MAGIC):
+        return _NPY
     if data.startswith(b"OggS"):
         return _OGG
     if data.startswith(b"fLaC"):

@@ -7,6 +7,7 @@ calls it from worker threads, at most ``concurrency`` at a time.
 from __future__ import annotations
 
 import io
+import logging
 import shutil
 import tempfile
 import threading
@@ -30,7 +31,9 @@ from .config import ServeConfig
 from .files import Changed, ItemFiles, NotFound, OpenItemFile, indexed_folders  # noqa: F401 - re-exported
 from .memcache import MemoryFeatureCache
 from .sniff import SNIFF_BYTES, sniff
-from .uploads import UploadError, check_size, display_name, tiny_png, tiny_wav  # noqa: F401 - UploadError re-exported
+from .uploads import UploadError, check_size, display_name, tiny_npy, tiny_png, tiny_wav  # noqa: F401 - UploadError re-exported
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -72,6 +75,9 @@ class Service:
         # what each bound modality reads ("text" or "file") and what its media are
         self.input_kind = {m: getattr(space.encoder(m), "input_kind", "file") for m in space.modalities}
         self.media = {m: self._media_of(m) for m in space.modalities}
+        # the file modalities whose encoders read .npy arrays (a time series, a plugin's): what a .npy upload is for
+        self.array_modalities = [m for m in space.modalities if self.input_kind[m] == "file"
+                                 and getattr(space.encoder(m), "reads_arrays", False)]
         self.files = ItemFiles()
         self._load_items()
         self._refresh_lock = threading.Lock()
@@ -153,24 +159,36 @@ class Service:
 
     def upload_modality(self, kind: str) -> str | None:
         """The bound modality an uploaded image / sound is embedded as: ``image`` / ``audio``, else the
-        only bound file modality of that media kind."""
-        if kind in self.space.modalities and self.media.get(kind) == kind:
+        only bound file modality of that media kind (an ``array``: the only one whose encoder reads arrays)."""
+        cands = self.takes(kind)
+        if kind in cands:
             return kind
-        cands = [m for m in self.space.modalities if self.media.get(m) == kind]
         return cands[0] if len(cands) == 1 else None
+
+    def takes(self, kind: str) -> list[str]:
+        """The bound modalities an upload of this kind (image, audio, video, array) may be embedded as."""
+        if kind == "array":
+            return self.array_modalities
+        return [m for m in self.space.modalities if self.media.get(m) == kind]
 
     def warm_up(self) -> None:
         """Build every encoder's model and the query cache's index now, not on the first request."""
-        blobs = {"image": (tiny_png(), ".png"), "audio": (tiny_wav(), ".wav")}
+        blobs = {"image": (tiny_png(), ".png"), "audio": (tiny_wav(), ".wav"), "array": (tiny_npy(), ".npy")}
         for m in self.space.modalities:
+            kind = "array" if m in self.array_modalities else self.media[m]
             if self.input_kind[m] == "text":
                 self.space.embed(m, ["warm up"], cache=self.cache)
-            elif self.media[m] in blobs:
-                data, ext = blobs[self.media[m]]
+            elif kind in blobs:
+                data, ext = blobs[kind]
                 p = self.tmp / f"warm-{m}{ext}"
                 p.write_bytes(data)
                 try:
                     self.space.embed(m, [str(p)], cache=self.cache)
+                except AnybindError as e:
+                    if kind != "array":
+                        raise
+                    # a plugin's arrays may need another shape than the sample series: built on first use instead
+                    log.warning("%s: not warmed up with a sample series (%s); its first query builds it", m, e)
                 finally:
                     p.unlink(missing_ok=True)
         self.index.snapshot()
@@ -185,6 +203,9 @@ class Service:
         if m not in self.space.modalities:
             raise QueryError(f"unknown modality {m!r}: this space binds {', '.join(self.space.modalities)}")
         if self.input_kind[m] != "text":
+            if m in self.array_modalities:
+                raise QueryError(f"modality {m!r} does not read text (it reads files): upload a .npy array to "
+                                 f"/search/upload (or /embed/upload, /classify/upload) with file_modality={m}")
             raise QueryError(f"modality {m!r} does not read text (it reads {self.input_kind[m]}s): upload a file")
         return m
 
@@ -206,8 +227,14 @@ class Service:
                 f"{shown}: not an image, a sound or a video this service reads (the content was checked, not the name): "
                 f"send {ACCEPTED}"
             )
+        what = f"{'an' if s.kind in ('image', 'array') else 'a'} {s.kind} ({s.mime})"
         if modality is None:
             modality = self.upload_modality(s.kind)
+            if modality is None and s.kind == "array":
+                takes = self.takes("array")
+                raise QueryError(f"{shown} is {what}, but " + (
+                    f"several modalities read arrays ({', '.join(takes)}); name one with file_modality" if takes
+                    else f"no modality of this space reads arrays (bound: {', '.join(self.space.modalities)})"))
             if modality is None:
                 raise QueryError(
                     f"{shown} is {'an' if s.kind == 'image' else 'a'} {s.kind} ({s.mime}), but this space binds no "
@@ -215,11 +242,9 @@ class Service:
                 )
         elif modality not in self.space.modalities:
             raise QueryError(f"unknown modality {modality!r}: this space binds {', '.join(self.space.modalities)}")
-        elif self.media.get(modality) != s.kind:
-            raise QueryError(
-                f"{shown} is {'an' if s.kind == 'image' else 'a'} {s.kind} ({s.mime}), but modality {modality!r} "
-                f"reads {self.media.get(modality)} input"
-            )
+        elif modality not in self.takes(s.kind):
+            reads = "arrays" if modality in self.array_modalities else f"{self.media.get(modality)} input"
+            raise QueryError(f"{shown} is {what}, but modality {modality!r} reads {reads}")
         check_size(data, s, shown, self.config, self.media_limits)
         path = self.tmp / f"{uuid.uuid4().hex}{s.ext}"
         path.write_bytes(data)

@@ -4,18 +4,20 @@ size checks made from headers (nothing decoded), and the tiny sample media its w
 from __future__ import annotations
 
 import io
+import math
 import wave
 
 import numpy as np
 
 from ..data.limits import MediaLimits
+from ..errors import DataError
 from ..index import QueryError
 from .config import ServeConfig
 from .sniff import Sniffed
 
 
 class UploadError(QueryError):
-    """An upload whose content is no image or sound this service reads (HTTP 415)."""
+    """An upload whose content is no image, sound, video or array this service reads (HTTP 415)."""
 
 
 def display_name(name: str | None) -> str:
@@ -27,9 +29,16 @@ def display_name(name: str | None) -> str:
 
 def check_size(data: bytes, s: Sniffed, shown: str, config: ServeConfig, limits: MediaLimits) -> None:
     """Refuse an upload's images of too many pixels and sounds too long, from their headers (nothing decoded), and
-    SVGs too costly to render (nothing rendered).  A header that cannot be read is left to the decoder,
+    SVGs too costly to render (nothing rendered); ``.npy`` arrays of Python objects (never unpickled) or of too
+    many values (nothing loaded).  An image or sound header that cannot be read is left to the decoder,
     whose message is clearer."""
-    if s.mime == "image/svg+xml":
+    if s.kind == "array":
+        shape = array_shape(data, shown)
+        if math.prod(shape) > config.max_array_values:
+            raise QueryError(f"{shown}: an array of shape {shape} ({math.prod(shape)} values); this service takes "
+                             f"at most {config.max_array_values} values (the limit, ServeConfig.max_array_values); "
+                             "not loaded")
+    elif s.mime == "image/svg+xml":
         from ..data.svg import check_svg
 
         check_svg(data, shown, limits)
@@ -66,11 +75,29 @@ def check_size(data: bytes, s: Sniffed, shown: str, config: ServeConfig, limits:
             )
 
 
+def array_shape(data: bytes, shown: str) -> tuple[int, ...]:
+    """The shape an uploaded ``.npy`` declares in its header; :class:`UploadError` (415) when it is no plain
+    numeric array (Python objects: a pickle, never loaded), or its header or length is wrong."""
+    from ..data.series import npy_header
+
+    try:
+        return npy_header(data, shown)[0]
+    except DataError as e:
+        raise UploadError(str(e)) from None
+
+
 def tiny_png() -> bytes:
     from PIL import Image
 
     buf = io.BytesIO()
     Image.new("RGB", (32, 32), (200, 120, 40)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def tiny_npy(length: int = 64) -> bytes:
+    """A one-channel sample series as ``.npy`` bytes (the warm-up of a modality that reads arrays)."""
+    buf = io.BytesIO()
+    np.save(buf, np.sin(np.linspace(0.0, 6.0, length)), allow_pickle=False)
     return buf.getvalue()
 
 
