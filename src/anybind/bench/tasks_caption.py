@@ -84,7 +84,7 @@ def _test_records(source: str, man, speech, n_test: int = 0) -> list:
 
 
 def decoders(cap, by_k: dict, free_k: int) -> dict:
-    """The bench's LM systems: name -> ``fn(X, **gen)``; the first is the captioner chosen on val."""
+    """The bench's LM systems: name -> ``fn(X, modality=..., **gen)``; the first is the captioner chosen on val."""
     out = {f"anybind captioner, retrieval k={cap.retrieval_k} (projection {cap.projection}; k chosen on val)": cap.decode}
     if 0 in by_k and cap.retrieval_k != 0:
         out[f"anybind captioner, k=0: mapper alone (projection {by_k[0].projection})"] = by_k[0].decode
@@ -115,7 +115,7 @@ def _rows(space, lm_systems: dict, source: str, test: list, train_caps: list[str
     systems, gen_s = {}, 0.0
     for i, (name, fn) in enumerate(lm_systems.items()):
         t0 = time.perf_counter()
-        systems[name] = fn(X, **gen)
+        systems[name] = fn(X, modality=source, **gen)
         gen_s = time.perf_counter() - t0 if i == 0 else gen_s
     systems["retrieval (nearest train caption)"] = [train_caps[i] for i in (X @ Xt.T).argmax(1)]
     if source == "image":
@@ -157,7 +157,7 @@ def default_row(cap, source: str, res: dict, lm_systems: dict, free_k: int, spac
     names = list(lm_systems)
     same = {"mapper": names[0], "prompt": next((n for n in names if n.startswith("training-free")), None)
             if free_k == cap.prompt_k else None}.get(mode)
-    caps = res["systems"][same] if same else cap.decode(res["X"], mode=mode, **gen)
+    caps = res["systems"][same] if same else cap.decode(res["X"], mode=mode, modality=source, **gen)
     refs = [[r.values["text"]] for r in test]
     val = cap.modes.get(source, {})
     how = (f"{mode}; val CIDEr-D on {val['n_val']} items: " + ", ".join(f"{k} {v:.3f}" for k, v in
@@ -241,7 +241,7 @@ def captioning(work: Path, cache=None, seed: int = 0, console=None, lm: str = "s
                       if k not in ("noise", "noise_grid", "projection", "retrieval_k", "choose_n")}
                 sup = fit_captioner(space, man, cap.lm, cache=cache, progress=True, paired=True,
                                     projection="none", choose_n=None, **kw)
-                caps_sup = sup.decode(res["X"], **gen)
+                caps_sup = sup.decode(res["X"], modality="image", **gen)
                 refs = [[r.values["text"]] for r in test]
                 rows["image->caption: mapper trained on paired image embeddings"] = scores(space, caps_sup, refs,
                                                                                             res["X"], cache)
