@@ -29,7 +29,7 @@ def _spy(monkeypatch) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def sound_and_speech(corpus, captioner):
+def sound_and_speech(corpus):
     """A space binding text, "audio" and "speech" (the corpus' scene vectors under both names) and a captioner
     over it with a memory of the train captions (retrieval k=2)."""
     tmp, _, _, lm, recs = corpus
@@ -55,7 +55,7 @@ def test_sound_and_speech_queries_are_not_called_images(sound_and_speech, monkey
     assert len(seen) == 2 and not any("image" in t for t in seen)
     assert seen[0].startswith("Similar sounds are of:\n") and seen[1].startswith("Similar recordings say:\n")
     assert all(len(v) == len(test) for v in out.values())
-    # a modality of the user's own is no image either; decode without a modality keeps the prompt as trained
+    # decode without a modality keeps the prompt as trained
     seen.clear()
     cap.decode(cap.space.embed("audio", test, cache=cache), mode=mode, max_tokens=4)
     assert seen == [PROMPT]
