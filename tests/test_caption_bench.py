@@ -19,10 +19,8 @@ def test_bench_rows_of_one_source(corpus, captioner):
 
     tmp, man, space, lm, recs = corpus
     test = [Record(r["id"], "test", {"sketch": r["id"], "text": r["text"]}) for r in recs if r["split"] == "test"]
-    train_caps = sorted({r["text"] for r in recs if r["split"] == "train"})
-    Xt = space.embed("text", train_caps, cache=tmp / "c")
     lm_systems = decoders(captioner, {0: captioner}, 2)
-    rows, systems, secs, X = _rows(space, lm_systems, "sketch", test, train_caps, Xt, tmp / "c", {"max_tokens": 12})
+    rows, systems, secs, X = _rows(space, lm_systems, "sketch", test, tmp / "c", {"max_tokens": 12})
     names = list(rows)
     assert names == ["anybind captioner, retrieval k=0 (projection memory; k chosen on val)",
                      "training-free retrieval prompt (k=2, frozen LM, no mapper)",
@@ -30,6 +28,12 @@ def test_bench_rows_of_one_source(corpus, captioner):
     assert systems[names[1]] == captioner.decode(X, max_tokens=12, retrieval_k=2, prefix=False, projection="none")
     assert systems[names[0]] == captioner.caption("sketch", [t.id for t in test], cache=tmp / "c", max_tokens=12,
                                                   mode="mapper")
+    # retrieval captioning is the library's nearest mode (one mechanism), cut to max_tokens as users get it
+    ids = [t.id for t in test]
+    assert systems[names[2]] == captioner.caption("sketch", ids, cache=tmp / "c", max_tokens=12, mode="nearest")
+    short = _rows(space, {names[2]: lm_systems[names[2]]}, "sketch", test, tmp / "c", {"max_tokens": 2})[1][names[2]]
+    assert short == captioner.caption("sketch", ids, cache=tmp / "c", max_tokens=2, mode="nearest")
+    assert all(len(captioner.lm.tokenizer(c, add_special_tokens=False)["input_ids"]) == 2 for c in short)
     ref = rows["reference captions (upper bound of R@1)"]
     texts = [t.values["text"] for t in test]
     assert ref["CIDEr-D"] == pytest.approx(cider_d(texts, [[t] for t in texts]))  # 3-word captions: 7.5, not 10
@@ -101,10 +105,8 @@ def test_bench_speech_rows_on_a_tiny_spoken_corpus(corpus, captioner, tmp_path, 
                                 cache=tmp / "c", seed=0)
     test = _test_records("speech", None, speech)
     assert len(test) == len([r for r in recs if r["split"] == "test"]) and first.id in [r.id for r in test]
-    train_caps = sorted({r["text"] for r in recs if r["split"] == "train"})
-    Xt = space2.embed("text", train_caps, cache=tmp / "c")
     lm_systems = decoders(captioner, {0: captioner}, 2)
-    res = source_result(space2, lm_systems, "speech", test, train_caps, Xt, tmp / "c",
+    res = source_result(space2, lm_systems, "speech", test, tmp / "c",
                         {"max_tokens": 12}, lambda t: len(lm.tokenizer(t, add_special_tokens=False)["input_ids"]))
     names = [n.split(": ", 1)[1] for n in res["rows"]]
     assert all(n.startswith("speech->caption: ") for n in res["rows"])
@@ -117,7 +119,7 @@ def test_bench_speech_rows_on_a_tiny_spoken_corpus(corpus, captioner, tmp_path, 
     rows = {n.split(": ", 1)[1]: v for n, v in res["rows"].items()}
     assert all(set(v) == {"BLEU-4", "CIDEr-D", "text->source R@1"} for v in rows.values())
     refs = [[r.values["text"]] for r in test]
-    nearest = [train_caps[i] for i in (X @ Xt.T).argmax(1)]
+    nearest = captioner.decode(X, mode="nearest", max_tokens=12)
     assert rows["retrieval (nearest train caption)"]["CIDEr-D"] == pytest.approx(cider_d(nearest, refs))
     # the clips carry their scenes through the space: far better than the same captions given to other clips
     shuffled = nearest[1:] + nearest[:1]

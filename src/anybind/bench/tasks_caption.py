@@ -83,8 +83,14 @@ def _test_records(source: str, man, speech, n_test: int = 0) -> list:
     return test
 
 
+#: the retrieval captioning row: the captioner's nearest memory caption (``Captioner.decode(mode="nearest")``)
+NEAREST = "retrieval (nearest train caption)"
+
+
 def decoders(cap, by_k: dict, free_k: int) -> dict:
-    """The bench's LM systems: name -> ``fn(X, **gen)``; the first is the captioner chosen on val."""
+    """The bench's systems of the captioner: name -> ``fn(X, modality=..., **gen)``; the first is the captioner
+    chosen on val; the last (:data:`NEAREST`) its nearest memory caption, by the library's own mode (the memory holds
+    every distinct train caption; cut to ``max_tokens`` LM tokens, as ``Captioner.caption`` gives it)."""
     out = {f"anybind captioner, retrieval k={cap.retrieval_k} (projection {cap.projection}; k chosen on val)": cap.decode}
     if 0 in by_k and cap.retrieval_k != 0:
         out[f"anybind captioner, k=0: mapper alone (projection {by_k[0].projection})"] = by_k[0].decode
@@ -94,6 +100,7 @@ def decoders(cap, by_k: dict, free_k: int) -> dict:
     if free_k > 0:
         out[f"training-free retrieval prompt (k={free_k}, frozen LM, no mapper)"] = \
             lambda X, **g: cap.decode(X, **g, retrieval_k=free_k, prefix=False, projection="none")
+    out[NEAREST] = lambda X, **g: cap.decode(X, **g, mode="nearest")
     return out
 
 
@@ -105,8 +112,7 @@ def scores(space, captions: list[str], refs: list[list[str]], X: np.ndarray, cac
             "text->source R@1": _r1(space, captions, X, cache)}
 
 
-def _rows(space, lm_systems: dict, source: str, test: list, train_caps: list[str], Xt: np.ndarray, cache,
-          gen: dict) -> tuple:
+def _rows(space, lm_systems: dict, source: str, test: list, cache, gen: dict) -> tuple:
     """The systems' captions of one source's test items and their scores: ``(rows, generated, seconds, X)``;
     ``lm_systems`` (:func:`decoders`): the first one is timed."""
     items = [r.values[source] for r in test]
@@ -115,9 +121,8 @@ def _rows(space, lm_systems: dict, source: str, test: list, train_caps: list[str
     systems, gen_s = {}, 0.0
     for i, (name, fn) in enumerate(lm_systems.items()):
         t0 = time.perf_counter()
-        systems[name] = fn(X, **gen)
+        systems[name] = fn(X, modality=source, **gen)
         gen_s = time.perf_counter() - t0 if i == 0 else gen_s
-    systems["retrieval (nearest train caption)"] = [train_caps[i] for i in (X @ Xt.T).argmax(1)]
     if source == "image":
         systems["label bridge (a picture of a {ImageNet class})"] = _label_bridge_captions(items, cache)
     systems["reference captions (upper bound of R@1)"] = [r[0] for r in refs]
@@ -126,14 +131,13 @@ def _rows(space, lm_systems: dict, source: str, test: list, train_caps: list[str
     return rows, systems, gen_s, X
 
 
-def source_result(space, lm_systems: dict, source: str, test: list, train_caps: list[str], Xt: np.ndarray, cache,
-                  gen: dict, count_tokens=None) -> dict:
+def source_result(space, lm_systems: dict, source: str, test: list, cache, gen: dict, count_tokens=None) -> dict:
     """One source's part of the bench: its rows (``"{source}->caption: {system}"`` -> BLEU-4, CIDEr-D, text->source
     R@1), its metrics (the val-chosen captioner's scores, ``n_test``, and with ``count_tokens`` (text -> number of
     LM tokens) the generation's ``tokens_per_s``: the text's tokens + 1 stop each), its scores as ``_rows`` names
     them (``main``), the chosen captioner's captions, every system's captions (``systems``), its seconds, its token
     count and the test embeddings ``X``."""
-    src_rows, systems, secs, X = _rows(space, lm_systems, source, test, train_caps, Xt, cache, gen)
+    src_rows, systems, secs, X = _rows(space, lm_systems, source, test, cache, gen)
     main = next(iter(src_rows))
     generated = systems[main]
     tokens = sum(count_tokens(g) + 1 for g in generated) if count_tokens else 0
@@ -152,12 +156,13 @@ def default_row(cap, source: str, res: dict, lm_systems: dict, free_k: int, spac
                 gen: dict) -> tuple[str, dict[str, float]]:
     """The row of what ``Captioner.caption`` gives by default for ``source``: the mode chosen on val
     (:mod:`anybind.caption.choice`).  Its captions are those of the same system's row when the bench decoded them
-    already (the val-chosen captioner, or the training-free prompt at the captioner's ``prompt_k``), else decoded."""
+    already (the val-chosen captioner, the training-free prompt at the captioner's ``prompt_k``, or the nearest
+    caption), else decoded."""
     mode = cap.mode_for(source)
     names = list(lm_systems)
     same = {"mapper": names[0], "prompt": next((n for n in names if n.startswith("training-free")), None)
-            if free_k == cap.prompt_k else None}.get(mode)
-    caps = res["systems"][same] if same else cap.decode(res["X"], mode=mode, **gen)
+            if free_k == cap.prompt_k else None, "nearest": NEAREST if NEAREST in names else None}.get(mode)
+    caps = res["systems"][same] if same else cap.decode(res["X"], mode=mode, modality=source, **gen)
     refs = [[r.values["text"]] for r in test]
     val = cap.modes.get(source, {})
     how = (f"{mode}; val CIDEr-D on {val['n_val']} items: " + ", ".join(f"{k} {v:.3f}" for k, v in
@@ -215,8 +220,6 @@ def captioning(work: Path, cache=None, seed: int = 0, console=None, lm: str = "s
     fk = int(free_k) if free_k.strip() else cap.prompt_k
     lm_systems = decoders(cap, by_k, fk)
     gen = {"method": method, "max_tokens": int(max_tokens), "seed": seed}
-    train_caps = sorted({r.values["text"] for r in man.split("train") if r.has("text")})
-    Xt = space.embed("text", train_caps, cache=cache)
     rows: dict[str, dict[str, float]] = {}
     metrics: dict[str, float] = {}
 
@@ -227,7 +230,7 @@ def captioning(work: Path, cache=None, seed: int = 0, console=None, lm: str = "s
     n_tokens, gen_s = 0, 0.0
     for s in srcs:
         test = _test_records(s, man, speech, int(n_test))
-        res = source_result(space, lm_systems, s, test, train_caps, Xt, cache, gen, count)
+        res = source_result(space, lm_systems, s, test, cache, gen, count)
         rows |= res["rows"]
         name, row = default_row(cap, s, res, lm_systems, fk, space, test, cache, gen)
         rows[name] = row
@@ -241,7 +244,7 @@ def captioning(work: Path, cache=None, seed: int = 0, console=None, lm: str = "s
                       if k not in ("noise", "noise_grid", "projection", "retrieval_k", "choose_n")}
                 sup = fit_captioner(space, man, cap.lm, cache=cache, progress=True, paired=True,
                                     projection="none", choose_n=None, **kw)
-                caps_sup = sup.decode(res["X"], **gen)
+                caps_sup = sup.decode(res["X"], modality="image", **gen)
                 refs = [[r.values["text"]] for r in test]
                 rows["image->caption: mapper trained on paired image embeddings"] = scores(space, caps_sup, refs,
                                                                                             res["X"], cache)

@@ -82,7 +82,7 @@ def choose_modes(cap: Captioner, manifest: str | Path | Manifest, modalities: Se
             continue
         X = cap.space.embed(m, [r.values[m] for r in recs], cache=cache)
         refs = [[r.values[text]] for r in recs]
-        scores = {mode: float(cider_d(cap.decode(X, mode=mode, **gen), refs)) for mode in usable}
+        scores = {mode: float(cider_d(cap.decode(X, mode=mode, modality=m, **gen), refs)) for mode in usable}
         best = max(CHEAPEST_FIRST, key=lambda k: (scores.get(k, -np.inf), -CHEAPEST_FIRST.index(k)))
         choice = {"mode": best, "val_cider_d": scores, "n_val": len(recs), "split": split, "seed": seed,
                   "prompt_k": cap.prompt_k, "retrieval_k": cap.retrieval_k,

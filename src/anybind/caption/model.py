@@ -38,7 +38,8 @@ from ..errors import SpaceError
 from ..version import __version__
 from .lm import CaptionError, FrozenLM, load_lm
 from .memory import check_projection, project
-from .retrieval import PROMPT, check_k, check_prompt, generate_captions, lead_embeddings, neighbours, prompt_ids
+from .retrieval import (PROMPT, check_k, check_prompt, generate_captions, lead_embeddings, neighbours, prompt_for,
+                        prompt_ids)
 
 log = logging.getLogger(__name__)
 
@@ -176,13 +177,13 @@ class Captioner:
         if isinstance(items, (str, Path)):
             items = [items]
         mode = self.mode_for(modality) if mode == "auto" else mode
-        return self.decode(self.space.embed(modality, list(items), cache=cache), mode=mode, **gen)
+        return self.decode(self.space.embed(modality, list(items), cache=cache), mode=mode, modality=modality, **gen)
 
     @torch.no_grad()
     def decode(self, embeddings: np.ndarray, *, method: str = "greedy", max_tokens: int = 24, beams: int = 3,
                temperature: float = 1.0, top_p: float = 0.9, seed: int = 0, batch_size: int = 16,
                projection: str | None = None, retrieval_k: int | None = None, prefix: bool = True,
-               mode: str = "mapper") -> list[str]:
+               mode: str = "mapper", modality: str | None = None) -> list[str]:
         """Captions of unit vectors of the space (n, dim).
 
         ``mode`` (:data:`MODES`): ``mapper`` decodes through the prefix mapper as the options below say;
@@ -198,6 +199,10 @@ class Captioner:
         ``projection``: ``"memory"`` moves each vector onto the memory of training text embeddings first (DeCap,
         at the captioner's ``memory_temperature``), ``"none"`` decodes it as it is; default: the captioner's own
         (chosen on val when it was trained).
+
+        ``modality``: what the vectors are (``image``, ``audio``, ``speech``, ...): the prompt names it ("Similar
+        sounds are of:", not "Similar images show:"; :func:`anybind.caption.retrieval.prompt_for`); ``None``: the
+        captioner's prompt as trained.  :meth:`caption` passes its own.
 
         ``method``: ``greedy``, ``beam`` (``beams`` kept) or ``sample`` (``temperature``, nucleus ``top_p``,
         reproducible by ``seed``).  Decoding stops at the LM's end of text or a line break after a caption (the stop
@@ -234,13 +239,18 @@ class Captioner:
             kw |= {"do_sample": True, "num_beams": 1, "temperature": float(temperature), "top_p": float(top_p),
                    "top_k": 0}
             torch.manual_seed(seed)
+        template = self.prompt_for(modality)
         out: list[str] = []
         for i in range(0, len(X), batch_size):
             soft = self.mapper(torch.from_numpy(X[i : i + batch_size])) if prefix else None
-            prompts = prompt_ids(self.lm, rows[i : i + batch_size], self.memory_captions or [], self.retrieval_prompt)
-            out += generate_captions(self.lm, lead_embeddings(self.lm, soft, prompts), self.retrieval_prompt,
-                                     int(max_tokens), **kw)
+            prompts = prompt_ids(self.lm, rows[i : i + batch_size], self.memory_captions or [], template)
+            out += generate_captions(self.lm, lead_embeddings(self.lm, soft, prompts), template, int(max_tokens), **kw)
         return out
+
+    def prompt_for(self, modality: str | None) -> str:
+        """The retrieval prompt a query of ``modality`` is decoded with (:func:`anybind.caption.retrieval.prompt_for`:
+        the default prompt names the modality; ``None``: the prompt as trained)."""
+        return prompt_for(self.retrieval_prompt, modality)
 
     def _at_most(self, caption: str, max_tokens: int) -> str:
         """A memory caption as the nearest mode returns it: white space collapsed, cut to ``max_tokens`` LM tokens

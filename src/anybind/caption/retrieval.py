@@ -7,6 +7,9 @@ into the LM's prompt, after the mapper's soft prefix (when one is used)::
 
     <bos> [prefix tokens] Similar images show:\\n c1\\n c2\\n c3\\n This one shows:\\n <caption>
 
+The prompt names what the query is: an image's says "Similar images show:", a sound's "Similar sounds are of:",
+a spoken caption's "Similar recordings say:" (:func:`prompt_for`, :data:`PROMPTS`).
+
 Each caption starts a line, so its tokens are the same as without a prompt (val NLLs per caption token compare
 across ``k``), and the line break that ends it is the decoding's stop rule.
 
@@ -27,12 +30,25 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..data.manifest import base_modality
 from .lm import CaptionError, FrozenLM
 
 #: what caption_key drops: anything neither a word character nor white space
 _PUNCT = re.compile(r"[^\w\s]+")
-#: the prompt, ``{captions}`` being the retrieved captions one per line; saved with each captioner
+#: the prompt, ``{captions}`` being the retrieved captions one per line; saved with each captioner.  Training is
+#: text-only and uses it as it is; at decoding time its words name what the query is (:func:`prompt_for`)
 PROMPT = "Similar images show:\n{captions}\nThis one shows:\n"
+#: the default prompt's wording for a query of each built-in modality (by its base name: ``speech_de`` is speech);
+#: a sound is not an image: "Similar images show:" would tell the LM the retrieved captions describe pictures
+PROMPTS: dict[str, str] = {
+    "image": PROMPT,
+    "video": "Similar videos show:\n{captions}\nThis one shows:\n",
+    "audio": "Similar sounds are of:\n{captions}\nThis one is of:\n",
+    "speech": "Similar recordings say:\n{captions}\nThis one says:\n",
+    "text": "Similar texts say:\n{captions}\nThis one says:\n",
+}
+#: the default prompt's wording for any other modality (a user's own: ``sketch``, ``timeseries``, ...)
+OTHER_PROMPT = "Similar items show:\n{captions}\nThis one shows:\n"
 #: a retrieved caption longer than this (characters) is cut in the prompt: the prompt stays bounded
 MAX_PROMPT_CAPTION_CHARS = 256
 #: lines without a caption (blank, or the prompt's words alone) decoding goes past before it gives up
@@ -112,6 +128,16 @@ def prompt_line(caption: str, limit: int = MAX_PROMPT_CAPTION_CHARS) -> str:
         return line
     cut = line[:limit]
     return cut[: cut.rfind(" ")] if line[limit] != " " and " " in cut else cut
+
+
+def prompt_for(template: str, modality: str | None) -> str:
+    """The prompt a query of ``modality`` is decoded with: for the default :data:`PROMPT`, its wording for that
+    modality (:data:`PROMPTS`, by base name; :data:`OTHER_PROMPT` for a modality not built in), so that the prompt
+    names what was searched (sounds, recordings, ...), not images; a captioner's own other template, or no
+    ``modality``, keeps ``template`` as it is."""
+    if modality is None or template != PROMPT:
+        return template
+    return PROMPTS.get(base_modality(str(modality)), OTHER_PROMPT)
 
 
 def prompt_text(captions: Sequence[str], template: str = PROMPT) -> str:

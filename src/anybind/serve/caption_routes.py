@@ -206,7 +206,8 @@ def add_caption_routes(app: FastAPI, captioner: Any, service: Service | None = N
             rows = [i for i, x in enumerate(mods) if x == m]
             mode = c.mode_for(m) if opts.mode == "auto" else opts.mode
             got = c.decode(X[rows], method=opts.method, max_tokens=opts.max_tokens, beams=opts.beams,
-                           temperature=opts.temperature, top_p=opts.top_p, seed=opts.seed, projection=proj, mode=mode)
+                           temperature=opts.temperature, top_p=opts.top_p, seed=opts.seed, projection=proj, mode=mode,
+                           modality=m)
             for i, g in zip(rows, got):
                 caps[i], modes[i] = g, mode
         return caps, modes, proj if "mapper" in modes else "none"
