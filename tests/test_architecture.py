@@ -4,6 +4,7 @@ reaching into another's privates."""
 from __future__ import annotations
 
 import ast
+import configparser
 import shutil
 import subprocess
 import sys
@@ -120,11 +121,41 @@ def test_the_private_name_check_sees_what_it_should():
 
 def test_every_top_level_module_has_a_layer():
     """A new module must be placed in .importlinter's layers, or the contract would not look at it."""
-    text = (ROOT / ".importlinter").read_text()
-    layers = text.split("[importlinter:contract:layers]", 1)[1].split("[importlinter:contract:", 1)[0]
-    layers = layers.split("layers =", 1)[1]
-    listed = {m.strip() for line in layers.splitlines() for m in line.replace("|", ":").split(":") if m.strip()}
+    listed = _contract_modules("importlinter:contract:layers")
     tops = {f"anybind.{p.stem}" for p in SRC.glob("*.py") if p.stem != "__init__"}
     tops |= {f"anybind.{p.parent.name}" for p in SRC.glob("*/__init__.py")}
     missing = sorted(tops - listed)
     assert not missing, f"add these to a layer in .importlinter: {missing}"
+
+
+def _contracts() -> configparser.ConfigParser:
+    cfg = configparser.ConfigParser(comment_prefixes=("#",), inline_comment_prefixes=None)
+    cfg.read_string((ROOT / ".importlinter").read_text())
+    return cfg
+
+
+def _contract_modules(section: str) -> set[str]:
+    """The modules a layers contract of .importlinter names (``|`` and ``:`` both separate modules in a line)."""
+    return {m.strip() for line in _contracts()[section]["layers"].splitlines()
+            for m in line.replace("|", ":").split(":") if m.strip()}
+
+
+def _container_contracts() -> dict[str, str]:
+    """``{section: container package}`` for each contract of .importlinter that lays out one package's insides."""
+    cfg = _contracts()
+    return {s: cfg[s]["containers"].strip() for s in cfg.sections() if "containers" in cfg[s]}
+
+
+def test_every_module_inside_a_laid_out_package_has_a_layer():
+    """A package with its own contract (anybind.index): a new module inside it must be placed in that contract's
+    layers, or nothing would stop it importing its neighbours in a circle."""
+    contracts = _container_contracts()
+    assert "anybind.index" in contracts.values()
+    missing = {}
+    for section, package in contracts.items():
+        folder = SRC.joinpath(*package.split(".")[1:])
+        inside = {p.stem for p in folder.glob("*.py") if p.stem != "__init__"}
+        inside |= {p.parent.name for p in folder.glob("*/__init__.py")}
+        if left := sorted(inside - _contract_modules(section)):
+            missing[package] = left
+    assert not missing, f"add these to their package's contract in .importlinter: {missing}"
