@@ -119,6 +119,60 @@ def test_the_private_name_check_sees_what_it_should():
         "anybind.index.write:1 imports _rows from .store"]
 
 
+
+def _is_private(part: str) -> bool:
+    return part.startswith("_") and not (part.startswith("__") and part.endswith("__"))
+
+
+def _private_module_imports(tree: ast.AST, module: str) -> list[str]:
+    """Imports by ``module`` (dotted, ``pkg.__init__`` for a package) of a ``_private`` module that lives in
+    another package: ``_build`` is shared by the modules of ``anybind.corpora`` (and of packages inside it), not
+    by ``anybind.scale``."""
+    home = module.rsplit(".", 1)[0]  # the importer's package
+    out = []
+    for n in ast.walk(tree):
+        if isinstance(n, ast.ImportFrom) and n.module != "__future__":
+            if n.level:
+                base = home.split(".")[: len(home.split(".")) - (n.level - 1)]
+                targets = [".".join(base + ([n.module] if n.module else []))]
+            else:
+                targets = [n.module or ""]
+        elif isinstance(n, ast.Import):
+            targets = [a.name for a in n.names]
+        else:
+            continue
+        for target in targets:
+            parts = target.split(".")
+            if parts[0] != "anybind":
+                continue  # a third-party package's internals are its own business
+            for i, part in enumerate(parts[1:], 1):
+                owner = ".".join(parts[:i])  # the package the private module belongs to
+                if _is_private(part) and not (home == owner or home.startswith(owner + ".")):
+                    out.append(f"{module}:{n.lineno} imports the private module {'.'.join(parts[:i + 1])}")
+                    break
+    return out
+
+
+def test_no_module_imports_another_packages_private_modules():
+    found = []
+    for p in sorted(SRC.rglob("*.py")):
+        rel = p.relative_to(SRC.parent).with_suffix("")
+        found += _private_module_imports(ast.parse(p.read_text()), ".".join(rel.parts))
+    assert not found, "make what is needed public:\n" + "\n".join(found)
+
+
+def test_the_private_module_check_sees_what_it_should():
+    code = ("from ..corpora._build import x\nimport anybind.cli._common\nfrom ._own import y\n"
+            "from .. import io\nfrom ..corpora import tuxpaint\nfrom numpy._core import z\nfrom . import __version__\n")
+    assert _private_module_imports(ast.parse(code), "anybind.scale.shard_write") == [
+        "anybind.scale.shard_write:1 imports the private module anybind.corpora._build",
+        "anybind.scale.shard_write:2 imports the private module anybind.cli._common"]
+    inside = "from ._build import x\nfrom ..cli._common import y\nfrom anybind.corpora._debian import z\n"
+    assert _private_module_imports(ast.parse(inside), "anybind.corpora.__init__") == [
+        "anybind.corpora.__init__:2 imports the private module anybind.cli._common"]
+    below = "from ._x import a\nfrom .._build import y\nfrom anybind.corpora._debian import z\n"
+    assert _private_module_imports(ast.parse(below), "anybind.corpora.sub.mod") == []  # a package inside
+
 def test_every_top_level_module_has_a_layer():
     """A new module must be placed in .importlinter's layers, or the contract would not look at it."""
     listed = _contract_modules("importlinter:contract:layers")
