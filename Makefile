@@ -9,7 +9,7 @@ DEB    := $(VENV)/.anybind-debian
 # tools (schemathesis, Playwright)
 EXTRAS := audio,e5,lite,speech,timeseries,serve,scale,onnx,video,caption,dev
 
-.PHONY: demo test bench install clean
+.PHONY: demo test bench install clean openapi-baseline
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,11 @@ test: install $(HUBSTAMP)
 	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/ruff check --quiet --select F src tests
 	$(PY) -m pytest -q -p no:cacheprovider tests
+
+# after an intended addition to the service's API: rewrite tests/fixtures/openapi.json (refused if it removes
+# anything; tests/openapi_baseline.py --allow-removals for a deliberate breaking change)
+openapi-baseline: install
+	$(PY) tests/openapi_baseline.py
 
 bench: install
 	$(PY) -m pip install -q -e '.[$(EXTRAS),bench]'

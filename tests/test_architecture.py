@@ -4,6 +4,7 @@ reaching into another's privates."""
 from __future__ import annotations
 
 import ast
+import configparser
 import shutil
 import subprocess
 import sys
@@ -118,13 +119,97 @@ def test_the_private_name_check_sees_what_it_should():
         "anybind.index.write:1 imports _rows from .store"]
 
 
+
+def _is_private(part: str) -> bool:
+    return part.startswith("_") and not (part.startswith("__") and part.endswith("__"))
+
+
+def _private_module_imports(tree: ast.AST, module: str) -> list[str]:
+    """Imports by ``module`` (dotted, ``pkg.__init__`` for a package) of a ``_private`` module that lives in
+    another package: ``_build`` is shared by the modules of ``anybind.corpora`` (and of packages inside it), not
+    by ``anybind.scale``."""
+    home = module.rsplit(".", 1)[0]  # the importer's package
+    out = []
+    for n in ast.walk(tree):
+        if isinstance(n, ast.ImportFrom) and n.module != "__future__":
+            if n.level:
+                base = home.split(".")[: len(home.split(".")) - (n.level - 1)]
+                targets = [".".join(base + ([n.module] if n.module else []))]
+            else:
+                targets = [n.module or ""]
+        elif isinstance(n, ast.Import):
+            targets = [a.name for a in n.names]
+        else:
+            continue
+        for target in targets:
+            parts = target.split(".")
+            if parts[0] != "anybind":
+                continue  # a third-party package's internals are its own business
+            for i, part in enumerate(parts[1:], 1):
+                owner = ".".join(parts[:i])  # the package the private module belongs to
+                if _is_private(part) and not (home == owner or home.startswith(owner + ".")):
+                    out.append(f"{module}:{n.lineno} imports the private module {'.'.join(parts[:i + 1])}")
+                    break
+    return out
+
+
+def test_no_module_imports_another_packages_private_modules():
+    found = []
+    for p in sorted(SRC.rglob("*.py")):
+        rel = p.relative_to(SRC.parent).with_suffix("")
+        found += _private_module_imports(ast.parse(p.read_text()), ".".join(rel.parts))
+    assert not found, "make what is needed public:\n" + "\n".join(found)
+
+
+def test_the_private_module_check_sees_what_it_should():
+    code = ("from ..corpora._build import x\nimport anybind.cli._common\nfrom ._own import y\n"
+            "from .. import io\nfrom ..corpora import tuxpaint\nfrom numpy._core import z\nfrom . import __version__\n")
+    assert _private_module_imports(ast.parse(code), "anybind.scale.shard_write") == [
+        "anybind.scale.shard_write:1 imports the private module anybind.corpora._build",
+        "anybind.scale.shard_write:2 imports the private module anybind.cli._common"]
+    inside = "from ._build import x\nfrom ..cli._common import y\nfrom anybind.corpora._debian import z\n"
+    assert _private_module_imports(ast.parse(inside), "anybind.corpora.__init__") == [
+        "anybind.corpora.__init__:2 imports the private module anybind.cli._common"]
+    below = "from ._x import a\nfrom .._build import y\nfrom anybind.corpora._debian import z\n"
+    assert _private_module_imports(ast.parse(below), "anybind.corpora.sub.mod") == []  # a package inside
+
 def test_every_top_level_module_has_a_layer():
     """A new module must be placed in .importlinter's layers, or the contract would not look at it."""
-    text = (ROOT / ".importlinter").read_text()
-    layers = text.split("[importlinter:contract:layers]", 1)[1].split("[importlinter:contract:", 1)[0]
-    layers = layers.split("layers =", 1)[1]
-    listed = {m.strip() for line in layers.splitlines() for m in line.replace("|", ":").split(":") if m.strip()}
+    listed = _contract_modules("importlinter:contract:layers")
     tops = {f"anybind.{p.stem}" for p in SRC.glob("*.py") if p.stem != "__init__"}
     tops |= {f"anybind.{p.parent.name}" for p in SRC.glob("*/__init__.py")}
     missing = sorted(tops - listed)
     assert not missing, f"add these to a layer in .importlinter: {missing}"
+
+
+def _contracts() -> configparser.ConfigParser:
+    cfg = configparser.ConfigParser(comment_prefixes=("#",), inline_comment_prefixes=None)
+    cfg.read_string((ROOT / ".importlinter").read_text())
+    return cfg
+
+
+def _contract_modules(section: str) -> set[str]:
+    """The modules a layers contract of .importlinter names (``|`` and ``:`` both separate modules in a line)."""
+    return {m.strip() for line in _contracts()[section]["layers"].splitlines()
+            for m in line.replace("|", ":").split(":") if m.strip()}
+
+
+def _container_contracts() -> dict[str, str]:
+    """``{section: container package}`` for each contract of .importlinter that lays out one package's insides."""
+    cfg = _contracts()
+    return {s: cfg[s]["containers"].strip() for s in cfg.sections() if "containers" in cfg[s]}
+
+
+def test_every_module_inside_a_laid_out_package_has_a_layer():
+    """A package with its own contract (anybind.index): a new module inside it must be placed in that contract's
+    layers, or nothing would stop it importing its neighbours in a circle."""
+    contracts = _container_contracts()
+    assert "anybind.index" in contracts.values()
+    missing = {}
+    for section, package in contracts.items():
+        folder = SRC.joinpath(*package.split(".")[1:])
+        inside = {p.stem for p in folder.glob("*.py") if p.stem != "__init__"}
+        inside |= {p.parent.name for p in folder.glob("*/__init__.py")}
+        if left := sorted(inside - _contract_modules(section)):
+            missing[package] = left
+    assert not missing, f"add these to their package's contract in .importlinter: {missing}"

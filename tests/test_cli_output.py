@@ -81,3 +81,49 @@ def test_library_warnings_reach_stderr_as_single_lines(deep):
     assert "Traceback" not in r.stderr, r.stderr
     warned = [line for line in r.stderr.splitlines() if rid in line]
     assert warned, r.stdout + r.stderr
+
+
+def test_a_usage_error_is_one_unwrapped_line_without_a_terminal(deep):
+    """A bad option value (Click/Typer's own checks, typer.BadParameter) wider than 80 columns: before, Rich boxed
+    it in an "Error" panel and split the value across lines; now one ``error:`` line holds it whole, after one
+    usage line."""
+    value = "no-equals-" + "x" * 90 + ".wav"
+    r = _anybind("search", str(deep / "ix"), "--query", value, cwd=deep)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    lines = [x for x in r.stderr.splitlines() if x.strip()]
+    assert len(lines) == 2 and lines[0].startswith("Usage: ") and "search --help" in lines[0], r.stderr
+    assert lines[1].startswith("error: ") and value in lines[1] and "--query" in lines[1], r.stderr
+    assert not set("│╭╮╰╯") & set(r.stderr), r.stderr
+
+
+def _leaf_commands():
+    import typer.main
+
+    from anybind.cli import app
+
+    def walk(cmd, path):
+        for name, sub in (getattr(cmd, "commands", None) or {}).items():
+            yield from walk(sub, [*path, name])
+        if not getattr(cmd, "commands", None):
+            yield path
+
+    return list(walk(typer.main.get_command(app), []))
+
+
+def test_every_command_reports_usage_errors_on_one_line():
+    """An unknown option and a missing required one, for every command, at a terminal 40 columns wide: one
+    ``error:`` line naming the whole option (Click's message), one usage line, no box."""
+    from typer.testing import CliRunner
+
+    from anybind.cli import app
+
+    bad = "--no-such-option-" + "z" * 80
+    commands = _leaf_commands()
+    assert len(commands) > 20 and ["search"] in commands
+    for path in commands:
+        r = CliRunner().invoke(app, [*path, bad], env={"COLUMNS": "40"})
+        lines = [x for x in r.output.splitlines() if x.strip()]
+        assert r.exit_code == 2 and len(lines) == 2, (path, r.output)
+        assert lines[0].startswith("Usage: ") and lines[1] == f"error: No such option: {bad}", (path, r.output)
+    r = CliRunner().invoke(app, ["fit", "m.jsonl"], env={"COLUMNS": "40"})
+    assert r.exit_code == 2 and r.output.splitlines()[-1] == "error: Missing option '--out' / '-o'.", r.output

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from anybind.corpora import _debian
+from anybind.corpora import debian
 from anybind.corpora import tuxpaint as tp
-from anybind.corpora._debian import debian_package_version, ensure_debian_package
+from anybind.corpora.debian import debian_package_version, ensure_debian_package
 from anybind.corpora.tuxpaint import build_tuxpaint, parse_caption
 from anybind.data.manifest import load_manifest
 from anybind.data.media import load_audio, load_image
@@ -448,9 +448,9 @@ def test_ensure_debian_package_present(tmp_path):
 
 
 def test_ensure_debian_package_not_root(tmp_path, monkeypatch):
-    monkeypatch.setattr(_debian, "_is_root", lambda: False)
-    monkeypatch.setattr(_debian.shutil, "which", lambda name: f"/usr/bin/{name}")
-    monkeypatch.setattr(_debian.subprocess, "run", pytest.fail)
+    monkeypatch.setattr(debian, "_is_root", lambda: False)
+    monkeypatch.setattr(debian.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(debian.subprocess, "run", pytest.fail)
     with pytest.raises(DataError, match=r"sudo apt-get install -y some-pkg"):
         ensure_debian_package("some-pkg", tmp_path / "missing")
     with pytest.raises(ValueError):
@@ -472,9 +472,9 @@ def test_ensure_debian_package_root_installs_updating_lists(tmp_path, monkeypatc
     probe = tmp_path / "installed"
     calls: list[list[str]] = []
     outcomes = [(100, "E: Unable to locate package some-pkg"), (0, "Reading package lists"), (0, "ok")]
-    monkeypatch.setattr(_debian, "_is_root", lambda: True)
-    monkeypatch.setattr(_debian.shutil, "which", lambda name: f"/usr/bin/{name}")
-    monkeypatch.setattr(_debian.subprocess, "run", _fake_apt(calls, probe, outcomes))
+    monkeypatch.setattr(debian, "_is_root", lambda: True)
+    monkeypatch.setattr(debian.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(debian.subprocess, "run", _fake_apt(calls, probe, outcomes))
     assert ensure_debian_package("some-pkg", probe) == probe
     assert [c[0] for c in calls] == ["install", "update", "install"]
     assert calls[0][-2:] == ["--no-install-recommends", "some-pkg"] and "-y" in calls[0]
@@ -484,9 +484,9 @@ def test_ensure_debian_package_root_install_fails(tmp_path, monkeypatch):
     probe = tmp_path / "installed"
     calls: list[list[str]] = []
     outcomes = [(100, "E: Unable to locate package some-pkg"), (100, "E: Could not resolve 'deb.debian.org'")]
-    monkeypatch.setattr(_debian, "_is_root", lambda: True)
-    monkeypatch.setattr(_debian.shutil, "which", lambda name: f"/usr/bin/{name}")
-    monkeypatch.setattr(_debian.subprocess, "run", _fake_apt(calls, probe, outcomes))
+    monkeypatch.setattr(debian, "_is_root", lambda: True)
+    monkeypatch.setattr(debian.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(debian.subprocess, "run", _fake_apt(calls, probe, outcomes))
     with pytest.raises(DataError, match=r"(?s)apt-get update.*failed.*Could not resolve"):
         ensure_debian_package("some-pkg", probe)
     assert [c[0] for c in calls] == ["install", "update"]

@@ -100,3 +100,32 @@ def test_study_with_one_modality_clients_and_its_summary_over_seeds(mixed, tmp_p
     assert r.exit_code == 0, r.output
     e = Space.load(tmp_path / "s").info["lineage"][-1]
     assert e["clients"] == 3 and e["config"]["label"] == "top"
+
+
+def test_the_label_loss_relies_on_the_loops_temperature_clamp():
+    """LabelBinder scores with exp(logit_scale) as it is: fit_loop keeps the scale in [0, log 100] from the first
+    step, so a client whose temperature starts below 1/100 takes the same first step as one starting at 1/100
+    (before, LabelBinder clamped exp() <= 100 by itself, the only binder that did)."""
+    import itertools
+
+    import numpy as np
+    import torch
+
+    from anybind.federated_single import LabelBinder
+    from anybind.loop import fit_loop, make_temperature
+    from anybind.projectors import Projector, ProjectorConfig
+
+    g = np.random.default_rng(0)
+    x = torch.from_numpy(g.normal(size=(16, 6)).astype(np.float32))
+    y = torch.from_numpy(np.arange(16) % 3)
+    after = []
+    for temperature in (0.001, 0.01, 0.05):
+        torch.manual_seed(0)
+        proj = Projector(ProjectorConfig(in_dim=6, out_dim=4, kind="linear", dropout=0.0, input_dropout=0.0))
+        scale = make_temperature(temperature, learn=False)
+        model = LabelBinder({"sa": proj}, scale)
+        fit_loop(model, itertools.repeat({"sa": (x, y)}), torch.optim.SGD(proj.parameters(), lr=0.5), scale,
+                 epochs=1, steps=1, use_val=False, patience=1, score=lambda e: None, keep={})
+        after.append([p.detach().clone() for p in proj.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(after[0], after[1]))  # 0.001 trains as 0.01
+    assert not all(torch.equal(a, b) for a, b in zip(after[1], after[2]))  # the temperature matters

@@ -202,14 +202,23 @@ def test_hooks_see_every_step_and_epoch():
 
 @settings(max_examples=30, deadline=None)
 @given(temperature=st.floats(0.002, 3.0), direction=st.sampled_from([-1.0, 1.0]))
-def test_temperature_is_clamped_to_its_range_after_every_step(temperature, direction):
+def test_temperature_is_clamped_to_its_range_from_the_first_step(temperature, direction):
+    """Every step, the first included (a starting temperature outside [1/100, 1]: before, the first step saw it
+    unclamped, and a binder had to clamp by itself), sees a logit scale in [0, log 100]."""
     scale = make_temperature(temperature)
     assert math.isclose(math.exp(-float(scale)), temperature, rel_tol=1e-5)
     model = nn.Module()
     model.logit_scale = scale
-    model.forward = lambda batch: direction * -100.0 * model.logit_scale
+    seen = []
+
+    def forward(batch):
+        seen.append(float(model.logit_scale))
+        return direction * -100.0 * model.logit_scale
+
+    model.forward = forward
     res = fit_loop(model, itertools.repeat(None), torch.optim.SGD([scale], lr=1.0), scale, epochs=2, steps=1,
                    use_val=False, patience=1, score=lambda e: None, keep={})
+    assert len(seen) == 2 and all(0.0 <= v <= MAX_LOGIT_SCALE + 1e-6 for v in seen), seen
     assert float(scale) == (pytest.approx(MAX_LOGIT_SCALE) if direction > 0 else 0.0)
     assert all(0.01 - 1e-6 <= h["temperature"] <= 1.0 for h in res.history)
     clamp_temperature(scale.data.fill_(-3.0))

@@ -1,6 +1,8 @@
 """Manifest validation: every bad-input case is named with its record and reason, and costs nothing else."""
 
 import json
+import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -164,9 +166,49 @@ def test_passed_media_checks_are_remembered_until_the_file_changes(media, tmp_pa
     assert load()[0] == ["corrupt.png", "ok.png", "ok.wav"]
 
 
+class _Logged(logging.Handler):
+    """The records of one logger, whatever the CLI did to the ``anybind`` logger's propagation."""
+
+    def __init__(self, name: str):
+        super().__init__(logging.DEBUG)
+        self.logger, self.records = logging.getLogger(name), []
+
+    def emit(self, record):
+        self.records.append(record)
+
+    def __enter__(self):
+        self.logger.addHandler(self)
+        return self
+
+    def __exit__(self, *exc):
+        self.logger.removeHandler(self)
+
+
 def test_an_unwritable_check_store_only_warns(media, tmp_path, monkeypatch):
+    """One logged warning line naming the checks file (before: a RuntimeWarning, printed as two lines with the
+    warning's source line); the manifest still loads."""
     (tmp_path / "a-file").write_text("not a folder")
-    monkeypatch.setenv("ANYBIND_MEDIA_CHECKS", str(tmp_path / "a-file" / "c.sqlite"))
-    with pytest.warns(RuntimeWarning, match="media checks are not remembered"):
-        man = load_manifest(write(media, [GOOD]))
+    store = tmp_path / "a-file" / "c.sqlite"
+    monkeypatch.setenv("ANYBIND_MEDIA_CHECKS", str(store))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a Python warning would fail here
+        with _Logged("anybind.data.checks") as logged:
+            man = load_manifest(write(media, [GOOD]))
     assert [r.id for r in man.records] == ["good"]
+    said = [(r.levelno, r.getMessage()) for r in logged.records]
+    assert len(said) == 1 and said[0][0] == logging.WARNING, said
+    assert said[0][1].startswith(f"{store}: media checks are not remembered") and "\n" not in said[0][1]
+
+
+def test_a_check_store_that_cannot_be_updated_only_warns(tmp_path):
+    from anybind.data.checks import forget
+
+    store = tmp_path / "a-folder.sqlite"
+    store.mkdir()  # sqlite cannot open a folder
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with _Logged("anybind.data.checks") as logged:
+            forget([tmp_path / "x.png"], store)
+    said = [(r.levelno, r.getMessage()) for r in logged.records]
+    assert len(said) == 1 and said[0][0] == logging.WARNING, said
+    assert said[0][1].startswith(f"{store}: media checks could not be updated") and "\n" not in said[0][1]

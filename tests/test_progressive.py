@@ -264,3 +264,47 @@ def test_adding_a_modality_to_a_symile_space_trains_the_multilinear_score(tmp_pa
     # the same projector scored without the missing-embedding weights (the cosine it was not trained for) is worse
     cos = mip_retrieval_from_embeddings(embs, {m: np.ones(16, np.float32) for m in miss2})
     assert new["sb2->sa/R@10"] > cos["sb2->sa/R@10"]
+
+
+def test_symile_targets_are_the_anchor_weighed_by_the_spaces_scorer(tmp_path, monkeypatch):
+    """The new modality's targets in a Symile space: the anchor's embeddings times every other bound modality's
+    missing embedding (the space's scorer, Scorer.weigh); replacing an encoder targets the plain embeddings.
+    Checked on the targets handed to the trainer (stopped there: no training needed)."""
+    import anybind.progressive as progressive
+    from anybind.multilinear import missing_embeddings
+
+    mans, specs = three_views(tmp_path, n=100)
+    enc = {m: specs[m] for m in ("sa", "sb", "sc")}
+    space = Space.fit(mans["abc"], encoders=enc, cache=tmp_path / "c", seed=0, loss="symile", dim=8, epochs=2,
+                      hidden=16, progress=False)
+    miss = missing_embeddings(space)
+    assert set(miss) == {"sa", "sb", "sc"} and not any(np.allclose(v, 1) for v in miss.values())
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def spy(space_, feats, row_of, targets, *a, **kw):
+        seen.update(targets)
+        raise Stop
+
+    monkeypatch.setattr(progressive, "train_projector", spy)
+    man = load_manifest(mans["abc"], kinds=_kinds(specs))
+    pairs = tmp_path / "ab-b2.jsonl"
+    pairs.write_text("".join(json.dumps({"id": r.id, "split": r.split, "sa": True, "sb": True, "sb2": True}) + "\n"
+                             for r in man.records))
+    with pytest.raises(Stop):
+        space.add_modality("sb2", specs["sb2"], pairs, anchors=["sa", "sb"], cache=tmp_path / "c")
+    assert sorted(seen) == ["sa", "sb"]
+    for a, t in seen.items():
+        ids = [man.records[i].id for i in t.records]
+        want = space.embed(a, ids, cache=tmp_path / "c")
+        for m in sorted(set(miss) - {a}):  # the other two bound modalities stand in (the new one is not bound)
+            want = want * miss[m]
+        assert np.allclose(t.targets, want, rtol=1e-6, atol=1e-7)
+        assert not np.allclose(t.targets, space.embed(a, ids, cache=tmp_path / "c"), atol=1e-3)  # weighed indeed
+    seen.clear()
+    with pytest.raises(Stop):
+        space.replace_encoder("sb", specs["sb2"], mans["b"], cache=tmp_path / "c")
+    ids = [man.records[i].id for i in seen["sb"].records]
+    assert sorted(seen) == ["sb"] and np.array_equal(seen["sb"].targets, space.embed("sb", ids, cache=tmp_path / "c"))

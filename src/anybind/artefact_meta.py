@@ -1,8 +1,8 @@
 """The JSON header of a saved artefact folder (a zero-shot classifier, a captioner, a fusion model, a space's
 vocabulary): read once, checked once.
 
-Each artefact folder holds a JSON file (``format``, ``format_version`` and its own keys) beside a safetensors file;
-:func:`read_meta` makes sure both are there, that the JSON is an object of the expected format and that this
+Each artefact folder holds a JSON file (``format``, ``format_version`` and its own keys), usually beside a
+safetensors file (an index has none: its rows are a LanceDB table); :func:`read_meta` makes sure both are there, that the JSON is an object of the expected format and that this
 anybind reads its version, and otherwise raises the caller's error class in one line naming the file.
 """
 
@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 
-def read_meta(folder: Path, meta_name: str, weights_name: str, *, fmt: str, version: int, what: str,
+def read_meta(folder: Path, meta_name: str, weights_name: str | None, *, fmt: str, version: int, what: str,
               error: type[Exception], unversioned: int | None = None, fix: str = "") -> dict[str, Any]:
     """``folder / meta_name`` parsed, for an artefact called ``what`` (e.g. "zero-shot classifier") of format
-    ``fmt`` up to ``version``; ``error`` (one line naming the folder or file) when the folder lacks either file,
+    ``fmt`` up to ``version``; ``error`` (one line naming the folder or file) when the folder lacks either file
+    (``weights_name`` ``None``: the artefact has no weights file),
     the JSON is unreadable, corrupt or not an object of that format, or its version is not an integer (``true`` is
     not one) or is newer than ``version``.
 
@@ -24,9 +25,10 @@ def read_meta(folder: Path, meta_name: str, weights_name: str, *, fmt: str, vers
     had none; the key stays absent), ``None`` to refuse it.  ``fix``: what the user can do, added to every
     message (``"...; <fix>"``)."""
     tail = f"; {fix}" if fix else ""
-    meta_p, w_p = folder / meta_name, folder / weights_name
-    if not meta_p.is_file() or not w_p.is_file():
-        raise error(f"{folder}: not a saved {what} (needs {meta_name} and {weights_name}){tail}")
+    meta_p = folder / meta_name
+    if not meta_p.is_file() or (weights_name is not None and not (folder / weights_name).is_file()):
+        needs = meta_name if weights_name is None else f"{meta_name} and {weights_name}"
+        raise error(f"{folder}: not a saved {what} (needs {needs}){tail}")
     try:
         meta = json.loads(meta_p.read_bytes().decode("utf-8"))
     except OSError as e:

@@ -47,7 +47,7 @@ class LabelBinder(nn.Module):
             z = F.normalize(torch.cat([p(x), p(x)]), dim=-1)  # two views: two dropout masks
             y2 = torch.cat([y, y])
             eye = torch.eye(len(z), dtype=torch.bool)
-            logits = (z @ z.T * self.logit_scale.exp().clamp(max=100.0)).masked_fill(eye, float("-inf"))
+            logits = (z @ z.T * self.logit_scale.exp()).masked_fill(eye, float("-inf"))  # kept <= 100 by fit_loop
             pos = (y2[:, None] == y2[None]) & ~eye
             logp = F.log_softmax(logits, 1).masked_fill(~pos, 0.0)
             total = total - (logp.sum(1) / pos.sum(1)).mean()

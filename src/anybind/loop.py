@@ -38,7 +38,8 @@ from .metrics import pair_recalls
 
 log = logging.getLogger(__name__)
 
-#: the temperature is clamped to [1/100, 1] (the logit scale to [0, log 100]) after every step
+#: the temperature is clamped to [1/100, 1] (the logit scale to [0, log 100]) before the first step and after every
+#: step: a model's forward never needs to clamp it
 MAX_LOGIT_SCALE = math.log(100)
 #: ridge shrinkage candidates (lam = alpha * n), chosen on the validation pairs
 RIDGE_ALPHAS = (0.1, 0.3, 1.0, 3.0, 10.0)
@@ -200,6 +201,7 @@ def fit_loop(
     def snapshot(epoch: int) -> tuple[dict, float, int]:
         return {k: _cpu_state(m) for k, m in keep.items()}, float(logit_scale.item()), epoch
 
+    clamp_temperature(logit_scale)  # in range from the first step on (a starting temperature may lie outside)
     if start and use_val:
         model.eval()
         s0 = score(0)

@@ -58,6 +58,7 @@ from .encoders.video import temporal_frames
 from .errors import DataError, SpaceError
 from .progressive_fit import VAL_METRIC, BindConfig  # noqa: F401  (VAL_METRIC re-exported)
 from .progressive_fit import Target, bind_config, has_modality, train_projector
+from .scoring import MIP
 from .vocabulary import carry_vocabulary
 
 if TYPE_CHECKING:
@@ -203,11 +204,9 @@ def _bind(space, name, spec, data, anchors, *, replace, cache, strict, progress,
             )
     else:
         anchor_list = ([name] if replace else []) + [a for a in anchors if a != name]
-    # a Symile space scores the new modality with anchor a by MIP(new, a, missing_m ...): its targets are
-    # a's embeddings times every other bound modality's learnt missing embedding (see multilinear.py)
-    from .multilinear import missing_embeddings
-
-    missing = {} if replace else missing_embeddings(space)
+    # a Symile space scores the new modality with anchor a by MIP(new, a, missing_m ...): its targets are a's
+    # embeddings weighed by the space's scorer (times every other bound modality's learnt missing embedding; the
+    # new modality is not bound yet); a replaced encoder's targets are the old space's plain embeddings
     targets: dict[str, Target] = {}
     for a in anchor_list:
         recs = np.array([i for i in have if records[i].has(a)], dtype=np.int64)
@@ -216,9 +215,8 @@ def _bind(space, name, spec, data, anchors, *, replace, cache, strict, progress,
         items = [records[i].values[a] for i in recs]
         keys = space.features(a, items, cache=fc, progress=progress)  # checks the encoder identity
         emb = space.project(a, keys)
-        for m, w in missing.items():
-            if m != a:
-                emb = emb * w
+        if not replace:
+            emb = space.scorer.weigh(emb, a, name)
         targets[a] = Target(a, recs, row_of[recs], emb.astype(np.float32), keys)
     for a, t in targets.items():
         n_tr = int(np.isin(t.records, train_idx).sum())
@@ -258,7 +256,7 @@ def _bind(space, name, spec, data, anchors, *, replace, cache, strict, progress,
     if replace:
         entry["previous_encoder"] = space.encoders[name]
         entry["previous_identity"] = space.identities.get(name)
-    if missing:
+    if not replace and space.scorer.kind == MIP:
         # the new modality's stand-in is the neutral element: every MIP score the space gave before
         # (over the modalities it had) is unchanged
         info["missing_embeddings"][name] = [1.0] * space.dim

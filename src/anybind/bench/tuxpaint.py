@@ -31,7 +31,7 @@ PLAIN_ENCODERS = {"image": "image:efficientnet-lite0", "text": "text:minilm", "a
 
 def prepare_tuxpaint(work: Path, console: Console | None = None) -> Path:
     """Build the Tux Paint corpus under ``work/tuxpaint`` once; return its manifest path."""
-    from ..corpora._debian import ensure_debian_package
+    from ..corpora.debian import ensure_debian_package
     from ..corpora.tuxpaint import build_tuxpaint
 
     out = Path(work) / "tuxpaint"

@@ -210,7 +210,32 @@ def _fold_long_words_in_help() -> None:
         setattr(rich_utils, name, Folding())
 
 
+
+def _plain_usage_errors() -> None:
+    """Typer prints a usage error (an unknown or missing option, a bad value, typer.BadParameter) boxed in a
+    Rich panel, wrapped at the terminal's width (80 columns without one), splitting a long value or path across
+    lines.  Print it as the CLI prints every error instead: a usage line, then one unwrapped ``error:`` line."""
+    from typer import rich_utils
+
+    if getattr(rich_utils.rich_format_error, "_anybind_plain", False):
+        return
+
+    def plain_error(self) -> None:
+        if type(self).__name__ == "NoArgsIsHelpError":  # `anybind fit` alone: the help was shown
+            return
+        ctx = getattr(self, "ctx", None)
+        if ctx is not None:
+            hint = (f"  (see '{ctx.command_path} {ctx.help_option_names[0]}')"
+                    if ctx.command.get_help_option(ctx) is not None else "")
+            err.print(ctx.get_usage() + hint, markup=False)
+        err.print(f"[bold red]error:[/bold red] {escape(' '.join(self.format_message().splitlines()))}")
+
+    plain_error._anybind_plain = True  # type: ignore[attr-defined]
+    rich_utils.rich_format_error = plain_error
+
+
 _fold_long_words_in_help()
+_plain_usage_errors()
 
 
 def load_vector(path: Path, dim: int):

@@ -37,7 +37,7 @@ def corpus_tuxpaint(
 
     try:
         if install and stamps == Path("/usr/share/tuxpaint/stamps"):
-            from ..corpora._debian import ensure_debian_package
+            from ..corpora.debian import ensure_debian_package
 
             ensure_debian_package("tuxpaint-stamps-default", str(stamps))
         summary = build_tuxpaint(out, stamps_dir=stamps, copy_media=copy_media, progress=True)

@@ -30,6 +30,7 @@ from typing import Any
 
 from ..data.manifest import SPLITS, Manifest, base_modality, load_manifest
 from ..errors import DataError
+from ..progress import make_progress
 
 __all__ = [
     "CorpusSummary",
@@ -97,21 +98,6 @@ def _replace_dir(tmp: Path, out_dir: Path) -> None:
         os.replace(old, out_dir)
         raise
     shutil.rmtree(old, ignore_errors=True)
-
-
-def make_progress(enabled: bool):
-    """A transient Rich progress display (or None when ``enabled`` is false)."""
-    if not enabled:
-        return None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        transient=True,
-    )
 
 
 def build_atomically(

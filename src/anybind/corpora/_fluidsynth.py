@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from ._debian import ensure_debian_package
+from .debian import ensure_debian_package
 from ._gm import standard_midi_file
 
 __all__ = [

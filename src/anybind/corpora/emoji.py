@@ -75,7 +75,7 @@ from ..data.manifest import hash_split
 from ..errors import DataError
 from ._build import CorpusSummary, build_atomically, finish_corpus, write_license
 from ._cldr import CLDR_PACKAGE, DEFAULT_CLDR, read_cldr
-from ._debian import debian_copyright_path, debian_package_version, ensure_debian_package
+from .debian import debian_copyright_path, debian_package_version, ensure_debian_package
 
 __all__ = [
     "DEFAULT_CLDR",

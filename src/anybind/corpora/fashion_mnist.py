@@ -55,7 +55,7 @@ import numpy as np
 from ..data.manifest import hash_split
 from ..errors import DataError
 from ._build import CorpusSummary, build_atomically, finish_corpus, write_license
-from ._debian import debian_copyright_path, debian_package_version, ensure_debian_package
+from .debian import debian_copyright_path, debian_package_version, ensure_debian_package
 
 __all__ = ["CLASSES", "DEFAULT_DIR", "build_fashion_mnist", "class_text", "read_idx"]
 

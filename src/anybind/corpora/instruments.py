@@ -76,7 +76,7 @@ import numpy as np
 
 from ..errors import DataError
 from ._build import CorpusSummary, build_atomically, finish_corpus, stable_message, write_license
-from ._debian import debian_copyright_path, debian_package_version
+from .debian import debian_copyright_path, debian_package_version
 from ._fluidsynth import (
     CLIP,
     DEFAULT_SOUNDFONT,

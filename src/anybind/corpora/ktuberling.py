@@ -82,7 +82,7 @@ from typing import Any
 from ..data.manifest import hash_split
 from ..errors import DataError
 from ._build import CorpusSummary, build_atomically, finish_corpus, stable_message, write_license
-from ._debian import debian_copyright_path, debian_package_version, ensure_debian_package
+from .debian import debian_copyright_path, debian_package_version, ensure_debian_package
 from ._ktuberling_speech import Recordings, load_soundthemes, parse_soundtheme, read_xml, speech_field
 from ._svg_sprites import SvgScene, visible_fraction
 

@@ -96,7 +96,7 @@ from typing import Any
 from ..data.manifest import hash_split
 from ..errors import DataError
 from ._build import CorpusSummary, build_atomically, finish_corpus, stable_message, write_license
-from ._debian import debian_copyright_path, debian_package_version, ensure_debian_package
+from .debian import debian_copyright_path, debian_package_version, ensure_debian_package
 from .openclipart_titles import (
     BUILDER_VERSION,
     DEFAULT_CHECK_SAMPLE,

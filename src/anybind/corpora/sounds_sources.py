@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DataError
-from ._debian import debian_copyright_path
+from .debian import debian_copyright_path
 
 FREEDESKTOP_PACKAGE = "sound-theme-freedesktop"
 DEFAULT_FREEDESKTOP_DIR = "/usr/share/sounds/freedesktop/stereo"

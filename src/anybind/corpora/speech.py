@@ -79,7 +79,7 @@ from ._build import (
     stable_message,
     write_license,
 )
-from ._debian import debian_copyright_path, debian_package_version
+from .debian import debian_copyright_path, debian_package_version
 from .speech_voices import (
     ESPEAK_PACKAGE,
     SAMPLE_RATE,

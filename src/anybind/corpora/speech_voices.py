@@ -15,7 +15,7 @@ import numpy as np
 
 from ..data.manifest import SPLITS
 from ..errors import DataError
-from ._debian import ensure_debian_package
+from .debian import ensure_debian_package
 
 ESPEAK_PACKAGE = "espeak-ng"
 SAMPLE_RATE = 16000

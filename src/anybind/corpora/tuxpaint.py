@@ -122,7 +122,7 @@ from typing import Any
 from ..data.manifest import hash_split
 from ..errors import DataError
 from ._build import CorpusSummary, build_atomically
-from ._debian import ensure_debian_package
+from .debian import ensure_debian_package
 from .tuxpaint_counts import corpus_counts
 from .tuxpaint_source import (
     BUILDER_VERSION,

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import DataError
-from ._debian import debian_copyright_path, debian_package_version
+from .debian import debian_copyright_path, debian_package_version
 
 NAME = "tuxpaint"
 PACKAGE = "tuxpaint-stamps-default"

@@ -56,7 +56,7 @@ from ._build import (
     stable_message,
     write_license,
 )
-from ._debian import debian_copyright_path, debian_package_version
+from .debian import debian_copyright_path, debian_package_version
 
 __all__ = ["MOTIONS", "build_tuxpaint_video", "motion_for", "render_frames", "write_clip"]
 

@@ -15,21 +15,27 @@ Stored in one SQLite file (Python's own ``sqlite3``: safe with several processes
 beside the feature cache: ``$ANYBIND_MEDIA_CHECKS``, else ``<feature cache>/media-checks.sqlite``;
 ``ANYBIND_MEDIA_CHECKS=off`` (or ``load_manifest(check_cache=False)``, ``anybind validate
 --recheck``) decodes everything.  If the file cannot be opened or written, checks simply are
-not remembered (with one warning).
+not remembered (with one logged warning naming the file).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
-import warnings
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 CHECK_VERSION = 2  # bump when what a check verifies changes: every file is then checked again
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS ok (path TEXT NOT NULL, kind TEXT NOT NULL, size INTEGER NOT NULL, "
     "mtime_ns INTEGER NOT NULL, version INTEGER NOT NULL, PRIMARY KEY (path, kind))"
 )
+
+
+def _one_line(e: Exception) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
 
 
 def default_checks_path() -> Path | None:
@@ -67,7 +73,7 @@ class MediaChecks:
         return db
 
     def _disable(self, e: Exception) -> None:
-        warnings.warn(f"media checks are not remembered ({self.path}: {e})", RuntimeWarning, stacklevel=3)
+        log.warning("%s: media checks are not remembered (%s)", self.path, _one_line(e))
         self.path = None
 
     def known(self, path: Path, kind: str, st: os.stat_result) -> bool:
@@ -110,4 +116,4 @@ def forget(paths: "list[Path]", path: str | Path | None = None) -> None:
         finally:
             db.close()
     except (sqlite3.Error, OSError) as e:
-        warnings.warn(f"media checks could not be updated ({db_path}: {e})", RuntimeWarning, stacklevel=2)
+        log.warning("%s: media checks could not be updated (%s)", db_path, _one_line(e))

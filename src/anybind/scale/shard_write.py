@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
+from ..progress import make_progress
 from .stream import DEFAULT_ROWS_PER_SHARD, FORMAT, FORMAT_VERSION, META, SPLIT_CODES, TrainingShards, combo
 
 
@@ -133,8 +134,6 @@ def write_training_shards(
     for m in mods:
         if not any(m in r.values for r in records):
             raise DataError(f"no valid record has modality {m!r}")
-    from ..corpora._build import make_progress
-
     dims = {}  # from one item each: a callable encoder knows its width only once it ran
     for m in mods:
         first = next(r.values[m] for r in records if m in r.values)
@@ -201,8 +200,6 @@ def write_synthetic_shards(
     n_shards = max(1, math.ceil(rows / rows_per_shard))
 
     def write(tmp: Path) -> None:
-        from ..corpora._build import make_progress
-
         writer = ShardWriter(tmp, dims, dtype=dtype)
         prog = make_progress(progress)
         if prog is not None:
