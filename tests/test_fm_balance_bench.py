@@ -103,3 +103,17 @@ def test_refined_cells_are_the_refined_classifiers_own_predictions(tmp_path):
     truth = [r.labels["class"] for r in test]
     np.testing.assert_array_equal(hits[(10.0, 0.5)], [p == t for p, t in zip(clf.predict(test, cache=tmp_path / "c"), truth)])
     assert hits[(10.0, 0.5)].mean() >= plain.mean() + 0.3  # the hub undone here too
+
+
+@pytest.mark.parametrize("refine, message", [
+    ("0.5,0.75", "one prototype weight"),
+    ("1.5", "each weight in .0, 1."),
+    ("x", "comma-separated prototype weights"),
+])
+def test_transfer_takes_one_refine_weight_checked_before_any_work(tmp_path, refine, message):
+    from anybind.bench.tasks_transfer import transfer
+
+    with pytest.raises(AnybindError, match=message) as e:
+        transfer(tmp_path, corpora="tuxpaint", systems="defaults", refine=refine)
+    assert "\n" not in str(e.value)
+    assert list(tmp_path.iterdir()) == []
