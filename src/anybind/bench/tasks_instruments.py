@@ -30,7 +30,10 @@ stratified over the families and seeded (``anybind.data.folds.stratified_group_s
 instruments 5 train, 1 val, 2 test; the one-instrument drum kit stays in train), so no test instrument's name
 is in a training caption and the instrument-train spaces' family rows are zero-shot proper.  There the
 ``instrument`` label is skipped (its classes differ between splits: a probe trained on train cannot name a
-test instrument) and the ceiling is the family probe trained on the train instruments.
+test instrument) and the ceiling is the family probe trained on the train instruments.  ``balance`` (1: rows with
+class biases balanced on the unlabelled train clips, T on val from ``balance_t``), ``refine`` (with balance=1:
+rows with class vectors first refined there, :mod:`anybind.zeroshot_adapt`; the weight and T chosen on val),
+``prompts=chosen`` (every row again with each space's ensemble chosen on val from :data:`SOUND_CANDIDATES`).
 """
 
 from __future__ import annotations
