@@ -157,3 +157,41 @@ def test_balanced_rows_choose_the_temperature_on_val(tiny, tmp_path, shared_cach
     assert rec["baselines"]["procrustes"]["family/balanced_T"] in (5.0, 50.0)
     assert rec["baselines"]["procrustes"]["family/balanced_accuracy"] == bal["test"]
     assert 0.0 <= bal["test"] <= 1.0 and any("labels never read" in n for n in rec["notes"])
+
+
+@needs_fluid
+@pytest.mark.parametrize("opts, message", [
+    ({"refine": "0.5"}, r"refine='0.5' refines on the unlabelled train clips .* give balance=1"),
+    ({"balance": "1", "refine": "2"}, r"each weight in \(0, 1\]"),
+    ({"prompts": "mine"}, r"prompts='mine'; known: chosen"),
+])
+def test_refine_and_prompts_options_are_refused_before_any_work(tiny, tmp_path, opts, message):
+    from anybind.errors import AnybindError
+
+    with pytest.raises(AnybindError, match=message) as e:
+        run_tasks(["instruments-zeroshot"], work=tmp_path / "w", options={"corpus": str(tiny), **opts})
+    assert "\n" not in str(e.value)
+    assert not (tmp_path / "w").exists() or not any((tmp_path / "w").iterdir())
+
+
+@needs_fluid
+def test_refined_rows_and_prompts_chosen_on_val(tiny, tmp_path, shared_cache):
+    from anybind.bench.tasks_instruments import SOUND_CANDIDATES
+
+    [rec] = run_tasks(["instruments-zeroshot"], work=tmp_path, cache=shared_cache, seed=0,
+                      options={"corpus": str(tiny), "systems": "procrustes", "boot": "100", "labels": "family",
+                               "via": "0", "balance": "1", "balance_t": "5,50", "refine": "0.5,1",
+                               "prompts": "chosen"})
+    rows = {r["name"].split(": ", 1)[1]: r for r in rec["table"]}
+    got = rec["baselines"]["procrustes"]
+    chosen = rec["config"]["chosen_templates"]["procrustes"]["family"]
+    assert chosen and set(chosen) <= set(SOUND_CANDIDATES)
+    for tsuffix, tkey in (("", ""), (", prompts chosen on val", "-chosen-prompts")):
+        stem = f"Procrustes, instruments train{tsuffix}"
+        assert rows[stem]["test"] == got[f"family{tkey}/accuracy"]
+        [ref] = [r for n, r in rows.items() if n.startswith(f"{stem}, refined + balanced (m=")]
+        assert got[f"family{tkey}/refined_balanced_m"] in (0.5, 1.0)
+        assert got[f"family{tkey}/refined_balanced_T"] in (5.0, 50.0)
+        assert ref["test"] == got[f"family{tkey}/refined_balanced_accuracy"] and "minus balanced" in ref["name"]
+        assert ref["of ceiling"] == pytest.approx(ref["test"] / rows[next(n for n in rows if "ceiling" in n)]["test"])
+    assert any(n.startswith("refined + balanced (refine=0.5,1)") for n in rec["notes"])

@@ -103,3 +103,44 @@ def test_refined_cells_are_the_refined_classifiers_own_predictions(tmp_path):
     truth = [r.labels["class"] for r in test]
     np.testing.assert_array_equal(hits[(10.0, 0.5)], [p == t for p, t in zip(clf.predict(test, cache=tmp_path / "c"), truth)])
     assert hits[(10.0, 0.5)].mean() >= plain.mean() + 0.3  # the hub undone here too
+
+
+@pytest.mark.parametrize("refine, message", [
+    ("0.5,0.75", "one prototype weight"),
+    ("1.5", "each weight in .0, 1."),
+    ("x", "comma-separated prototype weights"),
+])
+def test_transfer_takes_one_refine_weight_checked_before_any_work(tmp_path, refine, message):
+    from anybind.bench.tasks_transfer import transfer
+
+    with pytest.raises(AnybindError, match=message) as e:
+        transfer(tmp_path, corpora="tuxpaint", systems="defaults", refine=refine)
+    assert "\n" not in str(e.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_balanced_on_val_chooses_the_weight_and_temperature_on_val_and_scores_test_with_them(tmp_path):
+    from anybind.bench.fm_balance import balanced_on_val
+    from anybind.zeroshot import ZeroShotClassifier
+
+    space, fm = _toy(tmp_path, n_test=60)
+    test = fm.split("test")
+    parts = {"train": fm.split("train"), "val": test[:30], "test": test[30:]}
+    for r in parts["train"]:
+        r.labels.clear()  # the unlabelled set's labels are never read
+    got = balanced_on_val(space, parts, "class", FM_NAMES, FM_TEMPLATES, [5.0, 50.0], tmp_path / "c", modality="image",
+                          mixes=(0.25, 0.75))
+    assert got["m"] in (0.25, 0.75) and got["T"] in (5.0, 50.0)
+    c = tmp_path / "c"
+    vals = {}
+    for m in (0.25, 0.75):
+        for t in (5.0, 50.0):
+            clf = ZeroShotClassifier(space, sorted(FM_NAMES), names=FM_NAMES, templates=FM_TEMPLATES, temperature=t,
+                                     refine=m).calibrate(parts["train"], c)
+            vals[m, t] = np.mean([p == r.labels["class"] for p, r in zip(clf.predict(parts["val"], c), parts["val"])])
+            if (m, t) == (got["m"], got["T"]):
+                want = [p == r.labels["class"] for p, r in zip(clf.predict(parts["test"], c), parts["test"])]
+    assert got["val"] == pytest.approx(max(vals.values())) == pytest.approx(vals[got["m"], got["T"]])
+    assert next(k for k in sorted(vals) if vals[k] == max(vals.values())) == (got["m"], got["T"])  # ties: lower m, T
+    np.testing.assert_array_equal(got["test_hits"], want)
+    assert got["plain_hits"].mean() <= 0.3 < got["test_hits"].mean()  # the hub undone

@@ -83,24 +83,27 @@ def balanced_hits(space, test, bal, classes: Sequence[str], names: Mapping[str, 
 
 
 def balanced_on_val(space, parts: Mapping[str, Sequence[Any]], label: str, names: Mapping[str, str], templates,
-                    temps: Sequence[float], cache, modality: str = "audio") -> dict[str, Any]:
-    """Biases balanced on the unlabelled ``parts["train"]`` items at each temperature, the temperature with the best
-    ``val`` accuracy chosen (ties: the lower), then ``test`` scored once: ``{"T", "val", "test_hits", "plain_hits"}``
-    (per-item 0/1 in test order)."""
+                    temps: Sequence[float], cache, modality: str = "audio",
+                    mixes: Sequence[float] = (0.0,)) -> dict[str, Any]:
+    """Biases balanced on the unlabelled ``parts["train"]`` items at each temperature, after class vectors refined
+    there with each prototype weight of ``mixes`` (0: not refined; :mod:`anybind.zeroshot_adapt`); the pair with the
+    best ``val`` accuracy chosen (ties: the lower weight, then the lower temperature), then ``test`` scored once:
+    ``{"T", "m", "val", "test_hits", "plain_hits"}`` (per-item 0/1 in test order)."""
     from ..zeroshot import ZeroShotClassifier
 
     classes = sorted(names)
     ys = {p: np.array([classes.index(str(r.labels[label])) for r in parts[p]]) for p in ("val", "test")}
     base = ZeroShotClassifier(space, classes, names=dict(names), templates=templates, modality=modality)
     X = {p: base.embed_items(parts[p], cache) for p in ("train", "val", "test")}
-    S = {p: base.raw_scores(X[p], cache) for p in ("val", "test")}
     best = None
-    for t in sorted(temps):
-        clf = ZeroShotClassifier(space, classes, names=dict(names), templates=templates, modality=modality,
-                                 temperature=t).calibrate(X["train"], cache)
-        val = float(((S["val"] + clf.offsets).argmax(1) == ys["val"]).mean())
-        if best is None or val > best[1]:
-            best = (t, val, clf.offsets)
-    t, val, off = best
-    return {"T": t, "val": val, "test_hits": ((S["test"] + off).argmax(1) == ys["test"]).astype(np.float64),
-            "plain_hits": (S["test"].argmax(1) == ys["test"]).astype(np.float64)}
+    for m in sorted(mixes):
+        for t in sorted(temps):
+            clf = ZeroShotClassifier(space, classes, names=dict(names), templates=templates, modality=modality,
+                                     temperature=t, refine=m).calibrate(X["train"], cache)
+            val = float((clf.decision_function(X["val"], cache).argmax(1) == ys["val"]).mean())
+            if best is None or val > best[2]:
+                best = (m, t, val, clf)
+    m, t, val, clf = best
+    return {"T": t, "m": m, "val": val,
+            "test_hits": (clf.decision_function(X["test"], cache).argmax(1) == ys["test"]).astype(np.float64),
+            "plain_hits": (base.raw_scores(X["test"], cache).argmax(1) == ys["test"]).astype(np.float64)}

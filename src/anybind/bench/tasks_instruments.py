@@ -30,11 +30,15 @@ stratified over the families and seeded (``anybind.data.folds.stratified_group_s
 instruments 5 train, 1 val, 2 test; the one-instrument drum kit stays in train), so no test instrument's name
 is in a training caption and the instrument-train spaces' family rows are zero-shot proper.  There the
 ``instrument`` label is skipped (its classes differ between splits: a probe trained on train cannot name a
-test instrument) and the ceiling is the family probe trained on the train instruments.
+test instrument) and the ceiling is the family probe trained on the train instruments.  ``balance`` (1: rows with
+class biases balanced on the unlabelled train clips, T on val from ``balance_t``), ``refine`` (with balance=1:
+rows with class vectors first refined there, :mod:`anybind.zeroshot_adapt`; the weight and T chosen on val),
+``prompts=chosen`` (every row again with each space's ensemble chosen on val from :data:`SOUND_CANDIDATES`).
 """
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +52,25 @@ INSTRUMENT_TEMPLATES = (
     "a {} playing a note.",
     "a recording of a {}.",
 )
+#: what ``prompts=chosen`` picks an ensemble from (greedy forward selection on val, anybind.prompts.choose_templates):
+#: INSTRUMENT_TEMPLATES and generic sound wordings, written before any of them was scored
+SOUND_CANDIDATES = (
+    *INSTRUMENT_TEMPLATES,
+    "a {}.",
+    "a {} sound.",
+    "the sound of {}.",
+    "a note played on a {}.",
+    "music played on a {}.",
+    "a {} playing a short note.",
+    "a {} playing a long note.",
+    "a {} playing a low note.",
+    "a {} playing a high note.",
+    "a {} playing a note, softly.",
+    "a {} playing a note, loudly.",
+    "a {} instrument.",
+    "a musical instrument: {}.",
+)
+PROMPTS = ("", "chosen")
 SYSTEMS = ("tuxpaint", "indomain", "procrustes", "procrustes-tux")
 SPLITS = ("corpus", "instrument")
 PROBE_C = (0.001, 0.01, 0.1, 1.0, 10.0)
@@ -103,6 +126,15 @@ def linear_probe(feats: dict[str, np.ndarray], ys: dict[str, list[str]], seed: i
     return c, val_acc, (clf.predict(z["test"]) == np.asarray(ys["test"])).astype(np.float64)
 
 
+def choose_on_val(space, records, label: str, names: dict[str, str], cache) -> list[str]:
+    """The prompt ensemble chosen for ``space`` from :data:`SOUND_CANDIDATES` on labelled val ``records``
+    (:func:`anybind.prompts.choose_templates`: greedy, mean balanced accuracy; never a test split)."""
+    from ..prompts import SelectionSet, choose_templates
+
+    sel = SelectionSet(f"instruments/val/{label}", records, label, "audio", names=lambda c: names[c], split="val")
+    return choose_templates(space, [sel], SOUND_CANDIDATES, cache=cache).templates
+
+
 def _spaces(work: Path, man, systems, cache, seed: int, epochs: int, console):
     from ..space import Space
     from .tuxpaint import PLAIN_ENCODERS, RECIPE, compare_on_tuxpaint
@@ -148,7 +180,7 @@ def instruments_zeroshot(work: Path, cache=None, seed: int = 0, console=None, co
                          labels: str = "family,instrument", systems: str = ",".join(SYSTEMS),
                          templates: str = "|".join(INSTRUMENT_TEMPLATES), boot: str = "1000",
                          epochs: str = "200", via: str = "1", split: str = "corpus", balance: str = "0",
-                         balance_t: str = "5,10,20,50,200") -> TaskResult:
+                         balance_t: str = "5,10,20,50,200", refine: str = "", prompts: str = "") -> TaskResult:
     from ..cache import FeatureCache
     from ..corpora.instruments import build_instruments
     from ..data.folds import stratified_group_split
@@ -156,13 +188,20 @@ def instruments_zeroshot(work: Path, cache=None, seed: int = 0, console=None, co
     from ..encoders.registry import get_encoder
     from ..errors import DataError
     from .tuxpaint import build_once
-    from .fm_balance import balance_options, balanced_on_val
+    from .fm_balance import balance_options, balanced_on_val, refine_option
     from .stats import bootstrap
     from .tuxpaint import PLAIN_ENCODERS
 
     if balance not in ("0", "1"):
         raise DataError(f"instruments-zeroshot: balance={balance!r}; give 1 (also balanced rows) or 0")
     bal_temps = balance_options("instruments-zeroshot", balance, "0", balance_t)[2] if balance == "1" else []
+    refine_mixes = refine_option("instruments-zeroshot", refine)
+    if refine_mixes and not bal_temps:
+        raise DataError(f"instruments-zeroshot: refine={refine!r} refines on the unlabelled train clips the biases are "
+                        "balanced on: give balance=1")
+    if prompts not in PROMPTS:
+        raise DataError(f"instruments-zeroshot: prompts={prompts!r}; known: chosen (templates chosen on val from "
+                        "SOUND_CANDIDATES), or leave it out")
     path = Path(corpus) / "manifest.jsonl" if corpus else build_once(work, "instruments", build_instruments)
     man = load_manifest(path, modalities=MODS, progress=True)
     sys_names = [s for s in systems.split(",") if s]
@@ -189,7 +228,11 @@ def instruments_zeroshot(work: Path, cache=None, seed: int = 0, console=None, co
     enc = get_encoder(PLAIN_ENCODERS["audio"])
     feats = {s: fc.encode(enc, [r.values["audio"] for r in recs], progress=s == "train",
                           description=f"probe {s} features") for s, recs in split.items()}
-    rows, metrics, base = [], {}, {}
+    rows, metrics, base, chosen_tpl = [], {}, {}, {}
+    prompt_sets = [("", "", lambda sp, k, nm: tpl)]
+    if prompts == "chosen":  # each space's own ensemble, chosen on the val clips of the label its prompts name
+        prompt_sets.append((", prompts chosen on val", "-chosen-prompts",
+                            lambda sp, k, nm: choose_on_val(sp, split["val"], k, nm, cache)))
     for label in label_keys:
         names = class_names(man.records, label)
         ys = {s: [str(r.labels[label]) for r in recs] for s, recs in split.items()}
@@ -203,31 +246,51 @@ def instruments_zeroshot(work: Path, cache=None, seed: int = 0, console=None, co
             fam_of = {str(r.labels["instrument"]): str(r.labels["family"]) for r in man.records}
             variants.append((", via instrument prompts", "instrument", inst, fam_of))
         for s, sp in spaces.items():
-            for suffix, key_label, nm, grp in variants:
+            key = "anybind" if s == "tuxpaint" else s
+            dest = metrics if key == "anybind" else base.setdefault(key, {})
+            for (suffix, key_label, nm, grp), (tsuffix, tkey, t_of) in itertools.product(variants, prompt_sets):
+                tpl_here = t_of(sp, key_label, nm)
+                if tkey:
+                    chosen_tpl.setdefault(s, {})[key_label] = tpl_here
+
                 def hits(part, t, _k=key_label, _n=nm, _g=grp):
                     return zero_shot_hits(sp, split[part], _k, _n, t, cache, _g)
 
-                val = float(hits("val", tpl).mean())
-                one = float(hits("test", tpl[:1]).mean())
-                acc, (lo, hi), _ = bootstrap(hits("test", tpl), n=n_boot, seed=seed)
+                name = f"{label} ({n_cls}-way): {LABELS_OF[s]}{suffix}{tsuffix}"
+                val = float(hits("val", tpl_here).mean())
+                one = float(hits("test", tpl_here[:1]).mean())
+                acc, (lo, hi), _ = bootstrap(hits("test", tpl_here), n=n_boot, seed=seed)
                 frac = acc / ceiling if ceiling > 0 else float("nan")
-                rows.append({"name": f"{label} ({n_cls}-way): {LABELS_OF[s]}{suffix}", "val": val, "test": acc,
+                rows.append({"name": name, "val": val, "test": acc,
                              "(lo-hi)": f"{lo:.3f}-{hi:.3f}", "one prompt": one, "of ceiling": frac})
-                scored.append((s.endswith("tux") or s == "tuxpaint", val, frac))
-                key = "anybind" if s == "tuxpaint" else s
-                mkey = label + ("-via-instruments" if grp else "")
-                (metrics if key == "anybind" else base.setdefault(key, {})).update(
-                    {f"{mkey}/accuracy": acc, f"{mkey}/val_accuracy": val, f"{mkey}/fraction_of_ceiling": frac})
-                if bal_temps and grp is None:  # class biases balanced on the unlabelled train clips, T on val
-                    b = balanced_on_val(sp, split, label, nm, tpl, bal_temps, cache)
+                other = s.endswith("tux") or s == "tuxpaint"
+                scored.append((other, val, frac))
+                mkey = label + ("-via-instruments" if grp else "") + tkey
+                dest.update({f"{mkey}/accuracy": acc, f"{mkey}/val_accuracy": val, f"{mkey}/fraction_of_ceiling": frac})
+                if not bal_temps or grp is not None:
+                    continue
+                # class biases balanced on the unlabelled train clips (T on val); then also class vectors refined
+                # there first (balanced self-training, the weight and T on val)
+                plain_b = None
+                for what, mixes in (("balanced", (0.0,)), ("refined + balanced", tuple(refine_mixes))):
+                    if not mixes:
+                        continue
+                    b = balanced_on_val(sp, split, label, nm, tpl_here, bal_temps, cache, mixes=mixes)
                     bacc, (blo, bhi), _ = bootstrap(b["test_hits"], n=n_boot, seed=seed)
                     _, dci, _ = bootstrap(b["test_hits"] - b["plain_hits"], n=n_boot, seed=seed)
-                    rows.append({"name": f"{label} ({n_cls}-way): {LABELS_OF[s]}, balanced (T={b['T']:g} on val; "
-                                 f"minus unbalanced {dci[0]:+.3f} to {dci[1]:+.3f})", "val": b["val"], "test": bacc,
-                                 "(lo-hi)": f"{blo:.3f}-{bhi:.3f}", "one prompt": None,
-                                 "of ceiling": bacc / ceiling if ceiling > 0 else float("nan")})
-                    (metrics if key == "anybind" else base.setdefault(key, {})).update(
-                        {f"{mkey}/balanced_accuracy": bacc, f"{mkey}/balanced_T": b["T"]})
+                    said = f"minus unbalanced {dci[0]:+.3f} to {dci[1]:+.3f}"
+                    if plain_b is not None:
+                        _, eci, _ = bootstrap(b["test_hits"] - plain_b, n=n_boot, seed=seed)
+                        said += f"; minus balanced {eci[0]:+.3f} to {eci[1]:+.3f}"
+                    plain_b = b["test_hits"] if plain_b is None else plain_b
+                    chosen = (f"m={b['m']:g}, " if b["m"] else "") + f"T={b['T']:g}"
+                    bfrac = bacc / ceiling if ceiling > 0 else float("nan")
+                    rows.append({"name": f"{name}, {what} ({chosen} on val; {said})", "val": b["val"], "test": bacc,
+                                 "(lo-hi)": f"{blo:.3f}-{bhi:.3f}", "one prompt": None, "of ceiling": bfrac})
+                    scored.append((other, b["val"], bfrac))
+                    pre = f"{mkey}/{what.replace(' + ', '_')}"
+                    dest.update({f"{pre}_accuracy": bacc, f"{pre}_val_accuracy": b["val"], f"{pre}_T": b["T"],
+                                 f"{pre}_fraction_of_ceiling": bfrac, **({f"{pre}_m": b["m"]} if b["m"] else {})})
         rows.append({"name": f"{label} ({n_cls}-way): linear probe (ceiling, C={c:g} on val)", "val": probe_val,
                      "test": ceiling, "(lo-hi)": f"{ci[0]:.3f}-{ci[1]:.3f}", "one prompt": None, "of ceiling": 1.0})
         rows.append({"name": f"{label} ({n_cls}-way): chance", "val": 1 / n_cls, "test": 1 / n_cls, "(lo-hi)": "",
@@ -246,7 +309,8 @@ def instruments_zeroshot(work: Path, cache=None, seed: int = 0, console=None, co
         table=rows,
         config={"corpus": str(path), "templates": tpl, "systems": sys_names, "probe_C_grid": list(PROBE_C),
                 "clips": {s: len(r) for s, r in split.items()}, "bootstrap": n_boot, "epochs": int(epochs),
-                "split": split_name, "skipped_labels": skipped,
+                "split": split_name, "skipped_labels": skipped, "refine": refine_mixes,
+                "chosen_templates": chosen_tpl or None,
                 "instruments": {s: sorted({str(r.labels["instrument"]) for r in recs}) for s, recs in split.items()}
                 if split_name == "instrument" else None},
         notes=["zero-shot: class names (instrument: its spoken name; family: lower case) in a prompt ensemble of "
@@ -257,5 +321,12 @@ def instruments_zeroshot(work: Path, cache=None, seed: int = 0, console=None, co
                SPLIT_NOTE[split_name]]
         + (["balanced (balance=1): anybind.zeroshot.ZeroShotClassifier biases fitted on the unlabelled train clips "
             f"(labels never read), temperature chosen on val from {', '.join(f'{t:g}' for t in bal_temps)}, then each "
-            "test clip on its own"] if bal_temps else []),
+            "test clip on its own"] if bal_temps else [])
+        + ([f"refined + balanced (refine={refine}): the class vectors first refined on the same unlabelled train clips "
+            "(anybind.zeroshot_adapt: balanced self-training, k-means from the text classifier), then the biases "
+            "balanced; the prototype weight m and T chosen together on val; 'minus balanced': paired against the "
+            "balanced row above it"] if refine_mixes else [])
+        + (["prompts chosen on val: each space's ensemble chosen greedily from SOUND_CANDIDATES on the val clips "
+            "(mean balanced accuracy; the row's val is optimistic, it chose), the templates in the JSON config"]
+           if prompts == "chosen" else []),
     )

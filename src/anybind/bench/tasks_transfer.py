@@ -16,7 +16,9 @@ Rows are (train set, system); columns are text->image / image->text R@1 on each 
 (the project's duplicate-aware metric) and Fashion-MNIST zero-shot accuracy (inductive: no statistics
 of the test images; ``fm transd.`` centres on them, reported apart; ``fm tp``: prompts chosen on Fashion-MNIST
 train images, see :data:`~anybind.bench.tasks_corpora.FM_TEMPLATES_TRAIN`; ``fm bal.``, ``fm tp bal.``: class
-biases balanced on ``balance`` unlabelled Fashion-MNIST train images, :mod:`anybind.bench.fm_balance`).  Every cell carries a seeded
+biases balanced on ``balance`` unlabelled Fashion-MNIST train images, :mod:`anybind.bench.fm_balance`; ``fm ref.``,
+``fm tp ref.``: the class vectors first refined on the same unlabelled images, prototype weight ``refine``, default
+:data:`anybind.zeroshot_adapt.DEFAULT_MIX` (chosen on emoji val), ``refine=0``: no such cells; they need ``balance`` > 0).  Every cell carries a seeded
 bootstrap 95 % interval over its queries; every trained cell also its paired-bootstrap difference to
 the better of the two baselines.  The same cells are measured on each corpus' *val* split (in the
 JSON metrics): defaults are chosen there, on the corpora a space was not trained on, never on test.
@@ -32,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from . import TaskResult, task
+from ..zeroshot_adapt import DEFAULT_MIX
 from .stats import bootstrap  # noqa: F401  (re-exported: it was defined here)
 
 MODS = ["image", "text"]
@@ -198,19 +201,20 @@ def _number(s: str) -> bool:
 
 @task("transfer", "Transfer matrix: train on each corpus / all, R@1 on every corpus' test split and Fashion-MNIST "
       "zero-shot, beside the label bridge and Procrustes (--opt corpora=, train=, systems=, max_train=, fm=, center=, "
-      "image=, balance=N unlabelled FM train images from balance_start= at temperature balance_t=: the fm bal. cells)")
+      "image=, balance=N unlabelled FM train images from balance_start= at temperature balance_t=: the fm bal. cells; "
+      "refine=M: class vectors refined on them first, the fm ref. cells, 0 = none)")
 def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str = "tuxpaint,emoji,openclipart",
              train: str = "each,all,loo", systems: str = "recipe,recipe+bridge+start,defaults",
              max_train: str = "0", fm: str = "10000", center: str = "1", l2sp_grid: str = "0.0001,0.001,0.01",
              boot: str = "1000", select: str = "", prompts: str = "", image: str = "", balance: str = "1000",
-             balance_start: str = "1000", balance_t: str = "10") -> TaskResult:
+             balance_start: str = "1000", balance_t: str = "10", refine: str = f"{DEFAULT_MIX:g}") -> TaskResult:
     from ..cache import FeatureCache
     from ..corpora.fashion_mnist import build_fashion_mnist
     from ..data.manifest import load_manifest
     from ..robust import centred
     from ..space import Space
     from ..errors import AnybindError
-    from .fm_balance import balance_options, balance_set, balanced_hits
+    from .fm_balance import balance_options, balance_set, balanced_hits, refine_option
     from .prompt_choice import check_prompts_option
     from .tasks_corpora import FM_NAMES, FM_NAMES_TRAIN, FM_TEMPLATES, FM_TEMPLATES_TRAIN
     from .tuxpaint import build_once
@@ -227,6 +231,9 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
     n_bal, bal_start, temps = balance_options("transfer", balance, balance_start, balance_t)
     if n_bal and len(temps) != 1:
         raise AnybindError(f"transfer: balance_t={balance_t!r}: one temperature (choose it on a selection set)")
+    mixes = [] if refine.strip() in ("0", "0.0") else refine_option("transfer", refine)
+    if len(mixes) > 1:
+        raise AnybindError(f"transfer: refine={refine!r}: one prototype weight (choose it on a selection set), or 0")
     check_prompts_option("transfer", prompts)
     specs = image_encoders("transfer", image)
     # (row name, system, image encoder or None: the system's own)
@@ -262,7 +269,10 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
             out["test/fm tp"] = fm_hits(space, fm_recs, fc, train_prompts=True)
             out["test/fm tp transd."] = fm_hits(space, fm_recs, fc, center=True, train_prompts=True)
         for tp, (nm, tpl) in ((" ", (FM_NAMES, FM_TEMPLATES)), (" tp ", (FM_NAMES_TRAIN, FM_TEMPLATES_TRAIN)))[:2 * bool(bal)]:
-            out[f"test/fm{tp}bal."] = balanced_hits(space, fm_recs, bal, list(FM_NAMES), nm, tpl, temps, fc)[1][temps[0]]
+            hits = balanced_hits(space, fm_recs, bal, list(FM_NAMES), nm, tpl, temps, fc, refine=mixes)[1]
+            out[f"test/fm{tp}bal."] = hits[temps[0]]
+            if mixes:  # the class vectors refined on the same unlabelled images, then balanced
+                out[f"test/fm{tp}ref."] = hits[(temps[0], mixes[0])]
         if sel is not None:  # templates chosen for this space on Tux Paint / emoji val, stored with it
             from .prompt_choice import choose_for
 
@@ -339,6 +349,8 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
         "(templates and class names) chosen on Fashion-MNIST train images, FM_TEMPLATES_TRAIN / FM_NAMES_TRAIN"
         + (f"; fm bal., fm tp bal.: class biases balanced on Fashion-MNIST train images {bal_start}-{bal_start + len(bal) - 1}"
            f" (unlabelled) at temperature {temps[0]:g}, then each test image on its own (inductive)" if bal else "")
+        + (f"; fm ref., fm tp ref.: the class vectors first refined on the same unlabelled images (anybind.zeroshot_adapt,"
+           f" balanced self-training, prototype weight {mixes[0]:g}), then balanced" if bal and mixes else "")
         + ("; fm chosen: each space's own templates, chosen greedily (anybind.prompts.CANDIDATE_TEMPLATES) on Tux Paint "
            "val (category) + emoji val (subgroup), stored with the space, class names FM_NAMES (templates and "
            "held-out checks in the JSON config, chosen_prompts, in row order)" if sel is not None else ""),
