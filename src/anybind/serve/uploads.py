@@ -9,6 +9,7 @@ import wave
 import numpy as np
 
 from ..data.limits import MediaLimits
+from ..errors import serve_limit
 from ..index import QueryError
 from .config import ServeConfig
 from .sniff import Sniffed
@@ -50,7 +51,7 @@ def check_size(data: bytes, s: Sniffed, shown: str, config: ServeConfig, limits:
         if w * h > config.max_pixels:
             raise QueryError(f"{shown}: an image of {w}x{h} pixels; this service takes at most "
                              f"{config.max_pixels / 1e6:g} million pixels (the limit, "
-                             "ServeConfig.max_pixels); not decoded: refused before decoding")
+                             f"{serve_limit('max_pixels')}); not decoded: refused before decoding")
     elif s.kind == "audio":
         import soundfile as sf
 
