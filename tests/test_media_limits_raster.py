@@ -26,7 +26,7 @@ def test_decompression_bombs_are_a_clear_per_record_error(tmp_path, monkeypatch)
     refusal = (r"bomb.png: an image of 200,000,000 pixels; at most 178,956,970 are decoded \(the limit, max_pixels\); "
                r"not decoded: refused before decoding \(to decode it, raise max_pixels and PIL.Image.MAX_IMAGE_PIXELS "
                r"\(PIL refuses images of over twice it\): anybind.data.limits.using_limits\(MediaLimits\(max_pixels="
-               r"...\)\), or ServeConfig.max_pixels in the service\)$")
+               r"...\)\), or in the service anybind serve --max-pixels, ServeConfig.max_pixels\)$")
     with bounded(seconds=5, mb=60), pytest.raises(LimitRefused, match=refusal) as e:
         load_image(bomb)
     assert "\n" not in str(e.value)
@@ -61,7 +61,7 @@ def test_a_raster_over_a_media_limit_is_refused_not_corrupt(tmp_path, monkeypatc
     with pytest.raises(LimitRefused, match=r"big.png: an image of 300x300 pixels; at most 1,000 are decoded \(the limit, "
                                            r"max_pixels\); not decoded: refused before decoding \(to decode it, raise "
                                            r"max_pixels: anybind.data.limits.using_limits\(MediaLimits\(max_pixels=...\)\), "
-                                           r"or ServeConfig.max_pixels in the service\)$") as e:
+                                           r"or in the service anybind serve --max-pixels, ServeConfig.max_pixels\)$") as e:
         load_image(tmp_path / "big.png", limits=low)
     assert "\n" not in str(e.value) and load_image(tmp_path / "big.png").size == (300, 300)  # fine under the default
     refused_by_every_caller(tmp_path, low, "big.png", "decode refused by a limit for image: ", "max_pixels=",

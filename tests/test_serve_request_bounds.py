@@ -59,7 +59,8 @@ def test_a_json_body_over_its_cap_gets_a_413_before_it_is_parsed(client):
     cap = ServeConfig().max_json_bytes
     res = _post(client, "/search", {"text": "a" * cap})
     assert res.status_code == 413 and res.json()["detail"] == (
-        f"request body over the JSON cap of {cap} bytes (2.0 MiB; ServeConfig.max_json_bytes)")
+        f"request body over the JSON cap of {cap} bytes (2.0 MiB; anybind serve --max-json-bytes, "
+        "ServeConfig.max_json_bytes)")
     big = {"texts": ["\U0001f600" * 2000] * 64}  # the largest /embed body: 64 texts of 2,000 characters
     assert 1_400_000 < len(json.dumps(big)) < cap
     assert _post(client, "/embed", big).status_code != 413
@@ -108,7 +109,8 @@ def test_a_byte_cap_that_is_not_a_positive_whole_number_is_refused(field, value)
     bytes"; one line naming the field instead, when the config is made."""
     from anybind.errors import AnybindError
 
-    with pytest.raises(AnybindError, match=rf"^ServeConfig\.{field} must be a whole number of bytes >= 1, "
+    with pytest.raises(AnybindError, match=rf"^anybind serve --max-[a-z-]+, ServeConfig\.{field} must be a whole "
+                                           rf"number of bytes >= 1, "
                                            rf"got {value!r}"):
         ServeConfig(**{field: value})
 
@@ -139,7 +141,8 @@ def test_the_cli_refuses_an_upload_cap_under_one_byte_in_one_line(tmp_path):
     r = CliRunner().invoke(cli, ["serve", str(tmp_path / "nospace"), "--index", str(tmp_path / "noindex"),
                                  "--max-upload-mb", "0"])
     assert r.exit_code == 2 and "Traceback" not in r.output, r.output
-    assert "ServeConfig.max_upload_bytes must be a whole number of bytes >= 1, got 0" in r.stderr
+    assert ("anybind serve --max-upload-mb, ServeConfig.max_upload_bytes must be a whole number of bytes >= 1, "
+            "got 0") in r.stderr
     assert "nospace" not in r.stderr  # refused before the space is looked for
 
 
@@ -169,7 +172,8 @@ def test_the_cli_sets_the_json_cap_and_refuses_one_under_one_byte(tmp_path, monk
     else:
         assert not seen and "nospace" not in r.stderr and "No such option" not in r.output, r.output
         if value != "1.5":  # a number of bytes that is no limit: ServeConfig's one line
-            assert f"ServeConfig.max_json_bytes must be a whole number of bytes >= 1, got {value}" in r.stderr
+            assert (f"anybind serve --max-json-bytes, ServeConfig.max_json_bytes must be a whole number of bytes "
+                    f">= 1, got {value}") in r.stderr
         else:  # not a whole number: click's usage error, naming the flag
             assert "--max-json-bytes" in r.output
 

@@ -66,8 +66,8 @@ def test_an_svg_over_a_media_limit_is_refused_not_corrupt(tmp_path, monkeypatch)
     many = HEAD.encode() + b'<rect width="9" height="9"/>' * 40 + b"</svg>"
     low = MediaLimits(max_svg_work=20, max_svg_seconds=None)
     hint = (r"; not rendered: refused before rendering \(to render it, raise max_svg_work: "
-            r"anybind.data.limits.using_limits\(MediaLimits\(max_svg_work=...\)\), or ServeConfig.max_svg_work in "
-            r"the service\)$")
+            r"anybind.data.limits.using_limits\(MediaLimits\(max_svg_work=...\)\), or in the service "
+            r"ServeConfig.max_svg_work\)$")
     with pytest.raises(RenderRefused, match=r"^many.svg: SVG too costly to render: estimated at more than 20 units"
                                             r".* \(the limit, max_svg_work\)" + hint):
         render_svg(many, "many.svg", 64, low)

@@ -95,8 +95,25 @@ def test_drop_a_sound_and_see_results(site, page):
     page.set_input_files("#file", str(bad))
     _settled(page)
     assert "not an image, a sound or a video" in page.locator("#status.error").inner_text()
-    assert page.locator("#results .hit").count() == 0
+    # the refused query leaves the previous results on screen (they were cleared): the error is beside them
+    assert page.locator("#results .hit").count() == 12
     assert [p for p in page.problems if "415" not in p] == []  # the browser logs the 415 itself
+
+
+def test_a_refused_classify_upload_leaves_the_results_shown_and_shows_the_error(site, page):
+    """The upload's search answers, its zero-shot classification is refused (a label over the 200 characters a
+    label may have): the hits it found stay on screen (the page cleared them) and the status shows the refusal."""
+    url, data = site
+    rec = data["records"][0]
+    page.goto(url + "/")
+    page.locator("#corpus", has_text="84 items").wait_for(timeout=30_000)
+    page.fill("#labels", "dog, " + "x" * 201)
+    page.set_input_files("#file", rec.values["image"])
+    _settled(page)
+    assert "201 characters: at most 200" in page.locator("#status.error").inner_text()
+    hits = page.locator("#results .hit")
+    assert hits.count() == 12 and hits.first.get_attribute("data-id") == rec.id
+    assert [p for p in page.problems if "400" not in p] == []  # the browser logs the 400 itself
 
 
 def test_rank_every_modality_by_calibrated_probability(site, page):

@@ -41,7 +41,7 @@ class LimitRefused(DataError):
         """``<what>: <why> (the limit, <limit>); not decoded: refused before decoding (...how to raise it)``;
         ``stopped``: met while decoding (a video's frame count), ``...; not decoded: stopped while decoding (...)``;
         ``also``: what else must be raised, after the limit's name (`` and PIL.Image.MAX_IMAGE_PIXELS``)."""
-        serve = f", or ServeConfig.{limit} in the service" if limit in _SERVE_LIMITS else ""
+        serve = f", or in the service {serve_limit(limit)}" if limit in _SERVE_LIMITS else ""
         when = f"stopped while {cls.DOING}" if stopped else f"refused before {cls.DOING}"
         return cls(f"{what}: {why} (the limit, {limit}); not {cls.DONE}: {when} (to {cls.DO} it, raise {limit}{also}: "
                    f"anybind.data.limits.using_limits(MediaLimits({limit}=...)){serve})")
@@ -65,6 +65,24 @@ class RendererUnavailable(DataError):
 
 #: the media limits the service sets from its own ``ServeConfig`` fields of the same name
 _SERVE_LIMITS = ("max_pixels", "max_svg_work", "max_video_seconds")
+#: the ``ServeConfig`` fields ``anybind serve`` sets, and its flag for each (``--max-upload-mb`` is in MiB); checked
+#: against the CLI by tests/test_serve_limit_names.py
+SERVE_FLAGS = {
+    "max_upload_bytes": "--max-upload-mb", "max_json_bytes": "--max-json-bytes", "max_pixels": "--max-pixels",
+    "concurrency": "--concurrency", "max_queue": "--max-queue", "queue_timeout": "--queue-timeout",
+    "refresh_seconds": "--refresh-seconds", "batch_wait_ms": "--batch-wait-ms", "max_batch": "--max-batch",
+    "max_inflight_pixels": "--max-inflight-pixels",
+}
+
+
+def serve_limit(field: str) -> str:
+    """A service limit as messages name it: the ``anybind serve`` flag a CLI user sets and the ``ServeConfig``
+    field a library user sets (``anybind serve --max-json-bytes, ServeConfig.max_json_bytes``), or the field alone
+    where no flag sets it."""
+    flag = SERVE_FLAGS.get(field)
+    return f"anybind serve {flag}, ServeConfig.{field}" if flag else f"ServeConfig.{field}"
+
+
 #: the kinds of unusable file a :class:`Reason` carries by name (where only text travels: a Ray Data column)
 _KINDS: dict[str, type[DataError]] = {c.__name__: c for c in (DataError, RenderTimeout, LimitRefused, RenderRefused,
                                                               RendererUnavailable)}

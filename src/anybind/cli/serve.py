@@ -43,6 +43,10 @@ def serve(
     ),
     max_batch: int = typer.Option(64, min=1, help="Items in one batched encoder call at most "
                                   "(1: batching off)."),
+    max_pixels: int = typer.Option(
+        40_000_000, "--max-pixels", min=1, help="Largest uploaded image (width x height, read from its header; "
+        "larger: 400 before it is decoded); also bounds an SVG's rendering and a video's frames."
+    ),
     max_inflight_pixels: int = typer.Option(
         160_000_000, min=1, help="Pixels (3 bytes each) the uploads being decoded may hold together, whatever "
         "--concurrency is: an upload reserves what its files' headers declare and waits (up to --queue-timeout, "
@@ -88,7 +92,7 @@ def serve(
         cfg = ServeConfig(
             max_upload_bytes=int(max_upload_mb * 2**20), max_json_bytes=max_json_bytes, concurrency=concurrency,
             max_queue=max_queue, queue_timeout=queue_timeout, refresh_seconds=refresh_seconds, batch_wait_ms=batch_wait_ms,
-            max_batch=max_batch, max_inflight_pixels=max_inflight_pixels,
+            max_batch=max_batch, max_pixels=max_pixels, max_inflight_pixels=max_inflight_pixels,
         )
     except AnybindError as e:
         fail(e)

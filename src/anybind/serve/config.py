@@ -6,7 +6,7 @@ from __future__ import annotations
 import numbers
 from dataclasses import dataclass
 
-from ..errors import AnybindError
+from ..errors import AnybindError, serve_limit
 
 
 class ServeConfigError(AnybindError, ValueError):
@@ -85,4 +85,4 @@ class ServeConfig:
         for field in ("max_upload_bytes", "max_json_bytes"):  # 0 or less: every body (a negative: even empty) a 413
             v = getattr(self, field)
             if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
-                raise ServeConfigError(f"ServeConfig.{field} must be a whole number of bytes >= 1, got {v!r}")
+                raise ServeConfigError(f"{serve_limit(field)} must be a whole number of bytes >= 1, got {v!r}")

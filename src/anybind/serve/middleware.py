@@ -6,6 +6,7 @@ import json
 import numpy as np
 from fastapi.exceptions import HTTPException
 
+from ..errors import serve_limit
 from .schemas import MAX_JSON_DEPTH
 
 _OPEN, _CLOSE = np.frombuffer(b"[{", np.uint8), np.frombuffer(b"]}", np.uint8)
@@ -61,9 +62,8 @@ class BodyLimit:
         self.max_json_bytes = self.max_bytes if max_json_bytes is None else min(self.max_bytes, int(max_json_bytes))
 
     def _message(self, cap: int) -> str:
-        if cap < self.max_bytes:
-            return f"request body over the JSON cap of {cap} bytes ({cap / 2**20:.1f} MiB; ServeConfig.max_json_bytes)"
-        return f"request body over the upload cap of {cap} bytes ({cap / 2**20:.1f} MiB)"
+        kind, field = ("JSON", "max_json_bytes") if cap < self.max_bytes else ("upload", "max_upload_bytes")
+        return f"request body over the {kind} cap of {cap} bytes ({cap / 2**20:.1f} MiB; {serve_limit(field)})"
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):

@@ -49,6 +49,30 @@ class Item:
     size: int | None = None  # a file's size in bytes when it was indexed (None: not recorded)
 
 
+_BLAS_LOCK = threading.Lock()
+_BLAS: dict[str, Any] = {"open": 0, "limit": None}  # services open, and the limit the first of them set
+
+
+def _one_blas_thread(take: bool = True) -> None:
+    """numpy's BLAS (OpenBLAS) on one thread while any service is open (``take``: one more open; else one fewer,
+    the last giving the process its setting back).  Requests run side by side in worker threads; a lone query's
+    product on several BLAS threads made them spin against each other (a 2,022 x 256 product: 0.1 ms of CPU on one
+    thread, 8 ms on two, 130 ms with 64 requests at once, at load ~80).  torch's threads (the encoders) are not
+    BLAS threads here and are left as they are."""
+    from threadpoolctl import threadpool_limits  # scikit-learn's dependency
+
+    with _BLAS_LOCK:
+        if take:
+            _BLAS["open"] += 1
+            if _BLAS["open"] == 1:
+                _BLAS["limit"] = threadpool_limits(1, user_api="blas")
+        else:
+            _BLAS["open"] -= 1
+            if _BLAS["open"] == 0:
+                _BLAS.pop("limit").restore_original_limits()
+                _BLAS["limit"] = None
+
+
 class Service:
     """The loaded space + index, the item lookup table and the query cache, shared by all requests."""
 
@@ -71,6 +95,8 @@ class Service:
         self.tmp = Path(tempfile.mkdtemp(prefix="anybind-serve-")).resolve()
         # staged uploads live here; removed by close(), or at exit if close() was never called
         self._cleanup = weakref.finalize(self, shutil.rmtree, str(self.tmp), True)
+        _one_blas_thread()
+        self._blas = True
         self.started = time.time()
         # what each bound modality reads ("text" or "file") and what its media are
         self.input_kind = {m: getattr(space.encoder(m), "input_kind", "file") for m in space.modalities}
@@ -195,8 +221,11 @@ class Service:
         self.index.warm_fast()  # the in-memory ANN graph / quantised codes, when the index keeps them
 
     def close(self) -> None:
-        """Remove the folder of staged uploads."""
+        """Remove the folder of staged uploads; give the process its BLAS threads back."""
         self._cleanup()
+        if self._blas:
+            self._blas = False
+            _one_blas_thread(take=False)
 
     # -- queries -------------------------------------------------------------
     def check_text_modality(self, m: str) -> str:

@@ -10,7 +10,7 @@ import wave
 import numpy as np
 
 from ..data.limits import MediaLimits
-from ..errors import DataError
+from ..errors import DataError, serve_limit
 from ..index import QueryError
 from .config import ServeConfig
 from .sniff import Sniffed
@@ -36,7 +36,7 @@ def check_size(data: bytes, s: Sniffed, shown: str, config: ServeConfig, limits:
         shape = array_shape(data, shown)
         if math.prod(shape) > config.max_array_values:
             raise QueryError(f"{shown}: an array of shape {shape} ({math.prod(shape)} values); this service takes "
-                             f"at most {config.max_array_values} values (the limit, ServeConfig.max_array_values); "
+                             f"at most {config.max_array_values} values (the limit, {serve_limit('max_array_values')}); "
                              "not loaded")
     elif s.mime == "image/svg+xml":
         from ..data.svg import check_svg
@@ -59,7 +59,7 @@ def check_size(data: bytes, s: Sniffed, shown: str, config: ServeConfig, limits:
         if w * h > config.max_pixels:
             raise QueryError(f"{shown}: an image of {w}x{h} pixels; this service takes at most "
                              f"{config.max_pixels / 1e6:g} million pixels (the limit, "
-                             "ServeConfig.max_pixels); not decoded: refused before decoding")
+                             f"{serve_limit('max_pixels')}); not decoded: refused before decoding")
     elif s.kind == "audio":
         import soundfile as sf
 

@@ -276,8 +276,7 @@ async function search() {
     }
   } catch (e) {
     if (e.name === "AbortError") return;
-    setStatus(e.message, true);
-    $("#results").replaceChildren();
+    setStatus(e.message, true);  // what was shown stays: a refused query (or its classify) clears nothing
   } finally {
     if (state.controller === controller) {
       state.controller = null;
