@@ -59,7 +59,7 @@ def _one_blas_thread(take: bool = True) -> None:
     product on several BLAS threads made them spin against each other (a 2,022 x 256 product: 0.1 ms of CPU on one
     thread, 8 ms on two, 130 ms with 64 requests at once, at load ~80).  torch's threads (the encoders) are not
     BLAS threads here and are left as they are."""
-    from threadpoolctl import threadpool_limits  # scikit-learn's dependency
+    from threadpoolctl import threadpool_limits
 
     with _BLAS_LOCK:
         if take:
