@@ -99,3 +99,36 @@ def test_bench_average_sets_the_creamfl_rows_only(monkeypatch, tmp_path):
         assert set(creams) == {"creamfl", "creamfl (intra=moon)"}
         assert all(v.get("average", False) is want and v["method"] == "creamfl" for v in creams.values()), opt
         assert "average" not in variants[tasks_keep.FEDAVG_PUBLIC_ROW]
+
+
+def test_cli_federate_average(world, tmp_path, monkeypatch):  # noqa: F811
+    from typer.testing import CliRunner
+
+    from anybind import Space
+    from anybind.cli import app
+
+    tmp, path, specs, *_ = world
+    enc = [x for m, s in specs.items() for x in ("-e", f"{m}={s}")]
+    args = ["federate", "--data", str(path), "--clients", "3", "--public-fraction", "0.1", *enc, "--cache",
+            str(tmp / "c"), "--rounds", "1", "--dim", "16", "--hidden", "32"]
+    r = CliRunner().invoke(app, [*args, "--average", "--out", str(tmp_path / "s")])
+    assert r.exit_code == 0, r.output
+    sp = Space.load(tmp_path / "s")
+    e = sp.info["lineage"][-1]
+    # the flag reaches the library: a creamfl federation whose clients sent their projector weights up with their
+    # public embeddings (plain creamfl sends the embeddings alone, far fewer bytes than the weights here)
+    assert e["method"] == "creamfl" and e["config"]["average"] is True and "FedAvg step" in r.output
+    weights = sum(p.numel() * 4 for m in sp.projectors for p in sp.projectors[m].parameters())
+    assert e["bytes"]["by_kind"]["public-embeddings"] > e["rounds_run"] * e["clients"] * weights
+    # --no-average (the default) asks the library for plain creamfl
+    import anybind.space
+
+    asked = []
+    monkeypatch.setattr(anybind.space.Space, "federate", classmethod(lambda cls, *a, **kw: asked.append(kw) or sp))
+    for flags in ([], ["--no-average"]):
+        r = CliRunner().invoke(app, [*args, *flags, "--out", str(tmp_path / f"s{len(flags)}")])
+        assert r.exit_code == 0 and asked[-1]["average"] is False and "FedAvg step" not in r.output, r.output
+    monkeypatch.undo()
+    r = CliRunner().invoke(app, [*args, "--average", "--method", "fedavg", "--out", str(tmp_path / "bad")])
+    assert r.exit_code == 2 and "average applies to method 'creamfl'" in r.output
+    assert len(r.output.strip().splitlines()) == 1 and not (tmp_path / "bad").exists()
