@@ -99,3 +99,67 @@ def test_bench_average_sets_the_creamfl_rows_only(monkeypatch, tmp_path):
         assert set(creams) == {"creamfl", "creamfl (intra=moon)"}
         assert all(v.get("average", False) is want and v["method"] == "creamfl" for v in creams.values()), opt
         assert "average" not in variants[tasks_keep.FEDAVG_PUBLIC_ROW]
+
+
+def test_cli_federate_average(world, tmp_path, monkeypatch):  # noqa: F811
+    from typer.testing import CliRunner
+
+    from anybind import Space
+    from anybind.cli import app
+
+    tmp, path, specs, *_ = world
+    enc = [x for m, s in specs.items() for x in ("-e", f"{m}={s}")]
+    args = ["federate", "--data", str(path), "--clients", "3", "--public-fraction", "0.1", *enc, "--cache",
+            str(tmp / "c"), "--rounds", "1", "--dim", "16", "--hidden", "32"]
+    r = CliRunner().invoke(app, [*args, "--average", "--out", str(tmp_path / "s")])
+    assert r.exit_code == 0, r.output
+    sp = Space.load(tmp_path / "s")
+    e = sp.info["lineage"][-1]
+    # the flag reaches the library: a creamfl federation whose clients sent their projector weights up with their
+    # public embeddings (plain creamfl sends the embeddings alone, far fewer bytes than the weights here)
+    assert e["method"] == "creamfl" and e["config"]["average"] is True and "FedAvg step" in r.output
+    weights = sum(p.numel() * 4 for m in sp.projectors for p in sp.projectors[m].parameters())
+    assert e["bytes"]["by_kind"]["public-embeddings"] > e["rounds_run"] * e["clients"] * weights
+    # --no-average (the default) asks the library for plain creamfl
+    import anybind.space
+
+    asked = []
+    monkeypatch.setattr(anybind.space.Space, "federate", classmethod(lambda cls, *a, **kw: asked.append(kw) or sp))
+    for flags in ([], ["--no-average"]):
+        r = CliRunner().invoke(app, [*args, *flags, "--out", str(tmp_path / f"s{len(flags)}")])
+        assert r.exit_code == 0 and asked[-1]["average"] is False and "FedAvg step" not in r.output, r.output
+    monkeypatch.undo()
+    r = CliRunner().invoke(app, [*args, "--average", "--method", "fedavg", "--out", str(tmp_path / "bad")])
+    assert r.exit_code == 2 and "average applies to method 'creamfl'" in r.output
+    assert len(r.output.strip().splitlines()) == 1 and not (tmp_path / "bad").exists()
+
+
+def test_bench_average_both_runs_plain_and_averaging_creamfl_side_by_side(monkeypatch, tmp_path):
+    import anybind.data.manifest as manifest_mod
+    import anybind.federated_study as study
+    from anybind.bench import tasks_keep
+
+    calls = []
+
+    def fake_study(man, *, methods=("fedavg", "creamfl"), variants=None, config=None, **kw):
+        calls.append(dict(variants or {}))
+        names = ["public set alone", *methods, *(variants or {}), "centralised (union + public)"]
+        return [{"name": n, "test R@1": 0.1, "val": 0.5, "records": 1, "best/run": "1/1", "bytes/round": 1} for n in names]
+
+    monkeypatch.setattr(study, "federated_study", fake_study)
+    monkeypatch.setattr(tasks_keep, "prepare_tuxpaint", lambda work: tmp_path / "m.jsonl")
+    monkeypatch.setattr(manifest_mod, "load_manifest", lambda *a, **k: None)
+    # average=0,1: the creamfl row plain (the first value), a row "creamfl (average=1)" beside it, one run
+    res = tasks_keep.federated(tmp_path, fit="0", before="0", average="0,1")
+    v = calls[-1]
+    assert v["creamfl"] == {"method": "creamfl"} and v["creamfl (average=1)"] == {"method": "creamfl", "average": True}
+    assert {r["name"] for r in res.table} >= {"creamfl", "creamfl (average=1)"}
+    tasks_keep.federated(tmp_path, fit="0", before="0", average="1,0")
+    assert calls[-1]["creamfl"]["average"] is True and calls[-1]["creamfl (average=0)"] == {"method": "creamfl"}
+    # anything but 0/1 (once each) is refused in one line, before any work
+    monkeypatch.setattr(tasks_keep, "prepare_tuxpaint", lambda work: calls.append("built"))
+    n = len(calls)
+    for bad in ("2", "1,1", "yes,0"):
+        with pytest.raises(ValueError) as ei:
+            tasks_keep.federated(tmp_path, fit="0", average=bad)
+        assert "\n" not in str(ei.value) and "average" in str(ei.value) and len(calls) == n

@@ -89,7 +89,7 @@ def merge(work: Path, cache=None, seed: int = 0, console=None) -> TaskResult:
 @task("federated", "Tux Paint image<->text in K clients (non-IID by top category, or IID) and a public set: test R@1 "
       "of each client alone, FedAvg, CreamFL, centralised (--opt clients=4 rounds=40 split=noniid|iid|noniid,iid "
       "public_fraction=0.15 seeds=0,1,2 fit=1 holds=paired,image,text label=top before=1; CreamFL's settings: "
-      "server_epochs kd kd_weight kd_mix client_init reg_weight average=1 intra=start|moon|start,moon; the public set: "
+      "server_epochs kd kd_weight kd_mix client_init reg_weight average=1|0,1 intra=start|moon|start,moon; the public set: "
       "public=tuxpaint|emoji|openclipart|tuxpaint,emoji,... public_size=N; fedavg_public=1: also FedAvg whose server "
       "trains on the public pairs)")
 def federated(work: Path, cache=None, seed: int = 0, console=None, clients: str = "4", rounds: str = "40",
@@ -103,7 +103,8 @@ def federated(work: Path, cache=None, seed: int = 0, console=None, clients: str 
     cycling (``paired,image,text``: one-modality clients among them, trained on their ``label``).  ``before``: also
     CreamFL with session 8's settings (a row beside the current ones); CreamFL's settings, when given, change the
     ``creamfl`` row (default: the library's); ``intra``: one or more of ``start``, ``moon``: the first sets the
-    ``creamfl`` row's, each other adds a row ``creamfl (intra=X)`` beside it (same run, same seeds).  ``public``:
+    ``creamfl`` row's, each other adds a row ``creamfl (intra=X)`` beside it (same run, same seeds); ``average``
+    likewise (``1``: CreamFL with FedAvg's step; ``0,1``: plain, and a row ``creamfl (average=1)`` beside it).  ``public``:
     where the public set comes from: ``tuxpaint`` (``public_fraction`` of its training records, carved before the
     clients get the rest) and/or other corpora (``emoji``, ``openclipart``: their training pairs; without
     ``tuxpaint`` every Tux Paint training record goes to the clients); ``public_size``: that many of the other
@@ -135,6 +136,10 @@ def federated(work: Path, cache=None, seed: int = 0, console=None, clients: str 
                          f"other corpus, got public={public!r}, public_size={public_size!r}")
     if bad := sorted(set(others) - {"emoji", "openclipart"}):
         raise ValueError(f"unknown public corpus {', '.join(map(repr, bad))}: use tuxpaint, emoji, openclipart")
+    averages = [v.strip() for v in average.split(",") if v.strip()]
+    if not set(averages) <= {"0", "1"} or len(set(averages)) < len(averages):
+        raise ValueError(f"average must be 0, 1, or both once each (0,1: plain and averaging CreamFL side by side), "
+                         f"got average={average!r}")
     man = load_manifest(prepare_tuxpaint(work), modalities=["image", "text"], progress=False)
     other = [load_manifest(_domain(work, p), modalities=["image", "text"], progress=False) for p in others]
     fraction = fraction if "tuxpaint" in sources else 0.0
@@ -146,8 +151,8 @@ def federated(work: Path, cache=None, seed: int = 0, console=None, clients: str 
     config.update({k: (v if k in ("kd", "client_init") else float(v) if k in ("kd_weight", "reg_weight") else int(v))
                    for k, v in given.items() if v})
     # CreamFL with FedAvg's step (its clients send their weights too): a setting of the creamfl rows only (the other
-    # systems refuse it)
-    cream = {"method": "creamfl", **({"average": True} if average not in ("", "0", "false", "no") else {})}
+    # systems refuse it); 0,1: the first sets the creamfl row's, the other adds a row beside it (same run, same seeds)
+    cream = {"method": "creamfl", **({"average": True} if averages[:1] == ["1"] else {})}
     variants = {"creamfl": cream, **({FEDAVG_PUBLIC_ROW: FEDAVG_PUBLIC} if fedavg_public not in ("0", "false", "no") else {})}
     if before not in ("0", "false", "no"):
         variants["creamfl (session 8)"] = SESSION8_CREAMFL
@@ -155,6 +160,8 @@ def federated(work: Path, cache=None, seed: int = 0, console=None, clients: str 
     if intras:
         config["intra"] = intras[0]
         variants.update({f"creamfl (intra={v})": {**cream, "intra": v} for v in intras[1:]})
+    variants.update({f"creamfl (average={v})": {"method": "creamfl", **({"average": True} if v == "1" else {})}
+                     for v in averages[1:]})
     splits = [s.strip() for s in split.split(",") if s.strip()]
     seed_list = [int(s) for s in seeds.split(",") if s.strip()] or [seed]
     runs: dict[str, list[list[dict[str, Any]]]] = {}

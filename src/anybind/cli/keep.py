@@ -134,6 +134,9 @@ def federate(
                                "server ensembles and distils; fedavg: clients send projector weights, the server averages."),
     server_public: bool = typer.Option(False, "--server-public", help="fedavg: the server also trains the averaged "
                                        "projectors on the public pairs each round (as a creamfl server does)."),
+    average: bool = typer.Option(False, "--average/--no-average", help="creamfl with FedAvg's step: the clients also "
+                                 "send their projector weights (more bytes up) and the server starts each round's "
+                                 "distillation from their average, weighted by training pairs (creamfl only)."),
     rounds: int = typer.Option(20, help="Maximum rounds (the best round on the clients' val pairs is kept)."),
     local_epochs: int = typer.Option(1, help="Client epochs per round."),
     dim: int = typer.Option(256, help="Shared space width."),
@@ -205,10 +208,10 @@ def federate(
             runner = functools.partial(ray_clients, address=target if isinstance(target, str) else None)
         space = Space.federate(cl, pub, encoders=encoders or None, cache=cache, strict=strict, progress=True, method=method,
                     rounds=rounds, local_epochs=local_epochs, dim=dim, hidden=hidden, lr=lr, seed=seed, runner=runner,
-                    label=label, server_public=server_public)
+                    label=label, server_public=server_public, average=average)
         space.save(out, overwrite=overwrite)
     except (AnybindError, ValueError) as e:
         fail(e)
     e = space.info["lineage"][-1]
-    console.print(f"saved {space} to [bold]{out}[/bold] ({method}, {e['clients']} clients{' on Ray' if target else ''}: best round {e['best_round']} "
+    console.print(f"saved {space} to [bold]{out}[/bold] ({method}{' + FedAvg step' if average else ''}, {e['clients']} clients{' on Ray' if target else ''}: best round {e['best_round']} "
                   f"of {e['rounds_run']}, {e['bytes']['per_round']:,} bytes a round)", highlight=False)
