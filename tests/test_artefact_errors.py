@@ -24,28 +24,7 @@ from anybind.errors import DataError, SpaceError
 from anybind.projectors import Projector, ProjectorConfig
 from anybind.space import Space
 
-TEXT = "callable:helper_encoders:hashed_text"
-IMAGE = "callable:helper_encoders:image_stats"
-
-
-def tiny_space(seed: int = 0) -> Space:
-    """A text + image space of small projectors (no training: the encoders are the helper ones)."""
-    torch.manual_seed(seed)
-    proj = {
-        "text": Projector(ProjectorConfig(in_dim=8, out_dim=6, kind="linear", dropout=0.0, input_dropout=0.0)),
-        "image": Projector(ProjectorConfig(in_dim=7, out_dim=6, kind="mlp", hidden=5)),
-    }
-    return Space({"text": TEXT, "image": IMAGE}, proj)
-
-
-def cli_error(args: list[str]) -> str:
-    """Run the CLI, expect exit 2 with one ``error:`` message; return that message on one line."""
-    res = CliRunner().invoke(app, args)
-    assert res.exit_code == 2, res.output
-    assert res.exception is None or isinstance(res.exception, SystemExit), res.exception
-    lines = [x for x in res.output.splitlines() if x.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), res.output
-    return lines[0]
+from artefact_helpers import IMAGE, OTHER_TEXT, TEXT, cli_error, edit_json, tiny_space
 
 
 # ----------------------------------------------------------------------------- 12: input files
@@ -114,13 +93,6 @@ def test_a_file_swapped_for_a_fifo_after_validation_names_its_record(tmp_path):
 # ----------------------------------------------------------------------------- 13: identities
 
 
-def edit_json(space_dir, edit) -> None:
-    p = space_dir / "space.json"
-    meta = json.loads(p.read_text())
-    edit(meta)
-    p.write_text(json.dumps(meta))
-
-
 def refused(space_dir, match: str) -> str:
     """Space.load and `anybind embed` both refuse the space with one line naming its file."""
     with pytest.raises(SpaceError, match=match) as e:
@@ -132,7 +104,6 @@ def refused(space_dir, match: str) -> str:
     return msg
 
 
-OTHER_TEXT = "callable:helper_encoders:slow_text"  # another model under the same modality
 
 
 def _drop(d, k):
@@ -721,71 +692,3 @@ def test_a_fusion_model_saved_before_identities_still_loads(tmp_path, caplog):
     saved = json.loads((tmp_path / "again" / "fusion.json").read_text())
     assert saved["format_version"] == 3 and saved["identity"] == again.identity() == clf.identity()
     assert np.array_equal(again.predict_proba(man), clf.predict_proba(man))
-
-
-def test_an_index_verifies_its_identity_and_its_space_copy(tmp_path):
-    from anybind.index import Index, IndexError_
-
-    Index.create(tmp_path / "ix", space=tiny_space())
-    Index.open(tmp_path / "ix")  # intact: opens
-    copy = tmp_path / "ix" / json.loads((tmp_path / "ix" / "index.json").read_text())["space"]
-    edit_json(copy, lambda m: m["modalities"]["text"].update(encoder=OTHER_TEXT))  # the copy inside, edited
-    with pytest.raises(SpaceError, match=f"{copy / 'space.json'}: saved identity .* does not match"):
-        Index.open(tmp_path / "ix")
-    meta = json.loads((tmp_path / "ix" / "index.json").read_text())
-    del meta["identity"]
-    (tmp_path / "ix" / "index.json").write_text(json.dumps(meta))
-    with pytest.raises(IndexError_, match="index.json: no space 'identity'"):
-        Index.open(tmp_path / "ix", tiny_space())
-
-
-INDEX_HEADERS = {  # index.json read by the shared artefact_meta.read_meta, then its fields checked: one line
-    "corrupt": (b"{", "index.json: corrupt JSON"),
-    "not-utf8": (b"\xff\xfe{}", "index.json: corrupt JSON"),
-    "not-an-object": (b"[1, 2]", "index.json: not an anybind index"),
-    "other-kind": ({"format": "anybind.captioner"}, "index.json: not an anybind index"),
-    "newer": ({"format_version": 99}, r"index.json: saved by a newer anybind \(format 99; this anybind reads up to "
-                                      r"\d+\); upgrade anybind"),
-    "version-text": ({"format_version": "9"}, "index.json: format_version is '9', expected an integer"),
-    "version-bool": ({"format_version": True}, "index.json: format_version is True, expected an integer"),
-    "identity-number": ({"identity": 5}, "index.json: no space 'identity'"),
-    "dim-text": ({"dim": "x"}, "index.json: dim is 'x', expected a positive integer"),
-    "dim-zero": ({"dim": 0}, "index.json: dim is 0, expected a positive integer"),
-    "dim-missing": ({"dim": None}, "index.json: dim is None, expected a positive integer"),
-    "modalities-text": ({"modalities": "text"}, "index.json: modalities is 'text', expected a list of names"),
-    "space-number": ({"space": 3}, "index.json: space is 3, expected a folder name or null"),
-    "ann-text": ({"ann": "x"}, "index.json: ann is 'x', expected an object or null"),
-    "threshold-text": ({"ann_threshold": "1e5"}, "index.json: ann_threshold is '1e5', expected an integer"),
-}
-
-
-@pytest.mark.parametrize("case", sorted(INDEX_HEADERS))
-def test_a_damaged_index_json_is_one_line_naming_it(tmp_path, case):
-    """index.json with a string format_version (``"9"``), a bad dim, modalities, ... : before, `anybind search`
-    printed a TypeError traceback (``'>' not supported between 'str' and 'int'``) or failed later, deep inside;
-    now Index.open and the CLI refuse it in one line naming index.json and the bad value."""
-    from anybind.index import Index, IndexError_
-
-    space = tiny_space()
-    Index.create(tmp_path / "ix", space=space)
-    meta_p = tmp_path / "ix" / "index.json"
-    edit, match = INDEX_HEADERS[case]
-    meta_p.write_bytes(edit if isinstance(edit, bytes) else json.dumps({**json.loads(meta_p.read_text()), **edit}).encode())
-    for sp in (None, space):
-        with pytest.raises(IndexError_, match=match) as e:
-            Index.open(tmp_path / "ix", sp)
-        assert str(e.value).startswith(f"{meta_p}: ") and "\n" not in str(e.value)
-    out = cli_error(["search", str(tmp_path / "ix"), "--text", "dog"])
-    assert str(meta_p) in out and re.search(match, out)
-
-
-def test_an_index_without_a_format_version_still_opens(tmp_path):
-    """The first indexes had no format_version: read as format 0, as before."""
-    from anybind.index import Index
-
-    Index.create(tmp_path / "ix", space=tiny_space())
-    meta_p = tmp_path / "ix" / "index.json"
-    meta = json.loads(meta_p.read_text())
-    del meta["format_version"]
-    meta_p.write_text(json.dumps(meta))
-    assert Index.open(tmp_path / "ix").dim == 6

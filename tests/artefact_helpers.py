@@ -1,0 +1,42 @@
+"""Helpers the damaged-artefact tests share (test_artefact_errors.py, test_index_json_errors.py): a tiny space of
+the helper encoders, the CLI's one-line error, and an edit of a saved space.json."""
+
+import json
+
+import torch
+from typer.testing import CliRunner
+
+from anybind.cli import app
+from anybind.projectors import Projector, ProjectorConfig
+from anybind.space import Space
+
+TEXT = "callable:helper_encoders:hashed_text"
+IMAGE = "callable:helper_encoders:image_stats"
+OTHER_TEXT = "callable:helper_encoders:slow_text"  # another model under the same modality
+
+
+def tiny_space(seed: int = 0) -> Space:
+    """A text + image space of small projectors (no training: the encoders are the helper ones)."""
+    torch.manual_seed(seed)
+    proj = {
+        "text": Projector(ProjectorConfig(in_dim=8, out_dim=6, kind="linear", dropout=0.0, input_dropout=0.0)),
+        "image": Projector(ProjectorConfig(in_dim=7, out_dim=6, kind="mlp", hidden=5)),
+    }
+    return Space({"text": TEXT, "image": IMAGE}, proj)
+
+
+def cli_error(args: list[str]) -> str:
+    """Run the CLI, expect exit 2 with one ``error:`` message; return that message on one line."""
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 2, res.output
+    assert res.exception is None or isinstance(res.exception, SystemExit), res.exception
+    lines = [x for x in res.output.splitlines() if x.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.output
+    return lines[0]
+
+
+def edit_json(space_dir, edit) -> None:
+    p = space_dir / "space.json"
+    meta = json.loads(p.read_text())
+    edit(meta)
+    p.write_text(json.dumps(meta))

@@ -1,0 +1,78 @@
+"""A saved index's index.json: its identity and its space copy verified, and a damaged header refused in one line
+naming the file (read by the shared versioned loader, artefact_meta.read_meta; moved from test_artefact_errors.py)."""
+
+import json
+import re
+
+import pytest
+
+from anybind.errors import SpaceError
+from artefact_helpers import OTHER_TEXT, cli_error, edit_json, tiny_space
+
+
+def test_an_index_verifies_its_identity_and_its_space_copy(tmp_path):
+    from anybind.index import Index, IndexError_
+
+    Index.create(tmp_path / "ix", space=tiny_space())
+    Index.open(tmp_path / "ix")  # intact: opens
+    copy = tmp_path / "ix" / json.loads((tmp_path / "ix" / "index.json").read_text())["space"]
+    edit_json(copy, lambda m: m["modalities"]["text"].update(encoder=OTHER_TEXT))  # the copy inside, edited
+    with pytest.raises(SpaceError, match=f"{copy / 'space.json'}: saved identity .* does not match"):
+        Index.open(tmp_path / "ix")
+    meta = json.loads((tmp_path / "ix" / "index.json").read_text())
+    del meta["identity"]
+    (tmp_path / "ix" / "index.json").write_text(json.dumps(meta))
+    with pytest.raises(IndexError_, match="index.json: no space 'identity'"):
+        Index.open(tmp_path / "ix", tiny_space())
+
+
+INDEX_HEADERS = {  # index.json read by the shared artefact_meta.read_meta, then its fields checked: one line
+    "corrupt": (b"{", "index.json: corrupt JSON"),
+    "not-utf8": (b"\xff\xfe{}", "index.json: corrupt JSON"),
+    "not-an-object": (b"[1, 2]", "index.json: not an anybind index"),
+    "other-kind": ({"format": "anybind.captioner"}, "index.json: not an anybind index"),
+    "newer": ({"format_version": 99}, r"index.json: saved by a newer anybind \(format 99; this anybind reads up to "
+                                      r"\d+\); upgrade anybind"),
+    "version-text": ({"format_version": "9"}, "index.json: format_version is '9', expected an integer"),
+    "version-bool": ({"format_version": True}, "index.json: format_version is True, expected an integer"),
+    "identity-number": ({"identity": 5}, "index.json: no space 'identity'"),
+    "dim-text": ({"dim": "x"}, "index.json: dim is 'x', expected a positive integer"),
+    "dim-zero": ({"dim": 0}, "index.json: dim is 0, expected a positive integer"),
+    "dim-missing": ({"dim": None}, "index.json: dim is None, expected a positive integer"),
+    "modalities-text": ({"modalities": "text"}, "index.json: modalities is 'text', expected a list of names"),
+    "space-number": ({"space": 3}, "index.json: space is 3, expected a folder name or null"),
+    "ann-text": ({"ann": "x"}, "index.json: ann is 'x', expected an object or null"),
+    "threshold-text": ({"ann_threshold": "1e5"}, "index.json: ann_threshold is '1e5', expected an integer"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(INDEX_HEADERS))
+def test_a_damaged_index_json_is_one_line_naming_it(tmp_path, case):
+    """index.json with a string format_version (``"9"``), a bad dim, modalities, ... : before, `anybind search`
+    printed a TypeError traceback (``'>' not supported between 'str' and 'int'``) or failed later, deep inside;
+    now Index.open and the CLI refuse it in one line naming index.json and the bad value."""
+    from anybind.index import Index, IndexError_
+
+    space = tiny_space()
+    Index.create(tmp_path / "ix", space=space)
+    meta_p = tmp_path / "ix" / "index.json"
+    edit, match = INDEX_HEADERS[case]
+    meta_p.write_bytes(edit if isinstance(edit, bytes) else json.dumps({**json.loads(meta_p.read_text()), **edit}).encode())
+    for sp in (None, space):
+        with pytest.raises(IndexError_, match=match) as e:
+            Index.open(tmp_path / "ix", sp)
+        assert str(e.value).startswith(f"{meta_p}: ") and "\n" not in str(e.value)
+    out = cli_error(["search", str(tmp_path / "ix"), "--text", "dog"])
+    assert str(meta_p) in out and re.search(match, out)
+
+
+def test_an_index_without_a_format_version_still_opens(tmp_path):
+    """The first indexes had no format_version: read as format 0, as before."""
+    from anybind.index import Index
+
+    Index.create(tmp_path / "ix", space=tiny_space())
+    meta_p = tmp_path / "ix" / "index.json"
+    meta = json.loads(meta_p.read_text())
+    del meta["format_version"]
+    meta_p.write_text(json.dumps(meta))
+    assert Index.open(tmp_path / "ix").dim == 6
