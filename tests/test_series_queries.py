@@ -216,3 +216,24 @@ def test_an_array_upload_reserves_its_values_as_float64():
     assert file_pixels(_npy(np.ones((2, 300), np.float32)), cfg) == 600 * 8 // 3
     assert file_pixels(_npy(np.ones((2, 600))), cfg) == -(-1000 * 8 // 3)  # refused when staged: at most the cap
     assert file_pixels(_npy(np.array([None, 1], dtype=object), allow_pickle=True), cfg) == 0  # refused, never loaded
+
+
+def _crafted_npy(shape) -> bytes:
+    """A format 1.0 ``.npy`` whose header declares ``shape`` (numpy writes no negative dimension; a client may)."""
+    head = repr({"descr": "<f8", "fortran_order": False, "shape": tuple(shape)}).encode()
+    head += b" " * (-(10 + len(head) + 1) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + len(head).to_bytes(2, "little") + head + b"\0" * 64
+
+
+@pytest.mark.parametrize("shape", [(-1,), (-2, 3), (-(10**12),)])
+def test_a_negative_dimension_is_refused_and_reserves_no_negative_budget(shape):
+    """A header's negative dimension made its value count negative: it passed the size check and, summed with the
+    other files of one upload, cancelled their pixels out of the in-flight budget."""
+    from anybind.serve.budget import upload_pixels
+    from anybind.serve.config import ServeConfig
+
+    with pytest.raises(DataError, match=r"q.npy: .*negative"):
+        npy_header(_crafted_npy(shape), "q.npy")
+    cfg = ServeConfig(max_array_values=1000)
+    big = _npy(np.ones((2, 300), np.float32))
+    assert upload_pixels([(big, "a.npy"), (_crafted_npy(shape), "b.npy")], cfg) == 600 * 8 // 3

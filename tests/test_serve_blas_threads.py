@@ -36,3 +36,57 @@ def test_the_setting_comes_back_when_the_last_of_two_services_closes_in_either_o
             b.close()  # twice: counted once
             assert _blas_threads() == {1}
         assert _blas_threads() == {2}  # the last one closed: this process's own setting
+
+
+class _DamagedIndex:
+    """An index whose rows cannot be read: the service's constructor fails after it started."""
+
+    def snapshot(self):
+        from anybind.index import IndexError_
+
+        raise IndexError_("index: damaged")
+
+
+class _NoModalities:
+    modalities: list[str] = []
+
+
+def test_a_service_that_fails_to_open_gives_the_setting_back():
+    import pytest
+
+    from anybind.index import IndexError_
+    from anybind.serve import Service
+
+    with threadpool_limits(2, user_api="blas"):
+        with pytest.raises(IndexError_, match="damaged"):
+            Service(_NoModalities(), _DamagedIndex())
+        assert _blas_threads() == {2}  # nothing open: no service holds BLAS on one thread
+
+
+def test_a_service_whose_warm_up_fails_or_that_is_dropped_unclosed_gives_the_setting_back(tmp_path, monkeypatch):
+    import gc
+
+    import pytest
+
+    from anybind.errors import EncoderError
+    from anybind.serve import Service
+
+    with threadpool_limits(2, user_api="blas"):
+        with served(tmp_path / "a"):
+            pass  # builds the space and index
+        assert _blas_threads() == {2}
+        a = tmp_path / "a"
+        svc = Service.load(a / "space", a / "index", cache=a / "cache", warm=False)
+        assert _blas_threads() == {1}
+        del svc  # never closed
+        gc.collect()
+        assert _blas_threads() == {2}
+
+        def broken(self):
+            raise EncoderError("image: the encoder cannot load")
+
+        monkeypatch.setattr(Service, "warm_up", broken)
+        with pytest.raises(EncoderError, match="cannot load"):
+            Service.load(a / "space", a / "index", cache=a / "cache")
+        gc.collect()
+        assert _blas_threads() == {2}

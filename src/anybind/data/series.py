@@ -89,6 +89,8 @@ def npy_header(data: bytes, what: str) -> tuple[tuple[int, ...], np.dtype]:
                         "save a plain numeric array instead")
     if dtype.names is not None or dtype.kind not in "biuf":
         raise DataError(f"{what}: a .npy of {dtype} values: save a plain numeric (integer or float) array")
+    if any(int(d) < 0 for d in shape):  # numpy writes none; counted, -1 x ... would make a negative size
+        raise DataError(f"{what}: a .npy header declaring a negative dimension (shape {shape}): damaged or crafted")
     n = math.prod(int(d) for d in shape)
     if len(data) - fp.tell() < n * dtype.itemsize:
         raise DataError(f"{what}: truncated .npy file: its header declares shape {shape} ({n * dtype.itemsize} "

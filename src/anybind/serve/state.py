@@ -95,8 +95,6 @@ class Service:
         self.tmp = Path(tempfile.mkdtemp(prefix="anybind-serve-")).resolve()
         # staged uploads live here; removed by close(), or at exit if close() was never called
         self._cleanup = weakref.finalize(self, shutil.rmtree, str(self.tmp), True)
-        _one_blas_thread()
-        self._blas = True
         self.started = time.time()
         # what each bound modality reads ("text" or "file") and what its media are
         self.input_kind = {m: getattr(space.encoder(m), "input_kind", "file") for m in space.modalities}
@@ -110,6 +108,10 @@ class Service:
         self._checked = time.monotonic()
         self._thumbs: OrderedDict[tuple[str, str, int], bytes] = OrderedDict()
         self._thumb_lock = threading.Lock()
+        # last, once nothing above can fail (a failed constructor is never closed); given back by close(), or when
+        # the service is dropped unclosed
+        _one_blas_thread()
+        self._blas = weakref.finalize(self, _one_blas_thread, False)
 
     def _load_items(self) -> None:
         """The id -> items lookup and the per-modality counts, from the index's current snapshot."""
@@ -161,7 +163,11 @@ class Service:
             raise DataError(f"{index_dir}: this index holds no space; pass the space it was built with")
         svc = cls(index.space, index, cache=cache, config=config, space_dir=space_dir)
         if warm:
-            svc.warm_up()
+            try:
+                svc.warm_up()
+            except BaseException:
+                svc.close()
+                raise
         return svc
 
     @property
@@ -223,9 +229,7 @@ class Service:
     def close(self) -> None:
         """Remove the folder of staged uploads; give the process its BLAS threads back."""
         self._cleanup()
-        if self._blas:
-            self._blas = False
-            _one_blas_thread(take=False)
+        self._blas()  # a finalizer: runs once, however often close() is called
 
     # -- queries -------------------------------------------------------------
     def check_text_modality(self, m: str) -> str:
