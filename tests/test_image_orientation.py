@@ -172,3 +172,25 @@ def test_an_in_memory_image_with_a_damaged_exif_block_is_used_as_stored(caplog):
     said = [r.getMessage() for r in caplog.records]
     assert 1 <= len(said) <= 2 and "\n" not in "".join(said), said
     assert all("EXIF orientation unreadable" in s and "PIL.Image.Image image mode=RGB" in s for s in said), said
+
+
+def corner_colour(batch):
+    """A callable encoder's function: each image's top-left 4x4 mean colour (what a turn moves elsewhere)."""
+    return [np.asarray(im.convert("RGB"), np.float32)[:4, :4].mean((0, 1)) / 255 for im in batch]
+
+
+def test_a_callable_encoder_sees_the_upright_picture_its_cache_key_names(tmp_path):
+    """A tagged photo in memory is keyed by its upright picture, so a callable encoder is handed that picture:
+    the cache never serves the tagged photo's features for its upright copy (or the other way round)."""
+    from anybind.cache import FeatureCache
+    from anybind.encoders.registry import get_encoder
+
+    enc = get_encoder("callable:test_image_orientation:corner_colour", cached=False)
+    (tmp_path / "six.jpg").write_bytes(jpeg(STORED[6](upright()), 6))
+    tagged = Image.open(tmp_path / "six.jpg")
+    turned = Image.fromarray(np.asarray(tagged.transpose(Image.Transpose.ROTATE_270)))  # its pixels, with no tag
+    assert enc.content_key(tagged) == enc.content_key(turned)
+    cache = FeatureCache(tmp_path / "cache")
+    X = cache.encode(enc, [tagged], progress=False)
+    np.testing.assert_array_equal(X, enc.encode([turned]))
+    np.testing.assert_array_equal(cache.encode(enc, [turned], progress=False), enc.encode([turned]))

@@ -103,3 +103,23 @@ def test_anybind_encode_reports_the_derived_means_as_cached(clips, tmp_path, mon
     calls = spy(monkeypatch, get_encoder(seq_spec))
     rep = encode_items(mean_spec, clips, tmp_path / "cache", progress=False)
     assert (rep.unique, rep.hits, rep.encoded) == (3, 3, 0) and calls == {"decode": 0, "forward": 0}
+
+
+def test_a_mean_another_writer_committed_meanwhile_is_what_the_deriving_run_serves(clips, tmp_path):
+    """Derived rows follow the cache's one rule, "the first shard holding a key serves it": when another process
+    committed the clip's mean while this run derived it, this run serves that shard's row, as every rerun will."""
+    seq_enc = get_encoder(f"video:frames({STATS})@fps=2,max=3,pool=attn")
+    mean_enc = get_encoder(f"video:frames({STATS})@fps=2,max=3")
+    root = tmp_path / "cache"
+    FeatureCache(root).encode(seq_enc, clips[:1], progress=False)
+    fc = FeatureCache(root)
+    from anybind.encoders.device import cache_identity
+
+    ident = cache_identity(mean_enc)
+    assert fc.count(ident) == 0  # this run's index of the means: read before the other writer commits
+    other = np.full((1, mean_enc.dim), 7.0, np.float32)  # the other writer's numbers (its own kernels)
+    FeatureCache(root).write_shard(ident, [mean_enc.content_key(clips[0])], other)
+    X = fc.encode(mean_enc, clips[:1], progress=False)
+    rerun = FeatureCache(root).encode(mean_enc, clips[:1], progress=False)
+    np.testing.assert_array_equal(rerun, other)
+    np.testing.assert_array_equal(X, rerun)

@@ -264,6 +264,7 @@ class FeatureCache:
         failed: dict[str, str] = {}
         if missing:
             failed = self._encode_missing(encoder, identity, missing, first, progress, description, workers)
+        if missing or derived:  # what it committed: served as every rerun will (another writer's may come first)
             idx = self._settle(identity)
         stats.encoded = len(missing) - len(failed)
         stats.failed = len(failed)

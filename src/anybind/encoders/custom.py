@@ -77,6 +77,12 @@ class CallableEncoder(Encoder):
             p = Path(item)
             if not p.is_file():
                 raise DataError(f"{p}: file does not exist")
+        from PIL import Image
+
+        if isinstance(item, Image.Image):  # the upright picture its cache key names (encoders.base.content_key)
+            from ..data.media import upright
+
+            return upright(item)
         return item
 
     def encode_loaded(self, batch: Sequence[Any]) -> np.ndarray:

@@ -146,26 +146,41 @@ def solve_once(solve: Callable[[], Any], projectors: Mapping[str, nn.Module], di
     run on rank 0 only, its result handed to every worker: its return value and every projector's parameters and
     buffers, broadcast.  Each worker would solve the same normal equations over the same shards (every worker
     reads all of them), so the result is what each would have computed, at one worker's cost.  A solve that
-    fails on rank 0 raises the same error on every worker (none is left waiting).  Not distributed: ``solve()``."""
+    fails on rank 0 raises the same error on every worker (none is left waiting; one pickle refuses reaches the
+    others as a RuntimeError naming its type and message).  Not distributed: ``solve()``."""
     if not distributed:
         return solve()
     import torch.distributed as dist
 
     box: list[Any] = [None]
+    mine: Exception | None = None  # rank 0's own error, raised as it is
     if dist.get_rank() == 0:
         try:
             box[0] = ("ok", solve())
         except Exception as e:  # noqa: BLE001 -- handed to the other workers, then raised here too
-            box[0] = ("error", e)
+            box[0] = ("error", _portable(e))
+            mine = e
     dist.broadcast_object_list(box, src=0)
     kind, value = box[0]
     if kind == "error":
-        raise value
+        raise mine if mine is not None else value
     with torch.no_grad():
         for pr in projectors.values():
             for t in (*pr.parameters(), *pr.buffers()):
                 dist.broadcast(t.data, 0)
     return value
+
+
+def _portable(e: Exception) -> Exception:
+    """``e`` when it survives pickling (what :func:`solve_once` broadcasts), else a RuntimeError with its type and
+    message: an error holding what pickle refuses (a lock, a handle) must still reach every worker."""
+    import pickle
+
+    try:
+        pickle.loads(pickle.dumps(e))
+        return e
+    except Exception:  # noqa: BLE001 -- any failure to round-trip: send what can be said of it
+        return RuntimeError(f"{type(e).__name__}: {e}")
 
 
 def _gather(t: torch.Tensor) -> torch.Tensor:
