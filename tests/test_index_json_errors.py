@@ -76,3 +76,16 @@ def test_an_index_without_a_format_version_still_opens(tmp_path):
     del meta["format_version"]
     meta_p.write_text(json.dumps(meta))
     assert Index.open(tmp_path / "ix").dim == 6
+
+
+def test_a_refresh_keeps_its_header_when_index_json_is_not_utf8(tmp_path):
+    """An open index re-reads index.json on refresh (another process's writes); bytes that are not UTF-8 (a damaged
+    or half-copied file) raised UnicodeDecodeError from deep inside. The open index keeps the header it has."""
+    from anybind.index import Index
+
+    ix = Index.create(tmp_path / "ix", space=tiny_space())
+    meta_p = tmp_path / "ix" / "index.json"
+    before = json.loads(meta_p.read_text())
+    meta_p.write_bytes(b"\xff\xfe{}")
+    assert ix.refresh() is False
+    assert ix.dim == before["dim"] == 6

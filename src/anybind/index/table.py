@@ -186,7 +186,7 @@ class IndexTable:
         self.table.checkout_latest()
         try:
             meta = json.loads((self.path / META_FILE).read_text())
-        except (OSError, json.JSONDecodeError):  # being replaced right now (atomic rename): keep ours
+        except (OSError, ValueError):  # being replaced right now (atomic rename), or not UTF-8 / JSON: keep ours
             meta = None
         if isinstance(meta, dict) and meta.get("identity") == self.meta.get("identity"):
             self.meta = meta
