@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from anybind.encoders.base import get_encoder
 from anybind.errors import DataError, SpaceError
@@ -111,6 +111,7 @@ def test_bad_refine_options_are_refused_in_one_line(drifted, kw, message):
 
 @settings(max_examples=30, deadline=None)
 @given(n=st.integers(12, 60), k=st.integers(2, 6), t=st.floats(1, 50), seed=st.integers(0, 2**16))
+@example(n=12, k=2, t=50.0, seed=167)  # 1,000 Sinkhorn iterations left it 0.003 off its shares (CI, 12-06)
 def test_balanced_assignments_give_each_item_one_unit_and_each_class_its_share(n, k, t, seed):
     rng = np.random.default_rng(seed)
     S = rng.uniform(-1, 1, size=(n, k))
