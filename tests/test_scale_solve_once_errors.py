@@ -27,7 +27,24 @@ class _Unpicklable(RuntimeError):
         self.lock = threading.Lock()
 
 
-def _worker(rank: int, world: int, port: int, out: str) -> None:
+class _NeedsTwo(RuntimeError):
+    """An error that pickles but whose constructor wants two arguments (it would not unpickle)."""
+
+    def __init__(self, what: str, why: str):
+        super().__init__(f"{what}: {why}")
+
+
+def _raise(kind: str):
+    from anybind.errors import DataError
+
+    if kind == "unpicklable":
+        raise _Unpicklable("solver state lost")
+    if kind == "needs-two":
+        raise _NeedsTwo("solver", "state\nlost")
+    raise DataError("shard 3: solver state lost")
+
+
+def _worker(rank: int, world: int, port: int, out: str, kind: str = "unpicklable") -> None:
     import torch.distributed as dist
 
     from anybind.scale.train import solve_once
@@ -36,7 +53,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=20))
     try:
         def bad():
-            raise _Unpicklable("solver state lost")
+            _raise(kind)
         try:
             solve_once(bad if rank == 0 else (lambda: None), {}, True)
             got = "no error"
@@ -52,3 +69,19 @@ def test_an_unpicklable_error_on_rank_0_fails_every_worker_with_its_message(tmp_
     got = [json.loads((tmp_path / f"{r}.json").read_text()) for r in (0, 1)]
     assert got[0] == "_Unpicklable: solver state lost"
     assert "solver state lost" in got[1] and "_Unpicklable" in got[1]
+
+
+def _run(tmp_path, kind: str) -> list[str]:
+    torch.multiprocessing.spawn(_worker, args=(2, _free_port(), str(tmp_path), kind), nprocs=2)
+    return [json.loads((tmp_path / f"{r}.json").read_text()) for r in (0, 1)]
+
+
+def test_other_workers_raise_anybinds_own_error_class_and_others_by_name(tmp_path):
+    """Only text crosses between workers: anybind's own error comes back as its class, an error that pickles but
+    would not unpickle (its constructor wants two arguments) as a RuntimeError naming it, on one line."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    assert _run(tmp_path / "a", "data") == ["DataError: shard 3: solver state lost"] * 2
+    got = _run(tmp_path / "b", "needs-two")
+    assert got[0] == "_NeedsTwo: solver: state\nlost"
+    assert got[1] == "RuntimeError: _NeedsTwo: solver: state lost"

@@ -46,6 +46,7 @@ from ..binders import PairBinder
 from ..encoders.device import current_runtime, place
 from ..encoders.video import temporal_frames
 from ..epochs import selection_record
+from .. import errors
 from ..errors import DataError
 from ..robust import RobustFit, check_robust, ridge_start, with_mixup
 from ..loop import fit_loop, make_optimizer, make_temperature, training_threads
@@ -146,8 +147,8 @@ def solve_once(solve: Callable[[], Any], projectors: Mapping[str, nn.Module], di
     run on rank 0 only, its result handed to every worker: its return value and every projector's parameters and
     buffers, broadcast.  Each worker would solve the same normal equations over the same shards (every worker
     reads all of them), so the result is what each would have computed, at one worker's cost.  A solve that
-    fails on rank 0 raises the same error on every worker (none is left waiting; one pickle refuses reaches the
-    others as a RuntimeError naming its type and message).  Not distributed: ``solve()``."""
+    fails on rank 0 raises the same error on every worker (none is left waiting): rank 0 raises its own, the others
+    anybind's error of the same class, or a RuntimeError naming any other class, with its message.  Not distributed: ``solve()``."""
     if not distributed:
         return solve()
     import torch.distributed as dist
@@ -163,7 +164,7 @@ def solve_once(solve: Callable[[], Any], projectors: Mapping[str, nn.Module], di
     dist.broadcast_object_list(box, src=0)
     kind, value = box[0]
     if kind == "error":
-        raise mine if mine is not None else value
+        raise mine if mine is not None else _rebuilt(*value)
     with torch.no_grad():
         for pr in projectors.values():
             for t in (*pr.parameters(), *pr.buffers()):
@@ -171,16 +172,20 @@ def solve_once(solve: Callable[[], Any], projectors: Mapping[str, nn.Module], di
     return value
 
 
-def _portable(e: Exception) -> Exception:
-    """``e`` when it survives pickling (what :func:`solve_once` broadcasts), else a RuntimeError with its type and
-    message: an error holding what pickle refuses (a lock, a handle) must still reach every worker."""
-    import pickle
+def _portable(e: Exception) -> tuple[str, str]:
+    """What :func:`solve_once` broadcasts of rank 0's error: its class name and one-line message (plain strings,
+    so the other workers unpickle nothing but text, whatever the error holds: a lock, a handle, a constructor
+    that wants more arguments)."""
+    return type(e).__name__, " ".join(str(e).split())
 
-    try:
-        pickle.loads(pickle.dumps(e))
-        return e
-    except Exception:  # noqa: BLE001 -- any failure to round-trip: send what can be said of it
-        return RuntimeError(f"{type(e).__name__}: {e}")
+
+def _rebuilt(name: str, message: str) -> Exception:
+    """The error another worker raises for rank 0's: the same class when it is one of anybind's own (they take
+    one message), else a RuntimeError naming the class."""
+    cls = getattr(errors, name, None)
+    if isinstance(cls, type) and issubclass(cls, errors.AnybindError):
+        return cls(message)
+    return RuntimeError(f"{name}: {message}")
 
 
 def _gather(t: torch.Tensor) -> torch.Tensor:
