@@ -42,6 +42,23 @@ def shared_cache(tmp_path_factory):
 
 
 @pytest.fixture
+def key_reads(monkeypatch):
+    """How many times each file's bytes were read to make its feature-cache key (``{path: count}``, filled as the
+    test runs): the one function every file key reads through, counted."""
+    import anybind.encoders.keys as keys
+
+    reads: dict[str, int] = {}
+    real = keys._sha256_and_head
+
+    def counting(path, *a, **k):
+        reads[str(path)] = reads.get(str(path), 0) + 1
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(keys, "_sha256_and_head", counting)
+    return reads
+
+
+@pytest.fixture
 def no_renderer(monkeypatch):
     """A machine too busy to start an SVG renderer process in time: a new worker gets 0 s to say it is ready (the
     real start-up path, cut at once); the workers idle from earlier tests are stopped first and after."""

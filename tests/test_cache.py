@@ -186,7 +186,7 @@ def test_an_svg_files_key_names_its_rendering_version(tmp_path, monkeypatch):
     the renderer's version (6b25dde changed 34 of Tux Paint's 164 renders; the old keys would have served them)."""
     import gzip
 
-    import anybind.encoders.base as base
+    import anybind.encoders.keys as base
     from anybind.encoders.base import content_key, file_digest, sha256_file
 
     svg = b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="8" height="8"/>'

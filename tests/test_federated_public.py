@@ -222,10 +222,9 @@ def test_a_client_file_copied_under_another_name_into_the_public_set_is_refused(
     assert len(r.output.strip().splitlines()) == 1 and not (tmp_path / "s").exists()
 
 
-def test_the_content_check_reads_each_file_once(tmp_path, monkeypatch):
+def test_the_content_check_reads_each_file_once(tmp_path, key_reads):
     """A file several records share (an image with several captions, on either side, or the very path on both) is
     hashed once: the check reads the clients' files and the public ones once each, never once per record."""
-    from anybind.encoders import base
     from anybind.federated_study import refuse_shared_public
 
     own_files = _pictures(tmp_path / "own", [f"p{i}.png" for i in range(3)], seed=0)
@@ -236,20 +235,18 @@ def test_the_content_check_reads_each_file_once(tmp_path, monkeypatch):
     pub = _manifest(tmp_path / "pub.jsonl", [
         {"id": f"pub-{i}-{j}", "split": "train", "image": str(f), "text": f"picture {i}, caption {j}"}
         for i, f in enumerate(pub_files) for j in range(3)])
-    reads: list[str] = []
-    real = base._sha256_and_head
-    monkeypatch.setattr(base, "_sha256_and_head", lambda path, *a, **k: (reads.append(str(path)), real(path, *a, **k))[1])
+    once = {str(f): 1 for f in own_files + pub_files}
     refuse_shared_public(own, [pub, pub])  # a public manifest given twice reads its files once too
-    assert sorted(reads) == sorted(str(f) for f in own_files + pub_files)
+    assert key_reads == once
     # the very path of a client's file in a public record: refused, and still read once
     from anybind.errors import DataError
 
-    reads.clear()
+    key_reads.clear()
     same = _manifest(tmp_path / "same.jsonl", [{"id": "pub-same", "split": "train", "image": str(own_files[2]),
                                                 "text": "another caption"}])
     with pytest.raises(DataError, match="'pub-same' holds image file .* record 'own-2-0'"):
         refuse_shared_public(own, [pub, same])
-    assert sorted(reads) == sorted(str(f) for f in own_files + pub_files)
+    assert key_reads == once
 
 
 def test_server_epochs_default_to_the_val_chosen_ones_of_each_server():

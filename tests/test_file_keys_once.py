@@ -7,27 +7,12 @@ from __future__ import annotations
 import os
 
 import numpy as np
-import pytest
 from PIL import Image
 
-import anybind.encoders.base as base
+import anybind.encoders.keys as keys
 from anybind.cache import FeatureCache
 from anybind.data.files import file_keys_remembered
 from anybind.encoders.registry import get_encoder
-
-
-@pytest.fixture
-def counted(monkeypatch):
-    """How many times each file's bytes were read to make its key."""
-    reads: dict[str, int] = {}
-    real = base._sha256_and_head
-
-    def counting(path, *a, **k):
-        reads[str(path)] = reads.get(str(path), 0) + 1
-        return real(path, *a, **k)
-
-    monkeypatch.setattr(base, "_sha256_and_head", counting)
-    return reads
 
 
 def _pictures(tmp_path, n=4):
@@ -40,32 +25,32 @@ def _pictures(tmp_path, n=4):
     return paths
 
 
-def test_keys_made_for_a_check_serve_the_encoding_that_follows(tmp_path, counted):
+def test_keys_made_for_a_check_serve_the_encoding_that_follows(tmp_path, key_reads):
     enc = get_encoder("callable:helper_encoders:image_stats")
     paths = _pictures(tmp_path)
     cache = FeatureCache(tmp_path / "cache")
     with file_keys_remembered():
         checked = [enc.content_key(p) for p in paths]  # what the overlap check digests
         X = cache.encode(enc, paths + paths[:1], progress=False)
-    assert counted == {p: 1 for p in paths}, counted
+    assert key_reads == {p: 1 for p in paths}, key_reads
     assert checked == [enc.content_key(p) for p in paths]  # outside: read again, the same keys
-    assert counted == {p: 2 for p in paths}
+    assert key_reads == {p: 2 for p in paths}
     np.testing.assert_array_equal(X, FeatureCache(tmp_path / "cache2").encode(enc, paths + paths[:1], progress=False))
 
 
-def test_a_file_changed_inside_the_scope_is_keyed_again(tmp_path, counted):
+def test_a_file_changed_inside_the_scope_is_keyed_again(tmp_path, key_reads):
     enc = get_encoder("callable:helper_encoders:image_stats")
     p = _pictures(tmp_path, 2)
     with file_keys_remembered():
         first = enc.content_key(p[0])
         with file_keys_remembered():  # nested: the same memo
-            assert enc.content_key(p[0]) == first and counted[p[0]] == 1
+            assert enc.content_key(p[0]) == first and key_reads[p[0]] == 1
         os.replace(p[1], p[0])  # another file under the same name
-        assert enc.content_key(p[0]) != first and counted[p[0]] == 2
+        assert enc.content_key(p[0]) != first and key_reads[p[0]] == 2
         with open(p[0], "r+b") as f:  # rewritten in place, its times moved on
             f.seek(40)
             f.write(b"\x00")
         st = os.stat(p[0])
         os.utime(p[0], ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
         again = enc.content_key(p[0])
-        assert counted[p[0]] == 3 and again == base.content_key(p[0])
+        assert key_reads[p[0]] == 3 and again == keys.content_key(p[0])

@@ -144,7 +144,7 @@ def test_cli_refresh(stale):
 def test_an_svg_rows_features_from_an_older_rendering_are_not_reused(tmp_path, monkeypatch):
     """A refresh reads each row's features by the key stored at build time; an SVG's key names the renderer's
     version, and a row keyed by an older renderer (or before keys named it) is encoded again, not read back."""
-    import anybind.encoders.base as base
+    import anybind.encoders.keys as base
 
     space = make_space()
     m = write_corpus(tmp_path, n=30)

@@ -4,13 +4,12 @@ that follows share the keys (data.files.file_keys_remembered)."""
 import numpy as np
 from PIL import Image
 
-import anybind.encoders.base as base
 from anybind import Space
 from anybind.projectors import Projector, ProjectorConfig
 from anybind.zeroshot import ZeroShotClassifier
 
 
-def test_evaluate_reads_each_scored_file_once_for_its_key(tmp_path, monkeypatch):
+def test_evaluate_reads_each_scored_file_once_for_its_key(tmp_path, key_reads):
     from anybind.data.manifest import Record
 
     rng = np.random.default_rng(0)
@@ -27,13 +26,6 @@ def test_evaluate_reads_each_scored_file_once_for_its_key(tmp_path, monkeypatch)
                   proj)
     cache = tmp_path / "cache"
     clf = ZeroShotClassifier(space, ["red", "blue"], modality="image").calibrate(recs[:40], cache=cache)
-    reads: dict[str, int] = {}
-    real = base._sha256_and_head
-
-    def counting(path, *a, **k):
-        reads[str(path)] = reads.get(str(path), 0) + 1
-        return real(path, *a, **k)
-
-    monkeypatch.setattr(base, "_sha256_and_head", counting)
+    key_reads.clear()  # what calibrating read is not counted
     assert clf.evaluate(recs[40:], "kind", cache=cache)["n"] == 20
-    assert reads == {r.values["image"]: 1 for r in recs[40:]}, reads  # the check and the encoding: one read each
+    assert key_reads == {r.values["image"]: 1 for r in recs[40:]}, key_reads  # the check and the encoding: one read each
