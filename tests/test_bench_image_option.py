@@ -110,7 +110,7 @@ def test_transfer_rows_per_image_encoder(tmp_path, small_tux, shared_cache, monk
     the default encoder named is the plain system's row, cell for cell."""
     from anybind.bench import tasks_transfer
 
-    monkeypatch.setattr(tasks_transfer, "_corpus_builders", lambda: {"tuxpaint": lambda work: small_tux})
+    monkeypatch.setattr(tasks_transfer, "corpus_builders", lambda: {"tuxpaint": lambda work: small_tux})
     kw = dict(cache=shared_cache, corpora="tuxpaint", train="each", systems="defaults", fm="0", center="0", boot="50")
     plain = tasks_transfer.transfer(tmp_path, **kw)
     both = tasks_transfer.transfer(tmp_path, image=f"{LITE0},{LITE1}", **kw)

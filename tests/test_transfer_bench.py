@@ -87,14 +87,14 @@ def test_system_names_compose_levers():
 
 
 def test_selection_corpus_must_lie_outside_the_measured_corpora(tmp_path):
-    from anybind.bench.tasks_transfer import _selection_corpus, system_kwargs
+    from anybind.bench.transfer_systems import selection_corpus, system_kwargs
 
     builders = {"tuxpaint": None, "emoji": None, "openclipart": None}
     kw = {"defaults+select": system_kwargs("defaults+select")}
-    assert _selection_corpus("", ["tuxpaint"], builders, {"defaults": {}}, tmp_path) == []
+    assert selection_corpus("", ["tuxpaint"], builders, {"defaults": {}}, tmp_path) == []
     with pytest.raises(AnybindError, match="give --opt select=NAME"):
-        _selection_corpus("", ["tuxpaint", "emoji"], builders, kw, tmp_path)
+        selection_corpus("", ["tuxpaint", "emoji"], builders, kw, tmp_path)
     with pytest.raises(AnybindError, match="outside the measured corpora"):
-        _selection_corpus("emoji", ["tuxpaint", "emoji"], builders, kw, tmp_path)
+        selection_corpus("emoji", ["tuxpaint", "emoji"], builders, kw, tmp_path)
     with pytest.raises(AnybindError, match="outside the measured corpora"):
-        _selection_corpus("nope", ["tuxpaint", "emoji"], builders, kw, tmp_path)
+        selection_corpus("nope", ["tuxpaint", "emoji"], builders, kw, tmp_path)

@@ -210,7 +210,6 @@ def _fold_long_words_in_help() -> None:
         setattr(rich_utils, name, Folding())
 
 
-
 def _plain_usage_errors() -> None:
     """Typer prints a usage error (an unknown or missing option, a bad value, typer.BadParameter) boxed in a
     Rich panel, wrapped at the terminal's width (80 columns without one), splitting a long value or path across

@@ -1,0 +1,140 @@
+"""What the transfer matrix trains (issue 16): the corpora it can build, the train sets (``each``, ``all``, ``loo``,
+``a+b``), the train records kept per corpus, and what a system name means (``recipe+bridge+wise+lr1e-4``: a base
+and its levers, as ``Space.fit`` keywords), with the held-out corpus that ``+select`` systems choose on.
+:mod:`anybind.bench.tasks_transfer` scores them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+MODS = ["image", "text"]
+
+
+def corpus_builders() -> dict[str, Callable[[Path], Path]]:
+    """name -> ``fn(work) -> manifest path`` for every image<->text corpus this anybind can build."""
+    import importlib
+
+    from ..corpora.emoji import build_emoji
+    from ..corpora.openclipart import build_openclipart
+    from .tuxpaint import build_once
+    from .tuxpaint import prepare_tuxpaint
+
+    out: dict[str, Callable[[Path], Path]] = {
+        "tuxpaint": prepare_tuxpaint,
+        "emoji": lambda w: build_once(w, "emoji", build_emoji),
+        "openclipart": lambda w: build_once(w, "openclipart", build_openclipart),
+    }
+    for name in ("ktuberling", "icons"):  # corpora added by other work, picked up when their builders exist
+        try:
+            mod = importlib.import_module(f"anybind.corpora.{name}")
+        except ImportError:
+            continue
+        fn = getattr(mod, f"build_{name}", None)
+        if fn is not None:
+            out[name] = lambda w, n=name, f=fn: build_once(w, n, f)
+    return out
+
+
+def train_sets(spec: str, corpora: Sequence[str]) -> dict[str, list[str]]:
+    """``each`` (one corpus), ``all``, ``loo`` (all but one), or explicit ``a+b``; comma-separated."""
+    out: dict[str, list[str]] = {}
+    for part in [p.strip() for p in spec.split(",") if p.strip()]:
+        if part == "each":
+            out.update({c: [c] for c in corpora})
+        elif part == "all":
+            out["all"] = list(corpora)
+        elif part == "loo":
+            if len(corpora) > 2:
+                out.update({"all-" + c: [o for o in corpora if o != c] for c in corpora})
+        else:
+            names = part.split("+")
+            unknown = [n for n in names if n not in corpora]
+            if unknown:
+                from ..errors import AnybindError
+
+                raise AnybindError(f"train set {part!r}: {', '.join(unknown)} not among the corpora {', '.join(corpora)}")
+            out[part] = names
+    return out
+
+
+def subsample_train(man, max_train: int, seed: int):
+    """The manifest with at most ``max_train`` train records (seeded); val and test kept whole."""
+    import copy
+
+    if max_train <= 0:
+        return man
+    train = [r for r in man.records if r.split == "train"]
+    if len(train) <= max_train:
+        return man
+    keep = {id(train[i]) for i in np.random.default_rng(seed).choice(len(train), max_train, replace=False)}
+    out = copy.copy(man)
+    out.records = [r for r in man.records if r.split != "train" or id(r) in keep]
+    return out
+
+
+#: what each lever of a system name adds to the fit ("recipe+bridge+wise+lr1e-4"); "l2sp" fits every lambda
+#: of the grid and keeps the best on val, "lrX" sets the learning rate, "wiseX" a fixed WiSE-FT alpha
+LEVERS: dict[str, dict[str, Any]] = {
+    "start": {"epochs": 0},  # the training-free start itself (no fine-tuning)
+    "bridge": {"ridge_prior": "bridge"},
+    "residual": {"ridge_prior": "residual"},  # the label bridge as a branch, a zero-initialised residual on top
+    "wise": {"wise": "auto"},
+    "linear": {"projector": "linear"},
+    "l2sp": {},
+    "mixup": {"mixup": 0.5},
+    "select": {"select_data": "held-out"},  # epoch / WiSE alpha / ridge chosen on the val split of --opt select=  # geodesic multi-modal mixup (m^2-mix) at weight 0.5; "mixupX": weight X
+}
+BASES = ("recipe", "defaults")
+
+
+def system_kwargs(name: str) -> dict[str, Any]:
+    """``Space.fit`` keywords of a system: ``recipe`` (locked text, ridge start, label-bridge images, InfoNCE with
+    early stopping: the issue-16 start) or ``defaults`` (``Space.fit(data)``), then ``+lever`` ..."""
+    from ..errors import AnybindError
+
+    base, *levers = name.split("+")
+    if base not in BASES:
+        raise AnybindError(f"system {name!r}: starts with one of {', '.join(BASES)}")
+    kw: dict[str, Any] = {"lock": "text", "init": "ridge"} if base == "recipe" else {}
+    for lever in levers:
+        if lever in LEVERS:
+            kw.update(LEVERS[lever])
+        elif lever.startswith("lr") and _number(lever[2:]):
+            kw["lr"] = float(lever[2:])
+        elif lever.startswith("wise") and _number(lever[4:]):
+            kw["wise"] = float(lever[4:])
+        elif lever.startswith("mixup") and _number(lever[5:]):
+            kw["mixup"] = float(lever[5:])
+        else:
+            raise AnybindError(f"system {name!r}: unknown lever {lever!r} (known: {', '.join(LEVERS)}, lrX, wiseX, "
+                               "mixupX)")
+    return kw
+
+
+def selection_corpus(select: str, names: Sequence[str], builders, fit_kw: dict, work) -> list:
+    """The manifest the ``+select`` systems choose on (``--opt select=NAME``, a corpus outside the matrix)."""
+    from ..data.manifest import load_manifest
+    from ..errors import AnybindError
+
+    wants = [s for s, kw in fit_kw.items() if kw.get("select_data") == "held-out"]
+    if not wants:
+        return []
+    if not select:
+        raise AnybindError(f"systems {', '.join(wants)} select on another corpus: give --opt select=NAME")
+    if select in names or select not in builders:
+        raise AnybindError(f"select={select!r} must be a buildable corpus ({', '.join(builders)}) outside the "
+                           f"measured corpora ({', '.join(names)}): selection must not see a measured cell")
+    return [load_manifest(builders[select](Path(work)), modalities=MODS, progress=False)]
+
+
+def _number(s: str) -> bool:
+    try:
+        float(s)
+    except ValueError:
+        return False
+    return True
