@@ -259,7 +259,7 @@ def test_writes_through_the_table_itself_are_seen_by_the_next_search(tmp_path, k
 @given(n=st.integers(2, 300), frac=st.floats(0.0, 1.0), seed=st.integers(0, 2**16))
 def test_recall_bound_is_the_mean_less_two_standard_errors(n, frac, seed):
     """The tuning rule's bound: per-query recall@k's mean, less 2 sample standard errors (numpy's own)."""
-    from anybind.bench.search_util import recall_bound
+    from anybind.index.tuning import recall_bound
 
     rng = np.random.default_rng(seed)
     truth = np.arange(n * 10).reshape(n, 10)
@@ -273,7 +273,7 @@ def test_recall_bound_is_the_mean_less_two_standard_errors(n, frac, seed):
 def test_tune_ef_wants_the_bound_not_the_mean_at_the_target():
     """ef is the smallest of the grid whose tuning recall less 2 standard errors reaches the target: a mean
     just at the target is not enough, and the largest ef comes back when none reaches."""
-    from anybind.bench.search_util import recall_bound, tune_ef
+    from anybind.index.tuning import recall_bound, tune_ef
 
     truth = np.arange(4000).reshape(400, 10)
     miss = np.random.default_rng(0).random((400, 10))
@@ -282,9 +282,12 @@ def test_tune_ef_wants_the_bound_not_the_mean_at_the_target():
         return lambda ef: np.where(miss < share[ef], -1, truth)
 
     share = {16: 0.10, 32: 0.04, 64: 0.02, 128: 0.0}
-    ef, mean, low = tune_ef(search(share), truth, 0.96, grid=(16, 32, 64, 128))
-    assert ef == 64 and low >= 0.96 and mean > low  # 32's mean (~0.96) falls short once its error is counted
-    assert tune_ef(search(share), truth, 1.0, grid=(16, 32, 64))[0] == 64  # none reaches: the largest
+    t = tune_ef(search(share), truth, 0.96, grid=(16, 32, 64, 128))
+    ef, mean, low = t.ef, t.recall, t.recall_low
+    assert ef == 64 and low >= 0.96 and mean > low and t.reached  # 32's mean (~0.96) falls short once its error
+    assert [e for e, _, _ in t.tried] == [16, 32, 64]  # is counted
+    none = tune_ef(search(share), truth, 1.0, grid=(16, 32, 64))
+    assert none.ef == 64 and not none.reached  # none reaches: the largest
     mean32, low32 = recall_bound(search(share)(32), truth)
     assert abs(mean32 - 0.96) < 0.01 and low32 < 0.96
 

@@ -3,7 +3,7 @@ with exact rescoring and the in-memory HNSW graph, each searched through ``Index
 (metadata and hits included), recall@10 against exact search, queries/s one at a time and in one
 batch, memory of the codes against the float vectors.  The graph's ``ef`` is the smallest whose recall on
 separate tuning queries (never the test queries), less two standard errors, reaches the tuning target
-(:func:`~.search_util.tune_ef`)."""
+(:meth:`Index.tune_memory_ann <anybind.index.Index.tune_memory_ann>`)."""
 
 from __future__ import annotations
 
@@ -13,15 +13,12 @@ from typing import Any
 
 import numpy as np
 
+from .search_util import recall
+
 
 def _ids(hits) -> np.ndarray:
     k = max((len(h) for h in hits), default=0)
     return np.array([[int(x.id) for x in h] + [-1] * (k - len(h)) for h in hits], np.int64)
-
-
-def _recall(found: np.ndarray, truth: np.ndarray) -> float:
-    k = truth.shape[1]
-    return float(np.mean([len(set(f[:k].tolist()) & set(t.tolist())) / k for f, t in zip(found, truth)]))
 
 
 def _qps(index, Q: np.ndarray, k: int, n_single: int) -> tuple[float, float, np.ndarray]:
@@ -45,7 +42,7 @@ def fast_search(
 ) -> tuple[dict[str, float], dict[str, Any]]:
     """Metrics (``quant-int8/...``, ``quant-binary/...`` unless not ``quant``, ``memann/...``) and the
     settings chosen.  ``I_ex`` / ``I_tune``: exact top-``k`` row numbers (= ids) of ``Q`` / ``Qtune``."""
-    from .search_util import PeakRSS, du, tune_ef
+    from .search_util import PeakRSS, du
 
     m: dict[str, float] = {}
     cfg: dict[str, Any] = {}
@@ -60,12 +57,12 @@ def fast_search(
         m[f"quant-{kind}/build_extra_gb"] = mem.extra_gb
         for r in factors:  # the fewest candidates rescored per hit reaching the target on the tuning queries
             index.quantize(kind, rescore=r)  # the codes are kept: only the factor changes
-            if _recall(_ids(index.search_vectors(Qtune, k=k)), I_tune) >= target:
+            if recall(_ids(index.search_vectors(Qtune, k=k)), I_tune) >= target:
                 break
         cfg[f"quant-{kind}"] = {"rescore": r}
         single, batch, found = _qps(index, Q, k, n_single)
         mem_of = index.quant_memory()
-        m.update({f"quant-{kind}/recall@10": _recall(found, I_ex), f"quant-{kind}/qps_single": single,
+        m.update({f"quant-{kind}/recall@10": recall(found, I_ex), f"quant-{kind}/qps_single": single,
                   f"quant-{kind}/qps_batch": batch, f"quant-{kind}/memory_ratio": mem_of["ratio"],
                   f"quant-{kind}/code_gb": mem_of["code_bytes"] / 2**30, f"quant-{kind}/rescore": float(r)})
         say(f"{kind} codes + rescoring {r}x k: recall@10 {m[f'quant-{kind}/recall@10']:.3f}, {mem_of['ratio']:.0f}x "
@@ -77,18 +74,15 @@ def fast_search(
         info = index.create_memory_ann()
     m["memann/build_s"], m["memann/build_extra_gb"] = info["build_seconds"], mem.extra_gb
     m["memann/graph_gb"] = du(index.path / "memann") / 2**30  # the graph and its slot list as saved
-    def tuned(ef):
-        index.set_memory_ann_ef(ef)
-        return _ids(index.search_vectors(Qtune, k=k))
-
-    with PeakRSS() as mem:  # serving: what the first searches add (e.g. the hit columns) and searching
-        ef, m["memann/tune_recall@10"], m["memann/tune_recall@10_low"] = tune_ef(tuned, I_tune, tune_target)
+    with PeakRSS() as mem:  # serving: what the first searches add and searching
+        tuned = index.tune_memory_ann(tune_target, k, queries=Qtune)  # saved with the index: searched at below
+    ef, m["memann/tune_recall@10"], m["memann/tune_recall@10_low"] = tuned.ef, tuned.recall, tuned.recall_low
     m["memann/serve_extra_gb"] = mem.extra_gb
     m["memann/rss_gb"] = mem.peak_gb  # the whole process while serving: vectors, metadata, graph
     cfg["memann"] = {**index.meta["memory_ann"]}
     m["memann/ef"] = float(ef)
     single, batch, found = _qps(index, Q, k, n_single)
-    m.update({"memann/recall@10": _recall(found, I_ex), "memann/qps_single": single, "memann/qps_batch": batch})
+    m.update({"memann/recall@10": recall(found, I_ex), "memann/qps_single": single, "memann/qps_batch": batch})
     say(f"in-memory ANN (hnswlib via Index.search_vectors): recall@10 {m['memann/recall@10']:.3f} at ef={ef}, "
         f"{single:.0f} q/s one by one, {batch:.0f} q/s batched, built in {m['memann/build_s']:.1f} s")
     return m, cfg

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..index.tuning import per_query_recall
+
 
 # ---------------------------------------------------------------------------------------
 # helpers
@@ -98,32 +100,8 @@ def best_time(fn, repeats: int) -> float:
 
 
 def recall(found: np.ndarray, truth: np.ndarray) -> float:
-    k = truth.shape[1]
-    return float(np.mean([len(set(f[:k].tolist()) & set(t.tolist())) / k for f, t in zip(found, truth)]))
-
-
-#: the HNSW search breadths tried when tuning, smallest first (the graph and the hnswlib baseline alike)
-EF_GRID = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
-
-
-def recall_bound(found: np.ndarray, truth: np.ndarray, z: float = 2.0) -> tuple[float, float]:
-    """(mean recall@k over the queries, its lower bound: the mean less ``z`` standard errors of it)."""
-    from ..metrics import mean_and_lower_bound
-
-    k = truth.shape[1]
-    return mean_and_lower_bound([len(set(f[:k].tolist()) & set(t.tolist())) / k for f, t in zip(found, truth)], z)
-
-
-def tune_ef(search, truth: np.ndarray, target: float, grid=EF_GRID) -> tuple[int, float, float]:
-    """The smallest ``ef`` of ``grid`` whose recall on the tuning queries reaches ``target`` with a margin for
-    their sampling error: the lower bound of :func:`recall_bound` >= ``target``, not the mean (a mean at the
-    target leaves about even odds that other queries fall below it).  ``search(ef)``: the tuning queries'
-    found ids at that ``ef``.  Returns (ef, mean recall, lower bound) at it (the largest ``ef`` if none reaches)."""
-    for ef in grid:
-        mean, low = recall_bound(search(ef), truth)
-        if low >= target:
-            break
-    return ef, mean, low
+    """Mean recall@k of ``found`` ids against ``truth`` (each query's exact top-k ids)."""
+    return float(np.mean(per_query_recall(found, truth)))
 
 
 def du(path: Path) -> int:

@@ -65,8 +65,9 @@ once; turning them into a query vector), :mod:`.search` (search, search_vectors)
 classes), :mod:`.stale` (an index of another space), :mod:`.refresh` (re-embedding with an updated
 space), :mod:`.lock` (the writer lock), :mod:`.exact` (exact top-k), :mod:`.store` (format
 constants, LanceDB/Arrow helpers), :mod:`.errors` (QueryError, IndexError_), :mod:`.results`
-(Hit, AddStats).  Inside the package the modules form layers (``.importlinter``): refresh above
-core, core above build, build above the parts, the parts above table, table above the rest.
+(Hit, AddStats), :mod:`.tuning` (a search breadth tuned to a recall target: :class:`EfTuning`).
+Inside the package the modules form layers (``.importlinter``): refresh above core, core above build, build
+above the parts, the parts above table, table above the rest.
 """
 
 from .classify import class_embeddings, zero_shot_topk
@@ -76,6 +77,7 @@ from .refresh import RefreshStats, refresh_index
 from .exact import RunningTopK, exact_topk
 from .query import Query
 from .results import AddStats, Hit
+from .tuning import EF_GRID, EfTuning, tune_ef
 from .store import (
     ANN_TYPES,
     DEFAULT_ANN_THRESHOLD,
@@ -90,6 +92,8 @@ __all__ = [
     "ANN_TYPES",
     "AddStats",
     "DEFAULT_ANN_THRESHOLD",
+    "EF_GRID",
+    "EfTuning",
     "FORMAT",
     "FORMAT_VERSION",
     "Hit",
@@ -105,5 +109,6 @@ __all__ = [
     "class_embeddings",
     "exact_topk",
     "refresh_index",
+    "tune_ef",
     "zero_shot_topk",
 ]

@@ -11,9 +11,10 @@ import numpy as np
 
 from ..metrics import mean_and_lower_bound
 from .errors import IndexError_
-from .exact import unit_rows, exact_topk
+from .exact import exact_topk
 from .store import ANN_TYPES, sql_str, sql_where
 from .table import IndexTable
+from .tuning import check_target, sample_queries, unit_queries
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -154,14 +155,6 @@ class LanceAnn:
                 out.append(g.select(cols + ["score"]))
         return out
 
-    def _unit_queries(self, queries: np.ndarray) -> np.ndarray:
-        """Given queries as unit rows, refused unless they are rows of the index's dimension."""
-        Q = np.atleast_2d(np.asarray(queries, dtype=np.float32))
-        if Q.ndim != 2 or Q.shape[1] != self.t.dim:
-            what = f"{Q.shape[1]}-d" if Q.ndim == 2 else f"of shape {Q.shape}"
-            raise IndexError_(f"queries are {what}: this index holds {self.t.dim}-d vectors")
-        return unit_rows(Q)
-
     def _checked_truth(self, truth: Sequence[Iterable[tuple[str, str]]], k: int,
                        modality: str | None) -> list[set[tuple[str, str]]]:
         """``truth`` as one set of (id, modality) pairs per query, refused (the first bad query named) unless each
@@ -204,16 +197,10 @@ class LanceAnn:
     def _queries(self, snap: Any, rows: np.ndarray | None, queries: np.ndarray | None, n_queries: int,
                  noise: float, seed: int) -> np.ndarray:
         """``queries`` as unit rows, or ``n_queries`` stored vectors (of ``rows``) perturbed by Gaussian noise of
-        norm ~``noise`` and renormalised, so that no query is its own trivial nearest neighbour."""
+        norm ~``noise`` and renormalised (:func:`.tuning.sample_queries`)."""
         if queries is not None:
-            return self._unit_queries(queries)
-        rng = np.random.default_rng(seed)
-        pool = np.arange(len(snap.vectors)) if rows is None else rows
-        pick = rng.choice(pool, size=min(n_queries, len(pool)), replace=False)
-        noisy = snap.vectors[pick] + rng.normal(size=(len(pick), self.t.dim)).astype(np.float32) * (
-            noise / np.sqrt(self.t.dim)
-        )
-        return unit_rows(noisy)
+            return unit_queries(queries, self.t.dim)
+        return sample_queries(snap.vectors, n_queries, noise, seed, rows)
 
     def recall(
         self,
@@ -296,15 +283,12 @@ class LanceAnn:
         ann = self.t.meta.get("ann")
         if not ann:
             raise IndexError_("no ANN index: build one with create_ann() (or `anybind index --ann always`)")
-        if not 0.0 < target_recall <= 1.0:
-            raise IndexError_(f"target_recall must be in (0, 1], got {target_recall}")
-        if not z >= 0:
-            raise IndexError_(f"z (standard errors of margin) must be >= 0, got {z}")
+        check_target(target_recall, z)
         self.t.check_targets(modality)
         if truth is not None:
             if queries is None or len(truth) != len(np.atleast_2d(queries)):
                 raise IndexError_("truth needs the queries it belongs to, one top-k list per query")
-            Q, want = self._unit_queries(queries), self._checked_truth(truth, k, modality)
+            Q, want = unit_queries(queries, self.t.dim), self._checked_truth(truth, k, modality)
         else:
             snap = self.t.snapshot()
             rows = snap.rows_where([modality] if modality else None, {})

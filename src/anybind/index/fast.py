@@ -9,15 +9,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .errors import IndexError_
+from .exact import exact_topk
 from .memann import MEMANN_DIR, MemoryAnn, check_threads
 from .quant import DEFAULT_RESCORE, QUANT_KINDS, QuantStore, memory_of
 from .store import Snapshot
 from .table import IndexTable
+from .tuning import EF_GRID, EfTuning, check_target, sample_queries, tune_ef, unit_queries
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -78,6 +81,60 @@ class FastSearch:
             with ann.lock.write():
                 ann.params["ef"] = int(ef)
                 ann.graph.set_ef(int(ef))
+
+    def tune_memory_ann(self, target_recall: float = 0.95, k: int = 10, n_queries: int = 200, *,
+                        queries: np.ndarray | None = None, noise: float = 0.5, seed: int = 0, z: float = 2.0,
+                        grid: Sequence[int] = EF_GRID, save: bool = True) -> EfTuning:
+        """The smallest ``ef`` of ``grid`` whose recall@``k`` against exact search on tuning queries reaches
+        ``target_recall`` less ``z`` standard errors (:func:`.tuning.tune_ef`), stored with the index unless
+        ``save=False`` (then the graph's ``ef`` is put back).  Tuning queries: ``queries`` or ``n_queries`` stored
+        rows drawn by ``seed`` and perturbed by noise of norm ~``noise``; the writer lock is held throughout
+        (the table does not move under the measurement)."""
+        check_target(target_recall, z)
+        for name, v in (("k", k), ("n_queries", n_queries)):
+            if type(v) is not int or v < 1:
+                raise IndexError_(f"{name} must be a positive integer, not {v!r}")
+        if not self.t.meta.get("memory_ann"):
+            raise IndexError_(f"{self.t.path}: no in-memory ANN to tune: build one with Index.create_memory_ann() "
+                              "(or `anybind index ... --memory-ann`)")
+        with self.t.write_txn():
+            snap = self.t.snapshot()
+            if not len(snap.vectors):
+                raise IndexError_(f"{self.t.path}: the index is empty: no rows to tune the in-memory ANN on")
+            Q = (unit_queries(queries, self.t.dim) if queries is not None
+                 else sample_queries(snap.vectors, n_queries, noise, seed))
+            _, truth = exact_topk(Q, snap.vectors, k)
+            ann = self._memory_ann()
+            if ann is None:  # warned once by the loader, which names the folder
+                raise IndexError_(f"{self.t.path}: the in-memory ANN cannot be loaded: rebuild it with "
+                                  "`anybind index ... --memory-ann`")
+            before = ann.params.get("ef", 64)
+
+            def search(ef: int) -> np.ndarray:
+                with ann.lock.write():
+                    ann.graph.set_ef(ef)
+                found = self._search_graph(ann, snap, Q, truth.shape[1], None, {})
+                if found is None:
+                    raise IndexError_(f"{self.t.path}: the in-memory ANN gave up on the tuning queries at ef={ef} "
+                                      "(too few live rows); rebuild it with `anybind index ... --memory-ann`")
+                return found[3]
+
+            try:
+                tuned = tune_ef(search, truth, target_recall, grid, z)
+            finally:
+                with ann.lock.write():
+                    ann.graph.set_ef(int(before))
+            if save:
+                self.set_memory_ann_ef(tuned.ef)
+                self.t.meta["memory_ann"]["tuned"] = {"target": tuned.target, f"recall@{tuned.k}": tuned.recall,
+                                                      f"recall@{tuned.k}_low": tuned.recall_low,
+                                                      "reached": tuned.reached, "queries": tuned.n_queries,
+                                                      "given_queries": queries is not None, "seed": seed}
+                self.t.save_meta()
+        log.info("%s: in-memory ANN ef %d: recall@%d %.4f (less %g standard errors %.4f) on %d tuning queries%s",
+                 self.t.path, tuned.ef, tuned.k, tuned.recall, z, tuned.recall_low, tuned.n_queries,
+                 "" if tuned.reached else f": target {tuned.target} not reached")
+        return tuned
 
     def quantize(self, kind: str | None, *, rescore: int | None = None) -> dict[str, Any] | None:
         """Search int8 or binary codes in memory and rescore the top ``rescore * k`` candidates with

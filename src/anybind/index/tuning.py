@@ -1,0 +1,101 @@
+"""Tuning a search breadth to a recall target: the rule shared by the LanceDB ANN (:meth:`.ann.LanceAnn.tune`),
+the in-memory graph (:meth:`~anybind.index.Index.tune_memory_ann`) and the ``search-scale`` bench's hnswlib
+baseline.
+
+A setting is judged by its recall@k against exact search on tuning queries with a margin for their sampling
+error: the mean recall less ``z`` standard errors of it (:func:`recall_bound`), not the mean (a mean just at the
+target leaves about even odds that other queries fall below it).  The tuning queries are the caller's own or
+stored rows perturbed by noise (:func:`sample_queries`, by a seed): never a test split."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..metrics import mean_and_lower_bound
+from .errors import IndexError_
+from .exact import unit_rows
+
+#: the HNSW search breadths tried when tuning, smallest first (the in-memory graph and the hnswlib baseline alike)
+EF_GRID = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+
+
+@dataclass(frozen=True)
+class EfTuning:
+    """What :func:`tune_ef` chose: ``ef``, the tuning queries' mean ``recall`` (recall@``k``) at it and its lower
+    bound ``recall_low``; ``reached``: whether ``recall_low`` >= ``target`` (else ``ef`` is the largest tried);
+    ``tried``: (ef, recall, recall_low) of every breadth tried, in order."""
+
+    ef: int
+    recall: float
+    recall_low: float
+    reached: bool
+    target: float
+    k: int
+    n_queries: int
+    tried: tuple[tuple[int, float, float], ...]
+
+
+def per_query_recall(found: np.ndarray, truth: np.ndarray) -> list[float]:
+    """Recall@k of each query: the share of its ``truth`` row (``k`` ids) among the first ``k`` of ``found``."""
+    k = truth.shape[1]
+    return [len(set(f[:k].tolist()) & set(t.tolist())) / max(1, k) for f, t in zip(found, truth)]
+
+
+def recall_bound(found: np.ndarray, truth: np.ndarray, z: float = 2.0) -> tuple[float, float]:
+    """(mean recall@k over the queries, its lower bound: the mean less ``z`` standard errors of it)."""
+    return mean_and_lower_bound(per_query_recall(found, truth), z)
+
+
+def check_target(target: object, z: object = 2.0) -> float:
+    """``target`` as a recall in (0, 1] and ``z`` >= 0, else :class:`IndexError_` in one line."""
+    ok = isinstance(target, (int, float)) and not isinstance(target, bool) and 0.0 < target <= 1.0
+    if not ok:
+        raise IndexError_(f"target_recall must be in (0, 1], got {target!r}")
+    if not (isinstance(z, (int, float)) and not isinstance(z, bool) and z >= 0):
+        raise IndexError_(f"z (standard errors of margin) must be >= 0, got {z!r}")
+    return float(target)
+
+
+def tune_ef(search: Callable[[int], np.ndarray], truth: np.ndarray, target: float,
+            grid: Sequence[int] = EF_GRID, z: float = 2.0) -> EfTuning:
+    """The smallest ``ef`` of ``grid`` (ascending) whose recall on the tuning queries reaches ``target`` with the
+    margin of :func:`recall_bound`.  ``search(ef)``: the tuning queries' found ids at that ``ef`` (one row per
+    query); ``truth``: their exact top-k ids.  The largest ``ef`` comes back (``reached`` false) if none reaches."""
+    target = check_target(target, z)
+    grid = [int(e) for e in grid]
+    if not grid or any(e < 1 for e in grid) or grid != sorted(set(grid)):
+        raise IndexError_(f"the ef grid must be positive integers, ascending, not {tuple(grid)!r}")
+    tried = []
+    for ef in grid:
+        mean, low = recall_bound(search(ef), truth, z)
+        tried.append((ef, mean, low))
+        if low >= target:
+            break
+    ef, mean, low = tried[-1]
+    return EfTuning(ef, mean, low, low >= target, target, int(truth.shape[1]), int(len(truth)), tuple(tried))
+
+
+def unit_queries(queries: np.ndarray, dim: int) -> np.ndarray:
+    """Given query vectors as unit rows, refused unless they are rows of width ``dim``."""
+    Q = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+    if Q.ndim != 2 or Q.shape[1] != dim:
+        what = f"{Q.shape[1]}-d" if Q.ndim == 2 else f"of shape {Q.shape}"
+        raise IndexError_(f"queries are {what}: this index holds {dim}-d vectors")
+    if not len(Q):
+        raise IndexError_("no tuning queries given")
+    return unit_rows(Q)
+
+
+def sample_queries(vectors: np.ndarray, n_queries: int, noise: float, seed: int,
+                   rows: np.ndarray | None = None) -> np.ndarray:
+    """``n_queries`` stored ``vectors`` (of ``rows``, if given) drawn by ``seed``, perturbed by Gaussian noise of
+    norm ~``noise`` and renormalised, so that no query is its own trivial nearest neighbour."""
+    rng = np.random.default_rng(seed)
+    dim = vectors.shape[1]
+    pool = np.arange(len(vectors)) if rows is None else rows
+    pick = rng.choice(pool, size=min(n_queries, len(pool)), replace=False)
+    noisy = vectors[pick] + rng.normal(size=(len(pick), dim)).astype(np.float32) * (noise / np.sqrt(dim))
+    return unit_rows(noisy)
