@@ -113,6 +113,35 @@ def test_no_module_imports_another_modules_private_names():
     assert not found, "\n".join(found)
 
 
+def _private_reaches(tree: ast.AST, module: str) -> list[str]:
+    """Attribute reads of ``_private`` names on objects other than ``self`` / ``cls`` / ``super()``."""
+    out = []
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Attribute) and _is_private(n.attr):
+            v = n.value
+            if isinstance(v, ast.Name) and v.id in ("self", "cls"):
+                continue
+            if isinstance(v, ast.Call) and isinstance(v.func, ast.Name) and v.func.id == "super":
+                continue
+            out.append(f"{module}:{n.lineno} reaches {ast.unparse(n)}")
+    return out
+
+
+def test_bench_uses_only_the_library_public_api():
+    """bench is a thin shell (runs and tabulates): it calls what a user can call, never another object's
+    ``_private`` attributes (a cache's index, an encoder's output check, a fusion model's inputs)."""
+    found = []
+    for p in sorted((SRC / "bench").rglob("*.py")):
+        rel = p.relative_to(SRC.parent).with_suffix("")
+        found += _private_reaches(ast.parse(p.read_text()), ".".join(rel.parts))
+    assert not found, "\n".join(found)
+
+
+def test_the_private_reach_check_sees_what_it_should():
+    code = "fc._vector(p)\nself._x\ncls._y\nsuper()._z()\nx.__class__\nenc.public._check\n"
+    assert sorted(_private_reaches(ast.parse(code), "m")) == ["m:1 reaches fc._vector", "m:6 reaches enc.public._check"]
+
+
 def test_the_private_name_check_sees_what_it_should():
     code = "from .store import _rows\nfrom numpy import _core\nfrom . import __version__\nfrom .x import public\n"
     assert _private_imports(ast.parse(code), "anybind.index.write") == [

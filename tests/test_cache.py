@@ -116,6 +116,39 @@ def test_encoder_returning_wrong_shape_is_a_clear_error(tmp_path):
         FeatureCache(tmp_path).encode(Bad(), ["a", "b"], progress=False)
 
 
+def test_check_output_is_the_encoders_public_output_check():
+    """``Encoder.check_output``: what every encode path checks a forward pass with, public for callers of
+    ``encode_loaded`` (the encode-overhead bench times bare forward passes through it)."""
+    from anybind.errors import EncoderError
+
+    enc = get_encoder("callable:helper_encoders:hashed_text")
+    out = enc.check_output(enc.encode_loaded(["a", "b"]).astype(np.float64), 2)
+    assert out.dtype == np.float32 and np.array_equal(out, enc.encode(["a", "b"]))
+    bad = np.ones((2, enc.dim))
+    bad[1, 3] = np.nan
+    for arr, n, msg in ((np.ones((2, enc.dim + 1)), 2, rf"returned shape \(2, {enc.dim + 1}\), expected \(2, {enc.dim}\)"),
+                        (np.ones((3, enc.dim)), 2, r"returned shape \(3, "), (np.ones(enc.dim), 1, r"returned shape"),
+                        (bad, 2, r"returned non-finite values$")):
+        with pytest.raises(EncoderError, match=r"^encoder 'callable:helper_encoders:hashed_text' " + msg):
+            enc.check_output(arr, n)
+
+
+def test_vectors_are_every_cached_vector_of_an_identity_as_lookups_serve_them(tmp_path):
+    """``FeatureCache.vectors(identity)``: every cached key's vector (the first shard holding a key serves it, as
+    ``cached`` does); a fresh cache object reads them from disk; another identity's stay apart."""
+    enc = get_encoder("callable:helper_encoders:hashed_text")
+    cache = FeatureCache(tmp_path, chunk_size=3)
+    items = [f"item {i}" for i in range(8)]
+    X = cache.encode(enc, items, progress=False)
+    keys = [enc.content_key(x) for x in items]
+    FeatureCache(tmp_path).write_shard(enc.identity, keys[:2] + ["s:other"], np.full((3, enc.dim), 7, np.float32))
+    got = FeatureCache(tmp_path).vectors(enc.identity)
+    assert set(got) == set(keys) | {"s:other"}
+    assert all(np.array_equal(got[k], x) for k, x in zip(keys, X))  # the first shards serve the first two keys
+    assert np.array_equal(got["s:other"], np.full(enc.dim, 7, np.float32))
+    assert FeatureCache(tmp_path).vectors("no such identity") == {}
+
+
 def test_in_memory_arrays_are_keyed_by_their_bytes_not_their_repr(tmp_path):
     """numpy's repr elides the middle of a large array: two arrays differing there once shared one vector."""
     enc = get_encoder("callable:helper_encoders:array_stats")

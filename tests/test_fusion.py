@@ -74,13 +74,13 @@ def test_dropout_and_reconstruction_keep_single_modalities_close(setup):
     for m in ("sa", "sb", "sc"):
         assert res[m] >= full - 0.15, res
     # the decoder really reconstructs: a dropped modality's prediction points towards its true embedding
-    X, mask = clf._inputs(man.split("test"), tmp / "c")
+    X, mask = clf.branch_inputs(man.split("test"), tmp / "c")
     m2 = mask.copy()
     m2[:, 1] = False
     with torch.no_grad():
         rec = clf.net.reconstruct(torch.from_numpy(X * m2[..., None]), torch.from_numpy(m2)).numpy()
     cos = (rec[:, 1] * X[:, 1]).sum(-1)
-    Xtr, _ = clf._inputs(man.split("train"), tmp / "c")
+    Xtr, _ = clf.branch_inputs(man.split("train"), tmp / "c")
     mean = Xtr[:, 1].mean(0)
     baseline = X[:, 1] @ (mean / np.linalg.norm(mean))  # best input-blind guess
     assert cos.mean() > baseline.mean() + 0.1, (cos.mean(), baseline.mean())

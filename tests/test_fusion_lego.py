@@ -24,7 +24,7 @@ def head(space, mods, man, label, cache, cls=FusionClassifier, records=None, **k
 
 def outputs_given(model, recs, cache, keep):
     """The model's raw outputs on ``recs`` given only the modalities in ``keep``."""
-    X, mask = model._inputs(recs, cache)
+    X, mask = model.branch_inputs(recs, cache)
     m2 = mask & np.array([m in keep for m in model.modalities])[None, :]
     return model._outputs(X * m2[..., None], m2)
 
@@ -60,7 +60,7 @@ def test_calibrated_merge_divides_each_head_by_its_val_temperature(setup, heads)
     assert cal.merged_from_["calibrated_on_val"] and temps == head_temperatures(heads, val, c)
     for h, t, keep in zip(heads, temps, ({"sa"}, {"sb", "sc"})):
         # the temperature is the best of the grid for this head's val cross-entropy
-        X, mask = h._inputs(val, c)
+        X, mask = h.branch_inputs(val, c)
         logits, y = torch.from_numpy(h._outputs(X, mask)), torch.from_numpy(h._targets(val))
         ce = lambda tt: float(torch.nn.functional.cross_entropy(logits / tt, y))  # noqa: E731
         assert 0.25 <= t <= 8 and ce(t) <= min(ce(x) for x in (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)) + 1e-6
@@ -78,7 +78,7 @@ def test_calibrated_merge_divides_each_head_by_its_val_temperature(setup, heads)
 def test_merge_is_the_presence_weighted_mean_of_the_heads_for_any_masks(setup, heads, rows):  # noqa: F811
     tmp, space, man = setup
     merged = merge_fusion(heads)
-    X, _ = merged._inputs(man.split("test")[: len(rows)], tmp / "c")
+    X, _ = merged.branch_inputs(man.split("test")[: len(rows)], tmp / "c")
     mask = np.array(rows)
     got = merged._outputs(X * mask[..., None], mask)
     want = np.zeros_like(got)
@@ -117,10 +117,10 @@ def test_heads_knowing_different_classes_merge_over_their_union(setup):  # noqa:
     assert hb.classes_ == ["c0", "c1", "c2"] and merged.classes_ == ["c0", "c1", "c2", "c3"]
     assert merged.merged_from_["sources"][1]["classes_unseen"] == ["c3"]
     only_b = [r for r in test]
-    X, mask = merged._inputs(only_b, c)
+    X, mask = merged.branch_inputs(only_b, c)
     mask[:, 0] = False
     pred = [merged.classes_[i] for i in merged._outputs(X * mask[..., None], mask).argmax(1)]
-    Xb, mb = hb._inputs(only_b, c)
+    Xb, mb = hb.branch_inputs(only_b, c)
     assert pred == [hb.classes_[i] for i in hb._outputs(Xb, mb).argmax(1)]  # never c3: neutral, not a vote
     assert merged.evaluate(test, cache=c)["sa"] == ha.evaluate(test, cache=c)["sa"]
 

@@ -139,6 +139,11 @@ class FeatureCache:
         """The content keys cached for an encoder identity (as of the last scan of its shards)."""
         return set(self._load_index(identity))
 
+    def vectors(self, identity: str) -> dict[str, np.ndarray]:
+        """Every vector cached for an encoder identity, by content key (as of the last scan of its shards; the
+        first shard holding a key serves it, as for :meth:`cached`): e.g. to compare two caches of one encoder."""
+        return {k: self._vector(p, r) for k, (p, r) in self._load_index(identity).items()}
+
     def write_shard(self, identity: str, keys: list[str], vectors: np.ndarray) -> Path:
         """Commit one shard of finished vectors (atomically), without keeping it in memory.
 

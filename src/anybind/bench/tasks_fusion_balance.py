@@ -61,7 +61,7 @@ def branch_probe(model: Any, modality: str, train: list[Any], test: list[Any], c
     i = model.modalities.index(modality)
 
     def feats(recs):
-        X, _ = model._inputs(recs, cache)
+        X, _ = model.branch_inputs(recs, cache)
         with torch.no_grad():
             return model.net.branch(torch.from_numpy(X))[:, i].numpy()
 

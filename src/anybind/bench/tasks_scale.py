@@ -107,8 +107,7 @@ def tux_records(work: Path, console, modalities=("image", "text")):
 def _cache_map(root: Path, identity: str) -> dict[str, np.ndarray]:
     from ..cache import FeatureCache
 
-    fc = FeatureCache(root)
-    return {k: fc._vector(p, r) for k, (p, r) in fc._load_index(identity).items()}
+    return FeatureCache(root).vectors(identity)
 
 
 # ----------------------------------------------------------------------------- scale
@@ -242,7 +241,7 @@ def _overhead_row(spec: str, items: list[str], root: Path, repeats: int) -> dict
     from ..scale.encode import encode_items as encode
 
     enc = get_encoder(spec)
-    enc._check(enc.encode_loaded([enc.load(items[0])]), 1)  # weights loaded, first-call costs paid
+    enc.check_output(enc.encode_loaded([enc.load(items[0])]), 1)  # weights loaded, first-call costs paid
     bs = enc.batch_size
     unique = len({enc.content_key(x) for x in items})  # identical files under two names are encoded once
     t0 = time.perf_counter()
@@ -253,7 +252,7 @@ def _overhead_row(spec: str, items: list[str], root: Path, repeats: int) -> dict
 
     def run_bare() -> None:
         for i in range(0, len(loaded), bs):
-            enc._check(enc.encode_loaded(loaded[i : i + bs]), len(loaded[i : i + bs]))
+            enc.check_output(enc.encode_loaded(loaded[i : i + bs]), len(loaded[i : i + bs]))
 
     def run_ours() -> None:
         rep = encode(enc, items, FeatureCache(root), progress=False)

@@ -155,7 +155,11 @@ class Encoder(ABC):
         """What identifies an item's content for the cache: see :func:`content_key`."""
         return content_key(item, self.input_kind)
 
-    def _check(self, arr: Any, n: int) -> np.ndarray:
+    def check_output(self, arr: Any, n: int) -> np.ndarray:
+        """``arr`` (what :meth:`encode_loaded` returned for ``n`` items) as a float32 ``(n, dim)`` array, or
+        :class:`~anybind.errors.EncoderError` in one line naming the encoder when it has another shape or a
+        non-finite value.  Every encode path checks a forward pass with it; so may a caller of
+        :meth:`encode_loaded` (a benchmark timing bare forward passes)."""
         arr = np.asarray(arr, dtype=np.float32)
         if arr.ndim != 2 or arr.shape != (n, self.dim):
             raise EncoderError(

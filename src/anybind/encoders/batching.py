@@ -73,7 +73,7 @@ def encode_adaptive(encoder: Any, loaded: Sequence[Any], batch_size: int | None 
     float32 ``(len(loaded), dim)`` rows in order.  ``names``: how to name each item in an error."""
     items = list(loaded)
     if not items:
-        return encoder._check(encoder.encode_loaded([]), 0)
+        return encoder.check_output(encoder.encode_loaded([]), 0)
     size = fitted_batch(encoder, batch_size or len(items))
     out: list[np.ndarray] = []
     start = 0
@@ -81,7 +81,7 @@ def encode_adaptive(encoder: Any, loaded: Sequence[Any], batch_size: int | None 
         n = min(size, len(items) - start)
         part = items[start : start + n]
         try:
-            X = encoder._check(encoder.encode_loaded(part), n)
+            X = encoder.check_output(encoder.encode_loaded(part), n)
         except Exception as e:  # noqa: BLE001 - only out-of-memory errors are handled here
             if not is_oom(e):
                 raise

@@ -161,7 +161,7 @@ class ConcatEncoder(Encoder):
         if not batch:
             return np.zeros((0, self.dim), np.float32)
         feats = [e.encode_loaded([b[i] for b in batch]) for i, e in enumerate(self.base_encoders)]
-        return self._check(self.derive(*feats), len(batch))
+        return self.check_output(self.derive(*feats), len(batch))
 
 
 def make_concat_encoder(modality: str, name: str) -> ConcatEncoder:

@@ -258,7 +258,7 @@ class VideoFramesEncoder(Encoder):
                 seq[:n, :-1], seq[:n, -1] = feats[i : i + n], 1.0
                 out.append(seq.reshape(-1))
             i += n
-        return self._check(np.stack(out).astype(np.float32), len(clips))
+        return self.check_output(np.stack(out).astype(np.float32), len(clips))
 
     def encode(self, items, batch_size=None):
         if self.dim == 0 and len(items):  # a callable image encoder learns its width on a first batch

@@ -176,8 +176,10 @@ class FusionModel(TrainingMixin, ScoringMixin):
             return list(data.records)
         return list(data)
 
-    def _inputs(self, records: Sequence[Record], cache: FeatureCache | str | Path | None) -> tuple[np.ndarray, np.ndarray]:
-        """(n, M, dim) projected embeddings (zeros where absent) and the (n, M) presence mask."""
+    def branch_inputs(self, records: Sequence[Record], cache: FeatureCache | str | Path | None) -> tuple[np.ndarray, np.ndarray]:
+        """What the fusion network's branches take for ``records``: their (n, M, dim) projected embeddings, one per
+        fused modality (zeros where absent), and the (n, M) presence mask; features through ``cache``.
+        :class:`~anybind.errors.DataError` names the records holding none of the modalities."""
         n, M = len(records), len(self.modalities)
         X = np.zeros((n, M, self.space.dim), np.float32)
         mask = np.zeros((n, M), bool)

@@ -99,7 +99,7 @@ def head_temperatures(models: Sequence[FusionModel], val: Sequence[Any], cache=N
             log.warning("no val record holds %s with a class it knows: its temperature stays 1", "+".join(m.modalities))
             out.append(1.0)
             continue
-        X, mask = m._inputs(recs, cache)
+        X, mask = m.branch_inputs(recs, cache)
         logits, y = torch.from_numpy(m._outputs(X, mask)), torch.from_numpy(m._targets(recs))
         nll = torch.stack([F.cross_entropy(logits / t, y) for t in grid])
         out.append(round(float(grid[int(nll.argmin())]), 4))

@@ -85,12 +85,12 @@ class FusionClassifier(FusionModel):
         self.classes_ = list(meta["classes"])
 
     def predict_proba(self, records: Any, *, cache=None, reconstruct: bool | None = None) -> np.ndarray:
-        X, mask = self._inputs(self._records(records), cache)
+        X, mask = self.branch_inputs(self._records(records), cache)
         return torch.softmax(torch.from_numpy(self._outputs(X, mask, reconstruct)), -1).numpy()
 
     def predict(self, records: Any, *, cache=None, reconstruct: bool | None = None) -> list[str]:
         """Class names; a record with none of the classifier's modalities raises DataError."""
-        X, mask = self._inputs(self._records(records), cache)
+        X, mask = self.branch_inputs(self._records(records), cache)
         return [self.classes_[i] for i in self._outputs(X, mask, reconstruct).argmax(1)]
 
 
@@ -198,7 +198,7 @@ class FusionRegressor(FusionModel):
     def predict(self, records: Any, *, cache=None, reconstruct: bool | None = None) -> np.ndarray:
         """Predicted values in the target's units; a record with none of the regressor's
         modalities raises DataError."""
-        X, mask = self._inputs(self._records(records), cache)
+        X, mask = self.branch_inputs(self._records(records), cache)
         return self._outputs(X, mask, reconstruct)[:, 0].astype(np.float64) * self.target_std_ + self.target_mean_
 
 

@@ -80,7 +80,7 @@ class ScoringMixin:
         hold it): how well a modality's share of the fused output alone predicts the target."""
         self._check_fitted()
         recs = self._records(records)
-        X, mask = self._inputs(recs, cache)
+        X, mask = self.branch_inputs(recs, cache)
         return self._val_scores(X, mask, self._targets(recs))[3]
 
     def evaluate(
@@ -105,7 +105,7 @@ class ScoringMixin:
         """
         self._check_fitted()
         recs = self._records(records)
-        X, mask = self._inputs(recs, cache)  # a record with none of the modalities: DataError
+        X, mask = self.branch_inputs(recs, cache)  # a record with none of the modalities: DataError
         y = self._targets(recs)
         metric = metric or self.metric
 

@@ -106,12 +106,12 @@ class TrainingMixin:
         else:
             self.label_key = label_key
             y = self._fit_targets(train)
-        X, mask = self._inputs(train, cache)
+        X, mask = self.branch_inputs(train, cache)
         Xv = mv = yv = None
         if val:
             val = self._usable_for_val([r for r in val if any(m in r.values for m in self.modalities)])
             if val:
-                Xv, mv = self._inputs(val, cache)
+                Xv, mv = self.branch_inputs(val, cache)
                 yv = self._targets(val)
         with training_threads(1):  # a tiny network: more threads only spin (see anybind.loop)
             self._train(X, mask, y, Xv, mv, yv, on_epoch, warm=warm_start)
