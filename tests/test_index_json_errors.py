@@ -89,3 +89,27 @@ def test_a_refresh_keeps_its_header_when_index_json_is_not_utf8(tmp_path):
     meta_p.write_bytes(b"\xff\xfe{}")
     assert ix.refresh() is False
     assert ix.dim == before["dim"] == 6
+
+
+@pytest.mark.parametrize("case", sorted(set(INDEX_HEADERS) - {"corrupt", "not-utf8"}))
+def test_a_refresh_checks_another_process_header_as_open_does(tmp_path, case):
+    """An open index adopts ``index.json`` rewritten by another process on refresh (and on every write, which
+    refreshes first).  It checked only the identity: a header with a string dim, ann_threshold or ann was taken
+    in and failed later, deep inside (``int('1e5')`` on the next search), and one of another format was skipped
+    in silence.  Now it is refused as Index.open refuses it, in one line naming the file; the open index keeps
+    the header it had.  A sound rewrite is still adopted."""
+    from anybind.index import Index, IndexError_
+
+    ix = Index.create(tmp_path / "ix", space=tiny_space())
+    meta_p = tmp_path / "ix" / "index.json"
+    before = json.loads(meta_p.read_text())
+    meta_p.write_text(json.dumps({**before, "ann_threshold": 7}))  # another process's sound rewrite
+    ix.refresh()
+    assert ix.meta["ann_threshold"] == 7
+    edit, match = INDEX_HEADERS[case]
+    meta_p.write_bytes(edit if isinstance(edit, bytes) else json.dumps({**before, **edit}).encode())
+    for call in (ix.refresh, lambda: ix.delete(["nothing"])):  # a write re-reads the header first
+        with pytest.raises(IndexError_, match=match) as e:
+            call()
+        assert str(e.value).startswith(f"{meta_p}: ") and "\n" not in str(e.value)
+        assert ix.meta["ann_threshold"] == 7 and ix.dim == 6  # the header it had

@@ -35,6 +35,16 @@ def read_meta(folder: Path, meta_name: str, weights_name: str | None, *, fmt: st
         raise error(f"{meta_p}: unreadable ({type(e).__name__}: {e.strerror or e}){tail}") from None
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise error(f"{meta_p}: corrupt JSON ({' '.join(str(e).split()) or type(e).__name__}){tail}") from None
+    return check_header(meta, meta_p, fmt=fmt, version=version, what=what, error=error, unversioned=unversioned,
+                        fix=fix)
+
+
+def check_header(meta: Any, meta_p: Path, *, fmt: str, version: int, what: str, error: type[Exception],
+                 unversioned: int | None = None, fix: str = "") -> dict[str, Any]:
+    """``meta`` (``meta_p`` parsed, by :func:`read_meta` or by a caller that re-reads a header another process
+    may have rewritten) checked as :func:`read_meta` checks it: an object of format ``fmt`` whose
+    ``format_version`` is an integer up to ``version``; ``error`` in one line naming ``meta_p`` otherwise."""
+    tail = f"; {fix}" if fix else ""
     if not isinstance(meta, dict) or meta.get("format") != fmt:
         raise error(f"{meta_p}: not an anybind {what}{tail}")
     v = meta.get("format_version", unversioned)

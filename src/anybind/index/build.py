@@ -18,7 +18,8 @@ from ..version import __version__
 from .errors import IndexError_
 from .lock import discard_parts, relock, writer_lock
 from .stale import stale_error
-from .store import FORMAT, FORMAT_VERSION, META_FILE, SPACE_DIR, TABLE, table_schema, write_json_atomic
+from .store import (FORMAT, FORMAT_VERSION, META_FILE, SPACE_DIR, TABLE, check_meta, table_schema,
+                    write_json_atomic)
 from .table import IndexTable
 from .write import Writer
 
@@ -123,10 +124,8 @@ def read_meta(path: Path, space: "Space | None") -> tuple[dict[str, Any], "Space
     mp = path / META_FILE
     if not mp.is_file():
         raise IndexError_(f"{path}: not an anybind index (no {META_FILE}); build one with `anybind index`")
-    # the first indexes had no format_version: format 0
-    meta = read_header(path, META_FILE, None, fmt=FORMAT, version=FORMAT_VERSION, what="index", error=IndexError_,
-                       unversioned=0)
-    check_fields(mp, meta)
+    meta = check_meta(mp, read_header(path, META_FILE, None, fmt=FORMAT, version=FORMAT_VERSION, what="index",
+                                      error=IndexError_, unversioned=0))
     if space is not None:
         if space.identity() != meta["identity"]:
             raise stale_error(path, meta, space)  # names both identities and the fix (a refresh)
@@ -140,31 +139,6 @@ def read_meta(path: Path, space: "Space | None") -> tuple[dict[str, Any], "Space
     except Exception:  # a create killed after index.json: an empty table
         table = db.create_table(TABLE, schema=table_schema(int(meta["dim"])), exist_ok=True)
     return meta, space, table
-
-
-# index.json's keys that may be absent or null, and what each must otherwise be
-_OPTIONAL = {"space": (str, "a folder name or null"), "ann": (dict, "an object or null"),
-             "memory_ann": (dict, "an object or null"), "quantize": (dict, "an object or null")}
-
-
-def check_fields(mp: Path, meta: dict[str, Any]) -> None:
-    """``index.json``'s own fields (``mp``: its path) are of the types the index reads them as; otherwise
-    :class:`IndexError_` in one line naming the file, the key and its value."""
-    def bad(key: str, want: str) -> IndexError_:
-        return IndexError_(f"{mp}: {key} is {meta.get(key)!r}, expected {want} (damaged index)")
-
-    if not isinstance(meta.get("identity"), str) or not meta["identity"]:
-        raise IndexError_(f"{mp}: no space 'identity' (the space the index was built with): damaged index")
-    if type(meta.get("dim")) is not int or meta["dim"] < 1:  # bool is an int subclass: `true` is not a width
-        raise bad("dim", "a positive integer")
-    mods = meta.get("modalities", [])
-    if not isinstance(mods, list) or not all(isinstance(m, str) for m in mods):
-        raise bad("modalities", "a list of names")
-    if "ann_threshold" in meta and type(meta["ann_threshold"]) is not int:
-        raise bad("ann_threshold", "an integer")
-    for key, (kind, want) in _OPTIONAL.items():
-        if meta.get(key) is not None and not isinstance(meta[key], kind):
-            raise bad(key, want)
 
 
 def fill(index, writer: Writer, t: IndexTable, manifest, mods: list[str] | None, *, made_dir: bool | None,

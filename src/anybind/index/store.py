@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from .errors import QueryError
+from ..artefact_meta import check_header
+from .errors import IndexError_, QueryError
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -204,3 +205,38 @@ class Snapshot:
                 ok[parents[hit.to_numpy(zero_copy_only=False).astype(bool)]] = True
                 mask = ok if mask is None else (mask & ok)
         return None if mask is None else np.nonzero(mask)[0]
+
+
+# index.json's keys that may be absent or null, and what each must otherwise be
+_OPTIONAL = {"space": (str, "a folder name or null"), "ann": (dict, "an object or null"),
+             "memory_ann": (dict, "an object or null"), "quantize": (dict, "an object or null")}
+
+
+def check_fields(mp: Path, meta: dict[str, Any]) -> None:
+    """``index.json``'s own fields (``mp``: its path) are of the types the index reads them as; otherwise
+    :class:`IndexError_` in one line naming the file, the key and its value."""
+    def bad(key: str, want: str) -> IndexError_:
+        return IndexError_(f"{mp}: {key} is {meta.get(key)!r}, expected {want} (damaged index)")
+
+    if not isinstance(meta.get("identity"), str) or not meta["identity"]:
+        raise IndexError_(f"{mp}: no space 'identity' (the space the index was built with): damaged index")
+    if type(meta.get("dim")) is not int or meta["dim"] < 1:  # bool is an int subclass: `true` is not a width
+        raise bad("dim", "a positive integer")
+    mods = meta.get("modalities", [])
+    if not isinstance(mods, list) or not all(isinstance(m, str) for m in mods):
+        raise bad("modalities", "a list of names")
+    if "ann_threshold" in meta and type(meta["ann_threshold"]) is not int:
+        raise bad("ann_threshold", "an integer")
+    for key, (kind, want) in _OPTIONAL.items():
+        if meta.get(key) is not None and not isinstance(meta[key], kind):
+            raise bad(key, want)
+
+
+def check_meta(mp: Path, meta: Any) -> dict[str, Any]:
+    """``index.json`` (``mp``) parsed, checked as every reader checks it -- :meth:`Index.open
+    <anybind.index.Index.open>` and a refresh adopting another process's rewrite alike: an index header of a
+    format version this anybind reads (the first indexes had none: format 0), its fields of the types the index
+    reads them as; otherwise :class:`IndexError_` in one line naming the file."""
+    check_header(meta, mp, fmt=FORMAT, version=FORMAT_VERSION, what="index", error=IndexError_, unversioned=0)
+    check_fields(mp, meta)
+    return meta

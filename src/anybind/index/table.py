@@ -18,7 +18,8 @@ import numpy as np
 
 from .errors import IndexError_, QueryError
 from .lock import writer_lock
-from .store import DEFAULT_ANN_THRESHOLD, META_FILE, Snapshot, objects_of, one_chunk, vectors_of, write_json_atomic
+from .store import (DEFAULT_ANN_THRESHOLD, META_FILE, Snapshot, check_meta, objects_of, one_chunk, vectors_of,
+                    write_json_atomic)
 
 if TYPE_CHECKING:
     from ..space import Space
@@ -180,15 +181,25 @@ class IndexTable:
     def drop_snapshot(self) -> None:
         self.snap = None
 
+    def read_header(self) -> dict[str, Any] | None:
+        """``index.json`` as it is on disk now (another process may have rewritten it), checked as
+        :meth:`Index.open <anybind.index.Index.open>` checks it (:func:`~.store.check_meta`: a damaged header is
+        :class:`IndexError_` in one line naming the file); ``None`` when it cannot be read as JSON (being replaced
+        right now, or not UTF-8 / JSON): the caller keeps the header it has."""
+        mp = self.path / META_FILE
+        try:
+            raw = json.loads(mp.read_bytes().decode("utf-8"))
+        except (OSError, ValueError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            return None
+        return check_meta(mp, raw)
+
     def refresh(self) -> bool:
-        """See writes made by other processes (table rows, ``index.json``); returns whether the table moved."""
+        """See writes made by other processes (table rows, ``index.json``, adopted when it is of this index's
+        identity and sound: see :meth:`read_header`); returns whether the table moved."""
         before = self.version
         self.table.checkout_latest()
-        try:
-            meta = json.loads((self.path / META_FILE).read_text())
-        except (OSError, ValueError):  # being replaced right now (atomic rename), or not UTF-8 / JSON: keep ours
-            meta = None
-        if isinstance(meta, dict) and meta.get("identity") == self.meta.get("identity"):
+        meta = self.read_header()
+        if meta is not None and meta["identity"] == self.meta.get("identity"):
             self.meta = meta
         return self.version != before
 
@@ -197,10 +208,8 @@ class IndexTable:
         """Hold the index's writer lock, with the table (and ``index.json`` if ``meta``) re-read at
         their latest."""
         with writer_lock(self.path):
-            try:
-                identity = json.loads((self.path / META_FILE).read_text()).get("identity")
-            except (OSError, ValueError, AttributeError):
-                identity = None
+            meta_now = self.read_header()  # a damaged header: refused in one line, nothing written
+            identity = meta_now["identity"] if meta_now is not None else None
             if identity != self.identity:  # replaced (overwrite) or removed while we waited
                 raise IndexError_(
                     f"{self.path}: the index was {'replaced' if identity else 'removed'} while this process "
