@@ -13,6 +13,9 @@ from anybind.errors import DataError
 from anybind.errors import SpaceError
 from anybind.fusion import (FusionClassifier, FusionRegressor, agm_coefficients, full_outputs, load_fusion,
                              ogm_coefficients, shapley_values, subset_outputs)
+from anybind.fusion.scoring import FusionScorer
+from anybind.fusion.training import FusionTrainer, TrainSettings
+from anybind.loop import training_threads
 
 SPLIT_CYCLE = ["train"] * 7 + ["val"] + ["test"] * 2
 FAST_SPACE = {"epochs": 25, "patience": 8, "hidden": 64, "dim": 32, "progress": False}
@@ -363,3 +366,30 @@ def test_cli_fuse_regression_with_agm(setup, tmp_path):
     r = runner.invoke(app, ["fuse", "train", str(man.path), "--space", str(tmp_path / "sp"), "--target", "score",
                             "--label", "cls", "--modalities", "sa", "--out", str(tmp_path / "x")])
     assert r.exit_code == 2 and "exactly one" in " ".join(r.output.split())
+
+
+@pytest.mark.parametrize("cls,label,kw", [(FusionClassifier, "cls", {"balance": "ogm-ge"}),
+                                          (FusionRegressor, "score", {"balance": "agm", "kind": "gated"})])
+def test_fit_is_its_trainer_given_only_the_model_s_inputs_and_hooks(setup, cls, label, kw):
+    """The model is composed of parts given what they need (no mixin reading or writing its attributes): its
+    trainer, given the settings, modalities, width, task hooks and the projected inputs, trains the very network
+    and history ``fit`` keeps, and sets nothing on the model; its scorer, given the network, gives its outputs."""
+    tmp, space, man = setup
+    c = tmp / "c"
+    model = cls(space, ["sa", "sb", "sc"], epochs=4, hidden=16, seed=3, **kw).fit(man, label, cache=c)
+    train, val, test = man.split("train"), man.split("val"), man.split("test")
+    X, mask = model.branch_inputs(train, c)
+    Xv, mv = model.branch_inputs(val, c)
+    before = dict(vars(model))
+    trainer = FusionTrainer(TrainSettings.of(model.params()), model.modalities, space.dim, model._task())
+    with training_threads(1):  # as fit trains (float sums depend on the thread count)
+        net, history = trainer.train(X, mask, model._targets(train), Xv, mv, model._targets(val))
+    assert vars(model) == before and model.net is before["net"] and net is not model.net
+    assert history == model.history_ and any(h.get("best") for h in history)
+    theirs = model.net.state_dict()
+    assert all(torch.equal(v, theirs[k]) for k, v in net.state_dict().items())
+    Xt, mt = model.branch_inputs(test, c)
+    scorer = FusionScorer(net, model.modalities, model.reconstruct, model._task())
+    assert np.array_equal(scorer.outputs(Xt, mt), model._outputs(Xt, mt))
+    assert scorer.by_subset(Xt, mt, model._targets(test), "all-subsets", model.metric, None) == \
+        model.evaluate(test, cache=c, counts=True)

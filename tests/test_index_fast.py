@@ -3,6 +3,7 @@ stale, deletes and filters respected) and quantised codes with exact rescoring (
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import threading
@@ -13,6 +14,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from anybind.bench.search_util import clustered_vectors
 from anybind.index import Index, IndexError_
+from anybind.index.core_ann import AnnManager
 from anybind.index.memann import MEMANN_DIR, MemoryAnn
 from anybind.index.quant import hamming
 from anybind.index.store import rows_table
@@ -126,6 +128,26 @@ def test_quantised_codes_follow_the_table(tmp_path):
     with pytest.raises(IndexError_, match="keeps no quantised codes"):
         ix.quant_memory()
 
+
+
+def test_the_index_holds_its_ann_part_and_its_methods_are_the_part_s(tmp_path):
+    """Issue 15: the index holds the part that builds, tunes and warms its approximate search (``index.ann``, an
+    :class:`~anybind.index.core_ann.AnnManager`), no forwarding mixin; settings made through the part are the ones
+    the index's searches use, and the index's methods of the same names call it (same signature and docstring)."""
+    ix, X, Q = make(tmp_path, 600, d=64)
+    assert Index.__mro__ == (Index, object) and isinstance(ix.ann, AnnManager)
+    exact = ix.search_vectors(Q, k=10, exact=True)
+    assert ix.ann.quantize("binary", rescore=8) == ix.meta["quantize"] == {"kind": "binary", "rescore": 8}
+    assert recall(ix.search_vectors(Q, k=10), exact) >= 0.95
+    assert ix.quant_memory() == ix.ann.quant_memory() and ix.quant_memory()["code_bytes"] == 600 * 64 / 8
+    ix.ann.create_memory_ann()
+    ix.set_memory_ann_ef(80)  # through the index: the part's graph and index.json follow
+    assert ix.ann.fast._memory_ann().params["ef"] == ix.meta["memory_ann"]["ef"] == 80
+    assert Index.open(ix.path).meta["memory_ann"]["ef"] == 80
+    for name in ("create_ann", "uses_ann", "ann_recall", "tune_ann", "create_memory_ann", "update_memory_ann",
+                 "set_memory_ann_ef", "quantize", "quant_memory", "warm_fast"):
+        ours, part = getattr(Index, name), getattr(AnnManager, name)
+        assert inspect.signature(ours) == inspect.signature(part) and ours.__doc__ == part.__doc__, name
 
 # ----------------------------------------------------------------------------- refusal, loading, threads
 def test_a_graph_never_answers_for_another_table_version(tmp_path):

@@ -9,13 +9,15 @@ subset of them, the features come from the feature cache, and the model is tied 
 * :mod:`.net`      the network: per-modality branches, late / concat / gated / attention fusion,
                    an ActionMAE-style reconstruction decoder, unimodal probe heads.
 * :mod:`.balance`  OGM / OGM-GE and AGM gradient modulation, Shapley mono-modal outputs.
-* :mod:`.base`     :class:`FusionModel`, what every task shares: inputs, modality dropout,
-                   reconstruction, balancing, epoch selection, evaluation per subset of present
-                   modalities, JSON + safetensors persistence.
-* :mod:`.training` its training mixin: modality dropout, the forward with reconstruction,
-                   ``fit`` and the training loop with OGM-GE / AGM balancing.
-* :mod:`.scoring`  its scoring mixin: validation scores and epoch selection, inference,
-                   contributions, evaluation per subset of present modalities.
+* :mod:`.base`     :class:`FusionModel`, what every task shares: inputs, the task's hooks, ``fit``,
+                   evaluation per subset of present modalities, JSON + safetensors persistence;
+                   composed of the two parts below, each given exactly what it works on.
+* :mod:`.training` :class:`~.training.FusionTrainer`: modality dropout and the training loop with
+                   reconstruction, OGM-GE / AGM balancing and epoch selection; returns the network
+                   and the history, which the model keeps.
+* :mod:`.scoring`  :class:`~.scoring.FusionScorer`: the forward with reconstruction, validation
+                   scores, inference, contributions, evaluation per subset of present modalities.
+* :mod:`.identity` the saved format's name and version, the model's identity and its check on load.
 * :mod:`.model`    the tasks on it: :class:`FusionClassifier` and :class:`FusionRegressor`.
 * :mod:`.lego`     :func:`merge_fusion` (LegoMerge: ``late`` heads trained apart, one per modality
                    or subset, stacked into one model over all of them) and :func:`lego_fuse`

@@ -2,15 +2,18 @@
 and balancing, epoch selection, evaluation per subset of present modalities, persistence.  A task
 (:mod:`.model`: classification, regression) defines its targets, loss and metrics.
 
-:class:`FusionModel` holds the parameters, the inputs, the task hooks and persistence; the training
-(:mod:`.training`) and the scoring and inference (:mod:`.scoring`) come from its mixins."""
+:class:`FusionModel` holds the parameters, the inputs, the task hooks, the fitted network and its
+history, and persistence.  It is composed of two parts, each made when needed and given exactly what
+it works on (nothing it sets on the model): a :class:`~.training.FusionTrainer` (the training settings,
+the modalities, the input width and the task's hooks; it returns the network and the history, which
+:meth:`FusionModel.fit` keeps) and a :class:`~.scoring.FusionScorer` (the fitted network, the
+modalities, whether the model reconstructs, the task's hooks) for inference and evaluation."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,40 +24,21 @@ from ..artefact_meta import read_meta
 from ..cache import FeatureCache
 from ..data.manifest import Manifest, Record, load_manifest
 from ..errors import DataError, SpaceError
+from ..loop import training_threads
 from ..version import __version__
+from .identity import FORMAT, FORMAT_VERSION, check_identity, fusion_identity
 from .net import KINDS, FusionNet
-from .scoring import ScoringMixin, subset_name  # noqa: F401  (subset_name: re-exported)
-from .training import TrainingMixin
+from .scoring import FusionScorer, TaskHooks, subset_name  # noqa: F401  (subset_name: re-exported)
+from .training import FusionTrainer, TrainSettings, drop_modalities
 
 BALANCE = (None, "none", "ogm", "ogm-ge", "agm")
 SCHEDULES = ("constant", "ramp", "anneal")
 OPTIMIZERS = ("adamw", "sgd")
-FORMAT = "anybind.fusion"
-FORMAT_VERSION = 3  # 2: task (classification | regression), agm, full_weight, dropout_schedule; 3: identity
-# (an optional "merged_from", the heads a merged model was built from and its LegoFuse run, needs no new version:
-# a merged model is a plain late model, any format-3 reader loads it, and the key is hashed into its identity)
-#: keys of fusion.json that do not decide predictions, left out of its identity (and the identity itself)
-_NOT_IDENTITY = ("identity", "history", "anybind_version")
 
 log = logging.getLogger(__name__)
 
 
-def fusion_identity(meta: Mapping[str, Any], weights: Mapping[str, torch.Tensor]) -> str:
-    """A hash of what decides a fusion model's predictions: every key of its ``fusion.json`` but
-    ``history`` and ``anybind_version`` (task, parameters, label, classes or target scale, space
-    identity, ...) and its weights, so that an edit to either (classes reordered, a weight changed)
-    is caught on load."""
-    h = hashlib.sha256(FORMAT.encode())
-    content = {k: v for k, v in meta.items() if k not in _NOT_IDENTITY}
-    h.update(json.dumps(content, sort_keys=True, separators=(",", ":")).encode())
-    for k in sorted(weights):
-        v = weights[k].detach().cpu().contiguous()
-        h.update(f"\0{k}|{v.dtype}|{list(v.shape)}\0".encode())
-        h.update(v.numpy().tobytes())
-    return h.hexdigest()[:24]
-
-
-class FusionModel(TrainingMixin, ScoringMixin):
+class FusionModel:
     """What classifier and regressor share; subclasses define the targets, loss and metrics and
     register under their ``task`` name (the saved JSON says which to load)."""
 
@@ -147,6 +131,11 @@ class FusionModel(TrainingMixin, ScoringMixin):
         """Metrics (primary first) of model outputs against model-space targets."""
         raise NotImplementedError
 
+    def _selection(self, conditions: list[tuple[np.ndarray, np.ndarray]]) -> float:
+        """Epoch selection score (higher is better) from (outputs, targets) of the all-modality
+        condition and each single-modality one: the mean of their primary metric."""
+        return float(np.mean([self._metrics(o, y)[self.metric] for o, y in conditions]))
+
     def _task_json(self) -> dict[str, Any]:
         return {}
 
@@ -156,6 +145,121 @@ class FusionModel(TrainingMixin, ScoringMixin):
     @property
     def loss_name(self) -> str:
         return "loss"
+
+    # -- the parts (made when needed, given what they need) -------------------
+    def _task(self) -> TaskHooks:
+        """The task's hooks as the trainer and the scorer use them (as the task stands now: its classes
+        or target scale are set by ``_fit_targets`` or on load)."""
+        return TaskHooks(n_out=self._n_out(), metric=self.metric, short=self.short, loss_name=self.loss_name,
+                         loss=self._loss, confidence=self._confidence, metrics=self._metrics, selection=self._selection)
+
+    def _trainer(self) -> FusionTrainer:
+        return FusionTrainer(TrainSettings.of(self.params()), self.modalities, self.space.dim, self._task())
+
+    def _scorer(self) -> FusionScorer:
+        return FusionScorer(self._check_fitted(), self.modalities, self.reconstruct, self._task())
+
+    def _check_fitted(self) -> FusionNet:
+        if self.net is None:
+            raise RuntimeError(f"this {type(self).__name__} is not fitted: call fit() or {type(self).__name__}.load()")
+        return self.net
+
+    def _drop(self, mask: torch.Tensor, g: torch.Generator, p: float | None = None) -> torch.Tensor:
+        """Modality dropout (:func:`.training.drop_modalities`) at ``p``, the model's ``dropout`` by default."""
+        return drop_modalities(mask, g, self.dropout if p is None else p)
+
+    def _outputs(self, X: np.ndarray, mask: np.ndarray, reconstruct: bool | None = None) -> np.ndarray:
+        """The fitted network's outputs (n, n_out) on projected inputs (see :meth:`.scoring.FusionScorer.outputs`)."""
+        return self._scorer().outputs(X, mask, reconstruct)
+
+    # -- training -----------------------------------------------------------
+    def fit(self, data: Any, label_key: str, *, cache: FeatureCache | str | Path | None = None,
+            val: Sequence[Record] | None = None, on_epoch: Callable[[dict[str, Any]], None] | None = None,
+            warm_start: bool = False):
+        """Train on the ``train`` split (a manifest) or on every given record; select the best
+        epoch on ``val`` (the manifest's val split by default, when it has one) by the mean of the
+        all-modality score and every single-modality score.  ``on_epoch`` gets each epoch's
+        history record (losses, val scores, per-modality contributions and coefficients).
+
+        ``warm_start=True`` continues from the fitted network (fine-tuning, e.g. LegoFuse of a merged
+        model): the classes or target scale stay as they are (a training record of a class the model
+        does not know is left out, with a warning; one without the label is refused, as by a fresh
+        fit), and the network as it was competes as epoch 0 on ``val``."""
+        records = self._records(data)
+        if isinstance(data, (str, Path, Manifest)):
+            train = [r for r in records if r.split == "train"]
+            val = val if val is not None else [r for r in records if r.split == "val"]
+        else:
+            train = records
+        train = [r for r in train if any(m in r.values for m in self.modalities)] or train
+        if not train:
+            raise DataError("no training records")
+        if warm_start:
+            self._check_fitted()
+            if label_key != self.label_key:
+                raise DataError(f"this model predicts label {self.label_key!r}, not {label_key!r}: fine-tune it on its own label")
+            self._raw_labels(train)  # a record without the label is refused, named, as by a fresh fit
+            usable = self._usable_for_val(train)
+            if len(usable) < len(train):
+                kept = {id(r) for r in usable}
+                left = [r for r in train if id(r) not in kept]
+                named = ", ".join(f"{r.id!r} ({r.labels[label_key]!r})" for r in left[:10])
+                log.warning("fine-tuning leaves out %d training record(s) of a value of label %r the model does not "
+                            "know: %s%s", len(left), label_key, named, " ..." if len(left) > 10 else "")
+            train = usable
+            if not train:
+                raise DataError(f"no training record has a known value of label {label_key!r}")
+            y = self._targets(train)
+        else:
+            self.label_key = label_key
+            y = self._fit_targets(train)
+        X, mask = self.branch_inputs(train, cache)
+        Xv = mv = yv = None
+        if val:
+            val = self._usable_for_val([r for r in val if any(m in r.values for m in self.modalities)])
+            if val:
+                Xv, mv = self.branch_inputs(val, cache)
+                yv = self._targets(val)
+        trainer = self._trainer()  # after the targets: a classifier's classes decide the output width
+        with training_threads(1):  # a tiny network: more threads only spin (see anybind.loop)
+            self.net, self.history_ = trainer.train(X, mask, y, Xv, mv, yv, on_epoch,
+                                                    net=self.net if warm_start else None)
+        return self
+
+    # -- inference and evaluation (:class:`.scoring.FusionScorer`) ------------
+    def contributions(self, records: Any, *, cache=None) -> dict[str, float | None]:
+        """Per-modality Shapley mono-modal score on ``records`` (each scored on the records that
+        hold it): how well a modality's share of the fused output alone predicts the target."""
+        scorer = self._scorer()
+        recs = self._records(records)
+        X, mask = self.branch_inputs(recs, cache)
+        return scorer.val_scores(X, mask, self._targets(recs))[3]
+
+    def evaluate(
+        self,
+        records: Any,
+        missing: str = "all-subsets",
+        *,
+        cache=None,
+        reconstruct: bool | None = None,
+        counts: bool = False,
+        metric: str | None = None,
+    ):
+        """A score per subset of modalities: ``{"image+text": value, ...}``.
+
+        ``missing="all-subsets"``: every non-empty subset (2^M - 1 entries); each is scored on
+        the records that hold all of its modalities, with only those modalities given (the
+        others are hidden).  ``missing="none"``: one entry, each record with what it has.
+        A record with none of the model's modalities is a DataError (filter them out first).
+        A subset no record holds gets NaN.  ``metric``: the task's primary metric by default,
+        another of its metrics by name, or ``"all"`` for ``{subset: {metric: value}}``.
+        ``counts=True`` also returns the record counts.
+        """
+        scorer = self._scorer()
+        recs = self._records(records)
+        X, mask = self.branch_inputs(recs, cache)  # a record with none of the modalities: DataError
+        res, cnt = scorer.by_subset(X, mask, self._targets(recs), missing, metric or self.metric, reconstruct)
+        return (res, cnt) if counts else res
 
     # -- inputs -------------------------------------------------------------
     def params(self) -> dict[str, Any]:
@@ -281,25 +385,8 @@ class FusionModel(TrainingMixin, ScoringMixin):
         except (KeyError, TypeError, ValueError, AssertionError) as e:
             raise SpaceError(f"{meta_p}: damaged fusion model ({type(e).__name__}: {' '.join(str(e).split())})") from None
         sd = read_weights(w_p, {k: tuple(v.shape) for k, v in net.state_dict().items()}, meta_p.name)
-        _check_identity(meta, sd, meta_p, w_p)
+        check_identity(meta, sd, meta_p, w_p)
         model.net = FusionNet(len(mods), space.dim, model._n_out(), model.kind, model.hidden)
         model.net.load_state_dict(sd)
         model.net.eval()
         return model
-
-
-def _check_identity(meta: dict[str, Any], sd: Mapping[str, torch.Tensor], meta_p: Path, w_p: Path) -> None:
-    """Refuse a model whose saved identity is missing (format 3 on) or not what its content hashes to."""
-    saved = meta.get("identity")
-    if meta.get("format_version", 0) < 3 and saved is None:
-        log.warning("%s: saved before fusion models had an identity (format %s): an edit cannot be detected; "
-                    "save it again to add one", meta_p, meta.get("format_version", 0))
-        return
-    if not isinstance(saved, str) or not saved:
-        raise SpaceError(f"{meta_p}: no 'identity' (a hash of the model's content): damaged file")
-    recomputed = fusion_identity(meta, sd)
-    if recomputed != saved:
-        raise SpaceError(
-            f"{meta_p}: saved identity {saved} does not match its content (recomputed {recomputed}): "
-            f"{meta_p.name} or {w_p.name} was edited or damaged; restore the saved model, or train it again"
-        )

@@ -1,11 +1,13 @@
 """The :class:`Index` a user holds, made of parts given the state they work on (an :class:`~.table.IndexTable`):
 :class:`~.write.Writer`, :class:`~.ann.LanceAnn`, :class:`~.fast.FastSearch` (in-memory graph, codes),
 :class:`~.query.QueryEmbedder`, :class:`~.search.Searcher`, :class:`~.classify.Classifier`; the folder is :mod:`.build`.
-Index's methods check their arguments and hand the work to the parts (on-disk layout: :mod:`anybind.index`)."""
+Index's methods check their arguments and hand the work to the parts (on-disk layout: :mod:`anybind.index`); the
+approximate-search methods go to the :class:`~.core_ann.AnnManager` it holds as ``ann``."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import functools
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,8 +16,8 @@ import numpy as np
 from . import build as _build
 from .ann import LanceAnn
 from .append import append_vector_batches
-from .core_ann import AnnMethods
 from .classify import Classifier
+from .core_ann import AnnManager
 from .fast import FastSearch
 from .query import Query, QueryEmbedder, check_k, one_raw_vector
 from .results import AddStats, Hit
@@ -36,7 +38,15 @@ def _forward(name: str, doc: str) -> property:
     return property(lambda self: getattr(self._t, name), doc=doc)
 
 
-class Index(AnnMethods):
+def _via_ann(fn: Callable) -> Callable:
+    """A method of the index that calls its :class:`~.core_ann.AnnManager`'s ``fn`` (same signature and docstring)."""
+    @functools.wraps(fn)
+    def method(self, *args, **kwargs):
+        return fn(self.ann, *args, **kwargs)
+    return method
+
+
+class Index:
     """A persistent LanceDB index of one space's embeddings.  Build with :meth:`build`, reopen with :meth:`open`."""
 
     def __init__(self, path: Path, meta: dict[str, Any], space: "Space | None", table):
@@ -44,6 +54,7 @@ class Index(AnnMethods):
         self._writer = Writer(t)
         self._ann = LanceAnn(t)
         self._fast = FastSearch(t)
+        self.ann = AnnManager(self._ann, self._fast)  # builds, tunes and warms the approximate search
         self._embedder = QueryEmbedder(space, t.dim)
         self._searcher = Searcher(t, self._embedder, self._fast, self._ann)
         self._classifier = Classifier(t)
@@ -60,6 +71,19 @@ class Index(AnnMethods):
     modalities = _forward("modalities", "The modalities it embeds from records (set at build, extended by add).")
     ann_threshold = _forward("ann_threshold", "Rows from which searches use an approximate index.")
     lance_ann = property(lambda self: self._ann, doc="The LanceDB ANN part (search, tune, set_search_defaults).")
+
+    # -- approximate search (:class:`.core_ann.AnnManager`, ``self.ann``) -----------------------
+    create_ann = _via_ann(AnnManager.create_ann)
+    uses_ann = _via_ann(AnnManager.uses_ann)
+    ann_recall = _via_ann(AnnManager.ann_recall)
+    tune_ann = _via_ann(AnnManager.tune_ann)
+    create_memory_ann = _via_ann(AnnManager.create_memory_ann)
+    update_memory_ann = _via_ann(AnnManager.update_memory_ann)
+    set_memory_ann_ef = _via_ann(AnnManager.set_memory_ann_ef)
+    tune_memory_ann = _via_ann(AnnManager.tune_memory_ann)
+    quantize = _via_ann(AnnManager.quantize)
+    quant_memory = _via_ann(AnnManager.quant_memory)
+    warm_fast = _via_ann(AnnManager.warm_fast)
 
     def __len__(self) -> int:
         return self._t.count()
