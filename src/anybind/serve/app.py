@@ -5,7 +5,7 @@ Endpoints (OpenAPI schema at ``/openapi.json``, interactive docs at ``/docs``)::
     GET  /                      the web page (static/index.html, vanilla JS, no build step)
     GET  /health                space, index, limits, load
     POST /embed                 texts -> vectors               POST /embed/upload     files -> vectors
-    POST /search                text(s), fused, filtered       POST /search/upload    image/sound (+ text), fused
+    POST /search                text(s), features, fused       POST /search/upload    image/sound/.npy (+ text), fused
     POST /classify              zero-shot over given labels    POST /classify/upload  the same for a file
                                 (or with a served balanced classifier: --classifier NAME=DIR)
     POST /explain               why a stored item matches a text (word drops, nearest words; serve/explain_route)
