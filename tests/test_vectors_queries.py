@@ -1,6 +1,6 @@
 """Any modality queries (issue 15): a ``vectors:`` modality (precomputed features looked up by key) queried by its
 features -- in the library (``Space.embed``, ``Index.search(inputs=...)``), by a ``.npy`` upload and by JSON
-``inputs[].features`` in the service.
+``inputs[].features`` in the service -- and the service's JSON search by a raw query ``vector`` in the space.
 
 A tiny space of two synthetic sensors (``a``: 24 features, ``b``: 20; tests/scale_helpers.synthetic_corpus)."""
 
@@ -156,7 +156,7 @@ def test_json_classify_takes_features(client, tiny):
     ({"inputs": [{"modality": "a"}]}, 422, "an input needs exactly one of text or features"),
     ({"inputs": [{"modality": "a", "text": "hi", "features": [1.0]}]}, 422, "exactly one of text or features"),
     ({"inputs": [{"modality": "a", "text": "hi"}]}, 400, "modality 'a' does not read text (it reads features): upload a .npy array"),
-    ({}, 400, "empty query: give text, or inputs"),
+    ({}, 400, "empty query: give text, inputs or a vector"),
 ])
 def test_json_features_refused_in_one_line(client, body, status, why):
     res = client.post("/search", json=body)
@@ -169,4 +169,49 @@ def test_json_features_refused_in_one_line(client, body, status, why):
 def test_non_finite_json_features_are_422(client):
     body = '{"inputs": [{"modality": "a", "features": [NaN' + ", 1" * 23 + "]}]}"
     res = client.post("/search", content=body.encode(), headers={"content-type": "application/json"})
+    assert res.status_code == 422 and "finite number" in res.text
+
+
+# -- the service: a raw query vector ----------------------------------------------------------------------------
+
+def test_json_vector_finds_the_record_and_fuses(client, tiny):
+    A, ids, space = tiny["A"], tiny["ids"], tiny["space"]
+    v = space.embed("a", [ids[23]])[0]
+    res = client.post("/search", json={"vector": v.tolist(), "k": 5, "modality": "a"})
+    assert _top(res) == (ids[23], pytest.approx(1.0, abs=1e-5)) and res.json()["query_modalities"] == []
+    from anybind.index import Index
+
+    lib = Index.open(tiny["index"]).search(v, modality="a", k=5)  # what the library answers for the same vector
+    assert [(h["id"], round(h["score"], 5)) for h in res.json()["hits"]] == [(h.id, round(h.score, 5)) for h in lib]
+    # fused with the features of the same record at weight 1 (the same direction): the same hits
+    both = client.post("/search", json={"vector": v.tolist(), "inputs": [{"modality": "a", "features": A[23].tolist()}],
+                                        "k": 5, "modality": "a"})
+    assert [h["id"] for h in both.json()["hits"]] == [h["id"] for h in res.json()["hits"]]
+    assert both.json()["query_modalities"] == ["a"]
+    # fused with another record's features at weight 3: that record leads
+    other = client.post("/search", json={"vector": v.tolist(), "k": 1, "modality": "a",
+                                         "inputs": [{"modality": "a", "features": A[40].tolist(), "weight": 3}]})
+    assert _top(other)[0] == ids[40]
+
+
+@pytest.mark.parametrize("body, status, why", [
+    ({"vector": [0.5] * 3}, 400, "vector of shape (3,): this index holds 8-d vectors, give one of shape (8,)"),
+    ({"vector": [0.0] * 8}, 400, "vector is all zeros"),
+    ({"vector": [1e300] * 8}, 400, "vector holds NaN or infinite values"),  # beyond float32
+    ({"vector": []}, 422, "at least 1 item"),
+    ({"vector": [0.1] * 65537}, 422, "at most 65536 items"),
+    ({"vector": ["x"] * 8}, 422, "valid number"),
+    ({"vector": [1.0] * 8, "inputs": [{"modality": "a", "features": [1.0]}]}, 400, "inputs[0]: features of shape"),
+])
+def test_json_vector_refused_in_one_line(client, body, status, why):
+    res = client.post("/search", json=body)
+    assert res.status_code == status, res.text
+    detail = res.json()["detail"]
+    text = detail if isinstance(detail, str) else " ".join(e["msg"] for e in detail)
+    assert why in text and "\n" not in text
+
+
+def test_non_finite_json_vector_is_422(client):
+    res = client.post("/search", content=b'{"vector": [NaN, 1, 1, 1, 1, 1, 1, 1]}',
+                      headers={"content-type": "application/json"})
     assert res.status_code == 422 and "finite number" in res.text

@@ -13,7 +13,7 @@ MAX_TEMPLATES = 8
 MAX_LABEL = 200  # characters of one class name
 MAX_TEMPLATE = 500  # characters of one prompt template
 MAX_CLASSIFIER_NAME = 100  # characters of a served classifier's name
-#: numbers in one JSON vector (a vectors: modality's features); as many as 2 MB of JSON can hold
+#: numbers in one JSON vector (a raw query vector, a vectors: modality's features); as many as 2 MB of JSON can hold
 MAX_VECTOR = 65536
 #: how deep arrays and objects may nest in a JSON body (the deepest legal request nests 3 levels); deeper -> 400
 #: before the body is parsed (serve/middleware)
@@ -115,6 +115,8 @@ class SearchRequest(RequestModel):
     )
     rerank: RERANK | None = Field(None, description="Hubness correction of the scores (see anybind.rerank).")
     rank_by: Literal["score", "probability"] = Field("score", description=RANK_BY)
+    vector: Vector | None = Field(None, description="A query vector in the space (/health space.dim numbers, "
+                                  "e.g. from /embed), fused with the other inputs at weight 1.")
 
 
 class HitOut(BaseModel):

@@ -276,10 +276,18 @@ class Service:
         labels: Any,
         rerank: str | None,
         rank_by: str = "score",
+        vector: np.ndarray | None = None,
     ) -> tuple[list[Hit], list[str]]:
+        """Hits of the fused query of ``parts`` (and of a raw query ``vector``, checked, at weight 1)."""
         self.refresh()
+        query: Any = list(parts)
+        kw: dict[str, Any] = {}
+        if vector is not None:  # the vector, then the inputs: a Query's order of weights
+            ws = [1.0] + [float(w) for _, _, w in parts]
+            query, kw = vector, {"inputs": [p[:2] for p in parts] or None,
+                                 "weights": ws if any(w != 1 for w in ws) else None}
         with using_limits(self.media_limits):  # uploads decoded under the service's limits
-            hits = self.index.search(list(parts), modality=modality, k=k, labels=labels, rerank=rerank,
+            hits = self.index.search(query, **kw, modality=modality, k=k, labels=labels, rerank=rerank,
                                      cache=self.cache, rank_by=rank_by)
         return hits, sorted({p[0] for p in parts})
 
