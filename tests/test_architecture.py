@@ -202,6 +202,43 @@ def test_the_private_module_check_sees_what_it_should():
     below = "from ._x import a\nfrom .._build import y\nfrom anybind.corpora._debian import z\n"
     assert _private_module_imports(ast.parse(below), "anybind.corpora.sub.mod") == []  # a package inside
 
+def _progress_builders(tree: ast.AST, module: str) -> list[str]:
+    """Where ``module`` builds a progress display of its own: an import of ``rich.progress`` (or a name from it),
+    or a call of anything named ``Progress`` / ``track``.  Only :mod:`anybind.progress` may (one shape, one console,
+    one rule for when a bar is drawn)."""
+    if module == "anybind.progress":
+        return []
+    out = []
+    for n in ast.walk(tree):
+        if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("rich.progress"):
+            out.append(f"{module}:{n.lineno} imports from {n.module}")
+        elif isinstance(n, ast.Import) and any(a.name.startswith("rich.progress") for a in n.names):
+            out.append(f"{module}:{n.lineno} imports rich.progress")
+        elif isinstance(n, ast.Call):
+            f = n.func
+            name = f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else None
+            if name in ("Progress", "track"):
+                out.append(f"{module}:{n.lineno} calls {name}(...)")
+    return out
+
+
+def test_every_progress_bar_is_built_by_anybind_progress():
+    found = []
+    for p in sorted(SRC.rglob("*.py")):
+        rel = p.relative_to(SRC.parent).with_suffix("")
+        found += _progress_builders(ast.parse(p.read_text()), ".".join(rel.parts))
+    assert not found, "use anybind.progress.progress_bar (or make_progress):\n" + "\n".join(found)
+
+
+def test_the_progress_check_sees_what_it_should():
+    code = ("from rich.progress import Progress, track\nimport rich.progress\np = rich.progress.Progress()\n"
+            "track([1])\nfrom ..progress import progress_bar\nprogress_bar(True, 'x', 1)\nfrom rich.table import Table\n")
+    assert _progress_builders(ast.parse(code), "anybind.cache") == [
+        "anybind.cache:1 imports from rich.progress", "anybind.cache:2 imports rich.progress",
+        "anybind.cache:3 calls Progress(...)", "anybind.cache:4 calls track(...)"]
+    assert _progress_builders(ast.parse(code), "anybind.progress") == []
+
+
 def test_every_top_level_module_has_a_layer():
     """A new module must be placed in .importlinter's layers, or the contract would not look at it."""
     listed = _contract_modules("importlinter:contract:layers")

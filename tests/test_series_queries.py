@@ -185,8 +185,8 @@ def test_which_modality_takes_an_array(gp):
         assert svc.array_modalities == ["ts", "ts_b"] and svc.upload_modality("array") is None
         with pytest.raises(Exception, match="several modalities read arrays \\(ts, ts_b\\); name one with file_modality"):
             svc.stage(blob, "q.npy", None)
-        m, path, _ = svc.stage(blob, "q.npy", "ts_b")
-        assert m == "ts_b" and path.suffix == ".npy" and path.read_bytes() == blob
+        m, item, path, _ = svc.stage(blob, "q.npy", "ts_b")
+        assert m == "ts_b" and path.suffix == ".npy" and path.read_bytes() == blob and item == str(path)
     finally:
         svc.close()
 

@@ -77,7 +77,7 @@ def test_many_unknown_fields_are_one_error_found_in_one_pass(client):
     (err,) = res.json()["detail"]
     assert err["loc"] == ["body"] and err["msg"] == (
         "Value error, 50001 unknown fields ('k0', 'k1', 'k2', ...): this request takes text, inputs, k, modality, "
-        "labels, rerank, rank_by")
+        "labels, rerank, rank_by, vector")
     res = _post(client, "/classify", {"labels": ["a"], "x" * 10_000: 1, "y": 2, "z": 3, "w": 4, "v": 5})
     assert res.status_code == 422 and len(res.content) < 3000
     assert "5 unknown fields ('xxxxxxxxxxxxxxxxxxxxxxxxxxxxxx...', 'y', 'z', ...)" in res.json()["detail"][0]["msg"]

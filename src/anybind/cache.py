@@ -39,6 +39,7 @@ from .encoders.device import cache_identity
 from .errors import DataError, Reason
 from .io import default_cache_dir  # noqa: F401  (re-exported: it was defined here)
 from .io import atomic_write_bytes, atomic_write_dir  # noqa: F401 -- re-exported (they used to live here)
+from .progress import progress_bar
 
 
 @dataclass
@@ -295,23 +296,11 @@ class FeatureCache:
 
     def _encode_missing(self, encoder, identity, missing, first, progress, description, workers) -> dict:
         """Encode and commit ``missing`` (content keys); returns ``{key: why}`` for those not decodable."""
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
         bs = max(1, encoder.batch_size, self.min_forward_batch)
         desc = description or f"encoding {encoder.spec}"
-        cols = [
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]} items/s"),
-            TimeRemainingColumn(),
-        ]
         pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="anybind-decode")
-        t0 = time.perf_counter()
-        done = 0
         failed: dict[str, str] = {}
-        with Progress(*cols, disable=not progress, transient=False) as prog:
-            task = prog.add_task(desc, total=len(missing), rate="-")
+        with progress_bar(progress, desc, len(missing), "rate") as bar:
             for c0 in range(0, len(missing), self.chunk_size):
                 chunk = missing[c0 : c0 + self.chunk_size]
                 batches = [chunk[i : i + bs] for i in range(0, len(chunk), bs)]
@@ -331,9 +320,7 @@ class FeatureCache:
                     ok_keys += good
                     if X is not None:
                         outs.append(X)
-                    done += len(b)
-                    rate = done / max(time.perf_counter() - t0, 1e-9)
-                    prog.update(task, advance=len(b), rate=f"{rate:.1f}")
+                    bar.advance(len(b))
                 if ok_keys:
                     self._write_shard(identity, ok_keys, np.concatenate(outs, axis=0))
         pool.shutdown()

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import DataError, Reason
+from .progress import progress_bar
 
 if TYPE_CHECKING:
     from .cache import FeatureCache
@@ -200,13 +201,12 @@ def colour_distance(A: np.ndarray, B: np.ndarray) -> np.ndarray:
 
 
 def _hashing(paths: Sequence[Any], progress: bool):
-    """``paths``, with a transient progress bar (Rich, as every bar of anybind: none when stderr is not a terminal)."""
-    if not progress:
-        yield from paths
-        return
-    from rich.progress import track
-
-    yield from track(paths, description="hashing images", transient=True)
+    """``paths``, with a transient progress bar (:func:`anybind.progress.progress_bar`: none when stderr is not a
+    terminal)."""
+    with progress_bar(progress, "hashing images", len(paths)) as bar:
+        for p in paths:
+            yield p
+            bar.advance()
 
 
 @dataclass

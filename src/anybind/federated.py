@@ -50,6 +50,7 @@ from .federated_clients import ClientSpec, build_client, federated_loss, local_c
 from .federated_cream import INTRA_KINDS, KD_KINDS
 from .federated_parties import Message, Server, check_message, public_features
 from .loop import training_threads
+from .progress import progress_bar
 
 if TYPE_CHECKING:
     from .space_core import SpaceCore
@@ -198,8 +199,6 @@ def federate(
 
     A building block below the public class: it returns a :class:`~anybind.space_core.SpaceCore`.  Users call
     ``Space.federate(...)`` (or ``anybind federate``), which hands out the public :class:`anybind.Space`."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
     t0 = time.perf_counter()
     cfg = federated_config(config)
     if not clients:
@@ -220,10 +219,8 @@ def federate(
         if cfg.method == "creamfl" or cfg.server_public:  # the server starts from the public pairs
             server.distil(cfg.server_epochs)
         best = None
-        cols = [TextColumn(f"[bold]federating ({cfg.method}, {len(specs)} clients)"), BarColumn(),
-                TextColumn("round {task.completed}/{task.total} {task.fields[msg]}"), TimeElapsedColumn()]
-        with Progress(*cols, disable=not progress, transient=False) as prog:
-            bar = prog.add_task("rounds", total=cfg.rounds, msg="")
+        with progress_bar(progress, f"federating ({cfg.method}, {len(specs)} clients)", cfg.rounds, "steps",
+                          unit="round") as bar:
             for rnd in range(cfg.rounds + 1):
                 before = dict(ledger.bytes)
                 if rnd > 0:
@@ -236,7 +233,7 @@ def federate(
                     best = ({m: copy.deepcopy(p.state_dict()) for m, p in server.projectors.items()},
                             float(server.logit_scale.item()), rnd)
                 if rnd > 0:
-                    prog.update(bar, advance=1, msg=sel.progress(float("nan"), score).replace("loss nan ", ""))
+                    bar.advance(msg=sel.progress(float("nan"), score).replace("loss nan ", ""))
                 if sel.stop:
                     break
     if best is None:  # no round could be scored (NaN on every client's val pairs): keep the last one, and say so

@@ -35,6 +35,7 @@ from .numerics import flush_denormals
 from .epochs import EpochSelection, selection_record
 from .errors import DataError
 from .metrics import pair_recalls
+from .progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -188,8 +189,6 @@ def fit_loop(
     ``runtime``: where and at what precision the steps run (default: the process's); ``score`` then sees
     the modules on that device, and they are moved back to the CPU at the end.
     """
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
     sel = EpochSelection(use_val, patience)
     best: tuple[dict, float, int] | None = None
     history: list[dict[str, Any]] = []
@@ -208,10 +207,7 @@ def fit_loop(
         if sel.update(0, s0):
             best = snapshot(0)
         history.append({"epoch": 0, "loss": float("nan"), "val": s0, "temperature": temperature_of(logit_scale)})
-    cols = [TextColumn(f"[bold]{label}"), BarColumn(),
-            TextColumn("epoch {task.completed}/{task.total} {task.fields[msg]}"), TimeElapsedColumn()]
-    with Progress(*cols, disable=not progress, transient=False) as prog:
-        task = prog.add_task("train", total=epochs, msg="")
+    with progress_bar(progress, label, epochs, "steps") as bar:
         for epoch in range(1, epochs + 1):
             model.train()
             ep_loss = 0.0
@@ -240,7 +236,7 @@ def fit_loop(
             if sel.update(epoch, s):
                 best = snapshot(epoch)
             note = sel.progress(ep_loss / steps, s)
-            prog.update(task, advance=1, msg=note)
+            bar.advance(msg=note)
             log.debug("%s epoch %d: %s", label, epoch, note)
             if sel.stop:
                 break

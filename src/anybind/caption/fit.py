@@ -51,6 +51,7 @@ import torch.nn.functional as F
 from ..data.manifest import Manifest, load_manifest
 from ..encoders.kinds import manifest_kinds
 from ..errors import DataError
+from ..progress import progress_bar
 from .lm import SMOLLM2, CaptionError, FrozenLM, load_lm
 from .memory import TEMPERATURE_GRID, choose_projection, memory_rows
 from .model import Captioner, MapperConfig, PrefixMapper, text_modality
@@ -200,8 +201,6 @@ def _train_one(lm: FrozenLM, cfg: CaptionConfig, mcfg: MapperConfig, X: np.ndarr
                Xv: np.ndarray, seqs_v: list[list[int]], noise: float, lr: float,
                progress: bool, k: int = 0, ret: Retrieval | None = None,
                prompts_v: list[list[int]] | None = None) -> tuple[PrefixMapper, list[dict]]:
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     mapper = PrefixMapper(mcfg)
@@ -211,10 +210,7 @@ def _train_one(lm: FrozenLM, cfg: CaptionConfig, mcfg: MapperConfig, X: np.ndarr
     Xt = torch.from_numpy(X)
     best: tuple[float, dict, int] | None = None
     history: list[dict] = []
-    cols = [TextColumn(f"[bold]caption mapper (noise {noise:g}, lr {lr:g}, k {k})"), BarColumn(),
-            TextColumn("epoch {task.completed}/{task.total} {task.fields[msg]}"), TimeElapsedColumn()]
-    with Progress(*cols, disable=not progress, transient=False) as prog:
-        task = prog.add_task("train", total=cfg.epochs, msg="")
+    with progress_bar(progress, f"caption mapper (noise {noise:g}, lr {lr:g}, k {k})", cfg.epochs, "steps") as bar:
         for epoch in range(1, cfg.epochs + 1):
             mapper.train()
             order = torch.randperm(len(X), generator=gen)
@@ -237,7 +233,7 @@ def _train_one(lm: FrozenLM, cfg: CaptionConfig, mcfg: MapperConfig, X: np.ndarr
             history.append({"epoch": epoch, "loss": ep_loss, "val_nll": v})
             if best is None or _finite(v) < _finite(best[0]):  # a NaN (a diverged rate) is never the best
                 best = (v, {k: t.detach().clone() for k, t in mapper.state_dict().items()}, epoch)
-            prog.update(task, advance=1, msg=f"loss {ep_loss:.3f} val nll {v:.3f}")
+            bar.advance(msg=f"loss {ep_loss:.3f} val nll {v:.3f}")
             if epoch - best[2] >= cfg.patience:
                 break
     assert best is not None

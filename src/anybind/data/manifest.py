@@ -42,11 +42,13 @@ import hashlib
 import json
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import DataError, unusable_file
+from ..progress import progress_bar
 from .strings import ID_RULE, id_problem, is_blank
 
 if TYPE_CHECKING:
@@ -239,17 +241,11 @@ def load_manifest(
         lines.pop()  # the final newline ends the last line; it does not start another
 
     it: Iterable[tuple[int, bytes]] = enumerate(lines, start=1)
-    prog = None
-    if progress and len(lines) > 200:
-        from rich.progress import Progress
-
-        prog = Progress(transient=True)
-        prog.start()
-        task = prog.add_task(f"checking {path.name}", total=len(lines))
+    stack = ExitStack()  # the bar, stopped however loading ends
+    bar = stack.enter_context(progress_bar(progress and len(lines) > 200, f"checking {path.name}", len(lines)))
     try:
         for lineno, data in it:
-            if prog is not None:
-                prog.advance(task)
+            bar.advance()
             raw, undecodable = _decode_line(data)
             if undecodable is not None:
                 bad.append(BadRecord(lineno, None, undecodable))
@@ -264,8 +260,7 @@ def load_manifest(
                 seen[rec.id] = lineno
                 records.append(rec)
     finally:
-        if prog is not None:
-            prog.stop()
+        stack.close()
         if checks is not None:
             checks.flush()  # what passed so far, even if loading stopped part-way
     man = Manifest(path=path, records=records, bad=bad, kinds=dict(kinds or {}), media_checks=tally)

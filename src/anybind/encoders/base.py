@@ -95,8 +95,9 @@ class Encoder(ABC):
     #: what manifest values mean for this encoder: "text" (the string itself),
     #: "file" (a path relative to the manifest) or "key" (a lookup key)
     input_kind: str = "file"
-    #: whether the encoder's file items may be ``.npy`` numeric arrays (a time series, a plugin's sensor
-    #: frames): what the service takes an uploaded ``.npy`` for (never a pickle; see :mod:`anybind.serve.sniff`)
+    #: whether the encoder's items may be numeric arrays: a file encoder's, ``.npy`` files or arrays (a time
+    #: series, a plugin's sensor frames); a key encoder's (``vectors:``), the features themselves in place of a
+    #: key.  What the service takes an uploaded ``.npy`` for (never a pickle; see :mod:`anybind.serve.sniff`)
     reads_arrays: bool = False
     #: whether the encoder runs a torch model on :func:`~anybind.encoders.device.current_runtime`'s device and
     #: precision (then a precision other than fp32 is part of its feature-cache key)

@@ -103,7 +103,8 @@ class ConcatEncoder(Encoder):
             raise EncoderError(f"encoder {self.spec!r}: the parts read different inputs ({', '.join(sorted(kinds))})")
         self.base_encoders = tuple(parts)
         self.input_kind = parts[0].input_kind
-        self.reads_arrays = all(getattr(e, "reads_arrays", False) for e in parts)
+        # arrays as files of every part; not a key encoder's features (each part's are of its own width)
+        self.reads_arrays = self.input_kind == "file" and all(getattr(e, "reads_arrays", False) for e in parts)
         self.runs_torch = any(e.runs_torch for e in parts)
         self.batch_size = min(e.batch_size for e in parts)
         self._identity: str | None = None

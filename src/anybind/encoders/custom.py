@@ -15,7 +15,9 @@
   A relative path is relative to the working directory; a saved space stores it
   relative to the space folder when the file lies inside it, else absolute
   (:func:`spec_for_folder`, :func:`spec_in_folder`).  The identity is the file's
-  content hash, not its path, so a space and its vectors can move.
+  content hash, not its path, so a space and its vectors can move.  An item may also be the features
+  themselves, a numeric array of the file's width (a query for a record the file does not hold: its features
+  computed as the file's were); it is checked by :func:`feature_vector` and cached by its content.
 """
 
 from __future__ import annotations
@@ -109,6 +111,7 @@ class VectorsEncoder(Encoder):
     modality = "custom"
     input_kind = "key"
     batch_size = 4096
+    reads_arrays = True  # an item may be a feature vector itself (an array), not only a key
 
     def __init__(self, path: str):
         self.path = Path(path)
@@ -147,16 +150,39 @@ class VectorsEncoder(Encoder):
         return recorded == self._identity or (recorded.startswith(_VECTORS) and recorded.endswith("|" + content))
 
     def content_key(self, item: Any) -> str:
+        if isinstance(item, np.ndarray):  # features given: keyed by their bytes, shape and dtype
+            return super().content_key(item)
         return "k:" + str(item)
 
-    def load(self, item: Any) -> int:
+    def load(self, item: Any) -> int | np.ndarray:
+        if isinstance(item, np.ndarray):
+            return feature_vector(item, self.dim)
         key = str(item)
         if key not in self.index:
             raise DataError(f"no vector for id {key!r} in {self.path}")
         return self.index[key]
 
-    def encode_loaded(self, batch: Sequence[int]) -> np.ndarray:
-        return self.vectors[np.asarray(batch, dtype=np.int64)]
+    def encode_loaded(self, batch: Sequence[int | np.ndarray]) -> np.ndarray:
+        if all(isinstance(b, (int, np.integer)) for b in batch):
+            return self.vectors[np.asarray(batch, dtype=np.int64)]
+        return np.stack([self.vectors[b] if isinstance(b, (int, np.integer)) else b for b in batch])
+
+
+def feature_vector(x: np.ndarray, dim: int, what: str = "a feature vector") -> np.ndarray:
+    """Features given in place of a ``vectors:`` key, checked: real numbers, one vector of ``dim`` values (shape
+    ``(dim,)`` or ``(1, dim)``), all finite.  Returns it as float32 ``(dim,)``; :class:`DataError` (one line,
+    starting with ``what``) otherwise."""
+    x = np.asarray(x)
+    if x.dtype.kind not in "fiu":
+        raise DataError(f"{what} of {x.dtype} values: give real numbers")
+    v = x[0] if x.ndim == 2 and x.shape[0] == 1 else x
+    if v.shape != (dim,):
+        raise DataError(f"{what} of shape {x.shape}: this modality's features have {dim} values, give shape ({dim},)")
+    with np.errstate(over="ignore"):  # a value beyond float32 becomes inf, refused just below
+        v = v.astype(np.float32)
+    if not np.isfinite(v).all():
+        raise DataError(f"{what} holds NaN or infinite values")
+    return v
 
 
 def spec_for_folder(spec: str, folder: str | Path) -> str:

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..data.strings import ID_RULE, id_problem
 from ..errors import DataError
+from ..progress import progress_bar
 from .exact import unit_rows
 from .results import AddStats
 from .store import rows_table, sql_str
@@ -139,16 +140,9 @@ def append_vector_batches(
     writer: each batch is checked and written under the writer lock) raises :class:`DataError` before its
     batch is written; the batches before it stay committed.  ``total``: rows expected (for the
     progress bar)."""
-    from contextlib import nullcontext
-
     stats = AddStats()
     seen = _SeenIds(t, modality)
-    if progress:
-        from rich.progress import Progress
-
-        bar = Progress(transient=True)
-    with bar if progress else nullcontext():
-        task = bar.add_task(f"appending {modality}", total=total) if progress else None
+    with progress_bar(progress, f"appending {modality}", total) as bar:
         for nb, batch in enumerate(batches, 1):
             try:
                 if not isinstance(batch, (tuple, list)) or len(batch) not in (2, 3):
@@ -176,6 +170,6 @@ def append_vector_batches(
             stats.commits += 1
             stats.added += len(ids)
             if progress:
-                bar.update(task, advance=len(ids))
+                bar.advance(len(ids))
     log.info("%s: appended %d %s rows in %d commits", t.path, stats.added, modality, stats.commits)
     return stats

@@ -18,6 +18,7 @@ from ..encoders.batching import encode_adaptive
 from ..encoders.device import cache_identity, current_runtime, ray_gpus, worker_runtime
 from ..encoders.registry import get_encoder
 from ..errors import DataError, EncoderError, Reason
+from ..progress import progress_bar
 from . import cluster_cpus, free_cpus
 from .encode_report import EncodeReport, cached_encoder
 from .reserve import Groups, Reservation, down, reserve
@@ -179,16 +180,6 @@ def root_cause(e: BaseException) -> str:
     return f"{type(e).__name__}: {first[0] if first else ''}"
 
 
-def _progress(enabled: bool, description: str, total: int):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    prog = Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]} items/s"), TimeRemainingColumn(), disable=not enabled,
-    )
-    return prog, prog.add_task(description, total=total, rate="-")
-
-
 def _ray_keys(enc: Encoder, uniq: list[str], shard_size: int, decode_cpus: float,
               res: Reservation) -> tuple[list[str], list[str]]:
     """Content keys of every item: file bytes hashed by Ray tasks for large corpora, here otherwise."""
@@ -227,16 +218,13 @@ def _run_encode(enc: Encoder, missing: list[tuple[str, str]], fc: FeatureCache, 
     ds = res.map_batches(ds, "decode tasks", decode_batch, fn_kwargs={"spec": enc.spec}, batch_size=shard_size,
                          num_cpus=decode_cpus)
     ds = res.map_batches(ds, "encoder actors", _EncodeActor, compute=_compute(concurrency), **opts)
-    prog, task = _progress(progress, f"encoding {enc.spec} on Ray ({concurrency} actors)", len(missing))
-    t1 = time.perf_counter()
     try:
-        with prog:
+        with progress_bar(progress, f"encoding {enc.spec} on Ray ({concurrency} actors)", len(missing), "rate") as bar:
             for b in ds.iter_batches(batch_size=None, batch_format="numpy"):
                 rep.encoded += int(b["written"].sum())
                 rep.failed += [(str(it), Reason(str(e), str(kd)))
                                for it, e, kd in zip(b["item"], b["error"], b["kind"]) if e]
-                prog.update(task, advance=len(b["item"]),
-                            rate=f"{rep.encoded / max(time.perf_counter() - t1, 1e-9):.1f}")
+                bar.advance(len(b["item"]))
     except Exception as e:  # noqa: BLE001 -- a worker raised: committed shards stay, the rerun continues
         return root_cause(e)
     return None

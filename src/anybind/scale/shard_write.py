@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
-from ..progress import make_progress
+from ..progress import progress_bar
 from .stream import DEFAULT_ROWS_PER_SHARD, FORMAT, FORMAT_VERSION, META, SPLIT_CODES, TrainingShards, combo
 
 
@@ -141,11 +141,7 @@ def write_training_shards(
 
     def write(tmp: Path) -> None:
         writer = ShardWriter(tmp, dims, dtype=dtype)
-        prog = make_progress(progress)
-        if prog is not None:
-            prog.start()
-            task = prog.add_task("writing training shards", total=len(records))
-        try:
+        with progress_bar(progress, "writing training shards", len(records)) as bar:
             for c0 in range(0, len(records), rows_per_shard):
                 chunk = records[c0 : c0 + rows_per_shard]
                 feats, has = {}, {}
@@ -160,11 +156,7 @@ def write_training_shards(
                     has[m] = np.isin(np.arange(len(chunk)), sel)
                 split = np.array([SPLIT_CODES[r.split] for r in chunk], np.uint8)
                 writer.add([r.id for r in chunk], split, feats, has)
-                if prog is not None:
-                    prog.advance(task, len(chunk))
-        finally:
-            if prog is not None:
-                prog.stop()
+                bar.advance(len(chunk))
         writer.finish(specs=dict(specs), identities=identities, source_hash=h,
                       sources=[str(man.path) for man in manifests])
 
@@ -201,11 +193,7 @@ def write_synthetic_shards(
 
     def write(tmp: Path) -> None:
         writer = ShardWriter(tmp, dims, dtype=dtype)
-        prog = make_progress(progress)
-        if prog is not None:
-            prog.start()
-            task = prog.add_task("writing synthetic shards", total=rows)
-        try:
+        with progress_bar(progress, "writing synthetic shards", rows) as bar:
             for s in range(n_shards):
                 r0, r1 = s * rows_per_shard, min(rows, (s + 1) * rows_per_shard)
                 g = np.random.default_rng([seed, s])
@@ -214,11 +202,7 @@ def write_synthetic_shards(
                 has = {m: np.ones(r1 - r0, bool) for m in dims}
                 split = np.where(np.arange(r0, r1) < val_rows, SPLIT_CODES["val"], SPLIT_CODES["train"]).astype(np.uint8)
                 writer.add([f"r{i}" for i in range(r0, r1)], split, feats, has)
-                if prog is not None:
-                    prog.advance(task, r1 - r0)
-        finally:
-            if prog is not None:
-                prog.stop()
+                bar.advance(r1 - r0)
         writer.finish(specs={m: f"synthetic:{m}" for m in dims}, identities={m: f"synthetic:{m}|seed={seed}" for m in dims},
                       synthetic={"rows": rows, "latent": latent, "noise": noise, "seed": seed})
 

@@ -5,7 +5,7 @@ Endpoints (OpenAPI schema at ``/openapi.json``, interactive docs at ``/docs``)::
     GET  /                      the web page (static/index.html, vanilla JS, no build step)
     GET  /health                space, index, limits, load
     POST /embed                 texts -> vectors               POST /embed/upload     files -> vectors
-    POST /search                text(s), fused, filtered       POST /search/upload    image/sound (+ text), fused
+    POST /search                text(s), features, a vector    POST /search/upload    image/sound/.npy (+ text), fused
     POST /classify              zero-shot over given labels    POST /classify/upload  the same for a file
                                 (or with a served balanced classifier: --classifier NAME=DIR)
     POST /explain               why a stored item matches a text (word drops, nearest words; serve/explain_route)
@@ -68,6 +68,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 import anyio
 import anyio.to_thread
+import numpy as np
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
@@ -75,6 +76,7 @@ from fastapi.staticfiles import StaticFiles
 from ..data.strings import is_blank
 from ..errors import AnybindError
 from ..index import QueryError
+from ..index.query import query_vector
 from ..version import __version__
 from .auth import ApiKeyAuth, KeyStore
 from .budget import PixelBudget
@@ -305,11 +307,12 @@ def create_app(
         def work():
             t0 = time.perf_counter()
             parts = text_parts(svc, body.text, body.inputs)
-            if not parts:
-                raise QueryError("empty query: give text, or inputs")
+            vector = None if body.vector is None else query_vector(np.asarray(body.vector), svc.space.dim, "vector")
+            if not parts and vector is None:
+                raise QueryError("empty query: give text, inputs or a vector")
             mods = [body.modality] if isinstance(body.modality, str) else (body.modality or None)
             hits, qmods = svc.search(parts, k=body.k, modality=mods, labels=body.labels, rerank=body.rerank,
-                                     rank_by=body.rank_by)
+                                     rank_by=body.rank_by, vector=vector)
             return SearchOut(hits=[hit_out(svc, h) for h in hits], query_modalities=qmods, took_ms=to_ms(t0))
 
         return await request.state.gate.run(work)

@@ -8,9 +8,12 @@ from urllib.parse import quote
 
 import anyio
 import anyio.to_thread
+import numpy as np
 from fastapi import Request, UploadFile
 
 from ..data.strings import is_blank
+from ..encoders.custom import feature_vector
+from ..errors import DataError, serve_limit
 from ..index import Hit, QueryError
 from .budget import upload_pixels
 from .schemas import MAX_TEXT, HitOut, QueryInput
@@ -43,14 +46,36 @@ def hit_out(svc: Service, h: Hit) -> HitOut:
 
 
 def text_parts(svc: Service, text: str | None, inputs: list[QueryInput]) -> list[tuple[str, Any, float]]:
+    """The parts of a JSON query: its texts, and the features given for ``vectors:`` modalities."""
     parts: list[tuple[str, Any, float]] = []
     if text is not None:
         if is_blank(text):
             raise QueryError("empty text query: give some text")
         parts.append(("text", text, 1.0))
-    for i in inputs:
-        parts.append((svc.check_text_modality(i.modality), i.text, float(i.weight)))
+    for j, i in enumerate(inputs):
+        if i.features is None:
+            parts.append((svc.check_text_modality(i.modality), i.text, float(i.weight)))
+        else:
+            parts.append((i.modality, features_part(svc, i.modality, i.features, f"inputs[{j}]"), float(i.weight)))
     return parts
+
+
+def features_part(svc: Service, m: str, features: list[float], what: str) -> np.ndarray:
+    """A ``vectors:`` modality's features given in JSON, checked as an uploaded ``.npy`` of them is (the
+    service's ``max_array_values``; one vector of the encoder's width, finite): what its encoder takes for a key."""
+    if m not in svc.space.modalities:
+        raise QueryError(f"{what}: unknown modality {m!r}: this space binds {', '.join(svc.space.modalities)}")
+    takes = [t for t in svc.array_modalities if svc.input_kind[t] == "key"]
+    if m not in takes:
+        raise QueryError(f"{what}: modality {m!r} takes no features, only the modalities of precomputed features "
+                         f"(vectors: encoders) do: {', '.join(takes) or 'this space binds none'}")
+    if len(features) > svc.config.max_array_values:
+        raise QueryError(f"{what}: {len(features)} features; this service takes at most {svc.config.max_array_values} "
+                         f"values (the limit, {serve_limit('max_array_values')})")
+    try:
+        return feature_vector(np.asarray(features, np.float64), svc.space.encoder(m).dim, f"{what}: features")
+    except DataError as e:
+        raise QueryError(str(e)) from None
 
 
 async def read_uploads(svc: Service, files: list[UploadFile]) -> list[tuple[bytes, str]]:
@@ -79,10 +104,11 @@ def upload_parts(
     weights: list[float],
     file_modality: list[str],
     text_modality: str,
-) -> tuple[list[tuple[str, Any, float]], list[tuple[Path, str]]]:
+) -> tuple[list[tuple[str, Any, float]], list[tuple[Path | None, str]]]:
     """Stage uploads (sniffed, written to private temporary files) and build the fused query's parts.
 
-    Weights follow the order texts, then files; returns the parts and the staged files (to delete)."""
+    Weights follow the order texts, then files; returns the parts and, per file, its staged path (to delete; None
+    for a ``vectors:`` modality's features, kept in memory) and its name as shown."""
     n = len(texts) + len(uploads)
     if weights and len(weights) != n:
         raise QueryError(f"{len(weights)} weights for {n} query inputs (texts first, then files)")
@@ -98,28 +124,30 @@ def upload_parts(
         if len(t) > MAX_TEXT:  # form fields are not validated by the JSON schemas: the same caps here
             raise QueryError(f"a text query of {len(t)} characters: at most {MAX_TEXT}")
         parts.append((text_modality, t, wt))
-    staged: list[tuple[Path, str]] = []
+    staged: list[tuple[Path | None, str]] = []
     try:
         for j, (data, name) in enumerate(uploads):
-            m, path, shown = svc.stage(data, name, file_modality[j] if file_modality else None)
+            m, item, path, shown = svc.stage(data, name, file_modality[j] if file_modality else None)
             staged.append((path, shown))
-            parts.append((m, str(path), w[len(texts) + j]))
+            parts.append((m, item, w[len(texts) + j]))
     except BaseException:
         unstage(staged)
         raise
     return parts, staged
 
 
-def unstage(staged: list[tuple[Path, str]]) -> None:
+def unstage(staged: list[tuple[Path | None, str]]) -> None:
     for p, _ in staged:
-        p.unlink(missing_ok=True)
+        if p is not None:
+            p.unlink(missing_ok=True)
 
 
-def named_files(e: Exception, staged: list[tuple[Path, str]]) -> str:
+def named_files(e: Exception, staged: list[tuple[Path | None, str]]) -> str:
     """An error message with the private temporary paths replaced by the uploads' names."""
     msg = str(e)
     for p, shown in staged:
-        msg = msg.replace(str(p), shown)
+        if p is not None:
+            msg = msg.replace(str(p), shown)
     return msg
 
 

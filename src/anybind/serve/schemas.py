@@ -13,6 +13,8 @@ MAX_TEMPLATES = 8
 MAX_LABEL = 200  # characters of one class name
 MAX_TEMPLATE = 500  # characters of one prompt template
 MAX_CLASSIFIER_NAME = 100  # characters of a served classifier's name
+#: numbers in one JSON vector (a raw query vector, a vectors: modality's features); as many as 2 MB of JSON can hold
+MAX_VECTOR = 65536
 #: how deep arrays and objects may nest in a JSON body (the deepest legal request nests 3 levels); deeper -> 400
 #: before the body is parsed (serve/middleware)
 MAX_JSON_DEPTH = 32
@@ -70,12 +72,24 @@ class RequestModel(BaseModel):
         return data
 
 
-class QueryInput(RequestModel):
-    """One text input of a fused query."""
+Vector = Annotated[list[float], Field(min_length=1, max_length=MAX_VECTOR)]
 
-    modality: str = Field("text", max_length=100, description="A bound text modality (text, text_fr, ...).")
-    text: str = Field(min_length=1, max_length=MAX_TEXT)
+
+class QueryInput(RequestModel):
+    """One input of a fused query: a text, or a ``vectors:`` modality's precomputed features."""
+
+    modality: str = Field("text", max_length=100, description="A bound text modality (text, text_fr, ...), or a "
+                          "modality of precomputed features (a vectors: encoder) with `features`.")
+    text: str | None = Field(None, min_length=1, max_length=MAX_TEXT)
+    features: Vector | None = Field(None, description="Instead of `text`: the features of a vectors: modality's "
+                                    "encoder (as many numbers as its file's vectors have), projected by the space.")
     weight: float = Field(1.0, ge=-100, le=100, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _text_or_features(self) -> "QueryInput":
+        if (self.text is None) == (self.features is None):
+            raise ValueError("an input needs exactly one of text or features")
+        return self
 
 
 LabelFilter = dict[Annotated[str, Field(max_length=200)], str | Annotated[list[str], Field(max_length=50)]]
@@ -101,6 +115,8 @@ class SearchRequest(RequestModel):
     )
     rerank: RERANK | None = Field(None, description="Hubness correction of the scores (see anybind.rerank).")
     rank_by: Literal["score", "probability"] = Field("score", description=RANK_BY)
+    vector: Vector | None = Field(None, description="A query vector in the space (/health space.dim numbers, "
+                                  "e.g. from /embed), fused with the other inputs at weight 1.")
 
 
 class HitOut(BaseModel):

@@ -27,11 +27,13 @@ from ..data.templates import templates_for
 from ..errors import AnybindError, DataError, not_read_kind
 from ..index import Hit, Index, QueryError, class_embeddings
 from ..space import Space
+from .blas import one_blas_thread
 from .config import ServeConfig
 from .files import Changed, ItemFiles, NotFound, OpenItemFile, indexed_folders  # noqa: F401 - re-exported
 from .memcache import MemoryFeatureCache
 from .sniff import SNIFF_BYTES, sniff
 from .uploads import UploadError, check_size, display_name, tiny_npy, tiny_png, tiny_wav  # noqa: F401 - UploadError re-exported
+from .uploads import upload_features
 
 log = logging.getLogger(__name__)
 
@@ -47,30 +49,6 @@ class Item:
     media: str  # "image" | "audio" | "text" | "other"
     key: str | None = None
     size: int | None = None  # a file's size in bytes when it was indexed (None: not recorded)
-
-
-_BLAS_LOCK = threading.Lock()
-_BLAS: dict[str, Any] = {"open": 0, "limit": None}  # services open, and the limit the first of them set
-
-
-def _one_blas_thread(take: bool = True) -> None:
-    """numpy's BLAS (OpenBLAS) on one thread while any service is open (``take``: one more open; else one fewer,
-    the last giving the process its setting back).  Requests run side by side in worker threads; a lone query's
-    product on several BLAS threads made them spin against each other (a 2,022 x 256 product: 0.1 ms of CPU on one
-    thread, 8 ms on two, 130 ms with 64 requests at once, at load ~80).  torch's threads (the encoders) are not
-    BLAS threads here and are left as they are."""
-    from threadpoolctl import threadpool_limits
-
-    with _BLAS_LOCK:
-        if take:
-            _BLAS["open"] += 1
-            if _BLAS["open"] == 1:
-                _BLAS["limit"] = threadpool_limits(1, user_api="blas")
-        else:
-            _BLAS["open"] -= 1
-            if _BLAS["open"] == 0:
-                _BLAS.pop("limit").restore_original_limits()
-                _BLAS["limit"] = None
 
 
 class Service:
@@ -99,8 +77,9 @@ class Service:
         # what each bound modality reads ("text" or "file") and what its media are
         self.input_kind = {m: getattr(space.encoder(m), "input_kind", "file") for m in space.modalities}
         self.media = {m: self._media_of(m) for m in space.modalities}
-        # the file modalities whose encoders read .npy arrays (a time series, a plugin's): what a .npy upload is for
-        self.array_modalities = [m for m in space.modalities if self.input_kind[m] == "file"
+        # the modalities whose encoders read .npy arrays (a time series, a plugin's; a vectors: modality's features
+        # in place of a key): what a .npy upload is for
+        self.array_modalities = [m for m in space.modalities if self.input_kind[m] in ("file", "key")
                                  and getattr(space.encoder(m), "reads_arrays", False)]
         self.files = ItemFiles()
         self._load_items()
@@ -110,8 +89,8 @@ class Service:
         self._thumb_lock = threading.Lock()
         # last, once nothing above can fail (a failed constructor is never closed); given back by close(), or when
         # the service is dropped unclosed
-        _one_blas_thread()
-        self._blas = weakref.finalize(self, _one_blas_thread, False)
+        one_blas_thread()
+        self._blas = weakref.finalize(self, one_blas_thread, False)
 
     def _load_items(self) -> None:
         """The id -> items lookup and the per-modality counts, from the index's current snapshot."""
@@ -207,7 +186,7 @@ class Service:
         """Build every encoder's model and the query cache's index now, not on the first request."""
         blobs = {"image": (tiny_png(), ".png"), "audio": (tiny_wav(), ".wav"), "array": (tiny_npy(), ".npy")}
         for m in self.space.modalities:
-            kind = "array" if m in self.array_modalities else self.media[m]
+            kind = "array" if m in self.array_modalities and self.input_kind[m] == "file" else self.media[m]
             if self.input_kind[m] == "text":
                 self.space.embed(m, ["warm up"], cache=self.cache)
             elif kind in blobs:
@@ -237,15 +216,18 @@ class Service:
             raise QueryError(f"unknown modality {m!r}: this space binds {', '.join(self.space.modalities)}")
         if self.input_kind[m] != "text":
             if m in self.array_modalities:
-                raise QueryError(f"modality {m!r} does not read text (it reads files): upload a .npy array to "
-                                 f"/search/upload (or /embed/upload, /classify/upload) with file_modality={m}")
+                key = self.input_kind[m] == "key"
+                raise QueryError(f"modality {m!r} does not read text (it reads {'features' if key else 'files'}): "
+                                 "upload a .npy array to /search/upload (or /embed/upload, /classify/upload) with "
+                                 f"file_modality={m}" + (", or give an input's 'features'" if key else ""))
             raise QueryError(f"modality {m!r} does not read text (it reads {self.input_kind[m]}s): upload a file")
         return m
 
-    def stage(self, data: bytes, name: str, modality: str | None) -> tuple[str, Path, str]:
-        """Check an upload's content and write it to a private temporary file.
+    def stage(self, data: bytes, name: str, modality: str | None) -> tuple[str, Any, Path | None, str]:
+        """Check an upload's content and write it to a private temporary file (a ``vectors:`` modality's
+        features: kept in memory, as the array its encoder takes in place of a key).
 
-        Returns ``(modality, path, display_name)``; raises :class:`UploadError`
+        Returns ``(modality, item, path or None, display_name)``; raises :class:`UploadError`
         (415) when the bytes are no image or sound this service reads, and
         :class:`QueryError` (400) when the modality does not fit.
         """
@@ -279,9 +261,11 @@ class Service:
             reads = "arrays" if modality in self.array_modalities else f"{self.media.get(modality)} input"
             raise QueryError(f"{shown} is {what}, but modality {modality!r} reads {reads}")
         check_size(data, s, shown, self.config, self.media_limits)
+        if self.input_kind[modality] == "key":
+            return modality, upload_features(data, shown, self.space.encoder(modality).dim), None, shown
         path = self.tmp / f"{uuid.uuid4().hex}{s.ext}"
         path.write_bytes(data)
-        return modality, path, shown
+        return modality, str(path), path, shown
 
     def search(
         self,
@@ -292,10 +276,18 @@ class Service:
         labels: Any,
         rerank: str | None,
         rank_by: str = "score",
+        vector: np.ndarray | None = None,
     ) -> tuple[list[Hit], list[str]]:
+        """Hits of the fused query of ``parts`` (and of a raw query ``vector``, checked, at weight 1)."""
         self.refresh()
+        query: Any = list(parts)
+        kw: dict[str, Any] = {}
+        if vector is not None:  # the vector, then the inputs: a Query's order of weights
+            ws = [1.0] + [float(w) for _, _, w in parts]
+            query, kw = vector, {"inputs": [p[:2] for p in parts] or None,
+                                 "weights": ws if any(w != 1 for w in ws) else None}
         with using_limits(self.media_limits):  # uploads decoded under the service's limits
-            hits = self.index.search(list(parts), modality=modality, k=k, labels=labels, rerank=rerank,
+            hits = self.index.search(query, **kw, modality=modality, k=k, labels=labels, rerank=rerank,
                                      cache=self.cache, rank_by=rank_by)
         return hits, sorted({p[0] for p in parts})
 
