@@ -175,7 +175,7 @@ def serve_load(
     uploads: float | str = 0.25,
     k: int | str = 10,
     batch_wait_ms: float | str = 0.0,
-    max_batch: int | str = 64,
+    max_batch: int | str | None = None,
     batching: str = "both",
     client: str = "thread",
     rounds: int | str = 1,
@@ -191,7 +191,8 @@ def serve_load(
 
     n, k = int(requests), int(k)
     concs = [ServeConfig.concurrency] if concurrency is None else _values(concurrency, int)  # the service's default
-    waits, batches = _values(batch_wait_ms, float), _values(max_batch, int)
+    waits = _values(batch_wait_ms, float)
+    batches = [ServeConfig.max_batch] if max_batch is None else _values(max_batch, int)  # the service's default
     if not (concs and waits and batches) or min(concs + batches) < 1 or min(waits) < 0:
         raise AnybindError(f"serve-load: concurrency={concurrency!r}, max_batch={max_batch!r} (each >= 1) and "
                            f"batch_wait_ms={batch_wait_ms!r} (>= 0) must be numbers or comma-separated lists")
