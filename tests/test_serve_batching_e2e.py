@@ -102,3 +102,21 @@ def test_the_load_client_in_its_own_process_counts_answers_and_errors(data, shar
                 assert len(res["single_ms"]) == (1 if n_err == 0 else 0)
     finally:
         svc.close()
+
+
+@pytest.mark.parametrize("opts, named", [
+    ({"concurrency": "32,0"}, "concurrency='32,0'"),
+    ({"max_batch": "8,0"}, "max_batch='8,0'"),
+    ({"batch_wait_ms": "0,-2"}, "batch_wait_ms='0,-2'"),
+    ({"max_batch": ","}, "max_batch=','"),
+])
+def test_the_serve_load_grid_refuses_a_bad_setting_before_building_anything(opts, named, tmp_path):
+    """The bench's tuning grid (comma-separated values per knob): a value no service could run with is refused
+    in one line naming the option, before the corpus, space or index is built."""
+    from anybind.bench.tasks_serve import serve_load
+    from anybind.errors import AnybindError
+
+    with pytest.raises(AnybindError, match="serve-load: ") as err:
+        serve_load(tmp_path / "work", **opts)
+    assert named in str(err.value) and "\n" not in str(err.value)
+    assert not (tmp_path / "work").exists()

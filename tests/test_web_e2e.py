@@ -95,24 +95,41 @@ def test_drop_a_sound_and_see_results(site, page):
     page.set_input_files("#file", str(bad))
     _settled(page)
     assert "not an image, a sound or a video" in page.locator("#status.error").inner_text()
-    # the refused query leaves the previous results on screen (they were cleared): the error is beside them
+    # the refused query leaves the previous results on screen (they were cleared): the error is beside them,
+    # and they are marked as the previous query's (dimmed, with a note in the status line)
     assert page.locator("#results .hit").count() == 12
+    assert page.locator("#results.stale").count() == 1
+    assert "results of the previous query" in page.locator("#status .stale-note").inner_text()
+    # the next query that answers shows its own results: no longer marked stale, no note
+    page.set_input_files("#file", rec.values["audio"])
+    _settled(page)
+    assert Path(rec.values["audio"]).name in page.locator("#status").inner_text()
+    assert page.locator("#results.stale").count() == 0 and page.locator("#status .stale-note").count() == 0
     assert [p for p in page.problems if "415" not in p] == []  # the browser logs the 415 itself
 
 
 def test_a_refused_classify_upload_leaves_the_results_shown_and_shows_the_error(site, page):
     """The upload's search answers, its zero-shot classification is refused (a label over the 200 characters a
-    label may have): the hits it found stay on screen (the page cleared them) and the status shows the refusal."""
+    label may have): the hits it found stay on screen (the page cleared them) and the status shows the refusal.
+    The hits are this query's (not marked stale); the classes shown are the previous query's (marked stale)."""
     url, data = site
-    rec = data["records"][0]
+    rec, other = data["records"][0], data["records"][1]
     page.goto(url + "/")
     page.locator("#corpus", has_text="84 items").wait_for(timeout=30_000)
+    page.fill("#labels", "dog, cat")
+    page.set_input_files("#file", other.values["image"])
+    _settled(page)
+    assert page.locator("#classes .row").count() == 2 and page.locator("#classes.stale").count() == 0
     page.fill("#labels", "dog, " + "x" * 201)
     page.set_input_files("#file", rec.values["image"])
     _settled(page)
     assert "201 characters: at most 200" in page.locator("#status.error").inner_text()
     hits = page.locator("#results .hit")
     assert hits.count() == 12 and hits.first.get_attribute("data-id") == rec.id
+    assert page.locator("#results.stale").count() == 0  # this upload's own hits
+    assert page.locator("#classes.stale .row").count() == 2  # the first upload's classes, kept and marked
+    note = page.locator("#status .stale-note").inner_text()
+    assert "classes of the previous query" in note and "results of" not in note
     assert [p for p in page.problems if "400" not in p] == []  # the browser logs the 400 itself
 
 

@@ -6,6 +6,7 @@
     anybind bench --task serve-load --opt client=process # the load client in a process of its own
     anybind bench --task serve-load --opt requests=500 --opt concurrency=2 --opt uploads=0.25
     anybind bench --task serve-load --opt batching=on --opt batch_wait_ms=2 --opt max_batch=32
+    anybind bench --task serve-load --opt batch_wait_ms=0,2,5,10 --opt max_batch=8,32,64 --opt concurrency=32,128
 
 The whole Tux Paint corpus (image + text + sound) is indexed with a
 training-free (Procrustes) space, the service runs under uvicorn on a free
@@ -24,6 +25,12 @@ same slots otherwise; ``on`` / ``off`` runs one.  ``client``: ``thread`` runs th
 bench's process (it shares the GIL with the server), ``process`` in a process of its own
 (:mod:`anybind.bench.loadclient`).  The baseline is the same queries run one after another in process
 (``Service.search``, no HTTP, no queue, no batching).
+
+``batch_wait_ms``, ``max_batch`` and ``concurrency`` (the worker pool) each take a comma-separated list: the
+batching-on service then runs once per combination (a grid, to tune the defaults), each cell in every round
+beside the same round's sequential baseline (the cells' order rotates from round to round; ``off`` runs once per
+round at the first ``concurrency``).  ``x_sequential/min`` and ``/max``: the cell's ratio in its worst and best
+round (each over that round's baseline), for the noise.
 """
 
 from __future__ import annotations
@@ -128,6 +135,11 @@ def _sequential(svc, kinds, texts, blobs, k: int) -> dict:
         return pool.submit(run).result()
 
 
+def _values(v, cast) -> list:
+    """An option's comma-separated values (one value as is)."""
+    return [cast(x) for x in str(v).split(",") if x.strip()] if isinstance(v, str) else [cast(v)]
+
+
 def _pooled(raws: list[dict], n: int) -> dict[str, float]:
     """Summary of one system's rounds: throughput over their summed wall time, percentiles over every request."""
     wall = sum(r["wall_s"] for r in raws)
@@ -163,7 +175,7 @@ def serve_load(
     uploads: float | str = 0.25,
     k: int | str = 10,
     batch_wait_ms: float | str = 0.0,
-    max_batch: int | str = 64,
+    max_batch: int | str | None = None,
     batching: str = "both",
     client: str = "thread",
     rounds: int | str = 1,
@@ -178,7 +190,13 @@ def serve_load(
     from .tuxpaint import PLAIN_ENCODERS, load_tux
 
     n, k = int(requests), int(k)
-    conc = ServeConfig.concurrency if concurrency is None else int(concurrency)  # the service's default
+    concs = [ServeConfig.concurrency] if concurrency is None else _values(concurrency, int)  # the service's default
+    waits = _values(batch_wait_ms, float)
+    batches = [ServeConfig.max_batch] if max_batch is None else _values(max_batch, int)  # the service's default
+    if not (concs and waits and batches) or min(concs + batches) < 1 or min(waits) < 0:
+        raise AnybindError(f"serve-load: concurrency={concurrency!r}, max_batch={max_batch!r} (each >= 1) and "
+                           f"batch_wait_ms={batch_wait_ms!r} (>= 0) must be numbers or comma-separated lists")
+    conc = concs[0]
     if batching not in ("both", "on", "off"):
         raise AnybindError(f"serve-load: batching={batching!r}; use both, on or off")
     if client not in ("thread", "process"):
@@ -207,55 +225,65 @@ def serve_load(
             img: Image.Image = load_image(r.values["image"])
             img.save(buf, format="JPEG", quality=80 + i % 15)
             blobs.append(buf.getvalue())
-    say(f"index: {len(index)} rows {index.counts()}; {n} requests ({n_up} image uploads), concurrency {conc}, "
+    say(f"index: {len(index)} rows {index.counts()}; {n} requests ({n_up} image uploads), concurrency {concs}, "
         f"client in {'this process' if client == 'thread' else 'its own process'}")
 
     # after each load, text queries no cache has seen sent one at a time: a lone request's latency
     singles = [f"{t} (once more)" for t in texts[:20]]
 
-    def config(mb: int) -> ServeConfig:
-        return ServeConfig(concurrency=conc, max_queue=max(256, n), queue_timeout=600,
-                           batch_wait_ms=float(batch_wait_ms), max_batch=mb)
+    # the systems: (wait ms, max batch, slots) per batching-on cell, and batching off (max batch 1)
+    grid = len(waits) * len(batches) * len(concs) > 1
+    cells = {(f"on {w:g} ms {b} x {c}" if grid else "on"): (w, b, c) for c in concs for b in batches for w in waits}
+    modes = {**(cells if batching != "off" else {}), **({"off": (0.0, 1, conc)} if batching != "on" else {})}
 
-    # -- each round: the service under load with batching on and/or off (each on a fresh query cache), then
-    # the baseline, the same queries in process one after another (fresh query cache, no batching)
-    modes = {"on": int(max_batch), "off": 1}
-    raws: dict[str, list[dict]] = {m: [] for m in (("on", "off") if batching == "both" else (batching,))}
-    raws["sequential"] = []
+    def config(wait: float, mb: int, slots: int) -> ServeConfig:
+        return ServeConfig(concurrency=slots, max_queue=max(256, n), queue_timeout=600, batch_wait_ms=wait,
+                           max_batch=mb)
+
+    # -- each round: the service under load in each system (each on a fresh query cache; the order rotates from
+    # round to round), then the baseline, the same queries in process one after another (fresh query cache, no
+    # batching)
+    raws: dict[str, list[dict]] = {m: [] for m in modes}
+    seq: list[dict] = []
     for rnd in range(max(1, int(rounds))):
-        for mode in raws:
-            svc = Service(space, index, cache=cache, config=config(modes.get(mode, 1)))
+        order = list(modes)[rnd % len(modes):] + list(modes)[:rnd % len(modes)]
+        for mode in [*order, "sequential"]:
+            svc = Service(space, index, cache=cache, config=config(*modes.get(mode, (0.0, 1, conc))))
             try:
                 raw = (_sequential(svc, kinds, texts, blobs, k) if mode == "sequential"
                        else _load_run(svc, kinds, texts, blobs, k, client, singles))
             finally:
                 svc.close()
-            raws[mode].append(raw)
+            (seq if mode == "sequential" else raws[mode]).append(raw)
             say(f"round {rnd + 1}, {mode}: {n / raw['wall_s']:.1f} req/s, {len(raw['errors'])} errors")
-    base = _pooled(raws.pop("sequential"), n)
+    base = _pooled(seq, n)
     runs = {m: _pooled(r, n) for m, r in raws.items()}
     errors = [f"batching {m}: {e}" for m, rs in raws.items() for r in rs for e in r["errors"]]
-    for r in runs.values():
+    for m, r in runs.items():
         r["x_sequential"] = r["throughput_rps"] / base["throughput_rps"]
+        per_round = [s["wall_s"] / x["wall_s"] for x, s in zip(raws[m], seq)]
+        r["x_sequential/min"], r["x_sequential/max"] = min(per_round), max(per_round)
 
-    names = {"on": f"batching on (max_batch {int(max_batch)}, wait {float(batch_wait_ms):g} ms)",
-             "off": "batching off"}
-    cols = ("throughput_rps", "x_sequential", "errors", "p50_ms", "p95_ms", "single/p50_ms", "work/p50_ms",
-            "encoder/calls", "encoder/items_per_call", "encoder/busy_share")
+    names = {m: (f"batching on (max_batch {b}, wait {w:g} ms" + (f", {c} slots)" if len(concs) > 1 else ")"))
+             for m, (w, b, c) in cells.items()}
+    names["off"] = "batching off"
+    cols = ("throughput_rps", "x_sequential", "x_sequential/min", "x_sequential/max", "errors", "p50_ms", "p95_ms",
+            "single/p50_ms", "work/p50_ms", "encoder/calls", "encoder/items_per_call", "encoder/busy_share")
     table = [{"name": f"service, {names[m]}", **{c: r.get(c) for c in cols}} for m, r in runs.items()]
     table.append({"name": "in-process sequential", **{c: base.get(c) for c in cols}, "x_sequential": 1.0})
-    first = "on" if "on" in runs else "off"
+    first = next(iter(runs))
     shared = ("the load client runs in the same process as the server (uvicorn in a thread): both share the GIL "
               "and the machine's cores") if client == "thread" else (
         "the load client runs in a process of its own (bench/loadclient.py); it shares the machine's cores")
     notes = [
         (f"{int(rounds)} round(s), each: the service with batching "
-         f"{'on, then off' if batching == 'both' else batching}, then the sequential baseline; throughput over the "
-         "rounds' summed wall time, percentiles over all requests"),
+         f"{'on, then off' if batching == 'both' else batching}"
+         f"{f' ({len(cells)} settings, the order rotating by round)' if grid else ''}, then the sequential "
+         "baseline; throughput over the rounds' summed wall time, percentiles over all requests"),
         (f"{n} requests fired at once ({n_up} image uploads, {n - n_up} text queries, none cached) against "
-         f"{conc} worker slots; latency includes the queue wait, so p95 ~ wall time; work/* is the service's "
-         "own time per request (took_ms: embedding + search, no queue); x_sequential: throughput over the "
-         "in-process sequential baseline of this run"),
+         f"{'/'.join(map(str, concs))} worker slots; latency includes the queue wait, so p95 ~ wall time; "
+         "work/* is the service's own time per request (took_ms: embedding + search, no queue); x_sequential: "
+         "throughput over the in-process sequential baseline of this run"),
         f"single/*: {len(singles)} text queries (uncached) sent one at a time after the load, over HTTP: a lone "
         "request's latency",
         ("encoder/*: encoder calls made, items per call, and the share of the wall time some encoder was running "
@@ -266,10 +294,10 @@ def serve_load(
     notes += [f"error: {e}" for e in errors[:5]]
     return TaskResult(
         metrics={k_: v for k_, v in runs[first].items()},
-        baselines={**({"batching off": runs["off"]} if first == "on" and "off" in runs else {}),
-                   "in-process sequential": base},
-        config={"requests": n, "uploads": n_up, "concurrency": conc, "k": k, "index_rows": len(index),
-                "batch_wait_ms": float(batch_wait_ms), "max_batch": int(max_batch), "batching": batching,
+        baselines={**{names[m]: r for m, r in runs.items() if m != first}, "in-process sequential": base},
+        config={"requests": n, "uploads": n_up, "concurrency": concs if len(concs) > 1 else conc, "k": k,
+                "index_rows": len(index), "batch_wait_ms": waits if len(waits) > 1 else waits[0],
+                "max_batch": batches if len(batches) > 1 else batches[0], "batching": batching,
                 "client": client, "rounds": int(rounds),
                 "space": "procrustes (image:efficientnet-lite0, text:minilm, audio:aisfx)"},
         notes=notes,

@@ -41,7 +41,7 @@ def serve(
         0.0, min=0.0, help="Dynamic batching: requests arriving while an encoder is busy are "
         "encoded together in its next call; a request at an idle encoder waits up to this long for company (0: none)."
     ),
-    max_batch: int = typer.Option(64, min=1, help="Items in one batched encoder call at most "
+    max_batch: int = typer.Option(8, min=1, help="Items in one batched encoder call at most "
                                   "(1: batching off)."),
     max_pixels: int = typer.Option(
         40_000_000, "--max-pixels", min=1, help="Largest uploaded image (width x height, read from its header; "

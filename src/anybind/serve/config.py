@@ -51,7 +51,13 @@ class ServeConfig:
         busy are encoded together in its next call; a request arriving at an idle encoder is encoded at once,
         or after waiting up to this long for more (0, the default: no wait, so a lone request's latency is
         unchanged).
-    max_batch: items in one batched encoder call at most (1: batching off).
+    max_batch: items in one batched encoder call at most (1: batching off).  8 since 2026-12-06 (was 64):
+        in ``anybind bench --task serve-load`` (200 requests at once, 128 slots, wait 0, load 14-32 on the
+        shared 2-core machine), max_batch 8 beat 64 in 7 of 8 same-round pairs (8 / 64 throughput 1.58, 0.64,
+        1.48, 1.18, 1.41, 1.42, 1.24, 1.12; over the same runs' sequential baseline 1.05 / 1.06, 1.31 / 1.00,
+        1.29 / 0.91, 1.38 / 1.17), p95 latency 9.0-17.7 s against 12.9-21.0 s; 32 was not better than 8 (1.12 vs
+        1.05, one run).  Not measured near idle.  ``batch_wait_ms`` (2, 5, 10 ms) and ``concurrency`` (16, 32)
+        gained nothing beyond the noise: unchanged (BENCHMARKS.md, serve-load).
     max_inflight_pixels: what the uploads being decoded and encoded may hold together, in pixels (an RGB
         pixel: 3 bytes; the default, 4 x ``max_pixels``, about 480 MB), whatever ``concurrency`` is: each upload
         reserves what its files declare in their headers (an image its width x height, a sound its samples
@@ -78,7 +84,7 @@ class ServeConfig:
     max_svg_seconds: float = 20.0
     refresh_seconds: float = 2.0
     batch_wait_ms: float = 0.0
-    max_batch: int = 64
+    max_batch: int = 8
     max_inflight_pixels: int = 4 * 40_000_000
 
     def __post_init__(self) -> None:

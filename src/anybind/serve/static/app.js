@@ -63,6 +63,25 @@ function setStatus(msg, error = false) {
   s.classList.toggle("error", error);
 }
 
+// A section still showing what an earlier query found, after this query was refused: dimmed ("stale"), and the
+// status line says so beside the error.  Rendering a section afresh clears its mark.
+const STALE_NOTE = { results: "results of the previous query", classes: "classes of the previous query" };
+
+function markStale(box, stale) {
+  box.classList.toggle("stale", stale);
+  if (stale) box.setAttribute("title", STALE_NOTE[box.id]);
+  else box.removeAttribute("title");
+}
+
+function noteStale(boxes) {
+  const shown = boxes.filter((b) => !b.hidden && b.childElementCount > 0);
+  for (const b of shown) markStale(b, true);
+  if (shown.length) {
+    $("#status").append(el("span", { class: "stale-note",
+      text: ` \u2014 shown: ${shown.map((b) => STALE_NOTE[b.id]).join(" and ")}` }));
+  }
+}
+
 async function loadHealth() {
   try {
     const r = await api("/health");
@@ -113,6 +132,7 @@ function showFiles() {
 function renderHits(data) {
   const box = $("#results");
   box.replaceChildren();
+  markStale(box, false);
   for (const u of state.blobs) URL.revokeObjectURL(u);
   state.blobs = [];
   for (const h of data.hits) {
@@ -201,6 +221,7 @@ function vocabLabel(x) {
 
 function renderClasses(data) {
   const box = $("#classes");
+  markStale(box, false);
   box.replaceChildren(el("div", { class: "muted", text: data.classifier ? `zero-shot (${data.classifier}, balanced)` : "zero-shot" }));
   for (const c of data.results.slice(0, 8)) {
     const bar = el("div", { class: "bar" });
@@ -245,6 +266,7 @@ async function search() {
   const mod = $("#modality").value;
   const labels = labelList();
   setStatus("searching\u2026");
+  const fresh = new Set();  // the sections this query has rendered (the others still show an earlier query's)
   try {
     let data;
     const rank_by = $("#byprob").checked && !$("#byprob-box").hidden ? "probability" : "score";
@@ -257,6 +279,7 @@ async function search() {
     }
     data.query_text = text;
     renderHits(data);
+    fresh.add("results");
     const what = [text && `"${text}"`, ...state.files.map((f) => f.name)].filter(Boolean).join(" + ");
     setStatus(`${data.hits.length} results for ${what} (${data.took_ms.toFixed(0)} ms)`);
     const clf = $("#classifier").value;
@@ -266,17 +289,20 @@ async function search() {
       for (const l of state.classifiers[clf].classes) form.append("labels", l);
       form.append("classifier", clf);
       renderClasses(await post("/classify/upload", form, controller.signal));
+      fresh.add("classes");
     } else if (labels.length) {
       const cls = state.files.length
         ? await post("/classify/upload", uploadForm(labels.map((l) => ["labels", l])), controller.signal)
         : await post("/classify", { text, labels }, controller.signal);
       renderClasses(cls);
+      fresh.add("classes");
     } else {
       $("#classes").hidden = true;
     }
   } catch (e) {
     if (e.name === "AbortError") return;
-    setStatus(e.message, true);  // what was shown stays: a refused query (or its classify) clears nothing
+    setStatus(e.message, true);  // what was shown stays: a refused query (or its classify) clears nothing,
+    noteStale([$("#results"), $("#classes")].filter((b) => !fresh.has(b.id)));  // but is marked stale
   } finally {
     if (state.controller === controller) {
       state.controller = null;
