@@ -25,6 +25,45 @@ def test_continual_study_rows(tmp_path):
         assert 0.0 <= r["new R@1"] <= 1.0
 
 
+def three_domains(tmp_path, n=300):
+    """Domain a, and domain b cut in two halves (b1, b2: the same distribution, so b2's update keeps b1)."""
+    mans, specs = two_domains(tmp_path, n=n)
+    lines = mans["b"].read_text().splitlines(keepends=True)
+    for name, part in (("b1", lines[: n // 2]), ("b2", lines[n // 2:])):
+        (tmp_path / f"{name}.jsonl").write_text("".join(part))
+    return [(d, load_manifest(mans["a"] if d == "a" else tmp_path / f"{d}.jsonl", kinds={"sa": "key", "sb": "key"}))
+            for d in ("a", "b1", "b2")], specs
+
+
+def test_continual_study_shows_every_domain_after_each_step(tmp_path):
+    doms, specs = three_domains(tmp_path)
+    rows = continual_study(doms, pair=("sa", "sb"), encoders=specs, fit=FIT, update={"epochs": 3, "lr": 1e-3},
+                           cache=tmp_path / "c")
+    assert [(r["name"], r["step"]) for r in rows] == [("first space", 0)] + [
+        (n, s) for s in (1, 2) for n in ("frozen", "naive", "modx", "joint")]
+    cols = ["R@1 a", "R@1 b1", "R@1 b2"]
+    for r in rows:  # every row has every domain's column (the table's columns come from the first row)
+        assert list(r)[-3:] == cols
+        seen = cols[: r["step"] + 1]
+        assert all(0.0 <= r[c] <= 1.0 for c in seen) and all(r[c] is None for c in cols[r["step"] + 1:])
+        assert r["old R@1"] == r["R@1 a"] and r["new R@1"] == r[f"R@1 {r['domain']}"]
+    by = {(r["name"], r["step"]): r for r in rows}
+    assert by[("frozen", 2)]["R@1 b1"] == by[("frozen", 1)]["R@1 b1"]  # the same space, the same test split
+    assert by[("frozen", 2)]["R@1 a"] == by[("first space", 0)]["R@1 a"]
+    from anybind.bench import rows_table
+
+    table = rows_table("continual", rows)
+    assert [c.header for c in table.columns][-3:] == cols
+    assert list(table.columns[-1].cells)[:5] == ["-"] * 5  # b2 not seen before step 2
+
+
+def test_continual_study_refuses_two_domains_of_one_name(tmp_path):
+    doms, specs = three_domains(tmp_path, n=40)
+    with pytest.raises(ValueError, match="'a' more than once"):
+        continual_study([doms[0], doms[1], ("a", doms[2][1])], pair=("sa", "sb"), encoders=specs, fit=FIT,
+                        cache=tmp_path / "c")
+
+
 def test_merge_study_rows(tmp_path):
     mans, specs = views(tmp_path, n=200)
     rows = merge_study(load_manifest(mans["all"], kinds=KINDS), encoders=specs, fit=FIT, b_fit={"seed": 1},
