@@ -88,3 +88,37 @@ def test_continual_study_chooses_the_distillation_weight_on_val(tmp_path):
                            update={"epochs": 3, "lr": 1e-3, "distill": "auto"}, cache=tmp_path / "c")
     by = {r["name"]: r for r in rows}
     assert by["modx"]["distill"] in (0.1, 0.3, 1.0, 3.0, 10.0) and "distill" not in by["naive"]
+
+
+def test_bench_continual_caps_a_domain_and_reports_every_domain(monkeypatch, tmp_path):
+    import anybind.lifecycle as lifecycle
+    from anybind.bench import tasks_keep
+
+    doms, _ = three_domains(tmp_path, n=200)
+    by_name = dict(doms)
+    got = []
+
+    def fake_study(mans, **kw):
+        got.append(mans)
+        names = [n for n, _ in mans]
+        return [{"name": sys, "step": s, "domain": names[s], "old R@1": 0.5, "new R@1": 0.4, "forgetting": 0.1,
+                 **{f"R@1 {n}": (0.3 if i <= s else None) for i, n in enumerate(names)}}
+                for s, sys in ((0, "first space"), (1, "naive"), (2, "naive"), (2, "modx"))]
+
+    monkeypatch.setattr(lifecycle, "continual_study", fake_study)
+    monkeypatch.setattr(tasks_keep, "_domain", lambda work, name: name)
+    monkeypatch.setattr("anybind.data.manifest.load_manifest", lambda name, **kw: by_name[name])
+    res = tasks_keep.continual(tmp_path, domains="a,b1,b2", cap="b2:30")
+    ids = [r.id for r in got[-1][2][1].records]
+    assert [len(m.records) for _, m in got[-1]] == [200, 100, 30] and len(set(ids)) == 30
+    assert set(ids) <= {r.id for r in by_name["b2"].records}
+    assert "b2 30 records drawn with seed 0" in res.notes[0] and res.config["cap"] == {"b2": 30}
+    tasks_keep.continual(tmp_path, domains="a,b1,b2", cap="b2:30")
+    assert [r.id for r in got[-1][2][1].records] == ids  # the same draw with the same seed
+    tasks_keep.continual(tmp_path, domains="a,b1,b2", cap="b2:30", seed=1)
+    assert [r.id for r in got[-1][2][1].records] != ids
+    assert "modx/step2/R@1 b1" in res.metrics and "naive/step1/R@1 b1" in res.metrics
+    assert "naive/step1/R@1 b2" not in res.metrics  # not seen yet: no number
+    for bad in ("b2:5", "c:30", "b2", "b2:30,b2:40"):
+        with pytest.raises(ValueError, match="cap must be domain:N"):
+            tasks_keep.continual(tmp_path, domains="a,b1,b2", cap=bad)

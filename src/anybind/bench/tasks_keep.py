@@ -15,6 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from . import TaskResult, task
 from .tuxpaint import PLAIN_ENCODERS, RECIPE, prepare_tuxpaint
 
@@ -41,20 +43,29 @@ def _flat(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, float]
 
 @task("continual", "Tux Paint -> emoji -> openclipart image<->text: each domain's R@1 after each update for naive "
       "fine-tuning, Mod-X, joint retraining and the frozen first space (--opt domains=a,b,c block=recipe|plain "
-      "distill=1.0|auto)")
+      "distill=1.0|auto cap=openclipart:800)")
 def continual(work: Path, cache=None, seed: int = 0, console=None, domains: str = "tuxpaint,emoji,openclipart",
-              block: str = "recipe", epochs: str = "50", distill: str = "1.0") -> TaskResult:
-    from ..data.manifest import load_manifest
+              block: str = "recipe", epochs: str = "50", distill: str = "1.0", cap: str = "") -> TaskResult:
+    """``cap``: ``name:N,...``: that domain keeps N of its records (drawn with ``seed``, every split alike in
+    expectation), for a shorter run; the notes say so."""
+    from ..data.manifest import Manifest, load_manifest
     from ..lifecycle import continual_study
 
     encoders, fit = BLOCKS[block]
     weight: float | str = distill if distill == "auto" else float(distill)  # auto: chosen on val (old and new domain)
     names = [d.strip() for d in domains.split(",") if d.strip()]
+    caps = _caps(cap, names)
     mans = [(n, load_manifest(_domain(work, n), modalities=["image", "text"], progress=False)) for n in names]
+    for i, (n, m) in enumerate(mans):
+        if n in caps and caps[n] < len(m.records):
+            keep = np.sort(np.random.default_rng([seed, i]).choice(len(m.records), caps[n], replace=False))
+            mans[i] = (n, Manifest(m.path, [m.records[j] for j in keep], [], m.kinds))
     rows = continual_study(mans, encoders={m: encoders[m] for m in ("image", "text")}, fit=fit,
                            update={"epochs": int(epochs), "distill": weight}, cache=cache, seed=seed)
     notes = [f"domains {' -> '.join(names)} ({', '.join(f'{n}: {len(m.records)} records' for n, m in mans)}); "
-             f"R@1: mean of image->text and text->image on each test split; block {block}"]
+             f"R@1: mean of image->text and text->image on each test split; block {block}"
+             + ("; capped: " + ", ".join(f"{n} {k} records drawn with seed {seed}" for n, k in caps.items())
+                if caps else "")]
     chosen = [f"step {r['step']}: {r['distill']}" for r in rows if "distill" in r]
     if chosen:
         notes.append(f"Mod-X distillation weight chosen on val (old and new domain): {', '.join(chosen)}")
@@ -68,8 +79,21 @@ def continual(work: Path, cache=None, seed: int = 0, console=None, domains: str 
                  "only the first; '-': not seen yet)")
     keys = ("old R@1", "new R@1", "forgetting", *(f"R@1 {n}" for n in names))
     return TaskResult(metrics=_flat(rows, keys), table=rows,
-                      config={"domains": names, "block": block, "epochs": int(epochs), "distill": weight},
+                      config={"domains": names, "block": block, "epochs": int(epochs), "distill": weight,
+                              "cap": caps},
                       notes=notes)
+
+
+def _caps(cap: str, names: list[str]) -> dict[str, int]:
+    """``name:N,...`` -> {name: N}; a name not in ``names``, N < 10, a malformed item: refused in one line."""
+    out: dict[str, int] = {}
+    for item in (c.strip() for c in cap.split(",") if c.strip()):
+        name, _, n = item.partition(":")
+        if name not in names or not n.isdigit() or int(n) < 10 or name in out:
+            raise ValueError(f"cap must be domain:N (N >= 10), once a domain, among {', '.join(names)}; "
+                             f"got {item!r} in cap={cap!r}")
+        out[name] = int(n)
+    return out
 
 
 @task("merge", "Tux Paint image<->text + audio<->text bound apart and merged through text: audio<->image R@1 "
