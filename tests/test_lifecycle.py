@@ -25,6 +25,45 @@ def test_continual_study_rows(tmp_path):
         assert 0.0 <= r["new R@1"] <= 1.0
 
 
+def three_domains(tmp_path, n=300):
+    """Domain a, and domain b cut in two halves (b1, b2: the same distribution, so b2's update keeps b1)."""
+    mans, specs = two_domains(tmp_path, n=n)
+    lines = mans["b"].read_text().splitlines(keepends=True)
+    for name, part in (("b1", lines[: n // 2]), ("b2", lines[n // 2:])):
+        (tmp_path / f"{name}.jsonl").write_text("".join(part))
+    return [(d, load_manifest(mans["a"] if d == "a" else tmp_path / f"{d}.jsonl", kinds={"sa": "key", "sb": "key"}))
+            for d in ("a", "b1", "b2")], specs
+
+
+def test_continual_study_shows_every_domain_after_each_step(tmp_path):
+    doms, specs = three_domains(tmp_path)
+    rows = continual_study(doms, pair=("sa", "sb"), encoders=specs, fit=FIT, update={"epochs": 3, "lr": 1e-3},
+                           cache=tmp_path / "c")
+    assert [(r["name"], r["step"]) for r in rows] == [("first space", 0)] + [
+        (n, s) for s in (1, 2) for n in ("frozen", "naive", "modx", "joint")]
+    cols = ["R@1 a", "R@1 b1", "R@1 b2"]
+    for r in rows:  # every row has every domain's column (the table's columns come from the first row)
+        assert list(r)[-3:] == cols
+        seen = cols[: r["step"] + 1]
+        assert all(0.0 <= r[c] <= 1.0 for c in seen) and all(r[c] is None for c in cols[r["step"] + 1:])
+        assert r["old R@1"] == r["R@1 a"] and r["new R@1"] == r[f"R@1 {r['domain']}"]
+    by = {(r["name"], r["step"]): r for r in rows}
+    assert by[("frozen", 2)]["R@1 b1"] == by[("frozen", 1)]["R@1 b1"]  # the same space, the same test split
+    assert by[("frozen", 2)]["R@1 a"] == by[("first space", 0)]["R@1 a"]
+    from anybind.bench import rows_table
+
+    table = rows_table("continual", rows)
+    assert [c.header for c in table.columns][-3:] == cols
+    assert list(table.columns[-1].cells)[:5] == ["-"] * 5  # b2 not seen before step 2
+
+
+def test_continual_study_refuses_two_domains_of_one_name(tmp_path):
+    doms, specs = three_domains(tmp_path, n=40)
+    with pytest.raises(ValueError, match="'a' more than once"):
+        continual_study([doms[0], doms[1], ("a", doms[2][1])], pair=("sa", "sb"), encoders=specs, fit=FIT,
+                        cache=tmp_path / "c")
+
+
 def test_merge_study_rows(tmp_path):
     mans, specs = views(tmp_path, n=200)
     rows = merge_study(load_manifest(mans["all"], kinds=KINDS), encoders=specs, fit=FIT, b_fit={"seed": 1},
@@ -49,3 +88,37 @@ def test_continual_study_chooses_the_distillation_weight_on_val(tmp_path):
                            update={"epochs": 3, "lr": 1e-3, "distill": "auto"}, cache=tmp_path / "c")
     by = {r["name"]: r for r in rows}
     assert by["modx"]["distill"] in (0.1, 0.3, 1.0, 3.0, 10.0) and "distill" not in by["naive"]
+
+
+def test_bench_continual_caps_a_domain_and_reports_every_domain(monkeypatch, tmp_path):
+    import anybind.lifecycle as lifecycle
+    from anybind.bench import tasks_keep
+
+    doms, _ = three_domains(tmp_path, n=200)
+    by_name = dict(doms)
+    got = []
+
+    def fake_study(mans, **kw):
+        got.append(mans)
+        names = [n for n, _ in mans]
+        return [{"name": sys, "step": s, "domain": names[s], "old R@1": 0.5, "new R@1": 0.4, "forgetting": 0.1,
+                 **{f"R@1 {n}": (0.3 if i <= s else None) for i, n in enumerate(names)}}
+                for s, sys in ((0, "first space"), (1, "naive"), (2, "naive"), (2, "modx"))]
+
+    monkeypatch.setattr(lifecycle, "continual_study", fake_study)
+    monkeypatch.setattr(tasks_keep, "_domain", lambda work, name: name)
+    monkeypatch.setattr("anybind.data.manifest.load_manifest", lambda name, **kw: by_name[name])
+    res = tasks_keep.continual(tmp_path, domains="a,b1,b2", cap="b2:30")
+    ids = [r.id for r in got[-1][2][1].records]
+    assert [len(m.records) for _, m in got[-1]] == [200, 100, 30] and len(set(ids)) == 30
+    assert set(ids) <= {r.id for r in by_name["b2"].records}
+    assert "b2 30 records drawn with seed 0" in res.notes[0] and res.config["cap"] == {"b2": 30}
+    tasks_keep.continual(tmp_path, domains="a,b1,b2", cap="b2:30")
+    assert [r.id for r in got[-1][2][1].records] == ids  # the same draw with the same seed
+    tasks_keep.continual(tmp_path, domains="a,b1,b2", cap="b2:30", seed=1)
+    assert [r.id for r in got[-1][2][1].records] != ids
+    assert "modx/step2/R@1 b1" in res.metrics and "naive/step1/R@1 b1" in res.metrics
+    assert "naive/step1/R@1 b2" not in res.metrics  # not seen yet: no number
+    for bad in ("b2:5", "c:30", "b2", "b2:30,b2:40"):
+        with pytest.raises(ValueError, match="cap must be domain:N"):
+            tasks_keep.continual(tmp_path, domains="a,b1,b2", cap=bad)

@@ -5,7 +5,8 @@ bench tasks are thin wrappers of these).
   (naive fine-tuning, Mod-X; :mod:`anybind.update`; ``update={"distill": "auto"}``: Mod-X's weight chosen on
   the val pairs of the first domain and the new one), beside joint retraining on every domain seen
   (the upper bound) and the first space frozen (the lower bound); R@1 on the first domain's test
-  split (old) and the new domain's after each step; forgetting = the drop on the first domain.
+  split (old), the new domain's and every earlier domain's after each step; forgetting = the drop on the
+  first domain.
 * :func:`merge_study`: two spaces bound apart (A: ``a_mods``, B: ``b_mods``, sharing ``anchor``) merged
   (:mod:`anybind.merge`), beside the same modalities bound jointly: each pair's R@1 and the never-paired
   pair's.
@@ -40,17 +41,31 @@ def continual_study(
     cache=None,
     seed: int = 0,
 ) -> list[dict[str, Any]]:
-    """One row per (step, system): ``old R@1`` (first domain), ``new R@1`` (this step's domain), ``forgetting``."""
+    """One row per (step, system): ``old R@1`` (first domain), ``new R@1`` (this step's domain), ``forgetting``
+    (the drop on the first domain), then ``R@1 <domain>`` for every domain (its test split), in the order given:
+    each domain seen up to this step, ``None`` for the domains still to come, so what every update keeps of each
+    earlier domain (forgetting) is visible column by column.  Domain names must differ (one column each)."""
     from .fitting import fit_space
     from .update import update_space
 
+    names = [n for n, _ in domains]
+    if dup := sorted({n for n in names if names.count(n) > 1}):
+        raise ValueError(f"continual domains must have different names (one R@1 column each), got "
+                         f"{', '.join(map(repr, dup))} more than once in {', '.join(names)}")
     a, b = pair
+
+    def per_domain(space, upto: int) -> dict[str, float | None]:
+        """``R@1 <domain>`` of ``space`` on each domain's test split, ``None`` after step ``upto``."""
+        return {f"R@1 {n}": pair_r1(space, m, a, b, cache=cache) if i <= upto else None
+                for i, (n, m) in enumerate(domains)}
+
     fit_kw = {"progress": False, "recipe": "plain", "seed": seed, **(fit or {})}
     first_name, first = domains[0]
     space0 = fit_space(first, modalities=list(pair), encoders=dict(encoders), cache=cache, **fit_kw)
-    old0 = pair_r1(space0, first, a, b, cache=cache)
+    cols0 = per_domain(space0, 0)
+    old0 = cols0[f"R@1 {first_name}"]
     rows = [{"name": "first space", "step": 0, "domain": first_name, "old R@1": old0, "new R@1": old0,
-             "forgetting": 0.0}]
+             "forgetting": 0.0, **cols0}]
     current = {m: space0 for m in methods}
     for step, (name, man) in enumerate(domains[1:], start=1):
         systems: dict[str, Any] = {"frozen": space0}
@@ -64,9 +79,10 @@ def continual_study(
             systems["joint"] = fit_space([d for _, d in domains[: step + 1]], modalities=list(pair),
                                          encoders=dict(encoders), cache=cache, **fit_kw)
         for sys_name, sp in systems.items():
-            old = pair_r1(sp, first, a, b, cache=cache)
+            cols = per_domain(sp, step)
+            old = cols[f"R@1 {first_name}"]
             rows.append({"name": sys_name, "step": step, "domain": name, "old R@1": old,
-                         "new R@1": pair_r1(sp, man, a, b, cache=cache), "forgetting": old0 - old})
+                         "new R@1": cols[f"R@1 {name}"], "forgetting": old0 - old, **cols})
             search = sp.info["lineage"][-1].get("distill_search") if sys_name in methods else None
             if search:  # Mod-X's weight chosen on val
                 rows[-1]["distill"] = search["chosen"]

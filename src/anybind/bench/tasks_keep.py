@@ -1,8 +1,8 @@
 """Bench tasks of a space's life after its first fit (issue 19); the studies are :mod:`anybind.lifecycle`'s.
 
 * ``continual``: bind image<->text on Tux Paint, then update on emoji, then on openclipart (``--opt
-  domains=``): old (Tux Paint test) and new R@1 after each step for naive fine-tuning, Mod-X, joint
-  retraining on every domain seen (upper bound) and the first space frozen (lower bound).
+  domains=``): old (Tux Paint test), new and every earlier domain's R@1 after each step for naive fine-tuning,
+  Mod-X, joint retraining on every domain seen (upper bound) and the first space frozen (lower bound).
 * ``merge``: Tux Paint image<->text and audio<->text bound apart, merged through text: audio<->image
   R@1 (never paired) and each original pair's, beside the three bound jointly; with the demo recipe
   (text locked in both: nearly the same anchor) and plain InfoNCE (anchors trained apart, seeds differ).
@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from . import TaskResult, task
 from .tuxpaint import PLAIN_ENCODERS, RECIPE, prepare_tuxpaint
@@ -39,22 +41,31 @@ def _flat(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, float]
     return {f"{r['name']}/step{r.get('step', 0)}/{k}": float(r[k]) for r in rows for k in keys if r.get(k) is not None}
 
 
-@task("continual", "Tux Paint -> emoji -> openclipart image<->text: old/new R@1 after each update for naive "
+@task("continual", "Tux Paint -> emoji -> openclipart image<->text: each domain's R@1 after each update for naive "
       "fine-tuning, Mod-X, joint retraining and the frozen first space (--opt domains=a,b,c block=recipe|plain "
-      "distill=1.0|auto)")
+      "distill=1.0|auto cap=openclipart:800)")
 def continual(work: Path, cache=None, seed: int = 0, console=None, domains: str = "tuxpaint,emoji,openclipart",
-              block: str = "recipe", epochs: str = "50", distill: str = "1.0") -> TaskResult:
-    from ..data.manifest import load_manifest
+              block: str = "recipe", epochs: str = "50", distill: str = "1.0", cap: str = "") -> TaskResult:
+    """``cap``: ``name:N,...``: that domain keeps N of its records (drawn with ``seed``, every split alike in
+    expectation), for a shorter run; the notes say so."""
+    from ..data.manifest import Manifest, load_manifest
     from ..lifecycle import continual_study
 
     encoders, fit = BLOCKS[block]
     weight: float | str = distill if distill == "auto" else float(distill)  # auto: chosen on val (old and new domain)
     names = [d.strip() for d in domains.split(",") if d.strip()]
+    caps = _caps(cap, names)
     mans = [(n, load_manifest(_domain(work, n), modalities=["image", "text"], progress=False)) for n in names]
+    for i, (n, m) in enumerate(mans):
+        if n in caps and caps[n] < len(m.records):
+            keep = np.sort(np.random.default_rng([seed, i]).choice(len(m.records), caps[n], replace=False))
+            mans[i] = (n, Manifest(m.path, [m.records[j] for j in keep], [], m.kinds))
     rows = continual_study(mans, encoders={m: encoders[m] for m in ("image", "text")}, fit=fit,
                            update={"epochs": int(epochs), "distill": weight}, cache=cache, seed=seed)
     notes = [f"domains {' -> '.join(names)} ({', '.join(f'{n}: {len(m.records)} records' for n, m in mans)}); "
-             f"R@1: mean of image->text and text->image on each test split; block {block}"]
+             f"R@1: mean of image->text and text->image on each test split; block {block}"
+             + ("; capped: " + ", ".join(f"{n} {k} records drawn with seed {seed}" for n, k in caps.items())
+                if caps else "")]
     chosen = [f"step {r['step']}: {r['distill']}" for r in rows if "distill" in r]
     if chosen:
         notes.append(f"Mod-X distillation weight chosen on val (old and new domain): {', '.join(chosen)}")
@@ -64,9 +75,25 @@ def continual(work: Path, cache=None, seed: int = 0, console=None, domains: str 
         ok = x["forgetting"] <= 0.5 * max(n["forgetting"], 0.0) and x["new R@1"] >= n["new R@1"]
         notes.append(f"goal (Mod-X forgets at most half of naive at equal or better new R@1): {'met' if ok else 'not met'} "
                      f"(forgetting {x['forgetting']:.3f} vs {n['forgetting']:.3f}, new {x['new R@1']:.3f} vs {n['new R@1']:.3f})")
-    return TaskResult(metrics=_flat(rows, ("old R@1", "new R@1", "forgetting")), table=rows,
-                      config={"domains": names, "block": block, "epochs": int(epochs), "distill": weight},
+    notes.append("R@1 <domain>: each domain's test R@1 after each step (forgetting of every earlier domain, not "
+                 "only the first; '-': not seen yet)")
+    keys = ("old R@1", "new R@1", "forgetting", *(f"R@1 {n}" for n in names))
+    return TaskResult(metrics=_flat(rows, keys), table=rows,
+                      config={"domains": names, "block": block, "epochs": int(epochs), "distill": weight,
+                              "cap": caps},
                       notes=notes)
+
+
+def _caps(cap: str, names: list[str]) -> dict[str, int]:
+    """``name:N,...`` -> {name: N}; a name not in ``names``, N < 10, a malformed item: refused in one line."""
+    out: dict[str, int] = {}
+    for item in (c.strip() for c in cap.split(",") if c.strip()):
+        name, _, n = item.partition(":")
+        if name not in names or not n.isdigit() or int(n) < 10 or name in out:
+            raise ValueError(f"cap must be domain:N (N >= 10), once a domain, among {', '.join(names)}; "
+                             f"got {item!r} in cap={cap!r}")
+        out[name] = int(n)
+    return out
 
 
 @task("merge", "Tux Paint image<->text + audio<->text bound apart and merged through text: audio<->image R@1 "
