@@ -85,11 +85,9 @@ def test_cli_fit_eval_embed_validate(tux_slice, shared_cache, tmp_path):
     # the default recipe locks the text encoder's own space (MiniLM: 384-d) and bridges the images
     assert [v["item"] for v in vecs] == ["a dog", "a cat"] and len(vecs[0]["vector"]) == 384
     meta = json.loads((out / "space.json").read_text())
-    # what `anybind fit` binds images with when none is named: recipe auto's choice (anybind.recipe.RECIPE_IMAGE)
-    ens = "image:concat(image:efficientnet-lite0,image:efficientnet-lite2)+bridge"
-    assert meta["modalities"]["image"]["encoder"] == ens
+    assert meta["modalities"]["image"]["encoder"] == "image:efficientnet-lite0+bridge"
     assert meta["info"]["lineage"][-1]["recipe"]["chosen"] == {
-        "lock": "text", "init": "ridge", "encoders.image": ens,
+        "lock": "text", "init": "ridge", "encoders.image": "image:efficientnet-lite0+bridge",
         "ridge_prior": "bridge", "wise": "auto", "lr": 1e-4}
     r = runner.invoke(app, ["validate", str(tux_slice), "--strict"])
     assert r.exit_code == 0, r.output

@@ -190,7 +190,7 @@ def fit(
 
     With the default --recipe auto this binds with the demo's recipe (best on Tux Paint's val split), the same as:
 
-      anybind fit data/tux/manifest.jsonl --modalities image,text -e 'image=image:concat(image:efficientnet-lite0,image:efficientnet-lite2)+bridge' --lock text --init ridge --out spaces/tux
+      anybind fit data/tux/manifest.jsonl --modalities image,text -e image=image:efficientnet-lite0+bridge --lock text --init ridge --out spaces/tux
 
     On Ray Train (2 DDP workers; RAY_ADDRESS or --ray-address for a cluster):
 
