@@ -38,6 +38,12 @@ Also not taken (branch h107, BENCHMARKS.md section defaults-image-ensemble): the
 ``image:concat(image:efficientnet-lite0,image:efficientnet-lite2)+bridge``: Tux Paint val t->i 0.466 -> 0.544 but i->t
 0.408 -> 0.398, off-diagonal val +0.031 -> +0.038 (4/4 either way; one cell -1 query), the transfer's Tux Paint diagonal
 i->t -5 queries, Fashion-MNIST selection set mixed; encoding 2.1x.  An option (Tux Paint test t->i 0.417 vs 0.385).
+Re-measured on branch h135 (val only; BENCHMARKS.md, same section): Tux Paint val t->i 0.456 -> 0.544 (seed 0) and
+0.476 -> 0.524 (seed 1), i->t -2 of 103 queries on both; the held-out transfer cells as h107's; but the
+Fashion-MNIST selection set (train 0-299) inductive 0.383 -> 0.367 (-5 of 300 images), transductive 0.417 -> 0.403:
+it loses the one zero-shot measure the default must not lose, so it stays an option.  Beside it on Tux Paint val,
+none moved t->i by more than a query: lr 1e-5 / 3e-5, a linear projector, more dropout (fine-tuning never beats
+the ridge start at epoch 1), the bridge's softmax temperature or a drawing template, CSLS / QB-Norm at query time.
 Re-measured on this code (BENCHMARKS.md, sections transfer, defaults, tuxpaint-ablation): a smaller matrix
 (Tux Paint + emoji, 300 train records each, 1,000 Fashion-MNIST images), off-diagonal val R@1 minus the better
 baseline -0.030 (2/4 cells >=) -> +0.045 with the bridge start alone -> +0.036 (4/4) with the defaults; Tux Paint
