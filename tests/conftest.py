@@ -17,8 +17,9 @@ import torchvision_shim  # noqa: E402 - needs the path above
 # a torchvision whose C++ ops do not load (the registry's +cu130 build beside the CPU torch) imports for timm and OpenCLIP
 torchvision_shim.install()
 
-# fixtures shared by several test files, built once a session (see each module's doc)
-pytest_plugins = ["caption_fixtures"]
+# fixtures shared by several test files (see each module's doc): the captioning corpus and captioner, built once a
+# session; the corpus builders' small made-up source folders
+pytest_plugins = ["caption_fixtures", "corpus_sources"]
 
 STAMPS = Path("/usr/share/tuxpaint/stamps")
 
