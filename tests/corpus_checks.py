@@ -55,3 +55,11 @@ def check_corpus(
         man = load_manifest(out / "manifest.jsonl", strict=True, check_cache=False)
         assert len(man.records) == len(recs) and not man.bad
     return recs, meta
+
+
+FILE_FIELDS = ("image", "audio", "speech")
+
+
+def file_fields(rec: dict) -> dict[str, str]:
+    """A manifest record's file fields (``image``, ``audio``, ``speech`` and their suffixed forms) -> paths."""
+    return {k: v for k, v in rec.items() if k.split("_", 1)[0] in FILE_FIELDS}
