@@ -43,6 +43,15 @@ def shared_cache(tmp_path_factory):
 
 
 @pytest.fixture
+def saved_space(tmp_path):
+    """A tiny saved text + image space of the helper encoders (tests/artefact_helpers.tiny_space), for the tests
+    that damage or edit it."""
+    from artefact_helpers import tiny_space
+
+    return tiny_space().save(tmp_path / "sp")
+
+
+@pytest.fixture
 def key_reads(monkeypatch):
     """How many times each file's bytes were read to make its feature-cache key (``{path: count}``, filled as the
     test runs): the one function every file key reads through, counted."""
