@@ -42,6 +42,15 @@ def shared_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("featcache")
 
 
+@pytest.fixture(scope="session")
+def serve_small(tux_dir, shared_cache, tmp_path_factory):
+    """The service tests' small real space + index (tests/serve_data.small_tux): 36 Tux Paint stamps, real
+    encoders, built once a session; read, never modified."""
+    from serve_data import small_tux
+
+    return small_tux(tux_dir, shared_cache, tmp_path_factory.mktemp("serve-small"))
+
+
 @pytest.fixture
 def saved_space(tmp_path):
     """A tiny saved text + image space of the helper encoders (tests/artefact_helpers.tiny_space), for the tests
