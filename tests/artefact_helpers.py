@@ -1,6 +1,7 @@
 """Helpers the damaged-artefact tests share (test_artefact_errors_*.py, test_index_json_errors.py): a tiny space of
-the helper encoders (saved: conftest's ``saved_space``), the CLI's one-line error, a space refused on load in one
-line, and an edit of a saved space.json."""
+the helper encoders (saved: conftest's ``saved_space``), the CLI's one-line error, a space refused on load in
+one line, and an edit of a saved space.json; for the output-safety tests (test_artefact_safety_*.py), a one-modality
+text space and the hidden leftovers of a swap beside an artefact."""
 
 import json
 
@@ -26,6 +27,18 @@ def tiny_space(seed: int = 0) -> Space:
         "image": Projector(ProjectorConfig(in_dim=7, out_dim=6, kind="mlp", hidden=5)),
     }
     return Space({"text": TEXT, "image": IMAGE}, proj)
+
+
+def text_space(seed: int = 0) -> Space:
+    """A text-only space: one linear 8 -> 8 projector on the hashed helper text encoder."""
+    torch.manual_seed(seed)
+    cfg = ProjectorConfig(in_dim=8, out_dim=8, kind="linear", dropout=0.0, input_dropout=0.0)
+    return Space({"text": TEXT}, {"text": Projector(cfg)})
+
+
+def leftovers(parent) -> list[str]:
+    """The hidden entries (a swap's temporary or old copies) in ``parent``."""
+    return sorted(p.name for p in parent.iterdir() if p.name.startswith("."))
 
 
 def cli_error(args: list[str]) -> str:
