@@ -1,12 +1,16 @@
-"""Helpers the damaged-artefact tests share (test_artefact_errors.py, test_index_json_errors.py): a tiny space of
-the helper encoders, the CLI's one-line error, and an edit of a saved space.json."""
+"""Helpers the damaged-artefact tests share (test_artefact_errors_*.py, test_index_json_errors.py): a tiny space of
+the helper encoders (saved: conftest's ``saved_space``), the CLI's one-line error, a space refused on load in
+one line, and an edit of a saved space.json; for the output-safety tests (test_artefact_safety_*.py), a one-modality
+text space and the hidden leftovers of a swap beside an artefact."""
 
 import json
 
+import pytest
 import torch
 from typer.testing import CliRunner
 
 from anybind.cli import app
+from anybind.errors import SpaceError
 from anybind.projectors import Projector, ProjectorConfig
 from anybind.space import Space
 
@@ -25,6 +29,18 @@ def tiny_space(seed: int = 0) -> Space:
     return Space({"text": TEXT, "image": IMAGE}, proj)
 
 
+def text_space(seed: int = 0) -> Space:
+    """A text-only space: one linear 8 -> 8 projector on the hashed helper text encoder."""
+    torch.manual_seed(seed)
+    cfg = ProjectorConfig(in_dim=8, out_dim=8, kind="linear", dropout=0.0, input_dropout=0.0)
+    return Space({"text": TEXT}, {"text": Projector(cfg)})
+
+
+def leftovers(parent) -> list[str]:
+    """The hidden entries (a swap's temporary or old copies) in ``parent``."""
+    return sorted(p.name for p in parent.iterdir() if p.name.startswith("."))
+
+
 def cli_error(args: list[str]) -> str:
     """Run the CLI, expect exit 2 with one ``error:`` message; return that message on one line."""
     res = CliRunner().invoke(app, args)
@@ -40,3 +56,19 @@ def edit_json(space_dir, edit) -> None:
     meta = json.loads(p.read_text())
     edit(meta)
     p.write_text(json.dumps(meta))
+
+
+def refused(space_dir, match: str) -> str:
+    """Space.load and `anybind embed` both refuse the space with one line naming its file."""
+    with pytest.raises(SpaceError, match=match) as e:
+        Space.load(space_dir)
+    msg = str(e.value)
+    assert "\n" not in msg and str(space_dir) in msg, msg
+    out = cli_error(["embed", str(space_dir), "-m", "text", "a dog"])
+    assert str(space_dir) in out
+    return msg
+
+
+def drop(d: dict, k) -> None:
+    """Delete ``d[k]`` (an expression, for the edits written as lambdas)."""
+    del d[k]

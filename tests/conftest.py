@@ -17,8 +17,9 @@ import torchvision_shim  # noqa: E402 - needs the path above
 # a torchvision whose C++ ops do not load (the registry's +cu130 build beside the CPU torch) imports for timm and OpenCLIP
 torchvision_shim.install()
 
-# fixtures shared by several test files, built once a session (see each module's doc)
-pytest_plugins = ["caption_fixtures"]
+# fixtures shared by several test files (see each module's doc): the captioning corpus and captioner, built once a
+# session; the corpus builders' small made-up source folders
+pytest_plugins = ["caption_fixtures", "corpus_sources"]
 
 STAMPS = Path("/usr/share/tuxpaint/stamps")
 
@@ -39,6 +40,24 @@ def tux_dir(tmp_path_factory):
 def shared_cache(tmp_path_factory):
     """One feature cache for the session: each real item is encoded once across tests."""
     return tmp_path_factory.mktemp("featcache")
+
+
+@pytest.fixture(scope="session")
+def serve_small(tux_dir, shared_cache, tmp_path_factory):
+    """The service tests' small real space + index (tests/serve_data.small_tux): 36 Tux Paint stamps, real
+    encoders, built once a session; read, never modified."""
+    from serve_data import small_tux
+
+    return small_tux(tux_dir, shared_cache, tmp_path_factory.mktemp("serve-small"))
+
+
+@pytest.fixture
+def saved_space(tmp_path):
+    """A tiny saved text + image space of the helper encoders (tests/artefact_helpers.tiny_space), for the tests
+    that damage or edit it."""
+    from artefact_helpers import tiny_space
+
+    return tiny_space().save(tmp_path / "sp")
 
 
 @pytest.fixture

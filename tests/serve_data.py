@@ -53,3 +53,19 @@ def small_tux(tux_dir: Path, cache: Path, out: Path, n_audio: int = 12, n_plain:
         "audio": [r for r in recs if r.has("audio")],
     }
     return _BUILT[key]
+
+
+def first_record(small: dict, with_audio: bool = False):
+    """The first record of :func:`small_tux`'s space (one with its sound effect if ``with_audio``)."""
+    return (small["audio"] if with_audio else small["records"])[0]
+
+
+def png_bytes(color=(200, 120, 40), size=24) -> bytes:
+    """A small one-colour PNG, as uploaded to the service."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (size, size), color).save(buf, format="PNG")
+    return buf.getvalue()

@@ -21,6 +21,8 @@ from anybind.data.manifest import SPLITS, load_manifest
 from anybind.data.media import load_audio
 from anybind.errors import DataError
 
+from corpus_checks import folder_files, read_jsonl
+
 SF2 = Path(ins.DEFAULT_SOUNDFONT)
 needs_fluid = pytest.mark.skipif(
     not SF2.is_file() or shutil.which("fluidsynth") is None,
@@ -29,17 +31,6 @@ needs_fluid = pytest.mark.skipif(
 #: 6 programs from 6 families x 2 pitches x 2 velocities x 2 lengths, + the drum kit (5 sounds x 2 velocities)
 SUBSET = dict(programs=[0, 24, 40, 56, 73, 118], pitches=2)
 N_SUBSET = 6 * 2 * 2 * 2 + 5 * 2
-
-
-def _read(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-
-
-def _files(folder: Path) -> dict[str, bytes]:
-    return {
-        p.relative_to(folder).as_posix(): p.read_bytes()
-        for p in sorted(folder.rglob("*")) if p.is_file()
-    }
 
 
 # --------------------------------------------------------------------------- rules, no rendering
@@ -183,7 +174,7 @@ def subset(tmp_path_factory):
 
 def test_subset_build(subset):
     out, summary = subset
-    recs = _read(out / "manifest.jsonl")
+    recs = read_jsonl(out / "manifest.jsonl")
     meta = json.loads((out / "corpus.json").read_text(encoding="utf-8"))
     assert summary.records == len(recs) == meta["kept"] == N_SUBSET and meta["dropped"] == 0
     assert meta["name"] == "instruments"
@@ -225,14 +216,14 @@ def test_subset_clips_decode_and_sound(subset):
 
 def test_rebuild_is_byte_identical(subset, tmp_path):
     out, _ = subset
-    before = _files(out)
+    before = folder_files(out)
     ins.build_instruments(out, progress=False, **SUBSET)  # over the previous build
-    assert _files(out) == before
+    assert folder_files(out) == before
     # a clip does not depend on the other notes of its fluidsynth run
     other = tmp_path / "other"
     ins.build_instruments(other, programs=[40], pitches=2, velocities={"loud": 112}, durations={"long": 1000},
                           drums=False, progress=False)  # fmt: skip
-    for rel, data in _files(other).items():
+    for rel, data in folder_files(other).items():
         if rel.startswith("media/"):
             assert before[rel] == data, rel
 

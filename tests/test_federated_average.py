@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 from federated_helpers import public_embeddings, watching
-from test_federated import CFG, KINDS, world  # noqa: F401  (the fixture)
+from federated_helpers import CFG, KINDS, world  # noqa: F401  (the fixture)
 
 from anybind import load_manifest
 from anybind.errors import FederationError

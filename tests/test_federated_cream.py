@@ -22,7 +22,7 @@ from anybind.losses import build_loss
 from anybind.projectors import Projector, ProjectorConfig
 
 from federated_helpers import only_public_rows, public_embeddings, watching
-from test_federated import CFG, KINDS, world  # noqa: F401  (the fixture)
+from federated_helpers import CFG, KINDS, world  # noqa: F401  (the fixture)
 
 
 def _unit(x: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,7 @@ projectors into the paired ones, breaks down; a one-modality client without labe
 import json
 
 import pytest
-from test_federated import CFG, KINDS, categories, r1
+from federated_helpers import CFG, KINDS, categories, r1
 
 from anybind import load_manifest
 from anybind.errors import DataError

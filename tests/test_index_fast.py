@@ -205,7 +205,7 @@ def test_cli_index_keeps_the_graph_and_codes(tmp_path):
     from typer.testing import CliRunner
 
     from anybind.cli import app
-    from test_index import make_space, write_corpus
+    from index_helpers import make_space, write_corpus
 
     make_space().save(tmp_path / "space")
     runner = CliRunner()
@@ -344,7 +344,7 @@ def test_cli_index_builds_the_graph_on_the_threads_asked(tmp_path):
     from typer.testing import CliRunner
 
     from anybind.cli import app
-    from test_index import make_space, write_corpus
+    from index_helpers import make_space, write_corpus
 
     make_space().save(tmp_path / "space")
     runner = CliRunner()

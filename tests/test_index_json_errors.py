@@ -1,5 +1,5 @@
 """A saved index's index.json: its identity and its space copy verified, and a damaged header refused in one line
-naming the file (read by the shared versioned loader, artefact_meta.read_meta; moved from test_artefact_errors.py)."""
+naming the file (read by the shared versioned loader, artefact_meta.read_meta; moved from the artefact-error tests)."""
 
 import json
 import re

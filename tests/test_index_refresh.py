@@ -14,7 +14,7 @@ from anybind.errors import SpaceError
 from anybind.index import Index, IndexError_, refresh_index
 from anybind.index import refresh as refresh_mod
 from anybind.space import Space
-from test_index import make_space, write_corpus
+from index_helpers import make_space, write_corpus
 
 
 @pytest.fixture

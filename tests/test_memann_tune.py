@@ -113,7 +113,7 @@ def test_cli_index_tunes_the_graph_and_refuses_a_bad_target_before_embedding(tmp
     from typer.testing import CliRunner
 
     from anybind.cli import app
-    from test_index import make_space, write_corpus
+    from index_helpers import make_space, write_corpus
 
     make_space().save(tmp_path / "space")
     runner = CliRunner()

@@ -44,7 +44,7 @@ PARSE_ONLY = {
     "anybind corpus emoji --out data/emoji": "replaced by the real builder's first 24 emoji (module docstring)",
     "anybind corpus timeseries --out data/ts": "replaced by the real builder's first 5 series of each file (docstring)",
     "anybind corpus instruments": "19 s of FluidSynth for a corpus no later line uses (test_corpus_instruments.py)",
-    "anybind corpus ktuberling": "a minute of decoding for a corpus no later line uses (test_corpora_more.py)",
+    "anybind corpus ktuberling": "a minute of decoding for a corpus no later line uses (test_corpus_ktuberling.py)",
     "anybind serve spaces/tux ": "a server runs until stopped (test_serve.py, test_web_e2e.py serve the same space "
     "and index)",
     "anybind serve spaces/tux-video": "a server runs until stopped (test_video_index_serve.py serves video)",

@@ -232,7 +232,7 @@ def test_retrieval_from_embeddings_with_rerank_uses_banks():
 
 
 def test_evaluate_with_rerank_uses_the_train_split_as_banks(tmp_path):
-    from test_index import make_space, write_corpus
+    from index_helpers import make_space, write_corpus
 
     from anybind.data.manifest import load_manifest
     from anybind.evaluate import embed_records, evaluate
@@ -256,7 +256,7 @@ def test_evaluate_with_rerank_uses_the_train_split_as_banks(tmp_path):
 
 
 def test_cli_eval_rerank_option(tmp_path):
-    from test_index import make_space, write_corpus
+    from index_helpers import make_space, write_corpus
     from typer.testing import CliRunner
 
     from anybind.cli import app

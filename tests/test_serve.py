@@ -1,4 +1,6 @@
-"""The search service on a small real space + index (Tux Paint, real encoders): API, uploads, limits, schema."""
+"""The search service on a small real space + index (Tux Paint, real encoders; conftest's ``serve_small``),
+one service for the module: health, search, uploads, classify, embed, stored items, the page, a busy service,
+concurrent searches, and the OpenAPI contract."""
 
 import asyncio
 import io
@@ -8,7 +10,6 @@ import threading
 import time
 import wave
 
-import anyio
 import numpy as np
 import pytest
 import schemathesis
@@ -19,9 +20,8 @@ from hypothesis import HealthCheck, settings
 from PIL import Image
 
 from anybind.serve import ServeConfig, Service, create_app, serve_in_thread
-from anybind.serve.app import Busy, Gate
 from anybind.serve.sniff import sniff
-from serve_data import small_tux
+from serve_data import first_record
 
 try:
     import httpx2 as httpx
@@ -32,13 +32,9 @@ CAP = 2 * 1024 * 1024
 
 
 @pytest.fixture(scope="module")
-def data(tux_dir, shared_cache, tmp_path_factory):
-    return small_tux(tux_dir, shared_cache, tmp_path_factory.mktemp("serve-small"))
-
-
-@pytest.fixture(scope="module")
-def svc(data, shared_cache):
-    s = Service.load(data["space"], data["index"], cache=shared_cache, config=ServeConfig(max_upload_bytes=CAP))
+def svc(serve_small, shared_cache):
+    cfg = ServeConfig(max_upload_bytes=CAP)
+    s = Service.load(serve_small["space"], serve_small["index"], cache=shared_cache, config=cfg)
     yield s
     s.close()
 
@@ -47,10 +43,6 @@ def svc(data, shared_cache):
 def client(svc):
     with TestClient(create_app(service=svc)) as c:
         yield c
-
-
-def _rec(data, with_audio=False):
-    return (data["audio"] if with_audio else data["records"])[0]
 
 
 # ----------------------------------------------------------------------------- health, search
@@ -76,8 +68,8 @@ def test_api_docs_work_offline(client):
     assert "/openapi.json" in html
 
 
-def test_text_search_filters_and_k(client, data):
-    r0 = _rec(data)
+def test_text_search_filters_and_k(client, serve_small):
+    r0 = first_record(serve_small)
     res = client.post("/search", json={"text": r0.values["text"], "k": 5})
     assert res.status_code == 200, res.text
     hits = res.json()["hits"]
@@ -97,7 +89,7 @@ def test_text_search_filters_and_k(client, data):
         rr = client.post("/search", json={"text": "a bird", "k": 5, "modality": "image", "rerank": method})
         assert rr.status_code == 200 and len(rr.json()["hits"]) == 5
     # results carry URLs, never the server's file paths
-    assert str(data["manifest"].parent.parent) not in json.dumps(imgs)
+    assert str(serve_small["manifest"].parent.parent) not in json.dumps(imgs)
 
 
 def test_fused_text_query_is_the_normalised_weighted_mean(client, svc):
@@ -136,8 +128,8 @@ def test_bad_json_queries_get_clear_4xx(client, body, message):
 
 
 # ----------------------------------------------------------------------------- uploads
-def test_uploads_are_sniffed_not_trusted_by_name(client, data):
-    r0 = _rec(data)
+def test_uploads_are_sniffed_not_trusted_by_name(client, serve_small):
+    r0 = first_record(serve_small)
     img = open(r0.values["image"], "rb").read()
     # an image sent as "notes.txt" with a text content type is still an image
     res = client.post("/search/upload", files={"files": ("notes.txt", img, "text/plain")}, data={"k": "3"})
@@ -145,7 +137,7 @@ def test_uploads_are_sniffed_not_trusted_by_name(client, data):
     top = res.json()["hits"][0]
     assert (top["id"], top["modality"]) == (r0.id, "image") and top["score"] == pytest.approx(1.0, abs=1e-4)
     assert res.json()["query_modalities"] == ["image"]
-    ra = _rec(data, with_audio=True)
+    ra = first_record(serve_small, with_audio=True)
     snd = open(ra.values["audio"], "rb").read()
     res = client.post("/search/upload", files={"files": ("picture.png", snd, "image/png")}, data={"k": "3"})
     top = res.json()["hits"][0]
@@ -209,7 +201,7 @@ def test_bad_uploads_get_clear_errors_and_leave_nothing_behind(client, svc):
     assert list(svc.tmp.iterdir()) == []  # every staged upload was deleted
 
 
-def test_classify_text_and_uploads(client, data):
+def test_classify_text_and_uploads(client, serve_small):
     res = client.post("/classify", json={"text": "A frog.", "labels": ["frog", "car", "tree", "bird"]})
     assert res.status_code == 200, res.text
     out = res.json()
@@ -222,17 +214,17 @@ def test_classify_text_and_uploads(client, data):
     assert bad.status_code == 400 and "no '{}'" in bad.json()["detail"]
     bad = client.post("/classify", json={"text": "A frog.", "labels": ["frog"], "templates": ["{} {x}"]})
     assert bad.status_code == 400
-    img = open(_rec(data).values["image"], "rb").read()
+    img = open(first_record(serve_small).values["image"], "rb").read()
     res = client.post("/classify/upload", files={"files": ("i.png", img)}, data={"labels": ["frog", "car", "tree"]})
     assert res.status_code == 200 and res.json()["query_modalities"] == ["image"]
     assert sorted(c["label"] for c in res.json()["results"]) == ["car", "frog", "tree"]
     assert client.post("/classify/upload", files={"files": ("i.png", img)}, data={"labels": [" "]}).status_code == 400
 
 
-def test_embed_texts_and_uploads(client, data, svc):
+def test_embed_texts_and_uploads(client, serve_small, svc):
     res = client.post("/embed", json={"texts": ["a frog", "a car"]}).json()
     assert res["dim"] == 64 and [len(i["vector"]) for i in res["items"]] == [64, 64]
-    ra = _rec(data, with_audio=True)
+    ra = first_record(serve_small, with_audio=True)
     files = [("files", ("a.png", open(ra.values["image"], "rb").read())), ("files", ("b", open(ra.values["audio"], "rb").read()))]
     res = client.post("/embed/upload", files=files).json()
     assert [(i["modality"], i["name"]) for i in res["items"]] == [("image", "a.png"), ("audio", "b")]
@@ -242,18 +234,18 @@ def test_embed_texts_and_uploads(client, data, svc):
 
 
 # ----------------------------------------------------------------------------- stored items
-def test_items_are_served_by_id_never_by_path(client, data):
-    r0 = _rec(data)
+def test_items_are_served_by_id_never_by_path(client, serve_small):
+    r0 = first_record(serve_small)
     hit = client.post("/search", json={"text": r0.values["text"], "k": 1, "modality": "image"}).json()["hits"][0]
     res = client.get(hit["url"])
     assert res.status_code == 200 and res.headers["content-type"] == sniff(res.content[:64]).mime
     assert res.headers["x-content-type-options"] == "nosniff" and "sandbox" in res.headers["content-security-policy"]
-    src = [r for r in data["records"] if r.id == hit["id"]][0].values["image"]
+    src = [r for r in serve_small["records"] if r.id == hit["id"]][0].values["image"]
     assert res.content == open(src, "rb").read()
     th = client.get(hit["thumb_url"] + "&size=64")
     assert th.status_code == 200 and th.headers["content-type"] == "image/jpeg"
     assert max(Image.open(io.BytesIO(th.content)).size) <= 64
-    ra = _rec(data, with_audio=True)
+    ra = first_record(serve_small, with_audio=True)
     snd = client.get(f"/items/{ra.id}?modality=audio")
     assert snd.status_code == 200 and snd.headers["content-type"] == "audio/ogg"
     assert client.get(f"/items/{ra.id}?modality=text").text == ra.values["text"]
@@ -273,77 +265,6 @@ def test_items_are_served_by_id_never_by_path(client, data):
         assert res.headers["content-type"] == "application/json"
 
 
-def test_items_written_to_the_index_while_serving_become_searchable(data, shared_cache, tmp_path):
-    """Another process (here: a second Index handle) adds and then deletes an item while the
-    service runs; with refresh_seconds=0 the next request sees each change."""
-    import shutil
-
-    from anybind.index import Index
-    from anybind.space import Space
-
-    live = tmp_path / "index"
-    shutil.copytree(data["index"], live)
-    svc2 = Service.load(data["space"], live, cache=shared_cache, config=ServeConfig(refresh_seconds=0), warm=False)
-    writer = Index.open(live, Space.load(data["space"]))
-    caption = "a purple giraffe on roller skates juggling teapots"
-    image = _rec(data).values["image"]
-    (tmp_path / "new.jsonl").write_text(json.dumps({"id": "zz-new", "split": "test", "text": caption, "image": image}) + "\n")
-    try:
-        with TestClient(create_app(service=svc2)) as c:
-            rows = c.get("/health").json()["index"]["rows"]
-            assert c.get("/items/zz-new").status_code == 404
-            writer.add(tmp_path / "new.jsonl", cache=shared_cache)
-            top = c.post("/search", json={"text": caption, "k": 1}).json()["hits"][0]
-            assert top["id"] == "zz-new" and top["score"] == pytest.approx(1.0, abs=1e-4)
-            assert c.get("/items/zz-new?modality=text").text == caption
-            assert c.get("/items/zz-new").content == open(image, "rb").read()
-            assert c.get("/health").json()["index"]["rows"] == rows + 2
-            writer.delete(["zz-new"])
-            assert c.get("/items/zz-new").status_code == 404
-            assert c.post("/search", json={"text": caption, "k": 1}).json()["hits"][0]["id"] != "zz-new"
-            assert c.get("/health").json()["index"]["rows"] == rows
-    finally:
-        svc2.close()
-
-
-@pytest.mark.parametrize("fast", ["memory_ann", "int8"])
-def test_a_fast_index_serves_the_exact_answers_and_follows_writes(data, shared_cache, tmp_path, fast):
-    """An index with the in-memory HNSW graph or int8 codes (used from 0 rows here): the service loads
-    it at start, answers as exact search does, and sees another process's writes (never a stale graph)."""
-    import shutil
-
-    from anybind.index import Index
-    from anybind.space import Space
-
-    live = tmp_path / "index"
-    shutil.copytree(data["index"], live)
-    meta = json.loads((live / "index.json").read_text())
-    (live / "index.json").write_text(json.dumps({**meta, "ann_threshold": 0}))
-    ix = Index.open(live)
-    ix.create_memory_ann() if fast == "memory_ann" else ix.quantize("int8")
-    svc2 = Service.load(data["space"], live, cache=shared_cache, config=ServeConfig(refresh_seconds=0), warm=False)
-    writer = Index.open(live, Space.load(data["space"]))
-    caption = "a purple giraffe on roller skates juggling teapots"
-    (tmp_path / "new.jsonl").write_text(json.dumps({"id": "zz-new", "split": "test", "text": caption}) + "\n")
-    try:
-        svc2.index.warm_fast()
-        with TestClient(create_app(service=svc2)) as c:
-            for r in data["records"][:5]:
-                got = c.post("/search", json={"text": r.values["text"], "k": 10}).json()["hits"]
-                want = svc2.index.search(text=r.values["text"], k=10, exact=True, cache=shared_cache)
-                assert [h["score"] for h in got] == pytest.approx([h.score for h in want], abs=1e-5)  # ties: any order
-                assert {(h["id"], h["modality"]) for h in got} <= {(h.id, h.modality) for h in want} | {
-                    (h.id, h.modality) for h in svc2.index.search(text=r.values["text"], k=12, exact=True,
-                                                                  cache=shared_cache)}
-            writer.add(tmp_path / "new.jsonl", cache=shared_cache)
-            top = c.post("/search", json={"text": caption, "k": 1}).json()["hits"][0]
-            assert top["id"] == "zz-new" and top["score"] == pytest.approx(1.0, abs=1e-4)
-            writer.delete(["zz-new"])
-            assert c.post("/search", json={"text": caption, "k": 1}).json()["hits"][0]["id"] != "zz-new"
-    finally:
-        svc2.close()
-
-
 def test_the_page_and_its_assets(client):
     page = client.get("/")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
@@ -353,46 +274,6 @@ def test_the_page_and_its_assets(client):
     assert set(client.get("/openapi.json").json()["paths"]) >= {
         "/health", "/embed", "/search", "/search/upload", "/classify", "/classify/upload", "/items/{item_id}",
     }
-
-
-# ----------------------------------------------------------------------------- concurrency
-def test_gate_bounds_running_and_waiting_work():
-    release = threading.Event()
-    started = []
-
-    def job(i):
-        started.append(i)
-        release.wait(10)
-        return i
-
-    async def main():
-        gate = Gate(concurrency=1, max_queue=1, timeout=5)
-        results, errors = [], []
-
-        async def call(i):
-            try:
-                results.append(await gate.run(job, i))
-            except Busy as e:
-                errors.append(str(e))
-
-        async with anyio.create_task_group() as tg:
-            for i in range(3):
-                tg.start_soon(call, i)
-                await anyio.sleep(0.05)
-            assert (gate.running, gate.waiting) == (1, 1) and len(errors) == 1 and "busy" in errors[0]
-            release.set()
-        assert sorted(results) == [0, 1] and (gate.running, gate.waiting) == (0, 0)
-        # a request that waits longer than the timeout gets 503 too
-        gate2 = Gate(concurrency=1, max_queue=5, timeout=0.2)
-        release.clear()
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(gate2.run, job, 10)  # holds the only slot until released
-            await anyio.sleep(0.05)
-            with pytest.raises(Busy, match="within 0.2 s"):
-                await gate2.run(job, 11)
-            release.set()
-
-    anyio.run(main)
 
 
 def test_busy_service_answers_503_with_retry_after(svc):
@@ -420,10 +301,10 @@ def test_busy_service_answers_503_with_retry_after(svc):
             svc.search = real
 
 
-def test_concurrent_searches_on_loopback_have_no_errors(svc, data):
+def test_concurrent_searches_on_loopback_have_no_errors(svc, serve_small):
     """A small load test (the timed one is `anybind bench --task serve-load`): 48 concurrent requests."""
-    img = open(_rec(data).values["image"], "rb").read()
-    texts = [r.values["text"] for r in data["records"]]
+    img = open(first_record(serve_small).values["image"], "rb").read()
+    texts = [r.values["text"] for r in serve_small["records"]]
 
     async def run(url):
         async with httpx.AsyncClient(base_url=url, timeout=120) as c:

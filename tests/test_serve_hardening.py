@@ -1,17 +1,13 @@
-"""Hardening of the service and the prompt templates (issue 14, items 7, 10 and 11).
+"""Hardening of the service and the prompt templates (issue 14, items 7 and 11; item 10 is test_serve_item_files.py).
 
 7: prompt templates are checked before anything is filled (no format specs: ``{:>2000000000}``
-allocated 2 GB), in the library, the CLI and the service.  10: ``/items`` and ``/thumbs`` serve a
-stored file only inside the indexed folders and with the indexed content (E: the indexed size compared
-first, verdicts remembered, so a swapped-in file is hashed at most once, a file of another size never).  11: ``NaN`` /
-``Infinity`` and lone surrogates in JSON bodies get a 4xx, never a 500.
+allocated 2 GB), in the library, the CLI and the service.  11: ``NaN`` / ``Infinity`` and lone surrogates in
+JSON bodies get a 4xx, never a 500.
 """
 
 from __future__ import annotations
 
-import io
 import json
-import os
 import time
 import tracemalloc
 from string import Formatter
@@ -19,22 +15,16 @@ from string import Formatter
 import pytest
 from fastapi.testclient import TestClient
 from hypothesis import given, settings, strategies as st
-from PIL import Image
 
 from anybind.data.templates import check_template, check_templates, fill_template
 from anybind.errors import DataError
 from anybind.serve import ServeConfig, Service, create_app
-from serve_data import small_tux
+from serve_data import png_bytes
 
 
 @pytest.fixture(scope="module")
-def data(tux_dir, shared_cache, tmp_path_factory):
-    return small_tux(tux_dir, shared_cache, tmp_path_factory.mktemp("serve-small"))
-
-
-@pytest.fixture(scope="module")
-def svc(data, shared_cache):
-    s = Service.load(data["space"], data["index"], cache=shared_cache, config=ServeConfig())
+def svc(serve_small, shared_cache):
+    s = Service.load(serve_small["space"], serve_small["index"], cache=shared_cache, config=ServeConfig())
     yield s
     s.close()
 
@@ -132,7 +122,7 @@ def test_classify_refuses_format_specs_before_formatting(client):
         assert peak < 20e6, (t, peak)
     res = client.post(
         "/classify/upload",
-        files={"files": ("i.png", _png())},
+        files={"files": ("i.png", png_bytes())},
         data={"labels": ["frog", "car"], "templates": ["{:>100000000000}"]},
     )
     assert res.status_code == 400 and "format spec" in res.json()["detail"]
@@ -141,7 +131,7 @@ def test_classify_refuses_format_specs_before_formatting(client):
     assert ok.status_code == 200 and ok.json()["results"][0]["label"] == "frog"
 
 
-def test_cli_refuses_a_bad_template_before_any_work(data):
+def test_cli_refuses_a_bad_template_before_any_work(serve_small):
     from typer.testing import CliRunner
 
     from anybind.cli import app
@@ -149,211 +139,12 @@ def test_cli_refuses_a_bad_template_before_any_work(data):
     t0 = time.perf_counter()
     res = CliRunner().invoke(
         app,
-        ["eval", str(data["space"]), str(data["manifest"]), "--zero-shot", "category",
+        ["eval", str(serve_small["space"]), str(serve_small["manifest"]), "--zero-shot", "category",
          "--template", "{:>100000000000}", "--no-diagnostics"],
     )
     assert res.exit_code == 2, res.output
     assert "error: template '{:>100000000000}'" in res.output and "Traceback" not in res.output
     assert time.perf_counter() - t0 < 10
-
-
-# ----------------------------------------------------------------------------- 10: stored item files
-def _png(color=(200, 120, 40), size=24) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (size, size), color).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-@pytest.fixture
-def tiny(data, shared_cache, tmp_path):
-    """An index of one record whose image is a tiny PNG in its own folder, and a client serving it."""
-    from anybind.index import Index
-    from anybind.space import Space
-
-    media = tmp_path / "media"
-    media.mkdir()
-    img = media / "tiny.png"
-    img.write_bytes(_png())
-    man = tmp_path / "m.jsonl"
-    row = {"id": "tiny", "split": "test", "image": str(img), "text": "a tiny square"}
-    man.write_text(json.dumps(row) + "\n")
-    Index.build(Space.load(data["space"]), man, tmp_path / "index", cache=shared_cache)
-    cfg = ServeConfig(refresh_seconds=0)
-    s = Service.load(data["space"], tmp_path / "index", cache=shared_cache, config=cfg, warm=False)
-    outside = tmp_path / "outside"
-    outside.mkdir()
-    with TestClient(create_app(service=s), raise_server_exceptions=False) as c:
-        yield {"client": c, "img": img, "outside": outside, "svc": s}
-    s.close()
-
-
-def test_untouched_item_is_served(tiny):
-    c, img = tiny["client"], tiny["img"]
-    res = c.get("/items/tiny?modality=image")
-    assert res.status_code == 200 and res.content == img.read_bytes()
-    assert res.headers["content-type"] == "image/png"
-    assert c.get("/thumbs/tiny?size=16").status_code == 200
-    # a link inside the indexed folders, to a file of the indexed content: still that content
-    twin = img.parent / "twin.png"
-    twin.write_bytes(img.read_bytes())
-    img.unlink()
-    img.symlink_to(twin)
-    assert c.get("/items/tiny?modality=image").content == twin.read_bytes()
-
-
-@pytest.mark.parametrize("target", ["secret", "same-bytes", "/etc/passwd"])
-def test_item_swapped_for_a_link_out_of_the_indexed_folders_is_refused(tiny, target):
-    c, img, outside = tiny["client"], tiny["img"], tiny["outside"]
-    if target == "secret":
-        dest = outside / "secret.txt"
-        dest.write_text("root:x:0:0:secret\n")
-    elif target == "same-bytes":  # even with the indexed bytes: a link leading out is refused
-        dest = outside / "copy.png"
-        dest.write_bytes(img.read_bytes())
-    else:
-        dest = target
-    assert c.get("/items/tiny?modality=image").status_code == 200  # served (and its content verified) first
-    img.unlink()
-    img.symlink_to(dest)
-    for url in ("/items/tiny?modality=image", "/items/tiny", "/thumbs/tiny?size=16"):
-        res = c.get(url)
-        assert res.status_code == 404, (url, res.status_code, res.content[:80])
-        assert "outside the folders this index was built from" in res.json()["detail"], res.text
-        assert b"root:" not in res.content and str(outside) not in res.text
-
-
-def test_item_whose_content_changed_is_refused(tiny):
-    c, img = tiny["client"], tiny["img"]
-    assert c.get("/items/tiny?modality=image").status_code == 200
-    assert c.get("/thumbs/tiny?size=16").status_code == 200  # a cached thumbnail is not served once it changed
-    new = _png(color=(10, 200, 90), size=40)
-    img.write_bytes(new)
-    for url in ("/items/tiny?modality=image", "/thumbs/tiny?size=16"):
-        res = c.get(url)
-        assert res.status_code == 409, (url, res.status_code)
-        assert "changed since it was indexed" in res.json()["detail"] and new not in res.content
-    # the same size and mtime as the indexed file: the content is still checked (ctime changed)
-    old = _png()
-    img.write_bytes(old)
-    assert c.get("/items/tiny?modality=image").status_code == 200
-    st0 = img.stat()
-    time.sleep(0.05)
-    same_size = bytearray(old)
-    same_size[-20] ^= 0xFF
-    img.write_bytes(bytes(same_size))
-    os.utime(img, ns=(st0.st_atime_ns, st0.st_mtime_ns))
-    assert img.stat().st_size == st0.st_size and img.stat().st_mtime_ns == st0.st_mtime_ns
-    res = c.get("/items/tiny?modality=image")
-    assert res.status_code == 409 and bytes(same_size) not in res.content
-
-
-def _count_hashing(monkeypatch) -> list[int]:
-    import anybind.serve.files as files_mod
-
-    calls, real = [], files_mod._sha256_fd
-
-    def counting(fd, *a, **kw):
-        calls.append(fd)
-        return real(fd, *a, **kw)
-
-    monkeypatch.setattr(files_mod, "_sha256_fd", counting)
-    return calls
-
-
-def test_a_swapped_in_file_of_another_size_is_refused_unhashed(tiny, monkeypatch):
-    """E: the index stores each file's size; a file of another size (a 4 GB sparse file) is refused 409 from
-    its size alone, never read, on every request."""
-    c, img = tiny["client"], tiny["img"]
-    calls = _count_hashing(monkeypatch)
-    assert c.get("/items/tiny?modality=image").status_code == 200 and len(calls) == 1
-    assert c.get("/items/tiny?modality=image").status_code == 200 and len(calls) == 1  # verified: remembered
-    img.unlink()
-    with open(img, "wb") as f:
-        f.truncate(4 << 30)
-    t0 = time.perf_counter()
-    for url in ("/items/tiny?modality=image", "/items/tiny", "/thumbs/tiny?size=16"):
-        res = c.get(url)
-        assert res.status_code == 409, (url, res.status_code)
-        assert "changed since it was indexed (4,294,967,296 bytes, indexed" in res.json()["detail"], res.text
-    assert len(calls) == 1 and time.perf_counter() - t0 < 3
-
-
-def test_a_same_size_changed_file_is_hashed_once(tiny, monkeypatch):
-    """E: a mismatch is remembered per file version, so asking again costs no hashing; a new version is
-    checked again."""
-    c, img = tiny["client"], tiny["img"]
-    old = img.read_bytes()
-    calls = _count_hashing(monkeypatch)
-    bad = bytearray(old)
-    bad[-20] ^= 0xFF
-    img.write_bytes(bytes(bad))
-    for _ in range(3):
-        assert c.get("/items/tiny?modality=image").status_code == 409
-    assert len(calls) == 1
-    img.write_bytes(old)  # put back: a new version, checked, served
-    assert c.get("/items/tiny?modality=image").status_code == 200 and len(calls) == 2
-
-
-def test_an_index_without_sizes_is_still_written_and_served(data, shared_cache, tmp_path, monkeypatch):
-    """E: an index written before the size column keeps its schema when added to, and its files are served
-    with the hash check (a mismatch hashed once)."""
-    from anybind.index import Index
-    from anybind.space import Space
-
-    media = tmp_path / "media"
-    media.mkdir()
-    rows = []
-    for i in range(2):
-        (media / f"t{i}.png").write_bytes(_png(color=(40 * i, 90, 10)))
-        rows.append({"id": f"t{i}", "split": "test", "image": str(media / f"t{i}.png"), "text": f"square {i}"})
-    (tmp_path / "a.jsonl").write_text(json.dumps(rows[0]) + "\n")
-    (tmp_path / "b.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    space = Space.load(data["space"])
-    ix = Index.build(space, tmp_path / "a.jsonl", tmp_path / "index", cache=shared_cache)
-    ix.table.drop_columns(["size"])  # as an index written before sizes were stored
-    Index.open(tmp_path / "index", space).add(tmp_path / "b.jsonl", cache=shared_cache)
-    ix = Index.open(tmp_path / "index", space)
-    assert "size" not in ix.table.schema.names and len(ix) == 4
-    s = Service.load(data["space"], tmp_path / "index", cache=shared_cache,
-                     config=ServeConfig(refresh_seconds=0), warm=False)
-    try:
-        with TestClient(create_app(service=s), raise_server_exceptions=False) as c:
-            calls = _count_hashing(monkeypatch)
-            assert c.get("/items/t1?modality=image").content == (media / "t1.png").read_bytes()
-            (media / "t1.png").write_bytes(_png(size=30))
-            assert [c.get("/items/t1?modality=image").status_code for _ in range(3)] == [409] * 3
-            assert len(calls) == 2
-    finally:
-        s.close()
-
-
-def test_item_files_without_a_content_hash_are_checked_for_containment(tmp_path):
-    """Rows whose key is no file hash (custom encoders): the folder check alone; and no hang on a FIFO."""
-    import numpy as np
-    import pyarrow as pa
-
-    from anybind.serve.files import ItemFiles, NotFound, indexed_folders
-
-    (tmp_path / "in").mkdir()
-    inside, secret = tmp_path / "in" / "a.bin", tmp_path / "secret.bin"
-    inside.write_bytes(b"data")
-    secret.write_bytes(b"secret")
-    files = ItemFiles()
-    sources = pa.chunked_array([[str(inside), "some text"]])
-    files.set_folders(indexed_folders(sources, np.array(["x", "text"], object), ["x"]))
-    assert files.folders == {str(tmp_path / "in")}
-    with files.open("a", "x", str(inside), "k:a") as f:
-        assert os.read(f.fd, 10) == b"data"
-    inside.unlink()
-    inside.symlink_to(secret)
-    with pytest.raises(NotFound, match="outside the folders"):
-        files.open("a", "x", str(inside), None)
-    inside.unlink()
-    os.mkfifo(inside)
-    t0 = time.perf_counter()
-    with pytest.raises(NotFound, match="not a regular file|no longer a regular file"):
-        files.open("a", "x", str(inside), None)
-    assert time.perf_counter() - t0 < 2
 
 
 # ----------------------------------------------------------------------------- 11: NaN, Infinity, surrogates
@@ -404,7 +195,7 @@ def test_non_finite_numbers_and_lone_surrogates_get_a_4xx(client, route, body):
 
 def test_upload_routes_refuse_non_finite_weights(client):
     for w in ("nan", "inf", "-Infinity"):
-        res = client.post("/search/upload", files={"files": ("i.png", _png())}, data={"weights": [w]})
+        res = client.post("/search/upload", files={"files": ("i.png", png_bytes())}, data={"weights": [w]})
         assert res.status_code in (400, 422) and "finite" in res.text, (w, res.status_code, res.text[:200])
 
 
@@ -417,7 +208,7 @@ def test_classify_upload_form_fields_get_the_json_routes_caps(client):
     ):
         tracemalloc.start()
         try:
-            res = client.post("/classify/upload", files={"files": ("i.png", _png())}, data=data)
+            res = client.post("/classify/upload", files={"files": ("i.png", png_bytes())}, data=data)
             peak = tracemalloc.get_traced_memory()[1]
         finally:
             tracemalloc.stop()

@@ -188,7 +188,7 @@ def test_every_builder_of_a_fresh_core_names_its_public_form():
 def test_a_federation_is_the_public_space(tmp_path):
     """``Space.federate`` is :func:`anybind.federated.federate` adopted (same seed, same space); the CLI and
     ``federate_on_ray`` go through it."""
-    from test_federated import CFG, KINDS, categories, write
+    from federated_helpers import CFG, KINDS, categories, write
 
     from anybind.federated import federate
     from anybind.federated_study import split_clients

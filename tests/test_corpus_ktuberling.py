@@ -1,15 +1,12 @@
-"""Issue 16's corpora: ``ktuberling`` (sprites + words + human recordings) and CLDR captions in ``emoji``.
+"""Issue 16's ``ktuberling`` corpus (sprites + words + human recordings).
 
-Rules are tested on small made-up inputs (a synthetic KTuberling folder with corrupt and missing
-files, a CLDR snippet with inheritance and drafts); real-data tests need the Debian packages that
-scripts/bootstrap-debian.sh installs and skip with the command to run when one is missing.  The
-whole real KTuberling build takes over a minute, so real data is tested on a few themes with a limit.
+Rules are tested on a synthetic KTuberling folder with corrupt and missing files; real-data tests need the Debian
+package that scripts/bootstrap-debian.sh installs and skip with the command to run when it is missing.  The whole
+real KTuberling build takes over a minute, so real data is tested on a few themes with a limit.
 """
 
 from __future__ import annotations
 
-import json
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -17,46 +14,16 @@ import pytest
 from typer.testing import CliRunner
 
 from anybind.cli import app
-from anybind.corpora import _cldr
-from anybind.corpora import emoji as em
 from anybind.corpora import ktuberling as kt
 from anybind.corpora._svg_sprites import SvgScene, visible_fraction
-from anybind.data.manifest import base_modality, hash_split, load_manifest
-from anybind.data.media import load_audio, load_image
+from anybind.data.manifest import base_modality, hash_split
 from anybind.errors import DataError
+
+from corpus_checks import check_corpus, folder_files, read_jsonl
 
 KT_ROOT = Path(kt.DEFAULT_ROOT)
 needs_kt = pytest.mark.skipif(not KT_ROOT.is_dir(), reason=f"{KT_ROOT} missing: apt-get install -y {kt.PACKAGE}")
 
-
-def _read(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-
-
-def _files(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def _check_corpus(out: Path, name: str) -> tuple[list[dict], dict]:
-    """What every corpus folder has, and every record's files exist, decode and load without a bad record."""
-    recs = _read(out / "manifest.jsonl")
-    meta = json.loads((out / "corpus.json").read_text(encoding="utf-8"))
-    assert meta["name"] == name and meta["kept"] == meta["counts"]["records"] == len(recs)
-    assert meta["dropped"] == sum(meta["skipped"].values())
-    assert len({r["id"] for r in recs}) == len(recs)
-    assert (out / "LICENSE").stat().st_size > 0 and (out / "SOURCE.md").is_file()
-    for r in recs:
-        for k, v in r.items():
-            if base_modality(k) == "image":
-                assert load_image(out / v).size[0] > 0
-            elif base_modality(k) == "speech":
-                assert len(load_audio(out / v)[0]) > 0
-    man = load_manifest(out / "manifest.jsonl", strict=True, check_cache=False)
-    assert len(man.records) == len(recs) and not man.bad
-    return recs, meta
-
-
-# =========================================================================== ktuberling: rules
 
 SCENE = """<?xml version="1.0"?>
 <svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" width="100" height="100">
@@ -219,7 +186,7 @@ def test_svg_scene_refuses_bad_files(tmp_path):
 def test_ktuberling_mini_build_counts_every_problem(mini_kt, tmp_path):
     out = tmp_path / "kt"
     summary = kt.build_ktuberling(out, root=mini_kt, size=64, progress=True)
-    recs, meta = _check_corpus(out, "ktuberling")
+    recs, meta = check_corpus(out, "ktuberling", splits=False, decode=True)
     by_id = {r["id"]: r for r in recs}
     assert list(by_id) == ["mini/box", "mini/grad", "mini/moved", "mini/hidden"]
     assert {i: r["text"] for i, r in by_id.items()} == {
@@ -262,12 +229,12 @@ def test_ktuberling_mini_build_counts_every_problem(mini_kt, tmp_path):
     # rebuilt: the same bytes everywhere
     again = tmp_path / "kt2"
     kt.build_ktuberling(again, root=mini_kt, size=64, progress=False)
-    assert _files(out) == _files(again)
+    assert folder_files(out) == folder_files(again)
 
 
 def test_ktuberling_limit_themes_and_errors(mini_kt, tmp_path):
     kt.build_ktuberling(tmp_path / "a", root=mini_kt, themes=["mini"], limit=2, size=32, progress=False)
-    assert [r["id"] for r in _read(tmp_path / "a" / "manifest.jsonl")] == ["mini/box", "mini/grad"]
+    assert [r["id"] for r in read_jsonl(tmp_path / "a" / "manifest.jsonl")] == ["mini/box", "mini/grad"]
     with pytest.raises(DataError, match="no theme nope .there are: badsvg, broken, mini"):
         kt.build_ktuberling(tmp_path / "b", root=mini_kt, themes=["nope"], progress=False)
     with pytest.raises(DataError, match=f"apt-get install -y {kt.PACKAGE}"):
@@ -311,7 +278,7 @@ def test_ktuberling_real_sources_are_all_read():
 def test_ktuberling_real_handful(tmp_path):
     out = tmp_path / "kt"
     kt.build_ktuberling(out, themes=["pizzeria", "robin-tux"], limit=4, size=96, progress=False)
-    recs, meta = _check_corpus(out, "ktuberling")
+    recs, meta = check_corpus(out, "ktuberling", splits=False, decode=True)
     assert len(recs) == 8 and meta["source"]["version"] != "unknown"
     assert [r["text"] for r in recs[:4]] == ["pepper", "pepper", "pepper", "pineapple"]
     fields = meta["counts"]["fields"]
@@ -350,7 +317,7 @@ def test_ktuberling_real_copy_with_corrupt_inputs(tmp_path):
 
     out = tmp_path / "kt"
     kt.build_ktuberling(out, root=root, limit=4, size=64, progress=False)
-    recs, meta = _check_corpus(out, "ktuberling")
+    recs, meta = check_corpus(out, "ktuberling", splits=False, decode=True)
     assert [r["text"] for r in recs] == ["pepper", "pepper", "pepper", "pineapple"]
     assert meta["skipped"] == {"bad_scene": 4} and "moon.svg" in meta["bad_files"]
     assert list(meta["bad_audio"]) == [files[("fr", "pizzeria_pepper")]]
@@ -358,153 +325,3 @@ def test_ktuberling_real_copy_with_corrupt_inputs(tmp_path):
     assert meta["problems"]["speech_bad_audio"] == 1
     assert all("speech_fr" not in r and "speech_uk" not in r for r in recs[:3])
     assert recs[3]["speech_fr"] and recs[3]["speech_uk"]  # the pineapple's recordings are intact
-
-
-# =========================================================================== emoji: CLDR captions
-
-FONT, EMOJI_TEST, CLDR = Path(em.DEFAULT_FONT), Path(em.DEFAULT_EMOJI_TEST), Path(em.DEFAULT_CLDR)
-needs_emoji = pytest.mark.skipif(
-    not (FONT.exists() and EMOJI_TEST.exists()),
-    reason=f"apt-get install -y {em.FONT_PACKAGE} {em.DATA_PACKAGE}",
-)
-needs_cldr = pytest.mark.skipif(not CLDR.is_dir(), reason=f"{CLDR} missing: apt-get install -y {_cldr.CLDR_PACKAGE}")
-
-EMOJI_SNIPPET = """\
-# Version: 15.0
-# group: Smileys & Emotion
-# subgroup: face-smiling
-1F600                                                  ; fully-qualified     # 😀 E1.0 grinning face
-263A FE0F                                              ; fully-qualified     # ☺️ E0.6 smiling face
-# group: Animals & Nature
-# subgroup: animal-mammal
-1F98C                                                  ; fully-qualified     # 🦌 E3.0 deer
-"""
-
-
-def _ldml(locale: str, body: str) -> str:
-    return (
-        '<?xml version="1.0" encoding="UTF-8" ?>\n<!DOCTYPE ldml SYSTEM "../../common/dtd/ldml.dtd">\n'
-        f'<ldml><identity><language type="{locale}"/></identity><annotations>\n{body}</annotations></ldml>\n'
-    )
-
-
-@pytest.fixture
-def mini_cldr(tmp_path) -> Path:
-    """CLDR's common/: inheritance through supplementalData, drafts, the inherit marker, a broken file."""
-    common = tmp_path / "common"
-    (common / "annotations").mkdir(parents=True)
-    (common / "supplemental").mkdir()
-    (common / "dtd").mkdir()
-    (common / "dtd" / "ldml.dtd").write_text('<!ATTLIST version cldrVersion CDATA #FIXED "99" >\n')
-    (common / "supplemental" / "supplementalData.xml").write_text(
-        '<supplementalData><parentLocales><parentLocale parent="root" locales="sr_Latn"/>'
-        '<parentLocale parent="en_001" locales="en_GB"/></parentLocales></supplementalData>'
-    )
-    files = {
-        "root": "",
-        "en": '<annotation cp="😀">face | grin | grinning face | grin</annotation>\n'
-        '<annotation cp="😀" type="tts">grinning face</annotation>\n'
-        '<annotation cp="☺">face | outlined | relaxed | smile</annotation>\n'
-        '<annotation cp="☺" type="tts">smiling  face</annotation>\n'
-        '<annotation cp="🐉" type="tts">dragon</annotation>\n',
-        "en_001": '<annotation cp="😀" type="tts">grinning face</annotation>\n',
-        "en_GB": '<annotation cp="☺" type="tts">smiling face, British</annotation>\n',
-        "fr": '<annotation cp="😀" type="tts">visage rieur</annotation>\n'
-        '<annotation cp="☺" type="tts">visage souriant</annotation>\n'
-        '<annotation cp="🦌" type="tts" draft="unconfirmed">cerf</annotation>\n',
-        "fr_CA": '<annotation cp="😀" type="tts">visage avec large sourire</annotation>\n'
-        '<annotation cp="☺" type="tts">visage souriant</annotation>\n'
-        '<annotation cp="🦌" type="tts" draft="contributed">chevreuil</annotation>\n',
-        "de": '<annotation cp="😀" type="tts">grinsendes Gesicht</annotation>\n'
-        '<annotation cp="☺" type="tts">↑↑↑</annotation>\n'
-        '<annotation cp="🦌" type="tts" draft="provisional">Hirsch</annotation>\n',
-        "sr": '<annotation cp="😀" type="tts">лице</annotation>\n',
-        "sr_Latn": '<annotation cp="😀" type="tts">lice</annotation>\n',
-        "pt_PT": '<annotation cp="😀" type="tts">cara sorridente</annotation>\n',
-    }
-    for loc, body in files.items():
-        (common / "annotations" / f"{loc}.xml").write_text(_ldml(loc, body), encoding="utf-8")
-    (common / "annotations" / "zz.xml").write_text("<ldml><annotations><annotation cp=", encoding="utf-8")
-    return common
-
-
-def test_cldr_rules(mini_cldr):
-    problems: Counter[str] = Counter()
-    c = _cldr.read_cldr(mini_cldr, {"😀", "☺", "🦌"}, problems)
-    assert problems == {"cldr_file_unreadable": 1} and set(c.bad_files) == {"zz.xml"} and c.version == "99"
-    assert c.drafts_dropped == 2  # fr "cerf" (unconfirmed), de "Hirsch" (provisional); fr_CA's contributed kept
-    assert "dragon" not in str(c.names)  # only the emoji asked for are kept
-    assert (c.parent("en_GB"), c.parent("fr_CA"), c.parent("sr_Latn"), c.parent("fr")) == ("en_001", "fr", "root", "root")
-    assert c.captions("😀", "grinning face") == {
-        "text_keywords": "face, grin, grinning face",  # CLDR's order, repeats dropped
-        "text_de": "grinsendes Gesicht",
-        "text_fr": "visage rieur",
-        "text_fr_ca": "visage avec large sourire",  # differs from fr
-        "text_pt_pt": "cara sorridente",  # pt has no name: differs from its parent's (none)
-        "text_sr": "лице",
-        "text_sr_latn": "lice",  # parent root (supplementalData), not sr
-    }  # no text_en: the same as the record's own name; en_001 repeats en
-    got = c.captions("☺", "smiling face")
-    assert got["text_en_gb"] == "smiling face, British" and "text_en" not in got  # whitespace collapsed: same
-    assert "text_de" not in got  # ↑↑↑ inherits (from root: nothing)
-    assert "text_fr_ca" not in got and got["text_fr"] == "visage souriant"
-    assert c.captions("🦌", "deer") == {"text_fr_ca": "chevreuil"}  # fr's only name was a draft
-    assert c.captions("😀", "grinning face, renamed")["text_en"] == "grinning face"
-    assert all(base_modality(k) == "text" for k in c.captions("😀", "x"))
-
-
-@needs_emoji
-def test_emoji_cldr_captions_only_add_fields(mini_cldr, tmp_path):
-    test_file = tmp_path / "emoji-test.txt"
-    test_file.write_text(EMOJI_SNIPPET, encoding="utf-8")
-    plain, with_cldr = tmp_path / "plain", tmp_path / "cldr"
-    em.build_emoji(plain, emoji_test=test_file, cldr_dir=None, progress=False)
-    em.build_emoji(with_cldr, emoji_test=test_file, cldr_dir=mini_cldr, progress=False)
-    a, meta = _check_corpus(with_cldr, "emoji")
-    b = _read(plain / "manifest.jsonl")
-    assert [{k: v for k, v in r.items() if not k.startswith("text_")} for r in a] == b  # text, splits... unchanged
-    assert [list(r)[:4] for r in a] == [["id", "split", "text", "image"]] * 3
-    assert a[0]["text_keywords"] == "face, grin, grinning face" and a[0]["text_fr_ca"] == "visage avec large sourire"
-    assert "text_keywords" not in a[2] and a[2]["text_fr_ca"] == "chevreuil"
-    assert meta["problems"] == {"cldr_file_unreadable": 1}
-    assert meta["cldr"]["without_annotation"] == ["U+1F98C"] and meta["cldr"]["version"] == "99"
-    assert meta["source"]["packages"][_cldr.CLDR_PACKAGE] == "unknown"  # not the installed folder
-    again = tmp_path / "cldr2"
-    em.build_emoji(again, emoji_test=test_file, cldr_dir=mini_cldr, progress=False)
-    assert _files(with_cldr) == _files(again)
-    with pytest.raises(DataError, match=f"apt-get install -y {_cldr.CLDR_PACKAGE}"):
-        em.build_emoji(tmp_path / "x", emoji_test=test_file, cldr_dir=tmp_path / "nothing", progress=False)
-
-
-@needs_emoji
-def test_cli_corpus_emoji_cldr(mini_cldr, tmp_path):
-    test_file = tmp_path / "emoji-test.txt"
-    test_file.write_text(EMOJI_SNIPPET, encoding="utf-8")
-    runner = CliRunner()
-    base = ["corpus", "emoji", "--emoji-test", str(test_file)]
-    res = runner.invoke(app, [*base, "--out", str(tmp_path / "a"), "--cldr", str(mini_cldr)])
-    assert res.exit_code == 0, res.output
-    assert _read(tmp_path / "a" / "manifest.jsonl")[0]["text_fr"] == "visage rieur"
-    res = runner.invoke(app, [*base, "--out", str(tmp_path / "b"), "--no-cldr"])
-    assert res.exit_code == 0
-    assert not any(k.startswith("text_") for r in _read(tmp_path / "b" / "manifest.jsonl") for k in r)
-    res = runner.invoke(app, [*base, "--out", str(tmp_path / "c"), "--cldr", str(tmp_path / "none")])
-    assert res.exit_code == 2 and "error:" in res.output and _cldr.CLDR_PACKAGE in res.output
-
-
-@needs_emoji
-@needs_cldr
-def test_emoji_real_cldr(tmp_path):
-    out = tmp_path / "emoji"
-    em.build_emoji(out, limit=30, progress=False)
-    recs, meta = _check_corpus(out, "emoji")
-    plain = tmp_path / "plain"
-    em.build_emoji(plain, limit=30, cldr_dir=None, progress=False)
-    assert [r["text"] for r in recs] == [r["text"] for r in _read(plain / "manifest.jsonl")]
-    fields = Counter(k for r in recs for k in r if k.startswith("text_"))
-    assert fields["text_keywords"] == fields["text_fr"] == fields["text_ja"] == fields["text_de"] == 30
-    assert len(fields) >= 100 and all(base_modality(k) == "text" for k in fields)
-    assert "text_en" not in fields  # CLDR's English names are emoji-test's
-    assert meta["cldr"]["locales_read"] >= 140 and meta["cldr"]["version"] == "41"
-    assert meta["source"]["packages"][_cldr.CLDR_PACKAGE] != "unknown" and "CLDR" in (out / "SOURCE.md").read_text()
-    assert recs[0]["text_fr"] == "visage rieur" and recs[0]["text_keywords"].startswith("face, grin")

@@ -1,18 +1,14 @@
-"""Issue 14, items 1-2: no user data is ever lost to an output path, and replacing an artefact is a
-recoverable atomic swap (a kill at any step leaves the complete old or new version findable)."""
+"""Issue 14, item 1: no user data is ever lost to an output path: the CLI and the library refuse a foreign or
+unexpected output before any work, replace only their own kind of artefact (with --overwrite), and an index never
+deletes files beside or inside it."""
 
 import hashlib
 import json
-import os
-import shutil
-import signal
 import tempfile
-import traceback
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -21,16 +17,11 @@ from anybind import io as aio
 from anybind.cli import app
 from anybind.errors import OutputError
 from anybind.index import Index
-from anybind.projectors import Projector, ProjectorConfig
 from anybind.space import Space
 
+from artefact_helpers import leftovers, text_space
+
 SPLITS = ["train"] * 7 + ["val"] + ["test"] * 2
-
-
-def tiny_space(seed=0) -> Space:
-    torch.manual_seed(seed)
-    cfg = ProjectorConfig(in_dim=8, out_dim=8, kind="linear", dropout=0.0, input_dropout=0.0)
-    return Space({"text": "callable:helper_encoders:hashed_text"}, {"text": Projector(cfg)})
 
 
 def vectors_corpus(root: Path, n=40) -> tuple[Path, list[str]]:
@@ -52,10 +43,6 @@ def tree(root: Path) -> dict[str, str]:
     """Every file under root (hidden ones too) -> sha256 of its bytes."""
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def leftovers(parent: Path) -> list[str]:
-    return sorted(p.name for p in parent.iterdir() if p.name.startswith("."))
 
 
 def cli(*args):
@@ -131,7 +118,7 @@ def test_cli_bind_and_fuse_refuse_a_foreign_output_before_training(tmp_path):
 
 
 def test_library_save_never_replaces_anything_but_its_own_kind(tmp_path):
-    space = tiny_space()
+    space = text_space()
     (tmp_path / "victim").mkdir()
     (tmp_path / "victim" / "thesis.txt").write_text("x")
     (tmp_path / "f").write_text("a file")
@@ -142,8 +129,8 @@ def test_library_save_never_replaces_anything_but_its_own_kind(tmp_path):
     assert (tmp_path / "victim" / "thesis.txt").read_text() == "x" and (tmp_path / "f").read_text() == "a file"
     # the library replaces a space of the same kind by default (documented), not with overwrite=False
     space.save(tmp_path / "sp")
-    tiny_space(seed=1).save(tmp_path / "sp")
-    assert Space.load(tmp_path / "sp").identity() == tiny_space(seed=1).identity()
+    text_space(seed=1).save(tmp_path / "sp")
+    assert Space.load(tmp_path / "sp").identity() == text_space(seed=1).identity()
     with pytest.raises(OutputError, match="already holds a saved space"):
         space.save(tmp_path / "sp", overwrite=False)
     Index.create(tmp_path / "ix", space=space)
@@ -153,7 +140,7 @@ def test_library_save_never_replaces_anything_but_its_own_kind(tmp_path):
 
 
 def test_index_never_deletes_files_beside_or_inside_it(tmp_path):
-    space = tiny_space()
+    space = text_space()
     space.save(tmp_path / "sp")
     m = tmp_path / "m.jsonl"
     m.write_text("".join(json.dumps({"id": f"r{i}", "text": f"item {i}"}) + "\n" for i in range(6)))
@@ -195,7 +182,7 @@ def test_every_saved_artefact_carries_its_kind(tmp_path):
         "fusion": ("fusion.json", FUSION), "training-shards": (META, SHARDS),
         "captioner": ("captioner.json", "anybind.captioner"), "zero-shot": ("classifier.json", ZERO_SHOT),
     }
-    space = tiny_space()
+    space = text_space()
     space.save(tmp_path / "sp")
     Index.create(tmp_path / "ix", space=space)
     write_synthetic_shards(tmp_path / "sh", 50, dims={"a": 4, "b": 4}, val_rows=10, rows_per_shard=20)
@@ -238,166 +225,3 @@ def test_a_write_either_refuses_untouched_or_replaces_only_a_space(tmp_path, ent
     else:
         assert safe and json.loads((out / "space.json").read_text())["new"] == 1
     assert leftovers(root) == []
-
-
-# ----------------------------------------------------------------------------- item 2: recoverable swap
-def _copy_into(src: Path, marker: str, with_marker: bool = True):
-    """A write function copying a saved artefact, its marker last (as every writer does)."""
-    def write(tmp: Path) -> None:
-        for p in sorted(src.iterdir()):
-            if p.name != marker:
-                (shutil.copytree if p.is_dir() else shutil.copy2)(p, tmp / p.name)
-        if with_marker:
-            shutil.copy(src / marker, tmp / marker)  # a fresh mtime, as a real writer's
-    return write
-
-
-KILL_AT = ["mid-write", "before-swap", "rename-old", "rename-new", "remove-old", "mid-remove"]
-
-
-def _child_swap(path: Path, src: Path, kind: str, at: str, ready_w: int | None) -> None:
-    """In a forked child: swap ``src`` in for ``path``, dying (os._exit, or SIGKILL from the parent when
-    ``ready_w`` is a pipe) at step ``at``.  Never returns."""
-    try:
-        def die():
-            if ready_w is not None:
-                os.write(ready_w, b"x")
-                signal.pause()  # the parent SIGKILLs us here
-            os._exit(137)
-
-        real_rename, real_rmtree, renames = os.rename, shutil.rmtree, []
-
-        def rename(a, b):
-            renames.append(a)
-            if (at, len(renames)) in (("rename-old", 1), ("rename-new", 2)):
-                die()
-            real_rename(a, b)
-
-        def rmtree(p, *a, **k):
-            if at == "mid-remove" and str(p).endswith(".old"):
-                die()
-            real_rmtree(p, *a, **k)
-
-        os.rename, shutil.rmtree = rename, rmtree
-        marker = aio.KINDS[kind].marker
-        write = _copy_into(src, marker)
-        if at == "mid-write":  # everything but the marker, then half of it
-            def write(tmp, whole=_copy_into(src, marker, with_marker=False)):
-                whole(tmp)
-                (tmp / marker).write_text((src / marker).read_text()[:20])
-                die()
-        if at == "before-swap":
-            aio._fsync_tree = lambda d: die()
-        if at == "remove-old":
-            aio._remove = lambda p, k: die()
-        aio.atomic_write_dir(path, write, kind=kind, overwrite=True)
-        os._exit(0)
-    except BaseException:
-        traceback.print_exc()
-    finally:
-        os._exit(3)
-
-
-def _run_killed(path: Path, src: Path, kind: str, at: str, sigkill: bool) -> None:
-    r, w = os.pipe() if sigkill else (None, None)
-    pid = os.fork()
-    if pid == 0:
-        _child_swap(path, src, kind, at, w)
-    if sigkill:
-        assert os.read(r, 1) == b"x"
-        # while the writer is alive mid-swap, a reader leaves its leftovers alone
-        before = leftovers(path.parent)
-        aio.recover_dir(path, kind, wait_s=0.05)
-        assert leftovers(path.parent) == before
-        os.kill(pid, signal.SIGKILL)
-        os.close(r)
-        os.close(w)
-    _, status = os.waitpid(pid, 0)
-    assert os.WIFSIGNALED(status) or os.WEXITSTATUS(status) == 137, status
-
-
-@pytest.mark.parametrize("sigkill", [False, True], ids=["exit", "sigkill"])
-@pytest.mark.parametrize("at", KILL_AT)
-def test_a_space_swap_killed_at_any_step_leaves_old_or_new_and_is_recovered(tmp_path, at, sigkill):
-    old, new = tiny_space(seed=0), tiny_space(seed=1)
-    old.save(tmp_path / "sp")
-    new.save(tmp_path / "staging" / "new")
-    _run_killed(tmp_path / "sp", tmp_path / "staging" / "new", "space", at, sigkill)
-    if at == "rename-new":  # the one state with nothing at the path: what a killed swap used to leave
-        assert not (tmp_path / "sp").exists()
-    loaded = Space.load(tmp_path / "sp")  # a reader recovers
-    want = new if at in ("rename-new", "remove-old", "mid-remove") else old
-    assert loaded.identity() == want.identity()
-    assert leftovers(tmp_path) == []
-    # and the next write works as usual
-    tiny_space(seed=2).save(tmp_path / "sp")
-    assert Space.load(tmp_path / "sp").identity() == tiny_space(seed=2).identity() and leftovers(tmp_path) == []
-
-
-@pytest.mark.parametrize("at", ["rename-new", "mid-write"])
-def test_a_killed_index_swap_is_recovered_by_the_next_write_or_open(tmp_path, at):
-    space = tiny_space()
-    Index.create(tmp_path / "ix", space=space).add_vectors(["a"], np.eye(8, dtype=np.float32)[:1], modality="text")
-    Index.create(tmp_path / "staging" / "new", space=space)
-    _run_killed(tmp_path / "ix", tmp_path / "staging" / "new", "index", at, sigkill=False)
-    assert len(Index.open(tmp_path / "ix", space)) == (0 if at == "rename-new" else 1)
-    assert leftovers(tmp_path) == []
-    _run_killed(tmp_path / "ix", tmp_path / "staging" / "new", "index", "rename-new", sigkill=False)
-    Index.create(tmp_path / "ix", space=space, overwrite=True)  # the next write settles it first
-    assert len(Index.open(tmp_path / "ix")) == 0 and leftovers(tmp_path) == []
-
-
-def test_a_failed_swap_in_process_puts_the_old_version_back(tmp_path, monkeypatch):
-    tiny_space(seed=0).save(tmp_path / "sp")
-    real, calls = os.rename, []
-
-    def rename(a, b):
-        calls.append(a)
-        if len(calls) == 2:
-            raise OSError(28, "No space left on device")
-        real(a, b)
-
-    monkeypatch.setattr(os, "rename", rename)
-    with pytest.raises(OSError, match="No space left"):
-        tiny_space(seed=1).save(tmp_path / "sp")
-    monkeypatch.setattr(os, "rename", real)
-    assert Space.load(tmp_path / "sp").identity() == tiny_space(seed=0).identity()
-    assert leftovers(tmp_path) == []
-
-
-def test_a_leftover_that_may_be_the_only_copy_is_never_removed(tmp_path):
-    old, new = tiny_space(seed=0), tiny_space(seed=1)
-    old.save(tmp_path / "sp")
-    new.save(tmp_path / "staging" / "new")
-    _run_killed(tmp_path / "sp", tmp_path / "staging" / "new", "space", "rename-new", sigkill=False)
-    (tmp_path / "sp").mkdir()  # something else appeared at the path meanwhile: both versions are kept
-    aio.recover_dir(tmp_path / "sp", "space")
-    kept = [tmp_path / n for n in leftovers(tmp_path) if not n.endswith(".lock")]
-    assert sorted(p.suffix for p in kept) == [".old", ".tmp"]
-    assert sorted(Space.load(p).identity() for p in kept) == sorted([old.identity(), new.identity()])
-    (tmp_path / "sp").rmdir()
-    assert Space.load(tmp_path / "sp").identity() == new.identity() and leftovers(tmp_path) == []
-
-
-def test_report_never_replaces_a_file_it_did_not_write(tmp_path):
-    """A single-file output (the report) is checked like a folder one: an earlier report is replaced, anything
-    else only with --overwrite (H12 found `report --out manifest.jsonl` silently replaced the manifest)."""
-    from anybind.io import check_output_file
-    from anybind.report import GENERATOR
-
-    mark = GENERATOR.encode()
-    victim = tmp_path / "manifest.jsonl"
-    victim.write_text('{"id": "a"}\n')
-    with pytest.raises(OutputError, match="not written by anybind"):
-        check_output_file(victim, mark)
-    assert victim.read_text() == '{"id": "a"}\n'
-    assert check_output_file(victim, mark, overwrite=True) == victim.absolute()
-    earlier = tmp_path / "report.html"
-    earlier.write_text("<!doctype html><html><head><meta charset='utf-8'>" + GENERATOR + "</head></html>")
-    assert check_output_file(earlier, mark) == earlier.absolute()
-    with pytest.raises(OutputError, match="not a regular file"):
-        check_output_file(tmp_path, mark, overwrite=True)
-    (tmp_path / "link.html").symlink_to(earlier)
-    with pytest.raises(OutputError, match="is a link"):
-        check_output_file(tmp_path / "link.html", mark)
-    assert check_output_file(tmp_path / "new.html", mark) == (tmp_path / "new.html").absolute()

@@ -1,0 +1,125 @@
+"""`anybind index` and `anybind search` on a small corpus: build, search, add, tune, and --query MODALITY=VALUE in
+any bound modality."""
+
+import json
+
+from index_helpers import make_space, write_corpus
+
+
+def test_cli_index_and_search(tmp_path):
+    from typer.testing import CliRunner
+
+    from anybind.cli import app
+
+    space = make_space()
+    space.save(tmp_path / "space")
+    m = write_corpus(tmp_path, n=10)
+    runner = CliRunner()
+    res = runner.invoke(
+        app,
+        [
+            "index",
+            str(tmp_path / "space"),
+            str(m),
+            "--out",
+            str(tmp_path / "ix"),
+            "--cache",
+            str(tmp_path / "c"),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert "+20 rows" in res.output
+    res = runner.invoke(
+        app,
+        [
+            "search",
+            str(tmp_path / "ix"),
+            "--text",
+            "stamp number 3",
+            "--image",
+            str(tmp_path / "img" / "3.png"),
+            "-m",
+            "image",
+            "-k",
+            "3",
+            "--json",
+            "--cache",
+            str(tmp_path / "c"),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    hits = json.loads(res.output)
+    assert len(hits) == 3 and {h["modality"] for h in hits} == {"image"} and hits[0]["rank"] == 1
+    res = runner.invoke(
+        app, ["search", str(tmp_path / "ix"), "--image", str(tmp_path / "img" / "3.png"), "--json"]
+    )
+    assert res.exit_code == 0 and json.loads(res.output)[0]["id"] == "r3"
+    res = runner.invoke(
+        app,
+        [
+            "search",
+            str(tmp_path / "ix"),
+            "--text",
+            "stamp",
+            "--label",
+            "group=odd",
+            "-k",
+            "20",
+            "--rerank",
+            "csls",
+            "--json",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert {h["labels"]["group"] for h in json.loads(res.output)} == {"odd"}
+    res = runner.invoke(app, ["search", str(tmp_path / "ix"), "--image", str(tmp_path / "nope.png")])
+    assert res.exit_code == 2 and "file does not exist" in " ".join(res.output.split())
+    res = runner.invoke(app, ["search", str(tmp_path / "ix"), "--text", "x", "-k", "0"])
+    assert res.exit_code == 2 and "k must be a positive integer" in res.output
+    # rerunning the index command adds nothing
+    res = runner.invoke(
+        app,
+        [
+            "index",
+            str(tmp_path / "space"),
+            str(m),
+            "--out",
+            str(tmp_path / "ix"),
+            "--cache",
+            str(tmp_path / "c"),
+            "--ann-recall",
+            "0.9",
+        ],
+    )
+    assert res.exit_code == 0 and "+0 rows" in res.output
+    assert "no ANN index to tune (--ann-recall)" in " ".join(res.output.split())  # 20 rows: no ANN index was built
+
+
+def test_cli_search_takes_a_query_in_any_bound_modality(tmp_path):
+    """--query MODALITY=VALUE: the same hits as the modality's own option, and any bound field works."""
+    from typer.testing import CliRunner
+
+    from anybind.cli import app
+
+    space = make_space()
+    space.save(tmp_path / "space")
+    m = write_corpus(tmp_path, n=10)
+    runner = CliRunner()
+    assert runner.invoke(app, ["index", str(tmp_path / "space"), str(m), "--out", str(tmp_path / "ix"),
+                               "--cache", str(tmp_path / "c")]).exit_code == 0
+
+    def hits(*args):
+        r = runner.invoke(app, ["search", str(tmp_path / "ix"), "--json", "-k", "4", "--cache", str(tmp_path / "c"),
+                                *args])
+        assert r.exit_code == 0, r.output
+        return [(h["id"], h["modality"]) for h in json.loads(r.output)]
+
+    img = str(tmp_path / "img" / "3.png")
+    assert hits("--query", f"image={img}") == hits("--image", img)
+    assert hits("--query", "text=stamp number 3") == hits("--text", "stamp number 3")
+    fused = hits("--query", f"image={img}", "--query", "text=stamp number 3", "-m", "image")
+    assert fused == hits("--image", img, "--text", "stamp number 3", "-m", "image")
+    r = runner.invoke(app, ["search", str(tmp_path / "ix"), "--query", "speech=x.wav"])
+    assert r.exit_code == 2 and "speech" in r.output and "Traceback" not in r.output
+    r = runner.invoke(app, ["search", str(tmp_path / "ix"), "--query", "no-equals-sign"])
+    assert r.exit_code == 2 and "MODALITY=VALUE" in r.output
