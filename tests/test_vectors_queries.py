@@ -65,6 +65,21 @@ def test_features_stand_for_their_key_in_the_library(tiny):
     assert hits[0].id == ids[7] and hits[0].score == pytest.approx(1.0, abs=1e-5)
 
 
+def test_features_as_a_list_or_a_tensor_are_features_not_a_key(tiny):
+    """A feature vector given as a list of numbers or a torch tensor was taken for a key: "cannot decode [-0.57,
+    ...]: no vector for id '[-0.57, ...]'" (a line of 1,100 characters for 24 numbers)."""
+    import torch
+
+    space, A, ids = tiny["space"], tiny["A"], tiny["ids"]
+    by_key = space.embed("a", [ids[3]] * 3)
+    got = space.embed("a", [A[3].tolist(), tuple(A[3].tolist()), torch.from_numpy(A[3])])
+    assert np.allclose(got, by_key, atol=1e-6)
+    with pytest.raises(DataError, match="a feature vector of shape \\(2,\\): this modality's features have 24"):
+        space.embed("a", [[1.0, 2.0]])
+    with pytest.raises(DataError, match="no vector for id \"\\['r0003', 'r0004'\\]\""):  # strings: still a key
+        space.embed("a", [["r0003", "r0004"]])
+
+
 @pytest.mark.parametrize("x, why", [
     (np.zeros(5), "a feature vector of shape (5,): this modality's features have 24 values"),
     (np.full(24, np.nan), "a feature vector holds NaN or infinite values"),
