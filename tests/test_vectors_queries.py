@@ -80,6 +80,21 @@ def test_features_as_a_list_or_a_tensor_are_features_not_a_key(tiny):
         space.embed("a", [["r0003", "r0004"]])
 
 
+@pytest.mark.parametrize("v", [1e30, -3e38])
+def test_features_whose_projection_overflows_are_refused(tiny, client, v):
+    """Finite features too large for float32's norm (1e30: the projection's sum of squares is inf) were embedded
+    as an all-zero 'unit' vector: /embed/upload answered 200 with it, Space.embed returned it, and a search said
+    the inputs cancel out."""
+    x = np.full(24, v, np.float32)
+    with pytest.raises(DataError) as e:
+        tiny["space"].embed("a", [tiny["A"][1], x])
+    assert "a: item 1: its projection overflows float32" in str(e.value) and "\n" not in str(e.value)
+    res = client.post("/embed/upload", files={"files": ("q.npy", _npy(x))}, data={"file_modality": "a"})
+    assert res.status_code == 400 and "its projection overflows float32" in res.json()["detail"], res.text
+    res = client.post("/search", json={"inputs": [{"modality": "a", "features": x.tolist()}]})
+    assert res.status_code == 400 and "its projection overflows float32" in res.json()["detail"], res.text
+
+
 @pytest.mark.parametrize("x, why", [
     (np.zeros(5), "a feature vector of shape (5,): this modality's features have 24 values"),
     (np.full(24, np.nan), "a feature vector holds NaN or infinite values"),
