@@ -224,6 +224,24 @@ def test_json_vector_finds_the_record_and_fuses(client, tiny):
     assert _top(other)[0] == ids[40]
 
 
+@pytest.mark.parametrize("scale", [1e20, 1e-30])
+def test_a_raw_vector_of_any_finite_scale_has_its_direction(client, tiny, scale):
+    """A query vector is a direction: one of 1e20s (its sum of squares overflows float32) was refused as "the
+    fused query vector is zero (the inputs cancel out)", one of 1e-30s (it underflows) as "a vector of zero norm"
+    -- in the library (Index.search, anybind search --vector) and the service."""
+    from anybind.index import Index
+
+    v = tiny["space"].embed("a", [tiny["ids"][23]])[0]
+    index = Index.open(tiny["index"])
+    want = [(h.id, round(h.score, 5)) for h in index.search(v, modality="a", k=5)]
+    assert [(h.id, round(h.score, 5)) for h in index.search(v * np.float32(scale), modality="a", k=5)] == want
+    both = index.search(v * np.float32(scale), inputs={"a": tiny["A"][23]}, modality="a", k=5)
+    assert [h.id for h in both] == [h for h, _ in want]
+    res = client.post("/search", json={"vector": (v.astype(np.float64) * scale).tolist(), "k": 5, "modality": "a"})
+    assert res.status_code == 200, res.text
+    assert [(h["id"], round(h["score"], 5)) for h in res.json()["hits"]] == want
+
+
 @pytest.mark.parametrize("body, status, why", [
     ({"vector": [0.5] * 3}, 400, "vector of shape (3,): this index holds 8-d vectors, give one of shape (8,)"),
     ({"vector": [0.0] * 8}, 400, "vector is all zeros"),
