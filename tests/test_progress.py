@@ -31,10 +31,10 @@ print("result", flush=True)
 """
 
 
-def _on_a_terminal(enabled: str) -> tuple[bytes, bytes]:
+def _on_a_terminal(enabled: str, script: str = SCRIPT) -> tuple[bytes, bytes]:
     """The script's (stderr on a terminal, stdout on a pipe)."""
     master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, enabled], stderr=slave, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-c", script, enabled], stderr=slave, stdout=subprocess.PIPE,
                             env={**os.environ, "PYTHONPATH": SRC})
     os.close(slave)
     err = b""
@@ -60,6 +60,28 @@ def test_bars_are_drawn_on_a_terminal_on_stderr_only():
     assert "writing widgets" in text and "3/3" in text  # count: done/total
     assert "training gadgets" in text and "round 2/2 val 0.750" in text  # steps: the unit and the caller's note
     assert "encoding things" in text and "items/s" in text  # rate
+
+
+LIVE_PRINT = """
+import sys
+from anybind.progress import progress_bar
+with progress_bar(sys.argv[1] == "on", "training gadgets", 2, "steps") as bar:
+    print("row 1", flush=True)
+    bar.advance(msg="x")
+    print("row 2", flush=True)
+    bar.advance(msg="y")
+print("done", flush=True)
+"""
+
+
+def test_what_goes_to_stdout_while_a_bar_is_drawn_stays_on_stdout():
+    """A bar drawn on a terminal stderr moved what was printed to stdout meanwhile (results written as they
+    come, piped to a file) onto the terminal (Rich's stdout redirection through the bar's stderr console):
+    stdout got "done" only."""
+    err, out = _on_a_terminal("on", LIVE_PRINT)
+    assert "training gadgets" in err.decode("utf-8", "replace")  # the bar was drawn
+    assert out == b"row 1\nrow 2\ndone\n"
+    assert b"row 1" not in err
 
 
 def test_a_quiet_call_draws_nothing_even_on_a_terminal():

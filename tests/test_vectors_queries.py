@@ -65,6 +65,36 @@ def test_features_stand_for_their_key_in_the_library(tiny):
     assert hits[0].id == ids[7] and hits[0].score == pytest.approx(1.0, abs=1e-5)
 
 
+def test_features_as_a_list_or_a_tensor_are_features_not_a_key(tiny):
+    """A feature vector given as a list of numbers or a torch tensor was taken for a key: "cannot decode [-0.57,
+    ...]: no vector for id '[-0.57, ...]'" (a line of 1,100 characters for 24 numbers)."""
+    import torch
+
+    space, A, ids = tiny["space"], tiny["A"], tiny["ids"]
+    by_key = space.embed("a", [ids[3]] * 3)
+    got = space.embed("a", [A[3].tolist(), tuple(A[3].tolist()), torch.from_numpy(A[3])])
+    assert np.allclose(got, by_key, atol=1e-6)
+    with pytest.raises(DataError, match="a feature vector of shape \\(2,\\): this modality's features have 24"):
+        space.embed("a", [[1.0, 2.0]])
+    with pytest.raises(DataError, match="no vector for id \"\\['r0003', 'r0004'\\]\""):  # strings: still a key
+        space.embed("a", [["r0003", "r0004"]])
+
+
+@pytest.mark.parametrize("v", [1e30, -3e38])
+def test_features_whose_projection_overflows_are_refused(tiny, client, v):
+    """Finite features too large for float32's norm (1e30: the projection's sum of squares is inf) were embedded
+    as an all-zero 'unit' vector: /embed/upload answered 200 with it, Space.embed returned it, and a search said
+    the inputs cancel out."""
+    x = np.full(24, v, np.float32)
+    with pytest.raises(DataError) as e:
+        tiny["space"].embed("a", [tiny["A"][1], x])
+    assert "a: item 1: its projection overflows float32" in str(e.value) and "\n" not in str(e.value)
+    res = client.post("/embed/upload", files={"files": ("q.npy", _npy(x))}, data={"file_modality": "a"})
+    assert res.status_code == 400 and "its projection overflows float32" in res.json()["detail"], res.text
+    res = client.post("/search", json={"inputs": [{"modality": "a", "features": x.tolist()}]})
+    assert res.status_code == 400 and "its projection overflows float32" in res.json()["detail"], res.text
+
+
 @pytest.mark.parametrize("x, why", [
     (np.zeros(5), "a feature vector of shape (5,): this modality's features have 24 values"),
     (np.full(24, np.nan), "a feature vector holds NaN or infinite values"),
@@ -192,6 +222,24 @@ def test_json_vector_finds_the_record_and_fuses(client, tiny):
     other = client.post("/search", json={"vector": v.tolist(), "k": 1, "modality": "a",
                                          "inputs": [{"modality": "a", "features": A[40].tolist(), "weight": 3}]})
     assert _top(other)[0] == ids[40]
+
+
+@pytest.mark.parametrize("scale", [1e20, 1e-30])
+def test_a_raw_vector_of_any_finite_scale_has_its_direction(client, tiny, scale):
+    """A query vector is a direction: one of 1e20s (its sum of squares overflows float32) was refused as "the
+    fused query vector is zero (the inputs cancel out)", one of 1e-30s (it underflows) as "a vector of zero norm"
+    -- in the library (Index.search, anybind search --vector) and the service."""
+    from anybind.index import Index
+
+    v = tiny["space"].embed("a", [tiny["ids"][23]])[0]
+    index = Index.open(tiny["index"])
+    want = [(h.id, round(h.score, 5)) for h in index.search(v, modality="a", k=5)]
+    assert [(h.id, round(h.score, 5)) for h in index.search(v * np.float32(scale), modality="a", k=5)] == want
+    both = index.search(v * np.float32(scale), inputs={"a": tiny["A"][23]}, modality="a", k=5)
+    assert [h.id for h in both] == [h for h, _ in want]
+    res = client.post("/search", json={"vector": (v.astype(np.float64) * scale).tolist(), "k": 5, "modality": "a"})
+    assert res.status_code == 200, res.text
+    assert [(h["id"], round(h["score"], 5)) for h in res.json()["hits"]] == want
 
 
 @pytest.mark.parametrize("body, status, why", [

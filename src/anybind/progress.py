@@ -16,6 +16,7 @@ bar would only leave its last frame.  Bars go to stderr, never to stdout (where 
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -75,7 +76,17 @@ def make_progress(enabled: bool, shape: str = "count", *, unit: str = "epoch",
     else:
         cols = (TextColumn("[bold]{task.description}"), BarColumn(),
                 TextColumn(unit + " {task.completed}/{task.total} {task.fields[msg]}"), TimeElapsedColumn())
-    return Progress(*cols, console=_console(), transient=shape == "count" if transient is None else transient)
+    # what is printed to stdout meanwhile is drawn above the bar only when stdout is a terminal too: Rich would
+    # otherwise move it to the bar's console, stderr, out of a pipe or file stdout goes to
+    return Progress(*cols, console=_console(), transient=shape == "count" if transient is None else transient,
+                    redirect_stdout=_stdout_is_terminal())
+
+
+def _stdout_is_terminal() -> bool:
+    try:
+        return sys.stdout is not None and sys.stdout.isatty()
+    except (AttributeError, ValueError):  # replaced by an object without isatty, or closed
+        return False
 
 
 class Bar:

@@ -175,7 +175,15 @@ class SpaceCore:
         proj.eval()
         out = []
         for i in range(0, len(x), 4096):
-            out.append(_np(F.normalize(proj(torch.from_numpy(x[i : i + 4096])), dim=-1)))
+            xb = torch.from_numpy(x[i : i + 4096])
+            y = proj(xb)
+            # finite features whose projection's norm overflows would be normalised to an all-zero "unit" vector
+            over = ~torch.isfinite(torch.linalg.vector_norm(y, dim=-1)) & torch.isfinite(xb).all(dim=-1)
+            if over.any():
+                j = i + int(over.nonzero()[0, 0])
+                raise DataError(f"{modality}: item {j}: its projection overflows float32 (features of magnitude up to "
+                                f"{float(np.abs(x[j]).max()):.3g}): give features of the scale this space was trained on")
+            out.append(_np(F.normalize(y, dim=-1)))
         if not out:
             return np.zeros((0, self.dim), np.float32)
         return np.concatenate(out).astype(np.float32)

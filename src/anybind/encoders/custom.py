@@ -16,8 +16,9 @@
   relative to the space folder when the file lies inside it, else absolute
   (:func:`spec_for_folder`, :func:`spec_in_folder`).  The identity is the file's
   content hash, not its path, so a space and its vectors can move.  An item may also be the features
-  themselves, a numeric array of the file's width (a query for a record the file does not hold: its features
-  computed as the file's were); it is checked by :func:`feature_vector` and cached by its content.
+  themselves, a numeric array (or tensor, or list of numbers) of the file's width (a query for a record the file
+  does not hold: its features computed as the file's were); it is checked by :func:`feature_vector` and cached
+  by its content.
 """
 
 from __future__ import annotations
@@ -150,13 +151,15 @@ class VectorsEncoder(Encoder):
         return recorded == self._identity or (recorded.startswith(_VECTORS) and recorded.endswith("|" + content))
 
     def content_key(self, item: Any) -> str:
-        if isinstance(item, np.ndarray):  # features given: keyed by their bytes, shape and dtype
-            return super().content_key(item)
+        x = _given_features(item)
+        if x is not None:  # features given: keyed by their bytes, shape and dtype
+            return super().content_key(x)
         return "k:" + str(item)
 
     def load(self, item: Any) -> int | np.ndarray:
-        if isinstance(item, np.ndarray):
-            return feature_vector(item, self.dim)
+        x = _given_features(item)
+        if x is not None:
+            return feature_vector(x, self.dim)
         key = str(item)
         if key not in self.index:
             raise DataError(f"no vector for id {key!r} in {self.path}")
@@ -166,6 +169,22 @@ class VectorsEncoder(Encoder):
         if all(isinstance(b, (int, np.integer)) for b in batch):
             return self.vectors[np.asarray(batch, dtype=np.int64)]
         return np.stack([self.vectors[b] if isinstance(b, (int, np.integer)) else b for b in batch])
+
+
+def _given_features(item: Any) -> np.ndarray | None:
+    """An item that is features, not a key, as an array: an array, a torch tensor, or a list or tuple of numbers
+    (None for anything else: a key)."""
+    if isinstance(item, np.ndarray):
+        return item
+    if hasattr(item, "detach") and hasattr(item, "cpu") and hasattr(item, "numpy"):  # a torch tensor
+        return item.detach().cpu().numpy()
+    if isinstance(item, (list, tuple)):
+        try:
+            x = np.asarray(item)
+        except (ValueError, TypeError):  # ragged
+            return None
+        return x if x.dtype.kind in "biuf" and x.size else None
+    return None
 
 
 def feature_vector(x: np.ndarray, dim: int, what: str = "a feature vector") -> np.ndarray:

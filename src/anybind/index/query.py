@@ -57,7 +57,8 @@ def _modality_of_file(p: str | Path) -> str:
 
 def query_vector(x: np.ndarray, dim: int, what: str = "query vector") -> np.ndarray:
     """A query given as a vector, checked: real numbers, one vector of width ``dim`` (``(dim,)`` or
-    ``(1, dim)``), finite, not zero.  Returns it as float32 ``(dim,)``."""
+    ``(1, dim)``), finite, not zero.  Returns it as float32 ``(dim,)`` (divided by its largest magnitude where
+    its norm over- or underflows float32, as for 1e20s or 1e-30s: a query is a direction)."""
     x = np.asarray(x)
     if x.dtype.kind not in "fiu" or x.dtype.kind == "b":
         raise QueryError(f"{what} holds {x.dtype} values: give real numbers (float)")
@@ -75,6 +76,12 @@ def query_vector(x: np.ndarray, dim: int, what: str = "query vector") -> np.ndar
         raise QueryError(f"{what} holds NaN or infinite values")
     if not np.logical_or.reduce(q):
         raise QueryError(f"{what} is all zeros: it has no direction to search in")
+    m = float(np.maximum.reduce(np.abs(q)))
+    if not 1e-11 <= m <= 1e16:  # its norm may over- or underflow float32 (1e20s, 1e-30s): the same direction, scaled
+        with np.errstate(over="ignore", under="ignore"):  # the norm raw_direction's fast lane takes it by
+            n = np.sqrt(np.add.reduce(q * q, axis=-1, keepdims=True)).item()
+        if not 1e-12 <= n < float("inf"):
+            q = q / np.float32(m)
     return q
 
 
