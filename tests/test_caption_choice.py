@@ -76,7 +76,7 @@ def test_modes_survive_save_and_load_and_bad_entries_are_one_line(corpus, captio
     items = [r["id"] for r in recs if r["split"] == "test"][:4]
     assert back.caption("sketch", items, cache=tmp / "c") == captioner.caption("sketch", items, cache=tmp / "c")
     meta = json.loads((out / "captioner.json").read_text())
-    assert meta["format_version"] == 4 and meta["modes"]["sketch"]["val_cider_d"]
+    assert meta["format_version"] == 5 and meta["modes"]["sketch"]["val_cider_d"]
     for bad, words in (({"sketch": {"mode": "best"}}, "not one of mapper, prompt, nearest"),
                        ([1, 2], "not a mapping"),
                        ({"speech": {"mode": "nearest"}}, "'speech' is not bound in this space"),

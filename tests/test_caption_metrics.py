@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from anybind.caption import bleu, cider_d, tokenize
+from anybind.caption.scores import cider_d_items
 from anybind.caption.memory import build_memory, project
 
 
@@ -47,6 +48,18 @@ def test_metrics_bounded_and_best_on_the_references(caps):
         assert 0.0 <= cider_d(h, refs) <= 10.0 + 1e-9
     assert cider_d([r[0] for r in refs], refs) >= cider_d(hyps, refs) - 1e-9
     assert bleu([r[0] for r in refs], refs) >= bleu(hyps, refs) - 1e-9
+
+
+def test_cider_d_items_are_each_items_score_within_the_corpus():
+    """What a paired bootstrap resamples: one score per item, their mean the corpus CIDEr-D; the document frequencies
+    are the whole corpus', so an item's score depends on the other items' references."""
+    refs = [["a red circle today"], ["two blue stars shine"], ["one green square sits"]]
+    hyps = ["a red circle today", "two blue cats", "nothing at all"]
+    got = cider_d_items(hyps, refs)
+    assert len(got) == 3 and np.mean(got) == pytest.approx(cider_d(hyps, refs))
+    assert got[0] == pytest.approx(10.0) and 0.0 < got[1] < 10.0 and got[2] == 0.0
+    assert cider_d_items(hyps[:1], refs[:1]) != pytest.approx(got[:1])  # one document: every idf 0
+    assert cider_d_items([], []) == [] and np.isnan(cider_d([], []))
 
 
 def test_metric_inputs_checked():

@@ -145,7 +145,7 @@ def test_save_load_keeps_k_and_the_memory_captions(corpus, by_k, tmp_path):
     X = _test_sketches(corpus)
     assert back.decode(X, max_tokens=8) == cap.decode(X, max_tokens=8)
     meta = json.loads((out / "captioner.json").read_text())
-    assert meta["format_version"] == 4 and meta["retrieval"]["k"] == 2
+    assert meta["format_version"] == 5 and meta["retrieval"]["k"] == 2
     assert json.loads((out / "memory.json").read_text()) == cap.memory_captions
     (out / "memory.json").rename(out / "memory.bak")
     with pytest.raises(CaptionError, match="memory.json is missing") as e:

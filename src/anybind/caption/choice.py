@@ -15,7 +15,13 @@ Example::
 
     choose_modes(cap, "data/tux/manifest.jsonl", n=32)       # image, audio: from their val pairs
     choose_modes(cap, "data/speech/manifest.jsonl", ["speech"])
-    cap.modes["speech"]   # {"mode": "nearest", "val_cider_d": {"mapper": 0.61, ...}, "n_val": 32, ...}
+    cap.modes["speech"]   # {"mode": "nearest", "val_cider_d": {"mapper": 0.61, ...}, "n_val": 32,
+                          #  "prompt": "Similar recordings say:\n{captions}\nThis one says:\n", ...}
+
+Each choice records the prompt wording the modality's val items were decoded with (``"prompt"``); a captioner
+saved before it did (format <= 4) may have chosen its sound and speech modes under the image wording, and
+``Captioner.load`` says so: ``anybind caption-modes CAPTIONER MANIFEST`` (this function, then an atomic save)
+chooses them again without retraining.
 """
 
 from __future__ import annotations
@@ -85,7 +91,7 @@ def choose_modes(cap: Captioner, manifest: str | Path | Manifest, modalities: Se
         scores = {mode: float(cider_d(cap.decode(X, mode=mode, modality=m, **gen), refs)) for mode in usable}
         best = max(CHEAPEST_FIRST, key=lambda k: (scores.get(k, -np.inf), -CHEAPEST_FIRST.index(k)))
         choice = {"mode": best, "val_cider_d": scores, "n_val": len(recs), "split": split, "seed": seed,
-                  "prompt_k": cap.prompt_k, "retrieval_k": cap.retrieval_k,
+                  "prompt_k": cap.prompt_k, "retrieval_k": cap.retrieval_k, "prompt": cap.prompt_for(m),
                   "decoding": {k: v for k, v in gen.items() if k in ("method", "max_tokens", "beams")}}
         cap.set_mode(m, choice)
         out[m] = choice

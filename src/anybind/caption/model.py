@@ -12,7 +12,10 @@ A saved captioner is a folder::
 
 ``captioner.json`` also records, per modality, the *mode* :meth:`Captioner.caption` uses by default (format 4):
 the trained mapper, the training-free prompt or the nearest memory caption, chosen on val with the val scores
-that chose it (:mod:`anybind.caption.choice`).
+that chose it (:mod:`anybind.caption.choice`), and (format 5) the prompt wording the choice decoded that
+modality's val items with (``"prompt"``): a choice recorded without it, or under another wording than the one this
+anybind decodes the modality with, is kept, and :meth:`Captioner.load` warns in one line how to choose it again
+(``anybind caption-modes``).
     space/                  a copy of the space it decodes from (so ``anybind caption DIR --image x.png``
                             needs nothing else)
 
@@ -44,8 +47,9 @@ from .retrieval import (PROMPT, check_k, check_prompt, generate_captions, lead_e
 log = logging.getLogger(__name__)
 
 FORMAT = "anybind.captioner"
-FORMAT_VERSION = 4  # 2: the memory of training text embeddings and the projection; 3: its captions, retrieval;
-# 4: the default mode per modality chosen on val, and the training-free prompt's k
+FORMAT_VERSION = 5  # 2: the memory of training text embeddings and the projection; 3: its captions, retrieval;
+# 4: the default mode per modality chosen on val, and the training-free prompt's k; 5: each mode choice's prompt
+# wording (before it, sounds' and speech's modes may have been chosen under the image wording)
 METHODS = ("greedy", "beam", "sample")
 #: what decodes a vector: the prefix mapper (with its retrieval k), the frozen LM prompted with the retrieved
 #: captions alone (training-free, no mapper), or the nearest memory caption itself (retrieval captioning, no LM)
@@ -150,8 +154,21 @@ class Captioner:
         n_val = choice.get("n_val", 0)
         if isinstance(n_val, bool) or not isinstance(n_val, int) or n_val < 0:
             raise CaptionError(f"default mode of {modality!r}: n_val {n_val!r} is not a count")
+        if "prompt" in choice:
+            try:
+                check_prompt(choice["prompt"])
+            except CaptionError as e:
+                raise CaptionError(f"default mode of {modality!r}: {e}") from None
         self.check_mode(choice["mode"])
         self.modes[str(modality)] = dict(choice)
+
+    def stale_modes(self) -> list[str]:
+        """The modalities whose recorded mode choice may not have been made under the prompt wording their queries
+        are decoded with now: chosen under another recorded wording, or with none recorded (format <= 4) where the
+        captioner's own prompt (what decoded every modality before format 5) is not that wording (a sound's, a
+        recording's: they were described to the LM as images)."""
+        return [m for m, c in self.modes.items()
+                if c.get("prompt", self.retrieval_prompt) != self.prompt_for(m)]
 
     def mode_for(self, modality: str) -> str:
         """The mode ``modality`` is captioned by default: the one chosen on val, else the mapper."""
@@ -364,9 +381,16 @@ class Captioner:
                 raise CaptionError(f"{cap_p}: {len(captions)} captions for a memory of "
                                    f"{0 if memory is None else len(memory)} embeddings (one caption per row needed)")
         try:
-            return cls(space, lm, mapper, text=meta.get("text_modality", "text"),
+            cap = cls(space, lm, mapper, text=meta.get("text_modality", "text"),
                        noise_std=float(meta.get("noise_std", 0.0)), info=meta.get("info") or {}, memory=memory,
                        projection=kind, memory_temperature=temp, retrieval_k=k, memory_captions=captions,
                        retrieval_prompt=template, prompt_k=prompt_k, modes=modes)
         except CaptionError as e:
             raise CaptionError(f"{meta_p}: {e}") from None
+        stale = cap.stale_modes()
+        if stale:
+            log.warning("%s: the default caption modes of %s may have been chosen under another prompt wording than "
+                        "this anybind decodes them with (it records another one, or none: saved before format 5, it "
+                        "may have described them to the LM as images); kept as they are: choose them again on val, "
+                        "without retraining, with anybind caption-modes %s MANIFEST", path, ", ".join(stale), path)
+        return cap

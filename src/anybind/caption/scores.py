@@ -60,13 +60,23 @@ def bleu(hyps: Sequence[str], refs: Sequence[Sequence[str]], n: int = 4) -> floa
 
 
 def cider_d(hyps: Sequence[str], refs: Sequence[Sequence[str]], n: int = 4, sigma: float = 6.0) -> float:
-    """CIDEr-D of the corpus (mean over items), as coco-caption's ``CiderD`` computes it.
+    """CIDEr-D of the corpus (mean over items), as coco-caption's ``CiderD`` computes it
+    (:func:`cider_d_items`; NaN for no items)."""
+    scores = cider_d_items(hyps, refs, n, sigma)
+    return float(sum(scores) / len(scores)) if scores else float("nan")
+
+
+def cider_d_items(hyps: Sequence[str], refs: Sequence[Sequence[str]], n: int = 4, sigma: float = 6.0) -> list[float]:
+    """Each item's CIDEr-D within the corpus (document frequencies over all of its references), whose mean is
+    :func:`cider_d`: what a paired bootstrap over items resamples.
 
     Document frequencies are counted over the references of these items (an n-gram counts once per item);
     each n-gram order gives the cosine of clipped tf-idf vectors times ``exp(-(len_h - len_r)^2 / (2 sigma^2))``
     (lengths in bigrams, as the reference does), averaged over orders and references, times 10.
     """
     _check(hyps, refs)
+    if not refs:
+        return []
     ref_words = [[tokenize(r) for r in rs] for rs in refs]
     df: Counter = Counter()
     for rws in ref_words:
@@ -101,4 +111,4 @@ def cider_d(hyps: Sequence[str], refs: Sequence[Sequence[str]], n: int = 4, sigm
         for r in rws:
             total = [a + b for a, b in zip(total, sim(hv, vec(r)))]
         scores.append(sum(total) / n / len(rws) * 10.0)
-    return float(sum(scores) / len(scores)) if scores else float("nan")
+    return scores

@@ -1,4 +1,4 @@
-"""``anybind caption-fit`` / ``anybind caption``: decode captions from a space through a small frozen LM."""
+"""``anybind caption-fit`` / ``anybind caption-modes`` / ``anybind caption``: decode captions from a space through a small frozen LM."""
 
 from __future__ import annotations
 
@@ -107,6 +107,47 @@ def caption_fit(
         fn = ", ".join(f"{k}: {_nll(v)}" for k, v in cap.info["training_free_val_nll"].items())
         console.print(f"retrieval k {cap.retrieval_k} chosen on val ({kn}; the frozen LM alone with the retrieved "
                       f"captions: {fn or '-'})", highlight=False)
+
+
+@app.command("caption-modes")
+def caption_modes(
+    captioner: Path = typer.Argument(..., help="Saved captioner folder (from anybind caption-fit); updated in place."),
+    manifest: Path = typer.Argument(..., help="Manifest with captions (text) whose val split chooses the modes."),
+    modality: Optional[list[str]] = typer.Option(None, "--modality", help="Modality to choose for (repeatable; "
+                                                 "default: every bound non-text one with captioned val items)."),
+    choose_n: int = typer.Option(32, "--choose-n", help="Val items per modality captioned (a seeded sample; 0: all)."),
+    max_tokens: int = typer.Option(20, "--max-tokens", help="Greedy decoding's token cap while choosing (caption-fit's)."),
+    seed: int = typer.Option(0, "--seed"),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="Feature cache folder."),
+):
+    """Choose each modality's default caption mode on val again (mapper, training-free prompt or nearest caption,
+    by CIDEr-D), under the prompt wording this anybind decodes it with; no retraining.  The captioner is saved back
+    in place (an atomic swap) with the new choices and the wording they were chosen under.
+
+    Example:  anybind caption-modes models/tux-cap data/tux/manifest.jsonl
+    """
+    from ..caption import Captioner
+    from ..caption.choice import choose_modes
+
+    if choose_n < 0:
+        fail(ValueError(f"--choose-n {choose_n}: give 0 (all) or more val items"))
+    try:
+        cap = Captioner.load(captioner)
+        got = choose_modes(cap, manifest, modality or None, n=choose_n, seed=seed, cache=cache, method="greedy",
+                           max_tokens=max_tokens)
+        if got:
+            cap.save(captioner, overwrite=True)
+    except (AnybindError, ValueError) as e:
+        fail(e)
+    for m, c in got.items():
+        sc = ", ".join(f"{k} {v:.3f}" for k, v in c["val_cider_d"].items())
+        console.print(f"{m}: captioned by {c['mode']} by default, chosen on {c['n_val']} val items (CIDEr-D: {sc})",
+                      highlight=False)
+    left = [m for m in (modality or cap.space.modalities) if m != cap.text and m not in got]
+    for m in left:
+        console.print(f"{m}: not chosen again (no val items with a caption in {manifest}); stays "
+                      f"{cap.mode_for(m)}", highlight=False)
+    console.print(f"saved {captioner}" if got else f"{captioner}: unchanged (nothing chosen)", highlight=False)
 
 
 @app.command("caption")
