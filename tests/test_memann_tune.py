@@ -60,6 +60,20 @@ def test_the_tuned_ef_is_saved_and_searched_at_after_a_reopen(tmp_path):
     assert recall_of(Index.open(ix.path), Q) != pytest.approx(t.recall, abs=1e-9)  # ... and at 64 it differs
 
 
+def test_an_open_reader_searches_at_the_ef_another_process_tuned(tmp_path):
+    """A reader whose graph was loaded (a running service) kept searching at the ef it loaded: a tuning saved by
+    another process (``anybind index --memory-ann-recall`` beside ``anybind serve``) reached it only on a restart,
+    though its refresh had read the new ef from index.json (the codes' rescore factor is taken as set now)."""
+    ix, Q = narrow(tmp_path)
+    reader = Index.open(ix.path)
+    at_64 = recall_of(reader, Q)  # the graph loaded, at the build's ef
+    t = Index.open(ix.path).tune_memory_ann(0.85, queries=Q, grid=GRID)  # another process
+    assert t.ef != 64 and t.recall != pytest.approx(at_64, abs=1e-9)
+    reader.refresh()
+    assert reader.meta["memory_ann"]["ef"] == t.ef
+    assert recall_of(reader, Q) == pytest.approx(t.recall, abs=1e-9)
+
+
 def test_queries_default_to_the_index_own_rows_by_a_seed_and_save_false_keeps_the_ef(tmp_path):
     ix, Q = narrow(tmp_path)
     before = recall_of(ix, Q)
