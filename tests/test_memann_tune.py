@@ -145,3 +145,24 @@ def test_cli_index_tunes_the_graph_and_refuses_a_bad_target_before_embedding(tmp
         in res.output and tuned["target"] == 0.9
     res = runner.invoke(app, [*base[:-1], "--memory-ann-recall", "0.9", "--out", str(tmp_path / "ix2")])
     assert res.exit_code == 2 and "no in-memory ANN to tune" in " ".join(res.output.split()), res.output
+
+
+def test_cli_rebuilding_the_graph_for_another_thread_count_keeps_its_ef(tmp_path):
+    """``anybind index --memory-ann --memory-ann-threads N`` on an index whose graph was built on another count
+    rebuilds it -- at create_memory_ann's default ef 64: an ef tuned (``--memory-ann-recall``) or set before was
+    dropped without a word.  The rebuilt graph searches at the ef the index had."""
+    from typer.testing import CliRunner
+
+    from anybind.cli import app
+    from test_index import make_space, write_corpus
+
+    make_space().save(tmp_path / "space")
+    corpus = str(write_corpus(tmp_path, n=20))
+    base = ["index", str(tmp_path / "space"), corpus, "--out", str(tmp_path / "ix"), "--cache", str(tmp_path / "c"),
+            "--ann", "never", "--ann-threshold", "0", "--memory-ann"]
+    assert CliRunner().invoke(app, base).exit_code == 0
+    Index.open(tmp_path / "ix").set_memory_ann_ef(24)
+    res = CliRunner().invoke(app, [*base, "--memory-ann-threads", "2"])
+    assert res.exit_code == 0, res.output
+    graph = Index.open(tmp_path / "ix").meta["memory_ann"]
+    assert graph["threads"] == 2 and graph["ef"] == 24
