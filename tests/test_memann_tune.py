@@ -103,6 +103,8 @@ def test_other_bad_inputs_are_one_line(tmp_path):
         (dict(z=-1), r"^z \(standard errors of margin\) must be >= 0, got -1$"),
         (dict(grid=(32, 16)), r"^the ef grid must be positive integers, ascending, not \(32, 16\)$"),
         (dict(grid=()), r"^the ef grid must be positive integers, ascending"),
+        (dict(grid=("a", 32)), r"^the ef grid must be positive integers, ascending, not \('a', 32\)$"),  # was int()'s
+        (dict(grid=(16.5, 32)), r"^the ef grid must be positive integers, ascending, not \(16.5, 32\)$"),  # was 16
         (dict(queries=Q[:, :16]), r"^queries are 16-d: this index holds 32-d vectors$"),
         (dict(queries=np.zeros((0, 32))), r"^no tuning queries given$"),
     ]

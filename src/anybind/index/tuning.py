@@ -65,9 +65,12 @@ def tune_ef(search: Callable[[int], np.ndarray], truth: np.ndarray, target: floa
     margin of :func:`recall_bound`.  ``search(ef)``: the tuning queries' found ids at that ``ef`` (one row per
     query); ``truth``: their exact top-k ids.  The largest ``ef`` comes back (``reached`` false) if none reaches."""
     target = check_target(target, z)
-    grid = [int(e) for e in grid]
-    if not grid or any(e < 1 for e in grid) or grid != sorted(set(grid)):
-        raise IndexError_(f"the ef grid must be positive integers, ascending, not {tuple(grid)!r}")
+    given = tuple(grid)
+    if not given or not all(isinstance(e, (int, np.integer)) and not isinstance(e, bool) and e >= 1 for e in given):
+        raise IndexError_(f"the ef grid must be positive integers, ascending, not {given!r}")
+    grid = [int(e) for e in given]
+    if grid != sorted(set(grid)):
+        raise IndexError_(f"the ef grid must be positive integers, ascending, not {given!r}")
     tried = []
     for ef in grid:
         mean, low = recall_bound(search(ef), truth, z)
