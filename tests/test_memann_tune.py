@@ -107,6 +107,9 @@ def test_other_bad_inputs_are_one_line(tmp_path):
         (dict(grid=(16.5, 32)), r"^the ef grid must be positive integers, ascending, not \(16.5, 32\)$"),  # was 16
         (dict(queries=Q[:, :16]), r"^queries are 16-d: this index holds 32-d vectors$"),
         (dict(queries=np.zeros((0, 32))), r"^no tuning queries given$"),
+        # a NaN query row (or noise) was taken in: its recall counted 0, and the largest ef saved as "not reached"
+        (dict(queries=np.where(np.arange(32) == 5, np.nan, Q[:3])), r"^query 0 is not finite \(NaN or infinite\)$"),
+        (dict(noise=math.nan), r"^noise must be a finite number >= 0, not nan$"),
     ]
     for kw, msg in cases:
         with pytest.raises(IndexError_, match=msg):

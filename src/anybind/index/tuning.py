@@ -89,6 +89,9 @@ def unit_queries(queries: np.ndarray, dim: int) -> np.ndarray:
         raise IndexError_(f"queries are {what}: this index holds {dim}-d vectors")
     if not len(Q):
         raise IndexError_("no tuning queries given")
+    bad = np.flatnonzero(~np.isfinite(Q).all(axis=1))
+    if len(bad):  # its recall would count as 0: the tuning skewed, not refused
+        raise IndexError_(f"query {bad[0]} is not finite (NaN or infinite)")
     return unit_rows(Q)
 
 
@@ -96,6 +99,9 @@ def sample_queries(vectors: np.ndarray, n_queries: int, noise: float, seed: int,
                    rows: np.ndarray | None = None) -> np.ndarray:
     """``n_queries`` stored ``vectors`` (of ``rows``, if given) drawn by ``seed``, perturbed by Gaussian noise of
     norm ~``noise`` and renormalised, so that no query is its own trivial nearest neighbour."""
+    number = isinstance(noise, (int, float, np.integer, np.floating)) and not isinstance(noise, bool)
+    if not (number and np.isfinite(noise) and noise >= 0):
+        raise IndexError_(f"noise must be a finite number >= 0, not {noise!r}")
     rng = np.random.default_rng(seed)
     dim = vectors.shape[1]
     pool = np.arange(len(vectors)) if rows is None else rows
