@@ -393,3 +393,32 @@ def test_fit_is_its_trainer_given_only_the_model_s_inputs_and_hooks(setup, cls, 
     assert np.array_equal(scorer.outputs(Xt, mt), model._outputs(Xt, mt))
     assert scorer.by_subset(Xt, mt, model._targets(test), "all-subsets", model.metric, None) == \
         model.evaluate(test, cache=c, counts=True)
+
+
+@pytest.mark.parametrize("warm_start", [True, False])
+def test_an_exception_mid_training_leaves_the_model_as_it_was(setup, warm_start):
+    """An exception in mid-training (here in ``on_epoch``) was to leave the model as it was (the trainer returns the
+    network; fit keeps it only at the end).  It did not: a warm start trained the model's own network in place,
+    left half-trained; a fresh fit had already set the new label and classes, left beside the old network."""
+    tmp, space, man = setup
+    c = tmp / "c"
+    model = FusionClassifier(space, ["sa", "sb", "sc"], epochs=3, hidden=16, seed=3).fit(man, "cls", cache=c)
+    weights = {k: v.clone() for k, v in model.net.state_dict().items()}
+    before = {k: v for k, v in vars(model).items() if k != "net"}
+    test = man.split("test")
+    X, mask = model.branch_inputs(test, c)
+    outputs = model._outputs(X, mask)
+
+    def stop(rec):
+        if rec["epoch"] >= 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        if warm_start:
+            model.fit(man, "cls", cache=c, on_epoch=stop, warm_start=True)
+        else:
+            model.fit([r for r in man.split("train") if r.labels["cls"] != "c0"], "cls", cache=c, on_epoch=stop,
+                      val=man.split("val"))
+    assert {k: v for k, v in vars(model).items() if k != "net"} == before
+    assert all(torch.equal(v, weights[k]) for k, v in model.net.state_dict().items())
+    assert np.array_equal(model._outputs(X, mask), outputs)

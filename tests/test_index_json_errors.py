@@ -113,3 +113,24 @@ def test_a_refresh_checks_another_process_header_as_open_does(tmp_path, case):
             call()
         assert str(e.value).startswith(f"{meta_p}: ") and "\n" not in str(e.value)
         assert ix.meta["ann_threshold"] == 7 and ix.dim == 6  # the header it had
+
+
+def test_a_refused_refresh_does_not_lose_the_rows_another_process_added(tmp_path):
+    """A refresh refused for a damaged ``index.json`` had already moved the table to its latest version, so the
+    refresh after the header was repaired answered False (nothing moved): the service, which reloads its id
+    lookup only when a refresh says the table moved, never saw the rows added meanwhile."""
+    import numpy as np
+
+    from anybind.index import Index, IndexError_
+
+    ix = Index.create(tmp_path / "ix", dim=4, identity="raw-4")
+    meta_p = tmp_path / "ix" / "index.json"
+    other = Index.open(tmp_path / "ix")
+    other.add_vectors(["a", "b"], np.eye(4, dtype=np.float32)[:2], modality="vec")
+    good = meta_p.read_bytes()
+    meta_p.write_text(json.dumps({**json.loads(good), "dim": "x"}))  # damaged meanwhile
+    with pytest.raises(IndexError_, match="dim is 'x'"):
+        ix.refresh()
+    meta_p.write_bytes(good)  # repaired
+    assert ix.refresh() is True
+    assert len(ix.snapshot().vectors) == 2

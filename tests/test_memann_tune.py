@@ -60,6 +60,20 @@ def test_the_tuned_ef_is_saved_and_searched_at_after_a_reopen(tmp_path):
     assert recall_of(Index.open(ix.path), Q) != pytest.approx(t.recall, abs=1e-9)  # ... and at 64 it differs
 
 
+def test_an_open_reader_searches_at_the_ef_another_process_tuned(tmp_path):
+    """A reader whose graph was loaded (a running service) kept searching at the ef it loaded: a tuning saved by
+    another process (``anybind index --memory-ann-recall`` beside ``anybind serve``) reached it only on a restart,
+    though its refresh had read the new ef from index.json (the codes' rescore factor is taken as set now)."""
+    ix, Q = narrow(tmp_path)
+    reader = Index.open(ix.path)
+    at_64 = recall_of(reader, Q)  # the graph loaded, at the build's ef
+    t = Index.open(ix.path).tune_memory_ann(0.85, queries=Q, grid=GRID)  # another process
+    assert t.ef != 64 and t.recall != pytest.approx(at_64, abs=1e-9)
+    reader.refresh()
+    assert reader.meta["memory_ann"]["ef"] == t.ef
+    assert recall_of(reader, Q) == pytest.approx(t.recall, abs=1e-9)
+
+
 def test_queries_default_to_the_index_own_rows_by_a_seed_and_save_false_keeps_the_ef(tmp_path):
     ix, Q = narrow(tmp_path)
     before = recall_of(ix, Q)
@@ -89,8 +103,13 @@ def test_other_bad_inputs_are_one_line(tmp_path):
         (dict(z=-1), r"^z \(standard errors of margin\) must be >= 0, got -1$"),
         (dict(grid=(32, 16)), r"^the ef grid must be positive integers, ascending, not \(32, 16\)$"),
         (dict(grid=()), r"^the ef grid must be positive integers, ascending"),
+        (dict(grid=("a", 32)), r"^the ef grid must be positive integers, ascending, not \('a', 32\)$"),  # was int()'s
+        (dict(grid=(16.5, 32)), r"^the ef grid must be positive integers, ascending, not \(16.5, 32\)$"),  # was 16
         (dict(queries=Q[:, :16]), r"^queries are 16-d: this index holds 32-d vectors$"),
         (dict(queries=np.zeros((0, 32))), r"^no tuning queries given$"),
+        # a NaN query row (or noise) was taken in: its recall counted 0, and the largest ef saved as "not reached"
+        (dict(queries=np.where(np.arange(32) == 5, np.nan, Q[:3])), r"^query 0 is not finite \(NaN or infinite\)$"),
+        (dict(noise=math.nan), r"^noise must be a finite number >= 0, not nan$"),
     ]
     for kw, msg in cases:
         with pytest.raises(IndexError_, match=msg):
@@ -131,3 +150,24 @@ def test_cli_index_tunes_the_graph_and_refuses_a_bad_target_before_embedding(tmp
         in res.output and tuned["target"] == 0.9
     res = runner.invoke(app, [*base[:-1], "--memory-ann-recall", "0.9", "--out", str(tmp_path / "ix2")])
     assert res.exit_code == 2 and "no in-memory ANN to tune" in " ".join(res.output.split()), res.output
+
+
+def test_cli_rebuilding_the_graph_for_another_thread_count_keeps_its_ef(tmp_path):
+    """``anybind index --memory-ann --memory-ann-threads N`` on an index whose graph was built on another count
+    rebuilds it -- at create_memory_ann's default ef 64: an ef tuned (``--memory-ann-recall``) or set before was
+    dropped without a word.  The rebuilt graph searches at the ef the index had."""
+    from typer.testing import CliRunner
+
+    from anybind.cli import app
+    from test_index import make_space, write_corpus
+
+    make_space().save(tmp_path / "space")
+    corpus = str(write_corpus(tmp_path, n=20))
+    base = ["index", str(tmp_path / "space"), corpus, "--out", str(tmp_path / "ix"), "--cache", str(tmp_path / "c"),
+            "--ann", "never", "--ann-threshold", "0", "--memory-ann"]
+    assert CliRunner().invoke(app, base).exit_code == 0
+    Index.open(tmp_path / "ix").set_memory_ann_ef(24)
+    res = CliRunner().invoke(app, [*base, "--memory-ann-threads", "2"])
+    assert res.exit_code == 0, res.output
+    graph = Index.open(tmp_path / "ix").meta["memory_ann"]
+    assert graph["threads"] == 2 and graph["ef"] == 24

@@ -211,7 +211,8 @@ def index_cmd(
     try:
         graph = index.meta.get("memory_ann") or {}
         if memory_ann and (not graph or memory_ann_threads not in (None, graph.get("threads", 1))):
-            index.create_memory_ann(threads=1 if memory_ann_threads is None else memory_ann_threads)
+            index.create_memory_ann(threads=1 if memory_ann_threads is None else memory_ann_threads,
+                                    ef=int(graph.get("ef", 64)))  # a rebuild keeps the ef set or tuned
         # once there, each build keeps it up to date
         if quantize:
             index.quantize(None if quantize == "none" else quantize, rescore=rescore)

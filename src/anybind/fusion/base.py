@@ -11,6 +11,7 @@ modalities, whether the model reconstructs, the task's hooks) for inference and 
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from collections.abc import Callable, Sequence
@@ -210,20 +211,27 @@ class FusionModel:
             if not train:
                 raise DataError(f"no training record has a known value of label {label_key!r}")
             y = self._targets(train)
-        else:
-            self.label_key = label_key
-            y = self._fit_targets(train)
-        X, mask = self.branch_inputs(train, cache)
-        Xv = mv = yv = None
-        if val:
-            val = self._usable_for_val([r for r in val if any(m in r.values for m in self.modalities)])
+        state = dict(vars(self))  # put back if anything below fails: the model is left as it was
+        try:
+            if not warm_start:
+                self.label_key = label_key
+                y = self._fit_targets(train)
+            X, mask = self.branch_inputs(train, cache)
+            Xv = mv = yv = None
             if val:
-                Xv, mv = self.branch_inputs(val, cache)
-                yv = self._targets(val)
-        trainer = self._trainer()  # after the targets: a classifier's classes decide the output width
-        with training_threads(1):  # a tiny network: more threads only spin (see anybind.loop)
-            self.net, self.history_ = trainer.train(X, mask, y, Xv, mv, yv, on_epoch,
-                                                    net=self.net if warm_start else None)
+                val = self._usable_for_val([r for r in val if any(m in r.values for m in self.modalities)])
+                if val:
+                    Xv, mv = self.branch_inputs(val, cache)
+                    yv = self._targets(val)
+            trainer = self._trainer()  # after the targets: a classifier's classes decide the output width
+            with training_threads(1):  # a tiny network: more threads only spin (see anybind.loop)
+                net, history = trainer.train(X, mask, y, Xv, mv, yv, on_epoch,  # a warm start trains a copy
+                                             net=copy.deepcopy(self.net) if warm_start else None)
+        except BaseException:
+            vars(self).clear()
+            vars(self).update(state)
+            raise
+        self.net, self.history_ = net, history
         return self
 
     # -- inference and evaluation (:class:`.scoring.FusionScorer`) ------------

@@ -101,7 +101,9 @@ class Index:
 
     def refresh(self) -> bool:
         """See other processes' writes since this index was opened (rows, ``index.json``); the snapshot is
-        reloaded only if the table's version moved.  Returns whether it did."""
+        reloaded only if the table's version moved.  Returns whether it did.  A damaged ``index.json`` is
+        refused as :meth:`open` refuses it (:class:`~.errors.IndexError_` in one line naming the file; nothing
+        is adopted and the table is not moved, so a later refresh sees the rows written meanwhile)."""
         return self._t.refresh()
 
     # -- creation / opening ---------------------------------------------------------------------

@@ -185,12 +185,18 @@ class FastSearch:
                 log.warning("%s; searching exactly meanwhile", e)
                 self._memann = False
                 return None
-            ef = (self.t.meta.get("memory_ann") or {}).get("ef")
-            if ef and int(ef) != ann.params.get("ef"):  # set since the graph was saved
-                ann.params["ef"] = int(ef)
-                ann.graph.set_ef(int(ef))
+            self._adopt_ef(ann)  # set since the graph was saved
             self._memann = ann
             return ann
+
+    def _adopt_ef(self, ann: MemoryAnn) -> None:
+        """The graph searches at the ``ef`` index.json has now (set or tuned since it was saved or loaded, maybe by
+        another process: a refresh reads it)."""
+        ef = (self.t.meta.get("memory_ann") or {}).get("ef")
+        if ef and int(ef) != ann.params.get("ef"):
+            with ann.lock.write():
+                ann.params["ef"] = int(ef)
+                ann.graph.set_ef(int(ef))
 
     def _drop_quant(self) -> None:
         if self._quant is not None:
@@ -231,7 +237,10 @@ class FastSearch:
         if exact is None and len(snap.modality) < self.t.ann_threshold:
             return None
         ann = self._memann
-        return (ann if type(ann) is MemoryAnn else self._memory_ann() if load else None), snap
+        ann = ann if type(ann) is MemoryAnn else self._memory_ann() if load else None
+        if ann is not None:
+            self._adopt_ef(ann)
+        return ann, snap
 
     def graph_one(self, q: np.ndarray, k: int, exact) -> tuple[Snapshot, list[float], list[int]] | bool | None:
         """:meth:`rows` of one query row with no filter, from the in-memory graph, as lists: (the snapshot, the

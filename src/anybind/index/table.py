@@ -197,8 +197,8 @@ class IndexTable:
         """See writes made by other processes (table rows, ``index.json``, adopted when it is of this index's
         identity and sound: see :meth:`read_header`); returns whether the table moved."""
         before = self.version
-        self.table.checkout_latest()
-        meta = self.read_header()
+        meta = self.read_header()  # first: a damaged header refuses before the table moves (a later refresh
+        self.table.checkout_latest()  # would answer that nothing moved)
         if meta is not None and meta["identity"] == self.meta.get("identity"):
             self.meta = meta
         return self.version != before

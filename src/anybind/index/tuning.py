@@ -65,9 +65,12 @@ def tune_ef(search: Callable[[int], np.ndarray], truth: np.ndarray, target: floa
     margin of :func:`recall_bound`.  ``search(ef)``: the tuning queries' found ids at that ``ef`` (one row per
     query); ``truth``: their exact top-k ids.  The largest ``ef`` comes back (``reached`` false) if none reaches."""
     target = check_target(target, z)
-    grid = [int(e) for e in grid]
-    if not grid or any(e < 1 for e in grid) or grid != sorted(set(grid)):
-        raise IndexError_(f"the ef grid must be positive integers, ascending, not {tuple(grid)!r}")
+    given = tuple(grid)
+    if not given or not all(isinstance(e, (int, np.integer)) and not isinstance(e, bool) and e >= 1 for e in given):
+        raise IndexError_(f"the ef grid must be positive integers, ascending, not {given!r}")
+    grid = [int(e) for e in given]
+    if grid != sorted(set(grid)):
+        raise IndexError_(f"the ef grid must be positive integers, ascending, not {given!r}")
     tried = []
     for ef in grid:
         mean, low = recall_bound(search(ef), truth, z)
@@ -86,6 +89,9 @@ def unit_queries(queries: np.ndarray, dim: int) -> np.ndarray:
         raise IndexError_(f"queries are {what}: this index holds {dim}-d vectors")
     if not len(Q):
         raise IndexError_("no tuning queries given")
+    bad = np.flatnonzero(~np.isfinite(Q).all(axis=1))
+    if len(bad):  # its recall would count as 0: the tuning skewed, not refused
+        raise IndexError_(f"query {bad[0]} is not finite (NaN or infinite)")
     return unit_rows(Q)
 
 
@@ -93,6 +99,9 @@ def sample_queries(vectors: np.ndarray, n_queries: int, noise: float, seed: int,
                    rows: np.ndarray | None = None) -> np.ndarray:
     """``n_queries`` stored ``vectors`` (of ``rows``, if given) drawn by ``seed``, perturbed by Gaussian noise of
     norm ~``noise`` and renormalised, so that no query is its own trivial nearest neighbour."""
+    number = isinstance(noise, (int, float, np.integer, np.floating)) and not isinstance(noise, bool)
+    if not (number and np.isfinite(noise) and noise >= 0):
+        raise IndexError_(f"noise must be a finite number >= 0, not {noise!r}")
     rng = np.random.default_rng(seed)
     dim = vectors.shape[1]
     pool = np.arange(len(vectors)) if rows is None else rows

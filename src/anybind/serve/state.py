@@ -25,7 +25,7 @@ import numpy as np
 from ..data.limits import LIMITS, MediaLimits, using_limits
 from ..data.templates import templates_for
 from ..errors import AnybindError, DataError, not_read_kind
-from ..index import Hit, Index, QueryError, class_embeddings
+from ..index import Hit, Index, IndexError_, QueryError, class_embeddings
 from ..space import Space
 from .blas import one_blas_thread
 from .config import ServeConfig
@@ -85,6 +85,7 @@ class Service:
         self._load_items()
         self._refresh_lock = threading.Lock()
         self._checked = time.monotonic()
+        self._bad_header: str | None = None  # the last refusal of index.json warned of (see refresh)
         self._thumbs: OrderedDict[tuple[str, str, int], bytes] = OrderedDict()
         self._thumb_lock = threading.Lock()
         # last, once nothing above can fail (a failed constructor is never closed); given back by close(), or when
@@ -118,7 +119,15 @@ class Service:
             if not force and now - self._checked < self.config.refresh_seconds:
                 return False  # another request refreshed meanwhile
             self._checked = now
-            if not self.index.refresh():
+            try:
+                moved = self.index.refresh()
+            except IndexError_ as e:  # index.json rewritten badly: serve with the header read before
+                if str(e) != self._bad_header:  # warned once per damage, not on every refresh
+                    self._bad_header = str(e)
+                    log.warning("%s; serving with the header read before", e)
+                return False
+            self._bad_header = None
+            if not moved:
                 return False
             self._load_items()
             with self._thumb_lock:
