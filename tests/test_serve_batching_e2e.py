@@ -109,10 +109,16 @@ def test_the_load_client_in_its_own_process_counts_answers_and_errors(data, shar
     ({"max_batch": "8,0"}, "max_batch='8,0'"),
     ({"batch_wait_ms": "0,-2"}, "batch_wait_ms='0,-2'"),
     ({"max_batch": ","}, "max_batch=','"),
+    ({"max_batch": "8,x"}, "max_batch='8,x'"),
+    ({"concurrency": "1.5"}, "concurrency='1.5'"),
+    ({"batch_wait_ms": "2ms"}, "batch_wait_ms='2ms'"),
+    ({"batch_wait_ms": "0,nan"}, "batch_wait_ms='0,nan'"),
+    ({"batch_wait_ms": "inf"}, "batch_wait_ms='inf'"),
 ])
 def test_the_serve_load_grid_refuses_a_bad_setting_before_building_anything(opts, named, tmp_path):
-    """The bench's tuning grid (comma-separated values per knob): a value no service could run with is refused
-    in one line naming the option, before the corpus, space or index is built."""
+    """The bench's tuning grid (comma-separated values per knob): a value no service could run with (out of range,
+    not a number, not finite) is refused in one line naming the option, before the corpus, space or index is built
+    (a value int()/float() could not read came out as a ValueError traceback from `anybind bench`)."""
     from anybind.bench.tasks_serve import serve_load
     from anybind.errors import AnybindError
 

@@ -190,12 +190,17 @@ def serve_load(
     from .tuxpaint import PLAIN_ENCODERS, load_tux
 
     n, k = int(requests), int(k)
-    concs = [ServeConfig.concurrency] if concurrency is None else _values(concurrency, int)  # the service's default
-    waits = _values(batch_wait_ms, float)
-    batches = [ServeConfig.max_batch] if max_batch is None else _values(max_batch, int)  # the service's default
-    if not (concs and waits and batches) or min(concs + batches) < 1 or min(waits) < 0:
-        raise AnybindError(f"serve-load: concurrency={concurrency!r}, max_batch={max_batch!r} (each >= 1) and "
-                           f"batch_wait_ms={batch_wait_ms!r} (>= 0) must be numbers or comma-separated lists")
+    try:  # None: the service's default
+        concs = [ServeConfig.concurrency] if concurrency is None else _values(concurrency, int)
+        waits = _values(batch_wait_ms, float)
+        batches = [ServeConfig.max_batch] if max_batch is None else _values(max_batch, int)
+    except (TypeError, ValueError):
+        concs = waits = batches = []  # refused just below, in one line
+    if (not (concs and waits and batches) or min(concs + batches) < 1
+            or not all(0 <= w < float("inf") for w in waits)):  # nan, inf: no wait a service could run with
+        raise AnybindError(f"serve-load: concurrency={concurrency!r}, max_batch={max_batch!r} (whole numbers >= "
+                           f"1) and batch_wait_ms={batch_wait_ms!r} (finite, >= 0) must be numbers or comma-separated "
+                           "lists of them")
     conc = concs[0]
     if batching not in ("both", "on", "off"):
         raise AnybindError(f"serve-load: batching={batching!r}; use both, on or off")
