@@ -86,11 +86,13 @@ def continual(work: Path, cache=None, seed: int = 0, console=None, domains: str 
 
 def _caps(cap: str, names: list[str]) -> dict[str, int]:
     """``name:N,...`` -> {name: N}; a name not in ``names``, N < 10, a malformed item: refused in one line."""
+    from ..errors import DataError
+
     out: dict[str, int] = {}
     for item in (c.strip() for c in cap.split(",") if c.strip()):
         name, _, n = item.partition(":")
         if name not in names or not n.isdigit() or int(n) < 10 or name in out:
-            raise ValueError(f"cap must be domain:N (N >= 10), once a domain, among {', '.join(names)}; "
+            raise DataError(f"cap must be domain:N (N >= 10), once a domain, among {', '.join(names)}; "
                              f"got {item!r} in cap={cap!r}")
         out[name] = int(n)
     return out
