@@ -121,6 +121,11 @@ def test_bench_continual_caps_a_domain_and_reports_every_domain(monkeypatch, tmp
     assert [r.id for r in got[-1][2][1].records] != ids
     assert "modx/step2/R@1 b1" in res.metrics and "naive/step1/R@1 b1" in res.metrics
     assert "naive/step1/R@1 b2" not in res.metrics  # not seen yet: no number
+    # a cap at or over a domain's size keeps every record: the notes and config do not claim a draw
+    res = tasks_keep.continual(tmp_path, domains="a,b1,b2", cap="b1:100,b2:30")
+    assert [len(m.records) for _, m in got[-1]] == [200, 100, 30]
+    assert "b1 100 records drawn" not in res.notes[0] and "b2 30 records drawn with seed 0" in res.notes[0]
+    assert res.config["cap"] == {"b2": 30}
     for bad in ("b2:5", "c:30", "b2", "b2:30,b2:40"):
         with pytest.raises(ValueError, match="cap must be domain:N"):
             tasks_keep.continual(tmp_path, domains="a,b1,b2", cap=bad)
