@@ -277,13 +277,15 @@ def serve_load(
     table = [{"name": f"service, {names[m]}", **{c: r.get(c) for c in cols}} for m, r in runs.items()]
     table.append({"name": "in-process sequential", **{c: base.get(c) for c in cols}, "x_sequential": 1.0})
     first = next(iter(runs))
+    systems = " and ".join(x for x in (
+        (f"batching on ({len(cells)} settings)" if grid else "batching on") if batching != "off" else "",
+        "batching off" if batching != "on" else "") if x)
     shared = ("the load client runs in the same process as the server (uvicorn in a thread): both share the GIL "
               "and the machine's cores") if client == "thread" else (
         "the load client runs in a process of its own (bench/loadclient.py); it shares the machine's cores")
     notes = [
-        (f"{int(rounds)} round(s), each: the service with batching "
-         f"{'on, then off' if batching == 'both' else batching}"
-         f"{f' ({len(cells)} settings, the order rotating by round)' if grid else ''}, then the sequential "
+        (f"{int(rounds)} round(s), each: the service with {systems}"
+         f"{', in an order rotating by round' if len(modes) > 1 and int(rounds) > 1 else ''}, then the sequential "
          "baseline; throughput over the rounds' summed wall time, percentiles over all requests"),
         (f"{n} requests fired at once ({n_up} image uploads, {n - n_up} text queries, none cached) against "
          f"{'/'.join(map(str, concs))} worker slots; latency includes the queue wait, so p95 ~ wall time; "
