@@ -192,3 +192,15 @@ def test_the_serve_load_grid_labels_each_cell_and_compares_it_with_its_own_round
     order = [[m for r, m in runs if r == rnd] for rnd in (0, 1)]
     assert order[0][-1] == order[1][-1] == "sequential" and order[1][:-1] == order[0][1:-1] + order[0][:1]
     assert "batching on (4 settings) and batching off, in an order rotating by round, then" in res.notes[0]
+
+
+def test_the_serve_load_grid_over_pools_names_the_pool_batching_off_ran_with(monkeypatch, tmp_path):
+    """With several pools (concurrency=16,32) every row says its pool: batching off runs at the first one."""
+    from anybind.bench.tasks_serve import serve_load
+
+    runs = _fake_serve_load(monkeypatch, lambda m, r: 1.0)
+    res = serve_load(tmp_path, requests=4, uploads=0, concurrency="16,32", max_batch=8)
+    assert (0.0, 1, 16) in [m for _, m in runs] and (0.0, 1, 32) not in [m for _, m in runs]
+    assert [row["name"] for row in res.table] == [
+        "service, batching on (max_batch 8, wait 0 ms, 16 slots)", "service, batching on (max_batch 8, wait 0 ms, "
+        "32 slots)", "service, batching off (16 slots)", "in-process sequential"]

@@ -271,7 +271,7 @@ def serve_load(
 
     names = {m: (f"batching on (max_batch {b}, wait {w:g} ms" + (f", {c} slots)" if len(concs) > 1 else ")"))
              for m, (w, b, c) in cells.items()}
-    names["off"] = "batching off"
+    names["off"] = "batching off" + (f" ({conc} slots)" if len(concs) > 1 else "")  # at the first pool
     cols = ("throughput_rps", "x_sequential", "x_sequential/min", "x_sequential/max", "errors", "p50_ms", "p95_ms",
             "single/p50_ms", "work/p50_ms", "encoder/calls", "encoder/items_per_call", "encoder/busy_share")
     table = [{"name": f"service, {names[m]}", **{c: r.get(c) for c in cols}} for m, r in runs.items()]
