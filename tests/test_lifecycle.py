@@ -59,7 +59,9 @@ def test_continual_study_shows_every_domain_after_each_step(tmp_path):
 
 def test_continual_study_refuses_two_domains_of_one_name(tmp_path):
     doms, specs = three_domains(tmp_path, n=40)
-    with pytest.raises(ValueError, match="'a' more than once"):
+    from anybind.errors import AnybindError
+
+    with pytest.raises(AnybindError, match="'a' more than once"):  # the bench CLI's one-line error, no traceback
         continual_study([doms[0], doms[1], ("a", doms[2][1])], pair=("sa", "sb"), encoders=specs, fit=FIT,
                         cache=tmp_path / "c")
 
@@ -119,6 +121,26 @@ def test_bench_continual_caps_a_domain_and_reports_every_domain(monkeypatch, tmp
     assert [r.id for r in got[-1][2][1].records] != ids
     assert "modx/step2/R@1 b1" in res.metrics and "naive/step1/R@1 b1" in res.metrics
     assert "naive/step1/R@1 b2" not in res.metrics  # not seen yet: no number
+    # a cap at or over a domain's size keeps every record: the notes and config do not claim a draw
+    res = tasks_keep.continual(tmp_path, domains="a,b1,b2", cap="b1:100,b2:30")
+    assert [len(m.records) for _, m in got[-1]] == [200, 100, 30]
+    assert "b1 100 records drawn" not in res.notes[0] and "b2 30 records drawn with seed 0" in res.notes[0]
+    assert res.config["cap"] == {"b2": 30}
     for bad in ("b2:5", "c:30", "b2", "b2:30,b2:40"):
         with pytest.raises(ValueError, match="cap must be domain:N"):
             tasks_keep.continual(tmp_path, domains="a,b1,b2", cap=bad)
+
+
+@pytest.mark.parametrize("cap", ["emoji:5", "nosuch:30", "emoji"])
+def test_anybind_bench_refuses_a_bad_cap_in_one_line(tmp_path, cap):
+    """`anybind bench --task continual --opt cap=...`: a bad cap is the one-line error the bench prints for a bad
+    option, before any corpus is read (it was a ValueError traceback: the bench CLI reports anybind's errors)."""
+    from typer.testing import CliRunner
+
+    from anybind.cli import app
+
+    res = CliRunner().invoke(app, ["bench", "--task", "continual", "--opt", f"cap={cap}",
+                                   "--work", str(tmp_path / "work")])
+    assert res.exit_code != 0 and isinstance(res.exception, SystemExit), repr(res.exception)
+    assert [ln for ln in res.output.splitlines() if "cap must be domain:N" in ln][0].startswith("error: ")
+    assert not (tmp_path / "work").exists()

@@ -184,3 +184,13 @@ def test_a_batched_call_gives_the_encoder_larger_forward_passes_than_its_batch_s
     alone = MemoryFeatureCache(None).encode(enc, texts, progress=False)
     assert [int(x) for x in log.read_text().split()] == [4] * 10  # batching off: the encoder's batch_size
     np.testing.assert_allclose(got, alone, rtol=1e-6)
+
+
+def test_the_batching_defaults_are_the_service_defaults():
+    """A MemoryFeatureCache or Batcher made without max_batch batches as ServeConfig's default does (both
+    still said 64 after the service's default became 8), and so forwards at most that many items at a time."""
+    from anybind.serve import ServeConfig
+
+    cache = MemoryFeatureCache(None, batch_wait=0.0)
+    assert cache.batcher.max_batch == Batcher().max_batch == ServeConfig().max_batch
+    assert cache.min_forward_batch == min(32, ServeConfig().max_batch)

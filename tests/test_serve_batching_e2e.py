@@ -109,10 +109,16 @@ def test_the_load_client_in_its_own_process_counts_answers_and_errors(data, shar
     ({"max_batch": "8,0"}, "max_batch='8,0'"),
     ({"batch_wait_ms": "0,-2"}, "batch_wait_ms='0,-2'"),
     ({"max_batch": ","}, "max_batch=','"),
+    ({"max_batch": "8,x"}, "max_batch='8,x'"),
+    ({"concurrency": "1.5"}, "concurrency='1.5'"),
+    ({"batch_wait_ms": "2ms"}, "batch_wait_ms='2ms'"),
+    ({"batch_wait_ms": "0,nan"}, "batch_wait_ms='0,nan'"),
+    ({"batch_wait_ms": "inf"}, "batch_wait_ms='inf'"),
 ])
 def test_the_serve_load_grid_refuses_a_bad_setting_before_building_anything(opts, named, tmp_path):
-    """The bench's tuning grid (comma-separated values per knob): a value no service could run with is refused
-    in one line naming the option, before the corpus, space or index is built."""
+    """The bench's tuning grid (comma-separated values per knob): a value no service could run with (out of range,
+    not a number, not finite) is refused in one line naming the option, before the corpus, space or index is built
+    (a value int()/float() could not read came out as a ValueError traceback from `anybind bench`)."""
     from anybind.bench.tasks_serve import serve_load
     from anybind.errors import AnybindError
 
@@ -120,3 +126,81 @@ def test_the_serve_load_grid_refuses_a_bad_setting_before_building_anything(opts
         serve_load(tmp_path / "work", **opts)
     assert named in str(err.value) and "\n" not in str(err.value)
     assert not (tmp_path / "work").exists()
+
+
+def _fake_serve_load(monkeypatch, walls):
+    """serve_load with its corpus, space, index, service and load replaced: each run's wall time is
+    ``walls(mode, round)`` (mode: a ServeConfig's (batch_wait_ms, max_batch, concurrency), or 'sequential'); returns
+    the runs made, in order, as (round, mode)."""
+    import types
+
+    import anybind.bench.tasks_serve as ts
+    import anybind.bench.tuxpaint as tux
+    import anybind.serve as serve
+    from anybind.index import Index
+    from anybind.space import Space
+
+    rec = types.SimpleNamespace(values={"text": "a cat."}, has=lambda m: True)
+    monkeypatch.setattr(tux, "load_tux", lambda work, mods, console: types.SimpleNamespace(split=lambda s: [rec]))
+    monkeypatch.setattr(Space, "fit", classmethod(lambda cls, *a, **kw: object()))
+
+    class FakeIndex(list):
+        def counts(self):
+            return {"text": 1}
+
+    monkeypatch.setattr(Index, "build", classmethod(lambda cls, *a, **kw: FakeIndex([rec])))
+    runs: list[tuple[int, object]] = []
+
+    class FakeService:
+        def __init__(self, space, index, cache=None, config=None):
+            self.config = config
+
+        def close(self):
+            pass
+
+    def raw(mode):
+        rnd = sum(1 for _, m in runs if m == "sequential")
+        runs.append((rnd, mode))
+        return {"wall_s": walls(mode, rnd), "lat": {"text": [1.0], "upload": []}, "errors": [], "work_ms": [],
+                "calls": 1, "items": 1, "enc_s": 0.0}
+
+    monkeypatch.setattr(serve, "Service", FakeService)
+    monkeypatch.setattr(ts, "_load_run", lambda svc, *a, **kw: raw(
+        (svc.config.batch_wait_ms, svc.config.max_batch, svc.config.concurrency)))
+    monkeypatch.setattr(ts, "_sequential", lambda svc, *a, **kw: raw("sequential"))
+    return runs
+
+
+def test_the_serve_load_grid_labels_each_cell_and_compares_it_with_its_own_rounds_baseline(monkeypatch, tmp_path):
+    """Two rounds of a 2 x 2 grid beside batching off: each row is named after the settings its service ran with,
+    its x_sequential/min and /max are its per-round ratios over that round's sequential baseline, the order
+    rotates by round, and the notes say so (they said 'on, then off' whatever the order)."""
+    from anybind.bench.tasks_serve import serve_load
+
+    seq = {0: 10.0, 1: 40.0}  # the baseline's wall time per round: round 1 four times slower
+    speed = {(0.0, 8, 32): (2.0, 1.0), (2.0, 8, 32): (1.5, 3.0), (0.0, 16, 32): (0.5, 0.8),
+             (2.0, 16, 32): (1.0, 1.25), (0.0, 1, 32): (1.1, 0.9)}  # per cell: x over the baseline in rounds 0, 1
+    runs = _fake_serve_load(monkeypatch, lambda m, r: seq[r] if m == "sequential" else seq[r] / speed[m][r])
+    res = serve_load(tmp_path, requests=4, uploads=0, concurrency=32, batch_wait_ms="0,2", max_batch="8,16",
+                     rounds=2)
+    rows = {row["name"]: row for row in res.table}
+    for (w, b, c), (x0, x1) in speed.items():
+        name = "service, batching off" if b == 1 else f"service, batching on (max_batch {b}, wait {w:g} ms)"
+        assert rows[name]["x_sequential/min"] == pytest.approx(min(x0, x1))
+        assert rows[name]["x_sequential/max"] == pytest.approx(max(x0, x1))
+        assert rows[name]["x_sequential"] == pytest.approx(sum(seq.values()) / (seq[0] / x0 + seq[1] / x1))
+    order = [[m for r, m in runs if r == rnd] for rnd in (0, 1)]
+    assert order[0][-1] == order[1][-1] == "sequential" and order[1][:-1] == order[0][1:-1] + order[0][:1]
+    assert "batching on (4 settings) and batching off, in an order rotating by round, then" in res.notes[0]
+
+
+def test_the_serve_load_grid_over_pools_names_the_pool_batching_off_ran_with(monkeypatch, tmp_path):
+    """With several pools (concurrency=16,32) every row says its pool: batching off runs at the first one."""
+    from anybind.bench.tasks_serve import serve_load
+
+    runs = _fake_serve_load(monkeypatch, lambda m, r: 1.0)
+    res = serve_load(tmp_path, requests=4, uploads=0, concurrency="16,32", max_batch=8)
+    assert (0.0, 1, 16) in [m for _, m in runs] and (0.0, 1, 32) not in [m for _, m in runs]
+    assert [row["name"] for row in res.table] == [
+        "service, batching on (max_batch 8, wait 0 ms, 16 slots)", "service, batching on (max_batch 8, wait 0 ms, "
+        "32 slots)", "service, batching off (16 slots)", "in-process sequential"]

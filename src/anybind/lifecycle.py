@@ -45,12 +45,13 @@ def continual_study(
     (the drop on the first domain), then ``R@1 <domain>`` for every domain (its test split), in the order given:
     each domain seen up to this step, ``None`` for the domains still to come, so what every update keeps of each
     earlier domain (forgetting) is visible column by column.  Domain names must differ (one column each)."""
+    from .errors import DataError
     from .fitting import fit_space
     from .update import update_space
 
     names = [n for n, _ in domains]
     if dup := sorted({n for n in names if names.count(n) > 1}):
-        raise ValueError(f"continual domains must have different names (one R@1 column each), got "
+        raise DataError(f"continual domains must have different names (one R@1 column each), got "
                          f"{', '.join(map(repr, dup))} more than once in {', '.join(names)}")
     a, b = pair
 

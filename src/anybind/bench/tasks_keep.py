@@ -56,8 +56,9 @@ def continual(work: Path, cache=None, seed: int = 0, console=None, domains: str 
     names = [d.strip() for d in domains.split(",") if d.strip()]
     caps = _caps(cap, names)
     mans = [(n, load_manifest(_domain(work, n), modalities=["image", "text"], progress=False)) for n in names]
+    caps = {n: k for n, m in mans if n in caps and (k := caps[n]) < len(m.records)}  # the caps that draw
     for i, (n, m) in enumerate(mans):
-        if n in caps and caps[n] < len(m.records):
+        if n in caps:
             keep = np.sort(np.random.default_rng([seed, i]).choice(len(m.records), caps[n], replace=False))
             mans[i] = (n, Manifest(m.path, [m.records[j] for j in keep], [], m.kinds))
     rows = continual_study(mans, encoders={m: encoders[m] for m in ("image", "text")}, fit=fit,
@@ -86,11 +87,13 @@ def continual(work: Path, cache=None, seed: int = 0, console=None, domains: str 
 
 def _caps(cap: str, names: list[str]) -> dict[str, int]:
     """``name:N,...`` -> {name: N}; a name not in ``names``, N < 10, a malformed item: refused in one line."""
+    from ..errors import DataError
+
     out: dict[str, int] = {}
     for item in (c.strip() for c in cap.split(",") if c.strip()):
         name, _, n = item.partition(":")
         if name not in names or not n.isdigit() or int(n) < 10 or name in out:
-            raise ValueError(f"cap must be domain:N (N >= 10), once a domain, among {', '.join(names)}; "
+            raise DataError(f"cap must be domain:N (N >= 10), once a domain, among {', '.join(names)}; "
                              f"got {item!r} in cap={cap!r}")
         out[name] = int(n)
     return out

@@ -190,12 +190,17 @@ def serve_load(
     from .tuxpaint import PLAIN_ENCODERS, load_tux
 
     n, k = int(requests), int(k)
-    concs = [ServeConfig.concurrency] if concurrency is None else _values(concurrency, int)  # the service's default
-    waits = _values(batch_wait_ms, float)
-    batches = [ServeConfig.max_batch] if max_batch is None else _values(max_batch, int)  # the service's default
-    if not (concs and waits and batches) or min(concs + batches) < 1 or min(waits) < 0:
-        raise AnybindError(f"serve-load: concurrency={concurrency!r}, max_batch={max_batch!r} (each >= 1) and "
-                           f"batch_wait_ms={batch_wait_ms!r} (>= 0) must be numbers or comma-separated lists")
+    try:  # None: the service's default
+        concs = [ServeConfig.concurrency] if concurrency is None else _values(concurrency, int)
+        waits = _values(batch_wait_ms, float)
+        batches = [ServeConfig.max_batch] if max_batch is None else _values(max_batch, int)
+    except (TypeError, ValueError):
+        concs = waits = batches = []  # refused just below, in one line
+    if (not (concs and waits and batches) or min(concs + batches) < 1
+            or not all(0 <= w < float("inf") for w in waits)):  # nan, inf: no wait a service could run with
+        raise AnybindError(f"serve-load: concurrency={concurrency!r}, max_batch={max_batch!r} (whole numbers >= "
+                           f"1) and batch_wait_ms={batch_wait_ms!r} (finite, >= 0) must be numbers or comma-separated "
+                           "lists of them")
     conc = concs[0]
     if batching not in ("both", "on", "off"):
         raise AnybindError(f"serve-load: batching={batching!r}; use both, on or off")
@@ -266,19 +271,21 @@ def serve_load(
 
     names = {m: (f"batching on (max_batch {b}, wait {w:g} ms" + (f", {c} slots)" if len(concs) > 1 else ")"))
              for m, (w, b, c) in cells.items()}
-    names["off"] = "batching off"
+    names["off"] = "batching off" + (f" ({conc} slots)" if len(concs) > 1 else "")  # at the first pool
     cols = ("throughput_rps", "x_sequential", "x_sequential/min", "x_sequential/max", "errors", "p50_ms", "p95_ms",
             "single/p50_ms", "work/p50_ms", "encoder/calls", "encoder/items_per_call", "encoder/busy_share")
     table = [{"name": f"service, {names[m]}", **{c: r.get(c) for c in cols}} for m, r in runs.items()]
     table.append({"name": "in-process sequential", **{c: base.get(c) for c in cols}, "x_sequential": 1.0})
     first = next(iter(runs))
+    systems = " and ".join(x for x in (
+        (f"batching on ({len(cells)} settings)" if grid else "batching on") if batching != "off" else "",
+        "batching off" if batching != "on" else "") if x)
     shared = ("the load client runs in the same process as the server (uvicorn in a thread): both share the GIL "
               "and the machine's cores") if client == "thread" else (
         "the load client runs in a process of its own (bench/loadclient.py); it shares the machine's cores")
     notes = [
-        (f"{int(rounds)} round(s), each: the service with batching "
-         f"{'on, then off' if batching == 'both' else batching}"
-         f"{f' ({len(cells)} settings, the order rotating by round)' if grid else ''}, then the sequential "
+        (f"{int(rounds)} round(s), each: the service with {systems}"
+         f"{', in an order rotating by round' if len(modes) > 1 and int(rounds) > 1 else ''}, then the sequential "
          "baseline; throughput over the rounds' summed wall time, percentiles over all requests"),
         (f"{n} requests fired at once ({n_up} image uploads, {n - n_up} text queries, none cached) against "
          f"{'/'.join(map(str, concs))} worker slots; latency includes the queue wait, so p95 ~ wall time; "

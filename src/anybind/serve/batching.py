@@ -24,6 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .config import ServeConfig
+
 
 @dataclass
 class _Ask:
@@ -40,7 +42,7 @@ class Batcher:
     combined encoder calls made, ``asks`` the requests they served and ``largest`` the most
     requests one call served."""
 
-    def __init__(self, wait: float = 0.0, max_batch: int = 64):
+    def __init__(self, wait: float = 0.0, max_batch: int = ServeConfig.max_batch):
         self.wait = max(0.0, float(wait))
         self.max_batch = max(1, int(max_batch))
         self._lock = threading.Lock()

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..cache import FeatureCache
 from .batching import Batcher
+from .config import ServeConfig
 
 
 class MemoryFeatureCache(FeatureCache):
@@ -26,7 +27,7 @@ class MemoryFeatureCache(FeatureCache):
     """
 
     def __init__(self, root: str | Path | None = None, max_items: int = 4096, batch_wait: float | None = None,
-                 max_batch: int = 64):
+                 max_batch: int = ServeConfig.max_batch):
         super().__init__(root)
         # batch_wait not None (and max_batch > 1): concurrent calls for one encoder are encoded together,
         # a new batch gathering for up to batch_wait seconds (see .batching)
