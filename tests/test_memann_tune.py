@@ -159,7 +159,7 @@ def test_cli_rebuilding_the_graph_for_another_thread_count_keeps_its_ef(tmp_path
     from typer.testing import CliRunner
 
     from anybind.cli import app
-    from test_index import make_space, write_corpus
+    from index_helpers import make_space, write_corpus
 
     make_space().save(tmp_path / "space")
     corpus = str(write_corpus(tmp_path, n=20))
