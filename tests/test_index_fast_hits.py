@@ -12,6 +12,7 @@ import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from anybind.errors import DataError
 from anybind.bench.search_util import clustered_vectors
 from anybind.index import Index
 from anybind.index.search import hits_of_rows
@@ -149,6 +150,23 @@ def test_the_cheaper_norms_are_bitwise_the_general_ones(rows, d, scale, seed):
     got = Scorer().query([(None, u)])
     assert got.dtype == np.float32 and np.array_equal(got, general) and got is not u
     assert float(np.sqrt(got @ got)) == float(np.linalg.norm(got))
+
+
+@settings(max_examples=80, deadline=None)
+@given(d=st.integers(1, 1600), scale=st.floats(1e-6, 1e6), seed=st.integers(0, 2**32 - 1))
+def test_one_row_normalised_alone_is_its_batch_row_to_the_bit(d, scale, seed):
+    """unit_rows of one query row (its own lane: the square root in Python, a scalar division) gives the bits the
+    batch path gives that row, past numpy's pairwise-summation blocks (d > 128): the same scores downstream."""
+    from anybind.index.exact import unit_rows
+
+    X = (np.random.default_rng(seed).standard_normal((3, d)) * scale).astype(np.float32)
+    batch = unit_rows(X)
+    for x, b in zip(X, batch):
+        one = unit_rows(x[None])
+        assert one.shape == (1, d) and one.dtype == np.float32 and one is not x
+        assert np.array_equal(one[0].view(np.int32), b.view(np.int32))
+    with pytest.raises(DataError, match="zero norm"):
+        unit_rows(np.zeros((1, d), np.float32))
 
 
 def test_a_vector_query_takes_the_short_lane_to_the_same_hits(tux_index):
