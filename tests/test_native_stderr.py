@@ -6,7 +6,6 @@ Each case runs in a fresh interpreter: the filter rewires file descriptor 2, whi
 from __future__ import annotations
 
 import os
-import pty
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from anybind.scale.native_stderr import _FILTER, RAY_ACTOR_RESTART_NOTE
+from pty_helpers import on_a_terminal
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 RAY_LINE = (b"[2026-12-05 09:10:11,123 E 4242 4243] core_worker.cc:2741: Actor with class name: "
@@ -65,21 +65,8 @@ def test_a_crash_inside_still_reaches_the_user():
 
 def test_a_terminal_stays_a_terminal_for_pythons_stderr():
     """Progress bars decide on isatty(): inside the filter, sys.stderr still writes to the terminal."""
-    master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, "ok"], stderr=slave, stdout=subprocess.DEVNULL,
-                            env={**os.environ, "PYTHONPATH": SRC})
-    os.close(slave)
-    out = b""
-    while True:
-        try:
-            chunk = os.read(master, 4096)
-        except OSError:  # the last writer is gone
-            break
-        if not chunk:
-            break
-        out += chunk
-    os.close(master)
-    assert proc.wait(timeout=60) == 0
+    out, _, code = on_a_terminal(SCRIPT, "ok", stdout=subprocess.DEVNULL)
+    assert code == 0
     out = out.replace(b"\r\n", b"\n")
     assert b"python: True" in out and b"a real error of Ray's" in out
     assert RAY_ACTOR_RESTART_NOTE.encode() not in out

@@ -2,18 +2,11 @@
 for and stderr is a terminal; nothing at all on a pipe, and never on stdout.  That every bar of the library goes
 through it is checked in tests/test_architecture.py."""
 
-import os
-import pty
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from anybind.progress import SHAPES, make_progress, progress_bar, shown
-
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+from pty_helpers import on_a_terminal
 
 SCRIPT = """
 import sys
@@ -33,23 +26,8 @@ print("result", flush=True)
 
 def _on_a_terminal(enabled: str, script: str = SCRIPT) -> tuple[bytes, bytes]:
     """The script's (stderr on a terminal, stdout on a pipe)."""
-    master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-c", script, enabled], stderr=slave, stdout=subprocess.PIPE,
-                            env={**os.environ, "PYTHONPATH": SRC})
-    os.close(slave)
-    err = b""
-    while True:
-        try:
-            chunk = os.read(master, 4096)
-        except OSError:  # the last writer is gone
-            break
-        if not chunk:
-            break
-        err += chunk
-    os.close(master)
-    out = proc.stdout.read()
-    proc.stdout.close()
-    assert proc.wait(timeout=60) == 0, err
+    err, out, code = on_a_terminal(script, enabled)
+    assert code == 0, err
     return err, out
 
 
