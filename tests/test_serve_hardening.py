@@ -214,18 +214,3 @@ def test_classify_upload_form_fields_get_the_json_routes_caps(client):
             tracemalloc.stop()
         assert res.status_code == 400 and why in res.json()["detail"], (res.status_code, res.text[:200])
         assert peak < 50e6, peak
-
-
-def test_a_damaged_index_json_does_not_fail_requests(tiny, caplog):
-    """index.json rewritten badly while the service runs: each request's refresh (every ``refresh_seconds``)
-    raised the index's one-line refusal, answered as a 400 naming the server's index.json to the client -- one
-    request per refresh period failing, for as long as the file stayed so.  The service keeps serving with the
-    header it read before and warns in its log, once, naming the file."""
-    c, svc = tiny["client"], tiny["svc"]
-    meta_p = svc.index.path / "index.json"
-    meta_p.write_text(json.dumps({**json.loads(meta_p.read_text()), "dim": "x"}))
-    with caplog.at_level("WARNING", logger="anybind.serve.state"):
-        codes = [c.get("/items/tiny?modality=image").status_code for _ in range(3)]
-    assert codes == [200] * 3
-    warned = [r.getMessage() for r in caplog.records if "index.json" in r.getMessage()]
-    assert len(warned) == 1 and "dim is 'x'" in warned[0] and str(meta_p) in warned[0]

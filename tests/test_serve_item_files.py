@@ -205,3 +205,18 @@ def test_item_files_without_a_content_hash_are_checked_for_containment(tmp_path)
     with pytest.raises(NotFound, match="not a regular file|no longer a regular file"):
         files.open("a", "x", str(inside), None)
     assert time.perf_counter() - t0 < 2
+
+
+def test_a_damaged_index_json_does_not_fail_requests(tiny, caplog):
+    """index.json rewritten badly while the service runs: each request's refresh (every ``refresh_seconds``)
+    raised the index's one-line refusal, answered as a 400 naming the server's index.json to the client -- one
+    request per refresh period failing, for as long as the file stayed so.  The service keeps serving with the
+    header it read before and warns in its log, once, naming the file."""
+    c, svc = tiny["client"], tiny["svc"]
+    meta_p = svc.index.path / "index.json"
+    meta_p.write_text(json.dumps({**json.loads(meta_p.read_text()), "dim": "x"}))
+    with caplog.at_level("WARNING", logger="anybind.serve.state"):
+        codes = [c.get("/items/tiny?modality=image").status_code for _ in range(3)]
+    assert codes == [200] * 3
+    warned = [r.getMessage() for r in caplog.records if "index.json" in r.getMessage()]
+    assert len(warned) == 1 and "dim is 'x'" in warned[0] and str(meta_p) in warned[0]
