@@ -133,6 +133,13 @@ def test_cli_refresh(stale):
     assert json.loads((tmp / "ix" / "index.json").read_text())["identity"] == space2.identity()
     r = CliRunner().invoke(app, ["index", "--refresh", str(tmp / "ix")])
     assert r.exit_code == 2 and "--space" in r.output
+    # options of a build are refused, not dropped without a word, and nothing is refreshed
+    before = (tmp / "ix" / "index.json").read_bytes()
+    r = CliRunner().invoke(app, ["index", "--refresh", str(tmp / "ix"), "--space", str(tmp / "s2"),
+                                 "--memory-ann-recall", "0.9", "--quantize", "int8"])
+    said = " ".join(r.output.split())
+    assert r.exit_code == 2 and "--memory-ann-recall, --quantize apply to `anybind index SPACE MANIFEST" in said, said
+    assert (tmp / "ix" / "index.json").read_bytes() == before
     s3 = Space(space.encoders, {m: p for m, p in make_space(seed=4).projectors.items()})
     s3.projectors.pop("image")
     s3.encoders.pop("image")

@@ -175,6 +175,14 @@ def index_cmd(
     if refresh is not None:
         from .keep import refresh_index_cmd
 
+        building = [flag for flag, given in (("--ann-recall", ann_recall is not None), ("--memory-ann", memory_ann),
+                                             ("--memory-ann-recall", memory_ann_recall is not None),
+                                             ("--quantize", quantize is not None), ("--rescore", rescore is not None),
+                                             ("--repair", repair), ("--overwrite", overwrite)) if given]
+        if building:  # each would be dropped without a word: --refresh only re-embeds the rows
+            raise typer.BadParameter(f"--refresh re-embeds an index's rows; {', '.join(building)} "
+                                     "apply to `anybind index SPACE MANIFEST --out IX`: run that after the refresh")
+
         return refresh_index_cmd(refresh, space_opt or space_dir, cache, cached_only)
     if space_dir is None or out is None:
         raise typer.BadParameter("give SPACE_DIR and --out (or --refresh INDEX --space SPACE)")
