@@ -59,6 +59,7 @@ def _worker(rank: int, world: int, port: int, shards_dir: str, out: str) -> None
         except DataError as e:
             runs["error"] = str(e)
         Path(f"{out}/{rank}.json").write_text(json.dumps(runs, default=str))
+        dist.barrier()  # both workers past the last collective before either tears gloo down (a teardown race aborted one)
     finally:
         dist.destroy_process_group()
 

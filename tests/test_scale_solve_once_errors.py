@@ -60,6 +60,7 @@ def _worker(rank: int, world: int, port: int, out: str, kind: str = "unpicklable
         except Exception as e:  # noqa: BLE001 -- what each worker saw, written for the test
             got = f"{type(e).__name__}: {e}"
         Path(f"{out}/{rank}.json").write_text(json.dumps(got))
+        dist.barrier()  # both workers past the broadcast before either tears gloo down
     finally:
         dist.destroy_process_group()
 
