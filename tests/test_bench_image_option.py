@@ -81,6 +81,44 @@ def test_fm_selection_set_and_probe_never_overlap_and_never_touch_test(n_train, 
     assert [r.id for r in probe] == [f"tr{i}" for i in range(min(n_probe, n_train))]
 
 
+@settings(max_examples=40, deadline=None)
+@given(n_train=st.integers(1, 30), offset=st.integers(0, 40), n_score=st.integers(0, 12), n_probe=st.integers(0, 12))
+def test_fm_selection_slices_from_an_offset_are_disjoint_from_each_other_and_the_probe(n_train, offset, n_score,
+                                                                                      n_probe):
+    """offset=: further disjoint selection sets, the next slices of train; the probe follows the scored slice;
+    an offset past the split's end is refused in one line, as is a probe nothing is left for."""
+    from anybind.bench.tasks_corpora import fm_images
+
+    recs = [Record(id=f"tr{i}", split="train", values={"image": f"tr{i}"}) for i in range(n_train)]
+    recs += [Record(id=f"te{i}", split="test", values={"image": f"te{i}"}) for i in range(3)]
+    fm = Manifest(path=None, records=recs, bad=[], kinds={})
+    if offset >= n_train:
+        with pytest.raises(AnybindError) as e:
+            fm_images(fm, "train", n_score, n_probe, offset)
+        assert f"offset={offset} is outside the {n_train} train images" in str(e.value) and "\n" not in str(e.value)
+        return
+    if n_probe > 0 and offset + n_score >= n_train:
+        with pytest.raises(AnybindError, match=f"offset={offset} limit={n_score} leaves none of the"):
+            fm_images(fm, "train", n_score, n_probe, offset)
+        n_probe = 0
+    scored, probe = fm_images(fm, "train", n_score, n_probe, offset)
+    assert [r.id for r in scored] == [f"tr{i}" for i in range(offset, min(offset + n_score, n_train))]
+    nxt, _ = fm_images(fm, "train", n_score, 0, offset + n_score) if offset + n_score < n_train else ([], [])
+    assert {r.id for r in scored}.isdisjoint(r.id for r in nxt)  # the next slice
+    assert [r.id for r in probe] == [f"tr{i}" for i in range(offset + len(scored),
+                                                                min(offset + len(scored) + n_probe, n_train))]
+    assert fm_images(fm, "train", n_score, 0, 0)[0] == fm_images(fm, "train", n_score, 0)[0]  # 0: as before
+
+
+def test_a_negative_or_non_numeric_offset_is_refused_before_any_work(tmp_path):
+    from anybind.bench.tasks_corpora import fashion_mnist_zeroshot
+
+    for bad, msg in (("-300", "offset=-300: give the first scored image's place"), ("x", "give whole numbers")):
+        with pytest.raises(AnybindError, match=msg):
+            fashion_mnist_zeroshot(tmp_path, systems="defaults", split="train", offset=bad)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_defaults_rows_per_image_encoder_on_val(tmp_path, small_tux, shared_cache, monkeypatch):
     """One defaults row per image encoder, fitted with it (the space says so), scored on val; naming the default
     encoder explicitly gives exactly the default row (the recipe's other choices are still made)."""

@@ -88,6 +88,17 @@ def test_balanced_cells_undo_the_hub(tmp_path):
     assert spread[1000.0] <= spread[10.0] < np.ptp(info[10.0]["predicted_before"])  # harder balancing, flatter counts
 
 
+def test_no_balancing_set_gives_the_plain_hits_alone(tmp_path):
+    """balance=0: the per-image hits without a bias still come back (the paired comparison of image encoders)."""
+    space, fm = _toy(tmp_path)
+    test, bal = fm.split("test"), fm.split("train")
+    plain, hits, info = balanced_hits(space, test, [], list(FM_NAMES), FM_NAMES, FM_TEMPLATES, [], tmp_path / "c")
+    assert hits == {} and info == {}
+    assert np.array_equal(plain, balanced_hits(space, test, bal, list(FM_NAMES), FM_NAMES, FM_TEMPLATES, [10.0],
+                                               tmp_path / "c")[0])
+    assert plain.sum() == fm_hits(space, test, tmp_path / "c").sum()
+
+
 def test_refined_cells_are_the_refined_classifiers_own_predictions(tmp_path):
     from anybind.zeroshot import ZeroShotClassifier
 

@@ -67,7 +67,8 @@ def balanced_hits(space, test, bal, classes: Sequence[str], names: Mapping[str, 
     from ..zeroshot import ZeroShotClassifier
 
     y = np.array([list(classes).index(r.labels["class"]) for r in test])
-    clf = ZeroShotClassifier(space, classes, names=dict(names), templates=templates, temperature=temps[0])
+    clf = ZeroShotClassifier(space, classes, names=dict(names), templates=templates,  # no temps: unbalanced only
+                             **({"temperature": temps[0]} if len(temps) else {}))
     X = clf.embed_items(test, cache)
     S = clf.raw_scores(X, cache)
     plain = (S.argmax(1) == y).astype(np.float64)

@@ -24,3 +24,18 @@ def bootstrap(hits: np.ndarray, others: Sequence[np.ndarray] = (), n: int = 1000
         d = means - best
         diff = (float(np.percentile(d, 2.5)), float(np.percentile(d, 97.5)))
     return float(hits.mean()), ci, diff
+
+
+def paired_vs_first(keys: Sequence[str], per_item: dict, seed: int = 0, n: int = 1000) -> dict:
+    """Each of ``keys[1:]`` minus ``keys[0]`` per column of ``per_item`` (``{key: {column: 0/1 per item}}``, the
+    same items in the same order): ``{key: {column: {"diff", "ci", "wins", "losses"}}}``, the mean difference, its
+    paired 95 % bootstrap interval (one resample of items for both rows) and how many items only that row / only
+    the first gets right."""
+    out: dict = {}
+    for k in keys[1:]:
+        out[k] = {}
+        for c, h0 in per_item[keys[0]].items():
+            d = np.asarray(per_item[k][c], np.float64) - np.asarray(h0, np.float64)
+            mean, ci, _ = bootstrap(d, (), n, seed)
+            out[k][c] = {"diff": mean, "ci": list(ci), "wins": int((d > 0).sum()), "losses": int((d < 0).sum())}
+    return out

@@ -98,20 +98,25 @@ FM_NAMES_TRAIN = {
 FM_SPLITS = ("test", "train")
 
 
-def fm_images(fm, split: str, n_score: int, n_probe: int) -> tuple[list, list]:
-    """``(scored, probe train)`` Fashion-MNIST records: the first ``n_score`` of ``split``; the probe's
-    ``n_probe`` train images follow the scored ones when those are train images too (disjoint sets); a probe
-    asked for that no train image is left for is refused in one line."""
+def fm_images(fm, split: str, n_score: int, n_probe: int, offset: int = 0) -> tuple[list, list]:
+    """``(scored, probe train)`` Fashion-MNIST records: ``n_score`` of ``split`` from its ``offset``-th (0: the
+    first; further disjoint selection sets are further slices); the probe's ``n_probe`` train images follow the
+    scored ones when those are train images too (disjoint sets); a probe asked for that no train image is left
+    for, or an offset past the split's end, is refused in one line."""
     from ..errors import AnybindError
 
-    scored = fm.split(split)[:n_score]
-    start = len(scored) if split == "train" else 0
+    pool = fm.split(split)
+    if offset < 0 or (offset and offset >= len(pool)):
+        raise AnybindError(f"fashion-mnist-zeroshot: offset={offset} is outside the {len(pool)} {split} images: "
+                           f"give 0 to {max(len(pool) - 1, 0)}")
+    scored = pool[offset:offset + n_score]
+    start = offset + len(scored) if split == "train" else 0
     train = fm.split("train")
     probe = train[start:start + n_probe]
     if n_probe > 0 and not probe:
-        raise AnybindError(f"fashion-mnist-zeroshot: split={split} limit={n_score} leaves none of the {len(train)} "
-                           f"train images for the linear probe (probe_train={n_probe}): lower limit, or give "
-                           "probe_train=0 for no probe")
+        raise AnybindError(f"fashion-mnist-zeroshot: split={split} offset={offset} limit={n_score} leaves none of the "
+                           f"{len(train)} train images for the linear probe (probe_train={n_probe}): lower limit, or "
+                           "give probe_train=0 for no probe")
     return scored, probe
 
 
@@ -140,7 +145,9 @@ def per_class_recall(zs: dict) -> dict[str, float]:
     "beside chance, the training-free label bridge and the linear-probe ceiling (--opt limit=N test images, "
     "probe_train=N, systems=" + ",".join(FM_SYSTEMS) + ", prompts=chosen: also each space's own templates chosen on "
     "Tux Paint / emoji val; image=SPEC[,SPEC...]: one defaults row per image encoder; split=train: score the first "
-    "`limit` *train* images, a selection set, the probe on the next probe_train; probe_train=0: no probe; "
+    "`limit` *train* images, a selection set, the probe on the next probe_train; probe_train=0: no probe; offset=N: "
+    "score from the split's N-th image on (further disjoint selection sets; default 0); with several image=, each "
+    "row's paired bootstrap difference from the first per column, and every row's per-image hits in the JSON; "
     "balance=N (default 1000, 0: none): also each system with class biases balanced on N unlabelled *train* images "
     "from balance_start= (default 1000), softmax temperature(s) balance_t= (default 10), applied image by image; "
     "refine=M[,M...]: also class vectors refined on the same unlabelled images, prototype weight M, then balanced)",
@@ -148,7 +155,8 @@ def per_class_recall(zs: dict) -> dict[str, float]:
 def fashion_mnist_zeroshot(work: Path, cache=None, seed: int = 0, console=None, limit: str = "10000",
                            probe_train: str = "10000", systems: str = ",".join(FM_SYSTEMS),
                            prompts: str = "", image: str = "", split: str = "test", balance: str = "1000",
-                           balance_start: str = "1000", balance_t: str = "10", refine: str = "") -> TaskResult:
+                           balance_start: str = "1000", balance_t: str = "10", refine: str = "",
+                           offset: str = "0") -> TaskResult:
     import numpy as np
     from sklearn.linear_model import LogisticRegression
 
@@ -161,7 +169,7 @@ def fashion_mnist_zeroshot(work: Path, cache=None, seed: int = 0, console=None, 
     from ..space import Space
     from .fm_balance import balance_options, balance_set, balanced_hits, refine_option
     from .prompt_choice import check_prompts_option
-    from .stats import bootstrap
+    from .stats import bootstrap, paired_vs_first
     from .tuxpaint import PLAIN_ENCODERS, RECIPE, image_encoders, prepare_tuxpaint, short_spec
 
     wanted = [s.strip() for s in systems.split(",") if s.strip()]
@@ -176,7 +184,13 @@ def fashion_mnist_zeroshot(work: Path, cache=None, seed: int = 0, console=None, 
                            f"only, which systems={systems!r} leaves out: add defaults to systems")
     if split not in FM_SPLITS:
         raise AnybindError(f"fashion-mnist-zeroshot: split={split!r}; known: {', '.join(FM_SPLITS)}")
-    n_test, n_train = int(limit), int(probe_train)
+    try:
+        n_test, n_train, first = int(limit), int(probe_train), int(offset)
+    except ValueError:
+        raise AnybindError(f"fashion-mnist-zeroshot: limit={limit!r}, probe_train={probe_train!r}, offset={offset!r}: "
+                           "give whole numbers") from None
+    if first < 0:
+        raise AnybindError(f"fashion-mnist-zeroshot: offset={first}: give the first scored image's place, 0 or more")
     n_bal, bal_start, temps = balance_options("fashion-mnist-zeroshot", balance, balance_start, balance_t)
     mixes = refine_option("fashion-mnist-zeroshot", refine)
     if mixes and not n_bal:
@@ -188,7 +202,7 @@ def fashion_mnist_zeroshot(work: Path, cache=None, seed: int = 0, console=None, 
         sources += [build_once(work, "emoji", build_emoji), build_once(work, "openclipart", build_openclipart)]
     fm_path = build_once(work, "fashion-mnist", build_fashion_mnist)
     fm = load_manifest(fm_path, modalities=["image"], check_media=False)
-    test, train = fm_images(fm, split, n_test, n_train)
+    test, train = fm_images(fm, split, n_test, n_train, first)
     bal = balance_set(fm, n_bal, bal_start, test, "fashion-mnist-zeroshot") if n_bal else []
     bcols = [("balanced" if len(temps) == 1 else f"balanced T={t:g}", t) for t in temps] if bal else []
     bcols += [(c.replace("balanced", "refined") + (f" m={m:g}" if len(mixes) > 1 else ""), (t, m))
@@ -219,7 +233,7 @@ def fashion_mnist_zeroshot(work: Path, cache=None, seed: int = 0, console=None, 
         else:
             entries.append((key, FM_SYSTEMS[key], fits[key]))
     row_names = {k: n for k, n, _ in entries}
-    rows, accs, recalls, chosen, intervals, balancing = [], {}, {}, {}, {}, {}
+    rows, accs, recalls, chosen, intervals, balancing, per_image = [], {}, {}, {}, {}, {}, {}
     for key, name, fit in entries:
         sp = fit()
 
@@ -239,10 +253,14 @@ def fashion_mnist_zeroshot(work: Path, cache=None, seed: int = 0, console=None, 
             res["chosen prompts, centred"] = zs(None, center=True)
             recalls[name + ", chosen prompts"] = per_class_recall(res["chosen prompts"])
         accs[key] = {k: v["accuracy"] for k, v in res.items()}
-        if bal:  # class biases balanced on unlabelled train images, then each test image on its own
-            for tp, (nm, tpl) in (("", (FM_NAMES, FM_TEMPLATES)), ("train prompts, ", (FM_NAMES_TRAIN, FM_TEMPLATES_TRAIN))):
-                plain, hits, info = balanced_hits(sp, test, bal, list(FM_NAMES), nm, tpl, temps, cache, mixes)
-                base = "accuracy" if not tp else "train prompts"
+        # per-image hits (the paired differences between image encoders); with bal, also class biases balanced on
+        # unlabelled train images, then each test image on its own
+        for tp, (nm, tpl) in (("", (FM_NAMES, FM_TEMPLATES)), ("train prompts, ", (FM_NAMES_TRAIN, FM_TEMPLATES_TRAIN))):
+            plain, hits, info = balanced_hits(sp, test, bal, list(FM_NAMES), nm, tpl, temps if bal else [], cache, mixes)
+            base = "accuracy" if not tp else "train prompts"
+            per_image[key] = {**per_image.get(key, {}), base: plain,
+                              **{tp + col: hits[t] for col, t in bcols}}
+            if bal:
                 m0, ci0, _ = bootstrap(plain, (), 1000, seed)
                 intervals[f"{key}/{base}"] = {"mean": m0, "ci": ci0}
                 for col, t in bcols:
@@ -256,6 +274,7 @@ def fashion_mnist_zeroshot(work: Path, cache=None, seed: int = 0, console=None, 
         recalls[name] = per_class_recall(res["accuracy"])
         recalls[name + ", train prompts"] = per_class_recall(res["train prompts"])
         rows.append({"name": name, **accs[key]})
+    paired = paired_vs_first([f"defaults@{short_spec(s)}" for s in specs], per_image, seed)
     # the ceiling: logistic regression on the same frozen image features, trained on Fashion-MNIST train
     from ..cache import FeatureCache
     from ..encoders.registry import get_encoder
@@ -301,7 +320,10 @@ def fashion_mnist_zeroshot(work: Path, cache=None, seed: int = 0, console=None, 
                  **{f"{k}/{c}": v for k, a in accs.items() for c, v in a.items()}},
         baselines=baselines,
         table=rows,
-        config={"test_images": len(test), "split": split, "probe_train_images": len(train),
+        config={"test_images": len(test), "split": split, "offset": first, "probe_train_images": len(train),
+                "scored_ids": [r.id for r in test[:1] + test[-1:]], "paired_vs_first_image": paired,
+                "per_image_hits": {k: {c: "".join(str(int(v)) for v in h) for c, h in cols.items()}
+                                   for k, cols in per_image.items()},
                 "image_encoders": specs, "templates": list(FM_TEMPLATES),
                 "train_prompts": list(FM_TEMPLATES_TRAIN), "train_names": FM_NAMES_TRAIN, "systems": wanted,
                 "headline": row_names[head],
@@ -310,11 +332,17 @@ def fashion_mnist_zeroshot(work: Path, cache=None, seed: int = 0, console=None, 
                 "refine": mixes,
                 "balancing": balancing, "intervals": {k: {a: (list(b) if isinstance(b, tuple) else b)
                                                           for a, b in v.items()} for k, v in intervals.items()}},
-        notes=[(f"first {len(test)} Fashion-MNIST {split} images, inverted to dark-on-white; " + (
+        notes=[(f"Fashion-MNIST {split} images {first}-{first + len(test) - 1} ({len(test)}; from the split's first), "
+                "inverted to dark-on-white; " + (
                     f"probe trained on {len(train)} train images ({'the first' if split == 'test' else 'the next'})"
                     if train else "no linear probe (probe_train=0)")
                 + ("; train images scored: a selection set (never test), not zero-shot test accuracy"
                    if split == "train" else "")),
+               *([f"paired against image={short_spec(specs[0])} on the same images (each minus it; 95% bootstrap, 1000 "
+                  f"resamples, seed {seed}; per-image hits in the JSON config): " + "; ".join(
+                      f"{row_names[k]} {c} {v['diff']:+.3f} ({v['ci'][0]:+.3f} to {v['ci'][1]:+.3f}; "
+                      f"+{v['wins']}/-{v['losses']} images)" for k, cols in paired.items() for c, v in cols.items())]
+                 if paired else []),
                ("centred: the test images' mean embedding subtracted before the cosine (uses the unlabelled test batch; "
                 "Fashion-MNIST sits in one corner of the space, where 'trousers' is the hub)"),
                ("train prompts: FM_TEMPLATES_TRAIN with FM_NAMES_TRAIN, chosen on labelled Fashion-MNIST train images "
