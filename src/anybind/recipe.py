@@ -41,7 +41,9 @@ i->t -5 queries, Fashion-MNIST selection set mixed; encoding 2.1x.  An option (T
 Re-measured on branch h135 (val only; BENCHMARKS.md, same section): Tux Paint val t->i 0.456 -> 0.544 (seed 0) and
 0.476 -> 0.524 (seed 1), i->t -2 of 103 queries on both; the held-out transfer cells as h107's; but the
 Fashion-MNIST selection set (train 0-299) inductive 0.383 -> 0.367 (-5 of 300 images), transductive 0.417 -> 0.403:
-it loses the one zero-shot measure the default must not lose, so it stays an option.  Beside it on Tux Paint val,
+it loses the one zero-shot measure the default must not lose, so it stays an option.  Settled on branch h145 with
+four more disjoint selection sets (train 300-599, 600-899, 2000-2299, 2300-2599; ``--opt offset``): it loses on all
+five, pooled over 1,500 images 0.412 -> 0.383 (86 won, 129 lost; paired 95 % -0.046 to -0.009).  Beside it on Tux Paint val,
 none moved t->i by more than a query: lr 1e-5 / 3e-5, a linear projector, more dropout (fine-tuning never beats
 the ridge start at epoch 1), the bridge's softmax temperature or a drawing template, CSLS / QB-Norm at query time.
 Re-measured on this code (BENCHMARKS.md, sections transfer, defaults, tuxpaint-ablation): a smaller matrix
