@@ -102,3 +102,40 @@ def test_the_global_rank_is_read_apart_from_the_local_one():
     assert torchrun_launch({**base, "RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0"}) is None  # nothing to share
     got = torchrun_launch({**base, "RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1"})
     assert got == Launch(rank=3, world=4, local_rank=1) and not got.leader
+
+
+def _failing_worker(rank: int, world: int, ports: list[int], manifest: str, encoders: dict, tmp: str) -> None:
+    """One process of a torchrun-like job (gloo) calling ``fit_sharded(launch=...)`` twice: once with a manifest
+    that does not exist (rank 0's preparation fails), once where rank 1 cannot read the shards rank 0 wrote (as on a
+    node without the shared storage); what each process raised, written for the test."""
+    import anybind.scale.sharded as sh
+    from anybind.errors import DataError as Refused
+
+    got = []
+    for port, what in zip(ports, ("no manifest", "shards unseen")):
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        if what == "shards unseen" and rank == 1:
+            def unseen(path):
+                raise Refused(f"{path}: not a training-shards folder (no meta.json)")
+            sh.TrainingShards.open = unseen
+        try:
+            sh.fit_sharded(manifest if what != "no manifest" else f"{tmp}/missing.jsonl", encoders=encoders,
+                           cache=f"{tmp}/cache", launch=Launch(rank, world, rank), recipe="plain", epochs=1,
+                           batch_size=64, dim=8, progress=False)
+            got.append("no error")
+        except Refused as e:
+            got.append(str(e))
+    Path(f"{tmp}/{rank}.txt").write_text("\n".join(got))
+
+
+def test_a_failure_on_one_rank_stops_every_rank_in_one_line(tmp_path):
+    import torch
+
+    manifest, encoders = synthetic_corpus(tmp_path / "syn", n=200)
+    torch.multiprocessing.spawn(_failing_worker, nprocs=2, join=True,
+                                args=(2, [_free_port(), _free_port()], str(manifest), encoders, str(tmp_path)))
+    for r in (0, 1):
+        missing, unseen = (tmp_path / f"{r}.txt").read_text().split("\n")
+        assert "missing.jsonl" in missing and "does not exist" in missing
+        assert unseen.startswith("rank 1 of 2: cannot read the training shards rank 0 wrote")
+        assert "(--cache or $ANYBIND_CACHE) on storage every node mounts at the same path" in unseen, unseen

@@ -100,4 +100,5 @@ def agree(error: str | None) -> None:
     dist.all_gather_object(errors, error)
     for r, e in enumerate(errors):
         if e is not None:
+            dist.barrier()  # every process past the gather before any tears the group down (gloo aborts otherwise)
             raise DataError(f"rank {r} of {len(errors)}: {e}")
