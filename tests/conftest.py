@@ -18,8 +18,8 @@ import torchvision_shim  # noqa: E402 - needs the path above
 torchvision_shim.install()
 
 # fixtures shared by several test files (see each module's doc): the captioning corpus and captioner, built once a
-# session; the corpus builders' small made-up source folders
-pytest_plugins = ["caption_fixtures", "corpus_sources"]
+# session; the corpus builders' small made-up source folders; a Ray cluster started apart
+pytest_plugins = ["caption_fixtures", "corpus_sources", "ray_cluster"]
 
 STAMPS = Path("/usr/share/tuxpaint/stamps")
 

@@ -196,6 +196,10 @@ def fit(
 
       anybind fit data/tux/manifest.jsonl --modalities image,text --ray-workers 2 --out spaces/tux-ray
 
+    Under torchrun (DDP, streaming; one node or several, rank 0 saves):
+
+      torchrun --nproc-per-node 2 -m anybind fit data/tux/manifest.jsonl --modalities image,text --out spaces/tux-ddp
+
     Start from CLIP (text and image in CLIP's own space, its scale and prompts), then bind sounds to it:
 
       anybind fit --from-pretrained clip=openai/clip-vit-base-patch32 --out spaces/clip
@@ -231,17 +235,26 @@ def fit(
         kw = {"seed": seed, **({"dim": dim} if dim else {})}
     if select_data:
         kw.update(select_data=[str(p) for p in select_data], select_split=None if select_split == "all" else select_split)
-    if stream or ray_workers > 0:
+    from ..scale.launch import torchrun_launch
+
+    try:
+        launch = torchrun_launch()  # under torchrun with several processes: streaming, in DDP
+    except AnybindError as e:
+        fail(e)
+    if stream or ray_workers > 0 or launch is not None:
         if method != "contrastive":
-            raise typer.BadParameter("--stream / --ray-workers train projectors: use --method contrastive")
+            raise typer.BadParameter("--stream / --ray-workers / torchrun train projectors: use --method contrastive")
         try:
             from ..scale.sharded import fit_sharded
 
             space = fit_sharded(
                 [str(s) for s in sources], split_csv(modalities), encoders=encoders, cache=cache,
                 ray_workers=ray_workers, ray=ray_target(ray, ray_address), ray_address=ray_address,
-                strict=strict, weights=weight or None, allow_eval_only=allow_eval_only, recipe=recipe, **kw,
+                strict=strict, weights=weight or None, allow_eval_only=allow_eval_only, recipe=recipe,
+                launch=launch, **kw,
             )
+            if space is None:  # another rank of a torchrun job than 0: rank 0 saves and reports
+                return
             space.save(out, overwrite=overwrite)
         except AnybindError as e:
             fail(e)

@@ -195,3 +195,21 @@ def free_resource(name: str, wait: float = 0.0, at_least: float = 0.1) -> float:
             return free
         gc.collect()  # drops unreferenced pipelines, whose actors then exit
         time.sleep(0.2)
+
+
+def driver_folder() -> str:
+    """This (the driver's) folder as the shell names it (links kept: the name nodes mounting the same storage
+    share), for Ray workers to work in (:func:`work_in`)."""
+    from ..data.files import absolute_as_given
+
+    return absolute_as_given(".")
+
+
+def work_in(folder: str | None) -> None:
+    """In a Ray worker (an actor, a task): work in the driver's ``folder`` (:func:`driver_folder`) where this node
+    has it, so that a relative path (a media file of a manifest given by a relative path, a file in an encoder spec
+    such as ``vectors:a.npz``) reads as on the driver; a worker process serves one driver only.  Otherwise the
+    worker's folder is its node's ``ray start`` folder (a node without the driver's folder keeps it: the relative
+    path is then refused there, naming it)."""
+    if folder and os.path.isdir(folder):
+        os.chdir(folder)

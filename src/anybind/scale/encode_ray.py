@@ -19,7 +19,7 @@ from ..encoders.device import cache_identity, current_runtime, ray_gpus, worker_
 from ..encoders.registry import get_encoder
 from ..errors import DataError, EncoderError, Reason
 from ..progress import progress_bar
-from . import cluster_cpus, free_cpus
+from . import cluster_cpus, driver_folder, free_cpus, work_in
 from .encode_report import EncodeReport, cached_encoder
 from .reserve import Groups, Reservation, down, reserve
 
@@ -31,8 +31,10 @@ def _worker_encoder(spec: str) -> Encoder:
     return cached_encoder(get_encoder(spec))
 
 
-def key_batch(batch: dict[str, np.ndarray], spec: str) -> dict[str, np.ndarray]:
-    """Map task: the content key of each item (hashing file bytes), or why it cannot be read."""
+def key_batch(batch: dict[str, np.ndarray], spec: str, workdir: str | None = None) -> dict[str, np.ndarray]:
+    """Map task: the content key of each item (hashing file bytes), or why it cannot be read.  ``workdir``: the
+    driver's folder (:func:`anybind.scale.work_in`), where relative items and spec files are read."""
+    work_in(workdir)
     enc = _worker_encoder(spec)
     keys, errors = [], []
     for it in batch["item"]:
@@ -45,8 +47,10 @@ def key_batch(batch: dict[str, np.ndarray], spec: str) -> dict[str, np.ndarray]:
     return {"i": batch["i"], "key": np.asarray(keys, dtype=object), "error": np.asarray(errors, dtype=object)}
 
 
-def decode_batch(batch: dict[str, np.ndarray], spec: str) -> dict[str, np.ndarray]:
-    """Map task: ``Encoder.load`` on each item; an undecodable item becomes an error row, not a failure."""
+def decode_batch(batch: dict[str, np.ndarray], spec: str, workdir: str | None = None) -> dict[str, np.ndarray]:
+    """Map task: ``Encoder.load`` on each item; an undecodable item becomes an error row, not a failure.
+    ``workdir``: as :func:`key_batch`'s."""
+    work_in(workdir)
     enc = _worker_encoder(spec)
     data, errors, kinds = [], [], []
     for it in batch["item"]:
@@ -75,11 +79,12 @@ class _EncodeActor:
     """One frozen encoder per actor: encodes decoded rows in forward-pass batches, commits one shard per call."""
 
     def __init__(self, spec: str, identity: str, cache_root: str, batch_size: int, threads: int,
-                 cache_key: str | None = None, runtime: dict[str, str] | None = None):
+                 cache_key: str | None = None, runtime: dict[str, str] | None = None, workdir: str | None = None):
         import torch
 
         torch.set_num_threads(max(1, threads))
         worker_runtime(runtime)  # the driver's device and precision
+        work_in(workdir)  # the driver's folder: a relative file in the spec reads as there
         self.enc = _worker_encoder(spec)
         if self.enc.identity != identity:
             raise EncoderError(
@@ -110,7 +115,7 @@ def encode_actor_options(enc: Encoder, cache_root: str, *, batch_size: int, shar
         "fn_constructor_kwargs": {
             "spec": enc.spec, "identity": enc.identity, "cache_root": cache_root, "batch_size": int(batch_size),
             "threads": max(1, round(actor_cpus)), "cache_key": cache_identity(enc),
-            "runtime": current_runtime().to_dict(),
+            "runtime": current_runtime().to_dict(), "workdir": driver_folder(),
         },
         "batch_size": shard_size, "num_cpus": actor_cpus, "num_gpus": ray_gpus(num_gpus) or None,
     }
@@ -192,7 +197,7 @@ def _ray_keys(enc: Encoder, uniq: list[str], shard_size: int, decode_cpus: float
         [{"i": i, "item": it} for i, it in enumerate(uniq)],
         override_num_blocks=max(1, min(len(uniq) // max(1, shard_size) + 1, 1000)),
     )
-    ds = res.map_batches(ds, "decode tasks", key_batch, fn_kwargs={"spec": enc.spec}, batch_size=None,
+    ds = res.map_batches(ds, "decode tasks", key_batch, fn_kwargs={"spec": enc.spec, "workdir": driver_folder()}, batch_size=None,
                          num_cpus=decode_cpus)
     keys, errors = [""] * len(uniq), [""] * len(uniq)
     for b in ds.iter_batches(batch_size=None, batch_format="numpy"):
@@ -215,7 +220,7 @@ def _run_encode(enc: Encoder, missing: list[tuple[str, str]], fc: FeatureCache, 
     opts = encode_actor_options(enc, str(fc.root.absolute()), batch_size=batch_size or enc.batch_size,
                                 shard_size=shard_size, num_gpus=num_gpus, actor_cpus=actor_cpus)
     # each stage in its own group: neither can take the CPUs the other needs
-    ds = res.map_batches(ds, "decode tasks", decode_batch, fn_kwargs={"spec": enc.spec}, batch_size=shard_size,
+    ds = res.map_batches(ds, "decode tasks", decode_batch, fn_kwargs={"spec": enc.spec, "workdir": driver_folder()}, batch_size=shard_size,
                          num_cpus=decode_cpus)
     ds = res.map_batches(ds, "encoder actors", _EncodeActor, compute=_compute(concurrency), **opts)
     try:
@@ -306,13 +311,14 @@ class _EmbedActor:
     """Embeds items of one modality with a saved space (features through the shared feature cache)."""
 
     def __init__(self, space_dir: str, identity: str, modality: str, cache_root: str, threads: int,
-                 runtime: dict[str, str] | None = None):
+                 runtime: dict[str, str] | None = None, workdir: str | None = None):
         import torch
 
         from ..space import Space
 
         torch.set_num_threads(max(1, threads))
         worker_runtime(runtime)  # the driver's device and precision
+        work_in(workdir)  # the driver's folder: relative items and spec files read as there
         self.space = Space.load(space_dir)
         if self.space.identity() != identity:
             raise EncoderError(f"{space_dir}: a worker loaded space {self.space.identity()}, the driver's is {identity}")
@@ -356,7 +362,8 @@ def ray_index_embedder(
                 override_num_blocks=max(1, min(math.ceil(len(items) / batch_size), 10_000)),
             )
             kw = {"space_dir": str(Path(space_dir).absolute()), "identity": identity, "modality": modality,
-                  "cache_root": root, "threads": max(1, round(actor_cpus)), "runtime": current_runtime().to_dict()}
+                  "cache_root": root, "threads": max(1, round(actor_cpus)), "runtime": current_runtime().to_dict(),
+                  "workdir": driver_folder()}
             ds = res.map_batches(ds, "encoder actors", _EmbedActor, fn_constructor_kwargs=kw, batch_size=batch_size,
                                  compute=_compute(concurrency), num_cpus=actor_cpus,
                                  num_gpus=ray_gpus(num_gpus) or None)

@@ -40,19 +40,18 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..data.files import absolute_as_given
 from ..errors import AnybindError, DataError, FederationError
 from ..federated_clients import ClientSpec, build_client
 from ..federated_parties import Message
 from ..loop import training_threads
 from ..space import Space
+from . import driver_folder, work_in
 from .reserve import Reservation, down, reserve
 
 log = logging.getLogger(__name__)
@@ -73,8 +72,7 @@ class ClientActor:
     def __init__(self, spec: ClientSpec, public: Mapping[str, np.ndarray], workdir: str | None = None):
         self.threads = spec.config.threads
         self.client, self.error = None, None
-        if workdir and os.path.isdir(workdir):  # the driver's folder: paths in encoder specs read as there
-            os.chdir(workdir)  # (this process is the actor's alone; its node's `ray start` folder otherwise)
+        work_in(workdir)  # the driver's folder: paths in encoder specs read as there
         try:
             self.client = build_client(spec, public)
         except AnybindError as e:  # the driver raises it (one line, the client and the node it ran on named)
@@ -118,7 +116,7 @@ class RayClients:
 
         cpus = down(cpus if cpus is not None else max(0.05, min(1.0, cluster_cpus() / max(1, len(specs)))))
         actor = ray.remote(num_cpus=cpus, max_restarts=0)(ClientActor)
-        ref, here = ray.put(dict(public)), absolute_as_given(".")
+        ref, here = ray.put(dict(public)), driver_folder()
         have = ray.cluster_resources()
         self.actors, self.held = [None] * len(specs), []
         try:

@@ -1,7 +1,9 @@
-"""The sharded fit: ``anybind fit --stream`` (in this process) and ``--ray-workers N`` (Ray Train).
+"""The sharded fit: ``anybind fit --stream`` (in this process, or in DDP over the processes torchrun started on
+one node or several) and ``--ray-workers N`` (Ray Train).
 
 :func:`fit_sharded` plans the fit like ``Space.fit`` (:func:`anybind.fitting.plan_fit`), writes training shards,
-and trains them streaming (:mod:`anybind.scale.train`) or on Ray Train workers (:mod:`anybind.scale.ray_train`).
+and trains them streaming (:mod:`anybind.scale.train`; under torchrun: :mod:`anybind.scale.launch`) or on Ray
+Train workers (:mod:`anybind.scale.ray_train`).
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from ..errors import DataError, unusable_file
 from ..train import TrainConfig
 from .ray_train import fit_ray
 from .shard_write import write_training_shards
-from .stream import DEFAULT_ROWS_PER_SHARD
-from .train import DEFAULT_SHUFFLE_BUFFER, check_config, fit_streaming
+from .launch import Launch, agree, process_group
+from .stream import DEFAULT_ROWS_PER_SHARD, TrainingShards
+from .train import (DEFAULT_SHUFFLE_BUFFER, check_config, fit_streaming, ridge_init, shard_stats, solve_once,
+                    space_from_result, train_streaming)
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +42,7 @@ def fit_sharded(
     rows_per_shard: int = DEFAULT_ROWS_PER_SHARD,
     shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
     progress: bool = True,
+    launch: Launch | None = None,
     **config: Any,
 ):
     """``anybind fit --stream`` / ``--ray-workers N``: encode what is missing, write training shards, train.
@@ -49,10 +54,11 @@ def fit_sharded(
     The data, the eval-only refusal, the recipe (``recipe="auto"``: the encoders, ``lock`` and
     ``init`` left open follow :func:`anybind.recipe.resolve_recipe`) and the lineage are those of
     ``Space.fit`` (:func:`anybind.fitting.plan_fit`).  ``**config``: :class:`~anybind.train.TrainConfig` fields.
+    ``launch``: this process's place in a torchrun job (:func:`anybind.scale.launch.torchrun_launch`): the
+    streaming trainer in DDP over its processes, every process calling this; the space comes back on global rank 0
+    only (``None`` on the others), which alone encodes, writes shards and shows progress.
     """
     from ..cache import FeatureCache
-    from ..fitting import plan_fit
-    from .encode import encode_items, manifest_items
 
     config.pop("select_split", None)
     if config.pop("select_data", None) is not None:
@@ -60,7 +66,38 @@ def fit_sharded(
                         "--ray-workers): the streaming trainer selects on its shards' val split")
     if weights is not None and len(set(float(w) for w in weights)) > 1:
         raise DataError("per-corpus sampling weights need the in-memory fit (drop --stream / --ray-workers)")
+    if launch is not None and ray_workers > 0:
+        raise DataError(f"launched by torchrun ({launch.world} processes) and asked for {ray_workers} Ray Train "
+                        "workers: train with one or the other (drop --ray-workers under torchrun)")
     fc = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
+
+    def prepare(progress: bool):
+        return _prepare(manifest, modalities, encoders=encoders, cache=fc, ray=ray, strict=strict,
+                        allow_eval_only=allow_eval_only, recipe=recipe, rows_per_shard=rows_per_shard,
+                        progress=progress, config=config)
+
+    if launch is not None:
+        return _fit_torchrun(launch, prepare, shuffle_buffer=shuffle_buffer, progress=progress)
+    plan, cfg, shards = prepare(progress)
+    if ray_workers > 0:
+        address = ray_address or (ray if isinstance(ray, str) else None)
+
+        space = fit_ray(shards, cfg, workers=ray_workers, address=address, shuffle_buffer=shuffle_buffer)
+    else:
+        space = fit_streaming(shards, cfg, shuffle_buffer=shuffle_buffer, progress=progress)
+    space.info["lineage"].append(
+        plan.lineage(space, trainer=f"ray-train x{ray_workers}" if ray_workers > 0 else "streaming"))
+    return space
+
+
+def _prepare(manifest, modalities, *, encoders, cache, ray, strict, allow_eval_only, recipe, rows_per_shard,
+             progress, config):
+    """``(plan, cfg, shards)``: the fit planned like ``Space.fit``, the features that are missing encoded (on Ray
+    when ``ray`` is given), the training shards written (the plan's manifests without the records whose files could
+    not be decoded)."""
+    from ..fitting import plan_fit
+    from .encode import encode_items, manifest_items
+
     plan = plan_fit(manifest, modalities, encoders=encoders, recipe=recipe, config=config, strict=strict,
                     progress=progress, allow_eval_only=allow_eval_only)
     cfg = TrainConfig(**plan.config)
@@ -70,19 +107,46 @@ def fit_sharded(
     for m, spec in specs.items():
         items = [v for man in manifests for v in manifest_items(man, m)[0]]
         if items:
-            rep = encode_items(spec, items, fc, ray=encode_on, progress=progress)
+            rep = encode_items(spec, items, cache, ray=encode_on, progress=progress)
             if rep.failed:  # files changed since they were validated: skipped and reported, like bad records
                 manifests = [_skip_undecodable(man, m, dict(rep.failed)) for man in manifests]
-    shards = write_training_shards(manifests, specs, fc, rows_per_shard=rows_per_shard, progress=progress)
-    if ray_workers > 0:
-        address = ray_address or (ray if isinstance(ray, str) else None)
-
-        space = fit_ray(shards, cfg, workers=ray_workers, address=address, shuffle_buffer=shuffle_buffer)
-    else:
-        space = fit_streaming(shards, cfg, shuffle_buffer=shuffle_buffer, progress=progress)
+    shards = write_training_shards(manifests, specs, cache, rows_per_shard=rows_per_shard, progress=progress)
     plan.manifests = manifests  # without the records skipped as undecodable
-    space.info["lineage"].append(
-        plan.lineage(space, trainer=f"ray-train x{ray_workers}" if ray_workers > 0 else "streaming"))
+    return plan, cfg, shards
+
+
+def _fit_torchrun(launch: Launch, prepare, *, shuffle_buffer: int, progress: bool):
+    """The streaming trainer in DDP over torchrun's processes (:mod:`anybind.scale.launch`): global rank 0
+    prepares (plans, encodes into the cache, writes the shards, computes the standardisation and the ridge start)
+    and hands the result to every process; each opens the shards (they must be on storage every node sees at the
+    same path) and trains its share of each global batch.  Returns the space on rank 0, ``None`` elsewhere."""
+    plan = None
+
+    def lead():
+        nonlocal plan
+        plan, cfg, shards = prepare(progress)
+        stats = shard_stats(shards)
+        init, ridge = ridge_init(shards, cfg, stats)
+        return cfg.to_dict(), str(shards.path.absolute()), stats, init, ridge
+
+    with process_group(launch):
+        cfg_dict, path, stats, init, ridge = solve_once(lead, {}, True)
+        cfg = TrainConfig(**cfg_dict)
+        shards, why = None, None
+        try:
+            shards = TrainingShards.open(path)
+        except (DataError, OSError) as e:
+            why = (f"cannot read the training shards rank 0 wrote ({' '.join(str(e).split())}): put the feature "
+                   "cache (--cache or $ANYBIND_CACHE) on storage every node mounts at the same path")
+        agree(why)
+        res = train_streaming(shards, cfg, rank=launch.rank, world=launch.world, shuffle_buffer=shuffle_buffer,
+                              stats=stats, init=init, progress=progress and launch.leader)
+    if not launch.leader:
+        return None
+    if ridge:  # unless the attention phase re-solved it
+        res["robust"].setdefault("ridge", ridge)
+    space = space_from_result(shards, cfg, res, stats, shuffle_buffer=shuffle_buffer)
+    space.info["lineage"].append(plan.lineage(space, trainer=f"torchrun x{launch.world}"))
     return space
 
 

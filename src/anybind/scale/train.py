@@ -164,6 +164,7 @@ def solve_once(solve: Callable[[], Any], projectors: Mapping[str, nn.Module], di
     dist.broadcast_object_list(box, src=0)
     kind, value = box[0]
     if kind == "error":
+        dist.barrier()  # every worker past the broadcast before any leaves (and may tear the group down)
         raise mine if mine is not None else _rebuilt(*value)
     with torch.no_grad():
         for pr in projectors.values():

@@ -1,0 +1,68 @@
+"""The scale commands with ``--ray-address`` on a Ray cluster started apart (issue 19; the ``ray_head`` fixture,
+tests/ray_cluster.py): a driver in another folder than the one the cluster started in, its manifest and cache given
+by relative paths, the manifest's media by paths relative to it.  The encoders' tasks and actors and the index's
+embedding actors work in the driver's folder (``anybind.scale.work_in``): they read the files the driver means and
+write the cache the driver reads, so the features and the index are those built in one process."""
+
+import json
+
+import numpy as np
+from PIL import Image
+from typer.testing import CliRunner
+
+from anybind import Space
+from anybind.cache import FeatureCache
+from anybind.cli import app
+from anybind.encoders.device import cache_identity
+from anybind.encoders.registry import get_encoder
+
+ENC = {"image": "callable:helper_encoders:image_stats", "text": "callable:helper_encoders:hashed_text"}
+
+
+def _project(d, n: int = 24):
+    """``n`` small real PNGs under ``d/img`` and a manifest naming them relative to it, with a caption each."""
+    rng = np.random.default_rng(0)
+    (d / "img").mkdir(parents=True)
+    with open(d / "m.jsonl", "w") as f:
+        for i in range(n):
+            colour = rng.integers(0, 256, size=3)
+            px = np.clip(colour + rng.normal(0, 30, size=(16, 16, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(px).save(d / "img" / f"{i}.png")
+            f.write(json.dumps({"id": f"r{i}", "split": ("train", "train", "val", "test")[i % 4],
+                                "image": f"img/{i}.png", "text": f"a patch of colour {colour.tolist()}"}) + "\n")
+
+
+def test_encode_and_index_on_a_cluster_read_the_drivers_relative_paths(ray_head, tmp_path, monkeypatch):
+    import ray
+
+    from anybind.index import Index
+
+    address, _ = ray_head
+    _project(tmp_path / "proj")
+    monkeypatch.chdir(tmp_path / "proj")  # not the folder the cluster started in
+    run = CliRunner().invoke
+    r = run(app, ["encode", "m.jsonl", "-e", f"image={ENC['image']}", "--ray-address", address, "--cache", "cache"])
+    assert r.exit_code == 0, r.output
+    assert "24 encoded" in r.output and "failed" not in r.output, r.output
+    assert not ray.is_initialized()
+    enc, files = get_encoder(ENC["image"]), [f"img/{i}.png" for i in range(24)]
+    cached = FeatureCache(tmp_path / "proj" / "cache").vectors(cache_identity(enc))  # the actors wrote the driver's
+    got = np.stack([cached[enc.content_key(f)] for f in files])
+    np.testing.assert_allclose(got, enc.encode(files), atol=1e-6)
+
+    space = Space.fit("m.jsonl", encoders=ENC, cache="cache", progress=False, epochs=2, dim=8, hidden=16,
+                      recipe="plain", seed=0)
+    space.save("space")
+    plain = Index.build(space, "m.jsonl", "plain", cache="cache", ann=False)
+    r = run(app, ["index", "space", "m.jsonl", "--out", "idx", "--ray-address", address, "--cache", "cache"])
+    assert r.exit_code == 0, r.output
+    on_ray = Index.open("idx")
+
+    def table(ix):
+        t = ix.table.to_arrow().to_pydict()
+        order = sorted(range(len(t["id"])), key=lambda i: (t["modality"][i], t["id"][i]))
+        return {c: [t[c][i] for i in order] for c in ("id", "modality", "vector")}
+
+    a, b = table(plain), table(on_ray)
+    assert len(a["id"]) == 48 and a["id"] == b["id"] and a["modality"] == b["modality"]
+    np.testing.assert_allclose(np.array(a["vector"]), np.array(b["vector"]), atol=1e-6)
