@@ -204,6 +204,16 @@ def feature_vector(x: np.ndarray, dim: int, what: str = "a feature vector") -> n
     return v
 
 
+def npy_features(data: bytes, dim: int, what: str) -> np.ndarray:
+    """A ``.npy`` file's bytes holding a ``vectors:`` modality's features (an upload, a file a command line names),
+    loaded (never unpickled, :func:`~anybind.data.series.load_npy`) and checked by :func:`feature_vector`: one
+    vector of ``dim`` finite real numbers, float32 ``(dim,)``; :class:`DataError` (one line, starting with ``what``)
+    otherwise."""
+    from ..data.series import load_npy
+
+    return feature_vector(load_npy(what, data), dim, what + ": an array")
+
+
 def spec_for_folder(spec: str, folder: str | Path) -> str:
     """A spec as an artefact saved in ``folder`` stores it.
 
