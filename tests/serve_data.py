@@ -69,3 +69,19 @@ def png_bytes(color=(200, 120, 40), size=24) -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (size, size), color).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def served(index: Path, cache: Path, space: Path | None = None, **config):
+    """A test client of the service over ``index`` (its own space copy, or ``space``), with ``ServeConfig(**config)``;
+    a generator for a fixture to ``yield from``: the service is closed after the client."""
+    from fastapi.testclient import TestClient
+
+    from anybind.serve import Service, create_app
+    from anybind.serve.config import ServeConfig
+
+    svc = Service.load(space, index, cache=cache, config=ServeConfig(**config))
+    try:
+        with TestClient(create_app(service=svc)) as c:
+            yield c
+    finally:
+        svc.close()

@@ -29,21 +29,25 @@ def tiny(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(tiny):
-    from fastapi.testclient import TestClient
+    from serve_data import served
 
-    from anybind.serve import Service, create_app
-    from anybind.serve.config import ServeConfig
-
-    svc = Service.load(None, tiny["index"], cache=tiny["dir"] / "cache", config=ServeConfig(max_array_values=100))
-    with TestClient(create_app(service=svc)) as c:
-        yield c
-    svc.close()
+    yield from served(tiny["index"], tiny["dir"] / "cache", max_array_values=100)
 
 
 def _npy(arr, **kw) -> bytes:
     buf = io.BytesIO()
     np.save(buf, arr, **kw)
     return buf.getvalue()
+
+
+def _refused_in_one_line(client, body: dict, status: int, why: str) -> None:
+    """``POST /search`` of ``body`` answers ``status`` with ``why`` in its detail (a FastAPI 422's messages joined),
+    on one line."""
+    res = client.post("/search", json=body)
+    assert res.status_code == status, res.text
+    detail = res.json()["detail"]
+    text = detail if isinstance(detail, str) else " ".join(e["msg"] for e in detail)
+    assert why in text and "\n" not in text
 
 
 def _top(res) -> tuple[str, float]:
@@ -189,11 +193,7 @@ def test_json_classify_takes_features(client, tiny):
     ({}, 400, "empty query: give text, inputs or a vector"),
 ])
 def test_json_features_refused_in_one_line(client, body, status, why):
-    res = client.post("/search", json=body)
-    assert res.status_code == status, res.text
-    detail = res.json()["detail"]
-    text = detail if isinstance(detail, str) else " ".join(e["msg"] for e in detail)
-    assert why in text and "\n" not in text
+    _refused_in_one_line(client, body, status, why)
 
 
 def test_non_finite_json_features_are_422(client):
@@ -252,11 +252,7 @@ def test_a_raw_vector_of_any_finite_scale_has_its_direction(client, tiny, scale)
     ({"vector": [1.0] * 8, "inputs": [{"modality": "a", "features": [1.0]}]}, 400, "inputs[0]: features of shape"),
 ])
 def test_json_vector_refused_in_one_line(client, body, status, why):
-    res = client.post("/search", json=body)
-    assert res.status_code == status, res.text
-    detail = res.json()["detail"]
-    text = detail if isinstance(detail, str) else " ".join(e["msg"] for e in detail)
-    assert why in text and "\n" not in text
+    _refused_in_one_line(client, body, status, why)
 
 
 def test_non_finite_json_vector_is_422(client):
