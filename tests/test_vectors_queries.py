@@ -326,3 +326,34 @@ def test_cli_missing_features_file_is_named(tiny, tmp_path):
     res = _cli_search(tiny, "--query", f"a={tmp_path / 'nope.npy'}")
     out = " ".join(res.output.split())
     assert res.exit_code == 2 and f"--query a={tmp_path / 'nope.npy'}: no such file" in out, res.output
+
+
+def test_cli_embed_reads_a_features_file_one_row_per_item(tiny, tmp_path):
+    """``anybind embed SPACE -m a feats.npy``: a ``.npy`` of a ``vectors:`` modality's features is embedded as
+    those features, a 2-D array one item per row (named FILE[i]); a key is still a key; a bad file is one line."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from anybind.cli import app
+
+    A, ids, space = tiny["A"], tiny["ids"], tiny["space"]
+    space.save(tmp_path / "space")
+    np.save(tmp_path / "one.npy", A[4])
+    np.save(tmp_path / "rows.npy", A[[5, 6, 7]])
+    res = CliRunner().invoke(app, ["embed", str(tmp_path / "space"), "-m", "a", "--cache", str(tiny["dir"] / "cache"),
+                                   str(tmp_path / "one.npy"), str(tmp_path / "rows.npy"), ids[8]])
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(line) for line in res.output.splitlines()]
+    rows_file = str(tmp_path / "rows.npy")
+    assert [r["item"] for r in rows] == [str(tmp_path / "one.npy"), f"{rows_file}[0]", f"{rows_file}[1]",
+                                         f"{rows_file}[2]", ids[8]]
+    want = space.embed("a", [ids[i] for i in (4, 5, 6, 7, 8)])
+    assert np.allclose([r["vector"] for r in rows], want, atol=1e-5)
+    np.save(tmp_path / "bad.npy", np.zeros((3, 5)))
+    np.save(tmp_path / "nan.npy", np.where(np.arange(24) == 3, np.nan, A[[1, 2]]))
+    for name, why in (("bad.npy", "row 0 of shape (5,): this modality's features have 24 values"),
+                      ("nan.npy", "row 0 holds NaN or infinite values")):
+        res = CliRunner().invoke(app, ["embed", str(tmp_path / "space"), "-m", "a", str(tmp_path / name)])
+        out = " ".join(res.output.split())
+        assert res.exit_code == 2 and f"{tmp_path / name}: an array {why}" in out, res.output

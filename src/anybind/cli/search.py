@@ -305,7 +305,7 @@ def search(
     try:
         space = Space.load(space_dir) if space_dir else None
         index = Index.open(index_dir, space)
-        inputs = query_items(index.space, pairs)
+        inputs = [(m, item) for m, item, _ in query_items(index.space, pairs)]
         query = load_vector(vector, index.dim) if vector else None
         hits = index.search(query, text=list(text) if text else None,
                             image=[str(p) for p in image] if image else None,
