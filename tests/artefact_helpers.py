@@ -72,3 +72,24 @@ def refused(space_dir, match: str) -> str:
 def drop(d: dict, k) -> None:
     """Delete ``d[k]`` (an expression, for the edits written as lambdas)."""
     del d[k]
+
+
+def header_cases(name: str, kind: str) -> dict:
+    """The damaged headers every artefact's versioned loader (artefact_meta.read_meta) refuses in one line naming
+    its file ``name``: corrupt or non-UTF-8 JSON, no object, another artefact's format, a newer format, a
+    format_version that is no integer.  Each case: (the bytes, or keys to merge into the JSON; a regex of the error)."""
+    return {
+        "corrupt": (b"{", f"{name}: corrupt JSON"),
+        "not-utf8": (b"\xff\xfe{}", f"{name}: corrupt JSON"),
+        "not-an-object": (b"[1, 2]", f"{name}: not an anybind {kind}"),
+        "other-kind": ({"format": "anybind.captioner"}, f"{name}: not an anybind {kind}"),
+        "newer": ({"format_version": 99}, rf"{name}: saved by a newer anybind \(format 99; this anybind reads up to "
+                                          r"\d+\); upgrade anybind"),
+        "version-bool": ({"format_version": True}, f"{name}: format_version is True, expected an integer"),
+        "version-text": ({"format_version": "3"}, f"{name}: format_version is '3', expected an integer"),
+    }
+
+
+def damage_header(path, edit) -> None:
+    """Write a :func:`header_cases` edit into the JSON file ``path``: its bytes, or its keys merged in."""
+    path.write_bytes(edit if isinstance(edit, bytes) else json.dumps({**json.loads(path.read_text()), **edit}).encode())

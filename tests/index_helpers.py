@@ -45,3 +45,23 @@ def write_corpus(
         lines.append(json.dumps(rec))
     (root / name).write_text("\n".join(lines) + "\n")
     return root / name
+
+
+def saved_world(root: Path, n=10) -> tuple[Path, Path]:
+    """:func:`make_space` saved in ``root/space`` and :func:`write_corpus` of ``n`` records: (space, manifest)."""
+    make_space().save(root / "space")
+    return root / "space", write_corpus(root, n=n)
+
+
+def cli(*args):
+    """``anybind ARGS...`` in this process (typer's CliRunner), every argument as a string."""
+    from typer.testing import CliRunner
+
+    from anybind.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def index_args(root: Path, manifest: Path, *extra) -> list:
+    """``anybind index`` of :func:`saved_world`'s space and ``manifest`` into ``root/ix``, cache ``root/c``."""
+    return ["index", root / "space", manifest, "--out", root / "ix", "--cache", root / "c", *extra]

@@ -11,13 +11,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-_BUILT: dict[tuple[str, str], dict] = {}
-
 
 def small_tux(tux_dir: Path, cache: Path, out: Path, n_audio: int = 12, n_plain: int = 24) -> dict:
-    key = (str(tux_dir), str(cache))
-    if key in _BUILT:
-        return _BUILT[key]
+    """The small space + index, built in ``out``: once a session, by conftest's ``serve_small`` fixture (which
+    every test module that reads it uses)."""
     from anybind.data.manifest import load_manifest
     from anybind.index import Index
     from anybind.space import Space
@@ -45,14 +42,13 @@ def small_tux(tux_dir: Path, cache: Path, out: Path, n_audio: int = 12, n_plain:
     )
     space.save(out / "space")
     Index.build(space, mpath, out / "index", cache=cache)
-    _BUILT[key] = {
+    return {
         "manifest": mpath,
         "space": out / "space",
         "index": out / "index",
         "records": recs,
         "audio": [r for r in recs if r.has("audio")],
     }
-    return _BUILT[key]
 
 
 def first_record(small: dict, with_audio: bool = False):
@@ -69,3 +65,19 @@ def png_bytes(color=(200, 120, 40), size=24) -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (size, size), color).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def served(index: Path, cache: Path, space: Path | None = None, **config):
+    """A test client of the service over ``index`` (its own space copy, or ``space``), with ``ServeConfig(**config)``;
+    a generator for a fixture to ``yield from``: the service is closed after the client."""
+    from fastapi.testclient import TestClient
+
+    from anybind.serve import Service, create_app
+    from anybind.serve.config import ServeConfig
+
+    svc = Service.load(space, index, cache=cache, config=ServeConfig(**config))
+    try:
+        with TestClient(create_app(service=svc)) as c:
+            yield c
+    finally:
+        svc.close()

@@ -12,7 +12,7 @@ import torch
 from anybind.errors import SpaceError
 from anybind.space import Space
 
-from artefact_helpers import drop, tiny_space
+from artefact_helpers import damage_header, drop, header_cases, tiny_space
 
 
 @pytest.fixture
@@ -64,16 +64,7 @@ def test_a_damaged_fusion_model_is_one_line(fusion_saved, case):
     assert str(fz) in str(e.value) and "\n" not in str(e.value)
 
 
-FUSION_HEADERS = {  # the header read by the shared artefact_meta.read_meta: the file named, one line
-    "corrupt": (b"{", "fusion.json: corrupt JSON"),
-    "not-utf8": (b"\xff\xfe{}", "fusion.json: corrupt JSON"),
-    "not-an-object": (b"[1, 2]", "fusion.json: not an anybind fusion model"),
-    "other-kind": ({"format": "anybind.captioner"}, "fusion.json: not an anybind fusion model"),
-    "newer": ({"format_version": 99}, r"fusion.json: saved by a newer anybind \(format 99; this anybind reads up to "
-                                      r"\d+\); upgrade anybind"),
-    "version-bool": ({"format_version": True}, "fusion.json: format_version is True, expected an integer"),
-    "version-text": ({"format_version": "3"}, "fusion.json: format_version is '3', expected an integer"),
-}
+FUSION_HEADERS = header_cases("fusion.json", "fusion model")  # read by the shared artefact_meta.read_meta
 
 
 @pytest.mark.parametrize("case", sorted(FUSION_HEADERS))
@@ -85,7 +76,7 @@ def test_a_fusion_header_is_checked_by_the_shared_reader(fusion_saved, case):
     space, fz = fusion_saved
     edit, match = FUSION_HEADERS[case]
     meta_p = fz / "fusion.json"
-    meta_p.write_bytes(edit if isinstance(edit, bytes) else json.dumps({**json.loads(meta_p.read_text()), **edit}).encode())
+    damage_header(meta_p, edit)
     with pytest.raises(SpaceError, match=match) as e:
         FusionClassifier.load(fz, space)
     assert str(e.value).startswith(f"{meta_p}: ") and "\n" not in str(e.value)

@@ -13,12 +13,11 @@ from anybind.audit import COHESIVE, FIRES, audit, class_cohesion, split_share_ab
 from anybind.cli import app
 from anybind.errors import OutputError
 from anybind.space import Space
-from serve_data import small_tux
 
 
 @pytest.fixture(scope="module")
-def data(tux_dir, shared_cache, tmp_path_factory):
-    return small_tux(tux_dir, shared_cache, tmp_path_factory.mktemp("serve-small"))
+def data(serve_small):
+    return serve_small
 
 
 def auroc(scores: np.ndarray, positive: np.ndarray) -> float:

@@ -12,12 +12,11 @@ from anybind.cli import app
 from anybind.index import Hit, Index, QueryError
 from anybind.index.calibrated import rank_hits
 from anybind.space import Space
-from serve_data import small_tux
 
 
 @pytest.fixture(scope="module")
-def data(tux_dir, shared_cache, tmp_path_factory):
-    return small_tux(tux_dir, shared_cache, tmp_path_factory.mktemp("serve-small"))
+def data(serve_small):
+    return serve_small
 
 
 def _planted(pos, neg, rng, n_pos=400, n_neg=4000):

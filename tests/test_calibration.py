@@ -19,7 +19,6 @@ from anybind.calibrators import (
 )
 from anybind.errors import SpaceError
 from anybind.space import Space
-from serve_data import small_tux
 
 
 def _logistic_sample(a, b, n, seed):
@@ -83,8 +82,8 @@ def test_threshold_for_precision_holds_on_fresh_data():
 
 
 @pytest.fixture(scope="module")
-def data(tux_dir, shared_cache, tmp_path_factory):
-    return small_tux(tux_dir, shared_cache, tmp_path_factory.mktemp("serve-small"))
+def data(serve_small):
+    return serve_small
 
 
 def test_fit_calibrates_on_the_val_split_and_the_space_keeps_it(data):

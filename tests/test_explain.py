@@ -8,12 +8,11 @@ from anybind.data.manifest import load_manifest
 from anybind.errors import DataError
 from anybind.explain import STOPWORDS, nearest_words, read_vocabulary, vocabulary, word_drops
 from anybind.space import Space
-from serve_data import small_tux
 
 
 @pytest.fixture(scope="module")
-def data(tux_dir, shared_cache, tmp_path_factory):
-    d = small_tux(tux_dir, shared_cache, tmp_path_factory.mktemp("serve-small"))
+def data(serve_small):
+    d = serve_small
     space = Space.load(d["space"])
     return d, space, load_manifest(d["manifest"], modalities=space.modalities).records
 

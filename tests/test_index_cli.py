@@ -3,7 +3,7 @@ any bound modality."""
 
 import json
 
-from index_helpers import make_space, write_corpus
+from index_helpers import cli, index_args, saved_world
 
 
 def test_cli_index_and_search(tmp_path):
@@ -11,22 +11,9 @@ def test_cli_index_and_search(tmp_path):
 
     from anybind.cli import app
 
-    space = make_space()
-    space.save(tmp_path / "space")
-    m = write_corpus(tmp_path, n=10)
+    _, m = saved_world(tmp_path)
     runner = CliRunner()
-    res = runner.invoke(
-        app,
-        [
-            "index",
-            str(tmp_path / "space"),
-            str(m),
-            "--out",
-            str(tmp_path / "ix"),
-            "--cache",
-            str(tmp_path / "c"),
-        ],
-    )
+    res = cli(*index_args(tmp_path, m))
     assert res.exit_code == 0, res.output
     assert "+20 rows" in res.output
     res = runner.invoke(
@@ -77,20 +64,7 @@ def test_cli_index_and_search(tmp_path):
     res = runner.invoke(app, ["search", str(tmp_path / "ix"), "--text", "x", "-k", "0"])
     assert res.exit_code == 2 and "k must be a positive integer" in res.output
     # rerunning the index command adds nothing
-    res = runner.invoke(
-        app,
-        [
-            "index",
-            str(tmp_path / "space"),
-            str(m),
-            "--out",
-            str(tmp_path / "ix"),
-            "--cache",
-            str(tmp_path / "c"),
-            "--ann-recall",
-            "0.9",
-        ],
-    )
+    res = cli(*index_args(tmp_path, m, "--ann-recall", "0.9"))
     assert res.exit_code == 0 and "+0 rows" in res.output
     assert "no ANN index to tune (--ann-recall)" in " ".join(res.output.split())  # 20 rows: no ANN index was built
 
@@ -101,12 +75,9 @@ def test_cli_search_takes_a_query_in_any_bound_modality(tmp_path):
 
     from anybind.cli import app
 
-    space = make_space()
-    space.save(tmp_path / "space")
-    m = write_corpus(tmp_path, n=10)
+    _, m = saved_world(tmp_path)
     runner = CliRunner()
-    assert runner.invoke(app, ["index", str(tmp_path / "space"), str(m), "--out", str(tmp_path / "ix"),
-                               "--cache", str(tmp_path / "c")]).exit_code == 0
+    assert cli(*index_args(tmp_path, m)).exit_code == 0
 
     def hits(*args):
         r = runner.invoke(app, ["search", str(tmp_path / "ix"), "--json", "-k", "4", "--cache", str(tmp_path / "c"),

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from anybind.errors import SpaceError
-from artefact_helpers import OTHER_TEXT, cli_error, edit_json, tiny_space
+from artefact_helpers import OTHER_TEXT, cli_error, damage_header, edit_json, header_cases, tiny_space
 
 
 def test_an_index_verifies_its_identity_and_its_space_copy(tmp_path):
@@ -27,14 +27,7 @@ def test_an_index_verifies_its_identity_and_its_space_copy(tmp_path):
 
 
 INDEX_HEADERS = {  # index.json read by the shared artefact_meta.read_meta, then its fields checked: one line
-    "corrupt": (b"{", "index.json: corrupt JSON"),
-    "not-utf8": (b"\xff\xfe{}", "index.json: corrupt JSON"),
-    "not-an-object": (b"[1, 2]", "index.json: not an anybind index"),
-    "other-kind": ({"format": "anybind.captioner"}, "index.json: not an anybind index"),
-    "newer": ({"format_version": 99}, r"index.json: saved by a newer anybind \(format 99; this anybind reads up to "
-                                      r"\d+\); upgrade anybind"),
-    "version-text": ({"format_version": "9"}, "index.json: format_version is '9', expected an integer"),
-    "version-bool": ({"format_version": True}, "index.json: format_version is True, expected an integer"),
+    **header_cases("index.json", "index"),
     "identity-number": ({"identity": 5}, "index.json: no space 'identity'"),
     "dim-text": ({"dim": "x"}, "index.json: dim is 'x', expected a positive integer"),
     "dim-zero": ({"dim": 0}, "index.json: dim is 0, expected a positive integer"),
@@ -57,7 +50,7 @@ def test_a_damaged_index_json_is_one_line_naming_it(tmp_path, case):
     Index.create(tmp_path / "ix", space=space)
     meta_p = tmp_path / "ix" / "index.json"
     edit, match = INDEX_HEADERS[case]
-    meta_p.write_bytes(edit if isinstance(edit, bytes) else json.dumps({**json.loads(meta_p.read_text()), **edit}).encode())
+    damage_header(meta_p, edit)
     for sp in (None, space):
         with pytest.raises(IndexError_, match=match) as e:
             Index.open(tmp_path / "ix", sp)

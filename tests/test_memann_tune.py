@@ -171,3 +171,49 @@ def test_cli_rebuilding_the_graph_for_another_thread_count_keeps_its_ef(tmp_path
     assert res.exit_code == 0, res.output
     graph = Index.open(tmp_path / "ix").meta["memory_ann"]
     assert graph["threads"] == 2 and graph["ef"] == 24
+
+
+def _pairs(I) -> list[list[tuple[str, str]]]:
+    return [[(str(j), "v") for j in row] for row in I]
+
+
+def test_given_exact_neighbours_give_the_same_choice_without_a_second_exact_search(tmp_path, monkeypatch):
+    """The search-scale bench has the tuning queries' exact top-k already: passed as ``truth`` ((id, modality)
+    pairs, as ``tune_ann`` takes them), the library does not compute them again, and chooses as it would."""
+    import anybind.index.fast as fast
+    from anybind.index.exact import exact_topk
+
+    ix, Q = narrow(tmp_path)
+    _, I = exact_topk(Q / np.linalg.norm(Q, axis=1, keepdims=True), ix.snapshot().vectors, 10)
+    computed = ix.tune_memory_ann(0.85, queries=Q, grid=GRID, save=False)
+
+    def no_exact(*a, **kw):
+        raise AssertionError("exact top-k computed again")
+
+    monkeypatch.setattr(fast, "exact_topk", no_exact)
+    given = ix.tune_memory_ann(0.85, queries=Q, grid=GRID, save=False, truth=_pairs(I))
+    assert given == computed and given.ef not in (GRID[0], GRID[-1])
+    # the truth is what the recall is measured against: other rows' truth measures (near) nothing
+    other = ix.tune_memory_ann(0.85, queries=Q, grid=GRID, save=False, truth=_pairs(np.roll(I, 7, axis=0)))
+    assert not other.reached and other.recall < 0.2
+
+
+def test_a_wrong_truth_is_one_line(tmp_path):
+    from anybind.index.exact import exact_topk
+
+    ix, Q = narrow(tmp_path, n=300)
+    _, I = exact_topk(Q / np.linalg.norm(Q, axis=1, keepdims=True), ix.snapshot().vectors, 10)
+    cases = [
+        (dict(truth=_pairs(I)), r"^truth needs the queries it belongs to, one top-k list per query$"),
+        (dict(queries=Q, truth=_pairs(I[:-1])), r"^truth holds 149 top-k lists for 150 tuning queries: one per query$"),
+        (dict(queries=Q, truth=_pairs(I[:, :5])), r"^truth of query 0 lists 5 rows: the exact top-10 expected$"),
+        (dict(queries=Q, truth=I), r"^truth of query 0: entry 0 is .*, not an \(id, modality\) pair of strings$"),
+        (dict(queries=Q, truth=[[(str(j), "w") for j in r] for r in I]),
+         r"^truth of query 0 names id '\d+' \(w\), which this index does not hold$"),
+        (dict(queries=Q, truth=[[("nope", "v")] * 10] + _pairs(I[1:])),
+         r"^truth of query 0 names id 'nope' \(v\), which this index does not hold$"),
+    ]
+    for kw, msg in cases:
+        with pytest.raises(IndexError_, match=msg) as e:
+            ix.tune_memory_ann(0.9, **kw)
+        assert "\n" not in str(e.value)

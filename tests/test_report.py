@@ -16,7 +16,6 @@ from anybind.errors import DataError
 from anybind.evaluate import retrieval_from_embeddings
 from anybind.report import default_label, write_report
 from anybind.space import Space
-from serve_data import small_tux
 
 
 class _Refs(HTMLParser):
@@ -36,8 +35,8 @@ class _Refs(HTMLParser):
 
 
 @pytest.fixture(scope="module")
-def data(tux_dir, shared_cache, tmp_path_factory):
-    return small_tux(tux_dir, shared_cache, tmp_path_factory.mktemp("serve-small"))
+def data(serve_small):
+    return serve_small
 
 
 def _parse(page: str) -> _Refs:

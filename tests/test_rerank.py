@@ -256,44 +256,14 @@ def test_evaluate_with_rerank_uses_the_train_split_as_banks(tmp_path):
 
 
 def test_cli_eval_rerank_option(tmp_path):
-    from index_helpers import make_space, write_corpus
-    from typer.testing import CliRunner
+    from index_helpers import cli, saved_world
 
-    from anybind.cli import app
-
-    make_space().save(tmp_path / "sp")
-    m = write_corpus(tmp_path, n=30)
-    runner = CliRunner()
-    ok = runner.invoke(
-        app,
-        [
-            "eval",
-            str(tmp_path / "sp"),
-            str(m),
-            "--rerank",
-            "csls",
-            "--cache",
-            str(tmp_path / "c"),
-            "--no-diagnostics",
-            "--json",
-            str(tmp_path / "r.json"),
-        ],
-    )
+    sp, m = saved_world(tmp_path, n=30)
+    ok = cli("eval", sp, m, "--rerank", "csls", "--cache", tmp_path / "c", "--no-diagnostics", "--json",
+             tmp_path / "r.json")
     assert ok.exit_code == 0, ok.output
     assert "text->image/R@1" in json.loads((tmp_path / "r.json").read_text())
-    bad = runner.invoke(
-        app,
-        [
-            "eval",
-            str(tmp_path / "sp"),
-            str(m),
-            "--rerank",
-            "nope",
-            "--cache",
-            str(tmp_path / "c"),
-            "--no-diagnostics",
-        ],
-    )
+    bad = cli("eval", sp, m, "--rerank", "nope", "--cache", tmp_path / "c", "--no-diagnostics")
     # the CLI refuses it before any work and lists the allowed values
     out = " ".join(bad.output.split())
     assert bad.exit_code == 2 and "nope" in out and all(m in out for m in ("csls", "qbnorm", "invgc")), out

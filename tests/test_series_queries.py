@@ -99,15 +99,9 @@ def test_minirocket_and_fracast_read_arrays():
 
 @pytest.fixture(scope="module")
 def client(gp):
-    from fastapi.testclient import TestClient
+    from serve_data import served
 
-    from anybind.serve import Service, create_app
-    from anybind.serve.config import ServeConfig
-
-    svc = Service.load(None, gp["index"], cache=gp["root"] / "cache", config=ServeConfig(max_array_values=1000))
-    with TestClient(create_app(service=svc)) as c:
-        yield c
-    svc.close()
+    yield from served(gp["index"], gp["root"] / "cache", max_array_values=1000)
 
 
 def test_a_series_upload_finds_its_record(client, gp):

@@ -16,7 +16,6 @@ from anybind.cli import app as cli
 from anybind.serve import ServeConfig, Service, create_app
 from anybind.serve import auth
 from anybind.serve.auth import AuthConfigError, KeyStore, add_key, check_bind, hash_key, read_keys, revoke_key
-from serve_data import small_tux
 
 
 class Clock:
@@ -207,8 +206,8 @@ def test_cli_keys_add_list_revoke(tmp_path):
 
 # ----------------------------------------------------------------------------- the real service
 @pytest.fixture(scope="module")
-def svc(tux_dir, shared_cache, tmp_path_factory):
-    data = small_tux(tux_dir, shared_cache, tmp_path_factory.mktemp("serve-small"))
+def svc(serve_small, shared_cache):
+    data = serve_small
     s = Service.load(data["space"], data["index"], cache=shared_cache, config=ServeConfig())
     yield s
     s.close()

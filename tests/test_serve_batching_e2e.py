@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from serve_data import small_tux
 
 from anybind.bench import loadclient
 from anybind.index import Index
@@ -25,8 +24,8 @@ except ImportError:  # pragma: no cover - older starlette/httpx
 
 
 @pytest.fixture(scope="module")
-def data(tux_dir, shared_cache, tmp_path_factory):
-    return small_tux(tux_dir, shared_cache, tmp_path_factory.mktemp("serve-batch"))
+def data(serve_small):
+    return serve_small
 
 
 def _jpeg(path: str, quality: int) -> bytes:

@@ -11,12 +11,11 @@ from fastapi.testclient import TestClient
 
 from anybind.serve import ServeConfig, Service, create_app
 from anybind.zeroshot import ZeroShotClassifier
-from serve_data import small_tux
 
 
 @pytest.fixture(scope="module")
-def data(tux_dir, shared_cache, tmp_path_factory):
-    return small_tux(tux_dir, shared_cache, tmp_path_factory.mktemp("serve-small"))
+def data(serve_small):
+    return serve_small
 
 
 @pytest.fixture(scope="module")

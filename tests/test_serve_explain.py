@@ -11,12 +11,11 @@ from anybind.data.manifest import load_manifest
 from anybind.explain import nearest_words, vocabulary, word_drops
 from anybind.serve import create_app
 from anybind.space import Space
-from serve_data import small_tux
 
 
 @pytest.fixture(scope="module")
-def data(tux_dir, shared_cache, tmp_path_factory):
-    return small_tux(tux_dir, shared_cache, tmp_path_factory.mktemp("serve-small"))
+def data(serve_small):
+    return serve_small
 
 
 def test_explain_gives_the_library_s_drops_and_nearest_words_for_a_stored_image(data, shared_cache):

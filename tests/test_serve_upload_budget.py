@@ -20,7 +20,6 @@ from fastapi.testclient import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
-from serve_data import small_tux
 
 from anybind.serve import ServeConfig, Service, create_app, serve_in_thread
 from anybind.serve.budget import PixelBudget, file_pixels
@@ -153,8 +152,8 @@ def test_files_declare_their_decoded_size():
 
 # ----------------------------------------------------------------------------- the service
 @pytest.fixture(scope="module")
-def data(tux_dir, shared_cache, tmp_path_factory):
-    return small_tux(tux_dir, shared_cache, tmp_path_factory.mktemp("serve-budget"))
+def data(serve_small):
+    return serve_small
 
 
 @pytest.fixture(scope="module")

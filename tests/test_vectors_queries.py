@@ -29,21 +29,25 @@ def tiny(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(tiny):
-    from fastapi.testclient import TestClient
+    from serve_data import served
 
-    from anybind.serve import Service, create_app
-    from anybind.serve.config import ServeConfig
-
-    svc = Service.load(None, tiny["index"], cache=tiny["dir"] / "cache", config=ServeConfig(max_array_values=100))
-    with TestClient(create_app(service=svc)) as c:
-        yield c
-    svc.close()
+    yield from served(tiny["index"], tiny["dir"] / "cache", max_array_values=100)
 
 
 def _npy(arr, **kw) -> bytes:
     buf = io.BytesIO()
     np.save(buf, arr, **kw)
     return buf.getvalue()
+
+
+def _refused_in_one_line(client, body: dict, status: int, why: str) -> None:
+    """``POST /search`` of ``body`` answers ``status`` with ``why`` in its detail (a FastAPI 422's messages joined),
+    on one line."""
+    res = client.post("/search", json=body)
+    assert res.status_code == status, res.text
+    detail = res.json()["detail"]
+    text = detail if isinstance(detail, str) else " ".join(e["msg"] for e in detail)
+    assert why in text and "\n" not in text
 
 
 def _top(res) -> tuple[str, float]:
@@ -189,11 +193,7 @@ def test_json_classify_takes_features(client, tiny):
     ({}, 400, "empty query: give text, inputs or a vector"),
 ])
 def test_json_features_refused_in_one_line(client, body, status, why):
-    res = client.post("/search", json=body)
-    assert res.status_code == status, res.text
-    detail = res.json()["detail"]
-    text = detail if isinstance(detail, str) else " ".join(e["msg"] for e in detail)
-    assert why in text and "\n" not in text
+    _refused_in_one_line(client, body, status, why)
 
 
 def test_non_finite_json_features_are_422(client):
@@ -252,14 +252,108 @@ def test_a_raw_vector_of_any_finite_scale_has_its_direction(client, tiny, scale)
     ({"vector": [1.0] * 8, "inputs": [{"modality": "a", "features": [1.0]}]}, 400, "inputs[0]: features of shape"),
 ])
 def test_json_vector_refused_in_one_line(client, body, status, why):
-    res = client.post("/search", json=body)
-    assert res.status_code == status, res.text
-    detail = res.json()["detail"]
-    text = detail if isinstance(detail, str) else " ".join(e["msg"] for e in detail)
-    assert why in text and "\n" not in text
+    _refused_in_one_line(client, body, status, why)
 
 
 def test_non_finite_json_vector_is_422(client):
     res = client.post("/search", content=b'{"vector": [NaN, 1, 1, 1, 1, 1, 1, 1]}',
                       headers={"content-type": "application/json"})
     assert res.status_code == 422 and "finite number" in res.text
+
+
+# -- the command line: anybind search --query MODALITY=features.npy ------------------------------------------------
+
+def _cli_search(tiny, *args):
+    from typer.testing import CliRunner
+
+    from anybind.cli import app
+
+    return CliRunner().invoke(app, ["search", str(tiny["index"]), "--cache", str(tiny["dir"] / "cache"), "--json",
+                                    *args])
+
+
+def test_cli_query_by_a_features_file_finds_its_record(tiny, tmp_path):
+    """``--query a=feat.npy`` was read as the key 'feat.npy' ("no vector for id 'feat.npy'"): a ``.npy`` file of a
+    ``vectors:`` modality's features is its features, as an upload of it is; a key is still a key."""
+    import json
+
+    from anybind.index import Index
+
+    A, ids = tiny["A"], tiny["ids"]
+    B = np.load(tiny["dir"] / "b.npz")["vectors"]
+    np.save(tmp_path / "a.npy", A[11].astype(np.float64))
+    np.save(tmp_path / "a2.npy", A[11][None])  # (1, 24): one vector too
+    np.save(tmp_path / "b.npy", B[11])
+    want = [(h.id, round(h.score, 5)) for h in Index.open(tiny["index"]).search(inputs={"a": A[11]}, modality="a", k=3)]
+    assert want[0] == (ids[11], pytest.approx(1.0, abs=1e-5))
+    for q in (f"a={tmp_path / 'a.npy'}", f"a={tmp_path / 'a2.npy'}", f"a={ids[11]}"):
+        res = _cli_search(tiny, "--query", q, "-m", "a", "-k", "3")
+        assert res.exit_code == 0, res.output
+        assert [(h["id"], round(h["score"], 5)) for h in json.loads(res.output)] == want
+    # two sensors' features fused, found across modalities
+    res = _cli_search(tiny, "--query", f"a={tmp_path / 'a.npy'}", "--query", f"b={tmp_path / 'b.npy'}", "-m", "b",
+                      "-k", "1")
+    assert res.exit_code == 0 and json.loads(res.output)[0]["id"] == ids[11], res.output
+
+
+@pytest.mark.parametrize("name, content, why", [
+    ("short.npy", np.zeros(5), "an array of shape (5,): this modality's features have 24 values"),
+    ("two.npy", np.zeros((2, 24)), "an array of shape (2, 24): this modality's features have 24 values"),
+    ("nan.npy", np.full(24, np.nan), "an array holds NaN or infinite values"),
+    ("text.npy", np.array(["x"] * 24), "an array of <U1 values: give real numbers"),
+    ("objects.npy", np.array([None] * 24, dtype=object), "holds Python objects (a pickle); refusing to unpickle it"),
+    ("record.npy", np.zeros(24, dtype=[("x", "f4")]), "save a plain numeric"),
+    ("truncated.npy", b"truncated", "not a readable .npy file"),
+    ("folder.npy", None, "is a directory"),
+])
+def test_cli_bad_features_file_is_one_line_naming_it(tiny, tmp_path, name, content, why):
+    p = tmp_path / name
+    if content is None:
+        p.mkdir()
+    elif isinstance(content, bytes):
+        p.write_bytes(_npy(np.zeros(24))[:40])
+    else:
+        np.save(p, content, allow_pickle=content.dtype.hasobject)
+    res = _cli_search(tiny, "--query", f"a={p}", "-m", "a")
+    out = " ".join(res.output.split())
+    assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+    assert f"--query a={p}" in out and why in out, res.output
+    assert len([ln for ln in res.output.splitlines() if ln.strip()]) == 1
+
+
+def test_cli_missing_features_file_is_named(tiny, tmp_path):
+    """A ``.npy`` value that is neither a file nor a key of the vectors file: the file is said missing."""
+    res = _cli_search(tiny, "--query", f"a={tmp_path / 'nope.npy'}")
+    out = " ".join(res.output.split())
+    assert res.exit_code == 2 and f"--query a={tmp_path / 'nope.npy'}: no such file" in out, res.output
+
+
+def test_cli_embed_reads_a_features_file_one_row_per_item(tiny, tmp_path):
+    """``anybind embed SPACE -m a feats.npy``: a ``.npy`` of a ``vectors:`` modality's features is embedded as
+    those features, a 2-D array one item per row (named FILE[i]); a key is still a key; a bad file is one line."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from anybind.cli import app
+
+    A, ids, space = tiny["A"], tiny["ids"], tiny["space"]
+    space.save(tmp_path / "space")
+    np.save(tmp_path / "one.npy", A[4])
+    np.save(tmp_path / "rows.npy", A[[5, 6, 7]])
+    res = CliRunner().invoke(app, ["embed", str(tmp_path / "space"), "-m", "a", "--cache", str(tiny["dir"] / "cache"),
+                                   str(tmp_path / "one.npy"), str(tmp_path / "rows.npy"), ids[8]])
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(line) for line in res.output.splitlines()]
+    rows_file = str(tmp_path / "rows.npy")
+    assert [r["item"] for r in rows] == [str(tmp_path / "one.npy"), f"{rows_file}[0]", f"{rows_file}[1]",
+                                         f"{rows_file}[2]", ids[8]]
+    want = space.embed("a", [ids[i] for i in (4, 5, 6, 7, 8)])
+    assert np.allclose([r["vector"] for r in rows], want, atol=1e-5)
+    np.save(tmp_path / "bad.npy", np.zeros((3, 5)))
+    np.save(tmp_path / "nan.npy", np.where(np.arange(24) == 3, np.nan, A[[1, 2]]))
+    for name, why in (("bad.npy", "row 0 of shape (5,): this modality's features have 24 values"),
+                      ("nan.npy", "row 0 holds NaN or infinite values")):
+        res = CliRunner().invoke(app, ["embed", str(tmp_path / "space"), "-m", "a", str(tmp_path / name)])
+        out = " ".join(res.output.split())
+        assert res.exit_code == 2 and f"{tmp_path / name}: an array {why}" in out, res.output

@@ -17,12 +17,11 @@ from anybind.index import Index
 from anybind.space import Space
 from anybind.vocabulary import (VECTORS_FILE, WORDS_FILE, carry_vocabulary, embed_vocabulary, modality_identity,
                                 stored_vocabulary)
-from serve_data import small_tux
 
 
 @pytest.fixture(scope="module")
-def data(tux_dir, shared_cache, tmp_path_factory):
-    d = small_tux(tux_dir, shared_cache, tmp_path_factory.mktemp("serve-small"))
+def data(serve_small):
+    d = serve_small
     space = Space.load(d["space"])
     return d, space, load_manifest(d["manifest"], modalities=space.modalities).records
 

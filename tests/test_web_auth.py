@@ -7,17 +7,16 @@ import pytest
 
 from anybind.serve import ServeConfig, Service, create_app, serve_in_thread
 from anybind.serve.auth import add_key
-from serve_data import small_tux
 
 CHROMIUM = Path("/usr/bin/chromium")
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs the Debian package chromium")
 
 
-def test_the_page_asks_for_the_key_and_then_shows_results(tux_dir, shared_cache, tmp_path_factory):
+def test_the_page_asks_for_the_key_and_then_shows_results(serve_small, shared_cache, tmp_path_factory):
     from playwright.sync_api import sync_playwright
 
-    data = small_tux(tux_dir, shared_cache, tmp_path_factory.mktemp("serve-small"))
+    data = serve_small
     keys = tmp_path_factory.mktemp("keys") / "keys.json"
     key = add_key(keys, "page")
     svc = Service.load(data["space"], data["index"], cache=shared_cache, config=ServeConfig())

@@ -4,7 +4,6 @@ against the real service on a loopback port, over a small real space + index."""
 from pathlib import Path
 
 import pytest
-from serve_data import small_tux
 from web_page import CHROMIUM, chromium_page, settled
 
 from anybind.serve import ServeConfig, Service, create_app, serve_in_thread
@@ -16,8 +15,8 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def site(tux_dir, shared_cache, tmp_path_factory):
-    data = small_tux(tux_dir, shared_cache, tmp_path_factory.mktemp("serve-small"))
+def site(serve_small, shared_cache):
+    data = serve_small
     svc = Service.load(data["space"], data["index"], cache=shared_cache, config=ServeConfig())
     try:
         with serve_in_thread(create_app(service=svc)) as url:

@@ -254,3 +254,53 @@ def load_vector(path: Path, dim: int):
         x.close()
         raise QueryError(f"--vector {path}: an .npz archive, not one .npy array")
     return query_vector(x, dim, f"--vector {path}")
+
+
+def query_pairs(values: list[str] | None, flag: str = "--query") -> list[tuple[str, str]]:
+    """``MODALITY=VALUE`` options as ``(modality, value)`` pairs (a usage error for any other form)."""
+    pairs = []
+    for q in values or []:
+        mod, sep, value = q.partition("=")
+        if not sep or not mod.strip() or not value:
+            raise typer.BadParameter(f"{flag} takes MODALITY=VALUE (e.g. speech=clip.wav), got {q!r}", param_hint=flag)
+        pairs.append((mod.strip(), value))
+    return pairs
+
+
+def query_items(space: Any, pairs: list[tuple[str, str]], flag: str | None = "--query",
+                several: bool = False) -> list[tuple[str, Any, str]]:
+    """``(modality, value)`` pairs as ``(modality, item, name)`` inputs: a ``.npy`` file given for a modality of
+    precomputed features (a ``vectors:`` encoder, which takes a key or the features themselves) is read as those
+    features, checked as an upload of it is (:func:`~anybind.encoders.custom.npy_features`: one vector of the
+    encoder's width, finite; never unpickled; with ``several``, a 2-D array is one item a row, named ``FILE[i]``);
+    a value that is no such file stays a key when the encoder holds one of that name.  Errors start with
+    ``FLAG MODALITY=VALUE`` (the value alone without ``flag``)."""
+    from ..data.files import file_problem, read_regular
+    from ..encoders.custom import npy_features
+    from ..errors import DataError
+    from ..index import QueryError
+
+    out: list[tuple[str, Any, str]] = []
+    for m, v in pairs:
+        enc = space.encoder(m) if space is not None and m in space.modalities else None
+        if (enc is None or getattr(enc, "input_kind", "file") != "key" or not getattr(enc, "reads_arrays", False)
+                or not v.lower().endswith(".npy")):
+            out.append((m, v, v))  # the index or the space checks it as any input
+            continue
+        what = f"{flag} {m}={v}" if flag else v
+        why = file_problem(v)
+        try:
+            if why == "file does not exist":
+                try:
+                    enc.load(v)  # a key of that name
+                except DataError:
+                    raise QueryError(f"{what}: no such file (nor a key of modality {m!r})") from None
+                out.append((m, v, v))
+                continue
+            if why:
+                raise QueryError(f"{what}: {why}")
+            x = npy_features(read_regular(v), enc.dim, what, several=several)
+        except DataError as e:
+            raise QueryError(_plain(e)) from None
+        out += [(m, x, v)] if x.ndim == 1 else [(m, row, f"{v}[{i}]") for i, row in enumerate(x)]
+    return out

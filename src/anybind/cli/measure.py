@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 
 from ..errors import AnybindError
-from ._common import Rerank, Split, fail, app, choice, console
+from ._common import Rerank, Split, app, choice, console, fail, query_items
 
 
 @app.command("eval")
@@ -110,7 +110,8 @@ def diagnose_cmd(
 @app.command()
 def embed(
     space_dir: Path = typer.Argument(..., help="Saved space folder."),
-    items: list[str] = typer.Argument(..., help="Texts (for text modalities) or file paths."),
+    items: list[str] = typer.Argument(..., help="Texts (for text modalities), file paths, or for a vectors: "
+                                      "modality keys or .npy files of its features (a 2-D array: one item a row)."),
     modality: str = typer.Option("text", "--modality", "-m"),
     out: Optional[Path] = typer.Option(None, help="Write an .npy here instead of printing JSON."),
     cache: Optional[Path] = typer.Option(None),
@@ -118,15 +119,20 @@ def embed(
     """Embed items into the space; prints one JSON vector per item (unit norm).
 
     Example:  anybind embed spaces/tux --modality text "a barking dog" "a cat"
+
+    A vectors: modality (precomputed features), a 2-D array one item a row:  anybind embed spaces/imu -m imu feats.npy
     """
     import numpy as np
 
     from ..space import Space
 
     try:
-        X = Space.load(space_dir).embed(modality, items, cache=cache)
+        space = Space.load(space_dir)
+        given = query_items(space, [(modality, it) for it in items], None, several=True)
+        X = space.embed(modality, [item for _, item, _ in given], cache=cache)
     except AnybindError as e:
         fail(e)
+    items = [name for _, _, name in given]
     if out:
         np.save(out, X)
         console.print(f"{X.shape} written to {out}")

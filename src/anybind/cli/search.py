@@ -23,6 +23,8 @@ from ._common import (
     fail,
     load_vector,
     precision_option,
+    query_items,
+    query_pairs,
     ray_target,
     split_csv,
     use_device,
@@ -266,7 +268,8 @@ def search(
     queries: list[str] = typer.Option(
         None, "--query",
         help="MODALITY=VALUE: a query in any bound modality, e.g. speech=clip.wav, text_fr=\"un chien\", "
-        "timeseries=walk.npy (repeatable; a file path or, for text fields, the text itself)."),
+        "timeseries=walk.npy, sensor=features.npy (repeatable; a file path, for text fields the text itself, for "
+        "a vectors: modality a key or a .npy of its features)."),
     weight: list[float] = typer.Option(
         None, "--weight", help="Fusion weight per input, in order: vector, texts, images, audios, --query inputs."
     ),
@@ -298,16 +301,11 @@ def search(
     from ..index import Index
     from ..space import Space
 
-    inputs = []
-    for q in queries or []:
-        mod, sep, value = q.partition("=")
-        if not sep or not mod.strip() or not value:
-            raise typer.BadParameter(f"--query takes MODALITY=VALUE (e.g. speech=clip.wav), got {q!r}",
-                                     param_hint="--query")
-        inputs.append((mod.strip(), value))
+    pairs = query_pairs(queries)
     try:
         space = Space.load(space_dir) if space_dir else None
         index = Index.open(index_dir, space)
+        inputs = [(m, item) for m, item, _ in query_items(index.space, pairs)]
         query = load_vector(vector, index.dim) if vector else None
         hits = index.search(query, text=list(text) if text else None,
                             image=[str(p) for p in image] if image else None,

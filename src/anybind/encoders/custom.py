@@ -204,6 +204,21 @@ def feature_vector(x: np.ndarray, dim: int, what: str = "a feature vector") -> n
     return v
 
 
+def npy_features(data: bytes, dim: int, what: str, *, several: bool = False) -> np.ndarray:
+    """A ``.npy`` file's bytes holding a ``vectors:`` modality's features (an upload, a file a command line names),
+    loaded (never unpickled, :func:`~anybind.data.series.load_npy`) and checked by :func:`feature_vector`: one
+    vector of ``dim`` finite real numbers, float32 ``(dim,)``; with ``several``, a 2-D array is one vector a row,
+    each checked, float32 ``(rows, dim)``.  :class:`DataError` (one line, starting with ``what``) otherwise."""
+    from ..data.series import load_npy
+
+    x = load_npy(what, data)
+    if not (several and x.ndim == 2):
+        return feature_vector(x, dim, what + ": an array")
+    if not len(x):
+        raise DataError(f"{what}: an array of shape {x.shape}: no rows of features")
+    return np.stack([feature_vector(row, dim, f"{what}: an array row {i}") for i, row in enumerate(x)])
+
+
 def spec_for_folder(spec: str, folder: str | Path) -> str:
     """A spec as an artefact saved in ``folder`` stores it.
 

@@ -81,16 +81,18 @@ class AnnManager:
 
     def tune_memory_ann(self, target_recall: float = 0.95, k: int = 10, n_queries: int = 200, *,
                         queries: np.ndarray | None = None, noise: float = 0.5, seed: int = 0, z: float = 2.0,
-                        grid: Sequence[int] = EF_GRID, save: bool = True) -> EfTuning:
+                        grid: Sequence[int] = EF_GRID, save: bool = True,
+                        truth: Sequence[Iterable[tuple[str, str]]] | None = None) -> EfTuning:
         """Tune the in-memory graph's ``ef``: the smallest of ``grid`` whose recall@``k`` against exact search on
         tuning queries, less ``z`` standard errors, reaches ``target_recall``; saved with the index (a later
         :meth:`open <anybind.index.Index.open>` searches at it) unless ``save=False``.  The tuning queries are
         ``queries`` or ``n_queries`` of the index's own rows drawn by ``seed`` and perturbed by noise of norm
         ~``noise`` -- never pass test queries.  Returns an :class:`~anybind.index.tuning.EfTuning` (``ef``,
         ``recall``, ``recall_low``, ``reached``, every ``ef`` ``tried``); when none of ``grid`` reaches the target,
-        the largest is kept and ``reached`` is false."""
+        the largest is kept and ``reached`` is false.  ``truth``: ``queries``' exact top-``k`` as (id, modality)
+        pairs, when the caller has them (as :meth:`tune_ann` takes them): not computed again."""
         return self.fast.tune_memory_ann(target_recall, k, n_queries, queries=queries, noise=noise, seed=seed, z=z,
-                                          grid=grid, save=save)
+                                          grid=grid, save=save, truth=truth)
 
     def quantize(self, kind: str | None, *, rescore: int | None = None) -> dict[str, Any] | None:
         """Search int8 or binary codes in memory and rescore the top ``rescore * k`` candidates with

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -20,7 +20,7 @@ from .memann import MEMANN_DIR, MemoryAnn, check_threads
 from .quant import DEFAULT_RESCORE, QUANT_KINDS, QuantStore, memory_of
 from .store import Snapshot
 from .table import IndexTable
-from .tuning import EF_GRID, EfTuning, check_target, sample_queries, tune_ef, unit_queries
+from .tuning import EF_GRID, EfTuning, check_target, sample_queries, truth_rows, tune_ef, unit_queries
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -84,12 +84,14 @@ class FastSearch:
 
     def tune_memory_ann(self, target_recall: float = 0.95, k: int = 10, n_queries: int = 200, *,
                         queries: np.ndarray | None = None, noise: float = 0.5, seed: int = 0, z: float = 2.0,
-                        grid: Sequence[int] = EF_GRID, save: bool = True) -> EfTuning:
+                        grid: Sequence[int] = EF_GRID, save: bool = True,
+                        truth: Sequence[Iterable[tuple[str, str]]] | None = None) -> EfTuning:
         """The smallest ``ef`` of ``grid`` whose recall@``k`` against exact search on tuning queries reaches
         ``target_recall`` less ``z`` standard errors (:func:`.tuning.tune_ef`), stored with the index unless
         ``save=False`` (then the graph's ``ef`` is put back).  Tuning queries: ``queries`` or ``n_queries`` stored
-        rows drawn by ``seed`` and perturbed by noise of norm ~``noise``; the writer lock is held throughout
-        (the table does not move under the measurement)."""
+        rows drawn by ``seed`` and perturbed by noise of norm ~``noise``; ``truth``: the exact top-``k`` of
+        ``queries`` as (id, modality) pairs, when the caller has them (:func:`.tuning.truth_rows`; else computed
+        here); the writer lock is held throughout (the table does not move under the measurement)."""
         check_target(target_recall, z)
         for name, v in (("k", k), ("n_queries", n_queries)):
             if type(v) is not int or v < 1:
@@ -101,9 +103,11 @@ class FastSearch:
             snap = self.t.snapshot()
             if not len(snap.vectors):
                 raise IndexError_(f"{self.t.path}: the index is empty: no rows to tune the in-memory ANN on")
+            if truth is not None and queries is None:
+                raise IndexError_("truth needs the queries it belongs to, one top-k list per query")
             Q = (unit_queries(queries, self.t.dim) if queries is not None
                  else sample_queries(snap.vectors, n_queries, noise, seed))
-            _, truth = exact_topk(Q, snap.vectors, k)
+            exact = truth_rows(snap, truth, len(Q), k) if truth is not None else exact_topk(Q, snap.vectors, k)[1]
             ann = self._memory_ann()
             if ann is None:  # warned once by the loader, which names the folder
                 raise IndexError_(f"{self.t.path}: the in-memory ANN cannot be loaded: rebuild it with "
@@ -113,14 +117,14 @@ class FastSearch:
             def search(ef: int) -> np.ndarray:
                 with ann.lock.write():
                     ann.graph.set_ef(ef)
-                found = self._search_graph(ann, snap, Q, truth.shape[1], None, {})
+                found = self._search_graph(ann, snap, Q, exact.shape[1], None, {})
                 if found is None:
                     raise IndexError_(f"{self.t.path}: the in-memory ANN gave up on the tuning queries at ef={ef} "
                                       "(too few live rows); rebuild it with `anybind index ... --memory-ann`")
                 return found[3]
 
             try:
-                tuned = tune_ef(search, truth, target_recall, grid, z)
+                tuned = tune_ef(search, exact, target_recall, grid, z)
             finally:
                 with ann.lock.write():
                     ann.graph.set_ef(int(before))

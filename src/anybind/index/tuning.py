@@ -9,14 +9,18 @@ stored rows perturbed by noise (:func:`sample_queries`, by a seed): never a test
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..metrics import mean_and_lower_bound
 from .errors import IndexError_
 from .exact import unit_rows
+
+if TYPE_CHECKING:
+    from .store import Snapshot
 
 #: the HNSW search breadths tried when tuning, smallest first (the in-memory graph and the hnswlib baseline alike)
 EF_GRID = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
@@ -108,3 +112,35 @@ def sample_queries(vectors: np.ndarray, n_queries: int, noise: float, seed: int,
     pick = rng.choice(pool, size=min(n_queries, len(pool)), replace=False)
     noisy = vectors[pick] + rng.normal(size=(len(pick), dim)).astype(np.float32) * (noise / np.sqrt(dim))
     return unit_rows(noisy)
+
+
+def truth_rows(snap: "Snapshot", truth: Sequence[Iterable[tuple[str, str]]], n_queries: int, k: int) -> np.ndarray:
+    """The tuning queries' exact top-``k`` computed by the caller, as (id, modality) pairs per query (the form
+    :meth:`~anybind.index.ann.LanceAnn.tune` takes), as row numbers of ``snap``: ``(n_queries, min(k, rows))``.
+    :class:`IndexError_` in one line unless there is one list per query, of that many pairs of strings, each a
+    row the index holds (any other truth would score every breadth low and tune to the slowest in silence)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    want = min(k, len(snap.vectors))
+    lists = [list(g) for g in truth]
+    if len(lists) != n_queries:
+        raise IndexError_(f"truth holds {len(lists)} top-k lists for {n_queries} tuning queries: one per query")
+    for i, g in enumerate(lists):
+        if len(g) != want:
+            raise IndexError_(f"truth of query {i} lists {len(g)} rows: the exact top-{want} expected")
+        for e, p in enumerate(g):
+            if not (isinstance(p, (tuple, list)) and len(p) == 2 and all(isinstance(x, str) for x in p)):
+                raise IndexError_(f"truth of query {i}: entry {e} is {p!r}, not an (id, modality) pair of strings")
+    ids = snap.meta.column("id")
+    named = pa.array(sorted({p[0] for g in lists for p in g}), pa.string())
+    pos = np.flatnonzero(pc.is_in(ids, value_set=named).to_numpy(zero_copy_only=False))
+    at = {(i, m): int(r) for r, i, m in zip(pos, ids.take(pa.array(pos)).to_pylist(), snap.modality[pos])}
+    rows = np.empty((n_queries, want), np.int64)
+    for i, g in enumerate(lists):
+        for e, (rid, m) in enumerate(g):
+            r = at.get((rid, m))
+            if r is None:
+                raise IndexError_(f"truth of query {i} names id {rid!r} ({m}), which this index does not hold")
+            rows[i, e] = r
+    return rows

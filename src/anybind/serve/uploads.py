@@ -89,11 +89,10 @@ def array_shape(data: bytes, shown: str) -> tuple[int, ...]:
 def upload_features(data: bytes, shown: str, dim: int) -> np.ndarray:
     """An uploaded ``.npy`` of a ``vectors:`` modality's features (its size already checked from its header),
     loaded (never unpickled) and checked: one vector of ``dim`` finite values (:class:`QueryError`, 400)."""
-    from ..data.series import load_npy
-    from ..encoders.custom import feature_vector
+    from ..encoders.custom import npy_features
 
     try:
-        return feature_vector(load_npy(shown, data), dim, shown + ": an array")
+        return npy_features(data, dim, shown)
     except DataError as e:
         raise QueryError(str(e)) from None
 
