@@ -123,7 +123,7 @@ class Searcher:
         if Q.shape[1] != self.t.dim:
             raise QueryError(f"queries of width {Q.shape[1]}: this index holds {self.t.dim}-d vectors")
         targets = self.t.check_targets(modality) if modality is not None else None
-        lab = label_filter(labels)
+        lab = label_filter(labels) if labels else {}  # (what label_filter gives for none, without the call)
         return self._search(Q, targets, k, lab, method, rerank_params, query_bank, exact, rerank_pool, bank_size,
                             ann_params)
 

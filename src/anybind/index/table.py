@@ -155,27 +155,29 @@ class IndexTable:
 
     def snapshot(self) -> Snapshot:
         """The table in memory (vectors + metadata), reloaded only when the table changed."""
+        v = self.version
+        snap = self.snap
+        if snap is not None and snap.version == v:  # (every search asks: no import statement on this path)
+            return snap
         import pyarrow as pa
 
-        v = self.version
-        if self.snap is None or self.snap.version != v:
-            # streamed in batches into one preallocated matrix: peak memory ~ the vectors once
-            V = np.empty((self.table.count_rows(), self.dim), np.float32)
-            cols = [f.name for f in self.table.schema if f.name != "vector"]
-            metas, pos = [], 0
-            for b in self.table.search().limit(None).to_batches(65536):
-                m = b.num_rows
-                if pos + m > len(V):  # rows appeared since count_rows(): grow
-                    V = np.concatenate([V, np.empty((pos + m - len(V), self.dim), np.float32)])
-                V[pos : pos + m] = vectors_of(b.column("vector"), self.dim)
-                metas.append(b.select(cols))
-                pos += m
-            schema = pa.schema([f for f in self.table.schema if f.name != "vector"])
-            meta = one_chunk(pa.Table.from_batches(metas, schema=schema)) if metas else schema.empty_table()
-            del metas
-            mods = objects_of(meta.column("modality"))
-            self.snap = Snapshot(v, meta, V[:pos], mods)
-            self.memo.clear()
+        # streamed in batches into one preallocated matrix: peak memory ~ the vectors once
+        V = np.empty((self.table.count_rows(), self.dim), np.float32)
+        cols = [f.name for f in self.table.schema if f.name != "vector"]
+        metas, pos = [], 0
+        for b in self.table.search().limit(None).to_batches(65536):
+            m = b.num_rows
+            if pos + m > len(V):  # rows appeared since count_rows(): grow
+                V = np.concatenate([V, np.empty((pos + m - len(V), self.dim), np.float32)])
+            V[pos : pos + m] = vectors_of(b.column("vector"), self.dim)
+            metas.append(b.select(cols))
+            pos += m
+        schema = pa.schema([f for f in self.table.schema if f.name != "vector"])
+        meta = one_chunk(pa.Table.from_batches(metas, schema=schema)) if metas else schema.empty_table()
+        del metas
+        mods = objects_of(meta.column("modality"))
+        self.snap = Snapshot(v, meta, V[:pos], mods)
+        self.memo.clear()
         return self.snap
 
     def drop_snapshot(self) -> None:
