@@ -171,6 +171,6 @@ def test_readme_exceptions_are_few_and_current():
         assert len(hits) == 1, f"PARSE_ONLY entry {start!r} matches README lines {hits}, not exactly one"
     skipped = [s for s in steps if s.skipped]
     assert all(len(s.skipped) > 20 for s in skipped), "a skip mark needs its reason"
-    assert len(PARSE_ONLY) + len({s.skipped for s in skipped}) <= 18
+    assert len(PARSE_ONLY) + len({s.skipped for s in skipped}) <= 19  # 19: the two-node torchrun block (two machines, shared storage)
     ran = [s for s in steps if not s.skipped and not (s.kind == "sh" and _parse_only(s))]
     assert len(ran) >= 30 and sum(s.kind == "python" for s in ran) >= 3
