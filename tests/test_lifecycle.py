@@ -144,3 +144,45 @@ def test_anybind_bench_refuses_a_bad_cap_in_one_line(tmp_path, cap):
     assert res.exit_code != 0 and isinstance(res.exception, SystemExit), repr(res.exception)
     assert [ln for ln in res.output.splitlines() if "cap must be domain:N" in ln][0].startswith("error: ")
     assert not (tmp_path / "work").exists()
+
+
+def test_continual_study_runs_mod_x_weights_side_by_side(tmp_path):
+    mans, specs = two_domains(tmp_path, n=300)
+    doms = [(d, load_manifest(mans[d], kinds={"sa": "key", "sb": "key"})) for d in ("a", "b")]
+    rows = continual_study(doms, pair=("sa", "sb"), encoders=specs, fit=FIT, joint=False,
+                           update={"epochs": 3, "lr": 1e-3}, modx_weights={"modx 1.0": 1.0, "modx auto": "auto"},
+                           cache=tmp_path / "c")
+    by = {r["name"]: r for r in rows}
+    assert [r["name"] for r in rows] == ["first space", "frozen", "naive", "modx 1.0", "modx auto"]
+    assert by["modx auto"]["distill"] in (0.1, 0.3, 1.0, 3.0, 10.0) and "distill" not in by["modx 1.0"]
+    from anybind.errors import AnybindError
+
+    with pytest.raises(AnybindError, match="may not be named 'naive'"):
+        continual_study(doms, pair=("sa", "sb"), encoders=specs, fit=FIT, modx_weights={"naive": 1.0},
+                        cache=tmp_path / "c")
+
+
+def test_bench_continual_distill_option(monkeypatch, tmp_path):
+    """``--opt distill=1.0,auto``: one Mod-X system per weight, side by side; a bad list refused in one line."""
+    import anybind.lifecycle as lifecycle
+    from anybind.bench import tasks_keep
+    from anybind.errors import AnybindError
+
+    doms, _ = three_domains(tmp_path, n=40)
+    got = {}
+
+    def fake_study(mans, **kw):
+        got.update(kw)
+        return [{"name": "first space", "step": 0, "domain": "a", "old R@1": 0.5, "new R@1": 0.5, "forgetting": 0.0}]
+
+    monkeypatch.setattr(lifecycle, "continual_study", fake_study)
+    monkeypatch.setattr(tasks_keep, "_domain", lambda work, name: name)
+    monkeypatch.setattr("anybind.data.manifest.load_manifest", lambda name, **kw: dict(doms)[name])
+    tasks_keep.continual(tmp_path, domains="a,b1", distill="1.0,auto")
+    assert got["modx_weights"] == {"modx 1.0": 1.0, "modx auto": "auto"}
+    tasks_keep.continual(tmp_path, domains="a,b1", distill="3")
+    assert got["modx_weights"] == {"modx": 3.0}
+    for bad in ("lots", "1.0,1", "-1", "nan", "auto,auto"):
+        with pytest.raises(AnybindError, match="distill must be") as ei:
+            tasks_keep.continual(tmp_path, domains="a,b1", distill=bad)
+        assert "\n" not in str(ei.value)

@@ -3,10 +3,10 @@ bench tasks are thin wrappers of these).
 
 * :func:`continual_study`: bind on the first domain, then update on each next one with every method
   (naive fine-tuning, Mod-X; :mod:`anybind.update`; ``update={"distill": "auto"}``: Mod-X's weight chosen on
-  the val pairs of the first domain and the new one), beside joint retraining on every domain seen
-  (the upper bound) and the first space frozen (the lower bound); R@1 on the first domain's test
-  split (old), the new domain's and every earlier domain's after each step; forgetting = the drop on the
-  first domain.
+  the val pairs of the first domain and the new one; ``modx_weights``: several Mod-X weights side by side),
+  beside joint retraining on every domain seen (the upper bound) and the first space frozen (the lower bound);
+  R@1 on the first domain's test split (old), the new domain's and every earlier domain's after each step;
+  forgetting = the drop on the first domain.
 * :func:`merge_study`: two spaces bound apart (A: ``a_mods``, B: ``b_mods``, sharing ``anchor``) merged
   (:mod:`anybind.merge`), beside the same modalities bound jointly: each pair's R@1 and the never-paired
   pair's.
@@ -37,6 +37,7 @@ def continual_study(
     fit: Mapping[str, Any] | None = None,
     update: Mapping[str, Any] | None = None,
     methods: Sequence[str] = ("naive", "modx"),
+    modx_weights: Mapping[str, float | str] | None = None,
     joint: bool = True,
     cache=None,
     seed: int = 0,
@@ -44,7 +45,11 @@ def continual_study(
     """One row per (step, system): ``old R@1`` (first domain), ``new R@1`` (this step's domain), ``forgetting``
     (the drop on the first domain), then ``R@1 <domain>`` for every domain (its test split), in the order given:
     each domain seen up to this step, ``None`` for the domains still to come, so what every update keeps of each
-    earlier domain (forgetting) is visible column by column.  Domain names must differ (one column each)."""
+    earlier domain (forgetting) is visible column by column.  Domain names must differ (one column each).
+
+    ``modx_weights``: {system name: distillation weight (a number or ``"auto"``)}: one Mod-X system per entry in
+    place of ``"modx"``, updated side by side (e.g. ``{"modx 1.0": 1.0, "modx auto": "auto"}``); default: one
+    system ``"modx"`` with ``update``'s weight."""
     from .errors import DataError
     from .fitting import fit_space
     from .update import update_space
@@ -53,6 +58,12 @@ def continual_study(
     if dup := sorted({n for n in names if names.count(n) > 1}):
         raise DataError(f"continual domains must have different names (one R@1 column each), got "
                          f"{', '.join(map(repr, dup))} more than once in {', '.join(names)}")
+    variants: dict[str, tuple[str, float | str | None]] = {}  # system name -> (method, its distillation weight)
+    for m in methods:
+        variants.update({n: (m, w) for n, w in modx_weights.items()} if m == "modx" and modx_weights
+                        else {m: (m, None)})
+    if clash := sorted(set(modx_weights or {}) & {*methods, "frozen", "joint", "first space"}):
+        raise DataError(f"a Mod-X system may not be named {', '.join(map(repr, clash))}: another system has that name")
     a, b = pair
 
     def per_domain(space, upto: int) -> dict[str, float | None]:
@@ -67,15 +78,15 @@ def continual_study(
     old0 = cols0[f"R@1 {first_name}"]
     rows = [{"name": "first space", "step": 0, "domain": first_name, "old R@1": old0, "new R@1": old0,
              "forgetting": 0.0, **cols0}]
-    current = {m: space0 for m in methods}
+    current = {v: space0 for v in variants}
     for step, (name, man) in enumerate(domains[1:], start=1):
         systems: dict[str, Any] = {"frozen": space0}
-        for m in methods:
-            kw = dict(update or {})
+        for v, (m, w) in variants.items():
+            kw = {**(update or {}), **({"distill": w} if w is not None else {})}
             if kw.get("distill") == "auto":  # Mod-X's weight chosen on the val pairs of the first and this domain
                 kw.update({"old_val": first} if m == "modx" else {"distill": 0.0})
-            current[m] = update_space(current[m], man, method=m, cache=cache, seed=seed, **kw)
-            systems[m] = current[m]
+            current[v] = update_space(current[v], man, method=m, cache=cache, seed=seed, **kw)
+            systems[v] = current[v]
         if joint:
             systems["joint"] = fit_space([d for _, d in domains[: step + 1]], modalities=list(pair),
                                          encoders=dict(encoders), cache=cache, **fit_kw)
@@ -84,7 +95,7 @@ def continual_study(
             old = cols[f"R@1 {first_name}"]
             rows.append({"name": sys_name, "step": step, "domain": name, "old R@1": old,
                          "new R@1": cols[f"R@1 {name}"], "forgetting": old0 - old, **cols})
-            search = sp.info["lineage"][-1].get("distill_search") if sys_name in methods else None
+            search = sp.info["lineage"][-1].get("distill_search") if sys_name in variants else None
             if search:  # Mod-X's weight chosen on val
                 rows[-1]["distill"] = search["chosen"]
     return rows

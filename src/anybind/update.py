@@ -64,6 +64,8 @@ class UpdateConfig:
 
     method: str = "modx"  # "modx" | "naive"
     distill: float | str = 1.0  # weight of the off-diagonal distillation term (modx); "auto": chosen on val
+    # (update_space: "auto" when held-out old data is given, old_val=, and no weight is)
+    distill_tradeoff: float = 0.5  # auto: the choice's score is (1 - t) x new data's val score + t x the old data's
     distill_temperature: float | None = None  # temperature of both similarity distributions (default: the space's)
     screening: bool = True  # correct the old space's wrongly ranked rows before distilling them
     epochs: int = 50
@@ -88,6 +90,12 @@ def update_config(config: Mapping[str, Any]) -> UpdateConfig:
     cfg = UpdateConfig(**config)
     if cfg.method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {cfg.method!r}")
+    if not 0.0 <= cfg.distill_tradeoff <= 1.0:
+        raise ValueError(f"distill_tradeoff must be in [0, 1] (0: only the new data's val score counts, 1: only the "
+                         f"old data's), got {cfg.distill_tradeoff!r}")
+    if cfg.distill_tradeoff != 0.5 and cfg.distill != "auto":
+        raise ValueError(f"distill_tradeoff={cfg.distill_tradeoff} weighs the choice of distill='auto' (give old_val=, "
+                         f"--old-val), but distill is {cfg.distill!r}: nothing would read it")
     if isinstance(cfg.distill, str):
         if cfg.distill != "auto":
             raise ValueError(f"distill must be a number >= 0 or 'auto', got {cfg.distill!r}")
@@ -175,10 +183,20 @@ def update_space(
 
     ``replay``: manifest(s) of old pairs trained on alongside (sampling weight ``replay_weight``);
     ``**config``: :class:`UpdateConfig` fields (``method``, ``distill``, ``epochs``, ``lr``, ``seed``...).
-    ``distill="auto"``: Mod-X's weight is chosen from :data:`DISTILL_GRID` by the mean of the val scores on the
-    new data's val pairs and on the old data's (``old_val`` and ``replay`` manifests' val splits): what the old
-    space could do and what the new data asks, weighed equally (:func:`choose_distill`).
+    ``distill="auto"``: Mod-X's weight is chosen from :data:`DISTILL_GRID` by ``(1 - distill_tradeoff)`` x the
+    val score on the new data's val pairs + ``distill_tradeoff`` x the score on the old data's (``old_val`` and
+    ``replay`` manifests' val splits): what the old space could do and what the new data asks, weighed equally by
+    default (:func:`choose_distill`).  ``old_val`` given and no ``distill``: ``"auto"``; no ``old_val`` and no
+    ``distill``: the default weight (1.0).  ``old_val`` with a fixed weight (or ``method="naive"``) is refused:
+    nothing would read it.
     """
+    if old_val is not None and "distill" not in config and config.get("method", "modx") == "modx":
+        config = {**config, "distill": "auto"}  # held-out old data: the weight is chosen on val
+    if old_val is not None and config.get("distill") != "auto":
+        update_config(config)  # a bad option is named first
+        raise ValueError(f"old_val is read only to choose Mod-X's weight on val (distill='auto', method='modx'), "
+                         f"but distill is {config.get('distill', 1.0)!r} and method {config.get('method', 'modx')!r}: "
+                         "drop old_val or the fixed weight")
     if config.get("distill") == "auto":
         update_config(config)  # the other options are checked before any training
         return choose_distill(space, data, replay=replay, old_val=old_val, cache=cache, strict=strict,
@@ -271,13 +289,16 @@ def _update_once(space: "SpaceCore", data, *, replay, cache: FeatureCache, stric
 
 
 DISTILL_GRID = (0.1, 0.3, 1.0, 3.0, 10.0)
-DISTILL_METRIC = "mean of the new data's and the old data's val scores, each (R@1+R@5+R@10)/3 over pairs, both directions"
+DISTILL_METRIC = ("(1 - tradeoff) x the new data's val score + tradeoff x the old data's, each (R@1+R@5+R@10)/3 "
+                  "over pairs, both directions")
 
 
 def choose_distill(space: "SpaceCore", data, *, replay=None, old_val=None, cache=None, strict: bool = False,
                    progress: bool = False, **config: Any) -> "SpaceCore":
     """:func:`update_space` with every weight of :data:`DISTILL_GRID`; the one whose update scores best on val
-    (:data:`DISTILL_METRIC`) is returned, its lineage entry recording the search."""
+    (:data:`DISTILL_METRIC`, ``tradeoff``: ``distill_tradeoff``; ties: the smaller weight) is returned, its
+    lineage entry recording the search.  Deterministic (each candidate trains with the same seed); only val
+    records of ``old_val`` / ``replay`` and of ``data`` are scored; no val records in either: one-line DataError."""
     from .manifests import as_manifests
 
     olds = _listed(old_val) + _listed(replay)
@@ -291,12 +312,13 @@ def choose_distill(space: "SpaceCore", data, *, replay=None, old_val=None, cache
         if not any(r.split == "val" for m in mans for r in m.records):
             raise DataError(f"{', '.join(str(m.path) for m in mans)}: the {name} has no val records to choose "
                             "distill='auto' on")
+    t = update_config({**config, "distill": "auto"}).distill_tradeoff
     best, scores = None, {}
     for w in DISTILL_GRID:
         cand = _update_once(space, new_mans, replay=replay, cache=fc, strict=strict, progress=progress,
-                            **{**config, "distill": w})
+                            **{**config, "distill": w, "distill_tradeoff": 0.5})
         new, old = _val_score(cand, new_mans, fc), _val_score(cand, old_mans, fc)
-        scores[str(w)] = {"new": new, "old": old, "score": (new + old) / 2}
+        scores[str(w)] = {"new": new, "old": old, "score": (1 - t) * new + t * old if 0 < t < 1 else old if t else new}
         log.info("update: distill %g: val new %.3f old %.3f", w, new, old)
         score = scores[str(w)]["score"]
         if score == score and (best is None or score > best[0] + 1e-9):  # a NaN score (no scorable pair) never wins
@@ -305,8 +327,9 @@ def choose_distill(space: "SpaceCore", data, *, replay=None, old_val=None, cache
         raise DataError("distill='auto': no weight could be scored on the val pairs of the old and the new data "
                         "(every score is NaN: do their val records pair the space's modalities?)")
     chosen = best[2]
+    chosen.info["lineage"][-1]["config"]["distill_tradeoff"] = t  # each candidate trained alike; t chose among them
     chosen.info["lineage"][-1]["distill_search"] = {"grid": list(DISTILL_GRID), "chosen": best[1], "scores": scores,
-                                                    "metric": DISTILL_METRIC}
+                                                    "tradeoff": t, "metric": DISTILL_METRIC}
     return carry_vocabulary(space, chosen, cache=fc, progress=progress)  # onto the chosen space only
 
 

@@ -21,10 +21,14 @@ def update(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the space already saved at --out."),
     replay: list[Path] = typer.Option(None, "--replay", help="Manifest of old pairs to replay alongside (optional, repeatable)."),
     method: UpdateMethod = choice("modx", UpdateMethod, help="modx: fine-tune with Mod-X's off-diagonal distillation against the old space; naive: plain fine-tuning."),
-    distill: str = typer.Option("1.0", help="Weight of the distillation term (modx), or 'auto': chosen on the val "
-                                "pairs of the new data and of the old (--old-val or --replay)."),
-    old_val: list[Path] = typer.Option(None, "--old-val", help="Manifest of the old data whose val split judges "
-                                       "--distill auto (only its val records are read; repeatable)."),
+    distill: Optional[str] = typer.Option(None, help="Weight of the distillation term (modx), or 'auto': chosen on "
+                                          "the val pairs of the new data and of the old (--old-val or --replay). "
+                                          "Default: auto with --old-val, else 1.0."),
+    old_val: list[Path] = typer.Option(None, "--old-val", help="Manifest of held-out old data whose val split judges "
+                                       "the weight (--distill auto; only its val records are read; repeatable)."),
+    distill_tradeoff: float = typer.Option(0.5, "--distill-tradeoff", help="auto: the weight's score is (1 - t) x "
+                                           "the new data's val score + t x the old data's (1: keep the old, 0: learn "
+                                           "the new)."),
     epochs: int = typer.Option(50, help="Maximum epochs (early stopping on the val pairs; the space as it was competes)."),
     lr: float = typer.Option(3e-4, help="Learning rate."),
     seed: int = typer.Option(0),
@@ -42,10 +46,13 @@ def update(
 
     check_out(out, "space", overwrite)
     try:
-        weight: float | str = distill if distill == "auto" else _number(distill, "--distill")
+        kw = {} if distill is None else {"distill": distill if distill == "auto" else _number(distill, "--distill")}
+        if distill_tradeoff != 0.5:
+            kw["distill_tradeoff"] = distill_tradeoff
         space = Space.load(space_dir)
         new = space.update([str(d) for d in data], replay=[str(r) for r in replay or []] or None, method=method,
-                           old_val=[str(v) for v in old_val or []] or None, distill=weight, epochs=epochs, lr=lr, seed=seed, cache=cache, strict=strict, progress=True)
+                           old_val=[str(v) for v in old_val or []] or None, epochs=epochs, lr=lr, seed=seed,
+                           cache=cache, strict=strict, progress=True, **kw)
         new.save(out, overwrite=overwrite)
     except (AnybindError, ValueError) as e:
         fail(e)
