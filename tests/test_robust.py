@@ -251,7 +251,7 @@ class _FakeBridge:
         self.dim = d_base + d_text
 
 
-def bridged_features(monkeypatch, n=400, n_train=20, seed=0):
+def bridged_features(monkeypatch, n=400, n_train=20, seed=0, bridge_noise=1.0):
     """Text targets T; images = [noise-ish base block | a noisy copy of T as the bridge block]."""
     from anybind.data.manifest import Record
     from anybind.encoders import bridge, registry
@@ -265,7 +265,7 @@ def bridged_features(monkeypatch, n=400, n_train=20, seed=0):
     rng = np.random.default_rng(seed)
     T = rng.normal(size=(n, 24))
     base = T @ rng.normal(size=(24, 100)) * 0.1 + rng.normal(size=(n, 100))
-    X = np.hstack([base, T + 1.0 * rng.normal(size=(n, 24))]).astype(np.float32)
+    X = np.hstack([base, T + bridge_noise * rng.normal(size=(n, 24))]).astype(np.float32)
     splits = ["train"] * n_train + ["val"] * 60 + ["test"] * (n - n_train - 60)
     recs = [Record(id=f"r{i}", split=s, values={"image": f"i{i}", "text": f"t{i}"}) for i, s in enumerate(splits)]
     return FeatureSet(records=recs, specs={"image": "image:fake+bridge", "text": "text:fake"},

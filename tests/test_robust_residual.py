@@ -43,3 +43,29 @@ def test_the_residual_prior_needs_a_ridge_start(monkeypatch):
     fs = bridged_features(monkeypatch)
     with pytest.raises(DataError, match="use init='ridge'"):
         train_space(fs, TrainConfig(lock="text", init="random", ridge_prior="residual", epochs=1), progress=False)
+
+
+def test_residual_start_chosen_on_held_out_data_never_loses_to_the_bridge_there(monkeypatch):
+    """Issue 16 (h150): with ``ridge_prior="residual"`` the WiSE-FT grid's alpha 0 *is* the label bridge, so a fit
+    whose epoch and alpha are chosen on another domain's records (``select``, ``Space.fit(select_data=...)``) scores
+    at least the bridge's score there: training cannot lose to the training-free start on the data the user holds out."""
+    from anybind.train import val_score
+
+    # 200 pairs teach the base block at home; the other domain maps its base block differently, its bridge alike
+    fs = bridged_features(monkeypatch, n_train=200, bridge_noise=3.0)
+    other = bridged_features(monkeypatch, n_train=200, bridge_noise=3.0, seed=1)
+    cfg = dict(lock="text", init="ridge", hidden=16, ridge_prior="residual", lr=1e-3, epochs=8, patience=8, wise="auto")
+    away = train_space(fs, TrainConfig(**cfg), progress=False, select=other)
+    bridge = train_space(fs, TrainConfig(**{**cfg, "epochs": 0}), progress=False)
+    idx, pairs = other.split_idx("val"), [("image", "text")]
+    b = val_score(bridge.projectors, other, idx, pairs)
+    rec = away.info["training"]["robust"]
+    assert rec["wise_val"]["0.0"] == pytest.approx(b, abs=1e-9)  # the grid's start, scored on the other domain
+    got = val_score(away.projectors, other, idx, pairs)
+    assert got == pytest.approx(away.info["metrics"]["val/score"], abs=1e-9) == pytest.approx(max(rec["wise_val"].values()))
+    assert got >= b - 1e-9
+    home = train_space(fs, TrainConfig(**cfg), progress=False)  # chosen on its own val split instead
+    own = fs.split_idx("val")
+    assert val_score(home.projectors, fs, own, pairs) > val_score(bridge.projectors, fs, own, pairs) + 0.05
+    assert val_score(home.projectors, other, idx, pairs) < b - 0.02  # what helps at home loses away ...
+    assert home.info["training"]["robust"]["wise_alpha"] > rec["wise_alpha"]  # ... so away keeps more of the bridge

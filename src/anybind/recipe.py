@@ -30,6 +30,12 @@ section transfer): geodesic mixup (``mixup=0.5``: +0.030 vs +0.024 over three se
 corpus, each gap inside its interval; diagonal -0.005 / +0.002; test level: a candidate for the full matrix), selection on another corpus (``select_data``, openclipart's val: +0.036 vs +0.036, Tux
 Paint's own val t->i 0.485 -> 0.437) and the bridge as a residual branch (``ridge_prior="residual"``: +0.009 vs +0.031
 over two seeds).
+Also not taken (branch h150, BENCHMARKS.md section transfer, held-out domain): for an emoji-trained space (300 pairs) selection
+on emoji + Tux Paint val changes nothing (WiSE alpha already 0, ridge alpha at the grid's top); with ``ridge_prior="residual"``
+it beats the label bridge on Fashion-MNIST train 0-899 in three seeds (balanced 0.326 -> 0.340-0.361) but costs the Tux
+Paint-trained space 3-4 of 103 own-val queries each way: an opt-in (``select_data=`` + ``ridge_prior="residual"``).
+The ridge grid's top (10) binds there; a longer grid lets defaults + ``select_data`` reach FM balanced 0.343 (measured, not
+wired: it breaks ``select_data=<own data>`` = the plain fit, or, for every fit, needs the full matrix).
 Also not taken (branch h86, BENCHMARKS.md section defaults-image-encoder): a larger image encoder,
 ``image:efficientnet-lite1+bridge`` / ``lite2+bridge``: Tux Paint's own val t->i 0.476 -> 0.495 / 0.495 (1-2 queries),
 but every held-out measure lower: transfer matrix off-diagonal val +0.031 (4/4) -> +0.013 (2/4) / -0.023 (2/4),
