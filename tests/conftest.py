@@ -4,6 +4,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 # tests must never reach a model hub
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -16,6 +17,13 @@ import torchvision_shim  # noqa: E402 - needs the path above
 
 # a torchvision whose C++ ops do not load (the registry's +cu130 build beside the CPU torch) imports for timm and OpenCLIP
 torchvision_shim.install()
+
+# property tests are bounded by their max_examples, not by the clock: no deadline and no too-slow health check, both of
+# which fail a test on a machine busy with other work (2 cores shared by the suite's xdist workers and more; seen:
+# "Input generation is slow: only generated 3 valid inputs after 1.96 seconds" for a list of 4 floats). A test's own
+# suppress_health_check replaces this list: such a test names too_slow again.
+settings.register_profile("anybind", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("anybind")
 
 # fixtures shared by several test files (see each module's doc): the captioning corpus and captioner, built once a
 # session; the corpus builders' small made-up source folders
