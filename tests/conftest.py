@@ -38,20 +38,24 @@ STAMPS = Path("/usr/share/tuxpaint/stamps")
 
 
 @pytest.fixture(scope="session")
-def tux_dir(tmp_path_factory):
+def tux_dir(request, tmp_path_factory):
     """The real Tux Paint corpus, built once per test session."""
     from anybind.corpora.tuxpaint import build_tuxpaint
 
     if not STAMPS.is_dir():
         pytest.fail("Debian package tuxpaint-stamps-default is missing: `make test` installs it")
-    return built_once(tmp_path_factory, "corpus", lambda d: build_tuxpaint(d / "tux", progress=False)) / "tux"
+
+    def build(folder: Path) -> None:
+        build_tuxpaint(folder / "tux", progress=False)
+
+    return built_once(request.config, tmp_path_factory, "corpus", build) / "tux"
 
 
-def built_once(tmp_path_factory, name: str, build) -> Path:
+def built_once(config, tmp_path_factory, name: str, build) -> Path:
     """A folder that ``build(folder)`` filled once per test run, for tests that only read it.  Under pytest-xdist it is
     the run's (beside the workers' own temp folders): the first worker to ask builds it while the others wait on its
     lock, then every worker reads it (the Tux Paint corpus: ~200 MB of media copied once, not once per worker)."""
-    if "PYTEST_XDIST_WORKER" not in os.environ:
+    if not hasattr(config, "workerinput"):  # not an xdist worker (a child pytest of a worker inherits its environment)
         out = tmp_path_factory.mktemp(name)
         build(out)
         return out
