@@ -50,11 +50,15 @@ demo: install
 	$(VENV)/bin/anybind demo --work demo-out
 
 # lint-imports: the layers in .importlinter (nothing imports upward); ruff's pyflakes rules (an undefined
-# name is a crash waiting on a rare path); then the tests
+# name is a crash waiting on a rare path); then the tests, on 2 pytest-xdist workers (the machine's 2 cores; not
+# `-n auto`: more workers each hold their own real encoders and session fixtures). `--dist loadgroup`: each test
+# module's tests on one worker, the Ray modules on one worker one after the other (tests/conftest.py).
+# PYTEST_WORKERS=0 runs them in this process, one after the other.
+PYTEST_WORKERS ?= 2
 test: install $(HUBSTAMP)
 	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/ruff check --quiet --select F src tests
-	$(PY) -m pytest -q -p no:cacheprovider tests
+	$(PY) -m pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loadgroup tests
 
 # after an intended addition to the service's API: rewrite tests/fixtures/openapi.json (refused if it removes
 # anything; tests/openapi_baseline.py --allow-removals for a deliberate breaking change)

@@ -1,21 +1,34 @@
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 # tests must never reach a model hub
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-# remembered media checks go to a fresh file per session, never the user's cache
-os.environ.setdefault("ANYBIND_MEDIA_CHECKS", os.path.join(tempfile.mkdtemp(prefix="anybind-checks-"), "checks.sqlite"))
+# remembered media checks go to a fresh file per test process, never the user's cache: under pytest-xdist each worker
+# its own (a worker inherits the controller's environment, so a path this conftest set there is replaced, not shared)
+_PID = str(os.getpid())
+if "ANYBIND_MEDIA_CHECKS" not in os.environ or os.environ.get("ANYBIND_TEST_CHECKS_PID", _PID) != _PID:
+    os.environ["ANYBIND_MEDIA_CHECKS"] = os.path.join(tempfile.mkdtemp(prefix="anybind-checks-"), "checks.sqlite")
+    os.environ["ANYBIND_TEST_CHECKS_PID"] = _PID
 sys.path.insert(0, str(Path(__file__).parent))  # for the helper encoders module
 
 import torchvision_shim  # noqa: E402 - needs the path above
 
 # a torchvision whose C++ ops do not load (the registry's +cu130 build beside the CPU torch) imports for timm and OpenCLIP
 torchvision_shim.install()
+
+# property tests are bounded by their max_examples, not by the clock: no deadline and no too-slow health check, both of
+# which fail a test on a machine busy with other work (2 cores shared by the suite's xdist workers and more; seen:
+# "Input generation is slow: only generated 3 valid inputs after 1.96 seconds" for a list of 4 floats). A test's own
+# suppress_health_check replaces this list: such a test names too_slow again.
+settings.register_profile("anybind", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("anybind")
 
 # fixtures shared by several test files (see each module's doc): the captioning corpus and captioner, built once a
 # session; the corpus builders' small made-up source folders; a Ray cluster started apart
@@ -25,14 +38,37 @@ STAMPS = Path("/usr/share/tuxpaint/stamps")
 
 
 @pytest.fixture(scope="session")
-def tux_dir(tmp_path_factory):
+def tux_dir(request, tmp_path_factory):
     """The real Tux Paint corpus, built once per test session."""
     from anybind.corpora.tuxpaint import build_tuxpaint
 
     if not STAMPS.is_dir():
         pytest.fail("Debian package tuxpaint-stamps-default is missing: `make test` installs it")
-    out = tmp_path_factory.mktemp("corpus") / "tux"
-    build_tuxpaint(out, progress=False)
+
+    def build(folder: Path) -> None:
+        build_tuxpaint(folder / "tux", progress=False)
+
+    return built_once(request.config, tmp_path_factory, "corpus", build) / "tux"
+
+
+def built_once(config, tmp_path_factory, name: str, build) -> Path:
+    """A folder that ``build(folder)`` filled once per test run, for tests that only read it.  Under pytest-xdist it is
+    the run's (beside the workers' own temp folders): the first worker to ask builds it while the others wait on its
+    lock, then every worker reads it (the Tux Paint corpus: ~200 MB of media copied once, not once per worker)."""
+    if not hasattr(config, "workerinput"):  # not an xdist worker (a child pytest of a worker inherits its environment)
+        out = tmp_path_factory.mktemp(name)
+        build(out)
+        return out
+    from filelock import FileLock
+
+    run = tmp_path_factory.getbasetemp().parent  # this run's folder, holding every worker's temp folder
+    out, done = run / name, run / f"{name}.built"
+    with FileLock(str(run / f"{name}.lock")):
+        if not done.exists():
+            shutil.rmtree(out, ignore_errors=True)  # left half-built by a worker that failed
+            out.mkdir()
+            build(out)
+            done.touch()
     return out
 
 
@@ -126,3 +162,56 @@ def clips(tmp_path_factory):
     from scale_helpers import clip_world
 
     return clip_world(tmp_path_factory)
+
+
+# -- pytest-xdist (`make test`: -n 2 --dist loadgroup) --------------------------------------------------------------
+#: session fixtures that take minutes to build on a busy machine (a fitted space + index over real encoders, a trained
+#: captioner): the modules that use one go to one worker together, so that it is built once, as in a serial run
+ONE_WORKER = {"serve_small": "serve-small", "captioner": "captioner"}
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_collection_modifyitems(config, items):
+    """Every test of a module that uses a fixture of :data:`ONE_WORKER` gets that fixture's ``xdist_group`` (unless
+    it has one already: a mark that follows the fixture wherever a test starts or stops using it); then, on an xdist
+    worker, each grouped test's id ends in ``@group``, which the scheduler reads (xdist 3.8 writes it where pytest
+    9.2 no longer looks: ``item._nodeid``; without this every group is scattered over the workers)."""
+    group_of: dict[str, str] = {}
+    for item in items:
+        for fixture, group in ONE_WORKER.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                group_of.setdefault(item.nodeid.split("::", 1)[0], group)
+    for item in items:
+        group = group_of.get(item.nodeid.split("::", 1)[0])
+        if group and item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(group))
+    result = yield
+    if getattr(config.option, "loadgroup", False):  # set on the workers of `--dist loadgroup`
+        for item in items:
+            names = {str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                     for m in item.iter_markers("xdist_group")}
+            suffix = "@" + "_".join(sorted(names))
+            if names and not item.nodeid.endswith(suffix):
+                if hasattr(item, "_id"):  # pytest >= 9.2: a structured id
+                    item._id = type(item._id).parse(item.nodeid + suffix)
+                else:
+                    item._nodeid = item.nodeid + suffix
+    return result
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadgroup``, with a test module as the unit a worker gets: its module fixtures (a real corpus, a fitted
+    space) are built once, as in a serial run, not once per worker that got one of its tests; the modules marked
+    with one ``xdist_group`` go to one worker together, in order (the Ray modules: one local Ray at a time on 2
+    cores, shared by consecutive tests, see scale_helpers.SharedRay)."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class ModuleGroupScheduling(LoadGroupScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            group = super()._split_scope(nodeid)
+            return nodeid.split("::", 1)[0] if group == nodeid else group
+
+    return ModuleGroupScheduling(config, log)

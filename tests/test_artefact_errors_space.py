@@ -154,7 +154,7 @@ def _leaf_paths(d, prefix=()):
             yield from _leaf_paths(v, prefix + (k,))
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(data=st.data())
 def test_any_edit_of_space_json_loads_the_same_space_or_is_one_line(saved_space, data):
     """Replace any key of space.json by any JSON value, or delete it: the same space, or a SpaceError line."""
@@ -202,7 +202,7 @@ def test_every_anybind_error_is_one_line_whatever_it_quotes(text):
         assert "\t" not in shown and "\x00" not in shown
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(data=st.data())
 def test_any_damage_to_the_weights_loads_the_same_space_or_is_one_line(saved_space, data):
     """Flip bytes in or cut projectors.safetensors: the same space (padding), or a SpaceError line."""

@@ -195,7 +195,7 @@ NAMES = st.sampled_from(["space.json", "projectors.safetensors", "thesis.txt", "
                          "index.json", "sub", "x.lock"])
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(entries=st.dictionaries(NAMES, st.sampled_from(["{}", '{"format": "anybind.space"}', "junk", "DIR"]),
                                max_size=4),
        overwrite=st.booleans())

@@ -42,7 +42,7 @@ def _fields(hits):
             for row in hits]
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(k=st.integers(1, 40), n_q=st.sampled_from([1, 1, 2, 9]), seed=st.integers(0, 2**16),
        mod=st.sampled_from([None, "text", ("image", "text")]),
        labels=st.sampled_from([None, {"top": "animals"}, {"top": ["plants", "tools"], "lang": "en"}]),
@@ -107,7 +107,7 @@ def moved(tmp_path_factory):
     return ix, C, live
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=30, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(k=st.one_of(st.integers(1, 40), st.integers(2 * N - 100, 2 * N + 80)), seed=st.integers(0, 2**16),
        exact=st.sampled_from([None, False]), threshold=st.sampled_from([0, "live", "live+1"]),
        scale=st.sampled_from([1e-3, 1.0, 7.0]))

@@ -25,6 +25,9 @@ from anybind.federated_study import split_clients
 from anybind.train import FeatureSet
 from federated_helpers import nothing_private_left, small_tux, write_manifest
 
+# under pytest-xdist the Ray modules run on one worker, one after the other (conftest.py): one local Ray at a time
+pytestmark = pytest.mark.xdist_group("ray")
+
 ENC = {"image": "image:efficientnet-lite0", "text": "text:minilm"}
 CFG = dict(dim=16, hidden=32, rounds=2, patience=2, lr=3e-3, batch_size=16, seed=3)
 

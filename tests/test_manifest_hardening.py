@@ -86,7 +86,7 @@ _invalid_line = st.tuples(
 ).map(lambda t: b"".join(t)).filter(lambda b: not _decodes(b))  # random neighbours can complete a sequence
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(st.lists(st.one_of(st.tuples(st.just("ok"), _valid_text), st.tuples(st.just("bad"), _invalid_line)),
                 max_size=25), st.booleans())
 def test_b_random_valid_and_invalid_lines(tmp_path, rows, crlf):
@@ -154,7 +154,7 @@ def echo_client():
         yield c
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(st.one_of(
     st.text(max_size=12),
     st.text(st.sampled_from(list("ab./ \n\r\t%?#\x00\u200b\u2028é")), max_size=8),

@@ -26,7 +26,7 @@ def _row_ids(x: np.ndarray) -> list[bytes]:
     return [r.tobytes() for r in x]
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=12, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(bs=st.integers(1, 40), buffer=st.integers(1, 400), per_shard=st.integers(7, 150), world=st.integers(1, 3))
 def test_pair_stream_passes_are_shuffled_partitions(tmp_path_factory, bs, buffer, per_shard, world):
     rows = 300

@@ -18,6 +18,9 @@ from anybind.encoders.base import get_encoder
 from anybind.errors import EncoderError
 from anybind.space import Space
 
+# under pytest-xdist the Ray modules run on one worker, one after the other (conftest.py): one local Ray at a time
+pytestmark = pytest.mark.xdist_group("ray")
+
 STAMPS = Path("/usr/share/tuxpaint/stamps")
 
 

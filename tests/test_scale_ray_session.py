@@ -17,6 +17,9 @@ from scale_helpers import synthetic_corpus, within
 
 from anybind.errors import DataError
 
+# under pytest-xdist the Ray modules run on one worker, one after the other (conftest.py): one local Ray at a time
+pytestmark = pytest.mark.xdist_group("ray")
+
 
 class LaggingView:
     """``ray.available_resources()`` as Ray's GCS gives it on a busy machine: after :meth:`arm`, the next

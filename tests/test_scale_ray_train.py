@@ -8,6 +8,7 @@ every CPU free again.  Tolerances: see scale_helpers."""
 import shutil
 from pathlib import Path
 
+import pytest
 from scale_helpers import (
     CLIP_FRAMES,
     FIT,
@@ -16,6 +17,9 @@ from scale_helpers import (
     recalls,
     within,
 )
+
+# under pytest-xdist the Ray modules run on one worker, one after the other (conftest.py): one local Ray at a time
+pytestmark = pytest.mark.xdist_group("ray")
 
 # each fit on Ray Train runs under the thread guard (pytest-timeout's alarm is not acted on while the main thread
 # waits inside Ray Train): a trainer that waits forever fails its test after this many seconds, not the whole run

@@ -54,7 +54,7 @@ def test_a_real_image_encoder_on_frames_matches_its_own_forward(clips):
     assert image.identity in enc.identity
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=25, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(tenths=st.integers(3, 120), max_frames=st.integers(1, 25))
 def test_sampling_takes_the_first_frame_at_or_after_each_time_up_to_max(clips, tenths, max_frames):
     fps = tenths / 10
