@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from anybind.caption import cider_d
+from anybind.caption.scores import cider_d_items
 from anybind.errors import DataError
 
 from caption_fixtures import COLORS, COUNTS, SHAPES
@@ -77,7 +78,7 @@ def test_bench_speech_rows_on_a_tiny_spoken_corpus(corpus, captioner, tmp_path, 
     basis, a voice offset and noise) added to the space through text from the train voice, as the bench adds
     Whisper features; its held-out-voice test clips (one row per distinct clip) captioned by the same systems as the
     other sources, no label bridge; the scores are those of the clips' own embeddings."""
-    from anybind.bench.tasks_caption import _test_records, decoders, source_result
+    from anybind.bench.tasks_caption import NEAREST, _test_records, decoders, source_result, vs_nearest
     from anybind.data.manifest import Manifest, Record
 
     tmp, _, space, lm, recs = corpus
@@ -128,16 +129,27 @@ def test_bench_speech_rows_on_a_tiny_spoken_corpus(corpus, captioner, tmp_path, 
     m = res["metrics"]
     assert m["speech->caption/n_test"] == len(test) and m["speech->caption/CIDEr-D"] == rows[names[0]]["CIDEr-D"]
     assert m["speech->caption/R@1"] == rows[names[0]]["text->source R@1"] and m["speech->caption/tokens_per_s"] > 0
+    # each system's paired interval of CIDEr-D minus the nearest caption's, over the same clips; the main one a metric
+    ci = res["vs_nearest"]
+    assert list(ci) == names[:2]
+    own = np.array(cider_d_items(res["generated"], refs)) - np.array(cider_d_items(nearest, refs))
+    lo, hi = ci[names[0]]
+    assert lo <= own.mean() <= hi and lo < hi
+    assert (m["speech->caption/CIDEr-D minus nearest/lo"], m["speech->caption/CIDEr-D minus nearest/hi"]) == (lo, hi)
+    assert vs_nearest({"a": nearest, NEAREST: nearest}, refs) == {"a": (0.0, 0.0)}  # the same captions: no difference
+    assert vs_nearest({"a": nearest}, refs) == {}
     assert res["tokens"] == sum(len(lm.tokenizer(g, add_special_tokens=False)["input_ids"]) + 1 for g in res["generated"])
     # the row users get by default: speech has no val choice in this captioner (the mapper: the first row's captions)
     from anybind.bench.tasks_caption import default_row
 
-    name, row = default_row(captioner, "speech", res, lm_systems, 2, space2, test, tmp / "c", {"max_tokens": 12})
+    name, row, caps = default_row(captioner, "speech", res, lm_systems, 2, space2, test, tmp / "c",
+                                  {"max_tokens": 12})
     assert name == "speech->caption: default (chosen on val: mapper: no val choice for speech)"
-    assert row == res["rows"][f"speech->caption: {names[0]}"]
+    assert row == res["rows"][f"speech->caption: {names[0]}"] and caps == res["generated"]
     choice = {"mode": "nearest", "val_cider_d": {"mapper": 0.1, "prompt": 0.2, "nearest": 0.3}, "n_val": 5}
     monkeypatch.setitem(captioner.modes, "speech", choice)
-    name, row = default_row(captioner, "speech", res, lm_systems, 2, space2, test, tmp / "c", {"max_tokens": 12})
-    assert name == ("speech->caption: default (chosen on val: nearest; val CIDEr-D on 5 items: mapper 0.100, "
+    name, row, caps = default_row(captioner, "speech", res, lm_systems, 2, space2, test, tmp / "c",
+                                  {"max_tokens": 12})
+    assert caps == nearest and name == ("speech->caption: default (chosen on val: nearest; val CIDEr-D on 5 items: mapper 0.100, "
                     "prompt 0.200, nearest 0.300)")
     assert row["CIDEr-D"] == pytest.approx(cider_d(captioner.decode(X, mode="nearest"), refs))

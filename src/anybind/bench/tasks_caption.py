@@ -131,33 +131,53 @@ def _rows(space, lm_systems: dict, source: str, test: list, cache, gen: dict) ->
     return rows, systems, gen_s, X
 
 
+def vs_nearest(systems: dict[str, list[str]], refs: list[list[str]], seed: int = 0) -> dict[str, tuple]:
+    """Each system's paired bootstrap 95 % interval of mean CIDEr-D minus retrieval captioning's (:data:`NEAREST`) over
+    the same items (1000 resamples of the items, :func:`~anybind.bench.stats.bootstrap`); the references and the
+    nearest row itself are left out; ``{}`` without a nearest row."""
+    from ..caption.scores import cider_d_items
+    from .stats import bootstrap
+
+    if NEAREST not in systems:
+        return {}
+    base = np.array(cider_d_items(systems[NEAREST], refs))
+    return {name: bootstrap(np.array(cider_d_items(c, refs)), [base], seed=seed)[2] for name, c in systems.items()
+            if name != NEAREST and not name.startswith("reference captions")}
+
+
 def source_result(space, lm_systems: dict, source: str, test: list, cache, gen: dict, count_tokens=None) -> dict:
     """One source's part of the bench: its rows (``"{source}->caption: {system}"`` -> BLEU-4, CIDEr-D, text->source
-    R@1), its metrics (the val-chosen captioner's scores, ``n_test``, and with ``count_tokens`` (text -> number of
+    R@1), its metrics (the val-chosen captioner's scores, ``n_test``, the paired 95 % interval of its CIDEr-D minus
+    the nearest caption's (``.../CIDEr-D minus nearest/lo`` and ``/hi``), and with ``count_tokens`` (text -> number of
     LM tokens) the generation's ``tokens_per_s``: the text's tokens + 1 stop each), its scores as ``_rows`` names
     them (``main``), the chosen captioner's captions, every system's captions (``systems``), its seconds, its token
-    count and the test embeddings ``X``."""
+    count, the test embeddings ``X`` and every system's interval against the nearest caption (``vs_nearest``,
+    :func:`vs_nearest`)."""
     src_rows, systems, secs, X = _rows(space, lm_systems, source, test, cache, gen)
     main = next(iter(src_rows))
     generated = systems[main]
     tokens = sum(count_tokens(g) + 1 for g in generated) if count_tokens else 0
     metrics = {f"{source}->caption/{k if '/' not in k else 'R@1'}": v for k, v in src_rows[main].items()}
     metrics[f"{source}->caption/n_test"] = len(test)
+    ci = vs_nearest(systems, [[r.values["text"]] for r in test])
+    if main in ci:
+        metrics[f"{source}->caption/CIDEr-D minus nearest/lo"], metrics[f"{source}->caption/CIDEr-D minus nearest/hi"] \
+            = ci[main]
     if count_tokens:
         metrics[f"{source}->caption/tokens_per_s"] = tokens / max(secs, 1e-9)
     rows = {f"{source}->caption: {name}": {"BLEU-4": v["BLEU-4"], "CIDEr-D": v["CIDEr-D"],
                                            "text->source R@1": next(x for k, x in v.items() if k.endswith("R@1"))}
             for name, v in src_rows.items()}
     return {"rows": rows, "metrics": metrics, "main": src_rows[main], "generated": generated, "seconds": secs,
-            "tokens": tokens, "X": X, "systems": systems}
+            "tokens": tokens, "X": X, "systems": systems, "vs_nearest": ci}
 
 
 def default_row(cap, source: str, res: dict, lm_systems: dict, free_k: int, space, test: list, cache,
-                gen: dict) -> tuple[str, dict[str, float]]:
+                gen: dict) -> tuple[str, dict[str, float], list[str]]:
     """The row of what ``Captioner.caption`` gives by default for ``source``: the mode chosen on val
     (:mod:`anybind.caption.choice`).  Its captions are those of the same system's row when the bench decoded them
     already (the val-chosen captioner, the training-free prompt at the captioner's ``prompt_k``, or the nearest
-    caption), else decoded."""
+    caption), else decoded.  Returns the row's name, its scores and its captions."""
     mode = cap.mode_for(source)
     names = list(lm_systems)
     same = {"mapper": names[0], "prompt": next((n for n in names if n.startswith("training-free")), None)
@@ -168,7 +188,7 @@ def default_row(cap, source: str, res: dict, lm_systems: dict, free_k: int, spac
     how = (f"{mode}; val CIDEr-D on {val['n_val']} items: " + ", ".join(f"{k} {v:.3f}" for k, v in
                                                                        val["val_cider_d"].items())) if val else \
         f"{mode}: no val choice for {source}"
-    return f"{source}->caption: default (chosen on val: {how})", scores(space, caps, refs, res["X"], cache)
+    return f"{source}->caption: default (chosen on val: {how})", scores(space, caps, refs, res["X"], cache), caps
 
 
 @task("captioning", "Tux Paint test images, sounds and spoken captions -> captions from a small frozen LM "
@@ -227,14 +247,21 @@ def captioning(work: Path, cache=None, seed: int = 0, console=None, lm: str = "s
         return len(cap.lm.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     examples: list[str] = []
+    intervals: list[str] = []
     n_tokens, gen_s = 0, 0.0
     for s in srcs:
         test = _test_records(s, man, speech, int(n_test))
         res = source_result(space, lm_systems, s, test, cache, gen, count)
         rows |= res["rows"]
-        name, row = default_row(cap, s, res, lm_systems, fk, space, test, cache, gen)
+        name, row, default_caps = default_row(cap, s, res, lm_systems, fk, space, test, cache, gen)
         rows[name] = row
         metrics[f"{s}->caption/default/CIDEr-D"] = row["CIDEr-D"]
+        ci = res["vs_nearest"] | vs_nearest({name: default_caps, NEAREST: res["systems"][NEAREST]},
+                                            [[r.values["text"]] for r in test], seed)
+        metrics[f"{s}->caption/default/CIDEr-D minus nearest/lo"], \
+            metrics[f"{s}->caption/default/CIDEr-D minus nearest/hi"] = ci[name]
+        intervals.append(f"{s} ({len(test)} items): " + "; ".join(
+            f"{n.split(' (', 1)[0] if n != name else 'default'} [{lo:+.3f}, {hi:+.3f}]" for n, (lo, hi) in ci.items()))
         metrics |= res["metrics"]
         if s == "image":
             n_tokens, gen_s = res["tokens"], res["seconds"]
@@ -276,5 +303,7 @@ def captioning(work: Path, cache=None, seed: int = 0, console=None, lm: str = "s
                "default (chosen on val): per source the mode Captioner.caption uses by default, chosen on "
                f"{choose_n or 'all'} val items per source by CIDEr-D ({choose_s:.0f} s): "
                + "; ".join(f"{m} -> {c['mode']}" for m, c in cap.modes.items()),
+               "CIDEr-D minus retrieval captioning's (the nearest train caption), paired bootstrap 95 % interval over "
+               "the same test items (1000 resamples): " + " | ".join(intervals),
                *examples],
     )
