@@ -88,6 +88,20 @@ def test_balanced_cells_undo_the_hub(tmp_path):
     assert spread[1000.0] <= spread[10.0] < np.ptp(info[10.0]["predicted_before"])  # harder balancing, flatter counts
 
 
+def test_fm_hits_are_in_image_order(tmp_path):
+    """The transfer bench's paired bootstrap (vs_best) pairs each image's hit in one space with the same image's hit in
+    a baseline: fm_hits gives them in the order of the scored images (not its count as ones, then zeros): here those
+    of the plain, unbalanced classifier, per image."""
+    space, fm = _toy(tmp_path)
+    test = fm.split("test")
+    plain = balanced_hits(space, test, [], list(FM_NAMES), FM_NAMES, FM_TEMPLATES, [], tmp_path / "c")[0]
+    got = fm_hits(space, test, tmp_path / "c")
+    assert 0 < got.sum() < len(test)
+    assert np.array_equal(got, plain)
+    centred = fm_hits(space, test, tmp_path / "c", center=True)
+    assert len(centred) == len(test) and set(np.unique(centred)) <= {0.0, 1.0}
+
+
 def test_no_balancing_set_gives_the_plain_hits_alone(tmp_path):
     """balance=0: the per-image hits without a bias still come back (the paired comparison of image encoders)."""
     space, fm = _toy(tmp_path)

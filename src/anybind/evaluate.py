@@ -152,6 +152,7 @@ def zero_shot(
     center: bool = False,
     bias: Sequence[float] | None = None,
     vectors: np.ndarray | None = None,
+    per_item: bool = False,
 ) -> dict[str, Any]:
     """Classify items by their nearest class prompt (averaged over templates, a prompt ensemble).
 
@@ -165,6 +166,8 @@ def zero_shot(
     :class:`~anybind.zeroshot.ZeroShotClassifier`'s offsets balanced on unlabelled target-domain items.
     ``vectors`` (with ``classes``, one row per class): class vectors used instead of the prompt ensembles, e.g. a
     classifier's vectors refined on unlabelled items (:mod:`anybind.zeroshot_adapt`).
+    ``per_item``: the result also holds ``"correct"``, 0/1 per classified item in the order of ``records`` (those
+    with ``modality`` and ``label_key``), for a paired comparison of two classifiers on the same items.
 
     Scored by the space's :attr:`~anybind.Space.scorer`: a Symile space (one saved with "missing"
     embeddings) scores with the multilinear inner product ``MIP(item, prompt, missing_m...)``, every
@@ -202,7 +205,7 @@ def zero_shot(
     for t, p in zip(yi, pred):
         if t >= 0:
             conf[t, p] += 1
-    return {
+    out = {
         "accuracy": float((pred == yi).mean()),
         "chance": float(max(np.bincount(yi[yi >= 0]).max() / len(yi), 1 / len(classes))),
         "classes": len(classes),
@@ -210,6 +213,9 @@ def zero_shot(
         "confusion": conf.tolist(),
         "labels": list(classes),
     }
+    if per_item:
+        out["correct"] = (pred == yi).astype(np.float64).tolist()
+    return out
 
 
 def check_once(classes: Sequence[str]) -> list[str]:

@@ -60,7 +60,8 @@ def retrieval_hits(space, man, split: str, cache) -> dict[str, np.ndarray]:
 
 
 def fm_hits(space, recs, cache, center: bool = False, train_prompts: bool = False, own: bool = False) -> np.ndarray:
-    """Fashion-MNIST zero-shot correctness (0/1 per image, in the order of ``recs``'s classes' counts);
+    """Fashion-MNIST zero-shot correctness (0/1 per image, in the order of ``recs``: the transfer bench's paired
+    bootstrap compares two spaces image by image);
     ``train_prompts``: the templates and class names chosen on Fashion-MNIST train images
     (:data:`~anybind.bench.tasks_corpora.FM_TEMPLATES_TRAIN`, ``FM_NAMES_TRAIN``) instead of the bench's five."""
     from ..evaluate import zero_shot
@@ -70,9 +71,8 @@ def fm_hits(space, recs, cache, center: bool = False, train_prompts: bool = Fals
     if own:  # the space's own templates (chosen on held-out data and stored with it), the bench's class names
         templates = None
     zs = zero_shot(space, recs, "image", "class", classes=list(FM_NAMES), names=lambda c: names[c],
-                   templates=templates, cache=cache, center=center)
-    k, n = int(np.trace(np.asarray(zs["confusion"]))), int(zs["n"])
-    return np.r_[np.ones(k), np.zeros(n - k)]  # a mean of 0/1 values: only the count matters to the bootstrap
+                   templates=templates, cache=cache, center=center, per_item=True)
+    return np.asarray(zs.get("correct", []), np.float64)
 
 
 @task("transfer", "Transfer matrix: train on each corpus / all, R@1 on every corpus' test split and Fashion-MNIST "
