@@ -167,8 +167,8 @@ def clips(tmp_path_factory):
 # -- pytest-xdist (`make test`: -n 2 --dist loadgroup) --------------------------------------------------------------
 #: session fixtures that take minutes to build on a busy machine (a fitted space + index over real encoders, a trained
 #: captioner): the modules that use one go to one worker together, so that it is built once, as in a serial run;
-#: a module that starts a Ray head of its own (``ray_head``) joins the Ray modules' group: one Ray at a time
-ONE_WORKER = {"serve_small": "serve-small", "captioner": "captioner", "ray_head": "ray"}
+#: a module that starts a Ray of its own (``ray_head``, ``ray_local``) joins the Ray modules' group: one Ray at a time
+ONE_WORKER = {"serve_small": "serve-small", "captioner": "captioner", "ray_head": "ray", "ray_local": "ray"}
 
 
 @pytest.hookimpl(wrapper=True)
