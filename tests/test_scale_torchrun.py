@@ -139,3 +139,35 @@ def test_a_failure_on_one_rank_stops_every_rank_in_one_line(tmp_path):
         assert "missing.jsonl" in missing and "does not exist" in missing
         assert unseen.startswith("rank 1 of 2: cannot read the training shards rank 0 wrote")
         assert "(--cache or $ANYBIND_CACHE) on storage every node mounts at the same path" in unseen, unseen
+
+
+def _joined(monkeypatch, value: str | None) -> dict:
+    """What ``process_group`` hands ``init_process_group`` with ``ANYBIND_DIST_TIMEOUT`` set to ``value``."""
+    import torch.distributed as dist
+
+    from anybind.scale.launch import process_group
+
+    got: dict = {}
+    monkeypatch.setattr(dist, "init_process_group", lambda *a, **kw: got.update(kw))
+    monkeypatch.setattr(dist, "barrier", lambda *a, **kw: None)
+    monkeypatch.setattr(dist, "destroy_process_group", lambda *a, **kw: None)
+    if value is None:
+        monkeypatch.delenv("ANYBIND_DIST_TIMEOUT", raising=False)
+    else:
+        monkeypatch.setenv("ANYBIND_DIST_TIMEOUT", value)
+    with process_group(Launch(1, 2, 0)):
+        pass
+    return got
+
+
+def test_the_ranks_wait_for_rank_0s_preparation_as_long_as_anybind_dist_timeout_says(monkeypatch):
+    """The other ranks wait in a collective while rank 0 encodes and writes the shards, which on a large corpus
+    outlasts torch's 30 min default: ANYBIND_DIST_TIMEOUT (seconds) sets the group's timeout."""
+    from datetime import timedelta
+
+    assert _joined(monkeypatch, "7200")["timeout"] == timedelta(seconds=7200)
+    assert _joined(monkeypatch, None)["timeout"] >= timedelta(minutes=30)
+    for bad in ("soon", "0", "-5"):
+        with pytest.raises(DataError) as ei:
+            _joined(monkeypatch, bad)
+        assert "ANYBIND_DIST_TIMEOUT" in str(ei.value) and repr(bad) in str(ei.value) and "\n" not in str(ei.value)
