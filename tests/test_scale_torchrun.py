@@ -171,3 +171,22 @@ def test_the_ranks_wait_for_rank_0s_preparation_as_long_as_anybind_dist_timeout_
         with pytest.raises(DataError) as ei:
             _joined(monkeypatch, bad)
         assert "ANYBIND_DIST_TIMEOUT" in str(ei.value) and repr(bad) in str(ei.value) and "\n" not in str(ei.value)
+
+
+def test_a_one_process_torchrun_job_trains_streaming_as_every_torchrun_job_does(tmp_path, monkeypatch):
+    """``torchrun --nproc-per-node 1`` (WORLD_SIZE=1: nothing to coordinate) still implies --stream, as the README
+    and --help say of torchrun: the same trainer as two processes, not the in-memory fit of a corpus larger than RAM."""
+    from typer.testing import CliRunner
+
+    from anybind.cli import app
+
+    manifest, encoders = synthetic_corpus(tmp_path / "syn", n=120)
+    for k, v in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+                 "MASTER_PORT": str(_free_port())}.items():
+        monkeypatch.setenv(k, v)
+    args = ["fit", str(manifest), *[x for m, s in encoders.items() for x in ("-e", f"{m}={s}")], "--cache",
+            str(tmp_path / "cache"), "--out", str(tmp_path / "out"), "--recipe", "plain", "--epochs", "1", "--dim", "8"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "trainer: streaming" in " ".join(res.output.split()), res.output
+    assert Space.load(tmp_path / "out").info["lineage"][-1]["trainer"] == "streaming"

@@ -20,13 +20,13 @@ def fit_at_scale(sources: list[Path], modalities: list[str] | None, *, encoders:
     """Fit from training shards when ``--stream``, ``--ray-workers`` or torchrun's environment asks for it (and
     save on global rank 0; the other ranks of a torchrun job save and report nothing); ``False`` when none does
     (the in-memory fit then runs)."""
-    from ..scale.launch import torchrun_launch
+    from ..scale.launch import torchrun_launch, under_torchrun
 
     try:
         launch = torchrun_launch()  # under torchrun with several processes: streaming, in DDP
     except AnybindError as e:
         fail(e)
-    if not (stream or ray_workers > 0 or launch is not None):
+    if not (stream or ray_workers > 0 or under_torchrun()):  # torchrun implies --stream, one process or more
         return False
     if method != "contrastive":
         raise typer.BadParameter("--stream / --ray-workers / torchrun train projectors: use --method contrastive")

@@ -45,12 +45,19 @@ class Launch:
         return self.rank == 0
 
 
+def under_torchrun(env: Mapping[str, str] | None = None) -> bool:
+    """Whether torchrun (or a launcher like it) started this process: ``WORLD_SIZE`` or ``RANK`` set, whatever the
+    job's size (``anybind fit`` then trains streaming, in DDP when there are several processes)."""
+    env = os.environ if env is None else env
+    return "WORLD_SIZE" in env or "RANK" in env
+
+
 def torchrun_launch(env: Mapping[str, str] | None = None) -> Launch | None:
     """This process's :class:`Launch` when torchrun started it with ``WORLD_SIZE`` > 1, else ``None`` (not under
     torchrun, or a job of one process: nothing to coordinate).  An environment torchrun would not leave (a variable
     missing or not a number, a rank outside the world) is a :class:`DataError` in one line naming it."""
     env = os.environ if env is None else env
-    if "WORLD_SIZE" not in env and "RANK" not in env:
+    if not under_torchrun(env):
         return None
     missing = [k for k in TORCHRUN_ENV if not env.get(k)]
     if missing:
