@@ -190,3 +190,19 @@ def test_a_one_process_torchrun_job_trains_streaming_as_every_torchrun_job_does(
     assert res.exit_code == 0, res.output
     assert "trainer: streaming" in " ".join(res.output.split()), res.output
     assert Space.load(tmp_path / "out").info["lineage"][-1]["trainer"] == "streaming"
+
+
+def test_from_pretrained_under_torchrun_is_refused_before_every_rank_saves_the_same_space(tmp_path, monkeypatch):
+    """``--from-pretrained`` trains nothing: under torchrun every process would import the pair and save it to the
+    same --out (the second finding the first's space there); refused in one line naming torchrun."""
+    from typer.testing import CliRunner
+
+    from anybind.cli import app
+
+    for k, v in {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "MASTER_ADDR": "127.0.0.1",
+                 "MASTER_PORT": "1"}.items():
+        monkeypatch.setenv(k, v)
+    res = CliRunner().invoke(app, ["fit", "--from-pretrained", f"clip={tmp_path / 'clip'}", "--out",
+                                   str(tmp_path / "out")])
+    assert res.exit_code != 0 and "without torchrun" in " ".join(res.output.split()), res.output
+    assert not (tmp_path / "out").exists()

@@ -267,7 +267,10 @@ def _fit_from_pretrained(value: str, sources: list[Path], encoder: list[str] | N
                          overwrite: bool) -> None:
     """``fit --from-pretrained KIND=SOURCE``: the pair as the space (see :mod:`anybind.pairs`)."""
     from ..pairs import from_pretrained_pair, parse_pair
+    from ..scale.launch import under_torchrun
 
+    if under_torchrun():  # every process would import the pair and save it to the same --out
+        raise typer.BadParameter("--from-pretrained imports the pair in one process (no training): run it without torchrun")
     if sources or encoder:
         raise typer.BadParameter("--from-pretrained imports the pair as it is: give no manifest and no "
                                  "--encoder (bind more modalities to the saved space with `anybind bind --add`)")
