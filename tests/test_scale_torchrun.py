@@ -139,3 +139,70 @@ def test_a_failure_on_one_rank_stops_every_rank_in_one_line(tmp_path):
         assert "missing.jsonl" in missing and "does not exist" in missing
         assert unseen.startswith("rank 1 of 2: cannot read the training shards rank 0 wrote")
         assert "(--cache or $ANYBIND_CACHE) on storage every node mounts at the same path" in unseen, unseen
+
+
+def _joined(monkeypatch, value: str | None) -> dict:
+    """What ``process_group`` hands ``init_process_group`` with ``ANYBIND_DIST_TIMEOUT`` set to ``value``."""
+    import torch.distributed as dist
+
+    from anybind.scale.launch import process_group
+
+    got: dict = {}
+    monkeypatch.setattr(dist, "init_process_group", lambda *a, **kw: got.update(kw))
+    monkeypatch.setattr(dist, "barrier", lambda *a, **kw: None)
+    monkeypatch.setattr(dist, "destroy_process_group", lambda *a, **kw: None)
+    if value is None:
+        monkeypatch.delenv("ANYBIND_DIST_TIMEOUT", raising=False)
+    else:
+        monkeypatch.setenv("ANYBIND_DIST_TIMEOUT", value)
+    with process_group(Launch(1, 2, 0)):
+        pass
+    return got
+
+
+def test_the_ranks_wait_for_rank_0s_preparation_as_long_as_anybind_dist_timeout_says(monkeypatch):
+    """The other ranks wait in a collective while rank 0 encodes and writes the shards, which on a large corpus
+    outlasts torch's 30 min default: ANYBIND_DIST_TIMEOUT (seconds) sets the group's timeout."""
+    from datetime import timedelta
+
+    assert _joined(monkeypatch, "7200")["timeout"] == timedelta(seconds=7200)
+    assert _joined(monkeypatch, None)["timeout"] >= timedelta(minutes=30)
+    for bad in ("soon", "0", "-5"):
+        with pytest.raises(DataError) as ei:
+            _joined(monkeypatch, bad)
+        assert "ANYBIND_DIST_TIMEOUT" in str(ei.value) and repr(bad) in str(ei.value) and "\n" not in str(ei.value)
+
+
+def test_a_one_process_torchrun_job_trains_streaming_as_every_torchrun_job_does(tmp_path, monkeypatch):
+    """``torchrun --nproc-per-node 1`` (WORLD_SIZE=1: nothing to coordinate) still implies --stream, as the README
+    and --help say of torchrun: the same trainer as two processes, not the in-memory fit of a corpus larger than RAM."""
+    from typer.testing import CliRunner
+
+    from anybind.cli import app
+
+    manifest, encoders = synthetic_corpus(tmp_path / "syn", n=120)
+    for k, v in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+                 "MASTER_PORT": str(_free_port())}.items():
+        monkeypatch.setenv(k, v)
+    args = ["fit", str(manifest), *[x for m, s in encoders.items() for x in ("-e", f"{m}={s}")], "--cache",
+            str(tmp_path / "cache"), "--out", str(tmp_path / "out"), "--recipe", "plain", "--epochs", "1", "--dim", "8"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "trainer: streaming" in " ".join(res.output.split()), res.output
+    assert Space.load(tmp_path / "out").info["lineage"][-1]["trainer"] == "streaming"
+
+
+def test_from_pretrained_under_torchrun_is_refused_before_every_rank_saves_the_same_space(tmp_path, monkeypatch):
+    """``--from-pretrained`` trains nothing: under torchrun every process would import the pair and save it to the
+    same --out (the second finding the first's space there); refused in one line naming torchrun."""
+    from typer.testing import CliRunner
+
+    from anybind.cli import app
+
+    for k, v in {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "MASTER_ADDR": "127.0.0.1",
+                 "MASTER_PORT": "1"}.items():
+        monkeypatch.setenv(k, v)
+    res = CliRunner().invoke(app, ["fit", "--from-pretrained", f"clip={tmp_path / 'clip'}", "--out",
+                                   str(tmp_path / "out")])
+    assert res.exit_code != 0 and "without torchrun" in " ".join(res.output.split()), res.output
+    assert not (tmp_path / "out").exists()

@@ -12,7 +12,7 @@ from rich.markup import escape
 from ..epochs import describe_training
 from ..errors import AnybindError
 from ._common import (
-    ProjectorKind, Split, check_out, fail, parse_encoders, ray_target, split_csv, app, choice, console,
+    ProjectorKind, Split, check_out, fail, parse_encoders, split_csv, app, choice, console,
     device_option, err, precision_option, use_device,
 )
 
@@ -235,32 +235,11 @@ def fit(
         kw = {"seed": seed, **({"dim": dim} if dim else {})}
     if select_data:
         kw.update(select_data=[str(p) for p in select_data], select_split=None if select_split == "all" else select_split)
-    from ..scale.launch import torchrun_launch
+    from .fit_scale import fit_at_scale
 
-    try:
-        launch = torchrun_launch()  # under torchrun with several processes: streaming, in DDP
-    except AnybindError as e:
-        fail(e)
-    if stream or ray_workers > 0 or launch is not None:
-        if method != "contrastive":
-            raise typer.BadParameter("--stream / --ray-workers / torchrun train projectors: use --method contrastive")
-        try:
-            from ..scale.sharded import fit_sharded
-
-            space = fit_sharded(
-                [str(s) for s in sources], split_csv(modalities), encoders=encoders, cache=cache,
-                ray_workers=ray_workers, ray=ray_target(ray, ray_address), ray_address=ray_address,
-                strict=strict, weights=weight or None, allow_eval_only=allow_eval_only, recipe=recipe,
-                launch=launch, **kw,
-            )
-            if space is None:  # another rank of a torchrun job than 0: rank 0 saves and reports
-                return
-            space.save(out, overwrite=overwrite)
-        except AnybindError as e:
-            fail(e)
-        tr = space.info["training"]
-        console.print(f"saved {space} to [bold]{out}[/bold] (trainer: {space.info['lineage'][-1]['trainer']})")
-        console.print(f"{describe_training(tr)}, temperature {space.temperature:.4f}", highlight=False)
+    if fit_at_scale(sources, split_csv(modalities), encoders=encoders, cache=cache, stream=stream,
+                    ray_workers=ray_workers, ray=ray, ray_address=ray_address, strict=strict, weight=weight,
+                    allow_eval_only=allow_eval_only, recipe=recipe, method=method, out=out, overwrite=overwrite, kw=kw):
         return
     try:
         space = Space.fit(
@@ -288,7 +267,10 @@ def _fit_from_pretrained(value: str, sources: list[Path], encoder: list[str] | N
                          overwrite: bool) -> None:
     """``fit --from-pretrained KIND=SOURCE``: the pair as the space (see :mod:`anybind.pairs`)."""
     from ..pairs import from_pretrained_pair, parse_pair
+    from ..scale.launch import under_torchrun
 
+    if under_torchrun():  # every process would import the pair and save it to the same --out
+        raise typer.BadParameter("--from-pretrained imports the pair in one process (no training): run it without torchrun")
     if sources or encoder:
         raise typer.BadParameter("--from-pretrained imports the pair as it is: give no manifest and no "
                                  "--encoder (bind more modalities to the saved space with `anybind bind --add`)")

@@ -16,6 +16,7 @@ import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 
 from ..errors import DataError
 
@@ -23,6 +24,10 @@ log = logging.getLogger(__name__)
 
 #: what torchrun sets in every process it starts
 TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+#: seconds a collective waits (the other ranks wait in one while rank 0 encodes and writes the shards), default
+#: torch's 30 min: raise it for a corpus whose preparation takes longer
+TIMEOUT_ENV = "ANYBIND_DIST_TIMEOUT"
+DEFAULT_TIMEOUT_S = 1800.0
 
 
 @dataclass(frozen=True)
@@ -40,12 +45,19 @@ class Launch:
         return self.rank == 0
 
 
+def under_torchrun(env: Mapping[str, str] | None = None) -> bool:
+    """Whether torchrun (or a launcher like it) started this process: ``WORLD_SIZE`` or ``RANK`` set, whatever the
+    job's size (``anybind fit`` then trains streaming, in DDP when there are several processes)."""
+    env = os.environ if env is None else env
+    return "WORLD_SIZE" in env or "RANK" in env
+
+
 def torchrun_launch(env: Mapping[str, str] | None = None) -> Launch | None:
     """This process's :class:`Launch` when torchrun started it with ``WORLD_SIZE`` > 1, else ``None`` (not under
     torchrun, or a job of one process: nothing to coordinate).  An environment torchrun would not leave (a variable
     missing or not a number, a rank outside the world) is a :class:`DataError` in one line naming it."""
     env = os.environ if env is None else env
-    if "WORLD_SIZE" not in env and "RANK" not in env:
+    if not under_torchrun(env):
         return None
     missing = [k for k in TORCHRUN_ENV if not env.get(k)]
     if missing:
@@ -62,11 +74,29 @@ def torchrun_launch(env: Mapping[str, str] | None = None) -> Launch | None:
     return Launch(rank, world, local) if world > 1 else None
 
 
+def group_timeout(env: Mapping[str, str] | None = None) -> timedelta:
+    """How long the group's collectives wait: ``ANYBIND_DIST_TIMEOUT`` seconds, else torch's 30 min; a value that
+    is not a positive number is a :class:`DataError` in one line naming it."""
+    env = os.environ if env is None else env
+    raw = env.get(TIMEOUT_ENV)
+    if raw is None or not raw.strip():
+        return timedelta(seconds=DEFAULT_TIMEOUT_S)
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds > 0 or seconds == float("inf"):
+        raise DataError(f"{TIMEOUT_ENV}={raw!r} is not a positive number of seconds (how long the other ranks wait "
+                        "for rank 0's preparation and for one another; default 1800)")
+    return timedelta(seconds=seconds)
+
+
 @contextmanager
 def process_group(launch: Launch) -> Iterator[str]:
     """The job's ``torch.distributed`` process group for a block (yields the backend): gloo on CPUs, nccl on
     CUDA, where this process drives ``cuda:LOCAL_RANK`` for the block.  The group is joined through torchrun's
-    rendezvous (``MASTER_ADDR`` / ``MASTER_PORT``) with torch's default timeout, and torn down after; a block that
+    rendezvous (``MASTER_ADDR`` / ``MASTER_PORT``) with :func:`group_timeout`'s timeout (the other ranks wait
+    in a collective while rank 0 prepares the data), and torn down after; a block that
     ends normally meets the other processes at a barrier first (none tears gloo down while another is still in a
     collective)."""
     import torch
@@ -74,6 +104,7 @@ def process_group(launch: Launch) -> Iterator[str]:
 
     from ..encoders.device import current_runtime, make_runtime, use_runtime
 
+    timeout = group_timeout()
     rt = current_runtime()
     device = f"cuda:{launch.local_rank}" if rt.is_cuda else rt.device
     if rt.is_cuda:
@@ -82,7 +113,7 @@ def process_group(launch: Launch) -> Iterator[str]:
         rt = make_runtime(device, rt.precision)  # one line naming the device when this node has too few GPUs
         torch.cuda.set_device(launch.local_rank)
     backend = "nccl" if rt.is_cuda else "gloo"
-    dist.init_process_group(backend, rank=launch.rank, world_size=launch.world)
+    dist.init_process_group(backend, rank=launch.rank, world_size=launch.world, timeout=timeout)
     try:
         with use_runtime(rt):
             yield backend
