@@ -112,12 +112,16 @@ def _failing_worker(rank: int, world: int, ports: list[int], manifest: str, enco
     from anybind.errors import DataError as Refused
 
     got = []
-    for port, what in zip(ports, ("no manifest", "shards unseen")):
+    for port, what in zip(ports, ("no manifest", "shards unseen", "shards odd")):
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
         if what == "shards unseen" and rank == 1:
             def unseen(path):
                 raise Refused(f"{path}: not a training-shards folder (no meta.json)")
             sh.TrainingShards.open = unseen
+        if what == "shards odd" and rank == 1:  # not an error anybind names: it must still reach rank 0 (agree)
+            def odd(path):
+                raise KeyError("shards")
+            sh.TrainingShards.open = odd
         try:
             sh.fit_sharded(manifest if what != "no manifest" else f"{tmp}/missing.jsonl", encoders=encoders,
                            cache=f"{tmp}/cache", launch=Launch(rank, world, rank), recipe="plain", epochs=1,
@@ -133,9 +137,10 @@ def test_a_failure_on_one_rank_stops_every_rank_in_one_line(tmp_path):
 
     manifest, encoders = synthetic_corpus(tmp_path / "syn", n=200)
     torch.multiprocessing.spawn(_failing_worker, nprocs=2, join=True,
-                                args=(2, [_free_port(), _free_port()], str(manifest), encoders, str(tmp_path)))
+                                args=(2, [_free_port() for _ in range(3)], str(manifest), encoders, str(tmp_path)))
     for r in (0, 1):
-        missing, unseen = (tmp_path / f"{r}.txt").read_text().split("\n")
+        missing, unseen, odd = (tmp_path / f"{r}.txt").read_text().split("\n")
+        assert odd.startswith("rank 1 of 2: cannot read the training shards rank 0 wrote (KeyError: 'shards')"), odd
         assert "missing.jsonl" in missing and "does not exist" in missing
         assert unseen.startswith("rank 1 of 2: cannot read the training shards rank 0 wrote")
         assert "(--cache or $ANYBIND_CACHE) on storage every node mounts at the same path" in unseen, unseen

@@ -135,8 +135,9 @@ def _fit_torchrun(launch: Launch, prepare, *, shuffle_buffer: int, progress: boo
         shards, why = None, None
         try:
             shards = TrainingShards.open(path)
-        except (DataError, OSError) as e:
-            why = (f"cannot read the training shards rank 0 wrote ({' '.join(str(e).split())}): put the feature "
+        except Exception as e:  # noqa: BLE001 -- any failure must reach every rank (agree), or they wait in a gather
+            said = " ".join(str(e).split()) if isinstance(e, (DataError, OSError)) else f"{type(e).__name__}: {e}"
+            why = (f"cannot read the training shards rank 0 wrote ({said}): put the feature "
                    "cache (--cache or $ANYBIND_CACHE) on storage every node mounts at the same path")
         agree(why)
         res = train_streaming(shards, cfg, rank=launch.rank, world=launch.world, shuffle_buffer=shuffle_buffer,
