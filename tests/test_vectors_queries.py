@@ -357,3 +357,35 @@ def test_cli_embed_reads_a_features_file_one_row_per_item(tiny, tmp_path):
         res = CliRunner().invoke(app, ["embed", str(tmp_path / "space"), "-m", "a", str(tmp_path / name)])
         out = " ".join(res.output.split())
         assert res.exit_code == 2 and f"{tmp_path / name}: an array {why}" in out, res.output
+
+
+def _sparse_npy(path, shape, dtype="<f8") -> None:
+    """A ``.npy`` whose header says ``shape`` and whose data are a hole (a sparse file: no disk, no time)."""
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": dtype, "fortran_order": False, "shape": shape})
+        f.truncate(f.tell() + int(np.prod(shape)) * np.dtype(dtype).itemsize)
+
+
+@pytest.mark.parametrize("shape, several, why", [
+    ((1 << 18, 25), True, "row 0 of shape (25,): this modality's features have 24 values"),
+    ((1 << 18, 24), False, f"an array of shape ({1 << 18}, 24): this modality's features have 24 values"),
+])
+def test_a_big_features_file_is_not_read_whole_to_be_refused(tiny, tmp_path, shape, several, why):
+    """The command line read a features file whole (bytes, then an array copy: 2x its size, a 10 GB file 20 GB)
+    before checking its shape from its header: it is memory-mapped, a wrong shape is refused reading ~nothing."""
+    import tracemalloc
+
+    from anybind.cli._common import query_items
+    from anybind.index import QueryError
+
+    p = tmp_path / "big.npy"
+    _sparse_npy(p, shape)  # 50 MiB, of the wrong shape
+    tracemalloc.start()
+    try:
+        with pytest.raises(QueryError) as e:
+            query_items(tiny["space"], [("a", str(p))], several=several)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert why in str(e.value) and "\n" not in str(e.value)
+    assert peak < 8 << 20, f"{peak / 2**20:.0f} MiB traced to refuse a 50 MiB file by its header"
