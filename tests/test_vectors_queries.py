@@ -389,3 +389,42 @@ def test_a_big_features_file_is_not_read_whole_to_be_refused(tiny, tmp_path, sha
         tracemalloc.stop()
     assert why in str(e.value) and "\n" not in str(e.value)
     assert peak < 8 << 20, f"{peak / 2**20:.0f} MiB traced to refuse a 50 MiB file by its header"
+
+
+def test_cli_explain_item_takes_a_features_file(tiny, tmp_path):
+    """``anybind explain --item a=feat.npy`` took the path for a key ("no vector for id"): a ``.npy`` of a
+    ``vectors:`` modality's features is explained as those features (as ``search --query`` reads it), named by
+    the file; a key is still a key; a bad file is one line naming it."""
+    import json
+
+    import torch
+    from typer.testing import CliRunner
+
+    from anybind.cli import app
+    from anybind.explain import word_drops
+    from anybind.projectors import Projector, ProjectorConfig
+    from anybind.space import Space
+
+    torch.manual_seed(0)
+    space = Space({"text": "callable:helper_encoders:hashed_text", "a": f"vectors:{tiny['dir'] / 'a.npz'}"},
+                  {"text": Projector(ProjectorConfig(in_dim=8, out_dim=6, kind="linear", dropout=0.0)),
+                   "a": Projector(ProjectorConfig(in_dim=24, out_dim=6, kind="linear", dropout=0.0))})
+    space.save(tmp_path / "sp")
+    A, ids = tiny["A"], tiny["ids"]
+    feat = tmp_path / "feat.npy"
+    np.save(feat, A[11])
+    text = "a loud red bird"
+    score, drops = word_drops(space, "text", text, "a", ids[11])
+    for item, name in ((f"a={feat}", str(feat)), (f"a={ids[11]}", ids[11])):
+        res = CliRunner().invoke(app, ["explain", str(tmp_path / "sp"), "--text", text, "--item", item, "--json"])
+        assert res.exit_code == 0, res.output
+        (row,) = [json.loads(line) for line in res.output.splitlines() if line.strip()]
+        assert row["modality"] == "a" and row["item"] == name
+        assert row["score"] == pytest.approx(score, abs=1e-4)
+        assert [d["drop"] for d in row["drops"]] == pytest.approx([d.drop for d in drops], abs=1e-4)
+    np.save(tmp_path / "short.npy", np.zeros(5))
+    res = CliRunner().invoke(app, ["explain", str(tmp_path / "sp"), "--text", text, "--item",
+                                   f"a={tmp_path / 'short.npy'}"])
+    out = " ".join(res.output.split())
+    assert res.exit_code == 2 and f"--item a={tmp_path / 'short.npy'}: an array of shape (5,)" in out, res.output
+    assert len([ln for ln in res.output.splitlines() if ln.strip()]) == 1
