@@ -195,6 +195,15 @@ def test_cli_retrieval_k(corpus, tmp_path):
     rows = [json.loads(line)["caption"] for line in r.output.splitlines() if line.startswith("{")]
     X = space.embed("sketch", [x["id"] for x in test], cache=tmp / "c")
     assert rows == saved.decode(X, retrieval_k=2, prefix=False, projection="none")
+    # a .npy of the sketch's features is those features (it was taken for a key), named by the file
+    A = np.load(tmp / "sketch.npz")["vectors"]
+    row = [x["id"] for x in recs].index(test[0]["id"])
+    np.save(tmp_path / "one.npy", A[row])
+    r = runner.invoke(app, ["caption", str(tmp_path / "cap"), "--json", "--item", f"sketch={tmp_path / 'one.npy'}",
+                            "--retrieval-k", "2", "--no-prefix", "--projection", "none"])
+    assert r.exit_code == 0, r.output
+    got = [json.loads(line) for line in r.output.splitlines() if line.startswith("{")]
+    assert [(g["item"], g["caption"]) for g in got] == [(str(tmp_path / "one.npy"), rows[0])]
     r = runner.invoke(app, ["caption", str(tmp_path / "cap"), *items, "--no-prefix", "--retrieval-k", "0"])
     assert r.exit_code == 2 and "give retrieval_k > 0" in " ".join(r.output.split())
     r = runner.invoke(app, ["caption-fit", str(tmp_path / "sp"), str(man), "--out", str(tmp_path / "c2"),

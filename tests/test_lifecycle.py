@@ -147,11 +147,13 @@ def test_anybind_bench_refuses_a_bad_cap_in_one_line(tmp_path, cap):
 
 
 def test_continual_study_runs_mod_x_weights_side_by_side(tmp_path):
+    """... with a trade-off for the auto weight's choice: the systems of a fixed weight (naive, "modx 1.0") have
+    no choice to weigh and are updated without it (given them, update_space refuses it)."""
     mans, specs = two_domains(tmp_path, n=300)
     doms = [(d, load_manifest(mans[d], kinds={"sa": "key", "sb": "key"})) for d in ("a", "b")]
     rows = continual_study(doms, pair=("sa", "sb"), encoders=specs, fit=FIT, joint=False,
-                           update={"epochs": 3, "lr": 1e-3}, modx_weights={"modx 1.0": 1.0, "modx auto": "auto"},
-                           cache=tmp_path / "c")
+                           update={"epochs": 3, "lr": 1e-3, "distill_tradeoff": 0.8},
+                           modx_weights={"modx 1.0": 1.0, "modx auto": "auto"}, cache=tmp_path / "c")
     by = {r["name"]: r for r in rows}
     assert [r["name"] for r in rows] == ["first space", "frozen", "naive", "modx 1.0", "modx auto"]
     assert by["modx auto"]["distill"] in (0.1, 0.3, 1.0, 3.0, 10.0) and "distill" not in by["modx 1.0"]

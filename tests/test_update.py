@@ -234,3 +234,20 @@ def test_an_empty_val_or_unused_old_data_is_refused_in_one_line(base, tmp_path):
     assert r.exit_code == 0, r.output
     s3 = _search(Space.load(tmp_path / "s3"))
     assert s3["tradeoff"] == 0.7 and s3["chosen"] in DISTILL_GRID
+
+
+def test_a_tradeoff_given_with_a_fixed_weight_is_refused_at_any_value(base, tmp_path):
+    """``distill_tradeoff`` weighs only the choice of ``distill='auto'``: 0.8 with a fixed weight was refused, but
+    0.5 (the default's value) silently ignored, and ``--distill-tradeoff 0.5`` dropped by the CLI unseen."""
+    tmp, mans, specs, space = base
+    c = tmp / "c"
+    for kw in ({"distill": 1.0}, {}, {"method": "naive"}):
+        with pytest.raises(ValueError, match="distill_tradeoff") as ei:
+            space.update(mans["b"], distill_tradeoff=0.5, cache=c, **kw)
+        assert "\n" not in str(ei.value)
+    space.save(tmp_path / "s")
+    r = CliRunner().invoke(app, ["update", str(tmp_path / "s"), "--data", str(mans["b"]), "--distill", "1.0",
+                                 "--distill-tradeoff", "0.5", "--out", str(tmp_path / "s2"), "--epochs", "2",
+                                 "--cache", str(c)])
+    assert r.exit_code == 2 and "distill_tradeoff" in r.output and not (tmp_path / "s2").exists(), r.output
+    assert len([ln for ln in r.output.splitlines() if ln.strip()]) == 1

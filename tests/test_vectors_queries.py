@@ -357,3 +357,74 @@ def test_cli_embed_reads_a_features_file_one_row_per_item(tiny, tmp_path):
         res = CliRunner().invoke(app, ["embed", str(tmp_path / "space"), "-m", "a", str(tmp_path / name)])
         out = " ".join(res.output.split())
         assert res.exit_code == 2 and f"{tmp_path / name}: an array {why}" in out, res.output
+
+
+def _sparse_npy(path, shape, dtype="<f8") -> None:
+    """A ``.npy`` whose header says ``shape`` and whose data are a hole (a sparse file: no disk, no time)."""
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": dtype, "fortran_order": False, "shape": shape})
+        f.truncate(f.tell() + int(np.prod(shape)) * np.dtype(dtype).itemsize)
+
+
+@pytest.mark.parametrize("shape, several, why", [
+    ((1 << 18, 25), True, "row 0 of shape (25,): this modality's features have 24 values"),
+    ((1 << 18, 24), False, f"an array of shape ({1 << 18}, 24): this modality's features have 24 values"),
+])
+def test_a_big_features_file_is_not_read_whole_to_be_refused(tiny, tmp_path, shape, several, why):
+    """The command line read a features file whole (bytes, then an array copy: 2x its size, a 10 GB file 20 GB)
+    before checking its shape from its header: it is memory-mapped, a wrong shape is refused reading ~nothing."""
+    import tracemalloc
+
+    from anybind.cli._common import query_items
+    from anybind.index import QueryError
+
+    p = tmp_path / "big.npy"
+    _sparse_npy(p, shape)  # 50 MiB, of the wrong shape
+    tracemalloc.start()
+    try:
+        with pytest.raises(QueryError) as e:
+            query_items(tiny["space"], [("a", str(p))], several=several)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert why in str(e.value) and "\n" not in str(e.value)
+    assert peak < 8 << 20, f"{peak / 2**20:.0f} MiB traced to refuse a 50 MiB file by its header"
+
+
+def test_cli_explain_item_takes_a_features_file(tiny, tmp_path):
+    """``anybind explain --item a=feat.npy`` took the path for a key ("no vector for id"): a ``.npy`` of a
+    ``vectors:`` modality's features is explained as those features (as ``search --query`` reads it), named by
+    the file; a key is still a key; a bad file is one line naming it."""
+    import json
+
+    import torch
+    from typer.testing import CliRunner
+
+    from anybind.cli import app
+    from anybind.explain import word_drops
+    from anybind.projectors import Projector, ProjectorConfig
+    from anybind.space import Space
+
+    torch.manual_seed(0)
+    space = Space({"text": "callable:helper_encoders:hashed_text", "a": f"vectors:{tiny['dir'] / 'a.npz'}"},
+                  {"text": Projector(ProjectorConfig(in_dim=8, out_dim=6, kind="linear", dropout=0.0)),
+                   "a": Projector(ProjectorConfig(in_dim=24, out_dim=6, kind="linear", dropout=0.0))})
+    space.save(tmp_path / "sp")
+    A, ids = tiny["A"], tiny["ids"]
+    feat = tmp_path / "feat.npy"
+    np.save(feat, A[11])
+    text = "a loud red bird"
+    score, drops = word_drops(space, "text", text, "a", ids[11])
+    for item, name in ((f"a={feat}", str(feat)), (f"a={ids[11]}", ids[11])):
+        res = CliRunner().invoke(app, ["explain", str(tmp_path / "sp"), "--text", text, "--item", item, "--json"])
+        assert res.exit_code == 0, res.output
+        (row,) = [json.loads(line) for line in res.output.splitlines() if line.strip()]
+        assert row["modality"] == "a" and row["item"] == name
+        assert row["score"] == pytest.approx(score, abs=1e-4)
+        assert [d["drop"] for d in row["drops"]] == pytest.approx([d.drop for d in drops], abs=1e-4)
+    np.save(tmp_path / "short.npy", np.zeros(5))
+    res = CliRunner().invoke(app, ["explain", str(tmp_path / "sp"), "--text", text, "--item",
+                                   f"a={tmp_path / 'short.npy'}"])
+    out = " ".join(res.output.split())
+    assert res.exit_code == 2 and f"--item a={tmp_path / 'short.npy'}: an array of shape (5,)" in out, res.output
+    assert len([ln for ln in res.output.splitlines() if ln.strip()]) == 1

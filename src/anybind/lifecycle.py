@@ -85,6 +85,8 @@ def continual_study(
             kw = {**(update or {}), **({"distill": w} if w is not None else {})}
             if kw.get("distill") == "auto":  # Mod-X's weight chosen on the val pairs of the first and this domain
                 kw.update({"old_val": first} if m == "modx" else {"distill": 0.0})
+            if kw.get("distill") != "auto":  # a fixed weight (naive, a fixed Mod-X variant): no choice to weigh
+                kw.pop("distill_tradeoff", None)
             current[v] = update_space(current[v], man, method=m, cache=cache, seed=seed, **kw)
             systems[v] = current[v]
         if joint:

@@ -192,6 +192,10 @@ def update_space(
     """
     if old_val is not None and "distill" not in config and config.get("method", "modx") == "modx":
         config = {**config, "distill": "auto"}  # held-out old data: the weight is chosen on val
+    if "distill_tradeoff" in config and config.get("distill") != "auto":  # at any value: 0.5 is no default here
+        update_config(config)  # a bad option is named first
+        raise ValueError(f"distill_tradeoff={config['distill_tradeoff']} weighs the choice of distill='auto' (give "
+                         f"old_val=, --old-val), but distill is {config.get('distill', 1.0)!r}: nothing would read it")
     if old_val is not None and config.get("distill") != "auto":
         update_config(config)  # a bad option is named first
         raise ValueError(f"old_val is read only to choose Mod-X's weight on val (distill='auto', method='modx'), "

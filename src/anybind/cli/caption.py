@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 import typer
 
 from ..errors import AnybindError
-from ._common import app, check_out, choice, console, fail, split_csv
+from ._common import app, check_out, choice, console, fail, query_items, query_pairs, split_csv
 
 Method = Literal["greedy", "beam", "sample"]
 Projection = Literal["auto", "none", "memory"]
@@ -184,27 +184,24 @@ def caption_cmd(
     from ..caption import Captioner
     from ..space import Space
 
-    asked: dict[str, list[str]] = {}
-    for mod, vals in (("image", image), ("audio", audio), ("speech", speech), ("text", text)):
-        if vals:
-            asked.setdefault(mod, []).extend(vals)
-    for v in item or []:
-        if "=" not in v:
-            raise typer.BadParameter(f"--item takes MODALITY=VALUE, got {v!r}", param_hint="--item")
-        m, val = v.split("=", 1)
-        asked.setdefault(m.strip(), []).append(val)
-    if not asked:
+    pairs = [(mod, v) for mod, vals in (("image", image), ("audio", audio), ("speech", speech), ("text", text))
+             for v in vals or []]
+    items = query_pairs(item, "--item")
+    if not pairs and not items:
         fail(ValueError("nothing to caption: give --image, --audio, --speech, --text or --item MODALITY=VALUE"))
     try:
         cap = Captioner.load(captioner, Space.load(space_dir) if space_dir else None)
+        asked: dict[str, list[tuple[Any, str]]] = {}  # modality -> (item, its name): a .npy of features read
+        for mod, it, name in [(m, v, v) for m, v in pairs] + query_items(cap.space, items, "--item"):
+            asked.setdefault(mod, []).append((it, name))
         for mod in asked:
             if mod not in cap.space.modalities:
                 fail(AnybindError(f"--{mod}: the space binds no {mod!r} modality (bound: {', '.join(cap.space.modalities)})"))
         gen = dict(method=method, beams=beams, max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed,
                    projection=projection, retrieval_k=retrieval_k, prefix=not no_prefix,
                    mode="mapper" if no_prefix and mode == "auto" else mode)
-        results = [(m, v, c) for m, vals in asked.items()
-                   for v, c in zip(vals, cap.caption(m, vals, cache=cache, **gen))]
+        results = [(m, name, c) for m, its in asked.items()
+                   for (_, name), c in zip(its, cap.caption(m, [it for it, _ in its], cache=cache, **gen))]
     except (AnybindError, ValueError) as e:
         fail(e)
     for m, v, c in results:

@@ -9,42 +9,45 @@ from typing import Any, Optional
 import typer
 
 from ..errors import AnybindError
-from ._common import app, console, err, fail
+from ._common import app, console, err, fail, query_items, query_pairs
 
 
 def _others(image: list[str] | None, audio: list[str] | None, item: list[str] | None) -> list[tuple[str, str]]:
-    out = [("image", v) for v in image or []] + [("audio", v) for v in audio or []]
-    for v in item or []:
-        if "=" not in v:
-            raise typer.BadParameter(f"--item takes MODALITY=VALUE, got {v!r}", param_hint="--item")
-        m, val = v.split("=", 1)
-        out.append((m.strip(), val))
-    return out
+    return [("image", v) for v in image or []] + [("audio", v) for v in audio or []] + query_pairs(item, "--item")
 
 
-def explain_items(space, text: str | None, others: list[tuple[str, str]], words: list[str] | None, *, k: int,
+def explain_items(space, text: str | None, others: list[tuple[str, Any, str]], words: list[str] | None, *, k: int,
                   text_modality: str, cache, embedded=None) -> list[dict[str, Any]]:
     """One result per explained item: ``{"modality", "item", "words": [...]}``, plus ``"score"`` and ``"drops"``
-    for an item matched against ``text``; ``embedded``: the words' embeddings when kept (a stored vocabulary)."""
+    for an item matched against ``text``; ``others``: ``(modality, item, name)`` (:func:`query_items`: an item is
+    a file, a key or a ``vectors:`` modality's features), each embedded once; ``embedded``: the words'
+    embeddings when kept (a stored vocabulary)."""
+    import numpy as np
+
     from ..explain import nearest_words, word_drops
 
-    for m, _ in others:
+    for m, _, _ in others:
         if m not in space.modalities:
             raise AnybindError(f"--{m}: the space binds no {m!r} modality (bound: {', '.join(space.modalities)})")
-    out: list[dict[str, Any]] = []
-    items = ([(text_modality, text)] if text is not None and words else []) + others
+    with_text = text is not None and bool(words)
+    items = ([(text_modality, text, text)] if with_text else []) + list(others)
+    by_mod: dict[str, list[int]] = {}
+    for i, (m, _, _) in enumerate(items):
+        by_mod.setdefault(m, []).append(i)
+    emb: list[Any] = [None] * len(items)  # each item's embedding (what word_drops and nearest_words take as is)
+    for m, idx in by_mod.items():
+        for i, e in zip(idx, space.embed(m, [items[i][1] for i in idx], cache=cache)):
+            emb[i] = np.asarray(e, np.float32)
     near = {}
     if words:
-        by_mod: dict[str, list[Any]] = {}
-        for m, v in items:
-            by_mod.setdefault(m, []).append(v)
-        for m, vals in by_mod.items():
-            near[m] = iter(nearest_words(space, m, vals, words, k=k, text_modality=text_modality, cache=cache,
-                                         embedded_words=embedded))
-    for m, v in items:
-        row: dict[str, Any] = {"modality": m, "item": v}
-        if text is not None and (m, v) != (text_modality, text):
-            score, drops = word_drops(space, text_modality, text, m, v, cache=cache)
+        for m, idx in by_mod.items():
+            near[m] = iter(nearest_words(space, m, np.stack([emb[i] for i in idx]), words, k=k,
+                                         text_modality=text_modality, cache=cache, embedded_words=embedded))
+    out: list[dict[str, Any]] = []
+    for i, (m, _, name) in enumerate(items):
+        row: dict[str, Any] = {"modality": m, "item": name}
+        if text is not None and not (with_text and i == 0):
+            score, drops = word_drops(space, text_modality, text, m, emb[i], cache=cache)
             row |= {"score": round(score, 4), "drops": [d.to_dict() for d in drops]}
         if words:
             row["words"] = [{"word": w, "score": round(s, 4)} for w, s in next(near[m])]
@@ -107,7 +110,8 @@ def explain_cmd(
         if text is not None and not others and words is None:
             raise ValueError("a text alone is explained by its nearest words: give --vocab (or store one in the "
                              "space with --build-vocab), or an item to match it with")
-        rows = explain_items(space, text, others, words, k=k, text_modality=text_modality, cache=cache,
+        rows = explain_items(space, text, query_items(space, others, "--item"), words, k=k,
+                             text_modality=text_modality, cache=cache,
                              embedded=embedded)
     except (AnybindError, ValueError) as e:
         fail(e)

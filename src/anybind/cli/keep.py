@@ -26,9 +26,9 @@ def update(
                                           "Default: auto with --old-val, else 1.0."),
     old_val: list[Path] = typer.Option(None, "--old-val", help="Manifest of held-out old data whose val split judges "
                                        "the weight (--distill auto; only its val records are read; repeatable)."),
-    distill_tradeoff: float = typer.Option(0.5, "--distill-tradeoff", help="auto: the weight's score is (1 - t) x "
-                                           "the new data's val score + t x the old data's (1: keep the old, 0: learn "
-                                           "the new)."),
+    distill_tradeoff: Optional[float] = typer.Option(None, "--distill-tradeoff", help="auto: the weight's score is "
+                                                     "(1 - t) x the new data's val score + t x the old data's (1: "
+                                                     "keep the old, 0: learn the new; default 0.5)."),
     epochs: int = typer.Option(50, help="Maximum epochs (early stopping on the val pairs; the space as it was competes)."),
     lr: float = typer.Option(3e-4, help="Learning rate."),
     seed: int = typer.Option(0),
@@ -47,7 +47,7 @@ def update(
     check_out(out, "space", overwrite)
     try:
         kw = {} if distill is None else {"distill": distill if distill == "auto" else _number(distill, "--distill")}
-        if distill_tradeoff != 0.5:
+        if distill_tradeoff is not None:  # given at any value: the library refuses it beside a fixed weight
             kw["distill_tradeoff"] = distill_tradeoff
         space = Space.load(space_dir)
         new = space.update([str(d) for d in data], replay=[str(r) for r in replay or []] or None, method=method,

@@ -98,9 +98,19 @@ def npy_header(data: bytes, what: str) -> tuple[tuple[int, ...], np.dtype]:
     return tuple(int(d) for d in shape), dtype
 
 
-def load_npy(path: Path, data: bytes) -> np.ndarray:
+def load_npy(path: Path, data: bytes | Path) -> np.ndarray:
+    """A ``.npy`` array from its bytes, or from its file (``data`` a path: memory-mapped, so its header's shape can
+    be checked before any of its values is read); never unpickled.  :class:`DataError` (one line naming ``path``)."""
     try:
-        arr = np.load(io.BytesIO(data), allow_pickle=False)
+        if isinstance(data, Path):
+            try:
+                arr = np.load(data, mmap_mode="r", allow_pickle=False)
+            except ValueError as e:
+                if "Python objects" in str(e):  # said from the header, as below, without reading the file
+                    raise ValueError("allow_pickle") from None
+                raise
+        else:
+            arr = np.load(io.BytesIO(data), allow_pickle=False)
     except ValueError as e:
         if "allow_pickle" in str(e) or "pickle" in str(e).lower():
             raise DataError(
@@ -111,6 +121,7 @@ def load_npy(path: Path, data: bytes) -> np.ndarray:
     except (OSError, EOFError) as e:
         raise DataError(f"{path}: truncated or corrupt .npy file ({type(e).__name__}: {e})") from None
     if not isinstance(arr, np.ndarray):
+        getattr(arr, "close", lambda: None)()  # an .npz archive opened on the file
         raise DataError(f"{path}: expected one array, found {type(arr).__name__}")
     if arr.dtype.names is not None:
         raise DataError(f"{path}: structured (record) arrays are not supported; save a plain numeric array")

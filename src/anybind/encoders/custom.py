@@ -204,8 +204,9 @@ def feature_vector(x: np.ndarray, dim: int, what: str = "a feature vector") -> n
     return v
 
 
-def npy_features(data: bytes, dim: int, what: str, *, several: bool = False) -> np.ndarray:
-    """A ``.npy`` file's bytes holding a ``vectors:`` modality's features (an upload, a file a command line names),
+def npy_features(data: bytes | Path, dim: int, what: str, *, several: bool = False) -> np.ndarray:
+    """A ``.npy`` file's bytes (an upload) or the file (one a command line names: memory-mapped, a wrong shape is
+    refused by its header) holding a ``vectors:`` modality's features,
     loaded (never unpickled, :func:`~anybind.data.series.load_npy`) and checked by :func:`feature_vector`: one
     vector of ``dim`` finite real numbers, float32 ``(dim,)``; with ``several``, a 2-D array is one vector a row,
     each checked, float32 ``(rows, dim)``.  :class:`DataError` (one line, starting with ``what``) otherwise."""
