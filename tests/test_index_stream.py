@@ -323,10 +323,13 @@ def test_tune_ann_refuses_truth_longer_than_k(ann_index):
      r"^truth of query 0: entry 0 is \(\d+, 'vec'\), not an \(id, modality\) pair of strings$"),
     (lambda I, Q: dict(queries=Q, truth=[[(str(j + 5000), "vec") for j in r] for r in I]),
      r"^truth of query 0 names id '\d+' \(vec\), which this index does not hold$"),
+    (lambda I, Q: dict(queries=Q, truth=[[(str(j), "vec") for j in r[:1]] + [(str(j), "vec") for j in r[:9]]
+                                         for r in I]),
+     r"^truth of query 0 lists id '\d+' \(vec\) twice: the exact top-10 names each row once$"),
     (lambda I, Q: dict(queries=Q[:, :16], truth=[[(str(j), "vec") for j in r] for r in I]),
      r"^queries are 16-d: this index holds 32-d vectors$"),
     (lambda I, Q: dict(queries=Q[:, :16]), r"^queries are 16-d: this index holds 32-d vectors$"),
-], ids=["modality", "modality-filter", "bare-ids", "int-ids", "unknown-ids", "dim-with-truth", "dim"])
+], ids=["modality", "modality-filter", "bare-ids", "int-ids", "unknown-ids", "twice", "dim-with-truth", "dim"])
 def test_tune_ann_refuses_truth_or_queries_that_do_not_match_the_index(ann_index, bad, match):
     """A truth of another modality, another table or another shape scored recall 0 at every setting and tuned to
     the slowest one in silence (queries of another dimension were LanceDB's ValueError): refused in one line."""

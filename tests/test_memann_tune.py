@@ -210,8 +210,11 @@ def test_a_wrong_truth_is_one_line(tmp_path):
         (dict(queries=Q, truth=I), r"^truth of query 0: entry 0 is .*, not an \(id, modality\) pair of strings$"),
         (dict(queries=Q, truth=[[(str(j), "w") for j in r] for r in I]),
          r"^truth of query 0 names id '\d+' \(w\), which this index does not hold$"),
-        (dict(queries=Q, truth=[[("nope", "v")] * 10] + _pairs(I[1:])),
+        (dict(queries=Q, truth=[[("nope", "v")] + _pairs(I[:1])[0][1:]] + _pairs(I[1:])),
          r"^truth of query 0 names id 'nope' \(v\), which this index does not hold$"),
+        # a row listed twice would count twice as found: recall inflated, the cheapest breadth chosen
+        (dict(queries=Q, truth=_pairs(I[:3]) + [_pairs(I[3:4])[0][:9] + [(str(I[3, 0]), "v")]] + _pairs(I[4:])),
+         rf"^truth of query 3 lists id '{I[3, 0]}' \(v\) twice: the exact top-10 names each row once$"),
     ]
     for kw, msg in cases:
         with pytest.raises(IndexError_, match=msg) as e:

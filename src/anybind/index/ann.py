@@ -158,8 +158,8 @@ class LanceAnn:
     def _checked_truth(self, truth: Sequence[Iterable[tuple[str, str]]], k: int,
                        modality: str | None) -> list[set[tuple[str, str]]]:
         """``truth`` as one set of (id, modality) pairs per query, refused (the first bad query named) unless each
-        lists at most ``k`` pairs of strings, of the tuning's ``modality`` (or the index's), held by the index: any
-        other truth scores recall 0 at every setting and tunes to the slowest one in silence."""
+        lists at most ``k`` pairs of strings, none twice, of the tuning's ``modality`` (or the index's), held by the
+        index: any other truth scores recall 0 at every setting and tunes to the slowest one in silence."""
         want = []
         for i, g in enumerate(truth):
             pairs = list(g)
@@ -167,6 +167,10 @@ class LanceAnn:
                 if not (isinstance(p, (tuple, list)) and len(p) == 2 and all(isinstance(x, str) for x in p)):
                     raise IndexError_(f"truth of query {i}: entry {e} is {p!r}, not an (id, modality) pair of strings")
             want.append({(str(a), str(b)) for a, b in pairs})
+            if len(want[i]) < len(pairs):  # the set would drop it in silence: recall measured against fewer rows
+                rid, m = next(p for e, p in enumerate(pairs) if tuple(p) in {tuple(q) for q in pairs[:e]})
+                raise IndexError_(f"truth of query {i} lists id {rid!r} ({m}) twice: the exact top-{k} names each "
+                                  "row once")
             if len(want[i]) > k:
                 raise IndexError_(f"truth of query {i} lists {len(want[i])} rows: the exact top-{k} expected")
             for _, m in sorted(want[i]):

@@ -118,7 +118,8 @@ def truth_rows(snap: "Snapshot", truth: Sequence[Iterable[tuple[str, str]]], n_q
     """The tuning queries' exact top-``k`` computed by the caller, as (id, modality) pairs per query (the form
     :meth:`~anybind.index.ann.LanceAnn.tune` takes), as row numbers of ``snap``: ``(n_queries, min(k, rows))``.
     :class:`IndexError_` in one line unless there is one list per query, of that many pairs of strings, each a
-    row the index holds (any other truth would score every breadth low and tune to the slowest in silence)."""
+    row the index holds, none twice (any other truth would score every breadth low, or twice-counted rows high, and
+    tune in silence to the slowest or the cheapest)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -129,9 +130,14 @@ def truth_rows(snap: "Snapshot", truth: Sequence[Iterable[tuple[str, str]]], n_q
     for i, g in enumerate(lists):
         if len(g) != want:
             raise IndexError_(f"truth of query {i} lists {len(g)} rows: the exact top-{want} expected")
+        seen: set[tuple[str, str]] = set()
         for e, p in enumerate(g):
             if not (isinstance(p, (tuple, list)) and len(p) == 2 and all(isinstance(x, str) for x in p)):
                 raise IndexError_(f"truth of query {i}: entry {e} is {p!r}, not an (id, modality) pair of strings")
+            if (p[0], p[1]) in seen:  # it would count twice as found: recall inflated, the cheapest setting chosen
+                raise IndexError_(f"truth of query {i} lists id {p[0]!r} ({p[1]}) twice: the exact top-{want} names "
+                                  "each row once")
+            seen.add((p[0], p[1]))
     ids = snap.meta.column("id")
     named = pa.array(sorted({p[0] for g in lists for p in g}), pa.string())
     pos = np.flatnonzero(pc.is_in(ids, value_set=named).to_numpy(zero_copy_only=False))
