@@ -104,7 +104,8 @@ def raw_direction(x: Any, dim: int) -> np.ndarray:
             or not x.flags.c_contiguous):  # (strided rows might be summed in another order)
         return _renormed(_direction(query_vector(x, dim))[None])
     q = x[0] if x.ndim == 2 else x  # float32 already: no copy needed, nothing below writes to it
-    n = np.sqrt(np.add.reduce(q * q, axis=-1, keepdims=True))  # unit_rows' norm, by the same reduction
+    with np.errstate(over="ignore"):  # huge finite entries (1e20s) overflow it to inf: the checked steps take over
+        n = np.sqrt(np.add.reduce(q * q, axis=-1, keepdims=True))  # unit_rows' norm, by the same reduction
     nv = n.item()
     if not 1e-12 <= nv < float("inf"):  # also false for NaN: the checks one by one name what is wrong
         return _renormed(_direction(query_vector(x, dim))[None])
