@@ -11,10 +11,13 @@ from hypothesis import HealthCheck, settings
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # remembered media checks go to a fresh file per test process, never the user's cache: under pytest-xdist each worker
-# its own (a worker inherits the controller's environment, so a path this conftest set there is replaced, not shared)
+# its own (a worker inherits the controller's environment, so a path this conftest set there is replaced, not shared),
+# in a temp folder removed when the process ends (pytest_unconfigure); a user's own ANYBIND_MEDIA_CHECKS is kept
 _PID = str(os.getpid())
+_OWN_CHECKS: str | None = None  # the temp folder this process made for them
 if "ANYBIND_MEDIA_CHECKS" not in os.environ or os.environ.get("ANYBIND_TEST_CHECKS_PID", _PID) != _PID:
-    os.environ["ANYBIND_MEDIA_CHECKS"] = os.path.join(tempfile.mkdtemp(prefix="anybind-checks-"), "checks.sqlite")
+    _OWN_CHECKS = tempfile.mkdtemp(prefix="anybind-checks-")
+    os.environ["ANYBIND_MEDIA_CHECKS"] = os.path.join(_OWN_CHECKS, "checks.sqlite")
     os.environ["ANYBIND_TEST_CHECKS_PID"] = _PID
 sys.path.insert(0, str(Path(__file__).parent))  # for the helper encoders module
 
@@ -35,6 +38,14 @@ settings.load_profile("anybind")
 pytest_plugins = ["caption_fixtures", "corpus_sources", "ray_cluster"]
 
 STAMPS = Path("/usr/share/tuxpaint/stamps")
+
+
+@pytest.hookimpl(trylast=True)  # after the session fixtures' teardown, which may still record checks
+def pytest_unconfigure(config):
+    """The media-checks temp folder this process made (the run's, or an xdist worker's or controller's) is removed
+    as the process ends; a path the user set is not this conftest's to remove."""
+    if _OWN_CHECKS is not None:
+        shutil.rmtree(_OWN_CHECKS, ignore_errors=True)  # a temp folder: one already gone is no matter
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,8 @@
 """`make test` runs the suite on 2 pytest-xdist workers with ``--dist loadgroup`` and the scheduling of
 tests/conftest.py: a module's tests stay on one worker, the modules of one ``xdist_group`` (the Ray modules) go to
-one worker one after the other, and so do the modules that use a fixture of ``conftest.ONE_WORKER``.  Checked on a
-small made-up suite run by a child pytest with this conftest's hooks."""
+one worker one after the other, and so do the modules that use a fixture of ``conftest.ONE_WORKER``; each process
+has a media-checks file of its own, in a temp folder removed when it ends.  Checked on a small made-up suite run by a
+child pytest with this conftest's hooks."""
 
 import os
 import subprocess
@@ -23,6 +24,7 @@ ours = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(ours)
 pytest_collection_modifyitems = ours.pytest_collection_modifyitems
 pytest_xdist_make_scheduler = ours.pytest_xdist_make_scheduler
+pytest_unconfigure = getattr(ours, "pytest_unconfigure", None) or (lambda config: None)
 
 
 @pytest.fixture
@@ -68,3 +70,54 @@ def test_groups_and_modules_stay_on_one_worker(tmp_path):
     assert workers["test_small_a"] == workers["test_small_b"], workers  # serve_small users: one worker
     order = [module for module, _ in rows if module.startswith("test_ray")]
     assert order == sorted(order), "the group's modules run one after the other, in order"
+
+
+CHECKS_MODULE = '''
+import os
+import pytest
+
+
+@pytest.mark.parametrize("i", range(3))
+def test_it(i):
+    path = os.environ["ANYBIND_MEDIA_CHECKS"]
+    open(path, "a").close()  # used, as the media checks use it
+    with open(os.environ["WHERE"], "a") as f:
+        f.write(f"{{os.environ['PYTEST_XDIST_WORKER']}} {{path}}\\n")
+'''
+
+
+def _checks_run(tmp_path, name: str, user_checks: str | None) -> tuple[Path, list[list[str]]]:
+    """The made-up suite run on 2 workers with a temp folder of its own: that folder, and each test's (worker, media
+    checks path)."""
+    run = tmp_path / name
+    (run / "tmp").mkdir(parents=True)
+    (run / "conftest.py").write_text(CONFTEST)
+    for m in ("test_c_a", "test_c_b"):
+        (run / f"{m}.py").write_text(CHECKS_MODULE.format())
+    env = {k: v for k, v in os.environ.items() if k not in ("ANYBIND_MEDIA_CHECKS", "ANYBIND_TEST_CHECKS_PID")}
+    env.update(WHERE=str(run / "where.txt"), TMPDIR=str(run / "tmp"), PYTHONPATH=os.pathsep.join(sys.path))
+    if user_checks is not None:
+        env["ANYBIND_MEDIA_CHECKS"] = user_checks
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "2", "--dist",
+                        "loadgroup", str(run)], cwd=run, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return run / "tmp", [line.split() for line in (run / "where.txt").read_text().splitlines()]
+
+
+def test_each_worker_has_its_own_media_checks_and_its_folder_goes_when_it_ends(tmp_path):
+    """Each xdist worker used a fresh ``anybind-checks-*`` temp folder, left behind after every run (and the
+    controller's, unused, too); a user's own ANYBIND_MEDIA_CHECKS is used as it is and never removed."""
+    tmp, rows = _checks_run(tmp_path, "fresh", None)
+    assert len(rows) == 6
+    paths = {worker: {p for w, p in rows if w == worker} for worker, _ in rows}
+    assert all(len(p) == 1 for p in paths.values()), paths  # one file a worker
+    assert len({p for w, p in rows}) == len(paths)  # none shared
+    assert all(Path(p).parent.parent == tmp and Path(p).parent.name.startswith("anybind-checks-") for _, p in rows)
+    assert not list(tmp.glob("anybind-checks-*")), list(tmp.iterdir())  # every process's folder removed
+
+    user = tmp_path / "mine" / "checks.sqlite"
+    user.parent.mkdir()
+    tmp, rows = _checks_run(tmp_path, "user", str(user))
+    assert len(rows) == 6 and {p for _, p in rows} == {str(user)}
+    assert user.is_file()
+    assert not list(tmp.glob("anybind-checks-*")), list(tmp.iterdir())
