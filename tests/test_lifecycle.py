@@ -4,7 +4,8 @@ synthetic data: the rows they report and that they measure what they claim."""
 import pytest
 
 from anybind import load_manifest
-from anybind.lifecycle import continual_study, merge_study
+from anybind.errors import DataError
+from anybind.lifecycle import continual_study, held_out_val, merge_study
 from test_merge import KINDS, views
 from test_update import two_domains
 
@@ -181,10 +182,59 @@ def test_bench_continual_distill_option(monkeypatch, tmp_path):
     monkeypatch.setattr(tasks_keep, "_domain", lambda work, name: name)
     monkeypatch.setattr("anybind.data.manifest.load_manifest", lambda name, **kw: dict(doms)[name])
     tasks_keep.continual(tmp_path, domains="a,b1", distill="1.0,auto")
-    assert got["modx_weights"] == {"modx 1.0": 1.0, "modx auto": "auto"}
+    assert got["modx_weights"] == {"modx 1.0": 1.0, "modx auto": "auto"} and got["judge"] == "val"
+    res = tasks_keep.continual(tmp_path, domains="a,b1", distill="1.0,auto", judge="held")
+    assert got["judge"] == "held" and res.config["judge"] == "held"
     tasks_keep.continual(tmp_path, domains="a,b1", distill="3")
     assert got["modx_weights"] == {"modx": 3.0}
     for bad in ("lots", "1.0,1", "-1", "nan", "auto,auto"):
         with pytest.raises(AnybindError, match="distill must be") as ei:
             tasks_keep.continual(tmp_path, domains="a,b1", distill=bad)
         assert "\n" not in str(ei.value)
+
+
+def test_held_out_val_is_a_seeded_half_of_val_only(tmp_path):
+    mans, _ = two_domains(tmp_path, n=300)
+    man = load_manifest(mans["a"], kinds={"sa": "key", "sb": "key"})
+    fit, held = held_out_val(man, seed=0)
+    val = {r.id for r in man.split("val")}
+    held_ids = {r.id for r in held.records}
+    assert held_ids < val and {r.split for r in held.records} == {"val"}  # only val records are held out
+    assert {r.id for r in fit.records} == {r.id for r in man.records} - held_ids  # the rest, train/test whole
+    assert 0.3 < len(held_ids) / len(val) < 0.7  # about half
+    assert {r.id for r in held_out_val(man, seed=0)[1].records} == held_ids  # the same on every call
+    assert {r.id for r in held_out_val(man, seed=1)[1].records} != held_ids  # the seed draws another half
+
+
+def test_continual_judge_held_hides_the_judge_from_the_first_fit(monkeypatch, tmp_path):
+    """judge="held": the first fit and joint retraining never get the held-out val records; Mod-X's weight is
+    chosen on only those (old domain) and the new domain's data; two runs give the same rows."""
+    import anybind.fitting as fitting
+    import anybind.update as upd
+
+    mans, specs = two_domains(tmp_path, n=200)
+    doms = [(d, load_manifest(mans[d], kinds={"sa": "key", "sb": "key"})) for d in ("a", "b")]
+    held = {r.id for r in held_out_val(doms[0][1], seed=0)[1].records}
+    fitted, judged = [], []
+    real_fit, real_choose = fitting.fit_space, upd.choose_distill
+
+    def spy_fit(data, **kw):
+        fitted.append({r.id for m in (data if isinstance(data, list) else [data]) for r in m.records})
+        return real_fit(data, **kw)
+
+    def spy_choose(space, data, **kw):
+        judged.append(({r.id for r in kw["old_val"].records}, {r.id for r in data.records}))
+        return real_choose(space, data, **kw)
+
+    monkeypatch.setattr(fitting, "fit_space", spy_fit)
+    monkeypatch.setattr(upd, "choose_distill", spy_choose)
+    run = dict(pair=("sa", "sb"), encoders=specs, fit=FIT, update={"epochs": 3, "lr": 1e-3},
+               modx_weights={"modx auto": "auto"}, judge="held", cache=tmp_path / "c")
+    rows = continual_study(doms, **run)
+    assert len(fitted) == 2 and all(ids and not ids & held for ids in fitted)  # first fit, joint
+    [(old, new)] = judged
+    assert old == held and all(i.startswith("b") for i in new)
+    assert {r["name"]: r for r in rows}["modx auto"]["distill"] in (0.1, 0.3, 1.0, 3.0, 10.0)
+    assert continual_study(doms, **run) == rows
+    with pytest.raises(DataError, match="judge"):
+        continual_study(doms, **{**run, "judge": "test"})

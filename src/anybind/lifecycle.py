@@ -3,7 +3,8 @@ bench tasks are thin wrappers of these).
 
 * :func:`continual_study`: bind on the first domain, then update on each next one with every method
   (naive fine-tuning, Mod-X; :mod:`anybind.update`; ``update={"distill": "auto"}``: Mod-X's weight chosen on
-  the val pairs of the first domain and the new one; ``modx_weights``: several Mod-X weights side by side),
+  the val pairs of the first domain and the new one; ``judge="held"``: only on a half of the first domain's val
+  that the first fit never saw; ``modx_weights``: several Mod-X weights side by side),
   beside joint retraining on every domain seen (the upper bound) and the first space frozen (the lower bound);
   R@1 on the first domain's test split (old), the new domain's and every earlier domain's after each step;
   forgetting = the drop on the first domain.
@@ -14,6 +15,7 @@ bench tasks are thin wrappers of these).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,17 @@ def pair_r1(space, manifest: Manifest, a: str, b: str, *, split: str = "test", c
     return (res[f"{a}->{b}/R@1"] + res[f"{b}->{a}/R@1"]) / 2
 
 
+def held_out_val(manifest: Manifest, seed: int = 0, fraction: float = 0.5) -> tuple[Manifest, Manifest]:
+    """``manifest`` cut in two over its val split: (every record but the held-out val ones, only the held-out val
+    ones).  A val record is held out when the SHA-256 of ``"<seed>#<id>"`` falls under ``fraction``: the same
+    records on every machine and run, and one record's fate never depends on the others."""
+    from .data.folds import unit_hash
+
+    held = {r.id for r in manifest.split("val") if unit_hash(f"{seed}#{r.id}") < fraction}
+    return (dataclasses.replace(manifest, records=[r for r in manifest.records if r.id not in held]),
+            dataclasses.replace(manifest, records=[r for r in manifest.records if r.id in held]))
+
+
 def continual_study(
     domains: Sequence[tuple[str, Manifest]],
     *,
@@ -39,6 +52,7 @@ def continual_study(
     methods: Sequence[str] = ("naive", "modx"),
     modx_weights: Mapping[str, float | str] | None = None,
     joint: bool = True,
+    judge: str = "val",
     cache=None,
     seed: int = 0,
 ) -> list[dict[str, Any]]:
@@ -49,7 +63,11 @@ def continual_study(
 
     ``modx_weights``: {system name: distillation weight (a number or ``"auto"``)}: one Mod-X system per entry in
     place of ``"modx"``, updated side by side (e.g. ``{"modx 1.0": 1.0, "modx auto": "auto"}``); default: one
-    system ``"modx"`` with ``update``'s weight."""
+    system ``"modx"`` with ``update``'s weight.
+
+    ``judge``: the first domain's val pairs that choose Mod-X's weight (``"auto"``): ``"val"``: all of them (the
+    split the first fit also early-stopped on); ``"held"``: a half drawn by a seeded hash of the record id
+    (:func:`held_out_val`), which the first fit and joint retraining never read (they select on the other half)."""
     from .errors import DataError
     from .fitting import fit_space
     from .update import update_space
@@ -64,6 +82,9 @@ def continual_study(
                         else {m: (m, None)})
     if clash := sorted(set(modx_weights or {}) & {*methods, "frozen", "joint", "first space"}):
         raise DataError(f"a Mod-X system may not be named {', '.join(map(repr, clash))}: another system has that name")
+    if judge not in ("val", "held"):
+        raise DataError(f"continual judge must be 'val' or 'held' (the old domain's val pairs that choose Mod-X's "
+                        f"weight), got {judge!r}")
     a, b = pair
 
     def per_domain(space, upto: int) -> dict[str, float | None]:
@@ -73,6 +94,9 @@ def continual_study(
 
     fit_kw = {"progress": False, "recipe": "plain", "seed": seed, **(fit or {})}
     first_name, first = domains[0]
+    old_val = first
+    if judge == "held":  # the first fit selects on one half of val; the other half judges Mod-X's weight
+        first, old_val = held_out_val(first, seed)
     space0 = fit_space(first, modalities=list(pair), encoders=dict(encoders), cache=cache, **fit_kw)
     cols0 = per_domain(space0, 0)
     old0 = cols0[f"R@1 {first_name}"]
@@ -84,13 +108,13 @@ def continual_study(
         for v, (m, w) in variants.items():
             kw = {**(update or {}), **({"distill": w} if w is not None else {})}
             if kw.get("distill") == "auto":  # Mod-X's weight chosen on the val pairs of the first and this domain
-                kw.update({"old_val": first} if m == "modx" else {"distill": 0.0})
+                kw.update({"old_val": old_val} if m == "modx" else {"distill": 0.0})
             if kw.get("distill") != "auto":  # a fixed weight (naive, a fixed Mod-X variant): no choice to weigh
                 kw.pop("distill_tradeoff", None)
             current[v] = update_space(current[v], man, method=m, cache=cache, seed=seed, **kw)
             systems[v] = current[v]
         if joint:
-            systems["joint"] = fit_space([d for _, d in domains[: step + 1]], modalities=list(pair),
+            systems["joint"] = fit_space([first, *(d for _, d in domains[1: step + 1])], modalities=list(pair),
                                          encoders=dict(encoders), cache=cache, **fit_kw)
         for sys_name, sp in systems.items():
             cols = per_domain(sp, step)

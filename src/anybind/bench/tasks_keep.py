@@ -43,12 +43,15 @@ def _flat(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, float]
 
 @task("continual", "Tux Paint -> emoji -> openclipart image<->text: each domain's R@1 after each update for naive "
       "fine-tuning, Mod-X, joint retraining and the frozen first space (--opt domains=a,b,c block=recipe|plain "
-      "distill=1.0|auto|1.0,auto cap=openclipart:800)")
+      "distill=1.0|auto|1.0,auto judge=val|held cap=openclipart:800)")
 def continual(work: Path, cache=None, seed: int = 0, console=None, domains: str = "tuxpaint,emoji,openclipart",
-              block: str = "recipe", epochs: str = "50", distill: str = "1.0", cap: str = "") -> TaskResult:
+              block: str = "recipe", epochs: str = "50", distill: str = "1.0", cap: str = "",
+               judge: str = "val") -> TaskResult:
     """``cap``: ``name:N,...``: that domain keeps N of its records (drawn with ``seed``, every split alike in
     expectation), for a shorter run; the notes say so.  ``distill``: Mod-X's weight, or several (``1.0,auto``):
-    one Mod-X system each (``modx 1.0``, ``modx auto``), side by side in one run."""
+    one Mod-X system each (``modx 1.0``, ``modx auto``), side by side in one run.  ``judge``: the first domain's
+    val pairs that choose ``auto``'s weight: ``val`` (all, the ones the first fit early-stops on) or ``held`` (a
+    seeded half the first fit and joint retraining never see; they select on the other half)."""
     from ..data.manifest import Manifest, load_manifest
     from ..lifecycle import continual_study
 
@@ -64,14 +67,15 @@ def continual(work: Path, cache=None, seed: int = 0, console=None, domains: str 
             keep = np.sort(np.random.default_rng([seed, i]).choice(len(m.records), caps[n], replace=False))
             mans[i] = (n, Manifest(m.path, [m.records[j] for j in keep], [], m.kinds))
     rows = continual_study(mans, encoders={m: encoders[m] for m in ("image", "text")}, fit=fit,
-                           update={"epochs": int(epochs)}, modx_weights=modx, cache=cache, seed=seed)
+                           update={"epochs": int(epochs)}, modx_weights=modx, judge=judge, cache=cache, seed=seed)
     notes = [f"domains {' -> '.join(names)} ({', '.join(f'{n}: {len(m.records)} records' for n, m in mans)}); "
              f"R@1: mean of image->text and text->image on each test split; block {block}"
              + ("; capped: " + ", ".join(f"{n} {k} records drawn with seed {seed}" for n, k in caps.items())
                 if caps else "")]
     chosen = [f"step {r['step']}: {r['distill']}" for r in rows if "distill" in r]
     if chosen:
-        notes.append(f"Mod-X distillation weight chosen on val (old and new domain): {', '.join(chosen)}")
+        notes.append(f"Mod-X distillation weight chosen on val (old and new domain): {', '.join(chosen)}"
+                     + ("; old domain: only the half of its val held out of the first fit" if judge == "held" else ""))
     last = {r["name"]: r for r in rows if r["step"] == len(names) - 1}
     for sys_name in (s for s in modx if {"naive", s} <= set(last)):
         n, x = last["naive"], last[sys_name]
@@ -85,7 +89,7 @@ def continual(work: Path, cache=None, seed: int = 0, console=None, domains: str 
     return TaskResult(metrics=_flat(rows, keys), table=rows,
                       config={"domains": names, "block": block, "epochs": int(epochs),
                               "distill": weights[0] if len(weights) == 1 else weights,
-                              "cap": caps},
+                              "cap": caps, "judge": judge},
                       notes=notes)
 
 
