@@ -33,10 +33,16 @@ import shutil
 import time
 from pathlib import Path
 
+import pytest
 import typer.main
 from typer.testing import CliRunner
 
 from readme_steps import Step, readme_steps
+
+# its `--ray` lines start a local Ray in this process, whose ray.init leaves RAY_AUTH_MODE=token in os.environ; a
+# module that later joins a token-less cluster from this process (test_federated_cluster.py) would see its actors
+# die: on the Ray modules' xdist worker, after them in collection order
+pytestmark = pytest.mark.xdist_group("ray")
 
 # README shell lines that are parsed but not run (the start of the line -> why)
 PARSE_ONLY = {

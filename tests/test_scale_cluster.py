@@ -2,17 +2,22 @@
 tests/ray_cluster.py): a driver in another folder than the one the cluster started in, its manifest and cache given
 by relative paths, the manifest's media by paths relative to it.  The encoders' tasks and actors and the index's
 embedding actors work in the driver's folder (``anybind.scale.work_in``): they read the files the driver means and
-write the cache the driver reads, so the features and the index are those built in one process."""
+write the cache the driver reads, so the features and the index are those built in one process.
+
+Each command runs as a user runs it: ``python -m anybind`` in a fresh process (the driver), with the head's
+``RAY_AUTH_MODE=disabled``: a local ``ray.init`` earlier in the pytest process (test_federated_ray.py, the
+``ray_local`` modules) leaves ``RAY_AUTH_MODE=token`` in ``os.environ`` (Ray's own doing), and a driver that inherits it
+saw Ray Data's encoder actors on this token-less cluster die before they started (``ActorDiedError``)."""
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 from PIL import Image
-from typer.testing import CliRunner
-
 from anybind import Space
 from anybind.cache import FeatureCache
-from anybind.cli import app
 from anybind.encoders.device import cache_identity
 from anybind.encoders.registry import get_encoder
 
@@ -32,19 +37,26 @@ def _project(d, n: int = 24):
                                 "image": f"img/{i}.png", "text": f"a patch of colour {colour.tolist()}"}) + "\n")
 
 
-def test_encode_and_index_on_a_cluster_read_the_drivers_relative_paths(ray_head, tmp_path, monkeypatch):
-    import ray
+def _anybind(*args: str, cwd) -> str:
+    """``python -m anybind ARGS`` in ``cwd``, a fresh driver process; its output (it must succeed)."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["RAY_AUTH_MODE"] = "disabled"  # as the head's (ray_head): a local ray.init earlier in this process set 'token'
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))  # this anybind, the helpers
+    r = subprocess.run([sys.executable, "-m", "anybind", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    return r.stdout + r.stderr
 
+
+def test_encode_and_index_on_a_cluster_read_the_drivers_relative_paths(ray_head, tmp_path, monkeypatch):
     from anybind.index import Index
 
     address, _ = ray_head
     _project(tmp_path / "proj")
     monkeypatch.chdir(tmp_path / "proj")  # not the folder the cluster started in
-    run = CliRunner().invoke
-    r = run(app, ["encode", "m.jsonl", "-e", f"image={ENC['image']}", "--ray-address", address, "--cache", "cache"])
-    assert r.exit_code == 0, r.output
-    assert "24 encoded" in r.output and "failed" not in r.output, r.output
-    assert not ray.is_initialized()
+    out = _anybind("encode", "m.jsonl", "-e", f"image={ENC['image']}", "--ray-address", address, "--cache", "cache",
+                   cwd=tmp_path / "proj")
+    assert "24 encoded" in out and "failed" not in out, out
     enc, files = get_encoder(ENC["image"]), [f"img/{i}.png" for i in range(24)]
     cached = FeatureCache(tmp_path / "proj" / "cache").vectors(cache_identity(enc))  # the actors wrote the driver's
     got = np.stack([cached[enc.content_key(f)] for f in files])
@@ -54,8 +66,8 @@ def test_encode_and_index_on_a_cluster_read_the_drivers_relative_paths(ray_head,
                       recipe="plain", seed=0)
     space.save("space")
     plain = Index.build(space, "m.jsonl", "plain", cache="cache", ann=False)
-    r = run(app, ["index", "space", "m.jsonl", "--out", "idx", "--ray-address", address, "--cache", "cache"])
-    assert r.exit_code == 0, r.output
+    _anybind("index", "space", "m.jsonl", "--out", "idx", "--ray-address", address, "--cache", "cache",
+             cwd=tmp_path / "proj")
     on_ray = Index.open("idx")
 
     def table(ix):
