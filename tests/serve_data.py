@@ -81,3 +81,30 @@ def served(index: Path, cache: Path, space: Path | None = None, **config):
             yield c
     finally:
         svc.close()
+
+
+def vectors_world(d: Path) -> dict:
+    """A tiny space of two synthetic sensors (``a``: 24 features, ``b``: 20; scale_helpers.synthetic_corpus) fitted
+    and indexed under ``d``: its folder, space, index, the ids and features of ``a``."""
+    import numpy as np
+    from scale_helpers import synthetic_corpus
+
+    from anybind.index import Index
+    from anybind.space import Space
+
+    manifest, encoders = synthetic_corpus(d, n=60)
+    space = Space.fit(manifest, encoders=encoders, cache=d / "cache", epochs=3, dim=8, seed=0, progress=False)
+    Index.build(space, manifest, d / "index", cache=d / "cache")
+    npz = np.load(d / "a.npz")
+    return {"dir": d, "space": space, "index": d / "index", "ids": [str(i) for i in npz["ids"]], "A": npz["vectors"]}
+
+
+def npy_bytes(arr, **kw) -> bytes:
+    """``arr`` as the bytes of a ``.npy`` file (``np.save``'s keywords)."""
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.save(buf, arr, **kw)
+    return buf.getvalue()
