@@ -102,17 +102,10 @@ def load_npy(path: Path, data: bytes | Path) -> np.ndarray:
     """A ``.npy`` array from its bytes, or from its file (``data`` a path: memory-mapped, so its header's shape can
     be checked before any of its values is read); never unpickled.  :class:`DataError` (one line naming ``path``)."""
     try:
-        if isinstance(data, Path):
-            try:
-                arr = np.load(data, mmap_mode="r", allow_pickle=False)
-            except ValueError as e:
-                if "Python objects" in str(e):  # said from the header, as below, without reading the file
-                    raise ValueError("allow_pickle") from None
-                raise
-        else:
-            arr = np.load(io.BytesIO(data), allow_pickle=False)
-    except ValueError as e:
-        if "allow_pickle" in str(e) or "pickle" in str(e).lower():
+        src = data if isinstance(data, Path) else io.BytesIO(data)
+        arr = np.load(src, mmap_mode="r" if isinstance(data, Path) else None, allow_pickle=False)
+    except ValueError as e:  # memory-mapped, numpy names the objects from the header ("Python objects in dtype")
+        if "pickle" in str(e).lower() or "Python objects" in str(e):
             raise DataError(
                 f"{path}: the .npy holds Python objects (a pickle); refusing to unpickle it -- "
                 "save a plain numeric array instead"
