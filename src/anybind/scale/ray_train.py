@@ -21,8 +21,7 @@ from ..errors import DataError
 from ..train import TrainConfig
 from .reserve import Groups, down, reserve
 from .stream import TrainingShards
-from .train import (DEFAULT_SHUFFLE_BUFFER, check_config, ridge_init, shard_stats, space_from_result,
-                    train_streaming)
+from .train import DEFAULT_SHUFFLE_BUFFER, streaming_space, streaming_start, train_streaming
 
 log = logging.getLogger(__name__)
 
@@ -166,14 +165,12 @@ def fit_ray(
 
     from . import ray_session
 
-    check_config(cfg)
     if workers < 1:
         raise DataError(f"ray workers must be >= 1, got {workers}")
-    stats = shard_stats(shards)
-    init, ridge = ridge_init(shards, cfg, stats)  # here, once: every worker starts from it
+    start = streaming_start(shards, cfg)  # here, once: every worker starts from it
     init_bytes = None
-    if init is not None:
-        init_bytes = save({f"{m}.{k}": v.contiguous() for m, sd in init.items() for k, v in sd.items()})
+    if start.init is not None:
+        init_bytes = save({f"{m}.{k}": v.contiguous() for m, sd in start.init.items() for k, v in sd.items()})
     with ray_session(address):
         from ray.train import RunConfig, ScalingConfig
         from ray.train.torch import TorchConfig, TorchTrainer
@@ -188,7 +185,7 @@ def fit_ray(
             _ray_worker,
             train_loop_config={
                 "shards": str(shards.path.absolute()), "cfg": cfg.to_dict(), "shuffle_buffer": int(shuffle_buffer),
-                "stats": {m: (v[0].tolist(), v[1], v[2]) for m, v in stats.items()}, "init": init_bytes,
+                "stats": {m: (v[0].tolist(), v[1], v[2]) for m, v in start.stats.items()}, "init": init_bytes,
                 "runtime": rt.to_dict(),
             },
             scaling_config=ScalingConfig(**scale),
@@ -212,7 +209,5 @@ def fit_ray(
         m, rest = k.split(".", 1)
         state.setdefault(m, {})[rest] = v
     res["state"] = state
-    if ridge:  # unless the attention phase re-solved it
-        res.setdefault("robust", {}).setdefault("ridge", ridge)
-    return space_from_result(shards, cfg, res, stats, ray_workers=workers, ray_worker_cpus=cpus,
-                             shuffle_buffer=shuffle_buffer)
+    return streaming_space(shards, cfg, res, start, ray_workers=workers, ray_worker_cpus=cpus,
+                           shuffle_buffer=shuffle_buffer)

@@ -20,8 +20,8 @@ from .ray_train import fit_ray
 from .shard_write import write_training_shards
 from .launch import Launch, agree, process_group
 from .stream import DEFAULT_ROWS_PER_SHARD, TrainingShards
-from .train import (DEFAULT_SHUFFLE_BUFFER, check_config, fit_streaming, ridge_init, shard_stats, solve_once,
-                    space_from_result, train_streaming)
+from .train import (DEFAULT_SHUFFLE_BUFFER, check_config, fit_streaming, solve_once, streaming_space,
+                    streaming_start, train_streaming)
 
 log = logging.getLogger(__name__)
 
@@ -125,12 +125,10 @@ def _fit_torchrun(launch: Launch, prepare, *, shuffle_buffer: int, progress: boo
     def lead():
         nonlocal plan
         plan, cfg, shards = prepare(progress)
-        stats = shard_stats(shards)
-        init, ridge = ridge_init(shards, cfg, stats)
-        return cfg.to_dict(), str(shards.path.absolute()), stats, init, ridge
+        return cfg.to_dict(), str(shards.path.absolute()), streaming_start(shards, cfg)
 
     with process_group(launch):
-        cfg_dict, path, stats, init, ridge = solve_once(lead, {}, True)
+        cfg_dict, path, start = solve_once(lead, {}, True)
         cfg = TrainConfig(**cfg_dict)
         shards, why = None, None
         try:
@@ -141,12 +139,10 @@ def _fit_torchrun(launch: Launch, prepare, *, shuffle_buffer: int, progress: boo
                    "cache (--cache or $ANYBIND_CACHE) on storage every node mounts at the same path")
         agree(why)
         res = train_streaming(shards, cfg, rank=launch.rank, world=launch.world, shuffle_buffer=shuffle_buffer,
-                              stats=stats, init=init, progress=progress and launch.leader)
+                              stats=start.stats, init=start.init, progress=progress and launch.leader)
     if not launch.leader:
         return None
-    if ridge:  # unless the attention phase re-solved it
-        res["robust"].setdefault("ridge", ridge)
-    space = space_from_result(shards, cfg, res, stats, shuffle_buffer=shuffle_buffer)
+    space = streaming_space(shards, cfg, res, start, shuffle_buffer=shuffle_buffer)
     space.info["lineage"].append(plan.lineage(space, trainer=f"torchrun x{launch.world}"))
     return space
 

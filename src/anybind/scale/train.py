@@ -36,7 +36,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -343,16 +343,42 @@ def shard_stats(shards: TrainingShards) -> dict:
     return {m: shards.standardisation(m, frames=shard_frames(shards, m)) for m in shards.modalities}
 
 
-def fit_streaming(shards: TrainingShards, cfg: TrainConfig, *, shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
-                  progress: bool = True):
-    """Train a space from training shards in this process, in bounded memory."""
+class StreamingStart(NamedTuple):
+    """What every worker of a streaming run starts from, computed once (in this process, on Ray's driver, on
+    torchrun's rank 0): each modality's standardisation over the training split (``stats``, :func:`shard_stats`),
+    the ridge start's projector state (``init``, ``None`` for ``init="random"``) and its record (``ridge``: each
+    modality's alpha and prior, :func:`ridge_init`)."""
+
+    stats: dict
+    init: dict[str, dict[str, torch.Tensor]] | None
+    ridge: dict[str, Any]
+
+
+def streaming_start(shards: TrainingShards, cfg: TrainConfig) -> StreamingStart:
+    """The start of a streaming run (:class:`StreamingStart`), the config checked first (:func:`check_config`);
+    hand its ``stats`` and ``init`` to :func:`train_streaming` and the whole to :func:`streaming_space`."""
     check_config(cfg)
     stats = shard_stats(shards)
     init, ridge = ridge_init(shards, cfg, stats)
-    res = train_streaming(shards, cfg, shuffle_buffer=shuffle_buffer, stats=stats, init=init, progress=progress)
-    if ridge:  # unless the attention phase re-solved it
-        res["robust"].setdefault("ridge", ridge)
-    return space_from_result(shards, cfg, res, stats, shuffle_buffer=shuffle_buffer)
+    return StreamingStart(stats, init, ridge)
+
+
+def streaming_space(shards: TrainingShards, cfg: TrainConfig, res: dict[str, Any], start: StreamingStart,
+                    **info: Any):
+    """The space a streaming run from ``start`` trained (:func:`space_from_result`), its training record keeping the
+    ridge start's record unless the attention phase re-solved it (``res["robust"]["ridge"]``)."""
+    if start.ridge:
+        res.setdefault("robust", {}).setdefault("ridge", start.ridge)
+    return space_from_result(shards, cfg, res, start.stats, **info)
+
+
+def fit_streaming(shards: TrainingShards, cfg: TrainConfig, *, shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
+                  progress: bool = True):
+    """Train a space from training shards in this process, in bounded memory."""
+    start = streaming_start(shards, cfg)
+    res = train_streaming(shards, cfg, shuffle_buffer=shuffle_buffer, stats=start.stats, init=start.init,
+                          progress=progress)
+    return streaming_space(shards, cfg, res, start, shuffle_buffer=shuffle_buffer)
 
 
 # ----------------------------------------------------------------------------- from manifests
