@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import numpy as np
@@ -31,6 +32,12 @@ def test_search_with_a_vector(vec_index, tmp_path):
     assert json.loads(cli("search", vec_index, "--vector", q, "--json").stdout)[0]["id"] == "b"
 
 
+def _npz_bytes() -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, q=np.ones(8, np.float32))
+    return buf.getvalue()
+
+
 @pytest.mark.parametrize("value, why", [
     (np.ones(3, np.float32), "of shape (3,): this index holds 8-d vectors"),
     (np.ones((2, 8), np.float32), "of shape (2, 8)"),
@@ -41,6 +48,10 @@ def test_search_with_a_vector(vec_index, tmp_path):
     (np.array([1 + 2j] * 8), "holds complex128 values"),
     (np.array([object()] * 8, dtype=object), "not a .npy array of numbers"),  # would need unpickling
     (b"not an array", "not a .npy array of numbers"),
+    # read by the library's load_npy (memory-mapped): its refusals, under the one --vector wording
+    (np.zeros(8, dtype=[("a", "<f4")]), "not a .npy array of numbers (structured (record) arrays"),
+    (_npz_bytes(), "not a .npy array of numbers (expected one array, found NpzFile)"),
+    (b"", "not a .npy array of numbers (truncated or corrupt .npy file"),
 ])
 def test_search_vector_mistakes_are_one_line(vec_index, tmp_path, value, why):
     q = tmp_path / "q.npy"

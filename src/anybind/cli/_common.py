@@ -238,22 +238,22 @@ _plain_usage_errors()
 
 
 def load_vector(path: Path, dim: int):
-    """``--vector``: one vector of width ``dim`` from a .npy file (never unpickled), checked."""
-    import numpy as np
-
+    """``--vector``: one vector of width ``dim`` from a .npy file, read by the library's
+    :func:`~anybind.data.series.load_npy` (memory-mapped: a wrong shape is refused by its header; never unpickled),
+    checked by :func:`~anybind.index.query.query_vector`."""
+    from ..data.series import load_npy
+    from ..errors import DataError
     from ..index import QueryError
     from ..index.query import query_vector
 
+    what = f"--vector {path}"
     if not path.is_file():
-        raise QueryError(f"--vector {path}: no such file")
+        raise QueryError(f"{what}: no such file")
     try:
-        x = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
-        raise QueryError(f"--vector {path}: not a .npy array of numbers ({_plain(e)})") from None
-    if not isinstance(x, np.ndarray):  # an .npz archive
-        x.close()
-        raise QueryError(f"--vector {path}: an .npz archive, not one .npy array")
-    return query_vector(x, dim, f"--vector {path}")
+        x = load_npy(what, path)
+    except DataError as e:
+        raise QueryError(f"{what}: not a .npy array of numbers ({str(e).removeprefix(what + ': ')})") from None
+    return query_vector(x, dim, what)
 
 
 def query_pairs(values: list[str] | None, flag: str = "--query") -> list[tuple[str, str]]:
