@@ -234,6 +234,7 @@ def test_an_empty_val_or_unused_old_data_is_refused_in_one_line(base, tmp_path):
     assert r.exit_code == 0, r.output
     s3 = _search(Space.load(tmp_path / "s3"))
     assert s3["tradeoff"] == 0.7 and s3["chosen"] in DISTILL_GRID
+    assert Space.load(tmp_path / "s3").info["lineage"][-1]["config"]["distill_tradeoff"] == 0.7  # what chose
 
 
 def test_a_tradeoff_given_with_a_fixed_weight_is_refused_at_any_value(base, tmp_path):

@@ -82,7 +82,9 @@ class UpdateConfig:
 
 
 def update_config(config: Mapping[str, Any]) -> UpdateConfig:
-    """Checked :class:`UpdateConfig` from keyword options (an unknown one is a TypeError naming the known)."""
+    """Checked :class:`UpdateConfig` from keyword options (an unknown one is a TypeError naming the known).  A
+    ``distill_tradeoff`` beside a fixed weight is refused by :func:`update_space`, which sees whether it was given
+    (here its default's value cannot be told from a given 0.5)."""
     known = set(UpdateConfig.__dataclass_fields__)
     bad = sorted(set(config) - known)
     if bad:
@@ -93,9 +95,6 @@ def update_config(config: Mapping[str, Any]) -> UpdateConfig:
     if not 0.0 <= cfg.distill_tradeoff <= 1.0:
         raise ValueError(f"distill_tradeoff must be in [0, 1] (0: only the new data's val score counts, 1: only the "
                          f"old data's), got {cfg.distill_tradeoff!r}")
-    if cfg.distill_tradeoff != 0.5 and cfg.distill != "auto":
-        raise ValueError(f"distill_tradeoff={cfg.distill_tradeoff} weighs the choice of distill='auto' (give old_val=, "
-                         f"--old-val), but distill is {cfg.distill!r}: nothing would read it")
     if isinstance(cfg.distill, str):
         if cfg.distill != "auto":
             raise ValueError(f"distill must be a number >= 0 or 'auto', got {cfg.distill!r}")
@@ -320,7 +319,7 @@ def choose_distill(space: "SpaceCore", data, *, replay=None, old_val=None, cache
     best, scores = None, {}
     for w in DISTILL_GRID:
         cand = _update_once(space, new_mans, replay=replay, cache=fc, strict=strict, progress=progress,
-                            **{**config, "distill": w, "distill_tradeoff": 0.5})
+                            **{**config, "distill": w})  # each trained alike; t chooses among them
         new, old = _val_score(cand, new_mans, fc), _val_score(cand, old_mans, fc)
         scores[str(w)] = {"new": new, "old": old, "score": (1 - t) * new + t * old if 0 < t < 1 else old if t else new}
         log.info("update: distill %g: val new %.3f old %.3f", w, new, old)
@@ -331,7 +330,6 @@ def choose_distill(space: "SpaceCore", data, *, replay=None, old_val=None, cache
         raise DataError("distill='auto': no weight could be scored on the val pairs of the old and the new data "
                         "(every score is NaN: do their val records pair the space's modalities?)")
     chosen = best[2]
-    chosen.info["lineage"][-1]["config"]["distill_tradeoff"] = t  # each candidate trained alike; t chose among them
     chosen.info["lineage"][-1]["distill_search"] = {"grid": list(DISTILL_GRID), "chosen": best[1], "scores": scores,
                                                     "tradeoff": t, "metric": DISTILL_METRIC}
     return carry_vocabulary(space, chosen, cache=fc, progress=progress)  # onto the chosen space only
