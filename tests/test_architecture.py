@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import ast
 import configparser
+import functools
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -92,6 +94,27 @@ def test_the_cycle_check_sees_a_cycle():
     assert _cycles(g) == []
 
 
+@functools.cache
+def _modules(folder: Path) -> tuple[tuple[ast.AST, str], ...]:
+    """``(tree, module)`` of every module below ``folder``, parsed once for every check: ``module`` dotted
+    (``anybind.index.__init__`` for a package)."""
+    return tuple((ast.parse(p.read_text()), ".".join(p.relative_to(SRC.parent).with_suffix("").parts))
+                 for p in sorted(folder.rglob("*.py")))
+
+
+def _found(check: Callable[[ast.AST, str], list[str]], folder: Path = SRC) -> list[str]:
+    """What ``check(tree, module)`` finds in the modules below ``folder``."""
+    return [line for tree, module in _modules(folder) for line in check(tree, module)]
+
+
+def test_the_checks_see_every_module_by_its_dotted_name():
+    every = _found(lambda tree, module: [module])
+    assert len(every) == len(set(every)) == len(list(SRC.rglob("*.py")))
+    assert {"anybind.__init__", "anybind.train", "anybind.scale.train", "anybind.index.__init__"} <= set(every)
+    index = _found(lambda tree, module: [module], SRC / "index")
+    assert "anybind.index.query" in index and all(m.startswith("anybind.index.") for m in index)
+
+
 def _private_imports(tree: ast.AST, module: str) -> list[str]:
     out = []
     for n in ast.walk(tree):
@@ -106,10 +129,7 @@ def _private_imports(tree: ast.AST, module: str) -> list[str]:
 
 
 def test_no_module_imports_another_modules_private_names():
-    found = []
-    for p in sorted(SRC.rglob("*.py")):
-        rel = p.relative_to(SRC.parent).with_suffix("")
-        found += _private_imports(ast.parse(p.read_text()), ".".join(rel.parts))
+    found = _found(_private_imports)
     assert not found, "\n".join(found)
 
 
@@ -130,10 +150,7 @@ def _private_reaches(tree: ast.AST, module: str) -> list[str]:
 def test_bench_uses_only_the_library_public_api():
     """bench is a thin shell (runs and tabulates): it calls what a user can call, never another object's
     ``_private`` attributes (a cache's index, an encoder's output check, a fusion model's inputs)."""
-    found = []
-    for p in sorted((SRC / "bench").rglob("*.py")):
-        rel = p.relative_to(SRC.parent).with_suffix("")
-        found += _private_reaches(ast.parse(p.read_text()), ".".join(rel.parts))
+    found = _found(_private_reaches, SRC / "bench")
     assert not found, "\n".join(found)
 
 
@@ -183,10 +200,7 @@ def _private_module_imports(tree: ast.AST, module: str) -> list[str]:
 
 
 def test_no_module_imports_another_packages_private_modules():
-    found = []
-    for p in sorted(SRC.rglob("*.py")):
-        rel = p.relative_to(SRC.parent).with_suffix("")
-        found += _private_module_imports(ast.parse(p.read_text()), ".".join(rel.parts))
+    found = _found(_private_module_imports)
     assert not found, "make what is needed public:\n" + "\n".join(found)
 
 
@@ -201,6 +215,7 @@ def test_the_private_module_check_sees_what_it_should():
         "anybind.corpora.__init__:2 imports the private module anybind.cli._common"]
     below = "from ._x import a\nfrom .._build import y\nfrom anybind.corpora._debian import z\n"
     assert _private_module_imports(ast.parse(below), "anybind.corpora.sub.mod") == []  # a package inside
+
 
 def _progress_builders(tree: ast.AST, module: str) -> list[str]:
     """Where ``module`` builds a progress display of its own: an import of ``rich.progress`` (or a name from it),
@@ -223,10 +238,7 @@ def _progress_builders(tree: ast.AST, module: str) -> list[str]:
 
 
 def test_every_progress_bar_is_built_by_anybind_progress():
-    found = []
-    for p in sorted(SRC.rglob("*.py")):
-        rel = p.relative_to(SRC.parent).with_suffix("")
-        found += _progress_builders(ast.parse(p.read_text()), ".".join(rel.parts))
+    found = _found(_progress_builders)
     assert not found, "use anybind.progress.progress_bar (or make_progress):\n" + "\n".join(found)
 
 
