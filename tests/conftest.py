@@ -182,12 +182,18 @@ def clips(tmp_path_factory):
 ONE_WORKER = {"serve_small": "serve-small", "captioner": "captioner", "ray_head": "ray", "ray_local": "ray"}
 
 
+#: each grouped test's own id (the attribute that holds it, its value), kept while the scheduler is sent the ids with
+#: their ``@group`` suffix
+_OWN_ID = pytest.StashKey[tuple[str, object]]()
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_collection_modifyitems(config, items):
     """Every test of a module that uses a fixture of :data:`ONE_WORKER` gets that fixture's ``xdist_group`` (unless
     it has one already: a mark that follows the fixture wherever a test starts or stops using it); then, on an xdist
     worker, each grouped test's id ends in ``@group``, which the scheduler reads (xdist 3.8 writes it where pytest
-    9.2 no longer looks: ``item._nodeid``; without this every group is scattered over the workers)."""
+    9.2 no longer looks: ``item._nodeid``; without this every group is scattered over the workers).  The ids the
+    tests had are kept: they are given back once the scheduler has them (:func:`pytest_runtestloop`)."""
     group_of: dict[str, str] = {}
     for item in items:
         for fixture, group in ONE_WORKER.items():
@@ -197,18 +203,34 @@ def pytest_collection_modifyitems(config, items):
         group = group_of.get(item.nodeid.split("::", 1)[0])
         if group and item.get_closest_marker("xdist_group") is None:
             item.add_marker(pytest.mark.xdist_group(group))
+    loadgroup = getattr(config.option, "loadgroup", False)  # set on the workers of `--dist loadgroup`
+    if loadgroup:  # before xdist's own hook (pytest < 9.2) adds the suffix
+        for item in items:
+            attr = "_id" if hasattr(item, "_id") else "_nodeid"  # pytest >= 9.2: a structured id
+            item.stash[_OWN_ID] = (attr, getattr(item, attr))
     result = yield
-    if getattr(config.option, "loadgroup", False):  # set on the workers of `--dist loadgroup`
+    if loadgroup:
         for item in items:
             names = {str(m.args[0] if m.args else m.kwargs.get("name", "default"))
                      for m in item.iter_markers("xdist_group")}
             suffix = "@" + "_".join(sorted(names))
             if names and not item.nodeid.endswith(suffix):
-                if hasattr(item, "_id"):  # pytest >= 9.2: a structured id
+                if hasattr(item, "_id"):
                     item._id = type(item._id).parse(item.nodeid + suffix)
                 else:
                     item._nodeid = item.nodeid + suffix
     return result
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session):
+    """On an xdist worker, after its collection (the ids with their ``@group`` suffix) went to the scheduler, which
+    then names tests by their index: each test gets its own id back, so that reports, ``--lf`` and JUnit XML name it
+    as a serial run does (``test_x.py::test_it[0]``, not ``test_x.py::test_it[0]@ray``)."""
+    for item in session.items:
+        if _OWN_ID in item.stash:
+            attr, own = item.stash[_OWN_ID]
+            setattr(item, attr, own)
 
 
 @pytest.hookimpl(optionalhook=True)

@@ -24,6 +24,7 @@ ours = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(ours)
 pytest_collection_modifyitems = ours.pytest_collection_modifyitems
 pytest_xdist_make_scheduler = ours.pytest_xdist_make_scheduler
+pytest_runtestloop = ours.pytest_runtestloop
 pytest_unconfigure = getattr(ours, "pytest_unconfigure", None) or (lambda config: None)
 
 
@@ -56,10 +57,13 @@ def test_groups_and_modules_stay_on_one_worker(tmp_path):
         (tmp_path / f"{name}.py").write_text(MODULE.format(mark=mark, n=n, fixture=fixture))
     where = tmp_path / "where.txt"
     env = {**os.environ, "WHERE": str(where), "PYTHONPATH": os.pathsep.join(sys.path)}
-    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "2", "--dist",
-                        "loadgroup", str(tmp_path)], cwd=tmp_path, env=env,
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rA", "-p", "no:cacheprovider", "-n", "2", "--dist",
+                        "loadgroup", "--junitxml", str(tmp_path / "junit.xml"), str(tmp_path)], cwd=tmp_path, env=env,
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    # the @group suffix the scheduler reads is not in the reports: the ids are those of a serial run
+    assert "PASSED test_ray_a.py::test_it[7]\n" in r.stdout and "@ray" not in r.stdout, r.stdout[-3000:]
+    assert 'name="test_it[7]"' in (tmp_path / "junit.xml").read_text()
     rows = [line.split() for line in where.read_text().splitlines()]
     workers: dict[str, set[str]] = {}
     for module, worker in rows:
