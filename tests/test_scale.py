@@ -184,3 +184,41 @@ def test_streamed_frame_standardisation_skips_padded_frames(tmp_path):
     every_mean = every.mean(0)
     every_scale = np.sqrt(((every - every_mean) ** 2).sum(1).mean() / 6)
     assert np.abs(every_mean - mean).max() > 0.05 and abs(every_scale - scale) > 0.01
+
+
+def test_ray_train_names_the_shards_to_its_workers_as_the_shell_names_the_drivers_folder(tmp_path, monkeypatch):
+    """Run from a folder reached through a link (``cd /shared/proj``, /shared a link to the driver's own mount of
+    the storage), Ray Train's workers are handed the shards, and Ray Train its runs' folder, under the name the shell
+    gives that folder ($PWD: the name nodes mounting the same storage share), as the workers' folder
+    (``driver_folder``) and the federated clients' paths are, not under the driver's resolution of the link.  No Ray
+    is started: the trainer is stopped where it is built."""
+    pytest.importorskip("ray.train.torch")
+    import contextlib
+
+    import ray.train.torch
+
+    import anybind.scale as scale
+    from anybind.scale import ray_train
+    from anybind.train import TrainConfig
+
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    monkeypatch.chdir(tmp_path / "link")
+    monkeypatch.setenv("PWD", str(tmp_path / "link"))
+    shards = write_synthetic_shards(Path("s"), 60, dims={"a": 4, "b": 3}, val_rows=10, rows_per_shard=30,
+                                    dtype="float32")
+    seen = {}
+
+    class Built(Exception):
+        pass
+
+    def trainer(loop, *, train_loop_config, run_config, **kw):
+        seen.update(shards=train_loop_config["shards"], storage=run_config.storage_path)
+        raise Built
+
+    monkeypatch.setattr(scale, "ray_session", lambda address: contextlib.nullcontext())
+    monkeypatch.setattr(ray_train, "worker_cpus", lambda workers, **kw: 1.0)
+    monkeypatch.setattr(ray.train.torch, "TorchTrainer", trainer)
+    with pytest.raises(Built):
+        ray_train.fit_ray(shards, TrainConfig(epochs=1, batch_size=8), workers=1)
+    assert seen == {"shards": str(tmp_path / "link" / "s"), "storage": str(tmp_path / "link" / "_ray_runs")}

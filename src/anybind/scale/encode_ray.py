@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..cache import FeatureCache
+from ..data.files import absolute_as_given
 from ..encoders.base import Encoder
 from ..encoders.batching import encode_adaptive
 from ..encoders.device import cache_identity, current_runtime, ray_gpus, worker_runtime
@@ -217,7 +218,7 @@ def _run_encode(enc: Encoder, missing: list[tuple[str, str]], fc: FeatureCache, 
         [{"key": k, "item": it} for k, it in missing],
         override_num_blocks=max(1, min(math.ceil(len(missing) / shard_size), 10_000)),
     )
-    opts = encode_actor_options(enc, str(fc.root.absolute()), batch_size=batch_size or enc.batch_size,
+    opts = encode_actor_options(enc, absolute_as_given(fc.root), batch_size=batch_size or enc.batch_size,
                                 shard_size=shard_size, num_gpus=num_gpus, actor_cpus=actor_cpus)
     # each stage in its own group: neither can take the CPUs the other needs
     ds = res.map_batches(ds, "decode tasks", decode_batch, fn_kwargs={"spec": enc.spec, "workdir": driver_folder()}, batch_size=shard_size,
@@ -347,7 +348,7 @@ def ray_index_embedder(
     the space every worker loads (the copy inside the index); items stream back in any
     order and are committed in chunks of the index's ``chunk_size``.
     """
-    root = str((cache.root if isinstance(cache, FeatureCache) else FeatureCache(cache).root).absolute())
+    root = absolute_as_given(cache.root if isinstance(cache, FeatureCache) else FeatureCache(cache).root)
 
     def embed(modality: str, items: list[tuple], chunk_size: int) -> Iterator[tuple[list[tuple], np.ndarray]]:
         import ray.data
@@ -361,7 +362,7 @@ def ray_index_embedder(
                 [{"i": i, "item": str(it[1])} for i, it in enumerate(items)],
                 override_num_blocks=max(1, min(math.ceil(len(items) / batch_size), 10_000)),
             )
-            kw = {"space_dir": str(Path(space_dir).absolute()), "identity": identity, "modality": modality,
+            kw = {"space_dir": absolute_as_given(space_dir), "identity": identity, "modality": modality,
                   "cache_root": root, "threads": max(1, round(actor_cpus)), "runtime": current_runtime().to_dict(),
                   "workdir": driver_folder()}
             ds = res.map_batches(ds, "encoder actors", _EmbedActor, fn_constructor_kwargs=kw, batch_size=batch_size,

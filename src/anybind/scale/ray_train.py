@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..data.files import absolute_as_given
 from ..encoders.device import Runtime, current_runtime, worker_runtime
 from ..errors import DataError
 from ..train import TrainConfig
@@ -178,13 +179,13 @@ def fit_ray(
         rt = current_runtime()
         cpus = worker_cpus(workers, gpus=rt.is_cuda, wait=wait)  # what is free: else Ray Train waits forever
         scale, backend = scaling(workers, cpus, rt)
-        root = Path(storage) if storage is not None else shards.path.parent / "_ray_runs"
+        root = Path(absolute_as_given(storage if storage is not None else shards.path.parent / "_ray_runs"))
         root.mkdir(parents=True, exist_ok=True)
         name = f"fit-{time.strftime('%Y%m%d-%H%M%S')}-{np.random.default_rng().integers(1 << 30):08x}"
         trainer = TorchTrainer(
             _ray_worker,
             train_loop_config={
-                "shards": str(shards.path.absolute()), "cfg": cfg.to_dict(), "shuffle_buffer": int(shuffle_buffer),
+                "shards": absolute_as_given(shards.path), "cfg": cfg.to_dict(), "shuffle_buffer": int(shuffle_buffer),
                 "stats": {m: (v[0].tolist(), v[1], v[2]) for m, v in start.stats.items()}, "init": init_bytes,
                 "runtime": rt.to_dict(),
             },
@@ -192,7 +193,7 @@ def fit_ray(
             torch_config=TorchConfig(backend=backend),
             # a worker group that cannot start (its CPUs taken in the instant between worker_cpus and its placement
             # group) fails the run after Ray Train's start timeout instead of being retried forever
-            run_config=RunConfig(storage_path=str(root.absolute()), name=name, failure_config=_no_restart()),
+            run_config=RunConfig(storage_path=str(root), name=name, failure_config=_no_restart()),
         )
         try:
             result = trainer.fit()

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..data.files import absolute_as_given
 from ..errors import DataError, unusable_file
 from ..train import TrainConfig
 from .ray_train import fit_ray
@@ -125,7 +126,7 @@ def _fit_torchrun(launch: Launch, prepare, *, shuffle_buffer: int, progress: boo
     def lead():
         nonlocal plan
         plan, cfg, shards = prepare(progress)
-        return cfg.to_dict(), str(shards.path.absolute()), streaming_start(shards, cfg)
+        return cfg.to_dict(), absolute_as_given(shards.path), streaming_start(shards, cfg)
 
     with process_group(launch):
         cfg_dict, path, start = solve_once(lead, {}, True)
