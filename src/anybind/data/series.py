@@ -102,6 +102,16 @@ def load_npy(path: Path, data: bytes | Path) -> np.ndarray:
     """A ``.npy`` array from its bytes, or from its file (``data`` a path: memory-mapped, so its header's shape can
     be checked before any of its values is read); never unpickled.  :class:`DataError` (one line naming ``path``)."""
     try:
+        if isinstance(data, Path):
+            with data.open("rb") as f:
+                head = f.read(len(NPY_MAGIC))
+        else:
+            head = data[: len(NPY_MAGIC)]
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({type(e).__name__}: {e})") from None
+    if head and not head.startswith(NPY_MAGIC) and not head.startswith(b"PK"):  # PK: an .npz, refused below
+        raise DataError(f"{path}: not a .npy file (no NUMPY magic number)")
+    try:
         src = data if isinstance(data, Path) else io.BytesIO(data)
         arr = np.load(src, mmap_mode="r" if isinstance(data, Path) else None, allow_pickle=False)
     except ValueError as e:  # memory-mapped, numpy names the objects from the header ("Python objects in dtype")
@@ -179,10 +189,8 @@ def load_series(path: str | Path) -> np.ndarray:
     """
     p = Path(path)
     data = read_series_bytes(p)
-    if data.startswith(NPY_MAGIC):
+    if data.startswith(NPY_MAGIC) or p.suffix.lower() == ".npy":
         arr = load_npy(p, data)
-    elif p.suffix.lower() == ".npy":
-        raise DataError(f"{p}: not a .npy file (no NUMPY magic number)")
     else:
         arr = _load_text(p, data)
     if arr.size > MAX_ELEMENTS:

@@ -190,10 +190,7 @@ class MiniRocketEncoder(SeriesEncoder):
             p = Path(ref).expanduser()
             if p.suffix.lower() == ".npy" or p.is_file() or "/" in ref:
                 try:
-                    data = read_series_bytes(p)
-                    if not data.startswith(NPY_MAGIC):
-                        raise DataError(f"{p}: not a .npy file (no NUMPY magic number)")
-                    arr = load_npy(p, data)
+                    arr = load_npy(p, read_series_bytes(p))
                 except DataError as e:
                     raise EncoderError(f"{self.spec}: bad reference: {e}") from None
                 if arr.ndim == 2:
