@@ -5,9 +5,9 @@ embedding actors work in the driver's folder (``anybind.scale.work_in``): they r
 write the cache the driver reads, so the features and the index are those built in one process.
 
 Each command runs as a user runs it: ``python -m anybind`` in a fresh process (the driver), with the head's
-``RAY_AUTH_MODE=disabled``: a local ``ray.init`` earlier in the pytest process (test_federated_ray.py, the
-``ray_local`` modules) leaves ``RAY_AUTH_MODE=token`` in ``os.environ`` (Ray's own doing), and a driver that inherits it
-saw Ray Data's encoder actors on this token-less cluster die before they started (``ActorDiedError``)."""
+``RAY_AUTH_MODE=disabled``: a plain local ``ray.init`` earlier in the pytest process leaves ``RAY_AUTH_MODE=token`` in
+``os.environ`` (Ray's own doing; anybind's own local sessions put it back, test_ray_auth_env.py), and a driver that
+inherits it on this token-less cluster is refused (its actors would die before they start)."""
 
 import json
 import os

@@ -36,6 +36,8 @@ import sys
 import warnings
 from collections.abc import Iterator
 
+from .ray_connect import local_ray_env, restore_local_ray_env
+
 LOCAL = "local"
 
 
@@ -57,7 +59,8 @@ def _require_ray():
 
 def init_ray(address: str | None = None, *, num_cpus: int | None = None,
              resources: dict[str, float] | None = None) -> bool:
-    """Connect to (or start) Ray; returns True when this call started it (the caller shuts it down).
+    """Connect to (or start) Ray; returns True when this call started it (the caller shuts it down, with
+    :func:`shutdown_ray`).
 
     ``resources``: custom resources a local Ray advertises (e.g. ``{"anybind_client_0": 1}``, see
     :mod:`anybind.scale.federated_ray`); ignored when joining a cluster, whose nodes say their own.
@@ -80,7 +83,8 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None,
         path = [p for p in sys.path if p and os.path.isdir(p)]
         os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(path + ([old] if old else [])))
         try:
-            ray.init(num_cpus=num_cpus or os.cpu_count() or 1, resources=dict(resources or {}), **kw)
+            with local_ray_env():  # what Ray sets in os.environ (RAY_AUTH_MODE=token...), put back by shutdown_ray
+                ray.init(num_cpus=num_cpus or os.cpu_count() or 1, resources=dict(resources or {}), **kw)
         finally:
             if old is None:
                 os.environ.pop("PYTHONPATH", None)
@@ -97,9 +101,11 @@ def join_ray(addr: str, kw: dict) -> None:
     first checked within a bounded time, then Ray's own failure to join (an error, a missing token) reworded."""
     import ray
 
-    from .ray_connect import TOKEN_HINT, RayConnectError, canonical_address, check_ray_address
+    from .ray_connect import TOKEN_HINT, RayConnectError, canonical_address, check_auth_mode, check_ray_address
 
     check_ray_address(addr)
+    restore_local_ray_env()  # a local Ray of anybind's shut down by ray.shutdown(): its RAY_AUTH_MODE=token goes
+    check_auth_mode(addr)  # a token mode from elsewhere against a token-less cluster: refused in one line
     if addr.startswith("ray://"):
         kw = {k: v for k, v in kw.items() if k != "include_dashboard"}
     try:
@@ -155,9 +161,16 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None) -> I
             yield
     finally:
         if started:
-            import ray
+            shutdown_ray()
 
-            ray.shutdown()
+
+def shutdown_ray() -> None:
+    """``ray.shutdown()``, then what a local Ray started by :func:`init_ray` set in ``os.environ`` put back
+    (:mod:`anybind.scale.ray_connect`): this process can then join a cluster as a fresh one would."""
+    import ray
+
+    ray.shutdown()
+    restore_local_ray_env()
 
 
 def cluster_cpus() -> float:
