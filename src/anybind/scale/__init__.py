@@ -3,7 +3,8 @@
 When a corpus outgrows one process, anybind runs on `Ray <https://www.ray.io>`_ (the
 ``scale`` extra: ``pip install 'anybind[scale]'``) instead of a scheduler of its own.
 The same commands run on a laptop (a local Ray started with the machine's CPUs)
-and on a cluster (``--ray-address ray://head:10001`` or ``RAY_ADDRESS``)::
+and on a cluster (``--ray-address head:6379`` or ``RAY_ADDRESS``; Ray Client's ``ray://head:10001`` for the
+commands without Ray Data: ``federate``, ``fit --ray-workers`` on cached features)::
 
     anybind encode data/tux/manifest.jsonl --encoder image:efficientnet-lite0 --modality image --ray
     anybind index spaces/tux data/tux/manifest.jsonl --out indexes/tux --ray
@@ -101,7 +102,8 @@ def join_ray(addr: str, kw: dict) -> None:
     first checked within a bounded time, then Ray's own failure to join (an error, a missing token) reworded."""
     import ray
 
-    from .ray_connect import TOKEN_HINT, RayConnectError, canonical_address, check_auth_mode, check_ray_address
+    from .ray_connect import (CLIENT_HINT, TOKEN_HINT, RayConnectError, canonical_address, check_auth_mode,
+                              check_ray_address)
 
     check_ray_address(addr)
     restore_local_ray_env()  # a local Ray of anybind's shut down by ray.shutdown(): its RAY_AUTH_MODE=token goes
@@ -111,11 +113,13 @@ def join_ray(addr: str, kw: dict) -> None:
     try:
         ray.init(address=canonical_address(addr), **kw)  # the port probed, written as Ray reads it
     except (ConnectionError, RuntimeError, ValueError) as e:
-        why = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [type(e).__name__]
+        why = lines[0] if not lines[0].endswith(":") else " ".join(lines[:2])  # Ray Client's: the reason follows
+        why = why[:300]
         token = os.environ.get("RAY_AUTH_MODE", "").lower() == "token"
         hint = "" if token else f"; if it uses token authentication, {TOKEN_HINT}"
         if addr.startswith("ray://") and "ray[client]" in str(e):
-            why, hint = "a ray:// address needs Ray Client", ": pip install 'ray[client]'"
+            why, hint = "a ray:// address needs Ray Client", f": {CLIENT_HINT}"
         raise RayConnectError(f"cannot join the Ray cluster at {addr}: {why}{hint}") from None
 
 

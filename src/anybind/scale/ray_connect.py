@@ -39,6 +39,9 @@ DEFAULT_GCS_PORT = 6379
 TOKEN_HINT = ("set RAY_AUTH_MODE=token and give the cluster's token ($RAY_AUTH_TOKEN, a file named by "
               "$RAY_AUTH_TOKEN_PATH, or ~/.ray/auth_token)")
 
+#: what installs Ray Client (``ray[client]``: grpcio), for ``ray://`` addresses
+CLIENT_HINT = "pip install 'anybind[scale]'"
+
 #: what to do when a cluster uses TLS
 TLS_HINT = "set RAY_USE_TLS=1 and RAY_TLS_SERVER_CERT, RAY_TLS_SERVER_KEY, RAY_TLS_CA_CERT as its nodes have them"
 
@@ -178,6 +181,8 @@ def check_ray_address(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
         return
     host, port = split_address(address)
     where = f"the Ray cluster at {address}"
+    if address.startswith("ray://"):
+        require_ray_client(where)
     try:
         with socket.create_connection((host, port), timeout=timeout):
             pass
@@ -193,6 +198,16 @@ def check_ray_address(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
     if address.startswith("ray://") or os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
         return  # a Ray Client server, or a GCS behind TLS: Ray's own connection says the rest
     _ask_gcs(where, (host, port), timeout)
+
+
+def require_ray_client(where: str) -> None:
+    """Refuse (one line) a ``ray://`` address where Ray Client's dependency (``grpcio``, from ``ray[client]`` in the
+    ``scale`` extra) is not installed; Ray itself says so only after its own retries, or as a long ``ValueError``."""
+    try:
+        import grpc  # noqa: F401
+    except ImportError:
+        raise RayConnectError(f"cannot join {where}: a ray:// address needs Ray Client (grpcio, not installed): "
+                              f"{CLIENT_HINT}") from None
 
 
 def _ask_gcs(where: str, target: tuple[str, int], timeout: float) -> None:
