@@ -10,6 +10,9 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
+# under pytest-xdist the Ray modules run on one worker, one after the other (conftest.py): one Ray at a time
+pytestmark = pytest.mark.xdist_group("ray")
+
 from anybind.scale import init_ray, ray_session, shutdown_ray  # noqa: E402
 from anybind.scale.ray_connect import RayConnectError  # noqa: E402
 
