@@ -50,9 +50,16 @@ def _stop(sid: int, grace: float = 5.0) -> list[int]:
     return _session(sid)
 
 
+class Head(tuple):
+    """``(HOST:PORT, temp folder)``, and ``client``: ``ray://HOST:PORT`` of the head's Ray Client server (its own
+    port), or None where Ray Client's ``grpcio`` (``ray[client]``, the ``scale`` extra) is not installed."""
+
+    client: str | None = None
+
+
 @pytest.fixture(scope="module")
 def ray_head():
-    """A Ray head of its own, ``HOST:PORT``; stopped (every process of its session) and its folder removed after."""
+    """A Ray head of its own, a :class:`Head`; stopped (every process of its session) and its folder removed after."""
     pytest.importorskip("ray")
     ray_cli = Path(sys.executable).with_name("ray")
     if not ray_cli.exists():
@@ -62,19 +69,28 @@ def ray_head():
     env["RAY_AUTH_MODE"] = "disabled"  # no token to hand around (a token-secured cluster is the user's to set up)
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))  # anybind on its workers
     log = Path(temp) / "start.log"
+    try:
+        import grpc  # noqa: F401  -- Ray starts its Ray Client server (port 10001 unless told) only with it
+    except ImportError:
+        client_port = None
+    else:
+        client_port = _free_port()
     with open(log, "w") as out:
         head = subprocess.Popen([str(ray_cli), "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1",
                                  "--num-cpus=2", '--resources={"anybind_client_1": 1}', "--include-dashboard=false",
                                  "--disable-usage-stats",
-                                 f"--temp-dir={temp}"], env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+                                 f"--temp-dir={temp}",
+                                 *([f"--ray-client-server-port={client_port}"] if client_port else [])],
+                                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         try:
             rc = head.wait(180)
         except subprocess.TimeoutExpired:
             rc = "no exit within 180 s"
         assert rc == 0, f"ray start --head: {rc}: {log.read_text()[-2000:]}"
-        yield f"127.0.0.1:{port}", Path(temp)
+        cluster = Head((f"127.0.0.1:{port}", Path(temp)))
+        cluster.client = f"ray://127.0.0.1:{client_port}" if client_port else None
+        yield cluster
     finally:
         left = _stop(head.pid)
         shutil.rmtree(temp, ignore_errors=True)

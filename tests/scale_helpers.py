@@ -115,9 +115,9 @@ class SharedRay:
         if self.ctl is None:
             return
         if self.started:
-            import ray
+            from anybind.scale import shutdown_ray
 
-            ray.shutdown()
+            shutdown_ray()  # and what Ray set in os.environ (RAY_AUTH_MODE=token) put back
         if self.old_dir is None:
             os.environ.pop("ANYBIND_TEST_SCALE_DIR", None)
         else:

@@ -101,14 +101,14 @@ def test_an_address_is_joined_as_it_was_checked(ray_head):
     cluster instead of passing the check and then failing inside Ray on the port ``PORT/``."""
     import ray
 
-    from anybind.scale import init_ray
+    from anybind.scale import init_ray, shutdown_ray
 
     address, _ = ray_head
     try:
         assert init_ray(address + "/") is True
         assert ray.cluster_resources().get("anybind_client_1") == 1.0  # the test's own cluster
     finally:
-        ray.shutdown()
+        shutdown_ray()
 
 
 @pytest.mark.parametrize("address, expected", [

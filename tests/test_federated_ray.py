@@ -29,7 +29,7 @@ CFG = dict(dim=16, hidden=32, rounds=2, patience=2, lr=3e-3, batch_size=16, seed
 def test_ray_client_actors_bind_the_same_space_and_send_only_the_protocol(tux_dir, shared_cache, tmp_path,
                                                                           monkeypatch):
     ray = pytest.importorskip("ray")
-    from anybind.scale import federated_ray, free_cpus, init_ray, reserve
+    from anybind.scale import federated_ray, free_cpus, init_ray, reserve, shutdown_ray
     from anybind.scale.federated_ray import federate_on_ray
 
     man = small_tux(tux_dir, tmp_path)
@@ -94,4 +94,4 @@ def test_ray_client_actors_bind_the_same_space_and_send_only_the_protocol(tux_di
         assert Space.load(tmp_path / "s").info["lineage"][-1]["clients_ran"] == "ray"
     finally:
         if started:
-            ray.shutdown()
+            shutdown_ray()  # and what Ray set in os.environ (RAY_AUTH_MODE=token) put back

@@ -39,9 +39,8 @@ from typer.testing import CliRunner
 
 from readme_steps import Step, readme_steps
 
-# its `--ray` lines start a local Ray in this process, whose ray.init leaves RAY_AUTH_MODE=token in os.environ; a
-# module that later joins a token-less cluster from this process (test_federated_cluster.py) would see its actors
-# die: on the Ray modules' xdist worker, after them in collection order
+# its `--ray` lines start a local Ray in this process (whose ray.init sets RAY_AUTH_MODE=token in os.environ; anybind's
+# shutdown_ray puts it back, test_ray_auth_env.py): on the Ray modules' xdist worker, one Ray at a time
 pytestmark = pytest.mark.xdist_group("ray")
 
 # README shell lines that are parsed but not run (the start of the line -> why)

@@ -5,9 +5,9 @@ embedding actors work in the driver's folder (``anybind.scale.work_in``): they r
 write the cache the driver reads, so the features and the index are those built in one process.
 
 Each command runs as a user runs it: ``python -m anybind`` in a fresh process (the driver), with the head's
-``RAY_AUTH_MODE=disabled``: a local ``ray.init`` earlier in the pytest process (test_federated_ray.py, the
-``ray_local`` modules) leaves ``RAY_AUTH_MODE=token`` in ``os.environ`` (Ray's own doing), and a driver that inherits it
-saw Ray Data's encoder actors on this token-less cluster die before they started (``ActorDiedError``)."""
+``RAY_AUTH_MODE=disabled``: a plain local ``ray.init`` earlier in the pytest process leaves ``RAY_AUTH_MODE=token`` in
+``os.environ`` (Ray's own doing; anybind's own local sessions put it back, test_ray_auth_env.py), and a driver that
+inherits it on this token-less cluster is refused (its actors would die before they start)."""
 
 import json
 import os
@@ -15,6 +15,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from PIL import Image
 from anybind import Space
 from anybind.cache import FeatureCache
@@ -78,3 +79,61 @@ def test_encode_and_index_on_a_cluster_read_the_drivers_relative_paths(ray_head,
     a, b = table(plain), table(on_ray)
     assert len(a["id"]) == 48 and a["id"] == b["id"] and a["modality"] == b["modality"]
     np.testing.assert_allclose(np.array(a["vector"]), np.array(b["vector"]), atol=1e-6)
+
+
+def test_through_ray_client_federate_binds_the_in_process_space_and_ray_data_is_refused_in_one_line(ray_head,
+                                                                                                    tmp_path):
+    """``--ray-address ray://HOST:PORT`` (the head's Ray Client server): ``federate``'s client actors run there and
+    bind, bit for bit, the space bound in one process; ``encode`` (Ray Data, whose executor Ray 2.60 runs only in a
+    real driver) is refused in one line naming the GCS address to give instead, not with Ray's traceback."""
+    from safetensors.numpy import load_file
+
+    if ray_head.client is None:
+        pytest.skip("no Ray Client here (grpcio, from ray[client]): pip install 'anybind[scale]'")
+    _project(tmp_path)
+    for m, spec in ENC.items():  # the features, in this process: federate reads them from the cache
+        _anybind("encode", "m.jsonl", "-e", f"{m}={spec}", "--cache", "cache", cwd=tmp_path)
+    recs = (tmp_path / "m.jsonl").read_text().splitlines()
+    for i, part in enumerate((recs[:8], recs[8:16], recs[16:])):
+        (tmp_path / f"c{i}.jsonl").write_text("\n".join(part) + "\n")
+    args = ["federate", "--client", "c0.jsonl", "--client", "c1.jsonl", "--public", "c2.jsonl", "--cache", "cache",
+            *[x for m, spec in ENC.items() for x in ("-e", f"{m}={spec}")], "--rounds", "1", "--dim", "8",
+            "--hidden", "16", "--method", "fedavg"]
+    _anybind(*args, "--out", "here", cwd=tmp_path)
+    out = _anybind(*args, "--ray-address", ray_head.client, "--out", "there", cwd=tmp_path)
+    assert "2 clients on Ray" in out, out
+    here, there = (sorted((tmp_path / d).glob("*.safetensors")) for d in ("here", "there"))
+    assert [p.name for p in here] == [p.name for p in there] and here
+    for a, b in zip(here, there):
+        wa, wb = load_file(a), load_file(b)
+        assert wa.keys() == wb.keys() and all(np.array_equal(wa[k], wb[k]) for k in wa), a.name
+
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONPATH": os.pathsep.join(
+        p for p in sys.path if p and os.path.isdir(p))}
+    r = subprocess.run([sys.executable, "-m", "anybind", "encode", "m.jsonl", "-e", f"image={ENC['image']}",
+                        "--cache", "fresh", "--ray-address", ray_head.client], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=600)
+    errors = [line for line in r.stderr.splitlines() if "error" in line.lower() or "Traceback" in line]
+    assert r.returncode != 0 and len(errors) == 1, r.stderr[-3000:]
+    assert "cannot run through Ray Client" in errors[0] and "HOST:PORT" in errors[0], errors
+
+
+def test_a_ray_client_address_without_ray_client_is_refused_in_one_line_naming_the_extra(tmp_path, monkeypatch):
+    """Where grpcio is missing (Ray Client's one dependency), a ``ray://`` address is refused before any connection,
+    in one line naming the extra that installs it; Ray's own message names ``pip install ray[client]`` in three."""
+    from anybind.scale import init_ray
+    from anybind.scale.ray_connect import RayConnectError
+
+    monkeypatch.setitem(sys.modules, "grpc", None)  # `import grpc` raises ImportError
+    with pytest.raises(RayConnectError) as e:
+        init_ray("ray://127.0.0.1:1")  # nothing listens there: refused for the missing client first
+    msg = str(e.value)
+    assert "\n" not in msg and "ray://127.0.0.1:1" in msg and "pip install 'anybind[scale]'" in msg, msg
+    _project(tmp_path)
+    r = subprocess.run([sys.executable, "-c", "import sys; sys.modules['grpc'] = None; from anybind.cli import main; "
+                        "main()", "encode", "m.jsonl", "-e", f"image={ENC['image']}",
+                        "--ray-address", "ray://127.0.0.1:1", "--cache", "cache"], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=300, env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                           p for p in sys.path if p and os.path.isdir(p))})
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode != 0 and len(lines) == 1 and "pip install 'anybind[scale]'" in lines[0], r.stderr[-2000:]

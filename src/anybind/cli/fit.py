@@ -179,7 +179,7 @@ def fit(
     ),
     ray: bool = typer.Option(False, "--ray", help="Also encode missing features on Ray (local, or --ray-address / $RAY_ADDRESS)."),
     ray_address: Optional[str] = typer.Option(
-        None, "--ray-address", help="Ray cluster for --ray / --ray-workers, e.g. ray://head:10001 (default $RAY_ADDRESS, else local)."
+        None, "--ray-address", help="Ray cluster for --ray / --ray-workers: its head's HOST:PORT, auto, or ray://head:10001 (Ray Client: trains, cannot encode) (default $RAY_ADDRESS, else local)."
     ),
     device: str = device_option(),
     precision: str = precision_option(),

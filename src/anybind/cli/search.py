@@ -40,7 +40,7 @@ def encode(
     encoder: str = typer.Option(..., "--encoder", "-e", help="Encoder spec, e.g. image:efficientnet-lite0 (or FIELD=SPEC)."),
     modality: Optional[str] = typer.Option(None, "--modality", "-m", help="Manifest field to encode (default: the spec's prefix, e.g. image)."),
     ray: bool = typer.Option(False, "--ray", help="Encode on Ray: decode in map tasks, encode in an actor pool (local Ray, or $RAY_ADDRESS)."),
-    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster, e.g. ray://head:10001 or auto (implies --ray)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster: its head's HOST:PORT or auto (implies --ray; not ray://: Ray Data needs a real driver)."),
     batch_size: Optional[int] = typer.Option(None, help="Ray: items per forward pass (default, and in one process: the encoder's)."),
     concurrency: int = typer.Option(2, help="Ray: encoder actors."),
     num_gpus: float = typer.Option(
@@ -139,7 +139,7 @@ def index_cmd(
     repair: bool = typer.Option(False, "--repair", help="First remove duplicate rows of the index at --out (concurrent runs before the writer lock could leave some), keeping the newest of each; without MANIFEST, only that."),
     cache: Optional[Path] = typer.Option(None, help="Feature cache folder."),
     ray: bool = typer.Option(False, "--ray", help="Embed on Ray (actors; the driver writes the table chunk by chunk)."),
-    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster, e.g. ray://head:10001 (default $RAY_ADDRESS, else local)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster: its head's HOST:PORT or auto (not ray://: Ray Data needs a real driver; default $RAY_ADDRESS, else local)."),
     concurrency: int = typer.Option(2, help="Ray: embedding actors."),
     batch_size: int = typer.Option(256, help="Ray: items per actor call."),
     num_gpus: float = typer.Option(0.0, help="Ray: GPUs per actor (default 1 when --device is CUDA)."),
@@ -158,7 +158,7 @@ def index_cmd(
 
     Concurrent runs on one index are safe: their writes take turns (a writer lock in the index folder).
 
-    On Ray (a local one, or --ray-address ray://head:10001):  anybind index spaces/tux data/tux/manifest.jsonl --out indexes/tux --ray
+    On Ray (a local one, or --ray-address head:6379):  anybind index spaces/tux data/tux/manifest.jsonl --out indexes/tux --ray
 
     After `anybind update` (the index is then stale):  anybind index --refresh indexes/tux --space spaces/tux2
     """

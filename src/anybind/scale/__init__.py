@@ -3,7 +3,8 @@
 When a corpus outgrows one process, anybind runs on `Ray <https://www.ray.io>`_ (the
 ``scale`` extra: ``pip install 'anybind[scale]'``) instead of a scheduler of its own.
 The same commands run on a laptop (a local Ray started with the machine's CPUs)
-and on a cluster (``--ray-address ray://head:10001`` or ``RAY_ADDRESS``)::
+and on a cluster (``--ray-address head:6379`` or ``RAY_ADDRESS``; Ray Client's ``ray://head:10001`` for the
+commands without Ray Data: ``federate``, ``fit --ray-workers`` on cached features)::
 
     anybind encode data/tux/manifest.jsonl --encoder image:efficientnet-lite0 --modality image --ray
     anybind index spaces/tux data/tux/manifest.jsonl --out indexes/tux --ray
@@ -36,6 +37,8 @@ import sys
 import warnings
 from collections.abc import Iterator
 
+from .ray_connect import local_ray_env, restore_local_ray_env
+
 LOCAL = "local"
 
 
@@ -57,7 +60,8 @@ def _require_ray():
 
 def init_ray(address: str | None = None, *, num_cpus: int | None = None,
              resources: dict[str, float] | None = None) -> bool:
-    """Connect to (or start) Ray; returns True when this call started it (the caller shuts it down).
+    """Connect to (or start) Ray; returns True when this call started it (the caller shuts it down, with
+    :func:`shutdown_ray`).
 
     ``resources``: custom resources a local Ray advertises (e.g. ``{"anybind_client_0": 1}``, see
     :mod:`anybind.scale.federated_ray`); ignored when joining a cluster, whose nodes say their own.
@@ -80,7 +84,8 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None,
         path = [p for p in sys.path if p and os.path.isdir(p)]
         os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(path + ([old] if old else [])))
         try:
-            ray.init(num_cpus=num_cpus or os.cpu_count() or 1, resources=dict(resources or {}), **kw)
+            with local_ray_env():  # what Ray sets in os.environ (RAY_AUTH_MODE=token...), put back by shutdown_ray
+                ray.init(num_cpus=num_cpus or os.cpu_count() or 1, resources=dict(resources or {}), **kw)
         finally:
             if old is None:
                 os.environ.pop("PYTHONPATH", None)
@@ -97,19 +102,24 @@ def join_ray(addr: str, kw: dict) -> None:
     first checked within a bounded time, then Ray's own failure to join (an error, a missing token) reworded."""
     import ray
 
-    from .ray_connect import TOKEN_HINT, RayConnectError, canonical_address, check_ray_address
+    from .ray_connect import (CLIENT_HINT, TOKEN_HINT, RayConnectError, canonical_address, check_auth_mode,
+                              check_ray_address)
 
     check_ray_address(addr)
+    restore_local_ray_env()  # a local Ray of anybind's shut down by ray.shutdown(): its RAY_AUTH_MODE=token goes
+    check_auth_mode(addr)  # a token mode from elsewhere against a token-less cluster: refused in one line
     if addr.startswith("ray://"):
         kw = {k: v for k, v in kw.items() if k != "include_dashboard"}
     try:
         ray.init(address=canonical_address(addr), **kw)  # the port probed, written as Ray reads it
     except (ConnectionError, RuntimeError, ValueError) as e:
-        why = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [type(e).__name__]
+        why = lines[0] if not lines[0].endswith(":") else " ".join(lines[:2])  # Ray Client's: the reason follows
+        why = why[:300]
         token = os.environ.get("RAY_AUTH_MODE", "").lower() == "token"
         hint = "" if token else f"; if it uses token authentication, {TOKEN_HINT}"
         if addr.startswith("ray://") and "ray[client]" in str(e):
-            why, hint = "a ray:// address needs Ray Client", ": pip install 'ray[client]'"
+            why, hint = "a ray:// address needs Ray Client", f": {CLIENT_HINT}"
         raise RayConnectError(f"cannot join the Ray cluster at {addr}: {why}{hint}") from None
 
 
@@ -155,9 +165,16 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None) -> I
             yield
     finally:
         if started:
-            import ray
+            shutdown_ray()
 
-            ray.shutdown()
+
+def shutdown_ray() -> None:
+    """``ray.shutdown()``, then what a local Ray started by :func:`init_ray` set in ``os.environ`` put back
+    (:mod:`anybind.scale.ray_connect`): this process can then join a cluster as a fresh one would."""
+    import ray
+
+    ray.shutdown()
+    restore_local_ray_env()
 
 
 def cluster_cpus() -> float:

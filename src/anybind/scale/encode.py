@@ -53,8 +53,8 @@ def encode_items(
 
     ``ray``: ``False`` encodes here (decoding overlapped with the forward pass, chunks
     committed as they finish); ``True``/``"local"`` a local Ray, or a cluster address
-    (``"auto"``, ``"ray://head:10001"``).  Ray options: ``batch_size`` (items per forward
-    pass, default the encoder's), ``shard_size`` (rows per committed shard),
+    (``"auto"``, ``"head:6379"``; not ``ray://``: Ray Data needs a real driver).  Ray options:
+    ``batch_size`` (items per forward pass, default the encoder's), ``shard_size`` (rows per committed shard),
     ``concurrency`` (encoder actors), ``num_gpus`` (per actor: Ray reserves them and sets
     ``CUDA_VISIBLE_DEVICES``; default one when the process's device is CUDA, see
     :mod:`anybind.encoders.device`, whose device and precision the actors run with), ``cpus_per_actor`` (default: one, or a share of the CPUs that leaves room

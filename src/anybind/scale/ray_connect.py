@@ -8,13 +8,26 @@ a TLS port or a silent one is refused).  What passes is a gRPC server; :func:`an
 own failure after that (a cluster wanting a token the caller has not set up: about 20 s) into one line too.
 
     check_ray_address("10.0.0.5:6379")   # returns, or raises RayConnectError naming the address and why
+
+What a local Ray leaves in this process matters for a later join.  Ray 2.60's local ``ray.init`` sets
+``RAY_AUTH_MODE=token`` in ``os.environ`` when it is unset (``authentication_token_setup.enable_token_auth_by_default``,
+which also re-reads Ray's C++ config), ``RAY_USAGE_STATS_ENABLED=0`` and ``PYTHONBREAKPOINT``, and ``ray.shutdown``
+puts none of them back.  A driver in token mode joins a cluster started without token authentication, but its own
+gRPC server then turns away the cluster's calls: every actor dies before it starts (``ActorDiedError``).  So
+:func:`local_ray_env` records what a local init changed and :func:`restore_local_ray_env` puts it back (on shutdown,
+and before a join), with Ray's cached config re-read from ``os.environ`` (:func:`reload_ray_auth`); a token mode that
+came from elsewhere (the user's own ``ray.init``) is refused in one line by :func:`check_auth_mode`, which asks the
+cluster's GCS without a token (milliseconds: a token-less cluster answers, a token-secured one refuses).
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import socket
 import time
+from collections.abc import Iterator
 
 from ..errors import AnybindError
 
@@ -26,12 +39,99 @@ DEFAULT_GCS_PORT = 6379
 TOKEN_HINT = ("set RAY_AUTH_MODE=token and give the cluster's token ($RAY_AUTH_TOKEN, a file named by "
               "$RAY_AUTH_TOKEN_PATH, or ~/.ray/auth_token)")
 
+#: what installs Ray Client (``ray[client]``: grpcio), for ``ray://`` addresses
+CLIENT_HINT = "pip install 'anybind[scale]'"
+
 #: what to do when a cluster uses TLS
 TLS_HINT = "set RAY_USE_TLS=1 and RAY_TLS_SERVER_CERT, RAY_TLS_SERVER_KEY, RAY_TLS_CA_CERT as its nodes have them"
 
 
+log = logging.getLogger(__name__)
+
+#: what a local ``ray.init`` changed in ``os.environ``: name -> (the value before, the value Ray set); None = unset
+_LEFT_BY_LOCAL_RAY: dict[str, tuple[str | None, str | None]] = {}
+
+#: Ray's C++ line when a client without a token asks a token-secured GCS for its id (check_auth_mode's probe)
+_NO_TOKEN_NOTE = "Failed to get cluster ID from GCS server"
+
+
 class RayConnectError(AnybindError, ConnectionError):
     """The Ray cluster at an address cannot be joined (the address and the reason in one line)."""
+
+
+@contextlib.contextmanager
+def local_ray_env() -> Iterator[None]:
+    """``with local_ray_env(): ray.init(...)`` -- records what the local init changes in ``os.environ`` (for
+    :func:`restore_local_ray_env`); the first record of a name is kept (the value before anybind's first init)."""
+    before = dict(os.environ)
+    try:
+        yield
+    finally:
+        for name in set(before) | set(os.environ):
+            if os.environ.get(name) != before.get(name):
+                _LEFT_BY_LOCAL_RAY.setdefault(name, (before.get(name), os.environ.get(name)))
+
+
+def restore_local_ray_env() -> list[str]:
+    """Put back the variables a local Ray set (:func:`local_ray_env`) that still hold Ray's value (one the caller
+    changed since stays); the names put back.  Ray's cached auth config follows (call only while Ray is down)."""
+    back = []
+    for name, (before, set_by_ray) in _LEFT_BY_LOCAL_RAY.items():
+        if os.environ.get(name) == set_by_ray:
+            if before is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = before
+            back.append(name)
+    _LEFT_BY_LOCAL_RAY.clear()
+    if "RAY_AUTH_MODE" in back:
+        reload_ray_auth()
+    if back:
+        log.debug("put back what the local Ray set in the environment: %s", ", ".join(sorted(back)))
+    return back
+
+
+def reload_ray_auth() -> None:
+    """Ray's C++ config and token cache re-read from ``os.environ`` (as Ray's own tests do between auth modes): Ray
+    reads ``RAY_AUTH_MODE`` once and keeps it, so a mode changed in ``os.environ`` counts only after this."""
+    try:
+        from ray._raylet import AuthenticationTokenLoader, Config
+    except ImportError:  # pragma: no cover - another Ray: nothing cached to refresh
+        return
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
+
+
+def check_auth_mode(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Raise :class:`RayConnectError` (one line naming ``RAY_AUTH_MODE``) when this process is in token mode and the
+    cluster at ``address`` (a head's GCS) takes calls without a token: joined so, its actors would die before they
+    start.  Nothing is checked out of token mode, for ``ray://`` or ``"auto"``, or where the GCS cannot be asked (the
+    join then says what is wrong).  Ray's auth config is re-read from ``os.environ`` before and after."""
+    mode = os.environ.get("RAY_AUTH_MODE")
+    if (mode or "").lower() != "token" or address == "auto" or address.startswith("ray://"):
+        reload_ray_auth()
+        return
+    from .native_stderr import native_stderr_without
+
+    os.environ["RAY_AUTH_MODE"] = "disabled"  # ask as a caller without a token
+    try:
+        reload_ray_auth()
+        from ray._raylet import GcsClient
+
+        with native_stderr_without(_NO_TOKEN_NOTE):
+            GcsClient(address=canonical_address(address)).internal_kv_get(b"anybind-auth-probe", None,
+                                                                           timeout=timeout)
+    except Exception as e:  # a token-secured cluster: AuthenticationError; anything else: the join says it
+        log.debug("the cluster at %s refused a call without a token (%s): token mode kept", address,
+                  type(e).__name__)
+        return
+    finally:
+        os.environ["RAY_AUTH_MODE"] = mode
+        reload_ray_auth()
+    raise RayConnectError(f"cannot join the Ray cluster at {address}: it does not use token authentication, but this "
+                          f"process has RAY_AUTH_MODE={mode} (a local ray.init earlier in this process sets it when "
+                          f"unset), with which Ray's actors there die before they start: set RAY_AUTH_MODE=disabled "
+                          f"(os.environ['RAY_AUTH_MODE'] = 'disabled' in a notebook) or join from a fresh process")
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -81,6 +181,8 @@ def check_ray_address(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
         return
     host, port = split_address(address)
     where = f"the Ray cluster at {address}"
+    if address.startswith("ray://"):
+        require_ray_client(where)
     try:
         with socket.create_connection((host, port), timeout=timeout):
             pass
@@ -96,6 +198,16 @@ def check_ray_address(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
     if address.startswith("ray://") or os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
         return  # a Ray Client server, or a GCS behind TLS: Ray's own connection says the rest
     _ask_gcs(where, (host, port), timeout)
+
+
+def require_ray_client(where: str) -> None:
+    """Refuse (one line) a ``ray://`` address where Ray Client's dependency (``grpcio``, from ``ray[client]`` in the
+    ``scale`` extra) is not installed; Ray itself says so only after its own retries, or as a long ``ValueError``."""
+    try:
+        import grpc  # noqa: F401
+    except ImportError:
+        raise RayConnectError(f"cannot join {where}: a ray:// address needs Ray Client (grpcio, not installed): "
+                              f"{CLIENT_HINT}") from None
 
 
 def _ask_gcs(where: str, target: tuple[str, int], timeout: float) -> None:

@@ -61,6 +61,7 @@ class Reservation:
         internally"); its own stages that bring their placement groups (``ray.data.llm``'s) call
         ``Dataset.map_batches_internal``, the developer API behind ``map_batches`` without the deprecation (nor its
         batch-size checks: every caller here passes its batch size).  pyproject bounds Ray to the tested range."""
+        refuse_ray_client(name)
         internal = getattr(ds, "map_batches_internal", None)
         if internal is None:  # a Ray outside the tested range: refused, not run unplaced (it could wait forever)
             import ray
@@ -87,6 +88,22 @@ class Reservation:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def refuse_ray_client(what: str) -> None:
+    """Refuse (one line) to run a Ray Data stage (``what``) through Ray Client (a ``ray://`` address): Ray 2.60's
+    Data executor runs in the driver and needs the driver's core worker, which a Ray Client process has not
+    (``AttributeError: 'Worker' object has no attribute 'core_worker'``, after Ray's own traceback).  Actors and
+    tasks alone (``anybind federate``) run through Ray Client."""
+    from ray.util.client import ray as client
+
+    if client.is_connected():
+        import ray
+
+        raise AnybindError(
+            f"Ray Data's {what} cannot run through Ray Client (a ray:// address): Ray {ray.__version__}'s Data "
+            f"executor needs this process to be a Ray driver; join the head's GCS address instead (HOST:PORT, the "
+            f"port `ray start --head --port` opened) or run anybind on a node of the cluster (RAY_ADDRESS=auto)")
 
 
 def _ready(pgs: dict[str, Any], timeout: float) -> bool:
