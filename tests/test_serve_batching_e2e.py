@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -79,6 +80,49 @@ def test_concurrent_requests_batched_answer_as_unbatched_and_a_corrupt_upload_fa
         if s_on == 200:
             assert [(h["id"], h["modality"]) for h in on["hits"]] == [(h["id"], h["modality"]) for h in off["hits"]]
             assert [h["score"] for h in on["hits"]] == pytest.approx([h["score"] for h in off["hits"]], abs=1e-4)
+
+
+def _calls(svc: Service) -> tuple[int, int]:
+    """Encoder calls made and items encoded so far (every encoder of ``svc``)."""
+    st = list(svc.cache.encoder_stats.values())
+    return sum(int(s["calls"]) for s in st), sum(int(s["items"]) for s in st)
+
+
+@pytest.mark.parametrize("max_batch", [8, 1])
+def test_a_request_of_several_images_is_one_encoder_call_and_answers_as_each_image_alone(data, shared_cache,
+                                                                                         max_batch):
+    """/embed/upload and /search/upload with four new images: one encoder call of four items per request (each
+    image was its own call, one after another), batching on or off; the vectors are each image's alone, and the
+    fused search ranks as the normalised mean of them (a raw-vector search)."""
+    from fastapi.testclient import TestClient
+
+    recs = data["records"][20:24]
+    svc = Service.load(data["space"], data["index"], cache=shared_cache,
+                       config=ServeConfig(concurrency=4, max_batch=max_batch))
+    try:
+        with TestClient(create_app(service=svc)) as c:
+            def files(quality):
+                return [("files", (f"m{i}.jpg", _jpeg(r.values["image"], quality + i))) for i, r in enumerate(recs)]
+
+            c0 = _calls(svc)
+            together = c.post("/embed/upload", files=files(61))
+            c1 = _calls(svc)
+            fused = c.post("/search/upload", files=files(71), data={"k": "5"})
+            c2 = _calls(svc)
+            assert together.status_code == fused.status_code == 200
+            assert (c1[0] - c0[0], c1[1] - c0[1]) == (1, 4) and (c2[0] - c1[0], c2[1] - c1[1]) == (1, 4)
+            alone = [c.post("/embed/upload", files=[f]).json()["items"][0] for f in files(61)]
+            assert [i["name"] for i in together.json()["items"]] == [f"m{i}.jpg" for i in range(4)]
+            for got, want in zip(together.json()["items"], alone):
+                assert np.allclose(got["vector"], want["vector"], atol=1e-5)
+            each = np.array([c.post("/embed/upload", files=[f]).json()["items"][0]["vector"] for f in files(71)])
+            mean = each.mean(axis=0)
+            by_vector = c.post("/search", json={"vector": (mean / np.linalg.norm(mean)).tolist(), "k": 5}).json()
+            assert [h["id"] for h in fused.json()["hits"]] == [h["id"] for h in by_vector["hits"]]
+            assert [h["score"] for h in fused.json()["hits"]] == pytest.approx(
+                [h["score"] for h in by_vector["hits"]], abs=1e-4)
+    finally:
+        svc.close()
 
 
 def test_the_load_client_in_its_own_process_counts_answers_and_errors(data, shared_cache, tmp_path):
