@@ -147,6 +147,22 @@ def test_the_load_client_in_its_own_process_counts_answers_and_errors(data, shar
         svc.close()
 
 
+def test_the_serve_load_baseline_runs_uploads_and_texts_in_process(data, shared_cache):
+    """The bench's sequential baseline on a real service: text queries and image uploads, each answered once,
+    the staged uploads removed (it unpacked Service.stage's four values as three, so every serve-load run with
+    uploads died in its first baseline)."""
+    from anybind.bench.tasks_serve import _sequential
+
+    texts, uploads = _requests(data)
+    svc = Service.load(data["space"], data["index"], cache=shared_cache, config=ServeConfig(concurrency=4))
+    try:
+        raw = _sequential(svc, ["text", "upload", "text", "upload"], texts[:2], [b for _, b in uploads[:2]], 5)
+        assert (len(raw["lat"]["text"]), len(raw["lat"]["upload"])) == (2, 2) and raw["errors"] == []
+        assert (raw["calls"], raw["items"]) == (4, 4) and list(svc.tmp.iterdir()) == []
+    finally:
+        svc.close()
+
+
 @pytest.mark.parametrize("opts, named", [
     ({"concurrency": "32,0"}, "concurrency='32,0'"),
     ({"max_batch": "8,0"}, "max_batch='8,0'"),

@@ -120,11 +120,12 @@ def _sequential(svc, kinds, texts, blobs, k: int) -> dict:
             if kind == "text":
                 svc.search([("text", next(ti), 1.0)], k=k, modality=None, labels=None, rerank=None)
             else:
-                m, p, _ = svc.stage(next(bi), "q.jpg", None)
+                m, item, path, _ = svc.stage(next(bi), "q.jpg", None)
                 try:
-                    svc.search([(m, str(p), 1.0)], k=k, modality=None, labels=None, rerank=None)
+                    svc.search([(m, item, 1.0)], k=k, modality=None, labels=None, rerank=None)
                 finally:
-                    p.unlink(missing_ok=True)
+                    if path is not None:
+                        path.unlink(missing_ok=True)
             lat[kind].append((time.perf_counter() - t0) * 1000)
         wall = time.perf_counter() - t_all
         c1, i1, s1 = _encoder_totals(svc)
