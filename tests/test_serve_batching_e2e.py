@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -81,24 +82,86 @@ def test_concurrent_requests_batched_answer_as_unbatched_and_a_corrupt_upload_fa
             assert [h["score"] for h in on["hits"]] == pytest.approx([h["score"] for h in off["hits"]], abs=1e-4)
 
 
+def _calls(svc: Service) -> tuple[int, int]:
+    """Encoder calls made and items encoded so far (every encoder of ``svc``)."""
+    st = list(svc.cache.encoder_stats.values())
+    return sum(int(s["calls"]) for s in st), sum(int(s["items"]) for s in st)
+
+
+@pytest.mark.parametrize("max_batch", [8, 1])
+def test_a_request_of_several_images_is_one_encoder_call_and_answers_as_each_image_alone(data, shared_cache,
+                                                                                         max_batch):
+    """/embed/upload and /search/upload with four new images: one encoder call of four items per request (each
+    image was its own call, one after another), batching on or off; the vectors are each image's alone, and the
+    fused search ranks as the normalised mean of them (a raw-vector search)."""
+    from fastapi.testclient import TestClient
+
+    recs = data["records"][20:24]
+    svc = Service.load(data["space"], data["index"], cache=shared_cache,
+                       config=ServeConfig(concurrency=4, max_batch=max_batch))
+    try:
+        with TestClient(create_app(service=svc)) as c:
+            def files(quality):
+                return [("files", (f"m{i}.jpg", _jpeg(r.values["image"], quality + i))) for i, r in enumerate(recs)]
+
+            c0 = _calls(svc)
+            together = c.post("/embed/upload", files=files(61))
+            c1 = _calls(svc)
+            fused = c.post("/search/upload", files=files(71), data={"k": "5"})
+            c2 = _calls(svc)
+            assert together.status_code == fused.status_code == 200
+            assert (c1[0] - c0[0], c1[1] - c0[1]) == (1, 4) and (c2[0] - c1[0], c2[1] - c1[1]) == (1, 4)
+            alone = [c.post("/embed/upload", files=[f]).json()["items"][0] for f in files(61)]
+            assert [i["name"] for i in together.json()["items"]] == [f"m{i}.jpg" for i in range(4)]
+            for got, want in zip(together.json()["items"], alone):
+                assert np.allclose(got["vector"], want["vector"], atol=1e-5)
+            each = np.array([c.post("/embed/upload", files=[f]).json()["items"][0]["vector"] for f in files(71)])
+            mean = each.mean(axis=0)
+            by_vector = c.post("/search", json={"vector": (mean / np.linalg.norm(mean)).tolist(), "k": 5}).json()
+            assert [h["id"] for h in fused.json()["hits"]] == [h["id"] for h in by_vector["hits"]]
+            assert [h["score"] for h in fused.json()["hits"]] == pytest.approx(
+                [h["score"] for h in by_vector["hits"]], abs=1e-4)
+    finally:
+        svc.close()
+
+
 def test_the_load_client_in_its_own_process_counts_answers_and_errors(data, shared_cache, tmp_path):
     texts, uploads = _requests(data)
     rows = len(Index.open(data["index"]))
     svc = Service.load(data["space"], data["index"], cache=shared_cache, config=ServeConfig(concurrency=4))
     kinds = ["text"] * 3 + ["upload"] * 2
-    blobs = [b for _, b in uploads[:2]]  # u0 (good) and u1 (good)
+    blobs = [uploads[0][1], [uploads[1][1], uploads[3][1]]]  # one image (u0); an upload carrying two (u1, u3)
     try:
         with serve_in_thread(create_app(service=svc)) as url:
             for k, n_err in ((5, 0), (rows + 1, 6)):  # k over the rows: every answer is short, so all count
                 job, out = tmp_path / "job.json", tmp_path / "out.json"
                 job.write_text(loadclient.job_json(url, kinds, texts[:3], blobs, k, singles=["a frog, once"]))
                 script = Path(loadclient.__file__)
+                items = _calls(svc)[1]
                 subprocess.run([sys.executable, str(script), str(job), str(out)], check=True, timeout=300)
                 res = json.loads(out.read_text())
+                assert _calls(svc)[1] - items == (3 + 3 + 1 if n_err == 0 else 0)  # texts, images, the single
                 assert len(res["errors"]) == n_err and res["wall_s"] > 0
                 assert (len(res["lat"]["text"]), len(res["lat"]["upload"])) == ((3, 2) if n_err == 0 else (0, 0))
                 assert len(res["work_ms"]) == (5 if n_err == 0 else 0)  # the load's; the single query's apart
                 assert len(res["single_ms"]) == (1 if n_err == 0 else 0)
+    finally:
+        svc.close()
+
+
+def test_the_serve_load_baseline_runs_uploads_and_texts_in_process(data, shared_cache):
+    """The bench's sequential baseline on a real service: text queries and image uploads, each answered once,
+    the staged uploads removed (it unpacked Service.stage's four values as three, so every serve-load run with
+    uploads died in its first baseline)."""
+    from anybind.bench.tasks_serve import _sequential
+
+    texts, uploads = _requests(data)
+    svc = Service.load(data["space"], data["index"], cache=shared_cache, config=ServeConfig(concurrency=4))
+    try:
+        blobs = [[uploads[0][1], uploads[1][1]], [uploads[3][1]]]  # an upload of two images, one of one
+        raw = _sequential(svc, ["text", "upload", "text", "upload"], texts[:2], blobs, 5)
+        assert (len(raw["lat"]["text"]), len(raw["lat"]["upload"])) == (2, 2) and raw["errors"] == []
+        assert (raw["calls"], raw["items"]) == (4, 5) and list(svc.tmp.iterdir()) == []
     finally:
         svc.close()
 
@@ -113,6 +176,12 @@ def test_the_load_client_in_its_own_process_counts_answers_and_errors(data, shar
     ({"batch_wait_ms": "2ms"}, "batch_wait_ms='2ms'"),
     ({"batch_wait_ms": "0,nan"}, "batch_wait_ms='0,nan'"),
     ({"batch_wait_ms": "inf"}, "batch_wait_ms='inf'"),
+    ({"images_per_request": "0"}, "images_per_request='0'"),
+    ({"images_per_request": "-3"}, "images_per_request='-3'"),
+    ({"images_per_request": "1.5"}, "images_per_request='1.5'"),
+    ({"images_per_request": "x"}, "images_per_request='x'"),
+    ({"images_per_request": ""}, "images_per_request=''"),
+    ({"images_per_request": True}, "images_per_request=True"),
 ])
 def test_the_serve_load_grid_refuses_a_bad_setting_before_building_anything(opts, named, tmp_path):
     """The bench's tuning grid (comma-separated values per knob): a value no service could run with (out of range,
@@ -127,10 +196,11 @@ def test_the_serve_load_grid_refuses_a_bad_setting_before_building_anything(opts
     assert not (tmp_path / "work").exists()
 
 
-def _fake_serve_load(monkeypatch, walls):
+def _fake_serve_load(monkeypatch, walls, image=None, seen=None):
     """serve_load with its corpus, space, index, service and load replaced: each run's wall time is
     ``walls(mode, round)`` (mode: a ServeConfig's (batch_wait_ms, max_batch, concurrency), or 'sequential'); returns
-    the runs made, in order, as (round, mode)."""
+    the runs made, in order, as (round, mode).  ``image``: the corpus' one image; ``seen``: a list each run's
+    (service config or None, upload blobs) is appended to."""
     import types
 
     import anybind.bench.tasks_serve as ts
@@ -139,7 +209,7 @@ def _fake_serve_load(monkeypatch, walls):
     from anybind.index import Index
     from anybind.space import Space
 
-    rec = types.SimpleNamespace(values={"text": "a cat."}, has=lambda m: True)
+    rec = types.SimpleNamespace(values={"text": "a cat.", "image": image}, has=lambda m: True)
     monkeypatch.setattr(tux, "load_tux", lambda work, mods, console: types.SimpleNamespace(split=lambda s: [rec]))
     monkeypatch.setattr(Space, "fit", classmethod(lambda cls, *a, **kw: object()))
 
@@ -164,9 +234,14 @@ def _fake_serve_load(monkeypatch, walls):
                 "calls": 1, "items": 1, "enc_s": 0.0}
 
     monkeypatch.setattr(serve, "Service", FakeService)
-    monkeypatch.setattr(ts, "_load_run", lambda svc, *a, **kw: raw(
+    def look(config, blobs):
+        if seen is not None:
+            seen.append((config, blobs))
+
+    monkeypatch.setattr(ts, "_load_run", lambda svc, kinds, texts, blobs, *a, **kw: look(svc.config, blobs) or raw(
         (svc.config.batch_wait_ms, svc.config.max_batch, svc.config.concurrency)))
-    monkeypatch.setattr(ts, "_sequential", lambda svc, *a, **kw: raw("sequential"))
+    monkeypatch.setattr(ts, "_sequential", lambda svc, kinds, texts, blobs, *a, **kw: look(None, blobs) or raw(
+        "sequential"))
     return runs
 
 
@@ -203,3 +278,24 @@ def test_the_serve_load_grid_over_pools_names_the_pool_batching_off_ran_with(mon
     assert [row["name"] for row in res.table] == [
         "service, batching on (max_batch 8, wait 0 ms, 16 slots)", "service, batching on (max_batch 8, wait 0 ms, "
         "32 slots)", "service, batching off (16 slots)", "in-process sequential"]
+
+
+def test_serve_load_images_per_request_sends_that_many_new_images_in_each_upload(monkeypatch, tmp_path):
+    """images_per_request=3: every upload, to the service and to the baseline alike, carries three images whose
+    bytes no other image has (so none is cached), and the service takes that many files in a request; 1 (the
+    default) sends one image per upload."""
+    from anybind.bench.tasks_serve import serve_load
+
+    png = tmp_path / "stamp.png"
+    Image.new("RGB", (40, 30), (200, 30, 90)).save(png)
+    for per in (3, 1):
+        seen: list = []
+        _fake_serve_load(monkeypatch, lambda m, r: 1.0, image=str(png), seen=seen)
+        res = serve_load(tmp_path / f"w{per}", requests=6, uploads=0.5, max_batch="8,64", images_per_request=per)
+        assert len(seen) == 4 and {id(b) for _, b in seen} == {id(seen[0][1])}  # one load, every system
+        blobs = seen[0][1]
+        assert len(blobs) == 3 and all(len(b) == per for b in blobs)
+        assert len({x for b in blobs for x in b}) == 3 * per
+        assert all(Image.open(io.BytesIO(x)).size == (40, 30) for b in blobs for x in b)
+        assert [c.max_files >= per for c, _ in seen if c is not None] == [True] * 3
+        assert res.config["images_per_request"] == per and f"of {per} image(s) each" in res.notes[1]

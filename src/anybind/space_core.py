@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self, overload
 
@@ -50,6 +50,21 @@ log = logging.getLogger(__name__)
 
 def _np(x: torch.Tensor) -> np.ndarray:
     return x.detach().cpu().numpy()
+
+
+def per_modality(pairs: Sequence[tuple[str, Any]], embed: Callable[[str, list[Any]], np.ndarray]) -> list[np.ndarray]:
+    """Each ``(modality, item)``'s vector, in order, the items of one modality embedded in one call
+    ``embed(modality, items)``: a query or a request of several images makes one encoder call (its forward passes
+    as large as the encoder batches), not one call per image, one after another."""
+    rows: dict[str, list[int]] = {}
+    for i, (m, _) in enumerate(pairs):
+        rows.setdefault(m, []).append(i)
+    out: list[Any] = [None] * len(pairs)
+    for m, idx in rows.items():
+        X = embed(m, [pairs[i][1] for i in idx])
+        for row, i in enumerate(idx):
+            out[i] = X[row]
+    return out
 
 
 class SpaceCore:

@@ -6,8 +6,8 @@ client does not share the server's interpreter (GIL)::
     python loadclient.py JOB.json OUT.json
 
 It imports nothing of anybind (only httpx), so the separate process starts quickly and small.  ``JOB.json``:
-``{"url", "k", "kinds": ["text" | "upload", ...], "texts": [...], "blobs": [base64 JPEG, ...], "singles": [...]}``; ``OUT.json``:
-what :func:`fire` returns.
+``{"url", "k", "kinds": ["text" | "upload", ...], "texts": [...], "blobs": [base64 JPEG or a list of them (the
+images of one upload request), ...], "singles": [...]}``; ``OUT.json``: what :func:`fire` returns.
 """
 
 from __future__ import annotations
@@ -20,7 +20,12 @@ import time
 from typing import Any
 
 
-async def _fire(url: str, kinds: list[str], texts: list[str], blobs: list[bytes], k: int,
+def _images(body: bytes | list[bytes]) -> list[bytes]:
+    """The images one upload request carries."""
+    return [body] if isinstance(body, bytes) else list(body)
+
+
+async def _fire(url: str, kinds: list[str], texts: list[str], blobs: list[bytes | list[bytes]], k: int,
                 singles: list[str]) -> dict[str, Any]:
     try:
         import httpx2 as httpx
@@ -41,7 +46,8 @@ async def _fire(url: str, kinds: list[str], texts: list[str], blobs: list[bytes]
                 if kind == "text":
                     res = await client.post("/search", json={"text": body, "k": k})
                 else:
-                    res = await client.post("/search/upload", files={"files": ("q.jpg", body)}, data={"k": str(k)})
+                    files = [("files", (f"q{i}.jpg", b)) for i, b in enumerate(_images(body))]
+                    res = await client.post("/search/upload", files=files, data={"k": str(k)})
                 out = res.json() if res.status_code == 200 else None
                 if out is None or len(out["hits"]) != k:
                     errors.append(f"{kind}: HTTP {res.status_code} {res.text[:200]}")
@@ -64,26 +70,28 @@ async def _fire(url: str, kinds: list[str], texts: list[str], blobs: list[bytes]
             "single_ms": lat["text"]}
 
 
-def fire(url: str, kinds: list[str], texts: list[str], blobs: list[bytes], k: int,
+def fire(url: str, kinds: list[str], texts: list[str], blobs: list[bytes | list[bytes]], k: int,
          singles: list[str] = ()) -> dict[str, Any]:
-    """Every request at once (``kinds[i]`` says which: the next text query or the next image upload), then
+    """Every request at once (``kinds[i]`` says which: the next text query or the next image upload, an upload
+    carrying one image or a list of them, searched as one fused query), then
     the text queries ``singles`` one at a time; ``{"wall_s", "lat": {"text": [ms], "upload": [ms]},
     "errors": [str], "work_ms": [ms], "single_ms": [ms]}`` (``wall_s``, ``lat`` and ``work_ms``: the load's)."""
     return asyncio.run(_fire(url, list(kinds), list(texts), list(blobs), int(k), list(singles)))
 
 
-def job_json(url: str, kinds: list[str], texts: list[str], blobs: list[bytes], k: int,
+def job_json(url: str, kinds: list[str], texts: list[str], blobs: list[bytes | list[bytes]], k: int,
              singles: list[str] = ()) -> str:
     """The job file's content for the script form."""
     return json.dumps({"url": url, "k": int(k), "kinds": list(kinds), "texts": list(texts),
-                       "blobs": [base64.b64encode(b).decode() for b in blobs], "singles": list(singles)})
+                       "blobs": [[base64.b64encode(x).decode() for x in _images(b)] for b in blobs], "singles": list(singles)})
 
 
 def main(argv: list[str]) -> int:
     job_path, out_path = argv
     with open(job_path) as f:
         job = json.load(f)
-    out = fire(job["url"], job["kinds"], job["texts"], [base64.b64decode(b) for b in job["blobs"]], job["k"],
+    blobs = [[base64.b64decode(x) for x in ([b] if isinstance(b, str) else b)] for b in job["blobs"]]
+    out = fire(job["url"], job["kinds"], job["texts"], blobs, job["k"],
                job.get("singles", []))
     with open(out_path, "w") as f:
         json.dump(out, f)

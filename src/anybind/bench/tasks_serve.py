@@ -7,6 +7,7 @@
     anybind bench --task serve-load --opt requests=500 --opt concurrency=2 --opt uploads=0.25
     anybind bench --task serve-load --opt batching=on --opt batch_wait_ms=2 --opt max_batch=32
     anybind bench --task serve-load --opt batch_wait_ms=0,2,5,10 --opt max_batch=8,32,64 --opt concurrency=32,128
+    anybind bench --task serve-load --opt images_per_request=16 --opt max_batch=8,64   # uploads of 16 images
 
 The whole Tux Paint corpus (image + text + sound) is indexed with a
 training-free (Procrustes) space, the service runs under uvicorn on a free
@@ -31,6 +32,13 @@ batching-on service then runs once per combination (a grid, to tune the defaults
 beside the same round's sequential baseline (the cells' order rotates from round to round; ``off`` runs once per
 round at the first ``concurrency``).  ``x_sequential/min`` and ``/max``: the cell's ratio in its worst and best
 round (each over that round's baseline), for the noise.
+
+``images_per_request`` (default 1): each upload request carries that many images (new JPEG re-encodings, each
+its own bytes, so none is cached), searched as one fused query (``/search/upload`` with several files; the
+baseline stages them and searches with them alike).  A request of N images is one encoder call of N items,
+whatever ``max_batch`` (the batcher never splits a request), run in forward passes of the encoder's batch size or
+``min_forward_batch`` (``min(32, max_batch)``) if larger: this is how ``max_batch`` 8 and 64 are compared on such
+requests.  The service is given ``max_files`` and ``max_upload_bytes`` large enough for them.
 """
 
 from __future__ import annotations
@@ -105,8 +113,8 @@ def _load_run(svc, kinds, texts, blobs, k: int, client: str, singles=()) -> dict
 
 
 def _sequential(svc, kinds, texts, blobs, k: int) -> dict:
-    """The same queries one after another in process (no HTTP, no queue), in one worker thread like the
-    service's (torch in the main thread measured up to 15x slower on a busy 2-core box)."""
+    """The same queries one after another in process (no HTTP, no queue; ``blobs``: each upload's images, searched
+    as one fused query), in one worker thread like the service's (torch in the main thread measured up to 15x slower on a busy 2-core box)."""
     from concurrent.futures import ThreadPoolExecutor
 
     def run() -> dict:
@@ -120,11 +128,14 @@ def _sequential(svc, kinds, texts, blobs, k: int) -> dict:
             if kind == "text":
                 svc.search([("text", next(ti), 1.0)], k=k, modality=None, labels=None, rerank=None)
             else:
-                m, p, _ = svc.stage(next(bi), "q.jpg", None)
+                staged = [svc.stage(b, f"q{j}.jpg", None) for j, b in enumerate(next(bi))]
                 try:
-                    svc.search([(m, str(p), 1.0)], k=k, modality=None, labels=None, rerank=None)
+                    svc.search([(m, item, 1.0) for m, item, _, _ in staged], k=k, modality=None, labels=None,
+                               rerank=None)
                 finally:
-                    p.unlink(missing_ok=True)
+                    for _, _, path, _ in staged:
+                        if path is not None:
+                            path.unlink(missing_ok=True)
             lat[kind].append((time.perf_counter() - t0) * 1000)
         wall = time.perf_counter() - t_all
         c1, i1, s1 = _encoder_totals(svc)
@@ -133,6 +144,13 @@ def _sequential(svc, kinds, texts, blobs, k: int) -> dict:
 
     with ThreadPoolExecutor(1) as pool:
         return pool.submit(run).result()
+
+
+def _whole(v) -> int | None:
+    """A whole number (an int, or text of digits), else None (1.5, '2.0', 'x', True)."""
+    if isinstance(v, str):
+        return int(v) if v.strip().lstrip("+-").isdigit() else None
+    return int(v) if isinstance(v, int) and not isinstance(v, bool) else None
 
 
 def _values(v, cast) -> list:
@@ -179,6 +197,7 @@ def serve_load(
     batching: str = "both",
     client: str = "thread",
     rounds: int | str = 1,
+    images_per_request: int | str = 1,
 ) -> TaskResult:
     from PIL import Image
 
@@ -202,6 +221,10 @@ def serve_load(
                            f"1) and batch_wait_ms={batch_wait_ms!r} (finite, >= 0) must be numbers or comma-separated "
                            "lists of them")
     conc = concs[0]
+    per = _whole(images_per_request)
+    if per is None or per < 1:
+        raise AnybindError(f"serve-load: images_per_request={images_per_request!r} must be a whole number >= 1 (the "
+                           "images each upload request carries)")
     if batching not in ("both", "on", "off"):
         raise AnybindError(f"serve-load: batching={batching!r}; use both, on or off")
     if client not in ("thread", "process"):
@@ -229,8 +252,14 @@ def serve_load(
             buf = io.BytesIO()
             img: Image.Image = load_image(r.values["image"])
             img.save(buf, format="JPEG", quality=80 + i % 15)
-            blobs.append(buf.getvalue())
-    say(f"index: {len(index)} rows {index.counts()}; {n} requests ({n_up} image uploads), concurrency {concs}, "
+            blobs.append([buf.getvalue()])
+            for j in range(1, per):  # the request's other images; the comment makes each one's bytes new
+                buf = io.BytesIO()
+                load_image(test[int(rng.integers(len(test)))].values["image"]).save(
+                    buf, format="JPEG", quality=80 + (i + j) % 15, comment=f"serve-load {i}.{j}".encode())
+                blobs[-1].append(buf.getvalue())
+    say(f"index: {len(index)} rows {index.counts()}; {n} requests ({n_up} image uploads of {per} image(s) each), "
+        f"concurrency {concs}, "
         f"client in {'this process' if client == 'thread' else 'its own process'}")
 
     # after each load, text queries no cache has seen sent one at a time: a lone request's latency
@@ -241,9 +270,11 @@ def serve_load(
     cells = {(f"on {w:g} ms {b} x {c}" if grid else "on"): (w, b, c) for c in concs for b in batches for w in waits}
     modes = {**(cells if batching != "off" else {}), **({"off": (0.0, 1, conc)} if batching != "on" else {})}
 
+    body = max([ServeConfig.max_upload_bytes] + [2 * sum(map(len, b)) for b in blobs])  # room for the form
+
     def config(wait: float, mb: int, slots: int) -> ServeConfig:
         return ServeConfig(concurrency=slots, max_queue=max(256, n), queue_timeout=600, batch_wait_ms=wait,
-                           max_batch=mb)
+                           max_batch=mb, max_files=max(ServeConfig.max_files, per), max_upload_bytes=body)
 
     # -- each round: the service under load in each system (each on a fresh query cache; the order rotates from
     # round to round), then the baseline, the same queries in process one after another (fresh query cache, no
@@ -287,7 +318,8 @@ def serve_load(
         (f"{int(rounds)} round(s), each: the service with {systems}"
          f"{', in an order rotating by round' if len(modes) > 1 and int(rounds) > 1 else ''}, then the sequential "
          "baseline; throughput over the rounds' summed wall time, percentiles over all requests"),
-        (f"{n} requests fired at once ({n_up} image uploads, {n - n_up} text queries, none cached) against "
+        (f"{n} requests fired at once ({n_up} image uploads of {per} image(s) each, searched as one fused query, "
+         f"{n - n_up} text queries, none cached) against "
          f"{'/'.join(map(str, concs))} worker slots; latency includes the queue wait, so p95 ~ wall time; "
          "work/* is the service's own time per request (took_ms: embedding + search, no queue); x_sequential: "
          "throughput over the in-process sequential baseline of this run"),
@@ -305,7 +337,7 @@ def serve_load(
         config={"requests": n, "uploads": n_up, "concurrency": concs if len(concs) > 1 else conc, "k": k,
                 "index_rows": len(index), "batch_wait_ms": waits if len(waits) > 1 else waits[0],
                 "max_batch": batches if len(batches) > 1 else batches[0], "batching": batching,
-                "client": client, "rounds": int(rounds),
+                "client": client, "rounds": int(rounds), "images_per_request": per,
                 "space": "procrustes (image:efficientnet-lite0, text:minilm, audio:aisfx)"},
         notes=notes,
         table=table,

@@ -16,6 +16,7 @@ from ..data.strings import is_blank
 from ..data.video import VIDEO_SUFFIXES
 from ..errors import AnybindError, DataError, not_read_kind
 from ..scoring import Scorer
+from ..space_core import per_modality
 from .errors import QueryError
 from .exact import renormed as _renormed
 from .exact import unit_rows
@@ -231,7 +232,8 @@ class QueryEmbedder:
         """The query's inputs embedded: ``(modality or None for a vector, unit vector)`` each, their
         weights (or None) and the input modalities."""
         embedded: list[tuple[str | None, np.ndarray]] = [(None, unit_rows(v)) for v in q.vectors]
-        embedded += [(m, self.embed_one(m, item, cache)) for m, item in q.items]
+        items = [(m, self._checked(m, item)) for m, item in q.items]  # every input checked before any is encoded
+        embedded += zip([m for m, _ in items], per_modality(items, lambda m, xs: self._embed(m, xs, cache)))
         return embedded, (list(q.weights) if q.weights is not None else None), q.modalities
 
     def direction(self, x: np.ndarray) -> np.ndarray:
@@ -253,6 +255,11 @@ class QueryEmbedder:
         return (fused / norm).astype(np.float32), (1.0 if scorer.kind == "cosine" else norm)
 
     def embed_one(self, modality: str, item: Any, cache) -> np.ndarray:
+        """One query input, checked and embedded."""
+        return self._embed(modality, [self._checked(modality, item)], cache)[0]
+
+    def _checked(self, modality: str, item: Any) -> Any:
+        """``item`` as the modality's encoder takes it (a file: its resolved path), or :class:`QueryError`."""
         space = self.space
         if space is None:
             raise QueryError("this index has no space to embed queries with: pass a query vector")
@@ -271,7 +278,11 @@ class QueryEmbedder:
             except DataError as e:
                 raise QueryError(f"cannot read {modality} query {e}") from None
             item = str(p.resolve())
+        return item
+
+    def _embed(self, modality: str, items: list[Any], cache) -> np.ndarray:
+        """Checked inputs of one modality, embedded in one call."""
         try:
-            return space.embed(modality, [item], cache=cache)[0]
+            return self.space.embed(modality, items, cache=cache)
         except AnybindError as e:
             raise not_read_kind(e, QueryError)(f"cannot use {modality} query: {e}") from None

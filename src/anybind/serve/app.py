@@ -77,6 +77,7 @@ from ..data.strings import is_blank
 from ..errors import AnybindError
 from ..index import QueryError
 from ..index.query import query_vector
+from ..space_core import per_modality
 from ..version import __version__
 from .auth import ApiKeyAuth, KeyStore
 from .budget import PixelBudget
@@ -286,11 +287,10 @@ def create_app(
         def work():
             t0 = time.perf_counter()
             parts, staged = upload_parts(svc, uploads, [], [], file_modality, "text")
-            try:
-                items = []
-                for (m, p, _), (_, shown) in zip(parts, staged):
-                    v = svc.embed_items(m, [p])[0]
-                    items.append(EmbeddedOut(modality=m, name=shown.strip("'\""), vector=v.tolist()))
+            try:  # the files of one modality in one encoder call
+                vecs = per_modality([(m, p) for m, p, _ in parts], svc.embed_items)
+                items = [EmbeddedOut(modality=m, name=shown.strip("'\""), vector=v.tolist())
+                         for (m, _, _), (_, shown), v in zip(parts, staged, vecs)]
             except AnybindError as e:
                 raise type(e)(named_files(e, staged)) from None
             finally:

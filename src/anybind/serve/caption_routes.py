@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..data.strings import is_blank
 from ..errors import AnybindError, SpaceError
 from ..index import QueryError
+from ..space_core import per_modality
 from .auth import charge_request
 from .files import NotFound
 from .queries import named_files, read_uploads, run_upload, to_ms, unstage, upload_parts
@@ -282,7 +283,7 @@ def add_caption_routes(app: FastAPI, captioner: Any, service: Service | None = N
             t0 = time.perf_counter()
             parts, staged = upload_parts(svc, uploads, [], [], file_modality, "text")
             try:
-                X = np.stack([svc.embed_items(m, [p])[0] for m, p, _ in parts])
+                X = np.stack(per_modality([(m, p) for m, p, _ in parts], svc.embed_items))  # one call a modality
             except AnybindError as e:
                 raise type(e)(named_files(e, staged)) from None
             finally:
