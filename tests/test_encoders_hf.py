@@ -223,6 +223,33 @@ def test_remote_code_is_refused_unless_the_spec_allows_it(tmp_path):
     assert not marker.exists()
 
 
+def test_the_identity_of_a_trusted_remote_code_model_follows_its_code(models, tmp_path, monkeypatch):
+    """With ``trust_remote_code=true`` the folder's Python files run: a change to them changes the features, so it
+    must change the identity (else the feature cache and saved spaces would serve the old model's features)."""
+    import sys
+
+    import transformers.dynamic_module_utils as dyn
+
+    monkeypatch.setattr(dyn, "HF_MODULES_CACHE", str(tmp_path / "modules"))  # where transformers copies the code
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    folder = tmp_path / "custom"
+    shutil.copytree(models["bert"], folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg.update(model_type="anybind-tiny-remote", auto_map={"AutoConfig": "modeling_tiny.TinyConfig",
+                                                           "AutoModel": "modeling_tiny.TinyModel"})
+    (folder / "config.json").write_text(json.dumps(cfg))
+    code = ("from transformers import BertConfig, BertModel\n"
+            "class TinyConfig(BertConfig):\n    model_type = 'anybind-tiny-remote'\n"
+            "class TinyModel(BertModel):\n    config_class = TinyConfig\n")
+    (folder / "modeling_tiny.py").write_text(code)
+    spec = f"text:hf/{folder}@trust_remote_code=true"
+    ident = get_encoder(spec, cached=False).identity
+    (folder / "README.md").write_text("a readme is not code")
+    assert get_encoder(spec, cached=False).identity == ident
+    (folder / "modeling_tiny.py").write_text(code + "SCALE = 2.0  # a changed model\n")
+    assert get_encoder(spec, cached=False).identity != ident
+
+
 @pytest.mark.parametrize("tail, match", [
     ("@pool=max", "pool='max'"),
     ("@layers=2", "unknown option 'layers'"),
