@@ -223,6 +223,33 @@ def test_remote_code_is_refused_unless_the_spec_allows_it(tmp_path):
     assert not marker.exists()
 
 
+def test_the_identity_of_a_trusted_remote_code_model_follows_its_code(models, tmp_path, monkeypatch):
+    """With ``trust_remote_code=true`` the folder's Python files run: a change to them changes the features, so it
+    must change the identity (else the feature cache and saved spaces would serve the old model's features)."""
+    import sys
+
+    import transformers.dynamic_module_utils as dyn
+
+    monkeypatch.setattr(dyn, "HF_MODULES_CACHE", str(tmp_path / "modules"))  # where transformers copies the code
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    folder = tmp_path / "custom"
+    shutil.copytree(models["bert"], folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg.update(model_type="anybind-tiny-remote", auto_map={"AutoConfig": "modeling_tiny.TinyConfig",
+                                                           "AutoModel": "modeling_tiny.TinyModel"})
+    (folder / "config.json").write_text(json.dumps(cfg))
+    code = ("from transformers import BertConfig, BertModel\n"
+            "class TinyConfig(BertConfig):\n    model_type = 'anybind-tiny-remote'\n"
+            "class TinyModel(BertModel):\n    config_class = TinyConfig\n")
+    (folder / "modeling_tiny.py").write_text(code)
+    spec = f"text:hf/{folder}@trust_remote_code=true"
+    ident = get_encoder(spec, cached=False).identity
+    (folder / "README.md").write_text("a readme is not code")
+    assert get_encoder(spec, cached=False).identity == ident
+    (folder / "modeling_tiny.py").write_text(code + "SCALE = 2.0  # a changed model\n")
+    assert get_encoder(spec, cached=False).identity != ident
+
+
 @pytest.mark.parametrize("tail, match", [
     ("@pool=max", "pool='max'"),
     ("@layers=2", "unknown option 'layers'"),
@@ -280,3 +307,56 @@ def test_feature_cache_and_space_fit_end_to_end(models, tmp_path, monkeypatch):
     assert loaded.embed("image", [str(images[0])]).shape == (1, sp.dim)  # unchanged model: served
     with pytest.raises(SpaceError, match="weights or preprocessing changed"):
         loaded.embed("text", ["the dog"])
+
+
+def test_a_space_fitted_with_relative_model_paths_loads_from_any_folder(models, tmp_path, monkeypatch):
+    """``-e text=text:hf/./bert`` (the README's form) names a folder relative to where ``fit`` ran: the saved space
+    must still find it from another working directory (it stored the path as typed, so it could not)."""
+    from anybind import Space
+    from anybind.encoders import registry
+
+    work = tmp_path / "project"
+    (work / "models").mkdir(parents=True)
+    shutil.copytree(models["bert"], work / "models" / "bert")
+    shutil.copytree(models["vit"], work / "models" / "vit")
+    man = text_image_manifest(work / "m.jsonl", pngs(work, 12))
+    monkeypatch.chdir(work)
+    r = cli_fit(man, work / "space", tmp_path / "c", "text=text:hf/./models/bert@pool=mean",
+                "image=image:hf/models/vit")
+    assert r.exit_code == 0, r.output
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setattr(registry, "_INSTANCES", {})  # a fresh process would build the encoders anew
+    sp = Space.load(work / "space")
+    assert sp.embed("text", ["the dog"]).shape == (1, sp.dim)
+    assert sp.embed("image", [str(work / "i0.png")]).shape == (1, sp.dim)
+    monkeypatch.chdir(work)  # an imported pair from a relative folder too
+    from anybind.pairs import from_pretrained_pair
+
+    shutil.copytree(models["clip"], work / "models" / "clip")
+    from_pretrained_pair("clip", "models/clip").save(work / "pair")
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setattr(registry, "_INSTANCES", {})
+    pair = Space.load(work / "pair")
+    assert pair.embed("text", ["the dog"]).shape == (1, pair.dim)
+
+
+@pytest.mark.parametrize("typed, want", [
+    ("text:hf/./m@pool=mean", "text:hf/{w}/m@pool=mean"),
+    ("video:frames(image:hf/m@pool=mean)@fps=2,max=4", "video:frames(image:hf/{w}/m@pool=mean)@fps=2,max=4"),
+    ("concat(image:onnx/f.onnx@size=32,image:hf/m)+bridge", "concat(image:onnx/{w}/f.onnx@size=32,image:hf/{w}/m)+bridge"),
+    ("image:hf/m+bridge", "image:hf/{w}/m+bridge"),
+    ("text:onnx/f.onnx@tokenizer=m,pool=mean", "text:onnx/{w}/f.onnx@tokenizer={w}/m,pool=mean"),
+    ("image:hf/facebook/dinov2-small@revision=abc", "image:hf/facebook/dinov2-small@revision=abc"),  # a hub id
+    ("image:hf//abs/m", "image:hf//abs/m"),
+    ("vectors:f.onnx", "vectors:f.onnx"),  # vectors: paths are stored relative to the space (spec_for_folder)
+    ("text:minilm", "text:minilm"),
+])
+def test_absolute_spec_makes_only_existing_relative_model_paths_absolute(typed, want, tmp_path, monkeypatch):
+    from anybind.encoders.registry import absolute_spec
+
+    (tmp_path / "m").mkdir()
+    (tmp_path / "f.onnx").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    assert absolute_spec(typed) == want.format(w=tmp_path)

@@ -142,3 +142,23 @@ def test_no_training_split_is_clear(tmp_path):
     m.write_text("\n".join(json.dumps(r) for r in lines))
     with pytest.raises(DataError, match="at least 2 training records"):
         Space.fit(m, encoders=specs, cache=tmp_path / "c", **FAST)
+
+
+def test_a_modality_whose_training_features_never_vary_is_named_in_a_warning(tmp_path, caplog):
+    """Features that are the same for every training item (an encoder that tells none of them apart) leave the
+    standardisation at its floor, which magnifies any later difference a million times: never silent."""
+    import logging
+
+    m, specs = make_vectors(tmp_path, n=60)
+    ids = np.array([f"r{i}" for i in range(60)])
+    np.savez(tmp_path / "flat.npz", ids=ids, vectors=np.tile(np.arange(20, dtype=np.float32), (60, 1)))
+    specs["sc"] = f"vectors:{tmp_path / 'flat.npz'}"
+    with caplog.at_level(logging.WARNING, logger="anybind"):
+        Space.fit(m, encoders=specs, cache=tmp_path / "c", **{**FAST, "epochs": 2})
+    flat = [r.getMessage() for r in caplog.records if "do not vary" in r.getMessage()]
+    assert len(flat) == 1 and "'sc'" in flat[0] and "\n" not in flat[0], caplog.text
+    caplog.clear()
+    specs2 = {k: v for k, v in specs.items() if k != "sc"}  # features that vary: no such warning
+    with caplog.at_level(logging.WARNING, logger="anybind"):
+        Space.fit(m, encoders=specs2, modalities=["sa", "sb"], cache=tmp_path / "c", **{**FAST, "epochs": 2})
+    assert not [r for r in caplog.records if "do not vary" in r.getMessage()]

@@ -55,6 +55,8 @@ def test_service_takes_mp4_and_webm_uploads_and_serves_clips_and_poster_thumbnai
     svc = Service.load(root / "space", root / "ix", cache=root / "cache", config=ServeConfig(max_video_seconds=1.5))
     try:
         with TestClient(create_app(service=svc)) as c:
+            # what a client reads to know that a dropped clip is embedded as the space's video
+            assert c.get("/health").json()["upload_modalities"] == {"video": "video"}
             for name in ("c1.webm", "c2.mp4"):
                 blob = (root / name).read_bytes()
                 res = c.post("/search/upload", files={"files": ("upload.bin", blob, "text/plain")},

@@ -300,7 +300,7 @@ class Server:
         self.rng = np.random.default_rng(seed)
         self.torch_state = torch.Generator().manual_seed(seed).get_state()
         with own_rng(self):
-            self.projectors = {m: Projector(projector_config(cfg, v.shape[1])).fit_stats(v)
+            self.projectors = {m: Projector(projector_config(cfg, v.shape[1])).fit_stats(v, m)
                                for m, v in self.public.items()}
         self.logit_scale = make_temperature(cfg.temperature, cfg.learn_temperature)
         params = [q for p in self.projectors.values() for q in p.parameters()]

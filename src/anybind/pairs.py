@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from .data.templates import CLIP_TEMPLATES, check_templates  # noqa: F401  (CLIP_TEMPLATES: public here too)
-from .encoders.registry import get_encoder
+from .encoders.registry import absolute_spec, get_encoder
 from .errors import SpaceError
 from .projectors import Projector, ProjectorConfig
 from .space import Space
@@ -95,7 +95,8 @@ def from_pretrained_pair(
     if source.startswith("open_clip:"):
         raise _open_clip_refused(source)
     templates = check_templates(CLIP_TEMPLATES if templates is None else templates)
-    specs = {"text": f"text:hf/{source}", "image": f"image:hf/{source}"}
+    # a relative model folder made absolute, so that the saved space finds it from any working directory
+    specs = {m: absolute_spec(f"{m}:hf/{source}") for m in ("text", "image")}
     encoders, identities = {}, {}
     for m, head in (("text", "get_text_features"), ("image", "get_image_features")):
         encoders[m] = get_encoder(specs[m])

@@ -225,7 +225,7 @@ def _bind(space, name, spec, data, anchors, *, replace, cache, strict, progress,
             raise DataError(f"{where}: {n_tr} training {what}; need at least 2 (check the 'split' fields)")
 
     proj, train_info = train_projector(space, feats, row_of, targets, train_idx, val_idx, cfg, progress,
-                                       frames=temporal_frames(spec))
+                                       frames=temporal_frames(spec), name=name)
 
     projectors = {m: copy.deepcopy(p) for m, p in space.projectors.items()}
     projectors[name] = proj

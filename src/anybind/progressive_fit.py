@@ -131,7 +131,7 @@ def ridge_start(proj: Projector, feats, targets: Mapping[str, Target], train_idx
 
 
 def train_projector(space, feats, row_of, targets: Mapping[str, Target], train_idx, val_idx, cfg: BindConfig, progress,
-                    frames: int = 0):
+                    frames: int = 0, name: str | None = None):
     from .losses import build_loss, is_multimodal
 
     with training_threads(cfg.threads):
@@ -142,7 +142,7 @@ def train_projector(space, feats, row_of, targets: Mapping[str, Target], train_i
             dropout=cfg.dropout, input_dropout=cfg.input_dropout, standardize=cfg.standardize, frames=frames,
         )
         tr_rows = np.unique(row_of[train_idx][row_of[train_idx] >= 0])
-        proj = Projector(pc).fit_stats(feats[tr_rows] if len(tr_rows) > 1 else feats)
+        proj = Projector(pc).fit_stats(feats[tr_rows] if len(tr_rows) > 1 else feats, name)
         info: dict[str, Any] = {}
         if cfg.init == "ridge":
             info["ridge_alpha"] = ridge_start(proj, feats, targets, train_idx, val_idx)

@@ -29,6 +29,7 @@ re-normalised by the caller, every item is measured from its modality's centre.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 
@@ -36,6 +37,23 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+log = logging.getLogger(__name__)
+
+#: the smallest standardisation scale: features whose spread is below it do not vary over the training items
+SCALE_FLOOR = 1e-6
+
+
+def standard_scale(spread: float, n: int, name: str | None = None) -> float:
+    """The standardisation scale for training features of spread ``spread`` (over ``n`` items): the spread, at
+    least :data:`SCALE_FLOOR`.  At the floor the features are (nearly) the same for every training item: the
+    encoder tells none of them apart, and dividing by the floor magnifies any later difference (another clip, a
+    bf16 rounding) a million times; one warning naming the modality says so."""
+    if n > 1 and spread < SCALE_FLOOR:
+        log.warning("modality %r: its features do not vary over the %d training items (spread %.3g): every such "
+                    "item embeds alike and any other lands far off; check its encoder and data", name or "?", n,
+                    spread)
+    return max(float(spread), SCALE_FLOOR)
 
 
 @dataclass
@@ -115,8 +133,9 @@ class Projector(nn.Module):
             self.register_buffer("center", torch.zeros(cfg.out_dim))
 
     @torch.no_grad()
-    def fit_stats(self, feats: np.ndarray) -> "Projector":
-        """Set the standardisation from training features (per-dim mean; one global scale)."""
+    def fit_stats(self, feats: np.ndarray, name: str | None = None) -> "Projector":
+        """Set the standardisation from training features (per-dim mean; one global scale; ``name``: the
+        modality, for :func:`standard_scale`'s warning)."""
         if self.cfg.frames:  # every valid frame of the training clips
             f, m = self._frames(torch.as_tensor(feats, dtype=torch.float32))
             feats = f[m].numpy()
@@ -125,7 +144,7 @@ class Projector(nn.Module):
             self.mean.copy_(x.mean(0))
             # one scale for all dims keeps the encoder's own relative weighting of dimensions
             std = (x - self.mean).pow(2).sum(1).mean().sqrt() / np.sqrt(x.shape[1])
-            self.scale.fill_(float(std.clamp_min(1e-6)))
+            self.scale.fill_(standard_scale(float(std), len(x), name))
         return self
 
     @torch.no_grad()

@@ -231,7 +231,7 @@ def _train_space(fs: FeatureSet, cfg: TrainConfig, *, progress: bool = True, sel
             frames=temporal_frames(fs.specs.get(m, "")),
         )
         tr = train_idx[fs.rows[m][train_idx] >= 0]
-        projectors[m] = Projector(pc).fit_stats(fs.feats[m][fs.rows[m][tr]] if len(tr) else fs.feats[m])
+        projectors[m] = Projector(pc).fit_stats(fs.feats[m][fs.rows[m][tr]] if len(tr) else fs.feats[m], m)
     ridge = warm_start(projectors, fs, cfg, select) if cfg.init != "random" else None
     logit_scale = make_temperature(cfg.temperature, cfg.learn_temperature)
     loss_fn = robust.with_mixup(build_loss(cfg.loss, label_smoothing=cfg.label_smoothing), cfg)

@@ -95,8 +95,9 @@ def check_out(out, kind: str, overwrite: bool, update: bool = False) -> None:
 
 
 def parse_encoders(values: list[str] | None, option: str = "--encoder") -> dict[str, str]:
-    """``MODALITY=SPEC`` values, each spec checked for its form and prefix before any work starts."""
-    from ..encoders.registry import spec_problem
+    """``MODALITY=SPEC`` values, each spec checked for its form and prefix before any work starts; relative local
+    model paths made absolute (:func:`~anybind.encoders.registry.absolute_spec`)."""
+    from ..encoders.registry import absolute_spec, spec_problem
     from ..errors import EncoderError
 
     out = {}
@@ -110,7 +111,7 @@ def parse_encoders(values: list[str] | None, option: str = "--encoder") -> dict[
         problem = spec_problem(spec)
         if problem:
             fail(EncoderError(f"{option} {v}: {problem}; {option} takes MODALITY=PREFIX:NAME"))
-        out[m] = spec
+        out[m] = absolute_spec(spec)  # a relative model folder / file: the saved space finds it anywhere
     return out
 
 

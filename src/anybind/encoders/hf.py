@@ -21,7 +21,8 @@ preprocessing with ``AutoTokenizer`` (text), ``AutoImageProcessor`` (image) or `
   pooled, never cropped (:mod:`anybind.encoders.hf_audio`).
 
 The identity holds the spec (without ``device``), the resolved hub commit or, for a local folder, a hash of
-its weight, config and tokenizer files, a hash of the preprocessing config, and the pooling actually used: a
+its weight, config and tokenizer files (and, with ``trust_remote_code=true``, of the Python files that then run),
+a hash of the preprocessing config, and the pooling actually used: a
 changed model changes the identity, so the feature cache and saved spaces refuse it.  Text longer than the
 model's limit is cut into overlapping chunks whose vectors are pooled (``chunk=on``, the default, see
 :mod:`anybind.encoders.chunks`; the policy is in the identity), or truncated with ``chunk=off``.  Audio items
@@ -193,7 +194,7 @@ class HfEncoder(Encoder):
     def identity(self) -> str:
         if self._identity is None:
             if self.local:
-                weights = "sha256:" + files_sha256(Path(self.source))[:16]
+                weights = "sha256:" + files_sha256(Path(self.source), code=self.options.trust_remote_code)[:16]
             else:
                 weights = "commit:" + self._commit()
             proc = self.processor()

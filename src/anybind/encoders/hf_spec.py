@@ -88,12 +88,15 @@ def accepted(fn: Any, inputs: dict) -> dict:
     return {k: v for k, v in inputs.items() if k in params}
 
 
-def files_sha256(folder: Path) -> str:
-    """SHA-256 over the names and bytes of a model folder's weight, config and tokenizer files."""
+def files_sha256(folder: Path, code: bool = False) -> str:
+    """SHA-256 over the names and bytes of a model folder's weight, config and tokenizer files; with ``code`` (a
+    model loaded with ``trust_remote_code``) its Python files too, since they run and a change to them changes the
+    features."""
     h = hashlib.sha256()
+    suffixes = HASHED_SUFFIXES | {".py"} if code else HASHED_SUFFIXES
     for p in sorted(folder.rglob("*")):
         rel = p.relative_to(folder)
-        if p.is_file() and p.suffix in HASHED_SUFFIXES and not any(s.startswith(".") for s in rel.parts):
+        if p.is_file() and p.suffix in suffixes and not any(s.startswith(".") for s in rel.parts):
             h.update(f"{rel.as_posix()}:{sha256_file(p)};".encode())
     return h.hexdigest()
 

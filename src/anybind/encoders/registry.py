@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
@@ -219,6 +221,25 @@ def spec_problem(spec: str) -> str | None:
         return (f"unknown prefix {prefix!r} in {spec!r}: {how}; a plugin declares its prefix as an "
                 f"{ENTRY_POINT_GROUP!r} entry point")
     return None
+
+
+#: a local model path inside a spec: ``hf/<folder>`` or ``onnx/<file>`` (up to its options, the next part of a
+#: ``concat(...)`` or ``video:frames(...)``, or ``+bridge``), and an ONNX text spec's ``tokenizer=<folder>``
+_LOCAL_PATH = re.compile(r"(?<=:)(hf/|onnx/)([^@,()]+?)(?=\+bridge\b|[@,()]|$)|(?<=[@,])(tokenizer=)([^,()]+)")
+
+
+def absolute_spec(spec: str) -> str:
+    """``spec`` with its local model paths (``hf/<folder>``, ``onnx/<file>``, ``tokenizer=<folder>``, also inside
+    ``video:frames(...)`` and ``concat(...)``) made absolute when they are relative and exist from the working
+    directory: a space saved with such a spec then loads from any folder.  Hub ids and absolute paths are kept.
+    The command line applies it to every ``-e`` / ``--from-pretrained`` value."""
+    def fix(m: re.Match) -> str:
+        head, path = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
+        if os.path.isabs(path) or not os.path.exists(path):
+            return m.group(0)
+        return head + os.path.abspath(path)
+
+    return _LOCAL_PATH.sub(fix, spec)
 
 
 def get_encoder(spec: str, *, cached: bool = True) -> Any:

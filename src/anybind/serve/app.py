@@ -232,7 +232,7 @@ def create_app(
         budget: PixelBudget = request.state.budget
         await anyio.to_thread.run_sync(svc.refresh)  # current counts; off the event loop (it may reload)
         sp = svc.space
-        ups = {k: m for k in ("image", "audio", "array") if (m := svc.upload_modality(k))}
+        ups = {k: m for k in ("image", "audio", "video", "array") if (m := svc.upload_modality(k))}
         return HealthOut(
             status="ok",
             anybind_version=__version__,

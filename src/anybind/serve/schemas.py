@@ -244,7 +244,8 @@ class HealthOut(BaseModel):
     space: SpaceInfo
     index: IndexInfo
     text_modalities: list[str] = Field(description="Modalities a text query may name.")
-    upload_modalities: dict[str, str] = Field(description="Uploaded image / sound -> the modality it is embedded as.")
+    upload_modalities: dict[str, str] = Field(
+        description="Uploaded image / sound / video / array -> the modality it is embedded as.")
     media: dict[str, str] = Field(description="Each bound modality's media (image, audio, text, other).")
     calibrated: list[str] = Field(default_factory=list, description="Modality pairs with a calibrated P(match) "
                                   "('image-text'); empty when the space is not calibrated (then rank_by='probability' "

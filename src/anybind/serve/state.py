@@ -178,8 +178,9 @@ class Service:
         return kind if kind in ("image", "audio", "video") else "other"
 
     def upload_modality(self, kind: str) -> str | None:
-        """The bound modality an uploaded image / sound is embedded as: ``image`` / ``audio``, else the
-        only bound file modality of that media kind (an ``array``: the only one whose encoder reads arrays)."""
+        """The bound modality an uploaded image / sound / video is embedded as: ``image`` / ``audio`` /
+        ``video``, else the only bound file modality of that media kind (an ``array``: the only one whose encoder
+        reads arrays)."""
         cands = self.takes(kind)
         if kind in cands:
             return kind
