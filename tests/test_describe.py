@@ -205,3 +205,30 @@ def test_the_cli_describes_classes_from_a_manifest_and_shows_them(tmp_path, monk
     assert "repeated 12" in res.output and "dog:\n  A dog is a dog you can see." in res.output
     res = CliRunner().invoke(app, ["prompts", str(folder), "--describe", "x", "--template", "a {}."])
     assert res.exit_code == 2
+
+
+def test_the_bench_option_refuses_an_unknown_model_before_any_work_and_keeps_what_it_wrote(tmp_path, monkeypatch):
+    from anybind.bench.lm_descriptions import lm_descriptions
+    from anybind.bench.tasks_corpora import fashion_mnist_zeroshot
+
+    with pytest.raises(CaptionError, match="language model 'nope'") as e:
+        fashion_mnist_zeroshot(tmp_path, systems="defaults", describe="nope")
+    assert "\n" not in str(e.value) and list(tmp_path.iterdir()) == []  # no corpus built, nothing encoded
+    model = tmp_path / "lm"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    calls = []
+
+    def fake(names, lm, seed):
+        calls.append((list(names), lm, seed))
+        return D.ClassDescriptions({n: [f"A {n} is round."] for n in names}, {}, lm, "0" * 16, ["{}?"], seed, 8)
+
+    monkeypatch.setattr(D, "describe_classes", fake)
+    a = lm_descriptions(tmp_path / "w", str(model), ["cup", "ball"], seed=1)
+    b = lm_descriptions(tmp_path / "w", str(model), ["cup", "ball"], seed=1)
+    assert a == b and a["by_class"] == {"cup": ["A cup is round."], "ball": ["A ball is round."]}
+    assert len(calls) == 1  # the second read the work folder's copy
+    lm_descriptions(tmp_path / "w", str(model), ["cup", "ball"], seed=2)
+    (model / "config.json").write_text('{"changed": 1}')  # another model: written again
+    lm_descriptions(tmp_path / "w", str(model), ["cup", "ball"], seed=1)
+    assert len(calls) == 3

@@ -40,6 +40,8 @@ QUESTIONS = (
 MAX_WORDS = 40
 #: at least this many words in a kept description
 MIN_WORDS = 4
+#: the longest answer generated, in tokens (a cut-off last sentence is dropped by :func:`clean_description`)
+MAX_NEW_TOKENS = 48
 _REFUSAL = re.compile(r"\b(i'?m sorry|i am sorry|i cannot|i can'?t|as an ai|i don'?t know|i do not know)\b", re.I)
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 _SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
@@ -176,7 +178,7 @@ def describe_classes(
     lm: str | FrozenLM = SMOLLM2,
     questions: Sequence[str] = QUESTIONS,
     seed: int = 0,
-    max_new_tokens: int = 48,
+    max_new_tokens: int = MAX_NEW_TOKENS,
     batch_size: int = 8,
 ) -> ClassDescriptions:
     """Ask the language model ``lm`` (a spec, see :func:`~anybind.caption.lm.load_lm`, or a loaded one) each of
