@@ -261,6 +261,7 @@ def fashion_mnist_zeroshot(work: Path, cache=None, seed: int = 0, console=None, 
             described[key] = paired_vs_first(["templates", "with"], {"templates": {"accuracy": plain0}, "with": {
                 "accuracy": res["LM descriptions"]["correct"]}}, seed)["with"]["accuracy"]
             recalls[name + ", LM descriptions"] = per_class_recall(res["LM descriptions"])
+            per_image[key] = {"LM descriptions": res["LM descriptions"]["correct"]}  # pooled over slices later
         if sel is not None:  # the space's own templates, chosen on Tux Paint / emoji val (never Fashion-MNIST)
             from .prompt_choice import choose_for
 
