@@ -15,7 +15,7 @@ import numpy as np
 
 from .data.manifest import Manifest, Record, load_manifest
 from .data.strings import is_blank
-from .data.templates import fill_template, templates_for
+from .data.templates import descriptions_for, fill_template, templates_for
 from .errors import DataError
 from .metrics import (  # noqa: F401  (re-exported: evaluate is where users look for them)
     KS,
@@ -153,8 +153,10 @@ def zero_shot(
     bias: Sequence[float] | None = None,
     vectors: np.ndarray | None = None,
     per_item: bool = False,
+    descriptions: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, Any]:
-    """Classify items by their nearest class prompt (averaged over templates, a prompt ensemble).
+    """Classify items by their nearest class prompt (averaged over templates, a prompt ensemble, and over the
+    class's descriptions: ``descriptions`` class name -> sentences, None: the space's own, ``{}``: none).
 
     ``center=True`` subtracts the mean embedding of the classified items before the
     cosine (transductive: it uses the unlabelled batch, never its labels).  When a
@@ -190,7 +192,8 @@ def zero_shot(
             raise DataError(f"zero-shot: class vectors of shape {C.shape} for {len(classes)} classes in a space of "
                             f"dimension {space.dim}; give one finite row per class")
     else:
-        C = class_embeddings(space, [names(c) for c in classes], templates, text_modality, cache)
+        C = class_embeddings(space, [names(c) for c in classes], templates, text_modality, cache,
+                             descriptions=descriptions)
     X = space.embed(modality, [r.values[modality] for r in recs], cache=cache)
     if center:
         X = X - X.mean(0)
@@ -272,9 +275,12 @@ def class_embeddings(
     cache: "FeatureCache | str | Path | None" = None,
     *,
     batch_size: int = 4096,
+    descriptions: Mapping[str, Sequence[str]] | None = None,
 ) -> np.ndarray:
     """Prompt-ensemble class embeddings (n_classes, dim): each class the renormalised mean of its
-    templates' embeddings (``templates`` None: the space's own prompts).
+    templates' embeddings (``templates`` None: the space's own prompts) and of its descriptions' (CuPL: every
+    prompt counts once; ``descriptions`` class name -> sentences, None: the space's own, ``{}``: none; a class
+    without any has its templates only).
 
     Prompts are embedded ``batch_size`` at a time (so thousands of classes x templates never sit in
     memory as encoder inputs at once) and every prompt's encoder features are cached, so a second
@@ -288,15 +294,32 @@ def class_embeddings(
     if bad:
         raise DataError(f"empty class name at position {bad[0]}")
     templates = templates_for(space, templates)  # None: the space's own prompts
+    desc = descriptions_for(space, descriptions)
     fc = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
     T = len(templates)
-    per = max(1, batch_size // max(1, T))
     out = np.zeros((len(names), space.dim), np.float32)
-    for c0 in range(0, len(names), per):
-        part = names[c0 : c0 + per]
-        prompts = [fill_template(t, n) for n in part for t in templates]
-        E = space.embed(text_modality, prompts, cache=fc).reshape(len(part), T, -1).mean(1)
-        out[c0 : c0 + len(part)] = E / np.maximum(np.linalg.norm(E, axis=1, keepdims=True), 1e-12)
+    if not any(desc.get(n) for n in names):  # templates only: a (classes, templates) block at a time
+        per = max(1, batch_size // max(1, T))
+        for c0 in range(0, len(names), per):
+            part = names[c0 : c0 + per]
+            prompts = [fill_template(t, n) for n in part for t in templates]
+            E = space.embed(text_modality, prompts, cache=fc).reshape(len(part), T, -1).mean(1)
+            out[c0 : c0 + len(part)] = E / np.maximum(np.linalg.norm(E, axis=1, keepdims=True), 1e-12)
+        return out
+    c0 = 0
+    while c0 < len(names):
+        part, prompts, ends = [], [], []
+        for n in names[c0:]:  # the classes whose prompts fit in batch_size (at least one class)
+            mine = [fill_template(t, n) for t in templates] + list(desc.get(n, ()))
+            if part and len(prompts) + len(mine) > batch_size:
+                break
+            part.append(n)
+            prompts += mine
+            ends.append(len(prompts))
+        E = space.embed(text_modality, prompts, cache=fc)
+        M = np.stack([E[a:b].mean(0) for a, b in zip([0, *ends[:-1]], ends)])
+        out[c0 : c0 + len(part)] = M / np.maximum(np.linalg.norm(M, axis=1, keepdims=True), 1e-12)
+        c0 += len(part)
     return out
 
 

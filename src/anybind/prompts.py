@@ -18,6 +18,11 @@ templates, the candidates, the scores step by step, and a fingerprint of each se
 :func:`choose_and_set` (``Space.choose_templates``, ``anybind prompts --choose-on``) stores the choice only when it
 beats the space's current templates on the same sets; otherwise the space keeps them and the lineage entry says so
 (``chosen.kept``).
+
+Templates are chosen and scored without the space's class descriptions (each class's own sentences, written by a
+language model: :mod:`anybind.caption.describe`); :func:`set_descriptions` stores those (``info["descriptions"]``,
+class name -> sentences) with a lineage entry, and every zero-shot path then averages a described class's
+descriptions with its filled templates (:func:`anybind.evaluate.class_embeddings`).
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .data.templates import CLIP_TEMPLATES, check_templates, templates_for
+from .data.templates import CLIP_TEMPLATES, check_descriptions, check_templates, templates_for
 from .errors import DataError
 from .evaluate import class_embeddings, class_name, nearest_class
 
@@ -126,6 +131,24 @@ def set_templates(space: "SpaceCore", templates: Sequence[str], *, record: Mappi
     return space
 
 
+def set_descriptions(space: "SpaceCore", descriptions: Mapping[str, Sequence[str]], *,
+                     record: Mapping[str, Any] | None = None) -> "SpaceCore":
+    """Store ``descriptions`` (class name -> sentences, checked; ``{}`` removes them) as ``space``'s class
+    descriptions, in place, and append a ``descriptions`` lineage entry (``record``: how they were made).
+    Returns ``space``."""
+    desc = check_descriptions({k: list(v) for k, v in dict(descriptions).items()})
+    previous = (space.info or {}).get("descriptions")
+    if desc:
+        space.info["descriptions"] = desc
+    else:
+        space.info.pop("descriptions", None)
+    space.info.setdefault("lineage", []).append(
+        {"event": "descriptions", "classes": sorted(desc), "previous_classes": sorted(previous or {}),
+         **dict(record or {}), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    log.info("the space's class descriptions: %d sentence(s) for %d class(es)", sum(map(len, desc.values())), len(desc))
+    return space
+
+
 def _lineage(space: "SpaceCore", entry: Mapping[str, Any]) -> None:
     space.info.setdefault("lineage", []).append(
         {"event": "templates", **entry, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
@@ -198,7 +221,7 @@ def _balanced_accuracies(space: "SpaceCore", data: Sequence[_Prepared], classes:
 
 def _ensemble_scores(space: "SpaceCore", data: Sequence[_Prepared], templates: Sequence[str], text_modality: str,
                      cache: Any) -> list[float]:
-    C = [class_embeddings(space, d.names, templates, text_modality, cache) for d in data]
+    C = [class_embeddings(space, d.names, templates, text_modality, cache, descriptions={}) for d in data]
     return _balanced_accuracies(space, data, C, text_modality)
 
 
@@ -240,7 +263,8 @@ def choose_templates(
     data = _prepare(space, sets, fc)
     # per set, each candidate's class embeddings (n_cands, n_classes, dim): an ensemble's class embeddings are
     # its members' sum renormalised (evaluate.class_embeddings: the renormalised mean)
-    P = [np.stack([class_embeddings(space, d.names, [t], text_modality, fc) for t in cands]) for d in data]
+    P = [np.stack([class_embeddings(space, d.names, [t], text_modality, fc, descriptions={}) for t in cands])
+         for d in data]
 
     def score(sums: list[np.ndarray]) -> list[float]:
         return _balanced_accuracies(

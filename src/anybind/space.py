@@ -34,7 +34,8 @@ from .federated import federate
 from .fitting import fit_features, fit_options, fit_space
 from .manifests import as_manifests, fit_manifests, records_with  # noqa: F401  (re-exported: they were defined here)
 from .progressive import add_modality, replace_encoder
-from .prompts import CANDIDATE_TEMPLATES, TemplateChoice, choose_and_set, selection_sets, set_templates
+from .prompts import (CANDIDATE_TEMPLATES, TemplateChoice, choose_and_set, selection_sets, set_descriptions,
+                      set_templates)
 from .space_core import SpaceCore
 from .update import update_space
 
@@ -180,6 +181,14 @@ class Space(SpaceCore):
         """Store ``templates`` (each with ``{}``) as this space's zero-shot prompts, in place (saved in
         ``space.json``; used wherever a caller gives none); the lineage records it.  Returns this space."""
         set_templates(self, templates, record={"how": "given"})
+        return self
+
+    def set_descriptions(self, descriptions: Mapping[str, Sequence[str]]) -> "Space":
+        """Store class descriptions (class name -> sentences; ``{}`` removes them) with this space, in place (saved
+        in ``space.json``): zero-shot then averages a described class's sentences with its filled templates.
+        :func:`anybind.caption.describe.describe_and_set` writes them with the frozen language model.  Returns
+        this space."""
+        set_descriptions(self, descriptions, record={"how": "given"})
         return self
 
     def choose_templates(

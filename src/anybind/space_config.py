@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from .data.media import short_repr
-from .data.templates import check_templates
+from .data.templates import check_descriptions, check_templates
 from .errors import DataError, SpaceError
 from .projectors import Projector, ProjectorConfig, check_frames
 
@@ -187,6 +187,7 @@ def read_space_json(path: str | Path) -> SpaceFile:
     if "anybind_version" in meta:
         _text(path, "anybind_version", meta["anybind_version"])
     check_space_templates(path, extras["info"])
+    check_space_descriptions(path, extras["info"])
     return SpaceFile(path, version, dim, temperature, _text(path, "identity", meta["identity"]), entries,
                      extras["config"], extras["info"])
 
@@ -203,6 +204,17 @@ def check_space_templates(path: Path, info: Mapping[str, Any]) -> None:
         check_templates(t)
     except DataError as e:
         raise _fail(path, f"info.templates: {e}") from None
+
+
+def check_space_descriptions(path: Path, info: Mapping[str, Any]) -> None:
+    """``info["descriptions"]`` (the space's class descriptions, :mod:`anybind.prompts`), when present, must map
+    class names to lists of sentences: else one :class:`SpaceError` naming the file."""
+    if "descriptions" not in info:
+        return
+    try:
+        check_descriptions(info["descriptions"])
+    except DataError as e:
+        raise _fail(path, f"info.descriptions: {e}") from None
 
 
 def space_identity(

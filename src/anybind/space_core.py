@@ -33,15 +33,15 @@ import torch.nn.functional as F
 from .cache import FeatureCache
 from .calibrators import Calibration, read_calibration, write_calibration
 from .data.strings import is_blank
-from .data.templates import templates_for
+from .data.templates import descriptions_for, templates_for
 from .encoders.base import Encoder
 from .encoders.custom import spec_for_folder, spec_in_folder
 from .encoders.registry import get_encoder
 from .errors import AnybindError, DataError, SpaceError
 from .projectors import Projector
 from .scoring import Scorer
-from .space_config import (FORMAT_VERSION, SPACE_FORMAT, check_space_templates, file_version, json_default,
-                           space_identity)
+from .space_config import (FORMAT_VERSION, SPACE_FORMAT, check_space_descriptions, check_space_templates, file_version,
+                           json_default, space_identity)
 from .vocabulary import Vocabulary, read_vocabulary_part, write_vocabulary_part
 from .version import __version__
 
@@ -139,6 +139,12 @@ class SpaceCore:
         """The zero-shot prompt templates used when a caller gives none: the space's own (``info["templates"]``,
         see :mod:`anybind.prompts`), else ``["a {}."]``."""
         return templates_for(self)
+
+    @property
+    def descriptions(self) -> dict[str, list[str]]:
+        """The class descriptions zero-shot averages with the templates (``info["descriptions"]``, class name ->
+        sentences; see :mod:`anybind.caption.describe`), else ``{}``."""
+        return descriptions_for(self)
 
     @property
     def dim(self) -> int:
@@ -288,6 +294,7 @@ class SpaceCore:
         """The ``space.json`` content; ``folder``: where it is saved (``vectors:`` paths are stored for it)."""
         store = (lambda s: s) if folder is None else (lambda s: spec_for_folder(s, folder))
         check_space_templates(Path(folder or "space") / "space.json", self.info)  # a bad prompt is never saved
+        check_space_descriptions(Path(folder or "space") / "space.json", self.info)
         if self.format_version >= 2:
             missing = [m for m in self.modalities if m not in self.identities]
             if missing:

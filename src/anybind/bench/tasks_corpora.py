@@ -150,13 +150,15 @@ def per_class_recall(zs: dict) -> dict[str, float]:
     "row's paired bootstrap difference from the first per column, and every row's per-image hits in the JSON; "
     "balance=N (default 1000, 0: none): also each system with class biases balanced on N unlabelled *train* images "
     "from balance_start= (default 1000), softmax temperature(s) balance_t= (default 10), applied image by image; "
-    "refine=M[,M...]: also class vectors refined on the same unlabelled images, prototype weight M, then balanced)",
+    "refine=M[,M...]: also class vectors refined on the same unlabelled images, prototype weight M, then balanced; "
+    "describe=LM (e.g. smollm2): also the five templates with each class's descriptions written by that language "
+    "model (CuPL, no labelled data), paired against the templates alone)",
 )
 def fashion_mnist_zeroshot(work: Path, cache=None, seed: int = 0, console=None, limit: str = "10000",
                            probe_train: str = "10000", systems: str = ",".join(FM_SYSTEMS),
                            prompts: str = "", image: str = "", split: str = "test", balance: str = "1000",
                            balance_start: str = "1000", balance_t: str = "10", refine: str = "",
-                           offset: str = "0") -> TaskResult:
+                           offset: str = "0", describe: str = "") -> TaskResult:
     import numpy as np
     from sklearn.linear_model import LogisticRegression
 
@@ -195,6 +197,11 @@ def fashion_mnist_zeroshot(work: Path, cache=None, seed: int = 0, console=None, 
     mixes = refine_option("fashion-mnist-zeroshot", refine)
     if mixes and not n_bal:
         raise AnybindError(f"fashion-mnist-zeroshot: refine={refine!r} refines on the balancing images: give balance=N > 0")
+    desc = None
+    if describe:  # before any fitting: a missing language model fails fast
+        from .lm_descriptions import lm_descriptions
+
+        desc = lm_descriptions(work, describe, list(FM_NAMES.values()), seed)
     mods = ["image", "text"]
     tux = prepare_tuxpaint(work, console)
     sources = [tux]
@@ -234,17 +241,27 @@ def fashion_mnist_zeroshot(work: Path, cache=None, seed: int = 0, console=None, 
             entries.append((key, FM_SYSTEMS[key], fits[key]))
     row_names = {k: n for k, n, _ in entries}
     rows, accs, recalls, chosen, intervals, balancing, per_image = [], {}, {}, {}, {}, {}, {}
+    described: dict = {}  # with describe=: each row's LM-descriptions column minus its templates alone, paired
     for key, name, fit in entries:
         sp = fit()
 
-        def zs(templates, center=False, names=FM_NAMES, sp=sp):
+        def zs(templates, center=False, names=FM_NAMES, sp=sp, descriptions=None):
             return zero_shot(sp, test, "image", "class", classes=list(FM_NAMES), names=lambda c: names[c],
-                             templates=templates, cache=cache, center=center)
+                             templates=templates, cache=cache, center=center, descriptions=descriptions,
+                             per_item=descriptions is not None)
 
         res = {"accuracy": zs(FM_TEMPLATES), "one prompt": zs(FM_TEMPLATES[:1]),
                "centred (transductive)": zs(FM_TEMPLATES, center=True),
                "train prompts": zs(FM_TEMPLATES_TRAIN, names=FM_NAMES_TRAIN),
                "train prompts, centred": zs(FM_TEMPLATES_TRAIN, center=True, names=FM_NAMES_TRAIN)}
+        if desc is not None:  # the five templates with the LM's class descriptions, paired against them alone
+            res["LM descriptions"] = zs(FM_TEMPLATES, descriptions=desc["by_class"])
+            res["LM descriptions, centred"] = zs(FM_TEMPLATES, center=True, descriptions=desc["by_class"])
+            plain0 = zs(FM_TEMPLATES, descriptions={})["correct"]
+            described[key] = paired_vs_first(["templates", "with"], {"templates": {"accuracy": plain0}, "with": {
+                "accuracy": res["LM descriptions"]["correct"]}}, seed)["with"]["accuracy"]
+            recalls[name + ", LM descriptions"] = per_class_recall(res["LM descriptions"])
+            per_image[key] = {"LM descriptions": res["LM descriptions"]["correct"]}  # pooled over slices later
         if sel is not None:  # the space's own templates, chosen on Tux Paint / emoji val (never Fashion-MNIST)
             from .prompt_choice import choose_for
 
@@ -291,6 +308,8 @@ def fashion_mnist_zeroshot(work: Path, cache=None, seed: int = 0, console=None, 
         clf = LogisticRegression(max_iter=2000, C=0.5).fit((Xtr - mu) / sd, ytr)
         ceiling = float((clf.predict((Xte - mu) / sd) == yte).mean())
     cols = ("accuracy", "one prompt", "centred (transductive)", "train prompts", "train prompts, centred")
+    if desc is not None:
+        cols += ("LM descriptions", "LM descriptions, centred")
     if sel is not None:
         cols += ("chosen prompts", "chosen prompts, centred")
     cols += tuple(c for col, _ in bcols for c in (col, "train prompts, " + col))
@@ -329,7 +348,7 @@ def fashion_mnist_zeroshot(work: Path, cache=None, seed: int = 0, console=None, 
                 "headline": row_names[head],
                 "per_class_recall": recalls, "train_corpora": [str(p) for p in sources], "chosen_prompts": chosen,
                 "balance_images": len(bal), "balance_start": bal_start if bal else None, "balance_t": temps,
-                "refine": mixes,
+                "refine": mixes, "lm_descriptions": desc, "lm_descriptions_paired": described,
                 "balancing": balancing, "intervals": {k: {a: (list(b) if isinstance(b, tuple) else b)
                                                           for a, b in v.items()} for k, v in intervals.items()}},
         notes=[(f"Fashion-MNIST {split} images {first}-{first + len(test) - 1} ({len(test)}; from the split's first), "
@@ -343,6 +362,11 @@ def fashion_mnist_zeroshot(work: Path, cache=None, seed: int = 0, console=None, 
                       f"{row_names[k]} {c} {v['diff']:+.3f} ({v['ci'][0]:+.3f} to {v['ci'][1]:+.3f}; "
                       f"+{v['wins']}/-{v['losses']} images)" for k, cols in paired.items() for c, v in cols.items())]
                  if paired else []),
+               *([("LM descriptions: FM_TEMPLATES with each class's descriptions written by the language model "
+                   f"{describe!r} (anybind.caption.describe, greedy, seed {seed}; every prompt counts once, CuPL); "
+                   "paired against FM_TEMPLATES alone on the same images (95% bootstrap, 1000 resamples): " + "; ".join(
+                       f"{row_names[k]} {v['diff']:+.3f} ({v['ci'][0]:+.3f} to {v['ci'][1]:+.3f}; "
+                       f"+{v['wins']}/-{v['losses']} images)" for k, v in described.items()))] if desc else []),
                ("centred: the test images' mean embedding subtracted before the cosine (uses the unlabelled test batch; "
                 "Fashion-MNIST sits in one corner of the space, where 'trousers' is the hub)"),
                ("train prompts: FM_TEMPLATES_TRAIN with FM_NAMES_TRAIN, chosen on labelled Fashion-MNIST train images "

@@ -23,30 +23,47 @@ def prompts(
         None, "--candidate", help="Candidate template (repeatable; default anybind.prompts.CANDIDATE_TEMPLATES)."),
     modality: str = typer.Option("image", help="The labelled modality."),
     max_templates: int = typer.Option(8, help="At most this many templates chosen."),
+    describe: list[str] = typer.Option(
+        None, "--describe", help="Class name the language model describes, stored with the space (repeatable)."),
+    describe_from: Optional[Path] = typer.Option(
+        None, "--describe-from", help="Manifest whose --label values name the classes to describe (labels only)."),
+    lm: str = typer.Option("smollm2", "--lm", help="Language model that writes the descriptions."),
+    seed: int = typer.Option(0, help="Seed of the descriptions' (greedy) generation."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Save the space here (default: in place)."),
     cache: Optional[Path] = typer.Option(None, help="Feature cache folder."),
 ):
     """Show the space's zero-shot prompts; --template stores given ones; --choose-on picks them greedily from
-    candidates on held-out labelled records (val of the training corpus, other labelled corpora; never test).
+    candidates on held-out labelled records (val of the training corpus, other labelled corpora; never test);
+    --describe / --describe-from store descriptions of the classes written by a language model (CuPL; no labelled
+    data), which zero-shot averages with the templates.
 
     Example:  anybind prompts spaces/tux --choose-on data/tux/manifest.jsonl --label category --split val
+    Example:  anybind prompts spaces/tux --describe sandal --describe "ankle boot"
     """
     from ..space import Space
 
-    if template and choose_on:
-        raise typer.BadParameter("give --template or --choose-on, not both")
+    if sum(map(bool, (template, choose_on, describe or describe_from))) > 1:
+        raise typer.BadParameter("give one of --template, --choose-on, --describe / --describe-from")
     if choose_on and not label:
         raise typer.BadParameter("--choose-on needs --label (the key its records are classified by)")
+    if describe_from and (describe or len(label or []) != 1):
+        raise typer.BadParameter("--describe-from needs one --label (the key whose values name the classes), "
+                                 "and no --describe")
     try:
         space = Space.load(space_dir)
-        if not template and not choose_on:
-            console.print("\n".join(space.templates), highlight=False, markup=False)
+        if not template and not choose_on and not describe and not describe_from:
+            _show(space)
             return
         target = out or space_dir
         if out:
             check_out(out, "space", False)
         if template:
             space.set_templates(template)
+        elif describe or describe_from:
+            res = _describe(space, list(describe or []), describe_from, (label or [""])[0], modality, lm, seed)
+            console.print(f"{sum(map(len, res.by_class.values()))} description(s) kept for {len(res.by_class)} "
+                          f"class(es); dropped: {', '.join(f'{r} {c}' for r, c in res.dropped.items()) or 'none'}",
+                          highlight=False, markup=False)
         else:
             choice = space.choose_templates(list(choose_on), label[0] if len(label) == 1 else list(label), split=split,
                                             candidates=candidate or None, modality=modality,
@@ -62,8 +79,34 @@ def prompts(
         space.save(target, overwrite=True)
     except AnybindError as e:
         fail(e)
-    console.print("\n".join(space.templates), highlight=False, markup=False)
+    _show(space)
     console.print(f"saved to {target}", highlight=False, markup=False)
+
+
+def _show(space) -> None:
+    console.print("\n".join(space.templates), highlight=False, markup=False)
+    for name, ds in space.descriptions.items():
+        console.print(f"{name}:", highlight=False, markup=False)
+        for d in ds:
+            console.print(f"  {d}", highlight=False, markup=False)
+
+
+def _describe(space, names: list[str], manifest: Optional[Path], label: str, modality: str, lm: str, seed: int):
+    """Descriptions of the classes (given, or a manifest's label values as zero-shot names them) stored with
+    ``space``."""
+    from ..caption.describe import describe_and_set
+
+    if manifest is not None:
+        from ..data.manifest import load_manifest
+        from ..encoders.kinds import manifest_kinds
+        from ..evaluate import class_name
+
+        man = load_manifest(manifest, modalities=[modality], kinds=manifest_kinds(space.encoders), check_media=False)
+        values = sorted({str(r.labels[label]) for r in man.records if label in r.labels})
+        if not values:
+            raise AnybindError(f"{manifest}: no record has the label {label!r}")
+        names = list(dict.fromkeys(class_name(v) for v in values))
+    return describe_and_set(space, names, lm=lm, seed=seed)
 
 
 @app.command()

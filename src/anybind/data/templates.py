@@ -10,6 +10,11 @@ The only placeholder is ``{}`` (also spelled ``{0}`` or ``{label}``), as often a
 A space may carry its own prompts (``space.info["templates"]``: an imported CLIP pair stores CLIP's ensemble,
 see :mod:`anybind.pairs`; any space can be given or choose its own, see :mod:`anybind.prompts`);
 :func:`templates_for` is what every zero-shot path uses when none are given.
+
+A space may also carry descriptions of its classes (``space.info["descriptions"]``: class name -> sentences, no
+``{}``; written by a language model, :mod:`anybind.caption.describe`): a described class's vector is the mean of
+its filled templates and its descriptions (CuPL); :func:`descriptions_for` gives them, :func:`check_descriptions`
+checks them.
 """
 
 from __future__ import annotations
@@ -108,3 +113,35 @@ def templates_for(space: Any, templates: Sequence[str] | None = None) -> list[st
         return check_templates(templates)
     own = (getattr(space, "info", None) or {}).get("templates")
     return check_templates(own if own else DEFAULT_TEMPLATES)
+
+
+#: at most this many characters in one stored class description
+MAX_DESCRIPTION_CHARS = 1000
+
+
+def check_descriptions(descriptions: Any) -> dict[str, list[str]]:
+    """Class descriptions as a mapping of class name -> list of non-empty sentences (at most
+    :data:`MAX_DESCRIPTION_CHARS` characters each; a class may have none); else :class:`DataError` saying which."""
+    if not isinstance(descriptions, dict):
+        raise DataError(f"class descriptions are {type(descriptions).__name__}, expected a mapping of class name -> "
+                        "list of sentences")
+    out: dict[str, list[str]] = {}
+    for name, ds in descriptions.items():
+        if not isinstance(name, str) or not name.strip():
+            raise DataError(f"class descriptions: class name {name!r} is empty or not a string")
+        if not isinstance(ds, list) or not all(isinstance(d, str) and d.strip() for d in ds):
+            raise DataError(f"class descriptions of {_shown(name)}: expected a list of non-empty sentences")
+        long = [d for d in ds if len(d) > MAX_DESCRIPTION_CHARS]
+        if long:
+            raise DataError(f"class descriptions of {_shown(name)}: one is {len(long[0])} characters "
+                            f"(at most {MAX_DESCRIPTION_CHARS})")
+        out[name] = list(ds)
+    return out
+
+
+def descriptions_for(space: Any, descriptions: Any = None) -> dict[str, list[str]]:
+    """The class descriptions to use with ``space``, checked: ``descriptions`` when given (``{}``: none), else the
+    space's own (``space.info["descriptions"]``), else none."""
+    if descriptions is None:
+        descriptions = (getattr(space, "info", None) or {}).get("descriptions") or {}
+    return check_descriptions(descriptions)
