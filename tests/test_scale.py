@@ -222,3 +222,22 @@ def test_ray_train_names_the_shards_to_its_workers_as_the_shell_names_the_driver
     with pytest.raises(Built):
         ray_train.fit_ray(shards, TrainConfig(epochs=1, batch_size=8), workers=1)
     assert seen == {"shards": str(tmp_path / "link" / "s"), "storage": str(tmp_path / "link" / "_ray_runs")}
+
+
+def test_paths_handed_to_workers_name_the_folder_the_driver_reads_when_dotdot_follows_a_link(tmp_path, monkeypatch):
+    """``..`` after a link is the link target's parent for the kernel (what the driver opens for ``--cache
+    ../cache`` run from a folder reached through a link): the absolute path handed to Ray workers and torchrun
+    ranks names that same folder, the link's name kept, not the lexical parent of the link (another folder)."""
+    import os
+
+    from anybind.data.files import absolute_as_given
+
+    (tmp_path / "real" / "proj").mkdir(parents=True)
+    (tmp_path / "real" / "cache").mkdir()
+    (tmp_path / "proj").symlink_to(tmp_path / "real" / "proj")  # ~/proj -> /scratch/proj
+    monkeypatch.chdir(tmp_path / "proj")
+    monkeypatch.setenv("PWD", str(tmp_path / "proj"))
+    for named in ("../cache", str(tmp_path / "proj" / ".." / "cache")):
+        handed = absolute_as_given(named)
+        assert os.path.isabs(handed) and handed.startswith(str(tmp_path / "proj")), handed  # the link's name
+        assert os.path.samefile(handed, named), (named, handed)

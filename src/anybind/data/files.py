@@ -83,17 +83,19 @@ def read_regular(path: str | Path) -> bytes:
 def absolute_as_given(path: str | Path) -> str:
     """``path`` (``~`` expanded) made absolute without resolving links: under this process' folder as the shell
     names it (``$PWD`` when that is this folder, as ``pwd`` shows it; the kernel's resolved name otherwise), so a
-    folder reached through a link keeps the link's name (what other machines mounting the same storage share)."""
+    folder reached through a link keeps the link's name (what other machines mounting the same storage share).
+    ``.`` and repeated slashes go, ``..`` stays: after a link it is the link target's parent, the folder the kernel
+    opens here (a lexical ``os.path.normpath`` would name the link's own parent, another folder)."""
     p = os.path.expanduser(str(path))
     if os.path.isabs(p):
-        return os.path.normpath(p)
+        return str(Path(p))
     here, pwd = os.getcwd(), os.environ.get("PWD", "")
     try:
         if pwd and os.path.isabs(pwd) and os.path.samefile(pwd, here):
             here = pwd
     except OSError:
         pass
-    return os.path.normpath(os.path.join(here, p))
+    return str(Path(here, p))
 
 
 #: within :func:`file_keys_remembered`: each file's key by the file's path and ``os.stat`` signature
