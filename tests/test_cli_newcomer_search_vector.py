@@ -48,6 +48,8 @@ def _npz_bytes() -> bytes:
     (np.array([1 + 2j] * 8), "holds complex128 values"),
     (np.array([object()] * 8, dtype=object), "not a .npy array of numbers"),  # would need unpickling
     (b"not an array", "not a .npy array of numbers (not a .npy file (no NUMPY magic number))"),  # not "a pickle"
+    (b"PK,PL\n1,2\n", "(not a .npy file (no NUMPY magic number))"),  # starts like a zip, is none
+    (b"\x93NUM", "(not a .npy file (no NUMPY magic number))"),  # shorter than the magic string
     # read by the library's load_npy (memory-mapped): its refusals, under the one --vector wording
     (np.zeros(8, dtype=[("a", "<f4")]), "not a .npy array of numbers (structured (record) arrays"),
     (_npz_bytes(), "not a .npy array of numbers (expected one array, found NpzFile)"),

@@ -55,6 +55,11 @@ def test_format_is_sniffed_not_named(tmp_path):
     (tmp_path / "t.npy").write_text("1,2\n3,4\n")
     with pytest.raises(DataError, match=r"t\.npy.*not a \.npy"):
         load_series(tmp_path / "t.npy")
+    # text that merely starts like a zip's "PK" is not an .npz, and holds no pickle
+    for i, text in enumerate(("PK,PL\n1,2\n", "PK")):
+        (tmp_path / f"pk{i}.npy").write_text(text)
+        with pytest.raises(DataError, match=r"not a \.npy file \(no NUMPY magic number\)"):
+            load_series(tmp_path / f"pk{i}.npy")
 
 
 @pytest.mark.parametrize(

@@ -98,6 +98,11 @@ def npy_header(data: bytes, what: str) -> tuple[tuple[int, ...], np.dtype]:
     return tuple(int(d) for d in shape), dtype
 
 
+#: how a zip archive (an .npz) starts, as numpy tells one: a local file header, or an empty archive's end record;
+#: not a bare ``PK`` (text can start so, and numpy would take it for a pickle)
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+
+
 def load_npy(path: Path, data: bytes | Path) -> np.ndarray:
     """A ``.npy`` array from its bytes, or from its file (``data`` a path: memory-mapped, so its header's shape can
     be checked before any of its values is read); never unpickled.  :class:`DataError` (one line naming ``path``)."""
@@ -109,7 +114,7 @@ def load_npy(path: Path, data: bytes | Path) -> np.ndarray:
             head = data[: len(NPY_MAGIC)]
     except OSError as e:
         raise DataError(f"{path}: cannot read ({type(e).__name__}: {e})") from None
-    if head and not head.startswith(NPY_MAGIC) and not head.startswith(b"PK"):  # PK: an .npz, refused below
+    if head and not head.startswith((NPY_MAGIC, *_ZIP_MAGIC)):  # a zip: an .npz, refused below
         raise DataError(f"{path}: not a .npy file (no NUMPY magic number)")
     try:
         src = data if isinstance(data, Path) else io.BytesIO(data)
