@@ -234,6 +234,16 @@ def pytest_runtestloop(session):
 
 
 @pytest.hookimpl(optionalhook=True)
+def pytest_handlecrashitem(crashitem, report, sched):
+    """On the controller, a worker that died in a test: xdist reports that test by the id its scheduler was sent;
+    the report names it by its own id (the ``@group`` suffix dropped, read as xdist's ``LoadGroupScheduling`` reads
+    it: after the last ``]``), as :func:`pytest_runtestloop` has the other reports name theirs (and --lf remember)."""
+    at = crashitem.rfind("@")
+    if sched.config.getvalue("dist") == "loadgroup" and at > crashitem.rfind("]"):
+        report.nodeid = crashitem[:at]
+
+
+@pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
     """``--dist loadgroup``, with a test module as the unit a worker gets: its module fixtures (a real corpus, a fitted
     space) are built once, as in a serial run, not once per worker that got one of its tests; the modules marked

@@ -25,6 +25,7 @@ spec.loader.exec_module(ours)
 pytest_collection_modifyitems = ours.pytest_collection_modifyitems
 pytest_xdist_make_scheduler = ours.pytest_xdist_make_scheduler
 pytest_runtestloop = ours.pytest_runtestloop
+pytest_handlecrashitem = getattr(ours, "pytest_handlecrashitem", None)
 pytest_unconfigure = getattr(ours, "pytest_unconfigure", None) or (lambda config: None)
 
 
@@ -74,6 +75,38 @@ def test_groups_and_modules_stay_on_one_worker(tmp_path):
     assert workers["test_small_a"] == workers["test_small_b"], workers  # serve_small users: one worker
     order = [module for module, _ in rows if module.startswith("test_ray")]
     assert order == sorted(order), "the group's modules run one after the other, in order"
+
+
+CRASH_MODULE = '''
+import os
+import pytest
+
+pytestmark = pytest.mark.xdist_group("ray")
+
+
+@pytest.mark.parametrize("i", range(3))
+def test_it(i):
+    if i == 1:
+        os._exit(3)  # the worker dies (a segfault, an OOM kill)
+'''
+
+
+def test_a_crashed_grouped_test_is_reported_and_remembered_by_its_own_id(tmp_path):
+    """A worker that dies in a grouped test: xdist reports the test by the id the scheduler was sent; that report,
+    and --lf's memory of it, name it as a serial run does (no ``@group`` suffix), as the other reports do."""
+    import json
+
+    (tmp_path / "conftest.py").write_text(CONFTEST)
+    (tmp_path / "test_crash.py").write_text(CRASH_MODULE)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rA", "-o", f"cache_dir={tmp_path / 'cache'}", "-n",
+                        "1", "--max-worker-restart", "0", "--dist", "loadgroup", str(tmp_path)], cwd=tmp_path,
+                       env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 1 and "crashed while running" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
+    failed = [line.split()[1] for line in r.stdout.splitlines() if line.startswith("FAILED ")]
+    assert failed == ["test_crash.py::test_it[1]"], r.stdout[-3000:]
+    remembered = json.loads((tmp_path / "cache" / "v" / "cache" / "lastfailed").read_text())
+    assert list(remembered) == ["test_crash.py::test_it[1]"], remembered
 
 
 CHECKS_MODULE = '''
