@@ -187,13 +187,18 @@ ONE_WORKER = {"serve_small": "serve-small", "captioner": "captioner", "ray_head"
 _OWN_ID = pytest.StashKey[tuple[str, object]]()
 
 
+def _id_attr(item) -> str:
+    return "_id" if hasattr(item, "_id") else "_nodeid"  # pytest >= 9.2: a structured id
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_collection_modifyitems(config, items):
     """Every test of a module that uses a fixture of :data:`ONE_WORKER` gets that fixture's ``xdist_group`` (unless
-    it has one already: a mark that follows the fixture wherever a test starts or stops using it); then, on an xdist
-    worker, each grouped test's id ends in ``@group``, which the scheduler reads (xdist 3.8 writes it where pytest
-    9.2 no longer looks: ``item._nodeid``; without this every group is scattered over the workers).  The ids the
-    tests had are kept: they are given back once the scheduler has them (:func:`pytest_runtestloop`)."""
+    it has one already: a mark that follows the fixture wherever a test starts or stops using it).  On an xdist
+    worker of ``--dist loadgroup`` each test keeps its own id here (xdist's own hook, pytest < 9.2, suffixes it:
+    given back), so that what picks items by id after this hook's other implementations (``--lf``, ``--ff``: outer
+    wrappers) reads the ids the reports have; the ``@group`` suffix is added just before the scheduler is sent the
+    ids (:func:`pytest_collection_finish`) and taken away after (:func:`pytest_runtestloop`)."""
     group_of: dict[str, str] = {}
     for item in items:
         for fixture, group in ONE_WORKER.items():
@@ -206,20 +211,28 @@ def pytest_collection_modifyitems(config, items):
     loadgroup = getattr(config.option, "loadgroup", False)  # set on the workers of `--dist loadgroup`
     if loadgroup:  # before xdist's own hook (pytest < 9.2) adds the suffix
         for item in items:
-            attr = "_id" if hasattr(item, "_id") else "_nodeid"  # pytest >= 9.2: a structured id
-            item.stash[_OWN_ID] = (attr, getattr(item, attr))
+            item.stash[_OWN_ID] = (_id_attr(item), getattr(item, _id_attr(item)))
     result = yield
     if loadgroup:
         for item in items:
-            names = {str(m.args[0] if m.args else m.kwargs.get("name", "default"))
-                     for m in item.iter_markers("xdist_group")}
-            suffix = "@" + "_".join(sorted(names))
-            if names and not item.nodeid.endswith(suffix):
-                if hasattr(item, "_id"):
-                    item._id = type(item._id).parse(item.nodeid + suffix)
-                else:
-                    item._nodeid = item.nodeid + suffix
+            if _OWN_ID in item.stash:  # (an item another hook added is not one of the kept)
+                setattr(item, *item.stash[_OWN_ID])
     return result
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_finish(session):
+    """On an xdist worker of ``--dist loadgroup``, before its collection goes to the scheduler: each grouped test's
+    id ends in ``@group``, which the scheduler reads (xdist 3.8 writes it where pytest 9.2 no longer looks:
+    ``item._nodeid``; without this every group is scattered over the workers)."""
+    if not getattr(session.config.option, "loadgroup", False):
+        return
+    for item in session.items:
+        names = {str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                 for m in item.iter_markers("xdist_group")}
+        if names:
+            grouped = item.nodeid + "@" + "_".join(sorted(names))
+            setattr(item, _id_attr(item), type(item._id).parse(grouped) if _id_attr(item) == "_id" else grouped)
 
 
 @pytest.hookimpl(tryfirst=True)

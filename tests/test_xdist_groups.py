@@ -24,6 +24,7 @@ ours = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(ours)
 pytest_collection_modifyitems = ours.pytest_collection_modifyitems
 pytest_xdist_make_scheduler = ours.pytest_xdist_make_scheduler
+pytest_collection_finish = getattr(ours, "pytest_collection_finish", None)
 pytest_runtestloop = ours.pytest_runtestloop
 pytest_handlecrashitem = getattr(ours, "pytest_handlecrashitem", None)
 pytest_unconfigure = getattr(ours, "pytest_unconfigure", None) or (lambda config: None)
@@ -107,6 +108,23 @@ def test_a_crashed_grouped_test_is_reported_and_remembered_by_its_own_id(tmp_pat
     assert failed == ["test_crash.py::test_it[1]"], r.stdout[-3000:]
     remembered = json.loads((tmp_path / "cache" / "v" / "cache" / "lastfailed").read_text())
     assert list(remembered) == ["test_crash.py::test_it[1]"], remembered
+
+
+def test_last_failed_reruns_a_failed_grouped_test(tmp_path):
+    """--lf on the workers: a grouped test that failed (remembered by its own id) is rerun with the other failures,
+    not deselected because the worker's items carry their ``@group`` suffix while --lf picks them."""
+    (tmp_path / "conftest.py").write_text(CONFTEST)
+    (tmp_path / "test_grp.py").write_text('import pytest\n\npytestmark = pytest.mark.xdist_group("ray")\n\n\n'
+                                          '@pytest.mark.parametrize("i", range(3))\ndef test_it(i):\n'
+                                          '    assert i != 1\n')
+    (tmp_path / "test_plain.py").write_text("def test_x():\n    assert False\n\n\ndef test_y():\n    pass\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    runs = [subprocess.run([sys.executable, "-m", "pytest", "-q", "-rA", "-o", f"cache_dir={tmp_path / 'cache'}",
+                            "-n", "1", "--dist", "loadgroup", *lf, str(tmp_path)], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=600) for lf in ([], ["--lf"])]
+    failed = {line.split()[1] for line in runs[1].stdout.splitlines() if line.startswith("FAILED ")}
+    assert failed == {"test_grp.py::test_it[1]", "test_plain.py::test_x"}, runs[1].stdout[-3000:]
+    assert "PASSED" not in runs[1].stdout, runs[1].stdout[-3000:]
 
 
 CHECKS_MODULE = '''
