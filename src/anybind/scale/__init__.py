@@ -114,7 +114,9 @@ def join_ray(addr: str, kw: dict) -> None:
         ray.init(address=canonical_address(addr), **kw)  # the port probed, written as Ray reads it
     except (ConnectionError, RuntimeError, ValueError) as e:
         lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [type(e).__name__]
-        why = lines[0] if not lines[0].endswith(":") else " ".join(lines[:2])  # Ray Client's: the reason follows
+        why = lines[0]
+        if why.endswith(":") and len(lines) > 1:  # Ray Client's header: the reason follows, or the server's
+            why += " " + (lines[-1] if lines[1].startswith("Traceback") else lines[1])  # traceback, ending in it
         why = why[:300]
         token = os.environ.get("RAY_AUTH_MODE", "").lower() == "token"
         hint = "" if token else f"; if it uses token authentication, {TOKEN_HINT}"
