@@ -138,3 +138,30 @@ def test_a_join_refused_by_ray_names_the_reason_not_a_traceback_header(monkeypat
         join_ray("ray://127.0.0.1:10001", {})
     msg = str(ei.value)
     assert "\n" not in msg and "ray://127.0.0.1:10001" in msg and reason in msg and "Traceback" not in msg, msg
+
+
+def test_a_join_refused_in_token_mode_asks_whether_the_token_is_the_clusters(monkeypatch):
+    """In token mode, a cluster refusing this process' token makes Ray fail with 'Failed to connect to Ray cluster
+    at ADDR' (measured on a head started with RAY_AUTH_MODE=token and given another token: after 26 s, naming the
+    head's other interface), which sends the user after the network: the line names the token mode and where the
+    token comes from.  Out of token mode the hint is to set it up, as before."""
+    ray = pytest.importorskip("ray")
+    import anybind.scale.ray_connect as rc
+    from anybind.scale import join_ray
+
+    monkeypatch.setattr(rc, "check_ray_address", lambda addr: None)
+    monkeypatch.setattr(rc, "check_auth_mode", lambda addr: None)
+
+    def init(**kw):
+        raise ConnectionError("Failed to connect to Ray cluster at 192.0.2.2:6379")
+
+    monkeypatch.setattr(ray, "init", init)
+    for mode, want in (("token", "RAY_AUTH_MODE=token"), (None, "set RAY_AUTH_MODE=token")):
+        if mode is None:
+            monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+        else:
+            monkeypatch.setenv("RAY_AUTH_MODE", mode)
+        with pytest.raises(RayConnectError) as ei:
+            join_ray("127.0.0.1:6379", {})
+        msg = str(ei.value)
+        assert "\n" not in msg and "127.0.0.1:6379" in msg and want in msg and "RAY_AUTH_TOKEN" in msg, msg
