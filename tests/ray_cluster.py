@@ -67,6 +67,10 @@ def ray_head():
     port, temp = _free_port(), tempfile.mkdtemp(prefix="rayab", dir="/tmp")  # short: Ray's sockets live under it
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
     env["RAY_AUTH_MODE"] = "disabled"  # no token to hand around (a token-secured cluster is the user's to set up)
+    # the head's Ray Client proxy waits 30 s (Ray's default) for the server it starts per client (a new Python
+    # importing Ray) to take connections, then refuses the client ("Initialization failure from server: ... Proxy
+    # failed to Connect to backend!"): on a loaded 2-core test machine that start took longer
+    env.setdefault("RAY_CLIENT_SERVER_CHECK_CHANNEL_TIMEOUT_S", "300")
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))  # anybind on its workers
     log = Path(temp) / "start.log"
     try:

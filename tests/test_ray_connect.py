@@ -104,3 +104,64 @@ class contextlib_suppress:
 
     def __exit__(self, *exc):
         return exc[0] is not None and issubclass(exc[0], (ssl.SSLError, OSError))
+
+
+# what Ray Client raises when its head's proxy cannot start the client's server (ray/util/client/worker.py: the
+# server's traceback.format_exc() after this header), e.g. a loaded head past RAY_CLIENT_SERVER_CHECK_CHANNEL_TIMEOUT_S
+_CLIENT_INIT_FAILURE = (
+    "Initialization failure from server:\nTraceback (most recent call last):\n"
+    '  File "/ray/util/client/server/proxier.py", line 780, in Datapath\n    raise RuntimeError(\n'
+    "RuntimeError: Proxy failed to Connect to backend! Check `ray_client_server.err` on the head node\n")
+
+
+@pytest.mark.parametrize("raised, reason", [
+    (ConnectionAbortedError(_CLIENT_INIT_FAILURE), "RuntimeError: Proxy failed to Connect to backend!"),
+    (ConnectionAbortedError("Initialization failure from server:\nthe reason\n"), "the reason"),
+    (ConnectionError("Could not connect to the head\nmore detail"), "Could not connect to the head"),
+])
+def test_a_join_refused_by_ray_names_the_reason_not_a_traceback_header(monkeypatch, raised, reason):
+    """Ray's failure to join is one line naming the address and Ray's reason: where Ray's message is a header over
+    the server's traceback (Ray Client's), the reason is the traceback's last line, not 'Traceback (most recent
+    call last):'."""
+    ray = pytest.importorskip("ray")
+    import anybind.scale.ray_connect as rc
+    from anybind.scale import join_ray
+
+    monkeypatch.setattr(rc, "check_ray_address", lambda addr: None)
+    monkeypatch.setattr(rc, "check_auth_mode", lambda addr: None)
+
+    def init(**kw):
+        raise raised
+
+    monkeypatch.setattr(ray, "init", init)
+    with pytest.raises(RayConnectError) as ei:
+        join_ray("ray://127.0.0.1:10001", {})
+    msg = str(ei.value)
+    assert "\n" not in msg and "ray://127.0.0.1:10001" in msg and reason in msg and "Traceback" not in msg, msg
+
+
+def test_a_join_refused_in_token_mode_asks_whether_the_token_is_the_clusters(monkeypatch):
+    """In token mode, a cluster refusing this process' token makes Ray fail with 'Failed to connect to Ray cluster
+    at ADDR' (measured on a head started with RAY_AUTH_MODE=token and given another token: after 26 s, naming the
+    head's other interface), which sends the user after the network: the line names the token mode and where the
+    token comes from.  Out of token mode the hint is to set it up, as before."""
+    ray = pytest.importorskip("ray")
+    import anybind.scale.ray_connect as rc
+    from anybind.scale import join_ray
+
+    monkeypatch.setattr(rc, "check_ray_address", lambda addr: None)
+    monkeypatch.setattr(rc, "check_auth_mode", lambda addr: None)
+
+    def init(**kw):
+        raise ConnectionError("Failed to connect to Ray cluster at 192.0.2.2:6379")
+
+    monkeypatch.setattr(ray, "init", init)
+    for mode, want in (("token", "RAY_AUTH_MODE=token"), (None, "set RAY_AUTH_MODE=token")):
+        if mode is None:
+            monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+        else:
+            monkeypatch.setenv("RAY_AUTH_MODE", mode)
+        with pytest.raises(RayConnectError) as ei:
+            join_ray("127.0.0.1:6379", {})
+        msg = str(ei.value)
+        assert "\n" not in msg and "127.0.0.1:6379" in msg and want in msg and "RAY_AUTH_TOKEN" in msg, msg

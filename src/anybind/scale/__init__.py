@@ -102,8 +102,8 @@ def join_ray(addr: str, kw: dict) -> None:
     first checked within a bounded time, then Ray's own failure to join (an error, a missing token) reworded."""
     import ray
 
-    from .ray_connect import (CLIENT_HINT, TOKEN_HINT, RayConnectError, canonical_address, check_auth_mode,
-                              check_ray_address)
+    from .ray_connect import (CLIENT_HINT, TOKEN_HINT, TOKEN_SOURCES, RayConnectError, canonical_address,
+                              check_auth_mode, check_ray_address)
 
     check_ray_address(addr)
     restore_local_ray_env()  # a local Ray of anybind's shut down by ray.shutdown(): its RAY_AUTH_MODE=token goes
@@ -114,10 +114,13 @@ def join_ray(addr: str, kw: dict) -> None:
         ray.init(address=canonical_address(addr), **kw)  # the port probed, written as Ray reads it
     except (ConnectionError, RuntimeError, ValueError) as e:
         lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [type(e).__name__]
-        why = lines[0] if not lines[0].endswith(":") else " ".join(lines[:2])  # Ray Client's: the reason follows
+        why = lines[0]
+        if why.endswith(":") and len(lines) > 1:  # Ray Client's header: the reason follows, or the server's
+            why += " " + (lines[-1] if lines[1].startswith("Traceback") else lines[1])  # traceback, ending in it
         why = why[:300]
         token = os.environ.get("RAY_AUTH_MODE", "").lower() == "token"
-        hint = "" if token else f"; if it uses token authentication, {TOKEN_HINT}"
+        hint = (f"; this process uses token authentication (RAY_AUTH_MODE=token): is its token the cluster's "
+                f"({TOKEN_SOURCES})?" if token else f"; if it uses token authentication, {TOKEN_HINT}")
         if addr.startswith("ray://") and "ray[client]" in str(e):
             why, hint = "a ray:// address needs Ray Client", f": {CLIENT_HINT}"
         raise RayConnectError(f"cannot join the Ray cluster at {addr}: {why}{hint}") from None

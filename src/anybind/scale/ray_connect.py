@@ -36,8 +36,9 @@ CONNECT_TIMEOUT_S = 15.0
 #: Ray's GCS port when an address names no port
 DEFAULT_GCS_PORT = 6379
 #: what to do when a cluster asks for a token
-TOKEN_HINT = ("set RAY_AUTH_MODE=token and give the cluster's token ($RAY_AUTH_TOKEN, a file named by "
-              "$RAY_AUTH_TOKEN_PATH, or ~/.ray/auth_token)")
+#: where Ray reads the token from
+TOKEN_SOURCES = "$RAY_AUTH_TOKEN, a file named by $RAY_AUTH_TOKEN_PATH, or ~/.ray/auth_token"
+TOKEN_HINT = f"set RAY_AUTH_MODE=token and give the cluster's token ({TOKEN_SOURCES})"
 
 #: what installs Ray Client (``ray[client]``: grpcio), for ``ray://`` addresses
 CLIENT_HINT = "pip install 'anybind[scale]'"
