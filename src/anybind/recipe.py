@@ -52,6 +52,10 @@ four more disjoint selection sets (train 300-599, 600-899, 2000-2299, 2300-2599;
 five, pooled over 1,500 images 0.412 -> 0.383 (86 won, 129 lost; paired 95 % -0.046 to -0.009).  Beside it on Tux Paint val,
 none moved t->i by more than a query: lr 1e-5 / 3e-5, a linear projector, more dropout (fine-tuning never beats
 the ridge start at epoch 1), the bridge's softmax temperature or a drawing template, CSLS / QB-Norm at query time.
+Also not taken (branch h158, BENCHMARKS.md section defaults-image-ensemble): ``concat(lite0,lite1)+bridge``
+(Tux Paint val t->i +3 queries on two seeds, but Fashion-MNIST selection sets pooled 0.412 -> 0.355, paired
+-0.077 to -0.037) and the lite2 ensemble with lite0's ImageNet head alone as its bridge (val i->t 0.417 -> 0.369;
+FM 0-899 0.402 -> 0.372, as with the mean head): the extra model's features, not its head, cost Fashion-MNIST.
 Re-measured on this code (BENCHMARKS.md, sections transfer, defaults, tuxpaint-ablation): a smaller matrix
 (Tux Paint + emoji, 300 train records each, 1,000 Fashion-MNIST images), off-diagonal val R@1 minus the better
 baseline -0.030 (2/4 cells >=) -> +0.045 with the bridge start alone -> +0.036 (4/4) with the defaults; Tux Paint
