@@ -394,6 +394,8 @@ def test_a_space_fitted_with_relative_model_paths_loads_from_any_folder(models, 
     ("image:hf/facebook/dinov2-small@revision=abc", "image:hf/facebook/dinov2-small@revision=abc"),  # a hub id
     ("image:hf//abs/m", "image:hf//abs/m"),
     ("vectors:f.onnx", "vectors:f.onnx"),  # vectors: paths are stored relative to the space (spec_for_folder)
+    ("vectors:hf/f.onnx", "vectors:hf/f.onnx"),  # a vectors file in a folder named hf/ or onnx/: not a model
+    ("vectors:onnx/f.onnx", "vectors:onnx/f.onnx"),
     ("text:minilm", "text:minilm"),
 ])
 def test_absolute_spec_makes_only_existing_relative_model_paths_absolute(typed, want, tmp_path, monkeypatch):

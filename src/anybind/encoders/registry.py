@@ -224,8 +224,9 @@ def spec_problem(spec: str) -> str | None:
 
 
 #: a local model path inside a spec: ``hf/<folder>`` or ``onnx/<file>`` (up to its options, the next part of a
-#: ``concat(...)`` or ``video:frames(...)``, or ``+bridge``), and an ONNX text spec's ``tokenizer=<folder>``
-_LOCAL_PATH = re.compile(r"(?<=:)(hf/|onnx/)([^@,()]+?)(?=\+bridge\b|[@,()]|$)|(?<=[@,])(tokenizer=)([^,()]+)")
+#: ``concat(...)`` or ``video:frames(...)``, or ``+bridge``), and an ONNX text spec's ``tokenizer=<folder>``; not
+#: a ``vectors:`` file in a folder named ``hf/`` or ``onnx/`` (its path is stored by ``spec_for_folder``)
+_LOCAL_PATH = re.compile(r"(?<=:)(?<!vectors:)(hf/|onnx/)([^@,()]+?)(?=\+bridge\b|[@,()]|$)|(?<=[@,])(tokenizer=)([^,()]+)")
 
 
 def absolute_spec(spec: str) -> str:
