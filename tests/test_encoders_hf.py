@@ -405,3 +405,28 @@ def test_absolute_spec_makes_only_existing_relative_model_paths_absolute(typed, 
     (tmp_path / "f.onnx").write_bytes(b"")
     monkeypatch.chdir(tmp_path)
     assert absolute_spec(typed) == want.format(w=tmp_path)
+
+
+@pytest.mark.parametrize("typed", [
+    "image:concat(image:hf/m,image:hf/m@pool=mean)",
+    "text:onnx/f.onnx@tokenizer=m,pool=mean",
+    "video:frames(image:hf/m)@fps=2",
+])
+def test_absolute_spec_keeps_a_path_whose_folder_name_the_spec_grammar_would_split(typed, tmp_path, monkeypatch,
+                                                                                  caplog):
+    """A working directory named with a comma or a parenthesis (``a,b (copy``): its absolute path inside the spec
+    would split it (a concat part, an option, a frames group) where the typed relative spec worked, so the path
+    is kept as typed, with a warning that the space then loads from this folder only."""
+    import logging
+
+    from anybind.encoders.registry import absolute_spec
+
+    work = tmp_path / "a,b (copy"
+    (work / "m").mkdir(parents=True)
+    (work / "f.onnx").write_bytes(b"")
+    monkeypatch.chdir(work)
+    monkeypatch.setattr(logging.getLogger("anybind"), "propagate", True)  # a CLI test before may have stopped it
+    with caplog.at_level(logging.WARNING, logger="anybind"):
+        out = absolute_spec(typed)
+    assert out == typed
+    assert "this working directory" in caplog.text and typed in caplog.text
