@@ -223,9 +223,13 @@ def test_remote_code_is_refused_unless_the_spec_allows_it(tmp_path):
     assert not marker.exists()
 
 
-def test_the_identity_of_a_trusted_remote_code_model_follows_its_code(models, tmp_path, monkeypatch):
-    """With ``trust_remote_code=true`` the folder's Python files run: a change to them changes the features, so it
-    must change the identity (else the feature cache and saved spaces would serve the old model's features)."""
+_REMOTE_CODE = ("from transformers import BertConfig, BertModel\n"
+                "class TinyConfig(BertConfig):\n    model_type = 'anybind-tiny-remote'\n"
+                "class TinyModel(BertModel):\n    config_class = TinyConfig\n")
+
+
+def _remote_code_folder(models, tmp_path, monkeypatch) -> Path:
+    """A copy of the tiny BERT whose config names its own Python code (``auto_map``, ``modeling_tiny.py``)."""
     import sys
 
     import transformers.dynamic_module_utils as dyn
@@ -238,16 +242,55 @@ def test_the_identity_of_a_trusted_remote_code_model_follows_its_code(models, tm
     cfg.update(model_type="anybind-tiny-remote", auto_map={"AutoConfig": "modeling_tiny.TinyConfig",
                                                            "AutoModel": "modeling_tiny.TinyModel"})
     (folder / "config.json").write_text(json.dumps(cfg))
-    code = ("from transformers import BertConfig, BertModel\n"
-            "class TinyConfig(BertConfig):\n    model_type = 'anybind-tiny-remote'\n"
-            "class TinyModel(BertModel):\n    config_class = TinyConfig\n")
-    (folder / "modeling_tiny.py").write_text(code)
+    (folder / "modeling_tiny.py").write_text(_REMOTE_CODE)
+    return folder
+
+
+def test_the_identity_of_a_trusted_remote_code_model_follows_its_code(models, tmp_path, monkeypatch):
+    """With ``trust_remote_code=true`` the folder's Python files run: a change to them changes the features, so it
+    must change the identity (else the feature cache and saved spaces would serve the old model's features)."""
+    folder = _remote_code_folder(models, tmp_path, monkeypatch)
+    code = _REMOTE_CODE
     spec = f"text:hf/{folder}@trust_remote_code=true"
     ident = get_encoder(spec, cached=False).identity
     (folder / "README.md").write_text("a readme is not code")
     assert get_encoder(spec, cached=False).identity == ident
     (folder / "modeling_tiny.py").write_text(code + "SCALE = 2.0  # a changed model\n")
     assert get_encoder(spec, cached=False).identity != ident
+
+
+def test_a_space_saved_before_remote_code_was_hashed_still_embeds(models, tmp_path, monkeypatch, caplog):
+    """A space fitted with a ``trust_remote_code=true`` folder before its Python files were part of the identity
+    recorded the identity without them: it must still embed (one warning), while a changed weight is refused."""
+    import logging
+
+    from anybind import Space
+    from anybind.encoders.hf_spec import files_sha256
+    from anybind.encoders import registry
+
+    folder = _remote_code_folder(models, tmp_path, monkeypatch)
+    spec = f"text:hf/{folder}@trust_remote_code=true"
+    r = cli_fit(text_image_manifest(tmp_path / "m.jsonl", pngs(tmp_path, 12)), tmp_path / "space", tmp_path / "c",
+                f"text={spec}", f"image=image:hf/{models['vit']}")
+    assert r.exit_code == 0, r.output
+    sp = Space.load(tmp_path / "space")
+    ident = sp.identities["text"]
+    new, old = files_sha256(folder, code=True)[:16], files_sha256(folder)[:16]
+    assert new in ident and new != old
+    sp.identities["text"] = ident.replace(new, old)  # what a space saved before recorded
+    sp.save(tmp_path / "old")
+    monkeypatch.setattr(registry, "_INSTANCES", {})  # a fresh process
+    monkeypatch.setattr(logging.getLogger("anybind"), "propagate", True)  # the CLI's stderr handler stops it
+    with caplog.at_level(logging.WARNING, logger="anybind"):
+        sp = Space.load(tmp_path / "old")
+        assert sp.embed("text", ["the dog"]).shape == (1, sp.dim)
+    assert any("Python files" in r.getMessage() for r in caplog.records), caplog.text
+    weights = next(folder.glob("*.safetensors"))
+    blob = weights.read_bytes()
+    weights.write_bytes(blob[:-1] + bytes([blob[-1] ^ 1]))  # another model: refused, as before
+    monkeypatch.setattr(registry, "_INSTANCES", {})
+    with pytest.raises(SpaceError, match="weights or preprocessing changed"):
+        Space.load(tmp_path / "old").embed("text", ["the dog"])
 
 
 @pytest.mark.parametrize("tail, match", [
@@ -351,6 +394,8 @@ def test_a_space_fitted_with_relative_model_paths_loads_from_any_folder(models, 
     ("image:hf/facebook/dinov2-small@revision=abc", "image:hf/facebook/dinov2-small@revision=abc"),  # a hub id
     ("image:hf//abs/m", "image:hf//abs/m"),
     ("vectors:f.onnx", "vectors:f.onnx"),  # vectors: paths are stored relative to the space (spec_for_folder)
+    ("vectors:hf/f.onnx", "vectors:hf/f.onnx"),  # a vectors file in a folder named hf/ or onnx/: not a model
+    ("vectors:onnx/f.onnx", "vectors:onnx/f.onnx"),
     ("text:minilm", "text:minilm"),
 ])
 def test_absolute_spec_makes_only_existing_relative_model_paths_absolute(typed, want, tmp_path, monkeypatch):
@@ -360,3 +405,28 @@ def test_absolute_spec_makes_only_existing_relative_model_paths_absolute(typed, 
     (tmp_path / "f.onnx").write_bytes(b"")
     monkeypatch.chdir(tmp_path)
     assert absolute_spec(typed) == want.format(w=tmp_path)
+
+
+@pytest.mark.parametrize("typed", [
+    "image:concat(image:hf/m,image:hf/m@pool=mean)",
+    "text:onnx/f.onnx@tokenizer=m,pool=mean",
+    "video:frames(image:hf/m)@fps=2",
+])
+def test_absolute_spec_keeps_a_path_whose_folder_name_the_spec_grammar_would_split(typed, tmp_path, monkeypatch,
+                                                                                  caplog):
+    """A working directory named with a comma or a parenthesis (``a,b (copy``): its absolute path inside the spec
+    would split it (a concat part, an option, a frames group) where the typed relative spec worked, so the path
+    is kept as typed, with a warning that the space then loads from this folder only."""
+    import logging
+
+    from anybind.encoders.registry import absolute_spec
+
+    work = tmp_path / "a,b (copy"
+    (work / "m").mkdir(parents=True)
+    (work / "f.onnx").write_bytes(b"")
+    monkeypatch.chdir(work)
+    monkeypatch.setattr(logging.getLogger("anybind"), "propagate", True)  # a CLI test before may have stopped it
+    with caplog.at_level(logging.WARNING, logger="anybind"):
+        out = absolute_spec(typed)
+    assert out == typed
+    assert "this working directory" in caplog.text and typed in caplog.text

@@ -162,3 +162,29 @@ def test_a_modality_whose_training_features_never_vary_is_named_in_a_warning(tmp
     with caplog.at_level(logging.WARNING, logger="anybind"):
         Space.fit(m, encoders=specs2, modalities=["sa", "sb"], cache=tmp_path / "c", **{**FAST, "epochs": 2})
     assert not [r for r in caplog.records if "do not vary" in r.getMessage()]
+
+
+@pytest.mark.parametrize("size", [0.5, 30.0, 2000.0])
+def test_features_that_never_vary_are_named_whatever_their_size(size, tmp_path, caplog):
+    """The same (non-integer) features for every training item, of any size: the float rounding of their mean
+    leaves a spread of about 1e-7 of their size (above the absolute 1e-6 floor for features of size 30), which the
+    standardisation still magnifies 1e5 times: the in-memory and the streaming trainer both name the modality;
+    features that vary around a large offset are not named."""
+    import logging
+
+    from anybind.scale.sharded import fit_sharded
+
+    m, specs = make_vectors(tmp_path, n=60)
+    ids = np.array([f"r{i}" for i in range(60)])
+    row = (np.random.default_rng(1).normal(size=20) * size).astype(np.float32)
+    np.savez(tmp_path / "flat.npz", ids=ids, vectors=np.tile(row, (60, 1)))
+    np.savez(tmp_path / "offset.npz", ids=ids,  # varying features around an offset 1e3 times their spread
+             vectors=(row * 1000 / size + np.random.default_rng(2).normal(size=(60, 20))).astype(np.float32))
+    kw = dict(modalities=["sa", "sc"], cache=tmp_path / "c", **{**FAST, "epochs": 2})
+    for spec, named in ((f"vectors:{tmp_path / 'flat.npz'}", True), (f"vectors:{tmp_path / 'offset.npz'}", False)):
+        for fit in (Space.fit, fit_sharded):
+            caplog.clear()
+            with caplog.at_level(logging.WARNING, logger="anybind"):
+                fit(m, encoders={**specs, "sc": spec}, **kw)
+            flat = [r.getMessage() for r in caplog.records if "do not vary" in r.getMessage()]
+            assert len(flat) == named and all("'sc'" in f for f in flat), (fit.__name__, spec, caplog.text)

@@ -42,17 +42,21 @@ log = logging.getLogger(__name__)
 
 #: the smallest standardisation scale: features whose spread is below it do not vary over the training items
 SCALE_FLOOR = 1e-6
+#: features whose spread is below this fraction of their size do not vary either: the float rounding of the mean of
+#: features that are all the same leaves a spread of about 1e-7 of their size (bf16 keeps 4e-3 of it)
+RELATIVE_FLOOR = 1e-5
 
 
-def standard_scale(spread: float, n: int, name: str | None = None) -> float:
-    """The standardisation scale for training features of spread ``spread`` (over ``n`` items): the spread, at
-    least :data:`SCALE_FLOOR`.  At the floor the features are (nearly) the same for every training item: the
-    encoder tells none of them apart, and dividing by the floor magnifies any later difference (another clip, a
-    bf16 rounding) a million times; one warning naming the modality says so."""
-    if n > 1 and spread < SCALE_FLOOR:
-        log.warning("modality %r: its features do not vary over the %d training items (spread %.3g): every such "
-                    "item embeds alike and any other lands far off; check its encoder and data", name or "?", n,
-                    spread)
+def standard_scale(spread: float, n: int, name: str | None = None, size: float = 0.0) -> float:
+    """The standardisation scale for training features of spread ``spread`` (over ``n`` items; ``size``: their
+    root mean square, per dimension): the spread, at least :data:`SCALE_FLOOR`.  A spread under the floor or under
+    :data:`RELATIVE_FLOOR` of their size means the features are (nearly) the same for every training item: the
+    encoder tells none of them apart, and dividing by so small a scale magnifies any later difference (another clip,
+    a bf16 rounding) a hundred thousand times or more; one warning naming the modality says so."""
+    if n > 1 and spread < max(SCALE_FLOOR, RELATIVE_FLOOR * size):
+        log.warning("modality %r: its features do not vary over the %d training items (spread %.3g, size %.3g): "
+                    "every such item embeds alike and any other lands far off; check its encoder and data",
+                    name or "?", n, spread, size)
     return max(float(spread), SCALE_FLOOR)
 
 
@@ -144,7 +148,8 @@ class Projector(nn.Module):
             self.mean.copy_(x.mean(0))
             # one scale for all dims keeps the encoder's own relative weighting of dimensions
             std = (x - self.mean).pow(2).sum(1).mean().sqrt() / np.sqrt(x.shape[1])
-            self.scale.fill_(standard_scale(float(std), len(x), name))
+            size = float(x.pow(2).mean().sqrt())
+            self.scale.fill_(standard_scale(float(std), len(x), name, size))
         return self
 
     @torch.no_grad()

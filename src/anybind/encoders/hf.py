@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,8 @@ from .device import Runtime, autocast, check_precision, current_runtime, place, 
 from .hf_audio import AudioWindows, pool_windows, split_clip, window_samples
 from .hf_pool import HEADS, hidden_state, pool_features
 from .hf_spec import files_sha256, no_loader_bars, parse_hf_name
+
+log = logging.getLogger(__name__)
 
 #: bump when the preprocessing or pooling code below changes (it is part of every identity)
 PREP_VERSION = "hf-v1"
@@ -223,6 +226,26 @@ class HfEncoder(Encoder):
             if self.modality == "image":  # files decoded upright (data.media.load_image)
                 self._identity += f"|{IMAGE_DECODING}"
         return self._identity
+
+    def matches_identity(self, recorded: str) -> bool:
+        """Also a space (or cache entry) made before a ``trust_remote_code=true`` folder's Python files were part
+        of the identity: its identity hashed the weight, config and tokenizer files only.  Those unchanged, it is
+        the same model unless the code changed since, which it cannot tell: one warning says so."""
+        if super().matches_identity(recorded):
+            return True
+        ident = self.identity
+        head, sep, tail = ident.partition("|weights=sha256:")
+        if not (self.local and self.options.trust_remote_code and sep):
+            return False
+        legacy = head + sep + files_sha256(Path(self.source))[:16] + tail[16:]
+        if recorded not in (legacy, legacy.replace("|" + IMAGE_DECODING, "")):
+            return False
+        if not getattr(self, "_warned_code", False):
+            self._warned_code = True
+            log.warning("%s: the space was made before the model folder's Python files were part of its identity; "
+                        "a change to them since then cannot be detected (fit the space again to record them)",
+                        self.spec)
+        return True
 
     def _commit(self) -> str:
         """The hub commit the config resolved to (its snapshot folder's name)."""

@@ -224,20 +224,30 @@ def spec_problem(spec: str) -> str | None:
 
 
 #: a local model path inside a spec: ``hf/<folder>`` or ``onnx/<file>`` (up to its options, the next part of a
-#: ``concat(...)`` or ``video:frames(...)``, or ``+bridge``), and an ONNX text spec's ``tokenizer=<folder>``
-_LOCAL_PATH = re.compile(r"(?<=:)(hf/|onnx/)([^@,()]+?)(?=\+bridge\b|[@,()]|$)|(?<=[@,])(tokenizer=)([^,()]+)")
+#: ``concat(...)`` or ``video:frames(...)``, or ``+bridge``), and an ONNX text spec's ``tokenizer=<folder>``; not
+#: a ``vectors:`` file in a folder named ``hf/`` or ``onnx/`` (its path is stored by ``spec_for_folder``)
+_LOCAL_PATH = re.compile(r"(?<=:)(?<!vectors:)(hf/|onnx/)([^@,()]+?)(?=\+bridge\b|[@,()]|$)|(?<=[@,])(tokenizer=)([^,()]+)")
+
+#: what a path inside a spec cannot hold: the grammar splits on it
+_SPEC_SYNTAX = re.compile(r"[@,()]|\+bridge")
 
 
 def absolute_spec(spec: str) -> str:
     """``spec`` with its local model paths (``hf/<folder>``, ``onnx/<file>``, ``tokenizer=<folder>``, also inside
     ``video:frames(...)`` and ``concat(...)``) made absolute when they are relative and exist from the working
-    directory: a space saved with such a spec then loads from any folder.  Hub ids and absolute paths are kept.
+    directory: a space saved with such a spec then loads from any folder.  Hub ids and absolute paths are kept,
+    and so, with a warning, is a path whose absolute form holds a character of the spec grammar (``@ , ( )``).
     The command line applies it to every ``-e`` / ``--from-pretrained`` value."""
     def fix(m: re.Match) -> str:
         head, path = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
         if os.path.isabs(path) or not os.path.exists(path):
             return m.group(0)
-        return head + os.path.abspath(path)
+        full = os.path.abspath(path)
+        if _SPEC_SYNTAX.search(full):  # in the spec it would split a concat part, an option or a frames group
+            log.warning("%s: %s holds one of @ , ( ) +bridge, which a spec cannot hold: kept as typed, so a space "
+                        "made with it loads from this working directory only", spec, full)
+            return m.group(0)
+        return head + full
 
     return _LOCAL_PATH.sub(fix, spec)
 

@@ -155,7 +155,7 @@ class TrainingShards:
             return np.zeros(d, np.float32), 1.0, 0
         mean = s1 / n
         var = max(s2 / n - float(mean @ mean), 0.0) / d
-        return mean.astype(np.float32), standard_scale(math.sqrt(var), n, modality), n
+        return mean.astype(np.float32), standard_scale(math.sqrt(var), n, modality, math.sqrt(s2 / n / d)), n
 
     def feature_set(self, split: str):
         """One split in memory as a :class:`~anybind.featureset.FeatureSet` (for validation: splits that fit in RAM)."""
