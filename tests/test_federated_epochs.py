@@ -157,3 +157,41 @@ def test_cli_federate_local_epochs(world, tmp_path):
     r = CliRunner().invoke(app, [*args, "--local-epochs", "0", "--out", str(tmp_path / "s2")])
     assert r.exit_code == 2 and "local_epochs takes" in r.output and len(r.output.strip().splitlines()) == 1
     assert not (tmp_path / "s2").exists()
+
+
+def test_the_study_gives_each_federation_its_chosen_count(world):
+    from anybind.federated_study import federated_study
+
+    tmp, path, specs, *_ = world
+    rows = federated_study(load_manifest(path, kinds=KINDS), k=3, public_fraction=0.1, pair=("sa", "sb"),
+                           encoders=specs, config={**QUICK, "rounds": 2, "local_epochs": "1,2"}, cache=tmp / "c",
+                           fit_too=False, methods=("fedavg",))
+    by = {r["name"]: r for r in rows}
+    assert by["fedavg"]["local epochs"] in (1, 2) and by["client 0 alone"]["local epochs"] is None
+    assert all(list(r) == list(rows[0]) for r in rows)  # one table: the same columns in every row
+
+
+def test_the_bench_passes_the_grid_to_every_federation_and_refuses_a_bad_one_first(monkeypatch, tmp_path):
+    import anybind.data.manifest as manifest_mod
+    import anybind.federated_study as study
+    from anybind.bench import tasks_keep
+
+    calls = []
+
+    def fake_study(man, *, methods=("fedavg", "creamfl"), variants=None, config=None, **kw):
+        calls.append(dict(config or {}))
+        names = ["public set alone", *methods, *(variants or {}), "centralised (union + public)"]
+        return [{"name": n, "test R@1": 0.1, "val": 0.5, "records": 1, "best/run": "1/1", "bytes/round": 1} for n in names]
+
+    monkeypatch.setattr(study, "federated_study", fake_study)
+    monkeypatch.setattr(tasks_keep, "prepare_tuxpaint", lambda work: tmp_path / "m.jsonl")
+    monkeypatch.setattr(manifest_mod, "load_manifest", lambda *a, **k: None)
+    for opt, want in (("1", 1), ("5", 5), ("1,3,5", [1, 3, 5]), ("auto", [1, 3, 5]), ("3,1", [1, 3])):
+        res = tasks_keep.federated(tmp_path, fit="0", before="0", local_epochs=opt)
+        assert calls[-1]["local_epochs"] == want and res.config["local_epochs"] == want
+        assert ("chosen per federation" in res.notes[0]) is isinstance(want, list)
+    monkeypatch.setattr(tasks_keep, "prepare_tuxpaint", lambda work: calls.append("built"))
+    n = len(calls)
+    with pytest.raises(ValueError, match="local_epochs takes") as e:
+        tasks_keep.federated(tmp_path, fit="0", local_epochs="0,1")
+    assert "\n" not in str(e.value) and len(calls) == n

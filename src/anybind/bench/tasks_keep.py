@@ -197,10 +197,10 @@ def federated(work: Path, cache=None, seed: int = 0, console=None, clients: str 
     if not set(averages) <= {"0", "1"} or len(set(averages)) < len(averages):
         raise ValueError(f"average must be 0, 1, or both once each (0,1: plain and averaging CreamFL side by side), "
                          f"got average={average!r}")
+    grid = local_epoch_grid(local_epochs)  # several counts (1,3,5 or auto): each federation chooses on its val
     man = load_manifest(prepare_tuxpaint(work), modalities=["image", "text"], progress=False)
     other = [load_manifest(_domain(work, p), modalities=["image", "text"], progress=False) for p in others]
     fraction = fraction if "tuxpaint" in sources else 0.0
-    grid = local_epoch_grid(local_epochs)  # several counts (1,3,5 or auto): each federation chooses on its val
     config: dict[str, Any] = {"rounds": int(rounds), "local_epochs": grid[0] if len(grid) == 1 else list(grid)}
     if holds:
         config["label"] = label
