@@ -23,10 +23,12 @@ log = logging.getLogger(__name__)
 
 #: the counts ``local_epochs="auto"`` tries
 AUTO_LOCAL_EPOCHS = (1, 3, 5)
+#: val scores closer than this are a tie (float rounding of the same count-weighted mean)
+TIE = 1e-9
 #: how the count is chosen (recorded in the lineage's ``local_epochs_search``)
 LOCAL_EPOCHS_RULE = ("one federation per count, the same seed; the highest clients' val score of its kept round (each "
                      "client's val score and count: aggregates, no record or feature leaves a client); a tie goes to "
-                     "the fewer local epochs")
+                     "the fewer local epochs (scores within 1e-9: float rounding)")
 
 
 def local_epoch_grid(value: Any) -> tuple[int, ...]:
@@ -50,12 +52,16 @@ def local_epoch_grid(value: Any) -> tuple[int, ...]:
 
 def choose_local_epochs(grid: Sequence[int], vals: Sequence[float | None]) -> int:
     """The place in ``grid`` (ascending counts) of the highest clients' val score ``vals`` (one per count: its
-    federation's kept round); a count without a finite score never wins, a tie keeps the fewer epochs."""
-    scored = [(v, -n, i) for i, (n, v) in enumerate(zip(grid, vals)) if v is not None and math.isfinite(v)]
+    federation's kept round); a count without a finite score never wins, a tie (within :data:`TIE`) keeps the fewer
+    epochs."""
+    scored = [(v, n, i) for i, (n, v) in enumerate(zip(grid, vals)) if v is not None and math.isfinite(v)]
     if not scored:
         raise DataError(f"none of the local-epoch counts {','.join(map(str, grid))} could be scored on the clients' val "
                         "pairs (NaN on every one): give one count (local_epochs=N)")
-    best = max(scored)[2]
+    top = max(v for v, _, _ in scored)
+    # equal up to float rounding is a tie (the same val queries right, summed in another order: seed 0 of the bench
+    # scored 1 and 3 local epochs 0.7799352750809062 and ...061)
+    best = min((n, i) for v, n, i in scored if v >= top - TIE)[1]
     for i, (n, v) in enumerate(zip(grid, vals)):
         log.info("federate: %d local epoch%s: clients' val %s%s", n, "s" if n > 1 else "", v,
                  " (chosen)" if i == best else "")
