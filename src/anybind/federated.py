@@ -48,6 +48,7 @@ from .epochs import EpochSelection, selection_record
 from .errors import DataError
 from .federated_clients import ClientSpec, build_client, federated_loss, local_clients, portable
 from .federated_cream import INTRA_KINDS, KD_KINDS
+from .federated_epochs import LOCAL_EPOCHS_RULE, choose_local_epochs, local_epoch_grid
 from .federated_parties import Message, Server, check_message, public_features
 from .loop import training_threads
 from .progress import progress_bar
@@ -67,7 +68,8 @@ class FederatedConfig:
 
     method: str = "creamfl"  # "fedavg" | "creamfl"
     rounds: int = 20
-    local_epochs: int = 1  # client epochs per round
+    local_epochs: int = 1  # client epochs per round (federate(local_epochs="auto" | "1,3,5" | [1, 3, 5]): one
+    # federation per count, the one scoring highest on the clients' val pairs kept: anybind.federated_epochs)
     server_epochs: int | None = None  # creamfl (and fedavg with server_public): epochs of the server on the public
     # pairs per round (and before the first); None: each server's own, chosen on the clients' val pairs (BENCHMARKS.md,
     # federated): 10 for creamfl, 1 for fedavg with server_public (0.765 vs 0.724 with 10)
@@ -142,6 +144,9 @@ def federated_config(config: Mapping[str, Any]) -> FederatedConfig:
     for name in ("reg_weight", "kd_weight"):
         if not getattr(cfg, name) >= 0:
             raise ValueError(f"{name} must be >= 0, got {getattr(cfg, name)!r}")
+    if isinstance(cfg.local_epochs, bool) or not isinstance(cfg.local_epochs, (int, np.integer)):
+        raise ValueError(f"local_epochs must be a whole number here, got {cfg.local_epochs!r} (several counts, or "
+                         "'auto', are chosen on the clients' val pairs by federate only)")
     if min(cfg.rounds, cfg.local_epochs, cfg.server_epochs, cfg.patience) < 1 or cfg.batch_size < 2 or cfg.kd_mix < 0:
         raise ValueError("rounds, local_epochs, server_epochs and patience must be >= 1, batch_size >= 2 and "
                          "kd_mix >= 0")
@@ -197,17 +202,38 @@ def federate(
     public set's base fields' default encoder); ``runner(specs, public features)``: a context manager giving the
     clients, each built on its own side from its :class:`ClientSpec` (default :func:`~anybind.federated_clients.local_clients`, in this
     process; :func:`anybind.scale.federated_ray.ray_clients`: one Ray actor each); ``**config``:
-    :class:`FederatedConfig`.
+    :class:`FederatedConfig`, where ``local_epochs`` may also be several counts (``"1,3,5"``, a list, or ``"auto"``:
+    :data:`~anybind.federated_epochs.AUTO_LOCAL_EPOCHS`): one federation per count, the one whose kept round scores
+    highest on the clients' val pairs is returned (:mod:`anybind.federated_epochs`; the lineage's ``local_epochs_search`` records the grid, each
+    count's val score and the bytes every federation sent).
 
     A building block below the public class: it returns a :class:`~anybind.space_core.SpaceCore`.  Users call
     ``Space.federate(...)`` (or ``anybind federate``), which hands out the public :class:`anybind.Space`."""
     t0 = time.perf_counter()
-    cfg = federated_config(config)
+    grid = local_epoch_grid(config.get("local_epochs", 1))
+    cfgs = [federated_config({**config, "local_epochs": n}) for n in grid]
     if not clients:
         raise DataError("a federation needs at least one client manifest")
     fc, pub_mans, pub_fs, encoders = _public(public, encoders, modalities, cache, strict, progress)
+    specs = [[ClientSpec(portable(c), i, dict(encoders), portable(fc.root), cfg, strict) for i, c in enumerate(clients)]
+             for cfg in cfgs]
+    runs = [_federation(cfg, sp, pub_mans, pub_fs, progress, on_message, runner, need_val=len(grid) > 1)
+            for cfg, sp in zip(cfgs, specs)]
+    vals = [training["best_val"] for *_, training in runs]
+    cfg, projectors, logit_scale, entry, training = runs[choose_local_epochs(grid, vals) if len(runs) > 1 else 0]
+    if len(runs) > 1:
+        entry["local_epochs_search"] = {
+            "grid": list(grid), "chosen": cfg.local_epochs, "val": vals,
+            "best_round": [r[3]["best_round"] for r in runs], "metric": VAL_METRIC, "rule": LOCAL_EPOCHS_RULE,
+            "bytes": sum(r[3]["bytes"]["up"] + r[3]["bytes"]["down"] + r[3]["bytes"]["evaluation"] for r in runs)}
+    return _space(encoders, pub_fs.identities, projectors, logit_scale, cfg, entry, training, t0)
+
+
+def _federation(cfg: FederatedConfig, specs: Sequence[ClientSpec], pub_mans, pub_fs, progress: bool,
+                on_message: Callable[[str, int, Message], None] | None, runner, *, need_val: bool = False) -> tuple:
+    """One federation with ``cfg``: ``(cfg, the kept round's projectors, logit scale, lineage entry, training
+    record)``; ``need_val``: refuse clients without any val pair (a local-epoch count is chosen on them)."""
     loss_fn = federated_loss()
-    specs = [ClientSpec(portable(c), i, dict(encoders), portable(fc.root), cfg, strict) for i, c in enumerate(clients)]
     with training_threads(cfg.threads), contextlib.ExitStack() as stack:
         pub = public_features(pub_fs)
         server = Server(pub, cfg, loss_fn, cfg.seed)
@@ -216,13 +242,16 @@ def federate(
         if cfg.method == "creamfl" and cfg.client_init == "own":  # its clients keep their projectors: the global
             ledger.evaluation = ("val", "global")  # model is only scored
         use_val = any(n > 0 for n in parties.n_val)
+        if need_val and not use_val:
+            raise DataError(f"none of the {len(specs)} clients holds a val pair: a local-epoch count is chosen on "
+                            "the clients' val pairs; give one count (local_epochs=N)")
         sel = EpochSelection(use_val, cfg.patience)
         history: list[dict[str, Any]] = []
         if cfg.method == "creamfl" or cfg.server_public:  # the server starts from the public pairs
             server.distil(cfg.server_epochs)
         best = None
-        with progress_bar(progress, f"federating ({cfg.method}, {len(specs)} clients)", cfg.rounds, "steps",
-                          unit="round") as bar:
+        with progress_bar(progress, f"federating ({cfg.method}, {len(specs)} clients, {cfg.local_epochs} local "
+                          f"epoch{'s' if cfg.local_epochs > 1 else ''})", cfg.rounds, "steps", unit="round") as bar:
             for rnd in range(cfg.rounds + 1):
                 before = dict(ledger.bytes)
                 if rnd > 0:
@@ -256,7 +285,7 @@ def federate(
     }
     training = {"best_epoch": best[2], "epochs_run": len(rounds), **selection_record(use_val, sel.best, VAL_METRIC),
                 "history": history}
-    return _space(encoders, pub_fs.identities, server.projectors, best[1], cfg, entry, training, t0)
+    return cfg, server.projectors, best[1], entry, training
 
 
 def train_alone(

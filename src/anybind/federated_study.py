@@ -94,11 +94,15 @@ def federated_study(
     clients); the centralised row then trains on them too, and a row ``centralised (clients' corpus)`` on
     ``manifest``'s records alone."""
     from .federated import federate, train_alone
+    from .federated_epochs import local_epoch_grid
     from .lifecycle import pair_r1
 
     a, b = pair
     enc = {m: encoders[m] for m in pair}
     kw = {"seed": seed, **(config or {})}
+    grid = local_epoch_grid(kw.get("local_epochs", 1))
+    # the systems trained alone stop early on their own val pairs: the grid's fewest local epochs set their budget
+    solo = {**kw, "local_epochs": grid[0]}
     refuse_shared_public(manifest, extra_public)
     clients, carved = split_clients(manifest, k, by=by, public_fraction=public_fraction, seed=seed, holds=holds)
     public = [m for m in [carved, *extra_public] if m.records]
@@ -110,32 +114,35 @@ def federated_study(
         tr = space.info["training"]
         r = {"name": name, "test R@1": pair_r1(space, manifest, a, b, cache=cache), "val": tr.get("best_val"),
              "records": None, "best/run": f"{tr['best_epoch']}/{tr['epochs_run']}", "bytes/round": None, **extra}
+        if len(grid) > 1:  # each federation's local-epoch count, chosen on its clients' val pairs
+            search = space.info["lineage"][-1].get("local_epochs_search")
+            r["local epochs"] = search["chosen"] if search else None
         rows.append(r)
         return r
 
     paired = [i for i, c in enumerate(clients) if all(r.has(a) and r.has(b) for r in c.records)]
-    alone = [row(f"client {i} alone", train_alone(clients[i], public, encoders=enc, cache=cache, **kw),
+    alone = [row(f"client {i} alone", train_alone(clients[i], public, encoders=enc, cache=cache, **solo),
                  records=len(clients[i].records)) for i in paired]
     if alone:
         rows.append({**{k: None for k in rows[0]}, "name": "clients alone (mean)",
                      "test R@1": float(np.mean([r["test R@1"] for r in alone])),
                      "records": round(float(np.mean([r["records"] for r in alone])))})
     n_public = sum(len(m.records) for m in public)
-    row("public set alone", train_alone(_union(manifest, public), public, encoders=enc, cache=cache, **kw),
+    row("public set alone", train_alone(_union(manifest, public), public, encoders=enc, cache=cache, **solo),
         records=n_public)
     for name, change in [(m, {"method": m}) for m in methods] + list((variants or {}).items()):
         sp = federate(clients, public, encoders=enc, cache=cache, **{**kw, **change})
         e = sp.info["lineage"][-1]
         row(name, sp, **{"bytes/round": e["bytes"]["per_round"], "records": sum(len(c.records) for c in clients)})
     union = _union(manifest, [*clients, *public])
-    row("centralised (union + public)", train_alone(union, public, encoders=enc, cache=cache, **kw),
+    row("centralised (union + public)", train_alone(union, public, encoders=enc, cache=cache, **solo),
         records=len(union.records))
     if extra_public:  # the upper bound without the other corpora's pairs
         own = _union(manifest, [*clients, carved])
         # its projectors' input statistics from the clients' own training pairs, not the other corpora's
         stats = Manifest(manifest.path, [r for r in own.records if r.split == "train" and r.has(a) and r.has(b)],
                          [], manifest.kinds)
-        row("centralised (clients' corpus)", train_alone(own, stats, encoders=enc, cache=cache, **kw),
+        row("centralised (clients' corpus)", train_alone(own, stats, encoders=enc, cache=cache, **solo),
             records=len(own.records))
     if fit_too:  # the project's own fit on the union (its defaults: 200 epochs, patience 25), a second upper bound
         from .fitting import fit_space
@@ -228,8 +235,10 @@ def seed_summary(runs: Sequence[Sequence[Mapping[str, Any]]]) -> list[dict[str, 
     """One row per system of :func:`federated_study`'s rows over several seeds (``runs``: one row list per seed):
     ``{"name", "test R@1" ("mean ± sd"), "mean", "sd", "of centralised", "bytes/round", "seeds"}``; the sample sd
     (``ddof=1``; 0 with one seed); ``of centralised``: the mean over seeds of each seed's ratio to its centralised
-    run (same split of the records); the per-client rows are summarised by their mean."""
+    run (same split of the records); the per-client rows are summarised by their mean; ``local epochs``: each seed's
+    count chosen on val (``a/b/c``), when the rows have one."""
     central = [next(r["test R@1"] for r in rows if r["name"] == "centralised (union + public)") for rows in runs]
+    chosen = any("local epochs" in r for rows in runs for r in rows)
     out = []
     names = dict.fromkeys(r["name"] for rows in runs for r in rows if not r["name"].startswith("client "))
     for name in names:
@@ -243,4 +252,7 @@ def seed_summary(runs: Sequence[Sequence[Mapping[str, Any]]]) -> list[dict[str, 
         out.append({"name": name, "test R@1": f"{vals.mean():.3f} ± {sd:.3f}", "mean": float(vals.mean()), "sd": sd,
                     "of centralised": float(np.mean([v / c if c > 0 else np.nan for v, (_, c) in zip(vals, got)])),
                     "bytes/round": round(float(np.mean(bts))) if bts else None, "seeds": len(vals)})
+        if chosen:  # each seed's local-epoch count, chosen on the clients' val pairs (federations only)
+            les = [r.get("local epochs") for r, _ in got]
+            out[-1]["local epochs"] = "/".join(map(str, les)) if any(x is not None for x in les) else None
     return out

@@ -143,7 +143,8 @@ def merge(work: Path, cache=None, seed: int = 0, console=None) -> TaskResult:
 
 @task("federated", "Tux Paint image<->text in K clients (non-IID by top category, or IID) and a public set: test R@1 "
       "of each client alone, FedAvg, CreamFL, centralised (--opt clients=4 rounds=40 split=noniid|iid|noniid,iid "
-      "public_fraction=0.15 seeds=0,1,2 fit=1 holds=paired,image,text label=top before=1; CreamFL's settings: "
+      "public_fraction=0.15 seeds=0,1,2 fit=1 holds=paired,image,text label=top before=1 local_epochs=1|1,3,5|auto; "
+      "CreamFL's settings: "
       "server_epochs kd kd_weight kd_mix client_init reg_weight average=1|0,1 intra=start|moon|start,moon; the public set: "
       "public=tuxpaint|emoji|openclipart|tuxpaint,emoji,... public_size=N; fedavg_public=1: also FedAvg whose server "
       "trains on the public pairs)")
@@ -168,6 +169,7 @@ def federated(work: Path, cache=None, seed: int = 0, console=None, clients: str 
     chosen on val; ``server_epochs`` sets CreamFL's): plain FedAvg never sees them, CreamFL does; the goal asks
     CreamFL to be ahead of both."""
     from ..data.manifest import load_manifest
+    from ..federated_epochs import local_epoch_grid
     from ..federated_study import federated_study, public_sample, seed_summary
 
     sources = [p.strip() for p in public.split(",") if p.strip()]
@@ -195,10 +197,11 @@ def federated(work: Path, cache=None, seed: int = 0, console=None, clients: str 
     if not set(averages) <= {"0", "1"} or len(set(averages)) < len(averages):
         raise ValueError(f"average must be 0, 1, or both once each (0,1: plain and averaging CreamFL side by side), "
                          f"got average={average!r}")
+    grid = local_epoch_grid(local_epochs)  # several counts (1,3,5 or auto): each federation chooses on its val
     man = load_manifest(prepare_tuxpaint(work), modalities=["image", "text"], progress=False)
     other = [load_manifest(_domain(work, p), modalities=["image", "text"], progress=False) for p in others]
     fraction = fraction if "tuxpaint" in sources else 0.0
-    config: dict[str, Any] = {"rounds": int(rounds), "local_epochs": int(local_epochs)}
+    config: dict[str, Any] = {"rounds": int(rounds), "local_epochs": grid[0] if len(grid) == 1 else list(grid)}
     if holds:
         config["label"] = label
     given = {"server_epochs": server_epochs, "kd": kd, "kd_weight": kd_weight, "kd_mix": kd_mix,
@@ -232,8 +235,8 @@ def federated(work: Path, cache=None, seed: int = 0, console=None, clients: str 
     pub_text = " + ".join(([f"{fraction} of Tux Paint's training records"] if fraction else [])
                           + ([f"{size or 'all'} training pairs of {', '.join(others)}"] if others else []))
     basis = (f"{clients} clients, public set: {pub_text}; plain encoders and MLP "
-             f"projectors for every system, {rounds} rounds x {local_epochs} local epochs (the epoch budget of the "
-             "systems trained alone); each system picks its round/epoch on val pairs; test R@1: mean of image->text "
+             f"projectors for every system, {rounds} rounds x {_epochs_text(grid)} (the systems trained alone: "
+             f"{rounds} x {grid[0]} epochs); each system picks its round/epoch on val pairs; test R@1: mean of image->text "
              "and text->image on the whole test split")
     if holds:
         basis += f"; the clients hold, in turn: {holds} (a one-modality client trains on its label {label!r})"
@@ -261,6 +264,13 @@ def federated(work: Path, cache=None, seed: int = 0, console=None, clients: str 
                            max(by[n]["mean"] for n in CENTRAL if n in by), f"{sp}, means: "))
         metrics.update({f"{sp}/{r['name']}/{k}": float(r[k]) for r in rows for k in ("mean", "sd", "of centralised")})
     return TaskResult(metrics=metrics, table=table, notes=notes, config=config)
+
+
+def _epochs_text(grid: tuple[int, ...]) -> str:
+    if len(grid) == 1:
+        return f"{grid[0]} local epochs"
+    return (f"local epochs chosen per federation on its clients' val pairs among {','.join(map(str, grid))} (one "
+            "federation per count; column `local epochs`)")
 
 
 #: CreamFL as session 8 measured it (before the settings were chosen on val), a row beside the current one

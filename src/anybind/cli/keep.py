@@ -145,7 +145,9 @@ def federate(
                                  "send their projector weights (more bytes up) and the server starts each round's "
                                  "distillation from their average, weighted by training pairs (creamfl only)."),
     rounds: int = typer.Option(20, help="Maximum rounds (the best round on the clients' val pairs is kept)."),
-    local_epochs: int = typer.Option(1, help="Client epochs per round."),
+    local_epochs: str = typer.Option("1", "--local-epochs", help="Client epochs per round: a number, several "
+                                     "('1,3,5': one federation each, the one scoring highest on the clients' val "
+                                     "pairs kept) or 'auto' (1,3,5)."),
     dim: int = typer.Option(256, help="Shared space width."),
     hidden: int = typer.Option(1024, help="Projector hidden width."),
     lr: float = typer.Option(1e-3, help="Learning rate."),
@@ -174,7 +176,13 @@ def federate(
     from ..space import Space
     from ._common import parse_encoders, ray_target
 
+    from ..federated_epochs import local_epoch_grid
+
     encoders = parse_encoders(encoder)
+    try:
+        grid = local_epoch_grid(local_epochs)  # a bad count is refused before any data is read
+    except ValueError as e:
+        fail(e)
     target = ray_target(ray, ray_address)
     if isinstance(target, str):  # a wrong or unreachable cluster is refused before any data is read
         from ..scale import ray_address as given_address
@@ -214,11 +222,14 @@ def federate(
 
             runner = functools.partial(ray_clients, address=target if isinstance(target, str) else None)
         space = Space.federate(cl, pub, encoders=encoders or None, cache=cache, strict=strict, progress=True, method=method,
-                    rounds=rounds, local_epochs=local_epochs, dim=dim, hidden=hidden, lr=lr, seed=seed, runner=runner,
+                    rounds=rounds, local_epochs=list(grid) if len(grid) > 1 else grid[0], dim=dim, hidden=hidden, lr=lr, seed=seed, runner=runner,
                     label=label, server_public=server_public, average=average)
         space.save(out, overwrite=overwrite)
     except (AnybindError, ValueError) as e:
         fail(e)
     e = space.info["lineage"][-1]
+    search = e.get("local_epochs_search")
+    chose = (f"; {search['chosen']} local epochs chosen on the clients' val pairs (of {','.join(map(str, grid))}: "
+             f"{', '.join(f'{v:.3f}' if v is not None else '-' for v in search['val'])})" if search else "")
     console.print(f"saved {space} to [bold]{out}[/bold] ({method}{' + FedAvg step' if average else ''}, {e['clients']} clients{' on Ray' if target else ''}: best round {e['best_round']} "
-                  f"of {e['rounds_run']}, {e['bytes']['per_round']:,} bytes a round)", highlight=False)
+                  f"of {e['rounds_run']}, {e['bytes']['per_round']:,} bytes a round{chose})", highlight=False)
