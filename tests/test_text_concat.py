@@ -163,3 +163,18 @@ def test_the_ridge_start_reads_a_bridge_into_a_text_ensemble_lock():
     assert W is not None and W.shape == (1296, 16) and not W[:1280].any()
     assert bridge_prior(img, "text:concat(tinytext:b,tinytext:a)", proj) is None  # another lock: no prior
     assert bridge_prior("image:efficientnet-lite0+bridge", TINY, proj) is None
+
+
+def test_a_label_bridge_space_into_a_text_ensemble_saves_and_loads(tmp_path):
+    from anybind import Space
+
+    img = f"image:efficientnet-lite0+bridge({TINY})"
+    sp = Space.label_bridge(img)  # the text side defaults to the bridge's own text encoder
+    assert sp.encoders == {"image": img, "text": TINY}
+    with pytest.raises(EncoderError, match="bridges into text:concat\\(tinytext:a,tinytext:b\\), not tinytext:a"):
+        Space.label_bridge(img, "tinytext:a")
+    sp.save(tmp_path / "s")
+    back = Space.load(tmp_path / "s")
+    assert back.encoders == sp.encoders and back.identity() == sp.identity()
+    np.testing.assert_array_equal(back.embed("text", TEXTS), sp.embed("text", TEXTS))
+    np.testing.assert_allclose(sp.embed("text", TEXTS), get_encoder(TINY).encode(TEXTS) / np.sqrt(2), atol=1e-6)
