@@ -207,22 +207,25 @@ def fit_training_free(
     return space
 
 
-def bridge_space(image_spec: str = "image:efficientnet-lite0+bridge", text_spec: str = "text:minilm"):
+def bridge_space(image_spec: str = "image:efficientnet-lite0+bridge", text_spec: str | None = None):
     """The training-free label-bridge space: images by their bridge vector, texts as they are.
 
     No paired data at all: an image is scored against a caption by the cosine
     between the caption's embedding and the image's class-name mixture.  The
-    baseline every trained image<->text space should beat.
+    baseline every trained image<->text space should beat.  ``text_spec`` defaults to the text encoder the
+    bridge maps into (``text:minilm`` for a bare ``+bridge``, ``<text spec>`` for ``+bridge(<text spec>)``).
 
     A building block below the public class: it returns a :class:`~anybind.space_core.SpaceCore`.  Users call
     ``Space.label_bridge(...)``, which hands out the public :class:`anybind.Space`.
     """
     from .encoders.registry import get_encoder
-    from .encoders.bridge import SUFFIX
+    from .encoders.bridge import SUFFIX, bridge_text
     from .space_core import SpaceCore
 
-    if not image_spec.endswith(SUFFIX):
+    target = bridge_text(image_spec)
+    if target is None:
         raise EncoderError(f"bridge_space needs a '{SUFFIX}' image encoder, got {image_spec!r}")
+    text_spec = text_spec or target
     img, txt = get_encoder(image_spec), get_encoder(text_spec)
     if img.text_encoder.spec != txt.spec:
         raise EncoderError(f"{image_spec} bridges into {img.text_encoder.spec}, not {text_spec}")

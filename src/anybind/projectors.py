@@ -73,8 +73,11 @@ class ProjectorConfig:
     frames: int = 0  # > 0: a temporal projector over that many frames (space format 4), see the module docstring
 
     def to_dict(self) -> dict:
-        """The config as saved; ``center`` and ``frames`` only when set, so a plain space reads as format 2."""
+        """The config as saved; ``center`` and ``frames`` only when set, so a plain space reads as format 2.  The
+        rates as floats, as a load reads them (hashed into the identity: ``dropout=0`` saved as ``0`` and read back
+        as ``0.0`` made the loaded space's identity differ from the saved one)."""
         d = asdict(self)
+        d["dropout"], d["input_dropout"] = float(self.dropout), float(self.input_dropout)
         if not self.center:
             d.pop("center")
         if not self.frames:

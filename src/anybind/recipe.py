@@ -62,6 +62,14 @@ baseline -0.030 (2/4 cells >=) -> +0.045 with the bridge start alone -> +0.036 (
 test text->image R@1 0.321 -> 0.390 (all train pairs).  In-domain Tux Paint val alone would not have chosen it
 (mean R@1/5/10 0.649 -> 0.647, a tie): the choice rests on the held-out corpora's val cells.
 
+An option, not the default (branch h158, BENCHMARKS.md section defaults-image-ensemble, val only): the lock
+``text:concat(text:minilm,text:e5-small)`` with the bridge mapped into it,
+``image:efficientnet-lite0+bridge(text:concat(text:minilm,text:e5-small))`` (given explicitly: the image rule
+above picks the bridge only for the default text encoder; the bridge prior follows any bridge into the lock's text
+encoder): Tux Paint val t->i / i->t 0.456 / 0.417 -> 0.485 / 0.417 (seed 0), 0.476 / 0.408 -> 0.515 / 0.437
+(seed 1), Fashion-MNIST selection slices pooled 0.412 -> 0.418 (-0.011 to +0.021); the transfer matrix's held-out
+corpora not run yet.
+
 ``recipe="auto"`` (the default) applies each rule only where the user chose nothing: an explicit encoder,
 ``lock``, ``init``, ``dim`` (a projected width rules out locking), ``ridge_prior``, ``wise`` or ``lr`` always
 wins.  ``recipe="plain"`` is the bare default (random init, nothing locked, plain encoders), kept for comparisons.
@@ -74,6 +82,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .encoders.bridge import bridge_text
 from .encoders.registry import default_spec
 
 log = logging.getLogger(__name__)
@@ -113,9 +122,10 @@ def resolve_recipe(
             cfg["init"] = chosen["init"] = "ridge"
         if "image" in modalities and "image" not in given and specs["text"] == BRIDGE_TEXT:
             specs["image"] = chosen["encoders.image"] = BRIDGE_IMAGE + "+bridge"
-        bridged = [m for m in modalities if m != "text" and specs[m].endswith("+bridge")]
-        if (bridged and "ridge_prior" not in cfg and cfg.get("init") == "ridge" and cfg.get("lock") == "text"
-                and specs["text"] == BRIDGE_TEXT):  # shrink towards the label bridge, not towards nothing
+        # a label bridge into the lock's own text encoder (text:minilm's, or +bridge(<text spec>)'s)
+        bridged = [m for m in modalities if m != "text" and bridge_text(specs[m]) == specs["text"]]
+        if (bridged and "ridge_prior" not in cfg and cfg.get("init") == "ridge"
+                and cfg.get("lock") == "text"):  # shrink towards the label bridge, not towards nothing
             cfg["ridge_prior"] = chosen["ridge_prior"] = "bridge"
     if cfg.get("init") == "ridge":  # fine-tuning from the training-free ridge start: gently, and mixed back
         if "wise" not in cfg:

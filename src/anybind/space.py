@@ -170,10 +170,10 @@ class Space(SpaceCore):
                                       **config))
 
     @classmethod
-    def label_bridge(cls, image_spec: str = "image:efficientnet-lite0+bridge", text_spec: str = "text:minilm") -> "Space":
+    def label_bridge(cls, image_spec: str = "image:efficientnet-lite0+bridge", text_spec: str | None = None) -> "Space":
         """The training-free label-bridge Space (no paired data): an image is its class-name mixture embedded
         by the text encoder, a text is its own embedding; the baseline every trained image<->text space should
-        beat (:func:`anybind.align.bridge_space`)."""
+        beat (:func:`anybind.align.bridge_space`; ``text_spec``: the bridge's own text encoder unless given)."""
         return cls.from_core(bridge_space(image_spec, text_spec))
 
     # -- zero-shot prompts (see anybind.prompts) ---------------------------

