@@ -52,3 +52,31 @@ def test_absolute_spec_keeps_a_path_whose_folder_name_the_spec_grammar_would_spl
         out = absolute_spec(typed)
     assert out == typed
     assert "this working directory" in caplog.text and typed in caplog.text
+
+
+@pytest.mark.parametrize("typed, kept", [
+    ("text:concat(text:hf/m,text:minilm)", True),  # an ensemble's parts are written without spaces
+    ("image:efficientnet-lite0+bridge(text:hf/m)", True),  # so is the bridge's text encoder
+    ("image:concat(image:hf/m,image:efficientnet-lite0)+bridge", True),
+    ("text:hf/m", False),  # a whole spec (or a frames group) holds a space: made absolute as before
+    ("video:frames(image:hf/m)@fps=2", False),
+])
+def test_absolute_spec_keeps_a_path_with_a_space_inside_a_group_that_refuses_spaces(typed, kept, tmp_path,
+                                                                                   monkeypatch, caplog):
+    """A working directory with a space (``my models``): inside ``concat(...)`` or ``+bridge(...)``, which refuse
+    any space (one encoder, one spelling), its absolute path would turn a spec that builds into one refused
+    ("write it without spaces"), so it is kept as typed, with the warning; elsewhere it is made absolute."""
+    import logging
+
+    from anybind.encoders.registry import absolute_spec
+
+    work = tmp_path / "my models"
+    (work / "m").mkdir(parents=True)
+    monkeypatch.chdir(work)
+    monkeypatch.setattr(logging.getLogger("anybind"), "propagate", True)  # a CLI test before may have stopped it
+    with caplog.at_level(logging.WARNING, logger="anybind"):
+        out = absolute_spec(typed)
+    if kept:
+        assert out == typed and "this working directory" in caplog.text and typed in caplog.text
+    else:
+        assert out == typed.replace("hf/m", f"hf/{work}/m")

@@ -233,20 +233,35 @@ _LOCAL_PATH = re.compile(r"(?<=:)(?<!vectors:)(hf/|onnx/)([^@,()]+?)(?=\+bridge\
 _SPEC_SYNTAX = re.compile(r"[@,()]|\+bridge")
 
 
+def _in_spaceless_group(spec: str, pos: int) -> bool:
+    """Whether ``spec[pos]`` lies inside a ``concat(...)`` or ``<suffix>(...)`` (``+bridge(...)``) group: their
+    parsers refuse any space."""
+    opened: list[bool] = []
+    for i, ch in enumerate(spec[:pos]):
+        if ch == "(":
+            opened.append(spec[:i].endswith(("concat", *SUFFIXES)))
+        elif ch == ")" and opened:
+            opened.pop()
+    return any(opened)
+
+
 def absolute_spec(spec: str) -> str:
     """``spec`` with its local model paths (``hf/<folder>``, ``onnx/<file>``, ``tokenizer=<folder>``, also inside
     ``video:frames(...)`` and ``concat(...)``) made absolute when they are relative and exist from the working
     directory: a space saved with such a spec then loads from any folder.  Hub ids and absolute paths are kept,
-    and so, with a warning, is a path whose absolute form holds a character of the spec grammar (``@ , ( )``).
-    The command line applies it to every ``-e`` / ``--from-pretrained`` value."""
+    and so, with a warning, is a path whose absolute form holds a character of the spec grammar (``@ , ( )``), or a
+    space inside ``concat(...)`` / ``+bridge(...)`` (which refuse spaces).  The command line applies it to every ``-e`` / ``--from-pretrained`` value."""
     def fix(m: re.Match) -> str:
         head, path = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
         if os.path.isabs(path) or not os.path.exists(path):
             return m.group(0)
         full = os.path.abspath(path)
-        if _SPEC_SYNTAX.search(full):  # in the spec it would split a concat part, an option or a frames group
-            log.warning("%s: %s holds one of @ , ( ) +bridge, which a spec cannot hold: kept as typed, so a space "
-                        "made with it loads from this working directory only", spec, full)
+        # in the spec it would split a concat part, an option or a frames group; a space, inside concat(...) or
+        # +bridge(...), which refuse any (one encoder, one spelling)
+        if _SPEC_SYNTAX.search(full) or (any(c.isspace() for c in full) and _in_spaceless_group(spec, m.start())):
+            log.warning("%s: %s holds one of @ , ( ) +bridge (or a space inside concat(...) or +bridge(...)), which "
+                        "the spec cannot hold: kept as typed, so a space made with it loads from this working "
+                        "directory only", spec, full)
             return m.group(0)
         return head + full
 
