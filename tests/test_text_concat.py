@@ -121,7 +121,8 @@ def test_the_bridge_mixes_the_class_prompts_embedded_by_its_text_encoder(monkeyp
 @pytest.mark.parametrize("spec, problem", [
     ("image:efficientnet-lite0+bridge(text:minilm)", "is written image:efficientnet-lite0+bridge"),
     ("image:efficientnet-lite0+bridge()", "one whole text encoder spec"),
-    ("image:efficientnet-lite0+bridge(image:efficientnet-lite0)", "one whole text encoder spec"),
+    ("image:efficientnet-lite0+bridge(image:efficientnet-lite0)", "is a image encoder"),
+    ("image:efficientnet-lite0+bridge(text)", "one whole text encoder spec"),
     ("image:efficientnet-lite0+bridge(text:concat(tinytext:a,nosuch:x))", "the bridge's text encoder: encoder"),
     ("image:efficientnet-lite0+bridge(text:concat(tinytext:a))", "at least two parts"),
 ])
@@ -178,3 +179,13 @@ def test_a_label_bridge_space_into_a_text_ensemble_saves_and_loads(tmp_path):
     assert back.encoders == sp.encoders and back.identity() == sp.identity()
     np.testing.assert_array_equal(back.embed("text", TEXTS), sp.embed("text", TEXTS))
     np.testing.assert_allclose(sp.embed("text", TEXTS), get_encoder(TINY).encode(TEXTS) / np.sqrt(2), atol=1e-6)
+
+
+def test_the_bridge_maps_into_any_text_encoder_a_space_can_lock():
+    """A text encoder of another prefix (a plugin's, ``callable:``) is a text encoder like ``text:...``: a space
+    locked on it gets the bridge into it, and the recipe's bridge prior with it."""
+    img = "image:efficientnet-lite0+bridge(tinytext:a)"
+    enc = get_encoder(img)
+    assert enc.text_encoder is get_encoder("tinytext:a") and enc.dim == 1280 + 8 and bridge_text(img) == "tinytext:a"
+    _, cfg, _ = resolve_recipe("auto", ["image", "text"], {"text": "tinytext:a", "image": img}, {})
+    assert cfg["ridge_prior"] == "bridge"

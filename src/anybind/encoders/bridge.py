@@ -92,7 +92,8 @@ def make_bridge_encoder(base_spec: str, text_spec: str | None = None) -> "LabelB
     if text_spec == DEFAULT_BRIDGE_TEXT:
         raise EncoderError(f"encoder {spec!r}: the bridge into {DEFAULT_BRIDGE_TEXT} is written {base_spec}{SUFFIX} "
                            "(one encoder has one spelling: it heads the identity of cached features and spaces)")
-    if not text_spec.startswith("text:") or any(c.isspace() for c in text_spec):
+    # PREFIX:NAME of any prefix (a plugin's text encoder, callable:...): the encoder's modality is checked when built
+    if ":" not in text_spec or any(c.isspace() for c in text_spec):
         raise EncoderError(f"encoder {spec!r}: the bridge's text encoder is one whole text encoder spec without "
                            f"spaces, e.g. {base_spec}{SUFFIX}(text:concat(text:minilm,text:e5-small))")
     return LabelBridgeEncoder(base_spec, text_spec)
