@@ -38,14 +38,24 @@ def _project(d, n: int = 24):
                                 "image": f"img/{i}.png", "text": f"a patch of colour {colour.tolist()}"}) + "\n")
 
 
-def _anybind(*args: str, cwd) -> str:
-    """``python -m anybind ARGS`` in ``cwd``, a fresh driver process; its output (it must succeed)."""
+def _anybind(*args: str, cwd, head=None) -> str:
+    """``python -m anybind ARGS`` in ``cwd``, a fresh driver process; its output (it must succeed).
+
+    With ``head`` (a Ray Client run): when the head could not start the per-client server ("Initialization failure
+    from server", seen twice in ~6 runs on the loaded 2-core test machine, its log gone with the head's folder), the
+    server logs are attached and the command is run once more, as a user would."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["RAY_AUTH_MODE"] = "disabled"  # as the head's (ray_head): a local ray.init earlier in this process set 'token'
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))  # this anybind, the helpers
-    r = subprocess.run([sys.executable, "-m", "anybind", *args], cwd=cwd, env=env, capture_output=True, text=True,
-                       timeout=600)
-    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    seen = ""
+    for _ in range(2 if head is not None else 1):
+        r = subprocess.run([sys.executable, "-m", "anybind", *args], cwd=cwd, env=env, capture_output=True,
+                           text=True, timeout=600)
+        if r.returncode == 0 or "Initialization failure from server" not in r.stderr:
+            break
+        seen += r.stderr[-1500:] + "".join(f"\n== {f.name}: {f.read_text(errors='replace')[-1500:]}"
+                                           for f in sorted(head[1].glob("session_*/logs/ray_client_server*.err")))
+    assert r.returncode == 0, (seen + r.stdout + r.stderr)[-6000:]
     return r.stdout + r.stderr
 
 
@@ -100,7 +110,7 @@ def test_through_ray_client_federate_binds_the_in_process_space_and_ray_data_is_
             *[x for m, spec in ENC.items() for x in ("-e", f"{m}={spec}")], "--rounds", "1", "--dim", "8",
             "--hidden", "16", "--method", "fedavg"]
     _anybind(*args, "--out", "here", cwd=tmp_path)
-    out = _anybind(*args, "--ray-address", ray_head.client, "--out", "there", cwd=tmp_path)
+    out = _anybind(*args, "--ray-address", ray_head.client, "--out", "there", cwd=tmp_path, head=ray_head)
     assert "2 clients on Ray" in out, out
     here, there = (sorted((tmp_path / d).glob("*.safetensors")) for d in ("here", "there"))
     assert [p.name for p in here] == [p.name for p in there] and here
