@@ -79,8 +79,15 @@ def test_the_identity_holds_each_part_and_changes_with_any_part():
     ("text:concat(tinytext:a, tinytext:b)", "without spaces, text:concat(tinytext:a,tinytext:b)"),
     ("text:concat(tinytext:a,tinytext:b", "an ensemble spec is text:concat(<spec>,<spec>"),
     ("text:concat(tinytext:a,tinytext:b))", "unbalanced parentheses"),
+    # the bridge's text encoder (+bridge(<text spec>))
+    ("image:efficientnet-lite0+bridge(text:minilm)", "is written image:efficientnet-lite0+bridge"),
+    ("image:efficientnet-lite0+bridge()", "one whole text encoder spec"),
+    ("image:efficientnet-lite0+bridge(image:efficientnet-lite0)", "is a image encoder"),
+    ("image:efficientnet-lite0+bridge(text)", "one whole text encoder spec"),
+    ("image:efficientnet-lite0+bridge(text:concat(tinytext:a,nosuch:x))", "the bridge's text encoder: encoder"),
+    ("image:efficientnet-lite0+bridge(text:concat(tinytext:a))", "at least two parts"),
 ])
-def test_a_bad_text_ensemble_is_refused_in_one_line(spec, problem):
+def test_a_bad_text_ensemble_or_bridge_text_encoder_is_refused_in_one_line(spec, problem):
     with pytest.raises(EncoderError) as e:
         get_encoder(spec, cached=False)
     msg = str(e.value)
@@ -116,21 +123,6 @@ def test_the_bridge_mixes_the_class_prompts_embedded_by_its_text_encoder(monkeyp
     want = p @ E
     want /= np.linalg.norm(want, axis=1, keepdims=True)
     np.testing.assert_allclose(enc.bridge(feats), want, rtol=1e-4, atol=1e-5)
-
-
-@pytest.mark.parametrize("spec, problem", [
-    ("image:efficientnet-lite0+bridge(text:minilm)", "is written image:efficientnet-lite0+bridge"),
-    ("image:efficientnet-lite0+bridge()", "one whole text encoder spec"),
-    ("image:efficientnet-lite0+bridge(image:efficientnet-lite0)", "is a image encoder"),
-    ("image:efficientnet-lite0+bridge(text)", "one whole text encoder spec"),
-    ("image:efficientnet-lite0+bridge(text:concat(tinytext:a,nosuch:x))", "the bridge's text encoder: encoder"),
-    ("image:efficientnet-lite0+bridge(text:concat(tinytext:a))", "at least two parts"),
-])
-def test_a_bad_bridge_text_encoder_is_refused_in_one_line(spec, problem):
-    with pytest.raises(EncoderError) as e:
-        get_encoder(spec, cached=False)
-    msg = str(e.value)
-    assert problem in msg and spec in msg and "\n" not in msg
 
 
 def test_the_default_recipe_bridge_is_unchanged():
