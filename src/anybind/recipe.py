@@ -82,7 +82,6 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .encoders.bridge import bridge_text
 from .encoders.registry import default_spec
 
 log = logging.getLogger(__name__)
@@ -123,6 +122,8 @@ def resolve_recipe(
         if "image" in modalities and "image" not in given and specs["text"] == BRIDGE_TEXT:
             specs["image"] = chosen["encoders.image"] = BRIDGE_IMAGE + "+bridge"
         # a label bridge into the lock's own text encoder (text:minilm's, or +bridge(<text spec>)'s)
+        from .encoders.bridge import bridge_text  # lazy: `import anybind` loads no model family
+
         bridged = [m for m in modalities if m != "text" and bridge_text(specs[m]) == specs["text"]]
         if (bridged and "ridge_prior" not in cfg and cfg.get("init") == "ridge"
                 and cfg.get("lock") == "text"):  # shrink towards the label bridge, not towards nothing
