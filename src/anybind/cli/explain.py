@@ -25,6 +25,7 @@ def explain_items(space, text: str | None, others: list[tuple[str, Any, str]], w
     import numpy as np
 
     from ..explain import nearest_words, word_drops
+    from ..space_core import per_modality
 
     for m, _, _ in others:
         if m not in space.modalities:
@@ -34,10 +35,9 @@ def explain_items(space, text: str | None, others: list[tuple[str, Any, str]], w
     by_mod: dict[str, list[int]] = {}
     for i, (m, _, _) in enumerate(items):
         by_mod.setdefault(m, []).append(i)
-    emb: list[Any] = [None] * len(items)  # each item's embedding (what word_drops and nearest_words take as is)
-    for m, idx in by_mod.items():
-        for i, e in zip(idx, space.embed(m, [items[i][1] for i in idx], cache=cache)):
-            emb[i] = np.asarray(e, np.float32)
+    # each item's embedding (what word_drops and nearest_words take as is), one embed call per modality
+    emb = [np.asarray(e, np.float32) for e in per_modality([(m, x) for m, x, _ in items],
+                                                          lambda m, xs: space.embed(m, xs, cache=cache))]
     near = {}
     if words:
         for m, idx in by_mod.items():
