@@ -162,6 +162,7 @@ def test_the_serve_load_baseline_runs_uploads_and_texts_in_process(data, shared_
         raw = _sequential(svc, ["text", "upload", "text", "upload"], texts[:2], blobs, 5)
         assert (len(raw["lat"]["text"]), len(raw["lat"]["upload"])) == (2, 2) and raw["errors"] == []
         assert (raw["calls"], raw["items"]) == (4, 5) and list(svc.tmp.iterdir()) == []
+        assert raw["cpu_s"] > 0 and raw["client_cpu_s"] == 0  # it encoded five items, in this process
     finally:
         svc.close()
 
@@ -182,6 +183,9 @@ def test_the_serve_load_baseline_runs_uploads_and_texts_in_process(data, shared_
     ({"images_per_request": "x"}, "images_per_request='x'"),
     ({"images_per_request": ""}, "images_per_request=''"),
     ({"images_per_request": True}, "images_per_request=True"),
+    ({"torch_threads": "0"}, "torch_threads='0'"),
+    ({"torch_threads": "1.5"}, "torch_threads='1.5'"),
+    ({"torch_threads": "x"}, "torch_threads='x'"),
 ])
 def test_the_serve_load_grid_refuses_a_bad_setting_before_building_anything(opts, named, tmp_path):
     """The bench's tuning grid (comma-separated values per knob): a value no service could run with (out of range,
@@ -196,11 +200,12 @@ def test_the_serve_load_grid_refuses_a_bad_setting_before_building_anything(opts
     assert not (tmp_path / "work").exists()
 
 
-def _fake_serve_load(monkeypatch, walls, image=None, seen=None):
+def _fake_serve_load(monkeypatch, walls, image=None, seen=None, cpus=None):
     """serve_load with its corpus, space, index, service and load replaced: each run's wall time is
     ``walls(mode, round)`` (mode: a ServeConfig's (batch_wait_ms, max_batch, concurrency), or 'sequential'); returns
     the runs made, in order, as (round, mode).  ``image``: the corpus' one image; ``seen``: a list each run's
-    (service config or None, upload blobs) is appended to."""
+    (service config or None, upload blobs) is appended to; ``cpus(mode, round)``: each run's CPU seconds (the
+    server's; the client's is a tenth of it), and the torch threads in force are kept in the runs as a third item."""
     import types
 
     import anybind.bench.tasks_serve as ts
@@ -228,10 +233,13 @@ def _fake_serve_load(monkeypatch, walls, image=None, seen=None):
             pass
 
     def raw(mode):
-        rnd = sum(1 for _, m in runs if m == "sequential")
-        runs.append((rnd, mode))
+        import torch
+
+        rnd = sum(1 for r in runs if r[1] == "sequential")
+        runs.append((rnd, mode) if cpus is None else (rnd, mode, torch.get_num_threads()))
+        cpu = {} if cpus is None else {"cpu_s": cpus(mode, rnd), "client_cpu_s": cpus(mode, rnd) / 10}
         return {"wall_s": walls(mode, rnd), "lat": {"text": [1.0], "upload": []}, "errors": [], "work_ms": [],
-                "calls": 1, "items": 1, "enc_s": 0.0}
+                "calls": 1, "items": 1, "enc_s": 0.0, **cpu}
 
     monkeypatch.setattr(serve, "Service", FakeService)
     def look(config, blobs):
@@ -299,3 +307,26 @@ def test_serve_load_images_per_request_sends_that_many_new_images_in_each_upload
         assert all(Image.open(io.BytesIO(x)).size == (40, 30) for b in blobs for x in b)
         assert [c.max_files >= per for c, _ in seen if c is not None] == [True] * 3
         assert res.config["images_per_request"] == per and f"of {per} image(s) each" in res.notes[1]
+
+
+def test_serve_load_torch_threads_hold_for_every_run_and_the_cpu_ratio_is_the_baselines_over_the_services(
+        monkeypatch, tmp_path):
+    """torch_threads=1: the service and the baseline both run with one torch thread, the process's setting comes
+    back after; cpu_ms_per_request is each side's CPU over its requests (two rounds pooled), x_sequential_cpu the
+    baseline's over the service's, whatever the wall times say."""
+    import torch
+
+    from anybind.bench.tasks_serve import serve_load
+
+    before = torch.get_num_threads()
+    cpu = {"sequential": (4.0, 8.0), (0.0, 8, 128): (1.0, 3.0), (0.0, 1, 128): (2.0, 2.0)}  # seconds, per round
+    runs = _fake_serve_load(monkeypatch, lambda m, r: 1.0, cpus=lambda m, r: cpu[m][r])
+    res = serve_load(tmp_path, requests=4, uploads=0, torch_threads="1", rounds=2)
+    assert [t for _, _, t in runs] == [1] * 6 and torch.get_num_threads() == before
+    rows = {row["name"]: row for row in res.table}
+    on, off = rows["service, batching on (max_batch 8, wait 0 ms)"], rows["service, batching off"]
+    seq = rows["in-process sequential"]
+    assert seq["cpu_ms_per_request"] == pytest.approx(1000 * 12 / 8)
+    assert on["cpu_ms_per_request"] == pytest.approx(1000 * 4 / 8) and on["x_sequential_cpu"] == pytest.approx(3.0)
+    assert off["x_sequential_cpu"] == pytest.approx(3.0) and off["client/cpu_ms_per_request"] == pytest.approx(50)
+    assert on["x_sequential"] == pytest.approx(1.0) and res.config["torch_threads"] == 1

@@ -39,6 +39,12 @@ baseline stages them and searches with them alike).  A request of N images is on
 whatever ``max_batch`` (the batcher never splits a request), run in forward passes of the encoder's batch size or
 ``min_forward_batch`` (``min(32, max_batch)``) if larger: this is how ``max_batch`` 8 and 64 are compared on such
 requests.  The service is given ``max_files`` and ``max_upload_bytes`` large enough for them.
+
+``torch_threads`` (default: torch's own, one per core): torch's intra-op threads for the whole run, the service
+and the baseline alike (one process setting; given back after).  ``cpu_ms_per_request`` is the server process's
+CPU per request during the load (the baseline's: its own), ``x_sequential_cpu`` the baseline's over the
+service's: on a machine shared with other work the wall-clock ratio also depends on the CPU share each side
+happens to get, the CPU ratio does not.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -96,16 +103,28 @@ def _encoder_totals(svc) -> tuple[int, int, float]:
     return int(sum(s["calls"] for s in st)), int(sum(s["items"] for s in st)), float(sum(s["seconds"] for s in st))
 
 
+def _cpu() -> tuple[float, float]:
+    """CPU seconds (user + system, every thread) of this process and of its finished child processes so far."""
+    import resource
+
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime, kids.ru_utime + kids.ru_stime
+
+
 def _load_run(svc, kinds, texts, blobs, k: int, client: str, singles=()) -> dict:
     """One service under the load: the client's raw timings plus the encoder calls made and their time
-    (during the load; ``singles``: text queries sent one at a time afterwards)."""
+    (during the load; ``singles``: text queries sent one at a time afterwards), and the CPU seconds spent during
+    the load by this process (the server, and with ``client=thread`` the client too) and by the client's process."""
     from ..serve import create_app, serve_in_thread
 
     svc.warm_up()
     c0, i0, s0 = _encoder_totals(svc)
     with serve_in_thread(create_app(service=svc)) as url:
+        (own0, kids0) = _cpu()
         got = _run_client(url, kinds, texts, blobs, k, client, [])
         c1, i1, s1 = _encoder_totals(svc)
+        (own1, kids1) = _cpu()
+        got.update(cpu_s=own1 - own0, client_cpu_s=kids1 - kids0)
         if singles:
             alone = _run_client(url, [], [], [], k, client, singles)
             got["single_ms"], got["errors"] = alone["single_ms"], got["errors"] + alone["errors"]
@@ -122,6 +141,7 @@ def _sequential(svc, kinds, texts, blobs, k: int) -> dict:
         c0, i0, s0 = _encoder_totals(svc)
         lat: dict[str, list[float]] = {"text": [], "upload": []}
         ti, bi = iter(texts), iter(blobs)
+        own0 = _cpu()[0]
         t_all = time.perf_counter()
         for kind in kinds:
             t0 = time.perf_counter()
@@ -138,12 +158,29 @@ def _sequential(svc, kinds, texts, blobs, k: int) -> dict:
                             path.unlink(missing_ok=True)
             lat[kind].append((time.perf_counter() - t0) * 1000)
         wall = time.perf_counter() - t_all
+        cpu = _cpu()[0] - own0
         c1, i1, s1 = _encoder_totals(svc)
         return {"wall_s": wall, "lat": lat, "errors": [], "work_ms": [], "calls": c1 - c0, "items": i1 - i0,
-                "enc_s": s1 - s0}
+                "enc_s": s1 - s0, "cpu_s": cpu, "client_cpu_s": 0.0}
 
     with ThreadPoolExecutor(1) as pool:
         return pool.submit(run).result()
+
+
+@contextmanager
+def _torch_threads(n: int | None):
+    """torch's intra-op threads set to ``n`` for the block (None: left as they are), then given back."""
+    if n is None:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _whole(v) -> int | None:
@@ -172,6 +209,9 @@ def _pooled(raws: list[dict], n: int) -> dict[str, float]:
         out.update({"work/p50_ms": _pct(work, 50), "work/p95_ms": _pct(work, 95)})
     for kind in ("text", "upload"):
         out.update({f"{kind}/{k_}": v for k_, v in _summary(lat[kind], wall, len(lat[kind])).items() if "ms" in k_})
+    if all("cpu_s" in r for r in raws):  # CPU per request: the server's (this process), and the client process's
+        out["cpu_ms_per_request"] = 1000 * sum(r["cpu_s"] for r in raws) / (n * len(raws))
+        out["client/cpu_ms_per_request"] = 1000 * sum(r["client_cpu_s"] for r in raws) / (n * len(raws))
     calls, items = sum(r["calls"] for r in raws), sum(r["items"] for r in raws)
     out.update({"encoder/calls": calls / len(raws), "encoder/items_per_call": items / calls if calls else float("nan"),
                 "encoder/busy_share": sum(r["enc_s"] for r in raws) / wall if wall > 0 else float("nan")})
@@ -198,6 +238,7 @@ def serve_load(
     client: str = "thread",
     rounds: int | str = 1,
     images_per_request: int | str = 1,
+    torch_threads: int | str | None = None,
 ) -> TaskResult:
     from PIL import Image
 
@@ -225,6 +266,10 @@ def serve_load(
     if per is None or per < 1:
         raise AnybindError(f"serve-load: images_per_request={images_per_request!r} must be a whole number >= 1 (the "
                            "images each upload request carries)")
+    threads = None if torch_threads is None else _whole(torch_threads)
+    if torch_threads is not None and (threads is None or threads < 1):
+        raise AnybindError(f"serve-load: torch_threads={torch_threads!r} must be a whole number >= 1 (torch's "
+                           "intra-op threads, for the service and the baseline alike)")
     if batching not in ("both", "on", "off"):
         raise AnybindError(f"serve-load: batching={batching!r}; use both, on or off")
     if client not in ("thread", "process"):
@@ -281,17 +326,18 @@ def serve_load(
     # batching)
     raws: dict[str, list[dict]] = {m: [] for m in modes}
     seq: list[dict] = []
-    for rnd in range(max(1, int(rounds))):
-        order = list(modes)[rnd % len(modes):] + list(modes)[:rnd % len(modes)]
-        for mode in [*order, "sequential"]:
-            svc = Service(space, index, cache=cache, config=config(*modes.get(mode, (0.0, 1, conc))))
-            try:
-                raw = (_sequential(svc, kinds, texts, blobs, k) if mode == "sequential"
-                       else _load_run(svc, kinds, texts, blobs, k, client, singles))
-            finally:
-                svc.close()
-            (seq if mode == "sequential" else raws[mode]).append(raw)
-            say(f"round {rnd + 1}, {mode}: {n / raw['wall_s']:.1f} req/s, {len(raw['errors'])} errors")
+    with _torch_threads(threads):  # the service and the baseline alike
+        for rnd in range(max(1, int(rounds))):
+            order = list(modes)[rnd % len(modes):] + list(modes)[:rnd % len(modes)]
+            for mode in [*order, "sequential"]:
+                svc = Service(space, index, cache=cache, config=config(*modes.get(mode, (0.0, 1, conc))))
+                try:
+                    raw = (_sequential(svc, kinds, texts, blobs, k) if mode == "sequential"
+                           else _load_run(svc, kinds, texts, blobs, k, client, singles))
+                finally:
+                    svc.close()
+                (seq if mode == "sequential" else raws[mode]).append(raw)
+                say(f"round {rnd + 1}, {mode}: {n / raw['wall_s']:.1f} req/s, {len(raw['errors'])} errors")
     base = _pooled(seq, n)
     runs = {m: _pooled(r, n) for m, r in raws.items()}
     errors = [f"batching {m}: {e}" for m, rs in raws.items() for r in rs for e in r["errors"]]
@@ -299,12 +345,14 @@ def serve_load(
         r["x_sequential"] = r["throughput_rps"] / base["throughput_rps"]
         per_round = [s["wall_s"] / x["wall_s"] for x, s in zip(raws[m], seq)]
         r["x_sequential/min"], r["x_sequential/max"] = min(per_round), max(per_round)
+        if "cpu_ms_per_request" in r and "cpu_ms_per_request" in base:  # the server's CPU per request, not the wall
+            r["x_sequential_cpu"] = base["cpu_ms_per_request"] / max(r["cpu_ms_per_request"], 1e-9)
 
     names = {m: (f"batching on (max_batch {b}, wait {w:g} ms" + (f", {c} slots)" if len(concs) > 1 else ")"))
              for m, (w, b, c) in cells.items()}
     names["off"] = "batching off" + (f" ({conc} slots)" if len(concs) > 1 else "")  # at the first pool
-    cols = ("throughput_rps", "x_sequential", "x_sequential/min", "x_sequential/max", "errors", "p50_ms", "p95_ms",
-            "single/p50_ms", "work/p50_ms", "encoder/calls", "encoder/items_per_call", "encoder/busy_share")
+    cols = ("throughput_rps", "x_sequential", "x_sequential/min", "x_sequential/max", "x_sequential_cpu",
+            "cpu_ms_per_request", "client/cpu_ms_per_request", "errors", "p50_ms", "p95_ms", "single/p50_ms", "work/p50_ms", "encoder/calls", "encoder/items_per_call", "encoder/busy_share")
     table = [{"name": f"service, {names[m]}", **{c: r.get(c) for c in cols}} for m, r in runs.items()]
     table.append({"name": "in-process sequential", **{c: base.get(c) for c in cols}, "x_sequential": 1.0})
     first = next(iter(runs))
@@ -328,6 +376,10 @@ def serve_load(
         ("encoder/*: encoder calls made, items per call, and the share of the wall time some encoder was running "
          "(summed over encoders)"),
         shared,
+        ("cpu_ms_per_request: CPU (user + system, all threads) of the server's process per request during the load "
+         "(with client=thread it includes the client's); client/cpu_ms_per_request: the client process's "
+         "(client=process); x_sequential_cpu: the baseline's CPU per request over the service's, what the ratio "
+         "would be on a machine whose cores were all the bench's"),
         f"zero errors: {'yes' if not errors else 'NO, ' + str(len(errors)) + ' errors'}",
     ]
     notes += [f"error: {e}" for e in errors[:5]]
@@ -338,6 +390,7 @@ def serve_load(
                 "index_rows": len(index), "batch_wait_ms": waits if len(waits) > 1 else waits[0],
                 "max_batch": batches if len(batches) > 1 else batches[0], "batching": batching,
                 "client": client, "rounds": int(rounds), "images_per_request": per,
+                "torch_threads": threads if threads is not None else "torch's default",
                 "space": "procrustes (image:efficientnet-lite0, text:minilm, audio:aisfx)"},
         notes=notes,
         table=table,
