@@ -57,7 +57,10 @@ class ServeConfig:
         1.48, 1.18, 1.41, 1.42, 1.24, 1.12; over the same runs' sequential baseline 1.05 / 1.06, 1.31 / 1.00,
         1.29 / 0.91, 1.38 / 1.17), p95 latency 9.0-17.7 s against 12.9-21.0 s; 32 was not better than 8 (1.12 vs
         1.05, one run).  Not measured near idle.  ``batch_wait_ms`` (2, 5, 10 ms) and ``concurrency`` (16, 32)
-        gained nothing beyond the noise: unchanged (BENCHMARKS.md, serve-load).
+        gained nothing beyond the noise: unchanged (BENCHMARKS.md, serve-load).  Why 64 costs more: it runs
+        images in 32-image passes (``min_forward_batch``), and EfficientNet-Lite0 costs more CPU per image in a
+        larger pass (one torch thread, load ~30: 27 / 27 / 33 / 48 ms per image in passes of 1 / 4 / 8 / 32),
+        while MiniLM stops gaining past 8 texts (14 / 5 / 5 ms at 1 / 8 / 32).
     max_inflight_pixels: what the uploads being decoded and encoded may hold together, in pixels (an RGB
         pixel: 3 bytes; the default, 4 x ``max_pixels``, about 480 MB), whatever ``concurrency`` is: each upload
         reserves what its files declare in their headers (an image its width x height, a sound its samples
