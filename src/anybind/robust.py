@@ -24,7 +24,7 @@ through the shared loop's hooks (:func:`anybind.loop.fit_loop`'s ``penalty=`` an
   ``ridge_prior="residual"``: the label bridge as a residual branch -- the start *is* the bridge (``c W_bridge``,
   the ridge with infinite shrinkage: a zero-initialised residual on top), fine-tuning learns the residual, and
   WiSE-FT's alpha scales it (``c W_bridge + alpha * delta``).
-* ``start_guard`` -- training never below the training-free start on val: with ``ridge_prior="bridge"`` the label
+* ``start_guard`` -- training never below the training-free start on val: with ``ridge_prior="bridge"`` the ridge's
   shrinkage path goes on towards the bridge (:data:`anybind.loop.GUARD_ALPHAS`: 30, 100, 1000) and ends at the
   bridge itself (``c W_bridge``, infinite shrinkage), all scored on the val (or selection) pairs; the bridge is
   kept as the start when no ridge beats it; early stopping and WiSE-FT (whose alpha 0 is that start) then never
@@ -140,6 +140,9 @@ def check_robust(cfg) -> None:
         raise DataError(f"ridge_prior must be one of {', '.join(RIDGE_PRIORS)}, got {cfg.ridge_prior!r}")
     if not isinstance(cfg.start_guard, bool):
         raise DataError(f"start_guard must be True or False, got {cfg.start_guard!r}")
+    if cfg.start_guard and cfg.ridge_prior != "bridge":
+        raise DataError(f"start_guard=True falls back on the label bridge: use ridge_prior='bridge' (got "
+                        f"ridge_prior={cfg.ridge_prior!r})")
     if cfg.ridge_prior != "zero" and cfg.init != "ridge":
         raise DataError(f"ridge_prior={cfg.ridge_prior!r} is what the ridge start shrinks towards: "
                         "use init='ridge'")
