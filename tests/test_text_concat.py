@@ -129,7 +129,7 @@ def test_the_default_recipe_bridge_is_unchanged():
     specs, cfg, chosen = resolve_recipe("auto", ["image", "text"], None, {})
     assert specs == {"image": "image:efficientnet-lite0+bridge", "text": "text:minilm"}
     assert chosen == {"lock": "text", "init": "ridge", "encoders.image": "image:efficientnet-lite0+bridge",
-                      "ridge_prior": "bridge", "wise": "auto", "lr": 1e-4}
+                      "ridge_prior": "bridge", "start_guard": True, "wise": "auto", "lr": 1e-4}
     # a bridge into another text encoder than the lock's: no bridge prior (as before, for a non-default lock)
     _, cfg, chosen = resolve_recipe("auto", ["image", "text"], {"text": PAIR}, {})
     assert "ridge_prior" not in cfg and "encoders.image" not in chosen

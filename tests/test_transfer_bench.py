@@ -80,6 +80,8 @@ def test_system_names_compose_levers():
     assert system_kwargs("defaults") == {}
     assert system_kwargs("defaults+mixup") == {"mixup": 0.5}
     assert system_kwargs("defaults+mixup0.2+select") == {"mixup": 0.2, "select_data": "held-out"}
+    assert system_kwargs("defaults+noguard+selectown") == {"start_guard": False, "select_data": "own+held-out"}
+    assert system_kwargs("recipe+bridge+guard")["start_guard"] is True
     with pytest.raises(AnybindError, match="unknown lever 'bogus'"):
         system_kwargs("recipe+bogus")
     with pytest.raises(AnybindError, match="starts with one of"):
@@ -94,6 +96,9 @@ def test_selection_corpus_must_lie_outside_the_measured_corpora(tmp_path):
     assert selection_corpus("", ["tuxpaint"], builders, {"defaults": {}}, tmp_path) == []
     with pytest.raises(AnybindError, match="give --opt select=NAME"):
         selection_corpus("", ["tuxpaint", "emoji"], builders, kw, tmp_path)
+    with pytest.raises(AnybindError, match="defaults\\+selectown select on another corpus"):
+        selection_corpus("", ["tuxpaint"], builders, {"defaults+selectown": system_kwargs("defaults+selectown")},
+                         tmp_path)
     with pytest.raises(AnybindError, match="outside the measured corpora"):
         selection_corpus("emoji", ["tuxpaint", "emoji"], builders, kw, tmp_path)
     with pytest.raises(AnybindError, match="outside the measured corpora"):

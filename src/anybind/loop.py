@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 MAX_LOGIT_SCALE = math.log(100)
 #: ridge shrinkage candidates (lam = alpha * n), chosen on the validation pairs
 RIDGE_ALPHAS = (0.1, 0.3, 1.0, 3.0, 10.0)
+#: with the start guard (a prior to fall back on), the shrinkage path goes on towards the prior, which ends it
+#: (infinite shrinkage: the training-free start itself); chosen on val like the rest
+GUARD_ALPHAS = (30.0, 100.0, 1000.0)
 
 
 @contextmanager
@@ -298,7 +301,8 @@ PairBlocks = Callable[[str], Iterable[tuple[np.ndarray, np.ndarray]]]
 def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, train_pairs: PairBlocks,
                        val_pairs: Callable[[str], tuple[np.ndarray, np.ndarray] | None], *,
                        prior: Callable[[str], torch.Tensor | None] | None = None,
-                       exact_prior: bool = False) -> dict[str, float | None]:
+                       exact_prior: bool = False,
+                       guard: dict[str, dict[str, Any]] | None = None) -> dict[str, float | None]:
     """Start every unlocked projector at the ridge regression onto the locked modality's space.
 
     For each modality ``m``, ``W = argmin ||Z W - T||^2 + lam ||W - W0||^2`` over the training pairs
@@ -308,9 +312,14 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
     features (the normal equations are summed over them: memory is one block);
     ``val_pairs(m)``: the val pairs, or ``None`` when there are fewer than 2.  ``W0`` is zero, or
     ``c * prior(m)`` where ``prior(m)`` gives a map (``in_dim``, ``out_dim``), ``c`` its least-squares
-    scale onto the targets (``<Z W0, T> / ||Z W0||^2``, from the same normal equations).  ``exact_prior``: a
+    scale onto the targets (``<Z W0, T> / ||Z W0||^2``, from the same normal equations; where that is not positive,
+    pairs that disagree with the prior, ``||T|| / ||Z W0||``: the prior's direction, never its opposite).  ``exact_prior``: a
     modality with a prior starts at ``c * prior(m)`` itself (infinite shrinkage: the prior as a branch whose
-    residual starts at zero; alpha None).  Returns each alpha.
+    residual starts at zero; alpha None).  ``guard`` (a dict, filled in): the training-free start guard -- a
+    modality with a prior follows the shrinkage path on towards it (:data:`GUARD_ALPHAS` after the grid) and also
+    scores ``c * prior(m)`` itself on the val pairs, keeping it (alpha None) when the best ridge solution does not
+    beat it there: the start is never worse on val than the prior alone (the label bridge); ``guard[m]`` records
+    both scores and what was kept.  Returns each alpha.
     """
     if not lock:
         raise DataError("init='ridge' needs a locked modality (lock='text', say): it regresses onto its space")
@@ -320,12 +329,13 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
         if m == lock:
             continue
         G = R = None
-        n = 0
+        n, T_norm2 = 0, torch.zeros((), dtype=torch.float64)
         for xm, xl in train_pairs(m):
             Z = pr.standardized(torch.from_numpy(xm))
             T = tgt(torch.from_numpy(xl))
             g, r = (Z.T @ Z).double(), (Z.T @ T).double()
             G, R = (g, r) if G is None else (G + g, R + r)
+            T_norm2 = T_norm2 + T.double().pow(2).sum()
             n += len(xm)
         if n < 3:
             raise DataError(f"init='ridge': {m!r} has {n} training pairs with {lock!r}; need at least 3")
@@ -344,11 +354,22 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
         W0 = prior(m) if prior is not None else None
         if W0 is not None:  # scaled onto the targets: c = <Z W0, T> / ||Z W0||^2 = tr(W0' R) / tr(W0' G W0)
             W0 = W0.double()
-            W0 = W0 * float((W0 * R).sum() / (W0 * (G @ W0)).sum().clamp_min(1e-12))
+            norm2 = (W0 * (G @ W0)).sum().clamp_min(1e-12)
+            c = float((W0 * R).sum() / norm2)
+            if c <= 0:  # pairs that do not agree with the prior at all (shuffled): its direction, never its
+                c = float((T_norm2 / norm2).sqrt())  # opposite, at the targets' norm
+            W0 = W0 * c
         if exact_prior and W0 is not None:
             alpha, W = None, W0
         else:
-            alpha, W = ridge_select(G, R, n, score, prior=W0)
+            path = RIDGE_ALPHAS + GUARD_ALPHAS if guard is not None and W0 is not None else RIDGE_ALPHAS
+            alpha, W = ridge_select(G, R, n, score, prior=W0, alphas=path)
+            if guard is not None and W0 is not None and va is not None:  # training never below the start on val
+                s_ridge, s_start = score(W), score(W0)
+                keep = "start" if s_start >= s_ridge else "ridge"
+                guard[m] = {"ridge_val": round(s_ridge, 6), "start_val": round(s_start, 6), "kept": keep}
+                if keep == "start":
+                    alpha, W = None, W0
         pr.linear.weight.copy_(W.float().T)
         pr.linear.bias.zero_()
         if pr.mlp is not None:

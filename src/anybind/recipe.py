@@ -70,8 +70,18 @@ encoder): Tux Paint val t->i / i->t 0.456 / 0.417 -> 0.485 / 0.417 (seed 0), 0.4
 (seed 1), Fashion-MNIST selection slices pooled 0.412 -> 0.418 (-0.011 to +0.021); the transfer matrix's held-out
 corpora not run yet.
 
+The start guard (issue 16, helper h173; ``start_guard=True`` with the bridge prior, :mod:`anybind.robust`): the
+ridge's shrinkage path goes on to 30, 100, 1000 and the label bridge itself, all scored on val, and the bridge is
+kept as the start when no ridge beats it,
+so training never falls below the training-free start on the val (or ``select_data``) pairs.  Where training
+helps on val it changes nothing (own val picks the same shrinkage for Tux Paint, emoji and openclipart at 300
+pairs: every transfer cell as before); with ``select_data`` on another corpus its longer path lifts the
+openclipart-trained space (Tux Paint t->i test 0.160 -> 0.225, FM 0.194 -> 0.251) but not the emoji-trained one
+(KTuberling as the held-out corpus: every cell lower), so selection stays an opt-in.  BENCHMARKS.md, section
+transfer, "the start guard".
+
 ``recipe="auto"`` (the default) applies each rule only where the user chose nothing: an explicit encoder,
-``lock``, ``init``, ``dim`` (a projected width rules out locking), ``ridge_prior``, ``wise`` or ``lr`` always
+``lock``, ``init``, ``dim`` (a projected width rules out locking), ``ridge_prior``, ``start_guard``, ``wise`` or ``lr`` always
 wins.  ``recipe="plain"`` is the bare default (random init, nothing locked, plain encoders), kept for comparisons.
 The choices made are returned so they are logged and saved in the space.
 """
@@ -128,6 +138,8 @@ def resolve_recipe(
         if (bridged and "ridge_prior" not in cfg and cfg.get("init") == "ridge"
                 and cfg.get("lock") == "text"):  # shrink towards the label bridge, not towards nothing
             cfg["ridge_prior"] = chosen["ridge_prior"] = "bridge"
+        if cfg.get("ridge_prior") == "bridge" and "start_guard" not in cfg:  # never below the bridge on val
+            cfg["start_guard"] = chosen["start_guard"] = True
     if cfg.get("init") == "ridge":  # fine-tuning from the training-free ridge start: gently, and mixed back
         if "wise" not in cfg:
             cfg["wise"] = chosen["wise"] = "auto"

@@ -1,6 +1,6 @@
 """Robust fine-tuning (issue 16): a trained space that keeps what its training-free start knew.
 
-Five levers, each a :class:`~anybind.train.TrainConfig` field, measured cell by cell in
+Six levers, each a :class:`~anybind.train.TrainConfig` field, measured cell by cell in
 ``anybind bench --task transfer``; both trainers (in memory and streaming / Ray) apply them
 through the shared loop's hooks (:func:`anybind.loop.fit_loop`'s ``penalty=`` and ``on_epoch=``,
 :func:`anybind.loop.locked_ridge_start`'s ``prior=``):
@@ -24,6 +24,11 @@ through the shared loop's hooks (:func:`anybind.loop.fit_loop`'s ``penalty=`` an
   ``ridge_prior="residual"``: the label bridge as a residual branch -- the start *is* the bridge (``c W_bridge``,
   the ridge with infinite shrinkage: a zero-initialised residual on top), fine-tuning learns the residual, and
   WiSE-FT's alpha scales it (``c W_bridge + alpha * delta``).
+* ``start_guard`` -- training never below the training-free start on val: with ``ridge_prior="bridge"`` the ridge's
+  shrinkage path goes on towards the bridge (:data:`anybind.loop.GUARD_ALPHAS`: 30, 100, 1000) and ends at the
+  bridge itself (``c W_bridge``, infinite shrinkage), all scored on the val (or selection) pairs; the bridge is
+  kept as the start when no ridge beats it; early stopping and WiSE-FT (whose alpha 0 is that start) then never
+  fall below it.  Recorded per modality under ``ridge.<m>.guard``.
 * ``mixup`` (weight) and ``mixup_alpha`` -- geodesic multi-modal mixup (Oh et al. 2023, "Geodesic
   Multi-Modal Mixup for Robust Fine-Tuning", m^2-mix): each positive pair's two unit embeddings are
   mixed on the great circle between them (``slerp`` with ``lam ~ Beta(alpha, alpha)``) and the mixtures
@@ -133,6 +138,11 @@ def check_robust(cfg) -> None:
             raise DataError(f"{name} must be a {'non-negative' if low is not None else 'positive'} number, got {v!r}")
     if cfg.ridge_prior not in RIDGE_PRIORS:
         raise DataError(f"ridge_prior must be one of {', '.join(RIDGE_PRIORS)}, got {cfg.ridge_prior!r}")
+    if not isinstance(cfg.start_guard, bool):
+        raise DataError(f"start_guard must be True or False, got {cfg.start_guard!r}")
+    if cfg.start_guard and cfg.ridge_prior != "bridge":
+        raise DataError(f"start_guard=True falls back on the label bridge: use ridge_prior='bridge' (got "
+                        f"ridge_prior={cfg.ridge_prior!r})")
     if cfg.ridge_prior != "zero" and cfg.init != "ridge":
         raise DataError(f"ridge_prior={cfg.ridge_prior!r} is what the ridge start shrinks towards: "
                         "use init='ridge'")
@@ -273,13 +283,19 @@ def ridge_start(projectors: Mapping[str, Projector], cfg, specs: Mapping[str, st
         used[m] = "zero" if W0 is None else cfg.ridge_prior
         return W0
 
+    guard: dict[str, dict[str, Any]] | None = {} if cfg.start_guard and cfg.ridge_prior == "bridge" else None
     alphas = locked_ridge_start(projectors, cfg.lock, train_pairs, val_pairs, prior=prior,
-                                exact_prior=cfg.ridge_prior == "residual")
+                                exact_prior=cfg.ridge_prior == "residual", guard=guard)
     if cfg.ridge_prior != "zero" and all(p == "zero" for p in used.values()):
         log.warning("ridge_prior=%r: no bound modality's encoder has a label bridge into the %r encoder's "
                     "space (%s): every ridge start shrinks towards zero", cfg.ridge_prior, cfg.lock,
                     ", ".join(f"{k}={v}" for k, v in specs.items()))
-    return {m: {"alpha": a, "prior": used.get(m, "zero")} for m, a in alphas.items()}
+    for m, g in (guard or {}).items():
+        if g["kept"] == "start":
+            log.info("start guard: %r starts at its label bridge (val %.4f >= the ridge's %.4f): the training pairs "
+                     "do not beat the training-free start", m, g["start_val"], g["ridge_val"])
+    return {m: {"alpha": a, "prior": used.get(m, "zero"), **({"guard": guard[m]} if guard and m in guard else {})}
+            for m, a in alphas.items()}
 
 
 # ----------------------------------------------------------------------------- inductive centring

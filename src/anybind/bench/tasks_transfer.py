@@ -194,6 +194,8 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
             sys_encs = {**encs, **own}
             if kw.get("select_data") == "held-out":
                 kw["select_data"] = select_mans
+            elif kw.get("select_data") == "own+held-out":  # the training corpora's val splits and the held-out one's
+                kw["select_data"] = train_mans + select_mans
             if system.startswith("defaults"):
                 sp = Space.fit(train_mans, modalities=MODS, encoders=own or None, cache=fc, seed=seed, progress=False,
                                **kw)
@@ -232,10 +234,12 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
            "held-out checks in the JSON config, chosen_prompts, in row order)" if sel is not None else ""),
         "recipe = locked text, ridge start, label-bridge images, InfoNCE + early stopping on val (the issue-16 start); "
         "+start: its epoch 0 (no fine-tuning); +bridge: the ridge start shrinks towards the label bridge; +residual: the start is the label bridge itself, "
-        "fine-tuning learns a zero-initialised residual; +wise: WiSE-FT, "
+        "fine-tuning learns a zero-initialised residual; +noguard / +guard: the start guard off / on (the label bridge kept "
+        "as the start where the ridge does not beat it on val); +wise: WiSE-FT, "
         "alpha on val; +l2sp: lambda from the grid " + l2sp_grid + " chosen on val; +lrX: learning rate X; "
         "+mixup(X): geodesic multi-modal mixup hard negatives at weight X (0.5); +select: epoch, WiSE-FT alpha and "
-        f"ridge shrinkage chosen on the val split of {select or '-'} (a corpus never measured here); "
+        f"ridge shrinkage chosen on the val split of {select or '-'} (a corpus never measured here); +selectown: on the "
+        "training corpora's own val splits and that corpus' together; "
         "defaults = Space.fit(data)" + (f"; image=: each trained system fitted with each of {', '.join(specs)} "
                                         "(label bridge and Procrustes keep theirs)" if specs else ""),
     ]

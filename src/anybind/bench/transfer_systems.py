@@ -87,6 +87,9 @@ LEVERS: dict[str, dict[str, Any]] = {
     "linear": {"projector": "linear"},
     "l2sp": {},
     "mixup": {"mixup": 0.5},
+    "noguard": {"start_guard": False},  # the ridge start even where the label bridge alone scores higher on val
+    "guard": {"start_guard": True},
+    "selectown": {"select_data": "own+held-out"},  # chosen on the own val split and --opt select='s together
     "select": {"select_data": "held-out"},  # epoch / WiSE alpha / ridge chosen on the val split of --opt select=  # geodesic multi-modal mixup (m^2-mix) at weight 0.5; "mixupX": weight X
 }
 BASES = ("recipe", "defaults")
@@ -121,7 +124,7 @@ def selection_corpus(select: str, names: Sequence[str], builders, fit_kw: dict, 
     from ..data.manifest import load_manifest
     from ..errors import AnybindError
 
-    wants = [s for s, kw in fit_kw.items() if kw.get("select_data") == "held-out"]
+    wants = [s for s, kw in fit_kw.items() if kw.get("select_data") in ("held-out", "own+held-out")]
     if not wants:
         return []
     if not select:

@@ -156,6 +156,10 @@ def fit(
         "label-bridge encoder's own bridge into the locked space); residual: start at the bridge itself and learn a "
         "zero-initialised residual."
     ),
+    start_guard: Optional[bool] = typer.Option(
+        None, "--start-guard/--no-start-guard", help="With --ridge-prior bridge: keep the label bridge itself as "
+        "the start when the ridge does not beat it on val (the recipe's default); --no-start-guard: the ridge always."
+    ),
     center: Optional[bool] = typer.Option(
         None, "--center/--no-center", help="Inductive centring: store each modality's mean train embedding in "
         "the space and subtract it at embed time (no statistics of the data embedded later)."
@@ -226,7 +230,7 @@ def fit(
               weight_decay=weight_decay, temperature=temperature, seed=seed, loss=loss, missing=missing)
     # only what the user chose: the recipe fills the rest (an explicit --dim rules out locking the text space)
     given = (("dim", dim), ("lock", lock), ("init", init), ("lr", lr), ("l2sp", l2sp), ("ridge_prior", ridge_prior),
-             ("center", center), ("mixup", mixup), ("mixup_alpha", mixup_alpha), ("attn_lr", attn_lr),
+             ("start_guard", start_guard), ("center", center), ("mixup", mixup), ("mixup_alpha", mixup_alpha), ("attn_lr", attn_lr),
              ("attn_epochs", attn_epochs))
     kw.update({k: v for k, v in given if v is not None})
     if wise is not None:  # a number is a fixed alpha (checked by the trainer)
