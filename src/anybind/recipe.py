@@ -95,6 +95,13 @@ FINE_TUNE_LR = 1e-4
 #: the label bridge is built from these two encoders (see encoders/bridge.py)
 BRIDGE_IMAGE, BRIDGE_TEXT = "image:efficientnet-lite0", "text:minilm"
 
+#: the text ensemble measured as the lock (module docstring): MiniLM's and e5-small's embeddings side by side
+TEXT_ENSEMBLE = "text:concat(text:minilm,text:e5-small)"
+
+#: text locks the automatic image choice maps the label bridge into (measured with it; any other text encoder
+#: gets the plain image default, as before): lock spec -> image spec
+BRIDGED_IMAGE = {BRIDGE_TEXT: BRIDGE_IMAGE + "+bridge", TEXT_ENSEMBLE: f"{BRIDGE_IMAGE}+bridge({TEXT_ENSEMBLE})"}
+
 
 def resolve_recipe(
     recipe: str,
@@ -119,8 +126,8 @@ def resolve_recipe(
             cfg["lock"] = chosen["lock"] = "text"
         if cfg.get("init") is None and cfg.get("lock"):
             cfg["init"] = chosen["init"] = "ridge"
-        if "image" in modalities and "image" not in given and specs["text"] == BRIDGE_TEXT:
-            specs["image"] = chosen["encoders.image"] = BRIDGE_IMAGE + "+bridge"
+        if "image" in modalities and "image" not in given and specs["text"] in BRIDGED_IMAGE:
+            specs["image"] = chosen["encoders.image"] = BRIDGED_IMAGE[specs["text"]]
         # a label bridge into the lock's own text encoder (text:minilm's, or +bridge(<text spec>)'s)
         from .encoders.bridge import bridge_text  # lazy: `import anybind` loads no model family
 
