@@ -69,8 +69,9 @@ An option, not the default (branch h158, BENCHMARKS.md section defaults-image-en
 itself when the lock is the ensemble, :data:`BRIDGED_IMAGE`; the bridge prior follows any bridge into the lock's text
 encoder): Tux Paint val t->i / i->t 0.456 / 0.417 -> 0.485 / 0.417 (seed 0), 0.476 / 0.408 -> 0.515 / 0.437
 (seed 1), Fashion-MNIST selection slices pooled 0.412 -> 0.418 (-0.011 to +0.021); but the transfer matrix's
-held-out val cells (branch h172, Tux Paint + emoji, 300 pairs, seeds 0 and 1: ``--opt text=``) lose 5 of 8 to the
-default (two paired intervals below 0), off-diagonal val minus the better baseline +0.031 / +0.023 -> +0.011 / +0.015,
+held-out val cells (branch h172, trained on Tux Paint, emoji or openclipart, 300 pairs, seeds 0 and 1: ``--opt
+text=``) are lower than the default's in 8 of 16 and higher in 5 (net -14 queries; emoji held out loses 6 of its 8),
+off-diagonal val minus the better baseline (Tux Paint + emoji) +0.031 / +0.023 -> +0.011 / +0.015,
 and e5-small's symmetric "query: " prefix is no better on val (+1 / -4 queries t->i).
 
 ``recipe="auto"`` (the default) applies each rule only where the user chose nothing: an explicit encoder,
