@@ -164,6 +164,40 @@ def test_transfer_rows_per_image_encoder(tmp_path, small_tux, shared_cache, monk
     assert "tuxpaint/defaults [image=efficientnet-lite1+bridge]/val/tuxpaint/t->i" in both.metrics  # val cells too
 
 
+def test_transfer_rows_per_text_encoder_with_the_image_encoder_the_recipe_picks_for_each(tmp_path, small_tux,
+                                                                                      shared_cache, monkeypatch):
+    """``text=``: each trained system once per text encoder; a defaults row given the text ensemble but no image
+    encoder is fitted with the label bridge into that ensemble (what recipe auto picks for the lock); naming the
+    default text encoder gives the plain defaults row cell for cell; each row's paired difference from the first is
+    in the config."""
+    from anybind.bench import tasks_transfer
+
+    pair = "text:concat(text:minilm,text:e5-small)"
+    monkeypatch.setattr(tasks_transfer, "corpus_builders", lambda: {"tuxpaint": lambda work: small_tux})
+    kw = dict(cache=shared_cache, corpora="tuxpaint", train="each", systems="defaults", fm="0", center="0", boot="50")
+    plain = tasks_transfer.transfer(tmp_path, **kw)
+    both = tasks_transfer.transfer(tmp_path, text=f"text:minilm,{pair}", **kw)
+    rows = ["tuxpaint: defaults [text=minilm]", "tuxpaint: defaults [text=concat(text:minilm,text:e5-small)]"]
+    assert [r["name"] for r in both.table] == ["label bridge (no pairs)", "tuxpaint: procrustes", *rows]
+    assert both.config["text_encoders"] == ["text:minilm", pair]
+    assert {k: v for k, v in both.table[2].items() if k != "name"} == \
+        {k: v for k, v in plain.table[2].items() if k != "name"}
+    enc = both.config["row_encoders"]
+    assert enc["tuxpaint/defaults [text=minilm]"] == {"image": LITE0, "text": "text:minilm"}
+    assert enc["tuxpaint/defaults [text=concat(text:minilm,text:e5-small)]"] == {
+        "image": f"image:efficientnet-lite0+bridge({pair})", "text": pair}
+    diff = both.config["paired_vs_first_row"]["tuxpaint"]["defaults [text=concat(text:minilm,text:e5-small)]"]
+    for cell in ("val/tuxpaint/t->i", "test/tuxpaint/i->t"):
+        first = both.metrics[f"tuxpaint/defaults [text=minilm]/{cell}"]
+        other = both.metrics[f"tuxpaint/defaults [text=concat(text:minilm,text:e5-small)]/{cell}"]
+        assert diff[cell]["diff"] == pytest.approx(other - first)
+        assert diff[cell]["ci"][0] <= diff[cell]["diff"] <= diff[cell]["ci"][1]
+    with pytest.raises(AnybindError) as e:
+        tasks_transfer.transfer(tmp_path, text="image:efficientnet-lite0", **kw)
+    assert str(e.value).startswith("transfer: text='image:efficientnet-lite0' is an image encoder") and \
+        "\n" not in str(e.value)
+
+
 def test_an_image_option_no_row_would_use_is_refused(tmp_path, monkeypatch):
     """fashion-mnist-zeroshot fits one row per image encoder only for its defaults system: image= without it would
     be checked, then silently ignored."""

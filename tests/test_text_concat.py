@@ -130,11 +130,25 @@ def test_the_default_recipe_bridge_is_unchanged():
     assert specs == {"image": "image:efficientnet-lite0+bridge", "text": "text:minilm"}
     assert chosen == {"lock": "text", "init": "ridge", "encoders.image": "image:efficientnet-lite0+bridge",
                       "ridge_prior": "bridge", "start_guard": True, "wise": "auto", "lr": 1e-4}
-    # a bridge into another text encoder than the lock's: no bridge prior (as before, for a non-default lock)
-    _, cfg, chosen = resolve_recipe("auto", ["image", "text"], {"text": PAIR}, {})
-    assert "ridge_prior" not in cfg and "encoders.image" not in chosen
+    # a bridge into another text encoder than the lock's: no bridge prior
     _, cfg, _ = resolve_recipe("auto", ["image", "text"], {"text": PAIR, "image": "image:efficientnet-lite0+bridge"}, {})
     assert "ridge_prior" not in cfg
+
+
+def test_the_automatic_image_encoder_bridges_into_the_measured_text_ensemble_lock():
+    """Left open, the image encoder is the label bridge into the lock's text encoder when that lock is one the
+    bridge was measured with (text:minilm, the MiniLM + e5-small ensemble); any other text lock keeps the plain
+    image default and no bridge prior, as before."""
+    img = f"image:efficientnet-lite0+bridge({PAIR})"
+    specs, cfg, chosen = resolve_recipe("auto", ["image", "text"], {"text": PAIR}, {})
+    assert specs == {"image": img, "text": PAIR} and chosen["encoders.image"] == img
+    assert cfg["ridge_prior"] == "bridge" and cfg["lock"] == "text"
+    assert resolve_recipe("auto", ["image", "text"], {"text": PAIR, "image": img}, {})[1] == cfg  # = given by hand
+    for other in ("text:e5-small", "text:concat(text:e5-small,text:minilm)", TINY):
+        specs, cfg, chosen = resolve_recipe("auto", ["image", "text"], {"text": other}, {})
+        assert specs["image"] == "image:efficientnet-lite0" and "ridge_prior" not in cfg and "encoders.image" not in chosen
+    specs, _, _ = resolve_recipe("plain", ["image", "text"], {"text": PAIR}, {})
+    assert specs["image"] == "image:efficientnet-lite0"  # recipe plain: no bridge
 
 
 def test_the_bridge_prior_follows_a_bridge_into_the_locks_text_encoder():

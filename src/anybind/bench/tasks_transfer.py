@@ -8,7 +8,10 @@ Options: ``corpora`` (any of tuxpaint, emoji, openclipart and corpora whose buil
 ``+lever``s, see :func:`system_kwargs`: ``recipe+bridge+wise+lr1e-4``), ``max_train`` (train records per
 corpus, 0 = all), ``fm`` (Fashion-MNIST test images, 0 = none), ``image`` (comma-separated image encoders:
 each trained system is fitted once per encoder, its rows named ``system [image=...]``; the label bridge and
-Procrustes keep theirs, so every row has the same baselines), ``center`` (1: every system also centred
+Procrustes keep theirs, so every row has the same baselines), ``text`` (the same for text encoders, crossed with
+``image``: ``text=text:minilm,text:concat(text:minilm,text:e5-small)`` fits each system with each text encoder; a
+``defaults`` system given a text encoder but no image encoder gets the image encoder recipe auto picks for that
+text lock, :data:`anybind.recipe.BRIDGED_IMAGE`), ``center`` (1: every system also centred
 inductively, :func:`anybind.robust.centred`), ``l2sp_grid``, ``boot``, ``select`` (the corpus, outside
 ``corpora``, whose val split the ``+select`` systems choose on: never a measured cell).
 
@@ -35,7 +38,7 @@ import numpy as np
 
 from . import TaskResult, task
 from ..zeroshot_adapt import DEFAULT_MIX
-from .stats import bootstrap  # noqa: F401  (re-exported: it was defined here)
+from .stats import bootstrap, paired_vs_first  # bootstrap re-exported: it was defined here
 from .transfer_systems import (  # noqa: F401 -- system_kwargs, subsample_train, train_sets re-exported
     MODS, corpus_builders, selection_corpus, subsample_train, system_kwargs, train_sets)
 
@@ -77,12 +80,12 @@ def fm_hits(space, recs, cache, center: bool = False, train_prompts: bool = Fals
 
 @task("transfer", "Transfer matrix: train on each corpus / all, R@1 on every corpus' test split and Fashion-MNIST "
       "zero-shot, beside the label bridge and Procrustes (--opt corpora=, train=, systems=, max_train=, fm=, center=, "
-      "image=, balance=N unlabelled FM train images from balance_start= at temperature balance_t=: the fm bal. cells; "
+      "image=, text=, balance=N unlabelled FM train images from balance_start= at temperature balance_t=: the fm bal. cells; "
       "refine=M: class vectors refined on them first, the fm ref. cells, 0 = none)")
 def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str = "tuxpaint,emoji,openclipart",
              train: str = "each,all,loo", systems: str = "recipe,recipe+bridge+start,defaults",
              max_train: str = "0", fm: str = "10000", center: str = "1", l2sp_grid: str = "0.0001,0.001,0.01",
-             boot: str = "1000", select: str = "", prompts: str = "", image: str = "", balance: str = "1000",
+             boot: str = "1000", select: str = "", prompts: str = "", image: str = "", text: str = "", balance: str = "1000",
              balance_start: str = "1000", balance_t: str = "10", refine: str = f"{DEFAULT_MIX:g}") -> TaskResult:
     from ..cache import FeatureCache
     from ..corpora.fashion_mnist import build_fashion_mnist
@@ -94,7 +97,7 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
     from .prompt_choice import check_prompts_option
     from .tasks_corpora import FM_NAMES, FM_NAMES_TRAIN, FM_TEMPLATES, FM_TEMPLATES_TRAIN
     from .tuxpaint import build_once
-    from .tuxpaint import PLAIN_ENCODERS, RECIPE, image_encoders, short_spec
+    from .tuxpaint import PLAIN_ENCODERS, RECIPE, bench_encoders, image_encoders, short_spec
 
     fc = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
     builders = corpus_builders()
@@ -112,9 +115,15 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
         raise AnybindError(f"transfer: refine={refine!r}: one prototype weight (choose it on a selection set), or 0")
     check_prompts_option("transfer", prompts)
     specs = image_encoders("transfer", image)
-    # (row name, system, image encoder or None: the system's own)
-    variants = [(s if spec is None else f"{s} [image={short_spec(spec)}]", s, spec)
-                for s in wanted for spec in (specs or [None])]
+    texts = bench_encoders("transfer", "text", text)
+    # (row name, system, {modality: encoder} given to this row: empty = the system's own)
+    variants = []
+    for s in wanted:
+        for spec in specs or [None]:
+            for tspec in texts or [None]:
+                own = {m: e for m, e in (("image", spec), ("text", tspec)) if e}
+                tags = " ".join(f"{m}={short_spec(e)}" for m, e in own.items())
+                variants.append((f"{s} [{tags}]" if tags else s, s, own))
     n_boot, n_fm, cap = int(boot), int(fm), int(max_train)
     select_mans = selection_corpus(select, names, builders, fit_kw, work)
     mans = {c: load_manifest(builders[c](Path(work)), modalities=MODS, progress=False) for c in names}
@@ -179,7 +188,9 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
 
     add_row("-", "label bridge (no pairs)", bridge, None, {})
     baselines["label bridge"] = {k: float(v.mean()) for k, v in bridge.items()}
-    timings = {}
+    timings: dict[str, float] = {}
+    row_encoders: dict[str, dict[str, str]] = {}  # "train set/row" -> the encoders its space was fitted with
+    paired: dict[str, dict] = {}  # train set -> row -> cell -> its paired difference from the first row
     for tname, members in sets.items():
         train_mans = [subsample_train(mans[c], cap, seed) for c in members]
         t0 = time.perf_counter()
@@ -188,10 +199,10 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
         proc_hits = measure(proc)
         add_row(tname, "procrustes", proc_hits, None, {})
         baselines[f"{tname}/procrustes"] = {k: float(v.mean()) for k, v in proc_hits.items()}
-        for row_name, system, spec in variants:
+        row_hits: dict[str, dict[str, np.ndarray]] = {}
+        for row_name, system, own in variants:
             kw = dict(fit_kw[system])
-            own = {"image": spec} if spec else {}  # image=: this row's image encoder
-            sys_encs = {**encs, **own}
+            sys_encs = {**encs, **own}  # image= / text=: this row's encoders
             if kw.get("select_data") == "held-out":
                 kw["select_data"] = select_mans
             elif kw.get("select_data") == "own+held-out":  # the training corpora's val splits and the held-out one's
@@ -213,11 +224,18 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
             rob = tr.get("robust", {})
             extra = {"val": sp.info["metrics"].get("val/score"), "epoch": tr.get("best_epoch"),
                      "alpha": rob.get("wise_alpha"), "l2sp": rob.get("l2sp") or None}
-            add_row(tname, row_name, measure(sp), proc_hits, extra)
+            row_encoders[f"{tname}/{row_name}"] = dict(sp.encoders)
+            row_hits[row_name] = measure(sp)
+            add_row(tname, row_name, row_hits[row_name], proc_hits, extra)
             if center == "1":
                 add_row(tname, row_name + " +center", measure(centred(sp, train_mans, cache=fc)), proc_hits, {})
         timings[tname] = round(time.perf_counter() - t0, 1)
+        paired[tname] = paired_vs_first(list(row_hits), row_hits, seed, n_boot) if len(row_hits) > 1 else {}
     notes = summary_notes(metrics, sets, [v[0] for v in variants], names, center == "1")
+    if any(paired.values()):
+        notes.append(f"several trained rows: each row minus the first ({variants[0][0]}) per cell, same queries, paired "
+                     f"95% bootstrap ({n_boot} resamples, seed {seed}) with queries won / lost, in the JSON config "
+                     "paired_vs_first_row[train set][row][cell]")
     notes += [
         "cells: R@1 on each corpus' test split (one pair per query, strict, duplicates interchangeable) and Fashion-MNIST"
         f" zero-shot on its first {len(fm_recs)} test images; (lo-hi): bootstrap 95% interval over queries "
@@ -241,14 +259,17 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
         f"ridge shrinkage chosen on the val split of {select or '-'} (a corpus never measured here); +selectown: on the "
         "training corpora's own val splits and that corpus' together; "
         "defaults = Space.fit(data)" + (f"; image=: each trained system fitted with each of {', '.join(specs)} "
-                                        "(label bridge and Procrustes keep theirs)" if specs else ""),
+                                        "(label bridge and Procrustes keep theirs)" if specs else "")
+        + (f"; text=: each trained system fitted with each of {', '.join(texts)} (a defaults row without image= "
+           "gets the image encoder recipe auto picks for that text lock)" if texts else ""),
     ]
     return TaskResult(
         metrics=metrics,
         baselines=baselines,
         table=rows,
-        config={"corpora": names, "train_sets": sets, "systems": wanted, "image_encoders": specs, "max_train": cap, "fm_test_images": len(fm_recs),
+        config={"corpora": names, "train_sets": sets, "systems": wanted, "image_encoders": specs, "text_encoders": texts, "row_encoders": row_encoders, "max_train": cap, "fm_test_images": len(fm_recs),
                 "bootstrap": n_boot, "l2sp_chosen_on_val": chosen, "seconds_per_train_set": timings,
+                "paired_vs_first_row": paired,
                 "chosen_prompts": chosen_prompts},
         notes=notes,
     )

@@ -98,23 +98,34 @@ def build_once(work: Path, name: str, builder) -> Path:
 def image_encoders(task: str, image: str) -> list[str]:
     """The image encoders of a bench task's ``--opt image=SPEC[,SPEC...]`` (``""``: none given, the task's own),
     each checked before any work: an image encoder anybind can build, given once; refused in one line."""
+    return bench_encoders(task, "image", image)
+
+
+def bench_encoders(task: str, modality: str, value: str) -> list[str]:
+    """The ``modality`` encoders of a bench task's ``--opt <modality>=SPEC[,SPEC...]`` (``""``: none given), each
+    checked before any work: an encoder of that modality anybind can build, given once; refused in one line."""
     from ..encoders.concat import split_specs
     from ..encoders.registry import get_encoder
     from ..errors import AnybindError
 
-    specs = split_specs(image)  # commas inside concat(...) or between a spec's @k=v options do not split
+    specs = split_specs(value)  # commas inside concat(...) or between a spec's @k=v options do not split
     built = []  # each encoder's own spec: a bare modality is its default encoder's
     for s in specs:
         try:
             enc = get_encoder(s)
         except AnybindError as e:
-            raise AnybindError(f"{task}: image={s!r}: {e}") from None
-        if enc.modality != "image":
-            raise AnybindError(f"{task}: image={s!r} is a {enc.modality} encoder; give image encoders, e.g. "
-                               "image=image:efficientnet-lite0+bridge,image:efficientnet-lite1+bridge")
+            raise AnybindError(f"{task}: {modality}={s!r}: {e}") from None
+        if enc.modality != modality:
+            from ..encoders.registry import default_spec
+
+            example = ("image=image:efficientnet-lite0+bridge,image:efficientnet-lite1+bridge" if modality == "image"
+                       else f"{modality}={default_spec(modality)}")
+            article = "an" if enc.modality[:1] in "aeiou" else "a"
+            raise AnybindError(f"{task}: {modality}={s!r} is {article} {enc.modality} encoder; give {modality} encoders, e.g. "
+                               + example)
         built.append(enc.spec)
     if len(set(built)) < len(built):
-        raise AnybindError(f"{task}: image={image!r} names an encoder twice")
+        raise AnybindError(f"{task}: {modality}={value!r} names an encoder twice")
     return specs
 
 
