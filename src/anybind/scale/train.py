@@ -53,8 +53,11 @@ from ..loop import fit_loop, make_optimizer, make_temperature, training_threads
 from ..attention import attention_start, check_attention
 from ..projectors import attention_parameters
 from ..train import VAL_METRIC, TrainConfig, choose_pairs, featureset_pairs, val_score
+from .launch import collectives_before_any_group
 from .pairstream import PairStream
 from .stream import SPLIT_CODES, TrainingShards
+
+collectives_before_any_group()  # before the caller's process group, so that its teardown can free it
 
 log = logging.getLogger(__name__)
 
@@ -190,9 +193,12 @@ def _rebuilt(name: str, message: str) -> Exception:
 
 
 def _gather(t: torch.Tensor) -> torch.Tensor:
+    """``t`` of every worker, concatenated, with its gradients, over the process group live now (never the one
+    that was live when torch's collectives were imported: their default)."""
+    import torch.distributed as dist
     import torch.distributed.nn.functional as dfn
 
-    return torch.cat(dfn.all_gather(t), 0)
+    return torch.cat(dfn.all_gather(t, group=dist.group.WORLD), 0)
 
 
 def train_streaming(
