@@ -52,7 +52,7 @@ def _ray_worker(config: dict[str, Any]) -> None:
             m, rest = k.split(".", 1)
             init.setdefault(m, {})[rest] = v
     res = train_streaming(shards, cfg, rank=rank, world=world, shuffle_buffer=config["shuffle_buffer"],
-                          stats=stats, init=init, progress=False)
+                          stats=stats, init=init, progress=False, checked=True)  # the driver checked cfg
     ckpt = None
     if rank == 0:
         d = Path(tempfile.mkdtemp(prefix="anybind-ray-"))
@@ -154,13 +154,15 @@ def fit_ray(
     shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
     storage: str | Path | None = None,
     wait: float | None = None,
+    checked: bool = False,
 ):
     """Train a space from training shards with Ray Train (``TorchTrainer``, ``workers`` DDP workers).
 
     ``cfg.batch_size`` is the global batch (``batch_size // workers`` per worker).
     ``storage``: where Ray Train keeps the run (default: beside the shards, which on a
     cluster must be shared storage every node reads).  ``wait``: seconds to wait for the workers' CPUs (and GPUs)
-    to be free before sizing them to what is free, or refusing (:func:`worker_cpus`).
+    to be free before sizing them to what is free, or refusing (:func:`worker_cpus`).  ``cfg`` is checked once,
+    here (:func:`~anybind.scale.train.check_config`) unless ``checked`` (the caller did), not by the workers.
     """
     from safetensors.torch import load_file, save
 
@@ -168,7 +170,7 @@ def fit_ray(
 
     if workers < 1:
         raise DataError(f"ray workers must be >= 1, got {workers}")
-    start = streaming_start(shards, cfg)  # here, once: every worker starts from it
+    start = streaming_start(shards, cfg, checked=checked)  # here, once: every worker starts from it
     init_bytes = None
     if start.init is not None:
         init_bytes = save({f"{m}.{k}": v.contiguous() for m, sd in start.init.items() for k, v in sd.items()})
