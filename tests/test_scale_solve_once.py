@@ -62,6 +62,17 @@ def _worker(rank: int, world: int, port: int, shards_dir: str, out: str) -> None
         dist.barrier()  # both workers past the last collective before either tears gloo down (a teardown race aborted one)
     finally:
         dist.destroy_process_group()
+    # gloo's threads joined by the teardown, none left to run into interpreter shutdown (test_scale_group_teardown)
+    tasks = Path("/proc/self/task")
+    left = [n for t in tasks.iterdir() if "gloo" in (n := _comm(t))] if tasks.is_dir() else []
+    Path(f"{out}/{rank}-left.json").write_text(json.dumps(left))
+
+
+def _comm(task: Path) -> str:
+    try:
+        return (task / "comm").read_text().strip()
+    except OSError:  # the thread ended
+        return ""
 
 
 def test_the_ridge_refit_after_the_attention_phase_is_solved_once_and_shared(tmp_path):
@@ -79,6 +90,7 @@ def test_the_ridge_refit_after_the_attention_phase_is_solved_once_and_shared(tmp
                                    FeatureCache(tmp_path / "cache"), tmp_path / "shards", progress=False)
     torch.multiprocessing.spawn(_worker, args=(2, _free_port(), str(shards.path), str(tmp_path)), nprocs=2)
     runs = [json.loads((tmp_path / f"{r}.json").read_text()) for r in (0, 1)]
+    assert [json.loads((tmp_path / f"{r}-left.json").read_text()) for r in (0, 1)] == [[], []]
     assert [r["shared"]["solves"] for r in runs] == [1, 0]  # rank 0 solved, rank 1 received
     assert [r["each"]["solves"] for r in runs] == [1, 1]
     assert all("ridge_refit" in r[n]["robust"]["attention_phase"] for r in runs for n in ("shared", "each"))

@@ -296,17 +296,8 @@ def class_embeddings(
     templates = templates_for(space, templates)  # None: the space's own prompts
     desc = descriptions_for(space, descriptions)
     fc = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
-    T = len(templates)
     out = np.zeros((len(names), space.dim), np.float32)
-    if not any(desc.get(n) for n in names):  # templates only: a (classes, templates) block at a time
-        per = max(1, batch_size // max(1, T))
-        for c0 in range(0, len(names), per):
-            part = names[c0 : c0 + per]
-            prompts = [fill_template(t, n) for n in part for t in templates]
-            E = space.embed(text_modality, prompts, cache=fc).reshape(len(part), T, -1).mean(1)
-            out[c0 : c0 + len(part)] = E / np.maximum(np.linalg.norm(E, axis=1, keepdims=True), 1e-12)
-        return out
-    c0 = 0
+    c0 = 0  # no class described: blocks of batch_size // len(templates) classes (at least one)
     while c0 < len(names):
         part, prompts, ends = [], [], []
         for n in names[c0:]:  # the classes whose prompts fit in batch_size (at least one class)

@@ -13,6 +13,7 @@ feature cache) does it inside :func:`file_keys_remembered`: each unchanged file 
 from __future__ import annotations
 
 import os
+import re
 import stat
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -96,6 +97,23 @@ def absolute_as_given(path: str | Path) -> str:
     except OSError:
         pass
     return str(Path(here, p))
+
+
+#: a URI's start: its scheme (RFC 3986: a letter, then letters, digits, ``+``, ``-`` or ``.``) and ``://``
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
+
+
+def is_uri(where: str | Path) -> bool:
+    """Whether ``where`` is a URI (a ``str`` starting with a scheme and ``://``), not a local path."""
+    return isinstance(where, str) and _SCHEME.match(where) is not None
+
+
+def location_as_given(where: str | Path) -> str:
+    """A storage location handed to other processes or machines (Ray Train's ``storage_path``): a URI, anything
+    that starts with a scheme and ``://`` (``s3://bucket/runs``, ``gs://...``, ``file:///srv/runs``), as typed --
+    its meaning does not depend on this process' folder, and ``Path`` would fold its ``//`` --, a local path
+    :func:`absolute_as_given`."""
+    return str(where) if is_uri(where) else absolute_as_given(where)
 
 
 #: within :func:`file_keys_remembered`: each file's key by the file's path and ``os.stat`` signature

@@ -30,6 +30,20 @@ TIMEOUT_ENV = "ANYBIND_DIST_TIMEOUT"
 DEFAULT_TIMEOUT_S = 1800.0
 
 
+def collectives_before_any_group() -> None:
+    """Import torch's differentiable collectives (``torch.distributed.nn.functional``) now, before any process group
+    exists.  Each of its functions takes ``group=group.WORLD`` as a default, evaluated when the module is imported:
+    imported while a group is live (DDP imports it on first use, as does an all-gather with gradients), it keeps
+    that group for the rest of the process, so ``destroy_process_group`` cannot free it.  gloo's worker threads then
+    outlive the group into interpreter shutdown, where one letting go of a finished collective's tensor takes the
+    GIL and the process aborts ("terminate called without an active exception"; seen under load).  Imported
+    first, the defaults hold ``None`` and the group goes, its threads joined, when it is destroyed."""
+    import torch.distributed
+
+    if torch.distributed.is_available():
+        import torch.distributed.nn.functional  # noqa: F401 -- imported for its side effect (above)
+
+
 @dataclass(frozen=True)
 class Launch:
     """This process's place in a torchrun job: ``rank`` (global), ``world`` (processes in all), ``local_rank``
@@ -113,6 +127,7 @@ def process_group(launch: Launch) -> Iterator[str]:
         rt = make_runtime(device, rt.precision)  # one line naming the device when this node has too few GPUs
         torch.cuda.set_device(launch.local_rank)
     backend = "nccl" if rt.is_cuda else "gloo"
+    collectives_before_any_group()  # none left holding the group past its teardown
     dist.init_process_group(backend, rank=launch.rank, world_size=launch.world, timeout=timeout)
     try:
         with use_runtime(rt):

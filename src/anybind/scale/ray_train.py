@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data.files import absolute_as_given
+from ..data.files import absolute_as_given, is_uri, location_as_given
 from ..encoders.device import Runtime, current_runtime, worker_runtime
 from ..errors import DataError
 from ..train import TrainConfig
@@ -52,7 +52,7 @@ def _ray_worker(config: dict[str, Any]) -> None:
             m, rest = k.split(".", 1)
             init.setdefault(m, {})[rest] = v
     res = train_streaming(shards, cfg, rank=rank, world=world, shuffle_buffer=config["shuffle_buffer"],
-                          stats=stats, init=init, progress=False)
+                          stats=stats, init=init, progress=False, checked=True)  # the driver checked cfg
     ckpt = None
     if rank == 0:
         d = Path(tempfile.mkdtemp(prefix="anybind-ray-"))
@@ -145,6 +145,21 @@ def _failure(e: BaseException, workers: int, cpus: float) -> str:
     return f"Ray Train run failed ({root_cause(e)})"
 
 
+def _remove_run(root: str, name: str) -> None:
+    """Delete the finished run's folder (its checkpoint is read): under a local ``root``, or under a URI through the
+    filesystem pyarrow (Ray Train's own dependency) opens for it; what cannot be deleted stays, logged."""
+    if not is_uri(root):
+        shutil.rmtree(Path(root) / name, ignore_errors=True)
+        return
+    try:
+        from pyarrow import fs
+
+        store, base = fs.FileSystem.from_uri(root)
+        store.delete_dir(f"{base.rstrip('/')}/{name}")
+    except Exception as e:  # noqa: BLE001 -- the space is trained; a run folder left behind is not an error
+        log.warning("Ray Train's run folder %s/%s was left (%s)", root.rstrip("/"), name, " ".join(str(e).split()))
+
+
 def fit_ray(
     shards: TrainingShards,
     cfg: TrainConfig,
@@ -154,13 +169,17 @@ def fit_ray(
     shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
     storage: str | Path | None = None,
     wait: float | None = None,
+    checked: bool = False,
 ):
     """Train a space from training shards with Ray Train (``TorchTrainer``, ``workers`` DDP workers).
 
     ``cfg.batch_size`` is the global batch (``batch_size // workers`` per worker).
     ``storage``: where Ray Train keeps the run (default: beside the shards, which on a
-    cluster must be shared storage every node reads).  ``wait``: seconds to wait for the workers' CPUs (and GPUs)
-    to be free before sizing them to what is free, or refusing (:func:`worker_cpus`).
+    cluster must be shared storage every node reads): a local folder (made absolute, created) or a URI Ray Train's
+    storage reads (``s3://...``, ``gs://...``: kept as typed).  ``wait``: seconds to wait for the workers' CPUs
+    (and GPUs) to be free before sizing them to what is free, or refusing (:func:`worker_cpus`).  ``cfg`` is
+    checked once, here (:func:`~anybind.scale.train.check_config`) unless ``checked`` (the caller did), not by the
+    workers.
     """
     from safetensors.torch import load_file, save
 
@@ -168,7 +187,7 @@ def fit_ray(
 
     if workers < 1:
         raise DataError(f"ray workers must be >= 1, got {workers}")
-    start = streaming_start(shards, cfg)  # here, once: every worker starts from it
+    start = streaming_start(shards, cfg, checked=checked)  # here, once: every worker starts from it
     init_bytes = None
     if start.init is not None:
         init_bytes = save({f"{m}.{k}": v.contiguous() for m, sd in start.init.items() for k, v in sd.items()})
@@ -179,8 +198,9 @@ def fit_ray(
         rt = current_runtime()
         cpus = worker_cpus(workers, gpus=rt.is_cuda, wait=wait)  # what is free: else Ray Train waits forever
         scale, backend = scaling(workers, cpus, rt)
-        root = Path(absolute_as_given(storage if storage is not None else shards.path.parent / "_ray_runs"))
-        root.mkdir(parents=True, exist_ok=True)
+        root = location_as_given(storage if storage is not None else shards.path.parent / "_ray_runs")
+        if not is_uri(root):  # a folder here, made now
+            Path(root).mkdir(parents=True, exist_ok=True)
         name = f"fit-{time.strftime('%Y%m%d-%H%M%S')}-{np.random.default_rng().integers(1 << 30):08x}"
         trainer = TorchTrainer(
             _ray_worker,
@@ -193,7 +213,7 @@ def fit_ray(
             torch_config=TorchConfig(backend=backend),
             # a worker group that cannot start (its CPUs taken in the instant between worker_cpus and its placement
             # group) fails the run after Ray Train's start timeout instead of being retried forever
-            run_config=RunConfig(storage_path=str(root), name=name, failure_config=_no_restart()),
+            run_config=RunConfig(storage_path=root, name=name, failure_config=_no_restart()),
         )
         try:
             result = trainer.fit()
@@ -204,7 +224,7 @@ def fit_ray(
         with result.checkpoint.as_directory() as d:
             flat = load_file(str(Path(d) / "projectors.safetensors"))
             res = json.loads((Path(d) / "result.json").read_text())
-        shutil.rmtree(root / name, ignore_errors=True)
+        _remove_run(root, name)
     state: dict[str, dict[str, torch.Tensor]] = {}
     for k, v in flat.items():
         m, rest = k.split(".", 1)

@@ -83,9 +83,10 @@ def fit_sharded(
     if ray_workers > 0:
         address = ray_address or (ray if isinstance(ray, str) else None)
 
-        space = fit_ray(shards, cfg, workers=ray_workers, address=address, shuffle_buffer=shuffle_buffer)
+        space = fit_ray(shards, cfg, workers=ray_workers, address=address, shuffle_buffer=shuffle_buffer,
+                        checked=True)
     else:
-        space = fit_streaming(shards, cfg, shuffle_buffer=shuffle_buffer, progress=progress)
+        space = fit_streaming(shards, cfg, shuffle_buffer=shuffle_buffer, progress=progress, checked=True)
     space.info["lineage"].append(
         plan.lineage(space, trainer=f"ray-train x{ray_workers}" if ray_workers > 0 else "streaming"))
     return space
@@ -102,7 +103,7 @@ def _prepare(manifest, modalities, *, encoders, cache, ray, strict, allow_eval_o
     plan = plan_fit(manifest, modalities, encoders=encoders, recipe=recipe, config=config, strict=strict,
                     progress=progress, allow_eval_only=allow_eval_only)
     cfg = TrainConfig(**plan.config)
-    check_config(cfg)
+    check_config(cfg)  # before anything is encoded; once: the trainers below are told it was (checked=True)
     manifests, specs = plan.manifests, plan.specs
     encode_on = ray if ray not in (None, False) else False
     for m, spec in specs.items():
@@ -126,7 +127,7 @@ def _fit_torchrun(launch: Launch, prepare, *, shuffle_buffer: int, progress: boo
     def lead():
         nonlocal plan
         plan, cfg, shards = prepare(progress)
-        return cfg.to_dict(), absolute_as_given(shards.path), streaming_start(shards, cfg)
+        return cfg.to_dict(), absolute_as_given(shards.path), streaming_start(shards, cfg, checked=True)
 
     with process_group(launch):
         cfg_dict, path, start = solve_once(lead, {}, True)
@@ -140,7 +141,8 @@ def _fit_torchrun(launch: Launch, prepare, *, shuffle_buffer: int, progress: boo
                    "cache (--cache or $ANYBIND_CACHE) on storage every node mounts at the same path")
         agree(why)
         res = train_streaming(shards, cfg, rank=launch.rank, world=launch.world, shuffle_buffer=shuffle_buffer,
-                              stats=start.stats, init=start.init, progress=progress and launch.leader)
+                              stats=start.stats, init=start.init, progress=progress and launch.leader,
+                              checked=True)  # rank 0's prepare checked the config every rank trains with
     if not launch.leader:
         return None
     space = streaming_space(shards, cfg, res, start, shuffle_buffer=shuffle_buffer)

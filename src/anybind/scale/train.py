@@ -53,8 +53,11 @@ from ..loop import fit_loop, make_optimizer, make_temperature, training_threads
 from ..attention import attention_start, check_attention
 from ..projectors import attention_parameters
 from ..train import VAL_METRIC, TrainConfig, choose_pairs, featureset_pairs, val_score
+from .launch import collectives_before_any_group
 from .pairstream import PairStream
 from .stream import SPLIT_CODES, TrainingShards
+
+collectives_before_any_group()  # before the caller's process group, so that its teardown can free it
 
 log = logging.getLogger(__name__)
 
@@ -190,9 +193,12 @@ def _rebuilt(name: str, message: str) -> Exception:
 
 
 def _gather(t: torch.Tensor) -> torch.Tensor:
+    """``t`` of every worker, concatenated, with its gradients, over the process group live now (never the one
+    that was live when torch's collectives were imported: their default)."""
+    import torch.distributed as dist
     import torch.distributed.nn.functional as dfn
 
-    return torch.cat(dfn.all_gather(t), 0)
+    return torch.cat(dfn.all_gather(t, group=dist.group.WORLD), 0)
 
 
 def train_streaming(
@@ -206,20 +212,23 @@ def train_streaming(
     init: dict[str, dict[str, torch.Tensor]] | None = None,
     max_steps: int | None = None,
     progress: bool = True,
+    checked: bool = False,
 ) -> dict[str, Any]:
     """Train projectors from training shards; returns the best state and the training record.
 
     ``world > 1``: call it in every worker of an initialised ``torch.distributed``
     process group (Ray Train does that): the model is wrapped in DDP and the global
     batch ``cfg.batch_size`` is split over the workers.  ``init``: the projectors' starting
-    state (:func:`ridge_init`).  ``max_steps`` caps the steps per epoch (benchmarks).  The
+    state (:func:`ridge_init`).  ``max_steps`` caps the steps per epoch (benchmarks).  ``checked``:
+    ``cfg`` was checked already (:func:`check_config`, by :func:`streaming_start` or the sharded fit).  The
     result (identical on every worker) is a dict: ``state`` (projector state dicts),
     ``logit_scale``, ``best_epoch``, ``best_val``, ``history``, ``pairs``, ``use_val``, ``robust``
     (WiSE-FT / L2-SP, :class:`anybind.robust.RobustFit`: applied to ``state``).
     """
     from ..losses import build_loss
 
-    check_config(cfg)
+    if not checked:
+        check_config(cfg)
     distributed = world > 1
     with training_threads(cfg.threads):
         torch.manual_seed(cfg.seed)  # identical initial weights on every worker (and as train_space)
@@ -354,10 +363,12 @@ class StreamingStart(NamedTuple):
     ridge: dict[str, Any]
 
 
-def streaming_start(shards: TrainingShards, cfg: TrainConfig) -> StreamingStart:
-    """The start of a streaming run (:class:`StreamingStart`), the config checked first (:func:`check_config`);
-    hand its ``stats`` and ``init`` to :func:`train_streaming` and the whole to :func:`streaming_space`."""
-    check_config(cfg)
+def streaming_start(shards: TrainingShards, cfg: TrainConfig, *, checked: bool = False) -> StreamingStart:
+    """The start of a streaming run (:class:`StreamingStart`), the config checked first (:func:`check_config`,
+    unless ``checked``: the caller did); hand its ``stats`` and ``init`` to :func:`train_streaming` (with
+    ``checked=True``) and the whole to :func:`streaming_space`."""
+    if not checked:
+        check_config(cfg)
     stats = shard_stats(shards)
     init, ridge = ridge_init(shards, cfg, stats)
     return StreamingStart(stats, init, ridge)
@@ -373,11 +384,12 @@ def streaming_space(shards: TrainingShards, cfg: TrainConfig, res: dict[str, Any
 
 
 def fit_streaming(shards: TrainingShards, cfg: TrainConfig, *, shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
-                  progress: bool = True):
-    """Train a space from training shards in this process, in bounded memory."""
-    start = streaming_start(shards, cfg)
+                  progress: bool = True, checked: bool = False):
+    """Train a space from training shards in this process, in bounded memory (``cfg`` checked once, here unless
+    ``checked``: the caller did)."""
+    start = streaming_start(shards, cfg, checked=checked)
     res = train_streaming(shards, cfg, shuffle_buffer=shuffle_buffer, stats=start.stats, init=start.init,
-                          progress=progress)
+                          progress=progress, checked=True)
     return streaming_space(shards, cfg, res, start, shuffle_buffer=shuffle_buffer)
 
 
