@@ -86,7 +86,8 @@ def test_bench_average_sets_the_creamfl_rows_only(monkeypatch, tmp_path):
     def fake_study(man, *, methods=("fedavg", "creamfl"), variants=None, config=None, **kw):
         calls.append((tuple(methods), dict(variants or {}), dict(config or {})))
         names = ["public set alone", *methods, *(variants or {}), "centralised (union + public)"]
-        return [{"name": n, "test R@1": 0.1, "val": 0.5, "records": 1, "best/run": "1/1", "bytes/round": 1} for n in names]
+        return [{"name": n, "test R@1": 0.1, "val": 0.5, "records": 1, "best/run": "1/1", "bytes/round": 1,
+                 "hits": [0.0, 1.0]} for n in names]
 
     monkeypatch.setattr(study, "federated_study", fake_study)
     monkeypatch.setattr(tasks_keep, "prepare_tuxpaint", lambda work: tmp_path / "m.jsonl")
@@ -144,7 +145,8 @@ def test_bench_average_both_runs_plain_and_averaging_creamfl_side_by_side(monkey
     def fake_study(man, *, methods=("fedavg", "creamfl"), variants=None, config=None, **kw):
         calls.append(dict(variants or {}))
         names = ["public set alone", *methods, *(variants or {}), "centralised (union + public)"]
-        return [{"name": n, "test R@1": 0.1, "val": 0.5, "records": 1, "best/run": "1/1", "bytes/round": 1} for n in names]
+        return [{"name": n, "test R@1": 0.1, "val": 0.5, "records": 1, "best/run": "1/1", "bytes/round": 1,
+                 "hits": [0.0, 1.0]} for n in names]
 
     monkeypatch.setattr(study, "federated_study", fake_study)
     monkeypatch.setattr(tasks_keep, "prepare_tuxpaint", lambda work: tmp_path / "m.jsonl")

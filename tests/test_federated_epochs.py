@@ -187,7 +187,8 @@ def test_the_bench_passes_the_grid_to_every_federation_and_refuses_a_bad_one_fir
     def fake_study(man, *, methods=("fedavg", "creamfl"), variants=None, config=None, **kw):
         calls.append(dict(config or {}))
         names = ["public set alone", *methods, *(variants or {}), "centralised (union + public)"]
-        return [{"name": n, "test R@1": 0.1, "val": 0.5, "records": 1, "best/run": "1/1", "bytes/round": 1} for n in names]
+        return [{"name": n, "test R@1": 0.1, "val": 0.5, "records": 1, "best/run": "1/1", "bytes/round": 1,
+                 "hits": [0.0, 1.0]} for n in names]
 
     monkeypatch.setattr(study, "federated_study", fake_study)
     monkeypatch.setattr(tasks_keep, "prepare_tuxpaint", lambda work: tmp_path / "m.jsonl")

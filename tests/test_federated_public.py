@@ -129,6 +129,54 @@ def test_the_study_and_bench_row_of_fedavg_with_public_pairs(world):  # noqa: F8
     assert "not met" in _goal(0.16, both, 0.18, "") and f"{FEDAVG_PUBLIC_ROW} 0.170" in _goal(0.16, both, 0.18, "")
     assert " met (" in _goal(0.18, both, 0.2, "") and "with or without the public pairs" in _goal(0.18, both, 0.2, "")
     assert " met (" in _goal(0.16, {"fedavg": 0.12}, 0.18, "")
+    # each row's per-query test hits: 0/1, both directions of every test pair, their mean the row's R@1
+    n_test = sum(r.split == "test" for r in load_manifest(path, kinds=KINDS).records)
+    for r in rows:
+        if r["hits"] is not None:
+            assert len(r["hits"]) == 2 * n_test and set(np.unique(r["hits"])) <= {0.0, 1.0}
+            assert np.mean(r["hits"]) == pytest.approx(r["test R@1"], abs=1e-12)
+    assert by["clients alone (mean)"]["hits"] is None
+
+
+def test_the_goal_line_calls_ahead_only_when_the_paired_interval_is_above_zero():
+    """'Ahead of FedAvg' is a paired bootstrap over the test queries of every seed, not a difference of means: the same
+    0.01 lead is 'met' when the per-query differences are consistent and 'not met' when they are noise."""
+    from anybind.bench.tasks_keep import _goal, paired_gaps
+
+    rng = np.random.default_rng(0)
+    base = (rng.random(400) < 0.2).astype(float)
+
+    def seeds(cream_hits):
+        return [[{"name": "creamfl", "hits": c}, {"name": "fedavg", "hits": base}] for c in cream_hits]
+
+    steady = base.copy()
+    steady[np.flatnonzero(base == 0)[:4]] = 1  # 4 more queries right, none lost, on each of 3 seeds
+    noisy = base.copy()
+    flip = rng.choice(400, 120, replace=False)  # 120 queries flipped at random: a lead of the same size, by chance
+    noisy[flip] = 1 - noisy[flip]
+    noisy[np.flatnonzero(noisy == 1)[: int(noisy.sum() - base.sum() - 4)]] = 0  # the same +4 queries overall
+    assert noisy.sum() - base.sum() == steady.sum() - base.sum() == 4
+    g_steady, g_noisy = (paired_gaps(seeds([h] * 3), "creamfl", ["fedavg"])["fedavg"] for h in (steady, noisy))
+    for mean, lo, hi in (g_steady, g_noisy):
+        assert mean == pytest.approx(0.01) and lo <= mean <= hi
+    assert g_steady[1] > 0 > g_noisy[1]
+    met = _goal(0.21, {"fedavg": 0.20}, 0.22, "", {"fedavg": g_steady})
+    assert " met (" in met and "95 % paired bootstrap" in met and f"[{g_steady[1]:+.3f}, {g_steady[2]:+.3f}]" in met
+    assert "not met" in _goal(0.21, {"fedavg": 0.20}, 0.22, "", {"fedavg": g_noisy})
+    assert " met (" in _goal(0.21, {"fedavg": 0.20}, 0.22, "")  # without intervals: the means decide, as before
+
+
+def test_pair_hits_are_the_queries_behind_pair_r1(world):  # noqa: F811
+    from anybind.lifecycle import pair_hits, pair_r1
+
+    tmp, path, specs, cpaths, ppath, *_ = world
+    sp = federate(cpaths, ppath, encoders=specs, cache=tmp / "c", **{**CFG, "method": "fedavg", "rounds": 2})
+    man = load_manifest(path, kinds=KINDS)
+    hits = pair_hits(sp, man, "sa", "sb", cache=tmp / "c")
+    n_test = sum(r.split == "test" for r in man.records)
+    assert sorted(hits) == ["sa->sb", "sb->sa"] and all(len(h) == n_test for h in hits.values())
+    assert (hits["sa->sb"].mean() + hits["sb->sa"].mean()) / 2 == pair_r1(sp, man, "sa", "sb", cache=tmp / "c")
+    assert 0 < hits["sa->sb"].sum() < n_test  # neither all right nor all wrong: the test can tell queries apart
 
 
 def test_cli_federate_server_public(world, tmp_path):  # noqa: F811

@@ -92,10 +92,11 @@ def federated_study(
     ``extra_public``: more public pairs, from other sources than ``manifest`` (CreamFL's public set is another
     corpus), added to the ``public_fraction`` carved from it (0: none carved, every training record to the
     clients); the centralised row then trains on them too, and a row ``centralised (clients' corpus)`` on
-    ``manifest``'s records alone."""
+    ``manifest``'s records alone.  ``hits``: each row's per-query test R@1 hits (``a->b`` then ``b->a``, 0/1; their
+    mean is ``test R@1``; None on the clients' mean row), for paired intervals between rows (the bench's goal line)."""
     from .federated import federate, train_alone
     from .federated_epochs import local_epoch_grid
-    from .lifecycle import pair_r1
+    from .lifecycle import pair_hits
 
     a, b = pair
     enc = {m: encoders[m] for m in pair}
@@ -112,8 +113,11 @@ def federated_study(
 
     def row(name: str, space, **extra: Any) -> dict[str, Any]:
         tr = space.info["training"]
-        r = {"name": name, "test R@1": pair_r1(space, manifest, a, b, cache=cache), "val": tr.get("best_val"),
-             "records": None, "best/run": f"{tr['best_epoch']}/{tr['epochs_run']}", "bytes/round": None, **extra}
+        per = pair_hits(space, manifest, a, b, cache=cache)
+        hits = np.concatenate([per[f"{a}->{b}"], per[f"{b}->{a}"]])
+        r = {"name": name, "test R@1": float((per[f"{a}->{b}"].mean() + per[f"{b}->{a}"].mean()) / 2),
+             "val": tr.get("best_val"), "records": None, "best/run": f"{tr['best_epoch']}/{tr['epochs_run']}",
+             "bytes/round": None, **extra, "hits": hits}
         if len(grid) > 1:  # each federation's local-epoch count, chosen on its clients' val pairs
             search = space.info["lineage"][-1].get("local_epochs_search")
             r["local epochs"] = search["chosen"] if search else None

@@ -31,6 +31,25 @@ def pair_r1(space, manifest: Manifest, a: str, b: str, *, split: str = "test", c
     return (res[f"{a}->{b}/R@1"] + res[f"{b}->{a}/R@1"]) / 2
 
 
+def pair_hits(space, manifest: Manifest, a: str, b: str, *, split: str = "test", cache=None) -> dict[str, Any]:
+    """Per-query R@1 hits (0/1, float) of ``a->b`` and ``b->a`` on ``split`` of ``manifest`` (records with both, in
+    their order; identical contents interchangeable, as :func:`pair_r1` scores them): each direction's mean is its
+    R@1, for paired bootstrap intervals between spaces scored on the same records."""
+    import numpy as np
+
+    from .evaluate import embed_records
+    from .metrics import paired_rows, query_ranks
+
+    embs = embed_records(space, manifest.split(split), [a, b], cache=cache)
+    out = {}
+    for x, y, ix, iy in paired_rows(embs, [(a, b)]):
+        for q, qi, g, gi in ((x, ix, y, iy), (y, iy, x, ix)):
+            r = query_ranks(embs[q].vectors[qi] @ embs[g].vectors[gi].T, query_keys=[embs[q].keys[i] for i in qi],
+                            gallery_keys=[embs[g].keys[i] for i in gi])
+            out[f"{q}->{g}"] = (r == 1).astype(np.float64)
+    return out
+
+
 def held_out_val(manifest: Manifest, seed: int = 0, fraction: float = 0.5) -> tuple[Manifest, Manifest]:
     """``manifest`` cut in two over its val split: (every record but the held-out val ones, only the held-out val
     ones).  A val record is held out when the SHA-256 of ``"<seed>#<id>"`` falls under ``fraction``: the same

@@ -47,19 +47,10 @@ DIRS = (("text", "image", "t->i"), ("image", "text", "i->t"))
 
 def retrieval_hits(space, man, split: str, cache) -> dict[str, np.ndarray]:
     """Per-query R@1 hits (0/1) of ``t->i`` and ``i->t`` on one corpus split."""
-    from ..evaluate import embed_records
-    from ..metrics import paired_rows, query_ranks
+    from ..lifecycle import pair_hits
 
-    embs = embed_records(space, man.split(split), MODS, cache=cache)
-    out = {}
-    for a, b, ia, ib in paired_rows(embs, [("text", "image")]):
-        rows = {a: ia, b: ib}
-        for q, g, name in DIRS:
-            Q, G = embs[q][1][rows[q]], embs[g][1][rows[g]]
-            r = query_ranks(Q @ G.T, query_keys=[embs[q][2][i] for i in rows[q]],
-                            gallery_keys=[embs[g][2][i] for i in rows[g]])
-            out[name] = (r == 1).astype(np.float64)
-    return out
+    hits = pair_hits(space, man, "text", "image", split=split, cache=cache)
+    return {name: hits[f"{q}->{g}"] for q, g, name in DIRS}
 
 
 def fm_hits(space, recs, cache, center: bool = False, train_prompts: bool = False, own: bool = False) -> np.ndarray:
