@@ -87,6 +87,29 @@ def test_text_features_equal_the_raw_forward_and_mean_ignores_padding(models):
     np.testing.assert_allclose(pooler, out.pooler_output.numpy(), atol=1e-5)
 
 
+def test_each_forward_gets_only_the_inputs_its_own_signature_takes():
+    """hf_spec.accepted reads a signature once per function (not per batch): two forwards, asked in turn, each
+    keep their own inputs; one taking ``**kwargs`` gets them all."""
+    from anybind.encoders.hf_spec import accepted
+
+    class Text:
+        def forward(self, input_ids, attention_mask=None):
+            return None
+
+    class Bert:
+        def forward(self, input_ids, token_type_ids=None, attention_mask=None):
+            return None
+
+    def anything(**kw):
+        return None
+
+    inputs = {"input_ids": 1, "attention_mask": 2, "token_type_ids": 3}
+    for _ in range(2):
+        assert sorted(accepted(Text().forward, inputs)) == ["attention_mask", "input_ids"]
+        assert sorted(accepted(Bert().forward, inputs)) == sorted(inputs)
+        assert accepted(anything, inputs) is inputs
+
+
 def test_a_pickled_encoder_rebuilds_its_model_in_the_worker(models):
     import pickle
 
