@@ -87,6 +87,29 @@ def test_text_features_equal_the_raw_forward_and_mean_ignores_padding(models):
     np.testing.assert_allclose(pooler, out.pooler_output.numpy(), atol=1e-5)
 
 
+def test_each_forward_gets_only_the_inputs_its_own_signature_takes():
+    """hf_spec.accepted reads a signature once per function (not per batch): two forwards, asked in turn, each
+    keep their own inputs; one taking ``**kwargs`` gets them all."""
+    from anybind.encoders.hf_spec import accepted
+
+    class Text:
+        def forward(self, input_ids, attention_mask=None):
+            return None
+
+    class Bert:
+        def forward(self, input_ids, token_type_ids=None, attention_mask=None):
+            return None
+
+    def anything(**kw):
+        return None
+
+    inputs = {"input_ids": 1, "attention_mask": 2, "token_type_ids": 3}
+    for _ in range(2):
+        assert sorted(accepted(Text().forward, inputs)) == ["attention_mask", "input_ids"]
+        assert sorted(accepted(Bert().forward, inputs)) == sorted(inputs)
+        assert accepted(anything, inputs) is inputs
+
+
 def test_a_pickled_encoder_rebuilds_its_model_in_the_worker(models):
     import pickle
 
@@ -350,36 +373,3 @@ def test_feature_cache_and_space_fit_end_to_end(models, tmp_path, monkeypatch):
     assert loaded.embed("image", [str(images[0])]).shape == (1, sp.dim)  # unchanged model: served
     with pytest.raises(SpaceError, match="weights or preprocessing changed"):
         loaded.embed("text", ["the dog"])
-
-
-def test_a_space_fitted_with_relative_model_paths_loads_from_any_folder(models, tmp_path, monkeypatch):
-    """``-e text=text:hf/./bert`` (the README's form) names a folder relative to where ``fit`` ran: the saved space
-    must still find it from another working directory (it stored the path as typed, so it could not)."""
-    from anybind import Space
-    from anybind.encoders import registry
-
-    work = tmp_path / "project"
-    (work / "models").mkdir(parents=True)
-    shutil.copytree(models["bert"], work / "models" / "bert")
-    shutil.copytree(models["vit"], work / "models" / "vit")
-    man = text_image_manifest(work / "m.jsonl", pngs(work, 12))
-    monkeypatch.chdir(work)
-    r = cli_fit(man, work / "space", tmp_path / "c", "text=text:hf/./models/bert@pool=mean",
-                "image=image:hf/models/vit")
-    assert r.exit_code == 0, r.output
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    monkeypatch.chdir(elsewhere)
-    monkeypatch.setattr(registry, "_INSTANCES", {})  # a fresh process would build the encoders anew
-    sp = Space.load(work / "space")
-    assert sp.embed("text", ["the dog"]).shape == (1, sp.dim)
-    assert sp.embed("image", [str(work / "i0.png")]).shape == (1, sp.dim)
-    monkeypatch.chdir(work)  # an imported pair from a relative folder too
-    from anybind.pairs import from_pretrained_pair
-
-    shutil.copytree(models["clip"], work / "models" / "clip")
-    from_pretrained_pair("clip", "models/clip").save(work / "pair")
-    monkeypatch.chdir(elsewhere)
-    monkeypatch.setattr(registry, "_INSTANCES", {})
-    pair = Space.load(work / "pair")
-    assert pair.embed("text", ["the dog"]).shape == (1, pair.dim)

@@ -4,7 +4,15 @@
 files are left alone, and a folder whose name the spec grammar would split is kept as typed, with a warning."""
 from __future__ import annotations
 
+import shutil
+
+import numpy as np
 import pytest
+
+import test_encoders_hf
+from encoder_samples import cli_fit, pngs, text_image_manifest
+
+models = test_encoders_hf.models  # the tiny models saved from configs (a module-scoped fixture)
 
 
 @pytest.mark.parametrize("typed, want", [
@@ -80,3 +88,70 @@ def test_absolute_spec_keeps_a_path_with_a_space_inside_a_group_that_refuses_spa
         assert out == typed and "this working directory" in caplog.text and typed in caplog.text
     else:
         assert out == typed.replace("hf/m", f"hf/{work}/m")
+
+
+def test_a_space_fitted_with_relative_model_paths_loads_from_any_folder(models, tmp_path, monkeypatch):
+    """``-e text=text:hf/./bert`` (the README's form) names a folder relative to where ``fit`` ran: the saved space
+    must still find it from another working directory (it stored the path as typed, so it could not)."""
+    from anybind import Space
+    from anybind.encoders import registry
+
+    work = tmp_path / "project"
+    (work / "models").mkdir(parents=True)
+    shutil.copytree(models["bert"], work / "models" / "bert")
+    shutil.copytree(models["vit"], work / "models" / "vit")
+    man = text_image_manifest(work / "m.jsonl", pngs(work, 12))
+    monkeypatch.chdir(work)
+    r = cli_fit(man, work / "space", tmp_path / "c", "text=text:hf/./models/bert@pool=mean",
+                "image=image:hf/models/vit")
+    assert r.exit_code == 0, r.output
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setattr(registry, "_INSTANCES", {})  # a fresh process would build the encoders anew
+    sp = Space.load(work / "space")
+    assert sp.embed("text", ["the dog"]).shape == (1, sp.dim)
+    assert sp.embed("image", [str(work / "i0.png")]).shape == (1, sp.dim)
+    monkeypatch.chdir(work)  # an imported pair from a relative folder too
+    from anybind.pairs import from_pretrained_pair
+
+    shutil.copytree(models["clip"], work / "models" / "clip")
+    from_pretrained_pair("clip", "models/clip").save(work / "pair")
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setattr(registry, "_INSTANCES", {})
+    pair = Space.load(work / "pair")
+    assert pair.embed("text", ["the dog"]).shape == (1, pair.dim)
+
+
+def test_a_space_fitted_from_python_with_relative_model_paths_loads_from_any_folder(models, tmp_path, monkeypatch):
+    """``Space.fit(encoders={"text": "text:hf/./bert"})`` and ``add_modality(..., "text:hf/bert")`` called from Python
+    (not the CLI) store the folder absolute too, so the saved space finds its encoders from another working
+    directory (the library stored the relative path as typed: only the CLI's -e made it absolute)."""
+    import json as _json
+
+    from anybind import Space
+    from anybind.encoders import registry
+
+    work = tmp_path / "project"
+    (work / "models").mkdir(parents=True)
+    shutil.copytree(models["bert"], work / "models" / "bert")
+    shutil.copytree(models["vit"], work / "models" / "vit")
+    images = pngs(work, 12)
+    man = text_image_manifest(work / "m.jsonl", images)
+    rows = [dict(_json.loads(line), title=_json.loads(line)["text"] + " cat") for line in man.read_text().splitlines()]
+    man.write_text("".join(_json.dumps(r) + "\n" for r in rows))
+    monkeypatch.chdir(work)
+    sp = Space.fit(man, ["text", "image"], encoders={"text": "text:hf/./models/bert@pool=mean",
+                                                     "image": "image:hf/models/vit"},
+                   cache=tmp_path / "c", epochs=2, progress=False, recipe="plain")
+    sp = sp.add_modality("title", "text:hf/models/bert", man, cache=tmp_path / "c", epochs=2)
+    assert sp.encoders == {"text": f"text:hf/{work}/models/bert@pool=mean", "image": f"image:hf/{work}/models/vit",
+                           "title": f"text:hf/{work}/models/bert"}
+    sp.save(work / "space")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setattr(registry, "_INSTANCES", {})  # a fresh process would build the encoders anew
+    again = Space.load(work / "space")
+    for m, item in (("text", "the dog"), ("title", "the dog"), ("image", str(images[0]))):
+        np.testing.assert_allclose(again.embed(m, [item]), sp.embed(m, [item]), atol=1e-6)

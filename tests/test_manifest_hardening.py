@@ -191,6 +191,19 @@ def test_d_is_blank_on_every_mix_of_whitespace_and_format_characters(text):
     assert not is_blank(text + "x")
 
 
+@given(st.text(max_size=8))
+def test_d_is_blank_is_the_per_character_rule_on_any_text(text):
+    """is_blank's first-letter shortcut answers as the rule it stands for: every character whitespace, a format
+    character, a combining mark or a blank-rendering letter."""
+    import unicodedata
+
+    blank_letters = "\u115f\u1160\u3164\uffa0\u2800"  # Hangul fillers, the blank Braille pattern
+    rule = all(c.isspace() or c in blank_letters or unicodedata.category(c) in ("Cf", "Mn", "Me") for c in text)
+    assert is_blank(text) == rule
+    for c in ("\u3164", "\u2800", "a", "\u0301"):  # a blank letter first, a visible one, a lone combining mark
+        assert is_blank(c + text) == (rule and c != "a")
+
+
 @pytest.mark.parametrize("text", ["\u3164", "\u115f\u1160", "\uffa0", "\u2800", "\u034f", "\U000e0020",
                                   "\u200b\u0301", " \u0301\u20dd "])
 def test_d_blank_looking_letters_and_lone_combining_marks_are_blank(text):

@@ -104,6 +104,11 @@ def plan_fit(
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}: use 'contrastive', 'procrustes' or 'cca'")
     modalities = list(modalities) if modalities is not None else None
+    if encoders:  # a relative model folder / file made absolute here, before any encoder (and its identity) is
+        # built from it, so that the saved space finds it from any working directory (as the CLI's -e did alone)
+        from .encoders.registry import absolute_spec
+
+        encoders = {m: absolute_spec(s) for m, s in encoders.items()}
     # only the fields it binds are loaded: those named, else the base modalities (language variants are listed)
     manifests, bound = fit_manifests(manifest, modalities, encoders, strict, progress)
     if not allow_eval_only:

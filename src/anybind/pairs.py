@@ -14,8 +14,9 @@ builds a :class:`~anybind.space.Space` without training anything:
 
 Then ``anybind bind SPACE --add audio=...`` binds new modalities to it as to any space: only the new projector
 is trained, against the frozen text (or image) embeddings, which gives audio<->image through CLIP's text
-(ImageBind's recipe).  ``open_clip:<arch>/<pretrained>`` sources need OpenCLIP and a torchvision that matches
-torch; they are refused with a one-line error (see :func:`from_pretrained_pair`).
+(ImageBind's recipe).  ``open_clip:<arch>/<pretrained>`` sources are refused in one line (not implemented: the
+text tower, tokenizer and scale of an OpenCLIP model are not imported; the line also says when open_clip cannot be
+imported and what installs it); their Hugging Face ports load.
 """
 
 from __future__ import annotations
@@ -52,18 +53,18 @@ def parse_pair(value: str) -> tuple[str, str]:
 
 
 def _open_clip_refused(source: str) -> SpaceError:
+    """Why an ``open_clip:`` pair is refused: anybind imports OpenCLIP's image tower (``image:open_clip/<arch>``) but
+    not yet a whole OpenCLIP pair (its text tower, tokenizer and logit scale), installed or not; the pair's Hugging
+    Face port loads instead.  When open_clip cannot even be imported, the line says why and what installs it."""
+    msg = (f"pair {source!r}: anybind does not import OpenCLIP pairs yet (only an OpenCLIP image tower, as "
+           "image:open_clip/<arch>); import the pair's Hugging Face port instead: clip=<repo or folder>, e.g. "
+           "laion/CLIP-ViT-B-32-laion2B-s34B-b79K")
     try:
         import open_clip  # noqa: F401
     except Exception as e:  # noqa: BLE001 - ImportError, or torchvision's RuntimeError on a mismatched build
-        why = f"cannot import open_clip ({type(e).__name__}: {' '.join(str(e).split())[:200]})"
-        return SpaceError(
-            f"pair {source!r}: {why}; OpenCLIP needs open_clip_torch and the torchvision build that matches "
-            "torch: pip install 'anybind[clip]', or import its Hugging Face port (clip=<repo or folder>)"
-        )
-    return SpaceError(
-        f"pair {source!r}: importing an OpenCLIP pair is not supported yet; use its Hugging Face port "
-        "(clip=<repo or folder>, e.g. laion/CLIP-ViT-B-32-laion2B-s34B-b79K)"
-    )
+        msg += (f"; open_clip cannot be imported here either ({type(e).__name__}: {' '.join(str(e).split())[:200]}): "
+                "it needs open_clip_torch and a torchvision built for this torch (pip install 'anybind[clip]')")
+    return SpaceError(msg)
 
 
 def _identity_projector(dim: int) -> Projector:

@@ -53,7 +53,7 @@ import numpy as np
 
 from .cache import FeatureCache
 from .data.manifest import Manifest
-from .encoders.registry import get_encoder
+from .encoders.registry import absolute_spec, get_encoder
 from .encoders.video import temporal_frames
 from .errors import DataError, SpaceError
 from .progressive_fit import VAL_METRIC, BindConfig  # noqa: F401  (VAL_METRIC re-exported)
@@ -157,6 +157,7 @@ def _bind(space, name, spec, data, anchors, *, replace, cache, strict, progress,
             raise SpaceError(f"anchor(s) {unknown} are not bound in this space (bound: {', '.join(bound)})")
         if not replace and name in anchors:
             raise DataError(f"the new modality {name!r} cannot be its own anchor")
+    spec = absolute_spec(spec)  # a relative model folder / file: the new space finds it from any working directory
     enc = get_encoder(spec)
     if replace:
         old = space.encoder(name)

@@ -31,6 +31,9 @@ _BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
 def is_blank(text: str) -> bool:
     """True when ``text`` holds nothing visible: only whitespace, invisible format characters (Cf: zero-width
     spaces, tag characters...), combining marks with nothing to combine with, and blank-rendering letters."""
+    first = text[:1]
+    if first.isalnum() and first not in _BLANK_LETTERS:  # the common case, without a per-character scan
+        return False
     return all(ch.isspace() or ch in _BLANK_LETTERS or unicodedata.category(ch) in ("Cf", "Mn", "Me")
                for ch in text)
 

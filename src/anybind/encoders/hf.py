@@ -83,6 +83,7 @@ class HfEncoder(Encoder):
         self._dim: int | None = None
         self._pool_used: str | None = None
         self._identity: str | None = None
+        self._limit: int | None = None
         self.config()  # a missing model, an offline miss or remote code is refused when the spec is built
 
     def hidden_state(self, out: Any, layer: int) -> Any:
@@ -269,11 +270,14 @@ class HfEncoder(Encoder):
         return window_samples(self.options.window, self.processor(), self._sampling_rate())
 
     def _max_length(self) -> int:
-        n = int(getattr(self.processor(), "model_max_length", 0) or 0)
-        cfg = self.config()
-        cfg = getattr(cfg, "text_config", None) or cfg
-        limit = int(getattr(cfg, "max_position_embeddings", 0) or 512)
-        return n if 0 < n <= limit else limit
+        """The tokens a text may have: the tokenizer's limit within the model's positions (found once)."""
+        if self._limit is None:
+            n = int(getattr(self.processor(), "model_max_length", 0) or 0)
+            cfg = self.config()
+            cfg = getattr(cfg, "text_config", None) or cfg
+            limit = int(getattr(cfg, "max_position_embeddings", 0) or 512)
+            self._limit = n if 0 < n <= limit else limit
+        return self._limit
 
     def load(self, item: Any) -> Any:
         if self.modality == "text":
@@ -303,9 +307,9 @@ class HfEncoder(Encoder):
     def encode_loaded(self, batch: Sequence[Any]) -> np.ndarray:
         if len(batch) == 0:
             return np.zeros((0, self.dim), np.float32)
+        if self.modality == "text":  # every caller ran load() (check_text) on them already: not a second time
+            return self._forward_group(list(batch))
         loaded = [self.load(b) for b in batch]
-        if self.modality == "text":
-            return self._forward_group(loaded)
         flat = [p for x in loaded for p in (x.parts if isinstance(x, AudioWindows) else [x])]
         groups: dict[tuple, list[int]] = {}
         for i, x in enumerate(flat):  # same shapes batch together: nothing is padded

@@ -6,6 +6,7 @@ from contextlib import contextmanager
 
 import hashlib
 import inspect
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,12 +81,26 @@ def parse_hf_name(spec: str, name: str) -> tuple[str, HfOptions]:
     return source.strip(), HfOptions(**kw, chunk=ChunkPolicy(**chunk))
 
 
+#: the keyword names each forward function takes (None: it takes ``**kwargs``), by the function under a bound method
+_PARAMS: "weakref.WeakKeyDictionary[Any, frozenset[str] | None]" = weakref.WeakKeyDictionary()
+
+
 def accepted(fn: Any, inputs: dict) -> dict:
-    """The inputs ``fn`` takes (a tokenizer's ``token_type_ids`` are not every model's)."""
-    params = inspect.signature(fn).parameters
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+    """The inputs ``fn`` takes (a tokenizer's ``token_type_ids`` are not every model's).  The signature is read once
+    per function (``inspect.signature`` on every batch was a visible share of a small model's forward)."""
+    key = getattr(fn, "__func__", fn)
+    try:
+        names = _PARAMS[key]
+    except (KeyError, TypeError):  # TypeError: an object that cannot be weakly referenced
+        params = inspect.signature(fn).parameters
+        names = None if any(p.kind is p.VAR_KEYWORD for p in params.values()) else frozenset(params)
+        try:
+            _PARAMS[key] = names
+        except TypeError:
+            pass
+    if names is None:
         return inputs
-    return {k: v for k, v in inputs.items() if k in params}
+    return {k: v for k, v in inputs.items() if k in names}
 
 
 def files_sha256(folder: Path, code: bool = False) -> str:

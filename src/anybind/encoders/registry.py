@@ -250,7 +250,9 @@ def absolute_spec(spec: str) -> str:
     ``video:frames(...)`` and ``concat(...)``) made absolute when they are relative and exist from the working
     directory: a space saved with such a spec then loads from any folder.  Hub ids and absolute paths are kept,
     and so, with a warning, is a path whose absolute form holds a character of the spec grammar (``@ , ( )``), or a
-    space inside ``concat(...)`` / ``+bridge(...)`` (which refuse spaces).  The command line applies it to every ``-e`` / ``--from-pretrained`` value."""
+    space inside ``concat(...)`` / ``+bridge(...)`` (which refuse spaces).  The command line applies it to every ``-e`` / ``--from-pretrained`` value,
+    the library to the specs given to ``Space.fit`` (:func:`anybind.fitting.plan_fit`), ``add_modality`` and
+    ``replace_encoder``, before any encoder is built from them."""
     def fix(m: re.Match) -> str:
         head, path = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
         if os.path.isabs(path) or not os.path.exists(path):
