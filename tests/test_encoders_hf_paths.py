@@ -155,3 +155,17 @@ def test_a_space_fitted_from_python_with_relative_model_paths_loads_from_any_fol
     again = Space.load(work / "space")
     for m, item in (("text", "the dog"), ("title", "the dog"), ("image", str(images[0]))):
         np.testing.assert_allclose(again.embed(m, [item]), sp.embed(m, [item]), atol=1e-6)
+
+
+def test_a_path_kept_as_typed_is_warned_about_once_per_fit(models, tmp_path, monkeypatch):
+    """``anybind fit -e`` from a folder whose name the spec grammar would split (``a,b (copy``): the command line
+    keeps the relative path with one warning, and ``Space.fit`` (which makes specs absolute too, for Python
+    callers) must not say the same line a second time."""
+    work = tmp_path / "a,b (copy"
+    shutil.copytree(models["bert"], work / "bert")
+    man = text_image_manifest(work / "m.jsonl", pngs(work, 12))
+    monkeypatch.chdir(work)
+    r = cli_fit(man, work / "space", tmp_path / "c", "text=text:hf/./bert@pool=mean",
+                "image=image:hf/" + str(models["vit"]))
+    assert r.exit_code == 0, r.output
+    assert " ".join(r.output.split()).count("this working directory only") == 1, r.output

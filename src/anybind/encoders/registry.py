@@ -232,6 +232,10 @@ _LOCAL_PATH = re.compile(r"(?<=:)(?<!vectors:)(hf/|onnx/)([^@,()]+?)(?=\+bridge\
 #: what a path inside a spec cannot hold: the grammar splits on it
 _SPEC_SYNTAX = re.compile(r"[@,()]|\+bridge")
 
+#: the (spec, absolute path) pairs already warned about: the command line and the library (``Space.fit``,
+#: ``add_modality``) both apply :func:`absolute_spec` to one spec, which must not say the same line twice
+_KEPT_WARNED: set[tuple[str, str]] = set()
+
 
 def _in_spaceless_group(spec: str, pos: int) -> bool:
     """Whether ``spec[pos]`` lies inside a ``concat(...)`` or ``<suffix>(...)`` (``+bridge(...)``) group: their
@@ -261,6 +265,9 @@ def absolute_spec(spec: str) -> str:
         # in the spec it would split a concat part, an option or a frames group; a space, inside concat(...) or
         # +bridge(...), which refuse any (one encoder, one spelling)
         if _SPEC_SYNTAX.search(full) or (any(c.isspace() for c in full) and _in_spaceless_group(spec, m.start())):
+            if (spec, full) in _KEPT_WARNED:  # said once already (absolute_spec keeps what it kept: idempotent)
+                return m.group(0)
+            _KEPT_WARNED.add((spec, full))
             log.warning("%s: %s holds one of @ , ( ) +bridge (or a space inside concat(...) or +bridge(...)), which "
                         "the spec cannot hold: kept as typed, so a space made with it loads from this working "
                         "directory only", spec, full)
