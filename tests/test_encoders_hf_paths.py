@@ -27,6 +27,11 @@ models = test_encoders_hf.models  # the tiny models saved from configs (a module
     ("vectors:hf/f.onnx", "vectors:hf/f.onnx"),  # a vectors file in a folder named hf/ or onnx/: not a model
     ("vectors:onnx/f.onnx", "vectors:onnx/f.onnx"),
     ("text:minilm", "text:minilm"),
+    # a sentence-transformers folder (text:<name or path>), alone, with options, in an ensemble or a bridge
+    ("text:./m@chunk=off", "text:{w}/m@chunk=off"),
+    ("text:concat(text:m,text:minilm)", "text:concat(text:{w}/m,text:minilm)"),
+    ("image:efficientnet-lite0+bridge(text:m)", "image:efficientnet-lite0+bridge(text:{w}/m)"),
+    ("text:f.onnx", "text:f.onnx"),  # not a folder: a sentence-transformers model is one
 ])
 def test_absolute_spec_makes_only_existing_relative_model_paths_absolute(typed, want, tmp_path, monkeypatch):
     from anybind.encoders.registry import absolute_spec
@@ -35,6 +40,18 @@ def test_absolute_spec_makes_only_existing_relative_model_paths_absolute(typed, 
     (tmp_path / "f.onnx").write_bytes(b"")
     monkeypatch.chdir(tmp_path)
     assert absolute_spec(typed) == want.format(w=tmp_path)
+
+
+def test_absolute_spec_keeps_the_bundled_text_names_over_a_folder_of_that_name(tmp_path, monkeypatch):
+    """``text:minilm`` and ``text:e5-small`` are the bundled models wherever the command runs (the text factory
+    routes them before any path): a folder of that name in the working directory does not make them paths."""
+    from anybind.encoders.registry import absolute_spec
+
+    for name in ("minilm", "e5-small", "e5-small-query"):
+        (tmp_path / name).mkdir()
+    monkeypatch.chdir(tmp_path)
+    for spec in ("text:minilm", "text:e5-small", "text:e5-small-query", "text:concat(text:minilm,text:e5-small)"):
+        assert absolute_spec(spec) == spec
 
 
 @pytest.mark.parametrize("typed", [

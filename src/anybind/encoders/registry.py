@@ -225,9 +225,14 @@ def spec_problem(spec: str) -> str | None:
 
 
 #: a local model path inside a spec: ``hf/<folder>`` or ``onnx/<file>`` (up to its options, the next part of a
-#: ``concat(...)`` or ``video:frames(...)``, or ``+bridge``), and an ONNX text spec's ``tokenizer=<folder>``; not
-#: a ``vectors:`` file in a folder named ``hf/`` or ``onnx/`` (its path is stored by ``spec_for_folder``)
-_LOCAL_PATH = re.compile(r"(?<=:)(?<!vectors:)(hf/|onnx/)([^@,()]+?)(?=\+bridge\b|[@,()]|$)|(?<=[@,])(tokenizer=)([^,()]+)")
+#: ``concat(...)`` or ``video:frames(...)``, or ``+bridge``), an ONNX text spec's ``tokenizer=<folder>`` and a
+#: sentence-transformers folder (``text:<folder>``, not the bundled ``minilm`` / ``e5-small[-query]``); not a
+#: ``vectors:`` file in a folder named ``hf/`` or ``onnx/`` (its path is stored by ``spec_for_folder``)
+_LOCAL_PATH = re.compile(
+    r"(?<=:)(?<!vectors:)(hf/|onnx/)([^@,()]+?)(?=\+bridge\b|[@,()]|$)|(?<=[@,])(tokenizer=)([^,()]+)"
+    r"|(?:^|(?<=[(,]))(text:)(?!hf/|onnx/|concat\(|(?:minilm|e5-small(?:-query)?)(?=\+bridge\b|[@,()]|$))"
+    r"([^@,()]+?)(?=\+bridge\b|[@,()]|$)"
+)
 
 #: what a path inside a spec cannot hold: the grammar splits on it
 _SPEC_SYNTAX = re.compile(r"[@,()]|\+bridge")
@@ -250,7 +255,8 @@ def _in_spaceless_group(spec: str, pos: int) -> bool:
 
 
 def absolute_spec(spec: str) -> str:
-    """``spec`` with its local model paths (``hf/<folder>``, ``onnx/<file>``, ``tokenizer=<folder>``, also inside
+    """``spec`` with its local model paths (``hf/<folder>``, ``onnx/<file>``, ``tokenizer=<folder>``, a
+    sentence-transformers ``text:<folder>``, also inside
     ``video:frames(...)`` and ``concat(...)``) made absolute when they are relative and exist from the working
     directory: a space saved with such a spec then loads from any folder.  Hub ids and absolute paths are kept,
     and so, with a warning, is a path whose absolute form holds a character of the spec grammar (``@ , ( )``), or a
@@ -258,8 +264,9 @@ def absolute_spec(spec: str) -> str:
     the library to the specs given to ``Space.fit`` (:func:`anybind.fitting.plan_fit`), ``add_modality`` and
     ``replace_encoder``, before any encoder is built from them."""
     def fix(m: re.Match) -> str:
-        head, path = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
-        if os.path.isabs(path) or not os.path.exists(path):
+        head, path = next((m.group(i), m.group(i + 1)) for i in (1, 3, 5) if m.group(i))
+        exists = os.path.isdir if head == "text:" else os.path.exists  # a sentence-transformers model is a folder
+        if os.path.isabs(path) or not exists(path):
             return m.group(0)
         full = os.path.abspath(path)
         # in the spec it would split a concat part, an option or a frames group; a space, inside concat(...) or
