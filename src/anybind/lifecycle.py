@@ -2,7 +2,7 @@
 bench tasks are thin wrappers of these).
 
 * :func:`continual_study`: bind on the first domain, then update on each next one with every method
-  (naive fine-tuning, Mod-X; :mod:`anybind.update`; ``update={"distill": "auto"}``: Mod-X's weight chosen on
+  (naive fine-tuning, the default update (WiSE-FT with the parent), Mod-X; :mod:`anybind.update`; ``update={"distill": "auto"}``: Mod-X's weight chosen on
   the val pairs of the first domain and the new one; ``judge="held"``: only on a half of the first domain's val
   that the first fit never saw; ``modx_weights``: several Mod-X weights side by side),
   beside joint retraining on every domain seen (the upper bound) and the first space frozen (the lower bound);
@@ -49,7 +49,7 @@ def continual_study(
     encoders: Mapping[str, str],
     fit: Mapping[str, Any] | None = None,
     update: Mapping[str, Any] | None = None,
-    methods: Sequence[str] = ("naive", "modx"),
+    methods: Sequence[str] = ("naive", "wise", "modx"),
     modx_weights: Mapping[str, float | str] | None = None,
     joint: bool = True,
     judge: str = "val",
