@@ -5,9 +5,9 @@ the intra-modal and feature distillation terms; naive fine-tuning stays plain.""
 import numpy as np
 import pytest
 import torch
-from test_update import KINDS, UPDATE, r1, two_domains
+from test_update import UPDATE, r1, two_domains
 
-from anybind import Space, load_manifest
+from anybind import Space
 from anybind.losses import build_loss
 from anybind.robust import WISE_GRID
 from anybind.update import DistillBinder, update_config
@@ -97,3 +97,23 @@ def test_bad_robust_settings_are_refused_in_one_line(bad):
     with pytest.raises((ValueError, Exception)) as ei:
         update_config(bad)
     assert "\n" not in str(ei.value) and list(bad)[0].split("_")[0] in str(ei.value)
+
+
+def test_cli_update_wise_and_method(base, tmp_path):
+    from typer.testing import CliRunner
+
+    from anybind.cli import app
+
+    tmp, mans, specs, space = base
+    space.save(tmp_path / "s1")
+    run = lambda out, *a: CliRunner().invoke(app, ["update", str(tmp_path / "s1"), "--data", str(mans["b"]), "--out",
+                                                   str(tmp_path / out), "--epochs", "2", "--cache", str(tmp / "c"), *a])
+    r = run("s2", "--wise", "0.3")
+    assert r.exit_code == 0 and "mixed back at alpha 0.3" in r.output, r.output
+    e = Space.load(tmp_path / "s2").info["lineage"][-1]
+    assert e["method"] == "wise" and e["config"]["wise"] == 0.3 and e["robust"]["wise_alpha"] == 0.3
+    r = run("s3", "--method", "modx", "--wise", "off")
+    e = Space.load(tmp_path / "s3").info["lineage"][-1]
+    assert r.exit_code == 0 and e["method"] == "modx" and e["config"]["wise"] is None and "wise_alpha" not in e["robust"]
+    r = run("s4", "--wise", "lots")
+    assert r.exit_code == 2 and "--wise takes a number, 'off' or 'auto'" in r.output and not (tmp_path / "s4").exists()
