@@ -4,7 +4,7 @@ synthetic data: the rows they report and that they measure what they claim."""
 import pytest
 
 from anybind import load_manifest
-from anybind.errors import DataError
+from anybind.errors import AnybindError, DataError
 from anybind.lifecycle import continual_study, held_out_val, merge_study
 from test_merge import KINDS, views
 from test_update import two_domains
@@ -24,6 +24,18 @@ def test_continual_study_rows(tmp_path):
     for r in rows[2:]:
         assert r["forgetting"] == pytest.approx(first["old R@1"] - r["old R@1"])
         assert 0.0 <= r["new R@1"] <= 1.0
+
+
+def test_one_mod_x_system_keeps_the_name_modx(tmp_path):
+    """The bench's default (one weight) names its system "modx": it was refused as a clash with the method itself."""
+    mans, specs = two_domains(tmp_path, n=200)
+    doms = [(d, load_manifest(mans[d], kinds={"sa": "key", "sb": "key"})) for d in ("a", "b")]
+    rows = continual_study(doms, pair=("sa", "sb"), encoders=specs, fit=FIT, joint=False, update={"epochs": 1},
+                           modx_weights={"modx": 0.5}, cache=tmp_path / "c")
+    assert [r["name"] for r in rows] == ["first space", "frozen", "naive", "wise", "modx"]
+    with pytest.raises(AnybindError, match="may not be named 'wise'"):
+        continual_study(doms, pair=("sa", "sb"), encoders=specs, fit=FIT, modx_weights={"wise": 1.0},
+                        cache=tmp_path / "c")
 
 
 def three_domains(tmp_path, n=300):

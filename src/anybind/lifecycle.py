@@ -80,7 +80,8 @@ def continual_study(
     for m in methods:
         variants.update({n: (m, w) for n, w in modx_weights.items()} if m == "modx" and modx_weights
                         else {m: (m, None)})
-    if clash := sorted(set(modx_weights or {}) & {*methods, "frozen", "joint", "first space"}):
+    others = {m for m in methods if m != "modx"}  # a Mod-X system may keep the name "modx" (the bench's default)
+    if clash := sorted(set(modx_weights or {}) & {*others, "frozen", "joint", "first space"}):
         raise DataError(f"a Mod-X system may not be named {', '.join(map(repr, clash))}: another system has that name")
     if judge not in ("val", "held"):
         raise DataError(f"continual judge must be 'val' or 'held' (the old domain's val pairs that choose Mod-X's "
