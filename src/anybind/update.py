@@ -33,8 +33,8 @@ Training is :func:`anybind.loop.fit_loop` (the one loop): batches per modality p
 stopping on the val pairs of the data given (the space as it was competes as epoch 0, so an
 update that helps nothing changes nothing).  The result is a new :class:`~anybind.space.Space`
 (the original is not modified) whose lineage ends with an ``update`` entry: the parent's
-identity, the data (manifest, fingerprint, records), the replay buffer, the settings and how it
-trained.  Indexes built with the parent learn they are stale (:mod:`anybind.index.refresh`).
+identity, the data (manifest, fingerprint, records), the replay buffer, the settings, how it
+trained and how it was mixed back (``robust``: ``wise_alpha`` and each alpha's val score).  Indexes built with the parent learn they are stale (:mod:`anybind.index.refresh`).
 """
 
 from __future__ import annotations
