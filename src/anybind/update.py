@@ -1,26 +1,23 @@
 """Continual update of a bound space on new pairs, without forgetting (WiSE-FT with the parent; Mod-X).
 
-A space is not trained once: new pairs arrive.  :func:`update_space` (``Space.update``, CLI
-``anybind update``) fine-tunes the projectors of a saved space on new paired records, starting
-from where they are (their feature standardisation kept), with the space's own pairwise
-objective, at the recipe's gentle rate (``lr=1e-4``), then keeps the old space in one of these ways:
+A space is not trained once: new pairs arrive.  :func:`update_space` (``Space.update``, CLI ``anybind update``)
+fine-tunes the projectors of a saved space on new paired records, starting from where they are (their feature
+standardisation kept), with the space's own pairwise objective, at the recipe's gentle rate (``lr=1e-4``), and
+keeps the old space in one of these ways:
 
 * ``method="wise"`` (default): WiSE-FT with the parent (Wortsman et al. 2022): the fine-tuned projectors
   (early stopping's epoch) are mixed back with the parent's in weight space, ``(1 - a) x old + a x new``, ``a``
   chosen from :data:`~anybind.robust.WISE_GRID` on the update's val pairs (``wise="auto"``; ties: the smaller
   ``a``, nearer the old space; ``wise=a`` fixes it; :class:`~anybind.robust.RobustFit`, the mechanism
-  ``Space.fit``'s recipe mixes with its training-free start).  Chosen on val (issue 19, BENCHMARKS.md section
-  continual, Tux Paint -> emoji, val pairs only): the Mod-X term below kept the old domain only by learning less
-  of the new one, while mixing back kept more of both.
-* ``method="modx"`` (the default when ``distill`` or ``old_val`` is given): also Mod-X's off-diagonal
-  distillation (Ni et al. 2023, "Continual
-  vision-language representation learning with off-diagonal information").  For every batch of
-  new pairs the *old* space (frozen) and the new one each score every item against every other;
-  the KL divergence between the rows of the two softmax(similarity / temperature) matrices,
-  both directions, is added to the loss (weight ``distill``).  The old space's rows are first
-  *screened*: where it ranked a wrong item first, that item's score and the true pair's are
-  swapped, so the new space is never taught the old space's mistakes.  The whole similarity
-  structure (not only the diagonal the contrastive loss sees) stays close to the old space's.
+  ``Space.fit``'s recipe mixes with its training-free start).  Chosen on val (issue 19, BENCHMARKS.md, continual,
+  Tux Paint -> emoji): the Mod-X term below kept the old domain only by learning less of the new one.
+* ``method="modx"`` (the default when ``distill`` or ``old_val`` is given): also Mod-X's off-diagonal distillation
+  (Ni et al. 2023, "Continual vision-language representation learning with off-diagonal information").  For every
+  batch of new pairs the *old* space (frozen) and the new one each score every item against every other; the KL
+  divergence between the rows of the two softmax(similarity / temperature) matrices, both directions, is added to
+  the loss (weight ``distill``).  The old space's rows are first *screened*: where it ranked a wrong item first,
+  that item's score and the true pair's are swapped, so the new space is never taught the old space's mistakes.
+  The whole similarity structure (not only the diagonal the contrastive loss sees) stays close to the old space's.
   Mixed back like ``wise`` unless ``wise=None``.
 * ``method="naive"``: plain fine-tuning, nothing kept (the baseline; ``wise`` off unless given).
 
@@ -28,13 +25,12 @@ More terms, off by default (tried on val, not taken): ``intra_distill`` (the sam
 batch similarities, image-image and text-text), ``feature_distill`` (the squared distance between the new and the
 old unit embeddings of each batch item), ``l2sp`` (L2-SP towards the parent's weights).
 
-No old data is needed; ``replay=`` adds a small buffer of old pairs when the user has one.
-Training is :func:`anybind.loop.fit_loop` (the one loop): batches per modality pair, early
-stopping on the val pairs of the data given (the space as it was competes as epoch 0, so an
-update that helps nothing changes nothing).  The result is a new :class:`~anybind.space.Space`
-(the original is not modified) whose lineage ends with an ``update`` entry: the parent's
-identity, the data (manifest, fingerprint, records), the replay buffer, the settings, how it
-trained and how it was mixed back (``robust``: ``wise_alpha`` and each alpha's val score).  Indexes built with the parent learn they are stale (:mod:`anybind.index.refresh`).
+No old data is needed; ``replay=`` adds a small buffer of old pairs when the user has one.  Training is
+:func:`anybind.loop.fit_loop` (the one loop): batches per modality pair, early stopping on the val pairs of the
+data given (the space as it was competes as epoch 0, so an update that helps nothing changes nothing).  The result
+is a new :class:`~anybind.space.Space` (the original is not modified) whose lineage ends with an ``update`` entry:
+the parent's identity, the data (manifest, fingerprint, records), the replay buffer, the settings, how it trained
+and how it was mixed back (``robust``: ``wise_alpha`` and each alpha's val score).  Indexes built with the parent learn they are stale (:mod:`anybind.index.refresh`).
 """
 
 from __future__ import annotations
