@@ -4,7 +4,7 @@ synthetic data: the rows they report and that they measure what they claim."""
 import pytest
 
 from anybind import load_manifest
-from anybind.errors import DataError
+from anybind.errors import AnybindError, DataError
 from anybind.lifecycle import continual_study, held_out_val, merge_study
 from test_merge import KINDS, views
 from test_update import two_domains
@@ -18,12 +18,24 @@ def test_continual_study_rows(tmp_path):
     rows = continual_study(doms, pair=("sa", "sb"), encoders=specs, fit=FIT, update={"epochs": 5, "lr": 1e-3},
                            cache=tmp_path / "c")
     assert [(r["name"], r["step"]) for r in rows] == [
-        ("first space", 0), ("frozen", 1), ("naive", 1), ("modx", 1), ("joint", 1)]
+        ("first space", 0), ("frozen", 1), ("naive", 1), ("wise", 1), ("modx", 1), ("joint", 1)]
     first, frozen = rows[0], rows[1]
     assert frozen["old R@1"] == first["old R@1"] and frozen["forgetting"] == 0.0  # the frozen space is the first
     for r in rows[2:]:
         assert r["forgetting"] == pytest.approx(first["old R@1"] - r["old R@1"])
         assert 0.0 <= r["new R@1"] <= 1.0
+
+
+def test_one_mod_x_system_keeps_the_name_modx(tmp_path):
+    """The bench's default (one weight) names its system "modx": it was refused as a clash with the method itself."""
+    mans, specs = two_domains(tmp_path, n=200)
+    doms = [(d, load_manifest(mans[d], kinds={"sa": "key", "sb": "key"})) for d in ("a", "b")]
+    rows = continual_study(doms, pair=("sa", "sb"), encoders=specs, fit=FIT, joint=False, update={"epochs": 1},
+                           modx_weights={"modx": 0.5}, cache=tmp_path / "c")
+    assert [r["name"] for r in rows] == ["first space", "frozen", "naive", "wise", "modx"]
+    with pytest.raises(AnybindError, match="may not be named 'wise'"):
+        continual_study(doms, pair=("sa", "sb"), encoders=specs, fit=FIT, modx_weights={"wise": 1.0},
+                        cache=tmp_path / "c")
 
 
 def three_domains(tmp_path, n=300):
@@ -41,7 +53,7 @@ def test_continual_study_shows_every_domain_after_each_step(tmp_path):
     rows = continual_study(doms, pair=("sa", "sb"), encoders=specs, fit=FIT, update={"epochs": 3, "lr": 1e-3},
                            cache=tmp_path / "c")
     assert [(r["name"], r["step"]) for r in rows] == [("first space", 0)] + [
-        (n, s) for s in (1, 2) for n in ("frozen", "naive", "modx", "joint")]
+        (n, s) for s in (1, 2) for n in ("frozen", "naive", "wise", "modx", "joint")]
     cols = ["R@1 a", "R@1 b1", "R@1 b2"]
     for r in rows:  # every row has every domain's column (the table's columns come from the first row)
         assert list(r)[-3:] == cols
@@ -55,7 +67,7 @@ def test_continual_study_shows_every_domain_after_each_step(tmp_path):
 
     table = rows_table("continual", rows)
     assert [c.header for c in table.columns][-3:] == cols
-    assert list(table.columns[-1].cells)[:5] == ["-"] * 5  # b2 not seen before step 2
+    assert list(table.columns[-1].cells)[:6] == ["-"] * 6  # b2 not seen before step 2
 
 
 def test_continual_study_refuses_two_domains_of_one_name(tmp_path):
@@ -156,7 +168,7 @@ def test_continual_study_runs_mod_x_weights_side_by_side(tmp_path):
                            update={"epochs": 3, "lr": 1e-3, "distill_tradeoff": 0.8},
                            modx_weights={"modx 1.0": 1.0, "modx auto": "auto"}, cache=tmp_path / "c")
     by = {r["name"]: r for r in rows}
-    assert [r["name"] for r in rows] == ["first space", "frozen", "naive", "modx 1.0", "modx auto"]
+    assert [r["name"] for r in rows] == ["first space", "frozen", "naive", "wise", "modx 1.0", "modx auto"]
     assert by["modx auto"]["distill"] in (0.1, 0.3, 1.0, 3.0, 10.0) and "distill" not in by["modx 1.0"]
     from anybind.errors import AnybindError
 

@@ -2,7 +2,7 @@
 bench tasks are thin wrappers of these).
 
 * :func:`continual_study`: bind on the first domain, then update on each next one with every method
-  (naive fine-tuning, Mod-X; :mod:`anybind.update`; ``update={"distill": "auto"}``: Mod-X's weight chosen on
+  (naive fine-tuning, the default update (WiSE-FT with the parent), Mod-X; :mod:`anybind.update`; ``update={"distill": "auto"}``: Mod-X's weight chosen on
   the val pairs of the first domain and the new one; ``judge="held"``: only on a half of the first domain's val
   that the first fit never saw; ``modx_weights``: several Mod-X weights side by side),
   beside joint retraining on every domain seen (the upper bound) and the first space frozen (the lower bound);
@@ -68,7 +68,7 @@ def continual_study(
     encoders: Mapping[str, str],
     fit: Mapping[str, Any] | None = None,
     update: Mapping[str, Any] | None = None,
-    methods: Sequence[str] = ("naive", "modx"),
+    methods: Sequence[str] = ("naive", "wise", "modx"),
     modx_weights: Mapping[str, float | str] | None = None,
     joint: bool = True,
     judge: str = "val",
@@ -99,7 +99,8 @@ def continual_study(
     for m in methods:
         variants.update({n: (m, w) for n, w in modx_weights.items()} if m == "modx" and modx_weights
                         else {m: (m, None)})
-    if clash := sorted(set(modx_weights or {}) & {*methods, "frozen", "joint", "first space"}):
+    others = {m for m in methods if m != "modx"}  # a Mod-X system may keep the name "modx" (the bench's default)
+    if clash := sorted(set(modx_weights or {}) & {*others, "frozen", "joint", "first space"}):
         raise DataError(f"a Mod-X system may not be named {', '.join(map(repr, clash))}: another system has that name")
     if judge not in ("val", "held"):
         raise DataError(f"continual judge must be 'val' or 'held' (the old domain's val pairs that choose Mod-X's "

@@ -1,28 +1,36 @@
-"""Continual update of a bound space on new pairs, without forgetting (Mod-X).
+"""Continual update of a bound space on new pairs, without forgetting (WiSE-FT with the parent; Mod-X).
 
-A space is not trained once: new pairs arrive.  :func:`update_space` (``Space.update``, CLI
-``anybind update``) fine-tunes the projectors of a saved space on new paired records, starting
-from where they are (their feature standardisation kept), with the space's own pairwise
-objective and one more term:
+A space is not trained once: new pairs arrive.  :func:`update_space` (``Space.update``, CLI ``anybind update``)
+fine-tunes the projectors of a saved space on new paired records, starting from where they are (their feature
+standardisation kept), with the space's own pairwise objective, at the recipe's gentle rate (``lr=1e-4``), and
+keeps the old space in one of these ways:
 
-* ``method="modx"`` (default): Mod-X's off-diagonal distillation (Ni et al. 2023, "Continual
-  vision-language representation learning with off-diagonal information").  For every batch of
-  new pairs the *old* space (frozen) and the new one each score every item against every other;
-  the KL divergence between the rows of the two softmax(similarity / temperature) matrices,
-  both directions, is added to the loss (weight ``distill``).  The old space's rows are first
-  *screened*: where it ranked a wrong item first, that item's score and the true pair's are
-  swapped, so the new space is never taught the old space's mistakes.  The whole similarity
-  structure (not only the diagonal the contrastive loss sees) stays close to the old space's,
-  which is what keeps the old domain's retrieval.
-* ``method="naive"``: the same fine-tuning without the distillation term (the baseline).
+* ``method="wise"`` (default): WiSE-FT with the parent (Wortsman et al. 2022): the fine-tuned projectors
+  (early stopping's epoch) are mixed back with the parent's in weight space, ``(1 - a) x old + a x new``, ``a``
+  chosen from :data:`~anybind.robust.WISE_GRID` on the update's val pairs (``wise="auto"``; ties: the smaller
+  ``a``, nearer the old space; ``wise=a`` fixes it; :class:`~anybind.robust.RobustFit`, the mechanism
+  ``Space.fit``'s recipe mixes with its training-free start).  Chosen on val (issue 19, BENCHMARKS.md, continual,
+  Tux Paint -> emoji): the Mod-X term below kept the old domain only by learning less of the new one.
+* ``method="modx"`` (the default when ``distill`` or ``old_val`` is given): also Mod-X's off-diagonal distillation
+  (Ni et al. 2023, "Continual vision-language representation learning with off-diagonal information").  For every
+  batch of new pairs the *old* space (frozen) and the new one each score every item against every other; the KL
+  divergence between the rows of the two softmax(similarity / temperature) matrices, both directions, is added to
+  the loss (weight ``distill``).  The old space's rows are first *screened*: where it ranked a wrong item first,
+  that item's score and the true pair's are swapped, so the new space is never taught the old space's mistakes.
+  The whole similarity structure (not only the diagonal the contrastive loss sees) stays close to the old space's.
+  Mixed back like ``wise`` unless ``wise=None``.
+* ``method="naive"``: plain fine-tuning, nothing kept (the baseline; ``wise`` off unless given).
 
-No old data is needed; ``replay=`` adds a small buffer of old pairs when the user has one.
-Training is :func:`anybind.loop.fit_loop` (the one loop): batches per modality pair, early
-stopping on the val pairs of the data given (the space as it was competes as epoch 0, so an
-update that helps nothing changes nothing).  The result is a new :class:`~anybind.space.Space`
-(the original is not modified) whose lineage ends with an ``update`` entry: the parent's
-identity, the data (manifest, fingerprint, records), the replay buffer, the settings and how it
-trained.  Indexes built with the parent learn they are stale (:mod:`anybind.index.refresh`).
+More terms, off by default (tried on val, not taken): ``intra_distill`` (the same KL over each modality's own
+batch similarities, image-image and text-text), ``feature_distill`` (the squared distance between the new and the
+old unit embeddings of each batch item), ``l2sp`` (L2-SP towards the parent's weights).
+
+No old data is needed; ``replay=`` adds a small buffer of old pairs when the user has one.  Training is
+:func:`anybind.loop.fit_loop` (the one loop): batches per modality pair, early stopping on the val pairs of the
+data given (the space as it was competes as epoch 0, so an update that helps nothing changes nothing).  The result
+is a new :class:`~anybind.space.Space` (the original is not modified) whose lineage ends with an ``update`` entry:
+the parent's identity, the data (manifest, fingerprint, records), the replay buffer, the settings, how it trained
+and how it was mixed back (``robust``: ``wise_alpha`` and each alpha's val score).  Indexes built with the parent learn they are stale (:mod:`anybind.index.refresh`).
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -47,6 +56,8 @@ from .data.manifest import Manifest
 from .errors import DataError, SpaceError
 from .loop import IndexSampler, fit_loop, make_optimizer, make_temperature, training_threads
 from .projectors import Projector
+from .recipe import FINE_TUNE_LR
+from .robust import RobustFit, check_robust
 from .vocabulary import carry_vocabulary
 
 if TYPE_CHECKING:
@@ -54,7 +65,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-METHODS = ("modx", "naive")
+METHODS = ("wise", "modx", "naive")
 VAL_METRIC = "mean (R@1+R@5+R@10)/3 over pairs, both directions, on the update's val records (replay included)"
 
 
@@ -62,14 +73,20 @@ VAL_METRIC = "mean (R@1+R@5+R@10)/3 over pairs, both directions, on the update's
 class UpdateConfig:
     """How a space is updated (recorded in the lineage entry)."""
 
-    method: str = "modx"  # "modx" | "naive"
+    method: str = "wise"  # "wise" | "modx" | "naive" (see the module doc)
     distill: float | str = 1.0  # weight of the off-diagonal distillation term (modx); "auto": chosen on val
     # (update_space: "auto" when held-out old data is given, old_val=, and no weight is)
     distill_tradeoff: float = 0.5  # auto: the choice's score is (1 - t) x new data's val score + t x the old data's
     distill_temperature: float | None = None  # temperature of both similarity distributions (default: the space's)
     screening: bool = True  # correct the old space's wrongly ranked rows before distilling them
+    intra_distill: float = 0.0  # weight of the same KL over each modality's own batch similarities (image-image...)
+    feature_distill: float = 0.0  # weight of the squared distance between new and old unit embeddings of the batch
+    wise: float | str | None = "auto"  # WiSE-FT with the parent: (1 - a) x its projectors + a x the fine-tuned; "auto":
+    # a chosen on the update's val pairs from robust.WISE_GRID; None: the fine-tuned projectors as they are (naive's
+    # default: naive fine-tuning mixes nothing back unless wise is given)
+    l2sp: float = 0.0  # L2-SP: weight x the squared distance of the projectors' weights from the parent's
     epochs: int = 50
-    lr: float = 3e-4
+    lr: float = FINE_TUNE_LR  # the recipe's gentle rate (3e-4 until issue 19's val study: it forgot twice as much)
     weight_decay: float = 0.0  # decay pulls weights towards zero, away from the old space: off by default
     batch_size: int = 128
     patience: int = 10
@@ -81,6 +98,12 @@ class UpdateConfig:
         return asdict(self)
 
 
+def _robust_cfg(cfg: UpdateConfig) -> SimpleNamespace:
+    """What :class:`~anybind.robust.RobustFit` reads: WiSE-FT / L2-SP around the parent's projectors (a trained
+    start, never a random one); no mixup in an update."""
+    return SimpleNamespace(wise=cfg.wise, l2sp=cfg.l2sp, mixup=0.0, mixup_alpha=1.0, ridge_prior="zero", init="parent")
+
+
 def update_config(config: Mapping[str, Any]) -> UpdateConfig:
     """Checked :class:`UpdateConfig` from keyword options (an unknown one is a TypeError naming the known).  A
     ``distill_tradeoff`` beside a fixed weight is refused by :func:`update_space`, which sees whether it was given
@@ -89,9 +112,14 @@ def update_config(config: Mapping[str, Any]) -> UpdateConfig:
     bad = sorted(set(config) - known)
     if bad:
         raise TypeError(f"unknown option(s) {bad} for a space update (known: {', '.join(sorted(known))})")
+    if "distill" in config and "method" not in config:
+        config = {**config, "method": "modx"}  # a distillation weight asks for Mod-X
+    if config.get("method") == "naive" and "wise" not in config:
+        config = {**config, "wise": None}  # naive fine-tuning, the baseline: nothing mixed back unless asked
     cfg = UpdateConfig(**config)
     if cfg.method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {cfg.method!r}")
+    check_robust(_robust_cfg(cfg))  # wise / l2sp: one line when bad
     if not 0.0 <= cfg.distill_tradeoff <= 1.0:
         raise ValueError(f"distill_tradeoff must be in [0, 1] (0: only the new data's val score counts, 1: only the "
                          f"old data's), got {cfg.distill_tradeoff!r}")
@@ -101,8 +129,12 @@ def update_config(config: Mapping[str, Any]) -> UpdateConfig:
         if cfg.method != "modx":
             raise ValueError("distill='auto' chooses Mod-X's distillation weight: it needs method='modx'")
         return cfg
-    if cfg.distill < 0 or cfg.epochs < 0 or cfg.batch_size < 2 or cfg.replay_weight <= 0:
-        raise ValueError("distill and epochs must be >= 0, batch_size >= 2 and replay_weight > 0")
+    if min(cfg.distill, cfg.intra_distill, cfg.feature_distill, cfg.epochs) < 0 or cfg.batch_size < 2 \
+            or cfg.replay_weight <= 0:
+        raise ValueError(f"distill, intra_distill, feature_distill and epochs must be >= 0, batch_size >= 2 and "
+                         f"replay_weight > 0, got distill={cfg.distill!r}, intra_distill={cfg.intra_distill!r}, "
+                         f"feature_distill={cfg.feature_distill!r}, epochs={cfg.epochs!r}, "
+                         f"batch_size={cfg.batch_size!r}, replay_weight={cfg.replay_weight!r}")
     return cfg
 
 
@@ -142,8 +174,10 @@ class DistillBinder(nn.Module):
     :func:`~anybind.loop.fit_loop` trains, like :class:`~anybind.binders.PairBinder`)."""
 
     def __init__(self, projectors: Mapping[str, Projector], old: Mapping[str, Projector], logit_scale: nn.Parameter,
-                 loss_fn: nn.Module, *, weight: float, temperature: float, screening: bool):
+                 loss_fn: nn.Module, *, weight: float, temperature: float, screening: bool, intra: float = 0.0,
+                 feature: float = 0.0):
         super().__init__()
+        self.intra, self.feature = intra, feature
         self.projectors = nn.ModuleDict(projectors)
         self.old = dict(old)  # a plain dict: not registered, so never put in train mode nor optimised
         self.logit_scale = logit_scale
@@ -158,10 +192,16 @@ class DistillBinder(nn.Module):
             ea, eb = F.normalize(pa(xa), dim=-1), F.normalize(pb(xb), dim=-1)
             kw = {"feats": (standardised(pa, xa), standardised(pb, xb))} if self.needs_feats else {}
             loss = sum(self.loss_fn(ea, eb, self.logit_scale, **kw).values())
-            if self.weight > 0:
+            if self.weight > 0 or self.intra > 0 or self.feature > 0:
                 with torch.no_grad():
                     oa, ob = F.normalize(self.old[a](xa), dim=-1), F.normalize(self.old[b](xb), dim=-1)
+            if self.weight > 0:
                 loss = loss + self.weight * offdiag_distillation(ea, eb, oa, ob, self.temperature, self.screening)
+            if self.intra > 0:  # each modality's own similarity structure (the diagonal is each item itself)
+                loss = loss + self.intra * (offdiag_distillation(ea, ea, oa, oa, self.temperature, False)
+                                            + offdiag_distillation(eb, eb, ob, ob, self.temperature, False)) / 2
+            if self.feature > 0:  # where each item lands (a locked, identity side adds nothing)
+                loss = loss + self.feature * ((ea - oa).pow(2).sum(-1).mean() + (eb - ob).pow(2).sum(-1).mean())
             total = total + loss
         return total / len(batch)
 
@@ -190,7 +230,7 @@ def update_space(
     nothing would read it.
     """
     if old_val is not None and "distill" not in config and config.get("method", "modx") == "modx":
-        config = {**config, "distill": "auto"}  # held-out old data: the weight is chosen on val
+        config = {"method": "modx", **config, "distill": "auto"}  # held-out old data: Mod-X's weight chosen on val
     if "distill_tradeoff" in config and config.get("distill") != "auto":  # at any value: 0.5 is no default here
         update_config(config)  # a bad option is named first
         raise ValueError(f"distill_tradeoff={config['distill_tradeoff']} weighs the choice of distill='auto' (give "
@@ -258,16 +298,23 @@ def _update_once(space: "SpaceCore", data, *, replay, cache: FeatureCache, stric
             mem = fs.with_pair(train_idx, *p)
             w = fs.weights[fs.corpus[mem]]
             sampler.add(p, mem, w / w.sum() if old_mans else None)
-        weight = cfg.distill if cfg.method == "modx" else 0.0
+        weight = cfg.distill if cfg.method == "modx" else 0.0  # the Mod-X term is modx's own
         tau = cfg.distill_temperature or space.temperature
         model = DistillBinder({m: projectors[m] for m in present}, old, logit_scale, loss_fn, weight=weight,
-                              temperature=tau, screening=cfg.screening)
+                              temperature=tau, screening=cfg.screening, intra=cfg.intra_distill,
+                              feature=cfg.feature_distill)
         feats_t = {m: torch.from_numpy(fs.feats[m]) for m in present}
         use_val = any(len(fs.with_pair(val_idx, *p)) >= 2 for p in pairs)
+        rob = RobustFit(_robust_cfg(cfg), {m: projectors[m] for m in present}, logit_scale)  # start: the parent's
+
+        def score(epoch: int) -> float:
+            return val_score(projectors, fs, val_idx, pairs)
+
         res = fit_loop(model, featureset_batches(fs, feats_t, pairs, sampler), opt, logit_scale,
                        epochs=cfg.epochs, steps=sampler.steps(pairs), use_val=use_val, patience=cfg.patience,
-                       score=lambda epoch: val_score(projectors, fs, val_idx, pairs), keep={"projectors": model.projectors},
-                       start=True, progress=progress, label=f"updating ({cfg.method})")
+                       score=score, keep={"projectors": model.projectors}, start=True, penalty=rob.penalty,
+                       on_epoch=rob.on_epoch, progress=progress, label=f"updating ({cfg.method})")
+        final_logit, rob_rec = rob.finish(res.logit_scale, (lambda: score(1)) if use_val else None)
     for p in projectors.values():
         p.eval()
     info = copy.deepcopy(space.info)
@@ -282,12 +329,13 @@ def _update_once(space: "SpaceCore", data, *, replay, cache: FeatureCache, stric
         "replay": _describe(old_mans, present),
         "config": {**cfg.to_dict(), "distill_temperature": tau},
         "training": {**res.record(VAL_METRIC), "seconds": round(time.perf_counter() - t0, 2)},
+        "robust": rob_rec,
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "anybind": __version__,
     })
-    if res.best_epoch == 0:
+    if res.best_epoch == 0 and cfg.wise is None:
         log.info("update: no epoch beat the space as it was on the val pairs; the projectors are unchanged")
-    return space.derived(space.encoders, projectors, res.logit_scale, identities=space.identities,
+    return space.derived(space.encoders, projectors, final_logit, identities=space.identities,
                          config=copy.deepcopy(space.config), info=info, format_version=space.format_version)
 
 

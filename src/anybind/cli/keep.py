@@ -10,7 +10,7 @@ import typer
 from ..errors import AnybindError, DataError
 from ._common import app, check_out, choice, console, fail
 
-UpdateMethod = Literal["modx", "naive"]
+UpdateMethod = Literal["wise", "modx", "naive"]
 
 
 @app.command()
@@ -20,7 +20,10 @@ def update(
     out: Path = typer.Option(..., "--out", "-o", help="Folder to save the updated space to (new or empty, see --overwrite)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the space already saved at --out."),
     replay: list[Path] = typer.Option(None, "--replay", help="Manifest of old pairs to replay alongside (optional, repeatable)."),
-    method: UpdateMethod = choice("modx", UpdateMethod, help="modx: fine-tune with Mod-X's off-diagonal distillation against the old space; naive: plain fine-tuning."),
+    method: Optional[UpdateMethod] = choice(None, UpdateMethod, help="wise (default): fine-tune, then mix the projectors "
+                                                  "back with the old space's (WiSE-FT, --wise); modx: also Mod-X's "
+                                                  "off-diagonal distillation against the old space (the default with "
+                                                  "--distill or --old-val); naive: plain fine-tuning."),
     distill: Optional[str] = typer.Option(None, help="Weight of the distillation term (modx), or 'auto': chosen on "
                                           "the val pairs of the new data and of the old (--old-val or --replay). "
                                           "Default: auto with --old-val, else 1.0."),
@@ -29,8 +32,11 @@ def update(
     distill_tradeoff: Optional[float] = typer.Option(None, "--distill-tradeoff", help="auto: the weight's score is "
                                                      "(1 - t) x the new data's val score + t x the old data's (1: "
                                                      "keep the old, 0: learn the new; default 0.5)."),
+    wise: Optional[str] = typer.Option(None, help="Mixing back with the old space: 'auto' (alpha chosen on the new "
+                                       "data's val pairs; the default, but for --method naive), a number in [0, 1] "
+                                       "(0: the old space, 1: the fine-tuned one) or 'off'."),
     epochs: int = typer.Option(50, help="Maximum epochs (early stopping on the val pairs; the space as it was competes)."),
-    lr: float = typer.Option(3e-4, help="Learning rate."),
+    lr: float = typer.Option(1e-4, help="Learning rate."),
     seed: int = typer.Option(0),
     cache: Optional[Path] = typer.Option(None, help="Feature cache folder."),
     strict: bool = typer.Option(False, help="Any bad record is fatal."),
@@ -49,23 +55,29 @@ def update(
         kw = {} if distill is None else {"distill": distill if distill == "auto" else _number(distill, "--distill")}
         if distill_tradeoff is not None:  # given at any value: the library refuses it beside a fixed weight
             kw["distill_tradeoff"] = distill_tradeoff
+        if method is not None:
+            kw["method"] = method
+        if wise is not None:
+            kw["wise"] = None if wise == "off" else wise if wise == "auto" else _number(wise, "--wise", "'off'")
         space = Space.load(space_dir)
-        new = space.update([str(d) for d in data], replay=[str(r) for r in replay or []] or None, method=method,
+        new = space.update([str(d) for d in data], replay=[str(r) for r in replay or []] or None,
                            old_val=[str(v) for v in old_val or []] or None, epochs=epochs, lr=lr, seed=seed,
                            cache=cache, strict=strict, progress=True, **kw)
         new.save(out, overwrite=overwrite)
     except (AnybindError, ValueError) as e:
         fail(e)
     tr = new.info["lineage"][-1]["training"]
-    console.print(f"saved {new} to [bold]{out}[/bold] ({method}: best epoch {tr['best_epoch']} of "
+    e = new.info["lineage"][-1]
+    mixed = f", mixed back at alpha {e['robust']['wise_alpha']}" if "wise_alpha" in e["robust"] else ""
+    console.print(f"saved {new} to [bold]{out}[/bold] ({e['method']}{mixed}: best epoch {tr['best_epoch']} of "
                   f"{tr['epochs_run']}, {tr['seconds']} s)", highlight=False)
 
 
-def _number(value: str, option: str) -> float:
+def _number(value: str, option: str, other: str = "") -> float:
     try:
         return float(value)
     except ValueError:
-        raise ValueError(f"{option} takes a number or 'auto', got {value!r}") from None
+        raise ValueError(f"{option} takes a number{', ' + other if other else ''} or 'auto', got {value!r}") from None
 
 
 def refresh_index_cmd(index_dir: Path, space_dir: Path | None, cache: Path | None, cached_only: bool) -> None:
