@@ -6,6 +6,8 @@ from __future__ import annotations
 import ast
 import configparser
 import functools
+import itertools
+import re
 import shutil
 import subprocess
 import sys
@@ -291,3 +293,41 @@ def test_every_module_inside_a_laid_out_package_has_a_layer():
         if left := sorted(inside - _contract_modules(section)):
             missing[package] = left
     assert not missing, f"add these to their package's contract in .importlinter: {missing}"
+
+
+def _readme_layers() -> dict[str, int]:
+    """``{module: layer}`` from the README's layer table: the backticked names of each row, outside parentheses
+    (a parenthesis that starts with ``+`` lists more modules of the row: ``progressive`` (+ ``progressive_fit``))."""
+    lines = (ROOT / "README.md").read_text().splitlines()
+    start = lines.index("| layer | modules |")
+    out: dict[str, int] = {}
+    for row in itertools.takewhile(lambda s: s.startswith("|"), lines[start + 2:]):
+        layer, text = row.strip("|").split("|", 1)
+        kept, drop = [], []
+        for i, ch in enumerate(text):
+            if ch == "(":
+                drop.append(bool(drop and drop[-1]) or not text[i + 1:].lstrip().startswith("+"))
+            elif ch == ")" and drop:
+                drop.pop()
+            elif not (drop and drop[-1]):
+                kept.append(ch)
+        for name in re.findall(r"`([a-z_]+)/?`", "".join(kept)):
+            out.setdefault(name, int(layer))
+    return out
+
+
+def test_the_readmes_layer_table_is_the_contract():
+    """README's layer table names every module of .importlinter's layers contract, bottom up in the same order, and
+    no module the contract leaves out: a newcomer reads the layers where the contract keeps them."""
+    contract = [names for line in _contracts()["importlinter:contract:layers"]["layers"].splitlines()
+                if (names := [m.strip().removeprefix("anybind.") for m in line.replace("|", ":").split(":")
+                              if m.strip() and m.strip() != "anybind.__main__"])]  # python -m anybind: the CLI's door
+    named = {m for line in contract for m in line}
+    readme = _readme_layers()
+    modules = {p.stem for p in SRC.glob("*.py")} | {p.parent.name for p in SRC.glob("*/__init__.py")}
+    in_table = {m for m in readme if m in modules}
+    assert in_table == named, f"README only: {sorted(in_table - named)}; contract only: {sorted(named - in_table)}"
+    rows = [{readme[m] for m in line if m in readme} for line in contract]  # top (cli) down to io
+    assert all(len(r) == 1 for r in rows), [line for line, r in zip(contract, rows) if len(r) != 1]
+    order = [r.pop() for r in rows]
+    assert order == sorted(order, reverse=True), list(zip(order, contract))

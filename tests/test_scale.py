@@ -68,6 +68,24 @@ def test_pair_stream_is_seeded_and_refuses_what_it_cannot_serve(tmp_path):
         TrainingShards.open(tmp_path / "s")
 
 
+@pytest.mark.parametrize("raw, why", [
+    (b"\xff\xfe{}", "corrupt JSON"),
+    (b"[1, 2]", "not an anybind training-shards folder"),
+    (json.dumps({"format": "anybind.training-shards", "format_version": 99, "shards": []}).encode(),
+     "saved by a newer anybind"),
+    (json.dumps({"format": "anybind.training-shards", "format_version": "1", "shards": []}).encode(),
+     "format_version is '1', expected an integer"),
+])
+def test_a_damaged_or_newer_shards_header_is_one_line(tmp_path, raw, why):
+    """shards.json is read by the one versioned reader (anybind.artefact_meta): a newer format is refused, not read
+    as this one; bytes that are not UTF-8 are a one-line error, not a UnicodeDecodeError."""
+    write_synthetic_shards(tmp_path / "s", 20, dims={"a": 4, "b": 4}, val_rows=0, rows_per_shard=10)
+    (tmp_path / "s" / "shards.json").write_bytes(raw)
+    with pytest.raises(DataError, match=why) as e:
+        TrainingShards.open(tmp_path / "s")
+    assert str(tmp_path / "s") in str(e.value) and "\n" not in str(e.value)
+
+
 def test_streaming_fit_matches_in_memory_fit(syn):
     from anybind.scale.sharded import fit_sharded
 

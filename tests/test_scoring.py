@@ -163,3 +163,23 @@ def test_the_query_rule_matches_the_mip_by_hand(n_items, n_mods, rnd):
     assert np.allclose(q, want, atol=1e-5)
     cos = Scorer().query(parts, "s", w)
     assert np.allclose(cos, sum(wi * v for wi, (_, v) in zip(w, parts)), atol=1e-5)
+
+
+def test_the_trainers_val_score_is_the_spaces_score_in_a_symile_space(corpus, tmp_path):
+    """Early stopping reads the space's own scorer: the trainer's val score of a Symile space is the mean of
+    (R@1 + R@5 + R@10) / 3 that ``evaluate`` gives by MIP, both directions of every pair (not a copy of the product)."""
+    from anybind.cache import FeatureCache
+    from anybind.featureset import FeatureSet
+    from anybind.train import val_score
+
+    root, _, _, missing = corpus
+    sym = _space(root, missing)
+    man = load_manifest(root / "m.jsonl", kinds={m: "key" for m in MODS})
+    fs = FeatureSet.from_manifests([man], sym.encoders, FeatureCache(tmp_path / "c"), progress=False)
+    pairs = [("a", "b"), ("a", "c"), ("b", "c")]
+    got = val_score(sym.projectors, fs, fs.split_idx("test"), pairs, sym.scorer)
+    res = evaluate(sym, man, split="test", cache=tmp_path / "c")
+    want = np.mean([sum(res[f"{q}->{g}/R@{k}"] for k in (1, 5, 10)) / 3 for a, b in pairs for q, g in ((a, b), (b, a))])
+    assert got == pytest.approx(want, abs=1e-12)
+    cos = val_score(sym.projectors, fs, fs.split_idx("test"), pairs)  # no scorer: cosine
+    assert cos != pytest.approx(got)

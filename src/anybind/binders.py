@@ -156,14 +156,3 @@ def missing_embeddings(projectors: Mapping[str, Projector], placeholders: Missin
         pr.train(was)
     return out
 
-
-def mip_weights(pairs, mods, missing: Mapping[str, np.ndarray]) -> dict:
-    """For each pair, the product of the other modalities' missing embeddings (ones when there are none)."""
-    out = {}
-    for a, b in pairs:
-        w = np.ones_like(next(iter(missing.values())))
-        for m in mods:
-            if m not in (a, b):
-                w = w * missing[m]
-        out[(a, b)] = w
-    return out

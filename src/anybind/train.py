@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from .encoders.video import temporal_frames
-from .binders import MultiBinder, PairBinder, missing_embeddings, mip_weights
+from .binders import MultiBinder, PairBinder, missing_embeddings
 from .binders import pair_terms  # noqa: F401  (re-exported: it was defined here)
 from .featureset import FeatureSet, selection_set  # noqa: F401  (FeatureSet re-exported: it was defined here)
 from .attention import attention_start, check_attention
@@ -32,6 +32,7 @@ from .loop import IndexSampler, fit_loop, make_optimizer, make_temperature, trai
 from .losses import MissingPlaceholders, build_loss, is_multimodal
 from .metrics import pair_recalls
 from .projectors import Projector, ProjectorConfig, attention_parameters, project
+from .scoring import Scorer
 from . import robust
 
 log = logging.getLogger(__name__)
@@ -102,13 +103,13 @@ VAL_METRIC = "mean (R@1+R@5+R@10)/3 over pairs, both directions"
 
 
 def val_score(
-    projectors: Mapping[str, Projector], fs: FeatureSet, idx: np.ndarray, pairs, mip_weights: Mapping | None = None
+    projectors: Mapping[str, Projector], fs: FeatureSet, idx: np.ndarray, pairs, scorer: Scorer | None = None
 ) -> float:
     """Mean of (R@1 + R@5 + R@10)/3 over every pair, both directions (the early-stopping score).
 
-    ``mip_weights[(a, b)]`` (multimodal objectives): a (dim,) vector, the product of the
-    other modalities' "missing" embeddings; pairs are then scored with the multilinear
-    inner product ``MIP(a, b, missing...) = (a * w) . b``.
+    ``scorer`` (multimodal objectives): the space's :class:`~anybind.scoring.Scorer` with the learnt "missing"
+    embeddings; pairs are then scored as the space scores them, by the multilinear inner product
+    ``MIP(a, b, missing...)`` (``None``: cosine).
     """
     scores = []
     with torch.no_grad():
@@ -120,8 +121,7 @@ def val_score(
                 continue
             ea = F.normalize(project(projectors[a], fs.get(a, sel)), dim=-1).numpy()
             eb = F.normalize(project(projectors[b], fs.get(b, sel)), dim=-1).numpy()
-            w = mip_weights.get((a, b)) if mip_weights is not None else None
-            qa, qb = (ea, eb) if w is None else (ea * w, eb * w)  # MIP(q, g, missing...) = (q * w) . g
+            qa, qb = (ea, eb) if scorer is None else (scorer.weigh(ea, a, b), scorer.weigh(eb, b, a))
             fa, fb = fs.get(a, sel), fs.get(b, sel)  # frozen inputs: identical content, identical rows
             for q, g, kq, kg in ((qa, eb, fa, fb), (qb, ea, fb, fa)):
                 r = pair_recalls(q, g, query_keys=kq, gallery_keys=kg)
@@ -268,10 +268,10 @@ def _train_space(fs: FeatureSet, cfg: TrainConfig, *, progress: bool = True, sel
     def score(epoch: int) -> float:
         # a multimodal space is scored by the multilinear product with the learnt missing embeddings (the warm
         # start, epoch 0, by cosine)
-        mip = None
+        scorer = None
         if multimodal and epoch > 0:
-            mip = mip_weights(pairs, mods_multi, missing_embeddings(projectors, placeholders, mods_multi))
-        return val_score(projectors, vfs, val_idx, pairs, mip)
+            scorer = Scorer(missing_embeddings(projectors, placeholders, mods_multi))
+        return val_score(projectors, vfs, val_idx, pairs, scorer)
 
     use_val = len(val_idx) >= 2 and any(len(vfs.with_pair(val_idx, *p)) >= 2
                                         for p in pairs if set(p) <= set(vfs.feats))

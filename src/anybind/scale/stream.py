@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from ..artefact_meta import read_meta
 from ..errors import DataError
 from ..projectors import standard_scale
 
@@ -58,12 +59,8 @@ class TrainingShards:
         mp = path / META
         if not mp.is_file():
             raise DataError(f"{path}: not a training-shards folder (no {META})")
-        try:
-            meta = json.loads(mp.read_text())
-        except json.JSONDecodeError as e:
-            raise DataError(f"{mp}: corrupt JSON ({e})") from None
-        if meta.get("format") != FORMAT:
-            raise DataError(f"{mp}: not a training-shards file")
+        meta = read_meta(path, META, None, fmt=FORMAT, version=FORMAT_VERSION, what="training-shards folder",
+                         error=DataError)
         for s in meta["shards"]:
             if not (path / s["file"]).is_file():
                 raise DataError(f"{path}: shard {s['file']} is missing (rebuild the training shards)")
