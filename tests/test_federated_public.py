@@ -310,3 +310,26 @@ def test_server_epochs_default_to_the_val_chosen_ones_of_each_server():
     with pytest.raises(ValueError, match="server_epochs .* must be >= 1") as e:
         federated_config({"method": "fedavg", "server_public": True, "server_epochs": 0})
     assert "\n" not in str(e.value)
+
+
+def test_paired_gaps_resample_the_test_queries_not_each_seeds_copy_of_them():
+    """Every seed scores the same test queries: the interval is over those queries (each query's difference averaged
+    over the seeds, one resample of queries for all seeds), so seeds that agree query by query give the interval of
+    one seed, not one sqrt(seeds) narrower as if each seed had drawn queries of its own."""
+    from anybind.bench.tasks_keep import paired_gaps
+
+    rng = np.random.default_rng(1)
+    fed = (rng.random(300) < 0.3).astype(float)
+    cream = np.where(rng.random(300) < 0.15, 1 - fed, fed)
+
+    def run(c):
+        return [{"name": "creamfl", "hits": c}, {"name": "fedavg", "hits": fed}]
+
+    one = paired_gaps([run(cream)], "creamfl", ["fedavg"])["fedavg"]
+    assert paired_gaps([run(cream)] * 3, "creamfl", ["fedavg"])["fedavg"] == pytest.approx(one)
+    other = np.where(rng.random(300) < 0.15, 1 - fed, fed)  # seeds that differ: the mean is the seeds' mean
+    mean, lo, hi = paired_gaps([run(cream), run(other)], "creamfl", ["fedavg"])["fedavg"]
+    assert mean == pytest.approx((cream.mean() + other.mean()) / 2 - fed.mean()) and lo < mean < hi
+    with pytest.raises(ValueError, match="same test queries"):
+        paired_gaps([run(cream), [{"name": "creamfl", "hits": cream[1:]}, {"name": "fedavg", "hits": fed[1:]}]],
+                    "creamfl", ["fedavg"])

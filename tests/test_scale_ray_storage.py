@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 from anybind.data.files import absolute_as_given, is_uri, location_as_given
 
-SCHEMES = st.from_regex(r"[A-Za-z][A-Za-z0-9+.\-]{0,12}", fullmatch=True)
+# two characters at least: a one-letter "scheme" is a Windows drive (``C://runs``), as pyarrow reads it (Ray's storage)
+SCHEMES = st.from_regex(r"[A-Za-z][A-Za-z0-9+.\-]{1,12}", fullmatch=True)
 REST = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=40)
 # what is not a URI: no scheme before '://' (none at all, or one that does not start with a letter / holds another
 # character), however much else it looks like one
@@ -37,6 +38,15 @@ def test_a_local_path_is_made_absolute_as_the_shell_names_it(path):
     assert not is_uri(path)
     assert location_as_given(path) == absolute_as_given(path)
     assert os.path.isabs(location_as_given(path))
+
+
+@given(st.from_regex(r"[A-Za-z]", fullmatch=True), st.sampled_from(["://", ":/", ":\\\\", ":\\"]), REST)
+def test_a_windows_drive_is_a_local_path_whatever_its_slashes(drive, sep, rest):
+    """``C://runs`` is no URI with the scheme ``c`` (none has one letter) but a drive: pyarrow's filesystems, which
+    Ray Train's storage opens, read it so (``IsLikelyUri``), and it is made absolute here like ``C:\\runs``."""
+    path = f"{drive}{sep}{rest}"
+    assert not is_uri(path)
+    assert location_as_given(path) == absolute_as_given(path)
 
 
 def test_a_path_object_is_local_whatever_its_text():

@@ -103,3 +103,50 @@ def test_selection_corpus_must_lie_outside_the_measured_corpora(tmp_path):
         selection_corpus("emoji", ["tuxpaint", "emoji"], builders, kw, tmp_path)
     with pytest.raises(AnybindError, match="outside the measured corpora"):
         selection_corpus("nope", ["tuxpaint", "emoji"], builders, kw, tmp_path)
+
+
+def _retrieval_hits_before(space, man, split, cache):
+    """``retrieval_hits`` as it was before it called ``lifecycle.pair_hits`` (issue 19's h171): the reference."""
+    from anybind.evaluate import embed_records
+    from anybind.metrics import paired_rows
+
+    embs = embed_records(space, man.split(split), ["image", "text"], cache=cache)
+    out = {}
+    for a, b, ia, ib in paired_rows(embs, [("text", "image")]):
+        rows = {a: ia, b: ib}
+        for q, g, name in (("text", "image", "t->i"), ("image", "text", "i->t")):
+            Q, G = embs[q][1][rows[q]], embs[g][1][rows[g]]
+            r = query_ranks(Q @ G.T, query_keys=[embs[q][2][i] for i in rows[q]],
+                            gallery_keys=[embs[g][2][i] for i in rows[g]])
+            out[name] = (r == 1).astype(np.float64)
+    return out
+
+
+def test_retrieval_hits_are_what_they_were_before_pair_hits(tmp_path):
+    """On a real (helper-encoder) text + image space: the same per-query hits, in order, as the former code, with
+    records that share a caption or an image (interchangeable), a record without its image (no query), and a split
+    with a single pair (no direction scored: nothing, as before, not a KeyError)."""
+    import json
+
+    from index_helpers import make_space, write_corpus
+
+    from anybind.bench.tasks_transfer import retrieval_hits
+    from anybind.data.manifest import load_manifest
+
+    path = write_corpus(tmp_path, n=30, text=lambda i: f"stamp number {i % 11}")  # 30 captions, 11 distinct
+    recs = [json.loads(x) for x in path.read_text().splitlines()]
+    for i, r in enumerate(recs):
+        r["split"] = "test" if i < 24 else ("val" if i < 25 else "train")
+    recs[3]["image"] = recs[2]["image"]  # the same image twice
+    del recs[5]["image"]  # a caption without its image
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    man = load_manifest(path)
+    space = make_space(seed=3)
+    got = retrieval_hits(space, man, "test", tmp_path / "c")
+    want = _retrieval_hits_before(space, man, "test", tmp_path / "c")
+    assert sorted(got) == sorted(want) == ["i->t", "t->i"]
+    for d in want:
+        assert got[d].dtype == want[d].dtype and np.array_equal(got[d], want[d])
+        assert len(got[d]) == 23 and 0 < got[d].sum() < 23  # 24 test records, one without its image; not all alike
+    assert retrieval_hits(space, man, "val", tmp_path / "c") == _retrieval_hits_before(space, man, "val",
+                                                                                       tmp_path / "c") == {}

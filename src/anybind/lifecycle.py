@@ -34,7 +34,8 @@ def pair_r1(space, manifest: Manifest, a: str, b: str, *, split: str = "test", c
 def pair_hits(space, manifest: Manifest, a: str, b: str, *, split: str = "test", cache=None) -> dict[str, Any]:
     """Per-query R@1 hits (0/1, float) of ``a->b`` and ``b->a`` on ``split`` of ``manifest`` (records with both, in
     their order; identical contents interchangeable, as :func:`pair_r1` scores them): each direction's mean is its
-    R@1, for paired bootstrap intervals between spaces scored on the same records."""
+    R@1, for paired bootstrap intervals between spaces scored on the same records.  Empty when fewer than two
+    records of ``split`` have both (:func:`anybind.metrics.paired_rows`)."""
     import numpy as np
 
     from .evaluate import embed_records

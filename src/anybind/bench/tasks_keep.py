@@ -299,12 +299,17 @@ def paired_gaps(runs: Sequence[Sequence[Mapping[str, Any]]], row: str, others: S
                 seed: int = 0) -> dict[str, tuple[float, float, float]]:
     """``row``'s test R@1 minus each of ``others``' over the same test queries of every seed's run (``runs``: one
     row list per seed, rows with per-query ``hits``): ``{other: (mean difference, 95 % lower, upper)}``, a paired
-    bootstrap over the queries of all seeds pooled (one resample for both rows)."""
+    bootstrap over the test queries (one resample for both rows and every seed: each query's difference is averaged
+    over the seeds first, since every seed scores the same queries -- pooled as if each seed had drawn queries of
+    its own, seeds that agree query by query would narrow the interval by sqrt(seeds) with no new query seen)."""
     out = {}
     for other in others:
         d = [np.asarray(by[row]["hits"], np.float64) - np.asarray(by[other]["hits"], np.float64)
              for by in ({r["name"]: r for r in rows} for rows in runs)]
-        mean, ci, _ = bootstrap(np.concatenate(d), (), n, seed)
+        if len({len(x) for x in d}) > 1:
+            raise ValueError(f"{row} - {other}: the seeds' runs were not scored on the same test queries "
+                             f"({', '.join(str(len(x)) for x in d)} hits)")
+        mean, ci, _ = bootstrap(np.mean(d, 0), (), n, seed)
         out[other] = (mean, *ci)
     return out
 

@@ -46,11 +46,11 @@ DIRS = (("text", "image", "t->i"), ("image", "text", "i->t"))
 
 
 def retrieval_hits(space, man, split: str, cache) -> dict[str, np.ndarray]:
-    """Per-query R@1 hits (0/1) of ``t->i`` and ``i->t`` on one corpus split."""
+    """Per-query R@1 hits (0/1) of ``t->i`` and ``i->t`` on one corpus split (none: fewer than two pairs in it)."""
     from ..lifecycle import pair_hits
 
     hits = pair_hits(space, man, "text", "image", split=split, cache=cache)
-    return {name: hits[f"{q}->{g}"] for q, g, name in DIRS}
+    return {name: hits[f"{q}->{g}"] for q, g, name in DIRS if f"{q}->{g}" in hits}
 
 
 def fm_hits(space, recs, cache, center: bool = False, train_prompts: bool = False, own: bool = False) -> np.ndarray:

@@ -99,12 +99,14 @@ def absolute_as_given(path: str | Path) -> str:
     return str(Path(here, p))
 
 
-#: a URI's start: its scheme (RFC 3986: a letter, then letters, digits, ``+``, ``-`` or ``.``) and ``://``
-_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
+#: a URI's start: its scheme (RFC 3986: a letter, then letters, digits, ``+``, ``-`` or ``.``; two characters at
+#: least: a single letter is a Windows drive, ``C://runs``, as pyarrow's filesystems read it) and ``://``
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]+://")
 
 
 def is_uri(where: str | Path) -> bool:
-    """Whether ``where`` is a URI (a ``str`` starting with a scheme and ``://``), not a local path."""
+    """Whether ``where`` is a URI (a ``str`` starting with a scheme of two characters or more and ``://``), not a
+    local path (``C://runs``: the drive ``C:``)."""
     return isinstance(where, str) and _SCHEME.match(where) is not None
 
 
