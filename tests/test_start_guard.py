@@ -131,3 +131,23 @@ def test_a_guard_with_no_bridge_to_fall_back_on_is_refused_in_one_line(monkeypat
     fs = bridged_features(monkeypatch)
     with pytest.raises(DataError, match="start_guard=True falls back on the label bridge: use ridge_prior='bridge'"):
         train_space(fs, TrainConfig(epochs=0, **{**GUARD, "ridge_prior": prior, "start_guard": True}), progress=False)
+
+
+def test_a_guard_that_has_no_val_pairs_to_check_on_says_so(monkeypatch, caplog):
+    """No val split: the ridge start cannot be checked against the bridge -- recorded (as WiSE-FT records its own
+    "no val split") and logged, not skipped in silence; the start is the unguarded one."""
+    import logging
+
+    fs = bridged_features(monkeypatch, n_train=100)
+    for r in fs.records:
+        if r.split == "val":
+            r.split = "test"
+    cfg = dict(epochs=0, **GUARD)
+    off = train_space(fs, TrainConfig(**cfg), progress=False)
+    with caplog.at_level(logging.WARNING, logger="anybind.robust"):
+        on = train_space(fs, TrainConfig(start_guard=True, **cfg), progress=False)
+    rec = on.info["training"]["robust"]["ridge"]["image"]
+    assert rec["guard"]["kept"] == "ridge" and "no val pairs" in rec["guard"]["note"]
+    assert rec["alpha"] == off.info["training"]["robust"]["ridge"]["image"]["alpha"]
+    assert any("start guard" in r.getMessage() and "'image'" in r.getMessage() for r in caplog.records)
+    assert torch.equal(on.projectors["image"].linear.weight, off.projectors["image"].linear.weight)
