@@ -151,3 +151,26 @@ def test_a_guard_that_has_no_val_pairs_to_check_on_says_so(monkeypatch, caplog):
     assert rec["alpha"] == off.info["training"]["robust"]["ridge"]["image"]["alpha"]
     assert any("start guard" in r.getMessage() and "'image'" in r.getMessage() for r in caplog.records)
     assert torch.equal(on.projectors["image"].linear.weight, off.projectors["image"].linear.weight)
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_the_bridge_prior_scale_is_the_least_squares_one_or_the_norm_match_by_hand(monkeypatch, sign):
+    """The prior's scale by hand (float64 numpy): ``c = <Z W0, T> / ||Z W0||^2`` (the least-squares scale of the
+    centred bridge block onto the training targets); where the pairs point against the bridge (``c <= 0``) it is
+    the norm match ``||T|| / ||Z W0||``, the bridge's direction.  The residual start is ``c W0`` itself."""
+    fs = bridged_features(monkeypatch, n_train=100)
+    tr = fs.split_idx("train")
+    fs.feats["text"] = fs.feats["text"].copy()
+    fs.feats["text"][tr] *= sign
+    sp = train_space(fs, TrainConfig(epochs=0, **{**GUARD, "ridge_prior": "residual"}), progress=False)
+    pr = sp.projectors["image"]
+    T = fs.get("text", tr).astype(np.float64)
+    T -= T.mean(0)  # the locked text space is centred on its training mean
+    B = fs.get("image", tr).astype(np.float64)[:, 100:]
+    B -= B.mean(0)  # Z W0: the bridge block, centred (its standardising scale undone by W0)
+    ls = (B * T).sum() / (B * B).sum()
+    c = ls if ls > 0 else np.sqrt((T * T).sum() / (B * B).sum())
+    assert (ls > 0) == (sign > 0)
+    W = pr.linear.weight.detach().numpy().astype(np.float64)  # (out, in): c * diag(scale) on the bridge block
+    np.testing.assert_allclose(W[:, 100:], c * np.diag(pr.scale.numpy()[100:]), rtol=1e-5, atol=1e-9)
+    assert not W[:, :100].any()
