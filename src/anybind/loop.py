@@ -319,7 +319,7 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
     modality with a prior follows the shrinkage path on towards it (:data:`GUARD_ALPHAS` after the grid) and also
     scores ``c * prior(m)`` itself on the val pairs, keeping it (alpha None) when the best ridge solution does not
     beat it there: the start is never worse on val than the prior alone (the label bridge); ``guard[m]`` records
-    both scores and what was kept.  Returns each alpha.
+    both scores and what was kept (with no val pairs: the ridge, and a ``note`` saying so).  Returns each alpha.
     """
     if not lock:
         raise DataError("init='ridge' needs a locked modality (lock='text', say): it regresses onto its space")
@@ -364,7 +364,9 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
         else:
             path = RIDGE_ALPHAS + GUARD_ALPHAS if guard is not None and W0 is not None else RIDGE_ALPHAS
             alpha, W = ridge_select(G, R, n, score, prior=W0, alphas=path)
-            if guard is not None and W0 is not None and va is not None:  # training never below the start on val
+            if guard is not None and W0 is not None and va is None:  # nothing to check on: said, not skipped
+                guard[m] = {"kept": "ridge", "note": "no val pairs: the ridge start is not checked against the prior"}
+            elif guard is not None and W0 is not None:  # training never below the start on val
                 s_ridge, s_start = score(W), score(W0)
                 keep = "start" if s_start >= s_ridge else "ridge"
                 guard[m] = {"ridge_val": round(s_ridge, 6), "start_val": round(s_start, 6), "kept": keep}

@@ -291,7 +291,9 @@ def ridge_start(projectors: Mapping[str, Projector], cfg, specs: Mapping[str, st
                     "space (%s): every ridge start shrinks towards zero", cfg.ridge_prior, cfg.lock,
                     ", ".join(f"{k}={v}" for k, v in specs.items()))
     for m, g in (guard or {}).items():
-        if g["kept"] == "start":
+        if "note" in g:
+            log.warning("start guard: %r: %s (its label bridge)", m, g["note"])
+        elif g["kept"] == "start":
             log.info("start guard: %r starts at its label bridge (val %.4f >= the ridge's %.4f): the training pairs "
                      "do not beat the training-free start", m, g["start_val"], g["ridge_val"])
     return {m: {"alpha": a, "prior": used.get(m, "zero"), **({"guard": guard[m]} if guard and m in guard else {})}

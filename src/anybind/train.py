@@ -295,6 +295,8 @@ def _train_space(fs: FeatureSet, cfg: TrainConfig, *, progress: bool = True, sel
     if cfg.center:  # inductive: the training split's mean embeddings, stored in the projectors
         rob_rec["center_norms"] = robust.center_projectors(
             projectors, {m: fs.get(m, train_idx[fs.rows[m][train_idx] >= 0]) for m in fs.modalities})
+        if use_val:  # after every choice on val (it may score lower than what was chosen): the space's own score
+            rob_rec["center_val"] = score(1)
     space = SpaceCore(
         fs.specs,
         projectors,
@@ -302,7 +304,7 @@ def _train_space(fs: FeatureSet, cfg: TrainConfig, *, progress: bool = True, sel
         identities=fs.identities,
         config={"method": "contrastive", **cfg.to_dict()},
     )
-    space.info["metrics"]["val/score"] = rob_rec.get("wise_val_chosen", res.best_val)
+    space.info["metrics"]["val/score"] = rob_rec.get("center_val", rob_rec.get("wise_val_chosen", res.best_val))
     space.info["training"] = {
         **res.record(VAL_METRIC),
         "pairs": [list(p) for p in pairs],
