@@ -46,7 +46,7 @@ def plain_transfer(small_tux, shared_cache, tmp_path_factory):
     def run(**opts):
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(tasks_transfer, "corpus_builders", lambda: {"tuxpaint": lambda w: small_tux})
-            return tasks_transfer.transfer(work, cache=shared_cache, **TRANSFER_KW, **opts)
+            return tasks_transfer.transfer(work, cache=shared_cache, **{**TRANSFER_KW, **opts})
 
     return plain, run
 
@@ -187,13 +187,15 @@ def test_transfer_rows_per_text_encoder_with_the_image_encoder_the_recipe_picks_
     """``text=``: each trained system once per text encoder; a defaults row given the text ensemble but no image
     encoder is fitted with the label bridge into that ensemble (what recipe auto picks for the lock); naming the
     default text encoder gives the plain defaults row cell for cell; each row's paired difference from the first is
-    in the config."""
+    in the config.  A recipe system (label-bridge images by name) given a text encoder bridges into that one, so
+    its +bridge / +start levers keep their meaning."""
     from anybind.bench import tasks_transfer
 
     pair = "text:concat(text:minilm,text:e5-small)"
     plain, run = plain_transfer
-    both = run(text=f"text:minilm,{pair}")
-    rows = ["tuxpaint: defaults [text=minilm]", "tuxpaint: defaults [text=concat(text:minilm,text:e5-small)]"]
+    both = run(text=f"text:minilm,{pair}", systems="defaults,recipe+bridge+start")
+    rows = [f"tuxpaint: {s} [text={t}]" for s in ("defaults", "recipe+bridge+start")
+            for t in ("minilm", "concat(text:minilm,text:e5-small)")]
     assert [r["name"] for r in both.table] == ["label bridge (no pairs)", "tuxpaint: procrustes", *rows]
     assert both.config["text_encoders"] == ["text:minilm", pair]
     assert {k: v for k, v in both.table[2].items() if k != "name"} == \
@@ -201,6 +203,9 @@ def test_transfer_rows_per_text_encoder_with_the_image_encoder_the_recipe_picks_
     enc = both.config["row_encoders"]
     assert enc["tuxpaint/defaults [text=minilm]"] == {"image": LITE0, "text": "text:minilm"}
     assert enc["tuxpaint/defaults [text=concat(text:minilm,text:e5-small)]"] == {
+        "image": f"image:efficientnet-lite0+bridge({pair})", "text": pair}
+    assert enc["tuxpaint/recipe+bridge+start [text=minilm]"] == {"image": LITE0, "text": "text:minilm"}
+    assert enc["tuxpaint/recipe+bridge+start [text=concat(text:minilm,text:e5-small)]"] == {
         "image": f"image:efficientnet-lite0+bridge({pair})", "text": pair}
     diff = both.config["paired_vs_first_row"]["tuxpaint"]["defaults [text=concat(text:minilm,text:e5-small)]"]
     for cell in ("val/tuxpaint/t->i", "test/tuxpaint/i->t"):
