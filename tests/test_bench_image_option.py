@@ -28,6 +28,29 @@ def small_tux(tux_dir, tmp_path_factory):
     return path
 
 
+#: the transfer rows' shared options: the small Tux Paint slice, one defaults system, no Fashion-MNIST
+TRANSFER_KW = dict(corpora="tuxpaint", train="each", systems="defaults", fm="0", center="0", boot="50")
+
+
+@pytest.fixture(scope="module")
+def plain_transfer(small_tux, shared_cache, tmp_path_factory):
+    """The transfer bench on the small slice with no image= / text= (one fit, shared by the tests that compare a
+    row naming the default encoder with it): ``(result, run)``, ``run(**opts)`` the same bench with more options."""
+    from anybind.bench import tasks_transfer
+
+    work = tmp_path_factory.mktemp("transfer")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tasks_transfer, "corpus_builders", lambda: {"tuxpaint": lambda w: small_tux})
+        plain = tasks_transfer.transfer(work, cache=shared_cache, **TRANSFER_KW)
+
+    def run(**opts):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(tasks_transfer, "corpus_builders", lambda: {"tuxpaint": lambda w: small_tux})
+            return tasks_transfer.transfer(work, cache=shared_cache, **{**TRANSFER_KW, **opts})
+
+    return plain, run
+
+
 @pytest.mark.parametrize("image, problem", [
     ("image:no-such-model", "image='image:no-such-model'"),
     ("text:minilm", "is a text encoder"),
@@ -143,15 +166,11 @@ def test_defaults_rows_per_image_encoder_on_val(tmp_path, small_tux, shared_cach
     assert test.config["split"] == "test" and test.config["n_test"] == 12
 
 
-def test_transfer_rows_per_image_encoder(tmp_path, small_tux, shared_cache, monkeypatch):
+def test_transfer_rows_per_image_encoder(plain_transfer):
     """Each trained system once per image encoder; the label bridge and Procrustes rows are shared, and the row with
     the default encoder named is the plain system's row, cell for cell."""
-    from anybind.bench import tasks_transfer
-
-    monkeypatch.setattr(tasks_transfer, "corpus_builders", lambda: {"tuxpaint": lambda work: small_tux})
-    kw = dict(cache=shared_cache, corpora="tuxpaint", train="each", systems="defaults", fm="0", center="0", boot="50")
-    plain = tasks_transfer.transfer(tmp_path, **kw)
-    both = tasks_transfer.transfer(tmp_path, image=f"{LITE0},{LITE1}", **kw)
+    plain, run = plain_transfer
+    both = run(image=f"{LITE0},{LITE1}")
     assert [r["name"] for r in both.table] == [
         "label bridge (no pairs)", "tuxpaint: procrustes", "tuxpaint: defaults [image=efficientnet-lite0+bridge]",
         "tuxpaint: defaults [image=efficientnet-lite1+bridge]"]
@@ -164,20 +183,19 @@ def test_transfer_rows_per_image_encoder(tmp_path, small_tux, shared_cache, monk
     assert "tuxpaint/defaults [image=efficientnet-lite1+bridge]/val/tuxpaint/t->i" in both.metrics  # val cells too
 
 
-def test_transfer_rows_per_text_encoder_with_the_image_encoder_the_recipe_picks_for_each(tmp_path, small_tux,
-                                                                                      shared_cache, monkeypatch):
+def test_transfer_rows_per_text_encoder_with_the_image_encoder_the_recipe_picks_for_each(tmp_path, plain_transfer):
     """``text=``: each trained system once per text encoder; a defaults row given the text ensemble but no image
     encoder is fitted with the label bridge into that ensemble (what recipe auto picks for the lock); naming the
     default text encoder gives the plain defaults row cell for cell; each row's paired difference from the first is
-    in the config."""
+    in the config.  A recipe system (label-bridge images by name) given a text encoder bridges into that one, so
+    its +bridge / +start levers keep their meaning."""
     from anybind.bench import tasks_transfer
 
     pair = "text:concat(text:minilm,text:e5-small)"
-    monkeypatch.setattr(tasks_transfer, "corpus_builders", lambda: {"tuxpaint": lambda work: small_tux})
-    kw = dict(cache=shared_cache, corpora="tuxpaint", train="each", systems="defaults", fm="0", center="0", boot="50")
-    plain = tasks_transfer.transfer(tmp_path, **kw)
-    both = tasks_transfer.transfer(tmp_path, text=f"text:minilm,{pair}", **kw)
-    rows = ["tuxpaint: defaults [text=minilm]", "tuxpaint: defaults [text=concat(text:minilm,text:e5-small)]"]
+    plain, run = plain_transfer
+    both = run(text=f"text:minilm,{pair}", systems="defaults,recipe+bridge+start")
+    rows = [f"tuxpaint: {s} [text={t}]" for s in ("defaults", "recipe+bridge+start")
+            for t in ("minilm", "concat(text:minilm,text:e5-small)")]
     assert [r["name"] for r in both.table] == ["label bridge (no pairs)", "tuxpaint: procrustes", *rows]
     assert both.config["text_encoders"] == ["text:minilm", pair]
     assert {k: v for k, v in both.table[2].items() if k != "name"} == \
@@ -186,6 +204,9 @@ def test_transfer_rows_per_text_encoder_with_the_image_encoder_the_recipe_picks_
     assert enc["tuxpaint/defaults [text=minilm]"] == {"image": LITE0, "text": "text:minilm"}
     assert enc["tuxpaint/defaults [text=concat(text:minilm,text:e5-small)]"] == {
         "image": f"image:efficientnet-lite0+bridge({pair})", "text": pair}
+    assert enc["tuxpaint/recipe+bridge+start [text=minilm]"] == {"image": LITE0, "text": "text:minilm"}
+    assert enc["tuxpaint/recipe+bridge+start [text=concat(text:minilm,text:e5-small)]"] == {
+        "image": f"image:efficientnet-lite0+bridge({pair})", "text": pair}
     diff = both.config["paired_vs_first_row"]["tuxpaint"]["defaults [text=concat(text:minilm,text:e5-small)]"]
     for cell in ("val/tuxpaint/t->i", "test/tuxpaint/i->t"):
         first = both.metrics[f"tuxpaint/defaults [text=minilm]/{cell}"]
@@ -193,7 +214,7 @@ def test_transfer_rows_per_text_encoder_with_the_image_encoder_the_recipe_picks_
         assert diff[cell]["diff"] == pytest.approx(other - first)
         assert diff[cell]["ci"][0] <= diff[cell]["diff"] <= diff[cell]["ci"][1]
     with pytest.raises(AnybindError) as e:
-        tasks_transfer.transfer(tmp_path, text="image:efficientnet-lite0", **kw)
+        tasks_transfer.transfer(tmp_path, text="image:efficientnet-lite0", **TRANSFER_KW)
     assert str(e.value).startswith("transfer: text='image:efficientnet-lite0' is an image encoder") and \
         "\n" not in str(e.value)
 

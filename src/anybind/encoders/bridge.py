@@ -83,6 +83,12 @@ def bridge_text(spec: str) -> str | None:
     return wrapped[2] or DEFAULT_BRIDGE_TEXT
 
 
+def bridge_spec(base_spec: str, text_spec: str) -> str:
+    """The spec of ``base_spec``'s label bridge into ``text_spec`` (its one spelling: ``+bridge`` for
+    :data:`DEFAULT_BRIDGE_TEXT`, else ``+bridge(<text spec>)``)."""
+    return base_spec + SUFFIX + ("" if text_spec == DEFAULT_BRIDGE_TEXT else f"({text_spec})")
+
+
 def make_bridge_encoder(base_spec: str, text_spec: str | None = None) -> "LabelBridgeEncoder":
     """``<base_spec>+bridge`` (into :data:`DEFAULT_BRIDGE_TEXT`) or ``<base_spec>+bridge(<text_spec>)``; a text
     spec that is not written as one whole text encoder spec is refused in one line naming the spec."""
@@ -114,7 +120,7 @@ class LabelBridgeEncoder(Encoder):
     ):
         from .registry import get_encoder
 
-        self.spec = base_spec + SUFFIX + ("" if text_spec == DEFAULT_BRIDGE_TEXT else f"({text_spec})")
+        self.spec = bridge_spec(base_spec, text_spec)
         self.base_encoder = get_encoder(base_spec)
         try:
             self.text_encoder = get_encoder(text_spec)

