@@ -200,6 +200,21 @@ def test_feature_cache_encodes_the_good_clips_and_names_the_bad(tmp_path, clips)
     assert cache.last_stats.hits == 1
 
 
+def test_a_bad_clip_through_the_cache_is_named_once_in_one_line(tmp_path, clips):
+    """Without ``bad``, the cache raises for the first bad clip: the reason already starts with the file, which
+    was written twice ("cannot decode /x/corrupt.mp4: /x/corrupt.mp4: corrupt or unsupported video")."""
+    from anybind.cache import FeatureCache
+
+    (tmp_path / "bad").mkdir()
+    path = _bad_files(tmp_path / "bad", clips)["corrupt"][0]
+    enc = get_encoder(f"video:frames({STATS})@fps=2,max=3", cached=False)
+    with pytest.raises(DataError, match="corrupt or unsupported video") as e:
+        FeatureCache(tmp_path / "cache").encode(enc, [str(clips["mp4"]), str(path)], progress=False)
+    msg = str(e.value)
+    assert msg.startswith(f"{enc.spec}: cannot decode {path}: ") and msg.count(str(path)) == 1, msg
+    assert "\n" not in msg
+
+
 def test_manifest_video_fields_are_files_checked_by_decoding(tmp_path, clips):
     import json
     import shutil

@@ -284,7 +284,8 @@ class FeatureCache:
                 k = next(iter(failed))
                 why = failed[k]  # a Reason: raised as its own kind (a refusal, a file not read), not a plain DataError
                 kind = why.error if isinstance(why, Reason) and issubclass(why.error, DataError) else DataError
-                raise kind(f"{encoder.spec}: cannot decode {first[k]!s}: {why}")
+                item = str(first[k])  # a file's reason already starts with the file: named once
+                raise kind(f"{encoder.spec}: cannot decode {why if str(why).startswith(item) else f'{item}: {why}'}")
             for i, k in enumerate(keys):
                 if k in failed:
                     bad[i] = failed[k]
