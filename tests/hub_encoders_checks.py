@@ -1,5 +1,6 @@
-"""timm and OpenCLIP image towers (issue 17): features against the library's own forward, then end to end
-(``Space.fit``, ``anybind fit``, save, load in a fresh process).
+"""timm and OpenCLIP image towers, OpenCLIP's text tower and an OpenCLIP pair as a space (issue 17): features against
+the library's own forward, then end to end (``Space.fit``, ``anybind fit``, ``fit --from-pretrained clip=open_clip:...``
+then ``bind --add``, save, load in a fresh process).
 
 Not collected by a plain ``pytest tests``: tests/test_encoders_hub.py runs this file in a child pytest whose path
 holds timm, open_clip_torch and their torchvision (``.venv/hub-site``; see there why they are kept out of the venv).
@@ -212,3 +213,106 @@ def test_open_clip_local_dir_without_weights_is_refused(tmp_path):
     with pytest.raises(EncoderError, match="no weights") as e:  # OpenCLIP itself would go on with random weights
         get_encoder(f"image:open_clip/local-dir:{folder}", cached=False)
     assert str(folder) in str(e.value) and "\n" not in str(e.value)
+
+
+def _set_logit_scale(folder: Path, value: float) -> None:
+    """The saved model's logit scale set to ``value`` (not OpenCLIP's initial log(1/0.07))."""
+    from safetensors.torch import load_file, save_file
+
+    f = folder / "open_clip_model.safetensors"
+    state = load_file(f)
+    state["logit_scale"].fill_(value)
+    save_file(state, f)
+
+
+def test_open_clip_text_tower_is_encode_text_and_its_identity_holds_the_weights(tmp_path):
+    open_clip = import_or_skip("open_clip")
+    import torch
+
+    from anybind.encoders.keys import sha256_dir
+
+    folder = _open_clip_folder(open_clip, tmp_path / "tiny-clip", seed=0)
+    enc = get_encoder(f"text:open_clip/local-dir:{folder}", cached=False)
+    assert enc.dim == 32 and enc.modality == "text" and enc.input_kind == "text"
+    texts = ["a red circle", "a green ellipse on white, drawn twice as large as the other one", "x"]
+    ref = open_clip.create_model(f"local-dir:{folder}").eval()
+    tok = open_clip.get_tokenizer(f"local-dir:{folder}")
+    with torch.no_grad():
+        want = ref.encode_text(tok(texts)).numpy()
+    got = enc.encode(texts)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(got[0], got[1])  # not a constant
+    assert enc.identity.startswith(f"text:open_clip/local-dir:{folder}|weights={sha256_dir(folder)}|prep=")
+    assert "ctx16" in enc.identity  # the config's context length
+    import pickle
+
+    np.testing.assert_allclose(pickle.loads(pickle.dumps(enc)).encode(texts), got, rtol=1e-5, atol=1e-6)
+    _open_clip_folder(open_clip, folder, seed=1)
+    assert get_encoder(f"text:open_clip/local-dir:{folder}", cached=False).identity != enc.identity
+    with pytest.raises(EncoderError, match="no pretrained tag known|unknown architecture|needs an architecture"):
+        get_encoder("text:open_clip/", cached=False)
+
+
+def test_open_clip_pair_from_pretrained_then_bind_audio(tmp_path, monkeypatch):
+    """``fit --from-pretrained clip=open_clip:local-dir:...``: the model's normalised embeddings, its own logit
+    scale and the CLIP prompts; saved, reloaded, extended by ``bind --add``; changed weights refused."""
+    open_clip = import_or_skip("open_clip")
+    import torch
+    import torch.nn.functional as F
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from anybind.cli import app
+    from anybind.pairs import CLIP_TEMPLATES, from_pretrained_pair
+    from encoder_samples import WORDS, wav
+
+    folder = _open_clip_folder(open_clip, tmp_path / "tiny-clip", seed=0)
+    _set_logit_scale(folder, 3.25)
+    images = [str(p) for p in pngs(tmp_path, 3)]
+    texts = ["the dog", "a cat sat on the mat with the dog", "zebra quiz"]
+    ref, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{folder}")
+    tok = open_clip.get_tokenizer(f"local-dir:{folder}")
+    with torch.no_grad():
+        want_t = F.normalize(ref.eval().encode_text(tok(texts)), dim=-1).numpy()
+        want_i = F.normalize(ref.encode_image(torch.stack([preprocess(Image.open(p)) for p in images])), dim=-1)
+    sp = from_pretrained_pair("clip", f"open_clip:local-dir:{folder}")
+    assert sp.modalities == ["image", "text"] and sp.dim == 32
+    assert {p.cfg.kind for p in sp.projectors.values()} == {"identity"}
+    np.testing.assert_allclose(sp.embed("text", texts), want_t, atol=1e-5)
+    np.testing.assert_allclose(sp.embed("image", images), want_i.numpy(), atol=1e-5)
+    assert sp.logit_scale == pytest.approx(float(ref.logit_scale.detach()), rel=1e-6) and sp.logit_scale == pytest.approx(3.25)
+    assert sp.info["templates"] == list(CLIP_TEMPLATES) and sp.info["pretrained_pair"]["kind"] == "clip"
+
+    monkeypatch.chdir(tmp_path)  # a relative folder is stored absolute
+    r = CliRunner().invoke(app, ["fit", "--from-pretrained", "clip=open_clip:local-dir:tiny-clip", "--out", "sp"],
+                           env={"COLUMNS": "100"})
+    assert r.exit_code == 0, r.output
+    base = Space.load(tmp_path / "sp")
+    assert base.identity() == sp.identity()
+    assert json.loads((tmp_path / "sp" / "space.json").read_text())["modalities"]["text"]["encoder"] == (
+        f"text:open_clip/local-dir:{folder.resolve()}")
+    np.testing.assert_array_equal(base.embed("text", texts), sp.embed("text", texts))
+
+    (tmp_path / "b").mkdir()
+    pics = pngs(tmp_path / "b", 12)
+    rows = []
+    for i, (w, p) in enumerate(zip(WORDS, pics)):
+        wav(tmp_path / "b" / f"s{i}.wav", 3200 + 160 * i, i)
+        rows.append({"id": f"r{i}", "split": "val" if i < 3 else "train", "text": w, "image": p.name,
+                     "audio": f"s{i}.wav"})
+    man = tmp_path / "b" / "m.jsonl"
+    man.write_text("".join(json.dumps(x) + "\n" for x in rows))
+    argv = ["bind", "sp", "--add", "audio=callable:helper_encoders:file_size", "--data", str(man), "--anchors",
+            "text", "--epochs", "2", "--out", "sp2", "--cache", "c"]
+    r = CliRunner().invoke(app, argv, env={"COLUMNS": "100"})
+    assert r.exit_code == 0, r.output
+    sp2 = Space.load(tmp_path / "sp2")
+    assert sp2.modalities == ["audio", "image", "text"] and sp2.logit_scale == base.logit_scale
+    np.testing.assert_array_equal(sp2.embed("text", texts), base.embed("text", texts))  # the pair left untouched
+    sims = sp2.similarity("audio", [str(tmp_path / "b" / "s0.wav")], "image", images)
+    assert sims.shape == (1, 3) and np.isfinite(sims).all()
+
+    _open_clip_folder(open_clip, folder, seed=1)  # other weights in the same folder
+    monkeypatch.setattr(registry, "_INSTANCES", {})
+    with pytest.raises(SpaceError, match="weights or preprocessing changed"):
+        Space.load(tmp_path / "sp").embed("text", texts)

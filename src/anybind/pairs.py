@@ -14,9 +14,12 @@ builds a :class:`~anybind.space.Space` without training anything:
 
 Then ``anybind bind SPACE --add audio=...`` binds new modalities to it as to any space: only the new projector
 is trained, against the frozen text (or image) embeddings, which gives audio<->image through CLIP's text
-(ImageBind's recipe).  ``open_clip:<arch>/<pretrained>`` sources are refused in one line (not implemented: the
-text tower, tokenizer and scale of an OpenCLIP model are not imported; the line also says when open_clip cannot be
-imported and what installs it); their Hugging Face ports load.
+(ImageBind's recipe).
+
+An OpenCLIP model is a source too: ``open_clip:<arch>[@<tag or checkpoint file>]``, ``open_clip:hf-hub:org/repo``
+or ``open_clip:local-dir:<folder>`` (what ``image:open_clip/...`` takes): ``text:open_clip/...`` (OpenCLIP's
+tokenizer and ``encode_text``) and ``image:open_clip/...`` (its preprocessing and ``encode_image``), the model's
+``logit_scale``.  Where open_clip cannot be imported, the error says so and what installs it.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -47,24 +51,24 @@ def parse_pair(value: str) -> tuple[str, str]:
     if not eq or not source or kind not in PAIR_KINDS:
         raise SpaceError(
             f"--from-pretrained {value!r}: expected KIND=SOURCE with KIND one of {', '.join(PAIR_KINDS)}, "
-            "e.g. clip=openai/clip-vit-base-patch32 (a Hugging Face CLIP repo or a saved folder)"
+            "e.g. clip=openai/clip-vit-base-patch32 (a Hugging Face CLIP repo or a saved folder) or "
+            "clip=open_clip:ViT-B-32@laion2b_s34b_b79k (an OpenCLIP model)"
         )
     return kind, source
 
 
-def _open_clip_refused(source: str) -> SpaceError:
-    """Why an ``open_clip:`` pair is refused: anybind imports OpenCLIP's image tower (``image:open_clip/<arch>``) but
-    not yet a whole OpenCLIP pair (its text tower, tokenizer and logit scale), installed or not; the pair's Hugging
-    Face port loads instead.  When open_clip cannot even be imported, the line says why and what installs it."""
-    msg = (f"pair {source!r}: anybind does not import OpenCLIP pairs yet (only an OpenCLIP image tower, as "
-           "image:open_clip/<arch>); import the pair's Hugging Face port instead: clip=<repo or folder>, e.g. "
-           "laion/CLIP-ViT-B-32-laion2B-s34B-b79K")
-    try:
-        import open_clip  # noqa: F401
-    except Exception as e:  # noqa: BLE001 - ImportError, or torchvision's RuntimeError on a mismatched build
-        msg += (f"; open_clip cannot be imported here either ({type(e).__name__}: {' '.join(str(e).split())[:200]}): "
-                "it needs open_clip_torch and a torchvision built for this torch (pip install 'anybind[clip]')")
-    return SpaceError(msg)
+def _open_clip_specs(rest: str) -> dict[str, str]:
+    """``open_clip:<rest>`` -> the two towers' specs, ``text:open_clip/<rest>`` and ``image:open_clip/<rest>``, with a
+    relative ``local-dir:`` folder or checkpoint file made absolute (the saved space finds it from anywhere)."""
+    from .encoders.image_hub import open_clip_source
+
+    arch, pretrained = open_clip_source(rest)
+    if arch.startswith("local-dir:") and Path(arch[len("local-dir:"):]).expanduser().exists():
+        arch = "local-dir:" + str(Path(arch[len("local-dir:"):]).expanduser().resolve())
+    if pretrained and Path(pretrained).expanduser().is_file():
+        pretrained = str(Path(pretrained).expanduser().resolve())
+    rest = arch + (f"@{pretrained}" if pretrained else "")
+    return {m: f"{m}:open_clip/{rest}" for m in ("text", "image")}
 
 
 def _identity_projector(dim: int) -> Projector:
@@ -93,16 +97,17 @@ def from_pretrained_pair(
     """
     if kind not in PAIR_KINDS:
         raise SpaceError(f"unknown pair kind {kind!r} (known: {', '.join(PAIR_KINDS)})")
-    if source.startswith("open_clip:"):
-        raise _open_clip_refused(source)
     templates = check_templates(CLIP_TEMPLATES if templates is None else templates)
+    open_clip = source.startswith("open_clip:")
     # a relative model folder made absolute, so that the saved space finds it from any working directory
-    specs = {m: absolute_spec(f"{m}:hf/{source}") for m in ("text", "image")}
+    specs = (_open_clip_specs(source[len("open_clip:"):]) if open_clip
+             else {m: absolute_spec(f"{m}:hf/{source}") for m in ("text", "image")})
     encoders, identities = {}, {}
     for m, head in (("text", "get_text_features"), ("image", "get_image_features")):
         encoders[m] = get_encoder(specs[m])
         identities[m] = encoders[m].identity
-        if f"pool=head:{head}" not in identities[m]:
+        # an OpenCLIP model's towers are its encode_text / encode_image: its projected embeddings
+        if not open_clip and f"pool=head:{head}" not in identities[m]:
             raise SpaceError(f"pair {source!r}: the model has no {m} projection head ({head}): not an "
                              "aligned text/image pair such as CLIP")
     dims = {m: e.dim for m, e in encoders.items()}

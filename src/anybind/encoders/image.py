@@ -159,16 +159,12 @@ def make_image_encoder(name: str) -> Encoder:
 
         return make_onnx_encoder("image", name[len("onnx/") :])
     if name.startswith(("timm/", "open_clip/")):  # their module needs this one's base class: imported here
-        from .image_hub import OpenClipEncoder, TimmEncoder, split_at
+        from .image_hub import OpenClipEncoder, TimmEncoder, open_clip_source, split_at
     if name.startswith("timm/"):
         model, ckpt = split_at(name[len("timm/") :])
         return TimmEncoder(model, ckpt)
     if name.startswith("open_clip/"):
-        rest = name[len("open_clip/") :]
-        if rest.startswith(("hf-hub:", "local-dir:")):
-            return OpenClipEncoder(rest, None)
-        arch, pretrained = split_at(rest)
-        return OpenClipEncoder(arch, pretrained)
+        return OpenClipEncoder(*open_clip_source(name[len("open_clip/") :]))
     raise EncoderError(
         f"unknown image encoder {name!r}: use one of {', '.join(EFFNET_LITE)}, concat(<spec>,<spec>), "
         "timm/<model>[@<checkpoint>], open_clip/<arch>[@<tag or checkpoint>], hf/<repo or folder>[@options] "

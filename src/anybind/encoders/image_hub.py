@@ -38,6 +38,14 @@ def split_at(name: str) -> tuple[str, str | None]:
     return name, None
 
 
+def open_clip_source(rest: str) -> tuple[str, str | None]:
+    """What follows ``open_clip/`` in a spec -> ``(arch, pretrained)``: ``<arch>[@<tag or checkpoint file>]``, or
+    ``hf-hub:org/repo`` / ``local-dir:<folder>`` as they are (OpenCLIP reads their weights itself)."""
+    if rest.startswith(("hf-hub:", "local-dir:")):
+        return rest, None
+    return split_at(rest)
+
+
 def _fmt_floats(v: Any) -> str:
     try:
         return "(" + ",".join(f"{float(x):.4g}" for x in v) + ")"

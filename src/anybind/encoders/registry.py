@@ -230,7 +230,7 @@ def spec_problem(spec: str) -> str | None:
 #: ``vectors:`` file in a folder named ``hf/`` or ``onnx/`` (its path is stored by ``spec_for_folder``)
 _LOCAL_PATH = re.compile(
     r"(?<=:)(?<!vectors:)(hf/|onnx/)([^@,()]+?)(?=\+bridge\b|[@,()]|$)|(?<=[@,])(tokenizer=)([^,()]+)"
-    r"|(?:^|(?<=[(,]))(text:)(?!hf/|onnx/|concat\(|(?:minilm|e5-small(?:-query)?)(?=\+bridge\b|[@,()]|$))"
+    r"|(?:^|(?<=[(,]))(text:)(?!hf/|onnx/|open_clip/|concat\(|(?:minilm|e5-small(?:-query)?)(?=\+bridge\b|[@,()]|$))"
     r"([^@,()]+?)(?=\+bridge\b|[@,()]|$)"
 )
 

@@ -6,6 +6,8 @@
   :mod:`anybind.encoders.hf`.
 * ``text:onnx/<model.onnx>[@tokenizer=<folder>,...]`` -- an ONNX export run by ONNX Runtime, see
   :mod:`anybind.encoders.ort`.
+* ``text:open_clip/<arch>[@<tag or checkpoint>]`` (or ``open_clip/local-dir:<folder>``, ``open_clip/hf-hub:<repo>``) --
+  an OpenCLIP model's text tower (its tokenizer and ``encode_text``), see :mod:`anybind.encoders.open_clip_text`.
 * ``text:concat(<spec>,<spec>[,...])`` -- a feature ensemble of text encoders, each part's embedding side by side
   (``text:concat(text:minilm,text:e5-small)``: 768-d), see :mod:`anybind.encoders.concat`.
 * ``text:<name or path>`` -- any sentence-transformers model name (downloaded by
@@ -186,6 +188,10 @@ def make_text_encoder(name: str) -> Encoder:
         from .ort import make_onnx_encoder
 
         return make_onnx_encoder("text", name[len("onnx/") :])
+    if name.startswith("open_clip/"):  # an OpenCLIP model's text tower (anybind.encoders.open_clip_text)
+        from .open_clip_text import make_open_clip_text_encoder
+
+        return make_open_clip_text_encoder(name[len("open_clip/") :])
     if name.startswith("e5-small"):
         from .e5 import E5_NAMES, make_e5_encoder
 
