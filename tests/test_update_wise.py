@@ -91,6 +91,14 @@ def test_mixing_back_forgets_less_than_naive_fine_tuning_at_the_same_rate(base):
     assert new["wise"] > r1(space, mans["b"], c) + 0.2, new  # it still learnt the new domain
 
 
+def test_the_default_settings_pass_the_robust_check():
+    """update_config hands RobustFit a namespace of robust.check_robust's fields: start_guard, added to that check
+    beside this change (a6c562d), was missing, so every update, the default one too, died in an AttributeError."""
+    cfg = update_config({})
+    assert (cfg.method, cfg.wise, cfg.lr) == ("wise", "auto", 1e-4)
+    assert update_config({"intra_distill": 0.5, "feature_distill": 0.5, "l2sp": 0.1}).l2sp == 0.1
+
+
 @pytest.mark.parametrize("bad", [{"wise": 1.5}, {"wise": "often"}, {"l2sp": -1.0}, {"intra_distill": -1.0},
                                  {"feature_distill": -0.5}])
 def test_bad_robust_settings_are_refused_in_one_line(bad):
