@@ -125,3 +125,21 @@ def test_cli_update_wise_and_method(base, tmp_path):
     assert r.exit_code == 0 and e["method"] == "modx" and e["config"]["wise"] is None and "wise_alpha" not in e["robust"]
     r = run("s4", "--wise", "lots")
     assert r.exit_code == 2 and "--wise takes a number, 'off' or 'auto'" in r.output and not (tmp_path / "s4").exists()
+
+
+def test_the_lineage_records_only_the_settings_the_method_reads(base):
+    """The Mod-X settings (distill, its tradeoff, screening; the temperature also for intra_distill) were recorded
+    for wise and naive too (distill: 1.0, read by nothing); a Mod-X weight given to another method is refused."""
+    tmp, mans, specs, space = base
+    c = tmp / "c"
+    modx_keys = {"distill", "distill_tradeoff", "screening", "distill_temperature"}
+    for kw, kept in (({}, set()), ({"method": "naive"}, set()), ({"intra_distill": 0.5}, {"distill_temperature"}),
+                     ({"distill": 0.5}, modx_keys)):
+        e = space.update(mans["b"], cache=c, epochs=1, **kw).info["lineage"][-1]
+        assert modx_keys & set(e["config"]) == kept, (kw, e["config"])
+    assert e["method"] == "modx" and e["config"]["distill"] == 0.5
+    for method in ("wise", "naive"):
+        with pytest.raises(ValueError, match=f"distill=2.0 weighs Mod-X's term: it needs method='modx', not "
+                                             f"'{method}'") as ei:
+            space.update(mans["b"], cache=c, epochs=1, method=method, distill=2.0)
+        assert "\n" not in str(ei.value)

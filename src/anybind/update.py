@@ -120,6 +120,9 @@ def update_config(config: Mapping[str, Any]) -> UpdateConfig:
     cfg = UpdateConfig(**config)
     if cfg.method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {cfg.method!r}")
+    if "distill" in config and cfg.method != "modx" and config["distill"] != "auto":  # auto: refused below
+        raise ValueError(f"distill={config['distill']!r} weighs Mod-X's term: it needs method='modx', not "
+                         f"{cfg.method!r} (nothing would read it)")
     check_robust(_robust_cfg(cfg))  # wise / l2sp: one line when bad
     if not 0.0 <= cfg.distill_tradeoff <= 1.0:
         raise ValueError(f"distill_tradeoff must be in [0, 1] (0: only the new data's val score counts, 1: only the "
@@ -328,7 +331,7 @@ def _update_once(space: "SpaceCore", data, *, replay, cache: FeatureCache, stric
                                "val": int(len(fs.with_pair(val_idx, a, b)))} for a, b in pairs},
         "data": _describe(new_mans, present),
         "replay": _describe(old_mans, present),
-        "config": {**cfg.to_dict(), "distill_temperature": tau},
+        "config": _used(cfg, tau),
         "training": {**res.record(VAL_METRIC), "seconds": round(time.perf_counter() - t0, 2)},
         "robust": rob_rec,
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -394,6 +397,16 @@ def _val_score(space: "SpaceCore", mans: Sequence[Manifest], cache: FeatureCache
     vals = [(res[f"{d}/R@1"] + res[f"{d}/R@5"] + res[f"{d}/R@10"]) / 3
             for d in sorted({k.rsplit("/", 1)[0] for k in res if k.endswith("/R@1")})]
     return float(np.mean(vals)) if vals else float("nan")
+
+
+def _used(cfg: UpdateConfig, tau: float) -> dict[str, Any]:
+    """The lineage's settings: only what the method reads (Mod-X's weight, tradeoff and screening only for modx;
+    the similarities' temperature for modx or intra_distill)."""
+    out = {**cfg.to_dict(), "distill_temperature": tau}
+    drop = {"distill", "distill_tradeoff", "screening"} if cfg.method != "modx" else set()
+    if cfg.method != "modx" and cfg.intra_distill <= 0:
+        drop.add("distill_temperature")
+    return {k: v for k, v in out.items() if k not in drop}
 
 
 def _listed(x) -> list:
