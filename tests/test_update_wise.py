@@ -143,3 +143,26 @@ def test_the_lineage_records_only_the_settings_the_method_reads(base):
                                              f"'{method}'") as ei:
             space.update(mans["b"], cache=c, epochs=1, method=method, distill=2.0)
         assert "\n" not in str(ei.value)
+
+
+def test_no_val_pairs_in_the_new_data_is_warned_about_in_one_line(base, tmp_path, caplog):
+    """Small new data without val records: alpha cannot be chosen, so the default update kept the fully fine-tuned
+    projectors (naive fine-tuning, every epoch) with only a note in the lineage; now a warning says so and what
+    to do; a fixed alpha still mixes."""
+    import json
+    import logging
+
+    tmp, mans, specs, space = base
+    novel = tmp_path / "b_no_val.jsonl"
+    rows = [json.loads(line) for line in open(mans["b"])]
+    novel.write_text("".join(json.dumps({**r, "split": "train" if r["split"] == "val" else r["split"]}) + "\n"
+                             for r in rows))
+    with caplog.at_level(logging.WARNING, logger="anybind.update"):
+        up = space.update(novel, cache=tmp / "c", epochs=2)
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and str(novel) in warned[0] and "wise=" in warned[0] and "\n" not in warned[0], warned
+    assert "wise_alpha" not in up.info["lineage"][-1]["robust"]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="anybind.update"):
+        fixed = space.update(novel, cache=tmp / "c", epochs=2, wise=0.5)
+    assert fixed.info["lineage"][-1]["robust"]["wise_alpha"] == 0.5 and not caplog.records

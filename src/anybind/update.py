@@ -10,7 +10,8 @@ keeps the old space in one of these ways:
   chosen from :data:`~anybind.robust.WISE_GRID` on the update's val pairs (``wise="auto"``; ties: the smaller
   ``a``, nearer the old space; ``wise=a`` fixes it; :class:`~anybind.robust.RobustFit`, the mechanism
   ``Space.fit``'s recipe mixes with its training-free start).  Chosen on val (issue 19, BENCHMARKS.md, continual,
-  Tux Paint -> emoji): the Mod-X term below kept the old domain only by learning less of the new one.
+  Tux Paint -> emoji): the Mod-X term below kept the old domain only by learning less of the new one.  New data
+  without val pairs: nothing chooses alpha, the fine-tuned projectors are kept as they are (a warning says so).
 * ``method="modx"`` (the default when ``distill`` or ``old_val`` is given): also Mod-X's off-diagonal distillation
   (Ni et al. 2023, "Continual vision-language representation learning with off-diagonal information").  For every
   batch of new pairs the *old* space (frozen) and the new one each score every item against every other; the KL
@@ -309,6 +310,10 @@ def _update_once(space: "SpaceCore", data, *, replay, cache: FeatureCache, stric
                               feature=cfg.feature_distill)
         feats_t = {m: torch.from_numpy(fs.feats[m]) for m in present}
         use_val = any(len(fs.with_pair(val_idx, *p)) >= 2 for p in pairs)
+        if not use_val and cfg.wise == "auto" and cfg.epochs > 0:
+            log.warning("%s: no val pairs, so neither WiSE-FT's alpha (wise='auto') nor an epoch can be chosen: the "
+                        "projectors fine-tuned for all %d epochs are kept, not mixed back (naive fine-tuning); give "
+                        "the data val records or a fixed wise=<alpha in [0, 1]>", where, cfg.epochs)
         rob = RobustFit(_robust_cfg(cfg), {m: projectors[m] for m in present}, logit_scale)  # start: the parent's
 
         def score(epoch: int) -> float:
