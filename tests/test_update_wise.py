@@ -124,7 +124,7 @@ def test_cli_update_wise_and_method(base, tmp_path):
     e = Space.load(tmp_path / "s3").info["lineage"][-1]
     assert r.exit_code == 0 and e["method"] == "modx" and e["config"]["wise"] is None and "wise_alpha" not in e["robust"]
     r = run("s4", "--wise", "lots")
-    assert r.exit_code == 2 and "--wise takes a number, 'off' or 'auto'" in r.output and not (tmp_path / "s4").exists()
+    assert r.exit_code == 2 and "--wise takes 'auto', a number in [0, 1] or 'off'" in r.output and not (tmp_path / "s4").exists()
 
 
 def test_the_lineage_records_only_the_settings_the_method_reads(base):
@@ -166,3 +166,28 @@ def test_no_val_pairs_in_the_new_data_is_warned_about_in_one_line(base, tmp_path
     with caplog.at_level(logging.WARNING, logger="anybind.update"):
         fixed = space.update(novel, cache=tmp / "c", epochs=2, wise=0.5)
     assert fixed.info["lineage"][-1]["robust"]["wise_alpha"] == 0.5 and not caplog.records
+
+
+def test_wise_is_spelt_alike_by_fit_and_update(base, tmp_path):
+    """'anybind fit --wise none' but 'anybind update --wise off': each refused the other's word, and a bad alpha
+    was answered with the library's spelling ('... or None'); one parser now takes 'off' / 'none' for both."""
+    import typer
+
+    from anybind.cli._common import wise_option
+
+    assert [wise_option(v) for v in ("auto", "off", "None", "OFF", "0.3", "1")] == ["auto", None, None, None, 0.3, 1.0]
+    for bad in ("1.5", "-1", "nan", "lots"):
+        with pytest.raises(typer.BadParameter, match=r"--wise takes 'auto', a number in \[0, 1\] or 'off'"):
+            wise_option(bad)
+    from typer.testing import CliRunner
+
+    from anybind.cli import app
+
+    tmp, mans, specs, space = base
+    space.save(tmp_path / "s1")
+    r = CliRunner().invoke(app, ["update", str(tmp_path / "s1"), "--data", str(mans["b"]), "--out", str(tmp_path / "s2"),
+                                 "--epochs", "1", "--cache", str(tmp / "c"), "--wise", "none"])
+    assert r.exit_code == 0 and Space.load(tmp_path / "s2").info["lineage"][-1]["config"]["wise"] is None, r.output
+    r = CliRunner().invoke(app, ["update", str(tmp_path / "s1"), "--data", str(mans["b"]), "--out", str(tmp_path / "s3"),
+                                 "--wise", "1.5"])
+    assert r.exit_code == 2 and "'off'" in r.output and "None" not in r.output and not (tmp_path / "s3").exists()
