@@ -191,3 +191,18 @@ def test_wise_is_spelt_alike_by_fit_and_update(base, tmp_path):
     r = CliRunner().invoke(app, ["update", str(tmp_path / "s1"), "--data", str(mans["b"]), "--out", str(tmp_path / "s3"),
                                  "--wise", "1.5"])
     assert r.exit_code == 2 and "'off'" in r.output and "None" not in r.output and not (tmp_path / "s3").exists()
+
+
+def test_how_the_update_kept_the_old_space_is_logged(base, caplog):
+    """distill= alone selects Mod-X, which now also mixes back (and trains at 1e-4): the library says what it did,
+    as the CLI does; alpha 0 says the projectors are the parent's (an index built with it is not stale)."""
+    import logging
+
+    tmp, mans, specs, space = base
+    with caplog.at_level(logging.INFO, logger="anybind.update"):
+        space.update(mans["b"], cache=tmp / "c", epochs=1, distill=1.0, wise=0.4)
+        space.update(mans["b"], cache=tmp / "c", epochs=1, wise=0.0)
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert any("method 'modx'" in m and "lr 0.0001" in m and "mixed back with the parent at alpha 0.4" in m
+               for m in lines), lines
+    assert any("alpha 0.0" in m and "unchanged" in m for m in lines), lines

@@ -342,8 +342,12 @@ def _update_once(space: "SpaceCore", data, *, replay, cache: FeatureCache, stric
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "anybind": __version__,
     })
-    if res.best_epoch == 0 and cfg.wise is None:
-        log.info("update: no epoch beat the space as it was on the val pairs; the projectors are unchanged")
+    alpha = rob_rec.get("wise_alpha")
+    if (res.best_epoch == 0 and cfg.wise is None) or alpha == 0:
+        log.info("update: %s: the projectors are unchanged (the parent's)", "no epoch beat the space as it was on "
+                 "the val pairs" if alpha is None else "mixed back at alpha 0.0")
+    log.info("update: method %r at lr %g%s", cfg.method, cfg.lr, "" if alpha is None else
+             f", mixed back with the parent at alpha {alpha} (wise={cfg.wise!r})")
     return space.derived(space.encoders, projectors, final_logit, identities=space.identities,
                          config=copy.deepcopy(space.config), info=info, format_version=space.format_version)
 
