@@ -239,7 +239,7 @@ def test_cli_fit_takes_the_robust_levers(tmp_path):
     rob = sp.info["training"]["robust"]
     assert rob["wise"] == "auto" and rob["l2sp"] == 0.01 and "wise_alpha" in rob and sp.projectors["im"].cfg.center
     res = CliRunner().invoke(app, args + ["--wise", "2", "--out", str(tmp_path / "sp2")])
-    assert res.exit_code == 2 and "wise must be" in res.output
+    assert res.exit_code == 2 and "--wise takes 'auto', a number in [0, 1] or 'off'" in res.output
 
 
 class _FakeBridge:

@@ -188,9 +188,9 @@ def test_old_val_chooses_the_weight_deterministically_from_val_records_only(base
     new_no_test = _copy(mans["b"], tmp_path / "new.jsonl", {"train", "val"})
     other = space.update(new_no_test, old_val=old_val, distill="auto", cache=c, **KW)
     assert _search(other) == s and _same_projectors(auto, other) and auto.identity() == other.identity()
-    # no old data: the default weight, no search
-    plain = space.update(mans["b"], cache=c, **KW)
-    assert plain.info["lineage"][-1]["config"]["distill"] == 1.0 and "distill_search" not in plain.info["lineage"][-1]
+    # no old data: the default update (wise), no Mod-X weight recorded, no search
+    plain = space.update(mans["b"], cache=c, **KW).info["lineage"][-1]
+    assert plain["method"] == "wise" and "distill" not in plain["config"] and "distill_search" not in plain
 
 
 def test_the_tradeoff_weighs_retention_against_the_new_data(base):

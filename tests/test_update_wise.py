@@ -91,6 +91,14 @@ def test_mixing_back_forgets_less_than_naive_fine_tuning_at_the_same_rate(base):
     assert new["wise"] > r1(space, mans["b"], c) + 0.2, new  # it still learnt the new domain
 
 
+def test_the_default_settings_pass_the_robust_check():
+    """update_config hands RobustFit a namespace of robust.check_robust's fields: start_guard, added to that check
+    beside this change (a6c562d), was missing, so every update, the default one too, died in an AttributeError."""
+    cfg = update_config({})
+    assert (cfg.method, cfg.wise, cfg.lr) == ("wise", "auto", 1e-4)
+    assert update_config({"intra_distill": 0.5, "feature_distill": 0.5, "l2sp": 0.1}).l2sp == 0.1
+
+
 @pytest.mark.parametrize("bad", [{"wise": 1.5}, {"wise": "often"}, {"l2sp": -1.0}, {"intra_distill": -1.0},
                                  {"feature_distill": -0.5}])
 def test_bad_robust_settings_are_refused_in_one_line(bad):
@@ -116,4 +124,85 @@ def test_cli_update_wise_and_method(base, tmp_path):
     e = Space.load(tmp_path / "s3").info["lineage"][-1]
     assert r.exit_code == 0 and e["method"] == "modx" and e["config"]["wise"] is None and "wise_alpha" not in e["robust"]
     r = run("s4", "--wise", "lots")
-    assert r.exit_code == 2 and "--wise takes a number, 'off' or 'auto'" in r.output and not (tmp_path / "s4").exists()
+    assert r.exit_code == 2 and "--wise takes 'auto', a number in [0, 1] or 'off'" in r.output and not (tmp_path / "s4").exists()
+
+
+def test_the_lineage_records_only_the_settings_the_method_reads(base):
+    """The Mod-X settings (distill, its tradeoff, screening; the temperature also for intra_distill) were recorded
+    for wise and naive too (distill: 1.0, read by nothing); a Mod-X weight given to another method is refused."""
+    tmp, mans, specs, space = base
+    c = tmp / "c"
+    modx_keys = {"distill", "distill_tradeoff", "screening", "distill_temperature"}
+    for kw, kept in (({}, set()), ({"method": "naive"}, set()), ({"intra_distill": 0.5}, {"distill_temperature"}),
+                     ({"distill": 0.5}, modx_keys)):
+        e = space.update(mans["b"], cache=c, epochs=1, **kw).info["lineage"][-1]
+        assert modx_keys & set(e["config"]) == kept, (kw, e["config"])
+    assert e["method"] == "modx" and e["config"]["distill"] == 0.5
+    for method in ("wise", "naive"):
+        with pytest.raises(ValueError, match=f"distill=2.0 weighs Mod-X's term: it needs method='modx', not "
+                                             f"'{method}'") as ei:
+            space.update(mans["b"], cache=c, epochs=1, method=method, distill=2.0)
+        assert "\n" not in str(ei.value)
+
+
+def test_no_val_pairs_in_the_new_data_is_warned_about_in_one_line(base, tmp_path, caplog):
+    """Small new data without val records: alpha cannot be chosen, so the default update kept the fully fine-tuned
+    projectors (naive fine-tuning, every epoch) with only a note in the lineage; now a warning says so and what
+    to do; a fixed alpha still mixes."""
+    import json
+    import logging
+
+    tmp, mans, specs, space = base
+    novel = tmp_path / "b_no_val.jsonl"
+    rows = [json.loads(line) for line in open(mans["b"])]
+    novel.write_text("".join(json.dumps({**r, "split": "train" if r["split"] == "val" else r["split"]}) + "\n"
+                             for r in rows))
+    with caplog.at_level(logging.WARNING, logger="anybind.update"):
+        up = space.update(novel, cache=tmp / "c", epochs=2)
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and str(novel) in warned[0] and "wise=" in warned[0] and "\n" not in warned[0], warned
+    assert "wise_alpha" not in up.info["lineage"][-1]["robust"]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="anybind.update"):
+        fixed = space.update(novel, cache=tmp / "c", epochs=2, wise=0.5)
+    assert fixed.info["lineage"][-1]["robust"]["wise_alpha"] == 0.5 and not caplog.records
+
+
+def test_wise_is_spelt_alike_by_fit_and_update(base, tmp_path):
+    """'anybind fit --wise none' but 'anybind update --wise off': each refused the other's word, and a bad alpha
+    was answered with the library's spelling ('... or None'); one parser now takes 'off' / 'none' for both."""
+    import typer
+
+    from anybind.cli._common import wise_option
+
+    assert [wise_option(v) for v in ("auto", "off", "None", "OFF", "0.3", "1")] == ["auto", None, None, None, 0.3, 1.0]
+    for bad in ("1.5", "-1", "nan", "lots"):
+        with pytest.raises(typer.BadParameter, match=r"--wise takes 'auto', a number in \[0, 1\] or 'off'"):
+            wise_option(bad)
+    from typer.testing import CliRunner
+
+    from anybind.cli import app
+
+    tmp, mans, specs, space = base
+    space.save(tmp_path / "s1")
+    r = CliRunner().invoke(app, ["update", str(tmp_path / "s1"), "--data", str(mans["b"]), "--out", str(tmp_path / "s2"),
+                                 "--epochs", "1", "--cache", str(tmp / "c"), "--wise", "none"])
+    assert r.exit_code == 0 and Space.load(tmp_path / "s2").info["lineage"][-1]["config"]["wise"] is None, r.output
+    r = CliRunner().invoke(app, ["update", str(tmp_path / "s1"), "--data", str(mans["b"]), "--out", str(tmp_path / "s3"),
+                                 "--wise", "1.5"])
+    assert r.exit_code == 2 and "'off'" in r.output and "None" not in r.output and not (tmp_path / "s3").exists()
+
+
+def test_how_the_update_kept_the_old_space_is_logged(base, caplog):
+    """distill= alone selects Mod-X, which now also mixes back (and trains at 1e-4): the library says what it did,
+    as the CLI does; alpha 0 says the projectors are the parent's (an index built with it is not stale)."""
+    import logging
+
+    tmp, mans, specs, space = base
+    with caplog.at_level(logging.INFO, logger="anybind.update"):
+        space.update(mans["b"], cache=tmp / "c", epochs=1, distill=1.0, wise=0.4)
+        space.update(mans["b"], cache=tmp / "c", epochs=1, wise=0.0)
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert any("method 'modx'" in m and "lr 0.0001" in m and "mixed back with the parent at alpha 0.4" in m
+               for m in lines), lines
+    assert any("alpha 0.0" in m and "unchanged" in m for m in lines), lines

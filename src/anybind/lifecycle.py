@@ -128,8 +128,10 @@ def continual_study(
         systems: dict[str, Any] = {"frozen": space0}
         for v, (m, w) in variants.items():
             kw = {**(update or {}), **({"distill": w} if w is not None else {})}
-            if kw.get("distill") == "auto":  # Mod-X's weight chosen on the val pairs of the first and this domain
-                kw.update({"old_val": old_val} if m == "modx" else {"distill": 0.0})
+            if m != "modx":  # Mod-X's weight is read by Mod-X only (another method refuses it)
+                kw.pop("distill", None)
+            elif kw.get("distill") == "auto":  # Mod-X's weight chosen on the val pairs of the first and this domain
+                kw["old_val"] = old_val
             if kw.get("distill") != "auto":  # a fixed weight (naive, a fixed Mod-X variant): no choice to weigh
                 kw.pop("distill_tradeoff", None)
             current[v] = update_space(current[v], man, method=m, cache=cache, seed=seed, **kw)

@@ -10,7 +10,8 @@ keeps the old space in one of these ways:
   chosen from :data:`~anybind.robust.WISE_GRID` on the update's val pairs (``wise="auto"``; ties: the smaller
   ``a``, nearer the old space; ``wise=a`` fixes it; :class:`~anybind.robust.RobustFit`, the mechanism
   ``Space.fit``'s recipe mixes with its training-free start).  Chosen on val (issue 19, BENCHMARKS.md, continual,
-  Tux Paint -> emoji): the Mod-X term below kept the old domain only by learning less of the new one.
+  Tux Paint -> emoji): the Mod-X term below kept the old domain only by learning less of the new one.  New data
+  without val pairs: nothing chooses alpha, the fine-tuned projectors are kept as they are (a warning says so).
 * ``method="modx"`` (the default when ``distill`` or ``old_val`` is given): also Mod-X's off-diagonal distillation
   (Ni et al. 2023, "Continual vision-language representation learning with off-diagonal information").  For every
   batch of new pairs the *old* space (frozen) and the new one each score every item against every other; the KL
@@ -100,8 +101,9 @@ class UpdateConfig:
 
 def _robust_cfg(cfg: UpdateConfig) -> SimpleNamespace:
     """What :class:`~anybind.robust.RobustFit` reads: WiSE-FT / L2-SP around the parent's projectors (a trained
-    start, never a random one); no mixup in an update."""
-    return SimpleNamespace(wise=cfg.wise, l2sp=cfg.l2sp, mixup=0.0, mixup_alpha=1.0, ridge_prior="zero", init="parent")
+    start, never a random one); no mixup, no ridge start (so no start guard) in an update."""
+    return SimpleNamespace(wise=cfg.wise, l2sp=cfg.l2sp, mixup=0.0, mixup_alpha=1.0, ridge_prior="zero",
+                           start_guard=False, init="parent")
 
 
 def update_config(config: Mapping[str, Any]) -> UpdateConfig:
@@ -119,6 +121,9 @@ def update_config(config: Mapping[str, Any]) -> UpdateConfig:
     cfg = UpdateConfig(**config)
     if cfg.method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {cfg.method!r}")
+    if "distill" in config and cfg.method != "modx" and config["distill"] != "auto":  # auto: refused below
+        raise ValueError(f"distill={config['distill']!r} weighs Mod-X's term: it needs method='modx', not "
+                         f"{cfg.method!r} (nothing would read it)")
     check_robust(_robust_cfg(cfg))  # wise / l2sp: one line when bad
     if not 0.0 <= cfg.distill_tradeoff <= 1.0:
         raise ValueError(f"distill_tradeoff must be in [0, 1] (0: only the new data's val score counts, 1: only the "
@@ -305,6 +310,10 @@ def _update_once(space: "SpaceCore", data, *, replay, cache: FeatureCache, stric
                               feature=cfg.feature_distill)
         feats_t = {m: torch.from_numpy(fs.feats[m]) for m in present}
         use_val = any(len(fs.with_pair(val_idx, *p)) >= 2 for p in pairs)
+        if not use_val and cfg.wise == "auto" and cfg.epochs > 0:
+            log.warning("%s: no val pairs, so neither WiSE-FT's alpha (wise='auto') nor an epoch can be chosen: the "
+                        "projectors fine-tuned for all %d epochs are kept, not mixed back (naive fine-tuning); give "
+                        "the data val records or a fixed wise=<alpha in [0, 1]>", where, cfg.epochs)
         rob = RobustFit(_robust_cfg(cfg), {m: projectors[m] for m in present}, logit_scale)  # start: the parent's
 
         def score(epoch: int) -> float:
@@ -327,14 +336,18 @@ def _update_once(space: "SpaceCore", data, *, replay, cache: FeatureCache, stric
                                "val": int(len(fs.with_pair(val_idx, a, b)))} for a, b in pairs},
         "data": _describe(new_mans, present),
         "replay": _describe(old_mans, present),
-        "config": {**cfg.to_dict(), "distill_temperature": tau},
+        "config": _used(cfg, tau),
         "training": {**res.record(VAL_METRIC), "seconds": round(time.perf_counter() - t0, 2)},
         "robust": rob_rec,
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "anybind": __version__,
     })
-    if res.best_epoch == 0 and cfg.wise is None:
-        log.info("update: no epoch beat the space as it was on the val pairs; the projectors are unchanged")
+    alpha = rob_rec.get("wise_alpha")
+    if (res.best_epoch == 0 and cfg.wise is None) or alpha == 0:
+        log.info("update: %s: the projectors are unchanged (the parent's)", "no epoch beat the space as it was on "
+                 "the val pairs" if alpha is None else "mixed back at alpha 0.0")
+    log.info("update: method %r at lr %g%s", cfg.method, cfg.lr, "" if alpha is None else
+             f", mixed back with the parent at alpha {alpha} (wise={cfg.wise!r})")
     return space.derived(space.encoders, projectors, final_logit, identities=space.identities,
                          config=copy.deepcopy(space.config), info=info, format_version=space.format_version)
 
@@ -393,6 +406,16 @@ def _val_score(space: "SpaceCore", mans: Sequence[Manifest], cache: FeatureCache
     vals = [(res[f"{d}/R@1"] + res[f"{d}/R@5"] + res[f"{d}/R@10"]) / 3
             for d in sorted({k.rsplit("/", 1)[0] for k in res if k.endswith("/R@1")})]
     return float(np.mean(vals)) if vals else float("nan")
+
+
+def _used(cfg: UpdateConfig, tau: float) -> dict[str, Any]:
+    """The lineage's settings: only what the method reads (Mod-X's weight, tradeoff and screening only for modx;
+    the similarities' temperature for modx or intra_distill)."""
+    out = {**cfg.to_dict(), "distill_temperature": tau}
+    drop = {"distill", "distill_tradeoff", "screening"} if cfg.method != "modx" else set()
+    if cfg.method != "modx" and cfg.intra_distill <= 0:
+        drop.add("distill_temperature")
+    return {k: v for k, v in out.items() if k not in drop}
 
 
 def _listed(x) -> list:

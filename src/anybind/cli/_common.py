@@ -133,6 +133,20 @@ Rerank = Literal["invgc", "qbnorm", "csls"]
 ProjectorKind = Literal["mlp", "linear"]
 
 
+def wise_option(value: str) -> str | float | None:
+    """``--wise`` of ``fit`` and ``update``: ``auto``, a mixing coefficient in [0, 1], or ``off`` / ``none``."""
+    v = value.strip().lower()
+    if v in ("off", "none", "auto"):
+        return None if v != "auto" else "auto"
+    try:
+        alpha = float(v)
+    except ValueError:
+        alpha = float("nan")
+    if not 0.0 <= alpha <= 1.0:  # NaN too
+        raise typer.BadParameter(f"--wise takes 'auto', a number in [0, 1] or 'off' (or 'none'), got {value!r}")
+    return alpha
+
+
 def one_of(values: Any) -> str:
     """The metavar of an enumerated option (a ``Literal``): its values, spaced so that --help wraps them."""
     return "[" + " | ".join(get_args(values)) + "]"

@@ -13,7 +13,7 @@ from ..epochs import describe_training
 from ..errors import AnybindError
 from ._common import (
     ProjectorKind, Split, check_out, fail, parse_encoders, split_csv, app, choice, console,
-    device_option, err, precision_option, use_device,
+    device_option, err, precision_option, use_device, wise_option,
 )
 
 Method = Literal["contrastive", "procrustes", "cca"]
@@ -124,7 +124,7 @@ def fit(
     ),
     wise: Optional[str] = typer.Option(
         None, help="WiSE-FT: mix the trained projectors with their training-free start: 'auto' (alpha chosen on "
-        "val), a number in [0, 1], or 'none'. Needs a training-free start (--init ridge / procrustes / cca)."
+        "val), a number in [0, 1], or 'off' ('none'). Needs a training-free start (--init ridge / procrustes / cca)."
     ),
     l2sp: Optional[float] = typer.Option(
         None, help="L2-SP: lambda * ||theta - theta_start||^2 added to the loss (keeps projectors near their start)."
@@ -233,8 +233,8 @@ def fit(
              ("start_guard", start_guard), ("center", center), ("mixup", mixup), ("mixup_alpha", mixup_alpha), ("attn_lr", attn_lr),
              ("attn_epochs", attn_epochs))
     kw.update({k: v for k, v in given if v is not None})
-    if wise is not None:  # a number is a fixed alpha (checked by the trainer)
-        kw["wise"] = None if wise.lower() == "none" else wise if wise == "auto" else _number_or_text(wise)
+    if wise is not None:
+        kw["wise"] = wise_option(wise)
     if method != "contrastive":
         kw = {"seed": seed, **({"dim": dim} if dim else {})}
     if select_data:
@@ -390,10 +390,3 @@ def _print_bind(space) -> None:
         f"{e['event']} {e['modality']}={e['encoder']} from {pairs}; {describe_training(tr)} ({tr['seconds']} s)",
         highlight=False,
     )
-
-
-def _number_or_text(s: str) -> float | str:
-    try:
-        return float(s)
-    except ValueError:
-        return s

@@ -8,7 +8,7 @@ from typing import Literal, Optional
 import typer
 
 from ..errors import AnybindError, DataError
-from ._common import app, check_out, choice, console, fail
+from ._common import app, check_out, choice, console, fail, wise_option
 
 UpdateMethod = Literal["wise", "modx", "naive"]
 
@@ -58,7 +58,7 @@ def update(
         if method is not None:
             kw["method"] = method
         if wise is not None:
-            kw["wise"] = None if wise == "off" else wise if wise == "auto" else _number(wise, "--wise", "'off'")
+            kw["wise"] = wise_option(wise)
         space = Space.load(space_dir)
         new = space.update([str(d) for d in data], replay=[str(r) for r in replay or []] or None,
                            old_val=[str(v) for v in old_val or []] or None, epochs=epochs, lr=lr, seed=seed,
@@ -73,11 +73,11 @@ def update(
                   f"{tr['epochs_run']}, {tr['seconds']} s)", highlight=False)
 
 
-def _number(value: str, option: str, other: str = "") -> float:
+def _number(value: str, option: str) -> float:
     try:
         return float(value)
     except ValueError:
-        raise ValueError(f"{option} takes a number{', ' + other if other else ''} or 'auto', got {value!r}") from None
+        raise ValueError(f"{option} takes a number or 'auto', got {value!r}") from None
 
 
 def refresh_index_cmd(index_dir: Path, space_dir: Path | None, cache: Path | None, cached_only: bool) -> None:
