@@ -334,14 +334,14 @@ def test_the_readmes_layer_table_is_the_contract():
 
 
 #: where torch's thread count may be set outside the shared guard: a Ray actor sets it once for its own process
-#: (nothing to give back); bench times bare PyTorch baselines with its own settings
+#: (nothing to give back)
 _THREADS_SET_ONCE = {"anybind.scale.encode_ray"}
 
 
 def _thread_setters(tree: ast.AST, module: str) -> list[str]:
     """Calls of ``set_num_threads`` outside :mod:`anybind.numerics` (whose ``torch_threads`` sets the count for a
     block and gives it back, for training and inference alike)."""
-    if module == "anybind.numerics" or module in _THREADS_SET_ONCE or module.startswith("anybind.bench."):
+    if module == "anybind.numerics" or module in _THREADS_SET_ONCE:
         return []
     return [f"{module}:{n.lineno} calls {ast.unparse(n.func)}" for n in ast.walk(tree)
             if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == "set_num_threads"]
