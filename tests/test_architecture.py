@@ -331,3 +331,28 @@ def test_the_readmes_layer_table_is_the_contract():
     assert all(len(r) == 1 for r in rows), [line for line, r in zip(contract, rows) if len(r) != 1]
     order = [r.pop() for r in rows]
     assert order == sorted(order, reverse=True), list(zip(order, contract))
+
+
+#: where torch's thread count may be set outside the shared guard: a Ray actor sets it once for its own process
+#: (nothing to give back)
+_THREADS_SET_ONCE = {"anybind.scale.encode_ray"}
+
+
+def _thread_setters(tree: ast.AST, module: str) -> list[str]:
+    """Calls of ``set_num_threads`` outside :mod:`anybind.numerics` (whose ``torch_threads`` sets the count for a
+    block and gives it back, for training and inference alike)."""
+    if module == "anybind.numerics" or module in _THREADS_SET_ONCE:
+        return []
+    return [f"{module}:{n.lineno} calls {ast.unparse(n.func)}" for n in ast.walk(tree)
+            if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == "set_num_threads"]
+
+
+def test_torch_threads_are_set_by_the_shared_guard():
+    found = _found(_thread_setters)
+    assert not found, "use anybind.numerics.torch_threads (or anybind.loop.training_threads):\n" + "\n".join(found)
+
+
+def test_the_thread_check_sees_what_it_should():
+    code = "torch.set_num_threads(1)\nfaiss.omp_set_num_threads(2)\nwith torch_threads(1):\n    pass\n"
+    assert _thread_setters(ast.parse(code), "anybind.encoders.x") == ["anybind.encoders.x:1 calls torch.set_num_threads"]
+    assert _thread_setters(ast.parse(code), "anybind.numerics") == []

@@ -94,3 +94,38 @@ def test_cli_search_takes_a_query_in_any_bound_modality(tmp_path):
     assert r.exit_code == 2 and "speech" in r.output and "Traceback" not in r.output
     r = runner.invoke(app, ["search", str(tmp_path / "ix"), "--query", "no-equals-sign"])
     assert r.exit_code == 2 and "MODALITY=VALUE" in r.output
+
+
+def test_cli_search_takes_a_speech_query(tmp_path):
+    """``anybind search IDX --query speech=clip.wav`` on an index with a speech modality (real espeak-ng clips,
+    a tiny envelope encoder): the clip finds its own record, and the text field of the same space still works."""
+    import shutil
+
+    import pytest
+
+    from anybind.corpora.speech import speak
+    from anybind.index import Index
+    from anybind.space import Space
+
+    if shutil.which("espeak-ng") is None:
+        pytest.fail("espeak-ng is missing: `make test` installs it (scripts/bootstrap-debian.sh)")
+    words = ["apple", "river", "mountain", "seven", "yellow", "computer"]
+    (tmp_path / "wav").mkdir()
+    lines = []
+    for i, w in enumerate(words):
+        speak(w, "en", tmp_path / "wav" / f"{i}.wav")
+        lines.append(json.dumps({"id": f"s{i}", "speech": f"wav/{i}.wav", "text": w,
+                                 "split": "val" if i % 3 == 2 else "train"}))
+    (tmp_path / "m.jsonl").write_text("\n".join(lines) + "\n")
+    space = Space.fit(tmp_path / "m.jsonl", modalities=["speech", "text"], cache=tmp_path / "c", epochs=2, dim=8,
+                      seed=0, progress=False, encoders={"speech": "callable:helper_encoders:audio_envelope",
+                                                       "text": "callable:helper_encoders:hashed_text"})
+    Index.build(space, tmp_path / "m.jsonl", tmp_path / "ix", cache=tmp_path / "c")
+    for i in (1, 4):
+        r = cli("search", tmp_path / "ix", "--query", f"speech={tmp_path / 'wav' / f'{i}.wav'}", "-m", "speech",
+                "--json", "-k", "2", "--cache", tmp_path / "c")
+        assert r.exit_code == 0, r.output
+        hits = json.loads(r.stdout)
+        assert hits[0]["id"] == f"s{i}" and hits[0]["modality"] == "speech", hits
+    r = cli("search", tmp_path / "ix", "--query", f"speech={tmp_path / 'wav' / 'none.wav'}")
+    assert r.exit_code == 2 and "none.wav" in r.output and "Traceback" not in r.output

@@ -287,3 +287,17 @@ def test_sampler_walks_permutations_in_full_batches(n, bs, draws, seed):
         chunk = np.concatenate(batches[i : i + per])
         assert len(set(chunk)) == len(chunk)
     assert s.steps() == max(1, math.ceil(n / bs))
+
+
+def test_the_inference_thread_guard_restores_the_count_even_on_error():
+    """anybind.numerics.torch_threads: the thread half of training_threads, for encoders (fracast) at inference."""
+    from anybind.numerics import torch_threads
+
+    before = torch.get_num_threads()
+    with pytest.raises(RuntimeError, match="boom"):
+        with torch_threads(1):
+            assert torch.get_num_threads() == 1
+            raise RuntimeError("boom")
+    assert torch.get_num_threads() == before
+    with torch_threads(0):
+        assert torch.get_num_threads() == 1

@@ -34,10 +34,13 @@ from typing import Any
 
 import numpy as np
 
+from .artefact_meta import read_meta
 from .errors import SpaceError
 
 CALIBRATION_FILE = "calibration.json"
 FORMAT = "anybind.calibration"
+#: calibration.json's format_version (a file without one, written before it existed, reads as 1)
+FORMAT_VERSION = 1
 METHODS = ("platt", "isotonic")
 PRIOR = 0.5
 _EPS = 1e-6
@@ -276,7 +279,7 @@ def _digest(content: Mapping[str, Any]) -> str:
 def write_calibration(folder: str | Path, cal: Calibration, space_identity: str) -> Path:
     """Write ``calibration.json`` into a space folder being saved (before its marker ``space.json``)."""
     content = cal.content()
-    doc = {"format": FORMAT, "space_identity": space_identity, "digest": _digest(content), **content}
+    doc = {"format": FORMAT, "format_version": FORMAT_VERSION, "space_identity": space_identity, "digest": _digest(content), **content}
     p = Path(folder) / CALIBRATION_FILE
     p.write_text(json.dumps(doc, indent=1, sort_keys=True))
     return p
@@ -288,12 +291,8 @@ def read_calibration(folder: str | Path, space_identity: str) -> Calibration | N
     p = Path(folder) / CALIBRATION_FILE
     if not p.exists():
         return None
-    try:
-        doc = json.loads(p.read_bytes().decode("utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
-        raise SpaceError(f"{p}: unreadable calibration ({type(e).__name__}); delete it or run `anybind calibrate`") from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise SpaceError(f"{p}: not an anybind calibration file")
+    doc = read_meta(p.parent, CALIBRATION_FILE, None, fmt=FORMAT, version=FORMAT_VERSION, what="calibration file",
+                    error=SpaceError, unversioned=1, fix="delete it or run `anybind calibrate`")
     if doc.get("space_identity") != space_identity:
         raise SpaceError(f"{p}: fitted for space {doc.get('space_identity')!r}, not this space ({space_identity}); "
                          "run `anybind calibrate` again or delete it")

@@ -1,4 +1,5 @@
-"""CPU numerics for the trainers: flushing denormals to zero without numpy's "smallest subnormal" warning.
+"""CPU numerics: torch's thread count for a block (:func:`torch_threads`), and flushing denormals to zero without
+numpy's "smallest subnormal" warning.
 
 Adam's second moments underflow to denormals, which are ~2x slower on CPUs, so every trainer flushes them
 while it trains (``torch.set_flush_denormal``) and restores the default after.  numpy computes its float
@@ -9,6 +10,9 @@ and a wrong value cached for the process.  :func:`flush_denormals` computes them
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -31,3 +35,16 @@ def flush_denormals(on: bool = True) -> None:
     if on:
         _compute_float_limits()
     torch.set_flush_denormal(on)
+
+
+@contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """torch's intra-op threads set to ``threads`` (at least one) for the block; the previous count comes back after,
+    even on error.  The one place that sets it for a block: the trainers (:func:`anybind.loop.training_threads`, which
+    also flushes denormals) and the encoders that run fastest on few threads at inference (fracast)."""
+    prev = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(prev)

@@ -3,7 +3,6 @@ every step, and the seconds to bind 10k pairs."""
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -35,12 +34,12 @@ def _reencode_epoch(fs, man_records, specs: dict[str, str], cfg) -> float:
     import torch
 
     from ..encoders.registry import get_encoder
+    from ..loop import clamp_temperature, make_optimizer, make_temperature, training_threads
     from ..losses import build_loss
     from ..projectors import Projector, ProjectorConfig
     from ..train import pair_terms
 
     torch.manual_seed(cfg.seed)
-    prev = torch.get_num_threads()
     a, b = sorted(specs)
     train = fs.with_pair(fs.split_idx("train"), a, b)
     projectors = {}
@@ -48,23 +47,23 @@ def _reencode_epoch(fs, man_records, specs: dict[str, str], cfg) -> float:
         pc = ProjectorConfig(in_dim=fs.feats[m].shape[1], out_dim=cfg.dim, kind=cfg.projector, hidden=cfg.hidden,
                              dropout=cfg.dropout, input_dropout=cfg.input_dropout)
         projectors[m] = Projector(pc).fit_stats(fs.feats[m][fs.rows[m][train]])
-    logit_scale = torch.nn.Parameter(torch.tensor(math.log(1 / cfg.temperature)))
+    logit_scale = make_temperature(cfg.temperature, cfg.learn_temperature)
     loss_fn = build_loss(cfg.loss)
-    opt = torch.optim.AdamW([p for pr in projectors.values() for p in pr.parameters()] + [logit_scale], lr=cfg.lr,
-                            weight_decay=cfg.weight_decay)
+    opt = make_optimizer([p for pr in projectors.values() for p in pr.parameters()], logit_scale,
+                         list(loss_fn.parameters()), lr=cfg.lr, weight_decay=cfg.weight_decay)  # the trainer's
     encs = {m: get_encoder(specs[m]) for m in (a, b)}
     order = np.random.default_rng(cfg.seed).permutation(train)
     t0 = time.perf_counter()
     for s in range(0, len(order), cfg.batch_size):
         idx = order[s : s + cfg.batch_size]
-        torch.set_num_threads(prev)  # the towers get every thread, as in the cached path's encoding
+        # the towers get every thread, as in the cached path's encoding; the step the trainer's threads and guard
         x = {m: torch.from_numpy(encs[m].encode([man_records[i].values[m] for i in idx])) for m in (a, b)}
-        torch.set_num_threads(max(1, cfg.threads))  # the projector step: the trainer's setting
-        opt.zero_grad(set_to_none=True)
-        total = sum(pair_terms(loss_fn, projectors, a, b, x[a], x[b], logit_scale).values())
-        total.backward()
-        opt.step()
-    torch.set_num_threads(prev)
+        with training_threads(cfg.threads):
+            opt.zero_grad(set_to_none=True)
+            total = sum(pair_terms(loss_fn, projectors, a, b, x[a], x[b], logit_scale).values())
+            total.backward()
+            opt.step()
+            clamp_temperature(logit_scale)
     return time.perf_counter() - t0
 
 

@@ -55,7 +55,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -165,22 +165,6 @@ def _sequential(svc, kinds, texts, blobs, k: int) -> dict:
 
     with ThreadPoolExecutor(1) as pool:
         return pool.submit(run).result()
-
-
-@contextmanager
-def _torch_threads(n: int | None):
-    """torch's intra-op threads set to ``n`` for the block (None: left as they are), then given back."""
-    if n is None:
-        yield
-        return
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _whole(v) -> int | None:
@@ -326,7 +310,9 @@ def serve_load(
     # batching)
     raws: dict[str, list[dict]] = {m: [] for m in modes}
     seq: list[dict] = []
-    with _torch_threads(threads):  # the service and the baseline alike
+    from ..numerics import torch_threads  # torch on first use
+
+    with torch_threads(threads) if threads is not None else nullcontext():  # the service and the baseline alike
         for rnd in range(max(1, int(rounds))):
             order = list(modes)[rnd % len(modes):] + list(modes)[:rnd % len(modes)]
             for mode in [*order, "sequential"]:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..numerics import torch_threads
 from . import TaskResult, task
 
 # ------------------------------------------------------------------------------------------
@@ -151,14 +152,10 @@ def _timing(batch: int, dim: int, repeats: int, seed: int, threads: int = 1) -> 
         theirs(embs, ls.exp()).backward()
 
     times: dict[str, list[float]] = {"ours": [], "official": []}
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         run_ours()
         run_theirs()
         _interleave(repeats, embs, times, (("ours", run_ours), ("official", run_theirs)))
-    finally:
-        torch.set_num_threads(before)
     o, t = statistics.median(times["ours"]), statistics.median(times["official"])
     return {f"speed/ours_s_d{dim}": o, f"speed/official_s_d{dim}": t, f"speed/ratio_d{dim}": t / o}
 

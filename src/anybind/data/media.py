@@ -236,16 +236,23 @@ def as_rgb_image(item: Any):
     raise DataError(f"{short_repr(item)}: not an image (expected a file path, a PIL image or a uint8 array)")
 
 
-def as_audio(item: Any, sample_rate: int) -> np.ndarray:
-    """Decode an item to mono float32 samples at ``sample_rate``: a file path, ``(samples, rate)``, or mono
-    samples already at ``sample_rate`` (what an encoder's ``load`` returns)."""
+def as_audio(item: Any, sample_rate: int, what: str = "audio") -> np.ndarray:
+    """Decode an item to mono float32 samples at ``sample_rate``: the one audio decoding of every audio encoder.
+
+    Items: a file path; ``(samples, rate)`` (resampled to ``sample_rate``); or samples already at
+    ``sample_rate`` (what an encoder's ``load`` returns).  Samples are ``(n,)`` or ``(n, channels)`` (averaged
+    to mono), float or integer PCM (scaled like soundfile).  ``what`` names the kind in errors."""
     if isinstance(item, (str, Path)):
         return load_audio(item, sample_rate)[0]
     if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], np.ndarray):
-        wav, rate = np.asarray(item[0], np.float32), int(item[1])
-        if rate <= 0 or wav.ndim != 1 or wav.size == 0:
-            raise DataError(f"{short_repr(item)}: expected (mono samples, sample rate > 0)")
+        wav = as_mono(item[0], f"{what} array")
+        try:
+            rate = int(item[1])
+        except (TypeError, ValueError):
+            rate = 0
+        if rate <= 0:
+            raise DataError(f"{what} array: bad sample rate {item[1]!r}")
         return resample(wav, rate, sample_rate) if rate != sample_rate else wav
-    if isinstance(item, np.ndarray) and item.ndim == 1 and item.size:
-        return item.astype(np.float32)
-    raise DataError(f"{short_repr(item)}: not audio (expected a file path, mono samples or (samples, rate))")
+    if isinstance(item, np.ndarray):
+        return as_mono(item, f"{what} array")
+    raise DataError(f"{short_repr(item)}: not {what} (expected a file path, samples at {sample_rate} Hz or (samples, rate))")

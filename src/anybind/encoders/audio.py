@@ -44,8 +44,8 @@ from typing import Any
 
 import numpy as np
 
-from ..data.media import as_mono, load_audio, resample, short_repr
-from ..errors import DataError, EncoderError
+from ..data.media import as_audio
+from ..errors import EncoderError
 from .base import Encoder, sha256_file
 from .device import autocast, current_runtime, place
 
@@ -230,24 +230,9 @@ class AisfxEncoder(Encoder):
         Items are audio file paths, a mono/multichannel float array at 44.1 kHz
         ((n,) or (n, channels)), or a ``(samples, sample_rate)`` tuple.
         """
-        if isinstance(item, (str, Path)):
-            samples, _ = load_audio(item, SAMPLE_RATE)
-        elif isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], np.ndarray):
-            samples = as_mono(item[0], "audio array")
-            sr = int(item[1])
-            if sr <= 0:
-                raise DataError(f"audio array: bad sample rate {item[1]!r}")
-            if sr != SAMPLE_RATE:
-                samples = resample(samples, sr, SAMPLE_RATE)
-        elif isinstance(item, LogMel):
+        if isinstance(item, LogMel):
             return item
-        elif isinstance(item, np.ndarray):
-            samples = as_mono(item, "audio array")
-        else:
-            raise DataError(
-                f"{short_repr(item)}: not audio (expected a file path, an array or (array, rate))"
-            )
-        return LogMel(logmel(samples))
+        return LogMel(logmel(as_audio(item, SAMPLE_RATE)))
 
     def encode_loaded(self, batch: Sequence[Any]) -> np.ndarray:
         import torch

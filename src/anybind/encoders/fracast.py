@@ -110,7 +110,7 @@ class FracastEncoder(SeriesEncoder):
         return values, observed
 
     def encode_loaded(self, batch: Sequence[Any]) -> np.ndarray:
-        import torch
+        from ..numerics import torch_threads  # torch on first use: the encoder table imports no framework
 
         if len(batch) == 0:
             return np.zeros((0, self.dim), np.float32)
@@ -120,12 +120,8 @@ class FracastEncoder(SeriesEncoder):
         values = np.concatenate([w[0] for w in wins])
         observed = np.concatenate([w[1] for w in wins])
         feats = np.empty((len(values), self.dim), dtype=np.float32)
-        prev_threads = torch.get_num_threads()
-        torch.set_num_threads(max(1, self.threads))
-        try:
+        with torch_threads(self.threads):
             self._forward(core, values, observed, feats)
-        finally:
-            torch.set_num_threads(prev_threads)
         bounds = np.cumsum([0, *(s.shape[0] for s in series)])
         return np.stack([feats[bounds[k] : bounds[k + 1]].mean(axis=0) for k in range(len(series))]).astype(np.float32)
 

@@ -74,7 +74,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data.media import as_mono, load_audio, resample, short_repr
+from ..data.media import as_audio
 from ..errors import DataError, EncoderError
 from .base import Encoder, one_line, sha256_file
 from .speech_frontend import (  # noqa: F401  (the front end's names are re-exported here)
@@ -189,26 +189,10 @@ class WhisperEncoder(Encoder):
         """
         if isinstance(item, SpeechInput):
             return item
-        if isinstance(item, (str, Path)):
-            samples, _ = load_audio(item, SAMPLE_RATE)
-            what = str(item)
-        elif isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], np.ndarray):
-            samples = as_mono(item[0], "speech array")
-            sr = int(item[1])
-            if sr <= 0:
-                raise DataError(f"speech array: bad sample rate {item[1]!r}")
-            if sr != SAMPLE_RATE:
-                samples = resample(samples, sr, SAMPLE_RATE)
-            what = "speech array"
-        elif isinstance(item, np.ndarray):
-            samples, what = as_mono(item, "speech array"), "speech array"
-        else:
-            raise DataError(
-                f"{short_repr(item)}: not speech audio "
-                "(expected a file path, an array at 16 kHz or (array, rate))"
-            )
+        samples = as_audio(item, SAMPLE_RATE, "speech audio")
         if len(samples) == 0:
-            raise DataError(f"{what}: no samples after resampling to {SAMPLE_RATE} Hz")
+            raise DataError(f"{item if isinstance(item, (str, Path)) else 'speech audio array'}: "
+                            f"no samples after resampling to {SAMPLE_RATE} Hz")
         return prepare(samples)
 
     def encode_loaded(self, batch: Sequence[Any]) -> np.ndarray:

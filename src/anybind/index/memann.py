@@ -33,7 +33,6 @@ CPU's distance kernels (AVX-512, AVX, SSE sum in other orders) may still break a
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Iterator
@@ -43,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..artefact_meta import read_meta
 from .errors import IndexError_
 from .store import write_json_atomic
 
@@ -53,6 +53,9 @@ log = logging.getLogger(__name__)
 
 MEMANN_DIR = "memann"
 MEMANN_FORMAT = "anybind.memann"
+#: info.json's format_version (a file without one, written before it existed, reads as 1)
+MEMANN_VERSION = 1
+REBUILD = "rebuild it with `anybind index ... --memory-ann`"
 
 
 def _hnswlib():
@@ -304,7 +307,8 @@ class MemoryAnn:
             ids, mods, keys = (list(c) for c in zip(*self.slots)) if self.slots else ([], [], [])
             pq.write_table(pa.table({"id": ids, "modality": mods, "key": keys, "deleted": self.deleted}),
                            tmp / "slots.parquet")
-            write_json_atomic(tmp / "info.json", {"format": MEMANN_FORMAT, "version": self.version,
+            write_json_atomic(tmp / "info.json", {"format": MEMANN_FORMAT, "format_version": MEMANN_VERSION,
+                                                  "version": self.version,
                                                   "identity": self.identity, "dim": self.dim,
                                                   "slots": len(self.slots), "params": self.params})
             shutil.rmtree(old, ignore_errors=True)
@@ -323,9 +327,8 @@ class MemoryAnn:
         hnswlib = _hnswlib()
         folder = Path(folder)
         try:
-            info = json.loads((folder / "info.json").read_text())
-            if info.get("format") != MEMANN_FORMAT:
-                raise ValueError("not an in-memory ANN")
+            info = read_meta(folder, "info.json", "graph.bin", fmt=MEMANN_FORMAT, version=MEMANN_VERSION,
+                             what="in-memory ANN", error=IndexError_, unversioned=1, fix=REBUILD)
             if info.get("identity") != identity or int(info.get("dim", -1)) != int(dim):
                 raise ValueError(f"built for space {info.get('identity')} ({info.get('dim')}-d), "
                                  f"not this index's {identity} ({dim}-d)")
@@ -341,8 +344,7 @@ class MemoryAnn:
             params = dict(info.get("params") or {})
             check_threads(params.get("threads", 1), ValueError)  # used by every sync: a damaged one is refused here
         except (OSError, ValueError, KeyError, RuntimeError, TypeError) as e:
-            raise IndexError_(f"{folder}: in-memory ANN not usable ({' '.join(str(e).split())}); rebuild it with "
-                              "`anybind index ... --memory-ann`") from None
+            raise IndexError_(f"{folder}: in-memory ANN not usable ({' '.join(str(e).split())}); {REBUILD}") from None
         deleted = t.column("deleted").to_numpy(zero_copy_only=False).astype(bool)
         for s in np.nonzero(deleted)[0]:  # the graph file keeps its marks; older files may not
             try:
