@@ -110,3 +110,20 @@ def test_unreadable_warning_suggests_labels_for_a_label_like_field(name, hint):
     w = unreadable_warning(name, "m.jsonl")
     assert (f"\"labels\": {{\"{name}\": ...}}" in w) == hint and ("PREFIX:NAME" in w) != hint, w
     assert "\n" not in w and f"field {name!r} of m.jsonl" in w  # one line, naming the field and the file
+
+
+def test_audit_and_balance_name_the_keys_present_the_same_way(tmp_path):
+    from anybind.audit import audit
+
+    man = _manifest(tmp_path, top=lambda i: "ab"[i % 2])
+    with pytest.raises(DataError) as e:
+        audit(_space(), man, label="animal", cache=tmp_path / "c")
+    assert str(e.value) == (f"{man}: no record has label 'animal' (labels present: colour, kind); 'label' is a top-level "
+                            "field of 12 records: labels go in one object, \"labels\": {\"label\": ...}"), str(e.value)
+    sp = _space()
+    sp.save(tmp_path / "sp")
+    r = cli("balance", tmp_path / "sp", "--on", man, "--classes-from", man, "--label", "label", "--out",
+            tmp_path / "clf", cache=tmp_path / "c")
+    assert r.exit_code == 2 and not (tmp_path / "clf").exists(), r.output
+    assert (f"error: {man}: no record has label 'label' (labels present: colour, kind); 'label' is a top-level field "
+            "of 12 records: labels go in one object, \"labels\": {\"label\": ...}") in flat(r.output), r.output
