@@ -62,6 +62,7 @@ import numpy as np
 
 from .audit_leak import Finding, blank_findings, embed_readable, leak_scores, readable_prints, without_blanks
 from .calibration import load_for
+from .data.fields import require_label
 from .errors import DataError
 from .evaluate import class_embeddings, class_name
 from .index.exact import exact_topk
@@ -314,8 +315,8 @@ def audit(
     mods = [m for m in (modalities or space.modalities) if m in space.modalities]
     splits = {r.id: r.split for r in recs}
     label = label if label is not None else default_label(recs)
-    if label is not None and not any(label in (r.labels or {}) for r in recs):
-        raise DataError(f"{man.path}: no record has label {label!r}")
+    if label is not None:  # a key no record carries: one line naming the keys present
+        require_label(recs, label, str(man.path), path=man.path, warn=False)
     # a file that cannot be read (corrupt, a slow SVG past max_svg_seconds) is reported, never the end of the audit
     embs, unread = embed_readable(space, recs, mods, cache=cache, progress=progress)
     prints, embs, unread_prints = readable_prints(space, recs, embs, progress)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .data.fields import require_label
 from .data.manifest import Manifest, Record, load_manifest
 from .data.strings import is_blank
 from .data.templates import descriptions_for, fill_template, templates_for
@@ -97,7 +98,9 @@ def evaluate(
 
     ``zero_shot_classifier`` (a :class:`~anybind.zeroshot.ZeroShotClassifier`, with ``zero_shot_label``): also its
     zero-shot on its modality (its classes, prompts and balanced class biases, item by item), as
-    ``zeroshot/<modality>/<label>/classifier/...`` keys.
+    ``zeroshot/<modality>/<label>/classifier/...`` keys.  A ``zero_shot_label`` no record of ``split`` carries is
+    refused (one line naming the manifest and the label keys present) before anything is encoded; records without it
+    are counted in one warning.
     """
     if zero_shot_label:
         templates = templates_for(space, templates)  # before any work: a bad template fails fast
@@ -109,6 +112,8 @@ def evaluate(
         man = load_manifest(manifest, modalities=space.modalities, kinds=manifest_kinds(space.encoders))
     mods = [m for m in (modalities or space.modalities) if m in space.modalities]
     recs = man.split(split)
+    if zero_shot_label:  # a key no record carries: refused before any encoding; records without it: counted
+        require_label(recs, zero_shot_label, str(man.path), split, path=man.path)
     embs = embed_records(space, recs, mods, cache=cache, progress=progress)
     banks = None
     if rerank is not None:
@@ -122,12 +127,12 @@ def evaluate(
         for m in zero_shot_modalities or [m for m in mods if not m.startswith("text")]:
             if m not in embs:
                 continue
-            zs = zero_shot(space, [r for r in recs if r.has(m)], m, zero_shot_label, templates=templates, cache=cache,
+            zs = zero_shot(space, recs, m, zero_shot_label, templates=templates, cache=cache,
                            center=zero_shot_center)
             out.update({f"zeroshot/{m}/{zero_shot_label}/{k}": v for k, v in zs.items() if not isinstance(v, (list, dict))})
         clf = zero_shot_classifier
         if clf is not None:  # asked for: reported (n 0) even where no scored record has its modality
-            zs = clf.evaluate([r for r in recs if r.has(clf.modality)], zero_shot_label, cache=cache)
+            zs = clf.evaluate(recs, zero_shot_label, cache=cache)
             out.update({f"zeroshot/{clf.modality}/{zero_shot_label}/classifier/{k}": v for k, v in zs.items()
                         if not isinstance(v, (list, dict))})
     return out
@@ -171,6 +176,9 @@ def zero_shot(
     ``per_item``: the result also holds ``"correct"``, 0/1 per classified item in the order of ``records`` (those
     with ``modality`` and ``label_key``), for a paired comparison of two classifiers on the same items.
 
+    A ``label_key`` that none of ``records`` carries is refused in one line naming the label keys present
+    (:func:`~anybind.data.fields.require_label`); records given but none with ``modality``: ``n`` 0.
+
     Scored by the space's :attr:`~anybind.Space.scorer`: a Symile space (one saved with "missing"
     embeddings) scores with the multilinear inner product ``MIP(item, prompt, missing_m...)``, every
     other modality standing in with its learnt missing embedding, as in training.
@@ -178,8 +186,9 @@ def zero_shot(
     templates = templates_for(space, templates)  # None: the space's own prompts
     if vectors is not None and classes is None:
         raise DataError("zero-shot: vectors needs classes= (the classes they are for, in their order)")
+    require_label(records, label_key, "zero-shot", warn=False)  # a key no record carries is a mistake, not n 0
     recs = [r for r in records if r.has(modality) and label_key in r.labels]
-    if not recs:
+    if not recs:  # records given, none with the modality
         return {"accuracy": float("nan"), "n": 0}
     y = [str(r.labels[label_key]) for r in recs]
     if bias is not None and classes is None:  # the labels found in these records need not be the offsets' classes

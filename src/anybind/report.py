@@ -33,7 +33,6 @@ import numpy as np
 from .version import __version__
 from .pagekit import CSS, esc as _e, img as _img, num as _f, png_b64 as _png, pyplot as _plt, table as _table  # noqa: F401
 from .data.templates import templates_for
-from .errors import DataError
 
 if TYPE_CHECKING:
     from .cache import FeatureCache
@@ -192,6 +191,7 @@ def build_report(
 ) -> tuple[str, dict[str, Any]]:
     """The report's HTML and its numbers (``{"retrieval", "zeroshot", "diagnostics", "label", ...}``)."""
     from .metrics import chance_metrics
+    from .data.fields import require_label
     from .data.manifest import Manifest, load_manifest
     from .diagnostics import diagnostics, embed_split
     from .evaluate import retrieval_from_embeddings, zero_shot
@@ -213,9 +213,8 @@ def build_report(
     chance = chance_metrics(ret)
     if label is None:
         label = default_label(recs)
-    elif not any(label in (r.labels or {}) for r in recs):
-        keys = sorted({k for r in recs for k in (r.labels or {})})
-        raise DataError(f"{man.path}: no {split} record has label {label!r} (labels: {', '.join(keys) or 'none'})")
+    else:  # a key no record carries: refused in one line; records without it: counted
+        require_label(recs, label, str(man.path), split, path=man.path)
     zs: dict[str, dict[str, Any]] = {}
     if label and "text" in space.modalities:
         for m in [m for m in embs if not m.startswith("text")]:

@@ -97,14 +97,14 @@ def _describe(space, names: list[str], manifest: Optional[Path], label: str, mod
     from ..caption.describe import describe_and_set
 
     if manifest is not None:
+        from ..data.fields import require_label
         from ..data.manifest import load_manifest
         from ..encoders.kinds import manifest_kinds
         from ..evaluate import class_name
 
         man = load_manifest(manifest, modalities=[modality], kinds=manifest_kinds(space.encoders), check_media=False)
+        require_label(man.records, label, str(manifest), path=manifest, warn=False)
         values = sorted({str(r.labels[label]) for r in man.records if label in r.labels})
-        if not values:
-            raise AnybindError(f"{manifest}: no record has the label {label!r}")
         names = list(dict.fromkeys(class_name(v) for v in values))
     return describe_and_set(space, names, lm=lm, seed=seed)
 
@@ -133,6 +133,7 @@ def balance(
 
     Example:  anybind balance spaces/tux --on data/fm/manifest.jsonl --split train --classes-from data/fm/manifest.jsonl --label class -o fm-classifier
     """
+    from ..data.fields import require_label
     from ..data.manifest import load_manifest
     from ..encoders.kinds import manifest_kinds
     from ..space import Space
@@ -152,9 +153,8 @@ def balance(
         if classes_from:
             lab = load_manifest(classes_from, modalities=[modality], kinds=manifest_kinds(space.encoders),
                                 check_media=False)
+            require_label(lab.records, label, str(classes_from), path=classes_from, warn=False)
             classes = sorted({str(r.labels[label]) for r in lab.records if label in r.labels})
-            if not classes:
-                raise AnybindError(f"{classes_from}: no record has the label {label!r}")
         prior = "balanced"
         if share:
             parts = [s.rpartition("=") for s in share]

@@ -9,7 +9,9 @@ encoder (``space.embed("text", ["Un blaireau."])``), which is how they serve as 
 own.
 
 A field no encoder can read (not a built-in modality, no encoder given for it) is left out with one warning,
-instead of every record being rejected for it.  A field asked for by name that no record carries is an error
+instead of every record being rejected for it (a label-like one, ``"label": "cat"``, is told the form that works:
+``"labels": {"label": "cat"}``).  A label key asked for that no record carries (:func:`require_label`) is an error
+naming the keys present.  A field asked for by name that no record carries is an error
 that names the nearest field (``imgae`` -> ``image``).
 """
 
@@ -23,7 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from ..errors import DataError
-from .manifest import RESERVED, Manifest, base_modality, modality_kind
+from .manifest import RESERVED, Manifest, Record, base_modality, modality_kind
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +75,39 @@ def unreadable_fields(fields: Iterable[str], kinds: Mapping[str, str] | None = N
 
 
 def unreadable_warning(name: str, where: str, what: str = "bound") -> str:
-    return f"field {name!r} of {where} is not {what}: it is not a built-in modality; {_encoder_hint(name)}"
+    hint = _labels_hint(name) if _looks_like_labels(name) else _encoder_hint(name)
+    return f"field {name!r} of {where} is not {what}: it is not a built-in modality; {hint}"
+
+
+def _looks_like_labels(name: str) -> bool:
+    """A top-level field meant as a label (``label``, ``lables``): its own field, not inside ``labels``."""
+    return difflib.SequenceMatcher(None, name.lower(), "labels").ratio() >= 0.75
+
+
+def _labels_hint(name: str) -> str:
+    return f'labels go in one object, "labels": {{"{name}": ...}}'
+
+
+def require_label(records: Sequence[Record], key: str, where: str, split: str | None = None,
+                  path: str | Path | None = None, warn: bool = True) -> int:
+    """How many of ``records`` carry the label ``key``; none of them (and some given): a :class:`DataError` in one
+    line naming ``where``, the key and the label keys present (and, when ``path``'s records hold ``key`` or a
+    label-like name as a top-level field, the form that works); some without it: one warning counting them (unless
+    not ``warn``)."""
+    have = sum(key in (r.labels or {}) for r in records)
+    which = f"{split} " if split and split != "all" else ""
+    if records and not have:
+        keys = sorted({k for r in records for k in (r.labels or {})})
+        msg = f"{where}: no {which}record has label {key!r} (labels present: {', '.join(keys) or 'none'})"
+        top = scan_fields(path) if path is not None and Path(path).is_file() else {}
+        misplaced = next((f for f in [key, *sorted(top)] if f in top and (f == key or _looks_like_labels(f))), None)
+        if misplaced is not None:
+            msg += f"; {misplaced!r} is a top-level field of {top[misplaced]} records: {_labels_hint(misplaced)}"
+        raise DataError(msg)
+    if warn and have < len(records):
+        log.warning("%s: %d of the %d %srecords have no label %r; zero-shot scores the other %d", where,
+                    len(records) - have, len(records), which, key, have)
+    return have
 
 
 def _encoder_hint(name: str) -> str:

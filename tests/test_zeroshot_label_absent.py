@@ -1,0 +1,129 @@
+"""Zero-shot on a label key no evaluated record carries is refused in one line naming the key, the manifest and the
+label keys present (before: ``accuracy: NaN, n: 0`` and nothing said); records lacking it are counted in one warning;
+a top-level ``"label"`` field (instead of ``labels: {...}``) is named with the form that works.  Helper encoders: no
+real model runs."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+from PIL import Image
+
+from anybind import Space
+from anybind.errors import DataError
+from anybind.evaluate import evaluate, zero_shot
+from anybind.projectors import Projector, ProjectorConfig
+from newcomer_helpers import cli, flat
+
+
+def _space() -> Space:
+    __import__("torch").manual_seed(0)  # the projectors' random start
+    proj = {"text": Projector(ProjectorConfig(in_dim=8, out_dim=16, kind="linear", standardize=False)),
+            "image": Projector(ProjectorConfig(in_dim=7, out_dim=16, kind="linear", standardize=False))}
+    return Space({"text": "callable:helper_encoders:hashed_text", "image": "callable:helper_encoders:image_stats"},
+                 proj)
+
+
+def _manifest(root, n=12, labels=lambda i: {"kind": "ab"[i % 2], "colour": "rg"[i % 2]}, top=None):
+    rows = []
+    for i in range(n):
+        Image.new("RGB", (8, 8), (i * 20 % 255, 40, 200 - i * 10)).save(root / f"i{i}.png")
+        r = {"id": f"r{i}", "split": "test", "text": f"item {i}", "image": f"i{i}.png"}
+        if labels(i) is not None:
+            r["labels"] = labels(i)
+        if top is not None:
+            r["label"] = top(i)
+        rows.append(r)
+    p = root / "m.jsonl"
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return p
+
+
+def test_library_refuses_a_label_no_record_has_naming_the_keys_present(tmp_path):
+    man = _manifest(tmp_path)
+    with pytest.raises(DataError) as e:
+        evaluate(_space(), man, zero_shot_label="animal", cache=tmp_path / "c")
+    msg = str(e.value)
+    assert msg == f"{man}: no test record has label 'animal' (labels present: colour, kind)", msg
+    from anybind.data.manifest import load_manifest
+
+    recs = load_manifest(man).records
+    with pytest.raises(DataError, match=r"no record has label 'animal' \(labels present: colour, kind\)"):
+        zero_shot(_space(), recs, "image", "animal", cache=tmp_path / "c")
+    assert zero_shot(_space(), recs, "image", "kind", cache=tmp_path / "c")["n"] == 12  # the key present: scored
+    assert zero_shot(_space(), [], "image", "kind")["n"] == 0  # nothing given: nothing to refuse
+
+
+def test_classifier_evaluate_refuses_the_same(tmp_path):
+    from anybind.data.manifest import load_manifest
+    from anybind.zeroshot import ZeroShotClassifier
+
+    recs = load_manifest(_manifest(tmp_path)).records
+    clf = ZeroShotClassifier(_space(), ["a", "b"], modality="image")
+    with pytest.raises(DataError, match=r"no record has label 'animal' \(labels present: colour, kind\)"):
+        clf.evaluate(recs, "animal", cache=tmp_path / "c")
+
+
+def test_records_without_the_label_are_counted_in_one_warning(tmp_path, caplog):
+    man = _manifest(tmp_path, labels=lambda i: {"kind": "ab"[i % 2]} if i < 8 else None)
+    with caplog.at_level(logging.WARNING, logger="anybind"):
+        res = evaluate(_space(), man, zero_shot_label="kind", cache=tmp_path / "c")
+    assert res["zeroshot/image/kind/n"] == 8
+    said = [r.getMessage() for r in caplog.records if "label 'kind'" in r.getMessage()]
+    assert said == [f"{man}: 4 of the 12 test records have no label 'kind'; zero-shot scores the other 8"], said
+
+
+def test_cli_eval_exits_2_with_one_line(tmp_path):
+    sp = _space()
+    sp.save(tmp_path / "sp")
+    man = _manifest(tmp_path)
+    r = cli("eval", tmp_path / "sp", man, "--zero-shot", "animal", "--no-diagnostics", cache=tmp_path / "c")
+    assert r.exit_code == 2, r.output
+    assert "NaN" not in r.output and "Traceback" not in r.output, r.output
+    errs = [ln for ln in r.output.splitlines() if ln.startswith("error:")]
+    assert errs == [f"error: {man}: no test record has label 'animal' (labels present: colour, kind)"], r.output
+
+
+def test_top_level_label_field_is_named_with_the_form_that_works(tmp_path):
+    sp = _space()
+    sp.save(tmp_path / "sp")
+    man = _manifest(tmp_path, labels=lambda i: None, top=lambda i: "ab"[i % 2])
+    r = cli("eval", tmp_path / "sp", man, "--zero-shot", "label", "--no-diagnostics", cache=tmp_path / "c")
+    assert r.exit_code == 2, r.output
+    out = flat(r.output)
+    assert (f"{man}: no test record has label 'label' (labels present: none); 'label' is a top-level field of 12 "
+            "records: labels go in one object, \"labels\": {\"label\": ...}") in out, out
+    # validate and fit: the field is named once with that form, not given an encoder
+    r = cli("validate", man)
+    out = flat(r.output)
+    assert r.exit_code == 0 and out.count("field 'label'") == 1, out
+    assert "\"labels\": {\"label\": ...}" in out and "PREFIX:NAME" not in out, out
+
+
+@pytest.mark.parametrize("name, hint", [("label", True), ("lables", True), ("Labels", True), ("imu", False),
+                                        ("table", False)])
+def test_unreadable_warning_suggests_labels_for_a_label_like_field(name, hint):
+    from anybind.data.fields import unreadable_warning
+
+    w = unreadable_warning(name, "m.jsonl")
+    assert (f"\"labels\": {{\"{name}\": ...}}" in w) == hint and ("PREFIX:NAME" in w) != hint, w
+    assert "\n" not in w and f"field {name!r} of m.jsonl" in w  # one line, naming the field and the file
+
+
+def test_audit_and_balance_name_the_keys_present_the_same_way(tmp_path):
+    from anybind.audit import audit
+
+    man = _manifest(tmp_path, top=lambda i: "ab"[i % 2])
+    with pytest.raises(DataError) as e:
+        audit(_space(), man, label="animal", cache=tmp_path / "c")
+    assert str(e.value) == (f"{man}: no record has label 'animal' (labels present: colour, kind); 'label' is a top-level "
+                            "field of 12 records: labels go in one object, \"labels\": {\"label\": ...}"), str(e.value)
+    sp = _space()
+    sp.save(tmp_path / "sp")
+    r = cli("balance", tmp_path / "sp", "--on", man, "--classes-from", man, "--label", "label", "--out",
+            tmp_path / "clf", cache=tmp_path / "c")
+    assert r.exit_code == 2 and not (tmp_path / "clf").exists(), r.output
+    assert (f"error: {man}: no record has label 'label' (labels present: colour, kind); 'label' is a top-level field "
+            "of 12 records: labels go in one object, \"labels\": {\"label\": ...}") in flat(r.output), r.output
