@@ -334,3 +334,28 @@ def test_open_clip_unknown_architecture_and_the_old_arch_slash_tag_spelling_are_
         with pytest.raises(EncoderError, match=r"unknown architecture 'ViT-B-32/openai'.*ViT-B-32@openai") as e:
             make()
         assert "\n" not in str(e.value)
+
+
+def test_open_clip_text_longer_than_the_context_is_cut_with_one_warning(tmp_path, caplog):
+    """CLIP cuts a text at its context length; anybind does the same but says so once, naming the spec, how many
+    texts and the context (short texts, and a text that exactly fills the context, say nothing)."""
+    import logging
+
+    open_clip = import_or_skip("open_clip")
+    folder = _open_clip_folder(open_clip, tmp_path / "tiny-clip", seed=0)
+    enc = get_encoder(f"text:open_clip/local-dir:{folder}", cached=False)
+    tok = open_clip.get_tokenizer(f"local-dir:{folder}")
+    exact = " ".join(["dog"] * 14)  # 14 words + start and end tokens = the 16-token context
+    assert int((tok([exact]) != 0).sum()) == 16
+    long = " ".join(["dog", "cat"] * 20)
+    caplog.clear()  # OpenCLIP's own lines from building the folder
+    with caplog.at_level(logging.WARNING, logger="anybind"):
+        enc.encode(["a red circle", exact])
+        assert not [r for r in caplog.records if r.name.startswith("anybind")]
+        got = enc.encode(["a red circle", long, long + " zebra"])
+        enc.encode([long])
+    warned = [r.getMessage() for r in caplog.records if r.name.startswith("anybind")]
+    assert len(warned) == 1, warned
+    assert enc.spec in warned[0] and "2 of 3 texts" in warned[0] and "16 tokens" in warned[0]
+    # cut, as OpenCLIP itself cuts: the text equals its first tokens
+    np.testing.assert_allclose(got[1], got[2], rtol=1e-5, atol=1e-6)
