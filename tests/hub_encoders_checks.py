@@ -359,3 +359,19 @@ def test_open_clip_text_longer_than_the_context_is_cut_with_one_warning(tmp_path
     assert enc.spec in warned[0] and "2 of 3 texts" in warned[0] and "16 tokens" in warned[0]
     # cut, as OpenCLIP itself cuts: the text equals its first tokens
     np.testing.assert_allclose(got[1], got[2], rtol=1e-5, atol=1e-6)
+
+
+def test_open_clip_missing_checkpoint_file_is_named_as_such(tmp_path):
+    """``@<file>`` that does not exist says so (before: "neither a checkpoint file nor a known tag" and all the
+    architecture's tags); a tag that is not known still lists the tags."""
+    import_or_skip("open_clip")
+    from anybind.pairs import from_pretrained_pair
+
+    missing = tmp_path / "nope" / "ckpt.safetensors"
+    for make in (lambda: get_encoder(f"text:open_clip/ViT-B-32@{missing}", cached=False),
+                 lambda: from_pretrained_pair("clip", "open_clip:ViT-B-32@nope.pt")):
+        with pytest.raises(EncoderError, match=r"checkpoint file .*(ckpt\.safetensors|nope\.pt) does not exist") as e:
+            make()
+        assert "tags:" not in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(EncoderError, match=r"neither a checkpoint file nor a known tag .*tags: .*openai"):
+        get_encoder("image:open_clip/ViT-B-32@no_such_tag", cached=False)

@@ -136,6 +136,8 @@ class TimmEncoder(TorchImageEncoder):
 
 # the weights files OpenCLIP's local-dir: loading looks for (open_clip.factory._find_checkpoint_in_dir)
 _CHECKPOINT_GLOBS = ("*.safetensors", "*.bin", "*.pth")
+#: what makes ``@<x>`` a checkpoint file rather than a tag (besides a path separator)
+_CHECKPOINT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
 
 
 def _local_dir(arch: str) -> Path:
@@ -198,6 +200,9 @@ class OpenClipEncoder(TorchImageEncoder):
             and self._file is None
             and pretrained not in self._oc.list_pretrained_tags_by_model(arch)
         ):
+            if "/" in pretrained or "\\" in pretrained or Path(pretrained).suffix in _CHECKPOINT_SUFFIXES:
+                raise EncoderError(f"image:open_clip/{arch}@{pretrained}: checkpoint file "
+                                   f"{Path(pretrained).expanduser()} does not exist")
             raise EncoderError(
                 f"image:open_clip/{arch}@{pretrained}: neither a checkpoint file nor a known tag "
                 f"(tags: {', '.join(self._oc.list_pretrained_tags_by_model(arch)) or 'none'})"
