@@ -186,3 +186,18 @@ def test_a_path_kept_as_typed_is_warned_about_once_per_fit(models, tmp_path, mon
                 "image=image:hf/" + str(models["vit"]))
     assert r.exit_code == 0, r.output
     assert " ".join(r.output.split()).count("this working directory only") == 1, r.output
+
+
+def test_absolute_spec_leaves_open_clip_specs_alone(tmp_path, monkeypatch):
+    """An OpenCLIP spec is not a path of another kind: ``text:open_clip/<arch>`` is no sentence-transformers folder
+    even where ``open_clip/<arch>`` exists, and a ``local-dir:`` folder under ``hf/`` or ``onnx/`` is no ``hf/`` model
+    or ONNX file (before: ``local-dir:hf/m`` became ``local-dir:hf/<abs>/m``, a folder that does not exist)."""
+    from anybind.encoders.registry import absolute_spec
+
+    for folder in ("m", "open_clip/m", "hf/m", "onnx/m"):
+        (tmp_path / folder).mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    for spec in ("text:open_clip/m", "text:open_clip/m@openai", "text:open_clip/local-dir:hf/m",
+                 "image:open_clip/local-dir:hf/m", "image:open_clip/local-dir:onnx/m", "image:open_clip/hf-hub:onnx/m",
+                 "text:concat(text:open_clip/local-dir:hf/m,text:minilm)"):
+        assert absolute_spec(spec) == spec

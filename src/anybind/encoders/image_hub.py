@@ -136,6 +136,8 @@ class TimmEncoder(TorchImageEncoder):
 
 # the weights files OpenCLIP's local-dir: loading looks for (open_clip.factory._find_checkpoint_in_dir)
 _CHECKPOINT_GLOBS = ("*.safetensors", "*.bin", "*.pth")
+#: what makes ``@<x>`` a checkpoint file rather than a tag (besides a path separator)
+_CHECKPOINT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
 
 
 def _local_dir(arch: str) -> Path:
@@ -172,6 +174,14 @@ class OpenClipEncoder(TorchImageEncoder):
         )
         self._hub = arch.startswith(("hf-hub:", "local-dir:"))
         self._dir = _local_dir(arch) if arch.startswith("local-dir:") else None
+        cfg = None if self._hub else self._oc.get_model_config(arch)
+        if not self._hub and cfg is None:  # before any tag check: "no tag known" would hide the real mistake
+            base, slash, tag = arch.partition("/")
+            hint = (f"; a tag or checkpoint follows '@': {base}@{tag}"
+                    if slash and self._oc.get_model_config(base) is not None else "")
+            raise EncoderError(
+                f"image:open_clip/{arch}: unknown architecture {arch!r} (see open_clip.list_models()){hint}"
+            )
         if not self._hub and pretrained is None:
             tags = self._oc.list_pretrained_tags_by_model(arch)
             if not tags:
@@ -190,20 +200,17 @@ class OpenClipEncoder(TorchImageEncoder):
             and self._file is None
             and pretrained not in self._oc.list_pretrained_tags_by_model(arch)
         ):
+            if "/" in pretrained or "\\" in pretrained or Path(pretrained).suffix in _CHECKPOINT_SUFFIXES:
+                raise EncoderError(f"image:open_clip/{arch}@{pretrained}: checkpoint file "
+                                   f"{Path(pretrained).expanduser()} does not exist")
             raise EncoderError(
                 f"image:open_clip/{arch}@{pretrained}: neither a checkpoint file nor a known tag "
                 f"(tags: {', '.join(self._oc.list_pretrained_tags_by_model(arch)) or 'none'})"
             )
         self._preprocess_fn: Any = None
         self._dim: int | None = None
-        if not self._hub:
-            cfg = self._oc.get_model_config(arch)
-            if cfg is None:
-                raise EncoderError(
-                    f"image:open_clip/{arch}: unknown architecture (see open_clip.list_models())"
-                )
-            if "embed_dim" in cfg:
-                self._dim = int(cfg["embed_dim"])
+        if cfg is not None and "embed_dim" in cfg:
+            self._dim = int(cfg["embed_dim"])
 
     @property
     def dim(self) -> int:  # type: ignore[override]

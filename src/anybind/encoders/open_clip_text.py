@@ -4,12 +4,14 @@
 The spec takes what ``image:open_clip/...`` takes (:mod:`anybind.encoders.image_hub` resolves the source, builds the
 model and hashes its weights), so the two towers of one model are one source: the features are the model's projected
 text embeddings (not L2-normalised here; a space normalises them, as OpenCLIP does before its logits).  Texts longer
-than the model's context are cut by the tokenizer, as OpenCLIP does.  ``anybind fit --from-pretrained
-clip=open_clip:...`` (:mod:`anybind.pairs`) pairs the two towers.
+than the model's context (77 tokens for most CLIPs) are cut by the tokenizer, as OpenCLIP does (the model was trained
+so; not chunked as ``text:hf/`` texts are), and the first batch that holds one logs a warning with how many.
+``anybind fit --from-pretrained clip=open_clip:...`` (:mod:`anybind.pairs`) pairs the two towers.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,6 +21,8 @@ from ..errors import EncoderError
 from .base import Encoder, check_text
 from .device import autocast, current_runtime, place
 from .image_hub import OpenClipEncoder, open_clip_source
+
+log = logging.getLogger(__name__)
 
 #: bump when the tokenisation below changes (it is part of the identity)
 TOKENS_VERSION = "v1"
@@ -39,6 +43,7 @@ class OpenClipTextEncoder(Encoder):
         self.tower = OpenClipEncoder(*open_clip_source(rest), spec=f"image:open_clip/{rest}")
         self._tokenizer: Any = None
         self._identity: str | None = None
+        self._warned_cut = False
 
     @property
     def dim(self) -> int:  # type: ignore[override]
@@ -77,10 +82,29 @@ class OpenClipTextEncoder(Encoder):
             return np.zeros((0, self.dim), np.float32)
         rt = current_runtime()
         model = place(self.model(), rt.device)
-        tokens = self.tokenizer()([check_text(t) for t in batch]).to(rt.device)
+        texts = [check_text(t) for t in batch]
+        tokens = self.tokenizer()(texts)
+        if not self._warned_cut:
+            self._warn_cut(texts, tokens)
+        tokens = tokens.to(rt.device)
         with torch.inference_mode(), autocast(rt):
             out = model.encode_text(tokens)
         return out.detach().to(torch.float32).cpu().numpy()
+
+    def _warn_cut(self, texts: list[str], tokens: Any) -> None:
+        """One warning, the first time texts are longer than the context: tokenised with one more position, a cut
+        text reaches into it or differs before it (its end token moved), a text that fits does neither."""
+        ctx = int(tokens.shape[1])
+        try:
+            longer = self.tokenizer()([*texts, ""], context_length=ctx + 1)
+        except TypeError:  # a tokenizer without context_length: nothing to compare with
+            return
+        pad = longer[-1, ctx]
+        cut = int(((longer[:-1, :ctx] != tokens).any(dim=1) | (longer[:-1, ctx] != pad)).sum())
+        if cut:
+            self._warned_cut = True
+            log.warning("%s: %d of %d texts are longer than the model's context of %d tokens and are cut to it, as "
+                        "CLIP does (said once for this encoder)", self.spec, cut, len(texts), ctx)
 
 
 def make_open_clip_text_encoder(rest: str) -> OpenClipTextEncoder:

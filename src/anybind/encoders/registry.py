@@ -227,9 +227,11 @@ def spec_problem(spec: str) -> str | None:
 #: a local model path inside a spec: ``hf/<folder>`` or ``onnx/<file>`` (up to its options, the next part of a
 #: ``concat(...)`` or ``video:frames(...)``, or ``+bridge``), an ONNX text spec's ``tokenizer=<folder>`` and a
 #: sentence-transformers folder (``text:<folder>``, not the bundled ``minilm`` / ``e5-small[-query]``); not a
-#: ``vectors:`` file in a folder named ``hf/`` or ``onnx/`` (its path is stored by ``spec_for_folder``)
+#: ``vectors:`` file in a folder named ``hf/`` or ``onnx/`` (its path is stored by ``spec_for_folder``), nor an
+#: OpenCLIP ``local-dir:`` folder or ``hf-hub:`` id there, nor ``text:open_clip/...``
 _LOCAL_PATH = re.compile(
-    r"(?<=:)(?<!vectors:)(hf/|onnx/)([^@,()]+?)(?=\+bridge\b|[@,()]|$)|(?<=[@,])(tokenizer=)([^,()]+)"
+    r"(?<=:)(?<!vectors:)(?<!local-dir:)(?<!hf-hub:)(hf/|onnx/)([^@,()]+?)(?=\+bridge\b|[@,()]|$)"
+    r"|(?<=[@,])(tokenizer=)([^,()]+)"
     r"|(?:^|(?<=[(,]))(text:)(?!hf/|onnx/|open_clip/|concat\(|(?:minilm|e5-small(?:-query)?)(?=\+bridge\b|[@,()]|$))"
     r"([^@,()]+?)(?=\+bridge\b|[@,()]|$)"
 )
