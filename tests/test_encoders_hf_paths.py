@@ -1,5 +1,6 @@
 """``encoders.registry.absolute_spec`` (issue 17): the relative model paths a user types in ``-e`` specs
-(``hf/<folder>``, ``onnx/<file>``, ``tokenizer=<folder>``, also inside ``frames(...)``, ``concat(...)`` and
+(``hf/<folder>``, ``onnx/<file>``, ``tokenizer=<folder>``, OpenCLIP ``local-dir:`` folders and checkpoints, timm
+checkpoints, also inside ``frames(...)``, ``concat(...)`` and
 ``+bridge``) are stored absolute, so a saved space loads from any folder; hub ids, absolute paths and ``vectors:``
 files are left alone, and a folder whose name the spec grammar would split is kept as typed, with a warning."""
 from __future__ import annotations
@@ -188,16 +189,68 @@ def test_a_path_kept_as_typed_is_warned_about_once_per_fit(models, tmp_path, mon
     assert " ".join(r.output.split()).count("this working directory only") == 1, r.output
 
 
-def test_absolute_spec_leaves_open_clip_specs_alone(tmp_path, monkeypatch):
-    """An OpenCLIP spec is not a path of another kind: ``text:open_clip/<arch>`` is no sentence-transformers folder
-    even where ``open_clip/<arch>`` exists, and a ``local-dir:`` folder under ``hf/`` or ``onnx/`` is no ``hf/`` model
-    or ONNX file (before: ``local-dir:hf/m`` became ``local-dir:hf/<abs>/m``, a folder that does not exist)."""
+@pytest.mark.parametrize("typed, want", [
+    # an OpenCLIP local-dir: folder (both towers, also inside concat(...), frames(...) and +bridge(...))
+    ("image:open_clip/local-dir:m", "image:open_clip/local-dir:{w}/m"),
+    ("text:open_clip/local-dir:./m", "text:open_clip/local-dir:{w}/m"),
+    ("text:open_clip/local-dir:hf/m", "text:open_clip/local-dir:{w}/hf/m"),  # a folder named hf/: no hf/ model
+    ("image:open_clip/local-dir:onnx/m", "image:open_clip/local-dir:{w}/onnx/m"),
+    ("text:concat(text:open_clip/local-dir:m,text:minilm)", "text:concat(text:open_clip/local-dir:{w}/m,text:minilm)"),
+    ("video:frames(image:open_clip/local-dir:m)@fps=2", "video:frames(image:open_clip/local-dir:{w}/m)@fps=2"),
+    ("image:efficientnet-lite0+bridge(text:open_clip/local-dir:m)",
+     "image:efficientnet-lite0+bridge(text:open_clip/local-dir:{w}/m)"),
+    ("image:open_clip/local-dir:f.pt", "image:open_clip/local-dir:f.pt"),  # a file: local-dir: is a folder
+    ("image:open_clip/local-dir:gone", "image:open_clip/local-dir:gone"),  # not here: kept
+    ("image:open_clip/local-dir:/abs/m", "image:open_clip/local-dir:/abs/m"),
+    # an OpenCLIP checkpoint file after '@' (a path or a checkpoint suffix); a bare word is a pretrained tag
+    ("image:open_clip/ViT-B-32@f.pt", "image:open_clip/ViT-B-32@{w}/f.pt"),
+    ("text:open_clip/ViT-B-32@./m/w.safetensors", "text:open_clip/ViT-B-32@{w}/m/w.safetensors"),
+    ("image:open_clip/ViT-B-32@m", "image:open_clip/ViT-B-32@m"),  # a folder: not a checkpoint file
+    ("image:open_clip/ViT-B-32@gone.pt", "image:open_clip/ViT-B-32@gone.pt"),
+    ("image:open_clip/ViT-B-32@openai", "image:open_clip/ViT-B-32@openai"),  # a file named like the tag: a tag
+    ("text:open_clip/ViT-B-32@openai", "text:open_clip/ViT-B-32@openai"),
+    ("image:open_clip/ViT-B-32@laion2b_s34b_b79k", "image:open_clip/ViT-B-32@laion2b_s34b_b79k"),  # its folder
+    ("image:open_clip/ViT-B-32", "image:open_clip/ViT-B-32"),
+    ("image:open_clip/hf-hub:m", "image:open_clip/hf-hub:m"),  # hub ids, even where a folder of that name exists
+    ("text:open_clip/hf-hub:onnx/m", "text:open_clip/hf-hub:onnx/m"),
+    ("image:open_clip/hf-hub:timm/m@f.pt", "image:open_clip/hf-hub:timm/m@f.pt"),
+    ("text:open_clip/m", "text:open_clip/m"),  # an architecture, even where open_clip/m exists
+    # a timm checkpoint (a file or a folder holding model.safetensors); timm's tags live in the model name
+    ("image:timm/resnet18@f.pt", "image:timm/resnet18@{w}/f.pt"),
+    ("image:timm/resnet18.a1_in1k@./m", "image:timm/resnet18.a1_in1k@{w}/m"),
+    ("image:concat(image:timm/resnet18@f.pt,image:hf/m)", "image:concat(image:timm/resnet18@{w}/f.pt,image:hf/{w}/m)"),
+    ("image:timm/resnet18@gone.pt", "image:timm/resnet18@gone.pt"),
+    ("image:timm/resnet18", "image:timm/resnet18"),
+    ("vectors:timm/a@f.pt", "vectors:timm/a@f.pt"),
+])
+def test_absolute_spec_makes_open_clip_and_timm_model_paths_absolute(typed, want, tmp_path, monkeypatch):
+    """``image:open_clip/local-dir:rel``, ``open_clip/<arch>@<rel checkpoint>`` and ``image:timm/<arch>@<rel
+    checkpoint>`` were stored as typed, so the saved space loaded only from that working directory; made absolute
+    (only where they exist; a ``@tag`` such as ``@openai`` is never a path, even beside a file or folder of that
+    name; ``hf-hub:`` ids untouched), and absolute_spec of its own output changes nothing."""
     from anybind.encoders.registry import absolute_spec
 
-    for folder in ("m", "open_clip/m", "hf/m", "onnx/m"):
+    for folder in ("m", "open_clip/m", "hf/m", "onnx/m", "laion2b_s34b_b79k"):
         (tmp_path / folder).mkdir(parents=True)
+    for f in ("f.pt", "m/w.safetensors", "openai"):
+        (tmp_path / f).write_bytes(b"")
     monkeypatch.chdir(tmp_path)
-    for spec in ("text:open_clip/m", "text:open_clip/m@openai", "text:open_clip/local-dir:hf/m",
-                 "image:open_clip/local-dir:hf/m", "image:open_clip/local-dir:onnx/m", "image:open_clip/hf-hub:onnx/m",
-                 "text:concat(text:open_clip/local-dir:hf/m,text:minilm)"):
-        assert absolute_spec(spec) == spec
+    out = absolute_spec(typed)
+    assert out == want.format(w=tmp_path)
+    assert absolute_spec(out) == out
+
+
+def test_the_open_clip_pair_stores_its_model_paths_as_absolute_spec_does(tmp_path, monkeypatch):
+    """``--from-pretrained clip=open_clip:...`` makes its towers' relative folder / checkpoint absolute with the
+    shared absolute_spec (its own copy resolved links and expanded ``~`` where every other spec keeps them)."""
+    from anybind import pairs
+    from anybind.encoders.registry import absolute_spec
+
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    (tmp_path / "f.pt").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    for rest in ("local-dir:link", "ViT-B-32@./f.pt", "ViT-B-32@openai", "hf-hub:org/repo"):
+        specs = pairs._open_clip_specs(rest)
+        assert specs == {m: absolute_spec(f"{m}:open_clip/{rest}") for m in ("text", "image")}
+    assert pairs._open_clip_specs("local-dir:link")["image"] == f"image:open_clip/local-dir:{tmp_path}/link"

@@ -27,7 +27,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -59,16 +58,9 @@ def parse_pair(value: str) -> tuple[str, str]:
 
 def _open_clip_specs(rest: str) -> dict[str, str]:
     """``open_clip:<rest>`` -> the two towers' specs, ``text:open_clip/<rest>`` and ``image:open_clip/<rest>``, with a
-    relative ``local-dir:`` folder or checkpoint file made absolute (the saved space finds it from anywhere)."""
-    from .encoders.image_hub import open_clip_source
-
-    arch, pretrained = open_clip_source(rest)
-    if arch.startswith("local-dir:") and Path(arch[len("local-dir:"):]).expanduser().exists():
-        arch = "local-dir:" + str(Path(arch[len("local-dir:"):]).expanduser().resolve())
-    if pretrained and Path(pretrained).expanduser().is_file():
-        pretrained = str(Path(pretrained).expanduser().resolve())
-    rest = arch + (f"@{pretrained}" if pretrained else "")
-    return {m: f"{m}:open_clip/{rest}" for m in ("text", "image")}
+    relative ``local-dir:`` folder or checkpoint file made absolute by :func:`absolute_spec` (the saved space finds it
+    from anywhere)."""
+    return {m: absolute_spec(f"{m}:open_clip/{rest}") for m in ("text", "image")}
 
 
 def _identity_projector(dim: int) -> Projector:

@@ -15,6 +15,7 @@ import numpy as np
 from ..errors import EncoderError
 from .base import sha256_dir, sha256_file
 from .image_base import PREP_VERSION, TorchImageEncoder, state_dict_sha256, weights_sha256
+from .registry import CHECKPOINT_SUFFIXES
 
 # ----------------------------------------------------------------------------- timm
 
@@ -136,8 +137,6 @@ class TimmEncoder(TorchImageEncoder):
 
 # the weights files OpenCLIP's local-dir: loading looks for (open_clip.factory._find_checkpoint_in_dir)
 _CHECKPOINT_GLOBS = ("*.safetensors", "*.bin", "*.pth")
-#: what makes ``@<x>`` a checkpoint file rather than a tag (besides a path separator)
-_CHECKPOINT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
 
 
 def _local_dir(arch: str) -> Path:
@@ -200,7 +199,7 @@ class OpenClipEncoder(TorchImageEncoder):
             and self._file is None
             and pretrained not in self._oc.list_pretrained_tags_by_model(arch)
         ):
-            if "/" in pretrained or "\\" in pretrained or Path(pretrained).suffix in _CHECKPOINT_SUFFIXES:
+            if "/" in pretrained or "\\" in pretrained or Path(pretrained).suffix in CHECKPOINT_SUFFIXES:
                 raise EncoderError(f"image:open_clip/{arch}@{pretrained}: checkpoint file "
                                    f"{Path(pretrained).expanduser()} does not exist")
             raise EncoderError(

@@ -225,19 +225,29 @@ def spec_problem(spec: str) -> str | None:
 
 
 #: a local model path inside a spec: ``hf/<folder>`` or ``onnx/<file>`` (up to its options, the next part of a
-#: ``concat(...)`` or ``video:frames(...)``, or ``+bridge``), an ONNX text spec's ``tokenizer=<folder>`` and a
-#: sentence-transformers folder (``text:<folder>``, not the bundled ``minilm`` / ``e5-small[-query]``); not a
-#: ``vectors:`` file in a folder named ``hf/`` or ``onnx/`` (its path is stored by ``spec_for_folder``), nor an
-#: OpenCLIP ``local-dir:`` folder or ``hf-hub:`` id there, nor ``text:open_clip/...``
+#: ``concat(...)`` or ``video:frames(...)``, or ``+bridge``), an ONNX text spec's ``tokenizer=<folder>``, a
+#: sentence-transformers folder (``text:<folder>``, not the bundled ``minilm`` / ``e5-small[-query]``), an OpenCLIP
+#: ``(image|text):open_clip/local-dir:<folder>`` or ``open_clip/<arch>@<checkpoint file>`` and a timm
+#: ``image:timm/<arch>@<checkpoint>`` (those three run to the end of their part: the encoders split at the first
+#: ``@`` only, so the path may hold one); not a ``vectors:`` file in a folder named ``hf/`` or ``onnx/`` (its path is
+#: stored by ``spec_for_folder``), nor an OpenCLIP ``hf-hub:`` id
 _LOCAL_PATH = re.compile(
     r"(?<=:)(?<!vectors:)(?<!local-dir:)(?<!hf-hub:)(hf/|onnx/)([^@,()]+?)(?=\+bridge\b|[@,()]|$)"
     r"|(?<=[@,])(tokenizer=)([^,()]+)"
     r"|(?:^|(?<=[(,]))(text:)(?!hf/|onnx/|open_clip/|concat\(|(?:minilm|e5-small(?:-query)?)(?=\+bridge\b|[@,()]|$))"
     r"([^@,()]+?)(?=\+bridge\b|[@,()]|$)"
+    r"|(?:^|(?<=[(,]))((?:image|text):open_clip/local-dir:|(?:image|text):open_clip/(?!local-dir:|hf-hub:)[^@,()]+@"
+    r"|image:timm/[^@,()]+@)([^,()]+?)(?=\+bridge\b|[,()]|$)"
 )
+
+#: what makes an OpenCLIP ``@<x>`` a checkpoint file rather than a pretrained tag (besides a path separator): a
+#: bare word (``@openai``) is a tag, even beside a file of that name
+CHECKPOINT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
 
 #: what a path inside a spec cannot hold: the grammar splits on it
 _SPEC_SYNTAX = re.compile(r"[@,()]|\+bridge")
+#: ... and what a path that runs to the end of its part (an OpenCLIP / timm one, after the first ``@``) cannot
+_PART_SYNTAX = re.compile(r"[,()]|\+bridge")
 
 #: the (spec, absolute path) pairs already warned about: the command line and the library (``Space.fit``,
 #: ``add_modality``) both apply :func:`absolute_spec` to one spec, which must not say the same line twice
@@ -256,9 +266,20 @@ def _in_spaceless_group(spec: str, pos: int) -> bool:
     return any(opened)
 
 
+def _names_local(head: str, path: str) -> bool:
+    """Whether ``path`` after ``head`` (a :data:`_LOCAL_PATH` match) is a local model the encoder would load."""
+    if head == "text:" or head.endswith("local-dir:"):  # a sentence-transformers model, OpenCLIP's local-dir:
+        return os.path.isdir(path)
+    if "open_clip/" in head:  # a checkpoint file, not a pretrained tag (@openai)
+        looks_like_file = "/" in path or os.sep in path or path.endswith(CHECKPOINT_SUFFIXES)
+        return looks_like_file and os.path.isfile(path)
+    return os.path.exists(path)  # hf/ folders, onnx/ files, tokenizer= folders, timm checkpoint files or folders
+
+
 def absolute_spec(spec: str) -> str:
     """``spec`` with its local model paths (``hf/<folder>``, ``onnx/<file>``, ``tokenizer=<folder>``, a
-    sentence-transformers ``text:<folder>``, also inside
+    sentence-transformers ``text:<folder>``, an OpenCLIP ``open_clip/local-dir:<folder>`` or
+    ``open_clip/<arch>@<checkpoint file>``, a timm ``image:timm/<arch>@<checkpoint>``, also inside
     ``video:frames(...)`` and ``concat(...)``) made absolute when they are relative and exist from the working
     directory: a space saved with such a spec then loads from any folder.  Hub ids and absolute paths are kept,
     and so, with a warning, is a path whose absolute form holds a character of the spec grammar (``@ , ( )``), or a
@@ -266,14 +287,13 @@ def absolute_spec(spec: str) -> str:
     the library to the specs given to ``Space.fit`` (:func:`anybind.fitting.plan_fit`), ``add_modality`` and
     ``replace_encoder``, before any encoder is built from them."""
     def fix(m: re.Match) -> str:
-        head, path = next((m.group(i), m.group(i + 1)) for i in (1, 3, 5) if m.group(i))
-        exists = os.path.isdir if head == "text:" else os.path.exists  # a sentence-transformers model is a folder
-        if os.path.isabs(path) or not exists(path):
+        head, path = next((m.group(i), m.group(i + 1)) for i in (1, 3, 5, 7) if m.group(i))
+        if os.path.isabs(path) or not _names_local(head, path):
             return m.group(0)
         full = os.path.abspath(path)
         # in the spec it would split a concat part, an option or a frames group; a space, inside concat(...) or
         # +bridge(...), which refuse any (one encoder, one spelling)
-        if _SPEC_SYNTAX.search(full) or (any(c.isspace() for c in full) and _in_spaceless_group(spec, m.start())):
+        if (_PART_SYNTAX if m.group(7) else _SPEC_SYNTAX).search(full) or (any(c.isspace() for c in full) and _in_spaceless_group(spec, m.start())):
             if (spec, full) in _KEPT_WARNED:  # said once already (absolute_spec keeps what it kept: idempotent)
                 return m.group(0)
             _KEPT_WARNED.add((spec, full))
