@@ -70,3 +70,15 @@ def test_as_audio_refuses_in_one_line(bad, why):
     with pytest.raises(DataError, match=why) as e:
         as_audio(bad, 16000)
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("arr", [np.zeros((2, 48000), np.float32), np.zeros((1, 16000), np.int16)])
+def test_a_channels_first_array_is_refused_not_averaged_into_a_few_samples(arr):
+    """(channels, n), torchaudio's layout, read as (n, channels) became 1 or 2 "samples" (the mean over the clip), an
+    embedding of nothing said nowhere; the CLAP/wav2vec encoders (hf, ort), which refused any 2-D array before they
+    decoded through as_audio, now took it too."""
+    for item in (arr, (arr, 16000)):
+        with pytest.raises(DataError, match=r"\(channels, n\).*transpose") as e:
+            as_audio(item, 16000)
+        assert "\n" not in str(e.value)
+    assert as_audio(np.ascontiguousarray(arr.T), 16000).shape == (arr.shape[1],)  # (n, channels): its n samples

@@ -301,3 +301,44 @@ def test_the_inference_thread_guard_restores_the_count_even_on_error():
     assert torch.get_num_threads() == before
     with torch_threads(0):
         assert torch.get_num_threads() == 1
+
+
+def test_overlapping_thread_guards_in_two_threads_give_back_the_count_from_before():
+    """fracast encodes under torch_threads in the service's worker threads: two requests whose blocks overlap (A enters,
+    B enters, A leaves, B leaves) left torch's process-wide count at A's (B restored what it had read inside A's block),
+    so every worker thread started after ran torch on that count."""
+    import threading
+
+    from anybind.numerics import torch_threads
+
+    outer = torch.get_num_threads()
+    torch.set_num_threads(3)  # neither block's count
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+    seen: dict[str, int] = {}
+
+    def a():
+        with torch_threads(1):
+            a_in.set()
+            b_in.wait(30)
+        a_out.set()
+
+    def b():
+        a_in.wait(30)
+        with torch_threads(2):
+            b_in.set()
+            a_out.wait(30)
+            seen["b"] = torch.get_num_threads()  # A left: B's block still runs on B's count
+
+    def fresh():  # a thread started after both blocks: torch's process-wide count
+        seen["fresh"] = torch.get_num_threads()
+
+    try:
+        for group in ([a, b], [fresh]):
+            ts = [threading.Thread(target=f) for f in group]
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join(60)
+    finally:
+        torch.set_num_threads(outer)
+    assert seen == {"b": 2, "fresh": 3}

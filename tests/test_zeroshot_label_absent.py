@@ -127,3 +127,18 @@ def test_audit_and_balance_name_the_keys_present_the_same_way(tmp_path):
     assert r.exit_code == 2 and not (tmp_path / "clf").exists(), r.output
     assert (f"error: {man}: no record has label 'label' (labels present: colour, kind); 'label' is a top-level field "
             "of 12 records: labels go in one object, \"labels\": {\"label\": ...}") in flat(r.output), r.output
+
+
+def test_a_class_source_with_no_records_is_refused_not_taken_as_no_classes(tmp_path):
+    """balance/describe --classes-from on a manifest that holds no record: before require_label they said "no record
+    has label"; with it (which lets zero-shot score an empty list as n 0) balance went on to "needs two or more
+    distinct classes (got 0)" and describe to "no class names given to describe", neither naming the file."""
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    man = _manifest(tmp_path)
+    sp = _space()
+    sp.save(tmp_path / "sp")
+    r = cli("balance", tmp_path / "sp", "--on", man, "--classes-from", empty, "--label", "kind", "--out",
+            tmp_path / "clf", cache=tmp_path / "c")
+    assert r.exit_code == 2 and not (tmp_path / "clf").exists(), r.output
+    assert f"error: {empty}: no record has label 'kind' (labels present: none)" in flat(r.output), r.output

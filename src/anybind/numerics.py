@@ -11,6 +11,7 @@ and a wrong value cached for the process.  :func:`flush_denormals` computes them
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -37,14 +38,31 @@ def flush_denormals(on: bool = True) -> None:
     torch.set_flush_denormal(on)
 
 
+# the blocks open now, in the order they began, and the count from before the first: torch's count is process-wide
+# (what every thread started later runs on), and the service encodes (fracast) in several worker threads at once
+_THREADS_LOCK = threading.Lock()
+_OPEN: list[list[int]] = []
+_BEFORE: list[int] = []
+
+
 @contextmanager
 def torch_threads(threads: int) -> Iterator[None]:
     """torch's intra-op threads set to ``threads`` (at least one) for the block; the previous count comes back after,
     even on error.  The one place that sets it for a block: the trainers (:func:`anybind.loop.training_threads`, which
-    also flushes denormals) and the encoders that run fastest on few threads at inference (fracast)."""
-    prev = torch.get_num_threads()
-    torch.set_num_threads(max(1, threads))
+    also flushes denormals) and the encoders that run fastest on few threads at inference (fracast).
+
+    Blocks may nest or overlap in several threads: one that ends while others run sets the latest-begun open one's
+    count; the last to end gives back the count from before the first (each restoring what it had read would leave
+    the count of a block that ended, when two threads' blocks overlap)."""
+    mine = [max(1, int(threads))]  # a list: its identity is this block's
+    with _THREADS_LOCK:
+        if not _OPEN:
+            _BEFORE[:] = [torch.get_num_threads()]
+        _OPEN.append(mine)
+        torch.set_num_threads(mine[0])
     try:
         yield
     finally:
-        torch.set_num_threads(prev)
+        with _THREADS_LOCK:
+            del _OPEN[next(i for i, o in enumerate(_OPEN) if o is mine)]  # by identity: equal counts are others'
+            torch.set_num_threads(_OPEN[-1][0] if _OPEN else _BEFORE[0])

@@ -103,7 +103,7 @@ def _describe(space, names: list[str], manifest: Optional[Path], label: str, mod
         from ..evaluate import class_name
 
         man = load_manifest(manifest, modalities=[modality], kinds=manifest_kinds(space.encoders), check_media=False)
-        require_label(man.records, label, str(manifest), path=manifest, warn=False)
+        require_label(man.records, label, str(manifest), path=manifest, warn=False, empty_ok=False)
         values = sorted({str(r.labels[label]) for r in man.records if label in r.labels})
         names = list(dict.fromkeys(class_name(v) for v in values))
     return describe_and_set(space, names, lm=lm, seed=seed)
@@ -153,7 +153,7 @@ def balance(
         if classes_from:
             lab = load_manifest(classes_from, modalities=[modality], kinds=manifest_kinds(space.encoders),
                                 check_media=False)
-            require_label(lab.records, label, str(classes_from), path=classes_from, warn=False)
+            require_label(lab.records, label, str(classes_from), path=classes_from, warn=False, empty_ok=False)
             classes = sorted({str(r.labels[label]) for r in lab.records if label in r.labels})
         prior = "balanced"
         if share:

@@ -89,14 +89,15 @@ def _labels_hint(name: str) -> str:
 
 
 def require_label(records: Sequence[Record], key: str, where: str, split: str | None = None,
-                  path: str | Path | None = None, warn: bool = True) -> int:
+                  path: str | Path | None = None, warn: bool = True, empty_ok: bool = True) -> int:
     """How many of ``records`` carry the label ``key``; none of them (and some given): a :class:`DataError` in one
     line naming ``where``, the key and the label keys present (and, when ``path``'s records hold ``key`` or a
     label-like name as a top-level field, the form that works); some without it: one warning counting them (unless
-    not ``warn``)."""
+    not ``warn``).  No records at all: refused the same way unless ``empty_ok`` (zero-shot scores none as n 0; a
+    manifest read for its classes has none)."""
     have = sum(key in (r.labels or {}) for r in records)
     which = f"{split} " if split and split != "all" else ""
-    if records and not have:
+    if not have and (records or not empty_ok):
         keys = sorted({k for r in records for k in (r.labels or {})})
         msg = f"{where}: no {which}record has label {key!r} (labels present: {', '.join(keys) or 'none'})"
         top = scan_fields(path) if path is not None and Path(path).is_file() else {}

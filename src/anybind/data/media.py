@@ -186,6 +186,8 @@ def as_mono(arr: np.ndarray, what: str) -> np.ndarray:
         raise DataError(f"{what}: no samples")
     if a.ndim not in (1, 2):
         raise DataError(f"{what}: expected shape (n,) or (n, channels), got {a.shape}")
+    if a.ndim == 2 and a.shape[1] > a.shape[0]:  # averaged, (channels, n) would be a few "samples" of the clip's mean
+        raise DataError(f"{what}: shape {a.shape} looks like (channels, n); expected (n, channels): transpose it")
     if np.issubdtype(a.dtype, np.integer):  # PCM: scale like soundfile (int16 / 32768)
         a = a.astype(np.float64) / float(-np.iinfo(a.dtype).min)
     a = a.astype(np.float32)
