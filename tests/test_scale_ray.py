@@ -103,7 +103,13 @@ def test_ray_encode_matches_single_process_and_resumes_after_a_worker_failure(ra
         encode_items(spec, texts, tmp_path / "ray", ray=True, shard_size=8, batch_size=4, concurrency=1, progress=False)
     committed = _cache_contents(tmp_path / "ray", spec)
     assert 0 < len(committed) < len(texts)
-    assert len(committed) % 8 == 0 or len(committed) < 8 * 2  # whole shards only
+    # whole shards only: each committed shard file holds rows 0..n-1 of at most shard_size rows (Ray Data's batches
+    # can be smaller than shard_size at block edges, so the total need not be a multiple of 8: 30 was seen under load)
+    per_shard: dict = {}
+    for p, r in FeatureCache(tmp_path / "ray")._load_index(get_encoder(spec).identity).values():
+        per_shard.setdefault(p, []).append(r)
+    assert per_shard and all(sorted(rs) == list(range(len(rs))) and len(rs) <= 8 for rs in per_shard.values())
+    assert sum(map(len, per_shard.values())) == len(committed)
     # rerun (through the CLI): only what is missing is encoded
     (ctl / "calls.log").unlink()
     res = runner.invoke(app, ["encode", str(manifest), "-e", spec, "-m", "text", "--ray", "--shard-size", "8",
