@@ -5,23 +5,15 @@ the intra-modal and feature distillation terms; naive fine-tuning stays plain.""
 import numpy as np
 import pytest
 import torch
-from test_update import UPDATE, r1, two_domains
+import test_update
+from test_update import UPDATE, r1
 
 from anybind import Space
+
+base = test_update.base  # the same module fixture: the space bound on domain a
 from anybind.losses import build_loss
 from anybind.robust import WISE_GRID
 from anybind.update import DistillBinder, update_config
-
-FIT = dict(epochs=60, patience=10, hidden=64, dim=32, progress=False, seed=0)
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("update_wise")
-    mans, specs = two_domains(tmp)
-    space = Space.fit(mans["a"], encoders=specs, cache=tmp / "c", **FIT)
-    return tmp, mans, specs, space
-
 
 def _state(space):
     return {m: {k: v.clone() for k, v in p.state_dict().items()} for m, p in space.projectors.items()}
