@@ -4,43 +4,22 @@ cached features; a space saved with the bare spelling before still loads and mat
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import pytest
 
 from anybind import Space
 from anybind.encoders import registry
-from anybind.encoders.base import Encoder
 from anybind.encoders.concat import canonical_spec
 from anybind.encoders.registry import absolute_spec, get_encoder, register_encoder
 from anybind.errors import EncoderError, SpaceError
 from anybind.projectors import Projector, ProjectorConfig
+from encoder_samples import TinyText
 
 PAIR = "text:concat(text:minilm,text:e5-small)"
 BARE = "text:concat(text,text:e5-small)"
 TEXTS = ["a green frog on a leaf", "two silver coins", "a red bird"]
 
-
-class SpellText(Encoder):
-    """A cheap deterministic text encoder: 8 hashed values per text, seeded by its name."""
-
-    modality, input_kind, dim, batch_size = "text", "text", 8, 64
-
-    def __init__(self, name: str):
-        self.name = name
-
-    @property
-    def identity(self) -> str:
-        return f"spelltext:{self.name}|v1"
-
-    def encode_loaded(self, batch):
-        rows = [np.frombuffer(hashlib.sha256(f"{self.name}|{t}".encode()).digest()[:8], np.uint8) for t in batch]
-        X = np.asarray(rows, np.float32).reshape(len(batch), 8) - 127.5
-        return X / np.linalg.norm(X, axis=1, keepdims=True)
-
-
-register_encoder("spelltext")(SpellText)
+register_encoder("tinytext")(TinyText)
 
 
 @pytest.mark.parametrize("given, canonical", [
@@ -53,8 +32,8 @@ register_encoder("spelltext")(SpellText)
     (f"image:efficientnet-lite0+bridge({BARE})", f"image:efficientnet-lite0+bridge({PAIR})"),
     ("image:concat(image:efficientnet-lite0@tta=flip,size=288,image)",
      "image:concat(image:efficientnet-lite0@tta=flip,size=288,image:efficientnet-lite0)"),
-    ("text:concat(text:concat(text,spelltext:b),spelltext:c)",
-     "text:concat(text:concat(text:minilm,spelltext:b),spelltext:c)"),
+    ("text:concat(text:concat(text,tinytext:b),tinytext:c)",
+     "text:concat(text:concat(text:minilm,tinytext:b),tinytext:c)"),
     # left as given: nothing bare, or a spelling the encoder refuses with its own line
     (PAIR, PAIR), ("text:minilm", "text:minilm"), ("text:concat(text, text:e5-small)", None),
     ("text:concat(text,text:e5-small", None), ("image:efficientnet-lite0+bridge(text)", None),
@@ -82,21 +61,21 @@ def _manifest(tmp_path):
 
 
 def test_a_fit_with_either_spelling_is_one_space(tmp_path, monkeypatch):
-    monkeypatch.setitem(registry.DEFAULTS, "text", "spelltext:a")  # a cheap default text encoder
+    monkeypatch.setitem(registry.DEFAULTS, "text", "tinytext:a")  # a cheap default text encoder
     man, spaces = _manifest(tmp_path), []
-    for text in ("text:concat(text,spelltext:b)", "text:concat(spelltext:a,spelltext:b)"):
+    for text in ("text:concat(text,tinytext:b)", "text:concat(tinytext:a,tinytext:b)"):
         spaces.append(Space.fit(man, encoders={"text": text, "image": "callable:helper_encoders:image_stats"},
                                 cache=tmp_path / "c", epochs=2, progress=False, recipe="plain", seed=0))
     bare, spelt = spaces
-    assert bare.encoders["text"] == spelt.encoders["text"] == "text:concat(spelltext:a,spelltext:b)"
+    assert bare.encoders["text"] == spelt.encoders["text"] == "text:concat(tinytext:a,tinytext:b)"
     assert bare.identities == spelt.identities and bare.identity() == spelt.identity()
 
 
 def test_a_space_saved_with_the_bare_spelling_still_loads_and_matches(tmp_path, monkeypatch):
     """What an earlier anybind saved for ``text:concat(text,...)``: the spec as typed, heading the identity."""
-    monkeypatch.setitem(registry.DEFAULTS, "text", "spelltext:a")
-    old_spec = "text:concat(text,spelltext:b)"
-    old_identity = f"{old_spec}|parts=[spelltext:a|v1]+[spelltext:b|v1]|concat-v1"
+    monkeypatch.setitem(registry.DEFAULTS, "text", "tinytext:a")
+    old_spec = "text:concat(text,tinytext:b)"
+    old_identity = f"{old_spec}|parts=[tinytext:a|v1]+[tinytext:b|v1]|concat-v1"
     torch = pytest.importorskip("torch")
     torch.manual_seed(0)
     proj = {"text": Projector(ProjectorConfig(in_dim=16, out_dim=8, kind="linear", standardize=False))}
@@ -106,9 +85,21 @@ def test_a_space_saved_with_the_bare_spelling_still_loads_and_matches(tmp_path, 
     back = Space.load(tmp_path / "old")
     assert back.encoders == {"text": old_spec} and back.identity() == old.identity()  # its indexes stay valid
     got = back.embed("text", TEXTS)
-    want = get_encoder("text:concat(spelltext:a,spelltext:b)").encode(TEXTS)
+    want = get_encoder("text:concat(tinytext:a,tinytext:b)").encode(TEXTS)
     np.testing.assert_allclose(got, old.project("text", want), atol=1e-6)
     # another part under the old spelling is still another ensemble
-    changed = Space({"text": old_spec}, proj, identities={"text": old_identity.replace("[spelltext:b|v1]", "[x]")})
+    changed = Space({"text": old_spec}, proj, identities={"text": old_identity.replace("[tinytext:b|v1]", "[x]")})
     with pytest.raises(SpaceError, match="weights or preprocessing changed"):
         changed.embed("text", TEXTS)
+
+
+def test_a_bridge_into_a_bare_spelt_ensemble_still_matches_what_it_recorded(monkeypatch):
+    """The ensemble's identity sits inside the bridge's: a space saved with this bridge spec recorded it as typed."""
+    monkeypatch.setitem(registry.DEFAULTS, "text", "tinytext:a")
+    monkeypatch.setattr(registry, "_INSTANCES", {})
+    enc = get_encoder("image:efficientnet-lite0+bridge(text:concat(text,tinytext:b))")
+    now = get_encoder("text:concat(tinytext:a,tinytext:b)").identity
+    then = "text:concat(text,tinytext:b)|parts=[tinytext:a|v1]+[tinytext:b|v1]|concat-v1"
+    assert f"|text=[{now}]|" in enc.identity and now != then
+    assert enc.matches_identity(enc.identity.replace(now, then))
+    assert not enc.matches_identity(enc.identity.replace(now, then.replace("[tinytext:b|v1]", "[x]")))

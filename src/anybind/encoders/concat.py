@@ -98,6 +98,16 @@ def _pieces(inner: str) -> list[tuple[int, int]]:
     return out
 
 
+def _closing(spec: str, open_at: int) -> int | None:
+    """The index of the ``)`` that closes the ``(`` at ``open_at``, or None (unbalanced)."""
+    depth = 0
+    for i in range(open_at, len(spec)):
+        depth += (spec[i] == "(") - (spec[i] == ")")
+        if depth == 0:
+            return i
+    return None
+
+
 def canonical_spec(spec: str) -> str:
     """``spec`` with every bare-modality part of its ``concat(...)`` groups, at any depth, in its canonical spelling
     (:func:`canonical_part`): ``text:concat(text,text:e5-small)`` -> ``text:concat(text:minilm,text:e5-small)``, one
@@ -107,21 +117,30 @@ def canonical_spec(spec: str) -> str:
     if start < 0:
         return spec
     open_at = start + len("concat")
-    depth = 0
-    for close in range(open_at, len(spec)):
-        depth += (spec[close] == "(") - (spec[close] == ")")
-        if depth == 0:
-            break
-    else:
-        return spec
+    close = _closing(spec, open_at)
     inner = spec[open_at + 1 : close]
-    if any(c.isspace() for c in inner):
+    if close is None or any(c.isspace() for c in inner):
         return spec
     parts = []
     for a, b in _pieces(inner):
         piece = canonical_spec(inner[a:b])  # a nested ensemble (or a bridge into one) too
         parts.append(piece if "=" in piece.split(":", 1)[0] else canonical_part(piece))  # an option continues a part
     return spec[: open_at + 1] + ",".join(parts) + ")" + canonical_spec(spec[close + 1 :])
+
+
+_GROUP = re.compile(r"[A-Za-z][A-Za-z0-9_-]*:concat\(")
+
+
+def bare_spelt(identity: str, spec: str) -> str:
+    """``identity`` as it was recorded before :func:`canonical_spec` (what a space saved then holds): each ensemble of
+    ``spec`` typed with a bare part headed its identity as typed (``text:concat(text,text:e5-small)|parts=...``),
+    also inside another encoder's (a label bridge into it, an ensemble holding it)."""
+    for m in _GROUP.finditer(spec):
+        close = _closing(spec, m.end() - 1)
+        typed = spec[m.start() : (close or 0) + 1]
+        if close is not None and (canon := canonical_spec(typed)) != typed:
+            identity = identity.replace(f"{canon}|parts=", f"{typed}|parts=")
+    return identity
 
 
 def parse_concat(modality: str, name: str) -> list[str]:
@@ -192,18 +211,9 @@ class ConcatEncoder(Encoder):
     @property
     def identity(self) -> str:
         if self._identity is None:
-            self._identity = self._identity_headed(self.canonical_spec)
+            parts = "+".join(f"[{e.identity}]" for e in self.base_encoders)
+            self._identity = f"{self.canonical_spec}|parts={parts}|concat-v1"  # a space saved as typed: bare_spelt
         return self._identity
-
-    def _identity_headed(self, spec: str) -> str:
-        parts = "+".join(f"[{e.identity}]" for e in self.base_encoders)
-        return f"{spec}|parts={parts}|concat-v1"
-
-    def matches_identity(self, recorded: str) -> bool:
-        """Also what a space saved before bare-modality parts were spelt canonically recorded: the same parts under
-        the spec as typed (``text:concat(text,text:e5-small)``), the same features."""
-        return super().matches_identity(recorded) or (
-            self.spec != self.canonical_spec and recorded == self._identity_headed(self.spec))
 
     def derive(self, *feats: np.ndarray) -> np.ndarray:
         """The parts' features (one array per part, in order) side by side."""
