@@ -1,12 +1,16 @@
-"""Small generated media and a paired manifest for the encoder-by-spec tests (hf, onnx, pretrained pairs)."""
+"""Small generated media and a paired manifest for the encoder-by-spec tests (hf, onnx, pretrained pairs), and a
+cheap hashed text encoder (:class:`TinyText`) for the ensemble tests."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import wave
 from pathlib import Path
 
 import numpy as np
+
+from anybind.encoders.base import Encoder
 
 WORDS = ["the dog", "a cat", "the cat", "dog", "cat", "a dog sat", "zebra", "quiz", "mat", "sat", "hat",
          "map"]
@@ -51,3 +55,21 @@ def cli_fit(manifest: Path, out: Path, cache: Path, *encoders: str):
     argv = ["fit", str(manifest), *(x for e in encoders for x in ("-e", e)), "--epochs", "2", "--out",
             str(out), "--cache", str(cache)]
     return CliRunner().invoke(app, argv, env={"COLUMNS": "80"})
+
+
+class TinyText(Encoder):
+    """A cheap deterministic text encoder: 8 hashed values per text, seeded by its name."""
+
+    modality, input_kind, dim, batch_size = "text", "text", 8, 64
+
+    def __init__(self, name: str):
+        self.name = name
+
+    @property
+    def identity(self) -> str:
+        return f"tinytext:{self.name}|v1"
+
+    def encode_loaded(self, batch):
+        rows = [np.frombuffer(hashlib.sha256(f"{self.name}|{t}".encode()).digest()[:8], np.uint8) for t in batch]
+        X = np.asarray(rows, np.float32).reshape(len(batch), 8) - 127.5
+        return X / np.linalg.norm(X, axis=1, keepdims=True)

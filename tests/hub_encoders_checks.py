@@ -318,6 +318,24 @@ def test_open_clip_pair_from_pretrained_then_bind_audio(tmp_path, monkeypatch):
         Space.load(tmp_path / "sp").embed("text", texts)
 
 
+def test_open_clip_pair_builds_its_model_once(tmp_path, monkeypatch):
+    """The text tower holds the registry's image tower: a pair, imported or loaded, builds the model once."""
+    open_clip = import_or_skip("open_clip")
+    from anybind.pairs import from_pretrained_pair
+
+    folder, built = _open_clip_folder(open_clip, tmp_path / "tiny-clip", seed=0), []
+    real, images = open_clip.create_model_and_transforms, [str(p) for p in pngs(tmp_path, 2)]
+    monkeypatch.setattr(open_clip, "create_model_and_transforms", lambda *a, **k: built.append(a[0]) or real(*a, **k))
+    for make in (lambda: from_pretrained_pair("clip", f"open_clip:local-dir:{folder}"), lambda: Space.load(tmp_path / "sp")):
+        monkeypatch.setattr(registry, "_INSTANCES", {})  # as in a fresh process: nothing built yet
+        built.clear()
+        sp = make()
+        assert sp.embed("text", ["a dog"]).shape == (1, 32) and sp.embed("image", images).shape == (2, 32)
+        assert built == [f"local-dir:{folder}"] and sp.encoder("text").tower is sp.encoder("image")
+        if not (tmp_path / "sp").exists():
+            sp.save(tmp_path / "sp")
+
+
 def test_open_clip_unknown_architecture_and_the_old_arch_slash_tag_spelling_are_one_line():
     """An unknown architecture is named as such (not "no pretrained tag"), and ``<arch>/<tag>`` (the spelling the
     old pair refusal documented) is told that the tag follows ``@``, for either tower and for a pair."""

@@ -4,37 +4,17 @@ identity holds every part's, bad specs are refused in one line, the bridge's cla
 chosen text encoder, and the recipe's bridge prior follows a bridge into the lock's text encoder while the
 default recipe is what it was."""
 
-import hashlib
-
 import numpy as np
 import pytest
 
-from anybind.encoders.base import Encoder
 from anybind.encoders.bridge import bridge_text, classifier_head, imagenet_class_names
 from anybind.encoders.registry import get_encoder, register_encoder, split_suffix
 from anybind.errors import EncoderError
 from anybind.recipe import resolve_recipe
+from encoder_samples import TinyText
 
 PAIR = "text:concat(text:minilm,text:e5-small)"
 TEXTS = ["a green frog on a leaf", "two silver coins", "a red bird"]
-
-
-class TinyText(Encoder):
-    """A cheap deterministic text encoder: 8 hashed values per text, seeded by its name."""
-
-    modality, input_kind, dim, batch_size = "text", "text", 8, 64
-
-    def __init__(self, name: str):
-        self.name = name
-
-    @property
-    def identity(self) -> str:
-        return f"tinytext:{self.name}|v1"
-
-    def encode_loaded(self, batch):
-        rows = [np.frombuffer(hashlib.sha256(f"{self.name}|{t}".encode()).digest()[:8], np.uint8) for t in batch]
-        X = np.asarray(rows, np.float32).reshape(len(batch), 8) - 127.5
-        return X / np.linalg.norm(X, axis=1, keepdims=True)
 
 
 register_encoder("tinytext")(TinyText)

@@ -263,6 +263,7 @@ def test_evaluate_reports_the_classifier_even_where_nothing_is_left_to_score(ske
     clf = ZeroShotClassifier(space, CLASSES, modality="photo").calibrate(man.split("train"), cache=tmp_path / "c")
     res = evaluate(space, man, split="val", zero_shot_label="kind", cache=tmp_path / "c", zero_shot_classifier=clf)
     assert res["zeroshot/photo/kind/classifier/n"] == 0  # said, not silently left out
+    assert "zeroshot/photo/kind/classifier/accuracy" not in res  # not an accuracy of NaN over no item
     res = evaluate(space, man, split="test", modalities=["text"], zero_shot_label="kind", cache=tmp_path / "c",
                    zero_shot_classifier=clf)
     assert res["zeroshot/photo/kind/classifier/n"] == len(man.split("test"))

@@ -142,3 +142,46 @@ def test_a_class_source_with_no_records_is_refused_not_taken_as_no_classes(tmp_p
             tmp_path / "clf", cache=tmp_path / "c")
     assert r.exit_code == 2 and not (tmp_path / "clf").exists(), r.output
     assert f"error: {empty}: no record has label 'kind' (labels present: none)" in flat(r.output), r.output
+
+
+def _two_kinds(root):
+    """A space with image and audio, a manifest whose image records carry no labels while the audio ones do."""
+    from encoder_samples import wav
+
+    __import__("torch").manual_seed(0)
+    lin = lambda d: Projector(ProjectorConfig(in_dim=d, out_dim=16, kind="linear", standardize=False))  # noqa: E731
+    sp = Space({"text": "callable:helper_encoders:hashed_text", "image": "callable:helper_encoders:image_stats",
+                "audio": "callable:helper_encoders:file_size"}, {"text": lin(8), "image": lin(7), "audio": lin(2)})
+    rows = []
+    for i in range(12):
+        r = {"id": f"r{i}", "split": "test", "text": f"item {i}"}
+        if i < 6:
+            Image.new("RGB", (8, 8), (i * 20, 40, 200 - i * 10)).save(root / f"i{i}.png")
+            r["image"] = f"i{i}.png"
+        else:
+            r["audio"] = wav(root / f"s{i}.wav", 800 + 40 * i, i).name
+            r["labels"] = {"kind": "ab"[i % 2]}
+        rows.append(r)
+    man = root / "m.jsonl"
+    man.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return sp, man
+
+
+def test_a_modality_with_no_labelled_record_is_left_out_in_one_line_not_scored_nan(tmp_path, caplog):
+    sp, man = _two_kinds(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="anybind"):
+        res = evaluate(sp, man, zero_shot_label="kind", cache=tmp_path / "c")
+    assert res["zeroshot/audio/kind/n"] == 6 and 0 <= res["zeroshot/audio/kind/accuracy"] <= 1
+    assert not [k for k in res if k.startswith("zeroshot/image/")], res  # as a modality with no record: no cell
+    assert not [k for k, v in res.items() if isinstance(v, float) and v != v], res  # no NaN anywhere
+    said = [r.getMessage() for r in caplog.records if "label 'kind'" in r.getMessage()]
+    assert said == [f"{man}: 6 of the 12 test records have no label 'kind'; zero-shot scores the other 6; "
+                    "image: no labelled records (left out)"], said
+    # the CLI: the same line, no NaN in the printed numbers or the JSON file
+    sp.save(tmp_path / "sp")
+    r = cli("eval", tmp_path / "sp", man, "--zero-shot", "kind", "--no-diagnostics", "--json", tmp_path / "r.json",
+            cache=tmp_path / "c")
+    assert r.exit_code == 0, r.output
+    assert "NaN" not in r.output and "image: no labelled records (left out)" in flat(r.output), r.output
+    got = json.loads((tmp_path / "r.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))
+    assert got["zeroshot/audio/kind/n"] == 6 and not [k for k in got if k.startswith("zeroshot/image/")]

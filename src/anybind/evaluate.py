@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .data.fields import require_label
+from .data.fields import require_label, unlabelled_modalities
 from .data.manifest import Manifest, Record, load_manifest
 from .data.strings import is_blank
 from .data.templates import descriptions_for, fill_template, templates_for
@@ -112,8 +112,10 @@ def evaluate(
         man = load_manifest(manifest, modalities=space.modalities, kinds=manifest_kinds(space.encoders))
     mods = [m for m in (modalities or space.modalities) if m in space.modalities]
     recs = man.split(split)
-    if zero_shot_label:  # a key no record carries: refused before any encoding; records without it: counted
-        require_label(recs, zero_shot_label, str(man.path), split, path=man.path)
+    zs_mods = list(zero_shot_modalities or [m for m in mods if not m.startswith("text")])
+    if zero_shot_label:  # a key no record carries: refused before any encoding; records without it: counted, and
+        # a modality none of whose records has it named in the same line and left out (as one with no record is)
+        require_label(recs, zero_shot_label, str(man.path), split, path=man.path, modalities=zs_mods)
     embs = embed_records(space, recs, mods, cache=cache, progress=progress)
     banks = None
     if rerank is not None:
@@ -124,18 +126,23 @@ def evaluate(
             banks = {m: e[1] for m, e in bank_embs.items()}
     out = retrieval_from_embeddings(embs, rerank=rerank, banks=banks, rerank_params=rerank_params, scorer=space.scorer)
     if zero_shot_label:
-        for m in zero_shot_modalities or [m for m in mods if not m.startswith("text")]:
-            if m not in embs:
+        left_out = set(unlabelled_modalities(recs, zero_shot_label, zs_mods))
+        for m in zs_mods:
+            if m not in embs or m in left_out:
                 continue
             zs = zero_shot(space, recs, m, zero_shot_label, templates=templates, cache=cache,
                            center=zero_shot_center)
-            out.update({f"zeroshot/{m}/{zero_shot_label}/{k}": v for k, v in zs.items() if not isinstance(v, (list, dict))})
+            out.update({f"zeroshot/{m}/{zero_shot_label}/{k}": v for k, v in _numbers(zs)})
         clf = zero_shot_classifier
         if clf is not None:  # asked for: reported (n 0) even where no scored record has its modality
             zs = clf.evaluate(recs, zero_shot_label, cache=cache)
-            out.update({f"zeroshot/{clf.modality}/{zero_shot_label}/classifier/{k}": v for k, v in zs.items()
-                        if not isinstance(v, (list, dict))})
+            out.update({f"zeroshot/{clf.modality}/{zero_shot_label}/classifier/{k}": v for k, v in _numbers(zs)})
     return out
+
+
+def _numbers(zs: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """A zero-shot result's flat numbers: no lists or dicts, and no accuracy of NaN over 0 items (``n`` 0 says it)."""
+    return [(k, v) for k, v in zs.items() if not isinstance(v, (list, dict)) and not (isinstance(v, float) and v != v)]
 
 
 def class_name(label: str) -> str:

@@ -214,7 +214,8 @@ def build_report(
     if label is None:
         label = default_label(recs)
     else:  # a key no record carries: refused in one line; records without it: counted
-        require_label(recs, label, str(man.path), split, path=man.path)
+        require_label(recs, label, str(man.path), split, path=man.path,
+                      modalities=[m for m in embs if not m.startswith("text")] if "text" in space.modalities else ())
     zs: dict[str, dict[str, Any]] = {}
     if label and "text" in space.modalities:
         for m in [m for m in embs if not m.startswith("text")]:

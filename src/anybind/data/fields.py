@@ -88,13 +88,22 @@ def _labels_hint(name: str) -> str:
     return f'labels go in one object, "labels": {{"{name}": ...}}'
 
 
+def unlabelled_modalities(records: Sequence[Record], key: str, modalities: Iterable[str]) -> list[str]:
+    """Those of ``modalities`` that some of ``records`` hold but none of those with the label ``key``: nothing for
+    zero-shot to score there (left out, not reported as an accuracy of NaN over 0 items)."""
+    return [m for m in modalities if any(r.has(m) for r in records)
+            and not any(r.has(m) and key in (r.labels or {}) for r in records)]
+
+
 def require_label(records: Sequence[Record], key: str, where: str, split: str | None = None,
-                  path: str | Path | None = None, warn: bool = True, empty_ok: bool = True) -> int:
+                  path: str | Path | None = None, warn: bool = True, empty_ok: bool = True,
+                  modalities: Iterable[str] = ()) -> int:
     """How many of ``records`` carry the label ``key``; none of them (and some given): a :class:`DataError` in one
     line naming ``where``, the key and the label keys present (and, when ``path``'s records hold ``key`` or a
     label-like name as a top-level field, the form that works); some without it: one warning counting them (unless
-    not ``warn``).  No records at all: refused the same way unless ``empty_ok`` (zero-shot scores none as n 0; a
-    manifest read for its classes has none)."""
+    not ``warn``), which also names those of ``modalities`` (the ones zero-shot scores) left with no labelled
+    record (:func:`unlabelled_modalities`).  No records at all: refused the same way unless ``empty_ok`` (zero-shot
+    scores none as n 0; a manifest read for its classes has none)."""
     have = sum(key in (r.labels or {}) for r in records)
     which = f"{split} " if split and split != "all" else ""
     if not have and (records or not empty_ok):
@@ -106,8 +115,10 @@ def require_label(records: Sequence[Record], key: str, where: str, split: str | 
             msg += f"; {misplaced!r} is a top-level field of {top[misplaced]} records: {_labels_hint(misplaced)}"
         raise DataError(msg)
     if warn and have < len(records):
-        log.warning("%s: %d of the %d %srecords have no label %r; zero-shot scores the other %d", where,
-                    len(records) - have, len(records), which, key, have)
+        left = unlabelled_modalities(records, key, modalities)
+        log.warning("%s: %d of the %d %srecords have no label %r; zero-shot scores the other %d%s", where,
+                    len(records) - have, len(records), which, key, have,
+                    f"; {', '.join(left)}: no labelled records (left out)" if left else "")
     return have
 
 

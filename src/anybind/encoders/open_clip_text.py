@@ -2,7 +2,8 @@
 ``text:open_clip/local-dir:<folder>``): OpenCLIP's own tokenizer for the architecture, then ``model.encode_text``.
 
 The spec takes what ``image:open_clip/...`` takes (:mod:`anybind.encoders.image_hub` resolves the source, builds the
-model and hashes its weights), so the two towers of one model are one source: the features are the model's projected
+model and hashes its weights), so the two towers of one model are one source, and one model in memory (the text tower
+holds the registry's ``image:open_clip/...`` encoder, whose model both use): the features are the model's projected
 text embeddings (not L2-normalised here; a space normalises them, as OpenCLIP does before its logits).  Texts longer
 than the model's context (77 tokens for most CLIPs) are cut by the tokenizer, as OpenCLIP does (the model was trained
 so; not chunked as ``text:hf/`` texts are), and the first batch that holds one logs a warning with how many.
@@ -20,7 +21,7 @@ import numpy as np
 from ..errors import EncoderError
 from .base import Encoder, check_text
 from .device import autocast, current_runtime, place
-from .image_hub import OpenClipEncoder, open_clip_source
+from .registry import get_encoder
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +40,9 @@ class OpenClipTextEncoder(Encoder):
 
     def __init__(self, rest: str):
         self.spec = f"text:open_clip/{rest}"
-        # the image tower's source checks, model and weights hash (one model holds both towers)
-        self.tower = OpenClipEncoder(*open_clip_source(rest), spec=f"image:open_clip/{rest}")
+        # the image tower's source checks, model and weights hash (one model holds both towers): the registry's
+        # instance of image:open_clip/<rest>, so a pair (or a space binding both towers) builds the model once
+        self.tower = get_encoder(f"image:open_clip/{rest}")
         self._tokenizer: Any = None
         self._identity: str | None = None
         self._warned_cut = False

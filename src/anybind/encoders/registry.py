@@ -285,7 +285,9 @@ def absolute_spec(spec: str) -> str:
     and so, with a warning, is a path whose absolute form holds a character of the spec grammar (``@ , ( )``), or a
     space inside ``concat(...)`` / ``+bridge(...)`` (which refuse spaces).  The command line applies it to every ``-e`` / ``--from-pretrained`` value,
     the library to the specs given to ``Space.fit`` (:func:`anybind.fitting.plan_fit`), ``add_modality`` and
-    ``replace_encoder``, before any encoder is built from them."""
+    ``replace_encoder``, before any encoder is built from them.  A bare modality part of a ``concat(...)``
+    ensemble is written as its default spec there too (:func:`anybind.encoders.concat.canonical_spec`:
+    ``text:concat(text,text:e5-small)`` is saved as ``text:concat(text:minilm,text:e5-small)``, one space identity)."""
     def fix(m: re.Match) -> str:
         head, path = next((m.group(i), m.group(i + 1)) for i in (1, 3, 5, 7) if m.group(i))
         if os.path.isabs(path) or not _names_local(head, path):
@@ -303,7 +305,12 @@ def absolute_spec(spec: str) -> str:
             return m.group(0)
         return head + full
 
-    return _LOCAL_PATH.sub(fix, spec)
+    out = _LOCAL_PATH.sub(fix, spec)
+    if "concat(" not in out:
+        return out
+    from .concat import canonical_spec  # the ensemble's module needs get_encoder from this one: imported here
+
+    return canonical_spec(out)
 
 
 def split_suffix(spec: str) -> tuple[str, str, str | None] | None:
