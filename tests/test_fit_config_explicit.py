@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_fit_config import _fit, _weights, manifest  # noqa: F401 -- the small text + imu corpus
+from test_fit_config import TEXT, _fit, _weights, manifest  # noqa: F401 -- the small text + imu corpus
 from test_start_guard import tux_shuffled  # noqa: F401 -- 40 real Tux Paint stamps, shuffled train pairs
 
 from anybind.fitting import fit_options
@@ -148,3 +148,21 @@ def test_the_start_guard_off_in_a_config_object_as_with_the_cli_flags_on_real_tu
     assert wa.keys() == wb.keys() and all(np.array_equal(wa[k], wb[k]) for k in wa)
     guarded = Space.fit(tux_shuffled, **kw)  # nothing given: the recipe's guard, as before
     assert "guard" in guarded.info["lineage"][-1]["ridge_start"]["image"]
+
+
+def test_cli_lock_none_locks_nothing_as_lock_none_in_a_config_object(manifest, tmp_path):  # noqa: F811
+    from typer.testing import CliRunner
+
+    from anybind.cli import app
+
+    args = ["fit", str(manifest), "-e", f"text={TEXT}", "-e", f"imu=vectors:{tmp_path / 'imu.npz'}", "--epochs", "3",
+            "--batch-size", "8", "--cache", str(tmp_path / "c"), "--lock", "none", "--out", str(tmp_path / "cli")]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    cli = Space.load(tmp_path / "cli")
+    obj = _fit(manifest, tmp_path, config=TrainConfig(lock=None, epochs=3, batch_size=8))
+    for sp in (cli, obj):
+        assert sp.config["lock"] is None and sp.config["init"] == "random" and sp.dim == 256
+        assert sp.info["lineage"][-1]["recipe"]["chosen"] == {}
+    wa, wb = _weights(cli), _weights(obj)
+    assert wa.keys() == wb.keys() and all(np.array_equal(wa[k], wb[k]) for k in wa)
