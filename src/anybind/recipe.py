@@ -88,7 +88,8 @@ transfer, "the start guard".
 ``lock``, ``init``, ``dim`` (a projected width rules out locking), ``ridge_prior``, ``start_guard``, ``wise`` or ``lr`` always
 wins, as a keyword or in a :class:`~anybind.train.TrainConfig`, whose defaults for these fields are :data:`AUTO`
 (the plain default or None given there is a choice too); a field still AUTO after the recipe is its plain default
-(:data:`PLAIN`, :func:`resolved`).  ``recipe="plain"`` is the bare default (random init, nothing locked, plain encoders), kept for comparisons.
+(:data:`PLAIN`, :func:`resolved`).  ``recipe="plain"`` is the bare default (random init, nothing locked, plain
+encoders), kept for comparisons.
 The choices made are returned so they are logged and saved in the space.
 """
 
@@ -149,16 +150,12 @@ def chosen_options(config: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if v is not AUTO}
 
 
-def plain(config: Mapping[str, Any]) -> dict[str, Any]:
-    """``config`` with every field still at :data:`AUTO` set to its plain default (:data:`PLAIN`)."""
-    return {k: PLAIN[k] if v is AUTO else v for k, v in config.items()}
-
-
 def resolved(cfg: Any) -> Any:
     """A config object (:class:`~anybind.train.TrainConfig`) with every field still at :data:`AUTO` at its plain
     default: what each trainer and robust-fine-tuning helper reads (``cfg`` itself when none is)."""
     auto = {k: v for k, v in PLAIN.items() if getattr(cfg, k, None) is AUTO}
     return dataclasses.replace(cfg, **auto) if auto else cfg
+
 
 #: the learning rate of fine-tuning from a training-free start (the ridge weights are ~1e-4: Adam's default
 #: 1e-3 per step wipes the start out in one epoch; see the module docstring)
