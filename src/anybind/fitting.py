@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from .cache import FeatureCache
 from .data.manifest import Manifest
 from .errors import DataError
-from .recipe import resolve_recipe
+from .recipe import chosen_options, resolve_recipe
 
 if TYPE_CHECKING:
     from .space_core import SpaceCore
@@ -65,8 +65,9 @@ class FitPlan:
 
 def fit_options(config: Any, options: Mapping[str, Any], method: str = "contrastive") -> dict[str, Any]:
     """One options dict from ``config`` (a config object such as :class:`~anybind.train.TrainConfig`, a
-    mapping, or None) and keyword ``options`` (which win).  A config object's fields that differ from its
-    class's defaults count as chosen (the recipe fills the others, as for keywords left out)."""
+    mapping, or None) and keyword ``options`` (which win): what the user chose.  A field at
+    :data:`~anybind.recipe.AUTO` (a config object's default for what the recipe chooses) is left out, for the
+    recipe to fill as a keyword left out; any other value, its plain default or None included, is chosen."""
     if config is None:
         out: dict[str, Any] = {}
     elif isinstance(config, Mapping):
@@ -77,13 +78,11 @@ def fit_options(config: Any, options: Mapping[str, Any], method: str = "contrast
                 f"config={type(config).__name__}(...) configures trained projectors, not method={method!r}: "
                 "pass the training-free options (dims, dim, anchor, ridge) as keywords or a dict"
             )
-        default = type(config)()
-        out = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
-               if getattr(config, f.name) != getattr(default, f.name)}
+        out = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
     else:
         raise TypeError(f"config must be a TrainConfig, a dict or None, not {type(config).__name__}")
     out.update(options)
-    return out
+    return chosen_options(out)
 
 
 def plan_fit(

@@ -86,21 +86,76 @@ transfer, "the start guard".
 
 ``recipe="auto"`` (the default) applies each rule only where the user chose nothing: an explicit encoder,
 ``lock``, ``init``, ``dim`` (a projected width rules out locking), ``ridge_prior``, ``start_guard``, ``wise`` or ``lr`` always
-wins.  ``recipe="plain"`` is the bare default (random init, nothing locked, plain encoders), kept for comparisons.
+wins, as a keyword or in a :class:`~anybind.train.TrainConfig`, whose defaults for these fields are :data:`AUTO`
+(the plain default or None given there is a choice too); a field still AUTO after the recipe is its plain default
+(:data:`PLAIN`, :func:`resolved`).  ``recipe="plain"`` is the bare default (random init, nothing locked, plain
+encoders), kept for comparisons.
 The choices made are returned so they are logged and saved in the space.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Self
 
 from .encoders.registry import default_spec
 
 log = logging.getLogger(__name__)
 
 RECIPES = ("auto", "plain")
+
+
+class Auto:
+    """The type of :data:`AUTO`: a training field left open, for the recipe to decide (one instance; it pickles,
+    copies and compares as itself, and refuses to be read as a truth value, so an unresolved config fails loudly)."""
+
+    _one: Auto | None = None
+
+    def __new__(cls) -> Self:
+        if cls._one is None:
+            cls._one = super().__new__(cls)
+        return cls._one
+
+    def __repr__(self) -> str:
+        return "AUTO"
+
+    def __reduce__(self) -> str:
+        return "AUTO"  # pickled by name: the one instance in the process that loads it (a Ray worker)
+
+    def __copy__(self) -> Self:
+        return self
+
+    def __deepcopy__(self, memo: Any) -> Self:
+        return self
+
+    def __bool__(self) -> bool:
+        raise TypeError("a training option is still AUTO (left to the recipe): resolve the config first "
+                        "(anybind.train.TrainConfig.resolved, or Space.fit)")
+
+
+#: the default of every :class:`~anybind.train.TrainConfig` field the recipe chooses (:data:`PLAIN`): "the recipe
+#: decides".  Any other value given, the field's plain default or None included, is the user's choice and wins.
+AUTO = Auto()
+
+#: what each field left at :data:`AUTO` is when no rule of the recipe chose it (``recipe="plain"``, another
+#: method, a modality set no rule applies to, or a trainer called with a config directly)
+PLAIN: dict[str, Any] = {"dim": 256, "lr": 1e-3, "init": "random", "lock": None, "wise": None,
+                         "ridge_prior": "zero", "start_guard": False}
+
+
+def chosen_options(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``config`` without the fields left at :data:`AUTO` (what the user chose)."""
+    return {k: v for k, v in config.items() if v is not AUTO}
+
+
+def resolved(cfg: Any) -> Any:
+    """A config object (:class:`~anybind.train.TrainConfig`) with every field still at :data:`AUTO` at its plain
+    default: what each trainer and robust-fine-tuning helper reads (``cfg`` itself when none is)."""
+    auto = {k: v for k, v in PLAIN.items() if getattr(cfg, k, None) is AUTO}
+    return dataclasses.replace(cfg, **auto) if auto else cfg
+
 
 #: the learning rate of fine-tuning from a training-free start (the ridge weights are ~1e-4: Adam's default
 #: 1e-3 per step wipes the start out in one epoch; see the module docstring)
@@ -129,7 +184,7 @@ def resolve_recipe(
         raise ValueError(f"unknown recipe {recipe!r}: use one of {', '.join(RECIPES)}")
     given = dict(encoders or {})
     specs = {m: given.get(m) or default_spec(m) for m in modalities}
-    cfg = dict(config)
+    cfg = chosen_options(config)  # a field at AUTO is open, as one left out
     chosen: dict[str, Any] = {}
     loss = str(cfg.get("loss", "infonce"))
     if recipe == "plain" or method != "contrastive" or loss.startswith("symile"):

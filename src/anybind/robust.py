@@ -60,6 +60,7 @@ from .errors import DataError
 from .loop import PairBlocks, locked_ridge_start
 from .losses import M2Mix, is_multimodal
 from .projectors import Projector
+from .recipe import resolved
 from .vocabulary import carry_vocabulary
 
 if TYPE_CHECKING:
@@ -128,6 +129,7 @@ def parse_wise(value: Any) -> str | float | None:
 
 def check_robust(cfg) -> None:
     """Refuse a robust-fine-tuning setting that cannot apply (one line, before any work)."""
+    cfg = resolved(cfg)  # a field the recipe left open (AUTO): its plain default, as the trainers read it
     parse_wise(cfg.wise)
     lam = cfg.l2sp
     if isinstance(lam, bool) or not isinstance(lam, (int, float)) or math.isnan(lam) or lam < 0:
@@ -156,6 +158,7 @@ class RobustFit:
     training-free start) and the best fine-tuned epoch; ``penalty`` / ``on_epoch`` are the loop's hooks."""
 
     def __init__(self, cfg, projectors: Mapping[str, Projector], logit_scale: torch.Tensor):
+        cfg = resolved(cfg)
         check_robust(cfg)
         self.cfg = cfg
         self.wise, self.l2sp = parse_wise(cfg.wise), float(cfg.l2sp)
@@ -238,6 +241,7 @@ class GeodesicMixup(nn.Module):
 def with_mixup(loss_fn: nn.Module, cfg) -> nn.Module:
     """``loss_fn`` itself when ``cfg.mixup`` is 0, else :class:`GeodesicMixup` around it (pairwise objectives
     only: a one-line error for a multimodal one)."""
+    cfg = resolved(cfg)
     check_robust(cfg)
     if cfg.mixup <= 0:
         return loss_fn
@@ -275,6 +279,7 @@ def ridge_start(projectors: Mapping[str, Projector], cfg, specs: Mapping[str, st
     """:func:`anybind.loop.locked_ridge_start` with ``cfg.ridge_prior``; returns each modality's ridge
     ``alpha`` and ``prior`` (``"bridge"`` or ``"zero"``; a bridge prior with no label bridge into ``cfg.lock``
     falls back to zero, with a warning)."""
+    cfg = resolved(cfg)
     check_robust(cfg)
     used: dict[str, str] = {}
 

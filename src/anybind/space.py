@@ -101,9 +101,9 @@ class Space(SpaceCore):
             for the options), or ``"procrustes"`` / ``"cca"`` (training-free, the subspace width chosen
             on the val split; options ``dims``, ``dim``, ``anchor``, ``ridge``, see :mod:`anybind.align`).
         config: the options as one object, e.g. ``TrainConfig(epochs=50, loss="siglip")`` (or a mapping);
-            its fields that differ from the defaults count as chosen (the recipe fills the others),
-            ``**options`` override it; to hold a field at its default against the recipe (say ``lock=None``),
-            pass it as a keyword or use ``recipe="plain"``.
+            ``**options`` override it.  The fields the recipe chooses default to ``AUTO`` (the recipe decides);
+            any value given there, its plain default or None included (``TrainConfig(start_guard=False)``,
+            ``TrainConfig(wise=None)``, ``TrainConfig(lock=None)``), is chosen and wins, as a keyword does.
         cache: feature cache (object or folder); default ``$ANYBIND_CACHE`` or ``~/.cache/anybind``.
         strict: make any bad record fatal instead of skipping it.
         allow_eval_only: train even on a corpus whose ``corpus.json`` says ``"eval_only": true``

@@ -32,6 +32,7 @@ from .loop import IndexSampler, fit_loop, make_optimizer, make_temperature, trai
 from .losses import MissingPlaceholders, build_loss, is_multimodal
 from .metrics import pair_recalls
 from .projectors import Projector, ProjectorConfig, attention_parameters, project
+from .recipe import AUTO, Auto, resolved
 from .scoring import Scorer
 from . import robust
 
@@ -40,9 +41,15 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TrainConfig:
-    """Everything that decides a trained space (saved in ``space.json``)."""
+    """Everything that decides a trained space (saved in ``space.json``).
 
-    dim: int = 256
+    The fields the recipe chooses (:data:`anybind.recipe.PLAIN`: ``dim``, ``lr``, ``init``, ``lock``, ``wise``,
+    ``ridge_prior``, ``start_guard``) default to :data:`~anybind.recipe.AUTO`, "the recipe decides": with
+    ``Space.fit(config=...)`` any value given, even the plain default or None, is the user's choice and wins over
+    ``recipe="auto"``.  Every trainer first takes :meth:`resolved` (AUTO -> the plain default, the value in the
+    comments below), so what is trained and saved is never AUTO."""
+
+    dim: int | Auto = AUTO  # 256
     projector: str = "mlp"  # "linear" | "mlp"
     hidden: int = 1024
     dropout: float = 0.2
@@ -55,21 +62,21 @@ class TrainConfig:
     learn_temperature: bool = True
     batch_size: int = 128
     epochs: int = 200
-    lr: float = 1e-3
+    lr: float | Auto = AUTO  # 1e-3
     weight_decay: float = 0.05
     patience: int = 25  # epochs without val improvement before stopping (no val split: every epoch runs)
     seed: int = 0
     pairs: list[list[str]] | None = None  # default: every pair of bound modalities
     feature_noise: float = 0.0  # gaussian noise on standardised inputs during training
-    init: str = "random"  # "random" | "procrustes" | "cca": start from a training-free alignment
-    lock: str | None = None  # a modality whose encoder space *is* the shared space (identity projector)
+    init: str | Auto = AUTO  # "random" | "procrustes" | "cca" | "ridge": start from a training-free alignment
+    lock: str | None | Auto = AUTO  # None | a modality whose encoder space *is* the shared space (identity projector)
     # robust fine-tuning (anybind.robust): WiSE-FT with the training-free start ("auto": alpha on val | alpha),
     # L2-SP towards it, what the ridge start shrinks towards ("zero" | "bridge"), inductive centring
-    wise: str | float | None = None
+    wise: str | float | None | Auto = AUTO  # None
     l2sp: float = 0.0
-    ridge_prior: str = "zero"
-    start_guard: bool = False  # ridge_prior="bridge": keep the label bridge itself as the start when the ridge
-    # does not beat it on val (anybind.robust); the recipe turns it on
+    ridge_prior: str | Auto = AUTO  # "zero"
+    start_guard: bool | Auto = AUTO  # False; ridge_prior="bridge": keep the label bridge itself as the start when
+    # the ridge does not beat it on val (anybind.robust); the recipe turns it on
     center: bool = False
     mixup: float = 0.0  # weight of the geodesic multi-modal mixup term (m^2-mix hard negatives; 0: off)
     mixup_alpha: float = 0.5  # its mixing coefficient ~ Beta(mixup_alpha, mixup_alpha)
@@ -82,6 +89,10 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def resolved(self) -> TrainConfig:
+        """This config with every field left at AUTO at its plain default (itself when none is)."""
+        return resolved(self)
 
 
 def choose_pairs(
@@ -200,6 +211,7 @@ def train_space(fs: FeatureSet, cfg: TrainConfig, *, progress: bool = True, sele
 
     A building block below the public class: it returns a :class:`~anybind.space_core.SpaceCore`.  Users call
     ``Space.from_features(fs, cfg)`` (or ``Space.fit``), which hands out the public :class:`anybind.Space`."""
+    cfg = cfg.resolved()  # what the recipe left open: the plain defaults
     with training_threads(cfg.threads):
         return _train_space(fs, cfg, progress=progress, select=select)
 

@@ -83,7 +83,7 @@ def fit_speed_task(work: Path, cache=None, seed: int = 0, console=None, pairs: s
     man.records = recs
     fs = FeatureSet.from_manifests([man], specs, FeatureCache(cache), progress=console is not None)
     n_train = len(fs.with_pair(fs.split_idx("train"), "image", "text"))
-    cfg = TrainConfig(epochs=1, seed=seed)
+    cfg = TrainConfig(epochs=1, seed=seed).resolved()  # _reencode_epoch reads its dim and lr
     train_space(fs, cfg, progress=False)  # warm-up: first-call costs (imports, allocator) are not an epoch's
     t0 = time.perf_counter()
     train_space(fs, cfg, progress=False)

@@ -116,7 +116,8 @@ def fit(
     ),
     missing: Missing = choice("learned", Missing, help="Symile: placeholder for a missing modality."),
     lock: Optional[str] = typer.Option(
-        None, help="A modality whose encoder space IS the shared space (e.g. text): its projector is the identity."
+        None, help="A modality whose encoder space IS the shared space (e.g. text): its projector is the identity; "
+        "'none': no modality locked (the recipe locks text when it is bound)."
     ),
     init: Optional[Init] = choice(
         None, Init, help="ridge: regress onto the locked space (needs --lock); procrustes, cca: "
@@ -233,6 +234,8 @@ def fit(
              ("start_guard", start_guard), ("center", center), ("mixup", mixup), ("mixup_alpha", mixup_alpha), ("attn_lr", attn_lr),
              ("attn_epochs", attn_epochs))
     kw.update({k: v for k, v in given if v is not None})
+    if lock is not None and lock.strip().lower() == "none":  # nothing locked: a choice, as lock=None in Python
+        kw["lock"] = None
     if wise is not None:
         kw["wise"] = wise_option(wise)
     if method != "contrastive":

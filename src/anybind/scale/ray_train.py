@@ -187,6 +187,7 @@ def fit_ray(
 
     if workers < 1:
         raise DataError(f"ray workers must be >= 1, got {workers}")
+    cfg = cfg.resolved()  # the workers get the plain defaults for what the recipe left open
     start = streaming_start(shards, cfg, checked=checked)  # here, once: every worker starts from it
     init_bytes = None
     if start.init is not None:

@@ -102,7 +102,7 @@ def _prepare(manifest, modalities, *, encoders, cache, ray, strict, allow_eval_o
 
     plan = plan_fit(manifest, modalities, encoders=encoders, recipe=recipe, config=config, strict=strict,
                     progress=progress, allow_eval_only=allow_eval_only)
-    cfg = TrainConfig(**plan.config)
+    cfg = TrainConfig(**plan.config).resolved()  # what the recipe left open: the plain defaults
     check_config(cfg)  # before anything is encoded; once: the trainers below are told it was (checked=True)
     manifests, specs = plan.manifests, plan.specs
     encode_on = ray if ray not in (None, False) else False

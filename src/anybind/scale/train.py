@@ -60,7 +60,6 @@ from .stream import SPLIT_CODES, TrainingShards
 collectives_before_any_group()  # before the caller's process group, so that its teardown can free it
 
 log = logging.getLogger(__name__)
-
 DEFAULT_SHUFFLE_BUFFER = 16384
 
 
@@ -68,6 +67,7 @@ def check_config(cfg: TrainConfig) -> None:
     """Refuse what the streaming / Ray trainer cannot do (it needs every feature in memory)."""
     from ..losses import build_loss, is_multimodal
 
+    cfg = cfg.resolved()  # what the recipe left open (AUTO): the plain defaults, as in every entry below
     if is_multimodal(build_loss(cfg.loss)):
         raise DataError(f"loss {cfg.loss!r} is multimodal (Symile): the streaming / Ray trainer trains pairwise "
                         "objectives only; use the in-memory fit")
@@ -123,6 +123,7 @@ def ridge_init(shards: TrainingShards, cfg: TrainConfig,
     """``(state, record)``: the projectors' starting state for ``init="ridge"`` (``None`` for ``init="random"``)
     and each modality's ridge alpha and prior: the ridge start of :func:`anybind.robust.ridge_start`, its normal
     equations summed shard by shard, the shrinkage chosen on the val split (held in memory)."""
+    cfg = cfg.resolved()
     if cfg.init != "ridge":
         return None, {}
     with training_threads(cfg.threads):
@@ -227,6 +228,7 @@ def train_streaming(
     """
     from ..losses import build_loss
 
+    cfg = cfg.resolved()
     if not checked:
         check_config(cfg)
     distributed = world > 1
@@ -321,6 +323,7 @@ def space_from_result(shards: TrainingShards, cfg: TrainConfig, res: dict[str, A
     """The :class:`~anybind.space.Space` a streaming run trained (its best epoch)."""
     from ..space import Space
 
+    cfg = cfg.resolved()
     projectors = build_projectors(shards, cfg, stats)
     for m, sd in res["state"].items():
         projectors[m].load_state_dict(sd)
@@ -367,6 +370,7 @@ def streaming_start(shards: TrainingShards, cfg: TrainConfig, *, checked: bool =
     """The start of a streaming run (:class:`StreamingStart`), the config checked first (:func:`check_config`,
     unless ``checked``: the caller did); hand its ``stats`` and ``init`` to :func:`train_streaming` (with
     ``checked=True``) and the whole to :func:`streaming_space`."""
+    cfg = cfg.resolved()
     if not checked:
         check_config(cfg)
     stats = shard_stats(shards)
