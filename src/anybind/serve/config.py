@@ -69,6 +69,9 @@ class ServeConfig:
         that makes it, given back after); None (the default): the process's setting (torch: one per core, or
         ``OMP_NUM_THREADS``).  With 1, the image and the text encoder's batches, run at once by their own
         leaders (:mod:`anybind.serve.batching`), each take one core instead of both spinning on all of them.
+        Neither this nor ``max_batch_for`` is on by default: in ``anybind bench --task serve-load`` (2 shared
+        cores, load 12-17) one thread and image 4 / text 32 saved the server 1.1-1.2x of its CPU per request
+        over ``max_batch`` 8 alone (19.8-21 against 23.4-23.8 ms), within the rounds' spread (BENCHMARKS.md).
     max_inflight_pixels: what the uploads being decoded and encoded may hold together, in pixels (an RGB
         pixel: 3 bytes; the default, 4 x ``max_pixels``, about 480 MB), whatever ``concurrency`` is: each upload
         reserves what its files declare in their headers (an image its width x height, a sound its samples
