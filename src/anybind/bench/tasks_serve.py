@@ -44,10 +44,10 @@ requests.  The service is given ``max_files`` and ``max_upload_bytes`` large eno
 and the baseline alike (one process setting; given back after).  ``service_threads`` and ``max_batch_for`` are grid
 knobs of the batching-on service alone (the baseline and ``off`` run without them): the service's own
 ``torch_threads`` (``-``: none) and per-modality maximum batch (``-``: none; ``image=4/text=32``), e.g.
-``--opt service_threads=-,1 --opt max_batch_for=-,image=4/text=32`` (four cells beside main's batching).  ``cpu_ms_per_request`` is the server process's
-CPU per request during the load (the baseline's: its own), ``x_sequential_cpu`` the baseline's over the
-service's: on a machine shared with other work the wall-clock ratio also depends on the CPU share each side
-happens to get, the CPU ratio does not.
+``--opt service_threads=-,1 --opt max_batch_for=-,image=4/text=32`` (four cells beside main's batching).
+``cpu_ms_per_request`` is the server process's CPU per request during the load (the baseline's: its own),
+``x_sequential_cpu`` the baseline's over the service's: on a machine shared with other work the wall-clock ratio
+also depends on the CPU share each side happens to get, the CPU ratio does not.
 """
 
 from __future__ import annotations
@@ -218,6 +218,10 @@ def serve_load(
     share = float(uploads)
     say = console.print if console else (lambda *a, **kw: None)
     mods = ("image", "text", "audio")
+    unknown = sorted({m for p in levers[1] for m, _ in p} - set(mods))
+    if unknown:
+        raise AnybindError(f"serve-load: max_batch_for={max_batch_for!r} names {', '.join(map(repr, unknown))}: the "
+                           f"service's modalities are {', '.join(mods)}")
     man = load_tux(work, mods, console)
     space = Space.fit(man, modalities=list(mods), encoders=PLAIN_ENCODERS, cache=cache, method="procrustes",
                       progress=False, recipe="plain")
@@ -251,7 +255,8 @@ def serve_load(
     # after each load, text queries no cache has seen sent one at a time: a lone request's latency
     singles = [f"{t} (once more)" for t in texts[:20]]
 
-    # the systems: (wait ms, max batch, slots) per batching-on cell, and batching off (max batch 1)
+    # the systems: (wait ms, max batch, slots, torch threads, per-modality batches) per batching-on cell, and batching
+    # off (max batch 1)
     grid = len(waits) * len(batches) * len(concs) * len(levers[0]) * len(levers[1]) > 1
     cells = {(f"on {w:g} ms {b} x {c}{lever_name(t, p)}" if grid else "on"): (w, b, c, t, p)
              for c in concs for b in batches for w in waits for t in levers[0] for p in levers[1]}
