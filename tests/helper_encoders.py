@@ -121,3 +121,17 @@ def audio_envelope(items):
 
 
 audio_envelope.dim = 17
+
+
+def threads_text(items):
+    """Like hashed_text, and appends torch's intra-op thread count in the calling thread to ANYBIND_TEST_THREAD_LOG."""
+    import torch
+
+    with open(os.environ["ANYBIND_TEST_THREAD_LOG"], "a") as f:
+        f.write(f"{torch.get_num_threads()}\n")
+    return np.stack([_vec(s, 8) for s in items])
+
+
+threads_text.dim = 8
+threads_text.input_kind = "text"
+threads_text.batch_size = 4

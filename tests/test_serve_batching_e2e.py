@@ -186,6 +186,14 @@ def test_the_serve_load_baseline_runs_uploads_and_texts_in_process(data, shared_
     ({"torch_threads": "0"}, "torch_threads='0'"),
     ({"torch_threads": "1.5"}, "torch_threads='1.5'"),
     ({"torch_threads": "x"}, "torch_threads='x'"),
+    ({"service_threads": "-,0"}, "service_threads='-,0'"),
+    ({"service_threads": "one"}, "service_threads='one'"),
+    ({"service_threads": ","}, "service_threads=','"),
+    ({"max_batch_for": "image"}, "max_batch_for='image'"),
+    ({"max_batch_for": "-,image=0"}, "max_batch_for='-,image=0'"),
+    ({"max_batch_for": "image=4/=2"}, "max_batch_for='image=4/=2'"),
+    ({"max_batch_for": "image=4;text=2"}, "max_batch_for='image=4;text=2'"),
+    ({"max_batch_for": "imgae=4"}, "max_batch_for='imgae=4' names 'imgae'"),
 ])
 def test_the_serve_load_grid_refuses_a_bad_setting_before_building_anything(opts, named, tmp_path):
     """The bench's tuning grid (comma-separated values per knob): a value no service could run with (out of range,
@@ -330,3 +338,24 @@ def test_serve_load_torch_threads_hold_for_every_run_and_the_cpu_ratio_is_the_ba
     assert on["cpu_ms_per_request"] == pytest.approx(1000 * 4 / 8) and on["x_sequential_cpu"] == pytest.approx(3.0)
     assert off["x_sequential_cpu"] == pytest.approx(3.0) and off["client/cpu_ms_per_request"] == pytest.approx(50)
     assert on["x_sequential"] == pytest.approx(1.0) and res.config["torch_threads"] == 1
+
+
+def test_serve_load_grids_the_services_torch_threads_and_per_modality_batches_beside_mains_batching(
+        monkeypatch, tmp_path):
+    """service_threads=-,1 x max_batch_for=-,image=4/text=32: four batching-on cells, each service made with its
+    own torch_threads and max_batch_for (main's batching is the '-' x '-' cell), batching off and the baseline
+    without them; each row names its levers."""
+    from anybind.bench.tasks_serve import serve_load
+
+    seen: list = []
+    _fake_serve_load(monkeypatch, lambda m, r: 1.0, seen=seen)
+    res = serve_load(tmp_path, requests=4, uploads=0, service_threads="-,1", max_batch_for="-,image=4/text=32")
+    made = [(c.torch_threads, c.max_batch_for, c.max_batch) for c, _ in seen if c is not None]
+    per = {"image": 4, "text": 32}
+    assert sorted(made, key=repr) == sorted([(None, {}, 8), (None, per, 8), (1, {}, 8), (1, per, 8), (None, {}, 1)],
+                                            key=repr)
+    assert [row["name"] for row in res.table] == [
+        "service, batching on (max_batch 8, wait 0 ms)", "service, batching on (max_batch 8, wait 0 ms, image 4, "
+        "text 32)", "service, batching on (max_batch 8, wait 0 ms, torch threads 1)", "service, batching on "
+        "(max_batch 8, wait 0 ms, torch threads 1, image 4, text 32)", "service, batching off", "in-process sequential"]
+    assert res.config["service_threads"] == [None, 1] and res.config["max_batch_for"] == [{}, per]

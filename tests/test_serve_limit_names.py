@@ -35,10 +35,11 @@ def _cli_serve_config(tmp_path, monkeypatch, args: list[str]):
 @pytest.mark.parametrize("field", sorted(SERVE_FLAGS))
 def test_each_flag_in_the_table_sets_its_field(tmp_path, monkeypatch, field):
     """A flag the messages name is one `anybind serve` takes, and it sets the field they name beside it."""
-    seen, r = _cli_serve_config(tmp_path, monkeypatch, [SERVE_FLAGS[field], "3"])
+    given, want = ("text=3", {"text": 3}) if field == "max_batch_for" else ("3", 3 * (
+        2**20 if field == "max_upload_bytes" else 1))  # --max-upload-mb is in MiB; --max-batch-for takes MODALITY=N
+    seen, r = _cli_serve_config(tmp_path, monkeypatch, [SERVE_FLAGS[field], given])
     assert "No such option" not in r.output, r.output
-    scale = 2**20 if field == "max_upload_bytes" else 1  # --max-upload-mb is in MiB
-    assert [getattr(c, field) for c in seen] == [3 * scale], r.output
+    assert [getattr(c, field) for c in seen] == [want], r.output
     default = ServeConfig()
     assert all(getattr(c, f) == getattr(default, f) for c in seen for f in ("max_pixels", "max_files")
                if f != field)  # no other limit moved with it

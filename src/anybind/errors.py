@@ -71,7 +71,8 @@ SERVE_FLAGS = {
     "max_upload_bytes": "--max-upload-mb", "max_json_bytes": "--max-json-bytes", "max_pixels": "--max-pixels",
     "concurrency": "--concurrency", "max_queue": "--max-queue", "queue_timeout": "--queue-timeout",
     "refresh_seconds": "--refresh-seconds", "batch_wait_ms": "--batch-wait-ms", "max_batch": "--max-batch",
-    "max_inflight_pixels": "--max-inflight-pixels",
+    "max_inflight_pixels": "--max-inflight-pixels", "max_batch_for": "--max-batch-for",
+    "torch_threads": "--torch-threads",
 }
 
 

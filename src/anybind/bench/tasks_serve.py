@@ -41,10 +41,13 @@ whatever ``max_batch`` (the batcher never splits a request), run in forward pass
 requests.  The service is given ``max_files`` and ``max_upload_bytes`` large enough for them.
 
 ``torch_threads`` (default: torch's own, one per core): torch's intra-op threads for the whole run, the service
-and the baseline alike (one process setting; given back after).  ``cpu_ms_per_request`` is the server process's
-CPU per request during the load (the baseline's: its own), ``x_sequential_cpu`` the baseline's over the
-service's: on a machine shared with other work the wall-clock ratio also depends on the CPU share each side
-happens to get, the CPU ratio does not.
+and the baseline alike (one process setting; given back after).  ``service_threads`` and ``max_batch_for`` are grid
+knobs of the batching-on service alone (the baseline and ``off`` run without them): the service's own
+``torch_threads`` (``-``: none) and per-modality maximum batch (``-``: none; ``image=4/text=32``), e.g.
+``--opt service_threads=-,1 --opt max_batch_for=-,image=4/text=32`` (four cells beside main's batching).
+``cpu_ms_per_request`` is the server process's CPU per request during the load (the baseline's: its own),
+``x_sequential_cpu`` the baseline's over the service's: on a machine shared with other work the wall-clock ratio
+also depends on the CPU share each side happens to get, the CPU ratio does not.
 """
 
 from __future__ import annotations
@@ -62,21 +65,7 @@ import numpy as np
 
 from . import TaskResult, task
 from .loadclient import fire, job_json
-
-
-def _pct(xs: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(xs, np.float64), q)) if xs else float("nan")
-
-
-def _summary(lat_ms: list[float], wall_s: float, n: int) -> dict[str, float]:
-    return {
-        "p50_ms": _pct(lat_ms, 50),
-        "p95_ms": _pct(lat_ms, 95),
-        "p99_ms": _pct(lat_ms, 99),
-        "max_ms": max(lat_ms) if lat_ms else float("nan"),
-        "throughput_rps": n / wall_s if wall_s > 0 else float("nan"),
-        "wall_s": wall_s,
-    }
+from .serve_stats import cell_levers, lever_name, pooled, values, whole
 
 
 def _run_client(url: str, kinds, texts, blobs, k: int, client: str, singles) -> dict:
@@ -167,41 +156,6 @@ def _sequential(svc, kinds, texts, blobs, k: int) -> dict:
         return pool.submit(run).result()
 
 
-def _whole(v) -> int | None:
-    """A whole number (an int, or text of digits), else None (1.5, '2.0', 'x', True)."""
-    if isinstance(v, str):
-        return int(v) if v.strip().lstrip("+-").isdigit() else None
-    return int(v) if isinstance(v, int) and not isinstance(v, bool) else None
-
-
-def _values(v, cast) -> list:
-    """An option's comma-separated values (one value as is)."""
-    return [cast(x) for x in str(v).split(",") if x.strip()] if isinstance(v, str) else [cast(v)]
-
-
-def _pooled(raws: list[dict], n: int) -> dict[str, float]:
-    """Summary of one system's rounds: throughput over their summed wall time, percentiles over every request."""
-    wall = sum(r["wall_s"] for r in raws)
-    lat = {kind: [x for r in raws for x in r["lat"][kind]] for kind in ("text", "upload")}
-    out: dict[str, float] = {"requests": n * len(raws), "errors": sum(len(r["errors"]) for r in raws),
-                             **_summary(lat["text"] + lat["upload"], wall, n * len(raws))}
-    single = [x for r in raws for x in r.get("single_ms", [])]
-    if single:
-        out.update({"single/p50_ms": _pct(single, 50), "single/p95_ms": _pct(single, 95)})
-    work = [x for r in raws for x in r["work_ms"]]
-    if work:
-        out.update({"work/p50_ms": _pct(work, 50), "work/p95_ms": _pct(work, 95)})
-    for kind in ("text", "upload"):
-        out.update({f"{kind}/{k_}": v for k_, v in _summary(lat[kind], wall, len(lat[kind])).items() if "ms" in k_})
-    if all("cpu_s" in r for r in raws):  # CPU per request: the server's (this process), and the client process's
-        out["cpu_ms_per_request"] = 1000 * sum(r["cpu_s"] for r in raws) / (n * len(raws))
-        out["client/cpu_ms_per_request"] = 1000 * sum(r["client_cpu_s"] for r in raws) / (n * len(raws))
-    calls, items = sum(r["calls"] for r in raws), sum(r["items"] for r in raws)
-    out.update({"encoder/calls": calls / len(raws), "encoder/items_per_call": items / calls if calls else float("nan"),
-                "encoder/busy_share": sum(r["enc_s"] for r in raws) / wall if wall > 0 else float("nan")})
-    return out
-
-
 @task(
     "serve-load",
     "search service: N concurrent searches (text + image uploads) over loopback HTTP, dynamic batching on vs off; "
@@ -223,6 +177,8 @@ def serve_load(
     rounds: int | str = 1,
     images_per_request: int | str = 1,
     torch_threads: int | str | None = None,
+    service_threads: int | str | None = None,
+    max_batch_for: str | None = None,
 ) -> TaskResult:
     from PIL import Image
 
@@ -235,9 +191,9 @@ def serve_load(
 
     n, k = int(requests), int(k)
     try:  # None: the service's default
-        concs = [ServeConfig.concurrency] if concurrency is None else _values(concurrency, int)
-        waits = _values(batch_wait_ms, float)
-        batches = [ServeConfig.max_batch] if max_batch is None else _values(max_batch, int)
+        concs = [ServeConfig.concurrency] if concurrency is None else values(concurrency, int)
+        waits = values(batch_wait_ms, float)
+        batches = [ServeConfig.max_batch] if max_batch is None else values(max_batch, int)
     except (TypeError, ValueError):
         concs = waits = batches = []  # refused just below, in one line
     if (not (concs and waits and batches) or min(concs + batches) < 1
@@ -246,11 +202,12 @@ def serve_load(
                            f"1) and batch_wait_ms={batch_wait_ms!r} (finite, >= 0) must be numbers or comma-separated "
                            "lists of them")
     conc = concs[0]
-    per = _whole(images_per_request)
+    levers = cell_levers(service_threads, max_batch_for)  # refused in one line, before anything is built
+    per = whole(images_per_request)
     if per is None or per < 1:
         raise AnybindError(f"serve-load: images_per_request={images_per_request!r} must be a whole number >= 1 (the "
                            "images each upload request carries)")
-    threads = None if torch_threads is None else _whole(torch_threads)
+    threads = None if torch_threads is None else whole(torch_threads)
     if torch_threads is not None and (threads is None or threads < 1):
         raise AnybindError(f"serve-load: torch_threads={torch_threads!r} must be a whole number >= 1 (torch's "
                            "intra-op threads, for the service and the baseline alike)")
@@ -261,6 +218,10 @@ def serve_load(
     share = float(uploads)
     say = console.print if console else (lambda *a, **kw: None)
     mods = ("image", "text", "audio")
+    unknown = sorted({m for p in levers[1] for m, _ in p} - set(mods))
+    if unknown:
+        raise AnybindError(f"serve-load: max_batch_for={max_batch_for!r} names {', '.join(map(repr, unknown))}: the "
+                           f"service's modalities are {', '.join(mods)}")
     man = load_tux(work, mods, console)
     space = Space.fit(man, modalities=list(mods), encoders=PLAIN_ENCODERS, cache=cache, method="procrustes",
                       progress=False, recipe="plain")
@@ -294,16 +255,19 @@ def serve_load(
     # after each load, text queries no cache has seen sent one at a time: a lone request's latency
     singles = [f"{t} (once more)" for t in texts[:20]]
 
-    # the systems: (wait ms, max batch, slots) per batching-on cell, and batching off (max batch 1)
-    grid = len(waits) * len(batches) * len(concs) > 1
-    cells = {(f"on {w:g} ms {b} x {c}" if grid else "on"): (w, b, c) for c in concs for b in batches for w in waits}
+    # the systems: (wait ms, max batch, slots, torch threads, per-modality batches) per batching-on cell, and batching
+    # off (max batch 1)
+    grid = len(waits) * len(batches) * len(concs) * len(levers[0]) * len(levers[1]) > 1
+    cells = {(f"on {w:g} ms {b} x {c}{lever_name(t, p)}" if grid else "on"): (w, b, c, t, p)
+             for c in concs for b in batches for w in waits for t in levers[0] for p in levers[1]}
     modes = {**(cells if batching != "off" else {}), **({"off": (0.0, 1, conc)} if batching != "on" else {})}
 
     body = max([ServeConfig.max_upload_bytes] + [2 * sum(map(len, b)) for b in blobs])  # room for the form
 
-    def config(wait: float, mb: int, slots: int) -> ServeConfig:
+    def config(wait: float, mb: int, slots: int, threads_: int | None = None, per_: tuple = ()) -> ServeConfig:
         return ServeConfig(concurrency=slots, max_queue=max(256, n), queue_timeout=600, batch_wait_ms=wait,
-                           max_batch=mb, max_files=max(ServeConfig.max_files, per), max_upload_bytes=body)
+                           max_batch=mb, max_files=max(ServeConfig.max_files, per), max_upload_bytes=body,
+                           torch_threads=threads_, max_batch_for=dict(per_))
 
     # -- each round: the service under load in each system (each on a fresh query cache; the order rotates from
     # round to round), then the baseline, the same queries in process one after another (fresh query cache, no
@@ -324,8 +288,8 @@ def serve_load(
                     svc.close()
                 (seq if mode == "sequential" else raws[mode]).append(raw)
                 say(f"round {rnd + 1}, {mode}: {n / raw['wall_s']:.1f} req/s, {len(raw['errors'])} errors")
-    base = _pooled(seq, n)
-    runs = {m: _pooled(r, n) for m, r in raws.items()}
+    base = pooled(seq, n)
+    runs = {m: pooled(r, n) for m, r in raws.items()}
     errors = [f"batching {m}: {e}" for m, rs in raws.items() for r in rs for e in r["errors"]]
     for m, r in runs.items():
         r["x_sequential"] = r["throughput_rps"] / base["throughput_rps"]
@@ -334,8 +298,8 @@ def serve_load(
         if "cpu_ms_per_request" in r and "cpu_ms_per_request" in base:  # the server's CPU per request, not the wall
             r["x_sequential_cpu"] = base["cpu_ms_per_request"] / max(r["cpu_ms_per_request"], 1e-9)
 
-    names = {m: (f"batching on (max_batch {b}, wait {w:g} ms" + (f", {c} slots)" if len(concs) > 1 else ")"))
-             for m, (w, b, c) in cells.items()}
+    names = {m: (f"batching on (max_batch {b}, wait {w:g} ms" + (f", {c} slots" if len(concs) > 1 else "")
+                 + lever_name(t, p) + ")") for m, (w, b, c, t, p) in cells.items()}
     names["off"] = "batching off" + (f" ({conc} slots)" if len(concs) > 1 else "")  # at the first pool
     cols = ("throughput_rps", "x_sequential", "x_sequential/min", "x_sequential/max", "x_sequential_cpu",
             "cpu_ms_per_request", "client/cpu_ms_per_request", "errors", "p50_ms", "p95_ms", "single/p50_ms", "work/p50_ms", "encoder/calls", "encoder/items_per_call", "encoder/busy_share")
@@ -377,6 +341,7 @@ def serve_load(
                 "max_batch": batches if len(batches) > 1 else batches[0], "batching": batching,
                 "client": client, "rounds": int(rounds), "images_per_request": per,
                 "torch_threads": threads if threads is not None else "torch's default",
+                "service_threads": levers[0], "max_batch_for": [dict(p) for p in levers[1]],
                 "space": "procrustes (image:efficientnet-lite0, text:minilm, audio:aisfx)"},
         notes=notes,
         table=table,

@@ -43,6 +43,14 @@ def serve(
     ),
     max_batch: int = typer.Option(8, min=1, help="Items in one batched encoder call at most "
                                   "(1: batching off)."),
+    max_batch_for: list[str] = typer.Option(
+        None, "--max-batch-for", help="MODALITY=N: --max-batch for that modality's encoder instead (repeatable; "
+        "e.g. image=4 text=32: an image encoder may cost more per image in larger passes, a text encoder less)."
+    ),
+    torch_threads: Optional[int] = typer.Option(
+        None, "--torch-threads", min=1, help="torch's threads in each encoder call (default: torch's own, one per "
+        "core, or OMP_NUM_THREADS). 1 lets the image and the text encoder's batches each run on a core of its own."
+    ),
     max_pixels: int = typer.Option(
         40_000_000, "--max-pixels", min=1, help="Largest uploaded image (width x height, read from its header; "
         "larger: 400 before it is decoded); also bounds an SVG's rendering and a video's frames."
@@ -88,11 +96,21 @@ def serve(
     except ImportError as e:
         fail(AnybindError(f"the service needs the 'serve' extra ({e.name} is missing): pip install 'anybind[serve]'"))
     use_device(ctx, device, precision)
+    per: dict[str, int] = {}
+    for spec in max_batch_for or ():
+        name, eq, n = spec.partition("=")
+        if not eq or not name or not n.strip().isdigit() or int(n) < 1:
+            fail(AnybindError(f"--max-batch-for {spec!r}: give MODALITY=N (N a whole number >= 1: items in one "
+                              "batched call of that modality's encoder)"))
+        if name in per:
+            fail(AnybindError(f"--max-batch-for {name!r} given twice: one limit per modality"))
+        per[name] = int(n)
     try:  # a limit that cannot be one (--max-upload-mb 0): refused before anything is loaded
         cfg = ServeConfig(
             max_upload_bytes=int(max_upload_mb * 2**20), max_json_bytes=max_json_bytes, concurrency=concurrency,
             max_queue=max_queue, queue_timeout=queue_timeout, refresh_seconds=refresh_seconds, batch_wait_ms=batch_wait_ms,
-            max_batch=max_batch, max_pixels=max_pixels, max_inflight_pixels=max_inflight_pixels,
+            max_batch=max_batch, max_pixels=max_pixels, max_inflight_pixels=max_inflight_pixels, max_batch_for=per,
+            torch_threads=torch_threads,
         )
     except AnybindError as e:
         fail(e)

@@ -4,10 +4,11 @@ are encoded together in one call.
 Continuous batching, per encoder identity: one request at a time *leads* (runs the encoder).  A
 request that arrives while the encoder is busy queues; when the leader is done it hands the lead
 to the oldest queued request, which takes every request queued meanwhile (up to ``max_batch``
-items) into the next call.  So under load the batches grow with the queue by themselves, and a
-request arriving at an idle encoder is encoded at once: ``wait`` (seconds, 0 by default) only lets
-a new leader gather requests for a little longer first (it stops early once ``max_batch`` items
-wait).
+items, or the encoder's own limit, ``limits``) into the next call.  So under load the batches
+grow with the queue by themselves, and a request arriving at an idle encoder is encoded at once:
+``wait`` (seconds, 0 by default) only lets a new leader gather requests for a little longer first
+(it stops early once that many items wait).  Each encoder has its own leader, so the image and the
+text encoder's batches run at the same time, in two worker threads.
 
 The leader encodes the union of the missing items once (the feature cache's usual path:
 undecodable items are reported per item, and an encoder that fails a whole batch is retried item
@@ -38,13 +39,15 @@ class _Ask:
 
 
 class Batcher:
-    """Gathers encoder calls per encoder identity (see the module docs).  ``calls`` counts the
-    combined encoder calls made, ``asks`` the requests they served and ``largest`` the most
-    requests one call served."""
+    """Gathers encoder calls per encoder identity (see the module docs).  ``limits``: ``{identity: n}``, that
+    encoder's maximum batch instead of ``max_batch``.  ``calls`` counts the combined encoder calls made, ``asks``
+    the requests they served and ``largest`` the most requests one call served."""
 
-    def __init__(self, wait: float = 0.0, max_batch: int = ServeConfig.max_batch):
+    def __init__(self, wait: float = 0.0, max_batch: int = ServeConfig.max_batch,
+                 limits: dict[str, int] | None = None):
         self.wait = max(0.0, float(wait))
         self.max_batch = max(1, int(max_batch))
+        self.limits = {k: max(1, int(v)) for k, v in (limits or {}).items()}
         self._lock = threading.Lock()
         self._pending: dict[str, list[_Ask]] = {}  # queued asks per identity (the leader's not among them)
         self._arrived: dict[str, threading.Condition] = {}  # a leader gathering waits on it
@@ -80,22 +83,27 @@ class Batcher:
         with self._lock:
             return len(self._pending.get(identity, []))
 
+    def limit(self, identity: str) -> int:
+        """Items in one call of ``identity``'s encoder at most (its own limit, else ``max_batch``)."""
+        return self.limits.get(identity, self.max_batch)
+
     def _take(self, identity: str, own: _Ask) -> list[_Ask]:
-        """Under the lock: the leader's ask and the queued ones (oldest first) that fit in ``max_batch``."""
+        """Under the lock: the leader's ask and the queued ones (oldest first) that fit in the identity's limit."""
         queue = self._pending.get(identity, [])
-        asks, n = [own], len(own.keys)
-        while queue and n + len(queue[0].keys) <= self.max_batch:
+        asks, n, most = [own], len(own.keys), self.limit(identity)
+        while queue and n + len(queue[0].keys) <= most:
             n += len(queue[0].keys)
             asks.append(queue.pop(0))
         return asks
 
     def _gather(self, identity: str, own: _Ask) -> None:
-        """Under the lock: wait up to ``wait`` for more asks, or until ``max_batch`` items are queued."""
+        """Under the lock: wait up to ``wait`` for more asks, or until the identity's limit of items is queued."""
         if self.wait <= 0:
             return
         deadline = time.monotonic() + self.wait
         cond = self._arrived.setdefault(identity, threading.Condition(self._lock))
-        while sum(len(a.keys) for a in self._pending.get(identity, [])) + len(own.keys) < self.max_batch:
+        most = self.limit(identity)
+        while sum(len(a.keys) for a in self._pending.get(identity, [])) + len(own.keys) < most:
             left = deadline - time.monotonic()
             if left <= 0:
                 break

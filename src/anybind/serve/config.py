@@ -4,7 +4,7 @@ and the app."""
 from __future__ import annotations
 
 import numbers
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..errors import AnybindError, serve_limit
 
@@ -61,6 +61,17 @@ class ServeConfig:
         images in 32-image passes (``min_forward_batch``), and EfficientNet-Lite0 costs more CPU per image in a
         larger pass (one torch thread, load ~30: 27 / 27 / 33 / 48 ms per image in passes of 1 / 4 / 8 / 32),
         while MiniLM stops gaining past 8 texts (14 / 5 / 5 ms at 1 / 8 / 32).
+    max_batch_for: ``{modality: n}``: ``max_batch`` for that modality's encoders instead (e.g. ``{"image": 4,
+        "text": 32}``: EfficientNet-Lite0 costs more CPU per image in passes past 4, MiniLM less per text up to
+        8-32, see ``max_batch``); a modality the space lacks is refused when the service starts.  An encoder
+        two modalities share gets the smaller.  Batching is on when any of these or ``max_batch`` is above 1.
+    torch_threads: torch's intra-op threads for each encoder call the service makes (set in the worker thread
+        that makes it, given back after); None (the default): the process's setting (torch: one per core, or
+        ``OMP_NUM_THREADS``).  With 1, the image and the text encoder's batches, run at once by their own
+        leaders (:mod:`anybind.serve.batching`), each take one core instead of both spinning on all of them.
+        Neither this nor ``max_batch_for`` is on by default: in ``anybind bench --task serve-load`` (2 shared
+        cores, load 12-17) one thread and image 4 / text 32 saved the server 1.1-1.2x of its CPU per request
+        over ``max_batch`` 8 alone (19.8-21 against 23.4-23.8 ms), within the rounds' spread (BENCHMARKS.md).
     max_inflight_pixels: what the uploads being decoded and encoded may hold together, in pixels (an RGB
         pixel: 3 bytes; the default, 4 x ``max_pixels``, about 480 MB), whatever ``concurrency`` is: each upload
         reserves what its files declare in their headers (an image its width x height, a sound its samples
@@ -89,9 +100,49 @@ class ServeConfig:
     batch_wait_ms: float = 0.0
     max_batch: int = 8
     max_inflight_pixels: int = 4 * 40_000_000
+    max_batch_for: dict[str, int] = field(default_factory=dict)
+    torch_threads: int | None = None
 
     def __post_init__(self) -> None:
-        for field in ("max_upload_bytes", "max_json_bytes"):  # 0 or less: every body (a negative: even empty) a 413
-            v = getattr(self, field)
-            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
-                raise ServeConfigError(f"{serve_limit(field)} must be a whole number of bytes >= 1, got {v!r}")
+        if self.torch_threads is not None and not _whole(self.torch_threads, 1):
+            raise ServeConfigError(f"{serve_limit('torch_threads')} must be a whole number >= 1 (torch's intra-op "
+                                   f"threads per encoder call) or None, got {self.torch_threads!r}")
+        if not isinstance(self.max_batch_for, dict) or not all(
+                isinstance(m, str) and m and _whole(n, 1) for m, n in self.max_batch_for.items()):
+            raise ServeConfigError(f"{serve_limit('max_batch_for')} must map modality names to whole numbers >= 1 "
+                                   f"(items in one batched call of that modality's encoder), got "
+                                   f"{self.max_batch_for!r}")
+        for name in ("max_upload_bytes", "max_json_bytes"):  # 0 or less: every body (a negative: even empty) a 413
+            v = getattr(self, name)
+            if not _whole(v, 1):
+                raise ServeConfigError(f"{serve_limit(name)} must be a whole number of bytes >= 1, got {v!r}")
+
+
+def _whole(v, least: int) -> bool:
+    """``v`` is a whole number (not a bool) of at least ``least``."""
+    return not isinstance(v, bool) and isinstance(v, numbers.Integral) and v >= least
+
+
+def encoder_limits(space, config: ServeConfig) -> dict[str, int]:
+    """``config.max_batch_for`` by encoder cache identity (what the batcher keys on): each modality's encoder, or
+    the encoders a derived one is computed from; the smaller where modalities share one.  A modality ``space``
+    lacks is refused in one line."""
+    from ..encoders.base import derived_parts
+    from ..encoders.device import cache_identity
+
+    unknown = sorted(set(config.max_batch_for) - set(space.modalities))
+    if unknown:
+        raise ServeConfigError(f"{serve_limit('max_batch_for')}: no modality {', '.join(map(repr, unknown))} in this "
+                               f"space (its modalities: {', '.join(sorted(space.modalities))})")
+    limits: dict[str, int] = {}
+    for m, n in config.max_batch_for.items():
+        todo = [space.encoder(m)]
+        while todo:
+            enc = todo.pop()
+            parts = derived_parts(enc)
+            if parts:
+                todo.extend(parts)
+            else:
+                ident = cache_identity(enc)
+                limits[ident] = min(limits.get(ident, n), n)
+    return limits

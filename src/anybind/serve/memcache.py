@@ -7,6 +7,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict, defaultdict
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -27,11 +28,14 @@ class MemoryFeatureCache(FeatureCache):
     """
 
     def __init__(self, root: str | Path | None = None, max_items: int = 4096, batch_wait: float | None = None,
-                 max_batch: int = ServeConfig.max_batch):
+                 max_batch: int = ServeConfig.max_batch, limits: dict[str, int] | None = None,
+                 torch_threads: int | None = None):
         super().__init__(root)
-        # batch_wait not None (and max_batch > 1): concurrent calls for one encoder are encoded together,
-        # a new batch gathering for up to batch_wait seconds (see .batching)
-        self.batcher = Batcher(batch_wait, max_batch) if batch_wait is not None and max_batch > 1 else None
+        # batch_wait not None (and max_batch, or an encoder's own limit in limits, > 1): concurrent calls for one
+        # encoder are encoded together, a new batch gathering for up to batch_wait seconds (see .batching)
+        on = batch_wait is not None and max(max_batch, *(limits or {}).values(), 1) > 1
+        self.batcher = Batcher(batch_wait, max_batch, limits) if on else None
+        self.torch_threads = torch_threads  # torch's threads in each encoder call (None: as they are)
         # a batched call hands the encoder up to 32 items per forward pass, even one whose batch_size is smaller
         # (EfficientNet-Lite's 8): 32 images went through it 1.5x faster per image than 8 on the loaded 2-core
         # bench machine (channels-last, 2 torch threads)
@@ -67,9 +71,13 @@ class MemoryFeatureCache(FeatureCache):
             still = [k for k in missing if k not in idx]  # another thread may have encoded them meanwhile
             if not still:
                 return {}
+            from ..numerics import torch_threads  # set in the calling (worker) thread: a setting made in another
+            # thread does not reach one that already ran torch (its OpenMP count is its own)
+
             t0 = time.perf_counter()
             try:
-                return super()._encode_missing(encoder, identity, still, first, False, description, 1)
+                with torch_threads(self.torch_threads) if self.torch_threads else nullcontext():
+                    return super()._encode_missing(encoder, identity, still, first, False, description, 1)
             finally:
                 st = self.encoder_stats[identity]
                 st["calls"] += 1

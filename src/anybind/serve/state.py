@@ -28,7 +28,7 @@ from ..errors import AnybindError, DataError, not_read_kind
 from ..index import Hit, Index, IndexError_, QueryError, class_embeddings
 from ..space import Space
 from .blas import one_blas_thread
-from .config import ServeConfig
+from .config import ServeConfig, encoder_limits
 from .files import Changed, ItemFiles, NotFound, OpenItemFile, indexed_folders  # noqa: F401 - re-exported
 from .memcache import MemoryFeatureCache
 from .sniff import SNIFF_BYTES, sniff
@@ -69,7 +69,8 @@ class Service:
         self.space_dir = str(space_dir) if space_dir is not None else None
         self.cache = MemoryFeatureCache(cache, max_items=self.config.query_cache,
                                         batch_wait=max(0.0, self.config.batch_wait_ms) / 1000,
-                                        max_batch=self.config.max_batch)
+                                        max_batch=self.config.max_batch, limits=encoder_limits(space, self.config),
+                                        torch_threads=self.config.torch_threads)
         self.tmp = Path(tempfile.mkdtemp(prefix="anybind-serve-")).resolve()
         # staged uploads live here; removed by close(), or at exit if close() was never called
         self._cleanup = weakref.finalize(self, shutil.rmtree, str(self.tmp), True)
