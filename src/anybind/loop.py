@@ -12,7 +12,8 @@ workers); what they share is here:
   early stopping (:class:`~anybind.epochs.EpochSelection`), the history rows and the progress bar; the
   steps run on the process's device and precision (:mod:`anybind.encoders.device`: autocast, a gradient
   scaler for fp16), and the trained modules come back to the CPU;
-* :func:`ridge_select` / :func:`locked_ridge_start`: the ridge start and its one shrinkage grid.
+* :func:`ridge_select` / :func:`prior_ridge` / :func:`locked_ridge_start`: the ridge start, its one shrinkage grid,
+  its prior and its start guard (progressive binding calls :func:`prior_ridge` too).
 """
 
 from __future__ import annotations
@@ -292,6 +293,44 @@ def ridge_select(
     return best[1], best[2]
 
 
+def prior_ridge(G: torch.Tensor, R: torch.Tensor, n: int, score: Callable[[torch.Tensor], float], *,
+                prior: torch.Tensor | None = None, t_norm2: torch.Tensor | float = 0.0, exact_prior: bool = False,
+                guard: bool = False, has_val: bool = True,
+                back: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                ) -> tuple[float | None, torch.Tensor, dict[str, Any] | None]:
+    """``(alpha, W, guard record)``: one modality's ridge start (:func:`locked_ridge_start`, progressive binding).
+
+    ``G``, ``R``: the normal equations of its training pairs (``Z^T Z``, ``Z^T T``; the dual with ``back``, no
+    prior); ``t_norm2``: ``||T||^2``; ``score(W)``: its val score (``has_val``: there are val pairs).  Without a
+    ``prior``: :func:`ridge_select` over :data:`RIDGE_ALPHAS`, nothing else.  A ``prior`` (``in_dim``,
+    ``out_dim``) is scaled onto the targets, ``W0 = c prior`` with ``c = <Z prior, T> / ||Z prior||^2`` (where that
+    is not positive, pairs that disagree with it: ``||T|| / ||Z prior||``, its direction, never its opposite), and
+    the ridge shrinks towards ``W0``; ``exact_prior``: ``W0`` itself (alpha None).  ``guard``: the training-free
+    start guard -- the path goes on through :data:`GUARD_ALPHAS` and ``W0`` is kept (alpha None) when the best
+    ridge does not beat it on val; the record holds both scores and what was kept (no val pairs: the ridge, and a
+    ``note``).  The record is None without a guard or a prior."""
+    W0 = prior
+    if W0 is not None:  # scaled onto the targets: c = <Z W0, T> / ||Z W0||^2 = tr(W0' R) / tr(W0' G W0)
+        W0 = W0.double()
+        norm2 = (W0 * (G.double() @ W0)).sum().clamp_min(1e-12)
+        c = float((W0 * R.double()).sum() / norm2)
+        if c <= 0:  # pairs that do not agree with the prior at all (shuffled): its direction, never its
+            c = float((t_norm2 / norm2).sqrt())  # opposite, at the targets' norm
+        W0 = W0 * c
+    if exact_prior and W0 is not None:
+        return None, W0, None
+    path = RIDGE_ALPHAS + GUARD_ALPHAS if guard and W0 is not None else RIDGE_ALPHAS
+    alpha, W = ridge_select(G, R, n, score, prior=W0, alphas=path, back=back)
+    if not guard or W0 is None:
+        return alpha, W, None
+    if not has_val:  # nothing to check on: said, not skipped
+        return alpha, W, {"kept": "ridge", "note": "no val pairs: the ridge start is not checked against the prior"}
+    s_ridge, s_start = score(W), score(W0)  # training never below the start on val
+    keep = "start" if s_start >= s_ridge else "ridge"
+    rec = {"ridge_val": round(s_ridge, 6), "start_val": round(s_start, 6), "kept": keep}
+    return (None, W0, rec) if keep == "start" else (alpha, W, rec)
+
+
 PairBlocks = Callable[[str], Iterable[tuple[np.ndarray, np.ndarray]]]
 
 
@@ -309,15 +348,9 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
     MLP path starts at zero on top of it.  ``train_pairs(m)`` yields blocks of (``m``, ``lock``)
     features (the normal equations are summed over them: memory is one block);
     ``val_pairs(m)``: the val pairs, or ``None`` when there are fewer than 2.  ``W0`` is zero, or
-    ``c * prior(m)`` where ``prior(m)`` gives a map (``in_dim``, ``out_dim``), ``c`` its least-squares
-    scale onto the targets (``<Z W0, T> / ||Z W0||^2``, from the same normal equations; where that is not positive,
-    pairs that disagree with the prior, ``||T|| / ||Z W0||``: the prior's direction, never its opposite).  ``exact_prior``: a
-    modality with a prior starts at ``c * prior(m)`` itself (infinite shrinkage: the prior as a branch whose
-    residual starts at zero; alpha None).  ``guard`` (a dict, filled in): the training-free start guard -- a
-    modality with a prior follows the shrinkage path on towards it (:data:`GUARD_ALPHAS` after the grid) and also
-    scores ``c * prior(m)`` itself on the val pairs, keeping it (alpha None) when the best ridge solution does not
-    beat it there: the start is never worse on val than the prior alone (the label bridge); ``guard[m]`` records
-    both scores and what was kept (with no val pairs: the ridge, and a ``note`` saying so).  Returns each alpha.
+    ``c * prior(m)`` where ``prior(m)`` gives a map (``in_dim``, ``out_dim``) scaled onto the targets; ``exact_prior``:
+    a modality with a prior starts at ``c * prior(m)`` itself; ``guard`` (a dict, filled in): the training-free start
+    guard, ``guard[m]`` its record (all three: :func:`prior_ridge`).  Returns each alpha.
     """
     if not lock:
         raise DataError("init='ridge' needs a locked modality (lock='text', say): it regresses onto its space")
@@ -349,27 +382,10 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
             r2 = pair_recalls(g, q, query_keys=fl, gallery_keys=fm)
             return sum(r[k] for r in (r1, r2) for k in ("R@1", "R@5", "R@10")) / 6
 
-        W0 = prior(m) if prior is not None else None
-        if W0 is not None:  # scaled onto the targets: c = <Z W0, T> / ||Z W0||^2 = tr(W0' R) / tr(W0' G W0)
-            W0 = W0.double()
-            norm2 = (W0 * (G @ W0)).sum().clamp_min(1e-12)
-            c = float((W0 * R).sum() / norm2)
-            if c <= 0:  # pairs that do not agree with the prior at all (shuffled): its direction, never its
-                c = float((T_norm2 / norm2).sqrt())  # opposite, at the targets' norm
-            W0 = W0 * c
-        if exact_prior and W0 is not None:
-            alpha, W = None, W0
-        else:
-            path = RIDGE_ALPHAS + GUARD_ALPHAS if guard is not None and W0 is not None else RIDGE_ALPHAS
-            alpha, W = ridge_select(G, R, n, score, prior=W0, alphas=path)
-            if guard is not None and W0 is not None and va is None:  # nothing to check on: said, not skipped
-                guard[m] = {"kept": "ridge", "note": "no val pairs: the ridge start is not checked against the prior"}
-            elif guard is not None and W0 is not None:  # training never below the start on val
-                s_ridge, s_start = score(W), score(W0)
-                keep = "start" if s_start >= s_ridge else "ridge"
-                guard[m] = {"ridge_val": round(s_ridge, 6), "start_val": round(s_start, 6), "kept": keep}
-                if keep == "start":
-                    alpha, W = None, W0
+        alpha, W, g = prior_ridge(G, R, n, score, prior=prior(m) if prior is not None else None, t_norm2=T_norm2,
+                                  exact_prior=exact_prior, guard=guard is not None, has_val=va is not None)
+        if g is not None:
+            guard[m] = g
         pr.linear.weight.copy_(W.float().T)
         pr.linear.bias.zero_()
         if pr.mlp is not None:

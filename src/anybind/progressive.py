@@ -15,7 +15,11 @@ How the new projector is trained (:func:`add_modality`):
   captions paired with the sounds), computed once and never updated;
 * start (``init="ridge"``, the default): a ridge regression from the new
   modality's standardised features onto those targets (shrinkage chosen on
-  the validation pairs), so that epoch 0 already lands near the anchors;
+  the validation pairs), so that epoch 0 already lands near the anchors; where
+  the new encoder's label bridge maps into the space's locked text encoder (an
+  image bound into a text-locked space), Space.fit's start: shrunk towards the
+  bridge, and with the start guard (on by default there) the bridge itself kept
+  when no ridge beats it on val (:func:`start_prior`; lineage ``ridge_start``);
 * fine-tuning: the space's pairwise objective (InfoNCE by default) between the
   new embeddings and the frozen targets, batches per anchor modality, early
   stopping on the validation pairs' retrieval score (epoch 0 competes too).
@@ -43,9 +47,10 @@ replaced, when, with which encoder (and its identity), from which data
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -58,6 +63,7 @@ from .encoders.video import temporal_frames
 from .errors import DataError, SpaceError
 from .progressive_fit import VAL_METRIC, BindConfig  # noqa: F401  (VAL_METRIC re-exported)
 from .progressive_fit import Target, bind_config, has_modality, train_projector
+from .robust import bridge_into, bridge_prior
 from .scoring import MIP
 from .vocabulary import carry_vocabulary
 
@@ -136,6 +142,29 @@ def replace_encoder(
 # ----------------------------------------------------------------------------- internals
 
 
+def start_prior(space, name: str, spec: str, cfg: BindConfig) -> tuple[BindConfig, Callable | None]:
+    """``(cfg resolved, prior)``: the ridge start's prior for binding ``name`` (encoder ``spec``) into ``space``.
+
+    The label bridge is the prior where ``spec``'s bridge maps into the space's locked modality's encoder (an
+    identity projector: every embedding of the space lives in that encoder's space; not a Symile space) and
+    ``cfg.ridge_prior`` is not "zero"; ``start_guard`` None turns the guard on with it (as Space.fit's recipe).
+    ``prior(projector)`` gives the map (:func:`anybind.robust.bridge_prior`); None where there is none, and
+    ``ridge_prior="bridge"`` or ``start_guard=True`` there is a one-line error."""
+    if cfg.init != "ridge":
+        return cfg, None
+    locked = [m for m, p in space.projectors.items() if p.cfg.kind == "identity" and m != name]
+    lock_spec = space.encoders[locked[0]] if len(locked) == 1 and space.scorer.kind != MIP else None
+    bridged = lock_spec is not None and bridge_into(spec, lock_spec) is not None
+    if not bridged and (cfg.ridge_prior == "bridge" or cfg.start_guard):
+        where = f"the locked {locked[0]!r} encoder {lock_spec}" if lock_spec else "this space (no locked modality)"
+        raise DataError(f"binding {name!r}: ridge_prior='bridge' / start_guard=True fall back on a label bridge, and "
+                        f"{spec} has none into {where}")
+    use = bridged and cfg.ridge_prior != "zero"
+    guard = use if cfg.start_guard is None else cfg.start_guard
+    cfg = dataclasses.replace(cfg, ridge_prior="bridge" if use else "zero", start_guard=guard)
+    return cfg, ((lambda proj: bridge_prior(spec, lock_spec, proj)) if use else None)
+
+
 def _load_data(space, name, encoder, data, mods, strict, progress) -> list[Manifest]:
     from .manifests import as_manifests
 
@@ -166,6 +195,7 @@ def _bind(space, name, spec, data, anchors, *, replace, cache, strict, progress,
                 f"cannot replace {name!r}'s encoder {space.encoders[name]} (reads {old.input_kind} items) "
                 f"with {spec} (reads {enc.input_kind} items)"
             )
+    cfg, prior = start_prior(space, name, spec, cfg)  # a setting that cannot apply is refused before any work
     if anchors is not None:
         wanted = sorted({name, *anchors})
     else:  # replace: the modality's own items; add: any bound modality may pair with it
@@ -226,7 +256,11 @@ def _bind(space, name, spec, data, anchors, *, replace, cache, strict, progress,
             raise DataError(f"{where}: {n_tr} training {what}; need at least 2 (check the 'split' fields)")
 
     proj, train_info = train_projector(space, feats, row_of, targets, train_idx, val_idx, cfg, progress,
-                                       frames=temporal_frames(spec), name=name)
+                                       frames=temporal_frames(spec), name=name, prior=prior)
+    ridge = train_info.pop("ridge_start", None)
+    if ridge and (ridge.get("guard") or {}).get("kept") == "start":
+        log.info("start guard: %r starts at its label bridge (val %.4f >= the ridge's %.4f): the training pairs do "
+                 "not beat the training-free start", name, ridge["guard"]["start_val"], ridge["guard"]["ridge_val"])
 
     projectors = {m: copy.deepcopy(p) for m, p in space.projectors.items()}
     projectors[name] = proj
@@ -250,6 +284,7 @@ def _bind(space, name, spec, data, anchors, *, replace, cache, strict, progress,
         "base_space": space.identity(),
         "frozen": [m for m in bound if not (replace and m == name)],
         "config": cfg.to_dict(),
+        **({"ridge_start": {name: ridge}} if ridge else {}),
         "training": {**train_info, "seconds": round(time.perf_counter() - t0, 2)},
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "anybind": __version__,

@@ -1,11 +1,16 @@
 """How progressive binding trains the one new projector: :class:`BindConfig`, the frozen anchor targets, the
-ridge start and the shared :func:`anybind.loop.fit_loop` against them (see :mod:`anybind.progressive`)."""
+ridge start and the shared :func:`anybind.loop.fit_loop` against them (see :mod:`anybind.progressive`).
+
+The ridge start is :func:`anybind.loop.prior_ridge`, the one Space.fit's locked ridge start runs: where the new
+encoder's label bridge maps into the space's locked text space (an image bound into a text-locked space, as
+Space.fit's recipe binds it) it shrinks towards that bridge (``ridge_prior``) and, with ``start_guard``, keeps the
+bridge itself as the start when no ridge beats it on val; the record is the lineage entry's ``ridge_start``."""
 
 from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -14,11 +19,14 @@ import torch
 import torch.nn.functional as F
 
 from .binders import AnchorBinder
-from .loop import IndexSampler, fit_loop, make_optimizer, make_temperature, ridge_select, training_threads
+from .errors import DataError
+from .loop import IndexSampler, fit_loop, make_optimizer, make_temperature, prior_ridge, training_threads
 from .metrics import pair_recalls
 from .projectors import Projector, ProjectorConfig, project
 
 VAL_METRIC = "mean (R@1+R@5+R@10)/3, new<->anchor on val pairs, both directions"
+#: what the ridge start shrinks towards ("auto": the label bridge where the new encoder has one into the space)
+RIDGE_PRIORS = ("auto", "bridge", "zero")
 
 
 @dataclass
@@ -31,6 +39,11 @@ class BindConfig:
     input_dropout: float = 0.1
     standardize: bool = True
     init: str = "ridge"  # "ridge" (regress onto the frozen targets first) | "random"
+    # the ridge start's prior: "bridge" (the new encoder's label bridge into the space's locked text encoder), "zero",
+    # "auto" (the bridge where there is one); start_guard: keep the bridge as the start when no ridge beats it on val
+    # (None: on with the bridge prior, as Space.fit's recipe)
+    ridge_prior: str = "auto"
+    start_guard: bool | None = None
     loss: str = "infonce"  # any pairwise objective spec (see anybind.losses)
     label_smoothing: float = 0.0
     temperature: float = 0.05  # training temperature (learnt; the space's own temperature is untouched)
@@ -58,6 +71,16 @@ def bind_config(config: Mapping[str, Any]) -> BindConfig:
         raise ValueError(f"init must be 'ridge' or 'random' for progressive binding, got {cfg.init!r}")
     if cfg.projector not in ("linear", "mlp"):
         raise ValueError(f"projector must be 'linear' or 'mlp', got {cfg.projector!r}")
+    if cfg.ridge_prior not in RIDGE_PRIORS:
+        raise DataError(f"ridge_prior must be one of {', '.join(RIDGE_PRIORS)} for progressive binding, "
+                        f"got {cfg.ridge_prior!r}")
+    if cfg.start_guard not in (None, True, False):
+        raise DataError(f"start_guard must be True, False or None, got {cfg.start_guard!r}")
+    if cfg.init != "ridge" and (cfg.ridge_prior == "bridge" or cfg.start_guard):
+        raise DataError("ridge_prior='bridge' / start_guard=True are the ridge start's: use init='ridge'")
+    if cfg.start_guard and cfg.ridge_prior == "zero":
+        raise DataError("start_guard=True falls back on the label bridge: use ridge_prior='bridge' or 'auto' "
+                        "(got ridge_prior='zero')")
     return cfg
 
 
@@ -93,9 +116,12 @@ def val_score(proj: Projector, feats: np.ndarray, targets: Mapping[str, Target],
     return float(np.mean(scores)) if scores else float("nan")
 
 
-def ridge_start(proj: Projector, feats, targets: Mapping[str, Target], train_idx, val_idx) -> float:
+def ridge_start(proj: Projector, feats, targets: Mapping[str, Target], train_idx, val_idx,
+                prior: torch.Tensor | None = None, guard: bool = False) -> dict[str, Any]:
     """Linear path := ridge regression of the standardised features onto the frozen targets (centred; their
-    mean is the bias), the shrinkage chosen on the val pairs (:func:`anybind.loop.ridge_select`)."""
+    mean is the bias), the shrinkage chosen on the val pairs, shrunk towards ``prior`` (a map onto the targets'
+    space: the label bridge) where given, with the start guard where ``guard`` (:func:`anybind.loop.prior_ridge`).
+    Returns its record: ``alpha``, ``prior`` (``"bridge"`` / ``"zero"``) and the ``guard``'s."""
     Z_parts, T_parts = [], []
     for t in targets.values():
         sel = np.isin(t.records, train_idx)
@@ -121,17 +147,21 @@ def ridge_start(proj: Projector, feats, targets: Mapping[str, Target], train_idx
         proj.eval()
         return val_score(proj, feats, targets, val_idx)
 
-    # primal (d x d) or dual (n x n) system, whichever is smaller
-    if d <= n:
-        alpha, W = ridge_select(Z.T @ Z, Z.T @ Tc, n, score)
+    has_val = any(np.isin(t.records, val_idx).sum() >= 2 for t in targets.values())
+    # primal (d x d) or dual (n x n) system, whichever is smaller (a prior needs the primal)
+    if d <= n or prior is not None:
+        alpha, W, g = prior_ridge(Z.T @ Z, Z.T @ Tc, n, score, prior=prior, t_norm2=Tc.pow(2).sum(),
+                                  guard=guard, has_val=has_val)
     else:
-        alpha, W = ridge_select(Z @ Z.T, Tc, n, score, back=lambda S: Z.T @ S)
+        alpha, W, g = prior_ridge(Z @ Z.T, Tc, n, score, back=lambda S: Z.T @ S)
     start_at(W)
-    return alpha
+    return {"alpha": alpha, "prior": "zero" if prior is None else "bridge", **({"guard": g} if g else {})}
 
 
 def train_projector(space, feats, row_of, targets: Mapping[str, Target], train_idx, val_idx, cfg: BindConfig, progress,
-                    frames: int = 0, name: str | None = None):
+                    frames: int = 0, name: str | None = None, prior: Callable[[Projector], torch.Tensor | None] | None = None):
+    """The new projector and its training record; ``prior(proj)``: the ridge start's prior for it (None: zero)
+    and ``cfg.start_guard`` its guard (:func:`ridge_start`)."""
     from .losses import build_loss, is_multimodal
 
     with training_threads(cfg.threads):
@@ -145,7 +175,9 @@ def train_projector(space, feats, row_of, targets: Mapping[str, Target], train_i
         proj = Projector(pc).fit_stats(feats[tr_rows] if len(tr_rows) > 1 else feats, name)
         info: dict[str, Any] = {}
         if cfg.init == "ridge":
-            info["ridge_alpha"] = ridge_start(proj, feats, targets, train_idx, val_idx)
+            W0 = prior(proj) if prior is not None else None
+            rec = ridge_start(proj, feats, targets, train_idx, val_idx, prior=W0, guard=bool(cfg.start_guard))
+            info["ridge_alpha"], info["ridge_start"] = rec["alpha"], rec
         loss_fn = build_loss(cfg.loss, label_smoothing=cfg.label_smoothing)
         if is_multimodal(loss_fn):
             raise ValueError(f"progressive binding needs a pairwise objective, not {cfg.loss!r}")

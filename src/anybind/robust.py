@@ -252,11 +252,9 @@ def with_mixup(loss_fn: nn.Module, cfg) -> nn.Module:
 
 
 # ----------------------------------------------------------------------------- the ridge start's prior
-def bridge_prior(spec: str, lock_spec: str, projector: Projector) -> torch.Tensor | None:
-    """The map (in_dim, out_dim) that reads the label-bridge block of ``projector``'s standardised input back
-    in the encoder's units (centred): for an encoder ``spec`` whose label bridge maps into ``lock_spec``'s
-    space, or a ``video:frames(...)`` of such an image encoder (the block of the frames' mean, or of each frame
-    for a frame-pooling projector: ``in_dim`` is then a frame's width); None for any other encoder."""
+def bridge_into(spec: str, lock_spec: str):
+    """The label bridge (a :class:`~anybind.encoders.bridge.LabelBridgeEncoder`) of encoder ``spec`` -- or of the
+    image encoder of a ``video:frames(...)`` spec -- when it maps into ``lock_spec``'s space; None otherwise."""
     from .encoders.bridge import LabelBridgeEncoder
     from .encoders.registry import get_encoder
     from .encoders.video import VideoFramesEncoder
@@ -265,6 +263,17 @@ def bridge_prior(spec: str, lock_spec: str, projector: Projector) -> torch.Tenso
     if isinstance(enc, VideoFramesEncoder):  # a clip's features are its frames' (their mean, or the sequence)
         enc = enc.image
     if not isinstance(enc, LabelBridgeEncoder) or enc.text_encoder.spec != lock_spec:
+        return None
+    return enc
+
+
+def bridge_prior(spec: str, lock_spec: str, projector: Projector) -> torch.Tensor | None:
+    """The map (in_dim, out_dim) that reads the label-bridge block of ``projector``'s standardised input back
+    in the encoder's units (centred): for an encoder ``spec`` whose label bridge maps into ``lock_spec``'s
+    space, or a ``video:frames(...)`` of such an image encoder (the block of the frames' mean, or of each frame
+    for a frame-pooling projector: ``in_dim`` is then a frame's width); None for any other encoder."""
+    enc = bridge_into(spec, lock_spec)
+    if enc is None:
         return None
     d_base, d_in, d_out = enc.base_encoder.dim, projector.cfg.feat_dim, projector.cfg.out_dim
     if d_in != d_base + d_out:

@@ -307,6 +307,9 @@ def bind(
     ),
     projector: ProjectorKind = choice("mlp", ProjectorKind, help="Projector architecture."),
     init: BindInit = choice("ridge", BindInit, help="ridge: regress onto the frozen targets first."),
+    start_guard: Optional[bool] = typer.Option(
+        None, "--start-guard/--no-start-guard", help="As anybind fit's, where the new encoder's label bridge maps into "
+        "the locked text space (on there by default): keep the bridge as the start when no ridge beats it on val."),
     epochs: int = typer.Option(200, help="Maximum epochs (early stopping on the val pairs)."),
     loss: str = typer.Option("infonce", help="Pairwise objective spec (see anybind fit --loss)."),
     seed: int = typer.Option(0),
@@ -334,7 +337,7 @@ def bind(
     check_out(out, "space", overwrite)
     use_device(ctx, device, precision)
     kw = dict(projector=projector, init=init, epochs=epochs, loss=loss, seed=seed, cache=cache, strict=strict,
-              progress=True)
+              progress=True, start_guard=start_guard)
     try:
         space = Space.load(space_dir)
         sources = [str(d) for d in data]

@@ -1,0 +1,171 @@
+"""Progressive binding's ridge start is Space.fit's (issue 16, "training never loses to the training-free start"):
+an image encoder whose label bridge maps into the space's locked text encoder is shrunk towards that bridge, and the
+start guard keeps the bridge itself when the training pairs do not beat it on val; where no bridge exists the start
+is the one progressive binding always had, weight for weight."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from typer.testing import CliRunner
+
+from anybind import Space, load_manifest
+from anybind import progressive_fit
+from anybind.cli import app
+from anybind.errors import DataError
+from anybind.loop import GUARD_ALPHAS, RIDGE_ALPHAS, ridge_select
+from anybind.metrics import pair_recalls
+
+from test_progressive import BIND_FAST, FAST, three_views
+
+BRIDGED = "image:efficientnet-lite0+bridge"
+TINY = dict(epochs=4, patience=4, hidden=16, seed=0)
+
+
+@pytest.fixture(scope="module")
+def tux_photos(tux_dir, tmp_path_factory):
+    """40 real Tux Paint stamps, each image twice: ``image`` (bound in the base space) and ``photo`` (bound later,
+    through text); every train record's text is another's (a derangement), so the training pairs teach nothing;
+    val keeps its true pairs."""
+    recs = [json.loads(x) for x in (tux_dir / "manifest.jsonl").read_text().splitlines()]
+    recs = [r for r in recs if "audio" in r][:40]
+    rows = [{"id": r["id"], "split": "val" if i % 5 == 0 else "train", "text": r["text"],
+             "image": str(tux_dir / r["image"]), "photo": str(tux_dir / r["image"])} for i, r in enumerate(recs)]
+    train = [r for r in rows if r["split"] == "train"]
+    texts = [r["text"] for r in train]
+    for i, r in enumerate(train):
+        r["text"] = texts[(i + 7) % len(texts)]
+    folder = tmp_path_factory.mktemp("pguard")
+    (folder / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def text_locked(tux_photos, shared_cache):
+    """A text-locked image+text space (plain image encoder) fitted on the shuffled pairs."""
+    man = load_manifest(tux_photos / "manifest.jsonl", modalities=["image", "text"])
+    return Space.fit(man, modalities=["image", "text"], encoders={"image": "image:efficientnet-lite0"},
+                     lock="text", init="ridge", recipe="plain", cache=shared_cache, progress=False, **TINY)
+
+
+def photo_val_score(space, tux_photos, cache) -> float:
+    """progressive binding's val score (photo<->text, both directions), recomputed from the saved-able space."""
+    rows = [json.loads(x) for x in (tux_photos / "manifest.jsonl").read_text().splitlines()]
+    val = [r for r in rows if r["split"] == "val"]
+    fp = space.features("photo", [r["photo"] for r in val], cache=cache)
+    ft = space.features("text", [r["text"] for r in val], cache=cache)
+    e = F.normalize(torch.from_numpy(space.project("photo", fp)), dim=-1).numpy()
+    g = space.project("text", ft).astype(np.float32)
+    r1, r2 = pair_recalls(e, g, query_keys=fp, gallery_keys=ft), pair_recalls(g, e, query_keys=ft, gallery_keys=fp)
+    return float(np.mean([(r["R@1"] + r["R@5"] + r["R@10"]) / 3 for r in (r1, r2)]))
+
+
+def test_shuffled_pairs_the_guarded_add_modality_never_ends_below_the_bridge(text_locked, tux_photos, shared_cache,
+                                                                              tmp_path):
+    data = str(tux_photos / "manifest.jsonl")
+    guarded = text_locked.add_modality("photo", BRIDGED, data, anchors=["text"], cache=shared_cache, **TINY)
+    e = guarded.info["lineage"][-1]
+    assert e["config"]["ridge_prior"] == "bridge" and e["config"]["start_guard"] is True  # the default here
+    rec = e["ridge_start"]["photo"]
+    assert rec["prior"] == "bridge" and (rec["alpha"] is None or rec["alpha"] in GUARD_ALPHAS)
+    assert (rec["alpha"] is None) == (rec["guard"]["kept"] == "start")
+    start = rec["guard"]["start_val"]
+    assert photo_val_score(guarded, tux_photos, shared_cache) >= start - 1e-6
+    # the CLI's knob: the ridge start (still towards the bridge) whatever val says, which ends below the bridge
+    base = tmp_path / "base"
+    text_locked.save(base)
+    res = CliRunner().invoke(app, ["bind", str(base), "--add", f"photo={BRIDGED}", "--data", data, "--anchors", "text",
+                                   "--no-start-guard", "--epochs", "4", "--cache", str(shared_cache),
+                                   "--out", str(tmp_path / "plain")])
+    assert res.exit_code == 0, res.output
+    plain = Space.load(tmp_path / "plain")
+    p = plain.info["lineage"][-1]
+    assert p["config"]["start_guard"] is False and "guard" not in p["ridge_start"]["photo"]
+    assert p["ridge_start"]["photo"]["prior"] == "bridge" and p["ridge_start"]["photo"]["alpha"] in RIDGE_ALPHAS
+    assert photo_val_score(plain, tux_photos, shared_cache) < start
+    # a zero prior is progressive binding's old start: no guard to record
+    zero = text_locked.add_modality("photo", BRIDGED, data, anchors=["text"], cache=shared_cache, ridge_prior="zero",
+                                    **TINY)
+    assert zero.info["lineage"][-1]["ridge_start"]["photo"] == {"alpha": zero.info["lineage"][-1]["training"]["ridge_alpha"],
+                                                                "prior": "zero"}
+
+
+def main_ridge_start(proj, feats, targets, train_idx, val_idx) -> float:
+    """progressive_fit.ridge_start as it was before it shared Space.fit's start (main at d0963dd), verbatim but for
+    this docstring: the reference the shared path must reproduce where there is no prior."""
+    Z_parts, T_parts = [], []
+    for t in targets.values():
+        sel = np.isin(t.records, train_idx)
+        Z_parts.append(feats[t.rows[sel]])
+        T_parts.append(t.targets[sel])
+    with torch.no_grad():
+        Z = proj.standardized(torch.from_numpy(np.concatenate(Z_parts))).double()
+        T = torch.from_numpy(np.concatenate(T_parts)).double()
+    n, d = Z.shape
+    Tm = T.mean(0)
+    Tc = T - Tm
+
+    @torch.no_grad()
+    def start_at(W: torch.Tensor) -> None:
+        proj.linear.weight.copy_(W.T.float())
+        proj.linear.bias.copy_(Tm.float())
+        if proj.mlp is not None:
+            proj.mlp[-1].weight.zero_()
+            proj.mlp[-1].bias.zero_()
+
+    def score(W: torch.Tensor) -> float:
+        start_at(W)
+        proj.eval()
+        return progressive_fit.val_score(proj, feats, targets, val_idx)
+
+    if d <= n:
+        alpha, W = ridge_select(Z.T @ Z, Z.T @ Tc, n, score)
+    else:
+        alpha, W = ridge_select(Z @ Z.T, Tc, n, score, back=lambda S: Z.T @ S)
+    start_at(W)
+    return alpha
+
+
+@pytest.mark.parametrize("n", [300, 20])  # 300: the primal system; 20 records (14 train pairs < 20 dims): the dual
+def test_without_a_bridge_the_weights_are_mains_bit_for_bit(tmp_path, monkeypatch, n):
+    mans, specs = three_views(tmp_path, n=n)
+    space = Space.fit(mans["ab"], encoders={"sa": specs["sa"], "sb": specs["sb"]}, cache=tmp_path / "c", seed=0, **FAST)
+
+    def bind(sp):
+        added = sp.add_modality("sc", specs["sc"], mans["cb"], anchors=["sb"], cache=tmp_path / "c", **BIND_FAST)
+        return added, sp.replace_encoder("sb", specs["sb2"], mans["b"], cache=tmp_path / "c", **BIND_FAST)
+
+    new = bind(space)
+    calls = []
+
+    def old(proj, feats, targets, train_idx, val_idx, prior=None, guard=False):
+        assert prior is None
+        calls.append(1)
+        return {"alpha": main_ridge_start(proj, feats, targets, train_idx, val_idx), "prior": "zero"}
+
+    monkeypatch.setattr(progressive_fit, "ridge_start", old)
+    ref = bind(space)
+    assert len(calls) == 2
+    for a, b, m in ((new[0], ref[0], "sc"), (new[1], ref[1], "sb")):
+        sa, sb = a.projectors[m].state_dict(), b.projectors[m].state_dict()
+        assert sa.keys() == sb.keys() and all(torch.equal(v, sb[k]) for k, v in sa.items()), m
+        assert a.info["lineage"][-1]["ridge_start"] == {m: {"alpha": b.info["lineage"][-1]["training"]["ridge_alpha"],
+                                                            "prior": "zero"}}
+        assert a.info["lineage"][-1]["config"]["start_guard"] is False
+
+
+def test_a_guard_or_bridge_with_no_bridge_is_refused_in_one_line(tmp_path):
+    mans, specs = three_views(tmp_path, n=60)
+    space = Space.fit(mans["ab"], encoders={"sa": specs["sa"], "sb": specs["sb"]}, cache=tmp_path / "c", seed=0, **FAST)
+    for kw in ({"start_guard": True}, {"ridge_prior": "bridge"}):
+        with pytest.raises(DataError, match="has none into this space .no locked modality.") as e:
+            space.add_modality("sc", specs["sc"], mans["cb"], anchors=["sb"], cache=tmp_path / "c", **kw)
+        assert "\n" not in str(e.value)
+    with pytest.raises(DataError, match="start_guard=True falls back on the label bridge"):
+        space.add_modality("sc", specs["sc"], mans["cb"], ridge_prior="zero", start_guard=True)
+    with pytest.raises(DataError, match="use init='ridge'"):
+        space.add_modality("sc", specs["sc"], mans["cb"], init="random", start_guard=True)
+    res = CliRunner().invoke(app, ["bind", "--help"])
+    assert "--start-guard" in res.output and "--no-start-guard" in res.output
