@@ -103,3 +103,17 @@ def test_a_bridge_into_a_bare_spelt_ensemble_still_matches_what_it_recorded(monk
     assert f"|text=[{now}]|" in enc.identity and now != then
     assert enc.matches_identity(enc.identity.replace(now, then))
     assert not enc.matches_identity(enc.identity.replace(now, then.replace("[tinytext:b|v1]", "[x]")))
+
+
+def test_a_bare_bridged_part_builds_as_its_canonical_spelling():
+    """``image+bridge`` inside an ensemble is what the CLI and ``Space.fit`` save it as
+    (``image:efficientnet-lite0+bridge``): the encoder built from the spec as typed (``Space({...})``,
+    ``get_encoder``) takes it too, one encoder with one identity, not a refusal of the spelling the fit accepted."""
+    typed = "image:concat(image+bridge,image:efficientnet-lite2+bridge)"
+    spelt = absolute_spec(typed)
+    assert spelt == "image:concat(image:efficientnet-lite0+bridge,image:efficientnet-lite2+bridge)"
+    enc, want = get_encoder(typed, cached=False), get_encoder(spelt, cached=False)
+    assert enc.identity == want.identity and enc.dim == want.dim
+    with pytest.raises(EncoderError, match=r"part 'image\+bridge\(text:nope\)'") as e:  # a part named as typed
+        get_encoder("image:concat(image+bridge(text:nope),image:efficientnet-lite2)", cached=False)
+    assert "\n" not in str(e.value)

@@ -184,9 +184,9 @@ class ConcatEncoder(Encoder):
         #: the spelling that heads the identity (a bare modality part as its default spec, see canonical_spec)
         self.canonical_spec = canonical_spec(self.spec)
         parts = []
-        for p in given:
+        for p, c in zip(given, canonical):  # built as spelt (image+bridge: no spec alone), named as given
             try:
-                enc = get_encoder(p)
+                enc = get_encoder(c)
             except EncoderError as e:
                 raise EncoderError(f"encoder {self.spec!r}: part {p!r}: {e}") from None
             if enc.modality != modality:
