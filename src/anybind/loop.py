@@ -37,6 +37,7 @@ from .epochs import EpochSelection, selection_record
 from .errors import DataError
 from .metrics import pair_recalls
 from .progress import progress_bar
+from .ridge_kernel import kernel_start, kernel_term, scaled_prior
 
 log = logging.getLogger(__name__)
 
@@ -309,14 +310,7 @@ def prior_ridge(G: torch.Tensor, R: torch.Tensor, n: int, score: Callable[[torch
     start guard -- the path goes on through :data:`GUARD_ALPHAS` and ``W0`` is kept (alpha None) when the best
     ridge does not beat it on val; the record holds both scores and what was kept (no val pairs: the ridge, and a
     ``note``).  The record is None without a guard or a prior."""
-    W0 = prior
-    if W0 is not None:  # scaled onto the targets: c = <Z W0, T> / ||Z W0||^2 = tr(W0' R) / tr(W0' G W0)
-        W0 = W0.double()
-        norm2 = (W0 * (G.double() @ W0)).sum().clamp_min(1e-12)
-        c = float((W0 * R.double()).sum() / norm2)
-        if c <= 0:  # pairs that do not agree with the prior at all (shuffled): its direction, never its
-            c = float((t_norm2 / norm2).sqrt())  # opposite, at the targets' norm
-        W0 = W0 * c
+    W0 = None if prior is None else scaled_prior(G, R, prior, t_norm2)  # c = <Z W0, T> / ||Z W0||^2
     if exact_prior and W0 is not None:
         return None, W0, None
     path = RIDGE_ALPHAS + GUARD_ALPHAS if guard and W0 is not None else RIDGE_ALPHAS
@@ -338,8 +332,8 @@ PairBlocks = Callable[[str], Iterable[tuple[np.ndarray, np.ndarray]]]
 def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, train_pairs: PairBlocks,
                        val_pairs: Callable[[str], tuple[np.ndarray, np.ndarray] | None], *,
                        prior: Callable[[str], torch.Tensor | None] | None = None,
-                       exact_prior: bool = False,
-                       guard: dict[str, dict[str, Any]] | None = None) -> dict[str, float | None]:
+                       exact_prior: bool = False, guard: dict[str, dict[str, Any]] | None = None,
+                       kernel: dict[str, dict[str, Any]] | None = None, seed: int = 0) -> dict[str, float | None]:
     """Start every unlocked projector at the ridge regression onto the locked modality's space.
 
     For each modality ``m``, ``W = argmin ||Z W - T||^2 + lam ||W - W0||^2`` over the training pairs
@@ -350,7 +344,8 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
     ``val_pairs(m)``: the val pairs, or ``None`` when there are fewer than 2.  ``W0`` is zero, or
     ``c * prior(m)`` where ``prior(m)`` gives a map (``in_dim``, ``out_dim``) scaled onto the targets; ``exact_prior``:
     a modality with a prior starts at ``c * prior(m)`` itself; ``guard`` (a dict, filled in): the training-free start
-    guard, ``guard[m]`` its record (all three: :func:`prior_ridge`).  Returns each alpha.
+    guard, ``guard[m]`` its record (all three: :func:`prior_ridge`).  ``kernel`` (a dict, filled in): with a prior and
+    val pairs, :func:`~anybind.ridge_kernel.kernel_start` too (``seed``: its support), ``kernel[m]`` its record.
     """
     if not lock:
         raise DataError("init='ridge' needs a locked modality (lock='text', say): it regresses onto its space")
@@ -360,10 +355,11 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
         if m == lock:
             continue
         G = R = None
-        n, T_norm2 = 0, torch.zeros((), dtype=torch.float64)
+        n, T_norm2, held = 0, torch.zeros((), dtype=torch.float64), []
         for xm, xl in train_pairs(m):
             Z = pr.standardized(torch.from_numpy(xm))
             T = tgt(torch.from_numpy(xl))
+            held += [(Z, T)] if kernel is not None and not pr.cfg.frames else []  # the kernel's support
             g, r = (Z.T @ Z).double(), (Z.T @ T).double()
             G, R = (g, r) if G is None else (G + g, R + r)
             T_norm2 = T_norm2 + T.double().pow(2).sum()
@@ -372,20 +368,29 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
             raise DataError(f"init='ridge': {m!r} has {n} training pairs with {lock!r}; need at least 3")
         va = val_pairs(m)
 
-        def score(W: torch.Tensor, pr=pr, va=va) -> float:
+        def score(W: torch.Tensor, pr=pr, va=va, branch=None) -> float:
             if va is None:
                 return float("nan")
             fm, fl = va
-            q = F.normalize(pr.standardized(torch.from_numpy(fm)) @ W.float(), dim=-1).numpy()
+            z = pr.standardized(torch.from_numpy(fm))
+            q = F.normalize(z @ W.float() + (kernel_term(z, *branch) if branch else 0), dim=-1).numpy()
             g = F.normalize(tgt(torch.from_numpy(fl)), dim=-1).numpy()
             r1 = pair_recalls(q, g, query_keys=fm, gallery_keys=fl)
             r2 = pair_recalls(g, q, query_keys=fl, gallery_keys=fm)
             return sum(r[k] for r in (r1, r2) for k in ("R@1", "R@5", "R@10")) / 6
 
-        alpha, W, g = prior_ridge(G, R, n, score, prior=prior(m) if prior is not None else None, t_norm2=T_norm2,
-                                  exact_prior=exact_prior, guard=guard is not None, has_val=va is not None)
+        P = prior(m) if prior is not None else None
+        alpha, W, g = prior_ridge(G, R, n, score, prior=P, t_norm2=T_norm2, exact_prior=exact_prior,
+                                  guard=guard is not None, has_val=va is not None)
         if g is not None:
             guard[m] = g
+        if held and P is not None and va is not None:  # the kernel family on the prior's residual, on val
+            W0 = scaled_prior(G, R, P, T_norm2)
+            branch, kernel[m] = kernel_start(torch.cat([z for z, _ in held]), torch.cat([t for _, t in held]), W0,
+                                             lambda b, W0=W0: score(W0, branch=b), score(W), seed=seed)
+            if branch is not None:
+                pr.set_kernel(*branch)
+                alpha, W = None, W0
         pr.linear.weight.copy_(W.float().T)
         pr.linear.bias.zero_()
         if pr.mlp is not None:
