@@ -166,3 +166,106 @@ def test_the_kernel_branch_adds_its_term_to_the_linear_map(n, d, out, b, tau):
     assert pr.cfg.kernel == 0 and torch.equal(pr(x), lin)
     with pytest.raises(ValueError, match="kernel"):
         pr.set_kernel(S, torch.randn(n + 1, out), tau)
+
+
+def concept_features(monkeypatch, seed=0, n=400, n_train=150):
+    """Synthetic bridged features (the fake label bridge of tests/test_robust.py) where the kernel has something to
+    add: 30 concepts, each image its concept's look plus noise beside a noisy bridge block; texts near the concept."""
+    from anybind.data.manifest import Record
+    from anybind.encoders import bridge, registry
+    from anybind.featureset import FeatureSet
+    from test_robust import _FakeBridge
+
+    class Fake(_FakeBridge, bridge.LabelBridgeEncoder):
+        pass
+
+    real = registry.get_encoder
+    monkeypatch.setattr(registry, "get_encoder",
+                        lambda spec, *a, **k: Fake(100, "text:fake", 24) if spec == "image:fake+bridge" else real(spec, *a, **k))
+    rng = np.random.default_rng(seed)
+    concepts = rng.normal(size=(30, 24))
+    lab = rng.integers(0, 30, n)
+    T = concepts[lab] + 0.3 * rng.normal(size=(n, 24))
+    looks = rng.normal(size=(30, 100))
+    base = looks[lab] + 0.5 * rng.normal(size=(n, 100))
+    X = np.hstack([base, T + 2.0 * rng.normal(size=(n, 24))])
+    splits = ["train"] * n_train + ["val"] * 60 + ["test"] * (n - n_train - 60)
+    recs = [Record(id=f"r{i}", split=s, values={"image": f"i{i}", "text": f"t{i}"}) for i, s in enumerate(splits)]
+    return FeatureSet(records=recs, specs={"image": "image:fake+bridge", "text": "text:fake"},
+                      identities={"image": "fake-i", "text": "fake-t"},
+                      feats={"image": X.astype(np.float32), "text": T.astype(np.float32)},
+                      rows={"image": np.arange(n), "text": np.arange(n)}, corpus=np.zeros(n, dtype=np.int64))
+
+
+def test_the_kernel_family_is_kept_where_it_wins_on_val_and_off_means_linear(monkeypatch):
+    """The grid is scored, the kept start is the best on val (here the kernel: concepts a linear map reads only
+    roughly), and kernel_start=False gives the linear start bit for bit (the family touches nothing when off)."""
+    from anybind.train import TrainConfig, train_space, val_score
+
+    fs = concept_features(monkeypatch)
+    cfg = dict(lock="text", init="ridge", ridge_prior="bridge", start_guard=True, epochs=0, hidden=16)
+    on = train_space(fs, TrainConfig(kernel_start=True, **cfg), progress=False)
+    off = train_space(fs, TrainConfig(kernel_start=False, **cfg), progress=False)
+    again = train_space(fs, TrainConfig(**cfg), progress=False)  # not given, no recipe: the plain default, off
+    assert same_state(off, again) and not any("kernel" in k for k in off.projectors["image"].state_dict())
+    rec = on.info["training"]["robust"]["ridge"]["image"]["kernel"]
+    assert len(rec["grid"]) == 9 and rec["support"] == 150 and rec["kept"] is True
+    idx = fs.split_idx("val")
+    v_on = val_score(on.projectors, fs, idx, [("image", "text")])
+    v_off = val_score(off.projectors, fs, idx, [("image", "text")])
+    assert v_on >= v_off - 1e-9 and rec["base_val"] == pytest.approx(v_off, abs=1e-6)
+    assert on.projectors["image"].cfg.kernel == 150 and on.info["training"]["robust"]["ridge"]["image"]["alpha"] is None
+    assert v_on == pytest.approx(rec["val"], abs=1e-6) and v_on > v_off
+    assert max(rec["grid"].values()) == rec["val"]
+
+
+def test_a_seeded_subset_is_the_support_above_the_cap(monkeypatch):
+    from anybind import ridge_kernel
+
+    monkeypatch.setattr(ridge_kernel, "MAX_SUPPORT", 30)
+    g = torch.Generator().manual_seed(0)
+    Z, T, W0 = torch.randn(50, 6, generator=g), torch.randn(50, 3, generator=g), torch.zeros(6, 3)
+    seen = []
+    branch, rec = ridge_kernel.kernel_start(Z, T, W0, lambda b: seen.append(b[0]) or float(b[1].abs().sum()),
+                                            -1.0, seed=3)
+    assert rec["support"] == 30 and rec["pairs"] == 50 and branch[0].shape == (30, 6)
+    again, _ = ridge_kernel.kernel_start(Z, T, W0, lambda b: float(b[1].abs().sum()), -1.0, seed=3)
+    assert torch.equal(branch[0], again[0]) and torch.equal(branch[1], again[1])  # seeded: the same subset
+
+
+def test_kernel_start_needs_the_bridge_prior_and_the_streaming_trainer_says_it_is_off(tmp_path, caplog):
+    from anybind.errors import DataError
+    from anybind.scale.sharded import fit_sharded
+    from test_robust import FAST, make_pairs
+
+    m, specs = make_pairs(tmp_path, n=120)
+    with pytest.raises(DataError, match="kernel_start=True .* ridge_prior='bridge'") as e:
+        Space.fit(m, encoders=specs, cache=tmp_path / "c", **{**FAST, "epochs": 0, "kernel_start": True})
+    assert "\n" not in str(e.value)
+    with caplog.at_level("INFO", logger="anybind.robust"):
+        sp = fit_sharded(m, encoders=specs, cache=tmp_path / "c", **{**FAST, "epochs": 0, "ridge_prior": "bridge",
+                                                                    "kernel_start": True})
+    assert "kernel_start: off in this trainer" in caplog.text
+    rec = sp.info["lineage"][-1]["ridge_start"]["im"]["kernel"]
+    assert rec["kept"] is False and "streaming" in rec["note"]
+
+
+def test_cli_fit_turns_the_kernel_start_off(tmp_path):
+    from typer.testing import CliRunner
+
+    from anybind.cli import app
+    from test_robust import make_pairs
+
+    m, specs = make_pairs(tmp_path, n=100)
+    args = ["fit", str(m), "--epochs", "0", "--lock", "tx", "--init", "ridge", "--cache", str(tmp_path / "c"),
+            "--no-kernel-start", "--out", str(tmp_path / "sp")]
+    for k, spec in specs.items():
+        args += ["-e", f"{k}={spec}"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert Space.load(tmp_path / "sp").config["kernel_start"] is False
+
+
+def same_state(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(v, sb[k]) for k, v in sa.items())

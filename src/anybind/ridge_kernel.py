@@ -84,7 +84,7 @@ def kernel_start(Z: torch.Tensor, T: torch.Tensor, W0: torch.Tensor, score: Call
             if not math.isnan(v) and (best is None or v > best[0]):
                 best = (v, branch, tau, alpha)
     rec: dict[str, Any] = {"base_val": round(base_val, 6), "grid": grid, "support": n, "pairs": n_all}
-    if best is None or not best[0] > base_val:
+    if best is None or not best[0] > base_val + 1e-9:  # a tie (to float rounding) keeps the linear start
         rec["kept"] = False
         return None, rec
     rec.update(kept=True, tau=best[2], alpha=best[3], val=round(best[0], 6))
