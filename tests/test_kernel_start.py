@@ -171,17 +171,9 @@ def test_the_kernel_branch_adds_its_term_to_the_linear_map(n, d, out, b, tau):
 def concept_features(monkeypatch, seed=0, n=400, n_train=150):
     """Synthetic bridged features (the fake label bridge of tests/test_robust.py) where the kernel has something to
     add: 30 concepts, each image its concept's look plus noise beside a noisy bridge block; texts near the concept."""
-    from anybind.data.manifest import Record
-    from anybind.encoders import bridge, registry
-    from anybind.featureset import FeatureSet
-    from test_robust import _FakeBridge
+    from test_robust import bridged_features
 
-    class Fake(_FakeBridge, bridge.LabelBridgeEncoder):
-        pass
-
-    real = registry.get_encoder
-    monkeypatch.setattr(registry, "get_encoder",
-                        lambda spec, *a, **k: Fake(100, "text:fake", 24) if spec == "image:fake+bridge" else real(spec, *a, **k))
+    fs = bridged_features(monkeypatch, n=n, n_train=n_train)  # the fake bridge, the splits; features replaced
     rng = np.random.default_rng(seed)
     concepts = rng.normal(size=(30, 24))
     lab = rng.integers(0, 30, n)
@@ -189,12 +181,8 @@ def concept_features(monkeypatch, seed=0, n=400, n_train=150):
     looks = rng.normal(size=(30, 100))
     base = looks[lab] + 0.5 * rng.normal(size=(n, 100))
     X = np.hstack([base, T + 2.0 * rng.normal(size=(n, 24))])
-    splits = ["train"] * n_train + ["val"] * 60 + ["test"] * (n - n_train - 60)
-    recs = [Record(id=f"r{i}", split=s, values={"image": f"i{i}", "text": f"t{i}"}) for i, s in enumerate(splits)]
-    return FeatureSet(records=recs, specs={"image": "image:fake+bridge", "text": "text:fake"},
-                      identities={"image": "fake-i", "text": "fake-t"},
-                      feats={"image": X.astype(np.float32), "text": T.astype(np.float32)},
-                      rows={"image": np.arange(n), "text": np.arange(n)}, corpus=np.zeros(n, dtype=np.int64))
+    fs.feats.update(image=X.astype(np.float32), text=T.astype(np.float32))
+    return fs
 
 
 def test_the_kernel_family_is_kept_where_it_wins_on_val_and_off_means_linear(monkeypatch):
