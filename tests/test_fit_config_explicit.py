@@ -142,7 +142,7 @@ def test_the_start_guard_off_in_a_config_object_as_with_the_cli_flags_on_real_tu
         assert entry["ridge_start"]["image"]["prior"] == "bridge" and "guard" not in entry["ridge_start"]["image"]
         assert entry["recipe"]["chosen"] == {"lock": "text", "init": "ridge", "lr": FINE_TUNE_LR,
                                              "encoders.image": "image:efficientnet-lite0+bridge",
-                                             "ridge_prior": "bridge"}
+                                             "ridge_prior": "bridge", "kernel_start": True}
         assert s.config["start_guard"] is False and s.config["wise"] is None
         assert "wise_alpha" not in s.info["training"]["robust"]
     wa, wb = _weights(sp), _weights(cli)
