@@ -87,9 +87,11 @@ transfer, "the start guard".
 The kernel start (issue 16, helper h201 after h191's feature-level measurement; ``kernel_start=True``, on wherever
 the recipe turns the bridge prior on): beside the linear ridge path and the bridge itself, the ridge start fits a
 kernel branch on the bridge prior's residual (:mod:`anybind.ridge_kernel`, a small tau x alpha grid chosen on val) and
-keeps whichever of the three scores best on val.  Tux Paint val (all train pairs, ``anybind bench --task defaults
---opt split=val`` and the same fit with ``kernel_start=False`` in one run): the start's criterion 0.647 -> 0.715, t->i / i->t R@1 0.466 / 0.408
--> 0.524 / 0.408; BENCHMARKS.md, section defaults-kernel-start.  ``kernel_start=False`` turns it off.
+keeps whichever of the three scores best on val.  Tux Paint val, all train pairs, the defaults with and without it
+in one run: the start's criterion 0.647 -> 0.715, t->i / i->t R@1 0.466 / 0.408 -> 0.524 / 0.408; the transfer
+matrix (300 pairs each of Tux Paint, emoji, openclipart): off-diagonal val minus the better baseline +0.015 (11/12
+cells >=) -> +0.035 (12/12), though the Tux Paint diagonal at 300 pairs loses 2 / 3 of 103 val queries; BENCHMARKS.md,
+section defaults-kernel-start.  ``kernel_start=False`` turns it off.
 
 ``recipe="auto"`` (the default) applies each rule only where the user chose nothing: an explicit encoder,
 ``lock``, ``init``, ``dim`` (a projected width rules out locking), ``ridge_prior``, ``start_guard``, ``kernel_start``, ``wise`` or ``lr`` always
