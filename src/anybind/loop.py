@@ -34,7 +34,7 @@ from .encoders.device import Runtime, autocast, current_runtime, place
 from .numerics import flush_denormals, torch_threads
 from .epochs import EpochSelection, selection_record
 from .errors import DataError
-from .metrics import pair_recalls
+from .metrics import query_ranks
 from .progress import progress_bar
 
 log = logging.getLogger(__name__)
@@ -263,33 +263,46 @@ def ridge_select(
     G: torch.Tensor,
     R: torch.Tensor,
     n: int,
-    score: Callable[[torch.Tensor], float],
+    score: Callable[[torch.Tensor], float | np.ndarray],
     *,
     alphas: Iterable[float] = RIDGE_ALPHAS,
     back: Callable[[torch.Tensor], torch.Tensor] | None = None,
     prior: torch.Tensor | None = None,
+    se: float = 0.0,
+    record: dict[str, Any] | None = None,
 ) -> tuple[float, torch.Tensor]:
     """``(alpha, W)``: the ridge solution ``W = back((G + alpha n I)^-1 R)`` (float64) whose ``score(W)`` is best.
 
     ``G``, ``R``: the normal equations (``Z^T Z``, ``Z^T T``; or the dual ``Z Z^T``, ``T`` with
     ``back = Z^T @``).  A NaN score (no val pairs) counts as ``-alpha``: the weakest shrinkage wins.
     ``prior`` (primal only): shrink towards it instead of zero, ``W = (G + lam I)^-1 (R + lam prior)``.
+    ``score`` may give per-item scores (their mean is the score).  ``se`` > 0 (the standard-error rule): the most
+    shrunk alpha (``alphas`` ascending) whose score is within ``se`` standard errors (of the best's per-item
+    scores) of the best; ``record`` (a dict) is filled with the best alpha, its score and standard error.
     """
     if prior is not None and back is not None:
         raise ValueError("ridge_select: a prior needs the primal normal equations (no back=)")
     G, R = G.double(), R.double()
     eye = torch.eye(G.shape[0], dtype=torch.float64)
-    best: tuple[float, float, torch.Tensor] | None = None
+    path: list[tuple[float, float, float, torch.Tensor]] = []  # (score, its standard error, alpha, W)
     for alpha in alphas:
         lam = alpha * n
         S = torch.linalg.solve(G + lam * eye, R if prior is None else R + lam * prior.double())
         W = back(S) if back is not None else S
-        s = score(W)
-        s = -alpha if s is None or math.isnan(s) else s
-        if best is None or s > best[0]:
-            best = (s, alpha, W)
-    assert best is not None
-    return best[1], best[2]
+        x = score(W)
+        v = np.atleast_1d(np.asarray(np.nan if x is None else x, dtype=np.float64))
+        s = float(v.mean())
+        err = float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 and not math.isnan(s) else 0.0
+        path.append((-alpha, 0.0, alpha, W) if math.isnan(s) else (s, err, alpha, W))
+    pick = best = max(path, key=lambda p: p[0])  # the first best: the least shrunk of ties
+    if se > 0:
+        if list(alphas) != sorted(alphas):
+            raise ValueError("ridge_select: the standard-error rule needs the alphas in ascending order")
+        pick = [p for p in path if p[0] >= best[0] - se * best[1]][-1]
+    if record is not None:
+        record.update({"rule": f"{se:g}se", "best_alpha": best[2], "best_val": round(best[0], 6),
+                       "best_se": round(best[1], 6)} if se > 0 else {})
+    return pick[2], pick[3]
 
 
 PairBlocks = Callable[[str], Iterable[tuple[np.ndarray, np.ndarray]]]
@@ -299,8 +312,8 @@ PairBlocks = Callable[[str], Iterable[tuple[np.ndarray, np.ndarray]]]
 def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, train_pairs: PairBlocks,
                        val_pairs: Callable[[str], tuple[np.ndarray, np.ndarray] | None], *,
                        prior: Callable[[str], torch.Tensor | None] | None = None,
-                       exact_prior: bool = False,
-                       guard: dict[str, dict[str, Any]] | None = None) -> dict[str, float | None]:
+                       exact_prior: bool = False, guard: dict[str, dict[str, Any]] | None = None,
+                       se: float = 0.0, rule: dict[str, dict[str, Any]] | None = None) -> dict[str, float | None]:
     """Start every unlocked projector at the ridge regression onto the locked modality's space.
 
     For each modality ``m``, ``W = argmin ||Z W - T||^2 + lam ||W - W0||^2`` over the training pairs
@@ -317,7 +330,9 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
     modality with a prior follows the shrinkage path on towards it (:data:`GUARD_ALPHAS` after the grid) and also
     scores ``c * prior(m)`` itself on the val pairs, keeping it (alpha None) when the best ridge solution does not
     beat it there: the start is never worse on val than the prior alone (the label bridge); ``guard[m]`` records
-    both scores and what was kept (with no val pairs: the ridge, and a ``note`` saying so).  Returns each alpha.
+    both scores and what was kept (with no val pairs: the ridge, and a ``note`` saying so).  ``se`` > 0: the
+    standard-error rule of :func:`ridge_select` over the val pairs' scores (each pair's mean of both directions;
+    ``rule[m]``, a dict filled in, records the best alpha, its score and standard error).  Returns each alpha.
     """
     if not lock:
         raise DataError("init='ridge' needs a locked modality (lock='text', say): it regresses onto its space")
@@ -339,15 +354,18 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
             raise DataError(f"init='ridge': {m!r} has {n} training pairs with {lock!r}; need at least 3")
         va = val_pairs(m)
 
-        def score(W: torch.Tensor, pr=pr, va=va) -> float:
+        def per_pair(W: torch.Tensor, pr=pr, va=va) -> np.ndarray:  # each val pair's mean of R@1/5/10 both ways
             if va is None:
-                return float("nan")
+                return np.array(np.nan)
             fm, fl = va
             q = F.normalize(pr.standardized(torch.from_numpy(fm)) @ W.float(), dim=-1).numpy()
             g = F.normalize(tgt(torch.from_numpy(fl)), dim=-1).numpy()
-            r1 = pair_recalls(q, g, query_keys=fm, gallery_keys=fl)
-            r2 = pair_recalls(g, q, query_keys=fl, gallery_keys=fm)
-            return sum(r[k] for r in (r1, r2) for k in ("R@1", "R@5", "R@10")) / 6
+            r1 = query_ranks(q @ g.T, query_keys=fm, gallery_keys=fl)
+            r2 = query_ranks(g @ q.T, query_keys=fl, gallery_keys=fm)
+            return sum((r <= k).astype(np.float64) for r in (r1, r2) for k in (1, 5, 10)) / 6
+
+        def score(W: torch.Tensor) -> float:
+            return float(per_pair(W).mean())
 
         W0 = prior(m) if prior is not None else None
         if W0 is not None:  # scaled onto the targets: c = <Z W0, T> / ||Z W0||^2 = tr(W0' R) / tr(W0' G W0)
@@ -361,7 +379,10 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
             alpha, W = None, W0
         else:
             path = RIDGE_ALPHAS + GUARD_ALPHAS if guard is not None and W0 is not None else RIDGE_ALPHAS
-            alpha, W = ridge_select(G, R, n, score, prior=W0, alphas=path)
+            rec: dict[str, Any] = {}
+            alpha, W = ridge_select(G, R, n, per_pair, prior=W0, alphas=path, se=se, record=rec)
+            if rule is not None and rec:
+                rule[m] = rec
             if guard is not None and W0 is not None and va is None:  # nothing to check on: said, not skipped
                 guard[m] = {"kept": "ridge", "note": "no val pairs: the ridge start is not checked against the prior"}
             elif guard is not None and W0 is not None:  # training never below the start on val
