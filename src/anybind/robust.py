@@ -140,6 +140,9 @@ def check_robust(cfg) -> None:
             raise DataError(f"{name} must be a {'non-negative' if low is not None else 'positive'} number, got {v!r}")
     if cfg.ridge_prior not in RIDGE_PRIORS:
         raise DataError(f"ridge_prior must be one of {', '.join(RIDGE_PRIORS)}, got {cfg.ridge_prior!r}")
+    se = cfg.ridge_se
+    if isinstance(se, bool) or not isinstance(se, (int, float)) or not math.isfinite(se) or se < 0:
+        raise DataError(f"ridge_se must be a non-negative number (standard errors), got {se!r}")
     if not isinstance(cfg.start_guard, bool):
         raise DataError(f"start_guard must be True or False, got {cfg.start_guard!r}")
     if cfg.start_guard and cfg.ridge_prior != "bridge":
@@ -298,8 +301,9 @@ def ridge_start(projectors: Mapping[str, Projector], cfg, specs: Mapping[str, st
         return W0
 
     guard: dict[str, dict[str, Any]] | None = {} if cfg.start_guard and cfg.ridge_prior == "bridge" else None
+    rule: dict[str, dict[str, Any]] = {}
     alphas = locked_ridge_start(projectors, cfg.lock, train_pairs, val_pairs, prior=prior,
-                                exact_prior=cfg.ridge_prior == "residual", guard=guard)
+                                exact_prior=cfg.ridge_prior == "residual", guard=guard, se=cfg.ridge_se, rule=rule)
     if cfg.ridge_prior != "zero" and all(p == "zero" for p in used.values()):
         log.warning("ridge_prior=%r: no bound modality's encoder has a label bridge into the %r encoder's "
                     "space (%s): every ridge start shrinks towards zero", cfg.ridge_prior, cfg.lock,
@@ -310,8 +314,8 @@ def ridge_start(projectors: Mapping[str, Projector], cfg, specs: Mapping[str, st
         elif g["kept"] == "start":
             log.info("start guard: %r starts at its label bridge (val %.4f >= the ridge's %.4f): the training pairs "
                      "do not beat the training-free start", m, g["start_val"], g["ridge_val"])
-    return {m: {"alpha": a, "prior": used.get(m, "zero"), **({"guard": guard[m]} if guard and m in guard else {})}
-            for m, a in alphas.items()}
+    return {m: {"alpha": a, "prior": used.get(m, "zero"), **({"guard": guard[m]} if guard and m in guard else {}),
+                **({"se_rule": rule[m]} if m in rule else {})} for m, a in alphas.items()}
 
 
 # ----------------------------------------------------------------------------- inductive centring

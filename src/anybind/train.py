@@ -77,6 +77,8 @@ class TrainConfig:
     ridge_prior: str | Auto = AUTO  # "zero"
     start_guard: bool | Auto = AUTO  # False; ridge_prior="bridge": keep the label bridge itself as the start when
     # the ridge does not beat it on val (anybind.robust); the recipe turns it on
+    ridge_se: float = 0.0  # the ridge start's standard-error rule: the most shrunk alpha within this many SE of the
+    # best on val (0: the best; anybind.loop.ridge_select)
     center: bool = False
     mixup: float = 0.0  # weight of the geodesic multi-modal mixup term (m^2-mix hard negatives; 0: off)
     mixup_alpha: float = 0.5  # its mixing coefficient ~ Beta(mixup_alpha, mixup_alpha)
