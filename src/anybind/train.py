@@ -154,6 +154,7 @@ def warm_start(projectors: Mapping[str, Projector], fs: FeatureSet, cfg: TrainCo
     """
     from .align import fit_training_free
 
+    cfg = cfg.resolved()  # called on its own with a config left at AUTO: the plain defaults, as train_space
     if cfg.init == "ridge":
         return ridge_start(projectors, fs, cfg, select)
     if cfg.init not in ("procrustes", "cca"):
