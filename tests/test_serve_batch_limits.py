@@ -174,3 +174,23 @@ def test_two_leader_threads_whose_encoder_calls_overlap_each_get_their_own_count
     finally:
         torch.set_num_threads(before)
     assert seen == {"a in": 1, "a after": 2, "b in": 1, "b after": 2, "main": 2}
+
+
+def test_an_encoders_own_limit_also_sets_its_forward_passes_as_max_batch_would(tmp_path, monkeypatch):
+    """One request of 12 texts (the batcher never splits a request): with max_batch 32, an encoder whose own limit
+    is 4 runs passes as under --max-batch 4 (its batch_size, 4), not the 32-item passes max_batch 32 allows."""
+    log = tmp_path / "calls.log"
+    monkeypatch.setenv("ANYBIND_TEST_CALL_LOG", str(log))
+    monkeypatch.setenv("ANYBIND_TEST_SLEEP", "0")
+    enc = get_encoder("callable:helper_encoders:slow_text", cached=False)
+    texts = [f"text {i}" for i in range(12)]
+    MemoryFeatureCache(None, batch_wait=0.0, max_batch=4).encode(enc, texts, progress=False)
+    alone = _sizes(log)
+    log.unlink()
+    MemoryFeatureCache(None, batch_wait=0.0, max_batch=32, limits={cache_identity(enc): 4}).encode(
+        enc, texts, progress=False)
+    assert _sizes(log) == alone == [4, 4, 4]
+    log.unlink()
+    MemoryFeatureCache(None, batch_wait=0.0, max_batch=32, limits={"another encoder": 4}).encode(
+        enc, texts, progress=False)
+    assert _sizes(log) == [12]  # the others keep max_batch's passes
