@@ -121,6 +121,7 @@ def test_a_setting_no_service_could_run_with_is_refused_in_one_line(kw):
     (["--max-batch-for", "image"], "--max-batch-for 'image': give MODALITY=N"),
     (["--max-batch-for", "image=0"], "--max-batch-for 'image=0': give MODALITY=N"),
     (["--max-batch-for", "image=x"], "--max-batch-for 'image=x': give MODALITY=N"),
+    (["--max-batch-for", "image=\u00b2"], "--max-batch-for 'image=\u00b2': give MODALITY=N"),
     (["--max-batch-for", "image=2", "--max-batch-for", "image=4"], "--max-batch-for 'image' given twice"),
 ])
 def test_the_cli_refuses_a_bad_max_batch_for_in_one_line_before_loading(tmp_path, args, named):

@@ -23,7 +23,8 @@ def _summary(lat_ms: list[float], wall_s: float, n: int) -> dict[str, float]:
 def whole(v) -> int | None:
     """A whole number (an int, or text of digits), else None (1.5, '2.0', 'x', True)."""
     if isinstance(v, str):
-        return int(v) if v.strip().lstrip("+-").isdigit() else None
+        t = v.strip()
+        return int(t) if t[t[:1] in "+-":].isdecimal() else None  # one sign at most; decimal digits only (not ²)
     return int(v) if isinstance(v, int) and not isinstance(v, bool) else None
 
 
