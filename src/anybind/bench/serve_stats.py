@@ -73,9 +73,10 @@ def cell_levers(service_threads, max_batch_for) -> tuple[list[int | None], list[
         threads.append(t)
     for v in values("-" if max_batch_for is None else str(max_batch_for), str):
         per = [] if v.strip() == "-" else [e.partition("=") for e in v.split("/")]
-        if any(not m.strip() or not eq or (whole(n) or 0) < 1 for m, eq, n in per):
+        if any(not m.strip() or not eq or (whole(n) or 0) < 1 for m, eq, n in per) or len(
+                {m.strip() for m, _, _ in per}) < len(per):
             raise AnybindError(f"serve-load: max_batch_for={max_batch_for!r}: each value '-' or MODALITY=N entries "
-                               "joined by '/' (e.g. image=4/text=32; N a whole number >= 1)")
+                               "joined by '/' (e.g. image=4/text=32; N a whole number >= 1; each modality once)")
         pers.append(tuple((m.strip(), int(n)) for m, _, n in per))
     if not (threads and pers):
         raise AnybindError(f"serve-load: service_threads={service_threads!r}, max_batch_for={max_batch_for!r}: "
