@@ -156,7 +156,16 @@ def start_prior(space, name: str, spec: str, cfg: BindConfig) -> tuple[BindConfi
     lock_spec = space.encoders[locked[0]] if len(locked) == 1 and space.scorer.kind != MIP else None
     bridged = lock_spec is not None and bridge_into(spec, lock_spec) is not None
     if not bridged and (cfg.ridge_prior == "bridge" or cfg.start_guard):
-        where = f"the locked {locked[0]!r} encoder {lock_spec}" if lock_spec else "this space (no locked modality)"
+        if lock_spec:
+            where = f"the locked {locked[0]!r} encoder {lock_spec}"
+        elif space.scorer.kind == MIP:
+            where = "this Symile space (its embeddings are not one encoder's space)"
+        elif len(locked) > 1:
+            where = f"this space (locked modalities {', '.join(map(repr, locked))}: not a single one)"
+        elif name in space.projectors and space.projectors[name].cfg.kind == "identity":
+            where = f"this space (its only locked modality is {name!r}, the one replaced)"
+        else:
+            where = "this space (no locked modality)"
         raise DataError(f"binding {name!r}: ridge_prior='bridge' / start_guard=True fall back on a label bridge, and "
                         f"{spec} has none into {where}")
     use = bridged and cfg.ridge_prior != "zero"
