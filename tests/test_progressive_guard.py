@@ -176,3 +176,17 @@ def test_the_refusal_names_why_the_space_has_no_lock_to_bridge_into(tmp_path):
     two.projectors = {**space.projectors, "sa": space.projectors["sb"]}
     with pytest.raises(DataError, match="locked modalities 'sa', 'sb': not a single one"):
         start_prior(two, "sc", specs["sc"], BindConfig(ridge_prior="bridge"))
+
+
+def test_with_no_val_pairs_the_unchecked_guard_is_said(text_locked, tux_photos, shared_cache, tmp_path, caplog):
+    """No val pairs: the guard cannot check the ridge against the bridge; binding says so (as Space.fit does),
+    the lineage records it, and the ridge start is kept."""
+    rows = [json.loads(x) for x in (tux_photos / "manifest.jsonl").read_text().splitlines()]
+    data = tmp_path / "all_train.jsonl"
+    data.write_text("".join(json.dumps({**r, "split": "train"}) + "\n" for r in rows))
+    with caplog.at_level("WARNING", logger="anybind"):
+        sp = text_locked.add_modality("photo", BRIDGED, str(data), anchors=["text"], cache=shared_cache, **TINY)
+    rec = sp.info["lineage"][-1]["ridge_start"]["photo"]
+    assert rec["guard"]["kept"] == "ridge" and "no val pairs" in rec["guard"]["note"]
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "start guard" in r.getMessage()]
+    assert len(said) == 1 and "'photo'" in said[0] and "no val pairs" in said[0] and "\n" not in said[0]

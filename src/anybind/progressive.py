@@ -267,9 +267,12 @@ def _bind(space, name, spec, data, anchors, *, replace, cache, strict, progress,
     proj, train_info = train_projector(space, feats, row_of, targets, train_idx, val_idx, cfg, progress,
                                        frames=temporal_frames(spec), name=name, prior=prior)
     ridge = train_info.pop("ridge_start", None)
-    if ridge and (ridge.get("guard") or {}).get("kept") == "start":
+    guard = (ridge or {}).get("guard") or {}
+    if "note" in guard:  # nothing to check on: said, as Space.fit says it
+        log.warning("start guard: %r: %s (its label bridge)", name, guard["note"])
+    elif guard.get("kept") == "start":
         log.info("start guard: %r starts at its label bridge (val %.4f >= the ridge's %.4f): the training pairs do "
-                 "not beat the training-free start", name, ridge["guard"]["start_val"], ridge["guard"]["ridge_val"])
+                 "not beat the training-free start", name, guard["start_val"], guard["ridge_val"])
 
     projectors = {m: copy.deepcopy(p) for m, p in space.projectors.items()}
     projectors[name] = proj
