@@ -167,3 +167,28 @@ def test_cli_lock_none_locks_nothing_as_lock_none_in_a_config_object(manifest, t
         assert sp.info["lineage"][-1]["recipe"]["chosen"] == {}
     wa, wb = _weights(cli), _weights(obj)
     assert wa.keys() == wb.keys() and all(np.array_equal(wa[k], wb[k]) for k in wa)
+
+
+def test_a_training_free_warm_start_reads_a_config_left_at_auto_as_the_plain_defaults():
+    """``warm_start`` called with ``TrainConfig(init="cca")`` (lock and dim AUTO) starts as with the plain
+    defaults (before: "a training option is still AUTO")."""
+    from anybind.data.manifest import Record
+    from anybind.projectors import Projector, ProjectorConfig
+    from anybind.train import FeatureSet, warm_start
+
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((50, 4)).astype(np.float32)
+    feats = {m: (z @ rng.standard_normal((4, d)) + 0.1 * rng.standard_normal((50, d))).astype(np.float32)
+             for m, d in (("a", 6), ("b", 5))}
+    recs = [Record(id=f"p{i}", split="train" if i < 40 else "val", values={"a": "1", "b": "1"})
+            for i in range(50)]
+    fs = FeatureSet(records=recs, specs={m: f"synthetic:{m}" for m in feats}, identities={m: m for m in feats},
+                    feats=feats, rows={m: np.arange(50) for m in feats}, corpus=np.zeros(50, np.int64))
+    given = TrainConfig(init="cca", projector="linear")
+    starts = []
+    for cfg in (given, given.resolved()):
+        projectors = {m: Projector(ProjectorConfig(in_dim=f.shape[1], out_dim=256, kind="linear"))
+                      .fit_stats(f, m) for m, f in feats.items()}
+        warm_start(projectors, fs, cfg)
+        starts.append({m: p.linear.weight.detach().numpy().copy() for m, p in projectors.items()})
+    assert all(np.array_equal(starts[0][m], starts[1][m]) and np.abs(starts[0][m]).max() > 0 for m in feats)

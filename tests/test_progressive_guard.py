@@ -92,42 +92,6 @@ def test_shuffled_pairs_the_guarded_add_modality_never_ends_below_the_bridge(tex
                                                                 "prior": "zero"}
 
 
-def main_ridge_start(proj, feats, targets, train_idx, val_idx) -> float:
-    """progressive_fit.ridge_start as it was before it shared Space.fit's start (main at d0963dd), verbatim but for
-    this docstring: the reference the shared path must reproduce where there is no prior."""
-    Z_parts, T_parts = [], []
-    for t in targets.values():
-        sel = np.isin(t.records, train_idx)
-        Z_parts.append(feats[t.rows[sel]])
-        T_parts.append(t.targets[sel])
-    with torch.no_grad():
-        Z = proj.standardized(torch.from_numpy(np.concatenate(Z_parts))).double()
-        T = torch.from_numpy(np.concatenate(T_parts)).double()
-    n, d = Z.shape
-    Tm = T.mean(0)
-    Tc = T - Tm
-
-    @torch.no_grad()
-    def start_at(W: torch.Tensor) -> None:
-        proj.linear.weight.copy_(W.T.float())
-        proj.linear.bias.copy_(Tm.float())
-        if proj.mlp is not None:
-            proj.mlp[-1].weight.zero_()
-            proj.mlp[-1].bias.zero_()
-
-    def score(W: torch.Tensor) -> float:
-        start_at(W)
-        proj.eval()
-        return progressive_fit.val_score(proj, feats, targets, val_idx)
-
-    if d <= n:
-        alpha, W = ridge_select(Z.T @ Z, Z.T @ Tc, n, score)
-    else:
-        alpha, W = ridge_select(Z @ Z.T, Tc, n, score, back=lambda S: Z.T @ S)
-    start_at(W)
-    return alpha
-
-
 @pytest.mark.parametrize("n", [300, 20])  # 300: the primal system; 20 records (14 train pairs < 20 dims): the dual
 def test_without_a_bridge_the_weights_are_mains_bit_for_bit(tmp_path, monkeypatch, n):
     mans, specs = three_views(tmp_path, n=n)
@@ -140,20 +104,42 @@ def test_without_a_bridge_the_weights_are_mains_bit_for_bit(tmp_path, monkeypatc
     new = bind(space)
     calls = []
 
-    def old(proj, feats, targets, train_idx, val_idx, prior=None, guard=False):
-        assert prior is None
-        calls.append(1)
-        return {"alpha": main_ridge_start(proj, feats, targets, train_idx, val_idx), "prior": "zero"}
+    def main_start(G, R, pairs, score, *, prior=None, guard=False, back=None, **kw):
+        """main's start before it shared Space.fit's (d0963dd): ridge_select over RIDGE_ALPHAS, nothing else"""
+        assert prior is None and not guard
+        calls.append(back is None)  # the primal system, or the dual where there are more features than pairs
+        return (*ridge_select(G, R, pairs, score, back=back), None)
 
-    monkeypatch.setattr(progressive_fit, "ridge_start", old)
+    monkeypatch.setattr(progressive_fit, "prior_ridge", main_start)
     ref = bind(space)
-    assert len(calls) == 2
+    assert calls == [n == 300] * 2  # main chose the smaller system: primal at 300 records, dual at 20
     for a, b, m in ((new[0], ref[0], "sc"), (new[1], ref[1], "sb")):
         sa, sb = a.projectors[m].state_dict(), b.projectors[m].state_dict()
         assert sa.keys() == sb.keys() and all(torch.equal(v, sb[k]) for k, v in sa.items()), m
         assert a.info["lineage"][-1]["ridge_start"] == {m: {"alpha": b.info["lineage"][-1]["training"]["ridge_alpha"],
                                                             "prior": "zero"}}
         assert a.info["lineage"][-1]["config"]["start_guard"] is False
+
+
+def test_without_a_prior_the_start_is_ridge_select_on_the_old_grid_guard_or_not():
+    """prior_ridge with no prior is main's ridge_select over RIDGE_ALPHAS (primal or dual), weight for weight: a score
+    that prefers the strongest shrinkage still stops at the grid's top, never on the guard's path."""
+    from anybind.loop import prior_ridge
+
+    g = torch.Generator().manual_seed(0)
+    Z, T = torch.randn(12, 30, generator=g, dtype=torch.float64), torch.randn(12, 4, generator=g, dtype=torch.float64)
+    for G, R, back in ((Z.T @ Z, Z.T @ T, None), (Z @ Z.T, T, lambda S: Z.T @ S)):  # 30 features > 12 pairs: dual
+        for guard in (False, True):
+            seen = []
+
+            def score(W):
+                seen.append(W)
+                return -float(W.norm())
+
+            alpha, W, rec = prior_ridge(G, R, 12, score, guard=guard, back=back)
+            ref_alpha, ref_W = ridge_select(G, R, 12, lambda W: -float(W.norm()), back=back)
+            assert rec is None and len(seen) == len(RIDGE_ALPHAS) and alpha == ref_alpha == RIDGE_ALPHAS[-1]
+            assert torch.equal(W, ref_W)
 
 
 def test_a_guard_or_bridge_with_no_bridge_is_refused_in_one_line(tmp_path):
@@ -169,3 +155,38 @@ def test_a_guard_or_bridge_with_no_bridge_is_refused_in_one_line(tmp_path):
         space.add_modality("sc", specs["sc"], mans["cb"], init="random", start_guard=True)
     res = CliRunner().invoke(app, ["bind", "--help"])
     assert "--start-guard" in res.output and "--no-start-guard" in res.output
+
+
+def test_the_refusal_names_why_the_space_has_no_lock_to_bridge_into(tmp_path):
+    """Where the space has a locked modality but not one the new encoder could bridge into, the one-line refusal
+    says which case it is (the replaced lock itself; two locked modalities), not "no locked modality"."""
+    import copy
+
+    from anybind.progressive import start_prior
+    from anybind.progressive_fit import BindConfig
+
+    mans, specs = three_views(tmp_path, n=60)
+    space = Space.fit(mans["ab"], encoders={"sa": specs["sa"], "sb": specs["sb"]}, lock="sb", init="ridge",
+                      cache=tmp_path / "c", seed=0, **{**FAST, "epochs": 2})
+    assert space.projectors["sb"].cfg.kind == "identity"
+    with pytest.raises(DataError, match="its only locked modality is 'sb', the one replaced") as e:
+        space.replace_encoder("sb", specs["sb2"], mans["b"], cache=tmp_path / "c", start_guard=True)
+    assert "\n" not in str(e.value)
+    two = copy.copy(space)  # a pair of towers in one space (anybind.pairs): both locked
+    two.projectors = {**space.projectors, "sa": space.projectors["sb"]}
+    with pytest.raises(DataError, match="locked modalities 'sa', 'sb': not a single one"):
+        start_prior(two, "sc", specs["sc"], BindConfig(ridge_prior="bridge"))
+
+
+def test_with_no_val_pairs_the_unchecked_guard_is_said(text_locked, tux_photos, shared_cache, tmp_path, caplog):
+    """No val pairs: the guard cannot check the ridge against the bridge; binding says so (as Space.fit does),
+    the lineage records it, and the ridge start is kept."""
+    rows = [json.loads(x) for x in (tux_photos / "manifest.jsonl").read_text().splitlines()]
+    data = tmp_path / "all_train.jsonl"
+    data.write_text("".join(json.dumps({**r, "split": "train"}) + "\n" for r in rows))
+    with caplog.at_level("WARNING", logger="anybind"):
+        sp = text_locked.add_modality("photo", BRIDGED, str(data), anchors=["text"], cache=shared_cache, **TINY)
+    rec = sp.info["lineage"][-1]["ridge_start"]["photo"]
+    assert rec["guard"]["kept"] == "ridge" and "no val pairs" in rec["guard"]["note"]
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "start guard" in r.getMessage()]
+    assert len(said) == 1 and "'photo'" in said[0] and "no val pairs" in said[0] and "\n" not in said[0]

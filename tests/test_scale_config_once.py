@@ -82,3 +82,17 @@ def test_every_streaming_entry_on_its_own_still_refuses_a_config_it_cannot_train
                   lambda: st.train_streaming(shards, cfg, progress=False)):
         with pytest.raises(DataError, match=says):
             entry()
+
+
+def test_the_streaming_projectors_of_a_config_left_at_auto_are_the_plain_defaults(tmp_path):
+    """``build_projectors`` with a ``TrainConfig()`` (its recipe fields AUTO) builds what the trainers build:
+    nothing locked, the plain width (before: "lock=AUTO is not a modality of the shards")."""
+    shards = write_synthetic_shards(Path(tmp_path / "s"), 60, dims={"a": 4, "b": 3}, val_rows=10,
+                                    rows_per_shard=30, dtype="float32")
+    stats = st.shard_stats(shards)
+    for cfg in (TrainConfig(hidden=8), TrainConfig(hidden=8, dim=16)):
+        got = st.build_projectors(shards, cfg, stats)
+        want = st.build_projectors(shards, cfg.resolved(), stats)
+        assert {m: p.cfg for m, p in got.items()} == {m: p.cfg for m, p in want.items()}
+        assert {m: p.cfg.out_dim for m, p in got.items()} == dict.fromkeys("ab", cfg.resolved().dim)
+        assert all(p.cfg.kind == "mlp" for p in got.values())

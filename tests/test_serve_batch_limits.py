@@ -121,6 +121,7 @@ def test_a_setting_no_service_could_run_with_is_refused_in_one_line(kw):
     (["--max-batch-for", "image"], "--max-batch-for 'image': give MODALITY=N"),
     (["--max-batch-for", "image=0"], "--max-batch-for 'image=0': give MODALITY=N"),
     (["--max-batch-for", "image=x"], "--max-batch-for 'image=x': give MODALITY=N"),
+    (["--max-batch-for", "image=\u00b2"], "--max-batch-for 'image=\u00b2': give MODALITY=N"),
     (["--max-batch-for", "image=2", "--max-batch-for", "image=4"], "--max-batch-for 'image' given twice"),
 ])
 def test_the_cli_refuses_a_bad_max_batch_for_in_one_line_before_loading(tmp_path, args, named):
@@ -131,3 +132,66 @@ def test_the_cli_refuses_a_bad_max_batch_for_in_one_line_before_loading(tmp_path
     r = CliRunner().invoke(cli, ["serve", str(tmp_path / "nospace"), "--index", str(tmp_path / "noindex"), *args])
     assert r.exit_code == 2 and "Traceback" not in r.output, r.output
     assert named in " ".join(r.output.split()), r.output
+
+
+def test_two_leader_threads_whose_encoder_calls_overlap_each_get_their_own_count_back():
+    """The image and the text encoder's leaders encode at once under torch_threads=1 (each thread's torch count is
+    its own): A enters, B enters, A leaves, B leaves.  Before, A's exit set A to B's open count (1), so A's worker
+    thread kept one thread for everything it ran after, and B's exit gave B the count read in A."""
+    import torch
+
+    from anybind.numerics import torch_threads
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+    seen: dict[str, int] = {}
+
+    def a():
+        torch.ones(8, 8) @ torch.ones(8, 8)  # this thread's torch initialised at 2
+        with torch_threads(1):
+            a_in.set()
+            b_in.wait(30)
+            seen["a in"] = torch.get_num_threads()
+        seen["a after"] = torch.get_num_threads()
+        a_out.set()
+
+    def b():
+        torch.ones(8, 8) @ torch.ones(8, 8)
+        a_in.wait(30)
+        with torch_threads(1):
+            b_in.set()
+            a_out.wait(30)
+            seen["b in"] = torch.get_num_threads()  # A left: B's block still runs on its count
+        seen["b after"] = torch.get_num_threads()
+
+    try:
+        ts = [threading.Thread(target=f) for f in (a, b)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(60)
+        seen["main"] = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+    assert seen == {"a in": 1, "a after": 2, "b in": 1, "b after": 2, "main": 2}
+
+
+def test_an_encoders_own_limit_also_sets_its_forward_passes_as_max_batch_would(tmp_path, monkeypatch):
+    """One request of 12 texts (the batcher never splits a request): with max_batch 32, an encoder whose own limit
+    is 4 runs passes as under --max-batch 4 (its batch_size, 4), not the 32-item passes max_batch 32 allows."""
+    log = tmp_path / "calls.log"
+    monkeypatch.setenv("ANYBIND_TEST_CALL_LOG", str(log))
+    monkeypatch.setenv("ANYBIND_TEST_SLEEP", "0")
+    enc = get_encoder("callable:helper_encoders:slow_text", cached=False)
+    texts = [f"text {i}" for i in range(12)]
+    MemoryFeatureCache(None, batch_wait=0.0, max_batch=4).encode(enc, texts, progress=False)
+    alone = _sizes(log)
+    log.unlink()
+    MemoryFeatureCache(None, batch_wait=0.0, max_batch=32, limits={cache_identity(enc): 4}).encode(
+        enc, texts, progress=False)
+    assert _sizes(log) == alone == [4, 4, 4]
+    log.unlink()
+    MemoryFeatureCache(None, batch_wait=0.0, max_batch=32, limits={"another encoder": 4}).encode(
+        enc, texts, progress=False)
+    assert _sizes(log) == [12]  # the others keep max_batch's passes

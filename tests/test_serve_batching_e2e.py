@@ -194,6 +194,10 @@ def test_the_serve_load_baseline_runs_uploads_and_texts_in_process(data, shared_
     ({"max_batch_for": "image=4/=2"}, "max_batch_for='image=4/=2'"),
     ({"max_batch_for": "image=4;text=2"}, "max_batch_for='image=4;text=2'"),
     ({"max_batch_for": "imgae=4"}, "max_batch_for='imgae=4' names 'imgae'"),
+    ({"service_threads": "+-1"}, "service_threads='+-1'"),
+    ({"max_batch_for": "image=\u00b2"}, "max_batch_for='image=\u00b2'"),
+    ({"images_per_request": "--2"}, "images_per_request='--2'"),
+    ({"max_batch_for": "image=4/image=8"}, "max_batch_for='image=4/image=8'"),
 ])
 def test_the_serve_load_grid_refuses_a_bad_setting_before_building_anything(opts, named, tmp_path):
     """The bench's tuning grid (comma-separated values per knob): a value no service could run with (out of range,

@@ -82,6 +82,7 @@ def test_system_names_compose_levers():
     assert system_kwargs("defaults+mixup0.2+select") == {"mixup": 0.2, "select_data": "held-out"}
     assert system_kwargs("defaults+noguard+selectown") == {"start_guard": False, "select_data": "own+held-out"}
     assert system_kwargs("recipe+bridge+guard")["start_guard"] is True
+    assert system_kwargs("defaults+se0.5+select") == {"ridge_se": 0.5, "select_data": "held-out"}  # not "se"+"lect"
     with pytest.raises(AnybindError, match="unknown lever 'bogus'"):
         system_kwargs("recipe+bogus")
     with pytest.raises(AnybindError, match="starts with one of"):

@@ -1,7 +1,8 @@
 """Zero-shot on a label key no evaluated record carries is refused in one line naming the key, the manifest and the
 label keys present (before: ``accuracy: NaN, n: 0`` and nothing said); records lacking it are counted in one warning;
-a top-level ``"label"`` field (instead of ``labels: {...}``) is named with the form that works.  Helper encoders: no
-real model runs."""
+a top-level ``"label"`` field (instead of ``labels: {...}``) is named with the form that works.  With given classes
+(a classifier's): none of the labels present among them is refused in one line, some outside are counted wrong in one
+warning, a class given twice is refused.  Helper encoders: no real model runs."""
 
 from __future__ import annotations
 
@@ -185,3 +186,73 @@ def test_a_modality_with_no_labelled_record_is_left_out_in_one_line_not_scored_n
     assert "NaN" not in r.output and "image: no labelled records (left out)" in flat(r.output), r.output
     got = json.loads((tmp_path / "r.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))
     assert got["zeroshot/audio/kind/n"] == 6 and not [k for k in got if k.startswith("zeroshot/image/")]
+
+
+def test_a_classifier_with_none_of_the_labels_present_among_its_classes_is_refused_in_one_line(tmp_path):
+    """A classifier for 'kind' (classes a, b) scored on 'colour' (values g, r): before, a numpy ValueError from the
+    chance line (the max of an empty bincount) in the library and a traceback-free but meaningless failure in the
+    CLI; now one line naming the file, the classes, the values present and the key whose values the classes are."""
+    from anybind.data.manifest import load_manifest
+    from anybind.zeroshot import ZeroShotClassifier
+
+    sp, man = _space(), _manifest(tmp_path)
+    recs = load_manifest(man).records
+    clf = ZeroShotClassifier(sp, ["a", "b"], modality="image")
+    hint = "(classes: a, b; values of 'colour' present: g, r); the classes are values of label 'kind'"
+    with pytest.raises(DataError) as e:
+        clf.evaluate(recs, "colour", cache=tmp_path / "c")
+    assert str(e.value) == f"zero-shot: no image record's label 'colour' is one of the 2 classes {hint}", str(e.value)
+    with pytest.raises(DataError) as e:
+        evaluate(sp, man, zero_shot_label="colour", zero_shot_classifier=clf, cache=tmp_path / "c")
+    assert str(e.value) == f"{man}: no test image record's label 'colour' is one of the 2 classes {hint}", str(e.value)
+    assert not (tmp_path / "c").exists()  # refused before anything is encoded
+    sp.save(tmp_path / "sp")
+    clf.save(tmp_path / "clf")
+    r = cli("eval", tmp_path / "sp", man, "--zero-shot", "colour", "--classifier", tmp_path / "clf",
+            "--no-diagnostics", cache=tmp_path / "c")
+    assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+    errs = [ln for ln in flat(r.output).split("error: ")[1:]]
+    assert errs == [f"{man}: no test image record's label 'colour' is one of the 2 classes {hint}"], r.output
+    assert clf.evaluate(recs, "kind", cache=tmp_path / "c")["n"] == 12  # the classifier's own key: scored
+
+
+def test_labels_partly_outside_the_classes_are_counted_wrong_in_one_warning_and_chance_is_the_majority_share(
+        tmp_path, caplog):
+    """Records whose label is not one of the classes cannot be classified right: they count (as wrong) in n and the
+    accuracy, said in one warning naming a record; chance is the most common class's share of all n items scored
+    (before: at least 1 / classes, more than always answering the most common class gets when few items are of a
+    class)."""
+    from anybind.data.manifest import load_manifest
+    from anybind.zeroshot import ZeroShotClassifier
+
+    sp = _space()
+    man = _manifest(tmp_path, labels=lambda i: {"kind": "a" if i < 2 else "z"})
+    recs = load_manifest(man).records
+    clf = ZeroShotClassifier(sp, ["a", "b", "c", "d"], modality="image")
+    with caplog.at_level(logging.WARNING, logger="anybind"):
+        zs = clf.evaluate(recs, "kind", cache=tmp_path / "c")
+    assert zs["n"] == 12 and zs["accuracy"] <= 2 / 12 and zs["chance"] == 2 / 12, zs
+    assert sum(map(sum, zs["confusion"])) == 2  # the rows are the classes': the 10 others are in no row
+    said = [r.getMessage() for r in caplog.records if "kind" in r.getMessage()]
+    assert said == ["zero-shot: 10 of the 12 image records scored have a label 'kind' that is not one of the 4 "
+                    "classes (z: 10; first: record 'r2'); counted as wrong"], said
+    # all of one class: chance is 1 (always answering it is always right), nothing to warn about
+    caplog.clear()
+    recs = load_manifest(_manifest(tmp_path, labels=lambda i: {"kind": "b"})).records
+    with caplog.at_level(logging.WARNING, logger="anybind"):
+        zs = clf.evaluate(recs, "kind", cache=tmp_path / "c")
+    assert zs["chance"] == 1.0 and zs["n"] == 12 and not caplog.records, (zs, caplog.records)
+
+
+@pytest.mark.parametrize("classes", [["a", "a", "b"], ["b", "a", "b"]])
+def test_a_class_given_twice_is_refused_not_scored_as_wrong(tmp_path, classes):
+    """Before: the items of a class given twice were predicted as its first copy and scored against its last, so
+    counted wrong (accuracy 0.58 -> 0.08 on this data, nothing said)."""
+    from anybind.data.manifest import load_manifest
+
+    recs = load_manifest(_manifest(tmp_path)).records
+    dup = classes[-1] if classes[0] == classes[-1] else classes[0]
+    with pytest.raises(DataError) as e:
+        zero_shot(_space(), recs, "image", "kind", classes=classes, cache=tmp_path / "c")
+    assert str(e.value) == f"zero-shot: class {dup!r} is given twice ({len(classes)} classes given, each once)", e.value
+    assert not (tmp_path / "c").exists()  # before anything is encoded

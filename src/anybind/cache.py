@@ -295,9 +295,13 @@ class FeatureCache:
         X = np.stack([nan if k in failed else self._vector(*idx[k]) for k in keys])
         return X.astype(np.float32, copy=False)
 
+    def _forward_batch(self, encoder, identity: str) -> int:
+        """Items per forward pass: the encoder's ``batch_size``, or ``min_forward_batch`` if larger."""
+        return max(1, encoder.batch_size, self.min_forward_batch)
+
     def _encode_missing(self, encoder, identity, missing, first, progress, description, workers) -> dict:
         """Encode and commit ``missing`` (content keys); returns ``{key: why}`` for those not decodable."""
-        bs = max(1, encoder.batch_size, self.min_forward_batch)
+        bs = self._forward_batch(encoder, identity)
         desc = description or f"encoding {encoder.spec}"
         pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="anybind-decode")
         failed: dict[str, str] = {}

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .data.fields import require_label, unlabelled_modalities
+from .data.fields import require_classes, require_label, unlabelled_modalities
 from .data.manifest import Manifest, Record, load_manifest
 from .data.strings import is_blank
 from .data.templates import descriptions_for, fill_template, templates_for
@@ -100,7 +100,10 @@ def evaluate(
     zero-shot on its modality (its classes, prompts and balanced class biases, item by item), as
     ``zeroshot/<modality>/<label>/classifier/...`` keys.  A ``zero_shot_label`` no record of ``split`` carries is
     refused (one line naming the manifest and the label keys present) before anything is encoded; records without it
-    are counted in one warning.
+    are counted in one warning.  A zero-shot modality none of whose ``split`` records has the label is left out (no
+    ``zeroshot/<modality>/...`` keys; named in that warning), as one with no record is.  A classifier none of whose
+    classes is a value of the label present is refused the same way (one line naming the manifest, its classes and the
+    values present); records whose value is not one of its classes count as wrong (one warning).
     """
     if zero_shot_label:
         templates = templates_for(space, templates)  # before any work: a bad template fails fast
@@ -116,6 +119,9 @@ def evaluate(
     if zero_shot_label:  # a key no record carries: refused before any encoding; records without it: counted, and
         # a modality none of whose records has it named in the same line and left out (as one with no record is)
         require_label(recs, zero_shot_label, str(man.path), split, path=man.path, modalities=zs_mods)
+        if zero_shot_classifier is not None:  # a classifier none of whose classes is a label present: refused here
+            require_classes(recs, zero_shot_label, zero_shot_classifier.classes, str(man.path),
+                            modality=zero_shot_classifier.modality, split=split, warn=False)
     embs = embed_records(space, recs, mods, cache=cache, progress=progress)
     banks = None
     if rerank is not None:
@@ -184,7 +190,10 @@ def zero_shot(
     with ``modality`` and ``label_key``), for a paired comparison of two classifiers on the same items.
 
     A ``label_key`` that none of ``records`` carries is refused in one line naming the label keys present
-    (:func:`~anybind.data.fields.require_label`); records given but none with ``modality``: ``n`` 0.
+    (:func:`~anybind.data.fields.require_label`); records given but none with ``modality``: ``n`` 0.  With
+    ``classes`` given, items whose label is not one of them are scored as wrong (in ``n``, in no confusion row; one
+    warning), and none of them being one is refused in one line (:func:`~anybind.data.fields.require_classes`).
+    ``chance`` is the share of the ``n`` items in the commonest class (what always answering it scores).
 
     Scored by the space's :attr:`~anybind.Space.scorer`: a Symile space (one saved with "missing"
     embeddings) scores with the multilinear inner product ``MIP(item, prompt, missing_m...)``, every
@@ -200,7 +209,11 @@ def zero_shot(
     y = [str(r.labels[label_key]) for r in recs]
     if bias is not None and classes is None:  # the labels found in these records need not be the offsets' classes
         raise DataError("zero-shot: bias needs classes= (the classes its offsets are for, in their order)")
-    classes = sorted(set(y)) if classes is None else list(classes)
+    if classes is None:
+        classes = sorted(set(y))
+    else:  # labels none of the classes can name: refused when all are, else counted as wrong in one warning
+        classes = check_once(classes, "zero-shot")
+        require_classes(recs, label_key, classes, "zero-shot", modality=modality)
     off = check_offsets(bias, len(classes), classes)  # before any embedding: a wrong bias fails fast
     if vectors is not None:  # given class vectors (e.g. refined on unlabelled items) instead of the prompt ensembles
         C = np.asarray(vectors, np.float32)  # checked before anything is embedded
@@ -226,7 +239,7 @@ def zero_shot(
             conf[t, p] += 1
     out = {
         "accuracy": float((pred == yi).mean()),
-        "chance": float(max(np.bincount(yi[yi >= 0]).max() / len(yi), 1 / len(classes))),
+        "chance": float(np.bincount(yi[yi >= 0], minlength=len(classes)).max() / len(yi)),  # always the commonest
         "classes": len(classes),
         "n": len(recs),
         "confusion": conf.tolist(),
@@ -237,13 +250,13 @@ def zero_shot(
     return out
 
 
-def check_once(classes: Sequence[str]) -> list[str]:
-    """``classes`` as a list, each class once; one given twice is refused in one line (offsets could not be matched
-    to the classes by name)."""
+def check_once(classes: Sequence[str], where: str = "bias") -> list[str]:
+    """``classes`` as a list, each class once; one given twice is refused in one line naming ``where`` (offsets could
+    not be matched to the classes by name; zero-shot would predict its first copy and score its last)."""
     classes, seen = list(classes), set()
     for c in classes:
         if c in seen:
-            raise DataError(f"bias: class {c!r} is given twice ({len(classes)} classes given, each once)")
+            raise DataError(f"{where}: class {c!r} is given twice ({len(classes)} classes given, each once)")
         seen.add(c)
     return classes
 

@@ -28,27 +28,18 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .encoders.device import Runtime, autocast, current_runtime, place
 from .numerics import flush_denormals, torch_threads
 from .epochs import EpochSelection, selection_record
-from .errors import DataError
-from .metrics import pair_recalls
 from .progress import progress_bar
-from .ridge_kernel import kernel_start, kernel_term, scaled_prior
 
 log = logging.getLogger(__name__)
 
 #: the temperature is clamped to [1/100, 1] (the logit scale to [0, log 100]) before the first step and after every
 #: step: a model's forward never needs to clamp it
 MAX_LOGIT_SCALE = math.log(100)
-#: ridge shrinkage candidates (lam = alpha * n), chosen on the validation pairs
-RIDGE_ALPHAS = (0.1, 0.3, 1.0, 3.0, 10.0)
-#: with the start guard (a prior to fall back on), the shrinkage path goes on towards the prior, which ends it
-#: (infinite shrinkage: the training-free start itself); chosen on val like the rest
-GUARD_ALPHAS = (30.0, 100.0, 1000.0)
 
 
 @contextmanager
@@ -260,141 +251,6 @@ def _cpu_state(module: nn.Module) -> dict:
             for k, v in module.state_dict().items()}
 
 
-# ----------------------------------------------------------------------------- ridge start
-def ridge_select(
-    G: torch.Tensor,
-    R: torch.Tensor,
-    n: int,
-    score: Callable[[torch.Tensor], float],
-    *,
-    alphas: Iterable[float] = RIDGE_ALPHAS,
-    back: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    prior: torch.Tensor | None = None,
-) -> tuple[float, torch.Tensor]:
-    """``(alpha, W)``: the ridge solution ``W = back((G + alpha n I)^-1 R)`` (float64) whose ``score(W)`` is best.
-
-    ``G``, ``R``: the normal equations (``Z^T Z``, ``Z^T T``; or the dual ``Z Z^T``, ``T`` with
-    ``back = Z^T @``).  A NaN score (no val pairs) counts as ``-alpha``: the weakest shrinkage wins.
-    ``prior`` (primal only): shrink towards it instead of zero, ``W = (G + lam I)^-1 (R + lam prior)``.
-    """
-    if prior is not None and back is not None:
-        raise ValueError("ridge_select: a prior needs the primal normal equations (no back=)")
-    G, R = G.double(), R.double()
-    eye = torch.eye(G.shape[0], dtype=torch.float64)
-    best: tuple[float, float, torch.Tensor] | None = None
-    for alpha in alphas:
-        lam = alpha * n
-        S = torch.linalg.solve(G + lam * eye, R if prior is None else R + lam * prior.double())
-        W = back(S) if back is not None else S
-        s = score(W)
-        s = -alpha if s is None or math.isnan(s) else s
-        if best is None or s > best[0]:
-            best = (s, alpha, W)
-    assert best is not None
-    return best[1], best[2]
-
-
-def prior_ridge(G: torch.Tensor, R: torch.Tensor, n: int, score: Callable[[torch.Tensor], float], *,
-                prior: torch.Tensor | None = None, t_norm2: torch.Tensor | float = 0.0, exact_prior: bool = False,
-                guard: bool = False, has_val: bool = True,
-                back: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                ) -> tuple[float | None, torch.Tensor, dict[str, Any] | None]:
-    """``(alpha, W, guard record)``: one modality's ridge start (:func:`locked_ridge_start`, progressive binding).
-
-    ``G``, ``R``: the normal equations of its training pairs (``Z^T Z``, ``Z^T T``; the dual with ``back``, no
-    prior); ``t_norm2``: ``||T||^2``; ``score(W)``: its val score (``has_val``: there are val pairs).  Without a
-    ``prior``: :func:`ridge_select` over :data:`RIDGE_ALPHAS`, nothing else.  A ``prior`` (``in_dim``,
-    ``out_dim``) is scaled onto the targets, ``W0 = c prior`` with ``c = <Z prior, T> / ||Z prior||^2`` (where that
-    is not positive, pairs that disagree with it: ``||T|| / ||Z prior||``, its direction, never its opposite), and
-    the ridge shrinks towards ``W0``; ``exact_prior``: ``W0`` itself (alpha None).  ``guard``: the training-free
-    start guard -- the path goes on through :data:`GUARD_ALPHAS` and ``W0`` is kept (alpha None) when the best
-    ridge does not beat it on val; the record holds both scores and what was kept (no val pairs: the ridge, and a
-    ``note``).  The record is None without a guard or a prior."""
-    W0 = None if prior is None else scaled_prior(G, R, prior, t_norm2)  # c = <Z W0, T> / ||Z W0||^2
-    if exact_prior and W0 is not None:
-        return None, W0, None
-    path = RIDGE_ALPHAS + GUARD_ALPHAS if guard and W0 is not None else RIDGE_ALPHAS
-    alpha, W = ridge_select(G, R, n, score, prior=W0, alphas=path, back=back)
-    if not guard or W0 is None:
-        return alpha, W, None
-    if not has_val:  # nothing to check on: said, not skipped
-        return alpha, W, {"kept": "ridge", "note": "no val pairs: the ridge start is not checked against the prior"}
-    s_ridge, s_start = score(W), score(W0)  # training never below the start on val
-    keep = "start" if s_start >= s_ridge else "ridge"
-    rec = {"ridge_val": round(s_ridge, 6), "start_val": round(s_start, 6), "kept": keep}
-    return (None, W0, rec) if keep == "start" else (alpha, W, rec)
-
-
-PairBlocks = Callable[[str], Iterable[tuple[np.ndarray, np.ndarray]]]
-
-
-@torch.no_grad()
-def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, train_pairs: PairBlocks,
-                       val_pairs: Callable[[str], tuple[np.ndarray, np.ndarray] | None], *,
-                       prior: Callable[[str], torch.Tensor | None] | None = None,
-                       exact_prior: bool = False, guard: dict[str, dict[str, Any]] | None = None,
-                       kernel: dict[str, dict[str, Any]] | None = None, seed: int = 0) -> dict[str, float | None]:
-    """Start every unlocked projector at the ridge regression onto the locked modality's space.
-
-    For each modality ``m``, ``W = argmin ||Z W - T||^2 + lam ||W - W0||^2`` over the training pairs
-    with ``lock`` (``Z``: ``m``'s standardised features, ``T``: the locked space), ``lam = alpha n``
-    with ``alpha`` chosen on the val pairs from :data:`RIDGE_ALPHAS` (:func:`ridge_select`); the
-    MLP path starts at zero on top of it.  ``train_pairs(m)`` yields blocks of (``m``, ``lock``)
-    features (the normal equations are summed over them: memory is one block);
-    ``val_pairs(m)``: the val pairs, or ``None`` when there are fewer than 2.  ``W0`` is zero, or
-    ``c * prior(m)`` where ``prior(m)`` gives a map (``in_dim``, ``out_dim``) scaled onto the targets; ``exact_prior``:
-    a modality with a prior starts at ``c * prior(m)`` itself; ``guard`` (a dict, filled in): the training-free start
-    guard, ``guard[m]`` its record (all three: :func:`prior_ridge`).  ``kernel`` (a dict, filled in): with a prior and
-    val pairs, :func:`~anybind.ridge_kernel.kernel_start` too (``seed``: its support), ``kernel[m]`` its record.
-    """
-    if not lock:
-        raise DataError("init='ridge' needs a locked modality (lock='text', say): it regresses onto its space")
-    tgt = projectors[lock]
-    chosen = {}
-    for m, pr in projectors.items():
-        if m == lock:
-            continue
-        G = R = None
-        n, T_norm2, held = 0, torch.zeros((), dtype=torch.float64), []
-        for xm, xl in train_pairs(m):
-            Z = pr.standardized(torch.from_numpy(xm))
-            T = tgt(torch.from_numpy(xl))
-            held += [(Z, T)] if kernel is not None and not pr.cfg.frames else []  # the kernel's support
-            g, r = (Z.T @ Z).double(), (Z.T @ T).double()
-            G, R = (g, r) if G is None else (G + g, R + r)
-            T_norm2 = T_norm2 + T.double().pow(2).sum()
-            n += len(xm)
-        if n < 3:
-            raise DataError(f"init='ridge': {m!r} has {n} training pairs with {lock!r}; need at least 3")
-        va = val_pairs(m)
-
-        def score(W: torch.Tensor, pr=pr, va=va, branch=None) -> float:
-            if va is None:
-                return float("nan")
-            fm, fl = va
-            z = pr.standardized(torch.from_numpy(fm))
-            q = F.normalize(z @ W.float() + (kernel_term(z, *branch) if branch else 0), dim=-1).numpy()
-            g = F.normalize(tgt(torch.from_numpy(fl)), dim=-1).numpy()
-            r1 = pair_recalls(q, g, query_keys=fm, gallery_keys=fl)
-            r2 = pair_recalls(g, q, query_keys=fl, gallery_keys=fm)
-            return sum(r[k] for r in (r1, r2) for k in ("R@1", "R@5", "R@10")) / 6
-
-        P = prior(m) if prior is not None else None
-        alpha, W, g = prior_ridge(G, R, n, score, prior=P, t_norm2=T_norm2, exact_prior=exact_prior,
-                                  guard=guard is not None, has_val=va is not None)
-        if g is not None:
-            guard[m] = g
-        if held and P is not None and va is not None:  # the kernel family on the prior's residual, on val
-            W0 = scaled_prior(G, R, P, T_norm2)
-            branch, kernel[m] = kernel_start(torch.cat([z for z, _ in held]), torch.cat([t for _, t in held]), W0,
-                                             lambda b, W0=W0: score(W0, branch=b), score(W), seed=seed)
-            if branch is not None:
-                pr.set_kernel(*branch)
-                alpha, W = None, W0
-        pr.linear.weight.copy_(W.float().T)
-        pr.linear.bias.zero_()
-        if pr.mlp is not None:
-            pr.mlp[-1].weight.zero_()
-            pr.mlp[-1].bias.zero_()
-        pr.ridge_alpha = chosen[m] = alpha
-    return chosen
+# the ridge start lives in anybind.ridge; re-exported here, where every caller found it
+from .ridge import (  # noqa: E402,F401
+    GUARD_ALPHAS, RIDGE_ALPHAS, PairBlocks, locked_ridge_start, prior_ridge, ridge_select)

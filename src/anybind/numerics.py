@@ -38,11 +38,14 @@ def flush_denormals(on: bool = True) -> None:
     torch.set_flush_denormal(on)
 
 
-# the blocks open now, in the order they began, and the count from before the first: torch's count is process-wide
-# (what every thread started later runs on), and the service encodes (fracast) in several worker threads at once
+# torch's count is per thread (OpenMP's and MKL's, set by the thread that calls torch.set_num_threads) and also
+# process-wide for threads started later (each takes the last count set when it first runs torch).  The service
+# encodes in several worker threads at once (the image and the text encoder's leaders, fracast), so blocks overlap
+# across threads: how many are open, the count from before the first, and each thread's own open counts.
 _THREADS_LOCK = threading.Lock()
-_OPEN: list[list[int]] = []
+_OPEN = [0]
 _BEFORE: list[int] = []
+_MINE = threading.local()
 
 
 @contextmanager
@@ -51,18 +54,23 @@ def torch_threads(threads: int) -> Iterator[None]:
     even on error.  The one place that sets it for a block: the trainers (:func:`anybind.loop.training_threads`, which
     also flushes denormals) and the encoders that run fastest on few threads at inference (fracast).
 
-    Blocks may nest or overlap in several threads: one that ends while others run sets the latest-begun open one's
-    count; the last to end gives back the count from before the first (each restoring what it had read would leave
-    the count of a block that ended, when two threads' blocks overlap)."""
-    mine = [max(1, int(threads))]  # a list: its identity is this block's
+    Blocks may nest in one thread and overlap in several: a block that ends gives its thread the count of that
+    thread's enclosing block, or, outermost, the count from before the first block of all opened (each restoring what
+    it had read would leave a thread started inside another thread's block, which reads that block's count, on it
+    for good; and giving the ending thread another thread's open count would leave it on that count)."""
+    mine = max(1, int(threads))
+    stack = _MINE.__dict__.setdefault("open", [])
     with _THREADS_LOCK:
-        if not _OPEN:
-            _BEFORE[:] = [torch.get_num_threads()]
-        _OPEN.append(mine)
-        torch.set_num_threads(mine[0])
+        now = torch.get_num_threads()  # read first: a thread's first read takes the process-wide count, once
+        if not _OPEN[0]:
+            _BEFORE[:] = [now]
+        _OPEN[0] += 1
+        stack.append(mine)
+        torch.set_num_threads(mine)
     try:
         yield
     finally:
         with _THREADS_LOCK:
-            del _OPEN[next(i for i, o in enumerate(_OPEN) if o is mine)]  # by identity: equal counts are others'
-            torch.set_num_threads(_OPEN[-1][0] if _OPEN else _BEFORE[0])
+            stack.pop()
+            _OPEN[0] -= 1
+            torch.set_num_threads(stack[-1] if stack else _BEFORE[0])

@@ -156,7 +156,16 @@ def start_prior(space, name: str, spec: str, cfg: BindConfig) -> tuple[BindConfi
     lock_spec = space.encoders[locked[0]] if len(locked) == 1 and space.scorer.kind != MIP else None
     bridged = lock_spec is not None and bridge_into(spec, lock_spec) is not None
     if not bridged and (cfg.ridge_prior == "bridge" or cfg.start_guard):
-        where = f"the locked {locked[0]!r} encoder {lock_spec}" if lock_spec else "this space (no locked modality)"
+        if lock_spec:
+            where = f"the locked {locked[0]!r} encoder {lock_spec}"
+        elif space.scorer.kind == MIP:
+            where = "this Symile space (its embeddings are not one encoder's space)"
+        elif len(locked) > 1:
+            where = f"this space (locked modalities {', '.join(map(repr, locked))}: not a single one)"
+        elif name in space.projectors and space.projectors[name].cfg.kind == "identity":
+            where = f"this space (its only locked modality is {name!r}, the one replaced)"
+        else:
+            where = "this space (no locked modality)"
         raise DataError(f"binding {name!r}: ridge_prior='bridge' / start_guard=True fall back on a label bridge, and "
                         f"{spec} has none into {where}")
     use = bridged and cfg.ridge_prior != "zero"
@@ -258,9 +267,12 @@ def _bind(space, name, spec, data, anchors, *, replace, cache, strict, progress,
     proj, train_info = train_projector(space, feats, row_of, targets, train_idx, val_idx, cfg, progress,
                                        frames=temporal_frames(spec), name=name, prior=prior)
     ridge = train_info.pop("ridge_start", None)
-    if ridge and (ridge.get("guard") or {}).get("kept") == "start":
+    guard = (ridge or {}).get("guard") or {}
+    if "note" in guard:  # nothing to check on: said, as Space.fit says it
+        log.warning("start guard: %r: %s (its label bridge)", name, guard["note"])
+    elif guard.get("kept") == "start":
         log.info("start guard: %r starts at its label bridge (val %.4f >= the ridge's %.4f): the training pairs do "
-                 "not beat the training-free start", name, ridge["guard"]["start_val"], ridge["guard"]["ridge_val"])
+                 "not beat the training-free start", name, guard["start_val"], guard["ridge_val"])
 
     projectors = {m: copy.deepcopy(p) for m, p in space.projectors.items()}
     projectors[name] = proj

@@ -1,6 +1,6 @@
 """The ridge start's prior scaling and its kernel family (issue 16): kernel ridge on the label-bridge prior's residual.
 
-:func:`anybind.loop.locked_ridge_start` scales the prior onto the targets (:func:`scaled_prior`) and, with
+:func:`anybind.ridge.locked_ridge_start` scales the prior onto the targets (:func:`scaled_prior`) and, with
 ``kernel=True`` and a prior, also tries :func:`kernel_start`: the linear map stays the scaled prior ``W0`` and a
 kernel branch (:meth:`anybind.projectors.Projector.set_kernel`) learns what it misses on the training pairs,
 

@@ -144,6 +144,9 @@ def check_robust(cfg) -> None:
             raise DataError(f"{name} must be a {'non-negative' if low is not None else 'positive'} number, got {v!r}")
     if cfg.ridge_prior not in RIDGE_PRIORS:
         raise DataError(f"ridge_prior must be one of {', '.join(RIDGE_PRIORS)}, got {cfg.ridge_prior!r}")
+    se = cfg.ridge_se
+    if isinstance(se, bool) or not isinstance(se, (int, float)) or not math.isfinite(se) or se < 0:
+        raise DataError(f"ridge_se must be a non-negative number (standard errors), got {se!r}")
     for name in ("start_guard", "kernel_start"):
         if not isinstance(getattr(cfg, name), bool):
             raise DataError(f"{name} must be True or False, got {getattr(cfg, name)!r}")
@@ -308,8 +311,10 @@ def ridge_start(projectors: Mapping[str, Projector], cfg, specs: Mapping[str, st
         return W0
 
     guard: dict[str, dict[str, Any]] | None = {} if cfg.start_guard and cfg.ridge_prior == "bridge" else None
+    rule: dict[str, dict[str, Any]] = {}
     alphas = locked_ridge_start(projectors, cfg.lock, train_pairs, val_pairs, prior=prior,
-                                exact_prior=cfg.ridge_prior == "residual", guard=guard, kernel=kern, seed=cfg.seed)
+                                exact_prior=cfg.ridge_prior == "residual", guard=guard, se=cfg.ridge_se, rule=rule,
+                                kernel=kern, seed=cfg.seed)
     if cfg.ridge_prior != "zero" and all(p == "zero" for p in used.values()):
         log.warning("ridge_prior=%r: no bound modality's encoder has a label bridge into the %r encoder's "
                     "space (%s): every ridge start shrinks towards zero", cfg.ridge_prior, cfg.lock,
@@ -327,7 +332,8 @@ def ridge_start(projectors: Mapping[str, Projector], cfg, specs: Mapping[str, st
         log.info("kernel start: %r %s (val %s vs the linear start's %.4f)", m, f"tau {k['tau']}, alpha {k['alpha']}"
                  if k["kept"] else "not kept", k.get("val", max(k["grid"].values())), k["base_val"])
     return {m: {"alpha": a, "prior": used.get(m, "zero"), **({"guard": guard[m]} if guard and m in guard else {}),
-                **({"kernel": kern[m]} if kern and m in kern else {})} for m, a in alphas.items()}
+                **({"se_rule": rule[m]} if m in rule else {}), **({"kernel": kern[m]} if kern and m in kern else {})}
+            for m, a in alphas.items()}
 
 
 # ----------------------------------------------------------------------------- inductive centring

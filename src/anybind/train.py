@@ -79,6 +79,8 @@ class TrainConfig:
     # the ridge does not beat it on val (anybind.robust); the recipe turns it on
     kernel_start: bool | Auto = AUTO  # False; ridge_prior="bridge": also fit a kernel branch on the bridge's residual,
     # kept where it beats the linear start on val (anybind.ridge_kernel); the recipe turns it on with the bridge prior
+    ridge_se: float = 0.0  # the ridge start's standard-error rule: the most shrunk alpha within this many SE of the
+    # best on val (0: the best; anybind.loop.ridge_select)
     center: bool = False
     mixup: float = 0.0  # weight of the geodesic multi-modal mixup term (m^2-mix hard negatives; 0: off)
     mixup_alpha: float = 0.5  # its mixing coefficient ~ Beta(mixup_alpha, mixup_alpha)
@@ -154,6 +156,7 @@ def warm_start(projectors: Mapping[str, Projector], fs: FeatureSet, cfg: TrainCo
     """
     from .align import fit_training_free
 
+    cfg = cfg.resolved()  # called on its own with a config left at AUTO: the plain defaults, as train_space
     if cfg.init == "ridge":
         return ridge_start(projectors, fs, cfg, select)
     if cfg.init not in ("procrustes", "cca"):

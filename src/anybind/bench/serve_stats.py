@@ -23,7 +23,8 @@ def _summary(lat_ms: list[float], wall_s: float, n: int) -> dict[str, float]:
 def whole(v) -> int | None:
     """A whole number (an int, or text of digits), else None (1.5, '2.0', 'x', True)."""
     if isinstance(v, str):
-        return int(v) if v.strip().lstrip("+-").isdigit() else None
+        t = v.strip()
+        return int(t) if t[t[:1] in "+-":].isdecimal() else None  # one sign at most; decimal digits only (not ²)
     return int(v) if isinstance(v, int) and not isinstance(v, bool) else None
 
 
@@ -72,9 +73,10 @@ def cell_levers(service_threads, max_batch_for) -> tuple[list[int | None], list[
         threads.append(t)
     for v in values("-" if max_batch_for is None else str(max_batch_for), str):
         per = [] if v.strip() == "-" else [e.partition("=") for e in v.split("/")]
-        if any(not m.strip() or not eq or (whole(n) or 0) < 1 for m, eq, n in per):
+        if any(not m.strip() or not eq or (whole(n) or 0) < 1 for m, eq, n in per) or len(
+                {m.strip() for m, _, _ in per}) < len(per):
             raise AnybindError(f"serve-load: max_batch_for={max_batch_for!r}: each value '-' or MODALITY=N entries "
-                               "joined by '/' (e.g. image=4/text=32; N a whole number >= 1)")
+                               "joined by '/' (e.g. image=4/text=32; N a whole number >= 1; each modality once)")
         pers.append(tuple((m.strip(), int(n)) for m, _, n in per))
     if not (threads and pers):
         raise AnybindError(f"serve-load: service_threads={service_threads!r}, max_batch_for={max_batch_for!r}: "

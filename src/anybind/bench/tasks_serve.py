@@ -44,7 +44,8 @@ requests.  The service is given ``max_files`` and ``max_upload_bytes`` large eno
 and the baseline alike (one process setting; given back after).  ``service_threads`` and ``max_batch_for`` are grid
 knobs of the batching-on service alone (the baseline and ``off`` run without them): the service's own
 ``torch_threads`` (``-``: none) and per-modality maximum batch (``-``: none; ``image=4/text=32``), e.g.
-``--opt service_threads=-,1 --opt max_batch_for=-,image=4/text=32`` (four cells beside main's batching).
+``--opt service_threads=-,1 --opt max_batch_for=-,image=4/text=32`` (four batching-on cells, main's batching
+the ``-`` x ``-`` one).
 ``cpu_ms_per_request`` is the server process's CPU per request during the load (the baseline's: its own),
 ``x_sequential_cpu`` the baseline's over the service's: on a machine shared with other work the wall-clock ratio
 also depends on the CPU share each side happens to get, the CPU ratio does not.

@@ -99,7 +99,7 @@ def serve(
     per: dict[str, int] = {}
     for spec in max_batch_for or ():
         name, eq, n = spec.partition("=")
-        if not eq or not name or not n.strip().isdigit() or int(n) < 1:
+        if not eq or not name or not n.strip().isdecimal() or int(n) < 1:
             fail(AnybindError(f"--max-batch-for {spec!r}: give MODALITY=N (N a whole number >= 1: items in one "
                               "batched call of that modality's encoder)"))
         if name in per:

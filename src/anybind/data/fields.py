@@ -122,6 +122,38 @@ def require_label(records: Sequence[Record], key: str, where: str, split: str | 
     return have
 
 
+def _some(values: Sequence[str], n: int = 8) -> str:
+    """Up to ``n`` of ``values``, and how many in all when there are more."""
+    values = list(values)
+    return ", ".join(values[:n]) + (f", ... ({len(values)} in all)" if len(values) > n else "") or "none"
+
+
+def require_classes(records: Sequence[Record], key: str, classes: Sequence[str], where: str,
+                    modality: str | None = None, split: str | None = None, warn: bool = True) -> int:
+    """How many of the scored ``records`` (those with ``modality`` and the label ``key``) have a ``key`` value among
+    ``classes``.  None of them (and some scored): a :class:`DataError` in one line naming ``where``, the classes, the
+    values present and another label key whose values the classes are, if one is (a classifier scored on the wrong
+    key); some outside: one warning counting them and naming the first (zero-shot counts them as wrong: no class
+    can name them), unless not ``warn``."""
+    scored = [r for r in records if (modality is None or r.has(modality)) and key in (r.labels or {})]
+    known = {str(c) for c in classes}
+    outside = [r for r in scored if str(r.labels[key]) not in known]
+    what = " ".join(w for w in (split if split != "all" else None, modality, "record") if w)
+    if scored and len(outside) == len(scored):
+        hits = Counter(k for r in records for k, v in (r.labels or {}).items() if k != key and str(v) in known)
+        msg = (f"{where}: no {what}'s label {key!r} is one of the {len(known)} classes (classes: {_some(classes)}; "
+               f"values of {key!r} present: {_some(sorted({str(r.labels[key]) for r in scored}))})")
+        if hits:
+            msg += f"; the classes are values of label {min(hits, key=lambda k: (-hits[k], k))!r}"
+        raise DataError(msg)
+    if warn and outside:
+        count = Counter(str(r.labels[key]) for r in outside)
+        log.warning("%s: %d of the %d %ss scored have a label %r that is not one of the %d classes (%s; first: "
+                    "record %r); counted as wrong", where, len(outside), len(scored), what, key, len(known),
+                    _some([f"{v}: {c}" for v, c in count.most_common()]), outside[0].id)
+    return len(scored) - len(outside)
+
+
 def _encoder_hint(name: str) -> str:
     return (f"give it an encoder (anybind: -e {name}=PREFIX:NAME, see `anybind encoders`; "
             f"Python: encoders={{{name!r}: SPEC}})")

@@ -114,12 +114,12 @@ class Encoder(ABC):
         ``|``:data:`~anybind.data.media.IMAGE_DECODING`, wherever it stands: the label bridge holds its base
         encoder's identity inside brackets; only tagged photos decode otherwise now), with one warning; and one whose
         spec wrote an ensemble part as a bare modality (``text:concat(text,text:e5-small)``), recorded as typed
-        before the part was spelt as its default spec (:func:`anybind.encoders.concat.bare_spelt`)."""
+        before the part was spelt as its default spec (:func:`anybind.encoders.spelling.bare_spelt`)."""
         ident = self.identity
         if ident == recorded:
             return True
         if "concat(" in getattr(self, "spec", ""):
-            from .concat import bare_spelt  # the ensemble's module is built on this one: imported here
+            from .spelling import bare_spelt
 
             ident = bare_spelt(ident, self.spec)
             if ident == recorded:

@@ -30,6 +30,8 @@ from importlib import metadata
 from typing import Any
 
 from ..errors import EncoderError
+from .defaults import DEFAULTS, default_spec  # noqa: F401 -- re-exported: they were defined here
+from .spelling import canonical_spec
 
 log = logging.getLogger(__name__)
 
@@ -55,15 +57,6 @@ BUILTINS: dict[str, str] = {
 #: -> ``wrapper(<spec>, <arg>)`` (``+bridge(<text spec>)``: the label bridge into that text encoder)
 SUFFIXES: dict[str, str] = {"+bridge": "anybind.encoders.bridge:make_bridge_encoder"}
 
-#: the encoder a bare modality name means
-DEFAULTS: dict[str, str] = {
-    "text": "text:minilm",
-    "image": "image:efficientnet-lite0",
-    "audio": "audio:aisfx",
-    "speech": "speech:whisper-tiny",
-    "timeseries": "timeseries:minirocket",
-    "video": "video:frames(image:efficientnet-lite0)@fps=1,max=32",
-}
 
 _RUNTIME: dict[str, EncoderFactory] = {}
 _LOADED: dict[str, EncoderFactory] = {}
@@ -192,17 +185,6 @@ def list_encoders() -> list[EncoderInfo]:
     return out
 
 
-def default_spec(modality: str) -> str:
-    """The default encoder of a modality (``text_fr`` -> the text default)."""
-    base = modality.split("_", 1)[0]
-    if base not in DEFAULTS:
-        raise EncoderError(
-            f"no default encoder for modality {modality!r}; give one explicitly, "
-            f"e.g. --encoder {modality}=callable:mypkg.mod:encode"
-        )
-    return DEFAULTS[base]
-
-
 def spec_problem(spec: str) -> str | None:
     """What is wrong with the form of an encoder spec (``None``: nothing), without building the encoder.
 
@@ -286,7 +268,7 @@ def absolute_spec(spec: str) -> str:
     space inside ``concat(...)`` / ``+bridge(...)`` (which refuse spaces).  The command line applies it to every ``-e`` / ``--from-pretrained`` value,
     the library to the specs given to ``Space.fit`` (:func:`anybind.fitting.plan_fit`), ``add_modality`` and
     ``replace_encoder``, before any encoder is built from them.  A bare modality part of a ``concat(...)``
-    ensemble is written as its default spec there too (:func:`anybind.encoders.concat.canonical_spec`:
+    ensemble is written as its default spec there too (:func:`anybind.encoders.spelling.canonical_spec`:
     ``text:concat(text,text:e5-small)`` is saved as ``text:concat(text:minilm,text:e5-small)``, one space identity)."""
     def fix(m: re.Match) -> str:
         head, path = next((m.group(i), m.group(i + 1)) for i in (1, 3, 5, 7) if m.group(i))
@@ -308,8 +290,6 @@ def absolute_spec(spec: str) -> str:
     out = _LOCAL_PATH.sub(fix, spec)
     if "concat(" not in out:
         return out
-    from .concat import canonical_spec  # the ensemble's module needs get_encoder from this one: imported here
-
     return canonical_spec(out)
 
 

@@ -89,7 +89,7 @@ def stream_pairs(shards: TrainingShards, cfg: TrainConfig) -> list[tuple[str, st
 def build_projectors(shards: TrainingShards, cfg: TrainConfig, stats: dict | None = None) -> dict:
     """One projector per modality, standardised with the training split's statistics (streamed)."""
     from ..projectors import Projector, ProjectorConfig
-
+    cfg = cfg.resolved()  # called on its own with a config left at AUTO: the plain defaults, as trainers'
     if cfg.lock is not None and cfg.lock not in shards.dims:
         raise DataError(f"lock={cfg.lock!r} is not a modality of the shards ({', '.join(shards.modalities)})")
     out = {}

@@ -57,6 +57,12 @@ class MemoryFeatureCache(FeatureCache):
         # what it encoded lives in memory only (in this index): no rescan, which would drop it
         return self._load_index(identity)
 
+    def _forward_batch(self, encoder, identity: str) -> int:
+        # an encoder with its own limit (max_batch_for) gets the passes max_batch would give at that limit
+        if self.batcher is None:
+            return super()._forward_batch(encoder, identity)
+        return max(1, encoder.batch_size, min(32, self.batcher.limit(identity)))
+
     def _encode_missing(self, encoder, identity, missing, first, progress, description, workers) -> dict:
         if self.batcher is not None:
             return self.batcher.run(identity, missing, first,

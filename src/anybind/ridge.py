@@ -1,0 +1,191 @@
+"""The closed-form ridge start every trainer shares (split out of :mod:`anybind.loop`, which re-exports it).
+
+:func:`ridge_select` walks a shrinkage path scored on val (optionally with the standard-error rule),
+:func:`prior_ridge` is one modality's start (a prior scaled onto the targets, the start guard), and
+:func:`locked_ridge_start` starts every unlocked projector of a locked space (``Space.fit``'s trainers;
+progressive binding calls :func:`prior_ridge` itself).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import DataError
+from .metrics import query_ranks
+from .ridge_kernel import kernel_start, kernel_term, scaled_prior
+
+#: ridge shrinkage candidates (lam = alpha * n), chosen on the validation pairs
+RIDGE_ALPHAS = (0.1, 0.3, 1.0, 3.0, 10.0)
+#: with the start guard (a prior to fall back on), the shrinkage path goes on towards the prior, which ends it
+#: (infinite shrinkage: the training-free start itself); chosen on val like the rest
+GUARD_ALPHAS = (30.0, 100.0, 1000.0)
+
+
+def ridge_select(
+    G: torch.Tensor,
+    R: torch.Tensor,
+    n: int,
+    score: Callable[[torch.Tensor], float | np.ndarray],
+    *,
+    alphas: Iterable[float] = RIDGE_ALPHAS,
+    back: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    prior: torch.Tensor | None = None,
+    se: float = 0.0,
+    record: dict[str, Any] | None = None,
+) -> tuple[float, torch.Tensor]:
+    """``(alpha, W)``: the ridge solution ``W = back((G + alpha n I)^-1 R)`` (float64) whose ``score(W)`` is best.
+
+    ``G``, ``R``: the normal equations (``Z^T Z``, ``Z^T T``; or the dual ``Z Z^T``, ``T`` with
+    ``back = Z^T @``).  A NaN score (no val pairs) counts as ``-alpha``: the weakest shrinkage wins.
+    ``prior`` (primal only): shrink towards it instead of zero, ``W = (G + lam I)^-1 (R + lam prior)``.
+    ``score`` may give per-item scores (their mean is the score).  ``se`` > 0 (the standard-error rule): the most
+    shrunk alpha (``alphas`` ascending) whose score is within ``se`` standard errors (of the best's per-item
+    scores) of the best; ``record`` (a dict) is filled with the best alpha, its score and standard error.
+    """
+    if prior is not None and back is not None:
+        raise ValueError("ridge_select: a prior needs the primal normal equations (no back=)")
+    G, R = G.double(), R.double()
+    eye = torch.eye(G.shape[0], dtype=torch.float64)
+    path: list[tuple[float, float, float, torch.Tensor]] = []  # (score, its standard error, alpha, W)
+    for alpha in alphas:
+        lam = alpha * n
+        S = torch.linalg.solve(G + lam * eye, R if prior is None else R + lam * prior.double())
+        W = back(S) if back is not None else S
+        x = score(W)
+        v = np.atleast_1d(np.asarray(np.nan if x is None else x, dtype=np.float64))
+        s = float(v.mean())
+        err = float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 and not math.isnan(s) else 0.0
+        path.append((-alpha, 0.0, alpha, W) if math.isnan(s) else (s, err, alpha, W))
+    pick = best = max(path, key=lambda p: p[0])  # the first best: the least shrunk of ties
+    if se > 0:
+        if list(alphas) != sorted(alphas):
+            raise ValueError("ridge_select: the standard-error rule needs the alphas in ascending order")
+        pick = [p for p in path if p[0] >= best[0] - se * best[1]][-1]
+    if record is not None:
+        record.update({"rule": f"{se:g}se", "best_alpha": best[2], "best_val": round(best[0], 6),
+                       "best_se": round(best[1], 6)} if se > 0 else {})
+    return pick[2], pick[3]
+
+
+def prior_ridge(G: torch.Tensor, R: torch.Tensor, n: int, score: Callable[[torch.Tensor], float], *,
+                prior: torch.Tensor | None = None, t_norm2: torch.Tensor | float = 0.0, exact_prior: bool = False,
+                guard: bool = False, has_val: bool = True,
+                back: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                se: float = 0.0, record: dict[str, Any] | None = None,
+                ) -> tuple[float | None, torch.Tensor, dict[str, Any] | None]:
+    """``(alpha, W, guard record)``: one modality's ridge start (:func:`locked_ridge_start`, progressive binding).
+
+    ``G``, ``R``: the normal equations of its training pairs (``Z^T Z``, ``Z^T T``; the dual with ``back``, no
+    prior); ``t_norm2``: ``||T||^2``; ``score(W)``: its val score (``has_val``: there are val pairs).  Without a
+    ``prior``: :func:`ridge_select` over :data:`RIDGE_ALPHAS`, nothing else.  A ``prior`` (``in_dim``,
+    ``out_dim``) is scaled onto the targets, ``W0 = c prior`` with ``c = <Z prior, T> / ||Z prior||^2`` (where that
+    is not positive, pairs that disagree with it: ``||T|| / ||Z prior||``, its direction, never its opposite), and
+    the ridge shrinks towards ``W0``; ``exact_prior``: ``W0`` itself (alpha None).  ``guard``: the training-free
+    start guard -- the path goes on through :data:`GUARD_ALPHAS` and ``W0`` is kept (alpha None) when the best
+    ridge does not beat it on val; the record holds both scores and what was kept (no val pairs: the ridge, and a
+    ``note``).  The record is None without a guard or a prior."""
+    W0 = None if prior is None else scaled_prior(G, R, prior, t_norm2)  # c = <Z W0, T> / ||Z W0||^2
+    if exact_prior and W0 is not None:
+        return None, W0, None
+    path = RIDGE_ALPHAS + GUARD_ALPHAS if guard and W0 is not None else RIDGE_ALPHAS
+    alpha, W = ridge_select(G, R, n, score, prior=W0, alphas=path, back=back, se=se, record=record)
+    if not guard or W0 is None:
+        return alpha, W, None
+    if not has_val:  # nothing to check on: said, not skipped
+        return alpha, W, {"kept": "ridge", "note": "no val pairs: the ridge start is not checked against the prior"}
+    s_ridge, s_start = (float(np.mean(score(x))) for x in (W, W0))  # training never below the start on val
+    keep = "start" if s_start >= s_ridge else "ridge"
+    rec = {"ridge_val": round(s_ridge, 6), "start_val": round(s_start, 6), "kept": keep}
+    return (None, W0, rec) if keep == "start" else (alpha, W, rec)
+
+
+PairBlocks = Callable[[str], Iterable[tuple[np.ndarray, np.ndarray]]]
+
+
+@torch.no_grad()
+def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, train_pairs: PairBlocks,
+                       val_pairs: Callable[[str], tuple[np.ndarray, np.ndarray] | None], *,
+                       prior: Callable[[str], torch.Tensor | None] | None = None,
+                       exact_prior: bool = False, guard: dict[str, dict[str, Any]] | None = None,
+                       se: float = 0.0, rule: dict[str, dict[str, Any]] | None = None,
+                       kernel: dict[str, dict[str, Any]] | None = None, seed: int = 0) -> dict[str, float | None]:
+    """Start every unlocked projector at the ridge regression onto the locked modality's space.
+
+    For each modality ``m``, ``W = argmin ||Z W - T||^2 + lam ||W - W0||^2`` over the training pairs
+    with ``lock`` (``Z``: ``m``'s standardised features, ``T``: the locked space), ``lam = alpha n``
+    with ``alpha`` chosen on the val pairs from :data:`RIDGE_ALPHAS` (:func:`ridge_select`); the
+    MLP path starts at zero on top of it.  ``train_pairs(m)`` yields blocks of (``m``, ``lock``)
+    features (the normal equations are summed over them: memory is one block);
+    ``val_pairs(m)``: the val pairs, or ``None`` when there are fewer than 2.  ``W0`` is zero, or
+    ``c * prior(m)`` where ``prior(m)`` gives a map (``in_dim``, ``out_dim``) scaled onto the targets; ``exact_prior``:
+    a modality with a prior starts at ``c * prior(m)`` itself; ``guard`` (a dict, filled in): the training-free start
+    guard, ``guard[m]`` its record (all three: :func:`prior_ridge`); ``se`` > 0: the standard-error rule of
+    :func:`ridge_select` over the val pairs' scores (each pair's mean of both directions; ``rule[m]``, a dict filled
+    in, records the best alpha, its score and standard error).  ``kernel`` (a dict, filled in): a modality with a
+    prior and val pairs also tries the kernel branch on the prior's residual, kept where it beats that start on val
+    (:func:`~anybind.ridge_kernel.kernel_start`; ``seed``: its support subset), ``kernel[m]`` its record.  Returns
+    each alpha.
+    """
+    if not lock:
+        raise DataError("init='ridge' needs a locked modality (lock='text', say): it regresses onto its space")
+    tgt = projectors[lock]
+    chosen = {}
+    for m, pr in projectors.items():
+        if m == lock:
+            continue
+        G = R = None
+        n, T_norm2, held = 0, torch.zeros((), dtype=torch.float64), []
+        for xm, xl in train_pairs(m):
+            Z = pr.standardized(torch.from_numpy(xm))
+            T = tgt(torch.from_numpy(xl))
+            held += [(Z, T)] if kernel is not None and not pr.cfg.frames else []  # the kernel's support
+            g, r = (Z.T @ Z).double(), (Z.T @ T).double()
+            G, R = (g, r) if G is None else (G + g, R + r)
+            T_norm2 = T_norm2 + T.double().pow(2).sum()
+            n += len(xm)
+        if n < 3:
+            raise DataError(f"init='ridge': {m!r} has {n} training pairs with {lock!r}; need at least 3")
+        va = val_pairs(m)
+
+        def per_pair(W: torch.Tensor, pr=pr, va=va, branch=None) -> np.ndarray:  # each val pair's R@1/5/10 both ways
+            if va is None:
+                return np.array(np.nan)
+            fm, fl = va
+            z = pr.standardized(torch.from_numpy(fm))
+            q = F.normalize(z @ W.float() + (kernel_term(z, *branch) if branch else 0), dim=-1).numpy()
+            g = F.normalize(tgt(torch.from_numpy(fl)), dim=-1).numpy()
+            r1 = query_ranks(q @ g.T, query_keys=fm, gallery_keys=fl)
+            r2 = query_ranks(g @ q.T, query_keys=fl, gallery_keys=fm)
+            return sum((r <= k).astype(np.float64) for r in (r1, r2) for k in (1, 5, 10)) / 6
+
+        rec: dict[str, Any] = {}
+        P = prior(m) if prior is not None else None
+        alpha, W, g = prior_ridge(G, R, n, per_pair, prior=P, t_norm2=T_norm2,
+                                  exact_prior=exact_prior, guard=guard is not None, has_val=va is not None,
+                                  se=se, record=rec)
+        if g is not None:
+            guard[m] = g
+        if rule is not None and rec:
+            rule[m] = rec
+        if held and P is not None and va is not None:  # the kernel family on the prior's residual, on val
+            W0 = scaled_prior(G, R, P, T_norm2)
+            branch, kernel[m] = kernel_start(
+                torch.cat([z for z, _ in held]), torch.cat([t for _, t in held]), W0,
+                lambda b, W0=W0: float(np.mean(per_pair(W0, branch=b))), float(np.mean(per_pair(W))), seed=seed)
+            if branch is not None:
+                pr.set_kernel(*branch)
+                alpha, W = None, W0
+        pr.linear.weight.copy_(W.float().T)
+        pr.linear.bias.zero_()
+        if pr.mlp is not None:
+            pr.mlp[-1].weight.zero_()
+            pr.mlp[-1].bias.zero_()
+        pr.ridge_alpha = chosen[m] = alpha
+    return chosen
