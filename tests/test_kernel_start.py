@@ -257,3 +257,13 @@ def test_cli_fit_turns_the_kernel_start_off(tmp_path):
 def same_state(a, b):
     sa, sb = a.state_dict(), b.state_dict()
     return sa.keys() == sb.keys() and all(torch.equal(v, sb[k]) for k, v in sa.items())
+
+
+def test_a_merge_rotates_the_kernel_branch_with_the_rest():
+    from anybind.merge import rotated
+
+    pr = Projector(ProjectorConfig(in_dim=6, out_dim=4, kind="mlp", hidden=5, input_dropout=0.0)).eval()
+    pr.set_kernel(torch.randn(7, 6), torch.randn(7, 4), 0.5)
+    R = np.linalg.qr(np.random.default_rng(1).normal(size=(4, 4)))[0]
+    x = torch.randn(3, 6)
+    assert torch.allclose(rotated(pr, R)(x), pr(x) @ torch.as_tensor(R, dtype=torch.float32), atol=1e-5)

@@ -174,6 +174,8 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
             guard[m] = g
         if rule is not None and rec:
             rule[m] = rec
+        if kernel is not None and P is not None and (pr.cfg.frames or va is None):  # said, not skipped
+            kernel[m] = {"kept": False, "note": "no val pairs" if va is None else "a frame-pooling projector"}
         if held and P is not None and va is not None:  # the kernel family on the prior's residual, on val
             W0 = scaled_prior(G, R, P, T_norm2)
             branch, kernel[m] = kernel_start(

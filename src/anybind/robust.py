@@ -329,6 +329,9 @@ def ridge_start(projectors: Mapping[str, Projector], cfg, specs: Mapping[str, st
         log.info("kernel_start: off in this trainer (it reads the training pairs in blocks): a linear ridge start")
         kern = {m: {"kept": False, "note": "off in the streaming / Ray trainer"} for m in alphas}
     for m, k in (kern or {}).items() if kernel is not False else ():
+        if "note" in k:
+            log.info("kernel start: %r keeps the linear start (%s)", m, k["note"])
+            continue
         log.info("kernel start: %r %s (val %s vs the linear start's %.4f)", m, f"tau {k['tau']}, alpha {k['alpha']}"
                  if k["kept"] else "not kept", k.get("val", max(k["grid"].values())), k["base_val"])
     return {m: {"alpha": a, "prior": used.get(m, "zero"), **({"guard": guard[m]} if guard and m in guard else {}),
