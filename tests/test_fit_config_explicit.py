@@ -25,7 +25,7 @@ from anybind.train import TrainConfig
 #: each field the recipe chooses: its plain default, the recipe's choice for image + text, another value
 VALUES = {"dim": [256, 64], "lr": [1e-3, FINE_TUNE_LR, 3e-4], "init": ["random", "ridge", "cca"],
           "lock": [None, "text", "image"], "wise": [None, "auto", 0.5], "ridge_prior": ["zero", "bridge", "residual"],
-          "start_guard": [False, True]}
+          "start_guard": [False, True], "kernel_start": [False, True]}
 SMALL = dict(epochs=3, batch_size=8, hidden=16)
 
 
@@ -51,7 +51,7 @@ def test_a_value_given_in_a_config_object_wins_over_the_recipe_as_a_keyword_does
 
 def test_start_guard_false_and_wise_none_in_a_config_object_turn_them_off():
     assert _recipe()[1] == {"lock": "text", "init": "ridge", "encoders.image": "image:efficientnet-lite0+bridge",
-                            "ridge_prior": "bridge", "start_guard": True, "wise": "auto", "lr": FINE_TUNE_LR}
+                            "ridge_prior": "bridge", "start_guard": True, "kernel_start": True, "wise": "auto", "lr": FINE_TUNE_LR}
     cfg, chosen = _recipe(TrainConfig(start_guard=False, wise=None))
     assert cfg["start_guard"] is False and cfg["wise"] is None
     assert "start_guard" not in chosen and "wise" not in chosen and chosen["ridge_prior"] == "bridge"
@@ -107,7 +107,8 @@ def test_nothing_given_fits_the_recipe_bit_for_bit_and_saves_no_auto(manifest, t
     left.save(tmp_path / "sp")
     saved = json.loads((tmp_path / "sp" / "space.json").read_text())["config"]
     assert {k: saved[k] for k in PLAIN} == {"dim": 256, "lr": FINE_TUNE_LR, "init": "ridge", "lock": "text",
-                                           "wise": "auto", "ridge_prior": "zero", "start_guard": False}
+                                           "wise": "auto", "ridge_prior": "zero", "start_guard": False,
+                                           "kernel_start": False}
 
 
 def test_a_space_saved_with_an_older_training_config_still_loads_as_written(manifest, tmp_path):  # noqa: F811
@@ -141,7 +142,7 @@ def test_the_start_guard_off_in_a_config_object_as_with_the_cli_flags_on_real_tu
         assert entry["ridge_start"]["image"]["prior"] == "bridge" and "guard" not in entry["ridge_start"]["image"]
         assert entry["recipe"]["chosen"] == {"lock": "text", "init": "ridge", "lr": FINE_TUNE_LR,
                                              "encoders.image": "image:efficientnet-lite0+bridge",
-                                             "ridge_prior": "bridge"}
+                                             "ridge_prior": "bridge", "kernel_start": True}
         assert s.config["start_guard"] is False and s.config["wise"] is None
         assert "wise_alpha" not in s.info["training"]["robust"]
     wa, wb = _weights(sp), _weights(cli)

@@ -49,7 +49,7 @@ def test_with_shuffled_pairs_the_guard_shrinks_to_the_bridge_and_never_ends_belo
     # useless pairs: the start is shrunk past the old grid's top towards the bridge, or is the bridge itself
     assert rec["prior"] == "bridge" and (rec["alpha"] is None or rec["alpha"] in GUARD_ALPHAS)
     assert (rec["alpha"] is None) == (rec["guard"]["kept"] == "start")
-    plain = Space.fit(man, start_guard=False, **kw)  # the knob: the ridge start whatever val says
+    plain = Space.fit(man, start_guard=False, kernel_start=False, **kw)  # the knob: the ridge start whatever val says
     prec = plain.info["lineage"][-1]["ridge_start"]["image"]
     assert "guard" not in prec and prec["alpha"] in RIDGE_ALPHAS
     # scored on the same val pairs from scratch: the guarded fit is never below the bridge start, the plain one is

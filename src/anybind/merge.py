@@ -66,6 +66,8 @@ def rotated(projector: Projector, R: np.ndarray) -> Projector:
     for layer in layers:
         layer.weight.copy_(Rt.T @ layer.weight)
         layer.bias.copy_(layer.bias @ Rt)
+    if out.cfg.kernel:  # the kernel branch's output is linear in its coefficients too
+        out.kernel_coef.copy_(out.kernel_coef @ Rt)
     return out.eval()
 
 

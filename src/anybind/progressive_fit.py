@@ -155,7 +155,8 @@ def ridge_start(proj: Projector, feats, targets: Mapping[str, Target], train_idx
     else:
         alpha, W, g = prior_ridge(Z @ Z.T, Tc, n, score, back=lambda S: Z.T @ S)
     start_at(W)
-    return {"alpha": alpha, "prior": "zero" if prior is None else "bridge", **({"guard": g} if g else {})}
+    note = {"kernel": {"kept": False, "note": "the kernel start is Space.fit's only"}} if prior is not None else {}
+    return {"alpha": alpha, "prior": "zero" if prior is None else "bridge", **({"guard": g} if g else {}), **note}
 
 
 def train_projector(space, feats, row_of, targets: Mapping[str, Target], train_idx, val_idx, cfg: BindConfig, progress,

@@ -25,6 +25,13 @@ zero, issue 17) and may first be trained alone on top of the frozen ridge start 
 A *centred* projector (``center=True``, see :mod:`anybind.robust`) also stores its modality's
 mean unit embedding over the training split and returns ``normalize(y) - center``: once
 re-normalised by the caller, every item is measured from its modality's centre.
+
+A projector with a *kernel branch* (``kernel=n > 0``, space format 5, issue 16) adds to its linear map, before any
+centring, ``exp((cos(z, S) - 1) / kernel_tau) @ A``: ``z`` its standardised input, ``S`` (``n`` x features, the
+buffer ``kernel_support``) unit-normed standardised training inputs, ``A`` (``n`` x ``out_dim``, ``kernel_coef``)
+kernel ridge coefficients fitted by the ridge start on the residual of the label-bridge prior
+(:mod:`anybind.ridge_kernel`).  Both are buffers: fine-tuning, L2-SP and WiSE-FT leave them as they are; an input
+far from every support item gets a kernel term near zero, so it falls back on the linear map.
 """
 
 from __future__ import annotations
@@ -71,6 +78,8 @@ class ProjectorConfig:
     standardize: bool = True
     center: bool = False  # inductive centring (space format 3): a stored mean embedding is subtracted
     frames: int = 0  # > 0: a temporal projector over that many frames (space format 4), see the module docstring
+    kernel: int = 0  # > 0: a kernel branch over that many support items (space format 5), see the module docstring
+    kernel_tau: float = 0.0  # its kernel's temperature (> 0 with a kernel branch)
 
     def to_dict(self) -> dict:
         """The config as saved; ``center`` and ``frames`` only when set, so a plain space reads as format 2.  The
@@ -82,6 +91,10 @@ class ProjectorConfig:
             d.pop("center")
         if not self.frames:
             d.pop("frames")
+        if not self.kernel:
+            d.pop("kernel"), d.pop("kernel_tau")
+        else:
+            d["kernel_tau"] = float(self.kernel_tau)
         return d
 
     @property
@@ -105,6 +118,17 @@ def check_frames(cfg: ProjectorConfig) -> str | None:
     return None
 
 
+def check_kernel(cfg: ProjectorConfig) -> str | None:
+    """Why a kernel branch cannot be built (None when it can, or when there is none)."""
+    if not cfg.kernel:
+        return None if not cfg.kernel_tau else f"kernel_tau={cfg.kernel_tau} without a kernel branch (kernel=0)"
+    if cfg.kernel < 0 or not cfg.kernel_tau > 0 or not np.isfinite(cfg.kernel_tau):
+        return f"a kernel branch needs kernel >= 1 and a finite kernel_tau > 0, got {cfg.kernel} and {cfg.kernel_tau}"
+    if cfg.kind == "identity" or cfg.frames:
+        return "a kernel branch needs a linear or mlp projector that pools no frames"
+    return None
+
+
 class Projector(nn.Module):
     """Feature standardisation followed by a linear or MLP map (batch-first)."""
 
@@ -114,7 +138,7 @@ class Projector(nn.Module):
             raise ValueError(f"projector kind must be 'linear', 'mlp' or 'identity', got {cfg.kind!r}")
         if cfg.kind == "identity" and cfg.in_dim != cfg.out_dim:
             raise ValueError(f"an identity projector needs in_dim == out_dim, got {cfg.in_dim} and {cfg.out_dim}")
-        why = check_frames(cfg)
+        why = check_frames(cfg) or check_kernel(cfg)
         if why:
             raise ValueError(why)
         self.cfg = cfg
@@ -138,6 +162,9 @@ class Projector(nn.Module):
             self.mlp = None
         if cfg.center:
             self.register_buffer("center", torch.zeros(cfg.out_dim))
+        if cfg.kernel:
+            self.register_buffer("kernel_support", torch.zeros(cfg.kernel, d))
+            self.register_buffer("kernel_coef", torch.zeros(cfg.kernel, cfg.out_dim))
 
     @torch.no_grad()
     def fit_stats(self, feats: np.ndarray, name: str | None = None) -> "Projector":
@@ -166,6 +193,35 @@ class Projector(nn.Module):
             self.register_buffer("center", torch.zeros(self.cfg.out_dim))
         self.center.copy_(c)
         return self
+
+    @torch.no_grad()
+    def set_kernel(self, support: torch.Tensor | np.ndarray | None, coef: torch.Tensor | np.ndarray | None = None,
+                   tau: float = 0.0) -> "Projector":
+        """Give this projector the kernel branch ``exp((cos(z, support) - 1) / tau) @ coef`` (``support``: standardised
+        training inputs, unit-normed here; ``None``: remove the branch)."""
+        for k in ("kernel_support", "kernel_coef"):
+            self._buffers.pop(k, None)
+        if support is None:
+            self.cfg = replace(self.cfg, kernel=0, kernel_tau=0.0)
+            return self
+        S = F.normalize(torch.as_tensor(np.asarray(support, dtype=np.float32)), dim=-1)
+        A = torch.as_tensor(np.asarray(coef, dtype=np.float32))
+        cfg = replace(self.cfg, kernel=int(S.shape[0]), kernel_tau=float(tau))
+        why = check_kernel(cfg)
+        if why or S.shape != (cfg.kernel, cfg.feat_dim) or A.shape != (cfg.kernel, cfg.out_dim):
+            raise ValueError(why or f"a kernel branch needs support (n, {cfg.feat_dim}) and coefficients "
+                             f"(n, {cfg.out_dim}), got {tuple(S.shape)} and {tuple(A.shape)}")
+        if not (torch.isfinite(S).all() and torch.isfinite(A).all()):
+            raise ValueError("a kernel branch needs finite support and coefficients")
+        self.cfg = cfg
+        self.register_buffer("kernel_support", S.contiguous())
+        self.register_buffer("kernel_coef", A.contiguous())
+        return self
+
+    def kernel_term(self, z: torch.Tensor) -> torch.Tensor:
+        """The kernel branch's output for standardised inputs ``z`` (what :meth:`uncentred` adds)."""
+        k = torch.exp((F.normalize(z, dim=-1) @ self.kernel_support.T - 1) / self.cfg.kernel_tau)
+        return k @ self.kernel_coef
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.uncentred(x)
@@ -218,10 +274,13 @@ class Projector(nn.Module):
             z = self.in_drop((f - self.mean) / self.scale)
             x = (self._weights(z, m).unsqueeze(-1) * z).sum(1)
         else:
-            x = self.in_drop((x - self.mean) / self.scale)
+            z = (x - self.mean) / self.scale
+            x = self.in_drop(z)
         y = self.linear(x)
         if self.mlp is not None:
             y = y + self.mlp(x)
+        if self.cfg.kernel:  # a fixed function of the input: no dropout
+            y = y + self.kernel_term(z)
         return y
 
 

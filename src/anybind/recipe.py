@@ -84,8 +84,17 @@ openclipart-trained space (Tux Paint t->i test 0.160 -> 0.225, FM 0.194 -> 0.251
 (KTuberling as the held-out corpus: every cell lower), so selection stays an opt-in.  BENCHMARKS.md, section
 transfer, "the start guard".
 
+The kernel start (issue 16, helper h201 after h191's feature-level measurement; ``kernel_start=True``, on wherever
+the recipe turns the bridge prior on): beside the linear ridge path and the bridge itself, the ridge start fits a
+kernel branch on the bridge prior's residual (:mod:`anybind.ridge_kernel`, a small tau x alpha grid chosen on val) and
+keeps whichever of the three scores best on val.  Tux Paint val, all train pairs, the defaults with and without it
+in one run: the start's criterion 0.647 -> 0.715, t->i / i->t R@1 0.466 / 0.408 -> 0.524 / 0.408; the transfer
+matrix (300 pairs each of Tux Paint, emoji, openclipart): off-diagonal val minus the better baseline +0.015 (11/12
+cells >=) -> +0.035 (12/12), though the Tux Paint diagonal at 300 pairs loses 2 / 3 of 103 val queries; BENCHMARKS.md,
+section defaults-kernel-start.  ``kernel_start=False`` turns it off.
+
 ``recipe="auto"`` (the default) applies each rule only where the user chose nothing: an explicit encoder,
-``lock``, ``init``, ``dim`` (a projected width rules out locking), ``ridge_prior``, ``start_guard``, ``wise`` or ``lr`` always
+``lock``, ``init``, ``dim`` (a projected width rules out locking), ``ridge_prior``, ``start_guard``, ``kernel_start``, ``wise`` or ``lr`` always
 wins, as a keyword or in a :class:`~anybind.train.TrainConfig`, whose defaults for these fields are :data:`AUTO`
 (the plain default or None given there is a choice too); a field still AUTO after the recipe is its plain default
 (:data:`PLAIN`, :func:`resolved`).  ``recipe="plain"`` is the bare default (random init, nothing locked, plain
@@ -142,7 +151,7 @@ AUTO = Auto()
 #: what each field left at :data:`AUTO` is when no rule of the recipe chose it (``recipe="plain"``, another
 #: method, a modality set no rule applies to, or a trainer called with a config directly)
 PLAIN: dict[str, Any] = {"dim": 256, "lr": 1e-3, "init": "random", "lock": None, "wise": None,
-                         "ridge_prior": "zero", "start_guard": False}
+                         "ridge_prior": "zero", "start_guard": False, "kernel_start": False}
 
 
 def chosen_options(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -206,6 +215,8 @@ def resolve_recipe(
             cfg["ridge_prior"] = chosen["ridge_prior"] = "bridge"
         if cfg.get("ridge_prior") == "bridge" and "start_guard" not in cfg:  # never below the bridge on val
             cfg["start_guard"] = chosen["start_guard"] = True
+        if cfg.get("ridge_prior") == "bridge" and "kernel_start" not in cfg:  # the kernel family on its residual
+            cfg["kernel_start"] = chosen["kernel_start"] = True
     if cfg.get("init") == "ridge":  # fine-tuning from the training-free ridge start: gently, and mixed back
         if "wise" not in cfg:
             cfg["wise"] = chosen["wise"] = "auto"

@@ -19,6 +19,7 @@ from torch import nn
 
 from .errors import DataError
 from .metrics import query_ranks
+from .ridge_kernel import kernel_start, kernel_term, scaled_prior
 
 #: ridge shrinkage candidates (lam = alpha * n), chosen on the validation pairs
 RIDGE_ALPHAS = (0.1, 0.3, 1.0, 3.0, 10.0)
@@ -90,14 +91,7 @@ def prior_ridge(G: torch.Tensor, R: torch.Tensor, n: int, score: Callable[[torch
     start guard -- the path goes on through :data:`GUARD_ALPHAS` and ``W0`` is kept (alpha None) when the best
     ridge does not beat it on val; the record holds both scores and what was kept (no val pairs: the ridge, and a
     ``note``).  The record is None without a guard or a prior."""
-    W0 = prior
-    if W0 is not None:  # scaled onto the targets: c = <Z W0, T> / ||Z W0||^2 = tr(W0' R) / tr(W0' G W0)
-        W0 = W0.double()
-        norm2 = (W0 * (G.double() @ W0)).sum().clamp_min(1e-12)
-        c = float((W0 * R.double()).sum() / norm2)
-        if c <= 0:  # pairs that do not agree with the prior at all (shuffled): its direction, never its
-            c = float((t_norm2 / norm2).sqrt())  # opposite, at the targets' norm
-        W0 = W0 * c
+    W0 = None if prior is None else scaled_prior(G, R, prior, t_norm2)  # c = <Z W0, T> / ||Z W0||^2
     if exact_prior and W0 is not None:
         return None, W0, None
     path = RIDGE_ALPHAS + GUARD_ALPHAS if guard and W0 is not None else RIDGE_ALPHAS
@@ -120,7 +114,8 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
                        val_pairs: Callable[[str], tuple[np.ndarray, np.ndarray] | None], *,
                        prior: Callable[[str], torch.Tensor | None] | None = None,
                        exact_prior: bool = False, guard: dict[str, dict[str, Any]] | None = None,
-                       se: float = 0.0, rule: dict[str, dict[str, Any]] | None = None) -> dict[str, float | None]:
+                       se: float = 0.0, rule: dict[str, dict[str, Any]] | None = None,
+                       kernel: dict[str, dict[str, Any]] | None = None, seed: int = 0) -> dict[str, float | None]:
     """Start every unlocked projector at the ridge regression onto the locked modality's space.
 
     For each modality ``m``, ``W = argmin ||Z W - T||^2 + lam ||W - W0||^2`` over the training pairs
@@ -133,7 +128,10 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
     a modality with a prior starts at ``c * prior(m)`` itself; ``guard`` (a dict, filled in): the training-free start
     guard, ``guard[m]`` its record (all three: :func:`prior_ridge`); ``se`` > 0: the standard-error rule of
     :func:`ridge_select` over the val pairs' scores (each pair's mean of both directions; ``rule[m]``, a dict filled
-    in, records the best alpha, its score and standard error).  Returns each alpha.
+    in, records the best alpha, its score and standard error).  ``kernel`` (a dict, filled in): a modality with a
+    prior and val pairs also tries the kernel branch on the prior's residual, kept where it beats that start on val
+    (:func:`~anybind.ridge_kernel.kernel_start`; ``seed``: its support subset), ``kernel[m]`` its record.  Returns
+    each alpha.
     """
     if not lock:
         raise DataError("init='ridge' needs a locked modality (lock='text', say): it regresses onto its space")
@@ -143,10 +141,11 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
         if m == lock:
             continue
         G = R = None
-        n, T_norm2 = 0, torch.zeros((), dtype=torch.float64)
+        n, T_norm2, held = 0, torch.zeros((), dtype=torch.float64), []
         for xm, xl in train_pairs(m):
             Z = pr.standardized(torch.from_numpy(xm))
             T = tgt(torch.from_numpy(xl))
+            held += [(Z, T)] if kernel is not None and not pr.cfg.frames else []  # the kernel's support
             g, r = (Z.T @ Z).double(), (Z.T @ T).double()
             G, R = (g, r) if G is None else (G + g, R + r)
             T_norm2 = T_norm2 + T.double().pow(2).sum()
@@ -155,24 +154,36 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
             raise DataError(f"init='ridge': {m!r} has {n} training pairs with {lock!r}; need at least 3")
         va = val_pairs(m)
 
-        def per_pair(W: torch.Tensor, pr=pr, va=va) -> np.ndarray:  # each val pair's mean of R@1/5/10 both ways
+        def per_pair(W: torch.Tensor, pr=pr, va=va, branch=None) -> np.ndarray:  # each val pair's R@1/5/10 both ways
             if va is None:
                 return np.array(np.nan)
             fm, fl = va
-            q = F.normalize(pr.standardized(torch.from_numpy(fm)) @ W.float(), dim=-1).numpy()
+            z = pr.standardized(torch.from_numpy(fm))
+            q = F.normalize(z @ W.float() + (kernel_term(z, *branch) if branch else 0), dim=-1).numpy()
             g = F.normalize(tgt(torch.from_numpy(fl)), dim=-1).numpy()
             r1 = query_ranks(q @ g.T, query_keys=fm, gallery_keys=fl)
             r2 = query_ranks(g @ q.T, query_keys=fl, gallery_keys=fm)
             return sum((r <= k).astype(np.float64) for r in (r1, r2) for k in (1, 5, 10)) / 6
 
         rec: dict[str, Any] = {}
-        alpha, W, g = prior_ridge(G, R, n, per_pair, prior=prior(m) if prior is not None else None, t_norm2=T_norm2,
+        P = prior(m) if prior is not None else None
+        alpha, W, g = prior_ridge(G, R, n, per_pair, prior=P, t_norm2=T_norm2,
                                   exact_prior=exact_prior, guard=guard is not None, has_val=va is not None,
                                   se=se, record=rec)
         if g is not None:
             guard[m] = g
         if rule is not None and rec:
             rule[m] = rec
+        if kernel is not None and P is not None and (pr.cfg.frames or va is None):  # said, not skipped
+            kernel[m] = {"kept": False, "note": "no val pairs" if va is None else "a frame-pooling projector"}
+        if held and P is not None and va is not None:  # the kernel family on the prior's residual, on val
+            W0 = scaled_prior(G, R, P, T_norm2)
+            branch, kernel[m] = kernel_start(
+                torch.cat([z for z, _ in held]), torch.cat([t for _, t in held]), W0,
+                lambda b, W0=W0: float(np.mean(per_pair(W0, branch=b))), float(np.mean(per_pair(W))), seed=seed)
+            if branch is not None:
+                pr.set_kernel(*branch)
+                alpha, W = None, W0
         pr.linear.weight.copy_(W.float().T)
         pr.linear.bias.zero_()
         if pr.mlp is not None:

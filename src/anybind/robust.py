@@ -29,6 +29,10 @@ through the shared loop's hooks (:func:`anybind.loop.fit_loop`'s ``penalty=`` an
   bridge itself (``c W_bridge``, infinite shrinkage), all scored on the val (or selection) pairs; the bridge is
   kept as the start when no ridge beats it; early stopping and WiSE-FT (whose alpha 0 is that start) then never
   fall below it.  Recorded per modality under ``ridge.<m>.guard``.
+* ``kernel_start`` -- with ``ridge_prior="bridge"``, a kernel branch on the bridge's residual tried beside the
+  ridge path and kept where it wins on val (:mod:`anybind.ridge_kernel`); recorded under ``ridge.<m>.kernel``.  A
+  fixed buffer: fine-tuning, L2-SP and WiSE-FT (:func:`interpolate`) leave it as it is.  Off, and recorded so, in the
+  streaming / Ray trainer.
 * ``mixup`` (weight) and ``mixup_alpha`` -- geodesic multi-modal mixup (Oh et al. 2023, "Geodesic
   Multi-Modal Mixup for Robust Fine-Tuning", m^2-mix): each positive pair's two unit embeddings are
   mixed on the great circle between them (``slerp`` with ``lam ~ Beta(alpha, alpha)``) and the mixtures
@@ -88,10 +92,10 @@ def interpolate(start: State, trained: State, alpha: float) -> State:
         return copy.deepcopy(start)
     if alpha == 1:
         return copy.deepcopy(trained)
-    def mix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return torch.lerp(a, b, float(alpha)) if b.is_floating_point() else b
+    def mix(k: str, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:  # a kernel branch is fixed: kept as it is
+        return torch.lerp(a, b, float(alpha)) if b.is_floating_point() and not k.startswith("kernel_") else b.clone()
 
-    return {m: {k: mix(start[m][k], v) for k, v in sd.items()} for m, sd in trained.items()}
+    return {m: {k: mix(k, start[m][k], v) for k, v in sd.items()} for m, sd in trained.items()}
 
 
 def load_state(projectors: Mapping[str, Projector], state: State) -> None:
@@ -143,8 +147,12 @@ def check_robust(cfg) -> None:
     se = cfg.ridge_se
     if isinstance(se, bool) or not isinstance(se, (int, float)) or not math.isfinite(se) or se < 0:
         raise DataError(f"ridge_se must be a non-negative number (standard errors), got {se!r}")
-    if not isinstance(cfg.start_guard, bool):
-        raise DataError(f"start_guard must be True or False, got {cfg.start_guard!r}")
+    for name in ("start_guard", "kernel_start"):
+        if not isinstance(getattr(cfg, name), bool):
+            raise DataError(f"{name} must be True or False, got {getattr(cfg, name)!r}")
+    if cfg.kernel_start and cfg.ridge_prior != "bridge":
+        raise DataError(f"kernel_start=True fits a kernel branch on the label bridge's residual: use "
+                        f"ridge_prior='bridge' (got ridge_prior={cfg.ridge_prior!r})")
     if cfg.start_guard and cfg.ridge_prior != "bridge":
         raise DataError(f"start_guard=True falls back on the label bridge: use ridge_prior='bridge' (got "
                         f"ridge_prior={cfg.ridge_prior!r})")
@@ -287,12 +295,14 @@ def bridge_prior(spec: str, lock_spec: str, projector: Projector) -> torch.Tenso
 
 
 def ridge_start(projectors: Mapping[str, Projector], cfg, specs: Mapping[str, str], train_pairs: PairBlocks,
-                val_pairs) -> dict[str, dict[str, Any]]:
+                val_pairs, kernel: bool | None = None) -> dict[str, dict[str, Any]]:
     """:func:`anybind.loop.locked_ridge_start` with ``cfg.ridge_prior``; returns each modality's ridge
     ``alpha`` and ``prior`` (``"bridge"`` or ``"zero"``; a bridge prior with no label bridge into ``cfg.lock``
-    falls back to zero, with a warning)."""
+    falls back to zero, with a warning), and with ``cfg.kernel_start`` (``kernel``: None, or False where a trainer
+    has no kernel start) its kernel family's record (``kernel``)."""
     cfg = resolved(cfg)
     check_robust(cfg)
+    kern: dict[str, dict[str, Any]] | None = {} if cfg.kernel_start and kernel is not False else None
     used: dict[str, str] = {}
 
     def prior(m: str) -> torch.Tensor | None:
@@ -303,7 +313,8 @@ def ridge_start(projectors: Mapping[str, Projector], cfg, specs: Mapping[str, st
     guard: dict[str, dict[str, Any]] | None = {} if cfg.start_guard and cfg.ridge_prior == "bridge" else None
     rule: dict[str, dict[str, Any]] = {}
     alphas = locked_ridge_start(projectors, cfg.lock, train_pairs, val_pairs, prior=prior,
-                                exact_prior=cfg.ridge_prior == "residual", guard=guard, se=cfg.ridge_se, rule=rule)
+                                exact_prior=cfg.ridge_prior == "residual", guard=guard, se=cfg.ridge_se, rule=rule,
+                                kernel=kern, seed=cfg.seed)
     if cfg.ridge_prior != "zero" and all(p == "zero" for p in used.values()):
         log.warning("ridge_prior=%r: no bound modality's encoder has a label bridge into the %r encoder's "
                     "space (%s): every ridge start shrinks towards zero", cfg.ridge_prior, cfg.lock,
@@ -314,8 +325,18 @@ def ridge_start(projectors: Mapping[str, Projector], cfg, specs: Mapping[str, st
         elif g["kept"] == "start":
             log.info("start guard: %r starts at its label bridge (val %.4f >= the ridge's %.4f): the training pairs "
                      "do not beat the training-free start", m, g["start_val"], g["ridge_val"])
+    if cfg.kernel_start and kernel is False:  # said and recorded: no silent difference from Space.fit
+        log.info("kernel_start: off in this trainer (it reads the training pairs in blocks): a linear ridge start")
+        kern = {m: {"kept": False, "note": "off in the streaming / Ray trainer"} for m in alphas}
+    for m, k in (kern or {}).items() if kernel is not False else ():
+        if "note" in k:
+            log.info("kernel start: %r keeps the linear start (%s)", m, k["note"])
+            continue
+        log.info("kernel start: %r %s (val %s vs the linear start's %.4f)", m, f"tau {k['tau']}, alpha {k['alpha']}"
+                 if k["kept"] else "not kept", k.get("val", max(k["grid"].values())), k["base_val"])
     return {m: {"alpha": a, "prior": used.get(m, "zero"), **({"guard": guard[m]} if guard and m in guard else {}),
-                **({"se_rule": rule[m]} if m in rule else {})} for m, a in alphas.items()}
+                **({"se_rule": rule[m]} if m in rule else {}), **({"kernel": kern[m]} if kern and m in kern else {})}
+            for m, a in alphas.items()}
 
 
 # ----------------------------------------------------------------------------- inductive centring

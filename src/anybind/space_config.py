@@ -18,6 +18,9 @@ Formats (``format_version``):
 * 4 -- as 3, and a projector may pool a frame sequence (``"frames": T``, a ``video:frames(...)@...,pool=attn``
   modality, :mod:`anybind.projectors`): its weights add the attention scorer (``attn.*``, ``attn_v.*``).  Only
   a space with such a projector is written as format 4.
+* 5 -- as 4, and a projector may have a kernel branch (``"kernel": n, "kernel_tau": t``, issue 16,
+  :mod:`anybind.projectors`): its weights add ``kernel_support`` (n x features) and ``kernel_coef`` (n x dim).  Only a
+  space with such a projector is written as format 5.
 """
 
 from __future__ import annotations
@@ -36,13 +39,14 @@ import torch
 from .data.media import short_repr
 from .data.templates import check_descriptions, check_templates
 from .errors import DataError, SpaceError
-from .projectors import Projector, ProjectorConfig, check_frames
+from .projectors import Projector, ProjectorConfig, check_frames, check_kernel
 
 SPACE_FORMAT = "anybind.space"
 FORMAT_VERSION = 2  # the format of a new space (see file_version: format 3 when a projector is centred)
 CENTRED_FORMAT = 3
 TEMPORAL_FORMAT = 4
-NEWEST_FORMAT = 4  # the newest format this anybind reads
+KERNEL_FORMAT = 5
+NEWEST_FORMAT = 5  # the newest format this anybind reads
 MAX_WIDTH = 1 << 20  # the widest in_dim / out_dim / hidden a space.json may state
 _KINDS = ("linear", "mlp", "identity")
 _REQUIRED = ("format", "format_version", "dim", "modalities", "temperature", "identity")
@@ -110,8 +114,9 @@ def _keys(path: Path, where: str, d: Any, required: tuple[str, ...], optional: t
 
 
 def _projector(path: Path, where: str, d: Any) -> ProjectorConfig:
-    names = tuple(f.name for f in fields(ProjectorConfig) if f.name not in ("center", "frames"))
-    d = _keys(path, where, d, names, ("center", "frames"))
+    optional = ("center", "frames", "kernel", "kernel_tau")
+    names = tuple(f.name for f in fields(ProjectorConfig) if f.name not in optional)
+    d = _keys(path, where, d, names, optional)
     center = d.get("center", False)
     if not isinstance(center, bool):
         raise _fail(path, f"{where}.center is {short_repr(center)}, expected true or false")
@@ -130,8 +135,10 @@ def _projector(path: Path, where: str, d: Any) -> ProjectorConfig:
         standardize=d["standardize"],
         center=center,
         frames=_int(path, f"{where}.frames", d.get("frames", 0), 0, MAX_WIDTH),
+        kernel=_int(path, f"{where}.kernel", d.get("kernel", 0), 0, MAX_WIDTH),
+        kernel_tau=_number(path, f"{where}.kernel_tau", d.get("kernel_tau", 0.0), 0.0, math.inf),
     )
-    why = check_frames(cfg)
+    why = check_frames(cfg) or check_kernel(cfg)
     if why:
         raise _fail(path, f"{where}: {why}")
     if kind == "identity" and cfg.in_dim != cfg.out_dim:
@@ -173,6 +180,8 @@ def read_space_json(path: str | Path) -> SpaceFile:
             raise _fail(path, f"{where}.projector.center needs format_version {CENTRED_FORMAT}, the file says {version}")
         if cfg.frames and version < TEMPORAL_FORMAT:
             raise _fail(path, f"{where}.projector.frames needs format_version {TEMPORAL_FORMAT}, the file says {version}")
+        if cfg.kernel and version < KERNEL_FORMAT:
+            raise _fail(path, f"{where}.projector.kernel needs format_version {KERNEL_FORMAT}, the file says {version}")
         if cfg.out_dim != dim:
             raise _fail(path, f"{where}.projector.out_dim is {cfg.out_dim}, but the space's dim is {dim}")
         entries[m] = ModalityEntry(_text(path, f"{where}.encoder", entry["encoder"]), ident, cfg)
@@ -246,7 +255,9 @@ def space_identity(
 
 def file_version(version: int, projectors: Mapping[str, Projector]) -> int:
     """The format a space of format ``version`` is written in: format 3 as soon as a projector is centred,
-    4 as soon as one pools frames."""
+    4 as soon as one pools frames, 5 as soon as one has a kernel branch."""
+    if any(p.cfg.kernel for p in projectors.values()):
+        return max(version, KERNEL_FORMAT)
     if any(p.cfg.frames for p in projectors.values()):
         return max(version, TEMPORAL_FORMAT)
     return max(version, CENTRED_FORMAT) if any(p.cfg.center for p in projectors.values()) else version

@@ -44,7 +44,7 @@ class TrainConfig:
     """Everything that decides a trained space (saved in ``space.json``).
 
     The fields the recipe chooses (:data:`anybind.recipe.PLAIN`: ``dim``, ``lr``, ``init``, ``lock``, ``wise``,
-    ``ridge_prior``, ``start_guard``) default to :data:`~anybind.recipe.AUTO`, "the recipe decides": with
+    ``ridge_prior``, ``start_guard``, ``kernel_start``) default to :data:`~anybind.recipe.AUTO`, "the recipe decides": with
     ``Space.fit(config=...)`` any value given, even the plain default or None, is the user's choice and wins over
     ``recipe="auto"``.  Every trainer first takes :meth:`resolved` (AUTO -> the plain default, the value in the
     comments below), so what is trained and saved is never AUTO."""
@@ -77,6 +77,8 @@ class TrainConfig:
     ridge_prior: str | Auto = AUTO  # "zero"
     start_guard: bool | Auto = AUTO  # False; ridge_prior="bridge": keep the label bridge itself as the start when
     # the ridge does not beat it on val (anybind.robust); the recipe turns it on
+    kernel_start: bool | Auto = AUTO  # False; ridge_prior="bridge": also fit a kernel branch on the bridge's residual,
+    # kept where it beats the linear start on val (anybind.ridge_kernel); the recipe turns it on with the bridge prior
     ridge_se: float = 0.0  # the ridge start's standard-error rule: the most shrunk alpha within this many SE of the
     # best on val (0: the best; anybind.loop.ridge_select)
     center: bool = False

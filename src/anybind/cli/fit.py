@@ -161,6 +161,8 @@ def fit(
         None, "--start-guard/--no-start-guard", help="With --ridge-prior bridge: keep the label bridge itself as "
         "the start when the ridge does not beat it on val (the recipe's default); --no-start-guard: the ridge always."
     ),
+    kernel_start: Optional[bool] = typer.Option(None, "--kernel-start/--no-kernel-start", help="With --ridge-prior "
+        "bridge: also a kernel branch on the bridge's residual, kept where it beats the linear start on val (recipe's)."),
     center: Optional[bool] = typer.Option(
         None, "--center/--no-center", help="Inductive centring: store each modality's mean train embedding in "
         "the space and subtract it at embed time (no statistics of the data embedded later)."
@@ -231,7 +233,7 @@ def fit(
               weight_decay=weight_decay, temperature=temperature, seed=seed, loss=loss, missing=missing)
     # only what the user chose: the recipe fills the rest (an explicit --dim rules out locking the text space)
     given = (("dim", dim), ("lock", lock), ("init", init), ("lr", lr), ("l2sp", l2sp), ("ridge_prior", ridge_prior),
-             ("start_guard", start_guard), ("center", center), ("mixup", mixup), ("mixup_alpha", mixup_alpha), ("attn_lr", attn_lr),
+             ("start_guard", start_guard), ("kernel_start", kernel_start), ("center", center), ("mixup", mixup), ("mixup_alpha", mixup_alpha), ("attn_lr", attn_lr),
              ("attn_epochs", attn_epochs))
     kw.update({k: v for k, v in given if v is not None})
     if lock is not None and lock.strip().lower() == "none":  # nothing locked: a choice, as lock=None in Python

@@ -130,7 +130,7 @@ def ridge_init(shards: TrainingShards, cfg: TrainConfig,
         torch.manual_seed(cfg.seed)  # the parameters the ridge start leaves alone start where train_streaming's do
         projectors = build_projectors(shards, cfg, stats)
         rec = ridge_start(projectors, cfg, shards.specs, _shard_pairs(shards, "train", cfg.lock),
-                          featureset_pairs(shards.feature_set("val"), "val", cfg.lock))
+                          featureset_pairs(shards.feature_set("val"), "val", cfg.lock), kernel=False)  # said in the record
         return {m: pr.state_dict() for m, pr in projectors.items()}, rec
 
 
@@ -296,7 +296,7 @@ def train_streaming(
             projectors, model, stream, steps, logit_scale, cfg, use_val=use_val, score=score,
             refit=lambda: solve_once(lambda: ridge_start(
                 projectors, cfg, shards.specs, _shard_pairs(shards, "train", cfg.lock),
-                featureset_pairs(shards.feature_set("val"), "val", cfg.lock)), projectors, distributed),
+                featureset_pairs(shards.feature_set("val"), "val", cfg.lock), kernel=False), projectors, distributed),
             progress=progress and rank == 0)
         rob = RobustFit(cfg, projectors, logit_scale)  # from the start fine-tuning leaves
         res = fit_loop(model, stream, opt, logit_scale, epochs=cfg.epochs, steps=steps, use_val=use_val,

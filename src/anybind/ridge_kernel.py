@@ -1,0 +1,91 @@
+"""The ridge start's prior scaling and its kernel family (issue 16): kernel ridge on the label-bridge prior's residual.
+
+:func:`anybind.ridge.locked_ridge_start` scales the prior onto the targets (:func:`scaled_prior`) and, with
+``kernel=True`` and a prior, also tries :func:`kernel_start`: the linear map stays the scaled prior ``W0`` and a
+kernel branch (:meth:`anybind.projectors.Projector.set_kernel`) learns what it misses on the training pairs,
+
+    ``A = (K + alpha n I)^-1 (T - Z W0)``,  ``K_ij = exp((cos(z_i, z_j) - 1) / tau)``,
+
+``Z`` the standardised training inputs (the support, unit-normed), ``T`` the locked targets, over the grid
+:data:`KERNEL_TAUS` x :data:`KERNEL_ALPHAS` (``lam = alpha n``).  Every candidate is scored on the val pairs with the
+ridge path's criterion, and the best is kept only where it beats the linear start chosen (the best of the ridge path
+and, with the start guard, the prior itself): the start is the best of the three on val.  An input far from every
+training input gets a kernel term near zero and falls back on the bridge prior.  Above :data:`MAX_SUPPORT` training
+pairs a seeded subset of that many (the seed: ``TrainConfig.seed``) is the support and the pairs ``A`` is fitted on:
+memory and time are ``MAX_SUPPORT^2``, not ``n^2``.
+
+Measured by helper h191 on saved features (BENCHMARKS.md, section defaults-closed-form-levers): Tux Paint val t->i
+0.476 -> 0.58-0.61 over tau 0.3-0.5, alpha 1e-6..3e-4 with emoji val and Fashion-MNIST held out no lower.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+#: the kernel temperatures tried (cosine kernel exp((cos - 1) / tau)), chosen on val
+KERNEL_TAUS = (0.3, 0.5, 1.0)
+#: the kernel ridge shrinkages tried (lam = alpha * n), chosen on val
+KERNEL_ALPHAS = (1e-6, 1e-5, 1e-4)
+#: the most training pairs the kernel branch is fitted on and keeps as its support (a seeded subset above it)
+MAX_SUPPORT = 4096
+
+
+def scaled_prior(G: torch.Tensor, R: torch.Tensor, prior: torch.Tensor, t_norm2: torch.Tensor | float) -> torch.Tensor:
+    """``c * prior`` (float64) scaled onto the targets: ``c = <Z prior, T> / ||Z prior||^2 = tr(prior' R) / tr(prior' G
+    prior)``; where that is not positive (pairs that disagree with the prior, shuffled ones): ``||T|| / ||Z prior||``,
+    its direction, never its opposite, at the targets' norm."""
+    W0 = prior.double()
+    norm2 = (W0 * (G.double() @ W0)).sum().clamp_min(1e-12)
+    c = float((W0 * R.double()).sum() / norm2)
+    if c <= 0:
+        c = float((torch.as_tensor(t_norm2, dtype=torch.float64) / norm2).sqrt())
+    return W0 * c
+
+
+def kernel_term(z: torch.Tensor, support: torch.Tensor, coef: torch.Tensor, tau: float) -> torch.Tensor:
+    """``exp((cos(z, support) - 1) / tau) @ coef`` (``support`` unit-normed), as the projector computes it."""
+    return torch.exp((F.normalize(z, dim=-1) @ support.T - 1) / tau) @ coef
+
+
+def kernel_start(Z: torch.Tensor, T: torch.Tensor, W0: torch.Tensor, score: Callable[[Any], float],
+                 base_val: float, *, seed: int = 0) -> tuple[tuple[torch.Tensor, torch.Tensor, float] | None,
+                                                              dict[str, Any]]:
+    """``(branch or None, record)``: the best kernel branch ``(support, coef, tau)`` (float32, support unit-normed) on
+    top of the linear map ``W0`` when its val ``score`` beats ``base_val`` (the linear start's), else None.
+
+    ``Z`` (n, d), ``T`` (n, out): the standardised training inputs and their targets; ``score(branch)``: the val
+    criterion of ``W0`` plus that branch.  The record: the grid's scores, the choice, the support's size."""
+    n_all = len(Z)
+    if n_all > MAX_SUPPORT:
+        keep = np.sort(np.random.default_rng([seed, 0x6B72]).choice(n_all, MAX_SUPPORT, replace=False))
+        Z, T = Z[torch.from_numpy(keep)], T[torch.from_numpy(keep)]
+    Z, T = Z.double(), T.double()
+    n = len(Z)
+    E = T - Z @ W0.double()  # what the prior misses on the training pairs
+    S = F.normalize(Z, dim=-1)
+    cos = S @ S.T
+    S32 = S.float()
+    grid: dict[str, float] = {}
+    best: tuple[float, tuple[torch.Tensor, torch.Tensor, float], float, float] | None = None
+    for tau in KERNEL_TAUS:
+        s, U = torch.linalg.eigh(torch.exp((cos - 1) / tau))
+        UE = U.T @ E
+        for alpha in KERNEL_ALPHAS:
+            A = U @ (UE / (s.clamp_min(0) + alpha * n).unsqueeze(1))
+            branch = (S32, A.float(), float(tau))
+            v = float(score(branch))
+            grid[f"{tau:g}/{alpha:g}"] = round(v, 6)
+            if not math.isnan(v) and (best is None or v > best[0]):
+                best = (v, branch, tau, alpha)
+    rec: dict[str, Any] = {"base_val": round(base_val, 6), "grid": grid, "support": n, "pairs": n_all}
+    if best is None or not best[0] > base_val + 1e-9:  # a tie (to float rounding) keeps the linear start
+        rec["kept"] = False
+        return None, rec
+    rec.update(kept=True, tau=best[2], alpha=best[3], val=round(best[0], 6))
+    return best[1], rec
