@@ -267,3 +267,23 @@ def test_a_merge_rotates_the_kernel_branch_with_the_rest():
     R = np.linalg.qr(np.random.default_rng(1).normal(size=(4, 4)))[0]
     x = torch.randn(3, 6)
     assert torch.allclose(rotated(pr, R)(x), pr(x) @ torch.as_tensor(R, dtype=torch.float32), atol=1e-5)
+
+
+def test_the_kernel_term_keeps_float32_under_autocast():
+    """Training under --precision bf16/fp16 runs the projector in autocast: a kernel branch fitted where an image has
+    several captions (duplicate support rows: large coefficients that cancel) must still add its float32 term, not a
+    bf16 one several times off (before: relative error ~3)."""
+    from anybind.ridge_kernel import kernel_start
+
+    g = torch.Generator().manual_seed(0)
+    Zi = torch.randn(200, 16, generator=g)
+    Z, T = Zi.repeat_interleave(5, 0), torch.randn(1000, 8, generator=g)  # five captions per image
+    (S, A, tau), _ = kernel_start(Z, T, torch.zeros(16, 8), lambda b: -b[2], -99.0)  # tau 0.3, alpha 1e-6
+    pr = Projector(ProjectorConfig(in_dim=16, out_dim=8, kind="linear", input_dropout=0.0, dropout=0.0)).eval()
+    pr.fit_stats(np.zeros((1, 16), np.float32)).set_kernel(S, A, tau)
+    x = Zi[:32] * pr.scale + pr.mean
+    with torch.no_grad():
+        want = pr(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = pr(x).float()
+    assert torch.allclose(got, want, rtol=0.02, atol=0.02 * float(want.abs().max()))

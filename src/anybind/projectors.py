@@ -219,9 +219,12 @@ class Projector(nn.Module):
         return self
 
     def kernel_term(self, z: torch.Tensor) -> torch.Tensor:
-        """The kernel branch's output for standardised inputs ``z`` (what :meth:`uncentred` adds)."""
-        k = torch.exp((F.normalize(z, dim=-1) @ self.kernel_support.T - 1) / self.cfg.kernel_tau)
-        return k @ self.kernel_coef
+        """The kernel branch's output for standardised inputs ``z`` (what :meth:`uncentred` adds), in float32 even
+        under autocast (training at bf16/fp16): its coefficients can be large and cancel (an image with several
+        captions is several support rows), which a half-precision product turns into noise."""
+        with torch.autocast(z.device.type, enabled=False):
+            k = torch.exp((F.normalize(z.float(), dim=-1) @ self.kernel_support.float().T - 1) / self.cfg.kernel_tau)
+            return k @ self.kernel_coef.float()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.uncentred(x)

@@ -82,8 +82,9 @@ State = dict[str, dict[str, torch.Tensor]]
 
 
 def snapshot(projectors: Mapping[str, Projector]) -> State:
-    """A detached copy of every projector's state (parameters and buffers)."""
-    return {m: {k: v.detach().clone() for k, v in pr.state_dict().items()} for m, pr in projectors.items()}
+    """A detached copy of every projector's state (parameters and buffers), on the CPU: an epoch kept while the loop
+    trains on a GPU is mixed with the start (taken before the loop, on the CPU) after the loop has moved back."""
+    return {m: {k: v.detach().cpu().clone() for k, v in pr.state_dict().items()} for m, pr in projectors.items()}
 
 
 def interpolate(start: State, trained: State, alpha: float) -> State:
@@ -113,7 +114,7 @@ def l2sp_penalty(projectors: Mapping[str, Projector], start: State, lam: float) 
                 continue
             for k, p in pr.named_parameters():
                 if p.requires_grad:
-                    d = (p - start[m][k]).pow(2).sum()
+                    d = (p - start[m][k].to(p.device)).pow(2).sum()  # the start: on the CPU, p: where it trains
                     total = d if total is None else total + d
     return 0.0 if total is None else lam * total
 
