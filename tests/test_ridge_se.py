@@ -92,3 +92,26 @@ def test_on_real_pairs_the_rule_shrinks_at_least_as_far_and_stays_within_its_sta
     assert not torch.equal(plain.projectors["image"].linear.weight, ruled.projectors["image"].linear.weight)
     with pytest.raises(Exception, match="ridge_se must be a non-negative number"):
         Space.fit(man, ridge_se=-1, **kw)
+
+
+def test_without_val_scores_the_rule_records_no_made_up_score():
+    """No val pairs (every score NaN): the least shrunk alpha, as without the rule, and a note; not the stand-in
+    ``-alpha`` the path is ordered by as if it were a val score (it was recorded as ``best_val: -0.1``)."""
+    G, R = torch.eye(2, dtype=torch.float64), torch.ones(2, 1, dtype=torch.float64)
+    record: dict = {}
+    alpha, _ = ridge_select(G, R, 4, lambda W: np.array(np.nan), alphas=PATH, se=1.0, record=record)
+    assert alpha == PATH[0] == ridge_select(G, R, 4, lambda W: float("nan"), alphas=PATH)[0]
+    assert record["rule"] == "1se" and record["best_alpha"] == PATH[0] and "best_val" not in record
+    assert "no val" in record["note"]
+
+
+@pytest.mark.parametrize("init", ["random", "procrustes", "cca"])
+def test_the_rule_without_a_ridge_start_is_refused_not_ignored(init):
+    from anybind.errors import DataError
+    from anybind.robust import check_robust
+    from anybind.train import TrainConfig
+
+    with pytest.raises(DataError, match=f"ridge_se=1.0 .*use init='ridge' \\(got init='{init}'\\)"):
+        check_robust(TrainConfig(ridge_se=1.0, init=init))
+    check_robust(TrainConfig(ridge_se=0.0, init=init))  # off: nothing to refuse
+    check_robust(TrainConfig(ridge_se=1.0, init="ridge", lock="text"))

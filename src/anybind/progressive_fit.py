@@ -1,7 +1,7 @@
 """How progressive binding trains the one new projector: :class:`BindConfig`, the frozen anchor targets, the
 ridge start and the shared :func:`anybind.loop.fit_loop` against them (see :mod:`anybind.progressive`).
 
-The ridge start is :func:`anybind.loop.prior_ridge`, the one Space.fit's locked ridge start runs: where the new
+The ridge start is :func:`anybind.ridge.prior_ridge`, the one Space.fit's locked ridge start runs: where the new
 encoder's label bridge maps into the space's locked text space (an image bound into a text-locked space, as
 Space.fit's recipe binds it) it shrinks towards that bridge (``ridge_prior``) and, with ``start_guard``, keeps the
 bridge itself as the start when no ridge beats it on val; the record is the lineage entry's ``ridge_start``."""
@@ -120,7 +120,7 @@ def ridge_start(proj: Projector, feats, targets: Mapping[str, Target], train_idx
                 prior: torch.Tensor | None = None, guard: bool = False) -> dict[str, Any]:
     """Linear path := ridge regression of the standardised features onto the frozen targets (centred; their
     mean is the bias), the shrinkage chosen on the val pairs, shrunk towards ``prior`` (a map onto the targets'
-    space: the label bridge) where given, with the start guard where ``guard`` (:func:`anybind.loop.prior_ridge`).
+    space: the label bridge) where given, with the start guard where ``guard`` (:func:`anybind.ridge.prior_ridge`).
     Returns its record: ``alpha``, ``prior`` (``"bridge"`` / ``"zero"``) and the ``guard``'s."""
     Z_parts, T_parts = [], []
     for t in targets.values():

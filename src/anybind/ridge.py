@@ -54,6 +54,7 @@ def ridge_select(
     G, R = G.double(), R.double()
     eye = torch.eye(G.shape[0], dtype=torch.float64)
     path: list[tuple[float, float, float, torch.Tensor]] = []  # (score, its standard error, alpha, W)
+    scored = False  # some alpha has a val score (else -alpha stands in for each: the least shrunk wins)
     for alpha in alphas:
         lam = alpha * n
         S = torch.linalg.solve(G + lam * eye, R if prior is None else R + lam * prior.double())
@@ -63,14 +64,15 @@ def ridge_select(
         s = float(v.mean())
         err = float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 and not math.isnan(s) else 0.0
         path.append((-alpha, 0.0, alpha, W) if math.isnan(s) else (s, err, alpha, W))
+        scored = scored or not math.isnan(s)
     pick = best = max(path, key=lambda p: p[0])  # the first best: the least shrunk of ties
     if se > 0:
         if list(alphas) != sorted(alphas):
             raise ValueError("ridge_select: the standard-error rule needs the alphas in ascending order")
         pick = [p for p in path if p[0] >= best[0] - se * best[1]][-1]
-    if record is not None:
-        record.update({"rule": f"{se:g}se", "best_alpha": best[2], "best_val": round(best[0], 6),
-                       "best_se": round(best[1], 6)} if se > 0 else {})
+    if record is not None and se > 0:
+        record.update({"rule": f"{se:g}se", "best_alpha": best[2], **({"best_val": round(best[0], 6),
+                       "best_se": round(best[1], 6)} if scored else {"note": "no val pairs: the least shrunk alpha"})})
     return pick[2], pick[3]
 
 

@@ -3,7 +3,7 @@
 Six levers, each a :class:`~anybind.train.TrainConfig` field, measured cell by cell in
 ``anybind bench --task transfer``; both trainers (in memory and streaming / Ray) apply them
 through the shared loop's hooks (:func:`anybind.loop.fit_loop`'s ``penalty=`` and ``on_epoch=``,
-:func:`anybind.loop.locked_ridge_start`'s ``prior=``):
+:func:`anybind.ridge.locked_ridge_start`'s ``prior=``):
 
 * ``wise`` -- WiSE-FT (Wortsman et al. 2022, "Robust fine-tuning of zero-shot models"):
   weight-space ensembling of every trained projector with its training-free start,
@@ -25,7 +25,7 @@ through the shared loop's hooks (:func:`anybind.loop.fit_loop`'s ``penalty=`` an
   the ridge with infinite shrinkage: a zero-initialised residual on top), fine-tuning learns the residual, and
   WiSE-FT's alpha scales it (``c W_bridge + alpha * delta``).
 * ``start_guard`` -- training never below the training-free start on val: with ``ridge_prior="bridge"`` the ridge's
-  shrinkage path goes on towards the bridge (:data:`anybind.loop.GUARD_ALPHAS`: 30, 100, 1000) and ends at the
+  shrinkage path goes on towards the bridge (:data:`anybind.ridge.GUARD_ALPHAS`: 30, 100, 1000) and ends at the
   bridge itself (``c W_bridge``, infinite shrinkage), all scored on the val (or selection) pairs; the bridge is
   kept as the start when no ridge beats it; early stopping and WiSE-FT (whose alpha 0 is that start) then never
   fall below it.  Recorded per modality under ``ridge.<m>.guard``.
@@ -148,6 +148,8 @@ def check_robust(cfg) -> None:
     se = cfg.ridge_se
     if isinstance(se, bool) or not isinstance(se, (int, float)) or not math.isfinite(se) or se < 0:
         raise DataError(f"ridge_se must be a non-negative number (standard errors), got {se!r}")
+    if se > 0 and cfg.init != "ridge":  # refused, not ignored: no ridge path to apply the rule to
+        raise DataError(f"ridge_se={se!r} is the ridge start's standard-error rule: use init='ridge' (got init={cfg.init!r})")
     for name in ("start_guard", "kernel_start"):
         if not isinstance(getattr(cfg, name), bool):
             raise DataError(f"{name} must be True or False, got {getattr(cfg, name)!r}")
@@ -297,7 +299,7 @@ def bridge_prior(spec: str, lock_spec: str, projector: Projector) -> torch.Tenso
 
 def ridge_start(projectors: Mapping[str, Projector], cfg, specs: Mapping[str, str], train_pairs: PairBlocks,
                 val_pairs, kernel: bool | None = None) -> dict[str, dict[str, Any]]:
-    """:func:`anybind.loop.locked_ridge_start` with ``cfg.ridge_prior``; returns each modality's ridge
+    """:func:`anybind.ridge.locked_ridge_start` with ``cfg.ridge_prior``; returns each modality's ridge
     ``alpha`` and ``prior`` (``"bridge"`` or ``"zero"``; a bridge prior with no label bridge into ``cfg.lock``
     falls back to zero, with a warning), and with ``cfg.kernel_start`` (``kernel``: None, or False where a trainer
     has no kernel start) its kernel family's record (``kernel``)."""

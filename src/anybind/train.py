@@ -80,7 +80,7 @@ class TrainConfig:
     kernel_start: bool | Auto = AUTO  # False; ridge_prior="bridge": also fit a kernel branch on the bridge's residual,
     # kept where it beats the linear start on val (anybind.ridge_kernel); the recipe turns it on with the bridge prior
     ridge_se: float = 0.0  # the ridge start's standard-error rule: the most shrunk alpha within this many SE of the
-    # best on val (0: the best; anybind.loop.ridge_select)
+    # best on val (0: the best; anybind.ridge.ridge_select)
     center: bool = False
     mixup: float = 0.0  # weight of the geodesic multi-modal mixup term (m^2-mix hard negatives; 0: off)
     mixup_alpha: float = 0.5  # its mixing coefficient ~ Beta(mixup_alpha, mixup_alpha)
@@ -186,14 +186,14 @@ def warm_start(projectors: Mapping[str, Projector], fs: FeatureSet, cfg: TrainCo
 def ridge_start(projectors: Mapping[str, Projector], fs: FeatureSet, cfg: TrainConfig,
                 select: FeatureSet | None = None) -> dict[str, Any]:
     """Start every unlocked projector at the ridge regression onto the locked modality's space
-    (:func:`anybind.loop.locked_ridge_start` over the training pairs, shrinkage chosen on the val pairs,
+    (:func:`anybind.ridge.locked_ridge_start` over the training pairs, shrinkage chosen on the val pairs,
     shrunk towards ``cfg.ridge_prior``: :func:`anybind.robust.ridge_start`); each modality's alpha and prior."""
     return robust.ridge_start(projectors, cfg, fs.specs, featureset_pairs(fs, "train", cfg.lock),
                               featureset_pairs(select or fs, "val", cfg.lock))
 
 
 def featureset_pairs(fs: FeatureSet, split: str, lock: str | None):
-    """``pairs(m)``: the ``split`` records' features of (``m``, ``lock``), for :func:`~anybind.loop.locked_ridge_start`
+    """``pairs(m)``: the ``split`` records' features of (``m``, ``lock``), for :func:`~anybind.ridge.locked_ridge_start`
     (train: one block; val: ``None`` below 2 pairs)."""
     idx = fs.split_idx(split)
 
