@@ -194,8 +194,8 @@ def test_a_reservation_ends_its_actors_and_gives_back_its_cpus_without_the_dashb
     ws = [Worker.options(scheduling_strategy=res.strategy("pool")).remote() for _ in range(2)]
     assert ray.get([w.ready.remote() for w in ws], timeout=120) == [True, True]
     res.release()
-    for w in ws:  # removing a placement group is asynchronous: a call sent at once may still be answered (seen in
-        deadline = time.monotonic() + 120  # CI at load ~10); the actor must end within the deadline
+    deadline = time.monotonic() + 120  # removing a placement group is asynchronous: a call sent at once may still be
+    for w in ws:  # answered (seen in CI at load ~10); both groups' actors must end within one deadline
         with pytest.raises(ray.exceptions.RayActorError):
             while time.monotonic() < deadline:
                 ray.get(w.ready.remote(), timeout=120)
