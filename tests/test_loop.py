@@ -240,14 +240,19 @@ def test_optimiser_decays_projector_weights_only():
     assert [id(p) for p in rest["params"]] == [id(scale)] + [id(p) for p in loss.parameters()]
 
 
-def test_thread_guard_restores_the_settings_even_on_error():
+@pytest.mark.parametrize("guard", ["training_threads", "torch_threads"])
+def test_thread_guard_restores_the_settings_even_on_error(guard):
+    """loop.training_threads, and numerics.torch_threads (its thread half, for encoders at inference)."""
+    from anybind import numerics
+
+    guard = training_threads if guard == "training_threads" else numerics.torch_threads
     before = torch.get_num_threads()
     with pytest.raises(RuntimeError, match="boom"):
-        with training_threads(1):
+        with guard(1):
             assert torch.get_num_threads() == 1
             raise RuntimeError("boom")
     assert torch.get_num_threads() == before
-    with training_threads(0):  # at least one thread
+    with guard(0):  # at least one thread
         assert torch.get_num_threads() == 1
 
 
@@ -287,20 +292,6 @@ def test_sampler_walks_permutations_in_full_batches(n, bs, draws, seed):
         chunk = np.concatenate(batches[i : i + per])
         assert len(set(chunk)) == len(chunk)
     assert s.steps() == max(1, math.ceil(n / bs))
-
-
-def test_the_inference_thread_guard_restores_the_count_even_on_error():
-    """anybind.numerics.torch_threads: the thread half of training_threads, for encoders (fracast) at inference."""
-    from anybind.numerics import torch_threads
-
-    before = torch.get_num_threads()
-    with pytest.raises(RuntimeError, match="boom"):
-        with torch_threads(1):
-            assert torch.get_num_threads() == 1
-            raise RuntimeError("boom")
-    assert torch.get_num_threads() == before
-    with torch_threads(0):
-        assert torch.get_num_threads() == 1
 
 
 def test_overlapping_thread_guards_in_two_threads_give_back_the_count_from_before():
