@@ -14,6 +14,9 @@ training input gets a kernel term near zero and falls back on the bridge prior. 
 pairs a seeded subset of that many (the seed: ``TrainConfig.seed``) is the support and the pairs ``A`` is fitted on:
 memory and time are ``MAX_SUPPORT^2``, not ``n^2``.
 
+``TrainConfig.kernel_gate`` (off) gates the branch (:func:`anybind.projectors.kernel_branch`): measured by helper
+h204 over three seeds of the transfer matrix, it did not win on val (BENCHMARKS.md, defaults-kernel-start-levers).
+
 Measured by helper h191 on saved features (BENCHMARKS.md, section defaults-closed-form-levers): Tux Paint val t->i
 0.476 -> 0.58-0.61 over tau 0.3-0.5, alpha 1e-6..3e-4 with emoji val and Fashion-MNIST held out no lower.
 """
