@@ -278,7 +278,7 @@ def test_the_kernel_term_keeps_float32_under_autocast():
     g = torch.Generator().manual_seed(0)
     Zi = torch.randn(200, 16, generator=g)
     Z, T = Zi.repeat_interleave(5, 0), torch.randn(1000, 8, generator=g)  # five captions per image
-    (S, A, tau, _), _ = kernel_start(Z, T, torch.zeros(16, 8), lambda b: -b[2], -99.0)  # tau 0.3, alpha 1e-6
+    (S, A, tau), _ = kernel_start(Z, T, torch.zeros(16, 8), lambda b: -b[2], -99.0)  # tau 0.3, alpha 1e-6
     pr = Projector(ProjectorConfig(in_dim=16, out_dim=8, kind="linear", input_dropout=0.0, dropout=0.0)).eval()
     pr.fit_stats(np.zeros((1, 16), np.float32)).set_kernel(S, A, tau)
     x = Zi[:32] * pr.scale + pr.mean

@@ -80,7 +80,6 @@ class ProjectorConfig:
     frames: int = 0  # > 0: a temporal projector over that many frames (space format 4), see the module docstring
     kernel: int = 0  # > 0: a kernel branch over that many support items (space format 5), see the module docstring
     kernel_tau: float = 0.0  # its kernel's temperature (> 0 with a kernel branch)
-    kernel_gate: bool = False  # the kernel term scaled by the input's kernel value to its nearest support item (format 6)
 
     def to_dict(self) -> dict:
         """The config as saved; ``center`` and ``frames`` only when set, so a plain space reads as format 2.  The
@@ -92,8 +91,6 @@ class ProjectorConfig:
             d.pop("center")
         if not self.frames:
             d.pop("frames")
-        if not self.kernel_gate:
-            d.pop("kernel_gate")
         if not self.kernel:
             d.pop("kernel"), d.pop("kernel_tau")
         else:
@@ -124,23 +121,12 @@ def check_frames(cfg: ProjectorConfig) -> str | None:
 def check_kernel(cfg: ProjectorConfig) -> str | None:
     """Why a kernel branch cannot be built (None when it can, or when there is none)."""
     if not cfg.kernel:
-        return None if not (cfg.kernel_tau or cfg.kernel_gate) else (
-            f"kernel_tau={cfg.kernel_tau} / kernel_gate={cfg.kernel_gate} without a kernel branch (kernel=0)")
+        return None if not cfg.kernel_tau else f"kernel_tau={cfg.kernel_tau} without a kernel branch (kernel=0)"
     if cfg.kernel < 0 or not cfg.kernel_tau > 0 or not np.isfinite(cfg.kernel_tau):
         return f"a kernel branch needs kernel >= 1 and a finite kernel_tau > 0, got {cfg.kernel} and {cfg.kernel_tau}"
     if cfg.kind == "identity" or cfg.frames:
         return "a kernel branch needs a linear or mlp projector that pools no frames"
     return None
-
-
-def kernel_branch(z: torch.Tensor, support: torch.Tensor, coef: torch.Tensor, tau: float,
-                  gate: bool = False) -> torch.Tensor:
-    """``k(z) @ coef``, ``k(z) = exp((cos(z, support) - 1) / tau)`` (``support`` unit-normed), in float32; ``gate``:
-    times ``max_j k_j(z)``, the kernel value of ``z``'s nearest support item -- 1 on a training input, so the fit is
-    unchanged there, and the term fades faster than the kernel itself away from the support (issue 16)."""
-    k = torch.exp((F.normalize(z.float(), dim=-1) @ support.float().T - 1) / tau)
-    out = k @ coef.float()
-    return out * k.amax(dim=-1, keepdim=True) if gate else out
 
 
 class Projector(nn.Module):
@@ -210,18 +196,17 @@ class Projector(nn.Module):
 
     @torch.no_grad()
     def set_kernel(self, support: torch.Tensor | np.ndarray | None, coef: torch.Tensor | np.ndarray | None = None,
-                   tau: float = 0.0, gate: bool = False) -> "Projector":
+                   tau: float = 0.0) -> "Projector":
         """Give this projector the kernel branch ``exp((cos(z, support) - 1) / tau) @ coef`` (``support``: standardised
-        training inputs, unit-normed here; ``None``: remove the branch); ``gate``: scaled by the nearest support
-        item's kernel value (:func:`kernel_branch`)."""
+        training inputs, unit-normed here; ``None``: remove the branch)."""
         for k in ("kernel_support", "kernel_coef"):
             self._buffers.pop(k, None)
         if support is None:
-            self.cfg = replace(self.cfg, kernel=0, kernel_tau=0.0, kernel_gate=False)
+            self.cfg = replace(self.cfg, kernel=0, kernel_tau=0.0)
             return self
         S = F.normalize(torch.as_tensor(np.asarray(support, dtype=np.float32)), dim=-1)
         A = torch.as_tensor(np.asarray(coef, dtype=np.float32))
-        cfg = replace(self.cfg, kernel=int(S.shape[0]), kernel_tau=float(tau), kernel_gate=bool(gate))
+        cfg = replace(self.cfg, kernel=int(S.shape[0]), kernel_tau=float(tau))
         why = check_kernel(cfg)
         if why or S.shape != (cfg.kernel, cfg.feat_dim) or A.shape != (cfg.kernel, cfg.out_dim):
             raise ValueError(why or f"a kernel branch needs support (n, {cfg.feat_dim}) and coefficients "
@@ -238,7 +223,8 @@ class Projector(nn.Module):
         under autocast (training at bf16/fp16): its coefficients can be large and cancel (an image with several
         captions is several support rows), which a half-precision product turns into noise."""
         with torch.autocast(z.device.type, enabled=False):
-            return kernel_branch(z, self.kernel_support, self.kernel_coef, self.cfg.kernel_tau, self.cfg.kernel_gate)
+            k = torch.exp((F.normalize(z.float(), dim=-1) @ self.kernel_support.float().T - 1) / self.cfg.kernel_tau)
+            return k @ self.kernel_coef.float()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.uncentred(x)

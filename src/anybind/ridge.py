@@ -117,8 +117,7 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
                        prior: Callable[[str], torch.Tensor | None] | None = None,
                        exact_prior: bool = False, guard: dict[str, dict[str, Any]] | None = None,
                        se: float = 0.0, rule: dict[str, dict[str, Any]] | None = None,
-                       kernel: dict[str, dict[str, Any]] | None = None, seed: int = 0,
-                       kernel_gate: bool = False) -> dict[str, float | None]:
+                       kernel: dict[str, dict[str, Any]] | None = None, seed: int = 0) -> dict[str, float | None]:
     """Start every unlocked projector at the ridge regression onto the locked modality's space.
 
     For each modality ``m``, ``W = argmin ||Z W - T||^2 + lam ||W - W0||^2`` over the training pairs
@@ -133,8 +132,7 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
     :func:`ridge_select` over the val pairs' scores (each pair's mean of both directions; ``rule[m]``, a dict filled
     in, records the best alpha, its score and standard error).  ``kernel`` (a dict, filled in): a modality with a
     prior and val pairs also tries the kernel branch on the prior's residual, kept where it beats that start on val
-    (:func:`~anybind.ridge_kernel.kernel_start`; ``seed``: its support subset; ``kernel_gate``: the gated branch),
-    ``kernel[m]`` its record.  Returns
+    (:func:`~anybind.ridge_kernel.kernel_start`; ``seed``: its support subset), ``kernel[m]`` its record.  Returns
     each alpha.
     """
     if not lock:
@@ -184,8 +182,7 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
             W0 = scaled_prior(G, R, P, T_norm2)
             branch, kernel[m] = kernel_start(
                 torch.cat([z for z, _ in held]), torch.cat([t for _, t in held]), W0,
-                lambda b, W0=W0: float(np.mean(per_pair(W0, branch=b))), float(np.mean(per_pair(W))), seed=seed,
-                gate=kernel_gate)
+                lambda b, W0=W0: float(np.mean(per_pair(W0, branch=b))), float(np.mean(per_pair(W))), seed=seed)
             if branch is not None:
                 pr.set_kernel(*branch)
                 alpha, W = None, W0

@@ -14,9 +14,6 @@ training input gets a kernel term near zero and falls back on the bridge prior. 
 pairs a seeded subset of that many (the seed: ``TrainConfig.seed``) is the support and the pairs ``A`` is fitted on:
 memory and time are ``MAX_SUPPORT^2``, not ``n^2``.
 
-``TrainConfig.kernel_gate`` (off) gates the branch (:func:`anybind.projectors.kernel_branch`): measured by helper
-h204 over three seeds of the transfer matrix, it did not win on val (BENCHMARKS.md, defaults-kernel-start-levers).
-
 Measured by helper h191 on saved features (BENCHMARKS.md, section defaults-closed-form-levers): Tux Paint val t->i
 0.476 -> 0.58-0.61 over tau 0.3-0.5, alpha 1e-6..3e-4 with emoji val and Fashion-MNIST held out no lower.
 """
@@ -30,8 +27,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-from .projectors import kernel_branch
 
 #: the kernel temperatures tried (cosine kernel exp((cos - 1) / tau)), chosen on val
 KERNEL_TAUS = (0.3, 0.5, 1.0)
@@ -53,20 +48,16 @@ def scaled_prior(G: torch.Tensor, R: torch.Tensor, prior: torch.Tensor, t_norm2:
     return W0 * c
 
 
-def kernel_term(z: torch.Tensor, support: torch.Tensor, coef: torch.Tensor, tau: float,
-                gate: bool = False) -> torch.Tensor:
-    """``exp((cos(z, support) - 1) / tau) @ coef`` (``support`` unit-normed; ``gate``: times the nearest support
-    item's kernel value), as the projector computes it (:func:`anybind.projectors.kernel_branch`)."""
-    return kernel_branch(z, support, coef, tau, gate)
+def kernel_term(z: torch.Tensor, support: torch.Tensor, coef: torch.Tensor, tau: float) -> torch.Tensor:
+    """``exp((cos(z, support) - 1) / tau) @ coef`` (``support`` unit-normed), as the projector computes it."""
+    return torch.exp((F.normalize(z, dim=-1) @ support.T - 1) / tau) @ coef
 
 
 def kernel_start(Z: torch.Tensor, T: torch.Tensor, W0: torch.Tensor, score: Callable[[Any], float],
-                 base_val: float, *, seed: int = 0, gate: bool = False
-                 ) -> tuple[tuple[torch.Tensor, torch.Tensor, float, bool] | None, dict[str, Any]]:
-    """``(branch or None, record)``: the best kernel branch ``(support, coef, tau, gate)`` (float32, support
-    unit-normed) on top of the linear map ``W0`` when its val ``score`` beats ``base_val`` (the linear start's), else
-    None.  ``gate``: the branch is gated (:func:`anybind.projectors.kernel_branch`; the fit is the same: the gate is 1
-    on every training input), and the grid is scored with the gate.
+                 base_val: float, *, seed: int = 0) -> tuple[tuple[torch.Tensor, torch.Tensor, float] | None,
+                                                              dict[str, Any]]:
+    """``(branch or None, record)``: the best kernel branch ``(support, coef, tau)`` (float32, support unit-normed) on
+    top of the linear map ``W0`` when its val ``score`` beats ``base_val`` (the linear start's), else None.
 
     ``Z`` (n, d), ``T`` (n, out): the standardised training inputs and their targets; ``score(branch)``: the val
     criterion of ``W0`` plus that branch.  The record: the grid's scores, the choice, the support's size."""
@@ -81,18 +72,18 @@ def kernel_start(Z: torch.Tensor, T: torch.Tensor, W0: torch.Tensor, score: Call
     cos = S @ S.T
     S32 = S.float()
     grid: dict[str, float] = {}
-    best: tuple[float, tuple[torch.Tensor, torch.Tensor, float, bool], float, float] | None = None
+    best: tuple[float, tuple[torch.Tensor, torch.Tensor, float], float, float] | None = None
     for tau in KERNEL_TAUS:
         s, U = torch.linalg.eigh(torch.exp((cos - 1) / tau))
         UE = U.T @ E
         for alpha in KERNEL_ALPHAS:
             A = U @ (UE / (s.clamp_min(0) + alpha * n).unsqueeze(1))
-            branch = (S32, A.float(), float(tau), bool(gate))
+            branch = (S32, A.float(), float(tau))
             v = float(score(branch))
             grid[f"{tau:g}/{alpha:g}"] = round(v, 6)
             if not math.isnan(v) and (best is None or v > best[0]):
                 best = (v, branch, tau, alpha)
-    rec: dict[str, Any] = {"base_val": round(base_val, 6), "grid": grid, "support": n, "pairs": n_all, "gate": gate}
+    rec: dict[str, Any] = {"base_val": round(base_val, 6), "grid": grid, "support": n, "pairs": n_all}
     if best is None or not best[0] > base_val + 1e-9:  # a tie (to float rounding) keeps the linear start
         rec["kept"] = False
         return None, rec

@@ -317,7 +317,7 @@ def ridge_start(projectors: Mapping[str, Projector], cfg, specs: Mapping[str, st
     rule: dict[str, dict[str, Any]] = {}
     alphas = locked_ridge_start(projectors, cfg.lock, train_pairs, val_pairs, prior=prior,
                                 exact_prior=cfg.ridge_prior == "residual", guard=guard, se=cfg.ridge_se, rule=rule,
-                                kernel=kern, seed=cfg.seed, kernel_gate=cfg.kernel_gate)
+                                kernel=kern, seed=cfg.seed)
     if cfg.ridge_prior != "zero" and all(p == "zero" for p in used.values()):
         log.warning("ridge_prior=%r: no bound modality's encoder has a label bridge into the %r encoder's "
                     "space (%s): every ridge start shrinks towards zero", cfg.ridge_prior, cfg.lock,

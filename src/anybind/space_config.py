@@ -21,9 +21,6 @@ Formats (``format_version``):
 * 5 -- as 4, and a projector may have a kernel branch (``"kernel": n, "kernel_tau": t``, issue 16,
   :mod:`anybind.projectors`): its weights add ``kernel_support`` (n x features) and ``kernel_coef`` (n x dim).  Only a
   space with such a projector is written as format 5.
-* 6 -- as 5, and a kernel branch may be gated (``"kernel_gate": true``: its term times the input's kernel value to
-  the nearest support item, :func:`anybind.projectors.kernel_branch`).  Only a space with such a projector is
-  written as format 6.
 """
 
 from __future__ import annotations
@@ -49,8 +46,7 @@ FORMAT_VERSION = 2  # the format of a new space (see file_version: format 3 when
 CENTRED_FORMAT = 3
 TEMPORAL_FORMAT = 4
 KERNEL_FORMAT = 5
-GATE_FORMAT = 6
-NEWEST_FORMAT = 6  # the newest format this anybind reads
+NEWEST_FORMAT = 5  # the newest format this anybind reads
 MAX_WIDTH = 1 << 20  # the widest in_dim / out_dim / hidden a space.json may state
 _KINDS = ("linear", "mlp", "identity")
 _REQUIRED = ("format", "format_version", "dim", "modalities", "temperature", "identity")
@@ -117,17 +113,13 @@ def _keys(path: Path, where: str, d: Any, required: tuple[str, ...], optional: t
     return d
 
 
-def _bool(path: Path, where: str, v: Any) -> bool:
-    if not isinstance(v, bool):
-        raise _fail(path, f"{where} is {short_repr(v)}, expected true or false")
-    return v
-
-
 def _projector(path: Path, where: str, d: Any) -> ProjectorConfig:
-    optional = ("center", "frames", "kernel", "kernel_tau", "kernel_gate")
+    optional = ("center", "frames", "kernel", "kernel_tau")
     names = tuple(f.name for f in fields(ProjectorConfig) if f.name not in optional)
     d = _keys(path, where, d, names, optional)
-    center = _bool(path, f"{where}.center", d.get("center", False))
+    center = d.get("center", False)
+    if not isinstance(center, bool):
+        raise _fail(path, f"{where}.center is {short_repr(center)}, expected true or false")
     kind = d["kind"]
     if kind not in _KINDS:
         raise _fail(path, f"{where}.kind is {short_repr(kind)}, expected one of {', '.join(_KINDS)}")
@@ -145,7 +137,6 @@ def _projector(path: Path, where: str, d: Any) -> ProjectorConfig:
         frames=_int(path, f"{where}.frames", d.get("frames", 0), 0, MAX_WIDTH),
         kernel=_int(path, f"{where}.kernel", d.get("kernel", 0), 0, MAX_WIDTH),
         kernel_tau=_number(path, f"{where}.kernel_tau", d.get("kernel_tau", 0.0), 0.0, math.inf),
-        kernel_gate=_bool(path, f"{where}.kernel_gate", d.get("kernel_gate", False)),
     )
     why = check_frames(cfg) or check_kernel(cfg)
     if why:
@@ -191,8 +182,6 @@ def read_space_json(path: str | Path) -> SpaceFile:
             raise _fail(path, f"{where}.projector.frames needs format_version {TEMPORAL_FORMAT}, the file says {version}")
         if cfg.kernel and version < KERNEL_FORMAT:
             raise _fail(path, f"{where}.projector.kernel needs format_version {KERNEL_FORMAT}, the file says {version}")
-        if cfg.kernel_gate and version < GATE_FORMAT:
-            raise _fail(path, f"{where}.projector.kernel_gate needs format_version {GATE_FORMAT}, the file says {version}")
         if cfg.out_dim != dim:
             raise _fail(path, f"{where}.projector.out_dim is {cfg.out_dim}, but the space's dim is {dim}")
         entries[m] = ModalityEntry(_text(path, f"{where}.encoder", entry["encoder"]), ident, cfg)
@@ -266,9 +255,7 @@ def space_identity(
 
 def file_version(version: int, projectors: Mapping[str, Projector]) -> int:
     """The format a space of format ``version`` is written in: format 3 as soon as a projector is centred,
-    4 as soon as one pools frames, 5 as soon as one has a kernel branch, 6 as soon as one's kernel is gated."""
-    if any(p.cfg.kernel_gate for p in projectors.values()):
-        return max(version, GATE_FORMAT)
+    4 as soon as one pools frames, 5 as soon as one has a kernel branch."""
     if any(p.cfg.kernel for p in projectors.values()):
         return max(version, KERNEL_FORMAT)
     if any(p.cfg.frames for p in projectors.values()):

@@ -79,8 +79,6 @@ class TrainConfig:
     # the ridge does not beat it on val (anybind.robust); the recipe turns it on
     kernel_start: bool | Auto = AUTO  # False; ridge_prior="bridge": also fit a kernel branch on the bridge's residual,
     # kept where it beats the linear start on val (anybind.ridge_kernel); the recipe turns it on with the bridge prior
-    kernel_gate: bool = False  # the kernel branch scaled by the input's kernel value to its nearest training input
-    # (anybind.projectors.kernel_branch): it fades faster away from the training data (issue 16)
     ridge_se: float = 0.0  # the ridge start's standard-error rule: the most shrunk alpha within this many SE of the
     # best on val (0: the best; anybind.ridge.ridge_select)
     center: bool = False

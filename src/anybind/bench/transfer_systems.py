@@ -91,8 +91,6 @@ LEVERS: dict[str, dict[str, Any]] = {
     "guard": {"start_guard": True},
     "nokernel": {"kernel_start": False},  # the linear ridge start only (no kernel branch on the bridge's residual)
     "kernel": {"kernel_start": True},
-    "kgate": {"kernel_gate": True},  # the kernel branch gated by the nearest training input's kernel value
-    "nokgate": {"kernel_gate": False},
     "selectown": {"select_data": "own+held-out"},  # chosen on the own val split and --opt select='s together
     "select": {"select_data": "held-out"},  # epoch / WiSE alpha / ridge chosen on the val split of --opt select=  # geodesic multi-modal mixup (m^2-mix) at weight 0.5; "mixupX": weight X
 }
