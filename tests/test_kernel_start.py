@@ -334,3 +334,20 @@ def test_the_cholesky_grid_gives_the_eigh_coefficients_and_choice(tux_inputs, fa
     assert (branch is None) == (branch_ref is None)
     if branch is not None:
         assert branch[2] == branch_ref[2] and torch.allclose(branch[1], branch_ref[1], rtol=1e-5, atol=1e-7)
+
+
+@settings(max_examples=30, deadline=None)
+@given(sizes=st.lists(st.integers(1, 9), min_size=1, max_size=8), cap=st.integers(1, 40), seed=st.integers(0, 9))
+def test_the_support_taken_block_by_block_is_the_seeded_subset_of_every_row(sizes, cap, seed):
+    from anybind import ridge_kernel
+    from anybind.ridge import support_blocks
+
+    g = torch.Generator().manual_seed(seed)
+    held = [(torch.randn(k, 3, generator=g), torch.randn(k, 2, generator=g)) for k in sizes]
+    Z, T = torch.cat([z for z, _ in held]), torch.cat([t for _, t in held])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ridge_kernel, "MAX_SUPPORT", cap)
+        keep = ridge_kernel.support_rows(len(Z), seed)
+        Zs, Ts = support_blocks(held, len(Z), seed)
+    rows = torch.arange(len(Z)) if keep is None else torch.from_numpy(keep)
+    assert len(rows) == min(cap, len(Z)) and torch.equal(Zs, Z[rows]) and torch.equal(Ts, T[rows])
