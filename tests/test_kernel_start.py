@@ -351,3 +351,18 @@ def test_the_support_taken_block_by_block_is_the_seeded_subset_of_every_row(size
         Zs, Ts = support_blocks(held, len(Z), seed)
     rows = torch.arange(len(Z)) if keep is None else torch.from_numpy(keep)
     assert len(rows) == min(cap, len(Z)) and torch.equal(Zs, Z[rows]) and torch.equal(Ts, T[rows])
+
+
+def test_val_scoring_holds_the_kernel_rows_in_chunks_with_identical_scores(fitted, tux_small, shared_cache, monkeypatch):
+    import anybind.projectors as projectors
+
+    kern = _with_kernel(fitted)
+    whole = _val(kern, tux_small, shared_cache)
+    x = np.random.default_rng(0).normal(size=(23, kern.projectors["image"].cfg.in_dim)).astype(np.float32)
+    once = kern.project("image", x)
+    rows, exp = [], torch.exp
+    monkeypatch.setattr(projectors, "KERNEL_ROWS", 5)
+    monkeypatch.setattr(torch, "exp", lambda t: rows.append(len(t)) or exp(t))
+    assert _val(kern, tux_small, shared_cache) == whole  # 12 val pairs, 5 at a time: the same score
+    assert np.allclose(kern.project("image", x), once, atol=1e-6)
+    assert rows and max(rows) <= 5
