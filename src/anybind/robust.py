@@ -293,6 +293,29 @@ def bridge_prior(spec: str, lock_spec: str, projector: Projector) -> torch.Tenso
     return W
 
 
+def start_line(guard: dict[str, Any] | None, kernel: dict[str, Any] | None) -> str:
+    """What a modality's start finally is, from its start guard's and kernel family's records (either None):
+    ``""`` when neither has anything to say."""
+    bridge = guard is not None and guard.get("kept") == "start"
+    if guard is None or "note" in guard:
+        linear = "the linear ridge start"
+    elif bridge:
+        linear = (f"its label bridge (val {guard['start_val']:.4f} >= the ridge's {guard['ridge_val']:.4f}: the "
+                  "training pairs do not beat the training-free start)")
+    else:
+        linear = f"the ridge (val {guard['ridge_val']:.4f} > its label bridge's {guard['start_val']:.4f})"
+    if kernel is None:
+        return f"starts at {linear}" if guard is not None and "note" not in guard else ""
+    if "note" in kernel:
+        return f"starts at {linear}; no kernel branch ({kernel['note']})"
+    if kernel["kept"]:
+        return (f"starts at its label bridge plus a kernel branch (tau {kernel['tau']}, alpha {kernel['alpha']}): "
+                f"val {kernel['val']} beats the linear start's {kernel['base_val']:.4f} "
+                f"({'the bridge' if bridge else 'the ridge'})")
+    return (f"starts at {linear}; no kernel branch (its best val {max(kernel['grid'].values())} does not beat "
+            f"{kernel['base_val']:.4f})")
+
+
 def ridge_start(projectors: Mapping[str, Projector], cfg, specs: Mapping[str, str], train_pairs: PairBlocks,
                 val_pairs, kernel: bool | None = None) -> dict[str, dict[str, Any]]:
     """:func:`anybind.ridge.locked_ridge_start` with ``cfg.ridge_prior``; returns each modality's ridge
@@ -321,18 +344,12 @@ def ridge_start(projectors: Mapping[str, Projector], cfg, specs: Mapping[str, st
     for m, g in (guard or {}).items():
         if "note" in g:
             log.warning("start guard: %r: %s (its label bridge)", m, g["note"])
-        elif g["kept"] == "start":
-            log.info("start guard: %r starts at its label bridge (val %.4f >= the ridge's %.4f): the training pairs "
-                     "do not beat the training-free start", m, g["start_val"], g["ridge_val"])
     if cfg.kernel_start and kernel is False:  # said and recorded: no silent difference from Space.fit
         log.info("kernel_start: off in this trainer (it reads the training pairs in blocks): a linear ridge start")
         kern = {m: {"kept": False, "note": "off in the streaming / Ray trainer"} for m in alphas}
-    for m, k in (kern or {}).items() if kernel is not False else ():
-        if "note" in k:
-            log.info("kernel start: %r keeps the linear start (%s)", m, k["note"])
-            continue
-        log.info("kernel start: %r %s (val %s vs the linear start's %.4f)", m, f"tau {k['tau']}, alpha {k['alpha']}"
-                 if k["kept"] else "not kept", k.get("val", max(k["grid"].values())), k["base_val"])
+    for m in alphas:  # one line per modality: what its start finally is
+        if line := start_line(guard.get(m) if guard else None, kern.get(m) if kern else None):
+            log.info("start: %r %s", m, line)
     return {m: {"alpha": a, "prior": used.get(m, "zero"), **({"guard": guard[m]} if guard and m in guard else {}),
                 **({"se_rule": rule[m]} if m in rule else {}), **({"kernel": kern[m]} if kern and m in kern else {})}
             for m, a in alphas.items()}
