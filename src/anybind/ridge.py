@@ -114,7 +114,8 @@ PairBlocks = Callable[[str], Iterable[tuple[np.ndarray, np.ndarray]]]
 def support_blocks(held: list[tuple[torch.Tensor, torch.Tensor]], n: int, seed: int = 0,
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """The kernel start's support ``(Z, T)`` taken from the training blocks ``held`` (``n`` rows in all): the rows
-    :func:`~anybind.ridge_kernel.support_rows` keeps, copied block by block (never every training row at once)."""
+    :func:`~anybind.ridge_kernel.support_rows` keeps, copied block by block: above ``MAX_SUPPORT`` rows, no copy of every
+    training row is made before the subset is taken."""
     keep = support_rows(n, seed)
     Zs, Ts, start = [], [], 0
     for z, t in held:
