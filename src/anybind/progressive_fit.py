@@ -23,6 +23,7 @@ from .errors import DataError
 from .loop import IndexSampler, fit_loop, make_optimizer, make_temperature, prior_ridge, training_threads
 from .metrics import pair_recalls
 from .projectors import Projector, ProjectorConfig, project
+from .recipe import check_flags
 
 VAL_METRIC = "mean (R@1+R@5+R@10)/3, new<->anchor on val pairs, both directions"
 #: what the ridge start shrinks towards ("auto": the label bridge where the new encoder has one into the space)
@@ -57,6 +58,9 @@ class BindConfig:
     seed: int = 0
     threads: int = 1
 
+    def __post_init__(self) -> None:
+        check_flags(self, {"standardize": (), "learn_temperature": (), "start_guard": (None,)})
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -74,8 +78,6 @@ def bind_config(config: Mapping[str, Any]) -> BindConfig:
     if cfg.ridge_prior not in RIDGE_PRIORS:
         raise DataError(f"ridge_prior must be one of {', '.join(RIDGE_PRIORS)} for progressive binding, "
                         f"got {cfg.ridge_prior!r}")
-    if cfg.start_guard not in (None, True, False):
-        raise DataError(f"start_guard must be True, False or None, got {cfg.start_guard!r}")
     if cfg.init != "ridge" and (cfg.ridge_prior == "bridge" or cfg.start_guard):
         raise DataError("ridge_prior='bridge' / start_guard=True are the ridge start's: use init='ridge'")
     if cfg.start_guard and cfg.ridge_prior == "zero":

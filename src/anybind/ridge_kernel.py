@@ -21,12 +21,14 @@ Measured by helper h191 on saved features (BENCHMARKS.md, section defaults-close
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from .projectors import kernel_rows
 
 #: the kernel temperatures tried (cosine kernel exp((cos - 1) / tau)), chosen on val
 KERNEL_TAUS = (0.3, 0.5, 1.0)
@@ -49,40 +51,74 @@ def scaled_prior(G: torch.Tensor, R: torch.Tensor, prior: torch.Tensor, t_norm2:
 
 
 def kernel_term(z: torch.Tensor, support: torch.Tensor, coef: torch.Tensor, tau: float) -> torch.Tensor:
-    """``exp((cos(z, support) - 1) / tau) @ coef`` (``support`` unit-normed), as the projector computes it."""
-    return torch.exp((F.normalize(z, dim=-1) @ support.T - 1) / tau) @ coef
+    """``exp((cos(z, support) - 1) / tau) @ coef`` (``support`` unit-normed), as the projector computes it (in
+    chunks of :data:`~anybind.projectors.KERNEL_ROWS` inputs: the val pairs' kernel rows are never all held)."""
+    return kernel_rows(z, support, coef, tau)
 
 
-def kernel_start(Z: torch.Tensor, T: torch.Tensor, W0: torch.Tensor, score: Callable[[Any], float],
-                 base_val: float, *, seed: int = 0) -> tuple[tuple[torch.Tensor, torch.Tensor, float] | None,
-                                                              dict[str, Any]]:
-    """``(branch or None, record)``: the best kernel branch ``(support, coef, tau)`` (float32, support unit-normed) on
-    top of the linear map ``W0`` when its val ``score`` beats ``base_val`` (the linear start's), else None.
+def support_rows(n_all: int, seed: int = 0) -> np.ndarray | None:
+    """The training rows kept as the kernel's support: None (all of them) up to :data:`MAX_SUPPORT`, else a seeded
+    sorted subset of that many (the seed: ``TrainConfig.seed``)."""
+    if n_all <= MAX_SUPPORT:
+        return None
+    return np.sort(np.random.default_rng([seed, 0x6B72]).choice(n_all, MAX_SUPPORT, replace=False))
 
-    ``Z`` (n, d), ``T`` (n, out): the standardised training inputs and their targets; ``score(branch)``: the val
-    criterion of ``W0`` plus that branch.  The record: the grid's scores, the choice, the support's size."""
-    n_all = len(Z)
-    if n_all > MAX_SUPPORT:
-        keep = np.sort(np.random.default_rng([seed, 0x6B72]).choice(n_all, MAX_SUPPORT, replace=False))
-        Z, T = Z[torch.from_numpy(keep)], T[torch.from_numpy(keep)]
+
+def kernel_grid(Z: torch.Tensor, T: torch.Tensor, W0: torch.Tensor) -> Iterator[tuple[float, float, torch.Tensor]]:
+    """``(tau, alpha, A)`` over :data:`KERNEL_TAUS` x :data:`KERNEL_ALPHAS`: the kernel ridge coefficients
+    ``A = (K_tau + alpha n I)^-1 (T - Z W0)`` (float64) on the support ``Z`` (n, d) with targets ``T``.
+
+    One float64 Cholesky factorisation per (tau, alpha) (``K`` is a Gaussian kernel on the unit sphere, positive
+    definite, and ``alpha n`` >= 1e-6 n bounds its condition number): nine of them cost far less than one symmetric
+    eigendecomposition per tau (BENCHMARKS.md, kernel-start-cholesky).  A factorisation that fails (a kernel not
+    positive definite to rounding) falls back on that eigendecomposition, its eigenvalues clamped at zero."""
     Z, T = Z.double(), T.double()
     n = len(Z)
     E = T - Z @ W0.double()  # what the prior misses on the training pairs
     S = F.normalize(Z, dim=-1)
     cos = S @ S.T
-    S32 = S.float()
+    for tau in KERNEL_TAUS:
+        K = torch.exp((cos - 1) / tau)
+        eig = None
+        for alpha in KERNEL_ALPHAS:
+            M = K.clone()
+            M.diagonal().add_(alpha * n)
+            L, info = torch.linalg.cholesky_ex(M)
+            del M
+            if int(info) == 0:
+                A = torch.cholesky_solve(E, L)
+            else:
+                s, U = eig = eig or torch.linalg.eigh(K)
+                A = U @ ((U.T @ E) / (s.clamp_min(0) + alpha * n).unsqueeze(1))
+            del L
+            yield tau, alpha, A
+
+
+def kernel_start(Z: torch.Tensor, T: torch.Tensor, W0: torch.Tensor, score: Callable[[Any], float],
+                 base_val: float, *, seed: int = 0, n_all: int | None = None,
+                 ) -> tuple[tuple[torch.Tensor, torch.Tensor, float] | None, dict[str, Any]]:
+    """``(branch or None, record)``: the best kernel branch ``(support, coef, tau)`` (float32, support unit-normed) on
+    top of the linear map ``W0`` when its val ``score`` beats ``base_val`` (the linear start's), else None.
+
+    ``Z`` (n, d), ``T`` (n, out): the standardised training inputs and their targets; ``score(branch)``: the val
+    criterion of ``W0`` plus that branch.  ``n_all``: the training pairs ``Z`` was already cut down from (by
+    :func:`support_rows`; None: ``Z`` is every pair and is cut here).  The record: the grid's scores, the choice, the
+    support's size."""
+    if n_all is None:
+        n_all = len(Z)
+        keep = support_rows(n_all, seed)
+        if keep is not None:
+            Z, T = Z[torch.from_numpy(keep)], T[torch.from_numpy(keep)]
+    n = len(Z)
+    S32 = F.normalize(Z.double(), dim=-1).float()
     grid: dict[str, float] = {}
     best: tuple[float, tuple[torch.Tensor, torch.Tensor, float], float, float] | None = None
-    for tau in KERNEL_TAUS:
-        s, U = torch.linalg.eigh(torch.exp((cos - 1) / tau))
-        UE = U.T @ E
-        for alpha in KERNEL_ALPHAS:
-            A = U @ (UE / (s.clamp_min(0) + alpha * n).unsqueeze(1))
-            branch = (S32, A.float(), float(tau))
-            v = float(score(branch))
-            grid[f"{tau:g}/{alpha:g}"] = round(v, 6)
-            if not math.isnan(v) and (best is None or v > best[0]):
-                best = (v, branch, tau, alpha)
+    for tau, alpha, A in kernel_grid(Z, T, W0):
+        branch = (S32, A.float(), float(tau))
+        v = float(score(branch))
+        grid[f"{tau:g}/{alpha:g}"] = round(v, 6)
+        if not math.isnan(v) and (best is None or v > best[0]):
+            best = (v, branch, tau, alpha)
     rec: dict[str, Any] = {"base_val": round(base_val, 6), "grid": grid, "support": n, "pairs": n_all}
     if best is None or not best[0] > base_val + 1e-9:  # a tie (to float rounding) keeps the linear start
         rec["kept"] = False
