@@ -366,3 +366,20 @@ def test_val_scoring_holds_the_kernel_rows_in_chunks_with_identical_scores(fitte
     assert _val(kern, tux_small, shared_cache) == whole  # 12 val pairs, 5 at a time: the same score
     assert np.allclose(kern.project("image", x), once, atol=1e-6)
     assert rows and max(rows) <= 5
+
+
+def test_a_kernel_projector_maps_one_unbatched_input_as_its_batched_row(fitted, monkeypatch):
+    """The kernel term chunks the inputs, never the feature axis: an unbatched (d,) input (d > KERNEL_ROWS) and a
+    (B, T, d) batch map as their rows in a 2-D batch do, the kernel rows still held at most KERNEL_ROWS at a time."""
+    import anybind.projectors as projectors
+
+    pr = _with_kernel(fitted).projectors["image"].eval()
+    x = torch.from_numpy(np.random.default_rng(1).normal(size=(6, pr.cfg.in_dim)).astype(np.float32))
+    with torch.no_grad():
+        want = pr(x)
+        rows, exp = [], torch.exp
+        monkeypatch.setattr(projectors, "KERNEL_ROWS", 4)
+        monkeypatch.setattr(torch, "exp", lambda t: rows.append(t.shape[:-1].numel()) or exp(t))
+        assert torch.allclose(pr(x[0]), want[0], atol=1e-6)
+        assert torch.allclose(pr(x.reshape(2, 3, -1)), want.reshape(2, 3, -1), atol=1e-6)
+    assert rows and max(rows) <= 4

@@ -300,11 +300,14 @@ KERNEL_ROWS = 1024
 
 def kernel_rows(z: torch.Tensor, support: torch.Tensor, coef: torch.Tensor, tau: float) -> torch.Tensor:
     """``exp((cos(z, support) - 1) / tau) @ coef`` in float32 (``support`` unit-normed), :data:`KERNEL_ROWS` inputs
-    at a time; each row is computed as it would be alone."""
-    z, S, A = F.normalize(z.float(), dim=-1), support.float(), coef.float()
+    at a time; each row is computed as it would be alone.  ``z``: inputs (..., d) of any leading shape (one unbatched
+    (d,) input included): the leading axes are the inputs chunked, never the feature axis."""
+    S, A = support.float(), coef.float()
+    lead, z = z.shape[:-1], F.normalize(z.float(), dim=-1).reshape(-1, z.shape[-1])
     if len(z) <= KERNEL_ROWS:
-        return torch.exp((z @ S.T - 1) / tau) @ A
-    return torch.cat([torch.exp((z[i : i + KERNEL_ROWS] @ S.T - 1) / tau) @ A for i in range(0, len(z), KERNEL_ROWS)])
+        return (torch.exp((z @ S.T - 1) / tau) @ A).reshape(*lead, A.shape[-1])
+    out = torch.cat([torch.exp((z[i : i + KERNEL_ROWS] @ S.T - 1) / tau) @ A for i in range(0, len(z), KERNEL_ROWS)])
+    return out.reshape(*lead, A.shape[-1])
 
 
 def project(projector: nn.Module, x: np.ndarray) -> torch.Tensor:
