@@ -66,6 +66,19 @@ def _cluster_bootstrap(hits: np.ndarray, others: Sequence[np.ndarray], n: int, s
     return float(hits.mean()), ci, diff
 
 
+def caption_groups(man, split: str) -> list[str]:
+    """The cluster of each retrieval query on ``split`` of ``man``: its record's caption text, in the order of
+    :func:`anybind.lifecycle.pair_hits`' queries (records with both text and image; the transfer bench's
+    ``retrieval_hits``), the same for both directions.
+
+    Queries whose records share one caption (KTuberling: every sprite of one word; Tux Paint stamps of one thing)
+    hit or miss together: text->image, the same text finds the same images (the metric counts identical texts
+    interchangeable); image->text, the images' one relevant caption is the same gallery item, and equal captions
+    embed equally.  Grouping image queries by their caption too (rather than by a record group or by image) keeps
+    one cluster structure for both directions, so a cell and its baselines resample the same clusters."""
+    return [str(r.values["text"]) for r in man.split(split) if r.has("text") and r.has("image")]
+
+
 def paired_vs_first(keys: Sequence[str], per_item: dict, seed: int = 0, n: int = 1000,
                     groups: dict | None = None) -> dict:
     """Each of ``keys[1:]`` minus ``keys[0]`` per column of ``per_item`` (``{key: {column: 0/1 per item}}``, the

@@ -41,7 +41,7 @@ import numpy as np
 
 from . import TaskResult, task
 from ..zeroshot_adapt import DEFAULT_MIX
-from .stats import bootstrap, paired_vs_first  # bootstrap re-exported: it was defined here
+from .stats import bootstrap, caption_groups, paired_vs_first  # noqa: F401 -- bootstrap, caption_groups re-exported
 from .transfer_systems import (  # noqa: F401 -- system_kwargs, subsample_train, train_sets re-exported
     MODS, corpus_builders, selection_corpus, subsample_train, system_kwargs, train_sets)
 
@@ -54,18 +54,6 @@ def retrieval_hits(space, man, split: str, cache) -> dict[str, np.ndarray]:
 
     hits = pair_hits(space, man, "text", "image", split=split, cache=cache)
     return {name: hits[f"{q}->{g}"] for q, g, name in DIRS if f"{q}->{g}" in hits}
-
-
-def caption_groups(man, split: str) -> list[str]:
-    """The cluster of each retrieval query on ``split`` of ``man``: its record's caption text, in the order of
-    :func:`retrieval_hits`' queries (records with both text and image), the same for both directions.
-
-    Queries whose records share one caption (KTuberling: every sprite of one word; Tux Paint stamps of one thing)
-    hit or miss together: text->image, the same text finds the same images (the metric counts identical texts
-    interchangeable); image->text, the images' one relevant caption is the same gallery item, and equal captions
-    embed equally.  Grouping image queries by their caption too (rather than by a record group or by image) keeps
-    one cluster structure for both directions, so a cell and its baselines resample the same clusters."""
-    return [str(r.values["text"]) for r in man.split(split) if r.has("text") and r.has("image")]
 
 
 def fm_hits(space, recs, cache, center: bool = False, train_prompts: bool = False, own: bool = False) -> np.ndarray:
