@@ -158,3 +158,26 @@ def test_every_rank_holds_rank_0s_kernel_branch_after_a_shared_solve(tmp_path, c
     assert r0["got"] == r1["got"] == "solved"
     assert r0["kernel"] == r1["kernel"] == ([5, 0.5] if case == "set" else [0, 0.0])
     assert r0["y"] == r1["y"]  # the same function on both ranks, bit for bit
+
+
+@pytest.mark.parametrize("refit_does", ["drop", "resize"])
+def test_a_refit_dropped_on_val_gives_back_the_kernel_branch_it_replaced(refit_does):
+    """The attention phase's ridge refit re-fits every projector's kernel branch (or drops it); when val says the
+    refit is worse, the start before it comes back whole, its branch included (before: a load error)."""
+    from anybind.attention import refit_after_attention
+
+    pr = Projector(ProjectorConfig(in_dim=6, out_dim=4, kind="linear", input_dropout=0.0, dropout=0.0)).eval()
+    pr.set_kernel(torch.randn(5, 6), torch.randn(5, 4), 0.3)
+    x = torch.randn(3, 6)
+    want = pr(x)
+
+    def refit():
+        with torch.no_grad():
+            pr.linear.weight.add_(1.0)
+        pr.set_kernel(None) if refit_does == "drop" else pr.set_kernel(torch.randn(7, 6), torch.randn(7, 4), 1.0)
+        return {"refit": True}
+
+    phase = {"best_val": 0.9}
+    assert refit_after_attention({"image": pr}, phase, refit, lambda epoch: 0.5) is None
+    assert phase["ridge_refit"].startswith("dropped") and (pr.cfg.kernel, pr.cfg.kernel_tau) == (5, 0.3)
+    assert torch.equal(pr(x), want)

@@ -13,7 +13,7 @@ from anybind import Space, load_manifest
 from anybind.cli import app
 from anybind.errors import DataError
 
-from test_progressive_guard import BRIDGED, photo_val_score
+from test_progressive_guard import BRIDGED, photo_pairs, photo_val_score
 
 START = dict(epochs=0, seed=0)  # the start alone: what the kernel family chose is what is scored
 
@@ -23,12 +23,7 @@ def tux_pairs(tux_dir, tmp_path_factory):
     """200 real Tux Paint stamps with their true captions, each image twice (``image`` bound in the base space,
     ``photo`` bound later through text); every fifth in val (160 training pairs: with 60 the linear start is
     not beaten on val)."""
-    recs = [json.loads(x) for x in (tux_dir / "manifest.jsonl").read_text().splitlines()][:200]
-    rows = [{"id": r["id"], "split": "val" if i % 5 == 0 else "train", "text": r["text"],
-             "image": str(tux_dir / r["image"]), "photo": str(tux_dir / r["image"])} for i, r in enumerate(recs)]
-    folder = tmp_path_factory.mktemp("pkernel")
-    (folder / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return folder
+    return photo_pairs(tux_dir, tmp_path_factory.mktemp("pkernel"), 200)
 
 
 @pytest.fixture(scope="module")
