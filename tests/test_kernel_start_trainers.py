@@ -69,7 +69,8 @@ def test_the_sharded_fit_gets_the_in_memory_kernel_branch_on_real_pairs(tux200, 
     with caplog.at_level("INFO", logger="anybind.robust"):
         one = _fit(tux200, shared_cache, rows_per_shard=4096)
     small = _fit(tux200, shared_cache, rows_per_shard=7)
-    assert "kernel start: 'image'" in caplog.text and "off in this trainer" not in caplog.text
+    assert "start: 'image' starts at its label bridge plus a kernel branch" in caplog.text
+    assert "off in this trainer" not in caplog.text
     want = mem.info["lineage"][-1]["ridge_start"]["image"]["kernel"]
     assert want["kept"] is True  # real Tux Paint pairs: the kernel beats the linear start on val (else no test)
     a = mem.projectors["image"]

@@ -65,7 +65,7 @@ from .encoders.video import temporal_frames
 from .errors import DataError, SpaceError
 from .progressive_fit import VAL_METRIC, BindConfig  # noqa: F401  (VAL_METRIC re-exported)
 from .progressive_fit import Target, bind_config, has_modality, train_projector
-from .robust import bridge_into, bridge_prior
+from .robust import bridge_into, bridge_prior, start_line
 from .scoring import MIP
 from .vocabulary import carry_vocabulary
 
@@ -275,15 +275,8 @@ def _bind(space, name, spec, data, anchors, *, replace, cache, strict, progress,
     guard = (ridge or {}).get("guard") or {}
     if "note" in guard:  # nothing to check on: said, as Space.fit says it
         log.warning("start guard: %r: %s (its label bridge)", name, guard["note"])
-    elif guard.get("kept") == "start":
-        log.info("start guard: %r starts at its label bridge (val %.4f >= the ridge's %.4f): the training pairs do "
-                 "not beat the training-free start", name, guard["start_val"], guard["ridge_val"])
-    kern = (ridge or {}).get("kernel")
-    if kern is not None:  # as Space.fit says it (anybind.robust.ridge_start)
-        log.info("kernel start: %r %s", name, f"keeps the linear start ({kern['note']})" if "note" in kern else
-                 f"tau {kern['tau']}, alpha {kern['alpha']} (val {kern['val']} vs the linear start's "
-                 f"{kern['base_val']:.4f})" if kern["kept"] else f"not kept (val {max(kern['grid'].values())} vs "
-                 f"the linear start's {kern['base_val']:.4f})")
+    if line := start_line(guard or None, (ridge or {}).get("kernel")):  # one line, as Space.fit says it
+        log.info("start: %r %s", name, line)
 
     projectors = {m: copy.deepcopy(p) for m, p in space.projectors.items()}
     projectors[name] = proj
