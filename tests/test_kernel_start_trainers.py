@@ -102,7 +102,7 @@ def test_the_sharded_fit_draws_one_seeded_subset_above_the_cap(tux200, shared_ca
     real_start, real_add = ridge.kernel_start, ridge_kernel.SupportSample.add
 
     def spy_start(Z, T, *a, **kw):
-        seen[key] = (Z.clone(), T.clone(), kw["pairs"])
+        seen[key] = (Z.clone(), T.clone(), kw["n_all"])
         return real_start(Z, T, *a, **kw)
 
     def spy_add(self, Z, T):
