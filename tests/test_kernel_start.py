@@ -221,21 +221,15 @@ def test_a_seeded_subset_is_the_support_above_the_cap(monkeypatch):
     assert torch.equal(branch[0], again[0]) and torch.equal(branch[1], again[1])  # seeded: the same subset
 
 
-def test_kernel_start_needs_the_bridge_prior_and_the_streaming_trainer_says_it_is_off(tmp_path, caplog):
+def test_kernel_start_needs_the_bridge_prior(tmp_path):
+    """(The streaming / Ray trainer's kernel start: tests/test_kernel_start_trainers.py.)"""
     from anybind.errors import DataError
-    from anybind.scale.sharded import fit_sharded
     from test_robust import FAST, make_pairs
 
     m, specs = make_pairs(tmp_path, n=120)
     with pytest.raises(DataError, match="kernel_start=True .* ridge_prior='bridge'") as e:
         Space.fit(m, encoders=specs, cache=tmp_path / "c", **{**FAST, "epochs": 0, "kernel_start": True})
     assert "\n" not in str(e.value)
-    with caplog.at_level("INFO", logger="anybind.robust"):
-        sp = fit_sharded(m, encoders=specs, cache=tmp_path / "c", **{**FAST, "epochs": 0, "ridge_prior": "bridge",
-                                                                    "kernel_start": True})
-    assert "kernel_start: off in this trainer" in caplog.text
-    rec = sp.info["lineage"][-1]["ridge_start"]["im"]["kernel"]
-    assert rec["kept"] is False and "streaming" in rec["note"]
 
 
 def test_cli_fit_turns_the_kernel_start_off(tmp_path):
@@ -340,7 +334,6 @@ def test_the_cholesky_grid_gives_the_eigh_coefficients_and_choice(tux_inputs, fa
 @given(sizes=st.lists(st.integers(1, 9), min_size=1, max_size=8), cap=st.integers(1, 40), seed=st.integers(0, 9))
 def test_the_support_taken_block_by_block_is_the_seeded_subset_of_every_row(sizes, cap, seed):
     from anybind import ridge_kernel
-    from anybind.ridge import support_blocks
 
     g = torch.Generator().manual_seed(seed)
     held = [(torch.randn(k, 3, generator=g), torch.randn(k, 2, generator=g)) for k in sizes]
@@ -348,7 +341,10 @@ def test_the_support_taken_block_by_block_is_the_seeded_subset_of_every_row(size
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(ridge_kernel, "MAX_SUPPORT", cap)
         keep = ridge_kernel.support_rows(len(Z), seed)
-        Zs, Ts = support_blocks(held, len(Z), seed)
+        sample = ridge_kernel.SupportSample(seed)
+        for z, t in held:
+            sample.add(z, t)
+        Zs, Ts = sample.rows()
     rows = torch.arange(len(Z)) if keep is None else torch.from_numpy(keep)
     assert len(rows) == min(cap, len(Z)) and torch.equal(Zs, Z[rows]) and torch.equal(Ts, T[rows])
 

@@ -19,7 +19,7 @@ from torch import nn
 
 from .errors import DataError
 from .metrics import query_ranks
-from .ridge_kernel import kernel_start, kernel_term, scaled_prior, support_rows
+from .ridge_kernel import SupportSample, kernel_start, kernel_term, scaled_prior
 
 #: ridge shrinkage candidates (lam = alpha * n), chosen on the validation pairs
 RIDGE_ALPHAS = (0.1, 0.3, 1.0, 3.0, 10.0)
@@ -111,21 +111,6 @@ def prior_ridge(G: torch.Tensor, R: torch.Tensor, n: int, score: Callable[[torch
 PairBlocks = Callable[[str], Iterable[tuple[np.ndarray, np.ndarray]]]
 
 
-def support_blocks(held: list[tuple[torch.Tensor, torch.Tensor]], n: int, seed: int = 0,
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The kernel start's support ``(Z, T)`` taken from the training blocks ``held`` (``n`` rows in all): the rows
-    :func:`~anybind.ridge_kernel.support_rows` keeps, copied block by block: above ``MAX_SUPPORT`` rows, no copy of every
-    training row is made before the subset is taken."""
-    keep = support_rows(n, seed)
-    Zs, Ts, start = [], [], 0
-    for z, t in held:
-        sel = slice(None) if keep is None else torch.from_numpy(keep[(keep >= start) & (keep < start + len(z))] - start)
-        Zs.append(z[sel])
-        Ts.append(t[sel])
-        start += len(z)
-    return torch.cat(Zs), torch.cat(Ts)
-
-
 @torch.no_grad()
 def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, train_pairs: PairBlocks,
                        val_pairs: Callable[[str], tuple[np.ndarray, np.ndarray] | None], *,
@@ -147,7 +132,8 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
     :func:`ridge_select` over the val pairs' scores (each pair's mean of both directions; ``rule[m]``, a dict filled
     in, records the best alpha, its score and standard error).  ``kernel`` (a dict, filled in): a modality with a
     prior and val pairs also tries the kernel branch on the prior's residual, kept where it beats that start on val
-    (:func:`~anybind.ridge_kernel.kernel_start`; ``seed``: its support subset), ``kernel[m]`` its record.  Returns
+    (:func:`~anybind.ridge_kernel.kernel_start`; ``seed``: its support subset, drawn while the blocks are read:
+    :class:`~anybind.ridge_kernel.SupportSample`, at most ``MAX_SUPPORT`` rows held), ``kernel[m]`` its record.  Returns
     each alpha.
     """
     if not lock:
@@ -157,15 +143,19 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
     for m, pr in projectors.items():
         if m == lock:
             continue
+        if pr.cfg.kernel:  # re-solved (the attention phase's refit): from the linear map alone, as the first time
+            pr.set_kernel(None)
         G = R = None
         va = val_pairs(m)
         P = prior(m) if prior is not None else None
         hold = kernel is not None and not pr.cfg.frames and P is not None and va is not None  # the kernel family
-        n, T_norm2, held = 0, torch.zeros((), dtype=torch.float64), []
+        n, T_norm2 = 0, torch.zeros((), dtype=torch.float64)
+        held = SupportSample(seed) if hold else None  # the kernel's support, drawn as the blocks go by
         for xm, xl in train_pairs(m):
             Z = pr.standardized(torch.from_numpy(xm))
             T = tgt(torch.from_numpy(xl))
-            held += [(Z, T)] if hold else []  # the kernel's support is taken from these blocks
+            if held is not None:
+                held.add(Z, T)
             g, r = (Z.T @ Z).double(), (Z.T @ T).double()
             G, R = (g, r) if G is None else (G + g, R + r)
             T_norm2 = T_norm2 + T.double().pow(2).sum()
@@ -196,7 +186,7 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
             kernel[m] = {"kept": False, "note": "no val pairs" if va is None else "a frame-pooling projector"}
         if hold:  # the kernel family on the prior's residual, on val
             W0 = scaled_prior(G, R, P, T_norm2)
-            Zs, Ts = support_blocks(held, n, seed)
+            Zs, Ts = held.rows()
             del held
             branch, kernel[m] = kernel_start(
                 Zs, Ts, W0, lambda b, W0=W0: float(np.mean(per_pair(W0, branch=b))), float(np.mean(per_pair(W))),

@@ -12,7 +12,10 @@ ridge path's criterion, and the best is kept only where it beats the linear star
 and, with the start guard, the prior itself): the start is the best of the three on val.  An input far from every
 training input gets a kernel term near zero and falls back on the bridge prior.  Above :data:`MAX_SUPPORT` training
 pairs a seeded subset of that many (the seed: ``TrainConfig.seed``) is the support and the pairs ``A`` is fitted on:
-memory and time are ``MAX_SUPPORT^2``, not ``n^2``.
+memory and time are ``MAX_SUPPORT^2``, not ``n^2``.  The subset (:func:`support_rows`, :class:`SupportSample`) is the
+rows whose seeded hash of their row index is smallest, kept in row order: drawn in one pass over blocks of any size
+(the streaming trainer's shards) with at most ``MAX_SUPPORT`` + one block in memory, the same rows for the same seed
+and data however they are cut into blocks, and every row, in order, when there are at most ``MAX_SUPPORT``.
 
 Measured by helper h191 on saved features (BENCHMARKS.md, section defaults-closed-form-levers): Tux Paint val t->i
 0.476 -> 0.58-0.61 over tau 0.3-0.5, alpha 1e-6..3e-4 with emoji val and Fashion-MNIST held out no lower.
@@ -58,10 +61,53 @@ def kernel_term(z: torch.Tensor, support: torch.Tensor, coef: torch.Tensor, tau:
 
 def support_rows(n_all: int, seed: int = 0) -> np.ndarray | None:
     """The training rows kept as the kernel's support: None (all of them) up to :data:`MAX_SUPPORT`, else a seeded
-    sorted subset of that many (the seed: ``TrainConfig.seed``)."""
+    sorted subset of that many (the seed: ``TrainConfig.seed``): the rows with the smallest :func:`row_keys`, the
+    rows :class:`SupportSample` keeps when the same rows come in blocks."""
     if n_all <= MAX_SUPPORT:
         return None
-    return np.sort(np.random.default_rng([seed, 0x6B72]).choice(n_all, MAX_SUPPORT, replace=False))
+    keys = row_keys(seed, np.arange(n_all))
+    return np.sort(np.lexsort((np.arange(n_all), keys))[:MAX_SUPPORT])
+
+
+def row_keys(seed: int, rows: np.ndarray) -> np.ndarray:
+    """Each row index's seeded pseudo-random key (uint64, splitmix64 of ``seed`` and the index): a row's key depends
+    on nothing but the seed and its index, so the smallest keys pick the same rows however the rows are blocked."""
+    with np.errstate(over="ignore"):
+        x = np.asarray(rows, dtype=np.uint64) + np.uint64(0x9E3779B97F4A7C15) * np.uint64((int(seed) + 1) % 2**64)
+        for shift, mul in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):
+            x = (x ^ (x >> np.uint64(shift))) * np.uint64(mul)
+        return x ^ (x >> np.uint64(31))
+
+
+class SupportSample:
+    """The kernel's support drawn in one pass over blocks of training pairs (:meth:`add` each block of ``Z``, ``T``
+    rows in order; the streaming trainer's shards): the rows :func:`support_rows` keeps, in row order
+    (:meth:`rows`), at most ``size`` (default :data:`MAX_SUPPORT`).  Memory: ``size`` rows plus the block being
+    added, never every training pair."""
+
+    def __init__(self, seed: int = 0, size: int | None = None):
+        self.seed, self.size, self.seen = int(seed), MAX_SUPPORT if size is None else int(size), 0
+        self.idx, self.keys = np.zeros(0, np.int64), np.zeros(0, np.uint64)
+        self.Z: torch.Tensor | None = None
+        self.T: torch.Tensor | None = None
+
+    def add(self, Z: torch.Tensor, T: torch.Tensor) -> None:
+        idx = np.arange(self.seen, self.seen + len(Z), dtype=np.int64)
+        self.seen += len(Z)
+        Z, T = Z.detach(), T.detach()
+        if self.Z is not None:
+            idx, Z, T = np.concatenate([self.idx, idx]), torch.cat([self.Z, Z]), torch.cat([self.T, T])
+        keys = row_keys(self.seed, idx)
+        if len(idx) > self.size:  # the smallest keys (ties: the lower row), then back in row order
+            keep = np.sort(np.lexsort((idx, keys))[: self.size])
+            idx, keys, Z, T = idx[keep], keys[keep], Z[torch.from_numpy(keep)], T[torch.from_numpy(keep)]
+        self.idx, self.keys, self.Z, self.T = idx, keys, Z, T
+
+    def rows(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The kept ``(Z, T)`` rows, in row order."""
+        if self.Z is None:
+            raise ValueError("SupportSample: no rows were added")
+        return self.Z, self.T
 
 
 def kernel_grid(Z: torch.Tensor, T: torch.Tensor, W0: torch.Tensor) -> Iterator[tuple[float, float, torch.Tensor]]:

@@ -31,8 +31,8 @@ through the shared loop's hooks (:func:`anybind.loop.fit_loop`'s ``penalty=`` an
   fall below it.  Recorded per modality under ``ridge.<m>.guard``.
 * ``kernel_start`` -- with ``ridge_prior="bridge"``, a kernel branch on the bridge's residual tried beside the
   ridge path and kept where it wins on val (:mod:`anybind.ridge_kernel`); recorded under ``ridge.<m>.kernel``.  A
-  fixed buffer: fine-tuning, L2-SP and WiSE-FT (:func:`interpolate`) leave it as it is.  Off, and recorded so, in the
-  streaming / Ray trainer.
+  fixed buffer: fine-tuning, L2-SP and WiSE-FT (:func:`interpolate`) leave it as it is.  The streaming / Ray trainer
+  fits it too (its support drawn while the shards are read, at most 4,096 pairs held).
 * ``mixup`` (weight) and ``mixup_alpha`` -- geodesic multi-modal mixup (Oh et al. 2023, "Geodesic
   Multi-Modal Mixup for Robust Fine-Tuning", m^2-mix): each positive pair's two unit embeddings are
   mixed on the great circle between them (``slerp`` with ``lam ~ Beta(alpha, alpha)``) and the mixtures
@@ -317,14 +317,14 @@ def start_line(guard: dict[str, Any] | None, kernel: dict[str, Any] | None) -> s
 
 
 def ridge_start(projectors: Mapping[str, Projector], cfg, specs: Mapping[str, str], train_pairs: PairBlocks,
-                val_pairs, kernel: bool | None = None) -> dict[str, dict[str, Any]]:
+                val_pairs) -> dict[str, dict[str, Any]]:
     """:func:`anybind.ridge.locked_ridge_start` with ``cfg.ridge_prior``; returns each modality's ridge
     ``alpha`` and ``prior`` (``"bridge"`` or ``"zero"``; a bridge prior with no label bridge into ``cfg.lock``
-    falls back to zero, with a warning), and with ``cfg.kernel_start`` (``kernel``: None, or False where a trainer
-    has no kernel start) its kernel family's record (``kernel``)."""
+    falls back to zero, with a warning), and with ``cfg.kernel_start`` its kernel family's record (``kernel``).
+    Every trainer's: in memory, and the streaming / Ray trainer's over its shards (``train_pairs`` in blocks)."""
     cfg = resolved(cfg)
     check_robust(cfg)
-    kern: dict[str, dict[str, Any]] | None = {} if cfg.kernel_start and kernel is not False else None
+    kern: dict[str, dict[str, Any]] | None = {} if cfg.kernel_start else None
     used: dict[str, str] = {}
 
     def prior(m: str) -> torch.Tensor | None:
@@ -344,9 +344,6 @@ def ridge_start(projectors: Mapping[str, Projector], cfg, specs: Mapping[str, st
     for m, g in (guard or {}).items():
         if "note" in g:
             log.warning("start guard: %r: %s (its label bridge)", m, g["note"])
-    if cfg.kernel_start and kernel is False:  # said and recorded: no silent difference from Space.fit
-        log.info("kernel_start: off in this trainer (it reads the training pairs in blocks): a linear ridge start")
-        kern = {m: {"kept": False, "note": "off in the streaming / Ray trainer"} for m in alphas}
     for m in alphas:  # one line per modality: what its start finally is
         if line := start_line(guard.get(m) if guard else None, kern.get(m) if kern else None):
             log.info("start: %r %s", m, line)

@@ -34,12 +34,9 @@ def validate(
         None, "--encoder", "-e", help="MODALITY=SPEC for a field of your own, e.g. "
         "imu=callable:mypkg.imu:encode (its encoder says what the field holds: text, a file, a key)."
     ),
-    strict: bool = typer.Option(
-        False, help="Exit non-zero if any record is bad (or a field has no encoder)."
-    ),
-    recheck: bool = typer.Option(
-        False, help="Decode every file again, even those that passed before and have not changed since."
-    ),
+    strict: bool = typer.Option(False, help="Exit non-zero if any record is bad (or a field has no encoder)."),
+    recheck: bool = typer.Option(False, help="Decode every file again, even those that passed before and have not "
+                                 "changed since."),
 ):
     """Check a manifest without encoding anything: every bad record is listed with its reason.
 
@@ -95,9 +92,8 @@ def fit(
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Folder to save the space to (new or empty, see --overwrite)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the space already saved at --out."),
-    method: Method = choice(
-        "contrastive", Method, help="contrastive: trained projectors; procrustes, cca: training-free."
-    ),
+    method: Method = choice("contrastive", Method, help="contrastive: trained projectors; procrustes, cca: "
+                            "training-free."),
     projector: ProjectorKind = choice("mlp", ProjectorKind, help="Projector architecture."),
     dim: Optional[int] = typer.Option(
         None, help="Shared space width (default: the text encoder's when the recipe locks text, else 256; "
@@ -296,6 +292,9 @@ def bind(
     start_guard: Optional[bool] = typer.Option(
         None, "--start-guard/--no-start-guard", help="As anybind fit's, where the new encoder's label bridge maps into "
         "the locked text space (on there by default): keep the bridge as the start when no ridge beats it on val."),
+    kernel_start: Optional[bool] = typer.Option(
+        None, "--kernel-start/--no-kernel-start", help="As anybind fit's, where the label bridge is the prior (on "
+        "there by default): a kernel branch on the bridge's residual, kept where it beats the linear start on val."),
     epochs: int = typer.Option(200, help="Maximum epochs (early stopping on the val pairs)."),
     loss: str = typer.Option("infonce", help="Pairwise objective spec (see anybind fit --loss)."),
     seed: int = typer.Option(0),
@@ -323,7 +322,7 @@ def bind(
     check_out(out, "space", overwrite)
     use_device(ctx, device, precision)
     kw = dict(projector=projector, init=init, epochs=epochs, loss=loss, seed=seed, cache=cache, strict=strict,
-              progress=True, start_guard=start_guard)
+              progress=True, start_guard=start_guard, kernel_start=kernel_start)
     try:
         space = Space.load(space_dir)
         sources = [str(d) for d in data]
