@@ -221,21 +221,15 @@ def test_a_seeded_subset_is_the_support_above_the_cap(monkeypatch):
     assert torch.equal(branch[0], again[0]) and torch.equal(branch[1], again[1])  # seeded: the same subset
 
 
-def test_kernel_start_needs_the_bridge_prior_and_the_streaming_trainer_says_it_is_off(tmp_path, caplog):
+def test_kernel_start_needs_the_bridge_prior(tmp_path):
+    """(The streaming / Ray trainer's kernel start: tests/test_kernel_start_trainers.py.)"""
     from anybind.errors import DataError
-    from anybind.scale.sharded import fit_sharded
     from test_robust import FAST, make_pairs
 
     m, specs = make_pairs(tmp_path, n=120)
     with pytest.raises(DataError, match="kernel_start=True .* ridge_prior='bridge'") as e:
         Space.fit(m, encoders=specs, cache=tmp_path / "c", **{**FAST, "epochs": 0, "kernel_start": True})
     assert "\n" not in str(e.value)
-    with caplog.at_level("INFO", logger="anybind.robust"):
-        sp = fit_sharded(m, encoders=specs, cache=tmp_path / "c", **{**FAST, "epochs": 0, "ridge_prior": "bridge",
-                                                                    "kernel_start": True})
-    assert "kernel_start: off in this trainer" in caplog.text
-    rec = sp.info["lineage"][-1]["ridge_start"]["im"]["kernel"]
-    assert rec["kept"] is False and "streaming" in rec["note"]
 
 
 def test_cli_fit_turns_the_kernel_start_off(tmp_path):
@@ -287,3 +281,101 @@ def test_the_kernel_term_keeps_float32_under_autocast():
         with torch.autocast("cpu", dtype=torch.bfloat16):
             got = pr(x).float()
     assert torch.allclose(got, want, rtol=0.02, atol=0.02 * float(want.abs().max()))
+
+
+def _eigh_grid(Z, T, W0):
+    """The grid as main solved it: one eigendecomposition of the kernel per tau (the reference)."""
+    import torch.nn.functional as F
+
+    from anybind.ridge_kernel import KERNEL_ALPHAS, KERNEL_TAUS
+
+    Z, T = Z.double(), T.double()
+    E, S = T - Z @ W0.double(), F.normalize(Z.double(), dim=-1)
+    for tau in KERNEL_TAUS:
+        s, U = torch.linalg.eigh(torch.exp((S @ S.T - 1) / tau))
+        for alpha in KERNEL_ALPHAS:
+            yield tau, alpha, U @ ((U.T @ E) / (s.clamp_min(0) + alpha * len(Z)).unsqueeze(1))
+
+
+@pytest.fixture(scope="module")
+def tux_inputs(tux_small, shared_cache):
+    """The kernel start's inputs on real Tux Paint features (image onto the locked text space), as Space.fit gives."""
+    import anybind.ridge as ridge
+
+    got, real = [], ridge.kernel_start
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ridge, "kernel_start", lambda *a, **k: got.append((a, k)) or real(*a, **k))
+        Space.fit(tux_small, modalities=["image", "text"], cache=shared_cache, epochs=0, progress=False, seed=0)
+    return got[0]
+
+
+@pytest.mark.parametrize("factorise", [True, False], ids=["cholesky", "fallback"])
+def test_the_cholesky_grid_gives_the_eigh_coefficients_and_choice(tux_inputs, factorise, monkeypatch):
+    import anybind.ridge_kernel as rk
+
+    (Z, T, W0, score, base), kw = tux_inputs
+    if not factorise:  # a kernel not positive definite to rounding: the eigendecomposition it falls back on
+        monkeypatch.setattr(torch.linalg, "cholesky_ex", lambda M: (M, torch.tensor(1)))
+    ref = list(_eigh_grid(Z, T, W0))
+    new = list(rk.kernel_grid(Z, T, W0))
+    assert [(t, a) for t, a, _ in new] == [(t, a) for t, a, _ in ref]
+    for (_, _, A), (_, _, B) in zip(new, ref):
+        assert torch.allclose(A, B, rtol=1e-6, atol=1e-8 * float(B.abs().max()))
+    branch, rec = rk.kernel_start(Z, T, W0, score, base, **kw)
+    monkeypatch.setattr(rk, "kernel_grid", _eigh_grid)
+    branch_ref, rec_ref = rk.kernel_start(Z, T, W0, score, base, **kw)
+    assert rec == rec_ref  # the same grid scores, the same choice
+    assert (branch is None) == (branch_ref is None)
+    if branch is not None:
+        assert branch[2] == branch_ref[2] and torch.allclose(branch[1], branch_ref[1], rtol=1e-5, atol=1e-7)
+
+
+@settings(max_examples=30, deadline=None)
+@given(sizes=st.lists(st.integers(1, 9), min_size=1, max_size=8), cap=st.integers(1, 40), seed=st.integers(0, 9))
+def test_the_support_taken_block_by_block_is_the_seeded_subset_of_every_row(sizes, cap, seed):
+    from anybind import ridge_kernel
+
+    g = torch.Generator().manual_seed(seed)
+    held = [(torch.randn(k, 3, generator=g), torch.randn(k, 2, generator=g)) for k in sizes]
+    Z, T = torch.cat([z for z, _ in held]), torch.cat([t for _, t in held])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ridge_kernel, "MAX_SUPPORT", cap)
+        keep = ridge_kernel.support_rows(len(Z), seed)
+        sample = ridge_kernel.SupportSample(seed)
+        for z, t in held:
+            sample.add(z, t)
+        Zs, Ts = sample.rows()
+    rows = torch.arange(len(Z)) if keep is None else torch.from_numpy(keep)
+    assert len(rows) == min(cap, len(Z)) and torch.equal(Zs, Z[rows]) and torch.equal(Ts, T[rows])
+
+
+def test_val_scoring_holds_the_kernel_rows_in_chunks_with_identical_scores(fitted, tux_small, shared_cache, monkeypatch):
+    import anybind.projectors as projectors
+
+    kern = _with_kernel(fitted)
+    whole = _val(kern, tux_small, shared_cache)
+    x = np.random.default_rng(0).normal(size=(23, kern.projectors["image"].cfg.in_dim)).astype(np.float32)
+    once = kern.project("image", x)
+    rows, exp = [], torch.exp
+    monkeypatch.setattr(projectors, "KERNEL_ROWS", 5)
+    monkeypatch.setattr(torch, "exp", lambda t: rows.append(len(t)) or exp(t))
+    assert _val(kern, tux_small, shared_cache) == whole  # 12 val pairs, 5 at a time: the same score
+    assert np.allclose(kern.project("image", x), once, atol=1e-6)
+    assert rows and max(rows) <= 5
+
+
+def test_a_kernel_projector_maps_one_unbatched_input_as_its_batched_row(fitted, monkeypatch):
+    """The kernel term chunks the inputs, never the feature axis: an unbatched (d,) input (d > KERNEL_ROWS) and a
+    (B, T, d) batch map as their rows in a 2-D batch do, the kernel rows still held at most KERNEL_ROWS at a time."""
+    import anybind.projectors as projectors
+
+    pr = _with_kernel(fitted).projectors["image"].eval()
+    x = torch.from_numpy(np.random.default_rng(1).normal(size=(6, pr.cfg.in_dim)).astype(np.float32))
+    with torch.no_grad():
+        want = pr(x)
+        rows, exp = [], torch.exp
+        monkeypatch.setattr(projectors, "KERNEL_ROWS", 4)
+        monkeypatch.setattr(torch, "exp", lambda t: rows.append(t.shape[:-1].numel()) or exp(t))
+        assert torch.allclose(pr(x[0]), want[0], atol=1e-6)
+        assert torch.allclose(pr(x.reshape(2, 3, -1)), want.reshape(2, 3, -1), atol=1e-6)
+    assert rows and max(rows) <= 4

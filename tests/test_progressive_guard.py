@@ -29,15 +29,20 @@ def tux_photos(tux_dir, tmp_path_factory):
     """40 real Tux Paint stamps, each image twice: ``image`` (bound in the base space) and ``photo`` (bound later,
     through text); every train record's text is another's (a derangement), so the training pairs teach nothing;
     val keeps its true pairs."""
+    return photo_pairs(tux_dir, tmp_path_factory.mktemp("pguard"), 40, shuffle=True, audio=True)
+
+
+def photo_pairs(tux_dir, folder, n: int, shuffle: bool = False, audio: bool = False):
+    """``folder`` with a manifest of the first ``n`` Tux Paint stamps (those with a sound: ``audio``), each image as
+    ``image`` and ``photo``, every fifth in val; ``shuffle``: every train text another's (7 places on)."""
     recs = [json.loads(x) for x in (tux_dir / "manifest.jsonl").read_text().splitlines()]
-    recs = [r for r in recs if "audio" in r][:40]
+    recs = [r for r in recs if "audio" in r or not audio][:n]
     rows = [{"id": r["id"], "split": "val" if i % 5 == 0 else "train", "text": r["text"],
              "image": str(tux_dir / r["image"]), "photo": str(tux_dir / r["image"])} for i, r in enumerate(recs)]
     train = [r for r in rows if r["split"] == "train"]
     texts = [r["text"] for r in train]
-    for i, r in enumerate(train):
+    for i, r in enumerate(train if shuffle else ()):
         r["text"] = texts[(i + 7) % len(texts)]
-    folder = tmp_path_factory.mktemp("pguard")
     (folder / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return folder
 
@@ -73,11 +78,13 @@ def test_shuffled_pairs_the_guarded_add_modality_never_ends_below_the_bridge(tex
     assert (rec["alpha"] is None) == (rec["guard"]["kept"] == "start")
     start = rec["guard"]["start_val"]
     assert photo_val_score(guarded, tux_photos, shared_cache) >= start - 1e-6
-    # the CLI's knob: the ridge start (still towards the bridge) whatever val says, which ends below the bridge
+    # the CLI's knob: the ridge start (still towards the bridge) whatever val says, which ends below the bridge (the
+    # kernel start off too: its linear map is the bridge itself, which it would keep where it beats the ridge)
     base = tmp_path / "base"
     text_locked.save(base)
     res = CliRunner().invoke(app, ["bind", str(base), "--add", f"photo={BRIDGED}", "--data", data, "--anchors", "text",
-                                   "--no-start-guard", "--epochs", "4", "--cache", str(shared_cache),
+                                   "--no-start-guard", "--no-kernel-start", "--epochs", "4",
+                                   "--cache", str(shared_cache),
                                    "--out", str(tmp_path / "plain")])
     assert res.exit_code == 0, res.output
     plain = Space.load(tmp_path / "plain")
@@ -153,8 +160,8 @@ def test_a_guard_or_bridge_with_no_bridge_is_refused_in_one_line(tmp_path):
         space.add_modality("sc", specs["sc"], mans["cb"], ridge_prior="zero", start_guard=True)
     with pytest.raises(DataError, match="use init='ridge'"):
         space.add_modality("sc", specs["sc"], mans["cb"], init="random", start_guard=True)
-    res = CliRunner().invoke(app, ["bind", "--help"])
-    assert "--start-guard" in res.output and "--no-start-guard" in res.output
+    res = CliRunner().invoke(app, ["bind", "--help"], env={"COLUMNS": "200"})  # at 80 columns rich cuts the names
+    assert all(f in res.output for f in ("--start-guard", "--no-start-guard", "--kernel-start", "--no-kernel-start"))
 
 
 def test_the_refusal_names_why_the_space_has_no_lock_to_bridge_into(tmp_path):

@@ -122,7 +122,7 @@ def test_start_guard_must_be_a_bool(monkeypatch, bad):
     from anybind.errors import DataError
 
     fs = bridged_features(monkeypatch)
-    with pytest.raises(DataError, match="start_guard must be True or False"):
+    with pytest.raises(DataError, match="TrainConfig.start_guard must be True, False or AUTO"):
         train_space(fs, TrainConfig(epochs=0, start_guard=bad, **GUARD), progress=False)
 
 

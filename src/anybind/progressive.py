@@ -19,7 +19,9 @@ How the new projector is trained (:func:`add_modality`):
   the new encoder's label bridge maps into the space's locked text encoder (an
   image bound into a text-locked space), Space.fit's start: shrunk towards the
   bridge, and with the start guard (on by default there) the bridge itself kept
-  when no ridge beats it on val (:func:`start_prior`; lineage ``ridge_start``);
+  when no ridge beats it on val, and with ``kernel_start`` (on by default there)
+  Space.fit's kernel branch on the bridge's residual, kept where it beats that
+  linear start on val (:func:`start_prior`; lineage ``ridge_start``);
 * fine-tuning: the space's pairwise objective (InfoNCE by default) between the
   new embeddings and the frozen targets, batches per anchor modality, early
   stopping on the validation pairs' retrieval score (epoch 0 competes too).
@@ -63,7 +65,7 @@ from .encoders.video import temporal_frames
 from .errors import DataError, SpaceError
 from .progressive_fit import VAL_METRIC, BindConfig  # noqa: F401  (VAL_METRIC re-exported)
 from .progressive_fit import Target, bind_config, has_modality, train_projector
-from .robust import bridge_into, bridge_prior
+from .robust import bridge_into, bridge_prior, start_line
 from .scoring import MIP
 from .vocabulary import carry_vocabulary
 
@@ -147,15 +149,16 @@ def start_prior(space, name: str, spec: str, cfg: BindConfig) -> tuple[BindConfi
 
     The label bridge is the prior where ``spec``'s bridge maps into the space's locked modality's encoder (an
     identity projector: every embedding of the space lives in that encoder's space; not a Symile space) and
-    ``cfg.ridge_prior`` is not "zero"; ``start_guard`` None turns the guard on with it (as Space.fit's recipe).
-    ``prior(projector)`` gives the map (:func:`anybind.robust.bridge_prior`); None where there is none, and
-    ``ridge_prior="bridge"`` or ``start_guard=True`` there is a one-line error."""
+    ``cfg.ridge_prior`` is not "zero"; ``start_guard`` / ``kernel_start`` None turn the guard / the kernel start on
+    with it (as Space.fit's recipe).  ``prior(projector)`` gives the map (:func:`anybind.robust.bridge_prior`); None
+    where there is none, and ``ridge_prior="bridge"``, ``start_guard=True`` or ``kernel_start=True`` there is a
+    one-line error."""
     if cfg.init != "ridge":
         return cfg, None
     locked = [m for m, p in space.projectors.items() if p.cfg.kind == "identity" and m != name]
     lock_spec = space.encoders[locked[0]] if len(locked) == 1 and space.scorer.kind != MIP else None
     bridged = lock_spec is not None and bridge_into(spec, lock_spec) is not None
-    if not bridged and (cfg.ridge_prior == "bridge" or cfg.start_guard):
+    if not bridged and (cfg.ridge_prior == "bridge" or cfg.start_guard or cfg.kernel_start):
         if lock_spec:
             where = f"the locked {locked[0]!r} encoder {lock_spec}"
         elif space.scorer.kind == MIP:
@@ -166,11 +169,13 @@ def start_prior(space, name: str, spec: str, cfg: BindConfig) -> tuple[BindConfi
             where = f"this space (its only locked modality is {name!r}, the one replaced)"
         else:
             where = "this space (no locked modality)"
-        raise DataError(f"binding {name!r}: ridge_prior='bridge' / start_guard=True fall back on a label bridge, and "
+        raise DataError(f"binding {name!r}: ridge_prior='bridge' / start_guard=True / kernel_start=True need a "
+                        "label bridge, and "
                         f"{spec} has none into {where}")
     use = bridged and cfg.ridge_prior != "zero"
     guard = use if cfg.start_guard is None else cfg.start_guard
-    cfg = dataclasses.replace(cfg, ridge_prior="bridge" if use else "zero", start_guard=guard)
+    kern = use if cfg.kernel_start is None else cfg.kernel_start
+    cfg = dataclasses.replace(cfg, ridge_prior="bridge" if use else "zero", start_guard=guard, kernel_start=kern)
     return cfg, ((lambda proj: bridge_prior(spec, lock_spec, proj)) if use else None)
 
 
@@ -270,9 +275,8 @@ def _bind(space, name, spec, data, anchors, *, replace, cache, strict, progress,
     guard = (ridge or {}).get("guard") or {}
     if "note" in guard:  # nothing to check on: said, as Space.fit says it
         log.warning("start guard: %r: %s (its label bridge)", name, guard["note"])
-    elif guard.get("kept") == "start":
-        log.info("start guard: %r starts at its label bridge (val %.4f >= the ridge's %.4f): the training pairs do "
-                 "not beat the training-free start", name, guard["start_val"], guard["ridge_val"])
+    if line := start_line(guard or None, (ridge or {}).get("kernel")):  # one line, as Space.fit says it
+        log.info("start: %r %s", name, line)
 
     projectors = {m: copy.deepcopy(p) for m, p in space.projectors.items()}
     projectors[name] = proj

@@ -4,7 +4,10 @@ ridge start and the shared :func:`anybind.loop.fit_loop` against them (see :mod:
 The ridge start is :func:`anybind.ridge.prior_ridge`, the one Space.fit's locked ridge start runs: where the new
 encoder's label bridge maps into the space's locked text space (an image bound into a text-locked space, as
 Space.fit's recipe binds it) it shrinks towards that bridge (``ridge_prior``) and, with ``start_guard``, keeps the
-bridge itself as the start when no ridge beats it on val; the record is the lineage entry's ``ridge_start``."""
+bridge itself as the start when no ridge beats it on val; with ``kernel_start`` (on there by default, as Space.fit's
+recipe) it also fits Space.fit's kernel branch on the bridge's residual (:func:`anybind.ridge_kernel.kernel_start`,
+its grid scored on the val pairs), kept only when it beats that linear start on val; the record is the lineage
+entry's ``ridge_start`` (``kernel``: the grid, the choice, the support's size, or why it was not tried)."""
 
 from __future__ import annotations
 
@@ -23,6 +26,8 @@ from .errors import DataError
 from .loop import IndexSampler, fit_loop, make_optimizer, make_temperature, prior_ridge, training_threads
 from .metrics import pair_recalls
 from .projectors import Projector, ProjectorConfig, project
+from .recipe import check_flags
+from .ridge_kernel import kernel_start as fit_kernel, scaled_prior
 
 VAL_METRIC = "mean (R@1+R@5+R@10)/3, new<->anchor on val pairs, both directions"
 #: what the ridge start shrinks towards ("auto": the label bridge where the new encoder has one into the space)
@@ -44,6 +49,9 @@ class BindConfig:
     # (None: on with the bridge prior, as Space.fit's recipe)
     ridge_prior: str = "auto"
     start_guard: bool | None = None
+    # with the bridge prior: also fit a kernel branch on the bridge's residual, kept where it beats the linear start
+    # on val (anybind.ridge_kernel; None: on with the bridge prior, as Space.fit's recipe)
+    kernel_start: bool | None = None
     loss: str = "infonce"  # any pairwise objective spec (see anybind.losses)
     label_smoothing: float = 0.0
     temperature: float = 0.05  # training temperature (learnt; the space's own temperature is untouched)
@@ -56,6 +64,9 @@ class BindConfig:
     feature_noise: float = 0.0
     seed: int = 0
     threads: int = 1
+
+    def __post_init__(self) -> None:
+        check_flags(self, {"standardize": (), "learn_temperature": (), "start_guard": (None,), "kernel_start": (None,)})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -74,10 +85,12 @@ def bind_config(config: Mapping[str, Any]) -> BindConfig:
     if cfg.ridge_prior not in RIDGE_PRIORS:
         raise DataError(f"ridge_prior must be one of {', '.join(RIDGE_PRIORS)} for progressive binding, "
                         f"got {cfg.ridge_prior!r}")
-    if cfg.start_guard not in (None, True, False):
-        raise DataError(f"start_guard must be True, False or None, got {cfg.start_guard!r}")
-    if cfg.init != "ridge" and (cfg.ridge_prior == "bridge" or cfg.start_guard):
-        raise DataError("ridge_prior='bridge' / start_guard=True are the ridge start's: use init='ridge'")
+    if cfg.init != "ridge" and (cfg.ridge_prior == "bridge" or cfg.start_guard or cfg.kernel_start):
+        raise DataError("ridge_prior='bridge' / start_guard=True / kernel_start=True are the ridge start's: use "
+                        "init='ridge'")
+    if cfg.kernel_start and cfg.ridge_prior == "zero":
+        raise DataError("kernel_start=True fits a kernel branch on the label bridge's residual: use ridge_prior="
+                        "'bridge' or 'auto' (got ridge_prior='zero')")
     if cfg.start_guard and cfg.ridge_prior == "zero":
         raise DataError("start_guard=True falls back on the label bridge: use ridge_prior='bridge' or 'auto' "
                         "(got ridge_prior='zero')")
@@ -117,11 +130,14 @@ def val_score(proj: Projector, feats: np.ndarray, targets: Mapping[str, Target],
 
 
 def ridge_start(proj: Projector, feats, targets: Mapping[str, Target], train_idx, val_idx,
-                prior: torch.Tensor | None = None, guard: bool = False) -> dict[str, Any]:
+                prior: torch.Tensor | None = None, guard: bool = False, kernel: bool = False,
+                seed: int = 0) -> dict[str, Any]:
     """Linear path := ridge regression of the standardised features onto the frozen targets (centred; their
     mean is the bias), the shrinkage chosen on the val pairs, shrunk towards ``prior`` (a map onto the targets'
     space: the label bridge) where given, with the start guard where ``guard`` (:func:`anybind.ridge.prior_ridge`).
-    Returns its record: ``alpha``, ``prior`` (``"bridge"`` / ``"zero"``) and the ``guard``'s."""
+    ``kernel`` (with a prior): Space.fit's kernel family on the scaled prior's residual (support: the training rows,
+    a ``seed``-ed subset above :data:`~anybind.ridge_kernel.MAX_SUPPORT`), kept where it beats that start on val.
+    Returns its record: ``alpha``, ``prior`` (``"bridge"`` / ``"zero"``), the ``guard``'s and the ``kernel``'s."""
     Z_parts, T_parts = [], []
     for t in targets.values():
         sel = np.isin(t.records, train_idx)
@@ -154,9 +170,26 @@ def ridge_start(proj: Projector, feats, targets: Mapping[str, Target], train_idx
                                   guard=guard, has_val=has_val)
     else:
         alpha, W, g = prior_ridge(Z @ Z.T, Tc, n, score, back=lambda S: Z.T @ S)
+    kern: dict[str, Any] | None = None
+    if kernel and prior is not None and (proj.cfg.frames or not has_val):  # said, not skipped
+        kern = {"kept": False, "note": "a frame-pooling projector" if proj.cfg.frames else "no val pairs"}
+    elif kernel and prior is not None:  # as Space.fit's locked_ridge_start: on the residual, chosen on val
+        W0 = scaled_prior(Z.T @ Z, Z.T @ Tc, prior, Tc.pow(2).sum())
+
+        def with_branch(branch) -> float:
+            proj.set_kernel(*branch)
+            try:
+                return score(W0)
+            finally:
+                proj.set_kernel(None)
+
+        branch, kern = fit_kernel(Z, Tc, W0, with_branch, score(W), seed=seed)
+        if branch is not None:
+            proj.set_kernel(*branch)
+            alpha, W = None, W0
     start_at(W)
-    note = {"kernel": {"kept": False, "note": "the kernel start is Space.fit's only"}} if prior is not None else {}
-    return {"alpha": alpha, "prior": "zero" if prior is None else "bridge", **({"guard": g} if g else {}), **note}
+    return {"alpha": alpha, "prior": "zero" if prior is None else "bridge", **({"guard": g} if g else {}),
+            **({"kernel": kern} if kern is not None else {})}
 
 
 def train_projector(space, feats, row_of, targets: Mapping[str, Target], train_idx, val_idx, cfg: BindConfig, progress,
@@ -177,7 +210,8 @@ def train_projector(space, feats, row_of, targets: Mapping[str, Target], train_i
         info: dict[str, Any] = {}
         if cfg.init == "ridge":
             W0 = prior(proj) if prior is not None else None
-            rec = ridge_start(proj, feats, targets, train_idx, val_idx, prior=W0, guard=bool(cfg.start_guard))
+            rec = ridge_start(proj, feats, targets, train_idx, val_idx, prior=W0, guard=bool(cfg.start_guard),
+                              kernel=bool(cfg.kernel_start), seed=cfg.seed)
             info["ridge_alpha"], info["ridge_start"] = rec["alpha"], rec
         loss_fn = build_loss(cfg.loss, label_smoothing=cfg.label_smoothing)
         if is_multimodal(loss_fn):

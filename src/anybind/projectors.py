@@ -223,8 +223,7 @@ class Projector(nn.Module):
         under autocast (training at bf16/fp16): its coefficients can be large and cancel (an image with several
         captions is several support rows), which a half-precision product turns into noise."""
         with torch.autocast(z.device.type, enabled=False):
-            k = torch.exp((F.normalize(z.float(), dim=-1) @ self.kernel_support.float().T - 1) / self.cfg.kernel_tau)
-            return k @ self.kernel_coef.float()
+            return kernel_rows(z, self.kernel_support, self.kernel_coef, self.cfg.kernel_tau)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.uncentred(x)
@@ -292,6 +291,23 @@ def attention_parameters(projectors: Mapping[str, Projector]) -> list[nn.Paramet
     :meth:`Projector.attention_parameters`): what the attention phase steps alone and the trainers give their
     own rate."""
     return [p for pr in projectors.values() for p in pr.attention_parameters()]
+
+
+#: the most inputs whose kernel rows (one cosine per support item) are held at once: memory is this many x the
+#: support (up to 4,096), whatever the number of inputs (a val split scored whole, a large embed)
+KERNEL_ROWS = 1024
+
+
+def kernel_rows(z: torch.Tensor, support: torch.Tensor, coef: torch.Tensor, tau: float) -> torch.Tensor:
+    """``exp((cos(z, support) - 1) / tau) @ coef`` in float32 (``support`` unit-normed), :data:`KERNEL_ROWS` inputs
+    at a time; each row is computed as it would be alone.  ``z``: inputs (..., d) of any leading shape (one unbatched
+    (d,) input included): the leading axes are the inputs chunked, never the feature axis."""
+    S, A = support.float(), coef.float()
+    lead, z = z.shape[:-1], F.normalize(z.float(), dim=-1).reshape(-1, z.shape[-1])
+    if len(z) <= KERNEL_ROWS:
+        return (torch.exp((z @ S.T - 1) / tau) @ A).reshape(*lead, A.shape[-1])
+    out = torch.cat([torch.exp((z[i : i + KERNEL_ROWS] @ S.T - 1) / tau) @ A for i in range(0, len(z), KERNEL_ROWS)])
+    return out.reshape(*lead, A.shape[-1])
 
 
 def project(projector: nn.Module, x: np.ndarray) -> torch.Tensor:

@@ -110,6 +110,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Self
 
 from .encoders.registry import default_spec
+from .errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +153,18 @@ AUTO = Auto()
 #: method, a modality set no rule applies to, or a trainer called with a config directly)
 PLAIN: dict[str, Any] = {"dim": 256, "lr": 1e-3, "init": "random", "lock": None, "wise": None,
                          "ridge_prior": "zero", "start_guard": False, "kernel_start": False}
+
+
+def check_flags(cfg: Any, flags: Mapping[str, tuple[Any, ...]]) -> None:
+    """Refuse a boolean field of ``cfg`` (a config dataclass) holding anything but True or False, or one of the
+    values ``flags[name]`` also allows (:data:`AUTO`, None), in one line naming the field: ``1 in (True,)`` holds,
+    so a 1, a 1.0 or a numpy bool would pass a membership test and act as a truth value."""
+    for name, also in flags.items():
+        v = getattr(cfg, name)
+        if not isinstance(v, bool) and not any(v is a for a in also):
+            allowed = ", ".join(["True", "False", *map(repr, also)])
+            raise DataError(f"{type(cfg).__name__}.{name} must be {allowed.rsplit(', ', 1)[0]} or "
+                            f"{allowed.rsplit(', ', 1)[1]}, got {v!r}")
 
 
 def chosen_options(config: Mapping[str, Any]) -> dict[str, Any]:

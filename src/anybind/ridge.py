@@ -19,7 +19,7 @@ from torch import nn
 
 from .errors import DataError
 from .metrics import query_ranks
-from .ridge_kernel import kernel_start, kernel_term, scaled_prior
+from .ridge_kernel import SupportSample, kernel_start, kernel_term, scaled_prior
 
 #: ridge shrinkage candidates (lam = alpha * n), chosen on the validation pairs
 RIDGE_ALPHAS = (0.1, 0.3, 1.0, 3.0, 10.0)
@@ -132,7 +132,8 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
     :func:`ridge_select` over the val pairs' scores (each pair's mean of both directions; ``rule[m]``, a dict filled
     in, records the best alpha, its score and standard error).  ``kernel`` (a dict, filled in): a modality with a
     prior and val pairs also tries the kernel branch on the prior's residual, kept where it beats that start on val
-    (:func:`~anybind.ridge_kernel.kernel_start`; ``seed``: its support subset), ``kernel[m]`` its record.  Returns
+    (:func:`~anybind.ridge_kernel.kernel_start`; ``seed``: its support subset, drawn while the blocks are read:
+    :class:`~anybind.ridge_kernel.SupportSample`, at most ``MAX_SUPPORT`` rows held), ``kernel[m]`` its record.  Returns
     each alpha.
     """
     if not lock:
@@ -142,19 +143,25 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
     for m, pr in projectors.items():
         if m == lock:
             continue
+        if pr.cfg.kernel:  # re-solved (the attention phase's refit): from the linear map alone, as the first time
+            pr.set_kernel(None)
         G = R = None
-        n, T_norm2, held = 0, torch.zeros((), dtype=torch.float64), []
+        va = val_pairs(m)
+        P = prior(m) if prior is not None else None
+        hold = kernel is not None and not pr.cfg.frames and P is not None and va is not None  # the kernel family
+        n, T_norm2 = 0, torch.zeros((), dtype=torch.float64)
+        held = SupportSample(seed) if hold else None  # the kernel's support, drawn as the blocks go by
         for xm, xl in train_pairs(m):
             Z = pr.standardized(torch.from_numpy(xm))
             T = tgt(torch.from_numpy(xl))
-            held += [(Z, T)] if kernel is not None and not pr.cfg.frames else []  # the kernel's support
+            if held is not None:
+                held.add(Z, T)
             g, r = (Z.T @ Z).double(), (Z.T @ T).double()
             G, R = (g, r) if G is None else (G + g, R + r)
             T_norm2 = T_norm2 + T.double().pow(2).sum()
             n += len(xm)
         if n < 3:
             raise DataError(f"init='ridge': {m!r} has {n} training pairs with {lock!r}; need at least 3")
-        va = val_pairs(m)
 
         def per_pair(W: torch.Tensor, pr=pr, va=va, branch=None) -> np.ndarray:  # each val pair's R@1/5/10 both ways
             if va is None:
@@ -168,7 +175,6 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
             return sum((r <= k).astype(np.float64) for r in (r1, r2) for k in (1, 5, 10)) / 6
 
         rec: dict[str, Any] = {}
-        P = prior(m) if prior is not None else None
         alpha, W, g = prior_ridge(G, R, n, per_pair, prior=P, t_norm2=T_norm2,
                                   exact_prior=exact_prior, guard=guard is not None, has_val=va is not None,
                                   se=se, record=rec)
@@ -178,11 +184,13 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
             rule[m] = rec
         if kernel is not None and P is not None and (pr.cfg.frames or va is None):  # said, not skipped
             kernel[m] = {"kept": False, "note": "no val pairs" if va is None else "a frame-pooling projector"}
-        if held and P is not None and va is not None:  # the kernel family on the prior's residual, on val
+        if hold:  # the kernel family on the prior's residual, on val
             W0 = scaled_prior(G, R, P, T_norm2)
+            Zs, Ts = held.rows()
+            del held
             branch, kernel[m] = kernel_start(
-                torch.cat([z for z, _ in held]), torch.cat([t for _, t in held]), W0,
-                lambda b, W0=W0: float(np.mean(per_pair(W0, branch=b))), float(np.mean(per_pair(W))), seed=seed)
+                Zs, Ts, W0, lambda b, W0=W0: float(np.mean(per_pair(W0, branch=b))), float(np.mean(per_pair(W))),
+                seed=seed, n_all=n)
             if branch is not None:
                 pr.set_kernel(*branch)
                 alpha, W = None, W0

@@ -12,7 +12,10 @@ ridge path's criterion, and the best is kept only where it beats the linear star
 and, with the start guard, the prior itself): the start is the best of the three on val.  An input far from every
 training input gets a kernel term near zero and falls back on the bridge prior.  Above :data:`MAX_SUPPORT` training
 pairs a seeded subset of that many (the seed: ``TrainConfig.seed``) is the support and the pairs ``A`` is fitted on:
-memory and time are ``MAX_SUPPORT^2``, not ``n^2``.
+memory and time are ``MAX_SUPPORT^2``, not ``n^2``.  The subset (:func:`support_rows`, :class:`SupportSample`) is the
+rows whose seeded hash of their row index is smallest, kept in row order: drawn in one pass over blocks of any size
+(the streaming trainer's shards) with at most ``MAX_SUPPORT`` + one block in memory, the same rows for the same seed
+and data however they are cut into blocks, and every row, in order, when there are at most ``MAX_SUPPORT``.
 
 Measured by helper h191 on saved features (BENCHMARKS.md, section defaults-closed-form-levers): Tux Paint val t->i
 0.476 -> 0.58-0.61 over tau 0.3-0.5, alpha 1e-6..3e-4 with emoji val and Fashion-MNIST held out no lower.
@@ -21,12 +24,14 @@ Measured by helper h191 on saved features (BENCHMARKS.md, section defaults-close
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from .projectors import kernel_rows
 
 #: the kernel temperatures tried (cosine kernel exp((cos - 1) / tau)), chosen on val
 KERNEL_TAUS = (0.3, 0.5, 1.0)
@@ -49,40 +54,117 @@ def scaled_prior(G: torch.Tensor, R: torch.Tensor, prior: torch.Tensor, t_norm2:
 
 
 def kernel_term(z: torch.Tensor, support: torch.Tensor, coef: torch.Tensor, tau: float) -> torch.Tensor:
-    """``exp((cos(z, support) - 1) / tau) @ coef`` (``support`` unit-normed), as the projector computes it."""
-    return torch.exp((F.normalize(z, dim=-1) @ support.T - 1) / tau) @ coef
+    """``exp((cos(z, support) - 1) / tau) @ coef`` (``support`` unit-normed), as the projector computes it (in
+    chunks of :data:`~anybind.projectors.KERNEL_ROWS` inputs: the val pairs' kernel rows are never all held)."""
+    return kernel_rows(z, support, coef, tau)
 
 
-def kernel_start(Z: torch.Tensor, T: torch.Tensor, W0: torch.Tensor, score: Callable[[Any], float],
-                 base_val: float, *, seed: int = 0) -> tuple[tuple[torch.Tensor, torch.Tensor, float] | None,
-                                                              dict[str, Any]]:
-    """``(branch or None, record)``: the best kernel branch ``(support, coef, tau)`` (float32, support unit-normed) on
-    top of the linear map ``W0`` when its val ``score`` beats ``base_val`` (the linear start's), else None.
+def support_rows(n_all: int, seed: int = 0) -> np.ndarray | None:
+    """The training rows kept as the kernel's support: None (all of them) up to :data:`MAX_SUPPORT`, else a seeded
+    sorted subset of that many (the seed: ``TrainConfig.seed``): the rows with the smallest :func:`row_keys`, the
+    rows :class:`SupportSample` keeps when the same rows come in blocks."""
+    if n_all <= MAX_SUPPORT:
+        return None
+    keys = row_keys(seed, np.arange(n_all))
+    return np.sort(np.lexsort((np.arange(n_all), keys))[:MAX_SUPPORT])
 
-    ``Z`` (n, d), ``T`` (n, out): the standardised training inputs and their targets; ``score(branch)``: the val
-    criterion of ``W0`` plus that branch.  The record: the grid's scores, the choice, the support's size."""
-    n_all = len(Z)
-    if n_all > MAX_SUPPORT:
-        keep = np.sort(np.random.default_rng([seed, 0x6B72]).choice(n_all, MAX_SUPPORT, replace=False))
-        Z, T = Z[torch.from_numpy(keep)], T[torch.from_numpy(keep)]
+
+def row_keys(seed: int, rows: np.ndarray) -> np.ndarray:
+    """Each row index's seeded pseudo-random key (uint64, splitmix64 of ``seed`` and the index): a row's key depends
+    on nothing but the seed and its index, so the smallest keys pick the same rows however the rows are blocked."""
+    with np.errstate(over="ignore"):
+        x = np.asarray(rows, dtype=np.uint64) + np.uint64(0x9E3779B97F4A7C15) * np.uint64((int(seed) + 1) % 2**64)
+        for shift, mul in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):
+            x = (x ^ (x >> np.uint64(shift))) * np.uint64(mul)
+        return x ^ (x >> np.uint64(31))
+
+
+class SupportSample:
+    """The kernel's support drawn in one pass over blocks of training pairs (:meth:`add` each block of ``Z``, ``T``
+    rows in order; the streaming trainer's shards): the rows :func:`support_rows` keeps, in row order
+    (:meth:`rows`), at most ``size`` (default :data:`MAX_SUPPORT`).  Memory: ``size`` rows plus the block being
+    added, never every training pair."""
+
+    def __init__(self, seed: int = 0, size: int | None = None):
+        self.seed, self.size, self.seen = int(seed), MAX_SUPPORT if size is None else int(size), 0
+        self.idx, self.keys = np.zeros(0, np.int64), np.zeros(0, np.uint64)
+        self.Z: torch.Tensor | None = None
+        self.T: torch.Tensor | None = None
+
+    def add(self, Z: torch.Tensor, T: torch.Tensor) -> None:
+        idx = np.arange(self.seen, self.seen + len(Z), dtype=np.int64)
+        self.seen += len(Z)
+        Z, T = Z.detach(), T.detach()
+        if self.Z is not None:
+            idx, Z, T = np.concatenate([self.idx, idx]), torch.cat([self.Z, Z]), torch.cat([self.T, T])
+        keys = row_keys(self.seed, idx)
+        if len(idx) > self.size:  # the smallest keys (ties: the lower row), then back in row order
+            keep = np.sort(np.lexsort((idx, keys))[: self.size])
+            idx, keys, Z, T = idx[keep], keys[keep], Z[torch.from_numpy(keep)], T[torch.from_numpy(keep)]
+        self.idx, self.keys, self.Z, self.T = idx, keys, Z, T
+
+    def rows(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The kept ``(Z, T)`` rows, in row order."""
+        if self.Z is None:
+            raise ValueError("SupportSample: no rows were added")
+        return self.Z, self.T
+
+
+def kernel_grid(Z: torch.Tensor, T: torch.Tensor, W0: torch.Tensor) -> Iterator[tuple[float, float, torch.Tensor]]:
+    """``(tau, alpha, A)`` over :data:`KERNEL_TAUS` x :data:`KERNEL_ALPHAS`: the kernel ridge coefficients
+    ``A = (K_tau + alpha n I)^-1 (T - Z W0)`` (float64) on the support ``Z`` (n, d) with targets ``T``.
+
+    One float64 Cholesky factorisation per (tau, alpha) (``K`` is a Gaussian kernel on the unit sphere, positive
+    definite, and ``alpha n`` >= 1e-6 n bounds its condition number): nine of them cost far less than one symmetric
+    eigendecomposition per tau (BENCHMARKS.md, kernel-start-cholesky).  A factorisation that fails (a kernel not
+    positive definite to rounding) falls back on that eigendecomposition, its eigenvalues clamped at zero."""
     Z, T = Z.double(), T.double()
     n = len(Z)
     E = T - Z @ W0.double()  # what the prior misses on the training pairs
     S = F.normalize(Z, dim=-1)
     cos = S @ S.T
-    S32 = S.float()
+    for tau in KERNEL_TAUS:
+        K = torch.exp((cos - 1) / tau)
+        eig = None
+        for alpha in KERNEL_ALPHAS:
+            M = K.clone()
+            M.diagonal().add_(alpha * n)
+            L, info = torch.linalg.cholesky_ex(M)
+            del M
+            if int(info) == 0:
+                A = torch.cholesky_solve(E, L)
+            else:
+                s, U = eig = eig or torch.linalg.eigh(K)
+                A = U @ ((U.T @ E) / (s.clamp_min(0) + alpha * n).unsqueeze(1))
+            del L
+            yield tau, alpha, A
+
+
+def kernel_start(Z: torch.Tensor, T: torch.Tensor, W0: torch.Tensor, score: Callable[[Any], float],
+                 base_val: float, *, seed: int = 0, n_all: int | None = None,
+                 ) -> tuple[tuple[torch.Tensor, torch.Tensor, float] | None, dict[str, Any]]:
+    """``(branch or None, record)``: the best kernel branch ``(support, coef, tau)`` (float32, support unit-normed) on
+    top of the linear map ``W0`` when its val ``score`` beats ``base_val`` (the linear start's), else None.
+
+    ``Z`` (n, d), ``T`` (n, out): the standardised training inputs and their targets; ``score(branch)``: the val
+    criterion of ``W0`` plus that branch.  ``n_all``: the training pairs ``Z`` was already cut down from (by
+    :func:`support_rows`; None: ``Z`` is every pair and is cut here).  The record: the grid's scores, the choice, the
+    support's size."""
+    if n_all is None:
+        n_all = len(Z)
+        keep = support_rows(n_all, seed)
+        if keep is not None:
+            Z, T = Z[torch.from_numpy(keep)], T[torch.from_numpy(keep)]
+    n = len(Z)
+    S32 = F.normalize(Z.double(), dim=-1).float()
     grid: dict[str, float] = {}
     best: tuple[float, tuple[torch.Tensor, torch.Tensor, float], float, float] | None = None
-    for tau in KERNEL_TAUS:
-        s, U = torch.linalg.eigh(torch.exp((cos - 1) / tau))
-        UE = U.T @ E
-        for alpha in KERNEL_ALPHAS:
-            A = U @ (UE / (s.clamp_min(0) + alpha * n).unsqueeze(1))
-            branch = (S32, A.float(), float(tau))
-            v = float(score(branch))
-            grid[f"{tau:g}/{alpha:g}"] = round(v, 6)
-            if not math.isnan(v) and (best is None or v > best[0]):
-                best = (v, branch, tau, alpha)
+    for tau, alpha, A in kernel_grid(Z, T, W0):
+        branch = (S32, A.float(), float(tau))
+        v = float(score(branch))
+        grid[f"{tau:g}/{alpha:g}"] = round(v, 6)
+        if not math.isnan(v) and (best is None or v > best[0]):
+            best = (v, branch, tau, alpha)
     rec: dict[str, Any] = {"base_val": round(base_val, 6), "grid": grid, "support": n, "pairs": n_all}
     if best is None or not best[0] > base_val + 1e-9:  # a tie (to float rounding) keeps the linear start
         rec["kept"] = False

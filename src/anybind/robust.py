@@ -31,8 +31,8 @@ through the shared loop's hooks (:func:`anybind.loop.fit_loop`'s ``penalty=`` an
   fall below it.  Recorded per modality under ``ridge.<m>.guard``.
 * ``kernel_start`` -- with ``ridge_prior="bridge"``, a kernel branch on the bridge's residual tried beside the
   ridge path and kept where it wins on val (:mod:`anybind.ridge_kernel`); recorded under ``ridge.<m>.kernel``.  A
-  fixed buffer: fine-tuning, L2-SP and WiSE-FT (:func:`interpolate`) leave it as it is.  Off, and recorded so, in the
-  streaming / Ray trainer.
+  fixed buffer: fine-tuning, L2-SP and WiSE-FT (:func:`interpolate`) leave it as it is.  The streaming / Ray trainer
+  fits it too (its support drawn while the shards are read, at most 4,096 pairs held).
 * ``mixup`` (weight) and ``mixup_alpha`` -- geodesic multi-modal mixup (Oh et al. 2023, "Geodesic
   Multi-Modal Mixup for Robust Fine-Tuning", m^2-mix): each positive pair's two unit embeddings are
   mixed on the great circle between them (``slerp`` with ``lam ~ Beta(alpha, alpha)``) and the mixtures
@@ -44,7 +44,8 @@ through the shared loop's hooks (:func:`anybind.loop.fit_loop`'s ``penalty=`` an
 * ``center`` -- inductive centring: each modality's mean embedding over the training split is
   stored in its projector (:meth:`~anybind.projectors.Projector.set_center`) and subtracted, then
   re-normalised, at embed time: a corpus that lands in one corner of the space (Fashion-MNIST)
-  needs no statistics of its own test batch.  :func:`centred` does the same to any saved space.
+  needs no statistics of its own test batch.  :func:`centred` does the same to any saved space
+  (both in :mod:`anybind.centring`, re-exported here).
 """
 
 from __future__ import annotations
@@ -52,24 +53,19 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from .centring import center_projectors, centred, train_centers  # noqa: F401  (re-exported: defined here before)
 from .errors import DataError
 from .loop import PairBlocks, locked_ridge_start
 from .losses import M2Mix, is_multimodal
 from .projectors import Projector
 from .recipe import resolved
-from .vocabulary import carry_vocabulary
-
-if TYPE_CHECKING:
-    from .data.manifest import Manifest, Record
-    from .space_core import SpaceCore
 
 log = logging.getLogger(__name__)
 
@@ -297,15 +293,38 @@ def bridge_prior(spec: str, lock_spec: str, projector: Projector) -> torch.Tenso
     return W
 
 
+def start_line(guard: dict[str, Any] | None, kernel: dict[str, Any] | None) -> str:
+    """What a modality's start finally is, from its start guard's and kernel family's records (either None):
+    ``""`` when neither has anything to say."""
+    bridge = guard is not None and guard.get("kept") == "start"
+    if guard is None or "note" in guard:
+        linear = "the linear ridge start"
+    elif bridge:
+        linear = (f"its label bridge (val {guard['start_val']:.4f} >= the ridge's {guard['ridge_val']:.4f}: the "
+                  "training pairs do not beat the training-free start)")
+    else:
+        linear = f"the ridge (val {guard['ridge_val']:.4f} > its label bridge's {guard['start_val']:.4f})"
+    if kernel is None:
+        return f"starts at {linear}" if guard is not None and "note" not in guard else ""
+    if "note" in kernel:
+        return f"starts at {linear}; no kernel branch ({kernel['note']})"
+    if kernel["kept"]:
+        return (f"starts at its label bridge plus a kernel branch (tau {kernel['tau']}, alpha {kernel['alpha']}): "
+                f"val {kernel['val']} beats the linear start's {kernel['base_val']:.4f} "
+                f"({'the bridge' if bridge else 'the ridge'})")
+    return (f"starts at {linear}; no kernel branch (its best val {max(kernel['grid'].values())} does not beat "
+            f"{kernel['base_val']:.4f})")
+
+
 def ridge_start(projectors: Mapping[str, Projector], cfg, specs: Mapping[str, str], train_pairs: PairBlocks,
-                val_pairs, kernel: bool | None = None) -> dict[str, dict[str, Any]]:
+                val_pairs) -> dict[str, dict[str, Any]]:
     """:func:`anybind.ridge.locked_ridge_start` with ``cfg.ridge_prior``; returns each modality's ridge
     ``alpha`` and ``prior`` (``"bridge"`` or ``"zero"``; a bridge prior with no label bridge into ``cfg.lock``
-    falls back to zero, with a warning), and with ``cfg.kernel_start`` (``kernel``: None, or False where a trainer
-    has no kernel start) its kernel family's record (``kernel``)."""
+    falls back to zero, with a warning), and with ``cfg.kernel_start`` its kernel family's record (``kernel``).
+    Every trainer's: in memory, and the streaming / Ray trainer's over its shards (``train_pairs`` in blocks)."""
     cfg = resolved(cfg)
     check_robust(cfg)
-    kern: dict[str, dict[str, Any]] | None = {} if cfg.kernel_start and kernel is not False else None
+    kern: dict[str, dict[str, Any]] | None = {} if cfg.kernel_start else None
     used: dict[str, str] = {}
 
     def prior(m: str) -> torch.Tensor | None:
@@ -325,76 +344,9 @@ def ridge_start(projectors: Mapping[str, Projector], cfg, specs: Mapping[str, st
     for m, g in (guard or {}).items():
         if "note" in g:
             log.warning("start guard: %r: %s (its label bridge)", m, g["note"])
-        elif g["kept"] == "start":
-            log.info("start guard: %r starts at its label bridge (val %.4f >= the ridge's %.4f): the training pairs "
-                     "do not beat the training-free start", m, g["start_val"], g["ridge_val"])
-    if cfg.kernel_start and kernel is False:  # said and recorded: no silent difference from Space.fit
-        log.info("kernel_start: off in this trainer (it reads the training pairs in blocks): a linear ridge start")
-        kern = {m: {"kept": False, "note": "off in the streaming / Ray trainer"} for m in alphas}
-    for m, k in (kern or {}).items() if kernel is not False else ():
-        if "note" in k:
-            log.info("kernel start: %r keeps the linear start (%s)", m, k["note"])
-            continue
-        log.info("kernel start: %r %s (val %s vs the linear start's %.4f)", m, f"tau {k['tau']}, alpha {k['alpha']}"
-                 if k["kept"] else "not kept", k.get("val", max(k["grid"].values())), k["base_val"])
+    for m in alphas:  # one line per modality: what its start finally is
+        if line := start_line(guard.get(m) if guard else None, kern.get(m) if kern else None):
+            log.info("start: %r %s", m, line)
     return {m: {"alpha": a, "prior": used.get(m, "zero"), **({"guard": guard[m]} if guard and m in guard else {}),
                 **({"se_rule": rule[m]} if m in rule else {}), **({"kernel": kern[m]} if kern and m in kern else {})}
             for m, a in alphas.items()}
-
-
-# ----------------------------------------------------------------------------- inductive centring
-@torch.no_grad()
-def train_centers(projectors: Mapping[str, Projector],
-                  feats: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Each modality's mean unit embedding of ``feats[m]`` (its training features), before any centring."""
-    out = {}
-    for m, X in feats.items():
-        if not len(X):
-            continue
-        pr = projectors[m]
-        pr.eval()
-        blocks = (torch.from_numpy(np.ascontiguousarray(X[i:i + 4096], np.float32))
-                  for i in range(0, len(X), 4096))
-        E = [F.normalize(pr.uncentred(x), dim=-1) for x in blocks]
-        out[m] = torch.cat(E).mean(0).numpy()
-    return out
-
-
-def center_projectors(projectors: Mapping[str, Projector],
-                      feats: Mapping[str, np.ndarray]) -> dict[str, float]:
-    """Store in each projector the mean embedding of its modality's ``feats`` (the train split); returns each
-    centre's norm (0: the embeddings spread evenly; near 1: one corner)."""
-    norms = {}
-    for m, c in train_centers(projectors, feats).items():
-        projectors[m].set_center(c)
-        norms[m] = round(float(np.linalg.norm(c)), 4)
-    return norms
-
-
-def centred(space: "SpaceCore", data: "Manifest | Sequence[Manifest] | Sequence[Record]", *,
-            split: str | None = "train", cache=None) -> "SpaceCore":
-    """A copy of ``space`` whose every modality is centred on its mean embedding over ``data`` (inductive:
-    the records of ``split`` only, default ``train``; never the data the space is then scored on)."""
-    from .cache import FeatureCache
-    from .data.manifest import Manifest
-
-    items = [data] if isinstance(data, Manifest) else list(data)
-    recs = [r for it in items for r in (it.records if isinstance(it, Manifest) else [it])]
-    recs = [r for r in recs if split is None or r.split == split]
-    fc = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
-    projectors = {m: copy.deepcopy(p) for m, p in space.projectors.items()}
-    feats = {}
-    for m in space.modalities:
-        have = [r.values[m] for r in recs if r.has(m)]
-        if have:
-            feats[m] = space.features(m, have, cache=fc)
-    if not feats:
-        raise DataError(f"centring: no {split or 'given'} record has any of the modalities "
-                        f"{', '.join(space.modalities)}")
-    norms = center_projectors(projectors, feats)
-    info = copy.deepcopy(space.info)
-    info.setdefault("lineage", []).append(
-        {"event": "centre", "split": split, "records": len(recs), "center_norms": norms})
-    out = space.derived(space.encoders, projectors, space.logit_scale, identities=space.identities,
-                         config=copy.deepcopy(space.config), info=info, format_version=max(space.format_version, 2))
-    return carry_vocabulary(space, out, cache=fc)  # the centred text modality embeds it again

@@ -32,7 +32,7 @@ from .loop import IndexSampler, fit_loop, make_optimizer, make_temperature, trai
 from .losses import MissingPlaceholders, build_loss, is_multimodal
 from .metrics import pair_recalls
 from .projectors import Projector, ProjectorConfig, attention_parameters, project
-from .recipe import AUTO, Auto, resolved
+from .recipe import AUTO, Auto, check_flags, resolved
 from .scoring import Scorer
 from . import robust
 
@@ -90,6 +90,10 @@ class TrainConfig:
     attn_epochs: int = 30
     threads: int = 1  # torch threads while training: small projectors gain nothing from more,
     # and a busy machine makes multi-threaded OpenMP spin (5x slower measured on 2 shared cores)
+
+    def __post_init__(self) -> None:
+        check_flags(self, {"standardize": (), "learn_temperature": (), "start_guard": (AUTO,), "kernel_start": (AUTO,),
+                           "center": ()})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -33,12 +34,9 @@ def validate(
         None, "--encoder", "-e", help="MODALITY=SPEC for a field of your own, e.g. "
         "imu=callable:mypkg.imu:encode (its encoder says what the field holds: text, a file, a key)."
     ),
-    strict: bool = typer.Option(
-        False, help="Exit non-zero if any record is bad (or a field has no encoder)."
-    ),
-    recheck: bool = typer.Option(
-        False, help="Decode every file again, even those that passed before and have not changed since."
-    ),
+    strict: bool = typer.Option(False, help="Exit non-zero if any record is bad (or a field has no encoder)."),
+    recheck: bool = typer.Option(False, help="Decode every file again, even those that passed before and have not "
+                                 "changed since."),
 ):
     """Check a manifest without encoding anything: every bad record is listed with its reason.
 
@@ -94,9 +92,8 @@ def fit(
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Folder to save the space to (new or empty, see --overwrite)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the space already saved at --out."),
-    method: Method = choice(
-        "contrastive", Method, help="contrastive: trained projectors; procrustes, cca: training-free."
-    ),
+    method: Method = choice("contrastive", Method, help="contrastive: trained projectors; procrustes, cca: "
+                            "training-free."),
     projector: ProjectorKind = choice("mlp", ProjectorKind, help="Projector architecture."),
     dim: Optional[int] = typer.Option(
         None, help="Shared space width (default: the text encoder's when the recipe locks text, else 256; "
@@ -163,6 +160,8 @@ def fit(
     ),
     kernel_start: Optional[bool] = typer.Option(None, "--kernel-start/--no-kernel-start", help="With --ridge-prior "
         "bridge: also a kernel branch on the bridge's residual, kept where it beats the linear start on val (recipe's)."),
+    ridge_se: Optional[float] = typer.Option(None, "--ridge-se", metavar="K", help="The ridge start's standard-error "
+        "rule: the most shrunk alpha within K standard errors of the best on val (default 0: the best; --init ridge)."),
     center: Optional[bool] = typer.Option(
         None, "--center/--no-center", help="Inductive centring: store each modality's mean train embedding in "
         "the space and subtract it at embed time (no statistics of the data embedded later)."
@@ -214,9 +213,11 @@ def fit(
     """
     from ..space import Space
 
+    from .fit_scale import fit_at_scale, fit_from_pretrained
+
     sources = list(manifests or []) + list(data or [])
     if from_pretrained:
-        _fit_from_pretrained(from_pretrained, sources, encoder, out, overwrite)
+        fit_from_pretrained(from_pretrained, sources, encoder, out, overwrite)
         return
     if not sources:
         raise typer.BadParameter("give at least one manifest")
@@ -227,13 +228,15 @@ def fit(
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--loss") from None
     encoders = parse_encoders(encoder)
+    if ridge_se is not None and not (math.isfinite(ridge_se) and ridge_se >= 0):
+        raise typer.BadParameter(f"a non-negative number of standard errors, got {ridge_se:g}", param_hint="--ridge-se")
     check_out(out, "space", overwrite)
     use_device(ctx, device, precision)
     kw = dict(projector=projector, epochs=epochs, batch_size=batch_size,
               weight_decay=weight_decay, temperature=temperature, seed=seed, loss=loss, missing=missing)
     # only what the user chose: the recipe fills the rest (an explicit --dim rules out locking the text space)
     given = (("dim", dim), ("lock", lock), ("init", init), ("lr", lr), ("l2sp", l2sp), ("ridge_prior", ridge_prior),
-             ("start_guard", start_guard), ("kernel_start", kernel_start), ("center", center), ("mixup", mixup), ("mixup_alpha", mixup_alpha), ("attn_lr", attn_lr),
+             ("start_guard", start_guard), ("kernel_start", kernel_start), ("ridge_se", ridge_se), ("center", center), ("mixup", mixup), ("mixup_alpha", mixup_alpha), ("attn_lr", attn_lr),
              ("attn_epochs", attn_epochs))
     kw.update({k: v for k, v in given if v is not None})
     if lock is not None and lock.strip().lower() == "none":  # nothing locked: a choice, as lock=None in Python
@@ -244,8 +247,6 @@ def fit(
         kw = {"seed": seed, **({"dim": dim} if dim else {})}
     if select_data:
         kw.update(select_data=[str(p) for p in select_data], select_split=None if select_split == "all" else select_split)
-    from .fit_scale import fit_at_scale
-
     if fit_at_scale(sources, split_csv(modalities), encoders=encoders, cache=cache, stream=stream,
                     ray_workers=ray_workers, ray=ray, ray_address=ray_address, strict=strict, weight=weight,
                     allow_eval_only=allow_eval_only, recipe=recipe, method=method, out=out, overwrite=overwrite, kw=kw):
@@ -272,27 +273,6 @@ def fit(
         console.print(f"{describe_training(tr)}, temperature {space.temperature:.4f}", highlight=False)
 
 
-def _fit_from_pretrained(value: str, sources: list[Path], encoder: list[str] | None, out: Path,
-                         overwrite: bool) -> None:
-    """``fit --from-pretrained KIND=SOURCE``: the pair as the space (see :mod:`anybind.pairs`)."""
-    from ..pairs import from_pretrained_pair, parse_pair
-    from ..scale.launch import under_torchrun
-
-    if under_torchrun():  # every process would import the pair and save it to the same --out
-        raise typer.BadParameter("--from-pretrained imports the pair in one process (no training): run it without torchrun")
-    if sources or encoder:
-        raise typer.BadParameter("--from-pretrained imports the pair as it is: give no manifest and no "
-                                 "--encoder (bind more modalities to the saved space with `anybind bind --add`)")
-    check_out(out, "space", overwrite)
-    try:
-        space = from_pretrained_pair(*parse_pair(value))
-        space.save(out, overwrite=overwrite)
-    except AnybindError as e:
-        fail(e)
-    console.print(f"saved {space} to [bold]{out}[/bold] (imported, logit scale {space.logit_scale:.4f}, "
-                  f"{len(space.info['templates'])} prompt templates)", highlight=False)
-
-
 @app.command()
 def bind(
     ctx: typer.Context,
@@ -312,6 +292,9 @@ def bind(
     start_guard: Optional[bool] = typer.Option(
         None, "--start-guard/--no-start-guard", help="As anybind fit's, where the new encoder's label bridge maps into "
         "the locked text space (on there by default): keep the bridge as the start when no ridge beats it on val."),
+    kernel_start: Optional[bool] = typer.Option(
+        None, "--kernel-start/--no-kernel-start", help="As anybind fit's, where the label bridge is the prior (on "
+        "there by default): a kernel branch on the bridge's residual, kept where it beats the linear start on val."),
     epochs: int = typer.Option(200, help="Maximum epochs (early stopping on the val pairs)."),
     loss: str = typer.Option("infonce", help="Pairwise objective spec (see anybind fit --loss)."),
     seed: int = typer.Option(0),
@@ -339,7 +322,7 @@ def bind(
     check_out(out, "space", overwrite)
     use_device(ctx, device, precision)
     kw = dict(projector=projector, init=init, epochs=epochs, loss=loss, seed=seed, cache=cache, strict=strict,
-              progress=True, start_guard=start_guard)
+              progress=True, start_guard=start_guard, kernel_start=kernel_start)
     try:
         space = Space.load(space_dir)
         sources = [str(d) for d in data]

@@ -1,5 +1,6 @@
 """``anybind fit`` from training shards: ``--stream``, ``--ray-workers N`` and under torchrun (DDP, one node or
-several; see :mod:`anybind.scale.launch`).  :func:`fit_at_scale` is called by :func:`anybind.cli.fit.fit`."""
+several; see :mod:`anybind.scale.launch`), and ``--from-pretrained`` (a pair imported, no training).
+:func:`fit_at_scale` and :func:`fit_from_pretrained` are called by :func:`anybind.cli.fit.fit`."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import typer
 
 from ..epochs import describe_training
 from ..errors import AnybindError
-from ._common import console, fail, ray_target
+from ._common import check_out, console, fail, ray_target
 
 
 def fit_at_scale(sources: list[Path], modalities: list[str] | None, *, encoders: dict[str, str], cache: Path | None,
@@ -48,3 +49,24 @@ def fit_at_scale(sources: list[Path], modalities: list[str] | None, *, encoders:
     console.print(f"saved {space} to [bold]{out}[/bold] (trainer: {space.info['lineage'][-1]['trainer']})")
     console.print(f"{describe_training(tr)}, temperature {space.temperature:.4f}", highlight=False)
     return True
+
+
+def fit_from_pretrained(value: str, sources: list[Path], encoder: list[str] | None, out: Path,
+                        overwrite: bool) -> None:
+    """``fit --from-pretrained KIND=SOURCE``: the pair as the space (see :mod:`anybind.pairs`)."""
+    from ..pairs import from_pretrained_pair, parse_pair
+    from ..scale.launch import under_torchrun
+
+    if under_torchrun():  # every process would import the pair and save it to the same --out
+        raise typer.BadParameter("--from-pretrained imports the pair in one process (no training): run it without torchrun")
+    if sources or encoder:
+        raise typer.BadParameter("--from-pretrained imports the pair as it is: give no manifest and no "
+                                 "--encoder (bind more modalities to the saved space with `anybind bind --add`)")
+    check_out(out, "space", overwrite)
+    try:
+        space = from_pretrained_pair(*parse_pair(value))
+        space.save(out, overwrite=overwrite)
+    except AnybindError as e:
+        fail(e)
+    console.print(f"saved {space} to [bold]{out}[/bold] (imported, logit scale {space.logit_scale:.4f}, "
+                  f"{len(space.info['templates'])} prompt templates)", highlight=False)

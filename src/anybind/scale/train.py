@@ -4,7 +4,9 @@ The in-memory trainer's model and loop (:class:`anybind.binders.PairBinder` trai
 :func:`anybind.loop.fit_loop`): one projector per modality, every modality pair gets a batch
 of ``batch_size`` pairs per step, ``ceil(largest pair count / batch_size)`` steps per epoch,
 AdamW, a learnt temperature, early stopping on the val split's retrieval score; a locked
-modality and the ridge start (``init="ridge"``, its normal equations summed over the shards)
+modality and the ridge start (``init="ridge"``, its normal equations summed over the shards; with the bridge prior
+its kernel start, the support drawn in the same pass: :class:`anybind.ridge_kernel.SupportSample`, at most
+``MAX_SUPPORT`` pairs held; the state handed to the workers carries the branch, :func:`~anybind.scale.solve.start_state`)
 as in memory, so the recipe :func:`anybind.recipe.resolve_recipe` picks applies here too.  What differs:
 
 * batches come from :class:`~anybind.scale.stream.PairStream` (one shard at a time
@@ -35,7 +37,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -46,7 +48,6 @@ from ..binders import PairBinder
 from ..encoders.device import current_runtime, place
 from ..encoders.video import temporal_frames
 from ..epochs import selection_record
-from .. import errors
 from ..errors import DataError
 from ..robust import RobustFit, check_robust, ridge_start, with_mixup
 from ..loop import fit_loop, make_optimizer, make_temperature, training_threads
@@ -55,6 +56,7 @@ from ..projectors import attention_parameters
 from ..train import VAL_METRIC, TrainConfig, choose_pairs, featureset_pairs, val_score
 from .launch import collectives_before_any_group
 from .pairstream import PairStream
+from .solve import load_start_state, solve_once, start_state
 from .stream import SPLIT_CODES, TrainingShards
 
 collectives_before_any_group()  # before the caller's process group, so that its teardown can free it
@@ -130,8 +132,8 @@ def ridge_init(shards: TrainingShards, cfg: TrainConfig,
         torch.manual_seed(cfg.seed)  # the parameters the ridge start leaves alone start where train_streaming's do
         projectors = build_projectors(shards, cfg, stats)
         rec = ridge_start(projectors, cfg, shards.specs, _shard_pairs(shards, "train", cfg.lock),
-                          featureset_pairs(shards.feature_set("val"), "val", cfg.lock), kernel=False)  # said in the record
-        return {m: pr.state_dict() for m, pr in projectors.items()}, rec
+                          featureset_pairs(shards.feature_set("val"), "val", cfg.lock))
+        return {m: start_state(pr) for m, pr in projectors.items()}, rec
 
 
 def _shard_pairs(shards: TrainingShards, split: str, lock: str | None):
@@ -144,53 +146,6 @@ def _shard_pairs(shards: TrainingShards, split: str, lock: str | None):
             yield t[f"x.{m}"][sel], t[f"x.{lock}"][sel]
 
     return pairs
-
-
-def solve_once(solve: Callable[[], Any], projectors: Mapping[str, nn.Module], distributed: bool) -> Any:
-    """``solve()`` (which sets ``projectors``' weights, e.g. the ridge start re-solved after the attention phase)
-    run on rank 0 only, its result handed to every worker: its return value and every projector's parameters and
-    buffers, broadcast.  Each worker would solve the same normal equations over the same shards (every worker
-    reads all of them), so the result is what each would have computed, at one worker's cost.  A solve that
-    fails on rank 0 raises the same error on every worker (none is left waiting): rank 0 raises its own, the others
-    anybind's error of the same class, or a RuntimeError naming any other class, with its message.  Not distributed: ``solve()``."""
-    if not distributed:
-        return solve()
-    import torch.distributed as dist
-
-    box: list[Any] = [None]
-    mine: Exception | None = None  # rank 0's own error, raised as it is
-    if dist.get_rank() == 0:
-        try:
-            box[0] = ("ok", solve())
-        except Exception as e:  # noqa: BLE001 -- handed to the other workers, then raised here too
-            box[0] = ("error", _portable(e))
-            mine = e
-    dist.broadcast_object_list(box, src=0)
-    kind, value = box[0]
-    if kind == "error":
-        dist.barrier()  # every worker past the broadcast before any leaves (and may tear the group down)
-        raise mine if mine is not None else _rebuilt(*value)
-    with torch.no_grad():
-        for pr in projectors.values():
-            for t in (*pr.parameters(), *pr.buffers()):
-                dist.broadcast(t.data, 0)
-    return value
-
-
-def _portable(e: Exception) -> tuple[str, str]:
-    """What :func:`solve_once` broadcasts of rank 0's error: its class name and one-line message (plain strings,
-    so the other workers unpickle nothing but text, whatever the error holds: a lock, a handle, a constructor
-    that wants more arguments)."""
-    return type(e).__name__, " ".join(str(e).split())
-
-
-def _rebuilt(name: str, message: str) -> Exception:
-    """The error another worker raises for rank 0's: the same class when it is one of anybind's own (they take
-    one message), else a RuntimeError naming the class."""
-    cls = getattr(errors, name, None)
-    if isinstance(cls, type) and issubclass(cls, errors.AnybindError):
-        return cls(message)
-    return RuntimeError(f"{name}: {message}")
 
 
 def _gather(t: torch.Tensor) -> torch.Tensor:
@@ -239,7 +194,7 @@ def train_streaming(
             raise DataError("no two modalities occur together in the training records: nothing to align")
         projectors = build_projectors(shards, cfg, stats)
         for m, sd in (init or {}).items():
-            projectors[m].load_state_dict(sd)
+            load_start_state(projectors[m], sd)
         logit_scale = make_temperature(cfg.temperature, cfg.learn_temperature)
         loss_fn = with_mixup(build_loss(cfg.loss, label_smoothing=cfg.label_smoothing), cfg)
         binder = PairBinder(projectors, logit_scale, loss_fn, noise=cfg.feature_noise,
@@ -296,7 +251,7 @@ def train_streaming(
             projectors, model, stream, steps, logit_scale, cfg, use_val=use_val, score=score,
             refit=lambda: solve_once(lambda: ridge_start(
                 projectors, cfg, shards.specs, _shard_pairs(shards, "train", cfg.lock),
-                featureset_pairs(shards.feature_set("val"), "val", cfg.lock), kernel=False), projectors, distributed),
+                featureset_pairs(shards.feature_set("val"), "val", cfg.lock)), projectors, distributed),
             progress=progress and rank == 0)
         rob = RobustFit(cfg, projectors, logit_scale)  # from the start fine-tuning leaves
         res = fit_loop(model, stream, opt, logit_scale, epochs=cfg.epochs, steps=steps, use_val=use_val,
@@ -309,7 +264,7 @@ def train_streaming(
             rob_rec["attention_phase"] = phase
             if phase["ridge"]:  # the start fine-tuning left (the caller's ridge_init record otherwise)
                 rob_rec["ridge"] = phase["ridge"]
-        state = {m: {k: v.detach().clone() for k, v in pr.state_dict().items()} for m, pr in projectors.items()}
+        state = {m: start_state(pr) for m, pr in projectors.items()}
         return {
             "state": state, "logit_scale": logit, "best_epoch": res.best_epoch, "best_val": res.best_val,
             "robust": rob_rec,
@@ -326,7 +281,7 @@ def space_from_result(shards: TrainingShards, cfg: TrainConfig, res: dict[str, A
     cfg = cfg.resolved()
     projectors = build_projectors(shards, cfg, stats)
     for m, sd in res["state"].items():
-        projectors[m].load_state_dict(sd)
+        load_start_state(projectors[m], sd)
     space = Space(shards.specs, projectors, res["logit_scale"], identities=shards.identities,
                   config={"method": "contrastive", **cfg.to_dict()})
     space.info["metrics"]["val/score"] = res.get("robust", {}).get("wise_val_chosen", res["best_val"])

@@ -1,0 +1,99 @@
+"""One solve shared by every worker of a distributed streaming run (:func:`solve_once`), and the projector state the
+streaming trainer hands around with a kernel branch in it (:func:`start_state`, :func:`load_start_state`).
+
+Split out of :mod:`anybind.scale.train` (which re-exports :func:`solve_once`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from .. import errors
+
+#: the state-dict key that carries a kernel branch's temperature (a 0-d tensor) beside its buffers: a state handed
+#: from the driver to Ray's workers goes as safetensors (tensors only), and a projector needs the temperature
+#: (config, not a tensor) before it can take the buffers
+KERNEL_TAU_KEY = "kernel_tau"
+
+
+def start_state(pr: nn.Module) -> dict[str, torch.Tensor]:
+    """``pr``'s state dict, detached copies, with :data:`KERNEL_TAU_KEY` where it has a kernel branch."""
+    sd = {k: v.detach().clone() for k, v in pr.state_dict().items()}
+    if getattr(pr, "cfg", None) is not None and pr.cfg.kernel:
+        sd[KERNEL_TAU_KEY] = torch.tensor(float(pr.cfg.kernel_tau), dtype=torch.float64)
+    return sd
+
+
+def load_start_state(pr: nn.Module, sd: Mapping[str, torch.Tensor]) -> None:
+    """Load a :func:`start_state` into ``pr``: its kernel branch (or none) first, then the tensors."""
+    sd = dict(sd)
+    tau = sd.pop(KERNEL_TAU_KEY, None)
+    if "kernel_support" in sd:
+        pr.set_kernel(sd["kernel_support"], sd["kernel_coef"], float(tau))
+    elif getattr(pr, "cfg", None) is not None and pr.cfg.kernel:
+        pr.set_kernel(None)
+    pr.load_state_dict(sd)
+
+
+def solve_once(solve: Callable[[], Any], projectors: Mapping[str, nn.Module], distributed: bool) -> Any:
+    """``solve()`` (which sets ``projectors``' weights, e.g. the ridge start re-solved after the attention phase)
+    run on rank 0 only, its result handed to every worker: its return value and every projector's parameters and
+    buffers, broadcast (a kernel branch the solve set, changed or removed first: its shape and temperature, so that
+    every worker holds rank 0's branch).  Each worker would solve the same normal equations over the same shards
+    (every worker reads all of them), so the result is what each would have computed, at one worker's cost.  A solve
+    that fails on rank 0 raises the same error on every worker (none is left waiting): rank 0 raises its own, the
+    others anybind's error of the same class, or a RuntimeError naming any other class, with its message.  Not
+    distributed: ``solve()``."""
+    if not distributed:
+        return solve()
+    import torch.distributed as dist
+
+    box: list[Any] = [None]
+    mine: Exception | None = None  # rank 0's own error, raised as it is
+    if dist.get_rank() == 0:
+        try:
+            box[0] = ("ok", solve(), _kernels(projectors))
+        except Exception as e:  # noqa: BLE001 -- handed to the other workers, then raised here too
+            box[0] = ("error", _portable(e), None)
+            mine = e
+    dist.broadcast_object_list(box, src=0)
+    kind, value, kernels = box[0]
+    if kind == "error":
+        dist.barrier()  # every worker past the broadcast before any leaves (and may tear the group down)
+        raise mine if mine is not None else _rebuilt(*value)
+    with torch.no_grad():
+        for m, pr in projectors.items():
+            if _kernels({m: pr}).get(m) != kernels.get(m):  # this worker's branch takes rank 0's shape
+                n, tau = kernels.get(m) or (0, 0.0)
+                dev = next(iter(pr.state_dict().values())).device
+                pr.set_kernel(torch.ones(n, pr.cfg.feat_dim), torch.zeros(n, pr.cfg.out_dim), tau) if n else \
+                    pr.set_kernel(None)
+                pr.to(dev)  # where this worker's model lives (DDP's device)
+            for _, t in sorted((*pr.named_parameters(), *pr.named_buffers()), key=lambda kv: kv[0]):
+                dist.broadcast(t.data, 0)
+    return value
+
+
+def _kernels(projectors: Mapping[str, nn.Module]) -> dict[str, tuple[int, float]]:
+    """Each projector's kernel branch (support size, temperature), where it has one."""
+    return {m: (int(pr.cfg.kernel), float(pr.cfg.kernel_tau)) for m, pr in projectors.items()
+            if getattr(pr, "cfg", None) is not None and getattr(pr.cfg, "kernel", 0)}
+
+
+def _portable(e: Exception) -> tuple[str, str]:
+    """What :func:`solve_once` broadcasts of rank 0's error: its class name and one-line message (plain strings,
+    so the other workers unpickle nothing but text, whatever the error holds: a lock, a handle, a constructor
+    that wants more arguments)."""
+    return type(e).__name__, " ".join(str(e).split())
+
+
+def _rebuilt(name: str, message: str) -> Exception:
+    """The error another worker raises for rank 0's: the same class when it is one of anybind's own (they take
+    one message), else a RuntimeError naming the class."""
+    cls = getattr(errors, name, None)
+    if isinstance(cls, type) and issubclass(cls, errors.AnybindError):
+        return cls(message)
+    return RuntimeError(f"{name}: {message}")

@@ -1,0 +1,105 @@
+"""Cluster bootstrap intervals (issue 16's transfer bench): queries that share a caption are resampled together, so
+a corpus where several images share one caption (KTuberling) gets intervals as wide as its captions warrant."""
+
+import json
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from anybind.bench.stats import bootstrap, group_index, paired_vs_first
+
+hit_lists = st.lists(st.sampled_from([0.0, 1.0]), min_size=1, max_size=50)
+
+
+@settings(max_examples=60, deadline=None)
+@given(hit_lists, st.integers(0, 5), st.randoms(use_true_random=False))
+def test_groups_of_one_give_the_per_query_result_exactly(hits, seed, rnd):
+    """All-distinct labels (in any order, of any type) resample exactly as the per-query bootstrap does."""
+    h = np.array(hits)
+    other = np.array([rnd.choice([0.0, 1.0]) for _ in hits])
+    labels = rnd.sample(range(10 * len(hits)), len(hits))
+    for others in ((), (other,), (other, 1 - h)):
+        assert bootstrap(h, others, 300, seed, labels) == bootstrap(h, others, 300, seed)
+    per = {"a": {"c": other}, "b": {"c": h}}
+    assert paired_vs_first(["a", "b"], per, seed, 300, {"c": labels}) == paired_vs_first(["a", "b"], per, seed, 300)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.sampled_from([0.0, 1.0]), min_size=8, max_size=30).filter(lambda x: 0 < sum(x) < len(x)),
+       st.integers(3, 6), st.integers(0, 5))
+def test_duplicated_groups_widen_the_interval(per_group, copies, seed):
+    """Every caption's queries hit or miss together (``copies`` each): resampling captions gives a wider interval
+    (and a wider paired one) than resampling queries as if independent; the point estimate is the same mean."""
+    h = np.repeat(per_group, copies)
+    words = np.repeat([f"word {i}" for i in range(len(per_group))], copies)
+    rng = np.random.default_rng(seed)
+    base = np.repeat(rng.integers(0, 2, len(per_group)).astype(float), copies)
+    m_q, (lo_q, hi_q), d_q = bootstrap(h, [base], 1000, seed)
+    m_g, (lo_g, hi_g), d_g = bootstrap(h, [base], 1000, seed, words)
+    assert m_g == m_q == h.mean()
+    assert hi_g - lo_g > hi_q - lo_q
+    assert d_g[1] - d_g[0] >= d_q[1] - d_q[0] or np.array_equal(h, base)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([0.0, 1.0]), st.integers(0, 6)), min_size=2, max_size=40),
+       st.integers(0, 5))
+def test_cluster_bootstrap_is_seeded_and_keeps_the_per_query_mean(items, seed):
+    """Unequal group sizes: the point estimate is still the per-query mean; one seed, one answer; renaming the
+    groups (same partition, same order of first appearance) changes nothing."""
+    h = np.array([x[0] for x in items])
+    g = [x[1] for x in items]
+    got = bootstrap(h, [1 - h], 200, seed, g)
+    assert got == bootstrap(h, [1 - h], 200, seed, g)
+    assert got == bootstrap(h, [1 - h], 200, seed, [f"caption {x * 7 + 1}" for x in g])
+    assert got[0] == h.mean() and got[1][0] <= h.mean() <= got[1][1]
+    assert list(group_index(["b", "a", "b", "c", "a"])) == [0, 1, 0, 2, 1]
+
+
+def test_label_count_must_match_the_queries():
+    import pytest
+
+    with pytest.raises(ValueError, match="3 group labels for 2 queries"):
+        bootstrap(np.array([1.0, 0.0]), (), 10, 0, ["a", "b", "c"])
+
+
+def test_caption_groups_follow_the_retrieval_queries(tmp_path):
+    """On a real (helper-encoder) text + image space: one label per scored query, in their order (a record
+    without its image scores no query and gets no label), records of one caption in one group, and the clustered
+    interval of the cell at least as wide as the per-query one there."""
+    from index_helpers import make_space, write_corpus
+
+    from anybind.bench.tasks_transfer import caption_groups, retrieval_hits
+    from anybind.data.manifest import load_manifest
+
+    path = write_corpus(tmp_path, n=40, text=lambda i: f"stamp number {i % 7}")  # 7 captions, ~5 images each
+    recs = [json.loads(x) for x in path.read_text().splitlines()]
+    for i, r in enumerate(recs):
+        r["split"] = "test"
+    del recs[5]["image"]
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    man = load_manifest(path)
+    groups = caption_groups(man, "test")
+    hits = retrieval_hits(make_space(seed=3), man, "test", tmp_path / "c")
+    assert len(groups) == 39 == len(hits["t->i"]) == len(hits["i->t"])
+    assert groups == [r["text"] for r in recs if "image" in r] and len(set(groups)) == 7
+    for h in hits.values():
+        lo_q, hi_q = bootstrap(h, (), 1000, 0)[1]
+        lo_g, hi_g = bootstrap(h, (), 1000, 0, groups)[1]
+        assert hi_g - lo_g >= hi_q - lo_q or h.min() == h.max()
+
+
+def test_tux_paint_test_split_has_shared_captions(tux_dir):
+    """The real Tux Paint manifest: its test queries' groups are their captions, and some captions are shared
+    (stamps of one thing), so the clusters differ from single queries there."""
+    from anybind.bench.tasks_transfer import caption_groups
+    from anybind.data.manifest import load_manifest
+
+    man = load_manifest(tux_dir / "manifest.jsonl", modalities=["text", "image"], progress=False)
+    groups = caption_groups(man, "test")
+    pairs = [r for r in man.split("test") if r.has("text") and r.has("image")]
+    assert len(groups) == len(pairs) > 20
+    assert all(g == r.values["text"] for g, r in zip(groups, pairs))
+    assert len(set(groups)) < len(groups)
+    assert group_index(groups).max() + 1 == len(set(groups))

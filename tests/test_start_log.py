@@ -1,0 +1,52 @@
+"""The ridge start says what each modality's start finally is in one log line (anybind.robust.start_line): the start
+guard's choice and the kernel family's, together, so no line says "starts at its label bridge" while the kernel
+branch the next line keeps is on top of it."""
+
+import logging
+
+import pytest
+
+from anybind.robust import start_line
+
+GUARD_BRIDGE = {"ridge_val": 0.41, "start_val": 0.45, "kept": "start"}
+GUARD_RIDGE = {"ridge_val": 0.47, "start_val": 0.45, "kept": "ridge"}
+GUARD_NOTE = {"kept": "ridge", "note": "no val pairs: the ridge start is not checked against the prior"}
+KEPT = {"kept": True, "tau": 0.5, "alpha": 1e-5, "val": 0.6, "base_val": 0.45, "grid": {"0.5/1e-05": 0.6}}
+NOT_KEPT = {"kept": False, "base_val": 0.45, "grid": {"0.5/1e-05": 0.44}}
+NOTE = {"kept": False, "note": "a frame-pooling projector"}
+
+
+@pytest.mark.parametrize("guard, kernel, says, never", [
+    (GUARD_BRIDGE, KEPT, ["its label bridge plus a kernel branch (tau 0.5, alpha 1e-05)", "(the bridge)"],
+     ["do not beat the training-free start"]),
+    (GUARD_RIDGE, KEPT, ["plus a kernel branch", "(the ridge)"], ["do not beat"]),
+    (GUARD_BRIDGE, NOT_KEPT, ["its label bridge (val 0.4500 >= the ridge's 0.4100", "no kernel branch (its best val "
+                              "0.44 does not beat 0.4500)"], ["plus a kernel"]),
+    (GUARD_RIDGE, None, ["starts at the ridge (val 0.4700 > its label bridge's 0.4500)"], ["kernel"]),
+    (None, NOTE, ["the linear ridge start; no kernel branch (a frame-pooling projector)"], ["label bridge"]),
+    (GUARD_NOTE, NOT_KEPT, ["the linear ridge start; no kernel branch"], ["label bridge"]),
+])
+def test_the_line_says_the_final_start(guard, kernel, says, never):
+    line = start_line(guard, kernel)
+    assert "\n" not in line and all(s in line for s in says) and not any(s in line for s in never), line
+
+
+def test_nothing_to_say_without_a_guard_or_kernel_record():
+    assert start_line(None, None) == "" and start_line(GUARD_NOTE, None) == ""
+
+
+def test_a_fit_logs_one_start_line_per_modality_matching_its_record(monkeypatch, caplog):
+    from anybind.train import TrainConfig, train_space
+    from test_kernel_start import concept_features
+
+    fs = concept_features(monkeypatch)
+    cfg = TrainConfig(lock="text", init="ridge", ridge_prior="bridge", start_guard=True, kernel_start=True, epochs=0,
+                      hidden=16)
+    with caplog.at_level(logging.INFO, logger="anybind.robust"):
+        space = train_space(fs, cfg, progress=False)
+    rec = space.info["training"]["robust"]["ridge"]["image"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "anybind.robust"]
+    mine = [x for x in lines if x.startswith("start: 'image' ")]
+    assert mine == ["start: 'image' " + start_line(rec["guard"], rec["kernel"])]
+    assert not [x for x in lines if x.startswith(("kernel start:", "start guard: 'image' starts"))]
+    assert ("plus a kernel branch" in mine[0]) == rec["kernel"]["kept"]
