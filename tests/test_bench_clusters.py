@@ -106,3 +106,37 @@ def test_tux_paint_test_split_has_shared_captions(tux_dir):
     assert all(g == r.values["text"] for g, r in zip(groups, pairs))
     assert len(set(groups)) < len(groups)
     assert group_index(groups).max() + 1 == len(set(groups))
+
+
+def test_the_transfer_bench_clusters_every_retrieval_cell(tux_dir, shared_cache, tmp_path, monkeypatch):
+    """The wiring: on a real Tux Paint slice (one caption shared by two test pairs), every interval the transfer
+    bench computes (no Fashion-MNIST cells) resamples the captions of that cell's queries -- a cell key the groups
+    miss would silently fall back to per-query intervals."""
+    from anybind.bench import tasks_transfer
+    from anybind.bench.tasks_transfer import caption_groups
+    from anybind.data.manifest import load_manifest
+
+    man = load_manifest(tux_dir / "manifest.jsonl", modalities=["image", "text"], progress=False)
+    want, lines = {"train": 24, "val": 8, "test": 8}, []
+    for r in man.records:
+        if want[r.split] > 0 and r.has("image") and r.has("text") and not str(r.values["image"]).endswith(".svg"):
+            want[r.split] -= 1
+            text = "A shared caption." if r.split == "test" and want["test"] < 2 else r.values["text"]
+            lines.append({"id": r.id, "split": r.split, "text": text, "image": str(r.values["image"])})
+    path = tmp_path / "manifest.jsonl"
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    small = load_manifest(path, modalities=["image", "text"], progress=False)
+    expected = {s: caption_groups(small, s) for s in ("test", "val")}
+    assert len(set(expected["test"])) == 7 == len(expected["test"]) - 1
+    calls = []
+
+    def recording(hits, others=(), n=1000, seed=0, groups=None):
+        calls.append((len(hits), None if groups is None else list(groups)))
+        return bootstrap(hits, others, n, seed, groups)
+
+    monkeypatch.setattr(tasks_transfer, "corpus_builders", lambda: {"tuxpaint": lambda w: path})
+    monkeypatch.setattr(tasks_transfer, "bootstrap", recording)
+    tasks_transfer.transfer(tmp_path / "work", cache=shared_cache, corpora="tuxpaint", train="each",
+                            systems="defaults", fm="0", center="0", boot="20")
+    assert len(calls) == 3 * 4  # label bridge, Procrustes, defaults; t->i, i->t on test and val
+    assert sorted(calls, key=str) == sorted([(8, expected["test"])] * 6 + [(8, expected["val"])] * 6, key=str)
