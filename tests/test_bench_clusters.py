@@ -62,6 +62,9 @@ def test_label_count_must_match_the_queries():
 
     with pytest.raises(ValueError, match="3 group labels for 2 queries"):
         bootstrap(np.array([1.0, 0.0]), (), 10, 0, ["a", "b", "c"])
+    for groups in (None, ["a", "b"]):  # a baseline of other queries: refused, not truncated or a numpy message
+        with pytest.raises(ValueError, match=r"^bootstrap: others\[1\] has 3 values for 2 queries$"):
+            bootstrap(np.array([1.0, 0.0]), [np.array([0.0, 1.0]), np.array([1.0, 1.0, 0.0])], 10, 0, groups)
 
 
 def test_caption_groups_follow_the_retrieval_queries(tmp_path):

@@ -21,6 +21,9 @@ def bootstrap(hits: np.ndarray, others: Sequence[np.ndarray] = (), n: int = 1000
     hits = np.asarray(hits, np.float64)
     if not len(hits):
         return float("nan"), (float("nan"), float("nan")), None
+    for i, o in enumerate(others):  # the same queries: a longer baseline would be cut silently
+        if len(o) != len(hits):
+            raise ValueError(f"bootstrap: others[{i}] has {len(o)} values for {len(hits)} queries")
     if groups is not None:
         return _cluster_bootstrap(hits, others, n, seed, groups)
     rng = np.random.default_rng(seed)
