@@ -55,6 +55,7 @@ def test_cluster_bootstrap_is_seeded_and_keeps_the_per_query_mean(items, seed):
     assert got == bootstrap(h, [1 - h], 200, seed, [f"caption {x * 7 + 1}" for x in g])
     assert got[0] == h.mean() and got[1][0] <= h.mean() <= got[1][1]
     assert list(group_index(["b", "a", "b", "c", "a"])) == [0, 1, 0, 2, 1]
+    assert list(group_index(["a", "a\x00", "a "])) == [0, 1, 2]  # numpy's str arrays drop trailing NULs
 
 
 def test_label_count_must_match_the_queries():

@@ -40,10 +40,8 @@ def bootstrap(hits: np.ndarray, others: Sequence[np.ndarray] = (), n: int = 1000
 
 def group_index(groups: Sequence | np.ndarray) -> np.ndarray:
     """Group number per item, numbered in order of first appearance (labels compared as strings)."""
-    labels = np.asarray([str(g) for g in groups])
-    _, first, inverse = np.unique(labels, return_index=True, return_inverse=True)
-    order = np.argsort(np.argsort(first, kind="stable"), kind="stable")  # sorted-label number -> appearance number
-    return order[inverse.reshape(-1)]
+    number: dict[str, int] = {}  # not numpy's str arrays: they drop trailing NULs, merging two labels
+    return np.asarray([number.setdefault(str(g), len(number)) for g in groups], np.int64)
 
 
 def _cluster_bootstrap(hits: np.ndarray, others: Sequence[np.ndarray], n: int, seed: int, groups):
