@@ -55,6 +55,7 @@ def test_cluster_bootstrap_is_seeded_and_keeps_the_per_query_mean(items, seed):
     assert got == bootstrap(h, [1 - h], 200, seed, [f"caption {x * 7 + 1}" for x in g])
     assert got[0] == h.mean() and got[1][0] <= h.mean() <= got[1][1]
     assert list(group_index(["b", "a", "b", "c", "a"])) == [0, 1, 0, 2, 1]
+    assert list(group_index(["a", "a\x00", "a "])) == [0, 1, 2]  # numpy's str arrays drop trailing NULs
 
 
 def test_label_count_must_match_the_queries():
@@ -62,6 +63,9 @@ def test_label_count_must_match_the_queries():
 
     with pytest.raises(ValueError, match="3 group labels for 2 queries"):
         bootstrap(np.array([1.0, 0.0]), (), 10, 0, ["a", "b", "c"])
+    for groups in (None, ["a", "b"]):  # a baseline of other queries: refused, not truncated or a numpy message
+        with pytest.raises(ValueError, match=r"^bootstrap: others\[1\] has 3 values for 2 queries$"):
+            bootstrap(np.array([1.0, 0.0]), [np.array([0.0, 1.0]), np.array([1.0, 1.0, 0.0])], 10, 0, groups)
 
 
 def test_caption_groups_follow_the_retrieval_queries(tmp_path):
@@ -81,13 +85,16 @@ def test_caption_groups_follow_the_retrieval_queries(tmp_path):
     path.write_text("".join(json.dumps(r) + "\n" for r in recs))
     man = load_manifest(path)
     groups = caption_groups(man, "test")
-    hits = retrieval_hits(make_space(seed=3), man, "test", tmp_path / "c")
+    hits = retrieval_hits(make_space(seed=2), man, "test", tmp_path / "c")  # seed 3: no t->i hit at all
     assert len(groups) == 39 == len(hits["t->i"]) == len(hits["i->t"])
     assert groups == [r["text"] for r in recs if "image" in r] and len(set(groups)) == 7
+    for g in set(groups):  # t->i: one caption, one query vector, one relevant set: its queries hit or miss together
+        assert len({hits["t->i"][i] for i, x in enumerate(groups) if x == g}) == 1
+    assert all(0 < h.sum() < len(groups) for h in hits.values())  # neither direction constant: nothing vacuous
     for h in hits.values():
         lo_q, hi_q = bootstrap(h, (), 1000, 0)[1]
         lo_g, hi_g = bootstrap(h, (), 1000, 0, groups)[1]
-        assert hi_g - lo_g >= hi_q - lo_q or h.min() == h.max()
+        assert hi_g - lo_g > hi_q - lo_q
 
 
 def test_tux_paint_test_split_has_shared_captions(tux_dir):
@@ -103,3 +110,37 @@ def test_tux_paint_test_split_has_shared_captions(tux_dir):
     assert all(g == r.values["text"] for g, r in zip(groups, pairs))
     assert len(set(groups)) < len(groups)
     assert group_index(groups).max() + 1 == len(set(groups))
+
+
+def test_the_transfer_bench_clusters_every_retrieval_cell(tux_dir, shared_cache, tmp_path, monkeypatch):
+    """The wiring: on a real Tux Paint slice (one caption shared by two test pairs), every interval the transfer
+    bench computes (no Fashion-MNIST cells) resamples the captions of that cell's queries -- a cell key the groups
+    miss would silently fall back to per-query intervals."""
+    from anybind.bench import tasks_transfer
+    from anybind.bench.tasks_transfer import caption_groups
+    from anybind.data.manifest import load_manifest
+
+    man = load_manifest(tux_dir / "manifest.jsonl", modalities=["image", "text"], progress=False)
+    want, lines = {"train": 24, "val": 8, "test": 8}, []
+    for r in man.records:
+        if want[r.split] > 0 and r.has("image") and r.has("text") and not str(r.values["image"]).endswith(".svg"):
+            want[r.split] -= 1
+            text = "A shared caption." if r.split == "test" and want["test"] < 2 else r.values["text"]
+            lines.append({"id": r.id, "split": r.split, "text": text, "image": str(r.values["image"])})
+    path = tmp_path / "manifest.jsonl"
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    small = load_manifest(path, modalities=["image", "text"], progress=False)
+    expected = {s: caption_groups(small, s) for s in ("test", "val")}
+    assert len(set(expected["test"])) == 7 == len(expected["test"]) - 1
+    calls = []
+
+    def recording(hits, others=(), n=1000, seed=0, groups=None):
+        calls.append((len(hits), None if groups is None else list(groups)))
+        return bootstrap(hits, others, n, seed, groups)
+
+    monkeypatch.setattr(tasks_transfer, "corpus_builders", lambda: {"tuxpaint": lambda w: path})
+    monkeypatch.setattr(tasks_transfer, "bootstrap", recording)
+    tasks_transfer.transfer(tmp_path / "work", cache=shared_cache, corpora="tuxpaint", train="each",
+                            systems="defaults", fm="0", center="0", boot="20")
+    assert len(calls) == 3 * 4  # label bridge, Procrustes, defaults; t->i, i->t on test and val
+    assert sorted(calls, key=str) == sorted([(8, expected["test"])] * 6 + [(8, expected["val"])] * 6, key=str)

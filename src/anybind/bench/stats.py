@@ -21,6 +21,9 @@ def bootstrap(hits: np.ndarray, others: Sequence[np.ndarray] = (), n: int = 1000
     hits = np.asarray(hits, np.float64)
     if not len(hits):
         return float("nan"), (float("nan"), float("nan")), None
+    for i, o in enumerate(others):  # the same queries: a longer baseline would be cut silently
+        if len(o) != len(hits):
+            raise ValueError(f"bootstrap: others[{i}] has {len(o)} values for {len(hits)} queries")
     if groups is not None:
         return _cluster_bootstrap(hits, others, n, seed, groups)
     rng = np.random.default_rng(seed)
@@ -37,10 +40,8 @@ def bootstrap(hits: np.ndarray, others: Sequence[np.ndarray] = (), n: int = 1000
 
 def group_index(groups: Sequence | np.ndarray) -> np.ndarray:
     """Group number per item, numbered in order of first appearance (labels compared as strings)."""
-    labels = np.asarray([str(g) for g in groups])
-    _, first, inverse = np.unique(labels, return_index=True, return_inverse=True)
-    order = np.argsort(np.argsort(first, kind="stable"), kind="stable")  # sorted-label number -> appearance number
-    return order[inverse.reshape(-1)]
+    number: dict[str, int] = {}  # not numpy's str arrays: they drop trailing NULs, merging two labels
+    return np.asarray([number.setdefault(str(g), len(number)) for g in groups], np.int64)
 
 
 def _cluster_bootstrap(hits: np.ndarray, others: Sequence[np.ndarray], n: int, seed: int, groups):
