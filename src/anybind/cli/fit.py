@@ -14,7 +14,7 @@ from ..epochs import describe_training
 from ..errors import AnybindError
 from ._common import (
     ProjectorKind, Split, check_out, fail, parse_encoders, split_csv, app, choice, console,
-    device_option, err, precision_option, use_device, wise_option,
+    device_option, err, precision_option, seed_option, use_device, wise_option,
 )
 
 Method = Literal["contrastive", "procrustes", "cca"]
@@ -171,7 +171,7 @@ def fit(
         "recipe for the modalities (text bound: --lock text --init ridge, images with their label bridge); "
         "plain: bare defaults."
     ),
-    seed: int = typer.Option(0),
+    seed: int = seed_option(),
     cache: Optional[Path] = typer.Option(None, help="Feature cache folder (default $ANYBIND_CACHE or ~/.cache/anybind/features)."),
     strict: bool = typer.Option(False, help="Any bad record is fatal (default: report, skip, count)."),
     allow_eval_only: bool = typer.Option(
@@ -297,7 +297,7 @@ def bind(
         "there by default): a kernel branch on the bridge's residual, kept where it beats the linear start on val."),
     epochs: int = typer.Option(200, help="Maximum epochs (early stopping on the val pairs)."),
     loss: str = typer.Option("infonce", help="Pairwise objective spec (see anybind fit --loss)."),
-    seed: int = typer.Option(0),
+    seed: int = seed_option(),
     cache: Optional[Path] = typer.Option(None, help="Feature cache folder."),
     strict: bool = typer.Option(False, help="Any bad record is fatal."),
     device: str = device_option(),
