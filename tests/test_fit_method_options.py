@@ -5,27 +5,19 @@ each option the method does not use, before encoding anything; options left at t
 
 from __future__ import annotations
 
-import json
-
-import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from anybind.cli import app
 from anybind.space import Space
 
-TEXT = "callable:helper_encoders:hashed_text"
+from test_fit_config import TEXT, manifest  # noqa: F401  (manifest: a fixture)
 
 
 @pytest.fixture()
-def corpus(tmp_path):
-    rng = np.random.default_rng(0)
-    ids = [f"r{i}" for i in range(40)]
-    np.savez(tmp_path / "imu.npz", ids=np.array(ids), vectors=rng.normal(size=(40, 6)).astype(np.float32))
-    rows = [{"id": i, "split": "val" if k % 5 == 0 else "train", "text": f"item number {i}", "imu": True}
-            for k, i in enumerate(ids)]
-    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return tmp_path / "m.jsonl", {"text": TEXT, "imu": f"vectors:{tmp_path / 'imu.npz'}"}
+def corpus(request, tmp_path):
+    """test_fit_config's 40 records: hashed text and 6-d vectors ("imu"), 8 of them val."""
+    return request.getfixturevalue("manifest"), {"text": TEXT, "imu": f"vectors:{tmp_path / 'imu.npz'}"}
 
 
 def cli(tmp_path, corpus, *extra):
