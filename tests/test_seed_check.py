@@ -55,3 +55,18 @@ def test_the_cli_refuses_a_negative_seed_in_one_line(tmp_path, args):
     said = [x for x in res.output.splitlines() if "--seed" in x]
     assert len(said) == 1 and "greater than or equal to 0" in said[0], res.output
     assert not (tmp_path / "out").exists()
+
+
+def test_every_seed_option_of_the_cli_is_bounded():
+    """Every command's --seed (fit, bind, bench, demo, fuse, keep, caption, prompts...) refuses a negative seed."""
+    import typer.main
+
+    def commands(cmd):
+        yield cmd
+        for sub in getattr(cmd, "commands", {}).values():
+            yield from commands(sub)
+
+    seeds = [(c.name, p) for c in commands(typer.main.get_command(app)) for p in c.params if p.name == "seed"]
+    assert len(seeds) >= 10
+    for name, p in seeds:
+        assert (p.min, p.max) == (0, MAX_SEED), name
