@@ -76,7 +76,7 @@ def test_cli_fit_refuses_a_foreign_output_before_any_work(tmp_path, monkeypatch,
 
 def test_cli_fit_replaces_a_space_only_with_overwrite(tmp_path):
     m, enc = vectors_corpus(tmp_path)
-    common = [*enc, "--cache", tmp_path / "c", "--epochs", "2", "--dim", "4", "--method", "procrustes"]
+    common = [*enc, "--cache", tmp_path / "c", "--dim", "4", "--method", "procrustes"]
     r = cli("fit", m, "--out", tmp_path / "sp", *common)
     assert r.exit_code == 0, r.output
     first = tree(tmp_path / "sp")

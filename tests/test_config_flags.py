@@ -15,8 +15,8 @@ from anybind.train import TrainConfig
 #: (config, boolean field, what it also allows besides True / False)
 FLAGS = [(TrainConfig, f, (AUTO,) if f in ("start_guard", "kernel_start") else ())
          for f in ("standardize", "learn_temperature", "start_guard", "kernel_start", "center")]
-FLAGS += [(BindConfig, f, (None,) if f == "start_guard" else ()) for f in ("standardize", "learn_temperature",
-                                                                            "start_guard")]
+FLAGS += [(BindConfig, f, (None,) if f in ("start_guard", "kernel_start") else ())
+          for f in ("standardize", "learn_temperature", "start_guard", "kernel_start")]
 
 not_bools = st.one_of(st.integers(), st.floats(allow_nan=True), st.text(max_size=5), st.none(),
                       st.sampled_from([np.bool_(True), np.bool_(False), np.int64(1), AUTO, [True], "True"]))

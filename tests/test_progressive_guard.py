@@ -17,6 +17,7 @@ from anybind.cli import app
 from anybind.errors import DataError
 from anybind.loop import GUARD_ALPHAS, RIDGE_ALPHAS, ridge_select
 from anybind.metrics import pair_recalls
+from anybind.robust import start_line
 
 from test_progressive import BIND_FAST, FAST, three_views
 
@@ -197,3 +198,17 @@ def test_with_no_val_pairs_the_unchecked_guard_is_said(text_locked, tux_photos, 
     assert rec["guard"]["kept"] == "ridge" and "no val pairs" in rec["guard"]["note"]
     said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "start guard" in r.getMessage()]
     assert len(said) == 1 and "'photo'" in said[0] and "no val pairs" in said[0] and "\n" not in said[0]
+
+
+def test_binding_logs_space_fits_start_line(text_locked, tux_photos, shared_cache, caplog):
+    """add_modality with a label bridge says what the start finally is in Space.fit's one line (robust.start_line),
+    never the old "start guard: ... starts at its label bridge" line beside it."""
+    with caplog.at_level("INFO", logger="anybind"):
+        sp = text_locked.add_modality("photo", BRIDGED, str(tux_photos / "manifest.jsonl"), anchors=["text"],
+                                      cache=shared_cache, **TINY)
+    rec = sp.info["lineage"][-1]["ridge_start"]["photo"]
+    lines = [r.getMessage() for r in caplog.records]
+    assert [x for x in lines if x.startswith("start: 'photo' ")] == [
+        "start: 'photo' " + start_line(rec["guard"], rec.get("kernel"))]
+    assert rec["guard"]["kept"] == "start" and "its label bridge (val" in start_line(rec["guard"], rec.get("kernel"))
+    assert not [x for x in lines if x.startswith("start guard: 'photo' starts")]

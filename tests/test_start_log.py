@@ -31,6 +31,16 @@ def test_the_line_says_the_final_start(guard, kernel, says, never):
     assert "\n" not in line and all(s in line for s in says) and not any(s in line for s in never), line
 
 
+@pytest.mark.parametrize("grid, says", [
+    ({"0.5/1e-05": float("nan"), "1.0/1e-05": 0.44}, "its best val 0.44 does not beat 0.4500"),
+    ({"0.5/1e-05": 0.44, "1.0/1e-05": float("nan")}, "its best val 0.44 does not beat 0.4500"),
+    ({"0.5/1e-05": float("nan")}, "no finite grid score; the linear start's val 0.4500"),
+])
+def test_a_nan_grid_score_is_ignored(grid, says):
+    line = start_line(GUARD_BRIDGE, {**NOT_KEPT, "grid": grid})
+    assert says in line and "nan" not in line, line
+
+
 def test_nothing_to_say_without_a_guard_or_kernel_record():
     assert start_line(None, None) == "" and start_line(GUARD_NOTE, None) == ""
 

@@ -149,6 +149,10 @@ def _val(fs, maps, idx, anchor, mods) -> float:
     return float(np.mean(scores)) if scores else float("nan")
 
 
+#: the options :func:`fit_training_free` takes (``Space.fit(method="procrustes" | "cca")`` refuses any other)
+TRAINING_FREE_OPTIONS = ("anchor", "dim", "dims", "ridge", "seed")
+
+
 def fit_training_free(
     fs,
     *,

@@ -52,6 +52,7 @@ from .federated_epochs import LOCAL_EPOCHS_RULE, choose_local_epochs, local_epoc
 from .federated_parties import Message, Server, check_message, public_features
 from .loop import training_threads
 from .progress import progress_bar
+from .recipe import check_seed
 
 if TYPE_CHECKING:
     from .space_core import SpaceCore
@@ -108,6 +109,9 @@ class FederatedConfig:
     label: str = "top"  # a client holding one modality: the label its local (supervised contrastive) loss uses
     seed: int = 0
     threads: int = 1
+
+    def __post_init__(self) -> None:
+        check_seed(self)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -82,7 +82,15 @@ def fit_options(config: Any, options: Mapping[str, Any], method: str = "contrast
     else:
         raise TypeError(f"config must be a TrainConfig, a dict or None, not {type(config).__name__}")
     out.update(options)
-    return chosen_options(out)
+    out = chosen_options(out)
+    if method != "contrastive":  # a training option would be dropped (or fail late): refused, by name
+        from .align import TRAINING_FREE_OPTIONS
+
+        unused = sorted(set(out) - set(TRAINING_FREE_OPTIONS))
+        if unused:
+            raise DataError(f"method={method!r} is training-free: it uses no {', '.join(map(repr, unused))} "
+                            f"(its options: {', '.join(TRAINING_FREE_OPTIONS)})")
+    return out
 
 
 def plan_fit(

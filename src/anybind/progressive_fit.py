@@ -26,7 +26,7 @@ from .errors import DataError
 from .loop import IndexSampler, fit_loop, make_optimizer, make_temperature, prior_ridge, training_threads
 from .metrics import pair_recalls
 from .projectors import Projector, ProjectorConfig, project
-from .recipe import check_flags
+from .recipe import check_flags, check_seed
 from .ridge_kernel import kernel_start as fit_kernel, scaled_prior
 
 VAL_METRIC = "mean (R@1+R@5+R@10)/3, new<->anchor on val pairs, both directions"
@@ -67,6 +67,7 @@ class BindConfig:
 
     def __post_init__(self) -> None:
         check_flags(self, {"standardize": (), "learn_temperature": (), "start_guard": (None,), "kernel_start": (None,)})
+        check_seed(self)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

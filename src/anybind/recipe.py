@@ -106,6 +106,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any, Self
 
@@ -165,6 +166,19 @@ def check_flags(cfg: Any, flags: Mapping[str, tuple[Any, ...]]) -> None:
             allowed = ", ".join(["True", "False", *map(repr, also)])
             raise DataError(f"{type(cfg).__name__}.{name} must be {allowed.rsplit(', ', 1)[0]} or "
                             f"{allowed.rsplit(', ', 1)[1]}, got {v!r}")
+
+
+#: the largest seed a config takes: numpy's seed sequences take no negative entropy, torch.manual_seed nothing
+#: past 2**64 - 1
+MAX_SEED = 2**63 - 1
+
+
+def check_seed(cfg: Any) -> None:
+    """Refuse ``cfg.seed`` (a config dataclass's) unless a whole number in [0, :data:`MAX_SEED`], in one line naming
+    the field: a negative seed reached ``np.random.default_rng([seed, ...])`` deep in a fit and failed there."""
+    v = cfg.seed
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or not 0 <= v <= MAX_SEED:
+        raise DataError(f"{type(cfg).__name__}.seed must be a whole number in [0, {MAX_SEED}], got {v!r}")
 
 
 def chosen_options(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -312,8 +312,10 @@ def start_line(guard: dict[str, Any] | None, kernel: dict[str, Any] | None) -> s
         return (f"starts at its label bridge plus a kernel branch (tau {kernel['tau']}, alpha {kernel['alpha']}): "
                 f"val {kernel['val']} beats the linear start's {kernel['base_val']:.4f} "
                 f"({'the bridge' if bridge else 'the ridge'})")
-    return (f"starts at {linear}; no kernel branch (its best val {max(kernel['grid'].values())} does not beat "
-            f"{kernel['base_val']:.4f})")
+    finite = [v for v in kernel["grid"].values() if v is not None and math.isfinite(v)]  # a NaN score never wins
+    why = (f"its best val {max(finite)} does not beat {kernel['base_val']:.4f}" if finite else
+           f"no finite grid score; the linear start's val {kernel['base_val']:.4f}")
+    return f"starts at {linear}; no kernel branch ({why})"
 
 
 def ridge_start(projectors: Mapping[str, Projector], cfg, specs: Mapping[str, str], train_pairs: PairBlocks,

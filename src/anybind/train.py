@@ -32,7 +32,7 @@ from .loop import IndexSampler, fit_loop, make_optimizer, make_temperature, trai
 from .losses import MissingPlaceholders, build_loss, is_multimodal
 from .metrics import pair_recalls
 from .projectors import Projector, ProjectorConfig, attention_parameters, project
-from .recipe import AUTO, Auto, check_flags, resolved
+from .recipe import AUTO, Auto, check_flags, check_seed, resolved
 from .scoring import Scorer
 from . import robust
 
@@ -94,6 +94,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         check_flags(self, {"standardize": (), "learn_temperature": (), "start_guard": (AUTO,), "kernel_start": (AUTO,),
                            "center": ()})
+        check_seed(self)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

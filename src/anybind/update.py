@@ -53,7 +53,7 @@ from .cache import FeatureCache
 from .data.manifest import Manifest
 from .errors import DataError, SpaceError
 from .loop import IndexSampler, fit_loop, make_optimizer, make_temperature, training_threads
-from .recipe import FINE_TUNE_LR
+from .recipe import FINE_TUNE_LR, check_seed
 from .robust import RobustFit, check_robust
 from .update_distill import DistillBinder, offdiag_distillation, screen  # noqa: F401 (public here as before)
 from .vocabulary import carry_vocabulary
@@ -91,6 +91,9 @@ class UpdateConfig:
     replay_weight: float = 1.0  # sampling weight of each replay manifest relative to the new data
     seed: int = 0
     threads: int = 1
+
+    def __post_init__(self) -> None:
+        check_seed(self)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -52,6 +52,7 @@ from ..data.manifest import Manifest, load_manifest
 from ..encoders.kinds import manifest_kinds
 from ..errors import DataError
 from ..progress import progress_bar
+from ..recipe import check_seed
 from .lm import SMOLLM2, CaptionError, FrozenLM, load_lm
 from .memory import TEMPERATURE_GRID, choose_projection, memory_rows
 from .model import Captioner, MapperConfig, PrefixMapper, text_modality
@@ -94,6 +95,9 @@ class CaptionConfig:
     choose_max_tokens: int = 20
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_seed(self)
 
 
 def _finite(v: float) -> float:

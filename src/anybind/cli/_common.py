@@ -158,6 +158,12 @@ def choice(default: Any, values: Any, *names: str, help: str) -> Any:
     return typer.Option(default, *names, metavar=one_of(values), help=help)
 
 
+def seed_option(help: str = "Seed of every random draw (a whole number >= 0).") -> Any:
+    """``--seed``: refused on the command line, in one line naming it, unless in [0, 2**63 - 1] (a negative one
+    failed deep in numpy; :func:`anybind.recipe.check_seed` refuses it in the configs)."""
+    return typer.Option(0, "--seed", min=0, max=2**63 - 1, help=help)
+
+
 def device_option() -> Any:
     """``--device``: where torch models run (encoders, projector training), see :mod:`anybind.encoders.device`."""
     return typer.Option(

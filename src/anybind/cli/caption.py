@@ -9,7 +9,7 @@ from typing import Any, Literal, Optional
 import typer
 
 from ..errors import AnybindError
-from ._common import app, check_out, choice, console, fail, query_items, query_pairs, split_csv
+from ._common import app, check_out, choice, console, fail, query_items, query_pairs, seed_option, split_csv
 
 Method = Literal["greedy", "beam", "sample"]
 Projection = Literal["auto", "none", "memory"]
@@ -37,7 +37,7 @@ def caption_fit(
     batch_size: int = typer.Option(32, "--batch-size"),
     lr: str = typer.Option("2e-3", "--lr", help="Learning rate, or comma-separated rates chosen on val (each "
                            "tried at one noise level first, then the noise grid at the best)."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = seed_option(),
     projection: Projection = choice("auto", Projection, "--projection", help="Decode a non-text embedding as it "
                                     "is (none) or projected onto the memory of training caption embeddings (memory, "
                                     "DeCap); auto: the one with the lower val NLL."),
@@ -117,7 +117,7 @@ def caption_modes(
                                                  "default: every bound non-text one with captioned val items)."),
     choose_n: int = typer.Option(32, "--choose-n", help="Val items per modality captioned (a seeded sample; 0: all)."),
     max_tokens: int = typer.Option(20, "--max-tokens", help="Greedy decoding's token cap while choosing (caption-fit's)."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = seed_option(),
     cache: Optional[Path] = typer.Option(None, "--cache", help="Feature cache folder."),
 ):
     """Choose each modality's default caption mode on val again (mapper, training-free prompt or nearest caption,
@@ -164,7 +164,7 @@ def caption_cmd(
     max_tokens: int = typer.Option(24, "--max-tokens", help="At most this many tokens per caption."),
     temperature: float = typer.Option(1.0, "--temperature", help="Sampling temperature (--method sample)."),
     top_p: float = typer.Option(0.9, "--top-p", help="Nucleus mass (--method sample)."),
-    seed: int = typer.Option(0, "--seed", help="Sampling seed."),
+    seed: int = seed_option("Sampling seed."),
     projection: Optional[str] = typer.Option(None, "--projection", help="none or memory (DeCap projection onto "
                                              "the training captions' embeddings); default: the captioner's own."),
     retrieval_k: Optional[int] = typer.Option(None, "--retrieval-k", help="Nearest training captions in the "

@@ -14,7 +14,7 @@ from ..epochs import describe_training
 from ..errors import AnybindError
 from ._common import (
     ProjectorKind, Split, check_out, fail, parse_encoders, split_csv, app, choice, console,
-    device_option, err, precision_option, use_device, wise_option,
+    device_option, err, precision_option, seed_option, use_device, wise_option,
 )
 
 Method = Literal["contrastive", "procrustes", "cca"]
@@ -93,7 +93,7 @@ def fit(
     out: Path = typer.Option(..., "--out", "-o", help="Folder to save the space to (new or empty, see --overwrite)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the space already saved at --out."),
     method: Method = choice("contrastive", Method, help="contrastive: trained projectors; procrustes, cca: "
-                            "training-free."),
+                            "training-free (--dim and --seed only; a training option given is refused)."),
     projector: ProjectorKind = choice("mlp", ProjectorKind, help="Projector architecture."),
     dim: Optional[int] = typer.Option(
         None, help="Shared space width (default: the text encoder's when the recipe locks text, else 256; "
@@ -171,7 +171,7 @@ def fit(
         "recipe for the modalities (text bound: --lock text --init ridge, images with their label bridge); "
         "plain: bare defaults."
     ),
-    seed: int = typer.Option(0),
+    seed: int = seed_option(),
     cache: Optional[Path] = typer.Option(None, help="Feature cache folder (default $ANYBIND_CACHE or ~/.cache/anybind/features)."),
     strict: bool = typer.Option(False, help="Any bad record is fatal (default: report, skip, count)."),
     allow_eval_only: bool = typer.Option(
@@ -213,7 +213,7 @@ def fit(
     """
     from ..space import Space
 
-    from .fit_scale import fit_at_scale, fit_from_pretrained
+    from .fit_scale import fit_at_scale, fit_from_pretrained, refuse_training_options
 
     sources = list(manifests or []) + list(data or [])
     if from_pretrained:
@@ -227,6 +227,8 @@ def fit(
         parse_loss_spec(loss)
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--loss") from None
+    if method != "contrastive":
+        refuse_training_options(ctx, method)
     encoders = parse_encoders(encoder)
     if ridge_se is not None and not (math.isfinite(ridge_se) and ridge_se >= 0):
         raise typer.BadParameter(f"a non-negative number of standard errors, got {ridge_se:g}", param_hint="--ridge-se")
@@ -243,7 +245,7 @@ def fit(
         kw["lock"] = None
     if wise is not None:
         kw["wise"] = wise_option(wise)
-    if method != "contrastive":
+    if method != "contrastive":  # every training option given was refused above: the method's own are left
         kw = {"seed": seed, **({"dim": dim} if dim else {})}
     if select_data:
         kw.update(select_data=[str(p) for p in select_data], select_split=None if select_split == "all" else select_split)
@@ -297,7 +299,7 @@ def bind(
         "there by default): a kernel branch on the bridge's residual, kept where it beats the linear start on val."),
     epochs: int = typer.Option(200, help="Maximum epochs (early stopping on the val pairs)."),
     loss: str = typer.Option("infonce", help="Pairwise objective spec (see anybind fit --loss)."),
-    seed: int = typer.Option(0),
+    seed: int = seed_option(),
     cache: Optional[Path] = typer.Option(None, help="Feature cache folder."),
     strict: bool = typer.Option(False, help="Any bad record is fatal."),
     device: str = device_option(),

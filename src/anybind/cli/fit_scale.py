@@ -1,6 +1,7 @@
 """``anybind fit`` from training shards: ``--stream``, ``--ray-workers N`` and under torchrun (DDP, one node or
 several; see :mod:`anybind.scale.launch`), and ``--from-pretrained`` (a pair imported, no training).
-:func:`fit_at_scale` and :func:`fit_from_pretrained` are called by :func:`anybind.cli.fit.fit`."""
+:func:`fit_at_scale`, :func:`fit_from_pretrained` and :func:`refuse_training_options` (a training-free --method) are
+called by :func:`anybind.cli.fit.fit`."""
 
 from __future__ import annotations
 
@@ -70,3 +71,22 @@ def fit_from_pretrained(value: str, sources: list[Path], encoder: list[str] | No
         fail(e)
     console.print(f"saved {space} to [bold]{out}[/bold] (imported, logit scale {space.logit_scale:.4f}, "
                   f"{len(space.info['templates'])} prompt templates)", highlight=False)
+
+
+#: the fit options only a trained space reads (procrustes and cca take --dim and --seed)
+TRAINING_OPTIONS = ("projector", "epochs", "batch_size", "lr", "weight_decay", "temperature", "loss", "missing", "lock",
+                    "init", "wise", "l2sp", "mixup", "mixup_alpha", "attn_lr", "attn_epochs", "select_data",
+                    "select_split", "ridge_prior", "start_guard", "kernel_start", "ridge_se", "center")
+
+
+def refuse_training_options(ctx: typer.Context, method: str) -> None:
+    """Refuse, in one line naming them, the training options given on the command line to a training-free
+    ``--method`` (they were dropped without a word); those left at their defaults are fine."""
+    given = []  # typer vendors click: its ParameterSource is told by name
+    for p in ctx.command.params:
+        src = getattr(ctx.get_parameter_source(p.name), "name", "DEFAULT")
+        if p.name in TRAINING_OPTIONS and src not in ("DEFAULT", "DEFAULT_MAP"):
+            given.append(p.secondary_opts[0] if p.secondary_opts and ctx.params[p.name] is False else p.opts[0])
+    if given:
+        raise typer.BadParameter(f"{method} is training-free (it takes --dim and --seed): it uses no "
+                                 f"{', '.join(given)}; drop them or use --method contrastive", param_hint="--method")

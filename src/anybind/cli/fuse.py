@@ -10,7 +10,7 @@ from typing import Literal, Optional
 import typer
 
 from ..errors import AnybindError
-from ._common import Split, check_out, fail, app, choice, console
+from ._common import Split, check_out, fail, app, choice, console, seed_option
 
 Kind = Literal["late", "concat", "gated", "attention"]
 Schedule = Literal["constant", "ramp", "anneal"]
@@ -53,7 +53,7 @@ def fuse_train(
     full_weight: float = typer.Option(0.0, help="Weight of an extra all-modality loss on every batch (with dropout)."),
     loss: Loss = choice("mse", Loss, help="Regression loss (with --target)."),
     epochs: int = typer.Option(60),
-    seed: int = typer.Option(0),
+    seed: int = seed_option(),
     cache: Optional[Path] = typer.Option(None),
 ):
     """Train a fusion classifier (--label) or regressor (--target) on a space's embeddings.
@@ -192,7 +192,7 @@ def fuse_merge(
                                              "classifier head's temperature before the heads are averaged."),
     fine_tune_epochs: int = typer.Option(20, "--fine-tune-epochs", min=1, help="LegoFuse: most epochs (0, the merge as it is, competes on val)."),
     lr: float = typer.Option(5e-4, "--lr", help="LegoFuse learning rate."),
-    seed: int = typer.Option(0),
+    seed: int = seed_option(),
     cache: Optional[Path] = typer.Option(None),
 ):
     """Merge fusion heads trained apart (one per modality, or per subset) into one model that takes any

@@ -8,7 +8,7 @@ from typing import Literal, Optional
 import typer
 
 from ..errors import AnybindError, DataError
-from ._common import app, check_out, choice, console, fail, wise_option
+from ._common import app, check_out, choice, console, fail, seed_option, wise_option
 
 UpdateMethod = Literal["wise", "modx", "naive"]
 
@@ -37,7 +37,7 @@ def update(
                                        "(0: the old space, 1: the fine-tuned one) or 'off'."),
     epochs: int = typer.Option(50, help="Maximum epochs (early stopping on the val pairs; the space as it was competes)."),
     lr: float = typer.Option(1e-4, help="Learning rate."),
-    seed: int = typer.Option(0),
+    seed: int = seed_option(),
     cache: Optional[Path] = typer.Option(None, help="Feature cache folder."),
     strict: bool = typer.Option(False, help="Any bad record is fatal."),
 ):
@@ -163,7 +163,7 @@ def federate(
     dim: int = typer.Option(256, help="Shared space width."),
     hidden: int = typer.Option(1024, help="Projector hidden width."),
     lr: float = typer.Option(1e-3, help="Learning rate."),
-    seed: int = typer.Option(0),
+    seed: int = seed_option(),
     cache: Optional[Path] = typer.Option(None, help="Feature cache folder."),
     strict: bool = typer.Option(False, help="Any bad record is fatal."),
     ray: bool = typer.Option(False, "--ray", help="Every client a Ray actor holding its shard (local Ray, or $RAY_ADDRESS)."),

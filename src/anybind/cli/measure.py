@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 
 from ..errors import AnybindError
-from ._common import Rerank, Split, app, choice, console, fail, query_items
+from ._common import Rerank, Split, app, choice, console, fail, query_items, seed_option
 
 
 @app.command("eval")
@@ -163,7 +163,7 @@ def encoders():
 def demo(
     work: Path = typer.Option(Path("demo-out"), help="Where the corpus, space and report go."),
     epochs: int = typer.Option(200),
-    seed: int = typer.Option(0),
+    seed: int = seed_option(),
     cache: Optional[Path] = typer.Option(None),
 ):
     """The main job: build the Tux Paint corpus, bind image + text + sound, measure beside baselines.
@@ -190,7 +190,7 @@ def bench(
     opt: list[str] = typer.Option(None, "--opt", help="KEY=VALUE passed to the tasks that take KEY (e.g. --opt limit=2000)."),
     work: Path = typer.Option(Path("runs/bench"), help="Scratch folder for corpora and spaces."),
     cache: Optional[Path] = typer.Option(None),
-    seed: int = typer.Option(0),
+    seed: int = seed_option(),
 ):
     """Benchmarks: each task prints a table and records metrics beside baselines computed in the same run.
 

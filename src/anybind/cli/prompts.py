@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from ..errors import AnybindError
-from ._common import app, check_out, console, fail
+from ._common import app, check_out, console, fail, seed_option
 
 
 @app.command()
@@ -28,7 +28,7 @@ def prompts(
     describe_from: Optional[Path] = typer.Option(
         None, "--describe-from", help="Manifest whose --label values name the classes to describe (labels only)."),
     lm: str = typer.Option("smollm2", "--lm", help="Language model that writes the descriptions."),
-    seed: int = typer.Option(0, help="Seed of the descriptions' (greedy) generation."),
+    seed: int = seed_option("Seed of the descriptions' (greedy) generation."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Save the space here (default: in place)."),
     cache: Optional[Path] = typer.Option(None, help="Feature cache folder."),
 ):

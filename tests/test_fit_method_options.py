@@ -1,0 +1,85 @@
+"""A training-free fit (procrustes, cca) takes only its own options (anchor, dim, dims, ridge, seed): `anybind fit
+--method X` used to drop every training option the user gave (--lr, --epochs, --ridge-se, --wise, --lock, ...)
+without a word, and Space.fit(method=X, lr=...) failed late in a TypeError.  Both now refuse, in one line naming
+each option the method does not use, before encoding anything; options left at their defaults are fine."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from anybind.cli import app
+from anybind.space import Space
+
+from test_fit_config import TEXT, manifest  # noqa: F401  (manifest: a fixture)
+
+
+@pytest.fixture()
+def corpus(request, tmp_path):
+    """test_fit_config's 40 records: hashed text and 6-d vectors ("imu"), 8 of them val."""
+    return request.getfixturevalue("manifest"), {"text": TEXT, "imu": f"vectors:{tmp_path / 'imu.npz'}"}
+
+
+def cli(tmp_path, corpus, *extra):
+    m, enc = corpus
+    args = ["fit", str(m), *[a for k, v in enc.items() for a in ("-e", f"{k}={v}")], "--cache", str(tmp_path / "c"),
+            "--out", str(tmp_path / "sp"), *extra]
+    return CliRunner().invoke(app, args, env={"COLUMNS": "250"})
+
+
+@pytest.mark.parametrize("method", ["procrustes", "cca"])
+@pytest.mark.parametrize("given, named", [
+    (["--lr", "0.1"], ["--lr"]),
+    (["--epochs", "200"], ["--epochs"]),  # the default's value, but given: refused too
+    (["--ridge-se", "1", "--no-kernel-start", "--wise", "auto"], ["--ridge-se", "--no-kernel-start", "--wise"]),
+    (["--lock", "text", "--init", "ridge", "--center"], ["--lock", "--init", "--center"]),
+    (["--select-data", "x.jsonl"], ["--select-data"]),
+])
+def test_the_cli_refuses_a_training_option_with_a_training_free_method(tmp_path, corpus, method, given, named):
+    r = cli(tmp_path, corpus, "--method", method, *given)
+    assert r.exit_code == 2, r.output
+    said = [x for x in r.output.splitlines() if "--method" in x]
+    assert len(said) == 1 and all(n in said[0] for n in named) and method in said[0], r.output
+    assert not (tmp_path / "sp").exists() and not (tmp_path / "c").exists()  # refused before encoding
+
+
+def test_the_cli_fits_a_training_free_space_with_its_own_options(tmp_path, corpus):
+    r = cli(tmp_path, corpus, "--method", "procrustes", "--dim", "4", "--seed", "3")
+    assert r.exit_code == 0, r.output
+    sp = Space.load(tmp_path / "sp")
+    assert sp.dim == 4 and sp.config["method"] == "procrustes"
+
+
+@pytest.mark.parametrize("options, config", [({"lr": 0.1}, None), ({"epochs": 3, "wise": None}, None),
+                                             ({}, {"lr": 0.1, "dim": 4})])
+def test_space_fit_refuses_an_option_a_training_free_method_does_not_use(tmp_path, corpus, options, config):
+    m, enc = corpus
+    with pytest.raises(ValueError) as e:
+        Space.fit(m, encoders=enc, cache=tmp_path / "c", progress=False, method="cca", config=config, **options)
+    msg = str(e.value)
+    bad = sorted(set(options) | set(config or {}) - {"dim"})
+    assert "\n" not in msg and "method='cca'" in msg and all(repr(k) in msg for k in bad), msg
+    assert "'dim'" not in msg.split("uses no")[-1] and not (tmp_path / "c").exists()
+    sp = Space.fit(m, encoders=enc, cache=tmp_path / "c", progress=False, method="cca", dims=(4,), ridge=0.2, seed=1)
+    assert sp.dim == 4 and sp.config["ridge"] == 0.2
+
+
+def test_the_listed_options_are_what_fit_training_free_takes():
+    import inspect
+
+    from anybind.align import TRAINING_FREE_OPTIONS, fit_training_free
+
+    assert set(inspect.signature(fit_training_free).parameters) - {"fs", "method"} == set(TRAINING_FREE_OPTIONS)
+
+
+def test_every_fit_option_is_either_a_training_option_or_one_a_training_free_fit_reads():
+    """A new `anybind fit` option must be placed: refused with procrustes / cca, or read by them (this list)."""
+    import typer.main
+
+    from anybind.cli.fit_scale import TRAINING_OPTIONS
+
+    params = {p.name for p in typer.main.get_command(app).commands["fit"].params}
+    both = {"manifests", "data", "weight", "modalities", "encoder", "from_pretrained", "out", "overwrite", "method",
+            "dim", "recipe", "seed", "cache", "strict", "allow_eval_only", "stream", "ray_workers", "ray",
+            "ray_address", "device", "precision"}
+    assert set(TRAINING_OPTIONS) <= params and params - set(TRAINING_OPTIONS) == both
