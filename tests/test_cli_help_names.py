@@ -1,7 +1,7 @@
 """Every command's --help shows every option name whole at 80 and at 60 columns (a fresh terminal, cron, CI):
 Typer's options table used to narrow the name columns with the help column and split ``--no-start-guard`` into
-``--no-start-guar`` / ``d``.  The fix (anybind.cli._common) makes Typer's option-name columns ``no_wrap``; these
-tests fail loudly when a Typer release lays the table out otherwise."""
+``--no-start-guar`` / ``d``.  The fix (anybind.cli._common) makes Typer's option-name columns ``no_wrap`` and puts
+``--no-x`` under ``--x``; these tests fail loudly when a Typer release lays the table out otherwise."""
 
 from __future__ import annotations
 
@@ -61,4 +61,8 @@ def test_typer_still_lays_option_names_in_columns_we_keep_whole(monkeypatch):
 
     out = _help(demo, [], 80, monkeypatch)
     assert _missing(typer.main.get_command(demo), out) == [], out
+    lines = out.splitlines()
+    at = next(i for i, line in enumerate(lines) if "--very-long-switch-name" in line)
+    col = lines[at].index("--very-long-switch-name")
+    assert lines[at + 1].index("--no-very-long-switch-name") == col, out  # --no-x under --x, not beside it
     assert getattr(rich_utils.Table, "_anybind_whole_names", False), "anybind's hook on typer.rich_utils.Table is gone"

@@ -230,8 +230,11 @@ def _keep_option_names_whole() -> None:
     names, secondary long names (``--no-x``), secondary short names, type, help.  Its columns are Rich's defaults
     (wrappable), so at 80 columns Rich narrows every column alike and splits a long option name (``--no-start-guar``
     / ``d``): a user cannot type a flag the help does not show whole.  Make every column but the last two (type,
-    help) ``no_wrap``, so Rich narrows only those.  Typer has no setting for this: its module's ``Table`` becomes a
-    subclass that sets it (tests/test_cli_help_names.py fails loudly when Typer changes the layout)."""
+    help) ``no_wrap``, so Rich narrows only those, and put a secondary long name under its long name (its column
+    stays empty), so the help column keeps the width a second name column would take.  Typer has no setting for
+    this: its module's ``Table`` becomes a subclass that does it (tests/test_cli_help_names.py fails loudly when
+    Typer changes the layout)."""
+    from rich.text import Text
     from typer import rich_utils
 
     base = getattr(rich_utils, "Table", None)
@@ -242,8 +245,12 @@ def _keep_option_names_whole() -> None:
         _anybind_whole_names = True
 
         def add_row(self, *renderables, **kw):
-            super().add_row(*renderables, **kw)
-            if not self.show_header and len(self.columns) >= 6:  # an options panel (the commands panel has 2)
+            cells = list(renderables)
+            names = not self.show_header and len(cells) >= 6  # an options panel's row (the commands panel has 2)
+            if names and all(isinstance(c, Text) for c in cells[-6:-2]) and cells[-4].plain:
+                cells[-6], cells[-4] = Text("\n").join([cells[-6], cells[-4]]), Text("")
+            super().add_row(*cells, **kw)
+            if names:
                 for column in self.columns[:-2]:
                     column.no_wrap = True
 
