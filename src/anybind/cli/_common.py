@@ -231,6 +231,38 @@ def _fold_long_words_in_help() -> None:
         setattr(rich_utils, name, Folding())
 
 
+def _keep_option_names_whole() -> None:
+    """Typer lays an options panel out as a Rich table, one row a parameter: [required mark], long names, short
+    names, secondary long names (``--no-x``), secondary short names, type, help.  Its columns are Rich's defaults
+    (wrappable), so at 80 columns Rich narrows every column alike and splits a long option name (``--no-start-guar``
+    / ``d``): a user cannot type a flag the help does not show whole.  Make every column but the last two (type,
+    help) ``no_wrap``, so Rich narrows only those, and put a secondary long name under its long name (its column
+    stays empty), so the help column keeps the width a second name column would take.  Typer has no setting for
+    this: its module's ``Table`` becomes a subclass that does it (tests/test_cli_help_names.py fails loudly when
+    Typer changes the layout)."""
+    from rich.text import Text
+    from typer import rich_utils
+
+    base = getattr(rich_utils, "Table", None)
+    if base is None or getattr(base, "_anybind_whole_names", False):
+        return
+
+    class OptionsTable(base):  # type: ignore[misc, valid-type]
+        _anybind_whole_names = True
+
+        def add_row(self, *renderables, **kw):
+            cells = list(renderables)
+            names = not self.show_header and len(cells) >= 6  # an options panel's row (the commands panel has 2)
+            if names and all(isinstance(c, Text) for c in cells[-6:-2]) and cells[-4].plain:
+                cells[-6], cells[-4] = Text("\n").join([cells[-6], cells[-4]]), Text("")
+            super().add_row(*cells, **kw)
+            if names:
+                for column in self.columns[:-2]:
+                    column.no_wrap = True
+
+    rich_utils.Table = OptionsTable
+
+
 def _plain_usage_errors() -> None:
     """Typer prints a usage error (an unknown or missing option, a bad value, typer.BadParameter) boxed in a
     Rich panel, wrapped at the terminal's width (80 columns without one), splitting a long value or path across
@@ -255,6 +287,7 @@ def _plain_usage_errors() -> None:
 
 
 _fold_long_words_in_help()
+_keep_option_names_whole()
 _plain_usage_errors()
 
 
