@@ -170,6 +170,9 @@ def fit_in_memory(plan: FitPlan, *, cache: FeatureCache | str | Path | None = No
     from .manifests import as_manifests
     from .train import FeatureSet, selection_set
 
+    if weights is not None and plan.method != "contrastive":  # procrustes / cca: every pair alike (not dropped)
+        raise DataError(f"weights steer the sampling of trained projectors; method={plan.method!r} fits "
+                        "every training pair alike: drop them or use method='contrastive'")
     fc = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
     fs = FeatureSet.from_manifests(plan.manifests, plan.specs, fc, progress=progress, weights=weights)
     select = None
