@@ -114,3 +114,12 @@ def test_corpus_weights_are_refused_with_a_training_free_method(tmp_path, two_co
     assert not (tmp_path / "sp").exists() and not (tmp_path / "c").exists()
     sp = Space.fit([a, b], encoders=enc, cache=tmp_path / "c", progress=False, method=method, dim=4)
     assert sp.dim == 4  # without weights: fitted on both manifests
+
+
+def test_space_fit_refuses_select_data_with_a_training_free_method_before_encoding(tmp_path, two_corpora):
+    """select_data chooses epochs and WiSE-FT alphas: Space.fit(method="cca", select_data=...) is refused, by name,
+    before any record is encoded (it was refused only after encoding the whole corpus)."""
+    (a, b), enc = two_corpora
+    with pytest.raises(ValueError, match="select_data .* not method='cca'") as e:
+        Space.fit(a, encoders=enc, cache=tmp_path / "c", progress=False, method="cca", select_data=[b])
+    assert "\n" not in str(e.value) and not (tmp_path / "c").exists()

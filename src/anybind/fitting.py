@@ -173,13 +173,13 @@ def fit_in_memory(plan: FitPlan, *, cache: FeatureCache | str | Path | None = No
     if weights is not None and plan.method != "contrastive":  # procrustes / cca: every pair alike (not dropped)
         raise DataError(f"weights steer the sampling of trained projectors; method={plan.method!r} fits "
                         "every training pair alike: drop them or use method='contrastive'")
+    if select_data is not None and plan.method != "contrastive":  # refused before any record is encoded
+        raise DataError(f"select_data chooses epochs and WiSE-FT alphas of trained projectors, not "
+                        f"method={plan.method!r}")
     fc = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
     fs = FeatureSet.from_manifests(plan.manifests, plan.specs, fc, progress=progress, weights=weights)
     select = None
     if select_data is not None:
-        if plan.method != "contrastive":
-            raise DataError(f"select_data chooses epochs and WiSE-FT alphas of trained projectors, not "
-                            f"method={plan.method!r}")
         smans = as_manifests(select_data, plan.modalities, plan.specs, False, progress)
         select = selection_set(smans, plan.specs, fc, split=select_split, progress=progress)
     space = fit_features(fs, plan.method, plan.config, progress=progress, select=select)
