@@ -123,3 +123,15 @@ def test_space_fit_refuses_select_data_with_a_training_free_method_before_encodi
     with pytest.raises(ValueError, match="select_data .* not method='cca'") as e:
         Space.fit(a, encoders=enc, cache=tmp_path / "c", progress=False, method="cca", select_data=[b])
     assert "\n" not in str(e.value) and not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize("method", ["contrastiv", "Procrustes", "pca"])
+def test_an_unknown_method_is_named_as_unknown_not_as_training_free(tmp_path, corpus, method):
+    """A misspelt method with a training option was told it "is training-free: it uses no 'lr'" (the options were
+    checked before the method): the method is refused first, as unknown, with the methods there are."""
+    m, enc = corpus
+    with pytest.raises(ValueError) as e:
+        Space.fit(m, encoders=enc, cache=tmp_path / "c", progress=False, method=method, lr=1e-3)
+    msg = str(e.value)
+    assert f"unknown method {method!r}" in msg and "training-free" not in msg and "\n" not in msg, msg
+    assert not (tmp_path / "c").exists()

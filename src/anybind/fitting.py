@@ -68,6 +68,8 @@ def fit_options(config: Any, options: Mapping[str, Any], method: str = "contrast
     mapping, or None) and keyword ``options`` (which win): what the user chose.  A field at
     :data:`~anybind.recipe.AUTO` (a config object's default for what the recipe chooses) is left out, for the
     recipe to fill as a keyword left out; any other value, its plain default or None included, is chosen."""
+    if method not in METHODS:  # before the options: a misspelt method is not "training-free"
+        raise ValueError(f"unknown method {method!r}: use 'contrastive', 'procrustes' or 'cca'")
     if config is None:
         out: dict[str, Any] = {}
     elif isinstance(config, Mapping):
