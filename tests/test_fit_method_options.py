@@ -79,7 +79,59 @@ def test_every_fit_option_is_either_a_training_option_or_one_a_training_free_fit
     from anybind.cli.fit_scale import TRAINING_OPTIONS
 
     params = {p.name for p in typer.main.get_command(app).commands["fit"].params}
-    both = {"manifests", "data", "weight", "modalities", "encoder", "from_pretrained", "out", "overwrite", "method",
+    both = {"manifests", "data", "modalities", "encoder", "from_pretrained", "out", "overwrite", "method",
             "dim", "recipe", "seed", "cache", "strict", "allow_eval_only", "stream", "ray_workers", "ray",
             "ray_address", "device", "precision"}
     assert set(TRAINING_OPTIONS) <= params and params - set(TRAINING_OPTIONS) == both
+
+
+@pytest.fixture()
+def two_corpora(corpus, tmp_path):
+    """The corpus's 40 records in two manifests (a.jsonl, b.jsonl) beside it."""
+    m, enc = corpus
+    rows = m.read_text().splitlines(keepends=True)
+    (tmp_path / "a.jsonl").write_text("".join(rows[:20]))
+    (tmp_path / "b.jsonl").write_text("".join(rows[20:]))
+    return [tmp_path / "a.jsonl", tmp_path / "b.jsonl"], enc
+
+
+@pytest.mark.parametrize("method", ["procrustes", "cca"])
+def test_corpus_weights_are_refused_with_a_training_free_method(tmp_path, two_corpora, method):
+    """Procrustes / CCA fit every training pair alike (the weights only steer the trainer's sampling):
+    --weight and Space.fit(weights=...) were dropped without a word; refused in one line before encoding."""
+    (a, b), enc = two_corpora
+    args = ["fit", "--data", str(a), "--data", str(b), "--weight", "1", "--weight", "0.001",
+            "--method", method, *[x for k, v in enc.items() for x in ("-e", f"{k}={v}")],
+            "--cache", str(tmp_path / "c"), "--out", str(tmp_path / "sp")]
+    r = CliRunner().invoke(app, args, env={"COLUMNS": "250"})
+    assert r.exit_code == 2, r.output
+    said = [x for x in r.output.splitlines() if "--method" in x]
+    assert len(said) == 1 and "--weight" in said[0] and method in said[0], r.output
+    with pytest.raises(ValueError) as e:
+        Space.fit([a, b], encoders=enc, cache=tmp_path / "c", progress=False, method=method,
+                  weights=[1, 0.001])
+    assert "weights" in str(e.value) and f"method={method!r}" in str(e.value) and "\n" not in str(e.value)
+    assert not (tmp_path / "sp").exists() and not (tmp_path / "c").exists()
+    sp = Space.fit([a, b], encoders=enc, cache=tmp_path / "c", progress=False, method=method, dim=4)
+    assert sp.dim == 4  # without weights: fitted on both manifests
+
+
+def test_space_fit_refuses_select_data_with_a_training_free_method_before_encoding(tmp_path, two_corpora):
+    """select_data chooses epochs and WiSE-FT alphas: Space.fit(method="cca", select_data=...) is refused, by name,
+    before any record is encoded (it was refused only after encoding the whole corpus)."""
+    (a, b), enc = two_corpora
+    with pytest.raises(ValueError, match="select_data .* not method='cca'") as e:
+        Space.fit(a, encoders=enc, cache=tmp_path / "c", progress=False, method="cca", select_data=[b])
+    assert "\n" not in str(e.value) and not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize("method", ["contrastiv", "Procrustes", "pca"])
+def test_an_unknown_method_is_named_as_unknown_not_as_training_free(tmp_path, corpus, method):
+    """A misspelt method with a training option was told it "is training-free: it uses no 'lr'" (the options were
+    checked before the method): the method is refused first, as unknown, with the methods there are."""
+    m, enc = corpus
+    with pytest.raises(ValueError) as e:
+        Space.fit(m, encoders=enc, cache=tmp_path / "c", progress=False, method=method, lr=1e-3)
+    msg = str(e.value)
+    assert f"unknown method {method!r}" in msg and "training-free" not in msg and "\n" not in msg, msg
+    assert not (tmp_path / "c").exists()

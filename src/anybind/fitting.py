@@ -68,6 +68,8 @@ def fit_options(config: Any, options: Mapping[str, Any], method: str = "contrast
     mapping, or None) and keyword ``options`` (which win): what the user chose.  A field at
     :data:`~anybind.recipe.AUTO` (a config object's default for what the recipe chooses) is left out, for the
     recipe to fill as a keyword left out; any other value, its plain default or None included, is chosen."""
+    if method not in METHODS:  # before the options: a misspelt method is not "training-free"
+        raise ValueError(f"unknown method {method!r}: use 'contrastive', 'procrustes' or 'cca'")
     if config is None:
         out: dict[str, Any] = {}
     elif isinstance(config, Mapping):
@@ -170,13 +172,16 @@ def fit_in_memory(plan: FitPlan, *, cache: FeatureCache | str | Path | None = No
     from .manifests import as_manifests
     from .train import FeatureSet, selection_set
 
+    if weights is not None and plan.method != "contrastive":  # procrustes / cca: every pair alike (not dropped)
+        raise DataError(f"weights steer the sampling of trained projectors; method={plan.method!r} fits "
+                        "every training pair alike: drop them or use method='contrastive'")
+    if select_data is not None and plan.method != "contrastive":  # refused before any record is encoded
+        raise DataError(f"select_data chooses epochs and WiSE-FT alphas of trained projectors, not "
+                        f"method={plan.method!r}")
     fc = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
     fs = FeatureSet.from_manifests(plan.manifests, plan.specs, fc, progress=progress, weights=weights)
     select = None
     if select_data is not None:
-        if plan.method != "contrastive":
-            raise DataError(f"select_data chooses epochs and WiSE-FT alphas of trained projectors, not "
-                            f"method={plan.method!r}")
         smans = as_manifests(select_data, plan.modalities, plan.specs, False, progress)
         select = selection_set(smans, plan.specs, fc, split=select_split, progress=progress)
     space = fit_features(fs, plan.method, plan.config, progress=progress, select=select)

@@ -93,7 +93,7 @@ class Space(SpaceCore):
         Parameters
         ----------
         manifest: a JSONL manifest path (or a loaded :class:`Manifest`, or a list of them
-            for mixed training; ``weights`` then sets each corpus' sampling weight).
+            for mixed training; ``weights`` then sets each corpus' sampling weight, contrastive only).
         modalities: manifest fields to bind (default: every base modality present; language variants such as
             ``text_fr`` are left out and logged, see :mod:`anybind.data.fields`).
         encoders: modality -> encoder spec (default: each modality's default encoder).

@@ -80,7 +80,7 @@ def fit(
     ctx: typer.Context,
     manifests: list[Path] = typer.Argument(None, help="JSONL manifest(s). Several = mixed training."),
     data: list[Path] = typer.Option(None, "--data", help="Another manifest (repeatable), same as a positional one."),
-    weight: list[float] = typer.Option(None, "--weight", help="Sampling weight per manifest, in order (repeatable)."),
+    weight: list[float] = typer.Option(None, "--weight", help="Sampling weight per manifest, in order (repeatable; contrastive only)."),
     modalities: Optional[str] = typer.Option(
         None, help="Fields to bind, comma-separated (default: every base modality; language variants such as "
         "text_fr, speech_de are left out unless named here or given an --encoder)."

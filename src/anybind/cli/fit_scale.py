@@ -76,7 +76,8 @@ def fit_from_pretrained(value: str, sources: list[Path], encoder: list[str] | No
 #: the fit options only a trained space reads (procrustes and cca take --dim and --seed)
 TRAINING_OPTIONS = ("projector", "epochs", "batch_size", "lr", "weight_decay", "temperature", "loss", "missing", "lock",
                     "init", "wise", "l2sp", "mixup", "mixup_alpha", "attn_lr", "attn_epochs", "select_data",
-                    "select_split", "ridge_prior", "start_guard", "kernel_start", "ridge_se", "center")
+                    "select_split", "ridge_prior", "start_guard", "kernel_start", "ridge_se", "center",
+                    "weight")
 
 
 def refuse_training_options(ctx: typer.Context, method: str) -> None:
