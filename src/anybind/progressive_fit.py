@@ -23,7 +23,8 @@ import torch.nn.functional as F
 
 from .binders import AnchorBinder
 from .errors import DataError
-from .loop import IndexSampler, fit_loop, make_optimizer, make_temperature, prior_ridge, training_threads
+from .loop import IndexSampler, fit_loop, make_optimizer, make_temperature, training_threads
+from .ridge import prior_ridge
 from .metrics import pair_recalls
 from .projectors import Projector, ProjectorConfig, project
 from .recipe import check_flags, check_seed
@@ -166,8 +167,10 @@ def ridge_start(proj: Projector, feats, targets: Mapping[str, Target], train_idx
 
     has_val = any(np.isin(t.records, val_idx).sum() >= 2 for t in targets.values())
     # primal (d x d) or dual (n x n) system, whichever is smaller (a prior needs the primal)
+    G = R = None
     if d <= n or prior is not None:
-        alpha, W, g = prior_ridge(Z.T @ Z, Z.T @ Tc, n, score, prior=prior, t_norm2=Tc.pow(2).sum(),
+        G, R = Z.T @ Z, Z.T @ Tc
+        alpha, W, g = prior_ridge(G, R, n, score, prior=prior, t_norm2=Tc.pow(2).sum(),
                                   guard=guard, has_val=has_val)
     else:
         alpha, W, g = prior_ridge(Z @ Z.T, Tc, n, score, back=lambda S: Z.T @ S)
@@ -175,7 +178,7 @@ def ridge_start(proj: Projector, feats, targets: Mapping[str, Target], train_idx
     if kernel and prior is not None and (proj.cfg.frames or not has_val):  # said, not skipped
         kern = {"kept": False, "note": "a frame-pooling projector" if proj.cfg.frames else "no val pairs"}
     elif kernel and prior is not None:  # as Space.fit's locked_ridge_start: on the residual, chosen on val
-        W0 = scaled_prior(Z.T @ Z, Z.T @ Tc, prior, Tc.pow(2).sum())
+        W0 = scaled_prior(G, R, prior, Tc.pow(2).sum())  # a prior: the primal system above
 
         def with_branch(branch) -> float:
             proj.set_kernel(*branch)

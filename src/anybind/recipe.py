@@ -163,9 +163,8 @@ def check_flags(cfg: Any, flags: Mapping[str, tuple[Any, ...]]) -> None:
     for name, also in flags.items():
         v = getattr(cfg, name)
         if not isinstance(v, bool) and not any(v is a for a in also):
-            allowed = ", ".join(["True", "False", *map(repr, also)])
-            raise DataError(f"{type(cfg).__name__}.{name} must be {allowed.rsplit(', ', 1)[0]} or "
-                            f"{allowed.rsplit(', ', 1)[1]}, got {v!r}")
+            names = ["True", "False", *map(repr, also)]
+            raise DataError(f"{type(cfg).__name__}.{name} must be {', '.join(names[:-1])} or {names[-1]}, got {v!r}")
 
 
 #: the largest seed a config takes: numpy's seed sequences take no negative entropy, torch.manual_seed nothing

@@ -163,13 +163,15 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
         if n < 3:
             raise DataError(f"init='ridge': {m!r} has {n} training pairs with {lock!r}; need at least 3")
 
-        def per_pair(W: torch.Tensor, pr=pr, va=va, branch=None) -> np.ndarray:  # each val pair's R@1/5/10 both ways
+        # the val pairs' standardised inputs and normalised targets, once: every alpha and kernel candidate reuses them
+        zv, gv = (None, None) if va is None else (pr.standardized(torch.from_numpy(va[0])),
+                                                  F.normalize(tgt(torch.from_numpy(va[1])), dim=-1).numpy())
+
+        def per_pair(W: torch.Tensor, va=va, z=zv, g=gv, branch=None) -> np.ndarray:  # each val pair's R@1/5/10 both ways
             if va is None:
                 return np.array(np.nan)
             fm, fl = va
-            z = pr.standardized(torch.from_numpy(fm))
             q = F.normalize(z @ W.float() + (kernel_term(z, *branch) if branch else 0), dim=-1).numpy()
-            g = F.normalize(tgt(torch.from_numpy(fl)), dim=-1).numpy()
             r1 = query_ranks(q @ g.T, query_keys=fm, gallery_keys=fl)
             r2 = query_ranks(g @ q.T, query_keys=fl, gallery_keys=fm)
             return sum((r <= k).astype(np.float64) for r in (r1, r2) for k in (1, 5, 10)) / 6

@@ -94,10 +94,10 @@ class SupportSample:
     def add(self, Z: torch.Tensor, T: torch.Tensor) -> None:
         idx = np.arange(self.seen, self.seen + len(Z), dtype=np.int64)
         self.seen += len(Z)
-        Z, T = Z.detach(), T.detach()
+        Z, T, keys = Z.detach(), T.detach(), row_keys(self.seed, idx)  # the held rows' keys are kept, not re-hashed
         if self.Z is not None:
-            idx, Z, T = np.concatenate([self.idx, idx]), torch.cat([self.Z, Z]), torch.cat([self.T, T])
-        keys = row_keys(self.seed, idx)
+            idx, keys = np.concatenate([self.idx, idx]), np.concatenate([self.keys, keys])
+            Z, T = torch.cat([self.Z, Z]), torch.cat([self.T, T])
         if len(idx) > self.size:  # the smallest keys (ties: the lower row), then back in row order
             keep = np.sort(np.lexsort((idx, keys))[: self.size])
             idx, keys, Z, T = idx[keep], keys[keep], Z[torch.from_numpy(keep)], T[torch.from_numpy(keep)]

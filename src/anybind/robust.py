@@ -62,7 +62,7 @@ from torch import nn
 
 from .centring import center_projectors, centred, train_centers  # noqa: F401  (re-exported: defined here before)
 from .errors import DataError
-from .loop import PairBlocks, locked_ridge_start
+from .ridge import PairBlocks, locked_ridge_start
 from .losses import M2Mix, is_multimodal
 from .projectors import Projector
 from .recipe import resolved

@@ -163,8 +163,8 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
         return out
 
     # the clusters of every retrieval cell's queries (caption_groups); Fashion-MNIST cells: one image each
-    groups = {f"{split}/{c}/{d}": caption_groups(man, split)
-              for split in ("test", "val") for c, man in mans.items() for d in ("t->i", "i->t")}
+    groups = {f"{split}/{c}/{d}": g for split in ("test", "val") for c, man in mans.items()
+              for g in [caption_groups(man, split)] for d in ("t->i", "i->t")}
     bridge = measure(Space.label_bridge())
     rows, metrics, baselines, chosen = [], {}, {"label bridge": {}}, {}
     cells = [k for k in bridge if k.startswith("test/")]

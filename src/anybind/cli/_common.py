@@ -161,7 +161,9 @@ def choice(default: Any, values: Any, *names: str, help: str) -> Any:
 def seed_option(help: str = "Seed of every random draw (a whole number >= 0).") -> Any:
     """``--seed``: refused on the command line, in one line naming it, unless in [0, 2**63 - 1] (a negative one
     failed deep in numpy; :func:`anybind.recipe.check_seed` refuses it in the configs)."""
-    return typer.Option(0, "--seed", min=0, max=2**63 - 1, help=help)
+    from ..recipe import MAX_SEED
+
+    return typer.Option(0, "--seed", min=0, max=MAX_SEED, help=help)
 
 
 def device_option() -> Any:
