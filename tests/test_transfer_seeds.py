@@ -59,7 +59,8 @@ def two_slices(tux_dir, tmp_path_factory):
     from anybind.data.manifest import load_manifest
 
     man = load_manifest(tux_dir / "manifest.jsonl", modalities=["image", "text"], progress=False)
-    usable = [r for r in man.records if r.has("image") and r.has("text") and not str(r.values["image"]).endswith(".svg")]
+    usable = [r for r in man.records
+              if r.has("image") and r.has("text") and not str(r.values["image"]).endswith(".svg")]
     out = tmp_path_factory.mktemp("slices")
     paths = {}
     for k, name in enumerate(("tuxa", "tuxb")):
@@ -77,7 +78,8 @@ def test_seeds_give_each_single_seed_run_and_their_mean(two_slices, shared_cache
     summary counts the seed mean and names the worst seed."""
     from anybind.bench import tasks_transfer
 
-    monkeypatch.setattr(tasks_transfer, "corpus_builders", lambda: {n: (lambda w, p=p: p) for n, p in two_slices.items()})
+    builders = {n: (lambda w, p=p: p) for n, p in two_slices.items()}
+    monkeypatch.setattr(tasks_transfer, "corpus_builders", lambda: builders)
     kw = dict(corpora="tuxa,tuxb", train="each", systems="defaults", fm="0", center="0", boot="30", max_train="12")
     both = tasks_transfer.transfer(tmp_path / "w", cache=shared_cache, seeds="0,1", **kw)
     one = {s: tasks_transfer.transfer(tmp_path / "w", cache=shared_cache, seed=s, **kw) for s in (0, 1)}

@@ -224,12 +224,14 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
                 proc_by_train[sub] = measure(proc)
             proc_hits.append(proc_by_train[sub])
             for row_name, system, own in variants:
-                sp, extra = fit_system(system, own, train_mans, s, f"{tname}/{row_name}" + (f" [seed {s}]" if several else ""))
+                label = f"{tname}/{row_name}" + (f" [seed {s}]" if several else "")
+                sp, extra = fit_system(system, own, train_mans, s, label)
                 row_encoders[f"{tname}/{row_name}"] = dict(sp.encoders)
                 per_row.setdefault(row_name, ([], []))[0].append(measure(sp))
                 per_row[row_name][1].append(extra)
                 if center == "1":
-                    per_row.setdefault(row_name + " +center", ([], []))[0].append(measure(centred(sp, train_mans, cache=fc)))
+                    centred_hits = measure(centred(sp, train_mans, cache=fc))
+                    per_row.setdefault(row_name + " +center", ([], []))[0].append(centred_hits)
                     per_row[row_name + " +center"][1].append({})
         add_row(tname, "procrustes", proc_hits, None, [{}])
         baselines[f"{tname}/procrustes"] = {k: float(v.mean()) for k, v in

@@ -80,7 +80,8 @@ def summary_notes(metrics: dict[str, Any], sets: dict[str, list[str]], systems: 
             parts.append(part)
         if parts:
             on = f" (cells on the mean over seeds {', '.join(map(str, seeds))})" if len(seeds) > 1 else ""
-            notes.append(f"off-diagonal {split} R@1 minus the better baseline, mean over cells{on}: " + "; ".join(parts))
+            notes.append(f"off-diagonal {split} R@1 minus the better baseline, mean over cells{on}: "
+                         + "; ".join(parts))
     return notes
 
 
