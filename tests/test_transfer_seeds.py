@@ -36,6 +36,43 @@ def test_one_seed_is_the_old_bootstrap_and_seeds_average_per_query(hits, n_label
     assert bootstrap(seed_mean([h, h, h]), [other], 200, seed, labels) == want  # equal seeds: one seed
 
 
+def _bootstrap_before(hits, others, n, seed, groups):
+    """``bootstrap`` as it was before the per-query and clustered paths shared one tail (main c7a51bd): the
+    reference (labels numbered in order of first appearance, as ``group_index`` does)."""
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        idx = rng.integers(0, len(hits), size=(n, len(hits)))
+        means = hits[idx].mean(1)
+        best = [np.asarray(o, np.float64)[idx].mean(1) for o in others]
+    else:
+        number: dict[str, int] = {}
+        g = np.asarray([number.setdefault(str(x), len(number)) for x in groups], np.int64)
+        k = int(g.max()) + 1
+        sizes = np.bincount(g, minlength=k).astype(np.float64)
+        idx = rng.integers(0, k, size=(n, k))
+        count = sizes[idx].sum(1)
+        means = np.bincount(g, weights=hits, minlength=k)[idx].sum(1) / count
+        best = [np.bincount(g, weights=np.asarray(o, np.float64), minlength=k)[idx].sum(1) / count for o in others]
+    ci = (float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5)))
+    diff = None
+    if others:
+        d = means - np.max(np.stack(best), 0)
+        diff = (float(np.percentile(d, 2.5)), float(np.percentile(d, 97.5)))
+    return float(hits.mean()), ci, diff
+
+
+@settings(max_examples=60, deadline=None)
+@given(hit_lists, st.integers(0, 4), st.integers(0, 2), st.integers(0, 5), st.randoms(use_true_random=False))
+def test_one_seed_is_the_bootstrap_before_this_change(hits, n_labels, n_others, seed, rnd):
+    h = np.array(hits)
+    others = [np.array([rnd.choice([0.0, 1.0]) for _ in hits]) for _ in range(n_others)]
+    labels = None if n_labels == 0 else [rnd.randrange(n_labels) for _ in hits]
+    want = _bootstrap_before(h, others, 150, seed, labels)
+    assert bootstrap(seed_mean([h]), [seed_mean([o]) for o in others], 150, seed, labels) == want
+    if labels is not None:
+        assert bootstrap(seed_mean([h]), others, 150, seed, Clusters.of(labels)) == want
+
+
 def test_seed_mean_refuses_seeds_of_other_queries():
     with pytest.raises(ValueError, match=r"^seed_mean: seed 1 has 3 values for 2 queries$"):
         seed_mean([np.zeros(2), np.zeros(3)])
