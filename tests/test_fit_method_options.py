@@ -76,7 +76,7 @@ def test_every_fit_option_is_either_a_training_option_or_one_a_training_free_fit
     """A new `anybind fit` option must be placed: refused with procrustes / cca, or read by them (this list)."""
     import typer.main
 
-    from anybind.cli.fit_scale import TRAINING_OPTIONS
+    from anybind.cli.fit_free import TRAINING_OPTIONS
 
     params = {p.name for p in typer.main.get_command(app).commands["fit"].params}
     both = {"manifests", "data", "modalities", "encoder", "from_pretrained", "out", "overwrite", "method",

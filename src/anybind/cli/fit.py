@@ -213,7 +213,8 @@ def fit(
     """
     from ..space import Space
 
-    from .fit_scale import fit_at_scale, fit_from_pretrained, refuse_training_options
+    from .fit_free import fit_from_pretrained, refuse_training_options
+    from .fit_scale import fit_at_scale
 
     sources = list(manifests or []) + list(data or [])
     if from_pretrained:
