@@ -34,6 +34,7 @@ def cli(tmp_path, corpus, *extra):
     (["--ridge-se", "1", "--no-kernel-start", "--wise", "auto"], ["--ridge-se", "--no-kernel-start", "--wise"]),
     (["--lock", "text", "--init", "ridge", "--center"], ["--lock", "--init", "--center"]),
     (["--select-data", "x.jsonl"], ["--select-data"]),
+    (["--recipe", "plain"], ["--recipe"]),  # a recipe chooses encoders and training options: none for procrustes / cca
 ])
 def test_the_cli_refuses_a_training_option_with_a_training_free_method(tmp_path, corpus, method, given, named):
     r = cli(tmp_path, corpus, "--method", method, *given)
@@ -80,7 +81,7 @@ def test_every_fit_option_is_either_a_training_option_or_one_a_training_free_fit
 
     params = {p.name for p in typer.main.get_command(app).commands["fit"].params}
     both = {"manifests", "data", "modalities", "encoder", "from_pretrained", "out", "overwrite", "method",
-            "dim", "recipe", "seed", "cache", "strict", "allow_eval_only", "stream", "ray_workers", "ray",
+            "dim", "seed", "cache", "strict", "allow_eval_only", "stream", "ray_workers", "ray",
             "ray_address", "device", "precision"}
     assert set(TRAINING_OPTIONS) <= params and params - set(TRAINING_OPTIONS) == both
 

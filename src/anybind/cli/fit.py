@@ -169,7 +169,7 @@ def fit(
     recipe: Recipe = choice(
         "auto", Recipe, help="auto: choices left open (image encoder, --lock, --init) follow the best known "
         "recipe for the modalities (text bound: --lock text --init ridge, images with their label bridge); "
-        "plain: bare defaults."
+        "plain: bare defaults. Trained projectors only (refused with procrustes / cca)."
     ),
     seed: int = seed_option(),
     cache: Optional[Path] = typer.Option(None, help="Feature cache folder (default $ANYBIND_CACHE or ~/.cache/anybind/features)."),

@@ -33,8 +33,9 @@ def fit_from_pretrained(value: str, sources: list[Path], encoder: list[str] | No
                   f"{len(space.info['templates'])} prompt templates)", highlight=False)
 
 
-#: the fit options only a trained space reads (procrustes and cca take --dim and --seed)
-TRAINING_OPTIONS = ("projector", "epochs", "batch_size", "lr", "weight_decay", "temperature", "loss", "missing", "lock",
+#: the fit options only a trained space reads (procrustes and cca take --dim and --seed; a recipe chooses encoders and
+#: training options for trained projectors only: anybind.recipe.resolve_recipe leaves a training-free fit as given)
+TRAINING_OPTIONS = ("recipe", "projector", "epochs", "batch_size", "lr", "weight_decay", "temperature", "loss", "missing", "lock",
                     "init", "wise", "l2sp", "mixup", "mixup_alpha", "attn_lr", "attn_epochs", "select_data",
                     "select_split", "ridge_prior", "start_guard", "kernel_start", "ridge_se", "center",
                     "weight")
