@@ -5,6 +5,7 @@ training-free ``--method`` (procrustes, cca) refuses.  :func:`fit_from_pretraine
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -33,21 +34,32 @@ def fit_from_pretrained(value: str, sources: list[Path], encoder: list[str] | No
                   f"{len(space.info['templates'])} prompt templates)", highlight=False)
 
 
-#: the fit options only a trained space reads (procrustes and cca take --dim and --seed; a recipe chooses encoders and
-#: training options for trained projectors only: anybind.recipe.resolve_recipe leaves a training-free fit as given)
-TRAINING_OPTIONS = ("recipe", "projector", "epochs", "batch_size", "lr", "weight_decay", "temperature", "loss", "missing", "lock",
-                    "init", "wise", "l2sp", "mixup", "mixup_alpha", "attn_lr", "attn_epochs", "select_data",
-                    "select_split", "ridge_prior", "start_guard", "kernel_start", "ridge_se", "center",
-                    "weight")
+#: the ``anybind fit`` options every method reads: its data, where it saves, where it runs.  A training-free
+#: ``--method`` also reads its own (:data:`anybind.align.TRAINING_FREE_OPTIONS` that are fit options: --dim, --seed)
+#: and refuses every other option given (:func:`training_options`): a new fit option is refused with procrustes / cca
+#: until it is placed here, never dropped without a word.  Not here: --recipe (a recipe chooses encoders and training
+#: options for trained projectors only), --stream / --ray-workers / --ray / --ray-address (the training-free fit runs
+#: in memory, in this process).
+FIT_COMMON_OPTIONS = frozenset({"manifests", "data", "modalities", "encoder", "from_pretrained", "out", "overwrite",
+                                "method", "cache", "strict", "allow_eval_only", "device", "precision"})
+
+
+def training_options(command: Any) -> list[str]:
+    """The parameters of ``command`` (``anybind fit``'s click command) a training-free method does not read: every
+    one neither in :data:`FIT_COMMON_OPTIONS` nor among the method's own options."""
+    from ..align import TRAINING_FREE_OPTIONS
+
+    return [p.name for p in command.params if p.name not in FIT_COMMON_OPTIONS and p.name not in TRAINING_FREE_OPTIONS]
 
 
 def refuse_training_options(ctx: typer.Context, method: str) -> None:
     """Refuse, in one line naming them, the training options given on the command line to a training-free
     ``--method`` (they were dropped without a word); those left at their defaults are fine."""
+    refused = set(training_options(ctx.command))
     given = []  # typer vendors click: its ParameterSource is told by name
     for p in ctx.command.params:
         src = getattr(ctx.get_parameter_source(p.name), "name", "DEFAULT")
-        if p.name in TRAINING_OPTIONS and src not in ("DEFAULT", "DEFAULT_MAP"):
+        if p.name in refused and src not in ("DEFAULT", "DEFAULT_MAP"):
             given.append(p.secondary_opts[0] if p.secondary_opts and ctx.params[p.name] is False else p.opts[0])
     if given:
         raise typer.BadParameter(f"{method} is training-free (it takes --dim and --seed): it uses no "
