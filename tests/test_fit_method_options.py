@@ -176,3 +176,14 @@ def test_an_unknown_method_is_named_as_unknown_not_as_training_free(tmp_path, co
     msg = str(e.value)
     assert f"unknown method {method!r}" in msg and "training-free" not in msg and "\n" not in msg, msg
     assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize("given", [["--ray"], ["--ray-address", "127.0.0.1:1"]])
+def test_ray_encoding_without_a_sharded_fit_is_refused(tmp_path, corpus, given):
+    """--ray / --ray-address encode on Ray for the sharded fit (--stream, --ray-workers, torchrun); the in-memory fit
+    encoded here and dropped them without a word.  Refused in one line, before anything is encoded."""
+    r = cli(tmp_path, corpus, *given)
+    assert r.exit_code == 2, r.output
+    said = [x for x in r.output.splitlines() if given[0] in x]
+    assert len(said) == 1 and "--stream" in said[0], r.output
+    assert not (tmp_path / "sp").exists() and not (tmp_path / "c").exists()

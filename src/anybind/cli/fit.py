@@ -183,7 +183,7 @@ def fit(
     ray_workers: int = typer.Option(
         0, "--ray-workers", help="Train on Ray Train with N DDP workers from training shards (--batch-size is the global batch)."
     ),
-    ray: bool = typer.Option(False, "--ray", help="Also encode missing features on Ray (local, or --ray-address / $RAY_ADDRESS)."),
+    ray: bool = typer.Option(False, "--ray", help="Also encode missing features on Ray (local, or --ray-address / $RAY_ADDRESS); with --stream or --ray-workers."),
     ray_address: Optional[str] = typer.Option(
         None, "--ray-address", help="Ray cluster for --ray / --ray-workers: its head's HOST:PORT, auto, or ray://head:10001 (Ray Client: trains, cannot encode) (default $RAY_ADDRESS, else local)."
     ),
