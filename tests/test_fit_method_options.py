@@ -34,6 +34,7 @@ def cli(tmp_path, corpus, *extra):
     (["--ridge-se", "1", "--no-kernel-start", "--wise", "auto"], ["--ridge-se", "--no-kernel-start", "--wise"]),
     (["--lock", "text", "--init", "ridge", "--center"], ["--lock", "--init", "--center"]),
     (["--select-data", "x.jsonl"], ["--select-data"]),
+    (["--recipe", "plain"], ["--recipe"]),  # a recipe chooses encoders and training options: none for procrustes / cca
 ])
 def test_the_cli_refuses_a_training_option_with_a_training_free_method(tmp_path, corpus, method, given, named):
     r = cli(tmp_path, corpus, "--method", method, *given)
@@ -72,17 +73,57 @@ def test_the_listed_options_are_what_fit_training_free_takes():
     assert set(inspect.signature(fit_training_free).parameters) - {"fs", "method"} == set(TRAINING_FREE_OPTIONS)
 
 
-def test_every_fit_option_is_either_a_training_option_or_one_a_training_free_fit_reads():
-    """A new `anybind fit` option must be placed: refused with procrustes / cca, or read by them (this list)."""
+def _given(p, tmp_path) -> list[str]:
+    """Command-line words giving the fit option ``p`` a value its parser takes (its default where it has one)."""
+    import typing
+
+    if p.is_flag:
+        return [p.opts[0]]
+    kind = p.type_descriptor.annotation
+    if typing.get_origin(kind) is list:
+        kind = typing.get_args(kind)[0]
+    if typing.get_origin(kind) is typing.Literal:
+        return [p.opts[0], typing.get_args(kind)[-1]]
+    if p.default is not None:  # e.g. --loss infonce, --epochs 200
+        return [p.opts[0], str(p.default)]
+    return [p.opts[0], "1" if kind in (int, float) else str(tmp_path / f"{p.name}.x")]
+
+
+@pytest.mark.parametrize("method", ["procrustes", "cca"])
+def test_every_fit_option_given_is_read_or_refused_by_a_training_free_method(tmp_path, corpus, method):
+    """Walks every `anybind fit` option, given on the command line with a training-free --method: it is one every
+    method reads (data, output, runtime), one the method takes (--dim, --seed), or refused in one line naming it
+    before anything is encoded -- never dropped without a word (a new training option is refused by default)."""
+    import dataclasses
+
     import typer.main
 
-    from anybind.cli.fit_scale import TRAINING_OPTIONS
+    from anybind.align import TRAINING_FREE_OPTIONS
+    from anybind.cli.fit_free import FIT_COMMON_OPTIONS, training_options
+    from anybind.train import TrainConfig
 
-    params = {p.name for p in typer.main.get_command(app).commands["fit"].params}
-    both = {"manifests", "data", "modalities", "encoder", "from_pretrained", "out", "overwrite", "method",
-            "dim", "recipe", "seed", "cache", "strict", "allow_eval_only", "stream", "ray_workers", "ray",
-            "ray_address", "device", "precision"}
-    assert set(TRAINING_OPTIONS) <= params and params - set(TRAINING_OPTIONS) == both
+    command = typer.main.get_command(app).commands["fit"]
+    params = {p.name: p for p in command.params}
+    refused = set(training_options(command))
+    assert FIT_COMMON_OPTIONS <= set(params)  # no stale name
+    assert not FIT_COMMON_OPTIONS & {f.name for f in dataclasses.fields(TrainConfig)}  # none trains
+    assert {f.name for f in dataclasses.fields(TrainConfig)} & set(params) - set(TRAINING_FREE_OPTIONS) <= refused
+    assert {"recipe", "weight", "select_data", "stream", "ray_workers", "ray", "ray_address"} <= refused
+    m, enc = corpus
+    for name, p in params.items():
+        if p.param_type_name == "argument" or name in ("method", "out"):  # given in every run below
+            continue
+        words = _given(p, tmp_path)
+        out = tmp_path / f"sp-{name}"
+        args = ["fit", str(m), *[a for k, v in enc.items() for a in ("-e", f"{k}={v}")], "--method", method,
+                "--out", str(out), *(["--cache", str(tmp_path / "c")] if name != "cache" else []), *words]
+        r = CliRunner().invoke(app, args, env={"COLUMNS": "250"})
+        said = [x for x in r.output.splitlines() if "is training-free" in x]
+        if name in refused:
+            assert r.exit_code == 2 and len(said) == 1 and words[0] in said[0] and method in said[0], (name, r.output)
+            assert not out.exists(), name
+        else:  # read by the method (or by every method): not refused
+            assert name in FIT_COMMON_OPTIONS | set(TRAINING_FREE_OPTIONS) and not said, (name, r.output)
 
 
 @pytest.fixture()
@@ -135,3 +176,14 @@ def test_an_unknown_method_is_named_as_unknown_not_as_training_free(tmp_path, co
     msg = str(e.value)
     assert f"unknown method {method!r}" in msg and "training-free" not in msg and "\n" not in msg, msg
     assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize("given", [["--ray"], ["--ray-address", "127.0.0.1:1"]])
+def test_ray_encoding_without_a_sharded_fit_is_refused(tmp_path, corpus, given):
+    """--ray / --ray-address encode on Ray for the sharded fit (--stream, --ray-workers, torchrun); the in-memory fit
+    encoded here and dropped them without a word.  Refused in one line, before anything is encoded."""
+    r = cli(tmp_path, corpus, *given)
+    assert r.exit_code == 2, r.output
+    said = [x for x in r.output.splitlines() if given[0] in x]
+    assert len(said) == 1 and "--stream" in said[0], r.output
+    assert not (tmp_path / "sp").exists() and not (tmp_path / "c").exists()

@@ -65,6 +65,8 @@ def separability(A: np.ndarray, B: np.ndarray, *, folds: int = 5, max_points: in
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_score
 
+    from .recipe import sklearn_seed
+
     n = min(len(A), len(B), max_points)
     if n < folds:
         return float("nan")
@@ -72,7 +74,7 @@ def separability(A: np.ndarray, B: np.ndarray, *, folds: int = 5, max_points: in
     B = _subsample(np.asarray(B, np.float64), n, seed + 1)
     X = np.concatenate([A, B])
     y = np.r_[np.zeros(n), np.ones(n)]
-    cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    cv = StratifiedKFold(folds, shuffle=True, random_state=sklearn_seed(seed))
     return float(cross_val_score(LogisticRegression(max_iter=2000), X, y, cv=cv).mean())
 
 

@@ -30,6 +30,12 @@ if TYPE_CHECKING:
 METHODS = ("contrastive", "procrustes", "cca")
 
 
+def check_method(method: str) -> None:
+    """Refuse a fitting method not in :data:`METHODS`, in one line naming it and the methods there are."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}: use {', '.join(map(repr, METHODS[:-1]))} or {METHODS[-1]!r}")
+
+
 @dataclass
 class FitPlan:
     """What a fit binds: the loaded manifests, the modalities, their encoders and the training config."""
@@ -68,8 +74,7 @@ def fit_options(config: Any, options: Mapping[str, Any], method: str = "contrast
     mapping, or None) and keyword ``options`` (which win): what the user chose.  A field at
     :data:`~anybind.recipe.AUTO` (a config object's default for what the recipe chooses) is left out, for the
     recipe to fill as a keyword left out; any other value, its plain default or None included, is chosen."""
-    if method not in METHODS:  # before the options: a misspelt method is not "training-free"
-        raise ValueError(f"unknown method {method!r}: use 'contrastive', 'procrustes' or 'cca'")
+    check_method(method)  # before the options: a misspelt method is not "training-free"
     if config is None:
         out: dict[str, Any] = {}
     elif isinstance(config, Mapping):
@@ -110,8 +115,7 @@ def plan_fit(
     """Load the data and decide what the fit binds with (see the module doc)."""
     from .manifests import fit_manifests
 
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}: use 'contrastive', 'procrustes' or 'cca'")
+    check_method(method)
     modalities = list(modalities) if modalities is not None else None
     if encoders:  # a relative model folder / file made absolute here, before any encoder (and its identity) is
         # built from it, so that the saved space finds it from any working directory (as the CLI's -e did alone)
@@ -207,8 +211,7 @@ def fit_features(fs: Any, method: str = "contrastive", config: Any = None, *, pr
     lineage.  Users call ``Space.from_features``, which hands out the public :class:`anybind.Space`."""
     from .train import TrainConfig, train_space
 
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}: use 'contrastive', 'procrustes' or 'cca'")
+    check_method(method)
     if method == "contrastive":
         cfg = config if isinstance(config, TrainConfig) else TrainConfig(**fit_options(config, {}))
         return train_space(fs, cfg, progress=progress, select=select)

@@ -172,6 +172,22 @@ def check_flags(cfg: Any, flags: Mapping[str, tuple[Any, ...]]) -> None:
 MAX_SEED = 2**63 - 1
 
 
+#: scikit-learn's random_state (numpy's legacy RandomState) takes no seed past this
+SKLEARN_MAX_SEED = 2**32 - 1
+
+
+def sklearn_seed(seed: int) -> int:
+    """A seed in [0, :data:`MAX_SEED`] as a ``random_state`` scikit-learn takes: itself up to
+    :data:`SKLEARN_MAX_SEED` (the draws made so far are kept), else a 32-bit draw of its own seed sequence (so that
+    ``2**32 + k`` does not fold onto ``k``)."""
+    seed = int(seed)
+    if 0 <= seed <= SKLEARN_MAX_SEED:
+        return seed
+    import numpy as np
+
+    return int(np.random.SeedSequence(seed).generate_state(1, np.uint32)[0])
+
+
 def check_seed(cfg: Any) -> None:
     """Refuse ``cfg.seed`` (a config dataclass's) unless a whole number in [0, :data:`MAX_SEED`], in one line naming
     the field: a negative seed reached ``np.random.default_rng([seed, ...])`` deep in a fit and failed there."""

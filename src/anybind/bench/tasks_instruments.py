@@ -114,11 +114,13 @@ def linear_probe(feats: dict[str, np.ndarray], ys: dict[str, list[str]], seed: i
     Returns ``(C, val accuracy, per-test-clip 0/1 hits)``."""
     from sklearn.linear_model import LogisticRegression
 
+    from ..recipe import sklearn_seed
+
     mu, sd = feats["train"].mean(0), feats["train"].std(0) + 1e-6
     z = {k: (v - mu) / sd for k, v in feats.items()}
     best = None
     for c in PROBE_C:
-        clf = LogisticRegression(max_iter=3000, C=c, random_state=seed).fit(z["train"], ys["train"])
+        clf = LogisticRegression(max_iter=3000, C=c, random_state=sklearn_seed(seed)).fit(z["train"], ys["train"])
         acc = float((clf.predict(z["val"]) == np.asarray(ys["val"])).mean())
         if best is None or acc > best[1]:
             best = (c, acc, clf)

@@ -169,7 +169,7 @@ def fit(
     recipe: Recipe = choice(
         "auto", Recipe, help="auto: choices left open (image encoder, --lock, --init) follow the best known "
         "recipe for the modalities (text bound: --lock text --init ridge, images with their label bridge); "
-        "plain: bare defaults."
+        "plain: bare defaults. Trained projectors only (refused with procrustes / cca)."
     ),
     seed: int = seed_option(),
     cache: Optional[Path] = typer.Option(None, help="Feature cache folder (default $ANYBIND_CACHE or ~/.cache/anybind/features)."),
@@ -183,7 +183,7 @@ def fit(
     ray_workers: int = typer.Option(
         0, "--ray-workers", help="Train on Ray Train with N DDP workers from training shards (--batch-size is the global batch)."
     ),
-    ray: bool = typer.Option(False, "--ray", help="Also encode missing features on Ray (local, or --ray-address / $RAY_ADDRESS)."),
+    ray: bool = typer.Option(False, "--ray", help="Also encode missing features on Ray (local, or --ray-address / $RAY_ADDRESS); with --stream or --ray-workers."),
     ray_address: Optional[str] = typer.Option(
         None, "--ray-address", help="Ray cluster for --ray / --ray-workers: its head's HOST:PORT, auto, or ray://head:10001 (Ray Client: trains, cannot encode) (default $RAY_ADDRESS, else local)."
     ),
@@ -213,7 +213,8 @@ def fit(
     """
     from ..space import Space
 
-    from .fit_scale import fit_at_scale, fit_from_pretrained, refuse_training_options
+    from .fit_free import fit_from_pretrained, refuse_training_options
+    from .fit_scale import fit_at_scale
 
     sources = list(manifests or []) + list(data or [])
     if from_pretrained:

@@ -1,7 +1,5 @@
 """``anybind fit`` from training shards: ``--stream``, ``--ray-workers N`` and under torchrun (DDP, one node or
-several; see :mod:`anybind.scale.launch`), and ``--from-pretrained`` (a pair imported, no training).
-:func:`fit_at_scale`, :func:`fit_from_pretrained` and :func:`refuse_training_options` (a training-free --method) are
-called by :func:`anybind.cli.fit.fit`."""
+several; see :mod:`anybind.scale.launch`).  :func:`fit_at_scale` is called by :func:`anybind.cli.fit.fit`."""
 
 from __future__ import annotations
 
@@ -12,7 +10,7 @@ import typer
 
 from ..epochs import describe_training
 from ..errors import AnybindError
-from ._common import check_out, console, fail, ray_target
+from ._common import console, fail, ray_target
 
 
 def fit_at_scale(sources: list[Path], modalities: list[str] | None, *, encoders: dict[str, str], cache: Path | None,
@@ -29,6 +27,9 @@ def fit_at_scale(sources: list[Path], modalities: list[str] | None, *, encoders:
     except AnybindError as e:
         fail(e)
     if not (stream or ray_workers > 0 or under_torchrun()):  # torchrun implies --stream, one process or more
+        if ray or ray_address:  # read by the sharded fit only: the in-memory fit encodes in this process
+            raise typer.BadParameter("--ray / --ray-address encode on Ray for a fit from training shards: add --stream "
+                                     "(or --ray-workers N), or drop them (the in-memory fit encodes here)")
         return False
     if method != "contrastive":
         raise typer.BadParameter("--stream / --ray-workers / torchrun train projectors: use --method contrastive")
@@ -50,44 +51,3 @@ def fit_at_scale(sources: list[Path], modalities: list[str] | None, *, encoders:
     console.print(f"saved {space} to [bold]{out}[/bold] (trainer: {space.info['lineage'][-1]['trainer']})")
     console.print(f"{describe_training(tr)}, temperature {space.temperature:.4f}", highlight=False)
     return True
-
-
-def fit_from_pretrained(value: str, sources: list[Path], encoder: list[str] | None, out: Path,
-                        overwrite: bool) -> None:
-    """``fit --from-pretrained KIND=SOURCE``: the pair as the space (see :mod:`anybind.pairs`)."""
-    from ..pairs import from_pretrained_pair, parse_pair
-    from ..scale.launch import under_torchrun
-
-    if under_torchrun():  # every process would import the pair and save it to the same --out
-        raise typer.BadParameter("--from-pretrained imports the pair in one process (no training): run it without torchrun")
-    if sources or encoder:
-        raise typer.BadParameter("--from-pretrained imports the pair as it is: give no manifest and no "
-                                 "--encoder (bind more modalities to the saved space with `anybind bind --add`)")
-    check_out(out, "space", overwrite)
-    try:
-        space = from_pretrained_pair(*parse_pair(value))
-        space.save(out, overwrite=overwrite)
-    except AnybindError as e:
-        fail(e)
-    console.print(f"saved {space} to [bold]{out}[/bold] (imported, logit scale {space.logit_scale:.4f}, "
-                  f"{len(space.info['templates'])} prompt templates)", highlight=False)
-
-
-#: the fit options only a trained space reads (procrustes and cca take --dim and --seed)
-TRAINING_OPTIONS = ("projector", "epochs", "batch_size", "lr", "weight_decay", "temperature", "loss", "missing", "lock",
-                    "init", "wise", "l2sp", "mixup", "mixup_alpha", "attn_lr", "attn_epochs", "select_data",
-                    "select_split", "ridge_prior", "start_guard", "kernel_start", "ridge_se", "center",
-                    "weight")
-
-
-def refuse_training_options(ctx: typer.Context, method: str) -> None:
-    """Refuse, in one line naming them, the training options given on the command line to a training-free
-    ``--method`` (they were dropped without a word); those left at their defaults are fine."""
-    given = []  # typer vendors click: its ParameterSource is told by name
-    for p in ctx.command.params:
-        src = getattr(ctx.get_parameter_source(p.name), "name", "DEFAULT")
-        if p.name in TRAINING_OPTIONS and src not in ("DEFAULT", "DEFAULT_MAP"):
-            given.append(p.secondary_opts[0] if p.secondary_opts and ctx.params[p.name] is False else p.opts[0])
-    if given:
-        raise typer.BadParameter(f"{method} is training-free (it takes --dim and --seed): it uses no "
-                                 f"{', '.join(given)}; drop them or use --method contrastive", param_hint="--method")

@@ -46,7 +46,8 @@ def solve_once(solve: Callable[[], Any], projectors: Mapping[str, nn.Module], di
     (every worker reads all of them), so the result is what each would have computed, at one worker's cost.  A solve
     that fails on rank 0 raises the same error on every worker (none is left waiting): rank 0 raises its own, the
     others anybind's error of the same class, or a RuntimeError naming any other class, with its message.  Not
-    distributed: ``solve()``."""
+    distributed: ``solve()``.  The tensors go through the process group's device (:func:`broadcast_`): under nccl the
+    projectors are on the CPU here, after the attention phase's loop."""
     if not distributed:
         return solve()
     import torch.distributed as dist
@@ -73,8 +74,36 @@ def solve_once(solve: Callable[[], Any], projectors: Mapping[str, nn.Module], di
                     pr.set_kernel(None)
                 pr.to(dev)  # where this worker's model lives (DDP's device)
             for _, t in sorted((*pr.named_parameters(), *pr.named_buffers()), key=lambda kv: kv[0]):
-                dist.broadcast(t.data, 0)
+                broadcast_(t.data, 0)
     return value
+
+
+def group_device(t: torch.Tensor) -> torch.device:
+    """The device a collective of the live process group takes ``t`` on: this process's GPU for a CPU tensor under
+    nccl (which takes CUDA tensors only), else ``t``'s own (gloo takes CPU tensors)."""
+    import torch.distributed as dist
+
+    if t.device.type == "cpu" and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return t.device
+
+
+def broadcast_(t: torch.Tensor, src: int = 0) -> torch.Tensor:
+    """``dist.broadcast`` of ``t`` from rank ``src``, in place, on the device the process group takes
+    (:func:`group_device`): the streaming trainer's projectors and temperature are back on the CPU after each loop
+    (:func:`anybind.loop.fit_loop` moves them back), so under nccl a CPU tensor goes to this process's GPU for the
+    broadcast and rank ``src``'s value comes back into it (it failed: "No backend type associated with device type
+    cpu").  Returns ``t``."""
+    import torch.distributed as dist
+
+    dev = group_device(t)
+    if dev == t.device:
+        dist.broadcast(t, src)
+        return t
+    buf = t.to(dev)
+    dist.broadcast(buf, src)
+    t.copy_(buf)
+    return t
 
 
 def _kernels(projectors: Mapping[str, nn.Module]) -> dict[str, tuple[int, float]]:

@@ -56,7 +56,7 @@ from ..projectors import attention_parameters
 from ..train import VAL_METRIC, TrainConfig, choose_pairs, featureset_pairs, val_score
 from .launch import collectives_before_any_group
 from .pairstream import PairStream
-from .solve import load_start_state, solve_once, start_state
+from .solve import broadcast_, load_start_state, solve_once, start_state
 from .stream import SPLIT_CODES, TrainingShards
 
 collectives_before_any_group()  # before the caller's process group, so that its teardown can free it
@@ -237,12 +237,8 @@ def train_streaming(
 
         def score(epoch: int) -> float:  # on rank 0, shared with every worker
             s = val_score(projectors, vfs, np.arange(len(vfs.records)), pairs) if vfs is not None else 0.0
-            if distributed:
-                import torch.distributed as dist
-
-                t = torch.tensor([s], dtype=torch.float64, device=logit_scale.device)  # nccl: on the GPU
-                dist.broadcast(t, 0)
-                s = float(t[0])
+            if distributed:  # through the group's device: after a loop the model is back on the CPU, under nccl too
+                s = float(broadcast_(torch.tensor([s], dtype=torch.float64), 0)[0])
             return s
 
         t0 = time.perf_counter()

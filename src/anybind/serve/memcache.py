@@ -16,6 +16,16 @@ from ..cache import FeatureCache
 from .batching import Batcher
 from .config import ServeConfig
 
+#: a batched call hands the encoder up to this many items per forward pass, even one whose batch_size is smaller
+#: (EfficientNet-Lite's 8): 32 images went through it 1.5x faster per image than 8 on the loaded 2-core bench
+#: machine (channels-last, 2 torch threads); never more than the batch limit in force (see :func:`forward_batch`)
+FORWARD_BATCH = 32
+
+
+def forward_batch(limit: int) -> int:
+    """The items per forward pass a batched call hands an encoder under a batch limit of ``limit``."""
+    return min(FORWARD_BATCH, limit)
+
 
 class MemoryFeatureCache(FeatureCache):
     """A feature cache that reads the on-disk cache but keeps what it encodes in memory only.
@@ -36,10 +46,8 @@ class MemoryFeatureCache(FeatureCache):
         on = batch_wait is not None and max(max_batch, *(limits or {}).values(), 1) > 1
         self.batcher = Batcher(batch_wait, max_batch, limits) if on else None
         self.torch_threads = torch_threads  # torch's threads in each encoder call (None: as they are)
-        # a batched call hands the encoder up to 32 items per forward pass, even one whose batch_size is smaller
-        # (EfficientNet-Lite's 8): 32 images went through it 1.5x faster per image than 8 on the loaded 2-core
-        # bench machine (channels-last, 2 torch threads)
-        self.min_forward_batch = min(32, max_batch) if self.batcher is not None else 0
+        # a batched call's items per forward pass (FORWARD_BATCH), at most max_batch
+        self.min_forward_batch = forward_batch(max_batch) if self.batcher is not None else 0
         self.max_items = int(max_items)
         self._mem: OrderedDict[Path, tuple[str, list[str]]] = OrderedDict()
         self._mem_items = 0
@@ -61,7 +69,7 @@ class MemoryFeatureCache(FeatureCache):
         # an encoder with its own limit (max_batch_for) gets the passes max_batch would give at that limit
         if self.batcher is None:
             return super()._forward_batch(encoder, identity)
-        return max(1, encoder.batch_size, min(32, self.batcher.limit(identity)))
+        return max(1, encoder.batch_size, forward_batch(self.batcher.limit(identity)))
 
     def _encode_missing(self, encoder, identity, missing, first, progress, description, workers) -> dict:
         if self.batcher is not None:
