@@ -100,9 +100,11 @@ def load_state(projectors: Mapping[str, Projector], state: State) -> None:
         projectors[m].load_state_dict(sd)
 
 
-def l2sp_penalty(projectors: Mapping[str, Projector], start: State, lam: float) -> torch.Tensor | float:
+def l2sp_penalty(projectors: Mapping[str, Projector], start: State, lam: float,
+                 moved: dict[tuple[str, str], torch.Tensor] | None = None) -> torch.Tensor | float:
     """``lam * sum ||theta - theta_start||^2`` over the trainable parameters of the projectors that map
-    (a locked, identity projector has nothing to keep); 0.0 when ``lam`` is 0."""
+    (a locked, identity projector has nothing to keep); 0.0 when ``lam`` is 0.  ``moved`` (a dict, filled in): the
+    start's tensors where the parameters train, kept across calls (moved to the device once, not every step)."""
     total = None
     if lam > 0:
         for m, pr in projectors.items():
@@ -110,7 +112,12 @@ def l2sp_penalty(projectors: Mapping[str, Projector], start: State, lam: float) 
                 continue
             for k, p in pr.named_parameters():
                 if p.requires_grad:
-                    d = (p - start[m][k].to(p.device)).pow(2).sum()  # the start: on the CPU, p: where it trains
+                    s = None if moved is None else moved.get((m, k))
+                    if s is None or s.device != p.device:  # the start: on the CPU, p: where it trains
+                        s = start[m][k].to(p.device)
+                        if moved is not None:
+                            moved[(m, k)] = s
+                    d = (p - s).pow(2).sum()
                     total = d if total is None else total + d
     return 0.0 if total is None else lam * total
 
@@ -183,7 +190,8 @@ class RobustFit:
         """The L2-SP term for ``fit_loop(penalty=...)`` (None when off)."""
         if self.l2sp <= 0:
             return None
-        return lambda: l2sp_penalty(self.projectors, self.start, self.l2sp)
+        moved: dict[tuple[str, str], torch.Tensor] = {}  # the start where the parameters train: moved once
+        return lambda: l2sp_penalty(self.projectors, self.start, self.l2sp, moved)
 
     def on_epoch(self, epoch: int, score: float | None) -> None:
         """``fit_loop(on_epoch=...)``: keep the best fine-tuned epoch's weights (the last one without val)."""
