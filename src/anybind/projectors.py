@@ -304,10 +304,8 @@ def kernel_rows(z: torch.Tensor, support: torch.Tensor, coef: torch.Tensor, tau:
     (d,) input included): the leading axes are the inputs chunked, never the feature axis."""
     S, A = support.float(), coef.float()
     lead, z = z.shape[:-1], F.normalize(z.float(), dim=-1).reshape(-1, z.shape[-1])
-    if len(z) <= KERNEL_ROWS:
-        return (torch.exp((z @ S.T - 1) / tau) @ A).reshape(*lead, A.shape[-1])
-    out = torch.cat([torch.exp((z[i : i + KERNEL_ROWS] @ S.T - 1) / tau) @ A for i in range(0, len(z), KERNEL_ROWS)])
-    return out.reshape(*lead, A.shape[-1])
+    out = [torch.exp((c @ S.T - 1) / tau) @ A for c in torch.split(z, KERNEL_ROWS)]  # no input: one empty chunk
+    return (out[0] if len(out) == 1 else torch.cat(out)).reshape(*lead, A.shape[-1])
 
 
 def project(projector: nn.Module, x: np.ndarray) -> torch.Tensor:

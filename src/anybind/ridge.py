@@ -19,7 +19,8 @@ from torch import nn
 
 from .errors import DataError
 from .metrics import query_ranks
-from .ridge_kernel import SupportSample, kernel_start, kernel_term, scaled_prior
+from .projectors import kernel_rows
+from .ridge_kernel import SupportSample, kernel_start, scaled_prior
 
 #: ridge shrinkage candidates (lam = alpha * n), chosen on the validation pairs
 RIDGE_ALPHAS = (0.1, 0.3, 1.0, 3.0, 10.0)
@@ -171,7 +172,7 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
             if va is None:
                 return np.array(np.nan)
             fm, fl = va
-            q = F.normalize(z @ W.float() + (kernel_term(z, *branch) if branch else 0), dim=-1).numpy()
+            q = F.normalize(z @ W.float() + (kernel_rows(z, *branch) if branch else 0), dim=-1).numpy()
             r1 = query_ranks(q @ g.T, query_keys=fm, gallery_keys=fl)
             r2 = query_ranks(g @ q.T, query_keys=fl, gallery_keys=fm)
             return sum((r <= k).astype(np.float64) for r in (r1, r2) for k in (1, 5, 10)) / 6
