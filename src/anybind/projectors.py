@@ -313,3 +313,28 @@ def project(projector: nn.Module, x: np.ndarray) -> torch.Tensor:
     result on the CPU."""
     dev = next(iter(projector.buffers()), torch.empty(0)).device
     return projector(torch.from_numpy(x).to(dev)).cpu()
+
+
+#: the state-dict key that carries a kernel branch's temperature (a 0-d tensor) beside its buffers: a state handed
+#: from the driver to Ray's workers goes as safetensors (tensors only), and a projector needs the temperature
+#: (config, not a tensor) before it can take the buffers
+KERNEL_TAU_KEY = "kernel_tau"
+
+
+def start_state(pr: nn.Module) -> dict[str, torch.Tensor]:
+    """``pr``'s state dict, detached copies, with :data:`KERNEL_TAU_KEY` where it has a kernel branch."""
+    sd = {k: v.detach().clone() for k, v in pr.state_dict().items()}
+    if getattr(pr, "cfg", None) is not None and pr.cfg.kernel:
+        sd[KERNEL_TAU_KEY] = torch.tensor(float(pr.cfg.kernel_tau), dtype=torch.float64)
+    return sd
+
+
+def load_start_state(pr: nn.Module, sd: Mapping[str, torch.Tensor]) -> None:
+    """Load a :func:`start_state` into ``pr``: its kernel branch (or none) first, then the tensors."""
+    sd = dict(sd)
+    tau = sd.pop(KERNEL_TAU_KEY, None)
+    if "kernel_support" in sd:
+        pr.set_kernel(sd["kernel_support"], sd["kernel_coef"], float(tau))
+    elif getattr(pr, "cfg", None) is not None and pr.cfg.kernel:
+        pr.set_kernel(None)
+    pr.load_state_dict(sd)
