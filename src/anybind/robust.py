@@ -53,7 +53,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -326,6 +326,20 @@ def start_line(guard: dict[str, Any] | None, kernel: dict[str, Any] | None) -> s
     return f"starts at {linear}; no kernel branch ({why})"
 
 
+def say_starts(logger: logging.Logger, names: Iterable[str], guard: Mapping[str, dict[str, Any]] | None,
+               kernel: Mapping[str, dict[str, Any]] | None) -> None:
+    """Say what each modality's start is (Space.fit's trainers, progressive binding; on ``logger``): a warning for each
+    start guard with nothing to check on (its ``note``), then one line each (:func:`start_line`) from its start
+    guard's and kernel family's records (``guard[m]``, ``kernel[m]``; either map None, without ``m`` or ``m``'s empty)."""
+    said = [(m, (guard or {}).get(m) or None, (kernel or {}).get(m) or None) for m in names]  # empty: nothing
+    for m, g, _ in said:
+        if g is not None and "note" in g:  # nothing to check on: said
+            logger.warning("start guard: %r: %s (its label bridge)", m, g["note"])
+    for m, g, k in said:  # one line per modality: what its start finally is
+        if line := start_line(g, k):
+            logger.info("start: %r %s", m, line)
+
+
 def ridge_start(projectors: Mapping[str, Projector], cfg, specs: Mapping[str, str], train_pairs: PairBlocks,
                 val_pairs) -> dict[str, dict[str, Any]]:
     """:func:`anybind.ridge.locked_ridge_start` with ``cfg.ridge_prior``; returns each modality's ridge
@@ -351,12 +365,7 @@ def ridge_start(projectors: Mapping[str, Projector], cfg, specs: Mapping[str, st
         log.warning("ridge_prior=%r: no bound modality's encoder has a label bridge into the %r encoder's "
                     "space (%s): every ridge start shrinks towards zero", cfg.ridge_prior, cfg.lock,
                     ", ".join(f"{k}={v}" for k, v in specs.items()))
-    for m, g in (guard or {}).items():
-        if "note" in g:
-            log.warning("start guard: %r: %s (its label bridge)", m, g["note"])
-    for m in alphas:  # one line per modality: what its start finally is
-        if line := start_line(guard.get(m) if guard else None, kern.get(m) if kern else None):
-            log.info("start: %r %s", m, line)
+    say_starts(log, alphas, guard, kern)
     return {m: {"alpha": a, "prior": used.get(m, "zero"), **({"guard": guard[m]} if guard and m in guard else {}),
                 **({"se_rule": rule[m]} if m in rule else {}), **({"kernel": kern[m]} if kern and m in kern else {})}
             for m, a in alphas.items()}
