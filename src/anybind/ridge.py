@@ -109,6 +109,26 @@ def prior_ridge(G: torch.Tensor, R: torch.Tensor, n: int, score: Callable[[torch
     return (None, W0, rec) if keep == "start" else (alpha, W, rec)
 
 
+def kernel_or_linear(pr: nn.Module, alpha: float | None, W: torch.Tensor, W0: torch.Tensor,
+                     rows: Callable[[], tuple[torch.Tensor, torch.Tensor]],
+                     score: Callable[[torch.Tensor, Any], float], base_val: Callable[[], float], *, has_val: bool,
+                     seed: int = 0, n_all: int | None = None) -> tuple[float | None, torch.Tensor, dict[str, Any]]:
+    """``(alpha, W, record)``: a modality's linear start ``(alpha, W)`` (:func:`prior_ridge`'s) or the kernel family on
+    the scaled prior ``W0``'s residual (:func:`~anybind.ridge_kernel.kernel_start`), whichever is better on val: the
+    branch is set on ``pr`` and ``(None, W0)`` returned where it is kept.  ``rows()``: the support's ``(Z, T)``
+    (``n_all``: the training pairs they were cut from; None: every pair, cut there); ``score(W0, branch)``: the val
+    criterion with that branch, ``base_val()`` the linear start's.  A frame-pooling projector or no val pairs
+    (``has_val``): not tried, said in the record's ``note``.  :func:`locked_ridge_start` and progressive binding's."""
+    if pr.cfg.frames or not has_val:  # said, not skipped
+        return alpha, W, {"kept": False, "note": "no val pairs" if not has_val else "a frame-pooling projector"}
+    Z, T = rows()
+    branch, rec = kernel_start(Z, T, W0, lambda b: score(W0, b), base_val(), seed=seed, n_all=n_all)
+    if branch is None:
+        return alpha, W, rec
+    pr.set_kernel(*branch)
+    return None, W0, rec
+
+
 PairBlocks = Callable[[str], Iterable[tuple[np.ndarray, np.ndarray]]]
 
 
@@ -185,18 +205,11 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
             guard[m] = g
         if rule is not None and rec:
             rule[m] = rec
-        if kernel is not None and P is not None and (pr.cfg.frames or va is None):  # said, not skipped
-            kernel[m] = {"kept": False, "note": "no val pairs" if va is None else "a frame-pooling projector"}
-        if hold:  # the kernel family on the prior's residual, on val
-            W0 = scaled_prior(G, R, P, T_norm2)
-            Zs, Ts = held.rows()
-            del held
-            branch, kernel[m] = kernel_start(
-                Zs, Ts, W0, lambda b, W0=W0: float(np.mean(per_pair(W0, branch=b))), float(np.mean(per_pair(W))),
-                seed=seed, n_all=n)
-            if branch is not None:
-                pr.set_kernel(*branch)
-                alpha, W = None, W0
+        if kernel is not None and P is not None:  # the kernel family on the prior's residual, on val
+            alpha, W, kernel[m] = kernel_or_linear(
+                pr, alpha, W, scaled_prior(G, R, P, T_norm2), held.rows if held is not None else None,
+                lambda W0, b: float(np.mean(per_pair(W0, branch=b))), lambda W=W: float(np.mean(per_pair(W))),
+                has_val=va is not None, seed=seed, n_all=n)
         pr.linear.weight.copy_(W.float().T)
         pr.linear.bias.zero_()
         if pr.mlp is not None:
