@@ -168,16 +168,19 @@ def ridge_start(proj: Projector, feats, targets: Mapping[str, Target], train_idx
     has_val = any(np.isin(t.records, val_idx).sum() >= 2 for t in targets.values())
     # primal (d x d) or dual (n x n) system, whichever is smaller (a prior needs the primal)
     G = R = None
+    scored: dict[str, float] = {}  # the start's val score (prior_ridge's): not scored again
     if d <= n or prior is not None:
         G, R = Z.T @ Z, Z.T @ Tc
         alpha, W, g = prior_ridge(G, R, n, score, prior=prior, t_norm2=Tc.pow(2).sum(),
-                                  guard=guard, has_val=has_val)
+                                  guard=guard, has_val=has_val, scores=scored)
     else:
         alpha, W, g = prior_ridge(Z @ Z.T, Tc, n, score, back=lambda S: Z.T @ S)
     kern: dict[str, Any] | None = None
     if kernel and prior is not None:  # as Space.fit's locked_ridge_start: on the residual, chosen on val
 
         def with_branch(W0: torch.Tensor, branch) -> float:
+            if branch is None:
+                return score(W0)
             proj.set_kernel(*branch)
             try:
                 return score(W0)
@@ -185,7 +188,7 @@ def ridge_start(proj: Projector, feats, targets: Mapping[str, Target], train_idx
                 proj.set_kernel(None)
 
         alpha, W, kern = kernel_or_linear(proj, alpha, W, scaled_prior(G, R, prior, Tc.pow(2).sum()),  # the primal
-                                          lambda: (Z, Tc), with_branch, lambda W=W: score(W), has_val=has_val,
+                                          lambda: (Z, Tc), with_branch, scored.get("val"), has_val=has_val,
                                           seed=seed)
     start_at(W)
     return {"alpha": alpha, "prior": "zero" if prior is None else "bridge", **({"guard": g} if g else {}),
