@@ -3,7 +3,7 @@
 :func:`ridge_select` walks a shrinkage path scored on val (optionally with the standard-error rule),
 :func:`prior_ridge` is one modality's start (a prior scaled onto the targets, the start guard), and
 :func:`locked_ridge_start` starts every unlocked projector of a locked space (``Space.fit``'s trainers;
-progressive binding calls :func:`prior_ridge` itself).
+progressive binding calls :func:`prior_ridge` itself); both try the kernel family through :func:`kernel_or_linear`.
 """
 
 from __future__ import annotations

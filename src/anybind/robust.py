@@ -330,7 +330,8 @@ def say_starts(logger: logging.Logger, names: Iterable[str], guard: Mapping[str,
                kernel: Mapping[str, dict[str, Any]] | None) -> None:
     """Say what each modality's start is (Space.fit's trainers, progressive binding; on ``logger``): a warning for each
     start guard with nothing to check on (its ``note``), then one line each (:func:`start_line`) from its start
-    guard's and kernel family's records (``guard[m]``, ``kernel[m]``; either map None, without ``m`` or ``m``'s empty)."""
+    guard's and kernel family's records (``guard[m]``, ``kernel[m]``; either map None, without ``m`` or its entry
+    empty)."""
     said = [(m, (guard or {}).get(m) or None, (kernel or {}).get(m) or None) for m in names]  # empty: nothing
     for m, g, _ in said:
         if g is not None and "note" in g:  # nothing to check on: said
