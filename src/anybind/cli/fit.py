@@ -264,7 +264,7 @@ def fit(
             strict=strict,
             weights=weight or None,
             allow_eval_only=allow_eval_only,
-            recipe=recipe,
+            recipe=recipe if method == "contrastive" else None,  # procrustes / cca follow none (--recipe refused)
             **kw,
         )
         space.save(out, overwrite=overwrite)
