@@ -88,7 +88,7 @@ def fit(
     encoder: list[str] = typer.Option(None, "--encoder", "-e", help="MODALITY=SPEC, e.g. audio=audio:aisfx (repeatable)."),
     from_pretrained: Optional[str] = typer.Option(
         None, "--from-pretrained", help="KIND=SOURCE: import an aligned pair as the space, no manifest, no "
-        "training (clip=<Hugging Face CLIP repo or folder>); add modalities to it with `anybind bind --add`."
+        "training, no other option than --out / --overwrite (clip=<Hugging Face CLIP repo or folder>); add modalities to it with `anybind bind --add`."
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Folder to save the space to (new or empty, see --overwrite)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the space already saved at --out."),
@@ -218,7 +218,7 @@ def fit(
 
     sources = list(manifests or []) + list(data or [])
     if from_pretrained:
-        fit_from_pretrained(from_pretrained, sources, encoder, out, overwrite)
+        fit_from_pretrained(ctx, from_pretrained, sources, encoder, out, overwrite)
         return
     if not sources:
         raise typer.BadParameter("give at least one manifest")
@@ -264,7 +264,7 @@ def fit(
             strict=strict,
             weights=weight or None,
             allow_eval_only=allow_eval_only,
-            recipe=recipe,
+            recipe=recipe if method == "contrastive" else None,  # procrustes / cca follow none (--recipe refused)
             **kw,
         )
         space.save(out, overwrite=overwrite)
