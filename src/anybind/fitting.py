@@ -173,6 +173,9 @@ def fit_space(
 ) -> "SpaceCore":
     """``Space.fit`` (see it for the parameters) below the public class: :func:`plan_fit`, then
     :func:`fit_in_memory`."""
+    if select_data is None and select_split != "val":  # said, not dropped: it only steers select_data
+        raise DataError(f"select_split={select_split!r} says which split of select_data chooses; no select_data "
+                        "was given: drop select_split or pass select_data")
     plan = plan_fit(manifest, modalities, encoders=encoders, method=method, recipe=recipe,
                     config=fit_options(config, options, method),
                     strict=strict, progress=progress, allow_eval_only=allow_eval_only)

@@ -213,7 +213,7 @@ def fit(
     """
     from ..space import Space
 
-    from .fit_free import fit_from_pretrained, refuse_training_options
+    from .fit_free import fit_from_pretrained, given_options, refuse_training_options
     from .fit_scale import fit_at_scale
 
     sources = list(manifests or []) + list(data or [])
@@ -230,6 +230,9 @@ def fit(
         raise typer.BadParameter(str(e), param_hint="--loss") from None
     if method != "contrastive":
         refuse_training_options(ctx, method)
+    if not select_data and given_options(ctx, {"select_split"}):  # said, not dropped
+        raise typer.BadParameter("it says which split of --select-data chooses; no --select-data was given: drop "
+                                 "it or add --select-data", param_hint="--select-split")
     encoders = parse_encoders(encoder)
     if ridge_se is not None and not (math.isfinite(ridge_se) and ridge_se >= 0):
         raise typer.BadParameter(f"a non-negative number of standard errors, got {ridge_se:g}", param_hint="--ridge-se")
