@@ -15,7 +15,8 @@ from torch import nn
 from .. import errors
 from ..projectors import KERNEL_TAU_KEY, load_start_state, start_state
 
-__all__ = ["KERNEL_TAU_KEY", "load_start_state", "solve_once", "start_state"]  # the start state: re-exported
+__all__ = ["KERNEL_TAU_KEY", "broadcast_", "group_device", "load_start_state", "solve_once",
+           "start_state"]  # the start state: re-exported
 
 
 def solve_once(solve: Callable[[], Any], projectors: Mapping[str, nn.Module], distributed: bool) -> Any:
