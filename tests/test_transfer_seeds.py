@@ -84,7 +84,7 @@ def test_seeds_option():
     from anybind.bench.transfer_cells import seeds_option
 
     assert seeds_option("", 7) == [7] and seeds_option(" 0, 1,2 ", 7) == [0, 1, 2]
-    for bad in ("0,0", "-1", "a", "1.5"):
+    for bad in ("0,0", "-1", "a", "1.5", "\u00b2"):  # superscript two: isdigit() but not int()
         with pytest.raises(AnybindError, match=f"seeds={bad!r}: distinct whole numbers"):
             seeds_option(bad, 0)
 
