@@ -13,8 +13,8 @@ Procrustes keep theirs, so every row has the same baselines), ``text`` (the same
 ``defaults`` system given a text encoder but no image encoder gets the image encoder recipe auto picks for that
 text lock, :data:`anybind.recipe.BRIDGED_IMAGE`, a ``recipe`` system the label bridge into that text encoder),
 ``center`` (1: every system also centred inductively, :func:`anybind.robust.centred`), ``seeds`` (``0,1,2``: every
-trained system fitted once per seed, each on that seed's train subsample; each cell the mean over the seeds with
-an interval over captions and seeds together, see the notes; unset: ``--seed``), ``l2sp_grid``, ``boot``, ``select`` (the corpus, outside
+trained system fitted once per seed, each on that seed's train subsample; each cell the mean over the seeds, its
+interval over captions of the seed-averaged hits, the seeds held fixed, see the notes; unset: ``--seed``), ``l2sp_grid``, ``boot``, ``select`` (the corpus, outside
 ``corpora``, whose val split the ``+select`` systems choose on: never a measured cell).
 
 Rows are (train set, system); columns are text->image / image->text R@1 on each corpus' test split
