@@ -222,7 +222,7 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
             sub = tuple(tuple(r.id for r in m.records if r.split == "train") for m in train_mans)
             if sub not in proc_by_train:
                 proc = Space.fit(train_mans, modalities=MODS, encoders={m: PLAIN_ENCODERS[m] for m in MODS}, cache=fc,
-                                 method="procrustes", progress=False, recipe="plain")
+                                 method="procrustes", progress=False)
                 proc_by_train[sub] = measure(proc, f"{tname}/procrustes{tag}")
             proc_hits.append(proc_by_train[sub])
             for row_name, system, own in variants:
