@@ -84,7 +84,7 @@ def test_seeds_option():
     from anybind.bench.transfer_cells import seeds_option
 
     assert seeds_option("", 7) == [7] and seeds_option(" 0, 1,2 ", 7) == [0, 1, 2]
-    for bad in ("0,0", "-1", "a", "1.5"):
+    for bad in ("0,0", "-1", "a", "1.5", "\u00b2"):  # superscript two: isdigit() but not int()
         with pytest.raises(AnybindError, match=f"seeds={bad!r}: distinct whole numbers"):
             seeds_option(bad, 0)
 
@@ -136,3 +136,34 @@ def test_seeds_give_each_single_seed_run_and_their_mean(two_slices, shared_cache
     assert not any("worst seed" in n for n in one[0].notes)
     row = next(r for r in both.table if r["name"] == "tuxa: defaults")
     assert len(str(row["val"]).split("/")) == 2  # each seed's val score
+
+
+def test_chosen_prompts_name_the_space_they_were_chosen_for(two_slices, shared_cache, tmp_path, monkeypatch):
+    """prompts=chosen with seeds=0,1: one chosen_prompts entry per space measured (the bridge, Procrustes per
+    subsample, each row per seed), each naming its row and seed, so that it can be told apart from the others: the
+    entry of a trained row and seed holds that seed's space (its val score is that seed's in the row's val column).
+    Choosing and Fashion-MNIST scoring are stubbed (the real ones need the selection corpora and Fashion-MNIST)."""
+    from anybind.bench import prompt_choice, tasks_transfer, tuxpaint
+
+    png = json.loads(two_slices["tuxa"].read_text().splitlines()[0])["image"]
+    fm = tmp_path / "fm.jsonl"  # a stand-in Fashion-MNIST test split: never scored (fm_hits stubbed)
+    fm.write_text("".join(json.dumps({"id": f"fm{i}", "split": "test", "image": png, "labels": {"class": "Bag"}})
+                          + "\n" for i in range(3)))
+    builders = {n: (lambda w, p=p: p) for n, p in two_slices.items()}
+    monkeypatch.setattr(tasks_transfer, "corpus_builders", lambda: builders)
+    monkeypatch.setattr(tuxpaint, "build_once", lambda work, name, fn: fm)
+    monkeypatch.setattr(tasks_transfer, "fm_hits", lambda space, recs, *a, **k: np.zeros(len(recs)))
+    monkeypatch.setattr(prompt_choice, "selection_manifests", lambda work, console=None: {})
+    monkeypatch.setattr(prompt_choice, "choose_for", lambda space, sel, ref, cache: {
+        "val": (space.info.get("metrics") or {}).get("val/score")})
+    res = tasks_transfer.transfer(tmp_path / "w", cache=shared_cache, seeds="0,1", corpora="tuxa,tuxb", train="tuxa",
+                                  systems="defaults", fm="3", center="0", boot="10", max_train="12", balance="0",
+                                  refine="0", prompts="chosen")
+    got = res.config["chosen_prompts"]
+    names = [e["space"] for e in got]
+    want = ["label bridge (no pairs)"] + [f"tuxa/{r} [seed {s}]" for s in (0, 1) for r in ("procrustes", "defaults")]
+    assert sorted(names) == sorted(want) and len(names) == len(set(names))
+    row = next(r for r in res.table if r["name"] == "tuxa: defaults")
+    assert len(set(str(row["val"]).split("/"))) == 2  # the two seeds' spaces differ: the match below can fail
+    assert [f"{e['val']:.4g}" for s in (0, 1) for e in got if e["space"] == f"tuxa/defaults [seed {s}]"] \
+        == str(row["val"]).split("/")

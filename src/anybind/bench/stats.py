@@ -52,8 +52,9 @@ def bootstrap(hits: np.ndarray, others: Sequence[np.ndarray] = (), n: int = 1000
 
 def seed_mean(per_seed: Sequence[np.ndarray]) -> np.ndarray:
     """Each query's hit averaged over seeds (``per_seed``: one 0/1 array per seed, the same queries in the same
-    order): what :func:`bootstrap` resamples for a cell measured with several seeds, so that an interval covers
-    both the captions and the seeds' spread without counting a (seed, query) row as a query of its own."""
+    order): what :func:`bootstrap` resamples for a cell measured with several seeds, so that a (seed, query) row is
+    not counted as a query of its own.  The interval is over captions with these seeds held fixed: a spread of the
+    seeds' cell means shared by all queries is not in it (compare the per-seed values)."""
     rows = [np.asarray(h, np.float64) for h in per_seed]
     if not rows:
         raise ValueError("seed_mean: no seed")

@@ -13,8 +13,8 @@ Procrustes keep theirs, so every row has the same baselines), ``text`` (the same
 ``defaults`` system given a text encoder but no image encoder gets the image encoder recipe auto picks for that
 text lock, :data:`anybind.recipe.BRIDGED_IMAGE`, a ``recipe`` system the label bridge into that text encoder),
 ``center`` (1: every system also centred inductively, :func:`anybind.robust.centred`), ``seeds`` (``0,1,2``: every
-trained system fitted once per seed, each on that seed's train subsample; each cell the mean over the seeds with
-an interval over captions and seeds together, see the notes; unset: ``--seed``), ``l2sp_grid``, ``boot``, ``select`` (the corpus, outside
+trained system fitted once per seed, each on that seed's train subsample; each cell the mean over the seeds, its
+interval over captions of the seed-averaged hits, the seeds held fixed, see the notes; unset: ``--seed``), ``l2sp_grid``, ``boot``, ``select`` (the corpus, outside
 ``corpora``, whose val split the ``+select`` systems choose on: never a measured cell).
 
 Rows are (train set, system); columns are text->image / image->text R@1 on each corpus' test split
@@ -115,8 +115,9 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
 
         sel, chosen_prompts = selection_manifests(Path(work), console), []
 
-    def measure(space) -> dict[str, np.ndarray]:
-        """Every cell's per-query hits: '<split>/<corpus>/<dir>' and 'test/fm' ('test/fm transd.')."""
+    def measure(space, name: str) -> dict[str, np.ndarray]:
+        """Every cell's per-query hits: '<split>/<corpus>/<dir>' and 'test/fm' ('test/fm transd.'); ``name``: the
+        space's row (and seed), kept with its chosen prompts."""
         out = {}
         for split in ("test", "val"):
             for c, man in mans.items():
@@ -138,13 +139,13 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
         if sel is not None:  # templates chosen for this space on Tux Paint / emoji val, stored with it
             from .prompt_choice import choose_for
 
-            chosen_prompts.append(choose_for(space, sel, FM_TEMPLATES, fc))
+            chosen_prompts.append({"space": name, **choose_for(space, sel, FM_TEMPLATES, fc)})
             out["test/fm chosen"] = fm_hits(space, fm_recs, fc, own=True)
             out["test/fm chosen transd."] = fm_hits(space, fm_recs, fc, center=True, own=True)
         return out
 
     query_ids: dict[str, list[str]] = {}  # '<split>/<corpus>' -> the record of each retrieval query (measure)
-    bridge = measure(Space.label_bridge())  # training-free: no seed
+    bridge = measure(Space.label_bridge(), "label bridge (no pairs)")  # training-free: no seed
     # the clusters of every retrieval cell's queries (their records' captions), numbered once; Fashion-MNIST cells:
     # one image each
     clusters = {sc: Clusters.of(caption_groups(mans[sc.split("/", 1)[1]], sc.split("/", 1)[0], ids))
@@ -216,21 +217,22 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
         proc_by_train: dict[tuple, dict[str, np.ndarray]] = {}  # Procrustes has no seed: one fit per train subsample
         per_row: dict[str, tuple[list, list]] = {}  # row -> (its hits per seed, its fit's details per seed), in order
         for s in seed_list:
+            tag = f" [seed {s}]" if several else ""
             train_mans = [subsample_train(mans[c], cap, s) for c in members]
             sub = tuple(tuple(r.id for r in m.records if r.split == "train") for m in train_mans)
             if sub not in proc_by_train:
                 proc = Space.fit(train_mans, modalities=MODS, encoders={m: PLAIN_ENCODERS[m] for m in MODS}, cache=fc,
                                  method="procrustes", progress=False)
-                proc_by_train[sub] = measure(proc)
+                proc_by_train[sub] = measure(proc, f"{tname}/procrustes{tag}")
             proc_hits.append(proc_by_train[sub])
             for row_name, system, own in variants:
-                label = f"{tname}/{row_name}" + (f" [seed {s}]" if several else "")
+                label = f"{tname}/{row_name}{tag}"
                 sp, extra = fit_system(system, own, train_mans, s, label)
                 row_encoders[f"{tname}/{row_name}"] = dict(sp.encoders)
-                per_row.setdefault(row_name, ([], []))[0].append(measure(sp))
+                per_row.setdefault(row_name, ([], []))[0].append(measure(sp, label))
                 per_row[row_name][1].append(extra)
                 if center == "1":
-                    centred_hits = measure(centred(sp, train_mans, cache=fc))
+                    centred_hits = measure(centred(sp, train_mans, cache=fc), f"{tname}/{row_name} +center{tag}")
                     per_row.setdefault(row_name + " +center", ([], []))[0].append(centred_hits)
                     per_row[row_name + " +center"][1].append({})
         add_row(tname, "procrustes", proc_hits, None, [{}])
@@ -266,7 +268,7 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
            f" balanced self-training, prototype weight {mixes[0]:g}), then balanced" if bal and mixes else "")
         + ("; fm chosen: each space's own templates, chosen greedily (anybind.prompts.CANDIDATE_TEMPLATES) on Tux Paint "
            "val (category) + emoji val (subgroup), stored with the space, class names FM_NAMES (templates and "
-           "held-out checks in the JSON config, chosen_prompts, in row order)" if sel is not None else ""),
+           "held-out checks in the JSON config, chosen_prompts, each with the row and seed of its space)" if sel is not None else ""),
         "recipe = locked text, ridge start, label-bridge images, InfoNCE + early stopping on val (the issue-16 start); "
         "+start: its epoch 0 (no fine-tuning); +bridge: the ridge start shrinks towards the label bridge; +residual: the start is the label bridge itself, "
         "fine-tuning learns a zero-initialised residual; +noguard / +guard: the start guard off / on (the label bridge kept "

@@ -53,7 +53,7 @@ def seeds_option(seeds: str, seed: int) -> list[int]:
     parts = [p.strip() for p in seeds.split(",") if p.strip()]
     if not parts:
         return [seed]
-    if not all(p.isdigit() and int(p) <= MAX_SEED for p in parts) or len(set(map(int, parts))) != len(parts):
+    if not all(p.isdecimal() and int(p) <= MAX_SEED for p in parts) or len(set(map(int, parts))) != len(parts):
         raise AnybindError(f"transfer: seeds={seeds!r}: distinct whole numbers in [0, {MAX_SEED}], comma-separated")
     return [int(p) for p in parts]
 
