@@ -19,6 +19,8 @@ def bootstrap(hits: np.ndarray, others: Sequence[np.ndarray] = (), n: int = 1000
     instead of single queries; each resample's mean is over its queries (sum of hits / number of queries), so the
     point estimate stays the per-query mean.  Groups are numbered in order of first appearance, so all-distinct
     labels give exactly the per-query result; None: per query; a :class:`Clusters`: labels numbered already."""
+    if n < 1:  # np.percentile of no resamples: an IndexError
+        raise ValueError(f"bootstrap: n={n} resamples; need at least 1")
     hits = np.asarray(hits, np.float64)
     if not len(hits):
         return float("nan"), (float("nan"), float("nan")), None
@@ -48,6 +50,16 @@ def bootstrap(hits: np.ndarray, others: Sequence[np.ndarray] = (), n: int = 1000
         d = means - np.max(np.stack([draw(np.asarray(o, np.float64)) for o in others]), 0)
         diff = (float(np.percentile(d, 2.5)), float(np.percentile(d, 97.5)))
     return float(hits.mean()), ci, diff
+
+
+def boot_option(task: str, boot: str) -> int:
+    """A bench task's ``--opt boot=N``: the number of bootstrap resamples, a whole number >= 1 (every cell carries
+    an interval); refused in one line naming the option, before any work."""
+    from ..errors import AnybindError
+
+    if not boot.strip().isdecimal() or int(boot) < 1:
+        raise AnybindError(f"{task}: boot={boot!r}: a whole number of bootstrap resamples, at least 1")
+    return int(boot)
 
 
 def seed_mean(per_seed: Sequence[np.ndarray]) -> np.ndarray:

@@ -42,7 +42,7 @@ import numpy as np
 
 from . import TaskResult, task
 from ..zeroshot_adapt import DEFAULT_MIX
-from .stats import Clusters, bootstrap, caption_groups, paired_vs_first, seed_mean  # noqa: F401 -- re-exported
+from .stats import Clusters, boot_option, bootstrap, caption_groups, paired_vs_first, seed_mean  # noqa: F401 -- re-exported
 from .transfer_cells import (  # noqa: F401 -- DIRS, fm_hits, retrieval_hits, summary_notes re-exported
     DIRS, fm_hits, retrieval_hits, retrieval_hits_ids, seeds_option, summary_notes)
 from .transfer_systems import (  # noqa: F401 -- system_kwargs, subsample_train, train_sets re-exported
@@ -80,6 +80,7 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
         raise AnybindError(f"unknown corpora {unknown}; known: {', '.join(builders)}")
     wanted = [s.strip() for s in systems.split(",") if s.strip()]
     fit_kw = {s: system_kwargs(s) for s in wanted}  # unknown levers fail before any work
+    n_boot = boot_option("transfer", boot)
     n_bal, bal_start, temps = balance_options("transfer", balance, balance_start, balance_t)
     if n_bal and len(temps) != 1:
         raise AnybindError(f"transfer: balance_t={balance_t!r}: one temperature (choose it on a selection set)")
@@ -97,7 +98,7 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
                 own = {m: e for m, e in (("image", spec), ("text", tspec)) if e}
                 tags = " ".join(f"{m}={short_spec(e)}" for m, e in own.items())
                 variants.append((f"{s} [{tags}]" if tags else s, s, own))
-    n_boot, n_fm, cap = int(boot), int(fm), int(max_train)
+    n_fm, cap = int(fm), int(max_train)
     seed_list = seeds_option(seeds, seed)
     select_mans = selection_corpus(select, names, builders, fit_kw, work)
     mans = {c: load_manifest(builders[c](Path(work)), modalities=MODS, progress=False) for c in names}
