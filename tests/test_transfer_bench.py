@@ -170,3 +170,15 @@ def test_boot_below_one_is_refused_before_any_work(boot, tmp_path, monkeypatch):
         tasks_transfer.transfer(tmp_path, corpora="tuxa,tuxb", systems="defaults", fm="0", boot=boot)
     with pytest.raises(ValueError, match=r"^bootstrap: n=0 resamples; need at least 1$"):
         bootstrap(np.ones(3), n=0)
+
+
+@pytest.mark.parametrize("systems, named", [("defaults,defaults", "defaults"),
+                                            ("recipe, defaults,recipe ,defaults", "recipe, defaults")])
+def test_a_system_given_twice_is_refused_before_any_work(systems, named, tmp_path, monkeypatch):
+    """A system given twice pooled both fits into one row's per-seed list (mislabelled /seedK values): refused
+    first, in one line naming the systems given twice."""
+    from anybind.bench import tasks_transfer
+
+    monkeypatch.setattr(tasks_transfer, "corpus_builders", lambda: _never_built())
+    with pytest.raises(AnybindError, match=rf"^transfer: systems={systems!r} names {named} twice: one row each, give it once$"):
+        tasks_transfer.transfer(tmp_path, corpora="tuxa,tuxb", systems=systems, fm="0")

@@ -46,7 +46,7 @@ from .stats import Clusters, boot_option, bootstrap, caption_groups, paired_vs_f
 from .transfer_cells import (  # noqa: F401 -- DIRS, fm_hits, retrieval_hits, summary_notes re-exported
     DIRS, fm_hits, retrieval_hits, retrieval_hits_ids, seeds_option, summary_notes)
 from .transfer_systems import (  # noqa: F401 -- system_kwargs, subsample_train, train_sets re-exported
-    MODS, corpus_builders, selection_corpus, subsample_train, system_kwargs, train_sets)
+    MODS, corpus_builders, selection_corpus, subsample_train, system_kwargs, systems_option, train_sets)
 
 @task("transfer", "Transfer matrix: train on each corpus / all, R@1 on every corpus' test split and Fashion-MNIST "
       "zero-shot, beside the label bridge and Procrustes (--opt corpora=, train=, systems=, max_train=, fm=, center=, "
@@ -78,7 +78,7 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
     unknown = [c for c in names if c not in builders]
     if unknown:
         raise AnybindError(f"unknown corpora {unknown}; known: {', '.join(builders)}")
-    wanted = [s.strip() for s in systems.split(",") if s.strip()]
+    wanted = systems_option(systems)
     fit_kw = {s: system_kwargs(s) for s in wanted}  # unknown levers fail before any work
     n_boot = boot_option("transfer", boot)
     n_bal, bal_start, temps = balance_options("transfer", balance, balance_start, balance_t)
