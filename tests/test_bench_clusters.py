@@ -147,3 +147,14 @@ def test_the_transfer_bench_clusters_every_retrieval_cell(tux_dir, shared_cache,
     want = {s: group_index(expected[s]).tolist() for s in expected}
     assert sorted(c[:2] for c in calls) == sorted([(8, want["test"])] * 6 + [(8, want["val"])] * 6)
     assert len({c[2] for c in calls}) == 2  # the clusters numbered once per split, shared by every row and direction
+
+
+def test_clusters_compare_and_hash_by_identity():
+    """Clusters holds numpy arrays: the dataclass-generated == raised (the truth value of an array is ambiguous) and
+    so did hash; they are compared by identity (numbered once per cell, shared by every row), usable as dict keys."""
+    from anybind.bench.stats import Clusters
+
+    a, b = Clusters.of(["x", "y", "x"]), Clusters.of(["x", "y", "x"])
+    assert a == a and a != b and not (a == b) and a != "x"
+    assert {a: 1, b: 2}[a] == 1 and hash(a) == hash(a) and len({a, b, a}) == 2
+    assert a.index.tolist() == b.index.tolist() == [0, 1, 0] and a.sizes.tolist() == [2.0, 1.0]

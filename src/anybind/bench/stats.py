@@ -82,9 +82,11 @@ def group_index(groups: Sequence | np.ndarray) -> np.ndarray:
     return np.asarray([number.setdefault(str(g), len(number)) for g in groups], np.int64)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Clusters:
-    """One cell's query clusters, numbered once (:func:`group_index`) for every :func:`bootstrap` of that cell."""
+    """One cell's query clusters, numbered once (:func:`group_index`) for every :func:`bootstrap` of that cell.
+    Compared and hashed by identity (``eq=False``): its fields are numpy arrays, whose ``==`` has no one truth
+    value."""
 
     index: np.ndarray  # group number per query, in order of first appearance
     sizes: np.ndarray  # queries per group (float)
