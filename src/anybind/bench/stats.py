@@ -113,11 +113,14 @@ def caption_groups(man, split: str, ids: Sequence[str]) -> list[str]:
 
 def paired_vs_first(keys: Sequence[str], per_item: dict, seed: int = 0, n: int = 1000,
                     groups: dict | None = None) -> dict:
-    """Each of ``keys[1:]`` minus ``keys[0]`` per column of ``per_item`` (``{key: {column: 0/1 per item}}``, the
-    same items in the same order): ``{key: {column: {"diff", "ci", "wins", "losses"}}}``, the mean difference, its
-    paired 95 % bootstrap interval (one resample of items for both rows) and how many items only that row / only
-    the first gets right.  ``groups``: ``{column: one label per item}`` for the columns whose items come in groups
-    that resample together (:func:`bootstrap`); other columns per item."""
+    """Each of ``keys[1:]`` minus ``keys[0]`` per column of ``per_item`` (``{key: {column: hit per item}}``, the
+    same items in the same order; a hit is 0/1, or with several seeds its mean over them, :func:`seed_mean`):
+    ``{key: {column: {"diff", "ci", "wins", "losses"}}}``, the mean difference, its paired 95 % bootstrap interval
+    (one resample of items for both rows) and how many items that row scores higher / lower than the first: with
+    one seed, the items only that row / only the first gets right; with several (the same seeds for both rows),
+    the items it gets right on more / fewer of the seeds than the first (ties, however many seeds each is right on,
+    in neither).  ``groups``: ``{column: one label per item}`` for the columns whose items come in groups that
+    resample together (:func:`bootstrap`); other columns per item."""
     out: dict = {}
     for k in keys[1:]:
         out[k] = {}

@@ -253,7 +253,9 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
                      "the JSON metrics, <cell>/seedK")
     if any(paired.values()):
         notes.append(f"several trained rows: each row minus the first ({variants[0][0]}) per cell, same queries, paired "
-                     f"95% bootstrap ({n_boot} resamples, seed {seed}) with queries won / lost, in the JSON config "
+                     f"95% bootstrap ({n_boot} resamples, seed {seed}) with queries won / lost"
+                     + (" (right on more / fewer of the seeds than the first row)" if several else "")
+                     + ", in the JSON config "
                      "paired_vs_first_row[train set][row][cell]")
     notes += [
         "cells: R@1 on each corpus' test split (one pair per query, strict, duplicates interchangeable) and Fashion-MNIST"
