@@ -167,3 +167,31 @@ def test_chosen_prompts_name_the_space_they_were_chosen_for(two_slices, shared_c
     assert len(set(str(row["val"]).split("/"))) == 2  # the two seeds' spaces differ: the match below can fail
     assert [f"{e['val']:.4g}" for s in (0, 1) for e in got if e["space"] == f"tuxa/defaults [seed {s}]"] \
         == str(row["val"]).split("/")
+
+
+@pytest.mark.parametrize("change", ["drop", "reorder"])
+def test_a_space_scoring_other_queries_than_the_bridge_is_refused(change, two_slices, shared_cache, tmp_path,
+                                                                   monkeypatch):
+    """Paired cells need every space to score the bridge's queries in the bridge's order: a space that scores one
+    query fewer, or the same queries in another order (stubbed on the real retrieval hits: no real space does), is
+    refused in one line naming the corpus, the split and the space."""
+    from anybind.bench import tasks_transfer
+
+    real, calls = tasks_transfer.retrieval_hits_ids, []
+
+    def other_queries(space, man, split, cache):
+        hits, ids = real(space, man, split, cache)
+        calls.append(split)
+        if len(calls) <= 4:  # the label bridge: two corpora, test and val
+            return hits, ids
+        keep = slice(1, None) if change == "drop" else slice(None, None, -1)
+        return {d: h[keep] for d, h in hits.items()}, ids[keep]
+
+    builders = {n: (lambda w, p=p: p) for n, p in two_slices.items()}
+    monkeypatch.setattr(tasks_transfer, "corpus_builders", lambda: builders)
+    monkeypatch.setattr(tasks_transfer, "retrieval_hits_ids", other_queries)
+    with pytest.raises(AnybindError, match=r"^transfer: tuxa test: tuxa/procrustes scored other queries than the "
+                                           r"label bridge$"):
+        tasks_transfer.transfer(tmp_path / "w", cache=shared_cache, corpora="tuxa,tuxb", train="tuxa",
+                                systems="defaults", fm="0", center="0", boot="10", max_train="12")
+    assert len(calls) == 5

@@ -124,7 +124,7 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
             for c, man in mans.items():
                 hits, ids = retrieval_hits_ids(space, man, split, fc)
                 if query_ids.setdefault(f"{split}/{c}", ids) != ids:  # paired cells need the same queries
-                    raise AnybindError(f"transfer: {c} {split}: a space scored other queries than the label bridge")
+                    raise AnybindError(f"transfer: {c} {split}: {name} scored other queries than the label bridge")
                 for d, h in hits.items():
                     out[f"{split}/{c}/{d}"] = h
         if fm_recs:
