@@ -195,3 +195,41 @@ def test_a_space_scoring_other_queries_than_the_bridge_is_refused(change, two_sl
         tasks_transfer.transfer(tmp_path / "w", cache=shared_cache, corpora="tuxa,tuxb", train="tuxa",
                                 systems="defaults", fm="0", center="0", boot="10", max_train="12")
     assert len(calls) == 5
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.floats(-1e3, 1e3), st.integers(0, 50)), min_size=1, max_size=4))
+def test_a_per_seed_column_is_one_dash_where_no_seed_has_a_value(vals):
+    """The val / epoch / alpha / l2sp columns: one seed, its value; several, "/"-separated with "-" for a seed
+    without one; no seed with a value (a +center row): None, rendered "-" as a one-seed row's."""
+    from anybind.bench.transfer_cells import seed_column
+
+    got = seed_column(vals)
+    if all(v is None for v in vals):
+        assert got is None
+    elif len(vals) == 1:
+        assert got == vals[0]
+    else:
+        assert got.split("/") == ["-" if v is None else f"{v:.4g}" for v in vals]
+
+
+def test_a_center_row_with_seeds_shows_one_dash(two_slices, shared_cache, tmp_path, monkeypatch):
+    """seeds=0,1 with center=1: the +center row has no val / epoch / alpha / l2sp of its own (it was "-/-"); the
+    trained row keeps each seed's val."""
+    import io
+
+    from rich.console import Console
+
+    from anybind.bench import result_table, tasks_transfer
+
+    builders = {n: (lambda w, p=p: p) for n, p in two_slices.items()}
+    monkeypatch.setattr(tasks_transfer, "corpus_builders", lambda: builders)
+    res = tasks_transfer.transfer(tmp_path / "w", cache=shared_cache, seeds="0,1", corpora="tuxa,tuxb", train="tuxa",
+                                  systems="defaults", fm="0", center="1", boot="10", max_train="12")
+    rows = {r["name"]: r for r in res.table}
+    assert all(rows["tuxa: defaults +center"][k] is None for k in ("val", "epoch", "alpha", "l2sp"))
+    assert len(str(rows["tuxa: defaults"]["val"]).split("/")) == 2
+    con = Console(width=400, record=True, file=io.StringIO())
+    con.print(result_table("transfer", res))
+    line = next(x for x in con.export_text().splitlines() if "tuxa: defaults +center" in x)
+    assert "-/-" not in line and " - " in line

@@ -44,7 +44,7 @@ from . import TaskResult, task
 from ..zeroshot_adapt import DEFAULT_MIX
 from .stats import Clusters, boot_option, bootstrap, caption_groups, paired_vs_first, seed_mean  # noqa: F401 -- re-exported
 from .transfer_cells import (  # noqa: F401 -- DIRS, fm_hits, retrieval_hits, summary_notes re-exported
-    DIRS, fm_hits, retrieval_hits, retrieval_hits_ids, seeds_option, summary_notes)
+    DIRS, fm_hits, retrieval_hits, retrieval_hits_ids, seed_column, seeds_option, summary_notes)
 from .transfer_systems import (  # noqa: F401 -- system_kwargs, subsample_train, train_sets re-exported
     MODS, corpus_builders, selection_corpus, subsample_train, system_kwargs, systems_option, train_sets)
 
@@ -174,9 +174,8 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
                 metrics[f"{train_name}/{system}/{key}/seed{s}"] = float(p[key].mean()) if len(p[key]) else float("nan")
             if key in cells:
                 row[key[5:]] = f"{mean:.3f} ({ci[0]:.2f}-{ci[1]:.2f})"
-        for k in ("val", "epoch", "alpha", "l2sp"):  # one value per seed, "/"-separated
-            vals = [e.get(k) for e in extras] or [None]
-            row[k] = vals[0] if len(vals) == 1 else "/".join("-" if v is None else f"{v:.4g}" for v in vals)
+        for k in ("val", "epoch", "alpha", "l2sp"):  # one value per seed, "/"-separated; none: "-"
+            row[k] = seed_column([e.get(k) for e in extras])
         rows.append(row)
         return hits
 
