@@ -180,5 +180,6 @@ def test_a_system_given_twice_is_refused_before_any_work(systems, named, tmp_pat
     from anybind.bench import tasks_transfer
 
     monkeypatch.setattr(tasks_transfer, "corpus_builders", lambda: _never_built())
-    with pytest.raises(AnybindError, match=rf"^transfer: systems={systems!r} names {named} twice: one row each, give it once$"):
+    with pytest.raises(AnybindError,
+                       match=rf"^transfer: systems={systems!r} names {named} twice: one row each, give it once$"):
         tasks_transfer.transfer(tmp_path, corpora="tuxa,tuxb", systems=systems, fm="0")

@@ -42,7 +42,8 @@ import numpy as np
 
 from . import TaskResult, task
 from ..zeroshot_adapt import DEFAULT_MIX
-from .stats import Clusters, boot_option, bootstrap, caption_groups, paired_vs_first, seed_mean  # noqa: F401 -- re-exported
+from .stats import (  # noqa: F401 -- Clusters, bootstrap, caption_groups, paired_vs_first, seed_mean re-exported
+    Clusters, boot_option, bootstrap, caption_groups, paired_vs_first, seed_mean)
 from .transfer_cells import (  # noqa: F401 -- DIRS, fm_hits, retrieval_hits, summary_notes re-exported
     DIRS, fm_hits, retrieval_hits, retrieval_hits_ids, seed_column, seeds_option, summary_notes)
 from .transfer_systems import (  # noqa: F401 -- system_kwargs, subsample_train, train_sets re-exported
