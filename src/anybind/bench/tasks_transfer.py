@@ -5,7 +5,7 @@ Fashion-MNIST, every trained cell beside the training-free label bridge and Proc
 
 Options: ``corpora`` (any of tuxpaint, emoji, openclipart and corpora whose builders exist), ``train``
 (``each``, ``all``, ``loo`` = all but one, or ``a+b``), ``systems`` (``recipe`` or ``defaults`` followed by
-``+lever``s, see :func:`system_kwargs`: ``recipe+bridge+wise+lr1e-4``), ``max_train`` (train records per
+``+lever``s, see :func:`system_kwargs`: ``recipe+bridge+wise+lr1e-4``; each given once), ``max_train`` (train records per
 corpus, 0 = all), ``fm`` (Fashion-MNIST test images, 0 = none), ``image`` (comma-separated image encoders:
 each trained system is fitted once per encoder, its rows named ``system [image=...]``; the label bridge and
 Procrustes keep theirs, so every row has the same baselines), ``text`` (the same for text encoders, crossed with
@@ -14,7 +14,7 @@ Procrustes keep theirs, so every row has the same baselines), ``text`` (the same
 text lock, :data:`anybind.recipe.BRIDGED_IMAGE`, a ``recipe`` system the label bridge into that text encoder),
 ``center`` (1: every system also centred inductively, :func:`anybind.robust.centred`), ``seeds`` (``0,1,2``: every
 trained system fitted once per seed, each on that seed's train subsample; each cell the mean over the seeds, its
-interval over captions of the seed-averaged hits, the seeds held fixed, see the notes; unset: ``--seed``), ``l2sp_grid``, ``boot``, ``select`` (the corpus, outside
+interval over captions of the seed-averaged hits, the seeds held fixed, see the notes; unset: ``--seed``), ``l2sp_grid``, ``boot`` (bootstrap resamples, at least 1), ``select`` (the corpus, outside
 ``corpora``, whose val split the ``+select`` systems choose on: never a measured cell).
 
 Rows are (train set, system); columns are text->image / image->text R@1 on each corpus' test split
