@@ -39,6 +39,7 @@ def ridge_select(
     prior: torch.Tensor | None = None,
     se: float = 0.0,
     record: dict[str, Any] | None = None,
+    restrict: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[float, torch.Tensor]:
     """``(alpha, W)``: the ridge solution ``W = back((G + alpha n I)^-1 R)`` (float64) whose ``score(W)`` is best.
 
@@ -48,6 +49,7 @@ def ridge_select(
     ``score`` may give per-item scores (their mean is the score).  ``se`` > 0 (the standard-error rule): the most
     shrunk alpha (``alphas`` ascending) whose score is within ``se`` standard errors (of the best's per-item
     scores) of the best; ``record`` (a dict) is filled with the best alpha, its score and standard error.
+    ``restrict``: applied to every candidate before it is scored and returned (:func:`span_restrict`).
     """
     if prior is not None and back is not None:
         raise ValueError("ridge_select: a prior needs the primal normal equations (no back=)")
@@ -59,6 +61,7 @@ def ridge_select(
         lam = alpha * n
         S = torch.linalg.solve(G + lam * eye, R if prior is None else R + lam * prior.double())
         W = back(S) if back is not None else S
+        W = restrict(W) if restrict is not None else W
         x = score(W)
         v = np.atleast_1d(np.asarray(np.nan if x is None else x, dtype=np.float64))
         s = float(v.mean())
@@ -80,7 +83,7 @@ def prior_ridge(G: torch.Tensor, R: torch.Tensor, n: int, score: Callable[[torch
                 prior: torch.Tensor | None = None, t_norm2: torch.Tensor | float = 0.0, exact_prior: bool = False,
                 guard: bool = False, has_val: bool = True,
                 back: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                se: float = 0.0, record: dict[str, Any] | None = None,
+                se: float = 0.0, record: dict[str, Any] | None = None, span: torch.Tensor | None = None,
                 ) -> tuple[float | None, torch.Tensor, dict[str, Any] | None]:
     """``(alpha, W, guard record)``: one modality's ridge start (:func:`locked_ridge_start`, progressive binding).
 
@@ -92,12 +95,15 @@ def prior_ridge(G: torch.Tensor, R: torch.Tensor, n: int, score: Callable[[torch
     the ridge shrinks towards ``W0``; ``exact_prior``: ``W0`` itself (alpha None).  ``guard``: the training-free
     start guard -- the path goes on through :data:`GUARD_ALPHAS` and ``W0`` is kept (alpha None) when the best
     ridge does not beat it on val; the record holds both scores and what was kept (no val pairs: the ridge, and a
-    ``note``).  The record is None without a guard or a prior."""
+    ``note``).  The record is None without a guard or a prior.  ``span`` (``out_dim`` x ``out_dim``, with a prior):
+    the projector onto the targets' span, every candidate of the path restricted to it, ``W P + W0 (I - P)``
+    (:func:`span_restrict`): the prior's output outside that span is kept, never shrunk."""
     W0 = None if prior is None else scaled_prior(G, R, prior, t_norm2)  # c = <Z W0, T> / ||Z W0||^2
     if exact_prior and W0 is not None:
         return None, W0, None
     path = RIDGE_ALPHAS + GUARD_ALPHAS if guard and W0 is not None else RIDGE_ALPHAS
-    alpha, W = ridge_select(G, R, n, score, prior=W0, alphas=path, back=back, se=se, record=record)
+    fix = None if span is None or W0 is None else (lambda W, W0=W0: span_restrict(W, W0, span))
+    alpha, W = ridge_select(G, R, n, score, prior=W0, alphas=path, back=back, se=se, record=record, restrict=fix)
     if not guard or W0 is None:
         return alpha, W, None
     if not has_val:  # nothing to check on: said, not skipped
@@ -110,6 +116,30 @@ def prior_ridge(G: torch.Tensor, R: torch.Tensor, n: int, score: Callable[[torch
 
 PairBlocks = Callable[[str], Iterable[tuple[np.ndarray, np.ndarray]]]
 
+#: the span lever's numerical rank: eigenvalues of ``T'T`` above this times the largest count (singular values of
+#: ``T`` above 1e-3 of the largest); a rank-deficient ``T`` (fewer distinct targets than dimensions) has the rest at
+#: float rounding (~1e-16 of the largest in float64), full-rank text targets far above it
+SPAN_TOL = 1e-6
+
+
+def target_span(TT: torch.Tensor, tol: float = SPAN_TOL) -> tuple[torch.Tensor | None, int]:
+    """``(P, rank)``: the orthogonal projector onto the numerical range of ``T'T`` (``d x d``, the targets' Gram
+    summed over the blocks), eigenvalues above ``tol`` times the largest; ``P`` is None (no restriction, bit for
+    bit) where the targets span the whole space."""
+    s, U = torch.linalg.eigh(TT.double())
+    keep = s > tol * s.max().clamp_min(1e-300)
+    rank = int(keep.sum())
+    if rank == len(s):
+        return None, rank
+    Uk = U[:, keep]
+    return Uk @ Uk.T, rank
+
+
+def span_restrict(W: torch.Tensor, W0: torch.Tensor, P: torch.Tensor) -> torch.Tensor:
+    """``W P + W0 (I - P)``: ``W``'s output inside the span ``P`` projects onto, the prior ``W0``'s outside it."""
+    W, W0 = W.double(), W0.double()
+    return W0 + (W - W0) @ P.double()
+
 
 @torch.no_grad()
 def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, train_pairs: PairBlocks,
@@ -117,7 +147,8 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
                        prior: Callable[[str], torch.Tensor | None] | None = None,
                        exact_prior: bool = False, guard: dict[str, dict[str, Any]] | None = None,
                        se: float = 0.0, rule: dict[str, dict[str, Any]] | None = None,
-                       kernel: dict[str, dict[str, Any]] | None = None, seed: int = 0) -> dict[str, float | None]:
+                       kernel: dict[str, dict[str, Any]] | None = None, seed: int = 0,
+                       span: dict[str, dict[str, Any]] | None = None) -> dict[str, float | None]:
     """Start every unlocked projector at the ridge regression onto the locked modality's space.
 
     For each modality ``m``, ``W = argmin ||Z W - T||^2 + lam ||W - W0||^2`` over the training pairs
@@ -133,8 +164,12 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
     in, records the best alpha, its score and standard error).  ``kernel`` (a dict, filled in): a modality with a
     prior and val pairs also tries the kernel branch on the prior's residual, kept where it beats that start on val
     (:func:`~anybind.ridge_kernel.kernel_start`; ``seed``: its support subset, drawn while the blocks are read:
-    :class:`~anybind.ridge_kernel.SupportSample`, at most ``MAX_SUPPORT`` rows held), ``kernel[m]`` its record.  Returns
-    each alpha.
+    :class:`~anybind.ridge_kernel.SupportSample`, at most ``MAX_SUPPORT`` rows held), ``kernel[m]`` its record.
+    ``span`` (a dict, filled in; issue 16, the lever "keep the prior outside the span of the training targets"): a
+    modality with a prior restricts every candidate (the ridge path, the guard, the kernel grid) to the span of its
+    training targets (``T'T`` summed over the blocks, :func:`target_span`), ``W P + W0 (I - P)`` and the kernel
+    coefficients ``A P``, so the prior's output outside what the training text ever covers is kept; a no-op (bit for
+    bit) where the targets span the space.  ``span[m]``: the rank and the dimension.  Returns each alpha.
     """
     if not lock:
         raise DataError("init='ridge' needs a locked modality (lock='text', say): it regresses onto its space")
@@ -149,7 +184,7 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
         va = val_pairs(m)
         P = prior(m) if prior is not None else None
         hold = kernel is not None and not pr.cfg.frames and P is not None and va is not None  # the kernel family
-        n, T_norm2 = 0, torch.zeros((), dtype=torch.float64)
+        n, T_norm2, TT = 0, torch.zeros((), dtype=torch.float64), None
         held = SupportSample(seed) if hold else None  # the kernel's support, drawn as the blocks go by
         for xm, xl in train_pairs(m):
             Z = pr.standardized(torch.from_numpy(xm))
@@ -159,6 +194,9 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
             g, r = (Z.T @ Z).double(), (Z.T @ T).double()
             G, R = (g, r) if G is None else (G + g, R + r)
             T_norm2 = T_norm2 + T.double().pow(2).sum()
+            if span is not None and P is not None:  # the targets' Gram (d_out x d_out): their span, streamed
+                tt = T.double().T @ T.double()
+                TT = tt if TT is None else TT + tt
             n += len(xm)
         if n < 3:
             raise DataError(f"init='ridge': {m!r} has {n} training pairs with {lock!r}; need at least 3")
@@ -176,10 +214,14 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
             r2 = query_ranks(g @ q.T, query_keys=fl, gallery_keys=fm)
             return sum((r <= k).astype(np.float64) for r in (r1, r2) for k in (1, 5, 10)) / 6
 
+        Pspan = None
+        if TT is not None:
+            Pspan, rank = target_span(TT)
+            span[m] = {"rank": rank, "dim": len(TT), "tol": SPAN_TOL}
         rec: dict[str, Any] = {}
         alpha, W, g = prior_ridge(G, R, n, per_pair, prior=P, t_norm2=T_norm2,
                                   exact_prior=exact_prior, guard=guard is not None, has_val=va is not None,
-                                  se=se, record=rec)
+                                  se=se, record=rec, span=Pspan)
         if g is not None:
             guard[m] = g
         if rule is not None and rec:
@@ -192,7 +234,7 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
             del held
             branch, kernel[m] = kernel_start(
                 Zs, Ts, W0, lambda b, W0=W0: float(np.mean(per_pair(W0, branch=b))), float(np.mean(per_pair(W))),
-                seed=seed, n_all=n)
+                seed=seed, n_all=n, span=Pspan)
             if branch is not None:
                 pr.set_kernel(*branch)
                 alpha, W = None, W0

@@ -152,6 +152,9 @@ def check_robust(cfg) -> None:
     if cfg.kernel_start and cfg.ridge_prior != "bridge":
         raise DataError(f"kernel_start=True fits a kernel branch on the label bridge's residual: use "
                         f"ridge_prior='bridge' (got ridge_prior={cfg.ridge_prior!r})")
+    if getattr(cfg, "ridge_span", False) and cfg.ridge_prior != "bridge":  # refused, not ignored: no prior to keep
+        raise DataError(f"ridge_span=True keeps the label bridge's output outside the training targets' span: use "
+                        f"ridge_prior='bridge' (got ridge_prior={cfg.ridge_prior!r})")
     if cfg.start_guard and cfg.ridge_prior != "bridge":
         raise DataError(f"start_guard=True falls back on the label bridge: use ridge_prior='bridge' (got "
                         f"ridge_prior={cfg.ridge_prior!r})")
@@ -336,9 +339,13 @@ def ridge_start(projectors: Mapping[str, Projector], cfg, specs: Mapping[str, st
 
     guard: dict[str, dict[str, Any]] | None = {} if cfg.start_guard and cfg.ridge_prior == "bridge" else None
     rule: dict[str, dict[str, Any]] = {}
+    span: dict[str, dict[str, Any]] | None = {} if getattr(cfg, "ridge_span", False) else None
     alphas = locked_ridge_start(projectors, cfg.lock, train_pairs, val_pairs, prior=prior,
                                 exact_prior=cfg.ridge_prior == "residual", guard=guard, se=cfg.ridge_se, rule=rule,
-                                kernel=kern, seed=cfg.seed)
+                                kernel=kern, seed=cfg.seed, span=span)
+    for m, sp in (span or {}).items():
+        log.info("start: %r: training targets span %d of %d dims%s", m, sp["rank"], sp["dim"],
+                 "" if sp["rank"] < sp["dim"] else " (the span restriction is a no-op)")
     if cfg.ridge_prior != "zero" and all(p == "zero" for p in used.values()):
         log.warning("ridge_prior=%r: no bound modality's encoder has a label bridge into the %r encoder's "
                     "space (%s): every ridge start shrinks towards zero", cfg.ridge_prior, cfg.lock,
@@ -350,5 +357,6 @@ def ridge_start(projectors: Mapping[str, Projector], cfg, specs: Mapping[str, st
         if line := start_line(guard.get(m) if guard else None, kern.get(m) if kern else None):
             log.info("start: %r %s", m, line)
     return {m: {"alpha": a, "prior": used.get(m, "zero"), **({"guard": guard[m]} if guard and m in guard else {}),
-                **({"se_rule": rule[m]} if m in rule else {}), **({"kernel": kern[m]} if kern and m in kern else {})}
+                **({"se_rule": rule[m]} if m in rule else {}), **({"kernel": kern[m]} if kern and m in kern else {}),
+                **({"span": span[m]} if span and m in span else {})}
             for m, a in alphas.items()}
