@@ -3,7 +3,6 @@ the span of the training targets, ``W P + W0 (I - P)`` and kernel coefficients `
 output outside what the training text covers is kept; a no-op where the targets span the space."""
 
 import copy
-import json
 
 import numpy as np
 import pytest
@@ -11,20 +10,15 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from anybind import Space, load_manifest, ridge
+from anybind import Space, ridge
 from anybind.errors import DataError
 from anybind.projectors import Projector, ProjectorConfig
 
 
 @pytest.fixture(scope="module")
-def tux_small(tux_dir, tmp_path_factory):
+def tux_small(tux_subset):
     """60 real Tux Paint stamps (image, text), every fifth in val: 48 training captions, far fewer than 384 dims."""
-    recs = [json.loads(x) for x in (tux_dir / "manifest.jsonl").read_text().splitlines()][:60]
-    rows = [{"id": r["id"], "split": "val" if i % 5 == 0 else "train", "text": r["text"],
-             "image": str(tux_dir / r["image"])} for i, r in enumerate(recs)]
-    out = tmp_path_factory.mktemp("span") / "manifest.jsonl"
-    out.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return load_manifest(out, modalities=["image", "text"])
+    return tux_subset(60, 5, "span")
 
 
 @pytest.fixture(scope="module")
@@ -42,13 +36,15 @@ def feats(tux_small, shared_cache):
     return out
 
 
-def _start(feats, lock, out_dim, *, span, block=None, seed=0):
+def _start(feats, lock, out_dim, *, span, block=None, seed=0, inside=None):
     """:func:`anybind.ridge.locked_ridge_start` on the real features: a linear image projector onto ``lock``'s
     output (``out_dim``), a seeded prior, the guard and the kernel family on; returns (projector, span record)."""
     (xi, xt), va = feats["train"], feats["val"]
     g = torch.Generator().manual_seed(seed)
     pr = Projector(ProjectorConfig(in_dim=xi.shape[1], out_dim=out_dim, kind="linear"))
     prior = torch.randn(xi.shape[1], out_dim, generator=g, dtype=torch.float64) / xi.shape[1] ** 0.5
+    if inside is not None:  # a prior with no output outside the targets' span (I - inside)
+        prior = prior - prior @ inside
     step = block or len(xi)
     blocks = [(xi[i:i + step], xt[i:i + step]) for i in range(0, len(xi), step)]
     rec: dict | None = {} if span else None
@@ -66,6 +62,18 @@ def test_full_span_targets_leave_the_start_bit_identical(feats):
     on, rec = _start(feats, lock, 8, span=True)
     assert rec == {"image": {"rank": 8, "dim": 8, "tol": ridge.SPAN_TOL}}
     assert all(torch.equal(a, b) for a, b in zip(off.state_dict().values(), on.state_dict().values(), strict=True))
+
+
+def test_a_prior_without_output_outside_the_span_leaves_the_start_bit_identical(feats):
+    """384-d text targets of 48 captions (far from spanning) but a prior whose output lies inside their span: the
+    restriction would change nothing but rounding, so it is not applied (bit for bit), and the record says why."""
+    Q, rank = _out_of_span(feats)
+    off, _ = _start(feats, torch.nn.Identity(), 384, span=False, inside=Q)
+    on, rec = _start(feats, torch.nn.Identity(), 384, span=True, inside=Q)
+    assert rec["image"]["rank"] == rank < 384 and rec["image"]["prior_out"] <= ridge.SPAN_TOL
+    assert all(torch.equal(a, b) for a, b in zip(off.state_dict().values(), on.state_dict().values(), strict=True))
+    _, rec = _start(feats, torch.nn.Identity(), 384, span=True)  # a generic prior: most of it outside 48 dims
+    assert rec["image"]["prior_out"] > 0.5
 
 
 def _spy_prior(monkeypatch):

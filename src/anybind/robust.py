@@ -344,8 +344,9 @@ def ridge_start(projectors: Mapping[str, Projector], cfg, specs: Mapping[str, st
                                 exact_prior=cfg.ridge_prior == "residual", guard=guard, se=cfg.ridge_se, rule=rule,
                                 kernel=kern, seed=cfg.seed, span=span)
     for m, sp in (span or {}).items():
-        log.info("start: %r: training targets span %d of %d dims%s", m, sp["rank"], sp["dim"],
-                 "" if sp["rank"] < sp["dim"] else " (the span restriction is a no-op)")
+        noop = sp["rank"] == sp["dim"] or sp.get("prior_out", 1.0) <= sp["tol"]
+        log.info("start: %r: training targets span %d of %d dims, the prior's out-of-span share %s%s", m, sp["rank"],
+                 sp["dim"], sp.get("prior_out", 0.0), " (the span restriction is a no-op)" if noop else "")
     if cfg.ridge_prior != "zero" and all(p == "zero" for p in used.values()):
         log.warning("ridge_prior=%r: no bound modality's encoder has a label bridge into the %r encoder's "
                     "space (%s): every ridge start shrinks towards zero", cfg.ridge_prior, cfg.lock,
