@@ -33,6 +33,10 @@ through the shared loop's hooks (:func:`anybind.loop.fit_loop`'s ``penalty=`` an
   ridge path and kept where it wins on val (:mod:`anybind.ridge_kernel`); recorded under ``ridge.<m>.kernel``.  A
   fixed buffer: fine-tuning, L2-SP and WiSE-FT (:func:`interpolate`) leave it as it is.  The streaming / Ray trainer
   fits it too (its support drawn while the shards are read, at most 4,096 pairs held).
+* ``ridge_span`` (off) -- with ``ridge_prior="bridge"``, every candidate of that start (alpha path, guard, kernel
+  grid) restricted to the span of the training targets, the bridge's output outside it kept
+  (:func:`anybind.ridge.locked_ridge_start`'s ``span``); recorded under ``ridge.<m>.span``.  Not a default: it wins
+  on val for a 121-caption corpus and loses a little on 300-pair ones (BENCHMARKS.md, transfer: the span lever).
 * ``mixup`` (weight) and ``mixup_alpha`` -- geodesic multi-modal mixup (Oh et al. 2023, "Geodesic
   Multi-Modal Mixup for Robust Fine-Tuning", m^2-mix): each positive pair's two unit embeddings are
   mixed on the great circle between them (``slerp`` with ``lam ~ Beta(alpha, alpha)``) and the mixtures
