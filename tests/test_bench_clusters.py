@@ -74,7 +74,7 @@ def test_caption_groups_follow_the_retrieval_queries(tmp_path):
     interval of the cell at least as wide as the per-query one there."""
     from index_helpers import make_space, write_corpus
 
-    from anybind.bench.tasks_transfer import caption_groups, retrieval_hits
+    from anybind.bench.tasks_transfer import caption_groups, retrieval_hits_ids
     from anybind.data.manifest import load_manifest
 
     path = write_corpus(tmp_path, n=40, text=lambda i: f"stamp number {i % 7}")  # 7 captions, ~5 images each
@@ -84,8 +84,9 @@ def test_caption_groups_follow_the_retrieval_queries(tmp_path):
     del recs[5]["image"]
     path.write_text("".join(json.dumps(r) + "\n" for r in recs))
     man = load_manifest(path)
-    groups = caption_groups(man, "test")
-    hits = retrieval_hits(make_space(seed=2), man, "test", tmp_path / "c")  # seed 3: no t->i hit at all
+    hits, ids = retrieval_hits_ids(make_space(seed=2), man, "test", tmp_path / "c")  # seed 3: no t->i hit at all
+    assert ids == [r["id"] for r in recs if "image" in r]  # the scored queries' records, in their order
+    groups = caption_groups(man, "test", ids)
     assert len(groups) == 39 == len(hits["t->i"]) == len(hits["i->t"])
     assert groups == [r["text"] for r in recs if "image" in r] and len(set(groups)) == 7
     for g in set(groups):  # t->i: one caption, one query vector, one relevant set: its queries hit or miss together
@@ -104,8 +105,8 @@ def test_tux_paint_test_split_has_shared_captions(tux_dir):
     from anybind.data.manifest import load_manifest
 
     man = load_manifest(tux_dir / "manifest.jsonl", modalities=["text", "image"], progress=False)
-    groups = caption_groups(man, "test")
     pairs = [r for r in man.split("test") if r.has("text") and r.has("image")]
+    groups = caption_groups(man, "test", [r.id for r in pairs])
     assert len(groups) == len(pairs) > 20
     assert all(g == r.values["text"] for g, r in zip(groups, pairs))
     assert len(set(groups)) < len(groups)
@@ -130,12 +131,12 @@ def test_the_transfer_bench_clusters_every_retrieval_cell(tux_dir, shared_cache,
     path = tmp_path / "manifest.jsonl"
     path.write_text("".join(json.dumps(x) + "\n" for x in lines))
     small = load_manifest(path, modalities=["image", "text"], progress=False)
-    expected = {s: caption_groups(small, s) for s in ("test", "val")}
+    expected = {s: caption_groups(small, s, [r.id for r in small.split(s)]) for s in ("test", "val")}
     assert len(set(expected["test"])) == 7 == len(expected["test"]) - 1
     calls = []
 
     def recording(hits, others=(), n=1000, seed=0, groups=None):
-        calls.append((len(hits), None if groups is None else list(groups)))
+        calls.append((len(hits), None if groups is None else groups.index.tolist(), id(groups)))
         return bootstrap(hits, others, n, seed, groups)
 
     monkeypatch.setattr(tasks_transfer, "corpus_builders", lambda: {"tuxpaint": lambda w: path})
@@ -143,4 +144,6 @@ def test_the_transfer_bench_clusters_every_retrieval_cell(tux_dir, shared_cache,
     tasks_transfer.transfer(tmp_path / "work", cache=shared_cache, corpora="tuxpaint", train="each",
                             systems="defaults", fm="0", center="0", boot="20")
     assert len(calls) == 3 * 4  # label bridge, Procrustes, defaults; t->i, i->t on test and val
-    assert sorted(calls, key=str) == sorted([(8, expected["test"])] * 6 + [(8, expected["val"])] * 6, key=str)
+    want = {s: group_index(expected[s]).tolist() for s in expected}
+    assert sorted(c[:2] for c in calls) == sorted([(8, want["test"])] * 6 + [(8, want["val"])] * 6)
+    assert len({c[2] for c in calls}) == 2  # the clusters numbered once per split, shared by every row and direction

@@ -187,3 +187,22 @@ def test_ray_encoding_without_a_sharded_fit_is_refused(tmp_path, corpus, given):
     said = [x for x in r.output.splitlines() if given[0] in x]
     assert len(said) == 1 and "--stream" in said[0], r.output
     assert not (tmp_path / "sp").exists() and not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize("method", ["procrustes", "cca"])
+@pytest.mark.parametrize("recipe", ["auto", "plain"])
+def test_space_fit_refuses_a_recipe_with_a_training_free_method_before_encoding(tmp_path, corpus, method, recipe):
+    """A recipe chooses encoders and training options for trained projectors: Space.fit(method="cca", recipe=...)
+    fitted as if none was given (recipe="auto" picked no label-bridge image encoder there), as the CLI's --recipe
+    was.  Refused in one line naming it, before any record is encoded; left out, the method fits and its lineage
+    records no recipe (it was "auto", which chose nothing)."""
+    from anybind.errors import DataError
+
+    m, enc = corpus
+    with pytest.raises(DataError) as e:
+        Space.fit(m, encoders=enc, cache=tmp_path / "c", progress=False, method=method, recipe=recipe)
+    msg = str(e.value)
+    assert "\n" not in msg and f"method={method!r}" in msg and f"recipe={recipe!r}" in msg, msg
+    assert not (tmp_path / "c").exists()
+    sp = Space.fit(m, encoders=enc, cache=tmp_path / "c", progress=False, method=method, dim=4)
+    assert sp.dim == 4 and sp.info["lineage"][-1]["recipe"] == {"name": None, "chosen": {}}

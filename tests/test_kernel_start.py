@@ -373,6 +373,7 @@ def test_a_kernel_projector_maps_one_unbatched_input_as_its_batched_row(fitted, 
     x = torch.from_numpy(np.random.default_rng(1).normal(size=(6, pr.cfg.in_dim)).astype(np.float32))
     with torch.no_grad():
         want = pr(x)
+        assert pr(x[:0]).shape == (0, pr.cfg.out_dim)  # no input: no kernel row, an empty output
         rows, exp = [], torch.exp
         monkeypatch.setattr(projectors, "KERNEL_ROWS", 4)
         monkeypatch.setattr(torch, "exp", lambda t: rows.append(t.shape[:-1].numel()) or exp(t))

@@ -16,6 +16,33 @@ def test_l2sp_reads_its_cpu_start_on_the_device_the_projectors_train_on():
     assert out.device.type == "meta"
 
 
+def test_l2sp_moves_its_start_to_the_device_once_with_the_same_penalty(monkeypatch):
+    """RobustFit's penalty keeps the start where the parameters train (moved on the first step, not every step), and
+    gives the penalty the per-step move gave, bit for bit, on the CPU; on another device the cache follows it."""
+    from anybind.robust import RobustFit
+    from anybind.train import TrainConfig
+
+    torch.manual_seed(0)
+    pr = Projector(ProjectorConfig(in_dim=6, out_dim=4, kind="mlp", hidden=8, input_dropout=0.0, dropout=0.0))
+    rob = RobustFit(TrainConfig(lock="text", init="ridge", l2sp=0.1), {"image": pr}, torch.zeros(()))
+    start = snapshot({"image": pr})
+    with torch.no_grad():
+        for p in pr.parameters():
+            p.add_(torch.randn_like(p))
+    moves = []
+    real_to = torch.Tensor.to
+    monkeypatch.setattr(torch.Tensor, "to", lambda t, *a, **k: moves.append(1) or real_to(t, *a, **k))
+    penalty = rob.penalty
+    first = penalty()
+    n = len(moves)
+    assert n == len(list(pr.parameters())) and torch.equal(penalty(), first) and len(moves) == n  # once
+    assert torch.equal(first, l2sp_penalty({"image": pr}, start, 0.1))
+    pr.to("meta")
+    moves.clear()
+    assert penalty().device.type == "meta" and len(moves) == n  # moved again, once
+    assert penalty().device.type == "meta" and len(moves) == n
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_space_fit_on_cuda_with_wise_and_l2sp_ends_on_the_cpu(monkeypatch):
     """Before: on_epoch kept the best epoch's weights on the GPU and WiSE-FT's lerp with the CPU start failed

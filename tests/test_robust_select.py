@@ -94,6 +94,10 @@ def test_selection_on_every_record_and_its_errors(tmp_path):
     with pytest.raises(DataError, match="not method='procrustes'"):
         Space.fit(paths["a"], encoders=specs, cache=tmp_path / "c", method="procrustes", progress=False,
                   select_data=paths["b"])
+    for split in (None, "train"):  # a select_split without select_data steers nothing: refused, not dropped
+        with pytest.raises(DataError, match=f"select_split={split!r} .* no select_data was given") as e:
+            Space.fit(paths["a"], encoders=specs, cache=tmp_path / "c", select_split=split, **FAST)
+        assert "\n" not in str(e.value)
     from anybind.scale.sharded import fit_sharded
 
     with pytest.raises(DataError, match="select_data .* needs the in-memory fit"):
@@ -117,6 +121,9 @@ def test_cli_fit_selects_on_another_corpus(tmp_path):
                                           "--out", str(tmp_path / "sp2")])
     assert res.exit_code == 0, res.output
     assert Space.load(tmp_path / "sp2").info["training"]["select_data"]["records"] == 80  # all but the 20 test
+    res = CliRunner().invoke(app, args + ["--select-split", "all", "--out", str(tmp_path / "sp3")])
+    assert res.exit_code == 2 and "no --select-data was given" in res.output, res.output
+    assert not (tmp_path / "sp3").exists()
 
 
 def test_a_selection_set_holds_only_the_chosen_split_relabelled_val(tmp_path):

@@ -60,3 +60,24 @@ def test_a_fit_logs_one_start_line_per_modality_matching_its_record(monkeypatch,
     assert mine == ["start: 'image' " + start_line(rec["guard"], rec["kernel"])]
     assert not [x for x in lines if x.startswith(("kernel start:", "start guard: 'image' starts"))]
     assert ("plus a kernel branch" in mine[0]) == rec["kernel"]["kept"]
+
+
+@pytest.mark.parametrize("guard, kernel", [(GUARD_BRIDGE, KEPT), (GUARD_NOTE, NOT_KEPT), (GUARD_NOTE, None),
+                                           (None, NOTE), (None, None), (GUARD_RIDGE, None)])
+def test_both_callers_say_the_same_lines(guard, kernel, caplog):
+    """say_starts as Space.fit's trainers call it (maps over the modalities, None where nothing was recorded) and as
+    progressive binding does (one modality, its record's entries, None or absent) logs the same lines: the guard's
+    note as a warning, then start_line's line."""
+    from anybind.robust import say_starts
+
+    fit_log, bind_log = logging.getLogger("anybind.robust"), logging.getLogger("anybind.progressive")
+    with caplog.at_level(logging.INFO):
+        say_starts(fit_log, ["image", "audio"], {"image": guard} if guard else None,
+                   {"image": kernel, "audio": NOTE} if kernel else {"audio": NOTE})
+        say_starts(bind_log, ["image"], {"image": guard}, {"image": kernel})
+    fit = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == fit_log.name]
+    bind = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == bind_log.name]
+    want = ([("WARNING", f"start guard: 'image': {guard['note']} (its label bridge)")] if guard and "note" in guard
+            else []) + ([("INFO", "start: 'image' " + start_line(guard, kernel))] if start_line(guard, kernel) else [])
+    assert bind == want and [x for x in fit if "'audio'" not in x[1]] == want
+    assert fit[-1] == ("INFO", "start: 'audio' " + start_line(None, NOTE))

@@ -16,10 +16,9 @@ from typing import Any
 
 import torch
 
-from . import robust
 from .errors import DataError
 from .loop import fit_loop
-from .projectors import Projector, attention_parameters
+from .projectors import Projector, attention_parameters, load_start_state, start_state
 
 
 def check_attention(cfg: Any) -> None:
@@ -80,17 +79,12 @@ def refit_after_attention(projectors: Mapping[str, Projector], phase: dict[str, 
     which reads the pooled frames through :meth:`~anybind.projectors.Projector.standardized`), kept unless it scores
     lower on val than the phase's best (``score``; ``None``: no val split, kept).  Records ``val_after_ridge`` and
     ``ridge_refit`` in ``phase``; returns ``refit()``'s record when kept, else ``None``."""
-    before = robust.snapshot(projectors)
-    taus = {m: pr.cfg.kernel_tau for m, pr in projectors.items() if getattr(pr.cfg, "kernel", 0)}
+    before = {m: start_state(pr) for m, pr in projectors.items()}  # its kernel branches (and temperatures) included
     rec = refit()
     s = score(0) if score is not None else None
     kept = s is None or phase.get("best_val") is None or s >= phase["best_val"]
     phase.update(val_after_ridge=s, ridge_refit="kept" if kept else "dropped: lower on val than the phase's best")
     if not kept:  # back to the start before the refit, its kernel branches included (a refit re-fits or drops them)
         for m, pr in projectors.items():
-            if m in taus:
-                pr.set_kernel(before[m]["kernel_support"], before[m]["kernel_coef"], taus[m])
-            elif getattr(pr.cfg, "kernel", 0):
-                pr.set_kernel(None)
-        robust.load_state(projectors, before)
+            load_start_state(pr, before[m])
     return rec if kept else None

@@ -36,6 +36,18 @@ def check_method(method: str) -> None:
         raise ValueError(f"unknown method {method!r}: use {', '.join(map(repr, METHODS[:-1]))} or {METHODS[-1]!r}")
 
 
+def check_recipe(recipe: str | None, method: str) -> str | None:
+    """The recipe a fit with ``method`` follows: ``recipe`` (None: ``"auto"``) for trained projectors; none for a
+    training-free method, which refuses one given (a recipe chooses encoders and training options for trained
+    projectors only: it was dropped without a word), in one line naming it."""
+    if method == "contrastive":
+        return "auto" if recipe is None else recipe
+    if recipe is not None:
+        raise DataError(f"method={method!r} is training-free: it uses no recipe={recipe!r} (a recipe chooses the "
+                        "encoders and training options of trained projectors): drop it or use method='contrastive'")
+    return None
+
+
 @dataclass
 class FitPlan:
     """What a fit binds: the loaded manifests, the modalities, their encoders and the training config."""
@@ -45,7 +57,7 @@ class FitPlan:
     modalities: list[str]
     specs: dict[str, str]  # modality -> encoder spec (the recipe's where the user gave none)
     config: dict[str, Any]  # training options (the recipe's where the user gave none)
-    recipe: str
+    recipe: str | None  # None: a training-free method (it follows no recipe)
     chosen: dict[str, Any]  # what the recipe chose
 
     def lineage(self, space: "SpaceCore | None" = None, **extra: Any) -> dict[str, Any]:
@@ -106,16 +118,17 @@ def plan_fit(
     *,
     encoders: Mapping[str, str] | None = None,
     method: str = "contrastive",
-    recipe: str = "auto",
+    recipe: str | None = None,
     config: Mapping[str, Any] | None = None,
     strict: bool = False,
     progress: bool = True,
     allow_eval_only: bool = False,
 ) -> FitPlan:
-    """Load the data and decide what the fit binds with (see the module doc)."""
+    """Load the data and decide what the fit binds with (see the module doc; ``recipe``: :func:`check_recipe`)."""
     from .manifests import fit_manifests
 
     check_method(method)
+    recipe = check_recipe(recipe, method)  # before any record is loaded
     modalities = list(modalities) if modalities is not None else None
     if encoders:  # a relative model folder / file made absolute here, before any encoder (and its identity) is
         # built from it, so that the saved space finds it from any working directory (as the CLI's -e did alone)
@@ -137,7 +150,7 @@ def plan_fit(
     mods = sorted(bound)
     if not mods:
         raise DataError("nothing to bind: the manifest has no modality fields")
-    specs, cfg, chosen = resolve_recipe(recipe, mods, encoders, dict(config or {}), method)
+    specs, cfg, chosen = resolve_recipe(recipe or "plain", mods, encoders, dict(config or {}), method)
     return FitPlan(manifests, method, mods, specs, cfg, recipe, chosen)
 
 
@@ -152,7 +165,7 @@ def fit_space(
     progress: bool = True,
     weights: Sequence[float] | None = None,
     allow_eval_only: bool = False,
-    recipe: str = "auto",
+    recipe: str | None = None,
     config: Any = None,
     select_data: Any = None,
     select_split: str | None = "val",
@@ -160,6 +173,9 @@ def fit_space(
 ) -> "SpaceCore":
     """``Space.fit`` (see it for the parameters) below the public class: :func:`plan_fit`, then
     :func:`fit_in_memory`."""
+    if select_data is None and select_split != "val":  # said, not dropped: it only steers select_data
+        raise DataError(f"select_split={select_split!r} says which split of select_data chooses; no select_data "
+                        "was given: drop select_split or pass select_data")
     plan = plan_fit(manifest, modalities, encoders=encoders, method=method, recipe=recipe,
                     config=fit_options(config, options, method),
                     strict=strict, progress=progress, allow_eval_only=allow_eval_only)

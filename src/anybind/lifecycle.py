@@ -36,19 +36,27 @@ def pair_hits(space, manifest: Manifest, a: str, b: str, *, split: str = "test",
     their order; identical contents interchangeable, as :func:`pair_r1` scores them): each direction's mean is its
     R@1, for paired bootstrap intervals between spaces scored on the same records.  Empty when fewer than two
     records of ``split`` have both (:func:`anybind.metrics.paired_rows`)."""
+    return pair_hits_ids(space, manifest, a, b, split=split, cache=cache)[0]
+
+
+def pair_hits_ids(space, manifest: Manifest, a: str, b: str, *, split: str = "test",
+                  cache=None) -> tuple[dict[str, Any], list[str]]:
+    """:func:`pair_hits` and the record ids of its queries, in their order (one record per query, the same records
+    for both directions; empty with the hits)."""
     import numpy as np
 
     from .evaluate import embed_records
     from .metrics import paired_rows, query_ranks
 
     embs = embed_records(space, manifest.split(split), [a, b], cache=cache)
-    out = {}
+    out, ids = {}, []
     for x, y, ix, iy in paired_rows(embs, [(a, b)]):
+        ids = [embs[x].ids[i] for i in ix]
         for q, qi, g, gi in ((x, ix, y, iy), (y, iy, x, ix)):
             r = query_ranks(embs[q].vectors[qi] @ embs[g].vectors[gi].T, query_keys=[embs[q].keys[i] for i in qi],
                             gallery_keys=[embs[g].keys[i] for i in gi])
             out[f"{q}->{g}"] = (r == 1).astype(np.float64)
-    return out
+    return out, ids
 
 
 def held_out_val(manifest: Manifest, seed: int = 0, fraction: float = 0.5) -> tuple[Manifest, Manifest]:

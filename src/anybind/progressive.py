@@ -65,7 +65,7 @@ from .encoders.video import temporal_frames
 from .errors import DataError, SpaceError
 from .progressive_fit import VAL_METRIC, BindConfig  # noqa: F401  (VAL_METRIC re-exported)
 from .progressive_fit import Target, bind_config, has_modality, train_projector
-from .robust import bridge_into, bridge_prior, start_line
+from .robust import bridge_into, bridge_prior, say_starts
 from .scoring import MIP
 from .vocabulary import carry_vocabulary
 
@@ -272,11 +272,7 @@ def _bind(space, name, spec, data, anchors, *, replace, cache, strict, progress,
     proj, train_info = train_projector(space, feats, row_of, targets, train_idx, val_idx, cfg, progress,
                                        frames=temporal_frames(spec), name=name, prior=prior)
     ridge = train_info.pop("ridge_start", None)
-    guard = (ridge or {}).get("guard") or {}
-    if "note" in guard:  # nothing to check on: said, as Space.fit says it
-        log.warning("start guard: %r: %s (its label bridge)", name, guard["note"])
-    if line := start_line(guard or None, (ridge or {}).get("kernel")):  # one line, as Space.fit says it
-        log.info("start: %r %s", name, line)
+    say_starts(log, [name], {name: (ridge or {}).get("guard")}, {name: (ridge or {}).get("kernel")})  # as Space.fit
 
     projectors = {m: copy.deepcopy(p) for m, p in space.projectors.items()}
     projectors[name] = proj

@@ -24,11 +24,11 @@ import torch.nn.functional as F
 from .binders import AnchorBinder
 from .errors import DataError
 from .loop import IndexSampler, fit_loop, make_optimizer, make_temperature, training_threads
-from .ridge import prior_ridge
+from .ridge import kernel_or_linear, prior_ridge
 from .metrics import pair_recalls
 from .projectors import Projector, ProjectorConfig, project
 from .recipe import check_flags, check_seed
-from .ridge_kernel import kernel_start as fit_kernel, scaled_prior
+from .ridge_kernel import scaled_prior
 
 VAL_METRIC = "mean (R@1+R@5+R@10)/3, new<->anchor on val pairs, both directions"
 #: what the ridge start shrinks towards ("auto": the label bridge where the new encoder has one into the space)
@@ -168,29 +168,28 @@ def ridge_start(proj: Projector, feats, targets: Mapping[str, Target], train_idx
     has_val = any(np.isin(t.records, val_idx).sum() >= 2 for t in targets.values())
     # primal (d x d) or dual (n x n) system, whichever is smaller (a prior needs the primal)
     G = R = None
+    scored: dict[str, float] = {}  # the start's val score (prior_ridge's): not scored again
     if d <= n or prior is not None:
         G, R = Z.T @ Z, Z.T @ Tc
         alpha, W, g = prior_ridge(G, R, n, score, prior=prior, t_norm2=Tc.pow(2).sum(),
-                                  guard=guard, has_val=has_val)
+                                  guard=guard, has_val=has_val, scores=scored)
     else:
         alpha, W, g = prior_ridge(Z @ Z.T, Tc, n, score, back=lambda S: Z.T @ S)
     kern: dict[str, Any] | None = None
-    if kernel and prior is not None and (proj.cfg.frames or not has_val):  # said, not skipped
-        kern = {"kept": False, "note": "a frame-pooling projector" if proj.cfg.frames else "no val pairs"}
-    elif kernel and prior is not None:  # as Space.fit's locked_ridge_start: on the residual, chosen on val
-        W0 = scaled_prior(G, R, prior, Tc.pow(2).sum())  # a prior: the primal system above
+    if kernel and prior is not None:  # as Space.fit's locked_ridge_start: on the residual, chosen on val
 
-        def with_branch(branch) -> float:
+        def with_branch(W0: torch.Tensor, branch) -> float:
+            if branch is None:
+                return score(W0)
             proj.set_kernel(*branch)
             try:
                 return score(W0)
             finally:
                 proj.set_kernel(None)
 
-        branch, kern = fit_kernel(Z, Tc, W0, with_branch, score(W), seed=seed)
-        if branch is not None:
-            proj.set_kernel(*branch)
-            alpha, W = None, W0
+        alpha, W, kern = kernel_or_linear(proj, alpha, W, scaled_prior(G, R, prior, Tc.pow(2).sum()),  # the primal
+                                          lambda: (Z, Tc), with_branch, scored.get("val"), has_val=has_val,
+                                          seed=seed)
     start_at(W)
     return {"alpha": alpha, "prior": "zero" if prior is None else "bridge", **({"guard": g} if g else {}),
             **({"kernel": kern} if kern is not None else {})}

@@ -304,10 +304,8 @@ def kernel_rows(z: torch.Tensor, support: torch.Tensor, coef: torch.Tensor, tau:
     (d,) input included): the leading axes are the inputs chunked, never the feature axis."""
     S, A = support.float(), coef.float()
     lead, z = z.shape[:-1], F.normalize(z.float(), dim=-1).reshape(-1, z.shape[-1])
-    if len(z) <= KERNEL_ROWS:
-        return (torch.exp((z @ S.T - 1) / tau) @ A).reshape(*lead, A.shape[-1])
-    out = torch.cat([torch.exp((z[i : i + KERNEL_ROWS] @ S.T - 1) / tau) @ A for i in range(0, len(z), KERNEL_ROWS)])
-    return out.reshape(*lead, A.shape[-1])
+    out = [torch.exp((c @ S.T - 1) / tau) @ A for c in torch.split(z, KERNEL_ROWS)]  # no input: one empty chunk
+    return (out[0] if len(out) == 1 else torch.cat(out)).reshape(*lead, A.shape[-1])
 
 
 def project(projector: nn.Module, x: np.ndarray) -> torch.Tensor:
@@ -315,3 +313,28 @@ def project(projector: nn.Module, x: np.ndarray) -> torch.Tensor:
     result on the CPU."""
     dev = next(iter(projector.buffers()), torch.empty(0)).device
     return projector(torch.from_numpy(x).to(dev)).cpu()
+
+
+#: the state-dict key that carries a kernel branch's temperature (a 0-d tensor) beside its buffers: a state handed
+#: from the driver to Ray's workers goes as safetensors (tensors only), and a projector needs the temperature
+#: (config, not a tensor) before it can take the buffers
+KERNEL_TAU_KEY = "kernel_tau"
+
+
+def start_state(pr: nn.Module) -> dict[str, torch.Tensor]:
+    """``pr``'s state dict, detached copies, with :data:`KERNEL_TAU_KEY` where it has a kernel branch."""
+    sd = {k: v.detach().clone() for k, v in pr.state_dict().items()}
+    if getattr(pr, "cfg", None) is not None and pr.cfg.kernel:
+        sd[KERNEL_TAU_KEY] = torch.tensor(float(pr.cfg.kernel_tau), dtype=torch.float64)
+    return sd
+
+
+def load_start_state(pr: nn.Module, sd: Mapping[str, torch.Tensor]) -> None:
+    """Load a :func:`start_state` into ``pr``: its kernel branch (or none) first, then the tensors."""
+    sd = dict(sd)
+    tau = sd.pop(KERNEL_TAU_KEY, None)
+    if "kernel_support" in sd:
+        pr.set_kernel(sd["kernel_support"], sd["kernel_coef"], float(tau))
+    elif getattr(pr, "cfg", None) is not None and pr.cfg.kernel:
+        pr.set_kernel(None)
+    pr.load_state_dict(sd)

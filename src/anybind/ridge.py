@@ -3,7 +3,7 @@
 :func:`ridge_select` walks a shrinkage path scored on val (optionally with the standard-error rule),
 :func:`prior_ridge` is one modality's start (a prior scaled onto the targets, the start guard), and
 :func:`locked_ridge_start` starts every unlocked projector of a locked space (``Space.fit``'s trainers;
-progressive binding calls :func:`prior_ridge` itself).
+progressive binding calls :func:`prior_ridge` itself); both try the kernel family through :func:`kernel_or_linear`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from torch import nn
 
 from .errors import DataError
 from .metrics import query_ranks
-from .ridge_kernel import SupportSample, kernel_start, kernel_term, scaled_prior
+from .projectors import kernel_rows
+from .ridge_kernel import SupportSample, kernel_start, scaled_prior
 
 #: ridge shrinkage candidates (lam = alpha * n), chosen on the validation pairs
 RIDGE_ALPHAS = (0.1, 0.3, 1.0, 3.0, 10.0)
@@ -39,6 +40,7 @@ def ridge_select(
     prior: torch.Tensor | None = None,
     se: float = 0.0,
     record: dict[str, Any] | None = None,
+    scores: dict[str, float] | None = None,
     restrict: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[float, torch.Tensor]:
     """``(alpha, W)``: the ridge solution ``W = back((G + alpha n I)^-1 R)`` (float64) whose ``score(W)`` is best.
@@ -49,13 +51,15 @@ def ridge_select(
     ``score`` may give per-item scores (their mean is the score).  ``se`` > 0 (the standard-error rule): the most
     shrunk alpha (``alphas`` ascending) whose score is within ``se`` standard errors (of the best's per-item
     scores) of the best; ``record`` (a dict) is filled with the best alpha, its score and standard error.
-    ``restrict``: applied to every candidate before it is scored and returned (:func:`span_restrict`).
+    ``scores`` (a dict, filled in): ``val``, the chosen alpha's score (NaN without val pairs), so that no caller
+    scores the same map again.  ``restrict``: applied to every candidate before it is scored and returned
+    (:func:`span_restrict`).
     """
     if prior is not None and back is not None:
         raise ValueError("ridge_select: a prior needs the primal normal equations (no back=)")
     G, R = G.double(), R.double()
     eye = torch.eye(G.shape[0], dtype=torch.float64)
-    path: list[tuple[float, float, float, torch.Tensor]] = []  # (score, its standard error, alpha, W)
+    path: list[tuple[float, float, float, torch.Tensor, float]] = []  # (score, its standard error, alpha, W, val)
     scored = False  # some alpha has a val score (else -alpha stands in for each: the least shrunk wins)
     for alpha in alphas:
         lam = alpha * n
@@ -66,7 +70,7 @@ def ridge_select(
         v = np.atleast_1d(np.asarray(np.nan if x is None else x, dtype=np.float64))
         s = float(v.mean())
         err = float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 and not math.isnan(s) else 0.0
-        path.append((-alpha, 0.0, alpha, W) if math.isnan(s) else (s, err, alpha, W))
+        path.append((-alpha, 0.0, alpha, W, s) if math.isnan(s) else (s, err, alpha, W, s))
         scored = scored or not math.isnan(s)
     pick = best = max(path, key=lambda p: p[0])  # the first best: the least shrunk of ties
     if se > 0:
@@ -76,6 +80,8 @@ def ridge_select(
     if record is not None and se > 0:
         record.update({"rule": f"{se:g}se", "best_alpha": best[2], **({"best_val": round(best[0], 6),
                        "best_se": round(best[1], 6)} if scored else {"note": "no val pairs: the least shrunk alpha"})})
+    if scores is not None:
+        scores["val"] = pick[4]
     return pick[2], pick[3]
 
 
@@ -83,7 +89,8 @@ def prior_ridge(G: torch.Tensor, R: torch.Tensor, n: int, score: Callable[[torch
                 prior: torch.Tensor | None = None, t_norm2: torch.Tensor | float = 0.0, exact_prior: bool = False,
                 guard: bool = False, has_val: bool = True,
                 back: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                se: float = 0.0, record: dict[str, Any] | None = None, span: torch.Tensor | None = None,
+                se: float = 0.0, record: dict[str, Any] | None = None, scores: dict[str, float] | None = None,
+                span: torch.Tensor | None = None,
                 ) -> tuple[float | None, torch.Tensor, dict[str, Any] | None]:
     """``(alpha, W, guard record)``: one modality's ridge start (:func:`locked_ridge_start`, progressive binding).
 
@@ -95,23 +102,54 @@ def prior_ridge(G: torch.Tensor, R: torch.Tensor, n: int, score: Callable[[torch
     the ridge shrinks towards ``W0``; ``exact_prior``: ``W0`` itself (alpha None).  ``guard``: the training-free
     start guard -- the path goes on through :data:`GUARD_ALPHAS` and ``W0`` is kept (alpha None) when the best
     ridge does not beat it on val; the record holds both scores and what was kept (no val pairs: the ridge, and a
-    ``note``).  The record is None without a guard or a prior.  ``span`` (``out_dim`` x ``out_dim``, with a prior):
-    the projector onto the targets' span, every candidate of the path restricted to it, ``W P + W0 (I - P)``
-    (:func:`span_restrict`): the prior's output outside that span is kept, never shrunk."""
+    ``note``).  The record is None without a guard or a prior.  ``scores`` (a dict, filled in): ``val``, the val
+    score of the ``W`` returned, where it was scored (not for ``exact_prior``): every map is scored once.  ``span``
+    (``out_dim`` x ``out_dim``, with a prior): the projector onto the targets' span, every candidate of the path
+    restricted to it, ``W P + W0 (I - P)`` (:func:`span_restrict`): the prior's output outside that span is kept,
+    never shrunk."""
     W0 = None if prior is None else scaled_prior(G, R, prior, t_norm2)  # c = <Z W0, T> / ||Z W0||^2
     if exact_prior and W0 is not None:
         return None, W0, None
     path = RIDGE_ALPHAS + GUARD_ALPHAS if guard and W0 is not None else RIDGE_ALPHAS
+    scores = {} if scores is None else scores
     fix = None if span is None or W0 is None else (lambda W, W0=W0: span_restrict(W, W0, span))
-    alpha, W = ridge_select(G, R, n, score, prior=W0, alphas=path, back=back, se=se, record=record, restrict=fix)
+    alpha, W = ridge_select(G, R, n, score, prior=W0, alphas=path, back=back, se=se, record=record, scores=scores,
+                            restrict=fix)
     if not guard or W0 is None:
         return alpha, W, None
     if not has_val:  # nothing to check on: said, not skipped
         return alpha, W, {"kept": "ridge", "note": "no val pairs: the ridge start is not checked against the prior"}
-    s_ridge, s_start = (float(np.mean(score(x))) for x in (W, W0))  # training never below the start on val
+    s_ridge, s_start = scores["val"], float(np.mean(score(W0)))  # training never below the start on val
     keep = "start" if s_start >= s_ridge else "ridge"
     rec = {"ridge_val": round(s_ridge, 6), "start_val": round(s_start, 6), "kept": keep}
-    return (None, W0, rec) if keep == "start" else (alpha, W, rec)
+    if keep == "start":
+        scores["val"] = s_start
+        return None, W0, rec
+    return alpha, W, rec
+
+
+def kernel_or_linear(pr: nn.Module, alpha: float | None, W: torch.Tensor, W0: torch.Tensor,
+                     rows: Callable[[], tuple[torch.Tensor, torch.Tensor]],
+                     score: Callable[[torch.Tensor, Any], float], base_val: float | None, *, has_val: bool,
+                     seed: int = 0, n_all: int | None = None, span: torch.Tensor | None = None,
+                     ) -> tuple[float | None, torch.Tensor, dict[str, Any]]:
+    """``(alpha, W, record)``: a modality's linear start ``(alpha, W)`` (:func:`prior_ridge`'s) or the kernel family on
+    the scaled prior ``W0``'s residual (:func:`~anybind.ridge_kernel.kernel_start`), whichever is better on val: the
+    branch is set on ``pr`` and ``(None, W0)`` returned where it is kept.  ``rows()``: the support's ``(Z, T)``
+    (``n_all``: the training pairs they were cut from; None: every pair, cut there); ``score(W0, branch)``: the val
+    criterion with that branch (None: none); ``base_val``: the linear start's (:func:`prior_ridge`'s ``scores``;
+    None: scored here).  A frame-pooling projector or no val pairs
+    (``has_val``): not tried, said in the record's ``note``.  ``span``: every grid candidate's coefficients restricted
+    to it (:func:`locked_ridge_start`'s span lever).  :func:`locked_ridge_start` and progressive binding's."""
+    if pr.cfg.frames or not has_val:  # said, not skipped
+        return alpha, W, {"kept": False, "note": "no val pairs" if not has_val else "a frame-pooling projector"}
+    Z, T = rows()
+    base = float(score(W, None)) if base_val is None else base_val
+    branch, rec = kernel_start(Z, T, W0, lambda b: score(W0, b), base, seed=seed, n_all=n_all, span=span)
+    if branch is None:
+        return alpha, W, rec
+    pr.set_kernel(*branch)
+    return None, W0, rec
 
 
 PairBlocks = Callable[[str], Iterable[tuple[np.ndarray, np.ndarray]]]
@@ -223,7 +261,7 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
             if va is None:
                 return np.array(np.nan)
             fm, fl = va
-            q = F.normalize(z @ W.float() + (kernel_term(z, *branch) if branch else 0), dim=-1).numpy()
+            q = F.normalize(z @ W.float() + (kernel_rows(z, *branch) if branch else 0), dim=-1).numpy()
             r1 = query_ranks(q @ g.T, query_keys=fm, gallery_keys=fl)
             r2 = query_ranks(g @ q.T, query_keys=fl, gallery_keys=fm)
             return sum((r <= k).astype(np.float64) for r in (r1, r2) for k in (1, 5, 10)) / 6
@@ -232,25 +270,19 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
         if TT is not None:
             Pspan, span[m] = target_span(TT, P, G)
         rec: dict[str, Any] = {}
+        scored: dict[str, float] = {}  # the start's val score, where prior_ridge scored it
         alpha, W, g = prior_ridge(G, R, n, per_pair, prior=P, t_norm2=T_norm2,
                                   exact_prior=exact_prior, guard=guard is not None, has_val=va is not None,
-                                  se=se, record=rec, span=Pspan)
+                                  se=se, record=rec, scores=scored, span=Pspan)
         if g is not None:
             guard[m] = g
         if rule is not None and rec:
             rule[m] = rec
-        if kernel is not None and P is not None and (pr.cfg.frames or va is None):  # said, not skipped
-            kernel[m] = {"kept": False, "note": "no val pairs" if va is None else "a frame-pooling projector"}
-        if hold:  # the kernel family on the prior's residual, on val
-            W0 = scaled_prior(G, R, P, T_norm2)
-            Zs, Ts = held.rows()
-            del held
-            branch, kernel[m] = kernel_start(
-                Zs, Ts, W0, lambda b, W0=W0: float(np.mean(per_pair(W0, branch=b))), float(np.mean(per_pair(W))),
-                seed=seed, n_all=n, span=Pspan)
-            if branch is not None:
-                pr.set_kernel(*branch)
-                alpha, W = None, W0
+        if kernel is not None and P is not None:  # the kernel family on the prior's residual, on val
+            alpha, W, kernel[m] = kernel_or_linear(
+                pr, alpha, W, scaled_prior(G, R, P, T_norm2), held.rows if held is not None else None,
+                lambda W0, b: float(np.mean(per_pair(W0, branch=b))), scored.get("val"),
+                has_val=va is not None, seed=seed, n_all=n, span=Pspan)
         pr.linear.weight.copy_(W.float().T)
         pr.linear.bias.zero_()
         if pr.mlp is not None:

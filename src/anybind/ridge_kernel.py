@@ -31,7 +31,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .projectors import kernel_rows
 
 #: the kernel temperatures tried (cosine kernel exp((cos - 1) / tau)), chosen on val
 KERNEL_TAUS = (0.3, 0.5, 1.0)
@@ -51,12 +50,6 @@ def scaled_prior(G: torch.Tensor, R: torch.Tensor, prior: torch.Tensor, t_norm2:
     if c <= 0:
         c = float((torch.as_tensor(t_norm2, dtype=torch.float64) / norm2).sqrt())
     return W0 * c
-
-
-def kernel_term(z: torch.Tensor, support: torch.Tensor, coef: torch.Tensor, tau: float) -> torch.Tensor:
-    """``exp((cos(z, support) - 1) / tau) @ coef`` (``support`` unit-normed), as the projector computes it (in
-    chunks of :data:`~anybind.projectors.KERNEL_ROWS` inputs: the val pairs' kernel rows are never all held)."""
-    return kernel_rows(z, support, coef, tau)
 
 
 def support_rows(n_all: int, seed: int = 0) -> np.ndarray | None:

@@ -57,7 +57,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -104,9 +104,11 @@ def load_state(projectors: Mapping[str, Projector], state: State) -> None:
         projectors[m].load_state_dict(sd)
 
 
-def l2sp_penalty(projectors: Mapping[str, Projector], start: State, lam: float) -> torch.Tensor | float:
+def l2sp_penalty(projectors: Mapping[str, Projector], start: State, lam: float,
+                 moved: dict[tuple[str, str], torch.Tensor] | None = None) -> torch.Tensor | float:
     """``lam * sum ||theta - theta_start||^2`` over the trainable parameters of the projectors that map
-    (a locked, identity projector has nothing to keep); 0.0 when ``lam`` is 0."""
+    (a locked, identity projector has nothing to keep); 0.0 when ``lam`` is 0.  ``moved`` (a dict, filled in): the
+    start's tensors where the parameters train, kept across calls (moved to the device once, not every step)."""
     total = None
     if lam > 0:
         for m, pr in projectors.items():
@@ -114,7 +116,12 @@ def l2sp_penalty(projectors: Mapping[str, Projector], start: State, lam: float) 
                 continue
             for k, p in pr.named_parameters():
                 if p.requires_grad:
-                    d = (p - start[m][k].to(p.device)).pow(2).sum()  # the start: on the CPU, p: where it trains
+                    s = None if moved is None else moved.get((m, k))
+                    if s is None or s.device != p.device:  # the start: on the CPU, p: where it trains
+                        s = start[m][k].to(p.device)
+                        if moved is not None:
+                            moved[(m, k)] = s
+                    d = (p - s).pow(2).sum()
                     total = d if total is None else total + d
     return 0.0 if total is None else lam * total
 
@@ -190,7 +197,8 @@ class RobustFit:
         """The L2-SP term for ``fit_loop(penalty=...)`` (None when off)."""
         if self.l2sp <= 0:
             return None
-        return lambda: l2sp_penalty(self.projectors, self.start, self.l2sp)
+        moved: dict[tuple[str, str], torch.Tensor] = {}  # the start where the parameters train: moved once
+        return lambda: l2sp_penalty(self.projectors, self.start, self.l2sp, moved)
 
     def on_epoch(self, epoch: int, score: float | None) -> None:
         """``fit_loop(on_epoch=...)``: keep the best fine-tuned epoch's weights (the last one without val)."""
@@ -325,6 +333,21 @@ def start_line(guard: dict[str, Any] | None, kernel: dict[str, Any] | None) -> s
     return f"starts at {linear}; no kernel branch ({why})"
 
 
+def say_starts(logger: logging.Logger, names: Iterable[str], guard: Mapping[str, dict[str, Any]] | None,
+               kernel: Mapping[str, dict[str, Any]] | None) -> None:
+    """Say what each modality's start is (Space.fit's trainers, progressive binding; on ``logger``): a warning for each
+    start guard with nothing to check on (its ``note``), then one line each (:func:`start_line`) from its start
+    guard's and kernel family's records (``guard[m]``, ``kernel[m]``; either map None, without ``m`` or its entry
+    empty)."""
+    said = [(m, (guard or {}).get(m) or None, (kernel or {}).get(m) or None) for m in names]  # empty: nothing
+    for m, g, _ in said:
+        if g is not None and "note" in g:  # nothing to check on: said
+            logger.warning("start guard: %r: %s (its label bridge)", m, g["note"])
+    for m, g, k in said:  # one line per modality: what its start finally is
+        if line := start_line(g, k):
+            logger.info("start: %r %s", m, line)
+
+
 def ridge_start(projectors: Mapping[str, Projector], cfg, specs: Mapping[str, str], train_pairs: PairBlocks,
                 val_pairs) -> dict[str, dict[str, Any]]:
     """:func:`anybind.ridge.locked_ridge_start` with ``cfg.ridge_prior``; returns each modality's ridge
@@ -355,12 +378,7 @@ def ridge_start(projectors: Mapping[str, Projector], cfg, specs: Mapping[str, st
         log.warning("ridge_prior=%r: no bound modality's encoder has a label bridge into the %r encoder's "
                     "space (%s): every ridge start shrinks towards zero", cfg.ridge_prior, cfg.lock,
                     ", ".join(f"{k}={v}" for k, v in specs.items()))
-    for m, g in (guard or {}).items():
-        if "note" in g:
-            log.warning("start guard: %r: %s (its label bridge)", m, g["note"])
-    for m in alphas:  # one line per modality: what its start finally is
-        if line := start_line(guard.get(m) if guard else None, kern.get(m) if kern else None):
-            log.info("start: %r %s", m, line)
+    say_starts(log, alphas, guard, kern)
     return {m: {"alpha": a, "prior": used.get(m, "zero"), **({"guard": guard[m]} if guard and m in guard else {}),
                 **({"se_rule": rule[m]} if m in rule else {}), **({"kernel": kern[m]} if kern and m in kern else {}),
                 **({"span": span[m]} if span and m in span else {})}

@@ -82,7 +82,7 @@ class Space(SpaceCore):
         progress: bool = True,
         weights: Sequence[float] | None = None,
         allow_eval_only: bool = False,
-        recipe: str = "auto",
+        recipe: str | None = None,
         config: Any = None,
         select_data: str | Path | Manifest | Sequence[str | Path | Manifest] | None = None,
         select_split: str | None = "val",
@@ -110,7 +110,8 @@ class Space(SpaceCore):
             (Fashion-MNIST); refused by default because it would leak the benchmark.
         recipe: ``"auto"`` fills every choice left open (encoders, ``lock``, ``init``) with the best recipe
             the project knows for the modalities at hand (text bound: locked text space, ridge start, label
-            bridge for default images; see :mod:`anybind.recipe`); ``"plain"``: the bare defaults.
+            bridge for default images; see :mod:`anybind.recipe`); ``"plain"``: the bare defaults.  None (the
+            default): ``"auto"`` for trained projectors; procrustes / cca follow no recipe and refuse one given.
         select_data: manifests (another corpus) whose ``select_split`` records (None: all but test) replace the val split
             wherever a choice is made on val (best epoch, WiSE-FT alpha, ridge shrinkage): selection then
             measures transfer rather than in-domain fit (:func:`anybind.featureset.selection_set`).

@@ -4,6 +4,7 @@ each other)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -17,25 +18,50 @@ def bootstrap(hits: np.ndarray, others: Sequence[np.ndarray] = (), n: int = 1000
     (queries that hit or miss together, such as the text->image queries of several images sharing one caption)
     instead of single queries; each resample's mean is over its queries (sum of hits / number of queries), so the
     point estimate stays the per-query mean.  Groups are numbered in order of first appearance, so all-distinct
-    labels give exactly the per-query result; None: per query."""
+    labels give exactly the per-query result; None: per query; a :class:`Clusters`: labels numbered already."""
     hits = np.asarray(hits, np.float64)
     if not len(hits):
         return float("nan"), (float("nan"), float("nan")), None
     for i, o in enumerate(others):  # the same queries: a longer baseline would be cut silently
         if len(o) != len(hits):
             raise ValueError(f"bootstrap: others[{i}] has {len(o)} values for {len(hits)} queries")
-    if groups is not None:
-        return _cluster_bootstrap(hits, others, n, seed, groups)
     rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(hits), size=(n, len(hits)))
-    means = hits[idx].mean(1)
+    if groups is None:
+        idx = rng.integers(0, len(hits), size=(n, len(hits)))
+
+        def draw(x: np.ndarray) -> np.ndarray:
+            return x[idx].mean(1)
+    else:  # per resample: the hits summed over the drawn groups over their sizes
+        c = groups if isinstance(groups, Clusters) else Clusters.of(groups)
+        if len(c.index) != len(hits):
+            raise ValueError(f"bootstrap: {len(c.index)} group labels for {len(hits)} queries")
+        k = len(c.sizes)
+        idx = rng.integers(0, k, size=(n, k))
+        count = c.sizes[idx].sum(1)
+
+        def draw(x: np.ndarray) -> np.ndarray:
+            return np.bincount(c.index, weights=x, minlength=k)[idx].sum(1) / count
+    means = draw(hits)
     ci = (float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5)))
     diff = None
     if others:
-        best = np.max(np.stack([np.asarray(o, np.float64)[idx].mean(1) for o in others]), 0)
-        d = means - best
+        d = means - np.max(np.stack([draw(np.asarray(o, np.float64)) for o in others]), 0)
         diff = (float(np.percentile(d, 2.5)), float(np.percentile(d, 97.5)))
     return float(hits.mean()), ci, diff
+
+
+def seed_mean(per_seed: Sequence[np.ndarray]) -> np.ndarray:
+    """Each query's hit averaged over seeds (``per_seed``: one 0/1 array per seed, the same queries in the same
+    order): what :func:`bootstrap` resamples for a cell measured with several seeds, so that a (seed, query) row is
+    not counted as a query of its own.  The interval is over captions with these seeds held fixed: a spread of the
+    seeds' cell means shared by all queries is not in it (compare the per-seed values)."""
+    rows = [np.asarray(h, np.float64) for h in per_seed]
+    if not rows:
+        raise ValueError("seed_mean: no seed")
+    for i, r in enumerate(rows[1:], 1):
+        if len(r) != len(rows[0]):
+            raise ValueError(f"seed_mean: seed {i} has {len(r)} values for {len(rows[0])} queries")
+    return np.stack(rows).mean(0)
 
 
 def group_index(groups: Sequence | np.ndarray) -> np.ndarray:
@@ -44,40 +70,31 @@ def group_index(groups: Sequence | np.ndarray) -> np.ndarray:
     return np.asarray([number.setdefault(str(g), len(number)) for g in groups], np.int64)
 
 
-def _cluster_bootstrap(hits: np.ndarray, others: Sequence[np.ndarray], n: int, seed: int, groups):
-    """:func:`bootstrap` resampling groups: per resample, the hits summed over the drawn groups over their sizes."""
-    g = group_index(groups)
-    if len(g) != len(hits):
-        raise ValueError(f"bootstrap: {len(g)} group labels for {len(hits)} queries")
-    k = int(g.max()) + 1
-    sizes = np.bincount(g, minlength=k).astype(np.float64)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, k, size=(n, k))
-    count = sizes[idx].sum(1)
+@dataclass(frozen=True)
+class Clusters:
+    """One cell's query clusters, numbered once (:func:`group_index`) for every :func:`bootstrap` of that cell."""
 
-    def means_of(x: np.ndarray) -> np.ndarray:
-        return np.bincount(g, weights=np.asarray(x, np.float64), minlength=k)[idx].sum(1) / count
+    index: np.ndarray  # group number per query, in order of first appearance
+    sizes: np.ndarray  # queries per group (float)
 
-    means = means_of(hits)
-    ci = (float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5)))
-    diff = None
-    if others:
-        d = means - np.max(np.stack([means_of(o) for o in others]), 0)
-        diff = (float(np.percentile(d, 2.5)), float(np.percentile(d, 97.5)))
-    return float(hits.mean()), ci, diff
+    @classmethod
+    def of(cls, groups: Sequence | np.ndarray) -> "Clusters":
+        g = group_index(groups)
+        return cls(g, np.bincount(g).astype(np.float64))
 
 
-def caption_groups(man, split: str) -> list[str]:
-    """The cluster of each retrieval query on ``split`` of ``man``: its record's caption text, in the order of
-    :func:`anybind.lifecycle.pair_hits`' queries (records with both text and image; the transfer bench's
-    ``retrieval_hits``), the same for both directions.
+def caption_groups(man, split: str, ids: Sequence[str]) -> list[str]:
+    """The cluster of each retrieval query on ``split`` of ``man``: the caption text of the record each query came
+    from, ``ids`` being the record ids :func:`anybind.lifecycle.pair_hits_ids` returns with the hits (in their
+    order, the same for both directions), so the groups follow the queries actually scored.
 
     Queries whose records share one caption (KTuberling: every sprite of one word; Tux Paint stamps of one thing)
     hit or miss together: text->image, the same text finds the same images (the metric counts identical texts
     interchangeable); image->text, the images' one relevant caption is the same gallery item, and equal captions
     embed equally.  Grouping image queries by their caption too (rather than by a record group or by image) keeps
     one cluster structure for both directions, so a cell and its baselines resample the same clusters."""
-    return [str(r.values["text"]) for r in man.split(split) if r.has("text") and r.has("image")]
+    text = {r.id: str(r.values["text"]) for r in man.split(split) if r.has("text")}
+    return [text[i] for i in ids]
 
 
 def paired_vs_first(keys: Sequence[str], per_item: dict, seed: int = 0, n: int = 1000,

@@ -51,7 +51,7 @@ def tuxpaint_ablation(work: Path, cache=None, seed: int = 0, console=None) -> Ta
     for name, encs, kw in ABLATION:
         t0 = time.perf_counter()
         sp = Space.fit(man, modalities=mods, encoders={m: encs[m] for m in mods}, cache=cache, seed=seed,
-                       progress=False, **kw, recipe="plain")
+                       progress=False, **kw, **({} if "method" in kw else {"recipe": "plain"}))  # procrustes: none
         res = full_res[name] = score(sp, man, mods, cache=cache)
         tr = sp.info.get("training", {})
         rows[name] = {k: res[k] for k in KEYS} | {

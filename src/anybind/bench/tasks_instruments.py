@@ -153,7 +153,7 @@ def _spaces(work: Path, man, systems, cache, seed: int, epochs: int, console):
                                     progress=False, recipe="plain", **kw)
     if "procrustes" in systems:
         out["procrustes"] = Space.fit(man, modalities=MODS, encoders={m: PLAIN_ENCODERS[m] for m in MODS},
-                                      cache=cache, method="procrustes", recipe="plain")
+                                      cache=cache, method="procrustes")
     return {s: out[s] for s in systems}
 
 

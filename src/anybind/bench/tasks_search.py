@@ -301,7 +301,7 @@ def hubness_task(work: Path, cache=None, seed: int = 0, console=None) -> TaskRes
         man = load_manifest(manifest, modalities=mods, progress=False)
         spaces = {
             "trained": Space.fit(man, modalities=mods, cache=cache, seed=seed, progress=False, recipe="plain"),
-            "procrustes": Space.fit(man, modalities=mods, cache=cache, method="procrustes", progress=False, recipe="plain"),
+            "procrustes": Space.fit(man, modalities=mods, cache=cache, method="procrustes", progress=False),
         }
         for sname, space in spaces.items():
             E = {s: embed_records(space, man.split(s), mods, cache=cache) for s in ("train", "val", "test")}

@@ -225,7 +225,7 @@ def serve_load(
                            f"service's modalities are {', '.join(mods)}")
     man = load_tux(work, mods, console)
     space = Space.fit(man, modalities=list(mods), encoders=PLAIN_ENCODERS, cache=cache, method="procrustes",
-                      progress=False, recipe="plain")
+                      progress=False)
     index = Index.build(space, man, Path(work) / "serve-load" / "index", cache=cache, overwrite=True)
     test = [r for r in man.split("test") if r.has("image") and r.has("text")]
     rng = np.random.default_rng(seed)

@@ -125,7 +125,7 @@ def speech_retrieval(work: Path, cache=None, seed: int = 0, console=None, asr: s
     systems["procrustes (training-free)"] = Space.fit(
         man, modalities=["speech", "text", "image"],
         encoders={"speech": SPEECH_SPEC, "text": PLAIN_ENCODERS["text"], "image": PLAIN_ENCODERS["image"]},
-        cache=fc, method="procrustes", anchor="text", progress=False, recipe="plain")
+        cache=fc, method="procrustes", anchor="text", progress=False)
     times["procrustes"] = time.perf_counter() - t0
 
     pairs = [("speech", "text"), ("speech", "image"), ("text", "image")]

@@ -35,9 +35,9 @@ def _fit(man, enc: str, cache, seed: int, method: str = "contrastive"):
     """MiniLM locked + ridge warm start (contrastive), or the training-free Procrustes baseline."""
     from ..space import Space
 
-    kw = {"seed": seed, "lock": "text", "init": "ridge"} if method == "contrastive" else {}
+    kw = {"seed": seed, "lock": "text", "init": "ridge", "recipe": "plain"} if method == "contrastive" else {}
     return Space.fit(man, modalities=["timeseries", "text"], encoders={"timeseries": enc, "text": "text:minilm"},
-                     cache=cache, progress=False, method=method, **kw, recipe="plain")
+                     cache=cache, progress=False, method=method, **kw)
 
 
 def linear_probe(fc, enc, train, test) -> float:

@@ -12,7 +12,9 @@ Procrustes keep theirs, so every row has the same baselines), ``text`` (the same
 ``image``: ``text=text:minilm,text:concat(text:minilm,text:e5-small)`` fits each system with each text encoder; a
 ``defaults`` system given a text encoder but no image encoder gets the image encoder recipe auto picks for that
 text lock, :data:`anybind.recipe.BRIDGED_IMAGE`, a ``recipe`` system the label bridge into that text encoder),
-``center`` (1: every system also centred inductively, :func:`anybind.robust.centred`), ``l2sp_grid``, ``boot``, ``select`` (the corpus, outside
+``center`` (1: every system also centred inductively, :func:`anybind.robust.centred`), ``seeds`` (``0,1,2``: every
+trained system fitted once per seed, each on that seed's train subsample; each cell the mean over the seeds, its
+interval over captions of the seed-averaged hits, the seeds held fixed, see the notes; unset: ``--seed``), ``l2sp_grid``, ``boot``, ``select`` (the corpus, outside
 ``corpora``, whose val split the ``+select`` systems choose on: never a measured cell).
 
 Rows are (train set, system); columns are text->image / image->text R@1 on each corpus' test split
@@ -33,7 +35,6 @@ JSON metrics): defaults are chosen there, on the corpora a space was not trained
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,46 +42,22 @@ import numpy as np
 
 from . import TaskResult, task
 from ..zeroshot_adapt import DEFAULT_MIX
-from .stats import bootstrap, caption_groups, paired_vs_first  # noqa: F401 -- bootstrap, caption_groups re-exported
+from .stats import Clusters, bootstrap, caption_groups, paired_vs_first, seed_mean  # noqa: F401 -- re-exported
+from .transfer_cells import (  # noqa: F401 -- DIRS, fm_hits, retrieval_hits, summary_notes re-exported
+    DIRS, fm_hits, retrieval_hits, retrieval_hits_ids, seeds_option, summary_notes)
 from .transfer_systems import (  # noqa: F401 -- system_kwargs, subsample_train, train_sets re-exported
     MODS, corpus_builders, selection_corpus, subsample_train, system_kwargs, train_sets)
 
-DIRS = (("text", "image", "t->i"), ("image", "text", "i->t"))
-
-
-def retrieval_hits(space, man, split: str, cache) -> dict[str, np.ndarray]:
-    """Per-query R@1 hits (0/1) of ``t->i`` and ``i->t`` on one corpus split (none: fewer than two pairs in it)."""
-    from ..lifecycle import pair_hits
-
-    hits = pair_hits(space, man, "text", "image", split=split, cache=cache)
-    return {name: hits[f"{q}->{g}"] for q, g, name in DIRS if f"{q}->{g}" in hits}
-
-
-def fm_hits(space, recs, cache, center: bool = False, train_prompts: bool = False, own: bool = False) -> np.ndarray:
-    """Fashion-MNIST zero-shot correctness (0/1 per image, in the order of ``recs``: the transfer bench's paired
-    bootstrap compares two spaces image by image);
-    ``train_prompts``: the templates and class names chosen on Fashion-MNIST train images
-    (:data:`~anybind.bench.tasks_corpora.FM_TEMPLATES_TRAIN`, ``FM_NAMES_TRAIN``) instead of the bench's five."""
-    from ..evaluate import zero_shot
-    from .tasks_corpora import FM_NAMES, FM_NAMES_TRAIN, FM_TEMPLATES, FM_TEMPLATES_TRAIN
-
-    names, templates = (FM_NAMES_TRAIN, FM_TEMPLATES_TRAIN) if train_prompts else (FM_NAMES, FM_TEMPLATES)
-    if own:  # the space's own templates (chosen on held-out data and stored with it), the bench's class names
-        templates = None
-    zs = zero_shot(space, recs, "image", "class", classes=list(FM_NAMES), names=lambda c: names[c],
-                   templates=templates, cache=cache, center=center, per_item=True)
-    return np.asarray(zs.get("correct", []), np.float64)
-
-
 @task("transfer", "Transfer matrix: train on each corpus / all, R@1 on every corpus' test split and Fashion-MNIST "
       "zero-shot, beside the label bridge and Procrustes (--opt corpora=, train=, systems=, max_train=, fm=, center=, "
-      "image=, text=, balance=N unlabelled FM train images from balance_start= at temperature balance_t=: the fm bal. cells; "
+      "image=, text=, seeds=0,1,2: each trained cell the mean over seeds, balance=N unlabelled FM train images from balance_start= at temperature balance_t=: the fm bal. cells; "
       "refine=M: class vectors refined on them first, the fm ref. cells, 0 = none)")
 def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str = "tuxpaint,emoji,openclipart",
              train: str = "each,all,loo", systems: str = "recipe,recipe+bridge+start,defaults",
              max_train: str = "0", fm: str = "10000", center: str = "1", l2sp_grid: str = "0.0001,0.001,0.01",
              boot: str = "1000", select: str = "", prompts: str = "", image: str = "", text: str = "", balance: str = "1000",
-             balance_start: str = "1000", balance_t: str = "10", refine: str = f"{DEFAULT_MIX:g}") -> TaskResult:
+             balance_start: str = "1000", balance_t: str = "10", refine: str = f"{DEFAULT_MIX:g}",
+             seeds: str = "") -> TaskResult:
     from ..cache import FeatureCache
     from ..corpora.fashion_mnist import build_fashion_mnist
     from ..data.manifest import load_manifest
@@ -121,6 +98,7 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
                 tags = " ".join(f"{m}={short_spec(e)}" for m, e in own.items())
                 variants.append((f"{s} [{tags}]" if tags else s, s, own))
     n_boot, n_fm, cap = int(boot), int(fm), int(max_train)
+    seed_list = seeds_option(seeds, seed)
     select_mans = selection_corpus(select, names, builders, fit_kw, work)
     mans = {c: load_manifest(builders[c](Path(work)), modalities=MODS, progress=False) for c in names}
     fm_recs = []
@@ -137,12 +115,16 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
 
         sel, chosen_prompts = selection_manifests(Path(work), console), []
 
-    def measure(space) -> dict[str, np.ndarray]:
-        """Every cell's per-query hits: '<split>/<corpus>/<dir>' and 'test/fm' ('test/fm transd.')."""
+    def measure(space, name: str) -> dict[str, np.ndarray]:
+        """Every cell's per-query hits: '<split>/<corpus>/<dir>' and 'test/fm' ('test/fm transd.'); ``name``: the
+        space's row (and seed), kept with its chosen prompts."""
         out = {}
         for split in ("test", "val"):
             for c, man in mans.items():
-                for d, h in retrieval_hits(space, man, split, fc).items():
+                hits, ids = retrieval_hits_ids(space, man, split, fc)
+                if query_ids.setdefault(f"{split}/{c}", ids) != ids:  # paired cells need the same queries
+                    raise AnybindError(f"transfer: {c} {split}: a space scored other queries than the label bridge")
+                for d, h in hits.items():
                     out[f"{split}/{c}/{d}"] = h
         if fm_recs:
             out["test/fm"] = fm_hits(space, fm_recs, fc)
@@ -157,82 +139,117 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
         if sel is not None:  # templates chosen for this space on Tux Paint / emoji val, stored with it
             from .prompt_choice import choose_for
 
-            chosen_prompts.append(choose_for(space, sel, FM_TEMPLATES, fc))
+            chosen_prompts.append({"space": name, **choose_for(space, sel, FM_TEMPLATES, fc)})
             out["test/fm chosen"] = fm_hits(space, fm_recs, fc, own=True)
             out["test/fm chosen transd."] = fm_hits(space, fm_recs, fc, center=True, own=True)
         return out
 
-    # the clusters of every retrieval cell's queries (caption_groups); Fashion-MNIST cells: one image each
-    groups = {f"{split}/{c}/{d}": g for split in ("test", "val") for c, man in mans.items()
-              for g in [caption_groups(man, split)] for d in ("t->i", "i->t")}
-    bridge = measure(Space.label_bridge())
+    query_ids: dict[str, list[str]] = {}  # '<split>/<corpus>' -> the record of each retrieval query (measure)
+    bridge = measure(Space.label_bridge(), "label bridge (no pairs)")  # training-free: no seed
+    # the clusters of every retrieval cell's queries (their records' captions), numbered once; Fashion-MNIST cells:
+    # one image each
+    clusters = {sc: Clusters.of(caption_groups(mans[sc.split("/", 1)[1]], sc.split("/", 1)[0], ids))
+                for sc, ids in query_ids.items()}
+    groups = {f"{sc}/{d}": c for sc, c in clusters.items() for d in ("t->i", "i->t")}
     rows, metrics, baselines, chosen = [], {}, {"label bridge": {}}, {}
     cells = [k for k in bridge if k.startswith("test/")]
+    several = len(seed_list) > 1
 
-    def add_row(train_name: str, system: str, hits: dict[str, np.ndarray], base: dict[str, np.ndarray] | None,
-                extra: dict[str, Any]) -> None:
+    def add_row(train_name: str, system: str, per_seed: list[dict[str, np.ndarray]],
+                base: list[dict[str, np.ndarray]] | None, extras: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+        """One row: each cell's mean over seeds (per query, then the cluster bootstrap), per seed in the JSON with
+        several seeds; returns the seed-mean hits."""
         row: dict[str, Any] = {"name": system if train_name == "-" else f"{train_name}: {system}"}
+        hits = {key: seed_mean([p[key] for p in per_seed]) for key in per_seed[0]}
         for key, h in hits.items():
-            others = [] if base is None else [bridge[key], base[key]]
+            others = [] if base is None else [bridge[key], seed_mean([b[key] for b in base])]
             mean, ci, diff = bootstrap(h, others, n_boot, seed, groups.get(key))
             metrics[f"{train_name}/{system}/{key}"] = mean
             metrics[f"{train_name}/{system}/{key}/lo"], metrics[f"{train_name}/{system}/{key}/hi"] = ci
             if diff is not None:  # paired bootstrap: this cell minus the better baseline
                 metrics[f"{train_name}/{system}/{key}/vs_best_lo"] = diff[0]
                 metrics[f"{train_name}/{system}/{key}/vs_best_hi"] = diff[1]
+            for s, p in zip(seed_list, per_seed) if several and train_name != "-" else ():
+                metrics[f"{train_name}/{system}/{key}/seed{s}"] = float(p[key].mean()) if len(p[key]) else float("nan")
             if key in cells:
                 row[key[5:]] = f"{mean:.3f} ({ci[0]:.2f}-{ci[1]:.2f})"
-        row.update({k: extra.get(k) for k in ("val", "epoch", "alpha", "l2sp")})
+        for k in ("val", "epoch", "alpha", "l2sp"):  # one value per seed, "/"-separated
+            vals = [e.get(k) for e in extras] or [None]
+            row[k] = vals[0] if len(vals) == 1 else "/".join("-" if v is None else f"{v:.4g}" for v in vals)
         rows.append(row)
+        return hits
 
-    add_row("-", "label bridge (no pairs)", bridge, None, {})
+    def fit_system(system: str, own: dict[str, str], train_mans: list, s: int, label: str):
+        """One trained system's space on ``train_mans`` with seed ``s``, and its fit's details for the table."""
+        kw = dict(fit_kw[system])
+        sys_encs = {**encs, **own}  # image= / text=: this row's encoders
+        if "text" in own and "image" not in own and bridge_text(encs["image"]):  # label-bridge images: the bridge
+            sys_encs["image"] = bridge_spec(split_suffix(encs["image"])[0], get_encoder(own["text"]).spec)  # into it
+        if kw.get("select_data") == "held-out":
+            kw["select_data"] = select_mans
+        elif kw.get("select_data") == "own+held-out":  # the training corpora's val splits and the held-out one's
+            kw["select_data"] = train_mans + select_mans
+        if system.startswith("defaults"):
+            sp = Space.fit(train_mans, modalities=MODS, encoders=own or None, cache=fc, seed=s, progress=False, **kw)
+        elif "+l2sp" in system:
+            fits = {lam: Space.fit(train_mans, modalities=MODS, encoders=sys_encs, cache=fc, seed=s,
+                                   progress=False, recipe="plain", l2sp=lam, **kw)
+                    for lam in (float(x) for x in l2sp_grid.split(","))}
+            lam = max(fits, key=lambda k: (fits[k].info["metrics"]["val/score"], -k))  # chosen on val
+            sp = fits[lam]
+            chosen[label] = {str(k): v.info["metrics"]["val/score"] for k, v in fits.items()}
+        else:
+            sp = Space.fit(train_mans, modalities=MODS, encoders=sys_encs, cache=fc, seed=s, progress=False,
+                           recipe="plain", **kw)
+        tr = sp.info.get("training", {})
+        rob = tr.get("robust", {})
+        return sp, {"val": sp.info["metrics"].get("val/score"), "epoch": tr.get("best_epoch"),
+                    "alpha": rob.get("wise_alpha"), "l2sp": rob.get("l2sp") or None}
+
+    add_row("-", "label bridge (no pairs)", [bridge], None, [{}])
     baselines["label bridge"] = {k: float(v.mean()) for k, v in bridge.items()}
     timings: dict[str, float] = {}
     row_encoders: dict[str, dict[str, str]] = {}  # "train set/row" -> the encoders its space was fitted with
     paired: dict[str, dict] = {}  # train set -> row -> cell -> its paired difference from the first row
     for tname, members in sets.items():
-        train_mans = [subsample_train(mans[c], cap, seed) for c in members]
         t0 = time.perf_counter()
-        proc = Space.fit(train_mans, modalities=MODS, encoders={m: PLAIN_ENCODERS[m] for m in MODS}, cache=fc,
-                         method="procrustes", progress=False, recipe="plain")
-        proc_hits = measure(proc)
-        add_row(tname, "procrustes", proc_hits, None, {})
-        baselines[f"{tname}/procrustes"] = {k: float(v.mean()) for k, v in proc_hits.items()}
-        row_hits: dict[str, dict[str, np.ndarray]] = {}
-        for row_name, system, own in variants:
-            kw = dict(fit_kw[system])
-            sys_encs = {**encs, **own}  # image= / text=: this row's encoders
-            if "text" in own and "image" not in own and bridge_text(encs["image"]):  # label-bridge images: the bridge
-                sys_encs["image"] = bridge_spec(split_suffix(encs["image"])[0], get_encoder(own["text"]).spec)  # into it
-            if kw.get("select_data") == "held-out":
-                kw["select_data"] = select_mans
-            elif kw.get("select_data") == "own+held-out":  # the training corpora's val splits and the held-out one's
-                kw["select_data"] = train_mans + select_mans
-            if system.startswith("defaults"):
-                sp = Space.fit(train_mans, modalities=MODS, encoders=own or None, cache=fc, seed=seed, progress=False,
-                               **kw)
-            elif "+l2sp" in system:
-                fits = {lam: Space.fit(train_mans, modalities=MODS, encoders=sys_encs, cache=fc, seed=seed,
-                                       progress=False, recipe="plain", l2sp=lam, **kw)
-                        for lam in (float(x) for x in l2sp_grid.split(","))}
-                lam = max(fits, key=lambda k: (fits[k].info["metrics"]["val/score"], -k))  # chosen on val
-                sp = fits[lam]
-                chosen[f"{tname}/{row_name}"] = {str(k): v.info["metrics"]["val/score"] for k, v in fits.items()}
-            else:
-                sp = Space.fit(train_mans, modalities=MODS, encoders=sys_encs, cache=fc, seed=seed, progress=False,
-                               recipe="plain", **kw)
-            tr = sp.info.get("training", {})
-            rob = tr.get("robust", {})
-            extra = {"val": sp.info["metrics"].get("val/score"), "epoch": tr.get("best_epoch"),
-                     "alpha": rob.get("wise_alpha"), "l2sp": rob.get("l2sp") or None}
-            row_encoders[f"{tname}/{row_name}"] = dict(sp.encoders)
-            row_hits[row_name] = measure(sp)
-            add_row(tname, row_name, row_hits[row_name], proc_hits, extra)
-            if center == "1":
-                add_row(tname, row_name + " +center", measure(centred(sp, train_mans, cache=fc)), proc_hits, {})
+        proc_hits: list[dict[str, np.ndarray]] = []  # per seed
+        proc_by_train: dict[tuple, dict[str, np.ndarray]] = {}  # Procrustes has no seed: one fit per train subsample
+        per_row: dict[str, tuple[list, list]] = {}  # row -> (its hits per seed, its fit's details per seed), in order
+        for s in seed_list:
+            tag = f" [seed {s}]" if several else ""
+            train_mans = [subsample_train(mans[c], cap, s) for c in members]
+            sub = tuple(tuple(r.id for r in m.records if r.split == "train") for m in train_mans)
+            if sub not in proc_by_train:
+                proc = Space.fit(train_mans, modalities=MODS, encoders={m: PLAIN_ENCODERS[m] for m in MODS}, cache=fc,
+                                 method="procrustes", progress=False)
+                proc_by_train[sub] = measure(proc, f"{tname}/procrustes{tag}")
+            proc_hits.append(proc_by_train[sub])
+            for row_name, system, own in variants:
+                label = f"{tname}/{row_name}{tag}"
+                sp, extra = fit_system(system, own, train_mans, s, label)
+                row_encoders[f"{tname}/{row_name}"] = dict(sp.encoders)
+                per_row.setdefault(row_name, ([], []))[0].append(measure(sp, label))
+                per_row[row_name][1].append(extra)
+                if center == "1":
+                    centred_hits = measure(centred(sp, train_mans, cache=fc), f"{tname}/{row_name} +center{tag}")
+                    per_row.setdefault(row_name + " +center", ([], []))[0].append(centred_hits)
+                    per_row[row_name + " +center"][1].append({})
+        add_row(tname, "procrustes", proc_hits, None, [{}])
+        baselines[f"{tname}/procrustes"] = {k: float(v.mean()) for k, v in
+                                            ((k, seed_mean([p[k] for p in proc_hits])) for k in proc_hits[0])}
+        hits_of = {name: add_row(tname, name, h, proc_hits, e) for name, (h, e) in per_row.items()}
+        row_hits = {v[0]: hits_of[v[0]] for v in variants}  # the trained rows (not +center), seed-mean hits
         timings[tname] = round(time.perf_counter() - t0, 1)
         paired[tname] = paired_vs_first(list(row_hits), row_hits, seed, n_boot, groups) if len(row_hits) > 1 else {}
-    notes = summary_notes(metrics, sets, [v[0] for v in variants], names, center == "1")
+    notes = summary_notes(metrics, sets, [v[0] for v in variants], names, center == "1", seed_list)
+    if several:
+        notes.append(f"seeds {', '.join(map(str, seed_list))}: each seed draws its own train subsample (max_train) and "
+                     "fits every trained system on it; Procrustes is fitted once per distinct subsample (it has no "
+                     "other seed), the label bridge once (no training); a cell is each query's hit averaged over the "
+                     "seeds, its interval and its difference to the better baseline (the bridge, or Procrustes "
+                     "averaged over the seeds likewise) a cluster bootstrap of those averages; per-seed values in "
+                     "the JSON metrics, <cell>/seedK")
     if any(paired.values()):
         notes.append(f"several trained rows: each row minus the first ({variants[0][0]}) per cell, same queries, paired "
                      f"95% bootstrap ({n_boot} resamples, seed {seed}) with queries won / lost, in the JSON config "
@@ -251,7 +268,7 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
            f" balanced self-training, prototype weight {mixes[0]:g}), then balanced" if bal and mixes else "")
         + ("; fm chosen: each space's own templates, chosen greedily (anybind.prompts.CANDIDATE_TEMPLATES) on Tux Paint "
            "val (category) + emoji val (subgroup), stored with the space, class names FM_NAMES (templates and "
-           "held-out checks in the JSON config, chosen_prompts, in row order)" if sel is not None else ""),
+           "held-out checks in the JSON config, chosen_prompts, each with the row and seed of its space)" if sel is not None else ""),
         "recipe = locked text, ridge start, label-bridge images, InfoNCE + early stopping on val (the issue-16 start); "
         "+start: its epoch 0 (no fine-tuning); +bridge: the ridge start shrinks towards the label bridge; +residual: the start is the label bridge itself, "
         "fine-tuning learns a zero-initialised residual; +noguard / +guard: the start guard off / on (the label bridge kept "
@@ -270,36 +287,8 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
         baselines=baselines,
         table=rows,
         config={"corpora": names, "train_sets": sets, "systems": wanted, "image_encoders": specs, "text_encoders": texts, "row_encoders": row_encoders, "max_train": cap, "fm_test_images": len(fm_recs),
-                "bootstrap": n_boot, "l2sp_chosen_on_val": chosen, "seconds_per_train_set": timings,
+                "bootstrap": n_boot, "seeds": seed_list, "l2sp_chosen_on_val": chosen, "seconds_per_train_set": timings,
                 "paired_vs_first_row": paired,
                 "chosen_prompts": chosen_prompts},
         notes=notes,
     )
-
-
-def summary_notes(metrics: dict[str, Any], sets: dict[str, list[str]], systems: Sequence[str], corpora: Sequence[str],
-                  center: bool) -> list[str]:
-    """Per system: mean difference to the better baseline over the off-diagonal cells (held-out corpora), val and test."""
-    names = [s for s in systems] + ([s + " +center" for s in systems] if center else [])
-    notes = []
-    for split in ("val", "test"):
-        parts = []
-        for s in names:
-            diffs, wins = [], 0
-            for tname, members in sets.items():
-                for c in corpora:
-                    if c in members:
-                        continue
-                    for d in ("t->i", "i->t"):
-                        key = f"{split}/{c}/{d}"
-                        v = metrics.get(f"{tname}/{s}/{key}")
-                        if v is None:
-                            continue
-                        best = max(metrics[f"-/label bridge (no pairs)/{key}"], metrics[f"{tname}/procrustes/{key}"])
-                        diffs.append(v - best)
-                        wins += v >= best
-            if diffs:
-                parts.append(f"{s}: {np.mean(diffs):+.3f} ({wins}/{len(diffs)} cells >=)")
-        if parts:
-            notes.append(f"off-diagonal {split} R@1 minus the better baseline, mean over cells: " + "; ".join(parts))
-    return notes

@@ -77,7 +77,7 @@ def compare_on_tuxpaint(
     recipe_encoders = recipe.pop("encoders")
     encoders = {m: recipe_encoders[m] for m in mods}
     space = Space.fit(man, modalities=mods, encoders=encoders, cache=cache, seed=seed, epochs=epochs, **recipe, recipe="plain")
-    proc = Space.fit(man, modalities=mods, encoders={m: PLAIN_ENCODERS[m] for m in mods}, cache=cache, method="procrustes", recipe="plain")
+    proc = Space.fit(man, modalities=mods, encoders={m: PLAIN_ENCODERS[m] for m in mods}, cache=cache, method="procrustes")
     res_space = score(space, man, mods, split, cache)
     results = {
         "anybind": res_space,

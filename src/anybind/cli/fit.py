@@ -88,7 +88,7 @@ def fit(
     encoder: list[str] = typer.Option(None, "--encoder", "-e", help="MODALITY=SPEC, e.g. audio=audio:aisfx (repeatable)."),
     from_pretrained: Optional[str] = typer.Option(
         None, "--from-pretrained", help="KIND=SOURCE: import an aligned pair as the space, no manifest, no "
-        "training (clip=<Hugging Face CLIP repo or folder>); add modalities to it with `anybind bind --add`."
+        "training, no other option than --out / --overwrite (clip=<Hugging Face CLIP repo or folder>); add modalities to it with `anybind bind --add`."
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Folder to save the space to (new or empty, see --overwrite)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the space already saved at --out."),
@@ -213,12 +213,12 @@ def fit(
     """
     from ..space import Space
 
-    from .fit_free import fit_from_pretrained, refuse_training_options
+    from .fit_free import fit_from_pretrained, given_options, refuse_training_options
     from .fit_scale import fit_at_scale
 
     sources = list(manifests or []) + list(data or [])
     if from_pretrained:
-        fit_from_pretrained(from_pretrained, sources, encoder, out, overwrite)
+        fit_from_pretrained(ctx, from_pretrained, sources, encoder, out, overwrite)
         return
     if not sources:
         raise typer.BadParameter("give at least one manifest")
@@ -230,6 +230,9 @@ def fit(
         raise typer.BadParameter(str(e), param_hint="--loss") from None
     if method != "contrastive":
         refuse_training_options(ctx, method)
+    if not select_data and given_options(ctx, {"select_split"}):  # said, not dropped
+        raise typer.BadParameter("it says which split of --select-data chooses; no --select-data was given: drop "
+                                 "it or add --select-data", param_hint="--select-split")
     encoders = parse_encoders(encoder)
     if ridge_se is not None and not (math.isfinite(ridge_se) and ridge_se >= 0):
         raise typer.BadParameter(f"a non-negative number of standard errors, got {ridge_se:g}", param_hint="--ridge-se")
@@ -264,7 +267,7 @@ def fit(
             strict=strict,
             weights=weight or None,
             allow_eval_only=allow_eval_only,
-            recipe=recipe,
+            recipe=recipe if method == "contrastive" else None,  # procrustes / cca follow none (--recipe refused)
             **kw,
         )
         space.save(out, overwrite=overwrite)

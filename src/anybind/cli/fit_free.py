@@ -13,7 +13,12 @@ from ..errors import AnybindError
 from ._common import check_out, console, fail
 
 
-def fit_from_pretrained(value: str, sources: list[Path], encoder: list[str] | None, out: Path,
+#: the ``anybind fit`` options ``--from-pretrained`` reads; it refuses every other one given (a manifest and
+#: --encoder with their own line), as a training-free --method does
+FROM_PRETRAINED_OPTIONS = frozenset({"from_pretrained", "out", "overwrite", "manifests", "data", "encoder"})
+
+
+def fit_from_pretrained(ctx: typer.Context, value: str, sources: list[Path], encoder: list[str] | None, out: Path,
                         overwrite: bool) -> None:
     """``fit --from-pretrained KIND=SOURCE``: the pair as the space (see :mod:`anybind.pairs`)."""
     from ..pairs import from_pretrained_pair, parse_pair
@@ -24,6 +29,10 @@ def fit_from_pretrained(value: str, sources: list[Path], encoder: list[str] | No
     if sources or encoder:
         raise typer.BadParameter("--from-pretrained imports the pair as it is: give no manifest and no "
                                  "--encoder (bind more modalities to the saved space with `anybind bind --add`)")
+    given = given_options(ctx, {p.name for p in ctx.command.params} - FROM_PRETRAINED_OPTIONS)
+    if given:  # --method, --epochs, --recipe, --cache, --device, ...: dropped without a word
+        raise typer.BadParameter(f"--from-pretrained imports the pair as it is (nothing is fitted or encoded): it "
+                                 f"uses no {', '.join(given)}; drop them or fit from a manifest")
     check_out(out, "space", overwrite)
     try:
         space = from_pretrained_pair(*parse_pair(value))
@@ -52,15 +61,20 @@ def training_options(command: Any) -> list[str]:
     return [p.name for p in command.params if p.name not in FIT_COMMON_OPTIONS and p.name not in TRAINING_FREE_OPTIONS]
 
 
-def refuse_training_options(ctx: typer.Context, method: str) -> None:
-    """Refuse, in one line naming them, the training options given on the command line to a training-free
-    ``--method`` (they were dropped without a word); those left at their defaults are fine."""
-    refused = set(training_options(ctx.command))
+def given_options(ctx: typer.Context, names: set[str] | frozenset[str]) -> list[str]:
+    """The parameters named in ``names`` given on the command line (not left at their defaults), as spelt there."""
     given = []  # typer vendors click: its ParameterSource is told by name
     for p in ctx.command.params:
         src = getattr(ctx.get_parameter_source(p.name), "name", "DEFAULT")
-        if p.name in refused and src not in ("DEFAULT", "DEFAULT_MAP"):
+        if p.name in names and src not in ("DEFAULT", "DEFAULT_MAP"):
             given.append(p.secondary_opts[0] if p.secondary_opts and ctx.params[p.name] is False else p.opts[0])
+    return given
+
+
+def refuse_training_options(ctx: typer.Context, method: str) -> None:
+    """Refuse, in one line naming them, the training options given on the command line to a training-free
+    ``--method`` (they were dropped without a word); those left at their defaults are fine."""
+    given = given_options(ctx, set(training_options(ctx.command)))
     if given:
         raise typer.BadParameter(f"{method} is training-free (it takes --dim and --seed): it uses no "
                                  f"{', '.join(given)}; drop them or use --method contrastive", param_hint="--method")

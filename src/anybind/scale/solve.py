@@ -1,5 +1,6 @@
 """One solve shared by every worker of a distributed streaming run (:func:`solve_once`), and the projector state the
-streaming trainer hands around with a kernel branch in it (:func:`start_state`, :func:`load_start_state`).
+streaming trainer hands around with a kernel branch in it (:func:`start_state`, :func:`load_start_state`: defined in
+:mod:`anybind.projectors`, which the attention phase shares, and re-exported here).
 
 Split out of :mod:`anybind.scale.train` (which re-exports :func:`solve_once`)."""
 
@@ -12,30 +13,10 @@ import torch
 from torch import nn
 
 from .. import errors
+from ..projectors import KERNEL_TAU_KEY, load_start_state, start_state
 
-#: the state-dict key that carries a kernel branch's temperature (a 0-d tensor) beside its buffers: a state handed
-#: from the driver to Ray's workers goes as safetensors (tensors only), and a projector needs the temperature
-#: (config, not a tensor) before it can take the buffers
-KERNEL_TAU_KEY = "kernel_tau"
-
-
-def start_state(pr: nn.Module) -> dict[str, torch.Tensor]:
-    """``pr``'s state dict, detached copies, with :data:`KERNEL_TAU_KEY` where it has a kernel branch."""
-    sd = {k: v.detach().clone() for k, v in pr.state_dict().items()}
-    if getattr(pr, "cfg", None) is not None and pr.cfg.kernel:
-        sd[KERNEL_TAU_KEY] = torch.tensor(float(pr.cfg.kernel_tau), dtype=torch.float64)
-    return sd
-
-
-def load_start_state(pr: nn.Module, sd: Mapping[str, torch.Tensor]) -> None:
-    """Load a :func:`start_state` into ``pr``: its kernel branch (or none) first, then the tensors."""
-    sd = dict(sd)
-    tau = sd.pop(KERNEL_TAU_KEY, None)
-    if "kernel_support" in sd:
-        pr.set_kernel(sd["kernel_support"], sd["kernel_coef"], float(tau))
-    elif getattr(pr, "cfg", None) is not None and pr.cfg.kernel:
-        pr.set_kernel(None)
-    pr.load_state_dict(sd)
+__all__ = ["KERNEL_TAU_KEY", "broadcast_", "group_device", "load_start_state", "solve_once",
+           "start_state"]  # the start state: re-exported
 
 
 def solve_once(solve: Callable[[], Any], projectors: Mapping[str, nn.Module], distributed: bool) -> Any:

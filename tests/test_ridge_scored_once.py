@@ -1,0 +1,50 @@
+"""The ridge start scores each map on val once: the chosen alpha's score is ridge_select's, reused by the start guard
+and as the kernel family's base (the numbers a fresh scoring gives); the kernel family is one helper
+(:func:`anybind.ridge.kernel_or_linear`) for Space.fit's start and progressive binding's."""
+
+import numpy as np
+import pytest
+import torch
+
+from anybind import Space
+from anybind.projectors import Projector, ProjectorConfig
+from anybind.ridge import GUARD_ALPHAS, RIDGE_ALPHAS, kernel_or_linear
+from anybind.ridge_kernel import KERNEL_ALPHAS, KERNEL_TAUS
+from test_kernel_start import tux_small  # noqa: F401 -- the 60 real Tux Paint stamps, with their label bridge
+
+
+def test_space_fit_scores_each_map_once_with_a_fresh_scorings_numbers(request, shared_cache, monkeypatch):
+    import anybind.ridge as ridge
+
+    man = request.getfixturevalue("tux_small")
+
+    passes, starts, real_ranks, real_prior = [], [], ridge.query_ranks, ridge.prior_ridge
+
+    def prior_ridge(G, R, n, score, **kw):
+        alpha, W, g = real_prior(G, R, n, score, **kw)
+        starts.append((score, W, dict(kw["scores"]), g))
+        return alpha, W, g
+
+    monkeypatch.setattr(ridge, "query_ranks", lambda *a, **k: passes.append(1) or real_ranks(*a, **k))
+    monkeypatch.setattr(ridge, "prior_ridge", prior_ridge)
+    space = Space.fit(man, modalities=["image", "text"], cache=shared_cache, epochs=0, progress=False, seed=0)
+    rec = space.info["training"]["robust"]["ridge"]["image"]
+    assert rec["prior"] == "bridge" and "guard" in rec and "grid" in rec["kernel"]  # the whole start ran
+    [(score, W, scored, guard)] = starts
+    monkeypatch.setattr(ridge, "query_ranks", real_ranks)
+    assert scored["val"] == float(np.mean(score(W)))  # the kept linear start's score, as a fresh scoring gives it
+    assert rec["kernel"]["base_val"] == round(scored["val"], 6)
+    assert round(scored["val"], 6) == guard["ridge_val" if guard["kept"] == "ridge" else "start_val"]
+    # each val pass is two query_ranks (both directions): the path, the prior, the kernel grid; nothing twice
+    assert len(passes) // 2 == len(RIDGE_ALPHAS + GUARD_ALPHAS) + 1 + len(KERNEL_TAUS) * len(KERNEL_ALPHAS)
+
+
+@pytest.mark.parametrize("frames, has_val, note", [(2, False, "no val pairs"), (2, True, "a frame-pooling projector"),
+                                                   (0, False, "no val pairs")])
+def test_the_kernel_family_says_why_it_was_not_tried_and_changes_nothing(frames, has_val, note):
+    """One order for both callers: no val pairs first (progressive binding said the frame-pooling projector first)."""
+    pr = Projector(ProjectorConfig(in_dim=2 * 5 if frames else 4, out_dim=3, kind="linear", frames=frames))
+    W, W0 = torch.ones(4, 3, dtype=torch.float64), torch.zeros(4, 3, dtype=torch.float64)
+    never = lambda *a: pytest.fail("nothing is scored or read")  # noqa: E731
+    alpha, got, rec = kernel_or_linear(pr, 0.3, W, W0, never, never, None, has_val=has_val)
+    assert alpha == 0.3 and got is W and rec == {"kept": False, "note": note} and pr.cfg.kernel == 0
