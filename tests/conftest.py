@@ -1,3 +1,4 @@
+import json
 import os
 import shutil
 import sys
@@ -81,6 +82,23 @@ def built_once(config, tmp_path_factory, name: str, build) -> Path:
             build(out)
             done.touch()
     return out
+
+
+@pytest.fixture(scope="session")
+def tux_subset(tux_dir, tmp_path_factory):
+    """``make(n, val_every, name)``: a manifest of the first ``n`` real Tux Paint stamps (image, text), every
+    ``val_every``-th a val record, the rest train, written once under ``name``; returns it loaded."""
+    from anybind import load_manifest
+
+    def make(n: int = 60, val_every: int = 5, name: str = "tux-subset"):
+        recs = [json.loads(x) for x in (tux_dir / "manifest.jsonl").read_text().splitlines()][:n]
+        rows = [{"id": r["id"], "split": "val" if i % val_every == 0 else "train", "text": r["text"],
+                 "image": str(tux_dir / r["image"])} for i, r in enumerate(recs)]
+        out = tmp_path_factory.mktemp(name) / "manifest.jsonl"
+        out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return load_manifest(out, modalities=["image", "text"])
+
+    return make
 
 
 @pytest.fixture(scope="session")

@@ -41,6 +41,7 @@ def ridge_select(
     se: float = 0.0,
     record: dict[str, Any] | None = None,
     scores: dict[str, float] | None = None,
+    restrict: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[float, torch.Tensor]:
     """``(alpha, W)``: the ridge solution ``W = back((G + alpha n I)^-1 R)`` (float64) whose ``score(W)`` is best.
 
@@ -51,7 +52,8 @@ def ridge_select(
     shrunk alpha (``alphas`` ascending) whose score is within ``se`` standard errors (of the best's per-item
     scores) of the best; ``record`` (a dict) is filled with the best alpha, its score and standard error.
     ``scores`` (a dict, filled in): ``val``, the chosen alpha's score (NaN without val pairs), so that no caller
-    scores the same map again.
+    scores the same map again.  ``restrict``: applied to every candidate before it is scored and returned
+    (:func:`span_restrict`).
     """
     if prior is not None and back is not None:
         raise ValueError("ridge_select: a prior needs the primal normal equations (no back=)")
@@ -63,6 +65,7 @@ def ridge_select(
         lam = alpha * n
         S = torch.linalg.solve(G + lam * eye, R if prior is None else R + lam * prior.double())
         W = back(S) if back is not None else S
+        W = restrict(W) if restrict is not None else W
         x = score(W)
         v = np.atleast_1d(np.asarray(np.nan if x is None else x, dtype=np.float64))
         s = float(v.mean())
@@ -87,6 +90,7 @@ def prior_ridge(G: torch.Tensor, R: torch.Tensor, n: int, score: Callable[[torch
                 guard: bool = False, has_val: bool = True,
                 back: Callable[[torch.Tensor], torch.Tensor] | None = None,
                 se: float = 0.0, record: dict[str, Any] | None = None, scores: dict[str, float] | None = None,
+                span: torch.Tensor | None = None,
                 ) -> tuple[float | None, torch.Tensor, dict[str, Any] | None]:
     """``(alpha, W, guard record)``: one modality's ridge start (:func:`locked_ridge_start`, progressive binding).
 
@@ -99,13 +103,18 @@ def prior_ridge(G: torch.Tensor, R: torch.Tensor, n: int, score: Callable[[torch
     start guard -- the path goes on through :data:`GUARD_ALPHAS` and ``W0`` is kept (alpha None) when the best
     ridge does not beat it on val; the record holds both scores and what was kept (no val pairs: the ridge, and a
     ``note``).  The record is None without a guard or a prior.  ``scores`` (a dict, filled in): ``val``, the val
-    score of the ``W`` returned, where it was scored (not for ``exact_prior``): every map is scored once."""
+    score of the ``W`` returned, where it was scored (not for ``exact_prior``): every map is scored once.  ``span``
+    (``out_dim`` x ``out_dim``, with a prior): the projector onto the targets' span, every candidate of the path
+    restricted to it, ``W P + W0 (I - P)`` (:func:`span_restrict`): the prior's output outside that span is kept,
+    never shrunk."""
     W0 = None if prior is None else scaled_prior(G, R, prior, t_norm2)  # c = <Z W0, T> / ||Z W0||^2
     if exact_prior and W0 is not None:
         return None, W0, None
     path = RIDGE_ALPHAS + GUARD_ALPHAS if guard and W0 is not None else RIDGE_ALPHAS
     scores = {} if scores is None else scores
-    alpha, W = ridge_select(G, R, n, score, prior=W0, alphas=path, back=back, se=se, record=record, scores=scores)
+    fix = None if span is None or W0 is None else (lambda W, W0=W0: span_restrict(W, W0, span))
+    alpha, W = ridge_select(G, R, n, score, prior=W0, alphas=path, back=back, se=se, record=record, scores=scores,
+                            restrict=fix)
     if not guard or W0 is None:
         return alpha, W, None
     if not has_val:  # nothing to check on: said, not skipped
@@ -122,19 +131,21 @@ def prior_ridge(G: torch.Tensor, R: torch.Tensor, n: int, score: Callable[[torch
 def kernel_or_linear(pr: nn.Module, alpha: float | None, W: torch.Tensor, W0: torch.Tensor,
                      rows: Callable[[], tuple[torch.Tensor, torch.Tensor]],
                      score: Callable[[torch.Tensor, Any], float], base_val: float | None, *, has_val: bool,
-                     seed: int = 0, n_all: int | None = None) -> tuple[float | None, torch.Tensor, dict[str, Any]]:
+                     seed: int = 0, n_all: int | None = None, span: torch.Tensor | None = None,
+                     ) -> tuple[float | None, torch.Tensor, dict[str, Any]]:
     """``(alpha, W, record)``: a modality's linear start ``(alpha, W)`` (:func:`prior_ridge`'s) or the kernel family on
     the scaled prior ``W0``'s residual (:func:`~anybind.ridge_kernel.kernel_start`), whichever is better on val: the
     branch is set on ``pr`` and ``(None, W0)`` returned where it is kept.  ``rows()``: the support's ``(Z, T)``
     (``n_all``: the training pairs they were cut from; None: every pair, cut there); ``score(W0, branch)``: the val
     criterion with that branch (None: none); ``base_val``: the linear start's (:func:`prior_ridge`'s ``scores``;
     None: scored here).  A frame-pooling projector or no val pairs
-    (``has_val``): not tried, said in the record's ``note``.  :func:`locked_ridge_start` and progressive binding's."""
+    (``has_val``): not tried, said in the record's ``note``.  ``span``: every grid candidate's coefficients restricted
+    to it (:func:`locked_ridge_start`'s span lever).  :func:`locked_ridge_start` and progressive binding's."""
     if pr.cfg.frames or not has_val:  # said, not skipped
         return alpha, W, {"kept": False, "note": "no val pairs" if not has_val else "a frame-pooling projector"}
     Z, T = rows()
     base = float(score(W, None)) if base_val is None else base_val
-    branch, rec = kernel_start(Z, T, W0, lambda b: score(W0, b), base, seed=seed, n_all=n_all)
+    branch, rec = kernel_start(Z, T, W0, lambda b: score(W0, b), base, seed=seed, n_all=n_all, span=span)
     if branch is None:
         return alpha, W, rec
     pr.set_kernel(*branch)
@@ -143,6 +154,43 @@ def kernel_or_linear(pr: nn.Module, alpha: float | None, W: torch.Tensor, W0: to
 
 PairBlocks = Callable[[str], Iterable[tuple[np.ndarray, np.ndarray]]]
 
+#: the span lever's numerical rank: eigenvalues of ``T'T`` above this times the largest count (singular values of
+#: ``T`` above 1e-3 of the largest); a rank-deficient ``T`` (fewer distinct targets than dimensions) has the rest at
+#: float rounding (~1e-16 of the largest in float64), full-rank text targets far above it
+SPAN_TOL = 1e-6
+
+
+def target_span(TT: torch.Tensor, prior: torch.Tensor | None = None, G: torch.Tensor | None = None,
+                tol: float = SPAN_TOL) -> tuple[torch.Tensor | None, dict[str, Any]]:
+    """``(P, record)``: the orthogonal projector onto the numerical range of ``T'T`` (``d x d``, the targets' Gram
+    summed over the blocks), eigenvalues above ``tol`` times the largest, and its record (``rank``, ``dim``, and
+    with a ``prior`` (``in x d``) and the inputs' Gram ``G`` (``Z'Z``) ``prior_out``: the share of the prior's
+    squared output on the training inputs, ``||Z prior||^2``, outside that range).  ``P`` is None (no restriction,
+    bit for bit) where the targets span the whole space, or where that share is at most ``tol``: then the ridge
+    path already keeps the prior's out-of-span output (``W Q = (G + lam I)^-1 lam W0 Q = W0 Q`` when ``G W0 Q = 0``)
+    and the kernel's residual has none, so the restriction would change rounding only (the full Tux Paint, emoji and
+    openclipart train sets span 381 of MiniLM's 384 dims, the other 3 holding no text)."""
+    s, U = torch.linalg.eigh(TT.double())
+    keep = s > tol * s.max().clamp_min(1e-300)
+    rec: dict[str, Any] = {"rank": int(keep.sum()), "dim": len(s), "tol": tol}
+    if rec["rank"] == len(s):
+        return None, rec
+    Uk = U[:, keep]
+    if prior is not None and G is not None:
+        W0, G = prior.double(), G.double()
+        V = W0 @ U[:, ~keep]  # the prior's map into the out-of-span directions
+        out = float((V * (G @ V)).sum() / (W0 * (G @ W0)).sum().clamp_min(1e-300))
+        rec["prior_out"] = float(f"{out:.3g}")
+        if out <= tol:
+            return None, rec
+    return Uk @ Uk.T, rec
+
+
+def span_restrict(W: torch.Tensor, W0: torch.Tensor, P: torch.Tensor) -> torch.Tensor:
+    """``W P + W0 (I - P)``: ``W``'s output inside the span ``P`` projects onto, the prior ``W0``'s outside it."""
+    W, W0 = W.double(), W0.double()
+    return W0 + (W - W0) @ P.double()
+
 
 @torch.no_grad()
 def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, train_pairs: PairBlocks,
@@ -150,7 +198,8 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
                        prior: Callable[[str], torch.Tensor | None] | None = None,
                        exact_prior: bool = False, guard: dict[str, dict[str, Any]] | None = None,
                        se: float = 0.0, rule: dict[str, dict[str, Any]] | None = None,
-                       kernel: dict[str, dict[str, Any]] | None = None, seed: int = 0) -> dict[str, float | None]:
+                       kernel: dict[str, dict[str, Any]] | None = None, seed: int = 0,
+                       span: dict[str, dict[str, Any]] | None = None) -> dict[str, float | None]:
     """Start every unlocked projector at the ridge regression onto the locked modality's space.
 
     For each modality ``m``, ``W = argmin ||Z W - T||^2 + lam ||W - W0||^2`` over the training pairs
@@ -166,8 +215,13 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
     in, records the best alpha, its score and standard error).  ``kernel`` (a dict, filled in): a modality with a
     prior and val pairs also tries the kernel branch on the prior's residual, kept where it beats that start on val
     (:func:`~anybind.ridge_kernel.kernel_start`; ``seed``: its support subset, drawn while the blocks are read:
-    :class:`~anybind.ridge_kernel.SupportSample`, at most ``MAX_SUPPORT`` rows held), ``kernel[m]`` its record.  Returns
-    each alpha.
+    :class:`~anybind.ridge_kernel.SupportSample`, at most ``MAX_SUPPORT`` rows held), ``kernel[m]`` its record.
+    ``span`` (a dict, filled in; issue 16, the lever "keep the prior outside the span of the training targets"): a
+    modality with a prior restricts every candidate (the ridge path, the guard, the kernel grid) to the span of its
+    training targets (``T'T`` summed over the blocks, :func:`target_span`), ``W P + W0 (I - P)`` and the kernel
+    coefficients ``A P``, so the prior's output outside what the training text ever covers is kept; a no-op (bit for
+    bit) where the targets span the space or the prior has no output outside their span.  ``span[m]``: the rank, the
+    dimension and the prior's out-of-span share.  Returns each alpha.
     """
     if not lock:
         raise DataError("init='ridge' needs a locked modality (lock='text', say): it regresses onto its space")
@@ -182,7 +236,7 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
         va = val_pairs(m)
         P = prior(m) if prior is not None else None
         hold = kernel is not None and not pr.cfg.frames and P is not None and va is not None  # the kernel family
-        n, T_norm2 = 0, torch.zeros((), dtype=torch.float64)
+        n, T_norm2, TT = 0, torch.zeros((), dtype=torch.float64), None
         held = SupportSample(seed) if hold else None  # the kernel's support, drawn as the blocks go by
         for xm, xl in train_pairs(m):
             Z = pr.standardized(torch.from_numpy(xm))
@@ -192,6 +246,9 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
             g, r = (Z.T @ Z).double(), (Z.T @ T).double()
             G, R = (g, r) if G is None else (G + g, R + r)
             T_norm2 = T_norm2 + T.double().pow(2).sum()
+            if span is not None and P is not None:  # the targets' Gram (d_out x d_out): their span, streamed
+                tt = T.double().T @ T.double()
+                TT = tt if TT is None else TT + tt
             n += len(xm)
         if n < 3:
             raise DataError(f"init='ridge': {m!r} has {n} training pairs with {lock!r}; need at least 3")
@@ -209,11 +266,14 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
             r2 = query_ranks(g @ q.T, query_keys=fl, gallery_keys=fm)
             return sum((r <= k).astype(np.float64) for r in (r1, r2) for k in (1, 5, 10)) / 6
 
+        Pspan = None
+        if TT is not None:
+            Pspan, span[m] = target_span(TT, P, G)
         rec: dict[str, Any] = {}
         scored: dict[str, float] = {}  # the start's val score, where prior_ridge scored it
         alpha, W, g = prior_ridge(G, R, n, per_pair, prior=P, t_norm2=T_norm2,
                                   exact_prior=exact_prior, guard=guard is not None, has_val=va is not None,
-                                  se=se, record=rec, scores=scored)
+                                  se=se, record=rec, scores=scored, span=Pspan)
         if g is not None:
             guard[m] = g
         if rule is not None and rec:
@@ -222,7 +282,7 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
             alpha, W, kernel[m] = kernel_or_linear(
                 pr, alpha, W, scaled_prior(G, R, P, T_norm2), held.rows if held is not None else None,
                 lambda W0, b: float(np.mean(per_pair(W0, branch=b))), scored.get("val"),
-                has_val=va is not None, seed=seed, n_all=n)
+                has_val=va is not None, seed=seed, n_all=n, span=Pspan)
         pr.linear.weight.copy_(W.float().T)
         pr.linear.bias.zero_()
         if pr.mlp is not None:

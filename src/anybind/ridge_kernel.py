@@ -134,14 +134,15 @@ def kernel_grid(Z: torch.Tensor, T: torch.Tensor, W0: torch.Tensor) -> Iterator[
 
 
 def kernel_start(Z: torch.Tensor, T: torch.Tensor, W0: torch.Tensor, score: Callable[[Any], float],
-                 base_val: float, *, seed: int = 0, n_all: int | None = None,
+                 base_val: float, *, seed: int = 0, n_all: int | None = None, span: torch.Tensor | None = None,
                  ) -> tuple[tuple[torch.Tensor, torch.Tensor, float] | None, dict[str, Any]]:
     """``(branch or None, record)``: the best kernel branch ``(support, coef, tau)`` (float32, support unit-normed) on
     top of the linear map ``W0`` when its val ``score`` beats ``base_val`` (the linear start's), else None.
 
     ``Z`` (n, d), ``T`` (n, out): the standardised training inputs and their targets; ``score(branch)``: the val
     criterion of ``W0`` plus that branch.  ``n_all``: the training pairs ``Z`` was already cut down from (by
-    :func:`support_rows`; None: ``Z`` is every pair and is cut here).  The record: the grid's scores, the choice, the
+    :func:`support_rows`; None: ``Z`` is every pair and is cut here).  ``span``: a projector (``out x out``) every
+    candidate's coefficients are restricted to, ``A P`` (:func:`anybind.ridge.target_span`).  The record: the grid's scores, the choice, the
     support's size."""
     if n_all is None:
         n_all = len(Z)
@@ -153,6 +154,7 @@ def kernel_start(Z: torch.Tensor, T: torch.Tensor, W0: torch.Tensor, score: Call
     grid: dict[str, float] = {}
     best: tuple[float, tuple[torch.Tensor, torch.Tensor, float], float, float] | None = None
     for tau, alpha, A in kernel_grid(Z, T, W0):
+        A = A if span is None else A @ span.double()
         branch = (S32, A.float(), float(tau))
         v = float(score(branch))
         grid[f"{tau:g}/{alpha:g}"] = round(v, 6)

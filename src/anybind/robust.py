@@ -33,6 +33,10 @@ through the shared loop's hooks (:func:`anybind.loop.fit_loop`'s ``penalty=`` an
   ridge path and kept where it wins on val (:mod:`anybind.ridge_kernel`); recorded under ``ridge.<m>.kernel``.  A
   fixed buffer: fine-tuning, L2-SP and WiSE-FT (:func:`interpolate`) leave it as it is.  The streaming / Ray trainer
   fits it too (its support drawn while the shards are read, at most 4,096 pairs held).
+* ``ridge_span`` (off) -- with ``ridge_prior="bridge"``, every candidate of that start (alpha path, guard, kernel
+  grid) restricted to the span of the training targets, the bridge's output outside it kept
+  (:func:`anybind.ridge.locked_ridge_start`'s ``span``); recorded under ``ridge.<m>.span``.  Not a default: it wins
+  on val for a 121-caption corpus and loses a little on 300-pair ones (BENCHMARKS.md, transfer: the span lever).
 * ``mixup`` (weight) and ``mixup_alpha`` -- geodesic multi-modal mixup (Oh et al. 2023, "Geodesic
   Multi-Modal Mixup for Robust Fine-Tuning", m^2-mix): each positive pair's two unit embeddings are
   mixed on the great circle between them (``slerp`` with ``lam ~ Beta(alpha, alpha)``) and the mixtures
@@ -158,6 +162,9 @@ def check_robust(cfg) -> None:
             raise DataError(f"{name} must be True or False, got {getattr(cfg, name)!r}")
     if cfg.kernel_start and cfg.ridge_prior != "bridge":
         raise DataError(f"kernel_start=True fits a kernel branch on the label bridge's residual: use "
+                        f"ridge_prior='bridge' (got ridge_prior={cfg.ridge_prior!r})")
+    if getattr(cfg, "ridge_span", False) and cfg.ridge_prior != "bridge":  # refused, not ignored: no prior to keep
+        raise DataError(f"ridge_span=True keeps the label bridge's output outside the training targets' span: use "
                         f"ridge_prior='bridge' (got ridge_prior={cfg.ridge_prior!r})")
     if cfg.start_guard and cfg.ridge_prior != "bridge":
         raise DataError(f"start_guard=True falls back on the label bridge: use ridge_prior='bridge' (got "
@@ -359,14 +366,20 @@ def ridge_start(projectors: Mapping[str, Projector], cfg, specs: Mapping[str, st
 
     guard: dict[str, dict[str, Any]] | None = {} if cfg.start_guard and cfg.ridge_prior == "bridge" else None
     rule: dict[str, dict[str, Any]] = {}
+    span: dict[str, dict[str, Any]] | None = {} if getattr(cfg, "ridge_span", False) else None
     alphas = locked_ridge_start(projectors, cfg.lock, train_pairs, val_pairs, prior=prior,
                                 exact_prior=cfg.ridge_prior == "residual", guard=guard, se=cfg.ridge_se, rule=rule,
-                                kernel=kern, seed=cfg.seed)
+                                kernel=kern, seed=cfg.seed, span=span)
+    for m, sp in (span or {}).items():
+        noop = sp["rank"] == sp["dim"] or sp.get("prior_out", 1.0) <= sp["tol"]
+        log.info("start: %r: training targets span %d of %d dims, the prior's out-of-span share %s%s", m, sp["rank"],
+                 sp["dim"], sp.get("prior_out", 0.0), " (the span restriction is a no-op)" if noop else "")
     if cfg.ridge_prior != "zero" and all(p == "zero" for p in used.values()):
         log.warning("ridge_prior=%r: no bound modality's encoder has a label bridge into the %r encoder's "
                     "space (%s): every ridge start shrinks towards zero", cfg.ridge_prior, cfg.lock,
                     ", ".join(f"{k}={v}" for k, v in specs.items()))
     say_starts(log, alphas, guard, kern)
     return {m: {"alpha": a, "prior": used.get(m, "zero"), **({"guard": guard[m]} if guard and m in guard else {}),
-                **({"se_rule": rule[m]} if m in rule else {}), **({"kernel": kern[m]} if kern and m in kern else {})}
+                **({"se_rule": rule[m]} if m in rule else {}), **({"kernel": kern[m]} if kern and m in kern else {}),
+                **({"span": span[m]} if span and m in span else {})}
             for m, a in alphas.items()}

@@ -79,6 +79,8 @@ class TrainConfig:
     # the ridge does not beat it on val (anybind.robust); the recipe turns it on
     kernel_start: bool | Auto = AUTO  # False; ridge_prior="bridge": also fit a kernel branch on the bridge's residual,
     # kept where it beats the linear start on val (anybind.ridge_kernel); the recipe turns it on with the bridge prior
+    ridge_span: bool = False  # ridge_prior="bridge": restrict the ridge start and its kernel branch to the span of
+    # the training targets, keeping the prior's output outside it (anybind.ridge.locked_ridge_start's span; issue 16)
     ridge_se: float = 0.0  # the ridge start's standard-error rule: the most shrunk alpha within this many SE of the
     # best on val (0: the best; anybind.ridge.ridge_select)
     center: bool = False
@@ -93,7 +95,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_flags(self, {"standardize": (), "learn_temperature": (), "start_guard": (AUTO,), "kernel_start": (AUTO,),
-                           "center": ()})
+                           "center": (), "ridge_span": ()})
         check_seed(self)
 
     def to_dict(self) -> dict[str, Any]:
