@@ -4,6 +4,7 @@ a corpus where several images share one caption (KTuberling) gets intervals as w
 import json
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -147,3 +148,32 @@ def test_the_transfer_bench_clusters_every_retrieval_cell(tux_dir, shared_cache,
     want = {s: group_index(expected[s]).tolist() for s in expected}
     assert sorted(c[:2] for c in calls) == sorted([(8, want["test"])] * 6 + [(8, want["val"])] * 6)
     assert len({c[2] for c in calls}) == 2  # the clusters numbered once per split, shared by every row and direction
+
+
+def test_clusters_compare_and_hash_by_identity():
+    """Clusters holds numpy arrays: the dataclass-generated == raised (the truth value of an array is ambiguous) and
+    so did hash; they are compared by identity (numbered once per cell, shared by every row), usable as dict keys."""
+    from anybind.bench.stats import Clusters
+
+    a, b = Clusters.of(["x", "y", "x"]), Clusters.of(["x", "y", "x"])
+    assert a == a and a != b and not (a == b) and a != "x"
+    assert {a: 1, b: 2}[a] == 1 and hash(a) == hash(a) and len({a, b, a}) == 2
+    assert a.index.tolist() == b.index.tolist() == [0, 1, 0] and a.sizes.tolist() == [2.0, 1.0]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 4), st.integers(1, 30), st.integers(0, 5), st.randoms(use_true_random=False))
+def test_paired_wins_and_losses_count_seed_averaged_hits(n_seeds, n, seed, rnd):
+    """With --opt seeds the rows' hits are seed means (fractions): a query is won where the row is right on more
+    of the seeds than the first row, lost where on fewer, neither where on as many; one seed: only that row /
+    only the first gets it right.  The difference is the difference of the seed-mean cells."""
+    from anybind.bench.stats import seed_mean
+
+    per = {r: [np.array([float(rnd.random() < 0.5) for _ in range(n)]) for _ in range(n_seeds)] for r in "ab"}
+    right = {r: np.sum(per[r], 0) for r in per}  # seeds on which each query is right
+    hits = {r: {"c": seed_mean(per[r])} for r in per}
+    got = paired_vs_first(["a", "b"], hits, seed, 100)["b"]["c"]
+    assert got["wins"] == int((right["b"] > right["a"]).sum()) and got["losses"] == int((right["b"] < right["a"]).sum())
+    assert got["diff"] == pytest.approx(hits["b"]["c"].mean() - hits["a"]["c"].mean(), abs=1e-12)
+    if n_seeds == 1:
+        assert got["wins"] == int(((per["b"][0] == 1) & (per["a"][0] == 0)).sum())

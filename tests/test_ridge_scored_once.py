@@ -48,3 +48,51 @@ def test_the_kernel_family_says_why_it_was_not_tried_and_changes_nothing(frames,
     never = lambda *a: pytest.fail("nothing is scored or read")  # noqa: E731
     alpha, got, rec = kernel_or_linear(pr, 0.3, W, W0, never, never, None, has_val=has_val)
     assert alpha == 0.3 and got is W and rec == {"kept": False, "note": note} and pr.cfg.kernel == 0
+
+
+def test_progressive_binding_scores_each_map_once_with_a_fresh_scorings_numbers(tux_dir, shared_cache,
+                                                                               tmp_path_factory, monkeypatch):
+    """The same through progressive binding (progressive_fit.ridge_start): a bridged image encoder added to a
+    text-locked space on 60 real Tux Paint stamps (every fifth in val) -- the ridge path with the guard, the prior
+    and the kernel grid each scored on val once, the chosen alpha's score reused by the guard and the kernel base."""
+    from anybind import load_manifest, progressive_fit
+    from test_progressive_guard import BRIDGED, photo_pairs
+
+    data = photo_pairs(tux_dir, tmp_path_factory.mktemp("once"), 60) / "manifest.jsonl"
+    base = Space.fit(load_manifest(data, modalities=["image", "text"]), modalities=["image", "text"],
+                     encoders={"image": "image:efficientnet-lite0"}, lock="text", init="ridge", recipe="plain",
+                     cache=shared_cache, progress=False, epochs=0, hidden=16, seed=0)
+    passes, starts, inside = [], [], []
+    real_score, real_prior, real_start = progressive_fit.val_score, progressive_fit.prior_ridge, \
+        progressive_fit.ridge_start
+
+    def prior_ridge(G, R, n, score, **kw):
+        alpha, W, g = real_prior(G, R, n, score, **kw)
+        starts.append((score, W, dict(kw["scores"]), g))
+        return alpha, W, g
+
+    def ridge_start(*a, **k):
+        inside.append(1)
+        try:
+            return real_start(*a, **k)
+        finally:
+            inside.pop()
+
+    def val_score(*a, **k):
+        passes.append(bool(inside))
+        return real_score(*a, **k)
+
+    monkeypatch.setattr(progressive_fit, "val_score", val_score)
+    monkeypatch.setattr(progressive_fit, "prior_ridge", prior_ridge)
+    monkeypatch.setattr(progressive_fit, "ridge_start", ridge_start)
+    sp = base.add_modality("photo", BRIDGED, str(data), anchors=["text"], cache=shared_cache, epochs=0, seed=0)
+    rec = sp.info["lineage"][-1]["ridge_start"]["photo"]
+    assert rec["prior"] == "bridge" and "guard" in rec and "grid" in rec["kernel"]  # the whole start ran
+    [(score, W, scored, guard)] = starts
+    n_start = sum(passes)  # the val passes inside the start (one val_score each: both directions)
+    monkeypatch.setattr(progressive_fit, "val_score", real_score)
+    assert scored["val"] == score(W)  # the kept linear start's score, as a fresh scoring gives it
+    assert rec["kernel"]["base_val"] == round(scored["val"], 6)
+    assert round(scored["val"], 6) == guard["ridge_val" if guard["kept"] == "ridge" else "start_val"]
+    # the path (with the guard's alphas), the prior, the kernel grid; nothing twice
+    assert n_start == len(RIDGE_ALPHAS + GUARD_ALPHAS) + 1 + len(KERNEL_TAUS) * len(KERNEL_ALPHAS)

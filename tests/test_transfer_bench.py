@@ -151,3 +151,35 @@ def test_retrieval_hits_are_what_they_were_before_pair_hits(tmp_path):
         assert len(got[d]) == 23 and 0 < got[d].sum() < 23  # 24 test records, one without its image; not all alike
     assert retrieval_hits(space, man, "val", tmp_path / "c") == _retrieval_hits_before(space, man, "val",
                                                                                        tmp_path / "c") == {}
+
+
+def _never_built():
+    """Corpus builders that fail the test if called: an option refused before any work."""
+    return {"tuxa": lambda w: pytest.fail("built a corpus"), "tuxb": lambda w: pytest.fail("built a corpus")}
+
+
+@pytest.mark.parametrize("boot", ["0", "-3", "x", "1.5"])
+def test_boot_below_one_is_refused_before_any_work(boot, tmp_path, monkeypatch):
+    """boot=0 gave an IndexError from np.percentile of no resamples, after every fit: refused first, in one line
+    naming the option (an interval needs at least one resample); bootstrap itself refuses n < 1 too."""
+    from anybind.bench import tasks_transfer
+
+    monkeypatch.setattr(tasks_transfer, "corpus_builders", lambda: _never_built())
+    with pytest.raises(AnybindError, match=rf"^transfer: boot={boot!r}: a whole number of bootstrap resamples, "
+                                           r"at least 1$"):
+        tasks_transfer.transfer(tmp_path, corpora="tuxa,tuxb", systems="defaults", fm="0", boot=boot)
+    with pytest.raises(ValueError, match=r"^bootstrap: n=0 resamples; need at least 1$"):
+        bootstrap(np.ones(3), n=0)
+
+
+@pytest.mark.parametrize("systems, named", [("defaults,defaults", "defaults"),
+                                            ("recipe, defaults,recipe ,defaults", "recipe, defaults")])
+def test_a_system_given_twice_is_refused_before_any_work(systems, named, tmp_path, monkeypatch):
+    """A system given twice pooled both fits into one row's per-seed list (mislabelled /seedK values): refused
+    first, in one line naming the systems given twice."""
+    from anybind.bench import tasks_transfer
+
+    monkeypatch.setattr(tasks_transfer, "corpus_builders", lambda: _never_built())
+    with pytest.raises(AnybindError,
+                       match=rf"^transfer: systems={systems!r} names {named} twice: one row each, give it once$"):
+        tasks_transfer.transfer(tmp_path, corpora="tuxa,tuxb", systems=systems, fm="0")

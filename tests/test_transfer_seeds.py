@@ -167,3 +167,69 @@ def test_chosen_prompts_name_the_space_they_were_chosen_for(two_slices, shared_c
     assert len(set(str(row["val"]).split("/"))) == 2  # the two seeds' spaces differ: the match below can fail
     assert [f"{e['val']:.4g}" for s in (0, 1) for e in got if e["space"] == f"tuxa/defaults [seed {s}]"] \
         == str(row["val"]).split("/")
+
+
+@pytest.mark.parametrize("change", ["drop", "reorder"])
+def test_a_space_scoring_other_queries_than_the_bridge_is_refused(change, two_slices, shared_cache, tmp_path,
+                                                                   monkeypatch):
+    """Paired cells need every space to score the bridge's queries in the bridge's order: a space that scores one
+    query fewer, or the same queries in another order (stubbed on the real retrieval hits: no real space does), is
+    refused in one line naming the corpus, the split and the space."""
+    from anybind.bench import tasks_transfer
+
+    real, calls = tasks_transfer.retrieval_hits_ids, []
+
+    def other_queries(space, man, split, cache):
+        hits, ids = real(space, man, split, cache)
+        calls.append(split)
+        if len(calls) <= 4:  # the label bridge: two corpora, test and val
+            return hits, ids
+        keep = slice(1, None) if change == "drop" else slice(None, None, -1)
+        return {d: h[keep] for d, h in hits.items()}, ids[keep]
+
+    builders = {n: (lambda w, p=p: p) for n, p in two_slices.items()}
+    monkeypatch.setattr(tasks_transfer, "corpus_builders", lambda: builders)
+    monkeypatch.setattr(tasks_transfer, "retrieval_hits_ids", other_queries)
+    with pytest.raises(AnybindError, match=r"^transfer: tuxa test: tuxa/procrustes scored other queries than the "
+                                           r"label bridge$"):
+        tasks_transfer.transfer(tmp_path / "w", cache=shared_cache, corpora="tuxa,tuxb", train="tuxa",
+                                systems="defaults", fm="0", center="0", boot="10", max_train="12")
+    assert len(calls) == 5
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.floats(-1e3, 1e3), st.integers(0, 50)), min_size=1, max_size=4))
+def test_a_per_seed_column_is_one_dash_where_no_seed_has_a_value(vals):
+    """The val / epoch / alpha / l2sp columns: one seed, its value; several, "/"-separated with "-" for a seed
+    without one; no seed with a value (a +center row): None, rendered "-" as a one-seed row's."""
+    from anybind.bench.transfer_cells import seed_column
+
+    got = seed_column(vals)
+    if all(v is None for v in vals):
+        assert got is None
+    elif len(vals) == 1:
+        assert got == vals[0]
+    else:
+        assert got.split("/") == ["-" if v is None else f"{v:.4g}" for v in vals]
+
+
+def test_a_center_row_with_seeds_shows_one_dash(two_slices, shared_cache, tmp_path, monkeypatch):
+    """seeds=0,1 with center=1: the +center row has no val / epoch / alpha / l2sp of its own (it was "-/-"); the
+    trained row keeps each seed's val."""
+    import io
+
+    from rich.console import Console
+
+    from anybind.bench import result_table, tasks_transfer
+
+    builders = {n: (lambda w, p=p: p) for n, p in two_slices.items()}
+    monkeypatch.setattr(tasks_transfer, "corpus_builders", lambda: builders)
+    res = tasks_transfer.transfer(tmp_path / "w", cache=shared_cache, seeds="0,1", corpora="tuxa,tuxb", train="tuxa",
+                                  systems="defaults", fm="0", center="1", boot="10", max_train="12")
+    rows = {r["name"]: r for r in res.table}
+    assert all(rows["tuxa: defaults +center"][k] is None for k in ("val", "epoch", "alpha", "l2sp"))
+    assert len(str(rows["tuxa: defaults"]["val"]).split("/")) == 2
+    con = Console(width=400, record=True, file=io.StringIO())
+    con.print(result_table("transfer", res))
+    line = next(x for x in con.export_text().splitlines() if "tuxa: defaults +center" in x)
+    assert "-/-" not in line and " - " in line

@@ -19,6 +19,8 @@ def bootstrap(hits: np.ndarray, others: Sequence[np.ndarray] = (), n: int = 1000
     instead of single queries; each resample's mean is over its queries (sum of hits / number of queries), so the
     point estimate stays the per-query mean.  Groups are numbered in order of first appearance, so all-distinct
     labels give exactly the per-query result; None: per query; a :class:`Clusters`: labels numbered already."""
+    if n < 1:  # np.percentile of no resamples: an IndexError
+        raise ValueError(f"bootstrap: n={n} resamples; need at least 1")
     hits = np.asarray(hits, np.float64)
     if not len(hits):
         return float("nan"), (float("nan"), float("nan")), None
@@ -50,6 +52,16 @@ def bootstrap(hits: np.ndarray, others: Sequence[np.ndarray] = (), n: int = 1000
     return float(hits.mean()), ci, diff
 
 
+def boot_option(task: str, boot: str) -> int:
+    """A bench task's ``--opt boot=N``: the number of bootstrap resamples, a whole number >= 1 (every cell carries
+    an interval); refused in one line naming the option, before any work."""
+    from ..errors import AnybindError
+
+    if not boot.strip().isdecimal() or int(boot) < 1:
+        raise AnybindError(f"{task}: boot={boot!r}: a whole number of bootstrap resamples, at least 1")
+    return int(boot)
+
+
 def seed_mean(per_seed: Sequence[np.ndarray]) -> np.ndarray:
     """Each query's hit averaged over seeds (``per_seed``: one 0/1 array per seed, the same queries in the same
     order): what :func:`bootstrap` resamples for a cell measured with several seeds, so that a (seed, query) row is
@@ -70,9 +82,11 @@ def group_index(groups: Sequence | np.ndarray) -> np.ndarray:
     return np.asarray([number.setdefault(str(g), len(number)) for g in groups], np.int64)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Clusters:
-    """One cell's query clusters, numbered once (:func:`group_index`) for every :func:`bootstrap` of that cell."""
+    """One cell's query clusters, numbered once (:func:`group_index`) for every :func:`bootstrap` of that cell.
+    Compared and hashed by identity (``eq=False``): its fields are numpy arrays, whose ``==`` has no one truth
+    value."""
 
     index: np.ndarray  # group number per query, in order of first appearance
     sizes: np.ndarray  # queries per group (float)
@@ -99,11 +113,14 @@ def caption_groups(man, split: str, ids: Sequence[str]) -> list[str]:
 
 def paired_vs_first(keys: Sequence[str], per_item: dict, seed: int = 0, n: int = 1000,
                     groups: dict | None = None) -> dict:
-    """Each of ``keys[1:]`` minus ``keys[0]`` per column of ``per_item`` (``{key: {column: 0/1 per item}}``, the
-    same items in the same order): ``{key: {column: {"diff", "ci", "wins", "losses"}}}``, the mean difference, its
-    paired 95 % bootstrap interval (one resample of items for both rows) and how many items only that row / only
-    the first gets right.  ``groups``: ``{column: one label per item}`` for the columns whose items come in groups
-    that resample together (:func:`bootstrap`); other columns per item."""
+    """Each of ``keys[1:]`` minus ``keys[0]`` per column of ``per_item`` (``{key: {column: hit per item}}``, the
+    same items in the same order; a hit is 0/1, or with several seeds its mean over them, :func:`seed_mean`):
+    ``{key: {column: {"diff", "ci", "wins", "losses"}}}``, the mean difference, its paired 95 % bootstrap interval
+    (one resample of items for both rows) and how many items that row scores higher / lower than the first: with
+    one seed, the items only that row / only the first gets right; with several (the same seeds for both rows),
+    the items it gets right on more / fewer of the seeds than the first (ties, however many seeds each is right on,
+    in neither).  ``groups``: ``{column: one label per item}`` for the columns whose items come in groups that
+    resample together (:func:`bootstrap`); other columns per item."""
     out: dict = {}
     for k in keys[1:]:
         out[k] = {}

@@ -5,7 +5,7 @@ Fashion-MNIST, every trained cell beside the training-free label bridge and Proc
 
 Options: ``corpora`` (any of tuxpaint, emoji, openclipart and corpora whose builders exist), ``train``
 (``each``, ``all``, ``loo`` = all but one, or ``a+b``), ``systems`` (``recipe`` or ``defaults`` followed by
-``+lever``s, see :func:`system_kwargs`: ``recipe+bridge+wise+lr1e-4``), ``max_train`` (train records per
+``+lever``s, see :func:`system_kwargs`: ``recipe+bridge+wise+lr1e-4``; each given once), ``max_train`` (train records per
 corpus, 0 = all), ``fm`` (Fashion-MNIST test images, 0 = none), ``image`` (comma-separated image encoders:
 each trained system is fitted once per encoder, its rows named ``system [image=...]``; the label bridge and
 Procrustes keep theirs, so every row has the same baselines), ``text`` (the same for text encoders, crossed with
@@ -14,7 +14,7 @@ Procrustes keep theirs, so every row has the same baselines), ``text`` (the same
 text lock, :data:`anybind.recipe.BRIDGED_IMAGE`, a ``recipe`` system the label bridge into that text encoder),
 ``center`` (1: every system also centred inductively, :func:`anybind.robust.centred`), ``seeds`` (``0,1,2``: every
 trained system fitted once per seed, each on that seed's train subsample; each cell the mean over the seeds, its
-interval over captions of the seed-averaged hits, the seeds held fixed, see the notes; unset: ``--seed``), ``l2sp_grid``, ``boot``, ``select`` (the corpus, outside
+interval over captions of the seed-averaged hits, the seeds held fixed, see the notes; unset: ``--seed``), ``l2sp_grid``, ``boot`` (bootstrap resamples, at least 1), ``select`` (the corpus, outside
 ``corpora``, whose val split the ``+select`` systems choose on: never a measured cell).
 
 Rows are (train set, system); columns are text->image / image->text R@1 on each corpus' test split
@@ -42,11 +42,12 @@ import numpy as np
 
 from . import TaskResult, task
 from ..zeroshot_adapt import DEFAULT_MIX
-from .stats import Clusters, bootstrap, caption_groups, paired_vs_first, seed_mean  # noqa: F401 -- re-exported
+from .stats import (  # noqa: F401 -- Clusters, bootstrap, caption_groups, paired_vs_first, seed_mean re-exported
+    Clusters, boot_option, bootstrap, caption_groups, paired_vs_first, seed_mean)
 from .transfer_cells import (  # noqa: F401 -- DIRS, fm_hits, retrieval_hits, summary_notes re-exported
-    DIRS, fm_hits, retrieval_hits, retrieval_hits_ids, seeds_option, summary_notes)
+    DIRS, fm_hits, retrieval_hits, retrieval_hits_ids, seed_column, seeds_option, summary_notes)
 from .transfer_systems import (  # noqa: F401 -- system_kwargs, subsample_train, train_sets re-exported
-    MODS, corpus_builders, selection_corpus, subsample_train, system_kwargs, train_sets)
+    MODS, corpus_builders, selection_corpus, subsample_train, system_kwargs, systems_option, train_sets)
 
 @task("transfer", "Transfer matrix: train on each corpus / all, R@1 on every corpus' test split and Fashion-MNIST "
       "zero-shot, beside the label bridge and Procrustes (--opt corpora=, train=, systems=, max_train=, fm=, center=, "
@@ -78,8 +79,9 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
     unknown = [c for c in names if c not in builders]
     if unknown:
         raise AnybindError(f"unknown corpora {unknown}; known: {', '.join(builders)}")
-    wanted = [s.strip() for s in systems.split(",") if s.strip()]
+    wanted = systems_option(systems)
     fit_kw = {s: system_kwargs(s) for s in wanted}  # unknown levers fail before any work
+    n_boot = boot_option("transfer", boot)
     n_bal, bal_start, temps = balance_options("transfer", balance, balance_start, balance_t)
     if n_bal and len(temps) != 1:
         raise AnybindError(f"transfer: balance_t={balance_t!r}: one temperature (choose it on a selection set)")
@@ -97,7 +99,7 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
                 own = {m: e for m, e in (("image", spec), ("text", tspec)) if e}
                 tags = " ".join(f"{m}={short_spec(e)}" for m, e in own.items())
                 variants.append((f"{s} [{tags}]" if tags else s, s, own))
-    n_boot, n_fm, cap = int(boot), int(fm), int(max_train)
+    n_fm, cap = int(fm), int(max_train)
     seed_list = seeds_option(seeds, seed)
     select_mans = selection_corpus(select, names, builders, fit_kw, work)
     mans = {c: load_manifest(builders[c](Path(work)), modalities=MODS, progress=False) for c in names}
@@ -123,7 +125,7 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
             for c, man in mans.items():
                 hits, ids = retrieval_hits_ids(space, man, split, fc)
                 if query_ids.setdefault(f"{split}/{c}", ids) != ids:  # paired cells need the same queries
-                    raise AnybindError(f"transfer: {c} {split}: a space scored other queries than the label bridge")
+                    raise AnybindError(f"transfer: {c} {split}: {name} scored other queries than the label bridge")
                 for d, h in hits.items():
                     out[f"{split}/{c}/{d}"] = h
         if fm_recs:
@@ -173,9 +175,8 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
                 metrics[f"{train_name}/{system}/{key}/seed{s}"] = float(p[key].mean()) if len(p[key]) else float("nan")
             if key in cells:
                 row[key[5:]] = f"{mean:.3f} ({ci[0]:.2f}-{ci[1]:.2f})"
-        for k in ("val", "epoch", "alpha", "l2sp"):  # one value per seed, "/"-separated
-            vals = [e.get(k) for e in extras] or [None]
-            row[k] = vals[0] if len(vals) == 1 else "/".join("-" if v is None else f"{v:.4g}" for v in vals)
+        for k in ("val", "epoch", "alpha", "l2sp"):  # one value per seed, "/"-separated; none: "-"
+            row[k] = seed_column([e.get(k) for e in extras])
         rows.append(row)
         return hits
 
@@ -252,7 +253,9 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
                      "the JSON metrics, <cell>/seedK")
     if any(paired.values()):
         notes.append(f"several trained rows: each row minus the first ({variants[0][0]}) per cell, same queries, paired "
-                     f"95% bootstrap ({n_boot} resamples, seed {seed}) with queries won / lost, in the JSON config "
+                     f"95% bootstrap ({n_boot} resamples, seed {seed}) with queries won / lost"
+                     + (" (right on more / fewer of the seeds than the first row)" if several else "")
+                     + ", in the JSON config "
                      "paired_vs_first_row[train set][row][cell]")
     notes += [
         "cells: R@1 on each corpus' test split (one pair per query, strict, duplicates interchangeable) and Fashion-MNIST"

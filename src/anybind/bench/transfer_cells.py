@@ -58,6 +58,16 @@ def seeds_option(seeds: str, seed: int) -> list[int]:
     return [int(p) for p in parts]
 
 
+def seed_column(vals: Sequence[Any]) -> Any:
+    """A row's val / epoch / alpha / l2sp cell from each seed's value: one seed, its value; several, the values
+    "/"-separated, "-" for a seed without one; none with a value (a +center row): None (shown "-", as one seed's)."""
+    if all(v is None for v in vals):
+        return None
+    if len(vals) == 1:
+        return vals[0]
+    return "/".join("-" if v is None else f"{v:.4g}" for v in vals)
+
+
 def summary_notes(metrics: dict[str, Any], sets: dict[str, list[str]], systems: Sequence[str], corpora: Sequence[str],
                   center: bool, seeds: Sequence[int] = ()) -> list[str]:
     """Per system: mean difference to the better baseline over the off-diagonal cells (held-out corpora), val and

@@ -98,6 +98,18 @@ LEVERS: dict[str, dict[str, Any]] = {
 BASES = ("recipe", "defaults")
 
 
+def systems_option(systems: str) -> list[str]:
+    """``--opt systems=a,b``: the system names in order, each once (a system given twice would pool both fits into
+    one row's per-seed values); refused in one line naming the repeated ones, before any work."""
+    from ..errors import AnybindError
+
+    wanted = [s.strip() for s in systems.split(",") if s.strip()]
+    twice = [s for s in dict.fromkeys(wanted) if wanted.count(s) > 1]
+    if twice:
+        raise AnybindError(f"transfer: systems={systems!r} names {', '.join(twice)} twice: one row each, give it once")
+    return wanted
+
+
 def system_kwargs(name: str) -> dict[str, Any]:
     """``Space.fit`` keywords of a system: ``recipe`` (locked text, ridge start, label-bridge images, InfoNCE with
     early stopping: the issue-16 start) or ``defaults`` (``Space.fit(data)``), then ``+lever`` ..."""
