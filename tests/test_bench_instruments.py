@@ -164,6 +164,7 @@ def test_balanced_rows_choose_the_temperature_on_val(tiny, tmp_path, shared_cach
     ({"refine": "0.5"}, r"refine='0.5' refines on the unlabelled train clips .* give balance=1"),
     ({"balance": "1", "refine": "2"}, r"each weight in \(0, 1\]"),
     ({"prompts": "mine"}, r"prompts='mine'; known: chosen"),
+    ({"boot": "0"}, r"instruments-zeroshot: boot='0': a whole number of bootstrap resamples, at least 1"),
 ])
 def test_refine_and_prompts_options_are_refused_before_any_work(tiny, tmp_path, opts, message):
     from anybind.errors import AnybindError

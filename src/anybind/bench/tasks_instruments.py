@@ -191,7 +191,7 @@ def instruments_zeroshot(work: Path, cache=None, seed: int = 0, console=None, co
     from ..errors import DataError
     from .tuxpaint import build_once
     from .fm_balance import balance_options, balanced_on_val, refine_option
-    from .stats import bootstrap
+    from .stats import boot_option, bootstrap
     from .tuxpaint import PLAIN_ENCODERS
 
     if balance not in ("0", "1"):
@@ -204,6 +204,7 @@ def instruments_zeroshot(work: Path, cache=None, seed: int = 0, console=None, co
     if prompts not in PROMPTS:
         raise DataError(f"instruments-zeroshot: prompts={prompts!r}; known: chosen (templates chosen on val from "
                         "SOUND_CANDIDATES), or leave it out")
+    n_boot = boot_option("instruments-zeroshot", boot)  # refused before the corpus is built
     path = Path(corpus) / "manifest.jsonl" if corpus else build_once(work, "instruments", build_instruments)
     man = load_manifest(path, modalities=MODS, progress=True)
     sys_names = [s for s in systems.split(",") if s]
@@ -213,7 +214,7 @@ def instruments_zeroshot(work: Path, cache=None, seed: int = 0, console=None, co
     if split not in SPLITS:
         raise DataError(f"instruments-zeroshot: unknown split {split!r}; known: {', '.join(SPLITS)}")
     tpl = [t for t in templates.split("|") if t]
-    n_boot, label_keys, via_members = int(boot), [x for x in labels.split(",") if x], via == "1"
+    label_keys, via_members = [x for x in labels.split(",") if x], via == "1"
     skipped = {}
     if split == "instrument":
         man = stratified_group_split(man, group=lambda r: str(r.labels["instrument"]),
