@@ -139,3 +139,32 @@ def test_span_on_a_fit_records_the_rank_and_needs_the_bridge_prior(tux_small, sh
     with pytest.raises(DataError, match="ridge_span must be True or False"):
         Space.fit(tux_small, ridge_span=1, **kw)
     assert copy.deepcopy(rec) == rec and np.isfinite(rec["tol"])
+
+
+def test_the_kernel_branch_adds_nothing_outside_the_span(feats):
+    """The kernel family on a seeded prior's residual (real features, 48 training pairs, chosen on the val pairs):
+    restricted, the chosen branch's coefficients have nothing outside the targets' span; unrestricted, they cancel
+    the prior's output there (what the lever keeps)."""
+    import math
+
+    import torch.nn.functional as F
+
+    from anybind.projectors import kernel_rows
+    from anybind.ridge_kernel import kernel_start
+
+    Q, _ = _out_of_span(feats)
+    (xi, xt), (vi, vt) = feats["train"], feats["val"]
+    g = torch.Generator().manual_seed(0)
+    W0 = torch.randn(xi.shape[1], xt.shape[1], generator=g, dtype=torch.float64) / xi.shape[1] ** 0.5
+    zv, tv = torch.from_numpy(vi), F.normalize(torch.from_numpy(vt).float(), dim=-1)
+
+    def score(b):  # the val pairs' mean cosine with the prior plus that branch
+        return float((F.normalize(zv.float() @ W0.float() + kernel_rows(zv, *b), dim=-1) * tv).sum(-1).mean())
+
+    Z, T = torch.from_numpy(xi), torch.from_numpy(xt)
+    on, rec = kernel_start(Z, T, W0, score, -math.inf, span=torch.eye(len(Q), dtype=torch.float64) - Q)
+    off, _ = kernel_start(Z, T, W0, score, -math.inf)
+    assert rec["kept"] and on is not None and off is not None
+    scale = float(off[1].abs().max())
+    assert float((on[1].double() @ Q).abs().max()) < 1e-5 * scale
+    assert float((off[1].double() @ Q).abs().max()) > 1e-2 * scale

@@ -160,6 +160,8 @@ def fit(
     ),
     kernel_start: Optional[bool] = typer.Option(None, "--kernel-start/--no-kernel-start", help="With --ridge-prior "
         "bridge: also a kernel branch on the bridge's residual, kept where it beats the linear start on val (recipe's)."),
+    ridge_span: Optional[bool] = typer.Option(None, "--ridge-span/--no-ridge-span", help="With --ridge-prior bridge: "
+        "the ridge start and its kernel branch only inside the training text's span, the bridge kept outside (off)."),
     ridge_se: Optional[float] = typer.Option(None, "--ridge-se", metavar="K", help="The ridge start's standard-error "
         "rule: the most shrunk alpha within K standard errors of the best on val (default 0: the best; --init ridge)."),
     center: Optional[bool] = typer.Option(
@@ -242,7 +244,7 @@ def fit(
               weight_decay=weight_decay, temperature=temperature, seed=seed, loss=loss, missing=missing)
     # only what the user chose: the recipe fills the rest (an explicit --dim rules out locking the text space)
     given = (("dim", dim), ("lock", lock), ("init", init), ("lr", lr), ("l2sp", l2sp), ("ridge_prior", ridge_prior),
-             ("start_guard", start_guard), ("kernel_start", kernel_start), ("ridge_se", ridge_se), ("center", center), ("mixup", mixup), ("mixup_alpha", mixup_alpha), ("attn_lr", attn_lr),
+             ("start_guard", start_guard), ("kernel_start", kernel_start), ("ridge_span", ridge_span), ("ridge_se", ridge_se), ("center", center), ("mixup", mixup), ("mixup_alpha", mixup_alpha), ("attn_lr", attn_lr),
              ("attn_epochs", attn_epochs))
     kw.update({k: v for k, v in given if v is not None})
     if lock is not None and lock.strip().lower() == "none":  # nothing locked: a choice, as lock=None in Python
