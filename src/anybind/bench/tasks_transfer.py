@@ -158,13 +158,14 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
     several = len(seed_list) > 1
 
     def add_row(train_name: str, system: str, per_seed: list[dict[str, np.ndarray]],
-                base: list[dict[str, np.ndarray]] | None, extras: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+                base: dict[str, np.ndarray] | None, extras: list[dict[str, Any]]) -> dict[str, np.ndarray]:
         """One row: each cell's mean over seeds (per query, then the cluster bootstrap), per seed in the JSON with
-        several seeds; returns the seed-mean hits."""
+        several seeds; ``base``: Procrustes' seed-mean hits (a trained row's second baseline); returns the seed-mean
+        hits."""
         row: dict[str, Any] = {"name": system if train_name == "-" else f"{train_name}: {system}"}
         hits = {key: seed_mean([p[key] for p in per_seed]) for key in per_seed[0]}
         for key, h in hits.items():
-            others = [] if base is None else [bridge[key], seed_mean([b[key] for b in base])]
+            others = [] if base is None else [bridge[key], base[key]]
             mean, ci, diff = bootstrap(h, others, n_boot, seed, groups.get(key))
             metrics[f"{train_name}/{system}/{key}"] = mean
             metrics[f"{train_name}/{system}/{key}/lo"], metrics[f"{train_name}/{system}/{key}/hi"] = ci
@@ -236,10 +237,9 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
                     centred_hits = measure(centred(sp, train_mans, cache=fc), f"{tname}/{row_name} +center{tag}")
                     per_row.setdefault(row_name + " +center", ([], []))[0].append(centred_hits)
                     per_row[row_name + " +center"][1].append({})
-        add_row(tname, "procrustes", proc_hits, None, [{}])
-        baselines[f"{tname}/procrustes"] = {k: float(v.mean()) for k, v in
-                                            ((k, seed_mean([p[k] for p in proc_hits])) for k in proc_hits[0])}
-        hits_of = {name: add_row(tname, name, h, proc_hits, e) for name, (h, e) in per_row.items()}
+        proc_mean = add_row(tname, "procrustes", proc_hits, None, [{}])
+        baselines[f"{tname}/procrustes"] = {k: float(v.mean()) for k, v in proc_mean.items()}
+        hits_of = {name: add_row(tname, name, h, proc_mean, e) for name, (h, e) in per_row.items()}
         row_hits = {v[0]: hits_of[v[0]] for v in variants}  # the trained rows (not +center), seed-mean hits
         timings[tname] = round(time.perf_counter() - t0, 1)
         paired[tname] = paired_vs_first(list(row_hits), row_hits, seed, n_boot, groups) if len(row_hits) > 1 else {}
