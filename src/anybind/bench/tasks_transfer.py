@@ -172,7 +172,7 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
             if diff is not None:  # paired bootstrap: this cell minus the better baseline
                 metrics[f"{train_name}/{system}/{key}/vs_best_lo"] = diff[0]
                 metrics[f"{train_name}/{system}/{key}/vs_best_hi"] = diff[1]
-            for s, p in zip(seed_list, per_seed) if several and train_name != "-" else ():
+            for s, p in zip(seed_list, per_seed) if len(per_seed) > 1 else ():
                 metrics[f"{train_name}/{system}/{key}/seed{s}"] = float(p[key].mean()) if len(p[key]) else float("nan")
             if key in cells:
                 row[key[5:]] = f"{mean:.3f} ({ci[0]:.2f}-{ci[1]:.2f})"
