@@ -124,7 +124,7 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
         for split in ("test", "val"):
             for c, man in mans.items():
                 hits, ids = retrieval_hits_ids(space, man, split, fc)
-                if query_ids.setdefault(f"{split}/{c}", ids) != ids:  # paired cells need the same queries
+                if query_ids.setdefault((split, c), ids) != ids:  # paired cells need the same queries
                     raise AnybindError(f"transfer: {c} {split}: {name} scored other queries than the label bridge")
                 for d, h in hits.items():
                     out[f"{split}/{c}/{d}"] = h
@@ -146,13 +146,13 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
             out["test/fm chosen transd."] = fm_hits(space, fm_recs, fc, center=True, own=True)
         return out
 
-    query_ids: dict[str, list[str]] = {}  # '<split>/<corpus>' -> the record of each retrieval query (measure)
+    query_ids: dict[tuple[str, str], list[str]] = {}  # (split, corpus) -> each retrieval query's record (measure)
     bridge = measure(Space.label_bridge(), "label bridge (no pairs)")  # training-free: no seed
     # the clusters of every retrieval cell's queries (their records' captions), numbered once; Fashion-MNIST cells:
     # one image each
-    clusters = {sc: Clusters.of(caption_groups(mans[sc.split("/", 1)[1]], sc.split("/", 1)[0], ids))
-                for sc, ids in query_ids.items()}
-    groups = {f"{sc}/{d}": c for sc, c in clusters.items() for d in ("t->i", "i->t")}
+    clusters = {(split, c): Clusters.of(caption_groups(mans[c], split, ids))
+                for (split, c), ids in query_ids.items()}
+    groups = {f"{split}/{c}/{d}": cl for (split, c), cl in clusters.items() for _, _, d in DIRS}
     rows, metrics, baselines, chosen = [], {}, {"label bridge": {}}, {}
     cells = [k for k in bridge if k.startswith("test/")]
     several = len(seed_list) > 1
