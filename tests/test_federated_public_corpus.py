@@ -150,3 +150,17 @@ def test_cli_federate_public_fraction_zero_needs_another_public_set(two_corpora,
     e = Space.load(tmp_path / "s2").info["lineage"][-1]
     assert [p["manifest"] for p in e["public"]] == [str(other.path)] and e["clients"] == 3
     assert e["public"][0]["records"] == len(other.records)
+
+
+@pytest.mark.parametrize("seeds", ["x", "0,0", "-1"])
+def test_bench_federated_refuses_bad_seeds_in_one_line_before_any_corpus(tmp_path, seeds):
+    """--opt seeds= goes through the transfer bench's seeds_option: junk was a raw int() error, duplicates ran the
+    same seed twice (a mean ± sd over copies) and negatives went on to the split; each is one line naming the
+    task and the option, before the Tux Paint corpus is built."""
+    work = tmp_path / "w"
+    r = CliRunner().invoke(app, ["bench", "--task", "federated", "--opt", f"seeds={seeds}", "--work", str(work)],
+                           env={"COLUMNS": "250"})
+    assert r.exit_code == 2 and isinstance(r.exception, SystemExit), r.output  # fail(): no traceback
+    said = [x for x in r.output.splitlines() if x.strip() and not x.strip("─ ").startswith("federated")]  # - the rule
+    assert len(said) == 1 and said[0].startswith(f"error: federated: seeds={seeds!r}: distinct"), r.output
+    assert not work.exists() or not any(work.iterdir())

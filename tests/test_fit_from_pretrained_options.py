@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from anybind.cli import app
 
-from test_fit_method_options import _given
+from cli_helpers import given_words
 
 #: what --from-pretrained reads (a manifest and --encoder have their own refusal: "give no manifest")
 READ = {"from_pretrained", "out", "overwrite", "manifests", "data", "encoder"}
@@ -20,7 +20,7 @@ def test_every_fit_option_given_with_from_pretrained_is_refused_by_name(tmp_path
     options = [p for p in command.params if p.name not in READ]
     assert {"method", "epochs", "recipe", "seed", "dim", "stream", "cache", "device"} <= {p.name for p in options}
     for p in options:
-        words = _given(p, tmp_path)
+        words = given_words(p, tmp_path)
         out = tmp_path / f"sp-{p.name}"
         argv = ["fit", "--from-pretrained", f"clip={tmp_path / 'no-such-model'}", "--out", str(out), *words]
         r = CliRunner().invoke(app, argv, env={"COLUMNS": "250"})

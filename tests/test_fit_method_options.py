@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from anybind.cli import app
 from anybind.space import Space
 
+from cli_helpers import given_words
 from test_fit_config import TEXT, manifest  # noqa: F401  (manifest: a fixture)
 
 
@@ -73,22 +74,6 @@ def test_the_listed_options_are_what_fit_training_free_takes():
     assert set(inspect.signature(fit_training_free).parameters) - {"fs", "method"} == set(TRAINING_FREE_OPTIONS)
 
 
-def _given(p, tmp_path) -> list[str]:
-    """Command-line words giving the fit option ``p`` a value its parser takes (its default where it has one)."""
-    import typing
-
-    if p.is_flag:
-        return [p.opts[0]]
-    kind = p.type_descriptor.annotation
-    if typing.get_origin(kind) is list:
-        kind = typing.get_args(kind)[0]
-    if typing.get_origin(kind) is typing.Literal:
-        return [p.opts[0], typing.get_args(kind)[-1]]
-    if p.default is not None:  # e.g. --loss infonce, --epochs 200
-        return [p.opts[0], str(p.default)]
-    return [p.opts[0], "1" if kind in (int, float) else str(tmp_path / f"{p.name}.x")]
-
-
 @pytest.mark.parametrize("method", ["procrustes", "cca"])
 def test_every_fit_option_given_is_read_or_refused_by_a_training_free_method(tmp_path, corpus, method):
     """Walks every `anybind fit` option, given on the command line with a training-free --method: it is one every
@@ -113,7 +98,7 @@ def test_every_fit_option_given_is_read_or_refused_by_a_training_free_method(tmp
     for name, p in params.items():
         if p.param_type_name == "argument" or name in ("method", "out"):  # given in every run below
             continue
-        words = _given(p, tmp_path)
+        words = given_words(p, tmp_path)
         out = tmp_path / f"sp-{name}"
         args = ["fit", str(m), *[a for k, v in enc.items() for a in ("-e", f"{k}={v}")], "--method", method,
                 "--out", str(out), *(["--cache", str(tmp_path / "c")] if name != "cache" else []), *words]

@@ -8,7 +8,7 @@ from pathlib import Path
 from ..evaluate import embed_records
 from ..metrics import Embedded, retrieval_from_embeddings
 from . import TaskResult, task
-from .tuxpaint import PLAIN_ENCODERS, RECIPE, compare_on_tuxpaint, load_tux, score
+from .tuxpaint import PLAIN_ENCODERS, RECIPE, compare_on_tuxpaint, load_tux, plain_unless_free, score
 
 
 @task("tuxpaint-retrieval", "Tux Paint test split: image<->text, sound<->text, image<->sound retrieval vs chance and Procrustes")
@@ -51,7 +51,7 @@ def tuxpaint_ablation(work: Path, cache=None, seed: int = 0, console=None) -> Ta
     for name, encs, kw in ABLATION:
         t0 = time.perf_counter()
         sp = Space.fit(man, modalities=mods, encoders={m: encs[m] for m in mods}, cache=cache, seed=seed,
-                       progress=False, **kw, **({} if "method" in kw else {"recipe": "plain"}))  # procrustes: none
+                       progress=False, **plain_unless_free(kw))
         res = full_res[name] = score(sp, man, mods, cache=cache)
         tr = sp.info.get("training", {})
         rows[name] = {k: res[k] for k in KEYS} | {

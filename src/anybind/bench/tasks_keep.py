@@ -174,6 +174,7 @@ def federated(work: Path, cache=None, seed: int = 0, console=None, clients: str 
     from ..data.manifest import load_manifest
     from ..federated_epochs import local_epoch_grid
     from ..federated_study import federated_study, public_sample, seed_summary
+    from .transfer_cells import seeds_option
 
     sources = [p.strip() for p in public.split(",") if p.strip()]
     others = [p for p in sources if p != "tuxpaint"]
@@ -200,6 +201,7 @@ def federated(work: Path, cache=None, seed: int = 0, console=None, clients: str 
     if not set(averages) <= {"0", "1"} or len(set(averages)) < len(averages):
         raise ValueError(f"average must be 0, 1, or both once each (0,1: plain and averaging CreamFL side by side), "
                          f"got average={average!r}")
+    seed_list = seeds_option(seeds, seed, "federated")  # distinct whole numbers, refused in one line before any work
     grid = local_epoch_grid(local_epochs)  # several counts (1,3,5 or auto): each federation chooses on its val
     man = load_manifest(prepare_tuxpaint(work), modalities=["image", "text"], progress=False)
     other = [load_manifest(_domain(work, p), modalities=["image", "text"], progress=False) for p in others]
@@ -224,7 +226,6 @@ def federated(work: Path, cache=None, seed: int = 0, console=None, clients: str 
     variants.update({f"creamfl (average={v})": {"method": "creamfl", **({"average": True} if v == "1" else {})}
                      for v in averages[1:]})
     splits = [s.strip() for s in split.split(",") if s.strip()]
-    seed_list = [int(s) for s in seeds.split(",") if s.strip()] or [seed]
     runs: dict[str, list[list[dict[str, Any]]]] = {}
     for sp in splits:
         for s in seed_list:

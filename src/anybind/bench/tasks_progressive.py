@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from . import TaskResult, task
-from .tuxpaint import PLAIN_ENCODERS, RECIPE, chance_metrics, load_tux, score
+from .tuxpaint import PLAIN_ENCODERS, RECIPE, chance_metrics, load_tux, plain_unless_free, score
 
 
 def _mean_r1(res: dict[str, float], a: str, b: str) -> float:
@@ -174,7 +174,7 @@ def training_free(work: Path, cache=None, seed: int = 0, console=None) -> TaskRe
             t0 = time.perf_counter()
             with threadpool_limits(1):  # one BLAS thread, like the trainer's one torch thread: comparable times
                 sp = Space.fit(sub, modalities=mods, encoders={m: encs[m] for m in mods}, cache=cache,
-                               progress=False, seed=seed, **kw, **({} if "method" in kw else {"recipe": "plain"}))
+                               progress=False, seed=seed, **plain_unless_free(kw))
             secs = time.perf_counter() - t0
             res = score(sp, man, mods, cache=cache)
             ch = ch or chance_metrics(res)
@@ -234,10 +234,11 @@ def compat_task(work: Path, cache=None, seed: int = 0, console=None) -> TaskResu
     for r in res.rows:
         t, i = (r["a"], r["b"]) if r["a"].startswith("text") else (r["b"], r["a"])
         row: dict[str, Any] = {"name": f"{i} | {t}", **{m: r[m] for m in METRICS}}
-        for binder, kw in (("recipe", {"lock": "text", "init": "ridge"}), ("procrustes", {"method": "procrustes"})):
+        for binder, kw in (("recipe", {"lock": "text", "init": "ridge", "recipe": "plain"}),
+                           ("procrustes", {"method": "procrustes"})):
             t1 = time.perf_counter()
             sp = Space.fit(man, modalities=mods, encoders={"image": i, "text": t}, cache=cache, seed=seed,
-                           progress=False, **kw, **({} if "method" in kw else {"recipe": "plain"}))  # procrustes: none
+                           progress=False, **kw)
             row[f"{binder}/seconds"] = round(time.perf_counter() - t1, 2)
             for split in ("val", "test"):
                 row[f"{binder}/{split} R@1"] = _mean_r1(score(sp, man, mods, split=split, cache=cache), "image", "text")

@@ -124,7 +124,7 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
         for split in ("test", "val"):
             for c, man in mans.items():
                 hits, ids = retrieval_hits_ids(space, man, split, fc)
-                if query_ids.setdefault(f"{split}/{c}", ids) != ids:  # paired cells need the same queries
+                if query_ids.setdefault((split, c), ids) != ids:  # paired cells need the same queries
                     raise AnybindError(f"transfer: {c} {split}: {name} scored other queries than the label bridge")
                 for d, h in hits.items():
                     out[f"{split}/{c}/{d}"] = h
@@ -146,32 +146,33 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
             out["test/fm chosen transd."] = fm_hits(space, fm_recs, fc, center=True, own=True)
         return out
 
-    query_ids: dict[str, list[str]] = {}  # '<split>/<corpus>' -> the record of each retrieval query (measure)
+    query_ids: dict[tuple[str, str], list[str]] = {}  # (split, corpus) -> each retrieval query's record (measure)
     bridge = measure(Space.label_bridge(), "label bridge (no pairs)")  # training-free: no seed
     # the clusters of every retrieval cell's queries (their records' captions), numbered once; Fashion-MNIST cells:
     # one image each
-    clusters = {sc: Clusters.of(caption_groups(mans[sc.split("/", 1)[1]], sc.split("/", 1)[0], ids))
-                for sc, ids in query_ids.items()}
-    groups = {f"{sc}/{d}": c for sc, c in clusters.items() for d in ("t->i", "i->t")}
+    clusters = {(split, c): Clusters.of(caption_groups(mans[c], split, ids))
+                for (split, c), ids in query_ids.items()}
+    groups = {f"{split}/{c}/{d}": cl for (split, c), cl in clusters.items() for _, _, d in DIRS}
     rows, metrics, baselines, chosen = [], {}, {"label bridge": {}}, {}
     cells = [k for k in bridge if k.startswith("test/")]
     several = len(seed_list) > 1
 
     def add_row(train_name: str, system: str, per_seed: list[dict[str, np.ndarray]],
-                base: list[dict[str, np.ndarray]] | None, extras: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+                base: dict[str, np.ndarray] | None, extras: list[dict[str, Any]]) -> dict[str, np.ndarray]:
         """One row: each cell's mean over seeds (per query, then the cluster bootstrap), per seed in the JSON with
-        several seeds; returns the seed-mean hits."""
+        several seeds; ``base``: Procrustes' seed-mean hits (a trained row's second baseline); returns the seed-mean
+        hits."""
         row: dict[str, Any] = {"name": system if train_name == "-" else f"{train_name}: {system}"}
         hits = {key: seed_mean([p[key] for p in per_seed]) for key in per_seed[0]}
         for key, h in hits.items():
-            others = [] if base is None else [bridge[key], seed_mean([b[key] for b in base])]
+            others = [] if base is None else [bridge[key], base[key]]
             mean, ci, diff = bootstrap(h, others, n_boot, seed, groups.get(key))
             metrics[f"{train_name}/{system}/{key}"] = mean
             metrics[f"{train_name}/{system}/{key}/lo"], metrics[f"{train_name}/{system}/{key}/hi"] = ci
             if diff is not None:  # paired bootstrap: this cell minus the better baseline
                 metrics[f"{train_name}/{system}/{key}/vs_best_lo"] = diff[0]
                 metrics[f"{train_name}/{system}/{key}/vs_best_hi"] = diff[1]
-            for s, p in zip(seed_list, per_seed) if several and train_name != "-" else ():
+            for s, p in zip(seed_list, per_seed) if len(per_seed) > 1 else ():
                 metrics[f"{train_name}/{system}/{key}/seed{s}"] = float(p[key].mean()) if len(p[key]) else float("nan")
             if key in cells:
                 row[key[5:]] = f"{mean:.3f} ({ci[0]:.2f}-{ci[1]:.2f})"
@@ -236,10 +237,9 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
                     centred_hits = measure(centred(sp, train_mans, cache=fc), f"{tname}/{row_name} +center{tag}")
                     per_row.setdefault(row_name + " +center", ([], []))[0].append(centred_hits)
                     per_row[row_name + " +center"][1].append({})
-        add_row(tname, "procrustes", proc_hits, None, [{}])
-        baselines[f"{tname}/procrustes"] = {k: float(v.mean()) for k, v in
-                                            ((k, seed_mean([p[k] for p in proc_hits])) for k in proc_hits[0])}
-        hits_of = {name: add_row(tname, name, h, proc_hits, e) for name, (h, e) in per_row.items()}
+        proc_mean = add_row(tname, "procrustes", proc_hits, None, [{}])
+        baselines[f"{tname}/procrustes"] = {k: float(v.mean()) for k, v in proc_mean.items()}
+        hits_of = {name: add_row(tname, name, h, proc_mean, e) for name, (h, e) in per_row.items()}
         row_hits = {v[0]: hits_of[v[0]] for v in variants}  # the trained rows (not +center), seed-mean hits
         timings[tname] = round(time.perf_counter() - t0, 1)
         paired[tname] = paired_vs_first(list(row_hits), row_hits, seed, n_boot, groups) if len(row_hits) > 1 else {}

@@ -44,9 +44,10 @@ def fm_hits(space, recs, cache, center: bool = False, train_prompts: bool = Fals
     return np.asarray(zs.get("correct", []), np.float64)
 
 
-def seeds_option(seeds: str, seed: int) -> list[int]:
-    """``--opt seeds=0,1,2``: the training seeds (each a train subsample and a fit), distinct whole numbers in
-    [0, :data:`anybind.recipe.MAX_SEED`]; empty: ``[seed]`` (``--seed``)."""
+def seeds_option(seeds: str, seed: int, task: str = "transfer") -> list[int]:
+    """``--opt seeds=0,1,2``: the seeds (transfer: each a train subsample and a fit), distinct whole numbers in
+    [0, :data:`anybind.recipe.MAX_SEED`]; empty: ``[seed]`` (``--seed``).  ``task``: the bench task named in the
+    one-line error."""
     from ..errors import AnybindError
     from ..recipe import MAX_SEED
 
@@ -54,7 +55,7 @@ def seeds_option(seeds: str, seed: int) -> list[int]:
     if not parts:
         return [seed]
     if not all(p.isdecimal() and int(p) <= MAX_SEED for p in parts) or len(set(map(int, parts))) != len(parts):
-        raise AnybindError(f"transfer: seeds={seeds!r}: distinct whole numbers in [0, {MAX_SEED}], comma-separated")
+        raise AnybindError(f"{task}: seeds={seeds!r}: distinct whole numbers in [0, {MAX_SEED}], comma-separated")
     return [int(p) for p in parts]
 
 

@@ -29,6 +29,13 @@ RECIPE: dict[str, Any] = {
 PLAIN_ENCODERS = {"image": "image:efficientnet-lite0", "text": "text:minilm", "audio": "audio:aisfx"}
 
 
+def plain_unless_free(kw: dict[str, Any]) -> dict[str, Any]:
+    """``Space.fit`` keywords for a bench row's fit ``kw``: a training-free ``method`` as given (it takes no
+    recipe), a trained row with ``recipe="plain"`` added (its own levers, not the automatic recipe).  A new dict:
+    ``kw`` itself, written to the JSON config, stays as the row gives it."""
+    return dict(kw) if "method" in kw else {**kw, "recipe": "plain"}
+
+
 def prepare_tuxpaint(work: Path, console: Console | None = None) -> Path:
     """Build the Tux Paint corpus under ``work/tuxpaint`` once; return its manifest path."""
     from ..corpora.debian import ensure_debian_package

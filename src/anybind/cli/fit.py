@@ -235,6 +235,11 @@ def fit(
     if not select_data and given_options(ctx, {"select_split"}):  # said, not dropped
         raise typer.BadParameter("it says which split of --select-data chooses; no --select-data was given: drop "
                                  "it or add --select-data", param_hint="--select-split")
+    from ..scale.launch import under_torchrun  # --ray / --ray-address: read by the sharded fit only (fit_at_scale)
+
+    if (ray or ray_address) and not (stream or ray_workers > 0 or under_torchrun()):  # in-memory: encodes here
+        raise typer.BadParameter("--ray / --ray-address encode on Ray for a fit from training shards: add --stream "
+                                 "(or --ray-workers N), or drop them (the in-memory fit encodes here)")
     encoders = parse_encoders(encoder)
     if ridge_se is not None and not (math.isfinite(ridge_se) and ridge_se >= 0):
         raise typer.BadParameter(f"a non-negative number of standard errors, got {ridge_se:g}", param_hint="--ridge-se")

@@ -27,10 +27,7 @@ def fit_at_scale(sources: list[Path], modalities: list[str] | None, *, encoders:
     except AnybindError as e:
         fail(e)
     if not (stream or ray_workers > 0 or under_torchrun()):  # torchrun implies --stream, one process or more
-        if ray or ray_address:  # read by the sharded fit only: the in-memory fit encodes in this process
-            raise typer.BadParameter("--ray / --ray-address encode on Ray for a fit from training shards: add --stream "
-                                     "(or --ray-workers N), or drop them (the in-memory fit encodes here)")
-        return False
+        return False  # (--ray / --ray-address without them: refused by anybind.cli.fit.fit, before any work)
     if method != "contrastive":
         raise typer.BadParameter("--stream / --ray-workers / torchrun train projectors: use --method contrastive")
     try:
