@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from . import TaskResult, task
+from ..errors import DataError
 from .stats import bootstrap
 from .tuxpaint import PLAIN_ENCODERS, RECIPE, prepare_tuxpaint
 
@@ -35,7 +36,7 @@ def _domain(work: Path, name: str) -> Path:
         return prepare_tuxpaint(work)
     builders = {"emoji": build_emoji, "openclipart": build_openclipart}
     if name not in builders:
-        raise ValueError(f"unknown domain {name!r}: use tuxpaint, emoji, openclipart")
+        raise DataError(f"federated: unknown domain {name!r}: use tuxpaint, emoji, openclipart")
     return build_once(work, name, builders[name])
 
 
@@ -97,7 +98,6 @@ def continual(work: Path, cache=None, seed: int = 0, console=None, domains: str 
 
 def _weights(distill: str) -> list[float | str]:
     """``1.0`` / ``auto`` / ``1.0,auto`` -> Mod-X's weights; anything else refused in one line."""
-    from ..errors import DataError
 
     out: list[float | str] = []
     for item in (d.strip() for d in distill.split(",")):
@@ -181,26 +181,26 @@ def federated(work: Path, cache=None, seed: int = 0, console=None, clients: str 
     try:
         size = int(public_size) if public_size else None
     except ValueError:
-        raise ValueError(f"public_size must be a whole number of pairs (>= 2), got public_size={public_size!r}") from None
+        raise DataError(f"federated: public_size must be a whole number of pairs (>= 2), got public_size={public_size!r}") from None
     try:
         fraction = float(public_fraction) if public_fraction else 0.15
     except ValueError:
         fraction = float("nan")
     if "tuxpaint" in sources and not 0 < fraction < 1:
-        raise ValueError(f"public_fraction must be in (0, 1) with public=tuxpaint (its share of Tux Paint's training "
-                         f"records; leave tuxpaint out of public for none), got public_fraction={public_fraction!r}")
+        raise DataError(f"federated: public_fraction must be in (0, 1) with public=tuxpaint (its share of Tux Paint's training "
+                        f"records; leave tuxpaint out of public for none), got public_fraction={public_fraction!r}")
     if "tuxpaint" not in sources and public_fraction and fraction != 0:
-        raise ValueError(f"public_fraction applies only with tuxpaint in public (without it every Tux Paint training "
-                         f"record goes to the clients), got public={public!r}, public_fraction={public_fraction!r}")
+        raise DataError(f"federated: public_fraction applies only with tuxpaint in public (without it every Tux Paint training "
+                        f"record goes to the clients), got public={public!r}, public_fraction={public_fraction!r}")
     if not sources or len(set(sources)) < len(sources) or (size is not None and (size < 2 or not others)):
-        raise ValueError(f"public must name tuxpaint and/or other corpora once each, and public_size (>= 2) needs an "
-                         f"other corpus, got public={public!r}, public_size={public_size!r}")
+        raise DataError(f"federated: public must name tuxpaint and/or other corpora once each, and public_size (>= 2) needs an "
+                        f"other corpus, got public={public!r}, public_size={public_size!r}")
     if bad := sorted(set(others) - {"emoji", "openclipart"}):
-        raise ValueError(f"unknown public corpus {', '.join(map(repr, bad))}: use tuxpaint, emoji, openclipart")
+        raise DataError(f"federated: unknown public corpus {', '.join(map(repr, bad))}: use tuxpaint, emoji, openclipart")
     averages = [v.strip() for v in average.split(",") if v.strip()]
     if not set(averages) <= {"0", "1"} or len(set(averages)) < len(averages):
-        raise ValueError(f"average must be 0, 1, or both once each (0,1: plain and averaging CreamFL side by side), "
-                         f"got average={average!r}")
+        raise DataError(f"federated: average must be 0, 1, or both once each (0,1: plain and averaging CreamFL side by side), "
+                        f"got average={average!r}")
     seed_list = seeds_option(seeds, seed, "federated")  # distinct whole numbers, refused in one line before any work
     grid = local_epoch_grid(local_epochs)  # several counts (1,3,5 or auto): each federation chooses on its val
     man = load_manifest(prepare_tuxpaint(work), modalities=["image", "text"], progress=False)
