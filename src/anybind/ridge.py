@@ -130,22 +130,21 @@ def prior_ridge(G: torch.Tensor, R: torch.Tensor, n: int, score: Callable[[torch
 
 def kernel_or_linear(pr: nn.Module, alpha: float | None, W: torch.Tensor, W0: torch.Tensor,
                      rows: Callable[[], tuple[torch.Tensor, torch.Tensor]],
-                     score: Callable[[torch.Tensor, Any], float], base_val: float | None, *, has_val: bool,
+                     score: Callable[[Any], float], base_val: float, *, has_val: bool,
                      seed: int = 0, n_all: int | None = None, span: torch.Tensor | None = None,
                      ) -> tuple[float | None, torch.Tensor, dict[str, Any]]:
     """``(alpha, W, record)``: a modality's linear start ``(alpha, W)`` (:func:`prior_ridge`'s) or the kernel family on
     the scaled prior ``W0``'s residual (:func:`~anybind.ridge_kernel.kernel_start`), whichever is better on val: the
     branch is set on ``pr`` and ``(None, W0)`` returned where it is kept.  ``rows()``: the support's ``(Z, T)``
-    (``n_all``: the training pairs they were cut from; None: every pair, cut there); ``score(W0, branch)``: the val
-    criterion with that branch (None: none); ``base_val``: the linear start's (:func:`prior_ridge`'s ``scores``;
-    None: scored here).  A frame-pooling projector or no val pairs
+    (``n_all``: the training pairs they were cut from; None: every pair, cut there); ``score(branch)``: the val
+    criterion of ``W0`` with that branch; ``base_val``: the linear start's (:func:`prior_ridge`'s ``scores``).  A
+    frame-pooling projector or no val pairs
     (``has_val``): not tried, said in the record's ``note``.  ``span``: every grid candidate's coefficients restricted
     to it (:func:`locked_ridge_start`'s span lever).  :func:`locked_ridge_start` and progressive binding's."""
     if pr.cfg.frames or not has_val:  # said, not skipped
         return alpha, W, {"kept": False, "note": "no val pairs" if not has_val else "a frame-pooling projector"}
     Z, T = rows()
-    base = float(score(W, None)) if base_val is None else base_val
-    branch, rec = kernel_start(Z, T, W0, lambda b: score(W0, b), base, seed=seed, n_all=n_all, span=span)
+    branch, rec = kernel_start(Z, T, W0, score, base_val, seed=seed, n_all=n_all, span=span)
     if branch is None:
         return alpha, W, rec
     pr.set_kernel(*branch)
@@ -225,6 +224,8 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
     """
     if not lock:
         raise DataError("init='ridge' needs a locked modality (lock='text', say): it regresses onto its space")
+    if exact_prior and kernel is not None:  # the kernel family is tried against the ridge start's val score
+        raise ValueError("locked_ridge_start: exact_prior starts at the scaled prior, no ridge to try the kernel beside")
     tgt = projectors[lock]
     chosen = {}
     for m, pr in projectors.items():
@@ -279,9 +280,10 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
         if rule is not None and rec:
             rule[m] = rec
         if kernel is not None and P is not None:  # the kernel family on the prior's residual, on val
+            W0 = scaled_prior(G, R, P, T_norm2)
             alpha, W, kernel[m] = kernel_or_linear(
-                pr, alpha, W, scaled_prior(G, R, P, T_norm2), held.rows if held is not None else None,
-                lambda W0, b: float(np.mean(per_pair(W0, branch=b))), scored.get("val"),
+                pr, alpha, W, W0, held.rows if held is not None else None,
+                lambda b, W0=W0: float(np.mean(per_pair(W0, branch=b))), scored["val"],
                 has_val=va is not None, seed=seed, n_all=n, span=Pspan)
         pr.linear.weight.copy_(W.float().T)
         pr.linear.bias.zero_()
