@@ -128,6 +128,11 @@ def prior_ridge(G: torch.Tensor, R: torch.Tensor, n: int, score: Callable[[torch
     return alpha, W, rec
 
 
+def kernel_skip(pr: nn.Module, has_val: bool) -> str | None:
+    """Why the kernel family is not tried on ``pr`` (no val pairs, a frame-pooling projector), or None: it is."""
+    return "no val pairs" if not has_val else "a frame-pooling projector" if pr.cfg.frames else None
+
+
 def kernel_or_linear(pr: nn.Module, alpha: float | None, W: torch.Tensor, W0: torch.Tensor,
                      rows: Callable[[], tuple[torch.Tensor, torch.Tensor]],
                      score: Callable[[Any], float], base_val: float, *, has_val: bool,
@@ -138,11 +143,11 @@ def kernel_or_linear(pr: nn.Module, alpha: float | None, W: torch.Tensor, W0: to
     branch is set on ``pr`` and ``(None, W0)`` returned where it is kept.  ``rows()``: the support's ``(Z, T)``
     (``n_all``: the training pairs they were cut from; None: every pair, cut there); ``score(branch)``: the val
     criterion of ``W0`` with that branch; ``base_val``: the linear start's (:func:`prior_ridge`'s ``scores``).  A
-    frame-pooling projector or no val pairs
-    (``has_val``): not tried, said in the record's ``note``.  ``span``: every grid candidate's coefficients restricted
-    to it (:func:`locked_ridge_start`'s span lever).  :func:`locked_ridge_start` and progressive binding's."""
-    if pr.cfg.frames or not has_val:  # said, not skipped
-        return alpha, W, {"kept": False, "note": "no val pairs" if not has_val else "a frame-pooling projector"}
+    frame-pooling projector or no val pairs (``has_val``): not tried, said in the record's ``note``
+    (:func:`kernel_skip`).  ``span``: every grid candidate's coefficients restricted to it
+    (:func:`locked_ridge_start`'s span lever).  :func:`locked_ridge_start` and progressive binding's."""
+    if note := kernel_skip(pr, has_val):  # said, not skipped
+        return alpha, W, {"kept": False, "note": note}
     Z, T = rows()
     branch, rec = kernel_start(Z, T, W0, score, base_val, seed=seed, n_all=n_all, span=span)
     if branch is None:
@@ -236,7 +241,7 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
         G = R = None
         va = val_pairs(m)
         P = prior(m) if prior is not None else None
-        hold = kernel is not None and not pr.cfg.frames and P is not None and va is not None  # the kernel family
+        hold = kernel is not None and P is not None and kernel_skip(pr, va is not None) is None  # the kernel family
         n, T_norm2, TT = 0, torch.zeros((), dtype=torch.float64), None
         held = SupportSample(seed) if hold else None  # the kernel's support, drawn as the blocks go by
         for xm, xl in train_pairs(m):
