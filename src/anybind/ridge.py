@@ -164,12 +164,12 @@ PairBlocks = Callable[[str], Iterable[tuple[np.ndarray, np.ndarray]]]
 SPAN_TOL = 1e-6
 
 
-def target_span(TT: torch.Tensor, prior: torch.Tensor | None = None, G: torch.Tensor | None = None,
+def target_span(TT: torch.Tensor, prior: torch.Tensor, G: torch.Tensor,
                 tol: float = SPAN_TOL) -> tuple[torch.Tensor | None, dict[str, Any]]:
     """``(P, record)``: the orthogonal projector onto the numerical range of ``T'T`` (``d x d``, the targets' Gram
     summed over the blocks), eigenvalues above ``tol`` times the largest, and its record (``rank``, ``dim``, and
-    with a ``prior`` (``in x d``) and the inputs' Gram ``G`` (``Z'Z``) ``prior_out``: the share of the prior's
-    squared output on the training inputs, ``||Z prior||^2``, outside that range).  ``P`` is None (no restriction,
+    where the rank is short, ``prior_out``: the share of the ``prior``'s (``in x d``) squared output on the training
+    inputs, ``||Z prior||^2`` with ``G = Z'Z``, outside that range).  ``P`` is None (no restriction,
     bit for bit) where the targets span the whole space, or where that share is at most ``tol``: then the ridge
     path already keeps the prior's out-of-span output (``W Q = (G + lam I)^-1 lam W0 Q = W0 Q`` when ``G W0 Q = 0``)
     and the kernel's residual has none, so the restriction would change rounding only (the full Tux Paint, emoji and
@@ -180,13 +180,12 @@ def target_span(TT: torch.Tensor, prior: torch.Tensor | None = None, G: torch.Te
     if rec["rank"] == len(s):
         return None, rec
     Uk = U[:, keep]
-    if prior is not None and G is not None:
-        W0, G = prior.double(), G.double()
-        V = W0 @ U[:, ~keep]  # the prior's map into the out-of-span directions
-        out = float((V * (G @ V)).sum() / (W0 * (G @ W0)).sum().clamp_min(1e-300))
-        rec["prior_out"] = float(f"{out:.3g}")
-        if out <= tol:
-            return None, rec
+    W0, G = prior.double(), G.double()
+    V = W0 @ U[:, ~keep]  # the prior's map into the out-of-span directions
+    out = float((V * (G @ V)).sum() / (W0 * (G @ W0)).sum().clamp_min(1e-300))
+    rec["prior_out"] = float(f"{out:.3g}")
+    if out <= tol:
+        return None, rec
     return Uk @ Uk.T, rec
 
 
