@@ -170,23 +170,29 @@ def target_span(TT: torch.Tensor, prior: torch.Tensor, G: torch.Tensor,
     summed over the blocks), eigenvalues above ``tol`` times the largest, and its record (``rank``, ``dim``, and
     where the rank is short, ``prior_out``: the share of the ``prior``'s (``in x d``) squared output on the training
     inputs, ``||Z prior||^2`` with ``G = Z'Z``, outside that range).  ``P`` is None (no restriction,
-    bit for bit) where the targets span the whole space, or where that share is at most ``tol``: then the ridge
+    bit for bit) where the targets span the whole space, or where that share (as recorded, to 3 digits) is at most
+    ``tol`` (:func:`span_noop`, which the start's log line reads off the record too): then the ridge
     path already keeps the prior's out-of-span output (``W Q = (G + lam I)^-1 lam W0 Q = W0 Q`` when ``G W0 Q = 0``)
     and the kernel's residual has none, so the restriction would change rounding only (the full Tux Paint, emoji and
     openclipart train sets span 381 of MiniLM's 384 dims, the other 3 holding no text)."""
     s, U = torch.linalg.eigh(TT.double())
     keep = s > tol * s.max().clamp_min(1e-300)
     rec: dict[str, Any] = {"rank": int(keep.sum()), "dim": len(s), "tol": tol}
-    if rec["rank"] == len(s):
+    if rec["rank"] < len(s):
+        W0, G = prior.double(), G.double()
+        V = W0 @ U[:, ~keep]  # the prior's map into the out-of-span directions
+        out = float((V * (G @ V)).sum() / (W0 * (G @ W0)).sum().clamp_min(1e-300))
+        rec["prior_out"] = float(f"{out:.3g}")
+    if span_noop(rec):
         return None, rec
     Uk = U[:, keep]
-    W0, G = prior.double(), G.double()
-    V = W0 @ U[:, ~keep]  # the prior's map into the out-of-span directions
-    out = float((V * (G @ V)).sum() / (W0 * (G @ W0)).sum().clamp_min(1e-300))
-    rec["prior_out"] = float(f"{out:.3g}")
-    if out <= tol:
-        return None, rec
     return Uk @ Uk.T, rec
+
+
+def span_noop(rec: Mapping[str, Any]) -> bool:
+    """Whether :func:`target_span`'s record means no restriction: the targets span the space, or the prior's recorded
+    out-of-span share is at most ``tol`` (one rule, read off the record by the start and its log line alike)."""
+    return rec["rank"] == rec["dim"] or rec["prior_out"] <= rec["tol"]
 
 
 def span_restrict(W: torch.Tensor, W0: torch.Tensor, P: torch.Tensor) -> torch.Tensor:

@@ -66,7 +66,7 @@ from torch import nn
 
 from .centring import center_projectors, centred, train_centers  # noqa: F401  (re-exported: defined here before)
 from .errors import DataError
-from .ridge import PairBlocks, locked_ridge_start
+from .ridge import PairBlocks, locked_ridge_start, span_noop
 from .losses import M2Mix, is_multimodal
 from .projectors import Projector
 from .recipe import resolved
@@ -352,7 +352,9 @@ def ridge_start(projectors: Mapping[str, Projector], cfg, specs: Mapping[str, st
                 val_pairs) -> dict[str, dict[str, Any]]:
     """:func:`anybind.ridge.locked_ridge_start` with ``cfg.ridge_prior``; returns each modality's ridge
     ``alpha`` and ``prior`` (``"bridge"`` or ``"zero"``; a bridge prior with no label bridge into ``cfg.lock``
-    falls back to zero, with a warning), and with ``cfg.kernel_start`` its kernel family's record (``kernel``).
+    falls back to zero, with a warning), with ``cfg.kernel_start`` its kernel family's record (``kernel``), with
+    ``cfg.ridge_span`` its span record (``span``: the targets' rank, the dimension, the prior's out-of-span share;
+    :func:`anybind.ridge.target_span`, logged in one line naming a no-op).
     Every trainer's: in memory, and the streaming / Ray trainer's over its shards (``train_pairs`` in blocks)."""
     cfg = resolved(cfg)
     check_robust(cfg)
@@ -371,9 +373,8 @@ def ridge_start(projectors: Mapping[str, Projector], cfg, specs: Mapping[str, st
                                 exact_prior=cfg.ridge_prior == "residual", guard=guard, se=cfg.ridge_se, rule=rule,
                                 kernel=kern, seed=cfg.seed, span=span)
     for m, sp in (span or {}).items():
-        noop = sp["rank"] == sp["dim"] or sp.get("prior_out", 1.0) <= sp["tol"]
         log.info("start: %r: training targets span %d of %d dims, the prior's out-of-span share %s%s", m, sp["rank"],
-                 sp["dim"], sp.get("prior_out", 0.0), " (the span restriction is a no-op)" if noop else "")
+                 sp["dim"], sp.get("prior_out", 0.0), " (the span restriction is a no-op)" if span_noop(sp) else "")
     if cfg.ridge_prior != "zero" and all(p == "zero" for p in used.values()):
         log.warning("ridge_prior=%r: no bound modality's encoder has a label bridge into the %r encoder's "
                     "space (%s): every ridge start shrinks towards zero", cfg.ridge_prior, cfg.lock,
