@@ -163,7 +163,7 @@ def check_robust(cfg) -> None:
     if cfg.kernel_start and cfg.ridge_prior != "bridge":
         raise DataError(f"kernel_start=True fits a kernel branch on the label bridge's residual: use "
                         f"ridge_prior='bridge' (got ridge_prior={cfg.ridge_prior!r})")
-    if getattr(cfg, "ridge_span", False) and cfg.ridge_prior != "bridge":  # refused, not ignored: no prior to keep
+    if cfg.ridge_span and cfg.ridge_prior != "bridge":  # refused, not ignored: no prior to keep
         raise DataError(f"ridge_span=True keeps the label bridge's output outside the training targets' span: use "
                         f"ridge_prior='bridge' (got ridge_prior={cfg.ridge_prior!r})")
     if cfg.start_guard and cfg.ridge_prior != "bridge":
@@ -368,7 +368,7 @@ def ridge_start(projectors: Mapping[str, Projector], cfg, specs: Mapping[str, st
 
     guard: dict[str, dict[str, Any]] | None = {} if cfg.start_guard and cfg.ridge_prior == "bridge" else None
     rule: dict[str, dict[str, Any]] = {}
-    span: dict[str, dict[str, Any]] | None = {} if getattr(cfg, "ridge_span", False) else None
+    span: dict[str, dict[str, Any]] | None = {} if cfg.ridge_span else None
     alphas = locked_ridge_start(projectors, cfg.lock, train_pairs, val_pairs, prior=prior,
                                 exact_prior=cfg.ridge_prior == "residual", guard=guard, se=cfg.ridge_se, rule=rule,
                                 kernel=kern, seed=cfg.seed, span=span)
