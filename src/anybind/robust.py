@@ -110,17 +110,16 @@ def l2sp_penalty(projectors: Mapping[str, Projector], start: State, lam: float,
     (a locked, identity projector has nothing to keep); 0.0 when ``lam`` is 0.  ``moved`` (a dict, filled in): the
     start's tensors where the parameters train, kept across calls (moved to the device once, not every step)."""
     total = None
+    moved = {} if moved is None else moved
     if lam > 0:
         for m, pr in projectors.items():
             if pr.cfg.kind == "identity":
                 continue
             for k, p in pr.named_parameters():
                 if p.requires_grad:
-                    s = None if moved is None else moved.get((m, k))
+                    s = moved.get((m, k))
                     if s is None or s.device != p.device:  # the start: on the CPU, p: where it trains
-                        s = start[m][k].to(p.device)
-                        if moved is not None:
-                            moved[(m, k)] = s
+                        s = moved[(m, k)] = start[m][k].to(p.device)
                     d = (p - s).pow(2).sum()
                     total = d if total is None else total + d
     return 0.0 if total is None else lam * total
