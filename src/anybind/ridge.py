@@ -256,9 +256,10 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
                 held.add(Z, T)
             g, r = (Z.T @ Z).double(), (Z.T @ T).double()
             G, R = (g, r) if G is None else (G + g, R + r)
-            T_norm2 = T_norm2 + T.double().pow(2).sum()
+            Td = T.double()  # ||T||^2 and T'T summed in float64
+            T_norm2 = T_norm2 + Td.pow(2).sum()
             if span is not None and P is not None:  # the targets' Gram (d_out x d_out): their span, streamed
-                tt = T.double().T @ T.double()
+                tt = Td.T @ Td
                 TT = tt if TT is None else TT + tt
             n += len(xm)
         if n < 3:
