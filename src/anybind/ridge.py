@@ -59,8 +59,12 @@ def ridge_select(
         raise ValueError("ridge_select: a prior needs the primal normal equations (no back=)")
     G, R = G.double(), R.double()
     eye = torch.eye(G.shape[0], dtype=torch.float64)
-    path: list[tuple[float, float, float, torch.Tensor, float]] = []  # (score, its standard error, alpha, W, val)
+    path: list[tuple[float, float, float, torch.Tensor]] = []  # (val score, its standard error, alpha, W)
     scored = False  # some alpha has a val score (else -alpha stands in for each: the least shrunk wins)
+
+    def key(p: tuple[float, float, float, torch.Tensor]) -> float:  # what is compared: a NaN score counts as -alpha
+        return -p[2] if math.isnan(p[0]) else p[0]
+
     for alpha in alphas:
         lam = alpha * n
         S = torch.linalg.solve(G + lam * eye, R if prior is None else R + lam * prior.double())
@@ -70,18 +74,18 @@ def ridge_select(
         v = np.atleast_1d(np.asarray(np.nan if x is None else x, dtype=np.float64))
         s = float(v.mean())
         err = float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 and not math.isnan(s) else 0.0
-        path.append((-alpha, 0.0, alpha, W, s) if math.isnan(s) else (s, err, alpha, W, s))
+        path.append((s, err, alpha, W))
         scored = scored or not math.isnan(s)
-    pick = best = max(path, key=lambda p: p[0])  # the first best: the least shrunk of ties
+    pick = best = max(path, key=key)  # the first best: the least shrunk of ties
     if se > 0:
         if list(alphas) != sorted(alphas):
             raise ValueError("ridge_select: the standard-error rule needs the alphas in ascending order")
-        pick = [p for p in path if p[0] >= best[0] - se * best[1]][-1]
+        pick = [p for p in path if key(p) >= key(best) - se * best[1]][-1]
     if record is not None and se > 0:
-        record.update({"rule": f"{se:g}se", "best_alpha": best[2], **({"best_val": round(best[0], 6),
+        record.update({"rule": f"{se:g}se", "best_alpha": best[2], **({"best_val": round(key(best), 6),
                        "best_se": round(best[1], 6)} if scored else {"note": "no val pairs: the least shrunk alpha"})})
     if scores is not None:
-        scores["val"] = pick[4]
+        scores["val"] = pick[0]
     return pick[2], pick[3]
 
 
