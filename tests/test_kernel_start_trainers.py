@@ -15,25 +15,17 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from anybind import Space, load_manifest
+from anybind import Space
 from anybind.projectors import Projector, ProjectorConfig
 from anybind.ridge_kernel import SupportSample, row_keys
 from test_scale_solve_once_errors import _free_port
 
 
-def tux_first(tux_dir, folder: Path, n: int):
-    """The first ``n`` real Tux Paint stamps (image, text), every fifth in val."""
-    recs = [json.loads(x) for x in (tux_dir / "manifest.jsonl").read_text().splitlines()][:n]
-    rows = [{"id": r["id"], "split": "val" if i % 5 == 0 else "train", "text": r["text"],
-             "image": str(tux_dir / r["image"])} for i, r in enumerate(recs)]
-    (folder / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return load_manifest(folder / "manifest.jsonl", modalities=["image", "text"])
-
-
 @pytest.fixture(scope="module")
-def tux200(tux_dir, tmp_path_factory):
-    """200 stamps (160 training pairs): enough that the kernel beats the linear start on val (60 are not)."""
-    return tux_first(tux_dir, tmp_path_factory.mktemp("tux200"), 200)
+def tux200(tux_subset):
+    """The first 200 real Tux Paint stamps, every fifth in val (160 training pairs): enough that the kernel beats the
+    linear start on val (60 are not)."""
+    return tux_subset(200, 5, "tux200")
 
 
 @settings(max_examples=40, deadline=None)

@@ -46,7 +46,7 @@ def test_the_kernel_family_says_why_it_was_not_tried_and_changes_nothing(frames,
     pr = Projector(ProjectorConfig(in_dim=2 * 5 if frames else 4, out_dim=3, kind="linear", frames=frames))
     W, W0 = torch.ones(4, 3, dtype=torch.float64), torch.zeros(4, 3, dtype=torch.float64)
     never = lambda *a: pytest.fail("nothing is scored or read")  # noqa: E731
-    alpha, got, rec = kernel_or_linear(pr, 0.3, W, W0, never, never, None, has_val=has_val)
+    alpha, got, rec = kernel_or_linear(pr, 0.3, W, W0, never, never, 0.5, has_val=has_val)
     assert alpha == 0.3 and got is W and rec == {"kept": False, "note": note} and pr.cfg.kernel == 0
 
 
@@ -96,3 +96,13 @@ def test_progressive_binding_scores_each_map_once_with_a_fresh_scorings_numbers(
     assert round(scored["val"], 6) == guard["ridge_val" if guard["kept"] == "ridge" else "start_val"]
     # the path (with the guard's alphas), the prior, the kernel grid; nothing twice
     assert n_start == len(RIDGE_ALPHAS + GUARD_ALPHAS) + 1 + len(KERNEL_TAUS) * len(KERNEL_ALPHAS)
+
+
+def test_an_exact_prior_start_refuses_the_kernel_family_in_one_line():
+    """exact_prior starts at the scaled prior (no ridge, no val score to beat): the kernel family beside it is refused
+    before anything is read."""
+    from anybind.ridge import locked_ridge_start
+
+    never = lambda *a: pytest.fail("nothing is read")  # noqa: E731
+    with pytest.raises(ValueError, match="exact_prior starts at the scaled prior"):
+        locked_ridge_start({"image": None, "text": None}, "text", never, never, exact_prior=True, kernel={})

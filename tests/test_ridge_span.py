@@ -2,9 +2,8 @@
 the span of the training targets, ``W P + W0 (I - P)`` and kernel coefficients ``A P``, so the label-bridge prior's
 output outside what the training text covers is kept; a no-op where the targets span the space."""
 
-import copy
+import json
 
-import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -96,8 +95,8 @@ def _out_of_span(feats):
 
 
 def test_out_of_span_output_is_the_priors_and_only_with_the_lever(feats, monkeypatch):
-    """384-d text targets of 48 training captions: with the lever the start's output outside their span (linear map
-    and kernel branch) is the scaled prior's exactly (to float32); without it the ridge shrinks it away."""
+    """384-d text targets of 48 training captions: with the lever the start's linear output outside their span is the
+    scaled prior's exactly (to float32); without it the ridge shrinks it away (the kernel branch's: below)."""
     Q, rank = _out_of_span(feats)
     assert rank < 384
     seen = _spy_prior(monkeypatch)
@@ -107,8 +106,6 @@ def test_out_of_span_output_is_the_priors_and_only_with_the_lever(feats, monkeyp
     W = on.linear.weight.detach().double().T
     scale = float(W0.abs().max())
     assert float(((W - W0) @ Q).abs().max()) < 1e-5 * scale
-    if on.cfg.kernel:  # the kernel branch adds nothing outside the span either
-        assert float((on.kernel_coef.double() @ Q).abs().max()) < 1e-5 * float(on.kernel_coef.abs().max())
     seen.clear()
     off, _ = _start(feats, torch.nn.Identity(), 384, span=False)
     Woff = off.linear.weight.detach().double().T
@@ -138,7 +135,7 @@ def test_span_on_a_fit_records_the_rank_and_needs_the_bridge_prior(tux_small, sh
         Space.fit(tux_small, ridge_span=True, ridge_prior="zero", **kw)
     with pytest.raises(DataError, match="ridge_span must be True or False"):
         Space.fit(tux_small, ridge_span=1, **kw)
-    assert copy.deepcopy(rec) == rec and np.isfinite(rec["tol"])
+    assert json.loads(json.dumps(rec)) == rec and rec["tol"] == ridge.SPAN_TOL  # plain values: saved with the space
 
 
 def test_the_kernel_branch_adds_nothing_outside_the_span(feats):

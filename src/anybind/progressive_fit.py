@@ -177,19 +177,17 @@ def ridge_start(proj: Projector, feats, targets: Mapping[str, Target], train_idx
         alpha, W, g = prior_ridge(Z @ Z.T, Tc, n, score, back=lambda S: Z.T @ S)
     kern: dict[str, Any] | None = None
     if kernel and prior is not None:  # as Space.fit's locked_ridge_start: on the residual, chosen on val
+        W0 = scaled_prior(G, R, prior, Tc.pow(2).sum())  # the primal
 
-        def with_branch(W0: torch.Tensor, branch) -> float:
-            if branch is None:
-                return score(W0)
+        def with_branch(branch) -> float:
             proj.set_kernel(*branch)
             try:
                 return score(W0)
             finally:
                 proj.set_kernel(None)
 
-        alpha, W, kern = kernel_or_linear(proj, alpha, W, scaled_prior(G, R, prior, Tc.pow(2).sum()),  # the primal
-                                          lambda: (Z, Tc), with_branch, scored.get("val"), has_val=has_val,
-                                          seed=seed)
+        alpha, W, kern = kernel_or_linear(proj, alpha, W, W0, lambda: (Z, Tc), with_branch, scored["val"],
+                                          has_val=has_val, seed=seed)
     start_at(W)
     return {"alpha": alpha, "prior": "zero" if prior is None else "bridge", **({"guard": g} if g else {}),
             **({"kernel": kern} if kern is not None else {})}

@@ -59,8 +59,12 @@ def ridge_select(
         raise ValueError("ridge_select: a prior needs the primal normal equations (no back=)")
     G, R = G.double(), R.double()
     eye = torch.eye(G.shape[0], dtype=torch.float64)
-    path: list[tuple[float, float, float, torch.Tensor, float]] = []  # (score, its standard error, alpha, W, val)
+    path: list[tuple[float, float, float, torch.Tensor]] = []  # (val score, its standard error, alpha, W)
     scored = False  # some alpha has a val score (else -alpha stands in for each: the least shrunk wins)
+
+    def key(p: tuple[float, float, float, torch.Tensor]) -> float:  # what is compared: a NaN score counts as -alpha
+        return -p[2] if math.isnan(p[0]) else p[0]
+
     for alpha in alphas:
         lam = alpha * n
         S = torch.linalg.solve(G + lam * eye, R if prior is None else R + lam * prior.double())
@@ -70,18 +74,18 @@ def ridge_select(
         v = np.atleast_1d(np.asarray(np.nan if x is None else x, dtype=np.float64))
         s = float(v.mean())
         err = float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 and not math.isnan(s) else 0.0
-        path.append((-alpha, 0.0, alpha, W, s) if math.isnan(s) else (s, err, alpha, W, s))
+        path.append((s, err, alpha, W))
         scored = scored or not math.isnan(s)
-    pick = best = max(path, key=lambda p: p[0])  # the first best: the least shrunk of ties
+    pick = best = max(path, key=key)  # the first best: the least shrunk of ties
     if se > 0:
         if list(alphas) != sorted(alphas):
             raise ValueError("ridge_select: the standard-error rule needs the alphas in ascending order")
-        pick = [p for p in path if p[0] >= best[0] - se * best[1]][-1]
+        pick = [p for p in path if key(p) >= key(best) - se * best[1]][-1]
     if record is not None and se > 0:
-        record.update({"rule": f"{se:g}se", "best_alpha": best[2], **({"best_val": round(best[0], 6),
+        record.update({"rule": f"{se:g}se", "best_alpha": best[2], **({"best_val": round(key(best), 6),
                        "best_se": round(best[1], 6)} if scored else {"note": "no val pairs: the least shrunk alpha"})})
     if scores is not None:
-        scores["val"] = pick[4]
+        scores["val"] = pick[0]
     return pick[2], pick[3]
 
 
@@ -128,24 +132,28 @@ def prior_ridge(G: torch.Tensor, R: torch.Tensor, n: int, score: Callable[[torch
     return alpha, W, rec
 
 
+def kernel_skip(pr: nn.Module, has_val: bool) -> str | None:
+    """Why the kernel family is not tried on ``pr`` (no val pairs, a frame-pooling projector), or None: it is."""
+    return "no val pairs" if not has_val else "a frame-pooling projector" if pr.cfg.frames else None
+
+
 def kernel_or_linear(pr: nn.Module, alpha: float | None, W: torch.Tensor, W0: torch.Tensor,
                      rows: Callable[[], tuple[torch.Tensor, torch.Tensor]],
-                     score: Callable[[torch.Tensor, Any], float], base_val: float | None, *, has_val: bool,
+                     score: Callable[[Any], float], base_val: float, *, has_val: bool,
                      seed: int = 0, n_all: int | None = None, span: torch.Tensor | None = None,
                      ) -> tuple[float | None, torch.Tensor, dict[str, Any]]:
     """``(alpha, W, record)``: a modality's linear start ``(alpha, W)`` (:func:`prior_ridge`'s) or the kernel family on
     the scaled prior ``W0``'s residual (:func:`~anybind.ridge_kernel.kernel_start`), whichever is better on val: the
     branch is set on ``pr`` and ``(None, W0)`` returned where it is kept.  ``rows()``: the support's ``(Z, T)``
-    (``n_all``: the training pairs they were cut from; None: every pair, cut there); ``score(W0, branch)``: the val
-    criterion with that branch (None: none); ``base_val``: the linear start's (:func:`prior_ridge`'s ``scores``;
-    None: scored here).  A frame-pooling projector or no val pairs
-    (``has_val``): not tried, said in the record's ``note``.  ``span``: every grid candidate's coefficients restricted
-    to it (:func:`locked_ridge_start`'s span lever).  :func:`locked_ridge_start` and progressive binding's."""
-    if pr.cfg.frames or not has_val:  # said, not skipped
-        return alpha, W, {"kept": False, "note": "no val pairs" if not has_val else "a frame-pooling projector"}
+    (``n_all``: the training pairs they were cut from; None: every pair, cut there); ``score(branch)``: the val
+    criterion of ``W0`` with that branch; ``base_val``: the linear start's (:func:`prior_ridge`'s ``scores``).  A
+    frame-pooling projector or no val pairs (``has_val``): not tried, said in the record's ``note``
+    (:func:`kernel_skip`).  ``span``: every grid candidate's coefficients restricted to it
+    (:func:`locked_ridge_start`'s span lever).  :func:`locked_ridge_start` and progressive binding's."""
+    if note := kernel_skip(pr, has_val):  # said, not skipped
+        return alpha, W, {"kept": False, "note": note}
     Z, T = rows()
-    base = float(score(W, None)) if base_val is None else base_val
-    branch, rec = kernel_start(Z, T, W0, lambda b: score(W0, b), base, seed=seed, n_all=n_all, span=span)
+    branch, rec = kernel_start(Z, T, W0, score, base_val, seed=seed, n_all=n_all, span=span)
     if branch is None:
         return alpha, W, rec
     pr.set_kernel(*branch)
@@ -160,30 +168,35 @@ PairBlocks = Callable[[str], Iterable[tuple[np.ndarray, np.ndarray]]]
 SPAN_TOL = 1e-6
 
 
-def target_span(TT: torch.Tensor, prior: torch.Tensor | None = None, G: torch.Tensor | None = None,
+def target_span(TT: torch.Tensor, prior: torch.Tensor, G: torch.Tensor,
                 tol: float = SPAN_TOL) -> tuple[torch.Tensor | None, dict[str, Any]]:
     """``(P, record)``: the orthogonal projector onto the numerical range of ``T'T`` (``d x d``, the targets' Gram
     summed over the blocks), eigenvalues above ``tol`` times the largest, and its record (``rank``, ``dim``, and
-    with a ``prior`` (``in x d``) and the inputs' Gram ``G`` (``Z'Z``) ``prior_out``: the share of the prior's
-    squared output on the training inputs, ``||Z prior||^2``, outside that range).  ``P`` is None (no restriction,
-    bit for bit) where the targets span the whole space, or where that share is at most ``tol``: then the ridge
+    where the rank is short, ``prior_out``: the share of the ``prior``'s (``in x d``) squared output on the training
+    inputs, ``||Z prior||^2`` with ``G = Z'Z``, outside that range).  ``P`` is None (no restriction,
+    bit for bit) where the targets span the whole space, or where that share (as recorded, to 3 digits) is at most
+    ``tol`` (:func:`span_noop`, which the start's log line reads off the record too): then the ridge
     path already keeps the prior's out-of-span output (``W Q = (G + lam I)^-1 lam W0 Q = W0 Q`` when ``G W0 Q = 0``)
     and the kernel's residual has none, so the restriction would change rounding only (the full Tux Paint, emoji and
     openclipart train sets span 381 of MiniLM's 384 dims, the other 3 holding no text)."""
     s, U = torch.linalg.eigh(TT.double())
     keep = s > tol * s.max().clamp_min(1e-300)
     rec: dict[str, Any] = {"rank": int(keep.sum()), "dim": len(s), "tol": tol}
-    if rec["rank"] == len(s):
-        return None, rec
-    Uk = U[:, keep]
-    if prior is not None and G is not None:
+    if rec["rank"] < len(s):
         W0, G = prior.double(), G.double()
         V = W0 @ U[:, ~keep]  # the prior's map into the out-of-span directions
         out = float((V * (G @ V)).sum() / (W0 * (G @ W0)).sum().clamp_min(1e-300))
         rec["prior_out"] = float(f"{out:.3g}")
-        if out <= tol:
-            return None, rec
+    if span_noop(rec):
+        return None, rec
+    Uk = U[:, keep]
     return Uk @ Uk.T, rec
+
+
+def span_noop(rec: Mapping[str, Any]) -> bool:
+    """Whether :func:`target_span`'s record means no restriction: the targets span the space, or the prior's recorded
+    out-of-span share is at most ``tol`` (one rule, read off the record by the start and its log line alike)."""
+    return rec["rank"] == rec["dim"] or rec["prior_out"] <= rec["tol"]
 
 
 def span_restrict(W: torch.Tensor, W0: torch.Tensor, P: torch.Tensor) -> torch.Tensor:
@@ -225,6 +238,8 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
     """
     if not lock:
         raise DataError("init='ridge' needs a locked modality (lock='text', say): it regresses onto its space")
+    if exact_prior and kernel is not None:  # the kernel family is tried against the ridge start's val score
+        raise ValueError("locked_ridge_start: exact_prior starts at the scaled prior, no ridge to try the kernel beside")
     tgt = projectors[lock]
     chosen = {}
     for m, pr in projectors.items():
@@ -235,7 +250,7 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
         G = R = None
         va = val_pairs(m)
         P = prior(m) if prior is not None else None
-        hold = kernel is not None and not pr.cfg.frames and P is not None and va is not None  # the kernel family
+        hold = kernel is not None and P is not None and kernel_skip(pr, va is not None) is None  # the kernel family
         n, T_norm2, TT = 0, torch.zeros((), dtype=torch.float64), None
         held = SupportSample(seed) if hold else None  # the kernel's support, drawn as the blocks go by
         for xm, xl in train_pairs(m):
@@ -245,9 +260,10 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
                 held.add(Z, T)
             g, r = (Z.T @ Z).double(), (Z.T @ T).double()
             G, R = (g, r) if G is None else (G + g, R + r)
-            T_norm2 = T_norm2 + T.double().pow(2).sum()
+            Td = T.double()  # ||T||^2 and T'T summed in float64
+            T_norm2 = T_norm2 + Td.pow(2).sum()
             if span is not None and P is not None:  # the targets' Gram (d_out x d_out): their span, streamed
-                tt = T.double().T @ T.double()
+                tt = Td.T @ Td
                 TT = tt if TT is None else TT + tt
             n += len(xm)
         if n < 3:
@@ -279,9 +295,10 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
         if rule is not None and rec:
             rule[m] = rec
         if kernel is not None and P is not None:  # the kernel family on the prior's residual, on val
+            W0 = scaled_prior(G, R, P, T_norm2)
             alpha, W, kernel[m] = kernel_or_linear(
-                pr, alpha, W, scaled_prior(G, R, P, T_norm2), held.rows if held is not None else None,
-                lambda W0, b: float(np.mean(per_pair(W0, branch=b))), scored.get("val"),
+                pr, alpha, W, W0, held.rows if held is not None else None,
+                lambda b, W0=W0: float(np.mean(per_pair(W0, branch=b))), scored["val"],
                 has_val=va is not None, seed=seed, n_all=n, span=Pspan)
         pr.linear.weight.copy_(W.float().T)
         pr.linear.bias.zero_()

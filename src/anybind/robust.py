@@ -66,7 +66,7 @@ from torch import nn
 
 from .centring import center_projectors, centred, train_centers  # noqa: F401  (re-exported: defined here before)
 from .errors import DataError
-from .ridge import PairBlocks, locked_ridge_start
+from .ridge import PairBlocks, locked_ridge_start, span_noop
 from .losses import M2Mix, is_multimodal
 from .projectors import Projector
 from .recipe import resolved
@@ -110,17 +110,16 @@ def l2sp_penalty(projectors: Mapping[str, Projector], start: State, lam: float,
     (a locked, identity projector has nothing to keep); 0.0 when ``lam`` is 0.  ``moved`` (a dict, filled in): the
     start's tensors where the parameters train, kept across calls (moved to the device once, not every step)."""
     total = None
+    moved = {} if moved is None else moved
     if lam > 0:
         for m, pr in projectors.items():
             if pr.cfg.kind == "identity":
                 continue
             for k, p in pr.named_parameters():
                 if p.requires_grad:
-                    s = None if moved is None else moved.get((m, k))
+                    s = moved.get((m, k))
                     if s is None or s.device != p.device:  # the start: on the CPU, p: where it trains
-                        s = start[m][k].to(p.device)
-                        if moved is not None:
-                            moved[(m, k)] = s
+                        s = moved[(m, k)] = start[m][k].to(p.device)
                     d = (p - s).pow(2).sum()
                     total = d if total is None else total + d
     return 0.0 if total is None else lam * total
@@ -163,7 +162,7 @@ def check_robust(cfg) -> None:
     if cfg.kernel_start and cfg.ridge_prior != "bridge":
         raise DataError(f"kernel_start=True fits a kernel branch on the label bridge's residual: use "
                         f"ridge_prior='bridge' (got ridge_prior={cfg.ridge_prior!r})")
-    if getattr(cfg, "ridge_span", False) and cfg.ridge_prior != "bridge":  # refused, not ignored: no prior to keep
+    if cfg.ridge_span and cfg.ridge_prior != "bridge":  # refused, not ignored: no prior to keep
         raise DataError(f"ridge_span=True keeps the label bridge's output outside the training targets' span: use "
                         f"ridge_prior='bridge' (got ridge_prior={cfg.ridge_prior!r})")
     if cfg.start_guard and cfg.ridge_prior != "bridge":
@@ -352,7 +351,9 @@ def ridge_start(projectors: Mapping[str, Projector], cfg, specs: Mapping[str, st
                 val_pairs) -> dict[str, dict[str, Any]]:
     """:func:`anybind.ridge.locked_ridge_start` with ``cfg.ridge_prior``; returns each modality's ridge
     ``alpha`` and ``prior`` (``"bridge"`` or ``"zero"``; a bridge prior with no label bridge into ``cfg.lock``
-    falls back to zero, with a warning), and with ``cfg.kernel_start`` its kernel family's record (``kernel``).
+    falls back to zero, with a warning), with ``cfg.kernel_start`` its kernel family's record (``kernel``), with
+    ``cfg.ridge_span`` its span record (``span``: the targets' rank, the dimension, the prior's out-of-span share;
+    :func:`anybind.ridge.target_span`, logged in one line naming a no-op).
     Every trainer's: in memory, and the streaming / Ray trainer's over its shards (``train_pairs`` in blocks)."""
     cfg = resolved(cfg)
     check_robust(cfg)
@@ -366,14 +367,13 @@ def ridge_start(projectors: Mapping[str, Projector], cfg, specs: Mapping[str, st
 
     guard: dict[str, dict[str, Any]] | None = {} if cfg.start_guard and cfg.ridge_prior == "bridge" else None
     rule: dict[str, dict[str, Any]] = {}
-    span: dict[str, dict[str, Any]] | None = {} if getattr(cfg, "ridge_span", False) else None
+    span: dict[str, dict[str, Any]] | None = {} if cfg.ridge_span else None
     alphas = locked_ridge_start(projectors, cfg.lock, train_pairs, val_pairs, prior=prior,
                                 exact_prior=cfg.ridge_prior == "residual", guard=guard, se=cfg.ridge_se, rule=rule,
                                 kernel=kern, seed=cfg.seed, span=span)
     for m, sp in (span or {}).items():
-        noop = sp["rank"] == sp["dim"] or sp.get("prior_out", 1.0) <= sp["tol"]
         log.info("start: %r: training targets span %d of %d dims, the prior's out-of-span share %s%s", m, sp["rank"],
-                 sp["dim"], sp.get("prior_out", 0.0), " (the span restriction is a no-op)" if noop else "")
+                 sp["dim"], sp.get("prior_out", 0.0), " (the span restriction is a no-op)" if span_noop(sp) else "")
     if cfg.ridge_prior != "zero" and all(p == "zero" for p in used.values()):
         log.warning("ridge_prior=%r: no bound modality's encoder has a label bridge into the %r encoder's "
                     "space (%s): every ridge start shrinks towards zero", cfg.ridge_prior, cfg.lock,

@@ -1,6 +1,5 @@
-"""One solve shared by every worker of a distributed streaming run (:func:`solve_once`), and the projector state the
-streaming trainer hands around with a kernel branch in it (:func:`start_state`, :func:`load_start_state`: defined in
-:mod:`anybind.projectors`, which the attention phase shares, and re-exported here).
+"""One solve shared by every worker of a distributed streaming run (:func:`solve_once`; the projector state the
+streaming trainer hands around with a kernel branch in it is :func:`anybind.projectors.start_state`'s).
 
 Split out of :mod:`anybind.scale.train` (which re-exports :func:`solve_once`)."""
 
@@ -13,10 +12,8 @@ import torch
 from torch import nn
 
 from .. import errors
-from ..projectors import KERNEL_TAU_KEY, load_start_state, start_state
 
-__all__ = ["KERNEL_TAU_KEY", "broadcast_", "group_device", "load_start_state", "solve_once",
-           "start_state"]  # the start state: re-exported
+__all__ = ["broadcast_", "group_device", "solve_once"]
 
 
 def solve_once(solve: Callable[[], Any], projectors: Mapping[str, nn.Module], distributed: bool) -> Any:

@@ -6,7 +6,7 @@ of ``batch_size`` pairs per step, ``ceil(largest pair count / batch_size)`` step
 AdamW, a learnt temperature, early stopping on the val split's retrieval score; a locked
 modality and the ridge start (``init="ridge"``, its normal equations summed over the shards; with the bridge prior
 its kernel start, the support drawn in the same pass: :class:`anybind.ridge_kernel.SupportSample`, at most
-``MAX_SUPPORT`` pairs held; the state handed to the workers carries the branch, :func:`~anybind.scale.solve.start_state`)
+``MAX_SUPPORT`` pairs held; the state handed to the workers carries the branch, :func:`~anybind.projectors.start_state`)
 as in memory, so the recipe :func:`anybind.recipe.resolve_recipe` picks applies here too.  What differs:
 
 * batches come from :class:`~anybind.scale.stream.PairStream` (one shard at a time
@@ -52,11 +52,11 @@ from ..errors import DataError
 from ..robust import RobustFit, check_robust, ridge_start, with_mixup
 from ..loop import fit_loop, make_optimizer, make_temperature, training_threads
 from ..attention import attention_start, check_attention
-from ..projectors import attention_parameters
+from ..projectors import attention_parameters, load_start_state, start_state
 from ..train import VAL_METRIC, TrainConfig, choose_pairs, featureset_pairs, val_score
 from .launch import collectives_before_any_group
 from .pairstream import PairStream
-from .solve import broadcast_, load_start_state, solve_once, start_state
+from .solve import broadcast_, solve_once
 from .stream import SPLIT_CODES, TrainingShards
 
 collectives_before_any_group()  # before the caller's process group, so that its teardown can free it
