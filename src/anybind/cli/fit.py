@@ -142,8 +142,9 @@ def fit(
         "ridge map then re-solved on the attention-pooled frames (default 30; 0: none)."
     ),
     select_data: list[Path] = typer.Option(
-        None, "--select-data", help="Choose the epoch, WiSE-FT alpha and ridge shrinkage on these manifests "
-        "(another corpus; repeatable) instead of the training data's own val split: selection for transfer."
+        None, "--select-data", help="Choose the start (guard, kernel branch, ridge shrinkage), the epoch and the "
+        "WiSE-FT alpha on these manifests (another corpus; repeatable) instead of the training data's own val split: "
+        "selection for transfer, e.g. when the training pairs are narrow."
     ),
     select_split: str = typer.Option(
         "val", "--select-split", help="Which split of --select-data selects ('all': every record outside its test "
