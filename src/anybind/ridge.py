@@ -250,7 +250,8 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
         G = R = None
         va = val_pairs(m)
         P = prior(m) if prior is not None else None
-        hold = kernel is not None and P is not None and kernel_skip(pr, va is not None) is None  # the kernel family
+        try_kernel = kernel is not None and P is not None  # the kernel family, unless kernel_skip says why not
+        hold = try_kernel and kernel_skip(pr, va is not None) is None
         n, T_norm2, TT = 0, torch.zeros((), dtype=torch.float64), None
         held = SupportSample(seed) if hold else None  # the kernel's support, drawn as the blocks go by
         for xm, xl in train_pairs(m):
@@ -286,7 +287,7 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
         if TT is not None:
             Pspan, span[m] = target_span(TT, P, G)
         rec: dict[str, Any] = {}
-        scored: dict[str, float] = {}  # the start's val score, where prior_ridge scored it
+        scored: dict[str, float] = {}  # the start's val score (always set where the kernel is tried: no exact_prior)
         alpha, W, g = prior_ridge(G, R, n, per_pair, prior=P, t_norm2=T_norm2,
                                   exact_prior=exact_prior, guard=guard is not None, has_val=va is not None,
                                   se=se, record=rec, scores=scored, span=Pspan)
@@ -294,7 +295,7 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
             guard[m] = g
         if rule is not None and rec:
             rule[m] = rec
-        if kernel is not None and P is not None:  # the kernel family on the prior's residual, on val
+        if try_kernel:  # the kernel family on the prior's residual, on val
             W0 = scaled_prior(G, R, P, T_norm2)
             alpha, W, kernel[m] = kernel_or_linear(
                 pr, alpha, W, W0, held.rows if held is not None else None,

@@ -217,7 +217,7 @@ def fit(
     from ..space import Space
 
     from .fit_free import fit_from_pretrained, given_options, refuse_training_options
-    from .fit_scale import fit_at_scale
+    from .fit_scale import fit_at_scale, sharded
 
     sources = list(manifests or []) + list(data or [])
     if from_pretrained:
@@ -236,9 +236,7 @@ def fit(
     if not select_data and given_options(ctx, {"select_split"}):  # said, not dropped
         raise typer.BadParameter("it says which split of --select-data chooses; no --select-data was given: drop "
                                  "it or add --select-data", param_hint="--select-split")
-    from ..scale.launch import under_torchrun  # --ray / --ray-address: read by the sharded fit only (fit_at_scale)
-
-    if (ray or ray_address) and not (stream or ray_workers > 0 or under_torchrun()):  # in-memory: encodes here
+    if (ray or ray_address) and not sharded(stream, ray_workers):  # read by the sharded fit only: in memory encodes here
         raise typer.BadParameter("--ray / --ray-address encode on Ray for a fit from training shards: add --stream "
                                  "(or --ray-workers N), or drop them (the in-memory fit encodes here)")
     encoders = parse_encoders(encoder)

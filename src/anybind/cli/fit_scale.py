@@ -13,6 +13,14 @@ from ..errors import AnybindError
 from ._common import console, fail, ray_target
 
 
+def sharded(stream: bool, ray_workers: int) -> bool:
+    """Whether ``anybind fit`` trains from training shards (``--stream``, ``--ray-workers N``, or under torchrun,
+    which implies ``--stream``, one process or more) rather than in memory."""
+    from ..scale.launch import under_torchrun
+
+    return bool(stream or ray_workers > 0 or under_torchrun())
+
+
 def fit_at_scale(sources: list[Path], modalities: list[str] | None, *, encoders: dict[str, str], cache: Path | None,
                  stream: bool, ray_workers: int, ray: bool, ray_address: str | None, strict: bool,
                  weight: list[float] | None, allow_eval_only: bool, recipe: str, method: str, out: Path,
@@ -20,13 +28,13 @@ def fit_at_scale(sources: list[Path], modalities: list[str] | None, *, encoders:
     """Fit from training shards when ``--stream``, ``--ray-workers`` or torchrun's environment asks for it (and
     save on global rank 0; the other ranks of a torchrun job save and report nothing); ``False`` when none does
     (the in-memory fit then runs)."""
-    from ..scale.launch import torchrun_launch, under_torchrun
+    from ..scale.launch import torchrun_launch
 
     try:
         launch = torchrun_launch()  # under torchrun with several processes: streaming, in DDP
     except AnybindError as e:
         fail(e)
-    if not (stream or ray_workers > 0 or under_torchrun()):  # torchrun implies --stream, one process or more
+    if not sharded(stream, ray_workers):
         return False  # (--ray / --ray-address without them: refused by anybind.cli.fit.fit, before any work)
     if method != "contrastive":
         raise typer.BadParameter("--stream / --ray-workers / torchrun train projectors: use --method contrastive")

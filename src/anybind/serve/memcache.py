@@ -46,10 +46,8 @@ class MemoryFeatureCache(FeatureCache):
         on = batch_wait is not None and max(max_batch, *(limits or {}).values(), 1) > 1
         self.batcher = Batcher(batch_wait, max_batch, limits) if on else None
         self.torch_threads = torch_threads  # torch's threads in each encoder call (None: as they are)
-        # a batched call's items per forward pass (FORWARD_BATCH), at most max_batch.  Informational: with a batcher
-        # _forward_batch below computes the passes per encoder itself, without it this is 0 (FeatureCache's own);
-        # read only by tests/test_serve_batching.py and named in the docs (ServeConfig.max_batch, bench serve)
-        self.min_forward_batch = forward_batch(max_batch) if self.batcher is not None else 0
+        if self.batcher is not None:  # informational (FeatureCache's own is 0): _forward_batch decides per encoder
+            self.min_forward_batch = forward_batch(max_batch)
         self.max_items = int(max_items)
         self._mem: OrderedDict[Path, tuple[str, list[str]]] = OrderedDict()
         self._mem_items = 0
