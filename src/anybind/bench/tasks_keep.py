@@ -27,7 +27,7 @@ BLOCKS = {"recipe": (RECIPE["encoders"], {k: v for k, v in RECIPE.items() if k !
           "plain": (PLAIN_ENCODERS, {})}
 
 
-def _domain(work: Path, name: str, task: str) -> Path:
+def _domain(work: Path, name: str) -> Path:
     from ..corpora.emoji import build_emoji
     from ..corpora.openclipart import build_openclipart
     from .tuxpaint import build_once
@@ -36,7 +36,7 @@ def _domain(work: Path, name: str, task: str) -> Path:
         return prepare_tuxpaint(work)
     builders = {"emoji": build_emoji, "openclipart": build_openclipart}
     if name not in builders:
-        raise DataError(f"{task}: unknown domain {name!r}: use tuxpaint, emoji, openclipart")
+        raise DataError(f"unknown domain {name!r}: use tuxpaint, emoji, openclipart")
     return build_once(work, name, builders[name])
 
 
@@ -63,7 +63,7 @@ def continual(work: Path, cache=None, seed: int = 0, console=None, domains: str 
     modx = {"modx": weights[0]} if len(weights) == 1 else {f"modx {w}": w for w in weights}
     names = [d.strip() for d in domains.split(",") if d.strip()]
     caps = _caps(cap, names)
-    mans = [(n, load_manifest(_domain(work, n, "continual"), modalities=["image", "text"], progress=False)) for n in names]
+    mans = [(n, load_manifest(_domain(work, n), modalities=["image", "text"], progress=False)) for n in names]
     caps = {n: k for n, m in mans if n in caps and (k := caps[n]) < len(m.records)}  # the caps that draw
     for i, (n, m) in enumerate(mans):
         if n in caps:
@@ -203,7 +203,7 @@ def federated(work: Path, cache=None, seed: int = 0, console=None, clients: str 
     seed_list = seeds_option(seeds, seed, "federated")  # distinct whole numbers, refused in one line before any work
     grid = local_epoch_grid(local_epochs)  # several counts (1,3,5 or auto): each federation chooses on its val
     man = load_manifest(prepare_tuxpaint(work), modalities=["image", "text"], progress=False)
-    other = [load_manifest(_domain(work, p, "federated"), modalities=["image", "text"], progress=False) for p in others]
+    other = [load_manifest(_domain(work, p), modalities=["image", "text"], progress=False) for p in others]
     fraction = fraction if "tuxpaint" in sources else 0.0
     config: dict[str, Any] = {"rounds": int(rounds), "local_epochs": grid[0] if len(grid) == 1 else list(grid)}
     if holds:
