@@ -117,12 +117,14 @@ def test_out_of_span_output_is_the_priors_and_only_with_the_lever(feats, monkeyp
 @given(block=st.integers(1, 47))
 def test_blocks_of_any_size_give_the_in_memory_start(feats, block):
     """The targets' Gram is summed over the blocks (the streaming trainer's shards): the same span, the same choice
-    and the same map as one block, to float64 summation order."""
+    and the same map as one block, to summation order (the ridge solve amplifies the order's rounding on the small
+    entries, so each tensor is compared by its relative Frobenius error, not entry by entry)."""
     whole, r1 = _start(feats, torch.nn.Identity(), 384, span=True)
     cut, r2 = _start(feats, torch.nn.Identity(), 384, span=True, block=block)
     assert r1 == r2 and whole.cfg.kernel == cut.cfg.kernel
     for (k, a), b in zip(whole.state_dict().items(), cut.state_dict().values(), strict=True):
-        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5 * float(a.abs().max().clamp_min(1e-12))), k
+        err = float((a.double() - b.double()).norm() / a.double().norm().clamp_min(1e-12))
+        assert err < 1e-4, (k, err)
 
 
 def test_span_on_a_fit_records_the_rank_and_needs_the_bridge_prior(tux_small, shared_cache):
