@@ -165,6 +165,8 @@ def fit(
         "the ridge start and its kernel branch only inside the training text's span, the bridge kept outside (off)."),
     ridge_se: Optional[float] = typer.Option(None, "--ridge-se", metavar="K", help="The ridge start's standard-error "
         "rule: the most shrunk alpha within K standard errors of the best on val (default 0: the best; --init ridge)."),
+    select_se: Optional[float] = typer.Option(None, "--select-se", metavar="K", help="The standard-error rule over "
+        "every choice on val (start guard, ridge alpha, kernel, epoch, WiSE-FT alpha): nearest the start within K SE."),
     center: Optional[bool] = typer.Option(
         None, "--center/--no-center", help="Inductive centring: store each modality's mean train embedding in "
         "the space and subtract it at embed time (no statistics of the data embedded later)."
@@ -240,15 +242,16 @@ def fit(
         raise typer.BadParameter("--ray / --ray-address encode on Ray for a fit from training shards: add --stream "
                                  "(or --ray-workers N), or drop them (the in-memory fit encodes here)")
     encoders = parse_encoders(encoder)
-    if ridge_se is not None and not (math.isfinite(ridge_se) and ridge_se >= 0):
-        raise typer.BadParameter(f"a non-negative number of standard errors, got {ridge_se:g}", param_hint="--ridge-se")
+    for name, v in (("--ridge-se", ridge_se), ("--select-se", select_se)):
+        if v is not None and not (math.isfinite(v) and v >= 0):
+            raise typer.BadParameter(f"a non-negative number of standard errors, got {v:g}", param_hint=name)
     check_out(out, "space", overwrite)
     use_device(ctx, device, precision)
     kw = dict(projector=projector, epochs=epochs, batch_size=batch_size,
               weight_decay=weight_decay, temperature=temperature, seed=seed, loss=loss, missing=missing)
     # only what the user chose: the recipe fills the rest (an explicit --dim rules out locking the text space)
     given = (("dim", dim), ("lock", lock), ("init", init), ("lr", lr), ("l2sp", l2sp), ("ridge_prior", ridge_prior),
-             ("start_guard", start_guard), ("kernel_start", kernel_start), ("ridge_span", ridge_span), ("ridge_se", ridge_se), ("center", center), ("mixup", mixup), ("mixup_alpha", mixup_alpha), ("attn_lr", attn_lr),
+             ("start_guard", start_guard), ("kernel_start", kernel_start), ("ridge_span", ridge_span), ("ridge_se", ridge_se), ("select_se", select_se), ("center", center), ("mixup", mixup), ("mixup_alpha", mixup_alpha), ("attn_lr", attn_lr),
              ("attn_epochs", attn_epochs))
     kw.update({k: v for k, v in given if v is not None})
     if lock is not None and lock.strip().lower() == "none":  # nothing locked: a choice, as lock=None in Python
