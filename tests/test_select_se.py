@@ -109,6 +109,7 @@ def test_useless_pairs_end_at_the_label_bridge(tux200, shared_cache):
     assert r["guard"]["kept"] == "start" and r["guard"]["rule"] == "1se" and r["alpha"] is None
     assert r["kernel"]["kept"] is False and not sp.projectors["image"].cfg.kernel
     assert rob["wise_alpha"] == 0.0 and rob["wise_se_rule"]["chosen"] == 0.0
+    assert sp.info["lineage"][-1]["se_rule"]["wise"] == rob["wise_se_rule"]  # the lineage says what it chose
     start, _, _, _ = _fit(tux200["shuffled"], shared_cache, select_se=1.0, epochs=0)  # the start itself, untrained
     for k, v in start.projectors["image"].state_dict().items():
         assert torch.equal(v, sp.projectors["image"].state_dict()[k]), k
