@@ -272,7 +272,7 @@ def fit_loop(
         model.to("cpu")
         for m in keep.values():
             m.to("cpu")
-    kept_val = sel.best if rule is None else rule["chosen_val"]
+    kept_val = sel.best if rule is None else float(held[i][0].mean())
     return LoopResult(best[0], best[1], best[2], kept_val, use_val, history, rule)
 
 
