@@ -1,5 +1,6 @@
 """The ridge start scores each map on val once: the chosen alpha's score is ridge_select's, reused by the start guard
-and as the kernel family's base (the numbers a fresh scoring gives); the kernel family is one helper
+and as the kernel family's base (the numbers a fresh scoring gives); the prior is scaled onto the targets once, the
+ridge's prior and the kernel family's ``W0`` alike; the kernel family is one helper
 (:func:`anybind.ridge.kernel_or_linear`) for Space.fit's start and progressive binding's."""
 
 import numpy as np
@@ -13,6 +14,21 @@ from anybind.ridge_kernel import KERNEL_ALPHAS, KERNEL_TAUS
 from test_kernel_start import tux_small  # noqa: F401 -- the 60 real Tux Paint stamps, with their label bridge
 
 
+def _spy_scaling(monkeypatch, module):
+    """Each prior ``module`` scales (:func:`~anybind.ridge_kernel.scaled_prior`) and each ``W0`` its kernel family
+    (``kernel_or_linear``) starts from, in call order."""
+    scaled, kernel_w0 = [], []
+    real_scale, real_kernel = module.scaled_prior, module.kernel_or_linear
+
+    def kernel_or_linear(pr, alpha, W, W0, *a, **k):
+        kernel_w0.append(W0)
+        return real_kernel(pr, alpha, W, W0, *a, **k)
+
+    monkeypatch.setattr(module, "scaled_prior", lambda *a: scaled.append(real_scale(*a)) or scaled[-1])
+    monkeypatch.setattr(module, "kernel_or_linear", kernel_or_linear)
+    return scaled, kernel_w0
+
+
 def test_space_fit_scores_each_map_once_with_a_fresh_scorings_numbers(request, shared_cache, monkeypatch):
     import anybind.ridge as ridge
 
@@ -22,15 +38,18 @@ def test_space_fit_scores_each_map_once_with_a_fresh_scorings_numbers(request, s
 
     def prior_ridge(G, R, n, score, **kw):
         alpha, W, g = real_prior(G, R, n, score, **kw)
-        starts.append((score, W, dict(kw["scores"]), g))
+        starts.append((score, W, dict(kw["scores"]), g, kw["prior"]))
         return alpha, W, g
 
     monkeypatch.setattr(ridge, "query_ranks", lambda *a, **k: passes.append(1) or real_ranks(*a, **k))
     monkeypatch.setattr(ridge, "prior_ridge", prior_ridge)
+    scaled, kernel_w0 = _spy_scaling(monkeypatch, ridge)
     space = Space.fit(man, modalities=["image", "text"], cache=shared_cache, epochs=0, progress=False, seed=0)
     rec = space.info["training"]["robust"]["ridge"]["image"]
     assert rec["prior"] == "bridge" and "guard" in rec and "grid" in rec["kernel"]  # the whole start ran
-    [(score, W, scored, guard)] = starts
+    [(score, W, scored, guard, W0)] = starts
+    # the prior is scaled once: the ridge shrinks towards the very W0 the kernel family starts from
+    assert len(scaled) == 1 and W0 is scaled[0] and len(kernel_w0) == 1 and kernel_w0[0] is W0
     monkeypatch.setattr(ridge, "query_ranks", real_ranks)
     assert scored["val"] == float(np.mean(score(W)))  # the kept linear start's score, as a fresh scoring gives it
     assert rec["kernel"]["base_val"] == round(scored["val"], 6)
@@ -68,7 +87,7 @@ def test_progressive_binding_scores_each_map_once_with_a_fresh_scorings_numbers(
 
     def prior_ridge(G, R, n, score, **kw):
         alpha, W, g = real_prior(G, R, n, score, **kw)
-        starts.append((score, W, dict(kw["scores"]), g))
+        starts.append((score, W, dict(kw["scores"]), g, kw["prior"]))
         return alpha, W, g
 
     def ridge_start(*a, **k):
@@ -85,10 +104,12 @@ def test_progressive_binding_scores_each_map_once_with_a_fresh_scorings_numbers(
     monkeypatch.setattr(progressive_fit, "val_score", val_score)
     monkeypatch.setattr(progressive_fit, "prior_ridge", prior_ridge)
     monkeypatch.setattr(progressive_fit, "ridge_start", ridge_start)
+    scaled, kernel_w0 = _spy_scaling(monkeypatch, progressive_fit)
     sp = base.add_modality("photo", BRIDGED, str(data), anchors=["text"], cache=shared_cache, epochs=0, seed=0)
     rec = sp.info["lineage"][-1]["ridge_start"]["photo"]
     assert rec["prior"] == "bridge" and "guard" in rec and "grid" in rec["kernel"]  # the whole start ran
-    [(score, W, scored, guard)] = starts
+    [(score, W, scored, guard, W0)] = starts
+    assert len(scaled) == 1 and W0 is scaled[0] and len(kernel_w0) == 1 and kernel_w0[0] is W0  # scaled once
     n_start = sum(passes)  # the val passes inside the start (one val_score each: both directions)
     monkeypatch.setattr(progressive_fit, "val_score", real_score)
     assert scored["val"] == score(W)  # the kept linear start's score, as a fresh scoring gives it

@@ -169,16 +169,15 @@ def ridge_start(proj: Projector, feats, targets: Mapping[str, Target], train_idx
     # primal (d x d) or dual (n x n) system, whichever is smaller (a prior needs the primal)
     G = R = None
     scored: dict[str, float] = {}  # the start's val score (prior_ridge's): not scored again
+    W0 = None  # the prior scaled onto the targets (||T||^2 summed once): the ridge's prior and the kernel's base
     if d <= n or prior is not None:
         G, R = Z.T @ Z, Z.T @ Tc
-        alpha, W, g = prior_ridge(G, R, n, score, prior=prior, t_norm2=Tc.pow(2).sum(),
-                                  guard=guard, has_val=has_val, scores=scored)
+        W0 = None if prior is None else scaled_prior(G, R, prior, Tc.pow(2).sum())
+        alpha, W, g = prior_ridge(G, R, n, score, prior=W0, guard=guard, has_val=has_val, scores=scored)
     else:
         alpha, W, g = prior_ridge(Z @ Z.T, Tc, n, score, back=lambda S: Z.T @ S)
     kern: dict[str, Any] | None = None
-    if kernel and prior is not None:  # as Space.fit's locked_ridge_start: on the residual, chosen on val
-        W0 = scaled_prior(G, R, prior, Tc.pow(2).sum())  # the primal
-
+    if kernel and W0 is not None:  # as Space.fit's locked_ridge_start: on the residual, chosen on val
         def with_branch(branch) -> float:
             proj.set_kernel(*branch)
             try:

@@ -90,7 +90,7 @@ def ridge_select(
 
 
 def prior_ridge(G: torch.Tensor, R: torch.Tensor, n: int, score: Callable[[torch.Tensor], float], *,
-                prior: torch.Tensor | None = None, t_norm2: torch.Tensor | float = 0.0, exact_prior: bool = False,
+                prior: torch.Tensor | None = None, exact_prior: bool = False,
                 guard: bool = False, has_val: bool = True,
                 back: Callable[[torch.Tensor], torch.Tensor] | None = None,
                 se: float = 0.0, record: dict[str, Any] | None = None, scores: dict[str, float] | None = None,
@@ -99,21 +99,20 @@ def prior_ridge(G: torch.Tensor, R: torch.Tensor, n: int, score: Callable[[torch
     """``(alpha, W, guard record)``: one modality's ridge start (:func:`locked_ridge_start`, progressive binding).
 
     ``G``, ``R``: the normal equations of its training pairs (``Z^T Z``, ``Z^T T``; the dual with ``back``, no
-    prior); ``t_norm2``: ``||T||^2``; ``score(W)``: its val score (``has_val``: there are val pairs).  Without a
-    ``prior``: :func:`ridge_select` over :data:`RIDGE_ALPHAS`, nothing else.  A ``prior`` (``in_dim``,
-    ``out_dim``) is scaled onto the targets, ``W0 = c prior`` with ``c = <Z prior, T> / ||Z prior||^2`` (where that
-    is not positive, pairs that disagree with it: ``||T|| / ||Z prior||``, its direction, never its opposite), and
-    the ridge shrinks towards ``W0``; ``exact_prior``: ``W0`` itself (alpha None).  ``guard``: the training-free
-    start guard -- the path goes on through :data:`GUARD_ALPHAS` and ``W0`` is kept (alpha None) when the best
-    ridge does not beat it on val; the record holds both scores and what was kept (no val pairs: the ridge, and a
-    ``note``).  The record is None without a guard or a prior.  ``scores`` (a dict, filled in): ``val``, the val
-    score of the ``W`` returned, where it was scored (not for ``exact_prior``): every map is scored once.  ``span``
-    (``out_dim`` x ``out_dim``, with a prior): the projector onto the targets' span, every candidate of the path
-    restricted to it, ``W P + W0 (I - P)`` (:func:`span_restrict`): the prior's output outside that span is kept,
-    never shrunk.  ``guard_se`` > 0 (``TrainConfig.select_se``): the guard keeps ``W0`` unless the best ridge beats it
-    by more than ``guard_se`` standard errors of that ridge's per-item val scores (recorded: ``best_val``,
-    ``best_se``, ``rule``)."""
-    W0 = None if prior is None else scaled_prior(G, R, prior, t_norm2)  # c = <Z W0, T> / ||Z W0||^2
+    prior); ``score(W)``: its val score (``has_val``: there are val pairs).  Without a ``prior``:
+    :func:`ridge_select` over :data:`RIDGE_ALPHAS`, nothing else.  A ``prior`` ``W0`` (``in_dim`` x ``out_dim``)
+    comes scaled onto the targets (:func:`~anybind.ridge_kernel.scaled_prior`, by the caller, which hands the same
+    ``W0`` to the kernel family) and the ridge shrinks towards it; ``exact_prior``: ``W0`` itself (alpha None).
+    ``guard``: the training-free start guard -- the path goes on through :data:`GUARD_ALPHAS` and ``W0`` is kept
+    (alpha None) when the best ridge does not beat it on val; the record holds both scores and what was kept (no
+    val pairs: the ridge, and a ``note``).  The record is None without a guard or a prior.  ``scores`` (a dict,
+    filled in): ``val``, the val score of the ``W`` returned, where it was scored (not for ``exact_prior``): every
+    map is scored once.  ``span`` (``out_dim`` x ``out_dim``, with a prior): the projector onto the targets' span,
+    every candidate of the path restricted to it, ``W P + W0 (I - P)`` (:func:`span_restrict`): the prior's output
+    outside that span is kept, never shrunk.  ``guard_se`` > 0 (``TrainConfig.select_se``): the guard keeps ``W0``
+    unless the best ridge beats it by more than ``guard_se`` standard errors of that ridge's per-item val scores
+    (recorded: ``best_val``, ``best_se``, ``rule``)."""
+    W0 = prior  # scaled by the caller (scaled_prior), never here
     if exact_prior and W0 is not None:
         return None, W0, None
     path = RIDGE_ALPHAS + GUARD_ALPHAS if guard and W0 is not None else RIDGE_ALPHAS
@@ -296,7 +295,8 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
             Pspan, span[m] = target_span(TT, P, G)
         rec: dict[str, Any] = {}
         scored: dict[str, float] = {}  # the start's val score (always set where the kernel is tried: no exact_prior)
-        alpha, W, g = prior_ridge(G, R, n, per_pair, prior=P, t_norm2=T_norm2,
+        W0 = None if P is None else scaled_prior(G, R, P, T_norm2)  # once: the ridge's prior and the kernel's base
+        alpha, W, g = prior_ridge(G, R, n, per_pair, prior=W0,
                                   exact_prior=exact_prior, guard=guard is not None, has_val=va is not None,
                                   se=se, record=rec, scores=scored, span=Pspan, guard_se=select_se)
         if g is not None:
@@ -304,7 +304,6 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
         if rule is not None and rec:
             rule[m] = rec
         if try_kernel:  # the kernel family on the prior's residual, on val
-            W0 = scaled_prior(G, R, P, T_norm2)
             alpha, W, kernel[m] = kernel_or_linear(
                 pr, alpha, W, W0, held.rows if held is not None else None,
                 (lambda b, W0=W0: per_pair(W0, branch=b)) if select_se > 0 else

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -16,12 +15,13 @@ from ._common import (
     ProjectorKind, Split, check_out, fail, parse_encoders, split_csv, app, choice, console,
     device_option, err, precision_option, seed_option, use_device, wise_option,
 )
+from .fit_ridge import (RidgePrior, check_ridge_se, ridge_prior_option, ridge_se_option, select_se_option,
+                        switch_option)
 
 Method = Literal["contrastive", "procrustes", "cca"]
 Missing = Literal["learned", "mean"]
 Init = Literal["random", "ridge", "procrustes", "cca"]
 Recipe = Literal["auto", "plain"]
-RidgePrior = Literal["zero", "bridge", "residual"]
 BindInit = Literal["ridge", "random"]
 CompatBy = Literal["mknn", "cka", "cka_debiased"]
 
@@ -150,23 +150,12 @@ def fit(
         "val", "--select-split", help="Which split of --select-data selects ('all': every record outside its test "
         "split; test is refused)."
     ),
-    ridge_prior: Optional[RidgePrior] = choice(
-        None, RidgePrior, "--ridge-prior", help="What the ridge start shrinks towards: zero, or bridge (a "
-        "label-bridge encoder's own bridge into the locked space); residual: start at the bridge itself and learn a "
-        "zero-initialised residual."
-    ),
-    start_guard: Optional[bool] = typer.Option(
-        None, "--start-guard/--no-start-guard", help="With --ridge-prior bridge: keep the label bridge itself as "
-        "the start when the ridge does not beat it on val (the recipe's default); --no-start-guard: the ridge always."
-    ),
-    kernel_start: Optional[bool] = typer.Option(None, "--kernel-start/--no-kernel-start", help="With --ridge-prior "
-        "bridge: also a kernel branch on the bridge's residual, kept where it beats the linear start on val (recipe's)."),
-    ridge_span: Optional[bool] = typer.Option(None, "--ridge-span/--no-ridge-span", help="With --ridge-prior bridge: "
-        "the ridge start and its kernel branch only inside the training text's span, the bridge kept outside (off)."),
-    ridge_se: Optional[float] = typer.Option(None, "--ridge-se", metavar="K", help="The ridge start's standard-error "
-        "rule: the most shrunk alpha within K standard errors of the best on val (default 0: the best; --init ridge)."),
-    select_se: Optional[float] = typer.Option(None, "--select-se", metavar="K", help="The standard-error rule over "
-        "every choice on val (start guard, ridge alpha, kernel, epoch, WiSE-FT alpha): nearest the start within K SE."),
+    ridge_prior: Optional[RidgePrior] = ridge_prior_option(),  # the ridge start's options: cli/fit_ridge.py
+    start_guard: Optional[bool] = switch_option("start-guard"),
+    kernel_start: Optional[bool] = switch_option("kernel-start"),
+    ridge_span: Optional[bool] = switch_option("ridge-span"),
+    ridge_se: Optional[float] = ridge_se_option(),
+    select_se: Optional[float] = select_se_option(),
     center: Optional[bool] = typer.Option(
         None, "--center/--no-center", help="Inductive centring: store each modality's mean train embedding in "
         "the space and subtract it at embed time (no statistics of the data embedded later)."
@@ -242,9 +231,8 @@ def fit(
         raise typer.BadParameter("--ray / --ray-address encode on Ray for a fit from training shards: add --stream "
                                  "(or --ray-workers N), or drop them (the in-memory fit encodes here)")
     encoders = parse_encoders(encoder)
-    for name, v in (("--ridge-se", ridge_se), ("--select-se", select_se)):
-        if v is not None and not (math.isfinite(v) and v >= 0):
-            raise typer.BadParameter(f"a non-negative number of standard errors, got {v:g}", param_hint=name)
+    check_ridge_se(ridge_se)
+    check_ridge_se(select_se, "--select-se")
     check_out(out, "space", overwrite)
     use_device(ctx, device, precision)
     kw = dict(projector=projector, epochs=epochs, batch_size=batch_size,
@@ -304,12 +292,8 @@ def bind(
     ),
     projector: ProjectorKind = choice("mlp", ProjectorKind, help="Projector architecture."),
     init: BindInit = choice("ridge", BindInit, help="ridge: regress onto the frozen targets first."),
-    start_guard: Optional[bool] = typer.Option(
-        None, "--start-guard/--no-start-guard", help="As anybind fit's, where the new encoder's label bridge maps into "
-        "the locked text space (on there by default): keep the bridge as the start when no ridge beats it on val."),
-    kernel_start: Optional[bool] = typer.Option(
-        None, "--kernel-start/--no-kernel-start", help="As anybind fit's, where the label bridge is the prior (on "
-        "there by default): a kernel branch on the bridge's residual, kept where it beats the linear start on val."),
+    start_guard: Optional[bool] = switch_option("start-guard", bind=True),
+    kernel_start: Optional[bool] = switch_option("kernel-start", bind=True),
     epochs: int = typer.Option(200, help="Maximum epochs (early stopping on the val pairs)."),
     loss: str = typer.Option("infonce", help="Pairwise objective spec (see anybind fit --loss)."),
     seed: int = seed_option(),

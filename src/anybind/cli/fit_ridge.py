@@ -1,0 +1,68 @@
+"""``anybind fit``'s ridge-start options (``--init ridge``): what the start shrinks towards
+(``--ridge-prior``), its guard, its kernel branch, its span and its standard-error rule (and ``--select-se``, the rule over every choice on val), and their check;
+``anybind bind`` shares ``--start-guard`` / ``--kernel-start`` with help of its own.  Read by
+:func:`anybind.cli.fit.fit` and :func:`anybind.cli.fit.bind`."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import typer
+
+from ._common import choice
+
+RidgePrior = Literal["zero", "bridge", "residual"]
+
+#: each ``--NAME/--no-NAME`` switch of the ridge start: its help in ``anybind fit`` and, where it has one, in
+#: ``anybind bind``
+SWITCH_HELPS: dict[str, tuple[str, ...]] = {
+    "start-guard": (
+        "With --ridge-prior bridge: keep the label bridge itself as the start when the ridge does not beat "
+        "it on val (the recipe's default); --no-start-guard: the ridge always.",
+        "As anybind fit's, where the new encoder's label bridge maps into the locked text space (on there by "
+        "default): keep the bridge as the start when no ridge beats it on val."),
+    "kernel-start": (
+        "With --ridge-prior bridge: also a kernel branch on the bridge's residual, kept where it beats the "
+        "linear start on val (recipe's).",
+        "As anybind fit's, where the label bridge is the prior (on there by default): a kernel branch on the "
+        "bridge's residual, kept where it beats the linear start on val."),
+    "ridge-span": (
+        "With --ridge-prior bridge: the ridge start and its kernel branch only inside the training text's "
+        "span, the bridge kept outside (off).",),
+}
+
+
+def switch_option(name: str, bind: bool = False) -> Any:
+    """``--NAME/--no-NAME`` (None: the recipe's) with its help in ``fit`` (``bind``: in ``bind``)."""
+    return typer.Option(None, f"--{name}/--no-{name}", help=SWITCH_HELPS[name][bind])
+
+
+def ridge_prior_option() -> Any:
+    """``fit --ridge-prior``: TrainConfig.ridge_prior (None: the recipe's)."""
+    return choice(None, RidgePrior, "--ridge-prior",
+                  help="What the ridge start shrinks towards: zero, or bridge (a label-bridge encoder's own "
+                       "bridge into the locked space); residual: start at the bridge itself and learn a "
+                       "zero-initialised residual.")
+
+
+def ridge_se_option() -> Any:
+    """``fit --ridge-se K``: TrainConfig.ridge_se, checked by :func:`check_ridge_se`."""
+    return typer.Option(None, "--ridge-se", metavar="K",
+                        help="The ridge start's standard-error rule: the most shrunk alpha within K "
+                             "standard errors of the best on val (default 0: the best; --init ridge).")
+
+
+def select_se_option() -> Any:
+    """``fit --select-se K``: TrainConfig.select_se, checked by :func:`check_ridge_se` too."""
+    return typer.Option(None, "--select-se", metavar="K",
+                        help="The standard-error rule over every choice on val (start guard, ridge alpha, "
+                             "kernel, epoch, WiSE-FT alpha): nearest the start within K SE (default 0: off).")
+
+
+def check_ridge_se(ridge_se: float | None, option: str = "--ridge-se") -> None:
+    """``--ridge-se`` (or ``option``, ``--select-se``): refused in one line, before any work, unless a finite
+    number >= 0 (or not given)."""
+    if ridge_se is not None and not (math.isfinite(ridge_se) and ridge_se >= 0):
+        raise typer.BadParameter(f"a non-negative number of standard errors, got {ridge_se:g}",
+                                 param_hint=option)
