@@ -10,10 +10,37 @@ train-loss stand-in that reads like a score.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 NO_VAL = "no val split"
+
+
+def se_of(items: Any) -> float:
+    """The standard error of the mean of per-item val scores (0.0 for fewer than 2 items or a NaN mean)."""
+    v = np.atleast_1d(np.asarray(items, dtype=np.float64))
+    return float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 and not np.isnan(v.mean()) else 0.0
+
+
+def nearest_within_se(items: Sequence[Any], k: float) -> tuple[int, dict[str, Any]]:
+    """The standard-error rule (Breiman et al. 1984; ESL 7.10, "one-SE rule") over candidates ordered nearest the
+    training-free start first: ``(index, record)``, the first candidate whose mean per-item val score is at least the
+    best mean minus ``k`` standard errors of the best's items (ties for the best: the nearest the start).  A NaN mean
+    is never the best; all NaN: index 0 (the start).  The record: the best's index, mean and standard error, ``k``
+    and the index chosen (``TrainConfig.select_se``)."""
+    means = [float(np.mean(np.asarray(x, dtype=np.float64))) for x in items]
+    if not means:
+        raise ValueError("nearest_within_se: no candidates")
+    scored = [i for i, m in enumerate(means) if not math.isnan(m)]
+    if not scored:
+        return 0, {"k": k, "note": "no val score: the start kept", "chosen": 0}
+    best = max(scored, key=lambda i: (means[i], -i))
+    se = se_of(items[best])
+    chosen = next(i for i in scored if means[i] >= means[best] - k * se)
+    return chosen, {"k": k, "best": best, "best_val": round(means[best], 6), "best_se": round(se, 6),
+                    "chosen": chosen, "chosen_val": round(means[chosen], 6)}
 
 
 class EpochSelection:
@@ -63,3 +90,23 @@ def describe_training(training: Mapping[str, Any]) -> str:
     if training.get("best_val") is None:
         return f"{NO_VAL}: trained for {run} epochs, no early stopping / selection"
     return f"best epoch {training.get('best_epoch')} of {run}, val score {training['best_val']:.3f}"
+
+
+def describe_se_rule(ridge: Mapping[str, Any] | None, epoch: Mapping[str, Any] | None,
+                     wise: Mapping[str, Any] | None) -> str:
+    """One line on what the standard-error rule (``TrainConfig.select_se``) chose: per modality the start guard
+    (kept, best ridge val +- se vs the start's), the ridge alpha, the kernel keep; the epoch; the WiSE-FT alpha."""
+    parts = []
+    for m, r in (ridge or {}).items():
+        g, k = r.get("guard") or {}, r.get("kernel") or {}
+        if "rule" in g:
+            parts.append(f"{m}: guard kept the {g['kept']} (best ridge {g['best_val']:.3f} +- {g['best_se']:.3f}, "
+                         f"start {g['start_val']:.3f}), alpha {r.get('alpha')}")
+        if "rule" in k:
+            parts.append(f"{m}: kernel {'kept' if k.get('kept') else 'not kept'} (best {max(k['grid'].values()):.3f} "
+                         f"+- {k['best_se']:.3f} vs {k['base_val']:.3f})")
+    for name, r in (("epoch", epoch), ("wise alpha", wise)):
+        if r and "best_val" in r:
+            parts.append(f"{name} {r['chosen']} (best {r['best']}: {r['best_val']:.3f} +- {r['best_se']:.3f}, "
+                         f"chosen {r['chosen_val']:.3f})")
+    return "; ".join(parts) or "nothing to choose"

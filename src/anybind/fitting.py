@@ -62,11 +62,15 @@ class FitPlan:
 
     def lineage(self, space: "SpaceCore | None" = None, **extra: Any) -> dict[str, Any]:
         """The space's lineage entry for this fit (``extra``: e.g. the trainer; ``space``: the fitted space, whose
-        ridge start, each modality's shrinkage ``alpha`` and ``prior``, is recorded)."""
+        ridge start, each modality's shrinkage ``alpha`` and ``prior``, is recorded, and with ``select_se`` what the
+        standard-error rule chose for the epoch and the WiSE-FT alpha, ``se_rule``)."""
         from .version import __version__
 
         mods = self.modalities
-        ridge = ((space.info.get("training") or {}).get("robust") or {}).get("ridge") if space is not None else None
+        tr = (space.info.get("training") or {}) if space is not None else {}
+        ridge = (tr.get("robust") or {}).get("ridge")
+        rule = {k: v for k, v in (("epoch", tr.get("epoch_se_rule")),  # select_se: the epoch's and WiSE-FT's choice
+                                  ("wise", (tr.get("robust") or {}).get("wise_se_rule"))) if v}
         return {
             "event": "fit",
             "method": self.method,
@@ -74,6 +78,7 @@ class FitPlan:
             "modalities": mods,
             **extra,
             **({"ridge_start": ridge} if ridge else {}),
+            **({"se_rule": rule} if rule else {}),
             "data": [{"manifest": str(man.path), "fingerprint": man.fingerprint(mods), "records": len(man.records)}
                      for man in self.manifests],
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -32,7 +32,7 @@ from torch import nn
 
 from .encoders.device import Runtime, autocast, current_runtime, place
 from .numerics import flush_denormals, torch_threads
-from .epochs import EpochSelection, selection_record
+from .epochs import EpochSelection, nearest_within_se, selection_record
 from .progress import progress_bar
 
 log = logging.getLogger(__name__)
@@ -145,11 +145,13 @@ class LoopResult:
     best_val: float | None
     use_val: bool
     history: list[dict[str, Any]] = field(default_factory=list)
+    se_rule: dict[str, Any] | None = None  # select_se > 0: the standard-error rule's record (best, its se, chosen)
 
     def record(self, val_metric: str) -> dict[str, Any]:
         """The training-record fields every trainer saves."""
         return {"best_epoch": self.best_epoch, "epochs_run": len(self.history),
-                **selection_record(self.use_val, self.best_val, val_metric), "history": self.history}
+                **selection_record(self.use_val, self.best_val, val_metric), "history": self.history,
+                **({"epoch_se_rule": self.se_rule} if self.se_rule else {})}
 
 
 def fit_loop(
@@ -170,6 +172,7 @@ def fit_loop(
     progress: bool = False,
     label: str = "training",
     runtime: Runtime | None = None,
+    select_se: float = 0.0,
 ) -> LoopResult:
     """Train ``model`` (``model(batch)`` returns one step's loss) for up to ``epochs`` epochs of ``steps`` steps.
 
@@ -181,11 +184,29 @@ def fit_loop(
     ``start``: the weights as they are (a warm start) compete as epoch 0.  ``penalty()``: added to
     every step's loss (a regulariser); ``on_epoch(epoch, score)``: called after each epoch is scored.
     ``runtime``: where and at what precision the steps run (default: the process's); ``score`` then sees
-    the modules on that device, and they are moved back to the CPU at the end.
+    the modules on that device, and they are moved back to the CPU at the end.  ``select_se`` > 0 (the standard-error
+    rule, :func:`~anybind.epochs.nearest_within_se`): ``score`` gives per-item val scores (their mean is the score,
+    early stopping as above) and the kept epoch is the earliest within ``select_se`` standard errors of the best
+    (epoch 0, with ``start``: the start); only the epochs that beat every earlier one are held for it.
     """
     sel = EpochSelection(use_val, patience)
     best: tuple[dict, float, int] | None = None
     history: list[dict[str, Any]] = []
+    held: list[tuple[Any, tuple[dict, float, int]]] = []  # select_se: (items, snapshot) of each record-setting epoch
+
+    def scored(epoch: int) -> float:
+        x = score(epoch)
+        if select_se <= 0:
+            return x
+        items = np.atleast_1d(np.asarray(x, dtype=np.float64))
+        held.append((items, None))  # its snapshot is set below when the epoch sets a record, else dropped
+        return float(items.mean())
+
+    def hold(epoch_best: tuple[dict, float, int] | None) -> None:
+        if select_se > 0 and held:
+            if held[-1][1] is None and epoch_best is not None:
+                held[-1] = (held[-1][0], epoch_best)
+            held[:] = [h for h in held if h[1] is not None and _within_reach(h[0], sel.best, select_se)]
 
     rt = runtime or current_runtime()
     place(model, rt.device)
@@ -197,9 +218,11 @@ def fit_loop(
     clamp_temperature(logit_scale)  # in range from the first step on (a starting temperature may lie outside)
     if start and use_val:
         model.eval()
-        s0 = score(0)
+        s0 = scored(0)
         if sel.update(0, s0):
             best = snapshot(0)
+            hold(best)
+        hold(None)
         history.append({"epoch": 0, "loss": float("nan"), "val": s0, "temperature": temperature_of(logit_scale)})
     with progress_bar(progress, label, epochs, "steps") as bar:
         for epoch in range(1, epochs + 1):
@@ -222,18 +245,25 @@ def fit_loop(
                 clamp_temperature(logit_scale)
                 ep_loss += float(total.detach())
             model.eval()
-            s = score(epoch) if use_val else None
+            s = scored(epoch) if use_val else None
             history.append({"epoch": epoch, "loss": ep_loss / steps, "val": s,
                             "temperature": temperature_of(logit_scale)})
             if on_epoch is not None:
                 on_epoch(epoch, s)
             if sel.update(epoch, s):
                 best = snapshot(epoch)
+                hold(best)
+            hold(None)
             note = sel.progress(ep_loss / steps, s)
             bar.advance(msg=note)
             log.debug("%s epoch %d: %s", label, epoch, note)
             if sel.stop:
                 break
+    rule = None
+    if select_se > 0 and held:  # the earliest record-setting epoch within select_se standard errors of the best
+        i, rule = nearest_within_se([h[0] for h in held], select_se)
+        rule.update(best=held[rule["best"]][1][2], chosen=held[i][1][2])
+        best = held[i][1]
     if best is None:  # no epoch was kept (none ran, or no score was a number): the weights as they are
         best = snapshot(len(history))
     for k, sd in best[0].items():
@@ -242,7 +272,16 @@ def fit_loop(
         model.to("cpu")
         for m in keep.values():
             m.to("cpu")
-    return LoopResult(best[0], best[1], best[2], sel.best, use_val, history)
+    kept_val = sel.best if rule is None else float(held[i][0].mean())
+    return LoopResult(best[0], best[1], best[2], kept_val, use_val, history, rule)
+
+
+def _within_reach(items: np.ndarray, best: float | None, k: float) -> bool:
+    """Whether an epoch with these per-item scores can still be within ``k`` standard errors of any best to come: at
+    least the best so far minus ``k`` times the largest standard error items in [0, 1] can have (0.5 / sqrt(n - 1))."""
+    if best is None or len(items) < 2:
+        return True
+    return float(items.mean()) >= best - k * 0.5 / math.sqrt(len(items) - 1)
 
 
 def _cpu_state(module: nn.Module) -> dict:

@@ -85,7 +85,7 @@ def ridge_select(
         record.update({"rule": f"{se:g}se", "best_alpha": best[2], **({"best_val": round(key(best), 6),
                        "best_se": round(best[1], 6)} if scored else {"note": "no val pairs: the least shrunk alpha"})})
     if scores is not None:
-        scores["val"] = pick[0]
+        scores.update(val=pick[0], best=key(best) if scored else math.nan, best_se=best[1])
     return pick[2], pick[3]
 
 
@@ -94,7 +94,7 @@ def prior_ridge(G: torch.Tensor, R: torch.Tensor, n: int, score: Callable[[torch
                 guard: bool = False, has_val: bool = True,
                 back: Callable[[torch.Tensor], torch.Tensor] | None = None,
                 se: float = 0.0, record: dict[str, Any] | None = None, scores: dict[str, float] | None = None,
-                span: torch.Tensor | None = None,
+                span: torch.Tensor | None = None, guard_se: float = 0.0,
                 ) -> tuple[float | None, torch.Tensor, dict[str, Any] | None]:
     """``(alpha, W, guard record)``: one modality's ridge start (:func:`locked_ridge_start`, progressive binding).
 
@@ -109,7 +109,9 @@ def prior_ridge(G: torch.Tensor, R: torch.Tensor, n: int, score: Callable[[torch
     filled in): ``val``, the val score of the ``W`` returned, where it was scored (not for ``exact_prior``): every
     map is scored once.  ``span`` (``out_dim`` x ``out_dim``, with a prior): the projector onto the targets' span,
     every candidate of the path restricted to it, ``W P + W0 (I - P)`` (:func:`span_restrict`): the prior's output
-    outside that span is kept, never shrunk."""
+    outside that span is kept, never shrunk.  ``guard_se`` > 0 (``TrainConfig.select_se``): the guard keeps ``W0``
+    unless the best ridge beats it by more than ``guard_se`` standard errors of that ridge's per-item val scores
+    (recorded: ``best_val``, ``best_se``, ``rule``)."""
     W0 = prior  # scaled by the caller (scaled_prior), never here
     if exact_prior and W0 is not None:
         return None, W0, None
@@ -125,6 +127,10 @@ def prior_ridge(G: torch.Tensor, R: torch.Tensor, n: int, score: Callable[[torch
     s_ridge, s_start = scores["val"], float(np.mean(score(W0)))  # training never below the start on val
     keep = "start" if s_start >= s_ridge else "ridge"
     rec = {"ridge_val": round(s_ridge, 6), "start_val": round(s_start, 6), "kept": keep}
+    if guard_se > 0:  # the standard-error rule: the start unless the best ridge beats it by more than guard_se SE
+        keep = "start" if s_start >= scores["best"] - guard_se * scores["best_se"] else "ridge"
+        rec.update(rule=f"{guard_se:g}se", best_val=round(scores["best"], 6), best_se=round(scores["best_se"], 6),
+                   kept=keep)
     if keep == "start":
         scores["val"] = s_start
         return None, W0, rec
@@ -140,7 +146,7 @@ def kernel_or_linear(pr: nn.Module, alpha: float | None, W: torch.Tensor, W0: to
                      rows: Callable[[], tuple[torch.Tensor, torch.Tensor]],
                      score: Callable[[Any], float], base_val: float, *, has_val: bool,
                      seed: int = 0, n_all: int | None = None, span: torch.Tensor | None = None,
-                     ) -> tuple[float | None, torch.Tensor, dict[str, Any]]:
+                     se: float = 0.0) -> tuple[float | None, torch.Tensor, dict[str, Any]]:
     """``(alpha, W, record)``: a modality's linear start ``(alpha, W)`` (:func:`prior_ridge`'s) or the kernel family on
     the scaled prior ``W0``'s residual (:func:`~anybind.ridge_kernel.kernel_start`), whichever is better on val: the
     branch is set on ``pr`` and ``(None, W0)`` returned where it is kept.  ``rows()``: the support's ``(Z, T)``
@@ -148,11 +154,11 @@ def kernel_or_linear(pr: nn.Module, alpha: float | None, W: torch.Tensor, W0: to
     criterion of ``W0`` with that branch; ``base_val``: the linear start's (:func:`prior_ridge`'s ``scores``).  A
     frame-pooling projector or no val pairs (``has_val``): not tried, said in the record's ``note``
     (:func:`kernel_skip`).  ``span``: every grid candidate's coefficients restricted to it
-    (:func:`locked_ridge_start`'s span lever).  :func:`locked_ridge_start` and progressive binding's."""
+    (:func:`locked_ridge_start`'s span lever); ``se``: the standard-error rule (``score`` gives per-item scores).  :func:`locked_ridge_start` and progressive binding's."""
     if note := kernel_skip(pr, has_val):  # said, not skipped
         return alpha, W, {"kept": False, "note": note}
     Z, T = rows()
-    branch, rec = kernel_start(Z, T, W0, score, base_val, seed=seed, n_all=n_all, span=span)
+    branch, rec = kernel_start(Z, T, W0, score, base_val, seed=seed, n_all=n_all, span=span, se=se)
     if branch is None:
         return alpha, W, rec
     pr.set_kernel(*branch)
@@ -211,7 +217,8 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
                        exact_prior: bool = False, guard: dict[str, dict[str, Any]] | None = None,
                        se: float = 0.0, rule: dict[str, dict[str, Any]] | None = None,
                        kernel: dict[str, dict[str, Any]] | None = None, seed: int = 0,
-                       span: dict[str, dict[str, Any]] | None = None) -> dict[str, float | None]:
+                       span: dict[str, dict[str, Any]] | None = None, select_se: float = 0.0,
+                       ) -> dict[str, float | None]:
     """Start every unlocked projector at the ridge regression onto the locked modality's space.
 
     For each modality ``m``, ``W = argmin ||Z W - T||^2 + lam ||W - W0||^2`` over the training pairs
@@ -233,7 +240,8 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
     training targets (``T'T`` summed over the blocks, :func:`target_span`), ``W P + W0 (I - P)`` and the kernel
     coefficients ``A P``, so the prior's output outside what the training text ever covers is kept; a no-op (bit for
     bit) where the targets span the space or the prior has no output outside their span.  ``span[m]``: the rank, the
-    dimension and the prior's out-of-span share.  Returns each alpha.
+    dimension and the prior's out-of-span share.  ``select_se`` > 0: the standard-error rule on the start guard and
+    the kernel keep too (:func:`prior_ridge`'s ``guard_se``, :func:`kernel_or_linear`'s ``se``).  Returns each alpha.
     """
     if not lock:
         raise DataError("init='ridge' needs a locked modality (lock='text', say): it regresses onto its space")
@@ -290,7 +298,7 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
         W0 = None if P is None else scaled_prior(G, R, P, T_norm2)  # once: the ridge's prior and the kernel's base
         alpha, W, g = prior_ridge(G, R, n, per_pair, prior=W0,
                                   exact_prior=exact_prior, guard=guard is not None, has_val=va is not None,
-                                  se=se, record=rec, scores=scored, span=Pspan)
+                                  se=se, record=rec, scores=scored, span=Pspan, guard_se=select_se)
         if g is not None:
             guard[m] = g
         if rule is not None and rec:
@@ -298,8 +306,9 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
         if try_kernel:  # the kernel family on the prior's residual, on val
             alpha, W, kernel[m] = kernel_or_linear(
                 pr, alpha, W, W0, held.rows if held is not None else None,
-                lambda b, W0=W0: float(np.mean(per_pair(W0, branch=b))), scored["val"],
-                has_val=va is not None, seed=seed, n_all=n, span=Pspan)
+                (lambda b, W0=W0: per_pair(W0, branch=b)) if select_se > 0 else
+                (lambda b, W0=W0: float(np.mean(per_pair(W0, branch=b)))), scored["val"],
+                has_val=va is not None, seed=seed, n_all=n, span=Pspan, se=select_se)
         pr.linear.weight.copy_(W.float().T)
         pr.linear.bias.zero_()
         if pr.mlp is not None:

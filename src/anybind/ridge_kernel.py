@@ -31,6 +31,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .epochs import se_of
+
 
 #: the kernel temperatures tried (cosine kernel exp((cos - 1) / tau)), chosen on val
 KERNEL_TAUS = (0.3, 0.5, 1.0)
@@ -135,15 +137,17 @@ def kernel_grid(Z: torch.Tensor, T: torch.Tensor, W0: torch.Tensor) -> Iterator[
 
 def kernel_start(Z: torch.Tensor, T: torch.Tensor, W0: torch.Tensor, score: Callable[[Any], float],
                  base_val: float, *, seed: int = 0, n_all: int | None = None, span: torch.Tensor | None = None,
-                 ) -> tuple[tuple[torch.Tensor, torch.Tensor, float] | None, dict[str, Any]]:
+                 se: float = 0.0) -> tuple[tuple[torch.Tensor, torch.Tensor, float] | None, dict[str, Any]]:
     """``(branch or None, record)``: the best kernel branch ``(support, coef, tau)`` (float32, support unit-normed) on
     top of the linear map ``W0`` when its val ``score`` beats ``base_val`` (the linear start's), else None.
 
     ``Z`` (n, d), ``T`` (n, out): the standardised training inputs and their targets; ``score(branch)``: the val
     criterion of ``W0`` plus that branch.  ``n_all``: the training pairs ``Z`` was already cut down from (by
     :func:`support_rows`; None: ``Z`` is every pair and is cut here).  ``span``: a projector (``out x out``) every
-    candidate's coefficients are restricted to, ``A P`` (:func:`anybind.ridge.target_span`).  The record: the grid's scores, the choice, the
-    support's size."""
+    candidate's coefficients are restricted to, ``A P`` (:func:`anybind.ridge.target_span`).  ``se`` > 0 (the
+    standard-error rule, ``TrainConfig.select_se``): ``score`` may give per-item scores, and the best is kept only
+    where it beats ``base_val`` by more than ``se`` standard errors of its items.  The record: the grid's scores,
+    the choice, the support's size."""
     if n_all is None:
         n_all = len(Z)
         keep = support_rows(n_all, seed)
@@ -153,15 +157,20 @@ def kernel_start(Z: torch.Tensor, T: torch.Tensor, W0: torch.Tensor, score: Call
     S32 = F.normalize(Z.double(), dim=-1).float()
     grid: dict[str, float] = {}
     best: tuple[float, tuple[torch.Tensor, torch.Tensor, float], float, float] | None = None
+    best_se = 0.0
     for tau, alpha, A in kernel_grid(Z, T, W0):
         A = A if span is None else A @ span.double()
         branch = (S32, A.float(), float(tau))
-        v = float(score(branch))
+        x = score(branch)
+        v = float(np.mean(x)) if se > 0 else float(x)
         grid[f"{tau:g}/{alpha:g}"] = round(v, 6)
         if not math.isnan(v) and (best is None or v > best[0]):
             best = (v, branch, tau, alpha)
+            best_se = se_of(x) if se > 0 else 0.0
     rec: dict[str, Any] = {"base_val": round(base_val, 6), "grid": grid, "support": n, "pairs": n_all}
-    if best is None or not best[0] > base_val + 1e-9:  # a tie (to float rounding) keeps the linear start
+    if se > 0:
+        rec.update(rule=f"{se:g}se", best_se=round(best_se, 6))
+    if best is None or not best[0] > base_val + max(1e-9, se * best_se):  # a tie (to rounding) keeps the linear start
         rec["kept"] = False
         return None, rec
     rec.update(kept=True, tau=best[2], alpha=best[3], val=round(best[0], 6))

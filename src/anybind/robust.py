@@ -37,6 +37,9 @@ through the shared loop's hooks (:func:`anybind.loop.fit_loop`'s ``penalty=`` an
   grid) restricted to the span of the training targets, the bridge's output outside it kept
   (:func:`anybind.ridge.locked_ridge_start`'s ``span``); recorded under ``ridge.<m>.span``.  Not a default: it wins
   on val for a 121-caption corpus and loses a little on 300-pair ones (BENCHMARKS.md, transfer: the span lever).
+* ``select_se`` (off) -- the standard-error rule over every choice above made on val (guard, ridge alpha, kernel keep,
+  epoch, WiSE-FT alpha): the candidate nearest the start within that many standard errors of the best
+  (:func:`anybind.epochs.nearest_within_se`; BENCHMARKS.md, transfer: the standard-error rule over every choice).
 * ``mixup`` (weight) and ``mixup_alpha`` -- geodesic multi-modal mixup (Oh et al. 2023, "Geodesic
   Multi-Modal Mixup for Robust Fine-Tuning", m^2-mix): each positive pair's two unit embeddings are
   mixed on the great circle between them (``slerp`` with ``lam ~ Beta(alpha, alpha)``) and the mixtures
@@ -65,6 +68,7 @@ import torch
 from torch import nn
 
 from .centring import center_projectors, centred, train_centers  # noqa: F401  (re-exported: defined here before)
+from .epochs import nearest_within_se
 from .errors import DataError
 from .ridge import PairBlocks, locked_ridge_start, span_noop
 from .losses import M2Mix, is_multimodal
@@ -151,9 +155,11 @@ def check_robust(cfg) -> None:
             raise DataError(f"{name} must be a {'non-negative' if low is not None else 'positive'} number, got {v!r}")
     if cfg.ridge_prior not in RIDGE_PRIORS:
         raise DataError(f"ridge_prior must be one of {', '.join(RIDGE_PRIORS)}, got {cfg.ridge_prior!r}")
+    for name in ("ridge_se", "select_se"):
+        se = getattr(cfg, name)
+        if isinstance(se, bool) or not isinstance(se, (int, float)) or not math.isfinite(se) or se < 0:
+            raise DataError(f"{name} must be a non-negative number (standard errors), got {se!r}")
     se = cfg.ridge_se
-    if isinstance(se, bool) or not isinstance(se, (int, float)) or not math.isfinite(se) or se < 0:
-        raise DataError(f"ridge_se must be a non-negative number (standard errors), got {se!r}")
     if se > 0 and cfg.init != "ridge":  # refused, not ignored: no ridge path to apply the rule to
         raise DataError(f"ridge_se={se!r} is the ridge start's standard-error rule: use init='ridge' (got init={cfg.init!r})")
     for name in ("start_guard", "kernel_start"):
@@ -184,7 +190,7 @@ class RobustFit:
         cfg = resolved(cfg)
         check_robust(cfg)
         self.cfg = cfg
-        self.wise, self.l2sp = parse_wise(cfg.wise), float(cfg.l2sp)
+        self.wise, self.l2sp, self.se = parse_wise(cfg.wise), float(cfg.l2sp), float(cfg.select_se)
         self.projectors, self.logit_scale = projectors, logit_scale
         active = self.wise is not None or self.l2sp > 0
         self.start = snapshot(projectors) if active else None
@@ -225,18 +231,23 @@ class RobustFit:
             if val is None:
                 rec["wise_note"] = "no val split: alpha cannot be chosen, early stopping's choice kept"
                 return logit_scale, rec
-            scores = {}
+            scores, items = {}, {}
             for a in WISE_GRID:
                 load_state(self.projectors, interpolate(self.start, trained, a))
-                scores[a] = float(val())
+                items[a] = val()  # select_se > 0: per-item scores (their mean is the score)
+                scores[a] = float(np.mean(items[a]))
             alpha = max(WISE_GRID, key=lambda a: (np.nan_to_num(scores[a], nan=-1.0), -a))
+            if self.se > 0:  # the smallest alpha (nearest the start) within select_se standard errors of the best
+                i, r = nearest_within_se([items[a] for a in WISE_GRID], self.se)
+                alpha = WISE_GRID[i]
+                rec["wise_se_rule"] = {**r, "best": WISE_GRID[r.get("best", i)], "chosen": alpha}
             rec["wise_val"] = {f"{a:.1f}": scores[a] for a in WISE_GRID}
         else:
             alpha = float(self.wise)
         load_state(self.projectors, interpolate(self.start, trained, alpha))
         rec["wise_alpha"] = alpha
         if val is not None:  # the space's val score is the mixture's own
-            rec["wise_val_chosen"] = rec["wise_val"][f"{alpha:.1f}"] if "wise_val" in rec else float(val())
+            rec["wise_val_chosen"] = rec["wise_val"][f"{alpha:.1f}"] if "wise_val" in rec else float(np.mean(val()))
         return (1 - alpha) * self.start_logit + alpha * trained_logit, rec
 
 
@@ -369,8 +380,9 @@ def ridge_start(projectors: Mapping[str, Projector], cfg, specs: Mapping[str, st
     rule: dict[str, dict[str, Any]] = {}
     span: dict[str, dict[str, Any]] | None = {} if cfg.ridge_span else None
     alphas = locked_ridge_start(projectors, cfg.lock, train_pairs, val_pairs, prior=prior,
-                                exact_prior=cfg.ridge_prior == "residual", guard=guard, se=cfg.ridge_se, rule=rule,
-                                kernel=kern, seed=cfg.seed, span=span)
+                                exact_prior=cfg.ridge_prior == "residual", guard=guard,
+                                se=cfg.ridge_se if cfg.ridge_se > 0 else cfg.select_se, rule=rule,
+                                kernel=kern, seed=cfg.seed, span=span, select_se=cfg.select_se)
     for m, sp in (span or {}).items():
         log.info("start: %r: training targets span %d of %d dims, the prior's out-of-span share %s%s", m, sp["rank"],
                  sp["dim"], sp.get("prior_out", 0.0), " (the span restriction is a no-op)" if span_noop(sp) else "")

@@ -27,10 +27,11 @@ from .binders import MultiBinder, PairBinder, missing_embeddings
 from .binders import pair_terms  # noqa: F401  (re-exported: it was defined here)
 from .featureset import FeatureSet, selection_set  # noqa: F401  (FeatureSet re-exported: it was defined here)
 from .attention import attention_start, check_attention
+from .epochs import describe_se_rule
 from .errors import DataError
 from .loop import IndexSampler, fit_loop, make_optimizer, make_temperature, training_threads
 from .losses import MissingPlaceholders, build_loss, is_multimodal
-from .metrics import pair_recalls
+from .metrics import pair_recalls, query_ranks
 from .projectors import Projector, ProjectorConfig, attention_parameters, project
 from .recipe import AUTO, Auto, check_flags, check_seed, resolved
 from .scoring import Scorer
@@ -83,6 +84,8 @@ class TrainConfig:
     # the training targets, keeping the prior's output outside it (anybind.ridge.locked_ridge_start's span; issue 16)
     ridge_se: float = 0.0  # the ridge start's standard-error rule: the most shrunk alpha within this many SE of the
     # best on val (0: the best; anybind.ridge.ridge_select)
+    select_se: float = 0.0  # the standard-error rule over every choice on val (start guard, ridge alpha unless
+    # ridge_se > 0, kernel keep, epoch, WiSE-FT alpha): the one nearest the start within this many SE of the best
     center: bool = False
     mixup: float = 0.0  # weight of the geodesic multi-modal mixup term (m^2-mix hard negatives; 0: off)
     mixup_alpha: float = 0.5  # its mixing coefficient ~ Beta(mixup_alpha, mixup_alpha)
@@ -125,9 +128,12 @@ VAL_METRIC = "mean (R@1+R@5+R@10)/3 over pairs, both directions"
 
 
 def val_score(
-    projectors: Mapping[str, Projector], fs: FeatureSet, idx: np.ndarray, pairs, scorer: Scorer | None = None
-) -> float:
-    """Mean of (R@1 + R@5 + R@10)/3 over every pair, both directions (the early-stopping score).
+    projectors: Mapping[str, Projector], fs: FeatureSet, idx: np.ndarray, pairs, scorer: Scorer | None = None,
+    items: bool = False,
+) -> float | np.ndarray:
+    """Mean of (R@1 + R@5 + R@10)/3 over every pair, both directions (the early-stopping score).  ``items``: the
+    per-record scores instead (each val record of each modality pair: its hits at 1, 5, 10, both directions, mean),
+    for the standard-error rule (``TrainConfig.select_se``); NaN (one item) without any.
 
     ``scorer`` (multimodal objectives): the space's :class:`~anybind.scoring.Scorer` with the learnt "missing"
     embeddings; pairs are then scored as the space scores them, by the multilinear inner product
@@ -145,9 +151,16 @@ def val_score(
             eb = F.normalize(project(projectors[b], fs.get(b, sel)), dim=-1).numpy()
             qa, qb = (ea, eb) if scorer is None else (scorer.weigh(ea, a, b), scorer.weigh(eb, b, a))
             fa, fb = fs.get(a, sel), fs.get(b, sel)  # frozen inputs: identical content, identical rows
+            if items:
+                ranks = [query_ranks(q @ g.T, query_keys=kq, gallery_keys=kg)
+                         for q, g, kq, kg in ((qa, eb, fa, fb), (qb, ea, fb, fa))]
+                scores.append(sum((r <= k).astype(np.float64) for r in ranks for k in (1, 5, 10)) / 6)
+                continue
             for q, g, kq, kg in ((qa, eb, fa, fb), (qb, ea, fb, fa)):
                 r = pair_recalls(q, g, query_keys=kq, gallery_keys=kg)
                 scores.append((r["R@1"] + r["R@5"] + r["R@10"]) / 3)
+    if items:
+        return np.concatenate(scores) if scores else np.array([np.nan])
     return float(np.mean(scores)) if scores else float("nan")
 
 
@@ -289,13 +302,15 @@ def _train_space(fs: FeatureSet, cfg: TrainConfig, *, progress: bool = True, sel
         batches = featureset_batches(fs, feats_t, pairs, sampler)
         steps = sampler.steps(pairs)
 
-    def score(epoch: int) -> float:
+    def score(epoch: int, items: bool = False) -> float | np.ndarray:
         # a multimodal space is scored by the multilinear product with the learnt missing embeddings (the warm
-        # start, epoch 0, by cosine)
+        # start, epoch 0, by cosine); items: per-record scores (the standard-error rule's)
         scorer = None
         if multimodal and epoch > 0:
             scorer = Scorer(missing_embeddings(projectors, placeholders, mods_multi))
-        return val_score(projectors, vfs, val_idx, pairs, scorer)
+        return val_score(projectors, vfs, val_idx, pairs, scorer, items)
+
+    per_item = (lambda epoch: score(epoch, True)) if cfg.select_se > 0 else score
 
     use_val = len(val_idx) >= 2 and any(len(vfs.with_pair(val_idx, *p)) >= 2
                                         for p in pairs if set(p) <= set(vfs.feats))
@@ -308,12 +323,14 @@ def _train_space(fs: FeatureSet, cfg: TrainConfig, *, progress: bool = True, sel
                          lr=cfg.lr, weight_decay=cfg.weight_decay, own_lr=cfg.attn_lr,
                          own_rate=attention_parameters(projectors))
     res = fit_loop(model, batches, opt, logit_scale, epochs=cfg.epochs, steps=steps, use_val=use_val,
-                   patience=cfg.patience, score=score, start=cfg.init != "random", progress=progress,
+                   patience=cfg.patience, score=per_item, start=cfg.init != "random", progress=progress,
                    keep={"projectors": model.projectors, "placeholders": placeholders},
-                   penalty=rob.penalty, on_epoch=rob.on_epoch)
-    final_logit, rob_rec = rob.finish(res.logit_scale, (lambda: score(1)) if use_val else None)
+                   penalty=rob.penalty, on_epoch=rob.on_epoch, select_se=cfg.select_se)
+    final_logit, rob_rec = rob.finish(res.logit_scale, (lambda: per_item(1)) if use_val else None)
     if ridge:
         rob_rec["ridge"] = ridge
+    if cfg.select_se > 0:  # what the standard-error rule chose, said in one line (the lineage holds each record)
+        log.info("select_se=%g: %s", cfg.select_se, describe_se_rule(ridge, res.se_rule, rob_rec.get("wise_se_rule")))
     if phase is not None:
         rob_rec["attention_phase"] = phase
     if cfg.center:  # inductive: the training split's mean embeddings, stored in the projectors

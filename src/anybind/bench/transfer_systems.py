@@ -126,13 +126,15 @@ def system_kwargs(name: str) -> dict[str, Any]:
             kw["lr"] = float(lever[2:])
         elif lever.startswith("wise") and _number(lever[4:]):
             kw["wise"] = float(lever[4:])
+        elif lever.startswith("selse") and _number(lever[5:]):  # the standard-error rule over every choice on val
+            kw["select_se"] = float(lever[5:])
         elif lever.startswith("se") and _number(lever[2:]):  # the ridge start's standard-error rule
             kw["ridge_se"] = float(lever[2:])
         elif lever.startswith("mixup") and _number(lever[5:]):
             kw["mixup"] = float(lever[5:])
         else:
             raise AnybindError(f"system {name!r}: unknown lever {lever!r} (known: {', '.join(LEVERS)}, lrX, wiseX, "
-                               "mixupX, seX)")
+                               "mixupX, seX, selseX)")
     return kw
 
 

@@ -1,5 +1,5 @@
 """``anybind fit``'s ridge-start options (``--init ridge``): what the start shrinks towards
-(``--ridge-prior``), its guard, its kernel branch, its span and its standard-error rule, and their check;
+(``--ridge-prior``), its guard, its kernel branch, its span and its standard-error rule (and ``--select-se``, the rule over every choice on val), and their check;
 ``anybind bind`` shares ``--start-guard`` / ``--kernel-start`` with help of its own.  Read by
 :func:`anybind.cli.fit.fit` and :func:`anybind.cli.fit.bind`."""
 
@@ -53,8 +53,16 @@ def ridge_se_option() -> Any:
                              "standard errors of the best on val (default 0: the best; --init ridge).")
 
 
-def check_ridge_se(ridge_se: float | None) -> None:
-    """``--ridge-se``: refused in one line, before any work, unless a finite number >= 0 (or not given)."""
+def select_se_option() -> Any:
+    """``fit --select-se K``: TrainConfig.select_se, checked by :func:`check_ridge_se` too."""
+    return typer.Option(None, "--select-se", metavar="K",
+                        help="The standard-error rule over every choice on val (start guard, ridge alpha, "
+                             "kernel, epoch, WiSE-FT alpha): nearest the start within K SE (default 0: off).")
+
+
+def check_ridge_se(ridge_se: float | None, option: str = "--ridge-se") -> None:
+    """``--ridge-se`` (or ``option``, ``--select-se``): refused in one line, before any work, unless a finite
+    number >= 0 (or not given)."""
     if ridge_se is not None and not (math.isfinite(ridge_se) and ridge_se >= 0):
         raise typer.BadParameter(f"a non-negative number of standard errors, got {ridge_se:g}",
-                                 param_hint="--ridge-se")
+                                 param_hint=option)

@@ -76,6 +76,9 @@ def check_config(cfg: TrainConfig) -> None:
     if cfg.init not in ("random", "ridge"):
         raise DataError(f"init={cfg.init!r} needs every feature in memory: the streaming / Ray trainer starts from "
                         "init='random' or 'ridge'; use the in-memory fit for training-free starts")
+    if cfg.select_se:
+        raise DataError(f"select_se={cfg.select_se!r} (the standard-error rule over every choice on val) needs the "
+                        "in-memory fit: the streaming / Ray trainer scores val by its mean only; use ridge_se")
     if cfg.center:
         raise DataError("center=True (inductive centring) needs the in-memory fit: the streaming / Ray trainer "
                         "keeps no training embeddings to centre on")

@@ -1,0 +1,146 @@
+"""The standard-error rule over every choice on val (issue 16, ``TrainConfig.select_se``): the start guard, the ridge
+alpha, the kernel keep, the epoch and the WiSE-FT alpha each take the candidate nearest the training-free start whose
+val score is within k standard errors (of the best's per-record scores) of the best.  The pure rule over random score
+paths; on real Tux Paint pairs: k=0 is today's plain best, shuffled pairs end at the label bridge, real pairs whose
+ridge clearly beats the bridge keep it, and the epoch kept is the earliest within k SE of the best in the history."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from anybind import Space, load_manifest
+from anybind.bench.transfer_systems import system_kwargs
+from anybind.epochs import nearest_within_se, se_of
+from anybind.errors import DataError
+from anybind.robust import WISE_GRID, check_robust
+from anybind.scale.train import check_config
+from anybind.train import TrainConfig
+
+MODS = ["image", "text"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(means=st.lists(st.floats(0, 1), min_size=1, max_size=12), n=st.integers(2, 40),
+       k=st.sampled_from([0.0, 0.5, 1.0, 2.0]), seed=st.integers(0, 2**16))
+def test_the_rule_takes_the_first_candidate_within_k_standard_errors_of_the_best(means, n, k, seed):
+    rng = np.random.default_rng(seed)
+    items = [np.clip(m + rng.normal(scale=0.3, size=n), 0, 1) for m in means]  # per-record scores, nearest start first
+    i, rec = nearest_within_se(items, k)
+    mean = [float(v.mean()) for v in items]
+    best = max(range(len(items)), key=lambda j: (mean[j], -j))  # the first best
+    err = float(items[best].std(ddof=1) / math.sqrt(n))
+    assert rec["best"] == best and rec["best_se"] == pytest.approx(err, abs=1e-6) and se_of(items[best]) == err
+    assert i == rec["chosen"] <= best and mean[i] >= mean[best] - k * err
+    assert all(mean[j] < mean[best] - k * err for j in range(i))  # nothing nearer the start qualifies
+    if k == 0:
+        assert mean[i] == mean[best]
+    assert nearest_within_se(items, k + 1.0)[0] <= i  # a wider margin never moves further from the start
+
+
+def test_no_score_keeps_the_start_and_an_empty_path_is_refused():
+    assert nearest_within_se([np.array([np.nan]), np.array([np.nan])], 1.0)[0] == 0
+    assert nearest_within_se([np.array([np.nan]), np.array([0.2, 0.4])], 1.0)[0] == 1  # NaN is never the best
+    with pytest.raises(ValueError, match="no candidates"):
+        nearest_within_se([], 1.0)
+
+
+@pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf"), True, "1"])
+def test_a_bad_margin_is_refused_in_one_line(bad):
+    with pytest.raises(DataError) as e:
+        check_robust(TrainConfig(select_se=bad))
+    assert "\n" not in str(e.value) and str(e.value).startswith("select_se must be a non-negative number")
+
+
+def test_the_streaming_trainer_refuses_it_and_the_bench_lever_sets_it():
+    with pytest.raises(DataError, match="select_se=1.0 .* needs the in-memory fit"):
+        check_config(TrainConfig(select_se=1.0, init="ridge", lock="text"))
+    check_config(TrainConfig(select_se=0.0, init="ridge", lock="text"))
+    assert system_kwargs("defaults+selse0.5") == {"select_se": 0.5}
+    assert system_kwargs("defaults+selse1+se0.5") == {"select_se": 1.0, "ridge_se": 0.5}
+
+
+def _manifest(tux_dir, out, shuffle: bool):
+    """200 real Tux Paint stamps, one in four a val record; ``shuffle``: the train captions permuted (useless pairs)."""
+    recs = [json.loads(x) for x in (tux_dir / "manifest.jsonl").read_text().splitlines()][:200]
+    rows = [{"id": r["id"], "split": "val" if i % 4 == 0 else "train", "text": r["text"],
+             "image": str(tux_dir / r["image"])} for i, r in enumerate(recs)]
+    if shuffle:
+        train = [i for i, r in enumerate(rows) if r["split"] == "train"]
+        texts = [rows[j]["text"] for j in np.random.default_rng(0).permutation(train)]
+        for i, t in zip(train, texts):
+            rows[i] = {**rows[i], "text": t}
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return load_manifest(out, modalities=MODS)
+
+
+@pytest.fixture(scope="module")
+def tux200(tux_dir, tmp_path_factory):
+    d = tmp_path_factory.mktemp("select-se")
+    return {s: _manifest(tux_dir, d / f"{s}.jsonl", s == "shuffled") for s in ("real", "shuffled")}
+
+
+def _fit(man, cache, **kw):
+    sp = Space.fit(man, modalities=MODS, cache=cache, progress=False, seed=0, **{"epochs": 8, **kw})
+    tr = sp.info["training"]
+    return sp, tr, tr["robust"], tr["robust"]["ridge"]["image"]
+
+
+def test_k0_is_todays_plain_best_at_every_choice(tux200, shared_cache):
+    plain, tr, rob, r = _fit(tux200["real"], shared_cache)
+    zero, tr0, rob0, r0 = _fit(tux200["real"], shared_cache, select_se=0.0)
+    for a, b in zip(plain.projectors["image"].state_dict().values(), zero.projectors["image"].state_dict().values()):
+        assert torch.equal(a, b)
+    text = json.dumps(tr0, default=str)
+    assert "se_rule" not in text and '"rule"' not in text  # nothing recorded: the rule is off
+    g, kern = r0["guard"], r0["kernel"]
+    assert g["kept"] == ("start" if g["start_val"] >= g["ridge_val"] else "ridge")
+    assert kern["kept"] == (max(kern["grid"].values()) > kern["base_val"] + 1e-9)
+    w = rob0["wise_val"]
+    assert rob0["wise_alpha"] == max(WISE_GRID, key=lambda a: (w[f"{a:.1f}"], -a))
+
+
+def test_useless_pairs_end_at_the_label_bridge(tux200, shared_cache):
+    sp, tr, rob, r = _fit(tux200["shuffled"], shared_cache, select_se=1.0)
+    assert r["guard"]["kept"] == "start" and r["guard"]["rule"] == "1se" and r["alpha"] is None
+    assert r["kernel"]["kept"] is False and not sp.projectors["image"].cfg.kernel
+    assert rob["wise_alpha"] == 0.0 and rob["wise_se_rule"]["chosen"] == 0.0
+    assert sp.info["lineage"][-1]["se_rule"]["wise"] == rob["wise_se_rule"]  # the lineage says what it chose
+    start, _, _, _ = _fit(tux200["shuffled"], shared_cache, select_se=1.0, epochs=0)  # the start itself, untrained
+    for k, v in start.projectors["image"].state_dict().items():
+        assert torch.equal(v, sp.projectors["image"].state_dict()[k]), k
+
+
+def test_pairs_that_clearly_help_keep_the_trained_start_and_the_epoch_rule_reads_the_history(tux200, shared_cache):
+    sp, tr, rob, r = _fit(tux200["real"], shared_cache, select_se=1.0)
+    g = r["guard"]
+    assert g["kept"] == "ridge" and g["start_val"] < g["best_val"] - g["best_se"]  # a clear margin: the ridge kept
+    assert r["alpha"] is not None and r["alpha"] >= r["se_rule"]["best_alpha"]  # at least as shrunk as the best
+    _, tr1, _, _ = _fit(tux200["real"], shared_cache, select_se=0.25, wise=None)
+    rule, hist = tr1["epoch_se_rule"], {h["epoch"]: h["val"] for h in tr1["history"]}
+    best = max(hist, key=lambda e: (hist[e], -e))
+    assert rule["best"] == best and rule["best_val"] == pytest.approx(hist[best], abs=1e-6)
+    want = min(e for e in hist if hist[e] >= hist[best] - 0.25 * rule["best_se"])
+    assert tr1["best_epoch"] == rule["chosen"] == want and rule["chosen_val"] == pytest.approx(hist[want], abs=1e-6)
+
+
+def test_the_cli_flag_sets_it_and_refuses_a_bad_value_in_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from anybind.cli import app
+    from test_robust import make_pairs
+
+    m, specs = make_pairs(tmp_path, n=100)
+    args = ["fit", str(m), "--epochs", "2", "--lock", "tx", "--init", "ridge", "--no-kernel-start", "--cache",
+            str(tmp_path / "c"), "--out", str(tmp_path / "sp"), *[x for k, s in specs.items() for x in ("-e", f"{k}={s}")]]
+    bad = CliRunner().invoke(app, [*args, "--select-se", "-1"])
+    errors = [x for x in bad.output.splitlines() if x.startswith("error:")]
+    assert bad.exit_code == 2 and len(errors) == 1 and "--select-se" in errors[0] and not (tmp_path / "c").exists()
+    res = CliRunner().invoke(app, [*args, "--select-se", "1"])
+    assert res.exit_code == 0, res.output
+    space = Space.load(tmp_path / "sp")
+    assert space.config["select_se"] == 1.0 and space.info["training"]["epoch_se_rule"]["k"] == 1.0
