@@ -63,6 +63,17 @@ def test_enough_val_pairs_select_data_select_se_or_a_training_free_method_warn_n
     assert not [r for r in caplog.records if r.name == LOGGER] and "val_warning" not in sp.info["lineage"][-1]
 
 
+def test_the_streaming_trainer_warns_too_and_names_the_in_memory_fit(small, shared_cache, caplog):
+    """``fit --stream`` chooses on its shards' val split the same way; it has neither fix, so the line says where."""
+    from anybind.scale.sharded import fit_sharded
+
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        sp = fit_sharded(small.path, modalities=["image", "text"], cache=shared_cache, epochs=1, progress=False)
+    warned = [r.getMessage() for r in caplog.records if r.name == LOGGER]
+    assert len(warned) == 1 and "only 12 val pairs" in warned[0] and "drop --stream" in warned[0], warned
+    assert sp.info["lineage"][-1]["trainer"] == "streaming" and sp.info["lineage"][-1]["val_warning"]["val_pairs"] == 12
+
+
 def test_no_val_split_warns_that_every_choice_falls_back_to_its_default(small, shared_cache, caplog, tmp_path):
     """Before, only the start guard's own line warned (nothing at all with start_guard=False); now one line says what
     every choice falls back to, even with select_se (it has nothing to choose on)."""
