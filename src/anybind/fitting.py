@@ -7,12 +7,17 @@ open); :meth:`FitPlan.lineage` is the lineage entry the fitted space records.  :
 in memory or fit a training-free map, record); it returns a :class:`~anybind.space_core.SpaceCore`, which
 ``Space.fit`` hands to the user as an :class:`anybind.Space`.  The streaming / Ray Train fit
 (:func:`anybind.scale.sharded.fit_sharded`) follows the same plan with training shards instead of in-memory
-features.
+features.  Both first check the val split the fit chooses on (:func:`check_val_size`): a trained fit without
+``select_data`` whose own val split holds fewer than :data:`VAL_WARN` pairs, or none, warns in one line and records
+it in the lineage (``val_warning``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import logging
+import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,7 +32,17 @@ from .recipe import chosen_options, resolve_recipe
 if TYPE_CHECKING:
     from .space_core import SpaceCore
 
+log = logging.getLogger(__name__)
+
 METHODS = ("contrastive", "procrustes", "cca")
+
+#: A trained fit that makes its choices (start guard, kernel keep, ridge alpha, epoch, WiSE-FT alpha) on its own val
+#: split warns below this many val pairs: at n = 100 the worst-case standard error of a val R@1, sqrt(0.25 / n), is
+#: 0.05 (a 95 % interval of +-0.1, the size of the val margins those choices are made on: e.g. kernel branch vs
+#: linear start 0.07 on Tux Paint, 0.05 on KTuberling).  Measured (BENCHMARKS.md, transfer: four corpora ...):
+#: KTuberling's 36 val pairs (SE 0.083) chose a space that loses to the label bridge off its domain on val; Tux
+#: Paint's 103 (0.049), emoji's 140 (0.042) and openclipart's 213 (0.034) did not.
+VAL_WARN = 100
 
 
 def check_method(method: str) -> None:
@@ -59,6 +74,7 @@ class FitPlan:
     config: dict[str, Any]  # training options (the recipe's where the user gave none)
     recipe: str | None  # None: a training-free method (it follows no recipe)
     chosen: dict[str, Any]  # what the recipe chose
+    val_warning: dict[str, Any] | None = None  # :func:`check_val_size`'s record: a val too small to choose on
 
     def lineage(self, space: "SpaceCore | None" = None, **extra: Any) -> dict[str, Any]:
         """The space's lineage entry for this fit (``extra``: e.g. the trainer; ``space``: the fitted space, whose
@@ -79,6 +95,7 @@ class FitPlan:
             **extra,
             **({"ridge_start": ridge} if ridge else {}),
             **({"se_rule": rule} if rule else {}),
+            **({"val_warning": self.val_warning} if self.val_warning else {}),
             "data": [{"manifest": str(man.path), "fingerprint": man.fingerprint(mods), "records": len(man.records)}
                      for man in self.manifests],
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -159,6 +176,48 @@ def plan_fit(
     return FitPlan(manifests, method, mods, specs, cfg, recipe, chosen)
 
 
+def val_pairs(plan: FitPlan) -> int:
+    """How many val records of the plan's manifests hold a pair the fit trains (``config["pairs"]``, else any two
+    bound modalities): what every choice the fit makes on its own val split is scored on."""
+    pairs = plan.config.get("pairs") or list(itertools.combinations(plan.modalities, 2))
+    return sum(1 for man in plan.manifests for r in man.records
+               if r.split == "val" and any(all(r.has(m) for m in p) for p in pairs))
+
+
+def check_val_size(plan: FitPlan, select_data: Any = None, trainer: str = "in-memory") -> dict[str, Any] | None:
+    """Warn in one line when a trained fit makes its choices (start guard, kernel keep, ridge alpha, epoch, WiSE-FT
+    alpha) on its own val split and that split has fewer than :data:`VAL_WARN` pairs (:func:`val_pairs`), or none
+    (fewer than 2: every choice falls back to its default); the record, also kept as ``plan.val_warning`` for the
+    lineage, or None.  Nothing for a training-free method, with ``select_data`` (the choices are made on another
+    corpus' val), or, for a val split that is small but there, with ``select_se`` > 0 (the candidate nearest the
+    training-free start within that many standard errors of the best: the fix this warning names)."""
+    if plan.method != "contrastive" or select_data is not None:
+        return None
+    n = val_pairs(plan)
+    if n >= VAL_WARN or (n >= 2 and float(plan.config.get("select_se") or 0.0) > 0):
+        return None
+    where = ", ".join(str(m.path) for m in plan.manifests)
+    other = "choose on another corpus' val with select_data=<manifest> (anybind fit --select-data OTHER.jsonl)"
+    needs = "" if trainer == "in-memory" else ", in the in-memory fit (drop --stream / --ray-workers)"
+    if n < 2:
+        se = None
+        msg = (f"{where}: no val split ({n} val pairs): every choice this fit makes on val falls back to its default "
+               "(the ridge start's least-shrunk alpha, not checked against the label bridge, no kernel branch; the "
+               "last epoch, no early stopping; no WiSE-FT mix); give the data val records (\"split\": \"val\", at "
+               f"least {VAL_WARN} pairs) or {other}{needs} (BENCHMARKS.md, transfer)")
+    else:
+        se = round(math.sqrt(0.25 / n), 3)  # sqrt(p (1 - p) / n) at p = 0.5: the worst case
+        msg = (f"{where}: only {n} val pairs (fewer than {VAL_WARN}): a val R@1 has a standard error up to {se:.3f} "
+               "(sqrt(p(1-p)/n) at p=0.5), and every choice this fit makes on them (start guard, kernel keep, ridge "
+               "alpha, epoch, WiSE-FT alpha) may follow this corpus' look and lose to the training-free label bridge "
+               f"off its domain; {other}, or take the candidate nearest the training-free start with select_se=1 "
+               f"(--select-se 1){needs} (BENCHMARKS.md, transfer: the KTuberling-trained space chosen on a held-out "
+               "corpus; the standard-error rule)")
+    log.warning("%s", msg)
+    plan.val_warning = {"val_pairs": n, "threshold": VAL_WARN, "r1_se_max": se, "message": msg}
+    return plan.val_warning
+
+
 def fit_space(
     manifest: str | Path | Manifest | Sequence[str | Path | Manifest],
     modalities: Iterable[str] | None = None,
@@ -203,6 +262,7 @@ def fit_in_memory(plan: FitPlan, *, cache: FeatureCache | str | Path | None = No
     if select_data is not None and plan.method != "contrastive":  # refused before any record is encoded
         raise DataError(f"select_data chooses epochs and WiSE-FT alphas of trained projectors, not "
                         f"method={plan.method!r}")
+    check_val_size(plan, select_data)  # a val split too small (or none) to choose on: said before any encoding
     fc = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
     fs = FeatureSet.from_manifests(plan.manifests, plan.specs, fc, progress=progress, weights=weights)
     select = None

@@ -114,7 +114,9 @@ class Space(SpaceCore):
             default): ``"auto"`` for trained projectors; procrustes / cca follow no recipe and refuse one given.
         select_data: manifests (another corpus) whose ``select_split`` records (None: all but test) replace the val split
             wherever a choice is made on val (best epoch, WiSE-FT alpha, ridge shrinkage): selection then
-            measures transfer rather than in-domain fit (:func:`anybind.featureset.selection_set`).
+            measures transfer rather than in-domain fit (:func:`anybind.featureset.selection_set`).  Without it, a
+            trained fit whose own val split holds fewer than :data:`anybind.fitting.VAL_WARN` pairs (or none) warns
+            in one line and records it in the lineage (``val_warning``; :func:`anybind.fitting.check_val_size`).
         """
         return cls.from_core(fit_space(
             manifest, modalities, encoders=encoders, method=method, cache=cache, strict=strict, progress=progress,

@@ -1,0 +1,109 @@
+"""A trained fit that chooses on its own val split warns when that split is too small to trust (issue 16,
+``anybind.fitting.VAL_WARN``): one line naming the manifest, the val pairs, the worst-case standard error of a val
+R@1 and the two fixes (``select_data``, ``select_se``); the record is kept in the lineage.  Real Tux Paint stamps."""
+
+import json
+import logging
+import math
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from anybind import Space
+from anybind.data.manifest import Manifest, Record
+from anybind.fitting import VAL_WARN, FitPlan, check_val_size
+
+LOGGER = "anybind.fitting"
+
+
+@pytest.fixture(scope="module")
+def small(tux_subset):
+    """60 real stamps (image, text), every fifth in val: 12 val pairs, far below VAL_WARN."""
+    return tux_subset(60, 5, "valwarn-small")
+
+
+@pytest.fixture(scope="module")
+def enough(tux_subset):
+    """200 real stamps, every second in val: exactly VAL_WARN (100) val pairs."""
+    return tux_subset(200, 2, "valwarn-enough")
+
+
+def _fit(man, cache, caplog, **kw):
+    """The fit (one epoch) and the warnings anybind.fitting said during it."""
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        sp = Space.fit(man, modalities=["image", "text"], cache=cache, epochs=1, progress=False, seed=0, **kw)
+    return sp, [r.getMessage() for r in caplog.records if r.name == LOGGER and r.levelno == logging.WARNING]
+
+
+def test_a_small_val_warns_once_with_its_numbers_and_the_lineage_keeps_it(small, shared_cache, caplog, tmp_path):
+    sp, warned = _fit(small, shared_cache, caplog)
+    assert len(warned) == 1, warned
+    msg, se = warned[0], math.sqrt(0.25 / 12)
+    assert "\n" not in msg and msg.startswith(f"{small.path}: only 12 val pairs (fewer than {VAL_WARN})")
+    assert f"{se:.3f}" in msg and "0.144" in msg
+    for fix in ("select_data=", "--select-data", "select_se=1", "--select-se 1", "BENCHMARKS.md, transfer"):
+        assert fix in msg, fix
+    rec = sp.info["lineage"][-1]["val_warning"]
+    assert rec == {"val_pairs": 12, "threshold": VAL_WARN, "r1_se_max": round(se, 3), "message": msg}
+    back = Space.load(sp.save(tmp_path / "sp"))
+    assert back.info["lineage"][-1]["val_warning"] == rec
+
+
+def test_enough_val_pairs_select_data_select_se_or_a_training_free_method_warn_nothing(small, enough, shared_cache,
+                                                                                     caplog):
+    for man, kw in ((enough, {}), (small, {"select_data": enough.path}), (small, {"select_se": 1.0})):
+        sp, warned = _fit(man, shared_cache, caplog, **kw)
+        assert warned == [] and "val_warning" not in sp.info["lineage"][-1], (kw, warned)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        sp = Space.fit(small, modalities=["image", "text"], cache=shared_cache, method="procrustes", progress=False)
+    assert not [r for r in caplog.records if r.name == LOGGER] and "val_warning" not in sp.info["lineage"][-1]
+
+
+def test_the_streaming_trainer_warns_too_and_names_the_in_memory_fit(small, shared_cache, caplog):
+    """``fit --stream`` chooses on its shards' val split the same way; it has neither fix, so the line says where."""
+    from anybind.scale.sharded import fit_sharded
+
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        sp = fit_sharded(small.path, modalities=["image", "text"], cache=shared_cache, epochs=1, progress=False)
+    warned = [r.getMessage() for r in caplog.records if r.name == LOGGER]
+    assert len(warned) == 1 and "only 12 val pairs" in warned[0] and "drop --stream" in warned[0], warned
+    assert sp.info["lineage"][-1]["trainer"] == "streaming" and sp.info["lineage"][-1]["val_warning"]["val_pairs"] == 12
+
+
+def test_no_val_split_warns_that_every_choice_falls_back_to_its_default(small, shared_cache, caplog, tmp_path):
+    """Before, only the start guard's own line warned (nothing at all with start_guard=False); now one line says what
+    every choice falls back to, even with select_se (it has nothing to choose on)."""
+    rows = [json.loads(x) for x in Path(small.path).read_text().splitlines()]
+    noval = tmp_path / "noval.jsonl"
+    noval.write_text("".join(json.dumps({**r, "split": "train"}) + "\n" for r in rows))
+    for kw in ({}, {"select_se": 1.0}, {"start_guard": False}):
+        sp, warned = _fit(noval, shared_cache, caplog, **kw)
+        assert len(warned) == 1 and warned[0].startswith(f"{noval}: no val split (0 val pairs)"), (kw, warned)
+        assert "falls back to its default" in warned[0] and "--select-data" in warned[0]
+        assert sp.info["lineage"][-1]["val_warning"]["r1_se_max"] is None
+
+
+@given(val=st.integers(0, 2 * VAL_WARN), one_sided=st.integers(0, 30), train=st.integers(2, 20),
+       select_se=st.sampled_from([0.0, 0.5]))
+def test_the_warning_follows_the_val_pairs_a_fit_can_score(val, one_sided, train, select_se):
+    """Counted: val records holding both bound modalities (a val record with one of them scores nothing); below
+    VAL_WARN a warning with sqrt(0.25 / n), none at or above it; select_se silences a small val, never a missing one."""
+    recs = ([Record(f"v{i}", "val", {"image": f"i{i}", "text": f"t{i}"}) for i in range(val)]
+            + [Record(f"o{i}", "val", {"text": f"o{i}"}) for i in range(one_sided)]
+            + [Record(f"t{i}", "train", {"image": f"j{i}", "text": f"u{i}"}) for i in range(train)])
+    man = Manifest(Path("/data/m.jsonl"), recs, [], {})
+    plan = FitPlan([man], "contrastive", ["image", "text"], {}, {"select_se": select_se}, "auto", {})
+    rec = check_val_size(plan)
+    if val >= VAL_WARN or (val >= 2 and select_se > 0):
+        assert rec is None and plan.lineage()["data"] and "val_warning" not in plan.lineage()
+        return
+    assert rec is plan.val_warning and rec["val_pairs"] == val and plan.lineage()["val_warning"] == rec
+    assert rec["r1_se_max"] == (round(math.sqrt(0.25 / val), 3) if val >= 2 else None)
+    assert rec["message"].startswith("/data/m.jsonl: ") and "\n" not in rec["message"]
+    assert check_val_size(plan, select_data="other.jsonl") is None
+    training_free = FitPlan([man], "procrustes", ["image", "text"], {}, {}, None, {})
+    assert check_val_size(training_free) is None and training_free.val_warning is None
