@@ -144,3 +144,16 @@ def test_the_cli_flag_sets_it_and_refuses_a_bad_value_in_one_line(tmp_path):
     assert res.exit_code == 0, res.output
     space = Space.load(tmp_path / "sp")
     assert space.config["select_se"] == 1.0 and space.info["training"]["epoch_se_rule"]["k"] == 1.0
+
+
+def test_wise_mixes_the_start_with_the_epoch_the_rule_kept(tmp_path):
+    from test_robust import fit, make_pairs, same, weights
+
+    m, specs = make_pairs(tmp_path, n=600)  # a non-linear view: training climbs for several epochs past the start
+    kw = dict(select_se=0.5, epochs=10, patience=10)
+    kept = fit(tmp_path, m, specs, **kw)  # the plain recipe: no WiSE-FT, the epoch the rule kept
+    tr = kept.info["training"]
+    assert 1 <= tr["best_epoch"] == tr["epoch_se_rule"]["chosen"] < tr["epoch_se_rule"]["best"]  # the rule moved it
+    end = fit(tmp_path, m, specs, wise=1.0, **kw)  # WiSE-FT at alpha 1: its endpoint alone
+    assert end.info["training"]["robust"]["wise_endpoint_epoch"] == tr["best_epoch"]
+    assert same(weights(kept), weights(end))
