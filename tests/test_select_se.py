@@ -157,3 +157,42 @@ def test_wise_mixes_the_start_with_the_epoch_the_rule_kept(tmp_path):
     end = fit(tmp_path, m, specs, wise=1.0, **kw)  # WiSE-FT at alpha 1: its endpoint alone
     assert end.info["training"]["robust"]["wise_endpoint_epoch"] == tr["best_epoch"]
     assert same(weights(kept), weights(end))
+
+
+class _Climb(torch.nn.Module):
+    """One weight that SGD (lr 1, one step an epoch) moves from 0 by 1 an epoch: the weight kept names the epoch."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, batch):
+        return -self.w
+
+
+@settings(max_examples=40, deadline=None)
+@given(path=st.integers(2, 12).flatmap(lambda n: st.lists(st.lists(st.integers(0, 6), min_size=n, max_size=n),
+                                                     min_size=2, max_size=14)),
+       k=st.sampled_from([0.5, 1.0, 3.0]), patience=st.integers(1, 5))
+def test_the_loop_keeps_the_earliest_epoch_within_k_se_of_the_best_as_the_full_history_says(path, k, patience):
+    import itertools
+
+    from anybind.loop import fit_loop, make_temperature
+
+    items = [np.asarray(p, dtype=np.float64) / 6 for p in path]  # per-record scores of epoch 0 (the start), 1, ...
+
+    def run(select_se):
+        model = _Climb()
+        res = fit_loop(model, itertools.repeat(None), torch.optim.SGD(model.parameters(), lr=1.0),
+                       make_temperature(0.07, learn=False), epochs=len(items) - 1, steps=1, use_val=True,
+                       patience=patience, keep={"m": model}, start=True, select_se=select_se,
+                       score=lambda e: items[e] if select_se else float(items[e].mean()))
+        return res, float(model.w.detach())
+
+    (res, w), (plain, _) = run(k), run(0.0)
+    assert [h["val"] for h in res.history] == [h["val"] for h in plain.history]  # early stopping on the mean, as at k=0
+    mean = {h["epoch"]: h["val"] for h in res.history}
+    best = max(mean, key=lambda e: (mean[e], -e))
+    want = min(e for e in mean if mean[e] >= mean[best] - k * se_of(items[best]))
+    assert res.best_epoch == w == want and res.se_rule["best"] == best and res.se_rule["chosen"] == want
+    assert res.best_val == mean[want] and plain.best_epoch == best
