@@ -196,3 +196,20 @@ def test_the_loop_keeps_the_earliest_epoch_within_k_se_of_the_best_as_the_full_h
     want = min(e for e in mean if mean[e] >= mean[best] - k * se_of(items[best]))
     assert res.best_epoch == w == want and res.se_rule["best"] == best and res.se_rule["chosen"] == want
     assert res.best_val == mean[want] and plain.best_epoch == best
+
+
+def test_the_guard_never_keeps_a_ridge_that_scores_below_the_start_on_val():
+    from anybind.ridge import GUARD_ALPHAS, RIDGE_ALPHAS, prior_ridge
+
+    # per-record val scores, as the path scores them (alpha ascending), then the start: the best ridge (the least
+    # shrunk) beats the start by more than select_se=0.25 of its SE, but ridge_se=2 picks the most shrunk, below it
+    best, rest, start = [1, 1, 1, 1, 0, 0], [1, 1, 0, 0, 0, 0], [1, 1, 1, 0, 0, 0]
+    path = [np.array(best, float)] + [np.array(rest, float)] * (len(RIDGE_ALPHAS) + len(GUARD_ALPHAS) - 1)
+    calls = iter([*path, np.array(start, float)])
+    rng = np.random.default_rng(0)
+    Z, T = torch.from_numpy(rng.normal(size=(20, 4))), torch.from_numpy(rng.normal(size=(20, 3)))
+    scores: dict = {}
+    alpha, W, rec = prior_ridge(Z.T @ Z, Z.T @ T, 20, lambda W: next(calls), prior=torch.zeros(4, 3,
+                                dtype=torch.float64), guard=True, se=2.0, guard_se=0.25, scores=scores)
+    assert rec["ridge_val"] < rec["start_val"]  # the ridge_se pick is below the start on val
+    assert rec["kept"] == "start" and alpha is None and scores["val"] == rec["start_val"]
