@@ -144,3 +144,72 @@ def test_the_cli_flag_sets_it_and_refuses_a_bad_value_in_one_line(tmp_path):
     assert res.exit_code == 0, res.output
     space = Space.load(tmp_path / "sp")
     assert space.config["select_se"] == 1.0 and space.info["training"]["epoch_se_rule"]["k"] == 1.0
+
+
+def test_wise_mixes_the_start_with_the_epoch_the_rule_kept(tmp_path):
+    from test_robust import fit, make_pairs, same, weights
+
+    m, specs = make_pairs(tmp_path, n=600)  # a non-linear view: training climbs for several epochs past the start
+    kw = dict(select_se=0.5, epochs=10, patience=10)
+    kept = fit(tmp_path, m, specs, **kw)  # the plain recipe: no WiSE-FT, the epoch the rule kept
+    tr = kept.info["training"]
+    assert 1 <= tr["best_epoch"] == tr["epoch_se_rule"]["chosen"] < tr["epoch_se_rule"]["best"]  # the rule moved it
+    end = fit(tmp_path, m, specs, wise=1.0, **kw)  # WiSE-FT at alpha 1: its endpoint alone
+    assert end.info["training"]["robust"]["wise_endpoint_epoch"] == tr["best_epoch"]
+    assert same(weights(kept), weights(end))
+
+
+class _Climb(torch.nn.Module):
+    """One weight that SGD (lr 1, one step an epoch) moves from 0 by 1 an epoch: the weight kept names the epoch."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, batch):
+        return -self.w
+
+
+@settings(max_examples=40, deadline=None)
+@given(path=st.integers(2, 12).flatmap(lambda n: st.lists(st.lists(st.integers(0, 6), min_size=n, max_size=n),
+                                                     min_size=2, max_size=14)),
+       k=st.sampled_from([0.5, 1.0, 3.0]), patience=st.integers(1, 5))
+def test_the_loop_keeps_the_earliest_epoch_within_k_se_of_the_best_as_the_full_history_says(path, k, patience):
+    import itertools
+
+    from anybind.loop import fit_loop, make_temperature
+
+    items = [np.asarray(p, dtype=np.float64) / 6 for p in path]  # per-record scores of epoch 0 (the start), 1, ...
+
+    def run(select_se):
+        model = _Climb()
+        res = fit_loop(model, itertools.repeat(None), torch.optim.SGD(model.parameters(), lr=1.0),
+                       make_temperature(0.07, learn=False), epochs=len(items) - 1, steps=1, use_val=True,
+                       patience=patience, keep={"m": model}, start=True, select_se=select_se,
+                       score=lambda e: items[e] if select_se else float(items[e].mean()))
+        return res, float(model.w.detach())
+
+    (res, w), (plain, _) = run(k), run(0.0)
+    assert [h["val"] for h in res.history] == [h["val"] for h in plain.history]  # early stopping on the mean, as at k=0
+    mean = {h["epoch"]: h["val"] for h in res.history}
+    best = max(mean, key=lambda e: (mean[e], -e))
+    want = min(e for e in mean if mean[e] >= mean[best] - k * se_of(items[best]))
+    assert res.best_epoch == w == want and res.se_rule["best"] == best and res.se_rule["chosen"] == want
+    assert res.best_val == mean[want] and plain.best_epoch == best
+
+
+def test_the_guard_never_keeps_a_ridge_that_scores_below_the_start_on_val():
+    from anybind.ridge import GUARD_ALPHAS, RIDGE_ALPHAS, prior_ridge
+
+    # per-record val scores, as the path scores them (alpha ascending), then the start: the best ridge (the least
+    # shrunk) beats the start by more than select_se=0.25 of its SE, but ridge_se=2 picks the most shrunk, below it
+    best, rest, start = [1, 1, 1, 1, 0, 0], [1, 1, 0, 0, 0, 0], [1, 1, 1, 0, 0, 0]
+    path = [np.array(best, float)] + [np.array(rest, float)] * (len(RIDGE_ALPHAS) + len(GUARD_ALPHAS) - 1)
+    calls = iter([*path, np.array(start, float)])
+    rng = np.random.default_rng(0)
+    Z, T = torch.from_numpy(rng.normal(size=(20, 4))), torch.from_numpy(rng.normal(size=(20, 3)))
+    scores: dict = {}
+    alpha, W, rec = prior_ridge(Z.T @ Z, Z.T @ T, 20, lambda W: next(calls), prior=torch.zeros(4, 3,
+                                dtype=torch.float64), guard=True, se=2.0, guard_se=0.25, scores=scores)
+    assert rec["ridge_val"] < rec["start_val"]  # the ridge_se pick is below the start on val
+    assert rec["kept"] == "start" and alpha is None and scores["val"] == rec["start_val"]

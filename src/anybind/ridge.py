@@ -110,8 +110,8 @@ def prior_ridge(G: torch.Tensor, R: torch.Tensor, n: int, score: Callable[[torch
     map is scored once.  ``span`` (``out_dim`` x ``out_dim``, with a prior): the projector onto the targets' span,
     every candidate of the path restricted to it, ``W P + W0 (I - P)`` (:func:`span_restrict`): the prior's output
     outside that span is kept, never shrunk.  ``guard_se`` > 0 (``TrainConfig.select_se``): the guard keeps ``W0``
-    unless the best ridge beats it by more than ``guard_se`` standard errors of that ridge's per-item val scores
-    (recorded: ``best_val``, ``best_se``, ``rule``)."""
+    unless the best ridge beats it by more than ``guard_se`` standard errors of that ridge's per-item val scores and
+    the ridge returned beats it too (recorded: ``best_val``, ``best_se``, ``rule``)."""
     W0 = prior  # scaled by the caller (scaled_prior), never here
     if exact_prior and W0 is not None:
         return None, W0, None
@@ -128,7 +128,8 @@ def prior_ridge(G: torch.Tensor, R: torch.Tensor, n: int, score: Callable[[torch
     keep = "start" if s_start >= s_ridge else "ridge"
     rec = {"ridge_val": round(s_ridge, 6), "start_val": round(s_start, 6), "kept": keep}
     if guard_se > 0:  # the standard-error rule: the start unless the best ridge beats it by more than guard_se SE
-        keep = "start" if s_start >= scores["best"] - guard_se * scores["best_se"] else "ridge"
+        # (and the ridge returned beats it: a wider ridge_se may pick one below the start)
+        keep = "start" if s_start >= min(s_ridge, scores["best"] - guard_se * scores["best_se"]) else "ridge"
         rec.update(rule=f"{guard_se:g}se", best_val=round(scores["best"], 6), best_se=round(scores["best_se"], 6),
                    kept=keep)
     if keep == "start":
