@@ -131,3 +131,13 @@ def test_the_count_is_the_smallest_trained_pair_s_as_in_the_demo_fit(tux_dir):
     paired = plan_fit(tux_dir / "manifest.jsonl", mods, encoders={m: RECIPE["encoders"][m] for m in mods},
                       recipe="plain", config={"pairs": [["image", "text"]]}, progress=False)
     assert check_val_size(paired) is None  # audio in no trained pair: its val records choose nothing
+
+
+@pytest.mark.parametrize("bad", ["x", "1", None, True])
+def test_a_bad_select_se_is_still_refused_by_name_not_by_the_check(bad, small, shared_cache):
+    """The check reads select_se before the trainer checks it: a value that is not a number stays the trainer's
+    one-line refusal naming select_se, not a bare ValueError / TypeError from the check."""
+    from anybind.errors import DataError
+
+    with pytest.raises(DataError, match="select_se must be a non-negative number"):
+        Space.fit(small, modalities=["image", "text"], cache=shared_cache, epochs=1, progress=False, select_se=bad)

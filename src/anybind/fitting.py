@@ -204,7 +204,9 @@ def check_val_size(plan: FitPlan, select_data: Any = None, trainer: str = "in-me
     if plan.method != "contrastive" or select_data is not None:
         return None
     pair, n = val_pairs(plan)
-    if n < 0 or n >= VAL_WARN or (n >= 2 and float(plan.config.get("select_se") or 0.0) > 0):
+    rule = plan.config.get("select_se")  # not checked yet: a value that is no number is the trainer's to refuse
+    rule_on = isinstance(rule, (int, float)) and not isinstance(rule, bool) and rule > 0
+    if n < 0 or n >= VAL_WARN or (n >= 2 and rule_on):
         return None
     where = ", ".join(str(m.path) for m in plan.manifests)
     other = "choose on another corpus' val with select_data=<manifest> (anybind fit --select-data OTHER.jsonl)"
