@@ -107,3 +107,37 @@ def test_the_warning_follows_the_val_pairs_a_fit_can_score(val, one_sided, train
     assert check_val_size(plan, select_data="other.jsonl") is None
     training_free = FitPlan([man], "procrustes", ["image", "text"], {}, {}, None, {})
     assert check_val_size(training_free) is None and training_free.val_warning is None
+
+
+def test_the_count_is_the_smallest_trained_pair_s_as_in_the_demo_fit(tux_dir):
+    """``make demo`` binds image + text + audio on Tux Paint locked to text: its 103 val records hold image and text,
+    only a few hold audio, and audio's own choices (its ridge alpha, start guard, kernel keep) and a third of the
+    epoch score are made on those few; the count is the trained pair with the fewest val pairs, named."""
+    from anybind.bench.tuxpaint import RECIPE
+    from anybind.fitting import plan_fit
+
+    mods = ["image", "text", "audio"]
+    plan = plan_fit(tux_dir / "manifest.jsonl", mods, encoders={m: RECIPE["encoders"][m] for m in mods},
+                    recipe="plain", config={"lock": "text", "init": "ridge"}, progress=False)
+    val = [r for r in plan.manifests[0].records if r.split == "val"]
+    audio = sum(1 for r in val if r.has("audio") and r.has("text"))
+    assert VAL_WARN <= len(val) and 2 <= audio < VAL_WARN  # the corpus as the demo fits it
+    rec = check_val_size(plan)
+    assert rec is not None and rec["val_pairs"] == audio and rec["pair"] in (["audio", "image"], ["audio", "text"])
+    assert f"only {audio} val pairs of {'-'.join(rec['pair'])} " in rec["message"]
+    two = plan_fit(tux_dir / "manifest.jsonl", ["image", "text"], encoders={m: RECIPE["encoders"][m] for m in mods[:2]},
+                   recipe="plain", progress=False)
+    assert check_val_size(two) is None  # image-text alone: every val record
+    paired = plan_fit(tux_dir / "manifest.jsonl", mods, encoders={m: RECIPE["encoders"][m] for m in mods},
+                      recipe="plain", config={"pairs": [["image", "text"]]}, progress=False)
+    assert check_val_size(paired) is None  # audio in no trained pair: its val records choose nothing
+
+
+@pytest.mark.parametrize("bad", ["x", "1", None, True])
+def test_a_bad_select_se_is_still_refused_by_name_not_by_the_check(bad, small, shared_cache):
+    """The check reads select_se before the trainer checks it: a value that is not a number stays the trainer's
+    one-line refusal naming select_se, not a bare ValueError / TypeError from the check."""
+    from anybind.errors import DataError
+
+    with pytest.raises(DataError, match="select_se must be a non-negative number"):
+        Space.fit(small, modalities=["image", "text"], cache=shared_cache, epochs=1, progress=False, select_se=bad)

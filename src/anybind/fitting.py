@@ -8,8 +8,8 @@ in memory or fit a training-free map, record); it returns a :class:`~anybind.spa
 ``Space.fit`` hands to the user as an :class:`anybind.Space`.  The streaming / Ray Train fit
 (:func:`anybind.scale.sharded.fit_sharded`) follows the same plan with training shards instead of in-memory
 features.  Both first check the val split the fit chooses on (:func:`check_val_size`): a trained fit without
-``select_data`` whose own val split holds fewer than :data:`VAL_WARN` pairs, or none, warns in one line and records
-it in the lineage (``val_warning``).
+``select_data`` whose own val split holds fewer than :data:`VAL_WARN` pairs of a trained modality pair (the one
+with the fewest), or none, warns in one line and records it in the lineage (``val_warning``).
 """
 
 from __future__ import annotations
@@ -176,12 +176,22 @@ def plan_fit(
     return FitPlan(manifests, method, mods, specs, cfg, recipe, chosen)
 
 
-def val_pairs(plan: FitPlan) -> int:
-    """How many val records of the plan's manifests hold a pair the fit trains (``config["pairs"]``, else any two
-    bound modalities): what every choice the fit makes on its own val split is scored on."""
-    pairs = plan.config.get("pairs") or list(itertools.combinations(plan.modalities, 2))
-    return sum(1 for man in plan.manifests for r in man.records
-               if r.split == "val" and any(all(r.has(m) for m in p) for p in pairs))
+def val_pairs(plan: FitPlan) -> tuple[tuple[str, ...] | None, int]:
+    """The trained pair with the fewest val records holding it, and that count: what the fit's choices on its own val
+    split are scored on at worst (each modality's ridge alpha, start guard and kernel keep on its pair with the locked
+    one alone; the epoch and WiSE-FT score, a mean over the pairs, each pair's recall alike).  The pairs trained are
+    ``config["pairs"]``, else those with 2 or more training records (:func:`anybind.train.choose_pairs`); the pair
+    is None with a single one trained (nothing to tell apart); ``(None, -1)`` with none (one bound modality: the
+    trainer refuses it)."""
+    def count(split: str, p: Sequence[str]) -> int:
+        return sum(1 for man in plan.manifests for r in man.records if r.split == split and all(r.has(m) for m in p))
+
+    every = list(itertools.combinations(plan.modalities, 2))
+    pairs = [tuple(p) for p in plan.config.get("pairs") or []] or [p for p in every if count("train", p) >= 2] or every
+    if not pairs:
+        return None, -1
+    n, pair = min((count("val", p), p) for p in pairs)
+    return (pair if len(pairs) > 1 else None), n
 
 
 def check_val_size(plan: FitPlan, select_data: Any = None, trainer: str = "in-memory") -> dict[str, Any] | None:
@@ -193,28 +203,33 @@ def check_val_size(plan: FitPlan, select_data: Any = None, trainer: str = "in-me
     training-free start within that many standard errors of the best: the fix this warning names)."""
     if plan.method != "contrastive" or select_data is not None:
         return None
-    n = val_pairs(plan)
-    if n >= VAL_WARN or (n >= 2 and float(plan.config.get("select_se") or 0.0) > 0):
+    pair, n = val_pairs(plan)
+    rule = plan.config.get("select_se")  # not checked yet: a value that is no number is the trainer's to refuse
+    rule_on = isinstance(rule, (int, float)) and not isinstance(rule, bool) and rule > 0
+    if n < 0 or n >= VAL_WARN or (n >= 2 and rule_on):
         return None
     where = ", ".join(str(m.path) for m in plan.manifests)
     other = "choose on another corpus' val with select_data=<manifest> (anybind fit --select-data OTHER.jsonl)"
     needs = "" if trainer == "in-memory" else ", in the in-memory fit (drop --stream / --ray-workers)"
+    of = f" of {'-'.join(pair)}" if pair else ""  # several pairs trained: the one with the fewest
     if n < 2:
         se = None
-        msg = (f"{where}: no val split ({n} val pairs): every choice this fit makes on val falls back to its default "
-               "(the ridge start's least-shrunk alpha, not checked against the label bridge, no kernel branch; the "
-               "last epoch, no early stopping; no WiSE-FT mix); give the data val records (\"split\": \"val\", at "
-               f"least {VAL_WARN} pairs) or {other}{needs} (BENCHMARKS.md, transfer)")
+        it = " for it" if pair else ""
+        msg = (f"{where}: no val split{of} ({n} val pairs): every choice this fit makes on val{it} falls back to "
+               "its default (the ridge start's least-shrunk alpha, not checked against the label bridge, no kernel "
+               "branch; the last epoch, no early stopping; no WiSE-FT mix); give the data val records "
+               f"(\"split\": \"val\", at least {VAL_WARN} pairs) or {other}{needs} (BENCHMARKS.md, transfer)")
     else:
         se = round(math.sqrt(0.25 / n), 3)  # sqrt(p (1 - p) / n) at p = 0.5: the worst case
-        msg = (f"{where}: only {n} val pairs (fewer than {VAL_WARN}): a val R@1 has a standard error up to {se:.3f} "
-               "(sqrt(p(1-p)/n) at p=0.5), and every choice this fit makes on them (start guard, kernel keep, ridge "
-               "alpha, epoch, WiSE-FT alpha) may follow this corpus' look and lose to the training-free label bridge "
-               f"off its domain; {other}, or take the candidate nearest the training-free start with select_se=1 "
-               f"(--select-se 1){needs} (BENCHMARKS.md, transfer: the KTuberling-trained space chosen on a held-out "
-               "corpus; the standard-error rule)")
+        msg = (f"{where}: only {n} val pairs{of} (fewer than {VAL_WARN}): a val R@1 has a standard error up to "
+               f"{se:.3f} (sqrt(p(1-p)/n) at p=0.5), and every choice this fit makes on them (start guard, kernel "
+               "keep, ridge alpha, epoch, WiSE-FT alpha) may follow this corpus' look and lose to the training-free "
+               f"label bridge off its domain; {other}, or take the candidate nearest the training-free start with "
+               f"select_se=1 (--select-se 1){needs} (BENCHMARKS.md, transfer: the KTuberling-trained space chosen "
+               "on a held-out corpus; the standard-error rule)")
     log.warning("%s", msg)
-    plan.val_warning = {"val_pairs": n, "threshold": VAL_WARN, "r1_se_max": se, "message": msg}
+    plan.val_warning = {"val_pairs": n, **({"pair": list(pair)} if pair else {}), "threshold": VAL_WARN,
+                        "r1_se_max": se, "message": msg}
     return plan.val_warning
 
 
