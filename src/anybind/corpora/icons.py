@@ -26,7 +26,7 @@ error in ``corpus.json`` ``bad_files``.
    reads as English too often (``call-of-duty``, ``prison-architect``, ``pocket``).
 5. ``only_generic``: nothing left once the freedesktop-generic tokens are dropped
    (:data:`~anybind.corpora.icons_names.GENERIC_TOKENS`, read off the names: ``application``, ``x``, ``vnd``,
-   ``icon``, ``symbolic``, ``gnome``, ``gtk``, ``kde``, ``xfce``, ``stock``, ``dev``, ``fs``, ``cs``, ``i``,
+   ``icon``, ``symbolic``, ``gnome``, ``gtk``, ``kde``, ``xfce``, ``stock``, ``dev``, ``fs``, ``cs``, ``cat``, ``i``,
    ``inode``, ``org``, ``com``, ``io``, ``net``, ``default``).
 6. ``not_words``: a token left (split on ``- _ . +``) is not an English word: an entry written in lower case in
    ``/usr/share/dict/words`` (Debian ``wamerican``; an ``s`` plural tolerated; proper nouns and acronyms such as
@@ -74,7 +74,7 @@ from .icons_names import (
     scan_theme,
 )
 
-__all__ = ["DEFAULT_ROOT", "PACKAGE", "build_icons", "name_caption", "name_problem"]
+__all__ = ["DEFAULT_CONTEXTS", "DEFAULT_ROOT", "PACKAGE", "build_icons", "name_caption", "name_problem"]
 
 DEFAULT_IMAGE_SIZE = 256
 
@@ -87,12 +87,13 @@ def build_icons(
     words: str | os.PathLike[str] = DEFAULT_WORDS,
     limit: int | None = None,
     size: int = DEFAULT_IMAGE_SIZE,
+    install: bool = True,
     progress: bool = True,
 ) -> CorpusSummary:
     """Build the icons corpus into ``out_dir`` (see the module docstring); missing default inputs are installed
-    as root, or named in one line with the command that installs them."""
+    (``install`` and root), or named in one line with the command that installs them."""
     src = Path(root)
-    if src.absolute() == Path(DEFAULT_ROOT) and not src.exists():
+    if install and src.absolute() == Path(DEFAULT_ROOT) and not src.exists():
         ensure_debian_package(PACKAGE, DEFAULT_ROOT)
     base = src / size_dir
     if not base.is_dir():
@@ -101,7 +102,7 @@ def build_icons(
             f"(it installs {DEFAULT_ROOT}), or pass root= pointing to a copy"
         )
     wp = Path(words)
-    if not wp.is_file() and wp.absolute() == Path(DEFAULT_WORDS):
+    if install and not wp.is_file() and wp.absolute() == Path(DEFAULT_WORDS):
         ensure_debian_package(WORDS_PACKAGE, DEFAULT_WORDS)
     word_list = load_lower_words(wp)
     if word_list is None:

@@ -20,11 +20,11 @@ NAME_REASONS = ("colour_variant", "reverse_dns", "digits", "app_name", "only_gen
 
 #: Tokens that name the freedesktop naming scheme or a desktop, not what the icon shows; dropped before the word
 #: check (read off the 64x64 names: ``application-x-``/``vnd.`` MIME prefixes, ``gnome-dev-``, ``gtk-``,
-#: ``stock_``, ``cs-`` (Cinnamon settings), ``i-``, ``-icon``, ``-symbolic``...).
+#: ``stock_``, ``cs-`` and ``cs-cat-`` (Cinnamon settings and their categories), ``i-``, ``-icon``, ``-symbolic``...).
 GENERIC_TOKENS = frozenset(
     {
         "application", "x", "vnd", "icon", "symbolic", "gnome", "gtk", "kde", "xfce", "stock", "dev", "fs",
-        "cs", "i", "inode", "org", "com", "io", "net", "default",
+        "cs", "cat", "i", "inode", "org", "com", "io", "net", "default",
     }
 )  # fmt: skip
 
