@@ -43,6 +43,12 @@ Links' names are counted by reason in ``corpus.json`` ``alias_rule``.  Known lim
 pixels wide, a transparent PNG ``media/<context>/<name>.png`` (:func:`anybind.data.media.load_image` puts it on
 white).  **Labels**: ``context``.  **Split**: :func:`anybind.data.manifest.hash_split` of the caption.
 ``limit``: only the first N real files of each context (quick looks and tests).
+
+**Counts** (the whole 64x64 set, ~5 s): 5,819 files, 20 ``duplicate``; dropped by the name rule ``app_name`` 2,726,
+``colour_variant`` 1,869, ``reverse_dns`` 456, ``digits`` 223, ``not_words`` 180, ``only_generic`` 1; kept 344
+(252 train, 28 val, 64 test; apps 193, mimetypes 70, places 58, devices 23), 146 of them captioned through a link's
+name (the theme files a picture under one name and links the standard one to it: ``folder-blue-documents`` is the
+file, ``folder-documents`` the link), 136 with ``text_aliases``.  Of the 5,726 links' names 507 pass.
 """
 
 from __future__ import annotations
