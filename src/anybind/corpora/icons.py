@@ -83,6 +83,7 @@ from .icons_names import (
 __all__ = ["DEFAULT_CONTEXTS", "DEFAULT_ROOT", "PACKAGE", "build_icons", "name_caption", "name_problem"]
 
 DEFAULT_IMAGE_SIZE = 256
+FALLBACK_LICENSE = "Papirus icon theme: GPL-3 (https://github.com/PapirusDevelopmentTeam/papirus-icon-theme)."
 
 
 def build_icons(
@@ -226,21 +227,17 @@ def _build_into(
         "files": {"svg": len(files), "unique": len(unique), "links": dict(sorted(links.items()))},
         "name_rule": {"dropped": name_drops, "dropped_total": sum(name_drops.values())},
         "alias_rule": dict(sorted(alias_rule.items())),
-        "duplicate_of": dict(sorted(duplicate_of.items())),
         "bad_files": dict(sorted(bad_files.items())),
+        "duplicate_of": dict(sorted(duplicate_of.items())),
     }
-    summary = finish_corpus(tmp, out_dir, NAME, records, meta, skipped, problems)
-    write_license(
-        tmp,
-        {PACKAGE: debian_copyright_path(PACKAGE)},
-        fallback="Papirus icon theme: GPL-3 (https://github.com/PapirusDevelopmentTeam/papirus-icon-theme).",
-        source_md=(
-            "# Icons corpus\n\n"
-            f"* Icons: Papirus icon theme, Debian `{PACKAGE}` ({base}), GPL-3: the images are drawings of its\n"
-            "  SVGs and stay under GPL-3 (LICENSE holds the package's copyright file).\n"
-            "* Text: each icon's name read as words; names that do not read as words are dropped\n"
-            "  (counts in corpus.json, `name_rule` and `alias_rule`).\n"
-            f"* Built by `{__name__}` version {BUILDER_VERSION}; rules in that module's docstring.\n"
-        ),
+    source_md = (
+        "# Icons corpus\n\n"
+        f"* Icons: Papirus icon theme, Debian `{PACKAGE}` ({base}), GPL-3: the images are drawings of its\n"
+        "  SVGs and stay under GPL-3 (LICENSE holds the package's copyright file).\n"
+        "* Text: each icon's name read as words; names that do not read as words are dropped\n"
+        "  (counts in corpus.json, `name_rule` and `alias_rule`).\n"
+        f"* Built by `{__name__}` version {BUILDER_VERSION}; rules in that module's docstring.\n"
     )
+    summary = finish_corpus(tmp, out_dir, NAME, records, meta, skipped, problems)
+    write_license(tmp, {PACKAGE: debian_copyright_path(PACKAGE)}, FALLBACK_LICENSE, source_md)
     return summary
