@@ -208,19 +208,15 @@ def _build_into(
         rec["labels"] = {"context": f.context}
         records.append(rec)
 
-    default = base == Path(DEFAULT_ROOT, DEFAULT_SIZE_DIR)
     name_drops = {r: len(skipped.get(r, [])) for r in NAME_REASONS}
+    version = debian_package_version(PACKAGE) if base == Path(DEFAULT_ROOT, DEFAULT_SIZE_DIR) else "unknown"
+    source = dict(package=PACKAGE, version=version, theme_dir=str(base), contexts=list(contexts))
+    source["license"] = "GPL-3 (the package's copyright file is copied into LICENSE)"
+    source["upstream"] = "https://github.com/PapirusDevelopmentTeam/papirus-icon-theme"
     meta = {
         "description": "Papirus icons drawn as PNGs with their names as captions, kept only when a name reads as "
         "English words (rule in the builder's docstring).",
-        "source": {
-            "package": PACKAGE,
-            "version": debian_package_version(PACKAGE) if default else "unknown",
-            "theme_dir": str(base),
-            "contexts": list(contexts),
-            "license": "GPL-3 (the package's copyright file is copied into LICENSE)",
-            "upstream": "https://github.com/PapirusDevelopmentTeam/papirus-icon-theme",
-        },
+        "source": source,
         "builder": {"module": __name__, "version": BUILDER_VERSION, "size": size, "limit": limit},
         "media": f"PNG {size} px wide drawn by anybind.data.svg.render_svg into media/<context>/",
         "split": "hash_split(caption): 70/10/20, same caption -> same split",
