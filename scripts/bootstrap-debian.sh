@@ -14,6 +14,9 @@ PKGS=(tuxpaint-stamps-default libsndfile1 libcairo2 espeak-ng
 PKGS+=(ktuberling-data)
 # emoji's captions in ~140 locales + keywords = unicode-cldr-core (CLDR common/annotations)
 PKGS+=(unicode-cldr-core)
+# icons = papirus-icon-theme (23 MB download, ~200 MB installed, many symlinks; GPL-3): named icons, names that
+# read as words (wamerican) as captions
+PKGS+=(papirus-icon-theme)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

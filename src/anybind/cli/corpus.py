@@ -145,6 +145,40 @@ def corpus_openclipart(
     _print_corpus(summary)
 
 
+@corpus_app.command("icons")
+def corpus_icons(
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to write the corpus to."),
+    root: Path = typer.Option(Path("/usr/share/icons/Papirus"), help="Papirus icon theme folder (Debian papirus-icon-theme)."),
+    size_dir: str = typer.Option("64x64", help="The theme's size folder to read."),
+    context: Optional[list[str]] = typer.Option(None, "--context", "-c", help="Only this context folder (repeat): default apps, devices, mimetypes, places."),
+    limit: Optional[int] = typer.Option(None, help="Only the first N real SVG files of each context (a quick build)."),
+    size: int = typer.Option(256, help="Width of the drawn PNGs, in pixels."),
+    install: bool = typer.Option(True, "--install/--no-install", help="apt-get install papirus-icon-theme / wamerican when missing (as root)."),
+):
+    """Papirus icons drawn as PNGs, their names as captions when every word of the name is English (rule and counts in corpus.json).
+
+    Example:  anybind corpus icons --out data/icons
+
+    Quick look (the first 40 files of each context):  anybind corpus icons --out /tmp/icons --limit 40
+    """
+    from ..corpora.icons import DEFAULT_CONTEXTS, build_icons
+
+    try:
+        summary = build_icons(out, root=root, size_dir=size_dir, contexts=tuple(context or DEFAULT_CONTEXTS),
+                              limit=limit, size=size, install=install, progress=True)
+    except AnybindError as e:
+        fail(e)
+    _print_corpus(summary)
+    from ..corpora import read_corpus_meta
+
+    meta = read_corpus_meta(summary.manifest) or {}
+    rule = meta.get("name_rule") or {}
+    drops = ", ".join(f"{k} {v}" for k, v in (rule.get("dropped") or {}).items() if v)
+    console.print(f"  names that do not read as words: {rule.get('dropped_total', 0)} files dropped ({drops})", highlight=False)
+    for rid, why in list((meta.get("bad_files") or {}).items())[:10]:
+        err.print(f"[yellow]skipped {escape(str(rid))}:[/yellow] {escape(str(why))}")
+
+
 @corpus_app.command("fashion-mnist")
 def corpus_fashion_mnist(
     out: Path = typer.Option(..., "--out", "-o", help="Folder to write the corpus to."),

@@ -1,0 +1,239 @@
+"""Named icons of the Papirus icon theme, drawn, with their names as captions when the names read as words.
+
+Source: the Debian package ``papirus-icon-theme`` (GPL-3; 23 MB download, ~200 MB installed),
+``/usr/share/icons/Papirus/<size>/<context>/<name>.svg``.  One size folder (``64x64``: the largest that has
+full-colour ``apps``, ``devices``, ``mimetypes`` and ``places``; ``categories`` holds one link) and those four
+contexts.  Half the names are symlinks to another file (``audio-x-mp3`` -> ``audio-x-generic``).
+
+Rules (numbers for papirus-icon-theme 20230104-2, 64x64)
+---------------------------------------------------------
+
+**Files.**  One record per real ``.svg`` file (5,819), never per link: a link (5,726, all to a listed file) adds
+its name to its target's names.  Files with the same bytes as an earlier one (contexts in the order above, names
+sorted) are dropped as ``duplicate`` and their names join the earlier file's.  ``unreadable`` and ``bad_render``
+(:func:`anybind.data.svg.render_svg` refuses or fails: not an SVG, corrupt) are counted and listed with their
+error in ``corpus.json`` ``bad_files``.
+
+**The name rule** (:func:`~anybind.corpora.icons_names.name_problem`; the first that applies is the reason):
+
+1. ``colour_variant``: ``places/folder-<colour>-*`` and ``user-<colour>-*`` with one of Papirus' 26 folder colours
+   (:data:`~anybind.corpora.icons_names.COLOUR_VARIANTS`): the default folder's picture in another colour.
+2. ``reverse_dns``: an application id (``org.gnome.Calculator``, ``io.github.celluloid_player.Celluloid``).
+3. ``digits``: a token with a digit (``libreoffice7.3-math``, ``steam_icon_38700``, ``3dchess``).
+4. ``app_name`` (``apps`` only): the first token is not a freedesktop application-icon prefix or a desktop's own
+   tools (:data:`~anybind.corpora.icons_names.APP_PREFIXES`: ``accessories``, ``applications``, ``preferences``,
+   ``system``, ``utilities``, ``gnome``, ``cs``...): the icon is a program's logo under its brand name, which
+   reads as English too often (``call-of-duty``, ``prison-architect``, ``pocket``).
+5. ``only_generic``: nothing left once the freedesktop-generic tokens are dropped
+   (:data:`~anybind.corpora.icons_names.GENERIC_TOKENS`, read off the names: ``application``, ``x``, ``vnd``,
+   ``icon``, ``symbolic``, ``gnome``, ``gtk``, ``kde``, ``xfce``, ``stock``, ``dev``, ``fs``, ``cs``, ``cat``, ``i``,
+   ``inode``, ``org``, ``com``, ``io``, ``net``, ``default``).
+6. ``not_words``: a token left (split on ``- _ . +``) is not an English word: an entry written in lower case in
+   ``/usr/share/dict/words`` (Debian ``wamerican``; an ``s`` plural tolerated; proper nouns and acronyms such as
+   ``Firefox``, ``Linux``, ``PDF`` do not count; at least two letters).
+
+**Caption.**  The words left, in order, lower case: ``audio-headphones`` -> ``audio headphones``,
+``gnome-dev-keyboard`` -> ``keyboard``, ``text-x-python`` -> ``text python``.  A file is kept when any of its names
+passes: its own name's caption first, else its first passing alias (sorted); the other distinct passing captions go
+to ``text_aliases`` (``"; "``-joined).  A file none of whose names passes is dropped with its own name's reason.
+Links' names are counted by reason in ``corpus.json`` ``alias_rule``.  Known limits: a few app-prefixed logos pass
+(``gnome-pie``), and mimetype captions read like file types (``text python``), not like objects.
+
+**Image.**  The SVG drawn by the project's renderer (:func:`anybind.data.svg.render_svg`) at ``size`` (256)
+pixels wide, a transparent PNG ``media/<context>/<name>.png`` (:func:`anybind.data.media.load_image` puts it on
+white).  **Labels**: ``context``.  **Split**: :func:`anybind.data.manifest.hash_split` of the caption.
+``limit``: only the first N real files of each context (quick looks and tests).
+
+**Counts** (the whole 64x64 set, ~5 s): 5,819 files, 20 ``duplicate``; dropped by the name rule ``app_name`` 2,726,
+``colour_variant`` 1,869, ``reverse_dns`` 456, ``digits`` 223, ``not_words`` 180, ``only_generic`` 1; kept 344
+(252 train, 28 val, 64 test; apps 193, mimetypes 70, places 58, devices 23), 146 of them captioned through a link's
+name (the theme files a picture under one name and links the standard one to it: ``folder-blue-documents`` is the
+file, ``folder-documents`` the link), 136 with ``text_aliases``.  Of the 5,726 links' names 507 pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from ..data.manifest import hash_split
+from ..errors import DataError
+from ._build import CorpusSummary, build_atomically, finish_corpus, stable_message, write_license
+from .debian import debian_copyright_path, debian_package_version, ensure_debian_package
+from .icons_names import (
+    BUILDER_VERSION,
+    DEFAULT_CONTEXTS,
+    DEFAULT_ROOT,
+    DEFAULT_SIZE_DIR,
+    DEFAULT_WORDS,
+    NAME,
+    NAME_REASONS,
+    PACKAGE,
+    WORDS_PACKAGE,
+    IconFile,
+    load_lower_words,
+    name_caption,
+    name_problem,
+    scan_theme,
+)
+
+__all__ = ["DEFAULT_CONTEXTS", "DEFAULT_ROOT", "PACKAGE", "build_icons", "name_caption", "name_problem"]
+
+DEFAULT_IMAGE_SIZE = 256
+FALLBACK_LICENSE = "Papirus icon theme: GPL-3 (https://github.com/PapirusDevelopmentTeam/papirus-icon-theme)."
+
+
+def build_icons(
+    out_dir: str | os.PathLike[str],
+    root: str | os.PathLike[str] = DEFAULT_ROOT,
+    size_dir: str = DEFAULT_SIZE_DIR,
+    contexts: tuple[str, ...] = DEFAULT_CONTEXTS,
+    words: str | os.PathLike[str] = DEFAULT_WORDS,
+    limit: int | None = None,
+    size: int = DEFAULT_IMAGE_SIZE,
+    install: bool = True,
+    progress: bool = True,
+) -> CorpusSummary:
+    """Build the icons corpus into ``out_dir`` (see the module docstring); missing default inputs are installed
+    (``install`` and root), or named in one line with the command that installs them."""
+    src = Path(root)
+    if install and src.absolute() == Path(DEFAULT_ROOT) and not src.exists():
+        ensure_debian_package(PACKAGE, DEFAULT_ROOT)
+    base = src / size_dir
+    if not base.is_dir():
+        raise DataError(
+            f"icon theme folder {base} does not exist: install it with `sudo apt-get install -y {PACKAGE}` "
+            f"(it installs {DEFAULT_ROOT}), or pass root= pointing to a copy"
+        )
+    wp = Path(words)
+    if install and not wp.is_file() and wp.absolute() == Path(DEFAULT_WORDS):
+        ensure_debian_package(WORDS_PACKAGE, DEFAULT_WORDS)
+    word_list = load_lower_words(wp)
+    if word_list is None:
+        raise DataError(f"{wp}: the English word list of the name rule is missing (`sudo apt-get install -y "
+                        f"{WORDS_PACKAGE}`)")
+    base = base.absolute()
+
+    def fill(tmp: Path, out: Path, prog: Any) -> CorpusSummary:
+        return _build_into(tmp, out, base, tuple(contexts), word_list, limit, size, prog)
+
+    return build_atomically(NAME, out_dir, fill, progress)
+
+
+def _captions(f: IconFile, words: frozenset[str], alias_rule: Counter[str]) -> tuple[str | None, list[str]]:
+    """(the reason the file's own name fails or None, the distinct captions of its passing names, own first)."""
+    own = name_problem(f.name, f.context, words)
+    caps = [name_caption(f.name)] if own is None else []
+    for a in f.aliases:
+        ctx, name = a.split("/", 1)
+        why = name_problem(name, ctx, words)
+        alias_rule[why or "kept"] += 1
+        if why is None and name_caption(name) not in caps:
+            caps.append(name_caption(name))
+    return own, caps
+
+
+def _build_into(
+    tmp: Path,
+    out_dir: Path,
+    base: Path,
+    contexts: tuple[str, ...],
+    words: frozenset[str],
+    limit: int | None,
+    size: int,
+    prog: Any,
+) -> CorpusSummary:
+    from ..data.limits import current_limits
+    from ..data.svg import render_svg
+
+    skipped: dict[str, list[str]] = {}
+    bad_files: dict[str, str] = {}
+    links: dict[str, int] = {}
+    files = scan_theme(base, contexts, limit, links)
+    task = prog.add_task("reading icons", total=len(files)) if prog is not None else None
+    first: dict[str, IconFile] = {}
+    datas: dict[str, bytes] = {}
+    duplicate_of: dict[str, str] = {}
+    unique: list[IconFile] = []
+    for f in files:
+        if prog is not None:
+            prog.advance(task)
+        try:
+            data = f.path.read_bytes()
+        except OSError as e:
+            skipped.setdefault("unreadable", []).append(f.id)
+            bad_files[f.id] = f"unreadable ({e.strerror or e})"
+            continue
+        h = hashlib.sha256(data).hexdigest()
+        if h in first:
+            keep = first[h]
+            skipped.setdefault("duplicate", []).append(f.id)
+            duplicate_of[f.id] = keep.id
+            keep.aliases = sorted({*keep.aliases, f.id, *f.aliases})
+            continue
+        first[h] = f
+        datas[f.id] = data
+        unique.append(f)
+
+    alias_rule: Counter[str] = Counter()
+    problems: Counter[str] = Counter()
+    lim = current_limits()
+    records: list[dict[str, Any]] = []
+    rtask = prog.add_task("drawing icons", total=len(unique)) if prog is not None else None
+    for f in unique:
+        if prog is not None:
+            prog.advance(rtask)
+        own, caps = _captions(f, words, alias_rule)
+        if not caps:
+            skipped.setdefault(own or "not_words", []).append(f.id)
+            continue
+        if own is not None:
+            problems["caption_from_alias"] += 1
+        try:
+            png = render_svg(datas[f.id], f"{f.context}/{f.path.name}", size, lim)
+        except DataError as e:
+            skipped.setdefault("bad_render", []).append(f.id)
+            bad_files[f.id] = stable_message(str(e), base)
+            continue
+        rel = Path("media", f.context, f.name + ".png")
+        (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp / rel).write_bytes(png)
+        rec: dict[str, Any] = {"id": f.id, "split": hash_split(caps[0]), "text": caps[0]}
+        if len(caps) > 1:
+            rec["text_aliases"] = "; ".join(caps[1:])
+        rec["image"] = rel.as_posix()
+        rec["labels"] = {"context": f.context}
+        records.append(rec)
+
+    name_drops = {r: len(skipped.get(r, [])) for r in NAME_REASONS}
+    version = debian_package_version(PACKAGE) if base == Path(DEFAULT_ROOT, DEFAULT_SIZE_DIR) else "unknown"
+    source = dict(package=PACKAGE, version=version, theme_dir=str(base), contexts=list(contexts))
+    source["license"] = "GPL-3 (the package's copyright file is copied into LICENSE)"
+    source["upstream"] = "https://github.com/PapirusDevelopmentTeam/papirus-icon-theme"
+    meta = {
+        "description": "Papirus icons drawn as PNGs with their names as captions, kept only when a name reads as "
+        "English words (rule in the builder's docstring).",
+        "source": source,
+        "builder": {"module": __name__, "version": BUILDER_VERSION, "size": size, "limit": limit},
+        "media": f"PNG {size} px wide drawn by anybind.data.svg.render_svg into media/<context>/",
+        "split": "hash_split(caption): 70/10/20, same caption -> same split",
+        "files": {"svg": len(files), "unique": len(unique), "links": dict(sorted(links.items()))},
+        "name_rule": {"dropped": name_drops, "dropped_total": sum(name_drops.values())},
+        "alias_rule": dict(sorted(alias_rule.items())),
+        "bad_files": dict(sorted(bad_files.items())),
+        "duplicate_of": dict(sorted(duplicate_of.items())),
+    }
+    source_md = (
+        "# Icons corpus\n\n"
+        f"* Icons: Papirus icon theme, Debian `{PACKAGE}` ({base}), GPL-3: the images are drawings of its\n"
+        "  SVGs and stay under GPL-3 (LICENSE holds the package's copyright file).\n"
+        "* Text: each icon's name read as words; names that do not read as words are dropped\n"
+        "  (counts in corpus.json, `name_rule` and `alias_rule`).\n"
+        f"* Built by `{__name__}` version {BUILDER_VERSION}; rules in that module's docstring.\n"
+    )
+    summary = finish_corpus(tmp, out_dir, NAME, records, meta, skipped, problems)
+    write_license(tmp, {PACKAGE: debian_copyright_path(PACKAGE)}, FALLBACK_LICENSE, source_md)
+    return summary

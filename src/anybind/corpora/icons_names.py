@@ -1,0 +1,158 @@
+"""Papirus icon names: which names read as English words (the caption rule), and the icon files of a theme folder
+with the names that link to them (see :mod:`anybind.corpora.icons`)."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+NAME = "icons"
+BUILDER_VERSION = "1"
+PACKAGE = "papirus-icon-theme"
+WORDS_PACKAGE = "wamerican"
+DEFAULT_ROOT = "/usr/share/icons/Papirus"
+DEFAULT_SIZE_DIR = "64x64"
+DEFAULT_CONTEXTS = ("apps", "devices", "mimetypes", "places")
+DEFAULT_WORDS = "/usr/share/dict/words"
+NAME_REASONS = ("colour_variant", "reverse_dns", "digits", "app_name", "only_generic", "not_words")
+
+#: Tokens that name the freedesktop naming scheme or a desktop, not what the icon shows; dropped before the word
+#: check (read off the 64x64 names: ``application-x-``/``vnd.`` MIME prefixes, ``gnome-dev-``, ``gtk-``,
+#: ``stock_``, ``cs-`` and ``cs-cat-`` (Cinnamon settings and their categories), ``i-``, ``-icon``, ``-symbolic``...).
+GENERIC_TOKENS = frozenset(
+    {
+        "application", "x", "vnd", "icon", "symbolic", "gnome", "gtk", "kde", "xfce", "stock", "dev", "fs",
+        "cs", "cat", "i", "inode", "org", "com", "io", "net", "default",
+    }
+)  # fmt: skip
+
+#: Papirus' folder colours: ``places/folder-<colour>-*`` and ``user-<colour>-*`` are the default folder's
+#: pictures in another colour (26 sets of 74 names).
+COLOUR_VARIANTS = frozenset(
+    {
+        "adwaita", "black", "blue", "bluegrey", "breeze", "brown", "carmine", "custom", "cyan", "darkcyan",
+        "deeporange", "green", "grey", "indigo", "magenta", "nordic", "orange", "palebrown", "paleorange", "pink",
+        "red", "teal", "violet", "white", "yaru", "yellow",
+    }
+)  # fmt: skip
+
+#: In ``apps``, a name is kept only when it starts with one of these: the freedesktop Icon Naming
+#: Specification's application-icon prefixes (``accessories-calculator``, ``preferences-desktop-keyboard``) or a
+#: desktop's own tools (``gnome-chess``, ``cs-keyboard``).  Any other app icon is a program's logo under its
+#: brand name, which reads as words too often (``call-of-duty``, ``prison-architect``, ``pocket``): ``app_name``.
+APP_PREFIXES = frozenset(
+    {
+        "accessories", "applications", "help", "internet", "multimedia", "office", "preferences", "system",
+        "utilities", "user", "cs", "gnome", "gtk", "kde", "stock", "xfce",
+    }
+)  # fmt: skip
+
+_SPLIT_RE = re.compile(r"[-_.+]+")
+_REVERSE_DNS_RE = re.compile(r"^[a-z]{2,4}\.[A-Za-z0-9]")
+_LETTERS_RE = re.compile(r"^[a-z]{2,}$")
+
+
+def load_lower_words(path: str | os.PathLike[str] = DEFAULT_WORDS) -> frozenset[str] | None:
+    """The entries of a word list written in lower case (``gnome``, ``pocket``; not ``Firefox``, ``Linux``,
+    ``PDF``: proper nouns and acronyms are not read as words), or None when the file is missing."""
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    words = {w.strip() for w in text.splitlines()}
+    words = {w[:-2] if w.endswith("'s") else w for w in words}
+    return frozenset(w for w in words if w and w == w.lower())
+
+
+def name_tokens(name: str) -> list[str]:
+    """``preferences-desktop-keyboard`` -> ``['preferences', 'desktop', 'keyboard']`` (split on ``- _ . +``)."""
+    return [t for t in _SPLIT_RE.split(name) if t]
+
+
+def is_word(token: str, words: frozenset[str]) -> bool:
+    t = token.lower()
+    if not _LETTERS_RE.match(t):
+        return False
+    return t in words or (t.endswith("s") and t[:-1] in words)
+
+
+def name_problem(name: str, context: str, words: frozenset[str]) -> str | None:
+    """Why an icon name is not a caption (a reason of :data:`NAME_REASONS`, the first that applies), or None."""
+    toks = name_tokens(name)
+    low = [t.lower() for t in toks]
+    if context == "places" and len(low) >= 2 and low[0] in ("folder", "user") and low[1] in COLOUR_VARIANTS:
+        return "colour_variant"
+    if _REVERSE_DNS_RE.match(name):
+        return "reverse_dns"
+    if any(any(c.isdigit() for c in t) for t in toks):
+        return "digits"
+    if context == "apps" and low[0] not in APP_PREFIXES:
+        return "app_name"
+    left = [t for t in low if t not in GENERIC_TOKENS]
+    if not left:
+        return "only_generic"
+    if not all(is_word(t, words) for t in left):
+        return "not_words"
+    return None
+
+
+def name_caption(name: str) -> str:
+    """The caption of a name that passes :func:`name_problem`: its words in order, lower case, generic ones out."""
+    return " ".join(t for t in (x.lower() for x in name_tokens(name)) if t not in GENERIC_TOKENS)
+
+
+@dataclass
+class IconFile:
+    """One real SVG file of the theme and every name that shows it (its own and its links')."""
+
+    path: Path
+    context: str
+    name: str
+    aliases: list[str] = field(default_factory=list)  # "<context>/<name>" of the links to it, sorted
+
+    @property
+    def id(self) -> str:
+        return f"{self.context}/{self.name}"
+
+
+def scan_theme(
+    base: Path, contexts: tuple[str, ...], limit: int | None, links: dict[str, int]
+) -> list[IconFile]:
+    """The real ``.svg`` files of ``base/<context>`` (sorted; the first ``limit`` of each context), each with the
+    names of the links to it; ``links`` counts the links (``total``, ``to_listed_file``, ``broken``, ``outside``:
+    pointing out of ``base``, ``to_unlisted_file``: to a file not listed (another context, or past ``limit``))."""
+    files: list[IconFile] = []
+    link_paths: list[tuple[str, str, Path]] = []
+    for ctx in contexts:
+        folder = base / ctx
+        if not folder.is_dir():
+            continue
+        n = 0
+        for entry in sorted(os.listdir(folder)):
+            if not entry.endswith(".svg") or entry.startswith("."):
+                continue
+            p = folder / entry
+            if p.is_symlink():
+                link_paths.append((ctx, entry[: -len(".svg")], p))
+            elif p.is_file() and (limit is None or n < limit):
+                files.append(IconFile(path=p, context=ctx, name=entry[: -len(".svg")]))
+                n += 1
+    by_real = {os.path.realpath(f.path): f for f in files}
+    real_base = os.path.realpath(base)
+    for ctx, name, p in link_paths:
+        links["total"] = links.get("total", 0) + 1
+        target = os.path.realpath(p)
+        if not os.path.exists(target):
+            links["broken"] = links.get("broken", 0) + 1
+        elif not target.startswith(real_base + os.sep):
+            links["outside"] = links.get("outside", 0) + 1
+        elif target in by_real:
+            links["to_listed_file"] = links.get("to_listed_file", 0) + 1
+            by_real[target].aliases.append(f"{ctx}/{name}")
+        else:
+            links["to_unlisted_file"] = links.get("to_unlisted_file", 0) + 1
+    for f in files:
+        f.aliases.sort()
+    return files

@@ -1,0 +1,214 @@
+"""The icons corpus (Papirus names as captions): the name rule on a table of real names and on generated ones, then
+small builds on the real papirus-icon-theme package (skipped with the command to run when it is missing): counts,
+a byte-identical rebuild, stable splits, a corrupt SVG counted and skipped, a missing theme named in one line.
+Nothing is encoded with a model."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from anybind.corpora import icons
+from anybind.corpora.icons_names import (
+    COLOUR_VARIANTS,
+    DEFAULT_WORDS,
+    GENERIC_TOKENS,
+    WORDS_PACKAGE,
+    load_lower_words,
+    name_tokens,
+)
+from anybind.data.manifest import hash_split
+from anybind.errors import DataError
+
+from corpus_checks import check_corpus, folder_files, needs
+
+THEME = Path(icons.DEFAULT_ROOT)
+needs_theme = needs(THEME / "64x64", icons.PACKAGE)
+needs_words = needs(Path(DEFAULT_WORDS), WORDS_PACKAGE)
+
+
+@pytest.fixture(scope="module")
+def words() -> frozenset[str]:
+    w = load_lower_words(DEFAULT_WORDS)
+    if w is None:
+        pytest.skip(f"{DEFAULT_WORDS} missing: apt-get install -y {WORDS_PACKAGE}")
+    return w
+
+
+# real names of papirus-icon-theme 20230104-2, 64x64, and what the rule makes of them
+REAL_NAMES = [
+    ("folder-documents", "places", "folder documents"),
+    ("audio-headphones", "devices", "audio headphones"),
+    ("applications-games", "apps", "applications games"),
+    ("preferences-desktop-keyboard", "apps", "preferences desktop keyboard"),
+    ("gnome-dev-keyboard", "devices", "keyboard"),
+    ("text-x-python", "mimetypes", "text python"),
+    ("application-x-trash", "mimetypes", "trash"),
+    ("cs-cat-admin", "apps", "admin"),
+    ("user-trash-full", "places", "user trash full"),
+    ("org.gnome.Calculator", "apps", "reverse_dns"),
+    ("io.github.celluloid_player.Celluloid", "apps", "reverse_dns"),
+    ("firefox", "apps", "app_name"),
+    ("call-of-duty", "apps", "app_name"),
+    ("pocket", "apps", "app_name"),
+    ("libreoffice7.3-math", "apps", "digits"),
+    ("steam_icon_38700", "apps", "digits"),
+    ("folder-blue-documents", "places", "colour_variant"),
+    ("user-yaru-home", "places", "colour_variant"),
+    ("application-pdf", "mimetypes", "not_words"),  # PDF is an acronym in the word list, not a lower-case word
+    ("drive-harddisk", "devices", "not_words"),
+    ("gnome-linux", "apps", "not_words"),  # Linux: a proper noun
+    ("application-x-generic", "mimetypes", "generic"),
+]
+
+
+@needs_words
+@pytest.mark.parametrize("name, context, expected", REAL_NAMES)
+def test_rule_on_real_names(name, context, expected, words):
+    why = icons.name_problem(name, context, words)
+    if expected in ("colour_variant", "reverse_dns", "digits", "app_name", "only_generic", "not_words"):
+        assert why == expected
+    else:
+        assert why is None and icons.name_caption(name) == expected
+
+
+_word_pool = ["folder", "audio", "text", "camera", "network", "printer", "media", "open", "music", "video"]
+_generic_pool = sorted(GENERIC_TOKENS - {"cat"})
+
+
+@needs_words
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.sampled_from(_word_pool), min_size=1, max_size=4),
+    st.lists(st.sampled_from(_generic_pool), max_size=2),
+    st.sampled_from(["-", "_", "."]),
+    st.integers(0, 9),
+)
+def test_rule_properties(words, toks, generic, sep, digit):
+    name = sep.join(generic + toks)
+    if re.match(r"^[a-z]{2,4}\.", name):
+        assert icons.name_problem(name, "devices", words) == "reverse_dns"
+        return
+    # words (after generic tokens) in order, lower case, whatever the separator or case
+    assert icons.name_problem(name, "devices", words) is None
+    assert icons.name_caption(name) == " ".join(toks)
+    assert icons.name_caption(name.upper()) == " ".join(toks)
+    # a version number makes it an identifier; a made-up token makes it not words
+    assert icons.name_problem(f"{name}-{toks[0]}{digit}", "devices", words) == "digits"
+    assert icons.name_problem(f"{name}-zqxv", "devices", words) == "not_words"
+    # the caption is made of the name's own tokens, generic ones removed
+    assert set(icons.name_caption(name).split()) <= {t.lower() for t in name_tokens(name)} - GENERIC_TOKENS
+
+
+@needs_theme
+def test_colour_variants_are_the_themes():
+    """The documented folder colours are exactly those the theme has both a folder and a user home in."""
+    places = {p.stem for p in (THEME / "64x64" / "places").iterdir()}
+    found = {n.split("-", 1)[1] for n in places if n.startswith("folder-") and f"user-{n.split('-', 1)[1]}-home" in places}
+    assert found == set(COLOUR_VARIANTS)
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    if not (THEME / "64x64").is_dir() or not Path(DEFAULT_WORDS).is_file():
+        pytest.skip(f"{THEME} or {DEFAULT_WORDS} missing: apt-get install -y {icons.PACKAGE} {WORDS_PACKAGE}")
+    out = tmp_path_factory.mktemp("icons") / "icons"
+    summary = icons.build_icons(out, limit=25, size=64, progress=False)
+    return out, summary
+
+
+def test_small_build_counts(small):
+    out, summary = small
+    recs, meta = check_corpus(out, "icons", decode=True)
+    files = meta["files"]
+    assert files["svg"] == 4 * 25  # the first 25 real files of each of the 4 contexts
+    # every file is a record or dropped for one reason
+    assert len(recs) + meta["dropped"] == files["svg"] == len(recs) + sum(summary.skipped.values())
+    assert meta["name_rule"]["dropped_total"] == sum(meta["skipped"].get(r, 0) for r in icons.NAME_REASONS)
+    assert meta["skipped"]["colour_variant"] > 0 and meta["skipped"]["digits"] > 0  # the first places are colours
+    assert sum(meta["alias_rule"].values()) == files["links"]["to_listed_file"]
+    for r in recs:
+        assert r["split"] == hash_split(r["text"])
+        assert r["text"] == r["text"].lower() and r["labels"]["context"] == r["id"].split("/")[0]
+        assert r["image"] == f"media/{r['id']}.png"
+    by_id = {r["id"]: r for r in recs}
+    assert by_id["devices/audio-headphones"]["text"] == "audio headphones"
+    assert "audio headset" in by_id["devices/audio-headphones"]["text_aliases"].split("; ")
+    assert "GPL-3" in (out / "LICENSE").read_text(encoding="utf-8")
+    assert meta["source"]["package"] == icons.PACKAGE
+
+
+def test_rebuild_is_byte_identical(small, tmp_path):
+    out, _ = small
+    again = tmp_path / "again"
+    icons.build_icons(again, limit=25, size=64, progress=False)
+    a, b = folder_files(out), folder_files(again)
+    assert a.keys() == b.keys() and all(a[k] == b[k] for k in a)
+    # and rebuilt in place (an earlier build of the same corpus is replaced)
+    icons.build_icons(again, limit=25, size=64, progress=False)
+    assert folder_files(again) == a
+
+
+@needs_theme
+@needs_words
+def test_corrupt_svg_counted_and_skipped(tmp_path):
+    src = THEME / "64x64" / "devices"
+    copy = tmp_path / "theme" / "64x64" / "devices"
+    copy.mkdir(parents=True)
+    for name in ("audio-card.svg", "audio-headphones.svg", "battery.svg", "audio-headset.svg"):
+        p = src / name
+        if p.is_symlink():
+            os.symlink(os.readlink(p), copy / name)
+        else:
+            shutil.copyfile(p, copy / name)
+    (copy / "battery.svg").write_bytes((src / "battery.svg").read_bytes()[:200])  # cut mid-document
+    (copy / "printer.svg").write_bytes(b"\x89PNG not an svg")
+    out = tmp_path / "out"
+    summary = icons.build_icons(out, root=tmp_path / "theme", contexts=("devices",), size=64, progress=False)
+    recs, meta = check_corpus(out, "icons", decode=True)
+    assert summary.skipped["bad_render"] == 2 and set(meta["skipped_ids"]["bad_render"]) == {
+        "devices/battery", "devices/printer"}  # fmt: skip
+    assert all("\n" not in why and str(tmp_path) not in why for why in meta["bad_files"].values())
+    assert {r["id"] for r in recs} == {"devices/audio-card", "devices/audio-headphones"}
+    assert meta["source"]["version"] == "unknown"  # not the package's folder
+
+
+def test_missing_theme_is_one_line(tmp_path):
+    with pytest.raises(DataError) as e:
+        icons.build_icons(tmp_path / "out", root=tmp_path / "no-theme", progress=False)
+    msg = str(e.value)
+    assert "\n" not in msg and f"apt-get install -y {icons.PACKAGE}" in msg and "no-theme" in msg
+    assert not (tmp_path / "out").exists()
+
+
+def test_refuses_to_replace_another_folder(small, tmp_path):
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    with pytest.raises(DataError):
+        icons.build_icons(other, limit=1, progress=False)
+    assert (other / "notes.txt").read_text() == "keep me"
+
+
+def test_cli_help_and_bench_registration(small):
+    from typer.testing import CliRunner
+
+    from anybind.bench.transfer_systems import corpus_builders
+    from anybind.cli import app
+
+    res = CliRunner().invoke(app, ["corpus", "icons", "--help"])
+    assert res.exit_code == 0 and "anybind corpus icons --out" in res.output
+    out, _ = small
+    builders = corpus_builders()
+    assert "icons" in builders
+    work = out.parent  # build_once finds the built corpus in work/icons and does not rebuild it
+    before = (out / "manifest.jsonl").read_bytes()
+    assert builders["icons"](work) == out / "manifest.jsonl" and (out / "manifest.jsonl").read_bytes() == before
+    assert json.loads((out / "corpus.json").read_text())["builder"]["limit"] == 25
