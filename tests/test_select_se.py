@@ -2,7 +2,8 @@
 alpha, the kernel keep, the epoch and the WiSE-FT alpha each take the candidate nearest the training-free start whose
 val score is within k standard errors (of the best's per-record scores) of the best.  The pure rule over random score
 paths; on real Tux Paint pairs: k=0 is today's plain best, shuffled pairs end at the label bridge, real pairs whose
-ridge clearly beats the bridge keep it, and the epoch kept is the earliest within k SE of the best in the history."""
+ridge clearly beats the bridge keep it, and the epoch kept is the earliest within k SE of the best in the history;
+``select_se_on="finetune"`` leaves the start's choices as at k=0 and rules the epoch and WiSE-FT alpha only."""
 
 import json
 import math
@@ -62,6 +63,7 @@ def test_the_streaming_trainer_refuses_it_and_the_bench_lever_sets_it():
     check_config(TrainConfig(select_se=0.0, init="ridge", lock="text"))
     assert system_kwargs("defaults+selse0.5") == {"select_se": 0.5}
     assert system_kwargs("defaults+selse1+se0.5") == {"select_se": 1.0, "ridge_se": 0.5}
+    assert system_kwargs("defaults+selft0.5") == {"select_se": 0.5, "select_se_on": "finetune"}
 
 
 def _manifest(tux_dir, out, shuffle: bool):
@@ -128,6 +130,34 @@ def test_pairs_that_clearly_help_keep_the_trained_start_and_the_epoch_rule_reads
     assert tr1["best_epoch"] == rule["chosen"] == want and rule["chosen_val"] == pytest.approx(hist[want], abs=1e-6)
 
 
+def test_on_finetune_leaves_the_start_as_at_k0_and_rules_the_epoch_and_wise_alpha(tux200, shared_cache):
+    """``select_se_on="finetune"``: the start's choices (guard, ridge alpha, kernel keep) and weights are K=0's,
+    bit for bit, while the epoch and WiSE-FT alpha take the rule; ``"all"`` moves the start too (real stamps)."""
+    man = tux200["shuffled"]  # useless pairs: the rule over every choice ends at the label bridge
+    _, _, _, r0 = _fit(man, shared_cache)
+    sp, tr, rob, r = _fit(man, shared_cache, select_se=1.0, select_se_on="finetune")
+    _, _, _, r_all = _fit(man, shared_cache, select_se=1.0)
+    assert r == r0 and "se_rule" not in r and "rule" not in r["guard"] and "rule" not in r["kernel"]
+    assert r_all != r0 and r_all["guard"]["rule"] == "1se"  # the switch is what keeps the start as at K=0
+    start0, *_ = _fit(man, shared_cache, epochs=0)
+    start, *_ = _fit(man, shared_cache, select_se=1.0, select_se_on="finetune", epochs=0)
+    a, b = start0.projectors["image"].state_dict(), start.projectors["image"].state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    rule, w = tr["epoch_se_rule"], rob["wise_val"]  # the fine-tuning choices: the rule applies
+    assert rule["k"] == 1.0 and tr["best_epoch"] == rule["chosen"] <= rule["best"]
+    best = max(WISE_GRID, key=lambda x: (w[f"{x:.1f}"], -x))
+    assert rob["wise_se_rule"]["best"] == best and rob["wise_alpha"] == rob["wise_se_rule"]["chosen"] <= best
+    assert sp.info["lineage"][-1]["se_rule"]["wise"] == rob["wise_se_rule"] and sp.config["select_se_on"] == "finetune"
+
+
+@pytest.mark.parametrize("bad", ["start", "", None, 1, "ALL"])
+def test_a_bad_select_se_on_is_refused_in_one_line(bad):
+    with pytest.raises(DataError) as e:
+        check_robust(TrainConfig(select_se=1.0, select_se_on=bad))
+    assert "\n" not in str(e.value) and str(e.value) == f"select_se_on must be 'all' or 'finetune', got {bad!r}"
+    check_robust(TrainConfig(select_se=1.0, select_se_on="finetune"))
+
+
 def test_the_cli_flag_sets_it_and_refuses_a_bad_value_in_one_line(tmp_path):
     from typer.testing import CliRunner
 
@@ -144,6 +174,12 @@ def test_the_cli_flag_sets_it_and_refuses_a_bad_value_in_one_line(tmp_path):
     assert res.exit_code == 0, res.output
     space = Space.load(tmp_path / "sp")
     assert space.config["select_se"] == 1.0 and space.info["training"]["epoch_se_rule"]["k"] == 1.0
+    assert space.config["select_se_on"] == "all"
+    bad = CliRunner().invoke(app, [*args, "--select-se", "1", "--select-se-on", "start"])
+    assert bad.exit_code == 2 and "--select-se-on" in bad.output
+    res = CliRunner().invoke(app, [*args, "--select-se", "1", "--select-se-on", "finetune", "--overwrite"])
+    assert res.exit_code == 0, res.output
+    assert Space.load(tmp_path / "sp").config["select_se_on"] == "finetune"
 
 
 def test_wise_mixes_the_start_with_the_epoch_the_rule_kept(tmp_path):

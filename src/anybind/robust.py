@@ -37,9 +37,9 @@ through the shared loop's hooks (:func:`anybind.loop.fit_loop`'s ``penalty=`` an
   grid) restricted to the span of the training targets, the bridge's output outside it kept
   (:func:`anybind.ridge.locked_ridge_start`'s ``span``); recorded under ``ridge.<m>.span``.  Not a default: it wins
   on val for a 121-caption corpus and loses a little on 300-pair ones (BENCHMARKS.md, transfer: the span lever).
-* ``select_se`` (off) -- the standard-error rule over every choice above made on val (guard, ridge alpha, kernel keep,
-  epoch, WiSE-FT alpha): the candidate nearest the start within that many standard errors of the best
-  (:func:`anybind.epochs.nearest_within_se`; BENCHMARKS.md, transfer: the standard-error rule over every choice).
+* ``select_se`` (off) -- the standard-error rule over every choice on val (guard, ridge alpha, kernel keep, epoch,
+  WiSE-FT alpha; ``select_se_on="finetune"``: the last two only): the candidate nearest the start within that many
+  standard errors of the best (:func:`anybind.epochs.nearest_within_se`; BENCHMARKS.md, transfer: select_se).
 * ``mixup`` (weight) and ``mixup_alpha`` -- geodesic multi-modal mixup (Oh et al. 2023, "Geodesic
   Multi-Modal Mixup for Robust Fine-Tuning", m^2-mix): each positive pair's two unit embeddings are
   mixed on the great circle between them (``slerp`` with ``lam ~ Beta(alpha, alpha)``) and the mixtures
@@ -159,6 +159,8 @@ def check_robust(cfg) -> None:
         se = getattr(cfg, name)
         if isinstance(se, bool) or not isinstance(se, (int, float)) or not math.isfinite(se) or se < 0:
             raise DataError(f"{name} must be a non-negative number (standard errors), got {se!r}")
+    if cfg.select_se_on not in ("all", "finetune"):
+        raise DataError(f"select_se_on must be 'all' or 'finetune', got {cfg.select_se_on!r}")
     se = cfg.ridge_se
     if se > 0 and cfg.init != "ridge":  # refused, not ignored: no ridge path to apply the rule to
         raise DataError(f"ridge_se={se!r} is the ridge start's standard-error rule: use init='ridge' (got init={cfg.init!r})")
@@ -379,10 +381,11 @@ def ridge_start(projectors: Mapping[str, Projector], cfg, specs: Mapping[str, st
     guard: dict[str, dict[str, Any]] | None = {} if cfg.start_guard and cfg.ridge_prior == "bridge" else None
     rule: dict[str, dict[str, Any]] = {}
     span: dict[str, dict[str, Any]] | None = {} if cfg.ridge_span else None
+    sel = cfg.select_se if cfg.select_se_on == "all" else 0.0  # "finetune": the start's choices as at select_se=0
     alphas = locked_ridge_start(projectors, cfg.lock, train_pairs, val_pairs, prior=prior,
                                 exact_prior=cfg.ridge_prior == "residual", guard=guard,
-                                se=cfg.ridge_se if cfg.ridge_se > 0 else cfg.select_se, rule=rule,
-                                kernel=kern, seed=cfg.seed, span=span, select_se=cfg.select_se)
+                                se=cfg.ridge_se if cfg.ridge_se > 0 else sel, rule=rule,
+                                kernel=kern, seed=cfg.seed, span=span, select_se=sel)
     for m, sp in (span or {}).items():
         log.info("start: %r: training targets span %d of %d dims, the prior's out-of-span share %s%s", m, sp["rank"],
                  sp["dim"], sp.get("prior_out", 0.0), " (the span restriction is a no-op)" if span_noop(sp) else "")

@@ -86,6 +86,7 @@ class TrainConfig:
     # best on val (0: the best; anybind.ridge.ridge_select)
     select_se: float = 0.0  # the standard-error rule over every choice on val (start guard, ridge alpha unless
     # ridge_se > 0, kernel keep, epoch, WiSE-FT alpha): the one nearest the start within this many SE of the best
+    select_se_on: str = "all"  # "finetune": the rule on the epoch and WiSE-FT alpha only, the start's choices as at 0
     center: bool = False
     mixup: float = 0.0  # weight of the geodesic multi-modal mixup term (m^2-mix hard negatives; 0: off)
     mixup_alpha: float = 0.5  # its mixing coefficient ~ Beta(mixup_alpha, mixup_alpha)

@@ -128,13 +128,15 @@ def system_kwargs(name: str) -> dict[str, Any]:
             kw["wise"] = float(lever[4:])
         elif lever.startswith("selse") and _number(lever[5:]):  # the standard-error rule over every choice on val
             kw["select_se"] = float(lever[5:])
+        elif lever.startswith("selft") and _number(lever[5:]):  # the same rule on the epoch and WiSE-FT alpha only
+            kw.update(select_se=float(lever[5:]), select_se_on="finetune")
         elif lever.startswith("se") and _number(lever[2:]):  # the ridge start's standard-error rule
             kw["ridge_se"] = float(lever[2:])
         elif lever.startswith("mixup") and _number(lever[5:]):
             kw["mixup"] = float(lever[5:])
         else:
             raise AnybindError(f"system {name!r}: unknown lever {lever!r} (known: {', '.join(LEVERS)}, lrX, wiseX, "
-                               "mixupX, seX, selseX)")
+                               "mixupX, seX, selseX, selftX)")
     return kw
 
 

@@ -15,8 +15,8 @@ from ._common import (
     ProjectorKind, Split, check_out, fail, parse_encoders, split_csv, app, choice, console,
     device_option, err, precision_option, seed_option, use_device, wise_option,
 )
-from .fit_ridge import (RidgePrior, check_ridge_se, ridge_prior_option, ridge_se_option, select_se_option,
-                        switch_option)
+from .fit_ridge import (RidgePrior, SelectSeOn, check_ridge_se, ridge_prior_option, ridge_se_option,
+                        select_se_on_option, select_se_option, switch_option)
 
 Method = Literal["contrastive", "procrustes", "cca"]
 Missing = Literal["learned", "mean"]
@@ -156,6 +156,7 @@ def fit(
     ridge_span: Optional[bool] = switch_option("ridge-span"),
     ridge_se: Optional[float] = ridge_se_option(),
     select_se: Optional[float] = select_se_option(),
+    select_se_on: Optional[SelectSeOn] = select_se_on_option(),
     center: Optional[bool] = typer.Option(
         None, "--center/--no-center", help="Inductive centring: store each modality's mean train embedding in "
         "the space and subtract it at embed time (no statistics of the data embedded later)."
@@ -239,7 +240,7 @@ def fit(
               weight_decay=weight_decay, temperature=temperature, seed=seed, loss=loss, missing=missing)
     # only what the user chose: the recipe fills the rest (an explicit --dim rules out locking the text space)
     given = (("dim", dim), ("lock", lock), ("init", init), ("lr", lr), ("l2sp", l2sp), ("ridge_prior", ridge_prior),
-             ("start_guard", start_guard), ("kernel_start", kernel_start), ("ridge_span", ridge_span), ("ridge_se", ridge_se), ("select_se", select_se), ("center", center), ("mixup", mixup), ("mixup_alpha", mixup_alpha), ("attn_lr", attn_lr),
+             ("start_guard", start_guard), ("kernel_start", kernel_start), ("ridge_span", ridge_span), ("ridge_se", ridge_se), ("select_se", select_se), ("select_se_on", select_se_on), ("center", center), ("mixup", mixup), ("mixup_alpha", mixup_alpha), ("attn_lr", attn_lr),
              ("attn_epochs", attn_epochs))
     kw.update({k: v for k, v in given if v is not None})
     if lock is not None and lock.strip().lower() == "none":  # nothing locked: a choice, as lock=None in Python

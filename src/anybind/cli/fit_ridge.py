@@ -1,5 +1,6 @@
 """``anybind fit``'s ridge-start options (``--init ridge``): what the start shrinks towards
-(``--ridge-prior``), its guard, its kernel branch, its span and its standard-error rule (and ``--select-se``, the rule over every choice on val), and their check;
+(``--ridge-prior``), its guard, its kernel branch, its span and its standard-error rule (and ``--select-se``, the rule over every choice on val, with
+``--select-se-on``), and their check;
 ``anybind bind`` shares ``--start-guard`` / ``--kernel-start`` with help of its own.  Read by
 :func:`anybind.cli.fit.fit` and :func:`anybind.cli.fit.bind`."""
 
@@ -58,6 +59,16 @@ def select_se_option() -> Any:
     return typer.Option(None, "--select-se", metavar="K",
                         help="The standard-error rule over every choice on val (start guard, ridge alpha, "
                              "kernel, epoch, WiSE-FT alpha): nearest the start within K SE (default 0: off).")
+
+
+SelectSeOn = Literal["all", "finetune"]
+
+
+def select_se_on_option() -> Any:
+    """``fit --select-se-on``: TrainConfig.select_se_on (None: "all")."""
+    return choice(None, SelectSeOn, "--select-se-on",
+                  help="Which choices --select-se rules: all, or finetune (the epoch and WiSE-FT alpha only; the "
+                       "start's guard, ridge alpha and kernel as without it).")
 
 
 def check_ridge_se(ridge_se: float | None, option: str = "--ridge-se") -> None:
