@@ -212,3 +212,11 @@ def test_cli_help_and_bench_registration(small):
     before = (out / "manifest.jsonl").read_bytes()
     assert builders["icons"](work) == out / "manifest.jsonl" and (out / "manifest.jsonl").read_bytes() == before
     assert json.loads((out / "corpus.json").read_text())["builder"]["limit"] == 25
+
+
+@needs_words
+@pytest.mark.parametrize("name", ["-", "_", "+", "-_.+"])
+def test_name_of_separators_only_is_a_reason_not_a_crash(name, words):
+    for ctx in ("apps", "devices"):
+        assert icons.name_problem(name, ctx, words) == "only_generic"
+

@@ -88,7 +88,7 @@ def name_problem(name: str, context: str, words: frozenset[str]) -> str | None:
         return "reverse_dns"
     if any(any(c.isdigit() for c in t) for t in toks):
         return "digits"
-    if context == "apps" and low[0] not in APP_PREFIXES:
+    if context == "apps" and low and low[0] not in APP_PREFIXES:
         return "app_name"
     left = [t for t in low if t not in GENERIC_TOKENS]
     if not left:
