@@ -220,3 +220,13 @@ def test_name_of_separators_only_is_a_reason_not_a_crash(name, words):
     for ctx in ("apps", "devices"):
         assert icons.name_problem(name, ctx, words) == "only_generic"
 
+
+@needs_words
+def test_missing_context_folder_is_one_line(tmp_path):
+    """A context folder the theme does not have (a typo: ``--context app``) is named, not skipped silently."""
+    (tmp_path / "theme" / "64x64" / "devices").mkdir(parents=True)
+    with pytest.raises(DataError) as e:
+        icons.build_icons(tmp_path / "out", root=tmp_path / "theme", contexts=("devices", "app"), progress=False)
+    msg = str(e.value)
+    assert "\n" not in msg and "app" in msg and "devices" in msg
+    assert not (tmp_path / "out").exists()

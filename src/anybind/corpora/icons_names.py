@@ -8,6 +8,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import DataError
+
 NAME = "icons"
 BUILDER_VERSION = "1"
 PACKAGE = "papirus-icon-theme"
@@ -122,13 +124,15 @@ def scan_theme(
 ) -> list[IconFile]:
     """The real ``.svg`` files of ``base/<context>`` (sorted; the first ``limit`` of each context), each with the
     names of the links to it; ``links`` counts the links (``total``, ``to_listed_file``, ``broken``, ``outside``:
-    pointing out of ``base``, ``to_unlisted_file``: to a file not listed (another context, or past ``limit``))."""
+    pointing out of ``base``, ``to_unlisted_file``: to a file not listed (another context, or past ``limit``)).
+    A context folder ``base`` does not have is a :class:`DataError` naming it, never skipped."""
     files: list[IconFile] = []
     link_paths: list[tuple[str, str, Path]] = []
     for ctx in contexts:
         folder = base / ctx
         if not folder.is_dir():
-            continue
+            have = ", ".join(sorted(d.name for d in base.iterdir() if d.is_dir())) if base.is_dir() else "nothing"
+            raise DataError(f"{folder}: the icon theme has no context folder {ctx!r} (it has: {have})")
         n = 0
         for entry in sorted(os.listdir(folder)):
             if not entry.endswith(".svg") or entry.startswith("."):
