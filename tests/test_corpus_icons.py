@@ -230,3 +230,26 @@ def test_missing_context_folder_is_one_line(tmp_path):
     msg = str(e.value)
     assert "\n" not in msg and "app" in msg and "devices" in msg
     assert not (tmp_path / "out").exists()
+
+
+def test_failed_rebuild_keeps_the_good_folder(small, tmp_path, monkeypatch):
+    """A build that dies mid-way (the third drawing raises) leaves the earlier good build as it was, no half
+    folder beside it."""
+    import anybind.data.svg as svg
+
+    out = tmp_path / "icons"
+    icons.build_icons(out, limit=5, size=32, progress=False)
+    before = folder_files(out)
+    real, calls = svg.render_svg, []
+
+    def dies(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("killed mid-build")
+        return real(*a, **k)
+
+    monkeypatch.setattr(svg, "render_svg", dies)
+    with pytest.raises(RuntimeError):
+        icons.build_icons(out, limit=5, size=32, progress=False)
+    assert len(calls) == 3 and folder_files(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["icons"]
