@@ -253,3 +253,27 @@ def test_failed_rebuild_keeps_the_good_folder(small, tmp_path, monkeypatch):
         icons.build_icons(out, limit=5, size=32, progress=False)
     assert len(calls) == 3 and folder_files(out) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["icons"]
+
+
+@needs_theme
+@needs_words
+def test_app_logo_is_not_captioned_through_a_mimetype_link(tmp_path):
+    """``apps/glade.svg`` (Glade's logo) is linked as ``mimetypes/application-x-glade``: the picture is an app logo,
+    so the link's name is held to the apps rule too and the logo is dropped as ``app_name``, not kept as "glade".
+    ``apps/skanlite`` has the same bytes as the real ``devices/scanner``: a device picture, kept as "scanner"."""
+    src = THEME / "64x64"
+    theme = tmp_path / "theme" / "64x64"
+    for rel in ("apps/glade.svg", "apps/utilities-terminal.svg", "mimetypes/application-x-glade.svg",
+                "mimetypes/text-x-python.svg", "apps/skanlite.svg", "devices/scanner.svg"):  # fmt: skip
+        (theme / rel).parent.mkdir(parents=True, exist_ok=True)
+        p = src / rel
+        os.symlink(os.readlink(p), theme / rel) if p.is_symlink() else shutil.copyfile(p, theme / rel)
+    assert (theme / "mimetypes/application-x-glade.svg").is_symlink()
+    out = tmp_path / "out"
+    icons.build_icons(out, root=tmp_path / "theme", contexts=("apps", "devices", "mimetypes"), size=32, progress=False)
+    recs, meta = check_corpus(out, "icons")
+    assert "apps/glade" in meta["skipped_ids"]["app_name"] and meta["alias_rule"] == {"app_name": 1, "kept": 1}
+    assert meta["duplicate_of"] == {"devices/scanner": "apps/skanlite"}
+    assert {r["id"]: r["text"] for r in recs} == {"apps/utilities-terminal": "utilities terminal",
+                                                  "apps/skanlite": "scanner",
+                                                  "mimetypes/text-x-python": "text python"}  # fmt: skip

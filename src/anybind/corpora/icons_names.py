@@ -11,7 +11,7 @@ from pathlib import Path
 from ..errors import DataError
 
 NAME = "icons"
-BUILDER_VERSION = "1"
+BUILDER_VERSION = "2"
 PACKAGE = "papirus-icon-theme"
 WORDS_PACKAGE = "wamerican"
 DEFAULT_ROOT = "/usr/share/icons/Papirus"
