@@ -212,3 +212,68 @@ def test_cli_help_and_bench_registration(small):
     before = (out / "manifest.jsonl").read_bytes()
     assert builders["icons"](work) == out / "manifest.jsonl" and (out / "manifest.jsonl").read_bytes() == before
     assert json.loads((out / "corpus.json").read_text())["builder"]["limit"] == 25
+
+
+@needs_words
+@pytest.mark.parametrize("name", ["-", "_", "+", "-_.+"])
+def test_name_of_separators_only_is_a_reason_not_a_crash(name, words):
+    for ctx in ("apps", "devices"):
+        assert icons.name_problem(name, ctx, words) == "only_generic"
+
+
+@needs_words
+def test_missing_context_folder_is_one_line(tmp_path):
+    """A context folder the theme does not have (a typo: ``--context app``) is named, not skipped silently."""
+    (tmp_path / "theme" / "64x64" / "devices").mkdir(parents=True)
+    with pytest.raises(DataError) as e:
+        icons.build_icons(tmp_path / "out", root=tmp_path / "theme", contexts=("devices", "app"), progress=False)
+    msg = str(e.value)
+    assert "\n" not in msg and "app" in msg and "devices" in msg
+    assert not (tmp_path / "out").exists()
+
+
+def test_failed_rebuild_keeps_the_good_folder(small, tmp_path, monkeypatch):
+    """A build that dies mid-way (the third drawing raises) leaves the earlier good build as it was, no half
+    folder beside it."""
+    import anybind.data.svg as svg
+
+    out = tmp_path / "icons"
+    icons.build_icons(out, limit=5, size=32, progress=False)
+    before = folder_files(out)
+    real, calls = svg.render_svg, []
+
+    def dies(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("killed mid-build")
+        return real(*a, **k)
+
+    monkeypatch.setattr(svg, "render_svg", dies)
+    with pytest.raises(RuntimeError):
+        icons.build_icons(out, limit=5, size=32, progress=False)
+    assert len(calls) == 3 and folder_files(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["icons"]
+
+
+@needs_theme
+@needs_words
+def test_app_logo_is_not_captioned_through_a_mimetype_link(tmp_path):
+    """``apps/glade.svg`` (Glade's logo) is linked as ``mimetypes/application-x-glade``: the picture is an app logo,
+    so the link's name is held to the apps rule too and the logo is dropped as ``app_name``, not kept as "glade".
+    ``apps/skanlite`` has the same bytes as the real ``devices/scanner``: a device picture, kept as "scanner"."""
+    src = THEME / "64x64"
+    theme = tmp_path / "theme" / "64x64"
+    for rel in ("apps/glade.svg", "apps/utilities-terminal.svg", "mimetypes/application-x-glade.svg",
+                "mimetypes/text-x-python.svg", "apps/skanlite.svg", "devices/scanner.svg"):  # fmt: skip
+        (theme / rel).parent.mkdir(parents=True, exist_ok=True)
+        p = src / rel
+        os.symlink(os.readlink(p), theme / rel) if p.is_symlink() else shutil.copyfile(p, theme / rel)
+    assert (theme / "mimetypes/application-x-glade.svg").is_symlink()
+    out = tmp_path / "out"
+    icons.build_icons(out, root=tmp_path / "theme", contexts=("apps", "devices", "mimetypes"), size=32, progress=False)
+    recs, meta = check_corpus(out, "icons")
+    assert "apps/glade" in meta["skipped_ids"]["app_name"] and meta["alias_rule"] == {"app_name": 1, "kept": 1}
+    assert meta["duplicate_of"] == {"devices/scanner": "apps/skanlite"}
+    assert {r["id"]: r["text"] for r in recs} == {"apps/utilities-terminal": "utilities terminal",
+                                                  "apps/skanlite": "scanner",
+                                                  "mimetypes/text-x-python": "text python"}  # fmt: skip

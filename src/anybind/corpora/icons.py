@@ -23,7 +23,9 @@ error in ``corpus.json`` ``bad_files``.
 4. ``app_name`` (``apps`` only): the first token is not a freedesktop application-icon prefix or a desktop's own
    tools (:data:`~anybind.corpora.icons_names.APP_PREFIXES`: ``accessories``, ``applications``, ``preferences``,
    ``system``, ``utilities``, ``gnome``, ``cs``...): the icon is a program's logo under its brand name, which
-   reads as English too often (``call-of-duty``, ``prison-architect``, ``pocket``).
+   reads as English too often (``call-of-duty``, ``prison-architect``, ``pocket``).  A link from another context
+   to a picture whose only real files are in ``apps`` is held to this rule too: ``mimetypes/application-x-glade``
+   names the ``apps/glade`` logo (builder version 2; version 1 kept 9 such logos: "glade", "zoom", "jar"...).
 5. ``only_generic``: nothing left once the freedesktop-generic tokens are dropped
    (:data:`~anybind.corpora.icons_names.GENERIC_TOKENS`, read off the names: ``application``, ``x``, ``vnd``,
    ``icon``, ``symbolic``, ``gnome``, ``gtk``, ``kde``, ``xfce``, ``stock``, ``dev``, ``fs``, ``cs``, ``cat``, ``i``,
@@ -37,18 +39,19 @@ error in ``corpus.json`` ``bad_files``.
 passes: its own name's caption first, else its first passing alias (sorted); the other distinct passing captions go
 to ``text_aliases`` (``"; "``-joined).  A file none of whose names passes is dropped with its own name's reason.
 Links' names are counted by reason in ``corpus.json`` ``alias_rule``.  Known limits: a few app-prefixed logos pass
-(``gnome-pie``), and mimetype captions read like file types (``text python``), not like objects.
+(``gnome-pie``), mimetype captions read like file types (``text python``), not like objects, and some name a
+program or brand that is also a lower-case word (``illustrator``, ``ms access``, ``google apps drawing``).
 
 **Image.**  The SVG drawn by the project's renderer (:func:`anybind.data.svg.render_svg`) at ``size`` (256)
 pixels wide, a transparent PNG ``media/<context>/<name>.png`` (:func:`anybind.data.media.load_image` puts it on
 white).  **Labels**: ``context``.  **Split**: :func:`anybind.data.manifest.hash_split` of the caption.
 ``limit``: only the first N real files of each context (quick looks and tests).
 
-**Counts** (the whole 64x64 set, ~5 s): 5,819 files, 20 ``duplicate``; dropped by the name rule ``app_name`` 2,726,
-``colour_variant`` 1,869, ``reverse_dns`` 456, ``digits`` 223, ``not_words`` 180, ``only_generic`` 1; kept 344
-(252 train, 28 val, 64 test; apps 193, mimetypes 70, places 58, devices 23), 146 of them captioned through a link's
+**Counts** (the whole 64x64 set, ~5 s): 5,819 files, 20 ``duplicate``; dropped by the name rule ``app_name`` 2,735,
+``colour_variant`` 1,869, ``reverse_dns`` 456, ``digits`` 223, ``not_words`` 180, ``only_generic`` 1; kept 335
+(246 train, 28 val, 61 test; apps 184, mimetypes 70, places 58, devices 23), 137 of them captioned through a link's
 name (the theme files a picture under one name and links the standard one to it: ``folder-blue-documents`` is the
-file, ``folder-documents`` the link), 136 with ``text_aliases``.  Of the 5,726 links' names 507 pass.
+file, ``folder-documents`` the link), 129 with ``text_aliases``.  Of the 5,726 links' names 476 pass.
 """
 
 from __future__ import annotations
@@ -123,13 +126,22 @@ def build_icons(
     return build_atomically(NAME, out_dir, fill, progress)
 
 
-def _captions(f: IconFile, words: frozenset[str], alias_rule: Counter[str]) -> tuple[str | None, list[str]]:
-    """(the reason the file's own name fails or None, the distinct captions of its passing names, own first)."""
+def _captions(
+    f: IconFile, words: frozenset[str], alias_rule: Counter[str], logo: bool
+) -> tuple[str | None, list[str]]:
+    """(the reason the file's own name fails or None, the distinct captions of its passing names, own first).
+
+    A link's name is judged in the link's context and, with ``logo`` (the picture's only real files are in
+    ``apps``), also by the apps rule: the picture is a program's logo whatever context links to it
+    (``mimetypes/application-x-glade`` -> the ``apps/glade`` logo); a picture that is also a real file of another
+    context (``apps/skanlite`` = ``devices/scanner``) is not only a logo."""
     own = name_problem(f.name, f.context, words)
     caps = [name_caption(f.name)] if own is None else []
     for a in f.aliases:
         ctx, name = a.split("/", 1)
         why = name_problem(name, ctx, words)
+        if why is None and logo and ctx != "apps":
+            why = name_problem(name, "apps", words)
         alias_rule[why or "kept"] += 1
         if why is None and name_caption(name) not in caps:
             caps.append(name_caption(name))
@@ -157,6 +169,7 @@ def _build_into(
     first: dict[str, IconFile] = {}
     datas: dict[str, bytes] = {}
     duplicate_of: dict[str, str] = {}
+    file_contexts: dict[str, set[str]] = {}  # a kept file's id -> the contexts of it and its duplicates
     unique: list[IconFile] = []
     for f in files:
         if prog is not None:
@@ -172,9 +185,11 @@ def _build_into(
             keep = first[h]
             skipped.setdefault("duplicate", []).append(f.id)
             duplicate_of[f.id] = keep.id
+            file_contexts[keep.id].add(f.context)
             keep.aliases = sorted({*keep.aliases, f.id, *f.aliases})
             continue
         first[h] = f
+        file_contexts[f.id] = {f.context}
         datas[f.id] = data
         unique.append(f)
 
@@ -186,7 +201,7 @@ def _build_into(
     for f in unique:
         if prog is not None:
             prog.advance(rtask)
-        own, caps = _captions(f, words, alias_rule)
+        own, caps = _captions(f, words, alias_rule, file_contexts[f.id] == {"apps"})
         if not caps:
             skipped.setdefault(own or "not_words", []).append(f.id)
             continue

@@ -8,8 +8,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import DataError
+
 NAME = "icons"
-BUILDER_VERSION = "1"
+BUILDER_VERSION = "2"
 PACKAGE = "papirus-icon-theme"
 WORDS_PACKAGE = "wamerican"
 DEFAULT_ROOT = "/usr/share/icons/Papirus"
@@ -88,7 +90,7 @@ def name_problem(name: str, context: str, words: frozenset[str]) -> str | None:
         return "reverse_dns"
     if any(any(c.isdigit() for c in t) for t in toks):
         return "digits"
-    if context == "apps" and low[0] not in APP_PREFIXES:
+    if context == "apps" and low and low[0] not in APP_PREFIXES:
         return "app_name"
     left = [t for t in low if t not in GENERIC_TOKENS]
     if not left:
@@ -122,13 +124,15 @@ def scan_theme(
 ) -> list[IconFile]:
     """The real ``.svg`` files of ``base/<context>`` (sorted; the first ``limit`` of each context), each with the
     names of the links to it; ``links`` counts the links (``total``, ``to_listed_file``, ``broken``, ``outside``:
-    pointing out of ``base``, ``to_unlisted_file``: to a file not listed (another context, or past ``limit``))."""
+    pointing out of ``base``, ``to_unlisted_file``: to a file not listed (another context, or past ``limit``)).
+    A context folder ``base`` does not have is a :class:`DataError` naming it, never skipped."""
     files: list[IconFile] = []
     link_paths: list[tuple[str, str, Path]] = []
     for ctx in contexts:
         folder = base / ctx
         if not folder.is_dir():
-            continue
+            have = ", ".join(sorted(d.name for d in base.iterdir() if d.is_dir())) if base.is_dir() else "nothing"
+            raise DataError(f"{folder}: the icon theme has no context folder {ctx!r} (it has: {have})")
         n = 0
         for entry in sorted(os.listdir(folder)):
             if not entry.endswith(".svg") or entry.startswith("."):
