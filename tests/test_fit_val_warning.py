@@ -39,7 +39,7 @@ def _fit(man, cache, caplog, **kw):
 
 
 def test_a_small_val_warns_once_with_its_numbers_and_the_lineage_keeps_it(small, shared_cache, caplog, tmp_path):
-    sp, warned = _fit(small, shared_cache, caplog)
+    sp, warned = _fit(small, shared_cache, caplog, select_se=0.0)  # the rule recipe auto sets there, turned off
     assert len(warned) == 1, warned
     msg, se = warned[0], math.sqrt(0.25 / 12)
     assert "\n" not in msg and msg.startswith(f"{small.path}: only 12 val pairs (fewer than {VAL_WARN})")
@@ -50,6 +50,32 @@ def test_a_small_val_warns_once_with_its_numbers_and_the_lineage_keeps_it(small,
     assert rec == {"val_pairs": 12, "threshold": VAL_WARN, "r1_se_max": round(se, 3), "message": msg}
     back = Space.load(sp.save(tmp_path / "sp"))
     assert back.info["lineage"][-1]["val_warning"] == rec
+
+
+def test_recipe_auto_takes_the_standard_error_rule_on_a_small_own_val_and_says_so(small, enough, shared_cache,
+                                                                                  caplog):
+    """Recipe auto sets select_se=1 where the fit chooses on its own val of 2 to VAL_WARN - 1 pairs (the rule chose
+    on the val splits of the transfer matrix): recorded as the recipe's choice, said in one info line, no warning;
+    not with VAL_WARN pairs, an explicit select_se (a TrainConfig's included), select_data or recipe plain."""
+    from anybind.train import TrainConfig
+
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        sp = Space.fit(small, modalities=["image", "text"], cache=shared_cache, epochs=1, progress=False, seed=0)
+    said = [r.getMessage() for r in caplog.records if r.name == LOGGER]
+    assert len(said) == 1 and said[0].startswith("recipe auto: select_se=1 (only 12 val pairs, fewer than 100"), said
+    assert not [r for r in caplog.records if r.name == LOGGER and r.levelno >= logging.WARNING]
+    fit = sp.info["lineage"][-1]
+    assert fit["recipe"]["chosen"]["select_se"] == 1.0 and "val_warning" not in fit
+    assert sp.info["training"]["epoch_se_rule"]["k"] == 1.0  # the rule chose the epoch
+    for man, kw in ((enough, {}), (small, {"select_se": 0.0}), (small, {"config": TrainConfig(select_se=0.0)}),
+                    (small, {"select_data": enough.path}), (small, {"recipe": "plain"})):
+        sp = Space.fit(man, modalities=["image", "text"], cache=shared_cache, epochs=1, progress=False, seed=0, **kw)
+        assert "select_se" not in sp.info["lineage"][-1]["recipe"]["chosen"], kw
+        assert "epoch_se_rule" not in sp.info["training"], kw
+    sp = Space.fit(small, modalities=["image", "text"], cache=shared_cache, epochs=1, progress=False, seed=0,
+                   config=TrainConfig())  # a config object's fields left at AUTO stay the recipe's to choose
+    assert sp.info["lineage"][-1]["recipe"]["chosen"]["select_se"] == 1.0
 
 
 def test_enough_val_pairs_select_data_select_se_or_a_training_free_method_warn_nothing(small, enough, shared_cache,

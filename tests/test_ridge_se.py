@@ -74,8 +74,8 @@ def test_on_real_pairs_the_rule_shrinks_at_least_as_far_and_stays_within_its_sta
         return real(G, R, n, score, **k)
 
     monkeypatch.setattr(loop, "ridge_select", spy)
-    plain = Space.fit(man, **kw)
-    ruled = Space.fit(man, ridge_se=1.0, **kw)
+    plain = Space.fit(man, select_se=0.0, **kw)  # no rule (recipe auto takes select_se=1 on a val this small)
+    ruled = Space.fit(man, ridge_se=1.0, select_se=0.0, **kw)
     scores = seen[-1]
     prec, rec = (s.info["lineage"][-1]["ridge_start"]["image"] for s in (plain, ruled))
     assert "se_rule" not in prec

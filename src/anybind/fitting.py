@@ -194,6 +194,29 @@ def val_pairs(plan: FitPlan) -> tuple[tuple[str, ...] | None, int]:
     return (pair if len(pairs) > 1 else None), n
 
 
+def auto_select_se(plan: FitPlan, select_data: Any = None) -> float | None:
+    """Recipe ``auto``'s standard-error rule: ``select_se=1`` where a trained fit from a ridge start chooses on its own
+    val split and that split has 2 to :data:`VAL_WARN` - 1 pairs (:func:`val_pairs`): each choice on val (start
+    guard, ridge alpha, kernel keep, epoch, WiSE-FT alpha) then takes the candidate nearest the training-free start
+    within one standard error of the best.  Chosen on val across the transfer matrix (BENCHMARKS.md, transfer: the
+    standard-error rule by default on a small val): the KTuberling (36 val pairs) and icons (28) spaces stop losing to
+    the label bridge off their domain; a corpus with 100 val pairs or more is not touched.  A ``select_se`` the user
+    gave (0 included), ``select_data``, another recipe or method, or a random start: nothing (None); else the value
+    set in ``plan.config`` and recorded in ``plan.chosen``."""
+    if (plan.recipe != "auto" or plan.method != "contrastive" or select_data is not None
+            or "select_se" in plan.config or plan.config.get("init") != "ridge"):
+        return None
+    pair, n = val_pairs(plan)
+    if not 2 <= n < VAL_WARN:
+        return None
+    plan.config["select_se"] = plan.chosen["select_se"] = 1.0
+    of = f" of {'-'.join(pair)}" if pair else ""
+    log.info("recipe auto: select_se=1 (only %d val pairs%s, fewer than %d: each choice on val takes the candidate "
+             "nearest the training-free start within one standard error of the best; select_se=0 chooses the best "
+             "val mean, select_data=<manifest> chooses on another corpus' val)", n, of, VAL_WARN)
+    return 1.0
+
+
 def check_val_size(plan: FitPlan, select_data: Any = None, trainer: str = "in-memory") -> dict[str, Any] | None:
     """Warn in one line when a trained fit makes its choices (start guard, kernel keep, ridge alpha, epoch, WiSE-FT
     alpha) on its own val split and that split has fewer than :data:`VAL_WARN` pairs (:func:`val_pairs`), or none
@@ -277,6 +300,7 @@ def fit_in_memory(plan: FitPlan, *, cache: FeatureCache | str | Path | None = No
     if select_data is not None and plan.method != "contrastive":  # refused before any record is encoded
         raise DataError(f"select_data chooses epochs and WiSE-FT alphas of trained projectors, not "
                         f"method={plan.method!r}")
+    auto_select_se(plan, select_data)  # recipe auto on a small own val: the standard-error rule
     check_val_size(plan, select_data)  # a val split too small (or none) to choose on: said before any encoding
     fc = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
     fs = FeatureSet.from_manifests(plan.manifests, plan.specs, fc, progress=progress, weights=weights)

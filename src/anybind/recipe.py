@@ -153,7 +153,7 @@ AUTO = Auto()
 #: what each field left at :data:`AUTO` is when no rule of the recipe chose it (``recipe="plain"``, another
 #: method, a modality set no rule applies to, or a trainer called with a config directly)
 PLAIN: dict[str, Any] = {"dim": 256, "lr": 1e-3, "init": "random", "lock": None, "wise": None,
-                         "ridge_prior": "zero", "start_guard": False, "kernel_start": False}
+                         "ridge_prior": "zero", "start_guard": False, "kernel_start": False, "select_se": 0.0}
 
 
 def check_flags(cfg: Any, flags: Mapping[str, tuple[Any, ...]]) -> None:

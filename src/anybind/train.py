@@ -84,8 +84,9 @@ class TrainConfig:
     # the training targets, keeping the prior's output outside it (anybind.ridge.locked_ridge_start's span; issue 16)
     ridge_se: float = 0.0  # the ridge start's standard-error rule: the most shrunk alpha within this many SE of the
     # best on val (0: the best; anybind.ridge.ridge_select)
-    select_se: float = 0.0  # the standard-error rule over every choice on val (start guard, ridge alpha unless
-    # ridge_se > 0, kernel keep, epoch, WiSE-FT alpha): the one nearest the start within this many SE of the best
+    select_se: float | Auto = AUTO  # 0.0; the standard-error rule over every choice on val (start guard, ridge alpha
+    # unless ridge_se > 0, kernel keep, epoch, WiSE-FT alpha): the one nearest the start within this many SE of the
+    # best; recipe auto sets 1 where the fit chooses on its own val of fewer than VAL_WARN pairs (anybind.fitting)
     select_se_on: str = "all"  # "finetune": the rule on the epoch and WiSE-FT alpha only, the start's choices as at 0
     center: bool = False
     mixup: float = 0.0  # weight of the geodesic multi-modal mixup term (m^2-mix hard negatives; 0: off)
