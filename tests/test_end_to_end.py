@@ -88,7 +88,8 @@ def test_cli_fit_eval_embed_validate(tux_slice, shared_cache, tmp_path):
     assert meta["modalities"]["image"]["encoder"] == "image:efficientnet-lite0+bridge"
     assert meta["info"]["lineage"][-1]["recipe"]["chosen"] == {
         "lock": "text", "init": "ridge", "encoders.image": "image:efficientnet-lite0+bridge",
-        "ridge_prior": "bridge", "start_guard": True, "kernel_start": True, "wise": "auto", "lr": 1e-4}
+        "ridge_prior": "bridge", "start_guard": True, "kernel_start": True, "wise": "auto", "lr": 1e-4,
+        "select_se": 1.0}  # the slice's val holds fewer than VAL_WARN pairs: the standard-error rule
     r = runner.invoke(app, ["validate", str(tux_slice), "--strict"])
     assert r.exit_code == 0, r.output
 
