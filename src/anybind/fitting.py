@@ -7,7 +7,7 @@ open); :meth:`FitPlan.lineage` is the lineage entry the fitted space records.  :
 in memory or fit a training-free map, record); it returns a :class:`~anybind.space_core.SpaceCore`, which
 ``Space.fit`` hands to the user as an :class:`anybind.Space`.  The streaming / Ray Train fit
 (:func:`anybind.scale.sharded.fit_sharded`) follows the same plan with training shards instead of in-memory
-features.  Both first check the val split the fit chooses on (:func:`check_val_size`): a trained fit without
+features, except recipe auto's standard-error rule on a small own val (:func:`auto_select_se`; it has none).  Both first check the val split the fit chooses on (:func:`check_val_size`): a trained fit without
 ``select_data`` whose own val split holds fewer than :data:`VAL_WARN` pairs of a trained modality pair (the one
 with the fewest), or none, warns in one line and records it in the lineage (``val_warning``).
 """

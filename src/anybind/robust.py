@@ -37,7 +37,7 @@ through the shared loop's hooks (:func:`anybind.loop.fit_loop`'s ``penalty=`` an
   grid) restricted to the span of the training targets, the bridge's output outside it kept
   (:func:`anybind.ridge.locked_ridge_start`'s ``span``); recorded under ``ridge.<m>.span``.  Not a default: it wins
   on val for a 121-caption corpus and loses a little on 300-pair ones (BENCHMARKS.md, transfer: the span lever).
-* ``select_se`` (recipe auto: 1 on a small own val) -- the standard-error rule over every choice on val (guard, ridge alpha, kernel keep, epoch,
+* ``select_se`` (recipe auto, in memory: 1 on a small own val) -- the standard-error rule over every choice on val (guard, ridge alpha, kernel keep, epoch,
   WiSE-FT alpha; ``select_se_on="finetune"``: the last two only): the candidate nearest the start within that many
   standard errors of the best (:func:`anybind.epochs.nearest_within_se`; BENCHMARKS.md, transfer: select_se).
 * ``mixup`` (weight) and ``mixup_alpha`` -- geodesic multi-modal mixup (Oh et al. 2023, "Geodesic

@@ -45,7 +45,7 @@ class TrainConfig:
     """Everything that decides a trained space (saved in ``space.json``).
 
     The fields the recipe chooses (:data:`anybind.recipe.PLAIN`: ``dim``, ``lr``, ``init``, ``lock``, ``wise``,
-    ``ridge_prior``, ``start_guard``, ``kernel_start``) default to :data:`~anybind.recipe.AUTO`, "the recipe decides": with
+    ``ridge_prior``, ``start_guard``, ``kernel_start``, ``select_se``) default to :data:`~anybind.recipe.AUTO`, "the recipe decides": with
     ``Space.fit(config=...)`` any value given, even the plain default or None, is the user's choice and wins over
     ``recipe="auto"``.  Every trainer first takes :meth:`resolved` (AUTO -> the plain default, the value in the
     comments below), so what is trained and saved is never AUTO."""

@@ -58,8 +58,8 @@ def select_se_option() -> Any:
     """``fit --select-se K``: TrainConfig.select_se, checked by :func:`check_ridge_se` too."""
     return typer.Option(None, "--select-se", metavar="K",
                         help="The standard-error rule over every choice on val (start guard, ridge alpha, "
-                             "kernel, epoch, WiSE-FT alpha): nearest the start within K SE (default: 1 where the fit "
-                             "chooses on its own val of fewer than 100 pairs, else 0; 0: off).")
+                             "kernel, epoch, WiSE-FT alpha): nearest the start within K SE (default: 1 for recipe auto's "
+                             "in-memory fit from a ridge start choosing on its own val of 2-99 pairs, else 0).")
 
 
 SelectSeOn = Literal["all", "finetune"]
