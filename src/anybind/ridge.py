@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .epochs import se_of
 from .errors import DataError
 from .metrics import query_ranks
 from .projectors import kernel_rows
@@ -73,7 +74,7 @@ def ridge_select(
         x = score(W)
         v = np.atleast_1d(np.asarray(np.nan if x is None else x, dtype=np.float64))
         s = float(v.mean())
-        err = float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 and not math.isnan(s) else 0.0
+        err = se_of(v)
         path.append((s, err, alpha, W))
         scored = scored or not math.isnan(s)
     pick = best = max(path, key=key)  # the first best: the least shrunk of ties
