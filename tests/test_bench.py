@@ -15,7 +15,7 @@ def toy_tasks():
         return TaskResult(metrics={"x/R@1": 0.5 + seed}, baselines={"chance": {"x/R@1": 0.1}}, config={"k": 1})
 
     @task("toy-b", "a toy task with a table")
-    def _b(work, cache=None, seed=0, console=None, limit="7"):
+    def _b(work, cache=None, seed=0, console=None, limit="7", systems=""):
         return TaskResult(metrics={"y": float(limit)}, table=[{"name": "sys1", "y": 1.0}, {"name": "sys2", "y": 0.25}])
 
     yield
@@ -38,6 +38,24 @@ def test_options_reach_only_tasks_that_take_them(toy_tasks, tmp_path):
     recs = run_tasks(["toy-a", "toy-b"], work=tmp_path, options={"limit": "3"})
     assert recs[0]["config"]["options"] == {} and recs[1]["config"]["options"] == {"limit": "3"}
     assert recs[1]["metrics"]["y"] == 3.0
+
+
+def test_an_option_no_task_takes_is_an_error_before_anything_runs(toy_tasks, tmp_path):
+    """``--opt sytems=...`` (a typo) ran the task on its defaults for as long as it takes, the option dropped."""
+    out = tmp_path / "r.json"
+    msg = r"^--opt limt: taken by none of the tasks toy-a, toy-b \(they take: limit, systems\)$"
+    with pytest.raises(AnybindError, match=msg):
+        run_tasks(["toy-a", "toy-b"], json_out=out, work=tmp_path, options={"limit": "3", "limt": "4"})
+    assert not out.exists()
+
+
+def test_an_opt_without_a_value_is_refused_by_the_cli(toy_tasks, tmp_path):
+    from typer.testing import CliRunner
+
+    from anybind.cli import app
+
+    res = CliRunner().invoke(app, ["bench", "--task", "toy-b", "--opt", "limit", "--work", str(tmp_path)])
+    assert res.exit_code == 2 and "give KEY=VALUE" in res.output and "Traceback" not in res.output
 
 
 def test_markdown_command_records_the_options(toy_tasks, tmp_path):

@@ -130,6 +130,13 @@ def run_tasks(
         from ..errors import AnybindError
 
         raise AnybindError(f"unknown bench task(s) {unknown}; known: {', '.join(sorted(TASKS))}")
+    taken = [set(inspect.signature(TASKS[n].fn).parameters) - {"work", "cache", "seed", "console"} for n in names]
+    stray = sorted(set(options or {}) - set().union(*taken))
+    if stray:  # a misspelt --opt would otherwise run the task on its defaults, silently
+        from ..errors import AnybindError
+
+        raise AnybindError(f"--opt {', '.join(stray)}: taken by none of the tasks {', '.join(names)} "
+                           f"(they take: {', '.join(sorted(set().union(*taken))) or 'no options'})")
     out = []
     for name in names:
         console.rule(f"[bold]{name}")

@@ -187,7 +187,7 @@ def bench(
     markdown: Optional[Path] = typer.Option(
         None, "--markdown", help="Update this Markdown file (e.g. BENCHMARKS.md): one section per task run."
     ),
-    opt: list[str] = typer.Option(None, "--opt", help="KEY=VALUE passed to the tasks that take KEY (e.g. --opt limit=2000)."),
+    opt: list[str] = typer.Option(None, "--opt", help="KEY=VALUE passed to the tasks that take KEY (e.g. --opt limit=2000); a KEY none of them takes is an error."),
     work: Path = typer.Option(Path("runs/bench"), help="Scratch folder for corpora and spaces."),
     cache: Optional[Path] = typer.Option(None),
     seed: int = seed_option(),
@@ -208,7 +208,10 @@ def bench(
     if not names:
         raise typer.BadParameter("give --task NAME (see --list) or --all")
     try:
-        options = dict(o.split("=", 1) for o in (opt or []) if "=" in o)
+        bad = [o for o in (opt or []) if "=" not in o or not o.split("=", 1)[0]]
+        if bad:
+            raise typer.BadParameter(f"--opt {bad[0]!r}: give KEY=VALUE (e.g. --opt limit=2000)")
+        options = dict(o.split("=", 1) for o in (opt or []))
         records = run_tasks(names, json_out=json_out, work=work, cache=cache, seed=seed, console=console, options=options)
         if markdown:
             from ..bench import update_markdown
