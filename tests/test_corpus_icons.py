@@ -16,14 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from anybind.corpora import icons
-from anybind.corpora.icons_names import (
-    COLOUR_VARIANTS,
-    DEFAULT_WORDS,
-    GENERIC_TOKENS,
-    WORDS_PACKAGE,
-    load_lower_words,
-    name_tokens,
-)
+from anybind.corpora.icons_names import COLOUR_VARIANTS, GENERIC_TOKENS, name_tokens
+from anybind.corpora.words import DEFAULT_WORDS, WORDS_PACKAGE, load_words
 from anybind.data.manifest import hash_split
 from anybind.errors import DataError
 
@@ -36,7 +30,7 @@ needs_words = needs(Path(DEFAULT_WORDS), WORDS_PACKAGE)
 
 @pytest.fixture(scope="module")
 def words() -> frozenset[str]:
-    w = load_lower_words(DEFAULT_WORDS)
+    w = load_words(DEFAULT_WORDS, lower_only=True)
     if w is None:
         pytest.skip(f"{DEFAULT_WORDS} missing: apt-get install -y {WORDS_PACKAGE}")
     return w

@@ -71,17 +71,15 @@ from .icons_names import (
     DEFAULT_CONTEXTS,
     DEFAULT_ROOT,
     DEFAULT_SIZE_DIR,
-    DEFAULT_WORDS,
     NAME,
     NAME_REASONS,
     PACKAGE,
-    WORDS_PACKAGE,
     IconFile,
-    load_lower_words,
     name_caption,
     name_problem,
     scan_theme,
 )
+from .words import DEFAULT_WORDS, ensure_words, load_words, missing_words_message
 
 __all__ = ["DEFAULT_CONTEXTS", "DEFAULT_ROOT", "PACKAGE", "build_icons", "name_caption", "name_problem"]
 
@@ -111,13 +109,10 @@ def build_icons(
             f"icon theme folder {base} does not exist: install it with `sudo apt-get install -y {PACKAGE}` "
             f"(it installs {DEFAULT_ROOT}), or pass root= pointing to a copy"
         )
-    wp = Path(words)
-    if install and not wp.is_file() and wp.absolute() == Path(DEFAULT_WORDS):
-        ensure_debian_package(WORDS_PACKAGE, DEFAULT_WORDS)
-    word_list = load_lower_words(wp)
+    wp = ensure_words(words) if install else Path(words)
+    word_list = load_words(wp, lower_only=True)
     if word_list is None:
-        raise DataError(f"{wp}: the English word list of the name rule is missing (`sudo apt-get install -y "
-                        f"{WORDS_PACKAGE}`)")
+        raise DataError(f"the English word list of the name rule: {missing_words_message(wp)}")
     base = base.absolute()
 
     def fill(tmp: Path, out: Path, prog: Any) -> CorpusSummary:
@@ -163,13 +158,11 @@ def _build_into(
 
     skipped: dict[str, list[str]] = {}
     bad_files: dict[str, str] = {}
-    links: dict[str, int] = {}
-    files = scan_theme(base, contexts, limit, links)
+    files, links = scan_theme(base, contexts, limit)
     task = prog.add_task("reading icons", total=len(files)) if prog is not None else None
     first: dict[str, IconFile] = {}
     datas: dict[str, bytes] = {}
     duplicate_of: dict[str, str] = {}
-    file_contexts: dict[str, set[str]] = {}  # a kept file's id -> the contexts of it and its duplicates
     unique: list[IconFile] = []
     for f in files:
         if prog is not None:
@@ -185,11 +178,10 @@ def _build_into(
             keep = first[h]
             skipped.setdefault("duplicate", []).append(f.id)
             duplicate_of[f.id] = keep.id
-            file_contexts[keep.id].add(f.context)
+            keep.duplicates.append(f.id)
             keep.aliases = sorted({*keep.aliases, f.id, *f.aliases})
             continue
         first[h] = f
-        file_contexts[f.id] = {f.context}
         datas[f.id] = data
         unique.append(f)
 
@@ -201,7 +193,7 @@ def _build_into(
     for f in unique:
         if prog is not None:
             prog.advance(rtask)
-        own, caps = _captions(f, words, alias_rule, file_contexts[f.id] == {"apps"})
+        own, caps = _captions(f, words, alias_rule, f.contexts == {"apps"})
         if not caps:
             skipped.setdefault(own or "not_words", []).append(f.id)
             continue
