@@ -12,12 +12,14 @@ from pathlib import Path
 from ..errors import DataError
 
 NAME = "icons"
-BUILDER_VERSION = "2"
+BUILDER_VERSION = "3"
 PACKAGE = "papirus-icon-theme"
 DEFAULT_ROOT = "/usr/share/icons/Papirus"
 DEFAULT_SIZE_DIR = "64x64"
 DEFAULT_CONTEXTS = ("apps", "devices", "mimetypes", "places")
-NAME_REASONS = ("colour_variant", "reverse_dns", "digits", "app_name", "only_generic", "not_words")
+NAME_REASONS = (
+    "colour_variant", "reverse_dns", "digits", "app_name", "only_generic", "not_words", "brand", "format"
+)  # fmt: skip
 
 #: Tokens that name the freedesktop naming scheme or a desktop, not what the icon shows; dropped before the word
 #: check (read off the 64x64 names: ``application-x-``/``vnd.`` MIME prefixes, ``gnome-dev-``, ``gtk-``,
@@ -47,6 +49,28 @@ APP_PREFIXES = frozenset(
     {
         "accessories", "applications", "help", "internet", "multimedia", "office", "preferences", "system",
         "utilities", "user", "cs", "gnome", "gtk", "kde", "stock", "xfce",
+    }
+)  # fmt: skip
+
+#: Brand, company, product and program names that the word list accepts in lower case, read off the names the
+#: rule kept in builder version 2 (``application-vnd.google-apps.form`` "google apps form", ``application-vnd.adobe
+#: .flash.movie`` "adobe flash movie", ``x-office-document``'s link ``ms-word``, ``folder-blue-steam``): the
+#: picture is a logo or a product's file, not the thing the word names.  A name with one of these is ``brand``.
+BRAND_TOKENS = frozenset(
+    {
+        "adobe", "affinity", "android", "apple", "audacity", "balsa", "blender", "designer", "dos", "excel",
+        "genius", "google", "illustrator", "latex", "linguist", "love", "maxima", "monkey", "ms", "oregano", "palm",
+        "plasma", "snap", "steam", "thunderbolt", "tiled", "twitch", "wine", "wolfram",
+    }
+)  # fmt: skip
+
+#: File-format, MIME and packaging jargon that the word list accepts (``octet stream``, ``riff``, ``source rpm``,
+#: ``mime deb``, ``text css``): the name of a format, not of anything drawn.  A name with one is ``format``.
+#: Programming languages are not on it (``text python``, ``text ruby``: how a reader names the source file).
+FORMAT_TOKENS = frozenset(
+    {
+        "asp", "css", "cue", "deb", "hip", "markdown", "mime", "mo", "octet", "postscript", "riff", "rpm", "rss",
+        "sass", "shorten", "step", "tar", "torrent", "trig", "turtle",
     }
 )  # fmt: skip
 
@@ -84,7 +108,15 @@ def name_problem(name: str, context: str, words: frozenset[str]) -> str | None:
         return "only_generic"
     if not all(is_word(t, words) for t in left):
         return "not_words"
+    if any(_in(t, BRAND_TOKENS) for t in left):
+        return "brand"
+    if any(_in(t, FORMAT_TOKENS) for t in left):
+        return "format"
     return None
+
+
+def _in(token: str, stop: frozenset[str]) -> bool:
+    return token in stop or (token.endswith("s") and token[:-1] in stop)
 
 
 def name_caption(name: str) -> str:
