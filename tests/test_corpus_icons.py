@@ -17,13 +17,15 @@ from hypothesis import strategies as st
 
 from anybind.corpora import icons
 from anybind.corpora.icons_names import (
+    BRAND_TOKENS,
     COLOUR_VARIANTS,
-    DEFAULT_WORDS,
+    DEFAULT_CONTEXTS,
+    FORMAT_TOKENS,
     GENERIC_TOKENS,
-    WORDS_PACKAGE,
-    load_lower_words,
+    is_word,
     name_tokens,
 )
+from anybind.corpora.words import DEFAULT_WORDS, WORDS_PACKAGE, load_words
 from anybind.data.manifest import hash_split
 from anybind.errors import DataError
 
@@ -36,7 +38,7 @@ needs_words = needs(Path(DEFAULT_WORDS), WORDS_PACKAGE)
 
 @pytest.fixture(scope="module")
 def words() -> frozenset[str]:
-    w = load_lower_words(DEFAULT_WORDS)
+    w = load_words(DEFAULT_WORDS, lower_only=True)
     if w is None:
         pytest.skip(f"{DEFAULT_WORDS} missing: apt-get install -y {WORDS_PACKAGE}")
     return w
@@ -66,6 +68,24 @@ REAL_NAMES = [
     ("drive-harddisk", "devices", "not_words"),
     ("gnome-linux", "apps", "not_words"),  # Linux: a proper noun
     ("application-x-generic", "mimetypes", "generic"),
+    # brand and product names the word list accepts (builder version 3)
+    ("application-vnd.google-apps.form", "mimetypes", "brand"),
+    ("application-vnd.adobe.flash.movie", "mimetypes", "brand"),
+    ("application-vnd.ms-excel", "mimetypes", "brand"),  # "ms excel": both tokens on the list
+    ("application-x-blender", "mimetypes", "brand"),
+    ("folder-steam", "places", "brand"),
+    ("preferences-desktop-plasma", "apps", "brand"),  # passes the apps prefix rule, then KDE Plasma
+    ("audio-x-monkeys-audio", "mimetypes", "brand"),  # Monkey's Audio: the plural form counts
+    # file-format, MIME and packaging jargon
+    ("application-octet-stream", "mimetypes", "format"),
+    ("application-x-source-rpm", "mimetypes", "format"),
+    ("gnome-mime-application-x-deb", "mimetypes", "format"),
+    ("text-css", "mimetypes", "format"),
+    ("folder-torrent", "places", "format"),
+    # left on purpose: a language, a flash memory card, the drawn apple of folder-apple is still a brand
+    ("text-x-ruby", "mimetypes", "text ruby"),
+    ("media-flash", "devices", "media flash"),
+    ("folder-apple", "places", "brand"),
 ]
 
 
@@ -73,7 +93,7 @@ REAL_NAMES = [
 @pytest.mark.parametrize("name, context, expected", REAL_NAMES)
 def test_rule_on_real_names(name, context, expected, words):
     why = icons.name_problem(name, context, words)
-    if expected in ("colour_variant", "reverse_dns", "digits", "app_name", "only_generic", "not_words"):
+    if expected in icons.NAME_REASONS:
         assert why == expected
     else:
         assert why is None and icons.name_caption(name) == expected
@@ -108,6 +128,40 @@ def test_rule_properties(words, toks, generic, sep, digit):
 
 
 @needs_theme
+@needs_words
+def test_stop_lists_are_live_and_read_off_real_names(words):
+    """Every brand and format token is a word the list accepts (else ``not_words`` already drops it: a dead
+    entry), is not a generic token (dropped before the check), and is the reason some real name of the theme is
+    dropped: nothing on the lists is made up."""
+    stops = BRAND_TOKENS | FORMAT_TOKENS
+    assert not BRAND_TOKENS & FORMAT_TOKENS and not stops & GENERIC_TOKENS
+    assert all(is_word(t, words) for t in stops)
+    hit: set[str] = set()
+    for ctx in DEFAULT_CONTEXTS:
+        for p in (THEME / "64x64" / ctx).iterdir():
+            why = icons.name_problem(p.stem, ctx, words)
+            if why in ("brand", "format"):
+                low = {t.lower() for t in name_tokens(p.stem)}
+                hit |= {t for t in stops if t in low or t + "s" in low}
+    assert hit == stops
+
+
+@needs_words
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.sampled_from(_word_pool), min_size=1, max_size=3),
+    st.sampled_from(sorted(BRAND_TOKENS | FORMAT_TOKENS)),
+    st.integers(0, 3),
+    st.booleans(),
+)
+def test_a_stop_token_anywhere_drops_the_name(words, toks, stop, at, plural):
+    plural = plural and not stop.endswith("s")  # "css", "rss": no plural of a plural-looking token
+    name = "-".join([*toks[:at], stop + ("s" if plural else ""), *toks[at:]])
+    assert icons.name_problem(name, "mimetypes", words) == ("brand" if stop in BRAND_TOKENS else "format")
+    assert icons.name_problem("-".join(toks), "mimetypes", words) is None  # the same name without it passes
+
+
+@needs_theme
 def test_colour_variants_are_the_themes():
     """The documented folder colours are exactly those the theme has both a folder and a user home in."""
     places = {p.stem for p in (THEME / "64x64" / "places").iterdir()}
@@ -133,6 +187,13 @@ def test_small_build_counts(small):
     assert len(recs) + meta["dropped"] == files["svg"] == len(recs) + sum(summary.skipped.values())
     assert meta["name_rule"]["dropped_total"] == sum(meta["skipped"].get(r, 0) for r in icons.NAME_REASONS)
     assert meta["skipped"]["colour_variant"] > 0 and meta["skipped"]["digits"] > 0  # the first places are colours
+    # the first mimetypes hold brands ("adobe flash movie", "google apps drawing") and formats ("octet stream")
+    assert meta["skipped"]["brand"] > 0 and meta["skipped"]["format"] > 0
+    assert meta["alias_rule"]["brand"] > 0
+    stops = BRAND_TOKENS | FORMAT_TOKENS
+    for r in recs:  # no caption of a kept record holds a stop token
+        for cap in [r["text"], *r.get("text_aliases", "").split("; ")]:
+            assert not stops & {*cap.split(), *(t[:-1] for t in cap.split() if t.endswith("s"))}
     assert sum(meta["alias_rule"].values()) == files["links"]["to_listed_file"]
     for r in recs:
         assert r["split"] == hash_split(r["text"])

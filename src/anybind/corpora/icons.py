@@ -33,25 +33,42 @@ error in ``corpus.json`` ``bad_files``.
 6. ``not_words``: a token left (split on ``- _ . +``) is not an English word: an entry written in lower case in
    ``/usr/share/dict/words`` (Debian ``wamerican``; an ``s`` plural tolerated; proper nouns and acronyms such as
    ``Firefox``, ``Linux``, ``PDF`` do not count; at least two letters).
+7. ``brand`` (builder version 3): a token left names a brand, company, product or program the word list also
+   accepts as a lower-case word (:data:`~anybind.corpora.icons_names.BRAND_TOKENS`: ``google``, ``adobe``, ``ms``,
+   ``android``, ``steam``, ``blender``, ``plasma``...): the picture is a logo or a product's file, not what the
+   word names (``application-vnd.google-apps.form``, ``application-vnd.adobe.flash.movie``, ``folder-steam``).
+8. ``format`` (builder version 3): a token left is file-format, MIME or packaging jargon
+   (:data:`~anybind.corpora.icons_names.FORMAT_TOKENS`: ``octet``, ``riff``, ``rpm``, ``deb``, ``mime``, ``css``,
+   ``tar``...): a format's name, not a picture of anything (``application-octet-stream``, ``application-x-source-rpm``).
+   Both lists were read off every caption version 2 kept (335, all contexts, with their links' captions), never
+   from a retrieval score; a token is on them only when every kept name holding it used it in that sense.  An ``s``
+   plural counts.  Programming languages are not on them (``text python``, ``text ruby``: a known limit).
 
 **Caption.**  The words left, in order, lower case: ``audio-headphones`` -> ``audio headphones``,
 ``gnome-dev-keyboard`` -> ``keyboard``, ``text-x-python`` -> ``text python``.  A file is kept when any of its names
 passes: its own name's caption first, else its first passing alias (sorted); the other distinct passing captions go
 to ``text_aliases`` (``"; "``-joined).  A file none of whose names passes is dropped with its own name's reason.
 Links' names are counted by reason in ``corpus.json`` ``alias_rule``.  Known limits: a few app-prefixed logos pass
-(``gnome-pie``), mimetype captions read like file types (``text python``), not like objects, and some name a
-program or brand that is also a lower-case word (``illustrator``, ``ms access``, ``google apps drawing``).
+(``gnome-pie`` "pie", ``gnome-do`` "do"), mimetype captions read like file types (``text python``, ``flash video``:
+``flash`` stays off the brand list for ``media-flash``, a flash memory card), not like objects.  Version 2 kept 47
+more files whose every passing name held a brand or format token (30 of its 70 mimetypes: "google apps form",
+"adobe flash movie", "ms access", "octet stream", "source rpm"; 8 places: "folder steam", "folder tar"; 9 apps:
+"preferences desktop plasma", "twitch"); 3 kept files lost their first caption to the lists and are captioned by
+the next (``application-x-iso`` "cue" -> "raw disk image", ``audio-x-flac`` "shorten" -> "audio wave",
+``application-x-font-ttf`` "font dos" -> "font collection", which moves it from train to test).
 
 **Image.**  The SVG drawn by the project's renderer (:func:`anybind.data.svg.render_svg`) at ``size`` (256)
 pixels wide, a transparent PNG ``media/<context>/<name>.png`` (:func:`anybind.data.media.load_image` puts it on
 white).  **Labels**: ``context``.  **Split**: :func:`anybind.data.manifest.hash_split` of the caption.
 ``limit``: only the first N real files of each context (quick looks and tests).
 
-**Counts** (the whole 64x64 set, ~5 s): 5,819 files, 20 ``duplicate``; dropped by the name rule ``app_name`` 2,735,
-``colour_variant`` 1,869, ``reverse_dns`` 456, ``digits`` 223, ``not_words`` 180, ``only_generic`` 1; kept 335
-(246 train, 28 val, 61 test; apps 184, mimetypes 70, places 58, devices 23), 137 of them captioned through a link's
-name (the theme files a picture under one name and links the standard one to it: ``folder-blue-documents`` is the
-file, ``folder-documents`` the link), 129 with ``text_aliases``.  Of the 5,726 links' names 476 pass.
+**Counts** (version 3, the whole 64x64 set, ~5 s): 5,819 files, 20 ``duplicate``; dropped by the name rule
+``app_name`` 2,741, ``colour_variant`` 1,877, ``reverse_dns`` 456, ``digits`` 224, ``not_words`` 189, ``brand`` 13,
+``format`` 10, ``only_generic`` 1; kept 288 (208 train, 24 val, 56 test; apps 175, places 50, mimetypes 40,
+devices 23), 113 of them captioned through a link's name (the theme files a picture under one name and links the
+standard one to it: ``folder-blue-documents`` is the file, ``folder-documents`` the link), 123 with
+``text_aliases``.  Of the 5,726 links' names 424 pass (``brand`` 41, ``format`` 21 more dropped than in version 2).
+(Version 2: 335 kept, 246 / 28 / 61.)
 """
 
 from __future__ import annotations
@@ -71,17 +88,15 @@ from .icons_names import (
     DEFAULT_CONTEXTS,
     DEFAULT_ROOT,
     DEFAULT_SIZE_DIR,
-    DEFAULT_WORDS,
     NAME,
     NAME_REASONS,
     PACKAGE,
-    WORDS_PACKAGE,
     IconFile,
-    load_lower_words,
     name_caption,
     name_problem,
     scan_theme,
 )
+from .words import DEFAULT_WORDS, ensure_words, load_words, missing_words_message
 
 __all__ = ["DEFAULT_CONTEXTS", "DEFAULT_ROOT", "PACKAGE", "build_icons", "name_caption", "name_problem"]
 
@@ -111,13 +126,10 @@ def build_icons(
             f"icon theme folder {base} does not exist: install it with `sudo apt-get install -y {PACKAGE}` "
             f"(it installs {DEFAULT_ROOT}), or pass root= pointing to a copy"
         )
-    wp = Path(words)
-    if install and not wp.is_file() and wp.absolute() == Path(DEFAULT_WORDS):
-        ensure_debian_package(WORDS_PACKAGE, DEFAULT_WORDS)
-    word_list = load_lower_words(wp)
+    wp = ensure_words(words) if install else Path(words)
+    word_list = load_words(wp, lower_only=True)
     if word_list is None:
-        raise DataError(f"{wp}: the English word list of the name rule is missing (`sudo apt-get install -y "
-                        f"{WORDS_PACKAGE}`)")
+        raise DataError(f"the English word list of the name rule: {missing_words_message(wp)}")
     base = base.absolute()
 
     def fill(tmp: Path, out: Path, prog: Any) -> CorpusSummary:
@@ -163,13 +175,11 @@ def _build_into(
 
     skipped: dict[str, list[str]] = {}
     bad_files: dict[str, str] = {}
-    links: dict[str, int] = {}
-    files = scan_theme(base, contexts, limit, links)
+    files, links = scan_theme(base, contexts, limit)
     task = prog.add_task("reading icons", total=len(files)) if prog is not None else None
     first: dict[str, IconFile] = {}
     datas: dict[str, bytes] = {}
     duplicate_of: dict[str, str] = {}
-    file_contexts: dict[str, set[str]] = {}  # a kept file's id -> the contexts of it and its duplicates
     unique: list[IconFile] = []
     for f in files:
         if prog is not None:
@@ -185,11 +195,10 @@ def _build_into(
             keep = first[h]
             skipped.setdefault("duplicate", []).append(f.id)
             duplicate_of[f.id] = keep.id
-            file_contexts[keep.id].add(f.context)
+            keep.duplicates.append(f.id)
             keep.aliases = sorted({*keep.aliases, f.id, *f.aliases})
             continue
         first[h] = f
-        file_contexts[f.id] = {f.context}
         datas[f.id] = data
         unique.append(f)
 
@@ -201,7 +210,7 @@ def _build_into(
     for f in unique:
         if prog is not None:
             prog.advance(rtask)
-        own, caps = _captions(f, words, alias_rule, file_contexts[f.id] == {"apps"})
+        own, caps = _captions(f, words, alias_rule, f.contexts == {"apps"})
         if not caps:
             skipped.setdefault(own or "not_words", []).append(f.id)
             continue

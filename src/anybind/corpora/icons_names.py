@@ -5,20 +5,21 @@ from __future__ import annotations
 
 import os
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import DataError
 
 NAME = "icons"
-BUILDER_VERSION = "2"
+BUILDER_VERSION = "3"
 PACKAGE = "papirus-icon-theme"
-WORDS_PACKAGE = "wamerican"
 DEFAULT_ROOT = "/usr/share/icons/Papirus"
 DEFAULT_SIZE_DIR = "64x64"
 DEFAULT_CONTEXTS = ("apps", "devices", "mimetypes", "places")
-DEFAULT_WORDS = "/usr/share/dict/words"
-NAME_REASONS = ("colour_variant", "reverse_dns", "digits", "app_name", "only_generic", "not_words")
+NAME_REASONS = (
+    "colour_variant", "reverse_dns", "digits", "app_name", "only_generic", "not_words", "brand", "format"
+)  # fmt: skip
 
 #: Tokens that name the freedesktop naming scheme or a desktop, not what the icon shows; dropped before the word
 #: check (read off the 64x64 names: ``application-x-``/``vnd.`` MIME prefixes, ``gnome-dev-``, ``gtk-``,
@@ -51,21 +52,31 @@ APP_PREFIXES = frozenset(
     }
 )  # fmt: skip
 
+#: Brand, company, product and program names that the word list accepts in lower case, read off the names the
+#: rule kept in builder version 2 (``application-vnd.google-apps.form`` "google apps form", ``application-vnd.adobe
+#: .flash.movie`` "adobe flash movie", ``x-office-document``'s link ``ms-word``, ``folder-blue-steam``): the
+#: picture is a logo or a product's file, not the thing the word names.  A name with one of these is ``brand``.
+BRAND_TOKENS = frozenset(
+    {
+        "adobe", "affinity", "android", "apple", "audacity", "balsa", "blender", "designer", "dos", "excel",
+        "genius", "google", "illustrator", "latex", "linguist", "love", "maxima", "monkey", "ms", "oregano", "palm",
+        "plasma", "snap", "steam", "thunderbolt", "tiled", "twitch", "wine", "wolfram",
+    }
+)  # fmt: skip
+
+#: File-format, MIME and packaging jargon that the word list accepts (``octet stream``, ``riff``, ``source rpm``,
+#: ``mime deb``, ``text css``): the name of a format, not of anything drawn.  A name with one is ``format``.
+#: Programming languages are not on it (``text python``, ``text ruby``: how a reader names the source file).
+FORMAT_TOKENS = frozenset(
+    {
+        "asp", "css", "cue", "deb", "hip", "markdown", "mime", "mo", "octet", "postscript", "riff", "rpm", "rss",
+        "sass", "shorten", "step", "tar", "torrent", "trig", "turtle",
+    }
+)  # fmt: skip
+
 _SPLIT_RE = re.compile(r"[-_.+]+")
 _REVERSE_DNS_RE = re.compile(r"^[a-z]{2,4}\.[A-Za-z0-9]")
 _LETTERS_RE = re.compile(r"^[a-z]{2,}$")
-
-
-def load_lower_words(path: str | os.PathLike[str] = DEFAULT_WORDS) -> frozenset[str] | None:
-    """The entries of a word list written in lower case (``gnome``, ``pocket``; not ``Firefox``, ``Linux``,
-    ``PDF``: proper nouns and acronyms are not read as words), or None when the file is missing."""
-    try:
-        text = Path(path).read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return None
-    words = {w.strip() for w in text.splitlines()}
-    words = {w[:-2] if w.endswith("'s") else w for w in words}
-    return frozenset(w for w in words if w and w == w.lower())
 
 
 def name_tokens(name: str) -> list[str]:
@@ -97,7 +108,15 @@ def name_problem(name: str, context: str, words: frozenset[str]) -> str | None:
         return "only_generic"
     if not all(is_word(t, words) for t in left):
         return "not_words"
+    if any(_in(t, BRAND_TOKENS) for t in left):
+        return "brand"
+    if any(_in(t, FORMAT_TOKENS) for t in left):
+        return "format"
     return None
+
+
+def _in(token: str, stop: frozenset[str]) -> bool:
+    return token in stop or (token.endswith("s") and token[:-1] in stop)
 
 
 def name_caption(name: str) -> str:
@@ -113,17 +132,21 @@ class IconFile:
     context: str
     name: str
     aliases: list[str] = field(default_factory=list)  # "<context>/<name>" of the links to it, sorted
+    duplicates: list[str] = field(default_factory=list)  # "<context>/<name>" of later files with the same bytes
 
     @property
     def id(self) -> str:
         return f"{self.context}/{self.name}"
 
+    @property
+    def contexts(self) -> set[str]:
+        """The contexts the picture is a real file in: its own and its duplicates' (not its links')."""
+        return {self.context, *(d.split("/", 1)[0] for d in self.duplicates)}
 
-def scan_theme(
-    base: Path, contexts: tuple[str, ...], limit: int | None, links: dict[str, int]
-) -> list[IconFile]:
+
+def scan_theme(base: Path, contexts: tuple[str, ...], limit: int | None) -> tuple[list[IconFile], Counter[str]]:
     """The real ``.svg`` files of ``base/<context>`` (sorted; the first ``limit`` of each context), each with the
-    names of the links to it; ``links`` counts the links (``total``, ``to_listed_file``, ``broken``, ``outside``:
+    names of the links to it, and the links counted (``total``, ``to_listed_file``, ``broken``, ``outside``:
     pointing out of ``base``, ``to_unlisted_file``: to a file not listed (another context, or past ``limit``)).
     A context folder ``base`` does not have is a :class:`DataError` naming it, never skipped."""
     files: list[IconFile] = []
@@ -145,18 +168,19 @@ def scan_theme(
                 n += 1
     by_real = {os.path.realpath(f.path): f for f in files}
     real_base = os.path.realpath(base)
+    links: Counter[str] = Counter()
     for ctx, name, p in link_paths:
-        links["total"] = links.get("total", 0) + 1
+        links["total"] += 1
         target = os.path.realpath(p)
         if not os.path.exists(target):
-            links["broken"] = links.get("broken", 0) + 1
+            links["broken"] += 1
         elif not target.startswith(real_base + os.sep):
-            links["outside"] = links.get("outside", 0) + 1
+            links["outside"] += 1
         elif target in by_real:
-            links["to_listed_file"] = links.get("to_listed_file", 0) + 1
+            links["to_listed_file"] += 1
             by_real[target].aliases.append(f"{ctx}/{name}")
         else:
-            links["to_unlisted_file"] = links.get("to_unlisted_file", 0) + 1
+            links["to_unlisted_file"] += 1
     for f in files:
         f.aliases.sort()
-    return files
+    return files, links

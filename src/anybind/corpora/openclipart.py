@@ -101,25 +101,24 @@ from .openclipart_titles import (
     BUILDER_VERSION,
     DEFAULT_CHECK_SAMPLE,
     DEFAULT_SVG_DIR,
-    DEFAULT_WORDS,
     MAX_TITLE_SHARE,
     NAME,
     PACKAGE,
     TITLE_REASONS,
-    WORDS_PACKAGE,
     WS_RE,
     Drawing,
     clean_keywords,
     clean_title,
-    load_words,
     scan_drawings,
     title_problem,
     unmojibake,
 )
+from .words import DEFAULT_WORDS, WORDS_PACKAGE, ensure_words, load_words, missing_words_message
 
 __all__ = [
     "DEFAULT_SVG_DIR",
     "DEFAULT_WORDS",
+    "WORDS_PACKAGE",
     "build_openclipart",
     "clean_title",
     "load_words",
@@ -157,16 +156,15 @@ def build_openclipart(
     words_note = "not_english rule off (words=None)"
     if words is not None:
         wp = Path(words)
-        if not wp.is_file() and wp.absolute() == Path(DEFAULT_WORDS):
-            try:
-                ensure_debian_package(WORDS_PACKAGE, DEFAULT_WORDS)
-            except DataError as e:
-                words_note = f"not_english rule off: {e}"
+        try:
+            ensure_words(wp)
+        except DataError as e:
+            words_note = f"not_english rule off: {e}"
         word_list = load_words(wp)
         if word_list is not None:
             words_note = f"{wp} ({len(word_list)} words)"
         elif words_note.startswith("not_english rule off (words"):
-            words_note = f"not_english rule off: {wp} is missing (`sudo apt-get install -y {WORDS_PACKAGE}`)"
+            words_note = f"not_english rule off: {missing_words_message(wp)}"
     src = src.absolute()
 
     def fill(tmp: Path, out: Path, prog: Any) -> CorpusSummary:

@@ -15,9 +15,7 @@ from xml.etree import ElementTree as ET
 NAME = "openclipart"
 BUILDER_VERSION = "1"
 PACKAGE = "openclipart-svg"
-WORDS_PACKAGE = "wamerican"
 DEFAULT_SVG_DIR = "/usr/share/openclipart/svg"
-DEFAULT_WORDS = "/usr/share/dict/words"
 MAX_TITLE_SHARE = 10
 DEFAULT_CHECK_SAMPLE = 200
 TITLE_REASONS = ("no_title", "author_title", "collection_title", "file_like_title", "no_words", "not_english")
@@ -64,17 +62,6 @@ def unmojibake(t: str) -> str:
         return t.encode("latin-1").decode("utf-8")
     except (UnicodeEncodeError, UnicodeDecodeError):
         return t
-
-
-def load_words(path: str | os.PathLike[str] = DEFAULT_WORDS) -> frozenset[str] | None:
-    """A casefolded English word list (one word a line), or None when the file is missing."""
-    try:
-        text = Path(path).read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return None
-    words = {w.strip().casefold() for w in text.splitlines() if w.strip()}
-    words |= {w[:-2] for w in words if w.endswith("'s")}
-    return frozenset(words)
 
 
 def _is_word(w: str, words: frozenset[str]) -> bool:
