@@ -338,3 +338,25 @@ def test_app_logo_is_not_captioned_through_a_mimetype_link(tmp_path):
     assert {r["id"]: r["text"] for r in recs} == {"apps/utilities-terminal": "utilities terminal",
                                                   "apps/skanlite": "scanner",
                                                   "mimetypes/text-x-python": "text python"}  # fmt: skip
+
+
+@needs_theme
+@needs_words
+def test_a_logo_link_counts_as_app_name_before_brand_or_format(tmp_path):
+    """A link's reason is the first rule that applies, the logo's apps rule (4) included: Wine's logo linked as
+    ``application-x-ms-shortcut`` and Ark's as ``application-x-tar`` are ``app_name`` in ``alias_rule``, not
+    ``brand`` / ``format`` (rules 7, 8); a brand link to a document picture stays ``brand``."""
+    src = THEME / "64x64"
+    theme = tmp_path / "theme" / "64x64"
+    for rel in ("apps/wine.svg", "apps/ark.svg", "apps/utilities-terminal.svg", "mimetypes/x-office-document.svg",
+                "mimetypes/application-x-ms-shortcut.svg", "mimetypes/application-x-tar.svg",
+                "mimetypes/application-vnd.google-apps.document.svg"):  # fmt: skip
+        (theme / rel).parent.mkdir(parents=True, exist_ok=True)
+        p = src / rel
+        os.symlink(os.readlink(p), theme / rel) if p.is_symlink() else shutil.copyfile(p, theme / rel)
+    out = tmp_path / "out"
+    icons.build_icons(out, root=tmp_path / "theme", contexts=("apps", "mimetypes"), size=32, progress=False)
+    recs, meta = check_corpus(out, "icons")
+    assert meta["alias_rule"] == {"app_name": 2, "brand": 1}
+    assert set(meta["skipped_ids"]["app_name"]) == {"apps/ark", "apps/wine"}
+    assert {r["id"] for r in recs} == {"apps/utilities-terminal", "mimetypes/x-office-document"}
