@@ -123,6 +123,12 @@ def choose_pairs(
                 raise DataError(f"bad pair {p}: both must be bound modalities ({list(modalities)})")
             out.append((p[0], p[1]))
         return out
+    return pairs_with_training(modalities, train_count)
+
+
+def pairs_with_training(modalities: Sequence[str], train_count: Callable[[str, str], int]) -> list[tuple[str, str]]:
+    """The modality pairs with at least 2 training records (``train_count(a, b)``): the pairs trained where
+    ``TrainConfig.pairs`` names none (:func:`choose_pairs`; :func:`anybind.fitting.val_pairs` on manifests)."""
     return [(a, b) for a, b in itertools.combinations(modalities, 2) if train_count(a, b) >= 2]
 
 
