@@ -4,10 +4,12 @@
 :func:`prior_ridge` is one modality's start (a prior scaled onto the targets, the start guard), and
 :func:`locked_ridge_start` starts every unlocked projector of a locked space (``Space.fit``'s trainers;
 progressive binding calls :func:`prior_ridge` itself); both try the kernel family through :func:`kernel_or_linear`.
+:func:`say_starts` says what each modality's start finally is (:func:`start_line`, from its guard's and kernel's records).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -318,3 +320,43 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
             pr.mlp[-1].bias.zero_()
         pr.ridge_alpha = chosen[m] = alpha
     return chosen
+
+
+def start_line(guard: dict[str, Any] | None, kernel: dict[str, Any] | None) -> str:
+    """What a modality's start finally is, from its start guard's and kernel family's records (either None):
+    ``""`` when neither has anything to say."""
+    bridge = guard is not None and guard.get("kept") == "start"
+    if guard is None or "note" in guard:
+        linear = "the linear ridge start"
+    elif bridge:
+        linear = (f"its label bridge (val {guard['start_val']:.4f} >= the ridge's {guard['ridge_val']:.4f}: the "
+                  "training pairs do not beat the training-free start)")
+    else:
+        linear = f"the ridge (val {guard['ridge_val']:.4f} > its label bridge's {guard['start_val']:.4f})"
+    if kernel is None:
+        return f"starts at {linear}" if guard is not None and "note" not in guard else ""
+    if "note" in kernel:
+        return f"starts at {linear}; no kernel branch ({kernel['note']})"
+    if kernel["kept"]:
+        return (f"starts at its label bridge plus a kernel branch (tau {kernel['tau']}, alpha {kernel['alpha']}): "
+                f"val {kernel['val']} beats the linear start's {kernel['base_val']:.4f} "
+                f"({'the bridge' if bridge else 'the ridge'})")
+    finite = [v for v in kernel["grid"].values() if v is not None and math.isfinite(v)]  # a NaN score never wins
+    why = (f"its best val {max(finite)} does not beat {kernel['base_val']:.4f}" if finite else
+           f"no finite grid score; the linear start's val {kernel['base_val']:.4f}")
+    return f"starts at {linear}; no kernel branch ({why})"
+
+
+def say_starts(logger: logging.Logger, names: Iterable[str], guard: Mapping[str, dict[str, Any]] | None,
+               kernel: Mapping[str, dict[str, Any]] | None) -> None:
+    """Say what each modality's start is (Space.fit's trainers, progressive binding; on ``logger``): a warning for each
+    start guard with nothing to check on (its ``note``), then one line each (:func:`start_line`) from its start
+    guard's and kernel family's records (``guard[m]``, ``kernel[m]``; either map None, without ``m`` or its entry
+    empty)."""
+    said = [(m, (guard or {}).get(m) or None, (kernel or {}).get(m) or None) for m in names]  # empty: nothing
+    for m, g, _ in said:
+        if g is not None and "note" in g:  # nothing to check on: said
+            logger.warning("start guard: %r: %s (its label bridge)", m, g["note"])
+    for m, g, k in said:  # one line per modality: what its start finally is
+        if line := start_line(g, k):
+            logger.info("start: %r %s", m, line)
