@@ -246,11 +246,12 @@ class RobustFit:
                 load_state(self.projectors, interpolate(self.start, trained, a))
                 items[a] = val()  # select_se > 0: per-item scores (their mean is the score)
                 scores[a] = float(np.mean(items[a]))
-            alpha = max(WISE_GRID, key=lambda a: (np.nan_to_num(scores[a], nan=-1.0), -a))
             if self.se > 0:  # the smallest alpha (nearest the start) within select_se standard errors of the best
                 i, r = nearest_within_se([items[a] for a in WISE_GRID], self.se)
                 alpha = WISE_GRID[i]
                 rec["wise_se_rule"] = {**r, "best": WISE_GRID[r.get("best", i)], "chosen": alpha}
+            else:  # the best val score (ties: the smallest alpha)
+                alpha = max(WISE_GRID, key=lambda a: (np.nan_to_num(scores[a], nan=-1.0), -a))
             rec["wise_val"] = {f"{a:.1f}": scores[a] for a in WISE_GRID}
         else:
             alpha = float(self.wise)
