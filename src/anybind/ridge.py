@@ -310,8 +310,7 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
         if try_kernel:  # the kernel family on the prior's residual, on val
             alpha, W, kernel[m] = kernel_or_linear(
                 pr, alpha, W, W0, held.rows if held is not None else None,
-                (lambda b, W0=W0: per_pair(W0, branch=b)) if select_se > 0 else
-                (lambda b, W0=W0: float(np.mean(per_pair(W0, branch=b)))), scored["val"],
+                lambda b, W0=W0: per_pair(W0, branch=b), scored["val"],  # per-pair scores: their mean is the score
                 has_val=va is not None, seed=seed, n_all=n, span=Pspan, se=select_se)
         pr.linear.weight.copy_(W.float().T)
         pr.linear.bias.zero_()
