@@ -93,7 +93,7 @@ def ridge_select(
 
 
 def prior_ridge(G: torch.Tensor, R: torch.Tensor, n: int, score: Callable[[torch.Tensor], float], *,
-                prior: torch.Tensor | None = None, exact_prior: bool = False,
+                W0: torch.Tensor | None = None, exact_prior: bool = False,
                 guard: bool = False, has_val: bool = True,
                 back: Callable[[torch.Tensor], torch.Tensor] | None = None,
                 se: float = 0.0, record: dict[str, Any] | None = None, scores: dict[str, float] | None = None,
@@ -102,8 +102,8 @@ def prior_ridge(G: torch.Tensor, R: torch.Tensor, n: int, score: Callable[[torch
     """``(alpha, W, guard record)``: one modality's ridge start (:func:`locked_ridge_start`, progressive binding).
 
     ``G``, ``R``: the normal equations of its training pairs (``Z^T Z``, ``Z^T T``; the dual with ``back``, no
-    prior); ``score(W)``: its val score (``has_val``: there are val pairs).  Without a ``prior``:
-    :func:`ridge_select` over :data:`RIDGE_ALPHAS`, nothing else.  A ``prior`` ``W0`` (``in_dim`` x ``out_dim``)
+    prior); ``score(W)``: its val score (``has_val``: there are val pairs).  Without a prior ``W0``:
+    :func:`ridge_select` over :data:`RIDGE_ALPHAS`, nothing else.  The prior ``W0`` (``in_dim`` x ``out_dim``)
     comes scaled onto the targets (:func:`~anybind.ridge_kernel.scaled_prior`, by the caller, which hands the same
     ``W0`` to the kernel family) and the ridge shrinks towards it; ``exact_prior``: ``W0`` itself (alpha None).
     ``guard``: the training-free start guard -- the path goes on through :data:`GUARD_ALPHAS` and ``W0`` is kept
@@ -115,7 +115,6 @@ def prior_ridge(G: torch.Tensor, R: torch.Tensor, n: int, score: Callable[[torch
     outside that span is kept, never shrunk.  ``guard_se`` > 0 (``TrainConfig.select_se``): the guard keeps ``W0``
     unless the best ridge beats it by more than ``guard_se`` standard errors of that ridge's per-item val scores and
     the ridge returned beats it too (recorded: ``best_val``, ``best_se``, ``rule``)."""
-    W0 = prior  # scaled by the caller (scaled_prior), never here
     if exact_prior and W0 is not None:
         return None, W0, None
     path = RIDGE_ALPHAS + GUARD_ALPHAS if guard and W0 is not None else RIDGE_ALPHAS
@@ -300,7 +299,7 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
         rec: dict[str, Any] = {}
         scored: dict[str, float] = {}  # the start's val score (always set where the kernel is tried: no exact_prior)
         W0 = None if P is None else scaled_prior(G, R, P, T_norm2)  # once: the ridge's prior and the kernel's base
-        alpha, W, g = prior_ridge(G, R, n, per_pair, prior=W0,
+        alpha, W, g = prior_ridge(G, R, n, per_pair, W0=W0,
                                   exact_prior=exact_prior, guard=guard is not None, has_val=va is not None,
                                   se=se, record=rec, scores=scored, span=Pspan, guard_se=select_se)
         if g is not None:
