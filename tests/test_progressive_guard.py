@@ -112,9 +112,9 @@ def test_without_a_bridge_the_weights_are_mains_bit_for_bit(tmp_path, monkeypatc
     new = bind(space)
     calls = []
 
-    def main_start(G, R, pairs, score, *, prior=None, guard=False, back=None, **kw):
+    def main_start(G, R, pairs, score, *, W0=None, guard=False, back=None, **kw):
         """main's start before it shared Space.fit's (d0963dd): ridge_select over RIDGE_ALPHAS, nothing else"""
-        assert prior is None and not guard
+        assert W0 is None and not guard
         calls.append(back is None)  # the primal system, or the dual where there are more features than pairs
         return (*ridge_select(G, R, pairs, score, back=back), None)
 

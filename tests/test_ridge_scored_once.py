@@ -38,7 +38,7 @@ def test_space_fit_scores_each_map_once_with_a_fresh_scorings_numbers(request, s
 
     def prior_ridge(G, R, n, score, **kw):
         alpha, W, g = real_prior(G, R, n, score, **kw)
-        starts.append((score, W, dict(kw["scores"]), g, kw["prior"]))
+        starts.append((score, W, dict(kw["scores"]), g, kw["W0"]))
         return alpha, W, g
 
     monkeypatch.setattr(ridge, "query_ranks", lambda *a, **k: passes.append(1) or real_ranks(*a, **k))
@@ -87,7 +87,7 @@ def test_progressive_binding_scores_each_map_once_with_a_fresh_scorings_numbers(
 
     def prior_ridge(G, R, n, score, **kw):
         alpha, W, g = real_prior(G, R, n, score, **kw)
-        starts.append((score, W, dict(kw["scores"]), g, kw["prior"]))
+        starts.append((score, W, dict(kw["scores"]), g, kw["W0"]))
         return alpha, W, g
 
     def ridge_start(*a, **k):

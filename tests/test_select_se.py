@@ -253,7 +253,7 @@ def test_the_guard_never_keeps_a_ridge_that_scores_below_the_start_on_val():
     rng = np.random.default_rng(0)
     Z, T = torch.from_numpy(rng.normal(size=(20, 4))), torch.from_numpy(rng.normal(size=(20, 3)))
     scores: dict = {}
-    alpha, W, rec = prior_ridge(Z.T @ Z, Z.T @ T, 20, lambda W: next(calls), prior=torch.zeros(4, 3,
+    alpha, W, rec = prior_ridge(Z.T @ Z, Z.T @ T, 20, lambda W: next(calls), W0=torch.zeros(4, 3,
                                 dtype=torch.float64), guard=True, se=2.0, guard_se=0.25, scores=scores)
     assert rec["ridge_val"] < rec["start_val"]  # the ridge_se pick is below the start on val
     assert rec["kept"] == "start" and alpha is None and scores["val"] == rec["start_val"]

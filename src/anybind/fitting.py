@@ -180,21 +180,31 @@ def val_pairs(plan: FitPlan) -> tuple[tuple[str, ...] | None, int]:
     """The trained pair with the fewest val records holding it, and that count: what the fit's choices on its own val
     split are scored on at worst (each modality's ridge alpha, start guard and kernel keep on its pair with the locked
     one alone; the epoch and WiSE-FT score, a mean over the pairs, each pair's recall alike).  The pairs trained are
-    ``config["pairs"]``, else those with 2 or more training records (:func:`anybind.train.choose_pairs`); the pair
-    is None with a single one trained (nothing to tell apart); ``(None, -1)`` with none (one bound modality: the
-    trainer refuses it)."""
-    def count(split: str, p: Sequence[str]) -> int:
-        return sum(1 for man in plan.manifests for r in man.records if r.split == split and all(r.has(m) for m in p))
+    ``config["pairs"]``, else those with 2 or more training records (:func:`anybind.train.pairs_with_training`); the
+    pair is None with a single one trained (nothing to tell apart); ``(None, -1)`` with none (one bound modality: the
+    trainer refuses it).  One pass over the records; a fit counts once and hands the result to :func:`auto_select_se`
+    and :func:`check_val_size`."""
+    from .train import pairs_with_training
 
     every = list(itertools.combinations(plan.modalities, 2))
-    pairs = [tuple(p) for p in plan.config.get("pairs") or []] or [p for p in every if count("train", p) >= 2] or every
+    given = [tuple(p) for p in plan.config.get("pairs") or []]
+    wanted = list(dict.fromkeys(every + given))  # each pair counted once
+    counted = sorted({m for p in wanted for m in p})
+    counts: dict[str, dict[tuple[str, ...], int]] = {"train": {}, "val": {}}
+    for r in (r for man in plan.manifests for r in man.records if r.split in counts):
+        has = {m for m in counted if r.has(m)}
+        for p in wanted:
+            if has.issuperset(p):
+                counts[r.split][p] = counts[r.split].get(p, 0) + 1
+    pairs = given or pairs_with_training(plan.modalities, lambda a, b: counts["train"].get((a, b), 0)) or every
     if not pairs:
         return None, -1
-    n, pair = min((count("val", p), p) for p in pairs)
+    n, pair = min((counts["val"].get(p, 0), p) for p in pairs)
     return (pair if len(pairs) > 1 else None), n
 
 
-def auto_select_se(plan: FitPlan, select_data: Any = None) -> float | None:
+def auto_select_se(plan: FitPlan, select_data: Any = None,
+                   val: tuple[tuple[str, ...] | None, int] | None = None) -> float | None:
     """Recipe ``auto``'s standard-error rule: ``select_se=1`` where a trained fit from a ridge start chooses on its own
     val split and that split has 2 to :data:`VAL_WARN` - 1 pairs (:func:`val_pairs`): each choice on val (start
     guard, ridge alpha, kernel keep, epoch, WiSE-FT alpha) then takes the candidate nearest the training-free start
@@ -202,11 +212,12 @@ def auto_select_se(plan: FitPlan, select_data: Any = None) -> float | None:
     standard-error rule by default on a small val): the KTuberling (36 val pairs) and icons (28) spaces stop losing to
     the label bridge off their domain; a corpus with 100 val pairs or more is not touched.  A ``select_se`` the user
     gave (0 included), ``select_data``, another recipe or method, or a random start: nothing (None); else the value
-    set in ``plan.config`` and recorded in ``plan.chosen``."""
+    set in ``plan.config`` and recorded in ``plan.chosen``.  ``val``: :func:`val_pairs` already counted (None: counted
+    here)."""
     if (plan.recipe != "auto" or plan.method != "contrastive" or select_data is not None
             or "select_se" in plan.config or plan.config.get("init") != "ridge"):
         return None
-    pair, n = val_pairs(plan)
+    pair, n = val or val_pairs(plan)
     if not 2 <= n < VAL_WARN:
         return None
     plan.config["select_se"] = plan.chosen["select_se"] = 1.0
@@ -217,16 +228,18 @@ def auto_select_se(plan: FitPlan, select_data: Any = None) -> float | None:
     return 1.0
 
 
-def check_val_size(plan: FitPlan, select_data: Any = None, trainer: str = "in-memory") -> dict[str, Any] | None:
+def check_val_size(plan: FitPlan, select_data: Any = None, trainer: str = "in-memory",
+                   val: tuple[tuple[str, ...] | None, int] | None = None) -> dict[str, Any] | None:
     """Warn in one line when a trained fit makes its choices (start guard, kernel keep, ridge alpha, epoch, WiSE-FT
     alpha) on its own val split and that split has fewer than :data:`VAL_WARN` pairs (:func:`val_pairs`), or none
     (fewer than 2: every choice falls back to its default); the record, also kept as ``plan.val_warning`` for the
     lineage, or None.  Nothing for a training-free method, with ``select_data`` (the choices are made on another
     corpus' val), or, for a val split that is small but there, with ``select_se`` > 0 (the candidate nearest the
-    training-free start within that many standard errors of the best: the fix this warning names)."""
+    training-free start within that many standard errors of the best: the fix this warning names).  ``val``:
+    :func:`val_pairs` already counted (None: counted here)."""
     if plan.method != "contrastive" or select_data is not None:
         return None
-    pair, n = val_pairs(plan)
+    pair, n = val or val_pairs(plan)
     rule = plan.config.get("select_se")  # not checked yet: a value that is no number is the trainer's to refuse
     rule_on = isinstance(rule, (int, float)) and not isinstance(rule, bool) and rule > 0
     if n < 0 or n >= VAL_WARN or (n >= 2 and rule_on):
@@ -300,8 +313,10 @@ def fit_in_memory(plan: FitPlan, *, cache: FeatureCache | str | Path | None = No
     if select_data is not None and plan.method != "contrastive":  # refused before any record is encoded
         raise DataError(f"select_data chooses epochs and WiSE-FT alphas of trained projectors, not "
                         f"method={plan.method!r}")
-    auto_select_se(plan, select_data)  # recipe auto on a small own val: the standard-error rule
-    check_val_size(plan, select_data)  # a val split too small (or none) to choose on: said before any encoding
+    # the val pairs each of the two checks reads, counted once (neither reads them for another method or select_data)
+    val = val_pairs(plan) if plan.method == "contrastive" and select_data is None else None
+    auto_select_se(plan, select_data, val)  # recipe auto on a small own val: the standard-error rule
+    check_val_size(plan, select_data, val=val)  # a val split too small (or none) to choose on: said before encoding
     fc = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
     fs = FeatureSet.from_manifests(plan.manifests, plan.specs, fc, progress=progress, weights=weights)
     select = None

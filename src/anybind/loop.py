@@ -192,21 +192,22 @@ def fit_loop(
     sel = EpochSelection(use_val, patience)
     best: tuple[dict, float, int] | None = None
     history: list[dict[str, Any]] = []
-    held: list[tuple[Any, tuple[dict, float, int]]] = []  # select_se: (items, snapshot) of each record-setting epoch
+    # select_se: (items, mean, snapshot) of each record-setting epoch still within reach of the best
+    held: list[tuple[np.ndarray, float, tuple[dict, float, int]]] = []
 
-    def scored(epoch: int) -> float:
+    def scored(epoch: int) -> tuple[float | None, np.ndarray | None]:
+        """The epoch's val score and, with ``select_se``, its per-item scores (their mean is the score)."""
         x = score(epoch)
         if select_se <= 0:
-            return x
+            return x, None
         items = np.atleast_1d(np.asarray(x, dtype=np.float64))
-        held.append((items, None))  # its snapshot is set below when the epoch sets a record, else dropped
-        return float(items.mean())
+        return float(items.mean()), items
 
-    def hold(epoch_best: tuple[dict, float, int] | None) -> None:
-        if select_se > 0 and held:
-            if held[-1][1] is None and epoch_best is not None:
-                held[-1] = (held[-1][0], epoch_best)
-            held[:] = [h for h in held if h[1] is not None and _within_reach(h[0], sel.best, select_se)]
+    def hold(items: np.ndarray | None, mean: float | None, kept: tuple[dict, float, int]) -> None:
+        """``select_se``: hold a record-setting epoch, and drop the held ones out of reach of its new best."""
+        if items is not None:
+            held.append((items, mean, kept))
+            held[:] = [h for h in held if _within_reach(h[0], sel.best, select_se)]
 
     rt = runtime or current_runtime()
     place(model, rt.device)
@@ -218,11 +219,10 @@ def fit_loop(
     clamp_temperature(logit_scale)  # in range from the first step on (a starting temperature may lie outside)
     if start and use_val:
         model.eval()
-        s0 = scored(0)
+        s0, items = scored(0)
         if sel.update(0, s0):
             best = snapshot(0)
-            hold(best)
-        hold(None)
+            hold(items, s0, best)
         history.append({"epoch": 0, "loss": float("nan"), "val": s0, "temperature": temperature_of(logit_scale)})
     with progress_bar(progress, label, epochs, "steps") as bar:
         for epoch in range(1, epochs + 1):
@@ -245,25 +245,24 @@ def fit_loop(
                 clamp_temperature(logit_scale)
                 ep_loss += float(total.detach())
             model.eval()
-            s = scored(epoch) if use_val else None
+            s, items = scored(epoch) if use_val else (None, None)
             history.append({"epoch": epoch, "loss": ep_loss / steps, "val": s,
                             "temperature": temperature_of(logit_scale)})
             if on_epoch is not None:
                 on_epoch(epoch, s)
             if sel.update(epoch, s):
                 best = snapshot(epoch)
-                hold(best)
-            hold(None)
+                hold(items, s, best)
             note = sel.progress(ep_loss / steps, s)
             bar.advance(msg=note)
             log.debug("%s epoch %d: %s", label, epoch, note)
             if sel.stop:
                 break
-    rule = None
+    rule, kept_val = None, sel.best
     if select_se > 0 and held:  # the earliest record-setting epoch within select_se standard errors of the best
         i, rule = nearest_within_se([h[0] for h in held], select_se)
-        rule.update(best=held[rule["best"]][1][2], chosen=held[i][1][2])
-        best = held[i][1]
+        rule.update(best=held[rule["best"]][2][2], chosen=held[i][2][2])
+        _, kept_val, best = held[i]  # its val mean, kept unrounded (the rule's record rounds it)
     if best is None:  # no epoch was kept (none ran, or no score was a number): the weights as they are
         best = snapshot(len(history))
     for k, sd in best[0].items():
@@ -272,7 +271,6 @@ def fit_loop(
         model.to("cpu")
         for m in keep.values():
             m.to("cpu")
-    kept_val = sel.best if rule is None else float(held[i][0].mean())
     return LoopResult(best[0], best[1], best[2], kept_val, use_val, history, rule)
 
 

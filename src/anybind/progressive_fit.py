@@ -173,7 +173,7 @@ def ridge_start(proj: Projector, feats, targets: Mapping[str, Target], train_idx
     if d <= n or prior is not None:
         G, R = Z.T @ Z, Z.T @ Tc
         W0 = None if prior is None else scaled_prior(G, R, prior, Tc.pow(2).sum())
-        alpha, W, g = prior_ridge(G, R, n, score, prior=W0, guard=guard, has_val=has_val, scores=scored)
+        alpha, W, g = prior_ridge(G, R, n, score, W0=W0, guard=guard, has_val=has_val, scores=scored)
     else:
         alpha, W, g = prior_ridge(Z @ Z.T, Tc, n, score, back=lambda S: Z.T @ S)
     kern: dict[str, Any] | None = None

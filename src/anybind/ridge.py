@@ -4,10 +4,12 @@
 :func:`prior_ridge` is one modality's start (a prior scaled onto the targets, the start guard), and
 :func:`locked_ridge_start` starts every unlocked projector of a locked space (``Space.fit``'s trainers;
 progressive binding calls :func:`prior_ridge` itself); both try the kernel family through :func:`kernel_or_linear`.
+:func:`say_starts` says what each modality's start finally is (:func:`start_line`, from its guard's and kernel's records).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -91,7 +93,7 @@ def ridge_select(
 
 
 def prior_ridge(G: torch.Tensor, R: torch.Tensor, n: int, score: Callable[[torch.Tensor], float], *,
-                prior: torch.Tensor | None = None, exact_prior: bool = False,
+                W0: torch.Tensor | None = None, exact_prior: bool = False,
                 guard: bool = False, has_val: bool = True,
                 back: Callable[[torch.Tensor], torch.Tensor] | None = None,
                 se: float = 0.0, record: dict[str, Any] | None = None, scores: dict[str, float] | None = None,
@@ -100,8 +102,8 @@ def prior_ridge(G: torch.Tensor, R: torch.Tensor, n: int, score: Callable[[torch
     """``(alpha, W, guard record)``: one modality's ridge start (:func:`locked_ridge_start`, progressive binding).
 
     ``G``, ``R``: the normal equations of its training pairs (``Z^T Z``, ``Z^T T``; the dual with ``back``, no
-    prior); ``score(W)``: its val score (``has_val``: there are val pairs).  Without a ``prior``:
-    :func:`ridge_select` over :data:`RIDGE_ALPHAS`, nothing else.  A ``prior`` ``W0`` (``in_dim`` x ``out_dim``)
+    prior); ``score(W)``: its val score (``has_val``: there are val pairs).  Without a prior ``W0``:
+    :func:`ridge_select` over :data:`RIDGE_ALPHAS`, nothing else.  The prior ``W0`` (``in_dim`` x ``out_dim``)
     comes scaled onto the targets (:func:`~anybind.ridge_kernel.scaled_prior`, by the caller, which hands the same
     ``W0`` to the kernel family) and the ridge shrinks towards it; ``exact_prior``: ``W0`` itself (alpha None).
     ``guard``: the training-free start guard -- the path goes on through :data:`GUARD_ALPHAS` and ``W0`` is kept
@@ -113,7 +115,6 @@ def prior_ridge(G: torch.Tensor, R: torch.Tensor, n: int, score: Callable[[torch
     outside that span is kept, never shrunk.  ``guard_se`` > 0 (``TrainConfig.select_se``): the guard keeps ``W0``
     unless the best ridge beats it by more than ``guard_se`` standard errors of that ridge's per-item val scores and
     the ridge returned beats it too (recorded: ``best_val``, ``best_se``, ``rule``)."""
-    W0 = prior  # scaled by the caller (scaled_prior), never here
     if exact_prior and W0 is not None:
         return None, W0, None
     path = RIDGE_ALPHAS + GUARD_ALPHAS if guard and W0 is not None else RIDGE_ALPHAS
@@ -298,7 +299,7 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
         rec: dict[str, Any] = {}
         scored: dict[str, float] = {}  # the start's val score (always set where the kernel is tried: no exact_prior)
         W0 = None if P is None else scaled_prior(G, R, P, T_norm2)  # once: the ridge's prior and the kernel's base
-        alpha, W, g = prior_ridge(G, R, n, per_pair, prior=W0,
+        alpha, W, g = prior_ridge(G, R, n, per_pair, W0=W0,
                                   exact_prior=exact_prior, guard=guard is not None, has_val=va is not None,
                                   se=se, record=rec, scores=scored, span=Pspan, guard_se=select_se)
         if g is not None:
@@ -308,8 +309,7 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
         if try_kernel:  # the kernel family on the prior's residual, on val
             alpha, W, kernel[m] = kernel_or_linear(
                 pr, alpha, W, W0, held.rows if held is not None else None,
-                (lambda b, W0=W0: per_pair(W0, branch=b)) if select_se > 0 else
-                (lambda b, W0=W0: float(np.mean(per_pair(W0, branch=b)))), scored["val"],
+                lambda b, W0=W0: per_pair(W0, branch=b), scored["val"],  # per-pair scores: their mean is the score
                 has_val=va is not None, seed=seed, n_all=n, span=Pspan, se=select_se)
         pr.linear.weight.copy_(W.float().T)
         pr.linear.bias.zero_()
@@ -318,3 +318,43 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
             pr.mlp[-1].bias.zero_()
         pr.ridge_alpha = chosen[m] = alpha
     return chosen
+
+
+def start_line(guard: dict[str, Any] | None, kernel: dict[str, Any] | None) -> str:
+    """What a modality's start finally is, from its start guard's and kernel family's records (either None):
+    ``""`` when neither has anything to say."""
+    bridge = guard is not None and guard.get("kept") == "start"
+    if guard is None or "note" in guard:
+        linear = "the linear ridge start"
+    elif bridge:
+        linear = (f"its label bridge (val {guard['start_val']:.4f} >= the ridge's {guard['ridge_val']:.4f}: the "
+                  "training pairs do not beat the training-free start)")
+    else:
+        linear = f"the ridge (val {guard['ridge_val']:.4f} > its label bridge's {guard['start_val']:.4f})"
+    if kernel is None:
+        return f"starts at {linear}" if guard is not None and "note" not in guard else ""
+    if "note" in kernel:
+        return f"starts at {linear}; no kernel branch ({kernel['note']})"
+    if kernel["kept"]:
+        return (f"starts at its label bridge plus a kernel branch (tau {kernel['tau']}, alpha {kernel['alpha']}): "
+                f"val {kernel['val']} beats the linear start's {kernel['base_val']:.4f} "
+                f"({'the bridge' if bridge else 'the ridge'})")
+    finite = [v for v in kernel["grid"].values() if v is not None and math.isfinite(v)]  # a NaN score never wins
+    why = (f"its best val {max(finite)} does not beat {kernel['base_val']:.4f}" if finite else
+           f"no finite grid score; the linear start's val {kernel['base_val']:.4f}")
+    return f"starts at {linear}; no kernel branch ({why})"
+
+
+def say_starts(logger: logging.Logger, names: Iterable[str], guard: Mapping[str, dict[str, Any]] | None,
+               kernel: Mapping[str, dict[str, Any]] | None) -> None:
+    """Say what each modality's start is (Space.fit's trainers, progressive binding; on ``logger``): a warning for each
+    start guard with nothing to check on (its ``note``), then one line each (:func:`start_line`) from its start
+    guard's and kernel family's records (``guard[m]``, ``kernel[m]``; either map None, without ``m`` or its entry
+    empty)."""
+    said = [(m, (guard or {}).get(m) or None, (kernel or {}).get(m) or None) for m in names]  # empty: nothing
+    for m, g, _ in said:
+        if g is not None and "note" in g:  # nothing to check on: said
+            logger.warning("start guard: %r: %s (its label bridge)", m, g["note"])
+    for m, g, k in said:  # one line per modality: what its start finally is
+        if line := start_line(g, k):
+            logger.info("start: %r %s", m, line)

@@ -145,8 +145,8 @@ def kernel_start(Z: torch.Tensor, T: torch.Tensor, W0: torch.Tensor, score: Call
     criterion of ``W0`` plus that branch.  ``n_all``: the training pairs ``Z`` was already cut down from (by
     :func:`support_rows`; None: ``Z`` is every pair and is cut here).  ``span``: a projector (``out x out``) every
     candidate's coefficients are restricted to, ``A P`` (:func:`anybind.ridge.target_span`).  ``se`` > 0 (the
-    standard-error rule, ``TrainConfig.select_se``): ``score`` may give per-item scores, and the best is kept only
-    where it beats ``base_val`` by more than ``se`` standard errors of its items.  The record: the grid's scores,
+    standard-error rule, ``TrainConfig.select_se``): the best is kept only where it beats ``base_val`` by more than
+    ``se`` standard errors of its items.  ``score`` may give per-item scores (their mean is the score) or one score.  The record: the grid's scores,
     the choice, the support's size."""
     if n_all is None:
         n_all = len(Z)
@@ -162,7 +162,7 @@ def kernel_start(Z: torch.Tensor, T: torch.Tensor, W0: torch.Tensor, score: Call
         A = A if span is None else A @ span.double()
         branch = (S32, A.float(), float(tau))
         x = score(branch)
-        v = float(np.mean(x)) if se > 0 else float(x)
+        v = float(np.mean(x))  # per-item scores: their mean is the score (one score: itself)
         grid[f"{tau:g}/{alpha:g}"] = round(v, 6)
         if not math.isnan(v) and (best is None or v > best[0]):
             best = (v, branch, tau, alpha)

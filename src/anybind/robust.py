@@ -60,7 +60,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -71,6 +71,7 @@ from .centring import center_projectors, centred, train_centers  # noqa: F401  (
 from .epochs import nearest_within_se
 from .errors import DataError
 from .ridge import PairBlocks, locked_ridge_start, span_noop
+from .ridge import say_starts, start_line  # noqa: F401  (re-exported: defined here before)
 from .losses import M2Mix, is_multimodal
 from .projectors import Projector
 from .recipe import resolved
@@ -215,6 +216,13 @@ class RobustFit:
         if self.best is None or score is None or s > self.best[0] + 1e-6:
             self.best = (s, epoch, snapshot(self.projectors), float(self.logit_scale.item()))
 
+    def keep(self, res) -> None:
+        """After :func:`anybind.loop.fit_loop` (its :class:`~anybind.loop.LoopResult` ``res``): where its standard-error
+        rule (``select_se``) kept a fine-tuned epoch, WiSE-FT mixes the start with that epoch (as the loop left the
+        projectors), not the best one; the start kept: the best fine-tuned, as at ``select_se=0``."""
+        if res.se_rule and self.wise is not None and res.best_epoch >= 1:
+            self.best = (res.best_val, res.best_epoch, snapshot(self.projectors), res.logit_scale)
+
     def finish(self, logit_scale: float, val: Callable[[], float] | None) -> tuple[float, dict[str, Any]]:
         """Apply WiSE-FT to the projectors (holding early stopping's choice): ``(logit scale, record)``.
 
@@ -238,11 +246,12 @@ class RobustFit:
                 load_state(self.projectors, interpolate(self.start, trained, a))
                 items[a] = val()  # select_se > 0: per-item scores (their mean is the score)
                 scores[a] = float(np.mean(items[a]))
-            alpha = max(WISE_GRID, key=lambda a: (np.nan_to_num(scores[a], nan=-1.0), -a))
             if self.se > 0:  # the smallest alpha (nearest the start) within select_se standard errors of the best
                 i, r = nearest_within_se([items[a] for a in WISE_GRID], self.se)
                 alpha = WISE_GRID[i]
                 rec["wise_se_rule"] = {**r, "best": WISE_GRID[r.get("best", i)], "chosen": alpha}
+            else:  # the best val score (ties: the smallest alpha)
+                alpha = max(WISE_GRID, key=lambda a: (np.nan_to_num(scores[a], nan=-1.0), -a))
             rec["wise_val"] = {f"{a:.1f}": scores[a] for a in WISE_GRID}
         else:
             alpha = float(self.wise)
@@ -318,46 +327,6 @@ def bridge_prior(spec: str, lock_spec: str, projector: Projector) -> torch.Tenso
     W = torch.zeros(d_in, d_out, dtype=torch.float64)
     W[d_base:] = torch.diag(projector.scale[d_base:].double())  # z * scale = the centred bridge block
     return W
-
-
-def start_line(guard: dict[str, Any] | None, kernel: dict[str, Any] | None) -> str:
-    """What a modality's start finally is, from its start guard's and kernel family's records (either None):
-    ``""`` when neither has anything to say."""
-    bridge = guard is not None and guard.get("kept") == "start"
-    if guard is None or "note" in guard:
-        linear = "the linear ridge start"
-    elif bridge:
-        linear = (f"its label bridge (val {guard['start_val']:.4f} >= the ridge's {guard['ridge_val']:.4f}: the "
-                  "training pairs do not beat the training-free start)")
-    else:
-        linear = f"the ridge (val {guard['ridge_val']:.4f} > its label bridge's {guard['start_val']:.4f})"
-    if kernel is None:
-        return f"starts at {linear}" if guard is not None and "note" not in guard else ""
-    if "note" in kernel:
-        return f"starts at {linear}; no kernel branch ({kernel['note']})"
-    if kernel["kept"]:
-        return (f"starts at its label bridge plus a kernel branch (tau {kernel['tau']}, alpha {kernel['alpha']}): "
-                f"val {kernel['val']} beats the linear start's {kernel['base_val']:.4f} "
-                f"({'the bridge' if bridge else 'the ridge'})")
-    finite = [v for v in kernel["grid"].values() if v is not None and math.isfinite(v)]  # a NaN score never wins
-    why = (f"its best val {max(finite)} does not beat {kernel['base_val']:.4f}" if finite else
-           f"no finite grid score; the linear start's val {kernel['base_val']:.4f}")
-    return f"starts at {linear}; no kernel branch ({why})"
-
-
-def say_starts(logger: logging.Logger, names: Iterable[str], guard: Mapping[str, dict[str, Any]] | None,
-               kernel: Mapping[str, dict[str, Any]] | None) -> None:
-    """Say what each modality's start is (Space.fit's trainers, progressive binding; on ``logger``): a warning for each
-    start guard with nothing to check on (its ``note``), then one line each (:func:`start_line`) from its start
-    guard's and kernel family's records (``guard[m]``, ``kernel[m]``; either map None, without ``m`` or its entry
-    empty)."""
-    said = [(m, (guard or {}).get(m) or None, (kernel or {}).get(m) or None) for m in names]  # empty: nothing
-    for m, g, _ in said:
-        if g is not None and "note" in g:  # nothing to check on: said
-            logger.warning("start guard: %r: %s (its label bridge)", m, g["note"])
-    for m, g, k in said:  # one line per modality: what its start finally is
-        if line := start_line(g, k):
-            logger.info("start: %r %s", m, line)
 
 
 def ridge_start(projectors: Mapping[str, Projector], cfg, specs: Mapping[str, str], train_pairs: PairBlocks,

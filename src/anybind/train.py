@@ -123,6 +123,12 @@ def choose_pairs(
                 raise DataError(f"bad pair {p}: both must be bound modalities ({list(modalities)})")
             out.append((p[0], p[1]))
         return out
+    return pairs_with_training(modalities, train_count)
+
+
+def pairs_with_training(modalities: Sequence[str], train_count: Callable[[str, str], int]) -> list[tuple[str, str]]:
+    """The modality pairs with at least 2 training records (``train_count(a, b)``): the pairs trained where
+    ``TrainConfig.pairs`` names none (:func:`choose_pairs`; :func:`anybind.fitting.val_pairs` on manifests)."""
     return [(a, b) for a, b in itertools.combinations(modalities, 2) if train_count(a, b) >= 2]
 
 
@@ -328,9 +334,7 @@ def _train_space(fs: FeatureSet, cfg: TrainConfig, *, progress: bool = True, sel
                    patience=cfg.patience, score=per_item, start=cfg.init != "random", progress=progress,
                    keep={"projectors": model.projectors, "placeholders": placeholders},
                    penalty=rob.penalty, on_epoch=rob.on_epoch, select_se=cfg.select_se)
-    if res.se_rule and rob.wise is not None and res.best_epoch >= 1:  # WiSE-FT mixes the start with the epoch the
-        # rule kept (as the loop left the projectors), not the best one; the start kept: the best fine-tuned, as at k=0
-        rob.best = (res.best_val, res.best_epoch, robust.snapshot(projectors), res.logit_scale)
+    rob.keep(res)  # select_se: WiSE-FT's endpoint is the epoch the rule kept
     final_logit, rob_rec = rob.finish(res.logit_scale, (lambda: per_item(1)) if use_val else None)
     if ridge:
         rob_rec["ridge"] = ridge

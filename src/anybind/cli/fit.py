@@ -15,8 +15,8 @@ from ._common import (
     ProjectorKind, Split, check_out, fail, parse_encoders, split_csv, app, choice, console,
     device_option, err, precision_option, seed_option, use_device, wise_option,
 )
-from .fit_ridge import (RidgePrior, SelectSeOn, check_ridge_se, ridge_prior_option, ridge_se_option,
-                        select_se_on_option, select_se_option, switch_option)
+from .fit_ridge import (RIDGE_PRIOR, RIDGE_SE, SELECT_SE, SELECT_SE_ON, RidgePrior, SelectSeOn, check_ridge_se,
+                        switch_option)
 
 Method = Literal["contrastive", "procrustes", "cca"]
 Missing = Literal["learned", "mean"]
@@ -150,13 +150,13 @@ def fit(
         "val", "--select-split", help="Which split of --select-data selects ('all': every record outside its test "
         "split; test is refused)."
     ),
-    ridge_prior: Optional[RidgePrior] = ridge_prior_option(),  # the ridge start's options: cli/fit_ridge.py
+    ridge_prior: Optional[RidgePrior] = RIDGE_PRIOR,  # the ridge start's options: cli/fit_ridge.py
     start_guard: Optional[bool] = switch_option("start-guard"),
     kernel_start: Optional[bool] = switch_option("kernel-start"),
     ridge_span: Optional[bool] = switch_option("ridge-span"),
-    ridge_se: Optional[float] = ridge_se_option(),
-    select_se: Optional[float] = select_se_option(),
-    select_se_on: Optional[SelectSeOn] = select_se_on_option(),
+    ridge_se: Optional[float] = RIDGE_SE,
+    select_se: Optional[float] = SELECT_SE,
+    select_se_on: Optional[SelectSeOn] = SELECT_SE_ON,
     center: Optional[bool] = typer.Option(
         None, "--center/--no-center", help="Inductive centring: store each modality's mean train embedding in "
         "the space and subtract it at embed time (no statistics of the data embedded later)."

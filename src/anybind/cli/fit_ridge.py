@@ -39,42 +39,29 @@ def switch_option(name: str, bind: bool = False) -> Any:
     return typer.Option(None, f"--{name}/--no-{name}", help=SWITCH_HELPS[name][bind])
 
 
-def ridge_prior_option() -> Any:
-    """``fit --ridge-prior``: TrainConfig.ridge_prior (None: the recipe's)."""
-    return choice(None, RidgePrior, "--ridge-prior",
-                  help="What the ridge start shrinks towards: zero, or bridge (a label-bridge encoder's own "
-                       "bridge into the locked space); residual: start at the bridge itself and learn a "
-                       "zero-initialised residual.")
-
-
-def ridge_se_option() -> Any:
-    """``fit --ridge-se K``: TrainConfig.ridge_se, checked by :func:`check_ridge_se`."""
-    return typer.Option(None, "--ridge-se", metavar="K",
-                        help="The ridge start's standard-error rule: the most shrunk alpha within K "
-                             "standard errors of the best on val (default 0: the best; --init ridge).")
-
-
-def select_se_option() -> Any:
-    """``fit --select-se K``: TrainConfig.select_se, checked by :func:`check_ridge_se` too."""
-    return typer.Option(None, "--select-se", metavar="K",
-                        help="The standard-error rule over every choice on val (start guard, ridge alpha, "
-                             "kernel, epoch, WiSE-FT alpha): nearest the start within K SE (default: 1 for recipe auto's "
-                             "in-memory fit from a ridge start choosing on its own val of 2-99 pairs, else 0).")
-
-
 SelectSeOn = Literal["all", "finetune"]
 
+#: ``anybind fit``'s options of the ridge start (each the default of one parameter of :func:`anybind.cli.fit.fit`;
+#: None: the recipe's): ``--ridge-prior`` (TrainConfig.ridge_prior), ``--ridge-se K`` and ``--select-se K``
+#: (TrainConfig.ridge_se / select_se, checked by :func:`check_ridge_se`), ``--select-se-on`` (select_se_on; "all")
+RIDGE_PRIOR = choice(None, RidgePrior, "--ridge-prior",
+                     help="What the ridge start shrinks towards: zero, or bridge (a label-bridge encoder's own "
+                          "bridge into the locked space); residual: start at the bridge itself and learn a "
+                          "zero-initialised residual.")
+RIDGE_SE = typer.Option(None, "--ridge-se", metavar="K",
+                        help="The ridge start's standard-error rule: the most shrunk alpha within K "
+                             "standard errors of the best on val (default 0: the best; --init ridge).")
+SELECT_SE = typer.Option(None, "--select-se", metavar="K",
+                         help="The standard-error rule over every choice on val (start guard, ridge alpha, "
+                              "kernel, epoch, WiSE-FT alpha): nearest the start within K SE (default: 1 for recipe "
+                              "auto's in-memory fit from a ridge start choosing on its own val of 2-99 pairs, else 0).")
+SELECT_SE_ON = choice(None, SelectSeOn, "--select-se-on",
+                      help="Which choices --select-se rules: all, or finetune (the epoch and WiSE-FT alpha only; the "
+                           "start's guard, ridge alpha and kernel as without it).")
 
-def select_se_on_option() -> Any:
-    """``fit --select-se-on``: TrainConfig.select_se_on (None: "all")."""
-    return choice(None, SelectSeOn, "--select-se-on",
-                  help="Which choices --select-se rules: all, or finetune (the epoch and WiSE-FT alpha only; the "
-                       "start's guard, ridge alpha and kernel as without it).")
 
-
-def check_ridge_se(ridge_se: float | None, option: str = "--ridge-se") -> None:
-    """``--ridge-se`` (or ``option``, ``--select-se``): refused in one line, before any work, unless a finite
-    number >= 0 (or not given)."""
-    if ridge_se is not None and not (math.isfinite(ridge_se) and ridge_se >= 0):
-        raise typer.BadParameter(f"a non-negative number of standard errors, got {ridge_se:g}",
-                                 param_hint=option)
+def check_ridge_se(se: float | None, option: str = "--ridge-se") -> None:
+    """``--ridge-se`` or ``--select-se`` (``option``), a number of standard errors: refused in one line, before any
+    work, unless a finite number >= 0 (or not given)."""
+    if se is not None and not (math.isfinite(se) and se >= 0):
+        raise typer.BadParameter(f"a non-negative number of standard errors, got {se:g}", param_hint=option)
