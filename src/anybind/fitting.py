@@ -200,9 +200,12 @@ def auto_select_se(plan: FitPlan, select_data: Any = None) -> float | None:
     guard, ridge alpha, kernel keep, epoch, WiSE-FT alpha) then takes the candidate nearest the training-free start
     within one standard error of the best.  Chosen on val across the transfer matrix (BENCHMARKS.md, transfer: the
     standard-error rule by default on a small val): the KTuberling (36 val pairs) and icons (28) spaces stop losing to
-    the label bridge off their domain; a corpus with 100 val pairs or more is not touched.  A ``select_se`` the user
-    gave (0 included), ``select_data``, another recipe or method, or a random start: nothing (None); else the value
-    set in ``plan.config`` and recorded in ``plan.chosen``."""
+    the label bridge off their domain; a corpus with 100 val pairs or more is not touched.  In the same branch
+    ``finetune=False`` unless the user gave ``finetune``: the training-free start is kept (no InfoNCE epochs, no
+    WiSE-FT mix; on 24-36 val pairs the fine-tuning choice was seed-dependent and never helped off the domain:
+    BENCHMARKS.md, transfer: which default on a small own val).  A ``select_se`` the user gave (0 included),
+    ``select_data``, another recipe or method, or a random start: nothing (None); else the value set in
+    ``plan.config`` and recorded in ``plan.chosen``."""
     if (plan.recipe != "auto" or plan.method != "contrastive" or select_data is not None
             or "select_se" in plan.config or plan.config.get("init") != "ridge"):
         return None
@@ -210,10 +213,14 @@ def auto_select_se(plan: FitPlan, select_data: Any = None) -> float | None:
     if not 2 <= n < VAL_WARN:
         return None
     plan.config["select_se"] = plan.chosen["select_se"] = 1.0
+    if "finetune" not in plan.config:  # the training-free start kept: no InfoNCE epochs, no WiSE-FT mix
+        plan.config["finetune"] = plan.chosen["finetune"] = False
+    ft = ", finetune=False" if plan.chosen.get("finetune") is False else ""
     of = f" of {'-'.join(pair)}" if pair else ""
-    log.info("recipe auto: select_se=1 (only %d val pairs%s, fewer than %d: each choice on val takes the candidate "
-             "nearest the training-free start within one standard error of the best; select_se=0 chooses the best "
-             "val mean, select_data=<manifest> chooses on another corpus' val)", n, of, VAL_WARN)
+    log.info("recipe auto: select_se=1%s (only %d val pairs%s, fewer than %d: each choice on val takes the candidate "
+             "nearest the training-free start within one standard error of the best%s; select_se=0 chooses the best "
+             "val mean, select_data=<manifest> chooses on another corpus' val)", ft, n, of, VAL_WARN,
+             ", and the start is kept without fine-tuning (finetune=True fine-tunes it)" if ft else "")
     return 1.0
 
 
