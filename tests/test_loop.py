@@ -111,7 +111,8 @@ def test_stream_fit_follows_the_same_recipe_and_lineage_as_fit(tmp_path):
     man, specs = _corpus(tmp_path)
     args = ["fit", str(man), "--epochs", "3", "--cache", str(tmp_path / "c")]
     args += [a for m, s in specs.items() for a in ("-e", f"{m}={s}")]
-    for extra, out in ((["--stream"], "stream"), (["--select-se", "0"], "mem"), ([], "auto")):
+    for extra, out in ((["--stream"], "stream"), (["--select-se", "0"], "mem"), ([], "auto"),
+                       (["--stream", "--no-finetune"], "keep")):
         res = CliRunner().invoke(app, args + extra + ["--out", str(tmp_path / out)])
         assert res.exit_code == 0, res.output
     stream, mem, auto = (Space.load(tmp_path / n) for n in ("stream", "mem", "auto"))
@@ -125,6 +126,9 @@ def test_stream_fit_follows_the_same_recipe_and_lineage_as_fit(tmp_path):
     assert mem.info["lineage"][-1]["val_warning"]["val_pairs"] == 20 and "val_warning" not in auto.info["lineage"][-1]
     assert "se_rule" in auto.info["lineage"][-1] and "se_rule" not in mem.info["lineage"][-1]
     assert [h["epoch"] for h in auto.info["training"]["history"]] == [0] and mem.info["training"]["epochs_run"] > 1
+    keep = Space.load(tmp_path / "keep")  # the streaming trainer honours an explicit --no-finetune: its start kept
+    assert [h["epoch"] for h in keep.info["training"]["history"]] == [0] and keep.config["finetune"] is False
+    assert stream.info["training"]["epochs_run"] > 1 and stream.config["finetune"] is True
     drop = ("time", "trainer", "val_warning")
     assert {k: v for k, v in stream.info["lineage"][-1].items() if k not in drop} == \
         {k: v for k, v in mem.info["lineage"][-1].items() if k not in drop}
