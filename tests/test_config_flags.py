@@ -13,8 +13,9 @@ from anybind.recipe import AUTO
 from anybind.train import TrainConfig
 
 #: (config, boolean field, what it also allows besides True / False)
-FLAGS = [(TrainConfig, f, (AUTO,) if f in ("start_guard", "kernel_start") else ())
-         for f in ("standardize", "learn_temperature", "start_guard", "kernel_start", "center", "ridge_span")]
+FLAGS = [(TrainConfig, f, (AUTO,) if f in ("start_guard", "kernel_start", "finetune") else ())
+         for f in ("standardize", "learn_temperature", "start_guard", "kernel_start", "center", "ridge_span",
+                   "finetune")]
 FLAGS += [(BindConfig, f, (None,) if f in ("start_guard", "kernel_start") else ())
           for f in ("standardize", "learn_temperature", "start_guard", "kernel_start")]
 

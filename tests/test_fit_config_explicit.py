@@ -85,7 +85,8 @@ def test_auto_is_one_value_that_pickles_copies_and_refuses_to_be_a_truth_value()
 def test_explicit_defaults_in_a_config_object_reach_the_fitted_space(manifest, tmp_path):  # noqa: F811
     sp = _fit(manifest, tmp_path, config=TrainConfig(wise=None, lr=1e-3, **SMALL))
     assert sp.config["wise"] is None and sp.config["lr"] == 1e-3 and sp.config["lock"] == "text"
-    assert sp.info["lineage"][-1]["recipe"]["chosen"] == {"lock": "text", "init": "ridge", "select_se": 1.0}  # small val
+    assert sp.info["lineage"][-1]["recipe"]["chosen"] == {"lock": "text", "init": "ridge", "select_se": 1.0,
+                                                          "finetune": False}  # small val
     assert "wise_alpha" not in sp.info["training"]["robust"]
     kw = _fit(manifest, tmp_path, wise=None, lr=1e-3, **SMALL)
     wa, wb = _weights(sp), _weights(kw)
@@ -98,7 +99,7 @@ def test_nothing_given_fits_the_recipe_bit_for_bit_and_saves_no_auto(manifest, t
     left = _fit(manifest, tmp_path, **SMALL)
     obj = _fit(manifest, tmp_path, config=TrainConfig(**SMALL))
     said = _fit(manifest, tmp_path, config=TrainConfig(lock="text", init="ridge", wise="auto", lr=FINE_TUNE_LR,
-                                                        select_se=1.0, **SMALL))
+                                                        select_se=1.0, finetune=False, **SMALL))
     assert said.info["lineage"][-1]["recipe"]["chosen"] == {}  # all given: the recipe chose nothing
     for sp in (obj, said):
         wa, wb = _weights(left), _weights(sp)
@@ -108,7 +109,7 @@ def test_nothing_given_fits_the_recipe_bit_for_bit_and_saves_no_auto(manifest, t
     saved = json.loads((tmp_path / "sp" / "space.json").read_text())["config"]
     assert {k: saved[k] for k in PLAIN} == {"dim": 256, "lr": FINE_TUNE_LR, "init": "ridge", "lock": "text",
                                            "wise": "auto", "ridge_prior": "zero", "start_guard": False,
-                                           "kernel_start": False, "select_se": 1.0}
+                                           "kernel_start": False, "select_se": 1.0, "finetune": False}
 
 
 def test_a_space_saved_with_an_older_training_config_still_loads_as_written(manifest, tmp_path):  # noqa: F811
@@ -142,7 +143,8 @@ def test_the_start_guard_off_in_a_config_object_as_with_the_cli_flags_on_real_tu
         assert entry["ridge_start"]["image"]["prior"] == "bridge" and "guard" not in entry["ridge_start"]["image"]
         assert entry["recipe"]["chosen"] == {"lock": "text", "init": "ridge", "lr": FINE_TUNE_LR,
                                              "encoders.image": "image:efficientnet-lite0+bridge",
-                                             "ridge_prior": "bridge", "kernel_start": True, "select_se": 1.0}
+                                             "ridge_prior": "bridge", "kernel_start": True, "select_se": 1.0,
+                                             "finetune": False}
         assert s.config["start_guard"] is False and s.config["wise"] is None
         assert "wise_alpha" not in s.info["training"]["robust"]
     wa, wb = _weights(sp), _weights(cli)

@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -63,19 +64,42 @@ def test_recipe_auto_takes_the_standard_error_rule_on_a_small_own_val_and_says_s
     with caplog.at_level(logging.INFO, logger=LOGGER):
         sp = Space.fit(small, modalities=["image", "text"], cache=shared_cache, epochs=1, progress=False, seed=0)
     said = [r.getMessage() for r in caplog.records if r.name == LOGGER]
-    assert len(said) == 1 and said[0].startswith("recipe auto: select_se=1 (only 12 val pairs, fewer than 100"), said
+    assert len(said) == 1 and said[0].startswith("recipe auto: select_se=1, finetune=False (only 12 val pairs, "
+                                                 "fewer than 100"), said
     assert not [r for r in caplog.records if r.name == LOGGER and r.levelno >= logging.WARNING]
     fit = sp.info["lineage"][-1]
     assert fit["recipe"]["chosen"]["select_se"] == 1.0 and "val_warning" not in fit
-    assert sp.info["training"]["epoch_se_rule"]["k"] == 1.0  # the rule chose the epoch
+    assert fit["recipe"]["chosen"]["finetune"] is False and sp.config["finetune"] is False
+    assert sp.info["training"]["epoch_se_rule"]["k"] == 1.0  # the rule chose the epoch: the start, the only one
+    assert sp.info["training"]["best_epoch"] == 0 and sp.info["training"]["epochs_run"] == 1  # no fine-tuning epoch
+    assert sp.info["training"]["robust"]["finetune"] is False
+    start = Space.fit(small, modalities=["image", "text"], cache=shared_cache, epochs=0, progress=False, seed=0,
+                      select_se=1.0)  # the epoch-0 start itself (select_se given: the recipe leaves finetune alone)
+    assert "finetune" not in start.info["lineage"][-1]["recipe"]["chosen"] and start.config["finetune"] is True
+    for m in ("image", "text"):  # the projectors kept are the training-free start's, weight for weight
+        a, b = sp.projectors[m].state_dict(), start.projectors[m].state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), m
     for man, kw in ((enough, {}), (small, {"select_se": 0.0}), (small, {"config": TrainConfig(select_se=0.0)}),
                     (small, {"select_data": enough.path}), (small, {"recipe": "plain"})):
         sp = Space.fit(man, modalities=["image", "text"], cache=shared_cache, epochs=1, progress=False, seed=0, **kw)
-        assert "select_se" not in sp.info["lineage"][-1]["recipe"]["chosen"], kw
+        chosen = sp.info["lineage"][-1]["recipe"]["chosen"]
+        assert "select_se" not in chosen and "finetune" not in chosen and sp.config["finetune"] is True, kw
         assert "epoch_se_rule" not in sp.info["training"], kw
+        assert sp.info["training"]["history"][-1]["epoch"] == 1 and "finetune" not in sp.info["training"]["robust"], kw
     sp = Space.fit(small, modalities=["image", "text"], cache=shared_cache, epochs=1, progress=False, seed=0,
                    config=TrainConfig())  # a config object's fields left at AUTO stay the recipe's to choose
     assert sp.info["lineage"][-1]["recipe"]["chosen"]["select_se"] == 1.0
+    assert sp.info["lineage"][-1]["recipe"]["chosen"]["finetune"] is False
+    sp = Space.fit(small, modalities=["image", "text"], cache=shared_cache, epochs=1, progress=False, seed=0,
+                   finetune=True)  # finetune given: the rule still set, the start fine-tuned (epoch 1 scored)
+    chosen = sp.info["lineage"][-1]["recipe"]["chosen"]
+    assert chosen["select_se"] == 1.0 and "finetune" not in chosen and sp.config["finetune"] is True
+    assert sp.info["training"]["history"][-1]["epoch"] == 1
+    for kw in ({"wise": 0.5}, {"l2sp": 0.01}, {"mixup": 0.5}, {"lr": 3e-4}):  # a fine-tuning option asks for it
+        sp = Space.fit(small, modalities=["image", "text"], cache=shared_cache, epochs=1, progress=False, seed=0, **kw)
+        chosen = sp.info["lineage"][-1]["recipe"]["chosen"]
+        assert chosen["select_se"] == 1.0 and "finetune" not in chosen and sp.config["finetune"] is True, kw
+        assert sp.info["training"]["history"][-1]["epoch"] == 1, kw
 
 
 def test_enough_val_pairs_select_data_select_se_or_a_training_free_method_warn_nothing(small, enough, shared_cache,

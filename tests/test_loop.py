@@ -104,18 +104,20 @@ def test_streaming_and_in_memory_trainers_differ_only_in_where_batches_come_from
 def test_stream_fit_follows_the_same_recipe_and_lineage_as_fit(tmp_path):
     """``fit --stream`` used to pin dim=256 / init=random: now the recipe (text locked, ridge start) applies.  With
     20 val pairs the in-memory fit's recipe also takes the standard-error rule (select_se=1, fewer than VAL_WARN val
-    pairs), which the streaming trainer has not: compared with ``--select-se 0``, the lineages agree."""
+    pairs) and keeps the training-free start (finetune=False, no fine-tuning epoch), which the streaming trainer has
+    not: compared with ``--select-se 0``, the lineages agree."""
     from anybind.cli import app
 
     man, specs = _corpus(tmp_path)
     args = ["fit", str(man), "--epochs", "3", "--cache", str(tmp_path / "c")]
     args += [a for m, s in specs.items() for a in ("-e", f"{m}={s}")]
-    for extra, out in ((["--stream"], "stream"), (["--select-se", "0"], "mem"), ([], "auto")):
+    for extra, out in ((["--stream"], "stream"), (["--select-se", "0"], "mem"), ([], "auto"),
+                       (["--stream", "--no-finetune"], "keep")):
         res = CliRunner().invoke(app, args + extra + ["--out", str(tmp_path / out)])
         assert res.exit_code == 0, res.output
     stream, mem, auto = (Space.load(tmp_path / n) for n in ("stream", "mem", "auto"))
     chosen = {"lock": "text", "init": "ridge", "wise": "auto", "lr": 1e-4}
-    for sp, more in ((stream, {}), (mem, {}), (auto, {"select_se": 1.0})):
+    for sp, more in ((stream, {}), (mem, {}), (auto, {"select_se": 1.0, "finetune": False})):
         assert sp.config["lock"] == "text" and sp.config["init"] == "ridge" and sp.dim == 24
         assert sp.info["lineage"][-1]["recipe"] == {"name": "auto", "chosen": {**chosen, **more}}
         assert sp.info["training"]["history"][0]["epoch"] == 0  # the ridge start competed
@@ -123,6 +125,10 @@ def test_stream_fit_follows_the_same_recipe_and_lineage_as_fit(tmp_path):
     assert "drop --stream" in stream.info["lineage"][-1]["val_warning"]["message"]  # both warn: 20 val pairs
     assert mem.info["lineage"][-1]["val_warning"]["val_pairs"] == 20 and "val_warning" not in auto.info["lineage"][-1]
     assert "se_rule" in auto.info["lineage"][-1] and "se_rule" not in mem.info["lineage"][-1]
+    assert [h["epoch"] for h in auto.info["training"]["history"]] == [0] and mem.info["training"]["epochs_run"] > 1
+    keep = Space.load(tmp_path / "keep")  # the streaming trainer honours an explicit --no-finetune: its start kept
+    assert [h["epoch"] for h in keep.info["training"]["history"]] == [0] and keep.config["finetune"] is False
+    assert stream.info["training"]["epochs_run"] > 1 and stream.config["finetune"] is True
     drop = ("time", "trainer", "val_warning")
     assert {k: v for k, v in stream.info["lineage"][-1].items() if k not in drop} == \
         {k: v for k, v in mem.info["lineage"][-1].items() if k not in drop}

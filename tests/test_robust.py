@@ -233,7 +233,8 @@ def test_cli_fit_takes_the_robust_levers(tmp_path):
     args = ["fit", str(m), "--epochs", "5", "--lock", "tx", "--init", "ridge", "--cache", str(tmp_path / "c")]
     for k, spec in specs.items():
         args += ["-e", f"{k}={spec}"]
-    res = CliRunner().invoke(app, args + ["--wise", "auto", "--l2sp", "0.01", "--center", "--out", str(tmp_path / "sp")])
+    res = CliRunner().invoke(app, args + ["--wise", "auto", "--l2sp", "0.01", "--center", "--finetune",  # 20 val pairs
+                                          "--out", str(tmp_path / "sp")])
     assert res.exit_code == 0, res.output
     sp = Space.load(tmp_path / "sp")
     rob = sp.info["training"]["robust"]

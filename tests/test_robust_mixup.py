@@ -145,7 +145,8 @@ def test_on_real_tux_paint_pairs_mixup_changes_the_default_fit_and_repeats(tux_d
         for i, r in enumerate(recs):
             f.write(_json.dumps({"id": r.id, "split": ("train", "train", "train", "val", "test")[i % 5],
                                  "image": str(r.values["image"]), "text": r.values["text"]}) + "\n")
-    kw = dict(modalities=["image", "text"], cache=shared_cache, progress=False, epochs=4, patience=4, wise=1.0)
+    kw = dict(modalities=["image", "text"], cache=shared_cache, progress=False, epochs=4, patience=4, wise=1.0,
+              finetune=True)  # 30 val pairs: recipe auto would keep the start
     plain = Space.fit(path, **kw)
     mixed = Space.fit(path, mixup=0.5, **kw)
     again = Space.fit(path, mixup=0.5, **kw)

@@ -64,6 +64,19 @@ def test_the_streaming_trainer_refuses_it_and_the_bench_lever_sets_it():
     assert system_kwargs("defaults+selse0.5") == {"select_se": 0.5}
     assert system_kwargs("defaults+selse1+se0.5") == {"select_se": 1.0, "ridge_se": 0.5}
     assert system_kwargs("defaults+selft0.5") == {"select_se": 0.5, "select_se_on": "finetune"}
+    assert system_kwargs("defaults+finetune") == {"finetune": True}
+    assert system_kwargs("defaults+nofinetune") == {"finetune": False}
+
+
+def test_keeping_the_start_needs_one_a_random_start_is_refused_in_one_line():
+    """finetune=False keeps the training-free start: init='random' has none, so it is refused (not silently a random
+    space); with a start (or fine-tuning on) the check passes, the streaming trainer's too (it honours it)."""
+    with pytest.raises(DataError) as e:
+        check_robust(TrainConfig(finetune=False, init="random"))
+    assert "\n" not in str(e.value) and "finetune=False" in str(e.value) and "init='random'" in str(e.value)
+    check_robust(TrainConfig(finetune=True, init="random"))
+    check_robust(TrainConfig(finetune=False, init="ridge", lock="text"))
+    check_config(TrainConfig(finetune=False, init="ridge", lock="text"))
 
 
 def _manifest(tux_dir, out, shuffle: bool):

@@ -150,7 +150,7 @@ def test_fit_takes_the_attention_options(world, tmp_path):
     _, _, files = world
     out = tmp_path / "sp"
     args = ["fit", str(files["manifest"]), "--epochs", "2", "--attn-lr", "0.02", "--attn-epochs", "2", "--lock", "text",
-            "--init", "ridge", "--cache", str(files["cache"]), "--out", str(out)]
+            "--init", "ridge", "--finetune", "--cache", str(files["cache"]), "--out", str(out)]  # a small val
     res = CliRunner().invoke(app, args + [x for m, s in files["encoders"].items() for x in ("-e", f"{m}={s}")])
     assert res.exit_code == 0, res.output
     sp = Space.load(out)

@@ -203,6 +203,14 @@ def val_pairs(plan: FitPlan) -> tuple[tuple[str, ...] | None, int]:
     return (pair if len(pairs) > 1 else None), n
 
 
+def finetune_asked(plan: FitPlan) -> list[str]:
+    """The fine-tuning options the user gave (a learning rate or a WiSE-FT setting not the recipe's, an L2-SP or
+    mixup weight above 0): each acts only on fine-tuned epochs, so giving one asks for fine-tuning and recipe auto
+    leaves ``finetune`` at its plain True (:func:`auto_select_se`)."""
+    return ([k for k in ("lr", "wise") if k in plan.config and k not in plan.chosen]
+            + [k for k in ("l2sp", "mixup") if plan.config.get(k)])
+
+
 def auto_select_se(plan: FitPlan, select_data: Any = None,
                    val: tuple[tuple[str, ...] | None, int] | None = None) -> float | None:
     """Recipe ``auto``'s standard-error rule: ``select_se=1`` where a trained fit from a ridge start chooses on its own
@@ -210,9 +218,13 @@ def auto_select_se(plan: FitPlan, select_data: Any = None,
     guard, ridge alpha, kernel keep, epoch, WiSE-FT alpha) then takes the candidate nearest the training-free start
     within one standard error of the best.  Chosen on val across the transfer matrix (BENCHMARKS.md, transfer: the
     standard-error rule by default on a small val): the KTuberling (36 val pairs) and icons (28) spaces stop losing to
-    the label bridge off their domain; a corpus with 100 val pairs or more is not touched.  A ``select_se`` the user
-    gave (0 included), ``select_data``, another recipe or method, or a random start: nothing (None); else the value
-    set in ``plan.config`` and recorded in ``plan.chosen``.  ``val``: :func:`val_pairs` already counted (None: counted
+    the label bridge off their domain; a corpus with 100 val pairs or more is not touched.  In the same branch
+    ``finetune=False`` unless the user gave ``finetune`` or a fine-tuning option (:func:`finetune_asked`): the
+    training-free start is kept (no InfoNCE epochs, no
+    WiSE-FT mix; on 24-36 val pairs the fine-tuning choice was seed-dependent and never helped off the domain:
+    BENCHMARKS.md, transfer: which default on a small own val).  A ``select_se`` the user gave (0 included),
+    ``select_data``, another recipe or method, or a random start: nothing (None); else the value set in
+    ``plan.config`` and recorded in ``plan.chosen``.  ``val``: :func:`val_pairs` already counted (None: counted
     here)."""
     if (plan.recipe != "auto" or plan.method != "contrastive" or select_data is not None
             or "select_se" in plan.config or plan.config.get("init") != "ridge"):
@@ -221,10 +233,14 @@ def auto_select_se(plan: FitPlan, select_data: Any = None,
     if not 2 <= n < VAL_WARN:
         return None
     plan.config["select_se"] = plan.chosen["select_se"] = 1.0
+    if "finetune" not in plan.config and not finetune_asked(plan):  # the start kept: no epochs, no WiSE-FT mix
+        plan.config["finetune"] = plan.chosen["finetune"] = False
+    ft = ", finetune=False" if plan.chosen.get("finetune") is False else ""
     of = f" of {'-'.join(pair)}" if pair else ""
-    log.info("recipe auto: select_se=1 (only %d val pairs%s, fewer than %d: each choice on val takes the candidate "
-             "nearest the training-free start within one standard error of the best; select_se=0 chooses the best "
-             "val mean, select_data=<manifest> chooses on another corpus' val)", n, of, VAL_WARN)
+    log.info("recipe auto: select_se=1%s (only %d val pairs%s, fewer than %d: each choice on val takes the candidate "
+             "nearest the training-free start within one standard error of the best%s; select_se=0 chooses the best "
+             "val mean, select_data=<manifest> chooses on another corpus' val)", ft, n, of, VAL_WARN,
+             ", and the start is kept without fine-tuning (finetune=True fine-tunes it)" if ft else "")
     return 1.0
 
 

@@ -94,7 +94,7 @@ cells >=) -> +0.035 (12/12), though the Tux Paint diagonal at 300 pairs loses 2 
 section defaults-kernel-start.  ``kernel_start=False`` turns it off.
 
 ``recipe="auto"`` (the default) applies each rule only where the user chose nothing: an explicit encoder,
-``lock``, ``init``, ``dim`` (a projected width rules out locking), ``ridge_prior``, ``start_guard``, ``kernel_start``, ``wise``, ``lr`` or ``select_se`` always
+``lock``, ``init``, ``dim`` (a projected width rules out locking), ``ridge_prior``, ``start_guard``, ``kernel_start``, ``wise``, ``lr``, ``select_se`` or ``finetune`` always
 wins, as a keyword or in a :class:`~anybind.train.TrainConfig`, whose defaults for these fields are :data:`AUTO`
 (the plain default or None given there is a choice too); a field still AUTO after the recipe is its plain default
 (:data:`PLAIN`, :func:`resolved`).  ``recipe="plain"`` is the bare default (random init, nothing locked, plain
@@ -153,7 +153,8 @@ AUTO = Auto()
 #: what each field left at :data:`AUTO` is when no rule of the recipe chose it (``recipe="plain"``, another
 #: method, a modality set no rule applies to, or a trainer called with a config directly)
 PLAIN: dict[str, Any] = {"dim": 256, "lr": 1e-3, "init": "random", "lock": None, "wise": None,
-                         "ridge_prior": "zero", "start_guard": False, "kernel_start": False, "select_se": 0.0}
+                         "ridge_prior": "zero", "start_guard": False, "kernel_start": False, "select_se": 0.0,
+                         "finetune": True}
 
 
 def check_flags(cfg: Any, flags: Mapping[str, tuple[Any, ...]]) -> None:

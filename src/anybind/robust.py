@@ -180,9 +180,9 @@ def check_robust(cfg) -> None:
     if cfg.ridge_prior != "zero" and cfg.init != "ridge":
         raise DataError(f"ridge_prior={cfg.ridge_prior!r} is what the ridge start shrinks towards: "
                         "use init='ridge'")
-    if (cfg.wise is not None or lam > 0) and cfg.init == "random":
-        raise DataError("wise / l2sp keep projectors near their training-free start: use init='ridge' "
-                        "(with lock), 'procrustes' or 'cca', not init='random'")
+    if (cfg.wise is not None or lam > 0 or cfg.finetune is False) and cfg.init == "random":
+        raise DataError("wise / l2sp / finetune=False keep projectors near (at) their training-free start: use "
+                        "init='ridge' (with lock), 'procrustes' or 'cca', not init='random'")
 
 
 class RobustFit:

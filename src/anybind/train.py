@@ -15,7 +15,7 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -45,7 +45,7 @@ class TrainConfig:
     """Everything that decides a trained space (saved in ``space.json``).
 
     The fields the recipe chooses (:data:`anybind.recipe.PLAIN`: ``dim``, ``lr``, ``init``, ``lock``, ``wise``,
-    ``ridge_prior``, ``start_guard``, ``kernel_start``, ``select_se``) default to :data:`~anybind.recipe.AUTO`, "the recipe decides": with
+    ``ridge_prior``, ``start_guard``, ``kernel_start``, ``select_se``, ``finetune``) default to :data:`~anybind.recipe.AUTO`, "the recipe decides": with
     ``Space.fit(config=...)`` any value given, even the plain default or None, is the user's choice and wins over
     ``recipe="auto"``.  Every trainer first takes :meth:`resolved` (AUTO -> the plain default, the value in the
     comments below), so what is trained and saved is never AUTO."""
@@ -87,6 +87,8 @@ class TrainConfig:
     select_se: float | Auto = AUTO  # 0.0; the standard-error rule over every choice on val (start guard, ridge alpha
     # unless ridge_se > 0, kernel keep, epoch, WiSE-FT alpha): the one nearest the start within this many SE of the
     # best; recipe auto sets 1 where the fit chooses on its own val of fewer than VAL_WARN pairs (anybind.fitting)
+    finetune: bool | Auto = AUTO  # True; False: keep the training-free start (no fine-tuning epochs, no WiSE-FT
+    # mix; the start's own choices on val still made): recipe auto sets it where it sets select_se=1 (anybind.fitting)
     select_se_on: str = "all"  # "finetune": the rule on the epoch and WiSE-FT alpha only, the start's choices as at 0
     center: bool = False
     mixup: float = 0.0  # weight of the geodesic multi-modal mixup term (m^2-mix hard negatives; 0: off)
@@ -100,7 +102,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_flags(self, {"standardize": (), "learn_temperature": (), "start_guard": (AUTO,), "kernel_start": (AUTO,),
-                           "center": (), "ridge_span": ()})
+                           "center": (), "ridge_span": (), "finetune": (AUTO,)})
         check_seed(self)
 
     def to_dict(self) -> dict[str, Any]:
@@ -322,7 +324,8 @@ def _train_space(fs: FeatureSet, cfg: TrainConfig, *, progress: bool = True, sel
 
     use_val = len(val_idx) >= 2 and any(len(vfs.with_pair(val_idx, *p)) >= 2
                                         for p in pairs if set(p) <= set(vfs.feats))
-    phase = attention_start(projectors, model, batches, steps, logit_scale, cfg, use_val=use_val, score=score,
+    ft = cfg if cfg.finetune else replace(cfg, epochs=0)  # finetune=False: the start itself is what is kept
+    phase = attention_start(projectors, model, batches, steps, logit_scale, ft, use_val=use_val, score=score,
                             refit=lambda: warm_start(projectors, fs, cfg, select), progress=progress)
     ridge = (phase or {}).get("ridge") or ridge  # the start fine-tuning leaves
     rob = robust.RobustFit(cfg, projectors, logit_scale)  # WiSE-FT / L2-SP around the loop (from here)
@@ -330,7 +333,7 @@ def _train_space(fs: FeatureSet, cfg: TrainConfig, *, progress: bool = True, sel
                          list(loss_fn.parameters()) + list(placeholders.parameters()),
                          lr=cfg.lr, weight_decay=cfg.weight_decay, own_lr=cfg.attn_lr,
                          own_rate=attention_parameters(projectors))
-    res = fit_loop(model, batches, opt, logit_scale, epochs=cfg.epochs, steps=steps, use_val=use_val,
+    res = fit_loop(model, batches, opt, logit_scale, epochs=ft.epochs, steps=steps, use_val=use_val,
                    patience=cfg.patience, score=per_item, start=cfg.init != "random", progress=progress,
                    keep={"projectors": model.projectors, "placeholders": placeholders},
                    penalty=rob.penalty, on_epoch=rob.on_epoch, select_se=cfg.select_se)
@@ -338,6 +341,9 @@ def _train_space(fs: FeatureSet, cfg: TrainConfig, *, progress: bool = True, sel
     final_logit, rob_rec = rob.finish(res.logit_scale, (lambda: per_item(1)) if use_val else None)
     if ridge:
         rob_rec["ridge"] = ridge
+    if not cfg.finetune:
+        rob_rec["finetune"] = False  # the training-free start kept: no fine-tuning epoch, nothing to mix
+        log.info("finetune=False: the training-free start is kept (epoch 0; no InfoNCE epochs, no WiSE-FT mix)")
     if cfg.select_se > 0:  # what the standard-error rule chose, said in one line (the lineage holds each record)
         log.info("select_se=%g: %s", cfg.select_se, describe_se_rule(ridge, res.se_rule, rob_rec.get("wise_se_rule")))
     if phase is not None:

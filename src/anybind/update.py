@@ -104,7 +104,7 @@ def _robust_cfg(cfg: UpdateConfig) -> SimpleNamespace:
     start, never a random one); no mixup, no ridge start (so no start guard) in an update."""
     return SimpleNamespace(wise=cfg.wise, l2sp=cfg.l2sp, mixup=0.0, mixup_alpha=1.0, ridge_prior="zero",
                            start_guard=False, kernel_start=False, ridge_span=False, ridge_se=0.0, select_se=0.0,
-                           select_se_on="all", init="parent")
+                           select_se_on="all", init="parent", finetune=True)
 
 
 def update_config(config: Mapping[str, Any]) -> UpdateConfig:

@@ -273,7 +273,8 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
            "val (category) + emoji val (subgroup), stored with the space, class names FM_NAMES (templates and "
            "held-out checks in the JSON config, chosen_prompts, each with the row and seed of its space)" if sel is not None else ""),
         "recipe = locked text, ridge start, label-bridge images, InfoNCE + early stopping on val (the issue-16 start); "
-        "+start: its epoch 0 (no fine-tuning); +bridge: the ridge start shrinks towards the label bridge; +residual: the start is the label bridge itself, "
+        "+start: its epoch 0 (no fine-tuning); +finetune / +nofinetune: finetune=True (fine-tuned even on a small "
+        "own val) / False (the start kept); +bridge: the ridge start shrinks towards the label bridge; +residual: the start is the label bridge itself, "
         "fine-tuning learns a zero-initialised residual; +noguard / +guard: the start guard off / on (the label bridge kept "
         "as the start where the ridge does not beat it on val); +wise: WiSE-FT, "
         "alpha on val; +l2sp: lambda from the grid " + l2sp_grid + " chosen on val; +lrX: learning rate X; "

@@ -81,6 +81,8 @@ def subsample_train(man, max_train: int, seed: int):
 #: of the grid and keeps the best on val, "lrX" sets the learning rate, "wiseX" a fixed WiSE-FT alpha
 LEVERS: dict[str, dict[str, Any]] = {
     "start": {"epochs": 0},  # the training-free start itself (no fine-tuning)
+    "finetune": {"finetune": True},  # fine-tuned even where recipe auto keeps the start (a small own val)
+    "nofinetune": {"finetune": False},  # the start kept (finetune=False) wherever the start is trained
     "bridge": {"ridge_prior": "bridge"},
     "residual": {"ridge_prior": "residual"},  # the label bridge as a branch, a zero-initialised residual on top
     "wise": {"wise": "auto"},

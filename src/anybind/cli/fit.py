@@ -157,6 +157,7 @@ def fit(
     ridge_se: Optional[float] = RIDGE_SE,
     select_se: Optional[float] = SELECT_SE,
     select_se_on: Optional[SelectSeOn] = SELECT_SE_ON,
+    finetune: Optional[bool] = switch_option("finetune"),
     center: Optional[bool] = typer.Option(
         None, "--center/--no-center", help="Inductive centring: store each modality's mean train embedding in "
         "the space and subtract it at embed time (no statistics of the data embedded later)."
@@ -240,7 +241,7 @@ def fit(
               weight_decay=weight_decay, temperature=temperature, seed=seed, loss=loss, missing=missing)
     # only what the user chose: the recipe fills the rest (an explicit --dim rules out locking the text space)
     given = (("dim", dim), ("lock", lock), ("init", init), ("lr", lr), ("l2sp", l2sp), ("ridge_prior", ridge_prior),
-             ("start_guard", start_guard), ("kernel_start", kernel_start), ("ridge_span", ridge_span), ("ridge_se", ridge_se), ("select_se", select_se), ("select_se_on", select_se_on), ("center", center), ("mixup", mixup), ("mixup_alpha", mixup_alpha), ("attn_lr", attn_lr),
+             ("start_guard", start_guard), ("kernel_start", kernel_start), ("ridge_span", ridge_span), ("ridge_se", ridge_se), ("select_se", select_se), ("select_se_on", select_se_on), ("finetune", finetune), ("center", center), ("mixup", mixup), ("mixup_alpha", mixup_alpha), ("attn_lr", attn_lr),
              ("attn_epochs", attn_epochs))
     kw.update({k: v for k, v in given if v is not None})
     if lock is not None and lock.strip().lower() == "none":  # nothing locked: a choice, as lock=None in Python

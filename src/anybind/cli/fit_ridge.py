@@ -1,6 +1,6 @@
 """``anybind fit``'s ridge-start options (``--init ridge``): what the start shrinks towards
 (``--ridge-prior``), its guard, its kernel branch, its span and its standard-error rule (and ``--select-se``, the rule over every choice on val, with
-``--select-se-on``), and their check;
+``--select-se-on``, and ``--finetune/--no-finetune``), and their check;
 ``anybind bind`` shares ``--start-guard`` / ``--kernel-start`` with help of its own.  Read by
 :func:`anybind.cli.fit.fit` and :func:`anybind.cli.fit.bind`."""
 
@@ -28,6 +28,11 @@ SWITCH_HELPS: dict[str, tuple[str, ...]] = {
         "linear start on val (recipe's).",
         "As anybind fit's, where the label bridge is the prior (on there by default): a kernel branch on the "
         "bridge's residual, kept where it beats the linear start on val."),
+    "finetune": (
+        "Fine-tune the training-free start with InfoNCE (epochs, WiSE-FT); --no-finetune: keep the start (its "
+        "guard, ridge alpha and kernel still chosen on val). Default: the recipe's (no fine-tuning where recipe "
+        "auto sets --select-se 1, an own val of 2-99 pairs, unless --lr, --wise, --l2sp or --mixup is given; else "
+        "fine-tuned).",),
     "ridge-span": (
         "With --ridge-prior bridge: the ridge start and its kernel branch only inside the training text's "
         "span, the bridge kept outside (off).",),

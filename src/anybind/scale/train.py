@@ -38,6 +38,7 @@ import logging
 import math
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -246,14 +247,15 @@ def train_streaming(
 
         t0 = time.perf_counter()
         stream = batches()
+        ft = cfg if cfg.finetune else replace(cfg, epochs=0)  # finetune=False: the training-free start is kept
         phase = attention_start(
-            projectors, model, stream, steps, logit_scale, cfg, use_val=use_val, score=score,
+            projectors, model, stream, steps, logit_scale, ft, use_val=use_val, score=score,
             refit=lambda: solve_once(lambda: ridge_start(
                 projectors, cfg, shards.specs, _shard_pairs(shards, "train", cfg.lock),
                 featureset_pairs(shards.feature_set("val"), "val", cfg.lock)), projectors, distributed),
             progress=progress and rank == 0)
         rob = RobustFit(cfg, projectors, logit_scale)  # from the start fine-tuning leaves
-        res = fit_loop(model, stream, opt, logit_scale, epochs=cfg.epochs, steps=steps, use_val=use_val,
+        res = fit_loop(model, stream, opt, logit_scale, epochs=ft.epochs, steps=steps, use_val=use_val,
                        patience=cfg.patience, score=score, keep=projectors, start=cfg.init != "random",
                        progress=progress and rank == 0, label="training (streaming)",
                        penalty=rob.penalty, on_epoch=rob.on_epoch)
