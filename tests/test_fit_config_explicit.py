@@ -85,8 +85,8 @@ def test_auto_is_one_value_that_pickles_copies_and_refuses_to_be_a_truth_value()
 def test_explicit_defaults_in_a_config_object_reach_the_fitted_space(manifest, tmp_path):  # noqa: F811
     sp = _fit(manifest, tmp_path, config=TrainConfig(wise=None, lr=1e-3, **SMALL))
     assert sp.config["wise"] is None and sp.config["lr"] == 1e-3 and sp.config["lock"] == "text"
-    assert sp.info["lineage"][-1]["recipe"]["chosen"] == {"lock": "text", "init": "ridge", "select_se": 1.0,
-                                                          "finetune": False}  # small val
+    assert sp.info["lineage"][-1]["recipe"]["chosen"] == {"lock": "text", "init": "ridge", "select_se": 1.0}
+    assert sp.config["finetune"] is True  # small val, but a learning rate given asks for fine-tuning
     assert "wise_alpha" not in sp.info["training"]["robust"]
     kw = _fit(manifest, tmp_path, wise=None, lr=1e-3, **SMALL)
     wa, wb = _weights(sp), _weights(kw)
@@ -143,8 +143,8 @@ def test_the_start_guard_off_in_a_config_object_as_with_the_cli_flags_on_real_tu
         assert entry["ridge_start"]["image"]["prior"] == "bridge" and "guard" not in entry["ridge_start"]["image"]
         assert entry["recipe"]["chosen"] == {"lock": "text", "init": "ridge", "lr": FINE_TUNE_LR,
                                              "encoders.image": "image:efficientnet-lite0+bridge",
-                                             "ridge_prior": "bridge", "kernel_start": True, "select_se": 1.0,
-                                             "finetune": False}
+                                             "ridge_prior": "bridge", "kernel_start": True, "select_se": 1.0}
+        assert s.config["finetune"] is True  # --wise off given: a fine-tuning option asks for fine-tuning
         assert s.config["start_guard"] is False and s.config["wise"] is None
         assert "wise_alpha" not in s.info["training"]["robust"]
     wa, wb = _weights(sp), _weights(cli)
