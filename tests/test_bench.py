@@ -49,13 +49,17 @@ def test_an_option_no_task_takes_is_an_error_before_anything_runs(toy_tasks, tmp
     assert not out.exists()
 
 
-def test_an_opt_without_a_value_is_refused_by_the_cli(toy_tasks, tmp_path):
+@pytest.mark.parametrize("opt", ["limit", "limit=", "=3"])
+def test_an_opt_without_a_value_is_refused_by_the_cli(toy_tasks, tmp_path, opt):
+    """``--opt select=`` (no value) ran the transfer bench on its defaults for as long as it takes: refused."""
     from typer.testing import CliRunner
 
     from anybind.cli import app
 
-    res = CliRunner().invoke(app, ["bench", "--task", "toy-b", "--opt", "limit", "--work", str(tmp_path)])
-    assert res.exit_code == 2 and "give KEY=VALUE" in res.output and "Traceback" not in res.output
+    out = tmp_path / "r.json"
+    res = CliRunner().invoke(app, ["bench", "--task", "toy-b", "--opt", opt, "--work", str(tmp_path), "--json", str(out)])
+    assert res.exit_code == 2 and "give KEY=VALUE" in res.output and "Traceback" not in res.output, res.output
+    assert repr(opt) in res.output and not out.exists()
 
 
 def test_markdown_command_records_the_options(toy_tasks, tmp_path):

@@ -88,9 +88,9 @@ def test_selection_on_every_record_and_its_errors(tmp_path):
     assert non_test < 60
     with pytest.raises(DataError, match="select_split='test': nothing is chosen on a test split"):
         fit(tmp_path, paths["a"], specs, epochs=3, select_data=paths["b"], select_split="test")
-    with pytest.raises(DataError, match="select_data .* 0 nope-split records") as e:
-        fit(tmp_path, paths["a"], specs, epochs=3, select_data=paths["b"], select_split="nope")
-    assert "\n" not in str(e.value)
+    with pytest.raises(DataError, match="select_split='nope' is not a split: use 'val', 'train' or None") as e:
+        fit(tmp_path, paths["a"], specs, epochs=3, select_data=paths["b"], select_split="nope")  # a typo: named,
+    assert "\n" not in str(e.value) and "records" not in str(e.value)  # not "0 nope-split records" in the data
     with pytest.raises(DataError, match="not method='procrustes'"):
         Space.fit(paths["a"], encoders=specs, cache=tmp_path / "c", method="procrustes", progress=False,
                   select_data=paths["b"])
@@ -121,6 +121,9 @@ def test_cli_fit_selects_on_another_corpus(tmp_path):
                                           "--out", str(tmp_path / "sp2")])
     assert res.exit_code == 0, res.output
     assert Space.load(tmp_path / "sp2").info["training"]["select_data"]["records"] == 80  # all but the 20 test
+    res = CliRunner().invoke(app, args + ["--select-data", str(paths["b"]), "--select-split", "vla",
+                                          "--out", str(tmp_path / "sp4")])
+    assert res.exit_code == 2 and "select_split='vla' is not a split" in res.output and "'all'" in res.output
     res = CliRunner().invoke(app, args + ["--select-split", "all", "--out", str(tmp_path / "sp3")])
     assert res.exit_code == 2 and "no --select-data was given" in res.output, res.output
     assert not (tmp_path / "sp3").exists()

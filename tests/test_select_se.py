@@ -270,3 +270,10 @@ def test_the_guard_never_keeps_a_ridge_that_scores_below_the_start_on_val():
                                 dtype=torch.float64), guard=True, se=2.0, guard_se=0.25, scores=scores)
     assert rec["ridge_val"] < rec["start_val"]  # the ridge_se pick is below the start on val
     assert rec["kept"] == "start" and alpha is None and scores["val"] == rec["start_val"]
+
+
+def test_on_finetune_without_the_rule_is_refused_not_ignored():
+    """``--select-se 0 --select-se-on finetune`` fitted as if select_se_on were not given: refused in one line."""
+    with pytest.raises(DataError) as e:
+        check_robust(TrainConfig(select_se=0.0, select_se_on="finetune"))
+    assert "\n" not in str(e.value) and str(e.value).startswith("select_se_on='finetune' steers nothing")

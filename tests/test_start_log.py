@@ -81,3 +81,23 @@ def test_both_callers_say_the_same_lines(guard, kernel, caplog):
             else []) + ([("INFO", "start: 'image' " + start_line(guard, kernel))] if start_line(guard, kernel) else [])
     assert bind == want and [x for x in fit if "'audio'" not in x[1]] == want
     assert fit[-1] == ("INFO", "start: 'audio' " + start_line(None, NOTE))
+
+
+# the records of a real fit under the standard-error rule (anybind fit on 130 Tux Paint train / 12 val pairs,
+# recipe auto's select_se=1): the ridge beat the bridge on val, but by less than one standard error
+GUARD_SE = {"ridge_val": 0.791667, "start_val": 0.777778, "kept": "start", "rule": "1se", "best_val": 0.791667,
+            "best_se": 0.068041}
+KERNEL_SE = {"base_val": 0.777778, "grid": {"0.5/1e-05": 0.791667, "1/1e-05": 0.75}, "kept": False, "rule": "1se",
+             "best_se": 0.062}
+
+
+def test_the_standard_error_rule_is_named_never_a_false_comparison():
+    """Under select_se the guard keeps the bridge though the ridge scored higher, and the kernel branch is left out
+    though it scored higher: the line says so (within one standard error), never "0.7778 >= the ridge's 0.7917"."""
+    line = start_line(GUARD_SE, KERNEL_SE)
+    assert "\n" not in line and ">=" not in line and "does not beat 0.7778" not in line, line
+    assert "its label bridge (val 0.7778 < the ridge's 0.7917, within 1 standard error (0.0680)" in line, line
+    assert "its best val 0.791667 beats 0.7778 by less than 1 standard error (0.0620)" in line, line
+    # where the start did score at least as high, the plain comparison stays
+    assert "val 0.7917 >= the ridge's 0.7778" in start_line({**GUARD_SE, "start_val": 0.791667, "ridge_val": 0.777778},
+                                                              None)

@@ -183,3 +183,25 @@ def test_a_system_given_twice_is_refused_before_any_work(systems, named, tmp_pat
     with pytest.raises(AnybindError,
                        match=rf"^transfer: systems={systems!r} names {named} twice: one row each, give it once$"):
         tasks_transfer.transfer(tmp_path, corpora="tuxa,tuxb", systems=systems, fm="0")
+
+
+@pytest.mark.parametrize("opts, says", [
+    ({"corpora": ","}, "transfer: corpora=',': no corpus named"),
+    ({"systems": ", "}, "transfer: systems=', ': no system named"),
+    ({"max_train": "abc"}, "transfer: max_train='abc': a whole number >= 0"),
+    ({"fm": "-1"}, "transfer: fm='-1': a whole number >= 0"),
+    ({"center": "yes"}, "transfer: center='yes': 1 or 0"),
+    ({"l2sp_grid": "0.1,x", "systems": "defaults+l2sp"}, "transfer: l2sp_grid='0.1,x': comma-separated numbers"),
+    ({"select": "tuxc"}, "transfer: select='tuxc' is used only by the +select / +selectown systems"),
+])
+def test_a_bad_option_is_one_line_before_any_work(opts, says, tmp_path, monkeypatch):
+    """corpora=',' failed after building Fashion-MNIST ("no field 'image' in  (fields: none)"), max_train=abc was a
+    traceback, systems=',' / center=yes / select=NAME with no +select system ran silently on the defaults, and a bad
+    l2sp_grid failed only after the first fits: each refused first, in one line naming the option."""
+    from anybind.bench import tasks_transfer
+
+    monkeypatch.setattr(tasks_transfer, "corpus_builders", lambda: _never_built())
+    kw = {"corpora": "tuxa,tuxb", "systems": "defaults", "fm": "0", **opts}
+    with pytest.raises(AnybindError) as e:
+        tasks_transfer.transfer(tmp_path, **kw)
+    assert str(e.value).startswith(says) and "\n" not in str(e.value), str(e.value)

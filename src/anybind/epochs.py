@@ -110,3 +110,29 @@ def describe_se_rule(ridge: Mapping[str, Any] | None, epoch: Mapping[str, Any] |
             parts.append(f"{name} {r['chosen']} (best {r['best']}: {r['best_val']:.3f} +- {r['best_se']:.3f}, "
                          f"chosen {r['chosen_val']:.3f})")
     return "; ".join(parts) or "nothing to choose"
+
+
+def _se_words(rec: Mapping[str, Any]) -> str:
+    """``"1 standard error"`` from a record's standard-error rule (``"1se"``, ``"0.5se"``)."""
+    k = str(rec["rule"]).removesuffix("se")
+    return f"{k} standard error{'' if k == '1' else 's'}"
+
+
+def kept_start_words(guard: Mapping[str, Any]) -> str:
+    """Why a start guard (:func:`anybind.ridge.prior_ridge`'s record) kept the training-free start: its val was at
+    least the ridge's, or, under the standard-error rule (``rule`` in the record), below it but within the rule."""
+    if "rule" in guard and guard["start_val"] < guard["ridge_val"]:
+        return (f"val {guard['start_val']:.4f} < the ridge's {guard['ridge_val']:.4f}, within {_se_words(guard)} "
+                f"({guard['best_se']:.4f}) of the best: the standard-error rule keeps the training-free start")
+    return (f"val {guard['start_val']:.4f} >= the ridge's {guard['ridge_val']:.4f}: the training pairs do not beat "
+            "the training-free start")
+
+
+def kernel_miss_words(kernel: Mapping[str, Any], best: float) -> str:
+    """Why a kernel branch whose best finite grid val is ``best`` was not kept (the record of
+    :func:`anybind.ridge_kernel.kernel_start`): it does not beat the linear start's val, or, under the standard-error
+    rule, by too little."""
+    if "rule" in kernel and best > kernel["base_val"]:
+        return (f"its best val {best} beats {kernel['base_val']:.4f} by less than {_se_words(kernel)} "
+                f"({kernel['best_se']:.4f})")
+    return f"its best val {best} does not beat {kernel['base_val']:.4f}"

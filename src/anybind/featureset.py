@@ -125,7 +125,10 @@ def selection_set(manifests: Sequence[Manifest], specs: Mapping[str, str], cache
     records are never used: nothing is chosen on a test split."""
     if split == "test":
         raise DataError("select_split='test': nothing is chosen on a test split; use 'val', 'train' or None "
-                        "(every record outside the test split)")
+                        "(every record outside the test split; 'all' in anybind fit)")
+    if split not in (None, "val", "train"):
+        raise DataError(f"select_split={split!r} is not a split: use 'val', 'train' or None (every record outside "
+                        "the test split; 'all' in anybind fit)")
     mans, n = [], 0
     for man in manifests:
         keep = [r for r in man.records if (r.split != "test" if split is None else r.split == split)]

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .epochs import se_of
+from .epochs import kernel_miss_words, kept_start_words, se_of
 from .errors import DataError
 from .metrics import query_ranks
 from .projectors import kernel_rows
@@ -327,8 +327,7 @@ def start_line(guard: dict[str, Any] | None, kernel: dict[str, Any] | None) -> s
     if guard is None or "note" in guard:
         linear = "the linear ridge start"
     elif bridge:
-        linear = (f"its label bridge (val {guard['start_val']:.4f} >= the ridge's {guard['ridge_val']:.4f}: the "
-                  "training pairs do not beat the training-free start)")
+        linear = f"its label bridge ({kept_start_words(guard)})"
     else:
         linear = f"the ridge (val {guard['ridge_val']:.4f} > its label bridge's {guard['start_val']:.4f})"
     if kernel is None:
@@ -340,7 +339,7 @@ def start_line(guard: dict[str, Any] | None, kernel: dict[str, Any] | None) -> s
                 f"val {kernel['val']} beats the linear start's {kernel['base_val']:.4f} "
                 f"({'the bridge' if bridge else 'the ridge'})")
     finite = [v for v in kernel["grid"].values() if v is not None and math.isfinite(v)]  # a NaN score never wins
-    why = (f"its best val {max(finite)} does not beat {kernel['base_val']:.4f}" if finite else
+    why = (kernel_miss_words(kernel, max(finite)) if finite else
            f"no finite grid score; the linear start's val {kernel['base_val']:.4f}")
     return f"starts at {linear}; no kernel branch ({why})"
 

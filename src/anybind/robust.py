@@ -162,6 +162,8 @@ def check_robust(cfg) -> None:
             raise DataError(f"{name} must be a non-negative number (standard errors), got {se!r}")
     if cfg.select_se_on not in ("all", "finetune"):
         raise DataError(f"select_se_on must be 'all' or 'finetune', got {cfg.select_se_on!r}")
+    if cfg.select_se_on == "finetune" and not cfg.select_se:  # refused, not ignored
+        raise DataError("select_se_on='finetune' steers nothing without the rule (select_se=0): give select_se > 0")
     se = cfg.ridge_se
     if se > 0 and cfg.init != "ridge":  # refused, not ignored: no ridge path to apply the rule to
         raise DataError(f"ridge_se={se!r} is the ridge start's standard-error rule: use init='ridge' (got init={cfg.init!r})")

@@ -47,7 +47,7 @@ from .stats import (  # noqa: F401 -- Clusters, bootstrap, caption_groups, paire
 from .transfer_cells import (  # noqa: F401 -- DIRS, fm_hits, retrieval_hits, summary_notes re-exported
     DIRS, fm_hits, retrieval_hits, retrieval_hits_ids, seed_column, seeds_option, summary_notes)
 from .transfer_systems import (  # noqa: F401 -- system_kwargs, subsample_train, train_sets re-exported
-    MODS, corpus_builders, selection_corpus, subsample_train, system_kwargs, systems_option, train_sets)
+    MODS, corpus_builders, number_options, selection_corpus, subsample_train, system_kwargs, systems_option, train_sets)
 
 @task("transfer", "Transfer matrix: train on each corpus / all, R@1 on every corpus' test split and Fashion-MNIST "
       "zero-shot, beside the label bridge and Procrustes (--opt corpora=, train=, systems=, max_train=, fm=, center=, "
@@ -99,7 +99,7 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
                 own = {m: e for m, e in (("image", spec), ("text", tspec)) if e}
                 tags = " ".join(f"{m}={short_spec(e)}" for m, e in own.items())
                 variants.append((f"{s} [{tags}]" if tags else s, s, own))
-    n_fm, cap = int(fm), int(max_train)
+    n_fm, cap, l2sp_lams = number_options(corpora, names, max_train, fm, center, l2sp_grid)
     seed_list = seeds_option(seeds, seed)
     select_mans = selection_corpus(select, names, builders, fit_kw, work)
     mans = {c: load_manifest(builders[c](Path(work)), modalities=MODS, progress=False) for c in names}
@@ -196,7 +196,7 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
         elif "+l2sp" in system:
             fits = {lam: Space.fit(train_mans, modalities=MODS, encoders=sys_encs, cache=fc, seed=s,
                                    progress=False, recipe="plain", l2sp=lam, **kw)
-                    for lam in (float(x) for x in l2sp_grid.split(","))}
+                    for lam in l2sp_lams}
             lam = max(fits, key=lambda k: (fits[k].info["metrics"]["val/score"], -k))  # chosen on val
             sp = fits[lam]
             chosen[label] = {str(k): v.info["metrics"]["val/score"] for k, v in fits.items()}

@@ -6,6 +6,7 @@ and its levers, as ``Space.fit`` keywords), with the held-out corpus that ``+sel
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,8 @@ def systems_option(systems: str) -> list[str]:
     from ..errors import AnybindError
 
     wanted = [s.strip() for s in systems.split(",") if s.strip()]
+    if not wanted:
+        raise AnybindError(f"transfer: systems={systems!r}: no system named (e.g. recipe,defaults)")
     twice = [s for s in dict.fromkeys(wanted) if wanted.count(s) > 1]
     if twice:
         raise AnybindError(f"transfer: systems={systems!r} names {', '.join(twice)} twice: one row each, give it once")
@@ -148,6 +151,9 @@ def selection_corpus(select: str, names: Sequence[str], builders, fit_kw: dict, 
     from ..errors import AnybindError
 
     wants = [s for s, kw in fit_kw.items() if kw.get("select_data") in ("held-out", "own+held-out")]
+    if not wants and select:  # said, not dropped
+        raise AnybindError(f"transfer: select={select!r} is used only by the +select / +selectown systems; none is "
+                           f"among {', '.join(fit_kw)}: add one or drop the option")
     if not wants:
         return []
     if not select:
@@ -164,3 +170,23 @@ def _number(s: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def number_options(corpora: str, names: Sequence[str], max_train: str, fm: str, center: str,
+                   l2sp_grid: str) -> tuple[int, int, list[float]]:
+    """The transfer bench's plain options checked before any work, each refused in one line naming it:
+    ``(fm, max_train, l2sp_grid)`` as numbers; ``corpora`` must name one corpus at least, ``center`` be 1 or 0."""
+    from ..errors import AnybindError
+
+    if not names:
+        raise AnybindError(f"transfer: corpora={corpora!r}: no corpus named")
+    for key, v in (("max_train", max_train), ("fm", fm)):
+        if not v.strip().isdecimal():
+            none = "all" if key == "max_train" else "none"
+            raise AnybindError(f"transfer: {key}={v!r}: a whole number >= 0 (0: {none})")
+    if center.strip() not in ("0", "1"):
+        raise AnybindError(f"transfer: center={center!r}: 1 or 0 (every system also centred inductively, or not)")
+    grid = [x.strip() for x in l2sp_grid.split(",") if x.strip()]
+    if not grid or not all(_number(x) and math.isfinite(float(x)) and float(x) >= 0 for x in grid):
+        raise AnybindError(f"transfer: l2sp_grid={l2sp_grid!r}: comma-separated numbers >= 0 (the +l2sp lambdas)")
+    return int(fm), int(max_train), [float(x) for x in grid]

@@ -208,9 +208,10 @@ def bench(
     if not names:
         raise typer.BadParameter("give --task NAME (see --list) or --all")
     try:
-        bad = [o for o in (opt or []) if "=" not in o or not o.split("=", 1)[0]]
+        bad = [o for o in (opt or []) if "=" not in o or not all(o.split("=", 1))]  # no key, or no value
         if bad:
-            raise typer.BadParameter(f"--opt {bad[0]!r}: give KEY=VALUE (e.g. --opt limit=2000)")
+            raise typer.BadParameter(f"--opt {bad[0]!r}: give KEY=VALUE (e.g. --opt limit=2000); leave an option out "
+                                     "for its default")
         options = dict(o.split("=", 1) for o in (opt or []))
         records = run_tasks(names, json_out=json_out, work=work, cache=cache, seed=seed, console=console, options=options)
         if markdown:

@@ -118,6 +118,9 @@ def build_icons(
 ) -> CorpusSummary:
     """Build the icons corpus into ``out_dir`` (see the module docstring); missing default inputs are installed
     (``install`` and root), or named in one line with the command that installs them."""
+    for key, value in (("limit", limit), ("size", size)):
+        if value is not None and value < 1:
+            raise DataError(f"icons: {key} must be a whole number >= 1, got {value}")
     src = Path(root)
     if install and src.absolute() == Path(DEFAULT_ROOT) and not src.exists():
         ensure_debian_package(PACKAGE, DEFAULT_ROOT)
@@ -177,6 +180,9 @@ def _build_into(
     skipped: dict[str, list[str]] = {}
     bad_files: dict[str, str] = {}
     files, links = scan_theme(base, contexts, limit)
+    if not files:
+        raise DataError(f"{base}: no .svg icon file in {', '.join(contexts)} (a PNG theme such as Adwaita or hicolor "
+                        "is not read; pass root= a Papirus-style SVG theme)")
     task = prog.add_task("reading icons", total=len(files)) if prog is not None else None
     first: dict[str, IconFile] = {}
     datas: dict[str, bytes] = {}
@@ -234,6 +240,9 @@ def _build_into(
         records.append(rec)
 
     name_drops = {r: len(skipped.get(r, [])) for r in NAME_REASONS}
+    if not records:
+        why = ", ".join(f"{k} {len(v)}" for k, v in sorted(skipped.items()) if v)
+        raise DataError(f"icons: no icon kept from the {len(files)} .svg files of {base} ({why})")
     version = debian_package_version(PACKAGE) if base == Path(DEFAULT_ROOT, DEFAULT_SIZE_DIR) else "unknown"
     source = dict(package=PACKAGE, version=version, theme_dir=str(base), contexts=list(contexts))
     source["license"] = "GPL-3 (the package's copyright file is copied into LICENSE)"
