@@ -205,10 +205,12 @@ def val_pairs(plan: FitPlan) -> tuple[tuple[str, ...] | None, int]:
 
 def finetune_asked(plan: FitPlan) -> list[str]:
     """The fine-tuning options the user gave (a learning rate or a WiSE-FT setting not the recipe's, an L2-SP or
-    mixup weight above 0): each acts only on fine-tuned epochs, so giving one asks for fine-tuning and recipe auto
+    mixup weight above 0, the standard-error rule on the fine-tuning choices only, ``select_se_on="finetune"``):
+    each acts only on fine-tuned epochs, so giving one asks for fine-tuning and recipe auto
     leaves ``finetune`` at its plain True (:func:`auto_select_se`)."""
     return ([k for k in ("lr", "wise") if k in plan.config and k not in plan.chosen]
-            + [k for k in ("l2sp", "mixup") if plan.config.get(k)])
+            + [k for k in ("l2sp", "mixup") if plan.config.get(k)]
+            + (["select_se_on"] if plan.config.get("select_se_on", "all") != "all" else []))
 
 
 def auto_select_se(plan: FitPlan, select_data: Any = None,
