@@ -205,3 +205,12 @@ def test_a_bad_option_is_one_line_before_any_work(opts, says, tmp_path, monkeypa
     with pytest.raises(AnybindError) as e:
         tasks_transfer.transfer(tmp_path, **kw)
     assert str(e.value).startswith(says) and "\n" not in str(e.value), str(e.value)
+
+
+@pytest.mark.parametrize("center, on", [("1", True), (" 1", True), ("0", False), ("0 ", False)])
+def test_center_is_read_as_it_is_checked(center, on):
+    """The check stripped center (' 1' passed) while the bench compared the raw string (center == '1'): ' 1' ran no
+    +center rows, silently.  The checked value is the one the bench reads."""
+    from anybind.bench.transfer_systems import number_options
+
+    assert number_options("tuxa", ["tuxa"], "0", "0", center, "0.1") == (0, 0, [0.1], on)

@@ -99,7 +99,7 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
                 own = {m: e for m, e in (("image", spec), ("text", tspec)) if e}
                 tags = " ".join(f"{m}={short_spec(e)}" for m, e in own.items())
                 variants.append((f"{s} [{tags}]" if tags else s, s, own))
-    n_fm, cap, l2sp_lams = number_options(corpora, names, max_train, fm, center, l2sp_grid)
+    n_fm, cap, l2sp_lams, centre = number_options(corpora, names, max_train, fm, center, l2sp_grid)
     seed_list = seeds_option(seeds, seed)
     select_mans = selection_corpus(select, names, builders, fit_kw, work)
     mans = {c: load_manifest(builders[c](Path(work)), modalities=MODS, progress=False) for c in names}
@@ -233,7 +233,7 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
                 row_encoders[f"{tname}/{row_name}"] = dict(sp.encoders)
                 per_row.setdefault(row_name, ([], []))[0].append(measure(sp, label))
                 per_row[row_name][1].append(extra)
-                if center == "1":
+                if centre:
                     centred_hits = measure(centred(sp, train_mans, cache=fc), f"{tname}/{row_name} +center{tag}")
                     per_row.setdefault(row_name + " +center", ([], []))[0].append(centred_hits)
                     per_row[row_name + " +center"][1].append({})
@@ -243,7 +243,7 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
         row_hits = {v[0]: hits_of[v[0]] for v in variants}  # the trained rows (not +center), seed-mean hits
         timings[tname] = round(time.perf_counter() - t0, 1)
         paired[tname] = paired_vs_first(list(row_hits), row_hits, seed, n_boot, groups) if len(row_hits) > 1 else {}
-    notes = summary_notes(metrics, sets, [v[0] for v in variants], names, center == "1", seed_list)
+    notes = summary_notes(metrics, sets, [v[0] for v in variants], names, centre, seed_list)
     if several:
         notes.append(f"seeds {', '.join(map(str, seed_list))}: each seed draws its own train subsample (max_train) and "
                      "fits every trained system on it; Procrustes is fitted once per distinct subsample (it has no "

@@ -173,9 +173,10 @@ def _number(s: str) -> bool:
 
 
 def number_options(corpora: str, names: Sequence[str], max_train: str, fm: str, center: str,
-                   l2sp_grid: str) -> tuple[int, int, list[float]]:
+                   l2sp_grid: str) -> tuple[int, int, list[float], bool]:
     """The transfer bench's plain options checked before any work, each refused in one line naming it:
-    ``(fm, max_train, l2sp_grid)`` as numbers; ``corpora`` must name one corpus at least, ``center`` be 1 or 0."""
+    ``(fm, max_train, l2sp_grid, center)``, numbers and a flag, as checked (the bench reads these, not the
+    strings); ``corpora`` must name one corpus at least, ``center`` be 1 or 0."""
     from ..errors import AnybindError
 
     if not names:
@@ -189,4 +190,4 @@ def number_options(corpora: str, names: Sequence[str], max_train: str, fm: str, 
     grid = [x.strip() for x in l2sp_grid.split(",") if x.strip()]
     if not grid or not all(_number(x) and math.isfinite(float(x)) and float(x) >= 0 for x in grid):
         raise AnybindError(f"transfer: l2sp_grid={l2sp_grid!r}: comma-separated numbers >= 0 (the +l2sp lambdas)")
-    return int(fm), int(max_train), [float(x) for x in grid]
+    return int(fm), int(max_train), [float(x) for x in grid], center.strip() == "1"
