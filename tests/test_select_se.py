@@ -274,6 +274,8 @@ def test_the_guard_never_keeps_a_ridge_that_scores_below_the_start_on_val():
 
 def test_on_finetune_without_the_rule_is_refused_not_ignored():
     """``--select-se 0 --select-se-on finetune`` fitted as if select_se_on were not given: refused in one line."""
+    from anybind.robust import check_select_se_on
+
     with pytest.raises(DataError) as e:
-        check_robust(TrainConfig(select_se=0.0, select_se_on="finetune"))
+        check_select_se_on(TrainConfig(select_se=0.0, select_se_on="finetune"))
     assert "\n" not in str(e.value) and str(e.value).startswith("select_se_on='finetune' steers nothing")

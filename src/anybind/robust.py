@@ -74,7 +74,7 @@ from .ridge import PairBlocks, locked_ridge_start, span_noop
 from .ridge import say_starts, start_line  # noqa: F401  (re-exported: defined here before)
 from .losses import M2Mix, is_multimodal
 from .projectors import Projector
-from .recipe import resolved
+from .recipe import AUTO, resolved
 
 log = logging.getLogger(__name__)
 
@@ -162,8 +162,6 @@ def check_robust(cfg) -> None:
             raise DataError(f"{name} must be a non-negative number (standard errors), got {se!r}")
     if cfg.select_se_on not in ("all", "finetune"):
         raise DataError(f"select_se_on must be 'all' or 'finetune', got {cfg.select_se_on!r}")
-    if cfg.select_se_on == "finetune" and not cfg.select_se:  # refused, not ignored
-        raise DataError("select_se_on='finetune' steers nothing without the rule (select_se=0): give select_se > 0")
     se = cfg.ridge_se
     if se > 0 and cfg.init != "ridge":  # refused, not ignored: no ridge path to apply the rule to
         raise DataError(f"ridge_se={se!r} is the ridge start's standard-error rule: use init='ridge' (got init={cfg.init!r})")
@@ -185,6 +183,22 @@ def check_robust(cfg) -> None:
     if (cfg.wise is not None or lam > 0 or cfg.finetune is False) and cfg.init == "random":
         raise DataError("wise / l2sp / finetune=False keep projectors near (at) their training-free start: use "
                         "init='ridge' (with lock), 'procrustes' or 'cca', not init='random'")
+
+
+def check_select_se_on(cfg) -> None:
+    """``select_se_on="finetune"`` beside no standard-error rule, on a config before it is resolved: refused in one
+    line where the user gave ``select_se=0`` (``--select-se 0``), said in one line where ``select_se`` was left to the
+    recipe and it set none (recipe auto sets 1 only on a small own val): the same call fits on any corpus."""
+    se = cfg.select_se
+    if cfg.select_se_on != "finetune":
+        return
+    if se is not AUTO:  # a value that is no number: check_robust's to refuse
+        if not isinstance(se, bool) and isinstance(se, (int, float)) and se == 0:  # refused, not ignored
+            raise DataError("select_se_on='finetune' steers nothing without the rule (select_se=0): give "
+                            "select_se > 0")
+        return
+    log.info("select_se_on='finetune': no standard-error rule in this fit (select_se left to the recipe, which set "
+             "none): the epoch and WiSE-FT alpha take the best val mean")
 
 
 class RobustFit:

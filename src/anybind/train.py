@@ -246,6 +246,7 @@ def train_space(fs: FeatureSet, cfg: TrainConfig, *, progress: bool = True, sele
 
     A building block below the public class: it returns a :class:`~anybind.space_core.SpaceCore`.  Users call
     ``Space.from_features(fs, cfg)`` (or ``Space.fit``), which hands out the public :class:`anybind.Space`."""
+    robust.check_select_se_on(cfg)  # before resolving: a select_se the user gave 0 is not the recipe's
     cfg = cfg.resolved()  # what the recipe left open: the plain defaults
     with training_threads(cfg.threads):
         return _train_space(fs, cfg, progress=progress, select=select)

@@ -50,7 +50,7 @@ from ..encoders.device import current_runtime, place
 from ..encoders.video import temporal_frames
 from ..epochs import selection_record
 from ..errors import DataError
-from ..robust import RobustFit, check_robust, ridge_start, with_mixup
+from ..robust import RobustFit, check_robust, check_select_se_on, ridge_start, with_mixup
 from ..loop import fit_loop, make_optimizer, make_temperature, training_threads
 from ..attention import attention_start, check_attention
 from ..projectors import attention_parameters, load_start_state, start_state
@@ -70,6 +70,7 @@ def check_config(cfg: TrainConfig) -> None:
     """Refuse what the streaming / Ray trainer cannot do (it needs every feature in memory)."""
     from ..losses import build_loss, is_multimodal
 
+    check_select_se_on(cfg)  # before resolving: a select_se the user gave 0 is not the recipe's
     cfg = cfg.resolved()  # what the recipe left open (AUTO): the plain defaults, as in every entry below
     if is_multimodal(build_loss(cfg.loss)):
         raise DataError(f"loss {cfg.loss!r} is multimodal (Symile): the streaming / Ray trainer trains pairwise "
