@@ -128,6 +128,8 @@ def test_stream_fit_follows_the_same_recipe_and_lineage_as_fit(tmp_path):
     assert [h["epoch"] for h in auto.info["training"]["history"]] == [0] and mem.info["training"]["epochs_run"] > 1
     keep = Space.load(tmp_path / "keep")  # the streaming trainer honours an explicit --no-finetune: its start kept
     assert [h["epoch"] for h in keep.info["training"]["history"]] == [0] and keep.config["finetune"] is False
+    assert keep.info["training"]["robust"]["finetune"] is False  # recorded as the in-memory trainer records it
+    assert "finetune" not in stream.info["training"]["robust"]
     assert stream.info["training"]["epochs_run"] > 1 and stream.config["finetune"] is True
     drop = ("time", "trainer", "val_warning")
     assert {k: v for k, v in stream.info["lineage"][-1].items() if k not in drop} == \

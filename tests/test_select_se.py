@@ -279,3 +279,14 @@ def test_on_finetune_without_the_rule_is_refused_not_ignored():
     with pytest.raises(DataError) as e:
         check_select_se_on(TrainConfig(select_se=0.0, select_se_on="finetune"))
     assert "\n" not in str(e.value) and str(e.value).startswith("select_se_on='finetune' steers nothing")
+
+
+@pytest.mark.parametrize("kw, named", [({"l2sp": 0.01}, "l2sp=0.01"), ({"mixup": 0.5}, "mixup=0.5"),
+                                       ({"select_se": 1.0, "select_se_on": "finetune"}, "select_se_on='finetune'")])
+def test_keeping_the_start_with_a_fine_tuning_option_is_refused_not_ignored(kw, named):
+    """finetune=False trains no epoch: an L2-SP or mixup weight (recorded in training.robust as if it had acted) or
+    the rule on the fine-tuning choices only would steer nothing, so each is refused in one line naming it."""
+    with pytest.raises(DataError) as e:
+        check_robust(TrainConfig(finetune=False, init="ridge", lock="text", **kw))
+    assert "\n" not in str(e.value) and named in str(e.value) and "finetune=False" in str(e.value)
+    check_robust(TrainConfig(finetune=True, init="ridge", lock="text", **kw))  # fine-tuned: each acts

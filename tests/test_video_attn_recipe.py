@@ -150,13 +150,16 @@ def test_fit_takes_the_attention_options(world, tmp_path):
     _, _, files = world
     out = tmp_path / "sp"
     args = ["fit", str(files["manifest"]), "--epochs", "2", "--attn-lr", "0.02", "--attn-epochs", "2", "--lock", "text",
-            "--init", "ridge", "--finetune", "--cache", str(files["cache"]), "--out", str(out)]  # a small val
+            "--init", "ridge", "--cache", str(files["cache"]), "--out", str(out)]  # a small val: the attention
+    # options given ask for fine-tuning (recipe auto kept the start and silently dropped the phase they set)
     res = CliRunner().invoke(app, args + [x for m, s in files["encoders"].items() for x in ("-e", f"{m}={s}")])
     assert res.exit_code == 0, res.output
     sp = Space.load(out)
     assert sp.config["attn_lr"] == 0.02 and sp.config["attn_epochs"] == 2
     phase = sp.info["training"]["robust"]["attention_phase"]
     assert phase["lr"] == 0.02 and phase["epochs_run"] <= 3
+    chosen = sp.info["lineage"][-1]["recipe"]["chosen"]
+    assert chosen.get("select_se") == 1.0 and "finetune" not in chosen and sp.config["finetune"] is True
 
 
 def test_the_ridge_refit_after_the_phase_is_kept_only_when_val_does_not_fall():

@@ -180,6 +180,11 @@ def check_robust(cfg) -> None:
     if cfg.ridge_prior != "zero" and cfg.init != "ridge":
         raise DataError(f"ridge_prior={cfg.ridge_prior!r} is what the ridge start shrinks towards: "
                         "use init='ridge'")
+    idle = [f"{k}={v!r}" for k, v in (("l2sp", lam), ("mixup", cfg.mixup)) if v > 0]
+    idle += ["select_se_on='finetune'"] if cfg.select_se_on == "finetune" else []
+    if cfg.finetune is False and idle:  # refused, not ignored (nor recorded in training.robust as if it acted)
+        raise DataError(f"{', '.join(idle)} acts only on fine-tuned epochs and finetune=False keeps the training-free "
+                        "start (no epoch): drop it or give finetune=True")
     if (cfg.wise is not None or lam > 0 or cfg.finetune is False) and cfg.init == "random":
         raise DataError("wise / l2sp / finetune=False keep projectors near (at) their training-free start: use "
                         "init='ridge' (with lock), 'procrustes' or 'cca', not init='random'")
