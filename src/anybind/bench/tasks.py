@@ -8,12 +8,14 @@ from pathlib import Path
 from ..evaluate import embed_records
 from ..metrics import Embedded, retrieval_from_embeddings
 from . import TaskResult, task
-from .tuxpaint import PLAIN_ENCODERS, RECIPE, compare_on_tuxpaint, load_tux, plain_unless_free, score
+from .tuxpaint import (DEFAULT_MODALITIES, PLAIN_ENCODERS, RECIPE, compare_on_tuxpaint, fixed_recipe, load_tux,
+                       plain_unless_free, score)
 
 
 @task("tuxpaint-retrieval", "Tux Paint test split: image<->text, sound<->text, image<->sound retrieval vs chance and Procrustes")
 def tuxpaint_retrieval(work: Path, cache=None, seed: int = 0, console=None) -> TaskResult:
-    space, proc, man, res = compare_on_tuxpaint(work, cache=cache, seed=seed, console=console)
+    space, proc, man, res = compare_on_tuxpaint(work, cache=cache, seed=seed, console=console,
+                                                **fixed_recipe(DEFAULT_MODALITIES))
     return TaskResult(
         metrics=res["anybind"],
         baselines={"procrustes": res["procrustes"], "chance": res["chance"]},

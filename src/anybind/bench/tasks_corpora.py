@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import TaskResult, task
-from .tuxpaint import build_once, compare_on_tuxpaint
+from .tuxpaint import DEFAULT_MODALITIES, build_once, compare_on_tuxpaint, fixed_recipe
 
 SOUND_TEMPLATES = ("{}", "the sound of {}.", "a recording of {}.")
 
@@ -20,7 +20,8 @@ def sounds_zeroshot(work: Path, cache=None, seed: int = 0, console=None) -> Task
     if not (out / "manifest.jsonl").exists():
         build_sounds(out, progress=False)
     sounds = load_manifest(out / "manifest.jsonl", modalities=["audio", "text"])
-    space, proc, _, _ = compare_on_tuxpaint(work, cache=cache, seed=seed, console=console)
+    space, proc, _, _ = compare_on_tuxpaint(work, cache=cache, seed=seed, console=console,
+                                            **fixed_recipe(DEFAULT_MODALITIES))
     desc = {r.labels["name"]: r.values["text"] for r in sounds.records}  # "dog" -> "dog barking"
     groups = {
         "animals": [r for r in sounds.records if r.labels.get("category") == "animals"],

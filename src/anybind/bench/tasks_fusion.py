@@ -8,7 +8,7 @@ Protocols (``--opt protocol=``):
 * ``swap``   the split, then again with val and test exchanged (epoch chosen on the other one):
              every val and test record scored once (36 hold all three).
 * ``kfold``  ``folds`` caption-hash folds over the whole corpus (same caption, same fold); per fold
-             a space is bound with the demo recipe on the other folds (1/8 of them as val), the
+             a space is bound with the fixed bench recipe (RECIPE) on the other folds (1/8 of them as val), the
              fusion models trained on the same records, the fold scored: every record scored once
              (124 hold all three).  Slowest: one space per fold.
 

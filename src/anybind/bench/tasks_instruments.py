@@ -139,14 +139,14 @@ def choose_on_val(space, records, label: str, names: dict[str, str], cache) -> l
 
 def _spaces(work: Path, man, systems, cache, seed: int, epochs: int, console):
     from ..space import Space
-    from .tuxpaint import PLAIN_ENCODERS, RECIPE, compare_on_tuxpaint
+    from .tuxpaint import PLAIN_ENCODERS, RECIPE, compare_on_tuxpaint, fixed_recipe
 
     kw = {k: v for k, v in RECIPE.items() if k != "encoders"}
     encs = {m: RECIPE["encoders"][m] for m in MODS}
     out = {}
     if "tuxpaint" in systems or "procrustes-tux" in systems:
         sp, proc, _, _ = compare_on_tuxpaint(work, modalities=tuple(MODS), cache=cache, seed=seed, epochs=epochs,
-                                             console=console)
+                                             console=console, **fixed_recipe(MODS))
         out["tuxpaint"], out["procrustes-tux"] = sp, proc
     if "indomain" in systems:
         out["indomain"] = Space.fit(man, modalities=MODS, encoders=encs, cache=cache, seed=seed, epochs=epochs,

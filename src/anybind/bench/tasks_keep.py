@@ -5,7 +5,7 @@
   the default update (``wise``: WiSE-FT with the parent), Mod-X, joint retraining on every domain seen (upper
   bound) and the first space frozen (lower bound).
 * ``merge``: Tux Paint image<->text and audio<->text bound apart, merged through text: audio<->image
-  R@1 (never paired) and each original pair's, beside the three bound jointly; with the demo recipe
+  R@1 (never paired) and each original pair's, beside the three bound jointly; with the fixed bench recipe (RECIPE)
   (text locked in both: nearly the same anchor) and plain InfoNCE (anchors trained apart, seeds differ).
 * ``federated``: Tux Paint image<->text split into non-IID clients (each top category whole in one client) and
   a public set: test R@1 of each client alone, FedAvg, CreamFL and centralised training on the union (upper

@@ -5,7 +5,7 @@ encoder ``text:e5-small`` locked as the shared space (the recipe of the demo,
 its text tower swapped).  The queries are the stamps' own translated captions
 (``text_fr``, ``text_de``, ...: written by Tux Paint's translators, not machine
 translation), embedded by the same text encoder; the gallery is every test
-image that has a caption in that language (185-187 of the 187).  Beside it, in the same run: the demo recipe with the English-only
+image that has a caption in that language (185-187 of the 187).  Beside it, in the same run: the fixed bench recipe (RECIPE) with the English-only
 ``text:minilm`` (what a user gets without a multilingual encoder), the English
 queries of both spaces (the ceiling), and chance.
 

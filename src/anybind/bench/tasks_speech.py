@@ -1,6 +1,6 @@
 """Bench task of the speech modality: spoken captions on voices never heard in training.
 
-* ``speech-retrieval``: image+text bound on Tux Paint with the demo recipe;
+* ``speech-retrieval``: image+text bound on Tux Paint with the fixed bench recipe (RECIPE);
   then ``speech`` (``speech:whisper-tiny``) added progressively from
   speech<->text pairs of the *train* voices only
   (:func:`anybind.progressive.add_modality`, anchors = text).  Measured on the

@@ -31,6 +31,13 @@ RECIPE: dict[str, Any] = {
 PLAIN_ENCODERS = {"image": "image:efficientnet-lite0", "text": "text:minilm", "audio": "audio:aisfx"}
 
 
+def fixed_recipe(modalities) -> dict[str, Any]:
+    """``Space.fit`` keywords that bind ``modalities`` with :data:`RECIPE` (``recipe="plain"`` plus its fixed
+    choices): what a bench task passes to :func:`compare_on_tuxpaint` to keep its numbers comparable across sessions."""
+    kw = {k: v for k, v in RECIPE.items() if k != "encoders"}
+    return {"encoders": {m: RECIPE["encoders"][m] for m in modalities}, "recipe": "plain", **kw}
+
+
 def plain_unless_free(kw: dict[str, Any]) -> dict[str, Any]:
     """``Space.fit`` keywords for a bench row's fit ``kw``: a training-free ``method`` as given (it takes no
     recipe), a trained row with ``recipe="plain"`` added (its own levers, not the automatic recipe).  A new dict:
@@ -68,13 +75,13 @@ def compare_on_tuxpaint(
     modalities=DEFAULT_MODALITIES,
     cache=None,
     seed: int = 0,
-    epochs: int = 200,
     console: Console | None = None,
     split: str = "test",
     **train_kw: Any,
 ):
-    """Bind with ``Space.fit``'s defaults (recipe ``auto``: what a user who names only the modalities gets;
-    ``train_kw`` overrides any of its choices); fit the Procrustes baseline on train; evaluate both on ``split``.
+    """Bind with ``Space.fit``'s defaults (recipe ``auto``: what a user who names only the modalities gets, what
+    ``anybind demo`` shows; ``train_kw`` goes to ``Space.fit``: :func:`fixed_recipe` for the bench tasks that compare
+    against :data:`RECIPE`); fit the Procrustes baseline on train; evaluate both on ``split``.
 
     Returns ``(space, procrustes_space, manifest, results)``; ``results`` maps
     system name -> flat metrics, all computed in this run.
@@ -83,7 +90,7 @@ def compare_on_tuxpaint(
 
     man = load_tux(work, modalities, console)
     mods = list(modalities)
-    space = Space.fit(man, modalities=mods, cache=cache, seed=seed, epochs=epochs, **train_kw)
+    space = Space.fit(man, modalities=mods, cache=cache, seed=seed, **train_kw)
     proc = Space.fit(man, modalities=mods, encoders={m: PLAIN_ENCODERS[m] for m in mods}, cache=cache, method="procrustes")
     res_space = score(space, man, mods, split, cache)
     results = {

@@ -162,7 +162,9 @@ def encoders():
 @app.command()
 def demo(
     work: Path = typer.Option(Path("demo-out"), help="Where the corpus, space and report go."),
-    epochs: int = typer.Option(200),
+    epochs: Optional[int] = typer.Option(
+        None, min=1, help="Fine-tune for at most this many epochs (default: Space.fit's defaults, which keep the "
+        "training-free start here: the sounds have 11 val pairs)."),
     seed: int = seed_option(),
     cache: Optional[Path] = typer.Option(None),
 ):
