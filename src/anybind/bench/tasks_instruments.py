@@ -139,18 +139,16 @@ def choose_on_val(space, records, label: str, names: dict[str, str], cache) -> l
 
 def _spaces(work: Path, man, systems, cache, seed: int, epochs: int, console):
     from ..space import Space
-    from .tuxpaint import PLAIN_ENCODERS, RECIPE, compare_on_tuxpaint, fixed_recipe
+    from .tuxpaint import PLAIN_ENCODERS, compare_on_tuxpaint, fixed_recipe
 
-    kw = {k: v for k, v in RECIPE.items() if k != "encoders"}
-    encs = {m: RECIPE["encoders"][m] for m in MODS}
     out = {}
     if "tuxpaint" in systems or "procrustes-tux" in systems:
         sp, proc, _, _ = compare_on_tuxpaint(work, modalities=tuple(MODS), cache=cache, seed=seed, epochs=epochs,
                                              console=console, **fixed_recipe(MODS))
         out["tuxpaint"], out["procrustes-tux"] = sp, proc
     if "indomain" in systems:
-        out["indomain"] = Space.fit(man, modalities=MODS, encoders=encs, cache=cache, seed=seed, epochs=epochs,
-                                    progress=False, recipe="plain", **kw)
+        out["indomain"] = Space.fit(man, modalities=MODS, cache=cache, seed=seed, epochs=epochs, progress=False,
+                                    **fixed_recipe(MODS))
     if "procrustes" in systems:
         out["procrustes"] = Space.fit(man, modalities=MODS, encoders={m: PLAIN_ENCODERS[m] for m in MODS},
                                       cache=cache, method="procrustes")

@@ -1,7 +1,7 @@
 """``multilingual-retrieval``: Tux Paint test images found from captions in languages the projector never saw.
 
 The space is bound on the *English* captions only, with the multilingual text
-encoder ``text:e5-small`` locked as the shared space (the recipe of the demo,
+encoder ``text:e5-small`` locked as the shared space (the fixed bench recipe, RECIPE,
 its text tower swapped).  The queries are the stamps' own translated captions
 (``text_fr``, ``text_de``, ...: written by Tux Paint's translators, not machine
 translation), embedded by the same text encoder; the gallery is every test
