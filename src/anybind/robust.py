@@ -249,6 +249,8 @@ class RobustFit:
 
         ``val()`` scores the projectors as they are now on the val split (None: no val split)."""
         rec: dict[str, Any] = {"l2sp": self.l2sp, "wise": self.wise}
+        if self.cfg.finetune is False:  # the training-free start kept: no fine-tuning epoch, nothing to mix
+            rec["finetune"] = False
         if self.cfg.mixup > 0:
             rec.update(mixup=float(self.cfg.mixup), mixup_alpha=float(self.cfg.mixup_alpha))
         if self.wise is None:

@@ -342,8 +342,7 @@ def _train_space(fs: FeatureSet, cfg: TrainConfig, *, progress: bool = True, sel
     final_logit, rob_rec = rob.finish(res.logit_scale, (lambda: per_item(1)) if use_val else None)
     if ridge:
         rob_rec["ridge"] = ridge
-    if not cfg.finetune:
-        rob_rec["finetune"] = False  # the training-free start kept: no fine-tuning epoch, nothing to mix
+    if not cfg.finetune:  # recorded by RobustFit.finish
         log.info("finetune=False: the training-free start is kept (epoch 0; no InfoNCE epochs, no WiSE-FT mix)")
     if cfg.select_se > 0:  # what the standard-error rule chose, said in one line (the lineage holds each record)
         log.info("select_se=%g: %s", cfg.select_se, describe_se_rule(ridge, res.se_rule, rob_rec.get("wise_se_rule")))

@@ -262,10 +262,8 @@ def train_streaming(
                        penalty=rob.penalty, on_epoch=rob.on_epoch)
         # every worker mixes in step (score broadcasts rank 0's val score)
         logit, rob_rec = rob.finish(res.logit_scale, (lambda: score(1)) if use_val else None)
-        if not cfg.finetune:  # recorded and said as the in-memory trainer does (anybind.train)
-            rob_rec["finetune"] = False
-            if rank == 0:
-                log.info("finetune=False: the training-free start is kept (epoch 0; no InfoNCE epochs, no WiSE-FT mix)")
+        if not cfg.finetune and rank == 0:  # said as the in-memory trainer does (recorded by RobustFit.finish)
+            log.info("finetune=False: the training-free start is kept (epoch 0; no InfoNCE epochs, no WiSE-FT mix)")
         if phase is not None:
             rob_rec["attention_phase"] = phase
             if phase["ridge"]:  # the start fine-tuning left (the caller's ridge_init record otherwise)
