@@ -52,7 +52,8 @@ def test_small_build_of_every_theme(small):
     lic = (out / "LICENSE").read_text(encoding="utf-8")
     for t in THEMES.values():  # every theme's copyright file
         assert f"===== {t.package} (" in lic
-    assert {"Upstream-Name: breeze-icons", "Upstream-Name: Tango icon theme", "License: public-domain"} <= set(lic.splitlines())
+    heads = {"Upstream-Name: breeze-icons", "Upstream-Name: Tango icon theme", "License: public-domain"}
+    assert heads <= set(lic.splitlines())
 
 
 def test_same_caption_same_split_across_themes(small):
@@ -115,7 +116,8 @@ def test_corrupt_file_dangling_link_missing_context(tmp_path):
     out = tmp_path / "out"
     summary = icons.build_icons(out, themes=(ta, tb), contexts=("devices", "places"), size=32, progress=False)
     recs, meta = check_corpus(out, "icons", decode=True)
-    assert set(meta["bad_files"]) == {"a/devices/computer", "a/devices/printer"} == set(meta["skipped_ids"]["bad_render"])
+    bad = {"a/devices/computer", "a/devices/printer"}
+    assert set(meta["bad_files"]) == bad == set(meta["skipped_ids"]["bad_render"])
     assert all("\n" not in why and str(tmp_path) not in why for why in meta["bad_files"].values())
     assert meta["source"]["themes"]["a"]["links"] == {"broken": 1, "total": 1}
     assert meta["source"]["themes"]["b"]["missing_contexts"] == ["places"]

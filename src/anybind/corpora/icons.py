@@ -153,7 +153,8 @@ def build_icons(
 ) -> CorpusSummary:
     """Build the icons corpus into ``out_dir`` from ``themes`` (keys of :data:`THEMES`, or :class:`Theme`), or from
     one theme folder ``root`` of the Papirus layout (``root/<size_dir>/<context>``; then ``themes`` is not read).
-    Missing themes' packages are installed (``install``, as root), or named in one line with the command that installs them."""
+    Missing themes' packages are installed (``install``, as root), or named in one line with the command that
+    installs them."""
     for key, value in (("limit", limit), ("size", size)):
         if value is not None and value < 1:
             raise DataError(f"icons: {key} must be a whole number >= 1, got {value}")
@@ -319,7 +320,8 @@ def _build_into(
             "package": t.package, "version": _version(t), "root": t.root, "licence": t.licence,
             "upstream": t.upstream, "folders": {c: t.folder(c) for c in contexts}, "missing_contexts": missing,
             "svg": len(files), "unique": len(unique), "links": dict(sorted(tlinks.items())),
-            "kept": sum(r["labels"]["theme"] == t.key for r in records), "dropped": {k: v for k, v in mine.items() if v},
+            "kept": sum(r["labels"]["theme"] == t.key for r in records),
+            "dropped": {k: v for k, v in mine.items() if v},
             "captions": len({r["text"] for r in records if r["labels"]["theme"] == t.key}),
             "alias_rule": dict(sorted(per_alias.get(t.key, Counter()).items())),
         }  # fmt: skip
@@ -341,7 +343,8 @@ def _build_into(
     lines = "".join(f"* `{t.key}`: {t.package or 'a theme folder'} ({t.root}), {t.licence}.\n" for t in themes)
     source_md = (
         "# Icons corpus\n\n"
-        f"Icons (drawings of the themes' SVGs, under each theme's licence; LICENSE holds the copyright files):\n\n{lines}\n"
+        "Icons (drawings of the themes' SVGs, under each theme's licence; LICENSE holds the copyright "
+        f"files):\n\n{lines}\n"
         "* Text: each icon's name read as words; names that do not read as words are dropped\n"
         "  (counts in corpus.json, `name_rule`, `alias_rule` and per theme `source.themes`).\n"
         f"* Built by `{__name__}` version {BUILDER_VERSION}; rules in that module's docstring.\n"
