@@ -179,6 +179,9 @@ def corpus_icons(
     rule = meta.get("name_rule") or {}
     drops = ", ".join(f"{k} {v}" for k, v in (rule.get("dropped") or {}).items() if v)
     console.print(f"  names that do not read as words: {rule.get('dropped_total', 0)} files dropped ({drops})", highlight=False)
+    per = (meta.get("source") or {}).get("themes") or {}
+    kept = ", ".join(f"{k} {v.get('kept', 0)} of {v.get('svg', 0)}" for k, v in per.items())
+    console.print(f"  kept per theme (of its real SVG files): {kept}", highlight=False)
     for rid, why in list((meta.get("bad_files") or {}).items())[:10]:
         err.print(f"[yellow]skipped {escape(str(rid))}:[/yellow] {escape(str(why))}")
 
