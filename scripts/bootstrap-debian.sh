@@ -17,6 +17,9 @@ PKGS+=(unicode-cldr-core)
 # icons = papirus-icon-theme (23 MB download, ~200 MB installed, many symlinks; GPL-3): named icons, names that
 # read as words (wamerican) as captions
 PKGS+=(papirus-icon-theme)
+# ... and the same standard names drawn in other styles: breeze (3 MB download), faenza (17 MB), numix (2 MB), tango
+# (1 MB) icon themes (anybind.corpora.icons_themes.THEMES)
+PKGS+=(breeze-icon-theme faenza-icon-theme numix-icon-theme tango-icon-theme)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -148,24 +148,28 @@ def corpus_openclipart(
 @corpus_app.command("icons")
 def corpus_icons(
     out: Path = typer.Option(..., "--out", "-o", help="Folder to write the corpus to."),
-    root: Path = typer.Option(Path("/usr/share/icons/Papirus"), help="Papirus icon theme folder (Debian papirus-icon-theme)."),
-    size_dir: str = typer.Option("64x64", help="The theme's size folder to read."),
+    theme: Optional[list[str]] = typer.Option(None, "--theme", "-t", help="Read this icon theme (repeat): papirus, breeze, faenza, numix, tango (default: all five)."),
+    root: Optional[Path] = typer.Option(None, help="Read this one theme folder instead (Papirus layout: ROOT/SIZE_DIR/CONTEXT)."),
+    size_dir: str = typer.Option("64x64", help="The size folder of --root."),
     context: Optional[list[str]] = typer.Option(None, "--context", "-c", help="Only this context folder (repeat): default apps, devices, mimetypes, places."),
-    limit: Optional[int] = typer.Option(None, help="Only the first N real SVG files of each context (a quick build)."),
+    limit: Optional[int] = typer.Option(None, help="Only the first N real SVG files of each context of each theme (a quick build)."),
     size: int = typer.Option(256, help="Width of the drawn PNGs, in pixels."),
-    install: bool = typer.Option(True, "--install/--no-install", help="apt-get install papirus-icon-theme / wamerican when missing (as root)."),
+    install: bool = typer.Option(True, "--install/--no-install", help="apt-get install the themes' packages / wamerican when missing (as root)."),
 ):
-    """Papirus icons drawn as PNGs, their names as captions when every word of the name is English (rule and counts in corpus.json).
+    """Icons of freedesktop icon themes drawn as PNGs, their names as captions when every word of the name is English (rule and counts in corpus.json).
 
     Example:  anybind corpus icons --out data/icons
 
+    Papirus only (builder version 3's source):  anybind corpus icons --out data/icons --theme papirus
+
     Quick look (the first 40 files of each context):  anybind corpus icons --out /tmp/icons --limit 40
     """
-    from ..corpora.icons import DEFAULT_CONTEXTS, build_icons
+    from ..corpora.icons import DEFAULT_CONTEXTS, DEFAULT_THEMES, build_icons
 
     try:
-        summary = build_icons(out, root=root, size_dir=size_dir, contexts=tuple(context or DEFAULT_CONTEXTS),
-                              limit=limit, size=size, install=install, progress=True)
+        summary = build_icons(out, themes=tuple(theme or DEFAULT_THEMES), root=root, size_dir=size_dir,
+                              contexts=tuple(context or DEFAULT_CONTEXTS), limit=limit, size=size, install=install,
+                              progress=True)
     except AnybindError as e:
         fail(e)
     _print_corpus(summary)
@@ -175,6 +179,9 @@ def corpus_icons(
     rule = meta.get("name_rule") or {}
     drops = ", ".join(f"{k} {v}" for k, v in (rule.get("dropped") or {}).items() if v)
     console.print(f"  names that do not read as words: {rule.get('dropped_total', 0)} files dropped ({drops})", highlight=False)
+    per = (meta.get("source") or {}).get("themes") or {}
+    kept = ", ".join(f"{k} {v.get('kept', 0)} of {v.get('svg', 0)}" for k, v in per.items())
+    console.print(f"  kept per theme (of its real SVG files): {kept}", highlight=False)
     for rid, why in list((meta.get("bad_files") or {}).items())[:10]:
         err.print(f"[yellow]skipped {escape(str(rid))}:[/yellow] {escape(str(why))}")
 

@@ -4,7 +4,8 @@
 * :mod:`.emoji` -- Noto Color Emoji: every single-code-point emoji drawn, its name, group/subgroup.
 * :mod:`.ktuberling` -- KTuberling's sprites cut from SVG scenes, their word, human recordings in 23 languages.
 * :mod:`.openclipart` -- Open Clip Art SVGs with cleaned titles and keywords.
-* :mod:`.icons` -- Papirus icons drawn, their names as captions when every word of the name is English.
+* :mod:`.icons` -- icons of five freedesktop icon themes (Papirus, Breeze, Faenza, Numix, Tango) drawn, their
+  names as captions when every word of the name is English.
 * :mod:`.fashion_mnist` -- Fashion-MNIST, evaluation only (``corpus.json`` ``eval_only``).
 * :mod:`.sounds` -- freedesktop event sounds and farm-animal sounds.
 * :mod:`.tuxpaint_video` -- Tux Paint stamps panning, zooming or fading in as short captioned H.264 clips.

@@ -1,23 +1,41 @@
-"""Named icons of the Papirus icon theme, drawn, with their names as captions when the names read as words.
+"""Named icons of freedesktop icon themes, drawn, with their names as captions when the names read as words.
 
-Source: the Debian package ``papirus-icon-theme`` (GPL-3; 23 MB download, ~200 MB installed),
-``/usr/share/icons/Papirus/<size>/<context>/<name>.svg``.  One size folder (``64x64``: the largest that has
-full-colour ``apps``, ``devices``, ``mimetypes`` and ``places``; ``categories`` holds one link) and those four
-contexts.  Half the names are symlinks to another file (``audio-x-mp3`` -> ``audio-x-generic``).
+Sources (builder version 4; :mod:`anybind.corpora.icons_themes`): five Debian icon themes that draw the freedesktop
+standard names (``audio-headphones``, ``folder-documents``) each in its own full-colour SVG style, so one caption
+has up to five pictures.  ``themes`` picks them (default all five; ``--theme papirus`` is the Papirus-only source of
+version 3); each theme's folder per context (``apps``, ``devices``, ``mimetypes``, ``places``):
 
-Rules (numbers for papirus-icon-theme 20230104-2, 64x64)
----------------------------------------------------------
+=========  ========================  =====================  ===============================  ==================
+theme      package (download)        licence                folders                          kept / real files
+=========  ========================  =====================  ===============================  ==================
+papirus    papirus-icon-theme 23 MB  GPL-3                  ``64x64/<context>``              288 / 5,819
+breeze     breeze-icon-theme 3 MB    LGPL-3+ (parts 2.1+)   ``<context>/64``, apps ``/48``    149 / 666
+faenza     faenza-icon-theme 17 MB   GPL-3+                 ``<context>/scalable``           134 / 503
+numix      numix-icon-theme 2 MB     GPL-3+                 ``64/<context>``                 154 / 776
+tango      tango-icon-theme 1 MB     public domain          ``scalable/<context>``           73 / 78
+=========  ========================  =====================  ===============================  ==================
 
-**Files.**  One record per real ``.svg`` file (5,819), never per link: a link (5,726, all to a listed file) adds
-its name to its target's names.  Files with the same bytes as an earlier one (contexts in the order above, names
-sorted) are dropped as ``duplicate`` and their names join the earlier file's.  ``unreadable`` and ``bad_render``
+Size folders: the largest holding most of a context's full-colour SVGs (Breeze draws ``apps`` at 48 only).  Looked
+at and left out: Adwaita 43, MATE, Suru (every SVG a ``-symbolic`` monochrome glyph), elementary-xfce 0.17
+(full-colour icons are PNGs).  Half the names are symlinks to another file (``audio-x-mp3`` -> ``audio-x-generic``).
+
+Rules (numbers for papirus-icon-theme 20230104-2, 64x64, unless said)
+----------------------------------------------------------------------
+
+**Files.**  One record per (theme, real ``.svg`` file) (Papirus 5,819), never per link: a link (5,726, all to a
+listed file) adds its name to its target's names; a dangling link is counted (``links.broken``: Numix 3) and
+skipped, as is a theme without a folder for a context (``missing_contexts``).  Files with the same bytes as an
+earlier one (themes, then contexts in the orders above, names sorted) are dropped as ``duplicate`` and their names
+join the earlier file's.  ``unreadable`` and ``bad_render``
 (:func:`anybind.data.svg.render_svg` refuses or fails: not an SVG, corrupt) are counted and listed with their
 error in ``corpus.json`` ``bad_files``.
 
 **The name rule** (:func:`~anybind.corpora.icons_names.name_problem`; the first that applies is the reason):
 
 1. ``colour_variant``: ``places/folder-<colour>-*`` and ``user-<colour>-*`` with one of Papirus' 26 folder colours
-   (:data:`~anybind.corpora.icons_names.COLOUR_VARIANTS`): the default folder's picture in another colour.
+   (:data:`~anybind.corpora.icons_names.COLOUR_VARIANTS`): the default folder's picture in another colour.  Version
+   4, for Numix's layout: also ``<colour>-folder-*``, ``<colour>-user-*``, ``<colour>-network*`` and
+   ``folder-color-<colour>*``, and Numix's ``purple`` (Numix: 320 files, "blue folder music").
 2. ``reverse_dns``: an application id (``org.gnome.Calculator``, ``io.github.celluloid_player.Celluloid``).
 3. ``digits``: a token with a digit (``libreoffice7.3-math``, ``steam_icon_38700``, ``3dchess``).
 4. ``app_name`` (``apps`` only): the first token is not a freedesktop application-icon prefix or a desktop's own
@@ -43,6 +61,10 @@ error in ``corpus.json`` ``bad_files``.
    Both lists were read off every caption version 2 kept (335, all contexts, with their links' captions), never
    from a retrieval score; a token is on them only when every kept name holding it used it in that sense.  An ``s``
    plural counts.  Programming languages are not on them (``text python``, ``text ruby``: a known limit).
+   Version 4 added the tokens read the same way off the captions the four new themes kept: brands ``cups``,
+   ``fedora``, ``glade``, ``marble``, ``mono``, ``olive``, ``opera``; formats ``ace``, ``arc``, ``jar``, ``la``,
+   ``zip``, ``zoo`` (Papirus' kept files do not change).
+9. ``symbolic`` (builder version 4): a ``-symbolic`` name is a monochrome glyph, not a drawing (Faenza 14).
 
 **Caption.**  The words left, in order, lower case: ``audio-headphones`` -> ``audio headphones``,
 ``gnome-dev-keyboard`` -> ``keyboard``, ``text-x-python`` -> ``text python``.  A file is kept when any of its names
@@ -58,9 +80,19 @@ the next (``application-x-iso`` "cue" -> "raw disk image", ``audio-x-flac`` "sho
 ``application-x-font-ttf`` "font dos" -> "font collection", which moves it from train to test).
 
 **Image.**  The SVG drawn by the project's renderer (:func:`anybind.data.svg.render_svg`) at ``size`` (256)
-pixels wide, a transparent PNG ``media/<context>/<name>.png`` (:func:`anybind.data.media.load_image` puts it on
-white).  **Labels**: ``context``.  **Split**: :func:`anybind.data.manifest.hash_split` of the caption.
-``limit``: only the first N real files of each context (quick looks and tests).
+pixels wide, a transparent PNG ``media/<theme>/<context>/<name>.png`` (:func:`anybind.data.media.load_image`
+puts it on white); the id is ``<theme>/<context>/<name>``.  **Labels**: ``context``, ``theme``.  **Split**:
+:func:`anybind.data.manifest.hash_split` of the caption, so every theme's picture of a caption falls in one split
+(the metric's duplicate-aware ranking counts them as one answer; no test caption has a train twin).  ``limit``: only
+the first N real files of each context of each theme (quick looks and tests).  ``corpus.json`` ``source.themes``
+holds per theme its package, version, licence, folders, files, links, kept and dropped by reason.
+
+**Counts** (version 4, the five themes, ~30 s): 7,842 files, 38 ``duplicate``; dropped by the name rule
+``app_name`` 3,263, ``colour_variant`` 2,208, ``not_words`` 674, ``reverse_dns`` 464, ``digits`` 289, ``format``
+48, ``brand`` 45, ``symbolic`` 14, ``only_generic`` 1; kept 798 images of 473 distinct captions (train 575 / 339,
+val 82 / 42, test 141 / 92: images / captions), 163 captions drawn by 2-5 themes; apps 277, mimetypes 213, places
+169, devices 139; 190 captioned through a link's name, 342 with ``text_aliases``.  Papirus alone (``--theme
+papirus``) is unchanged from version 3 but for the ids (``papirus/`` in front):
 
 **Counts** (version 3, the whole 64x64 set, ~5 s): 5,819 files, 20 ``duplicate``; dropped by the name rule
 ``app_name`` 2,741, ``colour_variant`` 1,877, ``reverse_dns`` 456, ``digits`` 224, ``not_words`` 189, ``brand`` 13,
@@ -91,14 +123,16 @@ from .icons_names import (
     NAME,
     NAME_REASONS,
     PACKAGE,
-    IconFile,
     name_caption,
     name_problem,
-    scan_theme,
 )
+from .icons_themes import DEFAULT_THEMES, THEMES, IconFile, Theme, folder_theme, named_themes, scan_theme
 from .words import DEFAULT_WORDS, ensure_words, load_words, missing_words_message
 
-__all__ = ["DEFAULT_CONTEXTS", "DEFAULT_ROOT", "PACKAGE", "build_icons", "name_caption", "name_problem"]
+__all__ = [
+    "DEFAULT_CONTEXTS", "DEFAULT_ROOT", "DEFAULT_THEMES", "PACKAGE", "THEMES", "build_icons", "name_caption",
+    "name_problem",
+]  # fmt: skip
 
 DEFAULT_IMAGE_SIZE = 256
 FALLBACK_LICENSE = "Papirus icon theme: GPL-3 (https://github.com/PapirusDevelopmentTeam/papirus-icon-theme)."
@@ -107,7 +141,8 @@ _APP_NAME_RULE = NAME_REASONS.index("app_name")
 
 def build_icons(
     out_dir: str | os.PathLike[str],
-    root: str | os.PathLike[str] = DEFAULT_ROOT,
+    themes: tuple[str | Theme, ...] = DEFAULT_THEMES,
+    root: str | os.PathLike[str] | None = None,
     size_dir: str = DEFAULT_SIZE_DIR,
     contexts: tuple[str, ...] = DEFAULT_CONTEXTS,
     words: str | os.PathLike[str] = DEFAULT_WORDS,
@@ -116,28 +151,31 @@ def build_icons(
     install: bool = True,
     progress: bool = True,
 ) -> CorpusSummary:
-    """Build the icons corpus into ``out_dir`` (see the module docstring); missing default inputs are installed
-    (``install`` and root), or named in one line with the command that installs them."""
+    """Build the icons corpus into ``out_dir`` from ``themes`` (keys of :data:`THEMES`, or :class:`Theme`), or from
+    one theme folder ``root`` of the Papirus layout (``root/<size_dir>/<context>``; then ``themes`` is not read).
+    Missing themes' packages are installed (``install``, as root), or named in one line with the command that
+    installs them."""
     for key, value in (("limit", limit), ("size", size)):
         if value is not None and value < 1:
             raise DataError(f"icons: {key} must be a whole number >= 1, got {value}")
-    src = Path(root)
-    if install and src.absolute() == Path(DEFAULT_ROOT) and not src.exists():
-        ensure_debian_package(PACKAGE, DEFAULT_ROOT)
-    base = src / size_dir
-    if not base.is_dir():
-        raise DataError(
-            f"icon theme folder {base} does not exist: install it with `sudo apt-get install -y {PACKAGE}` "
-            f"(it installs {DEFAULT_ROOT}), or pass root= pointing to a copy"
-        )
+    if root is not None and Path(root).absolute() != Path(DEFAULT_ROOT):
+        chosen: tuple[Theme, ...] = (folder_theme(Path(root).absolute(), size_dir, tuple(contexts)),)
+    else:
+        chosen = named_themes(("papirus",) if root is not None else tuple(themes))
+    for t in chosen:
+        if t.package is not None and install and not Path(t.root).exists():
+            ensure_debian_package(t.package, t.root)
+        if not Path(t.root).is_dir():
+            how = f"install it with `sudo apt-get install -y {t.package or PACKAGE}`"
+            raise DataError(f"icon theme folder {t.root} does not exist: {how} (it installs {t.root}), or pass "
+                            "root= pointing to a copy")
     wp = ensure_words(words) if install else Path(words)
     word_list = load_words(wp, lower_only=True)
     if word_list is None:
         raise DataError(f"the English word list of the name rule: {missing_words_message(wp)}")
-    base = base.absolute()
 
     def fill(tmp: Path, out: Path, prog: Any) -> CorpusSummary:
-        return _build_into(tmp, out, base, tuple(contexts), word_list, limit, size, prog)
+        return _build_into(tmp, out, chosen, tuple(contexts), word_list, limit, size, prog)
 
     return build_atomically(NAME, out_dir, fill, progress)
 
@@ -164,30 +202,15 @@ def _captions(
     return own, caps
 
 
-def _build_into(
-    tmp: Path,
-    out_dir: Path,
-    base: Path,
-    contexts: tuple[str, ...],
-    words: frozenset[str],
-    limit: int | None,
-    size: int,
-    prog: Any,
-) -> CorpusSummary:
-    from ..data.limits import current_limits
-    from ..data.svg import render_svg
-
-    skipped: dict[str, list[str]] = {}
-    bad_files: dict[str, str] = {}
-    files, links = scan_theme(base, contexts, limit)
-    if not files:
-        raise DataError(f"{base}: no .svg icon file in {', '.join(contexts)} (a PNG theme such as Adwaita or hicolor "
-                        "is not read; pass root= a Papirus-style SVG theme)")
+def _read_files(
+    files: list[IconFile], first: dict[str, IconFile], skipped: dict[str, list[str]], bad_files: dict[str, str],
+    duplicate_of: dict[str, str], prog: Any,
+) -> tuple[list[IconFile], dict[str, bytes]]:
+    """The files whose bytes no earlier file (of this theme or an earlier one) has, and their bytes; a file that
+    cannot be read is ``unreadable``, a copy of an earlier one ``duplicate`` (its names join the earlier file's)."""
     task = prog.add_task("reading icons", total=len(files)) if prog is not None else None
-    first: dict[str, IconFile] = {}
-    datas: dict[str, bytes] = {}
-    duplicate_of: dict[str, str] = {}
     unique: list[IconFile] = []
+    datas: dict[str, bytes] = {}
     for f in files:
         if prog is not None:
             prog.advance(task)
@@ -203,71 +226,135 @@ def _build_into(
             skipped.setdefault("duplicate", []).append(f.id)
             duplicate_of[f.id] = keep.id
             keep.duplicates.append(f.id)
-            keep.aliases = sorted({*keep.aliases, f.id, *f.aliases})
+            keep.aliases = sorted({*keep.aliases, f"{f.context}/{f.name}", *f.aliases})
             continue
         first[h] = f
         datas[f.id] = data
         unique.append(f)
+    return unique, datas
 
+
+def _scan_all(
+    themes: tuple[Theme, ...], contexts: tuple[str, ...], limit: int | None
+) -> list[tuple[Theme, list[IconFile], Counter[str], list[str]]]:
+    scans = [(t, *scan_theme(t, contexts, limit)) for t in themes]
+    for ctx in contexts:
+        if all(ctx in missing for _, _, _, missing in scans):
+            t = themes[0]
+            parent = Path(t.root) / Path(t.folder(ctx) or t.folders[0][1]).parent
+            have = ", ".join(sorted(d.name for d in parent.iterdir() if d.is_dir())) if parent.is_dir() else "nothing"
+            raise DataError(f"{parent / ctx}: no icon theme read has a context folder {ctx!r} ({t.key} has: {have})")
+    if not any(files for _, files, _, _ in scans):
+        where = ", ".join(str(Path(t.root) / Path(t.folders[0][1]).parent) for t in themes)
+        raise DataError(f"{where}: no .svg icon file in {', '.join(contexts)} (a PNG theme such as Adwaita or "
+                        "hicolor is not read; pass root= a Papirus-style SVG theme)")
+    return scans
+
+
+def _build_into(
+    tmp: Path,
+    out_dir: Path,
+    themes: tuple[Theme, ...],
+    contexts: tuple[str, ...],
+    words: frozenset[str],
+    limit: int | None,
+    size: int,
+    prog: Any,
+) -> CorpusSummary:
+    from ..data.limits import current_limits
+    from ..data.svg import render_svg
+
+    skipped: dict[str, list[str]] = {}
+    bad_files: dict[str, str] = {}
+    duplicate_of: dict[str, str] = {}
+    first: dict[str, IconFile] = {}
+    scans = _scan_all(themes, contexts, limit)
+    read = [(t, *_read_files(files, first, skipped, bad_files, duplicate_of, prog)) for t, files, _, _ in scans]
     alias_rule: Counter[str] = Counter()
     problems: Counter[str] = Counter()
+    per_alias: dict[str, Counter[str]] = {}
     lim = current_limits()
     records: list[dict[str, Any]] = []
-    rtask = prog.add_task("drawing icons", total=len(unique)) if prog is not None else None
-    for f in unique:
-        if prog is not None:
-            prog.advance(rtask)
-        own, caps = _captions(f, words, alias_rule, f.contexts == {"apps"})
-        if not caps:
-            skipped.setdefault(own or "not_words", []).append(f.id)
-            continue
-        if own is not None:
-            problems["caption_from_alias"] += 1
-        try:
-            png = render_svg(datas[f.id], f"{f.context}/{f.path.name}", size, lim)
-        except DataError as e:
-            skipped.setdefault("bad_render", []).append(f.id)
-            bad_files[f.id] = stable_message(str(e), base)
-            continue
-        rel = Path("media", f.context, f.name + ".png")
-        (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-        (tmp / rel).write_bytes(png)
-        rec: dict[str, Any] = {"id": f.id, "split": hash_split(caps[0]), "text": caps[0]}
-        if len(caps) > 1:
-            rec["text_aliases"] = "; ".join(caps[1:])
-        rec["image"] = rel.as_posix()
-        rec["labels"] = {"context": f.context}
-        records.append(rec)
+    n_unique = sum(len(u) for _, u, _ in read)
+    rtask = prog.add_task("drawing icons", total=n_unique) if prog is not None else None
+    for t, unique, datas in read:
+        rule = per_alias.setdefault(t.key, Counter())
+        for f in unique:
+            if prog is not None:
+                prog.advance(rtask)
+            own, caps = _captions(f, words, rule, f.contexts == {"apps"})
+            if not caps:
+                skipped.setdefault(own or "not_words", []).append(f.id)
+                continue
+            if own is not None:
+                problems["caption_from_alias"] += 1
+            try:
+                png = render_svg(datas[f.id], f"{f.theme}/{f.context}/{f.path.name}", size, lim)
+            except DataError as e:
+                skipped.setdefault("bad_render", []).append(f.id)
+                bad_files[f.id] = stable_message(str(e), Path(t.root))
+                continue
+            rel = Path("media", f.theme, f.context, f.name + ".png")
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / rel).write_bytes(png)
+            rec: dict[str, Any] = {"id": f.id, "split": hash_split(caps[0]), "text": caps[0]}
+            if len(caps) > 1:
+                rec["text_aliases"] = "; ".join(caps[1:])
+            rec["image"] = rel.as_posix()
+            rec["labels"] = {"context": f.context, "theme": f.theme}
+            records.append(rec)
+        alias_rule.update(rule)
 
     name_drops = {r: len(skipped.get(r, [])) for r in NAME_REASONS}
+    n_svg = sum(len(files) for _, files, _, _ in scans)
     if not records:
         why = ", ".join(f"{k} {len(v)}" for k, v in sorted(skipped.items()) if v)
-        raise DataError(f"icons: no icon kept from the {len(files)} .svg files of {base} ({why})")
-    version = debian_package_version(PACKAGE) if base == Path(DEFAULT_ROOT, DEFAULT_SIZE_DIR) else "unknown"
-    source = dict(package=PACKAGE, version=version, theme_dir=str(base), contexts=list(contexts))
-    source["license"] = "GPL-3 (the package's copyright file is copied into LICENSE)"
-    source["upstream"] = "https://github.com/PapirusDevelopmentTeam/papirus-icon-theme"
+        where = ", ".join(t.root for t in themes)
+        raise DataError(f"icons: no icon kept from the {n_svg} .svg files of {where} ({why})")
+    links: Counter[str] = Counter()
+    per_theme: dict[str, Any] = {}
+    for (t, files, tlinks, missing), (_, unique, _) in zip(scans, read):
+        links.update(tlinks)
+        mine = {r: len([i for i in ids if i.startswith(t.key + "/")]) for r, ids in sorted(skipped.items())}
+        per_theme[t.key] = {
+            "package": t.package, "version": _version(t), "root": t.root, "licence": t.licence,
+            "upstream": t.upstream, "folders": {c: t.folder(c) for c in contexts}, "missing_contexts": missing,
+            "svg": len(files), "unique": len(unique), "links": dict(sorted(tlinks.items())),
+            "kept": sum(r["labels"]["theme"] == t.key for r in records),
+            "dropped": {k: v for k, v in mine.items() if v},
+            "captions": len({r["text"] for r in records if r["labels"]["theme"] == t.key}),
+            "alias_rule": dict(sorted(per_alias.get(t.key, Counter()).items())),
+        }  # fmt: skip
+    source = {"themes": per_theme, "contexts": list(contexts),
+              "license": "each theme's licence (the packages' copyright files are copied into LICENSE)"}
     meta = {
-        "description": "Papirus icons drawn as PNGs with their names as captions, kept only when a name reads as "
-        "English words (rule in the builder's docstring).",
+        "description": "Icons of freedesktop icon themes drawn as PNGs with their names as captions, kept only when "
+        "a name reads as English words (rule in the builder's docstring).",
         "source": source,
         "builder": {"module": __name__, "version": BUILDER_VERSION, "size": size, "limit": limit},
-        "media": f"PNG {size} px wide drawn by anybind.data.svg.render_svg into media/<context>/",
-        "split": "hash_split(caption): 70/10/20, same caption -> same split",
-        "files": {"svg": len(files), "unique": len(unique), "links": dict(sorted(links.items()))},
+        "media": f"PNG {size} px wide drawn by anybind.data.svg.render_svg into media/<theme>/<context>/",
+        "split": "hash_split(caption): 70/10/20, same caption -> same split, whichever theme draws it",
+        "files": {"svg": n_svg, "unique": n_unique, "links": dict(sorted(links.items()))},
         "name_rule": {"dropped": name_drops, "dropped_total": sum(name_drops.values())},
         "alias_rule": dict(sorted(alias_rule.items())),
         "bad_files": dict(sorted(bad_files.items())),
         "duplicate_of": dict(sorted(duplicate_of.items())),
     }
+    lines = "".join(f"* `{t.key}`: {t.package or 'a theme folder'} ({t.root}), {t.licence}.\n" for t in themes)
     source_md = (
         "# Icons corpus\n\n"
-        f"* Icons: Papirus icon theme, Debian `{PACKAGE}` ({base}), GPL-3: the images are drawings of its\n"
-        "  SVGs and stay under GPL-3 (LICENSE holds the package's copyright file).\n"
+        "Icons (drawings of the themes' SVGs, under each theme's licence; LICENSE holds the copyright "
+        f"files):\n\n{lines}\n"
         "* Text: each icon's name read as words; names that do not read as words are dropped\n"
-        "  (counts in corpus.json, `name_rule` and `alias_rule`).\n"
+        "  (counts in corpus.json, `name_rule`, `alias_rule` and per theme `source.themes`).\n"
         f"* Built by `{__name__}` version {BUILDER_VERSION}; rules in that module's docstring.\n"
     )
     summary = finish_corpus(tmp, out_dir, NAME, records, meta, skipped, problems)
-    write_license(tmp, {PACKAGE: debian_copyright_path(PACKAGE)}, FALLBACK_LICENSE, source_md)
+    copyrights = {t.package: debian_copyright_path(t.package) for t in themes if t.package is not None}
+    write_license(tmp, copyrights, FALLBACK_LICENSE, source_md)
     return summary
+
+
+def _version(t: Theme) -> str:
+    known = t.package is not None and THEMES.get(t.key) == t
+    return debian_package_version(t.package) if known and t.package else "unknown"

@@ -1,24 +1,18 @@
-"""Papirus icon names: which names read as English words (the caption rule), and the icon files of a theme folder
-with the names that link to them (see :mod:`anybind.corpora.icons`)."""
+"""Icon names: which names read as English words (the caption rule of :mod:`anybind.corpora.icons`; the icon
+files of a theme and the names that link to them are read by :mod:`anybind.corpora.icons_themes`)."""
 
 from __future__ import annotations
 
-import os
 import re
-from collections import Counter
-from dataclasses import dataclass, field
-from pathlib import Path
-
-from ..errors import DataError
 
 NAME = "icons"
-BUILDER_VERSION = "3"
+BUILDER_VERSION = "4"
 PACKAGE = "papirus-icon-theme"
 DEFAULT_ROOT = "/usr/share/icons/Papirus"
 DEFAULT_SIZE_DIR = "64x64"
 DEFAULT_CONTEXTS = ("apps", "devices", "mimetypes", "places")
 NAME_REASONS = (
-    "colour_variant", "reverse_dns", "digits", "app_name", "only_generic", "not_words", "brand", "format"
+    "colour_variant", "reverse_dns", "digits", "app_name", "only_generic", "not_words", "brand", "format", "symbolic"
 )  # fmt: skip
 
 #: Tokens that name the freedesktop naming scheme or a desktop, not what the icon shows; dropped before the word
@@ -37,7 +31,7 @@ COLOUR_VARIANTS = frozenset(
     {
         "adwaita", "black", "blue", "bluegrey", "breeze", "brown", "carmine", "custom", "cyan", "darkcyan",
         "deeporange", "green", "grey", "indigo", "magenta", "nordic", "orange", "palebrown", "paleorange", "pink",
-        "red", "teal", "violet", "white", "yaru", "yellow",
+        "purple", "red", "teal", "violet", "white", "yaru", "yellow",
     }
 )  # fmt: skip
 
@@ -58,9 +52,10 @@ APP_PREFIXES = frozenset(
 #: picture is a logo or a product's file, not the thing the word names.  A name with one of these is ``brand``.
 BRAND_TOKENS = frozenset(
     {
-        "adobe", "affinity", "android", "apple", "audacity", "balsa", "blender", "designer", "dos", "excel",
-        "genius", "google", "illustrator", "latex", "linguist", "love", "maxima", "monkey", "ms", "oregano", "palm",
-        "plasma", "snap", "steam", "thunderbolt", "tiled", "twitch", "wine", "wolfram",
+        "adobe", "affinity", "android", "apple", "audacity", "balsa", "blender", "cups", "designer", "dos", "excel",
+        "fedora", "genius", "glade", "google", "illustrator", "latex", "linguist", "love", "marble", "maxima",
+        "mono", "monkey", "ms", "olive", "opera", "oregano", "palm", "plasma", "snap", "steam", "thunderbolt",
+        "tiled", "twitch", "wine", "wolfram",
     }
 )  # fmt: skip
 
@@ -69,11 +64,13 @@ BRAND_TOKENS = frozenset(
 #: Programming languages are not on it (``text python``, ``text ruby``: how a reader names the source file).
 FORMAT_TOKENS = frozenset(
     {
-        "asp", "css", "cue", "deb", "hip", "markdown", "mime", "mo", "octet", "postscript", "riff", "rpm", "rss",
-        "sass", "shorten", "step", "tar", "torrent", "trig", "turtle",
+        "ace", "arc", "asp", "css", "cue", "deb", "hip", "jar", "la", "markdown", "mime", "mo", "octet",
+        "postscript", "riff", "rpm", "rss", "sass", "shorten", "step", "tar", "torrent", "trig", "turtle", "zip",
+        "zoo",
     }
 )  # fmt: skip
 
+_COLOURED = ("folder", "user", "network")
 _SPLIT_RE = re.compile(r"[-_.+]+")
 _REVERSE_DNS_RE = re.compile(r"^[a-z]{2,4}\.[A-Za-z0-9]")
 _LETTERS_RE = re.compile(r"^[a-z]{2,}$")
@@ -95,7 +92,11 @@ def name_problem(name: str, context: str, words: frozenset[str]) -> str | None:
     """Why an icon name is not a caption (a reason of :data:`NAME_REASONS`, the first that applies), or None."""
     toks = name_tokens(name)
     low = [t.lower() for t in toks]
-    if context == "places" and len(low) >= 2 and low[0] in ("folder", "user") and low[1] in COLOUR_VARIANTS:
+    if context == "places" and len(low) >= 2 and (
+        (low[0] in _COLOURED and low[1] in COLOUR_VARIANTS)
+        or (low[0] in COLOUR_VARIANTS and low[1] in _COLOURED)
+        or (low[:2] == ["folder", "color"] and len(low) >= 3 and low[2] in COLOUR_VARIANTS)
+    ):
         return "colour_variant"
     if _REVERSE_DNS_RE.match(name):
         return "reverse_dns"
@@ -112,6 +113,8 @@ def name_problem(name: str, context: str, words: frozenset[str]) -> str | None:
         return "brand"
     if any(_in(t, FORMAT_TOKENS) for t in left):
         return "format"
+    if "symbolic" in low:
+        return "symbolic"
     return None
 
 
@@ -122,65 +125,3 @@ def _in(token: str, stop: frozenset[str]) -> bool:
 def name_caption(name: str) -> str:
     """The caption of a name that passes :func:`name_problem`: its words in order, lower case, generic ones out."""
     return " ".join(t for t in (x.lower() for x in name_tokens(name)) if t not in GENERIC_TOKENS)
-
-
-@dataclass
-class IconFile:
-    """One real SVG file of the theme and every name that shows it (its own and its links')."""
-
-    path: Path
-    context: str
-    name: str
-    aliases: list[str] = field(default_factory=list)  # "<context>/<name>" of the links to it, sorted
-    duplicates: list[str] = field(default_factory=list)  # "<context>/<name>" of later files with the same bytes
-
-    @property
-    def id(self) -> str:
-        return f"{self.context}/{self.name}"
-
-    @property
-    def contexts(self) -> set[str]:
-        """The contexts the picture is a real file in: its own and its duplicates' (not its links')."""
-        return {self.context, *(d.split("/", 1)[0] for d in self.duplicates)}
-
-
-def scan_theme(base: Path, contexts: tuple[str, ...], limit: int | None) -> tuple[list[IconFile], Counter[str]]:
-    """The real ``.svg`` files of ``base/<context>`` (sorted; the first ``limit`` of each context), each with the
-    names of the links to it, and the links counted (``total``, ``to_listed_file``, ``broken``, ``outside``:
-    pointing out of ``base``, ``to_unlisted_file``: to a file not listed (another context, or past ``limit``)).
-    A context folder ``base`` does not have is a :class:`DataError` naming it, never skipped."""
-    files: list[IconFile] = []
-    link_paths: list[tuple[str, str, Path]] = []
-    for ctx in contexts:
-        folder = base / ctx
-        if not folder.is_dir():
-            have = ", ".join(sorted(d.name for d in base.iterdir() if d.is_dir())) if base.is_dir() else "nothing"
-            raise DataError(f"{folder}: the icon theme has no context folder {ctx!r} (it has: {have})")
-        n = 0
-        for entry in sorted(os.listdir(folder)):
-            if not entry.endswith(".svg") or entry.startswith("."):
-                continue
-            p = folder / entry
-            if p.is_symlink():
-                link_paths.append((ctx, entry[: -len(".svg")], p))
-            elif p.is_file() and (limit is None or n < limit):
-                files.append(IconFile(path=p, context=ctx, name=entry[: -len(".svg")]))
-                n += 1
-    by_real = {os.path.realpath(f.path): f for f in files}
-    real_base = os.path.realpath(base)
-    links: Counter[str] = Counter()
-    for ctx, name, p in link_paths:
-        links["total"] += 1
-        target = os.path.realpath(p)
-        if not os.path.exists(target):
-            links["broken"] += 1
-        elif not target.startswith(real_base + os.sep):
-            links["outside"] += 1
-        elif target in by_real:
-            links["to_listed_file"] += 1
-            by_real[target].aliases.append(f"{ctx}/{name}")
-        else:
-            links["to_unlisted_file"] += 1
-    for f in files:
-        f.aliases.sort()
-    return files, links
