@@ -70,8 +70,7 @@ from torch import nn
 from .centring import center_projectors, centred, train_centers  # noqa: F401  (re-exported: defined here before)
 from .epochs import nearest_within_se
 from .errors import DataError
-from .ridge import PairBlocks, locked_ridge_start, span_noop
-from .ridge import say_starts, start_line  # noqa: F401  (re-exported: defined here before)
+from .ridge import PairBlocks, locked_ridge_start, say_starts, span_noop
 from .losses import M2Mix, is_multimodal
 from .projectors import Projector
 from .recipe import AUTO, resolved
