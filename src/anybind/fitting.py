@@ -28,6 +28,7 @@ from .cache import FeatureCache
 from .data.manifest import Manifest
 from .errors import DataError
 from .recipe import chosen_options, resolve_recipe
+from .wording import counted
 
 if TYPE_CHECKING:
     from .space_core import SpaceCore
@@ -245,9 +246,10 @@ def auto_select_se(plan: FitPlan, select_data: Any = None,
         plan.config["finetune"] = plan.chosen["finetune"] = False
     ft = ", finetune=False" if plan.chosen.get("finetune") is False else ""
     of = f" of {'-'.join(pair)}" if pair else ""
-    log.info("recipe auto: select_se=1%s (only %d val pairs%s, fewer than %d: each choice on val takes the candidate "
+    log.info("recipe auto: select_se=1%s (only %s%s, fewer than %d: each choice on val takes the candidate "
              "nearest the training-free start within one standard error of the best%s; select_se=0 chooses the best "
-             "val mean, select_data=<manifest> chooses on another corpus' val)", ft, n, of, VAL_WARN,
+             "val mean, select_data=<manifest> chooses on another corpus' val)", ft, counted(n, "val pair"), of,
+             VAL_WARN,
              ", and the start is kept without fine-tuning (finetune=True fine-tunes it)" if ft else "")
     return 1.0
 
@@ -275,14 +277,14 @@ def check_val_size(plan: FitPlan, select_data: Any = None, trainer: str = "in-me
     if n < 2:
         se = None
         it = " for it" if pair else ""
-        msg = (f"{where}: no val split{of} ({n} val pairs): every choice this fit makes on val{it} falls back to "
-               "its default (the ridge start's least-shrunk alpha, not checked against the label bridge, no kernel "
+        msg = (f"{where}: no val split{of} ({counted(n, 'val pair')}): every choice this fit makes on val{it} falls "
+               "back to its default (the ridge start's least-shrunk alpha, not checked against the label bridge, no kernel "
                "branch; the last epoch, no early stopping; no WiSE-FT mix); give the data val records "
                f"(\"split\": \"val\", at least {VAL_WARN} pairs) or {other}{needs} (BENCHMARKS.md, transfer)")
     else:
         se = round(math.sqrt(0.25 / n), 3)  # sqrt(p (1 - p) / n) at p = 0.5: the worst case
-        msg = (f"{where}: only {n} val pairs{of} (fewer than {VAL_WARN}): a val R@1 has a standard error up to "
-               f"{se:.3f} (sqrt(p(1-p)/n) at p=0.5), and every choice this fit makes on them (start guard, kernel "
+        msg = (f"{where}: only {counted(n, 'val pair')}{of} (fewer than {VAL_WARN}): a val R@1 has a standard error "
+               f"up to {se:.3f} (sqrt(p(1-p)/n) at p=0.5), and every choice this fit makes on them (start guard, kernel "
                "keep, ridge alpha, epoch, WiSE-FT alpha) may follow this corpus' look and lose to the training-free "
                f"label bridge off its domain; {other}, or take the candidate nearest the training-free start with "
                f"select_se=1 (--select-se 1){needs} (BENCHMARKS.md, transfer: the KTuberling-trained space chosen "

@@ -58,6 +58,7 @@ from .launch import collectives_before_any_group
 from .pairstream import PairStream
 from .solve import broadcast_, solve_once
 from .stream import SPLIT_CODES, TrainingShards
+from ..wording import counted
 
 collectives_before_any_group()  # before the caller's process group, so that its teardown can free it
 
@@ -222,7 +223,7 @@ def train_streaming(
             global_bs = min(cfg.batch_size, counts[p])
             local_bs = global_bs // world
             if local_bs < 1:
-                raise DataError(f"pair {p[0]}-{p[1]}: {counts[p]} training pairs for {world} workers")
+                raise DataError(f"pair {p[0]}-{p[1]}: {counted(counts[p], 'training pair')} for {world} workers")
             streams[p] = PairStream(shards, *p, batch_size=local_bs, shuffle_buffer=shuffle_buffer,
                                     seed=cfg.seed, rank=rank, world=world)
         use_val = shards.count("val", "rows") >= 2 and any(shards.count("val", p) >= 2 for p in pairs)
