@@ -331,7 +331,8 @@ def fit_in_memory(plan: FitPlan, *, cache: FeatureCache | str | Path | None = No
     training-free map, record the lineage.  ``select_data``: manifests whose ``select_split`` records
     replace the val split for every choice made on val (:func:`anybind.featureset.selection_set`)."""
     from .manifests import as_manifests
-    from .train import FeatureSet, selection_set
+    from .featureset import encode_selection, selection_records
+    from .train import FeatureSet
 
     if weights is not None and plan.method != "contrastive":  # procrustes / cca: every pair alike (not dropped)
         raise DataError(f"weights steer the sampling of trained projectors; method={plan.method!r} fits "
@@ -343,12 +344,13 @@ def fit_in_memory(plan: FitPlan, *, cache: FeatureCache | str | Path | None = No
     val = val_pairs(plan) if plan.method == "contrastive" and select_data is None else None
     auto_select_se(plan, select_data, val)  # recipe auto on a small own val: the standard-error rule
     check_val_size(plan, select_data, val=val)  # a val split too small (or none) to choose on: said before encoding
-    fc = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
-    fs = FeatureSet.from_manifests(plan.manifests, plan.specs, fc, progress=progress, weights=weights)
-    select = None
+    picked = None  # the selection records, read and checked (split, count) before any record is encoded
     if select_data is not None:
         smans = as_manifests(select_data, plan.modalities, plan.specs, False, progress)
-        select = selection_set(smans, plan.specs, fc, split=select_split, progress=progress)
+        picked = selection_records(smans, plan.specs, select_split)
+    fc = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
+    fs = FeatureSet.from_manifests(plan.manifests, plan.specs, fc, progress=progress, weights=weights)
+    select = None if picked is None else encode_selection(picked, plan.specs, fc, progress)
     space = fit_features(fs, plan.method, plan.config, progress=progress, select=select)
     if select is not None:
         space.info["training"]["select_data"] = {"data": select.sources, "split": select_split,
