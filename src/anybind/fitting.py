@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from .cache import FeatureCache
 from .data.manifest import Manifest
 from .errors import DataError
+from .fit_checks import check_before_encoding, finetune_asked
 from .recipe import chosen_options, resolve_recipe
 from .wording import counted
 
@@ -204,22 +205,6 @@ def val_pairs(plan: FitPlan) -> tuple[tuple[str, ...] | None, int]:
     return (pair if len(pairs) > 1 else None), n
 
 
-def finetune_asked(plan: FitPlan) -> list[str]:
-    """The fine-tuning options the user gave (a learning rate or a WiSE-FT setting not the recipe's, an L2-SP or
-    mixup weight above 0, the standard-error rule on the fine-tuning choices only, ``select_se_on="finetune"``):
-    each acts only on fine-tuned epochs, so giving one asks for fine-tuning and recipe auto
-    leaves ``finetune`` at its plain True (:func:`auto_select_se`).  So does an attention-phase setting (``attn_lr``,
-    ``attn_epochs``) other than its default: the phase runs only before fine-tuning (a config object carries every
-    field, so the default itself cannot be told from one given)."""
-    from .train import TrainConfig
-
-    own = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
-    return ([k for k in ("lr", "wise") if k in plan.config and k not in plan.chosen]
-            + [k for k in ("attn_lr", "attn_epochs") if plan.config.get(k, own[k]) != own[k]]
-            + [k for k in ("l2sp", "mixup") if plan.config.get(k)]
-            + (["select_se_on"] if plan.config.get("select_se_on", "all") != "all" else []))
-
-
 def auto_select_se(plan: FitPlan, select_data: Any = None,
                    val: tuple[tuple[str, ...] | None, int] | None = None) -> float | None:
     """Recipe ``auto``'s standard-error rule: ``select_se=1`` where a trained fit from a ridge start chooses on its own
@@ -340,6 +325,7 @@ def fit_in_memory(plan: FitPlan, *, cache: FeatureCache | str | Path | None = No
     if select_data is not None and plan.method != "contrastive":  # refused before any record is encoded
         raise DataError(f"select_data chooses epochs and WiSE-FT alphas of trained projectors, not "
                         f"method={plan.method!r}")
+    check_before_encoding(plan)  # what the trainer would refuse after encoding, refused before
     # the val pairs each of the two checks reads, counted once (neither reads them for another method or select_data)
     val = val_pairs(plan) if plan.method == "contrastive" and select_data is None else None
     auto_select_se(plan, select_data, val)  # recipe auto on a small own val: the standard-error rule

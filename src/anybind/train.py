@@ -33,7 +33,7 @@ from .loop import IndexSampler, fit_loop, make_optimizer, make_temperature, trai
 from .losses import MissingPlaceholders, build_loss, is_multimodal
 from .metrics import pair_recalls, query_ranks
 from .projectors import Projector, ProjectorConfig, attention_parameters, project
-from .recipe import AUTO, Auto, check_flags, check_seed, resolved
+from .recipe import AUTO, Auto, check_counts, check_flags, check_seed, resolved
 from .scoring import Scorer
 from . import robust
 
@@ -104,6 +104,7 @@ class TrainConfig:
         check_flags(self, {"standardize": (), "learn_temperature": (), "start_guard": (AUTO,), "kernel_start": (AUTO,),
                            "center": (), "ridge_span": (), "finetune": (AUTO,)})
         check_seed(self)
+        check_counts(self, {"epochs": 0})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
