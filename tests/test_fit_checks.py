@@ -13,22 +13,9 @@ from typer.testing import CliRunner
 from anybind import Space
 from anybind.cli import app
 from anybind.errors import DataError
-from anybind.featureset import FeatureSet
 from anybind.fit_checks import check_before_encoding
 from anybind.fitting import fit_options, plan_fit
 from anybind.train import TrainConfig
-
-
-@pytest.fixture()
-def never_encoded(monkeypatch):
-    calls = []
-
-    def refuse(cls, *a, **k):
-        calls.append(a)
-        raise RuntimeError("encoded")
-
-    monkeypatch.setattr(FeatureSet, "from_manifests", classmethod(refuse))
-    return calls
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +47,13 @@ def test_a_hostile_value_is_one_line_before_any_encoding(tux, tmp_path, never_en
         Space.fit(tux, modalities=["image", "text"], cache=tmp_path / "c", progress=False, **{"epochs": 2, **kw})
     assert str(e.value).startswith(says) or says in str(e.value), str(e.value)
     assert "\n" not in str(e.value) and never_encoded == [] and not any((tmp_path / "c").rglob("*"))
+
+
+def test_an_unknown_option_is_named_before_any_encoding(tux, tmp_path, never_encoded):
+    with pytest.raises(TypeError) as e:
+        Space.fit(tux, modalities=["image", "text"], cache=tmp_path / "c", progress=False, fintune=False)
+    assert str(e.value).startswith("unknown option(s) ['fintune'] for a trained fit (known: ") and "finetune" in str(e.value)
+    assert "\n" not in str(e.value) and never_encoded == []
 
 
 @pytest.mark.parametrize("split", ["val", "test"])

@@ -8,20 +8,6 @@ from typer.testing import CliRunner
 from anybind import Space
 from anybind.cli import app
 from anybind.errors import DataError
-from anybind.featureset import FeatureSet
-
-
-@pytest.fixture()
-def never_encoded(monkeypatch):
-    """Every FeatureSet.from_manifests call, refused (the list stays empty when nothing was encoded)."""
-    calls = []
-
-    def refuse(cls, *a, **k):
-        calls.append(a)
-        raise RuntimeError("encoded")
-
-    monkeypatch.setattr(FeatureSet, "from_manifests", classmethod(refuse))
-    return calls
 
 
 @pytest.mark.parametrize("split, says", [

@@ -23,6 +23,10 @@ def check_before_encoding(plan: Any) -> None:
 
     if plan.method != "contrastive":
         return
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    bad = sorted(set(plan.config) - known)
+    if bad:  # as the other configs say it (a bare "unexpected keyword argument" named no config)
+        raise TypeError(f"unknown option(s) {bad} for a trained fit (known: {', '.join(sorted(known))})")
     cfg = TrainConfig(**plan.config)  # its own field checks (flags, seed, epochs)
     ft = plan.config.get("finetune") if "finetune" not in plan.chosen else None  # the user's, not the recipe's
     if ft is True and plan.config.get("epochs") == 0:
