@@ -101,6 +101,22 @@ def tux_subset(tux_dir, tmp_path_factory):
     return make
 
 
+@pytest.fixture()
+def never_encoded(monkeypatch):
+    """Every ``FeatureSet.from_manifests`` call recorded and refused: a test that a fit fails before encoding asserts
+    the list stays empty (nothing encoded, not a timing)."""
+    from anybind.featureset import FeatureSet
+
+    calls = []
+
+    def refuse(cls, *a, **k):
+        calls.append(a)
+        raise RuntimeError("encoded")
+
+    monkeypatch.setattr(FeatureSet, "from_manifests", classmethod(refuse))
+    return calls
+
+
 @pytest.fixture(scope="session")
 def shared_cache(tmp_path_factory):
     """One feature cache for the session: each real item is encoded once across tests."""

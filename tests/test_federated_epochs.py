@@ -19,6 +19,7 @@ from anybind.federated import federate, train_alone
 from anybind.federated_epochs import AUTO_LOCAL_EPOCHS, choose_local_epochs, local_epoch_grid
 from anybind.federated_study import seed_summary
 from anybind.train import FeatureSet
+from anybind.wording import counted
 
 import federated_helpers
 from federated_helpers import CFG, KINDS
@@ -159,7 +160,7 @@ def test_cli_federate_local_epochs(world, tmp_path):
     r = CliRunner().invoke(app, [*args, "--local-epochs", "1,2", "--out", str(tmp_path / "s")])
     assert r.exit_code == 0, r.output
     search = Space.load(tmp_path / "s").info["lineage"][-1]["local_epochs_search"]
-    assert search["grid"] == [1, 2] and f"{search['chosen']} local epochs chosen on the clients' val" in r.output
+    assert search["grid"] == [1, 2] and f"{counted(search['chosen'], 'local epoch')} chosen on the clients' val" in r.output
     r = CliRunner().invoke(app, [*args, "--local-epochs", "0", "--out", str(tmp_path / "s2")])
     assert r.exit_code == 2 and "local_epochs takes" in r.output and len(r.output.strip().splitlines()) == 1
     assert not (tmp_path / "s2").exists()

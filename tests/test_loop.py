@@ -111,10 +111,12 @@ def test_stream_fit_follows_the_same_recipe_and_lineage_as_fit(tmp_path):
     man, specs = _corpus(tmp_path)
     args = ["fit", str(man), "--epochs", "3", "--cache", str(tmp_path / "c")]
     args += [a for m, s in specs.items() for a in ("-e", f"{m}={s}")]
+    kept = "finetune=False: the training-free start is kept"
     for extra, out in ((["--stream"], "stream"), (["--select-se", "0"], "mem"), ([], "auto"),
                        (["--stream", "--no-finetune"], "keep")):
         res = CliRunner().invoke(app, args + extra + ["--out", str(tmp_path / out)])
-        assert res.exit_code == 0, res.output
+        assert res.exit_code == 0, res.output  # said once by RobustFit.finish, by either trainer
+        assert res.output.count(kept) == (out in ("auto", "keep")), (out, res.output)
     stream, mem, auto = (Space.load(tmp_path / n) for n in ("stream", "mem", "auto"))
     chosen = {"lock": "text", "init": "ridge", "wise": "auto", "lr": 1e-4}
     for sp, more in ((stream, {}), (mem, {}), (auto, {"select_se": 1.0, "finetune": False})):

@@ -17,7 +17,7 @@ from anybind.cli import app
 from anybind.errors import DataError
 from anybind.loop import GUARD_ALPHAS, RIDGE_ALPHAS, ridge_select
 from anybind.metrics import pair_recalls
-from anybind.robust import start_line
+from anybind.ridge import start_line
 
 from test_progressive import BIND_FAST, FAST, three_views
 
@@ -201,7 +201,7 @@ def test_with_no_val_pairs_the_unchecked_guard_is_said(text_locked, tux_photos, 
 
 
 def test_binding_logs_space_fits_start_line(text_locked, tux_photos, shared_cache, caplog):
-    """add_modality with a label bridge says what the start finally is in Space.fit's one line (robust.start_line),
+    """add_modality with a label bridge says what the start finally is in Space.fit's one line (ridge.start_line),
     never the old "start guard: ... starts at its label bridge" line beside it."""
     with caplog.at_level("INFO", logger="anybind"):
         sp = text_locked.add_modality("photo", BRIDGED, str(tux_photos / "manifest.jsonl"), anchors=["text"],

@@ -77,6 +77,10 @@ def test_keeping_the_start_needs_one_a_random_start_is_refused_in_one_line():
     check_robust(TrainConfig(finetune=True, init="random"))
     check_robust(TrainConfig(finetune=False, init="ridge", lock="text"))
     check_config(TrainConfig(finetune=False, init="ridge", lock="text"))
+    from anybind.robust import loop_config  # the one place both trainers take their epochs from
+
+    on = TrainConfig(epochs=7, finetune=True)
+    assert loop_config(on) is on and loop_config(TrainConfig(epochs=7, finetune=False)).epochs == 0
 
 
 def _manifest(tux_dir, out, shuffle: bool):

@@ -1,5 +1,5 @@
 """``select_se_on="finetune"`` (``anybind fit --select-se-on finetune``) left to recipe auto's standard-error rule:
-a fine-tuning option (:func:`anybind.fitting.finetune_asked`) that the rule steers where recipe auto sets it (an own
+a fine-tuning option (:func:`anybind.fit_checks.finetune_asked`) that the rule steers where recipe auto sets it (an own
 val of 2 to VAL_WARN - 1 pairs).  Where auto does not set it (VAL_WARN val pairs or more, ``select_data``, recipe
 plain) the same call still fits, saying in one line that the rule is off; only an explicit ``select_se=0`` beside it
 is refused.  Real Tux Paint stamps."""

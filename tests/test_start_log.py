@@ -1,4 +1,4 @@
-"""The ridge start says what each modality's start finally is in one log line (anybind.robust.start_line): the start
+"""The ridge start says what each modality's start finally is in one log line (anybind.ridge.start_line): the start
 guard's choice and the kernel family's, together, so no line says "starts at its label bridge" while the kernel
 branch the next line keeps is on top of it."""
 
@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from anybind.robust import start_line
+from anybind.ridge import start_line
 
 GUARD_BRIDGE = {"ridge_val": 0.41, "start_val": 0.45, "kept": "start"}
 GUARD_RIDGE = {"ridge_val": 0.47, "start_val": 0.45, "kept": "ridge"}
@@ -68,7 +68,7 @@ def test_both_callers_say_the_same_lines(guard, kernel, caplog):
     """say_starts as Space.fit's trainers call it (maps over the modalities, None where nothing was recorded) and as
     progressive binding does (one modality, its record's entries, None or absent) logs the same lines: the guard's
     note as a warning, then start_line's line."""
-    from anybind.robust import say_starts
+    from anybind.ridge import say_starts
 
     fit_log, bind_log = logging.getLogger("anybind.robust"), logging.getLogger("anybind.progressive")
     with caplog.at_level(logging.INFO):

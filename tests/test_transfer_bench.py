@@ -193,6 +193,8 @@ def test_a_system_given_twice_is_refused_before_any_work(systems, named, tmp_pat
     ({"center": "yes"}, "transfer: center='yes': 1 or 0"),
     ({"l2sp_grid": "0.1,x", "systems": "defaults+l2sp"}, "transfer: l2sp_grid='0.1,x': comma-separated numbers"),
     ({"select": "tuxc"}, "transfer: select='tuxc' is used only by the +select / +selectown systems"),
+    ({"l2sp_grid": "0.1", "systems": "defaults,recipe+wise"},  # read by +l2sp systems alone: unused, silently
+     "transfer: l2sp_grid='0.1' is used only by the +l2sp systems; none is among defaults, recipe+wise"),
 ])
 def test_a_bad_option_is_one_line_before_any_work(opts, says, tmp_path, monkeypatch):
     """corpora=',' failed after building Fashion-MNIST ("no field 'image' in  (fields: none)"), max_train=abc was a
@@ -214,3 +216,11 @@ def test_center_is_read_as_it_is_checked(center, on):
     from anybind.bench.transfer_systems import number_options
 
     assert number_options("tuxa", ["tuxa"], "0", "0", center, "0.1") == (0, 0, [0.1], on)
+
+
+def test_l2sp_grid_unset_is_the_default_grid_and_given_reaches_the_l2sp_systems():
+    from anybind.bench.transfer_systems import L2SP_GRID, l2sp_grid_option, number_options
+
+    assert l2sp_grid_option("", ["recipe", "defaults"]) == L2SP_GRID  # not given: nothing to refuse
+    assert l2sp_grid_option("0.1,1", ["recipe", "recipe+bridge+l2sp"]) == "0.1,1"
+    assert number_options("tuxa", ["tuxa"], "0", "0", "1", l2sp_grid_option("", ["recipe+l2sp"]))[2] == [1e-4, 1e-3, 1e-2]

@@ -36,6 +36,7 @@ from .data.manifest import Manifest, load_manifest
 from .errors import DataError
 from .evaluate import embed_records
 from .metrics import Embedded, as_embedded, content_groups, paired_rows
+from .wording import counted
 
 if TYPE_CHECKING:
     from .cache import FeatureCache
@@ -122,10 +123,10 @@ def fit_calibration(
                         "nothing to calibrate on")
     pairs = {k: fit_pair(s, y, method) for k, (s, y) in samples.items()}
     for k, c in pairs.items():
-        log.info("calibrated %s on %d positive / %d negative %s pairs (%s)", k, c.n_pos, c.n_neg, split, method)
+        log.info("calibrated %s on %d positive / %s (%s)", k, c.n_pos, counted(c.n_neg, f"negative {split} pair"), method)
         if c.n_pos < FEW_POSITIVES:
-            log.warning("%s: %s calibrated on only %d positive %s pairs: its match probabilities are rough (give "
-                        "%d or more records holding both in the %s split)", man.path, k, c.n_pos, split,
+            log.warning("%s: %s calibrated on only %s: its match probabilities are rough (give "
+                        "%d or more records holding both in the %s split)", man.path, k, counted(c.n_pos, f"positive {split} pair"),
                         FEW_POSITIVES, split)
     return Calibration(pairs, method, split, source=str(man.path))
 

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from .wording import counted
+
 NO_VAL = "no val split"
 
 
@@ -88,7 +90,7 @@ def describe_training(training: Mapping[str, Any]) -> str:
     """One line on how a run ended: its best epoch and val score, or that there was no val split."""
     run = training.get("epochs_run", 0)
     if training.get("best_val") is None:
-        return f"{NO_VAL}: trained for {run} epochs, no early stopping / selection"
+        return f"{NO_VAL}: trained for {counted(run, 'epoch')}, no early stopping / selection"
     return f"best epoch {training.get('best_epoch')} of {run}, val score {training['best_val']:.3f}"
 
 

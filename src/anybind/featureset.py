@@ -15,6 +15,7 @@ from .cache import FeatureCache
 from .data.manifest import BadRecord, Manifest, Record
 from .encoders.registry import get_encoder
 from .errors import DataError, unusable_file
+from .wording import counted
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,21 @@ def selection_set(manifests: Sequence[Manifest], specs: Mapping[str, str], cache
     ``"val"``: what a fit scores its epochs, WiSE-FT mixtures and ridge shrinkages on instead of its own val split
     (``Space.fit(select_data=...)``).  Only the fit's modalities that these records have are encoded.  Test
     records are never used: nothing is chosen on a test split."""
+    return encode_selection(selection_records(manifests, specs, split), specs, cache, progress)
+
+
+def encode_selection(picked: tuple[list[Manifest], set[str]], specs: Mapping[str, str], cache: FeatureCache,
+                     progress: bool = True) -> FeatureSet:
+    """The features of :func:`selection_records`' records, the fit's modalities they have only."""
+    mans, have = picked
+    return FeatureSet.from_manifests(mans, {m: s for m, s in specs.items() if m in have}, cache, progress=progress)
+
+
+def selection_records(manifests: Sequence[Manifest], specs: Mapping[str, str],
+                      split: str | None = "val") -> tuple[list[Manifest], set[str]]:
+    """:func:`selection_set` before it encodes anything: the manifests holding the ``split`` records (relabelled
+    ``"val"``) and the fit's modalities they have; a bad ``split``, or fewer than 2 such records with 2 of the
+    modalities, refused in one line (a fit calls it before encoding its own training records)."""
     if split == "test":
         raise DataError("select_split='test': nothing is chosen on a test split; use 'val', 'train' or None "
                         "(every record outside the test split; 'all' in anybind fit)")
@@ -143,7 +159,7 @@ def selection_set(manifests: Sequence[Manifest], specs: Mapping[str, str], cache
         n += len(recs)
     have = {m for man in mans for r in man.records for m in specs if r.has(m)}
     if n < 2 or len(have) < 2:
-        raise DataError(f"select_data ({', '.join(str(m.path) for m in manifests)}): {n} {split or 'any'}-split "
-                        f"records with {len(have)} of the fit's modalities ({', '.join(specs)}); selection needs "
-                        "at least 2 records with 2 of them")
-    return FeatureSet.from_manifests(mans, {m: s for m, s in specs.items() if m in have}, cache, progress=progress)
+        held = counted(n, f"{split or 'any'}-split record")
+        raise DataError(f"select_data ({', '.join(str(m.path) for m in manifests)}): {held} with {len(have)} of the "
+                        f"fit's modalities ({', '.join(specs)}); selection needs at least 2 records with 2 of them")
+    return mans, have

@@ -27,7 +27,9 @@ from typing import TYPE_CHECKING, Any
 from .cache import FeatureCache
 from .data.manifest import Manifest
 from .errors import DataError
+from .fit_checks import check_before_encoding, finetune_asked
 from .recipe import chosen_options, resolve_recipe
+from .wording import counted
 
 if TYPE_CHECKING:
     from .space_core import SpaceCore
@@ -203,22 +205,6 @@ def val_pairs(plan: FitPlan) -> tuple[tuple[str, ...] | None, int]:
     return (pair if len(pairs) > 1 else None), n
 
 
-def finetune_asked(plan: FitPlan) -> list[str]:
-    """The fine-tuning options the user gave (a learning rate or a WiSE-FT setting not the recipe's, an L2-SP or
-    mixup weight above 0, the standard-error rule on the fine-tuning choices only, ``select_se_on="finetune"``):
-    each acts only on fine-tuned epochs, so giving one asks for fine-tuning and recipe auto
-    leaves ``finetune`` at its plain True (:func:`auto_select_se`).  So does an attention-phase setting (``attn_lr``,
-    ``attn_epochs``) other than its default: the phase runs only before fine-tuning (a config object carries every
-    field, so the default itself cannot be told from one given)."""
-    from .train import TrainConfig
-
-    own = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
-    return ([k for k in ("lr", "wise") if k in plan.config and k not in plan.chosen]
-            + [k for k in ("attn_lr", "attn_epochs") if plan.config.get(k, own[k]) != own[k]]
-            + [k for k in ("l2sp", "mixup") if plan.config.get(k)]
-            + (["select_se_on"] if plan.config.get("select_se_on", "all") != "all" else []))
-
-
 def auto_select_se(plan: FitPlan, select_data: Any = None,
                    val: tuple[tuple[str, ...] | None, int] | None = None) -> float | None:
     """Recipe ``auto``'s standard-error rule: ``select_se=1`` where a trained fit from a ridge start chooses on its own
@@ -245,9 +231,10 @@ def auto_select_se(plan: FitPlan, select_data: Any = None,
         plan.config["finetune"] = plan.chosen["finetune"] = False
     ft = ", finetune=False" if plan.chosen.get("finetune") is False else ""
     of = f" of {'-'.join(pair)}" if pair else ""
-    log.info("recipe auto: select_se=1%s (only %d val pairs%s, fewer than %d: each choice on val takes the candidate "
+    log.info("recipe auto: select_se=1%s (only %s%s, fewer than %d: each choice on val takes the candidate "
              "nearest the training-free start within one standard error of the best%s; select_se=0 chooses the best "
-             "val mean, select_data=<manifest> chooses on another corpus' val)", ft, n, of, VAL_WARN,
+             "val mean, select_data=<manifest> chooses on another corpus' val)", ft, counted(n, "val pair"), of,
+             VAL_WARN,
              ", and the start is kept without fine-tuning (finetune=True fine-tunes it)" if ft else "")
     return 1.0
 
@@ -275,14 +262,14 @@ def check_val_size(plan: FitPlan, select_data: Any = None, trainer: str = "in-me
     if n < 2:
         se = None
         it = " for it" if pair else ""
-        msg = (f"{where}: no val split{of} ({n} val pairs): every choice this fit makes on val{it} falls back to "
-               "its default (the ridge start's least-shrunk alpha, not checked against the label bridge, no kernel "
+        msg = (f"{where}: no val split{of} ({counted(n, 'val pair')}): every choice this fit makes on val{it} falls "
+               "back to its default (the ridge start's least-shrunk alpha, not checked against the label bridge, no kernel "
                "branch; the last epoch, no early stopping; no WiSE-FT mix); give the data val records "
                f"(\"split\": \"val\", at least {VAL_WARN} pairs) or {other}{needs} (BENCHMARKS.md, transfer)")
     else:
         se = round(math.sqrt(0.25 / n), 3)  # sqrt(p (1 - p) / n) at p = 0.5: the worst case
-        msg = (f"{where}: only {n} val pairs{of} (fewer than {VAL_WARN}): a val R@1 has a standard error up to "
-               f"{se:.3f} (sqrt(p(1-p)/n) at p=0.5), and every choice this fit makes on them (start guard, kernel "
+        msg = (f"{where}: only {counted(n, 'val pair')}{of} (fewer than {VAL_WARN}): a val R@1 has a standard error "
+               f"up to {se:.3f} (sqrt(p(1-p)/n) at p=0.5), and every choice this fit makes on them (start guard, kernel "
                "keep, ridge alpha, epoch, WiSE-FT alpha) may follow this corpus' look and lose to the training-free "
                f"label bridge off its domain; {other}, or take the candidate nearest the training-free start with "
                f"select_se=1 (--select-se 1){needs} (BENCHMARKS.md, transfer: the KTuberling-trained space chosen "
@@ -329,7 +316,8 @@ def fit_in_memory(plan: FitPlan, *, cache: FeatureCache | str | Path | None = No
     training-free map, record the lineage.  ``select_data``: manifests whose ``select_split`` records
     replace the val split for every choice made on val (:func:`anybind.featureset.selection_set`)."""
     from .manifests import as_manifests
-    from .train import FeatureSet, selection_set
+    from .featureset import encode_selection, selection_records
+    from .train import FeatureSet
 
     if weights is not None and plan.method != "contrastive":  # procrustes / cca: every pair alike (not dropped)
         raise DataError(f"weights steer the sampling of trained projectors; method={plan.method!r} fits "
@@ -337,16 +325,18 @@ def fit_in_memory(plan: FitPlan, *, cache: FeatureCache | str | Path | None = No
     if select_data is not None and plan.method != "contrastive":  # refused before any record is encoded
         raise DataError(f"select_data chooses epochs and WiSE-FT alphas of trained projectors, not "
                         f"method={plan.method!r}")
+    check_before_encoding(plan)  # what the trainer would refuse after encoding, refused before
     # the val pairs each of the two checks reads, counted once (neither reads them for another method or select_data)
     val = val_pairs(plan) if plan.method == "contrastive" and select_data is None else None
     auto_select_se(plan, select_data, val)  # recipe auto on a small own val: the standard-error rule
     check_val_size(plan, select_data, val=val)  # a val split too small (or none) to choose on: said before encoding
-    fc = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
-    fs = FeatureSet.from_manifests(plan.manifests, plan.specs, fc, progress=progress, weights=weights)
-    select = None
+    picked = None  # the selection records, read and checked (split, count) before any record is encoded
     if select_data is not None:
         smans = as_manifests(select_data, plan.modalities, plan.specs, False, progress)
-        select = selection_set(smans, plan.specs, fc, split=select_split, progress=progress)
+        picked = selection_records(smans, plan.specs, select_split)
+    fc = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
+    fs = FeatureSet.from_manifests(plan.manifests, plan.specs, fc, progress=progress, weights=weights)
+    select = None if picked is None else encode_selection(picked, plan.specs, fc, progress)
     space = fit_features(fs, plan.method, plan.config, progress=progress, select=select)
     if select is not None:
         space.info["training"]["select_data"] = {"data": select.sources, "split": select_split,

@@ -65,7 +65,8 @@ from .encoders.video import temporal_frames
 from .errors import DataError, SpaceError
 from .progressive_fit import VAL_METRIC, BindConfig  # noqa: F401  (VAL_METRIC re-exported)
 from .progressive_fit import Target, bind_config, has_modality, train_projector
-from .robust import bridge_into, bridge_prior, say_starts
+from .ridge import say_starts
+from .robust import bridge_into, bridge_prior
 from .scoring import MIP
 from .vocabulary import carry_vocabulary
 

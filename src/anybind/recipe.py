@@ -197,6 +197,15 @@ def check_seed(cfg: Any) -> None:
         raise DataError(f"{type(cfg).__name__}.seed must be a whole number in [0, {MAX_SEED}], got {v!r}")
 
 
+def check_counts(cfg: Any, least: Mapping[str, int]) -> None:
+    """Refuse each field ``name`` of ``cfg`` (a config dataclass) unless a whole number >= ``least[name]``, in one line
+    naming it: ``epochs=-1`` fitted the start silently (no epoch ran), ``epochs=2.5`` failed deep in the loop."""
+    for name, low in least.items():
+        v = getattr(cfg, name)
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < low:
+            raise DataError(f"{type(cfg).__name__}.{name} must be a whole number >= {low}, got {v!r}")
+
+
 def chosen_options(config: Mapping[str, Any]) -> dict[str, Any]:
     """``config`` without the fields left at :data:`AUTO` (what the user chose)."""
     return {k: v for k, v in config.items() if v is not AUTO}

@@ -33,6 +33,7 @@ import numpy as np
 from .version import __version__
 from .pagekit import CSS, esc as _e, img as _img, num as _f, png_b64 as _png, pyplot as _plt, table as _table  # noqa: F401
 from .data.templates import templates_for
+from .wording import counted
 
 if TYPE_CHECKING:
     from .cache import FeatureCache
@@ -314,7 +315,7 @@ def build_report(
     hist = tr.get("history") or []
     if hist:
         parts.append(
-            f"<p class='muted'>{len(hist)} epochs recorded; best epoch {_e(tr.get('best_epoch'))} "
+            f"<p class='muted'>{counted(len(hist), 'epoch')} recorded; best epoch {_e(tr.get('best_epoch'))} "
             f"(validation score {_f(tr.get('best_val'))}); loss {_e(tr.get('loss', space.config.get('loss', '-')))}.</p>"
         )
         parts.append(_img(training_png(hist, tr.get("best_epoch")), "training curves"))

@@ -24,6 +24,7 @@ from .errors import DataError
 from .metrics import query_ranks
 from .projectors import kernel_rows
 from .ridge_kernel import SupportSample, kernel_start, scaled_prior
+from .wording import counted
 
 #: ridge shrinkage candidates (lam = alpha * n), chosen on the validation pairs
 RIDGE_ALPHAS = (0.1, 0.3, 1.0, 3.0, 10.0)
@@ -278,7 +279,7 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
                 TT = tt if TT is None else TT + tt
             n += len(xm)
         if n < 3:
-            raise DataError(f"init='ridge': {m!r} has {n} training pairs with {lock!r}; need at least 3")
+            raise DataError(f"init='ridge': {m!r} has {counted(n, 'training pair')} with {lock!r}; need at least 3")
 
         # the val pairs' standardised inputs and normalised targets, once: every alpha and kernel candidate reuses them
         zv, gv = (None, None) if va is None else (pr.standardized(torch.from_numpy(va[0])),

@@ -61,6 +61,7 @@ import copy
 import logging
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -70,8 +71,7 @@ from torch import nn
 from .centring import center_projectors, centred, train_centers  # noqa: F401  (re-exported: defined here before)
 from .epochs import nearest_within_se
 from .errors import DataError
-from .ridge import PairBlocks, locked_ridge_start, span_noop
-from .ridge import say_starts, start_line  # noqa: F401  (re-exported: defined here before)
+from .ridge import PairBlocks, locked_ridge_start, say_starts, span_noop
 from .losses import M2Mix, is_multimodal
 from .projectors import Projector
 from .recipe import AUTO, resolved
@@ -206,6 +206,12 @@ def check_select_se_on(cfg) -> None:
              "none): the epoch and WiSE-FT alpha take the best val mean")
 
 
+def loop_config(cfg):
+    """The config every trainer's epochs run under (the attention phase, then fine-tuning): ``cfg`` itself, or with
+    ``epochs=0`` where ``finetune=False`` keeps the training-free start (:meth:`RobustFit.finish` says so)."""
+    return replace(cfg, epochs=0) if cfg.finetune is False else cfg
+
+
 class RobustFit:
     """WiSE-FT and L2-SP around :func:`anybind.loop.fit_loop`: keeps the start (the projectors as given, a
     training-free start) and the best fine-tuned epoch; ``penalty`` / ``on_epoch`` are the loop's hooks."""
@@ -244,13 +250,14 @@ class RobustFit:
         if res.se_rule and self.wise is not None and res.best_epoch >= 1:
             self.best = (res.best_val, res.best_epoch, snapshot(self.projectors), res.logit_scale)
 
-    def finish(self, logit_scale: float, val: Callable[[], float] | None) -> tuple[float, dict[str, Any]]:
-        """Apply WiSE-FT to the projectors (holding early stopping's choice): ``(logit scale, record)``.
-
-        ``val()`` scores the projectors as they are now on the val split (None: no val split)."""
+    def finish(self, logit_scale: float, val: Callable[[], float] | None, say=True) -> tuple[float, dict[str, Any]]:
+        """Apply WiSE-FT to the projectors (holding early stopping's choice): ``(logit scale, record)``; ``val()``
+        scores them as they are now on the val split (None: none); ``say``: log finetune=False (rank 0 only)."""
         rec: dict[str, Any] = {"l2sp": self.l2sp, "wise": self.wise}
-        if self.cfg.finetune is False:  # the training-free start kept: no fine-tuning epoch, nothing to mix
+        if self.cfg.finetune is False:  # the training-free start kept (loop_config): no epoch, nothing to mix
             rec["finetune"] = False
+            if say:
+                log.info("finetune=False: the training-free start is kept (epoch 0; no InfoNCE epochs, no WiSE-FT mix)")
         if self.cfg.mixup > 0:
             rec.update(mixup=float(self.cfg.mixup), mixup_alpha=float(self.cfg.mixup_alpha))
         if self.wise is None:

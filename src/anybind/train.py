@@ -15,7 +15,7 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -33,7 +33,7 @@ from .loop import IndexSampler, fit_loop, make_optimizer, make_temperature, trai
 from .losses import MissingPlaceholders, build_loss, is_multimodal
 from .metrics import pair_recalls, query_ranks
 from .projectors import Projector, ProjectorConfig, attention_parameters, project
-from .recipe import AUTO, Auto, check_flags, check_seed, resolved
+from .recipe import AUTO, Auto, check_counts, check_flags, check_seed, resolved
 from .scoring import Scorer
 from . import robust
 
@@ -104,6 +104,7 @@ class TrainConfig:
         check_flags(self, {"standardize": (), "learn_temperature": (), "start_guard": (AUTO,), "kernel_start": (AUTO,),
                            "center": (), "ridge_span": (), "finetune": (AUTO,)})
         check_seed(self)
+        check_counts(self, {"epochs": 0})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -325,7 +326,7 @@ def _train_space(fs: FeatureSet, cfg: TrainConfig, *, progress: bool = True, sel
 
     use_val = len(val_idx) >= 2 and any(len(vfs.with_pair(val_idx, *p)) >= 2
                                         for p in pairs if set(p) <= set(vfs.feats))
-    ft = cfg if cfg.finetune else replace(cfg, epochs=0)  # finetune=False: the start itself is what is kept
+    ft = robust.loop_config(cfg)  # finetune=False: epochs=0, the start itself is what is kept
     phase = attention_start(projectors, model, batches, steps, logit_scale, ft, use_val=use_val, score=score,
                             refit=lambda: warm_start(projectors, fs, cfg, select), progress=progress)
     ridge = (phase or {}).get("ridge") or ridge  # the start fine-tuning leaves
@@ -342,8 +343,6 @@ def _train_space(fs: FeatureSet, cfg: TrainConfig, *, progress: bool = True, sel
     final_logit, rob_rec = rob.finish(res.logit_scale, (lambda: per_item(1)) if use_val else None)
     if ridge:
         rob_rec["ridge"] = ridge
-    if not cfg.finetune:  # recorded by RobustFit.finish
-        log.info("finetune=False: the training-free start is kept (epoch 0; no InfoNCE epochs, no WiSE-FT mix)")
     if cfg.select_se > 0:  # what the standard-error rule chose, said in one line (the lineage holds each record)
         log.info("select_se=%g: %s", cfg.select_se, describe_se_rule(ridge, res.se_rule, rob_rec.get("wise_se_rule")))
     if phase is not None:

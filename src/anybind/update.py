@@ -57,6 +57,7 @@ from .recipe import FINE_TUNE_LR, check_seed
 from .robust import RobustFit, check_robust
 from .update_distill import DistillBinder, offdiag_distillation, screen  # noqa: F401 (public here as before)
 from .vocabulary import carry_vocabulary
+from .wording import counted
 
 if TYPE_CHECKING:
     from .space_core import SpaceCore
@@ -245,8 +246,8 @@ def _update_once(space: "SpaceCore", data, *, replay, cache: FeatureCache, stric
         use_val = any(len(fs.with_pair(val_idx, *p)) >= 2 for p in pairs)
         if not use_val and cfg.wise == "auto" and cfg.epochs > 0:
             log.warning("%s: no val pairs, so neither WiSE-FT's alpha (wise='auto') nor an epoch can be chosen: the "
-                        "projectors fine-tuned for all %d epochs are kept, not mixed back (naive fine-tuning); give "
-                        "the data val records or a fixed wise=<alpha in [0, 1]>", where, cfg.epochs)
+                        "projectors fine-tuned for %s are kept, not mixed back (naive fine-tuning); give "
+                        "the data val records or a fixed wise=<alpha in [0, 1]>", where, counted(cfg.epochs, "epoch"))
         rob = RobustFit(_robust_cfg(cfg), {m: projectors[m] for m in present}, logit_scale)  # start: the parent's
 
         def score(epoch: int) -> float:

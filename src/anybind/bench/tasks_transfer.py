@@ -14,7 +14,7 @@ Procrustes keep theirs, so every row has the same baselines), ``text`` (the same
 text lock, :data:`anybind.recipe.BRIDGED_IMAGE`, a ``recipe`` system the label bridge into that text encoder),
 ``center`` (1: every system also centred inductively, :func:`anybind.robust.centred`), ``seeds`` (``0,1,2``: every
 trained system fitted once per seed, each on that seed's train subsample; each cell the mean over the seeds, its
-interval over captions of the seed-averaged hits, the seeds held fixed, see the notes; unset: ``--seed``), ``l2sp_grid``, ``boot`` (bootstrap resamples, at least 1), ``select`` (the corpus, outside
+interval over captions of the seed-averaged hits, the seeds held fixed, see the notes; unset: ``--seed``), ``l2sp_grid`` (the +l2sp systems' lambdas, :data:`~anybind.bench.transfer_systems.L2SP_GRID` unset; refused without a +l2sp system), ``boot`` (bootstrap resamples, at least 1), ``select`` (the corpus, outside
 ``corpora``, whose val split the ``+select`` systems choose on: never a measured cell).
 
 Rows are (train set, system); columns are text->image / image->text R@1 on each corpus' test split
@@ -47,7 +47,8 @@ from .stats import (  # noqa: F401 -- Clusters, bootstrap, caption_groups, paire
 from .transfer_cells import (  # noqa: F401 -- DIRS, fm_hits, retrieval_hits, summary_notes re-exported
     DIRS, fm_hits, retrieval_hits, retrieval_hits_ids, seed_column, seeds_option, summary_notes)
 from .transfer_systems import (  # noqa: F401 -- system_kwargs, subsample_train, train_sets re-exported
-    MODS, corpus_builders, number_options, selection_corpus, subsample_train, system_kwargs, systems_option, train_sets)
+    MODS, corpus_builders, l2sp_grid_option, number_options, selection_corpus, subsample_train, system_kwargs,
+    systems_option, train_sets)
 
 @task("transfer", "Transfer matrix: train on each corpus / all, R@1 on every corpus' test split and Fashion-MNIST "
       "zero-shot, beside the label bridge and Procrustes (--opt corpora=, train=, systems=, max_train=, fm=, center=, "
@@ -55,7 +56,7 @@ from .transfer_systems import (  # noqa: F401 -- system_kwargs, subsample_train,
       "refine=M: class vectors refined on them first, the fm ref. cells, 0 = none)")
 def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str = "tuxpaint,emoji,openclipart",
              train: str = "each,all,loo", systems: str = "recipe,recipe+bridge+start,defaults",
-             max_train: str = "0", fm: str = "10000", center: str = "1", l2sp_grid: str = "0.0001,0.001,0.01",
+             max_train: str = "0", fm: str = "10000", center: str = "1", l2sp_grid: str = "",
              boot: str = "1000", select: str = "", prompts: str = "", image: str = "", text: str = "", balance: str = "1000",
              balance_start: str = "1000", balance_t: str = "10", refine: str = f"{DEFAULT_MIX:g}",
              seeds: str = "") -> TaskResult:
@@ -99,6 +100,7 @@ def transfer(work: Path, cache=None, seed: int = 0, console=None, corpora: str =
                 own = {m: e for m, e in (("image", spec), ("text", tspec)) if e}
                 tags = " ".join(f"{m}={short_spec(e)}" for m, e in own.items())
                 variants.append((f"{s} [{tags}]" if tags else s, s, own))
+    l2sp_grid = l2sp_grid_option(l2sp_grid, wanted)
     n_fm, cap, l2sp_lams, centre = number_options(corpora, names, max_train, fm, center, l2sp_grid)
     seed_list = seeds_option(seeds, seed)
     select_mans = selection_corpus(select, names, builders, fit_kw, work)

@@ -164,6 +164,21 @@ def selection_corpus(select: str, names: Sequence[str], builders, fit_kw: dict, 
     return [load_manifest(builders[select](Path(work)), modalities=MODS, progress=False)]
 
 
+#: the +l2sp systems' lambdas where ``--opt l2sp_grid=`` is not given
+L2SP_GRID = "0.0001,0.001,0.01"
+
+
+def l2sp_grid_option(l2sp_grid: str, systems: Sequence[str]) -> str:
+    """``--opt l2sp_grid=`` as the bench reads it ("": :data:`L2SP_GRID`); given beside no ``+l2sp`` system (the
+    only ones that read it), refused in one line before any work rather than left unused, silently."""
+    from ..errors import AnybindError
+
+    if l2sp_grid and not any("l2sp" in s.split("+")[1:] for s in systems):
+        raise AnybindError(f"transfer: l2sp_grid={l2sp_grid!r} is used only by the +l2sp systems; none is among "
+                           f"{', '.join(systems)}: add one or drop the option")
+    return l2sp_grid or L2SP_GRID
+
+
 def _number(s: str) -> bool:
     try:
         float(s)

@@ -15,8 +15,8 @@ from ._common import (
     ProjectorKind, Split, check_out, fail, parse_encoders, split_csv, app, choice, console,
     device_option, err, precision_option, seed_option, use_device, wise_option,
 )
-from .fit_ridge import (RIDGE_PRIOR, RIDGE_SE, SELECT_SE, SELECT_SE_ON, RidgePrior, SelectSeOn, check_ridge_se,
-                        switch_option)
+from .fit_ridge import (RIDGE_PRIOR, RIDGE_SE, SELECT_SE, SELECT_SE_ON, RidgePrior, SelectSeOn, check_finetune_given,
+                        check_ridge_se, switch_option)
 
 Method = Literal["contrastive", "procrustes", "cca"]
 Missing = Literal["learned", "mean"]
@@ -229,6 +229,7 @@ def fit(
     if not select_data and given_options(ctx, {"select_split"}):  # said, not dropped
         raise typer.BadParameter("it says which split of --select-data chooses; no --select-data was given: drop "
                                  "it or add --select-data", param_hint="--select-split")
+    check_finetune_given(ctx, finetune)
     if (ray or ray_address) and not sharded(stream, ray_workers):  # read by the sharded fit only: in memory encodes here
         raise typer.BadParameter("--ray / --ray-address encode on Ray for a fit from training shards: add --stream "
                                  "(or --ray-workers N), or drop them (the in-memory fit encodes here)")

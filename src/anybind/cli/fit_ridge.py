@@ -70,3 +70,16 @@ def check_ridge_se(se: float | None, option: str = "--ridge-se") -> None:
     work, unless a finite number >= 0 (or not given)."""
     if se is not None and not (math.isfinite(se) and se >= 0):
         raise typer.BadParameter(f"a non-negative number of standard errors, got {se:g}", param_hint=option)
+
+
+def check_finetune_given(ctx: typer.Context, finetune: bool | None) -> None:
+    """``--no-finetune`` beside a typed ``--lr`` / ``--wise`` (they act on fine-tuned epochs only):
+    refused in one line before any work, not left unused.  The library lets ``lr`` / ``wise='auto'`` pass beside
+    ``finetune=False`` (a saved finetune=False config carries them and refits); here they were typed."""
+    from .fit_free import given_options
+
+    typed = given_options(ctx, {"lr", "wise"}) if finetune is False else []  # --epochs: a budget, typed anyway
+    typed = [o for o in typed if o != "--wise" or ctx.params["wise"].strip().lower() not in ("off", "none")]
+    if typed:
+        raise typer.BadParameter(f"{' / '.join(typed)} acts only on fine-tuned epochs and --no-finetune keeps the "
+                                 "training-free start (no epoch): drop it or give --finetune", param_hint="--no-finetune")

@@ -9,6 +9,7 @@ import typer
 
 from ..errors import AnybindError, DataError
 from ._common import app, check_out, choice, console, fail, seed_option, wise_option
+from ..wording import counted
 
 UpdateMethod = Literal["wise", "modx", "naive"]
 
@@ -241,7 +242,7 @@ def federate(
         fail(e)
     e = space.info["lineage"][-1]
     search = e.get("local_epochs_search")
-    chose = (f"; {search['chosen']} local epochs chosen on the clients' val pairs (of {','.join(map(str, grid))}: "
+    chose = (f"; {counted(search['chosen'], 'local epoch')} chosen on the clients' val pairs (of {','.join(map(str, grid))}: "
              f"{', '.join(f'{v:.3f}' if v is not None else '-' for v in search['val'])})" if search else "")
     console.print(f"saved {space} to [bold]{out}[/bold] ({method}{' + FedAvg step' if average else ''}, {e['clients']} clients{' on Ray' if target else ''}: best round {e['best_round']} "
                   f"of {e['rounds_run']}, {e['bytes']['per_round']:,} bytes a round{chose})", highlight=False)

@@ -45,6 +45,7 @@ from ..data.manifest import Manifest
 from ..errors import DataError, SpaceError
 from .base import FusionModel
 from .net import FusionNet
+from ..wording import counted
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +228,7 @@ def lego_fuse(model: FusionModel, data: Any, *, epochs: int = 20, lr: float = 5e
         raise DataError(f"no training record holds {'two' if paired_only else 'any'} of the modalities "
                         f"{', '.join(model.modalities)}: nothing to fine-tune on")
     if not val:
-        log.warning("no val records: LegoFuse keeps the last of its %d epochs (no selection)", epochs)
+        log.warning("no val records: LegoFuse keeps the last of its %s (no selection)", counted(epochs, "epoch"))
     model.epochs, model.lr = int(epochs), float(lr)
     model.fit(train, model.label_key, cache=cache, val=val, warm_start=True)
     best = next((h["epoch"] for h in model.history_ if h.get("best")), model.history_[-1]["epoch"])

@@ -38,7 +38,6 @@ import logging
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import replace
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -50,7 +49,7 @@ from ..encoders.device import current_runtime, place
 from ..encoders.video import temporal_frames
 from ..epochs import selection_record
 from ..errors import DataError
-from ..robust import RobustFit, check_robust, check_select_se_on, ridge_start, with_mixup
+from ..robust import RobustFit, check_robust, check_select_se_on, loop_config, ridge_start, with_mixup
 from ..loop import fit_loop, make_optimizer, make_temperature, training_threads
 from ..attention import attention_start, check_attention
 from ..projectors import attention_parameters, load_start_state, start_state
@@ -59,6 +58,7 @@ from .launch import collectives_before_any_group
 from .pairstream import PairStream
 from .solve import broadcast_, solve_once
 from .stream import SPLIT_CODES, TrainingShards
+from ..wording import counted
 
 collectives_before_any_group()  # before the caller's process group, so that its teardown can free it
 
@@ -223,7 +223,7 @@ def train_streaming(
             global_bs = min(cfg.batch_size, counts[p])
             local_bs = global_bs // world
             if local_bs < 1:
-                raise DataError(f"pair {p[0]}-{p[1]}: {counts[p]} training pairs for {world} workers")
+                raise DataError(f"pair {p[0]}-{p[1]}: {counted(counts[p], 'training pair')} for {world} workers")
             streams[p] = PairStream(shards, *p, batch_size=local_bs, shuffle_buffer=shuffle_buffer,
                                     seed=cfg.seed, rank=rank, world=world)
         use_val = shards.count("val", "rows") >= 2 and any(shards.count("val", p) >= 2 for p in pairs)
@@ -248,7 +248,7 @@ def train_streaming(
 
         t0 = time.perf_counter()
         stream = batches()
-        ft = cfg if cfg.finetune else replace(cfg, epochs=0)  # finetune=False: the training-free start is kept
+        ft = loop_config(cfg)  # finetune=False: epochs=0, the training-free start is kept
         phase = attention_start(
             projectors, model, stream, steps, logit_scale, ft, use_val=use_val, score=score,
             refit=lambda: solve_once(lambda: ridge_start(
@@ -261,9 +261,7 @@ def train_streaming(
                        progress=progress and rank == 0, label="training (streaming)",
                        penalty=rob.penalty, on_epoch=rob.on_epoch)
         # every worker mixes in step (score broadcasts rank 0's val score)
-        logit, rob_rec = rob.finish(res.logit_scale, (lambda: score(1)) if use_val else None)
-        if not cfg.finetune and rank == 0:  # said as the in-memory trainer does (recorded by RobustFit.finish)
-            log.info("finetune=False: the training-free start is kept (epoch 0; no InfoNCE epochs, no WiSE-FT mix)")
+        logit, rob_rec = rob.finish(res.logit_scale, (lambda: score(1)) if use_val else None, say=rank == 0)
         if phase is not None:
             rob_rec["attention_phase"] = phase
             if phase["ridge"]:  # the start fine-tuning left (the caller's ridge_init record otherwise)
