@@ -161,8 +161,9 @@ def build_icons(
     for key, value in (("limit", limit), ("size", size)):
         if value is not None and value < 1:
             raise DataError(f"icons: {key} must be a whole number >= 1, got {value}")
-    if root is not None and Path(root).absolute() != Path(DEFAULT_ROOT):
-        chosen: tuple[Theme, ...] = (folder_theme(Path(root).absolute(), size_dir, tuple(contexts)),)
+    src = Path(os.path.abspath(root)) if root is not None else None  # "..": the folder's own name keys the theme
+    if src is not None and src != Path(DEFAULT_ROOT):
+        chosen: tuple[Theme, ...] = (folder_theme(src, size_dir, tuple(contexts)),)
     else:
         chosen = named_themes(("papirus",) if root is not None else tuple(themes))
     for t in chosen:
