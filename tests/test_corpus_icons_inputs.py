@@ -88,3 +88,13 @@ def test_a_root_with_dots_keys_the_theme_by_its_folder(tmp_path, tail):
     assert rec["id"] == "theme/devices/audio-card" and rec["image"] == "media/theme/devices/audio-card.png"
     assert sorted(p.name for p in out.iterdir()) == ["LICENSE", "SOURCE.md", "corpus.json", "manifest.jsonl", "media"]
 
+
+@needs_theme
+@needs_words
+def test_size_dir_of_the_papirus_root_is_read(tmp_path):
+    """``--root /usr/share/icons/Papirus --size-dir 48x48`` reads 48x48 (version 4 read 64x64 and said nothing)."""
+    out = tmp_path / "out"
+    icons.build_icons(out, root=THEME, size_dir="48x48", contexts=("devices",), limit=3, size=16, install=False,
+                      progress=False)
+    meta = json.loads((out / "corpus.json").read_text(encoding="utf-8"))
+    assert meta["source"]["themes"]["papirus"]["folders"] == {"devices": "48x48/devices"}

@@ -111,6 +111,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -166,6 +167,8 @@ def build_icons(
         chosen: tuple[Theme, ...] = (folder_theme(src, size_dir, tuple(contexts)),)
     else:
         chosen = named_themes(("papirus",) if root is not None else tuple(themes))
+        if src is not None and size_dir != DEFAULT_SIZE_DIR:  # Papirus' own folder at another size
+            chosen = (replace(chosen[0], folders=tuple((c, f"{size_dir}/{c}") for c in contexts)),)
     for t in chosen:
         if t.package is not None and install and not Path(t.root).exists():
             ensure_debian_package(t.package, t.root)
