@@ -5,6 +5,7 @@ SVG files none of whose names passes the rule (real Papirus logos)."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -70,3 +71,30 @@ def test_cli_says_it_in_one_line(tmp_path):
     assert res.exit_code == 2 and "limit" in res.output and "Traceback" not in res.output
     assert not (tmp_path / "o").exists()
     shutil.rmtree(tmp_path / "o", ignore_errors=True)
+
+
+@needs_words
+@pytest.mark.parametrize("tail", ["..", "."])
+def test_a_root_with_dots_keys_the_theme_by_its_folder(tmp_path, tail):
+    """``--root ..`` (or ``.``): the theme's key is its folder's real name, never ``..`` -- ids ``../devices/...``
+    and images ``media/../devices/...`` would land beside ``media``, not in it."""
+    svg = b'<svg xmlns="http://www.w3.org/2000/svg" width="16" height="16"><rect width="16" height="16"/></svg>'
+    root = _theme(tmp_path, {"devices/audio-card.svg": svg})
+    (root / "sub").mkdir()
+    out = tmp_path / "out"
+    icons.build_icons(out, root=root / "sub" / ".." if tail == ".." else root / ".", contexts=("devices",), size=16,
+                      install=False, progress=False)
+    rec = json.loads((out / "manifest.jsonl").read_text(encoding="utf-8"))
+    assert rec["id"] == "theme/devices/audio-card" and rec["image"] == "media/theme/devices/audio-card.png"
+    assert sorted(p.name for p in out.iterdir()) == ["LICENSE", "SOURCE.md", "corpus.json", "manifest.jsonl", "media"]
+
+
+@needs_theme
+@needs_words
+def test_size_dir_of_the_papirus_root_is_read(tmp_path):
+    """``--root /usr/share/icons/Papirus --size-dir 48x48`` reads 48x48 (version 4 read 64x64 and said nothing)."""
+    out = tmp_path / "out"
+    icons.build_icons(out, root=THEME, size_dir="48x48", contexts=("devices",), limit=3, size=16, install=False,
+                      progress=False)
+    meta = json.loads((out / "corpus.json").read_text(encoding="utf-8"))
+    assert meta["source"]["themes"]["papirus"]["folders"] == {"devices": "48x48/devices"}

@@ -70,7 +70,7 @@ def test_same_caption_same_split_across_themes(small):
     # no caption (nor alias) of one split is a caption of another: a test query never has a train twin
     split_texts: dict[str, set[str]] = defaultdict(set)
     for r in recs:
-        split_texts[r["split"]].add(r["text"])
+        split_texts[r["split"]].update([r["text"], *filter(None, r.get("text_aliases", "").split("; "))])
     assert not (split_texts["train"] & split_texts["test"]) and not (split_texts["val"] & split_texts["test"])
 
 
@@ -167,3 +167,36 @@ def test_every_theme_package_is_bootstrapped():
     script = (ROOT / "scripts" / "bootstrap-debian.sh").read_text(encoding="utf-8")
     pkgs = {w for line in script.splitlines() if line.startswith("PKGS") for w in re.split(r"[\s()=+]+", line)}
     assert {t.package for t in THEMES.values()} <= pkgs
+
+
+def _svg(colour: str) -> bytes:
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="16" height="16"><rect width="16" height="16" '
+            f'fill="{colour}"/></svg>').encode()
+
+
+@needs_words
+def test_a_name_two_themes_caption_differently_is_in_one_split(tmp_path):
+    """Theme ``a`` draws ``media-optical`` and links ``drive-optical`` to it; theme ``b`` draws ``drive-optical``
+    itself.  The captions differ ("media optical" train, "drive optical" val by their own hash) but the name is
+    shared: both pictures are in one split, else a val/test caption is a train record's caption (its alias)."""
+    a, b = tmp_path / "a" / "devices", tmp_path / "b" / "devices"
+    a.mkdir(parents=True), b.mkdir(parents=True)
+    (a / "media-optical.svg").write_bytes(_svg("red"))
+    (a / "drive-optical.svg").symlink_to("media-optical.svg")
+    (a / "printer.svg").write_bytes(_svg("green"))
+    (b / "drive-optical.svg").write_bytes(_svg("blue"))
+    ta = Theme("a", None, str(tmp_path / "a"), (("devices", "devices"),))
+    tb = Theme("b", None, str(tmp_path / "b"), (("devices", "devices"),))
+    out = tmp_path / "out"
+    icons.build_icons(out, themes=(ta, tb), contexts=("devices",), size=16, install=False, progress=False)
+    recs, _ = check_corpus(out, "icons")
+    by_id = {r["id"]: r for r in recs}
+    assert by_id["a/devices/media-optical"]["text_aliases"] == "drive optical"
+    assert by_id["b/devices/drive-optical"]["text"] == "drive optical"
+    splits: dict[str, set[str]] = defaultdict(set)
+    for r in recs:
+        for cap in [r["text"], *r.get("text_aliases", "").split("; ")]:
+            if cap:
+                splits[cap].add(r["split"])
+    assert all(len(s) == 1 for s in splits.values()), dict(splits)
+    assert by_id["a/devices/printer"]["split"] == "val"  # a caption no other record shares keeps its own hash split

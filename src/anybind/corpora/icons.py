@@ -82,17 +82,20 @@ the next (``application-x-iso`` "cue" -> "raw disk image", ``audio-x-flac`` "sho
 **Image.**  The SVG drawn by the project's renderer (:func:`anybind.data.svg.render_svg`) at ``size`` (256)
 pixels wide, a transparent PNG ``media/<theme>/<context>/<name>.png`` (:func:`anybind.data.media.load_image`
 puts it on white); the id is ``<theme>/<context>/<name>``.  **Labels**: ``context``, ``theme``.  **Split**:
-:func:`anybind.data.manifest.hash_split` of the caption, so every theme's picture of a caption falls in one split
-(the metric's duplicate-aware ranking counts them as one answer; no test caption has a train twin).  ``limit``: only
-the first N real files of each context of each theme (quick looks and tests).  ``corpus.json`` ``source.themes``
-holds per theme its package, version, licence, folders, files, links, kept and dropped by reason.
+:func:`anybind.data.manifest.hash_split` of the least caption of the records that share a caption or alias, directly
+or through others: every theme's picture of a name falls in one split, also where two themes caption it differently
+(Papirus draws ``gnome-calculator``, "calculator", and links ``accessories-calculator``, which Tango draws): no
+caption or alias is in two splits (split by each record's own caption, 46 of 141 test records had an alias or
+caption of a train record; the metric's duplicate-aware ranking counts one caption's pictures as one answer).
+``limit``: only the first N real files of each context of each theme (quick looks and tests).  ``corpus.json``
+``source.themes`` holds per theme its package, version, licence, folders, files, links, kept and dropped by reason.
 
 **Counts** (version 4, the five themes, ~30 s): 7,842 files, 38 ``duplicate``; dropped by the name rule
 ``app_name`` 3,263, ``colour_variant`` 2,208, ``not_words`` 674, ``reverse_dns`` 464, ``digits`` 289, ``format``
-48, ``brand`` 45, ``symbolic`` 14, ``only_generic`` 1; kept 798 images of 473 distinct captions (train 575 / 339,
-val 82 / 42, test 141 / 92: images / captions), 163 captions drawn by 2-5 themes; apps 277, mimetypes 213, places
+48, ``brand`` 45, ``symbolic`` 14, ``only_generic`` 1; kept 798 images of 473 distinct captions (train 612 / 353,
+val 67 / 38, test 119 / 82: images / captions), 163 captions drawn by 2-5 themes; apps 277, mimetypes 213, places
 169, devices 139; 190 captioned through a link's name, 342 with ``text_aliases``.  Papirus alone (``--theme
-papirus``) is unchanged from version 3 but for the ids (``papirus/`` in front):
+papirus``) is version 3 but for the ids (``papirus/`` in front) and 3 splits (209 / 25 / 54: 3 version-3 leaks):
 
 **Counts** (version 3, the whole 64x64 set, ~5 s): 5,819 files, 20 ``duplicate``; dropped by the name rule
 ``app_name`` 2,741, ``colour_variant`` 1,877, ``reverse_dns`` 456, ``digits`` 224, ``not_words`` 189, ``brand`` 13,
@@ -108,6 +111,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -158,10 +162,13 @@ def build_icons(
     for key, value in (("limit", limit), ("size", size)):
         if value is not None and value < 1:
             raise DataError(f"icons: {key} must be a whole number >= 1, got {value}")
-    if root is not None and Path(root).absolute() != Path(DEFAULT_ROOT):
-        chosen: tuple[Theme, ...] = (folder_theme(Path(root).absolute(), size_dir, tuple(contexts)),)
+    src = Path(os.path.abspath(root)) if root is not None else None  # "..": the folder's own name keys the theme
+    if src is not None and src != Path(DEFAULT_ROOT):
+        chosen: tuple[Theme, ...] = (folder_theme(src, size_dir, tuple(contexts)),)
     else:
         chosen = named_themes(("papirus",) if root is not None else tuple(themes))
+        if src is not None and size_dir != DEFAULT_SIZE_DIR:  # Papirus' own folder at another size
+            chosen = (replace(chosen[0], folders=tuple((c, f"{size_dir}/{c}") for c in contexts)),)
     for t in chosen:
         if t.package is not None and install and not Path(t.root).exists():
             ensure_debian_package(t.package, t.root)
@@ -275,6 +282,7 @@ def _build_into(
     per_alias: dict[str, Counter[str]] = {}
     lim = current_limits()
     records: list[dict[str, Any]] = []
+    names: list[list[str]] = []  # each record's captions, its own first
     n_unique = sum(len(u) for _, u, _ in read)
     rtask = prog.add_task("drawing icons", total=n_unique) if prog is not None else None
     for t, unique, datas in read:
@@ -297,13 +305,15 @@ def _build_into(
             rel = Path("media", f.theme, f.context, f.name + ".png")
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
             (tmp / rel).write_bytes(png)
-            rec: dict[str, Any] = {"id": f.id, "split": hash_split(caps[0]), "text": caps[0]}
+            rec: dict[str, Any] = {"id": f.id, "split": "", "text": caps[0]}  # split: _split_by_names
             if len(caps) > 1:
                 rec["text_aliases"] = "; ".join(caps[1:])
             rec["image"] = rel.as_posix()
             rec["labels"] = {"context": f.context, "theme": f.theme}
             records.append(rec)
+            names.append(caps)
         alias_rule.update(rule)
+    _split_by_names(records, names)
 
     name_drops = {r: len(skipped.get(r, [])) for r in NAME_REASONS}
     n_svg = sum(len(files) for _, files, _, _ in scans)
@@ -333,7 +343,8 @@ def _build_into(
         "source": source,
         "builder": {"module": __name__, "version": BUILDER_VERSION, "size": size, "limit": limit},
         "media": f"PNG {size} px wide drawn by anybind.data.svg.render_svg into media/<theme>/<context>/",
-        "split": "hash_split(caption): 70/10/20, same caption -> same split, whichever theme draws it",
+        "split": "hash_split(caption): 70/10/20, the least caption of the records sharing a caption or "
+        "alias (transitively), so no caption or alias is in two splits, whichever theme draws it",
         "files": {"svg": n_svg, "unique": n_unique, "links": dict(sorted(links.items()))},
         "name_rule": {"dropped": name_drops, "dropped_total": sum(name_drops.values())},
         "alias_rule": dict(sorted(alias_rule.items())),
@@ -353,6 +364,32 @@ def _build_into(
     copyrights = {t.package: debian_copyright_path(t.package) for t in themes if t.package is not None}
     write_license(tmp, copyrights, FALLBACK_LICENSE, source_md)
     return summary
+
+
+def _split_by_names(records: list[dict[str, Any]], names: list[list[str]]) -> None:
+    """Set each record's split: :func:`hash_split` of the least caption (``text``) of the records it shares a
+    caption with, ``text`` or alias, directly or through others.  Two themes may caption one standard name
+    differently (Papirus draws ``gnome-calculator`` and links ``accessories-calculator``, Tango draws the latter):
+    split by each record's own caption, one is a test record whose alias is a train record's caption."""
+    parent: dict[str, str] = {}
+
+    def find(c: str) -> str:
+        parent.setdefault(c, c)
+        while parent[c] != c:
+            parent[c] = parent[parent[c]]
+            c = parent[c]
+        return c
+
+    for caps in names:
+        for c in caps[1:]:
+            a, b = find(caps[0]), find(c)
+            parent[max(a, b)] = min(a, b)
+    least: dict[str, str] = {}
+    for r in records:
+        g = find(r["text"])
+        least[g] = min(least.get(g, r["text"]), r["text"])
+    for r in records:
+        r["split"] = hash_split(least[find(r["text"])])
 
 
 def _version(t: Theme) -> str:
