@@ -30,6 +30,7 @@ BAD = [
     ({"select_se": -1}, "select_se must be a non-negative number (standard errors), got -1"),
     ({"select_se": "1"}, "select_se must be a non-negative number (standard errors), got '1'"),
     ({"select_se_on": "fine"}, "select_se_on must be 'all' or 'finetune', got 'fine'"),
+    ({"select_se": 0, "select_se_on": "finetune"}, "select_se_on='finetune' steers nothing without the rule"),
     ({"epochs": -1}, "TrainConfig.epochs must be a whole number >= 0, got -1"),
     ({"epochs": 2.5}, "TrainConfig.epochs must be a whole number >= 0, got 2.5"),
     ({"finetune": False, "wise": 0.5}, "wise=0.5 acts only on fine-tuned epochs and finetune=False keeps"),
