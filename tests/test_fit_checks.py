@@ -1,8 +1,8 @@
 """Hostile values for a trained ``Space.fit`` / ``anybind fit`` (finetune, select_se, epochs, a manifest with no
 training records) are refused in one line naming the option or the manifest *before any record is encoded*
 (anybind.fit_checks): each was refused only after the training data was encoded, and ``finetune=False`` beside a
-learning rate or a WiSE-FT alpha (``finetune=True`` beside ``epochs=0``) fitted the start silently.  Real Tux Paint
-stamps; the proof is that nothing was encoded (no FeatureSet built, no cache file), not a timing."""
+WiSE-FT alpha fitted the start silently (as ``--finetune`` beside ``--epochs 0`` did: anybind fit refuses it).  Real
+Tux Paint stamps; the proof is that nothing was encoded (no FeatureSet built, no cache file), not a timing."""
 
 import json
 import math
@@ -30,9 +30,9 @@ BAD = [
     ({"select_se": -1}, "select_se must be a non-negative number (standard errors), got -1"),
     ({"select_se": "1"}, "select_se must be a non-negative number (standard errors), got '1'"),
     ({"select_se_on": "fine"}, "select_se_on must be 'all' or 'finetune', got 'fine'"),
+    ({"select_se": 0, "select_se_on": "finetune"}, "select_se_on='finetune' steers nothing without the rule"),
     ({"epochs": -1}, "TrainConfig.epochs must be a whole number >= 0, got -1"),
     ({"epochs": 2.5}, "TrainConfig.epochs must be a whole number >= 0, got 2.5"),
-    ({"epochs": 0, "finetune": True}, "finetune=True fine-tunes for epochs > 0, and epochs=0 keeps"),
     ({"finetune": False, "wise": 0.5}, "wise=0.5 acts only on fine-tuned epochs and finetune=False keeps"),
     ({"finetune": False, "lr": 1e-3, "wise": 0.3}, "wise=0.3 acts only on fine-tuned epochs"),
     ({"finetune": False, "attn_epochs": 3}, "attn_epochs=3 acts only on fine-tuned epochs"),
@@ -69,20 +69,21 @@ def test_no_training_record_names_the_manifest_before_any_encoding(tux_dir, tmp_
 
 
 @pytest.mark.parametrize("kw", [{"finetune": True, "epochs": 1}, {"finetune": False, "epochs": 3},
-                                {"epochs": 0}, {"finetune": False, "l2sp": 0.0, "wise": None},
+                                {"epochs": 0}, {"finetune": True, "epochs": 0},  # a saved epochs=0 config
+                                {"finetune": False, "l2sp": 0.0, "wise": None},
                                 {"finetune": False, "lr": 1e-4, "wise": "auto"},  # a saved finetune=False config
                                 {"select_se": 1e300, "select_se_on": "finetune"}])
 def test_what_is_consistent_passes_the_check(tux, kw):
     """The check refuses contradictions only: finetune=False beside an lr and wise='auto' passes (recipe auto saves
-    them with it, and the saved config refits; anybind fit refuses them typed), so do epochs=0 alone and a huge but
-    finite select_se."""
+    them with it, and the saved config refits; anybind fit refuses them typed), so do epochs=0 alone or beside
+    finetune=True (a saved epochs=0 config; anybind fit refuses them typed) and a huge but finite select_se."""
     plan = plan_fit(tux, ["image", "text"], recipe="auto", config=fit_options(None, kw), progress=False)
     check_before_encoding(plan)
 
 
 def test_cli_contradictions_are_one_line_before_encoding(tux, tmp_path, never_encoded):
     base = ["fit", str(tux.path), "--modalities", "image,text", "--cache", str(tmp_path / "c")]
-    for extra, says in ((["--epochs", "0", "--finetune"], "finetune=True fine-tunes for epochs > 0"),
+    for extra, says in ((["--epochs", "0", "--finetune"], "--finetune fine-tunes for --epochs > 0"),
                         (["--no-finetune", "--wise", "0.5"], "--wise acts only on fine-tuned epochs"),
                         (["--no-finetune", "--lr", "1e-3", "--epochs", "3"], "--lr acts only on fine-tuned epochs"),
                         (["--no-finetune", "--attn-epochs", "3"], "attn_epochs=3 acts only on fine-tuned epochs"),
@@ -95,3 +96,16 @@ def test_cli_contradictions_are_one_line_before_encoding(tux, tmp_path, never_en
                                           "--out", str(tmp_path / "sp")], env={"COLUMNS": "250"})
     assert res.exit_code == 2 and "attn_epochs=2 acts only on fine-tuned epochs" in res.output, res.output  # streamed
     assert "--wise" not in res.output  # --wise off beside --no-finetune: consistent, not refused
+
+
+def test_a_saved_start_only_space_refits_from_its_config(tux, shared_cache, tmp_path):
+    """``Space.fit(epochs=0, select_se=0)`` saves ``finetune=True`` beside ``epochs=0`` (finetune resolved to its plain
+    True; recipe auto keeps it where it sets no rule): that saved config refits as it did, keeping the start again
+    (only ``anybind fit --finetune --epochs 0``, typed, is refused)."""
+    kw = dict(modalities=["image", "text"], cache=shared_cache, progress=False)
+    first = Space.load(Space.fit(tux, epochs=0, select_se=0, **kw).save(tmp_path / "sp"))
+    cfg = {k: v for k, v in first.config.items() if k != "method"}
+    assert cfg["finetune"] is True and cfg["epochs"] == 0
+    again = Space.fit(tux, config=TrainConfig(**cfg), **kw)
+    assert again.config == first.config and again.info["training"]["best_epoch"] == 0
+    assert again.info["training"]["epochs_run"] == first.info["training"]["epochs_run"]

@@ -1,11 +1,10 @@
 """What a trained fit refuses before any record is encoded (``Space.fit``, ``anybind fit``, the streaming / Ray fit
 beside its own :func:`anybind.scale.train.check_config`): its config as the trainer checks it
 (:class:`~anybind.train.TrainConfig`'s fields, :func:`anybind.robust.check_robust`,
-:func:`anybind.attention.check_attention`), options that contradict a ``finetune`` the user gave, and data with
-fewer than 2 training records.  Each was refused only after the training data was encoded (minutes on a real
-corpus), or not at all: ``finetune=False`` beside a fixed WiSE-FT alpha or an attention-phase setting (which act on
-fine-tuned epochs only) fitted the start as if they were not given, and ``finetune=True`` beside ``epochs=0``
-fine-tuned nothing, silently."""
+:func:`anybind.robust.check_select_se_on`, :func:`anybind.attention.check_attention`), options that contradict a
+``finetune`` the user gave, and data with fewer than 2 training records.  Each was refused only after the training
+data was encoded (minutes on a real corpus), or not at all: ``finetune=False`` beside a fixed WiSE-FT alpha or an attention-phase setting (which act on
+fine-tuned epochs only) fitted the start as if they were not given."""
 
 from __future__ import annotations
 
@@ -18,7 +17,8 @@ def check_before_encoding(plan: Any) -> None:
     in one line naming the option (or the manifests): nothing for a training-free method."""
     from .attention import check_attention
     from .errors import DataError
-    from .robust import check_robust
+    from .recipe import AUTO
+    from .robust import check_robust, check_select_se_on
     from .train import TrainConfig
 
     if plan.method != "contrastive":
@@ -29,9 +29,8 @@ def check_before_encoding(plan: Any) -> None:
         raise TypeError(f"unknown option(s) {bad} for a trained fit (known: {', '.join(sorted(known))})")
     cfg = TrainConfig(**plan.config)  # its own field checks (flags, seed, epochs)
     ft = plan.config.get("finetune") if "finetune" not in plan.chosen else None  # the user's, not the recipe's
-    if ft is True and plan.config.get("epochs") == 0:
-        raise DataError("finetune=True fine-tunes for epochs > 0, and epochs=0 keeps the training-free start (as "
-                        "finetune=False): give epochs > 0 or drop finetune=True")
+    # finetune=True beside epochs=0 passes: a saved epochs=0 config carries it (finetune resolved to its plain True)
+    # and refits (anybind fit refuses them typed)
     # l2sp, mixup, select_se_on: check_robust's; lr and wise None / 'auto' pass: a finetune=False fit saves them
     # (recipe auto's lr and wise='auto', plain's lr), and its saved config refits (anybind fit refuses them typed)
     given = [k for k in finetune_asked(plan)
@@ -40,6 +39,8 @@ def check_before_encoding(plan: Any) -> None:
         raise DataError(f"{', '.join(f'{k}={plan.config[k]!r}' for k in given)} acts only on fine-tuned epochs and "
                         "finetune=False keeps the training-free start (no epoch): drop it or give finetune=True")
     check_robust(cfg.resolved())
+    if cfg.select_se is not AUTO:  # an explicit select_se=0 beside select_se_on='finetune' (left to the recipe: the
+        check_select_se_on(cfg)  # trainer says it, once, after recipe auto has or has not set the rule)
     check_attention(cfg.resolved())
     n = sum(r.split == "train" for man in plan.manifests for r in man.records)
     if n < 2:

@@ -73,9 +73,10 @@ def check_ridge_se(se: float | None, option: str = "--ridge-se") -> None:
 
 
 def check_finetune_given(ctx: typer.Context, finetune: bool | None) -> None:
-    """``--no-finetune`` beside a typed ``--lr`` / ``--wise`` (they act on fine-tuned epochs only):
-    refused in one line before any work, not left unused.  The library lets ``lr`` / ``wise='auto'`` pass beside
-    ``finetune=False`` (a saved finetune=False config carries them and refits); here they were typed."""
+    """``--no-finetune`` beside a typed ``--lr`` / ``--wise`` (they act on fine-tuned epochs only), and ``--finetune``
+    beside ``--epochs 0``: refused in one line before any work, not left unused.  The library lets ``lr`` /
+    ``wise='auto'`` pass beside ``finetune=False``, and ``finetune=True`` beside ``epochs=0`` (a saved config carries
+    them and refits); here they were typed."""
     from .fit_free import given_options
 
     typed = given_options(ctx, {"lr", "wise"}) if finetune is False else []  # --epochs: a budget, typed anyway
@@ -83,3 +84,6 @@ def check_finetune_given(ctx: typer.Context, finetune: bool | None) -> None:
     if typed:
         raise typer.BadParameter(f"{' / '.join(typed)} acts only on fine-tuned epochs and --no-finetune keeps the "
                                  "training-free start (no epoch): drop it or give --finetune", param_hint="--no-finetune")
+    if finetune is True and ctx.params["epochs"] == 0:  # the library lets it pass: a saved epochs=0 config carries it
+        raise typer.BadParameter("--finetune fine-tunes for --epochs > 0, and --epochs 0 keeps the training-free start "
+                                 "(as --no-finetune): give --epochs > 0 or drop --finetune", param_hint="--finetune")
