@@ -269,6 +269,7 @@ def test_cli_help_and_bench_registration(small):
     from typer.testing import CliRunner
 
     from anybind.bench.transfer_systems import corpus_builders
+    from anybind.bench.tuxpaint import build_once, up_to_date
     from anybind.cli import app
 
     res = CliRunner().invoke(app, ["corpus", "icons", "--help"])
@@ -278,8 +279,10 @@ def test_cli_help_and_bench_registration(small):
     assert "icons" in builders
     work = out.parent  # build_once finds the built corpus in work/icons and does not rebuild it
     before = (out / "manifest.jsonl").read_bytes()
-    assert builders["icons"](work) == out / "manifest.jsonl" and (out / "manifest.jsonl").read_bytes() == before
+    got = build_once(work, "icons", icons.build_icons, themes=("papirus",), limit=25, size=64)
+    assert got == out / "manifest.jsonl" and (out / "manifest.jsonl").read_bytes() == before
     assert json.loads((out / "corpus.json").read_text())["builder"]["limit"] == 25
+    assert not up_to_date(out, icons.build_icons)  # the bench's own (all files, full size) would be rebuilt
 
 
 @needs_words

@@ -46,15 +46,16 @@ def plain_unless_free(kw: dict[str, Any]) -> dict[str, Any]:
 
 
 def prepare_tuxpaint(work: Path, console: Console | None = None) -> Path:
-    """Build the Tux Paint corpus under ``work/tuxpaint`` once; return its manifest path."""
+    """Build the Tux Paint corpus under ``work/tuxpaint`` unless an up-to-date build is there (see
+    :func:`up_to_date`); return its manifest path."""
     from ..corpora.debian import ensure_debian_package
-    from ..corpora.tuxpaint import build_tuxpaint
+    from ..corpora.tuxpaint import build_tuxpaint as builder
 
     out = Path(work) / "tuxpaint"
     manifest = out / "manifest.jsonl"
-    if not manifest.exists():
+    if not up_to_date(out, builder):
         ensure_debian_package("tuxpaint-stamps-default", "/usr/share/tuxpaint/stamps")
-        summary = build_tuxpaint(out, progress=True)
+        summary = builder(out, progress=True)
         if console:
             console.print(summary)
     return manifest
@@ -101,12 +102,67 @@ def compare_on_tuxpaint(
     return space, proc, man, results
 
 
-def build_once(work: Path, name: str, builder) -> Path:
-    """``work/name/manifest.jsonl``, built by ``builder(out, progress=False)`` unless it is there already."""
+def build_once(work: Path, name: str, builder, **options: Any) -> Path:
+    """``work/name/manifest.jsonl``, built by ``builder(out, progress=False, **options)`` unless an up-to-date
+    build is there already (see :func:`up_to_date`: a build of an older builder version, or with other recorded
+    options such as ``limit``, is rebuilt, with one warning line).  ``builder``: a ``build_*`` function of
+    :mod:`anybind.corpora` itself (its module's ``BUILDER_VERSION`` is the current version), not a wrapper."""
     out = Path(work) / name
-    if not (out / "manifest.jsonl").exists():
-        builder(out, progress=False)
+    if not up_to_date(out, builder, **options):
+        builder(out, progress=False, **options)
     return out / "manifest.jsonl"
+
+
+def builder_version(builder) -> tuple[str, str]:
+    """``(module, BUILDER_VERSION)`` of a ``build_*`` function of :mod:`anybind.corpora`: what its ``corpus.json``
+    records under ``builder`` (each builder module writes its own ``__name__`` and ``BUILDER_VERSION``)."""
+    import importlib
+
+    from ..errors import AnybindError
+
+    module = getattr(builder, "__module__", None) or ""
+    version = getattr(importlib.import_module(module), "BUILDER_VERSION", None) if module else None
+    if version is None:
+        raise AnybindError(f"build_once: {builder!r} is not a corpus builder (its module {module!r} has no "
+                           "BUILDER_VERSION): pass the build_* function of anybind.corpora itself")
+    return module, str(version)
+
+
+def up_to_date(out: Path, builder, **options: Any) -> bool:
+    """True when ``out`` holds a manifest built by ``builder``'s current module and version with the options
+    ``builder(out, **options)`` would use now (each option its ``corpus.json`` records under ``builder`` that is
+    a keyword of ``builder``: ``limit``, ``size``...); only ``corpus.json`` is read.  False when there is no
+    manifest, or (after one warning line naming the folder, the old and the new version) when the build is out of
+    date or its ``corpus.json`` is missing, unreadable or records no builder.  A symbolic link to an out-of-date
+    build is refused in one line (rebuilding would write where the link points)."""
+    import inspect
+    import json
+    import logging
+
+    from ..corpora import read_corpus_meta
+    from ..errors import DataError
+
+    module, version = builder_version(builder)  # a wrapper is refused even before a first build
+    if not (out / "manifest.jsonl").exists():
+        return False
+    rec = (read_corpus_meta(out) or {}).get("builder")
+    if not isinstance(rec, dict) or "version" not in rec:
+        why = "its corpus.json is missing, unreadable or records no builder version"
+    else:
+        params = inspect.signature(builder).parameters
+        now = {k: options.get(k, params[k].default) for k in rec if k not in ("module", "version") and k in params}
+        differ = {k: v for k, v in now.items() if json.loads(json.dumps(v, default=str)) != rec[k]}
+        if rec.get("module") == module and str(rec["version"]) == version and not differ:
+            return True
+        old = ", ".join(f"{k}={rec[k]!r}" for k in differ)
+        new = ", ".join(f"{k}={v!r}" for k, v in differ.items())
+        why = f"it was built by {rec.get('module')} version {rec['version']}" + (f" with {old}" if old else "")
+        version += f" with {new}" if new else ""
+    why += f", this anybind builds {module} version {version}"
+    if out.is_symlink():
+        raise DataError(f"{out} (a link to {out.resolve()}) is out of date: {why}; rebuild it there or remove the link")
+    logging.getLogger(__name__).warning("%s: rebuilding the corpus: %s", out, why)
+    return False
 
 
 def image_encoders(task: str, image: str) -> list[str]:

@@ -190,7 +190,7 @@ def bench(
         None, "--markdown", help="Update this Markdown file (e.g. BENCHMARKS.md): one section per task run."
     ),
     opt: list[str] = typer.Option(None, "--opt", help="KEY=VALUE passed to the tasks that take KEY (e.g. --opt limit=2000); a KEY none of them takes is an error."),
-    work: Path = typer.Option(Path("runs/bench"), help="Scratch folder for corpora and spaces."),
+    work: Path = typer.Option(Path("runs/bench"), help="Scratch folder for corpora (a corpus there is reused while its builder version is current, else rebuilt) and spaces."),
     cache: Optional[Path] = typer.Option(None),
     seed: int = seed_option(),
 ):
