@@ -283,6 +283,9 @@ def test_cli_help_and_bench_registration(small):
     assert got == out / "manifest.jsonl" and (out / "manifest.jsonl").read_bytes() == before
     assert json.loads((out / "corpus.json").read_text())["builder"]["limit"] == 25
     assert not up_to_date(out, icons.build_icons)  # the bench's own (all files, full size) would be rebuilt
+    # the themes are recorded too: the same limit and size from other themes is another corpus
+    assert json.loads((out / "corpus.json").read_text())["builder"]["themes"] == ["papirus"]
+    assert not up_to_date(out, icons.build_icons, themes=("papirus", "tango"), limit=25, size=64)
 
 
 @needs_words

@@ -341,7 +341,8 @@ def _build_into(
         "description": "Icons of freedesktop icon themes drawn as PNGs with their names as captions, kept only when "
         "a name reads as English words (rule in the builder's docstring).",
         "source": source,
-        "builder": {"module": __name__, "version": BUILDER_VERSION, "size": size, "limit": limit},
+        "builder": {"module": __name__, "version": BUILDER_VERSION, "size": size, "limit": limit,
+                    "themes": [t.key for t in themes]},  # what the bench's build_once compares
         "media": f"PNG {size} px wide drawn by anybind.data.svg.render_svg into media/<theme>/<context>/",
         "split": "hash_split(caption): 70/10/20, the least caption of the records sharing a caption or "
         "alias (transitively), so no caption or alias is in two splits, whichever theme draws it",
