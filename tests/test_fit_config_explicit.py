@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from test_fit_config import TEXT, _fit, _weights, manifest  # noqa: F401 -- the small text + imu corpus
 from test_start_guard import tux_shuffled  # noqa: F401 -- 40 real Tux Paint stamps, shuffled train pairs
 
+from anybind.errors import DataError
 from anybind.fitting import fit_options
 from anybind.recipe import AUTO, FINE_TUNE_LR, PLAIN, resolve_recipe
 from anybind.space import Space
@@ -110,6 +111,20 @@ def test_nothing_given_fits_the_recipe_bit_for_bit_and_saves_no_auto(manifest, t
     assert {k: saved[k] for k in PLAIN} == {"dim": 256, "lr": FINE_TUNE_LR, "init": "ridge", "lock": "text",
                                            "wise": "auto", "ridge_prior": "zero", "start_guard": False,
                                            "kernel_start": False, "select_se": 1.0, "finetune": False}
+
+
+def test_a_saved_space_config_refits_the_same_space_and_names_another_method(manifest, tmp_path):  # noqa: F811
+    first = _fit(manifest, tmp_path, **SMALL)
+    first.save(tmp_path / "sp")
+    saved = json.loads((tmp_path / "sp" / "space.json").read_text())["config"]
+    assert saved["method"] == "contrastive"  # what a user copies from space.json or Space.load(...).config
+    again = _fit(manifest, tmp_path, config=saved)
+    wa, wb = _weights(first), _weights(again)
+    assert wa.keys() == wb.keys() and all(np.array_equal(wa[k], wb[k]) for k in wa)
+    assert again.config == first.config
+    with pytest.raises(DataError) as e:
+        _fit(manifest, tmp_path, config={**saved, "method": "procrustes"})
+    assert "method='procrustes'" in str(e.value) and "\n" not in str(e.value)
 
 
 def test_a_space_saved_with_an_older_training_config_still_loads_as_written(manifest, tmp_path):  # noqa: F811

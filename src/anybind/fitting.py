@@ -115,6 +115,10 @@ def fit_options(config: Any, options: Mapping[str, Any], method: str = "contrast
         out: dict[str, Any] = {}
     elif isinstance(config, Mapping):
         out = dict(config)
+        saved = out.pop("method", method)  # a saved space's config records its method: the same one refits
+        if saved != method:
+            raise DataError(f"config records method={saved!r} (a saved space's config?) but this fit's method is "
+                            f"{method!r}: pass method={saved!r}, or drop 'method' from the config")
     elif dataclasses.is_dataclass(config) and not isinstance(config, type):
         if method != "contrastive":
             raise ValueError(
