@@ -5,6 +5,8 @@ Typer's options table used to narrow the name columns with the help column and s
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import typer
 import typer.main
@@ -66,3 +68,29 @@ def test_typer_still_lays_option_names_in_columns_we_keep_whole(monkeypatch):
     col = lines[at].index("--very-long-switch-name")
     assert lines[at + 1].index("--no-very-long-switch-name") == col, out  # --no-x under --x, not beside it
     assert getattr(rich_utils.Table, "_anybind_whole_names", False), "anybind's hook on typer.rich_utils.Table is gone"
+
+
+def _broken_prose(out, width):
+    """Lines of a help page (its prose and panels' text) that end far short of ``width`` while the next line goes
+    on with the same sentence (a lower-case word, or an opening bracket, at the same indentation)."""
+    rows = [line.rstrip().rstrip("│").rstrip() for line in out.splitlines()]
+    cut = []
+    for a, b in zip(rows, rows[1:]):
+        text = b.lstrip("│ ")
+        same_indent = len(b) - len(text) == len(a) - len(a.lstrip("│ "))
+        if text.startswith("anybind ") or re.match(r"[a-z][\w-]*  ", text):  # an example; a command list's row
+            continue
+        if a.strip("│ ") and len(a) < width - 60 and (text[:1].islower() or text[:1] == "(") and same_indent:
+            cut.append(f"{a.strip()} / {text[:40]}")
+    return cut
+
+
+def test_no_help_breaks_a_sentence_where_its_source_line_ended(monkeypatch):
+    """Typer in rich markup mode keeps a docstring's single line breaks, so every sentence wrapped in the source
+    (``serve``: "items added to" / "the index ...") broke mid-line at any width, and the command list's rows of
+    ``prompts``, ``balance``, ``audit`` were ragged; anybind.cli._common.tidy_help joins them (examples and indented
+    command lines keep their own lines).  Rendered wide, so that only a source break can end a line early."""
+    width = 250
+    cut = {" ".join(path) or "anybind": c for path, _ in COMMANDS if (c := _broken_prose(_help(app, path, width, monkeypatch), width))}
+    assert cut == {}
+    assert "Example:" in _help(app, ["fuse", "merge"], 80, monkeypatch).split("Example:", 1)[1]  # examples still apart

@@ -95,7 +95,8 @@ def test_recipe_auto_takes_the_standard_error_rule_on_a_small_own_val_and_says_s
     chosen = sp.info["lineage"][-1]["recipe"]["chosen"]
     assert chosen["select_se"] == 1.0 and "finetune" not in chosen and sp.config["finetune"] is True
     assert sp.info["training"]["history"][-1]["epoch"] == 1
-    for kw in ({"wise": 0.5}, {"l2sp": 0.01}, {"mixup": 0.5}, {"lr": 3e-4}, {"select_se_on": "finetune"}):  # a fine-tuning option asks for it
+    for kw in ({"wise": 0.5}, {"l2sp": 0.01}, {"mixup": 0.5}, {"lr": 3e-4}, {"select_se_on": "finetune"},
+               {"loss": "infonce+intra:0.5"}):  # a fine-tuning option asks for it (an objective only acts on epochs)
         sp = Space.fit(small, modalities=["image", "text"], cache=shared_cache, epochs=1, progress=False, seed=0, **kw)
         chosen = sp.info["lineage"][-1]["recipe"]["chosen"]
         assert chosen["select_se"] == 1.0 and "finetune" not in chosen and sp.config["finetune"] is True, kw

@@ -129,3 +129,26 @@ def test_cli_search_takes_a_speech_query(tmp_path):
         assert hits[0]["id"] == f"s{i}" and hits[0]["modality"] == "speech", hits
     r = cli("search", tmp_path / "ix", "--query", f"speech={tmp_path / 'wav' / 'none.wav'}")
     assert r.exit_code == 2 and "none.wav" in r.output and "Traceback" not in r.output
+
+
+def test_cli_search_table_keeps_long_ids_whole_at_80_columns(tmp_path):
+    """The hits table without a terminal (80 columns): Tux Paint's ids such as animals/mammals/bears/european-bear
+    were folded across two rows ("europea" / "n-bear"); ids and scores now stay whole while they fit, the source
+    folds first (an id wider than the table can give still folds, never cut)."""
+    from typer.testing import CliRunner
+
+    from anybind.cli import app
+
+    _, m = saved_world(tmp_path)
+    long = {f"r{i}": f"animals/mammals/bears/european-bear{i}" for i in range(10)}  # as long as Tux Paint's
+    recs = [json.loads(x) for x in m.read_text().splitlines()]
+    m.write_text("".join(json.dumps({**r, "id": long[r["id"]]}) + "\n" for r in recs))
+    assert cli(*index_args(tmp_path, m)).exit_code == 0
+    res = CliRunner().invoke(app, ["search", str(tmp_path / "ix"), "--text", "stamp number 3", "-k", "10",
+                                   "--cache", str(tmp_path / "c")], env={"COLUMNS": "80"})
+    assert res.exit_code == 0, res.output
+    assert max(len(line) for line in res.output.splitlines() if line[:1] in "┏┃┡│└") <= 80, res.output
+    hits = json.loads(CliRunner().invoke(app, ["search", str(tmp_path / "ix"), "--text", "stamp number 3", "-k", "10",
+                                               "--cache", str(tmp_path / "c"), "--json"]).output)
+    assert len(hits) == 10 and all(h["id"] in res.output for h in hits), res.output
+    assert " 1.0000 " in res.output and " modality " in res.output, res.output  # scores and headers whole too

@@ -49,8 +49,9 @@ def check_before_encoding(plan: Any) -> None:
 
 
 def finetune_asked(plan: Any) -> list[str]:
-    """The fine-tuning options the user gave (a learning rate or a WiSE-FT setting not the recipe's, an L2-SP or
-    mixup weight above 0, the standard-error rule on the fine-tuning choices only, ``select_se_on="finetune"``):
+    """The fine-tuning options the user gave (a learning rate or a WiSE-FT setting not the recipe's, an objective
+    other than InfoNCE, an L2-SP or mixup weight above 0, the standard-error rule on the fine-tuning choices only,
+    ``select_se_on="finetune"``):
     each acts only on fine-tuned epochs, so giving one asks for fine-tuning and recipe auto
     leaves ``finetune`` at its plain True (:func:`anybind.fitting.auto_select_se`).  So does an attention-phase
     setting (``attn_lr``, ``attn_epochs``) other than its default: the phase runs only before fine-tuning (a config object carries every
@@ -59,6 +60,6 @@ def finetune_asked(plan: Any) -> list[str]:
 
     own = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     return ([k for k in ("lr", "wise") if k in plan.config and k not in plan.chosen]
-            + [k for k in ("attn_lr", "attn_epochs") if plan.config.get(k, own[k]) != own[k]]
+            + [k for k in ("loss", "attn_lr", "attn_epochs") if plan.config.get(k, own[k]) != own[k]]
             + [k for k in ("l2sp", "mixup") if plan.config.get(k)]
             + (["select_se_on"] if plan.config.get("select_se_on", "all") != "all" else []))

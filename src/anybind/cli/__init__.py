@@ -3,8 +3,10 @@
 Every command's ``--help`` ends with an example; run ``anybind --help`` for the list.
 """
 
-from ._common import app
+from ._common import app, tidy_help
 from . import corpus, fit, measure, search, serve, report, prompts, fuse, keep, keys, trust, caption, explain  # noqa: E402,F401  (each registers its commands, in this order)
+
+tidy_help(app)  # after every command is registered
 
 __all__ = ["app", "main"]
 

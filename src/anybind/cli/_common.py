@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
+import re
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -24,6 +26,31 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+#: a line of a help paragraph that starts a line of its own: an example, or an indented (command) line
+_OWN_LINE = re.compile(r"(\s|Example|anybind )")
+
+
+def join_help_lines(text: str | None) -> str | None:
+    """A command's help with each paragraph's prose on one line: Typer (rich markup mode) keeps a docstring's
+    single line breaks, so a sentence wrapped in the source broke mid-line at every terminal width.  A break stays
+    only before a line of its own (an example, an indented command line)."""
+    if not text:
+        return text
+    paras = inspect.cleandoc(text).split("\n\n")
+    return "\n\n".join(re.sub(r"\n(?!" + _OWN_LINE.pattern + ")", " ", p) for p in paras)
+
+
+def tidy_help(typer_app: typer.Typer) -> None:
+    """:func:`join_help_lines` on every command and group of ``typer_app`` (after they are all registered)."""
+    for info in typer_app.registered_commands:
+        info.help = join_help_lines(info.help or inspect.getdoc(info.callback))
+    for group in typer_app.registered_groups:
+        group.help = join_help_lines(group.help or group.typer_instance.info.help)
+        group.typer_instance.info.help = group.help
+        tidy_help(group.typer_instance)
+
+
 console = Console(soft_wrap=True)  # paths and ids in messages are never split across lines
 # Errors and warnings are one line per problem, never wrapped at the terminal width (a user greps and copies
 # paths and record ids out of them; without a terminal Rich would wrap at 80 columns).

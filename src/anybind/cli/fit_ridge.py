@@ -31,7 +31,7 @@ SWITCH_HELPS: dict[str, tuple[str, ...]] = {
     "finetune": (
         "Fine-tune the training-free start with InfoNCE (epochs, WiSE-FT); --no-finetune: keep the start (its "
         "guard, ridge alpha and kernel still chosen on val). Default: the recipe's (no fine-tuning where recipe "
-        "auto sets --select-se 1, an own val of 2-99 pairs, unless --lr, --wise, --l2sp, --mixup, "
+        "auto sets --select-se 1, an own val of 2-99 pairs, unless --lr, --loss, --wise, --l2sp, --mixup, "
         "--select-se-on finetune or an --attn-lr / --attn-epochs not its default is given; else fine-tuned).",),
     "ridge-span": (
         "With --ridge-prior bridge: the ridge start and its kernel branch only inside the training text's "

@@ -319,8 +319,9 @@ def search(
         sys.stdout.write(json.dumps([h.to_dict() for h in hits], indent=2, ensure_ascii=False) + "\n")
         return
     t = Table(title=f"{len(hits)} hits in {index_dir} (labels and full paths: --json)")
-    for c in ("rank", "score", "modality", "id", "source"):
-        t.add_column(c, justify="right" if c in ("rank", "score") else "left", overflow="fold")
+    for c in ("rank", "score", "modality", "id", "source"):  # ids (a user copies them) and scores whole: the source folds
+        t.add_column(c, justify="right" if c in ("rank", "score") else "left", overflow="fold", no_wrap=c != "source",
+                     min_width=8 if c == "source" else None)
     for h in hits:
         src = Path(h.source).name if Path(h.source).is_absolute() else h.source
         t.add_row(str(h.rank), f"{h.score:.4f}", h.modality, h.id, src if len(src) <= 60 else src[:57] + "...")

@@ -118,7 +118,7 @@ def refresh_index(path: str | Path, space: "Space", *, cache: "FeatureCache | st
         if ann:  # the old ANN index was over the old vectors: build it again over the new ones
             Index.open(path, space).create_ann(str(ann.get("type", "ivf_hnsw_sq")))
     stats.seconds = round(time.perf_counter() - t0, 2)
-    log.info("%s: %s", path, stats.summary())
+    log.debug("%s: %s", path, stats.summary())  # the caller reports it (the CLI prints it once, with the time)
     return stats
 
 
