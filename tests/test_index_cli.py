@@ -131,14 +131,17 @@ def test_cli_search_takes_a_speech_query(tmp_path):
     assert r.exit_code == 2 and "none.wav" in r.output and "Traceback" not in r.output
 
 
-def test_cli_search_table_keeps_long_ids_whole_at_80_columns(tmp_path):
+def test_cli_search_table_keeps_long_ids_whole_at_80_columns(tmp_path, monkeypatch):
     """The hits table without a terminal (80 columns): Tux Paint's ids such as animals/mammals/bears/european-bear
     were folded across two rows ("europea" / "n-bear"); ids and scores now stay whole while they fit, the source
     folds first (an id wider than the table can give still folds, never cut)."""
     from typer.testing import CliRunner
 
     from anybind.cli import app
+    from anybind.cli._common import console
 
+    # the CLI's console took the shell's COLUMNS when it was imported (then env= below is not read): 80 whatever it was
+    monkeypatch.setattr(console, "_width", 80)
     _, m = saved_world(tmp_path)
     long = {f"r{i}": f"animals/mammals/bears/european-bear{i}" for i in range(10)}  # as long as Tux Paint's
     recs = [json.loads(x) for x in m.read_text().splitlines()]
