@@ -174,3 +174,24 @@ def test_prepare_tuxpaint_checks_its_version_too(tmp_path):
         prepare_tuxpaint(tmp_path / "work")
     assert f"version {tp.BUILDER_VERSION}.old" in str(e.value) and sorted(p.name for p in target.iterdir()) == [
         "corpus.json", "manifest.jsonl"]
+
+
+@needs_emoji
+@needs_emoji_test
+def test_an_option_its_corpus_json_does_not_record_rebuilds_and_a_misspelt_one_is_refused(small, tmp_path, caplog):
+    """``cldr_dir`` is not in the builder record: a build with CLDR names cannot be told from one without, so asking
+    for ``cldr_dir=None`` rebuilds (it was reused as it was, text_<locale> and all); ``limt`` is no keyword of the
+    builder: refused in one line naming it, not ignored because the folder looked up to date."""
+    work = work_with(small, tmp_path)
+    out = work / "emoji"
+    assert "cldr_dir" not in json.loads((out / "corpus.json").read_text())["builder"]
+    with pytest.raises(AnybindError) as e:
+        up_to_date(out, em.build_emoji, limit=5, limt=3)
+    assert "\n" not in str(e.value) and "'limt'" in str(e.value) and "build_emoji" in str(e.value)
+    assert any("text_keywords" in r for r in (out / "manifest.jsonl").read_text().splitlines())
+    with caplog.at_level("WARNING", logger=LOGGER):
+        build_once(work, "emoji", em.build_emoji, limit=5, cldr_dir=None)
+    said = warnings(caplog)
+    assert len(said) == 1 and "records no cldr_dir" in said[0] and str(out) in said[0]
+    recs, _ = check_corpus(out, "emoji")
+    assert len(recs) == 5 and not any("text_keywords" in r for r in recs)

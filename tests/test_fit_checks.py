@@ -87,6 +87,7 @@ def test_cli_contradictions_are_one_line_before_encoding(tux, tmp_path, never_en
                         (["--no-finetune", "--wise", "0.5"], "--wise acts only on fine-tuned epochs"),
                         (["--no-finetune", "--lr", "1e-3", "--epochs", "3"], "--lr acts only on fine-tuned epochs"),
                         (["--no-finetune", "--attn-epochs", "3"], "attn_epochs=3 acts only on fine-tuned epochs"),
+                        (["--no-finetune", "--loss", "infonce+intra:0.5"], "--loss acts only on fine-tuned epochs"),
                         (["--epochs", "-1"], "TrainConfig.epochs must be a whole number >= 0, got -1")):
         res = CliRunner().invoke(app, base + extra + ["--out", str(tmp_path / "sp")], env={"COLUMNS": "250"})
         assert res.exit_code == 2 and "Traceback" not in res.output, res.output
@@ -96,6 +97,9 @@ def test_cli_contradictions_are_one_line_before_encoding(tux, tmp_path, never_en
                                           "--out", str(tmp_path / "sp")], env={"COLUMNS": "250"})
     assert res.exit_code == 2 and "attn_epochs=2 acts only on fine-tuned epochs" in res.output, res.output  # streamed
     assert "--wise" not in res.output  # --wise off beside --no-finetune: consistent, not refused
+    res = CliRunner().invoke(app, base + ["--no-finetune", "--loss", "infonce", "--stream", "--attn-epochs", "2",
+                                          "--out", str(tmp_path / "sp")], env={"COLUMNS": "250"})
+    assert res.exit_code == 2 and "--loss" not in res.output, res.output  # the default objective: not refused
 
 
 def test_a_saved_start_only_space_refits_from_its_config(tux, shared_cache, tmp_path):

@@ -131,24 +131,44 @@ def test_cli_search_takes_a_speech_query(tmp_path):
     assert r.exit_code == 2 and "none.wav" in r.output and "Traceback" not in r.output
 
 
-def test_cli_search_table_keeps_long_ids_whole_at_80_columns(tmp_path):
-    """The hits table without a terminal (80 columns): Tux Paint's ids such as animals/mammals/bears/european-bear
-    were folded across two rows ("europea" / "n-bear"); ids and scores now stay whole while they fit, the source
-    folds first (an id wider than the table can give still folds, never cut)."""
+def _search_table(tmp_path, monkeypatch, width):
+    """The hits table of 10 hits with ids as long as Tux Paint's, rendered at ``width`` columns; and the hits."""
     from typer.testing import CliRunner
 
     from anybind.cli import app
+    from anybind.cli._common import console
 
+    # the CLI's console took the shell's COLUMNS when it was imported (then env= is not read): ``width`` whatever it was
+    monkeypatch.setattr(console, "_width", width)
     _, m = saved_world(tmp_path)
     long = {f"r{i}": f"animals/mammals/bears/european-bear{i}" for i in range(10)}  # as long as Tux Paint's
     recs = [json.loads(x) for x in m.read_text().splitlines()]
     m.write_text("".join(json.dumps({**r, "id": long[r["id"]]}) + "\n" for r in recs))
     assert cli(*index_args(tmp_path, m)).exit_code == 0
     res = CliRunner().invoke(app, ["search", str(tmp_path / "ix"), "--text", "stamp number 3", "-k", "10",
-                                   "--cache", str(tmp_path / "c")], env={"COLUMNS": "80"})
+                                   "--cache", str(tmp_path / "c")])
     assert res.exit_code == 0, res.output
-    assert max(len(line) for line in res.output.splitlines() if line[:1] in "┏┃┡│└") <= 80, res.output
+    assert max(len(line) for line in res.output.splitlines() if line[:1] in "┏┃┡│└") <= width, res.output
     hits = json.loads(CliRunner().invoke(app, ["search", str(tmp_path / "ix"), "--text", "stamp number 3", "-k", "10",
                                                "--cache", str(tmp_path / "c"), "--json"]).output)
-    assert len(hits) == 10 and all(h["id"] in res.output for h in hits), res.output
-    assert " 1.0000 " in res.output and " modality " in res.output, res.output  # scores and headers whole too
+    assert len(hits) == 10
+    return res.output, hits
+
+
+def test_cli_search_table_keeps_long_ids_whole_at_80_columns(tmp_path, monkeypatch):
+    """The hits table without a terminal (80 columns): Tux Paint's ids such as animals/mammals/bears/european-bear
+    were folded across two rows ("europea" / "n-bear"); ids and scores now stay whole while they fit, the source
+    folds first."""
+    out, hits = _search_table(tmp_path, monkeypatch, 80)
+    assert all(h["id"] in out for h in hits), out
+    assert " 1.0000 " in out and " modality " in out, out  # scores and headers whole too
+
+
+def test_cli_search_table_folds_ids_it_cannot_keep_whole_never_cuts_them(tmp_path, monkeypatch):
+    """At 60 columns the ids cannot be whole: each folds over rows, every character kept (they were cut to
+    'animals/mammals/bears/european-bea', the score to '1.00', the source column dropped)."""
+    out, hits = _search_table(tmp_path, monkeypatch, 60)
+    body = [line.split("│") for line in out.splitlines() if line.startswith("│")]
+    assert all(len(cells) == 7 for cells in body), out  # rank, score, modality, id, source: each column shown
+    assert "".join(c[4].strip() for c in body) == "".join(h["id"] for h in hits), out
+    assert "".join(c[2].strip() for c in body) == "".join(f"{h['score']:.4f}" for h in hits), out

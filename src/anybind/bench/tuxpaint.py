@@ -133,23 +133,30 @@ def up_to_date(out: Path, builder, **options: Any) -> bool:
     ``builder(out, **options)`` would use now (each option its ``corpus.json`` records under ``builder`` that is
     a keyword of ``builder``: ``limit``, ``size``...); only ``corpus.json`` is read.  False when there is no
     manifest, or (after one warning line naming the folder, the old and the new version) when the build is out of
-    date or its ``corpus.json`` is missing, unreadable or records no builder.  A symbolic link to an out-of-date
-    build is refused in one line (rebuilding would write where the link points)."""
+    date or its ``corpus.json`` is missing, unreadable, records no builder or not an option given (then what the
+    build used for it is unknown).  An option that is not a keyword of ``builder`` is refused in one line.  A
+    symbolic link to an out-of-date build is refused in one line (rebuilding would write where the link points)."""
     import inspect
     import json
     import logging
 
     from ..corpora import read_corpus_meta
-    from ..errors import DataError
+    from ..errors import AnybindError, DataError
 
     module, version = builder_version(builder)  # a wrapper is refused even before a first build
+    params = inspect.signature(builder).parameters
+    unknown = sorted(k for k in options if k not in params or k in ("out_dir", "progress"))
+    if unknown:
+        raise AnybindError(f"build_once: {', '.join(map(repr, unknown))} is not an option of "
+                           f"{module}.{builder.__name__}")
     if not (out / "manifest.jsonl").exists():
         return False
     rec = (read_corpus_meta(out) or {}).get("builder")
     if not isinstance(rec, dict) or "version" not in rec:
         why = "its corpus.json is missing, unreadable or records no builder version"
+    elif unrecorded := sorted(k for k in options if k not in rec):  # what the build used for it is not known
+        why = f"its corpus.json records no {', '.join(unrecorded)}"
     else:
-        params = inspect.signature(builder).parameters
         now = {k: options.get(k, params[k].default) for k in rec if k not in ("module", "version") and k in params}
         differ = {k: v for k, v in now.items() if json.loads(json.dumps(v, default=str)) != rec[k]}
         if rec.get("module") == module and str(rec["version"]) == version and not differ:

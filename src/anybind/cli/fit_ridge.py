@@ -73,14 +73,16 @@ def check_ridge_se(se: float | None, option: str = "--ridge-se") -> None:
 
 
 def check_finetune_given(ctx: typer.Context, finetune: bool | None) -> None:
-    """``--no-finetune`` beside a typed ``--lr`` / ``--wise`` (they act on fine-tuned epochs only), and ``--finetune``
+    """``--no-finetune`` beside a typed ``--lr`` / ``--wise`` / ``--loss`` other than ``infonce`` (they act on
+    fine-tuned epochs only), and ``--finetune``
     beside ``--epochs 0``: refused in one line before any work, not left unused.  The library lets ``lr`` /
     ``wise='auto'`` pass beside ``finetune=False``, and ``finetune=True`` beside ``epochs=0`` (a saved config carries
     them and refits); here they were typed."""
     from .fit_free import given_options
 
-    typed = given_options(ctx, {"lr", "wise"}) if finetune is False else []  # --epochs: a budget, typed anyway
-    typed = [o for o in typed if o != "--wise" or ctx.params["wise"].strip().lower() not in ("off", "none")]
+    typed = given_options(ctx, {"lr", "wise", "loss"}) if finetune is False else []  # --epochs: a budget, typed anyway
+    typed = [o for o in typed if (o != "--wise" or ctx.params["wise"].strip().lower() not in ("off", "none"))
+             and (o != "--loss" or ctx.params["loss"].strip() != "infonce")]
     if typed:
         raise typer.BadParameter(f"{' / '.join(typed)} acts only on fine-tuned epochs and --no-finetune keeps the "
                                  "training-free start (no epoch): drop it or give --finetune", param_hint="--no-finetune")

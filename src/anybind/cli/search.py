@@ -318,11 +318,20 @@ def search(
     if json_out:
         sys.stdout.write(json.dumps([h.to_dict() for h in hits], indent=2, ensure_ascii=False) + "\n")
         return
+    from rich.cells import cell_len
+
     t = Table(title=f"{len(hits)} hits in {index_dir} (labels and full paths: --json)")
-    for c in ("rank", "score", "modality", "id", "source"):  # ids (a user copies them) and scores whole: the source folds
-        t.add_column(c, justify="right" if c in ("rank", "score") else "left", overflow="fold", no_wrap=c != "source",
-                     min_width=8 if c == "source" else None)
+    heads = ("rank", "score", "modality", "id", "source")
+    rows = []
     for h in hits:
         src = Path(h.source).name if Path(h.source).is_absolute() else h.source
-        t.add_row(str(h.rank), f"{h.score:.4f}", h.modality, h.id, src if len(src) <= 60 else src[:57] + "...")
+        rows.append((str(h.rank), f"{h.score:.4f}", h.modality, h.id, src if len(src) <= 60 else src[:57] + "..."))
+    # ids (a user copies them) and scores whole where they fit beside an 8-column source (which folds first); else
+    # every column folds (no_wrap would crop them): 2 padding per column and 6 rules
+    whole = sum(max(cell_len(r[i]) for r in [heads, *rows]) for i in range(4)) + 8 + 16 <= console.width
+    for c in heads:
+        t.add_column(c, justify="right" if c in ("rank", "score") else "left", overflow="fold",
+                     no_wrap=whole and c != "source", min_width=8 if whole and c == "source" else None)
+    for r in rows:
+        t.add_row(*r)
     console.print(t)
