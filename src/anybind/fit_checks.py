@@ -18,7 +18,7 @@ def check_before_encoding(plan: Any) -> None:
     from .attention import check_attention
     from .errors import DataError
     from .recipe import AUTO
-    from .robust import check_robust, check_select_se_on
+    from .robust import IDLE_WITHOUT_FINETUNE, check_robust, check_select_se_on
     from .train import TrainConfig
 
     if plan.method != "contrastive":
@@ -36,8 +36,7 @@ def check_before_encoding(plan: Any) -> None:
     given = [k for k in finetune_asked(plan)
              if k in ("attn_lr", "attn_epochs") or (k == "wise" and plan.config[k] not in (None, "auto"))]
     if ft is False and given:  # refused, not ignored: no epoch for them to act on
-        raise DataError(f"{', '.join(f'{k}={plan.config[k]!r}' for k in given)} acts only on fine-tuned epochs and "
-                        "finetune=False keeps the training-free start (no epoch): drop it or give finetune=True")
+        raise DataError(f"{', '.join(f'{k}={plan.config[k]!r}' for k in given)} {IDLE_WITHOUT_FINETUNE}")
     check_robust(cfg.resolved())
     if cfg.select_se is not AUTO:  # an explicit select_se=0 beside select_se_on='finetune' (left to the recipe: the
         check_select_se_on(cfg)  # trainer says it, once, after recipe auto has or has not set the rule)

@@ -77,6 +77,8 @@ from .projectors import Projector
 from .recipe import AUTO, resolved
 
 log = logging.getLogger(__name__)
+IDLE_WITHOUT_FINETUNE = ("acts only on fine-tuned epochs and finetune=False keeps the training-free start (no epoch): "
+                         "drop it or give finetune=True")  # check_robust's refusal, and anybind.fit_checks'
 
 #: the WiSE-FT mixing coefficients tried on val (0: the training-free start, 1: the fine-tuned weights)
 WISE_GRID = tuple(round(0.1 * i, 1) for i in range(11))
@@ -183,8 +185,7 @@ def check_robust(cfg) -> None:
     idle = [f"{k}={v!r}" for k, v in (("l2sp", lam), ("mixup", cfg.mixup)) if v > 0]
     idle += ["select_se_on='finetune'"] if cfg.select_se_on == "finetune" else []
     if cfg.finetune is False and idle:  # refused, not ignored (nor recorded in training.robust as if it acted)
-        raise DataError(f"{', '.join(idle)} acts only on fine-tuned epochs and finetune=False keeps the training-free "
-                        "start (no epoch): drop it or give finetune=True")
+        raise DataError(f"{', '.join(idle)} {IDLE_WITHOUT_FINETUNE}")
     if (cfg.wise is not None or lam > 0 or cfg.finetune is False) and cfg.init == "random":
         raise DataError("wise / l2sp / finetune=False keep projectors near (at) their training-free start: use "
                         "init='ridge' (with lock), 'procrustes' or 'cca', not init='random'")
