@@ -66,7 +66,7 @@ from .errors import DataError, SpaceError
 from .progressive_fit import VAL_METRIC, BindConfig  # noqa: F401  (VAL_METRIC re-exported)
 from .progressive_fit import Target, bind_config, has_modality, train_projector
 from .ridge import say_starts
-from .robust import bridge_into, bridge_prior
+from .bridge_start import bridge_into, bridge_prior
 from .scoring import MIP
 from .vocabulary import carry_vocabulary
 

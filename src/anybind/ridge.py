@@ -222,6 +222,8 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
                        se: float = 0.0, rule: dict[str, dict[str, Any]] | None = None,
                        kernel: dict[str, dict[str, Any]] | None = None, seed: int = 0,
                        span: dict[str, dict[str, Any]] | None = None, select_se: float = 0.0,
+                       anchors: Callable[[str], tuple[torch.Tensor, torch.Tensor, int] | None] | None = None,
+                       anchor_weight: float = 0.0, anchored: dict[str, dict[str, Any]] | None = None,
                        ) -> dict[str, float | None]:
     """Start every unlocked projector at the ridge regression onto the locked modality's space.
 
@@ -245,7 +247,15 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
     coefficients ``A P``, so the prior's output outside what the training text ever covers is kept; a no-op (bit for
     bit) where the targets span the space or the prior has no output outside their span.  ``span[m]``: the rank, the
     dimension and the prior's out-of-span share.  ``select_se`` > 0: the standard-error rule on the start guard and
-    the kernel keep too (:func:`prior_ridge`'s ``guard_se``, :func:`kernel_or_linear`'s ``se``).  Returns each alpha.
+    the kernel keep too (:func:`prior_ridge`'s ``guard_se``, :func:`kernel_or_linear`'s ``se``).  ``anchors(m)``
+    (with ``anchor_weight`` > 0; issue 16): ``m``'s data-free anchor pairs or None
+    (:func:`anybind.bridge_start.bridge_anchors`: unit bridge directions ``U``, the lock encoder's features ``L`` of
+    the same prompts, the bridge block's first column ``d``): each anchor input is the training images' mean with
+    its bridge block replaced by ``U`` at the training rows' mean bridge-block norm, its target the locked projector's
+    output for ``L``, and the ``k`` anchors enter the normal equations with total weight ``anchor_weight`` x ``n``
+    (``n``: the training pairs), so the ridge path, the guard and the val scores see them while the kernel's support,
+    the prior's scale and ``lam = alpha n`` stay the training pairs'.  ``anchored[m]`` (a dict, filled in): the
+    weight and the anchor count.  Returns each alpha.
     """
     if not lock:
         raise DataError("init='ridge' needs a locked modality (lock='text', say): it regresses onto its space")
@@ -265,7 +275,11 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
         hold = try_kernel and kernel_skip(pr, va is not None) is None
         n, T_norm2, TT = 0, torch.zeros((), dtype=torch.float64), None
         held = SupportSample(seed) if hold else None  # the kernel's support, drawn as the blocks go by
+        anc = anchors(m) if anchors is not None and anchor_weight > 0 else None
+        bridge_norm = 0.0  # the training rows' bridge-block norms, summed (the anchors' scale)
         for xm, xl in train_pairs(m):
+            if anc is not None:
+                bridge_norm += float(np.linalg.norm(np.asarray(xm, dtype=np.float64)[:, anc[2]:], axis=1).sum())
             Z = pr.standardized(torch.from_numpy(xm))
             T = tgt(torch.from_numpy(xl))
             if held is not None:
@@ -280,6 +294,15 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
             n += len(xm)
         if n < 3:
             raise DataError(f"init='ridge': {m!r} has {counted(n, 'training pair')} with {lock!r}; need at least 3")
+        Ga = Ra = 0.0
+        if anc is not None:  # the data-free anchor pairs, weighted as anchor_weight x n training pairs
+            U, L, d = anc
+            Xa = torch.cat([pr.mean[:d].float().expand(len(U), d), U.float() * (bridge_norm / n)], 1)
+            Za, Ta = pr.standardized(Xa).double(), tgt(L.float()).double()
+            w = anchor_weight * n / len(U)
+            Ga, Ra = w * (Za.T @ Za), w * (Za.T @ Ta)  # the ridge path's only: the prior's scale is the pairs'
+            if anchored is not None:
+                anchored[m] = {"weight": float(anchor_weight), "count": len(U)}
 
         # the val pairs' standardised inputs and normalised targets, once: every alpha and kernel candidate reuses them
         zv, gv = (None, None) if va is None else (pr.standardized(torch.from_numpy(va[0])),
@@ -300,7 +323,7 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
         rec: dict[str, Any] = {}
         scored: dict[str, float] = {}  # the start's val score (always set where the kernel is tried: no exact_prior)
         W0 = None if P is None else scaled_prior(G, R, P, T_norm2)  # once: the ridge's prior and the kernel's base
-        alpha, W, g = prior_ridge(G, R, n, per_pair, W0=W0,
+        alpha, W, g = prior_ridge(G + Ga, R + Ra, n, per_pair, W0=W0,
                                   exact_prior=exact_prior, guard=guard is not None, has_val=va is not None,
                                   se=se, record=rec, scores=scored, span=Pspan, guard_se=select_se)
         if g is not None:

@@ -1,6 +1,6 @@
 """Robust fine-tuning (issue 16): a trained space that keeps what its training-free start knew.
 
-Six levers, each a :class:`~anybind.train.TrainConfig` field, measured cell by cell in
+The levers, each a :class:`~anybind.train.TrainConfig` field, measured cell by cell in
 ``anybind bench --task transfer``; both trainers (in memory and streaming / Ray) apply them
 through the shared loop's hooks (:func:`anybind.loop.fit_loop`'s ``penalty=`` and ``on_epoch=``,
 :func:`anybind.ridge.locked_ridge_start`'s ``prior=``):
@@ -33,6 +33,10 @@ through the shared loop's hooks (:func:`anybind.loop.fit_loop`'s ``penalty=`` an
   ridge path and kept where it wins on val (:mod:`anybind.ridge_kernel`); recorded under ``ridge.<m>.kernel``.  A
   fixed buffer: fine-tuning, L2-SP and WiSE-FT (:func:`interpolate`) leave it as it is.  The streaming / Ray trainer
   fits it too (its support drawn while the shards are read, at most 4,096 pairs held).
+* ``bridge_anchors`` (recipe auto: :data:`anybind.recipe.ANCHOR_WEIGHT` with the bridge prior) -- the label bridge's
+  1000 class anchors (its reading of each ImageNet class, paired with the locked text of the class prompt) in the
+  ridge start's normal equations, weighted that many times the training pairs (:mod:`anybind.bridge_start`);
+  recorded under ``ridge.<m>.anchors``.
 * ``ridge_span`` (off) -- with ``ridge_prior="bridge"``, every candidate of that start (alpha path, guard, kernel
   grid) restricted to the span of the training targets, the bridge's output outside it kept
   (:func:`anybind.ridge.locked_ridge_start`'s ``span``); recorded under ``ridge.<m>.span``.  Not a default: it wins
@@ -68,6 +72,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .bridge_start import bridge_anchors, bridge_into, bridge_prior  # noqa: F401  (re-exported: defined here before)
 from .centring import center_projectors, centred, train_centers  # noqa: F401  (re-exported: defined here before)
 from .epochs import nearest_within_se
 from .errors import DataError
@@ -175,6 +180,13 @@ def check_robust(cfg) -> None:
                         f"ridge_prior='bridge' (got ridge_prior={cfg.ridge_prior!r})")
     if cfg.ridge_span and cfg.ridge_prior != "bridge":  # refused, not ignored: no prior to keep
         raise DataError(f"ridge_span=True keeps the label bridge's output outside the training targets' span: use "
+                        f"ridge_prior='bridge' (got ridge_prior={cfg.ridge_prior!r})")
+    a = getattr(cfg, "bridge_anchors", 0.0)  # a config without the field (an update's): none
+    if isinstance(a, bool) or not isinstance(a, (int, float)) or not math.isfinite(a) or a < 0:
+        raise DataError(f"bridge_anchors must be a non-negative number (the anchors' weight, x the training pairs), "
+                        f"got {a!r}")
+    if a > 0 and cfg.ridge_prior != "bridge":  # refused, not ignored: the anchors are the bridge's
+        raise DataError(f"bridge_anchors={a!r} fits the label bridge's class anchors into its ridge start: use "
                         f"ridge_prior='bridge' (got ridge_prior={cfg.ridge_prior!r})")
     if cfg.start_guard and cfg.ridge_prior != "bridge":
         raise DataError(f"start_guard=True falls back on the label bridge: use ridge_prior='bridge' (got "
@@ -328,38 +340,6 @@ def with_mixup(loss_fn: nn.Module, cfg) -> nn.Module:
     return GeodesicMixup(loss_fn, cfg.mixup, cfg.mixup_alpha, cfg.seed)
 
 
-# ----------------------------------------------------------------------------- the ridge start's prior
-def bridge_into(spec: str, lock_spec: str):
-    """The label bridge (a :class:`~anybind.encoders.bridge.LabelBridgeEncoder`) of encoder ``spec`` -- or of the
-    image encoder of a ``video:frames(...)`` spec -- when it maps into ``lock_spec``'s space; None otherwise."""
-    from .encoders.bridge import LabelBridgeEncoder
-    from .encoders.registry import get_encoder
-    from .encoders.video import VideoFramesEncoder
-
-    enc = get_encoder(spec)
-    if isinstance(enc, VideoFramesEncoder):  # a clip's features are its frames' (their mean, or the sequence)
-        enc = enc.image
-    if not isinstance(enc, LabelBridgeEncoder) or enc.text_encoder.spec != lock_spec:
-        return None
-    return enc
-
-
-def bridge_prior(spec: str, lock_spec: str, projector: Projector) -> torch.Tensor | None:
-    """The map (in_dim, out_dim) that reads the label-bridge block of ``projector``'s standardised input back
-    in the encoder's units (centred): for an encoder ``spec`` whose label bridge maps into ``lock_spec``'s
-    space, or a ``video:frames(...)`` of such an image encoder (the block of the frames' mean, or of each frame
-    for a frame-pooling projector: ``in_dim`` is then a frame's width); None for any other encoder."""
-    enc = bridge_into(spec, lock_spec)
-    if enc is None:
-        return None
-    d_base, d_in, d_out = enc.base_encoder.dim, projector.cfg.feat_dim, projector.cfg.out_dim
-    if d_in != d_base + d_out:
-        return None
-    W = torch.zeros(d_in, d_out, dtype=torch.float64)
-    W[d_base:] = torch.diag(projector.scale[d_base:].double())  # z * scale = the centred bridge block
-    return W
-
-
 def ridge_start(projectors: Mapping[str, Projector], cfg, specs: Mapping[str, str], train_pairs: PairBlocks,
                 val_pairs) -> dict[str, dict[str, Any]]:
     """:func:`anybind.ridge.locked_ridge_start` with ``cfg.ridge_prior``; returns each modality's ridge
@@ -382,10 +362,14 @@ def ridge_start(projectors: Mapping[str, Projector], cfg, specs: Mapping[str, st
     rule: dict[str, dict[str, Any]] = {}
     span: dict[str, dict[str, Any]] | None = {} if cfg.ridge_span else None
     sel = cfg.select_se if cfg.select_se_on == "all" else 0.0  # "finetune": the start's choices as at select_se=0
+    anchored: dict[str, dict[str, Any]] = {}
     alphas = locked_ridge_start(projectors, cfg.lock, train_pairs, val_pairs, prior=prior,
                                 exact_prior=cfg.ridge_prior == "residual", guard=guard,
                                 se=cfg.ridge_se if cfg.ridge_se > 0 else sel, rule=rule,
-                                kernel=kern, seed=cfg.seed, span=span, select_se=sel)
+                                kernel=kern, seed=cfg.seed, span=span, select_se=sel,
+                                anchors=lambda m: bridge_anchors(specs[m], specs[cfg.lock], projectors[m]),
+                                anchor_weight=cfg.bridge_anchors if cfg.ridge_prior == "bridge" else 0.0,
+                                anchored=anchored)
     for m, sp in (span or {}).items():
         log.info("start: %r: training targets span %d of %d dims, the prior's out-of-span share %s%s", m, sp["rank"],
                  sp["dim"], sp.get("prior_out", 0.0), " (the span restriction is a no-op)" if span_noop(sp) else "")
@@ -396,5 +380,6 @@ def ridge_start(projectors: Mapping[str, Projector], cfg, specs: Mapping[str, st
     say_starts(log, alphas, guard, kern)
     return {m: {"alpha": a, "prior": used.get(m, "zero"), **({"guard": guard[m]} if guard and m in guard else {}),
                 **({"se_rule": rule[m]} if m in rule else {}), **({"kernel": kern[m]} if kern and m in kern else {}),
-                **({"span": span[m]} if span and m in span else {})}
+                **({"span": span[m]} if span and m in span else {}),
+                **({"anchors": anchored[m]} if m in anchored else {})}
             for m, a in alphas.items()}

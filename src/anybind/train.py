@@ -45,7 +45,7 @@ class TrainConfig:
     """Everything that decides a trained space (saved in ``space.json``).
 
     The fields the recipe chooses (:data:`anybind.recipe.PLAIN`: ``dim``, ``lr``, ``init``, ``lock``, ``wise``,
-    ``ridge_prior``, ``start_guard``, ``kernel_start``, ``select_se``, ``finetune``) default to :data:`~anybind.recipe.AUTO`, "the recipe decides": with
+    ``ridge_prior``, ``start_guard``, ``kernel_start``, ``bridge_anchors``, ``select_se``, ``finetune``) default to :data:`~anybind.recipe.AUTO`, "the recipe decides": with
     ``Space.fit(config=...)`` any value given, even the plain default or None, is the user's choice and wins over
     ``recipe="auto"``.  Every trainer first takes :meth:`resolved` (AUTO -> the plain default, the value in the
     comments below), so what is trained and saved is never AUTO."""
@@ -80,6 +80,9 @@ class TrainConfig:
     # the ridge does not beat it on val (anybind.robust); the recipe turns it on
     kernel_start: bool | Auto = AUTO  # False; ridge_prior="bridge": also fit a kernel branch on the bridge's residual,
     # kept where it beats the linear start on val (anybind.ridge_kernel); the recipe turns it on with the bridge prior
+    bridge_anchors: float | Auto = AUTO  # 0.0; ridge_prior="bridge": the label bridge's 1000 class anchors (its
+    # reading of each ImageNet class paired with the locked text of the class prompt) in the ridge start, with this
+    # weight x the training pairs (anybind.bridge_start); the recipe sets ANCHOR_WEIGHT with the bridge prior
     ridge_span: bool = False  # ridge_prior="bridge": restrict the ridge start and its kernel branch to the span of
     # the training targets, keeping the prior's output outside it (anybind.ridge.locked_ridge_start's span; issue 16)
     ridge_se: float = 0.0  # the ridge start's standard-error rule: the most shrunk alpha within this many SE of the

@@ -60,6 +60,10 @@ SELECT_SE = typer.Option(None, "--select-se", metavar="K",
                          help="The standard-error rule over every choice on val (start guard, ridge alpha, "
                               "kernel, epoch, WiSE-FT alpha): nearest the start within K SE (default: 1 for recipe "
                               "auto's in-memory fit from a ridge start choosing on its own val of 2-99 pairs, else 0).")
+BRIDGE_ANCHORS = typer.Option(None, "--bridge-anchors", metavar="W",
+                              help="The label bridge's 1000 class anchors (its reading of each ImageNet class paired "
+                                   "with the locked text of the class prompt) in the ridge start, weighted W x the "
+                                   "training pairs (default 3 with the bridge prior; 0: none).")
 SELECT_SE_ON = choice(None, SelectSeOn, "--select-se-on",
                       help="Which choices --select-se rules: all, or finetune (the epoch and WiSE-FT alpha only; the "
                            "start's guard, ridge alpha and kernel as without it).")
@@ -70,6 +74,12 @@ def check_ridge_se(se: float | None, option: str = "--ridge-se") -> None:
     work, unless a finite number >= 0 (or not given)."""
     if se is not None and not (math.isfinite(se) and se >= 0):
         raise typer.BadParameter(f"a non-negative number of standard errors, got {se:g}", param_hint=option)
+
+
+def check_anchor_weight(w: float | None) -> None:
+    """``--bridge-anchors``: refused in one line, before any work, unless a finite number >= 0 (or not given)."""
+    if w is not None and not (math.isfinite(w) and w >= 0):
+        raise typer.BadParameter(f"a non-negative weight (x the training pairs), got {w:g}", param_hint="--bridge-anchors")
 
 
 def check_finetune_given(ctx: typer.Context, finetune: bool | None) -> None:

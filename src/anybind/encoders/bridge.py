@@ -152,10 +152,20 @@ class LabelBridgeEncoder(Encoder):
         key = cache_identity(self.text_encoder)
         names = self._names.get(key)
         if names is None:
-            prompts = [fill_template(self.template, n) for n in imagenet_class_names()]
-            E = _cached_class_embeddings(self.text_encoder, prompts)
+            E = self.class_prompt_features()
             names = self._names[key] = E / np.maximum(np.linalg.norm(E, axis=1, keepdims=True), 1e-12)
         return names
+
+    def class_prompt_features(self) -> np.ndarray:
+        """The text encoder's features of the 1000 class prompts (``template`` filled with each ImageNet class name),
+        as that encoder gives them: what a space locked on it reads for those prompts (the ridge start's class
+        anchors, :func:`anybind.bridge_start.bridge_anchors`).  Cached beside the feature cache."""
+        return _cached_class_embeddings(self.text_encoder, [fill_template(self.template, n) for n in imagenet_class_names()])
+
+    def class_directions(self) -> np.ndarray:
+        """The class prompts' features unit-normed (1000 x text dim): the bridge vector of an image the classifier
+        reads as one class with certainty is that class's row."""
+        return self._class_embeddings()
 
     def bridge(self, feats: np.ndarray) -> np.ndarray:
         """Bridge vectors (n, text dim), unit norm, from base features (n, base dim)."""
