@@ -132,3 +132,28 @@ def test_streaming_and_in_memory_anchored_starts_agree(tux, shared_cache, tmp_pa
     assert not torch.equal(a, Space.fit(tux, cache=shared_cache, select_se=0.0, bridge_anchors=0.0, **KW)
                            .projectors["image"].linear.weight)  # the anchors matter in this start
     assert F.cosine_similarity(a.flatten(), b.flatten(), dim=0) > 0.999
+
+
+def test_a_frame_pooling_projector_without_anchors_is_said_not_skipped(monkeypatch, caplog):
+    """A clip of a label-bridge image encoder pooled by attention gets the bridge prior but no class anchors (its input
+    is a frame sequence, not one feature row): recorded and logged under its name, never dropped in silence."""
+    from anybind.projectors import Projector, ProjectorConfig
+    from anybind.robust import ridge_start
+    from video_helpers import fake_bridge
+
+    fake_bridge(monkeypatch)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(20, 3, 17)).astype(np.float32)
+    x[:, :, 16] = 1.0
+    xv, xt = x.reshape(20, -1), rng.normal(size=(20, 6)).astype(np.float32)
+    projectors = {"video": Projector(ProjectorConfig(in_dim=3 * 17, out_dim=6, frames=3, kind="linear")).fit_stats(xv),
+                  "text": Projector(ProjectorConfig(in_dim=6, out_dim=6, kind="identity")).fit_stats(xt)}
+    specs = {"video": "video:frames(image:fake+bridge)@fps=1,max=3,pool=attn", "text": "text:fake"}
+    cfg = TrainConfig(lock="text", init="ridge", ridge_prior="bridge", bridge_anchors=ANCHOR_WEIGHT, start_guard=False,
+                      kernel_start=False)
+    with caplog.at_level("INFO", logger="anybind"):
+        rec = ridge_start(projectors, cfg, specs, lambda m: [(xv, xt)], lambda m: None)
+    assert rec["video"]["prior"] == "bridge"
+    assert rec["video"]["anchors"] == {"weight": ANCHOR_WEIGHT, "count": 0, "note": "a frame-pooling projector"}
+    assert any("'video'" in r.getMessage() and "no class anchors (a frame-pooling projector" in r.getMessage()
+               for r in caplog.records)

@@ -17,7 +17,7 @@ from anybind.errors import DataError, EncoderError, SpaceError
 from anybind.projectors import Projector, ProjectorConfig
 from anybind.space import Space
 from anybind.train import FeatureSet, TrainConfig, train_space
-from video_helpers import make_clip, rgb_stats
+from video_helpers import fake_bridge, make_clip, rgb_stats
 
 pytest.importorskip("av")
 
@@ -202,18 +202,9 @@ def test_fit_on_clips_caches_frames_and_embeds_through_the_learnt_pool(tmp_path)
 def test_the_ridge_start_shrinks_towards_the_frames_label_bridge(monkeypatch):
     """A clip of a label-bridge image encoder carries the bridge block in each frame (or in their mean): the
     recipe's bridge prior reads it there, for a frame-pooling projector as for a mean-pooled one."""
-    from anybind.encoders import bridge, registry
     from anybind.robust import bridge_prior
 
-    class Fake(bridge.LabelBridgeEncoder):
-        def __init__(self):
-            self.base_encoder = type("B", (), {"dim": 10})()
-            self.text_encoder = type("T", (), {"spec": "text:fake", "dim": 6})()
-            self.dim, self.spec = 16, "image:fake+bridge"
-
-    real = registry.get_encoder
-    monkeypatch.setattr(registry, "get_encoder",
-                        lambda spec, *a, **k: Fake() if spec == "image:fake+bridge" else real(spec, *a, **k))
+    fake_bridge(monkeypatch)
     rng = np.random.default_rng(0)
     for pool, frames, width in (("mean", 0, 16), ("attn", 3, 3 * 17)):
         spec = f"video:frames(image:fake+bridge)@fps=1,max=3,pool={pool}"

@@ -124,3 +124,18 @@ def write_clip(path: Path, frames, rate: int = 4) -> Path:
         for p in s.encode():
             c.mux(p)
     return path
+
+
+def fake_bridge(monkeypatch, spec: str = "image:fake+bridge", text: str = "text:fake"):
+    """Register ``spec`` as a label-bridge image encoder of 10 base + 6 bridge dims into ``text`` (no model loaded):
+    what ``video:frames(<spec>)`` wraps in the bridge-prior tests."""
+    from anybind.encoders import bridge, registry
+
+    class Fake(bridge.LabelBridgeEncoder):
+        def __init__(self):
+            self.base_encoder = type("B", (), {"dim": 10})()
+            self.text_encoder = type("T", (), {"spec": text, "dim": 6})()
+            self.dim, self.spec = 16, spec
+
+    real = registry.get_encoder
+    monkeypatch.setattr(registry, "get_encoder", lambda s, *a, **k: Fake() if s == spec else real(s, *a, **k))

@@ -346,7 +346,8 @@ def ridge_start(projectors: Mapping[str, Projector], cfg, specs: Mapping[str, st
     ``alpha`` and ``prior`` (``"bridge"`` or ``"zero"``; a bridge prior with no label bridge into ``cfg.lock``
     falls back to zero, with a warning), with ``cfg.kernel_start`` its kernel family's record (``kernel``), with
     ``cfg.ridge_span`` its span record (``span``: the targets' rank, the dimension, the prior's out-of-span share;
-    :func:`anybind.ridge.target_span`, logged in one line naming a no-op).
+    :func:`anybind.ridge.target_span`, logged in one line naming a no-op), with ``cfg.bridge_anchors`` > 0 its class
+    anchors' (``anchors``: weight, count; a frame-pooling projector: count 0 and a ``note``, logged).
     Every trainer's: in memory, and the streaming / Ray trainer's over its shards (``train_pairs`` in blocks)."""
     cfg = resolved(cfg)
     check_robust(cfg)
@@ -363,11 +364,19 @@ def ridge_start(projectors: Mapping[str, Projector], cfg, specs: Mapping[str, st
     span: dict[str, dict[str, Any]] | None = {} if cfg.ridge_span else None
     sel = cfg.select_se if cfg.select_se_on == "all" else 0.0  # "finetune": the start's choices as at select_se=0
     anchored: dict[str, dict[str, Any]] = {}
+
+    def anchors(m: str):  # a frame-pooling projector under the bridge prior gets none: recorded and said, not skipped
+        a = bridge_anchors(specs[m], specs[cfg.lock], projectors[m])
+        if a is None and used.get(m) == "bridge" and projectors[m].cfg.frames:
+            anchored[m] = {"weight": float(cfg.bridge_anchors), "count": 0, "note": "a frame-pooling projector"}
+            log.info("start: %r: no class anchors (a frame-pooling projector: its input is a frame sequence)", m)
+        return a
+
     alphas = locked_ridge_start(projectors, cfg.lock, train_pairs, val_pairs, prior=prior,
                                 exact_prior=cfg.ridge_prior == "residual", guard=guard,
                                 se=cfg.ridge_se if cfg.ridge_se > 0 else sel, rule=rule,
                                 kernel=kern, seed=cfg.seed, span=span, select_se=sel,
-                                anchors=lambda m: bridge_anchors(specs[m], specs[cfg.lock], projectors[m]),
+                                anchors=anchors,
                                 anchor_weight=cfg.bridge_anchors if cfg.ridge_prior == "bridge" else 0.0,
                                 anchored=anchored)
     for m, sp in (span or {}).items():
