@@ -33,15 +33,17 @@ def fits(tux, shared_cache):
             Space.fit(tux, cache=shared_cache, bridge_anchors=0.0, **KW))
 
 
-def class_readings(space, shared_cache, tux):
+def class_readings(space, shared_cache, tux, m: str = "image"):
     """Each ImageNet class's bridge reading (an image read as that class with certainty, its base block at the
-    training images' mean) against the 1000 class prompts, through the space: (R@1, mean cosine with its own prompt)."""
-    pi = space.projectors["image"]
-    U, L, d = bridge_anchors(space.encoder("image").spec, space.encoder("text").spec, pi)
-    X = space.features("image", [r.values["image"] for r in tux.split("train")], cache=shared_cache)
+    training images' mean) against the 1000 class prompts, through the space: (R@1, mean cosine with its own prompt).
+    ``tux``: a manifest, or the training items of modality ``m`` (the label-bridge image)."""
+    pi = space.projectors[m]
+    U, L, d = bridge_anchors(space.encoder(m).spec, space.encoder("text").spec, pi)
+    items = [r.values[m] for r in tux.split("train")] if hasattr(tux, "split") else tux
+    X = space.features(m, items, cache=shared_cache)
     norm = float(np.linalg.norm(X[:, d:], axis=1).mean())
     Xa = torch.cat([pi.mean[:d].float().expand(len(U), d), U * norm], 1).numpy()
-    q = space.project("image", Xa)
+    q = space.project(m, Xa)
     g = space.project("text", L.numpy())
     S = F.normalize(torch.from_numpy(q), dim=-1) @ F.normalize(torch.from_numpy(g), dim=-1).T
     return float((S.argmax(1) == torch.arange(len(U))).float().mean()), float(S.diagonal().mean())

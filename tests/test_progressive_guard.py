@@ -48,12 +48,17 @@ def photo_pairs(tux_dir, folder, n: int, shuffle: bool = False, audio: bool = Fa
     return folder
 
 
+def text_locked_space(folder, cache, **kw):
+    """A text-locked image+text space (plain image encoder: no bridge) fitted on ``folder``'s manifest."""
+    man = load_manifest(folder / "manifest.jsonl", modalities=["image", "text"])
+    return Space.fit(man, modalities=["image", "text"], encoders={"image": "image:efficientnet-lite0"}, lock="text",
+                     init="ridge", recipe="plain", cache=cache, progress=False, epochs=4, hidden=16, seed=0, **kw)
+
+
 @pytest.fixture(scope="module")
 def text_locked(tux_photos, shared_cache):
     """A text-locked image+text space (plain image encoder) fitted on the shuffled pairs."""
-    man = load_manifest(tux_photos / "manifest.jsonl", modalities=["image", "text"])
-    return Space.fit(man, modalities=["image", "text"], encoders={"image": "image:efficientnet-lite0"},
-                     lock="text", init="ridge", recipe="plain", cache=shared_cache, progress=False, **TINY)
+    return text_locked_space(tux_photos, shared_cache, patience=4)
 
 
 def photo_val_score(space, tux_photos, cache) -> float:

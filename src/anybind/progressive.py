@@ -21,7 +21,12 @@ How the new projector is trained (:func:`add_modality`):
   bridge, and with the start guard (on by default there) the bridge itself kept
   when no ridge beats it on val, and with ``kernel_start`` (on by default there)
   Space.fit's kernel branch on the bridge's residual, kept where it beats that
-  linear start on val (:func:`start_prior`; lineage ``ridge_start``);
+  linear start on val, and (``bridge_anchors``, :data:`anybind.recipe.ANCHOR_WEIGHT`
+  by default there) the bridge's 1000 class anchors -- its reading of each
+  ImageNet class paired with the locked text's embedding of the class prompt --
+  in the ridge's normal equations, weighted that many times the training pairs,
+  where the targets include the locked text (else none: a ``note``)
+  (:func:`start_prior`, :func:`start_anchors`; lineage ``ridge_start``);
 * fine-tuning: the space's pairwise objective (InfoNCE by default) between the
   new embeddings and the frozen targets, batches per anchor modality, early
   stopping on the validation pairs' retrieval score (epoch 0 competes too).
@@ -57,6 +62,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 
 from .cache import FeatureCache
 from .data.manifest import Manifest
@@ -65,8 +71,9 @@ from .encoders.video import temporal_frames
 from .errors import DataError, SpaceError
 from .progressive_fit import VAL_METRIC, BindConfig  # noqa: F401  (VAL_METRIC re-exported)
 from .progressive_fit import Target, bind_config, has_modality, train_projector
+from .recipe import ANCHOR_WEIGHT
 from .ridge import say_starts
-from .bridge_start import bridge_into, bridge_prior
+from .bridge_start import bridge_anchors, bridge_into, bridge_prior
 from .scoring import MIP
 from .vocabulary import carry_vocabulary
 
@@ -151,15 +158,15 @@ def start_prior(space, name: str, spec: str, cfg: BindConfig) -> tuple[BindConfi
     The label bridge is the prior where ``spec``'s bridge maps into the space's locked modality's encoder (an
     identity projector: every embedding of the space lives in that encoder's space; not a Symile space) and
     ``cfg.ridge_prior`` is not "zero"; ``start_guard`` / ``kernel_start`` None turn the guard / the kernel start on
-    with it (as Space.fit's recipe).  ``prior(projector)`` gives the map (:func:`anybind.robust.bridge_prior`); None
-    where there is none, and ``ridge_prior="bridge"``, ``start_guard=True`` or ``kernel_start=True`` there is a
+    with it (as Space.fit's recipe), ``bridge_anchors`` None is :data:`~anybind.recipe.ANCHOR_WEIGHT` with it, else 0.
+    ``prior(projector)`` gives the map (:func:`anybind.robust.bridge_prior`); None where there is none, and
+    ``ridge_prior="bridge"``, ``start_guard=True``, ``kernel_start=True`` or ``bridge_anchors`` > 0 there is a
     one-line error."""
     if cfg.init != "ridge":
         return cfg, None
-    locked = [m for m, p in space.projectors.items() if p.cfg.kind == "identity" and m != name]
-    lock_spec = space.encoders[locked[0]] if len(locked) == 1 and space.scorer.kind != MIP else None
+    locked, lock_spec = lock_of(space, name)
     bridged = lock_spec is not None and bridge_into(spec, lock_spec) is not None
-    if not bridged and (cfg.ridge_prior == "bridge" or cfg.start_guard or cfg.kernel_start):
+    if not bridged and (cfg.ridge_prior == "bridge" or cfg.start_guard or cfg.kernel_start or cfg.bridge_anchors):
         if lock_spec:
             where = f"the locked {locked[0]!r} encoder {lock_spec}"
         elif space.scorer.kind == MIP:
@@ -170,14 +177,42 @@ def start_prior(space, name: str, spec: str, cfg: BindConfig) -> tuple[BindConfi
             where = f"this space (its only locked modality is {name!r}, the one replaced)"
         else:
             where = "this space (no locked modality)"
-        raise DataError(f"binding {name!r}: ridge_prior='bridge' / start_guard=True / kernel_start=True need a "
-                        "label bridge, and "
+        raise DataError(f"binding {name!r}: ridge_prior='bridge' / start_guard=True / kernel_start=True / "
+                        "bridge_anchors > 0 need a label bridge, and "
                         f"{spec} has none into {where}")
     use = bridged and cfg.ridge_prior != "zero"
     guard = use if cfg.start_guard is None else cfg.start_guard
     kern = use if cfg.kernel_start is None else cfg.kernel_start
-    cfg = dataclasses.replace(cfg, ridge_prior="bridge" if use else "zero", start_guard=guard, kernel_start=kern)
+    weight = (ANCHOR_WEIGHT if use else 0.0) if cfg.bridge_anchors is None else float(cfg.bridge_anchors)
+    cfg = dataclasses.replace(cfg, ridge_prior="bridge" if use else "zero", start_guard=guard, kernel_start=kern,
+                              bridge_anchors=weight)
     return cfg, ((lambda proj: bridge_prior(spec, lock_spec, proj)) if use else None)
+
+
+def lock_of(space, name: str) -> tuple[list[str], str | None]:
+    """The space's locked modalities other than ``name`` and, where there is exactly one (not a Symile space), its
+    encoder: the space a label bridge could map into."""
+    locked = [m for m, p in space.projectors.items() if p.cfg.kind == "identity" and m != name]
+    return locked, space.encoders[locked[0]] if len(locked) == 1 and space.scorer.kind != MIP else None
+
+
+def start_anchors(space, name: str, spec: str, cfg: BindConfig) -> tuple[str | None, Callable | None]:
+    """``(lock, anchors)`` for :func:`~anybind.progressive_fit.train_projector`: the locked modality and, where
+    ``cfg`` (resolved by :func:`start_prior`) fits the class anchors, ``anchors(projector)`` -- the new encoder's
+    :func:`~anybind.bridge_start.bridge_anchors` with their lock features through the space's locked projector
+    (what its embeddings of the class prompts are); ``(None, None)`` at weight 0."""
+    if not cfg.bridge_anchors:
+        return None, None
+    locked, lock_spec = lock_of(space, name)
+
+    def anchors(proj):
+        a = bridge_anchors(spec, lock_spec, proj)
+        if a is None:
+            return None
+        U, L, d = a
+        return U, torch.from_numpy(space.project(locked[0], L.numpy())), d
+
+    return locked[0], anchors
 
 
 def _load_data(space, name, encoder, data, mods, strict, progress) -> list[Manifest]:
@@ -211,6 +246,7 @@ def _bind(space, name, spec, data, anchors, *, replace, cache, strict, progress,
                 f"with {spec} (reads {enc.input_kind} items)"
             )
     cfg, prior = start_prior(space, name, spec, cfg)  # a setting that cannot apply is refused before any work
+    lock, class_anchors = start_anchors(space, name, spec, cfg)
     if anchors is not None:
         wanted = sorted({name, *anchors})
     else:  # replace: the modality's own items; add: any bound modality may pair with it
@@ -271,7 +307,8 @@ def _bind(space, name, spec, data, anchors, *, replace, cache, strict, progress,
             raise DataError(f"{where}: {n_tr} training {what}; need at least 2 (check the 'split' fields)")
 
     proj, train_info = train_projector(space, feats, row_of, targets, train_idx, val_idx, cfg, progress,
-                                       frames=temporal_frames(spec), name=name, prior=prior)
+                                       frames=temporal_frames(spec), name=name, prior=prior,
+                                       anchors=class_anchors, lock=lock)
     ridge = train_info.pop("ridge_start", None)
     say_starts(log, [name], {name: (ridge or {}).get("guard")}, {name: (ridge or {}).get("kernel")})  # as Space.fit
 

@@ -6,12 +6,15 @@ encoder's label bridge maps into the space's locked text space (an image bound i
 Space.fit's recipe binds it) it shrinks towards that bridge (``ridge_prior``) and, with ``start_guard``, keeps the
 bridge itself as the start when no ridge beats it on val; with ``kernel_start`` (on there by default, as Space.fit's
 recipe) it also fits Space.fit's kernel branch on the bridge's residual (:func:`anybind.ridge_kernel.kernel_start`,
-its grid scored on the val pairs), kept only when it beats that linear start on val; the record is the lineage
-entry's ``ridge_start`` (``kernel``: the grid, the choice, the support's size, or why it was not tried)."""
+its grid scored on the val pairs), kept only when it beats that linear start on val; with ``bridge_anchors`` (the
+recipe's weight there by default) the bridge's class anchors enter its normal equations as in Space.fit's
+(:func:`anchor_equations`); the record is the lineage entry's ``ridge_start`` (``kernel``: the grid, the choice, the
+support's size, or why it was not tried; ``anchors``: the weight and the count, or a ``note``)."""
 
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
@@ -33,6 +36,11 @@ from .ridge_kernel import scaled_prior
 VAL_METRIC = "mean (R@1+R@5+R@10)/3, new<->anchor on val pairs, both directions"
 #: what the ridge start shrinks towards ("auto": the label bridge where the new encoder has one into the space)
 RIDGE_PRIORS = ("auto", "bridge", "zero")
+#: the new encoder's class anchors for a projector (:func:`anybind.bridge_start.bridge_anchors`, their lock features
+#: through the space's locked projector): ``(U, targets, d_base)`` or None
+Anchors = Callable[[Projector], "tuple[torch.Tensor, torch.Tensor, int] | None"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -53,6 +61,9 @@ class BindConfig:
     # with the bridge prior: also fit a kernel branch on the bridge's residual, kept where it beats the linear start
     # on val (anybind.ridge_kernel; None: on with the bridge prior, as Space.fit's recipe)
     kernel_start: bool | None = None
+    # with the bridge prior: the label bridge's 1000 class anchors in the ridge start, weighted that many times the
+    # training pairs (anybind.bridge_start; None: recipe.ANCHOR_WEIGHT with the bridge prior, else 0, as Space.fit's)
+    bridge_anchors: float | None = None
     loss: str = "infonce"  # any pairwise objective spec (see anybind.losses)
     label_smoothing: float = 0.0
     temperature: float = 0.05  # training temperature (learnt; the space's own temperature is untouched)
@@ -80,6 +91,10 @@ def bind_config(config: Mapping[str, Any]) -> BindConfig:
     if bad:
         raise TypeError(f"unknown option(s) {bad} for progressive binding (known: {', '.join(sorted(known))})")
     cfg = BindConfig(**config)
+    a = cfg.bridge_anchors
+    if a is not None and (isinstance(a, bool) or not isinstance(a, (int, float)) or not math.isfinite(a) or a < 0):
+        raise DataError(f"BindConfig.bridge_anchors must be a non-negative number (the anchors' weight, x the training "
+                        f"pairs) or None, got {a!r}")
     if cfg.init not in ("ridge", "random"):
         raise ValueError(f"init must be 'ridge' or 'random' for progressive binding, got {cfg.init!r}")
     if cfg.projector not in ("linear", "mlp"):
@@ -87,9 +102,13 @@ def bind_config(config: Mapping[str, Any]) -> BindConfig:
     if cfg.ridge_prior not in RIDGE_PRIORS:
         raise DataError(f"ridge_prior must be one of {', '.join(RIDGE_PRIORS)} for progressive binding, "
                         f"got {cfg.ridge_prior!r}")
-    if cfg.init != "ridge" and (cfg.ridge_prior == "bridge" or cfg.start_guard or cfg.kernel_start):
-        raise DataError("ridge_prior='bridge' / start_guard=True / kernel_start=True are the ridge start's: use "
-                        "init='ridge'")
+    anchored = bool(cfg.bridge_anchors)  # a weight > 0
+    if cfg.init != "ridge" and (cfg.ridge_prior == "bridge" or cfg.start_guard or cfg.kernel_start or anchored):
+        raise DataError("ridge_prior='bridge' / start_guard=True / kernel_start=True / bridge_anchors > 0 are the "
+                        "ridge start's: use init='ridge'")
+    if anchored and cfg.ridge_prior == "zero":
+        raise DataError(f"bridge_anchors={cfg.bridge_anchors!r} fits the label bridge's class anchors into its ridge "
+                        "start: use ridge_prior='bridge' or 'auto' (got ridge_prior='zero')")
     if cfg.kernel_start and cfg.ridge_prior == "zero":
         raise DataError("kernel_start=True fits a kernel branch on the label bridge's residual: use ridge_prior="
                         "'bridge' or 'auto' (got ridge_prior='zero')")
@@ -133,13 +152,22 @@ def val_score(proj: Projector, feats: np.ndarray, targets: Mapping[str, Target],
 
 def ridge_start(proj: Projector, feats, targets: Mapping[str, Target], train_idx, val_idx,
                 prior: torch.Tensor | None = None, guard: bool = False, kernel: bool = False,
-                seed: int = 0) -> dict[str, Any]:
+                seed: int = 0, anchors: Anchors | None = None, anchor_weight: float = 0.0,
+                lock: str | None = None) -> dict[str, Any]:
     """Linear path := ridge regression of the standardised features onto the frozen targets (centred; their
     mean is the bias), the shrinkage chosen on the val pairs, shrunk towards ``prior`` (a map onto the targets'
     space: the label bridge) where given, with the start guard where ``guard`` (:func:`anybind.ridge.prior_ridge`).
     ``kernel`` (with a prior): Space.fit's kernel family on the scaled prior's residual (support: the training rows,
     a ``seed``-ed subset above :data:`~anybind.ridge_kernel.MAX_SUPPORT`), kept where it beats that start on val.
-    Returns its record: ``alpha``, ``prior`` (``"bridge"`` / ``"zero"``), the ``guard``'s and the ``kernel``'s."""
+    ``anchors`` with ``anchor_weight`` > 0 (with the bridge prior; issue 16): the label bridge's class anchors in the normal
+    equations the ridge path and the guard solve, as :func:`anybind.ridge.locked_ridge_start` fits them -- each input
+    the training rows' mean with its bridge block the class's unit direction at their mean bridge-block norm, its
+    target the locked modality ``lock``'s embedding of the class prompt (less the targets' mean, the start's bias),
+    ``anchor_weight`` x the training rows in all -- while the prior's scale, the kernel's support and ``lam`` stay
+    the training pairs'.  Only where the targets hold ``lock``'s (the bridge maps into its space); else, or for a
+    frame-pooling projector, none and a ``note`` (logged).
+    Returns its record: ``alpha``, ``prior`` (``"bridge"`` / ``"zero"``), the ``guard``'s, the ``kernel``'s and the
+    ``anchors``' (``weight``, ``count``; a ``note`` where none were fitted)."""
     Z_parts, T_parts = [], []
     for t in targets.values():
         sel = np.isin(t.records, train_idx)
@@ -165,6 +193,7 @@ def ridge_start(proj: Projector, feats, targets: Mapping[str, Target], train_idx
         proj.eval()
         return val_score(proj, feats, targets, val_idx)
 
+    Ga, Ra, anchored = anchor_equations(proj, Z_parts, Tm, anchors, anchor_weight, lock, targets)  # none: a note
     has_val = any(np.isin(t.records, val_idx).sum() >= 2 for t in targets.values())
     # primal (d x d) or dual (n x n) system, whichever is smaller (a prior needs the primal)
     G = R = None
@@ -173,7 +202,7 @@ def ridge_start(proj: Projector, feats, targets: Mapping[str, Target], train_idx
     if d <= n or prior is not None:
         G, R = Z.T @ Z, Z.T @ Tc
         W0 = None if prior is None else scaled_prior(G, R, prior, Tc.pow(2).sum())
-        alpha, W, g = prior_ridge(G, R, n, score, W0=W0, guard=guard, has_val=has_val, scores=scored)
+        alpha, W, g = prior_ridge(G + Ga, R + Ra, n, score, W0=W0, guard=guard, has_val=has_val, scores=scored)
     else:
         alpha, W, g = prior_ridge(Z @ Z.T, Tc, n, score, back=lambda S: Z.T @ S)
     kern: dict[str, Any] | None = None
@@ -189,13 +218,39 @@ def ridge_start(proj: Projector, feats, targets: Mapping[str, Target], train_idx
                                           has_val=has_val, seed=seed)
     start_at(W)
     return {"alpha": alpha, "prior": "zero" if prior is None else "bridge", **({"guard": g} if g else {}),
-            **({"kernel": kern} if kern is not None else {})}
+            **({"kernel": kern} if kern is not None else {}), **({"anchors": anchored} if anchored else {})}
+
+
+def anchor_equations(proj: Projector, X_parts, Tm: torch.Tensor, anchors: Anchors | None, weight: float,
+                     lock: str | None, targets: Mapping[str, Target]):
+    """``(Ga, Ra, record)``: the class anchors' share of :func:`ridge_start`'s normal equations (0, 0 and None
+    without anchors or at weight 0; 0, 0 and a record with a ``note`` where none could be fitted)."""
+    if anchors is None or not weight:
+        return 0.0, 0.0, None
+    rec: dict[str, Any] = {"weight": float(weight), "count": 0}
+    if lock not in targets:
+        rec["note"] = f"the targets hold no {lock!r} embeddings (the space the label bridge maps into)"
+    elif (anc := anchors(proj)) is None:
+        rec["note"] = "a frame-pooling projector" if proj.cfg.frames else "no label bridge block in its input"
+    if "note" in rec:
+        return 0.0, 0.0, rec
+    U, La, d = anc
+    X = np.concatenate(X_parts)
+    norm = float(np.linalg.norm(np.asarray(X, dtype=np.float64)[:, d:], axis=1).mean())  # the anchors' scale
+    with torch.no_grad():
+        Xa = torch.cat([proj.mean[:d].float().expand(len(U), d), U.float() * norm], 1)
+        Za, Ta = proj.standardized(Xa).double(), La.double() - Tm
+    w = weight * len(X) / len(U)  # weight x the training rows, spread over the anchors
+    rec["count"] = len(U)
+    return w * (Za.T @ Za), w * (Za.T @ Ta), rec
 
 
 def train_projector(space, feats, row_of, targets: Mapping[str, Target], train_idx, val_idx, cfg: BindConfig, progress,
-                    frames: int = 0, name: str | None = None, prior: Callable[[Projector], torch.Tensor | None] | None = None):
-    """The new projector and its training record; ``prior(proj)``: the ridge start's prior for it (None: zero)
-    and ``cfg.start_guard`` its guard (:func:`ridge_start`)."""
+                    frames: int = 0, name: str | None = None, prior: Callable[[Projector], torch.Tensor | None] | None = None,
+                    anchors: Anchors | None = None, lock: str | None = None):
+    """The new projector and its training record; ``prior(proj)``: the ridge start's prior for it (None: zero),
+    ``cfg.start_guard`` its guard, ``anchors`` (weighted ``cfg.bridge_anchors``) the class anchors into the locked
+    modality ``lock``'s space (:func:`ridge_start`; where none could be fitted, said in one line)."""
     from .losses import build_loss, is_multimodal
 
     with training_threads(cfg.threads):
@@ -211,7 +266,10 @@ def train_projector(space, feats, row_of, targets: Mapping[str, Target], train_i
         if cfg.init == "ridge":
             W0 = prior(proj) if prior is not None else None
             rec = ridge_start(proj, feats, targets, train_idx, val_idx, prior=W0, guard=bool(cfg.start_guard),
-                              kernel=bool(cfg.kernel_start), seed=cfg.seed)
+                              kernel=bool(cfg.kernel_start), seed=cfg.seed, anchors=anchors,
+                              anchor_weight=cfg.bridge_anchors or 0.0, lock=lock)
+            if "note" in rec.get("anchors", {}):  # recorded and said, never skipped in silence
+                log.info("start: %r: no class anchors (%s)", name, rec["anchors"]["note"])
             info["ridge_alpha"], info["ridge_start"] = rec["alpha"], rec
         loss_fn = build_loss(cfg.loss, label_smoothing=cfg.label_smoothing)
         if is_multimodal(loss_fn):

@@ -300,6 +300,7 @@ def bind(
     init: BindInit = choice("ridge", BindInit, help="ridge: regress onto the frozen targets first."),
     start_guard: Optional[bool] = switch_option("start-guard", bind=True),
     kernel_start: Optional[bool] = switch_option("kernel-start", bind=True),
+    bridge_anchors: Optional[float] = BRIDGE_ANCHORS,
     epochs: int = typer.Option(200, help="Maximum epochs (early stopping on the val pairs)."),
     loss: str = typer.Option("infonce", help="Pairwise objective spec (see anybind fit --loss)."),
     seed: int = seed_option(),
@@ -324,10 +325,11 @@ def bind(
     reps = parse_encoders(replace, "--replace")
     if not adds and not reps:
         raise typer.BadParameter("give --add NAME=SPEC and/or --replace NAME=SPEC")
+    check_anchor_weight(bridge_anchors)
     check_out(out, "space", overwrite)
     use_device(ctx, device, precision)
     kw = dict(projector=projector, init=init, epochs=epochs, loss=loss, seed=seed, cache=cache, strict=strict,
-              progress=True, start_guard=start_guard, kernel_start=kernel_start)
+              progress=True, start_guard=start_guard, kernel_start=kernel_start, bridge_anchors=bridge_anchors)
     try:
         space = Space.load(space_dir)
         sources = [str(d) for d in data]
