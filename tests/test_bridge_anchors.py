@@ -52,7 +52,9 @@ def class_readings(space, shared_cache, tux, m: str = "image"):
 def test_the_recipe_fits_the_anchors_and_records_them(fits):
     anchored, plain = fits
     rec = anchored.info["training"]["robust"]["ridge"]["image"]
-    assert rec["anchors"] == {"weight": ANCHOR_WEIGHT, "count": 1000}
+    assert {k: rec["anchors"][k] for k in ("weight", "count")} == {"weight": ANCHOR_WEIGHT, "count": 1000}
+    # 12 val pairs: the guard keeps the label bridge itself, so the anchors are not in the final start (said)
+    assert rec["guard"]["kept"] == "start" and rec["anchors"]["in_start"] is False
     assert anchored.config["bridge_anchors"] == ANCHOR_WEIGHT
     assert "anchors" not in plain.info["training"]["robust"]["ridge"]["image"]
     assert plain.config["bridge_anchors"] == 0.0
@@ -71,6 +73,7 @@ def test_anchors_keep_what_the_frozen_classifier_knew(tux, shared_cache, monkeyp
     anchored = Space.fit(tux, cache=shared_cache, **kw)
     plain = Space.fit(tux, cache=shared_cache, bridge_anchors=0.0, **kw)
     assert anchored.info["training"]["robust"]["ridge"]["image"]["alpha"] == 0.1
+    assert anchored.info["training"]["robust"]["ridge"]["image"]["anchors"]["in_start"] is True  # the anchored ridge
     (r_a, cos_a), (r_p, cos_p) = class_readings(anchored, shared_cache, tux), class_readings(plain, shared_cache, tux)
     assert r_a >= r_p and cos_a > cos_p + 0.02, (r_a, cos_a, r_p, cos_p)
 
@@ -116,7 +119,8 @@ def test_the_cli_flag_reaches_both_trainers(tux, shared_cache, tmp_path, stream)
     res = CliRunner().invoke(app, base + ["--bridge-anchors", "1.5", "--out", str(tmp_path / "a")])
     assert res.exit_code == 0, res.output
     sp = Space.load(tmp_path / "a")
-    assert sp.info["training"]["robust"]["ridge"]["image"]["anchors"] == {"weight": 1.5, "count": 1000}
+    assert {k: v for k, v in sp.info["training"]["robust"]["ridge"]["image"]["anchors"].items() if k != "in_start"} == {
+        "weight": 1.5, "count": 1000}
     res = CliRunner().invoke(app, base + ["--bridge-anchors", "-1", "--out", str(tmp_path / "b")])
     assert res.exit_code == 2 and "--bridge-anchors" in res.output and not (tmp_path / "b").exists()
 
@@ -156,6 +160,7 @@ def test_a_frame_pooling_projector_without_anchors_is_said_not_skipped(monkeypat
     with caplog.at_level("INFO", logger="anybind"):
         rec = ridge_start(projectors, cfg, specs, lambda m: [(xv, xt)], lambda m: None)
     assert rec["video"]["prior"] == "bridge"
-    assert rec["video"]["anchors"] == {"weight": ANCHOR_WEIGHT, "count": 0, "note": "a frame-pooling projector"}
+    assert rec["video"]["anchors"] == {"weight": ANCHOR_WEIGHT, "count": 0, "note": "a frame-pooling projector",
+                                       "in_start": False}
     assert any("'video'" in r.getMessage() and "no class anchors (a frame-pooling projector" in r.getMessage()
                for r in caplog.records)

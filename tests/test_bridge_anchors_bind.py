@@ -70,7 +70,7 @@ def test_add_modality_fits_the_anchors_with_the_bridge_prior_and_records_them(ba
     plain = add(base, photos, shared_cache, start_guard=False, bridge_anchors=0.0)
     e, p = anchored.info["lineage"][-1], plain.info["lineage"][-1]
     assert e["ridge_start"]["photo"]["prior"] == "bridge"
-    assert e["ridge_start"]["photo"]["anchors"] == {"weight": ANCHOR_WEIGHT, "count": 1000}
+    assert {k: e["ridge_start"]["photo"]["anchors"][k] for k in ("weight", "count")} == {"weight": ANCHOR_WEIGHT, "count": 1000}
     assert e["config"]["bridge_anchors"] == ANCHOR_WEIGHT  # None resolved: the recipe's weight with the bridge
     assert "anchors" not in p["ridge_start"]["photo"] and p["config"]["bridge_anchors"] == 0.0
     assert not torch.equal(anchored.projectors["photo"].linear.weight, plain.projectors["photo"].linear.weight)
@@ -88,6 +88,7 @@ def test_anchors_keep_what_the_frozen_classifier_knew(base, photos, shared_cache
     anchored = add(base, photos, shared_cache, start_guard=False)
     plain = add(base, photos, shared_cache, start_guard=False, bridge_anchors=0.0)
     assert anchored.info["lineage"][-1]["ridge_start"]["photo"]["alpha"] == 0.1
+    assert anchored.info["lineage"][-1]["ridge_start"]["photo"]["anchors"]["in_start"] is True  # the anchored ridge
     items = photo_items(photos)
     (r_a, cos_a), (r_p, cos_p) = (class_readings(s, shared_cache, items, "photo") for s in (anchored, plain))
     assert r_a >= r_p and cos_a > cos_p + 0.02, (r_a, cos_a, r_p, cos_p)
@@ -102,9 +103,11 @@ def test_a_replaced_encoder_fits_anchors_only_with_the_locked_text_among_its_tar
         own = base.replace_encoder("image", BRIDGED, data, cache=shared_cache, **START)
     rec = own.info["lineage"][-1]["ridge_start"]["image"]
     assert rec["prior"] == "bridge" and rec["anchors"]["count"] == 0 and "'text'" in rec["anchors"]["note"]
+    assert rec["anchors"]["in_start"] is False
     assert any("'image'" in r.getMessage() and "no class anchors" in r.getMessage() for r in caplog.records)
     both = base.replace_encoder("image", BRIDGED, data, ["text"], cache=shared_cache, **START)
-    assert both.info["lineage"][-1]["ridge_start"]["image"]["anchors"] == {"weight": ANCHOR_WEIGHT, "count": 1000}
+    assert {k: both.info["lineage"][-1]["ridge_start"]["image"]["anchors"][k] for k in ("weight", "count")} == {
+        "weight": ANCHOR_WEIGHT, "count": 1000}
     assert torch.equal(both.projectors["text"].linear.weight, base.projectors["text"].linear.weight)
 
 
@@ -140,7 +143,7 @@ def test_the_cli_flag_reaches_the_record(base, photos, shared_cache, tmp_path):
     res = CliRunner().invoke(app, cmd + ["--bridge-anchors", "1.5", "--out", str(tmp_path / "a")])
     assert res.exit_code == 0, res.output
     e = Space.load(tmp_path / "a").info["lineage"][-1]
-    assert e["ridge_start"]["photo"]["anchors"] == {"weight": 1.5, "count": 1000}
+    assert {k: e["ridge_start"]["photo"]["anchors"][k] for k in ("weight", "count")} == {"weight": 1.5, "count": 1000}
     res = CliRunner().invoke(app, cmd + ["--bridge-anchors", "-1", "--out", str(tmp_path / "b")])
     assert res.exit_code == 2 and "--bridge-anchors" in res.output and not (tmp_path / "b").exists()
 

@@ -10,6 +10,9 @@ bridge's class anchors)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -60,3 +63,10 @@ def bridge_anchors(spec: str, lock_spec: str, projector: Projector) -> tuple[tor
     U = torch.from_numpy(np.asarray(enc.class_directions(), dtype=np.float32))
     L = torch.from_numpy(np.asarray(enc.class_prompt_features(), dtype=np.float32))
     return U, L, enc.base_encoder.dim
+
+
+def anchors_in_start(guard: Mapping[str, Any] | None, kernel: Mapping[str, Any] | None) -> bool:
+    """Whether a modality's final start is the anchored ridge: not where its start guard kept the label bridge itself
+    nor where its kernel branch was kept (both ignore the anchors; they were only in the path those were chosen
+    against).  ``guard`` / ``kernel``: the records (None: not tried)."""
+    return not ((guard or {}).get("kept") == "start" or bool((kernel or {}).get("kept")))

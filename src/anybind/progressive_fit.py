@@ -31,6 +31,7 @@ from .ridge import kernel_or_linear, prior_ridge
 from .metrics import pair_recalls
 from .projectors import Projector, ProjectorConfig, project
 from .recipe import check_flags, check_seed
+from .bridge_start import anchors_in_start
 from .ridge_kernel import scaled_prior
 
 VAL_METRIC = "mean (R@1+R@5+R@10)/3, new<->anchor on val pairs, both directions"
@@ -218,7 +219,9 @@ def ridge_start(proj: Projector, feats, targets: Mapping[str, Target], train_idx
                                           has_val=has_val, seed=seed)
     start_at(W)
     return {"alpha": alpha, "prior": "zero" if prior is None else "bridge", **({"guard": g} if g else {}),
-            **({"kernel": kern} if kern is not None else {}), **({"anchors": anchored} if anchored else {})}
+            **({"kernel": kern} if kern is not None else {}),
+            **({"anchors": {**anchored, "in_start": anchored["count"] > 0 and anchors_in_start(g, kern)}}
+               if anchored else {})}
 
 
 def anchor_equations(proj: Projector, X_parts, Tm: torch.Tensor, anchors: Anchors | None, weight: float,

@@ -36,7 +36,8 @@ through the shared loop's hooks (:func:`anybind.loop.fit_loop`'s ``penalty=`` an
 * ``bridge_anchors`` (recipe auto: :data:`anybind.recipe.ANCHOR_WEIGHT` with the bridge prior) -- the label bridge's
   1000 class anchors (its reading of each ImageNet class, paired with the locked text of the class prompt) in the
   ridge start's normal equations, weighted that many times the training pairs (:mod:`anybind.bridge_start`);
-  recorded under ``ridge.<m>.anchors``.
+  recorded under ``ridge.<m>.anchors`` (``in_start``: the final start is the anchored ridge, not the bridge the guard
+  kept nor a kernel branch).
 * ``ridge_span`` (off) -- with ``ridge_prior="bridge"``, every candidate of that start (alpha path, guard, kernel
   grid) restricted to the span of the training targets, the bridge's output outside it kept
   (:func:`anybind.ridge.locked_ridge_start`'s ``span``); recorded under ``ridge.<m>.span``.  Not a default: it wins
@@ -72,7 +73,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .bridge_start import bridge_anchors, bridge_into, bridge_prior  # noqa: F401  (re-exported: defined here before)
+from .bridge_start import anchors_in_start, bridge_anchors, bridge_into, bridge_prior  # noqa: F401  (re-exported: defined here before)
 from .centring import center_projectors, centred, train_centers  # noqa: F401  (re-exported: defined here before)
 from .epochs import nearest_within_se
 from .errors import DataError
@@ -390,5 +391,6 @@ def ridge_start(projectors: Mapping[str, Projector], cfg, specs: Mapping[str, st
     return {m: {"alpha": a, "prior": used.get(m, "zero"), **({"guard": guard[m]} if guard and m in guard else {}),
                 **({"se_rule": rule[m]} if m in rule else {}), **({"kernel": kern[m]} if kern and m in kern else {}),
                 **({"span": span[m]} if span and m in span else {}),
-                **({"anchors": anchored[m]} if m in anchored else {})}
+                **({"anchors": {**anchored[m], "in_start": anchored[m]["count"] > 0 and anchors_in_start(
+                    (guard or {}).get(m), (kern or {}).get(m))}} if m in anchored else {})}
             for m, a in alphas.items()}
