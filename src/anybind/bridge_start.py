@@ -57,9 +57,9 @@ def bridge_anchors(spec: str, lock_spec: str, projector: Projector) -> tuple[tor
     locked projector reads), and where the bridge block starts in the projector's input.  None where
     :func:`bridge_prior` is None (no label bridge into that space, or the input is not base ++ bridge) or for a
     frame-pooling projector (its input is a frame sequence, not one feature row)."""
-    if projector.cfg.frames or bridge_prior(spec, lock_spec, projector) is None:
+    enc = None if projector.cfg.frames else bridge_into(spec, lock_spec)
+    if enc is None or projector.cfg.feat_dim != enc.base_encoder.dim + projector.cfg.out_dim:  # as bridge_prior's
         return None
-    enc = bridge_into(spec, lock_spec)
     U = torch.from_numpy(np.asarray(enc.class_directions(), dtype=np.float32))
     L = torch.from_numpy(np.asarray(enc.class_prompt_features(), dtype=np.float32))
     return U, L, enc.base_encoder.dim

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from .binders import AnchorBinder
 from .errors import DataError
 from .loop import IndexSampler, fit_loop, make_optimizer, make_temperature, training_threads
-from .ridge import kernel_or_linear, prior_ridge
+from .ridge import anchor_rows, kernel_or_linear, prior_ridge
 from .metrics import pair_recalls
 from .projectors import Projector, ProjectorConfig, project
 from .recipe import check_flags, check_seed
@@ -240,12 +240,8 @@ def anchor_equations(proj: Projector, X_parts, Tm: torch.Tensor, anchors: Anchor
     U, La, d = anc
     X = np.concatenate(X_parts)
     norm = float(np.linalg.norm(np.asarray(X, dtype=np.float64)[:, d:], axis=1).mean())  # the anchors' scale
-    with torch.no_grad():
-        Xa = torch.cat([proj.mean[:d].float().expand(len(U), d), U.float() * norm], 1)
-        Za, Ta = proj.standardized(Xa).double(), La.double() - Tm
-    w = weight * len(X) / len(U)  # weight x the training rows, spread over the anchors
     rec["count"] = len(U)
-    return w * (Za.T @ Za), w * (Za.T @ Ta), rec
+    return (*anchor_rows(proj, U, La.double() - Tm, d, norm, weight * len(X)), rec)
 
 
 def train_projector(space, feats, row_of, targets: Mapping[str, Target], train_idx, val_idx, cfg: BindConfig, progress,

@@ -297,10 +297,8 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
         Ga = Ra = 0.0
         if anc is not None:  # the data-free anchor pairs, weighted as anchor_weight x n training pairs
             U, L, d = anc
-            Xa = torch.cat([pr.mean[:d].float().expand(len(U), d), U.float() * (bridge_norm / n)], 1)
-            Za, Ta = pr.standardized(Xa).double(), tgt(L.float()).double()
-            w = anchor_weight * n / len(U)
-            Ga, Ra = w * (Za.T @ Za), w * (Za.T @ Ta)  # the ridge path's only: the prior's scale is the pairs'
+            # the ridge path's only: the prior's scale is the pairs'
+            Ga, Ra = anchor_rows(pr, U, tgt(L.float()).double(), d, bridge_norm / n, anchor_weight * n)
             if anchored is not None:
                 anchored[m] = {"weight": float(anchor_weight), "count": len(U)}
 
@@ -342,6 +340,20 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
             pr.mlp[-1].bias.zero_()
         pr.ridge_alpha = chosen[m] = alpha
     return chosen
+
+
+def anchor_rows(pr: nn.Module, U: torch.Tensor, targets: torch.Tensor, d: int, norm: float,
+                total: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(Ga, Ra)``: the class anchors' share of a ridge start's normal equations (float64) -- each anchor input the
+    projector's mean with its bridge block (from column ``d``) the unit direction ``U[k]`` at ``norm`` (the training
+    rows' mean bridge-block norm), standardised by ``pr``; ``targets`` their rows; ``total`` weight (the anchor
+    weight x the training rows) spread over them.  Space.fit's (:func:`locked_ridge_start`) and progressive
+    binding's (:func:`anybind.progressive_fit.anchor_equations`)."""
+    with torch.no_grad():
+        Xa = torch.cat([pr.mean[:d].float().expand(len(U), d), U.float() * norm], 1)
+        Za = pr.standardized(Xa).double()
+    w = total / len(U)
+    return w * (Za.T @ Za), w * (Za.T @ targets.double())
 
 
 def start_line(guard: dict[str, Any] | None, kernel: dict[str, Any] | None) -> str:
