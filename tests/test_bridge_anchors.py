@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import torch
 import torch.nn.functional as F
 from typer.testing import CliRunner
@@ -164,3 +166,31 @@ def test_a_frame_pooling_projector_without_anchors_is_said_not_skipped(monkeypat
                                        "in_start": False}
     assert any("'video'" in r.getMessage() and "no class anchors (a frame-pooling projector" in r.getMessage()
                for r in caplog.records)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-5, 5), st.booleans(), st.none(),
+                 st.text(max_size=3)))
+def test_the_fit_the_bind_and_the_cli_refuse_the_same_weights(w):
+    """One check (``anchor_weight_problem``) behind ``TrainConfig``'s, ``BindConfig``'s and ``--bridge-anchors``':
+    a weight one accepts, the others accept (None: the recipe's choice, for binding and the flag only)."""
+    import typer
+
+    from anybind.cli.fit_ridge import check_anchor_weight
+    from anybind.progressive_fit import bind_config
+    from anybind.robust import check_robust
+
+    def refused(f) -> bool:
+        try:
+            f()
+        except (DataError, typer.BadParameter) as e:
+            assert "\n" not in str(e) and repr(w) in str(e)
+            return True
+        return False
+
+    ok = w is not None and not isinstance(w, (bool, str)) and math.isfinite(w) and w >= 0
+    if w is not None:  # TrainConfig's is a number: resolved before the check
+        assert refused(lambda: check_robust(TrainConfig(bridge_anchors=w, ridge_prior="bridge", init="ridge"))) is not ok
+    assert refused(lambda: bind_config({"bridge_anchors": w})) is not (ok or w is None)
+    if not isinstance(w, (bool, str)):  # typer has parsed the flag into a float (or None) by then
+        assert refused(lambda: check_anchor_weight(w)) is not (ok or w is None)

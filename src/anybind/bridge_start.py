@@ -10,6 +10,7 @@ bridge's class anchors)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,6 +18,18 @@ import numpy as np
 import torch
 
 from .projectors import Projector
+
+
+def anchor_weight_problem(weight: Any, allow_none: bool = False) -> str | None:
+    """What is wrong with a class-anchor weight (``TrainConfig.bridge_anchors``, ``BindConfig.bridge_anchors``,
+    ``--bridge-anchors``), in words that follow its name; None when it is a finite number >= 0 (a bool is not one),
+    or None where ``allow_none`` (the recipe's choice).  The one check all three refuse on."""
+    if weight is None and allow_none:
+        return None
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
+        return (f"must be a non-negative number (the anchors' weight, x the training pairs)"
+                f"{' or None' if allow_none else ''}, got {weight!r}")
+    return None
 
 
 def bridge_into(spec: str, lock_spec: str):

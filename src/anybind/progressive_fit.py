@@ -31,7 +31,7 @@ from .ridge import anchor_rows, kernel_or_linear, prior_ridge
 from .metrics import pair_recalls
 from .projectors import Projector, ProjectorConfig, project
 from .recipe import check_flags, check_seed
-from .bridge_start import anchors_in_start
+from .bridge_start import anchor_weight_problem, anchors_in_start
 from .ridge_kernel import scaled_prior
 
 VAL_METRIC = "mean (R@1+R@5+R@10)/3, new<->anchor on val pairs, both directions"
@@ -92,10 +92,8 @@ def bind_config(config: Mapping[str, Any]) -> BindConfig:
     if bad:
         raise TypeError(f"unknown option(s) {bad} for progressive binding (known: {', '.join(sorted(known))})")
     cfg = BindConfig(**config)
-    a = cfg.bridge_anchors
-    if a is not None and (isinstance(a, bool) or not isinstance(a, (int, float)) or not math.isfinite(a) or a < 0):
-        raise DataError(f"BindConfig.bridge_anchors must be a non-negative number (the anchors' weight, x the training "
-                        f"pairs) or None, got {a!r}")
+    if (problem := anchor_weight_problem(cfg.bridge_anchors, allow_none=True)) is not None:
+        raise DataError(f"BindConfig.bridge_anchors {problem}")
     if cfg.init not in ("ridge", "random"):
         raise ValueError(f"init must be 'ridge' or 'random' for progressive binding, got {cfg.init!r}")
     if cfg.projector not in ("linear", "mlp"):

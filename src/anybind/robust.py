@@ -73,7 +73,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .bridge_start import anchors_in_start, bridge_anchors, bridge_into, bridge_prior  # noqa: F401  (re-exported: defined here before)
+from .bridge_start import anchor_weight_problem, anchors_in_start, bridge_anchors, bridge_into, bridge_prior  # noqa: F401  (re-exported: defined here before)
 from .centring import center_projectors, centred, train_centers  # noqa: F401  (re-exported: defined here before)
 from .epochs import nearest_within_se
 from .errors import DataError
@@ -183,9 +183,8 @@ def check_robust(cfg) -> None:
         raise DataError(f"ridge_span=True keeps the label bridge's output outside the training targets' span: use "
                         f"ridge_prior='bridge' (got ridge_prior={cfg.ridge_prior!r})")
     a = getattr(cfg, "bridge_anchors", 0.0)  # a config without the field (an update's): none
-    if isinstance(a, bool) or not isinstance(a, (int, float)) or not math.isfinite(a) or a < 0:
-        raise DataError(f"bridge_anchors must be a non-negative number (the anchors' weight, x the training pairs), "
-                        f"got {a!r}")
+    if (problem := anchor_weight_problem(a)) is not None:
+        raise DataError(f"bridge_anchors {problem}")
     if a > 0 and cfg.ridge_prior != "bridge":  # refused, not ignored: the anchors are the bridge's
         raise DataError(f"bridge_anchors={a!r} fits the label bridge's class anchors into its ridge start: use "
                         f"ridge_prior='bridge' (got ridge_prior={cfg.ridge_prior!r})")

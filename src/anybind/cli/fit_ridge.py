@@ -78,8 +78,10 @@ def check_ridge_se(se: float | None, option: str = "--ridge-se") -> None:
 
 def check_anchor_weight(w: float | None) -> None:
     """``--bridge-anchors``: refused in one line, before any work, unless a finite number >= 0 (or not given)."""
-    if w is not None and not (math.isfinite(w) and w >= 0):
-        raise typer.BadParameter(f"a non-negative weight (x the training pairs), got {w:g}", param_hint="--bridge-anchors")
+    from ..bridge_start import anchor_weight_problem
+
+    if (problem := anchor_weight_problem(w, allow_none=True)) is not None:
+        raise typer.BadParameter(problem, param_hint="--bridge-anchors")
 
 
 def check_finetune_given(ctx: typer.Context, finetune: bool | None) -> None:
