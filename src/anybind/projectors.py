@@ -45,6 +45,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .base_gate import check_gate, gate_weights
+
 log = logging.getLogger(__name__)
 
 #: the smallest standardisation scale: features whose spread is below it do not vary over the training items
@@ -80,6 +82,10 @@ class ProjectorConfig:
     frames: int = 0  # > 0: a temporal projector over that many frames (space format 4), see the module docstring
     kernel: int = 0  # > 0: a kernel branch over that many support items (space format 5), see the module docstring
     kernel_tau: float = 0.0  # its kernel's temperature (> 0 with a kernel branch)
+    gate: int = 0  # > 0: the base-encoder block's gate over that many support rows (space format 6, anybind.base_gate)
+    gate_base: int = 0  # its base block's width (the first features)
+    gate_q: float = 0.0  # the own-val quantile below which the base-encoder correction fades
+    gate_refs: int = 0  # the own-val reference values stored
 
     def to_dict(self) -> dict:
         """The config as saved; ``center`` and ``frames`` only when set, so a plain space reads as format 2.  The
@@ -95,6 +101,11 @@ class ProjectorConfig:
             d.pop("kernel"), d.pop("kernel_tau")
         else:
             d["kernel_tau"] = float(self.kernel_tau)
+        if not self.gate:
+            for k in ("gate", "gate_base", "gate_q", "gate_refs"):
+                d.pop(k)
+        else:
+            d["gate_q"] = float(self.gate_q)
         return d
 
     @property
@@ -138,7 +149,7 @@ class Projector(nn.Module):
             raise ValueError(f"projector kind must be 'linear', 'mlp' or 'identity', got {cfg.kind!r}")
         if cfg.kind == "identity" and cfg.in_dim != cfg.out_dim:
             raise ValueError(f"an identity projector needs in_dim == out_dim, got {cfg.in_dim} and {cfg.out_dim}")
-        why = check_frames(cfg) or check_kernel(cfg)
+        why = check_frames(cfg) or check_kernel(cfg) or check_gate(cfg)
         if why:
             raise ValueError(why)
         self.cfg = cfg
@@ -165,6 +176,9 @@ class Projector(nn.Module):
         if cfg.kernel:
             self.register_buffer("kernel_support", torch.zeros(cfg.kernel, d))
             self.register_buffer("kernel_coef", torch.zeros(cfg.kernel, cfg.out_dim))
+        if cfg.gate:
+            self.register_buffer("gate_support", torch.zeros(cfg.gate, cfg.gate_base))
+            self.register_buffer("gate_ref", torch.zeros(cfg.gate_refs))
 
     @torch.no_grad()
     def fit_stats(self, feats: np.ndarray, name: str | None = None) -> "Projector":
@@ -216,6 +230,26 @@ class Projector(nn.Module):
         self.cfg = cfg
         self.register_buffer("kernel_support", S.contiguous())
         self.register_buffer("kernel_coef", A.contiguous())
+        return self
+
+    @torch.no_grad()
+    def set_gate(self, support: torch.Tensor | None, ref: torch.Tensor | None = None, base: int = 0,
+                 q: float = 0.0) -> "Projector":
+        """Give this projector the base-encoder block's gate (:mod:`anybind.base_gate`; ``support``: the training rows'
+        unit-normed standardised base blocks, ``ref``: own val's sorted nearest cosines; ``None``: remove it)."""
+        for k in ("gate_support", "gate_ref"):
+            self._buffers.pop(k, None)
+        if support is None:
+            self.cfg = replace(self.cfg, gate=0, gate_base=0, gate_q=0.0, gate_refs=0)
+            return self
+        S, r = support.float().contiguous(), ref.float().contiguous()
+        cfg = replace(self.cfg, gate=int(S.shape[0]), gate_base=int(base), gate_q=float(q), gate_refs=int(len(r)))
+        why = check_gate(cfg)
+        if why or S.shape != (cfg.gate, cfg.gate_base) or not (torch.isfinite(S).all() and torch.isfinite(r).all()):
+            raise ValueError(why or f"a base gate needs finite support (n, {base}) and references, got {tuple(S.shape)}")
+        self.cfg = cfg
+        self.register_buffer("gate_support", S)
+        self.register_buffer("gate_ref", r)
         return self
 
     def kernel_term(self, z: torch.Tensor) -> torch.Tensor:
@@ -279,6 +313,10 @@ class Projector(nn.Module):
             z = (x - self.mean) / self.scale
             x = self.in_drop(z)
         y = self.linear(x)
+        if self.cfg.gate:  # the base-encoder correction, faded away from the training inputs
+            d = self.cfg.gate_base
+            g = gate_weights(z[:, :d], self.gate_support, self.gate_ref, self.cfg.gate_q)
+            y = y - (1 - g)[:, None].to(y.dtype) * (x[:, :d] @ self.linear.weight[:, :d].T)
         if self.mlp is not None:
             y = y + self.mlp(x)
         if self.cfg.kernel:  # a fixed function of the input: no dropout

@@ -22,6 +22,7 @@ from torch import nn
 from .epochs import kernel_miss_words, kept_start_words, se_of
 from .errors import DataError
 from .metrics import query_ranks
+from .base_gate import base_width, gate_start, gated_map
 from .projectors import kernel_rows
 from .ridge_kernel import SupportSample, kernel_start, scaled_prior
 from .wording import counted
@@ -224,13 +225,13 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
                        span: dict[str, dict[str, Any]] | None = None, select_se: float = 0.0,
                        anchors: Callable[[str], tuple[torch.Tensor, torch.Tensor, int] | None] | None = None,
                        anchor_weight: float = 0.0, anchored: dict[str, dict[str, Any]] | None = None,
+                       gate_q: float = 0.0, gated: dict[str, dict[str, Any]] | None = None,
                        ) -> dict[str, float | None]:
     """Start every unlocked projector at the ridge regression onto the locked modality's space.
 
     For each modality ``m``, ``W = argmin ||Z W - T||^2 + lam ||W - W0||^2`` over the training pairs
-    with ``lock`` (``Z``: ``m``'s standardised features, ``T``: the locked space), ``lam = alpha n``
-    with ``alpha`` chosen on the val pairs from :data:`RIDGE_ALPHAS` (:func:`ridge_select`); the
-    MLP path starts at zero on top of it.  ``train_pairs(m)`` yields blocks of (``m``, ``lock``)
+    with ``lock`` (``Z``: ``m``'s standardised features, ``T``: the locked space), ``lam = alpha n`` with ``alpha``
+    chosen on the val pairs from :data:`RIDGE_ALPHAS` (:func:`ridge_select`); the MLP path starts at zero on top.  ``train_pairs(m)`` yields blocks of (``m``, ``lock``)
     features (the normal equations are summed over them: memory is one block);
     ``val_pairs(m)``: the val pairs, or ``None`` when there are fewer than 2.  ``W0`` is zero, or
     ``c * prior(m)`` where ``prior(m)`` gives a map (``in_dim``, ``out_dim``) scaled onto the targets; ``exact_prior``:
@@ -241,12 +242,9 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
     prior and val pairs also tries the kernel branch on the prior's residual, kept where it beats that start on val
     (:func:`~anybind.ridge_kernel.kernel_start`; ``seed``: its support subset, drawn while the blocks are read:
     :class:`~anybind.ridge_kernel.SupportSample`, at most ``MAX_SUPPORT`` rows held), ``kernel[m]`` its record.
-    ``span`` (a dict, filled in; issue 16, the lever "keep the prior outside the span of the training targets"): a
-    modality with a prior restricts every candidate (the ridge path, the guard, the kernel grid) to the span of its
-    training targets (``T'T`` summed over the blocks, :func:`target_span`), ``W P + W0 (I - P)`` and the kernel
-    coefficients ``A P``, so the prior's output outside what the training text ever covers is kept; a no-op (bit for
-    bit) where the targets span the space or the prior has no output outside their span.  ``span[m]``: the rank, the
-    dimension and the prior's out-of-span share.  ``select_se`` > 0: the standard-error rule on the start guard and
+    ``span`` (a dict, filled in; issue 16): a modality with a prior restricts every candidate to the span of its
+    training targets (:func:`target_span`, :func:`span_restrict`), keeping the prior's output outside it; ``span[m]``
+    the rank, the dimension and the prior's out-of-span share.  ``select_se`` > 0: the standard-error rule on the start guard and
     the kernel keep too (:func:`prior_ridge`'s ``guard_se``, :func:`kernel_or_linear`'s ``se``).  ``anchors(m)``
     (with ``anchor_weight`` > 0; issue 16): ``m``'s data-free anchor pairs or None
     (:func:`anybind.bridge_start.bridge_anchors`: unit bridge directions ``U``, the lock encoder's features ``L`` of
@@ -255,7 +253,9 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
     output for ``L``, and the ``k`` anchors enter the normal equations with total weight ``anchor_weight`` x ``n``
     (``n``: the training pairs), so the ridge path, the guard and the val scores see them while the kernel's support,
     the prior's scale and ``lam = alpha n`` stay the training pairs'.  ``anchored[m]`` (a dict, filled in): the
-    weight and the anchor count.  Returns each alpha.
+    weight and the anchor count.  ``gate_q`` > 0 (issue 16): a linear start kept under the bridge prior gets the
+    base-encoder block's gate (:mod:`anybind.base_gate`), ``gated[m]`` its record (or a note: why none).  Returns
+    each alpha.
     """
     if not lock:
         raise DataError("init='ridge' needs a locked modality (lock='text', say): it regresses onto its space")
@@ -266,16 +266,17 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
     for m, pr in projectors.items():
         if m == lock:
             continue
-        if pr.cfg.kernel:  # re-solved (the attention phase's refit): from the linear map alone, as the first time
-            pr.set_kernel(None)
+        if pr.cfg.kernel or pr.cfg.gate:  # re-solved (the attention phase's refit): from the linear map alone
+            pr.set_kernel(None).set_gate(None)
         G = R = None
         va = val_pairs(m)
         P = prior(m) if prior is not None else None
         try_kernel = kernel is not None and P is not None  # the kernel family, unless kernel_skip says why not
         hold = try_kernel and kernel_skip(pr, va is not None) is None
         n, T_norm2, TT = 0, torch.zeros((), dtype=torch.float64), None
-        held = SupportSample(seed) if hold else None  # the kernel's support, drawn as the blocks go by
         anc = anchors(m) if anchors is not None and anchor_weight > 0 else None
+        gate_d = base_width(P) if gate_q > 0 else None  # the base-encoder block's width under the bridge prior
+        held = SupportSample(seed) if hold or gate_d else None  # the kernel's (and gate's) support, as blocks go by
         bridge_norm = 0.0  # the training rows' bridge-block norms, summed (the anchors' scale)
         for xm, xl in train_pairs(m):
             if anc is not None:
@@ -306,11 +307,12 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
         zv, gv = (None, None) if va is None else (pr.standardized(torch.from_numpy(va[0])),
                                                   F.normalize(tgt(torch.from_numpy(va[1])), dim=-1).numpy())
 
-        def per_pair(W: torch.Tensor, va=va, z=zv, g=gv, branch=None) -> np.ndarray:  # each val pair's R@1/5/10 both ways
+        def per_pair(W: torch.Tensor, va=va, z=zv, g=gv, branch=None, gate=None) -> np.ndarray:  # R@1/5/10 both ways
             if va is None:
                 return np.array(np.nan)
             fm, fl = va
-            q = F.normalize(z @ W.float() + (kernel_rows(z, *branch) if branch else 0), dim=-1).numpy()
+            y = z @ W.float() if gate is None else gated_map(z, W, *gate)  # gate: (support, ref, d, q)
+            q = F.normalize(y + (kernel_rows(z, *branch) if branch else 0), dim=-1).numpy()
             r1 = query_ranks(q @ g.T, query_keys=fm, gallery_keys=fl)
             r2 = query_ranks(g @ q.T, query_keys=fl, gallery_keys=fm)
             return sum((r <= k).astype(np.float64) for r in (r1, r2) for k in (1, 5, 10)) / 6
@@ -339,6 +341,9 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
             pr.mlp[-1].weight.zero_()
             pr.mlp[-1].bias.zero_()
         pr.ridge_alpha = chosen[m] = alpha
+        if gated is not None and gate_q > 0:
+            gated[m] = gate_start(m, pr, gate_d, gate_q, held, zv, alpha is None, W,
+                                  lambda W, gate: per_pair(W, gate=gate))
     return chosen
 
 

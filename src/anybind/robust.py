@@ -31,17 +31,17 @@ through the shared loop's hooks (:func:`anybind.loop.fit_loop`'s ``penalty=`` an
   fall below it.  Recorded per modality under ``ridge.<m>.guard``.
 * ``kernel_start`` -- with ``ridge_prior="bridge"``, a kernel branch on the bridge's residual tried beside the
   ridge path and kept where it wins on val (:mod:`anybind.ridge_kernel`); recorded under ``ridge.<m>.kernel``.  A
-  fixed buffer: fine-tuning, L2-SP and WiSE-FT (:func:`interpolate`) leave it as it is.  The streaming / Ray trainer
-  fits it too (its support drawn while the shards are read, at most 4,096 pairs held).
+  fixed buffer: fine-tuning, L2-SP and WiSE-FT (:func:`interpolate`) leave it as it is; streaming / Ray too.
 * ``bridge_anchors`` (recipe auto: :data:`anybind.recipe.ANCHOR_WEIGHT` with the bridge prior) -- the label bridge's
   1000 class anchors (its reading of each ImageNet class, paired with the locked text of the class prompt) in the
   ridge start's normal equations, weighted that many times the training pairs (:mod:`anybind.bridge_start`);
   recorded under ``ridge.<m>.anchors`` (``in_start``: the final start is the anchored ridge, not the bridge the guard
   kept nor a kernel branch).
-* ``ridge_span`` (off) -- with ``ridge_prior="bridge"``, every candidate of that start (alpha path, guard, kernel
-  grid) restricted to the span of the training targets, the bridge's output outside it kept
-  (:func:`anybind.ridge.locked_ridge_start`'s ``span``); recorded under ``ridge.<m>.span``.  Not a default: it wins
-  on val for a 121-caption corpus and loses a little on 300-pair ones (BENCHMARKS.md, transfer: the span lever).
+* ``base_gate`` (recipe auto: :data:`anybind.recipe.BASE_GATE` with the bridge prior) -- a linear start's base-encoder
+  correction faded for inputs farther from the training inputs than own val's nearest are (:mod:`anybind.base_gate`);
+  recorded under ``ridge.<m>.gate``.
+* ``ridge_span`` (off) -- that start restricted to the training targets' span, the bridge kept outside it
+  (``ridge.<m>.span``; not a default: BENCHMARKS.md, transfer: the span lever).
 * ``select_se`` (recipe auto, in memory: 1 on a small own val) -- the standard-error rule over every choice on val (guard, ridge alpha, kernel keep, epoch,
   WiSE-FT alpha; ``select_se_on="finetune"``: the last two only): the candidate nearest the start within that many
   standard errors of the best (:func:`anybind.epochs.nearest_within_se`; BENCHMARKS.md, transfer: select_se).
@@ -73,6 +73,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .base_gate import gate_config_problem
 from .bridge_start import anchor_weight_problem, anchors_in_start, bridge_anchors, bridge_into, bridge_prior  # noqa: F401  (re-exported: defined here before)
 from .centring import center_projectors, centred, train_centers  # noqa: F401  (re-exported: defined here before)
 from .epochs import nearest_within_se
@@ -185,6 +186,8 @@ def check_robust(cfg) -> None:
     a = getattr(cfg, "bridge_anchors", 0.0)  # a config without the field (an update's): none
     if (problem := anchor_weight_problem(a)) is not None:
         raise DataError(f"bridge_anchors {problem}")
+    if (problem := gate_config_problem(getattr(cfg, "base_gate", 0.0), cfg.ridge_prior)) is not None:  # none: an update's
+        raise DataError(problem)
     if a > 0 and cfg.ridge_prior != "bridge":  # refused, not ignored: the anchors are the bridge's
         raise DataError(f"bridge_anchors={a!r} fits the label bridge's class anchors into its ridge start: use "
                         f"ridge_prior='bridge' (got ridge_prior={cfg.ridge_prior!r})")
@@ -364,6 +367,7 @@ def ridge_start(projectors: Mapping[str, Projector], cfg, specs: Mapping[str, st
     span: dict[str, dict[str, Any]] | None = {} if cfg.ridge_span else None
     sel = cfg.select_se if cfg.select_se_on == "all" else 0.0  # "finetune": the start's choices as at select_se=0
     anchored: dict[str, dict[str, Any]] = {}
+    gated: dict[str, dict[str, Any]] = {}
 
     def anchors(m: str):  # a frame-pooling projector under the bridge prior gets none: recorded and said, not skipped
         a = bridge_anchors(specs[m], specs[cfg.lock], projectors[m])
@@ -378,7 +382,8 @@ def ridge_start(projectors: Mapping[str, Projector], cfg, specs: Mapping[str, st
                                 kernel=kern, seed=cfg.seed, span=span, select_se=sel,
                                 anchors=anchors,
                                 anchor_weight=cfg.bridge_anchors if cfg.ridge_prior == "bridge" else 0.0,
-                                anchored=anchored)
+                                anchored=anchored, gated=gated,
+                                gate_q=cfg.base_gate if cfg.ridge_prior == "bridge" else 0.0)
     for m, sp in (span or {}).items():
         log.info("start: %r: training targets span %d of %d dims, the prior's out-of-span share %s%s", m, sp["rank"],
                  sp["dim"], sp.get("prior_out", 0.0), " (the span restriction is a no-op)" if span_noop(sp) else "")
@@ -389,7 +394,7 @@ def ridge_start(projectors: Mapping[str, Projector], cfg, specs: Mapping[str, st
     say_starts(log, alphas, guard, kern)
     return {m: {"alpha": a, "prior": used.get(m, "zero"), **({"guard": guard[m]} if guard and m in guard else {}),
                 **({"se_rule": rule[m]} if m in rule else {}), **({"kernel": kern[m]} if kern and m in kern else {}),
-                **({"span": span[m]} if span and m in span else {}),
+                **({"span": span[m]} if span and m in span else {}), **({"gate": gated[m]} if m in gated else {}),
                 **({"anchors": {**anchored[m], "in_start": anchored[m]["count"] > 0 and anchors_in_start(
                     (guard or {}).get(m), (kern or {}).get(m))}} if m in anchored else {})}
             for m, a in alphas.items()}

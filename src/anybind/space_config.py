@@ -21,6 +21,9 @@ Formats (``format_version``):
 * 5 -- as 4, and a projector may have a kernel branch (``"kernel": n, "kernel_tau": t``, issue 16,
   :mod:`anybind.projectors`): its weights add ``kernel_support`` (n x features) and ``kernel_coef`` (n x dim).  Only a
   space with such a projector is written as format 5.
+* 6 -- as 5, and a projector may have the base-encoder block's gate (``"gate": n, "gate_base": d, "gate_q": q,
+  "gate_refs": r``, issue 16, :mod:`anybind.base_gate`): its weights add ``gate_support`` (n x d) and ``gate_ref``
+  (r).  Only a space with such a projector is written as format 6.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ import torch
 from .data.media import short_repr
 from .data.templates import check_descriptions, check_templates
 from .errors import DataError, SpaceError
+from .base_gate import check_gate
 from .projectors import Projector, ProjectorConfig, check_frames, check_kernel
 
 SPACE_FORMAT = "anybind.space"
@@ -46,7 +50,8 @@ FORMAT_VERSION = 2  # the format of a new space (see file_version: format 3 when
 CENTRED_FORMAT = 3
 TEMPORAL_FORMAT = 4
 KERNEL_FORMAT = 5
-NEWEST_FORMAT = 5  # the newest format this anybind reads
+GATE_FORMAT = 6
+NEWEST_FORMAT = 6  # the newest format this anybind reads
 MAX_WIDTH = 1 << 20  # the widest in_dim / out_dim / hidden a space.json may state
 _KINDS = ("linear", "mlp", "identity")
 _REQUIRED = ("format", "format_version", "dim", "modalities", "temperature", "identity")
@@ -114,7 +119,7 @@ def _keys(path: Path, where: str, d: Any, required: tuple[str, ...], optional: t
 
 
 def _projector(path: Path, where: str, d: Any) -> ProjectorConfig:
-    optional = ("center", "frames", "kernel", "kernel_tau")
+    optional = ("center", "frames", "kernel", "kernel_tau", "gate", "gate_base", "gate_q", "gate_refs")
     names = tuple(f.name for f in fields(ProjectorConfig) if f.name not in optional)
     d = _keys(path, where, d, names, optional)
     center = d.get("center", False)
@@ -137,8 +142,12 @@ def _projector(path: Path, where: str, d: Any) -> ProjectorConfig:
         frames=_int(path, f"{where}.frames", d.get("frames", 0), 0, MAX_WIDTH),
         kernel=_int(path, f"{where}.kernel", d.get("kernel", 0), 0, MAX_WIDTH),
         kernel_tau=_number(path, f"{where}.kernel_tau", d.get("kernel_tau", 0.0), 0.0, math.inf),
+        gate=_int(path, f"{where}.gate", d.get("gate", 0), 0, MAX_WIDTH),
+        gate_base=_int(path, f"{where}.gate_base", d.get("gate_base", 0), 0, MAX_WIDTH),
+        gate_q=_number(path, f"{where}.gate_q", d.get("gate_q", 0.0), 0.0, 1.0),
+        gate_refs=_int(path, f"{where}.gate_refs", d.get("gate_refs", 0), 0, MAX_WIDTH),
     )
-    why = check_frames(cfg) or check_kernel(cfg)
+    why = check_frames(cfg) or check_kernel(cfg) or check_gate(cfg)
     if why:
         raise _fail(path, f"{where}: {why}")
     if kind == "identity" and cfg.in_dim != cfg.out_dim:
@@ -182,6 +191,8 @@ def read_space_json(path: str | Path) -> SpaceFile:
             raise _fail(path, f"{where}.projector.frames needs format_version {TEMPORAL_FORMAT}, the file says {version}")
         if cfg.kernel and version < KERNEL_FORMAT:
             raise _fail(path, f"{where}.projector.kernel needs format_version {KERNEL_FORMAT}, the file says {version}")
+        if cfg.gate and version < GATE_FORMAT:
+            raise _fail(path, f"{where}.projector.gate needs format_version {GATE_FORMAT}, the file says {version}")
         if cfg.out_dim != dim:
             raise _fail(path, f"{where}.projector.out_dim is {cfg.out_dim}, but the space's dim is {dim}")
         entries[m] = ModalityEntry(_text(path, f"{where}.encoder", entry["encoder"]), ident, cfg)
@@ -255,7 +266,9 @@ def space_identity(
 
 def file_version(version: int, projectors: Mapping[str, Projector]) -> int:
     """The format a space of format ``version`` is written in: format 3 as soon as a projector is centred,
-    4 as soon as one pools frames, 5 as soon as one has a kernel branch."""
+    4 as soon as one pools frames, 5 as soon as one has a kernel branch, 6 as soon as one has a base gate."""
+    if any(p.cfg.gate for p in projectors.values()):
+        return max(version, GATE_FORMAT)
     if any(p.cfg.kernel for p in projectors.values()):
         return max(version, KERNEL_FORMAT)
     if any(p.cfg.frames for p in projectors.values()):

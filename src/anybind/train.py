@@ -45,7 +45,7 @@ class TrainConfig:
     """Everything that decides a trained space (saved in ``space.json``).
 
     The fields the recipe chooses (:data:`anybind.recipe.PLAIN`: ``dim``, ``lr``, ``init``, ``lock``, ``wise``,
-    ``ridge_prior``, ``start_guard``, ``kernel_start``, ``bridge_anchors``, ``select_se``, ``finetune``) default to :data:`~anybind.recipe.AUTO`, "the recipe decides": with
+    ``ridge_prior``, ``start_guard``, ``kernel_start``, ``bridge_anchors``, ``base_gate``, ``select_se``, ``finetune``) default to :data:`~anybind.recipe.AUTO`, "the recipe decides": with
     ``Space.fit(config=...)`` any value given, even the plain default or None, is the user's choice and wins over
     ``recipe="auto"``.  Every trainer first takes :meth:`resolved` (AUTO -> the plain default, the value in the
     comments below), so what is trained and saved is never AUTO."""
@@ -83,6 +83,8 @@ class TrainConfig:
     bridge_anchors: float | Auto = AUTO  # 0.0; ridge_prior="bridge": the label bridge's 1000 class anchors (its
     # reading of each ImageNet class paired with the locked text of the class prompt) in the ridge start, with this
     # weight x the training pairs (anybind.bridge_start); the recipe sets ANCHOR_WEIGHT with the bridge prior
+    base_gate: float | Auto = AUTO  # 0.0; ridge_prior="bridge": a linear start's base-encoder correction faded below
+    # this quantile of own val's nearness to the training inputs (anybind.base_gate); the recipe sets BASE_GATE
     ridge_span: bool = False  # ridge_prior="bridge": restrict the ridge start and its kernel branch to the span of
     # the training targets, keeping the prior's output outside it (anybind.ridge.locked_ridge_start's span; issue 16)
     ridge_se: float = 0.0  # the ridge start's standard-error rule: the most shrunk alpha within this many SE of the

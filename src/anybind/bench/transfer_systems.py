@@ -94,6 +94,7 @@ LEVERS: dict[str, dict[str, Any]] = {
     "guard": {"start_guard": True},
     "nokernel": {"kernel_start": False},  # the linear ridge start only (no kernel branch on the bridge's residual)
     "kernel": {"kernel_start": True},
+    "nogate": {"base_gate": 0.0},  # no base-encoder gate on a linear start (the default before issue 16, session 26)
     "noanchors": {"bridge_anchors": 0.0},  # no class anchors in the ridge start (the default before issue 16, session 25)
     "span": {"ridge_span": True},  # the ridge start and kernel branch restricted to the training targets' span
     "selectown": {"select_data": "own+held-out"},  # chosen on the own val split and --opt select='s together

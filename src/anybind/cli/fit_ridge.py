@@ -64,6 +64,10 @@ BRIDGE_ANCHORS = typer.Option(None, "--bridge-anchors", metavar="W",
                               help="The label bridge's 1000 class anchors (its reading of each ImageNet class paired "
                                    "with the locked text of the class prompt) in the ridge start, weighted W x the "
                                    "training pairs (default 3 with the bridge prior; 0: none).")
+BASE_GATE = typer.Option(None, "--base-gate", metavar="Q",
+                         help="Fade a linear ridge start's base-encoder correction for inputs farther from the "
+                              "training inputs than the nearest 1-Q of own val (default 0.2 with the bridge prior; 0: "
+                              "off).")
 SELECT_SE_ON = choice(None, SelectSeOn, "--select-se-on",
                       help="Which choices --select-se rules: all, or finetune (the epoch and WiSE-FT alpha only; the "
                            "start's guard, ridge alpha and kernel as without it).")
@@ -101,3 +105,11 @@ def check_finetune_given(ctx: typer.Context, finetune: bool | None) -> None:
     if finetune is True and ctx.params["epochs"] == 0:  # the library lets it pass: a saved epochs=0 config carries it
         raise typer.BadParameter("--finetune fine-tunes for --epochs > 0, and --epochs 0 keeps the training-free start "
                                  "(as --no-finetune): give --epochs > 0 or drop --finetune", param_hint="--finetune")
+
+
+def check_base_gate(q: float | None) -> None:
+    """``--base-gate``: refused in one line, before any work, unless a number in [0, 1] (or not given)."""
+    from ..base_gate import gate_q_problem
+
+    if q is not None and (problem := gate_q_problem(q)) is not None:
+        raise typer.BadParameter(problem, param_hint="--base-gate")
