@@ -19,7 +19,7 @@ from test_start_guard import tux_shuffled  # noqa: F401 -- 40 real Tux Paint sta
 
 from anybind.errors import DataError
 from anybind.fitting import fit_options
-from anybind.recipe import AUTO, FINE_TUNE_LR, PLAIN, resolve_recipe
+from anybind.recipe import AUTO, BASE_GATE, FINE_TUNE_LR, PLAIN, resolve_recipe
 from anybind.space import Space
 from anybind.train import TrainConfig
 
@@ -53,7 +53,7 @@ def test_a_value_given_in_a_config_object_wins_over_the_recipe_as_a_keyword_does
 def test_start_guard_false_and_wise_none_in_a_config_object_turn_them_off():
     assert _recipe()[1] == {"lock": "text", "init": "ridge", "encoders.image": "image:efficientnet-lite0+bridge",
                             "ridge_prior": "bridge", "start_guard": True, "kernel_start": True, "bridge_anchors": 3.0,
-                            "wise": "auto", "lr": FINE_TUNE_LR}
+                            "base_gate": BASE_GATE, "wise": "auto", "lr": FINE_TUNE_LR}
     cfg, chosen = _recipe(TrainConfig(start_guard=False, wise=None))
     assert cfg["start_guard"] is False and cfg["wise"] is None
     assert "start_guard" not in chosen and "wise" not in chosen and chosen["ridge_prior"] == "bridge"
@@ -111,8 +111,8 @@ def test_nothing_given_fits_the_recipe_bit_for_bit_and_saves_no_auto(manifest, t
     saved = json.loads((tmp_path / "sp" / "space.json").read_text())["config"]
     assert {k: saved[k] for k in PLAIN} == {"dim": 256, "lr": FINE_TUNE_LR, "init": "ridge", "lock": "text",
                                            "wise": "auto", "ridge_prior": "zero", "start_guard": False,
-                                           "kernel_start": False, "bridge_anchors": 0.0, "select_se": 1.0,
-                                           "finetune": False}
+                                           "kernel_start": False, "bridge_anchors": 0.0, "base_gate": 0.0,
+                                           "select_se": 1.0, "finetune": False}
 
 
 def test_a_saved_space_config_refits_the_same_space_and_names_another_method(manifest, tmp_path):  # noqa: F811
@@ -161,7 +161,7 @@ def test_the_start_guard_off_in_a_config_object_as_with_the_cli_flags_on_real_tu
         assert entry["recipe"]["chosen"] == {"lock": "text", "init": "ridge", "lr": FINE_TUNE_LR,
                                              "encoders.image": "image:efficientnet-lite0+bridge",
                                              "ridge_prior": "bridge", "kernel_start": True, "bridge_anchors": 3.0,
-                                             "select_se": 1.0}
+                                             "base_gate": BASE_GATE, "select_se": 1.0}
         assert s.config["finetune"] is True  # --wise off given: a fine-tuning option asks for fine-tuning
         assert s.config["start_guard"] is False and s.config["wise"] is None
         assert "wise_alpha" not in s.info["training"]["robust"]

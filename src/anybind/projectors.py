@@ -357,6 +357,8 @@ def project(projector: nn.Module, x: np.ndarray) -> torch.Tensor:
 #: from the driver to Ray's workers goes as safetensors (tensors only), and a projector needs the temperature
 #: (config, not a tensor) before it can take the buffers
 KERNEL_TAU_KEY = "kernel_tau"
+#: likewise a base gate's width and quantile (:mod:`anybind.base_gate`)
+GATE_KEY = "gate_base_q"
 
 
 def start_state(pr: nn.Module) -> dict[str, torch.Tensor]:
@@ -364,6 +366,8 @@ def start_state(pr: nn.Module) -> dict[str, torch.Tensor]:
     sd = {k: v.detach().clone() for k, v in pr.state_dict().items()}
     if getattr(pr, "cfg", None) is not None and pr.cfg.kernel:
         sd[KERNEL_TAU_KEY] = torch.tensor(float(pr.cfg.kernel_tau), dtype=torch.float64)
+    if getattr(pr, "cfg", None) is not None and getattr(pr.cfg, "gate", 0):
+        sd[GATE_KEY] = torch.tensor([float(pr.cfg.gate_base), float(pr.cfg.gate_q)], dtype=torch.float64)
     return sd
 
 
@@ -375,4 +379,9 @@ def load_start_state(pr: nn.Module, sd: Mapping[str, torch.Tensor]) -> None:
         pr.set_kernel(sd["kernel_support"], sd["kernel_coef"], float(tau))
     elif getattr(pr, "cfg", None) is not None and pr.cfg.kernel:
         pr.set_kernel(None)
+    gate = sd.pop(GATE_KEY, None)
+    if gate is not None:
+        pr.set_gate(sd["gate_support"], sd["gate_ref"], int(gate[0]), float(gate[1]))
+    elif getattr(pr, "cfg", None) is not None and getattr(pr.cfg, "gate", 0):
+        pr.set_gate(None)
     pr.load_state_dict(sd)

@@ -34,12 +34,13 @@ def solve_once(solve: Callable[[], Any], projectors: Mapping[str, nn.Module], di
     mine: Exception | None = None  # rank 0's own error, raised as it is
     if dist.get_rank() == 0:
         try:
-            box[0] = ("ok", solve(), _kernels(projectors))
+            box[0] = ("ok", solve(), (_kernels(projectors), _gates(projectors)))
         except Exception as e:  # noqa: BLE001 -- handed to the other workers, then raised here too
             box[0] = ("error", _portable(e), None)
             mine = e
     dist.broadcast_object_list(box, src=0)
-    kind, value, kernels = box[0]
+    kind, value, branches = box[0]
+    kernels, gates = branches if kind == "ok" else ({}, {})
     if kind == "error":
         dist.barrier()  # every worker past the broadcast before any leaves (and may tear the group down)
         raise mine if mine is not None else _rebuilt(*value)
@@ -51,6 +52,11 @@ def solve_once(solve: Callable[[], Any], projectors: Mapping[str, nn.Module], di
                 pr.set_kernel(torch.ones(n, pr.cfg.feat_dim), torch.zeros(n, pr.cfg.out_dim), tau) if n else \
                     pr.set_kernel(None)
                 pr.to(dev)  # where this worker's model lives (DDP's device)
+            if _gates({m: pr}).get(m) != gates.get(m):  # likewise its base gate (anybind.base_gate)
+                n, base, q, refs = gates.get(m) or (0, 0, 0.0, 0)
+                dev = next(iter(pr.state_dict().values())).device
+                pr.set_gate(torch.ones(n, base), torch.zeros(refs), base, q) if n else pr.set_gate(None)
+                pr.to(dev)
             for _, t in sorted((*pr.named_parameters(), *pr.named_buffers()), key=lambda kv: kv[0]):
                 broadcast_(t.data, 0)
     return value
@@ -88,6 +94,12 @@ def _kernels(projectors: Mapping[str, nn.Module]) -> dict[str, tuple[int, float]
     """Each projector's kernel branch (support size, temperature), where it has one."""
     return {m: (int(pr.cfg.kernel), float(pr.cfg.kernel_tau)) for m, pr in projectors.items()
             if getattr(pr, "cfg", None) is not None and getattr(pr.cfg, "kernel", 0)}
+
+
+def _gates(projectors: Mapping[str, nn.Module]) -> dict[str, tuple[int, int, float, int]]:
+    """Each projector's base gate (support rows, base width, quantile, references), where it has one."""
+    return {m: (int(pr.cfg.gate), int(pr.cfg.gate_base), float(pr.cfg.gate_q), int(pr.cfg.gate_refs))
+            for m, pr in projectors.items() if getattr(getattr(pr, "cfg", None), "gate", 0)}
 
 
 def _portable(e: Exception) -> tuple[str, str]:
