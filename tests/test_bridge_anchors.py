@@ -194,3 +194,24 @@ def test_the_fit_the_bind_and_the_cli_refuse_the_same_weights(w):
     assert refused(lambda: bind_config({"bridge_anchors": w})) is not (ok or w is None)
     if not isinstance(w, (bool, str)):  # typer has parsed the flag into a float (or None) by then
         assert refused(lambda: check_anchor_weight(w)) is not (ok or w is None)
+
+
+def test_a_numpy_number_is_a_weight(tux, shared_cache, tmp_path):
+    """A weight from a numpy sweep (``np.arange``, ``np.float32``) is a non-negative number: taken by the fit, the
+    bind and the flag's check alike (a plain number in the saved space), not refused as if it were not one."""
+    from anybind.cli.fit_ridge import check_anchor_weight
+    from anybind.progressive_fit import bind_config
+    from anybind.robust import check_robust
+
+    for w in (np.float32(2.0), np.int64(2), np.float16(2.0)):
+        assert bind_config({"bridge_anchors": w}).bridge_anchors == 2.0
+        check_robust(TrainConfig(bridge_anchors=w, ridge_prior="bridge", init="ridge"))
+        check_anchor_weight(w)
+    for w in (np.float32(-1.0), np.float32(np.nan), np.bool_(True)):
+        with pytest.raises(DataError, match="bridge_anchors must be a non-negative number") as e:
+            bind_config({"bridge_anchors": w})
+        assert "\n" not in str(e.value)
+    Space.fit(tux, cache=shared_cache, bridge_anchors=np.float32(3.0), **KW).save(tmp_path / "s")
+    loaded = Space.load(tmp_path / "s")
+    assert loaded.config["bridge_anchors"] == 3.0
+    assert loaded.info["training"]["robust"]["ridge"]["image"]["anchors"]["weight"] == 3.0

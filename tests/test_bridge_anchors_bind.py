@@ -146,6 +146,8 @@ def test_the_cli_flag_reaches_the_record(base, photos, shared_cache, tmp_path):
     assert {k: e["ridge_start"]["photo"]["anchors"][k] for k in ("weight", "count")} == {"weight": 1.5, "count": 1000}
     res = CliRunner().invoke(app, cmd + ["--bridge-anchors", "-1", "--out", str(tmp_path / "b")])
     assert res.exit_code == 2 and "--bridge-anchors" in res.output and not (tmp_path / "b").exists()
+    # the flag's refusal names what the flag takes: a number (left out is the recipe's choice; "None" parses as none)
+    assert "non-negative number" in res.output and "None" not in res.output, res.output
 
 
 def test_a_frame_pooling_projector_gets_no_anchors_and_a_note(monkeypatch):

@@ -23,10 +23,12 @@ from .projectors import Projector
 def anchor_weight_problem(weight: Any, allow_none: bool = False) -> str | None:
     """What is wrong with a class-anchor weight (``TrainConfig.bridge_anchors``, ``BindConfig.bridge_anchors``,
     ``--bridge-anchors``), in words that follow its name; None when it is a finite number >= 0 (a bool is not one),
-    or None where ``allow_none`` (the recipe's choice).  The one check all three refuse on."""
+    or None where ``allow_none`` (the recipe's choice); a numpy number is one (``np.float32``, ``np.int64``: a
+    sweep's).  The one check all three refuse on."""
     if weight is None and allow_none:
         return None
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
+    number = not isinstance(weight, bool) and isinstance(weight, (int, float, np.integer, np.floating))  # np.bool_ is none
+    if not number or not math.isfinite(weight) or weight < 0:
         return (f"must be a non-negative number (the anchors' weight, x the training pairs)"
                 f"{' or None' if allow_none else ''}, got {weight!r}")
     return None

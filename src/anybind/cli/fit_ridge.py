@@ -84,7 +84,7 @@ def check_anchor_weight(w: float | None) -> None:
     """``--bridge-anchors``: refused in one line, before any work, unless a finite number >= 0 (or not given)."""
     from ..bridge_start import anchor_weight_problem
 
-    if (problem := anchor_weight_problem(w, allow_none=True)) is not None:
+    if w is not None and (problem := anchor_weight_problem(w)) is not None:  # a flag takes no None: not offered
         raise typer.BadParameter(problem, param_hint="--bridge-anchors")
 
 
