@@ -72,10 +72,21 @@ def check_gate(cfg: Any) -> str | None:
     return None
 
 
+def finite_number(x: Any) -> bool:
+    """A finite int or float, numpy's included (a sweep's ``np.float32``), not a bool (nor ``np.bool_``); an int too
+    large for a float is not one (it would overflow where it is used)."""
+    if isinstance(x, bool) or not isinstance(x, (int, float, np.integer, np.floating)):
+        return False
+    try:
+        return math.isfinite(float(x))
+    except OverflowError:
+        return False
+
+
 def gate_q_problem(q: Any) -> str | None:
     """What is wrong with ``TrainConfig.base_gate`` / ``--base-gate``, in words that follow its name; None when it
     is a number in [0, 1] (0: no gate; a bool is not one)."""
-    if isinstance(q, bool) or not isinstance(q, (int, float)) or not math.isfinite(q) or not 0 <= q <= 1:
+    if not finite_number(q) or not 0 <= q <= 1:
         return f"must be a number in [0, 1] (the own-val quantile below which the base-encoder correction fades), got {q!r}"
     return None
 
@@ -149,5 +160,5 @@ def no_gate_note(prior: bool, kernel_kept: bool, start_kept: bool, has_val: bool
     return None
 
 
-__all__ = ["MAX_REFS", "base_width", "check_gate", "gate_config_problem", "fit_gate", "gate_start", "gate_q_problem", "gate_weights", "gated_map", "nearest_cosine",
+__all__ = ["MAX_REFS", "base_width", "finite_number", "check_gate", "gate_config_problem", "fit_gate", "gate_start", "gate_q_problem", "gate_weights", "gated_map", "nearest_cosine",
            "no_gate_note", "reference"]

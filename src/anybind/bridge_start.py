@@ -10,13 +10,13 @@ bridge's class anchors)."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import torch
 
+from .base_gate import finite_number
 from .projectors import Projector
 
 
@@ -27,8 +27,7 @@ def anchor_weight_problem(weight: Any, allow_none: bool = False) -> str | None:
     sweep's).  The one check all three refuse on."""
     if weight is None and allow_none:
         return None
-    number = not isinstance(weight, bool) and isinstance(weight, (int, float, np.integer, np.floating))  # np.bool_ is none
-    if not number or not math.isfinite(weight) or weight < 0:
+    if not finite_number(weight) or weight < 0:  # np.bool_ is none; an int past a float's range neither
         return (f"must be a non-negative number (the anchors' weight, x the training pairs)"
                 f"{' or None' if allow_none else ''}, got {weight!r}")
     return None
