@@ -137,7 +137,7 @@ def gate_start(m: str, pr: Any, d: int | None, q: float, held: Any, val_z: torch
     score without and with it (``score(W, gate)``: per-pair scores; ``gate`` None or ``(support, ref, d, q)``)."""
     note = no_gate_note(d is not None, bool(pr.cfg.kernel), start_kept, val_z is not None, bool(pr.cfg.frames))
     if note is not None:
-        log.info("start: %r: no base-encoder gate (%s)", m, note)
+        log.info("start: %r: no base-encoder gate: %s", m, note)
         return {"q": float(q), "note": note}
     rec = fit_gate(pr, held.rows()[0], val_z, d, q)
     rec["val"] = round(float(np.mean(score(W, None))), 6)
