@@ -88,7 +88,7 @@ def test_cli_fit_eval_embed_validate(tux_slice, shared_cache, tmp_path):
     assert meta["modalities"]["image"]["encoder"] == "image:efficientnet-lite0+bridge"
     assert meta["info"]["lineage"][-1]["recipe"]["chosen"] == {
         "lock": "text", "init": "ridge", "encoders.image": "image:efficientnet-lite0+bridge",
-        "ridge_prior": "bridge", "start_guard": True, "kernel_start": True, "bridge_anchors": 3.0, "wise": "auto",
+        "ridge_prior": "bridge", "start_guard": True, "kernel_start": True, "bridge_anchors": 3.0, "base_gate": 0.2, "wise": "auto",
         "lr": 1e-4, "select_se": 1.0, "finetune": False}  # the slice's val holds fewer than VAL_WARN pairs: the standard-error
     # rule, and the training-free start kept (no fine-tuning epoch)
     assert meta["info"]["training"]["epochs_run"] == 1 and meta["info"]["training"]["best_epoch"] == 0

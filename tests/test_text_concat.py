@@ -109,7 +109,7 @@ def test_the_default_recipe_bridge_is_unchanged():
     specs, cfg, chosen = resolve_recipe("auto", ["image", "text"], None, {})
     assert specs == {"image": "image:efficientnet-lite0+bridge", "text": "text:minilm"}
     assert chosen == {"lock": "text", "init": "ridge", "encoders.image": "image:efficientnet-lite0+bridge",
-                      "ridge_prior": "bridge", "start_guard": True, "kernel_start": True, "bridge_anchors": 3.0,
+                      "ridge_prior": "bridge", "start_guard": True, "kernel_start": True, "bridge_anchors": 3.0, "base_gate": 0.2,
                       "wise": "auto", "lr": 1e-4}
     # a bridge into another text encoder than the lock's: no bridge prior
     _, cfg, _ = resolve_recipe("auto", ["image", "text"], {"text": PAIR, "image": "image:efficientnet-lite0+bridge"}, {})
