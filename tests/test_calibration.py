@@ -166,3 +166,20 @@ def test_a_pair_calibrated_on_few_positives_is_called_rough(data, shared_cache, 
     assert len(warned) == len(rough)
     for k in rough:
         assert any(k in w and str(man.path) in w and "\n" not in w for w in warned)
+
+
+def test_val_records_whose_pairs_all_match_are_said_so_not_called_unshared(data, shared_cache, tux_dir, tmp_path):
+    """Val records that share image and text but whose captions are all the same: every pair of them is a match
+    (identical content), none a non-match to calibrate against; the one-line refusal says that and names the pair,
+    not that no two modalities share 2 records (they share 3)."""
+    from anybind.errors import DataError
+
+    recs = [json.loads(x) for x in (tux_dir / "manifest.jsonl").read_text().splitlines()][:3]
+    man = tmp_path / "same.jsonl"
+    man.write_text("".join(json.dumps({"id": r["id"], "split": "val", "text": "A thing.",
+                                       "image": str(tux_dir / r["image"])}) + "\n" for r in recs))
+    with pytest.raises(DataError) as e:
+        fit_calibration(Space.load(data["space"]), man, modalities=["image", "text"], cache=shared_cache)
+    msg = str(e.value)
+    assert "\n" not in msg and str(man) in msg and pair_key("image", "text") in msg and "match" in msg, msg
+    assert "share 2 or more" not in msg, msg
