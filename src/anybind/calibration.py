@@ -123,10 +123,12 @@ def fit_calibration(
     all_match: list[str] = []
     samples = split_samples(space, man, split, modalities=modalities, cache=cache, max_negatives=max_negatives,
                             seed=seed, progress=progress, all_match=all_match)
+    why = (f"every pair of the {split!r} records holding {', '.join(all_match)} is a match (identical content, e.g. "
+           "the same caption), none a non-match to calibrate against")
     if not samples and all_match:
-        raise DataError(f"{man.path}: nothing to calibrate on: every pair of the {split!r} records holding "
-                        f"{', '.join(all_match)} is a match (identical content, e.g. the same caption), none a "
-                        "non-match to calibrate against")
+        raise DataError(f"{man.path}: nothing to calibrate on: {why}")
+    if all_match:  # the others calibrate: these are said, not skipped
+        log.warning("%s: not calibrated: %s", man.path, why)
     if not samples:
         raise DataError(f"{man.path}: no two modalities of the space share 2 or more {split!r} records: "
                         "nothing to calibrate on")
