@@ -194,3 +194,17 @@ def test_the_fit_the_bind_and_the_cli_refuse_the_same_weights(w):
     assert refused(lambda: bind_config({"bridge_anchors": w})) is not (ok or w is None)
     if not isinstance(w, (bool, str)):  # typer has parsed the flag into a float (or None) by then
         assert refused(lambda: check_anchor_weight(w)) is not (ok or w is None)
+
+
+@pytest.mark.parametrize("stream, weight", [(False, 1e308), (True, 1e308), (False, 1e150), (True, 1e150)])
+def test_a_weight_so_large_the_anchors_overflow_is_refused_not_saved_as_nan(tux, shared_cache, stream, weight):
+    """bridge_anchors=1e308 passes the weight check (a finite number >= 0) but x the training pairs overflows the
+    ridge start's normal equations; 1e150 does not, but the map solved from them overflows float32: each refused in
+    one line naming the anchors, in memory and streaming (before: the non-finite map scored as a perfect val, was
+    kept, and saved with NaN or infinite weights)."""
+    from anybind.scale.sharded import fit_sharded
+
+    fit = (lambda m, **k: fit_sharded(m.path, **k)) if stream else Space.fit
+    with pytest.raises(DataError, match="anchors") as e:
+        fit(tux, cache=shared_cache, bridge_anchors=weight, start_guard=False, **KW)
+    assert "\n" not in str(e.value) and "overflow" in str(e.value), str(e.value)
