@@ -23,7 +23,7 @@ from .epochs import kernel_miss_words, kept_start_words, se_of
 from .errors import DataError
 from .metrics import query_ranks
 from .projectors import kernel_rows
-from .ridge_kernel import SupportSample, kernel_start, scaled_prior
+from .ridge_kernel import SupportSample, finite_map, kernel_start, scaled_prior
 from .wording import counted
 
 #: ridge shrinkage candidates (lam = alpha * n), chosen on the validation pairs
@@ -333,9 +333,7 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
                 pr, alpha, W, W0, held.rows if held is not None else None,
                 lambda b, W0=W0: per_pair(W0, branch=b), scored["val"],  # per-pair scores: their mean is the score
                 has_val=va is not None, seed=seed, n_all=n, span=Pspan, se=select_se)
-        if not torch.isfinite(W.float()).all():  # else saved as is (and a NaN map's val scores look perfect)
-            raise DataError(f"init='ridge': {m!r}'s ridge start overflows float32 (alpha {alpha}, anchors {anchor_weight:g})")
-        pr.linear.weight.copy_(W.float().T)
+        pr.linear.weight.copy_(finite_map(W, m, alpha, anchor_weight).T)
         pr.linear.bias.zero_()
         if pr.mlp is not None:
             pr.mlp[-1].weight.zero_()
@@ -354,11 +352,8 @@ def anchor_rows(pr: nn.Module, U: torch.Tensor, targets: torch.Tensor, d: int, n
     with torch.no_grad():
         Xa = torch.cat([pr.mean[:d].float().expand(len(U), d), U.float() * norm], 1)
         Za = pr.standardized(Xa).double()
-    Ga, Ra = (total / len(U)) * (Za.T @ Za), (total / len(U)) * (Za.T @ targets.double())
-    if not (torch.isfinite(Ga).all() and torch.isfinite(Ra).all()):  # else a NaN map, scored and saved
-        raise DataError(f"bridge_anchors: the class anchors at {total:g} (the weight x the training pairs) overflow "
-                        "the ridge start's normal equations: give a smaller weight")
-    return Ga, Ra
+    w = total / len(U)
+    return w * (Za.T @ Za), w * (Za.T @ targets.double())
 
 
 def start_line(guard: dict[str, Any] | None, kernel: dict[str, Any] | None) -> str:

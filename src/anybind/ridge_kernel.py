@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from .epochs import se_of
+from .errors import DataError
 
 
 #: the kernel temperatures tried (cosine kernel exp((cos - 1) / tau)), chosen on val
@@ -56,6 +57,16 @@ def scaled_prior(G: torch.Tensor, R: torch.Tensor, prior: torch.Tensor, t_norm2:
     if not (c > 0 and math.isfinite(c)):
         c = 1.0
     return W0 * c
+
+
+def finite_map(W: torch.Tensor, m: str, alpha: float | None, anchors: float) -> torch.Tensor:
+    """A ridge start's map ``W`` in float32, refused in one line where it is not finite there (an overflow: a huge
+    class-anchor weight ``anchors``, huge features) -- else saved as is, NaN or infinite weights."""
+    Wf = W.float()
+    if not torch.isfinite(Wf).all():
+        raise DataError(f"init='ridge': {m!r}: the ridge start (alpha {alpha}) overflows float32: "
+                        + (f"give a smaller bridge_anchors than {anchors:g}" if anchors else "check its features' scale"))
+    return Wf
 
 
 def support_rows(n_all: int, seed: int = 0) -> np.ndarray | None:
