@@ -1,7 +1,8 @@
 """The ridge start's label-bridge prior on training pairs that carry no signal (hostile data, issue 16): every
 training caption the same, so the locked targets, centred, are all zero.  The prior's scale cannot be read off such
 pairs; the start is then the bridge in its own units -- never a zero map, whose val score is a tie-break and whose
-embeddings are all alike -- and the same training-free start in memory and streaming, whatever the shard size."""
+embeddings are all alike -- and the same training-free start in memory and streaming, whatever the shard size.
+And a class-anchor weight so large the ridge start overflows: never NaN or infinite weights saved."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from anybind import Space
+from anybind.errors import DataError
 from anybind.ridge_kernel import scaled_prior
 
 
@@ -55,7 +58,6 @@ def test_the_label_bridge_start_is_the_bridge_in_memory_and_in_one_row_shards(sa
     shards too, and scores the same on the same val pairs (before: zero targets scaled the prior to a zero map,
     every image embedded alike, its val score a tie-break)."""
     import anybind.ridge as ridge
-    from anybind import Space
     from anybind.scale.sharded import fit_sharded
 
     scaled, real = [], ridge.scaled_prior
@@ -69,3 +71,38 @@ def test_the_label_bridge_start_is_the_bridge_in_memory_and_in_one_row_shards(sa
     assert len(scaled) == 3 and all(float(W0.abs().max()) > 0 for W0 in scaled)
     assert all(torch.allclose(W0, scaled[0]) for W0 in scaled[1:])
     assert len(set(starts)) == 1, starts
+
+
+ANCHOR_KW = dict(modalities=["image", "text"], epochs=0, progress=False, seed=0, kernel_start=False)
+
+
+@pytest.fixture(scope="module")
+def anchors_tux(tux_subset):
+    """60 real Tux Paint stamps, every fifth in val: 48 training pairs (test_bridge_anchors' data)."""
+    return tux_subset(60, 5, "anchors-overflow")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_weight_so_large_the_anchors_overflow_is_refused_not_saved_as_nan(anchors_tux, shared_cache, stream):
+    """bridge_anchors=1e308 passes the weight check (a finite number >= 0) but x the training pairs overflows the
+    ridge start's normal equations: refused in one line naming the anchors, in memory and streaming (before: the
+    NaN map scored a perfect val, was kept, and saved with NaN weights)."""
+    with pytest.raises(DataError, match="bridge_anchors") as e:
+        _fit(stream)(anchors_tux, cache=shared_cache, bridge_anchors=1e308, start_guard=False, **ANCHOR_KW)
+    assert "\n" not in str(e.value) and "overflow" in str(e.value), str(e.value)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_weight_whose_maps_overflow_some_alphas_saves_a_finite_start(anchors_tux, shared_cache, stream):
+    """bridge_anchors=1e150: the normal equations are finite but the maps solved at some alphas are not (in float32);
+    those score last on val (never a perfect R@1 as before), a finite alpha is chosen, and the space holds no NaN or
+    infinity (before: NaN / infinite image weights saved)."""
+    sp = _fit(stream)(anchors_tux, cache=shared_cache, bridge_anchors=1e150, start_guard=False, **ANCHOR_KW)
+    assert all(torch.isfinite(v).all() for p in sp.projectors.values() for v in p.state_dict().values())
+    assert sp.info["training"]["robust"]["ridge"]["image"]["alpha"] is not None
+
+
+def _fit(stream: bool):
+    from anybind.scale.sharded import fit_sharded
+
+    return (lambda m, **k: fit_sharded(m.path, **k)) if stream else Space.fit
