@@ -166,3 +166,38 @@ def test_a_pair_calibrated_on_few_positives_is_called_rough(data, shared_cache, 
     assert len(warned) == len(rough)
     for k in rough:
         assert any(k in w and str(man.path) in w and "\n" not in w for w in warned)
+
+
+def test_val_records_whose_pairs_all_match_are_said_so_not_called_unshared(data, shared_cache, tux_dir, tmp_path):
+    """Val records that share image and text but whose captions are all the same: every pair of them is a match
+    (identical content), none a non-match to calibrate against; the one-line refusal says that and names the pair,
+    not that no two modalities share 2 records (they share 3)."""
+    from anybind.errors import DataError
+
+    recs = [json.loads(x) for x in (tux_dir / "manifest.jsonl").read_text().splitlines()][:3]
+    man = tmp_path / "same.jsonl"
+    man.write_text("".join(json.dumps({"id": r["id"], "split": "val", "text": "A thing.",
+                                       "image": str(tux_dir / r["image"])}) + "\n" for r in recs))
+    with pytest.raises(DataError) as e:
+        fit_calibration(Space.load(data["space"]), man, modalities=["image", "text"], cache=shared_cache)
+    msg = str(e.value)
+    assert "\n" not in msg and str(man) in msg and pair_key("image", "text") in msg and "match" in msg, msg
+    assert "share 2 or more" not in msg, msg
+
+
+def test_a_pair_left_out_for_all_matches_is_said_when_others_calibrate(data, shared_cache, tux_dir, tmp_path, caplog):
+    """Val records holding image, audio and one caption for all: image|audio calibrates, image|text and audio|text
+    (every pair a match) cannot; the calibration keeps the one and one warning line names the two, not a silent skip."""
+    import logging
+
+    recs = [json.loads(x) for x in (tux_dir / "manifest.jsonl").read_text().splitlines()]
+    recs = [r for r in recs if "audio" in r][:3]
+    man = tmp_path / "same.jsonl"
+    man.write_text("".join(json.dumps({"id": r["id"], "split": "val", "text": "A thing.", "audio": str(tux_dir / r["audio"]),
+                                       "image": str(tux_dir / r["image"])}) + "\n" for r in recs))
+    with caplog.at_level(logging.WARNING, logger="anybind.calibration"):
+        cal = fit_calibration(Space.load(data["space"]), man, modalities=["image", "text", "audio"], cache=shared_cache)
+    assert set(cal.pairs) == {pair_key("image", "audio")}
+    said = [r.getMessage() for r in caplog.records if "is a match" in r.getMessage()]
+    assert len(said) == 1 and "\n" not in said[0] and str(man) in said[0], said
+    assert pair_key("image", "text") in said[0] and pair_key("audio", "text") in said[0], said

@@ -28,6 +28,21 @@ def test_ranks_match_naive_reference_including_ties(x):
     assert np.array_equal(ranks_of_diagonal(sim), naive)
 
 
+@settings(max_examples=60, deadline=None)
+@given(arrays(np.float64, st.tuples(st.integers(2, 9), st.just(3)), elements=st.integers(-3, 3).map(float)),
+       st.data())
+def test_a_query_with_nan_scores_ranks_last_never_first(x, data):
+    """A NaN in a query's scores (a non-finite map: the ridge start's candidates are scored with these ranks) ranks
+    its relevant item last, as a collapsed space's ties do; before, every comparison with NaN was False: rank 1."""
+    sim = x @ x.T
+    i = data.draw(st.integers(0, len(sim) - 1))
+    sim[i, data.draw(st.integers(0, len(sim) - 1))] = np.nan
+    ranks = ranks_of_diagonal(sim)
+    assert ranks[i] == len(sim)
+    others = np.arange(len(sim)) != i
+    assert np.array_equal(ranks[others], ranks_of_diagonal(np.nan_to_num(sim, nan=-np.inf))[others])
+
+
 @settings(max_examples=100, deadline=None)
 @given(
     arrays(np.float64, st.tuples(st.integers(2, 10), st.just(2)), elements=st.integers(-2, 2).map(float)),

@@ -113,3 +113,21 @@ def test_a_saved_start_only_space_refits_from_its_config(tux, shared_cache, tmp_
     again = Space.fit(tux, config=TrainConfig(**cfg), **kw)
     assert again.config == first.config and again.info["training"]["best_epoch"] == 0
     assert again.info["training"]["epochs_run"] == first.info["training"]["epochs_run"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_too_few_pairs_for_the_ridge_start_are_refused_before_any_encoding(tux_dir, tmp_path, never_encoded, stream):
+    """Recipe auto's ridge start regresses each modality onto the locked text and needs 3 training pairs: 2 (the
+    trainer's own floor is 2 records) were refused only after every record was encoded; now before, in the ridge
+    start's words, in memory and streaming."""
+    from anybind.scale.sharded import fit_sharded
+
+    recs = [json.loads(x) for x in (tux_dir / "manifest.jsonl").read_text().splitlines()][:5]
+    man = tmp_path / "two.jsonl"  # 2 training pairs, 3 val
+    man.write_text("".join(json.dumps({"id": r["id"], "split": "train" if i < 2 else "val", "text": r["text"],
+                                       "image": str(tux_dir / r["image"])}) + "\n" for i, r in enumerate(recs)))
+    fit = fit_sharded if stream else Space.fit
+    with pytest.raises(DataError) as e:
+        fit(man, ["image", "text"], cache=tmp_path / "c", progress=False, epochs=2)
+    assert str(e.value) == f"{man}: init='ridge': 'image' has 2 training pairs with 'text'; need at least 3"
+    assert never_encoded == [] and not any((tmp_path / "c").rglob("*"))

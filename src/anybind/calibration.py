@@ -89,9 +89,11 @@ def pair_samples(
 def split_samples(
     space: "SpaceCore", man: Manifest, split: str, *, modalities: Iterable[str] | None = None,
     cache: "FeatureCache | str | Path | None" = None, max_negatives: int = MAX_NEGATIVES, seed: int = 0,
-    progress: bool = False,
+    progress: bool = False, all_match: list[str] | None = None,
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """``pair_key -> (scores, labels)`` for every modality pair with at least 2 shared records in ``split``."""
+    """``pair_key -> (scores, labels)`` for every modality pair with at least 2 shared records in ``split`` and a
+    non-matching pair among them; ``all_match`` (a list, filled in): each pair left out for having none (every pair
+    of its records a match: identical content, the diagonal always is)."""
     mods = [m for m in (modalities or space.modalities) if m in space.modalities]
     recs = man.split(split)
     if len(recs) > MAX_RECORDS:
@@ -102,6 +104,8 @@ def split_samples(
         s, y = pair_samples(space, embs, a, b, max_negatives=max_negatives, seed=seed)
         if y.any() and (~y).any():
             out[pair_key(a, b)] = (s, y)
+        elif all_match is not None and len(y):
+            all_match.append(pair_key(a, b))
     return out
 
 
@@ -116,8 +120,15 @@ def fit_calibration(
 ) -> Calibration:
     """A :class:`~anybind.calibrators.Calibration` of the space on ``split`` of ``manifest`` (see the module doc)."""
     man = load_for(space, manifest)
+    all_match: list[str] = []
     samples = split_samples(space, man, split, modalities=modalities, cache=cache, max_negatives=max_negatives,
-                            seed=seed, progress=progress)
+                            seed=seed, progress=progress, all_match=all_match)
+    why = (f"every pair of the {split!r} records holding {', '.join(all_match)} is a match (identical content, e.g. "
+           "the same caption), none a non-match to calibrate against")
+    if not samples and all_match:
+        raise DataError(f"{man.path}: nothing to calibrate on: {why}")
+    if all_match:  # the others calibrate: these are said, not skipped
+        log.warning("%s: not calibrated: %s", man.path, why)
     if not samples:
         raise DataError(f"{man.path}: no two modalities of the space share 2 or more {split!r} records: "
                         "nothing to calibrate on")

@@ -2,7 +2,8 @@
 beside its own :func:`anybind.scale.train.check_config`): its config as the trainer checks it
 (:class:`~anybind.train.TrainConfig`'s fields, :func:`anybind.robust.check_robust`,
 :func:`anybind.robust.check_select_se_on`, :func:`anybind.attention.check_attention`), options that contradict a
-``finetune`` the user gave, and data with fewer than 2 training records.  Each was refused only after the training
+``finetune`` the user gave, data with fewer than 2 training records, and a ridge start with fewer than 3 training pairs of a modality
+with the locked one.  Each was refused only after the training
 data was encoded (minutes on a real corpus), or not at all: ``finetune=False`` beside a fixed WiSE-FT alpha or an attention-phase setting (which act on
 fine-tuned epochs only) fitted the start as if they were not given."""
 
@@ -17,6 +18,7 @@ def check_before_encoding(plan: Any) -> None:
     in one line naming the option (or the manifests): nothing for a training-free method."""
     from .attention import check_attention
     from .errors import DataError
+    from .wording import counted
     from .recipe import AUTO
     from .robust import IDLE_WITHOUT_FINETUNE, check_robust, check_select_se_on
     from .train import TrainConfig
@@ -45,6 +47,13 @@ def check_before_encoding(plan: Any) -> None:
     if n < 2:
         raise DataError(f"{', '.join(str(m.path) for m in plan.manifests)}: need at least 2 training records, found "
                         f"{n} (check the 'split' fields)")
+    lock = plan.config.get("lock")
+    if plan.config.get("init") == "ridge" and lock in plan.modalities:  # the ridge start's floor, on the records
+        for m in (m for m in plan.modalities if m != lock):  # (encoding can only lose pairs, never add one)
+            k = sum(r.split == "train" and r.has(m) and r.has(lock) for man in plan.manifests for r in man.records)
+            if k < 3:
+                raise DataError(f"{', '.join(str(x.path) for x in plan.manifests)}: init='ridge': {m!r} has "
+                                f"{counted(k, 'training pair')} with {lock!r}; need at least 3")
 
 
 def finetune_asked(plan: Any) -> list[str]:

@@ -43,13 +43,15 @@ def ranks_of_diagonal(sim: np.ndarray, relevant: np.ndarray | None = None) -> np
     """1-based rank of the best relevant item of each row (default: ``sim[i, i]`` alone).
 
     Ties with irrelevant items count against the query (pessimistic), so a
-    collapsed space scores like chance or worse, never well.
+    collapsed space scores like chance or worse, never well; so does a NaN among a row's
+    scores (a non-finite map): its query ranks last, never first.
     """
     n = sim.shape[0]
     if relevant is None:
         relevant = np.eye(n, dtype=bool)
     best = np.where(relevant, sim, -np.inf).max(1, keepdims=True)
-    return 1 + ((sim >= best) & ~relevant).sum(1)
+    ranks = 1 + ((sim >= best) & ~relevant).sum(1)
+    return np.where(np.isnan(sim).any(1), 1 + (~relevant).sum(1), ranks)
 
 
 def content_groups(keys: Sequence[Any] | np.ndarray) -> np.ndarray:

@@ -24,7 +24,7 @@ from .errors import DataError
 from .metrics import query_ranks
 from .base_gate import base_width, gate_start, gated_map
 from .projectors import kernel_rows
-from .ridge_kernel import SupportSample, kernel_start, scaled_prior
+from .ridge_kernel import SupportSample, finite_map, kernel_start, scaled_prior
 from .wording import counted
 
 #: ridge shrinkage candidates (lam = alpha * n), chosen on the validation pairs
@@ -335,7 +335,7 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
                 pr, alpha, W, W0, held.rows if held is not None else None,
                 lambda b, W0=W0: per_pair(W0, branch=b), scored["val"],  # per-pair scores: their mean is the score
                 has_val=va is not None, seed=seed, n_all=n, span=Pspan, se=select_se)
-        pr.linear.weight.copy_(W.float().T)
+        pr.linear.weight.copy_(finite_map(W, m, alpha, anchor_weight).T)
         pr.linear.bias.zero_()
         if pr.mlp is not None:
             pr.mlp[-1].weight.zero_()

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from .epochs import se_of
+from .errors import DataError
 
 
 #: the kernel temperatures tried (cosine kernel exp((cos - 1) / tau)), chosen on val
@@ -45,13 +46,27 @@ MAX_SUPPORT = 4096
 def scaled_prior(G: torch.Tensor, R: torch.Tensor, prior: torch.Tensor, t_norm2: torch.Tensor | float) -> torch.Tensor:
     """``c * prior`` (float64) scaled onto the targets: ``c = <Z prior, T> / ||Z prior||^2 = tr(prior' R) / tr(prior' G
     prior)``; where that is not positive (pairs that disagree with the prior, shuffled ones): ``||T|| / ||Z prior||``,
-    its direction, never its opposite, at the targets' norm."""
+    its direction, never its opposite, at the targets' norm; where that is not positive either (targets that do not
+    vary: every training caption the same, centred to zero), 1: the prior in its own units (the locked encoder's),
+    never a zero map, whose embeddings are all alike and whose val score is a tie-break."""
     W0 = prior.double()
     norm2 = (W0 * (G.double() @ W0)).sum().clamp_min(1e-12)
     c = float((W0 * R.double()).sum() / norm2)
-    if c <= 0:
+    if not c > 0:
         c = float((torch.as_tensor(t_norm2, dtype=torch.float64) / norm2).sqrt())
+    if not (c > 0 and math.isfinite(c)):
+        c = 1.0
     return W0 * c
+
+
+def finite_map(W: torch.Tensor, m: str, alpha: float | None, anchors: float) -> torch.Tensor:
+    """A ridge start's map ``W`` in float32, refused in one line where it is not finite there (an overflow: a huge
+    class-anchor weight ``anchors``, huge features) -- else saved as is, NaN or infinite weights."""
+    Wf = W.float()
+    if not torch.isfinite(Wf).all():
+        raise DataError(f"init='ridge': {m!r}: the ridge start (alpha {alpha}) overflows float32: "
+                        + (f"give a smaller bridge_anchors than {anchors:g}" if anchors else "check its features' scale"))
+    return Wf
 
 
 def support_rows(n_all: int, seed: int = 0) -> np.ndarray | None:
