@@ -151,3 +151,12 @@ def test_streaming_and_in_memory_gated_starts_agree_and_the_cli_flag_reaches_the
     assert (mem.project("image", x) * st_.project("image", x)).sum(1).min() > 0.999
     res = CliRunner().invoke(app, ["fit", str(tux.path), "--base-gate", "2", "--out", str(tmp_path / "b")])
     assert res.exit_code == 2 and "--base-gate" in res.output and not (tmp_path / "b").exists()
+
+
+def test_the_gate_reference_is_own_val_whatever_select_data_chooses_on(gated, tux, shared_cache):
+    """``select_data`` replaces val for the choices (alpha, guard); the gate's reference stays the own val inputs'
+    nearness (module doc, README): here the selection is the training records themselves, whose nearness is 1."""
+    sel = Space.fit(tux, cache=shared_cache, select_data=tux.path, select_split="train", **KW)
+    a, b = gated.projectors["image"], sel.projectors["image"]
+    assert b.cfg.gate_refs == a.cfg.gate_refs == sum(1 for r in tux.split("val") if r.has("image") and r.has("text"))
+    assert torch.allclose(b.gate_ref, a.gate_ref, atol=1e-6) and float(b.gate_ref.max()) < 0.999

@@ -120,6 +120,12 @@ def gated_map(z: torch.Tensor, W: torch.Tensor, support: torch.Tensor, ref: torc
     return z @ W.float() - (1 - g)[:, None] * (z[:, :d] @ W[:d].float())
 
 
+def own_val_z(pr: Any, pairs: tuple[np.ndarray, np.ndarray] | None) -> torch.Tensor | None:
+    """The own val pairs' standardised inputs (``pairs``: their ``(inputs, lock features)``, None below 2 pairs): the
+    gate's reference where the fit's choices are made on another set (``select_data``), or None."""
+    return None if pairs is None else pr.standardized(torch.from_numpy(pairs[0]))
+
+
 def base_width(prior: torch.Tensor | None) -> int | None:
     """The base-encoder block's width under a label-bridge prior (``in_dim`` x ``out_dim``: its leading all-zero rows,
     the bridge block's diagonal after them), or None (no prior, or none of that shape)."""
@@ -161,4 +167,4 @@ def no_gate_note(prior: bool, kernel_kept: bool, start_kept: bool, has_val: bool
 
 
 __all__ = ["MAX_REFS", "base_width", "finite_number", "check_gate", "gate_config_problem", "fit_gate", "gate_start", "gate_q_problem", "gate_weights", "gated_map", "nearest_cosine",
-           "no_gate_note", "reference"]
+           "no_gate_note", "own_val_z", "reference"]

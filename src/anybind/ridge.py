@@ -22,7 +22,7 @@ from torch import nn
 from .epochs import kernel_miss_words, kept_start_words, se_of
 from .errors import DataError
 from .metrics import query_ranks
-from .base_gate import base_width, gate_start, gated_map
+from .base_gate import base_width, gate_start, gated_map, own_val_z
 from .projectors import kernel_rows
 from .ridge_kernel import SupportSample, finite_map, kernel_start, scaled_prior
 from .wording import counted
@@ -226,7 +226,7 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
                        anchors: Callable[[str], tuple[torch.Tensor, torch.Tensor, int] | None] | None = None,
                        anchor_weight: float = 0.0, anchored: dict[str, dict[str, Any]] | None = None,
                        gate_q: float = 0.0, gated: dict[str, dict[str, Any]] | None = None,
-                       ) -> dict[str, float | None]:
+                       gate_val: Callable[[str], tuple[np.ndarray, np.ndarray] | None] | None = None) -> dict[str, float | None]:
     """Start every unlocked projector at the ridge regression onto the locked modality's space.
 
     For each modality ``m``, ``W = argmin ||Z W - T||^2 + lam ||W - W0||^2`` over the training pairs
@@ -254,8 +254,8 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
     (``n``: the training pairs), so the ridge path, the guard and the val scores see them while the kernel's support,
     the prior's scale and ``lam = alpha n`` stay the training pairs'.  ``anchored[m]`` (a dict, filled in): the
     weight and the anchor count.  ``gate_q`` > 0 (issue 16): a linear start kept under the bridge prior gets the
-    base-encoder block's gate (:mod:`anybind.base_gate`), ``gated[m]`` its record (or a note: why none).  Returns
-    each alpha.
+    base-encoder block's gate (:mod:`anybind.base_gate`), ``gated[m]`` its record (or a note: why none), its reference
+    the own val pairs' inputs (``gate_val(m)``, as ``val_pairs``; None: ``val_pairs``').  Returns each alpha.
     """
     if not lock:
         raise DataError("init='ridge' needs a locked modality (lock='text', say): it regresses onto its space")
@@ -342,7 +342,7 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
             pr.mlp[-1].bias.zero_()
         pr.ridge_alpha = chosen[m] = alpha
         if gated is not None and gate_q > 0:
-            gated[m] = gate_start(m, pr, gate_d, gate_q, held, zv, alpha is None, W,
+            gated[m] = gate_start(m, pr, gate_d, gate_q, held, zv if gate_val is None else own_val_z(pr, gate_val(m)), alpha is None, W,
                                   lambda W, gate: per_pair(W, gate=gate))
     return chosen
 

@@ -344,14 +344,14 @@ def with_mixup(loss_fn: nn.Module, cfg) -> nn.Module:
 
 
 def ridge_start(projectors: Mapping[str, Projector], cfg, specs: Mapping[str, str], train_pairs: PairBlocks,
-                val_pairs) -> dict[str, dict[str, Any]]:
+                val_pairs, own_val=None) -> dict[str, dict[str, Any]]:
     """:func:`anybind.ridge.locked_ridge_start` with ``cfg.ridge_prior``; returns each modality's ridge
     ``alpha`` and ``prior`` (``"bridge"`` or ``"zero"``; a bridge prior with no label bridge into ``cfg.lock``
     falls back to zero, with a warning), with ``cfg.kernel_start`` its kernel family's record (``kernel``), with
     ``cfg.ridge_span`` its span record (``span``: the targets' rank, the dimension, the prior's out-of-span share;
     :func:`anybind.ridge.target_span`, logged in one line naming a no-op), with ``cfg.bridge_anchors`` > 0 its class
-    anchors' (``anchors``: weight, count; a frame-pooling projector: count 0 and a ``note``, logged).
-    Every trainer's: in memory, and the streaming / Ray trainer's over its shards (``train_pairs`` in blocks)."""
+    anchors' (``anchors``: weight, count; a frame-pooling projector: count 0 and a ``note``, logged); ``own_val``: the
+    own val pairs (the gate's reference) where ``val_pairs`` are another set's.  Every trainer's: in memory, and the streaming / Ray trainer's over its shards (``train_pairs`` in blocks)."""
     cfg = resolved(cfg)
     check_robust(cfg)
     kern: dict[str, dict[str, Any]] | None = {} if cfg.kernel_start else None
@@ -382,7 +382,7 @@ def ridge_start(projectors: Mapping[str, Projector], cfg, specs: Mapping[str, st
                                 kernel=kern, seed=cfg.seed, span=span, select_se=sel,
                                 anchors=anchors,
                                 anchor_weight=cfg.bridge_anchors if cfg.ridge_prior == "bridge" else 0.0,
-                                anchored=anchored, gated=gated,
+                                anchored=anchored, gated=gated, gate_val=own_val,
                                 gate_q=cfg.base_gate if cfg.ridge_prior == "bridge" else 0.0)
     for m, sp in (span or {}).items():
         log.info("start: %r: training targets span %d of %d dims, the prior's out-of-span share %s%s", m, sp["rank"],

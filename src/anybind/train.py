@@ -225,7 +225,8 @@ def ridge_start(projectors: Mapping[str, Projector], fs: FeatureSet, cfg: TrainC
     (:func:`anybind.ridge.locked_ridge_start` over the training pairs, shrinkage chosen on the val pairs,
     shrunk towards ``cfg.ridge_prior``: :func:`anybind.robust.ridge_start`); each modality's alpha and prior."""
     return robust.ridge_start(projectors, cfg, fs.specs, featureset_pairs(fs, "train", cfg.lock),
-                              featureset_pairs(select or fs, "val", cfg.lock))
+                              featureset_pairs(select or fs, "val", cfg.lock),
+                              own_val=None if select is None else featureset_pairs(fs, "val", cfg.lock))  # the gate's
 
 
 def featureset_pairs(fs: FeatureSet, split: str, lock: str | None):
