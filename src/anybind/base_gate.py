@@ -166,5 +166,5 @@ def no_gate_note(prior: bool, kernel_kept: bool, start_kept: bool, has_val: bool
     return None
 
 
-__all__ = ["MAX_REFS", "base_width", "finite_number", "check_gate", "gate_config_problem", "fit_gate", "gate_start", "gate_q_problem", "gate_weights", "gated_map", "nearest_cosine",
-           "no_gate_note", "own_val_z", "reference"]
+__all__ = ["MAX_REFS", "base_width", "check_gate", "finite_number", "fit_gate", "gate_config_problem", "gate_q_problem",
+           "gate_start", "gate_weights", "gated_map", "nearest_cosine", "no_gate_note", "own_val_z", "reference"]
