@@ -7,6 +7,7 @@ Tux Paint stamps; the proof is that nothing was encoded (no FeatureSet built, no
 import json
 import math
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -29,6 +30,9 @@ BAD = [
     ({"select_se": math.nan}, "select_se must be a non-negative number (standard errors), got nan"),
     ({"select_se": -1}, "select_se must be a non-negative number (standard errors), got -1"),
     ({"select_se": "1"}, "select_se must be a non-negative number (standard errors), got '1'"),
+    ({"select_se": 10 ** 400}, "select_se must be a non-negative number (standard errors), got 1000"),
+    ({"l2sp": 10 ** 400}, "l2sp must be a non-negative number, got 1000"),
+    ({"mixup": np.bool_(True)}, "mixup must be a non-negative number, got np.True_"),
     ({"select_se_on": "fine"}, "select_se_on must be 'all' or 'finetune', got 'fine'"),
     ({"select_se": 0, "select_se_on": "finetune"}, "select_se_on='finetune' steers nothing without the rule"),
     ({"epochs": -1}, "TrainConfig.epochs must be a whole number >= 0, got -1"),
@@ -131,3 +135,13 @@ def test_too_few_pairs_for_the_ridge_start_are_refused_before_any_encoding(tux_d
         fit(man, ["image", "text"], cache=tmp_path / "c", progress=False, epochs=2)
     assert str(e.value) == f"{man}: init='ridge': 'image' has 2 training pairs with 'text'; need at least 3"
     assert never_encoded == [] and not any((tmp_path / "c").rglob("*"))
+
+
+def test_a_numpy_number_is_a_number_for_every_robust_option():
+    """A sweep's ``np.float32`` / ``np.int64`` values pass the checks that a plain float passes (they were refused
+    as 'not a number'; an int past a float's range raised an OverflowError traceback instead of one line)."""
+    from anybind.robust import check_robust
+
+    check_robust(TrainConfig(init="ridge", ridge_prior="bridge", l2sp=np.float64(0.1), mixup=np.float32(0.5),
+                             mixup_alpha=np.float32(0.4), ridge_se=np.int64(1), select_se=np.float32(1.0),
+                             bridge_anchors=np.float32(3.0), base_gate=np.float32(0.2)))

@@ -73,7 +73,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .base_gate import gate_config_problem
+from .base_gate import finite_number, gate_config_problem
 from .bridge_start import anchor_weight_problem, anchors_in_start, bridge_anchors, bridge_into, bridge_prior  # noqa: F401  (re-exported: defined here before)
 from .centring import center_projectors, centred, train_centers  # noqa: F401  (re-exported: defined here before)
 from .epochs import nearest_within_se
@@ -156,18 +156,17 @@ def check_robust(cfg) -> None:
     """Refuse a robust-fine-tuning setting that cannot apply (one line, before any work)."""
     cfg = resolved(cfg)  # a field the recipe left open (AUTO): its plain default, as the trainers read it
     parse_wise(cfg.wise)
-    lam = cfg.l2sp
-    if isinstance(lam, bool) or not isinstance(lam, (int, float)) or math.isnan(lam) or lam < 0:
+    lam = cfg.l2sp  # finite_number: numpy's too (a sweep's), not a bool, nor an int past a float's range
+    if not finite_number(lam) or lam < 0:
         raise DataError(f"l2sp must be a non-negative number, got {lam!r}")
     for name, v, low in (("mixup", cfg.mixup, 0.0), ("mixup_alpha", cfg.mixup_alpha, None)):
-        number = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
-        if not number or (v < low if low is not None else v <= 0):
+        if not finite_number(v) or (v < low if low is not None else v <= 0):
             raise DataError(f"{name} must be a {'non-negative' if low is not None else 'positive'} number, got {v!r}")
     if cfg.ridge_prior not in RIDGE_PRIORS:
         raise DataError(f"ridge_prior must be one of {', '.join(RIDGE_PRIORS)}, got {cfg.ridge_prior!r}")
     for name in ("ridge_se", "select_se"):
         se = getattr(cfg, name)
-        if isinstance(se, bool) or not isinstance(se, (int, float)) or not math.isfinite(se) or se < 0:
+        if not finite_number(se) or se < 0:
             raise DataError(f"{name} must be a non-negative number (standard errors), got {se!r}")
     if cfg.select_se_on not in ("all", "finetune"):
         raise DataError(f"select_se_on must be 'all' or 'finetune', got {cfg.select_se_on!r}")

@@ -76,7 +76,7 @@ SELECT_SE_ON = choice(None, SelectSeOn, "--select-se-on",
 def check_ridge_se(se: float | None, option: str = "--ridge-se") -> None:
     """``--ridge-se`` or ``--select-se`` (``option``), a number of standard errors: refused in one line, before any
     work, unless a finite number >= 0 (or not given)."""
-    if se is not None and not (math.isfinite(se) and se >= 0):
+    if se is not None and not (math.isfinite(se) and se >= 0):  # typer has parsed a float: no huge int reaches here
         raise typer.BadParameter(f"a non-negative number of standard errors, got {se:g}", param_hint=option)
 
 
