@@ -116,8 +116,17 @@ def gated_map(z: torch.Tensor, W: torch.Tensor, support: torch.Tensor, ref: torc
               q: float) -> torch.Tensor:
     """``z W`` (``W``: in_dim x out_dim) with the base rows' share faded by the gate: what a gated linear start
     outputs (the ridge start scores it on val with this)."""
-    g = gate_weights(z[:, :d], support, ref, q)
-    return z @ W.float() - (1 - g)[:, None] * (z[:, :d] @ W[:d].float())
+    return z @ W.float() - faded_share(z[:, :d], z[:, :d], W[:d].float().T, support, ref, q)
+
+
+def faded_share(zb: torch.Tensor, xb: torch.Tensor, Wb: torch.Tensor, support: torch.Tensor, ref: torch.Tensor,
+                q: float) -> torch.Tensor:
+    """``(1 - g) xb Wb'``: the part of the base-encoder block's output the gate takes away (``zb``: the base blocks
+    the gate reads, ``xb``: those the map reads -- after input dropout in training -- ``Wb``: out_dim x base width).
+    What :meth:`anybind.projectors.Projector.uncentred` subtracts and :func:`gated_map` scores."""
+    g = gate_weights(zb, support, ref, q)
+    share = xb @ Wb.T
+    return (1 - g)[:, None].to(share.dtype) * share
 
 
 def own_val_z(pr: Any, pairs: tuple[np.ndarray, np.ndarray] | None) -> torch.Tensor | None:
@@ -137,16 +146,17 @@ def base_width(prior: torch.Tensor | None) -> int | None:
 
 
 def gate_start(m: str, pr: Any, d: int | None, q: float, held: Any, val_z: torch.Tensor | None, start_kept: bool,
-               W: torch.Tensor, score: Callable[[torch.Tensor, Any], np.ndarray]) -> dict[str, Any]:
+               W: torch.Tensor, val: float, score: Callable[[torch.Tensor, Any], np.ndarray]) -> dict[str, Any]:
     """The ridge start's gate step for modality ``m``'s projector (:func:`anybind.ridge.locked_ridge_start`): set it where
-    it applies (:func:`no_gate_note` says why not: the record is then that note) and record it with the own val
-    score without and with it (``score(W, gate)``: per-pair scores; ``gate`` None or ``(support, ref, d, q)``)."""
+    it applies (:func:`no_gate_note` says why not: the record is then that note) and record it with the val score
+    without it (``val``, already scored) and with it (``score(W, gate)``: per-pair scores, ``gate`` ``(support, ref,
+    d, q)``)."""
     note = no_gate_note(d is not None, bool(pr.cfg.kernel), start_kept, val_z is not None, bool(pr.cfg.frames))
     if note is not None:
         log.info("start: %r: no base-encoder gate: %s", m, note)
         return {"q": float(q), "note": note}
     rec = fit_gate(pr, held.rows()[0], val_z, d, q)
-    rec["val"] = round(float(np.mean(score(W, None))), 6)
+    rec["val"] = round(float(val), 6)  # the start's own score, as the ridge path scored it
     rec["val_gated"] = round(float(np.mean(score(W, (pr.gate_support, pr.gate_ref, d, q)))), 6)
     return rec
 
@@ -166,5 +176,6 @@ def no_gate_note(prior: bool, kernel_kept: bool, start_kept: bool, has_val: bool
     return None
 
 
-__all__ = ["MAX_REFS", "base_width", "check_gate", "finite_number", "fit_gate", "gate_config_problem", "gate_q_problem",
-           "gate_start", "gate_weights", "gated_map", "nearest_cosine", "no_gate_note", "own_val_z", "reference"]
+__all__ = ["MAX_REFS", "base_width", "check_gate", "faded_share", "finite_number", "fit_gate", "gate_config_problem",
+           "gate_q_problem", "gate_start", "gate_weights", "gated_map", "nearest_cosine", "no_gate_note", "own_val_z",
+           "reference"]

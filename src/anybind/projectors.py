@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base_gate import check_gate, gate_weights
+from .base_gate import check_gate, faded_share
 
 log = logging.getLogger(__name__)
 
@@ -315,8 +315,8 @@ class Projector(nn.Module):
         y = self.linear(x)
         if self.cfg.gate:  # the base-encoder correction, faded away from the training inputs
             d = self.cfg.gate_base
-            g = gate_weights(z[:, :d], self.gate_support, self.gate_ref, self.cfg.gate_q)
-            y = y - (1 - g)[:, None].to(y.dtype) * (x[:, :d] @ self.linear.weight[:, :d].T)
+            y = y - faded_share(z[:, :d], x[:, :d], self.linear.weight[:, :d], self.gate_support, self.gate_ref,
+                                self.cfg.gate_q).to(y.dtype)
         if self.mlp is not None:
             y = y + self.mlp(x)
         if self.cfg.kernel:  # a fixed function of the input: no dropout

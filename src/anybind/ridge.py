@@ -343,7 +343,7 @@ def locked_ridge_start(projectors: Mapping[str, nn.Module], lock: str | None, tr
         pr.ridge_alpha = chosen[m] = alpha
         if gated is not None and gate_q > 0:
             gated[m] = gate_start(m, pr, gate_d, gate_q, held, zv if gate_val is None else own_val_z(pr, gate_val(m)), alpha is None, W,
-                                  lambda W, gate: per_pair(W, gate=gate))
+                                  scored.get("val", float("nan")), lambda W, gate: per_pair(W, gate=gate))
     return chosen
 
 
