@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from anybind import Space, ridge
+from anybind import Space, ridge, ridge_span
 from anybind.errors import DataError
 from anybind.projectors import Projector, ProjectorConfig
 
@@ -59,7 +59,7 @@ def test_full_span_targets_leave_the_start_bit_identical(feats):
     torch.nn.init.normal_(lock.weight, generator=torch.Generator().manual_seed(1))
     off, _ = _start(feats, lock, 8, span=False)
     on, rec = _start(feats, lock, 8, span=True)
-    assert rec == {"image": {"rank": 8, "dim": 8, "tol": ridge.SPAN_TOL}}
+    assert rec == {"image": {"rank": 8, "dim": 8, "tol": ridge_span.SPAN_TOL}}
     assert all(torch.equal(a, b) for a, b in zip(off.state_dict().values(), on.state_dict().values(), strict=True))
 
 
@@ -69,7 +69,7 @@ def test_a_prior_without_output_outside_the_span_leaves_the_start_bit_identical(
     Q, rank = _out_of_span(feats)
     off, _ = _start(feats, torch.nn.Identity(), 384, span=False, inside=Q)
     on, rec = _start(feats, torch.nn.Identity(), 384, span=True, inside=Q)
-    assert rec["image"]["rank"] == rank < 384 and rec["image"]["prior_out"] <= ridge.SPAN_TOL
+    assert rec["image"]["rank"] == rank < 384 and rec["image"]["prior_out"] <= ridge_span.SPAN_TOL
     assert all(torch.equal(a, b) for a, b in zip(off.state_dict().values(), on.state_dict().values(), strict=True))
     _, rec = _start(feats, torch.nn.Identity(), 384, span=True)  # a generic prior: most of it outside 48 dims
     assert rec["image"]["prior_out"] > 0.5
@@ -90,7 +90,7 @@ def _spy_prior(monkeypatch):
 def _out_of_span(feats):
     T = torch.from_numpy(feats["train"][1]).double()
     s, U = torch.linalg.eigh(T.T @ T)
-    Uk = U[:, s > ridge.SPAN_TOL * s.max()]
+    Uk = U[:, s > ridge_span.SPAN_TOL * s.max()]
     return torch.eye(len(s), dtype=torch.float64) - Uk @ Uk.T, Uk.shape[1]
 
 
@@ -137,7 +137,7 @@ def test_span_on_a_fit_records_the_rank_and_needs_the_bridge_prior(tux_small, sh
         Space.fit(tux_small, ridge_span=True, ridge_prior="zero", **kw)
     with pytest.raises(DataError, match="ridge_span must be True or False"):
         Space.fit(tux_small, ridge_span=1, **kw)
-    assert json.loads(json.dumps(rec)) == rec and rec["tol"] == ridge.SPAN_TOL  # plain values: saved with the space
+    assert json.loads(json.dumps(rec)) == rec and rec["tol"] == ridge_span.SPAN_TOL  # plain values: saved with the space
 
 
 def test_the_kernel_branch_adds_nothing_outside_the_span(feats):

@@ -159,7 +159,7 @@ def kernel_start(Z: torch.Tensor, T: torch.Tensor, W0: torch.Tensor, score: Call
     ``Z`` (n, d), ``T`` (n, out): the standardised training inputs and their targets; ``score(branch)``: the val
     criterion of ``W0`` plus that branch.  ``n_all``: the training pairs ``Z`` was already cut down from (by
     :func:`support_rows`; None: ``Z`` is every pair and is cut here).  ``span``: a projector (``out x out``) every
-    candidate's coefficients are restricted to, ``A P`` (:func:`anybind.ridge.target_span`).  ``se`` > 0 (the
+    candidate's coefficients are restricted to, ``A P`` (:func:`anybind.ridge_span.target_span`).  ``se`` > 0 (the
     standard-error rule, ``TrainConfig.select_se``): the best is kept only where it beats ``base_val`` by more than
     ``se`` standard errors of its items.  ``score`` may give per-item scores (their mean is the score) or one score.  The record: the grid's scores,
     the choice, the support's size."""

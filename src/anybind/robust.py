@@ -78,7 +78,8 @@ from .bridge_start import anchor_weight_problem, anchors_in_start, bridge_anchor
 from .centring import center_projectors, centred, train_centers  # noqa: F401  (re-exported: defined here before)
 from .epochs import nearest_within_se
 from .errors import DataError
-from .ridge import PairBlocks, locked_ridge_start, say_starts, span_noop
+from .ridge import PairBlocks, locked_ridge_start, say_starts
+from .ridge_span import span_noop
 from .losses import M2Mix, is_multimodal
 from .projectors import Projector
 from .recipe import AUTO, resolved
@@ -348,7 +349,7 @@ def ridge_start(projectors: Mapping[str, Projector], cfg, specs: Mapping[str, st
     ``alpha`` and ``prior`` (``"bridge"`` or ``"zero"``; a bridge prior with no label bridge into ``cfg.lock``
     falls back to zero, with a warning), with ``cfg.kernel_start`` its kernel family's record (``kernel``), with
     ``cfg.ridge_span`` its span record (``span``: the targets' rank, the dimension, the prior's out-of-span share;
-    :func:`anybind.ridge.target_span`, logged in one line naming a no-op), with ``cfg.bridge_anchors`` > 0 its class
+    :func:`anybind.ridge_span.target_span`, logged in one line naming a no-op), with ``cfg.bridge_anchors`` > 0 its class
     anchors' (``anchors``: weight, count; a frame-pooling projector: count 0 and a ``note``, logged); ``own_val``: the
     own val pairs (the gate's reference) where ``val_pairs`` are another set's.  Every trainer's: in memory, and the streaming / Ray trainer's over its shards (``train_pairs`` in blocks)."""
     cfg = resolved(cfg)
