@@ -34,29 +34,19 @@ def solve_once(solve: Callable[[], Any], projectors: Mapping[str, nn.Module], di
     mine: Exception | None = None  # rank 0's own error, raised as it is
     if dist.get_rank() == 0:
         try:
-            box[0] = ("ok", solve(), (_kernels(projectors), _gates(projectors)))
+            box[0] = ("ok", solve(), {m: _branches(pr) for m, pr in projectors.items()})
         except Exception as e:  # noqa: BLE001 -- handed to the other workers, then raised here too
             box[0] = ("error", _portable(e), None)
             mine = e
     dist.broadcast_object_list(box, src=0)
     kind, value, branches = box[0]
-    kernels, gates = branches if kind == "ok" else ({}, {})
     if kind == "error":
         dist.barrier()  # every worker past the broadcast before any leaves (and may tear the group down)
         raise mine if mine is not None else _rebuilt(*value)
     with torch.no_grad():
         for m, pr in projectors.items():
-            if _kernels({m: pr}).get(m) != kernels.get(m):  # this worker's branch takes rank 0's shape
-                n, tau = kernels.get(m) or (0, 0.0)
-                dev = next(iter(pr.state_dict().values())).device
-                pr.set_kernel(torch.ones(n, pr.cfg.feat_dim), torch.zeros(n, pr.cfg.out_dim), tau) if n else \
-                    pr.set_kernel(None)
-                pr.to(dev)  # where this worker's model lives (DDP's device)
-            if _gates({m: pr}).get(m) != gates.get(m):  # likewise its base gate (anybind.base_gate)
-                n, base, q, refs = gates.get(m) or (0, 0, 0.0, 0)
-                dev = next(iter(pr.state_dict().values())).device
-                pr.set_gate(torch.ones(n, base), torch.zeros(refs), base, q) if n else pr.set_gate(None)
-                pr.to(dev)
+            if _branches(pr) != branches.get(m, NO_BRANCHES):  # this worker's branches take rank 0's shapes
+                _take_shapes(pr, branches.get(m, NO_BRANCHES))
             for _, t in sorted((*pr.named_parameters(), *pr.named_buffers()), key=lambda kv: kv[0]):
                 broadcast_(t.data, 0)
     return value
@@ -90,16 +80,32 @@ def broadcast_(t: torch.Tensor, src: int = 0) -> torch.Tensor:
     return t
 
 
-def _kernels(projectors: Mapping[str, nn.Module]) -> dict[str, tuple[int, float]]:
-    """Each projector's kernel branch (support size, temperature), where it has one."""
-    return {m: (int(pr.cfg.kernel), float(pr.cfg.kernel_tau)) for m, pr in projectors.items()
-            if getattr(pr, "cfg", None) is not None and getattr(pr.cfg, "kernel", 0)}
+#: a projector with neither fixed branch
+NO_BRANCHES: tuple[Any, Any] = (None, None)
 
 
-def _gates(projectors: Mapping[str, nn.Module]) -> dict[str, tuple[int, int, float, int]]:
-    """Each projector's base gate (support rows, base width, quantile, references), where it has one."""
-    return {m: (int(pr.cfg.gate), int(pr.cfg.gate_base), float(pr.cfg.gate_q), int(pr.cfg.gate_refs))
-            for m, pr in projectors.items() if getattr(getattr(pr, "cfg", None), "gate", 0)}
+def _branches(pr: nn.Module) -> tuple[tuple[int, float] | None, tuple[int, int, float, int] | None]:
+    """A projector's fixed branches' shapes: its kernel branch (support size, temperature) and its base gate
+    (:mod:`anybind.base_gate`: support rows, base width, quantile, references), each None where it has none."""
+    cfg = getattr(pr, "cfg", None)
+    kernel = (int(cfg.kernel), float(cfg.kernel_tau)) if getattr(cfg, "kernel", 0) else None
+    if not getattr(cfg, "gate", 0):
+        return kernel, None
+    return kernel, (int(cfg.gate), int(cfg.gate_base), float(cfg.gate_q), int(cfg.gate_refs))
+
+
+def _take_shapes(pr: nn.Module, shapes: tuple[Any, Any]) -> None:
+    """Give ``pr`` placeholder branches of ``shapes`` (:func:`_branches`'; their values come with the broadcast that
+    follows), on the device its model lives on (DDP's); both removed first (a gate and a kernel never coexist)."""
+    (kernel, gate), dev = shapes, next(iter(pr.state_dict().values())).device
+    pr.set_kernel(None).set_gate(None)
+    if kernel is not None:
+        n, tau = kernel
+        pr.set_kernel(torch.ones(n, pr.cfg.feat_dim), torch.zeros(n, pr.cfg.out_dim), tau)
+    if gate is not None:
+        n, base, q, refs = gate
+        pr.set_gate(torch.ones(n, base), torch.zeros(refs), base, q)
+    pr.to(dev)
 
 
 def _portable(e: Exception) -> tuple[str, str]:
