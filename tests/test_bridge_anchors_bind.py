@@ -111,6 +111,42 @@ def test_a_replaced_encoder_fits_anchors_only_with_the_locked_text_among_its_tar
     assert torch.equal(both.projectors["text"].linear.weight, base.projectors["text"].linear.weight)
 
 
+@pytest.mark.parametrize("how", ["replace", "add-anchors", "add-data"])
+def test_a_weight_given_for_anchors_the_targets_cannot_take_is_refused_before_any_encoding(base, photos, tmp_path,
+                                                                                           how, never_encoded):
+    """A weight the user gives (not the recipe's, which gets a note) for anchors whose targets hold no locked 'text'
+    embeddings -- replace_encoder's own old image embeddings; anchors without 'text'; data without text -- is
+    refused in one line naming what to do, before any feature is encoded (as init='random' is)."""
+    data = str(photos / "manifest.jsonl")
+    if how == "replace":
+        call = lambda: base.replace_encoder("image", BRIDGED, data, bridge_anchors=5, **START)  # noqa: E731
+    elif how == "add-anchors":
+        call = lambda: base.add_modality("photo", BRIDGED, data, anchors=["image"], bridge_anchors=5)  # noqa: E731
+    else:
+        rows = [{k: v for k, v in json.loads(x).items() if k != "text"} for x in open(data).read().splitlines()]
+        data = tmp_path / "no-text.jsonl"
+        data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        call = lambda: base.add_modality("photo", BRIDGED, str(data), bridge_anchors=5)  # noqa: E731
+    with pytest.raises(DataError) as e:
+        call()
+    msg = str(e.value)
+    assert "\n" not in msg and never_encoded == [], msg
+    assert "bridge_anchors=5" in msg and "'text'" in msg and "anchors=['text']" in msg, msg
+    if how == "add-data":
+        assert str(data) in msg, msg
+
+
+def test_the_cli_refuses_a_replace_with_anchors_it_cannot_fit(base, photos, tmp_path, never_encoded):
+    base.save(tmp_path / "base")
+    res = CliRunner().invoke(app, ["bind", str(tmp_path / "base"), "--replace", f"image={BRIDGED}", "--data",
+                                   str(photos / "manifest.jsonl"), "--bridge-anchors", "5", "--epochs", "0",
+                                   "--out", str(tmp_path / "r")], env={"COLUMNS": "250"})
+    assert res.exit_code != 0 and "Traceback" not in res.output, res.output
+    said = [x for x in res.output.splitlines() if "bridge_anchors=5" in x]
+    assert len(said) == 1 and "--anchors text" in said[0], res.output
+    assert not (tmp_path / "r").exists() and never_encoded == []
+
+
 @pytest.mark.parametrize("bad", [-1.0, math.nan, math.inf, True, "3"])
 def test_a_weight_that_is_not_a_non_negative_number_is_refused_in_one_line(base, photos, bad, never_encoded):
     with pytest.raises(DataError, match="BindConfig.bridge_anchors must be a non-negative number") as e:

@@ -94,3 +94,22 @@ def test_no_help_breaks_a_sentence_where_its_source_line_ended(monkeypatch):
     cut = {" ".join(path) or "anybind": c for path, _ in COMMANDS if (c := _broken_prose(_help(app, path, width, monkeypatch), width))}
     assert cut == {}
     assert "Example:" in _help(app, ["fuse", "merge"], 80, monkeypatch).split("Example:", 1)[1]  # examples still apart
+
+
+def _option_help(path: list[str], flag: str) -> str:
+    cmd = next(c for p, c in COMMANDS if p == path)
+    return next(p.help for p in cmd.params if flag in p.opts)
+
+
+@pytest.mark.parametrize("width", [250, 80])
+def test_bind_tells_its_own_bridge_anchors_not_fits(width, monkeypatch):
+    """``anybind bind --bridge-anchors`` weighs the class anchors in the new projector's ridge start, which takes
+    them only where its targets hold the locked text (``--replace`` alone: refused); ``anybind fit``'s text (Space.fit's
+    training pairs, the recipe's bridge prior) is not bind's.  Each shown whole in its own --help, at any width."""
+    fit_h, bind_h = _option_help(["fit"], "--bridge-anchors"), _option_help(["bind"], "--bridge-anchors")
+    assert fit_h != bind_h
+    for words in ("new projector's ridge start", "targets hold the locked text", "--anchors text", "--replace", "refused"):
+        assert words in bind_h and words not in fit_h, words
+    for path, text in ((["bind"], bind_h), (["fit"], fit_h)):
+        flat = " ".join(_help(app, path, width, monkeypatch).replace("│", " ").split())
+        assert " ".join(text.split()) in flat, (path, flat)

@@ -9,7 +9,8 @@ in memory or fit a training-free map, record); it returns a :class:`~anybind.spa
 (:func:`anybind.scale.sharded.fit_sharded`) follows the same plan with training shards instead of in-memory
 features, except recipe auto's standard-error rule on a small own val (:func:`auto_select_se`; it has none).  Both first check the val split the fit chooses on (:func:`check_val_size`): a trained fit without
 ``select_data`` whose own val split holds fewer than :data:`VAL_WARN` pairs of a trained modality pair (the one
-with the fewest), or none, warns in one line and records it in the lineage (``val_warning``).
+with the fewest), or none, warns in one line and records it in the lineage (``val_warning``).  Both end in
+:func:`finish_fit`: the lineage entry, then the calibration on the val split.
 """
 
 from __future__ import annotations
@@ -345,11 +346,18 @@ def fit_in_memory(plan: FitPlan, *, cache: FeatureCache | str | Path | None = No
     if select is not None:
         space.info["training"]["select_data"] = {"data": select.sources, "split": select_split,
                                                "records": len(select.records)}
-    trainer = "in-memory" if plan.method == "contrastive" else "training-free"
-    space.info["lineage"].append(plan.lineage(space, trainer=trainer))
-    from .calibration import calibrate_after_fit  # issue 20: match probabilities, when there is a val split
+    return finish_fit(plan, space, "in-memory" if plan.method == "contrastive" else "training-free", fc)
 
-    calibrate_after_fit(space, plan.manifests, cache=fc)
+
+def finish_fit(plan: FitPlan, space: "SpaceCore", trainer: str, cache: FeatureCache) -> "SpaceCore":
+    """The end every fit of a plan shares (in memory, streaming, Ray Train, torchrun's rank 0): the lineage entry
+    naming ``trainer``, then the calibration on the first of the plan's manifests with a val split (issue 20: match
+    probabilities; :func:`anybind.calibration.calibrate_after_fit`, which logs what it fitted; none without a val
+    split).  Returns ``space``."""
+    from .calibration import calibrate_after_fit
+
+    space.info["lineage"].append(plan.lineage(space, trainer=trainer))
+    calibrate_after_fit(space, plan.manifests, cache=cache)
     return space
 
 

@@ -141,7 +141,9 @@ def replace_encoder(
     objective against those frozen targets), then replaces the old one.  No
     pairs with other modalities are needed; ``anchors`` may add some (other bound
     modalities whose frozen embeddings also serve as targets).  Every other
-    modality's projector stays bit-identical.
+    modality's projector stays bit-identical.  The label bridge's class anchors
+    need the locked text among the targets: ``bridge_anchors`` > 0 without it in
+    ``anchors`` is refused before any encoding (left unset: none, a ``note``).
     """
     if name not in space.modalities:
         raise SpaceError(f"modality {name!r} is not bound in this space (bound: {', '.join(space.modalities)}); use add_modality")
@@ -215,6 +217,24 @@ def start_anchors(space, name: str, spec: str, cfg: BindConfig) -> tuple[str | N
     return locked[0], anchors
 
 
+def check_anchor_targets(name: str, lock: str | None, asked: float | None, targets: Sequence[str],
+                         where: str | None = None) -> None:
+    """A class-anchor weight the user gave (``asked`` > 0) where the anchors cannot apply -- the ``targets`` (anchor
+    modalities) hold no embeddings of the locked modality ``lock`` the label bridge maps into: replace_encoder's own
+    old embeddings alone, anchors without it, data that pairs too few records with it -- refused in one line before
+    any encoding (``where``: the data, when it chose the targets).  The recipe's own weight gets a ``note`` instead
+    (:func:`~anybind.progressive_fit.anchor_equations`)."""
+    if not asked or lock is None or lock in targets:
+        return
+    why = (f"fewer than 2 training records of {where} pair {name!r} with {lock!r}" if where else
+           f"the targets are the space's own old {name!r} embeddings alone" if list(targets) == [name] else
+           f"the targets are {' and '.join(repr(t) for t in targets)} embeddings alone")
+    raise DataError(f"binding {name!r}: bridge_anchors={float(asked):g} fits the label bridge's class anchors onto "
+                    f"the locked {lock!r} embeddings, and {why}: give {lock!r} as an anchor (anchors=[{lock!r}]; "
+                    f"anybind bind --anchors {lock}) with records pairing {name!r} with {lock!r}, or leave "
+                    "bridge_anchors unset")
+
+
 def _load_data(space, name, encoder, data, mods, strict, progress) -> list[Manifest]:
     from .manifests import as_manifests
 
@@ -245,8 +265,11 @@ def _bind(space, name, spec, data, anchors, *, replace, cache, strict, progress,
                 f"cannot replace {name!r}'s encoder {space.encoders[name]} (reads {old.input_kind} items) "
                 f"with {spec} (reads {enc.input_kind} items)"
             )
+    asked = cfg.bridge_anchors  # the user's own weight (None: the recipe's, a note where the anchors cannot apply)
     cfg, prior = start_prior(space, name, spec, cfg)  # a setting that cannot apply is refused before any work
     lock, class_anchors = start_anchors(space, name, spec, cfg)
+    if anchors is not None or replace:  # the targets follow from the arguments: refused before the data is read
+        check_anchor_targets(name, lock, asked, ([name] if replace else []) + [a for a in anchors or () if a != name])
     if anchors is not None:
         wanted = sorted({name, *anchors})
     else:  # replace: the modality's own items; add: any bound modality may pair with it
@@ -268,9 +291,7 @@ def _bind(space, name, spec, data, anchors, *, replace, cache, strict, progress,
     train_idx = np.flatnonzero(splits == "train")
     val_idx = np.flatnonzero(splits == "val")
 
-    # the new modality's features (through the cache)
     have = np.array([i for i, r in enumerate(records) if r.has(name)], dtype=np.int64)
-    feats = fc.encode(enc, [records[i].values[name] for i in have], progress=progress, description=f"encoding {name} ({spec})")
     row_of = np.full(len(records), -1, dtype=np.int64)
     row_of[have] = np.arange(len(have))
 
@@ -286,6 +307,10 @@ def _bind(space, name, spec, data, anchors, *, replace, cache, strict, progress,
             )
     else:
         anchor_list = ([name] if replace else []) + [a for a in anchors if a != name]
+    if anchors is None and not replace:  # add's default anchors: the data chose them
+        check_anchor_targets(name, lock, asked, anchor_list, where)
+    # the new modality's features (through the cache)
+    feats = fc.encode(enc, [records[i].values[name] for i in have], progress=progress, description=f"encoding {name} ({spec})")
     # a Symile space scores the new modality with anchor a by MIP(new, a, missing_m ...): its targets are a's
     # embeddings weighed by the space's scorer (times every other bound modality's learnt missing embedding; the
     # new modality is not bound yet); a replaced encoder's targets are the old space's plain embeddings

@@ -15,7 +15,7 @@ from ._common import (
     ProjectorKind, Split, check_out, fail, parse_encoders, split_csv, app, choice, console,
     device_option, err, precision_option, seed_option, use_device, wise_option,
 )
-from .fit_ridge import (BASE_GATE, BRIDGE_ANCHORS, RIDGE_PRIOR, RIDGE_SE, SELECT_SE, SELECT_SE_ON, RidgePrior, SelectSeOn,
+from .fit_ridge import (BASE_GATE, BRIDGE_ANCHORS, FIT_BRIDGE_ANCHORS, RIDGE_PRIOR, RIDGE_SE, SELECT_SE, SELECT_SE_ON, RidgePrior, SelectSeOn,
                         check_anchor_weight, check_base_gate, check_finetune_given,
                         check_ridge_se, switch_option)
 
@@ -155,7 +155,7 @@ def fit(
     start_guard: Optional[bool] = switch_option("start-guard"),
     kernel_start: Optional[bool] = switch_option("kernel-start"),
     ridge_span: Optional[bool] = switch_option("ridge-span"),
-    bridge_anchors: Optional[float] = BRIDGE_ANCHORS,
+    bridge_anchors: Optional[float] = FIT_BRIDGE_ANCHORS,
     base_gate: Optional[float] = BASE_GATE,
     ridge_se: Optional[float] = RIDGE_SE,
     select_se: Optional[float] = SELECT_SE,

@@ -60,10 +60,19 @@ SELECT_SE = typer.Option(None, "--select-se", metavar="K",
                          help="The standard-error rule over every choice on val (start guard, ridge alpha, "
                               "kernel, epoch, WiSE-FT alpha): nearest the start within K SE (default: 1 for recipe "
                               "auto's in-memory fit from a ridge start choosing on its own val of 2-99 pairs, else 0).")
+FIT_BRIDGE_ANCHORS = typer.Option(None, "--bridge-anchors", metavar="W",
+                                  help="The label bridge's 1000 class anchors (its reading of each ImageNet class "
+                                       "paired with the locked text of the class prompt) in the ridge start, weighted "
+                                       "W x the training pairs (default 3 with the bridge prior; 0: none).")
+#: ``anybind bind``'s ``--bridge-anchors`` (``anybind fit``'s: :data:`FIT_BRIDGE_ANCHORS`): BindConfig.bridge_anchors,
+#: taken where the targets hold the locked text (:func:`anybind.progressive.check_anchor_targets`)
 BRIDGE_ANCHORS = typer.Option(None, "--bridge-anchors", metavar="W",
-                              help="The label bridge's 1000 class anchors (its reading of each ImageNet class paired "
-                                   "with the locked text of the class prompt) in the ridge start, weighted W x the "
-                                   "training pairs (default 3 with the bridge prior; 0: none).")
+                              help="The new encoder's label-bridge class anchors (its reading of each of the 1000 "
+                                   "ImageNet classes paired with the locked text's embedding of the class prompt) in "
+                                   "the new projector's ridge start, weighted W x its training pairs; only where its "
+                                   "targets hold the locked text (--add with text among the anchors; --replace "
+                                   "with --anchors text), a W given elsewhere is refused (default 3 where the new "
+                                   "encoder's label bridge maps into the locked text space, else none; 0: none).")
 BASE_GATE = typer.Option(None, "--base-gate", metavar="Q",
                          help="Fade a linear ridge start's base-encoder correction for inputs farther from the "
                               "training inputs than the nearest 1-Q of own val (default 0.2 with the bridge prior; 0: "

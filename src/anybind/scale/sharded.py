@@ -16,6 +16,7 @@ from typing import Any
 
 from ..data.files import absolute_as_given
 from ..errors import DataError, unusable_file
+from ..fitting import finish_fit
 from ..train import TrainConfig
 from .ray_train import fit_ray
 from .shard_write import write_training_shards
@@ -53,8 +54,8 @@ def fit_sharded(
     ``ray_workers`` workers (on ``ray_address``, else ``ray`` when it is an address, else
     local / ``$RAY_ADDRESS``), or in this process (streaming) when ``ray_workers`` is 0.
     The data, the eval-only refusal, the recipe (``recipe="auto"``: the encoders, ``lock`` and
-    ``init`` left open follow :func:`anybind.recipe.resolve_recipe`) and the lineage are those of
-    ``Space.fit`` (:func:`anybind.fitting.plan_fit`).  ``**config``: :class:`~anybind.train.TrainConfig` fields.
+    ``init`` left open follow :func:`anybind.recipe.resolve_recipe`), the lineage and the calibration on the val
+    split (:func:`anybind.fitting.finish_fit`) are those of ``Space.fit`` (:func:`anybind.fitting.plan_fit`).  ``**config``: :class:`~anybind.train.TrainConfig` fields.
     ``launch``: this process's place in a torchrun job (:func:`anybind.scale.launch.torchrun_launch`): the
     streaming trainer in DDP over its processes, every process calling this; the space comes back on global rank 0
     only (``None`` on the others), which alone encodes, writes shards and shows progress.
@@ -78,7 +79,7 @@ def fit_sharded(
                         progress=progress, config=config)
 
     if launch is not None:
-        return _fit_torchrun(launch, prepare, shuffle_buffer=shuffle_buffer, progress=progress)
+        return _fit_torchrun(launch, prepare, shuffle_buffer=shuffle_buffer, progress=progress, cache=fc)
     plan, cfg, shards = prepare(progress)
     if ray_workers > 0:
         address = ray_address or (ray if isinstance(ray, str) else None)
@@ -87,9 +88,7 @@ def fit_sharded(
                         checked=True)
     else:
         space = fit_streaming(shards, cfg, shuffle_buffer=shuffle_buffer, progress=progress, checked=True)
-    space.info["lineage"].append(
-        plan.lineage(space, trainer=f"ray-train x{ray_workers}" if ray_workers > 0 else "streaming"))
-    return space
+    return finish_fit(plan, space, f"ray-train x{ray_workers}" if ray_workers > 0 else "streaming", fc)
 
 
 def _prepare(manifest, modalities, *, encoders, cache, ray, strict, allow_eval_only, recipe, rows_per_shard,
@@ -120,7 +119,7 @@ def _prepare(manifest, modalities, *, encoders, cache, ray, strict, allow_eval_o
     return plan, cfg, shards
 
 
-def _fit_torchrun(launch: Launch, prepare, *, shuffle_buffer: int, progress: bool):
+def _fit_torchrun(launch: Launch, prepare, *, shuffle_buffer: int, progress: bool, cache):
     """The streaming trainer in DDP over torchrun's processes (:mod:`anybind.scale.launch`): global rank 0
     prepares (plans, encodes into the cache, writes the shards, computes the standardisation and the ridge start)
     and hands the result to every process; each opens the shards (they must be on storage every node sees at the
@@ -149,8 +148,7 @@ def _fit_torchrun(launch: Launch, prepare, *, shuffle_buffer: int, progress: boo
     if not launch.leader:
         return None
     space = streaming_space(shards, cfg, res, start, shuffle_buffer=shuffle_buffer)
-    space.info["lineage"].append(plan.lineage(space, trainer=f"torchrun x{launch.world}"))
-    return space
+    return finish_fit(plan, space, f"torchrun x{launch.world}", cache)  # calibrated on rank 0 alone, after training
 
 
 def _skip_undecodable(man, modality: str, failed: dict[str, str]):
