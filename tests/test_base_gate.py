@@ -51,16 +51,22 @@ def test_the_gate_fades_only_the_base_encoder_correction_and_only_far_from_the_t
                                                                                               shared_cache):
     """A training image (its own nearest support row) gets the full map; an input far from every training image
     gets the map with its base-encoder columns dropped (the prior has none: the bridge block's correction kept)."""
-    pr = gated.projectors["image"]
-    d = pr.cfg.gate_base
+    assert_base_gated(gated.projectors["image"], image_feats(gated, tux, shared_cache, "train")[:5])
+
+
+def assert_base_gated(pr, x_train: np.ndarray) -> None:
+    """``pr`` (a start: its MLP path zero) maps the training inputs ``x_train`` whole and the same inputs with base
+    features pointing nowhere the training images point without its base-encoder columns (fails ungated)."""
+    d = pr.cfg.gate_base or pr.cfg.in_dim - 1000  # ungated: the bridge block is the last 1000 features
     W = pr.linear.weight.detach()
-    x_train = torch.from_numpy(image_feats(gated, tux, shared_cache, "train")[:5])
+    x_train = torch.from_numpy(x_train)
+    n = len(x_train)
     with torch.no_grad():
         full = pr.linear(pr.standardized(x_train))
         assert torch.allclose(pr.uncentred(x_train), full, atol=1e-5)
         far = x_train.clone()
         rng = np.random.default_rng(0)  # base features pointing nowhere the training images point
-        far[:, :d] = pr.mean[:d] + torch.from_numpy(rng.normal(size=(5, d)).astype(np.float32)) * pr.scale[:d] * 3
+        far[:, :d] = pr.mean[:d] + torch.from_numpy(rng.normal(size=(n, d)).astype(np.float32)) * pr.scale[:d] * 3
         z = pr.standardized(far)
         no_base = z[:, d:] @ W[:, d:].T + pr.linear.bias
         assert torch.allclose(pr.uncentred(far), no_base, atol=1e-4)

@@ -43,7 +43,7 @@ def test_the_kernel_start_is_chosen_on_val_and_never_below_the_linear_start(base
                                                                             tmp_path):
     data = str(tux_pairs / "manifest.jsonl")
     on, m = bind(base, how, data, shared_cache)
-    off, _ = bind(base, how, data, shared_cache, kernel_start=False)
+    off, _ = bind(base, how, data, shared_cache, kernel_start=False, base_gate=0)  # the linear start, ungated
     e_on, e_off = on.info["lineage"][-1], off.info["lineage"][-1]
     assert e_on["config"]["kernel_start"] is True and e_off["config"]["kernel_start"] is False  # on by default
     rec = e_on["ridge_start"][m]["kernel"]
@@ -54,7 +54,8 @@ def test_the_kernel_start_is_chosen_on_val_and_never_below_the_linear_start(base
     if how == "replace":  # the same backbone (lite0 -> lite0+bridge): the linear start reproduces the old images on
         # val (1.0) and nothing beats it, so the start is the linear one, weight for weight
         assert rec["base_val"] == 1.0 and rec["kept"] is False and on.projectors[m].cfg.kernel == 0
-        assert all(torch.equal(v, off.projectors[m].state_dict()[k]) for k, v in on.projectors[m].state_dict().items())
+        assert on.info["lineage"][-1]["ridge_start"][m]["gate"]["support"] == 160  # not the kernel: gated
+        assert all(torch.equal(v, on.projectors[m].state_dict()[k]) for k, v in off.projectors[m].state_dict().items())
         return
     assert rec["kept"] is True  # real pairs: the kernel beats the linear start on val (else this test shows nothing)
     assert rec["val"] > rec["base_val"] and rec["val"] == max(rec["grid"].values())

@@ -25,7 +25,9 @@ How the new projector is trained (:func:`add_modality`):
   by default there) the bridge's 1000 class anchors -- its reading of each
   ImageNet class paired with the locked text's embedding of the class prompt --
   in the ridge's normal equations, weighted that many times the training pairs,
-  where the targets include the locked text (else none: a ``note``)
+  where the targets include the locked text (else none: a ``note``), and
+  (``base_gate``, :data:`anybind.recipe.BASE_GATE` by default there) a linear
+  start's base-encoder correction gated as Space.fit's (:mod:`anybind.base_gate`)
   (:func:`start_prior`, :func:`start_anchors`; lineage ``ridge_start``);
 * fine-tuning: the space's pairwise objective (InfoNCE by default) between the
   new embeddings and the frozen targets, batches per anchor modality, early
@@ -71,7 +73,7 @@ from .encoders.video import temporal_frames
 from .errors import DataError, SpaceError
 from .progressive_fit import VAL_METRIC, BindConfig  # noqa: F401  (VAL_METRIC re-exported)
 from .progressive_fit import Target, bind_config, has_modality, train_projector
-from .recipe import ANCHOR_WEIGHT
+from .recipe import ANCHOR_WEIGHT, BASE_GATE
 from .ridge import say_starts
 from .bridge_start import bridge_anchors, bridge_into, bridge_prior
 from .scoring import MIP
@@ -160,15 +162,17 @@ def start_prior(space, name: str, spec: str, cfg: BindConfig) -> tuple[BindConfi
     The label bridge is the prior where ``spec``'s bridge maps into the space's locked modality's encoder (an
     identity projector: every embedding of the space lives in that encoder's space; not a Symile space) and
     ``cfg.ridge_prior`` is not "zero"; ``start_guard`` / ``kernel_start`` None turn the guard / the kernel start on
-    with it (as Space.fit's recipe), ``bridge_anchors`` None is :data:`~anybind.recipe.ANCHOR_WEIGHT` with it, else 0.
+    with it (as Space.fit's recipe), ``bridge_anchors`` / ``base_gate`` None is :data:`~anybind.recipe.ANCHOR_WEIGHT` /
+    :data:`~anybind.recipe.BASE_GATE` with it, else 0.
     ``prior(projector)`` gives the map (:func:`anybind.robust.bridge_prior`); None where there is none, and
-    ``ridge_prior="bridge"``, ``start_guard=True``, ``kernel_start=True`` or ``bridge_anchors`` > 0 there is a
-    one-line error."""
+    ``ridge_prior="bridge"``, ``start_guard=True``, ``kernel_start=True``, ``bridge_anchors`` > 0 or ``base_gate`` > 0
+    there is a one-line error."""
     if cfg.init != "ridge":
         return cfg, None
     locked, lock_spec = lock_of(space, name)
     bridged = lock_spec is not None and bridge_into(spec, lock_spec) is not None
-    if not bridged and (cfg.ridge_prior == "bridge" or cfg.start_guard or cfg.kernel_start or cfg.bridge_anchors):
+    if not bridged and (cfg.ridge_prior == "bridge" or cfg.start_guard or cfg.kernel_start or cfg.bridge_anchors
+                        or cfg.base_gate):
         if lock_spec:
             where = f"the locked {locked[0]!r} encoder {lock_spec}"
         elif space.scorer.kind == MIP:
@@ -180,14 +184,15 @@ def start_prior(space, name: str, spec: str, cfg: BindConfig) -> tuple[BindConfi
         else:
             where = "this space (no locked modality)"
         raise DataError(f"binding {name!r}: ridge_prior='bridge' / start_guard=True / kernel_start=True / "
-                        "bridge_anchors > 0 need a label bridge, and "
+                        "bridge_anchors > 0 / base_gate > 0 need a label bridge, and "
                         f"{spec} has none into {where}")
     use = bridged and cfg.ridge_prior != "zero"
     guard = use if cfg.start_guard is None else cfg.start_guard
     kern = use if cfg.kernel_start is None else cfg.kernel_start
     weight = (ANCHOR_WEIGHT if use else 0.0) if cfg.bridge_anchors is None else float(cfg.bridge_anchors)
+    gate = (BASE_GATE if use else 0.0) if cfg.base_gate is None else float(cfg.base_gate)
     cfg = dataclasses.replace(cfg, ridge_prior="bridge" if use else "zero", start_guard=guard, kernel_start=kern,
-                              bridge_anchors=weight)
+                              bridge_anchors=weight, base_gate=gate)
     return cfg, ((lambda proj: bridge_prior(spec, lock_spec, proj)) if use else None)
 
 

@@ -8,8 +8,12 @@ bridge itself as the start when no ridge beats it on val; with ``kernel_start`` 
 recipe) it also fits Space.fit's kernel branch on the bridge's residual (:func:`anybind.ridge_kernel.kernel_start`,
 its grid scored on the val pairs), kept only when it beats that linear start on val; with ``bridge_anchors`` (the
 recipe's weight there by default) the bridge's class anchors enter its normal equations as in Space.fit's
-(:func:`anchor_equations`); the record is the lineage entry's ``ridge_start`` (``kernel``: the grid, the choice, the
-support's size, or why it was not tried; ``anchors``: the weight and the count, or a ``note``)."""
+(:func:`anchor_equations`); with ``base_gate`` (the recipe's :data:`~anybind.recipe.BASE_GATE` there by default) a
+linear start kept under the bridge prior gets Space.fit's base-encoder gate (:mod:`anybind.base_gate`: its correction
+on the base encoder's features faded for inputs farther from the training inputs than own val's are; support: the
+training rows, the kernel's rule; reference: the val pairs' inputs); the record is the lineage entry's ``ridge_start``
+(``kernel``: the grid, the choice, the support's size, or why it was not tried; ``anchors``: the weight and the
+count, or a ``note``; ``gate``: the gate's record, or a ``note`` saying why none)."""
 
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .base_gate import base_width, gate_config_problem, gate_q_problem, gate_start
 from .binders import AnchorBinder
 from .errors import DataError
 from .loop import IndexSampler, fit_loop, make_optimizer, make_temperature, training_threads
@@ -32,7 +37,7 @@ from .metrics import pair_recalls
 from .projectors import Projector, ProjectorConfig, project
 from .recipe import check_flags, check_seed
 from .bridge_start import anchor_weight_problem, anchors_in_start
-from .ridge_kernel import scaled_prior
+from .ridge_kernel import SupportSample, scaled_prior
 
 VAL_METRIC = "mean (R@1+R@5+R@10)/3, new<->anchor on val pairs, both directions"
 #: what the ridge start shrinks towards ("auto": the label bridge where the new encoder has one into the space)
@@ -65,6 +70,9 @@ class BindConfig:
     # with the bridge prior: the label bridge's 1000 class anchors in the ridge start, weighted that many times the
     # training pairs (anybind.bridge_start; None: recipe.ANCHOR_WEIGHT with the bridge prior, else 0, as Space.fit's)
     bridge_anchors: float | None = None
+    # with the bridge prior: a linear start's base-encoder correction faded below this own-val quantile of nearness
+    # to the training inputs (anybind.base_gate; None: recipe.BASE_GATE with the bridge prior, else 0, as Space.fit's)
+    base_gate: float | None = None
     loss: str = "infonce"  # any pairwise objective spec (see anybind.losses)
     label_smoothing: float = 0.0
     temperature: float = 0.05  # training temperature (learnt; the space's own temperature is untouched)
@@ -94,6 +102,10 @@ def bind_config(config: Mapping[str, Any]) -> BindConfig:
     cfg = BindConfig(**config)
     if (problem := anchor_weight_problem(cfg.bridge_anchors, allow_none=True)) is not None:
         raise DataError(f"BindConfig.bridge_anchors {problem}")
+    if cfg.base_gate is not None:
+        if (problem := gate_q_problem(cfg.base_gate)) is not None:
+            raise DataError(f"BindConfig.base_gate {problem}")
+        cfg.base_gate = float(cfg.base_gate)  # a numpy number recorded as a float
     if cfg.init not in ("ridge", "random"):
         raise ValueError(f"init must be 'ridge' or 'random' for progressive binding, got {cfg.init!r}")
     if cfg.projector not in ("linear", "mlp"):
@@ -102,9 +114,12 @@ def bind_config(config: Mapping[str, Any]) -> BindConfig:
         raise DataError(f"ridge_prior must be one of {', '.join(RIDGE_PRIORS)} for progressive binding, "
                         f"got {cfg.ridge_prior!r}")
     anchored = bool(cfg.bridge_anchors)  # a weight > 0
-    if cfg.init != "ridge" and (cfg.ridge_prior == "bridge" or cfg.start_guard or cfg.kernel_start or anchored):
-        raise DataError("ridge_prior='bridge' / start_guard=True / kernel_start=True / bridge_anchors > 0 are the "
-                        "ridge start's: use init='ridge'")
+    if cfg.init != "ridge" and (cfg.ridge_prior == "bridge" or cfg.start_guard or cfg.kernel_start or anchored
+                                or cfg.base_gate):
+        raise DataError("ridge_prior='bridge' / start_guard=True / kernel_start=True / bridge_anchors > 0 / "
+                        "base_gate > 0 are the ridge start's: use init='ridge'")
+    if cfg.base_gate and cfg.ridge_prior == "zero":  # refused, not ignored: no base-encoder block to gate
+        raise DataError(gate_config_problem(cfg.base_gate, cfg.ridge_prior).replace("'bridge'", "'bridge' or 'auto'"))
     if anchored and cfg.ridge_prior == "zero":
         raise DataError(f"bridge_anchors={cfg.bridge_anchors!r} fits the label bridge's class anchors into its ridge "
                         "start: use ridge_prior='bridge' or 'auto' (got ridge_prior='zero')")
@@ -152,7 +167,7 @@ def val_score(proj: Projector, feats: np.ndarray, targets: Mapping[str, Target],
 def ridge_start(proj: Projector, feats, targets: Mapping[str, Target], train_idx, val_idx,
                 prior: torch.Tensor | None = None, guard: bool = False, kernel: bool = False,
                 seed: int = 0, anchors: Anchors | None = None, anchor_weight: float = 0.0,
-                lock: str | None = None) -> dict[str, Any]:
+                lock: str | None = None, gate_q: float = 0.0, name: str | None = None) -> dict[str, Any]:
     """Linear path := ridge regression of the standardised features onto the frozen targets (centred; their
     mean is the bias), the shrinkage chosen on the val pairs, shrunk towards ``prior`` (a map onto the targets'
     space: the label bridge) where given, with the start guard where ``guard`` (:func:`anybind.ridge.prior_ridge`).
@@ -165,13 +180,19 @@ def ridge_start(proj: Projector, feats, targets: Mapping[str, Target], train_idx
     ``anchor_weight`` x the training rows in all -- while the prior's scale, the kernel's support and ``lam`` stay
     the training pairs'.  Only where the targets hold ``lock``'s (the bridge maps into its space); else, or for a
     frame-pooling projector, none and a ``note`` (logged).
-    Returns its record: ``alpha``, ``prior`` (``"bridge"`` / ``"zero"``), the ``guard``'s, the ``kernel``'s and the
-    ``anchors``' (``weight``, ``count``; a ``note`` where none were fitted)."""
-    Z_parts, T_parts = [], []
+    ``gate_q`` > 0 (with the bridge prior): the start chosen, Space.fit's base-encoder gate on it
+    (:func:`anybind.base_gate.gate_start`: support the training rows, the kernel's rule with ``seed``; reference the
+    val pairs' inputs), or a ``note`` why none (a kernel branch or the label bridge kept, no val pairs; logged, naming
+    modality ``name``).
+    Returns its record: ``alpha``, ``prior`` (``"bridge"`` / ``"zero"``), the ``guard``'s, the ``kernel``'s, the
+    ``anchors``' (``weight``, ``count``; a ``note`` where none were fitted) and the ``gate``'s."""
+    Z_parts, T_parts, V_parts = [], [], []
     for t in targets.values():
         sel = np.isin(t.records, train_idx)
         Z_parts.append(feats[t.rows[sel]])
         T_parts.append(t.targets[sel])
+        if (vsel := np.isin(t.records, val_idx)).sum() >= 2:  # the val pairs val_score reads
+            V_parts.append(feats[t.rows[vsel]])
     with torch.no_grad():
         Z = proj.standardized(torch.from_numpy(np.concatenate(Z_parts))).double()
         T = torch.from_numpy(np.concatenate(T_parts)).double()
@@ -216,8 +237,15 @@ def ridge_start(proj: Projector, feats, targets: Mapping[str, Target], train_idx
         alpha, W, kern = kernel_or_linear(proj, alpha, W, W0, lambda: (Z, Tc), with_branch, scored["val"],
                                           has_val=has_val, seed=seed)
     start_at(W)
+    gate = None
+    if gate_q > 0:  # Space.fit's gate step, on the start chosen
+        held = SupportSample(seed)  # the kernel's support rule (support_rows: the same rows)
+        held.add(Z.float(), Tc.float())
+        val_z = proj.standardized(torch.from_numpy(np.concatenate(V_parts))) if V_parts else None
+        gate = gate_start(name, proj, base_width(prior), gate_q, held, val_z, alpha is None, W,
+                          scored.get("val", float("nan")), lambda W, _gate: score(W))  # the gate is set: scored with it
     return {"alpha": alpha, "prior": "zero" if prior is None else "bridge", **({"guard": g} if g else {}),
-            **({"kernel": kern} if kern is not None else {}),
+            **({"kernel": kern} if kern is not None else {}), **({"gate": gate} if gate is not None else {}),
             **({"anchors": {**anchored, "in_start": anchored["count"] > 0 and anchors_in_start(g, kern)}}
                if anchored else {})}
 
@@ -247,7 +275,8 @@ def train_projector(space, feats, row_of, targets: Mapping[str, Target], train_i
                     anchors: Anchors | None = None, lock: str | None = None):
     """The new projector and its training record; ``prior(proj)``: the ridge start's prior for it (None: zero),
     ``cfg.start_guard`` its guard, ``anchors`` (weighted ``cfg.bridge_anchors``) the class anchors into the locked
-    modality ``lock``'s space (:func:`ridge_start`; where none could be fitted, said in one line)."""
+    modality ``lock``'s space (:func:`ridge_start`; where none could be fitted, said in one line), ``cfg.base_gate``
+    the base-encoder gate on a linear start under that prior (where none, its note said in one line)."""
     from .losses import build_loss, is_multimodal
 
     with training_threads(cfg.threads):
@@ -264,7 +293,8 @@ def train_projector(space, feats, row_of, targets: Mapping[str, Target], train_i
             W0 = prior(proj) if prior is not None else None
             rec = ridge_start(proj, feats, targets, train_idx, val_idx, prior=W0, guard=bool(cfg.start_guard),
                               kernel=bool(cfg.kernel_start), seed=cfg.seed, anchors=anchors,
-                              anchor_weight=cfg.bridge_anchors or 0.0, lock=lock)
+                              anchor_weight=cfg.bridge_anchors or 0.0, lock=lock,
+                              gate_q=cfg.base_gate or 0.0, name=name)
             if "note" in rec.get("anchors", {}):  # recorded and said, never skipped in silence
                 log.info("start: %r: no class anchors (%s)", name, rec["anchors"]["note"])
             info["ridge_alpha"], info["ridge_start"] = rec["alpha"], rec

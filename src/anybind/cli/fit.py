@@ -303,6 +303,7 @@ def bind(
     start_guard: Optional[bool] = switch_option("start-guard", bind=True),
     kernel_start: Optional[bool] = switch_option("kernel-start", bind=True),
     bridge_anchors: Optional[float] = BRIDGE_ANCHORS,
+    base_gate: Optional[float] = BASE_GATE,
     epochs: int = typer.Option(200, help="Maximum epochs (early stopping on the val pairs)."),
     loss: str = typer.Option("infonce", help="Pairwise objective spec (see anybind fit --loss)."),
     seed: int = seed_option(),
@@ -328,10 +329,12 @@ def bind(
     if not adds and not reps:
         raise typer.BadParameter("give --add NAME=SPEC and/or --replace NAME=SPEC")
     check_anchor_weight(bridge_anchors)
+    check_base_gate(base_gate)
     check_out(out, "space", overwrite)
     use_device(ctx, device, precision)
     kw = dict(projector=projector, init=init, epochs=epochs, loss=loss, seed=seed, cache=cache, strict=strict,
-              progress=True, start_guard=start_guard, kernel_start=kernel_start, bridge_anchors=bridge_anchors)
+              progress=True, start_guard=start_guard, kernel_start=kernel_start, bridge_anchors=bridge_anchors,
+              base_gate=base_gate)
     try:
         space = Space.load(space_dir)
         sources = [str(d) for d in data]

@@ -1,7 +1,8 @@
 """``anybind fit``'s ridge-start options (``--init ridge``): what the start shrinks towards
 (``--ridge-prior``), its guard, its kernel branch, its span and its standard-error rule (and ``--select-se``, the rule over every choice on val, with
 ``--select-se-on``, and ``--finetune/--no-finetune``), and their check;
-``anybind bind`` shares ``--start-guard`` / ``--kernel-start`` with help of its own, and ``--bridge-anchors``.  Read by
+``anybind bind`` shares ``--start-guard`` / ``--kernel-start`` with help of its own, ``--bridge-anchors`` and
+``--base-gate``.  Read by
 :func:`anybind.cli.fit.fit` and :func:`anybind.cli.fit.bind`."""
 
 from __future__ import annotations
