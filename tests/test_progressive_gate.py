@@ -5,6 +5,7 @@ real EfficientNet label bridge and MiniLM."""
 
 import copy
 import json
+import logging
 import math
 
 import numpy as np
@@ -94,17 +95,20 @@ def test_the_gate_survives_fine_tuning_and_a_save_and_load(base, gated, pairs, s
 
 
 def test_replace_encoder_is_gated_too_keeps_a_bound_gate_and_a_kept_kernel_says_why_none(base, gated, pairs,
-                                                                                         shared_cache):
+                                                                                         shared_cache, caplog):
     data = str(pairs / "manifest.jsonl")
     rep = gated.replace_encoder("image", BRIDGED, data, cache=shared_cache, epochs=0, seed=0, kernel_start=False)
     rec = rep.info["lineage"][-1]["ridge_start"]["image"]
     assert rec["gate"]["support"] == 48 and rep.projectors["image"].cfg.gate == 48, rec
     x = photos(gated, pairs, shared_cache, "val")  # the gated photo projector, frozen through the replacement
     assert rep.projectors["photo"].cfg.gate == 48 and np.array_equal(rep.project("photo", x), gated.project("photo", x))
-    kern = base.add_modality("photo", BRIDGED, data, cache=shared_cache, **{**START, "kernel_start": True})
+    with caplog.at_level(logging.INFO, logger="anybind"):
+        kern = base.add_modality("photo", BRIDGED, data, cache=shared_cache, **{**START, "kernel_start": True})
     rec = kern.info["lineage"][-1]["ridge_start"]["photo"]
-    if rec["kernel"]["kept"]:  # the gate's record agrees with what the start is
+    if rec["kernel"]["kept"]:  # the gate's record agrees with what the start is, and the note is said in one line
         assert "kernel branch kept" in rec["gate"]["note"] and kern.projectors["photo"].cfg.gate == 0
+        said = [r.getMessage() for r in caplog.records if "no base-encoder gate" in r.getMessage()]
+        assert said == [f"start: 'photo': no base-encoder gate: {rec['gate']['note']}"]
     else:
         assert rec["gate"]["support"] == 48
 
