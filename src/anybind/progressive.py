@@ -184,7 +184,7 @@ def start_prior(space, name: str, spec: str, cfg: BindConfig) -> tuple[BindConfi
         else:
             where = "this space (no locked modality)"
         raise DataError(f"binding {name!r}: ridge_prior='bridge' / start_guard=True / kernel_start=True / "
-                        "bridge_anchors > 0 / base_gate > 0 need a label bridge, and "
+                        "base_gate > 0 / bridge_anchors > 0 need a label bridge, and "
                         f"{spec} has none into {where}")
     use = bridged and cfg.ridge_prior != "zero"
     guard = use if cfg.start_guard is None else cfg.start_guard

@@ -116,8 +116,8 @@ def bind_config(config: Mapping[str, Any]) -> BindConfig:
     anchored = bool(cfg.bridge_anchors)  # a weight > 0
     if cfg.init != "ridge" and (cfg.ridge_prior == "bridge" or cfg.start_guard or cfg.kernel_start or anchored
                                 or cfg.base_gate):
-        raise DataError("ridge_prior='bridge' / start_guard=True / kernel_start=True / bridge_anchors > 0 / "
-                        "base_gate > 0 are the ridge start's: use init='ridge'")
+        raise DataError("ridge_prior='bridge' / start_guard=True / kernel_start=True / base_gate > 0 / "
+                        "bridge_anchors > 0 are the ridge start's: use init='ridge'")
     if cfg.base_gate and cfg.ridge_prior == "zero":  # refused, not ignored: no base-encoder block to gate
         raise DataError(gate_config_problem(cfg.base_gate, cfg.ridge_prior).replace("'bridge'", "'bridge' or 'auto'"))
     if anchored and cfg.ridge_prior == "zero":

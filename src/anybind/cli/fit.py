@@ -15,7 +15,7 @@ from ._common import (
     ProjectorKind, Split, check_out, fail, parse_encoders, split_csv, app, choice, console,
     device_option, err, precision_option, seed_option, use_device, wise_option,
 )
-from .fit_ridge import (BASE_GATE, BRIDGE_ANCHORS, FIT_BRIDGE_ANCHORS, RIDGE_PRIOR, RIDGE_SE, SELECT_SE, SELECT_SE_ON, RidgePrior, SelectSeOn,
+from .fit_ridge import (BASE_GATE, BIND_BASE_GATE, BRIDGE_ANCHORS, FIT_BRIDGE_ANCHORS, RIDGE_PRIOR, RIDGE_SE, SELECT_SE, SELECT_SE_ON, RidgePrior, SelectSeOn,
                         check_anchor_weight, check_base_gate, check_finetune_given,
                         check_ridge_se, switch_option)
 
@@ -303,7 +303,7 @@ def bind(
     start_guard: Optional[bool] = switch_option("start-guard", bind=True),
     kernel_start: Optional[bool] = switch_option("kernel-start", bind=True),
     bridge_anchors: Optional[float] = BRIDGE_ANCHORS,
-    base_gate: Optional[float] = BASE_GATE,
+    base_gate: Optional[float] = BIND_BASE_GATE,
     epochs: int = typer.Option(200, help="Maximum epochs (early stopping on the val pairs)."),
     loss: str = typer.Option("infonce", help="Pairwise objective spec (see anybind fit --loss)."),
     seed: int = seed_option(),

@@ -78,6 +78,11 @@ BASE_GATE = typer.Option(None, "--base-gate", metavar="Q",
                          help="Fade a linear ridge start's base-encoder correction for inputs farther from the "
                               "training inputs than the nearest 1-Q of own val (default 0.2 with the bridge prior; 0: "
                               "off).")
+#: ``anybind bind``'s ``--base-gate`` (BindConfig.base_gate; ``anybind fit``'s: :data:`BASE_GATE`)
+BIND_BASE_GATE = typer.Option(None, "--base-gate", metavar="Q",
+                              help="Fade the new projector's linear ridge start's base-encoder correction for inputs "
+                                   "farther from its training inputs than the nearest 1-Q of its val pairs' inputs "
+                                   "(default 0.2 where the new encoder's label bridge is the prior, else none; 0: off).")
 SELECT_SE_ON = choice(None, SelectSeOn, "--select-se-on",
                       help="Which choices --select-se rules: all, or finetune (the epoch and WiSE-FT alpha only; the "
                            "start's guard, ridge alpha and kernel as without it).")
