@@ -78,6 +78,7 @@ class FitPlan:
     recipe: str | None  # None: a training-free method (it follows no recipe)
     chosen: dict[str, Any]  # what the recipe chose
     val_warning: dict[str, Any] | None = None  # :func:`check_val_size`'s record: a val too small to choose on
+    holdout: dict[str, Any] | None = None  # :func:`anybind.holdout.hold_out_val`'s record: val held out of train
 
     def lineage(self, space: "SpaceCore | None" = None, **extra: Any) -> dict[str, Any]:
         """The space's lineage entry for this fit (``extra``: e.g. the trainer; ``space``: the fitted space, whose
@@ -99,6 +100,7 @@ class FitPlan:
             **({"ridge_start": ridge} if ridge else {}),
             **({"se_rule": rule} if rule else {}),
             **({"val_warning": self.val_warning} if self.val_warning else {}),
+            **({"val_holdout": self.holdout} if self.holdout else {}),
             "data": [{"manifest": str(man.path), "fingerprint": man.fingerprint(mods), "records": len(man.records)}
                      for man in self.manifests],
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -322,6 +324,7 @@ def fit_in_memory(plan: FitPlan, *, cache: FeatureCache | str | Path | None = No
     replace the val split for every choice made on val (:func:`anybind.featureset.selection_set`)."""
     from .manifests import as_manifests
     from .featureset import encode_selection, selection_records
+    from .holdout import hold_out_val
     from .train import FeatureSet
 
     if weights is not None and plan.method != "contrastive":  # procrustes / cca: every pair alike (not dropped)
@@ -331,6 +334,7 @@ def fit_in_memory(plan: FitPlan, *, cache: FeatureCache | str | Path | None = No
         raise DataError(f"select_data chooses epochs and WiSE-FT alphas of trained projectors, not "
                         f"method={plan.method!r}")
     check_before_encoding(plan)  # what the trainer would refuse after encoding, refused before
+    plan.holdout = hold_out_val(plan, select_data, lambda p: val_pairs(p)[1])  # no val split: some train held out
     # the val pairs each of the two checks reads, counted once (neither reads them for another method or select_data)
     val = val_pairs(plan) if plan.method == "contrastive" and select_data is None else None
     auto_select_se(plan, select_data, val)  # recipe auto on a small own val: the standard-error rule

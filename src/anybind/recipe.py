@@ -169,7 +169,7 @@ AUTO = Auto()
 #: method, a modality set no rule applies to, or a trainer called with a config directly)
 PLAIN: dict[str, Any] = {"dim": 256, "lr": 1e-3, "init": "random", "lock": None, "wise": None,
                          "ridge_prior": "zero", "start_guard": False, "kernel_start": False, "bridge_anchors": 0.0, "base_gate": 0.0,
-                         "select_se": 0.0,
+                         "select_se": 0.0, "val_holdout": 0.0,
                          "finetune": True}
 
 
@@ -248,6 +248,11 @@ ANCHOR_WEIGHT = 3.0
 #: 0 -> 0.2 lifted the off-diagonal cells >= the better baseline from 30 to 32 of 40, BENCHMARKS.md, transfer: the
 #: base-encoder block's gate)
 BASE_GATE = 0.2
+
+#: the share of the training records recipe auto holds out as val where the data has no val split (fewer than 2 val
+#: pairs; :mod:`anybind.holdout`): chosen on the five corpora's own val splits with those records dropped from the fit
+#: (10 / 15 / 20 / 25 %; BENCHMARKS.md, transfer: a fit with no val split)
+HOLDOUT = 0.15
 
 #: the label bridge is built from these two encoders (see encoders/bridge.py)
 BRIDGE_IMAGE, BRIDGE_TEXT = "image:efficientnet-lite0", "text:minilm"

@@ -45,7 +45,7 @@ class TrainConfig:
     """Everything that decides a trained space (saved in ``space.json``).
 
     The fields the recipe chooses (:data:`anybind.recipe.PLAIN`: ``dim``, ``lr``, ``init``, ``lock``, ``wise``,
-    ``ridge_prior``, ``start_guard``, ``kernel_start``, ``bridge_anchors``, ``base_gate``, ``select_se``, ``finetune``) default to :data:`~anybind.recipe.AUTO`, "the recipe decides": with
+    ``ridge_prior``, ``start_guard``, ``kernel_start``, ``bridge_anchors``, ``base_gate``, ``select_se``, ``finetune``, ``val_holdout``) default to :data:`~anybind.recipe.AUTO`, "the recipe decides": with
     ``Space.fit(config=...)`` any value given, even the plain default or None, is the user's choice and wins over
     ``recipe="auto"``.  Every trainer first takes :meth:`resolved` (AUTO -> the plain default, the value in the
     comments below), so what is trained and saved is never AUTO."""
@@ -94,6 +94,9 @@ class TrainConfig:
     # best; recipe auto sets 1 where the fit chooses on its own val of fewer than VAL_WARN pairs (anybind.fitting)
     finetune: bool | Auto = AUTO  # True; False: keep the training-free start (no fine-tuning epochs, no WiSE-FT
     # mix; the start's own choices on val still made): recipe auto sets it where it sets select_se=1 (anybind.fitting)
+    val_holdout: float | Auto = AUTO  # 0.0; where the data has no val split (fewer than 2 val pairs), this share of
+    # the training records (by a hash of their ids) is held out as val for every choice on val; recipe auto sets
+    # HOLDOUT for a fit from a ridge start (anybind.holdout)
     select_se_on: str = "all"  # "finetune": the rule on the epoch and WiSE-FT alpha only, the start's choices as at 0
     center: bool = False
     mixup: float = 0.0  # weight of the geodesic multi-modal mixup term (m^2-mix hard negatives; 0: off)

@@ -16,7 +16,7 @@ from ._common import (
     device_option, err, precision_option, seed_option, use_device, wise_option,
 )
 from .fit_ridge import (BASE_GATE, BIND_BASE_GATE, BRIDGE_ANCHORS, FIT_BRIDGE_ANCHORS, RIDGE_PRIOR, RIDGE_SE, SELECT_SE, SELECT_SE_ON, RidgePrior, SelectSeOn,
-                        check_anchor_weight, check_base_gate, check_finetune_given,
+                        check_anchor_weight, check_base_gate, check_finetune_given, check_val_holdout, VAL_HOLDOUT,
                         check_ridge_se, switch_option)
 
 Method = Literal["contrastive", "procrustes", "cca"]
@@ -157,6 +157,7 @@ def fit(
     ridge_span: Optional[bool] = switch_option("ridge-span"),
     bridge_anchors: Optional[float] = FIT_BRIDGE_ANCHORS,
     base_gate: Optional[float] = BASE_GATE,
+    val_holdout: Optional[float] = VAL_HOLDOUT,
     ridge_se: Optional[float] = RIDGE_SE,
     select_se: Optional[float] = SELECT_SE,
     select_se_on: Optional[SelectSeOn] = SELECT_SE_ON,
@@ -241,13 +242,14 @@ def fit(
     check_ridge_se(select_se, "--select-se")
     check_anchor_weight(bridge_anchors)
     check_base_gate(base_gate)
+    check_val_holdout(val_holdout)
     check_out(out, "space", overwrite)
     use_device(ctx, device, precision)
     kw = dict(projector=projector, epochs=epochs, batch_size=batch_size,
               weight_decay=weight_decay, temperature=temperature, seed=seed, loss=loss, missing=missing)
     # only what the user chose: the recipe fills the rest (an explicit --dim rules out locking the text space)
     given = (("dim", dim), ("lock", lock), ("init", init), ("lr", lr), ("l2sp", l2sp), ("ridge_prior", ridge_prior),
-             ("start_guard", start_guard), ("kernel_start", kernel_start), ("ridge_span", ridge_span), ("bridge_anchors", bridge_anchors), ("base_gate", base_gate), ("ridge_se", ridge_se), ("select_se", select_se), ("select_se_on", select_se_on), ("finetune", finetune), ("center", center), ("mixup", mixup), ("mixup_alpha", mixup_alpha), ("attn_lr", attn_lr),
+             ("start_guard", start_guard), ("kernel_start", kernel_start), ("ridge_span", ridge_span), ("bridge_anchors", bridge_anchors), ("base_gate", base_gate), ("val_holdout", val_holdout), ("ridge_se", ridge_se), ("select_se", select_se), ("select_se_on", select_se_on), ("finetune", finetune), ("center", center), ("mixup", mixup), ("mixup_alpha", mixup_alpha), ("attn_lr", attn_lr),
              ("attn_epochs", attn_epochs))
     kw.update({k: v for k, v in given if v is not None})
     if lock is not None and lock.strip().lower() == "none":  # nothing locked: a choice, as lock=None in Python

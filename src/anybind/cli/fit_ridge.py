@@ -74,6 +74,11 @@ BRIDGE_ANCHORS = typer.Option(None, "--bridge-anchors", metavar="W",
                                    "targets hold the locked text (--add with text among the anchors; --replace "
                                    "with --anchors text), a W given elsewhere is refused (default 3 where the new "
                                    "encoder's label bridge maps into the locked text space, else none; 0: none).")
+VAL_HOLDOUT = typer.Option(None, "--val-holdout", metavar="F",
+                           help="Where the data has no val split (fewer than 2 val pairs): hold this share of the "
+                                "training records out as val (by a hash of their ids) for every choice made on val "
+                                "(default 0.15 for recipe auto's fit from a ridge start; 0: train on all of them and "
+                                "choose blind).")
 BASE_GATE = typer.Option(None, "--base-gate", metavar="Q",
                          help="Fade a linear ridge start's base-encoder correction for inputs farther from the "
                               "training inputs than the nearest 1-Q of own val (default 0.2 with the bridge prior; 0: "
@@ -128,3 +133,11 @@ def check_base_gate(q: float | None) -> None:
 
     if q is not None and (problem := gate_q_problem(q)) is not None:
         raise typer.BadParameter(problem, param_hint="--base-gate")
+
+
+def check_val_holdout(f: float | None) -> None:
+    """``--val-holdout``: refused in one line, before any work, unless a number in [0, 0.5] (or not given)."""
+    from ..holdout import holdout_problem
+
+    if f is not None and (problem := holdout_problem(f)) is not None:
+        raise typer.BadParameter(problem, param_hint="--val-holdout")

@@ -97,12 +97,14 @@ def _prepare(manifest, modalities, *, encoders, cache, ray, strict, allow_eval_o
     when ``ray`` is given), the training shards written (the plan's manifests without the records whose files could
     not be decoded)."""
     from ..fit_checks import check_before_encoding
-    from ..fitting import check_val_size, plan_fit
+    from ..fitting import check_val_size, plan_fit, val_pairs
+    from ..holdout import hold_out_val
     from .encode import encode_items, manifest_items
 
     plan = plan_fit(manifest, modalities, encoders=encoders, recipe=recipe, config=config, strict=strict,
                     progress=progress, allow_eval_only=allow_eval_only)
     check_before_encoding(plan)  # as the in-memory fit: a contradiction (finetune=False, wise=0.5) or no train record
+    plan.holdout = hold_out_val(plan, None, lambda p: val_pairs(p)[1])  # as the in-memory fit: no val split
     cfg = TrainConfig(**plan.config).resolved()  # what the recipe left open: the plain defaults
     check_config(cfg)  # before anything is encoded; once: the trainers below are told it was (checked=True)
     check_val_size(plan, trainer="streaming")  # its choices on the shards' val split: a split too small is said
