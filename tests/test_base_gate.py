@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from anybind import Space
+from anybind.base_gate import ecdf_gate, gate_weights
 from anybind.cli import app
 from anybind.errors import DataError, SpaceError
 from anybind.recipe import BASE_GATE, resolve_recipe
@@ -166,3 +167,41 @@ def test_the_gate_reference_is_own_val_whatever_select_data_chooses_on(gated, tu
     a, b = gated.projectors["image"], sel.projectors["image"]
     assert b.cfg.gate_refs == a.cfg.gate_refs == sum(1 for r in tux.split("val") if r.has("image") and r.has("text"))
     assert torch.allclose(b.gate_ref, a.gate_ref, atol=1e-6) and float(b.gate_ref.max()) < 0.999
+
+
+def test_each_own_val_input_counts_itself_in_the_ecdf_whatever_the_thread_count(gated, tux, shared_cache):
+    """The reference is built from the own val inputs' nearness itself: each of them sits on a step of the ECDF, so
+    the k-th nearest of n gets ``F = k / n`` (it counts itself) with 1 thread and with 2 -- float rounding that
+    differs with the thread count must not move it one rank (issue 16: the recorded gated val moved with it)."""
+    pr = gated.projectors["image"]
+    x = image_feats(gated, tux, shared_cache, "val")
+    assert len(x) == pr.cfg.gate_refs and np.diff(pr.gate_ref.numpy()).min() > 1e-4  # distinct steps
+    gs = []
+    for threads in (1, 2):
+        before = torch.get_num_threads()
+        try:
+            torch.set_num_threads(threads)
+            with torch.no_grad():
+                zb = pr.standardized(torch.from_numpy(x))[:, :pr.cfg.gate_base]
+                gs.append(gate_weights(zb, pr.gate_support, pr.gate_ref, pr.cfg.gate_q))
+        finally:
+            torch.set_num_threads(before)
+    n = len(x)
+    want = np.minimum(1.0, np.arange(1, n + 1) / (n * pr.cfg.gate_q))
+    assert torch.equal(gs[0], gs[1]) and np.allclose(np.sort(gs[0].numpy()), want, atol=1e-6), (gs, want)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(-10 ** 4, 10 ** 4), min_size=1, max_size=40, unique=True), st.integers(-4, 4),
+       st.sampled_from([0.1, 0.2, 0.5, 1.0]), st.data())
+def test_a_nearness_within_a_few_ulps_of_a_reference_value_gets_the_same_gate(ref, ulps, q, data):
+    """Rounding noise (a few float32 ulps, as another thread count or machine gives a 1280-d cosine) around a
+    reference value does not change the gate: the ECDF counts a value within its tolerance as reached."""
+    r = torch.sort(torch.tensor(ref, dtype=torch.float32) / 10 ** 4).values  # steps >= 1e-4 apart, in [-1, 1]
+    i = data.draw(st.integers(0, len(r) - 1))
+    exact = r[i : i + 1]
+    noisy = exact.clone()
+    for _ in range(abs(ulps)):
+        noisy = torch.nextafter(noisy, torch.tensor([np.inf if ulps > 0 else -np.inf], dtype=torch.float32))
+    g = ecdf_gate(noisy, r, q)
+    assert torch.equal(g, ecdf_gate(exact, r, q)) and math.isclose(float(g), min(1.0, (i + 1) / (len(r) * q)), rel_tol=1e-6)

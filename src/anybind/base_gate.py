@@ -10,8 +10,12 @@ the training inputs as the space's own val inputs are, and fades it out below:
 ``y = W z - (1 - g) z_base D_base``, ``g = min(1, F(nn) / q)``, ``nn`` the input's largest cosine with the training
 inputs' (unit-normed, standardised) base blocks, ``F`` the ECDF of the same over the own val inputs, ``q`` the quantile
 below which the fade starts (``TrainConfig.base_gate``).  An input at least as near as the nearest ``1 - q`` of own
-val gets the full map.  Buffers ``gate_support`` (training rows' unit base blocks, the kernel's support rule) and
-``gate_ref`` (own val's sorted ``nn``, at most :data:`MAX_REFS` quantiles); space format 6.
+val gets the full map.  ``F`` counts the reference values up to ``nn +`` :data:`ECDF_TOL`: each own val input's
+``nn`` *is* a step of ``F`` (the reference is built from it), and float rounding that differs with the thread count
+or the machine moves it a few ulps either side -- a strict count would then move it one rank (its ``g`` by
+``1 / (n q)``, and the recorded gated val score with it); with the tolerance it always counts itself.  Buffers
+``gate_support`` (training rows' unit base blocks, the kernel's support rule) and ``gate_ref`` (own val's sorted
+``nn``, at most :data:`MAX_REFS` quantiles); space format 6.
 """
 
 from __future__ import annotations
@@ -34,6 +38,10 @@ MAX_REFS = 1024
 #: the most inputs whose cosines with the support are held at once
 GATE_ROWS = 1024
 
+#: how far below a reference value a nearness still reaches it: above float32 rounding of a 1280-d cosine (about
+#: 1e-7 to 1e-6), far below the gaps between own val inputs' nearness
+ECDF_TOL = 1e-5
+
 
 def nearest_cosine(zb: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
     """Each row's largest cosine with the (unit-normed) ``support`` rows, in float32, chunked."""
@@ -45,8 +53,14 @@ def nearest_cosine(zb: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
 
 def gate_weights(zb: torch.Tensor, support: torch.Tensor, ref: torch.Tensor, q: float) -> torch.Tensor:
     """``g`` per row of standardised base blocks ``zb``: ``min(1, F(nn) / q)`` (see the module doc)."""
-    nn = nearest_cosine(zb, support)
-    e = torch.searchsorted(ref.float().contiguous(), nn.contiguous()).float() / max(len(ref), 1)
+    return ecdf_gate(nearest_cosine(zb, support), ref, q)
+
+
+def ecdf_gate(nn: torch.Tensor, ref: torch.Tensor, q: float) -> torch.Tensor:
+    """``min(1, F(nn) / q)``, ``F(x)`` the share of the sorted reference values ``ref`` at most ``x +``
+    :data:`ECDF_TOL` (an own val input counts itself, whatever the rounding)."""
+    x = nn.float().contiguous() + ECDF_TOL
+    e = torch.searchsorted(ref.float().contiguous(), x, right=True).float() / max(len(ref), 1)
     return (e / q).clamp(max=1.0)
 
 
@@ -176,6 +190,6 @@ def no_gate_note(prior: bool, kernel_kept: bool, start_kept: bool, has_val: bool
     return None
 
 
-__all__ = ["MAX_REFS", "base_width", "check_gate", "faded_share", "finite_number", "fit_gate", "gate_config_problem",
-           "gate_q_problem", "gate_start", "gate_weights", "gated_map", "nearest_cosine", "no_gate_note", "own_val_z",
-           "reference"]
+__all__ = ["ECDF_TOL", "MAX_REFS", "base_width", "check_gate", "ecdf_gate", "faded_share", "finite_number",
+           "fit_gate", "gate_config_problem", "gate_q_problem", "gate_start", "gate_weights", "gated_map",
+           "nearest_cosine", "no_gate_note", "own_val_z", "reference"]
