@@ -131,11 +131,13 @@ def test_no_val_split_warns_that_every_choice_falls_back_to_its_default(small, s
     rows = [json.loads(x) for x in Path(small.path).read_text().splitlines()]
     noval = tmp_path / "noval.jsonl"
     noval.write_text("".join(json.dumps({**r, "split": "train"}) + "\n" for r in rows))
-    for kw in ({}, {"select_se": 1.0}, {"start_guard": False}):
-        sp, warned = _fit(noval, shared_cache, caplog, **kw)
+    for kw in ({"val_holdout": 0}, {"val_holdout": 0, "select_se": 1.0}, {"val_holdout": 0, "start_guard": False}):
+        sp, warned = _fit(noval, shared_cache, caplog, **kw)  # val_holdout=0: the user trains on every record, blind
         assert len(warned) == 1 and warned[0].startswith(f"{noval}: no val split (0 val pairs)"), (kw, warned)
-        assert "falls back to its default" in warned[0] and "--select-data" in warned[0]
+        assert "falls back to its default" in warned[0] and "--select-data" in warned[0] and "--val-holdout" in warned[0]
         assert sp.info["lineage"][-1]["val_warning"]["r1_se_max"] is None
+    sp, warned = _fit(noval, shared_cache, caplog)  # recipe auto's default: val held out of train (anybind.holdout)
+    assert not any("no val split" in w for w in warned) and sp.info["lineage"][-1]["val_holdout"]["val_pairs"] >= 2
 
 
 @given(val=st.integers(0, 2 * VAL_WARN), one_sided=st.integers(0, 30), train=st.integers(2, 20),

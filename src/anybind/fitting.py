@@ -272,7 +272,8 @@ def check_val_size(plan: FitPlan, select_data: Any = None, trainer: str = "in-me
         msg = (f"{where}: no val split{of} ({counted(n, 'val pair')}): every choice this fit makes on val{it} falls "
                "back to its default (the ridge start's least-shrunk alpha, not checked against the label bridge, no kernel "
                "branch; the last epoch, no early stopping; no WiSE-FT mix); give the data val records "
-               f"(\"split\": \"val\", at least {VAL_WARN} pairs) or {other}{needs} (BENCHMARKS.md, transfer)")
+               f"(\"split\": \"val\", at least {VAL_WARN} pairs), hold some training records out as val "
+               f"(val_holdout=0.15, --val-holdout 0.15) or {other}{needs} (BENCHMARKS.md, transfer)")
     else:
         se = round(math.sqrt(0.25 / n), 3)  # sqrt(p (1 - p) / n) at p = 0.5: the worst case
         msg = (f"{where}: only {counted(n, 'val pair')}{of} (fewer than {VAL_WARN}): a val R@1 has a standard error "
