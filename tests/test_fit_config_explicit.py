@@ -112,7 +112,7 @@ def test_nothing_given_fits_the_recipe_bit_for_bit_and_saves_no_auto(manifest, t
     assert {k: saved[k] for k in PLAIN} == {"dim": 256, "lr": FINE_TUNE_LR, "init": "ridge", "lock": "text",
                                            "wise": "auto", "ridge_prior": "zero", "start_guard": False,
                                            "kernel_start": False, "bridge_anchors": 0.0, "base_gate": 0.0,
-                                           "select_se": 1.0, "finetune": False}
+                                           "select_se": 1.0, "finetune": False, "val_holdout": 0.0}
 
 
 def test_a_saved_space_config_refits_the_same_space_and_names_another_method(manifest, tmp_path):  # noqa: F811

@@ -72,10 +72,13 @@ def test_a_streaming_fit_without_a_val_split_is_not_calibrated_and_says_nothing_
     man = tmp_path / "train-only.jsonl"
     man.write_text("".join(json.dumps({**r, "split": "train"}) + "\n" for r in rows))
     with caplog.at_level(logging.INFO, logger="anybind"):
-        space = fit_sharded(str(man), cache=shared_cache, **KW)
+        space = fit_sharded(str(man), cache=shared_cache, val_holdout=0, **KW)  # every record trained on, blind
     assert space.calibration is None
     said = [r.getMessage() for r in caplog.records if "calibrat" in r.getMessage()]
     assert said == [], said
+    held = fit_sharded(str(man), cache=shared_cache, **KW)  # recipe auto's default: val held out of train
+    assert held.info["lineage"][-1]["val_holdout"]["val_pairs"] >= 2  # calibrated on the held-out val, as trained
+    assert held.calibration is not None and set(held.calibration.pairs) == {IT} and held.calibration.split == "val"
 
 
 def test_the_cli_saves_a_streamed_space_that_loads_calibrated(tux, shared_cache, tmp_path):

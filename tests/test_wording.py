@@ -20,7 +20,7 @@ def test_one_is_singular_every_other_count_plural(n, noun):
 def test_fit_with_one_epoch_says_1_epoch(tux_subset, shared_cache, tmp_path):
     man = tux_subset(30, 10**6, "one-val")  # record 0 in val, the rest train: one val pair, no val split
     args = ["fit", str(man.path), "--modalities", "image,text", "--epochs", "1", "--seed", "0",
-            "--cache", str(shared_cache), "--out", str(tmp_path / "sp")]
+            "--cache", str(shared_cache), "--out", str(tmp_path / "sp"), "--val-holdout", "0"]  # blind: no val
     res = CliRunner().invoke(app, args, env={"COLUMNS": "250"})
     assert res.exit_code == 0, res.output
     assert "no val split: trained for 1 epoch, no early stopping" in res.output, res.output
