@@ -175,7 +175,7 @@ def test_the_refusal_names_why_the_space_has_no_lock_to_bridge_into(tmp_path):
     says which case it is (the replaced lock itself; two locked modalities), not "no locked modality"."""
     import copy
 
-    from anybind.progressive import start_prior
+    from anybind.progressive_start import start_prior
     from anybind.progressive_fit import BindConfig
 
     mans, specs = three_views(tmp_path, n=60)

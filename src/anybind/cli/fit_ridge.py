@@ -66,7 +66,7 @@ FIT_BRIDGE_ANCHORS = typer.Option(None, "--bridge-anchors", metavar="W",
                                        "paired with the locked text of the class prompt) in the ridge start, weighted "
                                        "W x the training pairs (default 3 with the bridge prior; 0: none).")
 #: ``anybind bind``'s ``--bridge-anchors`` (``anybind fit``'s: :data:`FIT_BRIDGE_ANCHORS`): BindConfig.bridge_anchors,
-#: taken where the targets hold the locked text (:func:`anybind.progressive.check_anchor_targets`)
+#: taken where the targets hold the locked text (:func:`anybind.progressive_start.check_anchor_targets`)
 BRIDGE_ANCHORS = typer.Option(None, "--bridge-anchors", metavar="W",
                               help="The new encoder's label-bridge class anchors (its reading of each of the 1000 "
                                    "ImageNet classes paired with the locked text's embedding of the class prompt) in "
