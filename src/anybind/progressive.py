@@ -32,6 +32,13 @@ How the new projector is trained (:func:`add_modality`):
 * fine-tuning: the space's pairwise objective (InfoNCE by default) between the
   new embeddings and the frozen targets, batches per anchor modality, early
   stopping on the validation pairs' retrieval score (epoch 0 competes too).
+* on a small val (a ridge start choosing on 2 to 99 val pairs with its anchors),
+  as Space.fit's recipe auto: ``select_se`` / ``finetune`` left unset are 1 /
+  False -- each choice on val (guard, ridge alpha, kernel keep, epoch) takes the
+  candidate nearest the training-free start within one standard error of the
+  best, and the start is kept without fine-tuning (lineage ``recipe.chosen``);
+  without the rule below 100 val pairs (or with none) a warning in one line
+  (:func:`anybind.progressive_start.small_val_choice`, ``say_val_size``).
 
 In a Symile space (scored by the multilinear inner product, see
 :mod:`anybind.multilinear`), the new modality meets anchor ``a`` as
@@ -72,7 +79,8 @@ from .errors import DataError, SpaceError
 from .progressive_fit import VAL_METRIC, BindConfig  # noqa: F401  (VAL_METRIC re-exported)
 from .progressive_fit import Target, bind_config, has_modality, train_projector
 from .ridge import say_starts
-from .progressive_start import check_anchor_targets, start_anchors, start_prior
+from .progressive_start import (check_anchor_targets, say_val_size, small_val_choice, start_anchors, start_prior,
+                                val_pair_count)
 from .scoring import MIP
 from .vocabulary import carry_vocabulary
 
@@ -227,6 +235,10 @@ def _bind(space, name, spec, data, anchors, *, replace, cache, strict, progress,
         anchor_list = ([name] if replace else []) + [a for a in anchors if a != name]
     if anchors is None and not replace:  # add's default anchors: the data chose them
         check_anchor_targets(name, lock, asked, anchor_list, where)
+    # the choices on val (as Space.fit's recipe auto on a small own val), said before encoding
+    n_val = val_pair_count([sum(records[i].has(name) and records[i].has(a) for i in val_idx) for a in anchor_list])
+    cfg, chosen = small_val_choice(cfg, n_val)
+    warned = say_val_size(name, where, n_val, cfg, chosen)
     # the new modality's features (through the cache)
     feats = fc.encode(enc, [records[i].values[name] for i in have], progress=progress, description=f"encoding {name} ({spec})")
     # a Symile space scores the new modality with anchor a by MIP(new, a, missing_m ...): its targets are a's
@@ -277,6 +289,8 @@ def _bind(space, name, spec, data, anchors, *, replace, cache, strict, progress,
         "base_space": space.identity(),
         "frozen": [m for m in bound if not (replace and m == name)],
         "config": cfg.to_dict(),
+        **({"recipe": {"chosen": chosen}} if chosen else {}),  # select_se / finetune as Space.fit's recipe auto sets
+        **({"val_warning": warned} if warned else {}),
         **({"ridge_start": {name: ridge}} if ridge else {}),
         "training": {**train_info, "seconds": round(time.perf_counter() - t0, 2)},
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

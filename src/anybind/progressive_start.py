@@ -1,20 +1,28 @@
 """The new projector's ridge start in progressive binding (split out of :mod:`anybind.progressive`): the prior it
 shrinks towards (:func:`start_prior`: the new encoder's label bridge into the space's locked encoder, and what the
 recipe turns on with it), the bridge's class anchors (:func:`start_anchors`) and their refusal where the targets
-cannot hold them (:func:`check_anchor_targets`)."""
+cannot hold them (:func:`check_anchor_targets`); and the choices made on its val pairs: the standard-error rule and
+the start kept without fine-tuning where they are few, as Space.fit's recipe auto (:func:`small_val_choice`), said and
+warned in one line each (:func:`say_val_size`)."""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+import logging
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 
 from .bridge_start import bridge_anchors, bridge_into, bridge_prior
 from .errors import DataError
+from .fit_checks import VAL_WARN, fine_tuning_options, small_val_rule
 from .progressive_fit import BindConfig
 from .recipe import ANCHOR_WEIGHT, BASE_GATE
 from .scoring import MIP
+
+log = logging.getLogger(__name__)
 
 def start_prior(space, name: str, spec: str, cfg: BindConfig) -> tuple[BindConfig, Callable | None]:
     """``(cfg resolved, prior)``: the ridge start's prior for binding ``name`` (encoder ``spec``) into ``space``.
@@ -98,3 +106,51 @@ def check_anchor_targets(name: str, lock: str | None, asked: float | None, targe
                     f"the locked {lock!r} embeddings, and {why}: give {lock!r} as an anchor (anchors=[{lock!r}]; "
                     f"anybind bind --anchors {lock}) with records pairing {name!r} with {lock!r}, or leave "
                     "bridge_anchors unset")
+
+
+def val_pair_count(counts: Sequence[int]) -> int:
+    """The val pairs the new projector's choices are scored on at worst, from each anchor's val pairs with the new
+    modality (``counts``): the fewest of an anchor with 2 or more (those its val score reads), else the most (0 or 1:
+    none scored), as :func:`anybind.fitting.val_pairs` counts a fit's."""
+    return min([c for c in counts if c >= 2] or [max(counts, default=0)])
+
+
+def small_val_choice(cfg: BindConfig, n: int) -> tuple[BindConfig, dict[str, Any]]:
+    """``(cfg resolved, chosen)``: ``select_se`` / ``finetune`` left at None resolved as Space.fit's recipe auto
+    resolves them (:func:`anybind.fit_checks.small_val_rule` on ``n`` val pairs, :func:`val_pair_count`, from a ridge
+    start; a fine-tuning option asked: ``lr`` or ``loss`` not its default, :func:`~anybind.fit_checks.
+    fine_tuning_options`): ``chosen`` what the rule set (``{}``: 0 / True, or the user's)."""
+    own = {f.name: f.default for f in dataclasses.fields(BindConfig)}
+    given = {k: v for k, v in cfg.to_dict().items() if v != own[k]}
+    chosen = small_val_rule(n, cfg.select_se is not None, cfg.finetune is not None,
+                            bool(fine_tuning_options(given, {}, own))) if cfg.init == "ridge" else {}
+    se = chosen.get("select_se", cfg.select_se or 0.0)
+    ft = chosen.get("finetune", True if cfg.finetune is None else cfg.finetune)
+    return dataclasses.replace(cfg, select_se=float(se), finetune=ft), chosen
+
+
+def say_val_size(name: str, where: str, n: int, cfg: BindConfig, chosen: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Say in one line what :func:`small_val_choice` chose (info), and warn in one line, naming the data ``where``,
+    when the binding chooses on fewer than :data:`~anybind.fit_checks.VAL_WARN` val pairs without the standard-error
+    rule, or on none (every choice falls back to its default); the warning's record (the lineage's ``val_warning``)
+    or None."""
+    if chosen:
+        ft = chosen.get("finetune") is False
+        log.info("binding %r: select_se=1%s (only %d val pairs, fewer than %d: each choice on val takes the candidate "
+                 "nearest the training-free start within one standard error of the best%s; select_se=0 chooses the "
+                 "best val mean)", name, ", finetune=False" if ft else "", n, VAL_WARN,
+                 ", and the start is kept without fine-tuning (finetune=True fine-tunes it)" if ft else "")
+    if n >= VAL_WARN or (n >= 2 and cfg.select_se > 0):
+        return None
+    if n < 2:
+        msg = (f"{where}: binding {name!r}: no val pairs with its anchors ({n}): every choice it makes on val falls "
+               "back to its default (the least-shrunk ridge alpha, not checked against the label bridge, no kernel "
+               f"branch; the last epoch); give the data val records (\"split\": \"val\", at least {VAL_WARN} pairs)")
+    else:
+        msg = (f"{where}: binding {name!r}: only {n} val pairs with its anchors (fewer than {VAL_WARN}): a val R@1 has "
+               f"a standard error up to {math.sqrt(0.25 / n):.3f}, and every choice made on them (start guard, ridge "
+               "alpha, kernel keep, epoch) may follow this data's look and lose off its domain; take the candidate "
+               "nearest the training-free start with select_se=1 (--select-se 1) (BENCHMARKS.md, the base-encoder "
+               "block's gate in progressive binding)")
+    log.warning("%s", msg)
+    return {"val_pairs": n, "threshold": VAL_WARN, "message": msg}
