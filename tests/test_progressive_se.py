@@ -29,25 +29,21 @@ TINY = dict(anchors=["text"], epochs=3, patience=3, hidden=16, seed=0)
 
 
 @pytest.fixture(scope="module")
-def pairs(tux_dir, tmp_path_factory):
-    """100 real Tux Paint stamps with their true captions, each image as ``image`` and ``photo``; every fifth in val
-    (80 training pairs, 20 val)."""
-    return photo_pairs(tux_dir, tmp_path_factory.mktemp("pse"), 100)
-
-
-@pytest.fixture(scope="module")
-def base(pairs, shared_cache):
-    return text_locked_space(pairs, shared_cache)
-
-
-@pytest.fixture(scope="module")
-def auto(base, pairs, shared_cache):
-    """``photo`` bound through text with select_se and finetune left unset (the small val's rule)."""
-    return base.add_modality("photo", BRIDGED, str(pairs / "manifest.jsonl"), cache=shared_cache, **TINY)
+def setting(tux_dir, tmp_path_factory, shared_cache):
+    """100 real Tux Paint stamps with their true captions, each image as ``image`` and ``photo``, every fifth in val
+    (80 training pairs, 20 val), and the text-locked space fitted on them."""
+    folder = photo_pairs(tux_dir, tmp_path_factory.mktemp("pse"), 100)
+    return folder, text_locked_space(folder, shared_cache)
 
 
 def bind(base, pairs, cache, **kw):
     return base.add_modality("photo", BRIDGED, str(pairs / "manifest.jsonl"), cache=cache, **{**TINY, **kw})
+
+
+pairs = pytest.fixture(scope="module", name="pairs")(lambda setting: setting[0])
+base = pytest.fixture(scope="module", name="base")(lambda setting: setting[1])
+# photo bound through text with select_se and finetune left unset (the small val's rule)
+auto = pytest.fixture(scope="module", name="auto")(lambda base, pairs, shared_cache: bind(base, pairs, shared_cache))
 
 
 def test_a_small_val_sets_the_rule_and_keeps_the_start(auto, base, pairs, shared_cache):

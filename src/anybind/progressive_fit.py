@@ -306,7 +306,10 @@ def train_projector(space, feats, row_of, targets: Mapping[str, Target], train_i
     """The new projector and its training record; ``prior(proj)``: the ridge start's prior for it (None: zero),
     ``cfg.start_guard`` its guard, ``anchors`` (weighted ``cfg.bridge_anchors``) the class anchors into the locked
     modality ``lock``'s space (:func:`ridge_start`; where none could be fitted, said in one line), ``cfg.base_gate``
-    the base-encoder gate on a linear start under that prior (where none, its note said in one line)."""
+    the base-encoder gate on a linear start under that prior (where none, its note said in one line); ``cfg.select_se``
+    (resolved: :func:`anybind.progressive_start.small_val_choice`) the standard-error rule on the start's choices and
+    the epoch, per-item val scores; ``cfg.finetune`` False: no epoch, the start kept (as Space.fit's
+    :func:`anybind.robust.loop_config`)."""
     from .losses import build_loss, is_multimodal
 
     with training_threads(cfg.threads):
