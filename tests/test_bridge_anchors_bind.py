@@ -20,7 +20,7 @@ from anybind.recipe import ANCHOR_WEIGHT
 from test_bridge_anchors import class_readings
 from test_progressive_guard import BRIDGED, photo_pairs, text_locked_space
 
-START = dict(epochs=0, hidden=16, seed=0, kernel_start=False)  # the start alone, linear
+START = dict(epochs=0, hidden=16, seed=0, kernel_start=False, select_se=0)  # the start alone, linear, no SE rule
 
 
 @pytest.fixture(scope="module")

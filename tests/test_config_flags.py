@@ -16,8 +16,8 @@ from anybind.train import TrainConfig
 FLAGS = [(TrainConfig, f, (AUTO,) if f in ("start_guard", "kernel_start", "finetune") else ())
          for f in ("standardize", "learn_temperature", "start_guard", "kernel_start", "center", "ridge_span",
                    "finetune")]
-FLAGS += [(BindConfig, f, (None,) if f in ("start_guard", "kernel_start") else ())
-          for f in ("standardize", "learn_temperature", "start_guard", "kernel_start")]
+FLAGS += [(BindConfig, f, (None,) if f in ("start_guard", "kernel_start", "finetune") else ())
+          for f in ("standardize", "learn_temperature", "start_guard", "kernel_start", "finetune")]
 
 not_bools = st.one_of(st.integers(), st.floats(allow_nan=True), st.text(max_size=5), st.none(),
                       st.sampled_from([np.bool_(True), np.bool_(False), np.int64(1), AUTO, [True], "True"]))

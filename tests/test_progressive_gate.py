@@ -24,8 +24,8 @@ from anybind.recipe import BASE_GATE
 from test_base_gate import assert_base_gated
 from test_progressive_guard import BRIDGED, photo_pairs, text_locked_space
 
-START = dict(anchors=["text"], epochs=0, seed=0, kernel_start=False)  # the linear start alone
-TINY = dict(anchors=["text"], epochs=4, patience=4, hidden=16, seed=0, kernel_start=False)
+START = dict(anchors=["text"], epochs=0, seed=0, kernel_start=False, select_se=0)  # the linear start alone (no SE rule)
+TINY = dict(anchors=["text"], epochs=4, patience=4, hidden=16, seed=0, kernel_start=False, select_se=0)
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +117,7 @@ def test_the_cli_flag_reaches_the_bound_start_and_a_bad_one_is_refused_before_an
                                                                                        tmp_path):
     base.save(tmp_path / "base")
     args = ["bind", str(tmp_path / "base"), "--add", f"photo={BRIDGED}", "--data", str(pairs / "manifest.jsonl"),
-            "--anchors", "text", "--no-kernel-start", "--epochs", "0", "--cache", str(shared_cache)]
+            "--anchors", "text", "--no-kernel-start", "--epochs", "0", "--select-se", "0", "--cache", str(shared_cache)]
     res = CliRunner().invoke(app, [*args, "--base-gate", "0.3", "--out", str(tmp_path / "out")])
     assert res.exit_code == 0, res.output
     sp = Space.load(tmp_path / "out")

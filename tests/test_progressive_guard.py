@@ -22,7 +22,7 @@ from anybind.ridge import start_line
 from test_progressive import BIND_FAST, FAST, three_views
 
 BRIDGED = "image:efficientnet-lite0+bridge"
-TINY = dict(epochs=4, patience=4, hidden=16, seed=0)
+TINY = dict(epochs=4, patience=4, hidden=16, seed=0, select_se=0)  # select_se=0: the best val choices, fine-tuned
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +175,7 @@ def test_the_refusal_names_why_the_space_has_no_lock_to_bridge_into(tmp_path):
     says which case it is (the replaced lock itself; two locked modalities), not "no locked modality"."""
     import copy
 
-    from anybind.progressive import start_prior
+    from anybind.progressive_start import start_prior
     from anybind.progressive_fit import BindConfig
 
     mans, specs = three_views(tmp_path, n=60)

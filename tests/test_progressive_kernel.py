@@ -15,7 +15,7 @@ from anybind.errors import DataError
 
 from test_progressive_guard import BRIDGED, photo_pairs, photo_val_score, text_locked_space
 
-START = dict(epochs=0, seed=0)  # the start alone: what the kernel family chose is what is scored
+START = dict(epochs=0, seed=0, select_se=0)  # the start alone (no SE rule): what the kernel family chose is what is scored
 
 
 @pytest.fixture(scope="module")

@@ -105,7 +105,8 @@ def test_progressive_binding_scores_each_map_once_with_a_fresh_scorings_numbers(
     monkeypatch.setattr(progressive_fit, "prior_ridge", prior_ridge)
     monkeypatch.setattr(progressive_fit, "ridge_start", ridge_start)
     scaled, kernel_w0 = _spy_scaling(monkeypatch, progressive_fit)
-    sp = base.add_modality("photo", BRIDGED, str(data), anchors=["text"], cache=shared_cache, epochs=0, seed=0)
+    sp = base.add_modality("photo", BRIDGED, str(data), anchors=["text"], cache=shared_cache, epochs=0, seed=0,
+                           select_se=0)  # the scores as means (the small-val rule scores per item)
     rec = sp.info["lineage"][-1]["ridge_start"]["photo"]
     assert rec["prior"] == "bridge" and "guard" in rec and "grid" in rec["kernel"]  # the whole start ran
     [(score, W, scored, guard, W0)] = starts

@@ -56,6 +56,26 @@ def check_before_encoding(plan: Any) -> None:
                                 f"{counted(k, 'training pair')} with {lock!r}; need at least 3")
 
 
+#: A trained fit (``Space.fit``'s, progressive binding's) that makes its choices (start guard, kernel keep, ridge alpha,
+#: epoch, WiSE-FT alpha) on its own val split warns below this many val pairs: at n = 100 the worst-case standard
+#: error of a val R@1, sqrt(0.25 / n), is 0.05 (a 95 % interval of +-0.1, the size of the val margins those choices
+#: are made on: e.g. kernel branch vs linear start 0.07 on Tux Paint, 0.05 on KTuberling).  Measured (BENCHMARKS.md,
+#: transfer: four corpora ...): KTuberling's 36 val pairs (SE 0.083) chose a space that loses to the label bridge
+#: off its domain on val; Tux Paint's 103 (0.049), emoji's 140 (0.042) and openclipart's 213 (0.034) did not.
+VAL_WARN = 100
+
+
+def small_val_rule(n: int, se_given: bool, finetune_given: bool, asked: bool) -> dict[str, Any]:
+    """What recipe auto's standard-error rule sets for a fit from a ridge start choosing on its own val of ``n`` pairs
+    (the fewest of a trained pair; :func:`anybind.fitting.auto_select_se`, progressive binding's
+    :func:`anybind.progressive_fit.small_val_choice`): on 2 to :data:`VAL_WARN` - 1 pairs ``select_se=1`` and, unless
+    the user gave ``finetune`` or a fine-tuning option (``asked``, :func:`finetune_asked`), ``finetune=False`` (the
+    training-free start kept); nothing (``{}``) on fewer or more, or where the user gave ``select_se`` (0 included)."""
+    if se_given or not 2 <= n < VAL_WARN:
+        return {}
+    return {"select_se": 1.0, **({} if finetune_given or asked else {"finetune": False})}
+
+
 def finetune_asked(plan: Any) -> list[str]:
     """The fine-tuning options the user gave (a learning rate or a WiSE-FT setting not the recipe's, an objective
     other than InfoNCE, an L2-SP or mixup weight above 0, the standard-error rule on the fine-tuning choices only,
@@ -66,8 +86,14 @@ def finetune_asked(plan: Any) -> list[str]:
     field, so the default itself cannot be told from one given)."""
     from .train import TrainConfig
 
-    own = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
-    return ([k for k in ("lr", "wise") if k in plan.config and k not in plan.chosen]
-            + [k for k in ("loss", "attn_lr", "attn_epochs") if plan.config.get(k, own[k]) != own[k]]
-            + [k for k in ("l2sp", "mixup") if plan.config.get(k)]
-            + (["select_se_on"] if plan.config.get("select_se_on", "all") != "all" else []))
+    return fine_tuning_options(plan.config, plan.chosen, {f.name: f.default for f in dataclasses.fields(TrainConfig)})
+
+
+def fine_tuning_options(config: Any, chosen: Any, own: Any) -> list[str]:
+    """:func:`finetune_asked`'s rule on the options ``config`` (a mapping: what was given), ``chosen`` (those a recipe
+    set, not the user's) and ``own`` (the config's defaults; an option it lacks counts at its absence): also
+    progressive binding's (:class:`~anybind.progressive_fit.BindConfig`: ``lr`` or ``loss`` not its default)."""
+    return ([k for k in ("lr", "wise") if k in config and k not in chosen]
+            + [k for k in ("loss", "attn_lr", "attn_epochs") if config.get(k, own.get(k)) != own.get(k)]
+            + [k for k in ("l2sp", "mixup") if config.get(k)]
+            + (["select_se_on"] if config.get("select_se_on", "all") != "all" else []))

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from .cache import FeatureCache
 from .data.manifest import Manifest
 from .errors import DataError
-from .fit_checks import check_before_encoding, finetune_asked
+from .fit_checks import VAL_WARN, check_before_encoding, finetune_asked, small_val_rule  # VAL_WARN re-exported
 from .recipe import chosen_options, resolve_recipe
 from .wording import counted
 
@@ -39,13 +39,6 @@ log = logging.getLogger(__name__)
 
 METHODS = ("contrastive", "procrustes", "cca")
 
-#: A trained fit that makes its choices (start guard, kernel keep, ridge alpha, epoch, WiSE-FT alpha) on its own val
-#: split warns below this many val pairs: at n = 100 the worst-case standard error of a val R@1, sqrt(0.25 / n), is
-#: 0.05 (a 95 % interval of +-0.1, the size of the val margins those choices are made on: e.g. kernel branch vs
-#: linear start 0.07 on Tux Paint, 0.05 on KTuberling).  Measured (BENCHMARKS.md, transfer: four corpora ...):
-#: KTuberling's 36 val pairs (SE 0.083) chose a space that loses to the label bridge off its domain on val; Tux
-#: Paint's 103 (0.049), emoji's 140 (0.042) and openclipart's 213 (0.034) did not.
-VAL_WARN = 100
 
 
 def check_method(method: str) -> None:
@@ -231,11 +224,11 @@ def auto_select_se(plan: FitPlan, select_data: Any = None,
             or "select_se" in plan.config or plan.config.get("init") != "ridge"):
         return None
     pair, n = val or val_pairs(plan)
-    if not 2 <= n < VAL_WARN:
+    rule = small_val_rule(n, False, "finetune" in plan.config, bool(finetune_asked(plan)))
+    if not rule:
         return None
-    plan.config["select_se"] = plan.chosen["select_se"] = 1.0
-    if "finetune" not in plan.config and not finetune_asked(plan):  # the start kept: no epochs, no WiSE-FT mix
-        plan.config["finetune"] = plan.chosen["finetune"] = False
+    plan.config.update(rule)  # select_se=1; finetune=False (the start kept: no epochs, no WiSE-FT mix) unless asked
+    plan.chosen.update(rule)
     ft = ", finetune=False" if plan.chosen.get("finetune") is False else ""
     of = f" of {'-'.join(pair)}" if pair else ""
     log.info("recipe auto: select_se=1%s (only %s%s, fewer than %d: each choice on val takes the candidate "

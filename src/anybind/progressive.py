@@ -28,10 +28,17 @@ How the new projector is trained (:func:`add_modality`):
   where the targets include the locked text (else none: a ``note``), and
   (``base_gate``, :data:`anybind.recipe.BASE_GATE` by default there) a linear
   start's base-encoder correction gated as Space.fit's (:mod:`anybind.base_gate`)
-  (:func:`start_prior`, :func:`start_anchors`; lineage ``ridge_start``);
+  (:mod:`anybind.progressive_start`; lineage ``ridge_start``);
 * fine-tuning: the space's pairwise objective (InfoNCE by default) between the
   new embeddings and the frozen targets, batches per anchor modality, early
   stopping on the validation pairs' retrieval score (epoch 0 competes too).
+* on a small val (a ridge start choosing on 2 to 99 val pairs with its anchors),
+  as Space.fit's recipe auto: ``select_se`` / ``finetune`` left unset are 1 /
+  False -- each choice on val (guard, ridge alpha, kernel keep, epoch) takes the
+  candidate nearest the training-free start within one standard error of the
+  best, and the start is kept without fine-tuning (lineage ``recipe.chosen``);
+  without the rule below 100 val pairs (or with none) a warning in one line
+  (:func:`anybind.progressive_start.small_val_choice`, ``say_val_size``).
 
 In a Symile space (scored by the multilinear inner product, see
 :mod:`anybind.multilinear`), the new modality meets anchor ``a`` as
@@ -56,15 +63,13 @@ replaced, when, with which encoder (and its identity), from which data
 from __future__ import annotations
 
 import copy
-import dataclasses
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from .cache import FeatureCache
 from .data.manifest import Manifest
@@ -73,9 +78,9 @@ from .encoders.video import temporal_frames
 from .errors import DataError, SpaceError
 from .progressive_fit import VAL_METRIC, BindConfig  # noqa: F401  (VAL_METRIC re-exported)
 from .progressive_fit import Target, bind_config, has_modality, train_projector
-from .recipe import ANCHOR_WEIGHT, BASE_GATE
 from .ridge import say_starts
-from .bridge_start import bridge_anchors, bridge_into, bridge_prior
+from .progressive_start import (check_anchor_targets, say_val_size, small_val_choice, start_anchors, start_prior,
+                                val_pair_count)
 from .scoring import MIP
 from .vocabulary import carry_vocabulary
 
@@ -156,90 +161,6 @@ def replace_encoder(
 # ----------------------------------------------------------------------------- internals
 
 
-def start_prior(space, name: str, spec: str, cfg: BindConfig) -> tuple[BindConfig, Callable | None]:
-    """``(cfg resolved, prior)``: the ridge start's prior for binding ``name`` (encoder ``spec``) into ``space``.
-
-    The label bridge is the prior where ``spec``'s bridge maps into the space's locked modality's encoder (an
-    identity projector: every embedding of the space lives in that encoder's space; not a Symile space) and
-    ``cfg.ridge_prior`` is not "zero"; ``start_guard`` / ``kernel_start`` None turn the guard / the kernel start on
-    with it (as Space.fit's recipe), ``bridge_anchors`` / ``base_gate`` None is :data:`~anybind.recipe.ANCHOR_WEIGHT` /
-    :data:`~anybind.recipe.BASE_GATE` with it, else 0.
-    ``prior(projector)`` gives the map (:func:`anybind.robust.bridge_prior`); None where there is none, and
-    ``ridge_prior="bridge"``, ``start_guard=True``, ``kernel_start=True``, ``bridge_anchors`` > 0 or ``base_gate`` > 0
-    there is a one-line error."""
-    if cfg.init != "ridge":
-        return cfg, None
-    locked, lock_spec = lock_of(space, name)
-    bridged = lock_spec is not None and bridge_into(spec, lock_spec) is not None
-    if not bridged and (cfg.ridge_prior == "bridge" or cfg.start_guard or cfg.kernel_start or cfg.bridge_anchors
-                        or cfg.base_gate):
-        if lock_spec:
-            where = f"the locked {locked[0]!r} encoder {lock_spec}"
-        elif space.scorer.kind == MIP:
-            where = "this Symile space (its embeddings are not one encoder's space)"
-        elif len(locked) > 1:
-            where = f"this space (locked modalities {', '.join(map(repr, locked))}: not a single one)"
-        elif name in space.projectors and space.projectors[name].cfg.kind == "identity":
-            where = f"this space (its only locked modality is {name!r}, the one replaced)"
-        else:
-            where = "this space (no locked modality)"
-        raise DataError(f"binding {name!r}: ridge_prior='bridge' / start_guard=True / kernel_start=True / "
-                        "base_gate > 0 / bridge_anchors > 0 need a label bridge, and "
-                        f"{spec} has none into {where}")
-    use = bridged and cfg.ridge_prior != "zero"
-    guard = use if cfg.start_guard is None else cfg.start_guard
-    kern = use if cfg.kernel_start is None else cfg.kernel_start
-    weight = (ANCHOR_WEIGHT if use else 0.0) if cfg.bridge_anchors is None else float(cfg.bridge_anchors)
-    gate = (BASE_GATE if use else 0.0) if cfg.base_gate is None else float(cfg.base_gate)
-    cfg = dataclasses.replace(cfg, ridge_prior="bridge" if use else "zero", start_guard=guard, kernel_start=kern,
-                              bridge_anchors=weight, base_gate=gate)
-    return cfg, ((lambda proj: bridge_prior(spec, lock_spec, proj)) if use else None)
-
-
-def lock_of(space, name: str) -> tuple[list[str], str | None]:
-    """The space's locked modalities other than ``name`` and, where there is exactly one (not a Symile space), its
-    encoder: the space a label bridge could map into."""
-    locked = [m for m, p in space.projectors.items() if p.cfg.kind == "identity" and m != name]
-    return locked, space.encoders[locked[0]] if len(locked) == 1 and space.scorer.kind != MIP else None
-
-
-def start_anchors(space, name: str, spec: str, cfg: BindConfig) -> tuple[str | None, Callable | None]:
-    """``(lock, anchors)`` for :func:`~anybind.progressive_fit.train_projector`: the locked modality and, where
-    ``cfg`` (resolved by :func:`start_prior`) fits the class anchors, ``anchors(projector)`` -- the new encoder's
-    :func:`~anybind.bridge_start.bridge_anchors` with their lock features through the space's locked projector
-    (what its embeddings of the class prompts are); ``(None, None)`` at weight 0."""
-    if not cfg.bridge_anchors:
-        return None, None
-    locked, lock_spec = lock_of(space, name)
-
-    def anchors(proj):
-        a = bridge_anchors(spec, lock_spec, proj)
-        if a is None:
-            return None
-        U, L, d = a
-        return U, torch.from_numpy(space.project(locked[0], L.numpy())), d
-
-    return locked[0], anchors
-
-
-def check_anchor_targets(name: str, lock: str | None, asked: float | None, targets: Sequence[str],
-                         where: str | None = None) -> None:
-    """A class-anchor weight the user gave (``asked`` > 0) where the anchors cannot apply -- the ``targets`` (anchor
-    modalities) hold no embeddings of the locked modality ``lock`` the label bridge maps into: replace_encoder's own
-    old embeddings alone, anchors without it, data that pairs too few records with it -- refused in one line before
-    any encoding (``where``: the data, when it chose the targets).  The recipe's own weight gets a ``note`` instead
-    (:func:`~anybind.progressive_fit.anchor_equations`)."""
-    if not asked or lock is None or lock in targets:
-        return
-    why = (f"fewer than 2 training records of {where} pair {name!r} with {lock!r}" if where else
-           f"the targets are the space's own old {name!r} embeddings alone" if list(targets) == [name] else
-           f"the targets are {' and '.join(repr(t) for t in targets)} embeddings alone")
-    raise DataError(f"binding {name!r}: bridge_anchors={float(asked):g} fits the label bridge's class anchors onto "
-                    f"the locked {lock!r} embeddings, and {why}: give {lock!r} as an anchor (anchors=[{lock!r}]; "
-                    f"anybind bind --anchors {lock}) with records pairing {name!r} with {lock!r}, or leave "
-                    "bridge_anchors unset")
-
-
 def _load_data(space, name, encoder, data, mods, strict, progress) -> list[Manifest]:
     from .manifests import as_manifests
 
@@ -314,6 +235,10 @@ def _bind(space, name, spec, data, anchors, *, replace, cache, strict, progress,
         anchor_list = ([name] if replace else []) + [a for a in anchors if a != name]
     if anchors is None and not replace:  # add's default anchors: the data chose them
         check_anchor_targets(name, lock, asked, anchor_list, where)
+    # the choices on val (as Space.fit's recipe auto on a small own val), said before encoding
+    n_val = val_pair_count([sum(records[i].has(name) and records[i].has(a) for i in val_idx) for a in anchor_list])
+    cfg, chosen = small_val_choice(cfg, n_val)
+    warned = say_val_size(name, where, n_val, cfg, chosen)
     # the new modality's features (through the cache)
     feats = fc.encode(enc, [records[i].values[name] for i in have], progress=progress, description=f"encoding {name} ({spec})")
     # a Symile space scores the new modality with anchor a by MIP(new, a, missing_m ...): its targets are a's
@@ -364,6 +289,8 @@ def _bind(space, name, spec, data, anchors, *, replace, cache, strict, progress,
         "base_space": space.identity(),
         "frozen": [m for m in bound if not (replace and m == name)],
         "config": cfg.to_dict(),
+        **({"recipe": {"chosen": chosen}} if chosen else {}),  # select_se / finetune as Space.fit's recipe auto sets
+        **({"val_warning": warned} if warned else {}),
         **({"ridge_start": {name: ridge}} if ridge else {}),
         "training": {**train_info, "seconds": round(time.perf_counter() - t0, 2)},
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -28,12 +28,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .base_gate import base_width, gate_config_problem, gate_q_problem, gate_start
+from .base_gate import base_width, finite_number, gate_config_problem, gate_q_problem, gate_start
 from .binders import AnchorBinder
 from .errors import DataError
 from .loop import IndexSampler, fit_loop, make_optimizer, make_temperature, training_threads
 from .ridge import anchor_rows, kernel_or_linear, prior_ridge
-from .metrics import pair_recalls
+from .metrics import pair_recalls, query_ranks
 from .projectors import Projector, ProjectorConfig, project
 from .recipe import check_flags, check_seed
 from .bridge_start import anchor_weight_problem, anchors_in_start
@@ -73,6 +73,12 @@ class BindConfig:
     # with the bridge prior: a linear start's base-encoder correction faded below this own-val quantile of nearness
     # to the training inputs (anybind.base_gate; None: recipe.BASE_GATE with the bridge prior, else 0, as Space.fit's)
     base_gate: float | None = None
+    # the standard-error rule over every choice on val (start guard, ridge alpha, kernel keep, epoch): the candidate
+    # nearest the training-free start within this many SE of the best; finetune=False keeps the start (no InfoNCE
+    # epochs).  None: as Space.fit's recipe auto (progressive_start.small_val_choice): select_se=1 and finetune=False where the ridge
+    # start chooses on 2 to fit_checks.VAL_WARN - 1 val pairs (finetune stays True where lr or loss is not its default), else 0 / True
+    select_se: float | None = None
+    finetune: bool | None = None
     loss: str = "infonce"  # any pairwise objective spec (see anybind.losses)
     label_smoothing: float = 0.0
     temperature: float = 0.05  # training temperature (learnt; the space's own temperature is untouched)
@@ -87,7 +93,8 @@ class BindConfig:
     threads: int = 1
 
     def __post_init__(self) -> None:
-        check_flags(self, {"standardize": (), "learn_temperature": (), "start_guard": (None,), "kernel_start": (None,)})
+        check_flags(self, {"standardize": (), "learn_temperature": (), "start_guard": (None,), "kernel_start": (None,),
+                          "finetune": (None,)})
         check_seed(self)
 
     def to_dict(self) -> dict[str, Any]:
@@ -106,6 +113,13 @@ def bind_config(config: Mapping[str, Any]) -> BindConfig:
         if (problem := gate_q_problem(cfg.base_gate)) is not None:
             raise DataError(f"BindConfig.base_gate {problem}")
         cfg.base_gate = float(cfg.base_gate)  # a numpy number recorded as a float
+    if cfg.select_se is not None:  # the shared check (TrainConfig.select_se's: robust.check_robust)
+        if not finite_number(cfg.select_se) or cfg.select_se < 0:
+            raise DataError(f"BindConfig.select_se must be a non-negative number (standard errors), got "
+                            f"{cfg.select_se!r}")
+        cfg.select_se = float(cfg.select_se)  # a numpy number recorded as a float
+    if cfg.finetune is False and cfg.init != "ridge":  # as Space.fit's: no training-free start to keep
+        raise DataError("finetune=False keeps the new projector's training-free start: use init='ridge'")
     if cfg.init not in ("ridge", "random"):
         raise ValueError(f"init must be 'ridge' or 'random' for progressive binding, got {cfg.init!r}")
     if cfg.projector not in ("linear", "mlp"):
@@ -147,9 +161,12 @@ def has_modality(records, idx: np.ndarray, m: str) -> np.ndarray:
     return np.array([records[i].has(m) for i in idx], dtype=bool)
 
 
-def val_score(proj: Projector, feats: np.ndarray, targets: Mapping[str, Target], val_idx: np.ndarray) -> float:
-    """Mean (R@1+R@5+R@10)/3 of new<->anchor retrieval on the val pairs, both directions, over anchors."""
-    scores = []
+def val_score(proj: Projector, feats: np.ndarray, targets: Mapping[str, Target], val_idx: np.ndarray,
+              items: bool = False) -> float | np.ndarray:
+    """Mean (R@1+R@5+R@10)/3 of new<->anchor retrieval on the val pairs, both directions, over anchors.  ``items``
+    (the standard-error rule's, ``BindConfig.select_se``): per val pair, its hits at 1, 5, 10 both ways / 6, every
+    anchor's pairs in one array (their mean is the score with a single anchor); NaN (one item) without any."""
+    scores, per = [], []
     with torch.no_grad():
         for t in targets.values():
             sel = np.isin(t.records, val_idx)
@@ -158,16 +175,24 @@ def val_score(proj: Projector, feats: np.ndarray, targets: Mapping[str, Target],
             x = feats[t.rows[sel]]
             e = F.normalize(project(proj, x), dim=-1).numpy()
             g = t.targets[sel]
+            if items:
+                r1 = query_ranks(e @ g.T, query_keys=x, gallery_keys=t.keys[sel])
+                r2 = query_ranks(g @ e.T, query_keys=t.keys[sel], gallery_keys=x)
+                per.append(sum((r <= k).astype(np.float64) for r in (r1, r2) for k in (1, 5, 10)) / 6)
+                continue
             for q, gg, kq, kg in ((e, g, x, t.keys[sel]), (g, e, t.keys[sel], x)):
                 r = pair_recalls(q, gg, query_keys=kq, gallery_keys=kg)
                 scores.append((r["R@1"] + r["R@5"] + r["R@10"]) / 3)
+    if items:
+        return np.concatenate(per) if per else np.array([np.nan])
     return float(np.mean(scores)) if scores else float("nan")
 
 
 def ridge_start(proj: Projector, feats, targets: Mapping[str, Target], train_idx, val_idx,
                 prior: torch.Tensor | None = None, guard: bool = False, kernel: bool = False,
                 seed: int = 0, anchors: Anchors | None = None, anchor_weight: float = 0.0,
-                lock: str | None = None, gate_q: float = 0.0, name: str | None = None) -> dict[str, Any]:
+                lock: str | None = None, gate_q: float = 0.0, name: str | None = None,
+                se: float = 0.0) -> dict[str, Any]:
     """Linear path := ridge regression of the standardised features onto the frozen targets (centred; their
     mean is the bias), the shrinkage chosen on the val pairs, shrunk towards ``prior`` (a map onto the targets'
     space: the label bridge) where given, with the start guard where ``guard`` (:func:`anybind.ridge.prior_ridge`).
@@ -183,7 +208,9 @@ def ridge_start(proj: Projector, feats, targets: Mapping[str, Target], train_idx
     ``gate_q`` > 0 (with the bridge prior): the start chosen, Space.fit's base-encoder gate on it
     (:func:`anybind.base_gate.gate_start`: support the training rows, the kernel's rule with ``seed``; reference the
     val pairs' inputs), or a ``note`` why none (a kernel branch or the label bridge kept, no val pairs; logged, naming
-    modality ``name``).
+    modality ``name``).  ``se`` > 0 (``BindConfig.select_se``): the standard-error rule on the ridge alpha, the guard and
+    the kernel keep, as Space.fit's (:func:`~anybind.ridge.prior_ridge`'s ``se`` / ``guard_se``,
+    :func:`~anybind.ridge.kernel_or_linear`'s ``se``; per-item val scores), its record ``rule``.
     Returns its record: ``alpha``, ``prior`` (``"bridge"`` / ``"zero"``), the ``guard``'s, the ``kernel``'s, the
     ``anchors``' (``weight``, ``count``; a ``note`` where none were fitted) and the ``gate``'s."""
     Z_parts, T_parts, V_parts = [], [], []
@@ -208,23 +235,25 @@ def ridge_start(proj: Projector, feats, targets: Mapping[str, Target], train_idx
             proj.mlp[-1].weight.zero_()
             proj.mlp[-1].bias.zero_()
 
-    def score(W: torch.Tensor) -> float:
+    def score(W: torch.Tensor) -> float | np.ndarray:  # se: per-item scores (their mean is the score)
         start_at(W)
         proj.eval()
-        return val_score(proj, feats, targets, val_idx)
+        return val_score(proj, feats, targets, val_idx, items=se > 0)
 
     Ga, Ra, anchored = anchor_equations(proj, Z_parts, Tm, anchors, anchor_weight, lock, targets)  # none: a note
     has_val = any(np.isin(t.records, val_idx).sum() >= 2 for t in targets.values())
     # primal (d x d) or dual (n x n) system, whichever is smaller (a prior needs the primal)
     G = R = None
     scored: dict[str, float] = {}  # the start's val score (prior_ridge's): not scored again
+    rule: dict[str, Any] = {}  # se: the ridge path's standard-error record
     W0 = None  # the prior scaled onto the targets (||T||^2 summed once): the ridge's prior and the kernel's base
     if d <= n or prior is not None:
         G, R = Z.T @ Z, Z.T @ Tc
         W0 = None if prior is None else scaled_prior(G, R, prior, Tc.pow(2).sum())
-        alpha, W, g = prior_ridge(G + Ga, R + Ra, n, score, W0=W0, guard=guard, has_val=has_val, scores=scored)
+        alpha, W, g = prior_ridge(G + Ga, R + Ra, n, score, W0=W0, guard=guard, has_val=has_val, scores=scored,
+                                  se=se, record=rule, guard_se=se)
     else:
-        alpha, W, g = prior_ridge(Z @ Z.T, Tc, n, score, back=lambda S: Z.T @ S)
+        alpha, W, g = prior_ridge(Z @ Z.T, Tc, n, score, back=lambda S: Z.T @ S, se=se, record=rule)
     kern: dict[str, Any] | None = None
     if kernel and W0 is not None:  # as Space.fit's locked_ridge_start: on the residual, chosen on val
         def with_branch(branch) -> float:
@@ -235,7 +264,7 @@ def ridge_start(proj: Projector, feats, targets: Mapping[str, Target], train_idx
                 proj.set_kernel(None)
 
         alpha, W, kern = kernel_or_linear(proj, alpha, W, W0, lambda: (Z, Tc), with_branch, scored["val"],
-                                          has_val=has_val, seed=seed)
+                                          has_val=has_val, seed=seed, se=se)
     start_at(W)
     gate = None
     if gate_q > 0:  # Space.fit's gate step, on the start chosen
@@ -245,6 +274,7 @@ def ridge_start(proj: Projector, feats, targets: Mapping[str, Target], train_idx
         gate = gate_start(name, proj, base_width(prior), gate_q, held, val_z, alpha is None, W,
                           scored.get("val", float("nan")), lambda W, _gate: score(W))  # the gate is set: scored with it
     return {"alpha": alpha, "prior": "zero" if prior is None else "bridge", **({"guard": g} if g else {}),
+            **({"rule": rule} if rule else {}),
             **({"kernel": kern} if kern is not None else {}), **({"gate": gate} if gate is not None else {}),
             **({"anchors": {**anchored, "in_start": anchored["count"] > 0 and anchors_in_start(g, kern)}}
                if anchored else {})}
@@ -276,7 +306,10 @@ def train_projector(space, feats, row_of, targets: Mapping[str, Target], train_i
     """The new projector and its training record; ``prior(proj)``: the ridge start's prior for it (None: zero),
     ``cfg.start_guard`` its guard, ``anchors`` (weighted ``cfg.bridge_anchors``) the class anchors into the locked
     modality ``lock``'s space (:func:`ridge_start`; where none could be fitted, said in one line), ``cfg.base_gate``
-    the base-encoder gate on a linear start under that prior (where none, its note said in one line)."""
+    the base-encoder gate on a linear start under that prior (where none, its note said in one line); ``cfg.select_se``
+    (resolved: :func:`anybind.progressive_start.small_val_choice`) the standard-error rule on the start's choices and
+    the epoch, per-item val scores; ``cfg.finetune`` False: no epoch, the start kept (as Space.fit's
+    :func:`anybind.robust.loop_config`)."""
     from .losses import build_loss, is_multimodal
 
     with training_threads(cfg.threads):
@@ -294,7 +327,7 @@ def train_projector(space, feats, row_of, targets: Mapping[str, Target], train_i
             rec = ridge_start(proj, feats, targets, train_idx, val_idx, prior=W0, guard=bool(cfg.start_guard),
                               kernel=bool(cfg.kernel_start), seed=cfg.seed, anchors=anchors,
                               anchor_weight=cfg.bridge_anchors or 0.0, lock=lock,
-                              gate_q=cfg.base_gate or 0.0, name=name)
+                              gate_q=cfg.base_gate or 0.0, name=name, se=cfg.select_se or 0.0)
             if "note" in rec.get("anchors", {}):  # recorded and said, never skipped in silence
                 log.info("start: %r: no class anchors (%s)", name, rec["anchors"]["note"])
             info["ridge_alpha"], info["ridge_start"] = rec["alpha"], rec
@@ -312,9 +345,12 @@ def train_projector(space, feats, row_of, targets: Mapping[str, Target], train_i
                              {a: torch.from_numpy(t.keys) for a, t in targets.items()}, noise=cfg.feature_noise)
         batches = ([(a, sampler.next(a)) for a in targets] for _ in itertools.count())
         use_val = any(np.isin(t.records, val_idx).sum() >= 2 for t in targets.values())
-        res = fit_loop(model, batches, opt, logit_scale, epochs=cfg.epochs, steps=sampler.steps(), use_val=use_val,
-                       patience=cfg.patience, score=lambda epoch: val_score(proj, feats, targets, val_idx),
-                       keep={"projector": proj}, start=cfg.init == "ridge", progress=progress, label="binding")
+        se = cfg.select_se or 0.0  # per-item val scores for the rule (the earliest epoch within se SE of the best)
+        res = fit_loop(model, batches, opt, logit_scale, epochs=cfg.epochs if cfg.finetune is not False else 0,
+                       steps=sampler.steps(), use_val=use_val, patience=cfg.patience,
+                       score=lambda epoch: val_score(proj, feats, targets, val_idx, items=se > 0),
+                       keep={"projector": proj}, start=cfg.init == "ridge", progress=progress, label="binding",
+                       select_se=se)
         proj.eval()
         info.update({**res.record(VAL_METRIC), "train_temperature": float(math.exp(-logit_scale.item()))})
         return proj, info

@@ -15,7 +15,7 @@ from ._common import (
     ProjectorKind, Split, check_out, fail, parse_encoders, split_csv, app, choice, console,
     device_option, err, precision_option, seed_option, use_device, wise_option,
 )
-from .fit_ridge import (BASE_GATE, BIND_BASE_GATE, BRIDGE_ANCHORS, FIT_BRIDGE_ANCHORS, RIDGE_PRIOR, RIDGE_SE, SELECT_SE, SELECT_SE_ON, RidgePrior, SelectSeOn,
+from .fit_ridge import (BASE_GATE, BIND_BASE_GATE, BIND_SELECT_SE, BRIDGE_ANCHORS, FIT_BRIDGE_ANCHORS, RIDGE_PRIOR, RIDGE_SE, SELECT_SE, SELECT_SE_ON, RidgePrior, SelectSeOn,
                         check_anchor_weight, check_base_gate, check_finetune_given, check_val_holdout, VAL_HOLDOUT,
                         check_ridge_se, switch_option)
 
@@ -306,6 +306,8 @@ def bind(
     kernel_start: Optional[bool] = switch_option("kernel-start", bind=True),
     bridge_anchors: Optional[float] = BRIDGE_ANCHORS,
     base_gate: Optional[float] = BIND_BASE_GATE,
+    select_se: Optional[float] = BIND_SELECT_SE,
+    finetune: Optional[bool] = switch_option("finetune", bind=True),
     epochs: int = typer.Option(200, help="Maximum epochs (early stopping on the val pairs)."),
     loss: str = typer.Option("infonce", help="Pairwise objective spec (see anybind fit --loss)."),
     seed: int = seed_option(),
@@ -331,12 +333,12 @@ def bind(
     if not adds and not reps:
         raise typer.BadParameter("give --add NAME=SPEC and/or --replace NAME=SPEC")
     check_anchor_weight(bridge_anchors)
-    check_base_gate(base_gate)
+    check_base_gate(base_gate), check_ridge_se(select_se, "--select-se"), check_finetune_given(ctx, finetune)
     check_out(out, "space", overwrite)
     use_device(ctx, device, precision)
     kw = dict(projector=projector, init=init, epochs=epochs, loss=loss, seed=seed, cache=cache, strict=strict,
               progress=True, start_guard=start_guard, kernel_start=kernel_start, bridge_anchors=bridge_anchors,
-              base_gate=base_gate)
+              base_gate=base_gate, select_se=select_se, finetune=finetune)
     try:
         space = Space.load(space_dir)
         sources = [str(d) for d in data]

@@ -1,8 +1,8 @@
 """``anybind fit``'s ridge-start options (``--init ridge``): what the start shrinks towards
 (``--ridge-prior``), its guard, its kernel branch, its span and its standard-error rule (and ``--select-se``, the rule over every choice on val, with
 ``--select-se-on``, and ``--finetune/--no-finetune``), and their check;
-``anybind bind`` shares ``--start-guard`` / ``--kernel-start`` with help of its own, ``--bridge-anchors`` and
-``--base-gate``.  Read by
+``anybind bind`` shares ``--start-guard`` / ``--kernel-start`` / ``--finetune`` with help of its own,
+``--bridge-anchors``, ``--base-gate`` and ``--select-se``.  Read by
 :func:`anybind.cli.fit.fit` and :func:`anybind.cli.fit.bind`."""
 
 from __future__ import annotations
@@ -33,7 +33,11 @@ SWITCH_HELPS: dict[str, tuple[str, ...]] = {
         "Fine-tune the training-free start with InfoNCE (epochs, WiSE-FT); --no-finetune: keep the start (its "
         "guard, ridge alpha and kernel still chosen on val). Default: the recipe's (no fine-tuning where recipe "
         "auto sets --select-se 1, an own val of 2-99 pairs, unless --lr, --loss, --wise, --l2sp, --mixup, "
-        "--select-se-on finetune or an --attn-lr / --attn-epochs not its default is given; else fine-tuned).",),
+        "--select-se-on finetune or an --attn-lr / --attn-epochs not its default is given; else fine-tuned).",
+        "As anybind fit's: fine-tune the new projector's ridge start with InfoNCE; --no-finetune: keep the start "
+        "(its guard, ridge alpha and kernel still chosen on val). Default: no fine-tuning where --select-se is "
+        "left to the default and it is 1 (a ridge start choosing on 2-99 val pairs), unless --loss is not "
+        "infonce; else fine-tuned)."),
     "ridge-span": (
         "With --ridge-prior bridge: the ridge start and its kernel branch only inside the training text's "
         "span, the bridge kept outside (off).",),
@@ -61,12 +65,18 @@ SELECT_SE = typer.Option(None, "--select-se", metavar="K",
                          help="The standard-error rule over every choice on val (start guard, ridge alpha, "
                               "kernel, epoch, WiSE-FT alpha): nearest the start within K SE (default: 1 for recipe "
                               "auto's in-memory fit from a ridge start choosing on its own val of 2-99 pairs, else 0).")
+#: ``anybind bind``'s ``--select-se`` (BindConfig.select_se; ``anybind fit``'s: :data:`SELECT_SE`)
+BIND_SELECT_SE = typer.Option(None, "--select-se", metavar="K",
+                              help="As anybind fit's: the standard-error rule over every choice on the new "
+                                   "projector's val pairs (start guard, ridge alpha, kernel, epoch): nearest the start "
+                                   "within K SE (default: 1 for a ridge start choosing on 2-99 val pairs with its "
+                                   "anchors, else 0).")
 FIT_BRIDGE_ANCHORS = typer.Option(None, "--bridge-anchors", metavar="W",
                                   help="The label bridge's 1000 class anchors (its reading of each ImageNet class "
                                        "paired with the locked text of the class prompt) in the ridge start, weighted "
                                        "W x the training pairs (default 3 with the bridge prior; 0: none).")
 #: ``anybind bind``'s ``--bridge-anchors`` (``anybind fit``'s: :data:`FIT_BRIDGE_ANCHORS`): BindConfig.bridge_anchors,
-#: taken where the targets hold the locked text (:func:`anybind.progressive.check_anchor_targets`)
+#: taken where the targets hold the locked text (:func:`anybind.progressive_start.check_anchor_targets`)
 BRIDGE_ANCHORS = typer.Option(None, "--bridge-anchors", metavar="W",
                               help="The new encoder's label-bridge class anchors (its reading of each of the 1000 "
                                    "ImageNet classes paired with the locked text's embedding of the class prompt) in "
