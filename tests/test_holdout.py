@@ -141,3 +141,34 @@ def test_cli_flag_reaches_the_fit_and_bad_values_are_refused(noval, shared_cache
     assert lin["val_holdout"]["fraction"] == 0.25 and "val_holdout" not in lin["recipe"]["chosen"]
     bad = runner.invoke(app, args + ["--val-holdout", "0.7", "--overwrite"], env={"COLUMNS": "250"})
     assert bad.exit_code == 2 and "--val-holdout" in bad.output and "[0, 0.5]" in bad.output
+
+
+def _plan(*manifests, recipe="auto"):
+    from anybind.fitting import FitPlan
+
+    return FitPlan(list(manifests), "contrastive", ["image", "text"], {}, {"init": "ridge"}, recipe, {})
+
+
+def test_a_val_split_in_any_manifest_holds_nothing_out_and_a_plain_recipe_neither():
+    """Decided on the plan alone (nothing encoded): mixed manifests, one with val pairs and one without, choose on the
+    val they have; recipe plain holds nothing out unless asked; asked for, it does."""
+    from pathlib import Path
+
+    from anybind.data.manifest import Manifest, Record
+    from anybind.fitting import val_pairs
+    from anybind.holdout import hold_out_val
+
+    def man(name, splits):
+        recs = [Record(f"{name}{i}", s, {"image": f"{name}i{i}", "text": f"{name}t{i}"}) for i, s in enumerate(splits)]
+        return Manifest(Path(f"/data/{name}.jsonl"), recs, [], {})
+
+    count = lambda p: val_pairs(p)[1]  # noqa: E731
+    with_val, without = man("a", ["train"] * 40 + ["val"] * 5), man("b", ["train"] * 60)
+    plan = _plan(with_val, without)
+    assert hold_out_val(plan, None, count) is None and plan.manifests[1] is without
+    plain = _plan(without, recipe="plain")
+    assert hold_out_val(plain, None, count) is None and plain.manifests == [without]
+    plain.config["val_holdout"] = 0.2
+    rec = hold_out_val(plain, None, count)
+    assert rec["fraction"] == 0.2 and rec["moved"] == sum(share(f"b{i}") < 0.2 for i in range(60)) >= 2
+    assert "val_holdout" not in plain.chosen and [r.split for r in without.records] == ["train"] * 60
