@@ -163,3 +163,19 @@ def selection_records(manifests: Sequence[Manifest], specs: Mapping[str, str],
         raise DataError(f"select_data ({', '.join(str(m.path) for m in manifests)}): {held} with {len(have)} of the "
                         f"fit's modalities ({', '.join(specs)}); selection needs at least 2 records with 2 of them")
     return mans, have
+
+
+def featureset_pairs(fs: "FeatureSet", split: str, lock: str | None):
+    """``pairs(m)``: the ``split`` records' features of (``m``, ``lock``), for :func:`~anybind.ridge.locked_ridge_start`
+    (train: one block; val: ``None`` below 2 pairs)."""
+    idx = fs.split_idx(split)
+
+    def pairs(m: str):
+        if m not in fs.rows or lock not in fs.rows:  # a selection set without this pair
+            return [] if split == "train" else None
+        sel = fs.with_pair(idx, m, lock)
+        if split == "train":
+            return [(fs.get(m, sel), fs.get(lock, sel))]
+        return (fs.get(m, sel), fs.get(lock, sel)) if len(sel) >= 2 else None
+
+    return pairs

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from .encoders.video import temporal_frames
 from .binders import MultiBinder, PairBinder, missing_embeddings
 from .binders import pair_terms  # noqa: F401  (re-exported: it was defined here)
-from .featureset import FeatureSet, selection_set  # noqa: F401  (FeatureSet re-exported: it was defined here)
+from .featureset import FeatureSet, featureset_pairs, selection_set  # noqa: F401  (FeatureSet re-exported: it was defined here)
 from .attention import attention_start, check_attention
 from .epochs import describe_se_rule
 from .errors import DataError
@@ -230,22 +230,6 @@ def ridge_start(projectors: Mapping[str, Projector], fs: FeatureSet, cfg: TrainC
     return robust.ridge_start(projectors, cfg, fs.specs, featureset_pairs(fs, "train", cfg.lock),
                               featureset_pairs(select or fs, "val", cfg.lock),
                               own_val=None if select is None else featureset_pairs(fs, "val", cfg.lock))  # the gate's
-
-
-def featureset_pairs(fs: FeatureSet, split: str, lock: str | None):
-    """``pairs(m)``: the ``split`` records' features of (``m``, ``lock``), for :func:`~anybind.ridge.locked_ridge_start`
-    (train: one block; val: ``None`` below 2 pairs)."""
-    idx = fs.split_idx(split)
-
-    def pairs(m: str):
-        if m not in fs.rows or lock not in fs.rows:  # a selection set without this pair
-            return [] if split == "train" else None
-        sel = fs.with_pair(idx, m, lock)
-        if split == "train":
-            return [(fs.get(m, sel), fs.get(lock, sel))]
-        return (fs.get(m, sel), fs.get(lock, sel)) if len(sel) >= 2 else None
-
-    return pairs
 
 
 def train_space(fs: FeatureSet, cfg: TrainConfig, *, progress: bool = True, select: FeatureSet | None = None):

@@ -53,7 +53,8 @@ from ..robust import RobustFit, check_robust, check_select_se_on, loop_config, r
 from ..loop import fit_loop, make_optimizer, make_temperature, training_threads
 from ..attention import attention_start, check_attention
 from ..projectors import attention_parameters, load_start_state, start_state
-from ..train import VAL_METRIC, TrainConfig, choose_pairs, featureset_pairs, val_score
+from ..featureset import featureset_pairs
+from ..train import VAL_METRIC, TrainConfig, choose_pairs, val_score
 from .launch import collectives_before_any_group
 from .pairstream import PairStream
 from .solve import broadcast_, solve_once
